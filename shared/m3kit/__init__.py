@@ -1,0 +1,38 @@
+"""m3kit: BGE-M3 dense, sparse and ColBERT retrieval, late chunking and fine-tuning."""
+
+from m3kit.checkpoint import DEFAULT_MODEL, CheckpointKind, Pooling
+from m3kit.encoder import M3Encoder, Precision, Truncation
+from m3kit.errors import (
+    CheckpointError,
+    HeadNotAvailableError,
+    HeadNotComputedError,
+    M3KitError,
+    MissingExtraError,
+    SchemaMismatchError,
+    StoreConnectionError,
+    TruncationError,
+)
+from m3kit.outputs import Chunk, Head, M3Output, SparseVector
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CheckpointError",
+    "CheckpointKind",
+    "Chunk",
+    "Head",
+    "HeadNotAvailableError",
+    "HeadNotComputedError",
+    "M3Encoder",
+    "M3KitError",
+    "M3Output",
+    "MissingExtraError",
+    "Pooling",
+    "Precision",
+    "SchemaMismatchError",
+    "SparseVector",
+    "StoreConnectionError",
+    "Truncation",
+    "TruncationError",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,462 @@
+"""``M3Encoder``: load a checkpoint and encode text with the dense, sparse and ColBERT heads.
+
+Example:
+    >>> from m3kit import M3Encoder  # doctest: +SKIP
+    >>> enc = M3Encoder.from_pretrained("/models/bge-m3")  # doctest: +SKIP
+    >>> out = enc.encode(["Late chunking keeps context."])  # doctest: +SKIP
+    >>> out.dense.shape, len(out.sparse), out.colbert[0].shape  # doctest: +SKIP
+    ((1, 1024), 1, (7, 1024))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from m3kit.checkpoint import (
+    DEFAULT_MODEL,
+    CheckpointInfo,
+    CheckpointKind,
+    Pooling,
+    resolve_checkpoint,
+)
+from m3kit.errors import CheckpointError, HeadNotAvailableError, TruncationError
+from m3kit.model import M3Model
+from m3kit.outputs import ALL_HEADS, FloatArray, Head, M3Output, SparseVector
+
+__all__ = ["M3Encoder", "Precision", "TokenizedText", "Truncation"]
+
+logger = logging.getLogger(__name__)
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of the forward pass (outputs are always float32)."""
+
+    AUTO = "auto"  # bf16 on CPUs with native bf16 and on GPUs that support it, else fp16/fp32
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class Truncation(str, enum.Enum):
+    """What to do with a text longer than ``max_length`` tokens."""
+
+    WARN = "warn"  # truncate and log a warning
+    ERROR = "error"  # raise TruncationError
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of one text (special tokens included) and whether it was truncated."""
+
+    input_ids: list[int]
+    truncated: bool
+
+
+def _cpu_has_native_bf16() -> bool:
+    """True when oneDNN reports native bf16 kernels (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch builds
+        return False
+
+
+def _resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    if precision is not Precision.AUTO:
+        if precision is Precision.FP16 and device.type == "cpu":
+            raise ValueError("fp16 is not supported on CPU; use bf16 or fp32")
+        return precision
+    if device.type == "cuda":
+        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return Precision.BF16
+    return Precision.FP32
+
+
+class M3Encoder:
+    """Encode texts into M3 dense, sparse and ColBERT vectors with one forward pass.
+
+    Build it with :meth:`from_pretrained`. Thread-safe: several threads may call
+    :meth:`encode` at once.
+    """
+
+    def __init__(
+        self,
+        model: M3Model,
+        tokenizer: object,
+        *,
+        info: CheckpointInfo | None = None,
+        device: torch.device | str | None = None,
+        precision: Precision | str = Precision.AUTO,
+        max_length: int = 8192,
+        query_instruction: str | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        if max_length < 2:
+            raise ValueError("max_length must be at least 2 (the special tokens)")
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise ValueError("batch_size and max_batch_tokens must be positive")
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.precision = _resolve_precision(Precision(precision), self.device)
+        self.max_length = int(max_length)
+        self.query_instruction = query_instruction
+        self.batch_size = int(batch_size)
+        self.max_batch_tokens = int(max_batch_tokens)
+        self._tok_lock = threading.Lock()
+        tok = self.tokenizer
+        special = {
+            getattr(tok, f"{n}_token_id", None) for n in ("cls", "eos", "pad", "unk", "bos", "sep")
+        }
+        self._unused_ids = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
+        self._pad_id = int(getattr(tok, "pad_token_id", 0) or 0)
+        logger.info(
+            "M3Encoder: %s checkpoint, %s pooling, device=%s, precision=%s, max_length=%d",
+            model.kind.value,
+            model.pooling.value,
+            self.device,
+            self.precision.value,
+            self.max_length,
+        )
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        device: torch.device | str | None = None,
+        dtype: Precision | str | torch.dtype | None = None,
+        max_length: int | None = None,
+        query_instruction: str | None = None,
+        pooling: Pooling | str | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+        trust_remote_code: bool = False,
+    ) -> M3Encoder:
+        """Load an M3 checkpoint (three heads) or a BGE / sentence-transformers one (dense only).
+
+        Args:
+            name_or_path: Local folder or hub id (default ``BAAI/bge-m3``).
+            device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+            dtype: Precision of the forward pass: ``"auto"`` (default), ``"fp32"``, ``"bf16"``,
+                ``"fp16"`` or a ``torch.dtype``.
+            max_length: Longest input in tokens (default: what the checkpoint declares).
+            query_instruction: Prefix added to queries only (e.g. BGE v1.5's
+                ``"Represent this sentence for searching relevant passages: "``).
+            pooling: Override the dense pooling (``"cls"`` or ``"mean"``).
+            batch_size: Most texts per forward pass.
+            max_batch_tokens: Most padded tokens per forward pass.
+            trust_remote_code: Allow custom model code from the checkpoint (off by default).
+        """
+        info = resolve_checkpoint(name_or_path, pooling=Pooling(pooling) if pooling else None)
+        tokenizer = _load_tokenizer(info, trust_remote_code=trust_remote_code)
+        model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
+        declared = info.max_length or 8192
+        return cls(
+            model,
+            tokenizer,
+            info=info,
+            device=device,
+            precision=_precision_from(dtype),
+            max_length=min(max_length, declared) if max_length else declared,
+            query_instruction=query_instruction
+            if query_instruction is not None
+            else info.query_instruction,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+        )
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def available_heads(self) -> frozenset[Head]:
+        return ALL_HEADS if self.model.kind is CheckpointKind.M3 else frozenset({Head.DENSE})
+
+    @property
+    def dense_dim(self) -> int:
+        return self.model.hidden_size
+
+    @property
+    def colbert_dim(self) -> int | None:
+        heads = self.model.heads
+        return heads.colbert_dim if heads is not None else None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)  # type: ignore[arg-type]
+
+    # -- tokenisation -----------------------------------------------------------------------
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = None,
+        truncation: Truncation | str = Truncation.WARN,
+    ) -> list[TokenizedText]:
+        """Token ids per text, truncated to ``max_length`` (special tokens included)."""
+        texts = _check_texts(texts)
+        limit = min(max_length or self.max_length, self.max_length)
+        if not texts:
+            return []
+        with self._tok_lock:
+            enc = self.tokenizer(  # type: ignore[operator]
+                list(texts),
+                truncation=True,
+                max_length=limit,
+                return_overflowing_tokens=True,
+                return_attention_mask=False,
+            )
+        out: list[TokenizedText | None] = [None] * len(texts)
+        mapping = enc.get("overflow_to_sample_mapping") or list(range(len(texts)))
+        for row, sample in enumerate(mapping):
+            if out[sample] is None:
+                out[sample] = TokenizedText(list(enc["input_ids"][row]), truncated=False)
+            else:
+                first = out[sample]
+                assert first is not None
+                out[sample] = TokenizedText(first.input_ids, truncated=True)
+        result = [t for t in out if t is not None]
+        truncated = [i for i, t in enumerate(result) if t.truncated]
+        if truncated:
+            if Truncation(truncation) is Truncation.ERROR:
+                raise TruncationError(
+                    f"text(s) at position(s) {truncated[:10]} exceed max_length={limit} tokens"
+                )
+            logger.warning(
+                "%d text(s) longer than %d tokens were truncated (positions %s)",
+                len(truncated),
+                limit,
+                truncated[:10],
+            )
+        return result
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        heads: Sequence[Head | str] | Head | str | None = None,
+        query: bool = False,
+        max_length: int | None = None,
+        truncation: Truncation | str = Truncation.WARN,
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float = 0.0,
+        show_progress: bool | None = None,
+    ) -> M3Output:
+        """Encode a batch of texts.
+
+        Args:
+            texts: The texts (a list; a single ``str`` is refused to keep the output a batch).
+            heads: Heads to compute (default: all the checkpoint has).
+            query: Prefix the query instruction (if one is configured).
+            max_length: Truncate longer texts to this many tokens.
+            truncation: ``"warn"`` (truncate and log) or ``"error"`` (raise).
+            sparse_top_k: Keep only the k highest sparse weights per text.
+            sparse_min_weight: Drop sparse weights at or below this value.
+            show_progress: tqdm bar (default: on for more than one batch).
+
+        Returns:
+            One :class:`M3Output` for the whole batch, in input order.
+        """
+        texts = _check_texts(texts)
+        wanted = self._check_heads(heads)
+        if query and self.query_instruction:
+            texts = [self.query_instruction + t for t in texts]
+        tokens = self.tokenize(texts, max_length=max_length, truncation=truncation)
+        return self.encode_tokenized(
+            [t.input_ids for t in tokens],
+            heads=wanted,
+            sparse_top_k=sparse_top_k,
+            sparse_min_weight=sparse_min_weight,
+            show_progress=show_progress,
+        )
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: object) -> M3Output:
+        """:meth:`encode` with ``query=True`` (adds the query instruction)."""
+        return self.encode(texts, query=True, **kwargs)  # type: ignore[arg-type]
+
+    def encode_tokenized(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        *,
+        heads: Sequence[Head | str] | Head | str | frozenset[Head] | None = None,
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float = 0.0,
+        show_progress: bool | None = None,
+    ) -> M3Output:
+        """Encode already tokenised texts (ids with special tokens)."""
+        wanted = self._check_heads(heads)
+        n = len(input_ids)
+        dense = np.zeros((n, self.dense_dim), dtype=np.float32) if Head.DENSE in wanted else None
+        sparse: list[SparseVector] = [SparseVector.empty()] * n
+        colbert: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32)] * n
+        batches = list(self._plan_batches([len(ids) for ids in input_ids]))
+        bar = tqdm(
+            total=n,
+            desc="encode",
+            unit="text",
+            disable=not (show_progress if show_progress is not None else len(batches) > 1),
+        )
+        with bar:
+            for batch in batches:
+                fwd = self._forward([input_ids[i] for i in batch], wanted)
+                ids_np, mask_np = fwd["ids"], fwd["mask"]
+                for row, i in enumerate(batch):
+                    length = int(mask_np[row].sum())
+                    if dense is not None:
+                        dense[i] = fwd["dense"][row]
+                    if Head.SPARSE in wanted:
+                        sparse[i] = self.sparse_vector(
+                            ids_np[row, :length],
+                            fwd["sparse"][row, :length],
+                            top_k=sparse_top_k,
+                            min_weight=sparse_min_weight,
+                        )
+                    if Head.COLBERT in wanted:
+                        colbert[i] = np.ascontiguousarray(fwd["colbert"][row, : length - 1])
+                bar.update(len(batch))
+        return M3Output(
+            heads=wanted,
+            token_counts=tuple(len(ids) for ids in input_ids),
+            _dense=dense,
+            _sparse=tuple(sparse) if Head.SPARSE in wanted else None,
+            _colbert=tuple(colbert) if Head.COLBERT in wanted else None,
+        )
+
+    def sparse_vector(
+        self,
+        ids: np.ndarray,
+        weights: np.ndarray,
+        *,
+        top_k: int | None = None,
+        min_weight: float = 0.0,
+    ) -> SparseVector:
+        """Token weights -> sparse vector: max per id; special tokens and weights <= 0 dropped."""
+        ids = np.asarray(ids, dtype=np.int64)
+        weights = np.asarray(weights, dtype=np.float32)
+        keep = (weights > max(min_weight, 0.0)) & ~np.isin(ids, self._unused_ids)
+        ids, weights = ids[keep], weights[keep]
+        if ids.size == 0:
+            return SparseVector.empty()
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        best = np.zeros(uniq.shape[0], dtype=np.float32)
+        np.maximum.at(best, inverse, weights)
+        if top_k is not None and 0 < top_k < uniq.shape[0]:
+            order = np.sort(np.argsort(-best, kind="stable")[:top_k])
+            uniq, best = uniq[order], best[order]
+        return SparseVector(uniq, best)
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_heads(
+        self, heads: Sequence[Head | str] | Head | str | frozenset[Head] | None
+    ) -> frozenset[Head]:
+        wanted = self.available_heads if heads is None else Head.parse(heads)
+        missing = wanted - self.available_heads
+        if missing:
+            names = ", ".join(sorted(h.value for h in missing))
+            raise HeadNotAvailableError(
+                f"this checkpoint is dense-only and has no {names} head "
+                f"(colbert_linear.pt / sparse_linear.pt missing); ask for heads=['dense']"
+            )
+        return wanted
+
+    def _plan_batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        """Longest first; batches bounded by ``batch_size`` and ``max_batch_tokens`` (padded)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batch: list[int] = []
+        for i in order:
+            longest = lengths[batch[0]] if batch else lengths[i]
+            if batch and (
+                len(batch) >= self.batch_size or longest * (len(batch) + 1) > self.max_batch_tokens
+            ):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.precision is Precision.FP32:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision is Precision.BF16 else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _forward(
+        self, batch_ids: list[Sequence[int]], wanted: frozenset[Head]
+    ) -> dict[str, np.ndarray]:
+        width = max(len(ids) for ids in batch_ids)
+        ids = np.full((len(batch_ids), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch_ids), width), dtype=np.int64)
+        for row, seq in enumerate(batch_ids):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        with torch.inference_mode(), self._autocast():
+            fwd = self.model(
+                torch.from_numpy(ids).to(self.device),
+                torch.from_numpy(mask).to(self.device),
+                sparse=Head.SPARSE in wanted,
+                colbert=Head.COLBERT in wanted,
+            )
+        out = {"ids": ids, "mask": mask, "dense": fwd.dense.float().cpu().numpy()}
+        if fwd.sparse is not None:
+            out["sparse"] = fwd.sparse.float().cpu().numpy()
+        if fwd.colbert is not None:
+            out["colbert"] = fwd.colbert.float().cpu().numpy()
+        return out
+
+
+def _precision_from(dtype: Precision | str | torch.dtype | None) -> Precision:
+    if dtype is None:
+        return Precision.AUTO
+    if isinstance(dtype, torch.dtype):
+        table = {
+            torch.float32: Precision.FP32,
+            torch.bfloat16: Precision.BF16,
+            torch.float16: Precision.FP16,
+        }
+        if dtype not in table:
+            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+        return table[dtype]
+    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    return Precision(aliases.get(str(dtype), str(dtype)))
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of texts; wrap a single text as [text]")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+    return out
+
+
+def _load_tokenizer(info: CheckpointInfo, *, trust_remote_code: bool) -> object:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(info.path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load the tokenizer from {info.path}: {e}") from e
+    if not getattr(tok, "is_fast", False):
+        raise CheckpointError(
+            f"the tokenizer in {info.path} is not a fast tokenizer; m3kit needs tokenizer.json "
+            "(character offsets for late chunking)"
+        )
+    return tok

@@ -1,0 +1,53 @@
+"""Exceptions raised by m3kit. Every error names what is wrong and what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "HeadNotAvailableError",
+    "HeadNotComputedError",
+    "M3KitError",
+    "MissingExtraError",
+    "SchemaMismatchError",
+    "StoreConnectionError",
+    "TruncationError",
+]
+
+
+class M3KitError(Exception):
+    """Base class of every m3kit error."""
+
+
+class CheckpointError(M3KitError, FileNotFoundError):
+    """A checkpoint folder is missing, incomplete or unreadable."""
+
+
+class HeadNotAvailableError(M3KitError, ValueError):
+    """A head (sparse or ColBERT) was asked of a checkpoint that does not have it."""
+
+
+class HeadNotComputedError(M3KitError, AttributeError):
+    """A head's output was read from a result that was encoded without it."""
+
+
+class TruncationError(M3KitError, ValueError):
+    """A text is longer than ``max_length`` and the caller asked for strict truncation."""
+
+
+class SchemaMismatchError(M3KitError, ValueError):
+    """An existing Qdrant collection does not match the schema the caller asked for."""
+
+
+class StoreConnectionError(M3KitError, ConnectionError):
+    """Qdrant could not be reached or refused the request."""
+
+
+class MissingExtraError(M3KitError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+
+def missing_extra(package: str, extra: str) -> MissingExtraError:
+    """Build the error raised when ``package`` (from extra ``extra``) is not installed."""
+    return MissingExtraError(
+        f"{package} is not installed. Install it with: pip install 'm3kit[{extra}]'"
+    )

