@@ -1,11 +1,12 @@
 """``M3Encoder``: load a checkpoint and encode text with the dense, sparse and ColBERT heads.
 
-Example:
-    >>> from m3kit import M3Encoder  # doctest: +SKIP
-    >>> enc = M3Encoder.from_pretrained("/models/bge-m3")  # doctest: +SKIP
-    >>> out = enc.encode(["Late chunking keeps context."])  # doctest: +SKIP
-    >>> out.dense.shape, len(out.sparse), out.colbert[0].shape  # doctest: +SKIP
-    ((1, 1024), 1, (7, 1024))
+Example::
+
+    from m3kit import M3Encoder
+
+    enc = M3Encoder.from_pretrained("/models/bge-m3")   # or "BAAI/bge-m3" when online
+    out = enc.encode(["Late chunking keeps context."])
+    out.dense.shape, len(out.sparse), out.colbert[0].shape   # ((1, 1024), 1, (7, 1024))
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""Checkpoint loading: layouts, missing files, safe head loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from m3kit import CheckpointError, CheckpointKind, M3Encoder, Pooling
+from m3kit.checkpoint import resolve_checkpoint
+
+
+@pytest.fixture
+def tiny_copy(tiny_m3_path: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "ckpt"
+    shutil.copytree(tiny_m3_path, dst)
+    return dst
+
+
+def test_m3_layout_detected(tiny_m3_path: Path) -> None:
+    info = resolve_checkpoint(tiny_m3_path)
+    assert info.kind is CheckpointKind.M3 and info.pooling is Pooling.CLS
+    assert info.max_length == 8192
+
+
+def test_sentence_transformers_layout_detected(minilm_path: Path) -> None:
+    info = resolve_checkpoint(minilm_path)
+    assert info.kind is CheckpointKind.DENSE and info.pooling is Pooling.MEAN
+    assert info.max_length == 256
+
+
+def test_unknown_path(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        M3Encoder.from_pretrained(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        M3Encoder.from_pretrained("./not/a/model")
+
+
+def test_hub_id_offline_names_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="local copy"):
+        resolve_checkpoint("BAAI/definitely-not-cached-m3kit")
+
+
+@pytest.mark.parametrize("missing", ["colbert_linear.pt", "sparse_linear.pt"])
+def test_missing_head_file_is_an_error_naming_it(tiny_copy: Path, missing: str) -> None:
+    os.remove(tiny_copy / missing)
+    with pytest.raises(CheckpointError, match=missing):
+        M3Encoder.from_pretrained(tiny_copy)
+
+
+def test_missing_tokenizer(tiny_copy: Path) -> None:
+    os.remove(tiny_copy / "tokenizer.json")
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        M3Encoder.from_pretrained(tiny_copy)
+
+
+def test_missing_weights_and_config(tiny_copy: Path) -> None:
+    os.remove(tiny_copy / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model weights"):
+        M3Encoder.from_pretrained(tiny_copy)
+    os.remove(tiny_copy / "config.json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        M3Encoder.from_pretrained(tiny_copy)
+
+
+def test_plain_backbone_needs_pooling(tiny_copy: Path) -> None:
+    for name in ("colbert_linear.pt", "sparse_linear.pt", "modules.json", "m3kit.json"):
+        os.remove(tiny_copy / name)
+    shutil.rmtree(tiny_copy / "1_Pooling")
+    with pytest.raises(CheckpointError, match="pooling='cls'"):
+        M3Encoder.from_pretrained(tiny_copy)
+    enc = M3Encoder.from_pretrained(tiny_copy, pooling="cls", dtype="fp32")
+    assert enc.available_heads == frozenset({"dense"})  # type: ignore[comparison-overlap]
+
+
+class _Payload:
+    """Unpickling this would run ``os.system``: the classic malicious checkpoint."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, ("touch /tmp/m3kit-pwned",))
+
+
+def test_pickle_payload_in_head_file_is_refused(tiny_copy: Path) -> None:
+    marker = Path("/tmp/m3kit-pwned")
+    marker.unlink(missing_ok=True)
+    with open(tiny_copy / "colbert_linear.pt", "wb") as f:
+        pickle.dump({"weight": _Payload()}, f)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        M3Encoder.from_pretrained(tiny_copy)
+    assert not marker.exists()
+
+
+def test_torch_saved_payload_is_refused(tiny_copy: Path) -> None:
+    torch.save({"weight": torch.zeros(32, 32), "evil": _Payload()}, tiny_copy / "sparse_linear.pt")
+    with pytest.raises(CheckpointError, match="sparse_linear.pt"):
+        M3Encoder.from_pretrained(tiny_copy)
+    assert not Path("/tmp/m3kit-pwned").exists()
+
+
+def test_head_shape_mismatch(tiny_copy: Path) -> None:
+    torch.save(
+        {"weight": torch.zeros(8, 16), "bias": torch.zeros(8)}, tiny_copy / "colbert_linear.pt"
+    )
+    with pytest.raises(CheckpointError, match="hidden size 32"):
+        M3Encoder.from_pretrained(tiny_copy)
+
+
+def test_save_round_trip(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
+    import numpy as np
+
+    out = tiny_encoder.model.save(
+        tmp_path / "saved", tiny_encoder.tokenizer, query_instruction="q: ", max_length=512
+    )
+    again = M3Encoder.from_pretrained(out, dtype="fp32")
+    assert again.query_instruction == "q: " and again.max_length == 512
+    texts = ["round trip", "北京"]
+    a, b = tiny_encoder.encode(texts), again.encode(texts)
+    np.testing.assert_allclose(a.dense, b.dense, atol=1e-6)
+    assert a.sparse == b.sparse

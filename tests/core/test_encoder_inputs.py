@@ -1,0 +1,132 @@
+"""Bad and edge input: clear errors, valid vectors, typed batch results."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from m3kit import (
+    HeadNotAvailableError,
+    HeadNotComputedError,
+    M3Encoder,
+    TruncationError,
+)
+
+
+def test_empty_batch_gives_empty_result(tiny_encoder: M3Encoder) -> None:
+    out = tiny_encoder.encode([])
+    assert len(out) == 0
+    assert out.dense.shape == (0, 32)
+    assert out.sparse == () and out.colbert == ()
+
+
+@pytest.mark.parametrize("text", ["", " ", "\n\t  \n"])
+def test_empty_and_whitespace_give_valid_vectors(tiny_encoder: M3Encoder, text: str) -> None:
+    out = tiny_encoder.encode([text])
+    assert out.dense.shape == (1, 32)
+    assert np.isfinite(out.dense).all()
+    assert abs(float(np.linalg.norm(out.dense[0])) - 1.0) < 1e-5
+    # "" is only special tokens (nothing lexical); whitespace may keep a word-boundary piece.
+    assert len(out.sparse[0]) == 0 if text == "" else np.all(out.sparse[0].values > 0)
+    assert out.colbert[0].shape[0] >= 1
+
+
+@pytest.mark.parametrize("bad_index", [0, 2])
+def test_non_str_names_its_position(tiny_encoder: M3Encoder, bad_index: int) -> None:
+    texts: list[object] = ["a", "b", "c"]
+    texts[bad_index] = None
+    with pytest.raises(TypeError, match=rf"texts\[{bad_index}\] is NoneType"):
+        tiny_encoder.encode(texts)  # type: ignore[arg-type]
+    texts[bad_index] = 42
+    with pytest.raises(TypeError, match=rf"texts\[{bad_index}\] is int"):
+        tiny_encoder.encode(texts)  # type: ignore[arg-type]
+
+
+def test_single_string_is_refused(tiny_encoder: M3Encoder) -> None:
+    with pytest.raises(TypeError, match="list of texts"):
+        tiny_encoder.encode("just one")  # type: ignore[arg-type]
+
+
+def test_long_text_truncated_with_warning(
+    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = "hello world " * 100
+    with caplog.at_level(logging.WARNING, logger="m3kit.encoder"):
+        out = tiny_encoder.encode([text, "short"], max_length=16)
+    assert out.token_counts[0] == 16
+    assert out.colbert[0].shape[0] == 15
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+
+
+def test_long_text_strict_raises(tiny_encoder: M3Encoder) -> None:
+    with pytest.raises(TruncationError, match=r"position\(s\) \[1\]"):
+        tiny_encoder.encode(["short", "hello world " * 100], max_length=16, truncation="error")
+
+
+def test_truncated_equals_encoding_the_prefix(tiny_encoder: M3Encoder) -> None:
+    text = "hello world " * 40
+    ids = tiny_encoder.tokenize([text], max_length=10)[0]
+    assert ids.truncated and len(ids.input_ids) == 10
+    full = tiny_encoder.tokenize([text])[0].input_ids
+    assert ids.input_ids == [*full[:9], full[-1]]
+
+
+def test_heads_per_call_absent_by_type(tiny_encoder: M3Encoder) -> None:
+    out = tiny_encoder.encode(["hello"], heads=["dense"])
+    assert out.dense.shape == (1, 32)
+    with pytest.raises(HeadNotComputedError, match="sparse"):
+        _ = out.sparse
+    with pytest.raises(HeadNotComputedError, match="colbert"):
+        _ = out.colbert
+    sparse_only = tiny_encoder.encode(["hello"], heads="sparse")
+    with pytest.raises(HeadNotComputedError, match="dense"):
+        _ = sparse_only.dense
+    with pytest.raises(ValueError, match="unknown head"):
+        tiny_encoder.encode(["hello"], heads=["bm25"])
+
+
+def test_dense_only_checkpoint_refuses_other_heads(minilm_encoder: M3Encoder) -> None:
+    with pytest.raises(HeadNotAvailableError, match="dense-only"):
+        minilm_encoder.encode(["hello"], heads=["dense", "sparse"])
+    with pytest.raises(HeadNotAvailableError, match="colbert"):
+        minilm_encoder.encode(["hello"], heads=["colbert"])
+    assert minilm_encoder.encode(["hello"]).dense.shape == (1, 384)
+
+
+def test_sparse_pruning(tiny_encoder: M3Encoder) -> None:
+    text = ["The quick brown fox jumps over the lazy dog and the quick cat."]
+    full = tiny_encoder.encode(text, heads="sparse").sparse[0]
+    top = tiny_encoder.encode(text, heads="sparse", sparse_top_k=3).sparse[0]
+    assert len(top) == 3 < len(full)
+    best3 = np.sort(full.indices[np.argsort(-full.values, kind="stable")[:3]])
+    assert top.indices.tolist() == best3.tolist()
+    cut = float(np.median(full.values))
+    pruned = tiny_encoder.encode(text, heads="sparse", sparse_min_weight=cut).sparse[0]
+    assert np.all(pruned.values > cut) and len(pruned) < len(full)
+
+
+def test_query_instruction_only_on_queries(tiny_m3_path: object) -> None:
+    enc = M3Encoder.from_pretrained(
+        tiny_m3_path,
+        dtype="fp32",  # type: ignore[arg-type]
+        query_instruction="为这个句子生成表示以用于检索相关文章：",
+    )
+    plain = enc.encode(["北京"])
+    query = enc.encode_queries(["北京"])
+    manual = enc.encode(["为这个句子生成表示以用于检索相关文章：北京"])
+    np.testing.assert_allclose(query.dense, manual.dense, atol=1e-6)
+    assert not np.allclose(query.dense, plain.dense)
+
+
+def test_order_preserved_across_batches(tiny_m3_path: object) -> None:
+    texts = [("word " * n).strip() for n in (1, 50, 3, 20, 7, 90, 2)]
+    small = M3Encoder.from_pretrained(
+        tiny_m3_path,
+        dtype="fp32",
+        batch_size=2,  # type: ignore[arg-type]
+        max_batch_tokens=64,
+    )
+    one_by_one = np.stack([small.encode([t]).dense[0] for t in texts])
+    np.testing.assert_allclose(small.encode(texts).dense, one_by_one, atol=1e-5)
