@@ -1,0 +1,74 @@
+"""Property tests (hypothesis): arbitrary unicode never breaks the encoder or sparse conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from m3kit import M3Encoder, SparseVector
+
+_SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+texts = st.lists(
+    st.one_of(
+        st.text(max_size=200),
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=50),
+        st.sampled_from(["", " ", "\n\n", "🙂" * 30, "中文" * 100, "a " * 400]),
+    ),
+    min_size=0,
+    max_size=6,
+)
+
+
+@_SETTINGS
+@given(batch=texts)
+def test_encoder_never_crashes_and_shapes_are_stable(
+    tiny_encoder: M3Encoder, batch: list[str]
+) -> None:
+    out = tiny_encoder.encode(batch, max_length=128)
+    assert out.dense.shape == (len(batch), tiny_encoder.dense_dim)
+    assert out.dense.dtype == np.float32 and np.isfinite(out.dense).all()
+    assert len(out.sparse) == len(out.colbert) == len(batch)
+    for i, vec in enumerate(out.sparse):
+        assert vec.indices.dtype == np.int64 and vec.values.dtype == np.float32
+        assert np.all(np.diff(vec.indices) > 0), "indices unique and sorted"
+        assert np.all(vec.values > 0)
+        assert out.colbert[i].shape == (out.token_counts[i] - 1, tiny_encoder.colbert_dim)
+        assert 2 <= out.token_counts[i] <= 128
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(st.integers(min_value=0, max_value=60), max_size=80),
+    data=st.data(),
+)
+def test_sparse_conversion_is_max_per_id(
+    tiny_encoder: M3Encoder, ids: list[int], data: st.DataObject
+) -> None:
+    weights = data.draw(
+        st.lists(st.floats(-2, 5, allow_nan=False, width=32), min_size=len(ids), max_size=len(ids))
+    )
+    vec = tiny_encoder.sparse_vector(
+        np.array(ids, dtype=np.int64), np.array(weights, dtype=np.float32)
+    )
+    expected: dict[int, float] = {}
+    for i, w in zip(ids, weights, strict=True):
+        if i in (0, 1, 2, 3) or w <= 0:  # <s>, <pad>, </s>, <unk> and non-positive dropped
+            continue
+        expected[i] = max(expected.get(i, 0.0), float(np.float32(w)))
+    assert vec == SparseVector.from_mapping(expected)
+
+
+def test_sparse_vector_validates() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="ascending"):
+        SparseVector(np.array([3, 1]), np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match="differ in size"):
+        SparseVector(np.array([1, 2]), np.array([1.0]))
+    v = SparseVector(np.array([1, 2]), np.array([0.5, 1.5]))
+    with pytest.raises(ValueError):
+        v.values[0] = 3.0  # frozen arrays
