@@ -34,7 +34,7 @@ from m3kit.errors import CheckpointError, HeadNotAvailableError, TruncationError
 from m3kit.model import M3Model
 from m3kit.outputs import ALL_HEADS, FloatArray, Head, M3Output, SparseVector
 
-__all__ = ["M3Encoder", "Precision", "TokenizedText", "Truncation"]
+__all__ = ["M3Encoder", "Precision", "TokenStates", "TokenizedText", "Truncation"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,22 @@ class TokenizedText:
 
     input_ids: list[int]
     truncated: bool
+
+
+@dataclass(frozen=True)
+class TokenStates:
+    """Per-token outputs of one sequence, float32 (what late chunking pools per chunk).
+
+    Attributes:
+        hidden: Last hidden states ``[t, h]``.
+        sparse: Sparse-head weights ``[t]`` (ReLU applied), or None when not asked for.
+        colbert: Normalised ColBERT vectors ``[t - 1, d]`` of tokens 1..t-1 (CLS has none), or
+            None when not asked for.
+    """
+
+    hidden: FloatArray
+    sparse: FloatArray | None
+    colbert: FloatArray | None
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -340,6 +356,31 @@ class M3Encoder:
             _colbert=tuple(colbert) if Head.COLBERT in wanted else None,
         )
 
+    def token_states(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        *,
+        heads: Sequence[Head | str] | Head | str | frozenset[Head] | None = None,
+    ) -> list[TokenStates]:
+        """Per-token hidden states and head outputs of tokenised sequences (ids with specials).
+
+        Same batching, device and precision as :meth:`encode_tokenized`; one entry per sequence.
+        """
+        wanted = self._check_heads(heads)
+        out: list[TokenStates | None] = [None] * len(input_ids)
+        for batch in self._plan_batches([len(ids) for ids in input_ids]):
+            fwd = self._forward([input_ids[i] for i in batch], wanted, hidden=True)
+            for row, i in enumerate(batch):
+                length = len(input_ids[i])
+                out[i] = TokenStates(
+                    hidden=np.ascontiguousarray(fwd["hidden"][row, :length]),
+                    sparse=fwd["sparse"][row, :length].copy() if "sparse" in fwd else None,
+                    colbert=np.ascontiguousarray(fwd["colbert"][row, : length - 1])
+                    if "colbert" in fwd
+                    else None,
+                )
+        return [t for t in out if t is not None]
+
     def sparse_vector(
         self,
         ids: np.ndarray,
@@ -399,7 +440,7 @@ class M3Encoder:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _forward(
-        self, batch_ids: list[Sequence[int]], wanted: frozenset[Head]
+        self, batch_ids: list[Sequence[int]], wanted: frozenset[Head], *, hidden: bool = False
     ) -> dict[str, np.ndarray]:
         width = max(len(ids) for ids in batch_ids)
         ids = np.full((len(batch_ids), width), self._pad_id, dtype=np.int64)
@@ -415,6 +456,8 @@ class M3Encoder:
                 colbert=Head.COLBERT in wanted,
             )
         out = {"ids": ids, "mask": mask, "dense": fwd.dense.float().cpu().numpy()}
+        if hidden:
+            out["hidden"] = fwd.hidden.float().cpu().numpy()
         if fwd.sparse is not None:
             out["sparse"] = fwd.sparse.float().cpu().numpy()
         if fwd.colbert is not None:
