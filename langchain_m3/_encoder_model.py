@@ -1,0 +1,126 @@
+"""Pydantic fields shared by the LangChain embedding classes: which checkpoint, loaded how."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from typing_extensions import Self
+
+from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.encoder import M3Encoder, Precision
+from m3kit.errors import M3KitError
+
+__all__ = ["EncoderModel"]
+
+_ENCODER_CONTEXT_KEY = "m3kit_encoder"
+
+
+class EncoderModel(BaseModel):
+    """Fields naming a checkpoint and how to load it; the live encoder is a private attribute.
+
+    Subclasses get :meth:`from_encoder` (share one loaded model) and :attr:`encoder`.
+    """
+
+    # frozen: the fields describe the loaded model, so changing one later would be a lie.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+    model_name_or_path: str = DEFAULT_MODEL
+    """Local checkpoint folder or hub id (default ``BAAI/bge-m3``)."""
+    device: str | None = None
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available."""
+    dtype: Precision = Precision.AUTO
+    """Forward-pass precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (outputs are float32)."""
+    query_instruction: str | None = None
+    """Prefix for queries; default: what the checkpoint declares (none for BGE-M3)."""
+    batch_size: int = Field(default=32, ge=1)
+    """Most texts per forward pass."""
+    max_length: int | None = Field(default=None, ge=2)
+    """Longest input in tokens (longer texts are truncated with a warning)."""
+    show_progress: bool = False
+    """Show a tqdm bar while embedding documents."""
+
+    _encoder: M3Encoder = PrivateAttr()
+
+    def __init__(self, /, **data: Any) -> None:
+        self._validate_and_load(data, encoder=None)
+
+    def _validate_and_load(self, data: dict[str, Any], encoder: M3Encoder | None) -> None:
+        # What BaseModel.__init__ does, plus a validation context carrying a loaded encoder
+        # (model_validate(context=...) would bypass this custom __init__).
+        with _m3kit_errors_unwrapped():
+            self.__pydantic_validator__.validate_python(
+                data,
+                self_instance=self,
+                context={_ENCODER_CONTEXT_KEY: encoder} if encoder is not None else None,
+            )
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load the checkpoint, or adopt the encoder passed by :meth:`from_encoder`."""
+        encoder = context.get(_ENCODER_CONTEXT_KEY) if isinstance(context, dict) else None
+        if encoder is None:
+            encoder = M3Encoder.from_pretrained(
+                self.model_name_or_path,
+                device=self.device,
+                dtype=self.dtype.value,  # str(Precision.X) is 'Precision.X' on py3.11
+                max_length=self.max_length,
+                query_instruction=self.query_instruction,
+                batch_size=self.batch_size,
+            )
+        self._check_encoder(encoder)
+        self._encoder = encoder
+
+    def _check_encoder(self, encoder: M3Encoder) -> None:
+        """Raise when the encoder cannot serve this class (overridden by the sparse one)."""
+
+    @classmethod
+    def from_encoder(cls, encoder: M3Encoder, **options: Any) -> Self:
+        """Wrap an already loaded :class:`~m3kit.M3Encoder` (no second copy of the model).
+
+        The checkpoint fields are filled from the encoder's own settings.
+
+        Args:
+            encoder: The loaded encoder.
+            **options: Other fields of the class (e.g. ``show_progress=True``).
+        """
+        fields = {
+            "model_name_or_path": str(encoder.info.path) if encoder.info else "<in-memory>",
+            "device": str(encoder.device),
+            "dtype": encoder.precision,
+            "query_instruction": encoder.query_instruction,
+            "batch_size": encoder.batch_size,
+            "max_length": encoder.max_length,
+        }
+        clash = sorted(set(options) & set(fields))
+        if clash:
+            raise ValueError(
+                f"{clash} come from the encoder in from_encoder(); "
+                "load the encoder with the settings you want instead"
+            )
+        obj = cls.__new__(cls)
+        obj._validate_and_load(fields | options, encoder=encoder)
+        return obj
+
+    @property
+    def encoder(self) -> M3Encoder:
+        """The loaded :class:`~m3kit.M3Encoder`."""
+        return self._encoder
+
+
+@contextmanager
+def _m3kit_errors_unwrapped() -> Iterator[None]:
+    """Re-raise an m3kit error from loading as itself, not wrapped in a pydantic ValidationError.
+
+    Pydantic wraps any ``ValueError`` raised in ``model_post_init`` (``HeadNotAvailableError``
+    is one); callers should be able to catch the m3kit type.
+    """
+    try:
+        yield
+    except ValidationError as e:
+        errors = e.errors()
+        cause = errors[0].get("ctx", {}).get("error") if len(errors) == 1 else None
+        if isinstance(cause, M3KitError):
+            raise cause from None
+        raise

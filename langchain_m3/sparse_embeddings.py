@@ -1,0 +1,107 @@
+"""``M3SparseEmbeddings``: M3 learned-sparse (lexical) vectors for ``langchain_qdrant``.
+
+Use it as the ``sparse_embedding`` of ``QdrantVectorStore`` in hybrid mode, next to
+:class:`~langchain_m3.M3Embeddings` sharing the same loaded model:
+
+Example:
+    >>> import tempfile
+    >>> from langchain_qdrant import QdrantVectorStore, RetrievalMode
+    >>> from m3kit import M3Encoder
+    >>> from m3kit.testing import build_tiny_m3_checkpoint
+    >>> from langchain_m3 import M3Embeddings
+    >>> enc = M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+    >>> store = QdrantVectorStore.from_texts(
+    ...     ["Berlin is the capital of Germany.", "Oxygen has atomic number 8."],
+    ...     embedding=M3Embeddings.from_encoder(enc),
+    ...     sparse_embedding=M3SparseEmbeddings.from_encoder(enc),
+    ...     retrieval_mode=RetrievalMode.HYBRID,
+    ...     location=":memory:",
+    ...     collection_name="demo",
+    ... )
+    >>> len(store.similarity_search("capital of Germany", k=2))
+    2
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from langchain_m3._encoder_model import EncoderModel
+from m3kit.encoder import M3Encoder
+from m3kit.errors import HeadNotAvailableError, missing_extra
+from m3kit.outputs import Head
+from m3kit.outputs import SparseVector as M3SparseVector
+
+try:
+    from langchain_qdrant import SparseEmbeddings, SparseVector
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("langchain-qdrant", "langchain") from e
+
+__all__ = ["M3SparseEmbeddings"]
+
+
+class M3SparseEmbeddings(EncoderModel, SparseEmbeddings):
+    """``langchain_qdrant.SparseEmbeddings`` giving M3 sparse vectors (token id -> weight).
+
+    Needs a checkpoint with the sparse head (``sparse_linear.pt``, e.g. ``BAAI/bge-m3``);
+    a dense-only checkpoint raises :class:`~m3kit.errors.HeadNotAvailableError` when built.
+    Indices are the tokenizer's ids, so documents and queries must use the same checkpoint.
+    The inherited async methods run the sync ones in a worker thread.
+    """
+
+    sparse_top_k: int | None = Field(default=None, ge=1)
+    """Keep only the k highest weights per text (default: all)."""
+    sparse_min_weight: float = Field(default=0.0, ge=0.0)
+    """Drop weights at or below this value."""
+
+    def _check_encoder(self, encoder: M3Encoder) -> None:
+        if Head.SPARSE not in encoder.available_heads:
+            raise HeadNotAvailableError(
+                f"{self.model_name_or_path} is a dense-only checkpoint (no sparse_linear.pt); "
+                "M3SparseEmbeddings needs an M3 checkpoint such as BAAI/bge-m3"
+            )
+
+    def embed_documents(self, texts: list[str]) -> list[SparseVector]:
+        """Sparse vectors of documents.
+
+        Args:
+            texts: The documents.
+
+        Returns:
+            One ``langchain_qdrant.SparseVector`` per text, in order.
+        """
+        if not texts:
+            return []
+        out = self.encoder.encode(
+            texts,
+            heads=Head.SPARSE,
+            max_length=self.max_length,
+            sparse_top_k=self.sparse_top_k,
+            sparse_min_weight=self.sparse_min_weight,
+            show_progress=self.show_progress,
+        )
+        return [_to_langchain(v) for v in out.sparse]
+
+    def embed_query(self, text: str) -> SparseVector:
+        """Sparse vector of one query (with the query instruction, if any).
+
+        Args:
+            text: The query.
+
+        Returns:
+            The query's ``langchain_qdrant.SparseVector``.
+        """
+        out = self.encoder.encode(
+            [text],
+            heads=Head.SPARSE,
+            query=True,
+            max_length=self.max_length,
+            sparse_top_k=self.sparse_top_k,
+            sparse_min_weight=self.sparse_min_weight,
+            show_progress=False,
+        )
+        return _to_langchain(out.sparse[0])
+
+
+def _to_langchain(vector: M3SparseVector) -> SparseVector:
+    return SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
