@@ -1,0 +1,250 @@
+"""Retrieval metrics (pure functions) and a BEIR-layout loader.
+
+Metric definitions follow ``trec_eval`` / BEIR (``pytrec_eval``): relevance grades are the
+qrels values, nDCG uses linear gains ``rel / log2(rank + 1)`` and the ideal ranking of the
+judged documents; only grades ``> 0`` count as relevant for MRR, hit and recall. A ranking
+that repeats an id (e.g. several chunks of one document mapped to their document) counts
+the first occurrence only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+__all__ = [
+    "BeirDataset",
+    "evaluate_rankings",
+    "hit_at_k",
+    "load_beir",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "recall_at_k",
+]
+
+Relevance = Mapping[str, float] | set[str] | frozenset[str]
+
+
+def _grades(relevant: Relevance) -> dict[str, float]:
+    if isinstance(relevant, (set, frozenset)):
+        return {doc_id: 1.0 for doc_id in relevant}
+    return {str(doc_id): float(grade) for doc_id, grade in relevant.items()}
+
+
+def _top_k(ranked_ids: Sequence[str], k: int) -> list[str]:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    seen: set[str] = set()
+    top: list[str] = []
+    for doc_id in ranked_ids:
+        if doc_id in seen:
+            continue
+        seen.add(doc_id)
+        top.append(doc_id)
+        if len(top) == k:
+            break
+    return top
+
+
+def ndcg_at_k(ranked_ids: Sequence[str], relevant: Relevance, k: int) -> float:
+    """Normalised discounted cumulative gain of the first ``k`` results.
+
+    Args:
+        ranked_ids: Document ids, best first.
+        relevant: ``{doc_id: grade}`` or a set of relevant ids (grade 1).
+        k: Cut-off.
+
+    Returns:
+        nDCG@k in ``[0, 1]``; 0.0 when nothing is relevant.
+
+    >>> ndcg_at_k(["a", "b", "c"], {"a"}, 10)
+    1.0
+    >>> round(ndcg_at_k(["x", "a"], {"a"}, 10), 4)  # 1 / log2(3)
+    0.6309
+    >>> round(ndcg_at_k(["b", "a"], {"a": 2, "b": 1}, 2), 4)
+    0.8597
+    >>> ndcg_at_k(["x", "a"], {"a"}, 1)
+    0.0
+    """
+    grades = _grades(relevant)
+    dcg = sum(
+        grades.get(doc_id, 0.0) / math.log2(rank + 1)
+        for rank, doc_id in enumerate(_top_k(ranked_ids, k), start=1)
+        if grades.get(doc_id, 0.0) > 0
+    )
+    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(rank + 1) for rank, g in enumerate(ideal, start=1))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def mrr_at_k(ranked_ids: Sequence[str], relevant: Relevance, k: int) -> float:
+    """Reciprocal rank of the first relevant result within the first ``k`` (0.0 if none).
+
+    >>> mrr_at_k(["x", "y", "a"], {"a"}, 10)
+    0.3333333333333333
+    >>> mrr_at_k(["x", "y", "a"], {"a"}, 2)
+    0.0
+    """
+    grades = _grades(relevant)
+    for rank, doc_id in enumerate(_top_k(ranked_ids, k), start=1):
+        if grades.get(doc_id, 0.0) > 0:
+            return 1.0 / rank
+    return 0.0
+
+
+def hit_at_k(ranked_ids: Sequence[str], relevant: Relevance, k: int) -> float:
+    """1.0 if any relevant document is among the first ``k`` results, else 0.0.
+
+    >>> hit_at_k(["x", "a"], {"a"}, 2), hit_at_k(["x", "a"], {"a"}, 1)
+    (1.0, 0.0)
+    """
+    grades = _grades(relevant)
+    return float(any(grades.get(doc_id, 0.0) > 0 for doc_id in _top_k(ranked_ids, k)))
+
+
+def recall_at_k(ranked_ids: Sequence[str], relevant: Relevance, k: int) -> float:
+    """Share of the relevant documents found among the first ``k`` results.
+
+    >>> recall_at_k(["a", "x", "b"], {"a", "b", "c", "d"}, 3)
+    0.5
+    >>> recall_at_k(["a"], set(), 3)
+    0.0
+    """
+    grades = _grades(relevant)
+    positives = {doc_id for doc_id, g in grades.items() if g > 0}
+    if not positives:
+        return 0.0
+    return len(positives.intersection(_top_k(ranked_ids, k))) / len(positives)
+
+
+def evaluate_rankings(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, float]],
+    ks: Iterable[int] = (1, 5, 10, 100),
+) -> dict[str, float]:
+    """Mean nDCG, MRR, hit rate and recall at each cut-off over the judged queries.
+
+    Every query of ``qrels`` with at least one relevant document is scored; a query missing
+    from ``run`` scores 0 (as in ``trec_eval -c``). Queries of ``run`` without judgements
+    are ignored.
+
+    Args:
+        run: ``{query_id: [doc_id, ...]}`` best first.
+        qrels: ``{query_id: {doc_id: grade}}``.
+        ks: Cut-offs.
+
+    Returns:
+        ``{"ndcg@10": ..., "mrr@10": ..., "hit@10": ..., "recall@10": ..., ...}`` for each k,
+        plus ``"queries"`` (the number of queries averaged).
+
+    Raises:
+        ValueError: If no query in ``qrels`` has a relevant document.
+
+    >>> m = evaluate_rankings({"q1": ["a", "b"], "q2": ["c", "d"]},
+    ...                       {"q1": {"a": 1}, "q2": {"d": 1}}, ks=(1, 2))
+    >>> m["hit@1"], m["mrr@2"], m["recall@2"], m["queries"]
+    (0.5, 0.75, 1.0, 2.0)
+    """
+    cutoffs = sorted({int(k) for k in ks})
+    if not cutoffs:
+        raise ValueError("give at least one cut-off k")
+    judged = {qid: rel for qid, rel in qrels.items() if any(float(g) > 0 for g in rel.values())}
+    if not judged:
+        raise ValueError("qrels hold no query with a relevant document")
+    metrics = {"ndcg": ndcg_at_k, "mrr": mrr_at_k, "hit": hit_at_k, "recall": recall_at_k}
+    totals = {f"{name}@{k}": 0.0 for k in cutoffs for name in metrics}
+    for qid, rel in judged.items():
+        ranked = list(run.get(qid, ()))
+        for k in cutoffs:
+            for name, fn in metrics.items():
+                totals[f"{name}@{k}"] += fn(ranked, rel, k)
+    n = float(len(judged))
+    result = {key: value / n for key, value in totals.items()}
+    result["queries"] = n
+    return result
+
+
+class BeirDataset(NamedTuple):
+    """What :func:`load_beir` returns (unpacks as ``corpus, queries, qrels``)."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, float]]
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, object]]]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing (BEIR layout needs corpus.jsonl, queries.jsonl)"
+        )
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict) or "_id" not in row or "text" not in row:
+                raise ValueError(f'{path}:{line_no}: a row needs "_id" and "text"')
+            yield line_no, row
+
+
+def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = True) -> BeirDataset:
+    """Read a BEIR-layout folder: ``corpus.jsonl``, ``queries.jsonl`` and qrels.
+
+    Qrels are read from ``qrels.tsv`` or, BEIR's own layout, ``qrels/<split>.tsv`` (a
+    header line ``query-id corpus-id score`` is skipped). Only queries that have qrels
+    are returned.
+
+    Args:
+        folder: The dataset folder (e.g. ``shared/data/squad_en``).
+        split: Qrels split used when the folder has a ``qrels/`` directory.
+        with_title: Passage text is ``(title + " " + text).strip()`` (the usual reading of a
+            BEIR entry, and the text of the ``train.jsonl.gz`` rows); else ``text`` only.
+
+    Returns:
+        ``BeirDataset(corpus={doc_id: text}, queries={qid: text}, qrels={qid: {doc_id: grade}})``.
+
+    Raises:
+        FileNotFoundError: A file is missing.
+        ValueError: A malformed line (the message names file and line).
+    """
+    root = Path(folder)
+    corpus: dict[str, str] = {}
+    for _, row in _read_jsonl(root / "corpus.jsonl"):
+        title = str(row.get("title") or "") if with_title else ""
+        corpus[str(row["_id"])] = f"{title} {row['text']}".strip()
+    all_queries = {
+        str(row["_id"]): str(row["text"]) for _, row in _read_jsonl(root / "queries.jsonl")
+    }
+    qrels_path = root / "qrels.tsv"
+    if not qrels_path.is_file():
+        qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise FileNotFoundError(f"no qrels in {root}: expected qrels.tsv or qrels/{split}.tsv")
+    qrels: dict[str, dict[str, float]] = {}
+    with qrels_path.open(encoding="utf-8", newline="") as fh:
+        for line_no, fields in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+            if not fields or (line_no == 1 and fields[0] == "query-id"):
+                continue
+            if len(fields) != 3:
+                raise ValueError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
+            qid, doc_id, score = fields
+            try:
+                grade = float(score)
+            except ValueError as e:
+                raise ValueError(f"{qrels_path}:{line_no}: score {score!r} is not a number") from e
+            if doc_id not in corpus:
+                raise ValueError(
+                    f"{qrels_path}:{line_no}: corpus id {doc_id!r} is not in the corpus"
+                )
+            if qid not in all_queries:
+                raise ValueError(f"{qrels_path}:{line_no}: query id {qid!r} is not in the queries")
+            qrels.setdefault(qid, {})[doc_id] = grade
+    queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)

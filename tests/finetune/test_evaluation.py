@@ -1,0 +1,109 @@
+"""Golden values for m3kit.evaluation, cross-checked by hand and against scikit-learn."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3kit.evaluation import (
+    evaluate_rankings,
+    hit_at_k,
+    load_beir,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+)
+
+
+def test_ndcg_hand_computed_graded() -> None:
+    ranked = ["d3", "d1", "x", "d2"]
+    rel = {"d1": 3, "d2": 2, "d3": 1}
+    dcg = 1 / math.log2(2) + 3 / math.log2(3) + 2 / math.log2(5)
+    idcg = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(ranked, rel, 10) == pytest.approx(dcg / idcg, abs=1e-12)
+    assert ndcg_at_k(ranked, rel, 10) == pytest.approx(0.7884, abs=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_ndcg_matches_sklearn(k: int) -> None:
+    from sklearn.metrics import ndcg_score
+
+    rng = np.random.default_rng(7)
+    docs = [f"d{i}" for i in range(8)]
+    grades = rng.integers(0, 4, size=8).astype(float)
+    grades[0] = 2.0  # at least one relevant
+    scores = rng.permutation(8).astype(float)  # distinct scores: no ties
+    ranked = [docs[i] for i in np.argsort(-scores)]
+    rel = {d: g for d, g in zip(docs, grades, strict=True) if g > 0}
+    expected = ndcg_score(grades[None, :], scores[None, :], k=k)
+    assert ndcg_at_k(ranked, rel, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_mrr_hit_recall_golden() -> None:
+    ranked = ["x", "y", "a", "z", "b"]
+    rel = {"a", "b", "c"}
+    assert mrr_at_k(ranked, rel, 10) == pytest.approx(1 / 3)
+    assert mrr_at_k(ranked, rel, 2) == 0.0
+    assert hit_at_k(ranked, rel, 3) == 1.0
+    assert hit_at_k(ranked, rel, 2) == 0.0
+    assert recall_at_k(ranked, rel, 5) == pytest.approx(2 / 3)
+    assert recall_at_k(ranked, rel, 3) == pytest.approx(1 / 3)
+
+
+def test_zero_grade_is_not_relevant_and_duplicates_count_once() -> None:
+    assert mrr_at_k(["a", "b"], {"a": 0, "b": 1}, 10) == 0.5
+    # a repeated id (two chunks of one document) does not count twice nor take a rank
+    assert recall_at_k(["a", "a", "b"], {"a", "b"}, 2) == 1.0
+    assert ndcg_at_k(["a", "a"], {"a"}, 10) == 1.0
+
+
+def test_bad_k_is_an_error() -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        ndcg_at_k(["a"], {"a"}, 0)
+
+
+def test_evaluate_rankings_golden() -> None:
+    run = {"q1": ["a", "b", "c"], "q2": ["x", "y", "d"], "q3": ["z"], "unjudged": ["a"]}
+    qrels = {"q1": {"a": 1.0}, "q2": {"d": 1.0, "e": 1.0}, "q3": {"w": 1.0}, "q4": {"a": 1.0}}
+    m = evaluate_rankings(run, qrels, ks=(1, 3))
+    assert m["queries"] == 4.0  # q4 has no run: it scores 0; "unjudged" is ignored
+    assert m["hit@1"] == pytest.approx(1 / 4)
+    assert m["hit@3"] == pytest.approx(2 / 4)
+    assert m["mrr@3"] == pytest.approx((1 + 1 / 3) / 4)
+    assert m["recall@3"] == pytest.approx((1 + 0.5) / 4)
+    ndcg_q2 = (1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert m["ndcg@3"] == pytest.approx((1 + ndcg_q2) / 4)
+    with pytest.raises(ValueError, match="no query with a relevant"):
+        evaluate_rankings(run, {"q1": {"a": 0.0}})
+
+
+def test_load_beir_squad(squad_dir: Path) -> None:
+    corpus, queries, qrels = load_beir(squad_dir)
+    assert len(corpus) == 945
+    assert len(queries) == 4355 == len(qrels)
+    assert corpus["a01_p000"].startswith("Amazon rainforest The Amazon rainforest")
+    assert qrels["5725b81b271a42140099d097"] == {"a01_p000": 1.0}
+    plain = load_beir(squad_dir, with_title=False)
+    assert plain.corpus["a01_p000"].startswith("The Amazon rainforest")
+
+
+def test_load_beir_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "t"}) + "\n")
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "q"}\n{broken\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with pytest.raises(ValueError, match=r"queries\.jsonl:2"):
+        load_beir(tmp_path)
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "q"}\n')
+    (tmp_path / "qrels.tsv").write_text("q1\td9\t1\n")
+    with pytest.raises(ValueError, match=r"qrels\.tsv:1: corpus id 'd9'"):
+        load_beir(tmp_path)
+    (tmp_path / "qrels.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="no qrels"):
+        load_beir(tmp_path)
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t2\n")
+    assert load_beir(tmp_path).qrels == {"q1": {"d1": 2.0}}
