@@ -1,0 +1,168 @@
+"""Contract tests of M3Embedding / M3SparseEmbedding / m3_sparse_fns (LlamaIndex has no suite)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, m3_sparse_fns
+from m3kit import HeadNotAvailableError, M3Encoder
+
+TEXTS = [
+    "Berlin is the capital of Germany.",
+    "Oxygen has the atomic number 8 and is a gas at room temperature.",
+    "The Amazon rainforest covers most of the Amazon basin of South America, "
+    "a region that includes territory belonging to nine nations.",
+    "ok",
+]
+
+
+def test_dense_single_equals_batch(tiny_embedding: M3Embedding) -> None:
+    batch = tiny_embedding.get_text_embedding_batch(TEXTS)
+    assert len(batch) == len(TEXTS)
+    for text, row in zip(TEXTS, batch, strict=True):
+        np.testing.assert_allclose(tiny_embedding.get_text_embedding(text), row, atol=1e-5)
+
+
+def test_dense_batch_split_by_embed_batch_size(tiny_encoder: M3Encoder) -> None:
+    small = M3Embedding.from_encoder(tiny_encoder, embed_batch_size=1)
+    big = M3Embedding.from_encoder(tiny_encoder, embed_batch_size=64)
+    np.testing.assert_allclose(
+        small.get_text_embedding_batch(TEXTS), big.get_text_embedding_batch(TEXTS), atol=1e-5
+    )
+
+
+async def test_dense_sync_equals_async(tiny_embedding: M3Embedding) -> None:
+    assert await tiny_embedding.aget_query_embedding("capital") == pytest.approx(
+        tiny_embedding.get_query_embedding("capital"), abs=1e-6
+    )
+    assert await tiny_embedding.aget_text_embedding(TEXTS[0]) == pytest.approx(
+        tiny_embedding.get_text_embedding(TEXTS[0]), abs=1e-6
+    )
+    sync = tiny_embedding.get_text_embedding_batch(TEXTS)
+    asyn = await tiny_embedding.aget_text_embedding_batch(TEXTS)
+    np.testing.assert_allclose(asyn, sync, atol=1e-6)
+
+
+def test_dense_dimension_stable_and_normalised(
+    tiny_embedding: M3Embedding, tiny_encoder: M3Encoder
+) -> None:
+    vectors = [*tiny_embedding.get_text_embedding_batch(TEXTS)]
+    vectors += [tiny_embedding.get_query_embedding(t) for t in TEXTS]
+    for v in vectors:
+        assert len(v) == tiny_encoder.dense_dim
+        assert all(isinstance(x, float) for x in v)
+        assert math.isclose(float(np.linalg.norm(v)), 1.0, rel_tol=1e-4)
+
+
+def test_empty_batch(tiny_embedding: M3Embedding, tiny_sparse: M3SparseEmbedding) -> None:
+    assert tiny_embedding.get_text_embedding_batch([]) == []
+    assert tiny_sparse.get_text_embedding_batch([]) == []
+    doc_fn, _ = m3_sparse_fns(tiny_sparse)
+    assert doc_fn([]) == ([], [])
+
+
+def test_instructions(tiny_encoder: M3Encoder, tiny_m3_path: Path) -> None:
+    plain = M3Embedding.from_encoder(tiny_encoder)
+    prefixed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    np.testing.assert_allclose(
+        prefixed.get_text_embedding("oxygen"),
+        plain.get_text_embedding("passage: oxygen"),
+        atol=1e-5,
+    )
+    assert prefixed.get_query_embedding("oxygen") == pytest.approx(
+        plain.get_query_embedding("oxygen"), abs=1e-6
+    )
+    queried = M3Embedding(model_name=str(tiny_m3_path), dtype="fp32", query_instruction="q: ")
+    np.testing.assert_allclose(
+        queried.get_query_embedding("oxygen"), plain.get_text_embedding("q: oxygen"), atol=1e-5
+    )
+
+
+def test_from_encoder_fields_and_serialisation(tiny_encoder: M3Encoder, tiny_m3_path: Path) -> None:
+    emb = M3Embedding.from_encoder(tiny_encoder)
+    assert emb.encoder is tiny_encoder
+    assert emb.model_name == str(tiny_m3_path)
+    assert emb.class_name() == "M3Embedding"
+    data = emb.to_dict()
+    assert data["class_name"] == "M3Embedding" and data["dtype"] == "fp32"
+    again = M3Embedding.from_dict(data)  # reloads the checkpoint from model_name
+    assert again.encoder is not tiny_encoder
+    np.testing.assert_allclose(
+        again.get_text_embedding(TEXTS[0]), emb.get_text_embedding(TEXTS[0]), atol=1e-5
+    )
+
+
+def test_bad_fields_refused(tiny_m3_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_length"):
+        M3Embedding(model_name=str(tiny_m3_path), max_length=1)
+    with pytest.raises(ValueError, match="dtype"):
+        M3Embedding(model_name=str(tiny_m3_path), dtype="int4")
+
+
+def test_sparse_is_int_to_float_dict(tiny_sparse: M3SparseEmbedding) -> None:
+    outs = [*tiny_sparse.get_text_embedding_batch(TEXTS), tiny_sparse.get_query_embedding("gas")]
+    for sparse in outs:
+        assert isinstance(sparse, dict) and sparse
+        assert all(type(k) is int for k in sparse)
+        assert all(type(v) is float and v > 0 for v in sparse.values())
+
+
+async def test_sparse_sync_async_single_batch(tiny_sparse: M3SparseEmbedding) -> None:
+    batch = tiny_sparse.get_text_embedding_batch(TEXTS)
+    abatch = await tiny_sparse.aget_text_embedding_batch(TEXTS)
+    for text, row, arow in zip(TEXTS, batch, abatch, strict=True):
+        single = tiny_sparse.get_text_embedding(text)
+        assert single.keys() == row.keys() == arow.keys()
+        for k in single:
+            assert single[k] == pytest.approx(row[k], abs=1e-5)
+            assert arow[k] == pytest.approx(row[k], abs=1e-6)
+    assert await tiny_sparse.aget_query_embedding("gas") == tiny_sparse.get_query_embedding("gas")
+
+
+def test_sparse_top_k(tiny_encoder: M3Encoder) -> None:
+    top = M3SparseEmbedding.from_encoder(tiny_encoder)
+    top.sparse_top_k = 2
+    full = M3SparseEmbedding.from_encoder(tiny_encoder).get_text_embedding(TEXTS[2])
+    kept = top.get_text_embedding(TEXTS[2])
+    assert len(kept) == 2
+    assert sorted(kept.values()) == pytest.approx(sorted(full.values())[-2:])
+
+
+def test_sparse_fns_match_sparse_embedding(
+    tiny_sparse: M3SparseEmbedding, tiny_encoder: M3Encoder
+) -> None:
+    for source in (tiny_sparse, tiny_encoder, M3Embedding.from_encoder(tiny_encoder)):
+        doc_fn, query_fn = m3_sparse_fns(source)
+        indices, values = doc_fn(TEXTS)
+        assert len(indices) == len(values) == len(TEXTS)
+        for text, idx, val in zip(TEXTS, indices, values, strict=True):
+            assert all(type(i) is int for i in idx) and all(type(v) is float for v in val)
+            assert idx == sorted(set(idx))
+            expected = tiny_sparse.get_text_embedding(text)
+            assert dict(zip(idx, val, strict=True)) == pytest.approx(expected, abs=1e-5)
+        (q_idx,), (q_val,) = query_fn(["gas"])
+        assert dict(zip(q_idx, q_val, strict=True)) == tiny_sparse.get_query_embedding("gas")
+
+
+def test_sparse_fns_keep_text_instruction(tiny_encoder: M3Encoder) -> None:
+    doc_fn, query_fn = m3_sparse_fns(
+        M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    )
+    plain_doc, _ = m3_sparse_fns(tiny_encoder)
+    assert doc_fn(["oxygen"]) == plain_doc(["passage: oxygen"])
+    assert query_fn(["oxygen"]) == m3_sparse_fns(tiny_encoder)[1](["oxygen"])
+
+
+def test_dense_only_checkpoint(minilm_encoder: M3Encoder, minilm_path: Path) -> None:
+    emb = M3Embedding.from_encoder(minilm_encoder)
+    assert len(emb.get_query_embedding("capital of Germany")) == 384
+    with pytest.raises(HeadNotAvailableError, match="dense-only"):
+        M3SparseEmbedding.from_encoder(minilm_encoder)
+    with pytest.raises(ValueError, match="dense-only"):
+        M3SparseEmbedding(model_name=str(minilm_path), dtype="fp32")
+    with pytest.raises(HeadNotAvailableError, match="m3_sparse_fns"):
+        m3_sparse_fns(minilm_encoder)

@@ -1,0 +1,75 @@
+"""M3Embedding + m3_sparse_fns inside LlamaIndex's own QdrantVectorStore, hybrid mode."""
+
+from __future__ import annotations
+
+import pytest
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.llms import MockLLM
+from llama_index.vector_stores.qdrant import QdrantVectorStore
+from qdrant_client import QdrantClient
+
+from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, m3_sparse_fns
+
+DOCS = [
+    Document(text="Berlin is the capital of Germany.", metadata={"topic": "geo"}),
+    Document(text="Oxygen has the atomic number 8.", metadata={"topic": "chem"}),
+    Document(text="The Amazon river flows through Brazil and Peru.", metadata={"topic": "geo"}),
+    Document(text="Photosynthesis turns light into chemical energy.", metadata={"topic": "bio"}),
+]
+
+
+@pytest.fixture()
+def hybrid_index(tiny_embedding: M3Embedding) -> tuple[VectorStoreIndex, QdrantClient]:
+    client = QdrantClient(":memory:")
+    doc_fn, query_fn = m3_sparse_fns(tiny_embedding)
+    store = QdrantVectorStore(
+        client=client,
+        collection_name="li_hybrid",
+        enable_hybrid=True,
+        sparse_doc_fn=doc_fn,
+        sparse_query_fn=query_fn,
+    )
+    index = VectorStoreIndex.from_documents(
+        DOCS,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=tiny_embedding,
+    )
+    return index, client
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "sparse", "default"])
+def test_query_modes_find_the_matching_node(
+    hybrid_index: tuple[VectorStoreIndex, QdrantClient], mode: str
+) -> None:
+    index, _ = hybrid_index
+    retriever = index.as_retriever(vector_store_query_mode=mode, similarity_top_k=2, sparse_top_k=4)
+    for doc in DOCS:
+        hits = retriever.retrieve(doc.text)
+        assert hits, mode
+        assert hits[0].node.get_content() == doc.text, mode
+        assert hits[0].node.metadata["topic"] == doc.metadata["topic"]
+
+
+def test_stored_sparse_vectors_are_m3s(
+    hybrid_index: tuple[VectorStoreIndex, QdrantClient], tiny_sparse: M3SparseEmbedding
+) -> None:
+    _, client = hybrid_index
+    info = client.get_collection("li_hybrid")
+    assert set(info.config.params.sparse_vectors or {}) == {"text-sparse-new"}
+    points, _ = client.scroll("li_hybrid", with_vectors=True, with_payload=True, limit=10)
+    assert len(points) == len(DOCS)
+    for point in points:
+        stored = point.vector["text-sparse-new"]  # type: ignore[index]
+        text = next(d.text for d in DOCS if d.doc_id == point.payload["doc_id"])  # type: ignore[index]
+        # the store embeds node.get_content(MetadataMode.EMBED), which adds the metadata lines
+        assert len(stored.indices) > len(tiny_sparse.get_text_embedding(text)) > 0
+
+
+def test_hybrid_query_engine(hybrid_index: tuple[VectorStoreIndex, QdrantClient]) -> None:
+    index, _ = hybrid_index
+    engine = index.as_query_engine(
+        llm=MockLLM(max_tokens=8), vector_store_query_mode="hybrid", similarity_top_k=2
+    )
+    response = engine.query(DOCS[1].text)
+    assert response.source_nodes[0].node.get_content() == DOCS[1].text
+    assert str(response)  # MockLLM answers with filler text
