@@ -1,0 +1,156 @@
+"""Read documents from files and folders (.txt, .md, .jsonl) with stable document ids.
+
+A ``.txt`` / ``.md`` file is one document whose id is the file's absolute path. A ``.jsonl``
+file holds one document per line: ``{"text": ..., "_id" or "id": ..., "title": ..., ...}``; the
+id is the row's ``_id`` (or ``id``) when it has one, else ``<absolute path>:<line number>``.
+Every other key (``title`` included) goes to the metadata. Ids stay the same when the same
+files are read again, so indexing them twice stores nothing new.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.md").write_text("# Berlin\\nCapital of Germany.", encoding="utf-8")
+    >>> _ = (folder / "b.jsonl").write_text('{"_id": "p1", "text": "Oxygen.", "year": 1774}\\n')
+    >>> docs = read_documents([folder])
+    >>> [(d.doc_id.endswith("a.md"), d.metadata["file_name"]) for d in docs[:1]]
+    [(True, 'a.md')]
+    >>> docs[1].doc_id, docs[1].text, docs[1].metadata["year"]
+    ('p1', 'Oxygen.', 1774)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SUPPORTED_SUFFIXES", "SourceDocument", "find_files", "read_documents"]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings read as documents.
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".jsonl")
+_ID_KEYS = ("_id", "id")
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """One document read from a file.
+
+    Attributes:
+        doc_id: Stable id (file path, jsonl row id, or ``path:line``).
+        text: The text to index.
+        metadata: ``source`` (absolute path) and ``file_name``; jsonl rows add ``line`` and
+            every key of the row other than ``text`` and the id.
+    """
+
+    doc_id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders (recursively) into the supported files, sorted per argument.
+
+    Hidden files and folders (name starting with ``.``, e.g. ``.git`` or ``.m3kit``) are
+    skipped inside folders; files given explicitly must have a supported suffix.
+
+    Raises:
+        FileNotFoundError: A path does not exist.
+        ValueError: A file given explicitly is not .txt/.md/.jsonl, or a folder holds none.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{raw}: no such file or folder")
+        if path.is_file():
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise ValueError(
+                    f"{raw}: unsupported file type {path.suffix or '(none)'!r}; "
+                    f"m3kit reads {', '.join(SUPPORTED_SUFFIXES)}"
+                )
+            found.append(path.resolve())
+            continue
+        inside = sorted(
+            p.resolve()
+            for p in _walk(path)
+            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+        )
+        if not inside:
+            raise ValueError(f"{raw}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
+        found.extend(inside)
+    return list(dict.fromkeys(found))  # a file named twice (or inside two folders) counts once
+
+
+def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:
+    """Read every document of the given files and folders (see :func:`find_files`).
+
+    Empty documents are skipped with a warning.
+
+    Raises:
+        FileNotFoundError: A path does not exist.
+        ValueError: Unsupported file, a file that is not UTF-8, a bad jsonl row (not JSON,
+            not an object, no string ``text``), or the same id twice.
+    """
+    docs: list[SourceDocument] = []
+    where: dict[str, str] = {}
+    for path in find_files(paths):
+        rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
+        for doc, origin in rows:
+            if not doc.text.strip():
+                logger.warning("%s is empty; skipped", origin)
+                continue
+            if doc.doc_id in where:
+                raise ValueError(
+                    f"document id {doc.doc_id!r} appears twice ({where[doc.doc_id]} and {origin})"
+                )
+            where[doc.doc_id] = origin
+            docs.append(doc)
+    return docs
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def _decode(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:
+    meta = {"source": str(path), "file_name": path.name}
+    yield SourceDocument(str(path), _decode(path), meta), str(path)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
+    for line_no, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        origin = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{origin}: not valid JSON ({e.msg})") from e
+        if not isinstance(row, dict):
+            raise ValueError(f"{origin}: a jsonl row must be a JSON object")
+        text = row.pop("text", None)
+        if not isinstance(text, str):
+            raise ValueError(f"{origin}: the row needs a string 'text' field")
+        row_id = next((row.pop(k) for k in _ID_KEYS if k in row), None)
+        for k in _ID_KEYS:  # a row with both keys keeps neither in its metadata
+            row.pop(k, None)
+        doc_id = str(row_id) if row_id is not None else origin
+        meta = {"source": str(path), "file_name": path.name, "line": line_no, **row}
+        yield SourceDocument(doc_id, text, meta), origin

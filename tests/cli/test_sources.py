@@ -1,0 +1,94 @@
+"""m3kit.sources: which files are read, the ids they get, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from m3kit.sources import find_files, read_documents
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_folders_recursive_hidden_and_unsupported_skipped(tmp_path: Path) -> None:
+    _write(tmp_path / "a.md", "alpha")
+    _write(tmp_path / "sub" / "deeper" / "b.txt", "beta")
+    _write(tmp_path / "sub" / "c.jsonl", '{"text": "gamma"}\n')
+    _write(tmp_path / ".m3kit" / "store.txt", "storage folder, never indexed")
+    _write(tmp_path / ".hidden.md", "hidden")
+    _write(tmp_path / "image.png", "not text")
+    files = find_files([tmp_path])
+    assert [p.relative_to(tmp_path.resolve()).as_posix() for p in files] == [
+        "a.md",
+        "sub/c.jsonl",
+        "sub/deeper/b.txt",
+    ]
+    assert find_files([tmp_path / "a.md", tmp_path]) == files  # a file named twice counts once
+
+
+def test_ids_are_stable_and_metadata_kept(tmp_path: Path) -> None:
+    md = _write(tmp_path / "notes.md", "# Title\nbody")
+    rows = [
+        {"_id": "p1", "title": "T1", "text": "first", "year": 2020},
+        {"id": 7, "text": "second"},
+        {"text": "third", "tags": ["x"]},
+    ]
+    jl = _write(tmp_path / "rows.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n\n")
+    docs = read_documents([tmp_path])
+    by_text = {d.text: d for d in docs}
+    assert by_text["# Title\nbody"].doc_id == str(md.resolve())
+    assert by_text["# Title\nbody"].metadata == {
+        "source": str(md.resolve()),
+        "file_name": "notes.md",
+    }
+    assert by_text["first"].doc_id == "p1"
+    assert by_text["first"].metadata["title"] == "T1"
+    assert by_text["first"].metadata["year"] == 2020
+    assert "_id" not in by_text["first"].metadata and "text" not in by_text["first"].metadata
+    assert by_text["second"].doc_id == "7"
+    assert by_text["third"].doc_id == f"{jl.resolve()}:3"
+    assert by_text["third"].metadata["line"] == 3
+    again = read_documents([tmp_path])
+    assert [d.doc_id for d in again] == [d.doc_id for d in docs]
+
+
+def test_empty_documents_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write(tmp_path / "empty.txt", "  \n")
+    _write(tmp_path / "full.txt", "content")
+    assert [d.text for d in read_documents([tmp_path])] == ["content"]
+    assert "empty" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", '{"text": "ok"}\n{not json}\n', r"bad\.jsonl:2: not valid JSON"),
+        ("list.jsonl", "[1, 2]\n", "must be a JSON object"),
+        ("notext.jsonl", '{"title": "no text"}\n', "string 'text' field"),
+        ("dup.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "appears twice"),
+    ],
+)
+def test_bad_jsonl_rows(tmp_path: Path, name: str, content: str, message: str) -> None:
+    _write(tmp_path / name, content)
+    with pytest.raises(ValueError, match=message):
+        read_documents([tmp_path / name])
+
+
+def test_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_documents([tmp_path / "missing.md"])
+    with pytest.raises(ValueError, match="unsupported file type '.pdf'"):
+        read_documents([_write(tmp_path / "paper.pdf", "x")])
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        read_documents([tmp_path / "nothing"])
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_documents([latin1])
