@@ -1,0 +1,26 @@
+"""Qdrant storage of M3 chunks: one schema, two engines, hybrid query with exact fusion.
+
+``M3Store`` is the vector layer (records in, hits out); ``M3Index`` adds the encoder
+(texts in, hits out) with deterministic ids and incremental updates.
+"""
+
+from m3kit.store.filters import metadata_filter
+from m3kit.store.index import M3Index
+from m3kit.store.query import QueryOptions
+from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.schema import CollectionSchema, point_id
+from m3kit.store.store import DEFAULT_BACKEND, M3Store
+
+__all__ = [
+    "DEFAULT_BACKEND",
+    "Backend",
+    "ChunkRecord",
+    "CollectionSchema",
+    "Fusion",
+    "Hit",
+    "M3Index",
+    "M3Store",
+    "QueryOptions",
+    "metadata_filter",
+    "point_id",
+]

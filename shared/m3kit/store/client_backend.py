@@ -1,0 +1,315 @@
+"""Storage backend on qdrant-client's ``QdrantClient``: ``:memory:``, a local path, or a server.
+
+Local mode (``:memory:`` or a path) is qdrant-client's pure-Python engine; it is not
+thread-safe, so every call takes one lock. Server calls go over HTTP and are not serialised.
+Every failure to reach or use a server becomes a :class:`~m3kit.errors.StoreConnectionError`
+naming the URL (without credentials) and what to check; the API key is never written into a
+message, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from m3kit.errors import StoreConnectionError
+from m3kit.outputs import SparseVector
+from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
+from m3kit.store.records import Fusion
+from m3kit.store.schema import COLBERT, DENSE, DOC_ID, SPARSE, CollectionSchema, VectorSpec
+
+__all__ = ["ClientBackend", "redact_url"]
+
+logger = logging.getLogger(__name__)
+
+_SCROLL_PAGE = 512
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info or query string (both may carry secrets).
+
+    >>> redact_url("https://user:pw@example.com:6333/path?api_key=x")
+    'https://example.com:6333/path'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class ClientBackend:
+    """One collection behind a :class:`qdrant_client.QdrantClient`."""
+
+    def __init__(
+        self,
+        *,
+        collection: str,
+        location: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: int | None = None,
+    ) -> None:
+        """Open the client (nothing is read or written yet).
+
+        Args:
+            collection: Collection name.
+            location: ``None`` or ``":memory:"`` (in memory) or a folder (local mode).
+            url: Server URL; excludes ``location``.
+            api_key: Server API key (kept only inside the client's HTTP headers).
+            timeout: Request timeout in seconds (qdrant-client's default when ``None``).
+        """
+        if url is not None and location is not None:
+            raise ValueError("give either location (memory or a folder) or url, not both")
+        self.collection = collection
+        self._url = url
+        self._secrets = tuple(s for s in (api_key,) if s)
+        self._remote = url is not None
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if self._remote else threading.RLock()
+        )
+        if url is not None:
+            self.where = redact_url(url)
+            with self._translate():
+                self._client = QdrantClient(
+                    url=url, api_key=api_key, timeout=timeout, check_compatibility=False
+                )
+        elif location is None or location == ":memory:":
+            self.where = ":memory: (qdrant-client local mode)"
+            self._client = QdrantClient(location=":memory:")
+        else:
+            self.where = f"{location} (qdrant-client local mode)"
+            try:
+                self._client = QdrantClient(path=str(location))
+            except RuntimeError as exc:  # portalocker: the folder is held by another client
+                raise StoreConnectionError(
+                    f"cannot open the local Qdrant folder {location}: {exc}. Close the other "
+                    "M3Store / QdrantClient using it (one process, one client per folder)."
+                ) from None
+
+    def __repr__(self) -> str:
+        return f"ClientBackend(collection={self.collection!r}, where={self.where!r})"
+
+    # -- errors -----------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn transport failures into StoreConnectionError (remote mode only)."""
+        if not self._remote:
+            with self._lock:
+                yield
+            return
+        try:
+            yield
+        except UnexpectedResponse as exc:
+            status = exc.status_code
+            if status in (401, 403):
+                hint = (
+                    "the API key was refused: check the api_key argument or the QDRANT_API_KEY "
+                    "environment variable, and that the key may access this collection"
+                )
+            elif status in (502, 503, 504):
+                hint = "the server or a proxy in front of it is unavailable; retry later"
+            else:
+                detail = exc.content[:200].decode("utf-8", "replace")
+                raise StoreConnectionError(
+                    self._scrub(
+                        f"Qdrant at {self.where} answered HTTP {status} ({exc.reason_phrase}) "
+                        f"for collection {self.collection!r}: {detail}"
+                    )
+                ) from None
+            raise StoreConnectionError(
+                f"Qdrant at {self.where} answered HTTP {status} ({exc.reason_phrase}): {hint}"
+            ) from None
+        except ResponseHandlingException as exc:
+            source = exc.source
+            kind = type(source).__name__
+            if "Timeout" in kind:
+                hint = (
+                    "the request timed out: check the server's load and network, or raise timeout"
+                )
+            else:
+                hint = (
+                    "check that the server is running, the URL, port and scheme (http/https) "
+                    "are right, and that no firewall blocks it"
+                )
+            raise StoreConnectionError(
+                self._scrub(f"cannot reach Qdrant at {self.where} ({kind}: {source}); {hint}")
+            ) from None
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise StoreConnectionError(
+                self._scrub(
+                    f"cannot reach Qdrant at {self.where} ({type(exc).__name__}: {exc}); check "
+                    "that the server is running and the URL is right"
+                )
+            ) from None
+
+    # -- schema -----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        with self._translate():
+            return bool(self._client.collection_exists(self.collection))
+
+    def found_vectors(self) -> dict[str, VectorSpec]:
+        with self._translate():
+            info = self._client.get_collection(self.collection)
+        params = info.config.params
+        found: dict[str, VectorSpec] = {}
+        vectors = params.vectors
+        if isinstance(vectors, models.VectorParams):
+            vectors = {"": vectors}
+        for name, vp in (vectors or {}).items():
+            multi = vp.multivector_config
+            found[name] = VectorSpec(
+                "multivector" if multi is not None else "dense",
+                int(vp.size),
+                str(vp.distance.value).lower(),
+                "MaxSim" if multi is not None and multi.comparator.value == "max_sim" else None,
+            )
+        for name in params.sparse_vectors or {}:
+            found[name] = VectorSpec("sparse")
+        return found
+
+    def create(self, schema: CollectionSchema) -> None:
+        vectors = {
+            DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE)
+        }
+        if schema.colbert_dim is not None:
+            vectors[COLBERT] = models.VectorParams(
+                size=schema.colbert_dim,
+                distance=models.Distance.COSINE,
+                multivector_config=models.MultiVectorConfig(
+                    comparator=models.MultiVectorComparator.MAX_SIM
+                ),
+                hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph to build
+                datatype=models.Datatype.FLOAT16,
+            )
+        sparse = {SPARSE: models.SparseVectorParams()} if schema.sparse else None
+        with self._translate():
+            self._client.create_collection(
+                self.collection, vectors_config=vectors, sparse_vectors_config=sparse
+            )
+            if self._remote:  # local mode has no payload indexes
+                self._client.create_payload_index(
+                    self.collection, DOC_ID, models.PayloadSchemaType.KEYWORD
+                )
+
+    # -- writes -----------------------------------------------------------------------------
+    def upsert(self, points: Sequence[PointData]) -> None:
+        structs = []
+        for p in points:
+            vec: dict[str, Any] = {DENSE: p.dense.tolist()}
+            if p.sparse is not None:
+                vec[SPARSE] = _sparse(p.sparse)
+            if p.colbert is not None:
+                vec[COLBERT] = p.colbert.tolist()
+            structs.append(models.PointStruct(id=p.id, vector=vec, payload=p.payload))
+        with self._translate():
+            self._client.upsert(self.collection, points=structs, wait=True)
+
+    def finish_writes(self) -> None:
+        """Nothing to do: Qdrant indexes in the background (server) or never (local mode)."""
+
+    def delete(self, selector: models.Filter) -> None:
+        with self._translate():
+            self._client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=selector), wait=True
+            )
+
+    # -- reads ------------------------------------------------------------------------------
+    def count(self, selector: models.Filter | None = None) -> int:
+        with self._translate():
+            return int(self._client.count(self.collection, count_filter=selector, exact=True).count)
+
+    def scroll(self, selector: models.Filter, keys: Sequence[str]) -> Iterator[RawHit]:
+        offset: Any = None
+        while True:
+            with self._translate():
+                records, offset = self._client.scroll(
+                    self.collection,
+                    scroll_filter=selector,
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=list(keys),
+                    with_vectors=False,
+                )
+            for r in records:
+                yield RawHit(str(r.id), 0.0, dict(r.payload or {}))
+            if offset is None:
+                return
+
+    def retrieve(self, ids: Sequence[str]) -> Mapping[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        with self._translate():
+            records = self._client.retrieve(
+                self.collection, ids=list(ids), with_payload=True, with_vectors=False
+            )
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def query_batch(self, stages: Sequence[Stage], *, with_payload: bool) -> list[list[RawHit]]:
+        requests = []
+        # Local mode is always exhaustive and warns when given search params: send none.
+        exact = self._remote
+        for stage in stages:
+            query, using = _query(stage.query)
+            requests.append(
+                models.QueryRequest(
+                    prefetch=[_prefetch(p, exact) for p in stage.prefetch] or None,
+                    query=query,
+                    using=using,
+                    filter=stage.filter,
+                    params=models.SearchParams(exact=True) if stage.exact and exact else None,
+                    limit=stage.limit,
+                    with_payload=with_payload,
+                    with_vector=False,
+                )
+            )
+        with self._translate():
+            responses = self._client.query_batch_points(self.collection, requests=requests)
+        return [
+            [RawHit(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points]
+            for r in responses
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+def _sparse(v: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=v.indices.tolist(), values=v.values.tolist())
+
+
+def _query(query: Nearest | Fusion) -> tuple[models.Query, str | None]:
+    if isinstance(query, Fusion):
+        if query is Fusion.RRF:
+            return models.RrfQuery(rrf=models.Rrf(k=RRF_K)), None
+        if query is Fusion.DBSF:
+            return models.FusionQuery(fusion=models.Fusion.DBSF), None
+        raise ValueError(f"{query!r} is not a Qdrant fusion (M3 is computed by m3kit)")
+    vec = query.vector
+    nearest = _sparse(vec) if isinstance(vec, SparseVector) else vec.tolist()
+    return models.NearestQuery(nearest=nearest), query.using
+
+
+def _prefetch(stage: Stage, remote: bool) -> models.Prefetch:
+    query, using = _query(stage.query)
+    return models.Prefetch(
+        prefetch=[_prefetch(p, remote) for p in stage.prefetch] or None,
+        query=query,
+        using=using,
+        filter=stage.filter,
+        params=models.SearchParams(exact=True) if stage.exact and remote else None,
+        limit=stage.limit,
+    )

@@ -1,0 +1,365 @@
+"""``M3Index``: an encoder plus an :class:`M3Store` (texts in, hits out), updated incrementally.
+
+Documents get deterministic ids; re-adding an unchanged document costs one payload lookup and
+no encoding; a changed document is re-encoded, its new chunks written, then its stale chunks
+deleted (so it is never absent, and a run that stopped half-way is repaired by the next one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from m3kit.outputs import Chunk, Head, M3Output
+from m3kit.store.filters import FilterLike
+from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.store import M3Store
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+
+__all__ = ["M3Index", "content_doc_id"]
+
+
+class _Chunker(Protocol):
+    def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]: ...
+
+
+def content_doc_id(text: str) -> str:
+    """The default document id: a hash of the text (sha256, first 32 hex digits).
+
+    >>> content_doc_id("hello")
+    '2cf24dba5fb0a30e26e83b2ac5b9e29e'
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _chunker_signature(chunker: object | None) -> str:
+    """What identifies how a document is cut into chunks (part of its version hash)."""
+    if chunker is None:
+        return "whole"
+    fields = {
+        name: repr(getattr(chunker, name))
+        for name in ("chunk_size", "chunk_overlap", "overlap", "window", "max_length", "pooling")
+        if hasattr(chunker, name)
+    }
+    return f"{type(chunker).__module__}.{type(chunker).__qualname__}:{sorted(fields.items())}"
+
+
+def _row(out: M3Output, i: int) -> M3Output:
+    """Row ``i`` of a batch result, as a one-row :class:`M3Output`."""
+    heads = out.heads
+    return M3Output(
+        heads=heads,
+        token_counts=(out.token_counts[i],),
+        _dense=out.dense[i : i + 1] if Head.DENSE in heads else None,
+        _sparse=(out.sparse[i],) if Head.SPARSE in heads else None,
+        _colbert=(out.colbert[i],) if Head.COLBERT in heads else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Doc:
+    doc_id: str
+    text: str
+    metadata: Mapping[str, Any]
+    doc_hash: str
+
+
+class M3Index:
+    """Encoder + store: what the LangChain / LlamaIndex adapters and the CLI use.
+
+    Thread-safe: searches and adds may run from several threads at once.
+    """
+
+    def __init__(self, encoder: M3Encoder, store: M3Store) -> None:
+        """Pair an encoder with an opened store whose vectors it can produce.
+
+        Raises:
+            ValueError: The store expects dimensions or heads the encoder does not give.
+        """
+        if encoder.dense_dim != store.schema.dense_dim:
+            raise ValueError(
+                f"encoder dense size {encoder.dense_dim} != store's {store.schema.dense_dim}"
+            )
+        missing = store.heads - encoder.available_heads
+        if missing:
+            raise ValueError(
+                f"the store holds {sorted(h.value for h in missing)} vectors this encoder "
+                "cannot produce"
+            )
+        if Head.COLBERT in store.heads and encoder.colbert_dim != store.schema.colbert_dim:
+            raise ValueError(
+                f"encoder ColBERT size {encoder.colbert_dim} != store's {store.schema.colbert_dim}"
+            )
+        self.encoder = encoder
+        self.store = store
+        self._write_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        encoder: M3Encoder,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        collection: str = "m3kit",
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+    ) -> M3Index:
+        """Open (or create) a collection shaped for ``encoder`` and pair them.
+
+        Args:
+            encoder: The encoder; its dense size, heads and ColBERT size fix the schema.
+            location: ``None`` / ``":memory:"`` or a folder (see :meth:`M3Store.open`).
+            collection: Collection name.
+            url: Qdrant server URL.
+            api_key: Server API key (default: ``QDRANT_API_KEY``).
+            backend: ``"edge"`` or ``"client"`` (default: client with a URL, else the
+                embedded default).
+
+        Raises:
+            SchemaMismatchError: The collection exists with other vectors.
+            StoreConnectionError: The server cannot be reached or refuses the request.
+        """
+        heads = encoder.available_heads
+        store = M3Store.open(
+            location,
+            collection=collection,
+            dense_dim=encoder.dense_dim,
+            colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
+            sparse=Head.SPARSE in heads,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+        )
+        return cls(encoder, store)
+
+    def __repr__(self) -> str:
+        return f"M3Index(store={self.store!r})"
+
+    # -- writing ----------------------------------------------------------------------------
+    def _docs(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        doc_ids: Sequence[str] | None,
+        signature: str,
+    ) -> tuple[list[str], list[_Doc]]:
+        if isinstance(texts, str):
+            raise TypeError("add_texts takes a sequence of texts, not a single string")
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("every text must be a str")
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
+        if doc_ids is not None and len(doc_ids) != len(texts):
+            raise ValueError(f"{len(doc_ids)} doc_ids for {len(texts)} texts")
+        ids = [str(d) for d in doc_ids] if doc_ids is not None else None
+        if ids is not None and not all(ids):
+            raise ValueError("doc_ids must be non-empty strings")
+        order: list[str] = []
+        docs: dict[str, _Doc] = {}
+        for i, text in enumerate(texts):
+            meta = dict(metadatas[i] or {}) if metadatas is not None else {}
+            doc_id = ids[i] if ids is not None else content_doc_id(text)
+            try:
+                blob = json.dumps([text, meta, signature], sort_keys=True)
+            except TypeError as exc:
+                raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
+            doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest())
+            seen = docs.get(doc_id)
+            if seen is not None and seen.doc_hash != doc.doc_hash:
+                raise ValueError(f"doc_id {doc_id!r} is given twice with different content")
+            docs[doc_id] = doc
+            order.append(doc_id)
+        return order, list(docs.values())
+
+    def _records(
+        self, docs: Sequence[_Doc], chunker: _Chunker | None, show_progress: bool | None
+    ) -> tuple[list[ChunkRecord], list[str]]:
+        texts = [d.text for d in docs]
+        records: list[ChunkRecord] = []
+        empty: list[str] = []
+        if chunker is None:
+            out = self.encoder.encode(
+                texts, heads=sorted(self.store.heads), show_progress=show_progress
+            )
+            for i, d in enumerate(docs):
+                records.append(
+                    ChunkRecord(
+                        d.doc_id, 0, d.text, d.metadata, _row(out, i), 0, len(d.text), d.doc_hash, 1
+                    )
+                )
+            return records, empty
+        per_doc = chunker.chunk(texts)
+        if len(per_doc) != len(docs):
+            raise ValueError(
+                f"late_chunker returned {len(per_doc)} chunk lists for {len(docs)} texts"
+            )
+        for d, chunks in zip(docs, per_doc, strict=True):
+            if not chunks:
+                empty.append(d.doc_id)
+            for c in chunks:
+                missing = self.store.heads - c.vectors.heads
+                if missing:
+                    raise ValueError(
+                        f"late_chunker gave chunks without {sorted(h.value for h in missing)} "
+                        "vectors; build it on an encoder with every head the store holds"
+                    )
+                records.append(
+                    ChunkRecord(
+                        d.doc_id,
+                        c.index,
+                        c.text,
+                        d.metadata,
+                        c.vectors,
+                        c.start,
+                        c.end,
+                        d.doc_hash,
+                        len(chunks),
+                    )
+                )
+        return records, empty
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        doc_ids: Sequence[str] | None = None,
+        *,
+        late_chunker: _Chunker | None = None,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Index documents; unchanged ones are skipped, changed ones replaced.
+
+        Args:
+            texts: One text per document.
+            metadatas: One metadata mapping per text (JSON-serialisable).
+            doc_ids: One id per text; default: :func:`content_doc_id` of the text.
+            late_chunker: A :class:`m3kit.late_chunking.LateChunker` (anything with
+                ``chunk(texts) -> list[list[Chunk]]``) to split each document; default: one
+                chunk per text (truncated to the encoder's ``max_length``).
+            show_progress: tqdm bars for encoding and writing.
+
+        Returns:
+            The document id of each text, in input order (what :meth:`delete` takes and
+            :attr:`Hit.doc_id` holds).
+        """
+        order, docs = self._docs(texts, metadatas, doc_ids, _chunker_signature(late_chunker))
+        if not docs:
+            return order
+        done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
+        todo = [d for d in docs if d.doc_id not in done]
+        if todo:
+            records, empty = self._records(todo, late_chunker, show_progress)
+            with self._write_lock:
+                self.store.upsert(records, show_progress=show_progress, replace=True)
+                if empty:
+                    self.store.delete_documents(empty)
+        return order
+
+    async def aadd_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        doc_ids: Sequence[str] | None = None,
+        *,
+        late_chunker: _Chunker | None = None,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """:meth:`add_texts` in a worker thread."""
+        return await asyncio.to_thread(
+            self.add_texts,
+            texts,
+            metadatas,
+            doc_ids,
+            late_chunker=late_chunker,
+            show_progress=show_progress,
+        )
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        """Delete every chunk of these documents."""
+        with self._write_lock:
+            self.store.delete_documents(doc_ids)
+
+    def count(self) -> int:
+        """Number of stored chunks."""
+        return self.store.count()
+
+    # -- searching --------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        fusion: Fusion | str = Fusion.RRF,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        rerank: bool | None = None,
+    ) -> list[Hit]:
+        """Encode the query with every head the store holds and run a hybrid search.
+
+        Args:
+            query: The query text (the encoder's query instruction is added).
+            k: Number of hits.
+            fusion: ``rrf``, ``dbsf`` or ``m3``.
+            filter: Metadata mapping or ``qdrant_client.models.Filter``.
+            score_threshold: Minimum final score.
+            rerank: ColBERT rerank (default: on when the store holds ColBERT vectors).
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        heads = self.store.heads
+        if rerank and Head.COLBERT not in heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this store has none")
+        use_colbert = Head.COLBERT in heads if rerank is None else bool(rerank)
+        wanted = heads if use_colbert else heads - {Head.COLBERT}
+        out = self.encoder.encode([query], heads=sorted(wanted), query=True, show_progress=False)
+        return self.store.query(
+            dense=out.dense[0],
+            sparse=out.sparse[0] if Head.SPARSE in wanted else None,
+            colbert=out.colbert[0] if use_colbert else None,
+            k=k,
+            fusion=fusion,
+            rerank=use_colbert,
+            filter=filter,
+            score_threshold=score_threshold,
+        )
+
+    async def asearch(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        fusion: Fusion | str = Fusion.RRF,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        rerank: bool | None = None,
+    ) -> list[Hit]:
+        """:meth:`search` in a worker thread."""
+        return await asyncio.to_thread(
+            self.search,
+            query,
+            k=k,
+            fusion=fusion,
+            filter=filter,
+            score_threshold=score_threshold,
+            rerank=rerank,
+        )
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> M3Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

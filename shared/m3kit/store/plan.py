@@ -1,0 +1,132 @@
+"""Backend-neutral query plans and the protocol every storage backend implements.
+
+A :class:`Stage` is one step of a Qdrant universal query: a scoring query (nearest
+neighbours on a named vector, or a fusion) over the results of its prefetch stages. Each
+backend turns a stage into its own request types; filters are always
+``qdrant_client.models.Filter`` (the type users pass), converted by the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from qdrant_client import models
+
+from m3kit.outputs import SparseVector
+from m3kit.store.records import Fusion
+from m3kit.store.schema import CollectionSchema, VectorSpec
+
+__all__ = ["RRF_K", "Nearest", "PointData", "RawHit", "Stage", "StorageBackend"]
+
+#: The RRF constant (Cormack et al.); Qdrant's own default is 2, m3kit states 60 explicitly.
+RRF_K = 60
+
+
+@dataclass(frozen=True, eq=False)
+class Nearest:
+    """Nearest neighbours on one named vector.
+
+    Attributes:
+        using: Vector name (``dense``, ``sparse`` or ``colbert``).
+        vector: float32 ``[d]`` (dense), a :class:`SparseVector`, or float32 ``[t, d]``
+            (ColBERT, scored by MaxSim).
+    """
+
+    using: str
+    vector: npt.NDArray[np.float32] | SparseVector
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One stage of a query.
+
+    Attributes:
+        limit: Most results of this stage.
+        query: Nearest on a vector, or a fusion (``Fusion.RRF`` / ``Fusion.DBSF``) of the
+            prefetch results.
+        prefetch: Stages whose results this one re-scores.
+        filter: Payload filter (applied where candidates are searched).
+        exact: Exhaustive search instead of the HNSW index.
+    """
+
+    limit: int
+    query: Nearest | Fusion
+    prefetch: tuple[Stage, ...] = ()
+    filter: models.Filter | None = None
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class RawHit:
+    """A backend's scored point: string id, score and (optionally) payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class PointData:
+    """A point ready to write: id, named vectors and payload (plain JSON types)."""
+
+    id: str
+    dense: npt.NDArray[np.float32]
+    payload: dict[str, Any]
+    sparse: SparseVector | None = None
+    colbert: npt.NDArray[np.float32] | None = None
+
+
+class StorageBackend(Protocol):
+    """What :class:`~m3kit.store.M3Store` needs from a Qdrant engine (one collection)."""
+
+    #: Where the collection lives, for messages (never contains credentials).
+    where: str
+    collection: str
+
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+        ...
+
+    def found_vectors(self) -> dict[str, VectorSpec]:
+        """The named vectors of the existing collection."""
+        ...
+
+    def create(self, schema: CollectionSchema) -> None:
+        """Create the collection with ``schema``'s vectors."""
+        ...
+
+    def upsert(self, points: Sequence[PointData]) -> None:
+        """Insert or overwrite points (by id)."""
+        ...
+
+    def finish_writes(self) -> None:
+        """Called after a batch of writes (the embedded engine builds its indexes here)."""
+        ...
+
+    def delete(self, selector: models.Filter) -> None:
+        """Delete every point the filter matches."""
+        ...
+
+    def count(self, selector: models.Filter | None = None) -> int:
+        """Exact number of points (matching the filter)."""
+        ...
+
+    def scroll(self, selector: models.Filter, keys: Sequence[str]) -> Iterator[RawHit]:
+        """Every point matching the filter, with only the payload ``keys`` (score 0)."""
+        ...
+
+    def retrieve(self, ids: Sequence[str]) -> Mapping[str, dict[str, Any]]:
+        """Payloads of the given ids (missing ids are left out)."""
+        ...
+
+    def query_batch(self, stages: Sequence[Stage], *, with_payload: bool) -> list[list[RawHit]]:
+        """Run several top-level stages; one result list per stage, best first."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine (files, locks, connections)."""
+        ...

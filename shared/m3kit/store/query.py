@@ -1,0 +1,211 @@
+"""Hybrid query: dense + sparse prefetch, fusion (RRF, DBSF or M3), optional ColBERT rerank.
+
+Plans, by case (``n`` = candidates per retriever, ``max(oversample * k, min_candidates)``):
+
+* RRF / DBSF: prefetch dense and sparse (``n`` each, filtered), fuse with Qdrant's own
+  fusion; with rerank the ``n`` best fused candidates are re-scored by Qdrant's ColBERT
+  MaxSim (prefetch -> query ``colbert``). One round trip.
+* M3: the union of the dense and sparse candidates is scored exactly by every head with
+  exhaustive Qdrant searches restricted to those ids, then combined with FlagEmbedding's
+  weighted sum ``w_d * dense + w_s * sparse + w_c * colbert``
+  (:func:`m3kit.scoring.m3_score`). Qdrant has no weighted-sum fusion of per-head scores
+  (its formula query only sees the scores of the prefetches a point was found in), so the
+  sum is taken here; every term is Qdrant's exact score. Two round trips.
+* One retriever only (a dense-only collection): fusion is moot; hits carry the dense score
+  (or the rerank / M3 score).
+
+ColBERT scores are reported as FlagEmbedding does (MaxSim averaged over query tokens, like
+:func:`m3kit.scoring.maxsim`); Qdrant's MaxSim sums over query tokens, so it is divided here.
+``score_threshold`` applies to the reported (final) score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from qdrant_client import models
+
+from m3kit.outputs import SparseVector
+from m3kit.scoring import DEFAULT_M3_WEIGHTS, m3_score
+from m3kit.store.filters import and_filters, ids_filter
+from m3kit.store.plan import Nearest, RawHit, Stage, StorageBackend
+from m3kit.store.records import Fusion
+from m3kit.store.schema import COLBERT, DENSE, SPARSE, CollectionSchema
+
+__all__ = ["QueryOptions", "QueryVectors", "run_query"]
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """Candidate budget of hybrid queries.
+
+    Attributes:
+        oversample: Candidates per retriever as a multiple of ``k``.
+        min_candidates: Fewest candidates per retriever, whatever ``k``.
+    """
+
+    oversample: int = 4
+    min_candidates: int = 50
+
+    def __post_init__(self) -> None:
+        if self.oversample < 1 or self.min_candidates < 1:
+            raise ValueError("oversample and min_candidates must be >= 1")
+
+    def candidates(self, k: int) -> int:
+        return max(self.oversample * k, self.min_candidates, k)
+
+
+@dataclass(frozen=True, eq=False)
+class QueryVectors:
+    """Validated query vectors (one query)."""
+
+    dense: npt.NDArray[np.float32] | None
+    sparse: SparseVector | None
+    colbert: npt.NDArray[np.float32] | None
+
+    @classmethod
+    def check(
+        cls,
+        schema: CollectionSchema,
+        dense: npt.ArrayLike | None,
+        sparse: SparseVector | None,
+        colbert: npt.ArrayLike | None,
+    ) -> QueryVectors:
+        """Validate shapes against the collection; raise ValueError naming the problem."""
+        d = None
+        if dense is not None:
+            d = np.asarray(dense, dtype=np.float32)
+            if d.ndim == 2 and d.shape[0] == 1:
+                d = d[0]
+            if d.shape != (schema.dense_dim,):
+                raise ValueError(
+                    f"dense query has shape {d.shape}; the collection's dense vectors have "
+                    f"{schema.dense_dim} dimensions"
+                )
+        if sparse is not None:
+            if not isinstance(sparse, SparseVector):
+                raise TypeError(f"sparse query must be an m3kit SparseVector, got {type(sparse)}")
+            if not schema.sparse:
+                raise ValueError("this collection has no sparse vectors; query without sparse")
+        c = None
+        if colbert is not None:
+            if schema.colbert_dim is None:
+                raise ValueError("this collection has no ColBERT vectors; query without colbert")
+            c = np.asarray(colbert, dtype=np.float32)
+            if c.ndim != 2 or c.shape[1] != schema.colbert_dim or c.shape[0] == 0:
+                raise ValueError(
+                    f"colbert query has shape {c.shape}; expected [tokens >= 1, "
+                    f"{schema.colbert_dim}]"
+                )
+        if d is None and (sparse is None or len(sparse) == 0):
+            raise ValueError("give a dense query vector or a non-empty sparse one")
+        return cls(d, sparse if sparse is not None and len(sparse) else None, c)
+
+
+def _retrievers(q: QueryVectors, n: int, flt: models.Filter | None) -> list[Stage]:
+    stages = []
+    if q.dense is not None:
+        stages.append(Stage(n, Nearest(DENSE, q.dense), filter=flt))
+    if q.sparse is not None:
+        stages.append(Stage(n, Nearest(SPARSE, q.sparse), filter=flt))
+    return stages
+
+
+def run_query(
+    backend: StorageBackend,
+    q: QueryVectors,
+    *,
+    k: int,
+    fusion: Fusion,
+    rerank: bool,
+    filter: models.Filter | None,
+    score_threshold: float | None,
+    weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+    options: QueryOptions = QueryOptions(),
+) -> list[RawHit]:
+    """Run one hybrid query; hits best first with payloads, at most ``k``.
+
+    Args:
+        backend: The storage backend.
+        q: Validated query vectors.
+        k: Number of hits.
+        fusion: How dense and sparse candidates are combined.
+        rerank: Re-score with ColBERT MaxSim (only when ``q.colbert`` is given).
+        filter: Payload filter applied to every candidate search.
+        score_threshold: Drop hits scoring below this (final score).
+        weights: M3 weights ``[dense, sparse, colbert]`` (``Fusion.M3`` only).
+        options: Candidate budget.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    fusion = Fusion(fusion)
+    if len(weights) != 3:
+        raise ValueError(f"weights are [dense, sparse, colbert]; got {len(weights)} values")
+    use_colbert = rerank and q.colbert is not None
+    n = options.candidates(k)
+    if fusion is Fusion.M3:
+        hits = _m3(backend, q, k, n, use_colbert, filter, weights)
+    else:
+        retrievers = _retrievers(q, n, filter)
+        candidates = retrievers[0] if len(retrievers) == 1 else Stage(n, fusion, tuple(retrievers))
+        if use_colbert:
+            assert q.colbert is not None
+            stage = Stage(k, Nearest(COLBERT, q.colbert), prefetch=(candidates,))
+        elif len(retrievers) == 1:
+            stage = Stage(k, candidates.query, filter=filter)
+        else:
+            stage = Stage(k, fusion, prefetch=tuple(retrievers))
+        hits = backend.query_batch([stage], with_payload=True)[0]
+        if use_colbert:
+            assert q.colbert is not None
+            scale = 1.0 / q.colbert.shape[0]
+            hits = [RawHit(h.id, round(h.score * scale, 7), h.payload) for h in hits]
+    if score_threshold is not None:
+        hits = [h for h in hits if h.score >= score_threshold]
+    return hits[:k]
+
+
+def _m3(
+    backend: StorageBackend,
+    q: QueryVectors,
+    k: int,
+    n: int,
+    use_colbert: bool,
+    flt: models.Filter | None,
+    weights: Sequence[float],
+) -> list[RawHit]:
+    found = backend.query_batch(_retrievers(q, n, flt), with_payload=False)
+    ids = sorted({h.id for hits in found for h in hits})
+    if not ids:
+        return []
+    only = and_filters(ids_filter(ids), flt)
+    heads: list[tuple[str, Nearest]] = []
+    if q.dense is not None:
+        heads.append((DENSE, Nearest(DENSE, q.dense)))
+    if q.sparse is not None:
+        heads.append((SPARSE, Nearest(SPARSE, q.sparse)))
+    if use_colbert and q.colbert is not None:
+        heads.append((COLBERT, Nearest(COLBERT, q.colbert)))
+    scored = backend.query_batch(
+        [Stage(len(ids), near, filter=only, exact=True) for _, near in heads], with_payload=False
+    )
+    per_head: dict[str, dict[str, float]] = {}
+    for (name, _), hits in zip(heads, scored, strict=True):
+        scale = 1.0 / q.colbert.shape[0] if name == COLBERT and q.colbert is not None else 1.0
+        per_head[name] = {h.id: h.score * scale for h in hits}
+    # A candidate absent from a head's results shares no term with the query (sparse): 0.
+    fused = {
+        pid: m3_score(
+            per_head.get(DENSE, {}).get(pid, 0.0),
+            per_head.get(SPARSE, {}).get(pid, 0.0),
+            per_head.get(COLBERT, {}).get(pid, 0.0),
+            weights,
+        )
+        for pid in ids
+    }
+    best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    payloads = backend.retrieve([pid for pid, _ in best])
+    return [RawHit(pid, score, payloads[pid]) for pid, score in best if pid in payloads]

@@ -1,0 +1,101 @@
+"""Enums and frozen records of the store layer: what goes in (chunks) and comes out (hits)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from m3kit.outputs import M3Output
+
+__all__ = ["Backend", "ChunkRecord", "Fusion", "Hit"]
+
+
+class Fusion(str, enum.Enum):
+    """How the dense and sparse candidate lists are combined.
+
+    ``RRF`` and ``DBSF`` are Qdrant's own fusions (reciprocal rank fusion with k=60 and
+    distribution-based score fusion). ``M3`` is FlagEmbedding's weighted sum
+    ``w_d * dense + w_s * sparse + w_c * colbert`` computed exactly on every candidate.
+    """
+
+    RRF = "rrf"
+    DBSF = "dbsf"
+    M3 = "m3"
+
+
+class Backend(str, enum.Enum):
+    """Which Qdrant engine holds the collection.
+
+    ``EDGE`` is qdrant-edge-py, Qdrant's embedded Rust engine (in-process, a folder on disk or
+    a temporary one). ``CLIENT`` is qdrant-client's ``QdrantClient``: ``":memory:"`` or a path
+    (its pure-Python local mode) or a server URL.
+    """
+
+    EDGE = "edge"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One chunk to store: its text, metadata and one-row vectors.
+
+    Attributes:
+        doc_id: Id of the document the chunk belongs to.
+        chunk_index: Position of the chunk in its document (0-based).
+        text: The chunk's text (stored as ``page_content``).
+        metadata: JSON-serialisable metadata (stored under ``metadata``).
+        vectors: The chunk's vectors, a one-row :class:`~m3kit.outputs.M3Output`.
+        start: Start character offset in the document, if known.
+        end: End character offset, if known.
+        doc_hash: Hash of the document version the chunk came from; default: a hash of the
+            document's records in the same :meth:`M3Store.upsert` call.
+        chunk_count: Number of chunks of that document version; default: the number of
+            records of the document in the same upsert call.
+    """
+
+    doc_id: str
+    chunk_index: int
+    text: str
+    metadata: Mapping[str, Any]
+    vectors: M3Output
+    start: int | None = None
+    end: int | None = None
+    doc_hash: str | None = None
+    chunk_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.doc_id, str) or not self.doc_id:
+            raise ValueError(f"ChunkRecord.doc_id must be a non-empty string, got {self.doc_id!r}")
+        if self.chunk_index < 0:
+            raise ValueError(f"ChunkRecord.chunk_index must be >= 0, got {self.chunk_index}")
+        if len(self.vectors) != 1:
+            raise ValueError(
+                f"ChunkRecord.vectors must hold exactly one row, got {len(self.vectors)}"
+            )
+        if self.chunk_count is not None and not 0 <= self.chunk_index < self.chunk_count:
+            raise ValueError(
+                f"chunk_index {self.chunk_index} is outside chunk_count {self.chunk_count}"
+            )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        id: The point id (uuid5 of doc_id and chunk_index).
+        score: The score of the last stage (fused score, ColBERT MaxSim or M3 weighted sum).
+        text: The chunk's text.
+        doc_id: Id of its document.
+        chunk_index: Position of the chunk in its document.
+        metadata: The chunk's metadata.
+    """
+
+    id: str
+    score: float
+    text: str
+    doc_id: str
+    chunk_index: int
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,179 @@
+"""The one collection layout both adapters share: vector names, payload keys, point ids.
+
+Payload keys match langchain-qdrant's ``QdrantVectorStore`` (``page_content``, ``metadata``)
+so its store can read a collection written here.
+
+>>> point_id("doc-1", 0) == point_id("doc-1", 0)
+True
+>>> point_id("doc-1", 0) != point_id("doc-1", 1)
+True
+>>> CollectionSchema(dense_dim=1024, colbert_dim=1024, sparse=True).describe()
+'colbert: multivector size=1024 cosine MaxSim; dense: dense size=1024 cosine; sparse: sparse'
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from m3kit.errors import SchemaMismatchError
+
+__all__ = [
+    "CHUNK_COUNT",
+    "CHUNK_INDEX",
+    "COLBERT",
+    "DENSE",
+    "DOC_HASH",
+    "DOC_ID",
+    "END",
+    "METADATA",
+    "PAGE_CONTENT",
+    "POINT_ID_NAMESPACE",
+    "SPARSE",
+    "START",
+    "CollectionSchema",
+    "VectorSpec",
+    "check_schema",
+    "point_id",
+]
+
+# Vector names.
+DENSE = "dense"
+SPARSE = "sparse"
+COLBERT = "colbert"
+
+# Payload keys.
+PAGE_CONTENT = "page_content"
+METADATA = "metadata"
+DOC_ID = "doc_id"
+CHUNK_INDEX = "chunk_index"
+START = "start"
+END = "end"
+DOC_HASH = "doc_hash"
+CHUNK_COUNT = "chunk_count"
+
+#: Namespace of the uuid5 point ids (fixed forever: changing it would orphan stored points).
+POINT_ID_NAMESPACE = uuid.UUID("6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10")
+
+
+def point_id(doc_id: str, chunk_index: int) -> str:
+    """The deterministic point id of a chunk: uuid5 of ``[doc_id, chunk_index]`` as JSON.
+
+    JSON (not string concatenation) keeps ``("a-1", 0)`` and ``("a", 10)`` apart.
+    """
+    return str(uuid.uuid5(POINT_ID_NAMESPACE, json.dumps([doc_id, int(chunk_index)])))
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """One named vector of a collection, as m3kit compares them.
+
+    Attributes:
+        kind: ``"dense"``, ``"sparse"`` or ``"multivector"``.
+        size: Dimension (``None`` for sparse).
+        distance: Lower-case distance name (``None`` for sparse).
+        comparator: Multivector comparator (``"MaxSim"``) or ``None``.
+    """
+
+    kind: str
+    size: int | None = None
+    distance: str | None = None
+    comparator: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.kind]
+        if self.size is not None:
+            parts.append(f"size={self.size}")
+        if self.distance:
+            parts.append(self.distance)
+        if self.comparator:
+            parts.append(self.comparator)
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class CollectionSchema:
+    """The vectors an m3kit collection holds.
+
+    Attributes:
+        dense_dim: Size of the ``dense`` cosine vector (always present).
+        colbert_dim: Size of the ``colbert`` MaxSim multivector, or ``None`` when absent.
+        sparse: Whether the ``sparse`` vector is present.
+    """
+
+    dense_dim: int
+    colbert_dim: int | None = None
+    sparse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dense_dim < 1:
+            raise ValueError(f"dense_dim must be positive, got {self.dense_dim}")
+        if self.colbert_dim is not None and self.colbert_dim < 1:
+            raise ValueError(f"colbert_dim must be positive or None, got {self.colbert_dim}")
+
+    def specs(self) -> dict[str, VectorSpec]:
+        """The named vectors this schema expects, by name."""
+        out = {DENSE: VectorSpec("dense", self.dense_dim, "cosine")}
+        if self.sparse:
+            out[SPARSE] = VectorSpec("sparse")
+        if self.colbert_dim is not None:
+            out[COLBERT] = VectorSpec("multivector", self.colbert_dim, "cosine", "MaxSim")
+        return out
+
+    def describe(self) -> str:
+        return describe_specs(self.specs())
+
+    @classmethod
+    def from_specs(cls, specs: dict[str, VectorSpec]) -> CollectionSchema | None:
+        """The schema these found vectors form, or ``None`` if they are not an m3kit layout."""
+        dense = specs.get(DENSE)
+        if dense is None or dense.size is None:
+            return None
+        colbert = specs.get(COLBERT)
+        schema = cls(
+            dense_dim=dense.size,
+            colbert_dim=colbert.size if colbert is not None else None,
+            sparse=SPARSE in specs,
+        )
+        return schema if schema.specs() == specs else None
+
+
+def describe_specs(specs: dict[str, VectorSpec]) -> str:
+    """``name: description`` of each vector, sorted by name."""
+    if not specs:
+        return "no vectors"
+    return "; ".join(f"{name}: {specs[name].describe()}" for name in sorted(specs))
+
+
+def check_schema(
+    expected: CollectionSchema, found: dict[str, VectorSpec], *, collection: str, where: str
+) -> None:
+    """Raise :class:`SchemaMismatchError` unless ``found`` is exactly ``expected``'s layout.
+
+    Args:
+        expected: What the caller asked for (from the encoder's dims and heads).
+        found: The named vectors the existing collection holds.
+        collection: Collection name, for the message.
+        where: Where it lives (path or URL without credentials), for the message.
+    """
+    want = expected.specs()
+    if want == found:
+        return
+    problems = []
+    for name in sorted(set(want) | set(found)):
+        if name not in found:
+            problems.append(f"vector {name!r} missing (expected {want[name].describe()})")
+        elif name not in want:
+            problems.append(f"unexpected vector {name!r} ({found[name].describe()})")
+        elif want[name] != found[name]:
+            problems.append(
+                f"vector {name!r}: expected {want[name].describe()}, found {found[name].describe()}"
+            )
+    raise SchemaMismatchError(
+        f"collection {collection!r} at {where} does not match the encoder: "
+        + "; ".join(problems)
+        + f". Expected [{describe_specs(want)}], found [{describe_specs(found)}]. "
+        "Use another collection name (or location), or an encoder with the same dimensions "
+        "and heads; nothing was written."
+    )

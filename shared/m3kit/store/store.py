@@ -1,0 +1,402 @@
+"""``M3Store``: one Qdrant collection of M3 chunks (vectors in, hits out)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+from tqdm.auto import tqdm
+
+from m3kit.outputs import Head, SparseVector
+from m3kit.scoring import DEFAULT_M3_WEIGHTS
+from m3kit.store.filters import FilterLike, documents_filter, stale_chunks_filter, to_filter
+from m3kit.store.plan import PointData, RawHit, StorageBackend
+from m3kit.store.query import QueryOptions, QueryVectors, run_query
+from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNK_INDEX,
+    DOC_HASH,
+    DOC_ID,
+    END,
+    METADATA,
+    PAGE_CONTENT,
+    START,
+    CollectionSchema,
+    check_schema,
+    point_id,
+)
+
+__all__ = ["DEFAULT_BACKEND", "M3Store"]
+
+logger = logging.getLogger(__name__)
+
+#: Embedded engine used when no URL is given (chosen from benchmarks/store.py measurements).
+DEFAULT_BACKEND = Backend.EDGE
+
+_DOC_BATCH = 256
+
+
+def _records_hash(records: Sequence[ChunkRecord]) -> str:
+    """Hash of a document's records (texts, offsets, metadata) in chunk order."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.chunk_index):
+        blob = [r.chunk_index, r.text, r.start, r.end, dict(r.metadata)]
+        h.update(json.dumps(blob, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+class M3Store:
+    """One Qdrant collection in the m3kit layout, on the embedded engine or qdrant-client.
+
+    Open it with :meth:`open`. Thread-safe: queries and writes may come from several threads.
+    """
+
+    def __init__(self, backend: StorageBackend, schema: CollectionSchema, *, kind: Backend) -> None:
+        """Wrap an opened backend whose collection already has ``schema`` (use :meth:`open`)."""
+        self._backend = backend
+        self.schema = schema
+        self.backend = kind
+        self.query_options = QueryOptions()
+
+    @classmethod
+    def open(
+        cls,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        collection: str,
+        dense_dim: int,
+        colbert_dim: int | None,
+        sparse: bool,
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+        timeout: int | None = None,
+    ) -> M3Store:
+        """Open (creating if needed) a collection and check it has the expected vectors.
+
+        Args:
+            location: ``None`` / ``":memory:"`` (in memory; the embedded engine uses a
+                temporary folder removed on :meth:`close`) or a folder to persist in.
+            collection: Collection name.
+            dense_dim: Dense vector size.
+            colbert_dim: ColBERT token vector size, or ``None`` for no ColBERT vectors.
+            sparse: Whether to store learned-sparse vectors.
+            url: Qdrant server URL (implies ``Backend.CLIENT``).
+            api_key: Server API key; default: the ``QDRANT_API_KEY`` environment variable.
+            backend: ``Backend.EDGE`` (embedded Rust engine) or ``Backend.CLIENT``
+                (qdrant-client); default: CLIENT with a URL, else :data:`DEFAULT_BACKEND`.
+            timeout: Server request timeout in seconds.
+
+        Raises:
+            SchemaMismatchError: The collection exists with other vectors (nothing written).
+            StoreConnectionError: The server cannot be reached or refuses the request.
+        """
+        if not collection or not isinstance(collection, str):
+            raise ValueError("collection must be a non-empty string")
+        schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
+        kind = Backend(backend) if backend is not None else None
+        if url is not None:
+            if kind is Backend.EDGE:
+                raise ValueError("the embedded engine (backend='edge') has no URL; use 'client'")
+            if location is not None:
+                raise ValueError("give either location or url, not both")
+            kind = Backend.CLIENT
+            if api_key is None:
+                api_key = os.environ.get("QDRANT_API_KEY") or None
+        elif api_key is not None:
+            raise ValueError("api_key is only used with url")
+        kind = kind or DEFAULT_BACKEND
+        loc = None if location is None else str(location)
+        if loc is not None and loc != ":memory:":
+            _check_folder(Path(loc), collection, kind)
+        impl: StorageBackend
+        if kind is Backend.CLIENT:
+            from m3kit.store.client_backend import ClientBackend
+
+            impl = ClientBackend(
+                collection=collection, location=loc, url=url, api_key=api_key, timeout=timeout
+            )
+        else:
+            from m3kit.store.edge_backend import EdgeBackend
+
+            impl = EdgeBackend(collection=collection, location=loc, schema=schema)
+        try:
+            if impl.exists():
+                check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
+            else:
+                logger.info("creating collection %r at %s", collection, impl.where)
+                impl.create(schema)
+        except BaseException:
+            impl.close()
+            raise
+        return cls(impl, schema, kind=kind)
+
+    def __repr__(self) -> str:
+        return (
+            f"M3Store(backend={self.backend.value}, collection={self._backend.collection!r}, "
+            f"where={self._backend.where!r}, schema=[{self.schema.describe()}])"
+        )
+
+    @property
+    def collection(self) -> str:
+        return self._backend.collection
+
+    @property
+    def heads(self) -> frozenset[Head]:
+        """The heads this collection stores."""
+        out = {Head.DENSE}
+        if self.schema.sparse:
+            out.add(Head.SPARSE)
+        if self.schema.colbert_dim is not None:
+            out.add(Head.COLBERT)
+        return frozenset(out)
+
+    # -- writes -----------------------------------------------------------------------------
+    def _point(self, r: ChunkRecord, doc_hash: str, chunk_count: int) -> PointData:
+        v = r.vectors
+        missing = self.heads - v.heads
+        if missing:
+            raise ValueError(
+                f"record {r.doc_id!r}#{r.chunk_index} lacks the "
+                f"{sorted(h.value for h in missing)} vectors this collection stores"
+            )
+        dense = v.dense[0]
+        if dense.shape != (self.schema.dense_dim,):
+            raise ValueError(
+                f"record {r.doc_id!r}#{r.chunk_index}: dense size {dense.shape[-1]} != "
+                f"collection's {self.schema.dense_dim}"
+            )
+        colbert = None
+        if self.schema.colbert_dim is not None:
+            colbert = v.colbert[0]
+            if colbert.ndim != 2 or colbert.shape[1] != self.schema.colbert_dim:
+                raise ValueError(
+                    f"record {r.doc_id!r}#{r.chunk_index}: colbert shape {colbert.shape} does "
+                    f"not match the collection's [tokens, {self.schema.colbert_dim}]"
+                )
+            if colbert.shape[0] == 0:
+                raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
+        payload = {
+            PAGE_CONTENT: r.text,
+            METADATA: json.loads(json.dumps(dict(r.metadata))),
+            DOC_ID: r.doc_id,
+            CHUNK_INDEX: int(r.chunk_index),
+            START: r.start,
+            END: r.end,
+            DOC_HASH: doc_hash,
+            CHUNK_COUNT: int(chunk_count),
+        }
+        return PointData(
+            id=point_id(r.doc_id, r.chunk_index),
+            dense=dense,
+            payload=payload,
+            sparse=v.sparse[0] if self.schema.sparse else None,
+            colbert=colbert,
+        )
+
+    def upsert(
+        self,
+        records: Iterable[ChunkRecord],
+        batch_size: int = 64,
+        show_progress: bool | None = None,
+        *,
+        replace: bool = False,
+    ) -> list[str]:
+        """Write chunks; points with the same (doc_id, chunk_index) are overwritten.
+
+        Args:
+            records: The chunks. Records of one document should come in one call (their
+                default ``doc_hash`` / ``chunk_count`` are computed over the call).
+            batch_size: Points per write request.
+            show_progress: tqdm bar (default: on for more than one batch).
+            replace: After writing, delete each written document's other chunks (older
+                versions, or indices beyond its ``chunk_count``).
+
+        Returns:
+            The point ids, in input order.
+        """
+        recs = list(records)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        keys = Counter((r.doc_id, r.chunk_index) for r in recs)
+        dup = [k for k, c in keys.items() if c > 1]
+        if dup:
+            raise ValueError(f"duplicate (doc_id, chunk_index) in one upsert: {dup[:5]}")
+        by_doc: dict[str, list[ChunkRecord]] = defaultdict(list)
+        for r in recs:
+            by_doc[r.doc_id].append(r)
+        version: dict[str, tuple[str, int]] = {}
+        for doc_id, rs in by_doc.items():
+            hashes = {r.doc_hash for r in rs}
+            counts = {r.chunk_count for r in rs}
+            if len(hashes) > 1 or len(counts) > 1:
+                raise ValueError(f"records of document {doc_id!r} disagree on doc_hash/chunk_count")
+            doc_hash = hashes.pop() or _records_hash(rs)
+            count = counts.pop() or len(rs)
+            version[doc_id] = (doc_hash, count)
+        points = [self._point(r, *version[r.doc_id]) for r in recs]
+        batches = [points[i : i + batch_size] for i in range(0, len(points), batch_size)]
+        show = len(batches) > 1 if show_progress is None else show_progress
+        for batch in tqdm(batches, desc="upsert", unit="batch", disable=not show):
+            self._backend.upsert(batch)
+        self._backend.finish_writes()
+        if replace:
+            for doc_id, (doc_hash, count) in version.items():
+                self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
+        return [p.id for p in points]
+
+    def delete_documents(self, doc_ids: Iterable[str]) -> None:
+        """Delete every chunk of these documents (unknown ids are ignored)."""
+        ids = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(ids), _DOC_BATCH):
+            self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
+
+    # -- reads ------------------------------------------------------------------------------
+    def count(self, filter: FilterLike | None = None) -> int:
+        """Number of stored chunks (matching the filter)."""
+        return self._backend.count(to_filter(filter))
+
+    def complete_documents(self, versions: Mapping[str, str]) -> set[str]:
+        """Which documents are fully stored at the given version.
+
+        A document counts only when every chunk index ``0..chunk_count-1`` is present with
+        ``doc_hash`` equal to the given hash and no other chunk of it exists, so a write
+        that stopped half-way through a document is not mistaken for a complete one.
+
+        Args:
+            versions: ``{doc_id: doc_hash}``.
+        """
+        ids = list(versions)
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT]
+        for i in range(0, len(ids), _DOC_BATCH):
+            for hit in self._backend.scroll(documents_filter(ids[i : i + _DOC_BATCH]), keys):
+                found[str(hit.payload.get(DOC_ID))].append(hit.payload)
+        complete = set()
+        for doc_id, payloads in found.items():
+            want = versions.get(doc_id)
+            counts = {p.get(CHUNK_COUNT) for p in payloads}
+            if want is None or len(counts) != 1 or any(p.get(DOC_HASH) != want for p in payloads):
+                continue
+            (count,) = counts
+            indices = sorted(int(p.get(CHUNK_INDEX) or 0) for p in payloads)
+            if indices == list(range(int(count or 0))):
+                complete.add(doc_id)
+        return complete
+
+    def query(
+        self,
+        *,
+        dense: npt.ArrayLike | None = None,
+        sparse: SparseVector | None = None,
+        colbert: npt.ArrayLike | None = None,
+        k: int = 10,
+        fusion: Fusion | str = Fusion.RRF,
+        rerank: bool = True,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+    ) -> list[Hit]:
+        """Hybrid search (see :mod:`m3kit.store.query` for the plans).
+
+        Args:
+            dense: Query dense vector ``[d]``.
+            sparse: Query sparse vector.
+            colbert: Query ColBERT vectors ``[t, d]`` (used for rerank / M3).
+            k: Number of hits.
+            fusion: ``rrf``, ``dbsf`` or ``m3``.
+            rerank: Re-score candidates with ColBERT MaxSim when ``colbert`` is given;
+                ``False`` leaves ColBERT out (also out of the M3 sum).
+            filter: ``{key: value}`` equality on ``metadata.<key>`` (a list means any-of)
+                or a ``qdrant_client.models.Filter`` on the full payload.
+            score_threshold: Minimum final score.
+            weights: M3 weights ``[dense, sparse, colbert]``.
+        """
+        q = QueryVectors.check(self.schema, dense, sparse, colbert)
+        raw = run_query(
+            self._backend,
+            q,
+            k=k,
+            fusion=Fusion(fusion),
+            rerank=rerank,
+            filter=to_filter(filter),
+            score_threshold=score_threshold,
+            weights=weights,
+            options=self.query_options,
+        )
+        return [_hit(h) for h in raw]
+
+    async def aquery(
+        self,
+        *,
+        dense: npt.ArrayLike | None = None,
+        sparse: SparseVector | None = None,
+        colbert: npt.ArrayLike | None = None,
+        k: int = 10,
+        fusion: Fusion | str = Fusion.RRF,
+        rerank: bool = True,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+    ) -> list[Hit]:
+        """:meth:`query` in a worker thread."""
+        return await asyncio.to_thread(
+            self.query,
+            dense=dense,
+            sparse=sparse,
+            colbert=colbert,
+            k=k,
+            fusion=fusion,
+            rerank=rerank,
+            filter=filter,
+            score_threshold=score_threshold,
+            weights=weights,
+        )
+
+    def close(self) -> None:
+        """Release files, locks and connections (the store is unusable afterwards)."""
+        self._backend.close()
+
+    def __enter__(self) -> M3Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _hit(h: RawHit) -> Hit:
+    p = h.payload
+    meta = p.get(METADATA)
+    return Hit(
+        id=h.id,
+        score=float(h.score),
+        text=str(p.get(PAGE_CONTENT, "")),
+        doc_id=str(p.get(DOC_ID, h.id)),
+        chunk_index=int(p.get(CHUNK_INDEX, 0)),
+        metadata=dict(meta) if isinstance(meta, Mapping) else {},
+    )
+
+
+def _check_folder(folder: Path, collection: str, kind: Backend) -> None:
+    """Refuse to open a folder written by the other backend (their layouts differ)."""
+    edge_here = (folder / collection / "edge_config.json").is_file()
+    client_here = (folder / "meta.json").is_file() and (folder / "collection" / collection).is_dir()
+    if kind is Backend.CLIENT and edge_here:
+        raise ValueError(
+            f"{folder / collection} holds an embedded-engine (backend='edge') collection; "
+            "open it with backend='edge'"
+        )
+    if kind is Backend.EDGE and client_here and not edge_here:
+        raise ValueError(
+            f"{folder} holds a qdrant-client local collection {collection!r}; open it with "
+            "backend='client'"
+        )
