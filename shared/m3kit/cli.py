@@ -1,0 +1,373 @@
+"""The ``m3kit`` command: index files into Qdrant and search them with BGE-M3.
+
+Argument parsing only; the work is done by :mod:`m3kit.sources`, :class:`m3kit.M3Encoder`,
+:class:`m3kit.store.M3Index` and :mod:`m3kit.late_chunking`.
+
+Example (shell)::
+
+    m3kit index docs/ notes.md corpus.jsonl --collection demo
+    m3kit search "what is late chunking?" --collection demo -k 5 --fusion m3
+    m3kit search "late chunking" --collection demo --json
+
+Storage is a local folder (``./.m3kit`` unless ``--path`` says otherwise), or a Qdrant server
+with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``). Search with the same
+``--model`` you indexed with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.errors import M3KitError
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+    from m3kit.store import Hit, M3Index
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path(".m3kit")
+DEFAULT_COLLECTION = "m3kit"
+FUSIONS = ("rrf", "dbsf", "m3")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+_SNIPPET_CHARS = 240
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``m3kit`` argument parser (subcommands ``index`` and ``search``, plus fine-tuning
+    subcommands when :mod:`m3kit.finetune.cli` is installed)."""
+    parser = argparse.ArgumentParser(
+        prog="m3kit",
+        description="Index files into Qdrant and search them with BGE-M3 "
+        "(dense + sparse + ColBERT from one forward pass).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("storage and model")
+    where.add_argument(
+        "--collection", default=DEFAULT_COLLECTION, help="collection name (default: %(default)s)"
+    )
+    where.add_argument(
+        "--path",
+        type=Path,
+        default=None,
+        help=f"local storage folder (default: ./{DEFAULT_PATH}); ignored with --qdrant-url",
+    )
+    where.add_argument("--qdrant-url", default=None, help="Qdrant server URL instead of a folder")
+    where.add_argument(
+        "--api-key",
+        default=None,
+        help="Qdrant API key (default: $QDRANT_API_KEY); only with --qdrant-url",
+    )
+    where.add_argument(
+        "--backend",
+        choices=("edge", "client"),
+        default=None,
+        help="local engine: qdrant-edge (in-process) or qdrant-client (default: the store's)",
+    )
+    where.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="checkpoint folder or hub id (default: %(default)s); search with the model you "
+        "indexed with",
+    )
+    where.add_argument("--dtype", choices=DTYPES, default="auto", help="precision (default: auto)")
+    where.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
+    where.add_argument("--max-length", type=_positive_int, default=None, help="tokens per text")
+    where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+    index = subparsers.add_parser(
+        "index",
+        parents=[common],
+        help="index .txt/.md/.jsonl files and folders",
+        description="Index files and folders (recursively). A .txt/.md file is one document; a "
+        ".jsonl file has one document per row: text, optional _id/id, title and other keys "
+        "(kept as metadata). Unchanged documents are skipped; edited ones replaced.",
+    )
+    index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    index.add_argument(
+        "--late-chunking",
+        action="store_true",
+        help="split long documents into chunks embedded in the context of the whole document",
+    )
+    index.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        help="tokens per chunk with --late-chunking (default: the chunker's)",
+    )
+    index.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch")
+    index.set_defaults(handler=_run_index)
+
+    search = subparsers.add_parser(
+        "search",
+        parents=[common],
+        help="search a collection",
+        description="Hybrid search (dense + sparse + ColBERT, fused) of an indexed collection.",
+    )
+    search.add_argument("query", help="the question or keywords")
+    search.add_argument("-k", type=_positive_int, default=5, help="results (default: 5)")
+    search.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default="rrf",
+        help="rrf (rank fusion), dbsf (score fusion) or m3 (weighted M3 score); default: rrf",
+    )
+    search.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_filter_pair,
+        help="keep results whose metadata KEY equals VALUE (JSON value or plain text); repeat",
+    )
+    search.add_argument(
+        "--score-threshold", type=float, default=None, help="drop results scoring below this"
+    )
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.set_defaults(handler=_run_search)
+
+    _add_finetune_subcommands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad arguments).
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        with _transformers_quiet(quiet=getattr(args, "quiet", False)):
+            return handler(args)
+    except (M3KitError, OSError, ValueError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"m3kit {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("m3kit: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- subcommands ----------------------------------------------------------------------------
+def _run_index(args: argparse.Namespace) -> int:
+    from m3kit.sources import read_documents
+
+    if args.chunk_size is not None and not args.late_chunking:
+        raise ValueError("--chunk-size needs --late-chunking")
+    storage = _storage(args)
+    docs = read_documents(args.paths)  # read everything first: bad input fails before loading
+    if not docs:
+        raise ValueError("no text to index (every document is empty)")
+    encoder = _load_encoder(args)
+    chunker = _late_chunker(encoder, args.chunk_size) if args.late_chunking else None
+    index = _open_index(encoder, args, storage)
+    try:
+        before = index.count()
+        index.add_texts(
+            [d.text for d in docs],
+            metadatas=[dict(d.metadata) for d in docs],
+            doc_ids=[d.doc_id for d in docs],
+            late_chunker=chunker,
+            show_progress=not args.quiet,
+        )
+        after = index.count()
+    finally:
+        index.close()
+    print(
+        f"indexed {len(docs)} document(s) into {args.collection!r} at {_location(args)}: "
+        f"{after} chunk(s) stored ({after - before:+d})"
+    )
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from m3kit.store import Fusion
+
+    storage = _storage(args)
+    encoder = _load_encoder(args)
+    index = _open_index(encoder, args, storage)
+    try:
+        if index.count() == 0:
+            raise ValueError(
+                f"collection {args.collection!r} at {_location(args)} is empty; "
+                "run `m3kit index` first"
+            )
+        hits = index.search(
+            args.query,
+            k=args.k,
+            fusion=Fusion(args.fusion),
+            filter=dict(args.filter) or None,
+            score_threshold=args.score_threshold,
+        )
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([_hit_dict(h) for h in hits], ensure_ascii=False, indent=2))
+    elif not hits:
+        print("no results")
+    else:
+        for rank, hit in enumerate(hits, start=1):
+            print(_hit_text(rank, hit))
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _load_encoder(args: argparse.Namespace) -> M3Encoder:
+    from m3kit.encoder import M3Encoder
+
+    return M3Encoder.from_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        max_length=args.max_length,
+        batch_size=getattr(args, "batch_size", 32),
+    )
+
+
+def _late_chunker(encoder: M3Encoder, chunk_size: int | None) -> Any:
+    from m3kit.late_chunking import LateChunker
+
+    return (
+        LateChunker(encoder) if chunk_size is None else LateChunker(encoder, chunk_size=chunk_size)
+    )
+
+
+def _storage(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the collection lives, checked before anything slow happens."""
+    if args.qdrant_url is None:
+        if args.api_key:
+            raise ValueError("--api-key needs --qdrant-url")
+        folder = args.path if args.path is not None else DEFAULT_PATH
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--path {folder} is not a folder")
+        return {"location": folder, "backend": args.backend}
+    if args.path is not None:
+        raise ValueError("give either --path or --qdrant-url, not both")
+    if args.backend == "edge":
+        raise ValueError("--backend edge is the embedded engine; it cannot use --qdrant-url")
+    api_key = args.api_key or os.environ.get("QDRANT_API_KEY") or None
+    return {"url": args.qdrant_url, "api_key": api_key}
+
+
+def _open_index(encoder: M3Encoder, args: argparse.Namespace, storage: dict[str, Any]) -> M3Index:
+    from m3kit.store import M3Index
+
+    location = storage.get("location")
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+        return M3Index.open(
+            encoder, str(location), collection=args.collection, backend=storage["backend"]
+        )
+    return M3Index.open(
+        encoder, collection=args.collection, url=storage["url"], api_key=storage["api_key"]
+    )
+
+
+def _location(args: argparse.Namespace) -> str:
+    if args.qdrant_url:
+        return str(args.qdrant_url)
+    return str(args.path if args.path is not None else DEFAULT_PATH)
+
+
+def _hit_dict(hit: Hit) -> dict[str, Any]:
+    return {
+        "id": hit.id,
+        "score": hit.score,
+        "doc_id": hit.doc_id,
+        "chunk_index": hit.chunk_index,
+        "text": hit.text,
+        "metadata": hit.metadata,
+    }
+
+
+def _hit_text(rank: int, hit: Hit) -> str:
+    snippet = " ".join(hit.text.split())
+    if len(snippet) > _SNIPPET_CHARS:
+        snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
+    chunk = f" [chunk {hit.chunk_index}]" if hit.chunk_index else ""
+    return f"{rank:>2}. {hit.score:.4f}  {hit.doc_id}{chunk}\n    {snippet}"
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return number
+
+
+def _filter_pair(value: str) -> tuple[str, Any]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
+    try:
+        parsed: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = raw  # plain text, e.g. --filter topic=geo
+    return key, parsed
+
+
+@contextlib.contextmanager
+def _transformers_quiet(*, quiet: bool) -> Iterator[None]:
+    """Silence transformers' own bars and load reports while a ``--quiet`` command runs."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _version() -> str:
+    from m3kit import __version__
+
+    return __version__
+
+
+def _add_finetune_subcommands(subparsers: Any) -> None:
+    """Let :mod:`m3kit.finetune.cli` add its subcommands, when that module exists.
+
+    Only the module's absence is tolerated; any other import error (a bug, a missing
+    dependency it imports at top level) propagates.
+    """
+    try:
+        finetune_cli = importlib.import_module("m3kit.finetune.cli")
+    except ModuleNotFoundError as e:
+        if e.name in ("m3kit.finetune", "m3kit.finetune.cli"):
+            return
+        raise
+    finetune_cli.add_subcommands(subparsers)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

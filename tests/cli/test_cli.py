@@ -1,0 +1,183 @@
+"""The ``m3kit`` command: index a folder, search it, re-index (no duplicates), edits replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from m3kit.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_DOCS = REPO / "examples" / "sample_docs"
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    shutil.copytree(SAMPLE_DOCS, folder)
+    return folder
+
+
+def _args(store: Path, model: Path, *rest: str) -> list[str]:
+    return [*rest, "--path", str(store), "--model", str(model), "--dtype", "fp32", "--quiet"]
+
+
+def _search(
+    capsys: pytest.CaptureFixture[str], store: Path, model: Path, query: str, *extra: str
+) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(_args(store, model, "search", query, "--collection", "docs", "--json", *extra)) == 0
+    hits: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return hits
+
+
+def _index(capsys: pytest.CaptureFixture[str], store: Path, model: Path, *paths: Path) -> str:
+    capsys.readouterr()
+    code = main(_args(store, model, "index", *map(str, paths), "--collection", "docs"))
+    assert code == 0
+    return capsys.readouterr().out
+
+
+def test_index_search_reindex_edit(
+    docs: Path, tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    out = _index(capsys, store, minilm_path, docs)
+    assert "indexed 6 document(s)" in out and "6 chunk(s) stored (+6)" in out
+
+    hits = _search(capsys, store, minilm_path, "How do bees tell each other where flowers are?")
+    assert Path(str(hits[0]["doc_id"])).name == "honeybees.txt"
+    assert hits[0]["metadata"]["file_name"] == "honeybees.txt"  # type: ignore[index]
+    hits = _search(capsys, store, minilm_path, "Which dynasty built most of the wall?", "-k", "2")
+    assert len(hits) == 2 and Path(str(hits[0]["doc_id"])).name == "great_wall.md"
+
+    # the same files again: nothing added
+    assert "6 chunk(s) stored (+0)" in _index(capsys, store, minilm_path, docs)
+
+    # an edited file replaces its old version
+    bees = docs / "honeybees.txt"
+    bees.write_text("Saturn is a gas giant with bright rings of ice.", encoding="utf-8")
+    assert "6 chunk(s) stored (+0)" in _index(capsys, store, minilm_path, docs)
+    hits = _search(capsys, store, minilm_path, "planet with rings made of ice", "-k", "6")
+    texts = [h["text"] for h in hits]
+    assert hits[0]["doc_id"] == str(bees.resolve())
+    assert hits[0]["text"] == "Saturn is a gas giant with bright rings of ice."
+    assert not any("waggle" in str(t) for t in texts), "the old version is gone"
+
+    # plain-text output and a metadata filter
+    capsys.readouterr()
+    query = ["search", "volcano", "--collection", "docs", "--filter", "file_name=volcanoes.md"]
+    assert main(_args(store, minilm_path, *query)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(" 1. ") and lines[0].endswith("volcanoes.md")
+    assert not any(line.startswith(" 2. ") for line in lines)
+
+
+def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"_id": "berlin", "title": "Berlin", "text": "Berlin is the capital of Germany."},
+        {"_id": "oxygen", "title": "Oxygen", "text": "Oxygen has atomic number 8.", "year": 1774},
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    store = tmp_path / "store"
+    _index(capsys, store, minilm_path, corpus)
+    hits = _search(capsys, store, minilm_path, "What is Germany's capital city?")
+    assert [h["doc_id"] for h in hits] == ["berlin", "oxygen"]
+    assert hits[1]["metadata"]["year"] == 1774  # type: ignore[index]
+    assert _search(capsys, store, minilm_path, "capital", "--filter", "year=1774")[0]["doc_id"] == (
+        "oxygen"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["index", "{tmp}/missing.md"], "missing.md: no such file or folder"),
+        (["index", "{docs}", "--model", "{tmp}/no-model"], "no-model' does not exist"),
+        (["search", "x", "--model", "{tmp}/no-model"], "no-model' does not exist"),
+        (["index", "{docs}", "--chunk-size", "64"], "--chunk-size needs --late-chunking"),
+        (["search", "x", "--api-key", "secret"], "--api-key needs --qdrant-url"),
+        (["search", "anything", "--collection", "never_indexed"], "is empty; run `m3kit index`"),
+    ],
+)
+def test_bad_input_one_line_error(
+    argv: list[str],
+    message: str,
+    docs: Path,
+    tmp_path: Path,
+    minilm_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [a.format(tmp=tmp_path, docs=docs) for a in argv]
+    if "--model" not in argv:
+        argv += ["--model", str(minilm_path)]
+    assert main([*argv, "--path", str(tmp_path / "store"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"m3kit {argv[0]}: error: ") and message in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "x", "-k", "0"],
+        ["search", "x", "--fusion", "max"],
+        ["search", "x", "--filter", "novalue"],
+        ["index"],
+        ["search", "x", "--dtype", "int8"],
+        [],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args(["search", "late chunking"])
+    assert (args.k, args.fusion, args.collection, args.model, args.path) == (
+        5,
+        "rrf",
+        "m3kit",
+        "BAAI/bge-m3",
+        None,
+    )
+    args = build_parser().parse_args(["index", "a", "b", "--late-chunking", "--chunk-size", "128"])
+    assert (args.paths, args.late_chunking, args.chunk_size) == (["a", "b"], True, 128)
+
+
+def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path) -> None:
+    """The installed ``m3kit`` entry point, in a fresh process, with the default ./.m3kit."""
+    script = Path(sys.executable).parent / "m3kit"
+    assert script.is_file(), "the project is not installed (pip install -e .)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    common = ["--model", str(minilm_path), "--collection", "demo", "--quiet"]
+    run = subprocess.run(
+        [str(script), "index", str(docs), *common],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / ".m3kit").is_dir(), "default storage folder is ./.m3kit"
+    run = subprocess.run(
+        [str(script), "search", "Which planet has the Great Red Spot?", *common, "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert Path(json.loads(run.stdout)[0]["doc_id"]).name == "jupiter.txt"
