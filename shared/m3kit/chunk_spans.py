@@ -1,0 +1,219 @@
+"""Character spans of chunks: a sentence-aware token-budget splitter and splitter adapters.
+
+Late chunking needs every chunk as a character span of its document. This module finds them:
+
+- :func:`sentence_starts` + :func:`pack_sentences`: m3kit's own splitter (whole sentences packed
+  up to a token budget; a sentence longer than the budget is cut at token boundaries).
+- :func:`as_span_splitter`: turns a callable ``str -> [(start, end)]`` or any object with
+  ``split_text(str) -> list[str]`` (LangChain ``TextSplitter``, LlamaIndex ``SentenceSplitter``
+  / ``TokenTextSplitter``) into a span function; returned strings are located in the document by
+  searching forward.
+- :func:`normalize_spans`: validates a splitter's spans and makes them sorted and disjoint.
+
+>>> text = "One two. Three four five! 北京很大。上海也很大。"
+>>> [text[s:e] for s, e in zip(sentence_starts(text), [*sentence_starts(text)[1:], len(text)])]
+['One two. ', 'Three four five! ', '北京很大。', '上海也很大。']
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Span",
+    "SpanSplitter",
+    "as_span_splitter",
+    "normalize_spans",
+    "pack_sentences",
+    "sentence_starts",
+    "spans_of_pieces",
+]
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[int, int]
+SpanSplitter = Callable[[str], Sequence[tuple[int, int]]]
+
+# Hand-written on purpose: the core may only use its own dependencies (nltk / llama-index /
+# langchain splitters belong to the adapters' extras), and chunking only needs *plausible*
+# boundaries - a wrong cut after "Mr." costs nothing because sentences are packed up to a token
+# budget anyway. Latin-script terminators need following whitespace; CJK ones (。！？；) do not;
+# a line break always ends a unit. Closing quotes / brackets stay with their sentence.
+_SENTENCE_END = re.compile(
+    r"[.!?…]+[\"'”’)\]»]*\s+"
+    r"|[。！？；]+[”’」』）》\"']*\s*"
+    r"|\n\s*"
+)
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character offsets where sentences start: ``0`` then one after each sentence end.
+
+    Trailing whitespace belongs to the sentence before it, so the sentences tile ``text``.
+    """
+    starts = [0]
+    for m in _SENTENCE_END.finditer(text):
+        end = m.end()
+        if starts[-1] < end < len(text):
+            starts.append(end)
+    return starts
+
+
+def pack_sentences(
+    sent_starts: Sequence[int], token_starts: npt.NDArray[np.int64], chunk_size: int
+) -> list[int]:
+    """Pack whole sentences into chunks of at most ``chunk_size`` tokens.
+
+    Args:
+        sent_starts: Ascending sentence start offsets, the first one 0 (:func:`sentence_starts`).
+        token_starts: Start character of every (non-special) token of the text, in order.
+        chunk_size: Token budget per chunk.
+
+    Returns:
+        Ascending chunk start offsets, the first one 0. A token belongs to the chunk its first
+        character falls in. A sentence longer than the budget is cut at token starts (never
+        between two tokens that start at the same character, e.g. the pieces of one emoji).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    starts = np.asarray(sent_starts, dtype=np.int64)
+    tok = np.asarray(token_starts, dtype=np.int64)
+    if tok.size == 0:
+        return [0]
+    sent_of = np.maximum.accumulate(
+        np.clip(np.searchsorted(starts, tok, side="right") - 1, 0, None)
+    )
+    counts = np.bincount(sent_of, minlength=starts.shape[0])
+    first_tok = np.searchsorted(sent_of, np.arange(starts.shape[0]), side="left")
+    bounds = [0]
+    used = 0  # tokens in the chunk being filled
+    for j, count in enumerate(counts.tolist()):
+        if count == 0:
+            continue  # whitespace-only "sentence": rides along with the current chunk
+        if used and used + count > chunk_size:
+            bounds.append(int(max(starts[j], bounds[-1])))
+            used = 0
+        if count <= chunk_size:
+            used += count
+            continue
+        pos, end = int(first_tok[j]), int(first_tok[j]) + count
+        while end - pos > chunk_size:
+            cut = _cut_point(tok, pos, pos + chunk_size, end)
+            if cut is None:
+                break  # every remaining token starts at one character: cannot cut
+            if tok[cut] > bounds[-1]:
+                bounds.append(int(tok[cut]))
+            pos = cut
+        used = end - pos
+    return bounds
+
+
+def _cut_point(tok: npt.NDArray[np.int64], lo: int, want: int, hi: int) -> int | None:
+    """A token index in ``(lo, hi)`` near ``want`` whose start is after its predecessor's."""
+    for cut in range(want, lo, -1):
+        if tok[cut] > tok[cut - 1]:
+            return cut
+    for cut in range(want + 1, hi):
+        if tok[cut] > tok[cut - 1]:
+            return cut
+    return None
+
+
+def spans_of_pieces(text: str, pieces: Sequence[str]) -> list[Span]:
+    """Locate a text splitter's chunk strings in ``text``, searching forward.
+
+    Each piece is searched from just after the previous piece's start (so overlapping chunks,
+    as LangChain's ``chunk_overlap`` makes, are found). Empty pieces are skipped.
+
+    Raises:
+        ValueError: A piece is not a substring of ``text`` after the previous one (the splitter
+            rewrote the text, so it has no character span).
+    """
+    spans: list[Span] = []
+    search_from = 0
+    for i, piece in enumerate(pieces):
+        if not isinstance(piece, str):
+            raise TypeError(f"splitter returned {type(piece).__name__} at position {i}, not str")
+        if not piece:
+            continue
+        at = text.find(piece, search_from)
+        if at < 0:
+            raise ValueError(
+                f"splitter chunk {i} ({piece[:40]!r}...) is not found in the document after "
+                f"offset {search_from}: the splitter changed the text, so the chunk has no "
+                "character span; use a splitter that returns substrings or pass span boundaries"
+            )
+        spans.append((at, at + len(piece)))
+        search_from = at + 1
+    return spans
+
+
+def as_span_splitter(splitter: Any) -> SpanSplitter:
+    """Turn a callable or a text splitter into a function ``text -> [(start, end), ...]``.
+
+    Accepted: an object with ``split_text(str) -> list[str]`` (LangChain ``TextSplitter``,
+    LlamaIndex ``TextSplitter``s such as ``SentenceSplitter``), or a callable returning spans.
+    LlamaIndex node parsers without ``split_text`` need LlamaIndex documents, which the core
+    does not import: wrap them with ``llamaindex_m3.node_parser.node_parser_spans(parser)``.
+    """
+    split_text = getattr(splitter, "split_text", None)
+    if callable(split_text):
+
+        def by_pieces(text: str) -> list[Span]:
+            return spans_of_pieces(text, split_text(text))
+
+        return by_pieces
+    if hasattr(splitter, "get_nodes_from_documents"):
+        raise TypeError(
+            f"{type(splitter).__name__} is a LlamaIndex node parser without split_text(); wrap "
+            "it with llamaindex_m3.node_parser.node_parser_spans(parser) to give it to the core"
+        )
+    if callable(splitter):
+        return splitter  # type: ignore[no-any-return]
+    raise TypeError(
+        f"splitter must be a callable str -> [(start, end)], or have split_text(); "
+        f"got {type(splitter).__name__}"
+    )
+
+
+def normalize_spans(spans: Sequence[Any], text_len: int) -> list[Span]:
+    """Validate spans and make them sorted, disjoint and non-empty.
+
+    Overlapping spans are trimmed so each starts where the previous one ended (late chunking
+    gives every token its context already, so overlap only duplicates text). No span at all
+    (e.g. a whitespace-only text) gives one span over the whole text.
+
+    Raises:
+        ValueError: A span is not a pair of ints with ``0 <= start <= end <= text_len``.
+    """
+    checked: list[Span] = []
+    for i, span in enumerate(spans):
+        try:
+            start, end = span
+        except (TypeError, ValueError):
+            raise ValueError(f"span {i} is {span!r}, not a (start, end) pair") from None
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in span):
+            raise ValueError(f"span {i} is {span!r}: offsets must be ints")
+        if not 0 <= start <= end <= text_len:
+            raise ValueError(
+                f"span {i} = ({start}, {end}) is outside the document of {text_len} characters "
+                "(need 0 <= start <= end <= len(text))"
+            )
+        checked.append((int(start), int(end)))
+    checked.sort()
+    out: list[Span] = []
+    for start, end in checked:
+        if out and start < out[-1][1]:
+            logger.debug(
+                "trimming overlapping span (%d, %d) to start at %d", start, end, out[-1][1]
+            )
+            start = out[-1][1]
+        if end > start:
+            out.append((start, end))
+    return out or [(0, text_len)]

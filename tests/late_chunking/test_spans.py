@@ -1,0 +1,156 @@
+"""Chunk spans: the sentence splitter, token-budget packing, splitter adapters, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from m3kit.chunk_spans import (
+    as_span_splitter,
+    normalize_spans,
+    pack_sentences,
+    sentence_starts,
+    spans_of_pieces,
+)
+from m3kit.late_chunking import LateChunker
+
+
+def _sentences(text: str) -> list[str]:
+    starts = sentence_starts(text)
+    return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+
+
+def test_sentence_starts_english_chinese_newlines() -> None:
+    assert _sentences("Hi there. How are you? Fine!") == ["Hi there. ", "How are you? ", "Fine!"]
+    assert _sentences('He said "stop." Then left.') == ['He said "stop." ', "Then left."]
+    assert _sentences("3.14 is pi. e=2.71") == ["3.14 is pi. ", "e=2.71"]  # no space: no cut
+    assert _sentences("北京很大。上海也很大！真的吗？是的") == [
+        "北京很大。",
+        "上海也很大！",
+        "真的吗？",
+        "是的",
+    ]
+    assert _sentences("line one\nline two\n\n\npara") == ["line one\n", "line two\n\n\n", "para"]
+    assert _sentences("") == [""]
+    assert _sentences("no terminator") == ["no terminator"]
+
+
+def test_pack_sentences_respects_budget_and_sentences() -> None:
+    # three sentences of 3, 4, 2 tokens (token starts given directly)
+    sent = [0, 10, 30]
+    tok = np.array([0, 3, 6, 10, 14, 18, 22, 30, 33])
+    assert pack_sentences(sent, tok, 7) == [0, 30]  # 3+4 | 2
+    assert pack_sentences(sent, tok, 6) == [0, 10]  # 3 | 4+2
+    assert pack_sentences(sent, tok, 4) == [0, 10, 30]
+    assert pack_sentences(sent, tok, 100) == [0]
+    # a sentence longer than the budget is cut at token starts
+    assert pack_sentences([0], np.arange(0, 20, 2), 3) == [0, 6, 12, 18]
+    # never between two tokens that start at the same character
+    tok_same = np.array([0, 1, 1, 1, 2, 3])
+    assert pack_sentences([0], tok_same, 2) == [0, 1, 2]
+    assert pack_sentences([0], np.array([], dtype=np.int64), 5) == [0]
+    with pytest.raises(ValueError, match="chunk_size"):
+        pack_sentences([0], tok, 0)
+
+
+def test_spans_of_pieces_forward_search_and_overlap() -> None:
+    text = "a b a b a b"
+    assert spans_of_pieces(text, ["a b", "a b", "a b"]) == [(0, 3), (4, 7), (8, 11)]
+    assert spans_of_pieces(text, ["a b a", "a b a", ""]) == [(0, 5), (4, 9)]  # overlapping
+    with pytest.raises(ValueError, match="not found in the document"):
+        spans_of_pieces(text, ["a  b"])
+    with pytest.raises(TypeError, match="not str"):
+        spans_of_pieces(text, [3])  # type: ignore[list-item]
+
+
+def test_normalize_spans_sorts_trims_and_validates() -> None:
+    assert normalize_spans([(5, 9), (0, 6), (9, 9)], 10) == [(0, 6), (6, 9)]
+    assert normalize_spans([(0, 4), (1, 3)], 10) == [(0, 4)]
+    assert normalize_spans([], 7) == [(0, 7)]
+    assert normalize_spans([(np.int64(1), np.int64(3))], 5) == [(1, 3)]
+    for bad, match in [
+        ([(0, 11)], "outside"),
+        ([(-1, 2)], "outside"),
+        ([(3, 2)], "outside"),
+        ([(0.0, 2)], "ints"),
+        ([(True, 2)], "ints"),
+        ([(1, 2, 3)], "pair"),
+        ([5], "pair"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            normalize_spans(bad, 10)
+
+
+class _NodeParserLike:
+    def get_nodes_from_documents(self, documents: object) -> list[object]:
+        return []
+
+    def __call__(self, nodes: object) -> list[object]:
+        return []
+
+
+def test_as_span_splitter_kinds() -> None:
+    class HasSplitText:
+        def split_text(self, text: str) -> list[str]:
+            return text.split("|")
+
+    assert as_span_splitter(HasSplitText())("ab|cd") == [(0, 2), (3, 5)]
+    fn = as_span_splitter(lambda t: [(0, 1)])
+    assert fn("xyz") == [(0, 1)]
+    with pytest.raises(TypeError, match="node_parser_spans"):
+        as_span_splitter(_NodeParserLike())
+    with pytest.raises(TypeError, match="callable"):
+        as_span_splitter(42)
+
+
+def test_callable_splitter_gaps_and_overlaps(tiny_encoder, h):  # type: ignore[no-untyped-def]
+    """Gaps between spans go to the chunk before; overlaps are trimmed; tokens stay partitioned."""
+    text = h.texts["english"]
+    spans = [(2, 30), (25, 60), (70, 100), (100, len(text) - 3)]
+    chunks = LateChunker(tiny_encoder, splitter=lambda t: spans).chunk([text])[0]
+    assert [(c.start, c.end) for c in chunks] == [
+        (2, 30),
+        (30, 60),
+        (70, 100),
+        (100, len(text) - 3),
+    ]
+    h.assert_spans_exact(chunks, text, tiled=False)
+    h.assert_tokens_partitioned(chunks, len(h.document_ids(tiny_encoder, text)))
+
+
+def test_splitter_chunk_without_tokens_is_merged(minilm_encoder, h):  # type: ignore[no-untyped-def]
+    text = "First sentence here.      Second one."
+    # (20, 26) is whitespace only: WordPiece makes no token of it -> merged into the chunk before
+    chunks = LateChunker(minilm_encoder, splitter=lambda t: [(0, 20), (20, 26), (26, 37)]).chunk(
+        [text]
+    )[0]
+    assert [(c.start, c.end) for c in chunks] == [(0, 26), (26, 37)]
+    h.assert_spans_exact(chunks, text, tiled=True)
+    h.assert_tokens_partitioned(chunks, len(h.document_ids(minilm_encoder, text)))
+    # an empty first chunk is merged into the one after it
+    first_empty = LateChunker(minilm_encoder, splitter=lambda t: [(0, 3), (3, 9)])
+    assert [(c.start, c.end) for c in first_empty.chunk(["   abc  x"])[0]] == [(0, 9)]
+
+
+def test_langchain_text_splitter(tiny_encoder, h):  # type: ignore[no-untyped-def]
+    splitters = pytest.importorskip("langchain_text_splitters")
+    text = " ".join(h.texts[k] for k in ("english", "chinese", "emoji"))
+    splitter = splitters.RecursiveCharacterTextSplitter(chunk_size=60, chunk_overlap=20)
+    chunks = LateChunker(tiny_encoder, splitter=splitter).chunk([text])[0]
+    assert len(chunks) > 2
+    h.assert_spans_exact(chunks, text, tiled=False)
+    h.assert_tokens_partitioned(chunks, len(h.document_ids(tiny_encoder, text)))
+    pieces = splitter.split_text(text)
+    for c, piece in zip(chunks, pieces, strict=False):  # overlap trimmed from the front only
+        assert piece.endswith(c.text) or c.text.endswith(piece.strip())
+
+
+def test_llamaindex_sentence_splitter(tiny_encoder, h):  # type: ignore[no-untyped-def]
+    from llama_index.core.node_parser import SentenceSplitter
+
+    text = " ".join(h.texts[k] for k in ("english", "chinese", "whitespace"))
+    splitter = SentenceSplitter(chunk_size=24, chunk_overlap=0)
+    chunks = LateChunker(tiny_encoder, splitter=splitter).chunk([text])[0]
+    assert len(chunks) > 1
+    h.assert_spans_exact(chunks, text, tiled=False)
+    h.assert_tokens_partitioned(chunks, len(h.document_ids(tiny_encoder, text)))
