@@ -1,0 +1,349 @@
+"""``M3Retriever``: three-way hybrid search (dense + sparse + ColBERT) over an m3kit collection.
+
+Example:
+    >>> import tempfile
+    >>> from langchain_core.documents import Document
+    >>> from m3kit import M3Encoder
+    >>> from m3kit.testing import build_tiny_m3_checkpoint
+    >>> enc = M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+    >>> retriever = M3Retriever.from_documents(
+    ...     [
+    ...         Document("Berlin is the capital of Germany.", metadata={"topic": "geo"}),
+    ...         Document("Oxygen has atomic number 8.", metadata={"topic": "chem"}),
+    ...     ],
+    ...     enc,
+    ...     k=1,
+    ... )
+    >>> [d.page_content for d in retriever.invoke("Oxygen has atomic number 8.")]
+    ['Oxygen has atomic number 8.']
+    >>> docs = retriever.invoke("capital", k=2, filter={"topic": "geo"})
+    >>> [(d.metadata["topic"], d.metadata["chunk_index"]) for d in docs]
+    [('geo', 0)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, Field
+from qdrant_client import models
+
+from m3kit.encoder import M3Encoder
+from m3kit.errors import missing_extra
+from m3kit.store import Backend, Fusion, Hit, M3Index
+
+try:
+    from langchain_core.callbacks import (
+        AsyncCallbackManagerForRetrieverRun,
+        CallbackManagerForRetrieverRun,
+    )
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("langchain-core", "langchain") from e
+
+if TYPE_CHECKING:
+    from langchain_m3._encoder_model import EncoderModel
+    from m3kit.late_chunking import LateChunker
+
+__all__ = ["M3Retriever"]
+
+MetadataFilter = dict[str, Any] | models.Filter
+
+
+class M3Retriever(BaseRetriever):
+    """LangChain retriever over an :class:`~m3kit.store.M3Index` (BGE-M3 in Qdrant).
+
+    Each query is encoded once (all heads the checkpoint has); Qdrant gathers dense and sparse
+    candidates, fuses them (``fusion``) and, with a ColBERT head, reranks them by MaxSim.
+    A dense-only checkpoint (e.g. MiniLM) does plain dense search.
+
+    ``k``, ``fusion``, ``filter`` and ``score_threshold`` are defaults that one call can
+    override: ``retriever.invoke("query", k=3, filter={"lang": "en"})``.
+
+    Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its point
+    id as ``id`` and its metadata plus ``score``, ``doc_id`` (pass it to :meth:`delete`) and
+    ``chunk_index`` (these three keys overwrite user metadata of the same name).
+
+    Example:
+        >>> import tempfile
+        >>> from m3kit import M3Encoder
+        >>> from m3kit.store import M3Index
+        >>> from m3kit.testing import build_tiny_m3_checkpoint
+        >>> enc = M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+        >>> retriever = M3Retriever(index=M3Index.open(enc, ":memory:"), k=2, fusion="m3")
+        >>> ids = retriever.add_texts(["Jupiter is a gas giant.", "Honeybees dance."])
+        >>> hit = retriever.invoke("Honeybees dance.")[0]
+        >>> hit.page_content, sorted(hit.metadata)
+        ('Honeybees dance.', ['chunk_index', 'doc_id', 'score'])
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    index: M3Index
+    """The encoder + Qdrant collection searched (and written by :meth:`add_documents`)."""
+    k: int = Field(default=4, ge=1)
+    """Number of documents returned."""
+    fusion: Fusion = Fusion.RRF
+    """``rrf``, ``dbsf`` or ``m3`` (FlagEmbedding's weighted dense/sparse/ColBERT score)."""
+    filter: MetadataFilter | None = None
+    """Metadata equality (``{"key": value}``, a list value = any of) or a qdrant ``Filter``."""
+    score_threshold: float | None = None
+    """Drop results scoring below this (on the scale of the last stage's score)."""
+
+    # -- retrieval ----------------------------------------------------------------------------
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        fusion: Fusion | str | None = None,
+        filter: MetadataFilter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Document]:
+        hits = self.index.search(query, **self._search_args(k, fusion, filter, score_threshold))
+        return [_document(h) for h in hits]
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        fusion: Fusion | str | None = None,
+        filter: MetadataFilter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Document]:
+        args = self._search_args(k, fusion, filter, score_threshold)
+        hits = await self.index.asearch(query, **args)
+        return [_document(h) for h in hits]
+
+    def _search_args(
+        self,
+        k: int | None,
+        fusion: Fusion | str | None,
+        filter: MetadataFilter | None,
+        score_threshold: float | None,
+    ) -> dict[str, Any]:
+        k = self.k if k is None else k
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return {
+            "k": k,
+            "fusion": Fusion(fusion) if fusion is not None else self.fusion,
+            "filter": filter if filter is not None else self.filter,
+            "score_threshold": score_threshold
+            if score_threshold is not None
+            else self.score_threshold,
+        }
+
+    # -- writing ------------------------------------------------------------------------------
+    def add_documents(
+        self,
+        documents: Sequence[Document],
+        *,
+        ids: Sequence[str] | None = None,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Encode and store documents; unchanged ones are skipped, changed ones replaced.
+
+        Args:
+            documents: The documents (``page_content`` and JSON-serialisable ``metadata``).
+            ids: Document ids; default: each document's ``id``, else a hash of its content.
+            late_chunking: ``True`` splits each document into chunks embedded in the context of
+                the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
+                defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
+            show_progress: tqdm bars (default: for large batches).
+
+        Returns:
+            The document ids, in order.
+        """
+        texts, metadatas, doc_ids = _unpack(documents, ids)
+        return self.index.add_texts(
+            texts,
+            metadatas=metadatas,
+            doc_ids=doc_ids,
+            late_chunker=self._chunker(late_chunking),
+            show_progress=show_progress,
+        )
+
+    async def aadd_documents(
+        self,
+        documents: Sequence[Document],
+        *,
+        ids: Sequence[str] | None = None,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Async :meth:`add_documents`."""
+        texts, metadatas, doc_ids = _unpack(documents, ids)
+        return await self.index.aadd_texts(
+            texts,
+            metadatas=metadatas,
+            doc_ids=doc_ids,
+            late_chunker=self._chunker(late_chunking),
+            show_progress=show_progress,
+        )
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
+        return self.add_documents(
+            _documents(texts, metadatas),
+            ids=ids,
+            late_chunking=late_chunking,
+            show_progress=show_progress,
+        )
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        """Remove documents (every chunk of each) by document id."""
+        self.index.delete(list(doc_ids))
+
+    def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
+        if late_chunking is False:
+            return None
+        if late_chunking is True:
+            from m3kit.late_chunking import LateChunker
+
+            return LateChunker(self.index.encoder)
+        return late_chunking
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[Document],
+        embedding: M3Encoder | EncoderModel,
+        *,
+        ids: Sequence[str] | None = None,
+        location: str | os.PathLike[str] | None = None,
+        collection: str = "m3kit",
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+        late_chunking: bool | LateChunker = False,
+        k: int = 4,
+        fusion: Fusion | str = Fusion.RRF,
+        filter: MetadataFilter | None = None,
+        score_threshold: float | None = None,
+    ) -> M3Retriever:
+        """Open (or create) a collection, add ``documents`` and return a retriever over it.
+
+        Args:
+            documents: The documents to add.
+            embedding: A loaded :class:`~m3kit.M3Encoder`, or :class:`~langchain_m3.M3Embeddings`
+                / :class:`~langchain_m3.M3SparseEmbeddings` (their encoder is used).
+            ids: Document ids (default: each document's ``id``, else a content hash).
+            location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
+            collection: Collection name.
+            url: Qdrant server URL instead of ``location``.
+            api_key: Server API key (default ``$QDRANT_API_KEY``).
+            backend: ``"edge"`` (embedded Rust engine) or ``"client"`` (qdrant-client).
+            late_chunking: See :meth:`add_documents`.
+            k: Default number of results.
+            fusion: Default fusion.
+            filter: Default metadata filter.
+            score_threshold: Default score threshold.
+        """
+        encoder = embedding if isinstance(embedding, M3Encoder) else embedding.encoder
+        index = M3Index.open(
+            encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
+        )
+        retriever = cls(
+            index=index,
+            k=k,
+            fusion=Fusion(fusion),
+            filter=filter,
+            score_threshold=score_threshold,
+        )
+        retriever.add_documents(documents, ids=ids, late_chunking=late_chunking)
+        return retriever
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Iterable[str],
+        embedding: M3Encoder | EncoderModel,
+        metadatas: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        location: str | os.PathLike[str] | None = None,
+        collection: str = "m3kit",
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+        late_chunking: bool | LateChunker = False,
+        k: int = 4,
+        fusion: Fusion | str = Fusion.RRF,
+        filter: MetadataFilter | None = None,
+        score_threshold: float | None = None,
+    ) -> M3Retriever:
+        """:meth:`from_documents` for plain texts (and optional metadata dicts)."""
+        return cls.from_documents(
+            _documents(texts, metadatas),
+            embedding,
+            ids=ids,
+            location=location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            late_chunking=late_chunking,
+            k=k,
+            fusion=fusion,
+            filter=filter,
+            score_threshold=score_threshold,
+        )
+
+
+def _documents(texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None) -> list[Document]:
+    texts = list(texts)
+    if metadatas is not None and len(metadatas) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")
+    return [
+        Document(page_content=t, metadata=dict(metadatas[i]) if metadatas else {})
+        for i, t in enumerate(texts)
+    ]
+
+
+def _unpack(
+    documents: Sequence[Document], ids: Sequence[str] | None
+) -> tuple[list[str], list[dict[str, Any]], list[str] | None]:
+    documents = list(documents)
+    if ids is not None:
+        if len(ids) != len(documents):
+            raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
+        doc_ids: list[str] | None = [str(i) for i in ids]
+    else:
+        given = [d.id for d in documents]
+        if all(given):
+            doc_ids = [str(i) for i in given]
+        elif any(given):
+            raise ValueError(
+                "some documents have an id and some do not; give every document an id "
+                "(or pass ids=...) so none is stored under an unexpected id"
+            )
+        else:
+            doc_ids = None  # the index uses a content hash: re-adding the same text is a no-op
+    return [d.page_content for d in documents], [dict(d.metadata) for d in documents], doc_ids
+
+
+def _document(hit: Hit) -> Document:
+    meta = {
+        **hit.metadata,
+        "score": hit.score,
+        "doc_id": hit.doc_id,
+        "chunk_index": hit.chunk_index,
+    }
+    return Document(id=hit.id, page_content=hit.text, metadata=meta)
