@@ -181,3 +181,22 @@ def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path
     )
     assert run.returncode == 0, run.stderr
     assert Path(json.loads(run.stdout)[0]["doc_id"]).name == "jupiter.txt"
+
+
+def test_index_with_late_chunking(
+    tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_md = tmp_path / "long.md"
+    parts = sorted(SAMPLE_DOCS.glob("*"))
+    long_md.write_text("\n\n".join(p.read_text(encoding="utf-8") for p in parts), encoding="utf-8")
+    store = tmp_path / "store"
+    capsys.readouterr()
+    argv = ["index", str(long_md), "--collection", "docs", "--late-chunking", "--chunk-size", "64"]
+    assert main(_args(store, minilm_path, *argv)) == 0
+    out = capsys.readouterr().out
+    stored = int(out.split(": ")[-1].split(" chunk")[0])
+    assert stored > len(parts), out
+    hits = _search(capsys, store, minilm_path, "How do bees tell each other where flowers are?")
+    assert hits[0]["doc_id"] == str(long_md.resolve())
+    assert "waggle" in str(hits[0]["text"]) and len(str(hits[0]["text"])) < 1000
+    assert int(hits[0]["chunk_index"]) > 0  # type: ignore[call-overload]

@@ -174,3 +174,34 @@ def test_minilm_dense_only(minilm_encoder: M3Encoder) -> None:
     assert r.invoke("Which city is the German capital?")[0].page_content == texts[4]
     assert r.invoke("Who invented things with electricity?")[0].page_content.startswith("Nikola")
     r.index.close()
+
+
+def test_late_chunking(tiny_encoder: M3Encoder) -> None:
+    from m3kit.late_chunking import LateChunker
+
+    long_doc = Document(" ".join(SAMPLE_TEXTS[:11]), id="long", metadata={"kind": "long"})
+    short_doc = Document("A short note about tea.", id="short", metadata={"kind": "short"})
+    r = M3Retriever(index=M3Index.open(tiny_encoder, ":memory:"), k=3)
+    chunker = LateChunker(tiny_encoder, chunk_size=24)
+    expected = chunker.chunk([long_doc.page_content])[0]
+    assert len(expected) > 2, "the long document must really be split"
+
+    assert r.add_documents([long_doc, short_doc], late_chunking=chunker) == ["long", "short"]
+    assert r.index.count() == len(expected) + 1
+    r.add_documents([long_doc, short_doc], late_chunking=chunker)
+    assert r.index.count() == len(expected) + 1, "re-adding adds nothing"
+
+    target = expected[2]
+    top = r.invoke(target.text, fusion="m3")[0]
+    assert top.page_content == target.text
+    assert top.metadata["doc_id"] == "long"
+    assert top.metadata["chunk_index"] == target.index == 2
+    assert top.metadata["kind"] == "long"
+    assert long_doc.page_content[target.start : target.end] == target.text
+
+    # late_chunking=True: a LateChunker with its defaults (bigger chunks)
+    default_chunks = LateChunker(tiny_encoder).chunk([long_doc.page_content])[0]
+    assert len(default_chunks) < len(expected)
+    r.add_documents([long_doc], late_chunking=True)
+    assert r.index.count() == len(default_chunks) + 1, "new chunking replaced the old chunks"
+    r.index.close()
