@@ -29,6 +29,7 @@ __all__ = [
     "Span",
     "SpanSplitter",
     "as_span_splitter",
+    "assign_tokens",
     "normalize_spans",
     "pack_sentences",
     "sentence_starts",
@@ -217,3 +218,29 @@ def normalize_spans(spans: Sequence[Any], text_len: int) -> list[Span]:
         if end > start:
             out.append((start, end))
     return out or [(0, text_len)]
+
+
+def assign_tokens(
+    spans: list[Span], tok_starts: npt.NDArray[np.int64]
+) -> tuple[list[Span], list[int]]:
+    """Give each token to the chunk its start falls in; merge chunks left without tokens.
+
+    Returns the final spans and the number of (non-special) tokens of each, in order.
+    """
+    starts = np.asarray([a for a, _ in spans], dtype=np.int64)
+    if tok_starts.size:
+        owner = np.clip(np.searchsorted(starts, tok_starts, side="right") - 1, 0, None)
+        owner = np.maximum.accumulate(owner)
+        counts = np.bincount(owner, minlength=len(spans)).tolist()
+    else:
+        counts = [0] * len(spans)
+    merged: list[Span] = []
+    merged_counts: list[int] = []
+    for (start, end), count in zip(spans, counts, strict=True):
+        if merged and (count == 0 or merged_counts[-1] == 0):
+            merged[-1] = (merged[-1][0], end)
+            merged_counts[-1] += count
+        else:
+            merged.append((start, end))
+            merged_counts.append(count)
+    return merged, merged_counts

@@ -54,6 +54,7 @@ from m3kit.chunk_spans import (
     Span,
     SpanSplitter,
     as_span_splitter,
+    assign_tokens,
     normalize_spans,
     pack_sentences,
     sentence_starts,
@@ -195,6 +196,30 @@ class LateChunker:
                 f"({self.capacity} tokens)"
             )
         self.heads = encoder.available_heads
+        self._splitter_name = "sentences" if splitter is None else _qualname(splitter)
+
+    @property
+    def chunk_size(self) -> int:
+        """Token budget per chunk of the built-in splitter."""
+        return self.config.chunk_size
+
+    @property
+    def dense_pooling(self) -> DensePooling:
+        return self.config.dense_pooling
+
+    @property
+    def signature(self) -> str:
+        """What decides the chunks and their vectors, as a stable string (for change detection).
+
+        E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=8192, overlap=1023,
+        dense_pooling=mean)``. A custom splitter appears by its qualified name only (not its
+        settings).
+        """
+        return (
+            f"LateChunker(splitter={self._splitter_name}, chunk_size={self.chunk_size}, "
+            f"window={self.window}, overlap={self.overlap}, "
+            f"dense_pooling={self.dense_pooling.value})"
+        )
 
     # -- public API -------------------------------------------------------------------------
     def spans(self, texts: Sequence[str]) -> list[list[Span]]:
@@ -255,7 +280,7 @@ class LateChunker:
             raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
         else:
             raw = self._splitter(text)
-        spans, counts = _assign_tokens(normalize_spans(raw, len(text)), tok_starts)
+        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts)
         p, n = len(self._prefix), int(content.shape[0])
         ends = np.cumsum(counts).tolist()
         bounds_tok = [(p + e - c, p + e) for e, c in zip(ends, counts, strict=True)]
@@ -360,32 +385,6 @@ class LateChunker:
         return hidden, sparse, colbert
 
 
-def _assign_tokens(
-    spans: list[Span], tok_starts: npt.NDArray[np.int64]
-) -> tuple[list[Span], list[int]]:
-    """Give each token to the chunk its start falls in; merge chunks left without tokens.
-
-    Returns the final spans and the number of (non-special) tokens of each, in order.
-    """
-    starts = np.asarray([a for a, _ in spans], dtype=np.int64)
-    if tok_starts.size:
-        owner = np.clip(np.searchsorted(starts, tok_starts, side="right") - 1, 0, None)
-        owner = np.maximum.accumulate(owner)
-        counts = np.bincount(owner, minlength=len(spans)).tolist()
-    else:
-        counts = [0] * len(spans)
-    merged: list[Span] = []
-    merged_counts: list[int] = []
-    for (start, end), count in zip(spans, counts, strict=True):
-        if merged and (count == 0 or merged_counts[-1] == 0):
-            merged[-1] = (merged[-1][0], end)
-            merged_counts[-1] += count
-        else:
-            merged.append((start, end))
-            merged_counts.append(count)
-    return merged, merged_counts
-
-
 def _offsets_tokenizer(encoder: M3Encoder) -> Any:
     """A private copy of the encoder's fast tokenizer, without truncation or padding.
 
@@ -411,6 +410,12 @@ def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[at : at + len(plain)] == plain:
             return list(full[:at]), list(full[at + len(plain) :])
     raise ValueError("could not locate the text between the tokenizer's special tokens")
+
+
+def _qualname(obj: Any) -> str:
+    """``module.QualName`` of a function, or of an object's class."""
+    kind = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(kind, '__module__', '?')}.{kind.__qualname__}"
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -248,6 +248,14 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     assert ChunkingConfig().dense_pooling is DensePooling.MEAN
     chunker = LateChunker(minilm_encoder)
     assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 31)
+    assert chunker.signature == (
+        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=31, "
+        "dense_pooling=mean)"
+    )
+    other = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
+    assert other.signature != chunker.signature and "<lambda>" in other.signature
+    same = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
+    assert same.signature == other.signature  # stable across instances (no object addresses)
 
 
 async def test_achunk_matches_chunk(tiny_encoder, h):  # type: ignore[no-untyped-def]
