@@ -1,10 +1,14 @@
-"""LlamaIndex integration of m3kit: BGE-M3 dense and sparse embeddings for LlamaIndex."""
+"""LlamaIndex integration of m3kit: BGE-M3 dense and sparse embeddings and a hybrid retriever."""
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
+from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.retriever import M3Retriever
 
 __all__ = [
     "M3Embedding",
+    "M3Retriever",
     "M3SparseEmbedding",
     "QdrantSparseFn",
     "m3_sparse_fns",
+    "to_store_filter",
 ]

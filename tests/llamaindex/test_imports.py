@@ -9,9 +9,11 @@ import llamaindex_m3
 
 EXPECTED_ALL = [
     "M3Embedding",
+    "M3Retriever",
     "M3SparseEmbedding",
     "QdrantSparseFn",
     "m3_sparse_fns",
+    "to_store_filter",
 ]
 
 

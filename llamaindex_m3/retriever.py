@@ -1,0 +1,402 @@
+"""``M3Retriever``: a LlamaIndex retriever on the m3kit Qdrant layer (dense + sparse + ColBERT).
+
+One query is encoded once with all three M3 heads; Qdrant gathers dense and sparse candidates,
+fuses them (RRF, DBSF or M3's weighted sum) and ColBERT MaxSim re-scores them. The collection
+layout is the one :class:`langchain_m3.M3Retriever` writes, so either framework can read what
+the other indexed.
+
+Example:
+    >>> import tempfile
+    >>> from llama_index.core import Document
+    >>> from m3kit import M3Encoder
+    >>> from m3kit.testing import build_tiny_m3_checkpoint
+    >>> enc = M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+    >>> docs = [Document(text="Berlin is the capital of Germany.", metadata={"lang": "en"}),
+    ...         Document(text="Oxygen has the atomic number 8.", metadata={"lang": "en"})]
+    >>> retriever = M3Retriever.from_documents(docs, enc, similarity_top_k=1)
+    >>> [n.node.get_content() for n in retriever.retrieve("Oxygen has the atomic number 8.")]
+    ['Oxygen has the atomic number 8.']
+    >>> retriever.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llamaindex_m3.embeddings import M3Embedding
+from llamaindex_m3.filters import to_store_filter
+from m3kit.encoder import M3Encoder
+from m3kit.errors import missing_extra
+from m3kit.outputs import Head, M3Output
+from m3kit.store import Backend, ChunkRecord, Fusion, Hit, M3Index, point_id
+from m3kit.store.index import content_doc_id
+
+try:
+    from llama_index.core.base.base_retriever import BaseRetriever
+    from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
+    from llama_index.core.schema import (
+        BaseNode,
+        Document,
+        MetadataMode,
+        NodeRelationship,
+        NodeWithScore,
+        QueryBundle,
+        RelatedNodeInfo,
+        TextNode,
+    )
+    from llama_index.core.vector_stores.types import MetadataFilters
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("llama-index-core", "llamaindex") from e
+
+if TYPE_CHECKING:
+    from m3kit.late_chunking import LateChunker
+
+__all__ = ["M3Retriever", "hit_to_node"]
+
+DOC_ID_KEY = "doc_id"
+CHUNK_INDEX_KEY = "chunk_index"
+_RESERVED = [DOC_ID_KEY, CHUNK_INDEX_KEY]
+
+
+class M3Retriever(BaseRetriever):
+    """LlamaIndex ``BaseRetriever`` running M3 hybrid search on an :class:`~m3kit.store.M3Index`.
+
+    Results are ``NodeWithScore`` holding a ``TextNode`` (id = the Qdrant point id, text,
+    metadata with ``doc_id`` and ``chunk_index`` added, ``SOURCE`` relationship = the
+    document) and the score of the last stage (fused score, ColBERT MaxSim or M3 sum).
+    Works wherever LlamaIndex takes a retriever (``RetrieverQueryEngine``, fusion retrievers).
+
+    Attributes:
+        index: The encoder + store pair (``index.store`` is the Qdrant layer).
+        similarity_top_k: Number of nodes returned.
+        fusion: ``rrf`` (default), ``dbsf`` or ``m3`` (FlagEmbedding's weighted sum).
+        filters: LlamaIndex ``MetadataFilters`` applied to every query.
+        score_threshold: Minimum final score.
+        rerank: ColBERT rerank (default: on when the collection holds ColBERT vectors).
+    """
+
+    def __init__(
+        self,
+        index: M3Index,
+        *,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        fusion: Fusion | str = Fusion.RRF,
+        filters: MetadataFilters | None = None,
+        score_threshold: float | None = None,
+        rerank: bool | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
+        """Wrap an opened :class:`~m3kit.store.M3Index` (see :meth:`open` to open one)."""
+        if similarity_top_k < 1:
+            raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
+        self.index = index
+        self.similarity_top_k = similarity_top_k
+        self.fusion = Fusion(fusion)
+        self.filters = filters
+        self.score_threshold = score_threshold
+        self.rerank = rerank
+        to_store_filter(filters)  # refuse unsupported filters now, not at the first query
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        model: M3Encoder | M3Embedding,
+        *,
+        location: str | os.PathLike[str] | None = None,
+        collection: str = "m3kit",
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        fusion: Fusion | str = Fusion.RRF,
+    ) -> M3Retriever:
+        """Open (or create) a collection shaped for the model and return a retriever on it.
+
+        Args:
+            model: A loaded :class:`~m3kit.M3Encoder` or an :class:`M3Embedding` (its encoder).
+            location: ``None`` / ``":memory:"`` or a folder to persist in.
+            collection: Collection name.
+            url: Qdrant server URL.
+            api_key: Server API key (default: ``QDRANT_API_KEY``).
+            backend: ``"edge"`` (embedded engine) or ``"client"`` (qdrant-client).
+            similarity_top_k: Number of nodes returned.
+            fusion: ``rrf``, ``dbsf`` or ``m3``.
+
+        Raises:
+            SchemaMismatchError: The collection exists with other vectors.
+        """
+        encoder = model.encoder if isinstance(model, M3Embedding) else model
+        index = M3Index.open(
+            encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
+        )
+        return cls(index, similarity_top_k=similarity_top_k, fusion=fusion)
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[Document],
+        model: M3Encoder | M3Embedding,
+        *,
+        location: str | os.PathLike[str] | None = None,
+        collection: str = "m3kit",
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+        similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
+        fusion: Fusion | str = Fusion.RRF,
+    ) -> M3Retriever:
+        """:meth:`open` a collection, :meth:`add_documents` to it and return the retriever."""
+        retriever = cls.open(
+            model,
+            location=location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            similarity_top_k=similarity_top_k,
+            fusion=fusion,
+        )
+        try:
+            retriever.add_documents(
+                documents, late_chunking=late_chunking, show_progress=show_progress
+            )
+        except BaseException:
+            retriever.close()
+            raise
+        return retriever
+
+    # -- writing ----------------------------------------------------------------------------
+    def add_documents(
+        self,
+        documents: Sequence[Document],
+        *,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Encode and store documents; unchanged ones are skipped, changed ones replaced.
+
+        A document's id is its ``doc_id`` when one was given (``Document(id_=...)``, or set by
+        a reader such as ``SimpleDirectoryReader(filename_as_id=True)``); otherwise LlamaIndex
+        made up a random one, and a hash of the text is used instead so that adding the same
+        document again does not store it twice.
+
+        Args:
+            documents: LlamaIndex documents (metadata must be JSON-serialisable).
+            late_chunking: ``True`` splits each document into chunks embedded in the context
+                of the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
+                defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
+                Default: one chunk per document (truncated to the encoder's ``max_length``).
+            show_progress: tqdm bars.
+
+        Returns:
+            The document ids, in input order (``ref_doc_id`` of the retrieved nodes).
+        """
+        texts, metadatas, doc_ids = _unpack(documents)
+        return self.index.add_texts(
+            texts,
+            metadatas,
+            doc_ids,
+            late_chunker=self._chunker(late_chunking),
+            show_progress=show_progress,
+        )
+
+    async def aadd_documents(
+        self,
+        documents: Sequence[Document],
+        *,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """:meth:`add_documents` in a worker thread."""
+        return await asyncio.to_thread(
+            self.add_documents, documents, late_chunking=late_chunking, show_progress=show_progress
+        )
+
+    def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
+        if late_chunking is False:
+            return None
+        if late_chunking is True:
+            from m3kit.late_chunking import LateChunker
+
+            return LateChunker(self.index.encoder)
+        return late_chunking
+
+    def add_nodes(
+        self, nodes: Sequence[BaseNode], *, show_progress: bool | None = None
+    ) -> list[str]:
+        """Index nodes from a node parser, each as one chunk of its source document.
+
+        Nodes are grouped by ``node.ref_doc_id`` (the node's own id when it has no source);
+        within a document, ``chunk_index`` is the node's position in ``nodes``. Pass all the
+        nodes of a document in one call: the document's previously stored chunks are replaced
+        by these. Documents whose nodes are unchanged are skipped without encoding; the others'
+        nodes are encoded here, each on its own text.
+
+        Args:
+            nodes: Text nodes (metadata must be JSON-serialisable).
+            show_progress: tqdm bars.
+
+        Returns:
+            The point ids (also the node ids :meth:`retrieve` returns), in input order.
+        """
+        groups: dict[str, list[tuple[int, BaseNode]]] = {}
+        for i, node in enumerate(nodes):
+            if not isinstance(node, BaseNode):
+                raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
+            groups.setdefault(node.ref_doc_id or node.node_id, []).append((i, node))
+        store = self.index.store
+        versions = {doc_id: _nodes_hash(group) for doc_id, group in groups.items()}
+        done = store.complete_documents(versions)
+        todo = [
+            (doc_id, i, n)
+            for doc_id, g in groups.items()
+            if doc_id not in done
+            for i, (_, n) in enumerate(g)
+        ]
+        records: list[ChunkRecord] = []
+        if todo:
+            out = self.index.encoder.encode(
+                [n.get_content(metadata_mode=MetadataMode.NONE) for _, _, n in todo],
+                heads=sorted(store.heads),
+                show_progress=show_progress,
+            )
+            for row, (doc_id, chunk_index, node) in enumerate(todo):
+                records.append(
+                    _record(doc_id, chunk_index, node, _row(out, row), versions, groups[doc_id])
+                )
+        if records:
+            store.upsert(records, show_progress=show_progress, replace=True)
+        ids: list[str] = [""] * len(nodes)
+        for doc_id, group in groups.items():
+            for chunk_index, (i, _) in enumerate(group):
+                ids[i] = point_id(doc_id, chunk_index)
+        return ids
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        """Delete every chunk of these documents."""
+        self.index.delete(doc_ids)
+
+    # -- retrieval --------------------------------------------------------------------------
+    def _search_kwargs(self) -> dict[str, Any]:
+        return {
+            "k": self.similarity_top_k,
+            "fusion": self.fusion,
+            "filter": to_store_filter(self.filters),
+            "score_threshold": self.score_threshold,
+            "rerank": self.rerank,
+        }
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        hits = self.index.search(query_bundle.query_str, **self._search_kwargs())
+        return [hit_to_node(h) for h in hits]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        hits = await self.index.asearch(query_bundle.query_str, **self._search_kwargs())
+        return [hit_to_node(h) for h in hits]
+
+    def close(self) -> None:
+        """Close the underlying store (files, locks, connections)."""
+        self.index.close()
+
+    def __enter__(self) -> M3Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def hit_to_node(hit: Hit) -> NodeWithScore:
+    """A store :class:`~m3kit.store.Hit` as a LlamaIndex ``NodeWithScore``.
+
+    ``doc_id`` and ``chunk_index`` are added to the metadata (they win over user keys of the
+    same name) but left out of what the embedding model and the LLM see.
+    """
+    node = TextNode(
+        id_=hit.id,
+        text=hit.text,
+        metadata={**hit.metadata, DOC_ID_KEY: hit.doc_id, CHUNK_INDEX_KEY: hit.chunk_index},
+        excluded_embed_metadata_keys=list(_RESERVED),
+        excluded_llm_metadata_keys=list(_RESERVED),
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.doc_id)},
+    )
+    return NodeWithScore(node=node, score=hit.score)
+
+
+def _unpack(documents: Sequence[Document]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    texts, metadatas, doc_ids = [], [], []
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, BaseNode):
+            raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
+        text = doc.get_content(metadata_mode=MetadataMode.NONE)
+        texts.append(text)
+        metadatas.append(dict(doc.metadata))
+        given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
+        doc_ids.append(doc.doc_id if given else content_doc_id(text))
+    return texts, metadatas, doc_ids
+
+
+def _row(out: M3Output, i: int) -> M3Output:
+    heads = out.heads
+    return M3Output(
+        heads=heads,
+        token_counts=(out.token_counts[i],),
+        _dense=out.dense[i : i + 1] if Head.DENSE in heads else None,
+        _sparse=(out.sparse[i],) if Head.SPARSE in heads else None,
+        _colbert=(out.colbert[i],) if Head.COLBERT in heads else None,
+    )
+
+
+def _nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
+    """Version of a document's nodes: their texts, offsets and metadata, in order."""
+    h = hashlib.sha256()
+    for _, node in group:
+        blob = [
+            node.get_content(metadata_mode=MetadataMode.NONE),
+            node.start_char_idx if isinstance(node, TextNode) else None,
+            node.end_char_idx if isinstance(node, TextNode) else None,
+            _metadata(node),
+        ]
+        h.update(json.dumps(blob, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _metadata(node: BaseNode) -> dict[str, Any]:
+    try:
+        json.dumps(node.metadata)
+    except TypeError as exc:
+        raise ValueError(
+            f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
+        ) from None
+    return dict(node.metadata)
+
+
+def _record(
+    doc_id: str,
+    chunk_index: int,
+    node: BaseNode,
+    vectors: M3Output,
+    versions: Mapping[str, str],
+    group: Sequence[tuple[int, BaseNode]],
+) -> ChunkRecord:
+    return ChunkRecord(
+        doc_id=doc_id,
+        chunk_index=chunk_index,
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        metadata=_metadata(node),
+        vectors=vectors,
+        start=node.start_char_idx if isinstance(node, TextNode) else None,
+        end=node.end_char_idx if isinstance(node, TextNode) else None,
+        doc_hash=versions[doc_id],
+        chunk_count=len(group),
+    )

@@ -1,0 +1,220 @@
+"""M3Retriever: hybrid retrieval on the m3kit store, filters, writes, query engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from llama_index.core import Document
+from llama_index.core.llms import MockLLM
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import NodeWithScore, TextNode
+from llama_index.core.vector_stores import FilterOperator, MetadataFilter, MetadataFilters
+
+from llamaindex_m3.retriever import M3Retriever
+from m3kit import M3Encoder
+from m3kit.store import point_id
+
+DOCS = [
+    Document(
+        text="Berlin is the capital of Germany.",
+        id_="berlin",
+        metadata={"topic": "geo", "year": 2001},
+    ),
+    Document(
+        text="Oxygen has the atomic number 8.",
+        id_="oxygen",
+        metadata={"topic": "chem", "year": 2010},
+    ),
+    Document(
+        text="The Amazon river flows through Brazil and Peru.",
+        id_="amazon",
+        metadata={"topic": "geo", "year": 2020},
+    ),
+    Document(
+        text="Photosynthesis turns light into chemical energy.",
+        id_="photo",
+        metadata={"topic": "bio", "year": 2024},
+    ),
+]
+
+
+@pytest.fixture()
+def retriever(tiny_encoder: M3Encoder) -> Iterator[M3Retriever]:
+    with M3Retriever.from_documents(DOCS, tiny_encoder, similarity_top_k=4) as r:
+        yield r
+
+
+def _texts(hits: list[NodeWithScore]) -> list[str]:
+    return [h.node.get_content() for h in hits]
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "dbsf", "m3"])
+def test_each_fusion_finds_the_document(retriever: M3Retriever, fusion: str) -> None:
+    retriever.fusion = fusion  # type: ignore[assignment]
+    for doc in DOCS:
+        hits = retriever.retrieve(doc.text)
+        assert _texts(hits)[0] == doc.text, fusion
+        assert len(hits) == 4
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_nodes_carry_ids_metadata_and_source(retriever: M3Retriever) -> None:
+    hit = retriever.retrieve(DOCS[1].text)[0]
+    node = hit.node
+    assert isinstance(node, TextNode) and isinstance(hit.score, float)
+    assert node.node_id == point_id("oxygen", 0)
+    assert node.ref_doc_id == "oxygen"
+    assert node.metadata == {"topic": "chem", "year": 2010, "doc_id": "oxygen", "chunk_index": 0}
+    from llama_index.core.schema import MetadataMode
+
+    assert "doc_id" not in node.get_content(metadata_mode=MetadataMode.LLM)
+    assert "topic: chem" in node.get_content(metadata_mode=MetadataMode.LLM)
+
+
+def test_similarity_top_k(retriever: M3Retriever) -> None:
+    retriever.similarity_top_k = 1
+    assert len(retriever.retrieve("capital")) == 1
+    with pytest.raises(ValueError, match="similarity_top_k"):
+        M3Retriever(retriever.index, similarity_top_k=0)
+
+
+async def test_sync_equals_async(retriever: M3Retriever) -> None:
+    for doc in DOCS[:2]:
+        sync = retriever.retrieve(doc.text)
+        asyn = await retriever.aretrieve(doc.text)
+        assert [h.node.node_id for h in asyn] == [h.node.node_id for h in sync]
+        assert [h.score for h in asyn] == pytest.approx([h.score for h in sync], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (MetadataFilters(filters=[MetadataFilter(key="topic", value="geo")]), {"berlin", "amazon"}),
+        (
+            MetadataFilters(
+                filters=[
+                    MetadataFilter(key="topic", value=["bio", "chem"], operator=FilterOperator.IN)
+                ]
+            ),
+            {"oxygen", "photo"},
+        ),
+        (
+            MetadataFilters(
+                filters=[
+                    MetadataFilter(key="topic", value="geo"),
+                    MetadataFilter(key="year", value=2010, operator=FilterOperator.GT),
+                ]
+            ),
+            {"amazon"},
+        ),
+        (
+            MetadataFilters(
+                filters=[
+                    MetadataFilter(key="doc_id", value="berlin"),
+                    MetadataFilter(key="year", value=2024, operator=FilterOperator.GTE),
+                ],
+                condition="or",
+            ),
+            {"berlin", "photo"},
+        ),
+        (
+            MetadataFilters(filters=[MetadataFilter(key="topic", value="geo")], condition="not"),
+            {"oxygen", "photo"},
+        ),
+    ],
+)
+def test_metadata_filters_restrict(
+    retriever: M3Retriever, filters: MetadataFilters, expected: set[str]
+) -> None:
+    retriever.filters = filters
+    for query in ("capital of Germany", DOCS[1].text):
+        assert {h.node.ref_doc_id for h in retriever.retrieve(query)} == expected
+
+
+def test_unsupported_filter_refused_when_built(retriever: M3Retriever) -> None:
+    bad = MetadataFilters(
+        filters=[MetadataFilter(key="t", value="x", operator=FilterOperator.TEXT_MATCH_INSENSITIVE)]
+    )
+    with pytest.raises(NotImplementedError, match="TEXT_MATCH_INSENSITIVE"):
+        M3Retriever(retriever.index, filters=bad)
+
+
+def test_query_engine_with_mock_llm(retriever: M3Retriever) -> None:
+    retriever.similarity_top_k = 2
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(max_tokens=8))
+    response = engine.query(DOCS[3].text)
+    assert str(response)
+    assert response.source_nodes[0].node.ref_doc_id == "photo"
+    assert len(response.source_nodes) == 2
+
+
+async def test_async_query_engine(retriever: M3Retriever) -> None:
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(max_tokens=8))
+    response = await engine.aquery(DOCS[2].text)
+    assert response.source_nodes[0].node.ref_doc_id == "amazon"
+
+
+def test_adding_again_neither_duplicates_nor_loses(retriever: M3Retriever) -> None:
+    index = retriever.index
+    assert index.count() == 4
+    assert retriever.add_documents(DOCS) == ["berlin", "oxygen", "amazon", "photo"]
+    assert index.count() == 4
+    changed = Document(text="Berlin is a city of 3.7 million people.", id_="berlin")
+    retriever.add_documents([changed])
+    assert index.count() == 4
+    assert _texts(retriever.retrieve(changed.text))[0] == changed.text
+    assert DOCS[0].text not in _texts(retriever.retrieve(DOCS[0].text))
+    retriever.delete(["berlin"])
+    assert index.count() == 3
+
+
+def test_documents_without_ids_get_content_ids(tiny_encoder: M3Encoder) -> None:
+    docs = [Document(text="Iron is Fe."), Document(text="Gold is Au.")]
+    again = [Document(text="Iron is Fe."), Document(text="Gold is Au.")]
+    assert docs[0].doc_id != again[0].doc_id  # LlamaIndex draws random ids
+    with M3Retriever.open(tiny_encoder) as r:
+        first = r.add_documents(docs)
+        assert r.add_documents(again) == first
+        assert r.index.count() == 2
+
+
+def test_late_chunking(tiny_encoder: M3Encoder) -> None:
+    long = Document(
+        text=" ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(60)),
+        id_="long",
+    )
+    with M3Retriever.from_documents([long], tiny_encoder, late_chunking=True) as r:
+        assert r.index.count() > 1
+        hit = r.retrieve("Sentence number 42 talks about topic 2.")[0]
+        assert hit.node.ref_doc_id == "long" and hit.node.metadata["chunk_index"] >= 0
+
+
+def test_add_nodes_from_a_node_parser(tiny_encoder: M3Encoder) -> None:
+    long = Document(
+        text="\n\n".join(f"Paragraph {i} is about subject {i}. " * 6 for i in range(8)),
+        id_="essay",
+        metadata={"kind": "essay"},
+    )
+    nodes = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents([long])
+    assert len(nodes) > 2
+    with M3Retriever.open(tiny_encoder, similarity_top_k=len(nodes)) as r:
+        ids = r.add_nodes(nodes)
+        assert ids == [point_id("essay", i) for i in range(len(nodes))]
+        assert r.index.count() == len(nodes)
+        hits = r.retrieve(nodes[3].get_content())
+        assert hits[0].node.node_id == ids[3]
+        assert hits[0].node.metadata["chunk_index"] == 3
+        assert hits[0].node.metadata["kind"] == "essay"
+        assert r.add_nodes(nodes) == ids and r.index.count() == len(nodes)
+        r.add_nodes(nodes[:2])  # the document now has two chunks: stale ones are removed
+        assert r.index.count() == 2
+        with pytest.raises(TypeError, match="nodes\\[0\\]"):
+            r.add_nodes(["text"])  # type: ignore[list-item]
+
+
+def test_dense_only_model(minilm_encoder: M3Encoder) -> None:
+    with M3Retriever.from_documents(DOCS, minilm_encoder, similarity_top_k=1) as r:
+        assert r.retrieve("What is the capital of Germany?")[0].node.ref_doc_id == "berlin"
+        assert r.retrieve("atomic number of oxygen")[0].node.ref_doc_id == "oxygen"
