@@ -1,0 +1,301 @@
+"""``M3LateChunkingNodeParser``: LlamaIndex node parser that late-chunks documents with BGE-M3.
+
+Each document is encoded once; its chunks come out as ``TextNode``\\ s that already carry their
+vectors, so ``VectorStoreIndex`` does not embed them again:
+
+- ``node.embedding``: the chunk's late-chunked dense vector.
+- ``node.metadata["m3_sparse"]``: its sparse vector as ``{"indices": [...], "values": [...]}``
+  (token ids ascending), listed in ``excluded_embed_metadata_keys`` and
+  ``excluded_llm_metadata_keys`` so it never reaches an embedding model or a prompt.
+- :func:`node_vectors` (``node.m3_vectors``): all heads as a one-row :class:`m3kit.M3Output`,
+  ColBERT included. Kept in memory only (a ``PrivateAttr``), never serialised: a ColBERT matrix
+  is far too big for node metadata. Hand them to m3kit's store, e.g.
+  ``M3Store.upsert(chunk_records(nodes))``.
+- ``start_char_idx`` / ``end_char_idx``: the chunk's span in the document; the ``SOURCE``
+  relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks.
+
+Example::
+
+    from llama_index.core import Document, VectorStoreIndex
+    from llamaindex_m3 import M3LateChunkingNodeParser
+
+    parser = M3LateChunkingNodeParser(model_name="BAAI/bge-m3", chunk_size=256)
+    nodes = parser.get_nodes_from_documents([Document(text=long_text)])
+    index = VectorStoreIndex(nodes, embed_model=M3Embedding(...))   # nodes are not re-embedded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.node_parser import NodeParser
+from llama_index.core.node_parser.node_utils import build_nodes_from_splits
+from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
+from typing_extensions import Self
+
+from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.encoder import M3Encoder, Precision
+from m3kit.late_chunking import DensePooling, LateChunker
+from m3kit.outputs import Chunk, Head, M3Output
+from m3kit.store.records import ChunkRecord
+
+__all__ = [
+    "SPARSE_METADATA_KEY",
+    "M3LateChunkingNodeParser",
+    "M3TextNode",
+    "chunk_records",
+    "node_parser_spans",
+    "node_vectors",
+]
+
+SPARSE_METADATA_KEY = "m3_sparse"
+_CHUNKER_CONTEXT_KEY = "m3kit_late_chunker"
+_IN_MEMORY = "<in-memory>"
+
+
+class M3TextNode(TextNode):
+    """A ``TextNode`` that also holds its chunk's M3 vectors in memory (see :func:`node_vectors`).
+
+    Serialises as a plain ``TextNode`` (the vectors are a private attribute).
+    """
+
+    _m3_chunk: Chunk | None = PrivateAttr(default=None)
+
+    @property
+    def m3_vectors(self) -> M3Output:
+        """All heads of the chunk (one row): ``.dense``, ``.sparse``, ``.colbert``."""
+        if self._m3_chunk is None:
+            raise ValueError(f"node {self.node_id} carries no M3 vectors")
+        return self._m3_chunk.vectors
+
+
+def node_vectors(node: BaseNode) -> M3Output:
+    """The M3 vectors an :class:`M3LateChunkingNodeParser` attached to ``node``.
+
+    Raises:
+        ValueError: The node did not come from the parser in this process (vectors are not
+            serialised, so a node loaded back from a docstore has none).
+    """
+    if not isinstance(node, M3TextNode):
+        raise ValueError(
+            f"node {node.node_id} is a {type(node).__name__}, not an M3TextNode from "
+            "M3LateChunkingNodeParser (in this process); it carries no M3 vectors"
+        )
+    return node.m3_vectors
+
+
+def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
+    """m3kit store records for parsed nodes (doc id = the source document's id).
+
+    ``metadata`` is the node's metadata without :data:`SPARSE_METADATA_KEY`.
+    """
+    records = []
+    for node in nodes:
+        vectors = node_vectors(node)
+        assert isinstance(node, M3TextNode) and node._m3_chunk is not None
+        chunk = node._m3_chunk
+        metadata = {k: v for k, v in node.metadata.items() if k != SPARSE_METADATA_KEY}
+        doc_id = node.ref_doc_id or node.node_id
+        records.append(
+            ChunkRecord(doc_id, chunk.index, node.text, metadata, vectors, chunk.start, chunk.end)
+        )
+    return records
+
+
+def node_parser_spans(parser: NodeParser) -> Callable[[str], list[tuple[int, int]]]:
+    """Character spans of any LlamaIndex node parser, for :class:`m3kit.late_chunking.LateChunker`.
+
+    Uses each node's ``start_char_idx`` / ``end_char_idx`` when set; otherwise finds the node's
+    text in the document, searching forward.
+    """
+
+    def spans(text: str) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        search_from = 0
+        for node in parser.get_nodes_from_documents([Document(text=text)]):
+            start = getattr(node, "start_char_idx", None)
+            end = getattr(node, "end_char_idx", None)
+            if start is None or end is None:
+                content = node.get_content(metadata_mode=MetadataMode.NONE)
+                start = text.find(content, search_from)
+                if start < 0:
+                    raise ValueError(
+                        f"{type(parser).__name__} produced a node whose text is not in the "
+                        "document, so it has no character span"
+                    )
+                end = start + len(content)
+            out.append((start, end))
+            search_from = start + 1
+        return out
+
+    return spans
+
+
+def _build_chunker(
+    encoder: M3Encoder,
+    *,
+    chunk_size: int,
+    window: int | None,
+    overlap: int | None,
+    dense_pooling: DensePooling,
+    splitter: Any,
+) -> LateChunker:
+    if isinstance(splitter, NodeParser) and not hasattr(splitter, "split_text"):
+        splitter = node_parser_spans(splitter)
+    return LateChunker(
+        encoder,
+        chunk_size=chunk_size,
+        splitter=splitter,
+        window=window,
+        overlap=overlap,
+        dense_pooling=dense_pooling,
+    )
+
+
+class M3LateChunkingNodeParser(NodeParser):
+    """Split documents into chunks embedded in the context of the whole document (BGE-M3).
+
+    Build it from a checkpoint (fields below) or share a loaded model with
+    :meth:`from_encoder` / :meth:`from_chunker`.
+    """
+
+    model_name: str = Field(
+        default=DEFAULT_MODEL, description="Local checkpoint folder or hub id (BAAI/bge-m3)."
+    )
+    device: str | None = Field(default=None, description="'cpu', 'cuda'...; default CUDA if any.")
+    dtype: Precision = Field(default=Precision.AUTO, description="auto, fp32, bf16 or fp16.")
+    chunk_size: int = Field(default=256, ge=1, description="Token budget per chunk.")
+    window: int | None = Field(
+        default=None, ge=3, description="Most tokens per forward pass (default: max_length)."
+    )
+    overlap: int | None = Field(
+        default=None, ge=0, description="Context tokens shared by consecutive windows."
+    )
+    dense_pooling: DensePooling = Field(
+        default=DensePooling.MEAN, description="'mean' (late chunking) or 'naive'."
+    )
+    splitter: Any = Field(
+        default=None,
+        exclude=True,
+        description="Chunk boundaries instead of the sentence splitter: a LlamaIndex node "
+        "parser or text splitter, or a callable str -> [(start, end)].",
+    )
+
+    _chunker: LateChunker = PrivateAttr()
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "M3LateChunkingNodeParser"
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the chunker: adopt the one :meth:`from_chunker` passed, or load the model."""
+        super().model_post_init(context)
+        chunker = context.get(_CHUNKER_CONTEXT_KEY) if isinstance(context, dict) else None
+        if chunker is None:
+            if self.model_name == _IN_MEMORY:
+                raise ValueError("this parser wrapped an in-memory encoder; use from_encoder()")
+            encoder = M3Encoder.from_pretrained(
+                self.model_name, device=self.device, dtype=self.dtype.value
+            )
+            chunker = _build_chunker(
+                encoder,
+                chunk_size=self.chunk_size,
+                window=self.window,
+                overlap=self.overlap,
+                dense_pooling=self.dense_pooling,
+                splitter=self.splitter,
+            )
+        self._chunker = chunker
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder: M3Encoder,
+        *,
+        chunk_size: int = 256,
+        window: int | None = None,
+        overlap: int | None = None,
+        dense_pooling: DensePooling | str = DensePooling.MEAN,
+        splitter: Any = None,
+    ) -> Self:
+        """Use an already loaded encoder (no second copy of the model); arguments as the fields."""
+        chunker = _build_chunker(
+            encoder,
+            chunk_size=chunk_size,
+            window=window,
+            overlap=overlap,
+            dense_pooling=DensePooling(dense_pooling),
+            splitter=splitter,
+        )
+        return cls.from_chunker(chunker, splitter=splitter)
+
+    @classmethod
+    def from_chunker(cls, chunker: LateChunker, *, splitter: Any = None) -> Self:
+        """Wrap a configured :class:`~m3kit.late_chunking.LateChunker` (fields read from it)."""
+        enc = chunker.encoder
+        fields = {
+            "model_name": str(enc.info.path) if enc.info else _IN_MEMORY,
+            "device": str(enc.device),
+            "dtype": enc.precision,
+            "chunk_size": chunker.chunk_size,
+            "window": chunker.window,
+            "overlap": chunker.overlap,
+            "dense_pooling": chunker.dense_pooling,
+            "splitter": splitter,
+        }
+        return cls.model_validate(fields, context={_CHUNKER_CONTEXT_KEY: chunker})
+
+    @property
+    def chunker(self) -> LateChunker:
+        """The :class:`~m3kit.late_chunking.LateChunker` doing the work."""
+        return self._chunker
+
+    # -- NodeParser ---------------------------------------------------------------------------
+    def _parse_nodes(
+        self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
+    ) -> list[BaseNode]:
+        texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
+        per_doc = self._chunker.chunk(texts, show_progress=show_progress)
+        out: list[BaseNode] = []
+        for node, chunks in zip(nodes, per_doc, strict=True):
+            built = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
+            for base, chunk in zip(built, chunks, strict=True):
+                out.append(self._to_m3_node(base, chunk))
+        return out
+
+    def _to_m3_node(self, base: TextNode, chunk: Chunk) -> M3TextNode:
+        data = base.model_dump(exclude={"embedding", "start_char_idx", "end_char_idx"})
+        data["relationships"] = base.relationships
+        node = M3TextNode(
+            **data,
+            embedding=chunk.dense.tolist(),
+            start_char_idx=chunk.start,
+            end_char_idx=chunk.end,
+        )
+        if Head.SPARSE in chunk.vectors.heads:
+            node.metadata[SPARSE_METADATA_KEY] = {
+                "indices": chunk.sparse.indices.tolist(),
+                "values": chunk.sparse.values.tolist(),
+            }
+            for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+                if SPARSE_METADATA_KEY not in keys:
+                    keys.append(SPARSE_METADATA_KEY)
+        node._m3_chunk = chunk
+        return node
+
+    def _postprocess_parsed_nodes(
+        self, nodes: list[BaseNode], parent_doc_map: dict[str, Document]
+    ) -> list[BaseNode]:
+        """LlamaIndex's post-processing, keeping the chunker's exact spans.
+
+        (The base class re-finds each node's text in the document, which can land on an
+        earlier copy of a repeated passage.)
+        """
+        nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
+        for node in nodes:
+            if isinstance(node, M3TextNode) and node._m3_chunk is not None:
+                node.start_char_idx = node._m3_chunk.start
+                node.end_char_idx = node._m3_chunk.end
+        return nodes

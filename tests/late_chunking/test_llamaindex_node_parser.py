@@ -1,0 +1,145 @@
+"""M3LateChunkingNodeParser: nodes carry late-chunked vectors; no second embedding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
+from llama_index.core.schema import MetadataMode, NodeRelationship, TextNode
+from pydantic import PrivateAttr
+
+from llamaindex_m3.node_parser import (
+    SPARSE_METADATA_KEY,
+    M3LateChunkingNodeParser,
+    M3TextNode,
+    chunk_records,
+    node_parser_spans,
+    node_vectors,
+)
+from m3kit.late_chunking import LateChunker
+
+BERLIN = (
+    "Berlin is the capital and largest city of Germany. It has about 3.8 million inhabitants. "
+    "The city lies on the banks of the Spree river.\n\n"
+    "The Amazon rainforest covers much of the Amazon basin of South America. "
+    "It is the largest tropical rainforest in the world."
+)
+
+
+class QueryOnlyEmbedding(BaseEmbedding):
+    """Embeds queries with an m3kit encoder; refuses to embed any document text."""
+
+    _encoder: Any = PrivateAttr()
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__(model_name="query-only")
+        self._encoder = encoder
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encoder.encode_queries([query]).dense[0].tolist()  # type: ignore[no-any-return]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        raise AssertionError(f"the embed model was asked to embed a node: {text[:40]!r}")
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        raise AssertionError("the embed model was asked to embed nodes")
+
+
+@pytest.fixture(scope="module")
+def minilm_parser(minilm_encoder):  # type: ignore[no-untyped-def]
+    return M3LateChunkingNodeParser.from_encoder(minilm_encoder, chunk_size=24)
+
+
+@pytest.fixture(scope="module")
+def tiny_parser(tiny_encoder):  # type: ignore[no-untyped-def]
+    return M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=12)
+
+
+def test_nodes_carry_vectors_spans_and_relationships(tiny_parser, tiny_encoder):  # type: ignore[no-untyped-def]
+    doc = Document(text=BERLIN, metadata={"source": "wiki"}, id_="doc-1")
+    nodes = tiny_parser.get_nodes_from_documents([doc])
+    expected = LateChunker(tiny_encoder, chunk_size=12).chunk([BERLIN])[0]
+    assert len(nodes) == len(expected) > 2
+    for i, (node, chunk) in enumerate(zip(nodes, expected, strict=True)):
+        assert isinstance(node, M3TextNode)
+        assert node.text == chunk.text == BERLIN[node.start_char_idx : node.end_char_idx]
+        assert (node.start_char_idx, node.end_char_idx) == (chunk.start, chunk.end)
+        np.testing.assert_allclose(node.embedding, chunk.dense, atol=1e-6)
+        vectors = node_vectors(node)
+        assert vectors.colbert[0].shape == chunk.colbert.shape
+        assert vectors.sparse[0] == chunk.sparse
+        sparse = node.metadata[SPARSE_METADATA_KEY]
+        assert sparse == {
+            "indices": chunk.sparse.indices.tolist(),
+            "values": chunk.sparse.values.tolist(),
+        }
+        assert node.metadata["source"] == "wiki"
+        assert SPARSE_METADATA_KEY in node.excluded_embed_metadata_keys
+        assert SPARSE_METADATA_KEY in node.excluded_llm_metadata_keys
+        assert SPARSE_METADATA_KEY not in node.get_content(metadata_mode=MetadataMode.LLM)
+        assert SPARSE_METADATA_KEY not in node.get_content(metadata_mode=MetadataMode.EMBED)
+        assert node.ref_doc_id == "doc-1"
+        if i:
+            assert node.relationships[NodeRelationship.PREVIOUS].node_id == nodes[i - 1].node_id
+    assert SPARSE_METADATA_KEY not in doc.excluded_embed_metadata_keys  # document untouched
+    records = chunk_records(nodes)
+    assert [r.chunk_index for r in records] == list(range(len(nodes)))
+    assert {r.doc_id for r in records} == {"doc-1"}
+    assert all(SPARSE_METADATA_KEY not in r.metadata for r in records)
+
+
+def test_vector_store_index_does_not_reembed(minilm_parser, minilm_encoder):  # type: ignore[no-untyped-def]
+    docs = [Document(text=BERLIN, id_="a"), Document(text="Oxygen is a chemical element.")]
+    nodes = minilm_parser.get_nodes_from_documents(docs)
+    assert all(n.metadata.get(SPARSE_METADATA_KEY) is None for n in nodes)  # dense-only model
+    embed = QueryOnlyEmbedding(minilm_encoder)
+    index = VectorStoreIndex(
+        nodes, embed_model=embed, storage_context=StorageContext.from_defaults()
+    )
+    hits = index.as_retriever(similarity_top_k=1).retrieve("What is the capital of Germany?")
+    assert "Berlin" in hits[0].node.get_content()
+    hits = index.as_retriever(similarity_top_k=1).retrieve("tropical forest in South America")
+    assert "Amazon" in hits[0].node.get_content()
+
+
+def test_parser_is_a_transformation(tiny_parser):  # type: ignore[no-untyped-def]
+    nodes = tiny_parser([Document(text=BERLIN)])
+    assert nodes and all(isinstance(n, M3TextNode) for n in nodes)
+    plain = TextNode(text="x")
+    with pytest.raises(ValueError, match="not an M3TextNode"):
+        node_vectors(plain)
+    assert tiny_parser.chunker.chunk_size == 12
+    dumped = nodes[0].model_dump()
+    assert "_m3_chunk" not in dumped and dumped["embedding"] == nodes[0].embedding
+
+
+def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-def]
+    text = "# Title\n\nSome text here.\n\n## Part two\n\nMore text. And more."
+    spans = node_parser_spans(MarkdownNodeParser())(text)
+    assert len(spans) == 2 and all(text[s:e] for s, e in spans)
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, splitter=MarkdownNodeParser())
+    nodes = parser.get_nodes_from_documents([Document(text=text)])
+    assert [n.text for n in nodes] == [text[s:e] for s, e in spans]
+    by_sentence = M3LateChunkingNodeParser.from_encoder(
+        tiny_encoder, splitter=SentenceSplitter(chunk_size=20, chunk_overlap=0)
+    )
+    nodes = by_sentence.get_nodes_from_documents([Document(text=BERLIN)])
+    assert len(nodes) > 1
+    for n in nodes:
+        assert n.text == BERLIN[n.start_char_idx : n.end_char_idx]
+
+
+def test_parser_loads_checkpoint_from_fields(tiny_m3_path):  # type: ignore[no-untyped-def]
+    parser = M3LateChunkingNodeParser(model_name=str(tiny_m3_path), dtype="fp32", chunk_size=12)
+    assert parser.chunker.encoder.dense_dim == 32
+    assert parser.chunker.signature.startswith("LateChunker(splitter=sentences, chunk_size=12,")
+    assert parser.to_dict()["chunk_size"] == 12
+    nodes = parser.get_nodes_from_documents([Document(text=BERLIN)])
+    assert len(nodes) > 2 and all(len(n.embedding or []) == 32 for n in nodes)
