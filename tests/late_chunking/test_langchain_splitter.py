@@ -1,0 +1,75 @@
+"""M3LateChunkingSplitter: chunk Documents with offsets, paired with their late-chunked vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from langchain_core.documents import BaseDocumentTransformer, Document
+
+from langchain_m3.splitter import M3LateChunkingSplitter
+from m3kit import Head
+from m3kit.late_chunking import LateChunker
+
+TEXT = (
+    "Berlin is the capital and largest city of Germany. It has about 3.8 million inhabitants. "
+    "北京是中华人民共和国的首都。上海是中国最大的城市之一！ Emoji 🙂 end."
+)
+
+
+@pytest.fixture(scope="module")
+def splitter(tiny_encoder):  # type: ignore[no-untyped-def]
+    return M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=10)
+
+
+def test_split_documents_with_vectors(splitter, tiny_encoder):  # type: ignore[no-untyped-def]
+    docs = [Document(page_content=TEXT, metadata={"src": "a"}), Document(page_content="Short.")]
+    pairs = splitter.split_documents_with_vectors(docs)
+    expected = LateChunker(tiny_encoder, chunk_size=10).chunk([TEXT, "Short."])
+    flat = [c for chunks in expected for c in chunks]
+    assert len(pairs) == len(flat) > 3
+    for (doc, chunk), ref in zip(pairs, flat, strict=True):
+        source = TEXT if doc.metadata.get("src") == "a" else "Short."
+        start, end = doc.metadata["start_index"], doc.metadata["end_index"]
+        assert doc.page_content == chunk.text == source[start:end]
+        assert doc.metadata["chunk_index"] == chunk.index == ref.index
+        np.testing.assert_allclose(chunk.dense, ref.dense, atol=1e-6)
+        assert chunk.sparse == ref.sparse
+        assert chunk.colbert.shape == ref.colbert.shape
+    assert "".join(d.page_content for d, _ in pairs if d.metadata.get("src") == "a") == TEXT
+
+
+def test_transformer_interface_returns_same_chunks(splitter):  # type: ignore[no-untyped-def]
+    assert isinstance(splitter, BaseDocumentTransformer)
+    docs = [Document(page_content=TEXT, metadata={"src": "a"})]
+    plain = splitter.transform_documents(docs)
+    with_vectors = [d for d, _ in splitter.split_documents_with_vectors(docs)]
+    assert [(d.page_content, d.metadata) for d in plain] == [
+        (d.page_content, d.metadata) for d in with_vectors
+    ]
+    assert splitter.split_text(TEXT) == [d.page_content for d in plain]
+    with pytest.raises(TypeError, match="unexpected"):
+        splitter.transform_documents(docs, foo=1)
+
+
+async def test_atransform_documents(splitter):  # type: ignore[no-untyped-def]
+    docs = [Document(page_content=TEXT)]
+    assert [d.page_content for d in await splitter.atransform_documents(docs)] == [
+        d.page_content for d in splitter.transform_documents(docs)
+    ]
+
+
+def test_langchain_text_splitter_boundaries(tiny_encoder):  # type: ignore[no-untyped-def]
+    splitters = pytest.importorskip("langchain_text_splitters")
+    inner = splitters.RecursiveCharacterTextSplitter(chunk_size=40, chunk_overlap=0)
+    splitter = M3LateChunkingSplitter.from_encoder(tiny_encoder, splitter=inner)
+    docs = splitter.split_documents([Document(page_content=TEXT)])
+    assert [d.page_content for d in docs] == inner.split_text(TEXT)
+
+
+def test_dense_only_checkpoint(minilm_encoder):  # type: ignore[no-untyped-def]
+    splitter = M3LateChunkingSplitter.from_encoder(minilm_encoder, chunk_size=8)
+    pairs = splitter.split_documents_with_vectors([Document(page_content=TEXT)])
+    assert len(pairs) > 1
+    for _, chunk in pairs:
+        assert chunk.dense.shape == (384,)
+        assert chunk.vectors.heads == {Head.DENSE}
