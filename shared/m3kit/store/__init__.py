@@ -7,7 +7,7 @@
 from m3kit.store.filters import metadata_filter
 from m3kit.store.index import M3Index
 from m3kit.store.query import QueryOptions
-from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
 from m3kit.store.schema import CollectionSchema, point_id
 from m3kit.store.store import DEFAULT_BACKEND, M3Store
 
@@ -22,5 +22,6 @@ __all__ = [
     "M3Store",
     "QueryOptions",
     "metadata_filter",
+    "output_row",
     "point_id",
 ]

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from m3kit.outputs import Chunk, Head, M3Output
+from m3kit.outputs import Chunk, Head
 from m3kit.store.filters import FilterLike
-from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -50,18 +50,6 @@ def _chunker_signature(chunker: object | None) -> str:
         if hasattr(chunker, name)
     }
     return f"{type(chunker).__module__}.{type(chunker).__qualname__}:{sorted(fields.items())}"
-
-
-def _row(out: M3Output, i: int) -> M3Output:
-    """Row ``i`` of a batch result, as a one-row :class:`M3Output`."""
-    heads = out.heads
-    return M3Output(
-        heads=heads,
-        token_counts=(out.token_counts[i],),
-        _dense=out.dense[i : i + 1] if Head.DENSE in heads else None,
-        _sparse=(out.sparse[i],) if Head.SPARSE in heads else None,
-        _colbert=(out.colbert[i],) if Head.COLBERT in heads else None,
-    )
 
 
 @dataclass(frozen=True)
@@ -194,7 +182,15 @@ class M3Index:
             for i, d in enumerate(docs):
                 records.append(
                     ChunkRecord(
-                        d.doc_id, 0, d.text, d.metadata, _row(out, i), 0, len(d.text), d.doc_hash, 1
+                        d.doc_id,
+                        0,
+                        d.text,
+                        d.metadata,
+                        output_row(out, i),
+                        0,
+                        len(d.text),
+                        d.doc_hash,
+                        1,
                     )
                 )
             return records, empty

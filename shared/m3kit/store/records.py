@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from m3kit.outputs import M3Output
+from m3kit.outputs import Head, M3Output
 
-__all__ = ["Backend", "ChunkRecord", "Fusion", "Hit"]
+__all__ = ["Backend", "ChunkRecord", "Fusion", "Hit", "output_row"]
 
 
 class Fusion(str, enum.Enum):
@@ -99,3 +99,17 @@ class Hit:
     doc_id: str
     chunk_index: int
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def output_row(out: M3Output, i: int) -> M3Output:
+    """Row ``i`` of a batch result as a one-row :class:`M3Output` (what a ChunkRecord holds)."""
+    if not 0 <= i < len(out):
+        raise IndexError(f"row {i} of a batch of {len(out)}")
+    heads = out.heads
+    return M3Output(
+        heads=heads,
+        token_counts=(out.token_counts[i],),
+        _dense=out.dense[i : i + 1] if Head.DENSE in heads else None,
+        _sparse=(out.sparse[i],) if Head.SPARSE in heads else None,
+        _colbert=(out.colbert[i],) if Head.COLBERT in heads else None,
+    )

@@ -66,6 +66,7 @@ class M3Store:
         self.schema = schema
         self.backend = kind
         self.query_options = QueryOptions()
+        self._closed = False
 
     @classmethod
     def open(
@@ -363,8 +364,10 @@ class M3Store:
         )
 
     def close(self) -> None:
-        """Release files, locks and connections (the store is unusable afterwards)."""
-        self._backend.close()
+        """Release files, locks and connections (idempotent; the store is unusable afterwards)."""
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
 
     def __enter__(self) -> M3Store:
         return self

@@ -1,0 +1,164 @@
+"""Store fixtures: every test runs on each backend (edge folder, client memory, client folder)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from m3kit.outputs import Chunk, Head, M3Output
+from m3kit.store import Backend, M3Index, output_row
+
+#: (backend, in a folder?) per parametrised id.
+BACKENDS = {
+    "edge": (Backend.EDGE, True),
+    "client-memory": (Backend.CLIENT, False),
+    "client-path": (Backend.CLIENT, True),
+}
+PATH_BACKENDS = [k for k, (_, on_disk) in BACKENDS.items() if on_disk]
+
+
+class CachedEncoder:
+    """Memoises ``encode`` per (text, heads, query) so the suite encodes each text once.
+
+    Everything else is delegated to the wrapped :class:`~m3kit.M3Encoder`; encodings are
+    deterministic, so cached rows equal fresh ones.
+    """
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self._cache: dict[tuple[str, frozenset[Head], bool], M3Output] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        heads: Any = None,
+        query: bool = False,
+        show_progress: bool | None = None,
+    ) -> M3Output:
+        wanted = frozenset(self._encoder.available_heads) if heads is None else Head.parse(heads)
+        todo = [t for t in dict.fromkeys(texts) if (t, wanted, query) not in self._cache]
+        if todo:
+            out = self._encoder.encode(
+                todo, heads=sorted(wanted), query=query, show_progress=show_progress
+            )
+            for i, t in enumerate(todo):
+                self._cache[(t, wanted, query)] = output_row(out, i)
+        rows = [self._cache[(t, wanted, query)] for t in texts]
+        return M3Output(
+            heads=wanted,
+            token_counts=tuple(r.token_counts[0] for r in rows),
+            _dense=np.concatenate([r.dense for r in rows]) if Head.DENSE in wanted else None,
+            _sparse=tuple(r.sparse[0] for r in rows) if Head.SPARSE in wanted else None,
+            _colbert=tuple(r.colbert[0] for r in rows) if Head.COLBERT in wanted else None,
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_encoder: Any) -> CachedEncoder:
+    """The session's tiny M3 encoder, memoised (see :class:`CachedEncoder`)."""
+    return CachedEncoder(tiny_encoder)
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder(minilm_encoder: Any) -> CachedEncoder:
+    """The session's MiniLM encoder, memoised."""
+    return CachedEncoder(minilm_encoder)
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend_id(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_index(backend_id: str, tmp_path: Path) -> Iterator[Callable[..., M3Index]]:
+    """Factory: ``open_index(encoder, collection=...)`` on the current backend (closed after)."""
+    kind, on_disk = BACKENDS[backend_id]
+    opened: list[M3Index] = []
+
+    def make(encoder: Any, collection: str = "m3kit", location: Path | None = None) -> M3Index:
+        loc = location if location is not None else (tmp_path / "db" if on_disk else None)
+        index = M3Index.open(encoder, loc, collection=collection, backend=kind)
+        opened.append(index)
+        return index
+
+    yield make
+    for index in opened:
+        index.close()  # idempotent
+
+
+@pytest.fixture(scope="session")
+def corpus(squad_dir: Path) -> list[dict[str, Any]]:
+    """40 SQuAD paragraphs (first 400 characters) with metadata."""
+    rows = []
+    with open(squad_dir / "corpus.jsonl", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i >= 40:
+                break
+            row = json.loads(line)
+            rows.append(
+                {
+                    "id": row["_id"],
+                    "text": row["text"][:400],
+                    "metadata": {"title": row["title"], "n": i, "group": ["a", "b", "c"][i % 3]},
+                }
+            )
+    return rows
+
+
+def add_corpus(index: M3Index, corpus: Sequence[dict[str, Any]]) -> list[str]:
+    return index.add_texts(
+        [r["text"] for r in corpus],
+        metadatas=[r["metadata"] for r in corpus],
+        doc_ids=[r["id"] for r in corpus],
+    )
+
+
+class SentenceChunker:
+    """Test chunker: one chunk per sentence, each encoded on its own (not late chunking)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]:
+        out = []
+        for text in texts:
+            spans = [(m.start(), m.end()) for m in re.finditer(r"[^.!?]+[.!?]?", text)]
+            spans = [(s, e) for s, e in spans if text[s:e].strip()]
+            if not spans:
+                out.append([])
+                continue
+            vectors = self.encoder.encode([text[s:e] for s, e in spans])
+            out.append(
+                [
+                    Chunk(text[s:e], s, e, i, 0, 0, output_row(vectors, i))
+                    for i, (s, e) in enumerate(spans)
+                ]
+            )
+        return out
+
+
+class EncodeSpy:
+    """Wraps an encoder, counting the texts passed to ``encode`` (queries excluded)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self.encoded: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def encode(self, texts: Sequence[str], **kwargs: Any) -> Any:
+        if not kwargs.get("query"):
+            self.encoded.extend(texts)
+        return self._encoder.encode(texts, **kwargs)

@@ -1,0 +1,276 @@
+"""The same store test-suite on every backend (edge folder, client memory, client folder)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import models
+
+from m3kit.errors import SchemaMismatchError
+from m3kit.scoring import maxsim
+from m3kit.store import ChunkRecord, Fusion, M3Index, M3Store, QueryOptions, output_row, point_id
+from tests.store.conftest import PATH_BACKENDS, add_corpus
+
+FUSION_CASES = [(f, rerank) for f in Fusion for rerank in (True, False)]
+
+
+def test_schema_created_with_encoder_heads(open_index: Any, tiny_encoder: Any) -> None:
+    index = open_index(tiny_encoder)
+    schema = index.store.schema
+    assert schema.dense_dim == tiny_encoder.dense_dim
+    assert schema.colbert_dim == tiny_encoder.colbert_dim
+    assert schema.sparse is True
+    assert index.count() == 0
+    assert "colbert: multivector" in repr(index.store)
+
+
+def test_query_copied_from_document_finds_it_first(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus)
+    for fusion, rerank in FUSION_CASES:
+        for row in corpus[::7]:
+            hits = index.search(row["text"], k=5, fusion=fusion, rerank=rerank)
+            assert hits[0].doc_id == row["id"], (fusion, rerank, [h.doc_id for h in hits])
+            assert hits[0].text == row["text"]
+            assert hits[0].metadata == row["metadata"]
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_upsert_is_idempotent(open_index: Any, tiny_encoder: Any) -> None:
+    store: M3Store = open_index(tiny_encoder).store
+    texts = ["alpha beta gamma.", "delta epsilon.", "zeta eta theta iota."]
+    out = tiny_encoder.encode(texts)
+    records = [
+        ChunkRecord(f"doc{i // 2}", i % 2, t, {"i": i}, output_row(out, i))
+        for i, t in enumerate(texts)
+    ]
+    first = store.upsert(records)
+    assert first == [point_id(r.doc_id, r.chunk_index) for r in records]
+    assert store.count() == 3
+    second = store.upsert(records)
+    assert second == first
+    assert store.count() == 3
+    with pytest.raises(ValueError, match="duplicate"):
+        store.upsert([records[0], records[0]])
+
+
+def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus[:10])
+    gone = [corpus[2]["id"], corpus[5]["id"]]
+    index.delete([*gone, "never-added"])
+    assert index.count() == 8
+    hits = index.search(corpus[2]["text"], k=10)
+    assert not {h.doc_id for h in hits} & set(gone)
+
+
+def test_colbert_rerank_order_equals_brute_force_maxsim(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus)
+    store: M3Store = index.store
+    store.query_options = QueryOptions(oversample=1, min_candidates=15)
+    docs = {r["id"]: r["text"] for r in corpus}
+    doc_colbert = dict(zip(docs, tiny_encoder.encode(list(docs.values())).colbert, strict=True))
+    queries = ["Amazon rainforest basin water", corpus[11]["text"][:120]]
+    # Candidates without ties: dense only, and DBSF (continuous scores); RRF ties at the
+    # cut-off would make "the candidates" ambiguous.
+    for query, fusion, with_sparse in [
+        (q, f, s) for q in queries for f, s in (("rrf", False), ("dbsf", True))
+    ]:
+        q = tiny_encoder.encode([query], query=True)
+        args = {
+            "dense": q.dense[0],
+            "sparse": q.sparse[0] if with_sparse else None,
+            "k": 15,
+            "fusion": fusion,
+        }
+        candidates = store.query(**args, rerank=False)
+        reranked = store.query(**args, colbert=q.colbert[0], rerank=True)
+        assert {h.id for h in reranked} == {h.id for h in candidates}
+        brute = {h.doc_id: maxsim(q.colbert[0], doc_colbert[h.doc_id]) for h in candidates}
+        got = [brute[h.doc_id] for h in reranked]
+        # ColBERT vectors are stored as float16: scores agree to ~1e-3, order up to that.
+        for h in reranked:
+            assert h.score == pytest.approx(brute[h.doc_id], abs=2e-3)
+        assert all(a >= b - 2e-3 for a, b in itertools.pairwise(got))
+        exact_order = sorted(brute, key=lambda d: -brute[d])
+        gaps_ok = all(brute[a] - brute[b] > 4e-3 for a, b in itertools.pairwise(exact_order))
+        if gaps_ok:
+            assert [h.doc_id for h in reranked] == exact_order
+
+
+def test_m3_fusion_is_flagembedding_weighted_sum(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    from m3kit.scoring import dense_score, m3_score, sparse_score
+
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus)
+    docs = {r["id"]: r["text"] for r in corpus}
+    out = tiny_encoder.encode(list(docs.values()))
+    row = {d: i for i, d in enumerate(docs)}
+    q = tiny_encoder.encode(["rainforest species and dust from the Sahara"], query=True)
+    weights = (0.5, 0.3, 0.2)
+    hits = index.store.query(
+        dense=q.dense[0],
+        sparse=q.sparse[0],
+        colbert=q.colbert[0],
+        k=8,
+        fusion="m3",
+        weights=weights,
+    )
+    assert len(hits) == 8
+    for h in hits:
+        i = row[h.doc_id]
+        expected = m3_score(
+            float(dense_score(q.dense[0], out.dense[i])[0]),
+            sparse_score(q.sparse[0], out.sparse[i]),
+            maxsim(q.colbert[0], out.colbert[i]),
+            weights,
+        )
+        assert h.score == pytest.approx(expected, abs=2e-3)
+
+
+def test_filters_restrict_results(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus)
+    query = corpus[0]["text"]
+    for fusion in Fusion:
+        hits = index.search(query, k=40, fusion=fusion, filter={"group": "b"})
+        assert hits and all(h.metadata["group"] == "b" for h in hits)
+        assert len(hits) == sum(r["metadata"]["group"] == "b" for r in corpus)
+        hits = index.search(query, k=40, fusion=fusion, filter={"n": [1, 4, 7]})
+        assert sorted(h.metadata["n"] for h in hits) == [1, 4, 7]
+        qf = models.Filter(
+            must=[models.FieldCondition(key="metadata.n", range=models.Range(gte=10, lt=20))],
+            must_not=[
+                models.FieldCondition(key="metadata.group", match=models.MatchValue(value="a"))
+            ],
+        )
+        hits = index.search(query, k=40, fusion=fusion, filter=qf)
+        want = {
+            r["id"]
+            for r in corpus
+            if 10 <= r["metadata"]["n"] < 20 and r["metadata"]["group"] != "a"
+        }
+        assert {h.doc_id for h in hits} == want
+    with pytest.raises(ValueError, match="not supported"):
+        index.search(query, filter={"n": {"nested": 1}})
+
+
+def test_score_threshold(open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus)
+    query = corpus[3]["text"][:100]
+    for fusion in Fusion:
+        full = index.search(query, k=20, fusion=fusion)
+        cut = (full[2].score + full[3].score) / 2
+        kept = index.search(query, k=20, fusion=fusion, score_threshold=cut)
+        assert [h.id for h in kept] == [h.id for h in full if h.score >= cut]
+        assert len(kept) == 3
+
+
+@pytest.mark.parametrize("backend_id", PATH_BACKENDS, indirect=True)
+def test_other_dimension_is_refused_and_collection_untouched(
+    open_index: Any,
+    tiny_encoder: Any,
+    minilm_encoder: Any,
+    corpus: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus[:5])
+    kind = index.store.backend
+    index.close()
+    with pytest.raises(SchemaMismatchError) as err:
+        M3Index.open(minilm_encoder, tmp_path / "db", backend=kind)
+    msg = str(err.value)
+    assert "expected" in msg and "found" in msg
+    assert "size=384" in msg and "size=32" in msg
+    with pytest.raises(SchemaMismatchError, match="colbert"):
+        M3Store.open(
+            tmp_path / "db",
+            collection="m3kit",
+            dense_dim=32,
+            colbert_dim=None,
+            sparse=True,
+            backend=kind,
+        )
+    again = open_index(tiny_encoder)
+    assert again.count() == 5
+
+
+@pytest.mark.parametrize("backend_id", PATH_BACKENDS, indirect=True)
+def test_path_store_reopens_with_same_data(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    index = open_index(tiny_encoder)
+    add_corpus(index, corpus)
+    before = index.search(corpus[4]["text"], k=5, fusion="m3")
+    index.close()
+    reopened = open_index(tiny_encoder)
+    assert reopened.count() == len(corpus)
+    after = reopened.search(corpus[4]["text"], k=5, fusion="m3")
+    assert [h.id for h in after] == [h.id for h in before]
+    assert [h.score for h in after] == pytest.approx([h.score for h in before], abs=1e-6)
+    assert [(h.text, h.metadata) for h in after] == [(h.text, h.metadata) for h in before]
+
+
+async def test_async_equals_sync(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    index = open_index(tiny_encoder)
+    ids = await index.aadd_texts(
+        [r["text"] for r in corpus[:12]], [r["metadata"] for r in corpus[:12]]
+    )
+    assert ids == index.add_texts(
+        [r["text"] for r in corpus[:12]], [r["metadata"] for r in corpus[:12]]
+    )
+    for fusion in Fusion:
+        query = corpus[5]["text"]
+        sync = index.search(query, k=4, fusion=fusion)
+        got = await asyncio.gather(*(index.asearch(query, k=4, fusion=fusion) for _ in range(3)))
+        assert all(g == sync for g in got)
+        q = tiny_encoder.encode([query], query=True)
+        vec = {"dense": q.dense[0], "sparse": q.sparse[0], "colbert": q.colbert[0]}
+        assert await index.store.aquery(**vec, k=4, fusion=fusion) == index.store.query(
+            **vec, k=4, fusion=fusion
+        )
+
+
+def test_dense_only_encoder(
+    open_index: Any, minilm_encoder: Any, corpus: list[dict[str, Any]]
+) -> None:
+    index = open_index(minilm_encoder, collection="minilm")
+    assert index.store.schema.sparse is False and index.store.schema.colbert_dim is None
+    add_corpus(index, corpus[:15])
+    for fusion in Fusion:
+        hits = index.search(corpus[6]["text"], k=3, fusion=fusion)
+        assert hits[0].doc_id == corpus[6]["id"]
+    plain = index.search(corpus[6]["text"], k=1)[0]
+    q = minilm_encoder.encode([corpus[6]["text"]], query=True).dense[0]
+    doc = minilm_encoder.encode([corpus[6]["text"]]).dense[0]
+    assert plain.score == pytest.approx(float(np.dot(q, doc)), abs=1e-4)
+    with pytest.raises(ValueError, match="ColBERT"):
+        index.search("x", rerank=True)
+
+
+def test_bad_query_input_is_named(open_index: Any, tiny_encoder: Any) -> None:
+    store: M3Store = open_index(tiny_encoder).store
+    with pytest.raises(ValueError, match="dimensions"):
+        store.query(dense=np.zeros(7, dtype=np.float32))
+    with pytest.raises(ValueError, match="dense query vector or a non-empty sparse"):
+        store.query()
+    with pytest.raises(ValueError, match="k must be"):
+        store.query(dense=np.ones(32, dtype=np.float32), k=0)
