@@ -1,11 +1,13 @@
-"""LlamaIndex integration of m3kit: BGE-M3 dense and sparse embeddings and a hybrid retriever."""
+"""LlamaIndex integration of m3kit: BGE-M3 embeddings, late-chunking node parser, retriever."""
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.node_parser import M3LateChunkingNodeParser
 from llamaindex_m3.retriever import M3Retriever
 
 __all__ = [
     "M3Embedding",
+    "M3LateChunkingNodeParser",
     "M3Retriever",
     "M3SparseEmbedding",
     "QdrantSparseFn",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.node_parser import SPARSE_METADATA_KEY, M3TextNode, node_vectors
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head, M3Output
@@ -240,8 +241,9 @@ class M3Retriever(BaseRetriever):
         Nodes are grouped by ``node.ref_doc_id`` (the node's own id when it has no source);
         within a document, ``chunk_index`` is the node's position in ``nodes``. Pass all the
         nodes of a document in one call: the document's previously stored chunks are replaced
-        by these. Documents whose nodes are unchanged are skipped without encoding; the others'
-        nodes are encoded here, each on its own text.
+        by these. Documents whose nodes are unchanged are skipped without encoding. Nodes from
+        :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in this process) are stored with the
+        late-chunked vectors they carry; other nodes are encoded here, each on its own text.
 
         Args:
             nodes: Text nodes (metadata must be JSON-serialisable).
@@ -258,13 +260,17 @@ class M3Retriever(BaseRetriever):
         store = self.index.store
         versions = {doc_id: _nodes_hash(group) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
-        todo = [
-            (doc_id, i, n)
-            for doc_id, g in groups.items()
-            if doc_id not in done
-            for i, (_, n) in enumerate(g)
-        ]
         records: list[ChunkRecord] = []
+        todo: list[tuple[str, int, BaseNode]] = []
+        for doc_id, group in groups.items():
+            if doc_id in done:
+                continue
+            for chunk_index, (_, node) in enumerate(group):
+                carried = _carried_vectors(node, store.heads)
+                if carried is None:
+                    todo.append((doc_id, chunk_index, node))
+                else:
+                    records.append(_record(doc_id, chunk_index, node, carried, versions, group))
         if todo:
             out = self.index.encoder.encode(
                 [n.get_content(metadata_mode=MetadataMode.NONE) for _, _, n in todo],
@@ -357,8 +363,19 @@ def _row(out: M3Output, i: int) -> M3Output:
     )
 
 
+def _carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:
+    """The late-chunked vectors a node carries, when they cover every head the store holds."""
+    if not isinstance(node, M3TextNode):
+        return None
+    try:
+        vectors = node_vectors(node)
+    except ValueError:  # an M3TextNode rebuilt from a docstore: its vectors were not saved
+        return None
+    return vectors if heads <= vectors.heads else None
+
+
 def _nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
-    """Version of a document's nodes: their texts, offsets and metadata, in order."""
+    """Version of a document's nodes: texts, offsets, metadata and how they were embedded."""
     h = hashlib.sha256()
     for _, node in group:
         blob = [
@@ -366,6 +383,7 @@ def _nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
             node.start_char_idx if isinstance(node, TextNode) else None,
             node.end_char_idx if isinstance(node, TextNode) else None,
             _metadata(node),
+            "late" if isinstance(node, M3TextNode) else "text",
         ]
         h.update(json.dumps(blob, sort_keys=True).encode())
     return h.hexdigest()
@@ -378,7 +396,8 @@ def _metadata(node: BaseNode) -> dict[str, Any]:
         raise ValueError(
             f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
         ) from None
-    return dict(node.metadata)
+    # the parser's sparse copy is already in the sparse vector; not stored twice
+    return {k: v for k, v in node.metadata.items() if k != SPARSE_METADATA_KEY}
 
 
 def _record(

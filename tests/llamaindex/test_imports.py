@@ -9,6 +9,7 @@ import llamaindex_m3
 
 EXPECTED_ALL = [
     "M3Embedding",
+    "M3LateChunkingNodeParser",
     "M3Retriever",
     "M3SparseEmbedding",
     "QdrantSparseFn",

@@ -218,3 +218,35 @@ def test_dense_only_model(minilm_encoder: M3Encoder) -> None:
     with M3Retriever.from_documents(DOCS, minilm_encoder, similarity_top_k=1) as r:
         assert r.retrieve("What is the capital of Germany?")[0].node.ref_doc_id == "berlin"
         assert r.retrieve("atomic number of oxygen")[0].node.ref_doc_id == "oxygen"
+
+
+def test_add_nodes_keeps_late_chunked_vectors(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llamaindex_m3.node_parser import SPARSE_METADATA_KEY, M3LateChunkingNodeParser
+
+    long = Document(
+        text=" ".join(f"Sentence {i} is about theme {i % 7}." for i in range(80)),
+        id_="late",
+        metadata={"kind": "late"},
+    )
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=48)
+    nodes = parser.get_nodes_from_documents([long])
+    assert len(nodes) > 2
+    with M3Retriever.open(tiny_encoder, similarity_top_k=1) as r:
+
+        def no_encoding(*args: object, **kwargs: object) -> None:
+            raise AssertionError("late-chunked nodes must not be encoded again")
+
+        monkeypatch.setattr(r.index.encoder, "encode", no_encoding)
+        ids = r.add_nodes(nodes)
+        monkeypatch.undo()
+        assert r.index.count() == len(nodes)
+        for i, node in enumerate(nodes):  # the stored dense vector is the late-chunked one
+            (hit,) = r.index.store.query(dense=node.embedding, k=1, rerank=False)
+            assert hit.id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-4)
+            assert SPARSE_METADATA_KEY not in hit.metadata and hit.metadata["kind"] == "late"
+        # the same text split by a plain parser is another version: re-encoded, replaced
+        plain = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents([long])
+        r.add_nodes(plain)
+        assert r.index.count() == len(plain)
