@@ -200,3 +200,43 @@ def test_index_with_late_chunking(
     assert hits[0]["doc_id"] == str(long_md.resolve())
     assert "waggle" in str(hits[0]["text"]) and len(str(hits[0]["text"])) < 1000
     assert int(hits[0]["chunk_index"]) > 0  # type: ignore[call-overload]
+
+
+def test_finetune_hook(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``m3kit.finetune.cli.add_subcommands`` is called when importable; its commands run."""
+    import types
+
+    fake = types.ModuleType("m3kit.finetune.cli")
+
+    def add_subcommands(subparsers: object) -> None:
+        sub = subparsers.add_parser("finetune", help="fine-tune")  # type: ignore[attr-defined]
+        sub.add_argument("--epochs", type=int, default=1)
+        sub.set_defaults(handler=lambda args: print(f"epochs={args.epochs}") or 0)
+
+    fake.add_subcommands = add_subcommands  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "m3kit.finetune.cli", fake)
+    assert main(["finetune", "--epochs", "3"]) == 0
+    assert capsys.readouterr().out.strip() == "epochs=3"
+
+
+def test_finetune_hook_does_not_hide_import_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name: str, package: str | None = None) -> object:
+        if name == "m3kit.finetune.cli":
+            raise ModuleNotFoundError("No module named 'some_dependency'", name="some_dependency")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError, match="some_dependency"):
+        build_parser()
+
+    def absent(name: str, package: str | None = None) -> object:
+        if name == "m3kit.finetune.cli":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", absent)
+    assert "index" in build_parser().format_help()
