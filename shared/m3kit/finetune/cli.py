@@ -1,0 +1,199 @@
+"""``m3kit finetune``, ``m3kit mine-negatives`` and ``m3kit eval`` (added to the m3kit CLI).
+
+Examples::
+
+    m3kit mine-negatives --model BAAI/bge-m3 --train train.jsonl --output mined.jsonl
+    m3kit finetune --model BAAI/bge-m3 --train mined.jsonl --output out/bge-m3-ft --epochs 1
+    m3kit eval --model out/bge-m3-ft --data shared/data/squad_en --baseline BAAI/bge-m3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_subcommands"]
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Register the three subcommands on the m3kit CLI's subparsers."""
+    ft = subparsers.add_parser(
+        "finetune",
+        help="fine-tune the dense, sparse and ColBERT heads",
+        description="Fine-tune an M3 (or dense-only) checkpoint on FlagEmbedding jsonl rows "
+        '{"query", "pos", "neg"} or a LlamaIndex QA dataset JSON.',
+    )
+    ft.add_argument("--model", required=True, help="start checkpoint (folder or hub id)")
+    src = ft.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", type=Path, help="FlagEmbedding jsonl / jsonl.gz")
+    src.add_argument("--qa-json", type=Path, help="EmbeddingQAFinetuneDataset JSON")
+    ft.add_argument("--output", required=True, type=Path, help="folder of the new checkpoint")
+    ft.add_argument("--heads", default="dense,sparse,colbert", help="heads to train")
+    ft.add_argument("--freeze-encoder", action="store_true", help="train the heads only")
+    ft.add_argument("--epochs", type=float, default=1.0)
+    ft.add_argument("--max-steps", type=int, default=None)
+    ft.add_argument("--batch-size", type=int, default=16)
+    ft.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    ft.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
+    ft.add_argument("--lr", type=float, default=2e-5)
+    ft.add_argument("--temperature", type=float, default=0.02)
+    ft.add_argument("--query-max-length", type=int, default=64)
+    ft.add_argument("--passage-max-length", type=int, default=256)
+    ft.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ft.add_argument("--device", default=None)
+    ft.add_argument("--seed", type=int, default=42)
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(handler=_run_finetune)
+
+    mine = subparsers.add_parser(
+        "mine-negatives",
+        help="replace the negatives of training rows with ones mined by a model",
+        description="Rank a corpus for each query with the model and sample negatives from a "
+        "window of ranks (never a positive).",
+    )
+    mine.add_argument("--model", required=True)
+    mine.add_argument("--train", required=True, type=Path, help="FlagEmbedding jsonl / jsonl.gz")
+    mine.add_argument("--output", required=True, type=Path, help="jsonl (.gz) to write")
+    mine.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help='jsonl of {"text"[, "title"]} candidates (default: all pos + neg of the rows)',
+    )
+    mine.add_argument("--negatives", type=int, default=7)
+    mine.add_argument("--range", default="10-100", help="rank window START-END (0-based)")
+    mine.add_argument("--score", choices=["dense", "sparse", "fused"], default="dense")
+    mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument("--quiet", action="store_true")
+    mine.set_defaults(handler=_run_mine)
+
+    ev = subparsers.add_parser(
+        "eval",
+        help="retrieval metrics of each head on a BEIR folder",
+        description="nDCG@10, MRR@10, hit@k and recall@k of the dense, sparse and ColBERT heads "
+        "and their fusion, exhaustively over the corpus.",
+    )
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True, type=Path, help="BEIR folder (corpus/queries/qrels)")
+    ev.add_argument("--baseline", default=None, help="a second model to compare with")
+    ev.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
+    ev.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
+    ev.add_argument("--max-length", type=int, default=None)
+    ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(handler=_run_eval)
+
+
+def _heads(value: str | None) -> list[str] | None:
+    return [h.strip() for h in value.split(",") if h.strip()] if value else None
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from m3kit.finetune.data import examples_from_qa, read_jsonl
+    from m3kit.finetune.trainer import FinetuneConfig, M3Finetuner
+    from m3kit.outputs import Head
+
+    examples = read_jsonl(args.train) if args.train else examples_from_qa(args.qa_json)
+    config = FinetuneConfig(
+        model=args.model,
+        output_path=args.output,
+        heads=Head.parse(_heads(args.heads) or []),
+        freeze_encoder=args.freeze_encoder,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        num_negatives=args.negatives,
+        learning_rate=args.lr,
+        temperature=args.temperature,
+        query_max_length=args.query_max_length,
+        passage_max_length=args.passage_max_length,
+        precision=args.precision,
+        device=args.device,
+        seed=args.seed,
+        show_progress=not args.quiet,
+    )
+    result = M3Finetuner(config).fit(examples)
+    print(
+        f"fine-tuned {', '.join(sorted(h.value for h in result.heads))} on "
+        f"{result.examples} example(s), {result.steps} step(s) in {result.train_seconds:.1f} s: "
+        f"{result.path}"
+    )
+    return 0
+
+
+def _read_corpus(path: Path) -> list[str]:
+    texts = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f'{path}:{line_no}: a corpus row needs a "text" string')
+            texts.append(f"{row.get('title') or ''} {row['text']}".strip())
+    return texts
+
+
+def _run_mine(args: argparse.Namespace) -> int:
+    from m3kit.encoder import M3Encoder
+    from m3kit.finetune.data import read_jsonl, write_jsonl
+    from m3kit.finetune.mining import mine_hard_negatives
+
+    try:
+        start, end = (int(x) for x in args.range.split("-"))
+    except ValueError as e:
+        raise ValueError(f"--range must look like 10-100, got {args.range!r}") from e
+    examples = read_jsonl(args.train)
+    corpus = _read_corpus(args.corpus) if args.corpus else None
+    encoder = M3Encoder.from_pretrained(args.model)
+    mined = mine_hard_negatives(
+        encoder,
+        examples,
+        corpus,
+        num_negatives=args.negatives,
+        rank_range=(start, end),
+        score=args.score,
+        seed=args.seed,
+    )
+    write_jsonl(mined, args.output)
+    print(f"wrote {len(mined)} row(s) with mined negatives to {args.output}")
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from m3kit.encoder import M3Encoder
+    from m3kit.evaluation import load_beir
+    from m3kit.finetune.evaluate import RetrievalReport, comparison_table, evaluate_heads
+    from m3kit.finetune.evaluate import write_report as write
+
+    corpus, queries, qrels = load_beir(args.data)
+    if args.max_queries is not None and len(queries) > args.max_queries:
+        keep = sorted(random.Random(args.seed).sample(sorted(queries), args.max_queries))
+        queries = {q: queries[q] for q in keep}
+        qrels = {q: qrels[q] for q in keep}
+    reports: dict[str, RetrievalReport] = {}
+    models = [("baseline", args.baseline)] if args.baseline else []
+    for name, path in [*models, ("model", args.model)]:
+        encoder = M3Encoder.from_pretrained(path)
+        reports[name] = evaluate_heads(
+            encoder,
+            corpus,
+            queries,
+            qrels,
+            heads=_heads(args.heads),
+            max_length=args.max_length,
+            show_progress=not args.quiet,
+        )
+    print(comparison_table(reports))
+    if args.output:
+        paths = write(reports, args.output, extra={"data": str(args.data), "queries": len(queries)})
+        print(f"wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
+    return 0

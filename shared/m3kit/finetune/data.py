@@ -1,0 +1,251 @@
+"""Training data: FlagEmbedding jsonl rows and LlamaIndex-style QA datasets.
+
+Two interchange formats are read and written:
+
+* FlagEmbedding's jsonl, one row per line ``{"query": str, "pos": [str], "neg": [str]}``
+  (``.jsonl`` or ``.jsonl.gz``; ``neg`` may be empty or missing; extra keys are ignored).
+* LlamaIndex's ``EmbeddingQAFinetuneDataset`` (``queries``, ``corpus``, ``relevant_docs``),
+  either the live object (read by its fields, llama-index-finetuning is never imported) or
+  its saved JSON ``{"queries": ..., "corpus": ..., "relevant_docs": ..., "mode": "text"}``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "QADataset",
+    "TrainingExample",
+    "examples_from_qa",
+    "iter_jsonl",
+    "read_jsonl",
+    "write_jsonl",
+]
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One query with its relevant passages and (optional) hard negatives.
+
+    Attributes:
+        query: The query text.
+        pos: Relevant passages (at least one).
+        neg: Hard negatives (may be empty; never one of ``pos``).
+    """
+
+    query: str
+    pos: tuple[str, ...]
+    neg: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.query, str) or not self.query.strip():
+            raise ValueError("a training example needs a non-empty query string")
+        object.__setattr__(self, "pos", _texts(self.pos, "pos"))
+        object.__setattr__(self, "neg", _texts(self.neg, "neg"))
+        if not self.pos:
+            raise ValueError(f"training example {self.query[:60]!r} has no positive passage")
+        clash = set(self.pos).intersection(self.neg)
+        if clash:
+            raise ValueError(
+                f"training example {self.query[:60]!r} lists a positive among its negatives: "
+                f"{next(iter(clash))[:60]!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The FlagEmbedding row ``{"query", "pos", "neg"}``."""
+        return {"query": self.query, "pos": list(self.pos), "neg": list(self.neg)}
+
+
+def _texts(values: Iterable[str], name: str) -> tuple[str, ...]:
+    if isinstance(values, str):
+        raise ValueError(f'"{name}" must be a list of strings, not a single string')
+    out = tuple(values)
+    for v in out:
+        if not isinstance(v, str):
+            raise ValueError(f'"{name}" must hold strings, got {type(v).__name__}')
+    return out
+
+
+@dataclass(frozen=True)
+class QADataset:
+    """LlamaIndex's ``EmbeddingQAFinetuneDataset`` shape, without depending on it.
+
+    Attributes:
+        queries: ``{query_id: text}``.
+        corpus: ``{node_id: text}``.
+        relevant_docs: ``{query_id: [node_id, ...]}``.
+        mode: Always ``"text"`` (the only mode m3kit trains on).
+    """
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant_docs: dict[str, list[str]]
+    mode: str = field(default="text")
+
+    def __post_init__(self) -> None:
+        if self.mode != "text":
+            raise ValueError(f'only mode "text" datasets are supported, got {self.mode!r}')
+        for qid in self.queries:
+            docs = self.relevant_docs.get(qid)
+            if not docs:
+                raise ValueError(f"query {qid!r} has no relevant_docs entry")
+            missing = [d for d in docs if d not in self.corpus]
+            if missing:
+                raise ValueError(f"query {qid!r}: relevant doc {missing[0]!r} is not in the corpus")
+
+    @classmethod
+    def from_llamaindex(cls, dataset: Any) -> QADataset:
+        """Read a LlamaIndex ``EmbeddingQAFinetuneDataset`` (or any object with its fields)."""
+        try:
+            queries, corpus, relevant = dataset.queries, dataset.corpus, dataset.relevant_docs
+        except AttributeError as e:
+            raise TypeError(
+                "expected an EmbeddingQAFinetuneDataset-like object with queries, corpus and "
+                f"relevant_docs; got {type(dataset).__name__}"
+            ) from e
+        return cls.from_dict(
+            {
+                "queries": queries,
+                "corpus": corpus,
+                "relevant_docs": relevant,
+                "mode": getattr(dataset, "mode", "text"),
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QADataset:
+        for key in ("queries", "corpus", "relevant_docs"):
+            if not isinstance(data.get(key), Mapping):
+                raise ValueError(f'a QA dataset needs a "{key}" object')
+        return cls(
+            queries={str(k): str(v) for k, v in data["queries"].items()},
+            corpus={str(k): str(v) for k, v in data["corpus"].items()},
+            relevant_docs={str(k): [str(d) for d in v] for k, v in data["relevant_docs"].items()},
+            mode=str(data.get("mode", "text")),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> QADataset:
+        """Read the JSON written by ``EmbeddingQAFinetuneDataset.save_json``."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from e
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{p}: expected a JSON object")
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queries": dict(self.queries),
+            "corpus": dict(self.corpus),
+            "relevant_docs": {k: list(v) for k, v in self.relevant_docs.items()},
+            "mode": self.mode,
+        }
+
+    def save_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON that ``EmbeddingQAFinetuneDataset.from_json`` reads."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=4), encoding="utf-8")
+        return p
+
+    def to_examples(self) -> list[TrainingExample]:
+        """One :class:`TrainingExample` per query (positives = its relevant docs, no negatives)."""
+        return [
+            TrainingExample(text, tuple(self.corpus[d] for d in self.relevant_docs[qid]))
+            for qid, text in self.queries.items()
+        ]
+
+    @classmethod
+    def from_examples(cls, examples: Sequence[TrainingExample]) -> QADataset:
+        """Inverse of :meth:`to_examples` (passages get stable ids; negatives are dropped)."""
+        corpus: dict[str, str] = {}
+        ids: dict[str, str] = {}
+        queries: dict[str, str] = {}
+        relevant: dict[str, list[str]] = {}
+        for i, ex in enumerate(examples):
+            qid = f"q{i}"
+            queries[qid] = ex.query
+            for text in ex.pos:
+                if text not in ids:
+                    ids[text] = f"d{len(ids)}"
+                    corpus[ids[text]] = text
+            relevant[qid] = [ids[t] for t in ex.pos]
+        return cls(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
+def examples_from_qa(dataset: Any) -> list[TrainingExample]:
+    """Training examples from a :class:`QADataset`, a LlamaIndex dataset or its JSON path."""
+    if isinstance(dataset, QADataset):
+        return dataset.to_examples()
+    if isinstance(dataset, (str, os.PathLike)):
+        return QADataset.from_json(dataset).to_examples()
+    return QADataset.from_llamaindex(dataset).to_examples()
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
+    return path.open(mode, encoding="utf-8")
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[TrainingExample]:
+    """Stream :class:`TrainingExample` rows from a FlagEmbedding jsonl (or .jsonl.gz) file.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: A line is not JSON, lacks ``query``/``pos``, or has no positive; the
+            message names the file and the line number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"training file {p} does not exist")
+    with _open_text(p, "r") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{line_no}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{p}:{line_no}: expected a JSON object per line")
+            if "query" not in row:
+                raise ValueError(f'{p}:{line_no}: row has no "query"')
+            if not row.get("pos"):
+                raise ValueError(f'{p}:{line_no}: row has no positive passage ("pos" is empty)')
+            try:
+                yield TrainingExample(row["query"], row["pos"], row.get("neg") or ())
+            except ValueError as e:
+                raise ValueError(f"{p}:{line_no}: {e}") from e
+
+
+def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[TrainingExample]:
+    """Read a FlagEmbedding jsonl file (see :func:`iter_jsonl`); ``limit`` keeps the first rows."""
+    out: list[TrainingExample] = []
+    for ex in iter_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(ex)
+    return out
+
+
+def write_jsonl(examples: Iterable[TrainingExample], path: str | os.PathLike[str]) -> Path:
+    """Write FlagEmbedding rows (gzip when the name ends in ``.gz``); returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with _open_text(p, "w") as fh:
+        for ex in examples:
+            fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
+    return p

@@ -1,0 +1,124 @@
+"""Leak-free train / evaluation splits of a BEIR folder with FlagEmbedding training rows.
+
+The shared data sets (``squad_en``, ``cmrc2018_zh``) ask the same questions in
+``queries.jsonl`` and ``train.jsonl.gz``, so rows must be split by **article**: train on
+the rows of one part of the articles, evaluate on the queries and passages of the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from m3kit.evaluation import load_beir
+from m3kit.finetune.data import TrainingExample, iter_jsonl
+
+__all__ = ["ArticleSplit", "split_by_article"]
+
+
+@dataclass(frozen=True)
+class ArticleSplit:
+    """Training rows of some articles and the retrieval task of the others.
+
+    Attributes:
+        train_articles: Article ids whose rows are in ``train``.
+        eval_articles: Article ids whose queries and passages are in the evaluation task.
+        train: Training examples (positives and negatives all from training articles).
+        corpus: ``{doc_id: text}`` passages of the evaluation articles.
+        queries: ``{query_id: text}`` queries of the evaluation articles.
+        qrels: ``{query_id: {doc_id: grade}}``.
+    """
+
+    train_articles: tuple[str, ...]
+    eval_articles: tuple[str, ...]
+    train: tuple[TrainingExample, ...]
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, float]]
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, object]]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _doc_articles(folder: Path, articles: list[dict[str, object]]) -> dict[str, str]:
+    """``{doc_id: article}``: from ``paragraph_id`` (cmrc) or the ``<article>_p<i>`` ids (squad)."""
+    by_paragraph = {str(a["paragraph_id"]): str(a["_id"]) for a in articles if "paragraph_id" in a}
+    out: dict[str, str] = {}
+    for row in _jsonl(folder / "corpus.jsonl"):
+        doc_id = str(row["_id"])
+        if doc_id in by_paragraph:
+            out[doc_id] = by_paragraph[doc_id]
+        elif "_p" in doc_id:
+            out[doc_id] = doc_id.rsplit("_p", 1)[0]
+        else:
+            raise ValueError(f"cannot tell the article of corpus id {doc_id!r} in {folder}")
+    return out
+
+
+def split_by_article(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    train_fraction: float = 0.5,
+    max_train_rows: int | None = None,
+    max_eval_queries: int | None = None,
+) -> ArticleSplit:
+    """Split a shared-data folder by article (seeded).
+
+    Args:
+        folder: A folder with ``articles.json``, ``corpus.jsonl``, ``queries.jsonl``,
+            ``qrels.tsv``, ``train.jsonl.gz`` and ``train_ids.jsonl``.
+        seed: Seeds the article shuffle and the row / query sub-sampling.
+        train_fraction: Share of the articles used for training.
+        max_train_rows: Keep a seeded sample of at most this many training rows.
+        max_eval_queries: Keep a seeded sample of at most this many evaluation queries (the
+            corpus stays every passage of the evaluation articles).
+
+    Returns:
+        An :class:`ArticleSplit`. Training rows with a negative from an evaluation article
+        are dropped (strict split).
+    """
+    root = Path(folder)
+    articles = json.loads((root / "articles.json").read_text(encoding="utf-8"))
+    ids = sorted(str(a["_id"]) for a in articles)
+    random.Random(seed).shuffle(ids)
+    cut = round(len(ids) * train_fraction)
+    if not 0 < cut < len(ids):
+        raise ValueError(f"train_fraction {train_fraction} leaves one side without articles")
+    train_set, eval_set = set(ids[:cut]), set(ids[cut:])
+    doc_article = _doc_articles(root, articles)
+
+    train: list[TrainingExample] = []
+    rows = zip(_jsonl(root / "train_ids.jsonl"), iter_jsonl(root / "train.jsonl.gz"), strict=True)
+    for meta, example in rows:
+        if str(meta["article"]) not in train_set:
+            continue
+        doc_ids = list(meta["pos_ids"]) + list(meta["neg_ids"])  # type: ignore[call-overload]
+        if any(doc_article.get(str(d)) not in train_set for d in doc_ids):
+            continue
+        train.append(example)
+    rng = random.Random(seed)
+    if max_train_rows is not None and len(train) > max_train_rows:
+        train = rng.sample(train, max_train_rows)
+
+    corpus, queries, qrels = load_beir(root)
+    query_article = {str(r["_id"]): str(r["article"]) for r in _jsonl(root / "queries.jsonl")}
+    eval_corpus = {d: t for d, t in corpus.items() if doc_article[d] in eval_set}
+    eval_qids = sorted(q for q in queries if query_article[q] in eval_set)
+    if max_eval_queries is not None and len(eval_qids) > max_eval_queries:
+        eval_qids = sorted(rng.sample(eval_qids, max_eval_queries))
+    return ArticleSplit(
+        train_articles=tuple(sorted(train_set)),
+        eval_articles=tuple(sorted(eval_set)),
+        train=tuple(train),
+        corpus=eval_corpus,
+        queries={q: queries[q] for q in eval_qids},
+        qrels={q: qrels[q] for q in eval_qids},
+    )

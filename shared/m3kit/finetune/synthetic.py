@@ -1,0 +1,193 @@
+"""Synthetic training queries: ask an LLM for questions about each chunk.
+
+Works with any LangChain chat model or LLM (duck-typed ``.invoke(prompt)`` returning a
+message with ``.content`` or a string) and any LlamaIndex LLM (duck-typed
+``.complete(prompt)`` returning an object with ``.text``); neither library is imported.
+The prompt is adapted from LlamaIndex's ``generate_qa_embedding_pairs`` template
+(llama-index-finetuning). The result is a :class:`~m3kit.finetune.data.QADataset`
+(LlamaIndex's ``EmbeddingQAFinetuneDataset`` shape).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from m3kit.finetune.data import QADataset
+
+__all__ = [
+    "DEFAULT_QUESTION_PROMPT",
+    "OnFailure",
+    "generate_qa_dataset",
+    "generate_questions",
+    "parse_questions",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUESTION_PROMPT = """\
+Context information is below.
+
+---------------------
+{context_str}
+---------------------
+
+Using only the context above and no prior knowledge, write questions about it.
+
+You are a teacher preparing a quiz. Write {num_questions_per_chunk} questions that \
+can each be answered from the context alone. Make them diverse: cover different parts \
+of the context. Write one question per line, with no numbering and no answers.
+"""
+
+_PREFIX = re.compile(
+    r"^\s*(?:[-*•·]+\s*|\(?\d+[.):\]]\s*|q(?:uestion)?\s*\d*\s*[:.)-]\s*)+", re.IGNORECASE
+)
+
+
+class OnFailure(str, enum.Enum):
+    """What to do when the LLM keeps failing on a chunk."""
+
+    RAISE = "raise"
+    SKIP = "skip"
+
+
+def parse_questions(response: str, limit: int | None = None) -> list[str]:
+    """Questions from an LLM answer: one per line, numbering and bullets removed.
+
+    Empty lines, header lines ending in ``:`` and repeats (case-insensitive) are dropped.
+
+    >>> parse_questions("Here are two questions:\\n1. What is X?\\n2) Why Y?\\n\\n- What is X?")
+    ['What is X?', 'Why Y?']
+    >>> parse_questions("Q1: Who wrote it?\\n* \\"When?\\"", limit=1)
+    ['Who wrote it?']
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for line in response.splitlines():
+        text = _PREFIX.sub("", line).strip().strip("\"'“”").strip()
+        if not text or text.endswith(":"):
+            continue
+        key = text.casefold()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(text)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _complete(llm: Any, prompt: str) -> str:
+    """Text of one LLM call: LlamaIndex ``.complete().text`` or LangChain ``.invoke()``."""
+    if hasattr(llm, "complete"):
+        return str(llm.complete(prompt).text)
+    if hasattr(llm, "invoke"):
+        reply = llm.invoke(prompt)
+        content = getattr(reply, "content", reply)
+        if isinstance(content, list):  # LangChain content blocks
+            return "\n".join(
+                b if isinstance(b, str) else str(b.get("text", ""))
+                for b in content
+                if isinstance(b, (str, dict))
+            )
+        return str(content)
+    raise TypeError(
+        f"{type(llm).__name__} is neither a LangChain model (.invoke) nor a LlamaIndex LLM "
+        "(.complete)"
+    )
+
+
+def generate_questions(
+    llm: Any,
+    text: str,
+    *,
+    num_questions: int = 2,
+    prompt_template: str = DEFAULT_QUESTION_PROMPT,
+) -> list[str]:
+    """Ask ``llm`` for up to ``num_questions`` questions about ``text`` (cleaned, deduped)."""
+    if num_questions < 1:
+        raise ValueError("num_questions must be >= 1")
+    prompt = prompt_template.format(context_str=text, num_questions_per_chunk=num_questions)
+    return parse_questions(_complete(llm, prompt), limit=num_questions)
+
+
+def generate_qa_dataset(
+    llm: Any,
+    chunks: Sequence[str] | Mapping[str, str],
+    *,
+    num_questions_per_chunk: int = 2,
+    prompt_template: str = DEFAULT_QUESTION_PROMPT,
+    retries: int = 3,
+    on_failure: OnFailure | str = OnFailure.RAISE,
+    show_progress: bool = False,
+) -> QADataset:
+    """Generate questions for every chunk and return the QA dataset.
+
+    Args:
+        llm: A LangChain chat model / LLM or a LlamaIndex LLM (duck-typed).
+        chunks: Chunk texts, or ``{chunk_id: text}`` (ids default to ``chunk-<i>``).
+        num_questions_per_chunk: Questions asked per chunk.
+        prompt_template: Needs ``{context_str}`` and ``{num_questions_per_chunk}``.
+        retries: Attempts per chunk when the LLM raises.
+        on_failure: ``"raise"`` (default) or ``"skip"`` a chunk whose calls all failed.
+        show_progress: tqdm bar.
+
+    Returns:
+        A :class:`QADataset`; query ids are ``<chunk_id>-q<n>``. A question already asked of
+        an earlier chunk is dropped (it would have two answers); chunks without questions
+        stay out of the corpus.
+    """
+    policy = OnFailure(on_failure)
+    items = (
+        list(chunks.items())
+        if isinstance(chunks, Mapping)
+        else [(f"chunk-{i}", t) for i, t in enumerate(chunks)]
+    )
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for chunk_id, text in tqdm(items, desc="questions", disable=not show_progress):
+        if not text.strip():
+            continue
+        questions: list[str] | None = None
+        error: Exception | None = None
+        for _ in range(max(1, retries)):
+            try:
+                questions = generate_questions(
+                    llm,
+                    text,
+                    num_questions=num_questions_per_chunk,
+                    prompt_template=prompt_template,
+                )
+                break
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise  # a broken prompt template or an unusable llm object: no retry
+            except Exception as e:  # the LLM client's own errors (network, rate limit, ...)
+                error = e
+                logger.warning("LLM call failed for chunk %s: %s", chunk_id, e)
+        if questions is None:
+            if policy is OnFailure.RAISE:
+                raise RuntimeError(
+                    f"the LLM failed {retries} time(s) on chunk {chunk_id!r}: {error}"
+                ) from error
+            logger.warning("skipping chunk %s after %d failed calls", chunk_id, retries)
+            continue
+        kept = [q for q in questions if q.casefold() not in seen]
+        if len(kept) < num_questions_per_chunk:
+            logger.info(
+                "chunk %s: %d of %d questions usable", chunk_id, len(kept), num_questions_per_chunk
+            )
+        for n, question in enumerate(kept):
+            seen.add(question.casefold())
+            qid = f"{chunk_id}-q{n}"
+            queries[qid] = question
+            relevant[qid] = [chunk_id]
+        if kept:
+            corpus[chunk_id] = text
+    return QADataset(queries=queries, corpus=corpus, relevant_docs=relevant)

@@ -1,0 +1,394 @@
+"""``M3Finetuner``: unified fine-tuning of the dense, sparse and ColBERT heads.
+
+Built on transformers' ``Trainer`` (optimiser, LR schedule, gradient accumulation,
+bf16/fp16 autocast, device placement): the module it trains wraps the shared
+:class:`m3kit.model.M3Model` and returns the loss of :func:`m3kit.finetune.losses.m3_loss`,
+so no head maths is duplicated. The result is an M3-layout checkpoint
+(:meth:`M3Model.save`) that :class:`m3kit.M3Encoder` and FlagEmbedding's ``BGEM3FlagModel``
+load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
+from m3kit.errors import CheckpointError
+from m3kit.finetune.data import TrainingExample
+from m3kit.finetune.losses import (
+    LossConfig,
+    colbert_scores,
+    dense_scores,
+    m3_loss,
+    sparse_scores,
+)
+from m3kit.model import M3Model
+from m3kit.outputs import ALL_HEADS, Head
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "M3Finetuner", "save_start_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneConfig:
+    """What to train and how.
+
+    Attributes:
+        model: Start checkpoint: an M3 checkpoint, or a dense-only BGE / sentence-transformers
+            model (its sparse and ColBERT heads are then freshly initialised).
+        output_path: Folder of the fine-tuned M3-layout checkpoint.
+        heads: Heads to train (loss terms); default all three.
+        freeze_encoder: Train the heads only (the backbone stays fixed). Needs sparse or
+            ColBERT among ``heads`` (the dense head has no parameters of its own).
+        epochs: Passes over the training examples.
+        max_steps: Stop after this many optimiser steps (overrides ``epochs`` when set).
+        batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
+        gradient_accumulation_steps: Steps accumulated per optimiser update.
+        num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
+        learning_rate: Peak AdamW learning rate (linear warm-up then decay).
+        warmup_ratio: Share of the steps used for warm-up.
+        weight_decay: AdamW weight decay.
+        temperature: InfoNCE temperature (BGE-M3: 0.02).
+        ensemble_weights: ``(dense, sparse, colbert)`` weights of the ensemble score.
+        self_distill: Distil the ensemble into each head.
+        query_max_length: Query truncation in tokens.
+        passage_max_length: Passage truncation in tokens.
+        query_instruction: Prefix for queries (default: the checkpoint's own, if any).
+        mask_shared_positives: Never use a copy of a query's positive as its negative (two
+            queries of one passage in a batch).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 on GPU only).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        seed: Seeds shuffling, negative sampling and head initialisation.
+        logging_steps: Log the loss every this many steps.
+        show_progress: Show the Trainer's progress bar.
+    """
+
+    model: str | os.PathLike[str]
+    output_path: str | os.PathLike[str]
+    heads: frozenset[Head] = field(default_factory=lambda: ALL_HEADS)
+    freeze_encoder: bool = False
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    num_negatives: int = 3
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    temperature: float = 0.02
+    ensemble_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
+    self_distill: bool = True
+    query_max_length: int = 64
+    passage_max_length: int = 256
+    query_instruction: str | None = None
+    mask_shared_positives: bool = True
+    precision: str = "fp32"
+    device: str | None = None
+    seed: int = 42
+    logging_steps: int = 10
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.heads = Head.parse(self.heads)
+        if self.freeze_encoder and self.heads == {Head.DENSE}:
+            raise ValueError(
+                "freeze_encoder with only the dense head trains nothing: the dense head has no "
+                "parameters besides the encoder"
+            )
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("batch_size and gradient_accumulation_steps must be >= 1")
+        if self.num_negatives < 0:
+            raise ValueError("num_negatives must be >= 0")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f'precision must be "fp32", "bf16" or "fp16", not {self.precision!r}')
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError("epochs must be > 0 (or give max_steps)")
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(
+            heads=self.heads,
+            temperature=self.temperature,
+            ensemble_weights=self.ensemble_weights,
+            self_distill=self.self_distill,
+        )
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What :meth:`M3Finetuner.fit` produced.
+
+    Attributes:
+        path: The saved M3-layout checkpoint (load it with ``M3Encoder.from_pretrained``).
+        heads: Heads that were trained.
+        steps: Optimiser steps taken.
+        examples: Training examples seen per epoch.
+        train_seconds: Wall time of the training loop.
+        log: Logged loss terms (one dict per ``logging_steps``).
+    """
+
+    path: Path
+    heads: frozenset[Head]
+    steps: int
+    examples: int
+    train_seconds: float
+    log: tuple[dict[str, float], ...]
+
+
+class _Collator:
+    """Samples one positive + negatives per query, tokenises, and builds the loss targets.
+
+    Passages are deduplicated by text inside a batch (each is encoded once); every query
+    scores all of them (in-batch negatives). ``exclude`` marks candidates equal to one of
+    the query's positives other than its target, so a shared positive is never a negative.
+    """
+
+    def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.prefix = query_prefix
+        self.rng = random.Random(config.seed)
+
+    def __call__(self, batch: Sequence[TrainingExample]) -> dict[str, torch.Tensor]:
+        passages: list[str] = []
+        index: dict[str, int] = {}
+
+        def slot(text: str) -> int:
+            if text not in index:
+                index[text] = len(passages)
+                passages.append(text)
+            return index[text]
+
+        targets = []
+        for ex in batch:
+            targets.append(slot(self.rng.choice(ex.pos)))
+            k = min(self.config.num_negatives, len(ex.neg))
+            for neg in self.rng.sample(ex.neg, k):
+                slot(neg)
+        exclude = torch.zeros(len(batch), len(passages), dtype=torch.bool)
+        if self.config.mask_shared_positives:
+            for row, ex in enumerate(batch):
+                for text in ex.pos:
+                    col = index.get(text)
+                    if col is not None and col != targets[row]:
+                        exclude[row, col] = True
+        q = self._tokenize([self.prefix + ex.query for ex in batch], self.config.query_max_length)
+        p = self._tokenize(passages, self.config.passage_max_length)
+        return {
+            "q_ids": q["input_ids"],
+            "q_mask": q["attention_mask"],
+            "p_ids": p["input_ids"],
+            "p_mask": p["attention_mask"],
+            "targets": torch.tensor(targets, dtype=torch.long),
+            "exclude": exclude,
+        }
+
+    def _tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        return self.tokenizer(  # type: ignore[no-any-return]
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+
+
+class _TrainingModule(nn.Module):
+    """What the Trainer optimises: ``M3Model`` forward for queries and passages + the loss."""
+
+    def __init__(self, model: M3Model, loss: LossConfig, ignore_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_config = loss
+        self.ignore_ids = list(ignore_ids)
+        self.log: list[dict[str, float]] = []
+
+    def forward(
+        self,
+        q_ids: torch.Tensor,
+        q_mask: torch.Tensor,
+        p_ids: torch.Tensor,
+        p_mask: torch.Tensor,
+        targets: torch.Tensor,
+        exclude: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        heads = self.loss_config.heads
+        want_sparse, want_colbert = Head.SPARSE in heads, Head.COLBERT in heads
+        q = self.model(q_ids, q_mask, sparse=want_sparse, colbert=want_colbert)
+        p = self.model(p_ids, p_mask, sparse=want_sparse, colbert=want_colbert)
+        scores: dict[Head, torch.Tensor] = {}
+        if Head.DENSE in heads:
+            scores[Head.DENSE] = dense_scores(q.dense.float(), p.dense.float())
+        if want_sparse:
+            assert q.sparse is not None and p.sparse is not None
+            scores[Head.SPARSE] = sparse_scores(
+                q_ids, q.sparse.float(), p_ids, p.sparse.float(), self.ignore_ids
+            )
+        if want_colbert:
+            assert q.colbert is not None and p.colbert is not None
+            scores[Head.COLBERT] = colbert_scores(
+                q.colbert.float(), q_mask[:, 1:], p.colbert.float(), p_mask[:, 1:]
+            )
+        out = m3_loss(scores, targets, exclude, self.loss_config)
+        self.log.append(out.terms)
+        return {"loss": out.total}
+
+
+class M3Finetuner:
+    """Fine-tune an M3 (or dense-only) checkpoint on query / positive / negative examples.
+
+    Example::
+
+        from m3kit.finetune import FinetuneConfig, M3Finetuner, read_jsonl
+
+        cfg = FinetuneConfig(model="BAAI/bge-m3", output_path="out/bge-m3-ft", epochs=1)
+        result = M3Finetuner(cfg).fit(read_jsonl("train.jsonl"))
+        M3Encoder.from_pretrained(result.path)
+    """
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        self.config = config
+
+    def fit(self, examples: Sequence[TrainingExample]) -> FinetuneResult:
+        """Train, save the checkpoint to ``config.output_path`` and return where it is."""
+        cfg = self.config
+        examples = list(examples)
+        if not examples:
+            raise ValueError("no training examples")
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, TrainingExample):
+                raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
+        try:
+            from transformers import PrinterCallback, Trainer, TrainingArguments
+        except ImportError as e:  # pragma: no cover - transformers is a core dependency
+            from m3kit.errors import missing_extra
+
+            raise missing_extra("transformers", "finetune") from e
+
+        info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
+        if cfg.freeze_encoder:
+            for param in model.backbone.parameters():
+                param.requires_grad_(False)
+        prefix = cfg.query_instruction if cfg.query_instruction is not None else ""
+        if cfg.query_instruction is None and info.query_instruction:
+            prefix = info.query_instruction
+        special = {
+            getattr(tokenizer, f"{n}_token_id", None)
+            for n in ("cls", "eos", "pad", "unk", "bos", "sep")
+        }
+        module = _TrainingModule(
+            model, cfg.loss_config(), sorted(i for i in special if i is not None)
+        )
+        steps_per_epoch = math.ceil(
+            len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps)
+        )
+        total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+        use_cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
+        with tempfile.TemporaryDirectory(prefix="m3kit-ft-") as scratch:
+            args = TrainingArguments(
+                output_dir=scratch,
+                per_device_train_batch_size=cfg.batch_size,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                num_train_epochs=cfg.epochs,
+                max_steps=cfg.max_steps or -1,
+                learning_rate=cfg.learning_rate,
+                warmup_steps=int(cfg.warmup_ratio * total_steps),
+                weight_decay=cfg.weight_decay,
+                lr_scheduler_type="linear",
+                bf16=cfg.precision == "bf16",
+                fp16=cfg.precision == "fp16",
+                use_cpu=use_cpu,
+                seed=cfg.seed,
+                data_seed=cfg.seed,
+                logging_steps=cfg.logging_steps,
+                save_strategy="no",
+                report_to="none",
+                remove_unused_columns=False,
+                dataloader_num_workers=0,
+                disable_tqdm=not cfg.show_progress,
+            )
+            trainer = Trainer(
+                model=module,
+                args=args,
+                train_dataset=_ListDataset(examples),
+                data_collator=_Collator(tokenizer, cfg, prefix),
+            )
+            if not cfg.show_progress:
+                trainer.remove_callback(PrinterCallback)
+            start = time.perf_counter()
+            state = trainer.train()
+            seconds = time.perf_counter() - start
+        model = module.model.to("cpu").float().eval()
+        out = model.save(
+            cfg.output_path,
+            tokenizer,
+            query_instruction=prefix or None,
+            max_length=info.max_length,
+        )
+        logger.info("fine-tuned checkpoint written to %s (%.1f s)", out, seconds)
+        every = max(1, cfg.logging_steps * cfg.gradient_accumulation_steps)
+        log = tuple(module.log[i] for i in range(0, len(module.log), every))
+        return FinetuneResult(
+            path=out,
+            heads=cfg.heads,
+            steps=int(state.global_step),
+            examples=len(examples),
+            train_seconds=seconds,
+            log=log,
+        )
+
+
+def _load_start(
+    path: str | os.PathLike[str], heads: frozenset[Head], seed: int
+) -> tuple[CheckpointInfo, M3Model, Any]:
+    """The start model: new sparse / ColBERT heads (seeded) for a dense-only checkpoint."""
+    from transformers import AutoTokenizer
+
+    info = resolve_checkpoint(path)
+    needs_heads = bool(heads - {Head.DENSE})
+    torch.manual_seed(seed)
+    model = M3Model.from_checkpoint(info, init_heads=needs_heads)
+    if info.kind is CheckpointKind.DENSE and needs_heads:
+        logger.info("%s is dense-only: training new sparse and ColBERT heads", info.path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(info.path))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load the tokenizer from {info.path}: {e}") from e
+    return info, model, tokenizer
+
+
+def save_start_checkpoint(
+    model: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    heads: frozenset[Head] = ALL_HEADS,
+    seed: int = 42,
+) -> Path:
+    """Save the untrained start point of :meth:`M3Finetuner.fit` (same seed, same new heads).
+
+    For a dense-only model this is the model with freshly initialised sparse and ColBERT
+    heads: the "before" baseline of an evaluation.
+    """
+    info, m3, tokenizer = _load_start(model, Head.parse(heads), seed)
+    return m3.save(
+        output_path, tokenizer, query_instruction=info.query_instruction, max_length=info.max_length
+    )
+
+
+class _ListDataset(torch.utils.data.Dataset[TrainingExample]):
+    def __init__(self, items: list[TrainingExample]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> TrainingExample:
+        return self.items[i]

@@ -1,0 +1,49 @@
+"""Fixtures of the fine-tuning tests: small training rows and a dense-only tiny checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from m3kit.finetune import TrainingExample
+
+TOPICS = {
+    "rhine": "The Rhine flows from the Swiss Alps through Germany to the North Sea.",
+    "oxygen": "Oxygen is a chemical element with symbol O and atomic number 8.",
+    "tesla": "Nikola Tesla was an inventor known for alternating current systems.",
+    "warsaw": "Warsaw is the capital and largest city of Poland, on the Vistula river.",
+    "prime": "A prime number is a natural number greater than 1 with no divisors but 1 and itself.",
+    "amazon": "The Amazon rainforest covers most of the Amazon basin of South America.",
+}
+QUESTIONS = {
+    "rhine": ["Where does the Rhine flow?", "Which sea does the Rhine reach?"],
+    "oxygen": ["What is the atomic number of oxygen?", "What is the symbol of oxygen?"],
+    "tesla": ["What was Tesla known for?", "Who invented alternating current systems?"],
+    "warsaw": ["What is the capital of Poland?", "Which river runs through Warsaw?"],
+    "prime": ["What is a prime number?", "Which numbers have no divisors but 1 and themselves?"],
+    "amazon": ["What does the Amazon rainforest cover?", "Where is the Amazon basin?"],
+}
+
+
+@pytest.fixture(scope="session")
+def toy_examples() -> list[TrainingExample]:
+    """12 queries over 6 passages; two queries share each positive."""
+    out = []
+    names = list(TOPICS)
+    for i, name in enumerate(names):
+        negs = (TOPICS[names[(i + 1) % len(names)]], TOPICS[names[(i + 2) % len(names)]])
+        for q in QUESTIONS[name]:
+            out.append(TrainingExample(q, (TOPICS[name],), negs))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_path(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny M3 checkpoint without its head files: a dense-only (CLS) checkpoint."""
+    out = tmp_path_factory.mktemp("tiny_dense") / "model"
+    shutil.copytree(tiny_m3_path, out)
+    (out / "colbert_linear.pt").unlink()
+    (out / "sparse_linear.pt").unlink()
+    return out

@@ -1,0 +1,134 @@
+"""FlagEmbedding jsonl and LlamaIndex QA dataset reading / writing, and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from m3kit.finetune import QADataset, TrainingExample, examples_from_qa, read_jsonl, write_jsonl
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_jsonl_round_trip_plain_and_gzip(
+    tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    for name in ("rows.jsonl", "rows.jsonl.gz"):
+        path = write_jsonl(toy_examples, tmp_path / name)
+        assert read_jsonl(path) == toy_examples
+    with gzip.open(tmp_path / "rows.jsonl.gz", "rt", encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    assert set(first) == {"query", "pos", "neg"}
+    assert read_jsonl(tmp_path / "rows.jsonl", limit=3) == toy_examples[:3]
+
+
+def test_shared_squad_training_file_reads(squad_dir: Path) -> None:
+    rows = read_jsonl(squad_dir / "train.jsonl.gz", limit=50)
+    assert len(rows) == 50
+    assert all(len(r.pos) == 1 and len(r.neg) <= 7 for r in rows)
+
+
+def test_empty_or_missing_neg_is_allowed(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "rows.jsonl",
+        [
+            json.dumps({"query": "q1", "pos": ["p1"], "neg": []}),
+            json.dumps({"query": "q2", "pos": ["p2"]}),
+            "",
+            json.dumps({"query": "q3", "pos": ["p3"], "neg": ["n"], "extra": 1}),
+        ],
+    )
+    rows = read_jsonl(path)
+    assert [r.neg for r in rows] == [(), (), ("n",)]
+
+
+def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "bad.jsonl",
+        [json.dumps({"query": "q1", "pos": ["p1"]}), '{"query": "q2", "pos": ["p2"'],
+    )
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_row_without_positive_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "nopos.jsonl",
+        [
+            json.dumps({"query": "q1", "pos": ["p1"]}),
+            json.dumps({"query": "q2", "pos": [], "neg": ["n"]}),
+        ],
+    )
+    with pytest.raises(ValueError, match=r"nopos\.jsonl:2: row has no positive"):
+        read_jsonl(path)
+    _write(path, [json.dumps({"query": "q", "neg": ["n"]})])
+    with pytest.raises(ValueError, match=r"nopos\.jsonl:1: row has no positive"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"pos": ["p"]}, 'no "query"'),
+        ({"query": "q", "pos": "p"}, "list of strings"),
+        ({"query": "q", "pos": ["p", 3]}, "must hold strings"),
+        ({"query": " ", "pos": ["p"]}, "non-empty query"),
+        ({"query": "q", "pos": ["p"], "neg": ["p"]}, "positive among its negatives"),
+        (["q", "p"], "JSON object"),
+    ],
+)
+def test_bad_rows(tmp_path: Path, row: object, message: str) -> None:
+    path = _write(tmp_path / "rows.jsonl", [json.dumps(row)])
+    with pytest.raises(ValueError, match=message) as info:
+        read_jsonl(path)
+    assert "rows.jsonl:1" in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_qa_dataset_from_llamaindex_shaped_object_and_json(tmp_path: Path) -> None:
+    live = SimpleNamespace(
+        queries={"q1": "Where is Warsaw?", "q2": "What is oxygen?"},
+        corpus={"n1": "Warsaw is in Poland.", "n2": "Oxygen is an element.", "n3": "Other."},
+        relevant_docs={"q1": ["n1"], "q2": ["n2", "n3"]},
+        mode="text",
+    )
+    qa = QADataset.from_llamaindex(live)
+    examples = qa.to_examples()
+    assert examples[0] == TrainingExample("Where is Warsaw?", ("Warsaw is in Poland.",))
+    assert examples[1].pos == ("Oxygen is an element.", "Other.")
+    path = qa.save_json(tmp_path / "qa.json")
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"queries", "corpus", "relevant_docs", "mode"} and saved["mode"] == "text"
+    assert QADataset.from_json(path) == qa
+    assert examples_from_qa(path) == examples == examples_from_qa(live) == examples_from_qa(qa)
+    back = QADataset.from_examples(examples)
+    assert back.to_examples() == examples
+
+
+def test_qa_dataset_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'q1' has no relevant_docs"):
+        QADataset(queries={"q1": "x"}, corpus={}, relevant_docs={})
+    with pytest.raises(ValueError, match="'n9' is not in the corpus"):
+        QADataset(queries={"q1": "x"}, corpus={"n1": "t"}, relevant_docs={"q1": ["n9"]})
+    with pytest.raises(ValueError, match='only mode "text"'):
+        QADataset(queries={}, corpus={}, relevant_docs={}, mode="image")
+    with pytest.raises(TypeError, match="EmbeddingQAFinetuneDataset-like"):
+        QADataset.from_llamaindex(object())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"queries": {}, "corpus": {}}')
+    with pytest.raises(ValueError, match=r'bad\.json: a QA dataset needs a "relevant_docs"'):
+        QADataset.from_json(bad)
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        QADataset.from_json(bad)

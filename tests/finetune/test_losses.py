@@ -1,0 +1,128 @@
+"""The unified loss equals FlagEmbedding's M3 formulas (scores, InfoNCE, ensemble, distillation)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from m3kit.finetune.losses import (
+    LossConfig,
+    colbert_scores,
+    info_nce,
+    m3_loss,
+    sparse_scores,
+)
+from m3kit.outputs import ALL_HEADS, Head
+
+VOCAB = 40
+SPECIAL = [0, 1, 2]
+
+
+def _flag_sparse(ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """FlagEmbedding's training-mode sparse embedding: [b, t, vocab] scatter, max over t."""
+    emb = torch.zeros(ids.size(0), ids.size(1), VOCAB, dtype=weights.dtype)
+    emb = torch.scatter(emb, dim=-1, index=ids.unsqueeze(-1), src=weights.unsqueeze(-1))
+    emb = torch.max(emb, dim=1).values
+    keep = torch.ones(VOCAB)
+    keep[SPECIAL] = 0
+    return emb * keep
+
+
+def test_sparse_scores_equal_full_vocabulary_scatter_values_and_gradients() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q_ids = torch.randint(0, 12, (3, 7), generator=gen)  # small id range: many repeats
+    p_ids = torch.randint(0, 12, (5, 9), generator=gen)
+    q_ids[:, 0] = 0  # CLS
+    p_ids[:, -2:] = 1  # padding
+    q_w = torch.rand(3, 7, generator=gen, requires_grad=True)
+    p_w = torch.rand(5, 9, generator=gen)
+    p_w[:, -2:] = 0
+    p_w.requires_grad_(True)
+
+    ours = sparse_scores(q_ids, q_w, p_ids, p_w, SPECIAL)
+    ref = _flag_sparse(q_ids, q_w) @ _flag_sparse(p_ids, p_w).T
+    torch.testing.assert_close(ours, ref)
+    g_ours = torch.autograd.grad(ours.sum(), [q_w, p_w])
+    g_ref = torch.autograd.grad(ref.sum(), [q_w, p_w])
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_colbert_scores_are_maxsim_over_real_tokens() -> None:
+    gen = torch.Generator().manual_seed(1)
+    q = F.normalize(torch.randn(2, 4, 8, generator=gen), dim=-1)
+    p = F.normalize(torch.randn(3, 6, 8, generator=gen), dim=-1)
+    q_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    p_mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    q = q * q_mask[..., None]
+    p = p * p_mask[..., None]
+    got = colbert_scores(q, q_mask, p, p_mask)
+    for i in range(2):
+        for j in range(3):
+            qi = q[i, : int(q_mask[i].sum())]
+            pj = p[j, : int(p_mask[j].sum())]
+            expected = (qi @ pj.T).max(dim=1).values.mean()
+            torch.testing.assert_close(got[i, j], expected)
+
+
+def test_info_nce_excludes_false_negatives() -> None:
+    scores = torch.tensor([[0.5, 0.9, 0.1], [0.2, 0.3, 0.8]])
+    targets = torch.tensor([0, 2])
+    plain, _ = info_nce(scores, targets, None, 0.1)
+    expected = F.cross_entropy(scores / 0.1, targets)
+    torch.testing.assert_close(plain, expected)
+    exclude = torch.tensor([[False, True, False], [False, False, False]])
+    masked, logits = info_nce(scores, targets, exclude, 0.1)
+    manual = F.cross_entropy(torch.tensor([[5.0, -1e4, 1.0], [2.0, 3.0, 8.0]]), targets)
+    torch.testing.assert_close(masked, manual)
+    assert masked < plain
+    assert torch.softmax(logits, -1)[0, 1] == 0
+
+
+def test_m3_loss_matches_flagembedding_composition() -> None:
+    from FlagEmbedding.abc.finetune.embedder import AbsEmbedderModel
+
+    gen = torch.Generator().manual_seed(2)
+    d, s, c = (torch.randn(4, 12, generator=gen) for _ in range(3))
+    targets = torch.arange(4) * 3
+    temp = 0.02
+    out = m3_loss({Head.DENSE: d, Head.SPARSE: s, Head.COLBERT: c}, targets, None, LossConfig())
+
+    # FlagEmbedding: scores divided by the temperature, ensemble = d + 0.3 s + c (scaled),
+    # loss = (L_d + L_ens + 0.1 L_s + L_c) / 4; + (KD_d + 0.1 KD_s + KD_c) / 3; / 2
+    ce = torch.nn.CrossEntropyLoss()
+    ds, ss, cs = d / temp, s / temp, c / temp
+    ens = ds + 0.3 * ss + cs
+    loss = (ce(ds, targets) + ce(ens, targets) + 0.1 * ce(ss, targets) + ce(cs, targets)) / 4
+    teacher = torch.softmax(ens.detach(), dim=-1)
+    kd = AbsEmbedderModel.distill_loss
+    loss = (
+        loss
+        + (kd("kl_div", teacher, ds) + 0.1 * kd("kl_div", teacher, ss) + kd("kl_div", teacher, cs))
+        / 3
+    )
+    loss = loss / 2
+    torch.testing.assert_close(out.total, loss)
+    assert set(out.terms) == {"dense", "sparse", "colbert", "ensemble", "self_distill", "total"}
+
+
+def test_m3_loss_head_subsets() -> None:
+    scores = torch.tensor([[2.0, 1.0], [0.0, 1.0]])
+    targets = torch.tensor([0, 1])
+    single = m3_loss(
+        {Head.SPARSE: scores}, targets, None, LossConfig(heads=frozenset({Head.SPARSE}))
+    )
+    torch.testing.assert_close(single.total, F.cross_entropy(scores / 0.02, targets))
+    assert set(single.terms) == {"sparse", "total"}
+    two = m3_loss(
+        {Head.DENSE: scores, Head.COLBERT: scores},
+        targets,
+        None,
+        LossConfig(heads=frozenset({Head.DENSE, Head.COLBERT}), self_distill=False),
+    )
+    assert set(two.terms) == {"dense", "colbert", "ensemble", "total"}
+    with pytest.raises(ValueError, match="scores missing"):
+        m3_loss({Head.DENSE: scores}, targets, None, LossConfig(heads=ALL_HEADS))
+    with pytest.raises(ValueError, match="temperature"):
+        LossConfig(temperature=0)

@@ -1,0 +1,156 @@
+"""M3Finetuner: the saved checkpoint loads in m3kit and FlagEmbedding alike; options work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from m3kit import M3Encoder
+from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
+from m3kit.finetune.trainer import _Collator, save_start_checkpoint
+from m3kit.heads import load_state_dict_safely
+from m3kit.outputs import ALL_HEADS, Head
+
+TEXTS = [
+    "Where does the Rhine flow?",
+    "The Rhine flows from the Swiss Alps through Germany to the North Sea.",
+    "Warsaw is the capital and largest city of Poland.",
+]
+
+
+def _config(model: Path, out: Path, **overrides: object) -> FinetuneConfig:
+    base: dict[str, object] = {
+        "model": model,
+        "output_path": out,
+        "max_steps": 2,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "passage_max_length": 48,
+        "query_max_length": 24,
+        "show_progress": False,
+        "device": "cpu",
+    }
+    base.update(overrides)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
+
+
+def _backbone(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_trained_checkpoint_round_trips_through_flagembedding(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    from FlagEmbedding import BGEM3FlagModel
+
+    result = M3Finetuner(_config(tiny_m3_path, tmp_path / "ft")).fit(toy_examples)
+    assert result.steps == 2 and result.heads == ALL_HEADS and result.examples == 12
+    assert result.log and {"dense", "sparse", "colbert", "ensemble", "total"} <= set(result.log[0])
+
+    # it really trained: backbone and both heads moved away from the start checkpoint
+    start, after = _backbone(tiny_m3_path), _backbone(result.path)
+    assert any(not torch.equal(start[k], after[k]) for k in start)
+    for name in ("colbert_linear.pt", "sparse_linear.pt"):
+        a = load_state_dict_safely(tiny_m3_path / name)["weight"]
+        b = load_state_dict_safely(result.path / name)["weight"]
+        assert not torch.equal(a, b)
+
+    ours = M3Encoder.from_pretrained(result.path, dtype="fp32").encode(TEXTS)
+    ref = BGEM3FlagModel(str(result.path), devices="cpu", use_fp16=False).encode(
+        TEXTS, return_dense=True, return_sparse=True, return_colbert_vecs=True, batch_size=2
+    )
+    np.testing.assert_allclose(ours.dense, ref["dense_vecs"], atol=1e-5)
+    for mine, theirs in zip(ours.sparse, ref["lexical_weights"], strict=True):
+        ids = sorted(int(k) for k in theirs)
+        assert mine.indices.tolist() == ids
+        np.testing.assert_allclose(mine.values, [theirs[str(k)] for k in ids], atol=1e-5)
+    for mine, theirs in zip(ours.colbert, ref["colbert_vecs"], strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_dense_only_start_gets_new_heads(
+    tiny_dense_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    assert M3Encoder.from_pretrained(tiny_dense_path).available_heads == {Head.DENSE}
+    start = save_start_checkpoint(tiny_dense_path, tmp_path / "start", seed=3)
+    result = M3Finetuner(_config(tiny_dense_path, tmp_path / "ft", seed=3)).fit(toy_examples)
+    encoder = M3Encoder.from_pretrained(result.path, dtype="fp32")
+    assert encoder.available_heads == ALL_HEADS
+    out = encoder.encode(TEXTS)
+    assert out.dense.shape == (3, 32) and out.colbert[0].shape[1] == 32
+    # the "before" checkpoint holds exactly the heads training started from (same seed)
+    start_enc = M3Encoder.from_pretrained(start, dtype="fp32")
+    assert start_enc.available_heads == ALL_HEADS
+    again = save_start_checkpoint(tiny_dense_path, tmp_path / "start2", seed=3)
+    for name in ("colbert_linear.pt", "sparse_linear.pt"):
+        torch.testing.assert_close(
+            load_state_dict_safely(start / name)["weight"],
+            load_state_dict_safely(again / name)["weight"],
+        )
+
+
+def test_freeze_encoder_trains_heads_only(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    cfg = _config(
+        tiny_m3_path,
+        tmp_path / "ft",
+        freeze_encoder=True,
+        heads=frozenset({Head.SPARSE}),
+        precision="bf16",
+        gradient_accumulation_steps=2,
+    )
+    result = M3Finetuner(cfg).fit(toy_examples)
+    assert set(result.log[0]) == {"sparse", "total"}
+    start, after = _backbone(tiny_m3_path), _backbone(result.path)
+    assert all(torch.equal(start[k], after[k]) for k in start)
+    a = load_state_dict_safely(tiny_m3_path / "sparse_linear.pt")["weight"]
+    b = load_state_dict_safely(result.path / "sparse_linear.pt")["weight"]
+    assert not torch.equal(a, b)
+
+
+def test_collator_masks_shared_positives(tiny_m3_path: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_m3_path))
+    p1, p2, p3 = "passage one", "passage two", "passage three"
+    batch = [
+        TrainingExample("q a", (p1,), (p2,)),
+        TrainingExample("q b", (p1,), (p3,)),  # shares q a's positive
+        TrainingExample("q c", (p2,), (p1,)),  # its negative is q a's positive
+        TrainingExample("q d", (p3, p2), ()),  # two positives, no negative
+    ]
+    cfg = _config(tiny_m3_path, tmp_path / "unused", num_negatives=3, seed=0)
+    out = _Collator(tok, cfg, "")(batch)
+    assert out["p_ids"].shape[0] == 3  # passages deduplicated
+    targets = out["targets"].tolist()
+    assert targets[0] == targets[1]  # same positive, same column, never masked for either
+    exclude = out["exclude"]
+    assert not exclude[0].any() and not exclude[1].any() and not exclude[2].any()
+    # q d: whichever positive is its target, the other one is masked (not a negative)
+    other = ({0, 1, 2} - {targets[3]} - {targets[0]}).pop()
+    assert exclude[3].tolist().count(True) == 1 and exclude[3, other]
+
+    unmasked = _Collator(
+        tok, _config(tiny_m3_path, tmp_path / "u", mask_shared_positives=False), ""
+    )
+    assert not unmasked(batch)["exclude"].any()
+
+
+def test_bad_configs(tiny_m3_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="trains nothing"):
+        _config(tiny_m3_path, tmp_path, freeze_encoder=True, heads=frozenset({Head.DENSE}))
+    with pytest.raises(ValueError, match="precision"):
+        _config(tiny_m3_path, tmp_path, precision="int8")
+    with pytest.raises(ValueError, match="unknown head"):
+        _config(tiny_m3_path, tmp_path, heads=["dense", "bm25"])
+    with pytest.raises(ValueError, match="no training examples"):
+        M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([])
+    with pytest.raises(TypeError, match="not a TrainingExample"):
+        M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([{"query": "q", "pos": ["p"]}])  # type: ignore[list-item]
