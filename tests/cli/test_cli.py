@@ -240,3 +240,24 @@ def test_finetune_hook_does_not_hide_import_errors(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(importlib, "import_module", absent)
     assert "index" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_three_way_hybrid_with_m3_checkpoint(
+    backend: str,
+    docs: Path,
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An M3 checkpoint stores dense + sparse + ColBERT; every fusion finds a copied text."""
+    store = tmp_path / "store"
+    capsys.readouterr()
+    argv = ["index", str(docs), "--collection", "docs", "--backend", backend]
+    assert main(_args(store, tiny_m3_path, *argv)) == 0
+    volcano = (docs / "volcanoes.md").read_text(encoding="utf-8")
+    for fusion in ("rrf", "dbsf", "m3"):
+        hits = _search(
+            capsys, store, tiny_m3_path, volcano, "--fusion", fusion, "--backend", backend
+        )
+        assert Path(str(hits[0]["doc_id"])).name == "volcanoes.md", fusion
