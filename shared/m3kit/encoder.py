@@ -33,19 +33,18 @@ from m3kit.checkpoint import (
 from m3kit.errors import CheckpointError, HeadNotAvailableError, TruncationError
 from m3kit.model import M3Model
 from m3kit.outputs import ALL_HEADS, FloatArray, Head, M3Output, SparseVector
+from m3kit.precision import (
+    Precision,
+    autocast_dtype,
+    describe_precision,
+    precision_from,
+    prepare_model,
+    resolve_precision,
+)
 
 __all__ = ["M3Encoder", "Precision", "TokenStates", "TokenizedText", "Truncation"]
 
 logger = logging.getLogger(__name__)
-
-
-class Precision(str, enum.Enum):
-    """Numeric precision of the forward pass (outputs are always float32)."""
-
-    AUTO = "auto"  # bf16 on CPUs with native bf16 and on GPUs that support it, else fp16/fp32
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 class Truncation(str, enum.Enum):
@@ -79,31 +78,20 @@ class TokenStates:
     colbert: FloatArray | None
 
 
-def _cpu_has_native_bf16() -> bool:
-    """True when oneDNN reports native bf16 kernels (AVX-512 BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch builds
-        return False
-
-
-def _resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    if precision is not Precision.AUTO:
-        if precision is Precision.FP16 and device.type == "cpu":
-            raise ValueError("fp16 is not supported on CPU; use bf16 or fp32")
-        return precision
-    if device.type == "cuda":
-        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return Precision.BF16
-    return Precision.FP32
-
-
 class M3Encoder:
     """Encode texts into M3 dense, sparse and ColBERT vectors with one forward pass.
 
     Build it with :meth:`from_pretrained`. Thread-safe: several threads may call
     :meth:`encode` at once.
+
+    Speed: texts are sorted by length and grouped into batches of at most ``batch_size``
+    texts and ``max_batch_tokens`` padded tokens (one forward pass each, under
+    ``torch.inference_mode``). The default precision (``"auto"``) is bf16 weights on CPUs
+    with AVX-512 BF16 / AMX and on GPUs, fp32 elsewhere; ``dtype="fp32"`` reproduces
+    FlagEmbedding exactly. The constructor moves the model it is given to ``device`` and puts
+    it in that precision in place; pass ``precision="bf16-autocast"`` (or ``"fp32"``) to keep
+    a model's float32 weights, e.g. one that is still being trained. PyTorch uses every core
+    by default; call ``torch.set_num_threads`` yourself when several encoders share a machine.
     """
 
     def __init__(
@@ -128,10 +116,10 @@ class M3Encoder:
             if device is not None
             else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
-        self.model = model.to(self.device).eval()
+        self.precision = resolve_precision(precision_from(precision), self.device)
+        self.model = prepare_model(model.to(self.device).eval(), self.precision)
         self.tokenizer = tokenizer
         self.info = info
-        self.precision = _resolve_precision(Precision(precision), self.device)
         self.max_length = int(max_length)
         self.query_instruction = query_instruction
         self.batch_size = int(batch_size)
@@ -144,11 +132,16 @@ class M3Encoder:
         self._unused_ids = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
         self._pad_id = int(getattr(tok, "pad_token_id", 0) or 0)
         logger.info(
-            "M3Encoder: %s checkpoint, %s pooling, device=%s, precision=%s, max_length=%d",
+            "M3Encoder: %s checkpoint, %s pooling, device=%s, precision=%s, attention=%s, "
+            "torch threads=%d, batch_size=%d, max_batch_tokens=%d, max_length=%d",
             model.kind.value,
             model.pooling.value,
             self.device,
-            self.precision.value,
+            describe_precision(self.precision, self.device),
+            getattr(getattr(model.backbone, "config", None), "_attn_implementation", "?"),
+            torch.get_num_threads(),
+            self.batch_size,
+            self.max_batch_tokens,
             self.max_length,
         )
 
@@ -172,8 +165,11 @@ class M3Encoder:
         Args:
             name_or_path: Local folder or hub id (default ``BAAI/bge-m3``).
             device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-            dtype: Precision of the forward pass: ``"auto"`` (default), ``"fp32"``, ``"bf16"``,
-                ``"fp16"`` or a ``torch.dtype``.
+            dtype: Precision of the forward pass (:class:`~m3kit.precision.Precision`):
+                ``"auto"`` (default: bf16 on CPUs with native bf16 and on GPUs, else fp32),
+                ``"fp32"`` (exact FlagEmbedding parity), ``"bf16"`` (weights cast),
+                ``"bf16-autocast"``, ``"fp16"`` (GPU), ``"int8"`` (CPU, dynamic
+                quantisation, lossy; opt-in) or a ``torch.dtype``.
             max_length: Longest input in tokens (default: what the checkpoint declares).
             query_instruction: Prefix added to queries only (e.g. BGE v1.5's
                 ``"Represent this sentence for searching relevant passages: "``).
@@ -191,7 +187,7 @@ class M3Encoder:
             tokenizer,
             info=info,
             device=device,
-            precision=_precision_from(dtype),
+            precision=precision_from(dtype),
             max_length=min(max_length, declared) if max_length else declared,
             query_instruction=query_instruction
             if query_instruction is not None
@@ -434,9 +430,9 @@ class M3Encoder:
             yield batch
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.precision is Precision.FP32:
+        dtype = autocast_dtype(self.precision)
+        if dtype is None:  # the weights' dtype sets the maths (fp32, bf16, fp16, int8)
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision is Precision.BF16 else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _forward(
@@ -463,22 +459,6 @@ class M3Encoder:
         if fwd.colbert is not None:
             out["colbert"] = fwd.colbert.float().cpu().numpy()
         return out
-
-
-def _precision_from(dtype: Precision | str | torch.dtype | None) -> Precision:
-    if dtype is None:
-        return Precision.AUTO
-    if isinstance(dtype, torch.dtype):
-        table = {
-            torch.float32: Precision.FP32,
-            torch.bfloat16: Precision.BF16,
-            torch.float16: Precision.FP16,
-        }
-        if dtype not in table:
-            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
-        return table[dtype]
-    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-    return Precision(aliases.get(str(dtype), str(dtype)))
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
