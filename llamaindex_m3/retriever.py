@@ -34,7 +34,7 @@ from llamaindex_m3.node_parser import SPARSE_METADATA_KEY, M3TextNode, node_vect
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head, M3Output
-from m3kit.store import Backend, ChunkRecord, Fusion, Hit, M3Index, point_id
+from m3kit.store import Backend, ChunkRecord, Fusion, Hit, M3Index, output_row, point_id
 from m3kit.store.index import content_doc_id
 
 try:
@@ -279,7 +279,9 @@ class M3Retriever(BaseRetriever):
             )
             for row, (doc_id, chunk_index, node) in enumerate(todo):
                 records.append(
-                    _record(doc_id, chunk_index, node, _row(out, row), versions, groups[doc_id])
+                    _record(
+                        doc_id, chunk_index, node, output_row(out, row), versions, groups[doc_id]
+                    )
                 )
         if records:
             store.upsert(records, show_progress=show_progress, replace=True)
@@ -350,17 +352,6 @@ def _unpack(documents: Sequence[Document]) -> tuple[list[str], list[dict[str, An
         given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
         doc_ids.append(doc.doc_id if given else content_doc_id(text))
     return texts, metadatas, doc_ids
-
-
-def _row(out: M3Output, i: int) -> M3Output:
-    heads = out.heads
-    return M3Output(
-        heads=heads,
-        token_counts=(out.token_counts[i],),
-        _dense=out.dense[i : i + 1] if Head.DENSE in heads else None,
-        _sparse=(out.sparse[i],) if Head.SPARSE in heads else None,
-        _colbert=(out.colbert[i],) if Head.COLBERT in heads else None,
-    )
 
 
 def _carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:

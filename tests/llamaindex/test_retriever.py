@@ -250,3 +250,14 @@ def test_add_nodes_keeps_late_chunked_vectors(
         plain = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents([long])
         r.add_nodes(plain)
         assert r.index.count() == len(plain)
+
+
+def test_rerank_and_score_threshold(retriever: M3Retriever) -> None:
+    reranked = retriever.retrieve(DOCS[0].text)
+    retriever.rerank = False  # fused dense + sparse scores only, no ColBERT MaxSim
+    fused = retriever.retrieve(DOCS[0].text)
+    assert _texts(fused)[0] == _texts(reranked)[0] == DOCS[0].text
+    assert [h.score for h in fused] != pytest.approx([h.score for h in reranked])
+    retriever.rerank = None
+    retriever.score_threshold = reranked[0].score + 1.0
+    assert retriever.retrieve(DOCS[0].text) == []
