@@ -12,6 +12,7 @@ import pytest
 from qdrant_client import models
 
 from m3kit.errors import SchemaMismatchError
+from m3kit.outputs import Head, M3Output, SparseVector
 from m3kit.scoring import maxsim
 from m3kit.store import ChunkRecord, Fusion, M3Index, M3Store, QueryOptions, output_row, point_id
 from tests.store.conftest import PATH_BACKENDS, add_corpus
@@ -35,7 +36,7 @@ def test_query_copied_from_document_finds_it_first(
     index = open_index(tiny_encoder)
     add_corpus(index, corpus)
     for fusion, rerank in FUSION_CASES:
-        for row in corpus[::7]:
+        for row in corpus[::10]:
             hits = index.search(row["text"], k=5, fusion=fusion, rerank=rerank)
             assert hits[0].doc_id == row["id"], (fusion, rerank, [h.doc_id for h in hits])
             assert hits[0].text == row["text"]
@@ -71,41 +72,49 @@ def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[
     assert not {h.doc_id for h in hits} & set(gone)
 
 
-def test_colbert_rerank_order_equals_brute_force_maxsim(
-    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]
-) -> None:
-    index = open_index(tiny_encoder)
-    add_corpus(index, corpus)
-    store: M3Store = index.store
-    store.query_options = QueryOptions(oversample=1, min_candidates=15)
-    docs = {r["id"]: r["text"] for r in corpus}
-    doc_colbert = dict(zip(docs, tiny_encoder.encode(list(docs.values())).colbert, strict=True))
-    queries = ["Amazon rainforest basin water", corpus[11]["text"][:120]]
-    # Candidates without ties: dense only, and DBSF (continuous scores); RRF ties at the
-    # cut-off would make "the candidates" ambiguous.
-    for query, fusion, with_sparse in [
-        (q, f, s) for q in queries for f, s in (("rrf", False), ("dbsf", True))
-    ]:
-        q = tiny_encoder.encode([query], query=True)
-        args = {
-            "dense": q.dense[0],
-            "sparse": q.sparse[0] if with_sparse else None,
-            "k": 15,
-            "fusion": fusion,
-        }
-        candidates = store.query(**args, rerank=False)
-        reranked = store.query(**args, colbert=q.colbert[0], rerank=True)
-        assert {h.id for h in reranked} == {h.id for h in candidates}
-        brute = {h.doc_id: maxsim(q.colbert[0], doc_colbert[h.doc_id]) for h in candidates}
-        got = [brute[h.doc_id] for h in reranked]
-        # ColBERT vectors are stored as float16: scores agree to ~1e-3, order up to that.
-        for h in reranked:
-            assert h.score == pytest.approx(brute[h.doc_id], abs=2e-3)
-        assert all(a >= b - 2e-3 for a, b in itertools.pairwise(got))
-        exact_order = sorted(brute, key=lambda d: -brute[d])
-        gaps_ok = all(brute[a] - brute[b] > 4e-3 for a, b in itertools.pairwise(exact_order))
-        if gaps_ok:
-            assert [h.doc_id for h in reranked] == exact_order
+def _random_row(rng: np.random.Generator, dim: int = 32) -> M3Output:
+    def unit(shape: tuple[int, ...]) -> np.ndarray:
+        v = rng.normal(size=shape).astype(np.float32)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    terms = np.sort(rng.choice(500, size=12, replace=False)).astype(np.int64)
+    return M3Output(
+        heads=frozenset(Head),
+        token_counts=(8,),
+        _dense=unit((1, dim)),
+        _sparse=(SparseVector(terms, rng.uniform(0.05, 1.0, size=12).astype(np.float32)),),
+        _colbert=(unit((int(rng.integers(3, 12)), dim)),),
+    )
+
+
+def test_colbert_rerank_order_equals_brute_force_maxsim(open_index: Any, tiny_encoder: Any) -> None:
+    """Random (tie-free) vectors: rerank must re-order the fused candidates by exact MaxSim."""
+    store: M3Store = open_index(tiny_encoder).store
+    rng = np.random.default_rng(7)
+    rows = {f"doc{i}": _random_row(rng) for i in range(120)}
+    store.upsert([ChunkRecord(d, 0, d, {}, row) for d, row in rows.items()])
+    store.query_options = QueryOptions(oversample=1, min_candidates=20)
+    for trial in range(3):
+        q = _random_row(rng)
+        for fusion, dense, sparse in [
+            ("dbsf", q.dense[0], q.sparse[0]),
+            ("rrf", q.dense[0], None),
+            ("rrf", None, q.sparse[0]),
+        ]:
+            args = {"dense": dense, "sparse": sparse, "k": 20, "fusion": fusion}
+            candidates = store.query(**args, rerank=False)
+            reranked = store.query(**args, colbert=q.colbert[0], rerank=True)
+            assert len(candidates) == 20
+            assert {h.id for h in reranked} == {h.id for h in candidates}, (trial, fusion)
+            brute = {h.doc_id: maxsim(q.colbert[0], rows[h.doc_id].colbert[0]) for h in candidates}
+            # ColBERT vectors are stored as float16: scores agree to ~1e-3, order up to that.
+            for h in reranked:
+                assert h.score == pytest.approx(brute[h.doc_id], abs=2e-3)
+            got = [brute[h.doc_id] for h in reranked]
+            assert all(a >= b - 2e-3 for a, b in itertools.pairwise(got))
+            exact = sorted(brute, key=lambda d: -brute[d])
+            if all(brute[a] - brute[b] > 4e-3 for a, b in itertools.pairwise(exact)):
+                assert [h.doc_id for h in reranked] == exact
 
 
 def test_m3_fusion_is_flagembedding_weighted_sum(
@@ -146,11 +155,11 @@ def test_filters_restrict_results(
     index = open_index(tiny_encoder)
     add_corpus(index, corpus)
     query = corpus[0]["text"]
-    for fusion in Fusion:
-        hits = index.search(query, k=40, fusion=fusion, filter={"group": "b"})
+    for fusion, rerank in [(Fusion.RRF, True), (Fusion.DBSF, False), (Fusion.M3, False)]:
+        hits = index.search(query, k=40, fusion=fusion, rerank=rerank, filter={"group": "b"})
         assert hits and all(h.metadata["group"] == "b" for h in hits)
         assert len(hits) == sum(r["metadata"]["group"] == "b" for r in corpus)
-        hits = index.search(query, k=40, fusion=fusion, filter={"n": [1, 4, 7]})
+        hits = index.search(query, k=40, fusion=fusion, rerank=rerank, filter={"n": [1, 4, 7]})
         assert sorted(h.metadata["n"] for h in hits) == [1, 4, 7]
         qf = models.Filter(
             must=[models.FieldCondition(key="metadata.n", range=models.Range(gte=10, lt=20))],
@@ -158,7 +167,7 @@ def test_filters_restrict_results(
                 models.FieldCondition(key="metadata.group", match=models.MatchValue(value="a"))
             ],
         )
-        hits = index.search(query, k=40, fusion=fusion, filter=qf)
+        hits = index.search(query, k=40, fusion=fusion, rerank=rerank, filter=qf)
         want = {
             r["id"]
             for r in corpus

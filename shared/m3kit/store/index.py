@@ -41,12 +41,19 @@ def content_doc_id(text: str) -> str:
 
 
 def _chunker_signature(chunker: object | None) -> str:
-    """What identifies how a document is cut into chunks (part of its version hash)."""
+    """What identifies how a document is cut into chunks (part of its version hash).
+
+    A chunker's ``signature`` attribute (``LateChunker.signature``) is used when present;
+    otherwise its type and common size settings.
+    """
     if chunker is None:
         return "whole"
+    signature = getattr(chunker, "signature", None)
+    if isinstance(signature, str):
+        return signature
     fields = {
         name: repr(getattr(chunker, name))
-        for name in ("chunk_size", "chunk_overlap", "overlap", "window", "max_length", "pooling")
+        for name in ("chunk_size", "chunk_overlap", "overlap", "window", "max_length")
         if hasattr(chunker, name)
     }
     return f"{type(chunker).__module__}.{type(chunker).__qualname__}:{sorted(fields.items())}"

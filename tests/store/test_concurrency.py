@@ -1,0 +1,52 @@
+"""8 threads querying and adding at once give the same results as running them one by one."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from m3kit.store import Fusion, Hit
+from tests.store.conftest import add_corpus
+
+
+def _key(hits: list[Hit]) -> list[tuple[str, float]]:
+    return [(h.id, round(h.score, 5)) for h in hits]
+
+
+def test_parallel_queries_and_adds_match_serial(
+    open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]], tmp_path: Any
+) -> None:
+    first, second = corpus[:20], corpus[20:]
+    old = {"n": list(range(20))}  # restricts queries to the first 20 documents
+    queries = [(r["text"][:150], f) for r in first[::7] for f in Fusion]
+
+    index = open_index(tiny_encoder)
+    add_corpus(index, first)
+    serial = [_key(index.search(q, k=5, fusion=f, filter=old)) for q, f in queries]
+
+    def query(i: int) -> list[tuple[str, float]]:
+        q, f = queries[i]
+        return _key(index.search(q, k=5, fusion=f, filter=old))
+
+    def add(batch: list[dict[str, Any]]) -> list[str]:
+        return add_corpus(index, batch)
+
+    batches = [second[i::4] for i in range(4)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        adds = [pool.submit(add, b) for b in batches]
+        searches = [pool.submit(query, i) for i in range(len(queries))]
+        parallel = [f.result() for f in searches]
+        added = [f.result() for f in adds]
+    assert parallel == serial
+    assert added == [[r["id"] for r in b] for b in batches]
+    assert index.count() == len(corpus)
+
+    # The concurrently built index answers like one built serially.
+    reference = open_index(tiny_encoder, collection="serial", location=tmp_path / "reference")
+    add_corpus(reference, corpus)
+    for q, f in queries[::2]:
+        got, want = index.search(q, k=8, fusion=f), reference.search(q, k=8, fusion=f)
+        assert [h.id for h in got] == [h.id for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
