@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--path",
         type=Path,
         default=None,
-        help=f"local storage folder (default: ./{DEFAULT_PATH}); ignored with --qdrant-url",
+        help=f"local storage folder (default: ./{DEFAULT_PATH}); not with --qdrant-url",
     )
     where.add_argument("--qdrant-url", default=None, help="Qdrant server URL instead of a folder")
     where.add_argument(
