@@ -204,6 +204,9 @@ def _run_search(args: argparse.Namespace) -> int:
     from m3kit.store import Fusion
 
     storage = _storage(args)
+    location = storage.get("location")
+    if location is not None and not location.is_dir():
+        raise ValueError(f"no index at {location}; run `m3kit index` first (or pass --path)")
     encoder = _load_encoder(args)
     index = _open_index(encoder, args, storage)
     try:

@@ -105,6 +105,7 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
         (["index", "{docs}", "--chunk-size", "64"], "--chunk-size needs --late-chunking"),
         (["search", "x", "--api-key", "secret"], "--api-key needs --qdrant-url"),
         (["search", "anything", "--collection", "never_indexed"], "is empty; run `m3kit index`"),
+        (["search", "x", "--path", "{tmp}/nowhere"], "no index at"),
     ],
 )
 def test_bad_input_one_line_error(
@@ -118,7 +119,10 @@ def test_bad_input_one_line_error(
     argv = [a.format(tmp=tmp_path, docs=docs) for a in argv]
     if "--model" not in argv:
         argv += ["--model", str(minilm_path)]
-    assert main([*argv, "--path", str(tmp_path / "store"), "--quiet"]) == 1
+    if "--path" not in argv:
+        (tmp_path / "store").mkdir()
+        argv += ["--path", str(tmp_path / "store")]
+    assert main([*argv, "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"m3kit {argv[0]}: error: ") and message in err, err
