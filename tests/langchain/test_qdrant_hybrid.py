@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from langchain_core.documents import Document
 from langchain_qdrant import QdrantVectorStore, RetrievalMode
 
@@ -49,3 +51,32 @@ async def test_hybrid_store_async(tiny_encoder: M3Encoder) -> None:
     store = _store(tiny_encoder, RetrievalMode.HYBRID)
     hits = await store.asimilarity_search(DOCS[2].page_content, k=2)
     assert hits[0].page_content == DOCS[2].page_content
+
+
+def test_langchain_qdrant_reads_an_m3kit_collection(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """Same payload keys: QdrantVectorStore can search what M3Retriever stored (client backend)."""
+    from qdrant_client import QdrantClient
+
+    from langchain_m3 import M3Retriever
+
+    folder = tmp_path / "db"
+    writer = M3Retriever.from_documents(
+        DOCS, tiny_encoder, location=folder, backend="client", collection="shared"
+    )
+    writer.index.close()
+    client = QdrantClient(path=str(folder))
+    store = QdrantVectorStore(
+        client=client,
+        collection_name="shared",
+        embedding=M3Embeddings.from_encoder(tiny_encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
+        retrieval_mode=RetrievalMode.HYBRID,
+        vector_name="dense",
+        sparse_vector_name="sparse",
+    )
+    hit = store.similarity_search(DOCS[3].page_content, k=1)[0]
+    assert hit.page_content == DOCS[3].page_content
+    assert hit.metadata["topic"] == "geo"
+    client.close()
