@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from llamaindex_m3._encoder_fields import M3EncoderFields
 from m3kit.encoder import M3Encoder
 from m3kit.errors import HeadNotAvailableError, missing_extra
-from m3kit.outputs import Head
+from m3kit.outputs import Head, SparseVector
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -39,10 +42,53 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("llama-index-core", "llamaindex") from e
 
-__all__ = ["M3Embedding", "M3SparseEmbedding", "QdrantSparseFn", "m3_sparse_fns"]
+__all__ = [
+    "M3Embedding",
+    "M3SparseEmbedding",
+    "QdrantSparseFn",
+    "SparseHandoff",
+    "m3_sparse_fns",
+]
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 """What ``QdrantVectorStore``'s ``sparse_doc_fn`` / ``sparse_query_fn`` return."""
+
+
+class SparseHandoff:
+    """Sparse vectors computed with the dense ones, kept until the store's ``sparse_doc_fn``.
+
+    ``QdrantVectorStore`` asks for a document's dense vector (``embed_model``) and its sparse
+    vector (``sparse_doc_fn``) separately, on the same text. With M3 both come from one
+    forward pass, so :class:`M3Embedding` leaves the sparse half here and the doc function
+    takes it instead of encoding the text a second time. Entries are removed when taken; the
+    oldest are dropped beyond ``max_items`` (a dropped text is simply encoded again).
+    Hand-written: a few lines of ``OrderedDict`` under a lock; ``functools.lru_cache`` cannot
+    be filled from outside the function it wraps.
+    """
+
+    def __init__(self, max_items: int = 16384) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self.max_items = max_items
+        self._items: OrderedDict[str, SparseVector] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, texts: Sequence[str], vectors: Sequence[SparseVector]) -> None:
+        """Keep ``vectors[i]`` for ``texts[i]``."""
+        with self._lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._items[text] = vector
+                self._items.move_to_end(text)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def take(self, text: str) -> SparseVector | None:
+        """The vector kept for ``text`` (removed), or ``None``."""
+        with self._lock:
+            return self._items.pop(text, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class M3Embedding(M3EncoderFields, BaseEmbedding):
@@ -64,10 +110,23 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
         (2, True)
     """
 
+    _sparse_handoff: SparseHandoff | None = PrivateAttr(default=None)
+
     @classmethod
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialisation."""
         return "M3Embedding"
+
+    def sparse_handoff(self) -> SparseHandoff:
+        """Start computing sparse vectors with the dense ones, for :func:`m3_sparse_fns`.
+
+        Called by :func:`m3_sparse_fns` when given this object; from then on each document
+        batch is encoded once with both heads.
+        """
+        _require_sparse(self.encoder, "the sparse handoff")
+        if self._sparse_handoff is None:
+            self._sparse_handoff = SparseHandoff()
+        return self._sparse_handoff
 
     def _get_query_embedding(self, query: str) -> Embedding:
         out = self.encoder.encode(
@@ -81,12 +140,15 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         if not texts:
             return []
+        handoff = self._sparse_handoff
         out = self.encoder.encode(
             self._documents(texts),
-            heads=Head.DENSE,
+            heads=[Head.DENSE, Head.SPARSE] if handoff is not None else Head.DENSE,
             max_length=self.max_length,
             show_progress=False,
         )
+        if handoff is not None:
+            handoff.put(texts, out.sparse)
         return [row.tolist() for row in out.dense]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
@@ -178,26 +240,34 @@ class QdrantSparseFn:
     max_length: int | None = None
     sparse_top_k: int | None = None
     sparse_min_weight: float = 0.0
+    handoff: SparseHandoff | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _require_sparse(self.encoder, "m3_sparse_fns")
 
     def __call__(self, texts: list[str]) -> BatchSparseEncoding:
         """Sparse vectors of ``texts`` as ``(indices per text, values per text)``."""
-        if not texts:
-            return [], []
-        if not self.query and self.text_instruction:
-            texts = [self.text_instruction + t for t in texts]
-        out = self.encoder.encode(
-            texts,
-            heads=Head.SPARSE,
-            query=self.query,
-            max_length=self.max_length,
-            sparse_top_k=self.sparse_top_k,
-            sparse_min_weight=self.sparse_min_weight,
-            show_progress=False,
-        )
-        return [v.indices.tolist() for v in out.sparse], [v.values.tolist() for v in out.sparse]
+        vectors: list[SparseVector | None] = [None] * len(texts)
+        if self.handoff is not None and not self.query:
+            vectors = [self.handoff.take(t) for t in texts]
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        if missing:
+            todo = [texts[i] for i in missing]
+            if not self.query and self.text_instruction:
+                todo = [self.text_instruction + t for t in todo]
+            out = self.encoder.encode(
+                todo,
+                heads=Head.SPARSE,
+                query=self.query,
+                max_length=self.max_length,
+                sparse_top_k=self.sparse_top_k,
+                sparse_min_weight=self.sparse_min_weight,
+                show_progress=False,
+            )
+            for i, vector in zip(missing, out.sparse, strict=True):
+                vectors[i] = vector
+        done = [v for v in vectors if v is not None]
+        return [v.indices.tolist() for v in done], [v.values.tolist() for v in done]
 
 
 def m3_sparse_fns(
@@ -205,8 +275,10 @@ def m3_sparse_fns(
 ) -> tuple[QdrantSparseFn, QdrantSparseFn]:
     """The ``(sparse_doc_fn, sparse_query_fn)`` pair for LlamaIndex's ``QdrantVectorStore``.
 
-    Pass the same model you give ``VectorStoreIndex`` as ``embed_model`` so dense and sparse
-    vectors come from one checkpoint (and one copy of it in memory)::
+    Pass the :class:`M3Embedding` you give ``VectorStoreIndex`` as ``embed_model``: dense and
+    sparse vectors then come from one checkpoint, one copy of it in memory and one forward
+    pass per document (the sparse half waits in a :class:`SparseHandoff` until the store
+    asks for it)::
 
         embed = M3Embedding(model_name="BAAI/bge-m3")
         doc_fn, query_fn = m3_sparse_fns(embed)
@@ -215,10 +287,17 @@ def m3_sparse_fns(
             sparse_doc_fn=doc_fn, sparse_query_fn=query_fn,
         )
 
+    To search a collection that ``langchain_qdrant.QdrantVectorStore`` wrote in hybrid mode
+    (``M3Embeddings`` + ``M3SparseEmbeddings``, ``vector_name="dense"``,
+    ``sparse_vector_name="sparse"``) or one m3kit wrote with ``backend="client"``, add
+    ``dense_vector_name="dense", sparse_vector_name="sparse", text_key="page_content"``;
+    the metadata is then nested (filter on ``metadata.<key>``).
+
     Args:
         source: A loaded encoder, or an :class:`M3Embedding` / :class:`M3SparseEmbedding`
             (its ``text_instruction``, ``max_length`` and, for the sparse one, its
-            ``sparse_top_k`` / ``sparse_min_weight`` are kept).
+            ``sparse_top_k`` / ``sparse_min_weight`` are kept). An ``M3Embedding`` starts
+            computing sparse vectors with its dense ones (:meth:`M3Embedding.sparse_handoff`).
 
     Returns:
         ``(doc_fn, query_fn)``; each maps ``list[str]`` to ``(indices, values)``.
@@ -228,21 +307,24 @@ def m3_sparse_fns(
     """
     if isinstance(source, M3Encoder):
         doc_fn = QdrantSparseFn(source, query=False)
-    else:
-        top_k, min_weight = (
-            (source.sparse_top_k, source.sparse_min_weight)
-            if isinstance(source, M3SparseEmbedding)
-            else (None, 0.0)
-        )
+    elif isinstance(source, M3Embedding):
         doc_fn = QdrantSparseFn(
             source.encoder,
             query=False,
             text_instruction=source.text_instruction,
             max_length=source.max_length,
-            sparse_top_k=top_k,
-            sparse_min_weight=min_weight,
+            handoff=source.sparse_handoff(),
         )
-    return doc_fn, dataclasses.replace(doc_fn, query=True)
+    else:
+        doc_fn = QdrantSparseFn(
+            source.encoder,
+            query=False,
+            text_instruction=source.text_instruction,
+            max_length=source.max_length,
+            sparse_top_k=source.sparse_top_k,
+            sparse_min_weight=source.sparse_min_weight,
+        )
+    return doc_fn, dataclasses.replace(doc_fn, query=True, handoff=None)
 
 
 def _require_sparse(encoder: M3Encoder, who: str) -> None:

@@ -166,3 +166,34 @@ def test_dense_only_checkpoint(minilm_encoder: M3Encoder, minilm_path: Path) -> 
         M3SparseEmbedding(model_name=str(minilm_path), dtype="fp32")
     with pytest.raises(HeadNotAvailableError, match="m3_sparse_fns"):
         m3_sparse_fns(minilm_encoder)
+
+
+def test_sparse_handoff_bounded_and_taken_once() -> None:
+    from llamaindex_m3.embeddings import SparseHandoff
+    from m3kit import SparseVector
+
+    v = [SparseVector.from_mapping({i: 1.0}) for i in range(3)]
+    handoff = SparseHandoff(max_items=2)
+    handoff.put(["a", "b", "c"], v)  # "a" is the oldest: dropped
+    assert len(handoff) == 2
+    assert handoff.take("a") is None
+    assert handoff.take("c") == v[2] and handoff.take("c") is None
+    with pytest.raises(ValueError, match="max_items"):
+        SparseHandoff(max_items=0)
+
+
+def test_doc_fn_takes_handed_off_vectors_in_order(tiny_encoder: M3Encoder) -> None:
+    embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    doc_fn, query_fn = m3_sparse_fns(embed)
+    fresh_doc_fn, fresh_query_fn = m3_sparse_fns(
+        M3SparseEmbedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    )
+    embed.get_text_embedding_batch(TEXTS[1:3])  # two of four texts handed off
+    assert len(embed.sparse_handoff()) == 2
+    got_idx, got_val = doc_fn(TEXTS)  # mixes handed-off and freshly encoded texts
+    want_idx, want_val = fresh_doc_fn(TEXTS)
+    assert got_idx == want_idx
+    for got, want in zip(got_val, want_val, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+    assert len(embed.sparse_handoff()) == 0
+    assert query_fn(["gas"]) == fresh_query_fn(["gas"])  # queries never use the handoff

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.llms import MockLLM
+from llama_index.core.schema import MetadataMode
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, m3_sparse_fns
+from llamaindex_m3.embeddings import M3Embedding, m3_sparse_fns
+from m3kit import M3Encoder
 
 DOCS = [
     Document(text="Berlin is the capital of Germany.", metadata={"topic": "geo"}),
@@ -19,9 +24,20 @@ DOCS = [
 
 
 @pytest.fixture()
-def hybrid_index(tiny_embedding: M3Embedding) -> tuple[VectorStoreIndex, QdrantClient]:
+def hybrid_index(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> tuple[VectorStoreIndex, QdrantClient]:
+    embed = M3Embedding.from_encoder(tiny_encoder)  # its own: m3_sparse_fns changes it
     client = QdrantClient(":memory:")
-    doc_fn, query_fn = m3_sparse_fns(tiny_embedding)
+    doc_fn, query_fn = m3_sparse_fns(embed)
+    calls: list[int] = []
+    encode = tiny_encoder.encode
+
+    def counting_encode(texts: list[str], **options: Any) -> Any:
+        calls.append(len(texts))
+        return encode(texts, **options)
+
+    monkeypatch.setattr(tiny_encoder, "encode", counting_encode)
     store = QdrantVectorStore(
         client=client,
         collection_name="li_hybrid",
@@ -32,8 +48,11 @@ def hybrid_index(tiny_embedding: M3Embedding) -> tuple[VectorStoreIndex, QdrantC
     index = VectorStoreIndex.from_documents(
         DOCS,
         storage_context=StorageContext.from_defaults(vector_store=store),
-        embed_model=tiny_embedding,
+        embed_model=embed,
     )
+    assert calls == [len(DOCS)]  # one forward pass gave the dense and the sparse vectors
+    assert len(embed.sparse_handoff()) == 0  # every sparse vector was taken by the store
+    monkeypatch.undo()
     return index, client
 
 
@@ -51,18 +70,21 @@ def test_query_modes_find_the_matching_node(
 
 
 def test_stored_sparse_vectors_are_m3s(
-    hybrid_index: tuple[VectorStoreIndex, QdrantClient], tiny_sparse: M3SparseEmbedding
+    hybrid_index: tuple[VectorStoreIndex, QdrantClient], tiny_encoder: M3Encoder
 ) -> None:
     _, client = hybrid_index
     info = client.get_collection("li_hybrid")
     assert set(info.config.params.sparse_vectors or {}) == {"text-sparse-new"}
     points, _ = client.scroll("li_hybrid", with_vectors=True, with_payload=True, limit=10)
     assert len(points) == len(DOCS)
+    fresh_doc_fn, _ = m3_sparse_fns(tiny_encoder)  # no handoff: encodes the text itself
     for point in points:
         stored = point.vector["text-sparse-new"]  # type: ignore[index]
-        text = next(d.text for d in DOCS if d.doc_id == point.payload["doc_id"])  # type: ignore[index]
-        # the store embeds node.get_content(MetadataMode.EMBED), which adds the metadata lines
-        assert len(stored.indices) > len(tiny_sparse.get_text_embedding(text)) > 0
+        node = metadata_dict_to_node(point.payload)  # type: ignore[arg-type]
+        # the store embeds node.get_content(MetadataMode.EMBED): text plus metadata lines
+        (indices,), (values,) = fresh_doc_fn([node.get_content(metadata_mode=MetadataMode.EMBED)])
+        assert stored.indices == indices
+        assert stored.values == pytest.approx(values, abs=1e-5)
 
 
 def test_hybrid_query_engine(hybrid_index: tuple[VectorStoreIndex, QdrantClient]) -> None:
