@@ -217,7 +217,7 @@ class ClientBackend:
         with self._translate():
             self._client.upsert(self.collection, points=structs, wait=True)
 
-    def finish_writes(self) -> None:
+    def finish_writes(self, *, force: bool = False) -> None:
         """Nothing to do: Qdrant indexes in the background (server) or never (local mode)."""
 
     def delete(self, selector: models.Filter) -> None:

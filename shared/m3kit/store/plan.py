@@ -103,8 +103,8 @@ class StorageBackend(Protocol):
         """Insert or overwrite points (by id)."""
         ...
 
-    def finish_writes(self) -> None:
-        """Called after a batch of writes (the embedded engine builds its indexes here)."""
+    def finish_writes(self, *, force: bool = False) -> None:
+        """Called after writes; the embedded engine builds its indexes here when due."""
         ...
 
     def delete(self, selector: models.Filter) -> None:

@@ -255,6 +255,14 @@ class M3Store:
                 self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
         return [p.id for p in points]
 
+    def optimize(self) -> None:
+        """Index every point written so far (embedded engine: builds the HNSW graph now).
+
+        Writes trigger this by themselves once enough points are new; call it after a
+        smaller load to make the next queries use the index. A no-op for qdrant-client.
+        """
+        self._backend.finish_writes(force=True)
+
     def delete_documents(self, doc_ids: Iterable[str]) -> None:
         """Delete every chunk of these documents (unknown ids are ignored)."""
         ids = list(dict.fromkeys(doc_ids))

@@ -1,0 +1,245 @@
+"""Benchmark the store backends: index throughput and hybrid query latency (p50 / p95).
+
+Synthetic chunks shaped like BGE-M3 output: a 1024-d normalised dense vector, a learned-
+sparse vector of 80 terms drawn Zipf-like from a 250k vocabulary, and a small ColBERT
+multivector (16 tokens x 128 dims; real BGE-M3 tokens are 1024-d, scaled down so 100k
+chunks fit the run). Queries are noisy copies of stored chunks (dense + sparse + ColBERT).
+
+Measured per backend and size, through the public ``M3Store`` API:
+
+* index: ``M3Store.upsert`` in batches of 1000, then ``M3Store.optimize()``; chunks per
+  second over the whole load, index building included (the edge engine builds its HNSW
+  graph every 20k new points and at ``optimize()``);
+* hybrid: ``query(dense, sparse, colbert, k=10, fusion=RRF, rerank=True)`` - dense and
+  sparse prefetch (50 each), RRF, ColBERT MaxSim rerank - the default search path;
+* m3: the same with ``fusion=M3`` (exact weighted sum of the three heads on the union of
+  candidates).
+
+qdrant-client's local mode is pure Python and scans every point, so it only gets the sizes
+that finish in the time budget (``--client-sizes``); the table says which were skipped.
+
+Run: ``python benchmarks/store.py`` (about 10 minutes on 2 cores); results go to
+``benchmarks/results/store.json`` and ``store.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from m3kit.outputs import Head, M3Output, SparseVector
+from m3kit.store import Backend, ChunkRecord, Fusion, M3Store
+
+DENSE_DIM = 1024
+COLBERT_TOKENS = 16
+COLBERT_DIM = 128
+SPARSE_TERMS = 80
+VOCAB = 250_000
+BATCH = 1000
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class Corpus:
+    """Deterministic synthetic chunks, generated batch by batch (never all in memory)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        ranks = np.arange(1, VOCAB + 1, dtype=np.float64)
+        self.cdf = np.cumsum(1.0 / ranks**1.07)
+        self.cdf /= self.cdf[-1]
+
+    def _unit(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        v = rng.standard_normal(shape, dtype=np.float32)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    def _sparse(self, rng: np.random.Generator) -> SparseVector:
+        draws = np.searchsorted(self.cdf, rng.random(SPARSE_TERMS * 3))
+        terms = np.unique(draws)[:SPARSE_TERMS]
+        if terms.size < SPARSE_TERMS:  # top up with uniform terms (rare)
+            extra = rng.choice(VOCAB, SPARSE_TERMS * 2, replace=False)
+            terms = np.unique(np.concatenate([terms, extra]))[:SPARSE_TERMS]
+        weights = rng.uniform(0.01, 0.35, size=terms.size).astype(np.float32)
+        return SparseVector(terms.astype(np.int64), weights)
+
+    def rows(self, start: int, stop: int) -> list[M3Output]:
+        rng = np.random.default_rng([self.seed, start])
+        dense = self._unit(rng, (stop - start, DENSE_DIM))
+        out = []
+        for i in range(stop - start):
+            out.append(
+                M3Output(
+                    heads=frozenset(Head),
+                    token_counts=(COLBERT_TOKENS + 1,),
+                    _dense=dense[i : i + 1],
+                    _sparse=(self._sparse(rng),),
+                    _colbert=(self._unit(rng, (COLBERT_TOKENS, COLBERT_DIM)),),
+                )
+            )
+        return out
+
+    def batches(self, n: int) -> Iterator[list[ChunkRecord]]:
+        for start in range(0, n, BATCH):
+            stop = min(n, start + BATCH)
+            yield [
+                ChunkRecord(f"doc{start + i}", 0, f"chunk {start + i}", {"g": (start + i) % 10}, r)
+                for i, r in enumerate(self.rows(start, stop))
+            ]
+
+    def queries(self, n_points: int, count: int) -> list[M3Output]:
+        """Noisy copies of random stored chunks (what a close paraphrase looks like)."""
+        rng = np.random.default_rng([self.seed, 10**9])
+        picks = rng.choice(n_points, size=count, replace=False)
+        out = []
+        for p in picks:
+            start = int(p) // BATCH * BATCH
+            row = self.rows(start, min(n_points, start + BATCH))[int(p) - start]
+            noise = rng.standard_normal(DENSE_DIM, dtype=np.float32) * 0.02
+            d = row.dense[0] + noise
+            c = (
+                row.colbert[0][: COLBERT_TOKENS // 2]
+                + rng.standard_normal((COLBERT_TOKENS // 2, COLBERT_DIM), dtype=np.float32) * 0.05
+            )
+            sp = row.sparse[0]
+            keep = np.sort(rng.choice(len(sp), size=len(sp) // 4, replace=False))
+            out.append(
+                M3Output(
+                    heads=frozenset(Head),
+                    token_counts=(COLBERT_TOKENS // 2,),
+                    _dense=(d / np.linalg.norm(d))[None, :],
+                    _sparse=(SparseVector(sp.indices[keep], sp.values[keep]),),
+                    _colbert=(c / np.linalg.norm(c, axis=1, keepdims=True),),
+                )
+            )
+        return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, object]:
+    """Index ``n`` chunks into a fresh store and time queries."""
+    with tempfile.TemporaryDirectory(prefix="m3kit-bench-") as folder:
+        location = folder if backend is Backend.EDGE else ":memory:"
+        store = M3Store.open(
+            location,
+            collection="bench",
+            dense_dim=DENSE_DIM,
+            colbert_dim=COLBERT_DIM,
+            sparse=True,
+            backend=backend,
+        )
+        t0 = time.perf_counter()
+        for batch in corpus.batches(n):
+            store.upsert(batch, batch_size=250, show_progress=False)
+        store.optimize()  # index what the automatic passes left (timed: part of indexing)
+        index_s = time.perf_counter() - t0
+        assert store.count() == n
+        qs = corpus.queries(n, queries + 3)
+        timings: dict[str, list[float]] = {"hybrid": [], "m3": []}
+        hits_ok = 0
+        for name, fusion in (("hybrid", Fusion.RRF), ("m3", Fusion.M3)):
+            for i, q in enumerate(qs):
+                t = time.perf_counter()
+                hits = store.query(
+                    dense=q.dense[0],
+                    sparse=q.sparse[0],
+                    colbert=q.colbert[0],
+                    k=10,
+                    fusion=fusion,
+                    rerank=True,
+                )
+                elapsed = (time.perf_counter() - t) * 1000
+                if i >= 3:  # warm-up excluded
+                    timings[name].append(elapsed)
+                    hits_ok += int(len(hits) == 10)
+        store.close()
+    return {
+        "backend": backend.value,
+        "chunks": n,
+        "index_s": round(index_s, 2),
+        "index_chunks_per_s": round(n / index_s, 1),
+        "queries": queries,
+        "hybrid_p50_ms": round(statistics.median(timings["hybrid"]), 2),
+        "hybrid_p95_ms": round(_pct(timings["hybrid"], 95), 2),
+        "m3_p50_ms": round(statistics.median(timings["m3"]), 2),
+        "m3_p95_ms": round(_pct(timings["m3"], 95), 2),
+        "full_result_lists": hits_ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument(
+        "--client-sizes",
+        type=int,
+        nargs="+",
+        default=[1_000, 10_000],
+        help="sizes qdrant-client's local (pure-Python) mode is run at",
+    )
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--client-queries", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    corpus = Corpus()
+    rows: list[dict[str, object]] = []
+    for n in args.sizes:
+        for backend in (Backend.EDGE, Backend.CLIENT):
+            if backend is Backend.CLIENT and n not in args.client_sizes:
+                rows.append({"backend": backend.value, "chunks": n, "skipped": True})
+                continue
+            nq = args.queries if backend is Backend.EDGE else args.client_queries
+            print(f"running {backend.value} at {n} chunks ...", file=sys.stderr, flush=True)
+            rows.append(run(backend, n, nq, corpus))
+    header = (
+        "| backend | chunks | index chunks/s | hybrid p50 ms | hybrid p95 ms | m3 p50 ms "
+        "| m3 p95 ms |"
+    )
+    lines = [header, "|" + "---|" * 7]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append(
+                f"| {r['backend']} | {r['chunks']} | skipped: pure-Python local mode, too slow "
+                "for the time budget | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {r['backend']} | {r['chunks']} | {r['index_chunks_per_s']} | "
+            f"{r['hybrid_p50_ms']} | {r['hybrid_p95_ms']} | {r['m3_p50_ms']} | {r['m3_p95_ms']} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "shape": {
+            "dense": DENSE_DIM,
+            "sparse_terms": SPARSE_TERMS,
+            "vocab": VOCAB,
+            "colbert": [COLBERT_TOKENS, COLBERT_DIM],
+        },
+        "query": "k=10, dense+sparse prefetch 50 each, RRF (hybrid) or M3, ColBERT rerank",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "store.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (args.out / "store.md").write_text(
+        "# Store benchmark (benchmarks/store.py)\n\n"
+        + f"Shapes: {json.dumps(meta['shape'])}; {meta['query']}.\n\n"
+        + table
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
