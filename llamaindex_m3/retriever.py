@@ -34,6 +34,7 @@ from llamaindex_m3.node_parser import SPARSE_METADATA_KEY, M3TextNode, node_vect
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head, M3Output
+from m3kit.scoring import reciprocal_rank_fusion
 from m3kit.store import Backend, ChunkRecord, Fusion, Hit, M3Index, output_row, point_id
 from m3kit.store.index import content_doc_id
 
@@ -306,12 +307,16 @@ class M3Retriever(BaseRetriever):
         }
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self.index.search(query_bundle.query_str, **self._search_kwargs())
-        return [hit_to_node(h) for h in hits]
+        args = self._search_kwargs()
+        rankings = [self.index.search(q, **args) for q in _query_texts(query_bundle)]
+        return _fuse(rankings, self.similarity_top_k)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = await self.index.asearch(query_bundle.query_str, **self._search_kwargs())
-        return [hit_to_node(h) for h in hits]
+        args = self._search_kwargs()
+        rankings = await asyncio.gather(
+            *(self.index.asearch(q, **args) for q in _query_texts(query_bundle))
+        )
+        return _fuse(list(rankings), self.similarity_top_k)
 
     def close(self) -> None:
         """Close the underlying store (files, locks, connections)."""
@@ -322,6 +327,27 @@ class M3Retriever(BaseRetriever):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _query_texts(query_bundle: QueryBundle) -> list[str]:
+    """What to search for: ``custom_embedding_strs`` when a transform set them, else the query.
+
+    (HyDE and other query transforms put the texts to embed there; LlamaIndex's vector
+    retriever averages their embeddings, which is not defined for sparse and ColBERT
+    vectors, so each is searched and the rankings are fused.)
+    """
+    custom = query_bundle.custom_embedding_strs
+    return list(custom) if custom else [query_bundle.query_str]
+
+
+def _fuse(rankings: list[list[Hit]], k: int) -> list[NodeWithScore]:
+    """One search: its hits. Several: reciprocal rank fusion of them (score = RRF score)."""
+    if len(rankings) == 1:
+        return [hit_to_node(h) for h in rankings[0]]
+    fused = reciprocal_rank_fusion([[h.id for h in hits] for hits in rankings])
+    first = {h.id: h for hits in reversed(rankings) for h in hits}
+    best = sorted(fused, key=lambda i: -fused[i])[:k]
+    return [NodeWithScore(node=hit_to_node(first[i]).node, score=fused[i]) for i in best]
 
 
 def hit_to_node(hit: Hit) -> NodeWithScore:

@@ -261,3 +261,22 @@ def test_rerank_and_score_threshold(retriever: M3Retriever) -> None:
     retriever.rerank = None
     retriever.score_threshold = reranked[0].score + 1.0
     assert retriever.retrieve(DOCS[0].text) == []
+
+
+async def test_custom_embedding_strs_are_each_searched_and_fused(retriever: M3Retriever) -> None:
+    from llama_index.core.schema import QueryBundle
+
+    from m3kit.scoring import reciprocal_rank_fusion
+
+    texts = [DOCS[0].text, DOCS[3].text]
+    retriever.similarity_top_k = 3
+    separate = [[h.node.node_id for h in retriever.retrieve(t)] for t in texts]
+    expected = reciprocal_rank_fusion(separate)
+    top = sorted(expected, key=lambda i: -expected[i])[:3]
+    bundle = QueryBundle("not searched", custom_embedding_strs=texts)
+    hits = retriever.retrieve(bundle)
+    assert [h.node.node_id for h in hits] == top
+    assert [h.score for h in hits] == pytest.approx([expected[i] for i in top])
+    assert hits[0].node.ref_doc_id in {"berlin", "photo"}
+    ahits = await retriever.aretrieve(bundle)
+    assert [h.node.node_id for h in ahits] == top
