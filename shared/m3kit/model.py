@@ -81,15 +81,14 @@ class M3Model(nn.Module):
         """
         from transformers import AutoModel
 
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if _has_weights(info.path) and not _has_pooler(info.path):
+            # M3 never uses the pooler; skip building one the checkpoint has no weights for
+            # (otherwise transformers logs a "MISSING pooler" load report on every load).
+            kwargs["add_pooling_layer"] = False
         try:
-            backbone = AutoModel.from_pretrained(
-                str(info.path), trust_remote_code=trust_remote_code, add_pooling_layer=False
-            )
-        except TypeError:
-            backbone = AutoModel.from_pretrained(
-                str(info.path), trust_remote_code=trust_remote_code
-            )
-        except OSError as e:
+            backbone = AutoModel.from_pretrained(str(info.path), **kwargs)
+        except (OSError, ValueError) as e:
             raise CheckpointError(f"could not load the backbone from {info.path}: {e}") from e
         backbone.float()
         hidden = int(backbone.config.hidden_size)
@@ -182,6 +181,18 @@ class M3Model(nn.Module):
                 vecs = vecs * attention_mask[:, 1:].unsqueeze(-1).to(torch.float32)
                 colbert_v = F.normalize(vecs, dim=-1)
         return M3Forward(hidden=hidden, dense=dense, sparse=sparse_w, colbert=colbert_v)
+
+
+def _has_weights(path: Path) -> bool:
+    return (path / "model.safetensors").is_file()
+
+
+def _has_pooler(path: Path) -> bool:
+    """Whether a single-file safetensors checkpoint stores pooler weights (header read only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        return any(k.split(".")[0] == "pooler" or ".pooler." in k for k in f.keys())  # noqa: SIM118
 
 
 def _write_sentence_transformers_metadata(
