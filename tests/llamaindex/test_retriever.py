@@ -174,7 +174,10 @@ def test_documents_without_ids_get_content_ids(tiny_encoder: M3Encoder) -> None:
     docs = [Document(text="Iron is Fe."), Document(text="Gold is Au.")]
     again = [Document(text="Iron is Fe."), Document(text="Gold is Au.")]
     assert docs[0].doc_id != again[0].doc_id  # LlamaIndex draws random ids
-    with M3Retriever.open(tiny_encoder) as r:
+    from llamaindex_m3 import M3Embedding
+
+    with M3Retriever.open(M3Embedding.from_encoder(tiny_encoder)) as r:  # or the encoder
+        assert r.index.encoder is tiny_encoder
         first = r.add_documents(docs)
         assert r.add_documents(again) == first
         assert r.index.count() == 2
