@@ -4,14 +4,17 @@
 - :class:`M3SparseEmbeddings`: learned-sparse vectors for ``langchain_qdrant`` hybrid mode.
 - :class:`M3Retriever`: dense + sparse + ColBERT search over an m3kit collection, with
   optional late chunking.
+- :class:`M3LateChunkingSplitter`: documents to chunk documents embedded in context.
 """
 
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.retriever import M3Retriever
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
+from langchain_m3.splitter import M3LateChunkingSplitter
 
 __all__ = [
     "M3Embeddings",
+    "M3LateChunkingSplitter",
     "M3Retriever",
     "M3SparseEmbeddings",
 ]

@@ -4,6 +4,7 @@ import langchain_m3
 
 EXPECTED_ALL = [
     "M3Embeddings",
+    "M3LateChunkingSplitter",
     "M3Retriever",
     "M3SparseEmbeddings",
 ]
