@@ -69,6 +69,7 @@ def split_by_article(
     train_fraction: float = 0.5,
     max_train_rows: int | None = None,
     max_eval_queries: int | None = None,
+    max_eval_articles: int | None = None,
 ) -> ArticleSplit:
     """Split a shared-data folder by article (seeded).
 
@@ -80,6 +81,8 @@ def split_by_article(
         max_train_rows: Keep a seeded sample of at most this many training rows.
         max_eval_queries: Keep a seeded sample of at most this many evaluation queries (the
             corpus stays every passage of the evaluation articles).
+        max_eval_articles: Evaluate on only the first this many held-out articles (a
+            smaller corpus; the training side is unchanged).
 
     Returns:
         An :class:`ArticleSplit`. Training rows with a negative from an evaluation article
@@ -93,6 +96,8 @@ def split_by_article(
     if not 0 < cut < len(ids):
         raise ValueError(f"train_fraction {train_fraction} leaves one side without articles")
     train_set, eval_set = set(ids[:cut]), set(ids[cut:])
+    if max_eval_articles is not None:
+        eval_set = set(ids[cut : cut + max_eval_articles])
     doc_article = _doc_articles(root, articles)
 
     train: list[TrainingExample] = []

@@ -1,0 +1,148 @@
+"""``M3FinetuneEngine``: LlamaIndex-style fine-tuning of all three BGE-M3 heads.
+
+Same call shape as LlamaIndex's ``SentenceTransformersFinetuneEngine`` (``finetune()``, then
+``get_finetuned_model()``), without depending on llama-index-finetuning: the dataset is any
+``EmbeddingQAFinetuneDataset`` (read by its ``queries`` / ``corpus`` / ``relevant_docs``
+fields), its saved JSON path, or an :class:`m3kit.finetune.QADataset`.
+
+Example::
+
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    engine = M3FinetuneEngine(train_dataset, model_id="BAAI/bge-m3",
+                              model_output_path="bge-m3-ft", val_dataset=val_dataset)
+    engine.finetune()
+    embed_model = engine.get_finetuned_model()   # llamaindex_m3.M3Embedding
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from m3kit.finetune.data import QADataset, TrainingExample
+from m3kit.finetune.evaluate import RetrievalReport
+from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
+from m3kit.outputs import ALL_HEADS, Head
+
+if TYPE_CHECKING:
+    from llamaindex_m3.embeddings import M3Embedding
+
+__all__ = ["M3FinetuneEngine"]
+
+
+def _qa(dataset: Any) -> QADataset:
+    if isinstance(dataset, QADataset):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        return QADataset.from_json(dataset)
+    return QADataset.from_llamaindex(dataset)
+
+
+class M3FinetuneEngine:
+    """Fine-tune an M3 (or dense-only BGE / sentence-transformers) model on a QA dataset.
+
+    Args:
+        train_dataset: ``EmbeddingQAFinetuneDataset``, its JSON path, or a ``QADataset``.
+        model_id: Start checkpoint (hub id or folder). A dense-only model gets new sparse and
+            ColBERT heads.
+        model_output_path: Folder of the fine-tuned M3 checkpoint.
+        val_dataset: Optional held-out QA dataset; after training each head is evaluated on
+            it (:attr:`val_report`).
+        epochs: Passes over the training queries.
+        batch_size: Queries per step.
+        heads: Heads to train (default all three).
+        mine_negatives: Hard negatives per query mined from the training corpus with the start
+            model before training (0: in-batch negatives only, like LlamaIndex's engine).
+        learning_rate: Peak learning rate.
+        freeze_encoder: Train the heads only.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device: Training device (default: CUDA when available).
+        passage_max_length: Passage truncation in tokens.
+        seed: Seeds sampling and head initialisation.
+        show_progress_bar: Show the trainer's progress.
+    """
+
+    def __init__(
+        self,
+        train_dataset: Any,
+        model_id: str = "BAAI/bge-m3",
+        model_output_path: str = "exp_finetune",
+        val_dataset: Any | None = None,
+        epochs: int = 2,
+        batch_size: int = 10,
+        *,
+        heads: Iterable[Head | str] = ALL_HEADS,
+        mine_negatives: int = 0,
+        learning_rate: float = 2e-5,
+        freeze_encoder: bool = False,
+        precision: str = "fp32",
+        device: str | None = None,
+        passage_max_length: int = 256,
+        seed: int = 42,
+        show_progress_bar: bool = True,
+    ) -> None:
+        self.train_dataset = _qa(train_dataset)
+        self.val_dataset = _qa(val_dataset) if val_dataset is not None else None
+        self.model_id = model_id
+        self.model_output_path = model_output_path
+        self.mine_negatives = int(mine_negatives)
+        self.config = FinetuneConfig(
+            model=model_id,
+            output_path=model_output_path,
+            heads=Head.parse(heads),
+            freeze_encoder=freeze_encoder,
+            epochs=float(epochs),
+            batch_size=batch_size,
+            num_negatives=max(self.mine_negatives, 0),
+            learning_rate=learning_rate,
+            precision=precision,
+            device=device,
+            passage_max_length=passage_max_length,
+            seed=seed,
+            show_progress=show_progress_bar,
+        )
+        self.result: FinetuneResult | None = None
+        self.val_report: RetrievalReport | None = None
+
+    def _examples(self) -> list[TrainingExample]:
+        examples = self.train_dataset.to_examples()
+        if self.mine_negatives <= 0:
+            return examples
+        from m3kit.encoder import M3Encoder
+        from m3kit.finetune.mining import mine_hard_negatives
+
+        encoder = M3Encoder.from_pretrained(self.model_id, device=self.config.device)
+        return mine_hard_negatives(
+            encoder,
+            examples,
+            list(self.train_dataset.corpus.values()),
+            num_negatives=self.mine_negatives,
+            seed=self.config.seed,
+        )
+
+    def finetune(self) -> FinetuneResult:
+        """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given."""
+        self.result = M3Finetuner(self.config).fit(self._examples())
+        if self.val_dataset is not None:
+            from m3kit.encoder import M3Encoder
+            from m3kit.finetune.evaluate import evaluate_heads
+
+            val = self.val_dataset
+            qrels = {q: dict.fromkeys(docs, 1.0) for q, docs in val.relevant_docs.items()}
+            encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
+            self.val_report = evaluate_heads(encoder, val.corpus, val.queries, qrels)
+        return self.result
+
+    def get_finetuned_model(self, **model_kwargs: Any) -> M3Embedding:
+        """The fine-tuned model as a LlamaIndex embedding (``llamaindex_m3.M3Embedding``).
+
+        Args:
+            **model_kwargs: Passed to ``M3Embedding`` (e.g. ``dtype``, ``device``).
+        """
+        if self.result is None:
+            raise RuntimeError("call finetune() before get_finetuned_model()")
+        from llamaindex_m3.embeddings import M3Embedding
+
+        return M3Embedding(model_name=str(self.result.path), **model_kwargs)

@@ -1,0 +1,186 @@
+"""The finetune CLI subcommands and the LlamaIndex engine, end to end on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.finetune import TrainingExample, read_jsonl, write_jsonl
+from m3kit.finetune.cli import add_subcommands
+from m3kit.outputs import ALL_HEADS
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="m3kit")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+def test_cli_mine_finetune_eval(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    train = write_jsonl(
+        [TrainingExample(ex.query, ex.pos) for ex in toy_examples], tmp_path / "t.jsonl"
+    )
+    mined = tmp_path / "mined.jsonl.gz"
+    assert (
+        _run(
+            [
+                "mine-negatives",
+                "--model",
+                str(tiny_m3_path),
+                "--train",
+                str(train),
+                "--output",
+                str(mined),
+                "--negatives",
+                "2",
+                "--range",
+                "0-6",
+            ]
+        )
+        == 0
+    )
+    rows = read_jsonl(mined)
+    assert len(rows) == 12 and all(len(r.neg) == 2 and not set(r.neg) & set(r.pos) for r in rows)
+
+    out = tmp_path / "model"
+    assert (
+        _run(
+            [
+                "finetune",
+                "--model",
+                str(tiny_m3_path),
+                "--train",
+                str(mined),
+                "--output",
+                str(out),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--passage-max-length",
+                "32",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "1 step(s)" in capsys.readouterr().out
+    assert M3Encoder.from_pretrained(out).available_heads == ALL_HEADS
+
+    data = tmp_path / "beir"
+    data.mkdir()
+    passages = sorted({t for ex in toy_examples for t in ex.pos})
+    ids = {t: f"d{i}" for i, t in enumerate(passages)}
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": ids[t], "title": "", "text": t}) + "\n" for t in passages)
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"q{i}", "text": ex.query}) + "\n"
+            for i, ex in enumerate(toy_examples)
+        )
+    )
+    (data / "qrels.tsv").write_text(
+        "".join(f"q{i}\t{ids[ex.pos[0]]}\t1\n" for i, ex in enumerate(toy_examples))
+    )
+    report = tmp_path / "report"
+    assert (
+        _run(
+            [
+                "eval",
+                "--model",
+                str(out),
+                "--baseline",
+                str(tiny_m3_path),
+                "--data",
+                str(data),
+                "--output",
+                str(report),
+                "--max-queries",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "| baseline | dense |" in printed and "| model | fused |" in printed
+    assert json.loads((report / "report.json").read_text())["meta"]["queries"] == 8
+
+
+def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "pos": ["p"]}\n{"query": "q2", "pos": []}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: row has no positive"):
+        _run(
+            [
+                "finetune",
+                "--model",
+                str(tiny_m3_path),
+                "--train",
+                str(bad),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+    with pytest.raises(ValueError, match="--range must look like"):
+        _run(
+            [
+                "mine-negatives",
+                "--model",
+                str(tiny_m3_path),
+                "--train",
+                str(bad),
+                "--output",
+                str(tmp_path / "m.jsonl"),
+                "--range",
+                "ten",
+            ]
+        )
+
+
+def test_llamaindex_engine(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    passages = sorted({t for ex in toy_examples for t in ex.pos})
+    ids = {t: f"node-{i}" for i, t in enumerate(passages)}
+    dataset = SimpleNamespace(  # EmbeddingQAFinetuneDataset's fields, no llama-index-finetuning
+        queries={f"q{i}": ex.query for i, ex in enumerate(toy_examples)},
+        corpus={v: k for k, v in ids.items()},
+        relevant_docs={f"q{i}": [ids[ex.pos[0]]] for i, ex in enumerate(toy_examples)},
+        mode="text",
+    )
+    engine = M3FinetuneEngine(
+        dataset,
+        model_id=str(tiny_m3_path),
+        model_output_path=str(tmp_path / "ft"),
+        val_dataset=dataset,
+        epochs=1,
+        batch_size=6,
+        mine_negatives=2,
+        passage_max_length=32,
+        show_progress_bar=False,
+    )
+    with pytest.raises(RuntimeError, match="call finetune"):
+        engine.get_finetuned_model()
+    result = engine.finetune()
+    assert result.steps == 2
+    assert engine.val_report is not None and "fused" in engine.val_report.metrics
+    embed = engine.get_finetuned_model(dtype="fp32")
+    assert type(embed).__name__ == "M3Embedding"
+    assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32
+    assert "llama_index.finetuning" not in sys.modules

@@ -1,0 +1,104 @@
+"""Hard-negative mining and per-head evaluation on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.finetune import TrainingExample
+from m3kit.finetune.evaluate import (
+    RetrievalReport,
+    comparison_table,
+    evaluate_heads,
+    score_matrix,
+    write_report,
+)
+from m3kit.finetune.mining import MiningScore, mine_hard_negatives
+from m3kit.outputs import Head
+from m3kit.scoring import dense_score, maxsim, sparse_score
+
+CORPUS = [f"Passage {i} about topic {i % 7} with words {i * 3} and {i * 5}." for i in range(40)]
+
+
+@pytest.mark.parametrize("score", list(MiningScore))
+def test_mined_negatives_respect_window_positives_and_seed(
+    tiny_encoder: M3Encoder, score: MiningScore
+) -> None:
+    examples = [
+        TrainingExample(f"question about topic {i}", (CORPUS[i], CORPUS[i + 7]), (CORPUS[39],))
+        for i in range(6)
+    ]
+    mined = mine_hard_negatives(
+        tiny_encoder, examples, CORPUS, num_negatives=4, rank_range=(2, 20), score=score, seed=1
+    )
+    again = mine_hard_negatives(
+        tiny_encoder, examples, CORPUS, num_negatives=4, rank_range=(2, 20), score=score, seed=1
+    )
+    assert mined == again
+    for ex, new in zip(examples, mined, strict=True):
+        assert new.query == ex.query and new.pos == ex.pos
+        assert len(new.neg) == 4 and len(set(new.neg)) == 4
+        assert not set(new.neg) & set(ex.pos)
+    if score is MiningScore.DENSE:  # the negatives sit at ranks 2..19 of the dense ranking
+        q = tiny_encoder.encode([ex.query for ex in examples], heads=["dense"], query=True)
+        d = tiny_encoder.encode(CORPUS, heads=["dense"])
+        for i, new in enumerate(mined):
+            order = np.argsort(-dense_score(q.dense[i], d.dense), kind="stable")
+            window = {CORPUS[j] for j in order[2:20]}
+            assert set(new.neg) <= window
+
+
+def test_mining_small_window_and_bad_input(
+    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    ex = [TrainingExample("q", (CORPUS[0],))]
+    few = mine_hard_negatives(tiny_encoder, ex, CORPUS[:4], num_negatives=5, rank_range=(0, 10))
+    assert set(few[0].neg) == set(CORPUS[1:4])  # all there is, never the positive
+    assert "fewer than 5 negatives" in caplog.text
+    default_corpus = mine_hard_negatives(
+        tiny_encoder, [TrainingExample("q", (CORPUS[0],), tuple(CORPUS[1:5]))], rank_range=(0, 9)
+    )
+    assert set(default_corpus[0].neg) == set(CORPUS[1:5])
+    with pytest.raises(ValueError, match="rank_range"):
+        mine_hard_negatives(tiny_encoder, ex, CORPUS, rank_range=(10, 5))
+    assert mine_hard_negatives(tiny_encoder, [], CORPUS) == []
+
+
+def test_score_matrices_equal_scoring_functions(tiny_encoder: M3Encoder) -> None:
+    qs = tiny_encoder.encode(["topic 3 words", "passage 12", "nothing"], query=True)
+    ds = tiny_encoder.encode(CORPUS[:9])
+    dense = score_matrix(qs, ds, Head.DENSE)
+    sparse = score_matrix(qs, ds, Head.SPARSE)
+    colbert = score_matrix(qs, ds, Head.COLBERT)
+    for i in range(3):
+        np.testing.assert_allclose(dense[i], dense_score(qs.dense[i], ds.dense), rtol=1e-6)
+        for j in range(9):
+            assert sparse[i, j] == pytest.approx(sparse_score(qs.sparse[i], ds.sparse[j]), rel=1e-5)
+            assert colbert[i, j] == pytest.approx(maxsim(qs.colbert[i], ds.colbert[j]), abs=1e-6)
+
+
+def test_evaluate_heads_and_report(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
+    corpus = {f"d{i}": t for i, t in enumerate(CORPUS[:12])}
+    queries = {"q1": CORPUS[3], "q2": CORPUS[8]}  # a passage is its own best match
+    qrels = {"q1": {"d3": 1.0}, "q2": {"d8": 1.0}}
+    report = evaluate_heads(tiny_encoder, corpus, queries, qrels, ks=(1, 10))
+    assert set(report.metrics) == {"dense", "sparse", "colbert", "fused", "rrf"}
+    assert report.metrics["dense"]["hit@1"] == 1.0
+    assert report.metrics["colbert"]["ndcg@10"] == 1.0
+    dense_only = evaluate_heads(tiny_encoder, corpus, queries, qrels, heads=["dense"], ks=(10,))
+    assert set(dense_only.metrics) == {"dense"}
+
+    paths = write_report({"before": dense_only, "after": report}, tmp_path, extra={"n": 2})
+    data = json.loads(paths["json"].read_text())
+    assert data["after"]["fused"]["ndcg@10"] == report.metrics["fused"]["ndcg@10"]
+    assert data["meta"] == {"n": 2}
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = paths["markdown"].read_text()
+    assert "| after | fused |" in table and "| before | dense |" in table
+    assert comparison_table({"x": RetrievalReport({"dense": {}})}).endswith(
+        "| x | dense | - | - | - | - | - |"
+    )

@@ -1,0 +1,130 @@
+"""Synthetic questions with LangChain and LlamaIndex fakes (no network, duck typing only)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from m3kit.finetune.synthetic import (
+    DEFAULT_QUESTION_PROMPT,
+    generate_qa_dataset,
+    generate_questions,
+    parse_questions,
+)
+
+CHUNKS = {
+    "warsaw": "Warsaw is the capital of Poland.",
+    "rhine": "The Rhine flows into the North Sea.",
+}
+
+
+def test_core_module_imports_neither_framework() -> None:
+    import m3kit.finetune.synthetic as mod
+
+    source = Path(mod.__file__).read_text(encoding="utf-8")
+    assert "import langchain" not in source and "import llama_index" not in source
+    assert "from langchain" not in source and "from llama_index" not in source
+
+
+def test_langchain_fake_chat_model() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    llm = FakeListChatModel(
+        responses=[
+            "Here are 2 questions:\n1. What is the capital of Poland?\n"
+            "2) Which country is Warsaw in?",
+            "- Where does the Rhine flow?\n\n- Where does the Rhine flow?\n"
+            "- What sea does it reach?",
+        ]
+    )
+    qa = generate_qa_dataset(llm, CHUNKS, num_questions_per_chunk=2)
+    assert list(qa.queries.values()) == [
+        "What is the capital of Poland?",
+        "Which country is Warsaw in?",
+        "Where does the Rhine flow?",
+        "What sea does it reach?",
+    ]
+    assert qa.relevant_docs["warsaw-q1"] == ["warsaw"]
+    assert qa.corpus == CHUNKS
+    assert [ex.pos for ex in qa.to_examples()][2] == (CHUNKS["rhine"],)
+
+
+@dataclass
+class _Completion:
+    text: str
+
+
+class _RecordingLLM:
+    """LlamaIndex-shaped LLM (``.complete`` -> ``.text``) that records its prompts."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.prompts: list[str] = []
+
+    def complete(self, prompt: str) -> _Completion:
+        self.prompts.append(prompt)
+        return _Completion(self.answers[len(self.prompts) - 1])
+
+
+def test_llamaindex_shaped_llm_and_prompt() -> None:
+    llm = _RecordingLLM(["Q1: Who?\nQ2: What?\nQ3: Extra?", "   \n", "Why?"])
+    qa = generate_qa_dataset(
+        llm, ["chunk a", "  ", "chunk b", "chunk c"], num_questions_per_chunk=2
+    )
+    assert len(llm.prompts) == 3  # the blank chunk is not sent
+    assert "chunk a" in llm.prompts[0] and "Write 2 questions" in llm.prompts[0]
+    assert qa.queries == {"chunk-0-q0": "Who?", "chunk-0-q1": "What?", "chunk-3-q0": "Why?"}
+    assert set(qa.corpus) == {"chunk-0", "chunk-3"}  # chunk b got no question: not in the corpus
+
+
+def test_llamaindex_mock_llm() -> None:
+    from llama_index.core.llms import MockLLM
+
+    questions = generate_questions(MockLLM(max_tokens=3), "any text", num_questions=1)
+    assert questions == ["text text text"]
+    assert "llama_index.finetuning" not in sys.modules
+
+
+def test_cross_chunk_duplicates_are_dropped() -> None:
+    llm = _RecordingLLM(["What is it?", "what is it?\nAnother one?"])
+    qa = generate_qa_dataset(llm, ["a", "b"], num_questions_per_chunk=2)
+    assert list(qa.queries.values()) == ["What is it?", "Another one?"]
+
+
+class _Flaky:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def invoke(self, prompt: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("rate limited")
+        return "1. Fine?"
+
+
+def test_retries_then_raise_or_skip() -> None:
+    assert generate_qa_dataset(_Flaky(2), ["a"], retries=3).queries == {"chunk-0-q0": "Fine?"}
+    with pytest.raises(RuntimeError, match="failed 3 time.*chunk-0.*rate limited"):
+        generate_qa_dataset(_Flaky(5), ["a"], retries=3)
+    skipped = generate_qa_dataset(_Flaky(3), ["a", "b"], retries=3, on_failure="skip")
+    assert skipped.queries == {"chunk-1-q0": "Fine?"}
+
+
+def test_bad_llm_and_template() -> None:
+    with pytest.raises(TypeError, match="neither a LangChain model"):
+        generate_questions(object(), "text")
+    with pytest.raises(KeyError):
+        generate_qa_dataset(_Flaky(0), ["a"], prompt_template="{missing}")
+    with pytest.raises(ValueError, match="num_questions"):
+        generate_questions(_Flaky(0), "t", num_questions=0)
+    assert "{context_str}" in DEFAULT_QUESTION_PROMPT
+
+
+def test_parse_questions_cleaning() -> None:
+    text = "Questions:\n1. One?\n  2.   Two?\n• Three?\n* 'Four?'\nQuestion 5: Five?\n(6) Six?"
+    assert parse_questions(text) == ["One?", "Two?", "Three?", "Four?", "Five?", "Six?"]
+    assert parse_questions(text, limit=2) == ["One?", "Two?"]
+    assert parse_questions("\n\n") == []
