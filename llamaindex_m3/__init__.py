@@ -1,12 +1,14 @@
-"""LlamaIndex integration of m3kit: BGE-M3 embeddings, late-chunking node parser, retriever."""
+"""LlamaIndex integration of m3kit: BGE-M3 embeddings, late chunking, retriever, fine-tuning."""
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.finetune import M3FinetuneEngine
 from llamaindex_m3.node_parser import M3LateChunkingNodeParser
 from llamaindex_m3.retriever import M3Retriever
 
 __all__ = [
     "M3Embedding",
+    "M3FinetuneEngine",
     "M3LateChunkingNodeParser",
     "M3Retriever",
     "M3SparseEmbedding",

@@ -9,6 +9,7 @@ import llamaindex_m3
 
 EXPECTED_ALL = [
     "M3Embedding",
+    "M3FinetuneEngine",
     "M3LateChunkingNodeParser",
     "M3Retriever",
     "M3SparseEmbedding",
@@ -27,7 +28,8 @@ def test_all_imports() -> None:
 def test_no_finetuning_package_needed() -> None:
     code = (
         "import sys, llamaindex_m3\n"
-        "bad = [m for m in sys.modules if m.startswith(('llama_index.finetuning', 'langchain'))]\n"
+        "bad = [m for m in sys.modules if m.startswith(\n"
+        "    ('llama_index.finetuning', 'langchain', 'sentence_transformers'))]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
