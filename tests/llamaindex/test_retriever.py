@@ -283,3 +283,11 @@ async def test_custom_embedding_strs_are_each_searched_and_fused(retriever: M3Re
     assert hits[0].node.ref_doc_id in {"berlin", "photo"}
     ahits = await retriever.aretrieve(bundle)
     assert [h.node.node_id for h in ahits] == top
+
+
+async def test_aadd_documents(tiny_encoder: M3Encoder) -> None:
+    with M3Retriever.open(tiny_encoder, similarity_top_k=1) as r:
+        assert await r.aadd_documents(DOCS) == [d.doc_id for d in DOCS]
+        assert await r.aadd_documents(DOCS) == [d.doc_id for d in DOCS]
+        assert r.index.count() == len(DOCS)
+        assert (await r.aretrieve(DOCS[2].text))[0].node.ref_doc_id == "amazon"
