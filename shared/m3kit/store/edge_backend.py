@@ -36,6 +36,9 @@ __all__ = ["EdgeBackend", "edge_config"]
 #: would rebuild growing HNSW graphs over and over (measured: 5x slower loading at 20k).
 INDEX_AFTER = 20_000
 
+#: Indexed segments kept before the optimizer merges the smallest ones.
+SEGMENTS = 16
+
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard folder
 _SCROLL_PAGE = 512
 
@@ -53,7 +56,14 @@ def edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
         )
     sparse = {SPARSE: qe.EdgeSparseVectorParams()} if schema.sparse else None
-    return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
+    return qe.EdgeConfig(
+        vectors=vectors,
+        sparse_vectors=sparse,
+        # Keep indexed segments apart (up to 16) instead of merging them on every pass:
+        # merging rebuilds the whole HNSW graph (measured: the 40k pass took 2.6x the 20k
+        # one); queries visit each segment's graph, which costs little at this count.
+        optimizers=qe.EdgeOptimizersConfig(default_segment_number=SEGMENTS),
+    )
 
 
 def _error(where: str, exc: BaseException) -> StoreConnectionError:
