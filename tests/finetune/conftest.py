@@ -47,3 +47,13 @@ def tiny_dense_path(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory
     (out / "colbert_linear.pt").unlink()
     (out / "sparse_linear.pt").unlink()
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_xlmr_path(tiny_m3_xlmr_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny XLM-R-vocabulary checkpoint without its head files (dense-only, CLS)."""
+    out = tmp_path_factory.mktemp("tiny_dense_xlmr") / "model"
+    shutil.copytree(tiny_m3_xlmr_path, out)
+    (out / "colbert_linear.pt").unlink()
+    (out / "sparse_linear.pt").unlink()
+    return out

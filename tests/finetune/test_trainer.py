@@ -10,7 +10,7 @@ import torch
 
 from m3kit import M3Encoder
 from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
-from m3kit.finetune.trainer import _Collator, save_start_checkpoint
+from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, _Collator, save_start_checkpoint
 from m3kit.heads import load_state_dict_safely
 from m3kit.outputs import ALL_HEADS, Head
 
@@ -84,9 +84,14 @@ def test_dense_only_start_gets_new_heads(
     assert encoder.available_heads == ALL_HEADS
     out = encoder.encode(TEXTS)
     assert out.dense.shape == (3, 32) and out.colbert[0].shape[1] == 32
-    # the "before" checkpoint holds exactly the heads training started from (same seed)
+    # the "before" checkpoint holds exactly the heads training started from (same seed);
+    # a new sparse head starts at a uniform token weight (token overlap), never a dead ReLU
     start_enc = M3Encoder.from_pretrained(start, dtype="fp32")
     assert start_enc.available_heads == ALL_HEADS
+    sparse = start_enc.encode(["Rhine Rhine Alps"], heads=["sparse"]).sparse[0]
+    np.testing.assert_allclose(sparse.values, NEW_SPARSE_WEIGHT, rtol=1e-6)
+    state = load_state_dict_safely(start / "sparse_linear.pt")
+    assert not state["weight"].any() and float(state["bias"]) == pytest.approx(NEW_SPARSE_WEIGHT)
     again = save_start_checkpoint(tiny_dense_path, tmp_path / "start2", seed=3)
     for name in ("colbert_linear.pt", "sparse_linear.pt"):
         torch.testing.assert_close(
