@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -94,8 +95,8 @@ class Corpus:
                 for i, r in enumerate(self.rows(start, stop))
             ]
 
-    def queries(self, n_points: int, count: int) -> list[M3Output]:
-        """Noisy copies of random stored chunks (what a close paraphrase looks like)."""
+    def queries(self, n_points: int, count: int) -> list[tuple[str, M3Output]]:
+        """Noisy copies of random stored chunks, with the source's doc id."""
         rng = np.random.default_rng([self.seed, 10**9])
         picks = rng.choice(n_points, size=count, replace=False)
         out = []
@@ -111,12 +112,15 @@ class Corpus:
             sp = row.sparse[0]
             keep = np.sort(rng.choice(len(sp), size=len(sp) // 4, replace=False))
             out.append(
-                M3Output(
-                    heads=frozenset(Head),
-                    token_counts=(COLBERT_TOKENS // 2,),
-                    _dense=(d / np.linalg.norm(d))[None, :],
-                    _sparse=(SparseVector(sp.indices[keep], sp.values[keep]),),
-                    _colbert=(c / np.linalg.norm(c, axis=1, keepdims=True),),
+                (
+                    f"doc{int(p)}",
+                    M3Output(
+                        heads=frozenset(Head),
+                        token_counts=(COLBERT_TOKENS // 2,),
+                        _dense=(d / np.linalg.norm(d))[None, :],
+                        _sparse=(SparseVector(sp.indices[keep], sp.values[keep]),),
+                        _colbert=(c / np.linalg.norm(c, axis=1, keepdims=True),),
+                    ),
                 )
             )
         return out
@@ -146,9 +150,9 @@ def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, obj
         assert store.count() == n
         qs = corpus.queries(n, queries + 3)
         timings: dict[str, list[float]] = {"hybrid": [], "m3": []}
-        hits_ok = 0
+        found: dict[str, int] = {"hybrid": 0, "m3": 0}
         for name, fusion in (("hybrid", Fusion.RRF), ("m3", Fusion.M3)):
-            for i, q in enumerate(qs):
+            for i, (source, q) in enumerate(qs):
                 t = time.perf_counter()
                 hits = store.query(
                     dense=q.dense[0],
@@ -161,7 +165,7 @@ def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, obj
                 elapsed = (time.perf_counter() - t) * 1000
                 if i >= 3:  # warm-up excluded
                     timings[name].append(elapsed)
-                    hits_ok += int(len(hits) == 10)
+                    found[name] += int(bool(hits) and hits[0].doc_id == source)
         store.close()
     return {
         "backend": backend.value,
@@ -173,7 +177,8 @@ def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, obj
         "hybrid_p95_ms": round(_pct(timings["hybrid"], 95), 2),
         "m3_p50_ms": round(statistics.median(timings["m3"]), 2),
         "m3_p95_ms": round(_pct(timings["m3"], 95), 2),
-        "full_result_lists": hits_ok,
+        "hybrid_hit_at_1": round(found["hybrid"] / queries, 3),
+        "m3_hit_at_1": round(found["m3"] / queries, 3),
     }
 
 
@@ -203,19 +208,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run(backend, n, nq, corpus))
     header = (
         "| backend | chunks | index chunks/s | hybrid p50 ms | hybrid p95 ms | m3 p50 ms "
-        "| m3 p95 ms |"
+        "| m3 p95 ms | hit@1 hybrid / m3 |"
     )
-    lines = [header, "|" + "---|" * 7]
+    lines = [header, "|" + "---|" * 8]
     for r in rows:
         if r.get("skipped"):
             lines.append(
                 f"| {r['backend']} | {r['chunks']} | skipped: pure-Python local mode, too slow "
-                "for the time budget | | | | |"
+                "for the time budget | | | | | |"
             )
             continue
         lines.append(
             f"| {r['backend']} | {r['chunks']} | {r['index_chunks_per_s']} | "
-            f"{r['hybrid_p50_ms']} | {r['hybrid_p95_ms']} | {r['m3_p50_ms']} | {r['m3_p95_ms']} |"
+            f"{r['hybrid_p50_ms']} | {r['hybrid_p95_ms']} | {r['m3_p50_ms']} | {r['m3_p95_ms']} "
+            f"| {r['hybrid_hit_at_1']} / {r['m3_hit_at_1']} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -229,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             "colbert": [COLBERT_TOKENS, COLBERT_DIM],
         },
         "query": "k=10, dense+sparse prefetch 50 each, RRF (hybrid) or M3, ColBERT rerank",
+        "cpus": os.cpu_count(),
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "store.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
