@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tqdm.auto import tqdm
+
 from m3kit.outputs import Chunk, Head
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
@@ -41,19 +43,15 @@ def content_doc_id(text: str) -> str:
 
 
 def _chunker_signature(chunker: object | None) -> str:
-    """What identifies how a document is cut into chunks (part of its version hash).
-
-    A chunker's ``signature`` attribute (``LateChunker.signature``) is used when present;
-    otherwise its type and common size settings.
-    """
+    """What identifies how a document is cut into chunks (part of its version hash)."""
     if chunker is None:
         return "whole"
-    signature = getattr(chunker, "signature", None)
+    signature = getattr(chunker, "signature", None)  # LateChunker.signature
     if isinstance(signature, str):
         return signature
     fields = {
         name: repr(getattr(chunker, name))
-        for name in ("chunk_size", "chunk_overlap", "overlap", "window", "max_length")
+        for name in ("chunk_size", "chunk_overlap", "overlap", "window", "max_length", "pooling")
         if hasattr(chunker, name)
     }
     return f"{type(chunker).__module__}.{type(chunker).__qualname__}:{sorted(fields.items())}"
@@ -71,7 +69,12 @@ class M3Index:
     """Encoder + store: what the LangChain / LlamaIndex adapters and the CLI use.
 
     Thread-safe: searches and adds may run from several threads at once.
+
+    Attributes:
+        write_group: Documents encoded and written per step of :meth:`add_texts`.
     """
+
+    write_group: int = 64
 
     def __init__(self, encoder: M3Encoder, store: M3Store) -> None:
         """Pair an encoder with an opened store whose vectors it can produce.
@@ -260,12 +263,18 @@ class M3Index:
             return order
         done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
         todo = [d for d in docs if d.doc_id not in done]
-        if todo:
-            records, empty = self._records(todo, late_chunker, show_progress)
-            with self._write_lock:
-                self.store.upsert(records, show_progress=show_progress, replace=True)
-                if empty:
-                    self.store.delete_documents(empty)
+        show = len(todo) > self.write_group if show_progress is None else show_progress
+        # Encode and write in groups of documents, so an interrupted run keeps what it wrote
+        # (the next run skips those documents) and memory stays bounded on large jobs.
+        with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
+            for start in range(0, len(todo), self.write_group):
+                group = todo[start : start + self.write_group]
+                records, empty = self._records(group, late_chunker, False)
+                with self._write_lock:
+                    self.store.upsert(records, show_progress=False, replace=True)
+                    if empty:
+                        self.store.delete_documents(empty)
+                bar.update(len(group))
         return order
 
     async def aadd_texts(
