@@ -36,9 +36,11 @@ def test_parallel_queries_and_adds_match_serial(
     batches = [second[i::4] for i in range(4)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         adds = [pool.submit(add, b) for b in batches]
+        optimized = pool.submit(index.store.optimize)
         searches = [pool.submit(query, i) for i in range(len(queries))]
         parallel = [f.result() for f in searches]
         added = [f.result() for f in adds]
+        optimized.result()
     assert parallel == serial
     assert added == [[r["id"] for r in b] for b in batches]
     assert index.count() == len(corpus)
