@@ -1,10 +1,18 @@
 """Numeric precision of the encoder's forward pass: options, the ``auto`` choice, and setup.
 
-Measured on a 2-core AMD EPYC with AVX-512 BF16 (``benchmarks/encode.py``, full-size random
-BGE-M3, 256-token passages, all three heads): casting the weights to bfloat16 runs the forward
-about 2.3-2.5x faster than float32, bf16 autocast over float32 weights about 2.2x, dynamic int8
-about 3x. bf16 keeps the dense cosine to float32 above 0.9999 (real MiniLM weights and random
-BGE-M3 shape alike); int8 does not (0.89-0.92 on MiniLM), so it is opt-in only.
+Measured with ``python benchmarks/encode.py --repeats 2`` on 2 shared AMD EPYC cores with
+AVX-512 BF16 (32 SQuAD passages of 256 tokens; results in ``benchmarks/results/encode.md``):
+
+=================  ===========================  ============================  ===============
+precision          BGE-M3 shape, 3 heads:       MiniLM (real weights):        MiniLM dense
+                   speed vs fp32 (vs FlagEmb.)  speed vs fp32                 cosine to fp32
+=================  ===========================  ============================  ===============
+bf16 (weights)     3.6x (5.9x)                  1.95x                         >= 0.99993
+bf16-autocast      3.0x (4.9x)                  1.4x                          >= 0.99997
+int8 (dynamic)     3.7x (6.0x)                  2.15x                         0.89 (lossy)
+=================  ===========================  ============================  ===============
+
+So ``auto`` means bf16 weights on CPUs with native bf16 (and on GPUs); int8 is opt-in only.
 """
 
 from __future__ import annotations
