@@ -21,7 +21,7 @@ top-10 sparse terms, |MaxSim difference| of ColBERT on passage pairs (i, i+1).
 Run::
 
     python benchmarks/encode.py                 # tiny + large + minilm, 32 passages (~10 min)
-    python benchmarks/encode.py --quick         # tiny only
+    python benchmarks/encode.py --quick         # tiny only (-> results/encode_quick.*)
     python benchmarks/encode.py --passages 8 --models large --configs flagembedding m3kit-auto
 """
 
@@ -393,7 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=0, help="M3Encoder batch_size (0: default)")
     p.add_argument("--max-batch-tokens", type=int, default=0, help="(0: encoder default)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--out", type=Path, default=RESULTS / "encode")
+    p.add_argument(
+        "--out", type=Path, help="results stem (default: benchmarks/results/encode[_quick])"
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -402,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     from m3kit import testing
 
     models = args.models or (["tiny"] if args.quick else ["tiny", "large", "minilm"])
+    if args.out is None:
+        args.out = RESULTS / ("encode_quick" if args.quick else "encode")
     with tempfile.TemporaryDirectory(prefix="m3kit-bench-") as tmp:
         work = Path(tmp)
         paths: dict[str, Path] = {}
