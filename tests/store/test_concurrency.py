@@ -11,8 +11,10 @@ from m3kit.store import Fusion, Hit
 from tests.store.conftest import add_corpus
 
 
-def _key(hits: list[Hit]) -> list[tuple[str, float]]:
-    return [(h.id, round(h.score, 5)) for h in hits]
+def _same(got: list[Hit], want: list[Hit]) -> None:
+    """Same hits in the same order; scores equal up to float summation order."""
+    assert [h.id for h in got] == [h.id for h in want]
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
 
 
 def test_parallel_queries_and_adds_match_serial(
@@ -24,11 +26,11 @@ def test_parallel_queries_and_adds_match_serial(
 
     index = open_index(tiny_encoder)
     add_corpus(index, first)
-    serial = [_key(index.search(q, k=5, fusion=f, filter=old)) for q, f in queries]
+    serial = [index.search(q, k=5, fusion=f, filter=old) for q, f in queries]
 
-    def query(i: int) -> list[tuple[str, float]]:
+    def query(i: int) -> list[Hit]:
         q, f = queries[i]
-        return _key(index.search(q, k=5, fusion=f, filter=old))
+        return index.search(q, k=5, fusion=f, filter=old)
 
     def add(batch: list[dict[str, Any]]) -> list[str]:
         return add_corpus(index, batch)
@@ -41,7 +43,9 @@ def test_parallel_queries_and_adds_match_serial(
         parallel = [f.result() for f in searches]
         added = [f.result() for f in adds]
         optimized.result()
-    assert parallel == serial
+    assert len(parallel) == len(serial)
+    for got, want in zip(parallel, serial, strict=True):
+        _same(got, want)
     assert added == [[r["id"] for r in b] for b in batches]
     assert index.count() == len(corpus)
 
@@ -49,6 +53,4 @@ def test_parallel_queries_and_adds_match_serial(
     reference = open_index(tiny_encoder, collection="serial", location=tmp_path / "reference")
     add_corpus(reference, corpus)
     for q, f in queries[::2]:
-        got, want = index.search(q, k=8, fusion=f), reference.search(q, k=8, fusion=f)
-        assert [h.id for h in got] == [h.id for h in want]
-        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+        _same(index.search(q, k=8, fusion=f), reference.search(q, k=8, fusion=f))

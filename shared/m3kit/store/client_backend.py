@@ -204,6 +204,9 @@ class ClientBackend:
                     self.collection, DOC_ID, models.PayloadSchemaType.KEYWORD
                 )
 
+    def open(self) -> None:
+        """Nothing to do: the client connected (or opened its folder) on construction."""
+
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:
         structs = []

@@ -168,6 +168,10 @@ class EdgeBackend:
             qe.UpdateOperation.create_field_index(DOC_ID, qe.PayloadSchemaType.Keyword)
         )
 
+    def open(self) -> None:
+        """Load the shard now, so a folder held by another store fails at open time."""
+        _ = self.shard
+
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:
         out = []

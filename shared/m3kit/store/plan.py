@@ -99,6 +99,10 @@ class StorageBackend(Protocol):
         """Create the collection with ``schema``'s vectors."""
         ...
 
+    def open(self) -> None:
+        """Acquire the collection for use (after it was checked or created)."""
+        ...
+
     def upsert(self, points: Sequence[PointData]) -> None:
         """Insert or overwrite points (by id)."""
         ...

@@ -136,6 +136,7 @@ class M3Store:
             else:
                 logger.info("creating collection %r at %s", collection, impl.where)
                 impl.create(schema)
+            impl.open()
         except BaseException:
             impl.close()
             raise
