@@ -1,16 +1,17 @@
 """Numeric precision of the encoder's forward pass: options, the ``auto`` choice, and setup.
 
 Measured with ``python benchmarks/encode.py --repeats 2`` on 2 shared AMD EPYC cores with
-AVX-512 BF16 (32 SQuAD passages of 256 tokens; results in ``benchmarks/results/encode.md``):
+AVX-512 BF16 (32 SQuAD passages of 256 tokens; ranges over two full runs; latest results in
+``benchmarks/results/encode.md``):
 
-=================  ===========================  ============================  ===============
-precision          BGE-M3 shape, 3 heads:       MiniLM (real weights):        MiniLM dense
-                   speed vs fp32 (vs FlagEmb.)  speed vs fp32                 cosine to fp32
-=================  ===========================  ============================  ===============
-bf16 (weights)     3.6x (5.9x)                  1.95x                         >= 0.99993
-bf16-autocast      3.0x (4.9x)                  1.4x                          >= 0.99997
-int8 (dynamic)     3.7x (6.0x)                  2.15x                         0.89 (lossy)
-=================  ===========================  ============================  ===============
+=================  ===========================  ==================  =====================
+precision          BGE-M3 shape, 3 heads:       MiniLM (real        MiniLM dense cosine
+                   speed vs fp32 (vs FlagEmb.)  weights) vs fp32    to fp32 (min / mean)
+=================  ===========================  ==================  =====================
+bf16 (weights)     3.3-3.6x (5.9-6.3x)          1.8-1.95x           0.99993 / 0.99995
+bf16-autocast      2.7-3.0x (4.9-5.1x)          1.4-1.8x            0.99998 / 0.99998
+int8 (dynamic)     3.2x (6.2x), one run         2.0x                0.980 / 0.985 (lossy)
+=================  ===========================  ==================  =====================
 
 So ``auto`` means bf16 weights on CPUs with native bf16 (and on GPUs); int8 is opt-in only.
 """
