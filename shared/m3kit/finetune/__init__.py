@@ -1,9 +1,10 @@
 """Fine-tuning of BGE-M3's dense, sparse and ColBERT heads (``pip install 'm3kit[finetune]'``).
 
 Public names: :class:`M3Finetuner` / :class:`FinetuneConfig` / :class:`FinetuneResult`
-(training), :class:`TrainingExample` / :class:`QADataset` and the jsonl readers (data),
-:func:`mine_hard_negatives` (mining), :func:`generate_qa_dataset` (synthetic queries) and
-:func:`evaluate_heads` (retrieval evaluation per head).
+(training), :class:`TrainingExample` / :class:`QADataset` and the jsonl readers (data). Submodules:
+``mining.mine_hard_negatives``, ``synthetic.generate_qa_dataset``,
+``evaluate.evaluate_heads`` (retrieval metrics per head), ``splits.split_by_article``,
+``cli.add_subcommands`` (``m3kit finetune`` / ``mine-negatives`` / ``eval``).
 """
 
 from m3kit.finetune.data import (
