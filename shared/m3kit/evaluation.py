@@ -10,11 +10,12 @@ the first occurrence only.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
+
+from m3kit.jsonl import iter_json_rows
 
 __all__ = [
     "BeirDataset",
@@ -181,17 +182,10 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, object]]]:
         raise FileNotFoundError(
             f"{path} is missing (BEIR layout needs corpus.jsonl, queries.jsonl)"
         )
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict) or "_id" not in row or "text" not in row:
-                raise ValueError(f'{path}:{line_no}: a row needs "_id" and "text"')
-            yield line_no, row
+    for line_no, row in iter_json_rows(path):
+        if "_id" not in row or "text" not in row:
+            raise ValueError(f'{path}:{line_no}: a row needs "_id" and "text"')
+        yield line_no, row
 
 
 def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = True) -> BeirDataset:

@@ -20,13 +20,14 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from m3kit.jsonl import parse_json_rows
 
 __all__ = ["SUPPORTED_SUFFIXES", "SourceDocument", "find_files", "read_documents"]
 
@@ -135,16 +136,8 @@ def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
-    for line_no, line in enumerate(_decode(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_no, row in parse_json_rows(_decode(path).splitlines(), path):
         origin = f"{path}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{origin}: not valid JSON ({e.msg})") from e
-        if not isinstance(row, dict):
-            raise ValueError(f"{origin}: a jsonl row must be a JSON object")
         text = row.pop("text", None)
         if not isinstance(text, str):
             raise ValueError(f"{origin}: the row needs a string 'text' field")

@@ -10,7 +10,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -127,18 +126,13 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _read_corpus(path: Path) -> list[str]:
+    from m3kit.jsonl import iter_json_rows
+
     texts = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f'{path}:{line_no}: a corpus row needs a "text" string')
-            texts.append(f"{row.get('title') or ''} {row['text']}".strip())
+    for line_no, row in iter_json_rows(path):
+        if not isinstance(row.get("text"), str):
+            raise ValueError(f'{path}:{line_no}: a corpus row needs a "text" string')
+        texts.append(f"{row.get('title') or ''} {row['text']}".strip())
     return texts
 
 

@@ -11,13 +11,14 @@ Two interchange formats are read and written:
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from m3kit.jsonl import iter_json_rows, open_text
 
 __all__ = [
     "QADataset",
@@ -194,12 +195,6 @@ def examples_from_qa(dataset: Any) -> list[TrainingExample]:
     return QADataset.from_llamaindex(dataset).to_examples()
 
 
-def _open_text(path: Path, mode: str) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return path.open(mode, encoding="utf-8")
-
-
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[TrainingExample]:
     """Stream :class:`TrainingExample` rows from a FlagEmbedding jsonl (or .jsonl.gz) file.
 
@@ -211,24 +206,15 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[TrainingExample]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"training file {p} does not exist")
-    with _open_text(p, "r") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{line_no}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{p}:{line_no}: expected a JSON object per line")
-            if "query" not in row:
-                raise ValueError(f'{p}:{line_no}: row has no "query"')
-            if not row.get("pos"):
-                raise ValueError(f'{p}:{line_no}: row has no positive passage ("pos" is empty)')
-            try:
-                yield TrainingExample(row["query"], row["pos"], row.get("neg") or ())
-            except ValueError as e:
-                raise ValueError(f"{p}:{line_no}: {e}") from e
+    for line_no, row in iter_json_rows(p):
+        if "query" not in row:
+            raise ValueError(f'{p}:{line_no}: row has no "query"')
+        if not row.get("pos"):
+            raise ValueError(f'{p}:{line_no}: row has no positive passage ("pos" is empty)')
+        try:
+            yield TrainingExample(row["query"], row["pos"], row.get("neg") or ())
+        except ValueError as e:
+            raise ValueError(f"{p}:{line_no}: {e}") from e
 
 
 def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[TrainingExample]:
@@ -245,7 +231,7 @@ def write_jsonl(examples: Iterable[TrainingExample], path: str | os.PathLike[str
     """Write FlagEmbedding rows (gzip when the name ends in ``.gz``); returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with _open_text(p, "w") as fh:
+    with open_text(p, "w") as fh:
         for ex in examples:
             fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
     return p
