@@ -208,7 +208,7 @@ def _run_search(args: argparse.Namespace) -> int:
     if location is not None and not location.is_dir():
         raise ValueError(f"no index at {location}; run `m3kit index` first (or pass --path)")
     encoder = _load_encoder(args)
-    index = _open_index(encoder, args, storage)
+    index = _open_index(encoder, args, storage, create=False)
     try:
         if index.count() == 0:
             raise ValueError(
@@ -272,17 +272,27 @@ def _storage(args: argparse.Namespace) -> dict[str, Any]:
     return {"url": args.qdrant_url, "api_key": api_key}
 
 
-def _open_index(encoder: M3Encoder, args: argparse.Namespace, storage: dict[str, Any]) -> M3Index:
+def _open_index(
+    encoder: M3Encoder, args: argparse.Namespace, storage: dict[str, Any], *, create: bool = True
+) -> M3Index:
     from m3kit.store import M3Index
 
     location = storage.get("location")
     if location is not None:
         location.mkdir(parents=True, exist_ok=True)
         return M3Index.open(
-            encoder, str(location), collection=args.collection, backend=storage["backend"]
+            encoder,
+            str(location),
+            collection=args.collection,
+            backend=storage["backend"],
+            create=create,
         )
     return M3Index.open(
-        encoder, collection=args.collection, url=storage["url"], api_key=storage["api_key"]
+        encoder,
+        collection=args.collection,
+        url=storage["url"],
+        api_key=storage["api_key"],
+        create=create,
     )
 
 

@@ -265,3 +265,53 @@ def test_three_way_hybrid_with_m3_checkpoint(
             capsys, store, tiny_m3_path, volcano, "--fusion", fusion, "--backend", backend
         )
         assert Path(str(hits[0]["doc_id"])).name == "volcanoes.md", fusion
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_search_unknown_collection_creates_nothing(
+    docs: Path, tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    from m3kit import M3Encoder
+    from m3kit.store import M3Store
+
+    store = tmp_path / "store"
+    assert (
+        main(
+            [
+                *_args(store, tiny_m3_path, "index", str(docs), "--collection", "docs"),
+                "--backend",
+                backend,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    argv = [
+        *_args(store, tiny_m3_path, "search", "bees", "--collection", "typo"),
+        "--backend",
+        backend,
+    ]
+    assert main(argv) == 1
+    assert "collection 'typo' does not exist" in capsys.readouterr().err
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    with pytest.raises(ValueError, match="does not exist"):
+        M3Store.open(
+            store,
+            collection="typo",
+            dense_dim=enc.dense_dim,
+            colbert_dim=enc.colbert_dim,
+            sparse=True,
+            backend=backend,
+            create=False,
+        )
+    reopened = M3Store.open(
+        store,
+        collection="docs",
+        dense_dim=enc.dense_dim,
+        colbert_dim=enc.colbert_dim,
+        sparse=True,
+        backend=backend,
+        create=False,
+    )
+    assert reopened.count() == 6
+    reopened.close()

@@ -110,6 +110,7 @@ class M3Index:
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        create: bool = True,
     ) -> M3Index:
         """Open (or create) a collection shaped for ``encoder`` and pair them.
 
@@ -121,6 +122,7 @@ class M3Index:
             api_key: Server API key (default: ``QDRANT_API_KEY``).
             backend: ``"edge"`` or ``"client"`` (default: client with a URL, else the
                 embedded default).
+            create: Create the collection if it does not exist (else raise ``ValueError``).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
@@ -136,6 +138,7 @@ class M3Index:
             url=url,
             api_key=api_key,
             backend=backend,
+            create=create,
         )
         return cls(encoder, store)
 

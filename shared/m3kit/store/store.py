@@ -81,6 +81,7 @@ class M3Store:
         api_key: str | None = None,
         backend: Backend | str | None = None,
         timeout: int | None = None,
+        create: bool = True,
     ) -> M3Store:
         """Open (creating if needed) a collection and check it has the expected vectors.
 
@@ -96,6 +97,7 @@ class M3Store:
             backend: ``Backend.EDGE`` (embedded Rust engine) or ``Backend.CLIENT``
                 (qdrant-client); default: CLIENT with a URL, else :data:`DEFAULT_BACKEND`.
             timeout: Server request timeout in seconds.
+            create: Create the collection when it does not exist (else raise ``ValueError``).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors (nothing written).
@@ -133,6 +135,8 @@ class M3Store:
         try:
             if impl.exists():
                 check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
+            elif not create:
+                raise ValueError(f"collection {collection!r} does not exist at {impl.where}")
             else:
                 logger.info("creating collection %r at %s", collection, impl.where)
                 impl.create(schema)
