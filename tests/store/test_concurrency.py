@@ -14,7 +14,8 @@ from tests.store.conftest import add_corpus
 def _same(got: list[Hit], want: list[Hit]) -> None:
     """Same hits in the same order; scores equal up to float summation order."""
     assert [h.id for h in got] == [h.id for h in want]
-    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+    # float32 scores: summation order changes the last bits (relative ~1e-7)
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-6, abs=1e-6)
 
 
 def test_parallel_queries_and_adds_match_serial(

@@ -232,7 +232,7 @@ def test_path_store_reopens_with_same_data(
     assert reopened.count() == len(corpus)
     after = reopened.search(corpus[4]["text"], k=5, fusion="m3")
     assert [h.id for h in after] == [h.id for h in before]
-    assert [h.score for h in after] == pytest.approx([h.score for h in before], abs=1e-6)
+    assert [h.score for h in after] == pytest.approx([h.score for h in before], rel=1e-6, abs=1e-6)
     assert [(h.text, h.metadata) for h in after] == [(h.text, h.metadata) for h in before]
 
 
@@ -254,7 +254,7 @@ async def test_async_equals_sync(
         # numpy MaxSim may differ in the last bits between calls).
         for g in got:
             assert [h.id for h in g] == [h.id for h in sync], fusion
-            assert [h.score for h in g] == pytest.approx([h.score for h in sync], abs=1e-6)
+            assert [h.score for h in g] == pytest.approx([h.score for h in sync], rel=1e-6, abs=1e-6)
         q = tiny_encoder.encode([query], query=True)
         vec = {"dense": q.dense[0], "sparse": q.sparse[0], "colbert": q.colbert[0]}
         async_hits = await index.store.aquery(**vec, k=4, fusion=fusion)
