@@ -254,7 +254,9 @@ async def test_async_equals_sync(
         # numpy MaxSim may differ in the last bits between calls).
         for g in got:
             assert [h.id for h in g] == [h.id for h in sync], fusion
-            assert [h.score for h in g] == pytest.approx([h.score for h in sync], rel=1e-6, abs=1e-6)
+            assert [h.score for h in g] == pytest.approx(
+                [h.score for h in sync], rel=1e-6, abs=1e-6
+            )
         q = tiny_encoder.encode([query], query=True)
         vec = {"dense": q.dense[0], "sparse": q.sparse[0], "colbert": q.colbert[0]}
         async_hits = await index.store.aquery(**vec, k=4, fusion=fusion)
