@@ -4,6 +4,7 @@ from m3kit.checkpoint import DEFAULT_MODEL, CheckpointKind, Pooling
 from m3kit.encoder import M3Encoder, Precision, Truncation
 from m3kit.errors import (
     CheckpointError,
+    CollectionNotFoundError,
     HeadNotAvailableError,
     HeadNotComputedError,
     M3KitError,
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "CheckpointError",
     "CheckpointKind",
+    "CollectionNotFoundError",
     "Chunk",
     "Head",
     "HeadNotAvailableError",

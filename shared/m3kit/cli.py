@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m3kit.checkpoint import DEFAULT_MODEL
-from m3kit.errors import M3KitError
+from m3kit.errors import CollectionNotFoundError, M3KitError
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
@@ -208,7 +208,10 @@ def _run_search(args: argparse.Namespace) -> int:
     if location is not None and not location.is_dir():
         raise ValueError(f"no index at {location}; run `m3kit index` first (or pass --path)")
     encoder = _load_encoder(args)
-    index = _open_index(encoder, args, storage, create=False)
+    try:
+        index = _open_index(encoder, args, storage, create=False)
+    except CollectionNotFoundError as e:
+        raise CollectionNotFoundError(f"{e}; run `m3kit index` first") from None
     try:
         if index.count() == 0:
             raise ValueError(

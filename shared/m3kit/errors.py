@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CollectionNotFoundError",
     "HeadNotAvailableError",
     "HeadNotComputedError",
     "M3KitError",
@@ -36,6 +37,10 @@ class TruncationError(M3KitError, ValueError):
 
 class SchemaMismatchError(M3KitError, ValueError):
     """An existing Qdrant collection does not match the schema the caller asked for."""
+
+
+class CollectionNotFoundError(M3KitError, ValueError):
+    """A collection was opened for reading but does not exist."""
 
 
 class StoreConnectionError(M3KitError, ConnectionError):

@@ -8,6 +8,7 @@ EXPECTED_ALL = [
     "DEFAULT_MODEL",
     "CheckpointError",
     "CheckpointKind",
+    "CollectionNotFoundError",
     "Chunk",
     "Head",
     "HeadNotAvailableError",

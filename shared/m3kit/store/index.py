@@ -122,7 +122,8 @@ class M3Index:
             api_key: Server API key (default: ``QDRANT_API_KEY``).
             backend: ``"edge"`` or ``"client"`` (default: client with a URL, else the
                 embedded default).
-            create: Create the collection if it does not exist (else raise ``ValueError``).
+            create: Create the collection if it does not exist (else raise
+                :class:`~m3kit.errors.CollectionNotFoundError`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.

@@ -15,6 +15,7 @@ from typing import Any
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
+from m3kit.errors import CollectionNotFoundError
 from m3kit.outputs import Head, SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 from m3kit.store.filters import FilterLike, documents_filter, stale_chunks_filter, to_filter
@@ -97,7 +98,8 @@ class M3Store:
             backend: ``Backend.EDGE`` (embedded Rust engine) or ``Backend.CLIENT``
                 (qdrant-client); default: CLIENT with a URL, else :data:`DEFAULT_BACKEND`.
             timeout: Server request timeout in seconds.
-            create: Create the collection when it does not exist (else raise ``ValueError``).
+            create: Create the collection when it does not exist (else raise
+                :class:`~m3kit.errors.CollectionNotFoundError`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors (nothing written).
@@ -136,7 +138,9 @@ class M3Store:
             if impl.exists():
                 check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
             elif not create:
-                raise ValueError(f"collection {collection!r} does not exist at {impl.where}")
+                raise CollectionNotFoundError(
+                    f"collection {collection!r} does not exist at {impl.where}"
+                )
             else:
                 logger.info("creating collection %r at %s", collection, impl.where)
                 impl.create(schema)
