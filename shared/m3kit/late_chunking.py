@@ -23,9 +23,16 @@ Rules (tested in ``tests/late_chunking``):
   (:meth:`~m3kit.encoder.M3Encoder.sparse_vector`); ColBERT = the normalised ColBERT vectors of
   the chunk's tokens (CLS has none; the last chunk keeps ``</s>`` like ``encode``).
 - **Windows.** A document longer than ``window`` tokens is encoded in windows of at most
-  ``window`` tokens that overlap by ``overlap`` tokens; each token's state is taken once, from
-  the window in which it is farthest from the edge (the overlap is split at its midpoint).
-  Memory grows linearly with the document (per-token states), never quadratically.
+  ``window`` tokens that break only between chunks (:func:`plan_chunk_windows`), so a chunk's
+  tokens all come from one forward pass. ``overlap`` adds context at the windows' edges:
+  consecutive windows share ``overlap`` tokens, each token's state is still taken once (from
+  the window that owns its chunk). The default overlap is 0: every token goes through the model
+  once. Memory grows linearly with the document (per-token states), never quadratically.
+- **Cost.** The same tokens go through the model as with naive chunking, but each attends to
+  its whole window instead of its chunk, so late chunking costs more as the window grows
+  (attention is quadratic). ``benchmarks/late_chunking_cost.py`` measures the trade-off;
+  ``window`` is the knob (e.g. ``window=2 * chunk_size + 2``: each chunk sees about one
+  neighbour, at close to naive cost).
 
 Example::
 
@@ -67,6 +74,10 @@ __all__ = ["ChunkingConfig", "DensePooling", "LateChunker"]
 logger = logging.getLogger(__name__)
 
 _PROBE = "hello world"
+# Forward passes' worth of windows planned together: the encoder sorts them by length, so more
+# windows per group means less padding. 4 keeps a group's float32 states (hidden + ColBERT) at
+# ~270 MB for BGE-M3 with the default 8192-token batches.
+_GROUP_BATCHES = 4
 
 
 class DensePooling(str, enum.Enum):
@@ -85,8 +96,9 @@ class ChunkingConfig:
             not counted). Ignored when a splitter is given.
         window: Most tokens per forward pass, special tokens included (default: the
             encoder's ``max_length``, 8192 for BGE-M3).
-        overlap: Tokens shared by consecutive windows of a long document (default: an eighth
-            of the window). Each token keeps at least ``overlap // 2`` tokens of context.
+        overlap: Context tokens shared by consecutive windows of a long document (default 0:
+            windows break between chunks, every token is computed once). With an overlap,
+            the chunks at a window's edge see up to ``overlap // 2`` tokens beyond it.
         dense_pooling: ``"mean"`` (late chunking) or ``"naive"``.
     """
 
@@ -133,6 +145,10 @@ class _DocPlan:
 def plan_windows(n: int, capacity: int, overlap: int) -> list[_Window]:
     """Windows of at most ``capacity`` content tokens over ``n`` tokens, ``overlap`` shared.
 
+    Fixed-stride windows, used inside a chunk longer than a window (see
+    :func:`plan_chunk_windows`). Each token is owned once, by the window in which it is farthest
+    from the edge (the overlap is split at its midpoint).
+
     >>> [(w.start, w.end, w.own_start, w.own_end) for w in plan_windows(10, 4, 2)]
     [(0, 4, 0, 3), (2, 6, 3, 5), (4, 8, 5, 7), (6, 10, 7, 10)]
     """
@@ -149,6 +165,62 @@ def plan_windows(n: int, capacity: int, overlap: int) -> list[_Window]:
     ]
 
 
+def plan_chunk_windows(
+    bounds: Sequence[tuple[int, int]], capacity: int, overlap: int
+) -> list[_Window]:
+    """Windows that break only between chunks, for a document longer than one window.
+
+    ``bounds`` are the chunks' token ranges, tiling ``[0, n)`` in order. Each window owns whole
+    consecutive chunks, as many as fit in ``capacity`` tokens together with their context: up to
+    ``overlap // 2`` tokens before and ``overlap - overlap // 2`` after (less at the document's
+    edges), so consecutive windows share ``overlap`` tokens. The context tokens are owned by the
+    neighbouring windows, so every token's state is taken once and no chunk mixes
+    states from two windows. Compared with fixed-stride windows this computes no token twice
+    when ``overlap`` is 0, and never cuts a chunk's context in the middle of the chunk. A chunk
+    longer than ``capacity`` is split by :func:`plan_windows` inside its own range.
+
+    >>> chunks = [(0, 3), (3, 6), (6, 9), (9, 10)]
+    >>> [(w.start, w.end, w.own_start, w.own_end) for w in plan_chunk_windows(chunks, 6, 0)]
+    [(0, 6, 0, 6), (6, 10, 6, 10)]
+    >>> [(w.start, w.end, w.own_start, w.own_end) for w in plan_chunk_windows(chunks, 6, 2)]
+    [(0, 4, 0, 3), (2, 7, 3, 6), (5, 10, 6, 10)]
+    """
+    if capacity < 1 or not 0 <= overlap < capacity:
+        raise ValueError(f"need capacity >= 1 and 0 <= overlap < capacity ({capacity}, {overlap})")
+    n = bounds[-1][1] if bounds else 0
+    if n <= capacity:
+        return [_Window(0, n, 0, n)]
+
+    before, after = overlap // 2, overlap - overlap // 2
+
+    def context(a: int, b: int) -> tuple[int, int]:
+        want_left, want_right = min(before, a), min(after, n - b)
+        room = capacity - (b - a)
+        if want_left + want_right <= room:
+            return want_left, want_right
+        left = min(want_left, max(room // 2, room - want_right))
+        return left, min(want_right, room - left)
+
+    windows: list[_Window] = []
+    i = 0
+    while i < len(bounds):
+        a, b = bounds[i]
+        if b - a > capacity:
+            for w in plan_windows(b - a, capacity, overlap):
+                windows.append(_Window(w.start + a, w.end + a, w.own_start + a, w.own_end + a))
+            i += 1
+            continue
+        while i + 1 < len(bounds):
+            nb = bounds[i + 1][1]
+            if (nb - a) + min(before, a) + min(after, n - nb) > capacity:
+                break
+            i, b = i + 1, nb
+        left, right = context(a, b)
+        windows.append(_Window(a - left, b + right, a, b))
+        i += 1
+    return windows
+
+
 class LateChunker:
     """Split documents into chunks and give each chunk late-chunked M3 vectors.
 
@@ -159,7 +231,7 @@ class LateChunker:
             LangChain ``TextSplitter`` or a LlamaIndex text splitter (anything with
             ``split_text``).
         window: Most tokens per forward pass (default and maximum: ``encoder.max_length``).
-        overlap: Context tokens shared by consecutive windows (default: ``capacity // 8``).
+        overlap: Context tokens shared by consecutive windows (default 0).
         dense_pooling: ``"mean"`` (default) or ``"naive"``.
     """
 
@@ -189,7 +261,7 @@ class LateChunker:
         self.capacity = self.window - len(self._prefix) - len(self._suffix)
         if self.capacity < 1:
             raise ValueError(f"window={self.window} leaves no room for text beside specials")
-        self.overlap = overlap if overlap is not None else self.capacity // 8
+        self.overlap = overlap if overlap is not None else 0
         if self.overlap >= self.capacity:
             raise ValueError(
                 f"overlap={self.overlap} must be smaller than the window's text capacity "
@@ -211,13 +283,13 @@ class LateChunker:
     def signature(self) -> str:
         """What decides the chunks and their vectors, as a stable string (for change detection).
 
-        E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=8192, overlap=1023,
-        dense_pooling=mean)``. A custom splitter appears by its qualified name only (not its
-        settings).
+        E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=8192, overlap=0,
+        windows=chunks, dense_pooling=mean)``. A custom splitter appears by its qualified name
+        only (not its settings).
         """
         return (
             f"LateChunker(splitter={self._splitter_name}, chunk_size={self.chunk_size}, "
-            f"window={self.window}, overlap={self.overlap}, "
+            f"window={self.window}, overlap={self.overlap}, windows=chunks, "
             f"dense_pooling={self.dense_pooling.value})"
         )
 
@@ -232,11 +304,13 @@ class LateChunker:
         """Chunk and encode documents: one list of :class:`~m3kit.outputs.Chunk` per text.
 
         Each document is run through the model once (in windows when longer than ``window``);
-        documents are batched together under the encoder's ``max_batch_tokens`` budget.
+        Documents are planned in groups of about ``_GROUP_BATCHES`` forward passes, so that
+        windows of similar length from many documents share a batch (little padding) while
+        the per-token states held at once stay bounded.
         """
         texts = _check_texts(texts)
         out: list[list[Chunk]] = []
-        budget = max(self.encoder.max_batch_tokens, self.window)
+        budget = _GROUP_BATCHES * max(self.encoder.max_batch_tokens, self.window)
         bar = tqdm(
             total=len(texts),
             desc="late chunking",
@@ -290,7 +364,8 @@ class LateChunker:
         ids = np.concatenate(
             [np.asarray(self._prefix, np.int64), content, np.asarray(self._suffix, np.int64)]
         )
-        windows = plan_windows(n, self.capacity, self.overlap) if n else [_Window(0, 0, 0, 0)]
+        content_bounds = [(e - c, e) for e, c in zip(ends, counts, strict=True)]
+        windows = plan_chunk_windows(content_bounds, self.capacity, self.overlap)
         return _DocPlan(text, ids, spans, bounds_tok, windows)
 
     # -- encoding ---------------------------------------------------------------------------
@@ -369,9 +444,9 @@ class LateChunker:
         for w, st in zip(plan.windows, states, strict=True):
             length = w.end - w.start
             pieces = [(p + w.own_start - w.start, p + w.own_start, w.own_end - w.own_start)]
-            if w.start == 0:
+            if w.own_start == 0:
                 pieces.append((0, 0, p))  # the document's leading specials
-            if w.end == n:
+            if w.own_end == n:
                 pieces.append((p + length, p + n, s))  # the document's trailing specials
             for src, dst, count in pieces:
                 if count <= 0:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from m3kit import Head, HeadNotComputedError, M3Encoder
-from m3kit.late_chunking import ChunkingConfig, DensePooling, LateChunker, plan_windows
+from m3kit.late_chunking import (
+    ChunkingConfig,
+    DensePooling,
+    LateChunker,
+    plan_chunk_windows,
+    plan_windows,
+)
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -167,6 +173,39 @@ def test_plan_windows_owns_every_token_once() -> None:
                     assert w.end - w.own_end >= overlap // 2
 
 
+def test_plan_chunk_windows_whole_chunks_once() -> None:
+    """Windows own whole chunks, tile the document, fit the capacity, keep the overlap."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        sizes = rng.integers(1, 12, size=int(rng.integers(1, 15))).tolist()
+        ends = np.cumsum(sizes).tolist()
+        bounds = [(e - s, e) for e, s in zip(ends, sizes, strict=True)]
+        n = ends[-1]
+        capacity = int(rng.integers(1, 30))
+        overlap = int(rng.integers(0, capacity))
+        windows = plan_chunk_windows(bounds, capacity, overlap)
+        owned = [t for w in windows for t in range(w.own_start, w.own_end)]
+        assert owned == list(range(n))
+        starts = {a for a, _ in bounds} | {n}
+        for w in windows:
+            assert 0 <= w.start <= w.own_start < w.own_end <= w.end <= n
+            assert w.end - w.start <= max(capacity, n if n <= capacity else 0)
+            whole = w.own_start in starts and w.own_end in starts
+            inside_one = any(a <= w.own_start and w.own_end <= b for a, b in bounds)
+            assert whole or inside_one  # whole chunks, or a piece of an oversize chunk
+            if whole and n > capacity:
+                room = capacity - (w.own_end - w.own_start)
+                want = min(overlap // 2, w.own_start) + min(overlap - overlap // 2, n - w.own_end)
+                assert (w.own_start - w.start) + (w.end - w.own_end) == min(want, room)
+    # no overlap: every token goes through the model exactly once
+    windows = plan_chunk_windows([(0, 5), (5, 9), (9, 17), (17, 22)], 10, 0)
+    assert [(w.start, w.end) for w in windows] == [(0, 9), (9, 17), (17, 22)]
+    # a chunk longer than the window is split inside itself (fixed-stride windows)
+    windows = plan_chunk_windows([(0, 4), (4, 30), (30, 33)], 10, 2)
+    assert (windows[0].own_start, windows[0].own_end) == (0, 4)
+    assert all(w.start >= 4 and w.end <= 30 for w in windows[1:-1])
+
+
 def test_window_states_match_direct_forward(tiny_small_window, h):  # type: ignore[no-untyped-def]
     """A document longer than the window: each token's state is its owning window's state."""
     enc: M3Encoder = tiny_small_window
@@ -179,15 +218,21 @@ def test_window_states_match_direct_forward(tiny_small_window, h):  # type: igno
     h.assert_tokens_partitioned(chunks, len(ids))
     # rebuild per-token states from the windows, each window run on its own (no chunker)
     content = ids[1:-1]
+    bounds = [(max(c.token_start - 1, 0), min(c.token_end - 1, len(content))) for c in chunks]
+    windows = plan_chunk_windows(bounds, 62, 16)
+    assert len(windows) >= 3
+    for c in chunks:  # every chunk's states come from one window
+        first, last = c.token_start - 1, c.token_end - 1
+        assert sum(w.own_start < last and first < w.own_end for w in windows) == 1
     hidden = np.zeros((len(ids), enc.dense_dim), dtype=np.float32)
-    for w in plan_windows(len(content), 62, 16):
+    for w in windows:
         ref = h.reference_states(enc, [ids[0], *content[w.start : w.end], ids[-1]])
         hidden[1 + w.own_start : 1 + w.own_end] = ref.hidden[
             1 + w.own_start - w.start : 1 + w.own_end - w.start
         ]
-        if w.start == 0:
+        if w.own_start == 0:
             hidden[0] = ref.hidden[0]
-        if w.end == len(content):
+        if w.own_end == len(content):
             hidden[-1] = ref.hidden[-1]
     for c in chunks:
         mean = hidden[c.token_start : c.token_end].mean(0)
@@ -229,7 +274,8 @@ def test_long_document_forward_sizes_bounded(tiny_m3_path, monkeypatch):  # type
     assert chunks[-1].token_end == n_tokens
     assert seen and max(t for _, t in seen) <= 1024
     assert max(b * t for b, t in seen) <= 4096
-    assert sum(b * t for b, t in seen) < 1.2 * n_tokens  # each window once, overlap 1/8
+    # default overlap 0: every token through the model once (+ specials and a little padding)
+    assert sum(b * t for b, t in seen) < 1.05 * n_tokens
 
 
 def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-untyped-def]
@@ -247,10 +293,10 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
         LateChunker(tiny_encoder).chunk(["ok", 3])  # type: ignore[list-item]
     assert ChunkingConfig().dense_pooling is DensePooling.MEAN
     chunker = LateChunker(minilm_encoder)
-    assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 31)
+    assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 0)
     assert chunker.signature == (
-        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=31, "
-        "dense_pooling=mean)"
+        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=0, "
+        "windows=chunks, dense_pooling=mean)"
     )
     other = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
     assert other.signature != chunker.signature and "<lambda>" in other.signature
