@@ -103,6 +103,7 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
         (["index", "{docs}", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["search", "x", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["index", "{docs}", "--chunk-size", "64"], "--chunk-size needs --late-chunking"),
+        (["index", "{docs}", "--window", "512"], "--window needs --late-chunking"),
         (["search", "x", "--api-key", "secret"], "--api-key needs --qdrant-url"),
         (
             ["search", "anything", "--collection", "never_indexed"],
@@ -160,6 +161,9 @@ def test_parser_defaults() -> None:
     )
     args = build_parser().parse_args(["index", "a", "b", "--late-chunking", "--chunk-size", "128"])
     assert (args.paths, args.late_chunking, args.chunk_size) == (["a", "b"], True, 128)
+    assert args.window is None
+    args = build_parser().parse_args(["index", "a", "--late-chunking", "--window", "514"])
+    assert args.window == 514
 
 
 def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path) -> None:
@@ -199,6 +203,7 @@ def test_index_with_late_chunking(
     store = tmp_path / "store"
     capsys.readouterr()
     argv = ["index", str(long_md), "--collection", "docs", "--late-chunking", "--chunk-size", "64"]
+    argv += ["--window", "130"]  # two chunks per forward pass: several windows per document
     assert main(_args(store, minilm_path, *argv)) == 0
     out = capsys.readouterr().out
     stored = int(out.split(": ")[-1].split(" chunk")[0])
