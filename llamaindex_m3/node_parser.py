@@ -168,10 +168,12 @@ class M3LateChunkingNodeParser(NodeParser):
     dtype: Precision = Field(default=Precision.AUTO, description="auto, fp32, bf16 or fp16.")
     chunk_size: int = Field(default=256, ge=1, description="Token budget per chunk.")
     window: int | None = Field(
-        default=None, ge=3, description="Most tokens per forward pass (default: max_length)."
+        default=None,
+        ge=3,
+        description="Most tokens per forward pass (default: max_length); smaller costs less.",
     )
     overlap: int | None = Field(
-        default=None, ge=0, description="Context tokens shared by consecutive windows."
+        default=None, ge=0, description="Context tokens shared by consecutive windows (default 0)."
     )
     dense_pooling: DensePooling = Field(
         default=DensePooling.MEAN, description="'mean' (late chunking) or 'naive'."
