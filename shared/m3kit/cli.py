@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --late-chunking: most tokens of context per forward pass (default: the "
         "model's max length; smaller is faster, e.g. 2 x chunk size costs about naive time)",
     )
+    index.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete stored documents that came from these files and folders but are no "
+        "longer there (removed files, removed jsonl rows); documents from elsewhere are kept",
+    )
     index.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch")
     index.set_defaults(handler=_run_index)
 
@@ -198,14 +204,37 @@ def _run_index(args: argparse.Namespace) -> int:
             late_chunker=chunker,
             show_progress=not args.quiet,
         )
+        pruned = _prune(index, args.paths, {d.doc_id for d in docs}) if args.prune else []
         after = index.count()
     finally:
         index.close()
+    removed = f"; removed {len(pruned)} document(s) no longer there" if args.prune else ""
     print(
         f"indexed {len(docs)} document(s) into {args.collection!r} at {_location(args)}: "
-        f"{after} chunk(s) stored ({after - before:+d})"
+        f"{after} chunk(s) stored ({after - before:+d}){removed}"
     )
     return 0
+
+
+def _prune(index: Any, paths: list[str], current: set[str]) -> list[str]:
+    """Delete stored documents whose ``source`` lies under ``paths`` but that were not read now."""
+    roots = [Path(p).resolve() for p in paths]
+
+    def under(source: object) -> bool:
+        if not isinstance(source, str):
+            return False
+        path = Path(source)
+        return any(path == root or path.is_relative_to(root) for root in roots)
+
+    stale = sorted(
+        doc_id
+        for doc_id, meta in index.store.document_metadata().items()
+        if doc_id not in current and under(meta.get("source"))
+    )
+    if stale:
+        index.delete(stale)
+        logger.info("pruned %d document(s): %s", len(stale), ", ".join(stale[:10]))
+    return stale
 
 
 def _run_search(args: argparse.Namespace) -> int:

@@ -79,6 +79,39 @@ def test_index_search_reindex_edit(
     assert not any(line.startswith(" 2. ") for line in lines)
 
 
+def test_prune_removes_what_left_the_given_paths_only(
+    docs: Path, tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "moon.txt").write_text("The Moon orbits the Earth every 27 days.", encoding="utf-8")
+    rows = [{"_id": "a", "text": "Berlin is in Germany."}, {"_id": "b", "text": "Oxygen is O."}]
+    corpus = docs / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert "9 chunk(s) stored (+9)" in _index(capsys, store, minilm_path, docs, other)
+
+    # without --prune nothing is deleted
+    (docs / "honeybees.txt").unlink()
+    corpus.write_text(json.dumps(rows[0]), encoding="utf-8")
+    assert "9 chunk(s) stored (+0)" in _index(capsys, store, minilm_path, docs)
+
+    # --prune on docs/: the removed file and the removed jsonl row go; other/ stays
+    capsys.readouterr()
+    argv = _args(store, minilm_path, "index", str(docs), "--collection", "docs", "--prune")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "7 chunk(s) stored (-2); removed 2 document(s) no longer there" in out, out
+    ids = {str(h["doc_id"]) for h in _search(capsys, store, minilm_path, "anything", "-k", "20")}
+    assert str((other / "moon.txt").resolve()) in ids and "a" in ids
+    assert "b" not in ids and not any(i.endswith("honeybees.txt") for i in ids)
+
+    # pruning again removes nothing
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "7 chunk(s) stored (+0); removed 0 document(s)" in capsys.readouterr().out
+
+
 def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [
         {"_id": "berlin", "title": "Berlin", "text": "Berlin is the capital of Germany."},

@@ -70,6 +70,9 @@ def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[
     assert index.count() == 8
     hits = index.search(corpus[2]["text"], k=10)
     assert not {h.doc_id for h in hits} & set(gone)
+    stored = index.store.document_metadata()  # one entry per document, its metadata
+    kept = [row for row in corpus[:10] if row["id"] not in gone]
+    assert stored == {row["id"]: row["metadata"] for row in kept}
 
 
 def _random_row(rng: np.random.Generator, dim: int = 32) -> M3Output:

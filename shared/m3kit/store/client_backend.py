@@ -234,7 +234,7 @@ class ClientBackend:
         with self._translate():
             return int(self._client.count(self.collection, count_filter=selector, exact=True).count)
 
-    def scroll(self, selector: models.Filter, keys: Sequence[str]) -> Iterator[RawHit]:
+    def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
         offset: Any = None
         while True:
             with self._translate():

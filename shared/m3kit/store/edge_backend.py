@@ -206,7 +206,7 @@ class EdgeBackend:
     def count(self, selector: models.Filter | None = None) -> int:
         return int(self.shard.count(qe.CountRequest(exact=True, filter=edge_filter(selector))))
 
-    def scroll(self, selector: models.Filter, keys: Sequence[str]) -> Iterator[RawHit]:
+    def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
         offset: Any = None
         flt = edge_filter(selector)
         while True:

@@ -119,7 +119,7 @@ class StorageBackend(Protocol):
         """Exact number of points (matching the filter)."""
         ...
 
-    def scroll(self, selector: models.Filter, keys: Sequence[str]) -> Iterator[RawHit]:
+    def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
         """Every point matching the filter, with only the payload ``keys`` (score 0)."""
         ...
 

@@ -283,6 +283,16 @@ class M3Store:
         """Number of stored chunks (matching the filter)."""
         return self._backend.count(to_filter(filter))
 
+    def document_metadata(self) -> dict[str, dict[str, Any]]:
+        """``{doc_id: metadata}`` of every stored document (one scroll over the collection)."""
+        out: dict[str, dict[str, Any]] = {}
+        for hit in self._backend.scroll(None, [DOC_ID, METADATA]):
+            doc_id = hit.payload.get(DOC_ID)
+            if doc_id is not None and str(doc_id) not in out:
+                meta = hit.payload.get(METADATA)
+                out[str(doc_id)] = dict(meta) if isinstance(meta, Mapping) else {}
+        return out
+
     def complete_documents(self, versions: Mapping[str, str]) -> set[str]:
         """Which documents are fully stored at the given version.
 
