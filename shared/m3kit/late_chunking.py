@@ -32,7 +32,8 @@ Rules (tested in ``tests/late_chunking``):
   its whole window instead of its chunk, so late chunking costs more as the window grows
   (attention is quadratic). ``benchmarks/late_chunking_cost.py`` measures the trade-off;
   ``window`` is the knob (e.g. ``window=2 * chunk_size + 2``: each chunk sees about one
-  neighbour, at close to naive cost).
+  neighbour, at about 1.1x naive CPU time for a BGE-M3-sized model; whole documents of ~3.5k
+  tokens cost about 2.9x).
 
 Example::
 
