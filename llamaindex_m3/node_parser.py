@@ -7,10 +7,13 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 - ``node.metadata["m3_sparse"]``: its sparse vector as ``{"indices": [...], "values": [...]}``
   (token ids ascending), listed in ``excluded_embed_metadata_keys`` and
   ``excluded_llm_metadata_keys`` so it never reaches an embedding model or a prompt.
+- ``node.metadata["m3_late_chunk"]``: where the chunk came from (the chunker's signature, the
+  chunk's index and token span), also excluded from embedding and prompts.
 - :func:`node_vectors` (``node.m3_vectors``): all heads as a one-row :class:`m3kit.M3Output`,
-  ColBERT included. Kept in memory only (a ``PrivateAttr``), never serialised: a ColBERT matrix
-  is far too big for node metadata. Hand them to m3kit's store, e.g.
-  ``M3Store.upsert(chunk_records(nodes))``.
+  ColBERT included. ColBERT is kept in memory only (a ``PrivateAttr``), never serialised: a
+  ColBERT matrix is far too big for node metadata. A node rebuilt from JSON (a docstore, an
+  ``IngestionPipeline`` cache) still has its late-chunked dense and sparse vectors. Hand them
+  to m3kit's store, e.g. ``M3Store.upsert(chunk_records(nodes))``.
 - ``start_char_idx`` / ``end_char_idx``: the chunk's span in the document; the ``SOURCE``
   relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser import NodeParser
 from llama_index.core.node_parser.node_utils import build_nodes_from_splits
@@ -38,10 +42,11 @@ from typing_extensions import Self
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.late_chunking import DensePooling, LateChunker
-from m3kit.outputs import Chunk, Head, M3Output
+from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
 
 __all__ = [
+    "LATE_METADATA_KEY",
     "SPARSE_METADATA_KEY",
     "M3LateChunkingNodeParser",
     "M3TextNode",
@@ -51,6 +56,8 @@ __all__ = [
 ]
 
 SPARSE_METADATA_KEY = "m3_sparse"
+LATE_METADATA_KEY = "m3_late_chunk"
+_INTERNAL_KEYS = (SPARSE_METADATA_KEY, LATE_METADATA_KEY)
 _CHUNKER_CONTEXT_KEY = "m3kit_late_chunker"
 _IN_MEMORY = "<in-memory>"
 
@@ -74,32 +81,68 @@ class M3TextNode(TextNode):
 def node_vectors(node: BaseNode) -> M3Output:
     """The M3 vectors an :class:`M3LateChunkingNodeParser` attached to ``node``.
 
+    All heads for a node made in this process; for a node rebuilt from JSON (a docstore, an
+    ``IngestionPipeline`` cache), the heads that survive serialisation: dense (``.embedding``)
+    and sparse (``metadata["m3_sparse"]``), not ColBERT.
+
     Raises:
-        ValueError: The node did not come from the parser in this process (vectors are not
-            serialised, so a node loaded back from a docstore has none).
+        ValueError: The node did not come from the parser.
     """
-    if not isinstance(node, M3TextNode):
+    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
+        return node.m3_vectors
+    late = node.metadata.get(LATE_METADATA_KEY)
+    embedding = getattr(node, "embedding", None)
+    if not isinstance(late, dict) or embedding is None:
         raise ValueError(
-            f"node {node.node_id} is a {type(node).__name__}, not an M3TextNode from "
-            "M3LateChunkingNodeParser (in this process); it carries no M3 vectors"
+            f"node {node.node_id} did not come from M3LateChunkingNodeParser "
+            f"(no {LATE_METADATA_KEY!r} metadata and embedding); it carries no M3 vectors"
         )
-    return node.m3_vectors
+    sparse = node.metadata.get(SPARSE_METADATA_KEY)
+    heads = {Head.DENSE} | ({Head.SPARSE} if isinstance(sparse, dict) else set())
+    return M3Output(
+        heads=frozenset(heads),
+        token_counts=(int(late["token_end"]) - int(late["token_start"]),),
+        _dense=np.asarray([embedding], dtype=np.float32),
+        _sparse=(
+            SparseVector(
+                np.asarray(sparse["indices"], dtype=np.int64),
+                np.asarray(sparse["values"], dtype=np.float32),
+            ),
+        )
+        if isinstance(sparse, dict)
+        else None,
+        _colbert=None,
+    )
+
+
+def user_metadata(node: BaseNode) -> dict[str, Any]:
+    """The node's metadata without the parser's own keys (what a store keeps)."""
+    return {k: v for k, v in node.metadata.items() if k not in _INTERNAL_KEYS}
 
 
 def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
     """m3kit store records for parsed nodes (doc id = the source document's id).
 
-    ``metadata`` is the node's metadata without :data:`SPARSE_METADATA_KEY`.
+    ``metadata`` is :func:`user_metadata`. Nodes rebuilt from JSON give records without ColBERT
+    (see :func:`node_vectors`); a store with a ColBERT head refuses them.
     """
     records = []
     for node in nodes:
         vectors = node_vectors(node)
-        assert isinstance(node, M3TextNode) and node._m3_chunk is not None
-        chunk = node._m3_chunk
-        metadata = {k: v for k, v in node.metadata.items() if k != SPARSE_METADATA_KEY}
+        late = node.metadata[LATE_METADATA_KEY]
         doc_id = node.ref_doc_id or node.node_id
+        start = getattr(node, "start_char_idx", None)
+        end = getattr(node, "end_char_idx", None)
         records.append(
-            ChunkRecord(doc_id, chunk.index, node.text, metadata, vectors, chunk.start, chunk.end)
+            ChunkRecord(
+                doc_id,
+                int(late["index"]),
+                node.get_content(metadata_mode=MetadataMode.NONE),
+                user_metadata(node),
+                vectors,
+                start,
+                end,
+            )
         )
     return records
 
@@ -276,14 +319,21 @@ class M3LateChunkingNodeParser(NodeParser):
             start_char_idx=chunk.start,
             end_char_idx=chunk.end,
         )
+        node.metadata[LATE_METADATA_KEY] = {
+            "chunker": self._chunker.signature,
+            "index": chunk.index,
+            "token_start": chunk.token_start,
+            "token_end": chunk.token_end,
+        }
         if Head.SPARSE in chunk.vectors.heads:
             node.metadata[SPARSE_METADATA_KEY] = {
                 "indices": chunk.sparse.indices.tolist(),
                 "values": chunk.sparse.values.tolist(),
             }
+        for key in _INTERNAL_KEYS:
             for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-                if SPARSE_METADATA_KEY not in keys:
-                    keys.append(SPARSE_METADATA_KEY)
+                if key in node.metadata and key not in keys:
+                    keys.append(key)
         node._m3_chunk = chunk
         return node
 

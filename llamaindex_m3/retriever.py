@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
-from llamaindex_m3.node_parser import SPARSE_METADATA_KEY, M3TextNode, node_vectors
+from llamaindex_m3.node_parser import (
+    LATE_METADATA_KEY,
+    M3TextNode,
+    node_vectors,
+    user_metadata,
+)
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head, M3Output
@@ -245,6 +250,13 @@ class M3Retriever(BaseRetriever):
         by these. Documents whose nodes are unchanged are skipped without encoding. Nodes from
         :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in this process) are stored with the
         late-chunked vectors they carry; other nodes are encoded here, each on its own text.
+        A late-chunked node that lost its vectors (rebuilt from a docstore or an
+        ``IngestionPipeline`` cache: ColBERT matrices are never serialised) is an error, not
+        silently re-encoded without its document's context; an unchanged document already
+        stored is skipped as usual, so re-running a cached pipeline works.
+
+        Raises:
+            ValueError: A late-chunked node without the vectors the store needs.
 
         Args:
             nodes: Text nodes (metadata must be JSON-serialisable).
@@ -268,6 +280,8 @@ class M3Retriever(BaseRetriever):
                 continue
             for chunk_index, (_, node) in enumerate(group):
                 carried = _carried_vectors(node, store.heads)
+                if carried is None and _is_late(node):
+                    raise ValueError(_lost_vectors_message(node, store.heads))
                 if carried is None:
                     todo.append((doc_id, chunk_index, node))
                 else:
@@ -382,13 +396,38 @@ def _unpack(documents: Sequence[Document]) -> tuple[list[str], list[dict[str, An
 
 def _carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:
     """The late-chunked vectors a node carries, when they cover every head the store holds."""
-    if not isinstance(node, M3TextNode):
+    if not _is_late(node):
         return None
     try:
         vectors = node_vectors(node)
-    except ValueError:  # an M3TextNode rebuilt from a docstore: its vectors were not saved
+    except ValueError:  # marked late-chunked but its embedding was dropped
         return None
     return vectors if heads <= vectors.heads else None
+
+
+def _is_late(node: BaseNode) -> bool:
+    """Made by ``M3LateChunkingNodeParser`` (live, or rebuilt: its sparse metadata survives)."""
+    return isinstance(node, M3TextNode) or LATE_METADATA_KEY in node.metadata
+
+
+def _lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
+    need = ", ".join(sorted(h.value for h in heads))
+    try:
+        have = ", ".join(sorted(h.value for h in node_vectors(node).heads))
+    except ValueError:
+        have = "nothing (no embedding)"
+    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
+        return (
+            f"node {node.node_id} carries late-chunked vectors for {have}, but the store needs "
+            f"{need}; parse with a model that has those heads, or use a store made for it"
+        )
+    return (
+        f"node {node.node_id} came from M3LateChunkingNodeParser but was rebuilt from JSON (a "
+        "docstore or an IngestionPipeline cache), which keeps only dense and sparse vectors: "
+        f"it has {have}, the store needs {need}. Run the parser again on its document (e.g. "
+        f"IngestionPipeline(..., cache=None)), or drop metadata[{LATE_METADATA_KEY!r}] to have "
+        "the node encoded on its own text (naive chunking)"
+    )
 
 
 def _nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
@@ -400,7 +439,8 @@ def _nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
             node.start_char_idx if isinstance(node, TextNode) else None,
             node.end_char_idx if isinstance(node, TextNode) else None,
             _metadata(node),
-            "late" if isinstance(node, M3TextNode) else "text",
+            "late" if _is_late(node) else "text",
+            node.metadata.get(LATE_METADATA_KEY, {}).get("chunker"),  # how it was late-chunked
         ]
         h.update(json.dumps(blob, sort_keys=True).encode())
     return h.hexdigest()
@@ -414,7 +454,7 @@ def _metadata(node: BaseNode) -> dict[str, Any]:
             f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
         ) from None
     # the parser's sparse copy is already in the sparse vector; not stored twice
-    return {k: v for k, v in node.metadata.items() if k != SPARSE_METADATA_KEY}
+    return user_metadata(node)
 
 
 def _record(

@@ -13,6 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeRelationship, TextNode
 from pydantic import PrivateAttr
 
 from llamaindex_m3.node_parser import (
+    LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
     M3LateChunkingNodeParser,
     M3TextNode,
@@ -21,6 +22,7 @@ from llamaindex_m3.node_parser import (
     node_vectors,
 )
 from m3kit.late_chunking import LateChunker
+from m3kit.outputs import Head
 
 BERLIN = (
     "Berlin is the capital and largest city of Germany. It has about 3.8 million inhabitants. "
@@ -113,11 +115,33 @@ def test_parser_is_a_transformation(tiny_parser):  # type: ignore[no-untyped-def
     nodes = tiny_parser([Document(text=BERLIN)])
     assert nodes and all(isinstance(n, M3TextNode) for n in nodes)
     plain = TextNode(text="x")
-    with pytest.raises(ValueError, match="not an M3TextNode"):
+    with pytest.raises(ValueError, match="did not come from M3LateChunkingNodeParser"):
         node_vectors(plain)
     assert tiny_parser.chunker.chunk_size == 12
     dumped = nodes[0].model_dump()
     assert "_m3_chunk" not in dumped and dumped["embedding"] == nodes[0].embedding
+
+
+def test_rebuilt_nodes_keep_dense_and_sparse(tiny_parser):  # type: ignore[no-untyped-def]
+    """A node through JSON (docstore, pipeline cache) keeps its late dense + sparse, not ColBERT."""
+    nodes = tiny_parser([Document(text=BERLIN, metadata={"lang": "en"})])
+    rebuilt = [TextNode.from_json(n.to_json()) for n in nodes]
+    for i, (live, back) in enumerate(zip(nodes, rebuilt, strict=True)):
+        late = back.metadata[LATE_METADATA_KEY]
+        assert late["chunker"] == tiny_parser.chunker.signature and late["index"] == i
+        out = node_vectors(back)
+        assert out.heads == frozenset({Head.DENSE, Head.SPARSE})
+        assert out.token_counts == live.m3_vectors.token_counts
+        np.testing.assert_array_equal(out.dense, live.m3_vectors.dense)
+        np.testing.assert_array_equal(out.sparse[0].indices, live.m3_vectors.sparse[0].indices)
+        np.testing.assert_array_equal(out.sparse[0].values, live.m3_vectors.sparse[0].values)
+        for mode in (MetadataMode.EMBED, MetadataMode.LLM):  # never in prompts or embeddings
+            content = back.get_content(metadata_mode=mode)
+            assert LATE_METADATA_KEY not in content and SPARSE_METADATA_KEY not in content
+    records = chunk_records(rebuilt)
+    assert [r.chunk_index for r in records] == list(range(len(nodes)))
+    assert all(r.metadata == {"lang": "en"} for r in records)
+    assert all(Head.COLBERT not in r.vectors.heads for r in records)
 
 
 def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-def]

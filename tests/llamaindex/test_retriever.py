@@ -249,10 +249,52 @@ def test_add_nodes_keeps_late_chunked_vectors(
             (hit,) = r.index.store.query(dense=node.embedding, k=1, rerank=False)
             assert hit.id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-4)
             assert SPARSE_METADATA_KEY not in hit.metadata and hit.metadata["kind"] == "late"
+        # nodes rebuilt from JSON (a docstore, an IngestionPipeline cache) lose ColBERT: an
+        # unchanged, stored document is skipped; a store without it gets an error, never a
+        # silent re-encoding of each chunk on its own text
+        rebuilt = [TextNode.from_json(n.to_json()) for n in nodes]
+        assert all(SPARSE_METADATA_KEY in n.metadata for n in rebuilt)
+        monkeypatch.setattr(r.index.encoder, "encode", no_encoding)
+        assert r.add_nodes(rebuilt) == ids
+        monkeypatch.undo()
+        with M3Retriever.open(tiny_encoder, collection="fresh") as fresh:
+            with pytest.raises(ValueError, match="rebuilt from JSON.*colbert.*cache=None"):
+                fresh.add_nodes(rebuilt)
+            assert fresh.index.count() == 0
         # the same text split by a plain parser is another version: re-encoded, replaced
         plain = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents([long])
         r.add_nodes(plain)
         assert r.index.count() == len(plain)
+
+
+def test_ingestion_pipeline_cache_keeps_late_vectors(
+    minilm_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached pipeline run hands back rebuilt nodes; a dense-only store takes their vectors."""
+    from llama_index.core.ingestion import IngestionPipeline
+
+    from llamaindex_m3.node_parser import M3LateChunkingNodeParser
+
+    doc = Document(text=" ".join(f"Sentence {i} is about theme {i % 7}." for i in range(40)))
+    pipeline = IngestionPipeline(
+        transformations=[M3LateChunkingNodeParser.from_encoder(minilm_encoder, chunk_size=32)]
+    )
+    live = pipeline.run(documents=[doc])
+    cached = pipeline.run(documents=[doc])  # from the pipeline's cache: plain TextNodes
+    assert len(live) == len(cached) > 2 and not isinstance(cached[0], type(live[0]))
+
+    def no_encoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("late-chunked nodes must not be encoded again")
+
+    with M3Retriever.open(minilm_encoder, similarity_top_k=1) as r:
+        monkeypatch.setattr(r.index.encoder, "encode", no_encoding)
+        ids = r.add_nodes(cached)
+        monkeypatch.undo()
+        assert r.index.count() == len(live)
+        for i, node in enumerate(live):  # stored: the live late-chunked dense vectors
+            (hit,) = r.index.store.query(dense=node.embedding, k=1, rerank=False)
+            assert hit.id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-5)
+            assert "m3_late_chunk" not in hit.metadata
 
 
 def test_rerank_and_score_threshold(retriever: M3Retriever) -> None:
