@@ -226,7 +226,7 @@ class M3Encoder:
         truncation: Truncation | str = Truncation.WARN,
     ) -> list[TokenizedText]:
         """Token ids per text, truncated to ``max_length`` (special tokens included)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         limit = min(max_length or self.max_length, self.max_length)
         if not texts:
             return []
@@ -290,7 +290,7 @@ class M3Encoder:
         Returns:
             One :class:`M3Output` for the whole batch, in input order.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         wanted = self._check_heads(heads)
         if query and self.query_instruction:
             texts = [self.query_instruction + t for t in texts]
@@ -479,9 +479,10 @@ def plan_batches(
     return batches
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
+    """``texts`` as a list, or a ``TypeError`` naming ``method()`` and the bad position."""
     if isinstance(texts, str):
-        raise TypeError("encode() takes a list of texts; wrap a single text as [text]")
+        raise TypeError(f"{method}() takes a list of texts; wrap a single text as [text]")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):

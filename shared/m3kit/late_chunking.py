@@ -67,7 +67,7 @@ from m3kit.chunk_spans import (
     pack_sentences,
     sentence_starts,
 )
-from m3kit.encoder import M3Encoder, TokenStates
+from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.outputs import Chunk, FloatArray, Head, M3Output
 
 __all__ = ["ChunkingConfig", "DensePooling", "LateChunker"]
@@ -297,7 +297,7 @@ class LateChunker:
     # -- public API -------------------------------------------------------------------------
     def spans(self, texts: Sequence[str]) -> list[list[Span]]:
         """The chunk character spans :meth:`chunk` uses, without encoding anything."""
-        return [self._plan(t).spans for t in _check_texts(texts)]
+        return [self._plan(t).spans for t in check_texts(texts, method="spans")]
 
     def chunk(
         self, texts: Sequence[str], *, show_progress: bool | None = None
@@ -309,7 +309,7 @@ class LateChunker:
         windows of similar length from many documents share a batch (little padding) while
         the per-token states held at once stay bounded.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts, method="chunk")
         out: list[list[Chunk]] = []
         budget = _GROUP_BATCHES * max(self.encoder.max_batch_tokens, self.window)
         bar = tqdm(
@@ -492,13 +492,3 @@ def _qualname(obj: Any) -> str:
     """``module.QualName`` of a function, or of an object's class."""
     kind = obj if hasattr(obj, "__qualname__") else type(obj)
     return f"{getattr(kind, '__module__', '?')}.{kind.__qualname__}"
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("chunk() takes a list of texts; wrap a single text as [text]")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
-    return out
