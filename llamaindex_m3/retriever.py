@@ -406,7 +406,7 @@ def _carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:
 
 
 def _is_late(node: BaseNode) -> bool:
-    """Made by ``M3LateChunkingNodeParser`` (live, or rebuilt: its sparse metadata survives)."""
+    """Made by ``M3LateChunkingNodeParser`` (live, or rebuilt from JSON: its marker survives)."""
     return isinstance(node, M3TextNode) or LATE_METADATA_KEY in node.metadata
 
 
