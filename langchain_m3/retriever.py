@@ -211,13 +211,9 @@ class M3Retriever(BaseRetriever):
         self.index.delete(list(doc_ids))
 
     def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
-        if late_chunking is False:
-            return None
-        if late_chunking is True:
-            from m3kit.late_chunking import LateChunker
+        from m3kit.late_chunking import as_late_chunker
 
-            return LateChunker(self.index.encoder)
-        return late_chunking
+        return as_late_chunker(self.index.encoder, late_chunking)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

@@ -231,13 +231,9 @@ class M3Retriever(BaseRetriever):
         )
 
     def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
-        if late_chunking is False:
-            return None
-        if late_chunking is True:
-            from m3kit.late_chunking import LateChunker
+        from m3kit.late_chunking import as_late_chunker
 
-            return LateChunker(self.index.encoder)
-        return late_chunking
+        return as_late_chunker(self.index.encoder, late_chunking)
 
     def add_nodes(
         self, nodes: Sequence[BaseNode], *, show_progress: bool | None = None

@@ -70,7 +70,7 @@ from m3kit.chunk_spans import (
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.outputs import Chunk, FloatArray, Head, M3Output
 
-__all__ = ["ChunkingConfig", "DensePooling", "LateChunker"]
+__all__ = ["ChunkingConfig", "DensePooling", "LateChunker", "as_late_chunker"]
 
 logger = logging.getLogger(__name__)
 
@@ -459,6 +459,24 @@ class LateChunker:
                     lo = max(src, 1)  # window position 0 (CLS) has no ColBERT vector
                     colbert[dst + lo - src : dst + count] = st.colbert[lo - 1 : src + count - 1]
         return hidden, sparse, colbert
+
+
+def as_late_chunker(encoder: M3Encoder, late_chunking: bool | LateChunker) -> LateChunker | None:
+    """What a ``late_chunking=`` argument means: ``False`` none, ``True`` a default chunker.
+
+    >>> as_late_chunker(None, False) is None  # type: ignore[arg-type]
+    True
+    """
+    if late_chunking is False:
+        return None
+    if late_chunking is True:
+        return LateChunker(encoder)
+    if not isinstance(late_chunking, LateChunker):
+        raise TypeError(
+            "late_chunking must be True, False or a LateChunker, "
+            f"got {type(late_chunking).__name__}"
+        )
+    return late_chunking
 
 
 def _offsets_tokenizer(encoder: M3Encoder) -> Any:

@@ -10,6 +10,7 @@ from m3kit.late_chunking import (
     ChunkingConfig,
     DensePooling,
     LateChunker,
+    as_late_chunker,
     plan_chunk_windows,
     plan_windows,
 )
@@ -292,6 +293,12 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     with pytest.raises(TypeError, match="not str"):
         LateChunker(tiny_encoder).chunk(["ok", 3])  # type: ignore[list-item]
     assert ChunkingConfig().dense_pooling is DensePooling.MEAN
+    assert as_late_chunker(tiny_encoder, False) is None
+    assert as_late_chunker(tiny_encoder, True).signature == LateChunker(tiny_encoder).signature  # type: ignore[union-attr]
+    mine = LateChunker(tiny_encoder, chunk_size=7)
+    assert as_late_chunker(tiny_encoder, mine) is mine
+    with pytest.raises(TypeError, match="late_chunking must be True, False or a LateChunker"):
+        as_late_chunker(tiny_encoder, "yes")  # type: ignore[arg-type]
     chunker = LateChunker(minilm_encoder)
     assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 0)
     assert chunker.signature == (
