@@ -3,17 +3,21 @@
 >>> f = metadata_filter({"lang": "en", "year": [2023, 2024]})
 >>> [c.key for c in f.must]
 ['metadata.lang', 'metadata.year']
->>> type(f.must[1].match).__name__
-'MatchAny'
+>>> f.must[1].should[0].range.gte  # numbers compare by value (2023 also matches 2023.0)
+2023.0
+
+The meaning of each condition (lists, missing keys, numbers) is in :mod:`m3kit.store.conditions`.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models
 
+from m3kit.store.conditions import any_of, equals
 from m3kit.store.schema import CHUNK_INDEX, DOC_HASH, DOC_ID, METADATA
 
 __all__ = [
@@ -22,6 +26,7 @@ __all__ = [
     "documents_filter",
     "ids_filter",
     "metadata_filter",
+    "points_filter",
     "stale_chunks_filter",
     "to_filter",
 ]
@@ -29,32 +34,33 @@ __all__ = [
 FilterLike = Mapping[str, Any] | models.Filter
 
 
-def _condition(key: str, value: Any) -> models.FieldCondition:
-    path = f"{METADATA}.{key}"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        values = list(value)
-        if not values:
-            raise ValueError(f"filter on {key!r}: an any-of list must not be empty")
-        if all(isinstance(v, str) for v in values) or all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values
-        ):
-            return models.FieldCondition(key=path, match=models.MatchAny(any=values))
+def _condition(key: str, value: Any) -> models.Condition:
+    if key.startswith("$"):
         raise ValueError(
-            f"filter on {key!r}: an any-of list must hold only strings or only integers, "
-            f"got {values!r}"
+            f"filter key {key!r}: operator mappings ($and, $or, $eq, ...) are not supported; "
+            "the mapping form is {key: value} equality (a list value means any-of), pass a "
+            "qdrant_client.models.Filter for anything richer"
         )
-    if isinstance(value, (str, bool, int)):
-        return models.FieldCondition(key=path, match=models.MatchValue(value=value))
-    if isinstance(value, float):
-        return models.FieldCondition(key=path, range=models.Range(gte=value, lte=value))
+    path = f"{METADATA}.{key}"
+    if isinstance(value, list | tuple | set | frozenset):
+        return any_of(path, list(value))
+    if isinstance(value, str | bool | int | float):
+        return equals(path, value)
     raise ValueError(
         f"filter on {key!r}: value {value!r} ({type(value).__name__}) is not supported; use a "
-        "string, int, bool, float, a list of strings/ints (any-of), or a qdrant models.Filter"
+        "string, int, bool, float, a list of those (any-of), or a qdrant models.Filter"
     )
 
 
 def metadata_filter(mapping: Mapping[str, Any]) -> models.Filter:
-    """Equality on ``metadata.<key>`` for each item (a list value means any-of)."""
+    """Equality on ``metadata.<key>`` for each item (a list value means any-of), all of them.
+
+    Each item means :func:`m3kit.store.conditions.equals` (or ``any_of`` for a list): on a
+    list-valued key it matches when any element does; numbers compare by value.
+
+    Raises:
+        ValueError: An empty mapping, an operator key (``$and``...), or an unsupported value.
+    """
     if not mapping:
         raise ValueError("an empty filter mapping matches everything; pass filter=None instead")
     return models.Filter(must=[_condition(str(k), v) for k, v in mapping.items()])
@@ -107,3 +113,33 @@ def stale_chunks_filter(doc_id: str, doc_hash: str, chunk_count: int) -> models.
         must=[models.FieldCondition(key=DOC_ID, match=models.MatchValue(value=doc_id))],
         must_not=[current],
     )
+
+
+def points_filter(ids: Sequence[str] | None, filter: FilterLike | None) -> models.Filter:
+    """Points with these ids (UUIDs) and/or matching the filter (both: AND).
+
+    >>> points_filter(None, {"lang": "en"}).must[0].key
+    'metadata.lang'
+    >>> points_filter(["6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10"], None).must[0].has_id
+    ['6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10']
+
+    Raises:
+        ValueError: Neither is given, or an id is not a UUID.
+    """
+    if ids is None and filter is None:
+        raise ValueError("give point ids, a filter or both")
+    by_id = None
+    if ids is not None:
+        if isinstance(ids, str):
+            raise TypeError("ids is a sequence of point ids, not a single string")
+        for i in ids:
+            try:
+                uuid.UUID(str(i))
+            except ValueError:
+                raise ValueError(
+                    f"{i!r} is not a point id (point ids are UUIDs: point_id(doc_id, chunk_index))"
+                ) from None
+        by_id = ids_filter([str(i) for i in ids])
+    selector = and_filters(by_id, to_filter(filter))
+    assert selector is not None
+    return selector

@@ -13,26 +13,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
+from qdrant_client import models
 from tqdm.auto import tqdm
 
 from m3kit.errors import CollectionNotFoundError
 from m3kit.outputs import Head, SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
-from m3kit.store.filters import FilterLike, documents_filter, stale_chunks_filter, to_filter
+from m3kit.store.filters import (
+    FilterLike,
+    documents_filter,
+    points_filter,
+    stale_chunks_filter,
+    to_filter,
+)
+from m3kit.store.payload_indexes import ensure_payload_indexes
 from m3kit.store.plan import PointData, RawHit, StorageBackend
 from m3kit.store.query import QueryOptions, QueryVectors, run_query
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_INDEX,
+    CHUNKING,
     DOC_HASH,
     DOC_ID,
+    ENCODER_ID,
     END,
     METADATA,
     PAGE_CONTENT,
     START,
     CollectionSchema,
+    PayloadIndexType,
     check_schema,
+    payload_index_fields,
     point_id,
 )
 
@@ -67,6 +79,9 @@ class M3Store:
         self.schema = schema
         self.backend = kind
         self.query_options = QueryOptions()
+        #: Stored with every point written (``encoder_id``): set by :class:`M3Index` to its
+        #: encoder's fingerprint identity.
+        self.writer_id: str | None = None
         self._closed = False
 
     @classmethod
@@ -83,6 +98,8 @@ class M3Store:
         backend: Backend | str | None = None,
         timeout: int | None = None,
         create: bool = True,
+        payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
+        index_after: int | None = None,
     ) -> M3Store:
         """Open (creating if needed) a collection and check it has the expected vectors.
 
@@ -100,14 +117,22 @@ class M3Store:
             timeout: Server request timeout in seconds.
             create: Create the collection when it does not exist (else raise
                 :class:`~m3kit.errors.CollectionNotFoundError`).
+            payload_indexes: ``{metadata key: PayloadIndexType}`` to index (payload path
+                ``metadata.<key>``) for fast filtered search; the ones the collection lacks are
+                created, existing ones left alone. qdrant-client's local mode has no payload
+                indexes: there this is logged and does nothing.
+            index_after: Embedded engine only: unindexed points in the collection at which a
+                write builds the dense HNSW index (default 20,000).
 
         Raises:
-            SchemaMismatchError: The collection exists with other vectors (nothing written).
+            SchemaMismatchError: The collection exists with other vectors, or a declared
+                payload index exists with another type (nothing written).
             StoreConnectionError: The server cannot be reached or refuses the request.
         """
         if not collection or not isinstance(collection, str):
             raise ValueError("collection must be a non-empty string")
         schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
+        index_fields = payload_index_fields(payload_indexes)
         kind = Backend(backend) if backend is not None else None
         if url is not None:
             if kind is Backend.EDGE:
@@ -120,6 +145,8 @@ class M3Store:
         elif api_key is not None:
             raise ValueError("api_key is only used with url")
         kind = kind or DEFAULT_BACKEND
+        if index_after is not None and kind is not Backend.EDGE:
+            raise ValueError("index_after applies to the embedded engine (backend='edge') only")
         loc = None if location is None else str(location)
         if loc is not None and loc != ":memory:":
             _check_folder(Path(loc), collection, kind)
@@ -131,9 +158,14 @@ class M3Store:
                 collection=collection, location=loc, url=url, api_key=api_key, timeout=timeout
             )
         else:
-            from m3kit.store.edge_backend import EdgeBackend
+            from m3kit.store.edge_backend import INDEX_AFTER, EdgeBackend
 
-            impl = EdgeBackend(collection=collection, location=loc, schema=schema)
+            impl = EdgeBackend(
+                collection=collection,
+                location=loc,
+                schema=schema,
+                index_after=INDEX_AFTER if index_after is None else index_after,
+            )
         try:
             if impl.exists():
                 check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
@@ -145,6 +177,7 @@ class M3Store:
                 logger.info("creating collection %r at %s", collection, impl.where)
                 impl.create(schema)
             impl.open()
+            ensure_payload_indexes(impl, index_fields)
         except BaseException:
             impl.close()
             raise
@@ -205,6 +238,10 @@ class M3Store:
             DOC_HASH: doc_hash,
             CHUNK_COUNT: int(chunk_count),
         }
+        if self.writer_id is not None:
+            payload[ENCODER_ID] = self.writer_id
+        if r.chunking is not None:
+            payload[CHUNKING] = json.loads(json.dumps(dict(r.chunking)))
         return PointData(
             id=point_id(r.doc_id, r.chunk_index),
             dense=dense,
@@ -267,8 +304,9 @@ class M3Store:
     def optimize(self) -> None:
         """Index every point written so far (embedded engine: builds the HNSW graph now).
 
-        Writes trigger this by themselves once enough points are new; call it after a
-        smaller load to make the next queries use the index. A no-op for qdrant-client.
+        Writes trigger this by themselves once the collection holds ``index_after``
+        unindexed points (counted by the engine, across runs); call it after a smaller load
+        to make the next queries use the index. A no-op for qdrant-client.
         """
         self._backend.finish_writes(force=True)
 
@@ -278,7 +316,55 @@ class M3Store:
         for i in range(0, len(ids), _DOC_BATCH):
             self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
 
+    def delete_points(
+        self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
+    ) -> None:
+        """Delete the chunks with these point ids and/or matching the filter (both: AND).
+
+        Raises:
+            ValueError: Neither is given (use :meth:`clear` to empty the collection), or an
+                id is not a point id (a UUID).
+        """
+        self._backend.delete(points_filter(ids, filter))
+
+    def clear(self) -> None:
+        """Delete every chunk; the collection and its schema stay."""
+        self._backend.delete(models.Filter())
+
+    def collection_metadata(self) -> dict[str, Any]:
+        """m3kit's record of the collection (what wrote it); ``{}`` when there is none.
+
+        Kept in the collection's metadata (qdrant-client: servers and local mode) or in
+        ``m3kit_collection.json`` beside the shard (embedded engine); never a point.
+        """
+        return self._backend.read_metadata()
+
+    def set_collection_metadata(self, meta: Mapping[str, Any]) -> None:
+        """Replace m3kit's record of the collection (atomically)."""
+        self._backend.write_metadata(meta)
+
     # -- reads ------------------------------------------------------------------------------
+    def points(
+        self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """``{point id: full payload}`` of the chunks with these ids and/or matching the filter.
+
+        Ids come first in the order given (unknown ids are left out), then filter order.
+
+        Raises:
+            ValueError: Neither is given, or an id is not a point id (a UUID).
+        """
+        found = {h.id: h.payload for h in self._backend.scroll(points_filter(ids, filter), _KEYS)}
+        if ids is None:
+            return found
+        return {str(i): found[str(i)] for i in ids if str(i) in found}
+
+    def get(
+        self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
+    ) -> list[Hit]:
+        """The stored chunks of :meth:`points` as hits (score ``0.0``)."""
+        return [_hit(RawHit(i, 0.0, p)) for i, p in self.points(ids, filter=filter).items()]
+
     def count(self, filter: FilterLike | None = None) -> int:
         """Number of stored chunks (matching the filter)."""
         return self._backend.count(to_filter(filter))
@@ -401,6 +487,9 @@ class M3Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_KEYS = (PAGE_CONTENT, METADATA, DOC_ID, CHUNK_INDEX, START, END, DOC_HASH, CHUNK_COUNT)
 
 
 def _hit(h: RawHit) -> Hit:

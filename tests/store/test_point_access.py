@@ -1,0 +1,62 @@
+"""M3Store.points / get / delete_points / clear: chunks by point id and filter, on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from m3kit.store import M3Index, point_id
+
+TEXTS = ["Berlin is in Germany.", "Oxygen is element 8.", "The Amazon is a river."]
+IDS = ["berlin", "oxygen", "amazon"]
+META = [{"topic": "geo"}, {"topic": "chem"}, {"topic": "geo"}]
+
+
+def _filled(open_index: Callable[..., M3Index], encoder: Any) -> M3Index:
+    index = open_index(encoder)
+    index.add_texts(TEXTS, META, IDS)
+    return index
+
+
+def test_points_by_id_and_filter(open_index: Callable[..., M3Index], tiny_encoder: Any) -> None:
+    store = _filled(open_index, tiny_encoder).store
+    ids = [point_id("amazon", 0), point_id("berlin", 0), point_id("nowhere", 0)]
+    got = store.points(ids)
+    assert list(got) == ids[:2]  # order given, unknown id left out
+    assert got[ids[0]]["page_content"] == TEXTS[2] and got[ids[0]]["doc_id"] == "amazon"
+    assert {"doc_hash", "chunk_count", "start", "end", "metadata"} <= set(got[ids[0]])
+    geo = store.get(filter={"topic": "geo"})
+    assert sorted(h.doc_id for h in geo) == ["amazon", "berlin"]
+    assert all(h.score == 0.0 and h.metadata["topic"] == "geo" for h in geo)
+    both = store.get([point_id("oxygen", 0), point_id("berlin", 0)], filter={"topic": "geo"})
+    assert [h.doc_id for h in both] == ["berlin"]
+    assert store.points([]) == {}
+
+
+def test_delete_points_and_clear(open_index: Callable[..., M3Index], tiny_encoder: Any) -> None:
+    index = _filled(open_index, tiny_encoder)
+    store = index.store
+    store.delete_points([point_id("oxygen", 0)])
+    assert index.count() == 2
+    store.delete_points([point_id("berlin", 0), point_id("amazon", 0)], filter={"topic": "chem"})
+    assert index.count() == 2  # AND: no point is both
+    store.delete_points(filter={"topic": "geo"})
+    assert index.count() == 0
+    index.add_texts(TEXTS, META, IDS)
+    store.clear()
+    assert index.count() == 0
+    index.add_texts(TEXTS[:1], META[:1], IDS[:1])  # the collection is still usable
+    assert index.count() == 1
+
+
+def test_bad_selectors_are_errors(open_index: Callable[..., M3Index], tiny_encoder: Any) -> None:
+    store = _filled(open_index, tiny_encoder).store
+    with pytest.raises(ValueError, match="point ids, a filter or both"):
+        store.delete_points()
+    with pytest.raises(ValueError, match="'node-1' is not a point id"):
+        store.points(["node-1"])
+    with pytest.raises(TypeError, match="not a single string"):
+        store.get(point_id("berlin", 0))  # type: ignore[arg-type]
+    assert store.count() == 3
