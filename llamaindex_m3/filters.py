@@ -1,9 +1,42 @@
-"""Convert LlamaIndex ``MetadataFilters`` into the filters of :mod:`m3kit.store`.
+"""Convert LlamaIndex ``MetadataFilters`` into the filters of :mod:`m3kit.store`, exactly.
 
 Simple filters (equality and ``IN`` joined by ``AND``) become the store's mapping form
 (``{key: value}``, a list meaning any-of); anything richer becomes a
 ``qdrant_client.models.Filter`` on the same payload paths (``metadata.<key>``, and the
-top-level ``doc_id`` / ``chunk_index`` the store writes for every chunk).
+top-level ``doc_id`` / ``chunk_index`` the store writes for every chunk). Both forms are
+built from :mod:`m3kit.store.conditions`, so they mean the same on every backend.
+
+Every filter becomes exactly one condition and every ``MetadataFilters`` one nested
+``Filter``: ``AND`` -> ``must``, ``OR`` -> ``should``, ``NOT`` -> ``must_not`` (none of its
+filters matches, LlamaIndex's meaning). A filter that needs several conditions (``ALL`` of
+several values, ``NE`` / ``NIN``) is wrapped in its own nested ``Filter``, so
+``OR(tags ALL [a, b], lang == en)`` stays "both tags, or English".
+
+Operators (a key's *values*: a missing key or ``null`` has none, a list has its elements, a
+scalar is itself; see :mod:`m3kit.store.conditions`):
+
+==========================  ==============================================================
+``EQ``, ``CONTAINS``        some value equals the filter value (numbers by value, ``1 ==
+                            1.0``; a bool only a bool). ``CONTAINS`` on a string key is
+                            equality, not a substring test (use ``TEXT_MATCH``).
+``NE``                      not ``EQ``: a missing key matches; a list only if no element
+                            equals the value.
+``GT`` ``GTE`` ``LT``       some number value compares (strings and bools never do).
+``LTE``
+``IN``, ``ANY``             some value equals one of the listed values.
+``NIN``                     not ``IN`` (a missing key matches).
+``ALL``                     each listed value equals some value.
+``TEXT_MATCH``              some string value contains the text (case-sensitive
+                            substring; ``MatchSubstring``, no payload index needed).
+``IS_EMPTY``                no values: missing, ``null`` or ``[]`` (``""`` is a value).
+``TEXT_MATCH_INSENSITIVE``  refused (``NotImplementedError``): Qdrant has no
+                            case-insensitive substring match, and its full-text match
+                            (tokens) would be an approximation.
+==========================  ==============================================================
+
+An empty nested ``MetadataFilters`` is refused (``ValueError``): whether "and of nothing"
+inside an ``OR`` means everything or nothing is a guess. An empty top-level one means no
+filter.
 
 Hand-written rather than reusing ``llama_index.vector_stores.qdrant``'s private
 ``_build_subfilter``: that one is a method of its store, addresses top-level payload keys
@@ -20,14 +53,22 @@ Example:
     ...     operator=">=")]))
     >>> f.must[0].key, f.must[0].range.gte
     ('metadata.year', 2020.0)
+    >>> f = to_store_filter(MetadataFilters(condition="or", filters=[
+    ...     MetadataFilter(key="tags", value=["a", "b"], operator="all"),
+    ...     MetadataFilter(key="lang", value="en"),
+    ... ]))
+    >>> both, english = f.should
+    >>> [c.match.value for c in both.must], english.match.value
+    (['a', 'b'], 'en')
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from m3kit.errors import missing_extra
+from m3kit.store import conditions as c
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -46,22 +87,6 @@ __all__ = ["TOP_LEVEL_KEYS", "to_store_filter"]
 TOP_LEVEL_KEYS = frozenset({"doc_id", "chunk_index"})
 """Filter keys addressing the store's own payload fields rather than ``metadata.<key>``."""
 
-_SUPPORTED = (
-    FilterOperator.EQ,
-    FilterOperator.NE,
-    FilterOperator.GT,
-    FilterOperator.GTE,
-    FilterOperator.LT,
-    FilterOperator.LTE,
-    FilterOperator.IN,
-    FilterOperator.NIN,
-    FilterOperator.ANY,
-    FilterOperator.ALL,
-    FilterOperator.CONTAINS,
-    FilterOperator.TEXT_MATCH,
-    FilterOperator.IS_EMPTY,
-)
-
 
 def to_store_filter(filters: MetadataFilters | None) -> Mapping[str, Any] | models.Filter | None:
     """The :meth:`m3kit.store.M3Index.search` ``filter`` equivalent of LlamaIndex filters.
@@ -73,13 +98,16 @@ def to_store_filter(filters: MetadataFilters | None) -> Mapping[str, Any] | mode
         ``None``, a ``{key: value}`` mapping (equality, list = any-of) or a qdrant ``Filter``.
 
     Raises:
-        NotImplementedError: An operator this store cannot express (the message names it).
-        ValueError: A value of the wrong shape for its operator.
+        NotImplementedError: An operator or condition this store cannot express exactly
+            (the message names it).
+        ValueError: A value of the wrong shape for its operator, or an empty nested
+            ``MetadataFilters``.
     """
     if filters is None or not filters.filters:
         return None
+    translated = _group(filters)  # validates every value, also for the mapping form
     simple = _as_mapping(filters)
-    return simple if simple is not None else _filter(filters)
+    return simple if simple is not None else translated
 
 
 def _as_mapping(filters: MetadataFilters) -> dict[str, Any] | None:
@@ -93,22 +121,24 @@ def _as_mapping(filters: MetadataFilters) -> dict[str, Any] | None:
         if f.operator is FilterOperator.EQ and not isinstance(f.value, list | type(None)):
             out[f.key] = f.value
         elif f.operator is FilterOperator.IN and isinstance(f.value, list) and f.value:
-            if any(isinstance(v, float) for v in f.value):
-                return None  # the mapping form takes only str/int lists
             out[f.key] = list(f.value)
         else:
             return None
     return out
 
 
-def _filter(filters: MetadataFilters) -> models.Filter:
-    conditions: list[Any] = []
+def _group(filters: MetadataFilters) -> models.Filter:
+    conditions: list[models.Condition] = []
     for f in filters.filters:
         if isinstance(f, MetadataFilters):
-            if f.filters:
-                conditions.append(_filter(f))
-            continue
-        conditions.extend(_conditions(f))
+            if not f.filters:
+                raise ValueError(
+                    "an empty nested MetadataFilters has no agreed meaning (everything? "
+                    "nothing?); leave it out"
+                )
+            conditions.append(_group(f))
+        else:
+            conditions.append(_condition(f))
     condition = filters.condition or FilterCondition.AND
     if condition is FilterCondition.AND:
         return models.Filter(must=conditions)
@@ -116,80 +146,71 @@ def _filter(filters: MetadataFilters) -> models.Filter:
         return models.Filter(should=conditions)
     if condition is FilterCondition.NOT:
         return models.Filter(must_not=conditions)
-    raise NotImplementedError(f"filter condition {condition.value!r} is not supported")
+    raise NotImplementedError(f"filter condition {condition!r} is not supported")
 
 
 def _path(key: str) -> str:
     return key if key in TOP_LEVEL_KEYS else f"metadata.{key}"
 
 
-def _values(f: MetadataFilter) -> list[Any]:
-    if isinstance(f.value, list):
-        if not f.value:
-            raise ValueError(f"filter on {f.key!r} ({f.operator.value}): the list is empty")
-        return list(f.value)
-    if f.value is None:
-        raise ValueError(f"filter on {f.key!r} ({f.operator.value}) needs a value")
-    return [f.value]
+def _scalar(f: MetadataFilter) -> Any:
+    if isinstance(f.value, list) or f.value is None:
+        raise ValueError(
+            f"filter on {f.key!r} ({f.operator.value}) takes one value, got {f.value!r}"
+        )
+    return f.value
 
 
-def _keywords(f: MetadataFilter) -> list[Any]:
-    """Values of an any-of / none-of match: Qdrant takes only strings or integers there."""
-    values = _values(f)
-    if all(isinstance(v, str) for v in values) or all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values
-    ):
-        return values
-    raise ValueError(
-        f"filter on {f.key!r} ({f.operator.value}) needs strings or integers, got {values!r}"
+def _list(f: MetadataFilter) -> list[Any]:
+    if not isinstance(f.value, list):
+        raise ValueError(
+            f"filter on {f.key!r} ({f.operator.value}) takes a list of values, got {f.value!r}"
+        )
+    return list(f.value)
+
+
+def _range(bound: str) -> Callable[[str, MetadataFilter], models.Condition]:
+    def build(path: str, f: MetadataFilter) -> models.Condition:
+        bounds: dict[str, Any] = {bound: f.value}
+        return c.compare(path, **bounds)
+
+    return build
+
+
+def _insensitive(path: str, f: MetadataFilter) -> models.Condition:
+    raise NotImplementedError(
+        f"MetadataFilter operator TEXT_MATCH_INSENSITIVE on {f.key!r} has no exact Qdrant "
+        "equivalent (no case-insensitive substring match; full-text match compares tokens); "
+        "use TEXT_MATCH, or store a lower-cased copy of the field and TEXT_MATCH on it"
     )
 
 
-def _number(f: MetadataFilter) -> float:
-    if isinstance(f.value, bool) or not isinstance(f.value, int | float):
-        raise ValueError(
-            f"filter on {f.key!r} ({f.operator.value}) compares numbers, got {f.value!r}"
+_BUILDERS: dict[FilterOperator, Callable[[str, MetadataFilter], models.Condition]] = {
+    FilterOperator.EQ: lambda p, f: c.equals(p, _scalar(f)),
+    FilterOperator.CONTAINS: lambda p, f: c.equals(p, _scalar(f)),
+    FilterOperator.NE: lambda p, f: c.not_(c.equals(p, _scalar(f))),
+    FilterOperator.GT: _range("gt"),
+    FilterOperator.GTE: _range("gte"),
+    FilterOperator.LT: _range("lt"),
+    FilterOperator.LTE: _range("lte"),
+    FilterOperator.IN: lambda p, f: c.any_of(p, _list(f)),
+    FilterOperator.ANY: lambda p, f: c.any_of(p, _list(f)),
+    FilterOperator.NIN: lambda p, f: c.not_(c.any_of(p, _list(f))),
+    FilterOperator.ALL: lambda p, f: c.all_of(p, _list(f)),
+    FilterOperator.TEXT_MATCH: lambda p, f: c.substring(p, f.value),  # type: ignore[arg-type]
+    FilterOperator.TEXT_MATCH_INSENSITIVE: _insensitive,
+    FilterOperator.IS_EMPTY: lambda p, f: c.is_empty(p),
+}
+
+
+def _condition(f: MetadataFilter) -> models.Condition:
+    build = _BUILDERS.get(f.operator)
+    if build is None:
+        names = ", ".join(
+            o.name for o in _BUILDERS if o is not FilterOperator.TEXT_MATCH_INSENSITIVE
         )
-    return float(f.value)
-
-
-def _match(key: str, value: Any) -> models.FieldCondition:
-    if isinstance(value, float):  # Qdrant matches floats by range, not by value
-        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
-    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-
-
-def _conditions(f: MetadataFilter) -> list[Any]:
-    op, key = f.operator, _path(f.key)
-    if op not in _SUPPORTED:
-        names = ", ".join(o.name for o in _SUPPORTED)
         raise NotImplementedError(
-            f"MetadataFilter operator {op.name} ({op.value!r}) on {f.key!r} is not supported "
-            f"by M3Retriever; supported: {names}"
+            f"MetadataFilter operator {f.operator.name} ({f.operator.value!r}) on {f.key!r} is "
+            f"not supported by M3Retriever; supported: {names}"
         )
-    if op in (FilterOperator.EQ, FilterOperator.CONTAINS):
-        if isinstance(f.value, list) or f.value is None:
-            raise ValueError(f"filter on {f.key!r} ({op.value}) takes one value, got {f.value!r}")
-        return [_match(key, f.value)]
-    if op in (FilterOperator.IN, FilterOperator.ANY):
-        return [models.FieldCondition(key=key, match=models.MatchAny(any=_keywords(f)))]
-    if op in (FilterOperator.NE, FilterOperator.NIN):
-        return [
-            models.FieldCondition(key=key, match=models.MatchExcept(**{"except": _keywords(f)}))
-        ]
-    if op is FilterOperator.ALL:
-        return [_match(key, v) for v in _values(f)]
-    if op is FilterOperator.TEXT_MATCH:
-        if not isinstance(f.value, str):
-            raise ValueError(f"filter on {f.key!r} (text_match) needs a string, got {f.value!r}")
-        return [models.FieldCondition(key=key, match=models.MatchText(text=f.value))]
-    if op is FilterOperator.IS_EMPTY:
-        return [models.IsEmptyCondition(is_empty=models.PayloadField(key=key))]
-    bound = _number(f)
-    ranges = {
-        FilterOperator.GT: models.Range(gt=bound),
-        FilterOperator.GTE: models.Range(gte=bound),
-        FilterOperator.LT: models.Range(lt=bound),
-        FilterOperator.LTE: models.Range(lte=bound),
-    }
-    return [models.FieldCondition(key=key, range=ranges[op])]
+    return build(_path(f.key), f)

@@ -57,38 +57,51 @@ def test_rich_filters_become_qdrant_filters() -> None:
     assert year.key == "metadata.year" and year.range == models.Range(gte=2020.0)
     assert isinstance(either, models.Filter)
     assert [c.key for c in either.should] == ["metadata.lang", "metadata.lang"]  # type: ignore[union-attr]
-    assert not_doc.key == "doc_id"  # the store's own field, not metadata.doc_id
-    assert not_doc.match == models.MatchExcept(**{"except": ["d1"]})
+    # NE is "no value equals": a nested must_not, which a missing key also satisfies
+    assert not_doc == models.Filter(
+        must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="d1"))]
+    )  # the store's own field, not metadata.doc_id
+
+
+def _key(**kw: object) -> models.FieldCondition:
+    return models.FieldCondition(key="metadata.k", **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("operator", "value", "expected"),
     [
-        (FilterOperator.LT, 3, models.FieldCondition(key="metadata.k", range=models.Range(lt=3))),
-        (FilterOperator.LTE, 3, models.FieldCondition(key="metadata.k", range=models.Range(lte=3))),
-        (FilterOperator.GT, 3, models.FieldCondition(key="metadata.k", range=models.Range(gt=3))),
+        (FilterOperator.EQ, "a", _key(match=models.MatchValue(value="a"))),
+        # numbers compare by value: a closed range also matches 3.0 (MatchValue would not)
+        (FilterOperator.EQ, 3, _key(range=models.Range(gte=3, lte=3))),
+        (FilterOperator.EQ, 0.5, _key(range=models.Range(gte=0.5, lte=0.5))),
+        (FilterOperator.LT, 3, _key(range=models.Range(lt=3))),
+        (FilterOperator.LTE, 3, _key(range=models.Range(lte=3))),
+        (FilterOperator.GT, 3, _key(range=models.Range(gt=3))),
+        (FilterOperator.GTE, 2.5, _key(range=models.Range(gte=2.5))),
+        (
+            FilterOperator.NE,
+            "a",
+            models.Filter(must_not=[_key(match=models.MatchValue(value="a"))]),
+        ),
         (
             FilterOperator.NIN,
             ["a", "b"],
-            models.FieldCondition(
-                key="metadata.k", match=models.MatchExcept(**{"except": ["a", "b"]})
+            models.Filter(must_not=[_key(match=models.MatchAny(any=["a", "b"]))]),
+        ),
+        (FilterOperator.IN, ["a", "b"], _key(match=models.MatchAny(any=["a", "b"]))),
+        (FilterOperator.ANY, ["a"], _key(match=models.MatchValue(value="a"))),
+        (
+            FilterOperator.IN,
+            [1.5, 2],
+            models.Filter(
+                should=[
+                    _key(range=models.Range(gte=1.5, lte=1.5)),
+                    _key(range=models.Range(gte=2, lte=2)),
+                ]
             ),
         ),
-        (
-            FilterOperator.ANY,
-            ["a"],
-            models.FieldCondition(key="metadata.k", match=models.MatchAny(any=["a"])),
-        ),
-        (
-            FilterOperator.CONTAINS,
-            "a",
-            models.FieldCondition(key="metadata.k", match=models.MatchValue(value="a")),
-        ),
-        (
-            FilterOperator.TEXT_MATCH,
-            "word",
-            models.FieldCondition(key="metadata.k", match=models.MatchText(text="word")),
-        ),
+        (FilterOperator.CONTAINS, "a", _key(match=models.MatchValue(value="a"))),
+        (FilterOperator.TEXT_MATCH, "wo", _key(match=models.MatchSubstring(substring="wo"))),
         (
             FilterOperator.IS_EMPTY,
             None,
@@ -97,17 +110,29 @@ def test_rich_filters_become_qdrant_filters() -> None:
     ],
 )
 def test_each_operator(operator: FilterOperator, value: object, expected: object) -> None:
-    got = to_store_filter(_f(MetadataFilter(key="k", value=value, operator=operator)))  # type: ignore[arg-type]
-    assert isinstance(got, models.Filter)
-    assert got.must == [expected]
-
-
-def test_all_means_every_value() -> None:
     got = to_store_filter(
-        _f(MetadataFilter(key="tags", value=["a", "b"], operator=FilterOperator.ALL))
+        _f(
+            MetadataFilter(key="k", value=value, operator=operator),  # type: ignore[arg-type]
+            MetadataFilter(key="other", value=1, operator=FilterOperator.GT),  # no mapping form
+        )
     )
     assert isinstance(got, models.Filter)
-    assert [c.match.value for c in got.must] == ["a", "b"]  # type: ignore[union-attr]
+    assert got.must[0] == expected  # type: ignore[index]
+
+
+def test_all_is_one_nested_condition_inside_or_and_not() -> None:
+    tags = MetadataFilter(key="tags", value=["a", "b"], operator=FilterOperator.ALL)
+    both = models.Filter(
+        must=[
+            models.FieldCondition(key="metadata.tags", match=models.MatchValue(value=v))
+            for v in ("a", "b")
+        ]
+    )
+    either = to_store_filter(_f(tags, MetadataFilter(key="lang", value="en"), condition="or"))
+    assert isinstance(either, models.Filter) and either.should[0] == both  # type: ignore[index]
+    assert len(either.should) == 2  # type: ignore[arg-type]
+    neither = to_store_filter(_f(tags, condition="not"))
+    assert neither == models.Filter(must_not=[both])
 
 
 def test_not_condition() -> None:
@@ -115,19 +140,35 @@ def test_not_condition() -> None:
     assert isinstance(got, models.Filter) and got.must_not and not got.must
 
 
-def test_unsupported_operator_is_named() -> None:
+def test_nested_groups_stay_nested() -> None:
+    inner = _f(MetadataFilter(key="a", value="x"), MetadataFilter(key="b", value="y"))
+    got = to_store_filter(_f(inner, MetadataFilter(key="c", value="z"), condition="not"))
+    assert isinstance(got, models.Filter) and len(got.must_not) == 2  # type: ignore[arg-type]
+    assert isinstance(got.must_not[0], models.Filter) and len(got.must_not[0].must) == 2  # type: ignore[index,arg-type]
+
+
+def test_text_match_insensitive_is_refused_by_name() -> None:
     bad = _f(MetadataFilter(key="t", value="Word", operator=FilterOperator.TEXT_MATCH_INSENSITIVE))
-    with pytest.raises(NotImplementedError, match="TEXT_MATCH_INSENSITIVE.*supported"):
+    with pytest.raises(NotImplementedError, match="TEXT_MATCH_INSENSITIVE.*no exact Qdrant"):
         to_store_filter(bad)
+
+
+def test_empty_nested_group_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty nested MetadataFilters"):
+        to_store_filter(_f(MetadataFilter(key="a", value="x"), _f(), condition="or"))
 
 
 @pytest.mark.parametrize(
     ("operator", "value", "message"),
     [
         (FilterOperator.GT, "x", "compares numbers"),
+        (FilterOperator.GT, float("nan"), "not a finite number"),
+        (FilterOperator.EQ, 2**60, "beyond"),
         (FilterOperator.IN, [], "empty"),
-        (FilterOperator.IN, [1.5, 2.5], "strings or integers"),
+        (FilterOperator.IN, "a", "takes a list"),
+        (FilterOperator.ALL, "a", "takes a list"),
         (FilterOperator.EQ, None, "takes one value"),
+        (FilterOperator.EQ, ["a"], "takes one value"),
         (FilterOperator.TEXT_MATCH, 3, "needs a string"),
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
@@ -48,7 +49,11 @@ def edge_filter(f: models.Filter | None) -> qe.Filter | None:
 
 def _match(m: Any) -> Any:
     if isinstance(m, models.MatchValue):
-        return qe.MatchValue(m.value)
+        # edge reads a Python bool as the integer 0/1 (bool is an int subclass), so
+        # MatchValue(True) would match the integer 1 and not the boolean true; numpy's
+        # bool is not an int, and edge reads it as a boolean.
+        value: Any = np.bool_(m.value) if isinstance(m.value, bool) else m.value
+        return qe.MatchValue(value)
     if isinstance(m, models.MatchAny):
         return qe.MatchAny(list(m.any))  # type: ignore[arg-type]
     if isinstance(m, models.MatchExcept):
@@ -59,6 +64,10 @@ def _match(m: Any) -> Any:
         return qe.MatchTextAny(m.text_any)
     if isinstance(m, models.MatchPhrase):
         return qe.MatchPhrase(m.phrase)
+    if isinstance(m, models.MatchSubstring):
+        return qe.MatchSubstring(m.substring)
+    if isinstance(m, models.MatchPrefix):
+        return qe.MatchPrefix(m.prefix)
     raise ValueError(f"filter match {type(m).__name__} is not supported by the embedded engine")
 
 

@@ -1,10 +1,10 @@
 """Build ``qdrant_client.models.Filter`` objects from the simple forms users write.
 
 >>> f = metadata_filter({"lang": "en", "year": [2023, 2024]})
->>> [c.key for c in f.must]
-['metadata.lang', 'metadata.year']
->>> f.must[1].should[0].range.gte  # numbers compare by value (2023 also matches 2023.0)
-2023.0
+>>> f.must[0].key, f.must[0].match.value
+('metadata.lang', 'en')
+>>> [c.range.gte for c in f.must[1].should]  # numbers compare by value (2023 matches 2023.0)
+[2023.0, 2024.0]
 
 The meaning of each condition (lists, missing keys, numbers) is in :mod:`m3kit.store.conditions`.
 """
