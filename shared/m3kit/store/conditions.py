@@ -32,6 +32,10 @@ scalar and a one-element list are indistinguishable to a filter).
   same meaning). A case-insensitive substring match has no Qdrant equivalent.
 * :func:`is_empty`: the key has no values (missing, ``null`` or ``[]``; ``""`` is a value).
 
+Payload indexes keep these meanings, with one exception measured on the embedded engine: an
+``integer`` index on a key that also holds non-integer numbers serves ranges from the index,
+which skips those numbers (``gt 0`` misses ``1.5``). Index such a key as ``float``.
+
 Example:
     >>> equals("metadata.year", 2024).range
     Range(lt=None, gt=None, gte=2024.0, lte=2024.0)
