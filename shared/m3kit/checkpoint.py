@@ -10,6 +10,22 @@ BGE-M3 layout (as written by FlagEmbedding and published as ``BAAI/bge-m3``)::
 A sentence-transformers / BGE dense checkpoint has ``modules.json`` and ``1_Pooling/config.json``
 instead of the head files; it loads as a dense-only encoder with the pooling it declares.
 m3kit also writes ``m3kit.json`` (pooling, query instruction, max length) next to its checkpoints.
+
+sentence-transformers layouts m3kit reproduces exactly (anything else is a
+:class:`~m3kit.errors.CheckpointError` naming what it cannot reproduce):
+
+- ``modules.json``: ``Transformer`` (at the folder root) → ``Pooling`` → optional ``Normalize``.
+  Any other module (``Dense``, ``LayerNorm``, ``Router``, ...) is refused.
+- ``1_Pooling/config.json``: one pooling mode, ``cls``, ``mean`` or ``max`` (both the
+  ``pooling_mode`` key and the legacy ``pooling_mode_*`` flags). ``mean_sqrt_len_tokens`` loads
+  as ``mean``: it only rescales each vector, which the L2 normalisation below removes.
+  ``weightedmean``, ``lasttoken``, several modes at once and ``include_prompt: false`` are
+  refused; so is ``do_lower_case: true`` in ``sentence_bert_config.json``.
+- Normalisation: m3kit's dense vectors are always L2-normalised (the contract of
+  :attr:`~m3kit.outputs.M3Output.dense`, the dot-product scoring and the cosine Qdrant
+  collections). With a ``Normalize`` module that equals sentence-transformers' output; without
+  one, sentence-transformers returns unnormalised vectors and m3kit logs a warning at load time
+  that it normalises them (cosine instead of the model's raw dot product).
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ COLBERT_FILE = "colbert_linear.pt"
 SPARSE_FILE = "sparse_linear.pt"
 M3KIT_CONFIG_FILE = "m3kit.json"
 _TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
+_PADDING_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert", "mpnet")
 _WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -60,8 +77,9 @@ class CheckpointKind(str, enum.Enum):
 class Pooling(str, enum.Enum):
     """How a dense vector is pooled from token states."""
 
-    CLS = "cls"
-    MEAN = "mean"
+    CLS = "cls"  # the first token's state
+    MEAN = "mean"  # mean of the token states (padding masked)
+    MAX = "max"  # element-wise max of the token states (padding masked)
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,8 @@ class CheckpointInfo:
         pooling: Pooling of the dense head.
         max_length: Longest input the checkpoint declares (None when it declares none).
         query_instruction: Query prefix stored with the checkpoint (m3kit.json), if any.
+        declares_normalize: Whether ``modules.json`` ends with a ``Normalize`` module (None
+            when the folder has no ``modules.json``). Dense vectors are L2-normalised either way.
     """
 
     path: Path
@@ -81,6 +101,7 @@ class CheckpointInfo:
     pooling: Pooling
     max_length: int | None
     query_instruction: str | None
+    declares_normalize: bool | None = None
 
     @property
     def colbert_file(self) -> Path:
@@ -131,29 +152,110 @@ def _download(repo_id: str) -> Path:
         ) from e
 
 
-def _st_pooling(path: Path) -> Pooling | None:
-    """Pooling declared by a sentence-transformers checkpoint, or None when there is none."""
-    pooling_dir = path / "1_Pooling"
-    modules = path / "modules.json"
-    if modules.is_file():
-        raw = json.loads(modules.read_text(encoding="utf-8"))
-        for module in raw if isinstance(raw, list) else []:
-            if str(module.get("type", "")).endswith("Pooling"):
-                pooling_dir = path / str(module.get("path", "1_Pooling"))
-    cfg_file = pooling_dir / "config.json"
-    if not cfg_file.is_file():
-        return None
+#: Legacy ``pooling_mode_*`` flags of ``1_Pooling/config.json`` -> sentence-transformers' modes.
+_ST_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+#: sentence-transformers pooling modes m3kit computes; mean_sqrt_len_tokens is a per-vector
+#: rescaling of mean, which the L2 normalisation of every dense vector removes.
+_ST_POOLING_MODES = {
+    "cls": Pooling.CLS,
+    "mean": Pooling.MEAN,
+    "max": Pooling.MAX,
+    "mean_sqrt_len_tokens": Pooling.MEAN,
+}
+_ST_MODULE_TYPES = ("Transformer", "Pooling", "Normalize")
+
+
+@dataclass(frozen=True)
+class _StLayout:
+    """What a sentence-transformers folder declares: pooling and normalisation."""
+
+    pooling: Pooling | None  # None: no pooling config
+    normalize: bool | None  # None: no modules.json
+
+
+def _st_modules(modules_file: Path) -> tuple[Path | None, bool]:
+    """Validate ``modules.json``; return the pooling folder and whether it ends in Normalize."""
+    try:
+        raw = json.loads(modules_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{modules_file} is not valid JSON: {e}") from e
+    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
+        raise CheckpointError(f"{modules_file} must hold a JSON list of module objects")
+    names = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in raw]
+    for module, name in zip(raw, names, strict=True):
+        if name not in _ST_MODULE_TYPES:
+            raise CheckpointError(
+                f"{modules_file} lists a {module.get('type')!r} module (path "
+                f"{module.get('path')!r}) that m3kit cannot reproduce: it loads Transformer -> "
+                f"Pooling -> optional Normalize only, so its dense vectors would differ from "
+                f"sentence-transformers'"
+            )
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise CheckpointError(
+            f"{modules_file} lists the modules {names}; m3kit supports Transformer -> Pooling "
+            f"-> optional Normalize, in that order"
+        )
+    transformer_path = str(raw[0].get("path", ""))
+    if transformer_path not in ("", "."):
+        raise CheckpointError(
+            f"{modules_file}: the Transformer module lives in {transformer_path!r}; m3kit reads "
+            f"the backbone from the checkpoint folder itself"
+        )
+    return modules_file.parent / str(raw[1].get("path", "1_Pooling")), len(names) == 3
+
+
+def _st_pooling_mode(cfg_file: Path) -> Pooling:
+    """The single pooling mode a ``1_Pooling/config.json`` declares (both key formats)."""
     cfg = _read_json(cfg_file)
-    if cfg.get("pooling_mode_cls_token"):
-        return Pooling.CLS
-    if cfg.get("pooling_mode_mean_tokens"):
-        return Pooling.MEAN
-    mode = cfg.get("pooling_mode")
-    if mode in ("cls", "mean"):
-        return Pooling(mode)
-    raise CheckpointError(
-        f"{cfg_file} declares a pooling m3kit does not support (only CLS and mean): {cfg}"
-    )
+    if "pooling_mode" in cfg:
+        declared = cfg["pooling_mode"]
+        modes = [declared] if isinstance(declared, str) else declared
+        if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+            raise CheckpointError(f"{cfg_file}: pooling_mode must be a name or a list of names")
+    else:
+        modes = [mode for key, mode in _ST_POOLING_FLAGS.items() if cfg.get(key)]
+        modes = modes or ["mean"]  # sentence-transformers' default when no flag is set
+    if len(modes) != 1:
+        raise CheckpointError(
+            f"{cfg_file} concatenates the pooling modes {modes}; m3kit supports exactly one of "
+            f"cls, mean, max"
+        )
+    if modes[0] not in _ST_POOLING_MODES:
+        raise CheckpointError(
+            f"{cfg_file} declares pooling {modes[0]!r}, which m3kit does not support "
+            f"(supported: cls, mean, max, mean_sqrt_len_tokens)"
+        )
+    if cfg.get("include_prompt", True) is not True:
+        raise CheckpointError(
+            f"{cfg_file} sets include_prompt={cfg['include_prompt']!r}: m3kit pools over the "
+            f"whole input, query instruction included, so it cannot reproduce this model"
+        )
+    return _ST_POOLING_MODES[modes[0]]
+
+
+def _st_layout(path: Path) -> _StLayout:
+    """Pooling and normalisation a sentence-transformers checkpoint declares (validated)."""
+    pooling_dir: Path | None = path / "1_Pooling"
+    normalize: bool | None = None
+    if (path / "modules.json").is_file():
+        pooling_dir, normalize = _st_modules(path / "modules.json")
+    st_cfg = path / "sentence_bert_config.json"
+    if st_cfg.is_file() and _read_json(st_cfg).get("do_lower_case"):
+        raise CheckpointError(
+            f"{st_cfg} sets do_lower_case: sentence-transformers lower-cases every text before "
+            f"tokenising, which m3kit does not do"
+        )
+    cfg_file = pooling_dir / "config.json" if pooling_dir is not None else None
+    if cfg_file is None or not cfg_file.is_file():
+        return _StLayout(pooling=None, normalize=normalize)
+    return _StLayout(pooling=_st_pooling_mode(cfg_file), normalize=normalize)
 
 
 def _max_length(path: Path) -> int | None:
@@ -165,8 +267,8 @@ def _max_length(path: Path) -> int | None:
     cfg = path / "config.json"
     value = _read_json(cfg).get("max_position_embeddings")
     if isinstance(value, int) and value > 0:
-        # XLM-RoBERTa / RoBERTa reserve padding_idx + 1 positions.
-        offset = 2 if _read_json(cfg).get("model_type") in ("xlm-roberta", "roberta") else 0
+        # RoBERTa-style position ids start after padding_idx: two positions are reserved.
+        offset = 2 if _read_json(cfg).get("model_type") in _PADDING_OFFSET_TYPES else 0
         return value - offset
     return None
 
@@ -213,6 +315,7 @@ def resolve_checkpoint(
             f"a head. Restore {missing}, or load the checkpoint as dense-only from a folder "
             f"without either head file."
         )
+    st = _st_layout(path)
     if pooling is not None:
         chosen = Pooling(pooling)
     elif "pooling" in m3_cfg:
@@ -220,15 +323,21 @@ def resolve_checkpoint(
     elif has_colbert:
         chosen = Pooling.CLS  # BGE-M3 pools with CLS
     else:
-        found = _st_pooling(path)
-        if found is None:
+        if st.pooling is None:
             raise CheckpointError(
                 f"{path} is neither an M3 checkpoint ({COLBERT_FILE} and {SPARSE_FILE} missing) "
                 f"nor a sentence-transformers one (1_Pooling/config.json missing). Pass "
-                f"pooling='cls' or 'mean' to load it as a dense-only encoder."
+                f"pooling='cls', 'mean' or 'max' to load it as a dense-only encoder."
             )
-        chosen = found
+        chosen = st.pooling
     kind = CheckpointKind.M3 if has_colbert else CheckpointKind.DENSE
+    if st.normalize is False:
+        logger.warning(
+            "%s has no Normalize module: sentence-transformers returns its dense vectors "
+            "unnormalised, m3kit L2-normalises them (scores are cosine similarities, not the "
+            "model's raw dot products)",
+            path,
+        )
     max_length = m3_cfg.get("max_length") or _max_length(path)
     instruction = m3_cfg.get("query_instruction")
     logger.debug(
@@ -239,5 +348,10 @@ def resolve_checkpoint(
         max_length,
     )
     return CheckpointInfo(
-        path=path, kind=kind, pooling=chosen, max_length=max_length, query_instruction=instruction
+        path=path,
+        kind=kind,
+        pooling=chosen,
+        max_length=max_length,
+        query_instruction=instruction,
+        declares_normalize=st.normalize,
     )

@@ -6,6 +6,7 @@ every head lives in exactly one place.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -81,10 +82,17 @@ class M3Model(nn.Module):
         """
         from transformers import AutoModel
 
+        classes = _base_model_classes(info.path, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-        if _has_weights(info.path) and not _has_pooler(info.path):
+        if (
+            classes
+            and all("add_pooling_layer" in _init_parameters(c) for c in classes)
+            and _has_weights(info.path)
+            and not _has_pooler(info.path)
+        ):
             # M3 never uses the pooler; skip building one the checkpoint has no weights for
             # (otherwise transformers logs a "MISSING pooler" load report on every load).
+            # Only architectures that have a pooler take the flag (DistilBERT, ModernBERT don't).
             kwargs["add_pooling_layer"] = False
         try:
             backbone = AutoModel.from_pretrained(str(info.path), **kwargs)
@@ -151,9 +159,16 @@ class M3Model(nn.Module):
         return self.heads
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Dense pooling (CLS or masked mean) followed by L2 normalisation."""
+        """Dense pooling (CLS, masked mean or masked max) followed by L2 normalisation.
+
+        Sequences are right-padded, so CLS is position 0. Dense vectors are always normalised
+        (see :mod:`m3kit.checkpoint` for checkpoints without a ``Normalize`` module).
+        """
         if self.pooling is Pooling.CLS:
             pooled = hidden[:, 0]
+        elif self.pooling is Pooling.MAX:
+            pad = (attention_mask == 0).unsqueeze(-1)
+            pooled = hidden.masked_fill(pad, float("-inf")).max(dim=1).values
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
@@ -181,6 +196,57 @@ class M3Model(nn.Module):
                 vecs = vecs * attention_mask[:, 1:].unsqueeze(-1).to(torch.float32)
                 colbert_v = F.normalize(vecs, dim=-1)
         return M3Forward(hidden=hidden, dense=dense, sparse=sparse_w, colbert=colbert_v)
+
+
+def _base_model_classes(path: Path, *, trust_remote_code: bool) -> tuple[type[nn.Module], ...]:
+    """The transformers base-model class(es) ``AutoModel`` may build for ``path``.
+
+    Empty for a remote-code model (its class is only known once transformers imports it).
+
+    Raises:
+        CheckpointError: the model type is unknown to the installed transformers, has no base
+            model, or is an encoder-decoder (m3kit runs encoder-only backbones).
+    """
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # unknown type, invalid field values: re-raised naming the type
+        model_type = _declared_model_type(path)
+        raise CheckpointError(
+            f"{path}/config.json declares model_type {model_type!r}, which transformers "
+            f"{transformers.__version__} cannot load: {e}"
+        ) from e
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise CheckpointError(
+            f"{path} is an encoder-decoder model ({model_type!r}); m3kit loads encoder-only "
+            f"backbones (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet, ModernBERT, ...)"
+        )
+    if type(config) in MODEL_MAPPING:
+        found = MODEL_MAPPING[type(config)]
+        classes = found if isinstance(found, tuple) else (found,)  # Funnel has two
+        return tuple(c for c in classes if c is not None)
+    if trust_remote_code and "AutoModel" in (getattr(config, "auto_map", None) or {}):
+        return ()
+    raise CheckpointError(
+        f"{path}: model type {model_type!r} has no base model in transformers "
+        f"{transformers.__version__} (AutoModel cannot build it); m3kit loads encoder "
+        f"backbones such as BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet and ModernBERT"
+    )
+
+
+def _init_parameters(model_class: type[nn.Module]) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.__init__).parameters)
+
+
+def _declared_model_type(path: Path) -> object:
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _has_weights(path: Path) -> bool:
@@ -220,7 +286,7 @@ def _write_sentence_transformers_metadata(
         "word_embedding_dimension": hidden,
         "pooling_mode_cls_token": pooling is Pooling.CLS,
         "pooling_mode_mean_tokens": pooling is Pooling.MEAN,
-        "pooling_mode_max_tokens": False,
+        "pooling_mode_max_tokens": pooling is Pooling.MAX,
         "pooling_mode_mean_sqrt_len_tokens": False,
     }
     (out / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2), encoding="utf-8")
