@@ -13,21 +13,49 @@ bf16-autocast      2.7-3.0x (4.9-5.1x)          1.4-1.8x            0.99998 / 0.
 int8 (dynamic)     3.2x (6.2x), one run         2.0x                0.980 / 0.985 (lossy)
 =================  ===========================  ==================  =====================
 
-So ``auto`` means bf16 weights on CPUs with native bf16 (and on GPUs); int8 is opt-in only.
+So ``auto`` means bf16 weights where bf16 is native, fp16 on older GPUs, else fp32; int8 is
+opt-in only.
+
+"Native bf16" is decided by :func:`probe_bf16` from what the hardware reports (the decisions
+themselves are the pure functions :func:`cpu_bf16_support` and :func:`gpu_bf16_support`):
+
+- CPU: the ``avx512_bf16`` or ``amx_bf16`` flag in ``/proc/cpuinfo``. An AVX-512 CPU without
+  them (Skylake-SP, Cascade Lake) only emulates bf16 (oneDNN still reports bf16 "supported"
+  there, which is why its answer is not used). When the flags cannot be read (not Linux),
+  ``torch.backends.cpu.get_cpu_capability()`` is a secondary signal that can only rule bf16 out
+  (``AVX512`` does not say whether bf16 is native), so the choice is fp32. Apple Silicon and
+  other Arm CPUs get fp32: m3kit has no measurement showing torch's CPU bf16 faster there.
+- GPU: compute capability >= 8.0 (Ampere and newer) of the device actually used (``cuda:1``
+  asks device 1). Older GPUs (T4, V100) emulate bf16, so ``auto`` picks fp16 on them.
+
+Pass ``dtype="bf16"`` to force bf16 anyway (a warning says it is emulated).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import platform
 import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from m3kit.machine import read_cpu_flags
 from m3kit.model import M3Model
 
-__all__ = ["Precision", "describe_precision", "prepare_model", "resolve_precision"]
+__all__ = [
+    "Bf16Support",
+    "Precision",
+    "cpu_bf16_support",
+    "describe_precision",
+    "gpu_bf16_support",
+    "prepare_model",
+    "probe_bf16",
+    "resolve_precision",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +63,9 @@ logger = logging.getLogger(__name__)
 class Precision(str, enum.Enum):
     """Numeric precision of the forward pass (outputs are always float32).
 
-    ``AUTO`` picks ``BF16`` on CPUs with native bf16 kernels (AVX-512 BF16 or AMX) and on GPUs
-    that support it, ``FP16`` on other GPUs, else ``FP32``.
+    ``AUTO`` picks ``BF16`` on CPUs with native bf16 (AVX-512 BF16 or AMX) and on GPUs of
+    compute capability 8.0 or more, ``FP16`` on older GPUs, else ``FP32`` (see
+    :func:`probe_bf16`).
     """
 
     AUTO = "auto"
@@ -83,33 +112,132 @@ def precision_from(dtype: Precision | str | torch.dtype | None) -> Precision:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {options}") from None
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN reports native bf16 kernels (AVX-512 BF16 or AMX)."""
+@dataclass(frozen=True)
+class Bf16Support:
+    """Whether a device runs bf16 natively, and what the probe saw to decide it."""
+
+    native: bool
+    reason: str
+
+
+_NATIVE_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_support(
+    flags: Iterable[str] | None,
+    *,
+    torch_capability: str | None = None,
+    system: str = "Linux",
+    arch: str = "x86_64",
+) -> Bf16Support:
+    """Decide native CPU bf16 from the CPU's flags (pure; :func:`probe_bf16` feeds it).
+
+    Args:
+        flags: The CPU flags (``/proc/cpuinfo``), or None when they could not be read.
+        torch_capability: ``torch.backends.cpu.get_cpu_capability()``: used only without flags,
+            and only to rule bf16 out.
+        system: ``platform.system()``.
+        arch: ``platform.machine()``.
+
+    >>> cpu_bf16_support({"avx512f", "avx512_bf16"}).native
+    True
+    >>> cpu_bf16_support({"avx2", "avx512f", "avx512_vnni"}).native   # Cascade Lake
+    False
+    """
+    if system == "Darwin" and arch in ("arm64", "aarch64"):
+        return Bf16Support(
+            False,
+            "Apple Silicon: m3kit has no measurement showing torch's CPU bf16 faster than "
+            "fp32 there",
+        )
+    if flags is not None:
+        present = frozenset(flags)
+        for flag in _NATIVE_CPU_FLAGS:
+            if flag in present:
+                return Bf16Support(True, f"CPU reports {flag}")
+        if arch.lower() in ("aarch64", "arm64"):
+            return Bf16Support(
+                False,
+                "Arm CPU: no avx512_bf16/amx_bf16, and m3kit has no measurement of torch's "
+                "Arm bf16 kernels",
+            )
+        if "avx512f" in present:
+            return Bf16Support(
+                False, "CPU reports avx512f but neither avx512_bf16 nor amx_bf16: bf16 is emulated"
+            )
+        return Bf16Support(False, "CPU reports neither avx512_bf16 nor amx_bf16")
+    if not torch_capability:
+        return Bf16Support(
+            False, "CPU flags unreadable and no torch CPU capability: bf16 not known native"
+        )
+    seen = f"CPU flags unreadable; torch reports CPU capability {torch_capability}"
+    if torch_capability.upper() != "AVX512":
+        return Bf16Support(False, f"{seen}: no AVX-512, so neither avx512_bf16 nor amx_bf16")
+    return Bf16Support(False, f"{seen}, which does not tell whether bf16 is native")
+
+
+def gpu_bf16_support(capability: tuple[int, int], name: str = "GPU") -> Bf16Support:
+    """Decide native GPU bf16 from the compute capability (pure; 8.0 = Ampere and newer).
+
+    >>> gpu_bf16_support((7, 5), "Tesla T4")
+    Bf16Support(native=False, reason='Tesla T4 has compute capability 7.5 < 8.0: bf16 is emulated')
+    """
+    major, minor = capability
+    if (major, minor) >= (8, 0):
+        return Bf16Support(True, f"{name} has compute capability {major}.{minor} >= 8.0")
+    return Bf16Support(
+        False, f"{name} has compute capability {major}.{minor} < 8.0: bf16 is emulated"
+    )
+
+
+def torch_cpu_capability() -> str | None:
+    """``torch.backends.cpu.get_cpu_capability()``, or None on builds without it."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch builds
-        return False
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # pragma: no cover - old torch builds
+        return None
+
+
+def probe_bf16(device: torch.device) -> Bf16Support:
+    """Probe whether ``device`` (the one the encoder will use) runs bf16 natively."""
+    if device.type == "cpu":
+        cpu = read_cpu_flags()
+        return cpu_bf16_support(
+            cpu.flags,
+            torch_capability=torch_cpu_capability(),
+            system=platform.system(),
+            arch=platform.machine(),
+        )
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        return gpu_bf16_support(tuple(torch.cuda.get_device_capability(index)), name)  # type: ignore[arg-type]
+    return Bf16Support(False, f"no bf16 probe for {device.type} devices")
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> Precision:
     """Turn ``AUTO`` into a concrete precision for ``device``; refuse impossible combinations."""
     if precision is Precision.AUTO:
+        if device.type not in ("cpu", "cuda"):
+            return Precision.FP32
+        native = probe_bf16(device).native
         if device.type == "cuda":
-            return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return Precision.BF16
-        return Precision.FP32
+            return Precision.BF16 if native else Precision.FP16
+        return Precision.BF16 if native else Precision.FP32
     if precision is Precision.FP16 and device.type == "cpu":
         raise ValueError("fp16 is not supported on CPU; use bf16 (or fp32)")
     if precision is Precision.INT8 and device.type != "cpu":
         raise ValueError(f"int8 dynamic quantisation runs on CPU only, not on {device.type}")
-    bf16 = precision in (Precision.BF16, Precision.BF16_AUTOCAST)
-    if bf16 and device.type == "cpu" and not cpu_has_native_bf16():
-        logger.warning(
-            "this CPU has no native bf16 kernels (AVX-512 BF16 / AMX): %s is emulated and "
-            "likely slower than fp32",
-            precision.value,
-        )
+    if precision in (Precision.BF16, Precision.BF16_AUTOCAST) and device.type in ("cpu", "cuda"):
+        probe = probe_bf16(device)
+        if not probe.native:
+            logger.warning(
+                "%s on %s without native bf16 (%s): it is emulated and likely slower than %s",
+                precision.value,
+                device,
+                probe.reason,
+                "fp16" if device.type == "cuda" else "fp32",
+            )
     return precision
 
 
@@ -145,18 +273,18 @@ def autocast_dtype(precision: Precision) -> torch.dtype | None:
 
 
 def describe_precision(precision: Precision, device: torch.device) -> str:
-    """One line for the load-time log: what runs in which precision and why."""
+    """One line for the load-time log: what runs in which precision, what was detected, why."""
     if precision is Precision.FP32:
-        return "fp32 (float32 weights)"
-    if precision is Precision.BF16:
-        why = (
-            "native bf16 kernels"
-            if device.type != "cpu" or cpu_has_native_bf16()
-            else "emulated bf16"
-        )
-        return f"bf16 (weights cast to bfloat16; {why})"
-    if precision is Precision.FP16:
-        return "fp16 (weights cast to float16)"
-    if precision is Precision.BF16_AUTOCAST:
-        return "bf16-autocast (float32 weights, bf16 matmuls)"
-    return "int8 (dynamic int8 Linear layers in the backbone; lossy)"
+        what = "fp32 (float32 weights"
+    elif precision is Precision.BF16:
+        what = "bf16 (weights cast to bfloat16"
+    elif precision is Precision.FP16:
+        what = "fp16 (weights cast to float16"
+    elif precision is Precision.BF16_AUTOCAST:
+        what = "bf16-autocast (float32 weights, bf16 matmuls"
+    else:
+        what = "int8 (dynamic int8 Linear layers in the backbone; lossy"
+    if device.type not in ("cpu", "cuda"):
+        return what + ")"
+    probe = probe_bf16(device)
+    return f"{what}; bf16 {'native' if probe.native else 'not native'}: {probe.reason})"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import m3kit.precision
 from m3kit import M3Encoder
 from m3kit.encoder import plan_batches
-from m3kit.precision import Precision, precision_from, resolve_precision
+from m3kit.precision import Bf16Support, Precision, precision_from, resolve_precision
 
 TEXTS = [
     "Berlin is the capital and largest city of Germany by both area and population.",
@@ -90,7 +90,8 @@ def test_fp32_is_exactly_the_reference_path(tiny_m3_path: Path, fp32_out) -> Non
 def test_auto_precision_follows_cpu_bf16_support(
     native: bool, expected: Precision, monkeypatch: pytest.MonkeyPatch, tiny_m3_path: Path
 ) -> None:
-    monkeypatch.setattr(m3kit.precision, "cpu_has_native_bf16", lambda: native)
+    probe = Bf16Support(native, "test probe")
+    monkeypatch.setattr(m3kit.precision, "probe_bf16", lambda device: probe)
     assert resolve_precision(Precision.AUTO, torch.device("cpu")) is expected
     enc = M3Encoder.from_pretrained(tiny_m3_path, device="cpu")  # dtype defaults to auto
     assert enc.precision is expected
@@ -98,17 +99,22 @@ def test_auto_precision_follows_cpu_bf16_support(
     assert {p.dtype for p in enc.model.parameters()} == {wanted}
 
 
-@pytest.mark.parametrize(("bf16_ok", "expected"), [(True, Precision.BF16), (False, Precision.FP16)])
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((8, 0), Precision.BF16), ((7, 5), Precision.FP16)]
+)
 def test_auto_precision_on_gpu(
-    bf16_ok: bool, expected: Precision, monkeypatch: pytest.MonkeyPatch
+    capability: tuple[int, int], expected: Precision, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "gpu")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capability)
     assert resolve_precision(Precision.AUTO, torch.device("cuda")) is expected
 
 
 def test_explicit_precisions_are_kept_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(m3kit.precision, "cpu_has_native_bf16", lambda: False)
+    emulated = Bf16Support(False, "test probe")
+    monkeypatch.setattr(m3kit.precision, "probe_bf16", lambda device: emulated)
     assert resolve_precision(Precision.BF16, cpu) is Precision.BF16  # emulated, but honoured
     assert resolve_precision(Precision.FP32, cpu) is Precision.FP32
     with pytest.raises(ValueError, match="fp16 is not supported on CPU"):

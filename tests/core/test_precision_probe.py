@@ -1,0 +1,184 @@
+"""The bf16 probe behind ``dtype="auto"``: the hardware decides, and the log says why."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import m3kit.precision
+from m3kit import M3Encoder
+from m3kit.machine import RELEVANT_CPU_FLAGS, describe_machine, parse_cpuinfo, read_cpu_flags
+from m3kit.precision import (
+    Bf16Support,
+    Precision,
+    cpu_bf16_support,
+    describe_precision,
+    gpu_bf16_support,
+    probe_bf16,
+    resolve_precision,
+)
+
+SKYLAKE_SP = {"avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
+CASCADE_LAKE = SKYLAKE_SP | {"avx512_vnni"}
+COOPER_LAKE = CASCADE_LAKE | {"avx512_bf16"}
+SAPPHIRE_RAPIDS = COOPER_LAKE | {"amx_tile", "amx_bf16", "amx_int8", "avx512_fp16"}
+ZEN4 = CASCADE_LAKE | {"avx512_bf16"}  # AMD EPYC Genoa
+ZEN3 = {"avx", "avx2", "fma"}
+GRAVITON3 = {"fp", "asimd", "sve", "bf16", "svebf16", "i8mm"}  # /proc/cpuinfo "Features"
+
+
+@pytest.mark.parametrize(
+    ("flags", "kwargs", "native", "reason"),
+    [
+        (SAPPHIRE_RAPIDS, {}, True, "CPU reports amx_bf16"),
+        (COOPER_LAKE, {}, True, "CPU reports avx512_bf16"),
+        (ZEN4, {}, True, "CPU reports avx512_bf16"),
+        ({"amx_bf16"}, {}, True, "amx_bf16"),
+        (CASCADE_LAKE, {}, False, "avx512f but neither avx512_bf16 nor amx_bf16: bf16 is emul"),
+        (SKYLAKE_SP, {}, False, "bf16 is emulated"),
+        (ZEN3, {}, False, "neither avx512_bf16 nor amx_bf16"),
+        (set(), {}, False, "neither"),
+        (GRAVITON3, {"arch": "aarch64"}, False, "Arm CPU"),
+        (None, {"system": "Darwin", "arch": "arm64"}, False, "Apple Silicon"),
+        # no flags: torch's capability can only rule bf16 out
+        (None, {"torch_capability": "AVX512"}, False, "does not tell whether bf16 is native"),
+        (None, {"torch_capability": "AVX2"}, False, "no AVX-512"),
+        (None, {"torch_capability": "DEFAULT"}, False, "no AVX-512"),
+        (None, {}, False, "unreadable and no torch CPU capability"),
+    ],
+)
+def test_cpu_table(
+    flags: set[str] | None, kwargs: dict[str, str], native: bool, reason: str
+) -> None:
+    got = cpu_bf16_support(flags, **kwargs)  # type: ignore[arg-type]
+    assert got.native is native
+    assert reason in got.reason
+
+
+@pytest.mark.parametrize(
+    ("capability", "native"),
+    [
+        ((6, 1), False),
+        ((7, 0), False),
+        ((7, 5), False),
+        ((8, 0), True),
+        ((8, 9), True),
+        ((9, 0), True),
+    ],
+)
+def test_gpu_table(capability: tuple[int, int], native: bool) -> None:
+    got = gpu_bf16_support(capability, "gpu")
+    assert got.native is native
+    assert f"{capability[0]}.{capability[1]}" in got.reason
+
+
+def _fake_gpus(
+    monkeypatch: pytest.MonkeyPatch, capabilities: dict[int, tuple[int, int]]
+) -> list[int]:
+    asked: list[int] = []
+
+    def capability(index: int) -> tuple[int, int]:
+        asked.append(index)
+        return capabilities[index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"GPU{index}")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    return asked
+
+
+def test_gpu_probe_uses_the_device_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with a T4 (device 0) and an A100 (device 1): each device decides for itself."""
+    asked = _fake_gpus(monkeypatch, {0: (7, 5), 1: (8, 0)})
+    assert resolve_precision(Precision.AUTO, torch.device("cuda:1")) is Precision.BF16
+    assert resolve_precision(Precision.AUTO, torch.device("cuda:0")) is Precision.FP16
+    assert resolve_precision(Precision.AUTO, torch.device("cuda")) is Precision.FP16  # current: 0
+    assert asked == [1, 0, 0]
+    assert "cuda:1 (GPU1) has compute capability 8.0" in probe_bf16(torch.device("cuda:1")).reason
+
+
+def test_forced_bf16_on_an_emulating_gpu_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fake_gpus(monkeypatch, {0: (7, 0)})
+    with caplog.at_level(logging.WARNING, logger="m3kit.precision"):
+        assert resolve_precision(Precision.BF16, torch.device("cuda:0")) is Precision.BF16
+    assert "compute capability 7.0 < 8.0" in caplog.text and "emulated" in caplog.text
+
+
+def test_forced_bf16_on_an_emulating_cpu_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(
+        m3kit.precision, "probe_bf16", lambda device: cpu_bf16_support(CASCADE_LAKE)
+    )
+    with caplog.at_level(logging.WARNING, logger="m3kit.precision"):
+        assert resolve_precision(Precision.BF16, torch.device("cpu")) is Precision.BF16
+    assert "avx512f but neither avx512_bf16 nor amx_bf16" in caplog.text
+
+
+def test_parse_cpuinfo_x86_and_arm() -> None:
+    x86 = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx512f avx512_bf16\n\n"
+    x86 += "processor\t: 1\nmodel name\t: Intel Xeon\nflags\t\t: fpu\n"
+    assert parse_cpuinfo(x86) == ("Intel Xeon", frozenset({"fpu", "avx512f", "avx512_bf16"}))
+    arm = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd bf16\nCPU part\t: 0xd40\n"
+    assert parse_cpuinfo(arm) == ("", frozenset({"fp", "asimd", "bf16"}))
+
+
+# -- the real probe on this machine -----------------------------------------------------------
+def _proc_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo (not Linux)")
+    for line in cpuinfo.read_text(encoding="utf-8").splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    pytest.skip("/proc/cpuinfo lists no flags")
+
+
+def test_real_probe_agrees_with_proc_cpuinfo(
+    tiny_m3_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    flags = _proc_flags()
+    expected = bool(flags & {"avx512_bf16", "amx_bf16"})
+    probe = probe_bf16(torch.device("cpu"))
+    assert probe.native is expected, (probe, sorted(flags & {"avx512f", "avx512_bf16", "amx_bf16"}))
+    assert read_cpu_flags().flags == frozenset(flags)
+    auto = resolve_precision(Precision.AUTO, torch.device("cpu"))
+    assert auto is (Precision.BF16 if expected else Precision.FP32)
+
+    # the load-time log line says what was detected and why
+    with caplog.at_level(logging.INFO, logger="m3kit.encoder"):
+        enc = M3Encoder.from_pretrained(tiny_m3_path, device="cpu")
+    assert enc.precision is auto
+    line = next(r.getMessage() for r in caplog.records if r.name == "m3kit.encoder")
+    verdict = "native" if expected else "not native"
+    assert f"bf16 {verdict}: {probe.reason}" in line
+    assert describe_precision(auto, torch.device("cpu")) in line
+
+
+def test_describe_machine_matches_this_machine() -> None:
+    flags = _proc_flags()
+    info = describe_machine()
+    assert set(info.cpu_flags) == flags & set(RELEVANT_CPU_FLAGS)
+    assert info.cpu_flags_source == "/proc/cpuinfo"
+    assert info.cpu_bf16_native is probe_bf16(torch.device("cpu")).native
+    assert info.torch_version == torch.__version__
+    assert info.torch_threads == torch.get_num_threads()
+    assert info.gpus == () or torch.cuda.is_available()
+    as_dict = info.as_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict  # JSON-ready
+    assert as_dict["cpu_flags"] == list(info.cpu_flags)
+    md = info.markdown()
+    assert info.cpu_model in md and f"torch {torch.__version__}" in md
+    assert ("bf16 on CPU: native" if info.cpu_bf16_native else "bf16 on CPU: not native") in md
+
+
+def test_bf16_support_is_a_frozen_value() -> None:
+    support = Bf16Support(True, "x")
+    with pytest.raises(AttributeError):
+        support.native = False  # type: ignore[misc]
