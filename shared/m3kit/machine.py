@@ -153,8 +153,16 @@ class MachineInfo:
     gpus: tuple[GpuInfo, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
+        """A JSON-ready dict (tuples become lists); :meth:`from_dict` reads it back."""
         return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MachineInfo:
+        """Rebuild a :class:`MachineInfo` from :meth:`as_dict` (e.g. a results file's header)."""
+        gpus = tuple(
+            GpuInfo(**{**g, "capability": tuple(g["capability"])}) for g in data.get("gpus", ())
+        )
+        return cls(**{**data, "cpu_flags": tuple(data["cpu_flags"]), "gpus": gpus})
 
     def markdown(self) -> str:
         """A few markdown lines for a results file's header."""

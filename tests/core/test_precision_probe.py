@@ -11,7 +11,13 @@ import torch
 
 import m3kit.precision
 from m3kit import M3Encoder
-from m3kit.machine import RELEVANT_CPU_FLAGS, describe_machine, parse_cpuinfo, read_cpu_flags
+from m3kit.machine import (
+    RELEVANT_CPU_FLAGS,
+    MachineInfo,
+    describe_machine,
+    parse_cpuinfo,
+    read_cpu_flags,
+)
 from m3kit.precision import (
     Bf16Support,
     Precision,
@@ -173,6 +179,7 @@ def test_describe_machine_matches_this_machine() -> None:
     as_dict = info.as_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict  # JSON-ready
     assert as_dict["cpu_flags"] == list(info.cpu_flags)
+    assert MachineInfo.from_dict(as_dict) == info
     md = info.markdown()
     assert info.cpu_model in md and f"torch {torch.__version__}" in md
     assert ("bf16 on CPU: native" if info.cpu_bf16_native else "bf16 on CPU: not native") in md
