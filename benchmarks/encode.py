@@ -333,6 +333,8 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    from m3kit.machine import MachineInfo
+
     lines = [
         "# Encoding speed: m3kit vs FlagEmbedding",
         "",
@@ -340,6 +342,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['passages']} passages of ~{meta['tokens']} tokens, median of "
         f"{meta['repeats']} interleaved rounds. Command: `{meta['command']}`",
         "",
+        *([MachineInfo.from_dict(meta["machine"]).markdown(), ""] if "machine" in meta else []),
         "- Speed-ups are medians of per-round ratios (each round runs every configuration once, "
         "in its own process). FlagEmbedding forces fp32 on CPU and runs one extra forward pass "
         "on the first batch of every `encode` call (its batch-size probe); m3kit fp32 runs the "
@@ -402,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from m3kit import testing
+    from m3kit.machine import describe_machine
 
     models = args.models or (["tiny"] if args.quick else ["tiny", "large", "minilm"])
     if args.out is None:
@@ -432,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         "tokens": args.tokens,
         "repeats": args.repeats,
         "command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
+        "machine": describe_machine().as_dict(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(

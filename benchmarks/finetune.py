@@ -41,6 +41,7 @@ from m3kit.finetune.evaluate import (
 )
 from m3kit.finetune.splits import split_by_article
 from m3kit.finetune.trainer import save_start_checkpoint
+from m3kit.machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         timings["llamaindex process s"] = li["process_seconds"]
         reports["LlamaIndex ST engine"] = evaluate(out / "llamaindex" / "model", heads=["dense"])
 
+    machine = describe_machine()
     meta = {
         "train_rows": len(train),
         "eval_queries": len(split.queries),
@@ -179,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
+        "machine": machine.as_dict(),
     }
     paths = write_report(reports, out, extra=meta)
+    table = paths["markdown"].read_text(encoding="utf-8")
+    paths["markdown"].write_text(f"{machine.markdown()}\n\n{table}", encoding="utf-8")
     print(comparison_table(reports))
     print("timings:", json.dumps(meta["timings"]))
     print(f"wrote {paths['json']} {paths['markdown']} {paths['png']}")

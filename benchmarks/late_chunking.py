@@ -42,6 +42,7 @@ import numpy as np
 from m3kit import Head, M3Encoder, M3Output, SparseVector
 from m3kit.evaluation import hit_at_k, ndcg_at_k
 from m3kit.late_chunking import LateChunker
+from m3kit.machine import describe_machine
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad_en" / "longdoc"
@@ -281,9 +282,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
     table = _table(results)
+    machine = describe_machine()
+    print(machine.markdown())
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    payload = {"meta": {"machine": machine.as_dict()}, "results": results}
+    args.out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     print(f"wrote {args.out}")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from m3kit import M3Encoder
 from m3kit.late_chunking import LateChunker
+from m3kit.machine import describe_machine
 from m3kit.testing import build_random_m3_checkpoint, xlmr_tokenizer_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +116,7 @@ def main() -> None:
         }
         for i, (label, window, overlap, _) in enumerate(runs)
     ]
+    machine = describe_machine()
     meta = {
         "checkpoint": str(args.checkpoint),
         "precision": encoder.precision.value,
@@ -123,6 +125,7 @@ def main() -> None:
         "chunks": len(chunk_texts),
         "chunk_size": args.chunk_size,
         "repeats": args.repeats,
+        "machine": machine.as_dict(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "late_chunking_cost.json").write_text(
@@ -134,6 +137,8 @@ def main() -> None:
         f"Full-size random M3 ({encoder.precision.value}), {len(docs)} long SQuAD documents, "
         f"{tokens} tokens, {len(chunk_texts)} chunks of <= {args.chunk_size} tokens, all three "
         f"heads; same chunks for both methods; best of {args.repeats} interleaved rounds.",
+        "",
+        machine.markdown(),
         "",
         "| method | window | overlap | wall s | CPU s | x naive (CPU) |",
         "|---|---|---|---|---|---|",
