@@ -13,6 +13,7 @@ from m3kit.errors import (
     StoreConnectionError,
     TruncationError,
 )
+from m3kit.machine import MachineInfo, describe_machine
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "M3Encoder",
     "M3KitError",
     "M3Output",
+    "MachineInfo",
     "MissingExtraError",
     "Pooling",
     "Precision",
@@ -35,6 +37,7 @@ __all__ = [
     "StoreConnectionError",
     "Truncation",
     "TruncationError",
+    "describe_machine",
 ]
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "M3Encoder",
     "M3KitError",
     "M3Output",
+    "MachineInfo",
     "MissingExtraError",
     "Pooling",
     "Precision",
@@ -24,6 +25,7 @@ EXPECTED_ALL = [
     "StoreConnectionError",
     "Truncation",
     "TruncationError",
+    "describe_machine",
 ]
 
 
