@@ -87,7 +87,8 @@ class M3Encoder:
     Speed: texts are sorted by length and grouped into batches of at most ``batch_size``
     texts and ``max_batch_tokens`` padded tokens (one forward pass each, under
     ``torch.inference_mode``). The default precision (``"auto"``) is bf16 weights on CPUs
-    with AVX-512 BF16 / AMX and on GPUs, fp32 elsewhere; ``dtype="fp32"`` reproduces
+    with AVX-512 BF16 / AMX and on GPUs of compute capability 8.0+, fp16 on older GPUs, fp32
+    elsewhere (:func:`~m3kit.precision.probe_bf16`); ``dtype="fp32"`` reproduces
     FlagEmbedding exactly. The constructor moves the model it is given to ``device`` and puts
     it in that precision in place; pass ``precision="bf16-autocast"`` (or ``"fp32"``) to keep
     a model's float32 weights, e.g. one that is still being trained. PyTorch uses every core
@@ -166,14 +167,15 @@ class M3Encoder:
             name_or_path: Local folder or hub id (default ``BAAI/bge-m3``).
             device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
             dtype: Precision of the forward pass (:class:`~m3kit.precision.Precision`):
-                ``"auto"`` (default: bf16 on CPUs with native bf16 and on GPUs, else fp32),
+                ``"auto"`` (default: bf16 where the device runs it natively, fp16 on
+                older GPUs, else fp32; see :func:`~m3kit.precision.probe_bf16`),
                 ``"fp32"`` (exact FlagEmbedding parity), ``"bf16"`` (weights cast),
                 ``"bf16-autocast"``, ``"fp16"`` (GPU), ``"int8"`` (CPU, dynamic
                 quantisation, lossy; opt-in) or a ``torch.dtype``.
             max_length: Longest input in tokens (default: what the checkpoint declares).
             query_instruction: Prefix added to queries only (e.g. BGE v1.5's
                 ``"Represent this sentence for searching relevant passages: "``).
-            pooling: Override the dense pooling (``"cls"`` or ``"mean"``).
+            pooling: Override the dense pooling (``"cls"``, ``"mean"`` or ``"max"``).
             batch_size: Most texts per forward pass.
             max_batch_tokens: Most padded tokens per forward pass (a longer text runs alone).
                 8192 was the fastest budget for 64 passages of 256 tokens in bf16 on a
