@@ -1,17 +1,22 @@
-"""LlamaIndex integration of m3kit: BGE-M3 embeddings, late chunking, retriever, fine-tuning."""
+"""LlamaIndex integration of m3kit: BGE-M3 embeddings, late chunking, retriever, vector store,
+fine-tuning."""
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.finetune import M3FinetuneEngine
 from llamaindex_m3.node_parser import M3LateChunkingNodeParser
+from llamaindex_m3.qdrant_store import M3QdrantVectorStore
 from llamaindex_m3.retriever import M3Retriever
+from llamaindex_m3.vector_store import M3VectorStore
 
 __all__ = [
     "M3Embedding",
     "M3FinetuneEngine",
     "M3LateChunkingNodeParser",
+    "M3QdrantVectorStore",
     "M3Retriever",
     "M3SparseEmbedding",
+    "M3VectorStore",
     "QdrantSparseFn",
     "m3_sparse_fns",
     "to_store_filter",

@@ -1,0 +1,233 @@
+"""Write LlamaIndex nodes into an :class:`~m3kit.store.M3Index` (the ``M3VectorStore`` write path).
+
+The mapping keeps the one collection layout every m3kit reader shares:
+
+- ``doc_id`` is the node's ``ref_doc_id`` (its source document; the node's own id when it has
+  none), so ``delete(ref_doc_id)`` removes every node of a document, and a document written
+  by ``m3kit index``, ``langchain_m3`` or ``llamaindex_m3.M3Retriever`` under the same id is
+  the same document here.
+- ``chunk_index`` is the node's position among its document's stored nodes; the point id, and
+  the node id the store reports, is ``point_id(doc_id, chunk_index)``.
+- ``doc_hash`` is the document version the nodes were parsed from: the ``SOURCE``
+  relationship's hash (LlamaIndex's ``Document.hash``, over text and metadata) and, for
+  late-chunked nodes, the chunker's signature. Nodes of a new version replace the document's
+  stored chunks (written first, the old ones deleted after, by
+  :meth:`~m3kit.store.M3Store.upsert`); nodes of the stored version are added to it, because
+  ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. A node
+  already stored (same text, span and metadata) is not encoded or written again, so adding the
+  same nodes twice stores nothing new.
+
+Vectors: a late-chunked node (``M3LateChunkingNodeParser``) is stored with the vectors it
+carries and never re-encoded alone; other nodes keep ``node.embedding`` as their dense vector
+(what LlamaIndex's embed model made) and get the store's other heads from one encoder pass
+over the text the embed model saw (``MetadataMode.EMBED``, with the embedding's
+``text_instruction``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+
+from llamaindex_m3.node_parser import LATE_METADATA_KEY
+from llamaindex_m3.retriever import _carried_vectors, _is_late, _lost_vectors_message, _metadata
+from m3kit.outputs import Head, M3Output
+from m3kit.store import ChunkRecord, M3Index, output_row, point_id
+from m3kit.store.filters import documents_filter, stale_chunks_filter
+from m3kit.store.schema import CHUNK_INDEX, DOC_HASH, END, METADATA, PAGE_CONTENT, START
+
+__all__ = ["node_doc_id", "node_version", "write_nodes"]
+
+_DOC_BATCH = 256
+
+
+def node_doc_id(node: BaseNode) -> str:
+    """The stored ``doc_id`` of a node: its source document, else the node itself."""
+    return node.ref_doc_id or node.node_id
+
+
+def _identity(text: str, start: Any, end: Any, metadata: Any) -> str:
+    return json.dumps([text, start, end, metadata], sort_keys=True)
+
+
+def _node_identity(node: BaseNode) -> str:
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
+    return _identity(text, *span, _metadata(node))
+
+
+def node_version(node: BaseNode) -> str:
+    """The ``doc_hash`` of the document version ``node`` was parsed from (see the module doc)."""
+    source = node.source_node
+    late = node.metadata.get(LATE_METADATA_KEY)
+    how = late.get("chunker") if isinstance(late, dict) else ("late" if _is_late(node) else "text")
+    if source is None:  # the node is a document of its own: its content is its version
+        basis: list[Any] = ["node", _node_identity(node)]
+    else:
+        basis = ["source", source.hash]
+    blob = json.dumps(["llamaindex", basis, how], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class _Doc:
+    """One document of a write: its version, stored chunks of that version, new nodes."""
+
+    version: str
+    nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
+    stored: dict[str, int] = field(default_factory=dict)  # identity -> chunk_index
+    next_index: int = 0
+    stale: bool = False  # chunks of another version are stored
+
+
+def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
+    docs: dict[str, _Doc] = {}
+    for i, node in enumerate(nodes):
+        if not isinstance(node, BaseNode):
+            raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
+        doc_id, version = node_doc_id(node), node_version(node)
+        doc = docs.setdefault(doc_id, _Doc(version))
+        if doc.version != version:
+            raise ValueError(
+                f"nodes of document {doc_id!r} come from different versions of it (another "
+                "source hash, or mixed chunkings); add the nodes of one version"
+            )
+        doc.nodes.append((i, node))
+    return docs
+
+
+def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
+    ids = list(docs)
+    for start in range(0, len(ids), _DOC_BATCH):
+        found = index.store.points(filter=documents_filter(ids[start : start + _DOC_BATCH]))
+        for payload in found.values():
+            doc = docs[str(payload.get("doc_id"))]
+            if payload.get(DOC_HASH) != doc.version:
+                doc.stale = True
+                continue
+            chunk_index = int(payload.get(CHUNK_INDEX) or 0)
+            key = _identity(
+                str(payload.get(PAGE_CONTENT, "")),
+                payload.get(START),
+                payload.get(END),
+                payload.get(METADATA) or {},
+            )
+            doc.stored[key] = chunk_index
+            doc.next_index = max(doc.next_index, chunk_index + 1)
+
+
+def _vectors(
+    index: M3Index, todo: list[BaseNode], text_instruction: str | None, show: bool | None
+) -> list[M3Output]:
+    """One-row outputs for nodes that carry no late-chunked vectors (see the module doc)."""
+    heads = index.store.heads
+    out: list[M3Output | None] = [None] * len(todo)
+    with_dense = [i for i, n in enumerate(todo) if n.embedding is not None]
+    without = [i for i, n in enumerate(todo) if n.embedding is None]
+    for rows, wanted in ((with_dense, heads - {Head.DENSE}), (without, heads)):
+        if not rows:
+            continue
+        texts = [todo[i].get_content(metadata_mode=MetadataMode.EMBED) for i in rows]
+        if text_instruction:
+            texts = [text_instruction + t for t in texts]
+        encoded = (
+            index.encoder.encode(texts, heads=sorted(wanted), show_progress=show)
+            if wanted
+            else None
+        )
+        for row, i in enumerate(rows):
+            part = output_row(encoded, row) if encoded is not None else None
+            embedding = todo[i].embedding
+            dense = (
+                np.asarray([embedding], dtype=np.float32) if embedding is not None else part.dense  # type: ignore[union-attr]
+            )
+            out[i] = M3Output(
+                heads=heads,
+                token_counts=part.token_counts if part is not None else (0,),
+                _dense=dense,
+                _sparse=part.sparse if part is not None and Head.SPARSE in heads else None,
+                _colbert=part.colbert if part is not None and Head.COLBERT in heads else None,
+            )
+    return [o for o in out if o is not None]
+
+
+def write_nodes(
+    index: M3Index,
+    nodes: Sequence[BaseNode],
+    *,
+    text_instruction: str | None = None,
+    show_progress: bool | None = None,
+) -> list[str]:
+    """Store nodes as chunks of their documents (see the module doc for the mapping).
+
+    Args:
+        index: The encoder + store.
+        nodes: LlamaIndex nodes (metadata must be JSON-serialisable).
+        text_instruction: Prefix for the texts encoded here (the embed model's, if any).
+        show_progress: tqdm bars.
+
+    Returns:
+        The point id of each node, in input order (the node ids the store reports).
+
+    Raises:
+        ValueError: A late-chunked node without the vectors the store needs, nodes of one
+            document from different versions of it, or metadata that is not JSON.
+    """
+    docs = _group(nodes)
+    _read_stored(index, docs)
+    heads = index.store.heads
+    ids = [""] * len(nodes)
+    new: list[tuple[str, int, BaseNode]] = []
+    for doc_id, doc in docs.items():
+        for i, node in doc.nodes:
+            key = _node_identity(node)
+            if key not in doc.stored:
+                doc.stored[key] = doc.next_index
+                doc.next_index += 1
+                new.append((doc_id, doc.stored[key], node))
+            ids[i] = point_id(doc_id, doc.stored[key])
+    records: list[ChunkRecord] = []
+    todo: list[tuple[str, int, BaseNode]] = []
+    for doc_id, chunk_index, node in new:
+        carried = _carried_vectors(node, heads)
+        if carried is None and _is_late(node):
+            raise ValueError(_lost_vectors_message(node, heads))
+        if carried is None:
+            todo.append((doc_id, chunk_index, node))
+        else:
+            records.append(_record(doc_id, chunk_index, node, carried, docs[doc_id]))
+    encoded = _vectors(index, [n for _, _, n in todo], text_instruction, show_progress)
+    for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
+        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id]))
+    if records:
+        index.store.upsert(records, show_progress=show_progress, replace=True)
+    written = {r.doc_id for r in records}
+    for doc_id, doc in docs.items():
+        if doc.stale and doc_id not in written:  # every node was stored, an old version too
+            index.store.delete_points(
+                filter=stale_chunks_filter(doc_id, doc.version, doc.next_index)
+            )
+    return ids
+
+
+def _record(
+    doc_id: str, chunk_index: int, node: BaseNode, vectors: M3Output, doc: _Doc
+) -> ChunkRecord:
+    span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
+    return ChunkRecord(
+        doc_id=doc_id,
+        chunk_index=chunk_index,
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        metadata=_metadata(node),
+        vectors=vectors,
+        start=span[0],
+        end=span[1],
+        doc_hash=doc.version,
+        chunk_count=doc.next_index,
+    )

@@ -1,0 +1,374 @@
+"""``M3VectorStore``: a LlamaIndex vector store on m3kit's Qdrant layer (dense, sparse, ColBERT).
+
+A thin ``BasePydanticVectorStore`` over :class:`~m3kit.store.M3Index`: the index owns ids,
+versions and writes; this class converts nodes, queries and filters. The collection layout is
+the one ``m3kit index``, :class:`langchain_m3.M3Retriever` and
+:class:`llamaindex_m3.M3Retriever` use, so any of them reads what this store wrote, and back.
+How nodes map to stored chunks is described in :mod:`llamaindex_m3.node_writes`.
+
+Query modes: ``default`` is a dense search with the query embedding LlamaIndex computed;
+``sparse`` a learned-sparse search on ``query_str``; ``hybrid`` dense + sparse candidates
+fused (``fusion``: RRF, DBSF or M3's weighted sum) and, when the collection holds ColBERT
+vectors, re-scored by ColBERT MaxSim. Other modes raise ``NotImplementedError``.
+
+Example:
+    >>> import tempfile
+    >>> from llama_index.core import Document, VectorStoreIndex
+    >>> from m3kit import M3Encoder
+    >>> from m3kit.testing import build_tiny_m3_checkpoint
+    >>> from llamaindex_m3 import M3Embedding
+    >>> embed = M3Embedding.from_encoder(
+    ...     M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp())))
+    >>> store = M3VectorStore(embed)
+    >>> index = VectorStoreIndex.from_vector_store(store, embed_model=embed)
+    >>> index.insert(Document(text="Oxygen has the atomic number 8.", id_="oxygen"))
+    >>> hit = index.as_retriever(vector_store_query_mode="hybrid").retrieve("atomic number")[0]
+    >>> hit.node.ref_doc_id, hit.node.get_content()
+    ('oxygen', 'Oxygen has the atomic number 8.')
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from llamaindex_m3.embeddings import M3Embedding
+from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.node_writes import write_nodes
+from llamaindex_m3.retriever import hit_to_node
+from m3kit.encoder import M3Encoder
+from m3kit.errors import missing_extra
+from m3kit.outputs import Head, SparseVector
+from m3kit.scoring import DEFAULT_M3_WEIGHTS
+from m3kit.store import Backend, Fusion, Hit, M3Index
+from m3kit.store.filters import and_filters, documents_filter, points_filter, to_filter
+
+try:
+    from llama_index.core.schema import BaseNode
+    from llama_index.core.vector_stores.types import (
+        BasePydanticVectorStore,
+        MetadataFilters,
+        VectorStoreQuery,
+        VectorStoreQueryMode,
+        VectorStoreQueryResult,
+    )
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("llama-index-core", "llamaindex") from e
+
+__all__ = ["M3VectorStore"]
+
+logger = logging.getLogger(__name__)
+
+_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
+
+
+class M3VectorStore(BasePydanticVectorStore):
+    """LlamaIndex vector store running M3 search on an :class:`~m3kit.store.M3Index`.
+
+    Build it from a model (``M3VectorStore(embed_or_encoder, location="./m3db")``) or share
+    an opened index (``M3VectorStore.from_index(retriever.index)``). Node ids it returns are
+    the stored point ids, ``uuid5(ref_doc_id, chunk_index)``; ``get_nodes`` and
+    ``delete_nodes`` take those.
+
+    Attributes:
+        collection_name: Qdrant collection.
+        location: ``None`` / ``":memory:"`` or a folder (embedded engine by default).
+        url: Qdrant server URL (instead of ``location``).
+        backend: ``edge`` (embedded engine) or ``client`` (qdrant-client).
+        fusion: How hybrid mode fuses dense and sparse candidates: ``rrf``, ``dbsf`` or ``m3``.
+        rerank: ColBERT rerank. ``None``: in hybrid mode when the collection holds ColBERT
+            vectors; ``True``: in every mode (needs ColBERT); ``False``: never.
+        text_instruction: Prefix of the texts encoded for sparse / ColBERT (default: the
+            ``M3Embedding``'s).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    stores_text: bool = True
+    is_embedding_query: bool = True
+    collection_name: str = Field(default="m3kit", min_length=1, description="Collection name.")
+    location: str | None = Field(default=None, description="None/':memory:' or a folder.")
+    url: str | None = Field(default=None, description="Qdrant server URL.")
+    backend: Backend | None = Field(default=None, description="'edge' or 'client'.")
+    fusion: Fusion = Field(default=Fusion.RRF, description="Hybrid fusion: rrf, dbsf or m3.")
+    rerank: bool | None = Field(default=None, description="ColBERT rerank (None: hybrid only).")
+    text_instruction: str | None = Field(default=None, description="Prefix of encoded texts.")
+
+    _index: M3Index = PrivateAttr()
+    _owns_index: bool = PrivateAttr(default=True)
+    _write_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(
+        self,
+        model: M3Encoder | M3Embedding | None = None,
+        *,
+        index: M3Index | None = None,
+        api_key: str | None = None,
+        **data: Any,
+    ) -> None:
+        """Open (or create) the collection for ``model``, or wrap ``index``.
+
+        Args:
+            model: A loaded :class:`~m3kit.M3Encoder` or an :class:`M3Embedding`.
+            index: An opened :class:`~m3kit.store.M3Index` instead of a model (not closed by
+                :meth:`close`); ``location``, ``url`` and ``backend`` must then be unset.
+            api_key: Server API key (default: ``QDRANT_API_KEY``); not a field, never saved.
+            **data: The fields above.
+
+        Raises:
+            ValueError: Neither or both of ``model`` and ``index``; ``rerank=True`` on a
+                collection without ColBERT vectors.
+            SchemaMismatchError: The collection exists with other vectors.
+        """
+        if (model is None) == (index is None):
+            raise ValueError("give a model (M3Encoder or M3Embedding) or an opened index=")
+        if isinstance(model, M3Embedding) and data.get("text_instruction") is None:
+            data["text_instruction"] = model.text_instruction
+        if index is not None:
+            given = [k for k in ("location", "url", "backend") if data.get(k) is not None]
+            if given or api_key is not None:
+                raise ValueError(f"index= is already opened; do not also give {given or 'api_key'}")
+            data.setdefault("collection_name", index.store.collection)
+            data["backend"] = index.store.backend
+        super().__init__(**data)
+        if index is None:
+            if model is None or not isinstance(model, M3Encoder | M3Embedding):
+                raise TypeError(f"model must be an M3Encoder or M3Embedding, got {type(model)}")
+            encoder = model.encoder if isinstance(model, M3Embedding) else model
+            location = os.fspath(self.location) if self.location is not None else None
+            index = M3Index.open(
+                encoder,
+                location,
+                collection=self.collection_name,
+                url=self.url,
+                api_key=api_key,
+                backend=self.backend,
+            )
+        else:
+            self._owns_index = False
+        if self.rerank and Head.COLBERT not in index.store.heads:
+            if self._owns_index:
+                index.close()
+            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        self._index = index
+
+    @classmethod
+    def from_index(cls, index: M3Index, **data: Any) -> M3VectorStore:
+        """A store on an opened index (shared, e.g., with an ``M3Retriever``; not closed here)."""
+        return cls(index=index, **data)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "M3VectorStore"
+
+    @property
+    def client(self) -> M3Index:
+        """The :class:`~m3kit.store.M3Index` (``.store`` is the Qdrant layer, ``.encoder``)."""
+        return self._index
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """Store nodes as chunks of their source documents (see :mod:`~llamaindex_m3.node_writes`).
+
+        Returns:
+            The stored point id of each node, in input order.
+        """
+        _no_kwargs("add", add_kwargs)
+        with self._write_lock:
+            return write_nodes(self._index, nodes, text_instruction=self.text_instruction)
+
+    async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """:meth:`add` in a worker thread."""
+        return await asyncio.to_thread(self.add, nodes, **add_kwargs)
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node of the document ``ref_doc_id``."""
+        _no_kwargs("delete", delete_kwargs)
+        with self._write_lock:
+            self._index.delete([ref_doc_id])
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """:meth:`delete` in a worker thread."""
+        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """Delete the nodes with these ids and/or matching the filters (both: AND).
+
+        Raises:
+            ValueError: Neither is given (use :meth:`clear`), or an id is not a point id.
+        """
+        _no_kwargs("delete_nodes", delete_kwargs)
+        with self._write_lock:
+            self._index.store.delete_points(node_ids, filter=to_store_filter(filters))
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """:meth:`delete_nodes` in a worker thread."""
+        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
+
+    def clear(self) -> None:
+        """Delete every node (the collection stays)."""
+        with self._write_lock:
+            self._index.store.clear()
+
+    async def aclear(self) -> None:
+        """:meth:`clear` in a worker thread."""
+        await asyncio.to_thread(self.clear)
+
+    # -- reading ----------------------------------------------------------------------------
+    def get_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        """The stored nodes with these ids (in that order) and/or matching the filters.
+
+        Raises:
+            ValueError: Neither is given, or an id is not a point id.
+        """
+        hits = self._index.store.get(node_ids, filter=to_store_filter(filters))
+        return [hit_to_node(h).node for h in hits]
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        """:meth:`get_nodes` in a worker thread."""
+        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """Search in ``query.mode`` (default, sparse or hybrid; see the module doc).
+
+        ``similarity_top_k`` is the number of results (``sparse_top_k`` in sparse mode and
+        ``hybrid_top_k`` in hybrid mode when set); each hybrid retriever gathers at least
+        ``max(4 * k, 50)`` candidates (:class:`~m3kit.store.QueryOptions`). ``alpha`` weighs
+        dense (with ColBERT) against sparse in M3's weighted sum (``fusion="m3"``).
+        ``filters``, ``doc_ids`` and ``node_ids`` restrict the search.
+
+        Raises:
+            NotImplementedError: Another mode (MMR, SVM...).
+            ValueError: A mode the collection cannot serve (sparse or hybrid on a dense-only
+                collection), no ``query_str`` where one is needed, ``alpha`` outside
+                ``[0, 1]`` or without ``fusion="m3"``.
+        """
+        _no_kwargs("query", kwargs)
+        hits = self._search(query)
+        return VectorStoreQueryResult(
+            nodes=[hit_to_node(h).node for h in hits],
+            similarities=[h.score for h in hits],
+            ids=[h.id for h in hits],
+        )
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """:meth:`query` in a worker thread."""
+        return await asyncio.to_thread(self.query, query, **kwargs)
+
+    def _search(self, query: VectorStoreQuery) -> list[Hit]:
+        mode = VectorStoreQueryMode(query.mode)
+        if mode not in _MODES:
+            names = ", ".join(m.value for m in _MODES)
+            raise NotImplementedError(
+                f"query mode {mode.value!r} is not supported by M3VectorStore; use {names}"
+            )
+        heads = self._index.store.heads
+        dense_wanted = mode is not VectorStoreQueryMode.SPARSE
+        sparse_wanted = mode is not VectorStoreQueryMode.DEFAULT
+        if sparse_wanted and Head.SPARSE not in heads:
+            raise ValueError(
+                f"{mode.value} mode needs sparse vectors; this collection has none (a dense-only "
+                "model): query in default mode"
+            )
+        colbert = self.rerank is True or (
+            self.rerank is None and mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
+        )
+        encode = {Head.SPARSE} if sparse_wanted else set()
+        if colbert:
+            encode.add(Head.COLBERT)
+        if dense_wanted and query.query_embedding is None:
+            encode.add(Head.DENSE)
+        out = None
+        if encode:
+            if not query.query_str:
+                needed = sorted(h.value for h in encode)
+                raise ValueError(
+                    f"{mode.value} mode encodes the query text for {needed}: "
+                    "VectorStoreQuery.query_str is missing"
+                )
+            out = self._index.encoder.encode(
+                [query.query_str], heads=sorted(encode), query=True, show_progress=False
+            )
+        dense = None
+        if dense_wanted:
+            dense = query.query_embedding if out is None or Head.DENSE not in encode else out.dense
+        sparse: SparseVector | None = out.sparse[0] if out is not None and sparse_wanted else None
+        if mode is VectorStoreQueryMode.SPARSE and sparse is not None and len(sparse) == 0:
+            return []  # no query token has a weight: nothing matches
+        if mode is VectorStoreQueryMode.SPARSE:
+            k = query.sparse_top_k or query.similarity_top_k
+        elif mode is VectorStoreQueryMode.HYBRID:
+            k = query.hybrid_top_k or query.similarity_top_k
+        else:
+            k = query.similarity_top_k
+        return self._index.store.query(
+            dense=dense,
+            sparse=sparse,
+            colbert=out.colbert[0] if out is not None and colbert else None,
+            k=k,
+            fusion=self.fusion,
+            rerank=colbert,
+            filter=self._filter(query),
+            weights=self._weights(query.alpha, colbert),
+        )
+
+    def _filter(self, query: VectorStoreQuery) -> Any:
+        conditions = [to_filter(to_store_filter(query.filters))]
+        if query.doc_ids:
+            conditions.append(documents_filter(list(query.doc_ids)))
+        if query.node_ids:
+            conditions.append(points_filter(list(query.node_ids), None))
+        return and_filters(*conditions)
+
+    def _weights(self, alpha: float | None, colbert: bool) -> tuple[float, float, float]:
+        """M3 weights ``[dense, sparse, colbert]``; ``alpha`` splits vector vs sparse."""
+        if alpha is None:
+            return tuple(DEFAULT_M3_WEIGHTS)  # type: ignore[return-value]
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if self.fusion is not Fusion.M3:
+            raise ValueError(
+                f"alpha weighs dense against sparse in M3's weighted sum; this store fuses with "
+                f"{self.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
+            )
+        w_dense, _, w_colbert = DEFAULT_M3_WEIGHTS
+        share = w_dense / (w_dense + w_colbert) if colbert else 1.0
+        return (alpha * share, 1.0 - alpha, alpha * (1.0 - share))
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the index (files, locks, connections) unless it was given by ``index=``."""
+        if self._owns_index:
+            self._index.close()
+
+    def __enter__(self) -> M3VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _no_kwargs(method: str, kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(f"M3VectorStore.{method} got unsupported arguments: {sorted(kwargs)}")
