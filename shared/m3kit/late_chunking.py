@@ -11,8 +11,10 @@ Rules (tested in ``tests/late_chunking``):
   each chunk keeps the splitter's span (overlaps trimmed, see
   :func:`~m3kit.chunk_spans.normalize_spans`), and ``chunk.text == text[chunk.start:chunk.end]``.
 - **Tokens.** Every token of the document belongs to exactly one chunk: the chunk whose
-  region its first character falls in (a chunk's region runs from its start to the next
-  chunk's start, so text between splitter chunks goes to the chunk before it). The leading
+  region its first non-whitespace character falls in (a chunk's region runs from its start to
+  the next chunk's start, so text between splitter chunks goes to the chunk before it; a
+  SentencePiece piece such as ``"▁Sent"`` goes with its word, not with the space before it,
+  see :func:`m3kit.chunking.token_starts`). The leading
   special token (CLS / ``<s>``) belongs to the first chunk and the trailing one (SEP /
   ``</s>``) to the last, so a one-chunk document gets exactly what ``encoder.encode`` gives a
   mean-pooling model. A chunk that would own no token (only characters the tokenizer drops) is
@@ -58,15 +60,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
-from m3kit.chunk_spans import (
-    Span,
-    SpanSplitter,
-    as_span_splitter,
-    assign_tokens,
-    normalize_spans,
-    pack_sentences,
-    sentence_starts,
-)
+from m3kit.chunk_spans import Span
+from m3kit.chunking import SpanPlanner
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.outputs import Chunk, FloatArray, Head, M3Output
 
@@ -74,7 +69,6 @@ __all__ = ["ChunkingConfig", "DensePooling", "LateChunker", "as_late_chunker"]
 
 logger = logging.getLogger(__name__)
 
-_PROBE = "hello world"
 # Forward passes' worth of windows planned together: the encoder sorts them by length, so more
 # windows per group means less padding. 4 keeps a group's float32 states (hidden + ColBERT) at
 # ~270 MB for BGE-M3 with the default 8192-token batches.
@@ -248,11 +242,10 @@ class LateChunker:
     ) -> None:
         self.encoder = encoder
         self.config = ChunkingConfig(chunk_size, window, overlap, dense_pooling)  # type: ignore[arg-type]
-        self._splitter: SpanSplitter | None = (
-            as_span_splitter(splitter) if splitter is not None else None
-        )
-        self._tokenizer = _offsets_tokenizer(encoder)
-        self._prefix, self._suffix = _special_affixes(self._tokenizer)
+        # the same spans as NaiveChunker with these settings (m3kit.chunking)
+        self._planner = SpanPlanner(encoder, chunk_size=self.config.chunk_size, splitter=splitter)
+        self._tokenizer = self._planner.tokenizer
+        self._prefix, self._suffix = self._planner.prefix, self._planner.suffix
         self.window = window if window is not None else encoder.max_length
         if self.window > encoder.max_length:
             raise ValueError(
@@ -269,7 +262,7 @@ class LateChunker:
                 f"({self.capacity} tokens)"
             )
         self.heads = encoder.available_heads
-        self._splitter_name = "sentences" if splitter is None else _qualname(splitter)
+        self._splitter_name = self._planner.splitter_name
 
     @property
     def chunk_size(self) -> int:
@@ -285,12 +278,12 @@ class LateChunker:
         """What decides the chunks and their vectors, as a stable string (for change detection).
 
         E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=8192, overlap=0,
-        windows=chunks, dense_pooling=mean)``. A custom splitter appears by its qualified name
-        only (not its settings).
+        windows=chunks, tokens=word-start, dense_pooling=mean)``. A custom splitter appears by
+        its qualified name only (not its settings).
         """
         return (
             f"LateChunker(splitter={self._splitter_name}, chunk_size={self.chunk_size}, "
-            f"window={self.window}, overlap={self.overlap}, windows=chunks, "
+            f"window={self.window}, overlap={self.overlap}, windows=chunks, tokens=word-start, "
             f"dense_pooling={self.dense_pooling.value})"
         )
 
@@ -347,27 +340,9 @@ class LateChunker:
             yield group
 
     def _plan(self, text: str) -> _DocPlan:
-        enc = self._tokenizer.encode(text, add_special_tokens=False)
-        content = np.asarray(enc.ids, dtype=np.int64)
-        tok_starts = np.asarray([s for s, _ in enc.offsets], dtype=np.int64)
-        if self._splitter is None:
-            bounds = pack_sentences(sentence_starts(text), tok_starts, self.config.chunk_size)
-            raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
-        else:
-            raw = self._splitter(text)
-        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts)
-        p, n = len(self._prefix), int(content.shape[0])
-        ends = np.cumsum(counts).tolist()
-        bounds_tok = [(p + e - c, p + e) for e, c in zip(ends, counts, strict=True)]
-        total = p + n + len(self._suffix)
-        bounds_tok[0] = (0, bounds_tok[0][1])
-        bounds_tok[-1] = (bounds_tok[-1][0], total)
-        ids = np.concatenate(
-            [np.asarray(self._prefix, np.int64), content, np.asarray(self._suffix, np.int64)]
-        )
-        content_bounds = [(e - c, e) for e, c in zip(ends, counts, strict=True)]
-        windows = plan_chunk_windows(content_bounds, self.capacity, self.overlap)
-        return _DocPlan(text, ids, spans, bounds_tok, windows)
+        plan = self._planner.plan(text)
+        windows = plan_chunk_windows(plan.content_bounds, self.capacity, self.overlap)
+        return _DocPlan(plan.text, plan.ids, plan.spans, plan.token_bounds, windows)
 
     # -- encoding ---------------------------------------------------------------------------
     def _encode_group(self, plans: list[_DocPlan]) -> list[list[Chunk]]:
@@ -477,36 +452,3 @@ def as_late_chunker(encoder: M3Encoder, late_chunking: bool | LateChunker) -> La
             f"got {type(late_chunking).__name__}"
         )
     return late_chunking
-
-
-def _offsets_tokenizer(encoder: M3Encoder) -> Any:
-    """A private copy of the encoder's fast tokenizer, without truncation or padding.
-
-    A copy, so that long documents are tokenised whole (character offsets included) without
-    touching the truncation settings the encoder's own tokenizer is using in other threads.
-    """
-    from tokenizers import Tokenizer
-
-    backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise TypeError("late chunking needs a fast (tokenizers-backed) tokenizer")
-    tok = Tokenizer.from_str(backend.to_str())
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
-
-
-def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special tokens the tokenizer puts before and after a single text."""
-    plain = tokenizer.encode(_PROBE, add_special_tokens=False).ids
-    full = tokenizer.encode(_PROBE, add_special_tokens=True).ids
-    for at in range(len(full) - len(plain) + 1):
-        if full[at : at + len(plain)] == plain:
-            return list(full[:at]), list(full[at + len(plain) :])
-    raise ValueError("could not locate the text between the tokenizer's special tokens")
-
-
-def _qualname(obj: Any) -> str:
-    """``module.QualName`` of a function, or of an object's class."""
-    kind = obj if hasattr(obj, "__qualname__") else type(obj)
-    return f"{getattr(kind, '__module__', '?')}.{kind.__qualname__}"

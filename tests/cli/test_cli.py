@@ -135,7 +135,6 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
         (["index", "{tmp}/missing.md"], "missing.md: no such file or folder"),
         (["index", "{docs}", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["search", "x", "--model", "{tmp}/no-model"], "no-model' does not exist"),
-        (["index", "{docs}", "--chunk-size", "64"], "--chunk-size needs --late-chunking"),
         (["index", "{docs}", "--window", "512"], "--window needs --late-chunking"),
         (["search", "x", "--api-key", "secret"], "--api-key needs --qdrant-url"),
         (
@@ -354,5 +353,5 @@ def test_search_unknown_collection_creates_nothing(
         backend=backend,
         create=False,
     )
-    assert reopened.count() == 6
+    assert reopened.count() == 12  # 6 files, 2 chunks each (~450 tiny-tokenizer tokens per file)
     reopened.close()

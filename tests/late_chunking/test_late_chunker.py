@@ -54,7 +54,9 @@ def test_token_belongs_to_chunk_containing_its_start(tiny_encoder, h):  # type: 
         for t in range(c.token_start, c.token_end):
             if t in (0, len(offsets) - 1):
                 continue  # CLS -> first chunk, </s> -> last chunk (checked by partition test)
-            start = offsets[t][0]
+            s, e = offsets[t]
+            # its first non-space character: a "▁Word" piece goes with its word, not the space
+            start = next((i for i in range(s, e) if not text[i].isspace()), s)
             owner = [k for k in chunks if k.start <= start < k.end]
             assert owner == [c]
 
@@ -303,7 +305,7 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 0)
     assert chunker.signature == (
         "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=0, "
-        "windows=chunks, dense_pooling=mean)"
+        "windows=chunks, tokens=word-start, dense_pooling=mean)"
     )
     other = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
     assert other.signature != chunker.signature and "<lambda>" in other.signature

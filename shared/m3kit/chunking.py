@@ -1,0 +1,434 @@
+"""Chunking without losing text: one span planner, two ways to pool (naive and late).
+
+A document longer than the model's ``max_length`` used to be stored as one truncated vector:
+everything past the limit was missing from the index. Chunkers cut every document into chunks
+that tile it (built-in sentence packer, :mod:`m3kit.chunk_spans`) and give each chunk its own
+vectors, so no text is dropped:
+
+- :class:`NaiveChunker`: each chunk encoded alone (its own forward pass), the classic way.
+- :class:`m3kit.late_chunking.LateChunker`: the same chunks pooled from the whole-document pass.
+
+Both plan their chunks with :class:`SpanPlanner`, so for the same ``chunk_size`` (or splitter)
+they cut exactly the same spans; late chunking is a choice of pooling on top of them. Both
+satisfy the :class:`Chunker` protocol that :meth:`m3kit.store.M3Index.add_texts` takes.
+
+Example::
+
+    from m3kit import M3Encoder
+    from m3kit.chunking import NaiveChunker
+
+    chunker = NaiveChunker(M3Encoder.from_pretrained("BAAI/bge-m3"))  # 256-token chunks
+    chunks = chunker.chunk([long_text])[0]
+    assert "".join(c.text for c in chunks) == long_text
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from m3kit.chunk_spans import (
+    Span,
+    SpanSplitter,
+    as_span_splitter,
+    assign_tokens,
+    normalize_spans,
+    pack_sentences,
+    sentence_starts,
+)
+from m3kit.encoder import M3Encoder, Truncation, check_texts
+from m3kit.errors import TruncationError
+from m3kit.outputs import Chunk
+
+if TYPE_CHECKING:
+    from m3kit.late_chunking import LateChunker
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "ChunkPlan",
+    "Chunker",
+    "NaiveChunker",
+    "SpanPlanner",
+    "as_chunker",
+    "default_chunk_size",
+    "document_token_ids",
+    "text_capacity",
+    "token_starts",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Token budget per chunk when none is given (capped by the model's window, see
+#: :func:`default_chunk_size`): FlagEmbedding's passage length for BGE-M3 and the chunk size of
+#: this project's late-chunking benchmarks.
+DEFAULT_CHUNK_SIZE = 256
+_PROBE = "hello world"
+_SPACE_RUN = re.compile(r"\s+")
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """What :meth:`m3kit.store.M3Index.add_texts` takes to cut documents into chunks."""
+
+    @property
+    def signature(self) -> str:
+        """What decides the chunks and their vectors, as a stable string (change detection)."""
+        ...
+
+    def chunk(
+        self, texts: Sequence[str], *, show_progress: bool | None = None
+    ) -> list[list[Chunk]]:
+        """One list of :class:`~m3kit.outputs.Chunk` (with vectors) per text."""
+        ...
+
+
+def default_chunk_size(encoder: M3Encoder) -> int:
+    """:data:`DEFAULT_CHUNK_SIZE`, or fewer when the model's window holds fewer text tokens.
+
+    E.g. 256 for BGE-M3 (``max_length`` 8192), 254 for all-MiniLM-L6-v2 (256 minus CLS and
+    SEP), so that a chunk encoded alone is never truncated.
+    """
+    return min(DEFAULT_CHUNK_SIZE, text_capacity(encoder))
+
+
+def text_capacity(encoder: M3Encoder) -> int:
+    """Most text tokens one forward pass holds: ``max_length`` minus the special tokens."""
+    prefix, suffix = _affixes(encoder)
+    return encoder.max_length - len(prefix) - len(suffix)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How one document is cut into chunks (no model involved).
+
+    Attributes:
+        text: The document.
+        ids: Its token ids, special tokens included (never truncated).
+        spans: Each chunk's character span.
+        token_bounds: Each chunk's token range in ``ids``; the leading special tokens belong to
+            the first chunk and the trailing ones to the last.
+        content_bounds: Each chunk's range among the text tokens (specials excluded).
+    """
+
+    text: str
+    ids: npt.NDArray[np.int64]
+    spans: list[Span]
+    token_bounds: list[tuple[int, int]]
+    content_bounds: list[tuple[int, int]]
+
+
+class SpanPlanner:
+    """Chunk spans of documents: built-in sentence packer or a given splitter.
+
+    Args:
+        encoder: Whose tokenizer counts the tokens.
+        chunk_size: Token budget per chunk of the sentence packer (special tokens not counted).
+        splitter: Instead of the packer: a callable ``str -> [(start, end)]`` or anything with
+            ``split_text`` (see :func:`~m3kit.chunk_spans.as_span_splitter`).
+    """
+
+    def __init__(self, encoder: M3Encoder, *, chunk_size: int, splitter: Any = None) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 token, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.tokenizer = _offsets_tokenizer(encoder)
+        self.prefix, self.suffix = _affixes(encoder)
+        self.splitter: SpanSplitter | None = (
+            as_span_splitter(splitter) if splitter is not None else None
+        )
+        self.splitter_name = "sentences" if splitter is None else qualname(splitter)
+
+    def plan(self, text: str) -> ChunkPlan:
+        """Tokenise ``text`` whole and cut it into chunks; every token in exactly one chunk."""
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        content = np.asarray(enc.ids, dtype=np.int64)
+        tok_starts = token_starts(text, enc.offsets)
+        if self.splitter is None:
+            bounds = pack_sentences(sentence_starts(text), tok_starts, self.chunk_size)
+            raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
+        else:
+            raw = self.splitter(text)
+        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts)
+        p, n = len(self.prefix), int(content.shape[0])
+        ends = np.cumsum(counts).tolist()
+        content_bounds = [(e - c, e) for e, c in zip(ends, counts, strict=True)]
+        token_bounds = [(p + a, p + b) for a, b in content_bounds]
+        token_bounds[0] = (0, token_bounds[0][1])
+        token_bounds[-1] = (token_bounds[-1][0], p + n + len(self.suffix))
+        ids = np.concatenate(
+            [np.asarray(self.prefix, np.int64), content, np.asarray(self.suffix, np.int64)]
+        )
+        return ChunkPlan(text, ids, spans, token_bounds, content_bounds)
+
+
+def token_starts(text: str, offsets: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64]:
+    """Where each token starts, for giving it to a chunk: its first non-whitespace character.
+
+    SentencePiece tokenizers (XLM-RoBERTa, so BGE-M3) give a word's first piece an offset that
+    includes the space before it (``"▁Sent"`` of ``" Sentence"`` starts at the space). That space
+    ends the previous sentence, so by its raw offset the piece would go to the previous chunk
+    and each chunk would start mid-word. A token made only of whitespace keeps its offset.
+
+    >>> token_starts("Hi. Sentence", [(0, 2), (2, 3), (3, 8), (8, 12)]).tolist()
+    [0, 2, 4, 8]
+    """
+    starts = np.asarray([s for s, _ in offsets], dtype=np.int64)
+    ends = np.asarray([e for _, e in offsets], dtype=np.int64)
+    if starts.size == 0:
+        return starts
+    first_letter = np.arange(len(text) + 1, dtype=np.int64)
+    for run in _SPACE_RUN.finditer(text):
+        first_letter[run.start() : run.end()] = run.end()
+    moved = first_letter[np.clip(starts, 0, len(text))]
+    return np.where(moved < ends, moved, starts)
+
+
+class NaiveChunker:
+    """Cut documents into chunks and encode each chunk alone (all heads the encoder has).
+
+    The chunks are the ones :class:`~m3kit.late_chunking.LateChunker` cuts with the same
+    ``chunk_size`` / ``splitter``; each is encoded as its own sequence: its tokens from the
+    document between the special tokens (nothing is tokenised twice, and a chunk never
+    exceeds the window). Where a chunk starts after whitespace (the sentence packer's cuts in
+    spaced scripts) that is what ``encoder.encode([chunk.text])`` gives; a one-chunk
+    document gets exactly the vectors of encoding the whole text.
+
+    Args:
+        encoder: The encoder.
+        chunk_size: Token budget per chunk (default :func:`default_chunk_size`); at most the
+            model's ``max_length`` minus its special tokens.
+        splitter: Instead of the built-in sentence packer (see :class:`SpanPlanner`); a chunk
+            it makes longer than the model's window is an error, never truncated.
+
+    Raises:
+        ValueError: ``chunk_size`` does not fit in one forward pass of the model.
+    """
+
+    def __init__(
+        self, encoder: M3Encoder, *, chunk_size: int | None = None, splitter: Any = None
+    ) -> None:
+        self.encoder = encoder
+        self.capacity = text_capacity(encoder)
+        size = default_chunk_size(encoder) if chunk_size is None else chunk_size
+        if size > self.capacity:
+            raise ValueError(
+                f"chunk_size={size} does not fit the model: max_length={encoder.max_length} "
+                f"leaves {self.capacity} text tokens per forward pass; use a chunk size of at "
+                f"most {self.capacity} (or late chunking, which handles longer chunks)"
+            )
+        self._planner = SpanPlanner(encoder, chunk_size=size, splitter=splitter)
+        self.heads = encoder.available_heads
+
+    @property
+    def chunk_size(self) -> int:
+        """Token budget per chunk of the built-in splitter."""
+        return self._planner.chunk_size
+
+    @property
+    def signature(self) -> str:
+        """What decides the chunks and their vectors, e.g.
+        ``NaiveChunker(splitter=sentences, chunk_size=256)``."""
+        return f"NaiveChunker(splitter={self._planner.splitter_name}, chunk_size={self.chunk_size})"
+
+    def __repr__(self) -> str:
+        return self.signature
+
+    def spans(self, texts: Sequence[str]) -> list[list[Span]]:
+        """The chunk character spans :meth:`chunk` uses, without encoding anything."""
+        return [self._planner.plan(t).spans for t in check_texts(texts, method="spans")]
+
+    def chunk(
+        self, texts: Sequence[str], *, show_progress: bool | None = None
+    ) -> list[list[Chunk]]:
+        """Chunk documents and encode every chunk alone: one list of chunks per text.
+
+        Raises:
+            ValueError: A splitter made a chunk longer than the model's window (it would be
+                truncated); the error names the document and the chunk.
+        """
+        from m3kit.store.records import output_row  # late: the store imports this module
+
+        texts = check_texts(texts, method="chunk")
+        plans = [self._planner.plan(t) for t in texts]
+        p = self._planner
+        sequences: list[list[int]] = []
+        for d, plan in enumerate(plans):
+            for c, (a, b) in enumerate(plan.content_bounds):
+                if b - a > self.capacity:
+                    raise ValueError(
+                        f"chunk {c} of text {d} is {b - a} tokens, more than the model's "
+                        f"{self.capacity}; the splitter must make smaller chunks (or use "
+                        "late chunking) so that no text is truncated"
+                    )
+                body = plan.ids[len(p.prefix) + a : len(p.prefix) + b].tolist()
+                sequences.append([*p.prefix, *body, *p.suffix])
+        out = self.encoder.encode_tokenized(
+            sequences, heads=self.heads, show_progress=show_progress
+        )
+        result: list[list[Chunk]] = []
+        row = 0
+        for plan in plans:
+            chunks = []
+            for index, ((start, end), (ts, te)) in enumerate(
+                zip(plan.spans, plan.token_bounds, strict=True)
+            ):
+                vectors = output_row(out, row)
+                chunks.append(Chunk(plan.text[start:end], start, end, index, ts, te, vectors))
+                row += 1
+            result.append(chunks)
+        return result
+
+    async def achunk(
+        self, texts: Sequence[str], *, show_progress: bool | None = None
+    ) -> list[list[Chunk]]:
+        """:meth:`chunk` in a worker thread."""
+        return await asyncio.to_thread(self.chunk, texts, show_progress=show_progress)
+
+
+def as_chunker(
+    encoder: M3Encoder,
+    *,
+    chunking: bool | Chunker = False,
+    late_chunking: bool | LateChunker = False,
+) -> Chunker | None:
+    """What the adapters' ``chunking=`` / ``late_chunking=`` arguments mean.
+
+    ``chunking=True``: a default :class:`NaiveChunker`; ``late_chunking=True``: a default
+    :class:`~m3kit.late_chunking.LateChunker`; a chunker object is used as given; both
+    ``False``: no chunker (one vector per document, truncated at ``max_length`` with a
+    warning naming the document).
+
+    >>> as_chunker(None, chunking=False, late_chunking=False) is None  # type: ignore[arg-type]
+    True
+
+    Raises:
+        ValueError: Both arguments ask for chunking.
+        TypeError: ``chunking`` is neither a bool nor a :class:`Chunker`.
+    """
+    from m3kit.late_chunking import as_late_chunker
+
+    if chunking is not False and late_chunking is not False:
+        raise ValueError(
+            "give chunking= (each chunk encoded alone) or late_chunking= (chunks pooled from "
+            "the whole document), not both"
+        )
+    if late_chunking is not False:
+        return as_late_chunker(encoder, late_chunking)
+    if chunking is False:
+        return None
+    if chunking is True:
+        return NaiveChunker(encoder)
+    if not isinstance(chunking, Chunker):
+        raise TypeError(
+            "chunking must be True, False or a chunker (NaiveChunker, LateChunker), "
+            f"got {type(chunking).__name__}"
+        )
+    return chunking
+
+
+def document_token_ids(
+    encoder: M3Encoder,
+    texts: Sequence[str],
+    names: Sequence[str],
+    *,
+    truncation: Truncation | str = Truncation.WARN,
+) -> list[list[int]]:
+    """Token ids of whole documents (specials included), cut to ``max_length`` loudly.
+
+    The same ids as ``encoder.tokenize``; a document longer than the model's window is a
+    warning naming it and the number of tokens dropped (``truncation="warn"``) or a
+    :class:`~m3kit.errors.TruncationError` (``"error"``).
+
+    Args:
+        encoder: The encoder.
+        texts: The documents.
+        names: What to call each document in messages (its id).
+        truncation: ``"warn"`` or ``"error"``.
+    """
+    mode = Truncation(truncation)
+    tokenizer = _offsets_tokenizer(encoder)
+    prefix, suffix = _affixes(encoder)
+    room = text_capacity(encoder)
+    texts = check_texts(texts)
+    if len(names) != len(texts):
+        raise ValueError(f"{len(names)} names for {len(texts)} texts")
+    out: list[list[int]] = []
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    for enc, name in zip(encodings, names, strict=True):
+        content = enc.ids
+        dropped = len(content) - room
+        if dropped > 0:
+            message = (
+                f"document {name!r} is {len(content)} tokens; the model takes {room}, so its "
+                f"last {dropped} tokens are not indexed. Pass a chunker (chunking=True, "
+                "m3kit.chunking.NaiveChunker or a LateChunker; the m3kit command chunks by "
+                "default) to index all of it"
+            )
+            if mode is Truncation.ERROR:
+                raise TruncationError(message)
+            logger.warning(message)
+            content = content[:room]
+        out.append([*prefix, *content, *suffix])
+    return out
+
+
+# -- tokenizer helpers (shared with m3kit.late_chunking) -------------------------------------
+_TOKENIZERS: weakref.WeakKeyDictionary[M3Encoder, Any] = weakref.WeakKeyDictionary()
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _offsets_tokenizer(encoder: M3Encoder) -> Any:
+    """The encoder's fast tokenizer without truncation or padding (one copy per encoder).
+
+    A copy, so that long documents are tokenised whole (character offsets included) without
+    touching the truncation settings the encoder's own tokenizer is using in other threads.
+    ``tokenizers.Tokenizer.encode`` does not change the tokenizer, so the copy is shared.
+    """
+    with _TOKENIZERS_LOCK:
+        tok = _TOKENIZERS.get(encoder)
+        if tok is None:
+            tok = offsets_tokenizer(encoder)
+            _TOKENIZERS[encoder] = tok
+        return tok
+
+
+def offsets_tokenizer(encoder: M3Encoder) -> Any:
+    """A new private copy of the encoder's fast tokenizer, without truncation or padding."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise TypeError("chunking needs a fast (tokenizers-backed) tokenizer")
+    tok = Tokenizer.from_str(backend.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def _affixes(encoder: M3Encoder) -> tuple[list[int], list[int]]:
+    return special_affixes(_offsets_tokenizer(encoder))
+
+
+def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a single text."""
+    plain = tokenizer.encode(_PROBE, add_special_tokens=False).ids
+    full = tokenizer.encode(_PROBE, add_special_tokens=True).ids
+    for at in range(len(full) - len(plain) + 1):
+        if full[at : at + len(plain)] == plain:
+            return list(full[:at]), list(full[at + len(plain) :])
+    raise ValueError("could not locate the text between the tokenizer's special tokens")
+
+
+def qualname(obj: Any) -> str:
+    """``module.QualName`` of a function, or of an object's class."""
+    kind = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(kind, '__module__', '?')}.{kind.__qualname__}"
