@@ -287,6 +287,12 @@ def m3_sparse_fns(
             sparse_doc_fn=doc_fn, sparse_query_fn=query_fn,
         )
 
+    These functions see texts only, so the store would re-encode a late-chunked node's text
+    alone and lose its late-chunked sparse vector: for nodes from
+    :class:`~llamaindex_m3.M3LateChunkingNodeParser` use
+    :class:`~llamaindex_m3.M3QdrantVectorStore`, which builds these functions itself and keeps
+    the vectors the nodes carry.
+
     To search a collection that ``langchain_qdrant.QdrantVectorStore`` wrote in hybrid mode
     (``M3Embeddings`` + ``M3SparseEmbeddings``, ``vector_name="dense"``,
     ``sparse_vector_name="sparse"``) or one m3kit wrote with ``backend="client"``, add

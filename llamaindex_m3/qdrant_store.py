@@ -1,0 +1,156 @@
+"""LlamaIndex's own ``QdrantVectorStore`` in hybrid mode with M3, late-chunked sparse kept.
+
+``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=...)`` computes every node's sparse
+vector by calling ``sparse_doc_fn`` on the node's text (``get_content(MetadataMode.EMBED)``):
+texts only, no node. A node from :class:`~llamaindex_m3.M3LateChunkingNodeParser` already
+carries its late-chunked sparse vector (pooled from its whole document); re-encoding its text
+alone would silently replace it with a context-free one, while the dense vector
+(``node.embedding``) stays late-chunked.
+
+:class:`M3QdrantVectorStore` is that store with M3's sparse functions built in; when it builds
+the points, a late-chunked node's sparse vector is the one it carries (exactly, per node, not
+looked up by text) and only the other nodes go through ``sparse_doc_fn``. Everything else
+(payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
+
+Example::
+
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from qdrant_client import QdrantClient
+    from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorStore
+
+    embed = M3Embedding(model_name="BAAI/bge-m3")
+    parser = M3LateChunkingNodeParser.from_encoder(embed.encoder, chunk_size=256)
+    store = M3QdrantVectorStore("docs", client=QdrantClient(path="./qdrant"), sparse_model=embed)
+    index = VectorStoreIndex(
+        parser.get_nodes_from_documents(documents),
+        embed_model=embed,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+    )
+    retriever = index.as_retriever(vector_store_query_mode="hybrid", sparse_top_k=10)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.schema import BaseNode
+
+from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, m3_sparse_fns
+from llamaindex_m3.node_parser import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
+from m3kit.encoder import M3Encoder
+from m3kit.errors import missing_extra
+from m3kit.outputs import Head, SparseVector
+
+try:
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client.http import models as rest
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("llama-index-vector-stores-qdrant", "llamaindex") from e
+
+__all__ = ["M3QdrantVectorStore", "carried_sparse"]
+
+_OWN_ARGS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "fastembed_sparse_model")
+
+
+def carried_sparse(node: BaseNode) -> SparseVector | None:
+    """The late-chunked sparse vector a node carries, or ``None`` for any other node.
+
+    A node from :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in memory, or rebuilt from
+    JSON: ``metadata["m3_sparse"]``) carries one when its encoder has the sparse head.
+
+    Raises:
+        ValueError: The node is late-chunked but carries no sparse vector (its chunker's
+            encoder was dense-only), so it cannot go into an M3 hybrid store as it is.
+    """
+    if not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
+        return None
+    vectors = node_vectors(node)
+    if Head.SPARSE not in vectors.heads:
+        raise ValueError(
+            f"node {node.node_id} is late-chunked without a sparse vector (no "
+            f"{SPARSE_METADATA_KEY!r}; its encoder is dense-only), so an M3 hybrid store cannot "
+            "take it without re-encoding it out of its document's context; parse it with an "
+            "M3 checkpoint that has the sparse head"
+        )
+    return vectors.sparse[0]
+
+
+class M3QdrantVectorStore(QdrantVectorStore):
+    """``QdrantVectorStore`` in hybrid mode with M3 sparse vectors; late chunks keep theirs.
+
+    Takes every ``QdrantVectorStore`` argument except the hybrid ones it sets itself
+    (``enable_hybrid=True``, ``sparse_doc_fn`` / ``sparse_query_fn`` from
+    :func:`~llamaindex_m3.m3_sparse_fns`, no FastEmbed model).
+
+    Args:
+        collection_name: The Qdrant collection.
+        sparse_model: The model whose sparse head encodes documents and queries: the
+            :class:`~llamaindex_m3.M3Embedding` given to ``VectorStoreIndex`` (one forward pass
+            per document for dense + sparse), an :class:`~llamaindex_m3.M3SparseEmbedding` or a
+            loaded encoder. Late-chunked nodes must come from the same model.
+        **kwargs: ``QdrantVectorStore`` arguments (``client``, ``aclient``, ``url``,
+            ``batch_size``, vector names, ...).
+
+    Raises:
+        TypeError: A hybrid argument this class sets itself was given.
+        HeadNotAvailableError: The model has no sparse head.
+    """
+
+    def __init__(
+        self,
+        collection_name: str,
+        *,
+        sparse_model: M3Encoder | M3Embedding | M3SparseEmbedding,
+        **kwargs: Any,
+    ) -> None:
+        clash = sorted(k for k in _OWN_ARGS if k in kwargs)
+        if clash:
+            raise TypeError(
+                f"M3QdrantVectorStore sets {clash} itself (hybrid mode with M3's sparse head); "
+                "use llama_index's QdrantVectorStore for other sparse models"
+            )
+        doc_fn, query_fn = m3_sparse_fns(sparse_model)
+        super().__init__(
+            collection_name=collection_name,
+            enable_hybrid=True,
+            sparse_doc_fn=doc_fn,
+            sparse_query_fn=query_fn,
+            **kwargs,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name used by LlamaIndex serialisation."""
+        return "M3QdrantVectorStore"
+
+    def _build_points(
+        self, nodes: list[BaseNode], sparse_vector_name: str
+    ) -> tuple[list[Any], list[str]]:
+        """The store's points, in node order; late-chunked nodes with their carried sparse."""
+        carried = [carried_sparse(node) for node in nodes]
+        others = [node for node, sparse in zip(nodes, carried, strict=True) if sparse is None]
+        if len(others) == len(nodes):
+            return super()._build_points(nodes, sparse_vector_name)  # type: ignore[no-any-return]
+        built, _ = super()._build_points(others, sparse_vector_name) if others else ([], [])
+        other_points = iter(built)
+        points: list[Any] = []
+        for node, sparse in zip(nodes, carried, strict=True):
+            if sparse is None:
+                points.append(next(other_points))
+                continue
+            points.append(
+                rest.PointStruct(
+                    id=node.node_id,
+                    payload=node_to_metadata_dict(
+                        node, remove_text=False, flat_metadata=self.flat_metadata
+                    ),
+                    vector={
+                        sparse_vector_name: rest.SparseVector(
+                            indices=sparse.indices.tolist(), values=sparse.values.tolist()
+                        ),
+                        self.dense_vector_name: node.get_embedding(),
+                    },
+                )
+            )
+        return points, [node.node_id for node in nodes]

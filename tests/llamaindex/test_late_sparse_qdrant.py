@@ -1,0 +1,184 @@
+"""Late-chunked nodes in LlamaIndex's own QdrantVectorStore keep their late-chunked sparse vectors.
+
+``QdrantVectorStore`` asks ``sparse_doc_fn`` for each node's sparse vector by its text alone;
+:class:`M3QdrantVectorStore` gives late-chunked nodes the vector they carry instead (no encoding),
+on a real ``QdrantVectorStore(enable_hybrid=True)`` over qdrant-client ``:memory:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import BaseNode, TextNode
+from llama_index.vector_stores.qdrant import QdrantVectorStore
+from qdrant_client import QdrantClient
+
+from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorStore, m3_sparse_fns
+from llamaindex_m3.node_parser import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
+from m3kit import M3Encoder
+
+LONG = [
+    Document(
+        text=" ".join(
+            f"Paragraph {i} of the {topic} notes says something about {topic} number {i}."
+            for i in range(12)
+        ),
+        doc_id=f"doc-{topic}",
+        metadata={"topic": topic},
+    )
+    for topic in ("volcanoes", "honeybees")
+]
+
+
+@pytest.fixture()
+def calls(tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Sequences per forward pass while a store is filled (``encode`` goes through
+    ``encode_tokenized``; late chunking through ``token_states``)."""
+    seen: list[int] = []
+    for name in ("encode_tokenized", "token_states"):
+        real = getattr(tiny_encoder, name)
+
+        def spy(texts: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            seen.append(len(texts))
+            return _real(texts, *args, **kwargs)
+
+        monkeypatch.setattr(tiny_encoder, name, spy)
+    yield seen
+    monkeypatch.undo()
+
+
+def _nodes(encoder: M3Encoder) -> list[BaseNode]:
+    parser = M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=48)
+    nodes = parser.get_nodes_from_documents(LONG)
+    assert len(nodes) > 4
+    return nodes
+
+
+def _stored_sparse(
+    client: QdrantClient, collection: str
+) -> dict[str, tuple[list[int], list[float]]]:
+    points, _ = client.scroll(collection, limit=1000, with_vectors=True)
+    out = {}
+    for p in points:
+        sparse = p.vector["text-sparse-new"]  # type: ignore[index]
+        out[str(p.id)] = (list(sparse.indices), list(sparse.values))
+    return out
+
+
+def _index(store: QdrantVectorStore, nodes: list[BaseNode], embed: M3Embedding) -> VectorStoreIndex:
+    return VectorStoreIndex(
+        nodes, embed_model=embed, storage_context=StorageContext.from_defaults(vector_store=store)
+    )
+
+
+def test_store_keeps_the_late_chunked_sparse_vectors(
+    tiny_encoder: M3Encoder, calls: list[int]
+) -> None:
+    nodes = _nodes(tiny_encoder)
+    calls.clear()
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore("late", client=client, sparse_model=embed)
+    index = _index(store, nodes, embed)
+    assert calls == [], "late-chunked nodes are stored without encoding anything"
+
+    stored = _stored_sparse(client, "late")
+    assert sorted(stored) == sorted(n.node_id for n in nodes)
+    for node in nodes:
+        carried = node_vectors(node).sparse[0]
+        indices, values = stored[node.node_id]
+        assert indices == carried.indices.tolist()
+        np.testing.assert_array_equal(np.asarray(values, np.float32), carried.values)
+
+    # hybrid retrieval works on them (the query is encoded, once per head function)
+    hits = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=2).retrieve(
+        "honeybees number 7"
+    )
+    assert hits and hits[0].node.metadata["topic"] == "honeybees"
+
+
+def test_plain_store_would_reencode_them(tiny_encoder: M3Encoder, calls: list[int]) -> None:
+    """Why the subclass exists: the plain store re-encodes each chunk's text alone."""
+    nodes = _nodes(tiny_encoder)
+    calls.clear()
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    doc_fn, query_fn = m3_sparse_fns(embed)
+    client = QdrantClient(":memory:")
+    store = QdrantVectorStore(
+        client=client,
+        collection_name="plain",
+        enable_hybrid=True,
+        sparse_doc_fn=doc_fn,
+        sparse_query_fn=query_fn,
+    )
+    _index(store, nodes, embed)
+    assert sum(calls) == len(nodes)
+    stored = _stored_sparse(client, "plain")
+    differ = [
+        n.node_id
+        for n in nodes
+        if stored[n.node_id][0] != node_vectors(n).sparse[0].indices.tolist()
+        or not np.allclose(stored[n.node_id][1], node_vectors(n).sparse[0].values)
+    ]
+    assert differ, "context-free sparse vectors replace the late-chunked ones"
+
+
+def test_nodes_rebuilt_from_json_and_mixed_batches(
+    tiny_encoder: M3Encoder, calls: list[int]
+) -> None:
+    """Docstore round trip (metadata only) and plain nodes in the same batch, order kept."""
+    late = [TextNode.from_json(n.to_json()) for n in _nodes(tiny_encoder)]
+    assert all(isinstance(n.metadata[SPARSE_METADATA_KEY], dict) for n in late)
+    plain = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents(
+        [Document(text="Oxygen has the atomic number 8. Iron is Fe.", doc_id="plain")]
+    )
+    mixed = [plain[0], *late[:3], *plain[1:], *late[3:]]
+    calls.clear()
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore("mixed", client=client, sparse_model=embed, batch_size=4)
+    ids = store.add(_embedded(mixed, embed))
+    assert ids == [n.node_id for n in mixed]
+    # plain nodes: one forward pass (dense + sparse handed over); late ones: none
+    assert sum(calls) == len(plain)
+    stored = _stored_sparse(client, "mixed")
+    for node in late:
+        sparse = node.metadata[SPARSE_METADATA_KEY]
+        assert stored[node.node_id][0] == sparse["indices"]
+        np.testing.assert_allclose(stored[node.node_id][1], sparse["values"], rtol=1e-7)
+    for node in plain:
+        alone = tiny_encoder.encode([node.get_content()], heads="sparse").sparse[0]
+        assert stored[node.node_id][0] == alone.indices.tolist()
+
+
+def _embedded(nodes: list[BaseNode], embed: M3Embedding) -> list[BaseNode]:
+    todo = [n for n in nodes if n.embedding is None]
+    vectors = embed.get_text_embedding_batch([n.get_content(metadata_mode="embed") for n in todo])  # type: ignore[arg-type]
+    for node, vector in zip(todo, vectors, strict=True):
+        node.embedding = vector
+    return nodes
+
+
+def test_late_node_without_sparse_and_own_arguments(tiny_encoder: M3Encoder) -> None:
+    node = _nodes(tiny_encoder)[0]
+    del node.metadata[SPARSE_METADATA_KEY]
+    rebuilt = TextNode.from_json(node.to_json())
+    assert isinstance(rebuilt.metadata[LATE_METADATA_KEY], dict)
+    store = M3QdrantVectorStore("x", client=QdrantClient(":memory:"), sparse_model=tiny_encoder)
+    with pytest.raises(
+        ValueError, match=f"node {rebuilt.node_id} is late-chunked without a sparse"
+    ):
+        store.add([rebuilt])
+    with pytest.raises(TypeError, match="sets \\['enable_hybrid', 'sparse_doc_fn'\\] itself"):
+        M3QdrantVectorStore(
+            "y",
+            client=QdrantClient(":memory:"),
+            sparse_model=tiny_encoder,
+            enable_hybrid=False,
+            sparse_doc_fn=lambda texts: ([], []),
+        )
