@@ -31,7 +31,6 @@ from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.errors import CollectionNotFoundError, M3KitError
 
 if TYPE_CHECKING:
-    from m3kit.chunking import Chunker
     from m3kit.encoder import M3Encoder
     from m3kit.store import Hit, M3Index
 
@@ -99,24 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="index .txt/.md/.jsonl files and folders",
         description="Index files and folders (recursively). A .txt/.md file is one document; a "
         ".jsonl file has one document per row: text, optional _id/id, title and other keys "
-        "(kept as metadata). Documents are cut into chunks of whole sentences (--chunk-size), "
-        "so long ones are indexed in full. Unchanged documents are skipped; edited ones "
-        "replaced.",
+        "(kept as metadata). Unchanged documents are skipped; edited ones replaced.",
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     index.add_argument(
         "--late-chunking",
         action="store_true",
-        help="pool each chunk's vectors from a pass over the whole document (its context) "
-        "instead of encoding each chunk alone",
+        help="split long documents into chunks embedded in the context of the whole document",
     )
     index.add_argument(
         "--chunk-size",
         type=_positive_int,
         default=None,
-        help="most tokens per chunk: documents are cut into whole sentences packed up to this "
-        "size, so no text is left out (default: 256, or fewer if the model's max length is "
-        "smaller)",
+        help="tokens per chunk with --late-chunking (default: the chunker's)",
     )
     index.add_argument(
         "--window",
@@ -130,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also delete stored documents that came from these files and folders but are no "
         "longer there (removed files, removed jsonl rows); documents from elsewhere are kept",
+    )
+    index.add_argument(
+        "--index-field",
+        action="append",
+        default=[],
+        metavar="KEY[:TYPE]",
+        type=_index_field,
+        help="create a payload index on metadata KEY for fast --filter search on a Qdrant "
+        "server or the embedded engine; TYPE: keyword (default), integer, float, bool, text, "
+        "datetime, uuid or geo; repeat; indexes that exist are kept",
     )
     index.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch")
     index.set_defaults(handler=_run_index)
@@ -191,14 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_index(args: argparse.Namespace) -> int:
     from m3kit.sources import read_documents
 
-    if args.window is not None and not args.late_chunking:
-        raise ValueError("--window needs --late-chunking")
+    for flag, value in (("--chunk-size", args.chunk_size), ("--window", args.window)):
+        if value is not None and not args.late_chunking:
+            raise ValueError(f"{flag} needs --late-chunking")
     storage = _storage(args)
     docs = read_documents(args.paths)  # read everything first: bad input fails before loading
     if not docs:
         raise ValueError("no text to index (every document is empty)")
     encoder = _load_encoder(args)
-    chunker = _chunker(encoder, args.chunk_size, args.window, late=args.late_chunking)
+    chunker = _late_chunker(encoder, args.chunk_size, args.window) if args.late_chunking else None
     index = _open_index(encoder, args, storage)
     try:
         before = index.count()
@@ -206,7 +211,7 @@ def _run_index(args: argparse.Namespace) -> int:
             [d.text for d in docs],
             metadatas=[dict(d.metadata) for d in docs],
             doc_ids=[d.doc_id for d in docs],
-            chunker=chunker,
+            late_chunker=chunker,
             show_progress=not args.quiet,
         )
         pruned = _prune(index, args.paths, {d.doc_id for d in docs}) if args.prune else []
@@ -292,17 +297,11 @@ def _load_encoder(args: argparse.Namespace) -> M3Encoder:
     )
 
 
-def _chunker(
-    encoder: M3Encoder, chunk_size: int | None, window: int | None, *, late: bool
-) -> Chunker:
-    """The same sentence-packed chunks either way; ``late`` pools them from the document."""
-    from m3kit.chunking import NaiveChunker, default_chunk_size
-    from m3kit.late_chunking import LateChunker
+def _late_chunker(encoder: M3Encoder, chunk_size: int | None, window: int | None) -> Any:
+    from m3kit.late_chunking import ChunkingConfig, LateChunker
 
-    size = default_chunk_size(encoder) if chunk_size is None else chunk_size
-    if late:
-        return LateChunker(encoder, chunk_size=size, window=window)
-    return NaiveChunker(encoder, chunk_size=size)
+    size = ChunkingConfig.chunk_size if chunk_size is None else chunk_size
+    return LateChunker(encoder, chunk_size=size, window=window)
 
 
 def _storage(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,6 +335,7 @@ def _open_index(
             collection=args.collection,
             backend=storage["backend"],
             create=create,
+            payload_indexes=dict(getattr(args, "index_field", [])),
         )
     return M3Index.open(
         encoder,
@@ -343,6 +343,7 @@ def _open_index(
         url=storage["url"],
         api_key=storage["api_key"],
         create=create,
+        payload_indexes=dict(getattr(args, "index_field", [])),
     )
 
 
@@ -379,6 +380,23 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return number
+
+
+def _index_field(value: str) -> tuple[str, Any]:
+    from m3kit.store.schema import PayloadIndexType
+
+    key, sep, kind = value.rpartition(":")
+    if not sep:
+        key, kind = value, PayloadIndexType.KEYWORD.value
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY[:TYPE]")
+    try:
+        return key, PayloadIndexType(kind)
+    except ValueError:
+        choices = ", ".join(t.value for t in PayloadIndexType)
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: index type {kind!r} is not one of {choices}"
+        ) from None
 
 
 def _filter_pair(value: str) -> tuple[str, Any]:

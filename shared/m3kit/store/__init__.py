@@ -8,7 +8,7 @@ from m3kit.store.filters import metadata_filter
 from m3kit.store.index import M3Index
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
-from m3kit.store.schema import CollectionSchema, point_id
+from m3kit.store.schema import CollectionSchema, PayloadIndexType, point_id
 from m3kit.store.store import DEFAULT_BACKEND, M3Store
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Hit",
     "M3Index",
     "M3Store",
+    "PayloadIndexType",
     "QueryOptions",
     "metadata_filter",
     "output_row",

@@ -23,7 +23,15 @@ from m3kit.errors import StoreConnectionError
 from m3kit.outputs import SparseVector
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
-from m3kit.store.schema import COLBERT, DENSE, DOC_ID, SPARSE, CollectionSchema, VectorSpec
+from m3kit.store.schema import (
+    COLBERT,
+    DENSE,
+    DOC_ID,
+    SPARSE,
+    CollectionSchema,
+    PayloadIndexType,
+    VectorSpec,
+)
 
 __all__ = ["ClientBackend", "redact_url"]
 
@@ -206,6 +214,23 @@ class ClientBackend:
 
     def open(self) -> None:
         """Nothing to do: the client connected (or opened its folder) on construction."""
+
+    def payload_indexes(self) -> dict[str, str] | None:
+        """The server's payload indexes by path; ``None`` in local mode (which has none)."""
+        if not self._remote:
+            return None
+        with self._translate():
+            info = self._client.get_collection(self.collection)
+        return {
+            path: str(getattr(index.data_type, "value", index.data_type))
+            for path, index in (info.payload_schema or {}).items()
+        }
+
+    def create_payload_index(self, path: str, kind: PayloadIndexType) -> None:
+        with self._translate():
+            self._client.create_payload_index(
+                self.collection, path, models.PayloadSchemaType(kind.value), wait=True
+            )
 
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:

@@ -2,11 +2,17 @@
 
 The shard lives in ``<location>/<collection>/``; with no location it lives in a temporary
 folder removed on :meth:`EdgeBackend.close`. Edge has Qdrant's universal query (prefetch,
-RRF / DBSF fusion, MaxSim multivectors), so plans run natively. Edge has no background
-optimizer: once :data:`INDEX_AFTER` points were written since the last pass, the writing call
-runs the shard's optimizers in-process (building the ``dense`` HNSW graph); fewer new points
-are searched exhaustively, which stays fast at that size. ``M3Store.optimize()`` forces a
-pass.
+RRF / DBSF fusion, MaxSim multivectors), so plans run natively.
+
+Edge has no background optimizer, so m3kit decides when indexes are built, from the shard's
+own state: after each write call, once :meth:`EdgeBackend.unindexed_points` (points of the
+collection not yet in an HNSW graph, whichever process or run wrote them) reaches
+``index_after`` (default :data:`INDEX_AFTER`), that call runs the shard's optimizers
+in-process, which turn the plain segment into an indexed one. A collection grown by many
+small ``m3kit index`` runs therefore never holds more than ``index_after`` unindexed points;
+fewer are searched exhaustively, which stays fast at that size. ``M3Store.optimize()`` forces
+a pass. Payload indexes (``doc_id`` and declared ``metadata.<key>`` ones) are the engine's own
+field indexes.
 """
 
 from __future__ import annotations
@@ -28,13 +34,39 @@ from m3kit.outputs import SparseVector
 from m3kit.store.edge_filters import edge_filter, edge_point_id
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
-from m3kit.store.schema import COLBERT, DENSE, DOC_ID, SPARSE, CollectionSchema, VectorSpec
+from m3kit.store.schema import (
+    COLBERT,
+    DENSE,
+    DOC_ID,
+    SPARSE,
+    CollectionSchema,
+    PayloadIndexType,
+    VectorSpec,
+)
 
 __all__ = ["EdgeBackend", "edge_config"]
 
-#: Points written before the writing call builds indexes. Indexing after every small write
-#: would rebuild growing HNSW graphs over and over (measured: 5x slower loading at 20k).
+#: Unindexed points in the collection before a write call builds indexes. Indexing after
+#: every small write would rebuild growing HNSW graphs over and over (measured: 5x slower
+#: loading at 20k).
 INDEX_AFTER = 20_000
+
+#: The engine's own indexing threshold (KB of vectors in a plain segment) for new
+#: collections: minimal, so that an optimizer pass m3kit runs indexes every plain segment.
+#: Collections created before keep the engine's default (10 MB per vector name), below which
+#: a pass leaves a segment plain (exhaustive search).
+ENGINE_INDEXING_THRESHOLD_KB = 1
+
+_PAYLOAD_TYPES = {
+    PayloadIndexType.KEYWORD: qe.PayloadSchemaType.Keyword,
+    PayloadIndexType.INTEGER: qe.PayloadSchemaType.Integer,
+    PayloadIndexType.FLOAT: qe.PayloadSchemaType.Float,
+    PayloadIndexType.BOOL: qe.PayloadSchemaType.Bool,
+    PayloadIndexType.TEXT: qe.PayloadSchemaType.Text,
+    PayloadIndexType.DATETIME: qe.PayloadSchemaType.Datetime,
+    PayloadIndexType.UUID: qe.PayloadSchemaType.Uuid,
+    PayloadIndexType.GEO: qe.PayloadSchemaType.Geo,
+}
 
 #: Indexed segments kept before the optimizer merges the smallest ones.
 SEGMENTS = 16
@@ -62,7 +94,9 @@ def edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
         # Keep indexed segments apart (up to 16) instead of merging them on every pass:
         # merging rebuilds the whole HNSW graph (measured: the 40k pass took 2.6x the 20k
         # one); queries visit each segment's graph, which costs little at this count.
-        optimizers=qe.EdgeOptimizersConfig(default_segment_number=SEGMENTS),
+        optimizers=qe.EdgeOptimizersConfig(
+            default_segment_number=SEGMENTS, indexing_threshold=ENGINE_INDEXING_THRESHOLD_KB
+        ),
     )
 
 
@@ -81,15 +115,27 @@ def _error(where: str, exc: BaseException) -> StoreConnectionError:
 class EdgeBackend:
     """One collection as a qdrant-edge shard."""
 
-    def __init__(self, *, collection: str, location: str | None, schema: CollectionSchema) -> None:
+    def __init__(
+        self,
+        *,
+        collection: str,
+        location: str | None,
+        schema: CollectionSchema,
+        index_after: int = INDEX_AFTER,
+    ) -> None:
         """Locate (not yet open) the shard.
 
         Args:
             collection: Collection name (the shard's folder name).
             location: Parent folder, or ``None`` / ``":memory:"`` for a temporary one.
             schema: Schema to create the shard with if it does not exist.
+            index_after: Unindexed points in the collection at which a write call builds
+                indexes.
         """
+        if isinstance(index_after, bool) or not isinstance(index_after, int) or index_after < 1:
+            raise ValueError(f"index_after must be a positive integer, got {index_after!r}")
         self.collection = collection
+        self.index_after = index_after
         self._schema = schema
         self._tmp: str | None = None
         if location is None or location == ":memory:":
@@ -104,7 +150,9 @@ class EdgeBackend:
         self._shard: qe.EdgeShard | None = None
         # Writes are serialised so an optimize pass never interleaves another writer's batch.
         self._write_lock = threading.Lock()
-        self._pending = 0  # points written since the last optimizer pass
+        # Points this handle wrote since its last pass: a second trigger for overwrites, which
+        # the shard's counters do not show as unindexed (see unindexed_points).
+        self._written = 0
 
     def __repr__(self) -> str:
         return f"EdgeBackend(collection={self.collection!r}, where={self.where!r})"
@@ -172,6 +220,18 @@ class EdgeBackend:
         """Load the shard now, so a folder held by another store fails at open time."""
         _ = self.shard
 
+    def payload_indexes(self) -> dict[str, str]:
+        names = {engine: ours.value for ours, engine in _PAYLOAD_TYPES.items()}
+        return {
+            path: names.get(index.data_type, str(index.data_type))
+            for path, index in self.shard.info().payload_schema.items()
+        }
+
+    def create_payload_index(self, path: str, kind: PayloadIndexType) -> None:
+        shard = self.shard
+        with self._write_lock:
+            shard.update(qe.UpdateOperation.create_field_index(path, _PAYLOAD_TYPES[kind]))
+
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:
         out = []
@@ -185,15 +245,38 @@ class EdgeBackend:
         shard = self.shard
         with self._write_lock:
             shard.update(qe.UpdateOperation.upsert_points(out))
-            self._pending += len(out)
+            self._written += len(out)
+
+    def unindexed_points(self) -> int:
+        """Points of the collection whose vectors are in no HNSW graph yet (engine state).
+
+        Read from the shard's counters, so it counts what every process and run wrote:
+        ``indexed_vectors_count`` sums over the named vectors, where a point's sparse vector
+        counts in any segment and its dense (and ColBERT) vectors only once an optimizer pass
+        indexed its segment. Overwritten and deleted points still count as indexed in their
+        old segment until the engine vacuums it, so after overwrites this undercounts; the
+        write counter in :meth:`finish_writes` covers that case.
+        """
+        info = self.shard.info()
+        graphs = 1 if self._schema.colbert_dim is None else 2  # dense (+ ColBERT)
+        vectors = graphs + (1 if self._schema.sparse else 0)
+        missing = info.points_count * vectors - info.indexed_vectors_count
+        return max(0, -(-missing // graphs))
 
     def finish_writes(self, *, force: bool = False) -> None:
-        """Build indexes once enough points are new (or when forced); blocking."""
+        """Build indexes when due or forced; blocking.
+
+        Due once :meth:`unindexed_points` or the points this handle wrote since its last
+        pass reach ``index_after``.
+        """
         shard = self.shard
         with self._write_lock:
-            if self._pending and (force or self._pending >= INDEX_AFTER):
+            due = force or self._written >= self.index_after
+            if not due:
+                due = self.unindexed_points() >= self.index_after
+            if due:
                 shard.optimize()
-                self._pending = 0
+                self._written = 0
 
     def delete(self, selector: models.Filter) -> None:
         flt = edge_filter(selector)

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from m3kit.outputs import Chunk, Head
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
+from m3kit.store.schema import PayloadIndexType
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
-    from m3kit.encoder import M3Encoder, Truncation
+    from m3kit.encoder import M3Encoder
 
 __all__ = ["M3Index", "content_doc_id"]
 
@@ -111,6 +112,7 @@ class M3Index:
         api_key: str | None = None,
         backend: Backend | str | None = None,
         create: bool = True,
+        payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
     ) -> M3Index:
         """Open (or create) a collection shaped for ``encoder`` and pair them.
 
@@ -124,6 +126,8 @@ class M3Index:
                 embedded default).
             create: Create the collection if it does not exist (else raise
                 :class:`~m3kit.errors.CollectionNotFoundError`).
+            payload_indexes: ``{metadata key: PayloadIndexType}`` to index for fast filtered
+                search (see :meth:`M3Store.open`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
@@ -140,6 +144,7 @@ class M3Index:
             api_key=api_key,
             backend=backend,
             create=create,
+            payload_indexes=payload_indexes,
         )
         return cls(encoder, store)
 
@@ -184,23 +189,14 @@ class M3Index:
         return order, list(docs.values())
 
     def _records(
-        self,
-        docs: Sequence[_Doc],
-        chunker: _Chunker | None,
-        show_progress: bool | None,
-        truncation: Truncation | str = "warn",
+        self, docs: Sequence[_Doc], chunker: _Chunker | None, show_progress: bool | None
     ) -> tuple[list[ChunkRecord], list[str]]:
         texts = [d.text for d in docs]
         records: list[ChunkRecord] = []
         empty: list[str] = []
         if chunker is None:
-            from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
-
-            ids = document_token_ids(
-                self.encoder, texts, [d.doc_id for d in docs], truncation=truncation
-            )
-            out = self.encoder.encode_tokenized(
-                ids, heads=sorted(self.store.heads), show_progress=show_progress
+            out = self.encoder.encode(
+                texts, heads=sorted(self.store.heads), show_progress=show_progress
             )
             for i, d in enumerate(docs):
                 records.append(
@@ -220,7 +216,7 @@ class M3Index:
         per_doc = chunker.chunk(texts)
         if len(per_doc) != len(docs):
             raise ValueError(
-                f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts"
+                f"late_chunker returned {len(per_doc)} chunk lists for {len(docs)} texts"
             )
         for d, chunks in zip(docs, per_doc, strict=True):
             if not chunks:
@@ -229,7 +225,7 @@ class M3Index:
                 missing = self.store.heads - c.vectors.heads
                 if missing:
                     raise ValueError(
-                        f"the chunker gave chunks without {sorted(h.value for h in missing)} "
+                        f"late_chunker gave chunks without {sorted(h.value for h in missing)} "
                         "vectors; build it on an encoder with every head the store holds"
                     )
                 records.append(
@@ -253,9 +249,7 @@ class M3Index:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         doc_ids: Sequence[str] | None = None,
         *,
-        chunker: _Chunker | None = None,
         late_chunker: _Chunker | None = None,
-        truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
     ) -> list[str]:
         """Index documents; unchanged ones are skipped, changed ones replaced.
@@ -264,26 +258,16 @@ class M3Index:
             texts: One text per document.
             metadatas: One metadata mapping per text (JSON-serialisable).
             doc_ids: One id per text; default: :func:`content_doc_id` of the text.
-            chunker: How to cut each document into chunks (nothing is dropped):
-                :class:`m3kit.chunking.NaiveChunker` (each chunk encoded alone),
-                :class:`m3kit.late_chunking.LateChunker` (chunks pooled from the whole
-                document), or anything with ``chunk(texts) -> list[list[Chunk]]`` and a
-                ``signature``. Default: one chunk per text, cut at the encoder's
-                ``max_length`` (see ``truncation``).
-            late_chunker: The former name of ``chunker`` (still accepted).
-            truncation: Without a chunker, a text longer than the model's window is
-                ``"warn"``: cut, with a warning naming the document and how many tokens were
-                dropped; ``"error"``: :class:`~m3kit.errors.TruncationError`.
+            late_chunker: A :class:`m3kit.late_chunking.LateChunker` (anything with
+                ``chunk(texts) -> list[list[Chunk]]``) to split each document; default: one
+                chunk per text (truncated to the encoder's ``max_length``).
             show_progress: tqdm bars for encoding and writing.
 
         Returns:
             The document id of each text, in input order (what :meth:`delete` takes and
             :attr:`Hit.doc_id` holds).
         """
-        if chunker is not None and late_chunker is not None:
-            raise TypeError("give chunker= or late_chunker= (its former name), not both")
-        chunker = chunker if chunker is not None else late_chunker
-        order, docs = self._docs(texts, metadatas, doc_ids, _chunker_signature(chunker))
+        order, docs = self._docs(texts, metadatas, doc_ids, _chunker_signature(late_chunker))
         if not docs:
             return order
         done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
@@ -294,7 +278,7 @@ class M3Index:
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
             for start in range(0, len(todo), self.write_group):
                 group = todo[start : start + self.write_group]
-                records, empty = self._records(group, chunker, False, truncation)
+                records, empty = self._records(group, late_chunker, False)
                 with self._write_lock:
                     self.store.upsert(records, show_progress=False, replace=True)
                     if empty:
@@ -308,9 +292,7 @@ class M3Index:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         doc_ids: Sequence[str] | None = None,
         *,
-        chunker: _Chunker | None = None,
         late_chunker: _Chunker | None = None,
-        truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
     ) -> list[str]:
         """:meth:`add_texts` in a worker thread."""
@@ -319,9 +301,7 @@ class M3Index:
             texts,
             metadatas,
             doc_ids,
-            chunker=chunker,
             late_chunker=late_chunker,
-            truncation=truncation,
             show_progress=show_progress,
         )
 

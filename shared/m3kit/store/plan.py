@@ -18,7 +18,7 @@ from qdrant_client import models
 
 from m3kit.outputs import SparseVector
 from m3kit.store.records import Fusion
-from m3kit.store.schema import CollectionSchema, VectorSpec
+from m3kit.store.schema import CollectionSchema, PayloadIndexType, VectorSpec
 
 __all__ = ["RRF_K", "Nearest", "PointData", "RawHit", "Stage", "StorageBackend"]
 
@@ -101,6 +101,17 @@ class StorageBackend(Protocol):
 
     def open(self) -> None:
         """Acquire the collection for use (after it was checked or created)."""
+        ...
+
+    def payload_indexes(self) -> dict[str, str] | None:
+        """The collection's payload indexes as ``{payload path: index type}``.
+
+        ``None`` when the engine has no payload indexes (qdrant-client's local mode).
+        """
+        ...
+
+    def create_payload_index(self, path: str, kind: PayloadIndexType) -> None:
+        """Create (or, for an existing path, replace) the payload index on ``path``."""
         ...
 
     def upsert(self, points: Sequence[PointData]) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 
 from m3kit.errors import SchemaMismatchError
 
@@ -33,8 +35,10 @@ __all__ = [
     "SPARSE",
     "START",
     "CollectionSchema",
+    "PayloadIndexType",
     "VectorSpec",
     "check_schema",
+    "payload_index_fields",
     "point_id",
 ]
 
@@ -177,3 +181,45 @@ def check_schema(
         "Use another collection name (or location), or an encoder with the same dimensions "
         "and heads; nothing was written."
     )
+
+
+class PayloadIndexType(str, Enum):
+    """Type of a payload index on a metadata key (Qdrant's payload schema types)."""
+
+    KEYWORD = "keyword"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOL = "bool"
+    TEXT = "text"
+    DATETIME = "datetime"
+    UUID = "uuid"
+    GEO = "geo"
+
+
+def payload_index_fields(
+    indexes: Mapping[str, PayloadIndexType | str] | None,
+) -> dict[str, PayloadIndexType]:
+    """Payload paths (``metadata.<key>``) and index types of declared metadata indexes.
+
+    >>> fields = payload_index_fields({"lang": "keyword", "year": PayloadIndexType.INTEGER})
+    >>> {path: kind.value for path, kind in fields.items()}
+    {'metadata.lang': 'keyword', 'metadata.year': 'integer'}
+
+    Args:
+        indexes: ``{metadata key: type}``; a key may be a dotted path into nested metadata.
+
+    Raises:
+        ValueError: A key is empty or not a string, or a type is not a :class:`PayloadIndexType`.
+    """
+    out: dict[str, PayloadIndexType] = {}
+    for key, kind in (indexes or {}).items():
+        if not isinstance(key, str) or not key.strip() or key != key.strip():
+            raise ValueError(f"payload index key {key!r} must be a non-empty metadata key")
+        try:
+            out[f"{METADATA}.{key}"] = PayloadIndexType(kind)
+        except ValueError:
+            choices = ", ".join(t.value for t in PayloadIndexType)
+            raise ValueError(
+                f"payload index on metadata key {key!r}: type {kind!r} is not one of {choices}"
+            ) from None
+    return out

@@ -1,0 +1,77 @@
+"""Payload indexes declared on metadata keys, created idempotently when a store opens.
+
+Qdrant filters on an unindexed payload key by reading every candidate's payload; a payload
+index makes filtered search (``filter={"lang": "en"}``) fast on a server or cluster. m3kit
+always indexes ``doc_id``; other keys are declared with ``payload_indexes=`` on
+:meth:`~m3kit.store.M3Store.open` (or ``m3kit index --index-field KEY[:TYPE]``). Declared
+indexes the collection lacks are created, existing ones are left alone, so re-opening with
+the same declaration sends no index request.
+
+Engines: a Qdrant server or cluster and the embedded engine (qdrant-edge field indexes)
+create them; qdrant-client's local mode has no payload indexes, so a declaration there is
+logged and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from m3kit.errors import SchemaMismatchError
+from m3kit.store.plan import StorageBackend
+from m3kit.store.schema import PayloadIndexType
+
+__all__ = ["ensure_payload_indexes"]
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_payload_indexes(
+    backend: StorageBackend, fields: Mapping[str, PayloadIndexType]
+) -> list[str]:
+    """Create the declared payload indexes the collection does not have yet.
+
+    Args:
+        backend: The opened collection.
+        fields: ``{payload path: type}`` (see :func:`~m3kit.store.schema.payload_index_fields`).
+
+    Returns:
+        The paths whose index was created now (empty when all existed).
+
+    Raises:
+        SchemaMismatchError: A declared path is already indexed with another type (nothing
+            was created).
+    """
+    if not fields:
+        return []
+    found = backend.payload_indexes()
+    if found is None:
+        logger.info(
+            "%s has no payload indexes; the declared ones (%s) are not created there",
+            backend.where,
+            ", ".join(sorted(fields)),
+        )
+        return []
+    clashes = [
+        f"{path} is indexed as {found[path]}, declared {kind.value}"
+        for path, kind in sorted(fields.items())
+        if path in found and found[path] != kind.value
+    ]
+    if clashes:
+        raise SchemaMismatchError(
+            f"collection {backend.collection!r} at {backend.where}: "
+            + "; ".join(clashes)
+            + ". Declare the existing type, or drop that payload index first; nothing was "
+            "created."
+        )
+    created = [path for path in fields if path not in found]
+    for path in created:
+        backend.create_payload_index(path, fields[path])
+    if created:
+        logger.info(
+            "created payload index(es) on %s in %r at %s",
+            ", ".join(f"{p} ({fields[p].value})" for p in created),
+            backend.collection,
+            backend.where,
+        )
+    return created
