@@ -31,6 +31,7 @@ from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.errors import CollectionNotFoundError, M3KitError
 
 if TYPE_CHECKING:
+    from m3kit.chunking import Chunker
     from m3kit.encoder import M3Encoder
     from m3kit.store import Hit, M3Index
 
@@ -98,19 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="index .txt/.md/.jsonl files and folders",
         description="Index files and folders (recursively). A .txt/.md file is one document; a "
         ".jsonl file has one document per row: text, optional _id/id, title and other keys "
-        "(kept as metadata). Unchanged documents are skipped; edited ones replaced.",
+        "(kept as metadata). Documents are cut into chunks of whole sentences (--chunk-size), "
+        "so long ones are indexed in full. Unchanged documents are skipped; edited ones "
+        "replaced.",
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     index.add_argument(
         "--late-chunking",
         action="store_true",
-        help="split long documents into chunks embedded in the context of the whole document",
+        help="pool each chunk's vectors from a pass over the whole document (its context) "
+        "instead of encoding each chunk alone",
     )
     index.add_argument(
         "--chunk-size",
         type=_positive_int,
         default=None,
-        help="tokens per chunk with --late-chunking (default: the chunker's)",
+        help="most tokens per chunk: documents are cut into whole sentences packed up to this "
+        "size, so no text is left out (default: 256, or fewer if the model's max length is "
+        "smaller)",
     )
     index.add_argument(
         "--window",
@@ -195,15 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_index(args: argparse.Namespace) -> int:
     from m3kit.sources import read_documents
 
-    for flag, value in (("--chunk-size", args.chunk_size), ("--window", args.window)):
-        if value is not None and not args.late_chunking:
-            raise ValueError(f"{flag} needs --late-chunking")
+    if args.window is not None and not args.late_chunking:
+        raise ValueError("--window needs --late-chunking")
     storage = _storage(args)
     docs = read_documents(args.paths)  # read everything first: bad input fails before loading
     if not docs:
         raise ValueError("no text to index (every document is empty)")
     encoder = _load_encoder(args)
-    chunker = _late_chunker(encoder, args.chunk_size, args.window) if args.late_chunking else None
+    chunker = _chunker(encoder, args.chunk_size, args.window, late=args.late_chunking)
     index = _open_index(encoder, args, storage)
     try:
         before = index.count()
@@ -211,7 +216,7 @@ def _run_index(args: argparse.Namespace) -> int:
             [d.text for d in docs],
             metadatas=[dict(d.metadata) for d in docs],
             doc_ids=[d.doc_id for d in docs],
-            late_chunker=chunker,
+            chunker=chunker,
             show_progress=not args.quiet,
         )
         pruned = _prune(index, args.paths, {d.doc_id for d in docs}) if args.prune else []
@@ -297,11 +302,17 @@ def _load_encoder(args: argparse.Namespace) -> M3Encoder:
     )
 
 
-def _late_chunker(encoder: M3Encoder, chunk_size: int | None, window: int | None) -> Any:
-    from m3kit.late_chunking import ChunkingConfig, LateChunker
+def _chunker(
+    encoder: M3Encoder, chunk_size: int | None, window: int | None, *, late: bool
+) -> Chunker:
+    """The same sentence-packed chunks either way; ``late`` pools them from the document."""
+    from m3kit.chunking import NaiveChunker, default_chunk_size
+    from m3kit.late_chunking import LateChunker
 
-    size = ChunkingConfig.chunk_size if chunk_size is None else chunk_size
-    return LateChunker(encoder, chunk_size=size, window=window)
+    size = default_chunk_size(encoder) if chunk_size is None else chunk_size
+    if late:
+        return LateChunker(encoder, chunk_size=size, window=window)
+    return NaiveChunker(encoder, chunk_size=size)
 
 
 def _storage(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from m3kit.store.schema import PayloadIndexType
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
-    from m3kit.encoder import M3Encoder
+    from m3kit.encoder import M3Encoder, Truncation
 
 __all__ = ["M3Index", "content_doc_id"]
 
@@ -189,14 +189,23 @@ class M3Index:
         return order, list(docs.values())
 
     def _records(
-        self, docs: Sequence[_Doc], chunker: _Chunker | None, show_progress: bool | None
+        self,
+        docs: Sequence[_Doc],
+        chunker: _Chunker | None,
+        show_progress: bool | None,
+        truncation: Truncation | str = "warn",
     ) -> tuple[list[ChunkRecord], list[str]]:
         texts = [d.text for d in docs]
         records: list[ChunkRecord] = []
         empty: list[str] = []
         if chunker is None:
-            out = self.encoder.encode(
-                texts, heads=sorted(self.store.heads), show_progress=show_progress
+            from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
+
+            ids = document_token_ids(
+                self.encoder, texts, [d.doc_id for d in docs], truncation=truncation
+            )
+            out = self.encoder.encode_tokenized(
+                ids, heads=sorted(self.store.heads), show_progress=show_progress
             )
             for i, d in enumerate(docs):
                 records.append(
@@ -216,7 +225,7 @@ class M3Index:
         per_doc = chunker.chunk(texts)
         if len(per_doc) != len(docs):
             raise ValueError(
-                f"late_chunker returned {len(per_doc)} chunk lists for {len(docs)} texts"
+                f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts"
             )
         for d, chunks in zip(docs, per_doc, strict=True):
             if not chunks:
@@ -225,7 +234,7 @@ class M3Index:
                 missing = self.store.heads - c.vectors.heads
                 if missing:
                     raise ValueError(
-                        f"late_chunker gave chunks without {sorted(h.value for h in missing)} "
+                        f"the chunker gave chunks without {sorted(h.value for h in missing)} "
                         "vectors; build it on an encoder with every head the store holds"
                     )
                 records.append(
@@ -249,7 +258,9 @@ class M3Index:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         doc_ids: Sequence[str] | None = None,
         *,
+        chunker: _Chunker | None = None,
         late_chunker: _Chunker | None = None,
+        truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
     ) -> list[str]:
         """Index documents; unchanged ones are skipped, changed ones replaced.
@@ -258,16 +269,26 @@ class M3Index:
             texts: One text per document.
             metadatas: One metadata mapping per text (JSON-serialisable).
             doc_ids: One id per text; default: :func:`content_doc_id` of the text.
-            late_chunker: A :class:`m3kit.late_chunking.LateChunker` (anything with
-                ``chunk(texts) -> list[list[Chunk]]``) to split each document; default: one
-                chunk per text (truncated to the encoder's ``max_length``).
+            chunker: How to cut each document into chunks (nothing is dropped):
+                :class:`m3kit.chunking.NaiveChunker` (each chunk encoded alone),
+                :class:`m3kit.late_chunking.LateChunker` (chunks pooled from the whole
+                document), or anything with ``chunk(texts) -> list[list[Chunk]]`` and a
+                ``signature``. Default: one chunk per text, cut at the encoder's
+                ``max_length`` (see ``truncation``).
+            late_chunker: The former name of ``chunker`` (still accepted).
+            truncation: Without a chunker, a text longer than the model's window is
+                ``"warn"``: cut, with a warning naming the document and how many tokens were
+                dropped; ``"error"``: :class:`~m3kit.errors.TruncationError`.
             show_progress: tqdm bars for encoding and writing.
 
         Returns:
             The document id of each text, in input order (what :meth:`delete` takes and
             :attr:`Hit.doc_id` holds).
         """
-        order, docs = self._docs(texts, metadatas, doc_ids, _chunker_signature(late_chunker))
+        if chunker is not None and late_chunker is not None:
+            raise TypeError("give chunker= or late_chunker= (its former name), not both")
+        chunker = chunker if chunker is not None else late_chunker
+        order, docs = self._docs(texts, metadatas, doc_ids, _chunker_signature(chunker))
         if not docs:
             return order
         done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
@@ -278,7 +299,7 @@ class M3Index:
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
             for start in range(0, len(todo), self.write_group):
                 group = todo[start : start + self.write_group]
-                records, empty = self._records(group, late_chunker, False)
+                records, empty = self._records(group, chunker, False, truncation)
                 with self._write_lock:
                     self.store.upsert(records, show_progress=False, replace=True)
                     if empty:
@@ -292,7 +313,9 @@ class M3Index:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         doc_ids: Sequence[str] | None = None,
         *,
+        chunker: _Chunker | None = None,
         late_chunker: _Chunker | None = None,
+        truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
     ) -> list[str]:
         """:meth:`add_texts` in a worker thread."""
@@ -301,7 +324,9 @@ class M3Index:
             texts,
             metadatas,
             doc_ids,
+            chunker=chunker,
             late_chunker=late_chunker,
+            truncation=truncation,
             show_progress=show_progress,
         )
 
