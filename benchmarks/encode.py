@@ -400,6 +400,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, help="results stem (default: benchmarks/results/encode[_quick])"
     )
     args = p.parse_args(argv)
+    if not CORPUS.is_file():
+        raise SystemExit(
+            f"error: squad_en data missing: {CORPUS} (this benchmark reads the shared data "
+            "beside the checkout, ../shared/data/squad_en)"
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch

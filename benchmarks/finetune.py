@@ -107,9 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     model = _minilm()
 
-    split = split_by_article(
-        args.data, seed=args.seed, max_train_rows=args.rows, max_eval_queries=args.eval_queries
-    )
+    try:
+        split = split_by_article(
+            args.data, seed=args.seed, max_train_rows=args.rows, max_eval_queries=args.eval_queries
+        )
+    except FileNotFoundError as e:
+        raise SystemExit(
+            f"error: {e}; the full squad_en set sits beside the checkout as "
+            "../shared/data/squad_en (or pass --data DIR, e.g. tests/data/squad_en, the sample)"
+        ) from None
     train = list(split.train)
     print(
         f"train rows {len(train)} ({len(split.train_articles)} articles); eval "

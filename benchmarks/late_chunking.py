@@ -254,6 +254,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--out", type=Path, default=Path(__file__).parent / "results" / "late_chunking.json"
     )
     args = parser.parse_args(argv)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (args.data / name).is_file():
+            raise SystemExit(
+                f"error: longdoc data missing: {args.data / name} (the shared data sits beside "
+                "the checkout as ../shared/data/squad_en/longdoc; pass --data DIR)"
+            )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     docs, queries = _load(args.data, args.queries, args.seed)
     results = []

@@ -56,6 +56,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; best kept")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    if not DATA.is_file():
+        raise SystemExit(
+            f"error: longdoc data missing: {DATA} (this benchmark reads the shared data beside "
+            "the checkout, ../shared/data/squad_en/longdoc)"
+        )
 
     if not (args.checkpoint / "colbert_linear.pt").is_file():
         build_random_m3_checkpoint(args.checkpoint, tokenizer_file=xlmr_tokenizer_file())

@@ -56,9 +56,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     model = args.model or _default_model()
     out = Path(args.out)
-    split = split_by_article(
-        args.data, seed=args.seed, max_train_rows=args.rows, max_eval_queries=args.eval_queries
-    )
+    try:
+        split = split_by_article(
+            args.data, seed=args.seed, max_train_rows=args.rows, max_eval_queries=args.eval_queries
+        )
+    except FileNotFoundError as e:
+        raise SystemExit(
+            f"error: {e}; the full squad_en set sits beside the checkout as "
+            "../shared/data/squad_en (or pass --data DIR, e.g. tests/data/squad_en, the sample)"
+        ) from None
     print(
         f"train: {len(split.train)} rows from {len(split.train_articles)} articles; "
         f"eval: {len(split.queries)} queries, {len(split.corpus)} passages from "

@@ -18,6 +18,15 @@ from m3kit.finetune.data import TrainingExample, iter_jsonl
 
 __all__ = ["ArticleSplit", "split_by_article"]
 
+#: Files :func:`split_by_article` reads (qrels are found by :func:`~m3kit.evaluation.load_beir`).
+_SPLIT_FILES = (
+    "articles.json",
+    "corpus.jsonl",
+    "queries.jsonl",
+    "train.jsonl.gz",
+    "train_ids.jsonl",
+)
+
 
 @dataclass(frozen=True)
 class ArticleSplit:
@@ -87,8 +96,16 @@ def split_by_article(
     Returns:
         An :class:`ArticleSplit`. Training rows with a negative from an evaluation article
         are dropped (strict split).
+
+    Raises:
+        FileNotFoundError: A data file is missing (the message names it).
     """
     root = Path(folder)
+    missing = [root / name for name in _SPLIT_FILES if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{missing[0]} is missing (a split reads {', '.join(_SPLIT_FILES)})"
+        )
     articles = json.loads((root / "articles.json").read_text(encoding="utf-8"))
     ids = sorted(str(a["_id"]) for a in articles)
     random.Random(seed).shuffle(ids)
