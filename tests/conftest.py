@@ -1,4 +1,4 @@
-"""Session fixtures: offline checkpoints built once, real MiniLM weights, shared data paths."""
+"""Session fixtures: offline checkpoints built once, real MiniLM weights, data paths."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +54,25 @@ def minilm_encoder(minilm_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def squad_sample_dir() -> Path:
+    """The squad_en sample shipped in ``tests/data`` (8 whole articles, 214 paragraphs).
+
+    Tests that can run on the sample use it always, so they give the same result whether
+    or not ``../shared/data`` sits beside the checkout.
+    """
+    path = TEST_DATA / "squad_en"
+    if not (path / "corpus.jsonl").is_file():
+        pytest.fail(f"test data missing: {path} (regenerate with scripts/make_test_data.py)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def squad_dir() -> Path:
+    """The full squad_en set in ``../shared/data`` (945 paragraphs); skips where it is absent.
+
+    Only for tests that need the full set: a clone without ``../shared`` skips them.
+    """
     path = SHARED_DATA / "squad_en"
-    if not path.is_dir():
-        pytest.fail(f"shared data missing: {path} (it sits beside the checkout as ../shared/data)")
+    if not (path / "corpus.jsonl").is_file():
+        pytest.skip(f"needs the full data set {path} (../shared/data/squad_en beside the checkout)")
     return path

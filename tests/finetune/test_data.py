@@ -29,8 +29,8 @@ def test_jsonl_round_trip_plain_and_gzip(
     assert read_jsonl(tmp_path / "rows.jsonl", limit=3) == toy_examples[:3]
 
 
-def test_shared_squad_training_file_reads(squad_dir: Path) -> None:
-    rows = read_jsonl(squad_dir / "train.jsonl.gz", limit=50)
+def test_squad_sample_training_file_reads(squad_sample_dir: Path) -> None:
+    rows = read_jsonl(squad_sample_dir / "train.jsonl.gz", limit=50)
     assert len(rows) == 50
     assert all(len(r.pos) == 1 and len(r.neg) <= 7 for r in rows)
 

@@ -81,14 +81,21 @@ def test_evaluate_rankings_golden() -> None:
         evaluate_rankings(run, {"q1": {"a": 0.0}})
 
 
-def test_load_beir_squad(squad_dir: Path) -> None:
+def test_load_beir_squad_sample(squad_sample_dir: Path) -> None:
+    corpus, queries, qrels = load_beir(squad_sample_dir)
+    assert len(corpus) == 214
+    assert len(queries) == 991 == len(qrels)
+    assert corpus["a01_p000"].startswith("Amazon rainforest The Amazon rainforest")
+    assert qrels["5725b81b271a42140099d097"] == {"a01_p000": 1.0}
+    plain = load_beir(squad_sample_dir, with_title=False)
+    assert plain.corpus["a01_p000"].startswith("The Amazon rainforest")
+
+
+def test_load_beir_squad_full(squad_dir: Path) -> None:
     corpus, queries, qrels = load_beir(squad_dir)
     assert len(corpus) == 945
     assert len(queries) == 4355 == len(qrels)
-    assert corpus["a01_p000"].startswith("Amazon rainforest The Amazon rainforest")
     assert qrels["5725b81b271a42140099d097"] == {"a01_p000": 1.0}
-    plain = load_beir(squad_dir, with_title=False)
-    assert plain.corpus["a01_p000"].startswith("The Amazon rainforest")
 
 
 def test_load_beir_bad_input(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Real data: squad_en split by article; training helps on the held-out articles.
+"""Real data: the squad_en sample split by article; training helps on held-out articles.
 
 The full experiment (MiniLM, all three heads, on CPU for tens of minutes) is
 ``benchmarks/finetune.py``; this reduced one trains a tiny dense-only model (hidden 32,
@@ -19,31 +19,36 @@ from m3kit.finetune.splits import split_by_article
 from m3kit.finetune.trainer import save_start_checkpoint
 
 
-def test_split_is_by_article_and_leak_free(squad_dir: Path) -> None:
-    split = split_by_article(squad_dir, seed=0)
-    assert len(split.train_articles) == len(split.eval_articles) == 12
+def test_split_is_by_article_and_leak_free(squad_sample_dir: Path) -> None:
+    split = split_by_article(squad_sample_dir, seed=0)
+    assert len(split.train_articles) == len(split.eval_articles) == 4
     assert not set(split.train_articles) & set(split.eval_articles)
     assert all(d.rsplit("_p", 1)[0] in split.eval_articles for d in split.corpus)
     eval_texts = set(split.corpus.values())
     train_texts = {t for ex in split.train for t in (*ex.pos, *ex.neg)}
     assert not eval_texts & train_texts
     assert not {ex.query for ex in split.train} & set(split.queries.values())
-    assert split_by_article(squad_dir, seed=0).train == split.train  # seeded
-    assert split_by_article(squad_dir, seed=1).train_articles != split.train_articles
-    small = split_by_article(squad_dir, seed=0, max_train_rows=10, max_eval_articles=2)
+    assert split_by_article(squad_sample_dir, seed=0).train == split.train  # seeded
+    assert split_by_article(squad_sample_dir, seed=1).train_articles != split.train_articles
+    small = split_by_article(squad_sample_dir, seed=0, max_train_rows=10, max_eval_articles=2)
     assert len(small.train) == 10 and len(small.eval_articles) == 2
     with pytest.raises(ValueError, match="without articles"):
-        split_by_article(squad_dir, train_fraction=1.0)
+        split_by_article(squad_sample_dir, train_fraction=1.0)
+
+
+def test_split_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"articles\.json is missing"):
+        split_by_article(tmp_path)
 
 
 @pytest.mark.slow
 def test_finetuning_helps_on_heldout_articles(
-    squad_dir: Path, tiny_dense_xlmr_path: Path, tmp_path: Path
+    squad_sample_dir: Path, tiny_dense_xlmr_path: Path, tmp_path: Path
 ) -> None:
     """A tiny dense-only model (XLM-R vocabulary) gets new sparse and ColBERT heads and is
     fine-tuned on training articles; ColBERT and the fused score improve on other articles."""
     split = split_by_article(
-        squad_dir, seed=0, max_train_rows=320, max_eval_articles=2, max_eval_queries=100
+        squad_sample_dir, seed=0, max_train_rows=320, max_eval_articles=2, max_eval_queries=100
     )
     before_path = save_start_checkpoint(tiny_dense_xlmr_path, tmp_path / "start", seed=0)
     config = FinetuneConfig(

@@ -20,13 +20,19 @@ from m3kit.store import M3Index
 
 
 def _corpus(squad_dir: Path, tmp: Path, n: int) -> Path:
+    """``n`` documents: the sample's paragraphs cut in two at the space nearest the middle."""
     rows = [json.loads(line) for line in (squad_dir / "corpus.jsonl").open(encoding="utf-8")]
+    docs = []
+    for row in rows:
+        text = row["text"]
+        cut = text.find(" ", len(text) // 2)
+        for half, part in enumerate((text[:cut], text[cut + 1 :])):
+            docs.append({"_id": f"{row['_id']}_h{half}", "text": part, "title": row["title"]})
+    assert len(docs) >= n, f"{squad_dir} gives {len(docs)} documents, {n} wanted"
     out = tmp / "corpus.jsonl"
     with out.open("w", encoding="utf-8") as f:
-        for row in rows[:n]:
-            f.write(
-                json.dumps({"_id": row["_id"], "text": row["text"], "title": row["title"]}) + "\n"
-            )
+        for doc in docs[:n]:
+            f.write(json.dumps(doc) + "\n")
     return out
 
 
@@ -93,9 +99,9 @@ def _kill_after_first_writes(cmd: list[str], env: dict[str, str], done: int) -> 
 
 
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(
-    squad_dir: Path, tiny_m3_path: Path, tmp_path: Path
+    squad_sample_dir: Path, tiny_m3_path: Path, tmp_path: Path
 ) -> None:
-    corpus = _corpus(squad_dir, tmp_path, 320)
+    corpus = _corpus(squad_sample_dir, tmp_path, 320)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_MININTERVAL": "0"}
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
 

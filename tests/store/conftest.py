@@ -98,10 +98,10 @@ def open_index(backend_id: str, tmp_path: Path) -> Iterator[Callable[..., M3Inde
 
 
 @pytest.fixture(scope="session")
-def corpus(squad_dir: Path) -> list[dict[str, Any]]:
-    """40 SQuAD paragraphs (first 400 characters) with metadata."""
+def corpus(squad_sample_dir: Path) -> list[dict[str, Any]]:
+    """40 SQuAD paragraphs of the shipped sample (first 400 characters) with metadata."""
     rows = []
-    with open(squad_dir / "corpus.jsonl", encoding="utf-8") as fh:
+    with open(squad_sample_dir / "corpus.jsonl", encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if i >= 40:
                 break
