@@ -20,6 +20,16 @@ that finish in the time budget (``--client-sizes``); the table says which were s
 
 Run: ``python benchmarks/store.py`` (about 10 minutes on 2 cores); results go to
 ``benchmarks/results/store.json`` and ``store.md``.
+
+``--mode runs`` checks that a collection grown by many small index runs searches as fast as
+one written at once (issue #14: hybrid p50 within 1.5x): ``--total`` chunks (default 100k)
+written in one open of the embedded store, against the same chunks written in ``--runs``
+(default 10) fresh opens, each closed after its share, as ``m3kit index`` runs would. Neither
+calls ``optimize()``: indexing is left to the engine's automatic passes. Both stores are then
+reopened and queried alternately (same queries); results go to ``store_runs.json`` / ``.md``.
+Run: ``python benchmarks/store.py --mode runs`` (validate quickly with ``--total 10000``).
+
+Every result records the machine (CPU model and flags, via ``m3kit.machine``).
 """
 
 from __future__ import annotations
@@ -130,6 +140,59 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def _time_queries(
+    stores: dict[str, M3Store], qs: list[tuple[str, M3Output]], warmup: int = 3
+) -> dict[str, dict[str, object]]:
+    """Hybrid (RRF) and M3 latency of each store; stores take turns on each query."""
+    timings: dict[str, dict[str, list[float]]] = {n: {"hybrid": [], "m3": []} for n in stores}
+    found = {name: {"hybrid": 0, "m3": 0} for name in stores}
+    for kind, fusion in (("hybrid", Fusion.RRF), ("m3", Fusion.M3)):
+        for i, (source, q) in enumerate(qs):
+            for name, store in stores.items():
+                t = time.perf_counter()
+                hits = store.query(
+                    dense=q.dense[0],
+                    sparse=q.sparse[0],
+                    colbert=q.colbert[0],
+                    k=10,
+                    fusion=fusion,
+                    rerank=True,
+                )
+                elapsed = (time.perf_counter() - t) * 1000
+                if i >= warmup:  # warm-up excluded
+                    timings[name][kind].append(elapsed)
+                    found[name][kind] += int(bool(hits) and hits[0].doc_id == source)
+    out: dict[str, dict[str, object]] = {}
+    for name in stores:
+        ms, n = timings[name], len(timings[name]["hybrid"])
+        out[name] = {
+            "queries": n,
+            "hybrid_p50_ms": round(statistics.median(ms["hybrid"]), 2),
+            "hybrid_p95_ms": round(_pct(ms["hybrid"], 95), 2),
+            "m3_p50_ms": round(statistics.median(ms["m3"]), 2),
+            "m3_p95_ms": round(_pct(ms["m3"], 95), 2),
+            "hybrid_hit_at_1": round(found[name]["hybrid"] / n, 3),
+            "m3_hit_at_1": round(found[name]["m3"] / n, 3),
+        }
+    return out
+
+
+def _machine() -> dict[str, object]:
+    """CPU model and flags (and the rest of ``m3kit.machine.describe_machine``)."""
+    from m3kit.machine import describe_machine
+
+    return describe_machine().as_dict()
+
+
+def _machine_line(machine: dict[str, object]) -> str:
+    flags = machine.get("cpu_flags") or []
+    assert isinstance(flags, list)
+    return (
+        f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cpus')} logical CPUs, "
+        f"flags: {' '.join(map(str, flags)) or 'none of the relevant ones'}."
+    )
+
+
 def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, object]:
     """Index ``n`` chunks into a fresh store and time queries."""
     with tempfile.TemporaryDirectory(prefix="m3kit-bench-") as folder:
@@ -148,38 +211,139 @@ def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, obj
         store.optimize()  # index what the automatic passes left (timed: part of indexing)
         index_s = time.perf_counter() - t0
         assert store.count() == n
-        qs = corpus.queries(n, queries + 3)
-        timings: dict[str, list[float]] = {"hybrid": [], "m3": []}
-        found: dict[str, int] = {"hybrid": 0, "m3": 0}
-        for name, fusion in (("hybrid", Fusion.RRF), ("m3", Fusion.M3)):
-            for i, (source, q) in enumerate(qs):
-                t = time.perf_counter()
-                hits = store.query(
-                    dense=q.dense[0],
-                    sparse=q.sparse[0],
-                    colbert=q.colbert[0],
-                    k=10,
-                    fusion=fusion,
-                    rerank=True,
-                )
-                elapsed = (time.perf_counter() - t) * 1000
-                if i >= 3:  # warm-up excluded
-                    timings[name].append(elapsed)
-                    found[name] += int(bool(hits) and hits[0].doc_id == source)
+        stats = _time_queries({"store": store}, corpus.queries(n, queries + 3))["store"]
         store.close()
     return {
         "backend": backend.value,
         "chunks": n,
         "index_s": round(index_s, 2),
         "index_chunks_per_s": round(n / index_s, 1),
-        "queries": queries,
-        "hybrid_p50_ms": round(statistics.median(timings["hybrid"]), 2),
-        "hybrid_p95_ms": round(_pct(timings["hybrid"], 95), 2),
-        "m3_p50_ms": round(statistics.median(timings["m3"]), 2),
-        "m3_p95_ms": round(_pct(timings["m3"], 95), 2),
-        "hybrid_hit_at_1": round(found["hybrid"] / queries, 3),
-        "m3_hit_at_1": round(found["m3"] / queries, 3),
+        **stats,
     }
+
+
+def _engine_state(store: M3Store) -> dict[str, object]:
+    """What the embedded engine reports: points, indexed vectors, segments, unindexed points."""
+    from m3kit.store.edge_backend import EdgeBackend
+
+    backend = store._backend
+    assert isinstance(backend, EdgeBackend)
+    info = backend.shard.info()
+    return {
+        "points": info.points_count,
+        "indexed_vectors": info.indexed_vectors_count,
+        "segments": info.segments_count,
+        "unindexed_points": backend.unindexed_points(),
+    }
+
+
+def _open_edge(location: Path, index_after: int | None = None) -> M3Store:
+    return M3Store.open(
+        location,
+        collection="bench",
+        dense_dim=DENSE_DIM,
+        colbert_dim=COLBERT_DIM,
+        sparse=True,
+        backend=Backend.EDGE,
+        index_after=index_after,
+    )
+
+
+def run_split(
+    total: int, runs: int, queries: int, corpus: Corpus, index_after: int | None = None
+) -> dict[str, object]:
+    """``total`` chunks in one open vs in ``runs`` fresh opens; both queried alternately."""
+    if runs < 2 or total % runs or (total // runs) % BATCH:
+        raise SystemExit(f"--total must split into --runs (>= 2) shares of whole {BATCH}s")
+    share = total // runs
+    with tempfile.TemporaryDirectory(prefix="m3kit-bench-") as folder:
+        loads: dict[str, float] = {}
+        for name, shares in (("one run", 1), (f"{runs} runs", runs)):
+            location = Path(folder) / name.replace(" ", "_")
+            print(f"writing {total} chunks in {shares} open(s) ...", file=sys.stderr, flush=True)
+            batches = corpus.batches(total)
+            t0 = time.perf_counter()
+            for _ in range(shares):
+                # one open per share (a fresh process-like handle), closed after it
+                with _open_edge(location, index_after) as store:
+                    for _ in range(total // shares // BATCH):
+                        store.upsert(next(batches), batch_size=250, show_progress=False)
+            loads[name] = time.perf_counter() - t0
+        stores = {name: _open_edge(Path(folder) / name.replace(" ", "_")) for name in loads}
+        try:
+            states = {name: _engine_state(store) for name, store in stores.items()}
+            for store in stores.values():
+                assert store.count() == total
+            print("querying both (alternately) ...", file=sys.stderr, flush=True)
+            stats = _time_queries(stores, corpus.queries(total, queries + 3))
+        finally:
+            for store in stores.values():
+                store.close()
+    rows = [
+        {
+            "written": name,
+            "chunks": total,
+            "per_open": total if name == "one run" else share,
+            "index_s": round(loads[name], 2),
+            "index_chunks_per_s": round(total / loads[name], 1),
+            **states[name],
+            **stats[name],
+        }
+        for name in loads
+    ]
+    one, split = rows
+    ratio = float(split["hybrid_p50_ms"]) / float(one["hybrid_p50_ms"])  # type: ignore[arg-type]
+    return {"rows": rows, "hybrid_p50_ratio": round(ratio, 2), "target": 1.5}
+
+
+def _split_table(result: dict[str, object]) -> str:
+    rows = result["rows"]
+    assert isinstance(rows, list)
+    lines = [
+        "| written | chunks per open | index chunks/s | segments | unindexed points "
+        "| hybrid p50 ms | hybrid p95 ms | m3 p50 ms | hit@1 hybrid / m3 |",
+        "|" + "---|" * 9,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['written']} | {r['per_open']} | {r['index_chunks_per_s']} | {r['segments']} "
+            f"| {r['unindexed_points']} | {r['hybrid_p50_ms']} | {r['hybrid_p95_ms']} "
+            f"| {r['m3_p50_ms']} | {r['hybrid_hit_at_1']} / {r['m3_hit_at_1']} |"
+        )
+    verdict = "within" if float(result["hybrid_p50_ratio"]) <= 1.5 else "NOT within"  # type: ignore[arg-type]
+    lines.append(
+        f"\nhybrid p50, {rows[1]['written']} / one run: **{result['hybrid_p50_ratio']}x** "
+        f"({verdict} the 1.5x target)"
+    )
+    return "\n".join(lines)
+
+
+def main_split(args: argparse.Namespace) -> int:
+    result = run_split(args.total, args.runs, args.queries, Corpus(), args.index_after)
+    table = _split_table(result)
+    print(table)
+    meta = {
+        "machine": _machine(),
+        "shape": {
+            "dense": DENSE_DIM,
+            "sparse_terms": SPARSE_TERMS,
+            "colbert": [COLBERT_TOKENS, COLBERT_DIM],
+        },
+        "query": "k=10, dense+sparse prefetch 50 each, RRF (hybrid) or M3, ColBERT rerank",
+        "index_after": args.index_after or "default (20,000)",
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "store_runs.json").write_text(json.dumps({"meta": meta, **result}, indent=2))
+    (args.out / "store_runs.md").write_text(
+        "# Store benchmark: one run vs many small runs (benchmarks/store.py --mode runs)\n\n"
+        + _machine_line(meta["machine"])  # type: ignore[arg-type]
+        + f" index_after: {meta['index_after']}."
+        + f" Load average at end: {meta['load_average_at_end']}.\n\n"
+        + table
+        + "\n"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +359,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--client-queries", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--mode",
+        choices=("sizes", "runs"),
+        default="sizes",
+        help="sizes: backends at --sizes; runs: --total chunks in one open vs in --runs opens",
+    )
+    parser.add_argument("--total", type=int, default=100_000, help="chunks in --mode runs")
+    parser.add_argument("--runs", type=int, default=10, help="opens the split load uses")
+    parser.add_argument(
+        "--index-after",
+        type=int,
+        default=None,
+        help="--mode runs: unindexed points that trigger an index pass (default: the "
+        "store's, 20,000); scale it down with --total for a quick check",
+    )
     args = parser.parse_args(argv)
+    if args.mode == "runs":
+        return main_split(args)
     corpus = Corpus()
     rows: list[dict[str, object]] = []
     for n in args.sizes:
@@ -226,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     meta = {
+        "machine": _machine(),
         "python": platform.python_version(),
-        "machine": platform.machine(),
+        "arch": platform.machine(),
         "shape": {
             "dense": DENSE_DIM,
             "sparse_terms": SPARSE_TERMS,
@@ -243,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "store.md").write_text(
         "# Store benchmark (benchmarks/store.py)\n\n"
         + f"Shapes: {json.dumps(meta['shape'])}; {meta['query']}.\n\n"
+        + _machine_line(meta["machine"])  # type: ignore[arg-type]
+        + "\n\n"
         + table
         + "\n"
     )
