@@ -62,6 +62,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("llama-index-core", "llamaindex") from e
 
 if TYPE_CHECKING:
+    from m3kit.chunking import Chunker
     from m3kit.late_chunking import LateChunker
 
 __all__ = ["M3Retriever", "hit_to_node"]
@@ -158,6 +159,7 @@ class M3Retriever(BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
@@ -176,7 +178,10 @@ class M3Retriever(BaseRetriever):
         )
         try:
             retriever.add_documents(
-                documents, late_chunking=late_chunking, show_progress=show_progress
+                documents,
+                chunking=chunking,
+                late_chunking=late_chunking,
+                show_progress=show_progress,
             )
         except BaseException:
             retriever.close()
@@ -188,6 +193,7 @@ class M3Retriever(BaseRetriever):
         self,
         documents: Sequence[Document],
         *,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
@@ -200,10 +206,15 @@ class M3Retriever(BaseRetriever):
 
         Args:
             documents: LlamaIndex documents (metadata must be JSON-serialisable).
+            chunking: ``True`` cuts each document into chunks of whole sentences (256 tokens,
+                or the model's window if smaller), each encoded alone, so no text past the
+                model's ``max_length`` is lost (:class:`~m3kit.chunking.NaiveChunker`; pass one
+                to choose the size or splitter).
             late_chunking: ``True`` splits each document into chunks embedded in the context
                 of the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
                 defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
-                Default: one chunk per document (truncated to the encoder's ``max_length``).
+                Default (neither): one chunk per document, cut at the encoder's
+                ``max_length`` with a warning naming the document.
             show_progress: tqdm bars.
 
         Returns:
@@ -214,7 +225,7 @@ class M3Retriever(BaseRetriever):
             texts,
             metadatas,
             doc_ids,
-            late_chunker=self._chunker(late_chunking),
+            chunker=self._chunker(chunking, late_chunking),
             show_progress=show_progress,
         )
 
@@ -222,18 +233,25 @@ class M3Retriever(BaseRetriever):
         self,
         documents: Sequence[Document],
         *,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
         """:meth:`add_documents` in a worker thread."""
         return await asyncio.to_thread(
-            self.add_documents, documents, late_chunking=late_chunking, show_progress=show_progress
+            self.add_documents,
+            documents,
+            chunking=chunking,
+            late_chunking=late_chunking,
+            show_progress=show_progress,
         )
 
-    def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
-        from m3kit.late_chunking import as_late_chunker
+    def _chunker(
+        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
+    ) -> Chunker | None:
+        from m3kit.chunking import as_chunker
 
-        return as_late_chunker(self.index.encoder, late_chunking)
+        return as_chunker(self.index.encoder, chunking=chunking, late_chunking=late_chunking)
 
     def add_nodes(
         self, nodes: Sequence[BaseNode], *, show_progress: bool | None = None
