@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help="checkpoint folder or hub id (default: %(default)s); search with the model you "
-        "indexed with",
+        default=None,
+        help="checkpoint folder or hub id (default: the model the collection was indexed "
+        f"with, else {DEFAULT_MODEL}); another model than the collection's is an error "
+        "unless `m3kit index --reindex`",
     )
     where.add_argument("--dtype", choices=DTYPES, default="auto", help="precision (default: auto)")
     where.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
@@ -103,7 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         "so long ones are indexed in full. Unchanged documents are skipped; edited ones "
         "replaced.",
     )
-    index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    index.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files or folders (optional with --reindex)"
+    )
+    index.add_argument(
+        "--reindex",
+        action="store_true",
+        help="re-encode every stored document with --model when the collection was indexed "
+        "with another model (in place, from the stored texts; resumable: rerun after an "
+        "interruption), then index PATHs if given",
+    )
     index.add_argument(
         "--late-chunking",
         action="store_true",
@@ -204,10 +214,13 @@ def _run_index(args: argparse.Namespace) -> int:
     if args.window is not None and not args.late_chunking:
         raise ValueError("--window needs --late-chunking")
     storage = _storage(args)
-    docs = read_documents(args.paths)  # read everything first: bad input fails before loading
-    if not docs:
+    if not args.paths and not args.reindex:
+        raise ValueError("give the files or folders to index (or --reindex)")
+    # read everything first: bad input fails before loading
+    docs = read_documents(args.paths) if args.paths else []
+    if args.paths and not docs:
         raise ValueError("no text to index (every document is empty)")
-    encoder = _load_encoder(args)
+    encoder = _load_encoder(args, storage)
     chunker = _chunker(encoder, args.chunk_size, args.window, late=args.late_chunking)
     index = _open_index(encoder, args, storage)
     try:
@@ -259,7 +272,7 @@ def _run_search(args: argparse.Namespace) -> int:
     location = storage.get("location")
     if location is not None and not location.is_dir():
         raise ValueError(f"no index at {location}; run `m3kit index` first (or pass --path)")
-    encoder = _load_encoder(args)
+    encoder = _load_encoder(args, storage)
     try:
         index = _open_index(encoder, args, storage, create=False)
     except CollectionNotFoundError as e:
@@ -290,16 +303,57 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _load_encoder(args: argparse.Namespace) -> M3Encoder:
+def _load_encoder(args: argparse.Namespace, storage: dict[str, Any]) -> M3Encoder:
+    """``--model``, else the model (and max length) the collection records, else the default."""
     from m3kit.encoder import M3Encoder
 
+    model, max_length = args.model, args.max_length
+    if model is None:
+        stored = _collection_model(args, storage)
+        if stored is not None:
+            model = stored.model
+            max_length = max_length or stored.max_length
+            logger.info("model from collection %r: %s", args.collection, model)
     return M3Encoder.from_pretrained(
-        args.model,
+        model or DEFAULT_MODEL,
         device=args.device,
         dtype=args.dtype,
-        max_length=args.max_length,
+        max_length=max_length,
         batch_size=getattr(args, "batch_size", 32),
     )
+
+
+def _collection_model(args: argparse.Namespace, storage: dict[str, Any]) -> Any:
+    """The fingerprint the collection records (``None``: no collection or no record yet).
+
+    Raises:
+        ValueError: The recorded model folder is gone, or it was a model built in memory.
+    """
+    from m3kit.store.collection_record import stored_fingerprint
+
+    location = storage.get("location")
+    if location is not None and not location.is_dir():
+        return None
+    try:
+        stored = stored_fingerprint(
+            None if location is None else str(location),
+            collection=args.collection,
+            url=storage.get("url"),
+            api_key=storage.get("api_key"),
+            backend=storage.get("backend"),
+        )
+    except CollectionNotFoundError:
+        return None
+    if stored is None:
+        return None
+    if stored.model is None or not Path(stored.model).is_dir():
+        what = "a model built in memory" if stored.model is None else f"the model {stored.model}"
+        gone = "" if stored.model is None else ", which no longer exists"
+        raise ValueError(
+            f"collection {args.collection!r} was indexed with {what}{gone}; pass --model "
+            "(that model, or another one with `m3kit index --reindex`)"
+        )
+    return stored
 
 
 def _chunker(
@@ -346,6 +400,8 @@ def _open_index(
             collection=args.collection,
             backend=storage["backend"],
             create=create,
+            reindex=getattr(args, "reindex", False),
+            show_progress=not args.quiet,
             payload_indexes=dict(getattr(args, "index_field", [])),
         )
     return M3Index.open(
@@ -354,6 +410,8 @@ def _open_index(
         url=storage["url"],
         api_key=storage["api_key"],
         create=create,
+        reindex=getattr(args, "reindex", False),
+        show_progress=not args.quiet,
         payload_indexes=dict(getattr(args, "index_field", [])),
     )
 

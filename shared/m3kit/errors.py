@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CollectionNotFoundError",
+    "FingerprintMismatchError",
     "HeadNotAvailableError",
     "HeadNotComputedError",
     "M3KitError",
@@ -37,6 +38,15 @@ class TruncationError(M3KitError, ValueError):
 
 class SchemaMismatchError(M3KitError, ValueError):
     """An existing Qdrant collection does not match the schema the caller asked for."""
+
+
+class FingerprintMismatchError(M3KitError, ValueError):
+    """A collection was written by another encoder (weights, tokenizer, max length, ...).
+
+    The message names each differing field (stored vs new) and the ways forward: open with
+    ``reindex=True`` (``m3kit index --reindex``) to re-encode the stored documents with the new
+    encoder, or use another collection.
+    """
 
 
 class CollectionNotFoundError(M3KitError, ValueError):

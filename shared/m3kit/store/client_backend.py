@@ -38,6 +38,8 @@ __all__ = ["ClientBackend", "redact_url"]
 logger = logging.getLogger(__name__)
 
 _SCROLL_PAGE = 512
+#: Key of m3kit's record (what wrote the collection) in the collection's metadata.
+META_KEY = "m3kit"
 
 
 def redact_url(url: str) -> str:
@@ -214,6 +216,28 @@ class ClientBackend:
 
     def open(self) -> None:
         """Nothing to do: the client connected (or opened its folder) on construction."""
+
+    def read_metadata(self) -> dict[str, Any]:
+        """The ``m3kit`` key of the collection's metadata (servers and local mode alike)."""
+        with self._translate():
+            info = self._client.get_collection(self.collection)
+        meta = (getattr(info.config, "metadata", None) or {}).get(META_KEY)
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    def write_metadata(self, meta: Mapping[str, Any]) -> None:
+        """Set the ``m3kit`` key of the collection's metadata (other keys are kept).
+
+        Raises:
+            StoreConnectionError: The server did not keep it (a Qdrant server too old to have
+                collection metadata).
+        """
+        with self._translate():
+            self._client.update_collection(self.collection, metadata={META_KEY: dict(meta)})
+        if self._remote and self.read_metadata() != dict(meta):
+            raise StoreConnectionError(
+                f"Qdrant at {self.where} did not keep the collection metadata m3kit records "
+                "the encoder in; upgrade the server to a Qdrant version with collection metadata"
+            )
 
     def payload_indexes(self) -> dict[str, str] | None:
         """The server's payload indexes by path; ``None`` in local mode (which has none)."""

@@ -18,6 +18,7 @@ field indexes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -44,7 +45,7 @@ from m3kit.store.schema import (
     VectorSpec,
 )
 
-__all__ = ["EdgeBackend", "edge_config"]
+__all__ = ["META_FILE", "EdgeBackend", "edge_config", "read_meta_file"]
 
 #: Unindexed points in the collection before a write call builds indexes. Indexing after
 #: every small write would rebuild growing HNSW graphs over and over (measured: 5x slower
@@ -72,6 +73,11 @@ _PAYLOAD_TYPES = {
 SEGMENTS = 16
 
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard folder
+#: m3kit's record of the collection (what wrote it), beside the shard's own files: qdrant-edge
+#: 0.9 has no collection metadata (EdgeConfig has no such field), and a reserved point would
+#: need excluding from every query, count and scroll.
+META_FILE = "m3kit_collection.json"
+_SCROLL_PAGE = 512
 _SCROLL_PAGE = 512
 
 
@@ -98,6 +104,20 @@ def edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
             default_segment_number=SEGMENTS, indexing_threshold=ENGINE_INDEXING_THRESHOLD_KB
         ),
     )
+
+
+def read_meta_file(shard: Path) -> dict[str, Any]:
+    """m3kit's record of the collection in the shard folder ``shard``; ``{}`` when absent."""
+    path = shard / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore or delete it") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return meta
 
 
 def _error(where: str, exc: BaseException) -> StoreConnectionError:
@@ -219,6 +239,24 @@ class EdgeBackend:
     def open(self) -> None:
         """Load the shard now, so a folder held by another store fails at open time."""
         _ = self.shard
+
+    def read_metadata(self) -> dict[str, Any]:
+        return read_meta_file(self._path)
+
+    def write_metadata(self, meta: Mapping[str, Any]) -> None:
+        """Write the file atomically (a temporary file renamed over it, both synced)."""
+        path = self._path / META_FILE
+        tmp = path.with_name(f".{META_FILE}.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(dict(meta), f, sort_keys=True, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def payload_indexes(self) -> dict[str, str]:
         names = {engine: ours.value for ours, engine in _PAYLOAD_TYPES.items()}

@@ -3,6 +3,16 @@
 Documents get deterministic ids; re-adding an unchanged document costs one payload lookup and
 no encoding; a changed document is re-encoded, its new chunks written, then its stale chunks
 deleted (so it is never absent, and a run that stopped half-way is repaired by the next one).
+
+The id rule: a document's id is the ``doc_id`` given for it; without one, it is
+:func:`content_doc_id` of its text *and* metadata. So re-adding a document under the same
+given id replaces the stored version (an edit), while a document without an id whose text or
+metadata changed is a *new* document (the old one stays until deleted); two documents with
+the same text and different metadata are always two documents.
+
+The collection records the encoder that wrote it (:mod:`m3kit.store.collection_record`):
+opening it with another encoder raises :class:`~m3kit.errors.FingerprintMismatchError` unless
+``reindex=True``.
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
+from m3kit.fingerprint import EncoderFingerprint, chunking_signature, encoder_fingerprint
 from m3kit.outputs import Chunk, Head
+from m3kit.store.collection_record import check_collection
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
 from m3kit.store.schema import PayloadIndexType
@@ -34,28 +46,53 @@ class _Chunker(Protocol):
     def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]: ...
 
 
-def content_doc_id(text: str) -> str:
-    """The default document id: a hash of the text (sha256, first 32 hex digits).
+def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
+    """The default document id: a hash of the text and the metadata (sha256, 32 hex digits).
+
+    Without metadata (``None`` or empty) it hashes the text alone, as m3kit always did, so
+    documents stored without metadata keep their ids. With metadata it hashes the canonical
+    JSON ``[text, metadata]`` (keys sorted), so the same text with other metadata is another
+    document.
 
     >>> content_doc_id("hello")
     '2cf24dba5fb0a30e26e83b2ac5b9e29e'
+    >>> content_doc_id("hello", {"lang": "en"}) != content_doc_id("hello", {"lang": "de"})
+    True
+    >>> content_doc_id("hello", {"a": 1, "b": 2}) == content_doc_id("hello", {"b": 2, "a": 1})
+    True
+
+    Raises:
+        ValueError: The metadata is not JSON-serialisable.
     """
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    if not metadata:
+        blob = text
+    else:
+        try:
+            blob = json.dumps(
+                [text, dict(metadata)], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            )
+        except TypeError as exc:
+            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-def _chunker_signature(chunker: object | None) -> str:
-    """What identifies how a document is cut into chunks (part of its version hash)."""
+def _chunking(chunker: object | None, signature: str) -> dict[str, Any]:
+    """How a chunker cuts documents, as stored with each point (what ``reindex`` redoes)."""
     if chunker is None:
-        return "whole"
-    signature = getattr(chunker, "signature", None)  # LateChunker.signature
-    if isinstance(signature, str):
-        return signature
-    fields = {
-        name: repr(getattr(chunker, name))
-        for name in ("chunk_size", "chunk_overlap", "overlap", "window", "max_length", "pooling")
-        if hasattr(chunker, name)
-    }
-    return f"{type(chunker).__module__}.{type(chunker).__qualname__}:{sorted(fields.items())}"
+        return {"kind": "whole"}
+    from m3kit.late_chunking import LateChunker
+
+    if isinstance(chunker, LateChunker):
+        return {
+            "kind": "late",
+            "window": chunker.window,
+            "overlap": chunker.overlap,
+            "dense_pooling": chunker.dense_pooling.value,
+        }
+    kind = type(chunker)
+    if (kind.__module__, kind.__qualname__) == ("m3kit.chunking", "NaiveChunker"):
+        return {"kind": "naive"}
+    return {"kind": "custom", "signature": signature[:300]}
 
 
 @dataclass(frozen=True)
@@ -64,6 +101,7 @@ class _Doc:
     text: str
     metadata: Mapping[str, Any]
     doc_hash: str
+    chunking: Mapping[str, Any]
 
 
 class M3Index:
@@ -77,11 +115,31 @@ class M3Index:
 
     write_group: int = 64
 
-    def __init__(self, encoder: M3Encoder, store: M3Store) -> None:
+    def __init__(
+        self,
+        encoder: M3Encoder,
+        store: M3Store,
+        *,
+        reindex: bool = False,
+        show_progress: bool | None = None,
+    ) -> None:
         """Pair an encoder with an opened store whose vectors it can produce.
+
+        Checks the encoder against the one the collection records (and records it in a new
+        collection); see :mod:`m3kit.store.collection_record`.
+
+        Args:
+            encoder: The encoder.
+            store: The opened store.
+            reindex: When the collection was written by another encoder (or a reindex was
+                interrupted): re-encode every stored document with this encoder, in place,
+                from the stored texts (resumable; point count unchanged).
+            show_progress: tqdm bar for a reindex (default: on for more than one group).
 
         Raises:
             ValueError: The store expects dimensions or heads the encoder does not give.
+            FingerprintMismatchError: The collection was written by another encoder and
+                ``reindex`` is false.
         """
         if encoder.dense_dim != store.schema.dense_dim:
             raise ValueError(
@@ -100,6 +158,10 @@ class M3Index:
         self.encoder = encoder
         self.store = store
         self._write_lock = threading.Lock()
+        #: What identifies the encoder (recorded in the collection, checked on open).
+        self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
+        store.writer_id = self.fingerprint.identity
+        check_collection(self, reindex=reindex, show_progress=show_progress)
 
     @classmethod
     def open(
@@ -112,6 +174,8 @@ class M3Index:
         api_key: str | None = None,
         backend: Backend | str | None = None,
         create: bool = True,
+        reindex: bool = False,
+        show_progress: bool | None = None,
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
     ) -> M3Index:
         """Open (or create) a collection shaped for ``encoder`` and pair them.
@@ -126,11 +190,16 @@ class M3Index:
                 embedded default).
             create: Create the collection if it does not exist (else raise
                 :class:`~m3kit.errors.CollectionNotFoundError`).
+            reindex: Re-encode the stored documents when the collection was written by
+                another encoder (see :meth:`__init__`).
+            show_progress: tqdm bar for a reindex.
             payload_indexes: ``{metadata key: PayloadIndexType}`` to index for fast filtered
                 search (see :meth:`M3Store.open`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
+            FingerprintMismatchError: The collection was written by another encoder (same
+                sizes) and ``reindex`` is false; the message says what differs.
             StoreConnectionError: The server cannot be reached or refuses the request.
         """
         heads = encoder.available_heads
@@ -146,7 +215,11 @@ class M3Index:
             create=create,
             payload_indexes=payload_indexes,
         )
-        return cls(encoder, store)
+        try:
+            return cls(encoder, store, reindex=reindex, show_progress=show_progress)
+        except BaseException:
+            store.close()
+            raise
 
     def __repr__(self) -> str:
         return f"M3Index(store={self.store!r})"
@@ -158,6 +231,7 @@ class M3Index:
         metadatas: Sequence[Mapping[str, Any] | None] | None,
         doc_ids: Sequence[str] | None,
         signature: str,
+        chunking: Mapping[str, Any],
     ) -> tuple[list[str], list[_Doc]]:
         if isinstance(texts, str):
             raise TypeError("add_texts takes a sequence of texts, not a single string")
@@ -175,12 +249,12 @@ class M3Index:
         docs: dict[str, _Doc] = {}
         for i, text in enumerate(texts):
             meta = dict(metadatas[i] or {}) if metadatas is not None else {}
-            doc_id = ids[i] if ids is not None else content_doc_id(text)
             try:
                 blob = json.dumps([text, meta, signature], sort_keys=True)
             except TypeError as exc:
                 raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
-            doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest())
+            doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
+            doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
             seen = docs.get(doc_id)
             if seen is not None and seen.doc_hash != doc.doc_hash:
                 raise ValueError(f"doc_id {doc_id!r} is given twice with different content")
@@ -219,6 +293,7 @@ class M3Index:
                         len(d.text),
                         d.doc_hash,
                         1,
+                        d.chunking,
                     )
                 )
             return records, empty
@@ -248,6 +323,7 @@ class M3Index:
                         c.end,
                         d.doc_hash,
                         len(chunks),
+                        d.chunking,
                     )
                 )
         return records, empty
@@ -268,7 +344,9 @@ class M3Index:
         Args:
             texts: One text per document.
             metadatas: One metadata mapping per text (JSON-serialisable).
-            doc_ids: One id per text; default: :func:`content_doc_id` of the text.
+            doc_ids: One id per text: a stored document with the same id is replaced. Default:
+                :func:`content_doc_id` of the text and metadata (a changed text or metadata
+                is then a new document; the old one stays until deleted).
             chunker: How to cut each document into chunks (nothing is dropped):
                 :class:`m3kit.chunking.NaiveChunker` (each chunk encoded alone),
                 :class:`m3kit.late_chunking.LateChunker` (chunks pooled from the whole
@@ -288,7 +366,10 @@ class M3Index:
         if chunker is not None and late_chunker is not None:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
-        order, docs = self._docs(texts, metadatas, doc_ids, _chunker_signature(chunker))
+        signature = chunking_signature(chunker)
+        order, docs = self._docs(
+            texts, metadatas, doc_ids, signature, _chunking(chunker, signature)
+        )
         if not docs:
             return order
         done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})

@@ -103,6 +103,14 @@ class StorageBackend(Protocol):
         """Acquire the collection for use (after it was checked or created)."""
         ...
 
+    def read_metadata(self) -> dict[str, Any]:
+        """m3kit's record of the collection (what wrote it); ``{}`` when there is none."""
+        ...
+
+    def write_metadata(self, meta: Mapping[str, Any]) -> None:
+        """Replace m3kit's record of the collection (atomically)."""
+        ...
+
     def payload_indexes(self) -> dict[str, str] | None:
         """The collection's payload indexes as ``{payload path: index type}``.
 

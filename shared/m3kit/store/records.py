@@ -53,6 +53,10 @@ class ChunkRecord:
             document's records in the same :meth:`M3Store.upsert` call.
         chunk_count: Number of chunks of that document version; default: the number of
             records of the document in the same upsert call.
+        chunking: How the document was chunked, stored so ``reindex`` can redo it with
+            another encoder: ``{"kind": "whole"}``, ``{"kind": "late", "window": ...,
+            "overlap": ..., "dense_pooling": ...}`` or ``{"kind": "custom", "signature":
+            ...}``; ``None``: unknown.
     """
 
     doc_id: str
@@ -64,6 +68,7 @@ class ChunkRecord:
     end: int | None = None
     doc_hash: str | None = None
     chunk_count: int | None = None
+    chunking: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.doc_id, str) or not self.doc_id:

@@ -22,12 +22,14 @@ from enum import Enum
 from m3kit.errors import SchemaMismatchError
 
 __all__ = [
+    "CHUNKING",
     "CHUNK_COUNT",
     "CHUNK_INDEX",
     "COLBERT",
     "DENSE",
     "DOC_HASH",
     "DOC_ID",
+    "ENCODER_ID",
     "END",
     "METADATA",
     "PAGE_CONTENT",
@@ -56,6 +58,8 @@ START = "start"
 END = "end"
 DOC_HASH = "doc_hash"
 CHUNK_COUNT = "chunk_count"
+ENCODER_ID = "encoder_id"  # identity of the encoder that wrote the point (EncoderFingerprint)
+CHUNKING = "chunking"  # how the document was chunked ({"kind": "whole" | "late" | ...})
 
 #: Namespace of the uuid5 point ids (fixed forever: changing it would orphan stored points).
 POINT_ID_NAMESPACE = uuid.UUID("6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10")

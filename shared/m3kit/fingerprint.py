@@ -1,0 +1,406 @@
+"""What identifies an encoder and a chunking configuration (checked against collections).
+
+:class:`EncoderFingerprint` names everything that decides the vectors an encoder gives a text:
+its weights (a digest of the backbone and head weight files as loaded, or of the tensors of an
+in-memory model), its tokenizer, pooling, ``max_length``, query instruction, heads and sizes.
+A collection records the fingerprint of the encoder that wrote it (see
+:mod:`m3kit.store.index`); opening it with another raises
+:class:`~m3kit.errors.FingerprintMismatchError`. The model path and the precision are recorded
+for messages but are not part of the identity: the same weights in bf16 or fp32 are the same
+encoder.
+
+:func:`chunking_signature` names how a document is cut into chunks: a
+:class:`~m3kit.late_chunking.LateChunker`'s signature, or the type and *every* setting of any
+other chunker or splitter (LangChain ``TextSplitter``, LlamaIndex node parser, callable), so that
+changing any setting changes the signature.
+
+>>> chunking_signature(None)
+'whole'
+>>> import functools
+>>> def split(text, size): ...
+>>> chunking_signature(functools.partial(split, size=3)) == chunking_signature(
+...     functools.partial(split, size=4))
+False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EncoderFingerprint",
+    "chunking_signature",
+    "describe_settings",
+    "encoder_fingerprint",
+    "weights_digest",
+]
+
+logger = logging.getLogger(__name__)
+
+_READ_BLOCK = 8 << 20
+_HEAD_FILES = ("colbert_linear.pt", "sparse_linear.pt")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# Containers longer than this are described by a digest of their items (e.g. a tokenizer's
+# vocabulary inside a splitter), so signatures stay short.
+_MAX_ITEMS = 64
+_MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class EncoderFingerprint:
+    """What decides an encoder's vectors (plus where it came from, for messages).
+
+    Attributes:
+        weights: Digest of the weights: ``"files-sha256:<hex>"`` over the checkpoint's
+            backbone and head weight files, or ``"tensors-sha256:<hex>"`` over the state dict
+            of a model built in memory (its tensors as held, so there a precision change does
+            change the digest).
+        tokenizer: Tokenizer class and a digest of its vocabulary, normaliser and
+            pre-tokeniser (``"XLMRobertaTokenizerFast:sha256:<hex>"``).
+        pooling: Dense pooling (``cls`` or ``mean``).
+        max_length: Longest input in tokens (longer documents are truncated).
+        query_instruction: Prefix added to queries, or ``None``.
+        heads: Heads the encoder has, sorted (``dense``, ``sparse``, ``colbert``).
+        dense_dim: Dense vector size.
+        colbert_dim: ColBERT vector size, or ``None``.
+        model: Checkpoint folder (or ``None`` for a model built in memory); not identity.
+        precision: Precision of the forward pass; recorded, not identity.
+    """
+
+    weights: str
+    tokenizer: str
+    pooling: str
+    max_length: int
+    query_instruction: str | None
+    heads: tuple[str, ...]
+    dense_dim: int
+    colbert_dim: int | None
+    model: str | None = None
+    precision: str | None = None
+
+    #: The fields that make two fingerprints the same encoder.
+    IDENTITY_FIELDS = (
+        "weights",
+        "tokenizer",
+        "pooling",
+        "max_length",
+        "query_instruction",
+        "heads",
+        "dense_dim",
+        "colbert_dim",
+    )
+
+    @property
+    def identity(self) -> str:
+        """A short digest of the identity fields (stored with every point written)."""
+        blob = json.dumps([getattr(self, f) for f in self.IDENTITY_FIELDS], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def same_encoder(self, other: EncoderFingerprint) -> bool:
+        """Whether both fingerprints name the same encoder (model path and precision aside)."""
+        return self.identity == other.identity
+
+    def differences(self, other: EncoderFingerprint) -> list[tuple[str, Any, Any]]:
+        """``(field, self's value, other's value)`` for every identity field that differs."""
+        return [
+            (f, getattr(self, f), getattr(other, f))
+            for f in self.IDENTITY_FIELDS
+            if getattr(self, f) != getattr(other, f)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (what a collection stores)."""
+        out = dataclasses.asdict(self)
+        out["heads"] = list(self.heads)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EncoderFingerprint:
+        """Read :meth:`to_dict`'s output back.
+
+        Raises:
+            ValueError: A field is missing or of the wrong type (names it).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a stored fingerprint must be a JSON object, got {data!r}")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.name in ("model", "precision"):
+                    continue
+                raise ValueError(f"stored fingerprint lacks the field {f.name!r}: {dict(data)}")
+            kwargs[f.name] = data[f.name]
+        kwargs["heads"] = tuple(str(h) for h in kwargs["heads"])
+        for name in ("max_length", "dense_dim"):
+            if not isinstance(kwargs[name], int):
+                raise ValueError(f"stored fingerprint field {name!r} is not an int: {data}")
+        return cls(**kwargs)
+
+    def describe(self) -> str:
+        """One line for messages: model, sizes and the start of the weights digest."""
+        where = self.model or "a model built in memory"
+        return (
+            f"{where} (weights {self.weights[:28]}…, dense {self.dense_dim}, "
+            f"max_length {self.max_length}, precision {self.precision})"
+        )
+
+
+# -- encoders ---------------------------------------------------------------------------------
+_cache_lock = threading.Lock()
+_by_encoder: weakref.WeakKeyDictionary[Any, EncoderFingerprint] = weakref.WeakKeyDictionary()
+_by_files: dict[tuple[tuple[str, int, int], ...], str] = {}
+
+
+def encoder_fingerprint(encoder: Any) -> EncoderFingerprint:
+    """The fingerprint of an :class:`~m3kit.M3Encoder` (computed once per encoder, cached).
+
+    The weights digest reads the checkpoint's weight files once per process (about 1 s per
+    GB on one core; a Hugging Face cache file is named by its sha256, which is used as is).
+
+    Raises:
+        TypeError: ``encoder`` lacks what an M3Encoder has (model, tokenizer, sizes).
+    """
+    with _cache_lock:
+        try:
+            cached = _by_encoder.get(encoder)
+        except TypeError:  # not weak-referenceable
+            cached = None
+    if cached is not None:
+        return cached
+    try:
+        model, tokenizer = encoder.model, encoder.tokenizer
+        heads = tuple(sorted(h.value for h in encoder.available_heads))
+        dense_dim, colbert_dim = int(encoder.dense_dim), encoder.colbert_dim
+        max_length = int(encoder.max_length)
+    except AttributeError as exc:
+        raise TypeError(
+            f"{type(encoder).__name__} is not an M3Encoder: cannot fingerprint it ({exc})"
+        ) from None
+    info = getattr(encoder, "info", None)
+    path = getattr(info, "path", None)
+    pooling = getattr(model, "pooling", None) or getattr(info, "pooling", "")
+    precision = getattr(encoder, "precision", None)
+    fp = EncoderFingerprint(
+        weights=weights_digest(model, Path(path) if path is not None else None),
+        tokenizer=_tokenizer_digest(tokenizer),
+        pooling=str(getattr(pooling, "value", pooling)),
+        max_length=max_length,
+        query_instruction=getattr(encoder, "query_instruction", None),
+        heads=heads,
+        dense_dim=dense_dim,
+        colbert_dim=None if colbert_dim is None else int(colbert_dim),
+        model=str(Path(path).resolve()) if path is not None else None,
+        precision=None if precision is None else str(getattr(precision, "value", precision)),
+    )
+    with _cache_lock, contextlib.suppress(TypeError):  # not weak-referenceable: not cached
+        _by_encoder[encoder] = fp
+    return fp
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The backbone and head weight files a checkpoint loads (transformers' preference order)."""
+    files: list[Path] = []
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        index = folder / index_name
+        if index.is_file():
+            shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            files = [index, *sorted({folder / str(s) for s in shards.values()})]
+            break
+        if (folder / single).is_file():
+            files = [folder / single]
+            break
+    files.extend(folder / h for h in _HEAD_FILES if (folder / h).is_file())
+    return files
+
+
+def _file_sha256(path: Path) -> str:
+    real = path.resolve()
+    # A Hugging Face cache blob is named by the sha256 of its content (LFS files): use it.
+    if path.is_symlink() and real.parent.name == "blobs" and _HEX64.fullmatch(real.name):
+        return real.name
+    h = hashlib.sha256()
+    with real.open("rb") as f:
+        while block := f.read(_READ_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_digest(model: Any, folder: Path | None) -> str:
+    """Digest of a model's weights: of its checkpoint files when they exist, else its tensors.
+
+    Files are cached per (path, size, mtime) for the life of the process.
+    """
+    files = _weight_files(folder) if folder is not None and folder.is_dir() else []
+    if files:
+        key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        with _cache_lock:
+            known = _by_files.get(key)
+        if known is not None:
+            return known
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.name}:{_file_sha256(f)}\n".encode())
+        digest = f"files-sha256:{h.hexdigest()}"
+        with _cache_lock:
+            _by_files[key] = digest
+        return digest
+    return f"tensors-sha256:{_tensors_sha256(model)}"
+
+
+def _tensors_sha256(model: Any) -> str:
+    import torch
+
+    h = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:  # packed params of quantised layers
+            h.update(type(value).__qualname__.encode())
+    return h.hexdigest()
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    """Class name and a digest of what maps text to ids (truncation and padding state aside)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        blob = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+    elif hasattr(tokenizer, "get_vocab"):
+        blob = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    else:
+        raise TypeError(f"cannot fingerprint tokenizer {type(tokenizer).__name__}")
+    digest = hashlib.sha256(blob.encode()).hexdigest()
+    return f"{type(tokenizer).__name__}:sha256:{digest}"
+
+
+# -- chunking ---------------------------------------------------------------------------------
+def chunking_signature(chunker: Any) -> str:
+    """How documents are cut into chunks, as a stable string (part of a document's version).
+
+    ``None`` (one chunk per text) is ``"whole"``; an object with a ``signature`` string
+    (:class:`~m3kit.late_chunking.LateChunker`) is that string; anything else is its type and
+    all its settings (:func:`describe_settings`).
+    """
+    if chunker is None:
+        return "whole"
+    signature = getattr(chunker, "signature", None)
+    if isinstance(signature, str):
+        return signature
+    return describe_settings(chunker)
+
+
+def describe_settings(obj: Any) -> str:
+    """The type and every setting of a splitter, chunker or callable, as a stable string.
+
+    Objects are described by their qualified type name and their attributes (pydantic fields,
+    dataclass fields, or ``vars()``, private ones included: LangChain splitters keep their
+    settings in ``_chunk_size`` etc.), recursively; functions by their qualified name;
+    ``functools.partial`` by its function and arguments. Nothing depends on memory addresses,
+    so the same settings give the same string in every process. Encoders inside a chunker are
+    named only (their identity is the collection's :class:`EncoderFingerprint`).
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Splitter:
+    ...     chunk_size: int = 100
+    >>> describe_settings(Splitter(200))
+    'm3kit.fingerprint.Splitter{"chunk_size": "200"}'
+    """
+    return _describe(obj, 0, set())
+
+
+def _qualname(obj: Any) -> str:
+    kind = obj if isinstance(obj, type) or hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', kind.__name__)}"
+
+
+def _describe(obj: Any, depth: int, seen: set[int]) -> str:
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return repr(obj)
+    if isinstance(obj, enum.Enum):
+        return f"{_qualname(obj)}.{obj.name}"
+    if isinstance(obj, re.Pattern):
+        return f"re({obj.pattern!r}, {int(obj.flags)})"
+    if depth > _MAX_DEPTH:
+        return f"<{_qualname(obj)}>"
+    if isinstance(obj, functools.partial):
+        args = [_describe(a, depth + 1, seen) for a in obj.args]
+        kwargs = {k: _describe(v, depth + 1, seen) for k, v in sorted(obj.keywords.items())}
+        return f"partial({_describe(obj.func, depth + 1, seen)}, {args}, {kwargs})"
+    if inspect.ismethod(obj):  # a bound method: its function and its object's settings
+        return f"{_qualname(obj)}@{_describe(obj.__self__, depth + 1, seen)}"
+    if inspect.isfunction(obj):  # its name, defaults and closure values
+        extra: list[Any] = [obj.__defaults__, obj.__kwdefaults__]
+        extra.append([_cell(c) for c in obj.__closure__ or ()])
+        if not any(extra):
+            return _qualname(obj)
+        return f"{_qualname(obj)}{_describe(extra, depth + 1, seen)}"
+    if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
+        return _qualname(obj)  # classes, builtins
+    if hasattr(obj, "available_heads") and hasattr(obj, "encode"):
+        return f"<encoder {type(obj).__qualname__}>"
+    if id(obj) in seen:
+        return f"<{_qualname(obj)}>"
+    seen = seen | {id(obj)}
+    if isinstance(obj, Mapping):
+        items = sorted((str(k), _describe(v, depth + 1, seen)) for k, v in obj.items())
+        return _bounded(json.dumps(dict(items), sort_keys=True, ensure_ascii=False), len(items))
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        parts = [_describe(v, depth + 1, seen) for v in obj]
+        if isinstance(obj, (set, frozenset)):
+            parts.sort()
+        return _bounded(json.dumps(parts, ensure_ascii=False), len(parts))
+    fields = _settings(obj)
+    if fields is None:
+        text = repr(obj)
+        return _qualname(obj) if " at 0x" in text else f"{_qualname(obj)}({text})"
+    described = {k: _describe(v, depth + 1, seen) for k, v in sorted(fields.items())}
+    return f"{_qualname(obj)}{json.dumps(described, sort_keys=True, ensure_ascii=False)}"
+
+
+def _cell(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def _settings(obj: Any) -> dict[str, Any] | None:
+    """An object's settings: pydantic fields, dataclass fields or its attributes."""
+    model_fields = getattr(type(obj), "model_fields", None)
+    if isinstance(model_fields, Mapping):
+        return {name: getattr(obj, name, None) for name in model_fields}
+    if dataclasses.is_dataclass(obj):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    attrs = getattr(obj, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return None
+    return {k: v for k, v in attrs.items() if not k.startswith("__")}
+
+
+def _bounded(text: str, items: int) -> str:
+    if items <= _MAX_ITEMS:
+        return text
+    return f"<{items} items sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}>"

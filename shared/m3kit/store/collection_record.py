@@ -1,0 +1,379 @@
+"""What wrote a collection: its encoder's fingerprint, checked on open, and ``reindex``.
+
+A collection records the :class:`~m3kit.fingerprint.EncoderFingerprint` of the encoder that
+wrote it (:meth:`M3Store.collection_metadata`: qdrant-client's collection metadata, or a file
+beside the embedded engine's shard) and every point records that encoder's identity
+(``encoder_id``). Opening the collection with another encoder raises
+:class:`~m3kit.errors.FingerprintMismatchError`, unless ``reindex=True``: then every stored
+document is re-encoded in place from its stored text, in groups, exactly as it was chunked.
+A reindex is resumable: the record says where it is going (``reindex_to``) until it is done,
+points already re-encoded carry the new identity and are skipped by the next run, and the
+collection cannot be used with the old encoder meanwhile.
+
+Record format (JSON)::
+
+    {"format": 1, "fingerprint": {...}, "reindex_to": {...}}   # reindex_to: only while pending
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qdrant_client import models
+from tqdm.auto import tqdm
+
+from m3kit.errors import FingerprintMismatchError
+from m3kit.fingerprint import EncoderFingerprint
+from m3kit.store.filters import documents_filter
+from m3kit.store.records import Backend, ChunkRecord
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNK_INDEX,
+    CHUNKING,
+    DOC_HASH,
+    DOC_ID,
+    ENCODER_ID,
+    END,
+    METADATA,
+    PAGE_CONTENT,
+    START,
+)
+
+if TYPE_CHECKING:
+    from m3kit.store.index import M3Index, _Doc
+    from m3kit.store.store import M3Store
+
+__all__ = ["FORMAT", "check_collection", "reindex_collection", "stored_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the record's layout.
+FORMAT = 1
+
+_FINGERPRINT = "fingerprint"
+_PENDING = "reindex_to"
+_DOC_KEYS = (DOC_ID, CHUNK_INDEX, CHUNK_COUNT, PAGE_CONTENT, START, END, METADATA, DOC_HASH)
+
+
+def _record(fp: EncoderFingerprint, pending: EncoderFingerprint | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"format": FORMAT, _FINGERPRINT: fp.to_dict()}
+    if pending is not None:
+        out[_PENDING] = pending.to_dict()
+    return out
+
+
+def _read(store: M3Store) -> tuple[EncoderFingerprint | None, EncoderFingerprint | None]:
+    meta = store.collection_metadata()
+    fmt = meta.get("format", FORMAT)
+    if fmt != FORMAT:
+        raise ValueError(
+            f"collection {store.collection!r} has an m3kit record of format {fmt}; this m3kit "
+            f"reads format {FORMAT}: upgrade m3kit"
+        )
+    stored = meta.get(_FINGERPRINT)
+    pending = meta.get(_PENDING)
+    return (
+        EncoderFingerprint.from_dict(stored) if stored is not None else None,
+        EncoderFingerprint.from_dict(pending) if pending is not None else None,
+    )
+
+
+def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | None) -> None:
+    """Check (or record) the collection's encoder; re-encode it when asked.
+
+    - No record and no points (a new collection): the encoder is recorded.
+    - No record but points (written before m3kit recorded encoders): the encoder is adopted
+      with a warning, or, with ``reindex=True``, every point is re-encoded first.
+    - Same encoder: nothing happens (a new precision or model path is recorded).
+    - Another encoder, or a reindex left unfinished: :class:`FingerprintMismatchError`, or
+      with ``reindex=True`` the stored documents are re-encoded with this encoder.
+    """
+    store, new = index.store, index.fingerprint
+    stored, pending = _read(store)
+    if stored is None:
+        if store.count() == 0:
+            store.set_collection_metadata(_record(new))
+        elif reindex:
+            reindex_collection(index, show_progress=show_progress)
+        else:
+            logger.warning(
+                "collection %r has no record of the encoder that wrote it (written before m3kit "
+                "recorded encoders); recording %s as its encoder. If it was indexed with "
+                "another model, open it once with reindex=True (m3kit index --reindex).",
+                store.collection,
+                new.describe(),
+            )
+            store.set_collection_metadata(_record(new))
+        return
+    if pending is None and stored.same_encoder(new):
+        if (stored.precision, stored.model) != (new.precision, new.model):
+            logger.info(
+                "collection %r: same encoder, now %s (was %s)",
+                store.collection,
+                new.describe(),
+                stored.describe(),
+            )
+            store.set_collection_metadata(_record(new))
+        return
+    if pending is None and store.count() == 0:
+        logger.info("empty collection %r: recording %s", store.collection, new.describe())
+        store.set_collection_metadata(_record(new))
+        return
+    if not reindex:
+        raise FingerprintMismatchError(_mismatch_message(store, stored, pending, new))
+    reindex_collection(index, show_progress=show_progress)
+
+
+def _mismatch_message(
+    store: M3Store,
+    stored: EncoderFingerprint,
+    pending: EncoderFingerprint | None,
+    new: EncoderFingerprint,
+) -> str:
+    where = f"collection {store.collection!r} ({store.backend.value})"
+    if pending is not None and pending.same_encoder(new):
+        return (
+            f"{where} is part-way through a reindex to this encoder ({new.describe()}), "
+            "interrupted; finish it: open with reindex=True (m3kit index --reindex)"
+        )
+    diffs = "; ".join(
+        f"{name}: stored {old!r} vs new {value!r}" for name, old, value in stored.differences(new)
+    )
+    lines = [
+        f"{where} was indexed with another encoder: {diffs}.",
+        f"Stored: {stored.describe()}. New: {new.describe()}.",
+    ]
+    if pending is not None:
+        lines.append(
+            f"A reindex to {pending.describe()} was interrupted; the collection holds vectors "
+            "of both encoders until a reindex finishes."
+        )
+    lines.append(
+        "Either open it with reindex=True (m3kit index --reindex) to re-encode every stored "
+        "document with the new encoder (resumable; the stored texts are used), use the encoder "
+        "it was indexed with, or index into a new collection."
+    )
+    return " ".join(lines)
+
+
+# -- reindex ----------------------------------------------------------------------------------
+def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> int:
+    """Re-encode every document not yet written by ``index``'s encoder, then record it.
+
+    Each document is rebuilt from its stored chunks: a whole document from its text, a
+    late-chunked one by late chunking the joined chunk texts again over the stored spans with
+    the stored window, overlap and pooling (a naively chunked one likewise, each chunk encoded
+    alone). Documents whose chunking cannot be redone (a
+    custom chunker, chunks that do not tile the text, or several chunks of unknown origin)
+    are refused before anything is written.
+
+    Returns:
+        The number of documents re-encoded.
+    """
+    store, target = index.store, index.fingerprint
+    stored, _ = _read(store)
+    stale = models.Filter(
+        must_not=[
+            models.FieldCondition(key=ENCODER_ID, match=models.MatchValue(value=target.identity))
+        ]
+    )
+    # Documents with at least one point not written by the target encoder (all of each
+    # document's chunks are re-encoded together, so a document is never half done).
+    todo = sorted({str(hit.payload.get(DOC_ID)) for hit in store._backend.scroll(stale, [DOC_ID])})
+    plans = _plans(store, todo)
+    _check_plans(plans)
+    store.set_collection_metadata(_record(stored or target, target))
+    logger.info(
+        "reindexing %d document(s) of %r with %s", len(todo), store.collection, target.describe()
+    )
+    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]] = {}
+    show = len(todo) > index.write_group if show_progress is None else show_progress
+    with tqdm(total=len(todo), desc="reindex", unit="doc", disable=not show) as bar:
+        for start in range(0, len(todo), index.write_group):
+            group = [plans[d] for d in todo[start : start + index.write_group]]
+            records = _encode(index, group, chunkers)
+            with index._write_lock:
+                store.upsert(records, show_progress=False, replace=True)
+            bar.update(len(group))
+    store.set_collection_metadata(_record(target))
+    return len(todo)
+
+
+class _DocPlan:
+    """One stored document: its chunks' payloads in order and how it was chunked."""
+
+    def __init__(self, doc_id: str, chunks: list[dict[str, Any]]) -> None:
+        self.doc_id = doc_id
+        self.chunks = sorted(chunks, key=lambda p: int(p.get(CHUNK_INDEX) or 0))
+        first = self.chunks[0]
+        chunking = first.get(CHUNKING)
+        if chunking is None and len(self.chunks) == 1 and int(first.get(CHUNK_COUNT) or 1) == 1:
+            chunking = {"kind": "whole"}  # written before chunkings were recorded
+        self.chunking: dict[str, Any] | None = dict(chunking) if chunking else None
+        self.text = "".join(str(p.get(PAGE_CONTENT, "")) for p in self.chunks)
+        self.metadata = dict(first.get(METADATA) or {})
+        self.doc_hash = first.get(DOC_HASH)
+
+    def problem(self) -> str | None:
+        kind = (self.chunking or {}).get("kind")
+        if kind == "whole":
+            return None if len(self.chunks) == 1 else "several chunks marked whole"
+        if kind in ("late", "naive"):
+            pos = 0
+            for p in self.chunks:
+                if p.get(START) != pos or p.get(END) != pos + len(str(p.get(PAGE_CONTENT, ""))):
+                    return "its chunks do not tile its text (a splitter left gaps)"
+                pos = int(p[END])
+            return None
+        if kind is None:
+            return "chunked by an unknown method (written before m3kit recorded chunking)"
+        signature = (self.chunking or {}).get("signature", kind)
+        return f"chunked by {signature!r}, which reindex cannot redo"
+
+    def spans(self) -> list[tuple[int, int]]:
+        return [(int(p[START]), int(p[END])) for p in self.chunks]
+
+    def as_doc(self) -> _Doc:
+        """The document as ``add_texts`` sees it (same id, version hash and chunking)."""
+        from m3kit.store.index import _Doc
+
+        return _Doc(self.doc_id, self.text, self.metadata, str(self.doc_hash), self.chunking or {})
+
+
+def _plans(store: M3Store, doc_ids: Sequence[str]) -> dict[str, _DocPlan]:
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    keys = (*_DOC_KEYS, CHUNKING)
+    for i in range(0, len(doc_ids), 256):
+        for hit in store._backend.scroll(documents_filter(doc_ids[i : i + 256]), keys):
+            found[str(hit.payload.get(DOC_ID))].append(hit.payload)
+    return {d: _DocPlan(d, found[d]) for d in doc_ids if found.get(d)}
+
+
+def _check_plans(plans: Mapping[str, _DocPlan]) -> None:
+    bad = [(d, p.problem()) for d, p in plans.items() if p.problem() is not None]
+    if bad:
+        listed = "; ".join(f"{d!r}: {why}" for d, why in bad[:5])
+        raise ValueError(
+            f"reindex cannot rebuild {len(bad)} stored document(s) ({listed}); nothing was "
+            "written. Open the collection with the encoder that wrote it, delete them "
+            "(M3Index.delete), reindex, then add them again; or index into a new collection"
+        )
+
+
+def _encode(
+    index: M3Index,
+    group: Sequence[_DocPlan],
+    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]],
+) -> list[ChunkRecord]:
+    """New records of a group of documents, made the way ``add_texts`` makes them."""
+    by_config: dict[tuple[Any, ...], list[_DocPlan]] = defaultdict(list)
+    for p in group:
+        c = p.chunking or {}
+        key: tuple[Any, ...]
+        if c.get("kind") == "late":
+            key = ("late", c.get("window"), c.get("overlap"), c.get("dense_pooling", "mean"))
+        else:
+            key = (str(c.get("kind")),)  # whole or naive (others were refused up front)
+        by_config[key].append(p)
+    records: list[ChunkRecord] = []
+    for key, plans in by_config.items():
+        if key == ("whole",):
+            records.extend(index._records([p.as_doc() for p in plans], None, False)[0])
+            continue
+        if key not in chunkers:
+            lookup = _StoredSpans()
+            chunkers[key] = (_chunker(index, key, lookup), lookup)
+        chunker, lookup = chunkers[key]
+        # Two documents with the same text but other spans go through separate calls.
+        rounds: list[list[_DocPlan]] = []
+        for p in plans:
+            for batch in rounds:
+                if all(q.text != p.text or q.spans() == p.spans() for q in batch):
+                    batch.append(p)
+                    break
+            else:
+                rounds.append([p])
+        for batch in rounds:
+            lookup.spans = {p.text: p.spans() for p in batch}
+            records.extend(index._records([p.as_doc() for p in batch], chunker, False)[0])
+    return records
+
+
+def _chunker(index: M3Index, key: tuple[Any, ...], lookup: _StoredSpans) -> Any:
+    """A chunker of the stored kind and settings that cuts each text at its stored spans."""
+    if key[0] == "naive":  # m3kit.chunking.NaiveChunker
+        return importlib.import_module("m3kit.chunking").NaiveChunker(
+            index.encoder, splitter=lookup
+        )
+    from m3kit.late_chunking import LateChunker
+
+    _, window, overlap, pooling = key
+    return LateChunker(
+        index.encoder, splitter=lookup, window=window, overlap=overlap, dense_pooling=pooling
+    )
+
+
+class _StoredSpans:
+    """A splitter giving each document its stored spans (looked up by text)."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[tuple[int, int]]] = {}
+
+    def __call__(self, text: str) -> list[tuple[int, int]]:
+        return self.spans[text]
+
+
+# -- reading without an encoder ---------------------------------------------------------------
+def stored_fingerprint(
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    url: str | None = None,
+    api_key: str | None = None,
+    backend: Backend | str | None = None,
+) -> EncoderFingerprint | None:
+    """The fingerprint a collection records, read without an encoder (``None``: no record).
+
+    Raises:
+        CollectionNotFoundError: There is no such collection.
+    """
+    from m3kit.errors import CollectionNotFoundError
+    from m3kit.store.store import DEFAULT_BACKEND
+
+    kind = Backend(backend) if backend is not None else None
+    kind = Backend.CLIENT if url is not None else kind or DEFAULT_BACKEND
+    meta: Mapping[str, Any]
+    if kind is Backend.EDGE:
+        from m3kit.store.edge_backend import read_meta_file
+
+        if location is None or str(location) == ":memory:":
+            raise ValueError("an in-memory collection has no stored record to read")
+        shard = Path(location) / collection
+        if not shard.is_dir():
+            raise CollectionNotFoundError(f"collection {collection!r} does not exist at {location}")
+        meta = read_meta_file(shard)
+    else:
+        from m3kit.store.client_backend import ClientBackend
+
+        impl = ClientBackend(
+            collection=collection,
+            location=None if location is None else str(location),
+            url=url,
+            api_key=api_key or (os.environ.get("QDRANT_API_KEY") if url else None),
+        )
+        try:
+            if not impl.exists():
+                raise CollectionNotFoundError(
+                    f"collection {collection!r} does not exist at {impl.where}"
+                )
+            meta = impl.read_metadata()
+        finally:
+            impl.close()
+    stored = meta.get(_FINGERPRINT)
+    return EncoderFingerprint.from_dict(stored) if stored is not None else None

@@ -1,0 +1,323 @@
+"""A collection knows its encoder: another one is refused, ``reindex=True`` re-encodes in place."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.errors import FingerprintMismatchError
+from m3kit.fingerprint import chunking_signature, describe_settings, encoder_fingerprint
+from m3kit.late_chunking import LateChunker
+from m3kit.store import M3Index
+from m3kit.store.schema import ENCODER_ID
+
+from .conftest import SentenceChunker
+
+BACKENDS = ["edge", "client"]
+
+WHOLE = {
+    "w1": "Oxygen is a chemical element with symbol O.",
+    "w2": "Berlin is the capital of Germany.",
+    "w3": "Nikola Tesla was an inventor.",
+}
+LONG = {
+    "l1": " ".join(
+        f"Sentence {i} is about the Amazon rainforest and its rivers." for i in range(9)
+    ),
+    "l2": " ".join(f"Part {i}: late chunking pools token vectors per chunk." for i in range(7)),
+}
+
+
+@pytest.fixture(scope="module")
+def enc_a(tiny_m3_path: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def path_b(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoint A with other weights (seeded noise on every tensor): same sizes, tokenizer."""
+    return perturbed_checkpoint(tiny_m3_path, tmp_path_factory.mktemp("tiny_m3_b") / "b")
+
+
+def perturbed_checkpoint(source: Path, out: Path, seed: int = 1) -> Path:
+    """A copy of ``source`` whose backbone and head weights have seeded noise added."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, out)
+    gen = torch.Generator().manual_seed(seed)
+
+    def noisy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+            for k, v in tensors.items()
+        }
+
+    save_file(noisy(load_file(out / "model.safetensors")), out / "model.safetensors")
+    for head in ("colbert_linear.pt", "sparse_linear.pt"):
+        torch.save(noisy(torch.load(out / head, weights_only=True)), out / head)
+    return out
+
+
+@pytest.fixture(scope="module")
+def enc_b(path_b: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(path_b, dtype="fp32")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[M3Index]]:
+    indexes: list[M3Index] = []
+    yield indexes
+    for index in indexes:
+        index.close()
+
+
+def _fill(index: M3Index, encoder: M3Encoder) -> None:
+    index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE), metadatas=[{"k": "w"}] * 3)
+    index.add_texts(
+        list(LONG.values()),
+        doc_ids=list(LONG),
+        chunker=LateChunker(encoder, chunk_size=12, window=40),
+    )
+
+
+def _points(index: M3Index) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """``{point id: (payload, {vector name: value})}`` read from the backend itself."""
+    backend = index.store._backend
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    if index.store.backend.value == "client":
+        client = backend._client  # type: ignore[attr-defined]
+        records, _ = client.scroll(
+            backend.collection, limit=10_000, with_payload=True, with_vectors=True
+        )
+        for r in records:
+            sparse = r.vector["sparse"]
+            vec = {
+                "dense": np.asarray(r.vector["dense"]),
+                "sparse": (list(sparse.indices), np.asarray(sparse.values)),
+                "colbert": np.asarray(r.vector["colbert"]),
+            }
+            out[str(r.id)] = (dict(r.payload), vec)
+        return out
+    import qdrant_edge as qe
+
+    records, _ = backend.shard.scroll(  # type: ignore[attr-defined]
+        qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True)
+    )
+    for r in records:
+        sparse = r.vector["sparse"]
+        vec = {
+            "dense": np.asarray(r.vector["dense"]),
+            "sparse": (list(sparse.indices), np.asarray(sparse.values)),
+            "colbert": np.asarray(r.vector["colbert"]),
+        }
+        out[str(r.id)] = (dict(r.payload), vec)
+    return out
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got.keys() == want.keys()
+    for pid, (payload, vec) in want.items():
+        other_payload, other = got[pid]
+        assert other_payload == payload, pid
+        np.testing.assert_allclose(other["dense"], vec["dense"], atol=1e-5)
+        assert other["sparse"][0] == vec["sparse"][0]
+        np.testing.assert_allclose(other["sparse"][1], vec["sparse"][1], atol=1e-5)
+        np.testing.assert_allclose(other["colbert"], vec["colbert"], atol=2e-3)  # float16
+
+
+# -- the fingerprint ----------------------------------------------------------------------------
+def test_fingerprint_names_weights_not_precision(
+    enc_a: M3Encoder, enc_b: M3Encoder, tiny_m3_path: Path
+) -> None:
+    a, b = encoder_fingerprint(enc_a), encoder_fingerprint(enc_b)
+    assert encoder_fingerprint(enc_a) is a  # computed once per encoder
+    assert [d[0] for d in a.differences(b)] == ["weights"]
+    bf16 = encoder_fingerprint(M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16"))
+    assert bf16.same_encoder(a) and bf16.precision != a.precision
+    short = encoder_fingerprint(M3Encoder.from_pretrained(tiny_m3_path, max_length=128))
+    assert [d[0] for d in a.differences(short)] == ["max_length"]
+    asked = M3Encoder.from_pretrained(tiny_m3_path, query_instruction="Query: ")
+    assert [d[0] for d in a.differences(encoder_fingerprint(asked))] == ["query_instruction"]
+    assert a.model == str(tiny_m3_path.resolve())
+    assert type(a).from_dict(a.to_dict()) == a
+
+
+def test_chunking_signature_sees_every_setting() -> None:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    def split(text: str, size: int) -> list[tuple[int, int]]:
+        return [(0, len(text))]
+
+    small = RecursiveCharacterTextSplitter(chunk_size=100, chunk_overlap=0)
+    assert chunking_signature(small) == chunking_signature(
+        RecursiveCharacterTextSplitter(chunk_size=100, chunk_overlap=0)
+    )
+    assert chunking_signature(small) != chunking_signature(
+        RecursiveCharacterTextSplitter(chunk_size=100, chunk_overlap=10)
+    )
+    assert describe_settings(functools.partial(split, size=1)) != describe_settings(
+        functools.partial(split, size=2)
+    )
+    assert " at 0x" not in chunking_signature(small)
+
+
+# -- open with another encoder ------------------------------------------------------------------
+def test_other_encoder_is_refused_and_nothing_is_written(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    index = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)
+    _fill(index, enc_a)
+    before, record = _points(index), index.store.collection_metadata()
+    index.close()
+    with pytest.raises(FingerprintMismatchError) as err:
+        M3Index.open(enc_b, tmp_path, collection="c", backend=backend)
+    msg = str(err.value)
+    assert "weights: stored 'files-sha256:" in msg and "vs new 'files-sha256:" in msg
+    assert "reindex=True" in msg and "new collection" in msg
+    again = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)  # lock released
+    opened.append(again)
+    _assert_same(_points(again), before)
+    assert again.store.collection_metadata() == record
+
+
+def test_reindex_equals_a_fresh_index_with_the_new_encoder(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    index = M3Index.open(enc_a, tmp_path / "a", collection="c", backend=backend)
+    _fill(index, enc_a)
+    count = index.count()
+    assert count > len(WHOLE) + len(LONG)  # the long documents have several chunks
+    index.close()
+
+    fresh = M3Index.open(enc_b, tmp_path / "b", collection="c", backend=backend)
+    opened.append(fresh)
+    _fill(fresh, enc_b)
+    re = M3Index.open(enc_b, tmp_path / "a", collection="c", backend=backend, reindex=True)
+    opened.append(re)
+    assert re.count() == count
+    got, want = _points(re), _points(fresh)
+    assert {p[ENCODER_ID] for p, _ in got.values()} == {re.fingerprint.identity}
+    _assert_same(got, want)
+    assert re.store.collection_metadata() == fresh.store.collection_metadata()
+    # the re-encoded documents count as unchanged for the new encoder: nothing is rewritten
+    _fill(re, enc_b)
+    _assert_same(_points(re), want)
+
+
+class _FailOn:
+    """Wraps an encoder; the ``fail_on``-th encode call raises (an interrupted reindex)."""
+
+    def __init__(self, inner: M3Encoder, fail_on: int) -> None:
+        self._inner, self._fail_on, self.calls = inner, fail_on, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _count(self) -> None:
+        self.calls += 1
+        if self.calls == self._fail_on:
+            raise RuntimeError("interrupted")
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        self._count()
+        return self._inner.encode(*args, **kwargs)
+
+    def encode_tokenized(self, *args: Any, **kwargs: Any) -> Any:
+        self._count()
+        return self._inner.encode_tokenized(*args, **kwargs)
+
+
+def test_interrupted_reindex_blocks_both_encoders_until_finished(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    opened: list[M3Index],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = [f"document {i} about topic {i % 3}." for i in range(10)]
+    ids = [f"d{i}" for i in range(10)]
+    for where, encoder in (("crashed", enc_a), ("fresh", enc_b)):
+        with M3Index.open(encoder, tmp_path / where, collection="c", backend=backend) as index:
+            index.add_texts(texts, doc_ids=ids)
+    monkeypatch.setattr(M3Index, "write_group", 4)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        M3Index.open(
+            _FailOn(enc_b, 2),  # type: ignore[arg-type]
+            tmp_path / "crashed",
+            collection="c",
+            backend=backend,
+            reindex=True,
+        )
+    with pytest.raises(FingerprintMismatchError, match="interrupted"):
+        M3Index.open(enc_a, tmp_path / "crashed", collection="c", backend=backend)
+    with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
+        M3Index.open(enc_b, tmp_path / "crashed", collection="c", backend=backend)
+    spy = _FailOn(enc_b, 0)
+    done = M3Index.open(
+        spy,  # type: ignore[arg-type]
+        tmp_path / "crashed",
+        collection="c",
+        backend=backend,
+        reindex=True,
+    )
+    opened.append(done)
+    assert spy.calls == 2  # the first group was kept; groups 2 and 3 were encoded now
+    fresh = M3Index.open(enc_b, tmp_path / "fresh", collection="c", backend=backend)
+    opened.append(fresh)
+    _assert_same(_points(done), _points(fresh))
+
+
+def test_precision_change_is_recorded_not_refused(
+    enc_a: M3Encoder, tiny_m3_path: Path, backend: str, tmp_path: Path
+) -> None:
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()))
+    bf16 = M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16")
+    with M3Index.open(bf16, tmp_path, collection="c", backend=backend) as index:
+        assert index.store.collection_metadata()["fingerprint"]["precision"] == "bf16"
+
+
+def test_collection_without_record_is_adopted_with_a_warning(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()))
+        index.store.set_collection_metadata({})  # as written before fingerprints existed
+    with (
+        caplog.at_level(logging.WARNING),
+        M3Index.open(enc_b, tmp_path, collection="c", backend=backend) as index,
+    ):
+        assert index.store.collection_metadata()["fingerprint"] == index.fingerprint.to_dict()
+    assert "no record of the encoder" in caplog.text and "reindex=True" in caplog.text
+
+
+def test_reindex_refuses_chunkings_it_cannot_redo(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
+        before = _points(index)
+    with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'"):
+        M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        _assert_same(_points(index), before)
