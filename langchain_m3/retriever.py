@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field
 from qdrant_client import models
 
+from langchain_m3._writes import write_documents
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.store import Backend, Fusion, Hit, M3Index
@@ -157,18 +159,20 @@ class M3Retriever(BaseRetriever):
             late_chunking: ``True`` splits each document into chunks embedded in the context of
                 the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
                 defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
+                Chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are
+                stored with the vectors they carry (one that lost them raises ``ValueError``).
             show_progress: tqdm bars (default: for large batches).
 
         Returns:
             The document ids, in order.
         """
-        texts, metadatas, doc_ids = _unpack(documents, ids)
-        return self.index.add_texts(
-            texts,
-            metadatas=metadatas,
-            doc_ids=doc_ids,
+        return write_documents(
+            self.index,
+            documents,
+            ids=ids,
             late_chunker=self._chunker(late_chunking),
             show_progress=show_progress,
+            generate_missing_ids=False,
         )
 
     async def aadd_documents(
@@ -179,13 +183,12 @@ class M3Retriever(BaseRetriever):
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
-        """Async :meth:`add_documents`."""
-        texts, metadatas, doc_ids = _unpack(documents, ids)
-        return await self.index.aadd_texts(
-            texts,
-            metadatas=metadatas,
-            doc_ids=doc_ids,
-            late_chunker=self._chunker(late_chunking),
+        """Async :meth:`add_documents` (in a worker thread)."""
+        return await asyncio.to_thread(
+            self.add_documents,
+            documents,
+            ids=ids,
+            late_chunking=late_chunking,
             show_progress=show_progress,
         )
 
@@ -311,28 +314,6 @@ def _documents(texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None)
         Document(page_content=t, metadata=dict(metadatas[i]) if metadatas else {})
         for i, t in enumerate(texts)
     ]
-
-
-def _unpack(
-    documents: Sequence[Document], ids: Sequence[str] | None
-) -> tuple[list[str], list[dict[str, Any]], list[str] | None]:
-    documents = list(documents)
-    if ids is not None:
-        if len(ids) != len(documents):
-            raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
-        doc_ids: list[str] | None = [str(i) for i in ids]
-    else:
-        given = [d.id for d in documents]
-        if all(given):
-            doc_ids = [str(i) for i in given]
-        elif any(given):
-            raise ValueError(
-                "some documents have an id and some do not; give every document an id "
-                "(or pass ids=...) so none is stored under an unexpected id"
-            )
-        else:
-            doc_ids = None  # the index uses a content hash: re-adding the same text is a no-op
-    return [d.page_content for d in documents], [dict(d.metadata) for d in documents], doc_ids
 
 
 def _document(hit: Hit) -> Document:

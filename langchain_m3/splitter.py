@@ -2,26 +2,37 @@
 
 Each document is encoded once and cut into chunks whose vectors carry the whole document's
 context. Chunk ``Document``\\ s keep the source's metadata plus ``start_index`` (LangChain's
-key for a chunk's offset), ``end_index`` and ``chunk_index``. As a ``BaseDocumentTransformer``
-(``split_documents`` / ``transform_documents``) it returns the chunks only, without running the
-model; :meth:`M3LateChunkingSplitter.split_documents_with_vectors` runs it and pairs every chunk
-``Document`` with its :class:`m3kit.Chunk` (``.dense``, ``.sparse``, ``.colbert``): no vectors
-are hidden in metadata. To store late-chunked documents in Qdrant, use
-``M3Retriever.add_documents(docs, late_chunking=splitter.chunker)``.
+key for a chunk's offset), ``end_index``, ``chunk_index`` and ``m3_late_chunk`` (a marker:
+the chunker's signature and a hash of the source text). ``split_documents`` /
+``transform_documents`` run the model, and every chunk ``Document`` they return carries its
+vectors in memory: ``M3VectorStore.add_documents(chunks)`` (and ``M3Retriever``) store them
+without encoding again. :func:`late_chunk_vectors` reads them back as an :class:`m3kit.Chunk`;
+:meth:`M3LateChunkingSplitter.split_documents_with_vectors` returns the pairs directly.
+
+The vectors live as long as the ``Document`` object: no vectors are hidden in metadata. A
+copy (``model_copy``, ``Document(**doc.model_dump())``) or a document rebuilt from JSON (a
+docstore, a cache) keeps the marker but not the vectors; a store refuses such a document
+with an error instead of silently encoding the chunk alone (which would drop its context).
+Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chunk as a plain
+text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
+model.
 
 Example::
 
     from langchain_core.documents import Document
-    from langchain_m3.splitter import M3LateChunkingSplitter
+    from langchain_m3 import M3LateChunkingSplitter, M3VectorStore
 
     splitter = M3LateChunkingSplitter(model_name_or_path="BAAI/bge-m3", chunk_size=256)
-    for doc, chunk in splitter.split_documents_with_vectors([Document(page_content=text)]):
-        print(doc.metadata["start_index"], chunk.dense.shape, len(chunk.sparse))
+    chunks = splitter.split_documents([Document(page_content=text)])
+    store = M3VectorStore.from_documents(chunks, splitter)  # late-chunked vectors kept
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,14 +40,27 @@ from langchain_core.documents import BaseDocumentTransformer, Document
 from pydantic import Field, PrivateAttr
 
 from langchain_m3._encoder_model import EncoderModel
+from m3kit.encoder import M3Encoder
 from m3kit.late_chunking import DensePooling, LateChunker
 from m3kit.outputs import Chunk
 
-__all__ = ["CHUNK_INDEX_KEY", "END_INDEX_KEY", "START_INDEX_KEY", "M3LateChunkingSplitter"]
+__all__ = [
+    "CHUNK_INDEX_KEY",
+    "END_INDEX_KEY",
+    "LATE_CHUNK_KEY",
+    "START_INDEX_KEY",
+    "CarriedChunk",
+    "M3LateChunkingSplitter",
+    "carried_chunk",
+    "is_late_chunk",
+    "late_chunk_vectors",
+]
 
 START_INDEX_KEY = "start_index"
 END_INDEX_KEY = "end_index"
 CHUNK_INDEX_KEY = "chunk_index"
+LATE_CHUNK_KEY = "m3_late_chunk"
+"""Metadata key marking a late-chunked ``Document``: ``{"chunker": signature, "source": hash}``."""
 
 
 class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
@@ -84,33 +108,39 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
     def split_documents_with_vectors(
         self, documents: Sequence[Document]
     ) -> list[tuple[Document, Chunk]]:
-        """Chunk ``Document``\\ s paired with their :class:`m3kit.Chunk` (all vectors)."""
+        """Chunk ``Document``\\ s paired with their :class:`m3kit.Chunk` (all vectors).
+
+        The ``Document``\\ s are those of :meth:`split_documents` (they carry the vectors too).
+        """
         docs = list(documents)
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
         per_doc = self._chunker.chunk(
             [d.page_content for d in docs], show_progress=self.show_progress
         )
-        return [
-            (_chunk_document(doc, c.text, c.start, c.end, c.index), c)
-            for doc, chunks in zip(docs, per_doc, strict=True)
-            for c in chunks
-        ]
+        signature = self._chunker.signature
+        out = []
+        for doc, chunks in zip(docs, per_doc, strict=True):
+            source = hashlib.sha256(doc.page_content.encode()).hexdigest()[:32]
+            for c in chunks:
+                chunk_doc = _chunk_document(doc, c.text, c.start, c.end, c.index)
+                chunk_doc.metadata[LATE_CHUNK_KEY] = {"chunker": signature, "source": source}
+                _attach(chunk_doc, CarriedChunk(c, self.encoder))
+                out.append((chunk_doc, c))
+        return out
 
     def split_documents(self, documents: Sequence[Document]) -> list[Document]:
-        """Chunk ``Document``\\ s, boundaries only: no model call, no vectors.
+        """Late-chunk ``Document``\\ s: each is encoded once; every chunk carries its vectors.
 
-        The same chunks as :meth:`split_documents_with_vectors`; use that method (or
-        ``M3Retriever.add_documents(..., late_chunking=splitter.chunker)``) for the vectors.
+        Store them with ``M3VectorStore.add_documents`` (or ``M3Retriever.add_documents``):
+        they are written with their late-chunked vectors, not encoded again. See the module
+        docstring for what a copy of a chunk loses.
         """
-        docs = list(documents)
-        spans = self._chunker.spans([d.page_content for d in docs])
-        return [
-            _chunk_document(doc, doc.page_content[s:e], s, e, i)
-            for doc, doc_spans in zip(docs, spans, strict=True)
-            for i, (s, e) in enumerate(doc_spans)
-        ]
+        return [doc for doc, _ in self.split_documents_with_vectors(documents)]
 
     def transform_documents(self, documents: Sequence[Document], **kwargs: Any) -> list[Document]:
-        """``BaseDocumentTransformer`` entry point: :meth:`split_documents`."""
+        """``BaseDocumentTransformer`` entry point: :meth:`split_documents` (runs the model)."""
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         return self.split_documents(documents)
@@ -130,3 +160,78 @@ def _chunk_document(parent: Document, text: str, start: int, end: int, index: in
         CHUNK_INDEX_KEY: index,
     }
     return Document(page_content=text, metadata=metadata)
+
+
+class CarriedChunk:
+    """The late-chunked vectors a chunk ``Document`` carries and the encoder that made them."""
+
+    __slots__ = ("chunk", "encoder")
+
+    def __init__(self, chunk: Chunk, encoder: M3Encoder) -> None:
+        self.chunk = chunk
+        self.encoder = encoder
+
+
+# id(document) -> (weak reference to it, its vectors). An entry lives as long as its Document:
+# weakref.finalize removes it when the Document is collected (before its id can be reused).
+_CARRIED: dict[int, tuple[weakref.ReferenceType[Document], CarriedChunk]] = {}
+_CARRIED_LOCK = threading.Lock()
+
+
+def _attach(document: Document, carried: CarriedChunk) -> None:
+    key = id(document)
+    with _CARRIED_LOCK:
+        _CARRIED[key] = (weakref.ref(document), carried)
+    weakref.finalize(document, _detach, key)
+
+
+def _detach(key: int) -> None:
+    with _CARRIED_LOCK:
+        _CARRIED.pop(key, None)
+
+
+def is_late_chunk(document: Document) -> bool:
+    """Whether ``document`` came from :class:`M3LateChunkingSplitter` (its marker is present).
+
+    True for a copy or a JSON round trip too, which no longer carry the vectors.
+    """
+    return LATE_CHUNK_KEY in document.metadata
+
+
+def carried_chunk(document: Document) -> CarriedChunk | None:
+    """The vectors (and encoder) ``document`` carries; ``None`` when it carries none."""
+    with _CARRIED_LOCK:
+        entry = _CARRIED.get(id(document))
+    if entry is None or entry[0]() is not document:
+        return None
+    return entry[1]
+
+
+def late_chunk_vectors(document: Document) -> Chunk:
+    """The :class:`m3kit.Chunk` (``.dense``, ``.sparse``, ``.colbert``) of a chunk ``Document``.
+
+    Raises:
+        ValueError: ``document`` is not one :class:`M3LateChunkingSplitter` returned (in this
+            process; a copy or a document rebuilt from JSON has no vectors).
+    """
+    carried = carried_chunk(document)
+    if carried is None:
+        raise ValueError(lost_vectors_message(document))
+    return carried.chunk
+
+
+def lost_vectors_message(document: Document, where: str = "document") -> str:
+    """Why ``document`` has no late-chunked vectors, and what to do (for error messages)."""
+    if not is_late_chunk(document):
+        return (
+            f"{where} (id {document.id!r}) did not come from M3LateChunkingSplitter; it carries "
+            "no late-chunked vectors"
+        )
+    return (
+        f"{where} (id {document.id!r}, {document.page_content[:40]!r}) came from "
+        "M3LateChunkingSplitter but no longer carries its vectors: it is a copy or was rebuilt "
+        "from JSON (a docstore, a cache), and the vectors live only in the Document object the "
+        "splitter returned. Split its source document again and add those chunks, or delete "
+        f"metadata[{LATE_CHUNK_KEY!r}] to have it encoded on its own text (naive chunking, "
+        "without its document's context)"
+    )

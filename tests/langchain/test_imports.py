@@ -5,8 +5,10 @@ import langchain_m3
 EXPECTED_ALL = [
     "M3Embeddings",
     "M3LateChunkingSplitter",
+    "M3Reranker",
     "M3Retriever",
     "M3SparseEmbeddings",
+    "M3VectorStore",
 ]
 
 

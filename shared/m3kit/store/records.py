@@ -96,6 +96,9 @@ class Hit:
         doc_id: Id of its document.
         chunk_index: Position of the chunk in its document.
         metadata: The chunk's metadata.
+        start: Start character offset of the chunk in its document, if stored.
+        end: End character offset (exclusive), if stored.
+        chunk_count: Number of chunks of its document, if stored (1: a whole document).
     """
 
     id: str
@@ -104,6 +107,9 @@ class Hit:
     doc_id: str
     chunk_index: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    start: int | None = None
+    end: int | None = None
+    chunk_count: int | None = None
 
 
 def output_row(out: M3Output, i: int) -> M3Output:

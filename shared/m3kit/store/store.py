@@ -502,7 +502,14 @@ def _hit(h: RawHit) -> Hit:
         doc_id=str(p.get(DOC_ID, h.id)),
         chunk_index=int(p.get(CHUNK_INDEX, 0)),
         metadata=dict(meta) if isinstance(meta, Mapping) else {},
+        start=_optional_int(p.get(START)),
+        end=_optional_int(p.get(END)),
+        chunk_count=_optional_int(p.get(CHUNK_COUNT)),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _check_folder(folder: Path, collection: str, kind: Backend) -> None:

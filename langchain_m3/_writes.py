@@ -1,0 +1,214 @@
+"""How LangChain ``Document``\\ s become :class:`~m3kit.store.M3Index` writes.
+
+One LangChain document is one M3Index document: its id is the LangChain id (the one given,
+else the index's content id). :class:`~m3kit.store.M3Index` owns ids, versions and writes;
+this module only sorts the documents into ``add_texts`` calls:
+
+- plain documents are encoded by the index (whole, or late-chunked when a chunker is given);
+- chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are written with the
+  vectors they carry, each as a one-chunk document (their version includes the splitter's
+  signature and a hash of their source text, so a re-split source re-writes them). A marked
+  document whose vectors are gone, made by another model, or whose text was edited after
+  splitting raises ``ValueError``: it is never silently encoded alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+
+from langchain_m3.splitter import LATE_CHUNK_KEY, carried_chunk, is_late_chunk, lost_vectors_message
+from m3kit.encoder import M3Encoder
+from m3kit.late_chunking import LateChunker
+from m3kit.outputs import Chunk
+from m3kit.store import M3Index
+
+__all__ = ["write_documents"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    position: int
+    doc_id: str | None
+    text: str
+    metadata: dict[str, Any]
+    signature: str | None  # None: a plain document; else the carried chunk's version
+    chunk: Chunk | None
+
+
+class _CarriedChunker:
+    """Hands the index the vectors chunk documents carry (one chunk per document)."""
+
+    def __init__(self, signature: str, chunks: dict[str, Chunk]) -> None:
+        self.signature = signature
+        self._chunks = chunks
+
+    def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]:
+        out = []
+        for text in texts:
+            c = self._chunks[text]
+            out.append([Chunk(text, 0, len(text), 0, c.token_start, c.token_end, c.vectors)])
+        return out
+
+
+def write_documents(
+    index: M3Index,
+    documents: Sequence[Document],
+    *,
+    ids: Sequence[str | None] | None,
+    late_chunker: LateChunker | None,
+    show_progress: bool | None,
+    generate_missing_ids: bool,
+) -> list[str]:
+    """Write LangChain documents to ``index``; returns their document ids in input order.
+
+    Args:
+        index: The index written to.
+        documents: The documents (``metadata`` JSON-serialisable).
+        ids: One id per document (``None`` entries: no id); default: each document's ``id``.
+        late_chunker: Late-chunk plain documents with it (chunk documents are never split).
+        show_progress: tqdm bars.
+        generate_missing_ids: When only some documents have an id, give the others the
+            index's content id (``False``: raise).
+
+    Raises:
+        ValueError: Lengths differ, an id is given twice with different content, ids are
+            mixed and ``generate_missing_ids`` is false, or a chunk document cannot be stored
+            with its own vectors.
+        TypeError: An item is not a ``Document``.
+    """
+    docs = list(documents)
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, Document):
+            raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
+    given = _ids(docs, ids, generate_missing_ids)
+    entries = [_entry(index, i, doc, given[i]) for i, doc in enumerate(docs)]
+    _check_duplicates(entries)
+    out = [""] * len(entries)
+    for group in _groups(entries):
+        first = group[0]
+        chunker: Any = late_chunker
+        if first.signature is not None:
+            chunker = _CarriedChunker(
+                first.signature, {e.text: e.chunk for e in group if e.chunk is not None}
+            )
+        doc_ids = [e.doc_id for e in group if e.doc_id is not None] if first.doc_id else None
+        written = index.add_texts(
+            [e.text for e in group],
+            [e.metadata for e in group],
+            doc_ids,
+            late_chunker=chunker,
+            show_progress=show_progress,
+        )
+        for e, doc_id in zip(group, written, strict=True):
+            out[e.position] = doc_id
+    return out
+
+
+def _ids(
+    docs: list[Document], ids: Sequence[str | None] | None, generate_missing: bool
+) -> list[str | None]:
+    if ids is not None:
+        if isinstance(ids, str):
+            raise TypeError("ids is a list of ids, not a single string")
+        if len(ids) != len(docs):
+            raise ValueError(f"{len(docs)} documents but {len(ids)} ids")
+        chosen = [None if i is None else str(i) for i in ids]
+    else:
+        chosen = [None if d.id is None else str(d.id) for d in docs]
+    if any(i == "" for i in chosen):
+        raise ValueError("ids must be non-empty strings")
+    if not generate_missing and any(chosen) and not all(chosen):
+        raise ValueError(
+            "some documents have an id and some do not; give every document an id "
+            "(or pass ids=...) so none is stored under an unexpected id"
+        )
+    return chosen
+
+
+def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> _Entry:
+    metadata = dict(doc.metadata)
+    if not is_late_chunk(doc):
+        return _Entry(position, doc_id, doc.page_content, metadata, None, None)
+    where = f"documents[{position}]"
+    carried = carried_chunk(doc)
+    if carried is None:
+        raise ValueError(lost_vectors_message(doc, where))
+    chunk = carried.chunk
+    if chunk.text != doc.page_content:
+        raise ValueError(
+            f"{where} came from M3LateChunkingSplitter but its page_content was changed after "
+            "splitting, so its vectors are not those of its text; split the edited source "
+            f"again (or delete metadata[{LATE_CHUNK_KEY!r}] to encode it alone)"
+        )
+    missing = index.store.heads - chunk.vectors.heads
+    if missing:
+        raise ValueError(
+            f"{where} carries late-chunked vectors without "
+            f"{sorted(h.value for h in missing)}, which this collection stores; split with a "
+            "model that has those heads"
+        )
+    if not _same_model(carried.encoder, index.encoder):
+        raise ValueError(
+            f"{where} was late-chunked by another model ({_model_name(carried.encoder)}) than "
+            f"this store's ({_model_name(index.encoder)}); split with the store's model"
+        )
+    marker = metadata.pop(LATE_CHUNK_KEY)
+    signature = (
+        f"langchain_m3.late_chunk({marker.get('chunker')}, source={marker.get('source')})"
+        if isinstance(marker, dict)
+        else f"langchain_m3.late_chunk({marker!r})"
+    )
+    return _Entry(position, doc_id, doc.page_content, metadata, signature, chunk)
+
+
+def _check_duplicates(entries: list[_Entry]) -> None:
+    """An id given twice must name the same content (the index checks within one call)."""
+    seen: dict[str, _Entry] = {}
+    for e in entries:
+        if e.doc_id is None:
+            continue
+        first = seen.setdefault(e.doc_id, e)
+        if (first.text, first.metadata, first.signature) != (e.text, e.metadata, e.signature):
+            raise ValueError(f"id {e.doc_id!r} is given twice with different content")
+
+
+def _groups(entries: list[_Entry]) -> list[list[_Entry]]:
+    """``add_texts`` calls: by kind (plain / carried signature) and whether ids are given.
+
+    Carried chunks are matched to their text inside a call, so one call never holds the same
+    text with two different chunks (e.g. a sentence repeated in two documents).
+    """
+    groups: dict[tuple[str | None, bool, int], list[_Entry]] = {}
+    texts: dict[tuple[str | None, bool, int], dict[str, Chunk | None]] = {}
+    for e in entries:
+        round_ = 0
+        while True:
+            key = (e.signature, e.doc_id is not None, round_)
+            known = texts.setdefault(key, {})
+            if e.chunk is None or known.get(e.text, e.chunk) is e.chunk:
+                break
+            round_ += 1
+        known[e.text] = e.chunk
+        groups.setdefault(key, []).append(e)
+    return list(groups.values())
+
+
+def _same_model(a: M3Encoder, b: M3Encoder) -> bool:
+    if a is b:
+        return True
+    if a.info is None or b.info is None:
+        return False
+    return (
+        Path(a.info.path).resolve() == Path(b.info.path).resolve()
+        and a.dense_dim == b.dense_dim
+        and a.colbert_dim == b.colbert_dim
+    )
+
+
+def _model_name(encoder: M3Encoder) -> str:
+    return str(encoder.info.path) if encoder.info is not None else "an in-memory model"

@@ -1,0 +1,498 @@
+"""``M3VectorStore``: a LangChain ``VectorStore`` on the m3kit Qdrant layer (BGE-M3 hybrid search).
+
+A thin class over :class:`~m3kit.store.M3Index`, which owns ids, versions and writes; this
+class converts ``Document``\\ s, search arguments and scores. The collection layout is the one
+:class:`~langchain_m3.M3Retriever`, ``llamaindex_m3`` and ``m3kit index`` use.
+
+Ids: a LangChain id names a stored *document* (what ``add_*`` return and ``delete`` takes).
+A document is stored as one chunk, unless it was added with ``late_chunking``: then it is
+stored as several chunks that all carry its id, and every ``Document`` this store returns for
+one of them has ``chunk_index``, ``start_index`` and ``end_index`` (its place in the document)
+added to its metadata. ``get_by_ids`` returns every stored chunk of the given documents, in
+chunk order. Chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are documents
+of their own (one chunk each), stored with the late-chunked vectors they carry.
+
+Search: ``similarity_search`` encodes the query with every head the collection holds: dense
+and sparse candidates, fused (``fusion``: ``rrf``, ``dbsf`` or ``m3``), re-scored by ColBERT
+MaxSim when the collection has ColBERT vectors (``rerank``). ``similarity_search_by_vector``
+is a dense search. Search arguments (also in ``as_retriever(search_kwargs=...)``): ``k``,
+``filter`` (a metadata mapping, a list value = any of, or a qdrant ``Filter``), ``fusion``,
+``rerank`` and ``score_threshold``. Async methods are LangChain's (the sync method in a
+worker thread).
+
+Example:
+    >>> import tempfile
+    >>> from langchain_core.documents import Document
+    >>> from m3kit import M3Encoder
+    >>> from m3kit.testing import build_tiny_m3_checkpoint
+    >>> enc = M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+    >>> store = M3VectorStore.from_documents(
+    ...     [
+    ...         Document("Berlin is the capital of Germany.", id="berlin", metadata={"t": "geo"}),
+    ...         Document("Oxygen has atomic number 8.", id="oxygen", metadata={"t": "chem"}),
+    ...     ],
+    ...     enc,
+    ... )
+    >>> [d.id for d in store.similarity_search("Oxygen has atomic number 8.", k=1)]
+    ['oxygen']
+    >>> retriever = store.as_retriever(search_kwargs={"k": 2, "filter": {"t": "geo"}})
+    >>> [d.id for d in retriever.invoke("capital")]
+    ['berlin']
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from m3kit.encoder import M3Encoder
+from m3kit.errors import missing_extra
+from m3kit.outputs import Head
+from m3kit.store import Backend, Fusion, Hit, M3Index
+from m3kit.store.filters import documents_filter
+
+try:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("langchain-core", "langchain") from e
+
+from langchain_m3._writes import write_documents
+from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
+
+if TYPE_CHECKING:
+    from langchain_m3._encoder_model import EncoderModel
+    from langchain_m3.retriever import M3Retriever
+    from m3kit.late_chunking import LateChunker
+
+__all__ = ["M3VectorStore", "ScoreScale"]
+
+logger = logging.getLogger(__name__)
+
+#: Search arguments besides ``k`` (``similarity_search*`` and ``as_retriever`` search_kwargs).
+SEARCH_ARGS = frozenset({"filter", "fusion", "rerank", "score_threshold"})
+
+
+class ScoreScale(str, enum.Enum):
+    """What a search's final score is, which decides whether it can be a relevance score.
+
+    ``SIMILARITY``: a cosine or ColBERT MaxSim in ``[-1, 1]``. ``WEIGHTED``: M3's weighted sum
+    (dense, sparse, ColBERT; the sparse term is unbounded). ``RANK``: a rank fusion (RRF, DBSF)
+    of dense and sparse without rerank, which says nothing about relevance on its own.
+    """
+
+    SIMILARITY = "similarity"
+    WEIGHTED = "weighted"
+    RANK = "rank"
+
+
+class M3VectorStore(VectorStore):
+    """LangChain vector store over an :class:`~m3kit.store.M3Index` (see the module docstring).
+
+    Build it with :meth:`open`, :meth:`from_documents` / :meth:`from_texts`, or around an
+    opened index: ``M3VectorStore(index)``.
+    """
+
+    def __init__(
+        self,
+        index: M3Index,
+        *,
+        fusion: Fusion | str = Fusion.RRF,
+        rerank: bool | None = None,
+        late_chunking: bool | LateChunker = False,
+    ) -> None:
+        """Wrap an opened index.
+
+        Args:
+            index: The encoder + collection (closed by :meth:`close`).
+            fusion: Default fusion of dense and sparse candidates.
+            rerank: Default ColBERT rerank (``None``: on when the collection has ColBERT).
+            late_chunking: Default for :meth:`add_documents`: ``True`` (a default
+                :class:`~m3kit.late_chunking.LateChunker`) or a configured ``LateChunker``.
+
+        Raises:
+            ValueError: ``rerank=True`` on a collection without ColBERT vectors.
+        """
+        if not isinstance(index, M3Index):
+            raise TypeError(f"index must be an M3Index, got {type(index).__name__}")
+        if rerank and Head.COLBERT not in index.store.heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        self._index = index
+        self.fusion = Fusion(fusion)
+        self.rerank = rerank
+        self.late_chunking = late_chunking
+        self._chunker(late_chunking)  # a wrong type fails here, not at the first add
+        self._embeddings: Embeddings | None = None
+
+    @classmethod
+    def open(
+        cls,
+        embedding: M3Encoder | EncoderModel,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        collection: str = "m3kit",
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
+        fusion: Fusion | str = Fusion.RRF,
+        rerank: bool | None = None,
+        late_chunking: bool | LateChunker = False,
+    ) -> M3VectorStore:
+        """Open (or create) a collection for ``embedding``'s model.
+
+        Args:
+            embedding: A loaded :class:`~m3kit.M3Encoder`, or an m3kit LangChain class holding
+                one (:class:`~langchain_m3.M3Embeddings`, ``M3SparseEmbeddings``,
+                ``M3LateChunkingSplitter``).
+            location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
+            collection: Collection name.
+            url: Qdrant server URL instead of ``location``.
+            api_key: Server API key (default ``$QDRANT_API_KEY``).
+            backend: ``"edge"`` (embedded engine, default) or ``"client"`` (qdrant-client).
+            fusion: Default fusion.
+            rerank: Default ColBERT rerank.
+            late_chunking: Default late chunking of added documents.
+        """
+        index = M3Index.open(
+            _encoder(embedding),
+            location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+        )
+        try:
+            return cls(index, fusion=fusion, rerank=rerank, late_chunking=late_chunking)
+        except BaseException:
+            index.close()
+            raise
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Any,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> M3VectorStore:
+        """:meth:`open` a collection and add ``texts`` (keyword arguments: :meth:`open`'s)."""
+        return cls.from_documents(_documents(texts, metadatas), embedding, ids=ids, **kwargs)
+
+    @classmethod
+    def from_documents(
+        cls, documents: list[Document], embedding: Any, **kwargs: Any
+    ) -> M3VectorStore:
+        """:meth:`open` a collection and add ``documents`` (chunk documents keep their vectors).
+
+        Keyword arguments: ``ids`` and :meth:`open`'s (``location``, ``collection``, ...).
+        """
+        ids = kwargs.pop("ids", None)
+        store = cls.open(embedding, **kwargs)
+        try:
+            store.add_documents(documents, ids=ids)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @property
+    def index(self) -> M3Index:
+        """The :class:`~m3kit.store.M3Index` (``.encoder``, ``.store``)."""
+        return self._index
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """The model as a LangChain ``Embeddings`` (:class:`~langchain_m3.M3Embeddings`)."""
+        if self._embeddings is None:
+            from langchain_m3.embeddings import M3Embeddings
+
+            self._embeddings = M3Embeddings.from_encoder(self._index.encoder)
+        return self._embeddings
+
+    def __repr__(self) -> str:
+        return f"M3VectorStore(index={self._index!r}, fusion={self.fusion.value})"
+
+    # -- writing ------------------------------------------------------------------------------
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
+        return self.add_documents(_documents(texts, metadatas), ids=ids, **kwargs)
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
+
+        Keyword arguments:
+            ids: One id per document (wins over ``Document.id``); a document without an id
+                gets the index's content id.
+            late_chunking: ``True`` / a ``LateChunker`` / ``False`` (default: the store's).
+                Chunk documents from ``M3LateChunkingSplitter`` are stored with the vectors
+                they carry in any case, never split again.
+            show_progress: tqdm bars.
+
+        Returns:
+            The document ids, in order.
+
+        Raises:
+            ValueError: A chunk document that lost its vectors (see
+                :mod:`langchain_m3.splitter`), an id given twice with different content.
+        """
+        ids = kwargs.pop("ids", None)
+        late_chunking = kwargs.pop("late_chunking", None)
+        show_progress = kwargs.pop("show_progress", None)
+        _no_more(kwargs, "add_documents")
+        return write_documents(
+            self._index,
+            documents,
+            ids=ids,
+            late_chunker=self._chunker(
+                self.late_chunking if late_chunking is None else late_chunking
+            ),
+            show_progress=show_progress,
+            generate_missing_ids=True,
+        )
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete documents (every chunk of each) by id; unknown ids are ignored.
+
+        Raises:
+            ValueError: No ids (use :meth:`clear` to delete everything).
+        """
+        _no_more(kwargs, "delete")
+        if ids is None:
+            raise ValueError("delete() needs the document ids; clear() deletes every document")
+        if isinstance(ids, str):
+            raise TypeError("ids is a list of document ids, not a single string")
+        self._index.delete([str(i) for i in ids])
+        return True
+
+    def clear(self) -> None:
+        """Delete every document; the collection (and what model wrote it) stays."""
+        self._index.store.clear()
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Every stored chunk of these documents: by document in the order given, then chunk.
+
+        Unknown ids are left out; a document stored whole gives one ``Document``.
+        """
+        if isinstance(ids, str):
+            raise TypeError("ids is a list of document ids, not a single string")
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        if not wanted:
+            return []
+        order = {doc_id: n for n, doc_id in enumerate(wanted)}
+        hits = self._index.store.get(filter=documents_filter(wanted))
+        hits.sort(key=lambda h: (order.get(h.doc_id, len(order)), h.chunk_index))
+        return [_document(h) for h in hits]
+
+    # -- searching ----------------------------------------------------------------------------
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        """The ``k`` best chunks for ``query`` (search arguments: see the module docstring)."""
+        return [_document(h) for h in self._search(query, k, kwargs)]
+
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """:meth:`similarity_search` with each chunk's final score (see :class:`ScoreScale`)."""
+        return [(_document(h), h.score) for h in self._search(query, k, kwargs)]
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[Document]:
+        """Dense search with a query vector (``filter`` and ``score_threshold`` apply)."""
+        return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """:meth:`similarity_search_by_vector` with each chunk's cosine similarity."""
+        flt = kwargs.pop("filter", None)
+        threshold = kwargs.pop("score_threshold", None)
+        _no_more(kwargs, "similarity_search_by_vector")
+        hits = self._index.store.query(
+            dense=embedding,
+            k=_check_k(k),
+            rerank=False,
+            filter=flt,
+            score_threshold=threshold,
+        )
+        return [(_document(h), h.score) for h in hits]
+
+    def score_scale(
+        self, *, fusion: Fusion | str | None = None, rerank: bool | None = None
+    ) -> ScoreScale:
+        """What the final score of a search with these arguments is (store defaults if ``None``)."""
+        fusion = self.fusion if fusion is None else Fusion(fusion)
+        heads = self._index.store.heads
+        colbert = Head.COLBERT in heads
+        rerank = self.rerank if rerank is None else rerank
+        colbert = colbert if rerank is None else bool(rerank) and colbert
+        if Head.SPARSE in heads and fusion is Fusion.M3:
+            return ScoreScale.WEIGHTED
+        if colbert or Head.SPARSE not in heads:
+            return ScoreScale.SIMILARITY
+        return ScoreScale.RANK
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        return _clip01
+
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Relevance = the final score clipped to ``[0, 1]`` (a similarity or M3's weighted sum).
+
+        Raises:
+            ValueError: The search would score by rank fusion (``rrf`` / ``dbsf`` without
+                ColBERT rerank), which is no relevance.
+        """
+        scale = self.score_scale(fusion=kwargs.get("fusion"), rerank=kwargs.get("rerank"))
+        if scale is ScoreScale.RANK:
+            raise ValueError(
+                "relevance scores need a similarity: this search scores by rank fusion "
+                f"({(kwargs.get('fusion') or self.fusion)!s}) of dense and sparse without "
+                "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
+            )
+        return [(d, _clip01(s)) for d, s in self.similarity_search_with_score(query, k, **kwargs)]
+
+    async def _asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        return await asyncio.to_thread(
+            self._similarity_search_with_relevance_scores, query, k, **kwargs
+        )
+
+    def max_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        """Not supported: the stored vectors are not read back, which MMR needs.
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            "M3VectorStore has no max_marginal_relevance_search: it does not read stored "
+            "vectors back; use similarity search (search_type='similarity')"
+        )
+
+    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
+        """A ``VectorStoreRetriever``: ``search_type`` ``"similarity"`` (default) or
+        ``"similarity_score_threshold"``; ``search_kwargs`` ``k``, ``filter``, ``fusion``,
+        ``rerank``, ``score_threshold``.
+
+        Raises:
+            ValueError: An unknown search argument, or ``search_type="mmr"``.
+        """
+        search_type = kwargs.get("search_type", "similarity")
+        if search_type == "mmr":
+            raise ValueError("M3VectorStore does not support search_type='mmr' (no MMR search)")
+        unknown = set(kwargs.get("search_kwargs") or {}) - SEARCH_ARGS - {"k"}
+        if unknown:
+            raise ValueError(
+                f"unknown search_kwargs {sorted(unknown)}; M3VectorStore takes "
+                f"{sorted(SEARCH_ARGS | {'k'})}"
+            )
+        return super().as_retriever(**kwargs)
+
+    def as_m3_retriever(self, **defaults: Any) -> M3Retriever:
+        """An :class:`~langchain_m3.M3Retriever` on the same index (its own defaults: ``k``,
+        ``fusion``, ``filter``, ``score_threshold``; results carry ``score`` and ``doc_id``
+        in metadata)."""
+        from langchain_m3.retriever import M3Retriever
+
+        defaults.setdefault("fusion", self.fusion)
+        return M3Retriever(index=self._index, **defaults)
+
+    def _search(self, query: str, k: int, kwargs: dict[str, Any]) -> list[Hit]:
+        unknown = set(kwargs) - SEARCH_ARGS
+        if unknown:
+            raise TypeError(
+                f"unknown search argument(s) {sorted(unknown)}; M3VectorStore takes k and "
+                f"{sorted(SEARCH_ARGS)}"
+            )
+        fusion = kwargs.get("fusion")
+        rerank = kwargs.get("rerank")
+        return self._index.search(
+            query,
+            k=_check_k(k),
+            fusion=self.fusion if fusion is None else Fusion(fusion),
+            filter=kwargs.get("filter"),
+            score_threshold=kwargs.get("score_threshold"),
+            rerank=self.rerank if rerank is None else rerank,
+        )
+
+    def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
+        from m3kit.late_chunking import as_late_chunker
+
+        return as_late_chunker(self._index.encoder, late_chunking)
+
+    def close(self) -> None:
+        """Close the index (files, locks, connections)."""
+        self._index.close()
+
+    def __enter__(self) -> M3VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _encoder(embedding: M3Encoder | EncoderModel) -> M3Encoder:
+    if isinstance(embedding, M3Encoder):
+        return embedding
+    encoder = getattr(embedding, "encoder", None)
+    if not isinstance(encoder, M3Encoder):
+        raise TypeError(
+            "embedding must be an M3Encoder or an m3kit LangChain class holding one "
+            f"(M3Embeddings, M3SparseEmbeddings, M3LateChunkingSplitter); got "
+            f"{type(embedding).__name__}"
+        )
+    return encoder
+
+
+def _documents(texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None) -> list[Document]:
+    if isinstance(texts, str):
+        raise TypeError("texts is a list of texts; wrap a single text as [text]")
+    texts = list(texts)
+    if metadatas is not None and len(metadatas) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")
+    return [
+        Document(page_content=t, metadata=dict(metadatas[i]) if metadatas else {})
+        for i, t in enumerate(texts)
+    ]
+
+
+def _document(hit: Hit) -> Document:
+    metadata = dict(hit.metadata)
+    if hit.chunk_count is not None and hit.chunk_count > 1:
+        metadata[CHUNK_INDEX_KEY] = hit.chunk_index
+        metadata[START_INDEX_KEY] = hit.start
+        metadata[END_INDEX_KEY] = hit.end
+    return Document(id=hit.doc_id, page_content=hit.text, metadata=metadata)
+
+
+def _check_k(k: Any) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return k
+
+
+def _clip01(score: float) -> float:
+    return min(1.0, max(0.0, float(score)))
+
+
+def _no_more(kwargs: dict[str, Any], method: str) -> None:
+    if kwargs:
+        raise TypeError(f"{method}() got unexpected argument(s) {sorted(kwargs)}")

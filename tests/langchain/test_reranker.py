@@ -1,0 +1,75 @@
+"""langchain_m3.M3Reranker: a BaseDocumentCompressor over m3kit.rerank (top_n, weights, scores)."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import BaseDocumentCompressor, Document
+from pydantic import ValidationError
+
+from langchain_m3 import M3Reranker, M3VectorStore
+from m3kit import M3Encoder
+from m3kit.rerank import M3Reranker as CoreReranker
+from m3kit.rerank import RerankConfig
+from m3kit.testing import SAMPLE_TEXTS
+
+QUERY = SAMPLE_TEXTS[2]
+DOCS = [Document(t, id=f"d{i}", metadata={"n": i}) for i, t in enumerate(SAMPLE_TEXTS[:6])]
+
+
+def test_compress_documents_orders_by_core_scores(tiny_encoder: M3Encoder) -> None:
+    weights = (1.0, 0.5, 2.0)
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=3, weights=weights)
+    assert isinstance(reranker, BaseDocumentCompressor)
+    out = reranker.compress_documents(DOCS, QUERY)
+    core = CoreReranker(tiny_encoder, RerankConfig(weights=weights))
+    expected = core.rerank(QUERY, [d.page_content for d in DOCS], top_n=3)
+    assert [d.id for d in out] == [f"d{r.index}" for r in expected]
+    assert [d.metadata["relevance_score"] for d in out] == [r.score for r in expected]
+    assert out[0].id == "d2"  # the query's own text
+    assert out[0].metadata["n"] == 2
+    assert all("relevance_score" not in d.metadata for d in DOCS)  # input untouched
+
+
+def test_top_n_none_and_modes(tiny_encoder: M3Encoder) -> None:
+    everything = M3Reranker.from_encoder(tiny_encoder, top_n=None, mode="colbert")
+    out = everything.compress_documents(DOCS, QUERY)
+    assert sorted(d.id for d in out) == sorted(d.id for d in DOCS)  # type: ignore[type-var]
+    scores = [d.metadata["relevance_score"] for d in out]
+    assert scores == sorted(scores, reverse=True)
+    colbert = everything.reranker.score(QUERY, [out[0].page_content])[0].colbert
+    assert scores[0] == colbert
+    assert everything.compress_documents([], QUERY) == []
+
+
+async def test_async(tiny_encoder: M3Encoder) -> None:
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=2)
+    assert await reranker.acompress_documents(DOCS, QUERY) == reranker.compress_documents(
+        DOCS, QUERY
+    )
+
+
+def test_contextual_compression_retriever(tiny_encoder: M3Encoder) -> None:
+    retrievers = pytest.importorskip("langchain_classic.retrievers")
+    with M3VectorStore.from_documents(DOCS, tiny_encoder) as store:
+        pipeline = retrievers.ContextualCompressionRetriever(
+            base_compressor=M3Reranker.from_encoder(tiny_encoder, top_n=2),
+            base_retriever=store.as_retriever(search_kwargs={"k": 5}),
+        )
+        docs = pipeline.invoke(QUERY)
+        assert len(docs) == 2 and docs[0].id == "d2"
+        assert docs[0].metadata["relevance_score"] >= docs[1].metadata["relevance_score"]
+
+
+def test_bad_configuration(tiny_encoder: M3Encoder, minilm_encoder: M3Encoder) -> None:
+    with pytest.raises(ValidationError, match="weights"):
+        M3Reranker.from_encoder(tiny_encoder, weights=(1.0, -1.0, 1.0))
+    with pytest.raises(ValidationError, match="top_n"):
+        M3Reranker.from_encoder(tiny_encoder, top_n=0)
+    with pytest.raises(ValidationError, match="extra"):
+        M3Reranker.from_encoder(tiny_encoder, k=3)
+    with pytest.raises((ValueError, ValidationError), match="needs the"):
+        M3Reranker.from_encoder(minilm_encoder)
+    dense = M3Reranker.from_encoder(minilm_encoder, mode="dense", top_n=1)
+    assert dense.compress_documents(DOCS, QUERY)[0].id == "d2"
+    with pytest.raises(TypeError, match=r"documents\[0\]"):
+        dense.compress_documents(["text"], QUERY)  # type: ignore[list-item]

@@ -1,0 +1,230 @@
+"""M3VectorStore: search_kwargs (k, filter, fusion, rerank), score thresholds, ids, late chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langchain_core.documents import Document
+from qdrant_client import models
+
+from langchain_m3 import M3Embeddings, M3Retriever, M3VectorStore
+from langchain_m3.vectorstore import ScoreScale
+from m3kit import Chunk, M3Encoder
+from m3kit.store import ChunkRecord, Fusion
+from m3kit.testing import SAMPLE_TEXTS
+
+TOPICS = ("geo", "chem", "math", "misc")
+DOCS = [
+    Document(text, id=f"d{i}", metadata={"topic": TOPICS[i % 4], "n": i})
+    for i, text in enumerate(SAMPLE_TEXTS)
+]
+QUERY = SAMPLE_TEXTS[3]
+
+
+@pytest.fixture
+def store(tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
+    s = M3VectorStore.from_documents(DOCS, tiny_encoder)
+    yield s
+    s.close()
+
+
+def _ids(docs: list[Document]) -> list[str | None]:
+    return [d.id for d in docs]
+
+
+def _record_writes(store: M3VectorStore, monkeypatch: pytest.MonkeyPatch) -> list[ChunkRecord]:
+    """Every ChunkRecord the store's index writes (appended as they go)."""
+    written: list[ChunkRecord] = []
+    upsert = store.index.store.upsert
+
+    def spy(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+        records = list(records)
+        written.extend(records)
+        return upsert(records, *args, **kwargs)
+
+    monkeypatch.setattr(store.index.store, "upsert", spy)
+    return written
+
+
+def _assert_same_vectors(records: list[ChunkRecord], chunks: list[Chunk]) -> None:
+    assert [r.text for r in records] == [c.text for c in chunks]
+    for r, c in zip(records, chunks, strict=True):
+        np.testing.assert_array_equal(r.vectors.dense[0], c.dense)
+        assert r.vectors.sparse[0] == c.sparse
+        np.testing.assert_array_equal(r.vectors.colbert[0], c.colbert)
+
+
+def test_k_filter_fusion_rerank_reach_the_index(store: M3VectorStore) -> None:
+    index = store.index
+    for fusion in Fusion:
+        for rerank in (None, False):
+            hits = index.search(QUERY, k=3, fusion=fusion, rerank=rerank)
+            got = store.similarity_search_with_score(QUERY, k=3, fusion=fusion.value, rerank=rerank)
+            assert [(d.id, s) for d, s in got] == [(h.doc_id, h.score) for h in hits]
+            retriever = store.as_retriever(
+                search_kwargs={"k": 3, "fusion": fusion.value, "rerank": rerank}
+            )
+            assert _ids(retriever.invoke(QUERY)) == [h.doc_id for h in hits]
+    assert _ids(store.similarity_search(QUERY, k=1)) == ["d3"]
+    assert len(store.similarity_search(QUERY, k=5)) == 5
+    geo = store.as_retriever(search_kwargs={"k": 10, "filter": {"topic": "geo"}}).invoke(QUERY)
+    assert geo and {d.metadata["topic"] for d in geo} == {"geo"}
+    flt = models.Filter(
+        must=[models.FieldCondition(key="metadata.n", range=models.Range(gte=2, lte=4))]
+    )
+    assert sorted(_ids(store.similarity_search(QUERY, k=10, filter=flt))) == ["d2", "d3", "d4"]  # type: ignore[type-var]
+    # the call's arguments win over search_kwargs
+    retriever = store.as_retriever(search_kwargs={"k": 1})
+    assert len(retriever.invoke(QUERY, k=4)) == 4
+    # results carry exactly the stored metadata
+    assert store.similarity_search(QUERY, k=1)[0].metadata == {"topic": "misc", "n": 3}
+
+
+def test_store_defaults(tiny_encoder: M3Encoder) -> None:
+    with M3VectorStore.from_documents(DOCS, tiny_encoder, fusion="m3", rerank=False) as s:
+        hits = s.index.search(QUERY, k=2, fusion=Fusion.M3, rerank=False)
+        assert [sc for _, sc in s.similarity_search_with_score(QUERY, k=2)] == [
+            h.score for h in hits
+        ]
+        assert s.score_scale() is ScoreScale.WEIGHTED
+
+
+async def test_async_retriever_and_search(store: M3VectorStore) -> None:
+    retriever = store.as_retriever(search_kwargs={"k": 2, "fusion": "dbsf"})
+    assert _ids(await retriever.ainvoke(QUERY)) == _ids(retriever.invoke(QUERY))
+    assert await store.asimilarity_search_with_score(QUERY, k=3) == (
+        store.similarity_search_with_score(QUERY, k=3)
+    )
+
+
+def test_score_threshold(store: M3VectorStore) -> None:
+    scored = store.similarity_search_with_score(QUERY, k=len(DOCS))
+    scores = [s for _, s in scored]
+    assert scores == sorted(scores, reverse=True)
+    cut = (scores[1] + scores[2]) / 2  # keeps exactly two
+    assert 0 < cut < 1  # ColBERT MaxSim: already a similarity in [-1, 1]
+    relevant = store.similarity_search_with_relevance_scores(QUERY, k=10, score_threshold=cut)
+    assert [(d.id, s) for d, s in relevant] == [(d.id, min(s, 1.0)) for d, s in scored[:2]]
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": cut, "k": 10}
+    )
+    assert _ids(retriever.invoke(QUERY)) == _ids([d for d, _ in scored[:2]])
+    # score_threshold in a similarity search filters on the final score too
+    assert len(store.similarity_search(QUERY, k=10, score_threshold=cut)) == 2
+
+
+async def test_score_threshold_async(store: M3VectorStore) -> None:
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.0}
+    )
+    assert _ids(await retriever.ainvoke(QUERY)) == _ids(retriever.invoke(QUERY))
+
+
+def test_relevance_needs_a_similarity(store: M3VectorStore) -> None:
+    assert store.score_scale() is ScoreScale.SIMILARITY  # ColBERT rerank
+    assert store.score_scale(rerank=False) is ScoreScale.RANK
+    with pytest.raises(ValueError, match="rank fusion"):
+        store.similarity_search_with_relevance_scores(QUERY, rerank=False, score_threshold=0.5)
+    m3 = store.similarity_search_with_relevance_scores(QUERY, k=3, fusion="m3", rerank=False)
+    assert all(0.0 <= s <= 1.0 for _, s in m3)
+
+
+def test_dense_only_store(minilm_encoder: M3Encoder) -> None:
+    with M3VectorStore.from_documents(DOCS, minilm_encoder) as s:
+        assert s.score_scale() is ScoreScale.SIMILARITY
+        (doc, score), *_ = s.similarity_search_with_relevance_scores(QUERY, k=2)
+        assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
+        with pytest.raises(ValueError, match="ColBERT"):
+            s.similarity_search(QUERY, rerank=True)
+
+
+def test_bad_search_arguments(store: M3VectorStore) -> None:
+    with pytest.raises(TypeError, match="fetch_k"):
+        store.similarity_search(QUERY, fetch_k=3)
+    with pytest.raises(ValueError, match="unknown search_kwargs"):
+        store.as_retriever(search_kwargs={"top_k": 3})
+    with pytest.raises(ValueError, match="mmr"):
+        store.as_retriever(search_type="mmr")
+    with pytest.raises(NotImplementedError, match="similarity"):
+        store.max_marginal_relevance_search(QUERY)
+    with pytest.raises(ValueError, match="k must be"):
+        store.similarity_search(QUERY, k=0)
+    with pytest.raises(ValueError):
+        store.similarity_search(QUERY, fusion="best")
+    with pytest.raises(TypeError, match="add_documents"):
+        store.add_documents(DOCS, batch=3)
+    with pytest.raises(ValueError, match="clear"):
+        store.delete()
+
+
+def test_search_by_vector_is_dense(store: M3VectorStore, tiny_encoder: M3Encoder) -> None:
+    vector = tiny_encoder.encode_queries([QUERY], heads="dense").dense[0]
+    dense_hits = store.index.store.query(dense=vector, k=3, rerank=False)
+    got = store.similarity_search_with_score_by_vector(vector.tolist(), k=3)
+    assert [(d.id, s) for d, s in got] == [(h.doc_id, h.score) for h in dense_hits]
+    assert got[0][0].id == "d3" and got[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert _ids(store.similarity_search_by_vector(vector.tolist(), k=3)) == _ids(
+        [d for d, _ in got]
+    )
+    geo = store.similarity_search_by_vector(vector.tolist(), k=10, filter={"topic": "geo"})
+    assert {d.metadata["topic"] for d in geo} == {"geo"}
+    assert isinstance(store.embeddings, M3Embeddings)
+    np.testing.assert_allclose(store.embeddings.embed_query(QUERY), vector, atol=1e-6)
+
+
+def test_ids_get_delete_clear(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
+    texts = ["alpha beta", "gamma delta", "epsilon"]
+    with M3VectorStore.from_texts(
+        texts, tiny_encoder, [{"i": 0}, {"i": 1}, {"i": 2}], ids=["a", "b", "c"], location=tmp_path
+    ) as s:
+        assert [d.id for d in s.get_by_ids(["c", "zzz", "a", "c"])] == ["c", "a"]
+        assert s.get_by_ids(["c"])[0] == Document(id="c", page_content="epsilon", metadata={"i": 2})
+        assert s.add_texts(["epsilon"], [{"i": 2}], ids=["c"]) == ["c"]  # unchanged: no-op
+        assert s.index.count() == 3
+        s.delete(["a", "nope"])
+        assert sorted(d.id for d in s.get_by_ids(["a", "b", "c"])) == ["b", "c"]  # type: ignore[type-var]
+        generated = s.add_documents([Document("zeta"), Document("eta", id="e")])
+        assert generated[1] == "e" and generated[0] not in ("", "e")
+        with pytest.raises(ValueError, match="twice"):
+            s.add_documents([Document("x", id="x"), Document("y", id="x")])
+        s.clear()
+        assert s.index.count() == 0 and s.similarity_search("zeta") == []
+    with M3VectorStore.open(tiny_encoder, tmp_path) as again:  # persisted folder reopens
+        assert again.get_by_ids(["b"]) == []
+
+
+def test_late_chunking_documents_share_their_id(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from m3kit.late_chunking import LateChunker
+
+    text = " ".join(SAMPLE_TEXTS[:4])
+    chunker = LateChunker(tiny_encoder, chunk_size=12)
+    with M3VectorStore.open(tiny_encoder, late_chunking=chunker) as s:
+        written = _record_writes(s, monkeypatch)
+        s.add_documents([Document(text, id="long", metadata={"src": "x"})])
+        _assert_same_vectors(written, chunker.chunk([text])[0])  # late-chunked vectors stored
+        s.add_documents([DOCS[5]], late_chunking=False)
+        chunks = s.get_by_ids(["long", "d5"])
+        long = [c for c in chunks if c.id == "long"]
+        assert len(long) > 2 and chunks[-1].id == "d5"
+        assert [c.metadata["chunk_index"] for c in long] == list(range(len(long)))
+        for c in long:
+            start, end = c.metadata["start_index"], c.metadata["end_index"]
+            assert text[start:end] == c.page_content and c.metadata["src"] == "x"
+        assert "chunk_index" not in chunks[-1].metadata  # a one-chunk document: as stored
+        hits = s.similarity_search(long[1].page_content, k=len(long), filter={"src": "x"})
+        assert sorted(h.metadata["chunk_index"] for h in hits) == list(range(len(long)))
+        assert {h.id for h in hits} == {"long"}
+        s.delete(["long"])
+        assert s.get_by_ids(["long"]) == [] and s.index.count() == 1
+
+
+def test_m3_retriever_shares_the_index(store: M3VectorStore) -> None:
+    retriever = store.as_m3_retriever(k=2)
+    assert isinstance(retriever, M3Retriever) and retriever.index is store.index
+    docs = retriever.invoke(QUERY)
+    assert [d.metadata["doc_id"] for d in docs] == _ids(store.similarity_search(QUERY, k=2))

@@ -1,0 +1,191 @@
+"""Chunks from M3LateChunkingSplitter keep their late vectors through add_documents; else raise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langchain_core.documents import Document
+from langchain_core.load import dumpd, load
+
+from langchain_m3 import M3LateChunkingSplitter, M3Retriever, M3VectorStore
+from langchain_m3.splitter import LATE_CHUNK_KEY, is_late_chunk, late_chunk_vectors
+from m3kit import M3Encoder
+from m3kit.store import ChunkRecord
+from m3kit.testing import SAMPLE_TEXTS
+
+TEXT = " ".join(SAMPLE_TEXTS[:4]) + " The end. The end."  # a repeated sentence
+
+
+@pytest.fixture(scope="module")
+def splitter(tiny_encoder: M3Encoder) -> M3LateChunkingSplitter:
+    return M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=12)
+
+
+@pytest.fixture
+def store(tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
+    s = M3VectorStore.open(tiny_encoder)
+    yield s
+    s.close()
+
+
+def _spy(
+    store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], list[ChunkRecord]]:
+    """Count texts the encoder runs through the model and record what the store writes.
+
+    (``M3Encoder.encode`` and the index both end in ``encode_tokenized``.)
+    """
+    encoded: list[int] = []
+    written: list[ChunkRecord] = []
+    enc, st = store.index.encoder, store.index.store
+    encode_tokenized, upsert = enc.encode_tokenized, st.upsert
+
+    def spy_tokenized(ids, **kwargs):  # type: ignore[no-untyped-def]
+        encoded.append(len(ids))
+        return encode_tokenized(ids, **kwargs)
+
+    def spy_upsert(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+        records = list(records)
+        written.extend(records)
+        return upsert(records, *args, **kwargs)
+
+    monkeypatch.setattr(enc, "encode_tokenized", spy_tokenized)
+    monkeypatch.setattr(st, "upsert", spy_upsert)
+    return encoded, written
+
+
+def test_split_documents_carry_their_vectors(splitter: M3LateChunkingSplitter) -> None:
+    docs = [Document(TEXT, metadata={"src": "a"})]
+    chunks = splitter.split_documents(docs)
+    pairs = splitter.split_documents_with_vectors(docs)
+    assert len(chunks) == len(pairs) > 3
+    for doc, (_, ref) in zip(chunks, pairs, strict=True):
+        assert is_late_chunk(doc) and doc.metadata["src"] == "a"
+        assert set(doc.metadata[LATE_CHUNK_KEY]) == {"chunker", "source"}
+        vectors = late_chunk_vectors(doc)
+        assert vectors.text == doc.page_content
+        np.testing.assert_allclose(vectors.dense, ref.dense, atol=1e-6)
+    with pytest.raises(ValueError, match="no longer carries"):
+        late_chunk_vectors(chunks[0].model_copy())
+    with pytest.raises(ValueError, match="did not come from"):
+        late_chunk_vectors(Document("plain"))
+
+
+def test_add_documents_stores_carried_vectors_without_encoding(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks = splitter.split_documents([Document(TEXT, id="src", metadata={"src": "a"})])
+    encoded, written = _spy(store, monkeypatch)
+    ids = store.add_documents(chunks)
+    assert encoded == []  # nothing encoded again
+    assert len(ids) == len(set(ids)) == len(chunks)  # the repeated "The end." chunks differ
+    assert len(written) == len(chunks)
+    for record, doc in zip(written, chunks, strict=True):
+        ref = late_chunk_vectors(doc)
+        np.testing.assert_array_equal(record.vectors.dense[0], ref.dense)
+        assert record.vectors.sparse[0] == ref.sparse
+        np.testing.assert_array_equal(record.vectors.colbert[0], ref.colbert)
+        assert LATE_CHUNK_KEY not in record.metadata  # the marker is not stored
+    # stored as the splitter's chunks (offsets in metadata), marker dropped
+    got = store.get_by_ids(ids)
+    assert [d.page_content for d in got] == [d.page_content for d in chunks]
+    assert got[2].metadata == {k: v for k, v in chunks[2].metadata.items() if k != LATE_CHUNK_KEY}
+    # adding the same chunks again writes nothing
+    written.clear()
+    assert store.add_documents(chunks) == ids
+    assert written == [] and encoded == []
+    # the naive vector of a chunk differs from its late-chunked one (the test means something)
+    naive = store.index.encoder.encode([chunks[2].page_content], heads="dense").dense[0]
+    assert not np.allclose(naive, late_chunk_vectors(chunks[2]).dense, atol=1e-6)
+
+
+def test_mixed_batch_and_resplit_source(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks = splitter.split_documents([Document(TEXT)])
+    encoded, written = _spy(store, monkeypatch)
+    plain = Document("A plain note.", id="note")
+    ids = store.add_documents([chunks[0], plain, chunks[1]])
+    assert ids[1] == "note" and encoded == [1]  # only the plain document was encoded
+    # the same chunk text cut from an edited source is re-written (its context changed)
+    edited = splitter.split_documents([Document(TEXT + " More.")])
+    assert edited[0].page_content == chunks[0].page_content
+    written.clear()
+    store.add_documents([edited[0]])
+    assert len(written) == 1
+
+
+@pytest.mark.parametrize(
+    "rebuild",
+    [
+        lambda d: d.model_copy(),
+        lambda d: Document(**d.model_dump()),
+        lambda d: load(dumpd(d), allowed_objects=[Document]),
+    ],
+    ids=["model_copy", "model_dump", "json"],
+)
+def test_chunk_without_its_vectors_raises(
+    splitter: M3LateChunkingSplitter,
+    store: M3VectorStore,
+    rebuild,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    chunk = splitter.split_documents([Document(TEXT)])[0]
+    lost = rebuild(chunk)
+    assert is_late_chunk(lost)
+    encoded, _ = _spy(store, monkeypatch)
+    with pytest.raises(ValueError, match=r"documents\[1\].*no longer carries its vectors"):
+        store.add_documents([Document("fine"), lost])
+    assert encoded == [] and store.index.count() == 0  # nothing written, nothing encoded
+    # dropping the marker is the explicit way to store it as a plain text
+    del lost.metadata[LATE_CHUNK_KEY]
+    store.add_documents([lost])
+    assert encoded == [1]
+
+
+def test_edited_or_foreign_chunks_raise(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore, tiny_m3_xlmr_path: Path
+) -> None:
+    chunk = splitter.split_documents([Document(TEXT)])[0]
+    chunk.page_content += " edited"
+    with pytest.raises(ValueError, match="page_content was changed"):
+        store.add_documents([chunk])
+    other = M3LateChunkingSplitter.from_encoder(
+        M3Encoder.from_pretrained(tiny_m3_xlmr_path, dtype="fp32"), chunk_size=12
+    )
+    foreign = other.split_documents([Document(TEXT)])
+    with pytest.raises(ValueError, match="another model"):
+        store.add_documents(foreign)
+    assert store.index.count() == 0
+
+
+def test_dense_only_chunks_in_a_colbert_store_raise(
+    minilm_encoder: M3Encoder, store: M3VectorStore
+) -> None:
+    dense_only = M3LateChunkingSplitter.from_encoder(minilm_encoder, chunk_size=12)
+    with pytest.raises(ValueError, match="without \\['colbert', 'sparse'\\]"):
+        store.add_documents(dense_only.split_documents([Document(TEXT)]))
+
+
+def test_m3_retriever_keeps_carried_vectors(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retriever = M3Retriever(index=store.index)
+    chunks = splitter.split_documents([Document(TEXT, id="src")])
+    encoded, written = _spy(store, monkeypatch)
+    retriever.add_documents(chunks)
+    assert encoded == [] and len(written) == len(chunks)
+    with pytest.raises(ValueError, match="no longer carries"):
+        retriever.add_documents([chunks[0].model_copy()])
+
+
+async def test_async_add_keeps_carried_vectors(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks = await splitter.atransform_documents([Document(TEXT)])
+    encoded, written = _spy(store, monkeypatch)
+    ids = await store.aadd_documents(chunks)
+    assert encoded == [] and len(written) == len(ids) == len(chunks)
