@@ -5,6 +5,7 @@ from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSpars
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.finetune import M3FinetuneEngine
 from llamaindex_m3.node_parser import M3LateChunkingNodeParser
+from llamaindex_m3.postprocessor import M3Reranker
 from llamaindex_m3.qdrant_store import M3QdrantVectorStore
 from llamaindex_m3.retriever import M3Retriever
 from llamaindex_m3.vector_store import M3VectorStore
@@ -14,6 +15,7 @@ __all__ = [
     "M3FinetuneEngine",
     "M3LateChunkingNodeParser",
     "M3QdrantVectorStore",
+    "M3Reranker",
     "M3Retriever",
     "M3SparseEmbedding",
     "M3VectorStore",

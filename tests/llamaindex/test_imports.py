@@ -12,6 +12,7 @@ EXPECTED_ALL = [
     "M3FinetuneEngine",
     "M3LateChunkingNodeParser",
     "M3QdrantVectorStore",
+    "M3Reranker",
     "M3Retriever",
     "M3SparseEmbedding",
     "M3VectorStore",

@@ -1,0 +1,108 @@
+"""llamaindex_m3.M3Reranker: a BaseNodePostprocessor over m3kit.rerank, for any nodes."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import pytest
+from llama_index.core import Document
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import NodeWithScore, TextNode
+from pydantic import ValidationError
+
+from llamaindex_m3 import M3Embedding, M3Reranker, M3Retriever
+from llamaindex_m3 import postprocessor as postprocessor_module
+from m3kit import M3Encoder
+from m3kit.rerank import M3Reranker as CoreReranker
+from m3kit.rerank import RerankConfig
+from m3kit.testing import SAMPLE_TEXTS
+
+QUERY = SAMPLE_TEXTS[2]
+
+
+def _nodes() -> list[NodeWithScore]:
+    nodes: list[NodeWithScore] = [
+        NodeWithScore(node=TextNode(text=t, id_=f"n{i}", metadata={"i": i}), score=0.0)
+        for i, t in enumerate(SAMPLE_TEXTS[:5])
+    ]
+    nodes.append(NodeWithScore(node=Document(text=SAMPLE_TEXTS[6], id_="doc")))  # no score
+    return nodes
+
+
+def test_scores_and_order_equal_the_core_reranker(tiny_encoder: M3Encoder) -> None:
+    weights = (0.2, 0.3, 0.5)
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=3, weights=weights)
+    assert isinstance(reranker, BaseNodePostprocessor)
+    nodes = _nodes()
+    out = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    core = CoreReranker(tiny_encoder, RerankConfig(weights=weights))
+    expected = core.rerank(QUERY, [n.node.get_content() for n in nodes], top_n=3)
+    assert [n.node.node_id for n in out] == [nodes[r.index].node.node_id for r in expected]
+    assert [n.score for n in out] == [r.score for r in expected]
+    assert out[0].node.node_id == "n2"
+    assert out[0].node is nodes[2].node  # the node itself, not a copy
+    assert [n.score for n in nodes] == [0.0] * 5 + [None]  # input untouched
+
+
+def test_metadata_is_not_scored_and_top_n_none(tiny_encoder: M3Encoder) -> None:
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=None, mode="sparse")
+    plain = NodeWithScore(node=TextNode(text="Bees dance."))
+    tagged = NodeWithScore(node=TextNode(text="Bees dance.", metadata={"topic": QUERY}))
+    out = reranker.postprocess_nodes([plain, tagged], query_str=QUERY)
+    assert len(out) == 2 and out[0].score == out[1].score
+    assert reranker.postprocess_nodes([], query_str=QUERY) == []
+
+
+async def test_async(tiny_encoder: M3Encoder) -> None:
+    reranker = M3Reranker.from_encoder(tiny_encoder)
+    sync = reranker.postprocess_nodes(_nodes(), query_str=QUERY)
+    got = await reranker.apostprocess_nodes(_nodes(), query_str=QUERY)
+    assert [(n.node.node_id, n.score) for n in got] == [(n.node.node_id, n.score) for n in sync]
+
+
+def test_in_a_query_engine(tiny_encoder: M3Encoder) -> None:
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    docs = [Document(text=t, id_=f"d{i}") for i, t in enumerate(SAMPLE_TEXTS)]
+    with M3Retriever.from_documents(docs, embed, similarity_top_k=6) as retriever:
+        engine = RetrieverQueryEngine.from_args(
+            retriever,
+            llm=MockLLM(),
+            node_postprocessors=[M3Reranker.from_encoder(tiny_encoder, top_n=2)],
+        )
+        response = engine.query(QUERY)
+    assert len(response.source_nodes) == 2
+    assert response.source_nodes[0].node.get_content() == QUERY
+    scores = [n.score for n in response.source_nodes]
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+
+
+def test_fields_and_errors(tiny_encoder: M3Encoder, minilm_encoder: M3Encoder) -> None:
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=4, mode="colbert")
+    assert (reranker.top_n, reranker.mode.value, reranker.dtype.value) == (4, "colbert", "fp32")
+    assert Path(reranker.model_name) == tiny_encoder.info.path  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="extra"):
+        M3Reranker.from_encoder(tiny_encoder, similarity_top_k=3)
+    with pytest.raises(ValidationError, match="weights"):
+        M3Reranker.from_encoder(tiny_encoder, weights=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="come from the encoder"):
+        M3Reranker.from_encoder(tiny_encoder, device="cpu")
+    with pytest.raises((ValueError, ValidationError), match="needs the"):
+        M3Reranker.from_encoder(minilm_encoder)
+    with pytest.raises(ValueError, match="query"):
+        reranker.postprocess_nodes(_nodes())
+    # loading by path builds its own encoder with the same scores
+    by_path = M3Reranker(model_name=str(tiny_encoder.info.path), dtype="fp32", top_n=None)  # type: ignore[union-attr]
+    assert [n.score for n in by_path.postprocess_nodes(_nodes(), query_str=QUERY)] == [
+        n.score
+        for n in M3Reranker.from_encoder(tiny_encoder, top_n=None).postprocess_nodes(
+            _nodes(), query_str=QUERY
+        )
+    ]
+
+
+def test_module_example() -> None:
+    result = doctest.testmod(postprocessor_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
