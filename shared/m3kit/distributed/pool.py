@@ -1,0 +1,434 @@
+"""``EncoderPool``: one :class:`~m3kit.encoder.M3Encoder` per GPU or CPU worker process.
+
+The pool is started once (each worker loads the checkpoint once), reused for every call, and
+shut down by :meth:`EncoderPool.close` (or a ``with`` block). The parent process tokenises
+and plans the forward passes exactly as :meth:`M3Encoder.encode` does; each planned batch
+goes to whichever worker is free, and the results are put back in input order. Every forward
+pass holds the same texts as in a single process, so the outputs are the same (to float
+rounding of the thread count; equal to 1e-6 on CPU in fp32, tested).
+
+Example::
+
+    from m3kit import M3Encoder
+    from m3kit.distributed import EncoderPool
+
+    enc = M3Encoder.from_pretrained("/models/bge-m3")
+    with EncoderPool(enc, devices=["cuda:0", "cuda:1"]) as pool:   # or workers=4 on CPU
+        out = pool.encode(texts)                                    # an M3Output, in order
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import traceback
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from m3kit.outputs import FloatArray, Head, M3Output, SparseVector
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from m3kit.encoder import M3Encoder, Truncation
+
+__all__ = ["EncoderPool", "EncoderSpec"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between liveness checks of the workers while waiting for results.
+_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a worker needs to load the same encoder as the parent (picklable, small).
+
+    Attributes:
+        path: The checkpoint folder (``M3Encoder.info.path``).
+        pooling: Dense pooling (``"cls"``, ``"mean"``, ``"max"``).
+        dtype: The parent's resolved precision, used on devices of the parent's type; other
+            device types resolve ``"auto"`` for themselves (bf16 on a CPU is not fp16 on a GPU).
+        device_type: The parent's device type (``"cpu"``, ``"cuda"``).
+        max_length: Longest input in tokens.
+        query_instruction: Query prefix.
+        batch_size: Most texts per forward pass.
+        max_batch_tokens: Most padded tokens per forward pass.
+        backend: ``"torch"`` or ``"onnx"``.
+    """
+
+    path: str
+    pooling: str
+    dtype: str
+    device_type: str
+    max_length: int
+    query_instruction: str | None
+    batch_size: int
+    max_batch_tokens: int
+    backend: str = "torch"
+
+    @classmethod
+    def of(cls, encoder: M3Encoder) -> EncoderSpec:
+        """The spec of an encoder built by :meth:`M3Encoder.from_pretrained`.
+
+        Raises:
+            ValueError: The encoder was built from an in-memory model (no checkpoint folder a
+                worker could load); save it with ``m3kit.checkpoint`` and load it from there.
+        """
+        info = encoder.info
+        if info is None:
+            raise ValueError(
+                "this M3Encoder has no checkpoint folder (it was built from an in-memory "
+                "model); worker processes load the model from disk: save it and use "
+                "M3Encoder.from_pretrained(folder)"
+            )
+        return cls(
+            path=str(info.path),
+            pooling=encoder.model.pooling.value,
+            dtype=encoder.precision.value,
+            device_type=encoder.device.type,
+            max_length=encoder.max_length,
+            query_instruction=encoder.query_instruction,
+            batch_size=encoder.batch_size,
+            max_batch_tokens=encoder.max_batch_tokens,
+            backend=getattr(getattr(encoder, "backend", None), "value", "torch"),
+        )
+
+    def load(self, device: str) -> M3Encoder:
+        """Load the encoder on ``device`` (``"cpu"``, ``"cuda:1"``, ...)."""
+        import torch
+
+        from m3kit.encoder import M3Encoder
+
+        same_type = torch.device(device).type == self.device_type
+        kwargs: dict[str, Any] = {}
+        if self.backend != "torch":
+            kwargs["backend"] = self.backend
+        return M3Encoder.from_pretrained(
+            self.path,
+            device=device,
+            dtype=self.dtype if same_type else "auto",
+            max_length=self.max_length,
+            query_instruction=self.query_instruction,
+            pooling=self.pooling,
+            batch_size=self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            **kwargs,
+        )
+
+
+def _worker(
+    spec: EncoderSpec,
+    device: str,
+    threads: int | None,
+    tasks: Any,
+    results: Any,
+    rank: int,
+) -> None:
+    """Worker process: load once, then encode tasks until a ``None`` arrives."""
+    try:
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        encoder = spec.load(device)
+    except BaseException:
+        results.put(("load-error", rank, traceback.format_exc()))
+        return
+    results.put(("ready", rank, None))
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        task_id, ids, heads, top_k, min_weight = task
+        try:
+            out = encoder.encode_tokenized(
+                ids,
+                heads=heads,
+                sparse_top_k=top_k,
+                sparse_min_weight=min_weight,
+                show_progress=False,
+            )
+            results.put(("ok", task_id, out))
+        except BaseException:
+            results.put(("error", task_id, f"worker {rank} ({device}): {traceback.format_exc()}"))
+
+
+def _default_devices(workers: int | None) -> list[str]:
+    import torch
+
+    if workers is None and torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"] * (workers if workers is not None else max(1, (os.cpu_count() or 2) // 2))
+
+
+class EncoderPool:
+    """Encode with several processes (one per GPU, or CPU workers), same outputs, same order.
+
+    The parent tokenises (with the ``encoder`` it is given) and plans batches; workers run
+    the forward passes. One :meth:`encode` runs at a time (calls from several threads wait
+    for each other). A worker that dies or raises makes the call raise a ``RuntimeError``
+    naming it, and closes the pool.
+    """
+
+    def __init__(
+        self,
+        encoder: M3Encoder,
+        *,
+        devices: Sequence[str] | None = None,
+        workers: int | None = None,
+        threads_per_worker: int | None = None,
+        start_timeout: float = 600.0,
+    ) -> None:
+        """Start the workers and wait until each has loaded the model.
+
+        Args:
+            encoder: The encoder to replicate (built by :meth:`M3Encoder.from_pretrained`);
+                it tokenises in this process.
+            devices: One worker per entry (``["cuda:0", "cuda:1"]``, ``["cpu"] * 4``).
+                Default: every GPU when CUDA is available (and ``workers`` is not given),
+                else ``workers`` CPU workers.
+            workers: Number of CPU workers when ``devices`` is not given (default: half the
+                cores).
+            threads_per_worker: ``torch.set_num_threads`` in each worker (default: torch's
+                own choice; on CPU give ``cores // workers`` so workers do not oversubscribe).
+            start_timeout: Seconds to wait for the workers to load the model.
+
+        Raises:
+            ValueError: No devices, both ``devices`` and ``workers``, a bad thread count, or an
+                encoder without a checkpoint folder.
+            RuntimeError: A worker failed to load the model (its traceback is in the message).
+        """
+        if devices is not None and workers is not None:
+            raise ValueError("give devices= or workers=, not both")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if threads_per_worker is not None and threads_per_worker < 1:
+            raise ValueError(f"threads_per_worker must be >= 1, got {threads_per_worker}")
+        devs = list(devices) if devices is not None else _default_devices(workers)
+        if not devs:
+            raise ValueError("devices is empty: give at least one device")
+        self.encoder = encoder
+        self.spec = EncoderSpec.of(encoder)
+        self.devices: tuple[str, ...] = tuple(str(d) for d in devs)
+        ctx = mp.get_context("spawn")  # CUDA and torch threads do not survive fork
+        self._tasks: Any = ctx.Queue()
+        self._results: Any = ctx.Queue()
+        self._lock = threading.Lock()
+        self._next_task = 0
+        self._closed = False
+        self._procs: list[BaseProcess] = []
+        for rank, dev in enumerate(self.devices):
+            p = ctx.Process(
+                target=_worker,
+                args=(self.spec, dev, threads_per_worker, self._tasks, self._results, rank),
+                name=f"m3kit-encoder-{rank}",
+                daemon=True,
+            )
+            p.start()
+            self._procs.append(p)
+        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._tasks)
+        try:
+            self._wait_ready(start_timeout)
+        except BaseException:
+            self.close()
+            raise
+        logger.info(
+            "EncoderPool: %d workers on %s, %s threads each",
+            len(self._procs),
+            ", ".join(self.devices),
+            threads_per_worker or "default",
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"EncoderPool(devices={list(self.devices)!r}, {state})"
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def _wait_ready(self, timeout: float) -> None:
+        ready: set[int] = set()
+        waited = 0.0
+        while len(ready) < len(self._procs):
+            kind, rank, detail = self._get(waited_for="to load the model")
+            if kind == "load-error":
+                raise RuntimeError(
+                    f"encoder worker {rank} ({self.devices[rank]}) could not load "
+                    f"{self.spec.path}:\n{detail}"
+                )
+            if kind == "ready":
+                ready.add(int(rank))
+            waited += _POLL_S if kind == "poll" else 0.0
+            if waited > timeout:
+                raise RuntimeError(
+                    f"encoder workers {sorted(set(range(len(self._procs))) - ready)} did not "
+                    f"load the model within {timeout:.0f} s"
+                )
+
+    def _get(self, *, waited_for: str) -> tuple[str, Any, Any]:
+        """The next message, or ``("poll", ...)`` after a quiet second with every worker up."""
+        try:
+            msg: tuple[str, Any, Any] = self._results.get(timeout=_POLL_S)
+            return msg
+        except queue.Empty:
+            for rank, p in enumerate(self._procs):
+                if not p.is_alive():
+                    raise RuntimeError(
+                        f"encoder worker {rank} ({self.devices[rank]}) exited with code "
+                        f"{p.exitcode} while the pool waited for it {waited_for}"
+                    ) from None
+            return ("poll", None, None)
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        heads: Sequence[Head | str] | Head | str | None = None,
+        query: bool = False,
+        max_length: int | None = None,
+        truncation: Truncation | str = "warn",
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float = 0.0,
+        show_progress: bool | None = None,
+    ) -> M3Output:
+        """:meth:`M3Encoder.encode` across the workers (same arguments, same output)."""
+        from m3kit.encoder import check_texts
+
+        texts = check_texts(texts)
+        enc = self.encoder
+        if query and enc.query_instruction:
+            texts = [enc.query_instruction + t for t in texts]
+        tokens = enc.tokenize(texts, max_length=max_length, truncation=truncation)
+        return self.encode_tokenized(
+            [t.input_ids for t in tokens],
+            heads=heads,
+            sparse_top_k=sparse_top_k,
+            sparse_min_weight=sparse_min_weight,
+            show_progress=show_progress,
+        )
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> M3Output:
+        """:meth:`encode` with ``query=True`` (adds the query instruction)."""
+        return self.encode(texts, query=True, **kwargs)
+
+    def encode_tokenized(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        *,
+        heads: Sequence[Head | str] | Head | str | frozenset[Head] | None = None,
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float = 0.0,
+        show_progress: bool | None = None,
+    ) -> M3Output:
+        """:meth:`M3Encoder.encode_tokenized` across the workers, in input order.
+
+        Raises:
+            RuntimeError: The pool is closed, or a worker failed (the pool is then closed).
+        """
+        from m3kit.encoder import plan_batches
+
+        wanted = self.encoder._check_heads(heads)
+        ids = [list(map(int, seq)) for seq in input_ids]
+        n = len(ids)
+        batches = plan_batches(
+            [len(s) for s in ids],
+            batch_size=self.spec.batch_size,
+            max_batch_tokens=self.spec.max_batch_tokens,
+        )
+        show = len(batches) > 1 if show_progress is None else show_progress
+        parts: dict[int, tuple[list[int], M3Output]] = {}
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this EncoderPool is closed")
+            first = self._next_task
+            self._next_task += len(batches)
+            for k, batch in enumerate(batches):
+                task = (first + k, [ids[i] for i in batch], sorted(wanted), sparse_top_k)
+                self._tasks.put((*task, sparse_min_weight))
+            try:
+                with tqdm(total=n, desc="encode", unit="text", disable=not show) as bar:
+                    while len(parts) < len(batches):
+                        kind, task_id, payload = self._get(waited_for="to encode")
+                        if kind == "error":
+                            raise RuntimeError(f"an encoder worker failed: {payload}")
+                        if kind != "ok":
+                            continue
+                        batch = batches[int(task_id) - first]
+                        parts[int(task_id)] = (batch, payload)
+                        bar.update(len(batch))
+            except BaseException:
+                self._close_locked()
+                raise
+        return _assemble(n, wanted, self.encoder.dense_dim, ids, parts.values())
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the workers (idempotent): each finishes its task, then exits."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> EncoderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shutdown(procs: list[BaseProcess], tasks: Any) -> None:
+    """Ask each worker to stop, wait a little, then terminate the ones still running."""
+    for _ in procs:
+        try:
+            tasks.put(None)
+        except (OSError, ValueError):
+            break
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            logger.warning("encoder worker %s did not stop; terminating it", p.name)
+            p.terminate()
+            p.join(timeout=5)
+    tasks.cancel_join_thread()
+
+
+def _assemble(
+    n: int,
+    heads: frozenset[Head],
+    dense_dim: int,
+    ids: list[list[int]],
+    parts: Any,
+) -> M3Output:
+    """Put the per-batch outputs back into one batch in input order."""
+    dense = np.zeros((n, dense_dim), dtype=np.float32) if Head.DENSE in heads else None
+    sparse: list[SparseVector] = [SparseVector.empty()] * n
+    colbert: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32)] * n
+    for batch, out in parts:
+        for row, i in enumerate(batch):
+            if dense is not None:
+                dense[i] = out.dense[row]
+            if Head.SPARSE in heads:
+                sparse[i] = out.sparse[row]
+            if Head.COLBERT in heads:
+                colbert[i] = out.colbert[row]
+    return M3Output(
+        heads=heads,
+        token_counts=tuple(len(s) for s in ids),
+        _dense=dense,
+        _sparse=tuple(sparse) if Head.SPARSE in heads else None,
+        _colbert=tuple(colbert) if Head.COLBERT in heads else None,
+    )

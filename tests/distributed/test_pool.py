@@ -1,0 +1,90 @@
+"""EncoderPool: two CPU worker processes (1 thread each) give the single-process outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3kit import Head, M3Encoder
+from m3kit.distributed import EncoderPool, EncoderSpec
+
+# two worker processes import torch: about a minute on a loaded 2-core machine
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Late chunking keeps the document's context.",
+    "short",
+    "BGE-M3 gives dense, sparse and ColBERT vectors from one forward pass. " * 6,
+    "Qdrant stores the vectors.",
+    "A second worker encodes other batches at the same time.",
+    "ordre préservé",
+    "x " * 40,
+]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_m3_path: Path) -> M3Encoder:
+    # small batches, so the texts make several forward passes shared by both workers
+    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def pool(encoder: M3Encoder):  # type: ignore[no-untyped-def]
+    with EncoderPool(encoder, workers=2, threads_per_worker=1) as p:
+        yield p
+
+
+def _same(a, b, atol: float = 1e-6) -> None:  # type: ignore[no-untyped-def]
+    assert a.heads == b.heads
+    assert a.token_counts == b.token_counts
+    if Head.DENSE in a.heads:
+        np.testing.assert_allclose(a.dense, b.dense, atol=atol)
+    if Head.SPARSE in a.heads:
+        for x, y in zip(a.sparse, b.sparse, strict=True):
+            np.testing.assert_array_equal(x.indices, y.indices)
+            np.testing.assert_allclose(x.values, y.values, atol=atol)
+    if Head.COLBERT in a.heads:
+        for x, y in zip(a.colbert, b.colbert, strict=True):
+            assert x.shape == y.shape
+            np.testing.assert_allclose(x, y, atol=atol)
+
+
+def test_pool_equals_single_process(encoder: M3Encoder, pool: EncoderPool) -> None:
+    assert len(pool) == 2 and pool.devices == ("cpu", "cpu")
+    single = encoder.encode(TEXTS, show_progress=False)
+    _same(pool.encode(TEXTS, show_progress=True), single)
+    # reused: a second call (another order, query side, one head) on the same workers
+    rev = TEXTS[::-1]
+    _same(pool.encode_queries(rev, heads=["sparse"]), encoder.encode_queries(rev, heads=["sparse"]))
+    _same(
+        pool.encode(TEXTS, sparse_top_k=3),
+        encoder.encode(TEXTS, sparse_top_k=3, show_progress=False),
+    )
+    assert len(pool.encode([])) == 0
+
+
+def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> None:
+    with pytest.raises(TypeError, match="single text"):
+        pool.encode("one text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="devices= or workers="):
+        EncoderPool(encoder, devices=["cpu"], workers=1)
+    with pytest.raises(ValueError, match="devices is empty"):
+        EncoderPool(encoder, devices=[])
+    in_memory = M3Encoder(encoder.model, encoder.tokenizer, precision="fp32")
+    with pytest.raises(ValueError, match="no checkpoint folder"):
+        EncoderSpec.of(in_memory)
+
+
+def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:
+    # runs last in this module: closes the shared pool
+    p = pool
+    procs = list(p._procs)
+    p.close()
+    p.close()  # idempotent
+    assert all(not proc.is_alive() for proc in procs)
+    with pytest.raises(RuntimeError, match="closed"):
+        p.encode(["a"])
+    spec = EncoderSpec.of(encoder)
+    assert spec.dtype == "fp32" and spec.device_type == "cpu" and spec.batch_size == 2
