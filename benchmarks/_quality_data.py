@@ -1,0 +1,63 @@
+"""What ``quality_paths.py`` and ``rerank.py`` share: the held-out task, the model, the output.
+
+Both evaluate the model built by ``quality_model.py`` on the squad_en articles it was NOT
+trained on (same :func:`m3kit.finetune.splits.split_by_article` call: seed 0, half / half).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from m3kit.finetune.splits import ArticleSplit, split_by_article
+from m3kit.machine import describe_machine
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
+DEFAULT_MODEL = "/tmp/m3kit-bench/minilm-m3-ft"
+
+
+def offline_env() -> None:
+    """No hub, no tokenizer threads fighting torch's."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def held_out(data: str, *, seed: int, eval_queries: int | None) -> ArticleSplit:
+    """The evaluation side of the article split ``quality_model.py`` trained on."""
+    try:
+        return split_by_article(data, seed=seed, max_eval_queries=eval_queries)
+    except FileNotFoundError as e:
+        raise SystemExit(
+            f"error: {e}; the full squad_en set sits beside the checkout as "
+            "../shared/data/squad_en (or pass --data DIR)"
+        ) from None
+
+
+def check_model(path: str) -> str:
+    """``path`` if it holds a three-head checkpoint, else exit naming how to build one."""
+    folder = Path(path)
+    missing = [n for n in ("sparse_linear.pt", "colbert_linear.pt") if not (folder / n).is_file()]
+    if missing:
+        raise SystemExit(
+            f"error: {folder} is not a three-head M3 checkpoint ({', '.join(missing)} missing); "
+            "build it with: python benchmarks/quality_model.py --out " + str(folder)
+        )
+    return str(folder)
+
+
+def write_results(name: str, payload: Mapping[str, Any], table: str, intro: str) -> list[Path]:
+    """Write ``results/<name>.json`` (payload + machine) and ``results/<name>.md``."""
+    machine = describe_machine()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = dict(payload)
+    data["machine"] = machine.as_dict()
+    json_path = RESULTS / f"{name}.json"
+    md_path = RESULTS / f"{name}.md"
+    json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(f"{machine.markdown()}\n\n{intro}\n\n{table}\n", encoding="utf-8")
+    return [json_path, md_path]
