@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
-# Create .venv and install m3kit with every extra, on a fresh machine.
-#   M3KIT_TORCH   torch requirement to install first (default: the CPU build torch==2.13.0;
-#                 GPU users: install their CUDA torch first and set M3KIT_TORCH=skip).
-#   M3KIT_EXTRAS  extras to install (default: dev = all + test tools).
+# Create a venv and install m3kit with every extra, on a fresh machine.
+#   M3KIT_TORCH        torch requirement to install first (default: the CPU build torch==2.13.0;
+#                      GPU users: install their CUDA torch first and set M3KIT_TORCH=skip).
+#   M3KIT_EXTRAS       extras to install (default: dev = all + test tools).
+#   M3KIT_VENV         the venv folder (default: .venv).
+#   M3KIT_CONSTRAINTS  versions to install: "lock" (default) installs the tested versions in
+#                      .ci/requirements.lock (what CI runs; regenerate with scripts/lock.sh);
+#                      "latest" installs the newest versions pyproject.toml allows
+#                      (scripts/test_latest.sh uses it to see dependency drift the day it happens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH=${M3KIT_TORCH:-torch==2.13.0}
 EXTRAS=${M3KIT_EXTRAS:-dev}
+VENV=${M3KIT_VENV:-.venv}
+MODE=${M3KIT_CONSTRAINTS:-lock}
 
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+case "$MODE" in
+  lock) PINS=(-c .ci/requirements.lock) ;;
+  # Only what this registry cannot serve (.ci/constraints.txt); everything else newest.
+  latest) PINS=(-c .ci/constraints.txt --upgrade --upgrade-strategy eager) ;;
+  *) echo "M3KIT_CONSTRAINTS must be 'lock' or 'latest', not '$MODE'" >&2; exit 2 ;;
+esac
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
 fi
-. .venv/bin/activate
+. "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 if [ "$TORCH" != "skip" ]; then
   # torch first, from its own requirement, so pip never swaps in a multi-GB CUDA build.
   python -m pip install --quiet "$TORCH"
 fi
-# .ci/constraints.txt only saves pip a slow backtrack on registries that lag certifi; it
-# pins nothing a user must keep.
-python -m pip install --quiet -c .ci/constraints.txt -e ".[${EXTRAS}]"
-python -c "import m3kit, torch; print('m3kit', m3kit.__version__, 'torch', torch.__version__)"
+# Whatever torch is installed now stays: an upgrade would swap in another (CUDA) build.
+KEEP_TORCH=$(mktemp)
+trap 'rm -f "$KEEP_TORCH"' EXIT
+python -c "import torch; print('torch==' + torch.__version__)" > "$KEEP_TORCH" 2>/dev/null || true
+python -m pip install --quiet "${PINS[@]}" -c "$KEEP_TORCH" -e ".[${EXTRAS}]"
+python -c "import m3kit, torch, transformers; print('m3kit', m3kit.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
