@@ -46,11 +46,13 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "squad_en" / "corpus.jsonl"
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_LARGE = Path(tempfile.gettempdir()) / "m3kit-bench" / "m3-large"
-M3KIT_CONFIGS = {  # config name -> M3Encoder dtype
-    "m3kit-fp32": "fp32",
-    "m3kit-auto": "auto",
-    "m3kit-bf16-autocast": "bf16-autocast",
-    "m3kit-int8": "int8",
+M3KIT_CONFIGS = {  # config name -> (M3Encoder backend, dtype)
+    "m3kit-fp32": ("torch", "fp32"),
+    "m3kit-auto": ("auto", "auto"),
+    "m3kit-bf16-autocast": ("torch", "bf16-autocast"),
+    "m3kit-int8": ("torch", "int8"),
+    "onnx-fp32": ("onnx", "fp32"),  # ONNX Runtime, fused graph (exported once, cached)
+    "onnx-int8": ("onnx", "int8"),  # ONNX Runtime, int8 MatMul weights (per channel)
 }
 ALL_CONFIGS = ["flagembedding", *M3KIT_CONFIGS]
 REFERENCE = "m3kit-fp32"
@@ -93,7 +95,8 @@ def _worker(config: str, path: str, passages_file: str, batch: str, threads: str
 
         enc = M3Encoder.from_pretrained(  # 0 keeps the encoder's own default
             path,
-            dtype=M3KIT_CONFIGS[config],
+            backend=M3KIT_CONFIGS[config][0],
+            dtype=M3KIT_CONFIGS[config][1],
             batch_size=batch_size or _encoder_default("batch_size"),
             max_batch_tokens=max_batch_tokens or _encoder_default("max_batch_tokens"),
         )
@@ -108,7 +111,7 @@ def _worker(config: str, path: str, passages_file: str, batch: str, threads: str
             }
 
         precision = (
-            f"{enc.precision.value} (batch_size={enc.batch_size}, "
+            f"{enc.backend.value} {enc.precision.value} (batch_size={enc.batch_size}, "
             f"max_batch_tokens={enc.max_batch_tokens})"
         )
     _reply({"ready": True, "load_s": time.perf_counter() - t0, "precision": precision})

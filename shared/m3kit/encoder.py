@@ -18,11 +18,13 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from m3kit.backends import EncoderBackend, open_onnx_runner, resolve_backend
 from m3kit.checkpoint import (
     DEFAULT_MODEL,
     CheckpointInfo,
@@ -41,6 +43,9 @@ from m3kit.precision import (
     prepare_model,
     resolve_precision,
 )
+
+if TYPE_CHECKING:
+    from m3kit.backends.onnx_backend import OnnxRunner
 
 __all__ = ["M3Encoder", "Precision", "TokenStates", "TokenizedText", "Truncation"]
 
@@ -107,18 +112,30 @@ class M3Encoder:
         query_instruction: str | None = None,
         batch_size: int = 32,
         max_batch_tokens: int = 8192,
+        backend: EncoderBackend | str = EncoderBackend.AUTO,
+        onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if max_length < 2:
             raise ValueError("max_length must be at least 2 (the special tokens)")
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("batch_size and max_batch_tokens must be positive")
+        cuda = torch.cuda.is_available() and EncoderBackend(backend) is not EncoderBackend.ONNX
         self.device = (
-            torch.device(device)
-            if device is not None
-            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
         )
-        self.precision = resolve_precision(precision_from(precision), self.device)
-        self.model = prepare_model(model.to(self.device).eval(), self.precision)
+        self.backend = resolve_backend(
+            EncoderBackend(backend), precision_from(precision), self.device
+        )
+        self._onnx: OnnxRunner | None = None
+        if self.backend is EncoderBackend.ONNX:
+            self.precision = precision_from(precision)
+            if self.precision is Precision.AUTO:
+                self.precision = Precision.FP32
+            self.model = model.to(self.device).eval()  # float32: the export reads it
+            self._onnx = open_onnx_runner(self.model, self.precision, onnx_cache_dir)
+        else:
+            self.precision = resolve_precision(precision_from(precision), self.device)
+            self.model = prepare_model(model.to(self.device).eval(), self.precision)
         self.tokenizer = tokenizer
         self.info = info
         self.max_length = int(max_length)
@@ -133,12 +150,16 @@ class M3Encoder:
         self._unused_ids = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
         self._pad_id = int(getattr(tok, "pad_token_id", 0) or 0)
         logger.info(
-            "M3Encoder: %s checkpoint, %s pooling, device=%s, precision=%s, attention=%s, "
+            "M3Encoder: %s checkpoint, %s pooling, device=%s, backend=%s, precision=%s, "
+            "attention=%s, "
             "torch threads=%d, batch_size=%d, max_batch_tokens=%d, max_length=%d",
             model.kind.value,
             model.pooling.value,
             self.device,
-            describe_precision(self.precision, self.device),
+            self.backend.value,
+            describe_precision(self.precision, self.device)
+            if self._onnx is None
+            else f"{self.precision.value} (ONNX Runtime, {self._onnx.path.parent})",
             getattr(getattr(model.backbone, "config", None), "_attn_implementation", "?"),
             torch.get_num_threads(),
             self.batch_size,
@@ -160,6 +181,8 @@ class M3Encoder:
         batch_size: int = 32,
         max_batch_tokens: int = 8192,
         trust_remote_code: bool = False,
+        backend: EncoderBackend | str = EncoderBackend.AUTO,
+        onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> M3Encoder:
         """Load an M3 checkpoint (three heads) or a BGE / sentence-transformers one (dense only).
 
@@ -182,6 +205,13 @@ class M3Encoder:
                 2-core AVX-512 BF16 CPU (2048: 0.64x, 4096: 0.78x, 16384: 0.82x its speed);
                 compare others with ``benchmarks/encode.py --max-batch-tokens N``.
             trust_remote_code: Allow custom model code from the checkpoint (off by default).
+            backend: ``"torch"``, ``"onnx"`` (ONNX Runtime on CPU, extra ``m3kit[onnx]``:
+                the model is exported once to one graph with every head, cached in
+                ``onnx_cache_dir`` keyed by its weights, and checked at each load; ``dtype``
+                ``"fp32"`` is exact to 1e-4, ``"int8"`` quantises the weights, lossy) or
+                ``"auto"`` (torch: see the README's speed table for what was measured).
+            onnx_cache_dir: Folder of ONNX exports (default ``~/.cache/m3kit/onnx`` or
+                ``$M3KIT_CACHE/onnx``).
         """
         info = resolve_checkpoint(name_or_path, pooling=Pooling(pooling) if pooling else None)
         tokenizer = _load_tokenizer(info, trust_remote_code=trust_remote_code)
@@ -199,6 +229,8 @@ class M3Encoder:
             else info.query_instruction,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
+            backend=backend,
+            onnx_cache_dir=onnx_cache_dir,
         )
 
     # -- properties -------------------------------------------------------------------------
@@ -441,6 +473,15 @@ class M3Encoder:
         for row, seq in enumerate(batch_ids):
             ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
+        if self._onnx is not None:
+            res = self._onnx.run(ids, mask)
+            onnx_out = {"ids": ids, "mask": mask, "dense": res["dense"]}
+            if hidden:
+                onnx_out["hidden"] = res["hidden"]
+            for head in (Head.SPARSE, Head.COLBERT):
+                if head in wanted:
+                    onnx_out[head.value] = res[head.value]
+            return onnx_out
         with torch.inference_mode(), self._autocast():
             fwd = self.model(
                 torch.from_numpy(ids).to(self.device),

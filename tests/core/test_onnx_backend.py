@@ -1,0 +1,177 @@
+"""ONNX Runtime backend: same outputs as torch fp32, cached exports verified, int8 guarded.
+
+No timing here: speed is measured by ``benchmarks/encode.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'm3kit[onnx]')")
+
+from m3kit import M3Encoder
+from m3kit.backends import EncoderBackend, onnx_backend
+from m3kit.late_chunking import LateChunker
+
+TEXTS = [
+    "Berlin is the capital and largest city of Germany by both area and population.",
+    "What is the capital of Germany?",
+    "北京是中华人民共和国的首都，也是全国的政治和文化中心。",
+    "Late chunking embeds the whole document once and pools token vectors per chunk. " * 12,
+    "short",
+    "",
+    "Emoji 🙂 and symbols ★ ✓ → mixed with 中文 and English.",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx_cache")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_m3_path: Path, onnx_cache: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(
+        tiny_m3_path, dtype="fp32", backend="onnx", onnx_cache_dir=onnx_cache
+    )
+
+
+def _assert_outputs_close(a, b, atol: float = 1e-4) -> None:  # type: ignore[no-untyped-def]
+    np.testing.assert_allclose(a.dense, b.dense, atol=atol)
+    assert a.token_counts == b.token_counts
+    for sa, sb in zip(a.sparse, b.sparse, strict=True):
+        np.testing.assert_array_equal(sa.indices, sb.indices)
+        np.testing.assert_allclose(sa.values, sb.values, atol=atol)
+    for ca, cb in zip(a.colbert, b.colbert, strict=True):
+        assert ca.shape == cb.shape
+        np.testing.assert_allclose(ca, cb, atol=atol)
+
+
+def test_onnx_equals_torch_fp32_on_tiny_m3(tiny_encoder: M3Encoder, tiny_onnx: M3Encoder) -> None:
+    assert tiny_onnx.backend is EncoderBackend.ONNX
+    for batch_size in (1, 3, 32):  # different paddings through the exported graph
+        tiny_onnx.batch_size = batch_size
+        _assert_outputs_close(tiny_encoder.encode(TEXTS), tiny_onnx.encode(TEXTS))
+    q_torch = tiny_encoder.encode(TEXTS[:2], query=True)
+    q_onnx = tiny_onnx.encode(TEXTS[:2], query=True)
+    _assert_outputs_close(q_torch, q_onnx)
+
+
+def test_onnx_equals_torch_on_minilm(minilm_path: Path, minilm_encoder: M3Encoder, tmp_path: Path):  # type: ignore[no-untyped-def]
+    enc = M3Encoder.from_pretrained(
+        minilm_path, dtype="fp32", backend="onnx", onnx_cache_dir=tmp_path
+    )
+    np.testing.assert_allclose(
+        enc.encode(TEXTS).dense, minilm_encoder.encode(TEXTS).dense, atol=1e-4
+    )
+
+
+def test_int8_keeps_minilm_dense_cosine(
+    minilm_path: Path, minilm_encoder: M3Encoder, tmp_path: Path
+):  # type: ignore[no-untyped-def]
+    enc = M3Encoder.from_pretrained(
+        minilm_path, dtype="int8", backend="onnx", onnx_cache_dir=tmp_path
+    )
+    texts = [t for t in TEXTS if t]
+    cos = (enc.encode(texts).dense * minilm_encoder.encode(texts).dense).sum(axis=1)
+    # The quality guard on real weights (mean, as benchmarks/encode.py reports it); single
+    # very short texts lose most (measured: "short" 0.990, a 13-token question 0.992).
+    assert cos.mean() >= 0.99 and cos.min() >= 0.985, cos
+    empty = (enc.encode([""]).dense * minilm_encoder.encode([""]).dense).sum()
+    assert empty >= 0.98  # two special tokens only: the least robust input
+
+
+def test_late_chunking_runs_unchanged_on_onnx(
+    tiny_encoder: M3Encoder, tiny_onnx: M3Encoder
+) -> None:
+    doc = [TEXTS[3] + " " + TEXTS[0]]
+    a = LateChunker(tiny_encoder, chunk_size=16).chunk(doc)[0]
+    b = LateChunker(tiny_onnx, chunk_size=16).chunk(doc)[0]
+    assert [(c.start, c.end) for c in a] == [(c.start, c.end) for c in b]
+    for ca, cb in zip(a, b, strict=True):
+        np.testing.assert_allclose(ca.vectors.dense, cb.vectors.dense, atol=1e-4)
+        np.testing.assert_allclose(ca.vectors.colbert[0], cb.vectors.colbert[0], atol=1e-4)
+
+
+def _builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    calls: list[Path] = []
+    real = onnx_backend._build
+
+    def spy(model, folder, key, variant, opset):  # type: ignore[no-untyped-def]
+        calls.append(folder)
+        return real(model, folder, key, variant, opset)
+
+    monkeypatch.setattr(onnx_backend, "_build", spy)
+    return calls
+
+
+def test_export_is_cached_and_reused(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds = _builds(monkeypatch)
+    first = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    again = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert len(builds) == 1
+    assert first._onnx is not None and again._onnx is not None
+    assert first._onnx.path == again._onnx.path
+    manifest = json.loads((first._onnx.path.parent / "manifest.json").read_text())
+    assert manifest["variant"] == "fp32" and set(manifest["files"]) >= {"model.onnx"}
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "drop_manifest", "stale_key"])
+def test_corrupt_or_stale_export_is_rebuilt(
+    damage: str,
+    tiny_m3_path: Path,
+    tiny_encoder: M3Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    builds = _builds(monkeypatch)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert enc._onnx is not None
+    folder = enc._onnx.path.parent
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    biggest = max(manifest["files"], key=lambda n: (folder / n).stat().st_size)
+    target = folder / biggest
+    if damage == "flip_byte":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-100])
+    elif damage == "drop_manifest":
+        manifest_path.unlink()
+    else:  # an export made for other weights left under this key
+        manifest["key"] = "0" * 32
+        manifest_path.write_text(json.dumps(manifest))
+    rebuilt = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert len(builds) == 2, "the damaged export must be rebuilt, not used"
+    _assert_outputs_close(tiny_encoder.encode(TEXTS), rebuilt.encode(TEXTS))
+
+
+def test_other_weights_get_their_own_export(
+    tiny_m3_path: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from m3kit.testing import build_tiny_m3_checkpoint
+
+    other = build_tiny_m3_checkpoint(tmp_path_factory.mktemp("other_m3"), seed=1)
+    a = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    b = M3Encoder.from_pretrained(other, backend="onnx", onnx_cache_dir=tmp_path)
+    assert a._onnx is not None and b._onnx is not None
+    assert a._onnx.digest != b._onnx.digest
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16", "bf16-autocast"])
+def test_onnx_refuses_precisions_it_cannot_run(tiny_m3_path: Path, dtype: str) -> None:
+    with pytest.raises(ValueError, match="backend='onnx' runs dtype 'fp32'"):
+        M3Encoder.from_pretrained(tiny_m3_path, dtype=dtype, backend="onnx")
+
+
+def test_unknown_backend_is_an_error(tiny_m3_path: Path) -> None:
+    with pytest.raises(ValueError, match="tensorrt"):
+        M3Encoder.from_pretrained(tiny_m3_path, backend="tensorrt")
