@@ -4,6 +4,12 @@
 (texts in, hits out) with deterministic ids and incremental updates.
 """
 
+from m3kit.store.cluster import (
+    ClusterSettings,
+    CollectionSize,
+    Quantization,
+    estimate_collection_size,
+)
 from m3kit.store.filters import metadata_filter
 from m3kit.store.index import M3Index
 from m3kit.store.query import QueryOptions
@@ -15,13 +21,17 @@ __all__ = [
     "DEFAULT_BACKEND",
     "Backend",
     "ChunkRecord",
+    "ClusterSettings",
     "CollectionSchema",
+    "CollectionSize",
     "Fusion",
     "Hit",
     "M3Index",
     "M3Store",
     "PayloadIndexType",
+    "Quantization",
     "QueryOptions",
+    "estimate_collection_size",
     "metadata_filter",
     "output_row",
     "point_id",

@@ -21,6 +21,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from m3kit.errors import StoreConnectionError
 from m3kit.outputs import SparseVector
+from m3kit.store.cluster import ClusterSettings
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
@@ -38,6 +39,13 @@ __all__ = ["ClientBackend", "redact_url"]
 logger = logging.getLogger(__name__)
 
 _SCROLL_PAGE = 512
+#: Collection parameters a ClusterSettings fixes at creation (compared on open).
+_CLUSTER_PARAMS = (
+    "shard_number",
+    "replication_factor",
+    "write_consistency_factor",
+    "on_disk_payload",
+)
 #: Key of m3kit's record (what wrote the collection) in the collection's metadata.
 META_KEY = "m3kit"
 
@@ -66,6 +74,7 @@ class ClientBackend:
         url: str | None = None,
         api_key: str | None = None,
         timeout: int | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         """Open the client (nothing is read or written yet).
 
@@ -75,10 +84,18 @@ class ClientBackend:
             url: Server URL; excludes ``location``.
             api_key: Server API key (kept only inside the client's HTTP headers).
             timeout: Request timeout in seconds (qdrant-client's default when ``None``).
+            cluster: Server only: shards, replication, on-disk storage and quantisation of a
+                new collection (checked against an existing one).
         """
         if url is not None and location is not None:
             raise ValueError("give either location (memory or a folder) or url, not both")
+        if cluster is not None and url is None:
+            raise ValueError(
+                "cluster settings (shards, replication, on-disk, quantisation) apply to a "
+                "Qdrant server or cluster: give url=, or leave cluster out"
+            )
         self.collection = collection
+        self.cluster = cluster
         self._url = url
         self._secrets = tuple(s for s in (api_key,) if s)
         self._remote = url is not None
@@ -188,11 +205,20 @@ class ClientBackend:
             )
         for name in params.sparse_vectors or {}:
             found[name] = VectorSpec("sparse")
+        if self.cluster is not None:
+            self.cluster.check_existing(
+                {k: getattr(params, k, None) for k in _CLUSTER_PARAMS},
+                collection=self.collection,
+                where=self.where,
+            )
         return found
 
     def create(self, schema: CollectionSchema) -> None:
+        on_disk = True if self.cluster is not None and self.cluster.on_disk_vectors else None
         vectors = {
-            DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE)
+            DENSE: models.VectorParams(
+                size=schema.dense_dim, distance=models.Distance.COSINE, on_disk=on_disk
+            )
         }
         if schema.colbert_dim is not None:
             vectors[COLBERT] = models.VectorParams(
@@ -203,11 +229,13 @@ class ClientBackend:
                 ),
                 hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph to build
                 datatype=models.Datatype.FLOAT16,
+                on_disk=on_disk,
             )
         sparse = {SPARSE: models.SparseVectorParams()} if schema.sparse else None
+        extra = self.cluster.create_kwargs() if self.cluster is not None else {}
         with self._translate():
             self._client.create_collection(
-                self.collection, vectors_config=vectors, sparse_vectors_config=sparse
+                self.collection, vectors_config=vectors, sparse_vectors_config=sparse, **extra
             )
             if self._remote:  # local mode has no payload indexes
                 self._client.create_payload_index(

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from m3kit.fingerprint import EncoderFingerprint, chunking_signature, encoder_fingerprint
 from m3kit.outputs import Chunk, Head
+from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
@@ -177,6 +178,7 @@ class M3Index:
         reindex: bool = False,
         show_progress: bool | None = None,
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> M3Index:
         """Open (or create) a collection shaped for ``encoder`` and pair them.
 
@@ -195,6 +197,8 @@ class M3Index:
             show_progress: tqdm bar for a reindex.
             payload_indexes: ``{metadata key: PayloadIndexType}`` to index for fast filtered
                 search (see :meth:`M3Store.open`).
+            cluster: Qdrant server only: shards, replication, on-disk storage, quantisation
+                and parallel write batches (:class:`~m3kit.store.cluster.ClusterSettings`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
@@ -214,6 +218,7 @@ class M3Index:
             backend=backend,
             create=create,
             payload_indexes=payload_indexes,
+            cluster=cluster,
         )
         try:
             return cls(encoder, store, reindex=reindex, show_progress=show_progress)

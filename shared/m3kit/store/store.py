@@ -9,6 +9,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from m3kit.errors import CollectionNotFoundError
 from m3kit.outputs import Head, SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
+from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import (
     FilterLike,
     documents_filter,
@@ -82,6 +84,8 @@ class M3Store:
         #: Stored with every point written (``encoder_id``): set by :class:`M3Index` to its
         #: encoder's fingerprint identity.
         self.writer_id: str | None = None
+        #: Server write settings (batch size, requests in flight); set by :meth:`open`.
+        self.cluster: ClusterSettings | None = None
         self._closed = False
 
     @classmethod
@@ -100,6 +104,7 @@ class M3Store:
         create: bool = True,
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         index_after: int | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> M3Store:
         """Open (creating if needed) a collection and check it has the expected vectors.
 
@@ -123,6 +128,9 @@ class M3Store:
                 indexes: there this is logged and does nothing.
             index_after: Embedded engine only: unindexed points in the collection at which a
                 write builds the dense HNSW index (default 20,000).
+            cluster: Qdrant server only (:class:`~m3kit.store.cluster.ClusterSettings`):
+                shards, replication, write consistency, on-disk storage and quantisation of
+                a new collection, and parallel write batches.
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors, or a declared
@@ -147,6 +155,11 @@ class M3Store:
         kind = kind or DEFAULT_BACKEND
         if index_after is not None and kind is not Backend.EDGE:
             raise ValueError("index_after applies to the embedded engine (backend='edge') only")
+        if cluster is not None and url is None:
+            raise ValueError(
+                "cluster settings (shards, replication, on-disk, quantisation) apply to a "
+                "Qdrant server or cluster: give url=, or leave cluster out"
+            )
         loc = None if location is None else str(location)
         if loc is not None and loc != ":memory:":
             _check_folder(Path(loc), collection, kind)
@@ -155,7 +168,12 @@ class M3Store:
             from m3kit.store.client_backend import ClientBackend
 
             impl = ClientBackend(
-                collection=collection, location=loc, url=url, api_key=api_key, timeout=timeout
+                collection=collection,
+                location=loc,
+                url=url,
+                api_key=api_key,
+                timeout=timeout,
+                cluster=cluster,
             )
         else:
             from m3kit.store.edge_backend import INDEX_AFTER, EdgeBackend
@@ -181,7 +199,9 @@ class M3Store:
         except BaseException:
             impl.close()
             raise
-        return cls(impl, schema, kind=kind)
+        store = cls(impl, schema, kind=kind)
+        store.cluster = cluster
+        return store
 
     def __repr__(self) -> str:
         return (
@@ -253,7 +273,7 @@ class M3Store:
     def upsert(
         self,
         records: Iterable[ChunkRecord],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         show_progress: bool | None = None,
         *,
         replace: bool = False,
@@ -263,7 +283,9 @@ class M3Store:
         Args:
             records: The chunks. Records of one document should come in one call (their
                 default ``doc_hash`` / ``chunk_count`` are computed over the call).
-            batch_size: Points per write request.
+            batch_size: Points per write request (default: the cluster settings'
+                ``write_batch_size``, else 64). With cluster settings, up to
+                ``write_parallelism`` requests are in flight at once.
             show_progress: tqdm bar (default: on for more than one batch).
             replace: After writing, delete each written document's other chunks (older
                 versions, or indices beyond its ``chunk_count``).
@@ -272,6 +294,8 @@ class M3Store:
             The point ids, in input order.
         """
         recs = list(records)
+        if batch_size is None:
+            batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         keys = Counter((r.doc_id, r.chunk_index) for r in recs)
@@ -293,8 +317,16 @@ class M3Store:
         points = [self._point(r, *version[r.doc_id]) for r in recs]
         batches = [points[i : i + batch_size] for i in range(0, len(points), batch_size)]
         show = len(batches) > 1 if show_progress is None else show_progress
-        for batch in tqdm(batches, desc="upsert", unit="batch", disable=not show):
-            self._backend.upsert(batch)
+        workers = min(self.cluster.write_parallelism if self.cluster else 1, len(batches))
+        with tqdm(total=len(batches), desc="upsert", unit="batch", disable=not show) as bar:
+            if workers > 1:  # a server: several requests in flight
+                with ThreadPoolExecutor(workers) as pool:
+                    for _ in pool.map(self._backend.upsert, batches):
+                        bar.update(1)
+            else:
+                for batch in batches:
+                    self._backend.upsert(batch)
+                    bar.update(1)
         self._backend.finish_writes()
         if replace:
             for doc_id, (doc_hash, count) in version.items():

@@ -1,0 +1,207 @@
+"""Cluster settings reach the server where the collection is created; writes go in parallel."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from m3kit.errors import SchemaMismatchError
+from m3kit.outputs import Head, M3Output
+from m3kit.store import (
+    ChunkRecord,
+    ClusterSettings,
+    CollectionSchema,
+    M3Store,
+    Quantization,
+    estimate_collection_size,
+)
+
+ARGS: dict[str, Any] = {"collection": "c", "dense_dim": 4, "colbert_dim": 3, "sparse": True}
+
+
+class _FakeQdrant(http.server.BaseHTTPRequestHandler):
+    """Enough of Qdrant's REST API for one collection; records requests and write overlap."""
+
+    requests: list[tuple[str, str, Any]]
+    state: dict[str, Any]
+
+    def _answer(self, result: Any) -> None:
+        data = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _info(self) -> dict[str, Any]:
+        config = self.state["config"]
+        params = {
+            k: v for k, v in config.items() if k not in ("hnsw_config", "quantization_config")
+        }
+        return {
+            "status": "green",
+            "optimizer_status": "ok",
+            "segments_count": 1,
+            "config": {
+                "params": params,
+                "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
+                "optimizer_config": {
+                    "deleted_threshold": 0.2,
+                    "vacuum_min_vector_number": 1000,
+                    "default_segment_number": 0,
+                    "flush_interval_sec": 5,
+                },
+                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+                "metadata": self.state.get("metadata"),
+            },
+            "payload_schema": {},
+        }
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        path = self.path.split("?")[0]
+        self.requests.append((self.command, path, body))
+        exists = "config" in self.state
+        if path.endswith("/exists"):
+            self._answer({"exists": exists})
+        elif path.endswith("/index") and self.command == "PUT":
+            self._answer({"operation_id": 0, "status": "completed"})
+        elif path == "/collections/c" and self.command == "PUT":
+            self.state["config"] = body
+            self._answer(True)
+        elif path == "/collections/c" and self.command == "GET" and exists:
+            self._answer(self._info())
+        elif path == "/collections/c/points" and self.command == "PUT":
+            with self.state["lock"]:
+                self.state["in_flight"] += 1
+                self.state["most"] = max(self.state["most"], self.state["in_flight"])
+            time.sleep(0.05)
+            with self.state["lock"]:
+                self.state["in_flight"] -= 1
+            self._answer({"operation_id": 0, "status": "completed"})
+        elif path == "/collections/c/points/delete":
+            self._answer({"operation_id": 0, "status": "completed"})
+        else:
+            self.send_error(404)
+
+    do_GET = do_PUT = do_POST = do_PATCH = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
+    requests: list[tuple[str, str, Any]] = []
+    state: dict[str, Any] = {"lock": threading.Lock(), "in_flight": 0, "most": 0}
+    handler = type("Handler", (_FakeQdrant,), {"requests": requests, "state": state})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests, state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _record(i: int) -> ChunkRecord:
+    from m3kit.outputs import SparseVector
+
+    vectors = M3Output(
+        heads=frozenset({Head.DENSE, Head.SPARSE, Head.COLBERT}),
+        token_counts=(2,),
+        _dense=np.eye(4, dtype=np.float32)[i % 4][None, :],
+        _sparse=(SparseVector(np.array([i]), np.array([1.0], dtype=np.float32)),),
+        _colbert=(np.ones((2, 3), dtype=np.float32) / np.sqrt(3),),
+    )
+    return ChunkRecord(f"d{i}", 0, f"text {i}", {"i": i}, vectors)
+
+
+def test_settings_are_sent_at_creation_and_writes_overlap(
+    server: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+) -> None:
+    url, requests, state = server
+    cluster = ClusterSettings(
+        shard_number=6,
+        replication_factor=2,
+        write_consistency_factor=2,
+        on_disk_vectors=True,
+        on_disk_payload=True,
+        quantization="scalar",
+        write_batch_size=3,
+        write_parallelism=4,
+    )
+    with M3Store.open(url=url, cluster=cluster, **ARGS) as store:
+        (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
+        assert create["shard_number"] == 6
+        assert create["replication_factor"] == 2
+        assert create["write_consistency_factor"] == 2
+        assert create["on_disk_payload"] is True
+        assert create["vectors"]["dense"]["on_disk"] is True
+        assert create["vectors"]["colbert"]["on_disk"] is True
+        assert create["vectors"]["colbert"]["datatype"] == "float16"
+        assert create["quantization_config"] == {"scalar": {"type": "int8", "always_ram": True}}
+        store.upsert([_record(i) for i in range(12)])
+    writes = [b for m, p, b in requests if m == "PUT" and p == "/collections/c/points"]
+    assert [len(b["points"]) for b in writes] == [3, 3, 3, 3]  # write_batch_size
+    assert sorted(p["payload"]["doc_id"] for b in writes for p in b["points"]) == sorted(
+        f"d{i}" for i in range(12)
+    )
+    assert state["most"] > 1  # several requests were in flight at once
+    # Re-open with the same settings: no second creation. Other settings: an error naming them.
+    M3Store.open(url=url, cluster=cluster, **ARGS).close()
+    assert sum(1 for m, p, _ in requests if m == "PUT" and p == "/collections/c") == 1
+    with pytest.raises(SchemaMismatchError, match="shard_number: collection has 6, asked 3"):
+        M3Store.open(url=url, cluster=ClusterSettings(shard_number=3), **ARGS)
+
+
+def test_defaults_send_nothing_new(
+    server: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+) -> None:
+    url, requests, _ = server
+    with M3Store.open(url=url, **ARGS) as store:
+        store.upsert([_record(i) for i in range(3)])
+    (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
+    for key in ("shard_number", "replication_factor", "on_disk_payload", "quantization_config"):
+        assert create.get(key) is None
+    assert create["vectors"]["dense"].get("on_disk") is None
+
+
+def test_bad_settings_are_errors(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="shard_number must be an integer >= 1"):
+        ClusterSettings(shard_number=0)
+    with pytest.raises(ValueError, match="write_consistency_factor 3 exceeds"):
+        ClusterSettings(replication_factor=2, write_consistency_factor=3)
+    with pytest.raises(ValueError, match="'int4' is not a valid Quantization"):
+        ClusterSettings(quantization="int4")
+    with pytest.raises(ValueError, match="apply to a Qdrant server"):
+        M3Store.open(tmp_path, cluster=ClusterSettings(shard_number=2), **ARGS)
+
+
+def test_collection_size_from_the_schema() -> None:
+    m3 = CollectionSchema(dense_dim=1024, colbert_dim=1024, sparse=True)
+    size = estimate_collection_size(m3, 1_000_000, colbert_tokens=256, sparse_terms=100)
+    assert size.dense_bytes == 1_000_000 * 1024 * 4
+    assert size.hnsw_bytes == 1_000_000 * 128
+    assert size.sparse_bytes == 1_000_000 * 100 * 16
+    assert size.colbert_bytes == 1_000_000 * 256 * 1024 * 2  # float16
+    assert size.quantized_bytes == 0
+    assert size.total_bytes == (
+        size.dense_bytes + size.hnsw_bytes + size.sparse_bytes + size.colbert_bytes + 1500 * 10**6
+    )
+    assert size.ram_bytes == size.dense_bytes + size.colbert_bytes + size.hnsw_bytes + 16 * 10**8
+    scalar = estimate_collection_size(m3, 1_000_000, quantization="scalar", on_disk_vectors=True)
+    binary = estimate_collection_size(m3, 1_000_000, quantization=Quantization.BINARY)
+    assert scalar.quantized_bytes == 1024 * 10**6 and binary.quantized_bytes == 128 * 10**6
+    assert scalar.ram_bytes == scalar.quantized_bytes + scalar.hnsw_bytes + scalar.sparse_bytes
+    dense_only = estimate_collection_size(CollectionSchema(384, None, False), 10)
+    assert dense_only.colbert_bytes == dense_only.sparse_bytes == 0
+    with pytest.raises(ValueError, match="chunks must be >= 0"):
+        estimate_collection_size(m3, -1)
