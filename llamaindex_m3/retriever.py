@@ -404,7 +404,7 @@ def _unpack(documents: Sequence[Document]) -> tuple[list[str], list[dict[str, An
         texts.append(text)
         metadatas.append(dict(doc.metadata))
         given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
-        doc_ids.append(doc.doc_id if given else content_doc_id(text))
+        doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
     return texts, metadatas, doc_ids
 
 

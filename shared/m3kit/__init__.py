@@ -5,6 +5,7 @@ from m3kit.encoder import M3Encoder, Precision, Truncation
 from m3kit.errors import (
     CheckpointError,
     CollectionNotFoundError,
+    FingerprintMismatchError,
     HeadNotAvailableError,
     HeadNotComputedError,
     M3KitError,
@@ -22,6 +23,7 @@ __all__ = [
     "CheckpointKind",
     "Chunk",
     "CollectionNotFoundError",
+    "FingerprintMismatchError",
     "Head",
     "HeadNotAvailableError",
     "HeadNotComputedError",

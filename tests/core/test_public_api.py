@@ -10,6 +10,7 @@ EXPECTED_ALL = [
     "CheckpointKind",
     "CollectionNotFoundError",
     "Chunk",
+    "FingerprintMismatchError",
     "Head",
     "HeadNotAvailableError",
     "HeadNotComputedError",

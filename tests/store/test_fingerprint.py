@@ -321,3 +321,49 @@ def test_reindex_refuses_chunkings_it_cannot_redo(
         M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
         _assert_same(_points(index), before)
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
+    tiny_m3_path: Path, path_b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    from m3kit.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in {**WHOLE, **LONG}.items():
+        (docs / f"{name}.txt").write_text(text, encoding="utf-8")
+    model_a = tmp_path / "model_a"
+    shutil.copytree(tiny_m3_path, model_a)
+    where = ["--path", str(tmp_path / "db"), "--dtype", "fp32", "-q"]
+
+    assert main(["index", str(docs), "--model", str(model_a), *where]) == 0
+    capsys.readouterr()
+    # no --model: the collection's model (the default BAAI/bge-m3 is not available offline)
+    assert main(["search", "Amazon rivers", "--json", *where]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits and hits[0]["doc_id"].endswith("l1.txt")
+
+    assert main(["index", str(docs), "--model", str(path_b), *where]) == 1
+    err = capsys.readouterr().err
+    assert "indexed with another encoder" in err and "--reindex" in err
+    assert main(["index", "--reindex", "--model", str(path_b), *where]) == 0
+    capsys.readouterr()
+    with M3Index.open(
+        M3Encoder.from_pretrained(path_b, dtype="fp32"), tmp_path / "db", collection="m3kit"
+    ) as index:
+        assert index.store.collection_metadata()["fingerprint"]["model"] == str(path_b.resolve())
+    assert main(["search", "Amazon rivers", "--json", *where]) == 0  # now with model B
+    assert json.loads(capsys.readouterr().out)
+
+    shutil.rmtree(path_b.parent / "gone", ignore_errors=True)
+    gone = shutil.copytree(path_b, path_b.parent / "gone")
+    assert main(["index", str(docs), "--model", str(gone), "--collection", "g", *where]) == 0
+    shutil.rmtree(gone)
+    capsys.readouterr()
+    assert main(["search", "Amazon", "--collection", "g", *where]) == 1
+    err = capsys.readouterr().err
+    assert "no longer exists" in err and "--model" in err
