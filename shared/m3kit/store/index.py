@@ -40,7 +40,7 @@ from m3kit.store.store import M3Store
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
 
-__all__ = ["M3Index", "content_doc_id"]
+__all__ = ["M3Index", "build_records", "content_doc_id"]
 
 
 class _Chunker(Protocol):
@@ -89,6 +89,8 @@ def _chunking(chunker: object | None, signature: str) -> dict[str, Any]:
             "window": chunker.window,
             "overlap": chunker.overlap,
             "dense_pooling": chunker.dense_pooling.value,
+            "placement": chunker.placement.value,
+            "late_heads": sorted(h.value for h in chunker.late_heads),
         }
     kind = type(chunker)
     if (kind.__module__, kind.__qualname__) == ("m3kit.chunking", "NaiveChunker"):
@@ -103,6 +105,73 @@ class _Doc:
     metadata: Mapping[str, Any]
     doc_hash: str
     chunking: Mapping[str, Any]
+
+
+def build_records(
+    encoder: M3Encoder,
+    heads: frozenset[Head],
+    docs: Sequence[_Doc],
+    chunker: _Chunker | None,
+    show_progress: bool | None,
+    truncation: Truncation | str = "warn",
+) -> tuple[list[ChunkRecord], list[str]]:
+    """Encode documents into chunk records (and the ids of documents with no chunk).
+
+    The one place records are built: :meth:`M3Index.add_texts` and the Ray pipeline's
+    actors call it.
+    """
+    texts = [d.text for d in docs]
+    records: list[ChunkRecord] = []
+    empty: list[str] = []
+    if chunker is None:
+        from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
+
+        ids = document_token_ids(encoder, texts, [d.doc_id for d in docs], truncation=truncation)
+        out = encoder.encode_tokenized(ids, heads=sorted(heads), show_progress=show_progress)
+        for i, d in enumerate(docs):
+            records.append(
+                ChunkRecord(
+                    d.doc_id,
+                    0,
+                    d.text,
+                    d.metadata,
+                    output_row(out, i),
+                    0,
+                    len(d.text),
+                    d.doc_hash,
+                    1,
+                    d.chunking,
+                )
+            )
+        return records, empty
+    per_doc = chunker.chunk(texts)
+    if len(per_doc) != len(docs):
+        raise ValueError(f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts")
+    for d, chunks in zip(docs, per_doc, strict=True):
+        if not chunks:
+            empty.append(d.doc_id)
+        for c in chunks:
+            missing = heads - c.vectors.heads
+            if missing:
+                raise ValueError(
+                    f"the chunker gave chunks without {sorted(h.value for h in missing)} "
+                    "vectors; build it on an encoder with every head the store holds"
+                )
+            records.append(
+                ChunkRecord(
+                    d.doc_id,
+                    c.index,
+                    c.text,
+                    d.metadata,
+                    c.vectors,
+                    c.start,
+                    c.end,
+                    d.doc_hash,
+                    len(chunks),
+                    d.chunking,
+                )
+            )
+    return records, empty
 
 
 class M3Index:
@@ -274,64 +343,39 @@ class M3Index:
         show_progress: bool | None,
         truncation: Truncation | str = "warn",
     ) -> tuple[list[ChunkRecord], list[str]]:
-        texts = [d.text for d in docs]
-        records: list[ChunkRecord] = []
-        empty: list[str] = []
-        if chunker is None:
-            from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
+        return build_records(
+            self.encoder, self.store.heads, docs, chunker, show_progress, truncation
+        )
 
-            ids = document_token_ids(
-                self.encoder, texts, [d.doc_id for d in docs], truncation=truncation
-            )
-            out = self.encoder.encode_tokenized(
-                ids, heads=sorted(self.store.heads), show_progress=show_progress
-            )
-            for i, d in enumerate(docs):
-                records.append(
-                    ChunkRecord(
-                        d.doc_id,
-                        0,
-                        d.text,
-                        d.metadata,
-                        output_row(out, i),
-                        0,
-                        len(d.text),
-                        d.doc_hash,
-                        1,
-                        d.chunking,
-                    )
-                )
-            return records, empty
-        per_doc = chunker.chunk(texts)
-        if len(per_doc) != len(docs):
-            raise ValueError(
-                f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts"
-            )
-        for d, chunks in zip(docs, per_doc, strict=True):
-            if not chunks:
-                empty.append(d.doc_id)
-            for c in chunks:
-                missing = self.store.heads - c.vectors.heads
-                if missing:
-                    raise ValueError(
-                        f"the chunker gave chunks without {sorted(h.value for h in missing)} "
-                        "vectors; build it on an encoder with every head the store holds"
-                    )
-                records.append(
-                    ChunkRecord(
-                        d.doc_id,
-                        c.index,
-                        c.text,
-                        d.metadata,
-                        c.vectors,
-                        c.start,
-                        c.end,
-                        d.doc_hash,
-                        len(chunks),
-                        d.chunking,
-                    )
-                )
-        return records, empty
+    def pending(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        doc_ids: Sequence[str] | None = None,
+        *,
+        chunker: _Chunker | None = None,
+    ) -> tuple[list[str], list[_Doc]]:
+        """Ids of the documents (input order) and those not yet stored at their version.
+
+        What :meth:`add_texts` encodes; the Ray pipeline (:mod:`m3kit.distributed`) encodes
+        the same documents elsewhere and writes them with :meth:`write_records`.
+        """
+        signature = chunking_signature(chunker)
+        order, docs = self._docs(
+            texts, metadatas, doc_ids, signature, _chunking(chunker, signature)
+        )
+        if not docs:
+            return order, []
+        done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
+        return order, [d for d in docs if d.doc_id not in done]
+
+    def write_records(self, records: Sequence[ChunkRecord], empty: Sequence[str] = ()) -> None:
+        """Write encoded chunks (replacing older versions of their documents)."""
+        with self._write_lock:
+            if records:
+                self.store.upsert(records, show_progress=False, replace=True)
+            if empty:
+                self.store.delete_documents(empty)
 
     def add_texts(
         self,
@@ -371,14 +415,9 @@ class M3Index:
         if chunker is not None and late_chunker is not None:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
-        signature = chunking_signature(chunker)
-        order, docs = self._docs(
-            texts, metadatas, doc_ids, signature, _chunking(chunker, signature)
-        )
-        if not docs:
+        order, todo = self.pending(texts, metadatas, doc_ids, chunker=chunker)
+        if not todo:
             return order
-        done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
-        todo = [d for d in docs if d.doc_id not in done]
         show = len(todo) > self.write_group if show_progress is None else show_progress
         # Encode and write in groups of documents, so an interrupted run keeps what it wrote
         # (the next run skips those documents) and memory stays bounded on large jobs.
@@ -386,10 +425,7 @@ class M3Index:
             for start in range(0, len(todo), self.write_group):
                 group = todo[start : start + self.write_group]
                 records, empty = self._records(group, chunker, False, truncation)
-                with self._write_lock:
-                    self.store.upsert(records, show_progress=False, replace=True)
-                    if empty:
-                        self.store.delete_documents(empty)
+                self.write_records(records, empty)
                 bar.update(len(group))
         return order
 

@@ -1,0 +1,317 @@
+"""Index documents with Ray Data (extra ``m3kit[ray]``): an actor pool encodes, M3Index writes.
+
+The driver owns the collection through an :class:`~m3kit.store.M3Index`: it gives documents
+their ids and hashes, skips those already stored at the same version (so a re-run of an
+interrupted job resumes), and writes the encoded chunks in batches with the index's own
+ids, payloads and collection fingerprint. Ray actors (one model load each, ``num_cpus`` /
+``num_gpus`` per actor) chunk and encode with :func:`m3kit.store.index.build_records`, the
+function :meth:`M3Index.add_texts` uses, and hand the chunks back as Arrow columns: sparse
+ids and weights and each chunk's ColBERT matrix as list columns, float32, exact.
+
+Example::
+
+    import ray
+    from m3kit import M3Encoder
+    from m3kit.distributed.ray_pipeline import ChunkerSpec, index_with_ray
+    from m3kit.store import M3Index
+
+    ray.init()                                   # or ray.init(address="ray://head:10001")
+    enc = M3Encoder.from_pretrained("/models/bge-m3")
+    with M3Index.open(enc, url="http://qdrant:6333", collection="docs") as index:
+        index_with_ray(index, read_documents(["corpus/"]), chunker=ChunkerSpec("naive"),
+                       num_actors=4, num_gpus=1)
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from m3kit.distributed.pool import EncoderSpec
+from m3kit.errors import MissingExtraError
+from m3kit.outputs import Head, M3Output, SparseVector
+from m3kit.store.records import ChunkRecord
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+    from m3kit.sources import SourceDocument
+    from m3kit.store.index import M3Index
+
+__all__ = [
+    "ChunkerSpec",
+    "ChunkingKind",
+    "index_with_ray",
+    "records_from_arrow",
+    "records_to_arrow",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MissingExtraError(
+            'the Ray pipeline needs Ray Data: pip install "m3kit[ray]"'
+        ) from None
+    return ray
+
+
+class ChunkingKind(str, enum.Enum):
+    """How the actors cut documents (as ``m3kit index`` does)."""
+
+    WHOLE = "whole"  # one chunk per document, cut at the model's window
+    NAIVE = "naive"  # sentence-packed chunks, each encoded alone (m3kit index's default)
+    LATE = "late"  # the same chunks pooled from a pass over the whole document
+
+
+@dataclass(frozen=True)
+class ChunkerSpec:
+    """A chunker each actor rebuilds on its own encoder (picklable, small).
+
+    Attributes:
+        kind: :class:`ChunkingKind`.
+        chunk_size: Token budget per chunk (default: ``m3kit index``'s).
+        window: Late chunking window in tokens (default: the model's).
+    """
+
+    kind: ChunkingKind | str = ChunkingKind.NAIVE
+    chunk_size: int | None = None
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ChunkingKind(self.kind))
+        if self.window is not None and self.kind is not ChunkingKind.LATE:
+            raise ValueError("window applies to late chunking (kind='late') only")
+
+    def build(self, encoder: M3Encoder) -> Any:
+        """The chunker on ``encoder`` (``None`` for whole documents)."""
+        from m3kit.chunking import NaiveChunker, default_chunk_size
+        from m3kit.late_chunking import LateChunker
+
+        if self.kind is ChunkingKind.WHOLE:
+            return None
+        size = default_chunk_size(encoder) if self.chunk_size is None else self.chunk_size
+        if self.kind is ChunkingKind.LATE:
+            return LateChunker(encoder, chunk_size=size, window=self.window)
+        return NaiveChunker(encoder, chunk_size=size)
+
+
+# -- Arrow columns ---------------------------------------------------------------------------
+def records_to_arrow(records: Sequence[ChunkRecord], heads: frozenset[Head]) -> Any:
+    """Chunk records as a ``pyarrow.Table`` (ragged vectors as list columns, exact float32)."""
+    import pyarrow as pa
+
+    f32, i64 = pa.list_(pa.float32()), pa.list_(pa.int64())
+    cols: dict[str, Any] = {
+        "doc_id": pa.array([r.doc_id for r in records], pa.string()),
+        "chunk_index": pa.array([r.chunk_index for r in records], pa.int64()),
+        "text": pa.array([r.text for r in records], pa.string()),
+        "metadata": pa.array([json.dumps(dict(r.metadata)) for r in records], pa.string()),
+        "start": pa.array([r.start for r in records], pa.int64()),
+        "end": pa.array([r.end for r in records], pa.int64()),
+        "doc_hash": pa.array([r.doc_hash for r in records], pa.string()),
+        "chunk_count": pa.array([r.chunk_count for r in records], pa.int64()),
+        "chunking": pa.array(
+            [None if r.chunking is None else json.dumps(dict(r.chunking)) for r in records],
+            pa.string(),
+        ),
+        "token_count": pa.array([r.vectors.token_counts[0] for r in records], pa.int64()),
+        "dense": pa.array([r.vectors.dense[0] for r in records], f32),
+    }
+    if Head.SPARSE in heads:
+        cols["sparse_ids"] = pa.array([r.vectors.sparse[0].indices for r in records], i64)
+        cols["sparse_weights"] = pa.array([r.vectors.sparse[0].values for r in records], f32)
+    if Head.COLBERT in heads:
+        cols["colbert"] = pa.array([r.vectors.colbert[0].reshape(-1) for r in records], f32)
+        cols["colbert_tokens"] = pa.array(
+            [r.vectors.colbert[0].shape[0] for r in records], pa.int64()
+        )
+    return pa.table(cols)
+
+
+def records_from_arrow(table: Any) -> list[ChunkRecord]:
+    """The records of :func:`records_to_arrow`, exactly."""
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    heads = {Head.DENSE}
+    if "sparse_ids" in cols:
+        heads.add(Head.SPARSE)
+    if "colbert" in cols:
+        heads.add(Head.COLBERT)
+    out = []
+    for i in range(table.num_rows):
+        colbert = None
+        if Head.COLBERT in heads:
+            flat = np.asarray(cols["colbert"][i], dtype=np.float32)
+            colbert = (flat.reshape(int(cols["colbert_tokens"][i]), -1),)
+        sparse = None
+        if Head.SPARSE in heads:
+            sparse = (
+                SparseVector(
+                    np.asarray(cols["sparse_ids"][i], dtype=np.int64),
+                    np.asarray(cols["sparse_weights"][i], dtype=np.float32),
+                ),
+            )
+        vectors = M3Output(
+            heads=frozenset(heads),
+            token_counts=(int(cols["token_count"][i]),),
+            _dense=np.asarray(cols["dense"][i], dtype=np.float32)[None, :],
+            _sparse=sparse,
+            _colbert=colbert,
+        )
+        chunking = cols["chunking"][i]
+        out.append(
+            ChunkRecord(
+                doc_id=cols["doc_id"][i],
+                chunk_index=int(cols["chunk_index"][i]),
+                text=cols["text"][i],
+                metadata=json.loads(cols["metadata"][i]),
+                vectors=vectors,
+                start=cols["start"][i],
+                end=cols["end"][i],
+                doc_hash=cols["doc_hash"][i],
+                chunk_count=cols["chunk_count"][i],
+                chunking=None if chunking is None else json.loads(chunking),
+            )
+        )
+    return out
+
+
+# -- the actor -------------------------------------------------------------------------------
+class _EncodeActor:
+    """Loads the encoder once; encodes batches of documents into Arrow chunk records."""
+
+    def __init__(self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str]) -> None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder = spec.load(device)
+        self.chunker = chunker.build(self.encoder)
+        self.heads = Head.parse(heads)
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        from m3kit.store.index import _Doc, build_records
+
+        docs = [
+            _Doc(
+                str(doc_id),
+                str(text),
+                json.loads(str(meta)),
+                str(doc_hash),
+                json.loads(str(chunking)),
+            )
+            for doc_id, text, meta, doc_hash, chunking in zip(
+                batch["doc_id"],
+                batch["text"],
+                batch["metadata"],
+                batch["doc_hash"],
+                batch["chunking"],
+                strict=True,
+            )
+        ]
+        records, empty = build_records(self.encoder, self.heads, docs, self.chunker, False)
+        if empty:
+            raise ValueError(f"documents {empty[:5]} gave no chunk (empty text)")
+        return records_to_arrow(records, self.heads)
+
+
+# -- the pipeline ----------------------------------------------------------------------------
+def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset."""
+    if hasattr(documents, "take_all") and hasattr(documents, "map_batches"):
+        documents = documents.take_all()
+    texts, metas, ids = [], [], []
+    for i, d in enumerate(documents):
+        if isinstance(d, Mapping):
+            if "text" not in d:
+                raise ValueError(f"document {i} has no 'text' column (columns: {sorted(d)})")
+            text, meta, doc_id = d["text"], d.get("metadata") or {}, d.get("doc_id")
+            if isinstance(meta, str):
+                meta = json.loads(meta)
+        else:
+            text, meta, doc_id = d.text, dict(d.metadata), d.doc_id
+        if doc_id is None:
+            raise ValueError(f"document {i} has no doc_id")
+        texts.append(text)
+        metas.append(dict(meta))
+        ids.append(str(doc_id))
+    return texts, metas, ids
+
+
+def index_with_ray(
+    index: M3Index,
+    documents: Iterable[SourceDocument | Mapping[str, Any]] | Any,
+    *,
+    chunker: ChunkerSpec | None = None,
+    num_actors: int = 2,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    docs_per_batch: int = 16,
+) -> list[str]:
+    """Encode documents on a Ray cluster and write them through ``index``.
+
+    Args:
+        index: The opened collection (embedded, local or a server); it writes.
+        documents: :class:`~m3kit.sources.SourceDocument` s (what ``m3kit index`` reads),
+            mappings with ``text``, ``doc_id`` and optional ``metadata`` (a mapping or
+            JSON), or a ``ray.data.Dataset`` of such rows.
+        chunker: How to cut documents (default: :class:`ChunkerSpec` ``("naive")``, as
+            ``m3kit index``).
+        num_actors: Encoder actors (one model load each).
+        num_cpus: CPUs per actor (also its torch threads).
+        num_gpus: GPUs per actor (0: CPU).
+        docs_per_batch: Documents per actor call.
+
+    Returns:
+        The document ids, in input order.
+
+    Raises:
+        MissingExtraError: Ray Data is not installed.
+    """
+    ray = _ray()
+    if num_actors < 1 or docs_per_batch < 1:
+        raise ValueError("num_actors and docs_per_batch must be >= 1")
+    spec_chunker = chunker if chunker is not None else ChunkerSpec()
+    local_chunker = spec_chunker.build(index.encoder)  # its signature fixes the doc hashes
+    texts, metas, ids = _rows(documents)
+    order, todo = index.pending(texts, metas, ids, chunker=local_chunker)
+    logger.info("Ray indexing: %d document(s), %d to encode", len(order), len(todo))
+    if not todo:
+        return order
+    rows = [
+        {
+            "doc_id": d.doc_id,
+            "text": d.text,
+            "metadata": json.dumps(dict(d.metadata)),
+            "doc_hash": d.doc_hash,
+            "chunking": json.dumps(dict(d.chunking)),
+        }
+        for d in todo
+    ]
+    if not ray.is_initialized():
+        ray.init()
+    heads = sorted(h.value for h in index.store.heads)
+    ds = ray.data.from_items(rows).map_batches(
+        _EncodeActor,
+        fn_constructor_kwargs={
+            "spec": EncoderSpec.of(index.encoder),
+            "chunker": spec_chunker,
+            "heads": heads,
+        },
+        batch_size=docs_per_batch,
+        batch_format="numpy",
+        concurrency=num_actors,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )
+    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        index.write_records(records_from_arrow(table))
+    return order
