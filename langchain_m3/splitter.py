@@ -41,8 +41,8 @@ from pydantic import Field, PrivateAttr
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
-from m3kit.late_chunking import DensePooling, LateChunker
-from m3kit.outputs import Chunk
+from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
+from m3kit.outputs import Chunk, Head
 
 __all__ = [
     "CHUNK_INDEX_KEY",
@@ -73,12 +73,18 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
     chunk_size: int = Field(default=256, ge=1)
     """Token budget per chunk of the built-in sentence splitter."""
     window: int | None = Field(default=None, ge=3)
-    """Most tokens per forward pass (default: the encoder's ``max_length``). Smaller windows cost
-    less (attention is quadratic): ``2 * chunk_size + 2`` gives each chunk about one neighbour."""
+    """Most tokens per forward pass (default: ``2 * chunk_size + 2``, at most the encoder's
+    ``max_length``). Smaller windows cost less (attention is quadratic)."""
     overlap: int | None = Field(default=None, ge=0)
-    """Context tokens shared by consecutive windows of a long document (default 0)."""
-    dense_pooling: DensePooling = DensePooling.MEAN
-    """``mean`` (late chunking) or ``naive`` (each chunk's text encoded alone)."""
+    """Text tokens shared by consecutive windows of a long document (default: a quarter of
+    the window)."""
+    placement: WindowPlacement = WindowPlacement.CENTRED
+    """``centred`` (each token from the window where it sits most centrally) or ``chunks``."""
+    late_heads: list[Head] | None = None
+    """Heads pooled late, the others encoded from the chunk alone (default: all for
+    mean-pooled models, sparse and ColBERT for CLS-pooled ones such as BGE-M3)."""
+    dense_pooling: DensePooling | None = None
+    """Older spelling: ``mean`` (dense late) or ``naive`` (dense from the chunk alone)."""
     splitter: Any = Field(default=None, exclude=True)
     """Chunk boundaries instead of the sentence splitter: a LangChain ``TextSplitter``, or a
     callable ``str -> [(start, end)]``."""
@@ -94,6 +100,8 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
             window=self.window,
             overlap=self.overlap,
             dense_pooling=self.dense_pooling,
+            placement=self.placement,
+            late_heads=self.late_heads,
         )
 
     @property

@@ -41,7 +41,7 @@ from typing_extensions import Self
 
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
-from m3kit.late_chunking import DensePooling, LateChunker
+from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
 
@@ -182,8 +182,10 @@ def _build_chunker(
     chunk_size: int,
     window: int | None,
     overlap: int | None,
-    dense_pooling: DensePooling,
+    dense_pooling: DensePooling | None,
     splitter: Any,
+    placement: WindowPlacement = WindowPlacement.CENTRED,
+    late_heads: Sequence[Head | str] | None = None,
 ) -> LateChunker:
     if isinstance(splitter, NodeParser) and not hasattr(splitter, "split_text"):
         splitter = node_parser_spans(splitter)
@@ -194,6 +196,8 @@ def _build_chunker(
         window=window,
         overlap=overlap,
         dense_pooling=dense_pooling,
+        placement=placement,
+        late_heads=late_heads,
     )
 
 
@@ -213,13 +217,25 @@ class M3LateChunkingNodeParser(NodeParser):
     window: int | None = Field(
         default=None,
         ge=3,
-        description="Most tokens per forward pass (default: max_length); smaller costs less.",
+        description="Most tokens per forward pass (default: 2 * chunk_size + 2, at most "
+        "max_length); smaller costs less.",
     )
     overlap: int | None = Field(
-        default=None, ge=0, description="Context tokens shared by consecutive windows (default 0)."
+        default=None,
+        ge=0,
+        description="Text tokens shared by consecutive windows (default: a quarter of the window).",
     )
-    dense_pooling: DensePooling = Field(
-        default=DensePooling.MEAN, description="'mean' (late chunking) or 'naive'."
+    placement: WindowPlacement = Field(
+        default=WindowPlacement.CENTRED,
+        description="'centred' (each token from the window where it is most central) or 'chunks'.",
+    )
+    late_heads: list[Head] | None = Field(
+        default=None,
+        description="Heads pooled late, the others encoded from the chunk alone (default: all "
+        "for mean-pooled models, sparse and ColBERT for CLS-pooled ones such as BGE-M3).",
+    )
+    dense_pooling: DensePooling | None = Field(
+        default=None, description="Older spelling: 'mean' (dense late) or 'naive'."
     )
     splitter: Any = Field(
         default=None,
@@ -251,6 +267,8 @@ class M3LateChunkingNodeParser(NodeParser):
                 overlap=self.overlap,
                 dense_pooling=self.dense_pooling,
                 splitter=self.splitter,
+                placement=self.placement,
+                late_heads=self.late_heads,
             )
         self._chunker = chunker
 
@@ -262,8 +280,10 @@ class M3LateChunkingNodeParser(NodeParser):
         chunk_size: int = 256,
         window: int | None = None,
         overlap: int | None = None,
-        dense_pooling: DensePooling | str = DensePooling.MEAN,
+        dense_pooling: DensePooling | str | None = None,
         splitter: Any = None,
+        placement: WindowPlacement | str = WindowPlacement.CENTRED,
+        late_heads: Sequence[Head | str] | None = None,
     ) -> Self:
         """Use an already loaded encoder (no second copy of the model); arguments as the fields."""
         chunker = _build_chunker(
@@ -271,8 +291,10 @@ class M3LateChunkingNodeParser(NodeParser):
             chunk_size=chunk_size,
             window=window,
             overlap=overlap,
-            dense_pooling=DensePooling(dense_pooling),
+            dense_pooling=None if dense_pooling is None else DensePooling(dense_pooling),
             splitter=splitter,
+            placement=WindowPlacement(placement),
+            late_heads=late_heads,
         )
         return cls.from_chunker(chunker, splitter=splitter)
 
@@ -287,7 +309,8 @@ class M3LateChunkingNodeParser(NodeParser):
             "chunk_size": chunker.chunk_size,
             "window": chunker.window,
             "overlap": chunker.overlap,
-            "dense_pooling": chunker.dense_pooling,
+            "placement": chunker.placement,
+            "late_heads": sorted(chunker.late_heads, key=lambda h: h.value),
             "splitter": splitter,
         }
         return cls.model_validate(fields, context={_CHUNKER_CONTEXT_KEY: chunker})

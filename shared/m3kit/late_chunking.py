@@ -19,23 +19,29 @@ Rules (tested in ``tests/late_chunking``):
   ``</s>``) to the last, so a one-chunk document gets exactly what ``encoder.encode`` gives a
   mean-pooling model. A chunk that would own no token (only characters the tokenizer drops) is
   merged into the chunk before it (the first such chunk into the one after it).
-- **Heads.** dense = mean of the chunk's token states, L2-normalised (or, with
-  ``dense_pooling="naive"``, the model's own pooling of the chunk text encoded alone);
-  sparse = max sparse weight per token id inside the chunk, special tokens dropped
-  (:meth:`~m3kit.encoder.M3Encoder.sparse_vector`); ColBERT = the normalised ColBERT vectors of
-  the chunk's tokens (CLS has none; the last chunk keeps ``</s>`` like ``encode``).
-- **Windows.** A document longer than ``window`` tokens is encoded in windows of at most
-  ``window`` tokens that break only between chunks (:func:`plan_chunk_windows`), so a chunk's
-  tokens all come from one forward pass. ``overlap`` adds context at the windows' edges:
-  consecutive windows share ``overlap`` tokens, each token's state is still taken once (from
-  the window that owns its chunk). The default overlap is 0: every token goes through the model
-  once. Memory grows linearly with the document (per-token states), never quadratically.
-- **Cost.** The same tokens go through the model as with naive chunking, but each attends to
-  its whole window instead of its chunk, so late chunking costs more as the window grows
-  (attention is quadratic). ``benchmarks/late_chunking_cost.py`` measures the trade-off;
-  ``window`` is the knob (e.g. ``window=2 * chunk_size + 2``: each chunk sees about one
-  neighbour, at about 1.1x naive CPU time for a BGE-M3-sized model; whole documents of ~3.5k
-  tokens cost about 2.9x).
+- **Heads.** Each head is pooled *late* (from the document pass) or *naive* (the chunk text
+  encoded alone, exactly what :class:`~m3kit.chunking.NaiveChunker` gives), chosen per head
+  with ``late_heads``. Late: dense = mean of the chunk's token states, L2-normalised; sparse =
+  max sparse weight per token id inside the chunk, special tokens dropped
+  (:meth:`~m3kit.encoder.M3Encoder.sparse_vector`); ColBERT = the normalised ColBERT vectors
+  of the chunk's tokens (CLS has none; the last chunk keeps ``</s>`` like ``encode``). Default
+  (:func:`default_late_heads`): every head late for a mean-pooled model (MiniLM: measured,
+  late dense >= naive); for a CLS-pooled model (BGE-M3) sparse and ColBERT late, dense naive:
+  its dense head was trained on the CLS state and never on a mean of token states (a choice
+  by reasoning: no real M3 weights could be measured offline). Mixing costs a naive pass on
+  top of the document pass.
+- **Windows.** A document longer than ``window`` text tokens is encoded in several windows
+  (:mod:`m3kit.late_windows`); each token's state is taken from exactly one window. Default
+  placement ``"centred"``: windows at a fixed stride ``capacity - overlap``, each token taken
+  from the window where it sits most centrally, so every chunk sees at least ``overlap // 2``
+  tokens of context on both sides (``"chunks"``: windows that break only between chunks, the
+  placement before). Default ``window = min(max_length, 2 * chunk_size + specials)`` and
+  ``overlap = window // 4`` (:func:`default_window`, :func:`default_overlap`), measured on
+  MiniLM (``benchmarks/late_chunking.py``). Memory grows linearly with the document.
+- **Cost.** Each token attends to its whole window instead of its chunk, and the overlap is
+  computed twice, so late chunking costs more than naive chunking, more as the window grows
+  (attention is quadratic). ``benchmarks/late_chunking_cost.py`` measures it (and estimates
+  it from padded-token and attention counts with ``--count-only``).
 
 Example::
 
@@ -50,7 +56,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,11 +66,37 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from m3kit.chunk_spans import Span
-from m3kit.chunking import SpanPlanner
+from m3kit.chunking import SpanPlanner, text_capacity
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
-from m3kit.outputs import Chunk, FloatArray, Head, M3Output
+from m3kit.late_config import (
+    ChunkingConfig,
+    DensePooling,
+    default_late_heads,
+    default_overlap,
+    default_window,
+    parse_heads,
+)
+from m3kit.late_windows import (
+    Window,
+    WindowPlacement,
+    plan_chunk_windows,
+    plan_document_windows,
+    plan_windows,
+)
+from m3kit.outputs import Chunk, FloatArray, Head, M3Output, SparseVector
 
-__all__ = ["ChunkingConfig", "DensePooling", "LateChunker", "as_late_chunker"]
+__all__ = [
+    "ChunkingConfig",
+    "DensePooling",
+    "LateChunker",
+    "WindowPlacement",
+    "as_late_chunker",
+    "default_late_heads",
+    "default_overlap",
+    "default_window",
+    "plan_chunk_windows",
+    "plan_windows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,145 +106,14 @@ logger = logging.getLogger(__name__)
 _GROUP_BATCHES = 4
 
 
-class DensePooling(str, enum.Enum):
-    """How a chunk's dense vector is made."""
-
-    MEAN = "mean"  # mean of the chunk's token states from the document pass (late chunking)
-    NAIVE = "naive"  # the model's own pooling of the chunk text encoded alone (for comparison)
-
-
-@dataclass(frozen=True)
-class ChunkingConfig:
-    """Settings of a :class:`LateChunker`.
-
-    Attributes:
-        chunk_size: Token budget per chunk for the built-in sentence splitter (special tokens
-            not counted). Ignored when a splitter is given.
-        window: Most tokens per forward pass, special tokens included (default: the
-            encoder's ``max_length``, 8192 for BGE-M3).
-        overlap: Context tokens shared by consecutive windows of a long document (default 0:
-            windows break between chunks, every token is computed once). With an overlap,
-            the chunks at a window's edge see up to ``overlap // 2`` tokens beyond it.
-        dense_pooling: ``"mean"`` (late chunking) or ``"naive"``.
-    """
-
-    chunk_size: int = 256
-    window: int | None = None
-    overlap: int | None = None
-    dense_pooling: DensePooling = DensePooling.MEAN
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "dense_pooling", DensePooling(self.dense_pooling))
-        except ValueError:
-            choices = [m.value for m in DensePooling]
-            raise ValueError(
-                f"dense_pooling must be one of {choices}, got {self.dense_pooling!r}"
-            ) from None
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 token, got {self.chunk_size}")
-        if self.window is not None and self.window < 3:
-            raise ValueError(f"window must be >= 3 tokens (specials + text), got {self.window}")
-        if self.overlap is not None and self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0 tokens, got {self.overlap}")
-
-
-@dataclass(frozen=True)
-class _Window:
-    """Content tokens ``[start, end)`` go in; states of ``[own_start, own_end)`` are kept."""
-
-    start: int
-    end: int
-    own_start: int
-    own_end: int
-
-
 @dataclass(frozen=True)
 class _DocPlan:
     text: str
     ids: npt.NDArray[np.int64]  # document tokens, specials included
     spans: list[Span]  # chunk character spans
     token_bounds: list[tuple[int, int]]  # chunk token ranges (document token indices)
-    windows: list[_Window]
-
-
-def plan_windows(n: int, capacity: int, overlap: int) -> list[_Window]:
-    """Windows of at most ``capacity`` content tokens over ``n`` tokens, ``overlap`` shared.
-
-    Fixed-stride windows, used inside a chunk longer than a window (see
-    :func:`plan_chunk_windows`). Each token is owned once, by the window in which it is farthest
-    from the edge (the overlap is split at its midpoint).
-
-    >>> [(w.start, w.end, w.own_start, w.own_end) for w in plan_windows(10, 4, 2)]
-    [(0, 4, 0, 3), (2, 6, 3, 5), (4, 8, 5, 7), (6, 10, 7, 10)]
-    """
-    if capacity < 1 or not 0 <= overlap < capacity:
-        raise ValueError(f"need capacity >= 1 and 0 <= overlap < capacity ({capacity}, {overlap})")
-    if n <= capacity:
-        return [_Window(0, n, 0, n)]
-    starts = [*range(0, n - capacity, capacity - overlap), n - capacity]
-    ends = [s + capacity for s in starts]
-    cuts = [0, *((starts[j + 1] + ends[j]) // 2 for j in range(len(starts) - 1)), n]
-    return [
-        _Window(s, e, cuts[j], cuts[j + 1])
-        for j, (s, e) in enumerate(zip(starts, ends, strict=True))
-    ]
-
-
-def plan_chunk_windows(
-    bounds: Sequence[tuple[int, int]], capacity: int, overlap: int
-) -> list[_Window]:
-    """Windows that break only between chunks, for a document longer than one window.
-
-    ``bounds`` are the chunks' token ranges, tiling ``[0, n)`` in order. Each window owns whole
-    consecutive chunks, as many as fit in ``capacity`` tokens together with their context: up to
-    ``overlap // 2`` tokens before and ``overlap - overlap // 2`` after (less at the document's
-    edges), so consecutive windows share ``overlap`` tokens. The context tokens are owned by the
-    neighbouring windows, so every token's state is taken once and no chunk mixes
-    states from two windows. Compared with fixed-stride windows this computes no token twice
-    when ``overlap`` is 0, and never cuts a chunk's context in the middle of the chunk. A chunk
-    longer than ``capacity`` is split by :func:`plan_windows` inside its own range.
-
-    >>> chunks = [(0, 3), (3, 6), (6, 9), (9, 10)]
-    >>> [(w.start, w.end, w.own_start, w.own_end) for w in plan_chunk_windows(chunks, 6, 0)]
-    [(0, 6, 0, 6), (6, 10, 6, 10)]
-    >>> [(w.start, w.end, w.own_start, w.own_end) for w in plan_chunk_windows(chunks, 6, 2)]
-    [(0, 4, 0, 3), (2, 7, 3, 6), (5, 10, 6, 10)]
-    """
-    if capacity < 1 or not 0 <= overlap < capacity:
-        raise ValueError(f"need capacity >= 1 and 0 <= overlap < capacity ({capacity}, {overlap})")
-    n = bounds[-1][1] if bounds else 0
-    if n <= capacity:
-        return [_Window(0, n, 0, n)]
-
-    before, after = overlap // 2, overlap - overlap // 2
-
-    def context(a: int, b: int) -> tuple[int, int]:
-        want_left, want_right = min(before, a), min(after, n - b)
-        room = capacity - (b - a)
-        if want_left + want_right <= room:
-            return want_left, want_right
-        left = min(want_left, max(room // 2, room - want_right))
-        return left, min(want_right, room - left)
-
-    windows: list[_Window] = []
-    i = 0
-    while i < len(bounds):
-        a, b = bounds[i]
-        if b - a > capacity:
-            for w in plan_windows(b - a, capacity, overlap):
-                windows.append(_Window(w.start + a, w.end + a, w.own_start + a, w.own_end + a))
-            i += 1
-            continue
-        while i + 1 < len(bounds):
-            nb = bounds[i + 1][1]
-            if (nb - a) + min(before, a) + min(after, n - nb) > capacity:
-                break
-            i, b = i + 1, nb
-        left, right = context(a, b)
-        windows.append(_Window(a - left, b + right, a, b))
-        i += 1
-    return windows
+    content_bounds: list[tuple[int, int]]  # chunk ranges among the text tokens
+    windows: list[Window]
 
 
 class LateChunker:
@@ -225,9 +125,14 @@ class LateChunker:
         splitter: Instead of the built-in splitter: a callable ``str -> [(start, end)]``, a
             LangChain ``TextSplitter`` or a LlamaIndex text splitter (anything with
             ``split_text``).
-        window: Most tokens per forward pass (default and maximum: ``encoder.max_length``).
-        overlap: Context tokens shared by consecutive windows (default 0).
-        dense_pooling: ``"mean"`` (default) or ``"naive"``.
+        window: Most tokens per forward pass (default :func:`default_window`: two chunks'
+            worth; at most ``encoder.max_length``).
+        overlap: Text tokens shared by consecutive windows (default :func:`default_overlap`).
+        dense_pooling: Older spelling for dense in or out of ``late_heads``: ``"mean"`` (late)
+            or ``"naive"``.
+        placement: ``"centred"`` (default) or ``"chunks"``, see :mod:`m3kit.late_windows`.
+        late_heads: Heads pooled late, the others encoded from the chunk alone (default
+            :func:`default_late_heads`); heads the encoder lacks are ignored.
     """
 
     def __init__(
@@ -238,30 +143,54 @@ class LateChunker:
         splitter: Any = None,
         window: int | None = None,
         overlap: int | None = None,
-        dense_pooling: DensePooling | str = DensePooling.MEAN,
+        dense_pooling: DensePooling | str | None = None,
+        placement: WindowPlacement | str = WindowPlacement.CENTRED,
+        late_heads: Sequence[Head | str] | frozenset[Head] | None = None,
     ) -> None:
         self.encoder = encoder
-        self.config = ChunkingConfig(chunk_size, window, overlap, dense_pooling)  # type: ignore[arg-type]
+        self.config = ChunkingConfig(
+            chunk_size,
+            window,
+            overlap,
+            dense_pooling,  # type: ignore[arg-type]
+            placement,  # type: ignore[arg-type]
+            None if late_heads is None else parse_heads(late_heads),
+        )
         # the same spans as NaiveChunker with these settings (m3kit.chunking)
         self._planner = SpanPlanner(encoder, chunk_size=self.config.chunk_size, splitter=splitter)
         self._tokenizer = self._planner.tokenizer
         self._prefix, self._suffix = self._planner.prefix, self._planner.suffix
-        self.window = window if window is not None else encoder.max_length
+        specials = len(self._prefix) + len(self._suffix)
+        self.window = (
+            window
+            if window is not None
+            else default_window(self.config.chunk_size, encoder.max_length, specials)
+        )
         if self.window > encoder.max_length:
             raise ValueError(
                 f"window={self.window} exceeds the encoder's max_length={encoder.max_length}; "
                 "load the encoder with a larger max_length (up to what the checkpoint allows)"
             )
-        self.capacity = self.window - len(self._prefix) - len(self._suffix)
+        self.capacity = self.window - specials
         if self.capacity < 1:
             raise ValueError(f"window={self.window} leaves no room for text beside specials")
-        self.overlap = overlap if overlap is not None else 0
+        self.overlap = overlap if overlap is not None else default_overlap(self.capacity)
         if self.overlap >= self.capacity:
             raise ValueError(
                 f"overlap={self.overlap} must be smaller than the window's text capacity "
                 f"({self.capacity} tokens)"
             )
+        self.placement: WindowPlacement = self.config.placement
         self.heads = encoder.available_heads
+        late = self.config.late_heads
+        if late is None:
+            late = default_late_heads(encoder)
+            if self.config.dense_pooling is DensePooling.MEAN:
+                late = late | {Head.DENSE}
+            elif self.config.dense_pooling is DensePooling.NAIVE:
+                late = late - {Head.DENSE}
+        #: Heads pooled from the document pass; the rest are encoded from the chunk alone.
+        self.late_heads: frozenset[Head] = late & self.heads
         self._splitter_name = self._planner.splitter_name
 
     @property
@@ -271,20 +200,27 @@ class LateChunker:
 
     @property
     def dense_pooling(self) -> DensePooling:
-        return self.config.dense_pooling
+        """``"mean"`` when dense is pooled late, else ``"naive"``."""
+        return DensePooling.MEAN if Head.DENSE in self.late_heads else DensePooling.NAIVE
+
+    @property
+    def naive_heads(self) -> frozenset[Head]:
+        """Heads encoded from each chunk's text alone."""
+        return self.heads - self.late_heads
 
     @property
     def signature(self) -> str:
         """What decides the chunks and their vectors, as a stable string (for change detection).
 
-        E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=8192, overlap=0,
-        windows=chunks, tokens=word-start, dense_pooling=mean)``. A custom splitter appears by
-        its qualified name only (not its settings).
+        E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=514, overlap=128,
+        windows=centred, tokens=word-start, late_heads=colbert+sparse)``. A custom splitter
+        appears by its qualified name only (not its settings).
         """
+        late = "+".join(sorted(h.value for h in self.late_heads)) or "none"
         return (
             f"LateChunker(splitter={self._splitter_name}, chunk_size={self.chunk_size}, "
-            f"window={self.window}, overlap={self.overlap}, windows=chunks, tokens=word-start, "
-            f"dense_pooling={self.dense_pooling.value})"
+            f"window={self.window}, overlap={self.overlap}, windows={self.placement.value}, "
+            f"tokens=word-start, late_heads={late})"
         )
 
     # -- public API -------------------------------------------------------------------------
@@ -341,62 +277,93 @@ class LateChunker:
 
     def _plan(self, text: str) -> _DocPlan:
         plan = self._planner.plan(text)
-        windows = plan_chunk_windows(plan.content_bounds, self.capacity, self.overlap)
-        return _DocPlan(plan.text, plan.ids, plan.spans, plan.token_bounds, windows)
+        windows = plan_document_windows(
+            self.placement, plan.content_bounds, self.capacity, self.overlap
+        )
+        return _DocPlan(
+            plan.text, plan.ids, plan.spans, plan.token_bounds, plan.content_bounds, windows
+        )
 
     # -- encoding ---------------------------------------------------------------------------
     def _encode_group(self, plans: list[_DocPlan]) -> list[list[Chunk]]:
-        p = len(self._prefix)
-        window_ids: list[list[int]] = []
-        for plan in plans:
-            for w in plan.windows:
-                body = plan.ids[p + w.start : p + w.end].tolist()
-                window_ids.append([*self._prefix, *body, *self._suffix])
-        states = self.encoder.token_states(window_ids, heads=self.heads)
-        naive = self._naive_dense(plans)
+        states: list[TokenStates] = []
+        if self.late_heads:
+            p = len(self._prefix)
+            window_ids: list[list[int]] = []
+            for plan in plans:
+                for w in plan.windows:
+                    body = plan.ids[p + w.start : p + w.end].tolist()
+                    window_ids.append([*self._prefix, *body, *self._suffix])
+            states = self.encoder.token_states(window_ids, heads=self.late_heads)
+        naive = self._naive(plans)
         out: list[list[Chunk]] = []
-        at = 0
-        for doc, plan in enumerate(plans):
-            doc_states = states[at : at + len(plan.windows)]
+        at = row = 0
+        for plan in plans:
+            doc_states = states[at : at + len(plan.windows)] if self.late_heads else []
             at += len(plan.windows)
-            dense = naive[doc] if naive is not None else None
-            out.append(self._pool(plan, doc_states, dense))
+            out.append(self._pool(plan, doc_states, naive, row))
+            row += len(plan.spans)
         return out
 
-    def _naive_dense(self, plans: list[_DocPlan]) -> list[FloatArray] | None:
-        if self.config.dense_pooling is not DensePooling.NAIVE:
+    def _naive(self, plans: list[_DocPlan]) -> M3Output | None:
+        """The naive heads of every chunk of the group, each chunk encoded alone.
+
+        Like :class:`~m3kit.chunking.NaiveChunker`: the chunk's own document tokens between the
+        special tokens (nothing tokenised twice).
+
+        Raises:
+            ValueError: A chunk is longer than one forward pass (it would be truncated).
+        """
+        if not self.naive_heads:
             return None
-        texts = [plan.text[s:e] for plan in plans for s, e in plan.spans]
-        dense = self.encoder.encode(texts, heads=[Head.DENSE], show_progress=False).dense
-        out, at = [], 0
+        p, capacity = len(self._prefix), text_capacity(self.encoder)
+        sequences: list[list[int]] = []
         for plan in plans:
-            out.append(dense[at : at + len(plan.spans)])
-            at += len(plan.spans)
-        return out
+            for i, (a, b) in enumerate(plan.content_bounds):
+                if b - a > capacity:
+                    raise ValueError(
+                        f"chunk {i} is {b - a} tokens, more than the model's {capacity}, and "
+                        f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
+                        "vectors are encoded from the chunk alone (late_heads="
+                        f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "
+                        "pool every head late (late_heads=['dense', 'sparse', 'colbert'])"
+                    )
+                body = plan.ids[p + a : p + b].tolist()
+                sequences.append([*self._prefix, *body, *self._suffix])
+        heads = sorted(self.naive_heads, key=lambda h: h.value)
+        return self.encoder.encode_tokenized(sequences, heads=heads, show_progress=False)
 
     def _pool(
-        self, plan: _DocPlan, states: list[TokenStates], naive_dense: FloatArray | None
+        self, plan: _DocPlan, states: list[TokenStates], naive: M3Output | None, row: int
     ) -> list[Chunk]:
-        hidden, sparse, colbert = self._stitch(plan, states)
+        """Chunks of one document; ``naive`` rows ``row...`` are its chunks encoded alone."""
+        hidden, sparse, colbert = self._stitch(plan, states) if states else (None, None, None)
         chunks: list[Chunk] = []
         for index, ((start, end), (ts, te)) in enumerate(
             zip(plan.spans, plan.token_bounds, strict=True)
         ):
-            if naive_dense is not None:
-                dense = naive_dense[index][None, :]
-            else:
+            dense: FloatArray | None = None
+            if hidden is not None and Head.DENSE in self.late_heads:
                 mean = hidden[ts:te].mean(axis=0, dtype=np.float64)
                 dense = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)[None]
+            elif naive is not None and Head.DENSE in self.heads:
+                dense = naive.dense[row + index][None, :]
+            sparse_vec: tuple[SparseVector, ...] | None = None
+            if sparse is not None:
+                sparse_vec = (self.encoder.sparse_vector(plan.ids[ts:te], sparse[ts:te]),)
+            elif naive is not None and Head.SPARSE in self.naive_heads:
+                sparse_vec = (naive.sparse[row + index],)
+            colbert_vec: tuple[FloatArray, ...] | None = None
+            if colbert is not None:
+                colbert_vec = (np.ascontiguousarray(colbert[max(ts, 1) : te]),)
+            elif naive is not None and Head.COLBERT in self.naive_heads:
+                colbert_vec = (naive.colbert[row + index],)
             vectors = M3Output(
                 heads=self.heads,
                 token_counts=(te - ts,),
                 _dense=dense,
-                _sparse=(self.encoder.sparse_vector(plan.ids[ts:te], sparse[ts:te]),)
-                if sparse is not None
-                else None,
-                _colbert=(np.ascontiguousarray(colbert[max(ts, 1) : te]),)
-                if colbert is not None
-                else None,
+                _sparse=sparse_vec,
+                _colbert=colbert_vec,
             )
             chunks.append(Chunk(plan.text[start:end], start, end, index, ts, te, vectors))
         return chunks
@@ -412,9 +379,9 @@ class LateChunker:
         total = int(plan.ids.shape[0])
         n = total - p - s
         hidden = np.empty((total, states[0].hidden.shape[1]), dtype=np.float32)
-        sparse = np.empty(total, dtype=np.float32) if Head.SPARSE in self.heads else None
+        sparse = np.empty(total, dtype=np.float32) if Head.SPARSE in self.late_heads else None
         colbert = None
-        if Head.COLBERT in self.heads:
+        if Head.COLBERT in self.late_heads:
             width = states[0].colbert.shape[1] if states[0].colbert is not None else 0
             colbert = np.zeros((total, width), dtype=np.float32)
         for w, st in zip(plan.windows, states, strict=True):

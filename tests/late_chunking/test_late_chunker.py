@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 
 from m3kit import Head, HeadNotComputedError, M3Encoder
+from m3kit.chunking import NaiveChunker
 from m3kit.late_chunking import (
     ChunkingConfig,
     DensePooling,
     LateChunker,
+    WindowPlacement,
     as_late_chunker,
     plan_chunk_windows,
     plan_windows,
 )
+
+ALL = ["dense", "sparse", "colbert"]  # every head pooled late
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -103,7 +107,7 @@ def test_minilm_one_chunk_equals_encode(minilm_encoder, h, name):  # type: ignor
 
 def test_tiny_one_chunk_equals_mean_of_token_states(tiny_encoder, h):  # type: ignore[no-untyped-def]
     text = h.texts["english"]
-    chunk = LateChunker(tiny_encoder, chunk_size=10_000).chunk([text])[0][0]
+    chunk = LateChunker(tiny_encoder, chunk_size=10_000, late_heads=ALL).chunk([text])[0][0]
     ids = h.document_ids(tiny_encoder, text)
     ref = h.reference_states(tiny_encoder, ids)
     np.testing.assert_allclose(chunk.dense, _normalise(ref.hidden.mean(0)), atol=1e-5)
@@ -117,7 +121,10 @@ def test_tiny_one_chunk_equals_mean_of_token_states(tiny_encoder, h):  # type: i
 @pytest.mark.parametrize("name", ["english", "chinese", "emoji"])
 def test_every_chunk_pools_its_own_tokens(tiny_encoder, h, name):  # type: ignore[no-untyped-def]
     text = h.texts[name]
-    chunks = LateChunker(tiny_encoder, chunk_size=6).chunk([text])[0]
+    chunker = LateChunker(
+        tiny_encoder, chunk_size=6, window=tiny_encoder.max_length, late_heads=ALL
+    )
+    chunks = chunker.chunk([text])[0]
     assert len(chunks) > 1
     ids = np.asarray(h.document_ids(tiny_encoder, text))
     ref = h.reference_states(tiny_encoder, ids.tolist())
@@ -137,11 +144,14 @@ def test_every_chunk_pools_its_own_tokens(tiny_encoder, h, name):  # type: ignor
 
 def test_naive_dense_pooling_encodes_chunk_alone(tiny_encoder, h):  # type: ignore[no-untyped-def]
     text = h.texts["english"]
-    late = LateChunker(tiny_encoder, chunk_size=8).chunk([text])[0]
-    naive = LateChunker(tiny_encoder, chunk_size=8, dense_pooling="naive").chunk([text])[0]
+    whole = tiny_encoder.max_length
+    late = LateChunker(tiny_encoder, chunk_size=8, window=whole, late_heads=ALL).chunk([text])[0]
+    naive = LateChunker(tiny_encoder, chunk_size=8, window=whole, dense_pooling="naive")
+    naive = naive.chunk([text])[0]
     assert [c.text for c in late] == [c.text for c in naive]
-    alone = tiny_encoder.encode([c.text for c in naive], heads=["dense"]).dense
-    np.testing.assert_allclose(np.stack([c.dense for c in naive]), alone, atol=1e-6)
+    alone = NaiveChunker(tiny_encoder, chunk_size=8).chunk([text])[0]  # each chunk alone
+    alone_dense = np.stack([c.dense for c in alone])
+    np.testing.assert_allclose(np.stack([c.dense for c in naive]), alone_dense, atol=1e-6)
     assert not np.allclose(late[1].dense, naive[1].dense, atol=1e-3)  # context matters
     for a, b in zip(late, naive, strict=True):  # sparse / ColBERT stay late
         assert a.sparse == b.sparse
@@ -213,7 +223,9 @@ def test_window_states_match_direct_forward(tiny_small_window, h):  # type: igno
     """A document longer than the window: each token's state is its owning window's state."""
     enc: M3Encoder = tiny_small_window
     text = " ".join([h.texts["english"]] * 3)
-    chunker = LateChunker(enc, chunk_size=10, overlap=16)
+    chunker = LateChunker(
+        enc, chunk_size=10, window=64, overlap=16, placement="chunks", late_heads=ALL
+    )
     assert chunker.window == 64 and chunker.capacity == 62
     chunks = chunker.chunk([text])[0]
     ids = h.document_ids(enc, text)
@@ -247,8 +259,9 @@ def test_document_that_fits_equals_single_pass(tiny_encoder, tiny_small_window, 
     text = h.texts["chinese"]
     ids = h.document_ids(tiny_encoder, text)
     assert len(ids) <= 64
-    small = LateChunker(tiny_small_window, chunk_size=5).chunk([text])[0]
-    big = LateChunker(tiny_encoder, chunk_size=5).chunk([text])[0]
+    small = LateChunker(tiny_small_window, chunk_size=5, window=64, late_heads=ALL)
+    small = small.chunk([text])[0]
+    big = LateChunker(tiny_encoder, chunk_size=5, window=8192, late_heads=ALL).chunk([text])[0]
     ref = h.reference_states(tiny_encoder, ids)
     for a, b in zip(small, big, strict=True):
         np.testing.assert_allclose(a.dense, b.dense, atol=1e-5)
@@ -270,14 +283,14 @@ def test_long_document_forward_sizes_bounded(tiny_m3_path, monkeypatch):  # type
     monkeypatch.setattr(enc.model, "forward", spy)
     words = "Berlin is the capital of Germany. It has about 3.8 million inhabitants. "
     text = words * 1200
-    chunker = LateChunker(enc, chunk_size=200, window=1024)
+    chunker = LateChunker(enc, chunk_size=200, window=1024, overlap=0, late_heads=ALL)
     chunks = chunker.chunk([text])[0]
     n_tokens = len(chunker._tokenizer.encode(text).ids)
     assert n_tokens > 20_000
     assert chunks[-1].token_end == n_tokens
     assert seen and max(t for _, t in seen) <= 1024
     assert max(b * t for b, t in seen) <= 4096
-    # default overlap 0: every token through the model once (+ specials and a little padding)
+    # overlap 0: every token through the model once (+ specials and a little padding)
     assert sum(b * t for b, t in seen) < 1.05 * n_tokens
 
 
@@ -290,23 +303,37 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
         LateChunker(minilm_encoder, window=64, overlap=62)
     with pytest.raises(ValueError, match="dense_pooling|naive|mean"):
         LateChunker(tiny_encoder, dense_pooling="cls")
+    with pytest.raises(ValueError, match="placement"):
+        LateChunker(tiny_encoder, placement="middle")
+    with pytest.raises(ValueError, match="unknown head"):
+        LateChunker(tiny_encoder, late_heads=["dense", "splade"])
+    with pytest.raises(ValueError, match="contradicts late_heads"):
+        LateChunker(tiny_encoder, late_heads=["sparse"], dense_pooling="mean")
     with pytest.raises(TypeError, match="list of texts"):
         LateChunker(tiny_encoder).chunk("one text")
     with pytest.raises(TypeError, match="not str"):
         LateChunker(tiny_encoder).chunk(["ok", 3])  # type: ignore[list-item]
-    assert ChunkingConfig().dense_pooling is DensePooling.MEAN
+    assert ChunkingConfig().dense_pooling is None
+    assert ChunkingConfig().placement is WindowPlacement.CENTRED
     assert as_late_chunker(tiny_encoder, False) is None
     assert as_late_chunker(tiny_encoder, True).signature == LateChunker(tiny_encoder).signature  # type: ignore[union-attr]
     mine = LateChunker(tiny_encoder, chunk_size=7)
     assert as_late_chunker(tiny_encoder, mine) is mine
     with pytest.raises(TypeError, match="late_chunking must be True, False or a LateChunker"):
         as_late_chunker(tiny_encoder, "yes")  # type: ignore[arg-type]
-    chunker = LateChunker(minilm_encoder)
-    assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 0)
+    chunker = LateChunker(minilm_encoder)  # 2 * 256 + 2 > max_length 256
+    assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 63)
     assert chunker.signature == (
-        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=0, "
-        "windows=chunks, tokens=word-start, dense_pooling=mean)"
+        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=63, "
+        "windows=centred, tokens=word-start, late_heads=dense)"
     )
+    small = LateChunker(minilm_encoder, chunk_size=96)
+    assert (small.window, small.capacity, small.overlap) == (194, 192, 48)
+    m3 = LateChunker(tiny_encoder)  # BGE-M3 sizes: 2 * 256 + 2 of 8192
+    assert (m3.window, m3.capacity, m3.overlap) == (514, 512, 128)
+    assert m3.late_heads == {Head.SPARSE, Head.COLBERT}  # CLS-pooled: dense naive
+    assert m3.dense_pooling is DensePooling.NAIVE
+    assert m3.signature.endswith("windows=centred, tokens=word-start, late_heads=colbert+sparse)")
     other = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
     assert other.signature != chunker.signature and "<lambda>" in other.signature
     same = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])

@@ -20,10 +20,20 @@ _settings = settings(
     text=st.text(max_size=300),
     chunk_size=st.integers(1, 24),
     overlap=st.integers(0, 40),
+    placement=st.sampled_from(["centred", "chunks"]),
+    late_heads=st.sampled_from([None, ["dense", "sparse", "colbert"]]),
 )
-def test_arbitrary_unicode(tiny_small_window, h, text, chunk_size, overlap):  # type: ignore[no-untyped-def]
+def test_arbitrary_unicode(tiny_small_window, h, text, chunk_size, overlap, placement, late_heads):  # type: ignore[no-untyped-def]
     enc = tiny_small_window  # window 64: texts of more than 62 tokens are windowed
-    chunks = LateChunker(enc, chunk_size=chunk_size, overlap=overlap).chunk([text])[0]
+    chunker = LateChunker(
+        enc,
+        chunk_size=chunk_size,
+        window=64,
+        overlap=overlap,
+        placement=placement,
+        late_heads=late_heads,
+    )
+    chunks = chunker.chunk([text])[0]
     h.assert_spans_exact(chunks, text, tiled=True)
     h.assert_tokens_partitioned(chunks, len(h.document_ids(enc, text)))
     for c in chunks:

@@ -277,7 +277,15 @@ def _encode(
         c = p.chunking or {}
         key: tuple[Any, ...]
         if c.get("kind") == "late":
-            key = ("late", c.get("window"), c.get("overlap"), c.get("dense_pooling", "mean"))
+            heads = c.get("late_heads")
+            key = (
+                "late",
+                c.get("window"),
+                c.get("overlap"),
+                c.get("dense_pooling", "mean"),
+                c.get("placement", "chunks"),  # recorded since issue #19; before: chunks
+                None if heads is None else tuple(heads),
+            )
         else:
             key = (str(c.get("kind")),)  # whole or naive (others were refused up front)
         by_config[key].append(p)
@@ -313,9 +321,16 @@ def _chunker(index: M3Index, key: tuple[Any, ...], lookup: _StoredSpans) -> Any:
         )
     from m3kit.late_chunking import LateChunker
 
-    _, window, overlap, pooling = key
+    _, window, overlap, pooling, placement, heads = key
     return LateChunker(
-        index.encoder, splitter=lookup, window=window, overlap=overlap, dense_pooling=pooling
+        index.encoder,
+        splitter=lookup,
+        window=window,
+        overlap=overlap,
+        # before issue #19 every head was late but dense with dense_pooling="naive"
+        dense_pooling=pooling if heads is None else None,
+        late_heads=heads,
+        placement=placement,
     )
 
 

@@ -1,0 +1,69 @@
+"""Per-head late chunking (issue #19): each head late (pooled from the document pass) or naive
+(the chunk encoded alone), checked against independent references for every combination."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from m3kit import Head
+from m3kit.chunking import NaiveChunker
+from m3kit.late_chunking import LateChunker, default_late_heads
+
+_COMBOS = [
+    list(c) for r in range(4) for c in itertools.combinations(["dense", "sparse", "colbert"], r)
+]
+
+
+@pytest.mark.parametrize("late", _COMBOS, ids=lambda c: "+".join(c) or "none")
+def test_each_head_late_or_naive(tiny_encoder, h, late):  # type: ignore[no-untyped-def]
+    text = h.texts["english"]
+    whole = tiny_encoder.max_length  # one window: late states are one plain forward pass
+    chunker = LateChunker(tiny_encoder, chunk_size=8, window=whole, late_heads=late)
+    assert chunker.late_heads == Head.parse(late) if late else not chunker.late_heads
+    chunks = chunker.chunk([text])[0]
+    assert len(chunks) > 2
+    naive = NaiveChunker(tiny_encoder, chunk_size=8).chunk([text])[0]  # each chunk alone
+    assert [c.text for c in naive] == [c.text for c in chunks]
+    ids = np.asarray(h.document_ids(tiny_encoder, text))
+    ref = h.reference_states(tiny_encoder, ids.tolist())  # the whole document, one pass
+    for c, alone in zip(chunks, naive, strict=True):
+        ts, te = c.token_start, c.token_end
+        assert c.vectors.heads == tiny_encoder.available_heads
+        if "dense" in late:
+            mean = ref.hidden[ts:te].mean(0)
+            np.testing.assert_allclose(c.dense, mean / np.linalg.norm(mean), atol=1e-5)
+        else:
+            np.testing.assert_allclose(c.dense, alone.dense, atol=1e-6)
+        if "sparse" in late:
+            want = tiny_encoder.sparse_vector(ids[ts:te], ref.sparse[ts:te])
+        else:
+            want = alone.sparse
+        assert c.sparse.indices.tolist() == want.indices.tolist()
+        np.testing.assert_allclose(c.sparse.values, want.values, atol=1e-5)
+        if "colbert" in late:
+            np.testing.assert_allclose(c.colbert, ref.colbert[max(ts, 1) - 1 : te - 1], atol=1e-5)
+        else:
+            np.testing.assert_allclose(c.colbert, alone.colbert, atol=1e-6)
+
+
+def test_all_naive_runs_no_document_pass(tiny_encoder, h, monkeypatch):  # type: ignore[no-untyped-def]
+    calls: list[str] = []
+    monkeypatch.setattr(tiny_encoder, "token_states", lambda *a, **k: calls.append("doc") or [])
+    chunks = LateChunker(tiny_encoder, chunk_size=8, late_heads=[]).chunk([h.texts["english"]])
+    assert calls == [] and len(chunks[0]) > 2
+
+
+def test_defaults_follow_the_pooling(tiny_encoder, minilm_encoder):  # type: ignore[no-untyped-def]
+    """Mean-pooled MiniLM: dense late (measured). CLS-pooled M3: dense naive (reasoned)."""
+    assert default_late_heads(minilm_encoder) == {Head.DENSE}
+    assert default_late_heads(tiny_encoder) == {Head.SPARSE, Head.COLBERT}
+    assert LateChunker(tiny_encoder, dense_pooling="mean").late_heads == set(Head)
+    assert LateChunker(tiny_encoder, dense_pooling="naive").late_heads == {
+        Head.SPARSE,
+        Head.COLBERT,
+    }
+    # heads the encoder lacks are ignored: MiniLM is dense only
+    assert LateChunker(minilm_encoder, late_heads=["dense", "sparse"]).late_heads == {Head.DENSE}
