@@ -5,8 +5,13 @@ Data: ``shared/data/squad_en/longdoc`` (24 English Wikipedia articles, one docum
 differ only in how a chunk is encoded:
 
 - naive: every chunk's text encoded alone (``encoder.encode``, all heads the model has);
-- late:  each document encoded once (windows of ``window`` tokens overlapping by ``overlap``),
-  token states pooled per chunk (``LateChunker.chunk``).
+- late:  each document encoded once (windows of ``window`` tokens overlapping by ``overlap``,
+  placed ``centred`` or between ``chunks``), token states pooled per chunk
+  (``LateChunker.chunk``); ``--late-heads`` chooses which heads are pooled late (the others
+  are encoded from the chunk alone).
+
+``--split dev`` keeps the odd-numbered articles (a01, a03, ...: what the defaults were tuned
+on), ``--split heldout`` the even-numbered ones (the check), ``all`` (default) every article.
 
 A query's relevant chunk is the one containing its answer span ``[answer_start, answer_end)``;
 queries whose answer straddles a chunk boundary have no relevant chunk and are left out (the
@@ -22,6 +27,8 @@ Run::
 
     python benchmarks/late_chunking.py                 # MiniLM (dense) + tiny random M3
     python benchmarks/late_chunking.py --models minilm --chunk-size 64 --queries 1000
+    python benchmarks/late_chunking.py --models minilm --split dev --windows 194 256 \
+        --overlaps 0 48 96 --placements centred chunks
 """
 
 from __future__ import annotations
@@ -56,11 +63,19 @@ class Run:
     vectors: M3Output  # one row per chunk, all documents, in span order
 
 
+SPLITS = ("all", "dev", "heldout")
+
+
 def _load(
-    data: Path, n_queries: int, seed: int
+    data: Path, n_queries: int, seed: int, split: str = "all"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     docs = [json.loads(line) for line in (data / "corpus.jsonl").open(encoding="utf-8")]
+    docs.sort(key=lambda d: str(d["_id"]))
+    if split != "all":
+        docs = docs[0::2] if split == "dev" else docs[1::2]
+    keep = {d["_id"] for d in docs}
     queries = [json.loads(line) for line in (data / "queries.jsonl").open(encoding="utf-8")]
+    queries = [q for q in queries if q["doc_id"] in keep]
     random.Random(seed).shuffle(queries)
     return docs, queries[:n_queries]
 
@@ -149,8 +164,9 @@ def bench_model(
     queries: list[dict[str, Any]],
     *,
     chunk_size: int,
-    variants: Sequence[tuple[int | None, int | None]],
+    variants: Sequence[tuple[int | None, int | None, str, str]],
     repeats: int,
+    split: str = "all",
 ) -> dict[str, Any]:
     texts = [d["text"] for d in docs]
     base = LateChunker(encoder, chunk_size=chunk_size)
@@ -167,9 +183,21 @@ def bench_model(
         ]
         relevant.append(f"{q['doc_id']}#{hit[0]}" if hit else None)
     chunkers = {}
-    for window, overlap in variants:
-        chunker = LateChunker(encoder, chunk_size=chunk_size, window=window, overlap=overlap)
-        chunkers[f"late (window {chunker.window}, overlap {chunker.overlap})"] = chunker
+    for window, overlap, placement, heads in variants:
+        chunker = LateChunker(
+            encoder,
+            chunk_size=chunk_size,
+            window=window,
+            overlap=overlap,
+            placement=placement,
+            late_heads=None if heads == "default" else [h for h in heads.split(",") if h],
+        )
+        late = "+".join(sorted(h.value for h in chunker.late_heads)) or "none"
+        name = (
+            f"late (window {chunker.window}, overlap {chunker.overlap}, "
+            f"{chunker.placement.value}, late {late})"
+        )
+        chunkers[name] = chunker
 
     def naive() -> M3Output:
         chunk_spans = base.spans(texts)  # the same split work late chunking does
@@ -191,6 +219,7 @@ def bench_model(
         "precision": encoder.precision.value,
         "window": base.window,
         "chunk_size": chunk_size,
+        "split": split,
         "documents": len(docs),
         "document_tokens": n_tokens,
         "chunks": len(chunk_texts),
@@ -244,12 +273,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=int,
         nargs="*",
         default=[],
-        help="late chunking windows to compare (0: the model's max length; "
-        "default: two chunks' worth and the model's max length)",
+        help="late chunking windows to compare (0: the model's max length; -1: the chunker's "
+        "default; default: -1 only)",
     )
     parser.add_argument(
         "--overlaps", type=int, nargs="+", default=[-1], help="-1: the chunker's default"
     )
+    parser.add_argument(
+        "--placements", nargs="+", default=["centred"], choices=["centred", "chunks"]
+    )
+    parser.add_argument(
+        "--late-heads",
+        nargs="+",
+        default=["default"],
+        help="heads pooled late per variant, comma-separated (e.g. dense,sparse,colbert or "
+        "sparse,colbert); 'default': the chunker's default for the model",
+    )
+    parser.add_argument("--split", choices=SPLITS, default="all")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "late_chunking.json"
     )
@@ -261,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "the checkout as ../shared/data/squad_en/longdoc; pass --data DIR)"
             )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    docs, queries = _load(args.data, args.queries, args.seed)
+    docs, queries = _load(args.data, args.queries, args.seed, args.split)
     results = []
     for name in args.models:
         if name == "minilm":
@@ -278,13 +318,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             size = args.chunk_size or 256
         else:
             raise SystemExit(f"unknown model {name!r} (minilm, tiny-m3)")
-        windows = [w if w > 0 else None for w in args.windows] or [2 * size + 2, None]
+        windows = [None if w < 0 else (w or enc.max_length) for w in (args.windows or [-1])]
         windows = [w for w in windows if w is None or w <= enc.max_length]
-        variants = [(w, o if o >= 0 else None) for w in windows for o in args.overlaps]
+        variants = [
+            (w, o if o >= 0 else None, p, heads)
+            for w in windows
+            for o in args.overlaps
+            for p in args.placements
+            for heads in args.late_heads
+        ]
         print(f"[{name}] benchmarking {variants} ...", flush=True)
         results.append(
             bench_model(
-                name, enc, docs, queries, chunk_size=size, variants=variants, repeats=args.repeats
+                name,
+                enc,
+                docs,
+                queries,
+                chunk_size=size,
+                variants=variants,
+                repeats=args.repeats,
+                split=args.split,
             )
         )
     table = _table(results)

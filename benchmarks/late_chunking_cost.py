@@ -10,8 +10,20 @@ Run::
 
     python benchmarks/late_chunking_cost.py --docs 3     # 3 long SQuAD documents, ~10k tokens
     python benchmarks/late_chunking_cost.py --docs 1 --windows 514 8192 --overlaps 0 64
+    python benchmarks/late_chunking_cost.py --count-only --docs 3 --windows 514 --overlaps 0 128
 
 Writes ``benchmarks/results/late_chunking_cost.{json,md}``.
+
+``--count-only`` runs nothing big: a tiny M3 with BGE-M3's tokenizer (same tokens, same
+batching) records every forward pass's padded shape, and the cost is *estimated* for
+XLM-RoBERTa-large (24 layers, hidden 1024, FFN 4096) from padded tokens ``T`` and attention
+pairs ``A = sum(batch * length^2)``: per layer ``24 h^2`` FLOPs per token (projections and FFN)
+plus ``4 h`` per attention pair (scores and weighted sum). On CPU attention costs more per
+FLOP than the matrix products, so a second estimate weighs each attention pair as
+``ATTENTION_WEIGHT`` tokens, fitted to the measured runs of this machine (bf16, 2 cores,
+window 8192 at 2.91x naive) and matching the other two measured windows (514: 1.12 vs 1.11
+measured; 1024: 1.45 vs 1.44). Writes ``late_chunking_cost_counts.{json,md}``. The estimates
+for the measured runs are printed beside them, as a check.
 """
 
 from __future__ import annotations
@@ -39,6 +51,44 @@ def _cpu() -> float:
     return time.process_time()
 
 
+HIDDEN = 1024  # XLM-RoBERTa-large / BGE-M3
+#: CPU seconds of one attention pair in units of one token's (see the module docstring).
+ATTENTION_WEIGHT = 7.14e-4
+
+
+def estimated_flops(shapes: list[tuple[int, int]], hidden: int = HIDDEN) -> float:
+    """FLOPs per layer of forward passes with padded ``(batch, length)`` shapes (see module doc).
+
+    >>> estimated_flops([(1, 2)], hidden=1)
+    64.0
+    """
+    tokens = sum(b * t for b, t in shapes)
+    pairs = sum(b * t * t for b, t in shapes)
+    return float(24 * hidden * hidden * tokens + 4 * hidden * pairs)
+
+
+def _cpu_units(shapes: list[tuple[int, int]]) -> float:
+    """Calibrated CPU cost: padded tokens + ``ATTENTION_WEIGHT`` per attention pair."""
+    return sum(b * t + ATTENTION_WEIGHT * b * t * t for b, t in shapes)
+
+
+def _count(encoder: M3Encoder, fn: Callable[[], object]) -> list[tuple[int, int]]:
+    """Padded ``(batch, length)`` of every forward pass ``fn`` makes."""
+    seen: list[tuple[int, int]] = []
+    original = encoder.model.forward
+
+    def spy(input_ids, attention_mask, **kw):  # type: ignore[no-untyped-def]
+        seen.append((int(input_ids.shape[0]), int(input_ids.shape[1])))
+        return original(input_ids, attention_mask, **kw)
+
+    encoder.model.forward = spy  # type: ignore[method-assign]
+    try:
+        fn()
+    finally:
+        del encoder.model.forward
+    return seen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/m3-large"))
@@ -54,6 +104,20 @@ def main() -> None:
     )
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; best kept")
+    parser.add_argument(
+        "--count-only",
+        action="store_true",
+        help="estimate the cost from padded-token and attention counts (tiny model, seconds)",
+    )
+    parser.add_argument(
+        "--placements", nargs="+", default=["centred"], choices=["centred", "chunks"]
+    )
+    parser.add_argument(
+        "--late-heads",
+        nargs="+",
+        default=["default"],
+        help="heads pooled late, comma-separated, per variant ('default': the model's default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if not DATA.is_file():
@@ -62,7 +126,14 @@ def main() -> None:
             "the checkout, ../shared/data/squad_en/longdoc)"
         )
 
-    if not (args.checkpoint / "colbert_linear.pt").is_file():
+    if args.count_only:
+        import tempfile
+
+        from m3kit.testing import build_tiny_m3_checkpoint
+
+        args.checkpoint = build_tiny_m3_checkpoint(tempfile.mkdtemp(), xlmr_vocab=True)
+        args.dtype = "fp32"
+    elif not (args.checkpoint / "colbert_linear.pt").is_file():
         build_random_m3_checkpoint(args.checkpoint, tokenizer_file=xlmr_tokenizer_file())
     encoder = M3Encoder.from_pretrained(args.checkpoint, dtype=args.dtype)
     rows = [json.loads(line) for line in DATA.open(encoding="utf-8")]
@@ -79,21 +150,48 @@ def main() -> None:
         LateChunker(
             encoder,
             chunk_size=args.chunk_size,
-            window=window,
+            window=window if window > 0 else None,
             overlap=None if overlap < 0 else overlap,
+            placement=placement,
+            late_heads=None if heads == "default" else [h for h in heads.split(",") if h],
         )
         for window in args.windows
         for overlap in args.overlaps
+        for placement in args.placements
+        for heads in args.late_heads
     ]
     for chunker in chunkers:
         assert chunker.spans(docs) == spans, "late and naive must cut the same chunks"
+
+    def label(c: LateChunker) -> str:
+        late = "+".join(sorted(h.value for h in c.late_heads)) or "none"
+        return f"late ({c.placement.value}, late {late})"
+
     runs: list[tuple[str, int | None, int | None, Callable[[], object]]] = [
         ("naive", None, None, lambda: encoder.encode(chunk_texts, show_progress=False)),
         *(
-            ("late", c.window, c.overlap, lambda c=c: c.chunk(docs, show_progress=False))
+            (label(c), c.window, c.overlap, lambda c=c: c.chunk(docs, show_progress=False))
             for c in chunkers
         ),
     ]
+    shapes = [_count(encoder, fn) for _, _, _, fn in runs]
+    flops = [estimated_flops(s) for s in shapes]
+    estimates = [
+        {
+            "method": lbl,
+            "window": window,
+            "overlap": overlap,
+            "padded_tokens": sum(b * t for b, t in s),
+            "attention_pairs": sum(b * t * t for b, t in s),
+            "forward_passes": len(s),
+            "est_x_naive": round(f / flops[0], 3),
+            "est_cpu_x_naive": round(_cpu_units(s) / _cpu_units(shapes[0]), 3),
+        }
+        for (lbl, window, overlap, _), s, f in zip(runs, shapes, flops, strict=True)
+    ]
+    if args.count_only:
+        _write_counts(args, estimates, len(docs), tokens, len(chunk_texts))
+        return
     cpu: dict[int, list[float]] = {i: [] for i in range(len(runs))}
     wall: dict[int, list[float]] = {i: [] for i in range(len(runs))}
     encoder.encode(chunk_texts[:2], show_progress=False)  # warm-up
@@ -118,6 +216,8 @@ def main() -> None:
             "cpu_s": round(min(cpu[i]), 2),
             "cpu_s_all": [round(x, 2) for x in cpu[i]],
             "x_naive_cpu": round(min(cpu[i]) / naive_cpu, 2),
+            "est_x_naive": estimates[i]["est_x_naive"],
+            "est_cpu_x_naive": estimates[i]["est_cpu_x_naive"],
         }
         for i, (label, window, overlap, _) in enumerate(runs)
     ]
@@ -145,15 +245,53 @@ def main() -> None:
         "",
         machine.markdown(),
         "",
-        "| method | window | overlap | wall s | CPU s | x naive (CPU) |",
-        "|---|---|---|---|---|---|",
+        "| method | window | overlap | wall s | CPU s | x naive (CPU) | est. (FLOPs) "
+        "| est. (calibrated CPU) |",
+        "|---|---|---|---|---|---|---|---|",
         *(
             f"| {r['method']} | {r['window'] or '-'} | {_dash(r['overlap'])} "
-            f"| {r['wall_s']} | {r['cpu_s']} | {r['x_naive_cpu']} |"
+            f"| {r['wall_s']} | {r['cpu_s']} | {r['x_naive_cpu']} | {r['est_x_naive']} "
+            f"| {r['est_cpu_x_naive']} |"
             for r in results
         ),
     ]
     (args.out / "late_chunking_cost.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+def _write_counts(
+    args: argparse.Namespace, rows: list[dict[str, object]], docs: int, tokens: int, chunks: int
+) -> None:
+    machine = describe_machine()
+    meta = {"documents": docs, "tokens": tokens, "chunks": chunks, "chunk_size": args.chunk_size}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "late_chunking_cost_counts.json").write_text(
+        json.dumps({"meta": {**meta, "machine": machine.as_dict()}, "results": rows}, indent=2),
+        encoding="utf-8",
+    )
+    lines = [
+        "# Late vs naive chunking cost, estimated from counts (`late_chunking_cost.py "
+        "--count-only`)",
+        "",
+        f"BGE-M3's tokenizer and batching, {docs} long SQuAD documents, {tokens} tokens, "
+        f"{chunks} chunks of <= {args.chunk_size} tokens, all three heads. Estimated FLOPs for "
+        f"XLM-RoBERTa-large: 24 h^2 per padded token + 4 h per attention pair, h = {HIDDEN}; "
+        f"calibrated CPU: padded tokens + {ATTENTION_WEIGHT} x attention pairs (fitted to this "
+        "machine's measured bf16 runs).",
+        "",
+        "| method | window | overlap | forward passes | padded tokens | attention pairs "
+        "| x naive (FLOPs) | x naive (calibrated CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['method']} | {r['window'] or '-'} | {_dash(r['overlap'])} "
+            f"| {r['forward_passes']} | {r['padded_tokens']} | {r['attention_pairs']} "
+            f"| {r['est_x_naive']} | {r['est_cpu_x_naive']} |"
+            for r in rows
+        ),
+    ]
+    (args.out / "late_chunking_cost_counts.md").write_text(
+        "\n".join(lines) + "\n", encoding="utf-8"
+    )
     print("\n".join(lines))
 
 

@@ -76,13 +76,13 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
     """Most tokens per forward pass (default: ``2 * chunk_size + 2``, at most the encoder's
     ``max_length``). Smaller windows cost less (attention is quadratic)."""
     overlap: int | None = Field(default=None, ge=0)
-    """Text tokens shared by consecutive windows of a long document (default: a quarter of
+    """Text tokens shared by consecutive windows of a long document (default: an eighth of
     the window)."""
     placement: WindowPlacement = WindowPlacement.CENTRED
     """``centred`` (each token from the window where it sits most centrally) or ``chunks``."""
     late_heads: list[Head] | None = None
-    """Heads pooled late, the others encoded from the chunk alone (default: all for
-    mean-pooled models, sparse and ColBERT for CLS-pooled ones such as BGE-M3)."""
+    """Heads pooled late, the others encoded from the chunk alone (default: sparse and ColBERT;
+    dense is encoded from the chunk alone, see ``m3kit.late_chunking.default_late_heads``)."""
     dense_pooling: DensePooling | None = None
     """Older spelling: ``mean`` (dense late) or ``naive`` (dense from the chunk alone)."""
     splitter: Any = Field(default=None, exclude=True)

@@ -223,7 +223,7 @@ class M3LateChunkingNodeParser(NodeParser):
     overlap: int | None = Field(
         default=None,
         ge=0,
-        description="Text tokens shared by consecutive windows (default: a quarter of the window).",
+        description="Text tokens shared by consecutive windows (default: an eighth of the window).",
     )
     placement: WindowPlacement = Field(
         default=WindowPlacement.CENTRED,
@@ -231,8 +231,8 @@ class M3LateChunkingNodeParser(NodeParser):
     )
     late_heads: list[Head] | None = Field(
         default=None,
-        description="Heads pooled late, the others encoded from the chunk alone (default: all "
-        "for mean-pooled models, sparse and ColBERT for CLS-pooled ones such as BGE-M3).",
+        description="Heads pooled late, the others encoded from the chunk alone (default: "
+        "sparse and ColBERT; dense from the chunk alone).",
     )
     dense_pooling: DensePooling | None = Field(
         default=None, description="Older spelling: 'mean' (dense late) or 'naive'."

@@ -25,19 +25,21 @@ Rules (tested in ``tests/late_chunking``):
   max sparse weight per token id inside the chunk, special tokens dropped
   (:meth:`~m3kit.encoder.M3Encoder.sparse_vector`); ColBERT = the normalised ColBERT vectors
   of the chunk's tokens (CLS has none; the last chunk keeps ``</s>`` like ``encode``). Default
-  (:func:`default_late_heads`): every head late for a mean-pooled model (MiniLM: measured,
-  late dense >= naive); for a CLS-pooled model (BGE-M3) sparse and ColBERT late, dense naive:
-  its dense head was trained on the CLS state and never on a mean of token states (a choice
-  by reasoning: no real M3 weights could be measured offline). Mixing costs a naive pass on
-  top of the document pass.
+  (:func:`default_late_heads`): sparse and ColBERT late, dense naive. Measured on MiniLM
+  (mean-pooled): late dense retrieved worse than naive in every setting tried, so a dense-only
+  model's default late chunks are its naive chunks (no document pass). Reasoned for BGE-M3
+  (CLS-pooled, not measurable offline): its dense head never saw a mean of token states in
+  training. Mixing costs a naive pass on top of the document pass.
 - **Windows.** A document longer than ``window`` text tokens is encoded in several windows
   (:mod:`m3kit.late_windows`); each token's state is taken from exactly one window. Default
   placement ``"centred"``: windows at a fixed stride ``capacity - overlap``, each token taken
   from the window where it sits most centrally, so every chunk sees at least ``overlap // 2``
   tokens of context on both sides (``"chunks"``: windows that break only between chunks, the
   placement before). Default ``window = min(max_length, 2 * chunk_size + specials)`` and
-  ``overlap = window // 4`` (:func:`default_window`, :func:`default_overlap`), measured on
-  MiniLM (``benchmarks/late_chunking.py``). Memory grows linearly with the document.
+  ``overlap = capacity // 8`` (:func:`default_window`, :func:`default_overlap`): every chunk
+  sees at least ``overlap // 2`` tokens on both sides at an estimated 1.29x naive CPU time for
+  BGE-M3 with every head late (``benchmarks/late_chunking_cost.py --count-only``). Memory grows
+  linearly with the document.
 - **Cost.** Each token attends to its whole window instead of its chunk, and the overlap is
   computed twice, so late chunking costs more than naive chunking, more as the window grows
   (attention is quadratic). ``benchmarks/late_chunking_cost.py`` measures it (and estimates
@@ -191,6 +193,13 @@ class LateChunker:
                 late = late - {Head.DENSE}
         #: Heads pooled from the document pass; the rest are encoded from the chunk alone.
         self.late_heads: frozenset[Head] = late & self.heads
+        if not self.late_heads:
+            logger.info(
+                "LateChunker: no head is pooled late (late_heads=%s, encoder heads %s): every "
+                "chunk is encoded alone, as NaiveChunker does",
+                sorted(h.value for h in late),
+                sorted(h.value for h in self.heads),
+            )
         self._splitter_name = self._planner.splitter_name
 
     @property

@@ -6,7 +6,6 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from m3kit.checkpoint import Pooling
 from m3kit.late_windows import WindowPlacement
 from m3kit.outputs import Head
 
@@ -27,7 +26,7 @@ __all__ = [
 #: Default window: room for this many chunks of ``chunk_size`` tokens (see :func:`default_window`).
 DEFAULT_WINDOW_CHUNKS = 2
 #: Default overlap as a fraction of the window's text capacity (see :func:`default_overlap`).
-DEFAULT_OVERLAP_FRACTION = 0.25
+DEFAULT_OVERLAP_FRACTION = 0.125
 
 
 class DensePooling(str, enum.Enum):
@@ -38,18 +37,21 @@ class DensePooling(str, enum.Enum):
 
 
 def default_late_heads(encoder: M3Encoder) -> frozenset[Head]:
-    """Heads pooled late by default: all for mean-pooled models, all but dense otherwise.
+    """Heads pooled late by default: sparse and ColBERT (per-token heads); dense is naive.
 
-    Late dense is a mean of token states. A mean-pooled model (all-MiniLM-L6-v2) was trained
-    on exactly that, and late >= naive was measured on it; a CLS-pooled one (BGE-M3) never saw
-    a mean of its token states in training, so its dense vector is taken naive (the chunk
-    encoded alone), while sparse and ColBERT, which are per token, are pooled late. The M3
-    choice is reasoned, not measured (no real BGE-M3 weights offline).
+    - Mean-pooled models (measured, all-MiniLM-L6-v2 on the long SQuAD articles,
+      ``benchmarks/late_chunking.py``): late dense retrieved worse than encoding each chunk
+      alone in every window, overlap and placement tried (sentence-packed chunks of 96 and
+      254 tokens), so dense is naive. A dense-only model then runs no document pass at all:
+      its late chunks equal naive chunks.
+    - CLS-pooled models (BGE-M3; reasoned, not measured: no real weights offline): the dense
+      head was trained on the CLS state and never on a mean of token states, so dense is naive.
+      Sparse and ColBERT are computed per token, as they were trained, so they are late.
+
+    Mixing costs a naive pass on top of the document pass; ``late_heads=["dense", "sparse",
+    "colbert"]`` runs the document pass alone.
     """
-    heads = encoder.available_heads
-    if encoder.model.pooling is Pooling.MEAN:
-        return heads
-    return heads - {Head.DENSE}
+    return encoder.available_heads - {Head.DENSE}
 
 
 def default_window(chunk_size: int, max_length: int, specials: int) -> int:
@@ -66,7 +68,7 @@ def default_overlap(capacity: int) -> int:
     """Default overlap: ``DEFAULT_OVERLAP_FRACTION`` of the window's text capacity.
 
     >>> default_overlap(512), default_overlap(192), default_overlap(1)
-    (128, 48, 0)
+    (64, 24, 0)
     """
     return int(capacity * DEFAULT_OVERLAP_FRACTION)
 

@@ -136,6 +136,8 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
         (["index", "{docs}", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["search", "x", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["index", "{docs}", "--window", "512"], "--window needs --late-chunking"),
+        (["index", "{docs}", "--late-heads", "dense"], "--late-heads needs --late-chunking"),
+        (["index", "{docs}", "--late-chunking", "--late-heads", "splade"], "unknown head 'splade'"),
         (["search", "x", "--api-key", "secret"], "--api-key needs --qdrant-url"),
         (
             ["search", "anything", "--collection", "never_indexed"],
@@ -235,7 +237,7 @@ def test_index_with_late_chunking(
     store = tmp_path / "store"
     capsys.readouterr()
     argv = ["index", str(long_md), "--collection", "docs", "--late-chunking", "--chunk-size", "64"]
-    argv += ["--window", "130"]  # two chunks per forward pass: several windows per document
+    argv += ["--window", "130", "--late-heads", "dense"]  # several windows per document
     assert main(_args(store, minilm_path, *argv)) == 0
     out = capsys.readouterr().out
     stored = int(out.split(": ")[-1].split(" chunk")[0])

@@ -322,15 +322,15 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     with pytest.raises(TypeError, match="late_chunking must be True, False or a LateChunker"):
         as_late_chunker(tiny_encoder, "yes")  # type: ignore[arg-type]
     chunker = LateChunker(minilm_encoder)  # 2 * 256 + 2 > max_length 256
-    assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 63)
+    assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 31)
     assert chunker.signature == (
-        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=63, "
-        "windows=centred, tokens=word-start, late_heads=dense)"
+        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=31, "
+        "windows=centred, tokens=word-start, late_heads=none)"
     )
     small = LateChunker(minilm_encoder, chunk_size=96)
-    assert (small.window, small.capacity, small.overlap) == (194, 192, 48)
+    assert (small.window, small.capacity, small.overlap) == (194, 192, 24)
     m3 = LateChunker(tiny_encoder)  # BGE-M3 sizes: 2 * 256 + 2 of 8192
-    assert (m3.window, m3.capacity, m3.overlap) == (514, 512, 128)
+    assert (m3.window, m3.capacity, m3.overlap) == (514, 512, 64)
     assert m3.late_heads == {Head.SPARSE, Head.COLBERT}  # CLS-pooled: dense naive
     assert m3.dense_pooling is DensePooling.NAIVE
     assert m3.signature.endswith("windows=centred, tokens=word-start, late_heads=colbert+sparse)")

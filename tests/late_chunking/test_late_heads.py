@@ -56,9 +56,16 @@ def test_all_naive_runs_no_document_pass(tiny_encoder, h, monkeypatch):  # type:
     assert calls == [] and len(chunks[0]) > 2
 
 
-def test_defaults_follow_the_pooling(tiny_encoder, minilm_encoder):  # type: ignore[no-untyped-def]
-    """Mean-pooled MiniLM: dense late (measured). CLS-pooled M3: dense naive (reasoned)."""
-    assert default_late_heads(minilm_encoder) == {Head.DENSE}
+def test_default_late_heads(tiny_encoder, minilm_encoder, h, caplog):  # type: ignore[no-untyped-def]
+    """Dense naive by default (MiniLM measured, CLS-pooled M3 reasoned); sparse, ColBERT late."""
+    assert default_late_heads(minilm_encoder) == frozenset()
+    with caplog.at_level("INFO", logger="m3kit.late_chunking"):
+        minilm = LateChunker(minilm_encoder, chunk_size=8)
+    assert "no head is pooled late" in caplog.text
+    text = h.texts["english"]
+    naive = NaiveChunker(minilm_encoder, chunk_size=8).chunk([text])[0]
+    got = minilm.chunk([text])[0]
+    np.testing.assert_allclose([c.dense for c in got], [c.dense for c in naive], atol=1e-6)
     assert default_late_heads(tiny_encoder) == {Head.SPARSE, Head.COLBERT}
     assert LateChunker(tiny_encoder, dense_pooling="mean").late_heads == set(Head)
     assert LateChunker(tiny_encoder, dense_pooling="naive").late_heads == {
