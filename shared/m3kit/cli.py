@@ -132,8 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=_positive_int,
         default=None,
-        help="with --late-chunking: most tokens of context per forward pass (default: the "
-        "model's max length; smaller is cheaper: 2 x chunk size + 2 costs ~1.1x naive chunking)",
+        help="with --late-chunking: most tokens of context per forward pass (default: 2 x chunk "
+        "size + 2, at most the model's max length; larger costs more, attention is quadratic)",
+    )
+    index.add_argument(
+        "--late-heads",
+        default=None,
+        help="with --late-chunking: comma-separated heads pooled from the document pass, the "
+        "others encoded from the chunk alone (default: sparse,colbert; dense from the chunk "
+        "alone, which measured better on MiniLM; dense-only models then chunk naively)",
     )
     index.add_argument(
         "--prune",
@@ -213,6 +220,8 @@ def _run_index(args: argparse.Namespace) -> int:
 
     if args.window is not None and not args.late_chunking:
         raise ValueError("--window needs --late-chunking")
+    if args.late_heads is not None and not args.late_chunking:
+        raise ValueError("--late-heads needs --late-chunking")
     storage = _storage(args)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
@@ -221,7 +230,9 @@ def _run_index(args: argparse.Namespace) -> int:
     if args.paths and not docs:
         raise ValueError("no text to index (every document is empty)")
     encoder = _load_encoder(args, storage)
-    chunker = _chunker(encoder, args.chunk_size, args.window, late=args.late_chunking)
+    chunker = _chunker(
+        encoder, args.chunk_size, args.window, late=args.late_chunking, late_heads=args.late_heads
+    )
     index = _open_index(encoder, args, storage)
     try:
         before = index.count()
@@ -357,7 +368,12 @@ def _collection_model(args: argparse.Namespace, storage: dict[str, Any]) -> Any:
 
 
 def _chunker(
-    encoder: M3Encoder, chunk_size: int | None, window: int | None, *, late: bool
+    encoder: M3Encoder,
+    chunk_size: int | None,
+    window: int | None,
+    *,
+    late: bool,
+    late_heads: str | None = None,
 ) -> Chunker:
     """The same sentence-packed chunks either way; ``late`` pools them from the document."""
     from m3kit.chunking import NaiveChunker, default_chunk_size
@@ -365,7 +381,13 @@ def _chunker(
 
     size = default_chunk_size(encoder) if chunk_size is None else chunk_size
     if late:
-        return LateChunker(encoder, chunk_size=size, window=window)
+        heads = None if late_heads is None else [h for h in late_heads.split(",") if h.strip()]
+        return LateChunker(
+            encoder,
+            chunk_size=size,
+            window=window,
+            late_heads=None if heads is None else [h.strip() for h in heads],
+        )
     return NaiveChunker(encoder, chunk_size=size)
 
 
