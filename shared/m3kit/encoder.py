@@ -166,6 +166,13 @@ class M3Encoder:
             self.max_batch_tokens,
             self.max_length,
         )
+        if self._onnx is not None:
+            # ONNX Runtime holds its own copy of the weights: release torch's (2.2 GB for
+            # BGE-M3) once the collection fingerprint, which digests them, is known.
+            from m3kit.fingerprint import encoder_fingerprint
+
+            encoder_fingerprint(self)
+            self.model.to("meta")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod

@@ -261,10 +261,11 @@ def weights_digest(model: Any, folder: Path | None) -> str:
         with _cache_lock:
             _by_files[key] = digest
         return digest
-    return f"tensors-sha256:{_tensors_sha256(model)}"
+    return f"tensors-sha256:{tensors_sha256(model)}"
 
 
-def _tensors_sha256(model: Any) -> str:
+def tensors_sha256(model: Any) -> str:
+    """sha256 over every tensor of ``model.state_dict()`` (name, dtype, shape, bytes)."""
     import torch
 
     h = hashlib.sha256()

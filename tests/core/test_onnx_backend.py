@@ -172,6 +172,16 @@ def test_onnx_refuses_precisions_it_cannot_run(tiny_m3_path: Path, dtype: str) -
         M3Encoder.from_pretrained(tiny_m3_path, dtype=dtype, backend="onnx")
 
 
+def test_onnx_encoder_has_the_torch_fingerprint(
+    tiny_encoder: M3Encoder, tiny_onnx: M3Encoder
+) -> None:
+    # same weights: an ONNX encoder may write to a collection a torch encoder indexed
+    from m3kit.fingerprint import encoder_fingerprint
+
+    assert encoder_fingerprint(tiny_onnx).same_encoder(encoder_fingerprint(tiny_encoder))
+    assert all(p.device.type == "meta" for p in tiny_onnx.model.parameters())  # released
+
+
 def test_unknown_backend_is_an_error(tiny_m3_path: Path) -> None:
     with pytest.raises(ValueError, match="tensorrt"):
         M3Encoder.from_pretrained(tiny_m3_path, backend="tensorrt")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from m3kit.errors import MissingExtraError
+from m3kit.fingerprint import tensors_sha256
 from m3kit.model import M3Model
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "OnnxVariant",
     "default_cache_dir",
     "load_onnx_runner",
-    "model_digest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,20 +68,6 @@ def default_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "m3kit"
     )
     return Path(root) / "onnx"
-
-
-def model_digest(model: nn.Module) -> str:
-    """sha256 over every parameter and buffer (name, dtype, shape, bytes) of ``model``.
-
-    Identifies the weights whatever folder they were loaded from (a fine-tuned model in the same
-    folder gets a new digest, so its stale export is never reused).
-    """
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 class _Graph(nn.Module):
@@ -307,7 +293,8 @@ def load_onnx_runner(
     """
     ort = _import_ort()
     variant = OnnxVariant(variant)
-    digest = model_digest(model)
+    # the weights as loaded (a model fine-tuned in place gets a new key, never a stale export)
+    digest = tensors_sha256(model)
     key = hashlib.sha256(
         f"{digest}|{variant.value}|opset{opset}|v{EXPORT_VERSION}|ort{ort.__version__}".encode()
     ).hexdigest()[:32]
