@@ -162,3 +162,14 @@ class EncodeSpy:
         if not kwargs.get("query"):
             self.encoded.extend(texts)
         return self._encoder.encode(texts, **kwargs)
+
+    def encode_tokenized(self, input_ids: Sequence[Sequence[int]], **kwargs: Any) -> Any:
+        """Documents indexed whole arrive as token ids: record the text they decode to."""
+        tok = self._encoder.tokenizer
+        self.encoded.extend(tok.decode(list(ids), skip_special_tokens=True) for ids in input_ids)
+        return self._encoder.encode_tokenized(input_ids, **kwargs)
+
+    def decoded(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` as :meth:`encode_tokenized` records them (tokenised, then decoded)."""
+        tok = self._encoder.tokenizer
+        return [tok.decode(t.input_ids, skip_special_tokens=True) for t in self.tokenize(texts)]
