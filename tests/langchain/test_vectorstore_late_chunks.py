@@ -21,7 +21,10 @@ TEXT = " ".join(SAMPLE_TEXTS[:4]) + " The end. The end."  # a repeated sentence
 
 @pytest.fixture(scope="module")
 def splitter(tiny_encoder: M3Encoder) -> M3LateChunkingSplitter:
-    return M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=12)
+    # every head late (default: dense naive), so the carried dense vector differs from naive
+    return M3LateChunkingSplitter.from_encoder(
+        tiny_encoder, chunk_size=12, late_heads=["dense", "sparse", "colbert"]
+    )
 
 
 @pytest.fixture

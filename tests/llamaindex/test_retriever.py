@@ -233,7 +233,9 @@ def test_add_nodes_keeps_late_chunked_vectors(
         id_="late",
         metadata={"kind": "late"},
     )
-    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=48)
+    parser = M3LateChunkingNodeParser.from_encoder(
+        tiny_encoder, chunk_size=48, late_heads=["dense", "sparse", "colbert"]
+    )
     nodes = parser.get_nodes_from_documents([long])
     assert len(nodes) > 2
     with M3Retriever.open(tiny_encoder, similarity_top_k=1) as r:
