@@ -28,6 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.cli_scale import (
+    add_cluster_arguments,
+    add_ray_arguments,
+    check_scale_arguments,
+    cluster_settings,
+    index_on_ray,
+)
 from m3kit.errors import CollectionNotFoundError, M3KitError
 
 if TYPE_CHECKING:
@@ -159,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "datetime, uuid or geo; repeat; indexes that exist are kept",
     )
     index.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch")
+    add_ray_arguments(index)
+    add_cluster_arguments(index)
     index.set_defaults(handler=_run_index)
 
     search = subparsers.add_parser(
@@ -222,6 +231,7 @@ def _run_index(args: argparse.Namespace) -> int:
         raise ValueError("--window needs --late-chunking")
     if args.late_heads is not None and not args.late_chunking:
         raise ValueError("--late-heads needs --late-chunking")
+    check_scale_arguments(args)
     storage = _storage(args)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
@@ -236,13 +246,16 @@ def _run_index(args: argparse.Namespace) -> int:
     index = _open_index(encoder, args, storage)
     try:
         before = index.count()
-        index.add_texts(
-            [d.text for d in docs],
-            metadatas=[dict(d.metadata) for d in docs],
-            doc_ids=[d.doc_id for d in docs],
-            chunker=chunker,
-            show_progress=not args.quiet,
-        )
+        if args.ray is not None:
+            index_on_ray(index, docs, args)
+        else:
+            index.add_texts(
+                [d.text for d in docs],
+                metadatas=[dict(d.metadata) for d in docs],
+                doc_ids=[d.doc_id for d in docs],
+                chunker=chunker,
+                show_progress=not args.quiet,
+            )
         pruned = _prune(index, args.paths, {d.doc_id for d in docs}) if args.prune else []
         after = index.count()
     finally:
@@ -435,6 +448,7 @@ def _open_index(
         reindex=getattr(args, "reindex", False),
         show_progress=not args.quiet,
         payload_indexes=dict(getattr(args, "index_field", [])),
+        cluster=cluster_settings(args),
     )
 
 

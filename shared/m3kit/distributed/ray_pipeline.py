@@ -49,12 +49,18 @@ __all__ = [
     "index_with_ray",
     "records_from_arrow",
     "records_to_arrow",
+    "require_ray",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def _ray() -> Any:
+def require_ray() -> Any:
+    """The ``ray`` module with Ray Data.
+
+    Raises:
+        MissingExtraError: Ray Data is not installed (extra ``m3kit[ray]``).
+    """
     try:
         import ray
         import ray.data
@@ -81,16 +87,23 @@ class ChunkerSpec:
         kind: :class:`ChunkingKind`.
         chunk_size: Token budget per chunk (default: ``m3kit index``'s).
         window: Late chunking window in tokens (default: the model's).
+        late_heads: Heads pooled from the document pass with late chunking (default:
+            :func:`m3kit.late_chunking.default_late_heads`).
     """
 
     kind: ChunkingKind | str = ChunkingKind.NAIVE
     chunk_size: int | None = None
     window: int | None = None
+    late_heads: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkingKind(self.kind))
         if self.window is not None and self.kind is not ChunkingKind.LATE:
             raise ValueError("window applies to late chunking (kind='late') only")
+        if self.late_heads is not None:
+            if self.kind is not ChunkingKind.LATE:
+                raise ValueError("late_heads applies to late chunking (kind='late') only")
+            object.__setattr__(self, "late_heads", tuple(str(h) for h in self.late_heads))
 
     def build(self, encoder: M3Encoder) -> Any:
         """The chunker on ``encoder`` (``None`` for whole documents)."""
@@ -101,7 +114,8 @@ class ChunkerSpec:
             return None
         size = default_chunk_size(encoder) if self.chunk_size is None else self.chunk_size
         if self.kind is ChunkingKind.LATE:
-            return LateChunker(encoder, chunk_size=size, window=self.window)
+            heads = None if self.late_heads is None else list(self.late_heads)
+            return LateChunker(encoder, chunk_size=size, window=self.window, late_heads=heads)
         return NaiveChunker(encoder, chunk_size=size)
 
 
@@ -276,7 +290,7 @@ def index_with_ray(
     Raises:
         MissingExtraError: Ray Data is not installed.
     """
-    ray = _ray()
+    ray = require_ray()
     if num_actors < 1 or docs_per_batch < 1:
         raise ValueError("num_actors and docs_per_batch must be >= 1")
     spec_chunker = chunker if chunker is not None else ChunkerSpec()
