@@ -47,6 +47,7 @@ from m3kit.chunk_spans import (
 )
 from m3kit.encoder import M3Encoder, Truncation, check_texts
 from m3kit.errors import TruncationError
+from m3kit.fingerprint import describe_settings
 from m3kit.outputs import Chunk
 
 if TYPE_CHECKING:
@@ -145,7 +146,17 @@ class SpanPlanner:
         self.splitter: SpanSplitter | None = (
             as_span_splitter(splitter) if splitter is not None else None
         )
-        self.splitter_name = "sentences" if splitter is None else qualname(splitter)
+        self._source = splitter
+
+    @property
+    def splitter_name(self) -> str:
+        """``"sentences"`` (the built-in packer), or the splitter's type and *every* setting.
+
+        Read when asked (:func:`m3kit.fingerprint.describe_settings`), so a setting changed
+        after the chunker was built still shows: two splitters of one class with different
+        settings never share a chunker signature.
+        """
+        return "sentences" if self._source is None else describe_settings(self._source)
 
     def plan(self, text: str) -> ChunkPlan:
         """Tokenise ``text`` whole and cut it into chunks; every token in exactly one chunk."""
@@ -236,7 +247,8 @@ class NaiveChunker:
     @property
     def signature(self) -> str:
         """What decides the chunks and their vectors, e.g.
-        ``NaiveChunker(splitter=sentences, chunk_size=256)``."""
+        ``NaiveChunker(splitter=sentences, chunk_size=256)``; a custom splitter appears with
+        every setting (:attr:`SpanPlanner.splitter_name`)."""
         return f"NaiveChunker(splitter={self._planner.splitter_name}, chunk_size={self.chunk_size})"
 
     def __repr__(self) -> str:
@@ -426,9 +438,3 @@ def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[at : at + len(plain)] == plain:
             return list(full[:at]), list(full[at + len(plain) :])
     raise ValueError("could not locate the text between the tokenizer's special tokens")
-
-
-def qualname(obj: Any) -> str:
-    """``module.QualName`` of a function, or of an object's class."""
-    kind = obj if hasattr(obj, "__qualname__") else type(obj)
-    return f"{getattr(kind, '__module__', '?')}.{kind.__qualname__}"

@@ -200,7 +200,6 @@ class LateChunker:
                 sorted(h.value for h in late),
                 sorted(h.value for h in self.heads),
             )
-        self._splitter_name = self._planner.splitter_name
 
     @property
     def chunk_size(self) -> int:
@@ -223,11 +222,12 @@ class LateChunker:
 
         E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=514, overlap=128,
         windows=centred, tokens=word-start, late_heads=colbert+sparse)``. A custom splitter
-        appears by its qualified name only (not its settings).
+        appears with its type and every setting (:func:`m3kit.fingerprint.describe_settings`),
+        so changing one of them changes the signature.
         """
         late = "+".join(sorted(h.value for h in self.late_heads)) or "none"
         return (
-            f"LateChunker(splitter={self._splitter_name}, chunk_size={self.chunk_size}, "
+            f"LateChunker(splitter={self._planner.splitter_name}, chunk_size={self.chunk_size}, "
             f"window={self.window}, overlap={self.overlap}, windows={self.placement.value}, "
             f"tokens=word-start, late_heads={late})"
         )

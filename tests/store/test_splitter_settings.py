@@ -1,0 +1,75 @@
+"""A custom splitter is identified by all its settings (issue #14 follow-up).
+
+``NaiveChunker.signature`` and ``LateChunker.signature`` name a splitter by its type and every
+setting (:func:`m3kit.fingerprint.describe_settings`), so changing one setting of a LangChain
+``RecursiveCharacterTextSplitter`` re-encodes the documents it cut.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from m3kit.chunking import NaiveChunker
+from m3kit.fingerprint import describe_settings
+from m3kit.late_chunking import LateChunker
+from m3kit.store import M3Index
+from m3kit.store.filters import documents_filter
+from tests.store.conftest import EncodeSpy
+
+TEXT = (
+    "The Rhine flows north through six countries. It reaches the sea in the Netherlands. "
+    "Barges carry coal and grain upstream. Rotterdam is the largest port on its delta. "
+    "Salmon returned to the river after it was cleaned. Castles line its middle valley."
+)
+CHUNKERS = {"naive": NaiveChunker, "late": LateChunker}
+
+
+def _splitter(chunk_size: int) -> RecursiveCharacterTextSplitter:
+    return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=0)
+
+
+def _chunk_texts(index: M3Index, doc_id: str) -> list[str]:
+    hits = index.store._backend.scroll(documents_filter([doc_id]), ["chunk_index", "page_content"])
+    return [h.payload["page_content"] for h in sorted(hits, key=lambda h: h.payload["chunk_index"])]
+
+
+@pytest.mark.parametrize("kind", list(CHUNKERS))
+def test_signature_names_every_splitter_setting(kind: str, tiny_encoder: Any) -> None:
+    make = CHUNKERS[kind]
+    small = make(tiny_encoder, splitter=_splitter(60))
+    assert small.signature == make(tiny_encoder, splitter=_splitter(60)).signature
+    assert small.signature != make(tiny_encoder, splitter=_splitter(120)).signature
+    assert describe_settings(_splitter(60)) in small.signature
+    assert '"_chunk_size": "60"' in small.signature and " at 0x" not in small.signature
+    # A setting changed after the chunker was built shows too (read when asked).
+    mutable = _splitter(60)
+    chunker = make(tiny_encoder, splitter=mutable)
+    mutable._chunk_size = 120
+    assert chunker.signature == make(tiny_encoder, splitter=_splitter(120)).signature
+
+
+@pytest.mark.parametrize("kind", list(CHUNKERS))
+def test_changed_splitter_setting_re_encodes(kind: str, tiny_encoder: Any, tmp_path: Path) -> None:
+    spy = EncodeSpy(tiny_encoder)
+    make = CHUNKERS[kind]
+    index = M3Index.open(spy, tmp_path / "db", collection="c")
+    try:
+        index.add_texts([TEXT], doc_ids=["rhine"], chunker=make(spy, splitter=_splitter(60)))
+        small = _chunk_texts(index, "rhine")
+        assert len(small) > 3 and " ".join(small).split() == TEXT.split()  # all text kept
+        spy.encoded.clear()
+        # Same class, same settings: nothing to do.
+        index.add_texts([TEXT], doc_ids=["rhine"], chunker=make(spy, splitter=_splitter(60)))
+        assert spy.encoded == []
+        # Only chunk_size changed: the document is re-encoded and its chunks replaced.
+        index.add_texts([TEXT], doc_ids=["rhine"], chunker=make(spy, splitter=_splitter(120)))
+        assert spy.encoded != []
+        large = _chunk_texts(index, "rhine")
+        assert " ".join(large).split() == TEXT.split() and len(large) < len(small)
+        assert index.count() == len(large)
+    finally:
+        index.close()
