@@ -4,7 +4,8 @@ One LangChain document is one M3Index document: its id is the LangChain id (the 
 else the index's content id). :class:`~m3kit.store.M3Index` owns ids, versions and writes;
 this module only sorts the documents into ``add_texts`` calls:
 
-- plain documents are encoded by the index (whole, or late-chunked when a chunker is given);
+- plain documents are encoded by the index (whole, or cut by the chunker given: naive or late
+  chunks, see :func:`m3kit.chunking.as_chunker`);
 - chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are written with the
   vectors they carry, each as a one-chunk document (their version includes the splitter's
   signature and a hash of their source text, so a re-split source re-writes them). A marked
@@ -22,8 +23,8 @@ from typing import Any
 from langchain_core.documents import Document
 
 from langchain_m3.splitter import LATE_CHUNK_KEY, carried_chunk, is_late_chunk, lost_vectors_message
+from m3kit.chunking import Chunker
 from m3kit.encoder import M3Encoder
-from m3kit.late_chunking import LateChunker
 from m3kit.outputs import Chunk
 from m3kit.store import M3Index
 
@@ -60,7 +61,7 @@ def write_documents(
     documents: Sequence[Document],
     *,
     ids: Sequence[str | None] | None,
-    late_chunker: LateChunker | None,
+    chunker: Chunker | None,
     show_progress: bool | None,
     generate_missing_ids: bool,
 ) -> list[str]:
@@ -70,7 +71,9 @@ def write_documents(
         index: The index written to.
         documents: The documents (``metadata`` JSON-serialisable).
         ids: One id per document (``None`` entries: no id); default: each document's ``id``.
-        late_chunker: Late-chunk plain documents with it (chunk documents are never split).
+        chunker: Cut plain documents with it (``None``: one vector per document, a long one
+            cut at the model's window with a warning naming it); chunk documents are never
+            split.
         show_progress: tqdm bars.
         generate_missing_ids: When only some documents have an id, give the others the
             index's content id (``False``: raise).
@@ -91,9 +94,9 @@ def write_documents(
     out = [""] * len(entries)
     for group in _groups(entries):
         first = group[0]
-        chunker: Any = late_chunker
+        group_chunker: Any = chunker
         if first.signature is not None:
-            chunker = _CarriedChunker(
+            group_chunker = _CarriedChunker(
                 first.signature, {e.text: e.chunk for e in group if e.chunk is not None}
             )
         doc_ids = [e.doc_id for e in group if e.doc_id is not None] if first.doc_id else None
@@ -101,7 +104,7 @@ def write_documents(
             [e.text for e in group],
             [e.metadata for e in group],
             doc_ids,
-            late_chunker=chunker,
+            chunker=group_chunker,
             show_progress=show_progress,
         )
         for e, doc_id in zip(group, written, strict=True):

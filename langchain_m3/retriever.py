@@ -48,6 +48,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
+    from m3kit.chunking import Chunker
     from m3kit.late_chunking import LateChunker
 
 __all__ = ["M3Retriever"]
@@ -148,6 +149,7 @@ class M3Retriever(BaseRetriever):
         documents: Sequence[Document],
         *,
         ids: Sequence[str] | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
@@ -156,9 +158,16 @@ class M3Retriever(BaseRetriever):
         Args:
             documents: The documents (``page_content`` and JSON-serialisable ``metadata``).
             ids: Document ids; default: each document's ``id``, else a hash of its content.
+            chunking: ``True`` cuts each document into chunks of whole sentences (256 tokens,
+                or the model's window if smaller), each encoded alone, so no text past the
+                model's ``max_length`` is lost (:class:`~m3kit.chunking.NaiveChunker`; pass one
+                to choose the size or splitter). Default (no chunking): one vector per
+                document, a longer one cut with a warning naming it and the tokens dropped.
             late_chunking: ``True`` splits each document into chunks embedded in the context of
                 the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
-                defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
+                defaults); pass a ``LateChunker`` to choose the chunk size or splitter. With
+                ``chunking=`` too, the chunks ``chunking=`` cuts are pooled late
+                (:func:`m3kit.chunking.as_chunker`).
                 Chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are
                 stored with the vectors they carry (one that lost them raises ``ValueError``).
             show_progress: tqdm bars (default: for large batches).
@@ -170,7 +179,7 @@ class M3Retriever(BaseRetriever):
             self.index,
             documents,
             ids=ids,
-            late_chunker=self._chunker(late_chunking),
+            chunker=self._chunker(chunking, late_chunking),
             show_progress=show_progress,
             generate_missing_ids=False,
         )
@@ -180,6 +189,7 @@ class M3Retriever(BaseRetriever):
         documents: Sequence[Document],
         *,
         ids: Sequence[str] | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
@@ -188,6 +198,7 @@ class M3Retriever(BaseRetriever):
             self.add_documents,
             documents,
             ids=ids,
+            chunking=chunking,
             late_chunking=late_chunking,
             show_progress=show_progress,
         )
@@ -198,6 +209,7 @@ class M3Retriever(BaseRetriever):
         metadatas: Sequence[dict[str, Any]] | None = None,
         *,
         ids: Sequence[str] | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
@@ -205,6 +217,7 @@ class M3Retriever(BaseRetriever):
         return self.add_documents(
             _documents(texts, metadatas),
             ids=ids,
+            chunking=chunking,
             late_chunking=late_chunking,
             show_progress=show_progress,
         )
@@ -213,10 +226,12 @@ class M3Retriever(BaseRetriever):
         """Remove documents (every chunk of each) by document id."""
         self.index.delete(list(doc_ids))
 
-    def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
-        from m3kit.late_chunking import as_late_chunker
+    def _chunker(
+        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
+    ) -> Chunker | None:
+        from m3kit.chunking import as_chunker
 
-        return as_late_chunker(self.index.encoder, late_chunking)
+        return as_chunker(self.index.encoder, chunking=chunking, late_chunking=late_chunking)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -231,6 +246,7 @@ class M3Retriever(BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
         fusion: Fusion | str = Fusion.RRF,
@@ -249,6 +265,7 @@ class M3Retriever(BaseRetriever):
             url: Qdrant server URL instead of ``location``.
             api_key: Server API key (default ``$QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded Rust engine) or ``"client"`` (qdrant-client).
+            chunking: See :meth:`add_documents`.
             late_chunking: See :meth:`add_documents`.
             k: Default number of results.
             fusion: Default fusion.
@@ -266,7 +283,7 @@ class M3Retriever(BaseRetriever):
             filter=filter,
             score_threshold=score_threshold,
         )
-        retriever.add_documents(documents, ids=ids, late_chunking=late_chunking)
+        retriever.add_documents(documents, ids=ids, chunking=chunking, late_chunking=late_chunking)
         return retriever
 
     @classmethod
@@ -282,6 +299,7 @@ class M3Retriever(BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
         fusion: Fusion | str = Fusion.RRF,
@@ -298,6 +316,7 @@ class M3Retriever(BaseRetriever):
             url=url,
             api_key=api_key,
             backend=backend,
+            chunking=chunking,
             late_chunking=late_chunking,
             k=k,
             fusion=fusion,

@@ -5,8 +5,8 @@ class converts ``Document``\\ s, search arguments and scores. The collection lay
 :class:`~langchain_m3.M3Retriever`, ``llamaindex_m3`` and ``m3kit index`` use.
 
 Ids: a LangChain id names a stored *document* (what ``add_*`` return and ``delete`` takes).
-A document is stored as one chunk, unless it was added with ``late_chunking``: then it is
-stored as several chunks that all carry its id, and every ``Document`` this store returns for
+A document is stored as one chunk, unless it was added with ``chunking`` or ``late_chunking``:
+then as several chunks that all carry its id, and every ``Document`` this store returns for
 one of them has ``chunk_index``, ``start_index`` and ``end_index`` (its place in the document)
 added to its metadata. ``get_by_ids`` returns every stored chunk of the given documents, in
 chunk order. Chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are documents
@@ -69,6 +69,7 @@ from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KE
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
     from langchain_m3.retriever import M3Retriever
+    from m3kit.chunking import Chunker
     from m3kit.late_chunking import LateChunker
 
 __all__ = ["M3VectorStore", "ScoreScale"]
@@ -105,6 +106,7 @@ class M3VectorStore(VectorStore):
         *,
         fusion: Fusion | str = Fusion.RRF,
         rerank: bool | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
     ) -> None:
         """Wrap an opened index.
@@ -113,6 +115,8 @@ class M3VectorStore(VectorStore):
             index: The encoder + collection (closed by :meth:`close`).
             fusion: Default fusion of dense and sparse candidates.
             rerank: Default ColBERT rerank (``None``: on when the collection has ColBERT).
+            chunking: Default for :meth:`add_documents`: ``True`` (a default
+                :class:`~m3kit.chunking.NaiveChunker`) or a configured chunker.
             late_chunking: Default for :meth:`add_documents`: ``True`` (a default
                 :class:`~m3kit.late_chunking.LateChunker`) or a configured ``LateChunker``.
 
@@ -126,8 +130,8 @@ class M3VectorStore(VectorStore):
         self._index = index
         self.fusion = Fusion(fusion)
         self.rerank = rerank
-        self.late_chunking = late_chunking
-        self._chunker(late_chunking)  # a wrong type fails here, not at the first add
+        self.chunking, self.late_chunking = chunking, late_chunking
+        self._chunker(chunking, late_chunking)  # a wrong argument fails here, not at an add
         self._embeddings: Embeddings | None = None
 
     @classmethod
@@ -142,6 +146,7 @@ class M3VectorStore(VectorStore):
         backend: Backend | str | None = None,
         fusion: Fusion | str = Fusion.RRF,
         rerank: bool | None = None,
+        chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
     ) -> M3VectorStore:
         """Open (or create) a collection for ``embedding``'s model.
@@ -157,6 +162,7 @@ class M3VectorStore(VectorStore):
             backend: ``"edge"`` (embedded engine, default) or ``"client"`` (qdrant-client).
             fusion: Default fusion.
             rerank: Default ColBERT rerank.
+            chunking: Default chunking of added documents.
             late_chunking: Default late chunking of added documents.
         """
         index = M3Index.open(
@@ -168,7 +174,9 @@ class M3VectorStore(VectorStore):
             backend=backend,
         )
         try:
-            return cls(index, fusion=fusion, rerank=rerank, late_chunking=late_chunking)
+            return cls(
+                index, fusion=fusion, rerank=rerank, chunking=chunking, late_chunking=late_chunking
+            )
         except BaseException:
             index.close()
             raise
@@ -238,9 +246,13 @@ class M3VectorStore(VectorStore):
         Keyword arguments:
             ids: One id per document (wins over ``Document.id``); a document without an id
                 gets the index's content id.
+            chunking: ``True`` (sentence-packed chunks, each encoded alone: nothing past the
+                model's window is lost) / a chunker / ``False`` (default: the store's; without
+                chunking a longer document is cut with a warning naming it).
             late_chunking: ``True`` / a ``LateChunker`` / ``False`` (default: the store's).
-                Chunk documents from ``M3LateChunkingSplitter`` are stored with the vectors
-                they carry in any case, never split again.
+                With ``chunking`` too, its chunks are pooled late
+                (:func:`m3kit.chunking.as_chunker`). Chunk documents from
+                ``M3LateChunkingSplitter`` keep the vectors they carry, never split again.
             show_progress: tqdm bars.
 
         Returns:
@@ -251,6 +263,7 @@ class M3VectorStore(VectorStore):
                 :mod:`langchain_m3.splitter`), an id given twice with different content.
         """
         ids = kwargs.pop("ids", None)
+        chunking = kwargs.pop("chunking", None)
         late_chunking = kwargs.pop("late_chunking", None)
         show_progress = kwargs.pop("show_progress", None)
         _no_more(kwargs, "add_documents")
@@ -258,8 +271,9 @@ class M3VectorStore(VectorStore):
             self._index,
             documents,
             ids=ids,
-            late_chunker=self._chunker(
-                self.late_chunking if late_chunking is None else late_chunking
+            chunker=self._chunker(
+                self.chunking if chunking is None else chunking,
+                self.late_chunking if late_chunking is None else late_chunking,
             ),
             show_progress=show_progress,
             generate_missing_ids=True,
@@ -433,10 +447,12 @@ class M3VectorStore(VectorStore):
             rerank=self.rerank if rerank is None else rerank,
         )
 
-    def _chunker(self, late_chunking: bool | LateChunker) -> LateChunker | None:
-        from m3kit.late_chunking import as_late_chunker
+    def _chunker(
+        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
+    ) -> Chunker | None:
+        from m3kit.chunking import as_chunker
 
-        return as_late_chunker(self._index.encoder, late_chunking)
+        return as_chunker(self._index.encoder, chunking=chunking, late_chunking=late_chunking)
 
     def close(self) -> None:
         """Close the index (files, locks, connections)."""

@@ -213,8 +213,9 @@ class M3Retriever(BaseRetriever):
             late_chunking: ``True`` splits each document into chunks embedded in the context
                 of the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
                 defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
-                Default (neither): one chunk per document, cut at the encoder's
-                ``max_length`` with a warning naming the document.
+                With ``chunking=`` too: the chunks ``chunking=`` cuts, pooled late
+                (:func:`m3kit.chunking.as_chunker`). Default (neither): one chunk per
+                document, cut at the encoder's ``max_length`` with a warning naming it.
             show_progress: tqdm bars.
 
         Returns:

@@ -314,37 +314,72 @@ def as_chunker(
 ) -> Chunker | None:
     """What the adapters' ``chunking=`` / ``late_chunking=`` arguments mean.
 
-    ``chunking=True``: a default :class:`NaiveChunker`; ``late_chunking=True``: a default
-    :class:`~m3kit.late_chunking.LateChunker`; a chunker object is used as given; both
-    ``False``: no chunker (one vector per document, truncated at ``max_length`` with a
-    warning naming the document).
+    ``chunking=`` decides the chunks, ``late_chunking=`` how they are pooled:
+
+    - ``chunking=True``: a default :class:`NaiveChunker` (sentences packed up to
+      :func:`default_chunk_size` tokens, each chunk encoded alone); a chunker object is used
+      as given.
+    - ``late_chunking=True``: a default :class:`~m3kit.late_chunking.LateChunker`; a
+      ``LateChunker`` is used as given.
+    - Both: the chunks ``chunking=`` cuts, pooled late. ``True`` or a :class:`NaiveChunker`
+      with ``late_chunking=True`` gives a ``LateChunker`` with the same ``chunk_size`` and
+      splitter (exactly the same chunks); with a ``LateChunker``, that one, if it cuts those
+      chunks; a ``LateChunker`` as ``chunking=`` is used as given.
+    - Neither: no chunker (one vector per document, truncated at ``max_length`` with a
+      warning naming the document).
 
     >>> as_chunker(None, chunking=False, late_chunking=False) is None  # type: ignore[arg-type]
     True
 
     Raises:
-        ValueError: Both arguments ask for chunking.
-        TypeError: ``chunking`` is neither a bool nor a :class:`Chunker`.
+        ValueError: Both are given and the late chunker cuts other chunks than ``chunking=``
+            (other chunk size or splitter), or ``chunking=`` is a chunker whose chunks cannot
+            be pooled late (not a ``NaiveChunker``); the message names both.
+        TypeError: ``chunking`` is neither a bool nor a :class:`Chunker`, or
+            ``late_chunking`` neither a bool nor a ``LateChunker``.
     """
-    from m3kit.late_chunking import as_late_chunker
+    from m3kit.late_chunking import LateChunker, as_late_chunker
 
-    if chunking is not False and late_chunking is not False:
-        raise ValueError(
-            "give chunking= (each chunk encoded alone) or late_chunking= (chunks pooled from "
-            "the whole document), not both"
-        )
-    if late_chunking is not False:
-        return as_late_chunker(encoder, late_chunking)
     if chunking is False:
-        return None
-    if chunking is True:
-        return NaiveChunker(encoder)
-    if not isinstance(chunking, Chunker):
+        return as_late_chunker(encoder, late_chunking)
+    if chunking is not True and not isinstance(chunking, Chunker):
         raise TypeError(
             "chunking must be True, False or a chunker (NaiveChunker, LateChunker), "
             f"got {type(chunking).__name__}"
         )
-    return chunking
+    late = as_late_chunker(encoder, late_chunking) if late_chunking is not True else None
+    if late_chunking is False:
+        return NaiveChunker(encoder) if chunking is True else chunking
+    if isinstance(chunking, LateChunker):  # already pooled late
+        if late is None or late is chunking:
+            return chunking
+        raise ValueError(
+            f"chunking={chunking.signature} and late_chunking={late.signature} are two late "
+            "chunkers; give one"
+        )
+    naive = NaiveChunker(encoder) if chunking is True else chunking
+    if not isinstance(naive, NaiveChunker):
+        raise ValueError(
+            f"late_chunking= pools late the chunks that chunking= cuts, but "
+            f"{type(naive).__name__} cuts and encodes its own; give chunking=True, a "
+            "NaiveChunker or a LateChunker"
+        )
+    planner = naive._planner
+    if late is None:
+        return LateChunker(encoder, chunk_size=planner.chunk_size, splitter=planner._source)
+    if _same_spans(late._planner, planner):
+        return late
+    raise ValueError(
+        f"late_chunking={late.signature} cuts other chunks than chunking={naive.signature}: "
+        "give the LateChunker the same chunk_size and splitter, or pass only one of them"
+    )
+
+
+def _same_spans(a: SpanPlanner, b: SpanPlanner) -> bool:
+    """Whether two planners cut the same chunks (same splitter settings, or packer size)."""
+    if a.splitter_name != b.splitter_name:
+        return False
+    return a.splitter is not None or a.chunk_size == b.chunk_size
 
 
 def document_token_ids(

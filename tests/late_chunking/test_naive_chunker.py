@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,7 +117,31 @@ def test_as_chunker(tiny_encoder: M3Encoder) -> None:
     assert as_chunker(tiny_encoder, chunking=mine) is mine
     assert as_chunker(tiny_encoder, chunking=late) is late  # any Chunker
     assert isinstance(mine, Chunker) and isinstance(late, Chunker)
-    with pytest.raises(ValueError, match="not both"):
-        as_chunker(tiny_encoder, chunking=True, late_chunking=True)
+    # Both: the chunks chunking= cuts, pooled late (late chunking is a pooling choice).
+    both = as_chunker(tiny_encoder, chunking=mine, late_chunking=True)
+    assert isinstance(both, LateChunker) and both.chunk_size == 32
+    assert both.spans([LONG]) == mine.spans([LONG])
+    default = as_chunker(tiny_encoder, chunking=True, late_chunking=True)
+    assert isinstance(default, LateChunker)
+    assert default.spans([LONG]) == NaiveChunker(tiny_encoder).spans([LONG])
+    assert as_chunker(tiny_encoder, chunking=mine, late_chunking=late) is late  # same chunks
+    assert as_chunker(tiny_encoder, chunking=late, late_chunking=True) is late
+    with pytest.raises(ValueError, match="cuts other chunks than chunking=NaiveChunker"):
+        as_chunker(tiny_encoder, chunking=True, late_chunking=late)
+    with pytest.raises(ValueError, match="two late chunkers"):
+        as_chunker(tiny_encoder, chunking=late, late_chunking=LateChunker(tiny_encoder))
+    with pytest.raises(ValueError, match="pools late the chunks that chunking= cuts"):
+        as_chunker(tiny_encoder, chunking=_Whole(), late_chunking=True)
+    with pytest.raises(TypeError, match="late_chunking must be True, False or a LateChunker"):
+        as_chunker(tiny_encoder, chunking=True, late_chunking="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="chunking must be True, False or a chunker"):
         as_chunker(tiny_encoder, chunking=256)  # type: ignore[arg-type]
+
+
+class _Whole:
+    """A chunker of its own (one chunk per text), not a NaiveChunker."""
+
+    signature = "whole-test"
+
+    def chunk(self, texts: Any, *, show_progress: bool | None = None) -> list[list[Any]]:
+        raise AssertionError("not called")

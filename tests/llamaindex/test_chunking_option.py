@@ -49,15 +49,17 @@ def test_chunking_true_indexes_all_of_a_long_document(
     assert retriever.index.count() == count
 
 
-def test_default_warns_and_both_options_are_an_error(
+def test_default_warns_and_both_options_pool_the_chunks_late(
     small: M3Encoder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    retriever = M3Retriever.open(small, similarity_top_k=5)
+    retriever = M3Retriever.open(small, similarity_top_k=100)
     with caplog.at_level(logging.WARNING, logger="m3kit.chunking"):
         retriever.add_documents([Document(text=TEXT, id_="long")])
     assert any(
         "'long'" in r.getMessage() and "not indexed" in r.getMessage() for r in caplog.records
     )
     assert retriever.index.count() == 1
-    with pytest.raises(ValueError, match="not both"):
-        retriever.add_documents([Document(text=TEXT)], chunking=True, late_chunking=True)
+    # Both: the chunks chunking= cuts (the same spans), pooled late; a new document version.
+    retriever.add_documents([Document(text=TEXT, id_="long")], chunking=True, late_chunking=True)
+    texts = _texts(retriever, 100)
+    assert texts == [TEXT[s:e] for s, e in NaiveChunker(small).spans([TEXT])[0]]
