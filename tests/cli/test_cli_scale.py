@@ -62,7 +62,7 @@ class _FakeQdrant(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+        body: Any = json.loads(self.rfile.read(length)) if length else None
         path = self.path.split("?")[0]
         self.requests.append((self.command, path, body))
         exists = "config" in self.state
@@ -217,9 +217,7 @@ def test_ray_index_equals_a_plain_index(
     common = [str(docs), *_model_args(tiny_m3_path), "--backend", "client", "--chunk-size", "64"]
     assert main(["index", *common, "--path", str(plain)]) == 0, capsys.readouterr().err
     ray_flags = ["--ray", "--ray-actors", "2", "--ray-cpus-per-actor", "1"]
-    assert main(["index", *common, "--path", str(on_ray), *ray_flags]) == 0, (
-        capsys.readouterr().err
-    )
+    assert main(["index", *common, "--path", str(on_ray), *ray_flags]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     a, b = _points(plain), _points(on_ray)
     assert len(a) > 6  # the sample's documents are cut into several chunks each
