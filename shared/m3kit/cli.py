@@ -10,8 +10,9 @@ Example (shell)::
     m3kit search "late chunking" --collection demo --json
 
 Storage is a local folder (``./.m3kit`` unless ``--path`` says otherwise), or a Qdrant server
-with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``). Search with the same
-``--model`` you indexed with.
+with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``). ``--model`` defaults
+to the model the collection was indexed with; ``m3kit index --reindex --model NEW`` re-encodes a
+collection with another model.
 """
 
 from __future__ import annotations

@@ -78,7 +78,6 @@ _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard folder
 #: need excluding from every query, count and scroll.
 META_FILE = "m3kit_collection.json"
 _SCROLL_PAGE = 512
-_SCROLL_PAGE = 512
 
 
 def edge_config(schema: CollectionSchema) -> qe.EdgeConfig:
