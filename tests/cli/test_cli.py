@@ -133,6 +133,7 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
     ("argv", "message"),
     [
         (["index", "{tmp}/missing.md"], "missing.md: no such file or folder"),
+        (["index"], "give the files or folders to index (or --reindex)"),
         (["index", "{docs}", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["search", "x", "--model", "{tmp}/no-model"], "no-model' does not exist"),
         (["index", "{docs}", "--window", "512"], "--window needs --late-chunking"),
@@ -172,7 +173,6 @@ def test_bad_input_one_line_error(
         ["search", "x", "-k", "0"],
         ["search", "x", "--fusion", "max"],
         ["search", "x", "--filter", "novalue"],
-        ["index"],
         ["search", "x", "--dtype", "int8"],
         [],
     ],
@@ -186,11 +186,12 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
 
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["search", "late chunking"])
+    # --model: none given means the model the collection was indexed with (its fingerprint)
     assert (args.k, args.fusion, args.collection, args.model, args.path) == (
         5,
         "rrf",
         "m3kit",
-        "BAAI/bge-m3",
+        None,
         None,
     )
     args = build_parser().parse_args(["index", "a", "b", "--late-chunking", "--chunk-size", "128"])
