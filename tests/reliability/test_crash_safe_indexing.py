@@ -141,7 +141,11 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(
 
 
 class _FailingEncoder:
-    """Wraps an encoder; the n-th call to ``encode`` raises (an interruption mid-job)."""
+    """Wraps an encoder; the n-th encoding call raises (an interruption mid-job).
+
+    ``M3Index`` encodes whole documents from their token ids (``encode_tokenized``), so both
+    entry points count.
+    """
 
     def __init__(self, inner: M3Encoder, fail_on: int) -> None:
         self._inner, self._fail_on, self.calls = inner, fail_on, 0
@@ -149,11 +153,18 @@ class _FailingEncoder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def encode(self, *args: Any, **kwargs: Any) -> Any:
+    def _count(self) -> None:
         self.calls += 1
         if self.calls == self._fail_on:
             raise RuntimeError("interrupted")
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        self._count()
         return self._inner.encode(*args, **kwargs)
+
+    def encode_tokenized(self, *args: Any, **kwargs: Any) -> Any:
+        self._count()
+        return self._inner.encode_tokenized(*args, **kwargs)
 
 
 @pytest.mark.parametrize("backend", ["edge", "client"])
