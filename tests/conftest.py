@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_DATA = REPO / "tests" / "data"
+
+
+def _load_fake_qdrant() -> Any:
+    """Load ``tests/fake_qdrant.py`` by path: importlib import mode adds no test dir to sys.path."""
+    spec = importlib.util.spec_from_file_location(
+        "m3kit_tests_fake_qdrant", Path(__file__).with_name("fake_qdrant.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_fake_qdrant = _load_fake_qdrant()
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +93,13 @@ def squad_dir() -> Path:
     if not (path / "corpus.jsonl").is_file():
         pytest.skip(f"needs the full data set {path} (../shared/data/squad_en beside the checkout)")
     return path
+
+
+@pytest.fixture
+def fake_qdrant() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
+    """A fake Qdrant server for collection ``c`` on 127.0.0.1: ``(url, requests, state)``.
+
+    See ``tests/fake_qdrant.py`` for what it answers and what ``state`` holds.
+    """
+    with _fake_qdrant.fake_qdrant_server() as server:
+        yield server

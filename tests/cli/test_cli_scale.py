@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import shutil
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,95 +15,8 @@ from m3kit.cli import main
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DOCS = REPO / "examples" / "sample_docs"
 Requests = list[tuple[str, str, Any]]
-
-
-class _FakeQdrant(http.server.BaseHTTPRequestHandler):
-    """Enough of Qdrant's REST API for ``m3kit index`` into one empty collection ``c``."""
-
-    requests: Requests
-    state: dict[str, Any]
-
-    def _answer(self, result: Any) -> None:
-        data = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _info(self) -> dict[str, Any]:
-        config = self.state["config"]
-        params = {
-            k: v for k, v in config.items() if k not in ("hnsw_config", "quantization_config")
-        }
-        return {
-            "status": "green",
-            "optimizer_status": "ok",
-            "segments_count": 1,
-            "points_count": len(self.state["points"]),
-            "config": {
-                "params": params,
-                "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
-                "optimizer_config": {
-                    "deleted_threshold": 0.2,
-                    "vacuum_min_vector_number": 1000,
-                    "default_segment_number": 0,
-                    "flush_interval_sec": 5,
-                },
-                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
-                "metadata": self.state.get("metadata"),
-            },
-            "payload_schema": {},
-        }
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body: Any = json.loads(self.rfile.read(length)) if length else None
-        path = self.path.split("?")[0]
-        self.requests.append((self.command, path, body))
-        exists = "config" in self.state
-        points: dict[str, Any] = self.state["points"]
-        if path.endswith("/exists"):
-            self._answer({"exists": exists})
-        elif path.endswith("/index") and self.command == "PUT":
-            self._answer({"operation_id": 0, "status": "completed"})
-        elif path == "/collections/c" and self.command == "PUT":
-            self.state["config"] = body
-            self._answer(True)
-        elif path == "/collections/c" and self.command == "PATCH":
-            self.state["metadata"] = {**(self.state.get("metadata") or {}), **body["metadata"]}
-            self._answer(True)
-        elif path == "/collections/c" and self.command == "GET" and exists:
-            self._answer(self._info())
-        elif path == "/collections/c/points" and self.command == "PUT":
-            points.update({str(p["id"]): p for p in body["points"]})
-            self._answer({"operation_id": 0, "status": "completed"})
-        elif path == "/collections/c/points/count":
-            self._answer({"count": len(points)})
-        elif path == "/collections/c/points/scroll":
-            self._answer({"points": [], "next_page_offset": None})
-        elif path == "/collections/c/points/delete":
-            self._answer({"operation_id": 0, "status": "completed"})
-        else:
-            self.send_error(404)
-
-    do_GET = do_PUT = do_POST = do_PATCH = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, Requests]]:
-    requests: Requests = []
-    state: dict[str, Any] = {"points": {}}
-    handler = type("Handler", (_FakeQdrant,), {"requests": requests, "state": state})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    httpd.shutdown()
-    httpd.server_close()
+#: The ``fake_qdrant`` fixture (tests/conftest.py): url, requests, state.
+Server = tuple[str, Requests, dict[str, Any]]
 
 
 @pytest.fixture
@@ -122,12 +31,12 @@ def _model_args(model: Path) -> list[str]:
 
 
 def test_cluster_flags_are_sent_when_the_collection_is_created(
-    server: tuple[str, Requests],
+    fake_qdrant: Server,
     docs: Path,
     tiny_m3_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url, requests = server
+    url, requests, _ = fake_qdrant
     flags = ["--shards", "6", "--replication", "2", "--write-consistency", "2"]
     flags += ["--on-disk", "vectors", "--on-disk", "payload", "--quantization", "binary"]
     code = main(["index", str(docs), "--qdrant-url", url, *flags, *_model_args(tiny_m3_path)])
@@ -145,9 +54,9 @@ def test_cluster_flags_are_sent_when_the_collection_is_created(
 
 
 def test_no_cluster_flags_send_no_cluster_settings(
-    server: tuple[str, Requests], docs: Path, tiny_m3_path: Path
+    fake_qdrant: Server, docs: Path, tiny_m3_path: Path
 ) -> None:
-    url, requests = server
+    url, requests, _ = fake_qdrant
     assert main(["index", str(docs), "--qdrant-url", url, *_model_args(tiny_m3_path)]) == 0
     (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
     for key in ("shard_number", "replication_factor", "on_disk_payload", "quantization_config"):

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,91 +19,8 @@ from m3kit.store import (
 )
 
 ARGS: dict[str, Any] = {"collection": "c", "dense_dim": 4, "colbert_dim": 3, "sparse": True}
-
-
-class _FakeQdrant(http.server.BaseHTTPRequestHandler):
-    """Enough of Qdrant's REST API for one collection; records requests and write overlap."""
-
-    requests: list[tuple[str, str, Any]]
-    state: dict[str, Any]
-
-    def _answer(self, result: Any) -> None:
-        data = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _info(self) -> dict[str, Any]:
-        config = self.state["config"]
-        params = {
-            k: v for k, v in config.items() if k not in ("hnsw_config", "quantization_config")
-        }
-        return {
-            "status": "green",
-            "optimizer_status": "ok",
-            "segments_count": 1,
-            "config": {
-                "params": params,
-                "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
-                "optimizer_config": {
-                    "deleted_threshold": 0.2,
-                    "vacuum_min_vector_number": 1000,
-                    "default_segment_number": 0,
-                    "flush_interval_sec": 5,
-                },
-                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
-                "metadata": self.state.get("metadata"),
-            },
-            "payload_schema": {},
-        }
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        path = self.path.split("?")[0]
-        self.requests.append((self.command, path, body))
-        exists = "config" in self.state
-        if path.endswith("/exists"):
-            self._answer({"exists": exists})
-        elif path.endswith("/index") and self.command == "PUT":
-            self._answer({"operation_id": 0, "status": "completed"})
-        elif path == "/collections/c" and self.command == "PUT":
-            self.state["config"] = body
-            self._answer(True)
-        elif path == "/collections/c" and self.command == "GET" and exists:
-            self._answer(self._info())
-        elif path == "/collections/c/points" and self.command == "PUT":
-            with self.state["lock"]:
-                self.state["in_flight"] += 1
-                self.state["most"] = max(self.state["most"], self.state["in_flight"])
-            time.sleep(0.05)
-            with self.state["lock"]:
-                self.state["in_flight"] -= 1
-            self._answer({"operation_id": 0, "status": "completed"})
-        elif path == "/collections/c/points/delete":
-            self._answer({"operation_id": 0, "status": "completed"})
-        else:
-            self.send_error(404)
-
-    do_GET = do_PUT = do_POST = do_PATCH = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
-    requests: list[tuple[str, str, Any]] = []
-    state: dict[str, Any] = {"lock": threading.Lock(), "in_flight": 0, "most": 0}
-    handler = type("Handler", (_FakeQdrant,), {"requests": requests, "state": state})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests, state
-    httpd.shutdown()
-    httpd.server_close()
+#: The ``fake_qdrant`` fixture (tests/conftest.py): url, requests, state.
+Server = tuple[str, list[tuple[str, str, Any]], dict[str, Any]]
 
 
 def _record(i: int) -> ChunkRecord:
@@ -125,9 +37,9 @@ def _record(i: int) -> ChunkRecord:
 
 
 def test_settings_are_sent_at_creation_and_writes_overlap(
-    server: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+    fake_qdrant: Server,
 ) -> None:
-    url, requests, state = server
+    url, requests, state = fake_qdrant
     cluster = ClusterSettings(
         shard_number=6,
         replication_factor=2,
@@ -163,9 +75,9 @@ def test_settings_are_sent_at_creation_and_writes_overlap(
 
 
 def test_defaults_send_nothing_new(
-    server: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+    fake_qdrant: Server,
 ) -> None:
-    url, requests, _ = server
+    url, requests, _ = fake_qdrant
     with M3Store.open(url=url, **ARGS) as store:
         store.upsert([_record(i) for i in range(3)])
     (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]

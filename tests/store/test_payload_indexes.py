@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import http.server
-import json
 import logging
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,91 +114,7 @@ def test_client_local_mode_has_none(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert "metadata.lang" in caplog.text and "not created" in caplog.text
 
 
-# -- a server (fake HTTP endpoint) ----------------------------------------------------------
-class _StatefulQdrant(http.server.BaseHTTPRequestHandler):
-    """Just enough of Qdrant's REST API for one collection; records every request."""
-
-    requests: list[tuple[str, str, Any]]
-    state: dict[str, Any]
-
-    def _answer(self, result: Any) -> None:
-        data = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _info(self) -> dict[str, Any]:
-        config = self.state["config"]
-        return {
-            "status": "green",
-            "optimizer_status": "ok",
-            "segments_count": 1,
-            "config": {
-                "params": {
-                    "vectors": config.get("vectors"),
-                    "sparse_vectors": config.get("sparse_vectors"),
-                },
-                "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
-                "optimizer_config": {
-                    "deleted_threshold": 0.2,
-                    "vacuum_min_vector_number": 1000,
-                    "default_segment_number": 0,
-                    "flush_interval_sec": 5,
-                },
-                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
-                "metadata": self.state.get("metadata"),
-            },
-            "payload_schema": {
-                path: {"data_type": kind, "points": 0}
-                for path, kind in self.state["indexes"].items()
-            },
-        }
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        path = self.path.split("?")[0]
-        self.requests.append((self.command, path, body))
-        exists = "config" in self.state
-        if path.endswith("/exists"):
-            self._answer({"exists": exists})
-        elif path.endswith("/index") and self.command == "PUT":
-            self.state["indexes"][body["field_name"]] = body["field_schema"]
-            self._answer({"operation_id": 0, "status": "completed"})
-        elif path == "/collections/c" and self.command == "PUT":
-            self.state["config"] = body
-            self._answer(True)
-        elif path == "/collections/c" and self.command == "PATCH":
-            self.state["metadata"] = {**(self.state.get("metadata") or {}), **body["metadata"]}
-            self._answer(True)
-        elif path == "/collections/c" and self.command == "GET" and exists:
-            self._answer(self._info())
-        elif path.startswith("/collections/c/points"):  # count / scroll on an empty collection
-            self._answer({"count": 0} if path.endswith("/count") else {"points": []})
-        else:
-            self.send_error(404)
-
-    do_GET = do_PUT = do_POST = do_PATCH = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
-    requests: list[tuple[str, str, Any]] = []
-    state: dict[str, Any] = {"indexes": {}}
-    handler = type("Handler", (_StatefulQdrant,), {"requests": requests, "state": state})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    httpd.shutdown()
-    httpd.server_close()
-
-
+# -- a server (the fake_qdrant fixture) -------------------------------------------------------
 def _index_puts(requests: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
     return [
         (body["field_name"], body["field_schema"])
@@ -212,9 +124,9 @@ def _index_puts(requests: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_server_index_requests_are_made_once(
-    server: tuple[str, list[tuple[str, str, Any]]],
+    fake_qdrant: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
 ) -> None:
-    url, requests = server
+    url, requests, _ = fake_qdrant
     declared = {"lang": PayloadIndexType.KEYWORD, "year": "integer"}
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
     assert _index_puts(requests) == [

@@ -1,0 +1,150 @@
+"""A fake Qdrant REST server for one collection ``c``, on a loopback port, for the store tests.
+
+It answers what :class:`~m3kit.store.M3Store` asks of a server: collection exists / info /
+create / metadata patch, payload index creation, point upserts, count, scroll and delete. It
+records every request as ``(method, path, json body)`` and keeps its state in a dict:
+
+* ``config`` -- the create request's body (absent until the collection is created)
+* ``metadata`` -- the collection metadata, as patched
+* ``indexes`` -- payload index field name -> schema, as created
+* ``points`` -- point id -> point, as upserted
+* ``in_flight`` / ``most`` -- upserts being answered now / the most at once (each upsert
+  takes ``write_delay`` seconds, so parallel writes overlap)
+
+Tests use it through the ``fake_qdrant`` fixture of ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+Requests = list[tuple[str, str, Any]]
+
+
+class FakeQdrant(NamedTuple):
+    """A running fake server: its base URL, the requests it got and its state."""
+
+    url: str
+    requests: Requests
+    state: dict[str, Any]
+
+
+class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
+    """Enough of Qdrant's REST API for one collection ``c``; records every request."""
+
+    requests: Requests
+    state: dict[str, Any]
+    write_delay: float = 0.05
+
+    def _answer(self, result: Any) -> None:
+        data = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _info(self) -> dict[str, Any]:
+        config = self.state["config"]
+        params = {
+            k: v for k, v in config.items() if k not in ("hnsw_config", "quantization_config")
+        }
+        return {
+            "status": "green",
+            "optimizer_status": "ok",
+            "segments_count": 1,
+            "points_count": len(self.state["points"]),
+            "config": {
+                "params": params,
+                "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
+                "optimizer_config": {
+                    "deleted_threshold": 0.2,
+                    "vacuum_min_vector_number": 1000,
+                    "default_segment_number": 0,
+                    "flush_interval_sec": 5,
+                },
+                "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+                "metadata": self.state.get("metadata"),
+            },
+            "payload_schema": {
+                path: {"data_type": kind, "points": 0}
+                for path, kind in self.state["indexes"].items()
+            },
+        }
+
+    def _upsert(self, body: Any) -> None:
+        with self.state["lock"]:
+            self.state["in_flight"] += 1
+            self.state["most"] = max(self.state["most"], self.state["in_flight"])
+            self.state["points"].update({str(p["id"]): p for p in body["points"]})
+        time.sleep(self.write_delay)
+        with self.state["lock"]:
+            self.state["in_flight"] -= 1
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body: Any = json.loads(self.rfile.read(length)) if length else None
+        path = self.path.split("?")[0]
+        self.requests.append((self.command, path, body))
+        exists = "config" in self.state
+        if path.endswith("/exists"):
+            self._answer({"exists": exists})
+        elif path.endswith("/index") and self.command == "PUT":
+            self.state["indexes"][body["field_name"]] = body["field_schema"]
+            self._answer({"operation_id": 0, "status": "completed"})
+        elif path == "/collections/c" and self.command == "PUT":
+            self.state["config"] = body
+            self._answer(True)
+        elif path == "/collections/c" and self.command == "PATCH":
+            self.state["metadata"] = {**(self.state.get("metadata") or {}), **body["metadata"]}
+            self._answer(True)
+        elif path == "/collections/c" and self.command == "GET" and exists:
+            self._answer(self._info())
+        elif path == "/collections/c/points" and self.command == "PUT":
+            self._upsert(body)
+            self._answer({"operation_id": 0, "status": "completed"})
+        elif path == "/collections/c/points/count":
+            self._answer({"count": len(self.state["points"])})
+        elif path == "/collections/c/points/scroll":
+            self._answer({"points": [], "next_page_offset": None})
+        elif path == "/collections/c/points/delete":
+            self._answer({"operation_id": 0, "status": "completed"})
+        elif path.startswith("/collections/c/points"):  # other point reads: nothing stored
+            self._answer({"points": []})
+        else:
+            self.send_error(404)
+
+    do_GET = do_PUT = do_POST = do_PATCH = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+@contextmanager
+def fake_qdrant_server(write_delay: float = 0.05) -> Iterator[FakeQdrant]:
+    """Serve a fresh :class:`FakeQdrantHandler` on ``127.0.0.1`` (a free port) in a thread."""
+    requests: Requests = []
+    state: dict[str, Any] = {
+        "lock": threading.Lock(),
+        "in_flight": 0,
+        "most": 0,
+        "indexes": {},
+        "points": {},
+    }
+    attrs = {"requests": requests, "state": state, "write_delay": write_delay}
+    handler = type("Handler", (FakeQdrantHandler,), attrs)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FakeQdrant(f"http://127.0.0.1:{httpd.server_address[1]}", requests, state)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
