@@ -96,7 +96,7 @@ def squad_dir() -> Path:
 
 
 @pytest.fixture
-def fake_qdrant() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
+def qdrant_recorder() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
     """A fake Qdrant server for collection ``c`` on 127.0.0.1: ``(url, requests, state)``.
 
     See ``tests/fake_qdrant.py`` for what it answers and what ``state`` holds.

@@ -15,7 +15,7 @@ from m3kit.cli import main
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DOCS = REPO / "examples" / "sample_docs"
 Requests = list[tuple[str, str, Any]]
-#: The ``fake_qdrant`` fixture (tests/conftest.py): url, requests, state.
+#: The ``qdrant_recorder`` fixture (tests/conftest.py): url, requests, state.
 Server = tuple[str, Requests, dict[str, Any]]
 
 
@@ -31,12 +31,12 @@ def _model_args(model: Path) -> list[str]:
 
 
 def test_cluster_flags_are_sent_when_the_collection_is_created(
-    fake_qdrant: Server,
+    qdrant_recorder: Server,
     docs: Path,
     tiny_m3_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url, requests, _ = fake_qdrant
+    url, requests, _ = qdrant_recorder
     flags = ["--shards", "6", "--replication", "2", "--write-consistency", "2"]
     flags += ["--on-disk", "vectors", "--on-disk", "payload", "--quantization", "binary"]
     code = main(["index", str(docs), "--qdrant-url", url, *flags, *_model_args(tiny_m3_path)])
@@ -54,9 +54,9 @@ def test_cluster_flags_are_sent_when_the_collection_is_created(
 
 
 def test_no_cluster_flags_send_no_cluster_settings(
-    fake_qdrant: Server, docs: Path, tiny_m3_path: Path
+    qdrant_recorder: Server, docs: Path, tiny_m3_path: Path
 ) -> None:
-    url, requests, _ = fake_qdrant
+    url, requests, _ = qdrant_recorder
     assert main(["index", str(docs), "--qdrant-url", url, *_model_args(tiny_m3_path)]) == 0
     (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
     for key in ("shard_number", "replication_factor", "on_disk_payload", "quantization_config"):

@@ -19,7 +19,7 @@ from m3kit.store import (
 )
 
 ARGS: dict[str, Any] = {"collection": "c", "dense_dim": 4, "colbert_dim": 3, "sparse": True}
-#: The ``fake_qdrant`` fixture (tests/conftest.py): url, requests, state.
+#: The ``qdrant_recorder`` fixture (tests/conftest.py): url, requests, state.
 Server = tuple[str, list[tuple[str, str, Any]], dict[str, Any]]
 
 
@@ -37,9 +37,9 @@ def _record(i: int) -> ChunkRecord:
 
 
 def test_settings_are_sent_at_creation_and_writes_overlap(
-    fake_qdrant: Server,
+    qdrant_recorder: Server,
 ) -> None:
-    url, requests, state = fake_qdrant
+    url, requests, state = qdrant_recorder
     cluster = ClusterSettings(
         shard_number=6,
         replication_factor=2,
@@ -75,9 +75,9 @@ def test_settings_are_sent_at_creation_and_writes_overlap(
 
 
 def test_defaults_send_nothing_new(
-    fake_qdrant: Server,
+    qdrant_recorder: Server,
 ) -> None:
-    url, requests, _ = fake_qdrant
+    url, requests, _ = qdrant_recorder
     with M3Store.open(url=url, **ARGS) as store:
         store.upsert([_record(i) for i in range(3)])
     (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]

@@ -114,7 +114,7 @@ def test_client_local_mode_has_none(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert "metadata.lang" in caplog.text and "not created" in caplog.text
 
 
-# -- a server (the fake_qdrant fixture) -------------------------------------------------------
+# -- a server (the qdrant_recorder fixture) -------------------------------------------------------
 def _index_puts(requests: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
     return [
         (body["field_name"], body["field_schema"])
@@ -124,9 +124,9 @@ def _index_puts(requests: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_server_index_requests_are_made_once(
-    fake_qdrant: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+    qdrant_recorder: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
 ) -> None:
-    url, requests, _ = fake_qdrant
+    url, requests, _ = qdrant_recorder
     declared = {"lang": PayloadIndexType.KEYWORD, "year": "integer"}
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
     assert _index_puts(requests) == [
