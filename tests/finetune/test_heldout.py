@@ -36,6 +36,24 @@ def test_split_is_by_article_and_leak_free(squad_sample_dir: Path) -> None:
         split_by_article(squad_sample_dir, train_fraction=1.0)
 
 
+def test_validation_articles_come_out_of_training_only(squad_sample_dir: Path) -> None:
+    plain = split_by_article(squad_sample_dir, seed=0)
+    split = split_by_article(squad_sample_dir, seed=0, validation_fraction=0.25)
+    assert plain.validation is None and split.validation is not None
+    val = split.validation
+    assert len(val.articles) == 1 and set(val.articles) < set(plain.train_articles)
+    assert set(split.train_articles) == set(plain.train_articles) - set(val.articles)
+    assert (split.eval_articles, split.queries) == (plain.eval_articles, plain.queries)
+    assert all(d.rsplit("_p", 1)[0] in val.articles for d in val.corpus)
+    train_texts = {t for ex in split.train for t in (*ex.pos, *ex.neg)}
+    assert not set(val.corpus.values()) & train_texts
+    assert not {ex.query for ex in split.train} & set(val.queries.values())
+    assert val.queries and set(val.qrels) == set(val.queries)
+    assert all(set(rel) <= set(val.corpus) for rel in val.qrels.values())
+    with pytest.raises(ValueError, match="leaves no training articles"):
+        split_by_article(squad_sample_dir, validation_fraction=0.9)
+
+
 def test_split_names_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"articles\.json is missing"):
         split_by_article(tmp_path)

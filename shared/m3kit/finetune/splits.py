@@ -16,7 +16,7 @@ from pathlib import Path
 from m3kit.evaluation import load_beir
 from m3kit.finetune.data import TrainingExample, iter_jsonl
 
-__all__ = ["ArticleSplit", "split_by_article"]
+__all__ = ["ArticleSplit", "RetrievalTask", "split_by_article"]
 
 #: Files :func:`split_by_article` reads (qrels are found by :func:`~m3kit.evaluation.load_beir`).
 _SPLIT_FILES = (
@@ -26,6 +26,23 @@ _SPLIT_FILES = (
     "train.jsonl.gz",
     "train_ids.jsonl",
 )
+
+
+@dataclass(frozen=True)
+class RetrievalTask:
+    """Passages, queries and relevance judgements of some articles.
+
+    Attributes:
+        articles: The article ids the task was drawn from.
+        corpus: ``{doc_id: text}``.
+        queries: ``{query_id: text}``.
+        qrels: ``{query_id: {doc_id: grade}}``.
+    """
+
+    articles: tuple[str, ...]
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,9 @@ class ArticleSplit:
         corpus: ``{doc_id: text}`` passages of the evaluation articles.
         queries: ``{query_id: text}`` queries of the evaluation articles.
         qrels: ``{query_id: {doc_id: grade}}``.
+        validation: The retrieval task of training articles whose rows were held out of
+            ``train`` (for tuning settings and calibrating fusion without touching the
+            evaluation articles); ``None`` unless ``validation_fraction`` was given.
     """
 
     train_articles: tuple[str, ...]
@@ -47,6 +67,7 @@ class ArticleSplit:
     corpus: dict[str, str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, float]]
+    validation: RetrievalTask | None = None
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, object]]:
@@ -79,6 +100,8 @@ def split_by_article(
     max_train_rows: int | None = None,
     max_eval_queries: int | None = None,
     max_eval_articles: int | None = None,
+    validation_fraction: float = 0.0,
+    max_validation_queries: int | None = None,
 ) -> ArticleSplit:
     """Split a shared-data folder by article (seeded).
 
@@ -92,6 +115,10 @@ def split_by_article(
             corpus stays every passage of the evaluation articles).
         max_eval_articles: Evaluate on only the first this many held-out articles (a
             smaller corpus; the training side is unchanged).
+        validation_fraction: Share of the *training* articles whose rows are held out of
+            ``train`` and whose passages and queries form ``validation`` (seeded; the
+            evaluation articles are untouched, so tuning on it does not leak).
+        max_validation_queries: Keep a seeded sample of at most this many validation queries.
 
     Returns:
         An :class:`ArticleSplit`. Training rows with a negative from an evaluation article
@@ -113,6 +140,18 @@ def split_by_article(
     if not 0 < cut < len(ids):
         raise ValueError(f"train_fraction {train_fraction} leaves one side without articles")
     train_set, eval_set = set(ids[:cut]), set(ids[cut:])
+    val_set: set[str] = set()
+    if validation_fraction:
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        n_val = max(1, round(cut * validation_fraction))
+        if n_val >= cut:
+            raise ValueError(
+                f"validation_fraction {validation_fraction} leaves no training articles "
+                f"({cut} training articles)"
+            )
+        val_set = set(ids[cut - n_val : cut])
+        train_set -= val_set
     if max_eval_articles is not None:
         eval_set = set(ids[cut : cut + max_eval_articles])
     doc_article = _doc_articles(root, articles)
@@ -132,15 +171,25 @@ def split_by_article(
 
     corpus, queries, qrels = load_beir(root)
     query_article = {str(r["_id"]): str(r["article"]) for r in _jsonl(root / "queries.jsonl")}
-    eval_corpus = {d: t for d, t in corpus.items() if doc_article[d] in eval_set}
-    eval_qids = sorted(q for q in queries if query_article[q] in eval_set)
-    if max_eval_queries is not None and len(eval_qids) > max_eval_queries:
-        eval_qids = sorted(rng.sample(eval_qids, max_eval_queries))
+
+    def task(articles: set[str], max_queries: int | None) -> RetrievalTask:
+        qids = sorted(q for q in queries if query_article[q] in articles)
+        if max_queries is not None and len(qids) > max_queries:
+            qids = sorted(rng.sample(qids, max_queries))
+        return RetrievalTask(
+            articles=tuple(sorted(articles)),
+            corpus={d: t for d, t in corpus.items() if doc_article[d] in articles},
+            queries={q: queries[q] for q in qids},
+            qrels={q: qrels[q] for q in qids},
+        )
+
+    held_out = task(eval_set, max_eval_queries)
     return ArticleSplit(
         train_articles=tuple(sorted(train_set)),
-        eval_articles=tuple(sorted(eval_set)),
+        eval_articles=held_out.articles,
         train=tuple(train),
-        corpus=eval_corpus,
-        queries={q: queries[q] for q in eval_qids},
-        qrels={q: qrels[q] for q in eval_qids},
+        corpus=held_out.corpus,
+        queries=held_out.queries,
+        qrels=held_out.qrels,
+        validation=task(val_set, max_validation_queries) if val_set else None,
     )
