@@ -11,13 +11,10 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from m3kit.backends import EncoderBackend, open_onnx_runner, resolve_backend
+from m3kit.backends.torch_backend import torch_forward
 from m3kit.checkpoint import (
     DEFAULT_MODEL,
     CheckpointInfo,
@@ -32,12 +30,22 @@ from m3kit.checkpoint import (
     Pooling,
     resolve_checkpoint,
 )
-from m3kit.errors import CheckpointError, HeadNotAvailableError, TruncationError
+from m3kit.encoder_inputs import (
+    TokenizedText,
+    Truncation,
+    check_heads,
+    check_texts,
+    load_tokenizer,
+    pad_batch,
+    plan_batches,
+    special_token_ids,
+    tokenize_texts,
+)
+from m3kit.encoder_outputs import OutputCollector, TokenStates, sparse_vector, token_states
 from m3kit.model import M3Model
-from m3kit.outputs import ALL_HEADS, FloatArray, Head, M3Output, SparseVector
+from m3kit.outputs import ALL_HEADS, Head, M3Output, SparseVector
 from m3kit.precision import (
     Precision,
-    autocast_dtype,
     describe_precision,
     precision_from,
     prepare_model,
@@ -47,40 +55,19 @@ from m3kit.precision import (
 if TYPE_CHECKING:
     from m3kit.backends.onnx_backend import OnnxRunner
 
-__all__ = ["M3Encoder", "Precision", "TokenStates", "TokenizedText", "Truncation"]
+# Truncation, TokenizedText, TokenStates, check_texts and plan_batches live in encoder_inputs /
+# encoder_outputs and are re-exported here, where they have always been imported from.
+__all__ = [
+    "M3Encoder",
+    "Precision",
+    "TokenStates",
+    "TokenizedText",
+    "Truncation",
+    "check_texts",
+    "plan_batches",
+]
 
 logger = logging.getLogger(__name__)
-
-
-class Truncation(str, enum.Enum):
-    """What to do with a text longer than ``max_length`` tokens."""
-
-    WARN = "warn"  # truncate and log a warning
-    ERROR = "error"  # raise TruncationError
-
-
-@dataclass(frozen=True)
-class TokenizedText:
-    """Token ids of one text (special tokens included) and whether it was truncated."""
-
-    input_ids: list[int]
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class TokenStates:
-    """Per-token outputs of one sequence, float32 (what late chunking pools per chunk).
-
-    Attributes:
-        hidden: Last hidden states ``[t, h]``.
-        sparse: Sparse-head weights ``[t]`` (ReLU applied), or None when not asked for.
-        colbert: Normalised ColBERT vectors ``[t - 1, d]`` of tokens 1..t-1 (CLS has none), or
-            None when not asked for.
-    """
-
-    hidden: FloatArray
-    sparse: FloatArray | None
-    colbert: FloatArray | None
 
 
 class M3Encoder:
@@ -123,19 +110,10 @@ class M3Encoder:
         self.device = (
             torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
         )
-        self.backend = resolve_backend(
-            EncoderBackend(backend), precision_from(precision), self.device
+        self._onnx: OnnxRunner | None
+        self.backend, self.precision, self.model, self._onnx = _place_model(
+            model, self.device, precision_from(precision), EncoderBackend(backend), onnx_cache_dir
         )
-        self._onnx: OnnxRunner | None = None
-        if self.backend is EncoderBackend.ONNX:
-            self.precision = precision_from(precision)
-            if self.precision is Precision.AUTO:
-                self.precision = Precision.FP32
-            self.model = model.to(self.device).eval()  # float32: the export reads it
-            self._onnx = open_onnx_runner(self.model, self.precision, onnx_cache_dir)
-        else:
-            self.precision = resolve_precision(precision_from(precision), self.device)
-            self.model = prepare_model(model.to(self.device).eval(), self.precision)
         self.tokenizer = tokenizer
         self.info = info
         self.max_length = int(max_length)
@@ -143,29 +121,8 @@ class M3Encoder:
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens)
         self._tok_lock = threading.Lock()
-        tok = self.tokenizer
-        special = {
-            getattr(tok, f"{n}_token_id", None) for n in ("cls", "eos", "pad", "unk", "bos", "sep")
-        }
-        self._unused_ids = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
-        self._pad_id = int(getattr(tok, "pad_token_id", 0) or 0)
-        logger.info(
-            "M3Encoder: %s checkpoint, %s pooling, device=%s, backend=%s, precision=%s, "
-            "attention=%s, "
-            "torch threads=%d, batch_size=%d, max_batch_tokens=%d, max_length=%d",
-            model.kind.value,
-            model.pooling.value,
-            self.device,
-            self.backend.value,
-            describe_precision(self.precision, self.device)
-            if self._onnx is None
-            else f"{self.precision.value} (ONNX Runtime, {self._onnx.path.parent})",
-            getattr(getattr(model.backbone, "config", None), "_attn_implementation", "?"),
-            torch.get_num_threads(),
-            self.batch_size,
-            self.max_batch_tokens,
-            self.max_length,
-        )
+        self._unused_ids, self._pad_id = special_token_ids(tokenizer)
+        _log_loaded(self)
         if self._onnx is not None:
             # ONNX Runtime holds its own copy of the weights: release torch's (2.2 GB for
             # BGE-M3) once the collection fingerprint, which digests them, is known.
@@ -221,7 +178,7 @@ class M3Encoder:
                 ``$M3KIT_CACHE/onnx``).
         """
         info = resolve_checkpoint(name_or_path, pooling=Pooling(pooling) if pooling else None)
-        tokenizer = _load_tokenizer(info, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(info, trust_remote_code=trust_remote_code)
         model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
         declared = info.max_length or 8192
         return cls(
@@ -267,41 +224,14 @@ class M3Encoder:
         truncation: Truncation | str = Truncation.WARN,
     ) -> list[TokenizedText]:
         """Token ids per text, truncated to ``max_length`` (special tokens included)."""
-        texts = check_texts(texts)
         limit = min(max_length or self.max_length, self.max_length)
-        if not texts:
-            return []
-        with self._tok_lock:
-            enc = self.tokenizer(  # type: ignore[operator]
-                list(texts),
-                truncation=True,
-                max_length=limit,
-                return_overflowing_tokens=True,
-                return_attention_mask=False,
-            )
-        out: list[TokenizedText | None] = [None] * len(texts)
-        mapping = enc.get("overflow_to_sample_mapping") or list(range(len(texts)))
-        for row, sample in enumerate(mapping):
-            if out[sample] is None:
-                out[sample] = TokenizedText(list(enc["input_ids"][row]), truncated=False)
-            else:
-                first = out[sample]
-                assert first is not None
-                out[sample] = TokenizedText(first.input_ids, truncated=True)
-        result = [t for t in out if t is not None]
-        truncated = [i for i, t in enumerate(result) if t.truncated]
-        if truncated:
-            if Truncation(truncation) is Truncation.ERROR:
-                raise TruncationError(
-                    f"text(s) at position(s) {truncated[:10]} exceed max_length={limit} tokens"
-                )
-            logger.warning(
-                "%d text(s) longer than %d tokens were truncated (positions %s)",
-                len(truncated),
-                limit,
-                truncated[:10],
-            )
-        return result
+        return tokenize_texts(
+            self.tokenizer,
+            check_texts(texts),
+            limit=limit,
+            truncation=truncation,
+            lock=self._tok_lock,
+        )
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(
@@ -359,42 +289,20 @@ class M3Encoder:
     ) -> M3Output:
         """Encode already tokenised texts (ids with special tokens)."""
         wanted = self._check_heads(heads)
-        n = len(input_ids)
-        dense = np.zeros((n, self.dense_dim), dtype=np.float32) if Head.DENSE in wanted else None
-        sparse: list[SparseVector] = [SparseVector.empty()] * n
-        colbert: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32)] * n
-        batches = list(self._plan_batches([len(ids) for ids in input_ids]))
-        bar = tqdm(
-            total=n,
-            desc="encode",
-            unit="text",
-            disable=not (show_progress if show_progress is not None else len(batches) > 1),
-        )
-        with bar:
+        out = OutputCollector(wanted, self.dense_dim, [len(ids) for ids in input_ids])
+        batches = self._plan_batches([len(ids) for ids in input_ids])
+        show = show_progress if show_progress is not None else len(batches) > 1
+        with tqdm(total=len(input_ids), desc="encode", unit="text", disable=not show) as bar:
             for batch in batches:
-                fwd = self._forward([input_ids[i] for i in batch], wanted)
-                ids_np, mask_np = fwd["ids"], fwd["mask"]
-                for row, i in enumerate(batch):
-                    length = int(mask_np[row].sum())
-                    if dense is not None:
-                        dense[i] = fwd["dense"][row]
-                    if Head.SPARSE in wanted:
-                        sparse[i] = self.sparse_vector(
-                            ids_np[row, :length],
-                            fwd["sparse"][row, :length],
-                            top_k=sparse_top_k,
-                            min_weight=sparse_min_weight,
-                        )
-                    if Head.COLBERT in wanted:
-                        colbert[i] = np.ascontiguousarray(fwd["colbert"][row, : length - 1])
+                out.add_forward(
+                    batch,
+                    self._forward([input_ids[i] for i in batch], wanted),
+                    self._unused_ids,
+                    sparse_top_k=sparse_top_k,
+                    sparse_min_weight=sparse_min_weight,
+                )
                 bar.update(len(batch))
-        return M3Output(
-            heads=wanted,
-            token_counts=tuple(len(ids) for ids in input_ids),
-            _dense=dense,
-            _sparse=tuple(sparse) if Head.SPARSE in wanted else None,
-            _colbert=tuple(colbert) if Head.COLBERT in wanted else None,
-        )
+        return out.result()
 
     def token_states(
         self,
@@ -407,18 +315,12 @@ class M3Encoder:
         Same batching, device and precision as :meth:`encode_tokenized`; one entry per sequence.
         """
         wanted = self._check_heads(heads)
+        lengths = [len(ids) for ids in input_ids]
         out: list[TokenStates | None] = [None] * len(input_ids)
-        for batch in self._plan_batches([len(ids) for ids in input_ids]):
+        for batch in self._plan_batches(lengths):
             fwd = self._forward([input_ids[i] for i in batch], wanted, hidden=True)
-            for row, i in enumerate(batch):
-                length = len(input_ids[i])
-                out[i] = TokenStates(
-                    hidden=np.ascontiguousarray(fwd["hidden"][row, :length]),
-                    sparse=fwd["sparse"][row, :length].copy() if "sparse" in fwd else None,
-                    colbert=np.ascontiguousarray(fwd["colbert"][row, : length - 1])
-                    if "colbert" in fwd
-                    else None,
-                )
+            for i, states in token_states(batch, fwd, lengths):
+                out[i] = states
         return [t for t in out if t is not None]
 
     def sparse_vector(
@@ -430,126 +332,69 @@ class M3Encoder:
         min_weight: float = 0.0,
     ) -> SparseVector:
         """Token weights -> sparse vector: max per id; special tokens and weights <= 0 dropped."""
-        ids = np.asarray(ids, dtype=np.int64)
-        weights = np.asarray(weights, dtype=np.float32)
-        keep = (weights > max(min_weight, 0.0)) & ~np.isin(ids, self._unused_ids)
-        ids, weights = ids[keep], weights[keep]
-        if ids.size == 0:
-            return SparseVector.empty()
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        best = np.zeros(uniq.shape[0], dtype=np.float32)
-        np.maximum.at(best, inverse, weights)
-        if top_k is not None and 0 < top_k < uniq.shape[0]:
-            order = np.sort(np.argsort(-best, kind="stable")[:top_k])
-            uniq, best = uniq[order], best[order]
-        return SparseVector(uniq, best)
+        return sparse_vector(ids, weights, self._unused_ids, top_k=top_k, min_weight=min_weight)
 
     # -- internals --------------------------------------------------------------------------
     def _check_heads(
         self, heads: Sequence[Head | str] | Head | str | frozenset[Head] | None
     ) -> frozenset[Head]:
-        wanted = self.available_heads if heads is None else Head.parse(heads)
-        missing = wanted - self.available_heads
-        if missing:
-            names = ", ".join(sorted(h.value for h in missing))
-            raise HeadNotAvailableError(
-                f"this checkpoint is dense-only and has no {names} head "
-                f"(colbert_linear.pt / sparse_linear.pt missing); ask for heads=['dense']"
-            )
-        return wanted
+        return check_heads(self.available_heads, heads)
 
-    def _plan_batches(self, lengths: list[int]) -> Iterator[list[int]]:
-        return iter(
-            plan_batches(
-                lengths, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
-            )
+    def _plan_batches(self, lengths: list[int]) -> list[list[int]]:
+        return plan_batches(
+            lengths, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
         )
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        dtype = autocast_dtype(self.precision)
-        if dtype is None:  # the weights' dtype sets the maths (fp32, bf16, fp16, int8)
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _forward(
         self, batch_ids: list[Sequence[int]], wanted: frozenset[Head], *, hidden: bool = False
     ) -> dict[str, np.ndarray]:
-        width = max(len(ids) for ids in batch_ids)
-        ids = np.full((len(batch_ids), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch_ids), width), dtype=np.int64)
-        for row, seq in enumerate(batch_ids):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        if self._onnx is not None:
-            res = self._onnx.run(ids, mask)
-            onnx_out = {"ids": ids, "mask": mask, "dense": res["dense"]}
-            if hidden:
-                onnx_out["hidden"] = res["hidden"]
-            for head in (Head.SPARSE, Head.COLBERT):
-                if head in wanted:
-                    onnx_out[head.value] = res[head.value]
-            return onnx_out
-        with torch.inference_mode(), self._autocast():
-            fwd = self.model(
-                torch.from_numpy(ids).to(self.device),
-                torch.from_numpy(mask).to(self.device),
-                sparse=Head.SPARSE in wanted,
-                colbert=Head.COLBERT in wanted,
+        """One padded forward pass: ``ids``, ``mask`` and float32 head outputs (numpy)."""
+        ids, mask = pad_batch(batch_ids, self._pad_id)
+        if self._onnx is None:
+            res = torch_forward(
+                self.model, self.device, self.precision, ids, mask, wanted, hidden=hidden
             )
-        out = {"ids": ids, "mask": mask, "dense": fwd.dense.float().cpu().numpy()}
-        if hidden:
-            out["hidden"] = fwd.hidden.float().cpu().numpy()
-        if fwd.sparse is not None:
-            out["sparse"] = fwd.sparse.float().cpu().numpy()
-        if fwd.colbert is not None:
-            out["colbert"] = fwd.colbert.float().cpu().numpy()
-        return out
+        else:  # the graph computes every head; keep what was asked for
+            keep = {Head.DENSE.value, *(h.value for h in wanted)} | (
+                {"hidden"} if hidden else set()
+            )
+            res = {k: v for k, v in self._onnx.run(ids, mask).items() if k in keep}
+        return {"ids": ids, "mask": mask, **res}
 
 
-def plan_batches(
-    lengths: Sequence[int], *, batch_size: int, max_batch_tokens: int
-) -> list[list[int]]:
-    """Group sequences into forward passes: longest first, so each batch pads little.
-
-    A batch holds at most ``batch_size`` sequences and at most ``max_batch_tokens`` padded
-    tokens (its longest length times its size); a sequence longer than the budget runs alone.
-    Equal lengths keep their input order. Returns indices into ``lengths``, every index once.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    for i in order:
-        longest = lengths[batch[0]] if batch else lengths[i]
-        if batch and (len(batch) >= batch_size or longest * (len(batch) + 1) > max_batch_tokens):
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    if batch:
-        batches.append(batch)
-    return batches
+def _place_model(
+    model: M3Model,
+    device: torch.device,
+    precision: Precision,
+    backend: EncoderBackend,
+    onnx_cache_dir: str | os.PathLike[str] | None,
+) -> tuple[EncoderBackend, Precision, M3Model, OnnxRunner | None]:
+    """(backend, resolved precision, the model on ``device``, the ONNX runner or None)."""
+    backend = resolve_backend(backend, precision, device)
+    if backend is EncoderBackend.ONNX:
+        if precision is Precision.AUTO:
+            precision = Precision.FP32
+        model = model.to(device).eval()  # float32: the export reads it
+        return backend, precision, model, open_onnx_runner(model, precision, onnx_cache_dir)
+    precision = resolve_precision(precision, device)
+    return backend, precision, prepare_model(model.to(device).eval(), precision), None
 
 
-def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
-    """``texts`` as a list, or a ``TypeError`` naming ``method()`` and the bad position."""
-    if isinstance(texts, str):
-        raise TypeError(f"{method}() takes a list of texts; wrap a single text as [text]")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
-    return out
-
-
-def _load_tokenizer(info: CheckpointInfo, *, trust_remote_code: bool) -> object:
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(info.path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load the tokenizer from {info.path}: {e}") from e
-    if not getattr(tok, "is_fast", False):
-        raise CheckpointError(
-            f"the tokenizer in {info.path} is not a fast tokenizer; m3kit needs tokenizer.json "
-            "(character offsets for late chunking)"
-        )
-    return tok
+def _log_loaded(enc: M3Encoder) -> None:
+    model = enc.model
+    logger.info(
+        "M3Encoder: %s checkpoint, %s pooling, device=%s, backend=%s, precision=%s, "
+        "attention=%s, torch threads=%d, batch_size=%d, max_batch_tokens=%d, max_length=%d",
+        model.kind.value,
+        model.pooling.value,
+        enc.device,
+        enc.backend.value,
+        describe_precision(enc.precision, enc.device)
+        if enc._onnx is None
+        else f"{enc.precision.value} (ONNX Runtime, {enc._onnx.path.parent})",
+        getattr(getattr(model.backbone, "config", None), "_attn_implementation", "?"),
+        torch.get_num_threads(),
+        enc.batch_size,
+        enc.max_batch_tokens,
+        enc.max_length,
+    )

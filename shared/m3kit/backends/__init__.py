@@ -1,8 +1,8 @@
 """Forward-pass runtimes of :class:`~m3kit.encoder.M3Encoder` (token ids in, head outputs out).
 
 The encoder owns batching, tokenisation and outputs; a runtime only runs padded batches.
-``torch`` is the model itself (:mod:`m3kit.model`); ``onnx`` is ONNX Runtime over one exported
-graph (:mod:`m3kit.backends.onnx_backend`, extra ``m3kit[onnx]``).
+``torch`` runs the model itself (:mod:`m3kit.backends.torch_backend`); ``onnx`` is ONNX Runtime
+over one exported graph (:mod:`m3kit.backends.onnx_backend`, extra ``m3kit[onnx]``).
 """
 
 from __future__ import annotations

@@ -30,10 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from m3kit.outputs import FloatArray, Head, M3Output, SparseVector
+from m3kit.outputs import Head, M3Output
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -302,7 +301,7 @@ class EncoderPool:
         show_progress: bool | None = None,
     ) -> M3Output:
         """:meth:`M3Encoder.encode` across the workers (same arguments, same output)."""
-        from m3kit.encoder import check_texts
+        from m3kit.encoder_inputs import check_texts
 
         texts = check_texts(texts)
         enc = self.encoder
@@ -335,9 +334,10 @@ class EncoderPool:
         Raises:
             RuntimeError: The pool is closed, or a worker failed (the pool is then closed).
         """
-        from m3kit.encoder import plan_batches
+        from m3kit.encoder_inputs import check_heads, plan_batches
+        from m3kit.encoder_outputs import OutputCollector
 
-        wanted = self.encoder._check_heads(heads)
+        wanted = check_heads(self.encoder.available_heads, heads)
         ids = [list(map(int, seq)) for seq in input_ids]
         n = len(ids)
         batches = plan_batches(
@@ -346,7 +346,8 @@ class EncoderPool:
             max_batch_tokens=self.spec.max_batch_tokens,
         )
         show = len(batches) > 1 if show_progress is None else show_progress
-        parts: dict[int, tuple[list[int], M3Output]] = {}
+        out = OutputCollector(wanted, self.encoder.dense_dim, [len(s) for s in ids])
+        done: set[int] = set()
         with self._lock:
             if self._closed:
                 raise RuntimeError("this EncoderPool is closed")
@@ -357,19 +358,20 @@ class EncoderPool:
                 self._tasks.put((*task, sparse_min_weight))
             try:
                 with tqdm(total=n, desc="encode", unit="text", disable=not show) as bar:
-                    while len(parts) < len(batches):
+                    while len(done) < len(batches):
                         kind, task_id, payload = self._get(waited_for="to encode")
                         if kind == "error":
                             raise RuntimeError(f"an encoder worker failed: {payload}")
                         if kind != "ok":
                             continue
                         batch = batches[int(task_id) - first]
-                        parts[int(task_id)] = (batch, payload)
+                        out.add_output(batch, payload)
+                        done.add(int(task_id))
                         bar.update(len(batch))
             except BaseException:
                 self._close_locked()
                 raise
-        return _assemble(n, wanted, self.encoder.dense_dim, ids, parts.values())
+        return out.result()
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -404,31 +406,3 @@ def _shutdown(procs: list[BaseProcess], tasks: Any) -> None:
             p.terminate()
             p.join(timeout=5)
     tasks.cancel_join_thread()
-
-
-def _assemble(
-    n: int,
-    heads: frozenset[Head],
-    dense_dim: int,
-    ids: list[list[int]],
-    parts: Any,
-) -> M3Output:
-    """Put the per-batch outputs back into one batch in input order."""
-    dense = np.zeros((n, dense_dim), dtype=np.float32) if Head.DENSE in heads else None
-    sparse: list[SparseVector] = [SparseVector.empty()] * n
-    colbert: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32)] * n
-    for batch, out in parts:
-        for row, i in enumerate(batch):
-            if dense is not None:
-                dense[i] = out.dense[row]
-            if Head.SPARSE in heads:
-                sparse[i] = out.sparse[row]
-            if Head.COLBERT in heads:
-                colbert[i] = out.colbert[row]
-    return M3Output(
-        heads=heads,
-        token_counts=tuple(len(s) for s in ids),
-        _dense=dense,
-        _sparse=tuple(sparse) if Head.SPARSE in heads else None,
-        _colbert=tuple(colbert) if Head.COLBERT in heads else None,
-    )

@@ -1,0 +1,197 @@
+"""What goes into an encoder's forward passes: texts checked, tokenised, batched, padded.
+
+:class:`~m3kit.encoder.M3Encoder` and :class:`~m3kit.distributed.EncoderPool` both group token
+ids into forward passes with :func:`plan_batches`, so a pool's batches hold the same texts as a
+single process's.
+
+>>> plan_batches([3, 9, 5, 9], batch_size=2, max_batch_tokens=100)
+[[1, 3], [2, 0]]
+>>> plan_batches([3, 9, 5, 9], batch_size=8, max_batch_tokens=20)
+[[1, 3], [2, 0]]
+>>> ids, mask = pad_batch([[5, 6, 7], [5]], pad_id=1)
+>>> ids.tolist(), mask.tolist()
+([[5, 6, 7], [5, 1, 1]], [[1, 1, 1], [1, 0, 0]])
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from m3kit.errors import CheckpointError, HeadNotAvailableError, TruncationError
+from m3kit.outputs import Head
+
+if TYPE_CHECKING:
+    from m3kit.checkpoint import CheckpointInfo
+
+__all__ = [
+    "TokenizedText",
+    "Truncation",
+    "check_heads",
+    "check_texts",
+    "load_tokenizer",
+    "pad_batch",
+    "plan_batches",
+    "special_token_ids",
+    "tokenize_texts",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Truncation(str, enum.Enum):
+    """What to do with a text longer than ``max_length`` tokens."""
+
+    WARN = "warn"  # truncate and log a warning
+    ERROR = "error"  # raise TruncationError
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of one text (special tokens included) and whether it was truncated."""
+
+    input_ids: list[int]
+    truncated: bool
+
+
+def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
+    """``texts`` as a list, or a ``TypeError`` naming ``method()`` and the bad position."""
+    if isinstance(texts, str):
+        raise TypeError(f"{method}() takes a list of texts; wrap a single text as [text]")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+    return out
+
+
+def check_heads(
+    available: frozenset[Head],
+    heads: Sequence[Head | str] | Head | str | frozenset[Head] | None,
+) -> frozenset[Head]:
+    """The heads asked for (default: ``available``), or an error naming a missing one."""
+    wanted = available if heads is None else Head.parse(heads)
+    missing = wanted - available
+    if missing:
+        names = ", ".join(sorted(h.value for h in missing))
+        raise HeadNotAvailableError(
+            f"this checkpoint is dense-only and has no {names} head "
+            f"(colbert_linear.pt / sparse_linear.pt missing); ask for heads=['dense']"
+        )
+    return wanted
+
+
+def tokenize_texts(
+    tokenizer: object,
+    texts: list[str],
+    *,
+    limit: int,
+    truncation: Truncation | str,
+    lock: threading.Lock,
+) -> list[TokenizedText]:
+    """Token ids per text, truncated to ``limit`` tokens (special tokens included).
+
+    ``lock`` serialises calls into the (not thread-safe) fast tokenizer.
+    """
+    if not texts:
+        return []
+    with lock:
+        enc = tokenizer(  # type: ignore[operator]
+            list(texts),
+            truncation=True,
+            max_length=limit,
+            return_overflowing_tokens=True,
+            return_attention_mask=False,
+        )
+    out: list[TokenizedText | None] = [None] * len(texts)
+    mapping = enc.get("overflow_to_sample_mapping") or list(range(len(texts)))
+    for row, sample in enumerate(mapping):
+        first = out[sample]
+        if first is None:
+            out[sample] = TokenizedText(list(enc["input_ids"][row]), truncated=False)
+        else:  # an overflow row: the text was longer than the limit
+            out[sample] = TokenizedText(first.input_ids, truncated=True)
+    result = [t for t in out if t is not None]
+    truncated = [i for i, t in enumerate(result) if t.truncated]
+    if truncated:
+        if Truncation(truncation) is Truncation.ERROR:
+            raise TruncationError(
+                f"text(s) at position(s) {truncated[:10]} exceed max_length={limit} tokens"
+            )
+        logger.warning(
+            "%d text(s) longer than %d tokens were truncated (positions %s)",
+            len(truncated),
+            limit,
+            truncated[:10],
+        )
+    return result
+
+
+def special_token_ids(tokenizer: object) -> tuple[np.ndarray, int]:
+    """(sorted ids of the special tokens, which sparse vectors drop; the padding id)."""
+    special = {
+        getattr(tokenizer, f"{n}_token_id", None)
+        for n in ("cls", "eos", "pad", "unk", "bos", "sep")
+    }
+    unused = np.array(sorted(i for i in special if i is not None), dtype=np.int64)
+    return unused, int(getattr(tokenizer, "pad_token_id", 0) or 0)
+
+
+def plan_batches(
+    lengths: Sequence[int], *, batch_size: int, max_batch_tokens: int
+) -> list[list[int]]:
+    """Group sequences into forward passes: longest first, so each batch pads little.
+
+    A batch holds at most ``batch_size`` sequences and at most ``max_batch_tokens`` padded
+    tokens (its longest length times its size); a sequence longer than the budget runs alone.
+    Equal lengths keep their input order. Returns indices into ``lengths``, every index once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) >= batch_size or longest * (len(batch) + 1) > max_batch_tokens):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def pad_batch(batch_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int64 ``[b, longest]``, right-padded with ``pad_id``."""
+    width = max(len(ids) for ids in batch_ids)
+    ids = np.full((len(batch_ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(batch_ids), width), dtype=np.int64)
+    for row, seq in enumerate(batch_ids):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def load_tokenizer(info: CheckpointInfo, *, trust_remote_code: bool) -> object:
+    """The checkpoint's fast tokenizer (m3kit needs its character offsets).
+
+    Raises:
+        CheckpointError: It cannot be loaded, or it is not a fast tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(info.path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load the tokenizer from {info.path}: {e}") from e
+    if not getattr(tok, "is_fast", False):
+        raise CheckpointError(
+            f"the tokenizer in {info.path} is not a fast tokenizer; m3kit needs tokenizer.json "
+            "(character offsets for late chunking)"
+        )
+    return tok
