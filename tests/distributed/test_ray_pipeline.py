@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,11 +40,17 @@ def local_ray() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def docs(squad_sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+def corpus(squad_sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample's first 24 paragraphs (two Ray batches of ``m3kit index --ray``)."""
     lines = (squad_sample_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:24]
     path = tmp_path_factory.mktemp("squad24") / "corpus.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return read_documents([path])
+    return path
+
+
+@pytest.fixture(scope="module")
+def docs(corpus: Path) -> list[Any]:
+    return read_documents([corpus])
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +75,34 @@ def _same_vectors(a: M3Index, b: M3Index, ids: list[str]) -> None:
         np.testing.assert_allclose(ra[i]["colbert"], rb[i]["colbert"], atol=1e-5)
         assert ra[i]["sparse"].indices == rb[i]["sparse"].indices
         np.testing.assert_allclose(ra[i]["sparse"].values, rb[i]["sparse"].values, atol=1e-5)
+
+
+def _same_hits(a: M3Index, b: M3Index, queries: list[str]) -> None:
+    """Same hits and scores on the embedded engine, candidates covering the whole collection.
+
+    The comparison is then of the stored vectors. With a budget below the collection size,
+    near-ties at the candidate cut flip: Ray encodes other batches (fp32 padding noise
+    ~1e-6) and writes points in another order (Qdrant breaks RRF ties by its internal
+    order). Measured with shuffled 4-document batches: 1 of 74 queries differed at the
+    default budget, 0 at this one.
+    """
+    for index in (a, b):
+        index.store.query_options = QueryOptions(min_candidates=a.count())
+    for q in queries:
+        ha, hb = a.search(q, k=5), b.search(q, k=5)
+        assert [h.id for h in ha] == [h.id for h in hb]
+        np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb], atol=1e-5)
+
+
+def _same_collection(single: M3Index, other: M3Index, backend: str, queries: list[str]) -> None:
+    """Same point ids, payloads (doc hashes, encoder id, chunking), vectors and record."""
+    a, b = _payloads(single), _payloads(other)
+    assert a == b
+    if backend == "client":
+        _same_vectors(single, other, list(a))
+    else:  # the embedded engine: same hits and scores
+        _same_hits(single, other, queries)
+    assert other.store.collection_metadata() == single.store.collection_metadata()
 
 
 def test_arrow_round_trip_is_exact(encoder: M3Encoder, docs: list[Any]) -> None:
@@ -118,26 +158,110 @@ def test_ray_equals_single_process_and_resumes(
     assert 0 < partial < single.count()
     monkeypatch.undo()
     assert index_with_ray(ray_index, docs, docs_per_batch=4, num_actors=2) == ids
-    a, b = _payloads(single), _payloads(ray_index)
-    assert a == b  # same point ids and payloads (doc hashes, encoder id, chunking)
-    if backend == "client":
-        _same_vectors(single, ray_index, list(a))
-    else:  # the embedded engine: same hits and scores for a few queries
-        # Candidates cover the whole collection, so the comparison is of the stored vectors.
-        # With a budget below the collection size, near-ties at the candidate cut flip: Ray
-        # encodes other batches (fp32 padding noise ~1e-6) and writes points in another
-        # order (Qdrant breaks RRF ties by its internal order). Measured with shuffled
-        # 4-document batches: 1 of 74 queries differed at the default budget, 0 at this one.
-        for index in (single, ray_index):
-            index.store.query_options = QueryOptions(min_candidates=single.count())
-        for q in ["Amazon rainforest", "What is the capital?", texts[3][:80]]:
-            ha, hb = single.search(q, k=5), ray_index.search(q, k=5)
-            assert [h.id for h in ha] == [h.id for h in hb]
-            np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb], atol=1e-5)
-    assert ray_index.store.collection_metadata() == single.store.collection_metadata()
+    _same_collection(
+        single, ray_index, backend, ["Amazon rainforest", "What is the capital?", texts[3][:80]]
+    )
     # A third run stores nothing new.
     before = ray_index.count()
     index_with_ray(ray_index, docs)
     assert ray_index.count() == before
     single.close()
     ray_index.close()
+
+
+# -- a real process killed midway ---------------------------------------------------------------
+DRIVER = Path(__file__).with_name("ray_kill_driver.py")
+
+
+def _index_args(corpus: Path, store: Path, model: Path, backend: str, *extra: str) -> list[str]:
+    """Arguments of ``m3kit index`` (without the program)."""
+    return [
+        "index",
+        str(corpus),
+        "--collection",
+        "c",
+        "--path",
+        str(store),
+        "--backend",
+        backend,
+        "--model",
+        str(model),
+        "--dtype",
+        "fp32",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _kill_after_first_write(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
+    """Run ``cmd`` in its own session; SIGKILL it once it reports its first stored batch.
+
+    Returns its exit status and stdout. The driver pauses after each write, so the kill
+    lands between the first and the second write. A SIGKILLed Ray driver leaves Ray's
+    per-node agents running (its raylet and GCS die with it): the whole process group is
+    killed afterwards so nothing outlives the test.
+    """
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, env=env, text=True, start_new_session=True
+        )
+    out: list[str] = []
+
+    def watch() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("wrote "):  # ray_kill_driver.WROTE
+                proc.send_signal(signal.SIGKILL)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        rc = proc.wait(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group is left
+            os.killpg(proc.pid, signal.SIGKILL)
+        watcher.join(timeout=10)
+    return rc, "".join(out)
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_sigkilled_ray_index_then_rerun_equals_single_process(
+    local_ray: None,
+    encoder: M3Encoder,
+    tiny_m3_path: Path,
+    corpus: Path,
+    docs: list[Any],
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    """``m3kit index --ray`` SIGKILLed after its first write, run again: a plain index."""
+    from m3kit.cli import main as cli_main
+
+    single_path, crashed_path = tmp_path / "single", tmp_path / "crashed"
+    assert cli_main(_index_args(corpus, single_path, tiny_m3_path, backend)) == 0  # one process
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "M3KIT_TEST_WRITE_PAUSE": "120"}
+    args = _index_args(corpus, crashed_path, tiny_m3_path, backend, "--ray", "--ray-actors", "2")
+    cmd = [sys.executable, str(DRIVER), *args]  # m3kit index --ray; the writer pauses 120 s
+    rc, out = _kill_after_first_write(cmd, env, tmp_path / "ray.log")
+    assert rc == -signal.SIGKILL, f"the run ended with {rc} before it was killed:\n{out}"
+    assert out.count("wrote ") == 1, out
+
+    single = M3Index.open(encoder, single_path, collection="c", backend=backend)
+    # Opens although the killed process never closed it: its folder lock died with it.
+    crashed = M3Index.open(encoder, crashed_path, collection="c", backend=backend)
+    try:
+        stored = {p["doc_id"] for p in _payloads(crashed).values()}
+        assert 0 < crashed.count() < single.count()
+        assert 0 < len(stored) < len(docs)
+        ids = [d.doc_id for d in docs]
+        # The re-run: what m3kit index --ray does (index_on_ray), on this test's local Ray.
+        assert index_with_ray(crashed, docs, chunker=ChunkerSpec("naive"), num_actors=2) == ids
+        _same_collection(
+            single, crashed, backend, ["Amazon rainforest", "What is the capital?", docs[5].text]
+        )
+    finally:
+        single.close()
+        crashed.close()
