@@ -44,6 +44,7 @@ __all__ = [
     "COLBERT_FILE",
     "DEFAULT_MODEL",
     "M3KIT_CONFIG_FILE",
+    "SEARCH_FILE",
     "SPARSE_FILE",
     "CheckpointInfo",
     "CheckpointKind",
@@ -57,6 +58,8 @@ DEFAULT_MODEL = "BAAI/bge-m3"
 COLBERT_FILE = "colbert_linear.pt"
 SPARSE_FILE = "sparse_linear.pt"
 M3KIT_CONFIG_FILE = "m3kit.json"
+#: The search calibration measured for the checkpoint's weights (m3kit.store.search_settings).
+SEARCH_FILE = "m3kit_search.json"
 _TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
 _PADDING_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert", "mpnet")
 _WEIGHT_FILES = (

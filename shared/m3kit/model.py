@@ -20,6 +20,7 @@ from torch import nn
 
 from m3kit.checkpoint import (
     M3KIT_CONFIG_FILE,
+    SEARCH_FILE,
     CheckpointInfo,
     CheckpointKind,
     Pooling,
@@ -146,6 +147,9 @@ class M3Model(nn.Module):
             "max_length": max_length,
         }
         (out / M3KIT_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        # A search calibration belongs to the weights it was measured on: new weights in
+        # this folder make it stale (it would also be ignored on load, with a warning).
+        (out / SEARCH_FILE).unlink(missing_ok=True)
         _write_sentence_transformers_metadata(out, self.hidden_size, self.pooling, max_length)
         return out
 

@@ -15,6 +15,7 @@ from m3kit.store.index import M3Index
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
 from m3kit.store.schema import CollectionSchema, PayloadIndexType, point_id
+from m3kit.store.search_settings import FusionCalibration, SearchSettings
 from m3kit.store.store import DEFAULT_BACKEND, M3Store
 
 __all__ = [
@@ -25,12 +26,14 @@ __all__ = [
     "CollectionSchema",
     "CollectionSize",
     "Fusion",
+    "FusionCalibration",
     "Hit",
     "M3Index",
     "M3Store",
     "PayloadIndexType",
     "Quantization",
     "QueryOptions",
+    "SearchSettings",
     "estimate_collection_size",
     "metadata_filter",
     "output_row",

@@ -20,21 +20,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from m3kit.fingerprint import EncoderFingerprint, chunking_signature, encoder_fingerprint
-from m3kit.outputs import Chunk, Head
+from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
+from m3kit.store.documents import _Chunker, _chunking, _Doc, build_records, content_doc_id
 from m3kit.store.filters import FilterLike
-from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
+from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
 from m3kit.store.schema import PayloadIndexType
+from m3kit.store.search_settings import FusionCalibration, SearchSettings
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -42,136 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["M3Index", "build_records", "content_doc_id"]
 
-
-class _Chunker(Protocol):
-    def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]: ...
-
-
-def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
-    """The default document id: a hash of the text and the metadata (sha256, 32 hex digits).
-
-    Without metadata (``None`` or empty) it hashes the text alone, as m3kit always did, so
-    documents stored without metadata keep their ids. With metadata it hashes the canonical
-    JSON ``[text, metadata]`` (keys sorted), so the same text with other metadata is another
-    document.
-
-    >>> content_doc_id("hello")
-    '2cf24dba5fb0a30e26e83b2ac5b9e29e'
-    >>> content_doc_id("hello", {"lang": "en"}) != content_doc_id("hello", {"lang": "de"})
-    True
-    >>> content_doc_id("hello", {"a": 1, "b": 2}) == content_doc_id("hello", {"b": 2, "a": 1})
-    True
-
-    Raises:
-        ValueError: The metadata is not JSON-serialisable.
-    """
-    if not metadata:
-        blob = text
-    else:
-        try:
-            blob = json.dumps(
-                [text, dict(metadata)], sort_keys=True, ensure_ascii=False, separators=(",", ":")
-            )
-        except TypeError as exc:
-            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
-
-
-def _chunking(chunker: object | None, signature: str) -> dict[str, Any]:
-    """How a chunker cuts documents, as stored with each point (what ``reindex`` redoes)."""
-    if chunker is None:
-        return {"kind": "whole"}
-    from m3kit.late_chunking import LateChunker
-
-    if isinstance(chunker, LateChunker):
-        return {
-            "kind": "late",
-            "window": chunker.window,
-            "overlap": chunker.overlap,
-            "dense_pooling": chunker.dense_pooling.value,
-            "placement": chunker.placement.value,
-            "late_heads": sorted(h.value for h in chunker.late_heads),
-        }
-    kind = type(chunker)
-    if (kind.__module__, kind.__qualname__) == ("m3kit.chunking", "NaiveChunker"):
-        return {"kind": "naive"}
-    return {"kind": "custom", "signature": signature[:300]}
-
-
-@dataclass(frozen=True)
-class _Doc:
-    doc_id: str
-    text: str
-    metadata: Mapping[str, Any]
-    doc_hash: str
-    chunking: Mapping[str, Any]
-
-
-def build_records(
-    encoder: M3Encoder,
-    heads: frozenset[Head],
-    docs: Sequence[_Doc],
-    chunker: _Chunker | None,
-    show_progress: bool | None,
-    truncation: Truncation | str = "warn",
-) -> tuple[list[ChunkRecord], list[str]]:
-    """Encode documents into chunk records (and the ids of documents with no chunk).
-
-    The one place records are built: :meth:`M3Index.add_texts` and the Ray pipeline's
-    actors call it.
-    """
-    texts = [d.text for d in docs]
-    records: list[ChunkRecord] = []
-    empty: list[str] = []
-    if chunker is None:
-        from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
-
-        ids = document_token_ids(encoder, texts, [d.doc_id for d in docs], truncation=truncation)
-        out = encoder.encode_tokenized(ids, heads=sorted(heads), show_progress=show_progress)
-        for i, d in enumerate(docs):
-            records.append(
-                ChunkRecord(
-                    d.doc_id,
-                    0,
-                    d.text,
-                    d.metadata,
-                    output_row(out, i),
-                    0,
-                    len(d.text),
-                    d.doc_hash,
-                    1,
-                    d.chunking,
-                )
-            )
-        return records, empty
-    per_doc = chunker.chunk(texts)
-    if len(per_doc) != len(docs):
-        raise ValueError(f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts")
-    for d, chunks in zip(docs, per_doc, strict=True):
-        if not chunks:
-            empty.append(d.doc_id)
-        for c in chunks:
-            missing = heads - c.vectors.heads
-            if missing:
-                raise ValueError(
-                    f"the chunker gave chunks without {sorted(h.value for h in missing)} "
-                    "vectors; build it on an encoder with every head the store holds"
-                )
-            records.append(
-                ChunkRecord(
-                    d.doc_id,
-                    c.index,
-                    c.text,
-                    d.metadata,
-                    c.vectors,
-                    c.start,
-                    c.end,
-                    d.doc_hash,
-                    len(chunks),
-                    d.chunking,
-                )
-            )
-    return records, empty
+logger = logging.getLogger(__name__)
 
 
 class M3Index:
@@ -192,6 +65,7 @@ class M3Index:
         *,
         reindex: bool = False,
         show_progress: bool | None = None,
+        search: SearchSettings | None = None,
     ) -> None:
         """Pair an encoder with an opened store whose vectors it can produce.
 
@@ -205,6 +79,10 @@ class M3Index:
                 interrupted): re-encode every stored document with this encoder, in place,
                 from the stored texts (resumable; point count unchanged).
             show_progress: tqdm bar for a reindex (default: on for more than one group).
+            search: Default ranking of :meth:`search` (what a call leaves out); default: the
+                checkpoint's calibration (``m3kit_search.json``, see
+                :mod:`m3kit.store.search_settings`) when it has one, else RRF with ColBERT
+                rerank.
 
         Raises:
             ValueError: The store expects dimensions or heads the encoder does not give.
@@ -231,6 +109,15 @@ class M3Index:
         #: What identifies the encoder (recorded in the collection, checked on open).
         self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
         store.writer_id = self.fingerprint.identity
+        info = getattr(encoder, "info", None)
+        #: The checkpoint's own search calibration (``None``: it has none for these weights).
+        self.calibration = FusionCalibration.for_encoder(
+            getattr(info, "path", None), self.fingerprint.weights
+        )
+        if search is not None and not isinstance(search, SearchSettings):
+            raise TypeError(f"search must be a SearchSettings, not {type(search).__name__}")
+        self._search = search
+        logger.info("search defaults: %s", self.search_settings().describe())
         check_collection(self, reindex=reindex, show_progress=show_progress)
 
     @classmethod
@@ -248,6 +135,7 @@ class M3Index:
         show_progress: bool | None = None,
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         cluster: ClusterSettings | None = None,
+        search: SearchSettings | None = None,
     ) -> M3Index:
         """Open (or create) a collection shaped for ``encoder`` and pair them.
 
@@ -268,6 +156,7 @@ class M3Index:
                 search (see :meth:`M3Store.open`).
             cluster: Qdrant server only: shards, replication, on-disk storage, quantisation
                 and parallel write batches (:class:`~m3kit.store.cluster.ClusterSettings`).
+            search: Default ranking of :meth:`search` (see :meth:`__init__`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
@@ -290,7 +179,7 @@ class M3Index:
             cluster=cluster,
         )
         try:
-            return cls(encoder, store, reindex=reindex, show_progress=show_progress)
+            return cls(encoder, store, reindex=reindex, show_progress=show_progress, search=search)
         except BaseException:
             store.close()
             raise
@@ -462,17 +351,43 @@ class M3Index:
         return self.store.count()
 
     # -- searching --------------------------------------------------------------------------
+    def search_settings(
+        self,
+        *,
+        fusion: Fusion | str | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
+    ) -> SearchSettings:
+        """The ranking a :meth:`search` with these arguments uses (``None``: the default).
+
+        Defaults come from ``search=`` at open, else from the checkpoint's calibration for
+        what this collection holds (and the rerank choice), else RRF with ColBERT rerank.
+        """
+        base = self._search
+        if base is None:
+            base = (
+                self.calibration.settings_for(self.store.heads, rerank)
+                if self.calibration is not None
+                else SearchSettings()
+            )
+        return base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
+
     def search(
         self,
         query: str,
         *,
         k: int = 10,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         filter: FilterLike | None = None,
         score_threshold: float | None = None,
         rerank: bool | None = None,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
     ) -> list[Hit]:
         """Encode the query with every head the store holds and run a hybrid search.
+
+        Arguments left ``None`` take the index's defaults (:meth:`search_settings`).
 
         Args:
             query: The query text (the encoder's query instruction is added).
@@ -481,13 +396,18 @@ class M3Index:
             filter: Metadata mapping or ``qdrant_client.models.Filter``.
             score_threshold: Minimum final score.
             rerank: ColBERT rerank (default: on when the store holds ColBERT vectors).
+            weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion.
+            candidates: Candidates per retriever before fusion and rerank.
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         heads = self.store.heads
         if rerank and Head.COLBERT not in heads:
             raise ValueError("rerank=True needs ColBERT vectors; this store has none")
-        use_colbert = Head.COLBERT in heads if rerank is None else bool(rerank)
+        settings = self.search_settings(
+            fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
+        )
+        use_colbert = Head.COLBERT in heads and settings.rerank is not False
         wanted = heads if use_colbert else heads - {Head.COLBERT}
         out = self.encoder.encode([query], heads=sorted(wanted), query=True, show_progress=False)
         return self.store.query(
@@ -495,10 +415,12 @@ class M3Index:
             sparse=out.sparse[0] if Head.SPARSE in wanted else None,
             colbert=out.colbert[0] if use_colbert else None,
             k=k,
-            fusion=fusion,
+            fusion=settings.fusion,
             rerank=use_colbert,
             filter=filter,
             score_threshold=score_threshold,
+            weights=settings.weights,
+            candidates=settings.candidates,
         )
 
     async def asearch(
@@ -506,10 +428,12 @@ class M3Index:
         query: str,
         *,
         k: int = 10,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         filter: FilterLike | None = None,
         score_threshold: float | None = None,
         rerank: bool | None = None,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
     ) -> list[Hit]:
         """:meth:`search` in a worker thread."""
         return await asyncio.to_thread(
@@ -520,6 +444,8 @@ class M3Index:
             filter=filter,
             score_threshold=score_threshold,
             rerank=rerank,
+            weights=weights,
+            candidates=candidates,
         )
 
     def close(self) -> None:

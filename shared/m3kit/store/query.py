@@ -21,8 +21,9 @@ ColBERT scores are reported as FlagEmbedding does (MaxSim averaged over query to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,10 +33,31 @@ from m3kit.outputs import SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, m3_score
 from m3kit.store.filters import and_filters, ids_filter
 from m3kit.store.plan import Nearest, RawHit, Stage, StorageBackend
-from m3kit.store.records import Fusion
-from m3kit.store.schema import COLBERT, DENSE, SPARSE, CollectionSchema
+from m3kit.store.records import Fusion, Hit
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNK_INDEX,
+    COLBERT,
+    DENSE,
+    DOC_HASH,
+    DOC_ID,
+    END,
+    METADATA,
+    PAGE_CONTENT,
+    SPARSE,
+    START,
+    CollectionSchema,
+)
 
-__all__ = ["QueryOptions", "QueryVectors", "run_query"]
+__all__ = [
+    "HIT_KEYS",
+    "HeadScores",
+    "QueryOptions",
+    "QueryVectors",
+    "m3_head_scores",
+    "run_query",
+    "to_hit",
+]
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,7 @@ def run_query(
     score_threshold: float | None,
     weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
     options: QueryOptions = QueryOptions(),
+    candidates: int | None = None,
 ) -> list[RawHit]:
     """Run one hybrid query; hits best first with payloads, at most ``k``.
 
@@ -137,7 +160,8 @@ def run_query(
         filter: Payload filter applied to every candidate search.
         score_threshold: Drop hits scoring below this (final score).
         weights: M3 weights ``[dense, sparse, colbert]`` (``Fusion.M3`` only).
-        options: Candidate budget.
+        options: Candidate budget (the rule used when ``candidates`` is ``None``).
+        candidates: Candidates per retriever for this query (at least ``k`` are fetched).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -145,17 +169,19 @@ def run_query(
     if len(weights) != 3:
         raise ValueError(f"weights are [dense, sparse, colbert]; got {len(weights)} values")
     use_colbert = rerank and q.colbert is not None
-    n = options.candidates(k)
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    n = options.candidates(k) if candidates is None else max(candidates, k)
     if fusion is Fusion.M3:
         hits = _m3(backend, q, k, n, use_colbert, filter, weights)
     else:
         retrievers = _retrievers(q, n, filter)
-        candidates = retrievers[0] if len(retrievers) == 1 else Stage(n, fusion, tuple(retrievers))
+        pool = retrievers[0] if len(retrievers) == 1 else Stage(n, fusion, tuple(retrievers))
         if use_colbert:
             assert q.colbert is not None
-            stage = Stage(k, Nearest(COLBERT, q.colbert), prefetch=(candidates,))
+            stage = Stage(k, Nearest(COLBERT, q.colbert), prefetch=(pool,))
         elif len(retrievers) == 1:
-            stage = Stage(k, candidates.query, filter=filter)
+            stage = Stage(k, pool.query, filter=filter)
         else:
             stage = Stage(k, fusion, prefetch=tuple(retrievers))
         hits = backend.query_batch([stage], with_payload=True)[0]
@@ -177,10 +203,52 @@ def _m3(
     flt: models.Filter | None,
     weights: Sequence[float],
 ) -> list[RawHit]:
+    per_head = m3_head_scores(backend, q, n, use_colbert, flt)
+    if not per_head.ids:
+        return []
+    best = per_head.rank(weights)[:k]
+    payloads = backend.retrieve([pid for pid, _ in best])
+    return [RawHit(pid, score, payloads[pid]) for pid, score in best if pid in payloads]
+
+
+@dataclass(frozen=True)
+class HeadScores:
+    """Exact per-head scores of the M3 plan's candidates (one query).
+
+    Attributes:
+        ids: The candidates: the union of the dense and sparse candidates, sorted.
+        dense: Dense score per candidate (0 where the query has no dense vector).
+        sparse: Sparse score per candidate (0 where a candidate shares no term).
+        colbert: ColBERT score per candidate, averaged over query tokens (0 when not used).
+    """
+
+    ids: tuple[str, ...]
+    dense: npt.NDArray[np.float64]
+    sparse: npt.NDArray[np.float64]
+    colbert: npt.NDArray[np.float64]
+
+    def rank(self, weights: Sequence[float]) -> list[tuple[str, float]]:
+        """``(id, m3_score)`` best first (ties by id) under ``weights``."""
+        fused = [
+            m3_score(float(d), float(s), float(c), weights)
+            for d, s, c in zip(self.dense, self.sparse, self.colbert, strict=True)
+        ]
+        return sorted(zip(self.ids, fused, strict=True), key=lambda kv: (-kv[1], kv[0]))
+
+
+def m3_head_scores(
+    backend: StorageBackend,
+    q: QueryVectors,
+    n: int,
+    use_colbert: bool,
+    flt: models.Filter | None,
+) -> HeadScores:
+    """The M3 plan's first two round trips: candidates, then every head's exact score."""
     found = backend.query_batch(_retrievers(q, n, flt), with_payload=False)
     ids = sorted({h.id for hits in found for h in hits})
     if not ids:
-        return []
+        empty = np.zeros(0)
+        return HeadScores((), empty, empty, empty)
     only = and_filters(ids_filter(ids), flt)
     heads: list[tuple[str, Nearest]] = []
     if q.dense is not None:
@@ -196,16 +264,35 @@ def _m3(
     for (name, _), hits in zip(heads, scored, strict=True):
         scale = 1.0 / q.colbert.shape[0] if name == COLBERT and q.colbert is not None else 1.0
         per_head[name] = {h.id: h.score * scale for h in hits}
-    # A candidate absent from a head's results shares no term with the query (sparse): 0.
-    fused = {
-        pid: m3_score(
-            per_head.get(DENSE, {}).get(pid, 0.0),
-            per_head.get(SPARSE, {}).get(pid, 0.0),
-            per_head.get(COLBERT, {}).get(pid, 0.0),
-            weights,
-        )
-        for pid in ids
-    }
-    best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    payloads = backend.retrieve([pid for pid, _ in best])
-    return [RawHit(pid, score, payloads[pid]) for pid, score in best if pid in payloads]
+
+    def column(name: str) -> npt.NDArray[np.float64]:
+        # A candidate absent from a head's results shares no term with the query (sparse): 0.
+        got = per_head.get(name, {})
+        return np.array([got.get(pid, 0.0) for pid in ids], dtype=np.float64)
+
+    return HeadScores(tuple(ids), column(DENSE), column(SPARSE), column(COLBERT))
+
+
+#: The payload keys a :class:`Hit` is built from.
+HIT_KEYS = (PAGE_CONTENT, METADATA, DOC_ID, CHUNK_INDEX, START, END, DOC_HASH, CHUNK_COUNT)
+
+
+def to_hit(h: RawHit) -> Hit:
+    """A backend's raw hit as the typed :class:`Hit` (payload keys of :data:`HIT_KEYS`)."""
+    p = h.payload
+    meta = p.get(METADATA)
+    return Hit(
+        id=h.id,
+        score=float(h.score),
+        text=str(p.get(PAGE_CONTENT, "")),
+        doc_id=str(p.get(DOC_ID, h.id)),
+        chunk_index=int(p.get(CHUNK_INDEX, 0)),
+        metadata=dict(meta) if isinstance(meta, Mapping) else {},
+        start=_optional_int(p.get(START)),
+        end=_optional_int(p.get(END)),
+        chunk_count=_optional_int(p.get(CHUNK_COUNT)),
+    )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -10,14 +10,12 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
 from qdrant_client import models
 from tqdm.auto import tqdm
 
-from m3kit.errors import CollectionNotFoundError
 from m3kit.outputs import Head, SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 from m3kit.store.cluster import ClusterSettings
@@ -28,9 +26,17 @@ from m3kit.store.filters import (
     stale_chunks_filter,
     to_filter,
 )
-from m3kit.store.payload_indexes import ensure_payload_indexes
+from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import PointData, RawHit, StorageBackend
-from m3kit.store.query import QueryOptions, QueryVectors, run_query
+from m3kit.store.query import (
+    HIT_KEYS,
+    HeadScores,
+    QueryOptions,
+    QueryVectors,
+    m3_head_scores,
+    run_query,
+    to_hit,
+)
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
@@ -45,8 +51,6 @@ from m3kit.store.schema import (
     START,
     CollectionSchema,
     PayloadIndexType,
-    check_schema,
-    payload_index_fields,
     point_id,
 )
 
@@ -54,8 +58,6 @@ __all__ = ["DEFAULT_BACKEND", "M3Store"]
 
 logger = logging.getLogger(__name__)
 
-#: Embedded engine used when no URL is given (chosen from benchmarks/store.py measurements).
-DEFAULT_BACKEND = Backend.EDGE
 
 _DOC_BATCH = 256
 
@@ -140,65 +142,19 @@ class M3Store:
         if not collection or not isinstance(collection, str):
             raise ValueError("collection must be a non-empty string")
         schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
-        index_fields = payload_index_fields(payload_indexes)
-        kind = Backend(backend) if backend is not None else None
-        if url is not None:
-            if kind is Backend.EDGE:
-                raise ValueError("the embedded engine (backend='edge') has no URL; use 'client'")
-            if location is not None:
-                raise ValueError("give either location or url, not both")
-            kind = Backend.CLIENT
-            if api_key is None:
-                api_key = os.environ.get("QDRANT_API_KEY") or None
-        elif api_key is not None:
-            raise ValueError("api_key is only used with url")
-        kind = kind or DEFAULT_BACKEND
-        if index_after is not None and kind is not Backend.EDGE:
-            raise ValueError("index_after applies to the embedded engine (backend='edge') only")
-        if cluster is not None and url is None:
-            raise ValueError(
-                "cluster settings (shards, replication, on-disk, quantisation) apply to a "
-                "Qdrant server or cluster: give url=, or leave cluster out"
-            )
-        loc = None if location is None else str(location)
-        if loc is not None and loc != ":memory:":
-            _check_folder(Path(loc), collection, kind)
-        impl: StorageBackend
-        if kind is Backend.CLIENT:
-            from m3kit.store.client_backend import ClientBackend
-
-            impl = ClientBackend(
-                collection=collection,
-                location=loc,
-                url=url,
-                api_key=api_key,
-                timeout=timeout,
-                cluster=cluster,
-            )
-        else:
-            from m3kit.store.edge_backend import INDEX_AFTER, EdgeBackend
-
-            impl = EdgeBackend(
-                collection=collection,
-                location=loc,
-                schema=schema,
-                index_after=INDEX_AFTER if index_after is None else index_after,
-            )
-        try:
-            if impl.exists():
-                check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
-            elif not create:
-                raise CollectionNotFoundError(
-                    f"collection {collection!r} does not exist at {impl.where}"
-                )
-            else:
-                logger.info("creating collection %r at %s", collection, impl.where)
-                impl.create(schema)
-            impl.open()
-            ensure_payload_indexes(impl, index_fields)
-        except BaseException:
-            impl.close()
-            raise
+        impl, kind = open_backend(
+            location,
+            collection=collection,
+            schema=schema,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            timeout=timeout,
+            create=create,
+            payload_indexes=payload_indexes,
+            index_after=index_after,
+            cluster=cluster,
+        )
         store = cls(impl, schema, kind=kind)
         store.cluster = cluster
         return store
@@ -386,7 +342,9 @@ class M3Store:
         Raises:
             ValueError: Neither is given, or an id is not a point id (a UUID).
         """
-        found = {h.id: h.payload for h in self._backend.scroll(points_filter(ids, filter), _KEYS)}
+        found = {
+            h.id: h.payload for h in self._backend.scroll(points_filter(ids, filter), HIT_KEYS)
+        }
         if ids is None:
             return found
         return {str(i): found[str(i)] for i in ids if str(i) in found}
@@ -395,7 +353,7 @@ class M3Store:
         self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
     ) -> list[Hit]:
         """The stored chunks of :meth:`points` as hits (score ``0.0``)."""
-        return [_hit(RawHit(i, 0.0, p)) for i, p in self.points(ids, filter=filter).items()]
+        return [to_hit(RawHit(i, 0.0, p)) for i, p in self.points(ids, filter=filter).items()]
 
     def count(self, filter: FilterLike | None = None) -> int:
         """Number of stored chunks (matching the filter)."""
@@ -451,6 +409,7 @@ class M3Store:
         filter: FilterLike | None = None,
         score_threshold: float | None = None,
         weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+        candidates: int | None = None,
     ) -> list[Hit]:
         """Hybrid search (see :mod:`m3kit.store.query` for the plans).
 
@@ -466,6 +425,8 @@ class M3Store:
                 or a ``qdrant_client.models.Filter`` on the full payload.
             score_threshold: Minimum final score.
             weights: M3 weights ``[dense, sparse, colbert]``.
+            candidates: Candidates per retriever (default: :attr:`query_options`' rule,
+                ``max(4 * k, 50)``).
         """
         q = QueryVectors.check(self.schema, dense, sparse, colbert)
         raw = run_query(
@@ -478,8 +439,31 @@ class M3Store:
             score_threshold=score_threshold,
             weights=weights,
             options=self.query_options,
+            candidates=candidates,
         )
-        return [_hit(h) for h in raw]
+        return [to_hit(h) for h in raw]
+
+    def head_scores(
+        self,
+        *,
+        dense: npt.ArrayLike | None = None,
+        sparse: SparseVector | None = None,
+        colbert: npt.ArrayLike | None = None,
+        candidates: int,
+        filter: FilterLike | None = None,
+    ) -> HeadScores:
+        """Exact per-head scores of the ``m3`` plan's candidates (for calibrating weights).
+
+        The candidates are the union of the ``candidates`` best dense and sparse points; each
+        gets its exact dense, sparse and (with ``colbert``) ColBERT score, so any weights can
+        rank them (:meth:`HeadScores.rank`) as ``query(fusion="m3", weights=...)`` would.
+        """
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        q = QueryVectors.check(self.schema, dense, sparse, colbert)
+        return m3_head_scores(
+            self._backend, q, candidates, q.colbert is not None, to_filter(filter)
+        )
 
     async def aquery(
         self,
@@ -493,6 +477,7 @@ class M3Store:
         filter: FilterLike | None = None,
         score_threshold: float | None = None,
         weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+        candidates: int | None = None,
     ) -> list[Hit]:
         """:meth:`query` in a worker thread."""
         return await asyncio.to_thread(
@@ -506,6 +491,7 @@ class M3Store:
             filter=filter,
             score_threshold=score_threshold,
             weights=weights,
+            candidates=candidates,
         )
 
     def close(self) -> None:
@@ -519,42 +505,3 @@ class M3Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_KEYS = (PAGE_CONTENT, METADATA, DOC_ID, CHUNK_INDEX, START, END, DOC_HASH, CHUNK_COUNT)
-
-
-def _hit(h: RawHit) -> Hit:
-    p = h.payload
-    meta = p.get(METADATA)
-    return Hit(
-        id=h.id,
-        score=float(h.score),
-        text=str(p.get(PAGE_CONTENT, "")),
-        doc_id=str(p.get(DOC_ID, h.id)),
-        chunk_index=int(p.get(CHUNK_INDEX, 0)),
-        metadata=dict(meta) if isinstance(meta, Mapping) else {},
-        start=_optional_int(p.get(START)),
-        end=_optional_int(p.get(END)),
-        chunk_count=_optional_int(p.get(CHUNK_COUNT)),
-    )
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _check_folder(folder: Path, collection: str, kind: Backend) -> None:
-    """Refuse to open a folder written by the other backend (their layouts differ)."""
-    edge_here = (folder / collection / "edge_config.json").is_file()
-    client_here = (folder / "meta.json").is_file() and (folder / "collection" / collection).is_dir()
-    if kind is Backend.CLIENT and edge_here:
-        raise ValueError(
-            f"{folder / collection} holds an embedded-engine (backend='edge') collection; "
-            "open it with backend='edge'"
-        )
-    if kind is Backend.EDGE and client_here and not edge_here:
-        raise ValueError(
-            f"{folder} holds a qdrant-client local collection {collection!r}; open it with "
-            "backend='client'"
-        )

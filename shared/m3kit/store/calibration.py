@@ -1,0 +1,302 @@
+"""Fit a model's fusion on a validation set, through the store's own query plans.
+
+:func:`calibrate_fusion` writes the validation passages into an in-memory collection, runs
+every candidate ranking the store offers — RRF and DBSF (with and without ColBERT rerank)
+and the ``m3`` weighted sum over a grid of weights — for every validation query, and keeps
+the one with the best nDCG@10: once for a collection with ColBERT vectors and once for dense
++ sparse alone. Measuring through the store (not a re-implementation of its plans) means the
+chosen settings rank exactly as they will in use. The ``m3`` grid re-weights one set of exact
+per-head scores per query (:func:`m3kit.store.query.m3_head_scores`), so a fine grid costs
+little.
+
+:func:`evaluate_search` scores one :class:`SearchSettings` on a retrieval task the same way
+(for reports: the calibrated fusion on held-out data).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from m3kit.evaluation import evaluate_rankings, ndcg_at_k
+from m3kit.fingerprint import encoder_fingerprint
+from m3kit.outputs import Head, M3Output
+from m3kit.store.query import QueryOptions
+from m3kit.store.records import ChunkRecord, Fusion, output_row
+from m3kit.store.schema import point_id
+from m3kit.store.search_settings import FusionCalibration, SearchSettings
+from m3kit.store.store import M3Store
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+
+__all__ = ["calibrate_fusion", "evaluate_search", "weight_grid"]
+
+logger = logging.getLogger(__name__)
+
+_K = 10
+
+
+def weight_grid(step: float, heads: int) -> list[tuple[float, ...]]:
+    """Weights on the simplex (non-negative, summing to 1) in steps of ``step``.
+
+    >>> weight_grid(0.5, 2)
+    [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    >>> len(weight_grid(0.1, 3))
+    66
+    """
+    n = round(1 / step)
+    if n < 1 or not math.isclose(n * step, 1.0):
+        raise ValueError(f"grid step must divide 1 (e.g. 0.1, 0.05), got {step}")
+    out: list[tuple[float, ...]] = []
+
+    def fill(prefix: tuple[int, ...], left: int) -> None:
+        if len(prefix) == heads - 1:
+            out.append(tuple(round(x / n, 6) for x in (*prefix, left)))
+            return
+        for i in range(left + 1):
+            fill((*prefix, i), left - i)
+
+    fill((), n)
+    return out
+
+
+@dataclass(frozen=True)
+class _Task:
+    store: M3Store
+    queries: M3Output
+    qids: tuple[str, ...]
+    doc_of: dict[str, str]  # point id -> passage id
+    qrels: Mapping[str, Mapping[str, float]]
+
+
+@contextmanager
+def _task(
+    encoder: M3Encoder,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    max_length: int | None,
+    show_progress: bool,
+) -> Iterator[_Task]:
+    if not corpus or not queries:
+        raise ValueError("calibration needs a non-empty corpus and queries")
+    judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
+    if not judged:
+        raise ValueError("no query has a relevant passage in qrels")
+    heads = sorted(encoder.available_heads)
+    doc_ids = list(corpus)
+    docs = encoder.encode(
+        [corpus[d] for d in doc_ids],
+        heads=heads,
+        max_length=max_length,
+        show_progress=show_progress,
+    )
+    qs = encoder.encode(
+        [queries[q] for q in judged],
+        heads=heads,
+        query=True,
+        max_length=max_length,
+        show_progress=False,
+    )
+    store = M3Store.open(
+        None,
+        collection="calibration",
+        dense_dim=encoder.dense_dim,
+        colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
+        sparse=Head.SPARSE in heads,
+    )
+    try:
+        records = [
+            ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)
+        ]
+        store.upsert(records)
+        doc_of = {point_id(d, 0): d for d in doc_ids}
+        yield _Task(store, qs, tuple(judged), doc_of, {q: qrels[q] for q in judged})
+    finally:
+        store.close()
+
+
+def _vectors(task: _Task, i: int, colbert: bool) -> dict[str, object]:
+    q = task.queries
+    heads = q.heads
+    return {
+        "dense": q.dense[i],
+        "sparse": q.sparse[i] if Head.SPARSE in heads else None,
+        "colbert": q.colbert[i] if colbert and Head.COLBERT in heads else None,
+    }
+
+
+def _run(task: _Task, settings: SearchSettings, k: int, budget: int) -> dict[str, list[str]]:
+    colbert = Head.COLBERT in task.store.heads and settings.rerank is not False
+    run: dict[str, list[str]] = {}
+    for i, qid in enumerate(task.qids):
+        hits = task.store.query(
+            **_vectors(task, i, colbert),  # type: ignore[arg-type]
+            k=k,
+            fusion=settings.fusion,
+            rerank=colbert,
+            weights=settings.weights,
+            candidates=settings.candidates or budget,
+        )
+        run[qid] = [h.doc_id for h in hits]
+    return run
+
+
+def _mean_ndcg(task: _Task, run: Mapping[str, Sequence[str]]) -> float:
+    return sum(ndcg_at_k(run[q], task.qrels[q], _K) for q in task.qids) / len(task.qids)
+
+
+def _best(scored: Iterable[tuple[SearchSettings, float]]) -> tuple[SearchSettings, float]:
+    best: tuple[SearchSettings, float] | None = None
+    for settings, value in scored:  # the first of equals wins: the candidates go simple first
+        if best is None or value > best[1] + 1e-12:
+            best = (settings, value)
+    assert best is not None
+    return best
+
+
+def calibrate_fusion(
+    encoder: M3Encoder,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    *,
+    grid_step: float = 0.1,
+    candidates: int | None = None,
+    max_length: int | None = None,
+    show_progress: bool = False,
+) -> FusionCalibration:
+    """Measure which search settings rank a validation set best for ``encoder``.
+
+    Tried, for a collection with ColBERT vectors: RRF and DBSF each followed by ColBERT
+    rerank, and the ``m3`` weighted sum of all three heads over a grid of weights; for dense
+    + sparse alone: RRF, DBSF and the weighted sum of the two. Each setting is scored by mean
+    nDCG@10 over the judged queries; the first best (in that order) is kept.
+
+    Args:
+        encoder: The model (every head it has is used).
+        corpus: ``{doc_id: text}`` validation passages (not the evaluation set).
+        queries: ``{query_id: text}`` validation queries.
+        qrels: ``{query_id: {doc_id: grade}}``.
+        grid_step: Step of the weight grid (weights sum to 1; 0.1: 66 triples).
+        candidates: Candidates per retriever (default: the store's ``max(4 * 10, 50)``);
+            recorded in the settings when given.
+        max_length: Truncation of passages and queries.
+        show_progress: Progress bars.
+
+    Returns:
+        The calibration (save it beside the weights with :meth:`FusionCalibration.save`).
+    """
+    heads = encoder.available_heads
+    sparse, colbert = Head.SPARSE in heads, Head.COLBERT in heads
+    budget = candidates or QueryOptions().candidates(_K)
+    scores: dict[str, float] = {}
+
+    def measure(task: _Task, settings: SearchSettings, label: str) -> float:
+        value = _mean_ndcg(task, _run(task, settings, _K, budget))
+        scores[label] = round(value, 6)
+        return value
+
+    with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
+        all_heads: SearchSettings | None = None
+        if colbert:
+            fusions = (Fusion.RRF, Fusion.DBSF) if sparse else (Fusion.RRF,)
+            tried = [SearchSettings(fusion=f, rerank=True, candidates=candidates) for f in fusions]
+            measured = [(s, measure(task, s, f"{s.describe()} [all heads]")) for s in tried]
+            grid = [
+                (w[0], w[1] if sparse else 0.0, w[-1])
+                for w in weight_grid(grid_step, 3 if sparse else 2)
+            ]
+            measured += _grid(
+                task, grid, True, budget, candidates, scores, "all heads", show_progress
+            )
+            all_heads = _best(measured)[0]
+        dense_sparse: SearchSettings | None = None
+        if sparse:
+            tried = [
+                SearchSettings(fusion=f, rerank=False, candidates=candidates)
+                for f in (Fusion.RRF, Fusion.DBSF)
+            ]
+            measured = [(s, measure(task, s, f"{s.describe()} [dense+sparse]")) for s in tried]
+            grid = [(w[0], w[1], 0.0) for w in weight_grid(grid_step, 2)]
+            measured += _grid(
+                task, grid, False, budget, candidates, scores, "dense+sparse", show_progress
+            )
+            dense_sparse = _best(measured)[0]
+        elif not colbert:  # dense only: nothing to fuse or rerank
+            dense_sparse = SearchSettings(rerank=False, candidates=candidates)
+        calibration = FusionCalibration(
+            all_heads=all_heads,
+            dense_sparse=dense_sparse,
+            weights_digest=encoder_fingerprint(encoder).weights,
+            queries=len(task.qids),
+            scores=scores,
+        )
+    logger.info(
+        "calibrated on %d queries: all heads %s; dense+sparse %s",
+        calibration.queries,
+        all_heads.describe() if all_heads else "-",
+        dense_sparse.describe() if dense_sparse else "-",
+    )
+    return calibration
+
+
+def _grid(
+    task: _Task,
+    grid: Sequence[tuple[float, float, float]],
+    colbert: bool,
+    budget: int,
+    candidates: int | None,
+    scores: dict[str, float],
+    label: str,
+    show_progress: bool,
+) -> list[tuple[SearchSettings, float]]:
+    """Every weight triple of ``grid`` under the ``m3`` plan: one exact scoring per query."""
+    grid = [w for w in grid if any(w)]
+    totals = [0.0] * len(grid)
+    for i, qid in enumerate(tqdm(task.qids, desc=f"m3 grid [{label}]", disable=not show_progress)):
+        per_head = task.store.head_scores(
+            **_vectors(task, i, colbert),  # type: ignore[arg-type]
+            candidates=budget,
+        )
+        for j, w in enumerate(grid):
+            ranked = [task.doc_of[pid] for pid, _ in per_head.rank(w)[:_K]]
+            totals[j] += ndcg_at_k(ranked, task.qrels[qid], _K)
+    out = []
+    for w, total in zip(grid, totals, strict=True):
+        s = SearchSettings(fusion=Fusion.M3, weights=w, rerank=colbert, candidates=candidates)
+        value = total / len(task.qids)
+        scores[f"{s.describe()} [{label}]"] = round(value, 6)
+        out.append((s, value))
+    return out
+
+
+def evaluate_search(
+    encoder: M3Encoder,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    settings: SearchSettings,
+    *,
+    ks: Iterable[int] = (1, 5, 10, 100),
+    max_length: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, float]:
+    """Retrieval metrics of one ranking through the store (what a search returns).
+
+    Hits are fetched ``max(ks)`` deep with the candidate budget of a ``k=10`` search (unless
+    ``settings.candidates`` says otherwise), so the top 10 equal a ``k=10`` search's.
+    ``rerank=None`` means ColBERT rerank when the encoder has a ColBERT head.
+    """
+    cutoffs = tuple(ks)
+    budget = settings.candidates or QueryOptions().candidates(_K)
+    with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
+        run = _run(task, settings, max(cutoffs), budget)
+        return evaluate_rankings(run, task.qrels, cutoffs)

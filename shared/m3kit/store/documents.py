@@ -1,0 +1,153 @@
+"""Documents as the store sees them: ids, versions, chunking records and chunk records.
+
+:func:`content_doc_id` is the default id rule of :class:`~m3kit.store.index.M3Index`;
+:func:`build_records` turns chunked documents into the :class:`ChunkRecord` rows a store writes
+(used by ``M3Index`` and by the Ray pipeline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from m3kit.outputs import Chunk, Head
+from m3kit.store.records import ChunkRecord, output_row
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder, Truncation
+
+__all__ = ["build_records", "content_doc_id"]
+
+
+class _Chunker(Protocol):
+    def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]: ...
+
+
+def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
+    """The default document id: a hash of the text and the metadata (sha256, 32 hex digits).
+
+    Without metadata (``None`` or empty) it hashes the text alone, as m3kit always did, so
+    documents stored without metadata keep their ids. With metadata it hashes the canonical
+    JSON ``[text, metadata]`` (keys sorted), so the same text with other metadata is another
+    document.
+
+    >>> content_doc_id("hello")
+    '2cf24dba5fb0a30e26e83b2ac5b9e29e'
+    >>> content_doc_id("hello", {"lang": "en"}) != content_doc_id("hello", {"lang": "de"})
+    True
+    >>> content_doc_id("hello", {"a": 1, "b": 2}) == content_doc_id("hello", {"b": 2, "a": 1})
+    True
+
+    Raises:
+        ValueError: The metadata is not JSON-serialisable.
+    """
+    if not metadata:
+        blob = text
+    else:
+        try:
+            blob = json.dumps(
+                [text, dict(metadata)], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            )
+        except TypeError as exc:
+            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def _chunking(chunker: object | None, signature: str) -> dict[str, Any]:
+    """How a chunker cuts documents, as stored with each point (what ``reindex`` redoes)."""
+    if chunker is None:
+        return {"kind": "whole"}
+    from m3kit.late_chunking import LateChunker
+
+    if isinstance(chunker, LateChunker):
+        return {
+            "kind": "late",
+            "window": chunker.window,
+            "overlap": chunker.overlap,
+            "dense_pooling": chunker.dense_pooling.value,
+            "placement": chunker.placement.value,
+            "late_heads": sorted(h.value for h in chunker.late_heads),
+        }
+    kind = type(chunker)
+    if (kind.__module__, kind.__qualname__) == ("m3kit.chunking", "NaiveChunker"):
+        return {"kind": "naive"}
+    return {"kind": "custom", "signature": signature[:300]}
+
+
+@dataclass(frozen=True)
+class _Doc:
+    doc_id: str
+    text: str
+    metadata: Mapping[str, Any]
+    doc_hash: str
+    chunking: Mapping[str, Any]
+
+
+def build_records(
+    encoder: M3Encoder,
+    heads: frozenset[Head],
+    docs: Sequence[_Doc],
+    chunker: _Chunker | None,
+    show_progress: bool | None,
+    truncation: Truncation | str = "warn",
+) -> tuple[list[ChunkRecord], list[str]]:
+    """Encode documents into chunk records (and the ids of documents with no chunk).
+
+    The one place records are built: :meth:`M3Index.add_texts` and the Ray pipeline's
+    actors call it.
+    """
+    texts = [d.text for d in docs]
+    records: list[ChunkRecord] = []
+    empty: list[str] = []
+    if chunker is None:
+        from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
+
+        ids = document_token_ids(encoder, texts, [d.doc_id for d in docs], truncation=truncation)
+        out = encoder.encode_tokenized(ids, heads=sorted(heads), show_progress=show_progress)
+        for i, d in enumerate(docs):
+            records.append(
+                ChunkRecord(
+                    d.doc_id,
+                    0,
+                    d.text,
+                    d.metadata,
+                    output_row(out, i),
+                    0,
+                    len(d.text),
+                    d.doc_hash,
+                    1,
+                    d.chunking,
+                )
+            )
+        return records, empty
+    per_doc = chunker.chunk(texts)
+    if len(per_doc) != len(docs):
+        raise ValueError(f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts")
+    for d, chunks in zip(docs, per_doc, strict=True):
+        if not chunks:
+            empty.append(d.doc_id)
+        for c in chunks:
+            missing = heads - c.vectors.heads
+            if missing:
+                raise ValueError(
+                    f"the chunker gave chunks without {sorted(h.value for h in missing)} "
+                    "vectors; build it on an encoder with every head the store holds"
+                )
+            records.append(
+                ChunkRecord(
+                    d.doc_id,
+                    c.index,
+                    c.text,
+                    d.metadata,
+                    c.vectors,
+                    c.start,
+                    c.end,
+                    d.doc_hash,
+                    len(chunks),
+                    d.chunking,
+                )
+            )
+    return records, empty

@@ -1,0 +1,123 @@
+"""Opening a collection's storage backend: argument checks, engine choice, create or check.
+
+Split from :mod:`m3kit.store.store` (see :meth:`M3Store.open` for the arguments).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from m3kit.errors import CollectionNotFoundError
+from m3kit.store.cluster import ClusterSettings
+from m3kit.store.payload_indexes import ensure_payload_indexes
+from m3kit.store.plan import StorageBackend
+from m3kit.store.records import Backend
+from m3kit.store.schema import (
+    CollectionSchema,
+    PayloadIndexType,
+    check_schema,
+    payload_index_fields,
+)
+
+__all__ = ["DEFAULT_BACKEND", "open_backend"]
+
+logger = logging.getLogger(__name__)
+
+#: Embedded engine used when no URL is given (chosen from benchmarks/store.py measurements).
+DEFAULT_BACKEND = Backend.EDGE
+
+
+def open_backend(
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    schema: CollectionSchema,
+    url: str | None,
+    api_key: str | None,
+    backend: Backend | str | None,
+    timeout: int | None,
+    create: bool,
+    payload_indexes: Mapping[str, PayloadIndexType | str] | None,
+    index_after: int | None,
+    cluster: ClusterSettings | None,
+) -> tuple[StorageBackend, Backend]:
+    """Open (creating if asked) the collection's backend; return it and its kind."""
+    index_fields = payload_index_fields(payload_indexes)
+    kind = Backend(backend) if backend is not None else None
+    if url is not None:
+        if kind is Backend.EDGE:
+            raise ValueError("the embedded engine (backend='edge') has no URL; use 'client'")
+        if location is not None:
+            raise ValueError("give either location or url, not both")
+        kind = Backend.CLIENT
+        if api_key is None:
+            api_key = os.environ.get("QDRANT_API_KEY") or None
+    elif api_key is not None:
+        raise ValueError("api_key is only used with url")
+    kind = kind or DEFAULT_BACKEND
+    if index_after is not None and kind is not Backend.EDGE:
+        raise ValueError("index_after applies to the embedded engine (backend='edge') only")
+    if cluster is not None and url is None:
+        raise ValueError(
+            "cluster settings (shards, replication, on-disk, quantisation) apply to a "
+            "Qdrant server or cluster: give url=, or leave cluster out"
+        )
+    loc = None if location is None else str(location)
+    if loc is not None and loc != ":memory:":
+        _check_folder(Path(loc), collection, kind)
+    impl: StorageBackend
+    if kind is Backend.CLIENT:
+        from m3kit.store.client_backend import ClientBackend
+
+        impl = ClientBackend(
+            collection=collection,
+            location=loc,
+            url=url,
+            api_key=api_key,
+            timeout=timeout,
+            cluster=cluster,
+        )
+    else:
+        from m3kit.store.edge_backend import INDEX_AFTER, EdgeBackend
+
+        impl = EdgeBackend(
+            collection=collection,
+            location=loc,
+            schema=schema,
+            index_after=INDEX_AFTER if index_after is None else index_after,
+        )
+    try:
+        if impl.exists():
+            check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
+        elif not create:
+            raise CollectionNotFoundError(
+                f"collection {collection!r} does not exist at {impl.where}"
+            )
+        else:
+            logger.info("creating collection %r at %s", collection, impl.where)
+            impl.create(schema)
+        impl.open()
+        ensure_payload_indexes(impl, index_fields)
+    except BaseException:
+        impl.close()
+        raise
+    return impl, kind
+
+
+def _check_folder(folder: Path, collection: str, kind: Backend) -> None:
+    """Refuse to open a folder written by the other backend (their layouts differ)."""
+    edge_here = (folder / collection / "edge_config.json").is_file()
+    client_here = (folder / "meta.json").is_file() and (folder / "collection" / collection).is_dir()
+    if kind is Backend.CLIENT and edge_here:
+        raise ValueError(
+            f"{folder / collection} holds an embedded-engine (backend='edge') collection; "
+            "open it with backend='edge'"
+        )
+    if kind is Backend.EDGE and client_here and not edge_here:
+        raise ValueError(
+            f"{folder} holds a qdrant-client local collection {collection!r}; open it with "
+            "backend='client'"
+        )

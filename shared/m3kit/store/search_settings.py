@@ -1,0 +1,259 @@
+"""How a hybrid search ranks, and the ranking a checkpoint was calibrated for.
+
+:class:`SearchSettings` holds what a user tunes per search: the fusion, the M3 weights, the
+ColBERT rerank and the candidate budget. Every search entry point (``M3Index.search``, both
+retrievers, both vector stores, ``m3kit search``) takes these; what a call leaves out comes
+from the index's defaults, which come from the checkpoint's calibration when it has one.
+
+:class:`FusionCalibration` is that calibration: the best settings measured on a validation
+set (see :func:`m3kit.store.calibration.calibrate_fusion`), one for a collection with ColBERT
+vectors and one for dense + sparse alone, saved beside the weights as ``m3kit_search.json``
+with the digest of the weights it was measured on (a file left beside other weights is
+ignored with a warning).
+
+>>> s = SearchSettings(fusion="m3", weights=(0.5, 0.2, 0.3))
+>>> s.fusion, s.weights
+(<Fusion.M3: 'm3'>, (0.5, 0.2, 0.3))
+>>> SearchSettings.from_dict(s.to_dict()) == s
+True
+>>> s.merged(weights=None, rerank=False).rerank
+False
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from m3kit.checkpoint import SEARCH_FILE
+from m3kit.outputs import Head
+from m3kit.scoring import DEFAULT_M3_WEIGHTS
+from m3kit.store.records import Fusion
+
+__all__ = ["SEARCH_FILE", "FusionCalibration", "SearchSettings"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1
+
+
+def _weights(value: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        w = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"weights must be three numbers [dense, sparse, colbert], not {value!r}"
+        ) from None
+    if len(w) != 3:
+        raise ValueError(f"weights are [dense, sparse, colbert]; got {len(w)} values")
+    if any(not math.isfinite(x) or x < 0 for x in w) or not any(w):
+        raise ValueError(f"weights must be finite, >= 0 and not all 0; got {list(w)}")
+    return (w[0], w[1], w[2])
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The ranking of a hybrid search.
+
+    Attributes:
+        fusion: How dense and sparse candidates are combined (``rrf``, ``dbsf`` or ``m3``).
+        weights: ``[dense, sparse, colbert]`` of the ``m3`` weighted sum (FlagEmbedding's
+            published ``[0.4, 0.2, 0.4]`` by default).
+        rerank: Re-score candidates with ColBERT MaxSim (``m3``: include ColBERT in the sum);
+            ``None``: when the collection holds ColBERT vectors.
+        candidates: Candidates fetched per retriever (dense, sparse) before fusion and rerank;
+            ``None``: ``max(4 * k, 50)``. More candidates: better recall, slower queries.
+    """
+
+    fusion: Fusion = Fusion.RRF
+    weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
+    rerank: bool | None = None
+    candidates: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "fusion", Fusion(self.fusion))
+        except ValueError:
+            raise ValueError(
+                f"fusion must be one of {[f.value for f in Fusion]}, not {self.fusion!r}"
+            ) from None
+        object.__setattr__(self, "weights", _weights(self.weights))
+        if self.rerank is not None and not isinstance(self.rerank, bool):
+            raise TypeError(f"rerank must be True, False or None, not {self.rerank!r}")
+        if self.candidates is not None and (
+            isinstance(self.candidates, bool)
+            or not isinstance(self.candidates, int)
+            or self.candidates < 1
+        ):
+            raise ValueError(f"candidates must be an int >= 1 or None, not {self.candidates!r}")
+
+    def merged(
+        self,
+        *,
+        fusion: Fusion | str | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
+    ) -> SearchSettings:
+        """These settings with the given (non-``None``) values replacing them."""
+        changes: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("fusion", fusion),
+                ("weights", weights),
+                ("rerank", rerank),
+                ("candidates", candidates),
+            )
+            if v is not None
+        }
+        return replace(self, **changes) if changes else self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fusion": self.fusion.value,
+            "weights": list(self.weights),
+            "rerank": self.rerank,
+            "candidates": self.candidates,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
+        unknown = set(data) - {"fusion", "weights", "rerank", "candidates"}
+        if unknown:
+            raise ValueError(f"unknown search settings {sorted(unknown)}")
+        return cls(**dict(data))
+
+    def describe(self) -> str:
+        """One line for logs and the CLI."""
+        text = self.fusion.value
+        if self.fusion is Fusion.M3:
+            text += " weights " + "/".join(f"{w:g}" for w in self.weights)
+        if self.rerank is not None:
+            text += ", rerank " + ("on" if self.rerank else "off")
+        if self.candidates is not None:
+            text += f", {self.candidates} candidates"
+        return text
+
+
+@dataclass(frozen=True)
+class FusionCalibration:
+    """Search settings measured best for one model on a validation set.
+
+    Attributes:
+        all_heads: For a collection with ColBERT vectors.
+        dense_sparse: For a collection with dense and sparse vectors only (what the
+            frameworks' own Qdrant stores hold), or with ``rerank=False``.
+        weights_digest: The encoder's weights digest
+            (:attr:`~m3kit.fingerprint.EncoderFingerprint.weights`) it was measured on.
+        metric: The metric maximised (``"ndcg@10"``).
+        queries: Validation queries it was measured on.
+        scores: ``{candidate description: metric}`` of every setting tried (for reports).
+    """
+
+    all_heads: SearchSettings | None
+    dense_sparse: SearchSettings | None
+    weights_digest: str
+    metric: str = "ndcg@10"
+    queries: int = 0
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+    def settings_for(self, heads: frozenset[Head], rerank: bool | None = None) -> SearchSettings:
+        """The calibrated settings for a collection holding ``heads`` (and a rerank choice).
+
+        A collection without sparse vectors has nothing to fuse: its settings keep only the
+        ColBERT rerank choice.
+        """
+        colbert = Head.COLBERT in heads and rerank is not False
+        chosen = self.all_heads if colbert else self.dense_sparse
+        if chosen is None:
+            chosen = self.dense_sparse if colbert else self.all_heads
+        if chosen is None:  # pragma: no cover - __post_init__ forbids both None
+            return SearchSettings()
+        if Head.SPARSE not in heads:
+            return SearchSettings(rerank=chosen.rerank, candidates=chosen.candidates)
+        return chosen
+
+    def __post_init__(self) -> None:
+        if self.all_heads is None and self.dense_sparse is None:
+            raise ValueError("a calibration needs settings for at least one set of heads")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``m3kit_search.json`` into the checkpoint folder ``folder``."""
+        path = Path(folder) / SEARCH_FILE
+        data = {
+            "format_version": _FORMAT,
+            "weights_digest": self.weights_digest,
+            "metric": self.metric,
+            "queries": self.queries,
+            "all_heads": None if self.all_heads is None else self.all_heads.to_dict(),
+            "dense_sparse": None if self.dense_sparse is None else self.dense_sparse.to_dict(),
+            "scores": dict(self.scores),
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FusionCalibration | None:
+        """The calibration saved in ``folder``; ``None`` when it has none.
+
+        Raises:
+            ValueError: The file exists but is not a calibration this version reads (the
+                message names the file).
+        """
+        path = Path(folder) / SEARCH_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format_version") != _FORMAT:
+                raise ValueError(f"format_version {data.get('format_version')!r} != {_FORMAT}")
+
+            def settings(key: str) -> SearchSettings | None:
+                raw = data.get(key)
+                return None if raw is None else SearchSettings.from_dict(raw)
+
+            return cls(
+                all_heads=settings("all_heads"),
+                dense_sparse=settings("dense_sparse"),
+                weights_digest=str(data["weights_digest"]),
+                metric=str(data.get("metric", "ndcg@10")),
+                queries=int(data.get("queries", 0)),
+                scores={str(k): float(v) for k, v in dict(data.get("scores", {})).items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"{path} is not a search calibration m3kit reads ({exc}); delete it or "
+                "calibrate again (m3kit.store.calibration.calibrate_fusion)"
+            ) from None
+
+    @classmethod
+    def for_encoder(
+        cls, folder: str | Path | None, weights_digest: str
+    ) -> FusionCalibration | None:
+        """The calibration of the checkpoint in ``folder`` if it was measured on these weights.
+
+        A calibration measured on other weights (a folder whose weights were replaced) is
+        ignored with a warning naming the file.
+        """
+        if folder is None:
+            return None
+        calibration = cls.load(folder)
+        if calibration is None:
+            return None
+        if calibration.weights_digest != weights_digest:
+            logger.warning(
+                "%s was calibrated on other weights (%s, these are %s): ignored; calibrate "
+                "again for these weights",
+                Path(folder) / SEARCH_FILE,
+                calibration.weights_digest[:24],
+                weights_digest[:24],
+            )
+            return None
+        return calibration

@@ -1,0 +1,155 @@
+"""Search settings reach a search, and a checkpoint's fusion calibration round-trips."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.checkpoint import SEARCH_FILE
+from m3kit.store import Fusion, FusionCalibration, M3Index, SearchSettings
+from m3kit.store.calibration import calibrate_fusion, evaluate_search, weight_grid
+
+TEXTS = [
+    "The Amazon rainforest covers most of the Amazon basin of South America.",
+    "Paris is the capital and most populous city of France.",
+    "The mitochondrion is the powerhouse of the cell.",
+    "Photosynthesis turns light energy into chemical energy in plants.",
+    "The Great Wall of China was built over many centuries.",
+    "Python is a programming language that emphasises readability.",
+    "The Pacific is the largest and deepest of the oceans.",
+    "Mount Everest is Earth's highest mountain above sea level.",
+]
+QUERIES = {
+    "q0": "Which forest covers the Amazon basin?",
+    "q1": "What is the capital of France?",
+    "q2": "What is the powerhouse of the cell?",
+    "q3": "How do plants turn light into energy?",
+    "q4": "Which ocean is the largest?",
+}
+QRELS = {
+    "q0": {"d0": 1.0},
+    "q1": {"d1": 1.0},
+    "q2": {"d2": 1.0},
+    "q3": {"d3": 1.0},
+    "q4": {"d6": 1.0},
+}
+CORPUS = {f"d{i}": t for i, t in enumerate(TEXTS)}
+
+
+@pytest.fixture()
+def model_dir(tiny_m3_path: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny checkpoint (calibration files are written into it)."""
+    return Path(shutil.copytree(tiny_m3_path, tmp_path / "model"))
+
+
+@pytest.fixture()
+def encoder(model_dir: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(model_dir, dtype="fp32")
+
+
+def test_settings_validate_what_a_user_passes() -> None:
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        SearchSettings(fusion="sum")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\[dense, sparse, colbert\]; got 2"):
+        SearchSettings(weights=(0.5, 0.5))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not all 0"):
+        SearchSettings(weights=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="candidates must be"):
+        SearchSettings(candidates=0)
+    with pytest.raises(ValueError, match="unknown search settings"):
+        SearchSettings.from_dict({"fusion": "rrf", "alpha": 0.5})
+    assert weight_grid(0.25, 3)[0] == (0.0, 0.0, 1.0) and len(weight_grid(0.25, 3)) == 15
+    with pytest.raises(ValueError, match="must divide 1"):
+        weight_grid(0.3, 3)
+
+
+def test_head_scores_rank_like_the_m3_query(encoder: M3Encoder) -> None:
+    with M3Index.open(encoder, ":memory:") as index:
+        index.add_texts(TEXTS, doc_ids=list(CORPUS))
+        q = encoder.encode(["capital city of France"], query=True)
+        rng = np.random.default_rng(0)
+        for w in [(0.4, 0.2, 0.4), *(tuple(rng.dirichlet([1, 1, 1])) for _ in range(5))]:
+            scores = index.store.head_scores(
+                dense=q.dense[0], sparse=q.sparse[0], colbert=q.colbert[0], candidates=50
+            )
+            want = index.store.query(
+                dense=q.dense[0],
+                sparse=q.sparse[0],
+                colbert=q.colbert[0],
+                k=len(TEXTS),
+                fusion="m3",
+                weights=w,
+            )
+            got = scores.rank(w)
+            assert [pid for pid, _ in got] == [h.id for h in want]
+            np.testing.assert_allclose([s for _, s in got], [h.score for h in want], atol=1e-6)
+
+
+def test_calibration_round_trips_and_is_the_default(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25)
+    assert cal.all_heads is not None and cal.dense_sparse is not None
+    assert cal.all_heads.rerank is True and cal.dense_sparse.rerank is False
+    assert cal.queries == len(QUERIES)
+    # the chosen settings are the best measured (the first of equals), each group apart
+    for group, chosen in (("all heads", cal.all_heads), ("dense+sparse", cal.dense_sparse)):
+        tried = {k: v for k, v in cal.scores.items() if k.endswith(f"[{group}]")}
+        assert len(tried) == 2 + (15 if group == "all heads" else 5)  # RRF, DBSF + the grid
+        assert tried[f"{chosen.describe()} [{group}]"] == max(tried.values())
+        # what the calibration measured is what a search through the store gets
+        again = evaluate_search(encoder, CORPUS, QUERIES, QRELS, chosen, ks=(10,))
+        assert again["ndcg@10"] == pytest.approx(max(tried.values()), abs=1e-6)
+    cal.save(model_dir)
+    assert FusionCalibration.load(model_dir) == cal
+    # a fresh load of the checkpoint searches with its calibration by default
+    enc = M3Encoder.from_pretrained(model_dir, dtype="fp32")
+    with M3Index.open(enc, ":memory:") as index:
+        assert index.calibration == cal
+        assert index.search_settings() == cal.all_heads
+        assert index.search_settings(rerank=False) == cal.dense_sparse
+        explicit = index.search_settings(fusion="dbsf", candidates=7)
+        assert (explicit.fusion, explicit.candidates) == (Fusion.DBSF, 7)
+        index.add_texts(TEXTS, doc_ids=list(CORPUS))
+        calibrated = index.search(QUERIES["q1"], k=3)
+        same = index.search(QUERIES["q1"], k=3, **_as_kwargs(cal.all_heads))
+        assert [h.id for h in calibrated] == [h.id for h in same]
+    # settings given at open win over the calibration
+    mine = SearchSettings(fusion="m3", weights=(1.0, 0.0, 0.0), rerank=False)
+    with M3Index.open(enc, ":memory:", search=mine) as index:
+        assert index.search_settings() == mine
+    # new weights saved into the folder remove the stale calibration
+    enc.model.save(model_dir, enc.tokenizer)
+    assert not (model_dir / SEARCH_FILE).exists()
+
+
+def _as_kwargs(s: SearchSettings) -> dict[str, object]:
+    return {
+        "fusion": s.fusion,
+        "weights": s.weights,
+        "rerank": s.rerank,
+        "candidates": s.candidates,
+    }
+
+
+def test_a_calibration_of_other_weights_is_ignored_loudly(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    FusionCalibration(
+        all_heads=SearchSettings(fusion="m3", weights=(0.1, 0.1, 0.8), rerank=True),
+        dense_sparse=None,
+        weights_digest="files-sha256:" + "0" * 64,
+    ).save(model_dir)
+    with caplog.at_level(logging.WARNING), M3Index.open(encoder, ":memory:") as index:
+        assert index.calibration is None
+        assert index.search_settings() == SearchSettings()
+    assert "calibrated on other weights" in caplog.text and SEARCH_FILE in caplog.text
+    (model_dir / SEARCH_FILE).write_text(json.dumps({"format_version": 99}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"m3kit_search\.json is not a search calibration"):
+        M3Index.open(encoder, ":memory:")
