@@ -39,6 +39,7 @@ from m3kit.encoder_inputs import (
     pad_batch,
     plan_batches,
     special_token_ids,
+    texts_to_input_ids,
     tokenize_texts,
 )
 from m3kit.encoder_outputs import OutputCollector, TokenStates, sparse_vector, token_states
@@ -261,13 +262,11 @@ class M3Encoder:
         Returns:
             One :class:`M3Output` for the whole batch, in input order.
         """
-        texts = check_texts(texts)
-        wanted = self._check_heads(heads)
-        if query and self.query_instruction:
-            texts = [self.query_instruction + t for t in texts]
-        tokens = self.tokenize(texts, max_length=max_length, truncation=truncation)
+        wanted, input_ids = texts_to_input_ids(
+            self, texts, heads=heads, query=query, max_length=max_length, truncation=truncation
+        )
         return self.encode_tokenized(
-            [t.input_ids for t in tokens],
+            input_ids,
             heads=wanted,
             sparse_top_k=sparse_top_k,
             sparse_min_weight=sparse_min_weight,

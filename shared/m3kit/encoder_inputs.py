@@ -1,8 +1,8 @@
 """What goes into an encoder's forward passes: texts checked, tokenised, batched, padded.
 
-:class:`~m3kit.encoder.M3Encoder` and :class:`~m3kit.distributed.EncoderPool` both group token
-ids into forward passes with :func:`plan_batches`, so a pool's batches hold the same texts as a
-single process's.
+:class:`~m3kit.encoder.M3Encoder` and :class:`~m3kit.distributed.EncoderPool` both turn texts
+into token ids with :func:`texts_to_input_ids` and group them into forward passes with
+:func:`plan_batches`, so a pool's batches hold the same texts as a single process's.
 
 >>> plan_batches([3, 9, 5, 9], batch_size=2, max_batch_tokens=100)
 [[1, 3], [2, 0]]
@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -39,6 +39,7 @@ __all__ = [
     "pad_batch",
     "plan_batches",
     "special_token_ids",
+    "texts_to_input_ids",
     "tokenize_texts",
 ]
 
@@ -60,6 +61,23 @@ class TokenizedText:
     truncated: bool
 
 
+class _Tokenizes(Protocol):
+    """What :func:`texts_to_input_ids` needs of an encoder."""
+
+    query_instruction: str | None
+
+    @property
+    def available_heads(self) -> frozenset[Head]: ...
+
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = ...,
+        truncation: Truncation | str = ...,
+    ) -> list[TokenizedText]: ...
+
+
 def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
     """``texts`` as a list, or a ``TypeError`` naming ``method()`` and the bad position."""
     if isinstance(texts, str):
@@ -69,6 +87,41 @@ def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
     return out
+
+
+def texts_to_input_ids(
+    encoder: _Tokenizes,
+    texts: Sequence[str],
+    *,
+    heads: Sequence[Head | str] | Head | str | frozenset[Head] | None,
+    query: bool,
+    max_length: int | None,
+    truncation: Truncation | str,
+) -> tuple[frozenset[Head], list[list[int]]]:
+    """What ``encode`` does before the forward passes: check, prefix queries, tokenise.
+
+    Args:
+        encoder: Tokenises (an :class:`~m3kit.encoder.M3Encoder`).
+        texts: The texts (a list; a single ``str`` is refused).
+        heads: Heads asked for (default: all the encoder has); checked before tokenising.
+        query: Prefix the encoder's query instruction, if it has one.
+        max_length: Truncate longer texts to this many tokens.
+        truncation: ``"warn"`` (truncate and log) or ``"error"`` (raise).
+
+    Returns:
+        The heads to compute and the token ids per text (special tokens included).
+
+    Raises:
+        TypeError: ``texts`` is a string or holds a non-string.
+        HeadNotAvailableError: A head the encoder does not have was asked for.
+        TruncationError: A text is too long and ``truncation`` is ``"error"``.
+    """
+    texts = check_texts(texts)
+    wanted = check_heads(encoder.available_heads, heads)
+    if query and encoder.query_instruction:
+        texts = [encoder.query_instruction + t for t in texts]
+    tokens = encoder.tokenize(texts, max_length=max_length, truncation=truncation)
+    return wanted, [t.input_ids for t in tokens]
 
 
 def check_heads(

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from m3kit import (
+    Head,
     HeadNotAvailableError,
     HeadNotComputedError,
     M3Encoder,
     TruncationError,
 )
+from m3kit.encoder_inputs import TokenizedText, texts_to_input_ids
 
 
 def test_empty_batch_gives_empty_result(tiny_encoder: M3Encoder) -> None:
@@ -130,3 +132,48 @@ def test_order_preserved_across_batches(tiny_m3_path: object) -> None:
     )
     one_by_one = np.stack([small.encode([t]).dense[0] for t in texts])
     np.testing.assert_allclose(small.encode(texts).dense, one_by_one, atol=1e-5)
+
+
+class _CountingTokenizer:
+    """Stands in for an encoder in ``texts_to_input_ids``: records what it was asked."""
+
+    def __init__(self, heads: frozenset[Head], query_instruction: str | None) -> None:
+        self.available_heads = heads
+        self.query_instruction = query_instruction
+        self.calls: list[tuple[list[str], int | None, str]] = []
+
+    def tokenize(
+        self, texts: list[str], *, max_length: int | None = None, truncation: str = "warn"
+    ) -> list[TokenizedText]:
+        self.calls.append((list(texts), max_length, str(truncation)))
+        return [TokenizedText([0, len(t), 2], truncated=False) for t in texts]
+
+
+def test_texts_to_input_ids_checks_before_tokenising() -> None:
+    enc = _CountingTokenizer(frozenset({Head.DENSE}), query_instruction="Q: ")
+    with pytest.raises(HeadNotAvailableError, match="sparse"):
+        texts_to_input_ids(
+            enc, ["a"], heads="sparse", query=False, max_length=None, truncation="warn"
+        )
+    with pytest.raises(TypeError, match="list of texts"):
+        texts_to_input_ids(enc, "a", heads=None, query=False, max_length=None, truncation="warn")
+    assert enc.calls == []  # refused before any tokenising
+    wanted, ids = texts_to_input_ids(
+        enc, ["ab", "c"], heads=None, query=True, max_length=7, truncation="error"
+    )
+    assert wanted == frozenset({Head.DENSE})
+    assert enc.calls == [(["Q: ab", "Q: c"], 7, "error")]
+    assert ids == [[0, 5, 2], [0, 4, 2]]
+
+
+def test_encoder_and_pool_share_the_prologue(tiny_encoder: M3Encoder) -> None:
+    # EncoderPool.encode runs the same helper, so the ids it sends are M3Encoder.encode's
+    texts = ["Berlin is the capital of Germany.", "short"]
+    wanted, ids = texts_to_input_ids(
+        tiny_encoder, texts, heads=None, query=True, max_length=None, truncation="warn"
+    )
+    assert wanted == tiny_encoder.available_heads
+    direct = tiny_encoder.encode(texts, query=True)
+    via_ids = tiny_encoder.encode_tokenized(ids)
+    assert direct.token_counts == via_ids.token_counts == tuple(len(i) for i in ids)
+    np.testing.assert_allclose(direct.dense, via_ids.dense, atol=1e-6)

@@ -301,16 +301,19 @@ class EncoderPool:
         show_progress: bool | None = None,
     ) -> M3Output:
         """:meth:`M3Encoder.encode` across the workers (same arguments, same output)."""
-        from m3kit.encoder_inputs import check_texts
+        from m3kit.encoder_inputs import texts_to_input_ids
 
-        texts = check_texts(texts)
-        enc = self.encoder
-        if query and enc.query_instruction:
-            texts = [enc.query_instruction + t for t in texts]
-        tokens = enc.tokenize(texts, max_length=max_length, truncation=truncation)
-        return self.encode_tokenized(
-            [t.input_ids for t in tokens],
+        wanted, input_ids = texts_to_input_ids(
+            self.encoder,
+            texts,
             heads=heads,
+            query=query,
+            max_length=max_length,
+            truncation=truncation,
+        )
+        return self.encode_tokenized(
+            input_ids,
+            heads=wanted,
             sparse_top_k=sparse_top_k,
             sparse_min_weight=sparse_min_weight,
             show_progress=show_progress,
