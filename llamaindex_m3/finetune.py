@@ -28,6 +28,7 @@ from m3kit.outputs import ALL_HEADS, Head
 
 if TYPE_CHECKING:
     from llamaindex_m3.embeddings import M3Embedding
+    from m3kit.store.search_settings import FusionCalibration
 
 __all__ = ["M3FinetuneEngine"]
 
@@ -49,7 +50,9 @@ class M3FinetuneEngine:
             ColBERT heads.
         model_output_path: Folder of the fine-tuned M3 checkpoint.
         val_dataset: Optional held-out QA dataset; after training each head is evaluated on
-            it (:attr:`val_report`).
+            it (:attr:`val_report`) and, with ``calibrate_fusion``, the checkpoint's fusion
+            is fitted on it (:attr:`calibration`, saved beside the weights and used by
+            ``M3Index`` and the retrievers and vector stores by default).
         epochs: Passes over the training queries.
         batch_size: Queries per step.
         heads: Heads to train (default all three).
@@ -62,6 +65,8 @@ class M3FinetuneEngine:
         passage_max_length: Passage truncation in tokens.
         seed: Seeds sampling and head initialisation.
         show_progress_bar: Show the trainer's progress.
+        calibrate_fusion: Fit the fusion on ``val_dataset`` after training
+            (:func:`m3kit.store.calibration.calibrate_checkpoint`).
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class M3FinetuneEngine:
         passage_max_length: int = 256,
         seed: int = 42,
         show_progress_bar: bool = True,
+        calibrate_fusion: bool = True,
     ) -> None:
         self.train_dataset = _qa(train_dataset)
         self.val_dataset = _qa(val_dataset) if val_dataset is not None else None
@@ -103,8 +109,10 @@ class M3FinetuneEngine:
             seed=seed,
             show_progress=show_progress_bar,
         )
+        self.calibrate_fusion = bool(calibrate_fusion)
         self.result: FinetuneResult | None = None
         self.val_report: RetrievalReport | None = None
+        self.calibration: FusionCalibration | None = None
 
     def _examples(self) -> list[TrainingExample]:
         examples = self.train_dataset.to_examples()
@@ -133,6 +141,11 @@ class M3FinetuneEngine:
             qrels = {q: dict.fromkeys(docs, 1.0) for q, docs in val.relevant_docs.items()}
             encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
             self.val_report = evaluate_heads(encoder, val.corpus, val.queries, qrels)
+            if self.calibrate_fusion:
+                from m3kit.store.calibration import calibrate_fusion
+
+                self.calibration = calibrate_fusion(encoder, val.corpus, val.queries, qrels)
+                self.calibration.save(self.result.path)
         return self.result
 
     def get_finetuned_model(self, **model_kwargs: Any) -> M3Embedding:

@@ -14,6 +14,7 @@ from m3kit import M3Encoder
 from m3kit.finetune import TrainingExample, read_jsonl, write_jsonl
 from m3kit.finetune.cli import add_subcommands
 from m3kit.outputs import ALL_HEADS
+from m3kit.store import FusionCalibration, M3Index
 
 
 def _run(argv: list[str]) -> int:
@@ -119,6 +120,22 @@ def test_cli_mine_finetune_eval(
     assert "| baseline | dense |" in printed and "| model | fused |" in printed
     assert json.loads((report / "report.json").read_text())["meta"]["queries"] == 8
 
+    # calibrate the fine-tuned checkpoint's fusion on the BEIR folder; searches then use it
+    assert _run(["calibrate", "--model", str(out), "--data", str(data), "--grid-step", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "all heads: " in printed and "dense+sparse: " in printed
+    saved = FusionCalibration.load(out)
+    assert saved is not None and saved.queries == len(toy_examples)
+    with M3Index.open(M3Encoder.from_pretrained(out), ":memory:") as index:
+        assert index.calibration == saved and index.search_settings() == saved.all_heads
+    # finetune --validation calibrates right after training (new weights: a new calibration)
+    argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(mined), "--output", str(out)]
+    argv += ["--max-steps", "1", "--batch-size", "4", "--validation", str(data), "--quiet"]
+    assert _run(argv) == 0
+    again = FusionCalibration.load(out)
+    assert again is not None and again.weights_digest != saved.weights_digest
+    assert "saved to" in capsys.readouterr().out
+
 
 def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
@@ -180,6 +197,9 @@ def test_llamaindex_engine(
     result = engine.finetune()
     assert result.steps == 2
     assert engine.val_report is not None and "fused" in engine.val_report.metrics
+    # the validation set also calibrated the checkpoint's fusion (saved beside the weights)
+    assert engine.calibration is not None
+    assert FusionCalibration.load(result.path) == engine.calibration
     embed = engine.get_finetuned_model(dtype="fp32")
     assert type(embed).__name__ == "M3Embedding"
     assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32

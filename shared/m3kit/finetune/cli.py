@@ -1,10 +1,12 @@
-"""``m3kit finetune``, ``m3kit mine-negatives`` and ``m3kit eval`` (added to the m3kit CLI).
+"""``m3kit finetune``, ``mine-negatives``, ``eval`` and ``calibrate`` (added to the m3kit CLI).
 
 Examples::
 
     m3kit mine-negatives --model BAAI/bge-m3 --train train.jsonl --output mined.jsonl
-    m3kit finetune --model BAAI/bge-m3 --train mined.jsonl --output out/bge-m3-ft --epochs 1
+    m3kit finetune --model BAAI/bge-m3 --train mined.jsonl --output out/bge-m3-ft --epochs 1 \
+        --validation data/val        # then calibrates the fusion on that BEIR folder
     m3kit eval --model out/bge-m3-ft --data shared/data/squad_en --baseline BAAI/bge-m3
+    m3kit calibrate --model out/bge-m3-ft --data data/val
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["add_subcommands"]
 
 
 def add_subcommands(subparsers: Any) -> None:
-    """Register the three subcommands on the m3kit CLI's subparsers."""
+    """Register the four subcommands on the m3kit CLI's subparsers."""
     ft = subparsers.add_parser(
         "finetune",
         help="fine-tune the dense, sparse and ColBERT heads",
@@ -44,6 +46,13 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     ft.add_argument("--device", default=None)
     ft.add_argument("--seed", type=int, default=42)
+    ft.add_argument(
+        "--validation",
+        type=Path,
+        default=None,
+        help="BEIR folder (corpus/queries/qrels) of held-out validation data: after training, "
+        "calibrate the checkpoint's fusion on it (see m3kit calibrate)",
+    )
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_run_finetune)
 
@@ -86,6 +95,24 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(handler=_run_eval)
 
+    cal = subparsers.add_parser(
+        "calibrate",
+        help="fit a checkpoint's fusion on validation data",
+        description="Measure RRF, DBSF and the M3 weighted sum (a grid of weights) through the "
+        "store on a BEIR folder of validation data (not your test set), and save the best as "
+        "m3kit_search.json in the checkpoint folder: searches then use it by default.",
+    )
+    cal.add_argument("--model", required=True, type=Path, help="local checkpoint folder")
+    cal.add_argument("--data", required=True, type=Path, help="BEIR folder of validation data")
+    cal.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
+    cal.add_argument("--grid-step", type=float, default=0.1, help="weight grid step (0.1)")
+    cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
+    cal.add_argument("--max-length", type=int, default=None)
+    cal.add_argument("--device", default=None)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--quiet", action="store_true")
+    cal.set_defaults(handler=_run_calibrate)
+
 
 def _heads(value: str | None) -> list[str] | None:
     return [h.strip() for h in value.split(",") if h.strip()] if value else None
@@ -116,11 +143,60 @@ def _run_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         show_progress=not args.quiet,
     )
+    if args.validation is not None:  # fail before training, not after, on a bad folder
+        validation = _beir(args.validation, None, args.seed)
     result = M3Finetuner(config).fit(examples)
     print(
         f"fine-tuned {', '.join(sorted(h.value for h in result.heads))} on "
         f"{result.examples} example(s), {result.steps} step(s) in {result.train_seconds:.1f} s: "
         f"{result.path}"
+    )
+    if args.validation is not None:
+        _calibrate(result.path, validation, args.device, not args.quiet)
+    return 0
+
+
+def _beir(
+    folder: Path, max_queries: int | None, seed: int
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
+    from m3kit.evaluation import load_beir
+
+    corpus, queries, qrels = load_beir(folder)
+    if max_queries is not None and len(queries) > max_queries:
+        keep = sorted(random.Random(seed).sample(sorted(queries), max_queries))
+        queries = {q: queries[q] for q in keep}
+        qrels = {q: qrels[q] for q in keep if q in qrels}
+    return dict(corpus), dict(queries), {q: dict(r) for q, r in qrels.items()}
+
+
+def _calibrate(
+    model: Path,
+    data: tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]],
+    device: str | None,
+    progress: bool,
+    **options: Any,
+) -> None:
+    from m3kit.store.calibration import calibrate_checkpoint
+
+    cal = calibrate_checkpoint(model, *data, device=device, show_progress=progress, **options)
+    for name, chosen in (("all heads", cal.all_heads), ("dense+sparse", cal.dense_sparse)):
+        if chosen is not None:
+            score = cal.scores.get(f"{chosen.describe()} [{name}]")
+            extra = f" (nDCG@10 {score:.4f})" if score is not None else ""
+            print(f"{name}: {chosen.describe()}{extra}")
+    print(f"calibrated on {cal.queries} queries; saved to {Path(model) / 'm3kit_search.json'}")
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    data = _beir(args.data, args.max_queries, args.seed)
+    _calibrate(
+        args.model,
+        data,
+        args.device,
+        not args.quiet,
+        grid_step=args.grid_step,
+        candidates=args.candidates,
+        max_length=args.max_length,
     )
     return 0
 
@@ -164,15 +240,10 @@ def _run_mine(args: argparse.Namespace) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from m3kit.encoder import M3Encoder
-    from m3kit.evaluation import load_beir
     from m3kit.finetune.evaluate import RetrievalReport, comparison_table, evaluate_heads
     from m3kit.finetune.evaluate import write_report as write
 
-    corpus, queries, qrels = load_beir(args.data)
-    if args.max_queries is not None and len(queries) > args.max_queries:
-        keep = sorted(random.Random(args.seed).sample(sorted(queries), args.max_queries))
-        queries = {q: queries[q] for q in keep}
-        qrels = {q: qrels[q] for q in keep}
+    corpus, queries, qrels = _beir(args.data, args.max_queries, args.seed)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     for name, path in [*models, ("model", args.model)]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
@@ -36,7 +38,7 @@ from m3kit.store.store import M3Store
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
 
-__all__ = ["calibrate_fusion", "evaluate_search", "weight_grid"]
+__all__ = ["calibrate_checkpoint", "calibrate_fusion", "evaluate_search", "weight_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +247,47 @@ def calibrate_fusion(
         all_heads.describe() if all_heads else "-",
         dense_sparse.describe() if dense_sparse else "-",
     )
+    return calibration
+
+
+def calibrate_checkpoint(
+    folder: str | os.PathLike[str],
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    *,
+    grid_step: float = 0.1,
+    candidates: int | None = None,
+    max_length: int | None = None,
+    device: str | None = None,
+    show_progress: bool = False,
+) -> FusionCalibration:
+    """Calibrate the checkpoint in ``folder`` and save it there (``m3kit_search.json``).
+
+    From then on ``M3Index`` (so both retrievers, both vector stores and ``m3kit search``)
+    ranks with it unless told otherwise. Arguments as :func:`calibrate_fusion`.
+
+    Raises:
+        ValueError: ``folder`` is not a local checkpoint folder.
+    """
+    from m3kit.encoder import M3Encoder
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a local checkpoint folder (a calibration is saved in it)")
+    encoder = M3Encoder.from_pretrained(path, dtype="fp32", device=device)
+    calibration = calibrate_fusion(
+        encoder,
+        corpus,
+        queries,
+        qrels,
+        grid_step=grid_step,
+        candidates=candidates,
+        max_length=max_length,
+        show_progress=show_progress,
+    )
+    saved = calibration.save(path)
+    logger.info("search calibration written to %s", saved)
     return calibration
 
 
