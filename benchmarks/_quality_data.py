@@ -1,4 +1,4 @@
-"""What ``quality_paths.py`` and ``rerank.py`` share: the held-out task, the model, the output.
+"""What the quality benchmarks share: the held-out task, the model, BM25, the output.
 
 Both evaluate the model built by ``quality_model.py`` on the squad_en articles it was NOT
 trained on (same :func:`m3kit.finetune.splits.split_by_article` call: seed 0, half / half).
@@ -61,3 +61,32 @@ def write_results(name: str, payload: Mapping[str, Any], table: str, intro: str)
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(f"{machine.markdown()}\n\n{intro}\n\n{table}\n", encoding="utf-8")
     return [json_path, md_path]
+
+
+def bm25_runs(
+    corpus: Mapping[str, str], queries: Mapping[str, str], depth: int
+) -> dict[str, list[str]]:
+    """``{query_id: [doc_id, ...]}``: the ``depth`` best BM25 passages with a positive score."""
+    try:
+        import bm25s
+        from bm25s.tokenization import Tokenizer
+    except ImportError as e:
+        raise SystemExit("error: this benchmark needs bm25s (pip install bm25s; dev extra)") from e
+    doc_ids = list(corpus)
+    tokenizer = Tokenizer(stopwords="en")
+    corpus_tokens = tokenizer.tokenize(
+        [corpus[d] for d in doc_ids], update_vocab=True, return_as="ids", show_progress=False
+    )
+    retriever = bm25s.BM25()
+    retriever.index(corpus_tokens, show_progress=False)
+    qids = list(queries)
+    query_tokens = tokenizer.tokenize(
+        [queries[q] for q in qids], update_vocab=False, return_as="ids", show_progress=False
+    )
+    found, scores = retriever.retrieve(
+        query_tokens, k=min(depth, len(doc_ids)), show_progress=False
+    )
+    return {
+        qid: [doc_ids[int(j)] for j, s in zip(found[i], scores[i], strict=True) if s > 0]
+        for i, qid in enumerate(qids)
+    }

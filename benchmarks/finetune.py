@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from m3kit import M3Encoder
+from m3kit.evaluation import evaluate_rankings
 from m3kit.finetune import FinetuneConfig, M3Finetuner, QADataset, TrainingExample
 from m3kit.finetune.evaluate import (
     RetrievalReport,
@@ -42,6 +43,11 @@ from m3kit.finetune.evaluate import (
 from m3kit.finetune.splits import split_by_article
 from m3kit.finetune.trainer import save_start_checkpoint
 from m3kit.machine import describe_machine
+from m3kit.store import FusionCalibration, SearchSettings
+from m3kit.store.calibration import calibrate_fusion, evaluate_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quality_data import bm25_runs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -101,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.25,
+        help="share of the training articles held out to calibrate the fusion (0: none)",
+    )
+    parser.add_argument("--validation-queries", type=int, default=400)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         split = split_by_article(
-            args.data, seed=args.seed, max_train_rows=args.rows, max_eval_queries=args.eval_queries
+            args.data,
+            seed=args.seed,
+            max_train_rows=args.rows,
+            max_eval_queries=args.eval_queries,
+            validation_fraction=args.validation_fraction,
+            max_validation_queries=args.validation_queries,
         )
     except FileNotFoundError as e:
         raise SystemExit(
@@ -124,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    calibrations: dict[str, dict[str, object]] = {}
+
     def evaluate(path: Path | str, heads: list[str] | None = None) -> RetrievalReport:
+        """Every head exhaustively; with a validation split, the calibrated store searches."""
         encoder = M3Encoder.from_pretrained(path, dtype="fp32", device="cpu")
-        return evaluate_heads(
+        report = evaluate_heads(
             encoder,
             split.corpus,
             split.queries,
@@ -134,8 +155,43 @@ def main(argv: list[str] | None = None) -> int:
             heads=heads,
             max_length=args.max_length,
         )
+        if split.validation is None or heads is not None:
+            return report
+        val = split.validation
+        cal = calibrate_fusion(
+            encoder, val.corpus, val.queries, val.qrels, max_length=args.max_length
+        )
+        cal.save(path)  # the checkpoint now searches with it by default
+        assert FusionCalibration.load(path) == cal
+        rows = dict(report.metrics)
+        searches = {
+            "store default (rrf+rerank)": SearchSettings(),
+            "calibrated, all heads": cal.all_heads,
+            "calibrated, dense+sparse": cal.dense_sparse,
+        }
+        for label, settings in searches.items():
+            if settings is not None:
+                rows[label] = evaluate_search(
+                    encoder,
+                    split.corpus,
+                    split.queries,
+                    split.qrels,
+                    settings,
+                    max_length=args.max_length,
+                )
+        calibrations[str(path)] = {
+            "all_heads": cal.all_heads.to_dict() if cal.all_heads else None,
+            "dense_sparse": cal.dense_sparse.to_dict() if cal.dense_sparse else None,
+            "validation_queries": cal.queries,
+        }
+        return RetrievalReport(rows)
 
-    reports: dict[str, RetrievalReport] = {}
+    reports: dict[str, RetrievalReport] = {
+        "BM25 (bm25s)": RetrievalReport(
+            {"bm25": evaluate_rankings(bm25_runs(split.corpus, split.queries, 100), split.qrels)}
+        )
+    }
+
     timings: dict[str, float] = {}
     start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
     reports["MiniLM (start, new heads)"] = evaluate(start_path)
@@ -181,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         "eval_queries": len(split.queries),
         "eval_passages": len(split.corpus),
         "eval_articles": list(split.eval_articles),
+        "validation_articles": list(split.validation.articles) if split.validation else [],
+        "validation_queries": len(split.validation.queries) if split.validation else 0,
+        "calibrations": calibrations,
         "m3kit_steps": result.steps,
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "loss_log": list(result.log),

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
+    bm25_runs,
     check_model,
     held_out,
     offline_env,
@@ -40,35 +41,6 @@ from _quality_data import (
 
 BM25_DEPTH = 100
 METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@10", "recall@100")
-
-
-def bm25_runs(
-    corpus: Mapping[str, str], queries: Mapping[str, str], depth: int
-) -> dict[str, list[str]]:
-    """``{query_id: [doc_id, ...]}``: the ``depth`` best BM25 passages with a positive score."""
-    try:
-        import bm25s
-        from bm25s.tokenization import Tokenizer
-    except ImportError as e:
-        raise SystemExit("error: this benchmark needs bm25s (pip install bm25s; dev extra)") from e
-    doc_ids = list(corpus)
-    tokenizer = Tokenizer(stopwords="en")
-    corpus_tokens = tokenizer.tokenize(
-        [corpus[d] for d in doc_ids], update_vocab=True, return_as="ids", show_progress=False
-    )
-    retriever = bm25s.BM25()
-    retriever.index(corpus_tokens, show_progress=False)
-    qids = list(queries)
-    query_tokens = tokenizer.tokenize(
-        [queries[q] for q in qids], update_vocab=False, return_as="ids", show_progress=False
-    )
-    found, scores = retriever.retrieve(
-        query_tokens, k=min(depth, len(doc_ids)), show_progress=False
-    )
-    return {
-        qid: [doc_ids[int(j)] for j, s in zip(found[i], scores[i], strict=True) if s > 0]
-        for i, qid in enumerate(qids)
-    }
 
 
 def rerank_runs(
