@@ -153,3 +153,36 @@ def test_a_calibration_of_other_weights_is_ignored_loudly(
     (model_dir / SEARCH_FILE).write_text(json.dumps({"format_version": 99}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"m3kit_search\.json is not a search calibration"):
         M3Index.open(encoder, ":memory:")
+
+
+def test_bge_m3_shaped_models_default_to_flagembeddings_published_weights(
+    encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from m3kit.outputs import ALL_HEADS, Head
+    from m3kit.store import search_settings
+    from m3kit.store.search_settings import BGE_M3_PUBLISHED, is_bge_m3_architecture
+
+    def fake(heads: frozenset[Head], **config: object) -> SimpleNamespace:
+        shape = {"model_type": "xlm-roberta", "num_hidden_layers": 24, "hidden_size": 1024}
+        shape["vocab_size"] = 250_002
+        cfg = SimpleNamespace(**{**shape, **config})
+        return SimpleNamespace(
+            available_heads=heads, model=SimpleNamespace(backbone=SimpleNamespace(config=cfg))
+        )
+
+    assert is_bge_m3_architecture(fake(ALL_HEADS))
+    assert not is_bge_m3_architecture(fake(ALL_HEADS, num_hidden_layers=12))
+    assert not is_bge_m3_architecture(fake(ALL_HEADS, vocab_size=30522))
+    assert not is_bge_m3_architecture(fake(frozenset({Head.DENSE})))
+    assert not is_bge_m3_architecture(encoder)  # the tiny model: built-in defaults
+    with M3Index.open(encoder, ":memory:") as index:
+        assert (index.search_source, index.search_settings()) == ("built-in", SearchSettings())
+    assert BGE_M3_PUBLISHED.fusion is Fusion.M3 and BGE_M3_PUBLISHED.weights == (0.4, 0.2, 0.4)
+    monkeypatch.setattr("m3kit.store.index.is_bge_m3_architecture", lambda enc: True)
+    with M3Index.open(encoder, ":memory:") as index:
+        assert index.search_source == "bge-m3"
+        assert index.search_settings() == BGE_M3_PUBLISHED
+        assert index.search_settings(fusion="rrf").fusion is Fusion.RRF  # explicit wins
+    assert search_settings.SEARCH_FILE == SEARCH_FILE

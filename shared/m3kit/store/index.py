@@ -36,7 +36,12 @@ from m3kit.store.documents import _Chunker, _chunking, _Doc, build_records, cont
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
 from m3kit.store.schema import PayloadIndexType
-from m3kit.store.search_settings import FusionCalibration, SearchSettings
+from m3kit.store.search_settings import (
+    BGE_M3_PUBLISHED,
+    FusionCalibration,
+    SearchSettings,
+    is_bge_m3_architecture,
+)
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -117,7 +122,21 @@ class M3Index:
         if search is not None and not isinstance(search, SearchSettings):
             raise TypeError(f"search must be a SearchSettings, not {type(search).__name__}")
         self._search = search
-        logger.info("search defaults: %s", self.search_settings().describe())
+        #: Where the search defaults come from: ``"given"`` (``search=``), ``"calibrated"``
+        #: (the checkpoint's ``m3kit_search.json``), ``"bge-m3"`` (FlagEmbedding's published
+        #: weights for a BGE-M3-shaped model) or ``"built-in"`` (RRF + ColBERT rerank).
+        self.search_source = (
+            "given"
+            if search is not None
+            else "calibrated"
+            if self.calibration is not None
+            else "bge-m3"
+            if is_bge_m3_architecture(encoder)
+            else "built-in"
+        )
+        logger.info(
+            "search defaults (%s): %s", self.search_source, self.search_settings().describe()
+        )
         check_collection(self, reindex=reindex, show_progress=show_progress)
 
     @classmethod
@@ -362,15 +381,16 @@ class M3Index:
         """The ranking a :meth:`search` with these arguments uses (``None``: the default).
 
         Defaults come from ``search=`` at open, else from the checkpoint's calibration for
-        what this collection holds (and the rerank choice), else RRF with ColBERT rerank.
+        what this collection holds (and the rerank choice), else — for a BGE-M3-shaped model
+        — FlagEmbedding's published weights (``m3``, 0.4 / 0.2 / 0.4), else RRF with ColBERT
+        rerank (:attr:`search_source` says which).
         """
         base = self._search
-        if base is None:
-            base = (
-                self.calibration.settings_for(self.store.heads, rerank)
-                if self.calibration is not None
-                else SearchSettings()
-            )
+        if base is None and self.calibration is not None:
+            base = self.calibration.settings_for(self.store.heads, rerank)
+        elif base is None and self.search_source == "bge-m3" and Head.SPARSE in self.store.heads:
+            base = BGE_M3_PUBLISHED
+        base = base or SearchSettings()
         return base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
 
     def search(

@@ -35,7 +35,13 @@ from m3kit.outputs import Head
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 from m3kit.store.records import Fusion
 
-__all__ = ["SEARCH_FILE", "FusionCalibration", "SearchSettings"]
+__all__ = [
+    "BGE_M3_PUBLISHED",
+    "SEARCH_FILE",
+    "FusionCalibration",
+    "SearchSettings",
+    "is_bge_m3_architecture",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -257,3 +263,29 @@ class FusionCalibration:
             )
             return None
         return calibration
+
+
+#: FlagEmbedding's published hybrid ranking for BGE-M3: ``compute_score`` with
+#: ``weights_for_different_modes=[0.4, 0.2, 0.4]`` (dense, sparse, ColBERT), the BGE-M3 README.
+BGE_M3_PUBLISHED = SearchSettings(fusion=Fusion.M3, weights=DEFAULT_M3_WEIGHTS, rerank=True)
+
+
+def is_bge_m3_architecture(encoder: Any) -> bool:
+    """Whether ``encoder`` is BGE-M3 or a fine-tune of it: an XLM-RoBERTa-large backbone
+    (24 layers, hidden 1024, XLM-R's 250,002-token vocabulary) with both M3 heads.
+
+    Such a checkpoint without its own calibration ranks with FlagEmbedding's published
+    weights (:data:`BGE_M3_PUBLISHED`): they were fitted to exactly these score scales.
+    Other models (e.g. a MiniLM given M3 heads) keep the built-in RRF + ColBERT rerank.
+    """
+    if encoder.available_heads != frozenset(Head):
+        return False
+    config = getattr(getattr(getattr(encoder, "model", None), "backbone", None), "config", None)
+    if config is None:
+        return False
+    return (
+        getattr(config, "model_type", None) == "xlm-roberta"
+        and getattr(config, "num_hidden_layers", None) == 24
+        and getattr(config, "hidden_size", None) == 1024
+        and getattr(config, "vocab_size", None) == 250_002
+    )
