@@ -52,6 +52,7 @@ from m3kit.precision import (
     prepare_model,
     resolve_precision,
 )
+from m3kit.weights import remember_loaded
 
 if TYPE_CHECKING:
     from m3kit.backends.onnx_backend import OnnxRunner
@@ -126,10 +127,11 @@ class M3Encoder:
         _log_loaded(self)
         if self._onnx is not None:
             # ONNX Runtime holds its own copy of the weights: release torch's (2.2 GB for
-            # BGE-M3) once the collection fingerprint, which digests them, is known.
+            # BGE-M3) once the collection fingerprint, which digests them, is known. Without
+            # a checkpoint folder both digest the tensors: the export's digest serves both.
             from m3kit.fingerprint import encoder_fingerprint
 
-            encoder_fingerprint(self)
+            encoder_fingerprint(self, weights=self._onnx.weights if info is None else None)
             self.model.to("meta")
 
     # -- construction -----------------------------------------------------------------------
@@ -181,6 +183,7 @@ class M3Encoder:
         info = resolve_checkpoint(name_or_path, pooling=Pooling(pooling) if pooling else None)
         tokenizer = load_tokenizer(info, trust_remote_code=trust_remote_code)
         model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
+        remember_loaded(model, info.path)  # lets an ONNX export key on the files' digest
         declared = info.max_length or 8192
         return cls(
             model,

@@ -41,19 +41,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from m3kit.weights import tensors_sha256, weights_digest
+
 __all__ = [
     "EncoderFingerprint",
     "chunking_signature",
     "describe_settings",
     "encoder_fingerprint",
+    "tensors_sha256",
     "weights_digest",
 ]
 
 logger = logging.getLogger(__name__)
 
-_READ_BLOCK = 8 << 20
-_HEAD_FILES = ("colbert_linear.pt", "sparse_linear.pt")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 # Containers longer than this are described by a digest of their items (e.g. a tokenizer's
 # vocabulary inside a splitter), so signatures stay short.
 _MAX_ITEMS = 64
@@ -162,14 +162,19 @@ class EncoderFingerprint:
 # -- encoders ---------------------------------------------------------------------------------
 _cache_lock = threading.Lock()
 _by_encoder: weakref.WeakKeyDictionary[Any, EncoderFingerprint] = weakref.WeakKeyDictionary()
-_by_files: dict[tuple[tuple[str, int, int], ...], str] = {}
 
 
-def encoder_fingerprint(encoder: Any) -> EncoderFingerprint:
+def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderFingerprint:
     """The fingerprint of an :class:`~m3kit.M3Encoder` (computed once per encoder, cached).
 
     The weights digest reads the checkpoint's weight files once per process (about 1 s per
     GB on one core; a Hugging Face cache file is named by its sha256, which is used as is).
+
+    Args:
+        encoder: The encoder.
+        weights: Its weights digest when the caller has just computed it (what
+            :func:`weights_digest` gives for its model and checkpoint folder), so the weights
+            are not read again; used only on the first call for an encoder.
 
     Raises:
         TypeError: ``encoder`` lacks what an M3Encoder has (model, tokenizer, sizes).
@@ -195,7 +200,7 @@ def encoder_fingerprint(encoder: Any) -> EncoderFingerprint:
     pooling = getattr(model, "pooling", None) or getattr(info, "pooling", "")
     precision = getattr(encoder, "precision", None)
     fp = EncoderFingerprint(
-        weights=weights_digest(model, Path(path) if path is not None else None),
+        weights=weights or weights_digest(model, Path(path) if path is not None else None),
         tokenizer=_tokenizer_digest(tokenizer),
         pooling=str(getattr(pooling, "value", pooling)),
         max_length=max_length,
@@ -209,75 +214,6 @@ def encoder_fingerprint(encoder: Any) -> EncoderFingerprint:
     with _cache_lock, contextlib.suppress(TypeError):  # not weak-referenceable: not cached
         _by_encoder[encoder] = fp
     return fp
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    """The backbone and head weight files a checkpoint loads (transformers' preference order)."""
-    files: list[Path] = []
-    for index_name, single in (
-        ("model.safetensors.index.json", "model.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-    ):
-        index = folder / index_name
-        if index.is_file():
-            shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            files = [index, *sorted({folder / str(s) for s in shards.values()})]
-            break
-        if (folder / single).is_file():
-            files = [folder / single]
-            break
-    files.extend(folder / h for h in _HEAD_FILES if (folder / h).is_file())
-    return files
-
-
-def _file_sha256(path: Path) -> str:
-    real = path.resolve()
-    # A Hugging Face cache blob is named by the sha256 of its content (LFS files): use it.
-    if path.is_symlink() and real.parent.name == "blobs" and _HEX64.fullmatch(real.name):
-        return real.name
-    h = hashlib.sha256()
-    with real.open("rb") as f:
-        while block := f.read(_READ_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_digest(model: Any, folder: Path | None) -> str:
-    """Digest of a model's weights: of its checkpoint files when they exist, else its tensors.
-
-    Files are cached per (path, size, mtime) for the life of the process.
-    """
-    files = _weight_files(folder) if folder is not None and folder.is_dir() else []
-    if files:
-        key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-        with _cache_lock:
-            known = _by_files.get(key)
-        if known is not None:
-            return known
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f"{f.name}:{_file_sha256(f)}\n".encode())
-        digest = f"files-sha256:{h.hexdigest()}"
-        with _cache_lock:
-            _by_files[key] = digest
-        return digest
-    return f"tensors-sha256:{tensors_sha256(model)}"
-
-
-def tensors_sha256(model: Any) -> str:
-    """sha256 over every tensor of ``model.state_dict()`` (name, dtype, shape, bytes)."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:  # packed params of quantised layers
-            h.update(type(value).__qualname__.encode())
-    return h.hexdigest()
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:

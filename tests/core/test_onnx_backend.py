@@ -101,9 +101,9 @@ def _builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
     real = onnx_backend._build
 
-    def spy(model, folder, key, variant, opset):  # type: ignore[no-untyped-def]
+    def spy(model, folder, *args):  # type: ignore[no-untyped-def]
         calls.append(folder)
-        return real(model, folder, key, variant, opset)
+        return real(model, folder, *args)
 
     monkeypatch.setattr(onnx_backend, "_build", spy)
     return calls
@@ -185,3 +185,89 @@ def test_onnx_encoder_has_the_torch_fingerprint(
 def test_unknown_backend_is_an_error(tiny_m3_path: Path) -> None:
     with pytest.raises(ValueError, match="tensorrt"):
         M3Encoder.from_pretrained(tiny_m3_path, backend="tensorrt")
+
+
+def _count_digests(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the weight files read and the tensor digests taken (m3kit.weights)."""
+    from m3kit import weights
+
+    counts = {"files": 0, "tensors": 0}
+    real_file, real_tensors = weights._file_sha256, weights.tensors_sha256
+
+    def file_spy(path):  # type: ignore[no-untyped-def]
+        counts["files"] += 1
+        return real_file(path)
+
+    def tensors_spy(model):  # type: ignore[no-untyped-def]
+        counts["tensors"] += 1
+        return real_tensors(model)
+
+    monkeypatch.setattr(weights, "_file_sha256", file_spy)
+    monkeypatch.setattr(weights, "tensors_sha256", tensors_spy)
+    return counts
+
+
+def test_onnx_load_digests_the_weights_once(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from m3kit.fingerprint import encoder_fingerprint
+
+    fresh = shutil.copytree(tiny_m3_path, tmp_path / "model")  # no digest cached for it yet
+    counts = _count_digests(monkeypatch)
+    enc = M3Encoder.from_pretrained(fresh, backend="onnx", onnx_cache_dir=tmp_path / "cache")
+    weights = encoder_fingerprint(enc).weights
+    # model.safetensors + the two head files, each read once; the tensors never digested
+    assert counts == {"files": 3, "tensors": 0}
+    assert enc._onnx is not None and enc._onnx.weights == weights
+    assert weights.startswith("files-sha256:")
+
+
+def test_onnx_model_built_in_memory_digests_its_tensors_once(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from m3kit.checkpoint import resolve_checkpoint
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.model import M3Model
+
+    torch_enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    model = M3Model.from_checkpoint(resolve_checkpoint(tiny_m3_path))  # not via from_pretrained
+    counts = _count_digests(monkeypatch)
+    enc = M3Encoder(model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
+    assert counts == {"files": 0, "tensors": 1}  # the export's digest is the fingerprint's
+    assert enc._onnx is not None and enc._onnx.weights.startswith("tensors-sha256:")
+    assert encoder_fingerprint(enc).weights == enc._onnx.weights
+    _assert_outputs_close(torch_enc.encode(TEXTS), enc.encode(TEXTS))
+
+
+@pytest.mark.parametrize("change", ["none", "in_place", "through_data", "replaced"])
+def test_model_changed_after_loading_gets_its_own_export(
+    change: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    builds = _builds(monkeypatch)
+    loaded = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")  # torch; same files
+    layer = enc.model.backbone.get_input_embeddings()
+    with torch.no_grad():
+        if change == "in_place":  # what an optimiser step does
+            layer.weight.mul_(1.5)
+        elif change == "through_data":  # invisible to torch's version counter
+            layer.weight.data.add_(0.5)
+        elif change == "replaced":
+            layer.weight = torch.nn.Parameter(layer.weight * 1.5)
+    want = enc.encode(TEXTS)
+    onnx = M3Encoder(
+        enc.model, enc.tokenizer, info=enc.info, precision="fp32", backend="onnx",
+        onnx_cache_dir=tmp_path,
+    )  # fmt: skip
+    assert loaded._onnx is not None and onnx._onnx is not None
+    if change == "none":  # the loaded weights: keyed by the files, the export is reused
+        assert len(builds) == 1 and onnx._onnx.digest == loaded._onnx.digest
+        assert onnx._onnx.weights.startswith("files-sha256:")
+    else:
+        assert len(builds) == 2 and onnx._onnx.digest != loaded._onnx.digest
+        assert onnx._onnx.weights.startswith("tensors-sha256:")
+    _assert_outputs_close(want, onnx.encode(TEXTS))

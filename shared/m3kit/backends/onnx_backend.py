@@ -7,7 +7,11 @@ the pooled dense vector, the per-token sparse weights and the normalised ColBERT
 norm, and optionally quantises the weights to int8 with ONNX Runtime's dynamic per-channel
 quantiser. The result is cached in a folder keyed by a digest of the model's weights and the
 export settings; every file's sha256 is recorded in ``manifest.json`` and checked at load, so
-a corrupt, truncated or stale export is rebuilt, never used.
+a corrupt, truncated or stale export is rebuilt, never used. The weights digest is
+:func:`~m3kit.weights.model_weights_digest`: the checkpoint files' digest (the one the
+collection fingerprint uses, so the files are read once at load) for a model loaded by
+``M3Encoder.from_pretrained`` and unchanged since, else a digest of its tensors (a model built
+in memory or changed after loading gets its own export).
 
 Why a hand-written ``torch.onnx.export`` call rather than optimum's exporter: optimum exports a
 transformers backbone only; the M3 heads (sparse ReLU-linear, ColBERT linear + normalisation,
@@ -35,8 +39,8 @@ import torch
 from torch import nn
 
 from m3kit.errors import MissingExtraError
-from m3kit.fingerprint import tensors_sha256
 from m3kit.model import M3Model
+from m3kit.weights import model_weights_digest
 
 __all__ = [
     "EXPORT_VERSION",
@@ -97,6 +101,8 @@ class OnnxRunner:
         path: The ``model.onnx`` run.
         variant: fp32 or int8.
         digest: Cache key (weights digest + export settings).
+        weights: The weights digest in the key (``"files-sha256:..."`` or
+            ``"tensors-sha256:..."``, see :func:`~m3kit.weights.model_weights_digest`).
     """
 
     session: Any
@@ -104,6 +110,7 @@ class OnnxRunner:
     variant: OnnxVariant
     digest: str
     output_names: tuple[str, ...]
+    weights: str
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Forward one padded batch; float32 arrays named like :class:`~m3kit.model.M3Forward`."""
@@ -239,7 +246,9 @@ def _quantize(src: Path, dst: Path) -> None:
     )
 
 
-def _build(model: M3Model, folder: Path, key: str, variant: OnnxVariant, opset: int) -> None:
+def _build(
+    model: M3Model, folder: Path, key: str, variant: OnnxVariant, opset: int, weights: str
+) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
@@ -259,6 +268,7 @@ def _build(model: M3Model, folder: Path, key: str, variant: OnnxVariant, opset: 
         files = {f.name: _sha256_file(f) for f in sorted(final.iterdir())}
         manifest = {
             "key": key,
+            "weights": weights,
             "variant": variant.value,
             "outputs": list(names),
             "opset": opset,
@@ -293,10 +303,11 @@ def load_onnx_runner(
     """
     ort = _import_ort()
     variant = OnnxVariant(variant)
-    # the weights as loaded (a model fine-tuned in place gets a new key, never a stale export)
-    digest = tensors_sha256(model)
+    # the files' digest for a model unchanged since loading (what the collection fingerprint
+    # reads anyway), else its tensors': a model changed in memory never gets a stale export
+    weights = model_weights_digest(model)
     key = hashlib.sha256(
-        f"{digest}|{variant.value}|opset{opset}|v{EXPORT_VERSION}|ort{ort.__version__}".encode()
+        f"{weights}|{variant.value}|opset{opset}|v{EXPORT_VERSION}|ort{ort.__version__}".encode()
     ).hexdigest()[:32]
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / key
@@ -304,7 +315,7 @@ def load_onnx_runner(
         logger.info("ONNX export reused from %s", folder)
     else:
         logger.info("exporting the model to ONNX (%s) into %s", variant.value, folder)
-        _build(model, folder, key, variant, opset)
+        _build(model, folder, key, variant, opset, weights)
     manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
@@ -313,4 +324,6 @@ def load_onnx_runner(
     session = ort.InferenceSession(
         str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
     )
-    return OnnxRunner(session, folder / "model.onnx", variant, key, tuple(manifest["outputs"]))
+    return OnnxRunner(
+        session, folder / "model.onnx", variant, key, tuple(manifest["outputs"]), weights
+    )
