@@ -28,12 +28,14 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from qdrant_client import models
 
+from langchain_m3._search import SETTINGS_ARGS, check_k, check_setting, settings_args
 from langchain_m3._writes import write_documents
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
+from m3kit.outputs import Head
 from m3kit.store import Backend, Fusion, Hit, M3Index
 
 try:
@@ -63,8 +65,11 @@ class M3Retriever(BaseRetriever):
     candidates, fuses them (``fusion``) and, with a ColBERT head, reranks them by MaxSim.
     A dense-only checkpoint (e.g. MiniLM) does plain dense search.
 
-    ``k``, ``fusion``, ``filter`` and ``score_threshold`` are defaults that one call can
-    override: ``retriever.invoke("query", k=3, filter={"lang": "en"})``.
+    ``k``, ``fusion``, ``weights``, ``rerank``, ``candidates``, ``filter`` and
+    ``score_threshold`` are defaults that one call can override:
+    ``retriever.invoke("query", k=3, filter={"lang": "en"}, candidates=200)``. Ranking
+    settings left ``None`` are the index's: the checkpoint's calibrated fusion
+    (``m3kit_search.json``) when it has one, else RRF with ColBERT rerank.
 
     Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its point
     id as ``id`` and its metadata plus ``score``, ``doc_id`` (pass it to :meth:`delete`) and
@@ -89,12 +94,31 @@ class M3Retriever(BaseRetriever):
     """The encoder + Qdrant collection searched (and written by :meth:`add_documents`)."""
     k: int = Field(default=4, ge=1)
     """Number of documents returned."""
-    fusion: Fusion = Fusion.RRF
-    """``rrf``, ``dbsf`` or ``m3`` (FlagEmbedding's weighted dense/sparse/ColBERT score)."""
+    fusion: Fusion | None = None
+    """``rrf``, ``dbsf`` or ``m3`` (FlagEmbedding's weighted dense/sparse/ColBERT score);
+    ``None``: the index's (a calibrated checkpoint's fusion, else ``rrf``)."""
+    weights: tuple[float, float, float] | None = None
+    """``[dense, sparse, colbert]`` of the ``m3`` fusion; ``None``: the index's."""
+    rerank: bool | None = None
+    """ColBERT rerank; ``None``: the index's (on when the collection holds ColBERT vectors)."""
+    candidates: int | None = None
+    """Candidates per retriever before fusion and rerank; ``None``: the index's
+    (``max(4 * k, 50)`` uncalibrated)."""
     filter: MetadataFilter | None = None
     """Metadata equality (``{"key": value}``, a list value = any of) or a qdrant ``Filter``."""
     score_threshold: float | None = None
     """Drop results scoring below this (on the scale of the last stage's score)."""
+
+    @field_validator("fusion", "weights", "rerank", "candidates", mode="before")
+    @classmethod
+    def _check_setting(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_setting(str(info.field_name), value)
+
+    @model_validator(mode="after")
+    def _check_rerank(self) -> M3Retriever:
+        if self.rerank and Head.COLBERT not in self.index.store.heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        return self
 
     # -- retrieval ----------------------------------------------------------------------------
     def _get_relevant_documents(
@@ -103,11 +127,11 @@ class M3Retriever(BaseRetriever):
         *,
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
-        fusion: Fusion | str | None = None,
         filter: MetadataFilter | None = None,
         score_threshold: float | None = None,
+        **settings: Any,
     ) -> list[Document]:
-        hits = self.index.search(query, **self._search_args(k, fusion, filter, score_threshold))
+        hits = self.index.search(query, **self._search_args(k, filter, score_threshold, settings))
         return [_document(h) for h in hits]
 
     async def _aget_relevant_documents(
@@ -116,27 +140,33 @@ class M3Retriever(BaseRetriever):
         *,
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
-        fusion: Fusion | str | None = None,
         filter: MetadataFilter | None = None,
         score_threshold: float | None = None,
+        **settings: Any,
     ) -> list[Document]:
-        args = self._search_args(k, fusion, filter, score_threshold)
+        args = self._search_args(k, filter, score_threshold, settings)
         hits = await self.index.asearch(query, **args)
         return [_document(h) for h in hits]
 
     def _search_args(
         self,
         k: int | None,
-        fusion: Fusion | str | None,
         filter: MetadataFilter | None,
         score_threshold: float | None,
+        settings: dict[str, Any],
     ) -> dict[str, Any]:
-        k = self.k if k is None else k
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        """``index.search`` arguments: a call's values, else this retriever's defaults.
+
+        ``settings``: a call's ``fusion``, ``weights``, ``rerank``, ``candidates`` (checked by
+        the index; anything else is an error).
+        """
+        unknown = set(settings) - SETTINGS_ARGS
+        if unknown:
+            raise TypeError(f"unknown search argument(s) {sorted(unknown)}")
+        defaults = {name: getattr(self, name) for name in SETTINGS_ARGS}
         return {
-            "k": k,
-            "fusion": Fusion(fusion) if fusion is not None else self.fusion,
+            **settings_args(defaults, settings),
+            "k": check_k(self.k if k is None else k),
             "filter": filter if filter is not None else self.filter,
             "score_threshold": score_threshold
             if score_threshold is not None
@@ -249,9 +279,12 @@ class M3Retriever(BaseRetriever):
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         filter: MetadataFilter | None = None,
         score_threshold: float | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
     ) -> M3Retriever:
         """Open (or create) a collection, add ``documents`` and return a retriever over it.
 
@@ -268,22 +301,35 @@ class M3Retriever(BaseRetriever):
             chunking: See :meth:`add_documents`.
             late_chunking: See :meth:`add_documents`.
             k: Default number of results.
-            fusion: Default fusion.
+            fusion: Default fusion (``None``: the index's, a calibrated checkpoint's fusion
+                when it has one).
             filter: Default metadata filter.
             score_threshold: Default score threshold.
+            weights: Default ``[dense, sparse, colbert]`` of the ``m3`` fusion.
+            rerank: Default ColBERT rerank.
+            candidates: Default candidates per retriever before fusion and rerank.
         """
         encoder = embedding if isinstance(embedding, M3Encoder) else embedding.encoder
         index = M3Index.open(
             encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
         )
-        retriever = cls(
-            index=index,
-            k=k,
-            fusion=Fusion(fusion),
-            filter=filter,
-            score_threshold=score_threshold,
-        )
-        retriever.add_documents(documents, ids=ids, chunking=chunking, late_chunking=late_chunking)
+        try:
+            retriever = cls(
+                index=index,
+                k=k,
+                fusion=check_setting("fusion", fusion),
+                filter=filter,
+                score_threshold=score_threshold,
+                weights=check_setting("weights", weights),
+                rerank=rerank,
+                candidates=candidates,
+            )
+            retriever.add_documents(
+                documents, ids=ids, chunking=chunking, late_chunking=late_chunking
+            )
+        except BaseException:
+            index.close()
+            raise
         return retriever
 
     @classmethod
@@ -302,9 +348,12 @@ class M3Retriever(BaseRetriever):
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         filter: MetadataFilter | None = None,
         score_threshold: float | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
     ) -> M3Retriever:
         """:meth:`from_documents` for plain texts (and optional metadata dicts)."""
         return cls.from_documents(
@@ -322,6 +371,9 @@ class M3Retriever(BaseRetriever):
             fusion=fusion,
             filter=filter,
             score_threshold=score_threshold,
+            weights=weights,
+            rerank=rerank,
+            candidates=candidates,
         )
 
 

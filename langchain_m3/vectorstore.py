@@ -17,8 +17,10 @@ and sparse candidates, fused (``fusion``: ``rrf``, ``dbsf`` or ``m3``), re-score
 MaxSim when the collection has ColBERT vectors (``rerank``). ``similarity_search_by_vector``
 is a dense search. Search arguments (also in ``as_retriever(search_kwargs=...)``): ``k``,
 ``filter`` (a metadata mapping, a list value = any of, or a qdrant ``Filter``), ``fusion``,
-``rerank`` and ``score_threshold``. Async methods are LangChain's (the sync method in a
-worker thread).
+``weights`` (``[dense, sparse, colbert]`` of ``m3``), ``rerank``, ``candidates`` (per retriever
+before fusion) and ``score_threshold``. Ranking arguments left unset (here and in the store's
+defaults) are the index's: a calibrated checkpoint's fusion (``m3kit_search.json``), else RRF
+with ColBERT rerank. Async methods are LangChain's (the sync method in a worker thread).
 
 Example:
     >>> import tempfile
@@ -44,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -53,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, Fusion, Hit, M3Index
+from m3kit.store import Backend, Fusion, Hit, M3Index, SearchSettings
 from m3kit.store.filters import documents_filter
 
 try:
@@ -63,8 +64,17 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
+from langchain_m3._documents import documents_of, encoder_of, hit_document
+from langchain_m3._search import (
+    SEARCH_ARGS,
+    ScoreScale,
+    check_k,
+    check_setting,
+    clip01,
+    score_scale,
+    settings_args,
+)
 from langchain_m3._writes import write_documents
-from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
@@ -75,22 +85,6 @@ if TYPE_CHECKING:
 __all__ = ["M3VectorStore", "ScoreScale"]
 
 logger = logging.getLogger(__name__)
-
-#: Search arguments besides ``k`` (``similarity_search*`` and ``as_retriever`` search_kwargs).
-SEARCH_ARGS = frozenset({"filter", "fusion", "rerank", "score_threshold"})
-
-
-class ScoreScale(str, enum.Enum):
-    """What a search's final score is, which decides whether it can be a relevance score.
-
-    ``SIMILARITY``: a cosine or ColBERT MaxSim in ``[-1, 1]``. ``WEIGHTED``: M3's weighted sum
-    (dense, sparse, ColBERT; the sparse term is unbounded). ``RANK``: a rank fusion (RRF, DBSF)
-    of dense and sparse without rerank, which says nothing about relevance on its own.
-    """
-
-    SIMILARITY = "similarity"
-    WEIGHTED = "weighted"
-    RANK = "rank"
 
 
 class M3VectorStore(VectorStore):
@@ -104,32 +98,43 @@ class M3VectorStore(VectorStore):
         self,
         index: M3Index,
         *,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         rerank: bool | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
     ) -> None:
         """Wrap an opened index.
 
         Args:
             index: The encoder + collection (closed by :meth:`close`).
-            fusion: Default fusion of dense and sparse candidates.
-            rerank: Default ColBERT rerank (``None``: on when the collection has ColBERT).
+            fusion: Default fusion of dense and sparse candidates (``None``: the index's, a
+                calibrated checkpoint's when it has one, else ``rrf``).
+            rerank: Default ColBERT rerank (``None``: the index's; on when the collection has
+                ColBERT).
             chunking: Default for :meth:`add_documents`: ``True`` (a default
                 :class:`~m3kit.chunking.NaiveChunker`) or a configured chunker.
             late_chunking: Default for :meth:`add_documents`: ``True`` (a default
                 :class:`~m3kit.late_chunking.LateChunker`) or a configured ``LateChunker``.
+            weights: Default ``[dense, sparse, colbert]`` of the ``m3`` fusion (``None``: the
+                index's).
+            candidates: Default candidates per retriever before fusion and rerank (``None``:
+                the index's, ``max(4 * k, 50)`` uncalibrated).
 
         Raises:
-            ValueError: ``rerank=True`` on a collection without ColBERT vectors.
+            ValueError: ``rerank=True`` on a collection without ColBERT vectors; bad
+                ``fusion``, ``weights`` or ``candidates``.
         """
         if not isinstance(index, M3Index):
             raise TypeError(f"index must be an M3Index, got {type(index).__name__}")
         if rerank and Head.COLBERT not in index.store.heads:
             raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
         self._index = index
-        self.fusion = Fusion(fusion)
-        self.rerank = rerank
+        self.fusion: Fusion | None = check_setting("fusion", fusion)
+        self.rerank: bool | None = check_setting("rerank", rerank)
+        self.weights: tuple[float, float, float] | None = check_setting("weights", weights)
+        self.candidates: int | None = check_setting("candidates", candidates)
         self.chunking, self.late_chunking = chunking, late_chunking
         self._chunker(chunking, late_chunking)  # a wrong argument fails here, not at an add
         self._embeddings: Embeddings | None = None
@@ -144,10 +149,12 @@ class M3VectorStore(VectorStore):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         rerank: bool | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
     ) -> M3VectorStore:
         """Open (or create) a collection for ``embedding``'s model.
 
@@ -160,13 +167,15 @@ class M3VectorStore(VectorStore):
             url: Qdrant server URL instead of ``location``.
             api_key: Server API key (default ``$QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded engine, default) or ``"client"`` (qdrant-client).
-            fusion: Default fusion.
+            fusion: Default fusion (``None``: the index's, see :meth:`__init__`).
             rerank: Default ColBERT rerank.
             chunking: Default chunking of added documents.
             late_chunking: Default late chunking of added documents.
+            weights: Default ``m3`` weights.
+            candidates: Default candidates per retriever.
         """
         index = M3Index.open(
-            _encoder(embedding),
+            encoder_of(embedding),
             location,
             collection=collection,
             url=url,
@@ -175,7 +184,13 @@ class M3VectorStore(VectorStore):
         )
         try:
             return cls(
-                index, fusion=fusion, rerank=rerank, chunking=chunking, late_chunking=late_chunking
+                index,
+                fusion=fusion,
+                rerank=rerank,
+                chunking=chunking,
+                late_chunking=late_chunking,
+                weights=weights,
+                candidates=candidates,
             )
         except BaseException:
             index.close()
@@ -192,7 +207,7 @@ class M3VectorStore(VectorStore):
         **kwargs: Any,
     ) -> M3VectorStore:
         """:meth:`open` a collection and add ``texts`` (keyword arguments: :meth:`open`'s)."""
-        return cls.from_documents(_documents(texts, metadatas), embedding, ids=ids, **kwargs)
+        return cls.from_documents(documents_of(texts, metadatas), embedding, ids=ids, **kwargs)
 
     @classmethod
     def from_documents(
@@ -226,7 +241,7 @@ class M3VectorStore(VectorStore):
         return self._embeddings
 
     def __repr__(self) -> str:
-        return f"M3VectorStore(index={self._index!r}, fusion={self.fusion.value})"
+        return f"M3VectorStore(index={self._index!r}, search={self.search_settings().describe()})"
 
     # -- writing ------------------------------------------------------------------------------
     def add_texts(
@@ -238,7 +253,7 @@ class M3VectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[str]:
         """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
-        return self.add_documents(_documents(texts, metadatas), ids=ids, **kwargs)
+        return self.add_documents(documents_of(texts, metadatas), ids=ids, **kwargs)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
@@ -310,18 +325,18 @@ class M3VectorStore(VectorStore):
         order = {doc_id: n for n, doc_id in enumerate(wanted)}
         hits = self._index.store.get(filter=documents_filter(wanted))
         hits.sort(key=lambda h: (order.get(h.doc_id, len(order)), h.chunk_index))
-        return [_document(h) for h in hits]
+        return [hit_document(h) for h in hits]
 
     # -- searching ----------------------------------------------------------------------------
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         """The ``k`` best chunks for ``query`` (search arguments: see the module docstring)."""
-        return [_document(h) for h in self._search(query, k, kwargs)]
+        return [hit_document(h) for h in self._search(query, k, kwargs)]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """:meth:`similarity_search` with each chunk's final score (see :class:`ScoreScale`)."""
-        return [(_document(h), h.score) for h in self._search(query, k, kwargs)]
+        return [(hit_document(h), h.score) for h in self._search(query, k, kwargs)]
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, **kwargs: Any
@@ -338,30 +353,30 @@ class M3VectorStore(VectorStore):
         _no_more(kwargs, "similarity_search_by_vector")
         hits = self._index.store.query(
             dense=embedding,
-            k=_check_k(k),
+            k=check_k(k),
             rerank=False,
             filter=flt,
             score_threshold=threshold,
         )
-        return [(_document(h), h.score) for h in hits]
+        return [(hit_document(h), h.score) for h in hits]
+
+    def search_settings(self, **given: Any) -> SearchSettings:
+        """The ranking a search with these arguments uses (``None``: the store's, else the
+        index's defaults); ``given``: ``fusion``, ``weights``, ``rerank``, ``candidates``."""
+        return self._index.search_settings(**settings_args(self._defaults(), given))
 
     def score_scale(
         self, *, fusion: Fusion | str | None = None, rerank: bool | None = None
     ) -> ScoreScale:
         """What the final score of a search with these arguments is (store defaults if ``None``)."""
-        fusion = self.fusion if fusion is None else Fusion(fusion)
-        heads = self._index.store.heads
-        colbert = Head.COLBERT in heads
-        rerank = self.rerank if rerank is None else rerank
-        colbert = colbert if rerank is None else bool(rerank) and colbert
-        if Head.SPARSE in heads and fusion is Fusion.M3:
-            return ScoreScale.WEIGHTED
-        if colbert or Head.SPARSE not in heads:
-            return ScoreScale.SIMILARITY
-        return ScoreScale.RANK
+        return score_scale(
+            self._index,
+            fusion=self.fusion if fusion is None else fusion,
+            rerank=self.rerank if rerank is None else rerank,
+        )
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        return _clip01
+        return clip01
 
     def _similarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
@@ -376,10 +391,10 @@ class M3VectorStore(VectorStore):
         if scale is ScoreScale.RANK:
             raise ValueError(
                 "relevance scores need a similarity: this search scores by rank fusion "
-                f"({(kwargs.get('fusion') or self.fusion)!s}) of dense and sparse without "
+                f"({self.search_settings(**kwargs).fusion.value}) of dense and sparse without "
                 "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
             )
-        return [(d, _clip01(s)) for d, s in self.similarity_search_with_score(query, k, **kwargs)]
+        return [(d, clip01(s)) for d, s in self.similarity_search_with_score(query, k, **kwargs)]
 
     async def _asimilarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
@@ -404,30 +419,42 @@ class M3VectorStore(VectorStore):
     def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
         """A ``VectorStoreRetriever``: ``search_type`` ``"similarity"`` (default) or
         ``"similarity_score_threshold"``; ``search_kwargs`` ``k``, ``filter``, ``fusion``,
-        ``rerank``, ``score_threshold``.
+        ``weights``, ``rerank``, ``candidates``, ``score_threshold``.
 
         Raises:
-            ValueError: An unknown search argument, or ``search_type="mmr"``.
+            ValueError: An unknown search argument, a bad ranking one (``weights``...), or
+                ``search_type="mmr"``.
         """
         search_type = kwargs.get("search_type", "similarity")
         if search_type == "mmr":
             raise ValueError("M3VectorStore does not support search_type='mmr' (no MMR search)")
-        unknown = set(kwargs.get("search_kwargs") or {}) - SEARCH_ARGS - {"k"}
+        search_kwargs = kwargs.get("search_kwargs") or {}
+        unknown = set(search_kwargs) - SEARCH_ARGS - {"k"}
         if unknown:
             raise ValueError(
                 f"unknown search_kwargs {sorted(unknown)}; M3VectorStore takes "
                 f"{sorted(SEARCH_ARGS | {'k'})}"
             )
+        self.search_settings(**search_kwargs)  # a bad value fails here, not at the first search
         return super().as_retriever(**kwargs)
 
     def as_m3_retriever(self, **defaults: Any) -> M3Retriever:
         """An :class:`~langchain_m3.M3Retriever` on the same index (its own defaults: ``k``,
-        ``fusion``, ``filter``, ``score_threshold``; results carry ``score`` and ``doc_id``
-        in metadata)."""
+        ``fusion``, ``weights``, ``rerank``, ``candidates``, ``filter``, ``score_threshold``;
+        unset ranking ones are this store's; results carry ``score`` and ``doc_id``)."""
         from langchain_m3.retriever import M3Retriever
 
-        defaults.setdefault("fusion", self.fusion)
+        for name, value in self._defaults().items():
+            defaults.setdefault(name, value)
         return M3Retriever(index=self._index, **defaults)
+
+    def _defaults(self) -> dict[str, Any]:
+        return {
+            "fusion": self.fusion,
+            "weights": self.weights,
+            "rerank": self.rerank,
+            "candidates": self.candidates,
+        }
 
     def _search(self, query: str, k: int, kwargs: dict[str, Any]) -> list[Hit]:
         unknown = set(kwargs) - SEARCH_ARGS
@@ -436,15 +463,12 @@ class M3VectorStore(VectorStore):
                 f"unknown search argument(s) {sorted(unknown)}; M3VectorStore takes k and "
                 f"{sorted(SEARCH_ARGS)}"
             )
-        fusion = kwargs.get("fusion")
-        rerank = kwargs.get("rerank")
         return self._index.search(
             query,
-            k=_check_k(k),
-            fusion=self.fusion if fusion is None else Fusion(fusion),
+            k=check_k(k),
             filter=kwargs.get("filter"),
             score_threshold=kwargs.get("score_threshold"),
-            rerank=self.rerank if rerank is None else rerank,
+            **settings_args(self._defaults(), kwargs),
         )
 
     def _chunker(
@@ -463,50 +487,6 @@ class M3VectorStore(VectorStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _encoder(embedding: M3Encoder | EncoderModel) -> M3Encoder:
-    if isinstance(embedding, M3Encoder):
-        return embedding
-    encoder = getattr(embedding, "encoder", None)
-    if not isinstance(encoder, M3Encoder):
-        raise TypeError(
-            "embedding must be an M3Encoder or an m3kit LangChain class holding one "
-            f"(M3Embeddings, M3SparseEmbeddings, M3LateChunkingSplitter); got "
-            f"{type(embedding).__name__}"
-        )
-    return encoder
-
-
-def _documents(texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None) -> list[Document]:
-    if isinstance(texts, str):
-        raise TypeError("texts is a list of texts; wrap a single text as [text]")
-    texts = list(texts)
-    if metadatas is not None and len(metadatas) != len(texts):
-        raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")
-    return [
-        Document(page_content=t, metadata=dict(metadatas[i]) if metadatas else {})
-        for i, t in enumerate(texts)
-    ]
-
-
-def _document(hit: Hit) -> Document:
-    metadata = dict(hit.metadata)
-    if hit.chunk_count is not None and hit.chunk_count > 1:
-        metadata[CHUNK_INDEX_KEY] = hit.chunk_index
-        metadata[START_INDEX_KEY] = hit.start
-        metadata[END_INDEX_KEY] = hit.end
-    return Document(id=hit.doc_id, page_content=hit.text, metadata=metadata)
-
-
-def _check_k(k: Any) -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return k
-
-
-def _clip01(score: float) -> float:
-    return min(1.0, max(0.0, float(score)))
 
 
 def _no_more(kwargs: dict[str, Any], method: str) -> None:

@@ -71,6 +71,62 @@ def minilm_encoder(minilm_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def tiny_calibration():  # type: ignore[no-untyped-def]
+    """A fusion calibration unlike every default (m3 0.1/0.7/0.2 with 7 candidates; dbsf, 9).
+
+    ``weights_digest`` is empty: :func:`calibrated_encoder` saves it with its weights' digest.
+    """
+    from m3kit.store import FusionCalibration, SearchSettings
+
+    return FusionCalibration(
+        all_heads=SearchSettings(fusion="m3", weights=(0.1, 0.7, 0.2), rerank=True, candidates=7),
+        dense_sparse=SearchSettings(fusion="dbsf", rerank=False, candidates=9),
+        weights_digest="",
+    )
+
+
+@pytest.fixture(scope="session")
+def calibrated_m3_path(
+    tmp_path_factory: pytest.TempPathFactory, tiny_m3_path: Path, tiny_calibration: Any
+) -> Path:
+    """A copy of the tiny checkpoint with ``tiny_calibration`` saved (``m3kit_search.json``)."""
+    import dataclasses
+    import shutil
+
+    from m3kit import M3Encoder
+    from m3kit.fingerprint import encoder_fingerprint
+
+    path = Path(shutil.copytree(tiny_m3_path, tmp_path_factory.mktemp("calibrated") / "model"))
+    digest = encoder_fingerprint(M3Encoder.from_pretrained(path, dtype="fp32")).weights
+    dataclasses.replace(tiny_calibration, weights_digest=digest).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibrated_encoder(calibrated_m3_path: Path):  # type: ignore[no-untyped-def]
+    """The tiny encoder whose checkpoint carries ``tiny_calibration``: its default ranking."""
+    from m3kit import M3Encoder
+
+    return M3Encoder.from_pretrained(calibrated_m3_path, dtype="fp32")
+
+
+@pytest.fixture
+def store_queries(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every ``M3Store.query`` call of the test (the search still runs)."""
+    from m3kit.store import M3Store
+
+    calls: list[dict[str, Any]] = []
+    query = M3Store.query
+
+    def spy(self: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return query(self, **kwargs)
+
+    monkeypatch.setattr(M3Store, "query", spy)
+    return calls
+
+
+@pytest.fixture(scope="session")
 def squad_sample_dir() -> Path:
     """The squad_en sample shipped in ``tests/data`` (8 whole articles, 214 paragraphs).
 
