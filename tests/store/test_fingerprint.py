@@ -6,9 +6,7 @@ import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 from m3kit import M3Encoder
@@ -17,6 +15,13 @@ from m3kit.fingerprint import chunking_signature, describe_settings, encoder_fin
 from m3kit.late_chunking import LateChunker
 from m3kit.store import M3Index
 from m3kit.store.schema import ENCODER_ID
+from tests.reliability.killing import (
+    FailingEncoder,
+    Points,
+    assert_same_points,
+    perturbed_checkpoint,
+    points_of,
+)
 
 from .conftest import SentenceChunker
 
@@ -46,28 +51,6 @@ def path_b(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return perturbed_checkpoint(tiny_m3_path, tmp_path_factory.mktemp("tiny_m3_b") / "b")
 
 
-def perturbed_checkpoint(source: Path, out: Path, seed: int = 1) -> Path:
-    """A copy of ``source`` whose backbone and head weights have seeded noise added."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(source, out)
-    gen = torch.Generator().manual_seed(seed)
-
-    def noisy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
-            for k, v in tensors.items()
-        }
-
-    save_file(noisy(load_file(out / "model.safetensors")), out / "model.safetensors")
-    for head in ("colbert_linear.pt", "sparse_linear.pt"):
-        torch.save(noisy(torch.load(out / head, weights_only=True)), out / head)
-    return out
-
-
 @pytest.fixture(scope="module")
 def enc_b(path_b: Path) -> M3Encoder:
     return M3Encoder.from_pretrained(path_b, dtype="fp32")
@@ -95,49 +78,21 @@ def _fill(index: M3Index, encoder: M3Encoder) -> None:
     )
 
 
-def _points(index: M3Index) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """``{point id: (payload, {vector name: value})}`` read from the backend itself."""
+def _points(index: M3Index) -> Points:
+    """Every point of an open index, read from the backend itself."""
     backend = index.store._backend
-    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     if index.store.backend.value == "client":
         client = backend._client  # type: ignore[attr-defined]
         records, _ = client.scroll(
             backend.collection, limit=10_000, with_payload=True, with_vectors=True
         )
-        for r in records:
-            sparse = r.vector["sparse"]
-            vec = {
-                "dense": np.asarray(r.vector["dense"]),
-                "sparse": (list(sparse.indices), np.asarray(sparse.values)),
-                "colbert": np.asarray(r.vector["colbert"]),
-            }
-            out[str(r.id)] = (dict(r.payload), vec)
-        return out
+        return points_of(records)
     import qdrant_edge as qe
 
     records, _ = backend.shard.scroll(  # type: ignore[attr-defined]
         qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True)
     )
-    for r in records:
-        sparse = r.vector["sparse"]
-        vec = {
-            "dense": np.asarray(r.vector["dense"]),
-            "sparse": (list(sparse.indices), np.asarray(sparse.values)),
-            "colbert": np.asarray(r.vector["colbert"]),
-        }
-        out[str(r.id)] = (dict(r.payload), vec)
-    return out
-
-
-def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
-    assert got.keys() == want.keys()
-    for pid, (payload, vec) in want.items():
-        other_payload, other = got[pid]
-        assert other_payload == payload, pid
-        np.testing.assert_allclose(other["dense"], vec["dense"], atol=1e-5)
-        assert other["sparse"][0] == vec["sparse"][0]
-        np.testing.assert_allclose(other["sparse"][1], vec["sparse"][1], atol=1e-5)
-        np.testing.assert_allclose(other["colbert"], vec["colbert"], atol=2e-3)  # float16
+    return points_of(records)
 
 
 # -- the fingerprint ----------------------------------------------------------------------------
@@ -191,7 +146,7 @@ def test_other_encoder_is_refused_and_nothing_is_written(
     assert "reindex=True" in msg and "new collection" in msg
     again = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)  # lock released
     opened.append(again)
-    _assert_same(_points(again), before)
+    assert_same_points(_points(again), before)
     assert again.store.collection_metadata() == record
 
 
@@ -212,34 +167,11 @@ def test_reindex_equals_a_fresh_index_with_the_new_encoder(
     assert re.count() == count
     got, want = _points(re), _points(fresh)
     assert {p[ENCODER_ID] for p, _ in got.values()} == {re.fingerprint.identity}
-    _assert_same(got, want)
+    assert_same_points(got, want)
     assert re.store.collection_metadata() == fresh.store.collection_metadata()
     # the re-encoded documents count as unchanged for the new encoder: nothing is rewritten
     _fill(re, enc_b)
-    _assert_same(_points(re), want)
-
-
-class _FailOn:
-    """Wraps an encoder; the ``fail_on``-th encode call raises (an interrupted reindex)."""
-
-    def __init__(self, inner: M3Encoder, fail_on: int) -> None:
-        self._inner, self._fail_on, self.calls = inner, fail_on, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def _count(self) -> None:
-        self.calls += 1
-        if self.calls == self._fail_on:
-            raise RuntimeError("interrupted")
-
-    def encode(self, *args: Any, **kwargs: Any) -> Any:
-        self._count()
-        return self._inner.encode(*args, **kwargs)
-
-    def encode_tokenized(self, *args: Any, **kwargs: Any) -> Any:
-        self._count()
-        return self._inner.encode_tokenized(*args, **kwargs)
+    assert_same_points(_points(re), want)
 
 
 def test_interrupted_reindex_blocks_both_encoders_until_finished(
@@ -258,7 +190,7 @@ def test_interrupted_reindex_blocks_both_encoders_until_finished(
     monkeypatch.setattr(M3Index, "write_group", 4)
     with pytest.raises(RuntimeError, match="interrupted"):
         M3Index.open(
-            _FailOn(enc_b, 2),  # type: ignore[arg-type]
+            FailingEncoder(enc_b, 2),  # type: ignore[arg-type]
             tmp_path / "crashed",
             collection="c",
             backend=backend,
@@ -268,7 +200,7 @@ def test_interrupted_reindex_blocks_both_encoders_until_finished(
         M3Index.open(enc_a, tmp_path / "crashed", collection="c", backend=backend)
     with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
         M3Index.open(enc_b, tmp_path / "crashed", collection="c", backend=backend)
-    spy = _FailOn(enc_b, 0)
+    spy = FailingEncoder(enc_b, 0)
     done = M3Index.open(
         spy,  # type: ignore[arg-type]
         tmp_path / "crashed",
@@ -280,7 +212,7 @@ def test_interrupted_reindex_blocks_both_encoders_until_finished(
     assert spy.calls == 2  # the first group was kept; groups 2 and 3 were encoded now
     fresh = M3Index.open(enc_b, tmp_path / "fresh", collection="c", backend=backend)
     opened.append(fresh)
-    _assert_same(_points(done), _points(fresh))
+    assert_same_points(_points(done), _points(fresh))
 
 
 def test_precision_change_is_recorded_not_refused(
@@ -320,7 +252,7 @@ def test_reindex_refuses_chunkings_it_cannot_redo(
     with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'"):
         M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
-        _assert_same(_points(index), before)
+        assert_same_points(_points(index), before)
 
 
 # -- the command line ---------------------------------------------------------------------------
