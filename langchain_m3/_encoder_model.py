@@ -6,14 +6,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from typing_extensions import Self
 
+from m3kit.backends import EncoderBackend
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.errors import M3KitError
 
-__all__ = ["EncoderModel"]
+__all__ = ["EncoderModel", "check_onnx_cache_dir", "onnx_cache_dir_of"]
 
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
 
@@ -37,12 +46,24 @@ class EncoderModel(BaseModel):
     """Prefix for queries; default: what the checkpoint declares (none for BGE-M3)."""
     batch_size: int = Field(default=32, ge=1)
     """Most texts per forward pass."""
+    max_batch_tokens: int = Field(default=8192, ge=1)
+    """Most padded tokens per forward pass (a longer text runs alone)."""
+    backend: EncoderBackend = EncoderBackend.AUTO
+    """Forward-pass runtime: ``auto`` (torch), ``torch`` or ``onnx`` (ONNX Runtime on CPU,
+    extra ``m3kit[onnx]``; ``dtype`` ``fp32`` exact, ``int8`` lossy)."""
+    onnx_cache_dir: str | None = None
+    """Folder of ONNX exports (default ``~/.cache/m3kit/onnx`` or ``$M3KIT_CACHE/onnx``)."""
     max_length: int | None = Field(default=None, ge=2)
     """Longest input in tokens (longer texts are truncated with a warning)."""
     show_progress: bool = False
     """Show a tqdm bar while embedding documents."""
 
     _encoder: M3Encoder = PrivateAttr()
+
+    @field_validator("onnx_cache_dir")
+    @classmethod
+    def _cache_dir_needs_onnx(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_onnx_cache_dir(value, info.data.get("backend"))
 
     def __init__(self, /, **data: Any) -> None:
         self._validate_and_load(data, encoder=None)
@@ -68,6 +89,9 @@ class EncoderModel(BaseModel):
                 max_length=self.max_length,
                 query_instruction=self.query_instruction,
                 batch_size=self.batch_size,
+                max_batch_tokens=self.max_batch_tokens,
+                backend=self.backend.value,
+                onnx_cache_dir=self.onnx_cache_dir,
             )
         self._check_encoder(encoder)
         self._encoder = encoder
@@ -92,6 +116,9 @@ class EncoderModel(BaseModel):
             "query_instruction": encoder.query_instruction,
             "batch_size": encoder.batch_size,
             "max_length": encoder.max_length,
+            "max_batch_tokens": encoder.max_batch_tokens,
+            "backend": encoder.backend,
+            "onnx_cache_dir": onnx_cache_dir_of(encoder),
         }
         clash = sorted(set(options) & set(fields))
         if clash:
@@ -107,6 +134,23 @@ class EncoderModel(BaseModel):
     def encoder(self) -> M3Encoder:
         """The loaded :class:`~m3kit.M3Encoder`."""
         return self._encoder
+
+
+def check_onnx_cache_dir(value: str | None, backend: EncoderBackend | None) -> str | None:
+    """Refuse an ONNX cache folder given with ``backend="torch"`` (it would be ignored)."""
+    if value is not None and backend is EncoderBackend.TORCH:
+        raise ValueError("onnx_cache_dir is for backend='onnx' (or 'auto'), not 'torch'")
+    return value
+
+
+def onnx_cache_dir_of(encoder: M3Encoder) -> str | None:
+    """The export cache folder an ONNX-backed encoder loaded from (None for torch).
+
+    ``M3Encoder`` does not keep the ``onnx_cache_dir`` it was given, only its runner's
+    ``<cache>/<key>/model.onnx``.
+    """
+    runner = encoder._onnx
+    return None if runner is None else str(runner.path.parent.parent)
 
 
 @contextmanager
