@@ -1,29 +1,36 @@
-"""Pydantic fields shared by the LlamaIndex embedding classes: which checkpoint, loaded how."""
+"""Pydantic fields shared by the LlamaIndex classes that load a checkpoint: which one, how.
+
+:class:`M3CheckpointFields` (checkpoint, device, precision, runtime, token budget) is the one
+definition behind :class:`~llamaindex_m3.M3Embedding`, :class:`~llamaindex_m3.M3SparseEmbedding`
+(through :class:`M3EncoderFields`), :class:`~llamaindex_m3.M3Reranker` and
+:class:`~llamaindex_m3.M3LateChunkingNodeParser`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from typing_extensions import Self
 
+from m3kit.backends import EncoderBackend
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 
-__all__ = ["M3EncoderFields"]
+__all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields"]
 
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
-_IN_MEMORY = "<in-memory>"
+IN_MEMORY = "<in-memory>"
+"""``model_name`` of an object wrapping an encoder that has no checkpoint folder."""
 
 
-class M3EncoderFields(BaseModel):
-    """Fields naming a checkpoint and how to load it; the live encoder is a private attribute.
+class M3CheckpointFields(BaseModel):
+    """Which checkpoint to load and how: mixed in before a LlamaIndex base class.
 
-    Mixed into :class:`~llamaindex_m3.M3Embedding` and :class:`~llamaindex_m3.M3SparseEmbedding`
-    before LlamaIndex's base classes, so these defaults win over theirs.
+    Unknown fields are refused (``extra="forbid"``), so a misspelt option is an error.
     """
 
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_name: str = Field(
         default=DEFAULT_MODEL, description="Local checkpoint folder or hub id (BAAI/bge-m3)."
@@ -32,8 +39,70 @@ class M3EncoderFields(BaseModel):
         default=None, description="'cpu', 'cuda', 'cuda:1'...; default CUDA when available."
     )
     dtype: Precision = Field(
-        default=Precision.AUTO, description="Forward-pass precision: auto, fp32, bf16 or fp16."
+        default=Precision.AUTO,
+        description="Forward-pass precision: auto, fp32, bf16, bf16-autocast, fp16 (GPU) or "
+        "int8 (lossy); backend 'onnx' runs fp32 or int8.",
     )
+    max_batch_tokens: int = Field(
+        default=8192,
+        ge=1,
+        description="Most padded tokens per forward pass (a longer text runs alone).",
+    )
+    backend: EncoderBackend = Field(
+        default=EncoderBackend.AUTO,
+        description="Forward-pass runtime: 'auto' (torch), 'torch' or 'onnx' (ONNX Runtime on "
+        "CPU, extra m3kit[onnx]).",
+    )
+    onnx_cache_dir: str | None = Field(
+        default=None,
+        description="Folder of ONNX exports (default ~/.cache/m3kit/onnx or $M3KIT_CACHE/onnx).",
+    )
+
+    @field_validator("onnx_cache_dir")
+    @classmethod
+    def _cache_dir_needs_onnx(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("backend") is EncoderBackend.TORCH:
+            raise ValueError("onnx_cache_dir is for backend='onnx' (or 'auto'), not 'torch'")
+        return value
+
+    def _load_encoder(self, **options: Any) -> M3Encoder:
+        """``M3Encoder.from_pretrained`` with these fields plus the subclass's ``options``."""
+        if self.model_name == IN_MEMORY:
+            raise ValueError(
+                f"this {type(self).__name__} wrapped an in-memory encoder and cannot reload "
+                "it; build it again with from_encoder()"
+            )
+        return M3Encoder.from_pretrained(
+            self.model_name,
+            device=self.device,
+            dtype=self.dtype.value,  # str: from_pretrained parses names
+            max_batch_tokens=self.max_batch_tokens,
+            backend=self.backend.value,
+            onnx_cache_dir=self.onnx_cache_dir,
+            **options,
+        )
+
+    @staticmethod
+    def _checkpoint_fields(encoder: M3Encoder) -> dict[str, Any]:
+        """These fields as the loaded ``encoder`` has them (for ``from_encoder``)."""
+        runner = encoder._onnx  # M3Encoder keeps only its export: <cache>/<key>/model.onnx
+        return {
+            "model_name": str(encoder.info.path) if encoder.info else IN_MEMORY,
+            "device": str(encoder.device),
+            "dtype": encoder.precision,
+            "max_batch_tokens": encoder.max_batch_tokens,
+            "backend": encoder.backend,
+            "onnx_cache_dir": None if runner is None else str(runner.path.parent.parent),
+        }
+
+
+class M3EncoderFields(M3CheckpointFields):
+    """The checkpoint fields plus the embedding ones; the live encoder is a private attribute.
+
+    Mixed into :class:`~llamaindex_m3.M3Embedding` and :class:`~llamaindex_m3.M3SparseEmbedding`
+    before LlamaIndex's base classes, so these defaults win over theirs.
+    """
+
     query_instruction: str | None = Field(
         default=None,
         description="Prefix for queries; default: what the checkpoint declares (none for M3).",
@@ -55,15 +124,7 @@ class M3EncoderFields(BaseModel):
         super().model_post_init(context)
         encoder = context.get(_ENCODER_CONTEXT_KEY) if isinstance(context, dict) else None
         if encoder is None:
-            if self.model_name == _IN_MEMORY:
-                raise ValueError(
-                    "this object wrapped an in-memory encoder and cannot reload it; "
-                    "build it again with from_encoder()"
-                )
-            encoder = M3Encoder.from_pretrained(
-                self.model_name,
-                device=self.device,
-                dtype=self.dtype.value,  # str: from_pretrained parses names
+            encoder = self._load_encoder(
                 max_length=self.max_length,
                 query_instruction=self.query_instruction,
                 batch_size=self.embed_batch_size,
@@ -89,8 +150,9 @@ class M3EncoderFields(BaseModel):
     ) -> Self:
         """Wrap an already loaded :class:`~m3kit.M3Encoder` (no second copy of the model).
 
-        The checkpoint fields (``model_name``, ``device``, ``dtype``, ``query_instruction``,
-        ``max_length``) are read from the encoder.
+        The checkpoint fields (``model_name``, ``device``, ``dtype``, ``max_batch_tokens``,
+        ``backend``, ``onnx_cache_dir``, ``query_instruction``, ``max_length``) are read from
+        the encoder.
 
         Args:
             encoder: The loaded encoder.
@@ -99,9 +161,7 @@ class M3EncoderFields(BaseModel):
         """
         cls._check_encoder(encoder)
         fields = {
-            "model_name": str(encoder.info.path) if encoder.info else _IN_MEMORY,
-            "device": str(encoder.device),
-            "dtype": encoder.precision,
+            **cls._checkpoint_fields(encoder),
             "query_instruction": encoder.query_instruction,
             "text_instruction": text_instruction,
             "max_length": encoder.max_length,

@@ -39,8 +39,8 @@ from llama_index.core.node_parser.node_utils import build_nodes_from_splits
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from typing_extensions import Self
 
-from m3kit.checkpoint import DEFAULT_MODEL
-from m3kit.encoder import M3Encoder, Precision
+from llamaindex_m3._encoder_fields import M3CheckpointFields
+from m3kit.encoder import M3Encoder
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
@@ -59,7 +59,6 @@ SPARSE_METADATA_KEY = "m3_sparse"
 LATE_METADATA_KEY = "m3_late_chunk"
 _INTERNAL_KEYS = (SPARSE_METADATA_KEY, LATE_METADATA_KEY)
 _CHUNKER_CONTEXT_KEY = "m3kit_late_chunker"
-_IN_MEMORY = "<in-memory>"
 
 
 class M3TextNode(TextNode):
@@ -201,18 +200,15 @@ def _build_chunker(
     )
 
 
-class M3LateChunkingNodeParser(NodeParser):
+class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     """Split documents into chunks embedded in the context of the whole document (BGE-M3).
 
-    Build it from a checkpoint (fields below) or share a loaded model with
-    :meth:`from_encoder` / :meth:`from_chunker`.
+    Build it from a checkpoint (fields below; loading fields as
+    :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
+    ``max_batch_tokens``, ...) or share a loaded model with :meth:`from_encoder` /
+    :meth:`from_chunker`.
     """
 
-    model_name: str = Field(
-        default=DEFAULT_MODEL, description="Local checkpoint folder or hub id (BAAI/bge-m3)."
-    )
-    device: str | None = Field(default=None, description="'cpu', 'cuda'...; default CUDA if any.")
-    dtype: Precision = Field(default=Precision.AUTO, description="auto, fp32, bf16 or fp16.")
     chunk_size: int = Field(default=256, ge=1, description="Token budget per chunk.")
     window: int | None = Field(
         default=None,
@@ -255,11 +251,7 @@ class M3LateChunkingNodeParser(NodeParser):
         super().model_post_init(context)
         chunker = context.get(_CHUNKER_CONTEXT_KEY) if isinstance(context, dict) else None
         if chunker is None:
-            if self.model_name == _IN_MEMORY:
-                raise ValueError("this parser wrapped an in-memory encoder; use from_encoder()")
-            encoder = M3Encoder.from_pretrained(
-                self.model_name, device=self.device, dtype=self.dtype.value
-            )
+            encoder = self._load_encoder()
             chunker = _build_chunker(
                 encoder,
                 chunk_size=self.chunk_size,
@@ -303,9 +295,7 @@ class M3LateChunkingNodeParser(NodeParser):
         """Wrap a configured :class:`~m3kit.late_chunking.LateChunker` (fields read from it)."""
         enc = chunker.encoder
         fields = {
-            "model_name": str(enc.info.path) if enc.info else _IN_MEMORY,
-            "device": str(enc.device),
-            "dtype": enc.precision,
+            **cls._checkpoint_fields(enc),
             "chunk_size": chunker.chunk_size,
             "window": chunker.window,
             "overlap": chunker.overlap,

@@ -23,8 +23,8 @@ from typing import Any
 
 from typing_extensions import Self
 
-from m3kit.checkpoint import DEFAULT_MODEL
-from m3kit.encoder import M3Encoder, Precision
+from llamaindex_m3._encoder_fields import M3CheckpointFields
+from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.rerank import DEFAULT_MAX_QUERY_LENGTH, RerankConfig, RerankMode
 from m3kit.rerank import M3Reranker as CoreReranker
@@ -40,22 +40,20 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["M3Reranker"]
 
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
-_IN_MEMORY = "<in-memory>"
 
 
-class M3Reranker(BaseNodePostprocessor):
+class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
     """Rerank nodes by their M3 score against the query; keep the ``top_n`` best.
 
-    Build it from a checkpoint (``M3Reranker(model_name="BAAI/bge-m3", top_n=5)``) or share
-    a loaded model (``M3Reranker.from_encoder(encoder, top_n=5)``). Returned nodes are the
-    input nodes with ``score`` set to the rerank score, best first.
+    Build it from a checkpoint (``M3Reranker(model_name="BAAI/bge-m3", top_n=5)``, loading
+    fields as :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
+    ``max_batch_tokens``, ...) or share a loaded model
+    (``M3Reranker.from_encoder(encoder, top_n=5)``). Returned nodes are the input nodes with
+    ``score`` set to the rerank score, best first.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model_name: str = Field(default=DEFAULT_MODEL, description="Checkpoint folder or hub id.")
-    device: str | None = Field(default=None, description="'cpu', 'cuda', ...; default CUDA.")
-    dtype: Precision = Field(default=Precision.AUTO, description="auto, fp32, bf16 or fp16.")
     batch_size: int = Field(default=32, ge=1, description="Most texts per forward pass.")
     top_n: int | None = Field(default=2, ge=1, description="Nodes returned (None: all).")
     mode: RerankMode = Field(
@@ -87,14 +85,7 @@ class M3Reranker(BaseNodePostprocessor):
         super().model_post_init(context)
         encoder = context.get(_ENCODER_CONTEXT_KEY) if isinstance(context, dict) else None
         if encoder is None:
-            if self.model_name == _IN_MEMORY:
-                raise ValueError("this reranker wrapped an in-memory encoder; use from_encoder()")
-            encoder = M3Encoder.from_pretrained(
-                self.model_name,
-                device=self.device,
-                dtype=self.dtype.value,
-                batch_size=self.batch_size,
-            )
+            encoder = self._load_encoder(batch_size=self.batch_size)
         self._reranker = CoreReranker(
             encoder,
             RerankConfig(
@@ -114,12 +105,7 @@ class M3Reranker(BaseNodePostprocessor):
             encoder: The loaded encoder.
             **fields: The rerank fields (``top_n``, ``mode``, ``weights``, ...).
         """
-        loaded = {
-            "model_name": str(encoder.info.path) if encoder.info else _IN_MEMORY,
-            "device": str(encoder.device),
-            "dtype": encoder.precision,
-            "batch_size": encoder.batch_size,
-        }
+        loaded = {**cls._checkpoint_fields(encoder), "batch_size": encoder.batch_size}
         clash = sorted(set(fields) & set(loaded))
         if clash:
             raise ValueError(f"{clash} come from the encoder in from_encoder()")
