@@ -17,12 +17,12 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from m3kit.backends import EncoderBackend
+from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.errors import M3KitError
 
-__all__ = ["EncoderModel", "check_onnx_cache_dir", "onnx_cache_dir_of"]
+__all__ = ["EncoderModel"]
 
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
 
@@ -63,7 +63,8 @@ class EncoderModel(BaseModel):
     @field_validator("onnx_cache_dir")
     @classmethod
     def _cache_dir_needs_onnx(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return check_onnx_cache_dir(value, info.data.get("backend"))
+        check_onnx_cache_dir(value, info.data.get("backend"))
+        return value
 
     def __init__(self, /, **data: Any) -> None:
         self._validate_and_load(data, encoder=None)
@@ -118,7 +119,7 @@ class EncoderModel(BaseModel):
             "max_length": encoder.max_length,
             "max_batch_tokens": encoder.max_batch_tokens,
             "backend": encoder.backend,
-            "onnx_cache_dir": onnx_cache_dir_of(encoder),
+            "onnx_cache_dir": _str_or_none(encoder.onnx_cache_dir),
         }
         clash = sorted(set(options) & set(fields))
         if clash:
@@ -136,21 +137,8 @@ class EncoderModel(BaseModel):
         return self._encoder
 
 
-def check_onnx_cache_dir(value: str | None, backend: EncoderBackend | None) -> str | None:
-    """Refuse an ONNX cache folder given with ``backend="torch"`` (it would be ignored)."""
-    if value is not None and backend is EncoderBackend.TORCH:
-        raise ValueError("onnx_cache_dir is for backend='onnx' (or 'auto'), not 'torch'")
-    return value
-
-
-def onnx_cache_dir_of(encoder: M3Encoder) -> str | None:
-    """The export cache folder an ONNX-backed encoder loaded from (None for torch).
-
-    ``M3Encoder`` does not keep the ``onnx_cache_dir`` it was given, only its runner's
-    ``<cache>/<key>/model.onnx``.
-    """
-    runner = encoder._onnx
-    return None if runner is None else str(runner.path.parent.parent)
+def _str_or_none(path: object | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @contextmanager

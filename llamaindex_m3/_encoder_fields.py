@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from typing_extensions import Self
 
-from m3kit.backends import EncoderBackend
+from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 
@@ -61,8 +61,7 @@ class M3CheckpointFields(BaseModel):
     @field_validator("onnx_cache_dir")
     @classmethod
     def _cache_dir_needs_onnx(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and info.data.get("backend") is EncoderBackend.TORCH:
-            raise ValueError("onnx_cache_dir is for backend='onnx' (or 'auto'), not 'torch'")
+        check_onnx_cache_dir(value, info.data.get("backend"))
         return value
 
     def _load_encoder(self, **options: Any) -> M3Encoder:
@@ -85,14 +84,14 @@ class M3CheckpointFields(BaseModel):
     @staticmethod
     def _checkpoint_fields(encoder: M3Encoder) -> dict[str, Any]:
         """These fields as the loaded ``encoder`` has them (for ``from_encoder``)."""
-        runner = encoder._onnx  # M3Encoder keeps only its export: <cache>/<key>/model.onnx
+        cache = encoder.onnx_cache_dir
         return {
             "model_name": str(encoder.info.path) if encoder.info else IN_MEMORY,
             "device": str(encoder.device),
             "dtype": encoder.precision,
             "max_batch_tokens": encoder.max_batch_tokens,
             "backend": encoder.backend,
-            "onnx_cache_dir": None if runner is None else str(runner.path.parent.parent),
+            "onnx_cache_dir": None if cache is None else str(cache),
         }
 
 

@@ -15,13 +15,19 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from m3kit.backends import EncoderBackend, open_onnx_runner, resolve_backend
+from m3kit.backends import (
+    EncoderBackend,
+    check_onnx_cache_dir,
+    open_onnx_runner,
+    resolve_backend,
+)
 from m3kit.backends.torch_backend import torch_forward
 from m3kit.checkpoint import (
     DEFAULT_MODEL,
@@ -108,6 +114,7 @@ class M3Encoder:
             raise ValueError("max_length must be at least 2 (the special tokens)")
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("batch_size and max_batch_tokens must be positive")
+        check_onnx_cache_dir(onnx_cache_dir, backend)
         cuda = torch.cuda.is_available() and EncoderBackend(backend) is not EncoderBackend.ONNX
         self.device = (
             torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
@@ -218,6 +225,11 @@ class M3Encoder:
     @property
     def vocab_size(self) -> int:
         return len(self.tokenizer)  # type: ignore[arg-type]
+
+    @property
+    def onnx_cache_dir(self) -> Path | None:
+        """The ONNX export cache folder this encoder runs from (``None`` on torch)."""
+        return None if self._onnx is None else self._onnx.path.parent.parent
 
     # -- tokenisation -----------------------------------------------------------------------
     def tokenize(

@@ -271,3 +271,11 @@ def test_model_changed_after_loading_gets_its_own_export(
         assert len(builds) == 2 and onnx._onnx.digest != loaded._onnx.digest
         assert onnx._onnx.weights.startswith("tensors-sha256:")
     _assert_outputs_close(want, onnx.encode(TEXTS))
+
+
+def test_an_onnx_cache_folder_with_the_torch_backend_is_an_error(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="onnx_cache_dir is for backend='onnx'"):
+        M3Encoder.from_pretrained(tiny_m3_path, backend="torch", onnx_cache_dir=tmp_path)
+    assert M3Encoder.from_pretrained(tiny_m3_path, backend="torch").onnx_cache_dir is None

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from m3kit.backends.onnx_backend import OnnxRunner
     from m3kit.model import M3Model
 
-__all__ = ["EncoderBackend", "open_onnx_runner", "resolve_backend"]
+__all__ = ["EncoderBackend", "check_onnx_cache_dir", "open_onnx_runner", "resolve_backend"]
 
 
 class EncoderBackend(str, enum.Enum):
@@ -28,6 +28,18 @@ class EncoderBackend(str, enum.Enum):
     AUTO = "auto"  # torch (see M3Encoder.from_pretrained for what measurements say)
     TORCH = "torch"
     ONNX = "onnx"  # ONNX Runtime, CPU; precision fp32 (exact) or int8 (lossy, opt-in)
+
+
+def check_onnx_cache_dir(
+    cache_dir: str | os.PathLike[str] | None, backend: EncoderBackend | str | None
+) -> None:
+    """Refuse an ONNX export folder given with ``backend="torch"`` (it would be ignored)."""
+    if (
+        cache_dir is not None
+        and backend is not None
+        and EncoderBackend(backend) is (EncoderBackend.TORCH)
+    ):
+        raise ValueError("onnx_cache_dir is for backend='onnx' (or 'auto'), not 'torch'")
 
 
 def resolve_backend(
