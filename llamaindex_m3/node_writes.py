@@ -36,7 +36,7 @@ import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
 from llamaindex_m3.node_parser import LATE_METADATA_KEY
-from llamaindex_m3.retriever import _carried_vectors, _is_late, _lost_vectors_message, _metadata
+from llamaindex_m3.node_records import carried_vectors, is_late, lost_vectors_message, node_metadata
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Index, output_row, point_id
 from m3kit.store.filters import documents_filter, stale_chunks_filter
@@ -59,14 +59,14 @@ def _identity(text: str, start: Any, end: Any, metadata: Any) -> str:
 def _node_identity(node: BaseNode) -> str:
     text = node.get_content(metadata_mode=MetadataMode.NONE)
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
-    return _identity(text, *span, _metadata(node))
+    return _identity(text, *span, node_metadata(node))
 
 
 def node_version(node: BaseNode) -> str:
     """The ``doc_hash`` of the document version ``node`` was parsed from (see the module doc)."""
     source = node.source_node
     late = node.metadata.get(LATE_METADATA_KEY)
-    how = late.get("chunker") if isinstance(late, dict) else ("late" if _is_late(node) else "text")
+    how = late.get("chunker") if isinstance(late, dict) else ("late" if is_late(node) else "text")
     if source is None:  # the node is a document of its own: its content is its version
         basis: list[Any] = ["node", _node_identity(node)]
     else:
@@ -195,9 +195,9 @@ def write_nodes(
     records: list[ChunkRecord] = []
     todo: list[tuple[str, int, BaseNode]] = []
     for doc_id, chunk_index, node in new:
-        carried = _carried_vectors(node, heads)
-        if carried is None and _is_late(node):
-            raise ValueError(_lost_vectors_message(node, heads))
+        carried = carried_vectors(node, heads)
+        if carried is None and is_late(node):
+            raise ValueError(lost_vectors_message(node, heads))
         if carried is None:
             todo.append((doc_id, chunk_index, node))
         else:
@@ -224,7 +224,7 @@ def _record(
         doc_id=doc_id,
         chunk_index=chunk_index,
         text=node.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=_metadata(node),
+        metadata=node_metadata(node),
         vectors=vectors,
         start=span[0],
         end=span[1],

@@ -22,26 +22,34 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
-from llamaindex_m3.node_parser import (
-    LATE_METADATA_KEY,
-    M3TextNode,
-    node_vectors,
-    user_metadata,
+from llamaindex_m3.node_records import (
+    carried_vectors,
+    is_late,
+    lost_vectors_message,
+    node_record,
+    nodes_hash,
+    unpack_documents,
 )
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.outputs import Head, M3Output
+from m3kit.outputs import Head
 from m3kit.scoring import reciprocal_rank_fusion
-from m3kit.store import Backend, ChunkRecord, Fusion, Hit, M3Index, output_row, point_id
-from m3kit.store.index import content_doc_id
+from m3kit.store import (
+    Backend,
+    ChunkRecord,
+    Fusion,
+    Hit,
+    M3Index,
+    SearchSettings,
+    output_row,
+    point_id,
+)
 
 try:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -65,7 +73,7 @@ if TYPE_CHECKING:
     from m3kit.chunking import Chunker
     from m3kit.late_chunking import LateChunker
 
-__all__ = ["M3Retriever", "hit_to_node"]
+__all__ = ["M3Retriever", "check_settings", "hit_to_node"]
 
 DOC_ID_KEY = "doc_id"
 CHUNK_INDEX_KEY = "chunk_index"
@@ -83,10 +91,15 @@ class M3Retriever(BaseRetriever):
     Attributes:
         index: The encoder + store pair (``index.store`` is the Qdrant layer).
         similarity_top_k: Number of nodes returned.
-        fusion: ``rrf`` (default), ``dbsf`` or ``m3`` (FlagEmbedding's weighted sum).
+        fusion: ``rrf``, ``dbsf`` or ``m3`` (FlagEmbedding's weighted sum); ``None``: the
+            index's (the checkpoint's calibrated fusion when it has one, else ``rrf``).
         filters: LlamaIndex ``MetadataFilters`` applied to every query.
         score_threshold: Minimum final score.
-        rerank: ColBERT rerank (default: on when the collection holds ColBERT vectors).
+        rerank: ColBERT rerank (``None``: the index's; on when the collection holds ColBERT
+            vectors).
+        weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion (``None``: the index's).
+        candidates: Candidates per retriever before fusion and rerank (``None``: the index's,
+            ``max(4 * k, 50)`` uncalibrated).
     """
 
     def __init__(
@@ -94,22 +107,36 @@ class M3Retriever(BaseRetriever):
         index: M3Index,
         *,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
         filters: MetadataFilters | None = None,
         score_threshold: float | None = None,
         rerank: bool | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
     ) -> None:
-        """Wrap an opened :class:`~m3kit.store.M3Index` (see :meth:`open` to open one)."""
+        """Wrap an opened :class:`~m3kit.store.M3Index` (see :meth:`open` to open one).
+
+        Raises:
+            ValueError: A bad ``similarity_top_k``, ``fusion``, ``weights`` or
+                ``candidates``; ``rerank=True`` on a collection without ColBERT vectors.
+        """
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
+        settings = check_settings(
+            fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
+        )
+        if rerank and Head.COLBERT not in index.store.heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
         self.index = index
         self.similarity_top_k = similarity_top_k
-        self.fusion = Fusion(fusion)
+        self.fusion: Fusion | None = settings["fusion"]
         self.filters = filters
         self.score_threshold = score_threshold
-        self.rerank = rerank
+        self.rerank: bool | None = settings["rerank"]
+        self.weights: tuple[float, float, float] | None = settings["weights"]
+        self.candidates: int | None = settings["candidates"]
         to_store_filter(filters)  # refuse unsupported filters now, not at the first query
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
@@ -125,7 +152,10 @@ class M3Retriever(BaseRetriever):
         api_key: str | None = None,
         backend: Backend | str | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
     ) -> M3Retriever:
         """Open (or create) a collection shaped for the model and return a retriever on it.
 
@@ -137,16 +167,32 @@ class M3Retriever(BaseRetriever):
             api_key: Server API key (default: ``QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded engine) or ``"client"`` (qdrant-client).
             similarity_top_k: Number of nodes returned.
-            fusion: ``rrf``, ``dbsf`` or ``m3``.
+            fusion: ``rrf``, ``dbsf`` or ``m3`` (``None``: the index's, the checkpoint's
+                calibrated fusion when it has one).
+            weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion.
+            rerank: ColBERT rerank.
+            candidates: Candidates per retriever before fusion and rerank.
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
+            ValueError: A bad ``fusion``, ``weights`` or ``candidates``.
         """
         encoder = model.encoder if isinstance(model, M3Embedding) else model
         index = M3Index.open(
             encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
         )
-        return cls(index, similarity_top_k=similarity_top_k, fusion=fusion)
+        try:
+            return cls(
+                index,
+                similarity_top_k=similarity_top_k,
+                fusion=fusion,
+                weights=weights,
+                rerank=rerank,
+                candidates=candidates,
+            )
+        except BaseException:
+            index.close()
+            raise
 
     @classmethod
     def from_documents(
@@ -163,7 +209,10 @@ class M3Retriever(BaseRetriever):
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
-        fusion: Fusion | str = Fusion.RRF,
+        fusion: Fusion | str | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
     ) -> M3Retriever:
         """:meth:`open` a collection, :meth:`add_documents` to it and return the retriever."""
         retriever = cls.open(
@@ -175,6 +224,9 @@ class M3Retriever(BaseRetriever):
             backend=backend,
             similarity_top_k=similarity_top_k,
             fusion=fusion,
+            weights=weights,
+            rerank=rerank,
+            candidates=candidates,
         )
         try:
             retriever.add_documents(
@@ -221,7 +273,7 @@ class M3Retriever(BaseRetriever):
         Returns:
             The document ids, in input order (``ref_doc_id`` of the retrieved nodes).
         """
-        texts, metadatas, doc_ids = _unpack(documents)
+        texts, metadatas, doc_ids = unpack_documents(documents)
         return self.index.add_texts(
             texts,
             metadatas,
@@ -286,7 +338,7 @@ class M3Retriever(BaseRetriever):
                 raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
             groups.setdefault(node.ref_doc_id or node.node_id, []).append((i, node))
         store = self.index.store
-        versions = {doc_id: _nodes_hash(group) for doc_id, group in groups.items()}
+        versions = {doc_id: nodes_hash(group) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
         records: list[ChunkRecord] = []
         todo: list[tuple[str, int, BaseNode]] = []
@@ -294,13 +346,13 @@ class M3Retriever(BaseRetriever):
             if doc_id in done:
                 continue
             for chunk_index, (_, node) in enumerate(group):
-                carried = _carried_vectors(node, store.heads)
-                if carried is None and _is_late(node):
-                    raise ValueError(_lost_vectors_message(node, store.heads))
+                carried = carried_vectors(node, store.heads)
+                if carried is None and is_late(node):
+                    raise ValueError(lost_vectors_message(node, store.heads))
                 if carried is None:
                     todo.append((doc_id, chunk_index, node))
                 else:
-                    records.append(_record(doc_id, chunk_index, node, carried, versions, group))
+                    records.append(node_record(doc_id, chunk_index, node, carried, versions, group))
         if todo:
             out = self.index.encoder.encode(
                 [n.get_content(metadata_mode=MetadataMode.NONE) for _, _, n in todo],
@@ -309,7 +361,7 @@ class M3Retriever(BaseRetriever):
             )
             for row, (doc_id, chunk_index, node) in enumerate(todo):
                 records.append(
-                    _record(
+                    node_record(
                         doc_id, chunk_index, node, output_row(out, row), versions, groups[doc_id]
                     )
                 )
@@ -333,6 +385,8 @@ class M3Retriever(BaseRetriever):
             "filter": to_store_filter(self.filters),
             "score_threshold": self.score_threshold,
             "rerank": self.rerank,
+            "weights": self.weights,
+            "candidates": self.candidates,
         }
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -379,6 +433,32 @@ def _fuse(rankings: list[list[Hit]], k: int) -> list[NodeWithScore]:
     return [NodeWithScore(node=hit_to_node(first[i]).node, score=fused[i]) for i in best]
 
 
+def check_settings(
+    *,
+    fusion: Fusion | str | None = None,
+    weights: Sequence[float] | None = None,
+    rerank: bool | None = None,
+    candidates: int | None = None,
+) -> dict[str, Any]:
+    """Search settings as :class:`~m3kit.store.SearchSettings` checks and normalises them.
+
+    ``None`` stays ``None`` (the index's default).
+
+    Raises:
+        ValueError: A value ``SearchSettings`` refuses (its message says why).
+    """
+    given: dict[str, Any] = {
+        "fusion": fusion,
+        "weights": weights,
+        "rerank": rerank,
+        "candidates": candidates,
+    }
+    checked = SearchSettings().merged(
+        fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
+    )
+    return {name: None if v is None else getattr(checked, name) for name, v in given.items()}
+
+
 def hit_to_node(hit: Hit) -> NodeWithScore:
     """A store :class:`~m3kit.store.Hit` as a LlamaIndex ``NodeWithScore``.
 
@@ -394,100 +474,3 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.doc_id)},
     )
     return NodeWithScore(node=node, score=hit.score)
-
-
-def _unpack(documents: Sequence[Document]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    texts, metadatas, doc_ids = [], [], []
-    for i, doc in enumerate(documents):
-        if not isinstance(doc, BaseNode):
-            raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
-        text = doc.get_content(metadata_mode=MetadataMode.NONE)
-        texts.append(text)
-        metadatas.append(dict(doc.metadata))
-        given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
-        doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
-    return texts, metadatas, doc_ids
-
-
-def _carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:
-    """The late-chunked vectors a node carries, when they cover every head the store holds."""
-    if not _is_late(node):
-        return None
-    try:
-        vectors = node_vectors(node)
-    except ValueError:  # marked late-chunked but its embedding was dropped
-        return None
-    return vectors if heads <= vectors.heads else None
-
-
-def _is_late(node: BaseNode) -> bool:
-    """Made by ``M3LateChunkingNodeParser`` (live, or rebuilt from JSON: its marker survives)."""
-    return isinstance(node, M3TextNode) or LATE_METADATA_KEY in node.metadata
-
-
-def _lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
-    need = ", ".join(sorted(h.value for h in heads))
-    try:
-        have = ", ".join(sorted(h.value for h in node_vectors(node).heads))
-    except ValueError:
-        have = "nothing (no embedding)"
-    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
-        return (
-            f"node {node.node_id} carries late-chunked vectors for {have}, but the store needs "
-            f"{need}; parse with a model that has those heads, or use a store made for it"
-        )
-    return (
-        f"node {node.node_id} came from M3LateChunkingNodeParser but was rebuilt from JSON (a "
-        "docstore or an IngestionPipeline cache), which keeps only dense and sparse vectors: "
-        f"it has {have}, the store needs {need}. Run the parser again on its document (e.g. "
-        f"IngestionPipeline(..., cache=None)), or drop metadata[{LATE_METADATA_KEY!r}] to have "
-        "the node encoded on its own text (naive chunking)"
-    )
-
-
-def _nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
-    """Version of a document's nodes: texts, offsets, metadata and how they were embedded."""
-    h = hashlib.sha256()
-    for _, node in group:
-        blob = [
-            node.get_content(metadata_mode=MetadataMode.NONE),
-            node.start_char_idx if isinstance(node, TextNode) else None,
-            node.end_char_idx if isinstance(node, TextNode) else None,
-            _metadata(node),
-            "late" if _is_late(node) else "text",
-            node.metadata.get(LATE_METADATA_KEY, {}).get("chunker"),  # how it was late-chunked
-        ]
-        h.update(json.dumps(blob, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def _metadata(node: BaseNode) -> dict[str, Any]:
-    try:
-        json.dumps(node.metadata)
-    except TypeError as exc:
-        raise ValueError(
-            f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
-        ) from None
-    # the parser's sparse copy is already in the sparse vector; not stored twice
-    return user_metadata(node)
-
-
-def _record(
-    doc_id: str,
-    chunk_index: int,
-    node: BaseNode,
-    vectors: M3Output,
-    versions: Mapping[str, str],
-    group: Sequence[tuple[int, BaseNode]],
-) -> ChunkRecord:
-    return ChunkRecord(
-        doc_id=doc_id,
-        chunk_index=chunk_index,
-        text=node.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=_metadata(node),
-        vectors=vectors,
-        start=node.start_char_idx if isinstance(node, TextNode) else None,
-        end=node.end_char_idx if isinstance(node, TextNode) else None,
-        doc_hash=versions[doc_id],
-        chunk_count=len(group),
-    )

@@ -11,6 +11,11 @@ Query modes: ``default`` is a dense search with the query embedding LlamaIndex c
 fused (``fusion``: RRF, DBSF or M3's weighted sum) and, when the collection holds ColBERT
 vectors, re-scored by ColBERT MaxSim. Other modes raise ``NotImplementedError``.
 
+Ranking settings (``fusion``, ``weights``, ``rerank``, ``candidates``) left ``None`` are the
+index's: the checkpoint's calibrated fusion (``m3kit_search.json``) when it has one, else RRF
+with ColBERT rerank. One query can override them through the retriever's
+``vector_store_kwargs`` (``index.as_retriever(vector_store_kwargs={"candidates": 200})``).
+
 Example:
     >>> import tempfile
     >>> from llama_index.core import Document, VectorStoreIndex
@@ -37,17 +42,16 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_writes import write_nodes
-from llamaindex_m3.retriever import hit_to_node
+from llamaindex_m3.retriever import check_settings, hit_to_node
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head, SparseVector
-from m3kit.scoring import DEFAULT_M3_WEIGHTS
-from m3kit.store import Backend, Fusion, Hit, M3Index
+from m3kit.store import Backend, Fusion, Hit, M3Index, SearchSettings
 from m3kit.store.filters import and_filters, documents_filter, points_filter, to_filter
 
 try:
@@ -67,6 +71,8 @@ __all__ = ["M3VectorStore"]
 logger = logging.getLogger(__name__)
 
 _MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
+#: What ``query(..., **kwargs)`` (a retriever's ``vector_store_kwargs``) may set for one query.
+QUERY_SETTINGS = ("fusion", "weights", "rerank", "candidates")
 
 
 class M3VectorStore(BasePydanticVectorStore):
@@ -82,9 +88,14 @@ class M3VectorStore(BasePydanticVectorStore):
         location: ``None`` / ``":memory:"`` or a folder (embedded engine by default).
         url: Qdrant server URL (instead of ``location``).
         backend: ``edge`` (embedded engine) or ``client`` (qdrant-client).
-        fusion: How hybrid mode fuses dense and sparse candidates: ``rrf``, ``dbsf`` or ``m3``.
-        rerank: ColBERT rerank. ``None``: in hybrid mode when the collection holds ColBERT
-            vectors; ``True``: in every mode (needs ColBERT); ``False``: never.
+        fusion: How hybrid mode fuses dense and sparse candidates: ``rrf``, ``dbsf`` or ``m3``;
+            ``None``: the index's (a calibrated checkpoint's fusion, else ``rrf``).
+        rerank: ColBERT rerank. ``None``: in hybrid mode as the index decides (when the
+            collection holds ColBERT vectors, unless its calibration says otherwise);
+            ``True``: in every mode (needs ColBERT); ``False``: never.
+        weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion (``None``: the index's).
+        candidates: Candidates per retriever before fusion and rerank (``None``: the index's,
+            ``max(4 * k, 50)`` uncalibrated).
         text_instruction: Prefix of the texts encoded for sparse / ColBERT (default: the
             ``M3Embedding``'s).
     """
@@ -97,11 +108,26 @@ class M3VectorStore(BasePydanticVectorStore):
     location: str | None = Field(default=None, description="None/':memory:' or a folder.")
     url: str | None = Field(default=None, description="Qdrant server URL.")
     backend: Backend | None = Field(default=None, description="'edge' or 'client'.")
-    fusion: Fusion = Field(default=Fusion.RRF, description="Hybrid fusion: rrf, dbsf or m3.")
+    fusion: Fusion | None = Field(
+        default=None, description="Hybrid fusion: rrf, dbsf or m3 (None: the index's)."
+    )
     rerank: bool | None = Field(default=None, description="ColBERT rerank (None: hybrid only).")
+    weights: tuple[float, float, float] | None = Field(
+        default=None, description="[dense, sparse, colbert] of the m3 fusion (None: the index's)."
+    )
+    candidates: int | None = Field(
+        default=None, description="Candidates per retriever before fusion (None: the index's)."
+    )
     text_instruction: str | None = Field(default=None, description="Prefix of encoded texts.")
 
     _index: M3Index = PrivateAttr()
+
+    @field_validator("fusion", "weights", "rerank", "candidates", mode="before")
+    @classmethod
+    def _check_setting(cls, value: Any, info: ValidationInfo) -> Any:
+        name = str(info.field_name)
+        return check_settings(**{name: value})[name]
+
     _owns_index: bool = PrivateAttr(default=True)
     _write_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -253,19 +279,32 @@ class M3VectorStore(BasePydanticVectorStore):
         """Search in ``query.mode`` (default, sparse or hybrid; see the module doc).
 
         ``similarity_top_k`` is the number of results (``sparse_top_k`` in sparse mode and
-        ``hybrid_top_k`` in hybrid mode when set); each hybrid retriever gathers at least
-        ``max(4 * k, 50)`` candidates (:class:`~m3kit.store.QueryOptions`). ``alpha`` weighs
-        dense (with ColBERT) against sparse in M3's weighted sum (``fusion="m3"``).
+        ``hybrid_top_k`` in hybrid mode when set). Each hybrid retriever gathers ``candidates``
+        (in hybrid mode ``sparse_top_k``, as LlamaIndex's Qdrant store fetches that many
+        sparse candidates; else the store's, else the index's: ``max(4 * k, 50)``
+        uncalibrated). ``alpha`` weighs dense (with ColBERT) against sparse in M3's weighted
+        sum (``fusion="m3"``), keeping the dense/ColBERT share of the weights in force.
         ``filters``, ``doc_ids`` and ``node_ids`` restrict the search.
+
+        Args:
+            query: The LlamaIndex query.
+            **kwargs: This query's ``fusion``, ``weights``, ``rerank`` or ``candidates``
+                (a retriever's ``vector_store_kwargs``); they win over the store's.
 
         Raises:
             NotImplementedError: Another mode (MMR, SVM...).
             ValueError: A mode the collection cannot serve (sparse or hybrid on a dense-only
                 collection), no ``query_str`` where one is needed, ``alpha`` outside
-                ``[0, 1]`` or without ``fusion="m3"``.
+                ``[0, 1]`` or without ``fusion="m3"``, a bad ranking setting.
+            TypeError: Another keyword argument.
         """
-        _no_kwargs("query", kwargs)
-        hits = self._search(query)
+        unknown = sorted(set(kwargs) - set(QUERY_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"M3VectorStore.query got unsupported arguments: {unknown}; it takes "
+                f"{list(QUERY_SETTINGS)}"
+            )
+        hits = self._search(query, check_settings(**kwargs))
         return VectorStoreQueryResult(
             nodes=[hit_to_node(h).node for h in hits],
             similarities=[h.score for h in hits],
@@ -276,7 +315,7 @@ class M3VectorStore(BasePydanticVectorStore):
         """:meth:`query` in a worker thread."""
         return await asyncio.to_thread(self.query, query, **kwargs)
 
-    def _search(self, query: VectorStoreQuery) -> list[Hit]:
+    def _search(self, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
         mode = VectorStoreQueryMode(query.mode)
         if mode not in _MODES:
             names = ", ".join(m.value for m in _MODES)
@@ -291,9 +330,8 @@ class M3VectorStore(BasePydanticVectorStore):
                 f"{mode.value} mode needs sparse vectors; this collection has none (a dense-only "
                 "model): query in default mode"
             )
-        colbert = self.rerank is True or (
-            self.rerank is None and mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
-        )
+        settings = self._settings(query, mode, given)
+        colbert = bool(settings.rerank)
         encode = {Head.SPARSE} if sparse_wanted else set()
         if colbert:
             encode.add(Head.COLBERT)
@@ -327,10 +365,46 @@ class M3VectorStore(BasePydanticVectorStore):
             sparse=sparse,
             colbert=out.colbert[0] if out is not None and colbert else None,
             k=k,
-            fusion=self.fusion,
+            fusion=settings.fusion,
             rerank=colbert,
             filter=self._filter(query),
-            weights=self._weights(query.alpha, colbert),
+            weights=self._weights(query.alpha, colbert, settings),
+            candidates=settings.candidates,
+        )
+
+    def search_settings(
+        self, query: VectorStoreQuery | None = None, **given: Any
+    ) -> SearchSettings:
+        """The ranking of ``query`` (default: a hybrid query) with these ``vector_store_kwargs``.
+
+        ``rerank`` is resolved: ``True`` when ColBERT re-scores the candidates.
+        """
+        query = query or VectorStoreQuery(mode=VectorStoreQueryMode.HYBRID)
+        return self._settings(query, VectorStoreQueryMode(query.mode), check_settings(**given))
+
+    def _settings(
+        self, query: VectorStoreQuery, mode: VectorStoreQueryMode, given: dict[str, Any]
+    ) -> SearchSettings:
+        """The query's settings, then the store's fields, then the index's defaults."""
+
+        def pick(name: str) -> Any:
+            return given[name] if given.get(name) is not None else getattr(self, name)
+
+        heads = self._index.store.heads
+        rerank = pick("rerank")
+        if rerank and Head.COLBERT not in heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        if rerank is None:  # ColBERT in hybrid mode, as the index's defaults decide
+            hybrid = mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
+            rerank = hybrid and self._index.search_settings().rerank is not False
+        candidates = given.get("candidates")
+        if candidates is None and mode is VectorStoreQueryMode.HYBRID:
+            candidates = query.sparse_top_k
+        return self._index.search_settings(
+            fusion=pick("fusion"),
+            weights=pick("weights"),
+            rerank=rerank,
+            candidates=candidates if candidates is not None else self.candidates,
         )
 
     def _filter(self, query: VectorStoreQuery) -> Any:
@@ -341,19 +415,22 @@ class M3VectorStore(BasePydanticVectorStore):
             conditions.append(points_filter(list(query.node_ids), None))
         return and_filters(*conditions)
 
-    def _weights(self, alpha: float | None, colbert: bool) -> tuple[float, float, float]:
+    def _weights(
+        self, alpha: float | None, colbert: bool, settings: SearchSettings
+    ) -> tuple[float, float, float]:
         """M3 weights ``[dense, sparse, colbert]``; ``alpha`` splits vector vs sparse."""
         if alpha is None:
-            return tuple(DEFAULT_M3_WEIGHTS)  # type: ignore[return-value]
+            return settings.weights
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if self.fusion is not Fusion.M3:
+        if settings.fusion is not Fusion.M3:
             raise ValueError(
                 f"alpha weighs dense against sparse in M3's weighted sum; this store fuses with "
-                f"{self.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
+                f"{settings.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
             )
-        w_dense, _, w_colbert = DEFAULT_M3_WEIGHTS
-        share = w_dense / (w_dense + w_colbert) if colbert else 1.0
+        w_dense, _, w_colbert = settings.weights
+        vector = w_dense + w_colbert
+        share = w_dense / vector if colbert and vector > 0 else 1.0
         return (alpha * share, 1.0 - alpha, alpha * (1.0 - share))
 
     # -- lifetime ---------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""LlamaIndex documents and nodes as m3kit chunk records (the writes of ``M3Retriever``).
+
+Shared with :mod:`llamaindex_m3.node_writes` (the vector store's writes): which nodes carry
+late-chunked vectors, the metadata stored for a node, a document version of a node group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
+
+from llamaindex_m3.node_parser import LATE_METADATA_KEY, M3TextNode, node_vectors, user_metadata
+from m3kit.outputs import Head, M3Output
+from m3kit.store import ChunkRecord
+from m3kit.store.index import content_doc_id
+
+__all__ = [
+    "carried_vectors",
+    "is_late",
+    "lost_vectors_message",
+    "node_metadata",
+    "node_record",
+    "nodes_hash",
+    "unpack_documents",
+]
+
+
+def unpack_documents(
+    documents: Sequence[Document],
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """Texts, metadata and ids of documents (a random LlamaIndex id becomes the content id)."""
+    texts, metadatas, doc_ids = [], [], []
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, BaseNode):
+            raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
+        text = doc.get_content(metadata_mode=MetadataMode.NONE)
+        texts.append(text)
+        metadatas.append(dict(doc.metadata))
+        given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
+        doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
+    return texts, metadatas, doc_ids
+
+
+def carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:
+    """The late-chunked vectors a node carries, when they cover every head the store holds."""
+    if not is_late(node):
+        return None
+    try:
+        vectors = node_vectors(node)
+    except ValueError:  # marked late-chunked but its embedding was dropped
+        return None
+    return vectors if heads <= vectors.heads else None
+
+
+def is_late(node: BaseNode) -> bool:
+    """Made by ``M3LateChunkingNodeParser`` (live, or rebuilt from JSON: its marker survives)."""
+    return isinstance(node, M3TextNode) or LATE_METADATA_KEY in node.metadata
+
+
+def lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
+    """Why a late-chunked node cannot be stored: what it carries, what the store needs."""
+    need = ", ".join(sorted(h.value for h in heads))
+    try:
+        have = ", ".join(sorted(h.value for h in node_vectors(node).heads))
+    except ValueError:
+        have = "nothing (no embedding)"
+    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
+        return (
+            f"node {node.node_id} carries late-chunked vectors for {have}, but the store needs "
+            f"{need}; parse with a model that has those heads, or use a store made for it"
+        )
+    return (
+        f"node {node.node_id} came from M3LateChunkingNodeParser but was rebuilt from JSON (a "
+        "docstore or an IngestionPipeline cache), which keeps only dense and sparse vectors: "
+        f"it has {have}, the store needs {need}. Run the parser again on its document (e.g. "
+        f"IngestionPipeline(..., cache=None)), or drop metadata[{LATE_METADATA_KEY!r}] to have "
+        "the node encoded on its own text (naive chunking)"
+    )
+
+
+def nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
+    """Version of a document's nodes: texts, offsets, metadata and how they were embedded."""
+    h = hashlib.sha256()
+    for _, node in group:
+        blob = [
+            node.get_content(metadata_mode=MetadataMode.NONE),
+            node.start_char_idx if isinstance(node, TextNode) else None,
+            node.end_char_idx if isinstance(node, TextNode) else None,
+            node_metadata(node),
+            "late" if is_late(node) else "text",
+            node.metadata.get(LATE_METADATA_KEY, {}).get("chunker"),  # how it was late-chunked
+        ]
+        h.update(json.dumps(blob, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def node_metadata(node: BaseNode) -> dict[str, Any]:
+    """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy)."""
+    try:
+        json.dumps(node.metadata)
+    except TypeError as exc:
+        raise ValueError(
+            f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
+        ) from None
+    # the parser's sparse copy is already in the sparse vector; not stored twice
+    return user_metadata(node)
+
+
+def node_record(
+    doc_id: str,
+    chunk_index: int,
+    node: BaseNode,
+    vectors: M3Output,
+    versions: Mapping[str, str],
+    group: Sequence[tuple[int, BaseNode]],
+) -> ChunkRecord:
+    """One node of a document's node ``group`` as a chunk record with its vectors."""
+    return ChunkRecord(
+        doc_id=doc_id,
+        chunk_index=chunk_index,
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        metadata=node_metadata(node),
+        vectors=vectors,
+        start=node.start_char_idx if isinstance(node, TextNode) else None,
+        end=node.end_char_idx if isinstance(node, TextNode) else None,
+        doc_hash=versions[doc_id],
+        chunk_count=len(group),
+    )
