@@ -8,6 +8,10 @@ Example (shell)::
     m3kit index docs/ notes.md corpus.jsonl --collection demo
     m3kit search "what is late chunking?" --collection demo -k 5 --fusion m3
     m3kit search "late chunking" --collection demo --json
+    m3kit search "late chunking" --weights 0.5 0.2 0.3 --fusion m3 --candidates 200
+
+Ranking flags left out of ``m3kit search`` take the model's calibrated fusion
+(``m3kit_search.json``) when it has one, else RRF with ColBERT rerank (:mod:`m3kit.cli_search`).
 
 Storage is a local folder (``./.m3kit`` unless ``--path`` says otherwise), or a Qdrant server
 with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``). ``--model`` defaults
@@ -36,12 +40,13 @@ from m3kit.cli_scale import (
     cluster_settings,
     index_on_ray,
 )
+from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
 from m3kit.errors import CollectionNotFoundError, M3KitError
 
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker
     from m3kit.encoder import M3Encoder
-    from m3kit.store import Hit, M3Index
+    from m3kit.store import M3Index
 
 __all__ = ["build_parser", "main"]
 
@@ -49,9 +54,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(".m3kit")
 DEFAULT_COLLECTION = "m3kit"
-FUSIONS = ("rrf", "dbsf", "m3")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
-_SNIPPET_CHARS = 240
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -180,12 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", help="the question or keywords")
     search.add_argument("-k", type=_positive_int, default=5, help="results (default: 5)")
     search.add_argument(
-        "--fusion",
-        choices=FUSIONS,
-        default="rrf",
-        help="rrf (rank fusion), dbsf (score fusion) or m3 (weighted M3 score); default: rrf",
-    )
-    search.add_argument(
         "--filter",
         action="append",
         default=[],
@@ -196,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--score-threshold", type=float, default=None, help="drop results scoring below this"
     )
-    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"search": settings it ran with, "hits": [...]} as JSON',
+    )
+    add_ranking_arguments(search)
     search.set_defaults(handler=_run_search)
 
     _add_finetune_subcommands(subparsers)
@@ -291,8 +293,7 @@ def _prune(index: M3Index, paths: list[str], current: set[str]) -> list[str]:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from m3kit.store import Fusion
-
+    given = ranking(args)  # bad --weights / --candidates fail before the model loads
     storage = _storage(args)
     location = storage.get("location")
     if location is not None and not location.is_dir():
@@ -308,22 +309,25 @@ def _run_search(args: argparse.Namespace) -> int:
                 f"collection {args.collection!r} at {_location(args)} is empty; "
                 "run `m3kit index` first"
             )
+        report = search_report(index, given)
+        logger.info("search: %s", index.search_settings(**given).describe())
         hits = index.search(
             args.query,
             k=args.k,
-            fusion=Fusion(args.fusion),
             filter=dict(args.filter) or None,
             score_threshold=args.score_threshold,
+            **given,
         )
     finally:
         index.close()
     if args.json:
-        print(json.dumps([_hit_dict(h) for h in hits], ensure_ascii=False, indent=2))
+        out = {"search": report, "hits": [hit_dict(h) for h in hits]}
+        print(json.dumps(out, ensure_ascii=False, indent=2))
     elif not hits:
         print("no results")
     else:
         for rank, hit in enumerate(hits, start=1):
-            print(_hit_text(rank, hit))
+            print(hit_text(rank, hit))
     return 0
 
 
@@ -457,25 +461,6 @@ def _location(args: argparse.Namespace) -> str:
     if args.qdrant_url:
         return str(args.qdrant_url)
     return str(args.path if args.path is not None else DEFAULT_PATH)
-
-
-def _hit_dict(hit: Hit) -> dict[str, Any]:
-    return {
-        "id": hit.id,
-        "score": hit.score,
-        "doc_id": hit.doc_id,
-        "chunk_index": hit.chunk_index,
-        "text": hit.text,
-        "metadata": hit.metadata,
-    }
-
-
-def _hit_text(rank: int, hit: Hit) -> str:
-    snippet = " ".join(hit.text.split())
-    if len(snippet) > _SNIPPET_CHARS:
-        snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
-    chunk = f" [chunk {hit.chunk_index}]" if hit.chunk_index else ""
-    return f"{rank:>2}. {hit.score:.4f}  {hit.doc_id}{chunk}\n    {snippet}"
 
 
 def _positive_int(value: str) -> int:

@@ -33,7 +33,7 @@ def _search(
 ) -> list[dict[str, object]]:
     capsys.readouterr()
     assert main(_args(store, model, "search", query, "--collection", "docs", "--json", *extra)) == 0
-    hits: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    hits: list[dict[str, object]] = json.loads(capsys.readouterr().out)["hits"]
     return hits
 
 
@@ -186,14 +186,16 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
 
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["search", "late chunking"])
-    # --model: none given means the model the collection was indexed with (its fingerprint)
+    # --model: none given means the model the collection was indexed with (its fingerprint);
+    # ranking flags left out: the index's defaults (the model's calibration, else rrf)
     assert (args.k, args.fusion, args.collection, args.model, args.path) == (
         5,
-        "rrf",
+        None,
         "m3kit",
         None,
         None,
     )
+    assert (args.weights, args.rerank, args.candidates) == (None, None, None)
     args = build_parser().parse_args(["index", "a", "b", "--late-chunking", "--chunk-size", "128"])
     assert (args.paths, args.late_chunking, args.chunk_size) == (["a", "b"], True, 128)
     assert args.window is None
@@ -226,7 +228,7 @@ def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert Path(json.loads(run.stdout)[0]["doc_id"]).name == "jupiter.txt"
+    assert Path(json.loads(run.stdout)["hits"][0]["doc_id"]).name == "jupiter.txt"
 
 
 def test_index_with_late_chunking(

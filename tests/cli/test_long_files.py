@@ -48,7 +48,7 @@ def _all_chunks(
         capsys, "search", "anything", "--path", str(store), "--model", str(model),
         "--collection", collection, "-k", str(n + 5), "--json", "--max-length", str(SMALL_WINDOW),
     )  # fmt: skip
-    hits: list[dict[str, object]] = json.loads(out)
+    hits: list[dict[str, object]] = json.loads(out)["hits"]
     return sorted(hits, key=lambda h: int(h["chunk_index"]))  # type: ignore[call-overload]
 
 
@@ -112,7 +112,7 @@ def test_last_paragraph_is_found(
         capsys, "search", "Which kind of volcano has gentle slopes of runny basaltic lava?",
         *common, "-k", "1", "--json",
     )  # fmt: skip
-    hit = json.loads(out)[0]
+    hit = json.loads(out)["hits"][0]
     assert hit["doc_id"] == str(long_md.resolve())
     assert "Shield volcanoes" in hit["text"] and hit["chunk_index"] == count - 1
     assert _stored(_run(capsys, "index", str(long_md), *common)) == (count, 0)

@@ -86,7 +86,7 @@ def _cli_search(
 ) -> list[dict[str, Any]]:
     capsys.readouterr()
     _cli(store, model, "search", query, "-k", "3", "--json")
-    hits: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    hits: list[dict[str, Any]] = json.loads(capsys.readouterr().out)["hits"]
     return hits
 
 

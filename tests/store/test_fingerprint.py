@@ -276,7 +276,7 @@ def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
     capsys.readouterr()
     # no --model: the collection's model (the default BAAI/bge-m3 is not available offline)
     assert main(["search", "Amazon rivers", "--json", *where]) == 0
-    hits = json.loads(capsys.readouterr().out)
+    hits = json.loads(capsys.readouterr().out)["hits"]
     assert hits and hits[0]["doc_id"].endswith("l1.txt")
 
     assert main(["index", str(docs), "--model", str(path_b), *where]) == 1
@@ -289,7 +289,7 @@ def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
     ) as index:
         assert index.store.collection_metadata()["fingerprint"]["model"] == str(path_b.resolve())
     assert main(["search", "Amazon rivers", "--json", *where]) == 0  # now with model B
-    assert json.loads(capsys.readouterr().out)
+    assert json.loads(capsys.readouterr().out)["hits"]
 
     shutil.rmtree(path_b.parent / "gone", ignore_errors=True)
     gone = shutil.copytree(path_b, path_b.parent / "gone")

@@ -1,0 +1,122 @@
+"""``m3kit search`` ranking flags and output: what a user tunes and what the search ran with.
+
+- ``--fusion``, ``--weights D S C``, ``--candidates N`` and ``--rerank/--no-rerank`` become the
+  arguments of :meth:`m3kit.store.M3Index.search`; a flag left out takes the index's default:
+  the model's calibrated fusion (``m3kit_search.json`` beside its weights, see
+  :mod:`m3kit.store.search_settings`) when it has one, else RRF with ColBERT rerank.
+- ``--json`` prints ``{"search": {...}, "hits": [...]}``: the settings the search ran with
+  (fusion, weights, rerank, candidates, where the defaults came from), then the hits.
+
+Example (shell)::
+
+    m3kit search "late chunking" --collection demo --fusion m3 --weights 0.4 0.2 0.4 \\
+        --candidates 200 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from m3kit.store import Hit, M3Index
+
+__all__ = ["FUSIONS", "add_ranking_arguments", "hit_dict", "hit_text", "ranking", "search_report"]
+
+FUSIONS = ("rrf", "dbsf", "m3")
+_SNIPPET_CHARS = 240
+
+
+def add_ranking_arguments(search: argparse.ArgumentParser) -> None:
+    """``--fusion``, ``--weights``, ``--candidates`` and ``--rerank/--no-rerank``."""
+    group = search.add_argument_group(
+        "ranking (default: the model's calibrated fusion, m3kit_search.json, else rrf with "
+        "ColBERT rerank)"
+    )
+    group.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=None,
+        help="rrf (rank fusion), dbsf (score fusion) or m3 (weighted M3 score); default: the "
+        "index's (the model's calibrated fusion, else rrf)",
+    )
+    group.add_argument(
+        "--weights",
+        nargs=3,
+        type=float,
+        default=None,
+        metavar=("DENSE", "SPARSE", "COLBERT"),
+        help="weights of the m3 fusion (default: the calibrated ones, else 0.4 0.2 0.4)",
+    )
+    group.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="candidates per retriever (dense, sparse) before fusion and rerank; more: better "
+        "recall, slower (default: the calibrated budget, else max(4k, 50))",
+    )
+    group.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ColBERT rerank of the fused candidates (default: on when the collection holds "
+        "ColBERT vectors, unless the calibration says otherwise)",
+    )
+
+
+def ranking(args: argparse.Namespace) -> dict[str, Any]:
+    """``M3Index.search`` keyword arguments of the ranking flags (``None``: not given).
+
+    Raises:
+        ValueError: A value :class:`~m3kit.store.SearchSettings` refuses (its message).
+    """
+    from m3kit.store import SearchSettings
+
+    given = {
+        "fusion": args.fusion,
+        "weights": None if args.weights is None else tuple(args.weights),
+        "rerank": args.rerank,
+        "candidates": args.candidates,
+    }
+    SearchSettings().merged(**given)  # the rules of every entry point, checked before loading
+    return given
+
+
+def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
+    """What a search with the ranking arguments ``given`` runs with (the ``"search"`` object).
+
+    ``rerank`` is whether ColBERT re-scores the candidates; ``candidates`` ``null`` means the
+    store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from:
+    ``"calibration"`` (the model's ``m3kit_search.json``) or ``"built-in"``.
+    """
+    from m3kit.outputs import Head
+
+    settings = index.search_settings(**given)
+    colbert = Head.COLBERT in index.store.heads and settings.rerank is not False
+    return {
+        **settings.to_dict(),
+        "rerank": colbert,
+        "defaults": "calibration" if index.calibration is not None else "built-in",
+    }
+
+
+def hit_dict(hit: Hit) -> dict[str, Any]:
+    """One hit of ``--json``."""
+    return {
+        "id": hit.id,
+        "score": hit.score,
+        "doc_id": hit.doc_id,
+        "chunk_index": hit.chunk_index,
+        "text": hit.text,
+        "metadata": hit.metadata,
+    }
+
+
+def hit_text(rank: int, hit: Hit) -> str:
+    """One hit of the text output: rank, score, document (chunk) and a snippet."""
+    snippet = " ".join(hit.text.split())
+    if len(snippet) > _SNIPPET_CHARS:
+        snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
+    chunk = f" [chunk {hit.chunk_index}]" if hit.chunk_index else ""
+    return f"{rank:>2}. {hit.score:.4f}  {hit.doc_id}{chunk}\n    {snippet}"
