@@ -2,7 +2,8 @@
 
 Every search argument left ``None`` (a field, a ``search_kwargs`` entry, a call's keyword)
 means "the index's default": ``search=`` given to :meth:`m3kit.store.M3Index.open`, else the
-checkpoint's calibrated fusion (``m3kit_search.json``), else RRF with ColBERT rerank (see
+checkpoint's calibrated fusion (``m3kit_search.json``), else FlagEmbedding's published ``m3``
+weights for a BGE-M3-shaped model, else RRF with ColBERT rerank (see
 :meth:`m3kit.store.M3Index.search_settings`). The rules a value must follow are
 :class:`~m3kit.store.SearchSettings`' own; this module only applies them early, so a bad
 value fails where it is given rather than at the first search.

@@ -68,8 +68,8 @@ class M3Retriever(BaseRetriever):
     ``k``, ``fusion``, ``weights``, ``rerank``, ``candidates``, ``filter`` and
     ``score_threshold`` are defaults that one call can override:
     ``retriever.invoke("query", k=3, filter={"lang": "en"}, candidates=200)``. Ranking
-    settings left ``None`` are the index's: the checkpoint's calibrated fusion
-    (``m3kit_search.json``) when it has one, else RRF with ColBERT rerank.
+    settings left ``None`` are the index's (:meth:`~m3kit.store.M3Index.search_settings`):
+    the checkpoint's calibrated fusion (``m3kit_search.json``) when it has one.
 
     Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its point
     id as ``id`` and its metadata plus ``score``, ``doc_id`` (pass it to :meth:`delete`) and
@@ -96,7 +96,7 @@ class M3Retriever(BaseRetriever):
     """Number of documents returned."""
     fusion: Fusion | None = None
     """``rrf``, ``dbsf`` or ``m3`` (FlagEmbedding's weighted dense/sparse/ColBERT score);
-    ``None``: the index's (a calibrated checkpoint's fusion, else ``rrf``)."""
+    ``None``: the index's (a calibrated checkpoint's fusion, see above)."""
     weights: tuple[float, float, float] | None = None
     """``[dense, sparse, colbert]`` of the ``m3`` fusion; ``None``: the index's."""
     rerank: bool | None = None

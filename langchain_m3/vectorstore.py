@@ -19,8 +19,9 @@ is a dense search. Search arguments (also in ``as_retriever(search_kwargs=...)``
 ``filter`` (a metadata mapping, a list value = any of, or a qdrant ``Filter``), ``fusion``,
 ``weights`` (``[dense, sparse, colbert]`` of ``m3``), ``rerank``, ``candidates`` (per retriever
 before fusion) and ``score_threshold``. Ranking arguments left unset (here and in the store's
-defaults) are the index's: a calibrated checkpoint's fusion (``m3kit_search.json``), else RRF
-with ColBERT rerank. Async methods are LangChain's (the sync method in a worker thread).
+defaults) are the index's (:meth:`~m3kit.store.M3Index.search_settings`): a calibrated
+checkpoint's fusion (``m3kit_search.json``) when it has one. Async methods are LangChain's
+(the sync method in a worker thread).
 
 Example:
     >>> import tempfile
@@ -110,7 +111,7 @@ class M3VectorStore(VectorStore):
         Args:
             index: The encoder + collection (closed by :meth:`close`).
             fusion: Default fusion of dense and sparse candidates (``None``: the index's, a
-                calibrated checkpoint's when it has one, else ``rrf``).
+                calibrated checkpoint's when it has one).
             rerank: Default ColBERT rerank (``None``: the index's; on when the collection has
                 ColBERT).
             chunking: Default for :meth:`add_documents`: ``True`` (a default

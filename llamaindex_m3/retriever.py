@@ -92,7 +92,7 @@ class M3Retriever(BaseRetriever):
         index: The encoder + store pair (``index.store`` is the Qdrant layer).
         similarity_top_k: Number of nodes returned.
         fusion: ``rrf``, ``dbsf`` or ``m3`` (FlagEmbedding's weighted sum); ``None``: the
-            index's (the checkpoint's calibrated fusion when it has one, else ``rrf``).
+            index's (the checkpoint's calibrated fusion when it has one).
         filters: LlamaIndex ``MetadataFilters`` applied to every query.
         score_threshold: Minimum final score.
         rerank: ColBERT rerank (``None``: the index's; on when the collection holds ColBERT

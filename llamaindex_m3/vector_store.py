@@ -12,8 +12,8 @@ fused (``fusion``: RRF, DBSF or M3's weighted sum) and, when the collection hold
 vectors, re-scored by ColBERT MaxSim. Other modes raise ``NotImplementedError``.
 
 Ranking settings (``fusion``, ``weights``, ``rerank``, ``candidates``) left ``None`` are the
-index's: the checkpoint's calibrated fusion (``m3kit_search.json``) when it has one, else RRF
-with ColBERT rerank. One query can override them through the retriever's
+index's (:meth:`~m3kit.store.M3Index.search_settings`): the checkpoint's calibrated fusion
+(``m3kit_search.json``) when it has one. One query can override them through the retriever's
 ``vector_store_kwargs`` (``index.as_retriever(vector_store_kwargs={"candidates": 200})``).
 
 Example:
@@ -89,7 +89,7 @@ class M3VectorStore(BasePydanticVectorStore):
         url: Qdrant server URL (instead of ``location``).
         backend: ``edge`` (embedded engine) or ``client`` (qdrant-client).
         fusion: How hybrid mode fuses dense and sparse candidates: ``rrf``, ``dbsf`` or ``m3``;
-            ``None``: the index's (a calibrated checkpoint's fusion, else ``rrf``).
+            ``None``: the index's (a calibrated checkpoint's fusion when it has one).
         rerank: ColBERT rerank. ``None``: in hybrid mode as the index decides (when the
             collection holds ColBERT vectors, unless its calibration says otherwise);
             ``True``: in every mode (needs ColBERT); ``False``: never.

@@ -10,8 +10,8 @@ Example (shell)::
     m3kit search "late chunking" --collection demo --json
     m3kit search "late chunking" --weights 0.5 0.2 0.3 --fusion m3 --candidates 200
 
-Ranking flags left out of ``m3kit search`` take the model's calibrated fusion
-(``m3kit_search.json``) when it has one, else RRF with ColBERT rerank (:mod:`m3kit.cli_search`).
+Ranking flags left out of ``m3kit search`` take the index's defaults: the model's calibrated
+fusion (``m3kit_search.json``) when it has one (:mod:`m3kit.cli_search`).
 
 Storage is a local folder (``./.m3kit`` unless ``--path`` says otherwise), or a Qdrant server
 with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``). ``--model`` defaults

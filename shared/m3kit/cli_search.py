@@ -3,9 +3,11 @@
 - ``--fusion``, ``--weights D S C``, ``--candidates N`` and ``--rerank/--no-rerank`` become the
   arguments of :meth:`m3kit.store.M3Index.search`; a flag left out takes the index's default:
   the model's calibrated fusion (``m3kit_search.json`` beside its weights, see
-  :mod:`m3kit.store.search_settings`) when it has one, else RRF with ColBERT rerank.
+  :mod:`m3kit.store.search_settings`) when it has one, else FlagEmbedding's published ``m3``
+  weights for a BGE-M3-shaped model, else RRF with ColBERT rerank.
 - ``--json`` prints ``{"search": {...}, "hits": [...]}``: the settings the search ran with
-  (fusion, weights, rerank, candidates, where the defaults came from), then the hits.
+  (fusion, weights, rerank, candidates, ``defaults``: where the settings not given came from),
+  then the hits.
 
 Example (shell)::
 
@@ -30,15 +32,15 @@ _SNIPPET_CHARS = 240
 def add_ranking_arguments(search: argparse.ArgumentParser) -> None:
     """``--fusion``, ``--weights``, ``--candidates`` and ``--rerank/--no-rerank``."""
     group = search.add_argument_group(
-        "ranking (default: the model's calibrated fusion, m3kit_search.json, else rrf with "
-        "ColBERT rerank)"
+        "ranking (default: the model's calibrated fusion, m3kit_search.json; else m3 0.4/0.2/0.4 "
+        "for a BGE-M3-shaped model; else rrf with ColBERT rerank)"
     )
     group.add_argument(
         "--fusion",
         choices=FUSIONS,
         default=None,
         help="rrf (rank fusion), dbsf (score fusion) or m3 (weighted M3 score); default: the "
-        "index's (the model's calibrated fusion, else rrf)",
+        "model's calibrated fusion, else m3 for a BGE-M3-shaped model, else rrf",
     )
     group.add_argument(
         "--weights",
@@ -87,8 +89,9 @@ def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
     """What a search with the ranking arguments ``given`` runs with (the ``"search"`` object).
 
     ``rerank`` is whether ColBERT re-scores the candidates; ``candidates`` ``null`` means the
-    store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from:
-    ``"calibration"`` (the model's ``m3kit_search.json``) or ``"built-in"``.
+    store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from
+    (:attr:`~m3kit.store.M3Index.search_source`: ``"calibrated"``, the model's
+    ``m3kit_search.json``; ``"bge-m3"``, FlagEmbedding's published weights; ``"built-in"``).
     """
     from m3kit.outputs import Head
 
@@ -97,7 +100,7 @@ def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
     return {
         **settings.to_dict(),
         "rerank": colbert,
-        "defaults": "calibration" if index.calibration is not None else "built-in",
+        "defaults": index.search_source,
     }
 
 

@@ -55,7 +55,7 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
         "weights": [0.1, 0.7, 0.2],
         "rerank": True,
         "candidates": 7,
-        "defaults": "calibration",
+        "defaults": "calibrated",
     }
     assert _ranking(store_queries[-1]) == ("m3", [0.1, 0.7, 0.2], True, 7)
     assert len(out["hits"]) == 3 and out["hits"][0]["text"] == QUERY
@@ -73,7 +73,7 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
         "weights": [0.4, 0.2, 0.4],
         "rerank": False,
         "candidates": 9,
-        "defaults": "calibration",
+        "defaults": "calibrated",
     }
     assert _ranking(store_queries[-1]) == ("dbsf", [0.4, 0.2, 0.4], False, 9)
     # the text output searches the same way
