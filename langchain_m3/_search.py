@@ -78,7 +78,7 @@ def score_scale(
     """What the final score of ``index.search(fusion=fusion, rerank=rerank)`` is."""
     heads = index.store.heads
     settings = index.search_settings(fusion=fusion, rerank=rerank)
-    colbert = Head.COLBERT in heads and settings.rerank is not False
+    colbert = settings.reranks(heads)
     if Head.SPARSE in heads and settings.fusion is Fusion.M3:
         return ScoreScale.WEIGHTED
     if colbert or Head.SPARSE not in heads:

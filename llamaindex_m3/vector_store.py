@@ -396,7 +396,7 @@ class M3VectorStore(BasePydanticVectorStore):
             raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
         if rerank is None:  # ColBERT in hybrid mode, as the index's defaults decide
             hybrid = mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
-            rerank = hybrid and self._index.search_settings().rerank is not False
+            rerank = hybrid and self._index.search_settings().reranks(heads)
         candidates = given.get("candidates")
         if candidates is None and mode is VectorStoreQueryMode.HYBRID:
             candidates = query.sparse_top_k

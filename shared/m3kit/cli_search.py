@@ -93,10 +93,9 @@ def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
     (:attr:`~m3kit.store.M3Index.search_source`: ``"calibrated"``, the model's
     ``m3kit_search.json``; ``"bge-m3"``, FlagEmbedding's published weights; ``"built-in"``).
     """
-    from m3kit.outputs import Head
 
     settings = index.search_settings(**given)
-    colbert = Head.COLBERT in index.store.heads and settings.rerank is not False
+    colbert = settings.reranks(index.store.heads)
     return {
         **settings.to_dict(),
         "rerank": colbert,

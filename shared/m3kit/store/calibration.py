@@ -136,7 +136,7 @@ def _vectors(task: _Task, i: int, colbert: bool) -> dict[str, object]:
 
 
 def _run(task: _Task, settings: SearchSettings, k: int, budget: int) -> dict[str, list[str]]:
-    colbert = Head.COLBERT in task.store.heads and settings.rerank is not False
+    colbert = settings.reranks(task.store.heads)
     run: dict[str, list[str]] = {}
     for i, qid in enumerate(task.qids):
         hits = task.store.query(

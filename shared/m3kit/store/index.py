@@ -427,7 +427,7 @@ class M3Index:
         settings = self.search_settings(
             fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
         )
-        use_colbert = Head.COLBERT in heads and settings.rerank is not False
+        use_colbert = settings.reranks(heads)
         wanted = heads if use_colbert else heads - {Head.COLBERT}
         out = self.encoder.encode([query], heads=sorted(wanted), query=True, show_progress=False)
         return self.store.query(

@@ -119,6 +119,10 @@ class SearchSettings:
         }
         return replace(self, **changes) if changes else self
 
+    def reranks(self, heads: frozenset[Head]) -> bool:
+        """Whether a collection holding ``heads`` gets ColBERT (rerank, or in the ``m3`` sum)."""
+        return Head.COLBERT in heads and self.rerank is not False
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fusion": self.fusion.value,
