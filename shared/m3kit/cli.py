@@ -26,18 +26,18 @@ import contextlib
 import importlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from m3kit import cli_open
 from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
     add_ray_arguments,
     check_scale_arguments,
-    cluster_settings,
     index_on_ray,
 )
 from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
@@ -52,9 +52,8 @@ __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PATH = Path(".m3kit")
-DEFAULT_COLLECTION = "m3kit"
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
+RUNTIMES = ("auto", "torch", "onnx")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -100,7 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
         f"with, else {DEFAULT_MODEL}); another model than the collection's is an error "
         "unless `m3kit index --reindex`",
     )
-    where.add_argument("--dtype", choices=DTYPES, default="auto", help="precision (default: auto)")
+    where.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="precision (default: auto); int8 is ONNX Runtime's (with --runtime onnx)",
+    )
+    where.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="encoder runtime: torch or ONNX Runtime (CPU) (default: auto)",
+    )
+    where.add_argument(
+        "--onnx-cache-dir", type=Path, default=None, help="folder of ONNX exports (--runtime onnx)"
+    )
+    where.add_argument(
+        "--max-batch-tokens",
+        type=_positive_int,
+        default=8192,
+        help="most padded tokens per forward pass (default: %(default)s)",
+    )
     where.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
     where.add_argument("--max-length", type=_positive_int, default=None, help="tokens per text")
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -235,18 +254,18 @@ def _run_index(args: argparse.Namespace) -> int:
     if args.late_heads is not None and not args.late_chunking:
         raise ValueError("--late-heads needs --late-chunking")
     check_scale_arguments(args)
-    storage = _storage(args)
+    storage = cli_open.storage(args)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     # read everything first: bad input fails before loading
     docs = read_documents(args.paths) if args.paths else []
     if args.paths and not docs:
         raise ValueError("no text to index (every document is empty)")
-    encoder = _load_encoder(args, storage)
+    encoder = cli_open.load_encoder(args, storage)
     chunker = _chunker(
         encoder, args.chunk_size, args.window, late=args.late_chunking, late_heads=args.late_heads
     )
-    index = _open_index(encoder, args, storage)
+    index = cli_open.open_index(encoder, args, storage)
     try:
         before = index.count()
         if args.ray is not None:
@@ -265,7 +284,7 @@ def _run_index(args: argparse.Namespace) -> int:
         index.close()
     removed = f"; removed {len(pruned)} document(s) no longer there" if args.prune else ""
     print(
-        f"indexed {len(docs)} document(s) into {args.collection!r} at {_location(args)}: "
+        f"indexed {len(docs)} document(s) into {args.collection!r} at {cli_open.location(args)}: "
         f"{after} chunk(s) stored ({after - before:+d}){removed}"
     )
     return 0
@@ -294,19 +313,19 @@ def _prune(index: M3Index, paths: list[str], current: set[str]) -> list[str]:
 
 def _run_search(args: argparse.Namespace) -> int:
     given = ranking(args)  # bad --weights / --candidates fail before the model loads
-    storage = _storage(args)
+    storage = cli_open.storage(args)
     location = storage.get("location")
     if location is not None and not location.is_dir():
         raise ValueError(f"no index at {location}; run `m3kit index` first (or pass --path)")
-    encoder = _load_encoder(args, storage)
+    encoder = cli_open.load_encoder(args, storage)
     try:
-        index = _open_index(encoder, args, storage, create=False)
+        index = cli_open.open_index(encoder, args, storage, create=False)
     except CollectionNotFoundError as e:
         raise CollectionNotFoundError(f"{e}; run `m3kit index` first") from None
     try:
         if index.count() == 0:
             raise ValueError(
-                f"collection {args.collection!r} at {_location(args)} is empty; "
+                f"collection {args.collection!r} at {cli_open.location(args)} is empty; "
                 "run `m3kit index` first"
             )
         report = search_report(index, given)
@@ -332,59 +351,6 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _load_encoder(args: argparse.Namespace, storage: dict[str, Any]) -> M3Encoder:
-    """``--model``, else the model (and max length) the collection records, else the default."""
-    from m3kit.encoder import M3Encoder
-
-    model, max_length = args.model, args.max_length
-    if model is None:
-        stored = _collection_model(args, storage)
-        if stored is not None:
-            model = stored.model
-            max_length = max_length or stored.max_length
-            logger.info("model from collection %r: %s", args.collection, model)
-    return M3Encoder.from_pretrained(
-        model or DEFAULT_MODEL,
-        device=args.device,
-        dtype=args.dtype,
-        max_length=max_length,
-        batch_size=getattr(args, "batch_size", 32),
-    )
-
-
-def _collection_model(args: argparse.Namespace, storage: dict[str, Any]) -> Any:
-    """The fingerprint the collection records (``None``: no collection or no record yet).
-
-    Raises:
-        ValueError: The recorded model folder is gone, or it was a model built in memory.
-    """
-    from m3kit.store.collection_record import stored_fingerprint
-
-    location = storage.get("location")
-    if location is not None and not location.is_dir():
-        return None
-    try:
-        stored = stored_fingerprint(
-            None if location is None else str(location),
-            collection=args.collection,
-            url=storage.get("url"),
-            api_key=storage.get("api_key"),
-            backend=storage.get("backend"),
-        )
-    except CollectionNotFoundError:
-        return None
-    if stored is None:
-        return None
-    if stored.model is None or not Path(stored.model).is_dir():
-        what = "a model built in memory" if stored.model is None else f"the model {stored.model}"
-        gone = "" if stored.model is None else ", which no longer exists"
-        raise ValueError(
-            f"collection {args.collection!r} was indexed with {what}{gone}; pass --model "
-            "(that model, or another one with `m3kit index --reindex`)"
-        )
-    return stored
-
-
 def _chunker(
     encoder: M3Encoder,
     chunk_size: int | None,
@@ -407,60 +373,6 @@ def _chunker(
             late_heads=None if heads is None else [h.strip() for h in heads],
         )
     return NaiveChunker(encoder, chunk_size=size)
-
-
-def _storage(args: argparse.Namespace) -> dict[str, Any]:
-    """Where the collection lives, checked before anything slow happens."""
-    if args.qdrant_url is None:
-        if args.api_key:
-            raise ValueError("--api-key needs --qdrant-url")
-        folder = args.path if args.path is not None else DEFAULT_PATH
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"--path {folder} is not a folder")
-        return {"location": folder, "backend": args.backend}
-    if args.path is not None:
-        raise ValueError("give either --path or --qdrant-url, not both")
-    if args.backend == "edge":
-        raise ValueError("--backend edge is the embedded engine; it cannot use --qdrant-url")
-    api_key = args.api_key or os.environ.get("QDRANT_API_KEY") or None
-    return {"url": args.qdrant_url, "api_key": api_key}
-
-
-def _open_index(
-    encoder: M3Encoder, args: argparse.Namespace, storage: dict[str, Any], *, create: bool = True
-) -> M3Index:
-    from m3kit.store import M3Index
-
-    location = storage.get("location")
-    if location is not None:
-        location.mkdir(parents=True, exist_ok=True)
-        return M3Index.open(
-            encoder,
-            str(location),
-            collection=args.collection,
-            backend=storage["backend"],
-            create=create,
-            reindex=getattr(args, "reindex", False),
-            show_progress=not args.quiet,
-            payload_indexes=dict(getattr(args, "index_field", [])),
-        )
-    return M3Index.open(
-        encoder,
-        collection=args.collection,
-        url=storage["url"],
-        api_key=storage["api_key"],
-        create=create,
-        reindex=getattr(args, "reindex", False),
-        show_progress=not args.quiet,
-        payload_indexes=dict(getattr(args, "index_field", [])),
-        cluster=cluster_settings(args),
-    )
-
-
-def _location(args: argparse.Namespace) -> str:
-    if args.qdrant_url:
-        return str(args.qdrant_url)
-    return str(args.path if args.path is not None else DEFAULT_PATH)
 
 
 def _positive_int(value: str) -> int:

@@ -173,7 +173,8 @@ def test_bad_input_one_line_error(
         ["search", "x", "-k", "0"],
         ["search", "x", "--fusion", "max"],
         ["search", "x", "--filter", "novalue"],
-        ["search", "x", "--dtype", "int8"],
+        ["search", "x", "--dtype", "int4"],
+        ["search", "x", "--runtime", "tensorrt"],
         [],
     ],
 )

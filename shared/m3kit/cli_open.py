@@ -1,0 +1,145 @@
+"""Opening what the ``m3kit`` commands work on: the collection's place, its model, the index.
+
+Split from :mod:`m3kit.cli`: every subcommand reads the same storage and model options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.cli_scale import cluster_settings
+from m3kit.errors import CollectionNotFoundError
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+    from m3kit.store import M3Index
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "DEFAULT_PATH",
+    "collection_model",
+    "load_encoder",
+    "location",
+    "open_index",
+    "storage",
+]
+
+logger = logging.getLogger("m3kit.cli")
+
+DEFAULT_PATH = Path(".m3kit")
+DEFAULT_COLLECTION = "m3kit"
+
+
+def load_encoder(args: argparse.Namespace, storage: dict[str, Any]) -> M3Encoder:
+    """``--model``, else the model (and max length) the collection records, else the default."""
+    from m3kit.encoder import M3Encoder
+
+    model, max_length = args.model, args.max_length
+    if model is None:
+        stored = collection_model(args, storage)
+        if stored is not None:
+            model = stored.model
+            max_length = max_length or stored.max_length
+            logger.info("model from collection %r: %s", args.collection, model)
+    return M3Encoder.from_pretrained(
+        model or DEFAULT_MODEL,
+        device=args.device,
+        dtype=args.dtype,
+        max_length=max_length,
+        batch_size=getattr(args, "batch_size", 32),
+        max_batch_tokens=args.max_batch_tokens,
+        backend=args.runtime,
+        onnx_cache_dir=args.onnx_cache_dir,
+    )
+
+
+def collection_model(args: argparse.Namespace, storage: dict[str, Any]) -> Any:
+    """The fingerprint the collection records (``None``: no collection or no record yet).
+
+    Raises:
+        ValueError: The recorded model folder is gone, or it was a model built in memory.
+    """
+    from m3kit.store.collection_record import stored_fingerprint
+
+    location = storage.get("location")
+    if location is not None and not location.is_dir():
+        return None
+    try:
+        stored = stored_fingerprint(
+            None if location is None else str(location),
+            collection=args.collection,
+            url=storage.get("url"),
+            api_key=storage.get("api_key"),
+            backend=storage.get("backend"),
+        )
+    except CollectionNotFoundError:
+        return None
+    if stored is None:
+        return None
+    if stored.model is None or not Path(stored.model).is_dir():
+        what = "a model built in memory" if stored.model is None else f"the model {stored.model}"
+        gone = "" if stored.model is None else ", which no longer exists"
+        raise ValueError(
+            f"collection {args.collection!r} was indexed with {what}{gone}; pass --model "
+            "(that model, or another one with `m3kit index --reindex`)"
+        )
+    return stored
+
+
+def storage(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the collection lives, checked before anything slow happens."""
+    if args.qdrant_url is None:
+        if args.api_key:
+            raise ValueError("--api-key needs --qdrant-url")
+        folder = args.path if args.path is not None else DEFAULT_PATH
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--path {folder} is not a folder")
+        return {"location": folder, "backend": args.backend}
+    if args.path is not None:
+        raise ValueError("give either --path or --qdrant-url, not both")
+    if args.backend == "edge":
+        raise ValueError("--backend edge is the embedded engine; it cannot use --qdrant-url")
+    api_key = args.api_key or os.environ.get("QDRANT_API_KEY") or None
+    return {"url": args.qdrant_url, "api_key": api_key}
+
+
+def open_index(
+    encoder: M3Encoder, args: argparse.Namespace, storage: dict[str, Any], *, create: bool = True
+) -> M3Index:
+    from m3kit.store import M3Index
+
+    location = storage.get("location")
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+        return M3Index.open(
+            encoder,
+            str(location),
+            collection=args.collection,
+            backend=storage["backend"],
+            create=create,
+            reindex=getattr(args, "reindex", False),
+            show_progress=not args.quiet,
+            payload_indexes=dict(getattr(args, "index_field", [])),
+        )
+    return M3Index.open(
+        encoder,
+        collection=args.collection,
+        url=storage["url"],
+        api_key=storage["api_key"],
+        create=create,
+        reindex=getattr(args, "reindex", False),
+        show_progress=not args.quiet,
+        payload_indexes=dict(getattr(args, "index_field", [])),
+        cluster=cluster_settings(args),
+    )
+
+
+def location(args: argparse.Namespace) -> str:
+    if args.qdrant_url:
+        return str(args.qdrant_url)
+    return str(args.path if args.path is not None else DEFAULT_PATH)
