@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from qdrant_client import models
 
+from langchain_m3._documents import documents_of
 from langchain_m3._search import SETTINGS_ARGS, check_k, check_setting, settings_args
 from langchain_m3._writes import write_documents
 from m3kit.encoder import M3Encoder
@@ -245,7 +246,7 @@ class M3Retriever(BaseRetriever):
     ) -> list[str]:
         """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
         return self.add_documents(
-            _documents(texts, metadatas),
+            documents_of(texts, metadatas),
             ids=ids,
             chunking=chunking,
             late_chunking=late_chunking,
@@ -357,7 +358,7 @@ class M3Retriever(BaseRetriever):
     ) -> M3Retriever:
         """:meth:`from_documents` for plain texts (and optional metadata dicts)."""
         return cls.from_documents(
-            _documents(texts, metadatas),
+            documents_of(texts, metadatas),
             embedding,
             ids=ids,
             location=location,
@@ -375,16 +376,6 @@ class M3Retriever(BaseRetriever):
             rerank=rerank,
             candidates=candidates,
         )
-
-
-def _documents(texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None) -> list[Document]:
-    texts = list(texts)
-    if metadatas is not None and len(metadatas) != len(texts):
-        raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")
-    return [
-        Document(page_content=t, metadata=dict(metadatas[i]) if metadatas else {})
-        for i, t in enumerate(texts)
-    ]
 
 
 def _document(hit: Hit) -> Document:
