@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from m3kit.finetune.losses import (
     LossConfig,
     colbert_scores,
+    false_negative_mask,
     info_nce,
     m3_loss,
+    reverse_info_nce,
     sparse_scores,
 )
 from m3kit.outputs import ALL_HEADS, Head
@@ -126,3 +128,88 @@ def test_m3_loss_head_subsets() -> None:
         m3_loss({Head.DENSE: scores}, targets, None, LossConfig(heads=ALL_HEADS))
     with pytest.raises(ValueError, match="temperature"):
         LossConfig(temperature=0)
+
+
+def test_reverse_info_nce_is_forward_term_on_transposed_scores() -> None:
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(4, 4, generator=gen)
+    targets = torch.arange(4)
+    reverse = reverse_info_nce(scores, targets, None, 0.05)
+    forward_t, _ = info_nce(scores.T, targets, None, 0.05)
+    torch.testing.assert_close(reverse, forward_t)
+
+
+def test_reverse_info_nce_masks_queries_sharing_the_positive() -> None:
+    # queries 0 and 1 share passage 0; query 2's positive is passage 1; passage 2 a negative
+    scores = torch.tensor([[0.9, 0.1, 0.3], [0.7, 0.2, 0.1], [0.4, 0.8, 0.6]])
+    targets = torch.tensor([0, 0, 1])
+    got = reverse_info_nce(scores, targets, None, 0.1)
+    logits = scores[:, [0, 0, 1]].T / 0.1  # row i: positive of query i against each query
+    logits[0, 1] = logits[1, 0] = -1e4  # the shared positive is not a negative of either
+    torch.testing.assert_close(got, F.cross_entropy(logits, torch.arange(3)))
+    # a copy of a positive marked in exclude (query 2 also has passage 0 as positive)
+    exclude = torch.zeros(3, 3, dtype=torch.bool)
+    exclude[2, 0] = True
+    got = reverse_info_nce(scores, targets, exclude, 0.1)
+    logits[0, 2] = logits[1, 2] = -1e4
+    torch.testing.assert_close(got, F.cross_entropy(logits, torch.arange(3)))
+
+
+def test_false_negative_mask_is_exactly_the_candidates_within_the_margin() -> None:
+    scores = torch.tensor([[0.80, 0.76, 0.74, 0.90, 0.10], [0.30, 0.50, 0.46, 0.40, 0.60]])
+    targets = torch.tensor([0, 1])
+    mask = false_negative_mask(scores, targets, 0.05)
+    expected = [[False, True, False, True, False], [False, False, True, False, True]]
+    assert mask.tolist() == expected
+    at_zero = false_negative_mask(scores, targets, 0.0)[0].tolist()  # strictly above only
+    assert at_zero == [False, False, False, True, False]
+    assert false_negative_mask(scores.requires_grad_(), targets, 0.05).requires_grad is False
+
+
+def test_m3_loss_with_margin_equals_loss_with_those_candidates_excluded() -> None:
+    gen = torch.Generator().manual_seed(4)
+    d, c = torch.rand(3, 6, generator=gen), torch.rand(3, 6, generator=gen)
+    targets = torch.tensor([0, 2, 4])
+    heads = frozenset({Head.DENSE, Head.COLBERT})
+    filtered = m3_loss(
+        {Head.DENSE: d, Head.COLBERT: c},
+        targets,
+        None,
+        LossConfig(heads=heads, false_negative_margin=0.1),
+    )
+    mask = false_negative_mask(d, targets, 0.1)
+    manual = m3_loss({Head.DENSE: d, Head.COLBERT: c}, targets, mask, LossConfig(heads=heads))
+    torch.testing.assert_close(filtered.total, manual.total)
+    assert filtered.terms["false_negatives"] == float(mask.sum()) / 3
+
+
+def test_symmetric_and_per_head_temperatures_compose_per_head_terms() -> None:
+    gen = torch.Generator().manual_seed(5)
+    d, c = torch.randn(3, 3, generator=gen), torch.randn(3, 3, generator=gen)
+    targets = torch.arange(3)
+    heads = frozenset({Head.DENSE, Head.COLBERT})
+    cfg = LossConfig(
+        heads=heads, temperature=0.05, colbert_temperature=0.1, symmetric=True, self_distill=False
+    )
+    out = m3_loss({Head.DENSE: d, Head.COLBERT: c}, targets, None, cfg)
+
+    def both(s: torch.Tensor, t: float) -> torch.Tensor:
+        return (F.cross_entropy(s / t, targets) + F.cross_entropy(s.T / t, targets)) / 2
+
+    ens = F.cross_entropy((d + c) / 0.05, targets)
+    expected = (both(d, 0.05) + both(c, 0.1) + ens) / 3
+    torch.testing.assert_close(out.total, expected)
+    assert cfg.head_temperature(Head.SPARSE) == 0.05
+    with pytest.raises(ValueError, match="colbert_temperature"):
+        LossConfig(colbert_temperature=0.0)
+    with pytest.raises(ValueError, match="false_negative_margin"):
+        LossConfig(false_negative_margin=-0.1)
+
+
+def test_flagembedding_loss_preset() -> None:
+    cfg = LossConfig.flagembedding()
+    assert cfg == LossConfig(
+        heads=ALL_HEADS, temperature=0.02, ensemble_weights=(1.0, 0.3, 1.0), self_distill=True
+    )
+    assert not cfg.symmetric and cfg.false_negative_margin is None
+    assert cfg.sparse_temperature is None and cfg.colbert_temperature is None

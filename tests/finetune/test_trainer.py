@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from m3kit import M3Encoder
-from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
+from m3kit.finetune import FinetuneConfig, LossConfig, M3Finetuner, TrainingExample
 from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, _Collator, save_start_checkpoint
 from m3kit.heads import load_state_dict_safely
 from m3kit.outputs import ALL_HEADS, Head
@@ -159,3 +159,45 @@ def test_bad_configs(tiny_m3_path: Path, tmp_path: Path) -> None:
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([])
     with pytest.raises(TypeError, match="not a TrainingExample"):
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([{"query": "q", "pos": ["p"]}])  # type: ignore[list-item]
+
+
+def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> None:
+    cfg = FinetuneConfig.flagembedding("model", tmp_path, epochs=2)
+    # the settings m3kit used before the MiniLM sweep changed its defaults
+    assert (cfg.learning_rate, cfg.temperature, cfg.num_negatives) == (2e-5, 0.02, 3)
+    assert (cfg.query_max_length, cfg.passage_max_length) == (64, 256)
+    assert cfg.ensemble_weights == (1.0, 0.3, 1.0) and cfg.self_distill
+    assert (cfg.warmup_ratio, cfg.weight_decay) == (0.1, 0.01)
+    assert not cfg.symmetric and cfg.false_negative_margin is None
+    assert cfg.sparse_temperature is None and cfg.colbert_temperature is None
+    assert cfg.epochs == 2  # overrides apply on top of the preset
+    assert cfg.loss_config() == LossConfig.flagembedding()
+    with pytest.raises(ValueError, match="colbert_temperature"):
+        FinetuneConfig.flagembedding("model", tmp_path, colbert_temperature=-1.0)
+
+
+def test_head_learning_rate_moves_the_heads_not_the_encoder(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    cfg = _config(
+        tiny_m3_path,
+        tmp_path / "ft",
+        learning_rate=1e-12,
+        head_learning_rate=1e-2,
+        weight_decay=0.0,
+        symmetric=True,
+        false_negative_margin=0.1,
+        temperature=0.05,
+    )
+    result = M3Finetuner(cfg).fit(toy_examples)
+    assert "false_negatives" in result.log[0]
+    start, after = _backbone(tiny_m3_path), _backbone(result.path)
+    # AdamW steps are at most about lr in size: the encoder moved by <= ~1e-12, the heads
+    # far more (the tiny sparse head's gradients are small, so its steps are too)
+    assert max(float((start[k] - after[k]).abs().max()) for k in start) < 1e-9
+    for name in ("colbert_linear.pt", "sparse_linear.pt"):
+        a = load_state_dict_safely(tiny_m3_path / name)["weight"]
+        b = load_state_dict_safely(result.path / name)["weight"]
+        assert float((a - b).abs().max()) > 1e-5
+    with pytest.raises(ValueError, match="head_learning_rate"):
+        _config(tiny_m3_path, tmp_path, head_learning_rate=0.0)

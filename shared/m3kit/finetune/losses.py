@@ -16,6 +16,11 @@ Two deliberate differences, both exact:
 * ColBERT MaxSim ignores padded passage tokens (FlagEmbedding lets a zero padding vector
   win the max when every real similarity is negative); the query side divides by the
   number of real query tokens exactly like FlagEmbedding (``q_mask[:, 1:].sum()``).
+
+Optional terms beyond FlagEmbedding's recipe (all off in :meth:`LossConfig.flagembedding`):
+per-head temperatures, a symmetric passage -> query InfoNCE term per head (as
+sentence-transformers' ``MultipleNegativesSymmetricRankingLoss``) and false-negative
+filtering (candidates scoring within a margin of the positive are not negatives).
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from m3kit.outputs import Head
+from m3kit.outputs import ALL_HEADS, Head
 
 __all__ = [
     "LossBreakdown",
     "LossConfig",
     "colbert_scores",
     "dense_scores",
+    "false_negative_mask",
     "info_nce",
     "m3_loss",
+    "reverse_info_nce",
     "self_distillation",
     "sparse_scores",
 ]
@@ -52,6 +59,12 @@ class LossConfig:
         ensemble_weights: ``(w_d, w_s, w_c)`` of the ensemble score (FlagEmbedding: 1, 0.3, 1).
         self_distill: Add the self-distillation terms (needs at least two heads).
         sparse_loss_weight: Weight of the sparse InfoNCE and distillation terms (0.1).
+        sparse_temperature: Temperature of the sparse head's terms (default ``temperature``).
+        colbert_temperature: Temperature of the ColBERT head's terms (default ``temperature``).
+        symmetric: Average each head's query -> passage InfoNCE with the passage -> query
+            term (:func:`reverse_info_nce`).
+        false_negative_margin: Exclude every candidate whose score (dense head, detached)
+            is above ``positive - margin`` (:func:`false_negative_mask`); ``None``: off.
     """
 
     heads: frozenset[Head] = frozenset({Head.DENSE, Head.SPARSE, Head.COLBERT})
@@ -59,14 +72,41 @@ class LossConfig:
     ensemble_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
     self_distill: bool = True
     sparse_loss_weight: float = 0.1
+    sparse_temperature: float | None = None
+    colbert_temperature: float | None = None
+    symmetric: bool = False
+    false_negative_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not self.heads:
             raise ValueError("train at least one head")
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0")
+        for name in ("temperature", "sparse_temperature", "colbert_temperature"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         if len(self.ensemble_weights) != 3:
             raise ValueError("ensemble_weights are (dense, sparse, colbert)")
+        if self.false_negative_margin is not None and self.false_negative_margin < 0:
+            raise ValueError(
+                f"false_negative_margin must be >= 0 (or None), got {self.false_negative_margin}"
+            )
+
+    @classmethod
+    def flagembedding(cls, heads: frozenset[Head] | None = None) -> LossConfig:
+        """FlagEmbedding's BGE-M3 loss: temperature 0.02 for every head, no extra terms."""
+        return cls(
+            heads=heads if heads is not None else ALL_HEADS,
+            temperature=0.02,
+            ensemble_weights=(1.0, 0.3, 1.0),
+            self_distill=True,
+            sparse_loss_weight=0.1,
+        )
+
+    def head_temperature(self, head: Head) -> float:
+        """The temperature of one head's InfoNCE and distillation terms."""
+        own = {Head.SPARSE: self.sparse_temperature, Head.COLBERT: self.colbert_temperature}
+        value = own.get(head)
+        return self.temperature if value is None else value
 
 
 @dataclass(frozen=True)
@@ -156,6 +196,54 @@ def info_nce(
     return F.cross_entropy(logits, targets), logits
 
 
+def reverse_info_nce(
+    scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None, temperature: float
+) -> torch.Tensor:
+    """Passage -> query InfoNCE: each query's positive must pick its query among the queries.
+
+    Row ``i`` holds the scores of query ``i``'s positive against every query of the batch;
+    a query that shares that positive (or has a copy of it among its positives, per
+    ``exclude``) is not a negative. For square scores with ``targets = arange`` and no
+    exclusions this is ``info_nce(scores.T, targets, None, temperature)``.
+
+    Args:
+        scores: ``[nq, np]`` raw similarity scores.
+        targets: ``[nq]`` column of each query's positive.
+        exclude: ``[nq, np]`` candidates that are not negatives of a query (see
+            :func:`info_nce`), or ``None``.
+        temperature: Logits are ``scores / temperature``.
+    """
+    logits = scores[:, targets].T / temperature  # [positive of i, query j]
+    same = targets[:, None] == targets[None, :]
+    if exclude is not None:
+        same = same | exclude[:, targets].T
+    eye = torch.eye(len(targets), dtype=torch.bool, device=scores.device)
+    logits = logits.masked_fill(same & ~eye, _MASKED)
+    return F.cross_entropy(logits, torch.arange(len(targets), device=scores.device))
+
+
+def false_negative_mask(scores: torch.Tensor, targets: torch.Tensor, margin: float) -> torch.Tensor:
+    """Candidates scoring above ``positive - margin``: likely unlabelled positives.
+
+    Args:
+        scores: ``[nq, np]`` scores (read detached).
+        targets: ``[nq]`` column of each query's positive (never masked).
+        margin: How far below the positive a negative must score to stay one.
+
+    Returns:
+        ``[nq, np]`` bool mask, True for the candidates to exclude.
+
+    >>> s = torch.tensor([[0.8, 0.79, 0.7, 0.9]])
+    >>> false_negative_mask(s, torch.tensor([0]), 0.05).tolist()
+    [[False, True, False, True]]
+    """
+    scores = scores.detach()
+    positive = scores.gather(1, targets[:, None])
+    mask = scores > positive - margin
+    mask[torch.arange(len(targets), device=scores.device), targets] = False
+    return mask
+
+
 def self_distillation(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
     """FlagEmbedding's ``kl_div`` distillation: ``-mean(sum(softmax(t) * log_softmax(s)))``."""
     targets = torch.softmax(teacher_logits.detach(), dim=-1)
@@ -174,7 +262,7 @@ def m3_loss(
         scores: Raw ``[nq, np]`` scores of each trained head.
         targets: Column of each query's positive.
         exclude: False-negative mask (see :func:`info_nce`).
-        config: Which heads, temperature, weights.
+        config: Which heads, temperatures, weights and extra terms.
     """
     missing = config.heads - scores.keys()
     if missing:
@@ -182,10 +270,18 @@ def m3_loss(
     weight = {Head.DENSE: 1.0, Head.SPARSE: config.sparse_loss_weight, Head.COLBERT: 1.0}
     order = [h for h in (Head.DENSE, Head.SPARSE, Head.COLBERT) if h in config.heads]
     terms: dict[str, float] = {}
+    if config.false_negative_margin is not None:
+        ref = scores[Head.DENSE] if Head.DENSE in scores else scores[order[0]]
+        mask = false_negative_mask(ref, targets, config.false_negative_margin)
+        terms["false_negatives"] = float(mask.sum()) / len(targets)
+        exclude = mask if exclude is None else exclude | mask
     logits: dict[Head, torch.Tensor] = {}
     total = torch.zeros((), device=targets.device)
     for head in order:
-        loss, logits[head] = info_nce(scores[head], targets, exclude, config.temperature)
+        temperature = config.head_temperature(head)
+        loss, logits[head] = info_nce(scores[head], targets, exclude, temperature)
+        if config.symmetric:
+            loss = (loss + reverse_info_nce(scores[head], targets, exclude, temperature)) / 2
         terms[head.value] = float(loss.detach())
         total = total + weight[head] * loss
     n_terms = len(order)

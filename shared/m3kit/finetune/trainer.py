@@ -37,9 +37,34 @@ from m3kit.finetune.losses import (
 from m3kit.model import M3Model
 from m3kit.outputs import ALL_HEADS, Head
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "M3Finetuner", "save_start_checkpoint"]
+__all__ = [
+    "FLAGEMBEDDING_RECIPE",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "M3Finetuner",
+    "save_start_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
+
+
+#: FlagEmbedding's BGE-M3 fine-tuning settings (:meth:`FinetuneConfig.flagembedding`).
+FLAGEMBEDDING_RECIPE: dict[str, Any] = {
+    "learning_rate": 2e-5,
+    "head_learning_rate": None,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "num_negatives": 3,
+    "temperature": 0.02,
+    "sparse_temperature": None,
+    "colbert_temperature": None,
+    "ensemble_weights": (1.0, 0.3, 1.0),
+    "self_distill": True,
+    "symmetric": False,
+    "false_negative_margin": None,
+    "query_max_length": 64,
+    "passage_max_length": 256,
+}
 
 
 @dataclass
@@ -59,11 +84,19 @@ class FinetuneConfig:
         gradient_accumulation_steps: Steps accumulated per optimiser update.
         num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
         learning_rate: Peak AdamW learning rate (linear warm-up then decay).
+        head_learning_rate: Peak learning rate of the sparse and ColBERT head layers
+            (default: ``learning_rate``); new heads of a dense-only start can move faster
+            than the pretrained encoder.
         warmup_ratio: Share of the steps used for warm-up.
         weight_decay: AdamW weight decay.
         temperature: InfoNCE temperature (BGE-M3: 0.02).
+        sparse_temperature: Temperature of the sparse terms (default: ``temperature``).
+        colbert_temperature: Temperature of the ColBERT terms (default: ``temperature``).
         ensemble_weights: ``(dense, sparse, colbert)`` weights of the ensemble score.
         self_distill: Distil the ensemble into each head.
+        symmetric: Add the passage -> query InfoNCE term to each head's loss.
+        false_negative_margin: Exclude candidates whose dense score is within this margin of
+            the positive's (unlabelled positives); ``None`` keeps every negative.
         query_max_length: Query truncation in tokens.
         passage_max_length: Passage truncation in tokens.
         query_instruction: Prefix for queries (default: the checkpoint's own, if any).
@@ -86,11 +119,16 @@ class FinetuneConfig:
     gradient_accumulation_steps: int = 1
     num_negatives: int = 3
     learning_rate: float = 2e-5
+    head_learning_rate: float | None = None
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     temperature: float = 0.02
+    sparse_temperature: float | None = None
+    colbert_temperature: float | None = None
     ensemble_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
     self_distill: bool = True
+    symmetric: bool = False
+    false_negative_margin: float | None = None
     query_max_length: int = 64
     passage_max_length: int = 256
     query_instruction: str | None = None
@@ -110,12 +148,36 @@ class FinetuneConfig:
             )
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("batch_size and gradient_accumulation_steps must be >= 1")
+        for name in ("learning_rate", "head_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         if self.num_negatives < 0:
             raise ValueError("num_negatives must be >= 0")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f'precision must be "fp32", "bf16" or "fp16", not {self.precision!r}')
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or give max_steps)")
+        self.loss_config()  # validates the loss settings (temperatures, margin)
+
+    @classmethod
+    def flagembedding(
+        cls,
+        model: str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        **overrides: Any,
+    ) -> FinetuneConfig:
+        """FlagEmbedding's BGE-M3 recipe (m3kit's defaults before the MiniLM sweep).
+
+        Temperature 0.02 for every head, self-distillation, no symmetric term, no
+        false-negative filtering, lr 2e-5, 3 hard negatives, query / passage max length
+        64 / 256. ``overrides`` change any other field.
+
+        Example::
+
+            cfg = FinetuneConfig.flagembedding("BAAI/bge-m3", "out/ft", epochs=2)
+        """
+        return cls(model=model, output_path=output_path, **{**FLAGEMBEDDING_RECIPE, **overrides})
 
     def loss_config(self) -> LossConfig:
         return LossConfig(
@@ -123,6 +185,10 @@ class FinetuneConfig:
             temperature=self.temperature,
             ensemble_weights=self.ensemble_weights,
             self_distill=self.self_distill,
+            sparse_temperature=self.sparse_temperature,
+            colbert_temperature=self.colbert_temperature,
+            symmetric=self.symmetric,
+            false_negative_margin=self.false_negative_margin,
         )
 
 
@@ -323,6 +389,8 @@ class M3Finetuner:
             )
             if not cfg.show_progress:
                 trainer.remove_callback(PrinterCallback)
+            if cfg.head_learning_rate is not None:
+                trainer.optimizer = _optimizer(trainer, module, cfg)
             start = time.perf_counter()
             state = trainer.train()
             seconds = time.perf_counter() - start
@@ -344,6 +412,26 @@ class M3Finetuner:
             train_seconds=seconds,
             log=log,
         )
+
+
+def _optimizer(trainer: Any, module: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW as the Trainer builds it, with the head layers in groups of their own LR."""
+    decay = set(trainer.get_decay_parameter_names(module))
+    groups = []
+    for is_head in (False, True):
+        lr = cfg.head_learning_rate if is_head else cfg.learning_rate
+        for decayed in (True, False):
+            params = [
+                p
+                for n, p in module.named_parameters()
+                if p.requires_grad
+                and n.startswith("model.heads.") == is_head
+                and (n in decay) == decayed
+            ]
+            if params:
+                wd = cfg.weight_decay if decayed else 0.0
+                groups.append({"params": params, "lr": lr, "weight_decay": wd})
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate)
 
 
 def _load_start(

