@@ -29,7 +29,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from m3kit import M3Encoder
 from m3kit.evaluation import evaluate_rankings
@@ -114,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         help="share of the training articles held out to calibrate the fusion (0: none)",
     )
     parser.add_argument("--validation-queries", type=int, default=400)
+    parser.add_argument(
+        "--checkpoints",
+        nargs="+",
+        default=None,
+        metavar="LABEL=PATH",
+        help="evaluate these already trained checkpoints (trained on this split's training "
+        "rows, e.g. by benchmarks/finetune_sweep.py) instead of training; dense-only ones are "
+        "scored on dense",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             heads=heads,
             max_length=args.max_length,
         )
-        if split.validation is None or heads is not None:
+        if split.validation is None or heads is not None or "sparse" not in report.metrics:
             return report
         val = split.validation
         cal = calibrate_fusion(
@@ -197,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     reports["MiniLM (start, new heads)"] = evaluate(start_path)
     print(comparison_table(reports), flush=True)
 
+    if args.checkpoints:
+        for item in args.checkpoints:
+            label, sep, path = item.partition("=")
+            if not sep or not Path(path).is_dir():
+                raise SystemExit(f"error: --checkpoints wants LABEL=FOLDER, got {item!r}")
+            reports[label] = evaluate(path)
+            print(comparison_table(reports), flush=True)
+        return _write(args, out, split, reports, calibrations, timings, None)
+
     cfg = FinetuneConfig(
         model=model,
         output_path=out / "m3kit",
@@ -231,18 +251,31 @@ def main(argv: list[str] | None = None) -> int:
         timings["llamaindex process s"] = li["process_seconds"]
         reports["LlamaIndex ST engine"] = evaluate(out / "llamaindex" / "model", heads=["dense"])
 
+    return _write(args, out, split, reports, calibrations, timings, result.steps, result.log)
+
+
+def _write(
+    args: argparse.Namespace,
+    out: Path,
+    split: Any,
+    reports: dict[str, RetrievalReport],
+    calibrations: dict[str, dict[str, object]],
+    timings: dict[str, float],
+    steps: int | None,
+    loss_log: Sequence[object] = (),
+) -> int:
     machine = describe_machine()
     meta = {
-        "train_rows": len(train),
+        "train_rows": len(split.train),
         "eval_queries": len(split.queries),
         "eval_passages": len(split.corpus),
         "eval_articles": list(split.eval_articles),
         "validation_articles": list(split.validation.articles) if split.validation else [],
         "validation_queries": len(split.validation.queries) if split.validation else 0,
         "calibrations": calibrations,
-        "m3kit_steps": result.steps,
+        "m3kit_steps": steps,
         "timings": {k: round(v, 1) for k, v in timings.items()},
-        "loss_log": list(result.log),
+        "loss_log": list(loss_log),
         "args": vars(args),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
