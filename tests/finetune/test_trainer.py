@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,12 @@ def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> 
     assert cfg.loss_config() == LossConfig.flagembedding()
     with pytest.raises(ValueError, match="colbert_temperature"):
         FinetuneConfig.flagembedding("model", tmp_path, colbert_temperature=-1.0)
+    # m3kit's own defaults differ from the preset by the symmetric term only
+    default = FinetuneConfig("model", tmp_path)
+    assert default.symmetric and default.loss_config().symmetric
+    assert dataclasses.replace(default, symmetric=False) == dataclasses.replace(
+        cfg, epochs=default.epochs
+    )
 
 
 def test_head_learning_rate_moves_the_heads_not_the_encoder(
