@@ -207,10 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     timings: dict[str, float] = {}
-    start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
-    reports["MiniLM (start, new heads)"] = evaluate(start_path)
-    print(comparison_table(reports), flush=True)
-
     if args.checkpoints:
         for item in args.checkpoints:
             label, sep, path = item.partition("=")
@@ -219,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             reports[label] = evaluate(path)
             print(comparison_table(reports), flush=True)
         return _write(args, out, split, reports, calibrations, timings, None)
+
+    start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
+    reports["MiniLM (start, new heads)"] = evaluate(start_path)
+    print(comparison_table(reports), flush=True)
 
     cfg = FinetuneConfig(
         model=model,
