@@ -94,11 +94,11 @@ def test_head_scores_rank_like_the_m3_query(encoder: M3Encoder) -> None:
 def test_calibration_round_trips_and_is_the_default(
     encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25)
+    cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25, min_gain=0.0)
     assert cal.all_heads is not None and cal.dense_sparse is not None
     assert cal.all_heads.rerank is True and cal.dense_sparse.rerank is False
     assert cal.queries == len(QUERIES)
-    # the chosen settings are the best measured (the first of equals), each group apart
+    # min_gain=0: the chosen settings are the best measured (the first of equals), per group
     for group, chosen in (("all heads", cal.all_heads), ("dense+sparse", cal.dense_sparse)):
         tried = {k: v for k, v in cal.scores.items() if k.endswith(f"[{group}]")}
         assert len(tried) == 2 + (15 if group == "all heads" else 5)  # RRF, DBSF + the grid
@@ -186,3 +186,13 @@ def test_bge_m3_shaped_models_default_to_flagembeddings_published_weights(
         assert index.search_settings() == BGE_M3_PUBLISHED
         assert index.search_settings(fusion="rrf").fusion is Fusion.RRF  # explicit wins
     assert search_settings.SEARCH_FILE == SEARCH_FILE
+
+
+def test_a_gain_within_noise_keeps_rrf(encoder: M3Encoder) -> None:
+    # RRF is tried first; nothing can beat it by a whole nDCG point on a scale of 0..1
+    cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.5, min_gain=0.999)
+    assert cal.all_heads == SearchSettings(fusion="rrf", rerank=True)
+    assert cal.dense_sparse == SearchSettings(fusion="rrf", rerank=False)
+    assert len(cal.scores) == (2 + 6) + (2 + 3)  # every setting was still measured and reported
+    with pytest.raises(ValueError, match="min_gain"):
+        calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, min_gain=-0.1)

@@ -106,6 +106,12 @@ def add_subcommands(subparsers: Any) -> None:
     cal.add_argument("--data", required=True, type=Path, help="BEIR folder of validation data")
     cal.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
     cal.add_argument("--grid-step", type=float, default=0.1, help="weight grid step (0.1)")
+    cal.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.005,
+        help="nDCG@10 a setting must gain over RRF to be chosen (default 0.005)",
+    )
     cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
     cal.add_argument("--max-length", type=int, default=None)
     cal.add_argument("--device", default=None)
@@ -195,6 +201,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         args.device,
         not args.quiet,
         grid_step=args.grid_step,
+        min_gain=args.min_gain,
         candidates=args.candidates,
         max_length=args.max_length,
     )
