@@ -119,7 +119,6 @@ def run(passages: int, repeats: int, dtype: str) -> dict[str, Any]:
         "benchmark": "benchmarks/scale.py",
         "command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
         "machine": describe_machine().as_dict(),
-        "shared_machine": True,
         "load_average_at_start": None,
         "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
         "model": "all-MiniLM-L6-v2 (real weights, dense only)",
@@ -145,10 +144,10 @@ def write(result: dict[str, Any], out: Path) -> None:
         "",
         machine.markdown(),
         "",
-        "**Indicative only: the machine was shared** (other engineers' jobs were running; load "
-        f"average {result['load_average_at_start']} at start, "
-        f"{result['load_average_at_end']} at end, on {machine.logical_cpus} logical CPUs). "
-        "Two workers or actors on two loaded cores cannot show the scaling of separate GPUs "
+        f"Load average {result['load_average_at_start']} at start, "
+        f"{result['load_average_at_end']} at end, on {machine.logical_cpus} logical CPUs "
+        "(1, 5, 15 minutes; above ~2 other jobs shared the cores and the rows are indicative "
+        "only). Two workers or actors on two cores cannot show the scaling of separate GPUs "
         "or nodes; these rows show the overheads of each path.",
         "",
         f"{result['model']}, {result['precision']}; {result['passages']} squad_en passages "
