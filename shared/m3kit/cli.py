@@ -39,6 +39,7 @@ from m3kit.cli_scale import (
     add_ray_arguments,
     check_scale_arguments,
     index_on_ray,
+    positive_int,
 )
 from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
 from m3kit.errors import CollectionNotFoundError, M3KitError
@@ -116,12 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--max-batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=8192,
         help="most padded tokens per forward pass (default: %(default)s)",
     )
     where.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
-    where.add_argument("--max-length", type=_positive_int, default=None, help="tokens per text")
+    where.add_argument("--max-length", type=positive_int, default=None, help="tokens per text")
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     index = subparsers.add_parser(
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="most tokens per chunk: documents are cut into whole sentences packed up to this "
         "size, so no text is left out (default: 256, or fewer if the model's max length is "
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--window",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="with --late-chunking: most tokens of context per forward pass (default: 2 x chunk "
         "size + 2, at most the model's max length; larger costs more, attention is quadratic)",
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "server or the embedded engine; TYPE: keyword (default), integer, float, bool, text, "
         "datetime, uuid or geo; repeat; indexes that exist are kept",
     )
-    index.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch")
+    index.add_argument("--batch-size", type=positive_int, default=32, help="texts per batch")
     add_ray_arguments(index)
     add_cluster_arguments(index)
     index.set_defaults(handler=_run_index)
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hybrid search (dense + sparse + ColBERT, fused) of an indexed collection.",
     )
     search.add_argument("query", help="the question or keywords")
-    search.add_argument("-k", type=_positive_int, default=5, help="results (default: 5)")
+    search.add_argument("-k", type=positive_int, default=5, help="results (default: 5)")
     search.add_argument(
         "--filter",
         action="append",
@@ -373,16 +374,6 @@ def _chunker(
             late_heads=None if heads is None else [h.strip() for h in heads],
         )
     return NaiveChunker(encoder, chunk_size=size)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return number
 
 
 def _index_field(value: str) -> tuple[str, Any]:

@@ -38,6 +38,7 @@ __all__ = [
     "chunker_spec",
     "cluster_settings",
     "index_on_ray",
+    "positive_int",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--ray-actors",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="encoder actors, one model load each (default: 2); needs --ray",
     )
@@ -97,13 +98,13 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         "Qdrant cluster (with --qdrant-url; applied when the collection is created, checked "
         "against an existing one)"
     )
-    group.add_argument("--shards", type=_positive_int, default=None, help="shards (shard_number)")
+    group.add_argument("--shards", type=positive_int, default=None, help="shards (shard_number)")
     group.add_argument(
-        "--replication", type=_positive_int, default=None, help="copies of each shard"
+        "--replication", type=positive_int, default=None, help="copies of each shard"
     )
     group.add_argument(
         "--write-consistency",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="replicas that must acknowledge a write (at most --replication)",
     )
@@ -236,7 +237,8 @@ def _check_local_resources(
             )
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (shared by every m3kit subcommand)."""
     try:
         number = int(value)
     except ValueError:
