@@ -47,7 +47,7 @@ from m3kit.finetune.splits import split_by_article
 from m3kit.finetune.trainer import save_start_checkpoint
 from m3kit.machine import describe_machine
 from m3kit.store import FusionCalibration, SearchSettings
-from m3kit.store.calibration import calibrate_fusion, evaluate_search
+from m3kit.store.calibration import calibrate_fusion, evaluate_searches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _quality_data import bm25_runs
@@ -183,16 +183,16 @@ def main(argv: list[str] | None = None) -> int:
             "calibrated, all heads": cal.all_heads,
             "calibrated, dense+sparse": cal.dense_sparse,
         }
-        for label, settings in searches.items():
-            if settings is not None:
-                rows[label] = evaluate_search(
-                    encoder,
-                    split.corpus,
-                    split.queries,
-                    split.qrels,
-                    settings,
-                    max_length=args.max_length,
-                )
+        rows.update(
+            evaluate_searches(
+                encoder,
+                split.corpus,
+                split.queries,
+                split.qrels,
+                {label: one for label, one in searches.items() if one is not None},
+                max_length=args.max_length,
+            )
+        )
         calibrations[str(path)] = {
             "all_heads": cal.all_heads.to_dict() if cal.all_heads else None,
             "dense_sparse": cal.dense_sparse.to_dict() if cal.dense_sparse else None,

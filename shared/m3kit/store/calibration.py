@@ -9,7 +9,8 @@ chosen settings rank exactly as they will in use. The ``m3`` grid re-weights one
 per-head scores per query (:func:`m3kit.store.query.m3_head_scores`), so a fine grid costs
 little.
 
-:func:`evaluate_search` scores one :class:`SearchSettings` on a retrieval task the same way
+:func:`evaluate_search` (:func:`evaluate_searches`) scores one (several)
+:class:`SearchSettings` on a retrieval task the same way
 (for reports: the calibrated fusion on held-out data).
 """
 
@@ -38,7 +39,13 @@ from m3kit.store.store import M3Store
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
 
-__all__ = ["calibrate_checkpoint", "calibrate_fusion", "evaluate_search", "weight_grid"]
+__all__ = [
+    "calibrate_checkpoint",
+    "calibrate_fusion",
+    "evaluate_search",
+    "evaluate_searches",
+    "weight_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -356,8 +363,36 @@ def evaluate_search(
     ``settings.candidates`` says otherwise), so the top 10 equal a ``k=10`` search's.
     ``rerank=None`` means ColBERT rerank when the encoder has a ColBERT head.
     """
+    return evaluate_searches(
+        encoder,
+        corpus,
+        queries,
+        qrels,
+        {"": settings},
+        ks=ks,
+        max_length=max_length,
+        show_progress=show_progress,
+    )[""]
+
+
+def evaluate_searches(
+    encoder: M3Encoder,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    settings: Mapping[str, SearchSettings],
+    *,
+    ks: Iterable[int] = (1, 5, 10, 100),
+    max_length: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_search` of several rankings, ``{label: metrics}``; the corpus and the
+    queries are encoded and stored once for all of them."""
     cutoffs = tuple(ks)
-    budget = settings.candidates or QueryOptions().candidates(_K)
+    out: dict[str, dict[str, float]] = {}
     with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
-        run = _run(task, settings, max(cutoffs), budget)
-        return evaluate_rankings(run, task.qrels, cutoffs)
+        for label, one in settings.items():
+            budget = one.candidates or QueryOptions().candidates(_K)
+            run = _run(task, one, max(cutoffs), budget)
+            out[label] = evaluate_rankings(run, task.qrels, cutoffs)
+    return out
