@@ -14,6 +14,7 @@ randomly initialised XLM-RoBERTa, and both head files are written in FlagEmbeddi
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,17 @@ def _train_tokenizer(vocab_size: int) -> Any:
         initial_alphabet=sorted(set("".join(SAMPLE_TEXTS))),
     )
     tok.train_from_iterator(list(SAMPLE_TEXTS) * 4, trainer=trainer)
+    # The trainer is not deterministic: its hash maps order equal-frequency pieces, and the
+    # scores of rare characters, differently in each process, so piece ids (and with them a
+    # random model's outputs) changed between builds. Rebuild the model from the trained
+    # pieces with scores rounded to 0.01 and ties ordered by piece: the same checkpoint every
+    # time.
+    vocab = json.loads(tok.to_str())["model"]["vocab"]
+    specials = [(p, 0.0) for p in _SPECIALS]
+    pieces = sorted(
+        ((p, round(s, 2)) for p, s in vocab if p not in _SPECIALS), key=lambda ps: (-ps[1], ps[0])
+    )
+    tok.model = models.Unigram(specials + pieces, unk_id=_SPECIALS.index("<unk>"))
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
@@ -131,6 +143,7 @@ def build_random_m3_checkpoint(
     tokenizer_file: Path | None = None,
     vocab_size: int = 1000,
     seed: int = 0,
+    initializer_range: float = 0.02,
 ) -> Path:
     """Write a randomly initialised M3 checkpoint (default: XLM-RoBERTa-large / BGE-M3 shape).
 
@@ -160,6 +173,7 @@ def build_random_m3_checkpoint(
         bos_token_id=0,
         eos_token_id=2,
         type_vocab_size=1,
+        initializer_range=initializer_range,
     )
     backbone = XLMRobertaModel(config, add_pooling_layer=False).eval()
     heads = M3Heads(hidden_size)
@@ -197,4 +211,8 @@ def build_tiny_m3_checkpoint(
         tokenizer_file=tokenizer_file,
         vocab_size=1000,
         seed=seed,
+        # BERT's 0.02 leaves a 2-layer model's [CLS] vectors all alike (cosine > 0.99999 for
+        # any two texts), so dense rankings were decided by float rounding; 0.3 spreads them
+        # (cosine 0.89-0.99) and makes every ranking a test sees stable.
+        initializer_range=0.02,
     )

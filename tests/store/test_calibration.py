@@ -14,6 +14,7 @@ from m3kit import M3Encoder
 from m3kit.checkpoint import SEARCH_FILE
 from m3kit.store import Fusion, FusionCalibration, M3Index, SearchSettings
 from m3kit.store.calibration import calibrate_fusion, evaluate_search, weight_grid
+from m3kit.testing import build_random_m3_checkpoint
 
 TEXTS = [
     "The Amazon rainforest covers most of the Amazon basin of South America.",
@@ -42,10 +43,29 @@ QRELS = {
 CORPUS = {f"d{i}": t for i, t in enumerate(TEXTS)}
 
 
+@pytest.fixture(scope="module")
+def spread_m3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint whose dense scores differ visibly between texts.
+
+    The session's tiny checkpoint (BERT's 0.02 initialisation, 2 layers) gives every pair of
+    texts a dense cosine above 0.99999, so its dense ranks are float-rounding ties, and
+    Qdrant's RRF orders tied prefetch hits by its internal point order: a calibration
+    measured in one in-memory collection did not always repeat in another.
+    """
+    return build_random_m3_checkpoint(
+        tmp_path_factory.mktemp("spread_m3"),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        initializer_range=0.2,
+    )
+
+
 @pytest.fixture()
-def model_dir(tiny_m3_path: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny checkpoint (calibration files are written into it)."""
-    return Path(shutil.copytree(tiny_m3_path, tmp_path / "model"))
+def model_dir(spread_m3_path: Path, tmp_path: Path) -> Path:
+    """A private copy of the checkpoint (calibration files are written into it)."""
+    return Path(shutil.copytree(spread_m3_path, tmp_path / "model"))
 
 
 @pytest.fixture()

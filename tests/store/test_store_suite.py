@@ -44,6 +44,39 @@ def test_query_copied_from_document_finds_it_first(
             assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def _two_vector_row(dim: int, cosine: float, weight: float) -> M3Output:
+    """A point whose dense cosine to ``e0`` is ``cosine`` and whose sparse vector is
+    ``{7: weight}``."""
+    v = np.zeros((1, dim), dtype=np.float32)
+    v[0, 0], v[0, 1] = cosine, np.sqrt(1.0 - cosine**2)
+    return M3Output(
+        heads=frozenset(Head),
+        token_counts=(2,),
+        _dense=v,
+        _sparse=(SparseVector(np.array([7]), np.array([weight], dtype=np.float32)),),
+        _colbert=(v.copy(),),
+    )
+
+
+def test_equal_fused_scores_are_ordered_by_point_id(open_index: Any, tiny_encoder: Any) -> None:
+    """RRF gives a point ranked (1, 2) and one ranked (2, 1) the same score; the answer must not
+    depend on the order the points were written in (the engine's internal order)."""
+    dim = tiny_encoder.dense_dim
+    rows = {"a": _two_vector_row(dim, 0.9, 0.5), "b": _two_vector_row(dim, 0.8, 0.9)}
+    q_dense = np.eye(1, dim, dtype=np.float32)[0]
+    q_sparse = SparseVector(np.array([7]), np.array([1.0], dtype=np.float32))
+    want = sorted(point_id(d, 0) for d in rows)
+    for order in (["a", "b"], ["b", "a"]):
+        store: M3Store = open_index(tiny_encoder, collection=f"ties_{order[0]}").store
+        for d in order:  # one write each, in this order
+            store.upsert([ChunkRecord(d, 0, d, {}, rows[d])])
+        for k in (1, 2):
+            hits = store.query(dense=q_dense, sparse=q_sparse, k=k, fusion="rrf", rerank=False)
+            assert [h.id for h in hits] == want[:k], order
+        assert hits[0].score == hits[1].score
+        store.close()  # a local client folder holds one client at a time
+
+
 def test_upsert_is_idempotent(open_index: Any, tiny_encoder: Any) -> None:
     store: M3Store = open_index(tiny_encoder).store
     texts = ["alpha beta gamma.", "delta epsilon.", "zeta eta theta iota."]

@@ -177,21 +177,44 @@ def run_query(
     else:
         retrievers = _retrievers(q, n, filter)
         pool = retrievers[0] if len(retrievers) == 1 else Stage(n, fusion, tuple(retrievers))
+        # A few hits past k, so that equal scores straddling the k-th hit are ordered by id
+        # too (below), not by the engine's internal point order.
+        limit = k + _TIE_SLACK
         if use_colbert:
             assert q.colbert is not None
-            stage = Stage(k, Nearest(COLBERT, q.colbert), prefetch=(pool,))
+            stage = Stage(limit, Nearest(COLBERT, q.colbert), prefetch=(pool,))
         elif len(retrievers) == 1:
-            stage = Stage(k, pool.query, filter=filter)
+            stage = Stage(limit, pool.query, filter=filter)
         else:
-            stage = Stage(k, fusion, prefetch=tuple(retrievers))
+            stage = Stage(limit, fusion, prefetch=tuple(retrievers))
         hits = backend.query_batch([stage], with_payload=True)[0]
         if use_colbert:
             assert q.colbert is not None
             scale = 1.0 / q.colbert.shape[0]
             hits = [RawHit(h.id, round(h.score * scale, 7), h.payload) for h in hits]
+        hits = _ties_by_id(hits)
     if score_threshold is not None:
         hits = [h for h in hits if h.score >= score_threshold]
     return hits[:k]
+
+
+#: Extra hits fetched past ``k`` so ties at the cut are broken by id (see ``_ties_by_id``).
+_TIE_SLACK = 8
+
+
+def _ties_by_id(hits: list[RawHit]) -> list[RawHit]:
+    """Hits best first, equal scores by point id.
+
+    Qdrant orders equal scores by its internal point order, which depends on write order and,
+    in the embedded engine, differs between processes: RRF gives exactly equal scores to a
+    point ranked (1, 2) and one ranked (2, 1). Ordering them by id makes a query's answer a
+    function of the collection's contents alone (the ``m3`` plan does the same).
+
+    >>> hits = [RawHit("b", 0.5), RawHit("c", 0.7), RawHit("a", 0.5)]
+    >>> [h.id for h in _ties_by_id(hits)]
+    ['c', 'a', 'b']
+    """
+    return sorted(hits, key=lambda h: (-h.score, h.id))
 
 
 def _m3(
