@@ -7,8 +7,9 @@ trained on (same :func:`m3kit.finetune.splits.split_by_article` call: seed 0, ha
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +64,61 @@ def write_results(name: str, payload: Mapping[str, Any], table: str, intro: str)
     return [json_path, md_path]
 
 
+def is_chinese(texts: Iterable[str]) -> bool:
+    """True when most letters of ``texts`` are CJK ideographs (BM25 then needs jieba).
+
+    >>> is_chinese(["广茂铁路全长多少公里？"]), is_chinese(["How long is the railway?"])
+    (True, False)
+    """
+    cjk = letters = 0
+    for text in texts:
+        for ch in text:
+            if ch.isalpha():
+                letters += 1
+                cjk += "\u4e00" <= ch <= "\u9fff"
+    return letters > 0 and cjk / letters > 0.5
+
+
+def _jieba_tokens(texts: Sequence[str]) -> list[list[str]]:
+    """Words of Chinese ``texts`` by jieba (search mode), punctuation and spaces dropped."""
+    try:
+        import jieba
+    except ImportError as e:
+        raise SystemExit("error: BM25 on Chinese text needs jieba (pip install jieba)") from e
+    jieba.setLogLevel(logging.WARNING)
+    return [[w for w in jieba.lcut_for_search(t) if any(ch.isalnum() for ch in w)] for t in texts]
+
+
 def bm25_runs(
     corpus: Mapping[str, str], queries: Mapping[str, str], depth: int
 ) -> dict[str, list[str]]:
-    """``{query_id: [doc_id, ...]}``: the ``depth`` best BM25 passages with a positive score."""
+    """``{query_id: [doc_id, ...]}``: the ``depth`` best BM25 passages with a positive score.
+
+    English text is tokenised by bm25s (English stopwords); Chinese text (:func:`is_chinese`)
+    by jieba, the usual reference for Chinese BM25.
+    """
     try:
         import bm25s
         from bm25s.tokenization import Tokenizer
     except ImportError as e:
         raise SystemExit("error: this benchmark needs bm25s (pip install bm25s; dev extra)") from e
     doc_ids = list(corpus)
-    tokenizer = Tokenizer(stopwords="en")
-    corpus_tokens = tokenizer.tokenize(
-        [corpus[d] for d in doc_ids], update_vocab=True, return_as="ids", show_progress=False
-    )
-    retriever = bm25s.BM25()
-    retriever.index(corpus_tokens, show_progress=False)
     qids = list(queries)
-    query_tokens = tokenizer.tokenize(
-        [queries[q] for q in qids], update_vocab=False, return_as="ids", show_progress=False
-    )
+    docs = [corpus[d] for d in doc_ids]
+    texts = [queries[q] for q in qids]
+    retriever = bm25s.BM25()
+    if is_chinese(docs):
+        retriever.index(_jieba_tokens(docs), show_progress=False)
+        query_tokens: Any = _jieba_tokens(texts)
+    else:
+        tokenizer = Tokenizer(stopwords="en")
+        corpus_tokens = tokenizer.tokenize(
+            docs, update_vocab=True, return_as="ids", show_progress=False
+        )
+        retriever.index(corpus_tokens, show_progress=False)
+        query_tokens = tokenizer.tokenize(
+            texts, update_vocab=False, return_as="ids", show_progress=False
+        )
     found, scores = retriever.retrieve(
         query_tokens, k=min(depth, len(doc_ids)), show_progress=False
     )

@@ -60,7 +60,7 @@ class M3FinetuneEngine:
             model before training (0: in-batch negatives only, like LlamaIndex's engine).
         learning_rate: Peak learning rate.
         freeze_encoder: Train the heads only.
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        precision: ``"fp32"``, ``"auto"`` (bf16 where native), ``"bf16"`` or ``"fp16"`` (GPU).
         device: Training device (default: CUDA when available).
         passage_max_length: Passage truncation in tokens.
         seed: Seeds sampling and head initialisation.

@@ -55,6 +55,7 @@ __all__ = [
     "prepare_model",
     "probe_bf16",
     "resolve_precision",
+    "resolve_training_precision",
 ]
 
 logger = logging.getLogger(__name__)
@@ -239,6 +240,34 @@ def resolve_precision(precision: Precision, device: torch.device) -> Precision:
                 "fp16" if device.type == "cuda" else "fp32",
             )
     return precision
+
+
+#: Mixed precision a fine-tuning run may use (autocast; float32 master weights throughout).
+TRAINING_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_training_precision(precision: str, device: torch.device) -> str:
+    """The autocast of a fine-tuning run: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    ``"auto"`` picks bf16 where :func:`probe_bf16` finds it native (CPUs with AVX-512 BF16 or
+    AMX, GPUs of compute capability 8.0+), fp16 on older GPUs, else fp32: bf16 autocast on a
+    CPU that only emulates bf16 is slower than fp32. An explicit choice is kept (fp16 on CPU
+    is refused: torch has no CPU fp16 autocast worth using).
+    """
+    if precision not in TRAINING_PRECISIONS:
+        options = ", ".join(repr(p) for p in TRAINING_PRECISIONS)
+        raise ValueError(f"precision must be one of {options}, not {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 training needs a GPU; use bf16 (or fp32) on CPU")
+    if precision != "auto":
+        return precision
+    if device.type not in ("cpu", "cuda"):
+        return "fp32"
+    probe = probe_bf16(device)
+    logger.info("training precision auto on %s: bf16 %s (%s)", device, probe.native, probe.reason)
+    if probe.native:
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
 
 
 def prepare_model(model: M3Model, precision: Precision) -> M3Model:

@@ -26,6 +26,7 @@ from m3kit.precision import (
     gpu_bf16_support,
     probe_bf16,
     resolve_precision,
+    resolve_training_precision,
 )
 
 SKYLAKE_SP = {"avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
@@ -189,3 +190,27 @@ def test_bf16_support_is_a_frozen_value() -> None:
     support = Bf16Support(True, "x")
     with pytest.raises(AttributeError):
         support.native = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("device", "native", "want"),
+    [
+        ("cpu", True, "bf16"),
+        ("cpu", False, "fp32"),
+        ("cuda", True, "bf16"),
+        ("cuda", False, "fp16"),
+    ],
+)
+def test_training_precision_auto_follows_the_probe(
+    monkeypatch: pytest.MonkeyPatch, device: str, native: bool, want: str
+) -> None:
+    monkeypatch.setattr(m3kit.precision, "probe_bf16", lambda d: Bf16Support(native, "test"))
+    assert resolve_training_precision("auto", torch.device(device)) == want
+    assert resolve_training_precision("fp32", torch.device(device)) == "fp32"  # explicit kept
+
+
+def test_training_precision_refuses_what_cannot_run() -> None:
+    with pytest.raises(ValueError, match="fp16 training needs a GPU"):
+        resolve_training_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_training_precision("int8", torch.device("cpu"))

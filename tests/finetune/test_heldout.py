@@ -8,6 +8,7 @@ gain on other articles' questions, in a few minutes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,46 @@ def test_finetuning_helps_on_heldout_articles(
     assert after["colbert"] > before["colbert"] + 0.05
     assert after["fused"] > before["fused"] + 0.05
     assert after["sparse"] > 0.5  # the new sparse head stays alive (no dead ReLU)
+
+
+def _single_passage_articles(folder: Path, n: int = 6) -> Path:
+    """A CMRC-like folder: each article is one passage; hard negatives are other articles'."""
+    import gzip
+
+    folder.mkdir()
+    ids = [f"A{i}" for i in range(n)]
+    text = {a: f"passage of article {a}, about topic number {i}." for i, a in enumerate(ids)}
+    articles = [{"_id": a, "paragraph_id": f"{a}_doc"} for a in ids]
+    (folder / "articles.json").write_text(json.dumps(articles), encoding="utf-8")
+    lines = [json.dumps({"_id": f"{a}_doc", "title": a, "text": text[a]}) for a in ids]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    queries = [
+        json.dumps({"_id": f"{a}_q", "text": f"what is {a} about?", "article": a}) for a in ids
+    ]
+    (folder / "queries.jsonl").write_text("\n".join(queries) + "\n", encoding="utf-8")
+    qrels = ["query-id\tcorpus-id\tscore", *(f"{a}_q\t{a}_doc\t1" for a in ids)]
+    (folder / "qrels.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
+    meta, rows = [], []
+    for i, a in enumerate(ids):
+        negs = [ids[(i + 1) % n], ids[(i + 2) % n]]
+        meta.append({"query_id": f"{a}_q", "article": a, "pos_ids": [f"{a}_doc"],
+                     "neg_ids": [f"{b}_doc" for b in negs]})  # fmt: skip
+        rows.append(
+            {"query": f"what is {a} about?", "pos": [text[a]], "neg": [text[b] for b in negs]}
+        )
+    (folder / "train_ids.jsonl").write_text("\n".join(map(json.dumps, meta)) + "\n", "utf-8")
+    with gzip.open(folder / "train.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(map(json.dumps, rows)) + "\n")
+    return folder
+
+
+def test_foreign_negatives_drop_the_row_or_only_themselves(tmp_path: Path) -> None:
+    folder = _single_passage_articles(tmp_path / "zh")
+    strict = split_by_article(folder, seed=0)
+    kept = split_by_article(folder, seed=0, drop_foreign_negatives=True)
+    eval_docs = set(kept.corpus.values())  # the evaluation articles' passages
+    assert len(strict.train) < len(kept.train) == len(strict.train_articles)
+    assert kept.train_articles == strict.train_articles and kept.queries == strict.queries
+    for ex in kept.train:  # nothing of the evaluation articles reaches training
+        assert not set(ex.pos + ex.neg) & eval_docs
+    assert sum(len(ex.neg) for ex in kept.train) > 0

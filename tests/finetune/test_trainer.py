@@ -113,6 +113,7 @@ def test_freeze_encoder_trains_heads_only(
         gradient_accumulation_steps=2,
     )
     result = M3Finetuner(cfg).fit(toy_examples)
+    assert result.precision == "bf16"
     assert set(result.log[0]) == {"sparse", "total"}
     start, after = _backbone(tiny_m3_path), _backbone(result.path)
     assert all(torch.equal(start[k], after[k]) for k in start)
@@ -147,6 +148,21 @@ def test_collator_masks_shared_positives(tiny_m3_path: Path, tmp_path: Path) -> 
         tok, _config(tiny_m3_path, tmp_path / "u", mask_shared_positives=False), ""
     )
     assert not unmasked(batch)["exclude"].any()
+
+
+def test_auto_precision_trains_in_what_the_cpu_runs_natively(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import m3kit.precision
+    from m3kit.precision import Bf16Support
+
+    for native, want in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(m3kit.precision, "probe_bf16", lambda d, n=native: Bf16Support(n, ""))
+        cfg = _config(tiny_m3_path, tmp_path / want, precision="auto", max_steps=1)
+        assert M3Finetuner(cfg).fit(toy_examples).precision == want
 
 
 def test_bad_configs(tiny_m3_path: Path, tmp_path: Path) -> None:

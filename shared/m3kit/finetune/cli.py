@@ -16,6 +16,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from m3kit.precision import TRAINING_PRECISIONS
+
 __all__ = ["add_subcommands"]
 
 
@@ -43,7 +45,13 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument("--temperature", type=float, default=0.02)
     ft.add_argument("--query-max-length", type=int, default=64)
     ft.add_argument("--passage-max-length", type=int, default=256)
-    ft.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ft.add_argument(
+        "--precision",
+        choices=list(TRAINING_PRECISIONS),
+        default="fp32",
+        help="autocast: auto = bf16 where native (AVX-512 BF16/AMX CPUs, GPUs 8.0+), fp16 on "
+        "older GPUs, else fp32",
+    )
     ft.add_argument("--device", default=None)
     ft.add_argument("--seed", type=int, default=42)
     ft.add_argument(

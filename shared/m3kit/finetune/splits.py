@@ -102,6 +102,7 @@ def split_by_article(
     max_eval_articles: int | None = None,
     validation_fraction: float = 0.0,
     max_validation_queries: int | None = None,
+    drop_foreign_negatives: bool = False,
 ) -> ArticleSplit:
     """Split a shared-data folder by article (seeded).
 
@@ -119,10 +120,15 @@ def split_by_article(
             ``train`` and whose passages and queries form ``validation`` (seeded; the
             evaluation articles are untouched, so tuning on it does not leak).
         max_validation_queries: Keep a seeded sample of at most this many validation queries.
+        drop_foreign_negatives: Keep a training row whose negatives come from other articles
+            and drop only those negatives (default: drop the row). For data whose articles
+            are single passages (CMRC 2018), every hard negative comes from another article,
+            so the strict rule keeps almost no rows.
 
     Returns:
-        An :class:`ArticleSplit`. Training rows with a negative from an evaluation article
-        are dropped (strict split).
+        An :class:`ArticleSplit`. No training row has a positive or a negative outside the
+        training articles (rows that would are dropped, or with ``drop_foreign_negatives``
+        lose those negatives).
 
     Raises:
         FileNotFoundError: A data file is missing (the message names it).
@@ -161,9 +167,21 @@ def split_by_article(
     for meta, example in rows:
         if str(meta["article"]) not in train_set:
             continue
-        doc_ids = list(meta["pos_ids"]) + list(meta["neg_ids"])  # type: ignore[call-overload]
-        if any(doc_article.get(str(d)) not in train_set for d in doc_ids):
+        pos_ids = [str(d) for d in meta["pos_ids"]]  # type: ignore[attr-defined]
+        neg_ids = [str(d) for d in meta["neg_ids"]]  # type: ignore[attr-defined]
+        if len(neg_ids) != len(example.neg):
+            raise ValueError(
+                f"train_ids.jsonl and train.jsonl.gz disagree for {meta.get('query_id')!r}: "
+                f"{len(neg_ids)} negative ids, {len(example.neg)} negatives"
+            )
+        if any(doc_article.get(d) not in train_set for d in pos_ids):
             continue
+        foreign = [doc_article.get(d) not in train_set for d in neg_ids]
+        if any(foreign):
+            if not drop_foreign_negatives:
+                continue
+            kept = tuple(t for t, out in zip(example.neg, foreign, strict=True) if not out)
+            example = TrainingExample(example.query, example.pos, kept)
         train.append(example)
     rng = random.Random(seed)
     if max_train_rows is not None and len(train) > max_train_rows:

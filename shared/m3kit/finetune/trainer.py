@@ -36,6 +36,7 @@ from m3kit.finetune.losses import (
 )
 from m3kit.model import M3Model
 from m3kit.outputs import ALL_HEADS, Head
+from m3kit.precision import TRAINING_PRECISIONS, resolve_training_precision
 
 __all__ = [
     "FLAGEMBEDDING_RECIPE",
@@ -105,7 +106,10 @@ class FinetuneConfig:
         query_instruction: Prefix for queries (default: the checkpoint's own, if any).
         mask_shared_positives: Never use a copy of a query's positive as its negative (two
             queries of one passage in a batch).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 on GPU only).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast, float32
+            master weights; fp16 on GPU only). ``"auto"``: bf16 where it is native (CPUs
+            with AVX-512 BF16 or AMX, GPUs 8.0+), fp16 on older GPUs, else fp32
+            (:func:`m3kit.precision.resolve_training_precision`).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         seed: Seeds shuffling, negative sampling and head initialisation.
         logging_steps: Log the loss every this many steps.
@@ -157,8 +161,9 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if self.num_negatives < 0:
             raise ValueError("num_negatives must be >= 0")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f'precision must be "fp32", "bf16" or "fp16", not {self.precision!r}')
+        if self.precision not in TRAINING_PRECISIONS:
+            options = ", ".join(repr(p) for p in TRAINING_PRECISIONS)
+            raise ValueError(f"precision must be one of {options}, not {self.precision!r}")
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or give max_steps)")
         self.loss_config()  # validates the loss settings (temperatures, margin)
@@ -207,6 +212,7 @@ class FinetuneResult:
         examples: Training examples seen per epoch.
         train_seconds: Wall time of the training loop.
         log: Logged loss terms (one dict per ``logging_steps``).
+        precision: The autocast the run used (``"auto"`` resolved): fp32, bf16 or fp16.
     """
 
     path: Path
@@ -215,6 +221,7 @@ class FinetuneResult:
     examples: int
     train_seconds: float
     log: tuple[dict[str, float], ...]
+    precision: str = "fp32"
 
 
 class _Collator:
@@ -362,6 +369,8 @@ class M3Finetuner:
         )
         total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
         use_cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
+        device = torch.device("cpu" if use_cpu else cfg.device or "cuda")
+        precision = resolve_training_precision(cfg.precision, device)
         with tempfile.TemporaryDirectory(prefix="m3kit-ft-") as scratch:
             args = TrainingArguments(
                 output_dir=scratch,
@@ -373,8 +382,8 @@ class M3Finetuner:
                 warmup_steps=int(cfg.warmup_ratio * total_steps),
                 weight_decay=cfg.weight_decay,
                 lr_scheduler_type="linear",
-                bf16=cfg.precision == "bf16",
-                fp16=cfg.precision == "fp16",
+                bf16=precision == "bf16",
+                fp16=precision == "fp16",
                 use_cpu=use_cpu,
                 seed=cfg.seed,
                 data_seed=cfg.seed,
@@ -415,6 +424,7 @@ class M3Finetuner:
             examples=len(examples),
             train_seconds=seconds,
             log=log,
+            precision=precision,
         )
 
 
