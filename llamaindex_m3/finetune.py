@@ -60,7 +60,8 @@ class M3FinetuneEngine:
             model before training (0: in-batch negatives only, like LlamaIndex's engine).
         learning_rate: Peak learning rate.
         freeze_encoder: Train the heads only.
-        precision: ``"fp32"``, ``"auto"`` (bf16 where native), ``"bf16"`` or ``"fp16"`` (GPU).
+        precision: ``"auto"`` (default: bf16 autocast where bf16 is native, else fp32),
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPU).
         device: Training device (default: CUDA when available).
         passage_max_length: Passage truncation in tokens.
         seed: Seeds sampling and head initialisation.
@@ -82,7 +83,7 @@ class M3FinetuneEngine:
         mine_negatives: int = 0,
         learning_rate: float = 2e-5,
         freeze_encoder: bool = False,
-        precision: str = "fp32",
+        precision: str = "auto",
         device: str | None = None,
         passage_max_length: int = 256,
         seed: int = 42,

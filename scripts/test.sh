@@ -7,5 +7,6 @@ bash scripts/setup.sh
 . "${M3KIT_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ruff check .
+ruff format --check .
 mypy
 python -m pytest "$@"

@@ -48,7 +48,7 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument(
         "--precision",
         choices=list(TRAINING_PRECISIONS),
-        default="fp32",
+        default="auto",
         help="autocast: auto = bf16 where native (AVX-512 BF16/AMX CPUs, GPUs 8.0+), fp16 on "
         "older GPUs, else fp32",
     )

@@ -109,7 +109,9 @@ class FinetuneConfig:
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast, float32
             master weights; fp16 on GPU only). ``"auto"``: bf16 where it is native (CPUs
             with AVX-512 BF16 or AMX, GPUs 8.0+), fp16 on older GPUs, else fp32
-            (:func:`m3kit.precision.resolve_training_precision`).
+            (:func:`m3kit.precision.resolve_training_precision`). Measured with MiniLM on
+            squad_en (1,000 rows, AMX CPU): bf16 trained 1.8x faster than fp32 with held-out
+            nDCG@10 within 0.1 point per head (``benchmarks/results/finetune.md``).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         seed: Seeds shuffling, negative sampling and head initialisation.
         logging_steps: Log the loss every this many steps.
@@ -140,7 +142,7 @@ class FinetuneConfig:
     passage_max_length: int = 256
     query_instruction: str | None = None
     mask_shared_positives: bool = True
-    precision: str = "fp32"
+    precision: str = "auto"
     device: str | None = None
     seed: int = 42
     logging_steps: int = 10
