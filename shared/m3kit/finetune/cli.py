@@ -5,6 +5,8 @@ Examples::
     m3kit mine-negatives --model BAAI/bge-m3 --train train.jsonl --output mined.jsonl
     m3kit finetune --model BAAI/bge-m3 --train mined.jsonl --output out/bge-m3-ft --epochs 1 \
         --validation data/val        # then calibrates the fusion on that BEIR folder
+    m3kit finetune --model BAAI/bge-m3 --late-chunking --longdoc data/squad_en/longdoc \
+        --output out/bge-m3-span     # span pooling (late-chunking-aware)
     m3kit eval --model out/bge-m3-ft --data shared/data/squad_en --baseline BAAI/bge-m3
     m3kit calibrate --model out/bge-m3-ft --data data/val
 """
@@ -33,9 +35,27 @@ def add_subcommands(subparsers: Any) -> None:
     src = ft.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", type=Path, help="FlagEmbedding jsonl / jsonl.gz")
     src.add_argument("--qa-json", type=Path, help="EmbeddingQAFinetuneDataset JSON")
+    src.add_argument(
+        "--longdoc",
+        type=Path,
+        help="long-document folder (corpus.jsonl + queries.jsonl with doc_id and paragraph "
+        "spans); needs --late-chunking",
+    )
     ft.add_argument("--output", required=True, type=Path, help="folder of the new checkpoint")
     ft.add_argument("--heads", default="dense,sparse,colbert", help="heads to train")
     ft.add_argument("--freeze-encoder", action="store_true", help="train the heads only")
+    ft.add_argument(
+        "--late-chunking",
+        action="store_true",
+        help="span pooling: pool each question's paragraph (and other paragraphs as negatives) "
+        "from a window of its whole document, as late chunking does (needs --longdoc; "
+        "--passage-max-length is the window)",
+    )
+    ft.add_argument(
+        "--articles",
+        default=None,
+        help="with --longdoc: comma-separated document ids to train on (e.g. a training split)",
+    )
     ft.add_argument("--epochs", type=float, default=1.0)
     ft.add_argument("--max-steps", type=int, default=None)
     ft.add_argument("--batch-size", type=int, default=16)
@@ -137,7 +157,20 @@ def _run_finetune(args: argparse.Namespace) -> int:
     from m3kit.finetune.trainer import FinetuneConfig, M3Finetuner
     from m3kit.outputs import Head
 
-    examples = read_jsonl(args.train) if args.train else examples_from_qa(args.qa_json)
+    if args.late_chunking != (args.longdoc is not None):
+        raise ValueError(
+            "--late-chunking and --longdoc go together (span pooling on long documents)"
+        )
+    if args.articles is not None and args.longdoc is None:
+        raise ValueError("--articles selects documents of --longdoc")
+    if args.longdoc is not None:
+        from m3kit.finetune.span_data import read_longdoc_examples
+
+        examples: list[Any] = read_longdoc_examples(args.longdoc, _heads(args.articles))
+    elif args.train:
+        examples = read_jsonl(args.train)
+    else:
+        examples = examples_from_qa(args.qa_json)
     config = FinetuneConfig(
         model=args.model,
         output_path=args.output,
@@ -159,7 +192,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
     )
     if args.validation is not None:  # fail before training, not after, on a bad folder
         validation = _beir(args.validation, None, args.seed)
-    result = M3Finetuner(config).fit(examples)
+    finetuner = M3Finetuner(config)
+    result = finetuner.fit_spans(examples) if args.late_chunking else finetuner.fit(examples)
     print(
         f"fine-tuned {', '.join(sorted(h.value for h in result.heads))} on "
         f"{result.examples} example(s), {result.steps} step(s) in {result.train_seconds:.1f} s: "

@@ -11,21 +11,15 @@ load.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
-from m3kit.errors import CheckpointError
 from m3kit.finetune.data import TrainingExample
 from m3kit.finetune.losses import (
     LossConfig,
@@ -34,12 +28,19 @@ from m3kit.finetune.losses import (
     m3_loss,
     sparse_scores,
 )
-from m3kit.model import M3Model
+from m3kit.finetune.training_loop import (
+    NEW_SPARSE_WEIGHT,
+    TrainingModule,
+    prepare_training,
+    run_training,
+    save_start_checkpoint,
+)
 from m3kit.outputs import ALL_HEADS, Head
-from m3kit.precision import TRAINING_PRECISIONS, resolve_training_precision
+from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = [
     "FLAGEMBEDDING_RECIPE",
+    "NEW_SPARSE_WEIGHT",
     "FinetuneConfig",
     "FinetuneResult",
     "M3Finetuner",
@@ -280,15 +281,8 @@ class _Collator:
         )
 
 
-class _TrainingModule(nn.Module):
-    """What the Trainer optimises: ``M3Model`` forward for queries and passages + the loss."""
-
-    def __init__(self, model: M3Model, loss: LossConfig, ignore_ids: Sequence[int]) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_config = loss
-        self.ignore_ids = list(ignore_ids)
-        self.log: list[dict[str, float]] = []
+class _TrainingModule(TrainingModule):
+    """``M3Model`` forward for queries and passages + the loss."""
 
     def forward(
         self,
@@ -345,175 +339,17 @@ class M3Finetuner:
         for i, ex in enumerate(examples):
             if not isinstance(ex, TrainingExample):
                 raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
-        try:
-            from transformers import PrinterCallback, Trainer, TrainingArguments
-        except ImportError as e:  # pragma: no cover - transformers is a core dependency
-            from m3kit.errors import missing_extra
+        setup = prepare_training(cfg)
+        module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
+        collator = _Collator(setup.tokenizer, cfg, setup.prefix)
+        return run_training(cfg, setup, module, examples, collator)
 
-            raise missing_extra("transformers", "finetune") from e
+    def fit_spans(self, examples: Sequence[Any]) -> FinetuneResult:
+        """Late-chunking-aware training on :class:`~m3kit.finetune.span_data.SpanExample`\\ s.
 
-        info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
-        if cfg.freeze_encoder:
-            for param in model.backbone.parameters():
-                param.requires_grad_(False)
-        prefix = cfg.query_instruction if cfg.query_instruction is not None else ""
-        if cfg.query_instruction is None and info.query_instruction:
-            prefix = info.query_instruction
-        special = {
-            getattr(tokenizer, f"{n}_token_id", None)
-            for n in ("cls", "eos", "pad", "unk", "bos", "sep")
-        }
-        module = _TrainingModule(
-            model, cfg.loss_config(), sorted(i for i in special if i is not None)
-        )
-        steps_per_epoch = math.ceil(
-            len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps)
-        )
-        total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-        use_cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
-        device = torch.device("cpu" if use_cpu else cfg.device or "cuda")
-        precision = resolve_training_precision(cfg.precision, device)
-        with tempfile.TemporaryDirectory(prefix="m3kit-ft-") as scratch:
-            args = TrainingArguments(
-                output_dir=scratch,
-                per_device_train_batch_size=cfg.batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                num_train_epochs=cfg.epochs,
-                max_steps=cfg.max_steps or -1,
-                learning_rate=cfg.learning_rate,
-                warmup_steps=int(cfg.warmup_ratio * total_steps),
-                weight_decay=cfg.weight_decay,
-                lr_scheduler_type="linear",
-                bf16=precision == "bf16",
-                fp16=precision == "fp16",
-                use_cpu=use_cpu,
-                seed=cfg.seed,
-                data_seed=cfg.seed,
-                logging_steps=cfg.logging_steps,
-                save_strategy="no",
-                report_to="none",
-                remove_unused_columns=False,
-                dataloader_num_workers=0,
-                disable_tqdm=not cfg.show_progress,
-            )
-            trainer = Trainer(
-                model=module,
-                args=args,
-                train_dataset=_ListDataset(examples),
-                data_collator=_Collator(tokenizer, cfg, prefix),
-            )
-            if not cfg.show_progress:
-                trainer.remove_callback(PrinterCallback)
-            if cfg.head_learning_rate is not None:
-                trainer.optimizer = _optimizer(trainer, module, cfg)
-            start = time.perf_counter()
-            state = trainer.train()
-            seconds = time.perf_counter() - start
-        model = module.model.to("cpu").float().eval()
-        out = model.save(
-            cfg.output_path,
-            tokenizer,
-            query_instruction=prefix or None,
-            max_length=info.max_length,
-        )
-        logger.info("fine-tuned checkpoint written to %s (%.1f s)", out, seconds)
-        every = max(1, cfg.logging_steps * cfg.gradient_accumulation_steps)
-        log = tuple(module.log[i] for i in range(0, len(module.log), every))
-        return FinetuneResult(
-            path=out,
-            heads=cfg.heads,
-            steps=int(state.global_step),
-            examples=len(examples),
-            train_seconds=seconds,
-            log=log,
-            precision=precision,
-        )
+        Positives and in-document negatives are spans pooled from one pass over a window of
+        the document, as late chunking pools them (:mod:`m3kit.finetune.span_training`).
+        """
+        from m3kit.finetune.span_training import fit_spans
 
-
-def _optimizer(trainer: Any, module: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    """AdamW as the Trainer builds it, with the head layers in groups of their own LR."""
-    decay = set(trainer.get_decay_parameter_names(module))
-    groups = []
-    for is_head in (False, True):
-        lr = cfg.head_learning_rate if is_head else cfg.learning_rate
-        for decayed in (True, False):
-            params = [
-                p
-                for n, p in module.named_parameters()
-                if p.requires_grad
-                and n.startswith("model.heads.") == is_head
-                and (n in decay) == decayed
-            ]
-            if params:
-                wd = cfg.weight_decay if decayed else 0.0
-                groups.append({"params": params, "lr": lr, "weight_decay": wd})
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate)
-
-
-def _load_start(
-    path: str | os.PathLike[str], heads: frozenset[Head], seed: int
-) -> tuple[CheckpointInfo, M3Model, Any]:
-    """The start model: new sparse / ColBERT heads (seeded) for a dense-only checkpoint."""
-    from transformers import AutoTokenizer
-
-    info = resolve_checkpoint(path)
-    needs_heads = bool(heads - {Head.DENSE})
-    torch.manual_seed(seed)
-    model = M3Model.from_checkpoint(info, init_heads=needs_heads)
-    if info.kind is CheckpointKind.DENSE and needs_heads:
-        logger.info("%s is dense-only: training new sparse and ColBERT heads", info.path)
-        _init_new_sparse_head(model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(info.path))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load the tokenizer from {info.path}: {e}") from e
-    return info, model, tokenizer
-
-
-#: Token weight of a new sparse head before training: every token counts ``0.1``, so the
-#: untrained head scores plain token overlap (``0.01`` per shared token id).
-NEW_SPARSE_WEIGHT = 0.1
-
-
-def _init_new_sparse_head(model: M3Model) -> None:
-    """Start a new sparse head at a small uniform weight (``w = 0``, ``b = 0.1``).
-
-    A randomly initialised ``Linear(h, 1)`` gives token weights around 0.5; with the M3
-    temperature (0.02) the sparse logits start in the hundreds, and the fastest way for the
-    optimiser to lower that loss is to push every weight under 0: the ReLU dies and never
-    recovers (measured: a tiny model's sparse nDCG@10 fell from 0.48 to 0.09, all weights
-    0). A uniform small weight keeps every token active and the logits moderate.
-    """
-    heads = model.require_heads()
-    with torch.no_grad():
-        heads.sparse_linear.weight.zero_()
-        heads.sparse_linear.bias.fill_(NEW_SPARSE_WEIGHT)
-
-
-def save_start_checkpoint(
-    model: str | os.PathLike[str],
-    output_path: str | os.PathLike[str],
-    *,
-    heads: frozenset[Head] = ALL_HEADS,
-    seed: int = 42,
-) -> Path:
-    """Save the untrained start point of :meth:`M3Finetuner.fit` (same seed, same new heads).
-
-    For a dense-only model this is the model with freshly initialised sparse and ColBERT
-    heads: the "before" baseline of an evaluation.
-    """
-    info, m3, tokenizer = _load_start(model, Head.parse(heads), seed)
-    return m3.save(
-        output_path, tokenizer, query_instruction=info.query_instruction, max_length=info.max_length
-    )
-
-
-class _ListDataset(torch.utils.data.Dataset[TrainingExample]):
-    def __init__(self, items: list[TrainingExample]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> TrainingExample:
-        return self.items[i]
+        return fit_spans(self.config, examples)

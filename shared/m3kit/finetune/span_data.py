@@ -1,0 +1,133 @@
+"""Training examples for late-chunking-aware fine-tuning: a query and its span of a document.
+
+:class:`SpanExample` holds a query, the whole document, the character span that answers the
+query and in-document negative spans (other paragraphs). :func:`read_longdoc_examples` reads
+them from the long-document layout (``corpus.jsonl`` with one document per article,
+``queries.jsonl`` with ``doc_id``, ``paragraph_start`` and ``paragraph_end`` per question).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from m3kit.jsonl import iter_json_rows
+
+__all__ = ["SpanExample", "read_longdoc_examples"]
+
+logger = logging.getLogger(__name__)
+
+CharSpan = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SpanExample:
+    """A query, its document and the span of the document that answers it.
+
+    Attributes:
+        query: The query text (not empty).
+        document: The whole document the span is pooled from.
+        span: ``(start, end)`` character offsets of the positive in ``document``.
+        negative_spans: Character spans of the same document that do not answer the query
+            (e.g. the other paragraphs); none may overlap ``span``.
+
+    Raises:
+        ValueError: Empty query or document, a span with ``start >= end`` or outside the
+            document, or a negative span overlapping the positive.
+    """
+
+    query: str
+    document: str
+    span: CharSpan
+    negative_spans: tuple[CharSpan, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.query, str) or not self.query.strip():
+            raise ValueError("SpanExample.query is empty")
+        if not isinstance(self.document, str) or not self.document.strip():
+            raise ValueError("SpanExample.document is empty")
+        span = _check_span("span", self.span, len(self.document))
+        negatives = tuple(
+            _check_span(f"negative_spans[{i}]", s, len(self.document))
+            for i, s in enumerate(self.negative_spans)
+        )
+        for i, (a, b) in enumerate(negatives):
+            if a < span[1] and span[0] < b:
+                raise ValueError(
+                    f"negative_spans[{i}] = ({a}, {b}) overlaps the positive span {span}"
+                )
+        object.__setattr__(self, "span", span)
+        object.__setattr__(self, "negative_spans", negatives)
+
+
+def _check_span(name: str, span: object, length: int) -> CharSpan:
+    if not isinstance(span, (tuple, list)) or len(span) != 2:
+        raise ValueError(f"SpanExample.{name} is {span!r}, not a (start, end) pair")
+    start, end = span
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+        raise ValueError(f"SpanExample.{name} = {span!r}: offsets must be ints")
+    assert isinstance(start, int) and isinstance(end, int)
+    if start >= end:
+        raise ValueError(f"SpanExample.{name} = ({start}, {end}): start must be < end")
+    if start < 0 or end > length:
+        raise ValueError(
+            f"SpanExample.{name} = ({start}, {end}) is outside the document of {length} characters"
+        )
+    return (start, end)
+
+
+def read_longdoc_examples(
+    folder: str | os.PathLike[str], articles: Iterable[str] | None = None
+) -> list[SpanExample]:
+    """Span examples from a long-document folder (``corpus.jsonl`` + ``queries.jsonl``).
+
+    Each question becomes one example: its document (``doc_id``), its paragraph
+    (``paragraph_start``, ``paragraph_end``) as the positive span, and the other paragraphs
+    of that document (the distinct paragraph spans of all its questions) as negative spans.
+
+    Args:
+        folder: Holds ``corpus.jsonl`` (``_id``, ``text``) and ``queries.jsonl`` (``text``,
+            ``doc_id``, ``paragraph_start``, ``paragraph_end``).
+        articles: Keep only the questions of these document ids (e.g. a training split).
+
+    Raises:
+        FileNotFoundError: A file is missing.
+        ValueError: A question lacks a field, names an unknown document, or its paragraph is
+            not a valid span of the document; ``articles`` names an unknown document.
+    """
+    root = Path(folder)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root / name} not found (expected the longdoc layout)")
+    docs = {str(r["_id"]): str(r["text"]) for _, r in iter_json_rows(root / "corpus.jsonl")}
+    keep = None if articles is None else set(articles)
+    if keep is not None and keep - docs.keys():
+        raise ValueError(f"unknown documents in articles: {sorted(keep - docs.keys())[:5]}")
+    questions: list[tuple[str, str, CharSpan]] = []
+    for n, row in iter_json_rows(root / "queries.jsonl"):
+        missing = {"text", "doc_id", "paragraph_start", "paragraph_end"} - row.keys()
+        if missing:
+            raise ValueError(f"queries.jsonl line {n} lacks {sorted(missing)}")
+        doc_id = str(row["doc_id"])
+        if doc_id not in docs:
+            raise ValueError(f"queries.jsonl line {n}: unknown doc_id {doc_id!r}")
+        if keep is None or doc_id in keep:
+            span = (int(row["paragraph_start"]), int(row["paragraph_end"]))
+            questions.append((str(row["text"]), doc_id, span))
+    paragraphs: dict[str, set[CharSpan]] = {}
+    for _, doc_id, span in questions:
+        paragraphs.setdefault(doc_id, set()).add(span)
+    out: list[SpanExample] = []
+    for n, (query, doc_id, span) in enumerate(questions):
+        others = tuple(
+            s for s in sorted(paragraphs[doc_id]) if not (s[0] < span[1] and span[0] < s[1])
+        )
+        try:
+            out.append(SpanExample(query, docs[doc_id], span, others))
+        except ValueError as e:
+            raise ValueError(f"question {n} of document {doc_id!r}: {e}") from e
+    logger.info("%d span examples from %d documents in %s", len(out), len(paragraphs), root)
+    return out

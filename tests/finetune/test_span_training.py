@@ -1,0 +1,270 @@
+"""Span-pooling fine-tuning: examples, windows, pooling equal to late chunking, training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from m3kit import M3Encoder
+from m3kit.finetune import FinetuneConfig, M3Finetuner, SpanExample, read_longdoc_examples
+from m3kit.finetune.span_training import SpanCollator, centred_window, pool_spans
+from m3kit.finetune.training_loop import prepare_training
+from m3kit.late_chunking import LateChunker
+from m3kit.outputs import ALL_HEADS
+
+PARAGRAPHS = {
+    "rhine": [
+        "The Rhine flows from the Swiss Alps through Germany to the North Sea.",
+        "Its delta in the Netherlands splits into many branches near Rotterdam.",
+        "Ships carry coal and grain along the river for hundreds of kilometres.",
+    ],
+    "oxygen": [
+        "Oxygen is a chemical element with symbol O and atomic number 8.",
+        "It was discovered by Scheele and Priestley in the eighteenth century.",
+        "Plants release oxygen into the air through photosynthesis.",
+    ],
+}
+QUESTIONS = {
+    ("rhine", 0): "Where does the Rhine flow?",
+    ("rhine", 1): "Where is the delta of the Rhine?",
+    ("oxygen", 0): "What is the atomic number of oxygen?",
+    ("oxygen", 2): "How do plants release oxygen?",
+}
+
+
+def _doc(name: str) -> tuple[str, list[tuple[int, int]]]:
+    text, spans = "", []
+    for p in PARAGRAPHS[name]:
+        if text:
+            text += "\n\n"
+        spans.append((len(text), len(text) + len(p)))
+        text += p
+    return text, spans
+
+
+def _examples() -> list[SpanExample]:
+    out = []
+    for (name, i), q in QUESTIONS.items():
+        text, spans = _doc(name)
+        out.append(SpanExample(q, text, spans[i], tuple(s for j, s in enumerate(spans) if j != i)))
+    return out
+
+
+def _config(model: Path, out: Path, **overrides: object) -> FinetuneConfig:
+    base: dict[str, object] = {
+        "model": model,
+        "output_path": out,
+        "max_steps": 2,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "passage_max_length": 96,
+        "query_max_length": 24,
+        "num_negatives": 8,
+        "show_progress": False,
+        "device": "cpu",
+        "precision": "fp32",
+    }
+    base.update(overrides)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
+
+
+def test_span_example_validation_names_the_problem() -> None:
+    doc = "First paragraph.\n\nSecond paragraph."
+    with pytest.raises(ValueError, match="query is empty"):
+        SpanExample("  ", doc, (0, 5))
+    with pytest.raises(ValueError, match="document is empty"):
+        SpanExample("q", "", (0, 0))
+    with pytest.raises(ValueError, match="start must be < end"):
+        SpanExample("q", doc, (5, 5))
+    with pytest.raises(ValueError, match="outside the document of 35 characters"):
+        SpanExample("q", doc, (0, 36))
+    with pytest.raises(ValueError, match=r"negative_spans\[0\] = \(10, 20\) overlaps"):
+        SpanExample("q", doc, (0, 16), ((10, 20),))
+    with pytest.raises(ValueError, match=r"negative_spans\[1\].*outside"):
+        SpanExample("q", doc, (0, 16), ((18, 35), (30, 99)))
+    with pytest.raises(ValueError, match="not a \\(start, end\\) pair"):
+        SpanExample("q", doc, (0, 1, 2))  # type: ignore[arg-type]
+    ok = SpanExample("q", doc, [0, 16], ([18, 35],))  # type: ignore[arg-type]
+    assert ok.span == (0, 16) and ok.negative_spans == ((18, 35),)
+
+
+def _write_longdoc(folder: Path) -> Path:
+    """A tiny folder in the longdoc layout of ``shared/data/squad_en/longdoc``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w") as fh:
+        for name in PARAGRAPHS:
+            fh.write(json.dumps({"_id": name, "title": name, "text": _doc(name)[0]}) + "\n")
+    with (folder / "queries.jsonl").open("w") as fh:
+        for (name, i), q in QUESTIONS.items():
+            a, b = _doc(name)[1][i]
+            row = {"_id": q, "text": q, "doc_id": name, "paragraph_start": a, "paragraph_end": b}
+            fh.write(json.dumps(row) + "\n")
+    return folder
+
+
+def test_read_longdoc_examples_uses_other_paragraphs_as_negatives(tmp_path: Path) -> None:
+    _write_longdoc(tmp_path)
+    examples = read_longdoc_examples(tmp_path)
+    assert [ex.query for ex in examples] == list(QUESTIONS.values())
+    rhine_text, rhine_spans = _doc("rhine")
+    first = examples[0]
+    assert first.document == rhine_text and first.span == rhine_spans[0]
+    # paragraph boundaries come from the questions: the rhine has questions on paragraphs 0, 1
+    assert first.negative_spans == (rhine_spans[1],)
+    only = read_longdoc_examples(tmp_path, articles=["oxygen"])
+    assert [ex.query for ex in only] == [QUESTIONS[("oxygen", 0)], QUESTIONS[("oxygen", 2)]]
+    with pytest.raises(ValueError, match="unknown documents"):
+        read_longdoc_examples(tmp_path, articles=["nile"])
+    with (tmp_path / "queries.jsonl").open("a") as fh:
+        fh.write(json.dumps({"text": "x", "doc_id": "nile"}) + "\n")
+    with pytest.raises(ValueError, match="lacks"):
+        read_longdoc_examples(tmp_path)
+    with pytest.raises(FileNotFoundError, match="corpus.jsonl"):
+        read_longdoc_examples(tmp_path / "missing")
+
+
+def test_window_is_centred_on_the_span() -> None:
+    for a, b in [(40, 50), (41, 50), (100, 160)]:
+        start, end = centred_window((a, b), 1000, 64)
+        assert end - start == 64 and start <= a and b <= end
+        assert abs((a - start) - (end - b)) <= 1  # equal context on both sides
+    assert centred_window((2, 10), 1000, 64) == (0, 64)  # document start: shifted inward
+    assert centred_window((990, 1000), 1000, 64) == (936, 1000)  # document end
+    assert centred_window((3, 9), 20, 64) == (0, 20)  # short document: all of it
+    assert centred_window((100, 300), 1000, 64) == (100, 164)  # long span: truncated
+    with pytest.raises(ValueError, match="not a non-empty token range"):
+        centred_window((5, 5), 10, 4)
+    with pytest.raises(ValueError, match="capacity"):
+        centred_window((1, 2), 10, 0)
+
+
+@pytest.mark.parametrize("window", [512, 96])
+def test_pooled_span_equals_late_chunking(tiny_m3_path: Path, tmp_path: Path, window: int) -> None:
+    """The positive pooled in training is what LateChunker gives that span in that window."""
+    text = " ".join(p for name in PARAGRAPHS for p in PARAGRAPHS[name])
+    span_text = PARAGRAPHS["rhine"][2]
+    a = text.index(span_text)
+    ex = SpanExample("Which ships use the Rhine?", text, (a, a + len(span_text)))
+    cfg = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=window)
+    setup = prepare_training(cfg)
+    collator = SpanCollator(setup.tokenizer, cfg, setup.prefix)
+    batch = collator([ex])
+    ws, we, (ta, tb) = collator.window(ex)
+    doc = collator.document(text)
+    if window < 512:  # a real sub-window of the document, with context on both sides
+        assert 0 < ws < ta and tb < we < len(doc.ids) and we - ws == window - 2
+    model = setup.model.eval()
+    with torch.no_grad():
+        fwd = model(batch["w_ids"], batch["w_mask"])
+        pooled = pool_spans(
+            fwd,
+            batch["w_ids"],
+            batch["span_row"],
+            batch["span_start"],
+            batch["span_end"],
+            collator.pad_id,
+        )
+
+    # late chunking of the whole document, the span as its middle chunk: with windows that
+    # break between chunks and an overlap that fills the window, the span's window is ours
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    capacity = window - 2
+    chunker = LateChunker(
+        encoder,
+        splitter=lambda t: [(0, ex.span[0]), ex.span, (ex.span[1], len(t))],
+        window=window,
+        overlap=capacity - (tb - ta),
+        placement="chunks",
+        late_heads=ALL_HEADS,
+    )
+    plan = chunker._plan(text)
+    if window < 512:
+        own = [w for w in plan.windows if w.own_start == ta]
+        assert [(w.start, w.end) for w in own] == [(ws, we)]
+    chunk = chunker.chunk([text])[0][1]
+    assert chunk.text == span_text
+    target = int(batch["targets"][0])
+    np.testing.assert_allclose(pooled.dense[target].numpy(), chunk.vectors.dense[0], atol=1e-5)
+    assert pooled.sparse is not None and pooled.colbert is not None
+    n = int(pooled.mask[target].sum())
+    mine = encoder.sparse_vector(pooled.ids[target, :n].numpy(), pooled.sparse[target, :n].numpy())
+    theirs = chunk.vectors.sparse[0]
+    assert mine.indices.tolist() == theirs.indices.tolist()
+    np.testing.assert_allclose(mine.values, theirs.values, atol=1e-5)
+    np.testing.assert_allclose(
+        pooled.colbert[target, :n].numpy(), chunk.vectors.colbert[0], atol=1e-5
+    )
+
+
+def test_collator_marks_copies_of_a_positive(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """Another question's negative that is my positive paragraph is never my negative."""
+    examples = _examples()[:2]  # rhine paragraphs 0 and 1: each is the other's negative
+    cfg = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
+    setup = prepare_training(cfg)
+    batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(examples)
+    # one window (the whole document) for both; spans: p0, p1, p2 (p2 of no question: absent)
+    assert batch["w_ids"].shape[0] == 1
+    assert batch["targets"].tolist() == [0, 1]
+    assert batch["exclude"].sum() == 0  # distinct paragraphs: nothing to mask
+    same = [examples[0], examples[0]]
+    batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(same)
+    assert batch["targets"].tolist() == [0, 0]  # one span, encoded once
+
+
+def test_span_training_lowers_the_loss_and_saves_a_loadable_checkpoint(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_m3_path, tmp_path / "ft", max_steps=10, logging_steps=1, learning_rate=3e-3)
+    result = M3Finetuner(cfg).fit_spans(_examples())
+    assert result.steps == 10 and result.examples == 4 and result.heads == ALL_HEADS
+    assert {"dense", "sparse", "colbert", "ensemble", "total"} <= set(result.log[0])
+    first, last = result.log[0]["total"], result.log[-1]["total"]
+    assert last < 0.6 * first, [round(r["total"], 3) for r in result.log]
+    texts = [QUESTIONS[("rhine", 0)], PARAGRAPHS["oxygen"][1]]
+    out = M3Encoder.from_pretrained(result.path, dtype="fp32").encode(texts)
+    start = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32").encode(texts)
+    assert out.dense.shape == start.dense.shape and not np.allclose(out.dense, start.dense)
+    flag = pytest.importorskip("FlagEmbedding")
+    ref = flag.BGEM3FlagModel(str(result.path), devices="cpu", use_fp16=False).encode(
+        texts, return_dense=True, return_sparse=True, return_colbert_vecs=True, batch_size=2
+    )
+    np.testing.assert_allclose(out.dense, ref["dense_vecs"], atol=1e-5)
+    for mine, theirs in zip(out.sparse, ref["lexical_weights"], strict=True):
+        ids = sorted(int(k) for k in theirs)
+        assert mine.indices.tolist() == ids
+        np.testing.assert_allclose(mine.values, [theirs[str(k)] for k in ids], atol=1e-5)
+    for mine_c, theirs_c in zip(out.colbert, ref["colbert_vecs"], strict=True):
+        np.testing.assert_allclose(mine_c, theirs_c, atol=1e-5)
+
+
+def test_fit_spans_rejects_other_examples(tiny_m3_path: Path, tmp_path: Path) -> None:
+    finetuner = M3Finetuner(_config(tiny_m3_path, tmp_path / "ft"))
+    with pytest.raises(ValueError, match="no span training examples"):
+        finetuner.fit_spans([])
+    with pytest.raises(TypeError, match="not a SpanExample"):
+        finetuner.fit_spans(["text"])  # type: ignore[list-item]
+
+
+def test_cli_finetune_late_chunking(
+    tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from m3kit.cli import main
+
+    data = _write_longdoc(tmp_path / "longdoc")
+    out = tmp_path / "ft"
+    common = ["--model", str(tiny_m3_path), "--output", str(out), "--quiet"]
+    assert main(["finetune", "--late-chunking", "--train", str(data), *common]) == 1
+    assert "--late-chunking and --longdoc go together" in capsys.readouterr().err
+    assert main(["finetune", "--longdoc", str(data), *common]) == 1
+    assert "--late-chunking and --longdoc go together" in capsys.readouterr().err
+    argv = ["finetune", "--late-chunking", "--longdoc", str(data), "--articles", "rhine"]
+    argv += [*common, "--max-steps", "1", "--batch-size", "2", "--passage-max-length", "96"]
+    argv += ["--device", "cpu", "--precision", "fp32", "--lr", "1e-3"]
+    assert main(argv) == 0
+    assert "on 2 example(s), 1 step(s)" in capsys.readouterr().out
+    assert M3Encoder.from_pretrained(out, dtype="fp32").encode(["Rhine"]).dense.shape[0] == 1
