@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit.finetune.data import QADataset, TrainingExample
 from m3kit.finetune.evaluate import RetrievalReport
+from m3kit.finetune.span_data import SpanExample, read_longdoc_examples
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
 from m3kit.outputs import ALL_HEADS, Head
 
@@ -41,11 +42,26 @@ def _qa(dataset: Any) -> QADataset:
     return QADataset.from_llamaindex(dataset)
 
 
+def _spans(dataset: Any) -> list[SpanExample]:
+    if isinstance(dataset, (str, os.PathLike)):
+        return read_longdoc_examples(dataset)
+    examples = list(dataset)
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, SpanExample):
+            raise TypeError(
+                f"with late_chunking=True train_dataset is a longdoc folder or SpanExamples; "
+                f"item {i} is a {type(ex).__name__}"
+            )
+    return examples
+
+
 class M3FinetuneEngine:
     """Fine-tune an M3 (or dense-only BGE / sentence-transformers) model on a QA dataset.
 
     Args:
-        train_dataset: ``EmbeddingQAFinetuneDataset``, its JSON path, or a ``QADataset``.
+        train_dataset: ``EmbeddingQAFinetuneDataset``, its JSON path, or a ``QADataset``;
+            with ``late_chunking``: :class:`~m3kit.finetune.SpanExample`\\ s or a longdoc
+            folder (:func:`~m3kit.finetune.read_longdoc_examples`).
         model_id: Start checkpoint (hub id or folder). A dense-only model gets new sparse and
             ColBERT heads.
         model_output_path: Folder of the fine-tuned M3 checkpoint.
@@ -68,6 +84,10 @@ class M3FinetuneEngine:
         show_progress_bar: Show the trainer's progress.
         calibrate_fusion: Fit the fusion on ``val_dataset`` after training
             (:func:`m3kit.store.calibration.calibrate_checkpoint`).
+        late_chunking: Span pooling (:meth:`m3kit.finetune.M3Finetuner.fit_spans`): positives
+            and in-document negatives pooled from a window of the whole document, as late
+            chunking pools them; ``passage_max_length`` is the window, 3 in-window negatives
+            per query. No negative mining.
     """
 
     def __init__(
@@ -89,8 +109,16 @@ class M3FinetuneEngine:
         seed: int = 42,
         show_progress_bar: bool = True,
         calibrate_fusion: bool = True,
+        late_chunking: bool = False,
     ) -> None:
-        self.train_dataset = _qa(train_dataset)
+        self.late_chunking = bool(late_chunking)
+        if self.late_chunking and mine_negatives > 0:
+            raise ValueError(
+                "mine_negatives does not apply with late_chunking: the negatives are the other "
+                "spans of each document"
+            )
+        self.span_examples = _spans(train_dataset) if self.late_chunking else None
+        self.train_dataset = None if self.late_chunking else _qa(train_dataset)
         self.val_dataset = _qa(val_dataset) if val_dataset is not None else None
         self.model_id = model_id
         self.model_output_path = model_output_path
@@ -102,7 +130,7 @@ class M3FinetuneEngine:
             freeze_encoder=freeze_encoder,
             epochs=float(epochs),
             batch_size=batch_size,
-            num_negatives=max(self.mine_negatives, 0),
+            num_negatives=max(self.mine_negatives, 0) if not self.late_chunking else 3,
             learning_rate=learning_rate,
             precision=precision,
             device=device,
@@ -116,6 +144,8 @@ class M3FinetuneEngine:
         self.calibration: FusionCalibration | None = None
 
     def _examples(self) -> list[TrainingExample]:
+        if self.train_dataset is None:
+            raise RuntimeError("a late_chunking engine trains on span examples, not QA rows")
         examples = self.train_dataset.to_examples()
         if self.mine_negatives <= 0:
             return examples
@@ -133,7 +163,11 @@ class M3FinetuneEngine:
 
     def finetune(self) -> FinetuneResult:
         """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given."""
-        self.result = M3Finetuner(self.config).fit(self._examples())
+        finetuner = M3Finetuner(self.config)
+        if self.span_examples is not None:
+            self.result = finetuner.fit_spans(self.span_examples)
+        else:
+            self.result = finetuner.fit(self._examples())
         if self.val_dataset is not None:
             from m3kit.encoder import M3Encoder
             from m3kit.finetune.evaluate import evaluate_heads

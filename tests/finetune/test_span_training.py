@@ -268,3 +268,27 @@ def test_cli_finetune_late_chunking(
     assert main(argv) == 0
     assert "on 2 example(s), 1 step(s)" in capsys.readouterr().out
     assert M3Encoder.from_pretrained(out, dtype="fp32").encode(["Rhine"]).dense.shape[0] == 1
+
+
+def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> None:
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    common = {"model_id": str(tiny_m3_path), "model_output_path": str(tmp_path / "ft")}
+    with pytest.raises(ValueError, match="mine_negatives does not apply"):
+        M3FinetuneEngine(_examples(), late_chunking=True, mine_negatives=2, **common)
+    with pytest.raises(TypeError, match="item 0 is a str"):
+        M3FinetuneEngine(["text"], late_chunking=True, **common)
+    engine = M3FinetuneEngine(
+        _write_longdoc(tmp_path / "longdoc"),
+        late_chunking=True,
+        epochs=1,
+        batch_size=4,
+        passage_max_length=96,
+        show_progress_bar=False,
+        **common,
+    )
+    assert engine.span_examples is not None and len(engine.span_examples) == 4
+    result = engine.finetune()
+    assert result.steps == 1 and result.examples == 4
+    embed = engine.get_finetuned_model(dtype="fp32")
+    assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32

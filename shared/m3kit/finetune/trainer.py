@@ -103,7 +103,8 @@ class FinetuneConfig:
         false_negative_margin: Exclude candidates whose dense score is within this margin of
             the positive's (unlabelled positives); ``None`` keeps every negative.
         query_max_length: Query truncation in tokens.
-        passage_max_length: Passage truncation in tokens.
+        passage_max_length: Passage truncation in tokens (:meth:`M3Finetuner.fit_spans`: the
+            window cut from each document, special tokens included).
         query_instruction: Prefix for queries (default: the checkpoint's own, if any).
         mask_shared_positives: Never use a copy of a query's positive as its negative (two
             queries of one passage in a batch).
