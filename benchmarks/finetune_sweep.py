@@ -45,6 +45,7 @@ BENCH_BASE: dict[str, Any] = {
     "temperature": 0.02,
     "query_max_length": 64,
     "passage_max_length": 128,
+    "precision": "fp32",  # the runs before precision="auto" became the default
 }
 HEADS = ("dense", "sparse", "colbert", "fused")
 
@@ -102,7 +103,7 @@ def _write_markdown(path: Path) -> None:
         "1 epoch, batch 16, all-MiniLM-L6-v2 start. nDCG@10 per head on the validation task "
         "(evaluated at max length 128, as benchmarks/finetune.py does). Changed settings are "
         "relative to the run's base (`bench`: lr 5e-5, temperature 0.02, passage max length "
-        "128, 3 hard negatives; `defaults`: FinetuneConfig's defaults at the time of the "
+        "128, 3 hard negatives, fp32; `defaults`: FinetuneConfig's defaults at the time of the "
         "run). Times are on 2 shared CPU cores: compare them only with runs of similar load.",
         "",
         "| run | base | changed | dense | sparse | colbert | fused | train s | steps | load |",
