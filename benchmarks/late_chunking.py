@@ -10,8 +10,9 @@ differ only in how a chunk is encoded:
   (``LateChunker.chunk``); ``--late-heads`` chooses which heads are pooled late (the others
   are encoded from the chunk alone).
 
-``--split dev`` keeps the odd-numbered articles (a01, a03, ...: what the defaults were tuned
-on), ``--split heldout`` the even-numbered ones (the check), ``all`` (default) every article.
+``--split dev`` keeps the odd-numbered articles in id order (the 1st, 3rd, ...: a01, a06,
+a08, ...; what the defaults were tuned on), ``--split heldout`` the even-numbered ones (2nd,
+4th, ...: a05, a07, ...; the check), ``all`` (default) every article (:func:`split_ids`).
 
 A query's relevant chunk is the one containing its answer span ``[answer_start, answer_end)``;
 queries whose answer straddles a chunk boundary have no relevant chunk and are left out (the
@@ -29,6 +30,14 @@ Run::
     python benchmarks/late_chunking.py --models minilm --chunk-size 64 --queries 1000
     python benchmarks/late_chunking.py --models minilm --split dev --windows 194 256 \
         --overlaps 0 48 96 --placements centred chunks
+    # already trained checkpoints (three heads: scored per head and fused), every head late
+    python benchmarks/late_chunking.py --split heldout --models minilm ckpt:span=/tmp/ckpt \
+        --late-heads default dense,sparse,colbert
+
+Models: ``minilm``, ``tiny-m3`` or ``ckpt:LABEL=DIR`` (a saved checkpoint, e.g. from
+``benchmarks/span_finetune.py``; default chunk size 96 tokens when its max length is under
+1024, else 256). Results go to ``--out`` (JSON) and beside it the same name with ``.md``
+(machine + table).
 """
 
 from __future__ import annotations
@@ -66,16 +75,30 @@ class Run:
 SPLITS = ("all", "dev", "heldout")
 
 
+def split_ids(ids: Sequence[str], split: str) -> list[str]:
+    """The article ids of ``split``: sorted, then every other one (dev: 1st, 3rd, ...).
+
+    Raises:
+        ValueError: ``split`` is not one of :data:`SPLITS`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of {SPLITS})")
+    ordered = sorted(str(i) for i in ids)
+    if split == "all":
+        return ordered
+    return ordered[0::2] if split == "dev" else ordered[1::2]
+
+
 def _load(
-    data: Path, n_queries: int, seed: int, split: str = "all"
+    data: Path, n_queries: int, seed: int, split: str = "all", max_articles: int | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     docs = [json.loads(line) for line in (data / "corpus.jsonl").open(encoding="utf-8")]
-    docs.sort(key=lambda d: str(d["_id"]))
-    if split != "all":
-        docs = docs[0::2] if split == "dev" else docs[1::2]
-    keep = {d["_id"] for d in docs}
+    keep = set(split_ids([str(d["_id"]) for d in docs], split))
+    docs = sorted((d for d in docs if str(d["_id"]) in keep), key=lambda d: str(d["_id"]))
+    docs = docs[:max_articles]
+    keep = {str(d["_id"]) for d in docs}
     queries = [json.loads(line) for line in (data / "queries.jsonl").open(encoding="utf-8")]
-    queries = [q for q in queries if q["doc_id"] in keep]
+    queries = [q for q in queries if str(q["doc_id"]) in keep]
     random.Random(seed).shuffle(queries)
     return docs, queries[:n_queries]
 
@@ -291,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--split", choices=SPLITS, default="all")
     parser.add_argument(
+        "--max-articles",
+        type=int,
+        default=None,
+        help="keep only the first N articles of the split (smoke runs)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "late_chunking.json"
     )
     args = parser.parse_args(argv)
@@ -301,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "the checkout as ../shared/data/squad_en/longdoc; pass --data DIR)"
             )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    docs, queries = _load(args.data, args.queries, args.seed, args.split)
+    if args.max_articles is not None and args.max_articles < 1:
+        raise SystemExit(f"error: --max-articles must be >= 1, got {args.max_articles}")
+    docs, queries = _load(args.data, args.queries, args.seed, args.split, args.max_articles)
     results = []
     for name in args.models:
         if name == "minilm":
@@ -316,8 +347,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             path = build_tiny_m3_checkpoint(tempfile.mkdtemp(prefix="tiny_m3_"), xlmr_vocab=True)
             enc = M3Encoder.from_pretrained(path, dtype=args.dtype)
             size = args.chunk_size or 256
+        elif name.startswith("ckpt:"):
+            label, sep, folder = name[len("ckpt:") :].partition("=")
+            if not sep or not label or not Path(folder).is_dir():
+                raise SystemExit(f"error: --models ckpt: wants ckpt:LABEL=FOLDER, got {name!r}")
+            enc = M3Encoder.from_pretrained(folder, dtype=args.dtype)
+            size = args.chunk_size or (96 if enc.max_length < 1024 else 256)
+            name = label
         else:
-            raise SystemExit(f"unknown model {name!r} (minilm, tiny-m3)")
+            raise SystemExit(f"unknown model {name!r} (minilm, tiny-m3, ckpt:LABEL=DIR)")
         windows = [None if w < 0 else (w or enc.max_length) for w in (args.windows or [-1])]
         windows = [w for w in windows if w is None or w <= enc.max_length]
         variants = [
@@ -347,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": {"machine": machine.as_dict()}, "results": results}
     args.out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    print(f"wrote {args.out}")
+    md = args.out.with_suffix(".md")
+    md.write_text(f"{machine.markdown()}\n\n{table}\n", encoding="utf-8")
+    print(f"wrote {args.out} {md}")
 
 
 if __name__ == "__main__":

