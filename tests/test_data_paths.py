@@ -54,7 +54,12 @@ def test_make_test_data_names_a_missing_source(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "script",
-    ["examples/finetune_squad.py", "benchmarks/finetune.py", "benchmarks/late_chunking.py"],
+    [
+        "examples/finetune_squad.py",
+        "benchmarks/finetune.py",
+        "benchmarks/late_chunking.py",
+        "benchmarks/span_finetune.py",
+    ],
 )
 def test_scripts_name_missing_data(script: str, tmp_path: Path) -> None:
     missing = tmp_path / "no_data"
