@@ -57,3 +57,24 @@ def tiny_dense_xlmr_path(tiny_m3_xlmr_path: Path, tmp_path_factory: pytest.TempP
     (out / "colbert_linear.pt").unlink()
     (out / "sparse_linear.pt").unlink()
     return out
+
+
+def assert_flagembedding_matches(path: Path, texts: list[str]) -> None:
+    """FlagEmbedding's ``BGEM3FlagModel`` loads ``path`` and encodes ``texts`` exactly as
+    ``M3Encoder`` does (1e-5, every head)."""
+    import numpy as np
+    from FlagEmbedding import BGEM3FlagModel  # the dev extra installs it: a missing one fails
+
+    from m3kit import M3Encoder
+
+    ours = M3Encoder.from_pretrained(path, dtype="fp32").encode(texts)
+    ref = BGEM3FlagModel(str(path), devices="cpu", use_fp16=False).encode(
+        texts, return_dense=True, return_sparse=True, return_colbert_vecs=True, batch_size=2
+    )
+    np.testing.assert_allclose(ours.dense, ref["dense_vecs"], atol=1e-5)
+    for mine, theirs in zip(ours.sparse, ref["lexical_weights"], strict=True):
+        ids = sorted(int(k) for k in theirs)
+        assert mine.indices.tolist() == ids
+        np.testing.assert_allclose(mine.values, [theirs[str(k)] for k in ids], atol=1e-5)
+    for mine_c, theirs_c in zip(ours.colbert, ref["colbert_vecs"], strict=True):
+        np.testing.assert_allclose(mine_c, theirs_c, atol=1e-5)

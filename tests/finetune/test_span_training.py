@@ -15,6 +15,7 @@ from m3kit.finetune.span_training import SpanCollator, centred_window, pool_span
 from m3kit.finetune.training_loop import prepare_training
 from m3kit.late_chunking import LateChunker
 from m3kit.outputs import ALL_HEADS
+from tests.finetune.conftest import assert_flagembedding_matches
 
 PARAGRAPHS = {
     "rhine": [
@@ -229,17 +230,7 @@ def test_span_training_lowers_the_loss_and_saves_a_loadable_checkpoint(
     out = M3Encoder.from_pretrained(result.path, dtype="fp32").encode(texts)
     start = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32").encode(texts)
     assert out.dense.shape == start.dense.shape and not np.allclose(out.dense, start.dense)
-    flag = pytest.importorskip("FlagEmbedding")
-    ref = flag.BGEM3FlagModel(str(result.path), devices="cpu", use_fp16=False).encode(
-        texts, return_dense=True, return_sparse=True, return_colbert_vecs=True, batch_size=2
-    )
-    np.testing.assert_allclose(out.dense, ref["dense_vecs"], atol=1e-5)
-    for mine, theirs in zip(out.sparse, ref["lexical_weights"], strict=True):
-        ids = sorted(int(k) for k in theirs)
-        assert mine.indices.tolist() == ids
-        np.testing.assert_allclose(mine.values, [theirs[str(k)] for k in ids], atol=1e-5)
-    for mine_c, theirs_c in zip(out.colbert, ref["colbert_vecs"], strict=True):
-        np.testing.assert_allclose(mine_c, theirs_c, atol=1e-5)
+    assert_flagembedding_matches(result.path, texts)
 
 
 def test_fit_spans_rejects_other_examples(tiny_m3_path: Path, tmp_path: Path) -> None:

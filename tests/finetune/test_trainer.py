@@ -14,6 +14,7 @@ from m3kit.finetune import FinetuneConfig, LossConfig, M3Finetuner, TrainingExam
 from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, _Collator, save_start_checkpoint
 from m3kit.heads import load_state_dict_safely
 from m3kit.outputs import ALL_HEADS, Head
+from tests.finetune.conftest import assert_flagembedding_matches
 
 TEXTS = [
     "Where does the Rhine flow?",
@@ -48,8 +49,6 @@ def _backbone(path: Path) -> dict[str, torch.Tensor]:
 def test_trained_checkpoint_round_trips_through_flagembedding(
     tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
 ) -> None:
-    from FlagEmbedding import BGEM3FlagModel
-
     result = M3Finetuner(_config(tiny_m3_path, tmp_path / "ft")).fit(toy_examples)
     assert result.steps == 2 and result.heads == ALL_HEADS and result.examples == 12
     assert result.log and {"dense", "sparse", "colbert", "ensemble", "total"} <= set(result.log[0])
@@ -62,17 +61,7 @@ def test_trained_checkpoint_round_trips_through_flagembedding(
         b = load_state_dict_safely(result.path / name)["weight"]
         assert not torch.equal(a, b)
 
-    ours = M3Encoder.from_pretrained(result.path, dtype="fp32").encode(TEXTS)
-    ref = BGEM3FlagModel(str(result.path), devices="cpu", use_fp16=False).encode(
-        TEXTS, return_dense=True, return_sparse=True, return_colbert_vecs=True, batch_size=2
-    )
-    np.testing.assert_allclose(ours.dense, ref["dense_vecs"], atol=1e-5)
-    for mine, theirs in zip(ours.sparse, ref["lexical_weights"], strict=True):
-        ids = sorted(int(k) for k in theirs)
-        assert mine.indices.tolist() == ids
-        np.testing.assert_allclose(mine.values, [theirs[str(k)] for k in ids], atol=1e-5)
-    for mine, theirs in zip(ours.colbert, ref["colbert_vecs"], strict=True):
-        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+    assert_flagembedding_matches(result.path, TEXTS)
 
 
 def test_dense_only_start_gets_new_heads(

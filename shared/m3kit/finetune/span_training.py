@@ -37,16 +37,16 @@ import torch
 import torch.nn.functional as F
 
 from m3kit.chunking import special_affixes, token_starts
-from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
+from m3kit.finetune.losses import LossConfig
 from m3kit.finetune.span_data import SpanExample
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult
 from m3kit.finetune.training_loop import (
+    Candidates,
     TrainingModule,
     prepare_training,
     run_training,
 )
 from m3kit.model import M3Forward, M3Model
-from m3kit.outputs import Head
 
 __all__ = [
     "PooledSpans",
@@ -333,27 +333,11 @@ class SpanTrainingModule(TrainingModule):
         targets: torch.Tensor,
         exclude: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        heads = self.loss_config.heads
-        want_sparse, want_colbert = Head.SPARSE in heads, Head.COLBERT in heads
-        q = self.model(q_ids, q_mask, sparse=want_sparse, colbert=want_colbert)
-        w = self.model(w_ids, w_mask, sparse=want_sparse, colbert=want_colbert)
+        q = self.forward_heads(q_ids, q_mask)
+        w = self.forward_heads(w_ids, w_mask)
         p = pool_spans(w, w_ids, span_row, span_start, span_end, self.pad_id)
-        scores: dict[Head, torch.Tensor] = {}
-        if Head.DENSE in heads:
-            scores[Head.DENSE] = dense_scores(q.dense.float(), p.dense)
-        if want_sparse:
-            assert q.sparse is not None and p.sparse is not None
-            scores[Head.SPARSE] = sparse_scores(
-                q_ids, q.sparse.float(), p.ids, p.sparse, self.ignore_ids
-            )
-        if want_colbert:
-            assert q.colbert is not None and p.colbert is not None
-            scores[Head.COLBERT] = colbert_scores(
-                q.colbert.float(), q_mask[:, 1:], p.colbert, p.mask
-            )
-        out = m3_loss(scores, targets, exclude, self.loss_config)
-        self.log.append(out.terms)
-        return {"loss": out.total}
+        candidates = Candidates(p.dense, p.ids, p.sparse, p.colbert, p.mask)
+        return self.loss(q, q_ids, q_mask, candidates, targets, exclude)
 
 
 def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> FinetuneResult:

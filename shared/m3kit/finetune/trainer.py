@@ -23,13 +23,10 @@ import torch
 from m3kit.finetune.data import TrainingExample
 from m3kit.finetune.losses import (
     LossConfig,
-    colbert_scores,
-    dense_scores,
-    m3_loss,
-    sparse_scores,
 )
 from m3kit.finetune.training_loop import (
     NEW_SPARSE_WEIGHT,
+    Candidates,
     TrainingModule,
     prepare_training,
     run_training,
@@ -294,26 +291,10 @@ class _TrainingModule(TrainingModule):
         targets: torch.Tensor,
         exclude: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        heads = self.loss_config.heads
-        want_sparse, want_colbert = Head.SPARSE in heads, Head.COLBERT in heads
-        q = self.model(q_ids, q_mask, sparse=want_sparse, colbert=want_colbert)
-        p = self.model(p_ids, p_mask, sparse=want_sparse, colbert=want_colbert)
-        scores: dict[Head, torch.Tensor] = {}
-        if Head.DENSE in heads:
-            scores[Head.DENSE] = dense_scores(q.dense.float(), p.dense.float())
-        if want_sparse:
-            assert q.sparse is not None and p.sparse is not None
-            scores[Head.SPARSE] = sparse_scores(
-                q_ids, q.sparse.float(), p_ids, p.sparse.float(), self.ignore_ids
-            )
-        if want_colbert:
-            assert q.colbert is not None and p.colbert is not None
-            scores[Head.COLBERT] = colbert_scores(
-                q.colbert.float(), q_mask[:, 1:], p.colbert.float(), p_mask[:, 1:]
-            )
-        out = m3_loss(scores, targets, exclude, self.loss_config)
-        self.log.append(out.terms)
-        return {"loss": out.total}
+        q = self.forward_heads(q_ids, q_mask)
+        p = self.forward_heads(p_ids, p_mask)
+        candidates = Candidates(p.dense, p_ids, p.sparse, p.colbert, p_mask[:, 1:])
+        return self.loss(q, q_ids, q_mask, candidates, targets, exclude)
 
 
 class M3Finetuner:

@@ -22,8 +22,8 @@ from torch import nn
 
 from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
 from m3kit.errors import CheckpointError
-from m3kit.finetune.losses import LossConfig
-from m3kit.model import M3Model
+from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
+from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
 from m3kit.precision import resolve_training_precision
 
@@ -51,6 +51,59 @@ class TrainingModule(nn.Module):
         self.loss_config = loss
         self.ignore_ids = list(ignore_ids)
         self.log: list[dict[str, float]] = []
+
+    def forward_heads(self, ids: torch.Tensor, mask: torch.Tensor) -> M3Forward:
+        """The model's forward with the heads the loss needs."""
+        heads = self.loss_config.heads
+        return self.model(ids, mask, sparse=Head.SPARSE in heads, colbert=Head.COLBERT in heads)
+
+    def loss(
+        self,
+        q: M3Forward,
+        q_ids: torch.Tensor,
+        q_mask: torch.Tensor,
+        candidates: Candidates,
+        targets: torch.Tensor,
+        exclude: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Score every query against every candidate per head, then :func:`m3_loss`."""
+        heads = self.loss_config.heads
+        c = candidates
+        scores: dict[Head, torch.Tensor] = {}
+        if Head.DENSE in heads:
+            scores[Head.DENSE] = dense_scores(q.dense.float(), c.dense.float())
+        if Head.SPARSE in heads:
+            assert q.sparse is not None and c.sparse is not None
+            scores[Head.SPARSE] = sparse_scores(
+                q_ids, q.sparse.float(), c.ids, c.sparse.float(), self.ignore_ids
+            )
+        if Head.COLBERT in heads:
+            assert q.colbert is not None and c.colbert is not None
+            scores[Head.COLBERT] = colbert_scores(
+                q.colbert.float(), q_mask[:, 1:], c.colbert.float(), c.colbert_mask
+            )
+        out = m3_loss(scores, targets, exclude, self.loss_config)
+        self.log.append(out.terms)
+        return {"loss": out.total}
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What every query is scored against, per head.
+
+    Attributes:
+        dense: ``[c, h]`` dense vectors.
+        ids: ``[c, l]`` token ids (for the sparse scores; padding / special ids are ignored).
+        sparse: ``[c, l]`` sparse weights of those tokens, or None.
+        colbert: ``[c, l', d]`` ColBERT vectors, or None.
+        colbert_mask: ``[c, l']`` 1 for real ColBERT vectors.
+    """
+
+    dense: torch.Tensor
+    ids: torch.Tensor
+    sparse: torch.Tensor | None
+    colbert: torch.Tensor | None
+    colbert_mask: torch.Tensor
 
 
 @dataclass(frozen=True)
