@@ -113,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-eval", action="store_true", help="train only")
+    parser.add_argument(
+        "--reuse",
+        choices=("plain", "span"),
+        nargs="*",
+        default=[],
+        help="use the checkpoint an earlier run left in --out/NAME instead of training it",
+    )
     parser.add_argument("--queries", type=int, default=500, help="held-out evaluation queries")
     parser.add_argument(
         "--eval-articles", type=int, default=None, help="first N held-out articles (smoke runs)"
@@ -170,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         ("plain", lambda: M3Finetuner(config("plain")).fit(plain)),
         ("span", lambda: M3Finetuner(config("span")).fit_spans(spans)),
     ):
+        if name in args.reuse:
+            if not (args.out / name / "model.safetensors").is_file():
+                raise SystemExit(f"error: --reuse {name}: no checkpoint in {args.out / name}")
+            trained[name] = {"path": str(args.out / name), "reused": True, "train_seconds": None}
+            print(f"{name}: reusing {args.out / name} (trained by an earlier run)", flush=True)
+            continue
         result = fit()
         trained[name] = {
             "path": str(result.path),
@@ -239,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         "Training (dev articles only, from all-MiniLM-L6-v2): "
         + ", ".join(
             f"{name} {t['train_seconds']} s ({t['steps']} steps, {t['examples']} examples)"
+            if not t.get("reused")
+            else f"{name} trained by an earlier run of this script (same settings)"
             for name, t in trained.items()
         ),
         f"Train articles: {' '.join(dev)}; evaluation: held-out articles (late_chunking.py "
