@@ -114,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-eval", action="store_true", help="train only")
     parser.add_argument(
+        "--chunk-chars",
+        type=int,
+        default=None,
+        help="span examples are chunks of about this many characters holding the answer "
+        "(default: whole paragraphs)",
+    )
+    parser.add_argument(
         "--reuse",
         choices=("plain", "span"),
         nargs="*",
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = late_chunking.split_ids(longdoc_ids, "dev")
     print(f"dev (training) articles: {' '.join(dev)}", flush=True)
     spans = _sample(
-        read_longdoc_examples(args.data / "longdoc", articles=dev),
+        read_longdoc_examples(args.data / "longdoc", articles=dev, chunk_chars=args.chunk_chars),
         args.rows,
         args.seed,
         "longdoc questions",

@@ -11,6 +11,7 @@ import torch
 
 from m3kit import M3Encoder
 from m3kit.finetune import FinetuneConfig, M3Finetuner, SpanExample, read_longdoc_examples
+from m3kit.finetune.span_data import char_chunks
 from m3kit.finetune.span_training import SpanCollator, centred_window, pool_spans
 from m3kit.finetune.training_loop import prepare_training
 from m3kit.late_chunking import LateChunker
@@ -104,6 +105,8 @@ def _write_longdoc(folder: Path) -> Path:
         for (name, i), q in QUESTIONS.items():
             a, b = _doc(name)[1][i]
             row = {"_id": q, "text": q, "doc_id": name, "paragraph_start": a, "paragraph_end": b}
+            # the answer: the paragraph's first 10 characters (its whole text for one question)
+            row |= {"answer_start": a, "answer_end": b if (name, i) == ("oxygen", 2) else a + 10}
             fh.write(json.dumps(row) + "\n")
     return folder
 
@@ -127,6 +130,31 @@ def test_read_longdoc_examples_uses_other_paragraphs_as_negatives(tmp_path: Path
         read_longdoc_examples(tmp_path)
     with pytest.raises(FileNotFoundError, match="corpus.jsonl"):
         read_longdoc_examples(tmp_path / "missing")
+
+
+def test_chunk_examples_hold_the_answer_in_their_positive(tmp_path: Path) -> None:
+    _write_longdoc(tmp_path)
+    examples = read_longdoc_examples(tmp_path, chunk_chars=40)
+    answers = {}  # query -> its answer span (as _write_longdoc writes it)
+    for (name, i), q in QUESTIONS.items():
+        a, b = _doc(name)[1][i]
+        answers[q] = (a, b if (name, i) == ("oxygen", 2) else a + 10)
+    held = [
+        q
+        for (name, _), q in QUESTIONS.items()
+        if any(
+            c[0] <= answers[q][0] and answers[q][1] <= c[1] for c in char_chunks(_doc(name)[0], 40)
+        )
+    ]
+    # the photosynthesis answer is a whole 58-character paragraph: no 40-character chunk holds it
+    assert QUESTIONS[("oxygen", 2)] not in held and len(held) >= 2
+    assert [ex.query for ex in examples] == held
+    for ex in examples:
+        chunks = char_chunks(ex.document, 40)
+        assert all(b - a <= 40 for a, b in chunks) and chunks[-1][1] == len(ex.document)
+        a, b = answers[ex.query]
+        assert ex.span in chunks and ex.span[0] <= a < b <= ex.span[1]
+        assert set(ex.negative_spans) == set(chunks) - {ex.span}
 
 
 def test_window_is_centred_on_the_span() -> None:
@@ -259,6 +287,10 @@ def test_cli_finetune_late_chunking(
     assert main(argv) == 0
     assert "on 2 example(s), 1 step(s)" in capsys.readouterr().out
     assert M3Encoder.from_pretrained(out, dtype="fp32").encode(["Rhine"]).dense.shape[0] == 1
+    # one example per answer that a 40-character chunk holds whole
+    held = len(read_longdoc_examples(data, ["rhine"], chunk_chars=40))
+    assert main([*argv, "--chunk-chars", "40"]) == 0
+    assert f"on {held} example(s), 1 step(s)" in capsys.readouterr().out
 
 
 def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> None:

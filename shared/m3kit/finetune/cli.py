@@ -56,6 +56,13 @@ def add_subcommands(subparsers: Any) -> None:
         default=None,
         help="with --longdoc: comma-separated document ids to train on (e.g. a training split)",
     )
+    ft.add_argument(
+        "--chunk-chars",
+        type=int,
+        default=None,
+        help="with --longdoc: train on chunks of about this many characters holding the answer "
+        "(default: whole paragraphs)",
+    )
     ft.add_argument("--epochs", type=float, default=1.0)
     ft.add_argument("--max-steps", type=int, default=None)
     ft.add_argument("--batch-size", type=int, default=16)
@@ -166,7 +173,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     if args.longdoc is not None:
         from m3kit.finetune.span_data import read_longdoc_examples
 
-        examples: list[Any] = read_longdoc_examples(args.longdoc, _heads(args.articles))
+        examples: list[Any] = read_longdoc_examples(
+            args.longdoc, _heads(args.articles), chunk_chars=args.chunk_chars
+        )
     elif args.train:
         examples = read_jsonl(args.train)
     else:

@@ -79,19 +79,48 @@ def _check_span(name: str, span: object, length: int) -> CharSpan:
     return (start, end)
 
 
+def char_chunks(text: str, size: int) -> list[CharSpan]:
+    """Consecutive spans of at most ``size`` characters covering ``text``, cut at a space.
+
+    >>> char_chunks("aa bb cc dd", 6)
+    [(0, 5), (5, 11)]
+    """
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1 character, got {size}")
+    spans: list[CharSpan] = []
+    start = 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = text.rfind(" ", start + 1, end + 1)
+            end = cut if cut > start else end
+        spans.append((start, end))
+        start = end
+    return spans
+
+
 def read_longdoc_examples(
-    folder: str | os.PathLike[str], articles: Iterable[str] | None = None
+    folder: str | os.PathLike[str],
+    articles: Iterable[str] | None = None,
+    *,
+    chunk_chars: int | None = None,
 ) -> list[SpanExample]:
     """Span examples from a long-document folder (``corpus.jsonl`` + ``queries.jsonl``).
 
     Each question becomes one example: its document (``doc_id``), its paragraph
     (``paragraph_start``, ``paragraph_end``) as the positive span, and the other paragraphs
     of that document (the distinct paragraph spans of all its questions) as negative spans.
+    With ``chunk_chars`` the document is cut into chunks of about that many characters
+    (:func:`char_chunks`) instead, as chunkers cut it for late chunking: the positive is the
+    chunk holding the question's answer (``answer_start``, ``answer_end``; questions whose
+    answer straddles two chunks are left out) and every other chunk is a negative.
 
     Args:
         folder: Holds ``corpus.jsonl`` (``_id``, ``text``) and ``queries.jsonl`` (``text``,
-            ``doc_id``, ``paragraph_start``, ``paragraph_end``).
+            ``doc_id``, ``paragraph_start``, ``paragraph_end``; ``answer_start`` and
+            ``answer_end`` with ``chunk_chars``).
         articles: Keep only the questions of these document ids (e.g. a training split).
+        chunk_chars: Train on chunks of about this many characters (default: paragraphs).
 
     Raises:
         FileNotFoundError: A file is missing.
@@ -115,8 +144,15 @@ def read_longdoc_examples(
         if doc_id not in docs:
             raise ValueError(f"queries.jsonl line {n}: unknown doc_id {doc_id!r}")
         if keep is None or doc_id in keep:
-            span = (int(row["paragraph_start"]), int(row["paragraph_end"]))
+            if chunk_chars is None:
+                span = (int(row["paragraph_start"]), int(row["paragraph_end"]))
+            else:
+                if not {"answer_start", "answer_end"} <= row.keys():
+                    raise ValueError(f"queries.jsonl line {n} lacks answer_start / answer_end")
+                span = (int(row["answer_start"]), int(row["answer_end"]))
             questions.append((str(row["text"]), doc_id, span))
+    if chunk_chars is not None:
+        return _chunk_examples(docs, questions, chunk_chars)
     paragraphs: dict[str, set[CharSpan]] = {}
     for _, doc_id, span in questions:
         paragraphs.setdefault(doc_id, set()).add(span)
@@ -130,4 +166,28 @@ def read_longdoc_examples(
         except ValueError as e:
             raise ValueError(f"question {n} of document {doc_id!r}: {e}") from e
     logger.info("%d span examples from %d documents in %s", len(out), len(paragraphs), root)
+    return out
+
+
+def _chunk_examples(
+    docs: dict[str, str], questions: list[tuple[str, str, CharSpan]], chunk_chars: int
+) -> list[SpanExample]:
+    """Examples whose positive is the chunk holding the answer span, negatives the others."""
+    chunks = {d: char_chunks(docs[d], chunk_chars) for d in {q[1] for q in questions}}
+    out: list[SpanExample] = []
+    straddling = 0
+    for query, doc_id, (a, b) in questions:
+        holding = [c for c in chunks[doc_id] if c[0] <= a and b <= c[1]]
+        if not holding:
+            straddling += 1
+            continue
+        others = tuple(
+            c for c in chunks[doc_id] if c != holding[0] and docs[doc_id][slice(*c)].strip()
+        )
+        out.append(SpanExample(query, docs[doc_id], holding[0], others))
+    logger.info(
+        "%d chunk span examples (%d questions left out: answer across two chunks)",
+        len(out),
+        straddling,
+    )
     return out
