@@ -152,6 +152,9 @@ def build_random_m3_checkpoint(
         tokenizer_file: A ``tokenizer.json`` to use (e.g. :func:`xlmr_tokenizer_file`); default
             trains a small Unigram tokenizer on :data:`SAMPLE_TEXTS`.
         vocab_size: Size of the trained tokenizer (ignored with ``tokenizer_file``).
+        seed: Seeds the random weights.
+        initializer_range: Standard deviation of the random weights (BERT's 0.02; a tiny
+            model needs more, e.g. 0.2, for texts to get visibly different dense vectors).
     """
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
