@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from m3kit.finetune import TrainingExample
+from m3kit.finetune import FinetuneConfig, TrainingExample
 
 TOPICS = {
     "rhine": "The Rhine flows from the Swiss Alps through Germany to the North Sea.",
@@ -78,3 +78,21 @@ def assert_flagembedding_matches(path: Path, texts: list[str]) -> None:
         np.testing.assert_allclose(mine.values, [theirs[str(k)] for k in ids], atol=1e-5)
     for mine_c, theirs_c in zip(ours.colbert, ref["colbert_vecs"], strict=True):
         np.testing.assert_allclose(mine_c, theirs_c, atol=1e-5)
+
+
+def tiny_finetune_config(model: Path, out: Path, **overrides: object) -> FinetuneConfig:
+    """Two CPU steps of 4 queries at high lr: what the trainer tests train with."""
+    base: dict[str, object] = {
+        "model": model,
+        "output_path": out,
+        "max_steps": 2,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "passage_max_length": 48,
+        "query_max_length": 24,
+        "show_progress": False,
+        "device": "cpu",
+    }
+    base.update(overrides)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]

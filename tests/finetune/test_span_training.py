@@ -16,7 +16,7 @@ from m3kit.finetune.span_training import SpanCollator, centred_window, pool_span
 from m3kit.finetune.training_loop import prepare_training
 from m3kit.late_chunking import LateChunker
 from m3kit.outputs import ALL_HEADS
-from tests.finetune.conftest import assert_flagembedding_matches
+from tests.finetune.conftest import assert_flagembedding_matches, tiny_finetune_config
 
 PARAGRAPHS = {
     "rhine": [
@@ -57,22 +57,9 @@ def _examples() -> list[SpanExample]:
 
 
 def _config(model: Path, out: Path, **overrides: object) -> FinetuneConfig:
-    base: dict[str, object] = {
-        "model": model,
-        "output_path": out,
-        "max_steps": 2,
-        "batch_size": 4,
-        "learning_rate": 1e-3,
-        "warmup_ratio": 0.0,
-        "passage_max_length": 96,
-        "query_max_length": 24,
-        "num_negatives": 8,
-        "show_progress": False,
-        "device": "cpu",
-        "precision": "fp32",
-    }
-    base.update(overrides)
-    return FinetuneConfig(**base)  # type: ignore[arg-type]
+    """The trainer tests' tiny config, with windows of 96 tokens and room for 8 negatives."""
+    base: dict[str, object] = {"passage_max_length": 96, "num_negatives": 8, "precision": "fp32"}
+    return tiny_finetune_config(model, out, **{**base, **overrides})
 
 
 def test_span_example_validation_names_the_problem() -> None:

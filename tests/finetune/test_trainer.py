@@ -14,7 +14,7 @@ from m3kit.finetune import FinetuneConfig, LossConfig, M3Finetuner, TrainingExam
 from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, _Collator, save_start_checkpoint
 from m3kit.heads import load_state_dict_safely
 from m3kit.outputs import ALL_HEADS, Head
-from tests.finetune.conftest import assert_flagembedding_matches
+from tests.finetune.conftest import assert_flagembedding_matches, tiny_finetune_config
 
 TEXTS = [
     "Where does the Rhine flow?",
@@ -23,21 +23,7 @@ TEXTS = [
 ]
 
 
-def _config(model: Path, out: Path, **overrides: object) -> FinetuneConfig:
-    base: dict[str, object] = {
-        "model": model,
-        "output_path": out,
-        "max_steps": 2,
-        "batch_size": 4,
-        "learning_rate": 1e-3,
-        "warmup_ratio": 0.0,
-        "passage_max_length": 48,
-        "query_max_length": 24,
-        "show_progress": False,
-        "device": "cpu",
-    }
-    base.update(overrides)
-    return FinetuneConfig(**base)  # type: ignore[arg-type]
+_config = tiny_finetune_config
 
 
 def _backbone(path: Path) -> dict[str, torch.Tensor]:
