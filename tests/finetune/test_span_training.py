@@ -58,7 +58,7 @@ def _examples() -> list[SpanExample]:
 
 def _config(model: Path, out: Path, **overrides: object) -> FinetuneConfig:
     """The trainer tests' tiny config, with windows of 96 tokens and room for 8 negatives."""
-    base: dict[str, object] = {"passage_max_length": 96, "num_negatives": 8, "precision": "fp32"}
+    base: dict[str, object] = {"passage_max_length": 96, "span_negatives": 8, "precision": "fp32"}
     return tiny_finetune_config(model, out, **{**base, **overrides})
 
 
@@ -232,6 +232,21 @@ def test_collator_marks_copies_of_a_positive(tiny_m3_path: Path, tmp_path: Path)
     assert batch["targets"].tolist() == [0, 0]  # one span, encoded once
 
 
+def test_span_negatives_default_to_in_batch_only(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """By default a batch pools only the positives; ``span_negatives`` adds in-window ones."""
+    examples = _examples()[:2]  # rhine paragraphs 0 and 1 of a 3-paragraph document
+    cfg = tiny_finetune_config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
+    assert cfg.span_negatives == 0 and cfg.num_negatives == 3  # passage training keeps its 3
+    setup = prepare_training(cfg)
+    batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(examples)
+    assert batch["span_row"].tolist() == [0, 0]  # p0 and p1: the two positives only
+    with_negatives = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
+    batch = SpanCollator(setup.tokenizer, with_negatives, setup.prefix)(examples)
+    assert len(batch["span_row"]) == 3  # p2, the negative of both, joins
+    with pytest.raises(ValueError, match="span_negatives must be >= 0, got -1"):
+        _config(tiny_m3_path, tmp_path / "unused", span_negatives=-1)
+
+
 def test_span_training_lowers_the_loss_and_saves_a_loadable_checkpoint(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:
@@ -268,6 +283,8 @@ def test_cli_finetune_late_chunking(
     assert "--late-chunking and --longdoc go together" in capsys.readouterr().err
     assert main(["finetune", "--longdoc", str(data), *common]) == 1
     assert "--late-chunking and --longdoc go together" in capsys.readouterr().err
+    assert main(["finetune", "--train", str(data), "--span-negatives", "2", *common]) == 1
+    assert "--span-negatives applies with --late-chunking" in capsys.readouterr().err
     argv = ["finetune", "--late-chunking", "--longdoc", str(data), "--articles", "rhine"]
     argv += [*common, "--max-steps", "1", "--batch-size", "2", "--passage-max-length", "96"]
     argv += ["--device", "cpu", "--precision", "fp32", "--lr", "1e-3"]
@@ -276,7 +293,7 @@ def test_cli_finetune_late_chunking(
     assert M3Encoder.from_pretrained(out, dtype="fp32").encode(["Rhine"]).dense.shape[0] == 1
     # one example per answer that a 40-character chunk holds whole
     held = len(read_longdoc_examples(data, ["rhine"], chunk_chars=40))
-    assert main([*argv, "--chunk-chars", "40"]) == 0
+    assert main([*argv, "--chunk-chars", "40", "--span-negatives", "2"]) == 0
     assert f"on {held} example(s), 1 step(s)" in capsys.readouterr().out
 
 

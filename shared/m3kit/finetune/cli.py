@@ -47,9 +47,9 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument(
         "--late-chunking",
         action="store_true",
-        help="span pooling: pool each question's paragraph (and other paragraphs as negatives) "
-        "from a window of its whole document, as late chunking does (needs --longdoc; "
-        "--passage-max-length is the window)",
+        help="span pooling: pool each question's paragraph from a window of its whole "
+        "document, as late chunking does (needs --longdoc; --passage-max-length is the window; "
+        "in-batch negatives, plus --span-negatives other spans of the window)",
     )
     ft.add_argument(
         "--articles",
@@ -68,6 +68,13 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument("--batch-size", type=int, default=16)
     ft.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     ft.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
+    ft.add_argument(
+        "--span-negatives",
+        type=int,
+        default=0,
+        help="with --late-chunking: other spans of the positive's window pooled as its "
+        "negatives (default 0: in-batch negatives only)",
+    )
     ft.add_argument("--lr", type=float, default=2e-5)
     ft.add_argument("--temperature", type=float, default=0.02)
     ft.add_argument("--query-max-length", type=int, default=64)
@@ -170,6 +177,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         )
     if args.articles is not None and args.longdoc is None:
         raise ValueError("--articles selects documents of --longdoc")
+    if args.span_negatives and not args.late_chunking:
+        raise ValueError("--span-negatives applies with --late-chunking (span pooling) only")
     if args.longdoc is not None:
         from m3kit.finetune.span_data import read_longdoc_examples
 
@@ -190,6 +199,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum,
         num_negatives=args.negatives,
+        span_negatives=args.span_negatives,
         learning_rate=args.lr,
         temperature=args.temperature,
         query_max_length=args.query_max_length,

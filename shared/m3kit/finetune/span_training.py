@@ -108,7 +108,7 @@ class SpanCollator:
     Args:
         tokenizer: The model's (fast) Hugging Face tokenizer.
         config: ``passage_max_length`` (window size, special tokens included),
-            ``query_max_length``, ``num_negatives`` (in-window negatives per example),
+            ``query_max_length``, ``span_negatives`` (in-window negatives per example),
             ``mask_shared_positives`` and ``seed``.
         query_prefix: Instruction put before every query.
 
@@ -215,7 +215,7 @@ class SpanCollator:
                 na, nb = max(na, ws), min(nb, we)
                 if na < nb:
                     inside.append((na, nb, neg))
-            k = min(self.config.num_negatives, len(inside))
+            k = min(self.config.span_negatives, len(inside))
             for na, nb, neg in self.rng.sample(inside, k):
                 slot(row, na - ws, nb - ws, (ex.document, *neg))
         exclude = torch.zeros(len(batch), len(spans), dtype=torch.bool)
@@ -345,7 +345,8 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
 
     Args:
         config: A :class:`~m3kit.finetune.FinetuneConfig`; ``passage_max_length`` is the
-            window size, ``num_negatives`` the in-window negatives per example.
+            window size, ``span_negatives`` the in-window negatives per example (default 0:
+            in-batch negatives only).
         examples: :class:`~m3kit.finetune.span_data.SpanExample`\\ s.
 
     Returns:

@@ -82,6 +82,12 @@ class FinetuneConfig:
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
         gradient_accumulation_steps: Steps accumulated per optimiser update.
         num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
+        span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only: other spans of
+            the positive's window pooled as its negatives. Default 0 (in-batch negatives
+            only): on squad_en's long documents, 3 in-window negatives (the positive's own
+            neighbours) pushed apart the token states late chunking shares, and the
+            span-trained model's late chunking fell below its naive chunking
+            (``benchmarks/results/late_chunking_span_chunks.md`` vs ``..._noneg.md``).
         learning_rate: Peak AdamW learning rate (linear warm-up then decay).
         head_learning_rate: Peak learning rate of the sparse and ColBERT head layers
             (default: ``learning_rate``); new heads of a dense-only start can move faster
@@ -126,6 +132,7 @@ class FinetuneConfig:
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     num_negatives: int = 3
+    span_negatives: int = 0
     learning_rate: float = 2e-5
     head_learning_rate: float | None = None
     warmup_ratio: float = 0.1
@@ -160,8 +167,9 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        if self.num_negatives < 0:
-            raise ValueError("num_negatives must be >= 0")
+        for name in ("num_negatives", "span_negatives"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.precision not in TRAINING_PRECISIONS:
             options = ", ".join(repr(p) for p in TRAINING_PRECISIONS)
             raise ValueError(f"precision must be one of {options}, not {self.precision!r}")
