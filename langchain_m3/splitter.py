@@ -81,8 +81,8 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
     placement: WindowPlacement = WindowPlacement.CENTRED
     """``centred`` (each token from the window where it sits most centrally) or ``chunks``."""
     late_heads: list[Head] | None = None
-    """Heads pooled late, the others encoded from the chunk alone (default: sparse and ColBERT;
-    dense is encoded from the chunk alone, see ``m3kit.late_chunking.default_late_heads``)."""
+    """Heads pooled late, the others encoded from the chunk alone (default: every head of a
+    multi-head model, none of a dense-only one; ``m3kit.late_chunking.default_late_heads``)."""
     dense_pooling: DensePooling | None = None
     """Older spelling: ``mean`` (dense late) or ``naive`` (dense from the chunk alone)."""
     splitter: Any = Field(default=None, exclude=True)

@@ -228,7 +228,7 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     late_heads: list[Head] | None = Field(
         default=None,
         description="Heads pooled late, the others encoded from the chunk alone (default: "
-        "sparse and ColBERT; dense from the chunk alone).",
+        "every head of a multi-head model, none of a dense-only one).",
     )
     dense_pooling: DensePooling | None = Field(
         default=None, description="Older spelling: 'mean' (dense late) or 'naive'."

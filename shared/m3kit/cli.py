@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--late-heads",
         default=None,
         help="with --late-chunking: comma-separated heads pooled from the document pass, the "
-        "others encoded from the chunk alone (default: sparse,colbert; dense from the chunk "
-        "alone, which measured better on MiniLM; dense-only models then chunk naively)",
+        "others encoded from the chunk alone (default: every head of a multi-head model, one "
+        "document pass; dense-only models chunk naively, which measured better on MiniLM)",
     )
     index.add_argument(
         "--prune",

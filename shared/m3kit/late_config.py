@@ -37,21 +37,26 @@ class DensePooling(str, enum.Enum):
 
 
 def default_late_heads(encoder: M3Encoder) -> frozenset[Head]:
-    """Heads pooled late by default: sparse and ColBERT (per-token heads); dense is naive.
+    """Heads pooled late by default: every head of a multi-head (M3) model, none of a
+    dense-only one.
 
-    - Mean-pooled models (measured, all-MiniLM-L6-v2 on the long SQuAD articles,
-      ``benchmarks/late_chunking.py``): late dense retrieved worse than encoding each chunk
-      alone in every window, overlap and placement tried (sentence-packed chunks of 96 and
-      254 tokens), so dense is naive. A dense-only model then runs no document pass at all:
-      its late chunks equal naive chunks.
-    - CLS-pooled models (BGE-M3; reasoned, not measured: no real weights offline): the dense
-      head was trained on the CLS state and never on a mean of token states, so dense is naive.
-      Sparse and ColBERT are computed per token, as they were trained, so they are late.
+    One document pass serves every head, so late chunking costs about what naive chunking
+    costs (BGE-M3-sized model, default window and overlap: ``benchmarks/late_chunking_cost.py``);
+    any naive head adds a second pass over every chunk (about 2x).
 
-    Mixing costs a naive pass on top of the document pass; ``late_heads=["dense", "sparse",
-    "colbert"]`` runs the document pass alone.
+    - Multi-head models (measured on three-head models fine-tuned from all-MiniLM-L6-v2, the
+      held-out long SQuAD articles, ``benchmarks/results/late_chunking_span*.md``): the fused
+      score with every head late was above naive chunking for the mean-pooled and the
+      CLS-pooled model, and within a few tenths of keeping dense naive (which costs the extra
+      pass); late dense alone was below naive dense, so a dense-only search of such chunks
+      should pass ``late_heads=["sparse", "colbert"]`` (or ``[]``).
+    - Dense-only models (all-MiniLM-L6-v2): late dense retrieved worse than encoding each
+      chunk alone in every window, overlap and placement tried (``benchmarks/late_chunking.py``,
+      chunks of 96 and 254 tokens), so nothing is late: no document pass, the late chunks are
+      the naive chunks.
     """
-    return encoder.available_heads - {Head.DENSE}
+    heads = encoder.available_heads
+    return heads if heads - {Head.DENSE} else frozenset()
 
 
 def default_window(chunk_size: int, max_length: int, specials: int) -> int:

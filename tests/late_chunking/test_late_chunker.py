@@ -331,9 +331,11 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     assert (small.window, small.capacity, small.overlap) == (194, 192, 24)
     m3 = LateChunker(tiny_encoder)  # BGE-M3 sizes: 2 * 256 + 2 of 8192
     assert (m3.window, m3.capacity, m3.overlap) == (514, 512, 64)
-    assert m3.late_heads == {Head.SPARSE, Head.COLBERT}  # CLS-pooled: dense naive
-    assert m3.dense_pooling is DensePooling.NAIVE
-    assert m3.signature.endswith("windows=centred, tokens=word-start, late_heads=colbert+sparse)")
+    assert m3.late_heads == set(Head)  # multi-head: every head from the document pass
+    assert m3.dense_pooling is DensePooling.MEAN
+    assert m3.signature.endswith(
+        "windows=centred, tokens=word-start, late_heads=colbert+dense+sparse)"
+    )
     other = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
     assert other.signature != chunker.signature and "<lambda>" in other.signature
     same = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])

@@ -57,7 +57,7 @@ def test_all_naive_runs_no_document_pass(tiny_encoder, h, monkeypatch):  # type:
 
 
 def test_default_late_heads(tiny_encoder, minilm_encoder, h, caplog):  # type: ignore[no-untyped-def]
-    """Dense naive by default (MiniLM measured, CLS-pooled M3 reasoned); sparse, ColBERT late."""
+    """Every head late for a multi-head model (one pass); nothing late for a dense-only one."""
     assert default_late_heads(minilm_encoder) == frozenset()
     with caplog.at_level("INFO", logger="m3kit.late_chunking"):
         minilm = LateChunker(minilm_encoder, chunk_size=8)
@@ -66,7 +66,8 @@ def test_default_late_heads(tiny_encoder, minilm_encoder, h, caplog):  # type: i
     naive = NaiveChunker(minilm_encoder, chunk_size=8).chunk([text])[0]
     got = minilm.chunk([text])[0]
     np.testing.assert_allclose([c.dense for c in got], [c.dense for c in naive], atol=1e-6)
-    assert default_late_heads(tiny_encoder) == {Head.SPARSE, Head.COLBERT}
+    assert default_late_heads(tiny_encoder) == set(Head)
+    assert LateChunker(tiny_encoder).naive_heads == frozenset()  # the document pass alone
     assert LateChunker(tiny_encoder, dense_pooling="mean").late_heads == set(Head)
     assert LateChunker(tiny_encoder, dense_pooling="naive").late_heads == {
         Head.SPARSE,

@@ -149,7 +149,7 @@ class SentenceChunker:
 
 
 class EncodeSpy:
-    """Wraps an encoder, counting the texts passed to ``encode`` (queries excluded)."""
+    """Wraps an encoder, recording the texts it encodes (queries excluded; late windows too)."""
 
     def __init__(self, encoder: Any) -> None:
         self._encoder = encoder
@@ -168,6 +168,12 @@ class EncodeSpy:
         tok = self._encoder.tokenizer
         self.encoded.extend(tok.decode(list(ids), skip_special_tokens=True) for ids in input_ids)
         return self._encoder.encode_tokenized(input_ids, **kwargs)
+
+    def token_states(self, input_ids: Sequence[Sequence[int]], **kwargs: Any) -> Any:
+        """Late chunking's document pass: record the windows it encodes (decoded)."""
+        tok = self._encoder.tokenizer
+        self.encoded.extend(tok.decode(list(ids), skip_special_tokens=True) for ids in input_ids)
+        return self._encoder.token_states(input_ids, **kwargs)
 
     def decoded(self, texts: Sequence[str]) -> list[str]:
         """``texts`` as :meth:`encode_tokenized` records them (tokenised, then decoded)."""
