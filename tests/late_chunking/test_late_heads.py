@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,6 +55,29 @@ def test_all_naive_runs_no_document_pass(tiny_encoder, h, monkeypatch):  # type:
     monkeypatch.setattr(tiny_encoder, "token_states", lambda *a, **k: calls.append("doc") or [])
     chunks = LateChunker(tiny_encoder, chunk_size=8, late_heads=[]).chunk([h.texts["english"]])
     assert calls == [] and len(chunks[0]) > 2
+
+
+def test_default_runs_the_document_pass_alone(tiny_encoder, h, monkeypatch):  # type: ignore[no-untyped-def]
+    """A multi-head model's default late chunking encodes no chunk alone: one pass, ~naive cost."""
+    calls: list[str] = []
+
+    def counted(name: str) -> Any:
+        original = getattr(tiny_encoder, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    for name in ("encode", "encode_tokenized"):
+        monkeypatch.setattr(tiny_encoder, name, counted(name))
+    chunks = LateChunker(tiny_encoder, chunk_size=8).chunk([h.texts["english"]])
+    assert len(chunks[0]) > 2 and calls == []
+    LateChunker(tiny_encoder, chunk_size=8, late_heads=["sparse", "colbert"]).chunk(
+        [h.texts["english"]]
+    )
+    assert calls != []  # a naive head costs a pass over every chunk
 
 
 def test_default_late_heads(tiny_encoder, minilm_encoder, h, caplog):  # type: ignore[no-untyped-def]
