@@ -30,9 +30,10 @@ Run::
     python benchmarks/late_chunking.py --models minilm --chunk-size 64 --queries 1000
     python benchmarks/late_chunking.py --models minilm --split dev --windows 194 256 \
         --overlaps 0 48 96 --placements centred chunks
-    # already trained checkpoints (three heads: scored per head and fused), every head late
+    # trained checkpoints (three heads: scored per head and fused): every head late (the
+    # default for multi-head models) and dense from the chunk alone
     python benchmarks/late_chunking.py --split heldout --models minilm ckpt:span=/tmp/ckpt \
-        --late-heads default dense,sparse,colbert
+        --late-heads default sparse,colbert
 
 Models: ``minilm``, ``tiny-m3`` or ``ckpt:LABEL=DIR`` (a saved checkpoint, e.g. from
 ``benchmarks/span_finetune.py``; default chunk size 96 tokens when its max length is under

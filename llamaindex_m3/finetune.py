@@ -85,9 +85,11 @@ class M3FinetuneEngine:
         calibrate_fusion: Fit the fusion on ``val_dataset`` after training
             (:func:`m3kit.store.calibration.calibrate_checkpoint`).
         late_chunking: Span pooling (:meth:`m3kit.finetune.M3Finetuner.fit_spans`): positives
-            and in-document negatives pooled from a window of the whole document, as late
-            chunking pools them; ``passage_max_length`` is the window; in-batch negatives
-            (``FinetuneConfig.span_negatives`` 0). No negative mining.
+            pooled from a window of the whole document, as late chunking pools them;
+            ``passage_max_length`` is the window. Negatives: the batch's other positives, plus
+            ``span_negatives`` other spans of the window. No negative mining.
+        span_negatives: With ``late_chunking``: other spans of the positive's window pooled as
+            its negatives (default 0, ``FinetuneConfig.span_negatives``).
     """
 
     def __init__(
@@ -110,13 +112,16 @@ class M3FinetuneEngine:
         show_progress_bar: bool = True,
         calibrate_fusion: bool = True,
         late_chunking: bool = False,
+        span_negatives: int = 0,
     ) -> None:
         self.late_chunking = bool(late_chunking)
         if self.late_chunking and mine_negatives > 0:
             raise ValueError(
-                "mine_negatives does not apply with late_chunking: the negatives are the other "
-                "spans of each document"
+                "mine_negatives does not apply with late_chunking: the negatives are the batch's "
+                "other positives and span_negatives other spans of each window"
             )
+        if span_negatives and not self.late_chunking:
+            raise ValueError("span_negatives applies with late_chunking=True only")
         self.span_examples = _spans(train_dataset) if self.late_chunking else None
         self.train_dataset = None if self.late_chunking else _qa(train_dataset)
         self.val_dataset = _qa(val_dataset) if val_dataset is not None else None
@@ -131,6 +136,7 @@ class M3FinetuneEngine:
             epochs=float(epochs),
             batch_size=batch_size,
             num_negatives=max(self.mine_negatives, 0),
+            span_negatives=span_negatives,
             learning_rate=learning_rate,
             precision=precision,
             device=device,

@@ -221,7 +221,7 @@ class LateChunker:
         """What decides the chunks and their vectors, as a stable string (for change detection).
 
         E.g. ``LateChunker(splitter=sentences, chunk_size=256, window=514, overlap=128,
-        windows=centred, tokens=word-start, late_heads=colbert+sparse)``. A custom splitter
+        windows=centred, tokens=word-start, late_heads=colbert+dense+sparse)``. A custom splitter
         appears with its type and every setting (:func:`m3kit.fingerprint.describe_settings`),
         so changing one of them changes the signature.
         """

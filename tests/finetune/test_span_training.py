@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -272,10 +273,21 @@ def test_fit_spans_rejects_other_examples(tiny_m3_path: Path, tmp_path: Path) ->
 
 
 def test_cli_finetune_late_chunking(
-    tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from m3kit.cli import main
 
+    seen: list[FinetuneConfig] = []
+    fit_spans = M3Finetuner.fit_spans
+
+    def recording(self: M3Finetuner, examples: Any) -> Any:
+        seen.append(self.config)
+        return fit_spans(self, examples)
+
+    monkeypatch.setattr(M3Finetuner, "fit_spans", recording)
     data = _write_longdoc(tmp_path / "longdoc")
     out = tmp_path / "ft"
     common = ["--model", str(tiny_m3_path), "--output", str(out), "--quiet"]
@@ -285,6 +297,9 @@ def test_cli_finetune_late_chunking(
     assert "--late-chunking and --longdoc go together" in capsys.readouterr().err
     assert main(["finetune", "--train", str(data), "--span-negatives", "2", *common]) == 1
     assert "--span-negatives applies with --late-chunking" in capsys.readouterr().err
+    late = ["finetune", "--late-chunking", "--longdoc", str(data), "--negatives", "3"]
+    assert main([*late, *common]) == 1
+    assert "with --late-chunking use --span-negatives" in capsys.readouterr().err
     argv = ["finetune", "--late-chunking", "--longdoc", str(data), "--articles", "rhine"]
     argv += [*common, "--max-steps", "1", "--batch-size", "2", "--passage-max-length", "96"]
     argv += ["--device", "cpu", "--precision", "fp32", "--lr", "1e-3"]
@@ -295,6 +310,7 @@ def test_cli_finetune_late_chunking(
     held = len(read_longdoc_examples(data, ["rhine"], chunk_chars=40))
     assert main([*argv, "--chunk-chars", "40", "--span-negatives", "2"]) == 0
     assert f"on {held} example(s), 1 step(s)" in capsys.readouterr().out
+    assert [c.span_negatives for c in seen] == [0, 2]
 
 
 def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> None:
@@ -305,8 +321,13 @@ def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> 
         M3FinetuneEngine(_examples(), late_chunking=True, mine_negatives=2, **common)
     with pytest.raises(TypeError, match="item 0 is a str"):
         M3FinetuneEngine(["text"], late_chunking=True, **common)
+    with pytest.raises(ValueError, match="span_negatives applies with late_chunking=True only"):
+        M3FinetuneEngine(_examples(), span_negatives=2, **common)
+    longdoc = _write_longdoc(tmp_path / "longdoc")
+    chosen = M3FinetuneEngine(longdoc, late_chunking=True, span_negatives=2, **common)
+    assert chosen.config.span_negatives == 2
     engine = M3FinetuneEngine(
-        _write_longdoc(tmp_path / "longdoc"),
+        longdoc,
         late_chunking=True,
         epochs=1,
         batch_size=4,
@@ -315,6 +336,7 @@ def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> 
         **common,
     )
     assert engine.span_examples is not None and len(engine.span_examples) == 4
+    assert engine.config.span_negatives == 0 and engine.config.num_negatives == 0  # in-batch
     result = engine.finetune()
     assert result.steps == 1 and result.examples == 4
     embed = engine.get_finetuned_model(dtype="fp32")

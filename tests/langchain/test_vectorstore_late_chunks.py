@@ -21,10 +21,9 @@ TEXT = " ".join(SAMPLE_TEXTS[:4]) + " The end. The end."  # a repeated sentence
 
 @pytest.fixture(scope="module")
 def splitter(tiny_encoder: M3Encoder) -> M3LateChunkingSplitter:
-    # every head late (default: dense naive), so the carried dense vector differs from naive
-    return M3LateChunkingSplitter.from_encoder(
-        tiny_encoder, chunk_size=12, late_heads=["dense", "sparse", "colbert"]
-    )
+    # the default pools every head of an M3 model late, so the carried dense vector differs
+    # from naive
+    return M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=12)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.core.vector_stores import FilterOperator, MetadataFilter, MetadataFilters
 
 from llamaindex_m3.retriever import M3Retriever
-from m3kit import M3Encoder
+from m3kit import Head, M3Encoder
 from m3kit.store import point_id
 
 DOCS = [
@@ -233,9 +233,8 @@ def test_add_nodes_keeps_late_chunked_vectors(
         id_="late",
         metadata={"kind": "late"},
     )
-    parser = M3LateChunkingNodeParser.from_encoder(
-        tiny_encoder, chunk_size=48, late_heads=["dense", "sparse", "colbert"]
-    )
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=48)
+    assert parser.chunker.late_heads == set(Head)  # the default: every head of an M3 model
     nodes = parser.get_nodes_from_documents([long])
     assert len(nodes) > 2
     with M3Retriever.open(tiny_encoder, similarity_top_k=1) as r:

@@ -67,7 +67,12 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument("--max-steps", type=int, default=None)
     ft.add_argument("--batch-size", type=int, default=16)
     ft.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    ft.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
+    ft.add_argument(
+        "--negatives",
+        type=int,
+        default=None,
+        help="hard negatives per query row (default 3; with --late-chunking use --span-negatives)",
+    )
     ft.add_argument(
         "--span-negatives",
         type=int,
@@ -179,6 +184,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         raise ValueError("--articles selects documents of --longdoc")
     if args.span_negatives and not args.late_chunking:
         raise ValueError("--span-negatives applies with --late-chunking (span pooling) only")
+    if args.negatives is not None and args.late_chunking:
+        raise ValueError(
+            "--negatives applies to query-passage rows; with --late-chunking use --span-negatives"
+        )
     if args.longdoc is not None:
         from m3kit.finetune.span_data import read_longdoc_examples
 
@@ -198,7 +207,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum,
-        num_negatives=args.negatives,
+        num_negatives=3 if args.negatives is None else args.negatives,
         span_negatives=args.span_negatives,
         learning_rate=args.lr,
         temperature=args.temperature,

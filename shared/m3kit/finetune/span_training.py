@@ -2,8 +2,8 @@
 
 Instead of encoding each passage alone, every example's document is tokenised whole, a window
 of ``passage_max_length`` tokens is cut around the positive span (:func:`centred_window`) and
-encoded once; the positive span and the in-document negative spans inside that window are
-pooled per head the way :class:`~m3kit.late_chunking.LateChunker` pools a chunk
+encoded once; the positive span (and, with ``span_negatives``, other spans of that window as
+its negatives) are pooled per head the way :class:`~m3kit.late_chunking.LateChunker` pools a chunk
 (:func:`pool_spans`):
 
 - a span owns the document tokens whose start (first non-whitespace character,
@@ -17,7 +17,7 @@ pooled per head the way :class:`~m3kit.late_chunking.LateChunker` pools a chunk
 Queries are encoded normally. The loss is :func:`m3kit.finetune.losses.m3_loss` (per-head
 InfoNCE, ensemble, self-distillation, symmetric and false-negative options as configured) with
 every pooled span of the batch as a candidate: the query's own positive, the other queries'
-positives (in-batch) and the in-document negatives. A copy of a query's positive (same
+positives (in-batch) and any in-window negatives. A copy of a query's positive (same
 document and span, e.g. from another question about the same paragraph) is never its
 negative when ``mask_shared_positives`` is on. Every trained head is span-pooled, so the result
 suits ``LateChunker(late_heads=...)`` with those heads.

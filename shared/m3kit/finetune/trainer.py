@@ -337,8 +337,9 @@ class M3Finetuner:
     def fit_spans(self, examples: Sequence[Any]) -> FinetuneResult:
         """Late-chunking-aware training on :class:`~m3kit.finetune.span_data.SpanExample`\\ s.
 
-        Positives and in-document negatives are spans pooled from one pass over a window of
-        the document, as late chunking pools them (:mod:`m3kit.finetune.span_training`).
+        Positives (and, with ``span_negatives``, in-window negatives) are spans pooled from
+        one pass over a window of the document, as late chunking pools them
+        (:mod:`m3kit.finetune.span_training`); the batch's other positives are negatives.
         """
         from m3kit.finetune.span_training import fit_spans
 
