@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,7 +25,8 @@ from m3kit.store.filters import (
     to_filter,
 )
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
-from m3kit.store.plan import PointData, RawHit, StorageBackend
+from m3kit.store.plan import RawHit, StorageBackend
+from m3kit.store.points import document_versions, to_point
 from m3kit.store.query import (
     HIT_KEYS,
     HeadScores,
@@ -41,17 +40,11 @@ from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_INDEX,
-    CHUNKING,
     DOC_HASH,
     DOC_ID,
-    ENCODER_ID,
-    END,
     METADATA,
-    PAGE_CONTENT,
-    START,
     CollectionSchema,
     PayloadIndexType,
-    point_id,
 )
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
@@ -60,15 +53,6 @@ logger = logging.getLogger(__name__)
 
 
 _DOC_BATCH = 256
-
-
-def _records_hash(records: Sequence[ChunkRecord]) -> str:
-    """Hash of a document's records (texts, offsets, metadata) in chunk order."""
-    h = hashlib.sha256()
-    for r in sorted(records, key=lambda r: r.chunk_index):
-        blob = [r.chunk_index, r.text, r.start, r.end, dict(r.metadata)]
-        h.update(json.dumps(blob, sort_keys=True, default=str).encode())
-    return h.hexdigest()
 
 
 class M3Store:
@@ -180,52 +164,6 @@ class M3Store:
         return frozenset(out)
 
     # -- writes -----------------------------------------------------------------------------
-    def _point(self, r: ChunkRecord, doc_hash: str, chunk_count: int) -> PointData:
-        v = r.vectors
-        missing = self.heads - v.heads
-        if missing:
-            raise ValueError(
-                f"record {r.doc_id!r}#{r.chunk_index} lacks the "
-                f"{sorted(h.value for h in missing)} vectors this collection stores"
-            )
-        dense = v.dense[0]
-        if dense.shape != (self.schema.dense_dim,):
-            raise ValueError(
-                f"record {r.doc_id!r}#{r.chunk_index}: dense size {dense.shape[-1]} != "
-                f"collection's {self.schema.dense_dim}"
-            )
-        colbert = None
-        if self.schema.colbert_dim is not None:
-            colbert = v.colbert[0]
-            if colbert.ndim != 2 or colbert.shape[1] != self.schema.colbert_dim:
-                raise ValueError(
-                    f"record {r.doc_id!r}#{r.chunk_index}: colbert shape {colbert.shape} does "
-                    f"not match the collection's [tokens, {self.schema.colbert_dim}]"
-                )
-            if colbert.shape[0] == 0:
-                raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
-        payload = {
-            PAGE_CONTENT: r.text,
-            METADATA: json.loads(json.dumps(dict(r.metadata))),
-            DOC_ID: r.doc_id,
-            CHUNK_INDEX: int(r.chunk_index),
-            START: r.start,
-            END: r.end,
-            DOC_HASH: doc_hash,
-            CHUNK_COUNT: int(chunk_count),
-        }
-        if self.writer_id is not None:
-            payload[ENCODER_ID] = self.writer_id
-        if r.chunking is not None:
-            payload[CHUNKING] = json.loads(json.dumps(dict(r.chunking)))
-        return PointData(
-            id=point_id(r.doc_id, r.chunk_index),
-            dense=dense,
-            payload=payload,
-            sparse=v.sparse[0] if self.schema.sparse else None,
-            colbert=colbert,
-        )
-
     def upsert(
         self,
         records: Iterable[ChunkRecord],
@@ -254,23 +192,10 @@ class M3Store:
             batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        keys = Counter((r.doc_id, r.chunk_index) for r in recs)
-        dup = [k for k, c in keys.items() if c > 1]
-        if dup:
-            raise ValueError(f"duplicate (doc_id, chunk_index) in one upsert: {dup[:5]}")
-        by_doc: dict[str, list[ChunkRecord]] = defaultdict(list)
-        for r in recs:
-            by_doc[r.doc_id].append(r)
-        version: dict[str, tuple[str, int]] = {}
-        for doc_id, rs in by_doc.items():
-            hashes = {r.doc_hash for r in rs}
-            counts = {r.chunk_count for r in rs}
-            if len(hashes) > 1 or len(counts) > 1:
-                raise ValueError(f"records of document {doc_id!r} disagree on doc_hash/chunk_count")
-            doc_hash = hashes.pop() or _records_hash(rs)
-            count = counts.pop() or len(rs)
-            version[doc_id] = (doc_hash, count)
-        points = [self._point(r, *version[r.doc_id]) for r in recs]
+        version = document_versions(recs)
+        points = [
+            to_point(self.schema, self.heads, self.writer_id, r, *version[r.doc_id]) for r in recs
+        ]
         batches = [points[i : i + batch_size] for i in range(0, len(points), batch_size)]
         show = len(batches) > 1 if show_progress is None else show_progress
         workers = min(self.cluster.write_parallelism if self.cluster else 1, len(batches))

@@ -1,0 +1,115 @@
+"""Chunk records to Qdrant points: validation against the collection, payload, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from m3kit.outputs import Head
+from m3kit.store.plan import PointData
+from m3kit.store.records import ChunkRecord
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNK_INDEX,
+    CHUNKING,
+    DOC_HASH,
+    DOC_ID,
+    ENCODER_ID,
+    END,
+    METADATA,
+    PAGE_CONTENT,
+    START,
+    CollectionSchema,
+    point_id,
+)
+
+__all__ = ["document_versions", "records_hash", "to_point"]
+
+
+def records_hash(records: Sequence[ChunkRecord]) -> str:
+    """Hash of a document's records (texts, offsets, metadata) in chunk order."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.chunk_index):
+        blob = [r.chunk_index, r.text, r.start, r.end, dict(r.metadata)]
+        h.update(json.dumps(blob, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def document_versions(records: Sequence[ChunkRecord]) -> dict[str, tuple[str, int]]:
+    """``doc_id -> (doc_hash, chunk_count)`` of one write; refuses duplicates and disagreement.
+
+    A record's own ``doc_hash`` / ``chunk_count`` win; unset ones are computed over the
+    document's records in this write (:func:`records_hash`, their number).
+    """
+    keys = Counter((r.doc_id, r.chunk_index) for r in records)
+    dup = [k for k, c in keys.items() if c > 1]
+    if dup:
+        raise ValueError(f"duplicate (doc_id, chunk_index) in one upsert: {dup[:5]}")
+    by_doc: dict[str, list[ChunkRecord]] = defaultdict(list)
+    for r in records:
+        by_doc[r.doc_id].append(r)
+    version: dict[str, tuple[str, int]] = {}
+    for doc_id, rs in by_doc.items():
+        hashes = {r.doc_hash for r in rs}
+        counts = {r.chunk_count for r in rs}
+        if len(hashes) > 1 or len(counts) > 1:
+            raise ValueError(f"records of document {doc_id!r} disagree on doc_hash/chunk_count")
+        version[doc_id] = (hashes.pop() or records_hash(rs), counts.pop() or len(rs))
+    return version
+
+
+def to_point(
+    schema: CollectionSchema,
+    heads: frozenset[Head],
+    writer_id: str | None,
+    r: ChunkRecord,
+    doc_hash: str,
+    chunk_count: int,
+) -> PointData:
+    """The point of record ``r``, checked against the collection's heads and sizes."""
+    v = r.vectors
+    missing = heads - v.heads
+    if missing:
+        raise ValueError(
+            f"record {r.doc_id!r}#{r.chunk_index} lacks the "
+            f"{sorted(h.value for h in missing)} vectors this collection stores"
+        )
+    dense = v.dense[0]
+    if dense.shape != (schema.dense_dim,):
+        raise ValueError(
+            f"record {r.doc_id!r}#{r.chunk_index}: dense size {dense.shape[-1]} != "
+            f"collection's {schema.dense_dim}"
+        )
+    colbert = None
+    if schema.colbert_dim is not None:
+        colbert = v.colbert[0]
+        if colbert.ndim != 2 or colbert.shape[1] != schema.colbert_dim:
+            raise ValueError(
+                f"record {r.doc_id!r}#{r.chunk_index}: colbert shape {colbert.shape} does "
+                f"not match the collection's [tokens, {schema.colbert_dim}]"
+            )
+        if colbert.shape[0] == 0:
+            raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
+    payload = {
+        PAGE_CONTENT: r.text,
+        METADATA: json.loads(json.dumps(dict(r.metadata))),
+        DOC_ID: r.doc_id,
+        CHUNK_INDEX: int(r.chunk_index),
+        START: r.start,
+        END: r.end,
+        DOC_HASH: doc_hash,
+        CHUNK_COUNT: int(chunk_count),
+    }
+    if writer_id is not None:
+        payload[ENCODER_ID] = writer_id
+    if r.chunking is not None:
+        payload[CHUNKING] = json.loads(json.dumps(dict(r.chunking)))
+    return PointData(
+        id=point_id(r.doc_id, r.chunk_index),
+        dense=dense,
+        payload=payload,
+        sparse=v.sparse[0] if schema.sparse else None,
+        colbert=colbert,
+    )
