@@ -112,6 +112,8 @@ def _write_markdown(path: Path) -> None:
     for r in rows:
         s = r["ndcg@10"]
         changed = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
+        if r.get("note"):  # a code change the overrides cannot show
+            changed += f" ({r['note']})"
         cells = [f"{s[h]:.4f}" if h in s else "-" for h in HEADS]
         secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
         load = f"{r['load'][0]:.1f}" if r.get("load") else "-"

@@ -68,6 +68,10 @@ def test_dense_only_start_gets_new_heads(
     np.testing.assert_allclose(sparse.values, NEW_SPARSE_WEIGHT, rtol=1e-6)
     state = load_state_dict_safely(start / "sparse_linear.pt")
     assert not state["weight"].any() and float(state["bias"]) == pytest.approx(NEW_SPARSE_WEIGHT)
+    # a new ColBERT head starts as the identity: MaxSim over the backbone's own token states
+    colbert = load_state_dict_safely(start / "colbert_linear.pt")
+    torch.testing.assert_close(colbert["weight"], torch.eye(32))
+    assert not colbert["bias"].any()
     again = save_start_checkpoint(tiny_dense_path, tmp_path / "start2", seed=3)
     for name in ("colbert_linear.pt", "sparse_linear.pt"):
         torch.testing.assert_close(

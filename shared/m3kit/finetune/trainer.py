@@ -72,7 +72,8 @@ class FinetuneConfig:
 
     Attributes:
         model: Start checkpoint: an M3 checkpoint, or a dense-only BGE / sentence-transformers
-            model (its sparse and ColBERT heads are then freshly initialised).
+            model (it then gets new heads: sparse at a uniform token weight, ColBERT the
+            identity projection).
         output_path: Folder of the fine-tuned M3-layout checkpoint.
         heads: Heads to train (loss terms); default all three.
         freeze_encoder: Train the heads only (the backbone stays fixed). Needs sparse or

@@ -258,6 +258,7 @@ def _load_start(
     if info.kind is CheckpointKind.DENSE and needs_heads:
         logger.info("%s is dense-only: training new sparse and ColBERT heads", info.path)
         _init_new_sparse_head(model)
+        _init_new_colbert_head(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(info.path))
     except (OSError, ValueError) as e:
@@ -285,6 +286,20 @@ def _init_new_sparse_head(model: M3Model) -> None:
         heads.sparse_linear.bias.fill_(NEW_SPARSE_WEIGHT)
 
 
+def _init_new_colbert_head(model: M3Model) -> None:
+    """Start a new ColBERT head as the identity (``W = I``, ``b = 0``).
+
+    The untrained head then scores MaxSim over the backbone's own (normalised) token
+    states, which a sentence-transformers backbone already places meaningfully; a random
+    ``Linear(h, h)`` only approximates that, and training started from it ended below the
+    untrained head on held-out articles (``benchmarks/results/finetune.md``).
+    """
+    heads = model.require_heads()
+    with torch.no_grad():
+        heads.colbert_linear.weight.copy_(torch.eye(*heads.colbert_linear.weight.shape))
+        heads.colbert_linear.bias.zero_()
+
+
 def save_start_checkpoint(
     model: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -294,8 +309,8 @@ def save_start_checkpoint(
 ) -> Path:
     """Save the untrained start point of :meth:`M3Finetuner.fit` (same seed, same new heads).
 
-    For a dense-only model this is the model with freshly initialised sparse and ColBERT
-    heads: the "before" baseline of an evaluation.
+    For a dense-only model this is the model with its new heads (sparse at a uniform token
+    weight, ColBERT the identity): the "before" baseline of an evaluation.
     """
     info, m3, tokenizer = _load_start(model, Head.parse(heads), seed)
     return m3.save(
