@@ -27,14 +27,38 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 . "$VENV/bin/activate"
-python -m pip install --quiet --upgrade pip
+
+# pip install that survives a dropped connection: pip resumes a cut download
+# (--resume-retries) and the whole install is tried again up to 3 times, saying so each time;
+# a third failure stops the script with pip's own error (CI stop 22 died on one 83 MB wheel
+# cut at 7.6 MB after pip's default 5 resumes).
+pip_install() {
+  local attempt
+  for attempt in 1 2 3; do
+    if python -m pip install --quiet --retries 10 --timeout 60 $RESUME "$@"; then
+      return 0
+    fi
+    echo "setup.sh: pip install failed (attempt $attempt of 3): $*" >&2
+    sleep $((attempt * 10))
+  done
+  echo "setup.sh: pip install failed 3 times; giving up" >&2
+  return 1
+}
+RESUME=""
+pip_install --upgrade pip
+# --resume-retries exists from pip 25.1 on; the upgraded pip has it.
+# (help captured first: grep -q closing the pipe early would fail the pipeline under pipefail).
+PIP_HELP=$(python -m pip install --help)
+if [[ "$PIP_HELP" == *--resume-retries* ]]; then
+  RESUME="--resume-retries 20"
+fi
 if [ "$TORCH" != "skip" ]; then
   # torch first, from its own requirement, so pip never swaps in a multi-GB CUDA build.
-  python -m pip install --quiet "$TORCH"
+  pip_install "$TORCH"
 fi
 # Whatever torch is installed now stays: an upgrade would swap in another (CUDA) build.
 KEEP_TORCH=$(mktemp)
 trap 'rm -f "$KEEP_TORCH"' EXIT
 python -c "import torch; print('torch==' + torch.__version__)" > "$KEEP_TORCH" 2>/dev/null || true
-python -m pip install --quiet "${PINS[@]}" -c "$KEEP_TORCH" -e ".[${EXTRAS}]"
+pip_install "${PINS[@]}" -c "$KEEP_TORCH" -e ".[${EXTRAS}]"
 python -c "import m3kit, torch, transformers; print('m3kit', m3kit.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
