@@ -24,14 +24,23 @@ case "$MODE" in
 esac
 
 if [ ! -x "$VENV/bin/python" ]; then
+  # A full disk shows up as pip's "Connection interrupted while downloading" (a cut wheel
+  # that every resume fails to extend), so check the space first and say what is missing.
+  NEED_KB=$((4 * 1024 * 1024))  # torch + every extra, unpacked, plus pip's temporary copies
+  for dir in "$(dirname "$(readlink -f "$VENV")")" "${TMPDIR:-/tmp}"; do
+    free_kb=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
+    if [ "$free_kb" -lt "$NEED_KB" ]; then
+      echo "setup.sh: only $((free_kb / 1024)) MiB free on the disk of $dir; installing needs 4 GiB" >&2
+      exit 1
+    fi
+  done
   "$PY" -m venv "$VENV"
 fi
 . "$VENV/bin/activate"
 
 # pip install that survives a dropped connection: pip resumes a cut download
 # (--resume-retries) and the whole install is tried again up to 3 times, saying so each time;
-# a third failure stops the script with pip's own error (CI stop 22 died on one 83 MB wheel
-# cut at 7.6 MB after pip's default 5 resumes).
+# a third failure stops the script with pip's own error.
 pip_install() {
   local attempt
   for attempt in 1 2 3; do
