@@ -204,3 +204,35 @@ def test_llamaindex_engine(
     assert type(embed).__name__ == "M3Embedding"
     assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32
     assert "llama_index.finetuning" not in sys.modules
+
+
+def test_attention_dropout_reaches_cli_and_engine(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llamaindex_m3.finetune import M3FinetuneEngine
+    from m3kit.finetune import FinetuneConfig, M3Finetuner, QADataset
+
+    seen: list[FinetuneConfig] = []
+
+    def record(self: M3Finetuner, examples: object) -> object:
+        seen.append(self.config)
+        raise SystemExit(0)  # the config is what this test checks; training is tested apart
+
+    monkeypatch.setattr(M3Finetuner, "fit", record)
+    train = write_jsonl(toy_examples, tmp_path / "t.jsonl")
+    argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
+    argv += ["--output", str(tmp_path / "m"), "--quiet"]
+    for extra in ([], ["--attention-dropout", "0"]):
+        with pytest.raises(SystemExit):
+            _run([*argv, *extra])
+    assert [c.attention_dropout for c in seen] == [None, 0.0]
+    engine = M3FinetuneEngine(
+        QADataset.from_examples(toy_examples),
+        model_id=str(tiny_m3_path),
+        model_output_path=str(tmp_path / "e"),
+        attention_dropout=0.0,
+    )
+    assert engine.config.attention_dropout == 0.0

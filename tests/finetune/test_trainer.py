@@ -203,3 +203,66 @@ def test_head_learning_rate_moves_the_heads_not_the_encoder(
         assert float((a - b).abs().max()) > 1e-5
     with pytest.raises(ValueError, match="head_learning_rate"):
         _config(tiny_m3_path, tmp_path, head_learning_rate=0.0)
+
+
+def test_set_attention_dropout_changes_attention_layers_only(tiny_m3_path: Path) -> None:
+    from torch import nn
+
+    from m3kit.finetune.training_loop import set_attention_dropout
+    from m3kit.model import M3Model
+
+    backbone = M3Model.from_pretrained(tiny_m3_path).backbone
+    config = backbone.config
+    before = {n: m.p for n, m in backbone.named_modules() if isinstance(m, nn.Dropout)}
+    assert set_attention_dropout(backbone, 0.0) == config.num_hidden_layers
+    after = {n: m.p for n, m in backbone.named_modules() if isinstance(m, nn.Dropout)}
+    changed = {n for n in before if before[n] != after[n]}
+    assert len(changed) == config.num_hidden_layers
+    assert all(n.endswith("attention.self.dropout") and after[n] == 0.0 for n in changed)
+    assert all(p == config.hidden_dropout_prob for n, p in after.items() if n not in changed)
+    assert config.attention_probs_dropout_prob == 0.1  # the config (what is saved) stays
+    with pytest.raises(ValueError, match="Sequential has no attention layer"):
+        set_attention_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)), 0.0)
+
+
+@pytest.mark.parametrize(("precision", "plain_kernel"), [("bf16", True), ("fp32", False)])
+def test_attention_dropout_reaches_training(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+    precision: str,
+    plain_kernel: bool,
+) -> None:
+    import json
+
+    from m3kit.finetune import training_loop
+
+    calls: list[tuple[float, int]] = []
+    kernels: list[bool] = []
+    real_set = training_loop.set_attention_dropout
+    real_forward = training_loop.TrainingModule.forward_heads
+
+    def spy_set(backbone: torch.nn.Module, p: float) -> int:
+        calls.append((p, real_set(backbone, p)))
+        return calls[-1][1]
+
+    def spy_forward(self: training_loop.TrainingModule, ids: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]
+        kernels.append(self.math_attention)
+        return real_forward(self, ids, mask)
+
+    monkeypatch.setattr(training_loop, "set_attention_dropout", spy_set)
+    monkeypatch.setattr(training_loop.TrainingModule, "forward_heads", spy_forward)
+    cfg = _config(tiny_m3_path, tmp_path / "ft", attention_dropout=0.0, precision=precision)
+    result = M3Finetuner(cfg).fit(toy_examples)
+    layers = json.loads((tiny_m3_path / "config.json").read_text())["num_hidden_layers"]
+    assert calls == [(0.0, layers)]
+    # bf16 on CPU runs attention through the plain SDPA kernel (its fused one was slower)
+    assert kernels and set(kernels) == {plain_kernel}
+    saved = json.loads((result.path / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.1  # the checkpoint keeps its own
+    calls.clear()
+    M3Finetuner(_config(tiny_m3_path, tmp_path / "default", max_steps=1)).fit(toy_examples)
+    assert calls == []  # the default keeps the model's own dropout
+    with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\), got 1.0"):
+        _config(tiny_m3_path, tmp_path, attention_dropout=1.0)

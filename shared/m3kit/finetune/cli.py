@@ -91,6 +91,13 @@ def add_subcommands(subparsers: Any) -> None:
         help="autocast: auto = bf16 where native (AVX-512 BF16/AMX CPUs, GPUs 8.0+), fp16 on "
         "older GPUs, else fp32",
     )
+    ft.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="dropout on attention probabilities while training (default: the model's own; "
+        "0 trains ~1.5x faster on CPU at a small quality cost)",
+    )
     ft.add_argument("--device", default=None)
     ft.add_argument("--seed", type=int, default=42)
     ft.add_argument(
@@ -214,6 +221,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         query_max_length=args.query_max_length,
         passage_max_length=args.passage_max_length,
         precision=args.precision,
+        attention_dropout=args.attention_dropout,
         device=args.device,
         seed=args.seed,
         show_progress=not args.quiet,
