@@ -100,16 +100,12 @@ def _run_llamaindex(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data and both engines' training settings (shared with finetune_timing.py)."""
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad_en"))
-    parser.add_argument("--out", default="/tmp/m3kit-bench-finetune")
     parser.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
-    parser.add_argument("--skip-llamaindex", action="store_true")
     parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--eval-queries", type=int, default=800)
     parser.add_argument("--negatives", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     # 1e-4 (+ FinetuneConfig's symmetric term): best on the validation articles,
     # benchmarks/results/finetune_sweep.md (was 5e-5)
@@ -129,6 +125,37 @@ def main(argv: list[str] | None = None) -> int:
         help="m3kit's training autocast (default: the library's); LlamaIndex's engine runs "
         "at its own default (fp32)",
     )
+
+
+def m3kit_config(
+    args: argparse.Namespace, model: str, output_path: Path, epochs: float = 1.0
+) -> FinetuneConfig:
+    """m3kit's settings from the benchmark's arguments (shared with finetune_timing.py)."""
+    return FinetuneConfig(
+        model=model,
+        output_path=output_path,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        num_negatives=args.negatives,
+        learning_rate=args.lr,
+        query_max_length=64,
+        passage_max_length=args.max_length,
+        seed=args.seed,
+        device="cpu",
+        precision=args.precision,
+        attention_dropout=args.attention_dropout,
+        show_progress=False,
+        logging_steps=5,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="/tmp/m3kit-bench-finetune")
+    add_training_arguments(parser)
+    parser.add_argument("--skip-llamaindex", action="store_true")
+    parser.add_argument("--eval-queries", type=int, default=800)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument(
         "--validation-fraction",
         type=float,
@@ -240,22 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     reports["MiniLM (start, new heads)"] = evaluate(start_path)
     print(comparison_table(reports), flush=True)
 
-    cfg = FinetuneConfig(
-        model=model,
-        output_path=out / "m3kit",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        num_negatives=args.negatives,
-        learning_rate=args.lr,
-        query_max_length=64,
-        passage_max_length=args.max_length,
-        seed=args.seed,
-        device="cpu",
-        precision=args.precision,
-        attention_dropout=args.attention_dropout,
-        show_progress=False,
-        logging_steps=5,
-    )
+    cfg = m3kit_config(args, model, out / "m3kit", epochs=args.epochs)
     result = M3Finetuner(cfg).fit(train)
     timings["m3kit train s"] = result.train_seconds
     print(f"m3kit trained in {result.train_seconds:.1f} s ({result.precision})", flush=True)

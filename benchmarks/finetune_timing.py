@@ -26,12 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
+from m3kit.finetune import M3Finetuner, TrainingExample
 from m3kit.finetune.splits import split_by_article
 from m3kit.machine import describe_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune import _minilm, _run_llamaindex
+from finetune import _minilm, _run_llamaindex, add_training_arguments, m3kit_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,27 +39,9 @@ REPO = HERE.parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad_en"))
     parser.add_argument("--out", default="/tmp/m3kit-bench-finetune-timing")
-    parser.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of runs")
-    parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--negatives", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument(
-        "--precision",
-        default=FinetuneConfig.__dataclass_fields__["precision"].default,
-        choices=["auto", "fp32", "bf16", "fp16"],
-    )
-    parser.add_argument(
-        "--attention-dropout",
-        type=float,
-        default=None,
-        help="m3kit's FinetuneConfig.attention_dropout (default: the model's own)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    add_training_arguments(parser)
     parser.add_argument("--results", default=str(HERE / "results" / "finetune_timing.json"))
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -83,21 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs: list[dict[str, float]] = []
     precision = ""
     for rep in range(args.repeats):
-        cfg = FinetuneConfig(
-            model=model,
-            output_path=out / f"m3kit-{rep}",
-            epochs=1,
-            batch_size=args.batch_size,
-            num_negatives=args.negatives,
-            learning_rate=args.lr,
-            query_max_length=64,
-            passage_max_length=args.max_length,
-            seed=args.seed,
-            device="cpu",
-            precision=args.precision,
-            attention_dropout=args.attention_dropout,
-            show_progress=False,
-        )
+        cfg = m3kit_config(args, model, out / f"m3kit-{rep}")
         load = os.getloadavg()[0]
         result = M3Finetuner(cfg).fit(train)
         precision = result.precision
