@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,8 +31,8 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from qdrant_client import models
 
 from langchain_m3._documents import documents_of
+from langchain_m3._retriever_writes import RetrieverWrites
 from langchain_m3._search import SETTINGS_ARGS, check_k, check_setting, settings_args
-from langchain_m3._writes import write_documents
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
@@ -59,7 +58,7 @@ __all__ = ["M3Retriever"]
 MetadataFilter = dict[str, Any] | models.Filter
 
 
-class M3Retriever(BaseRetriever):
+class M3Retriever(RetrieverWrites, BaseRetriever):
     """LangChain retriever over an :class:`~m3kit.store.M3Index` (BGE-M3 in Qdrant).
 
     Each query is encoded once (all heads the checkpoint has); Qdrant gathers dense and sparse
@@ -173,96 +172,6 @@ class M3Retriever(BaseRetriever):
             if score_threshold is not None
             else self.score_threshold,
         }
-
-    # -- writing ------------------------------------------------------------------------------
-    def add_documents(
-        self,
-        documents: Sequence[Document],
-        *,
-        ids: Sequence[str] | None = None,
-        chunking: bool | Chunker = False,
-        late_chunking: bool | LateChunker = False,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Encode and store documents; unchanged ones are skipped, changed ones replaced.
-
-        Args:
-            documents: The documents (``page_content`` and JSON-serialisable ``metadata``).
-            ids: Document ids; default: each document's ``id``, else a hash of its content.
-            chunking: ``True`` cuts each document into chunks of whole sentences (256 tokens,
-                or the model's window if smaller), each encoded alone, so no text past the
-                model's ``max_length`` is lost (:class:`~m3kit.chunking.NaiveChunker`; pass one
-                to choose the size or splitter). Default (no chunking): one vector per
-                document, a longer one cut with a warning naming it and the tokens dropped.
-            late_chunking: ``True`` splits each document into chunks embedded in the context of
-                the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
-                defaults); pass a ``LateChunker`` to choose the chunk size or splitter. With
-                ``chunking=`` too, the chunks ``chunking=`` cuts are pooled late
-                (:func:`m3kit.chunking.as_chunker`).
-                Chunk documents from :class:`~langchain_m3.M3LateChunkingSplitter` are
-                stored with the vectors they carry (one that lost them raises ``ValueError``).
-            show_progress: tqdm bars (default: for large batches).
-
-        Returns:
-            The document ids, in order.
-        """
-        return write_documents(
-            self.index,
-            documents,
-            ids=ids,
-            chunker=self._chunker(chunking, late_chunking),
-            show_progress=show_progress,
-            generate_missing_ids=False,
-        )
-
-    async def aadd_documents(
-        self,
-        documents: Sequence[Document],
-        *,
-        ids: Sequence[str] | None = None,
-        chunking: bool | Chunker = False,
-        late_chunking: bool | LateChunker = False,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Async :meth:`add_documents` (in a worker thread)."""
-        return await asyncio.to_thread(
-            self.add_documents,
-            documents,
-            ids=ids,
-            chunking=chunking,
-            late_chunking=late_chunking,
-            show_progress=show_progress,
-        )
-
-    def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[dict[str, Any]] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-        chunking: bool | Chunker = False,
-        late_chunking: bool | LateChunker = False,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
-        return self.add_documents(
-            documents_of(texts, metadatas),
-            ids=ids,
-            chunking=chunking,
-            late_chunking=late_chunking,
-            show_progress=show_progress,
-        )
-
-    def delete(self, doc_ids: Sequence[str]) -> None:
-        """Remove documents (every chunk of each) by document id."""
-        self.index.delete(list(doc_ids))
-
-    def _chunker(
-        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
-    ) -> Chunker | None:
-        from m3kit.chunking import as_chunker
-
-        return as_chunker(self.index.encoder, chunking=chunking, late_chunking=late_chunking)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

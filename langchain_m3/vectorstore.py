@@ -46,40 +46,30 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, Fusion, Hit, M3Index, SearchSettings
+from m3kit.store import Backend, Fusion, M3Index
 from m3kit.store.filters import documents_filter
 
 try:
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
-    from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
 from langchain_m3._documents import documents_of, encoder_of, hit_document
-from langchain_m3._search import (
-    SEARCH_ARGS,
-    ScoreScale,
-    check_k,
-    check_setting,
-    clip01,
-    score_scale,
-    settings_args,
-)
+from langchain_m3._search import ScoreScale, check_setting
+from langchain_m3._vectorstore_search import VectorStoreSearch, check_no_more
 from langchain_m3._writes import write_documents
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
-    from langchain_m3.retriever import M3Retriever
     from m3kit.chunking import Chunker
     from m3kit.late_chunking import LateChunker
 
@@ -88,7 +78,7 @@ __all__ = ["M3VectorStore", "ScoreScale"]
 logger = logging.getLogger(__name__)
 
 
-class M3VectorStore(VectorStore):
+class M3VectorStore(VectorStoreSearch):
     """LangChain vector store over an :class:`~m3kit.store.M3Index` (see the module docstring).
 
     Build it with :meth:`open`, :meth:`from_documents` / :meth:`from_texts`, or around an
@@ -282,7 +272,7 @@ class M3VectorStore(VectorStore):
         chunking = kwargs.pop("chunking", None)
         late_chunking = kwargs.pop("late_chunking", None)
         show_progress = kwargs.pop("show_progress", None)
-        _no_more(kwargs, "add_documents")
+        check_no_more(kwargs, "add_documents")
         return write_documents(
             self._index,
             documents,
@@ -301,7 +291,7 @@ class M3VectorStore(VectorStore):
         Raises:
             ValueError: No ids (use :meth:`clear` to delete everything).
         """
-        _no_more(kwargs, "delete")
+        check_no_more(kwargs, "delete")
         if ids is None:
             raise ValueError("delete() needs the document ids; clear() deletes every document")
         if isinstance(ids, str):
@@ -328,150 +318,6 @@ class M3VectorStore(VectorStore):
         hits.sort(key=lambda h: (order.get(h.doc_id, len(order)), h.chunk_index))
         return [hit_document(h) for h in hits]
 
-    # -- searching ----------------------------------------------------------------------------
-    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        """The ``k`` best chunks for ``query`` (search arguments: see the module docstring)."""
-        return [hit_document(h) for h in self._search(query, k, kwargs)]
-
-    def similarity_search_with_score(
-        self, query: str, k: int = 4, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        """:meth:`similarity_search` with each chunk's final score (see :class:`ScoreScale`)."""
-        return [(hit_document(h), h.score) for h in self._search(query, k, kwargs)]
-
-    def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, **kwargs: Any
-    ) -> list[Document]:
-        """Dense search with a query vector (``filter`` and ``score_threshold`` apply)."""
-        return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
-
-    def similarity_search_with_score_by_vector(
-        self, embedding: list[float], k: int = 4, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        """:meth:`similarity_search_by_vector` with each chunk's cosine similarity."""
-        flt = kwargs.pop("filter", None)
-        threshold = kwargs.pop("score_threshold", None)
-        _no_more(kwargs, "similarity_search_by_vector")
-        hits = self._index.store.query(
-            dense=embedding,
-            k=check_k(k),
-            rerank=False,
-            filter=flt,
-            score_threshold=threshold,
-        )
-        return [(hit_document(h), h.score) for h in hits]
-
-    def search_settings(self, **given: Any) -> SearchSettings:
-        """The ranking a search with these arguments uses (``None``: the store's, else the
-        index's defaults); ``given``: ``fusion``, ``weights``, ``rerank``, ``candidates``."""
-        return self._index.search_settings(**settings_args(self._defaults(), given))
-
-    def score_scale(
-        self, *, fusion: Fusion | str | None = None, rerank: bool | None = None
-    ) -> ScoreScale:
-        """What the final score of a search with these arguments is (store defaults if ``None``)."""
-        return score_scale(
-            self._index,
-            fusion=self.fusion if fusion is None else fusion,
-            rerank=self.rerank if rerank is None else rerank,
-        )
-
-    def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        return clip01
-
-    def _similarity_search_with_relevance_scores(
-        self, query: str, k: int = 4, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        """Relevance = the final score clipped to ``[0, 1]`` (a similarity or M3's weighted sum).
-
-        Raises:
-            ValueError: The search would score by rank fusion (``rrf`` / ``dbsf`` without
-                ColBERT rerank), which is no relevance.
-        """
-        scale = self.score_scale(fusion=kwargs.get("fusion"), rerank=kwargs.get("rerank"))
-        if scale is ScoreScale.RANK:
-            raise ValueError(
-                "relevance scores need a similarity: this search scores by rank fusion "
-                f"({self.search_settings(**kwargs).fusion.value}) of dense and sparse without "
-                "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
-            )
-        return [(d, clip01(s)) for d, s in self.similarity_search_with_score(query, k, **kwargs)]
-
-    async def _asimilarity_search_with_relevance_scores(
-        self, query: str, k: int = 4, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        return await asyncio.to_thread(
-            self._similarity_search_with_relevance_scores, query, k, **kwargs
-        )
-
-    def max_marginal_relevance_search(
-        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
-    ) -> list[Document]:
-        """Not supported: the stored vectors are not read back, which MMR needs.
-
-        Raises:
-            NotImplementedError: Always.
-        """
-        raise NotImplementedError(
-            "M3VectorStore has no max_marginal_relevance_search: it does not read stored "
-            "vectors back; use similarity search (search_type='similarity')"
-        )
-
-    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
-        """A ``VectorStoreRetriever``: ``search_type`` ``"similarity"`` (default) or
-        ``"similarity_score_threshold"``; ``search_kwargs`` ``k``, ``filter``, ``fusion``,
-        ``weights``, ``rerank``, ``candidates``, ``score_threshold``.
-
-        Raises:
-            ValueError: An unknown search argument, a bad ranking one (``weights``...), or
-                ``search_type="mmr"``.
-        """
-        search_type = kwargs.get("search_type", "similarity")
-        if search_type == "mmr":
-            raise ValueError("M3VectorStore does not support search_type='mmr' (no MMR search)")
-        search_kwargs = kwargs.get("search_kwargs") or {}
-        unknown = set(search_kwargs) - SEARCH_ARGS - {"k"}
-        if unknown:
-            raise ValueError(
-                f"unknown search_kwargs {sorted(unknown)}; M3VectorStore takes "
-                f"{sorted(SEARCH_ARGS | {'k'})}"
-            )
-        self.search_settings(**search_kwargs)  # a bad value fails here, not at the first search
-        return super().as_retriever(**kwargs)
-
-    def as_m3_retriever(self, **defaults: Any) -> M3Retriever:
-        """An :class:`~langchain_m3.M3Retriever` on the same index (its own defaults: ``k``,
-        ``fusion``, ``weights``, ``rerank``, ``candidates``, ``filter``, ``score_threshold``;
-        unset ranking ones are this store's; results carry ``score`` and ``doc_id``)."""
-        from langchain_m3.retriever import M3Retriever
-
-        for name, value in self._defaults().items():
-            defaults.setdefault(name, value)
-        return M3Retriever(index=self._index, **defaults)
-
-    def _defaults(self) -> dict[str, Any]:
-        return {
-            "fusion": self.fusion,
-            "weights": self.weights,
-            "rerank": self.rerank,
-            "candidates": self.candidates,
-        }
-
-    def _search(self, query: str, k: int, kwargs: dict[str, Any]) -> list[Hit]:
-        unknown = set(kwargs) - SEARCH_ARGS
-        if unknown:
-            raise TypeError(
-                f"unknown search argument(s) {sorted(unknown)}; M3VectorStore takes k and "
-                f"{sorted(SEARCH_ARGS)}"
-            )
-        return self._index.search(
-            query,
-            k=check_k(k),
-            filter=kwargs.get("filter"),
-            score_threshold=kwargs.get("score_threshold"),
-            **settings_args(self._defaults(), kwargs),
-        )
-
     def _chunker(
         self, chunking: bool | Chunker, late_chunking: bool | LateChunker
     ) -> Chunker | None:
@@ -488,8 +334,3 @@ class M3VectorStore(VectorStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _no_more(kwargs: dict[str, Any], method: str) -> None:
-    if kwargs:
-        raise TypeError(f"{method}() got unexpected argument(s) {sorted(kwargs)}")

@@ -28,27 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
-from llamaindex_m3.node_records import (
-    carried_vectors,
-    is_late,
-    lost_vectors_message,
-    node_record,
-    nodes_hash,
-    unpack_documents,
-)
+from llamaindex_m3.retriever_writes import RetrieverWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.scoring import reciprocal_rank_fusion
 from m3kit.store import (
     Backend,
-    ChunkRecord,
     Fusion,
     Hit,
     M3Index,
     SearchSettings,
-    output_row,
-    point_id,
 )
 
 try:
@@ -56,9 +46,7 @@ try:
     from llama_index.core.callbacks import CallbackManager
     from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
     from llama_index.core.schema import (
-        BaseNode,
         Document,
-        MetadataMode,
         NodeRelationship,
         NodeWithScore,
         QueryBundle,
@@ -80,7 +68,7 @@ CHUNK_INDEX_KEY = "chunk_index"
 _RESERVED = [DOC_ID_KEY, CHUNK_INDEX_KEY]
 
 
-class M3Retriever(BaseRetriever):
+class M3Retriever(RetrieverWrites, BaseRetriever):
     """LlamaIndex ``BaseRetriever`` running M3 hybrid search on an :class:`~m3kit.store.M3Index`.
 
     Results are ``NodeWithScore`` holding a ``TextNode`` (id = the Qdrant point id, text,
@@ -239,143 +227,6 @@ class M3Retriever(BaseRetriever):
             retriever.close()
             raise
         return retriever
-
-    # -- writing ----------------------------------------------------------------------------
-    def add_documents(
-        self,
-        documents: Sequence[Document],
-        *,
-        chunking: bool | Chunker = False,
-        late_chunking: bool | LateChunker = False,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Encode and store documents; unchanged ones are skipped, changed ones replaced.
-
-        A document's id is its ``doc_id`` when one was given (``Document(id_=...)``, or set by
-        a reader such as ``SimpleDirectoryReader(filename_as_id=True)``); otherwise LlamaIndex
-        made up a random one, and a hash of the text is used instead so that adding the same
-        document again does not store it twice.
-
-        Args:
-            documents: LlamaIndex documents (metadata must be JSON-serialisable).
-            chunking: ``True`` cuts each document into chunks of whole sentences (256 tokens,
-                or the model's window if smaller), each encoded alone, so no text past the
-                model's ``max_length`` is lost (:class:`~m3kit.chunking.NaiveChunker`; pass one
-                to choose the size or splitter).
-            late_chunking: ``True`` splits each document into chunks embedded in the context
-                of the whole document (:class:`~m3kit.late_chunking.LateChunker` with its
-                defaults); pass a ``LateChunker`` to choose the chunk size or splitter.
-                With ``chunking=`` too: the chunks ``chunking=`` cuts, pooled late
-                (:func:`m3kit.chunking.as_chunker`). Default (neither): one chunk per
-                document, cut at the encoder's ``max_length`` with a warning naming it.
-            show_progress: tqdm bars.
-
-        Returns:
-            The document ids, in input order (``ref_doc_id`` of the retrieved nodes).
-        """
-        texts, metadatas, doc_ids = unpack_documents(documents)
-        return self.index.add_texts(
-            texts,
-            metadatas,
-            doc_ids,
-            chunker=self._chunker(chunking, late_chunking),
-            show_progress=show_progress,
-        )
-
-    async def aadd_documents(
-        self,
-        documents: Sequence[Document],
-        *,
-        chunking: bool | Chunker = False,
-        late_chunking: bool | LateChunker = False,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """:meth:`add_documents` in a worker thread."""
-        return await asyncio.to_thread(
-            self.add_documents,
-            documents,
-            chunking=chunking,
-            late_chunking=late_chunking,
-            show_progress=show_progress,
-        )
-
-    def _chunker(
-        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
-    ) -> Chunker | None:
-        from m3kit.chunking import as_chunker
-
-        return as_chunker(self.index.encoder, chunking=chunking, late_chunking=late_chunking)
-
-    def add_nodes(
-        self, nodes: Sequence[BaseNode], *, show_progress: bool | None = None
-    ) -> list[str]:
-        """Index nodes from a node parser, each as one chunk of its source document.
-
-        Nodes are grouped by ``node.ref_doc_id`` (the node's own id when it has no source);
-        within a document, ``chunk_index`` is the node's position in ``nodes``. Pass all the
-        nodes of a document in one call: the document's previously stored chunks are replaced
-        by these. Documents whose nodes are unchanged are skipped without encoding. Nodes from
-        :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in this process) are stored with the
-        late-chunked vectors they carry; other nodes are encoded here, each on its own text.
-        A late-chunked node that lost its vectors (rebuilt from a docstore or an
-        ``IngestionPipeline`` cache: ColBERT matrices are never serialised) is an error, not
-        silently re-encoded without its document's context; an unchanged document already
-        stored is skipped as usual, so re-running a cached pipeline works.
-
-        Raises:
-            ValueError: A late-chunked node without the vectors the store needs.
-
-        Args:
-            nodes: Text nodes (metadata must be JSON-serialisable).
-            show_progress: tqdm bars.
-
-        Returns:
-            The point ids (also the node ids :meth:`retrieve` returns), in input order.
-        """
-        groups: dict[str, list[tuple[int, BaseNode]]] = {}
-        for i, node in enumerate(nodes):
-            if not isinstance(node, BaseNode):
-                raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
-            groups.setdefault(node.ref_doc_id or node.node_id, []).append((i, node))
-        store = self.index.store
-        versions = {doc_id: nodes_hash(group) for doc_id, group in groups.items()}
-        done = store.complete_documents(versions)
-        records: list[ChunkRecord] = []
-        todo: list[tuple[str, int, BaseNode]] = []
-        for doc_id, group in groups.items():
-            if doc_id in done:
-                continue
-            for chunk_index, (_, node) in enumerate(group):
-                carried = carried_vectors(node, store.heads)
-                if carried is None and is_late(node):
-                    raise ValueError(lost_vectors_message(node, store.heads))
-                if carried is None:
-                    todo.append((doc_id, chunk_index, node))
-                else:
-                    records.append(node_record(doc_id, chunk_index, node, carried, versions, group))
-        if todo:
-            out = self.index.encoder.encode(
-                [n.get_content(metadata_mode=MetadataMode.NONE) for _, _, n in todo],
-                heads=sorted(store.heads),
-                show_progress=show_progress,
-            )
-            for row, (doc_id, chunk_index, node) in enumerate(todo):
-                records.append(
-                    node_record(
-                        doc_id, chunk_index, node, output_row(out, row), versions, groups[doc_id]
-                    )
-                )
-        if records:
-            store.upsert(records, show_progress=show_progress, replace=True)
-        ids: list[str] = [""] * len(nodes)
-        for doc_id, group in groups.items():
-            for chunk_index, (i, _) in enumerate(group):
-                ids[i] = point_id(doc_id, chunk_index)
-        return ids
-
-    def delete(self, doc_ids: Sequence[str]) -> None:
-        """Delete every chunk of these documents."""
-        self.index.delete(doc_ids)
 
     # -- retrieval --------------------------------------------------------------------------
     def _search_kwargs(self) -> dict[str, Any]:

@@ -48,11 +48,11 @@ from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_writes import write_nodes
 from llamaindex_m3.retriever import check_settings, hit_to_node
+from llamaindex_m3.vector_store_query import query_hits, query_settings
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.outputs import Head, SparseVector
-from m3kit.store import Backend, Fusion, Hit, M3Index, SearchSettings
-from m3kit.store.filters import and_filters, documents_filter, points_filter, to_filter
+from m3kit.outputs import Head
+from m3kit.store import Backend, Fusion, M3Index, SearchSettings
 
 try:
     from llama_index.core.schema import BaseNode
@@ -70,7 +70,6 @@ __all__ = ["M3VectorStore"]
 
 logger = logging.getLogger(__name__)
 
-_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
 #: What ``query(..., **kwargs)`` (a retriever's ``vector_store_kwargs``) may set for one query.
 QUERY_SETTINGS = ("fusion", "weights", "rerank", "candidates")
 
@@ -304,7 +303,7 @@ class M3VectorStore(BasePydanticVectorStore):
                 f"M3VectorStore.query got unsupported arguments: {unknown}; it takes "
                 f"{list(QUERY_SETTINGS)}"
             )
-        hits = self._search(query, check_settings(**kwargs))
+        hits = query_hits(self, query, check_settings(**kwargs))
         return VectorStoreQueryResult(
             nodes=[hit_to_node(h).node for h in hits],
             similarities=[h.score for h in hits],
@@ -315,63 +314,6 @@ class M3VectorStore(BasePydanticVectorStore):
         """:meth:`query` in a worker thread."""
         return await asyncio.to_thread(self.query, query, **kwargs)
 
-    def _search(self, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
-        mode = VectorStoreQueryMode(query.mode)
-        if mode not in _MODES:
-            names = ", ".join(m.value for m in _MODES)
-            raise NotImplementedError(
-                f"query mode {mode.value!r} is not supported by M3VectorStore; use {names}"
-            )
-        heads = self._index.store.heads
-        dense_wanted = mode is not VectorStoreQueryMode.SPARSE
-        sparse_wanted = mode is not VectorStoreQueryMode.DEFAULT
-        if sparse_wanted and Head.SPARSE not in heads:
-            raise ValueError(
-                f"{mode.value} mode needs sparse vectors; this collection has none (a dense-only "
-                "model): query in default mode"
-            )
-        settings = self._settings(query, mode, given)
-        colbert = bool(settings.rerank)
-        encode = {Head.SPARSE} if sparse_wanted else set()
-        if colbert:
-            encode.add(Head.COLBERT)
-        if dense_wanted and query.query_embedding is None:
-            encode.add(Head.DENSE)
-        out = None
-        if encode:
-            if not query.query_str:
-                needed = sorted(h.value for h in encode)
-                raise ValueError(
-                    f"{mode.value} mode encodes the query text for {needed}: "
-                    "VectorStoreQuery.query_str is missing"
-                )
-            out = self._index.encoder.encode(
-                [query.query_str], heads=sorted(encode), query=True, show_progress=False
-            )
-        dense = None
-        if dense_wanted:
-            dense = query.query_embedding if out is None or Head.DENSE not in encode else out.dense
-        sparse: SparseVector | None = out.sparse[0] if out is not None and sparse_wanted else None
-        if mode is VectorStoreQueryMode.SPARSE and sparse is not None and len(sparse) == 0:
-            return []  # no query token has a weight: nothing matches
-        if mode is VectorStoreQueryMode.SPARSE:
-            k = query.sparse_top_k or query.similarity_top_k
-        elif mode is VectorStoreQueryMode.HYBRID:
-            k = query.hybrid_top_k or query.similarity_top_k
-        else:
-            k = query.similarity_top_k
-        return self._index.store.query(
-            dense=dense,
-            sparse=sparse,
-            colbert=out.colbert[0] if out is not None and colbert else None,
-            k=k,
-            fusion=settings.fusion,
-            rerank=colbert,
-            filter=self._filter(query),
-            weights=self._weights(query.alpha, colbert, settings),
-            candidates=settings.candidates,
-        )
-
     def search_settings(
         self, query: VectorStoreQuery | None = None, **given: Any
     ) -> SearchSettings:
@@ -380,58 +322,8 @@ class M3VectorStore(BasePydanticVectorStore):
         ``rerank`` is resolved: ``True`` when ColBERT re-scores the candidates.
         """
         query = query or VectorStoreQuery(mode=VectorStoreQueryMode.HYBRID)
-        return self._settings(query, VectorStoreQueryMode(query.mode), check_settings(**given))
-
-    def _settings(
-        self, query: VectorStoreQuery, mode: VectorStoreQueryMode, given: dict[str, Any]
-    ) -> SearchSettings:
-        """The query's settings, then the store's fields, then the index's defaults."""
-
-        def pick(name: str) -> Any:
-            return given[name] if given.get(name) is not None else getattr(self, name)
-
-        heads = self._index.store.heads
-        rerank = pick("rerank")
-        if rerank and Head.COLBERT not in heads:
-            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
-        if rerank is None:  # ColBERT in hybrid mode, as the index's defaults decide
-            hybrid = mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
-            rerank = hybrid and self._index.search_settings().reranks(heads)
-        candidates = given.get("candidates")
-        if candidates is None and mode is VectorStoreQueryMode.HYBRID:
-            candidates = query.sparse_top_k
-        return self._index.search_settings(
-            fusion=pick("fusion"),
-            weights=pick("weights"),
-            rerank=rerank,
-            candidates=candidates if candidates is not None else self.candidates,
-        )
-
-    def _filter(self, query: VectorStoreQuery) -> Any:
-        conditions = [to_filter(to_store_filter(query.filters))]
-        if query.doc_ids:
-            conditions.append(documents_filter(list(query.doc_ids)))
-        if query.node_ids:
-            conditions.append(points_filter(list(query.node_ids), None))
-        return and_filters(*conditions)
-
-    def _weights(
-        self, alpha: float | None, colbert: bool, settings: SearchSettings
-    ) -> tuple[float, float, float]:
-        """M3 weights ``[dense, sparse, colbert]``; ``alpha`` splits vector vs sparse."""
-        if alpha is None:
-            return settings.weights
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if settings.fusion is not Fusion.M3:
-            raise ValueError(
-                f"alpha weighs dense against sparse in M3's weighted sum; this store fuses with "
-                f"{settings.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
-            )
-        w_dense, _, w_colbert = settings.weights
-        vector = w_dense + w_colbert
-        share = w_dense / vector if colbert and vector > 0 else 1.0
-        return (alpha * share, 1.0 - alpha, alpha * (1.0 - share))
+        mode = VectorStoreQueryMode(query.mode)
+        return query_settings(self, query, mode, check_settings(**given))
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from m3kit.errors import StoreConnectionError
 from m3kit.outputs import SparseVector
+from m3kit.store.client_errors import server_errors
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
@@ -125,11 +125,6 @@ class ClientBackend:
         return f"ClientBackend(collection={self.collection!r}, where={self.where!r})"
 
     # -- errors -----------------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
         """Turn transport failures into StoreConnectionError (remote mode only)."""
@@ -137,50 +132,8 @@ class ClientBackend:
             with self._lock:
                 yield
             return
-        try:
+        with server_errors(self.where, self.collection, self._secrets):
             yield
-        except UnexpectedResponse as exc:
-            status = exc.status_code
-            if status in (401, 403):
-                hint = (
-                    "the API key was refused: check the api_key argument or the QDRANT_API_KEY "
-                    "environment variable, and that the key may access this collection"
-                )
-            elif status in (502, 503, 504):
-                hint = "the server or a proxy in front of it is unavailable; retry later"
-            else:
-                detail = exc.content[:200].decode("utf-8", "replace")
-                raise StoreConnectionError(
-                    self._scrub(
-                        f"Qdrant at {self.where} answered HTTP {status} ({exc.reason_phrase}) "
-                        f"for collection {self.collection!r}: {detail}"
-                    )
-                ) from None
-            raise StoreConnectionError(
-                f"Qdrant at {self.where} answered HTTP {status} ({exc.reason_phrase}): {hint}"
-            ) from None
-        except ResponseHandlingException as exc:
-            source = exc.source
-            kind = type(source).__name__
-            if "Timeout" in kind:
-                hint = (
-                    "the request timed out: check the server's load and network, or raise timeout"
-                )
-            else:
-                hint = (
-                    "check that the server is running, the URL, port and scheme (http/https) "
-                    "are right, and that no firewall blocks it"
-                )
-            raise StoreConnectionError(
-                self._scrub(f"cannot reach Qdrant at {self.where} ({kind}: {source}); {hint}")
-            ) from None
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise StoreConnectionError(
-                self._scrub(
-                    f"cannot reach Qdrant at {self.where} ({type(exc).__name__}: {exc}); check "
-                    "that the server is running and the URL is right"
-                )
-            ) from None
 
     # -- schema -----------------------------------------------------------------------------
     def exists(self) -> bool:

@@ -18,8 +18,6 @@ opening it with another encoder raises :class:`~m3kit.errors.FingerprintMismatch
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -28,20 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from m3kit.fingerprint import EncoderFingerprint, chunking_signature, encoder_fingerprint
+from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
-from m3kit.store.documents import _Chunker, _chunking, _Doc, build_records, content_doc_id
-from m3kit.store.filters import FilterLike
-from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
+from m3kit.store.index_inputs import check_encoder_fits, versioned_documents
+from m3kit.store.index_search import IndexSearch
+from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
-from m3kit.store.search_settings import (
-    BGE_M3_PUBLISHED,
-    FusionCalibration,
-    SearchSettings,
-    is_bge_m3_architecture,
-)
+from m3kit.store.search_settings import FusionCalibration, SearchSettings, is_bge_m3_architecture
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -52,7 +46,7 @@ __all__ = ["M3Index", "build_records", "content_doc_id"]
 logger = logging.getLogger(__name__)
 
 
-class M3Index:
+class M3Index(IndexSearch):
     """Encoder + store: what the LangChain / LlamaIndex adapters and the CLI use.
 
     Thread-safe: searches and adds may run from several threads at once.
@@ -94,20 +88,7 @@ class M3Index:
             FingerprintMismatchError: The collection was written by another encoder and
                 ``reindex`` is false.
         """
-        if encoder.dense_dim != store.schema.dense_dim:
-            raise ValueError(
-                f"encoder dense size {encoder.dense_dim} != store's {store.schema.dense_dim}"
-            )
-        missing = store.heads - encoder.available_heads
-        if missing:
-            raise ValueError(
-                f"the store holds {sorted(h.value for h in missing)} vectors this encoder "
-                "cannot produce"
-            )
-        if Head.COLBERT in store.heads and encoder.colbert_dim != store.schema.colbert_dim:
-            raise ValueError(
-                f"encoder ColBERT size {encoder.colbert_dim} != store's {store.schema.colbert_dim}"
-            )
+        check_encoder_fits(encoder, store)
         self.encoder = encoder
         self.store = store
         self._write_lock = threading.Lock()
@@ -207,43 +188,6 @@ class M3Index:
         return f"M3Index(store={self.store!r})"
 
     # -- writing ----------------------------------------------------------------------------
-    def _docs(
-        self,
-        texts: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None,
-        doc_ids: Sequence[str] | None,
-        signature: str,
-        chunking: Mapping[str, Any],
-    ) -> tuple[list[str], list[_Doc]]:
-        if isinstance(texts, str):
-            raise TypeError("add_texts takes a sequence of texts, not a single string")
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("every text must be a str")
-        if metadatas is not None and len(metadatas) != len(texts):
-            raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
-        if doc_ids is not None and len(doc_ids) != len(texts):
-            raise ValueError(f"{len(doc_ids)} doc_ids for {len(texts)} texts")
-        ids = [str(d) for d in doc_ids] if doc_ids is not None else None
-        if ids is not None and not all(ids):
-            raise ValueError("doc_ids must be non-empty strings")
-        order: list[str] = []
-        docs: dict[str, _Doc] = {}
-        for i, text in enumerate(texts):
-            meta = dict(metadatas[i] or {}) if metadatas is not None else {}
-            try:
-                blob = json.dumps([text, meta, signature], sort_keys=True)
-            except TypeError as exc:
-                raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
-            doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
-            doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
-            seen = docs.get(doc_id)
-            if seen is not None and seen.doc_hash != doc.doc_hash:
-                raise ValueError(f"doc_id {doc_id!r} is given twice with different content")
-            docs[doc_id] = doc
-            order.append(doc_id)
-        return order, list(docs.values())
-
     def _records(
         self,
         docs: Sequence[_Doc],
@@ -268,10 +212,7 @@ class M3Index:
         What :meth:`add_texts` encodes; the Ray pipeline (:mod:`m3kit.distributed`) encodes
         the same documents elsewhere and writes them with :meth:`write_records`.
         """
-        signature = chunking_signature(chunker)
-        order, docs = self._docs(
-            texts, metadatas, doc_ids, signature, _chunking(chunker, signature)
-        )
+        order, docs = versioned_documents(texts, metadatas, doc_ids, chunker)
         if not docs:
             return order, []
         done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
@@ -368,105 +309,6 @@ class M3Index:
     def count(self) -> int:
         """Number of stored chunks."""
         return self.store.count()
-
-    # -- searching --------------------------------------------------------------------------
-    def search_settings(
-        self,
-        *,
-        fusion: Fusion | str | None = None,
-        weights: Sequence[float] | None = None,
-        rerank: bool | None = None,
-        candidates: int | None = None,
-    ) -> SearchSettings:
-        """The ranking a :meth:`search` with these arguments uses (``None``: the default).
-
-        Defaults come from ``search=`` at open, else from the checkpoint's calibration for
-        what this collection holds (and the rerank choice), else — for a BGE-M3-shaped model
-        — FlagEmbedding's published weights (``m3``, 0.4 / 0.2 / 0.4), else RRF with ColBERT
-        rerank (:attr:`search_source` says which).
-        """
-        base = self._search
-        if base is None and self.calibration is not None:
-            base = self.calibration.settings_for(self.store.heads, rerank)
-        elif base is None and self.search_source == "bge-m3" and Head.SPARSE in self.store.heads:
-            base = BGE_M3_PUBLISHED
-        base = base or SearchSettings()
-        return base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
-
-    def search(
-        self,
-        query: str,
-        *,
-        k: int = 10,
-        fusion: Fusion | str | None = None,
-        filter: FilterLike | None = None,
-        score_threshold: float | None = None,
-        rerank: bool | None = None,
-        weights: Sequence[float] | None = None,
-        candidates: int | None = None,
-    ) -> list[Hit]:
-        """Encode the query with every head the store holds and run a hybrid search.
-
-        Arguments left ``None`` take the index's defaults (:meth:`search_settings`).
-
-        Args:
-            query: The query text (the encoder's query instruction is added).
-            k: Number of hits.
-            fusion: ``rrf``, ``dbsf`` or ``m3``.
-            filter: Metadata mapping or ``qdrant_client.models.Filter``.
-            score_threshold: Minimum final score.
-            rerank: ColBERT rerank (default: on when the store holds ColBERT vectors).
-            weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion.
-            candidates: Candidates per retriever before fusion and rerank.
-        """
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        heads = self.store.heads
-        if rerank and Head.COLBERT not in heads:
-            raise ValueError("rerank=True needs ColBERT vectors; this store has none")
-        settings = self.search_settings(
-            fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
-        )
-        use_colbert = settings.reranks(heads)
-        wanted = heads if use_colbert else heads - {Head.COLBERT}
-        out = self.encoder.encode([query], heads=sorted(wanted), query=True, show_progress=False)
-        return self.store.query(
-            dense=out.dense[0],
-            sparse=out.sparse[0] if Head.SPARSE in wanted else None,
-            colbert=out.colbert[0] if use_colbert else None,
-            k=k,
-            fusion=settings.fusion,
-            rerank=use_colbert,
-            filter=filter,
-            score_threshold=score_threshold,
-            weights=settings.weights,
-            candidates=settings.candidates,
-        )
-
-    async def asearch(
-        self,
-        query: str,
-        *,
-        k: int = 10,
-        fusion: Fusion | str | None = None,
-        filter: FilterLike | None = None,
-        score_threshold: float | None = None,
-        rerank: bool | None = None,
-        weights: Sequence[float] | None = None,
-        candidates: int | None = None,
-    ) -> list[Hit]:
-        """:meth:`search` in a worker thread."""
-        return await asyncio.to_thread(
-            self.search,
-            query,
-            k=k,
-            fusion=fusion,
-            filter=filter,
-            score_threshold=score_threshold,
-            rerank=rerank,
-            weights=weights,
-            candidates=candidates,
-        )
 
     def close(self) -> None:
         """Close the store."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections import defaultdict
@@ -10,12 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy.typing as npt
 from qdrant_client import models
 from tqdm.auto import tqdm
 
-from m3kit.outputs import Head, SparseVector
-from m3kit.scoring import DEFAULT_M3_WEIGHTS
+from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import (
     FilterLike,
@@ -27,16 +24,8 @@ from m3kit.store.filters import (
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import RawHit, StorageBackend
 from m3kit.store.points import document_versions, to_point
-from m3kit.store.query import (
-    HIT_KEYS,
-    HeadScores,
-    QueryOptions,
-    QueryVectors,
-    m3_head_scores,
-    run_query,
-    to_hit,
-)
-from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit
+from m3kit.store.query import HIT_KEYS, QueryOptions, to_hit
+from m3kit.store.records import Backend, ChunkRecord, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_INDEX,
@@ -46,6 +35,7 @@ from m3kit.store.schema import (
     CollectionSchema,
     PayloadIndexType,
 )
+from m3kit.store.store_search import StoreSearch
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
 
@@ -55,7 +45,7 @@ logger = logging.getLogger(__name__)
 _DOC_BATCH = 256
 
 
-class M3Store:
+class M3Store(StoreSearch):
     """One Qdrant collection in the m3kit layout, on the embedded engine or qdrant-client.
 
     Open it with :meth:`open`. Thread-safe: queries and writes may come from several threads.
@@ -321,103 +311,6 @@ class M3Store:
             if indices == list(range(int(count or 0))):
                 complete.add(doc_id)
         return complete
-
-    def query(
-        self,
-        *,
-        dense: npt.ArrayLike | None = None,
-        sparse: SparseVector | None = None,
-        colbert: npt.ArrayLike | None = None,
-        k: int = 10,
-        fusion: Fusion | str = Fusion.RRF,
-        rerank: bool = True,
-        filter: FilterLike | None = None,
-        score_threshold: float | None = None,
-        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
-        candidates: int | None = None,
-    ) -> list[Hit]:
-        """Hybrid search (see :mod:`m3kit.store.query` for the plans).
-
-        Args:
-            dense: Query dense vector ``[d]``.
-            sparse: Query sparse vector.
-            colbert: Query ColBERT vectors ``[t, d]`` (used for rerank / M3).
-            k: Number of hits.
-            fusion: ``rrf``, ``dbsf`` or ``m3``.
-            rerank: Re-score candidates with ColBERT MaxSim when ``colbert`` is given;
-                ``False`` leaves ColBERT out (also out of the M3 sum).
-            filter: ``{key: value}`` equality on ``metadata.<key>`` (a list means any-of)
-                or a ``qdrant_client.models.Filter`` on the full payload.
-            score_threshold: Minimum final score.
-            weights: M3 weights ``[dense, sparse, colbert]``.
-            candidates: Candidates per retriever (default: :attr:`query_options`' rule,
-                ``max(4 * k, 50)``).
-        """
-        q = QueryVectors.check(self.schema, dense, sparse, colbert)
-        raw = run_query(
-            self._backend,
-            q,
-            k=k,
-            fusion=Fusion(fusion),
-            rerank=rerank,
-            filter=to_filter(filter),
-            score_threshold=score_threshold,
-            weights=weights,
-            options=self.query_options,
-            candidates=candidates,
-        )
-        return [to_hit(h) for h in raw]
-
-    def head_scores(
-        self,
-        *,
-        dense: npt.ArrayLike | None = None,
-        sparse: SparseVector | None = None,
-        colbert: npt.ArrayLike | None = None,
-        candidates: int,
-        filter: FilterLike | None = None,
-    ) -> HeadScores:
-        """Exact per-head scores of the ``m3`` plan's candidates (for calibrating weights).
-
-        The candidates are the union of the ``candidates`` best dense and sparse points; each
-        gets its exact dense, sparse and (with ``colbert``) ColBERT score, so any weights can
-        rank them (:meth:`HeadScores.rank`) as ``query(fusion="m3", weights=...)`` would.
-        """
-        if candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {candidates}")
-        q = QueryVectors.check(self.schema, dense, sparse, colbert)
-        return m3_head_scores(
-            self._backend, q, candidates, q.colbert is not None, to_filter(filter)
-        )
-
-    async def aquery(
-        self,
-        *,
-        dense: npt.ArrayLike | None = None,
-        sparse: SparseVector | None = None,
-        colbert: npt.ArrayLike | None = None,
-        k: int = 10,
-        fusion: Fusion | str = Fusion.RRF,
-        rerank: bool = True,
-        filter: FilterLike | None = None,
-        score_threshold: float | None = None,
-        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
-        candidates: int | None = None,
-    ) -> list[Hit]:
-        """:meth:`query` in a worker thread."""
-        return await asyncio.to_thread(
-            self.query,
-            dense=dense,
-            sparse=sparse,
-            colbert=colbert,
-            k=k,
-            fusion=fusion,
-            rerank=rerank,
-            filter=filter,
-            score_threshold=score_threshold,
-            weights=weights,
-            candidates=candidates,
-        )
 
     def close(self) -> None:
         """Release files, locks and connections (idempotent; the store is unusable afterwards)."""

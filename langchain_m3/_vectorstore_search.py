@@ -1,0 +1,208 @@
+"""The search half of :class:`~langchain_m3.M3VectorStore`: similarity search, scores, retrievers.
+
+Split from :mod:`langchain_m3.vectorstore`: :class:`VectorStoreSearch` is the base class of
+``M3VectorStore`` holding its search methods (``similarity_search*``, :meth:`search_settings`,
+:meth:`score_scale`, relevance scores, ``as_retriever`` / ``as_m3_retriever``);
+``M3VectorStore.__init__`` sets the attributes they read. Search arguments: see
+:mod:`langchain_m3.vectorstore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.documents import Document
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+
+from langchain_m3._documents import hit_document
+from langchain_m3._search import (
+    SEARCH_ARGS,
+    ScoreScale,
+    check_k,
+    clip01,
+    score_scale,
+    settings_args,
+)
+from m3kit.store import Fusion, Hit, M3Index, SearchSettings
+
+if TYPE_CHECKING:
+    from langchain_m3.retriever import M3Retriever
+
+__all__ = ["VectorStoreSearch", "check_no_more"]
+
+
+class VectorStoreSearch(VectorStore):
+    """The search methods of :class:`~langchain_m3.M3VectorStore` (its base; it sets these).
+
+    Attributes:
+        fusion: Default fusion (``None``: the index's).
+        rerank: Default ColBERT rerank (``None``: the index's).
+        weights: Default ``[dense, sparse, colbert]`` of the ``m3`` fusion (``None``: the
+            index's).
+        candidates: Default candidates per retriever (``None``: the index's).
+    """
+
+    _index: M3Index
+    fusion: Fusion | None
+    rerank: bool | None
+    weights: tuple[float, float, float] | None
+    candidates: int | None
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        """The ``k`` best chunks for ``query`` (search arguments: see the module docstring)."""
+        return [hit_document(h) for h in self._search(query, k, kwargs)]
+
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """:meth:`similarity_search` with each chunk's final score (see :class:`ScoreScale`)."""
+        return [(hit_document(h), h.score) for h in self._search(query, k, kwargs)]
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[Document]:
+        """Dense search with a query vector (``filter`` and ``score_threshold`` apply)."""
+        return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """:meth:`similarity_search_by_vector` with each chunk's cosine similarity."""
+        flt = kwargs.pop("filter", None)
+        threshold = kwargs.pop("score_threshold", None)
+        check_no_more(kwargs, "similarity_search_by_vector")
+        hits = self._index.store.query(
+            dense=embedding,
+            k=check_k(k),
+            rerank=False,
+            filter=flt,
+            score_threshold=threshold,
+        )
+        return [(hit_document(h), h.score) for h in hits]
+
+    def search_settings(self, **given: Any) -> SearchSettings:
+        """The ranking a search with these arguments uses (``None``: the store's, else the
+        index's defaults); ``given``: ``fusion``, ``weights``, ``rerank``, ``candidates``."""
+        return self._index.search_settings(**settings_args(self._defaults(), given))
+
+    def score_scale(
+        self, *, fusion: Fusion | str | None = None, rerank: bool | None = None
+    ) -> ScoreScale:
+        """What the final score of a search with these arguments is (store defaults if ``None``)."""
+        return score_scale(
+            self._index,
+            fusion=self.fusion if fusion is None else fusion,
+            rerank=self.rerank if rerank is None else rerank,
+        )
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """LangChain's relevance of a final score: the score clipped to ``[0, 1]``."""
+        return clip01
+
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Relevance = the final score clipped to ``[0, 1]`` (a similarity or M3's weighted sum).
+
+        Raises:
+            ValueError: The search would score by rank fusion (``rrf`` / ``dbsf`` without
+                ColBERT rerank), which is no relevance.
+        """
+        scale = self.score_scale(fusion=kwargs.get("fusion"), rerank=kwargs.get("rerank"))
+        if scale is ScoreScale.RANK:
+            raise ValueError(
+                "relevance scores need a similarity: this search scores by rank fusion "
+                f"({self.search_settings(**kwargs).fusion.value}) of dense and sparse without "
+                "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
+            )
+        return [(d, clip01(s)) for d, s in self.similarity_search_with_score(query, k, **kwargs)]
+
+    async def _asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """:meth:`_similarity_search_with_relevance_scores` in a worker thread."""
+        return await asyncio.to_thread(
+            self._similarity_search_with_relevance_scores, query, k, **kwargs
+        )
+
+    def max_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        """Not supported: the stored vectors are not read back, which MMR needs.
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            "M3VectorStore has no max_marginal_relevance_search: it does not read stored "
+            "vectors back; use similarity search (search_type='similarity')"
+        )
+
+    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
+        """A ``VectorStoreRetriever``: ``search_type`` ``"similarity"`` (default) or
+        ``"similarity_score_threshold"``; ``search_kwargs`` ``k``, ``filter``, ``fusion``,
+        ``weights``, ``rerank``, ``candidates``, ``score_threshold``.
+
+        Raises:
+            ValueError: An unknown search argument, a bad ranking one (``weights``...), or
+                ``search_type="mmr"``.
+        """
+        search_type = kwargs.get("search_type", "similarity")
+        if search_type == "mmr":
+            raise ValueError("M3VectorStore does not support search_type='mmr' (no MMR search)")
+        search_kwargs = kwargs.get("search_kwargs") or {}
+        unknown = set(search_kwargs) - SEARCH_ARGS - {"k"}
+        if unknown:
+            raise ValueError(
+                f"unknown search_kwargs {sorted(unknown)}; M3VectorStore takes "
+                f"{sorted(SEARCH_ARGS | {'k'})}"
+            )
+        self.search_settings(**search_kwargs)  # a bad value fails here, not at the first search
+        return super().as_retriever(**kwargs)
+
+    def as_m3_retriever(self, **defaults: Any) -> M3Retriever:
+        """An :class:`~langchain_m3.M3Retriever` on the same index (its own defaults: ``k``,
+        ``fusion``, ``weights``, ``rerank``, ``candidates``, ``filter``, ``score_threshold``;
+        unset ranking ones are this store's; results carry ``score`` and ``doc_id``)."""
+        from langchain_m3.retriever import M3Retriever
+
+        for name, value in self._defaults().items():
+            defaults.setdefault(name, value)
+        return M3Retriever(index=self._index, **defaults)
+
+    def _defaults(self) -> dict[str, Any]:
+        """The store's ranking defaults (``None``: the index's), by search argument."""
+        return {
+            "fusion": self.fusion,
+            "weights": self.weights,
+            "rerank": self.rerank,
+            "candidates": self.candidates,
+        }
+
+    def _search(self, query: str, k: int, kwargs: dict[str, Any]) -> list[Hit]:
+        """The index's hits for ``query`` with a call's search arguments over the defaults."""
+        unknown = set(kwargs) - SEARCH_ARGS
+        if unknown:
+            raise TypeError(
+                f"unknown search argument(s) {sorted(unknown)}; M3VectorStore takes k and "
+                f"{sorted(SEARCH_ARGS)}"
+            )
+        return self._index.search(
+            query,
+            k=check_k(k),
+            filter=kwargs.get("filter"),
+            score_threshold=kwargs.get("score_threshold"),
+            **settings_args(self._defaults(), kwargs),
+        )
+
+
+def check_no_more(kwargs: dict[str, Any], method: str) -> None:
+    """Refuse keyword arguments ``method`` did not take (what is left of its ``**kwargs``).
+
+    Raises:
+        TypeError: ``kwargs`` is not empty.
+    """
+    if kwargs:
+        raise TypeError(f"{method}() got unexpected argument(s) {sorted(kwargs)}")

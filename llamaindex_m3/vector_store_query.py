@@ -1,0 +1,139 @@
+"""The query path of :class:`~llamaindex_m3.M3VectorStore`: query modes, settings, filters.
+
+Split from :mod:`llamaindex_m3.vector_store` (whose module doc describes the query modes and
+ranking settings): :func:`query_hits` runs one ``VectorStoreQuery`` and :func:`query_settings`
+resolves its ranking, reading the store's fields and its index.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+
+from llamaindex_m3.filters import to_store_filter
+from m3kit.outputs import Head, SparseVector
+from m3kit.store import Fusion, Hit, SearchSettings
+from m3kit.store.filters import and_filters, documents_filter, points_filter, to_filter
+
+if TYPE_CHECKING:
+    from llamaindex_m3.vector_store import M3VectorStore
+
+__all__ = ["query_hits", "query_settings"]
+
+_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
+
+
+def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
+    """The hits of ``query`` (see :meth:`M3VectorStore.query`); ``given``: checked kwargs."""
+    index = store.client
+    mode = VectorStoreQueryMode(query.mode)
+    if mode not in _MODES:
+        names = ", ".join(m.value for m in _MODES)
+        raise NotImplementedError(
+            f"query mode {mode.value!r} is not supported by M3VectorStore; use {names}"
+        )
+    heads = index.store.heads
+    dense_wanted = mode is not VectorStoreQueryMode.SPARSE
+    sparse_wanted = mode is not VectorStoreQueryMode.DEFAULT
+    if sparse_wanted and Head.SPARSE not in heads:
+        raise ValueError(
+            f"{mode.value} mode needs sparse vectors; this collection has none (a dense-only "
+            "model): query in default mode"
+        )
+    settings = query_settings(store, query, mode, given)
+    colbert = bool(settings.rerank)
+    encode = {Head.SPARSE} if sparse_wanted else set()
+    if colbert:
+        encode.add(Head.COLBERT)
+    if dense_wanted and query.query_embedding is None:
+        encode.add(Head.DENSE)
+    out = None
+    if encode:
+        if not query.query_str:
+            needed = sorted(h.value for h in encode)
+            raise ValueError(
+                f"{mode.value} mode encodes the query text for {needed}: "
+                "VectorStoreQuery.query_str is missing"
+            )
+        out = index.encoder.encode(
+            [query.query_str], heads=sorted(encode), query=True, show_progress=False
+        )
+    dense = None
+    if dense_wanted:
+        dense = query.query_embedding if out is None or Head.DENSE not in encode else out.dense
+    sparse: SparseVector | None = out.sparse[0] if out is not None and sparse_wanted else None
+    if mode is VectorStoreQueryMode.SPARSE and sparse is not None and len(sparse) == 0:
+        return []  # no query token has a weight: nothing matches
+    if mode is VectorStoreQueryMode.SPARSE:
+        k = query.sparse_top_k or query.similarity_top_k
+    elif mode is VectorStoreQueryMode.HYBRID:
+        k = query.hybrid_top_k or query.similarity_top_k
+    else:
+        k = query.similarity_top_k
+    return index.store.query(
+        dense=dense,
+        sparse=sparse,
+        colbert=out.colbert[0] if out is not None and colbert else None,
+        k=k,
+        fusion=settings.fusion,
+        rerank=colbert,
+        filter=_query_filter(query),
+        weights=_m3_weights(query.alpha, colbert, settings),
+        candidates=settings.candidates,
+    )
+
+
+def query_settings(
+    store: M3VectorStore, query: VectorStoreQuery, mode: VectorStoreQueryMode, given: dict[str, Any]
+) -> SearchSettings:
+    """The query's settings, then the store's fields, then the index's defaults."""
+
+    def pick(name: str) -> Any:
+        return given[name] if given.get(name) is not None else getattr(store, name)
+
+    heads = store.client.store.heads
+    rerank = pick("rerank")
+    if rerank and Head.COLBERT not in heads:
+        raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+    if rerank is None:  # ColBERT in hybrid mode, as the index's defaults decide
+        hybrid = mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
+        rerank = hybrid and store.client.search_settings().reranks(heads)
+    candidates = given.get("candidates")
+    if candidates is None and mode is VectorStoreQueryMode.HYBRID:
+        candidates = query.sparse_top_k
+    return store.client.search_settings(
+        fusion=pick("fusion"),
+        weights=pick("weights"),
+        rerank=rerank,
+        candidates=candidates if candidates is not None else store.candidates,
+    )
+
+
+def _query_filter(query: VectorStoreQuery) -> Any:
+    """The query's ``filters``, ``doc_ids`` and ``node_ids`` as one store filter (AND)."""
+    conditions = [to_filter(to_store_filter(query.filters))]
+    if query.doc_ids:
+        conditions.append(documents_filter(list(query.doc_ids)))
+    if query.node_ids:
+        conditions.append(points_filter(list(query.node_ids), None))
+    return and_filters(*conditions)
+
+
+def _m3_weights(
+    alpha: float | None, colbert: bool, settings: SearchSettings
+) -> tuple[float, float, float]:
+    """M3 weights ``[dense, sparse, colbert]``; ``alpha`` splits vector vs sparse."""
+    if alpha is None:
+        return settings.weights
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if settings.fusion is not Fusion.M3:
+        raise ValueError(
+            f"alpha weighs dense against sparse in M3's weighted sum; this store fuses with "
+            f"{settings.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
+        )
+    w_dense, _, w_colbert = settings.weights
+    vector = w_dense + w_colbert
+    share = w_dense / vector if colbert and vector > 0 else 1.0
+    return (alpha * share, 1.0 - alpha, alpha * (1.0 - share))

@@ -1,0 +1,93 @@
+"""What :class:`~m3kit.store.M3Index` checks on the way in: an encoder, and texts to write.
+
+Split from :mod:`m3kit.store.index`: :func:`check_encoder_fits` is the check of
+``M3Index(encoder, store)``; :func:`versioned_documents` turns the arguments of
+:meth:`~m3kit.store.M3Index.add_texts` into documents with their ids and versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from m3kit.fingerprint import chunking_signature
+from m3kit.outputs import Head
+from m3kit.store.documents import _Chunker, _chunking, _Doc, content_doc_id
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+    from m3kit.store.store import M3Store
+
+__all__ = ["check_encoder_fits", "versioned_documents"]
+
+
+def check_encoder_fits(encoder: M3Encoder, store: M3Store) -> None:
+    """Check that ``encoder`` gives every vector ``store`` holds, at the store's sizes.
+
+    Raises:
+        ValueError: The store expects dimensions or heads the encoder does not give.
+    """
+    if encoder.dense_dim != store.schema.dense_dim:
+        raise ValueError(
+            f"encoder dense size {encoder.dense_dim} != store's {store.schema.dense_dim}"
+        )
+    missing = store.heads - encoder.available_heads
+    if missing:
+        raise ValueError(
+            f"the store holds {sorted(h.value for h in missing)} vectors this encoder "
+            "cannot produce"
+        )
+    if Head.COLBERT in store.heads and encoder.colbert_dim != store.schema.colbert_dim:
+        raise ValueError(
+            f"encoder ColBERT size {encoder.colbert_dim} != store's {store.schema.colbert_dim}"
+        )
+
+
+def versioned_documents(
+    texts: Sequence[str],
+    metadatas: Sequence[Mapping[str, Any] | None] | None,
+    doc_ids: Sequence[str] | None,
+    chunker: _Chunker | None,
+) -> tuple[list[str], list[_Doc]]:
+    """The document id of each text (input order) and the distinct documents, versioned.
+
+    A document's version (``doc_hash``) covers its text, metadata and ``chunker``'s signature;
+    its id is the one given, else :func:`~m3kit.store.documents.content_doc_id`.
+
+    Raises:
+        TypeError: ``texts`` is a single string, or holds a non-string.
+        ValueError: Lengths differ, an empty id, metadata that is not JSON-serialisable, or
+            an id given twice with different content.
+    """
+    signature = chunking_signature(chunker)
+    chunking = _chunking(chunker, signature)
+    if isinstance(texts, str):
+        raise TypeError("add_texts takes a sequence of texts, not a single string")
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("every text must be a str")
+    if metadatas is not None and len(metadatas) != len(texts):
+        raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
+    if doc_ids is not None and len(doc_ids) != len(texts):
+        raise ValueError(f"{len(doc_ids)} doc_ids for {len(texts)} texts")
+    ids = [str(d) for d in doc_ids] if doc_ids is not None else None
+    if ids is not None and not all(ids):
+        raise ValueError("doc_ids must be non-empty strings")
+    order: list[str] = []
+    docs: dict[str, _Doc] = {}
+    for i, text in enumerate(texts):
+        meta = dict(metadatas[i] or {}) if metadatas is not None else {}
+        try:
+            blob = json.dumps([text, meta, signature], sort_keys=True)
+        except TypeError as exc:
+            raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
+        doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
+        doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
+        seen = docs.get(doc_id)
+        if seen is not None and seen.doc_hash != doc.doc_hash:
+            raise ValueError(f"doc_id {doc_id!r} is given twice with different content")
+        docs[doc_id] = doc
+        order.append(doc_id)
+    return order, list(docs.values())

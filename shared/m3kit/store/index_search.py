@@ -1,0 +1,138 @@
+"""The search half of :class:`~m3kit.store.M3Index`: default ranking, query plan and search.
+
+Split from :mod:`m3kit.store.index`: :class:`IndexSearch` is a base class of ``M3Index``
+holding :meth:`~m3kit.store.M3Index.search_settings`, :meth:`~m3kit.store.M3Index.search` and
+:meth:`~m3kit.store.M3Index.asearch`; ``M3Index.__init__`` sets the attributes it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from m3kit.outputs import Head
+from m3kit.store.filters import FilterLike
+from m3kit.store.records import Fusion, Hit
+from m3kit.store.search_settings import BGE_M3_PUBLISHED, FusionCalibration, SearchSettings
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+    from m3kit.store.store import M3Store
+
+__all__ = ["IndexSearch"]
+
+
+class IndexSearch:
+    """The search methods of :class:`~m3kit.store.M3Index` (its base; ``M3Index`` sets these).
+
+    Attributes:
+        encoder: Encodes the queries.
+        store: Runs the queries.
+        calibration: The checkpoint's own search calibration (``None``: none for its weights).
+        search_source: Where the search defaults come from (see ``M3Index``).
+    """
+
+    encoder: M3Encoder
+    store: M3Store
+    calibration: FusionCalibration | None
+    search_source: str
+    _search: SearchSettings | None
+
+    def search_settings(
+        self,
+        *,
+        fusion: Fusion | str | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
+    ) -> SearchSettings:
+        """The ranking a :meth:`search` with these arguments uses (``None``: the default).
+
+        Defaults come from ``search=`` at open, else from the checkpoint's calibration for
+        what this collection holds (and the rerank choice), else — for a BGE-M3-shaped model
+        — FlagEmbedding's published weights (``m3``, 0.4 / 0.2 / 0.4), else RRF with ColBERT
+        rerank (:attr:`search_source` says which).
+        """
+        base = self._search
+        if base is None and self.calibration is not None:
+            base = self.calibration.settings_for(self.store.heads, rerank)
+        elif base is None and self.search_source == "bge-m3" and Head.SPARSE in self.store.heads:
+            base = BGE_M3_PUBLISHED
+        base = base or SearchSettings()
+        return base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        fusion: Fusion | str | None = None,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        rerank: bool | None = None,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """Encode the query with every head the store holds and run a hybrid search.
+
+        Arguments left ``None`` take the index's defaults (:meth:`search_settings`).
+
+        Args:
+            query: The query text (the encoder's query instruction is added).
+            k: Number of hits.
+            fusion: ``rrf``, ``dbsf`` or ``m3``.
+            filter: Metadata mapping or ``qdrant_client.models.Filter``.
+            score_threshold: Minimum final score.
+            rerank: ColBERT rerank (default: on when the store holds ColBERT vectors).
+            weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion.
+            candidates: Candidates per retriever before fusion and rerank.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        heads = self.store.heads
+        if rerank and Head.COLBERT not in heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this store has none")
+        settings = self.search_settings(
+            fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
+        )
+        use_colbert = settings.reranks(heads)
+        wanted = heads if use_colbert else heads - {Head.COLBERT}
+        out = self.encoder.encode([query], heads=sorted(wanted), query=True, show_progress=False)
+        return self.store.query(
+            dense=out.dense[0],
+            sparse=out.sparse[0] if Head.SPARSE in wanted else None,
+            colbert=out.colbert[0] if use_colbert else None,
+            k=k,
+            fusion=settings.fusion,
+            rerank=use_colbert,
+            filter=filter,
+            score_threshold=score_threshold,
+            weights=settings.weights,
+            candidates=settings.candidates,
+        )
+
+    async def asearch(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        fusion: Fusion | str | None = None,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        rerank: bool | None = None,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """:meth:`search` in a worker thread."""
+        return await asyncio.to_thread(
+            self.search,
+            query,
+            k=k,
+            fusion=fusion,
+            filter=filter,
+            score_threshold=score_threshold,
+            rerank=rerank,
+            weights=weights,
+            candidates=candidates,
+        )

@@ -1,0 +1,140 @@
+"""The query half of :class:`~m3kit.store.M3Store`: hybrid search and per-head scores.
+
+Split from :mod:`m3kit.store.store`: :class:`StoreSearch` is a base class of ``M3Store``
+holding :meth:`~m3kit.store.M3Store.query`, :meth:`~m3kit.store.M3Store.head_scores` and
+:meth:`~m3kit.store.M3Store.aquery`; ``M3Store.__init__`` sets the attributes they read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy.typing as npt
+
+from m3kit.outputs import SparseVector
+from m3kit.scoring import DEFAULT_M3_WEIGHTS
+from m3kit.store.filters import FilterLike, to_filter
+from m3kit.store.plan import StorageBackend
+from m3kit.store.query import (
+    HeadScores,
+    QueryOptions,
+    QueryVectors,
+    m3_head_scores,
+    run_query,
+    to_hit,
+)
+from m3kit.store.records import Fusion, Hit
+from m3kit.store.schema import CollectionSchema
+
+__all__ = ["StoreSearch"]
+
+
+class StoreSearch:
+    """The query methods of :class:`~m3kit.store.M3Store` (its base; ``M3Store`` sets these).
+
+    Attributes:
+        schema: The collection's vectors (queries are checked against it).
+        query_options: Candidate rules of the query plans.
+    """
+
+    _backend: StorageBackend
+    schema: CollectionSchema
+    query_options: QueryOptions
+
+    def query(
+        self,
+        *,
+        dense: npt.ArrayLike | None = None,
+        sparse: SparseVector | None = None,
+        colbert: npt.ArrayLike | None = None,
+        k: int = 10,
+        fusion: Fusion | str = Fusion.RRF,
+        rerank: bool = True,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """Hybrid search (see :mod:`m3kit.store.query` for the plans).
+
+        Args:
+            dense: Query dense vector ``[d]``.
+            sparse: Query sparse vector.
+            colbert: Query ColBERT vectors ``[t, d]`` (used for rerank / M3).
+            k: Number of hits.
+            fusion: ``rrf``, ``dbsf`` or ``m3``.
+            rerank: Re-score candidates with ColBERT MaxSim when ``colbert`` is given;
+                ``False`` leaves ColBERT out (also out of the M3 sum).
+            filter: ``{key: value}`` equality on ``metadata.<key>`` (a list means any-of)
+                or a ``qdrant_client.models.Filter`` on the full payload.
+            score_threshold: Minimum final score.
+            weights: M3 weights ``[dense, sparse, colbert]``.
+            candidates: Candidates per retriever (default: :attr:`query_options`' rule,
+                ``max(4 * k, 50)``).
+        """
+        q = QueryVectors.check(self.schema, dense, sparse, colbert)
+        raw = run_query(
+            self._backend,
+            q,
+            k=k,
+            fusion=Fusion(fusion),
+            rerank=rerank,
+            filter=to_filter(filter),
+            score_threshold=score_threshold,
+            weights=weights,
+            options=self.query_options,
+            candidates=candidates,
+        )
+        return [to_hit(h) for h in raw]
+
+    def head_scores(
+        self,
+        *,
+        dense: npt.ArrayLike | None = None,
+        sparse: SparseVector | None = None,
+        colbert: npt.ArrayLike | None = None,
+        candidates: int,
+        filter: FilterLike | None = None,
+    ) -> HeadScores:
+        """Exact per-head scores of the ``m3`` plan's candidates (for calibrating weights).
+
+        The candidates are the union of the ``candidates`` best dense and sparse points; each
+        gets its exact dense, sparse and (with ``colbert``) ColBERT score, so any weights can
+        rank them (:meth:`HeadScores.rank`) as ``query(fusion="m3", weights=...)`` would.
+        """
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        q = QueryVectors.check(self.schema, dense, sparse, colbert)
+        return m3_head_scores(
+            self._backend, q, candidates, q.colbert is not None, to_filter(filter)
+        )
+
+    async def aquery(
+        self,
+        *,
+        dense: npt.ArrayLike | None = None,
+        sparse: SparseVector | None = None,
+        colbert: npt.ArrayLike | None = None,
+        k: int = 10,
+        fusion: Fusion | str = Fusion.RRF,
+        rerank: bool = True,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """:meth:`query` in a worker thread."""
+        return await asyncio.to_thread(
+            self.query,
+            dense=dense,
+            sparse=sparse,
+            colbert=colbert,
+            k=k,
+            fusion=fusion,
+            rerank=rerank,
+            filter=filter,
+            score_threshold=score_threshold,
+            weights=weights,
+            candidates=candidates,
+        )
