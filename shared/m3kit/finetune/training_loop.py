@@ -7,6 +7,7 @@ Loads the start model (:func:`prepare_training`), runs transformers' ``Trainer``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
 from m3kit.errors import CheckpointError
@@ -59,11 +61,8 @@ class TrainingModule(nn.Module):
     def forward_heads(self, ids: torch.Tensor, mask: torch.Tensor) -> M3Forward:
         """The model's forward with the heads the loss needs."""
         heads = self.loss_config.heads
-        if not self.math_attention:
-            return self.model(ids, mask, sparse=Head.SPARSE in heads, colbert=Head.COLBERT in heads)
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel([SDPBackend.MATH]):
+        kernel = sdpa_kernel([SDPBackend.MATH]) if self.math_attention else contextlib.nullcontext()
+        with kernel:
             return self.model(ids, mask, sparse=Head.SPARSE in heads, colbert=Head.COLBERT in heads)
 
     def loss(
