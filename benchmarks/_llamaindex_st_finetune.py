@@ -1,7 +1,9 @@
 """Runs LlamaIndex's SentenceTransformersFinetuneEngine (inside a separate venv).
 
 Called by ``benchmarks/finetune.py`` as ``<bench-python> _llamaindex_st_finetune.py
-train.json val.json model out epochs batch_size``; prints one JSON line with the timing.
+train.json val.json model out epochs batch_size [max_length]``; prints one JSON line with
+the timing and the max length the engine trained at (``max_length`` 0 or absent: the
+model's own, 256 for all-MiniLM-L6-v2).
 llama-index-finetuning is never installed in the project venv.
 """
 
@@ -14,6 +16,7 @@ from llama_index.finetuning import EmbeddingQAFinetuneDataset, SentenceTransform
 
 def main() -> None:
     train_json, val_json, model, out, epochs, batch_size = sys.argv[1:7]
+    max_length = int(sys.argv[7]) if len(sys.argv) > 7 else 0
     train = EmbeddingQAFinetuneDataset.from_json(train_json)
     val = EmbeddingQAFinetuneDataset.from_json(val_json)
     start = time.perf_counter()
@@ -27,6 +30,8 @@ def main() -> None:
         show_progress_bar=False,
         device="cpu",
     )
+    if max_length:
+        engine.model.max_seq_length = max_length
     built = time.perf_counter()
     engine.finetune()
     done = time.perf_counter()
@@ -37,6 +42,7 @@ def main() -> None:
                 "train_seconds": done - built,
                 "build_seconds": built - start,
                 "examples": len(engine.examples),
+                "max_length": engine.model.max_seq_length,
             }
         )
     )

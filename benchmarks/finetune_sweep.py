@@ -78,6 +78,27 @@ def _jsonable(value: Any) -> Any:
     return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
 
 
+def _mine(
+    train: list[Any], model: str, out: Path, window: str, overrides: dict[str, Any], seed: int
+) -> list[Any]:
+    """The rows with negatives mined by the start model (dense) from the training passages."""
+    from m3kit import M3Encoder
+    from m3kit.finetune.mining import mine_hard_negatives
+    from m3kit.finetune.trainer import save_start_checkpoint
+
+    start, _, end = window.partition("-")
+    encoder = M3Encoder.from_pretrained(
+        save_start_checkpoint(model, out / "mine-start", seed=seed), dtype="fp32", device="cpu"
+    )
+    return mine_hard_negatives(
+        encoder,
+        train,
+        num_negatives=int(overrides.get("num_negatives", BENCH_BASE["num_negatives"])),
+        rank_range=(int(start), int(end)),
+        seed=seed,
+    )
+
+
 def _scores(report: Any) -> dict[str, float]:
     return {h: round(report.metrics[h]["ndcg@10"], 4) for h in HEADS if h in report.metrics}
 
@@ -138,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-queries", type=int, default=400)
     parser.add_argument("--eval-max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mine",
+        default=None,
+        metavar="START-END",
+        help="replace the rows' negatives with ones mined by the start model's dense ranking "
+        "of the training passages, sampled from this rank window (m3kit mine-negatives --range)",
+    )
     parser.add_argument("--results", default=str(RESULTS / "finetune_sweep.jsonl"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -183,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         path, heads = out / "model", ["dense"]
         config = {"engine": "SentenceTransformersFinetuneEngine", "epochs": 1, "batch_size": 16}
     else:
+        if args.mine:
+            train = _mine(train, model, out, args.mine, overrides, args.seed)
         base = dict(BENCH_BASE) if args.base == "bench" else {}
         cfg = FinetuneConfig(
             model=model,
@@ -210,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "name": args.name,
         "base": "start" if args.start else "llamaindex" if args.llamaindex else args.base,
-        "overrides": overrides,
+        "overrides": {**overrides, **({"mined": args.mine} if args.mine else {})},
         "ndcg@10": _scores(report),
         "metrics": report.to_dict(),
         "train_seconds": round(train_seconds, 1) if train_seconds else None,

@@ -64,14 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     li_val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
     pairs: list[dict[str, float]] = []
     precision = ""
+    li_length = 0
     for rep in range(args.repeats):
         cfg = m3kit_config(args, model, out / f"m3kit-{rep}")
         load = os.getloadavg()[0]
         result = M3Finetuner(cfg).fit(train)
         precision = result.precision
         li = _run_llamaindex(
-            args.bench_python, train, li_val, model, out / f"llamaindex-{rep}", 1, args.batch_size
+            args.bench_python,
+            train,
+            li_val,
+            model,
+            out / f"llamaindex-{rep}",
+            1,
+            args.batch_size,
+            args.llamaindex_max_length,
         )
+        li_length = int(li["max_length"])
         pair = {
             "m3kit_s": round(result.train_seconds, 1),
             "llamaindex_s": round(li["train_seconds"], 1),
@@ -87,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_rows": len(train),
         "m3kit_steps": result.steps,
         "m3kit_precision": precision,
+        "llamaindex_max_length": li_length,
         "pairs": pairs,
         "median_ratio": round(statistics.median(ratios), 3),
         "worst_ratio": max(ratios),
@@ -102,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     attention = (
         "" if args.attention_dropout is None else f" --attention-dropout {args.attention_dropout}"
     )
+    li_arg = (
+        ""
+        if args.llamaindex_max_length is None
+        else f" --llamaindex-max-length {args.llamaindex_max_length}"
+    )
     dropout = "the model's own" if args.attention_dropout is None else args.attention_dropout
     rows = "\n".join(
         f"| {i + 1} | {p['m3kit_s']} | {p['llamaindex_s']} | {p['ratio']:.2f} | "
@@ -112,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         "# Training time, m3kit vs LlamaIndex's engine, alternating runs "
         "(`benchmarks/finetune_timing.py`)\n\n"
         f"`python benchmarks/finetune_timing.py --repeats {args.repeats} --precision "
-        f"{args.precision}{attention}`, run alone: {len(train)} training rows of squad_en "
+        f"{args.precision}{attention}{li_arg}`, run alone: {len(train)} training rows of squad_en "
         "(the rows of `benchmarks/finetune.py`), all-MiniLM-L6-v2 start, 1 epoch, batch "
         f"{args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
-        f"passage max length {args.max_length}, {precision} autocast ({result.steps} steps), "
+        f"passage max length {args.train_max_length or args.max_length}, "
+        f"{precision} autocast ({result.steps} steps), "
         f"attention dropout {dropout}. "
         "LlamaIndex `SentenceTransformersFinetuneEngine`: (query, positive) pairs, in-batch "
-        "negatives, max length 256, fp32 (its default). The engines alternate, m3kit first. "
+        f"negatives, max length {li_length}, fp32 (its default). "
+        "The engines alternate, m3kit first. "
         "Times are the training loops alone: m3kit's `Trainer.train()`, LlamaIndex's "
         "`finetune()` (building its engine, which loads the model, is the last column).\n\n"
         f"**Median m3kit / LlamaIndex: {record['median_ratio']:.2f}x** (worst pair "
