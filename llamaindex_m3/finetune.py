@@ -93,6 +93,9 @@ class M3FinetuneEngine:
             ``span_negatives`` other spans of the window. No negative mining.
         span_negatives: With ``late_chunking``: other spans of the positive's window pooled as
             its negatives (default 0, ``FinetuneConfig.span_negatives``).
+        span_overlap: With ``late_chunking``: text tokens consecutive windows share (default:
+            the late chunker's, ``FinetuneConfig.span_overlap``); set it and
+            ``passage_max_length`` to the ``overlap`` and ``window`` you chunk with.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class M3FinetuneEngine:
         calibrate_fusion: bool = True,
         late_chunking: bool = False,
         span_negatives: int = 0,
+        span_overlap: int | None = None,
     ) -> None:
         self.late_chunking = bool(late_chunking)
         if self.late_chunking and mine_negatives > 0:
@@ -126,6 +130,8 @@ class M3FinetuneEngine:
             )
         if span_negatives and not self.late_chunking:
             raise ValueError("span_negatives applies with late_chunking=True only")
+        if span_overlap is not None and not self.late_chunking:
+            raise ValueError("span_overlap applies with late_chunking=True only")
         self.span_examples = _spans(train_dataset) if self.late_chunking else None
         self.train_dataset = None if self.late_chunking else _qa(train_dataset)
         self.val_dataset = _qa(val_dataset) if val_dataset is not None else None
@@ -141,6 +147,7 @@ class M3FinetuneEngine:
             batch_size=batch_size,
             num_negatives=max(self.mine_negatives, 0),
             span_negatives=span_negatives,
+            span_overlap=span_overlap,
             learning_rate=learning_rate,
             precision=precision,
             attention_dropout=attention_dropout,

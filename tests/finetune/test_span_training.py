@@ -13,7 +13,7 @@ import torch
 from m3kit import M3Encoder
 from m3kit.finetune import FinetuneConfig, M3Finetuner, SpanExample, read_longdoc_examples
 from m3kit.finetune.span_data import char_chunks
-from m3kit.finetune.span_training import SpanCollator, centred_window, pool_spans
+from m3kit.finetune.span_training import SpanCollator, pool_spans
 from m3kit.finetune.training_loop import prepare_training
 from m3kit.late_chunking import LateChunker
 from m3kit.outputs import ALL_HEADS
@@ -145,77 +145,98 @@ def test_chunk_examples_hold_the_answer_in_their_positive(tmp_path: Path) -> Non
         assert set(ex.negative_spans) == set(chunks) - {ex.span}
 
 
-def test_window_is_centred_on_the_span() -> None:
-    for a, b in [(40, 50), (41, 50), (100, 160)]:
-        start, end = centred_window((a, b), 1000, 64)
-        assert end - start == 64 and start <= a and b <= end
-        assert abs((a - start) - (end - b)) <= 1  # equal context on both sides
-    assert centred_window((2, 10), 1000, 64) == (0, 64)  # document start: shifted inward
-    assert centred_window((990, 1000), 1000, 64) == (936, 1000)  # document end
-    assert centred_window((3, 9), 20, 64) == (0, 20)  # short document: all of it
-    assert centred_window((100, 300), 1000, 64) == (100, 164)  # long span: truncated
-    with pytest.raises(ValueError, match="not a non-empty token range"):
-        centred_window((5, 5), 10, 4)
-    with pytest.raises(ValueError, match="capacity"):
-        centred_window((1, 2), 10, 0)
-
-
-@pytest.mark.parametrize("window", [512, 96])
-def test_pooled_span_equals_late_chunking(tiny_m3_path: Path, tmp_path: Path, window: int) -> None:
-    """The positive pooled in training is what LateChunker gives that span in that window."""
+def test_span_windows_are_the_late_chunkers(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """A document is cut into LateChunker's windows; a span's tokens come from their owners."""
     text = " ".join(p for name in PARAGRAPHS for p in PARAGRAPHS[name])
-    span_text = PARAGRAPHS["rhine"][2]
-    a = text.index(span_text)
-    ex = SpanExample("Which ships use the Rhine?", text, (a, a + len(span_text)))
-    cfg = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=window)
+    cfg = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=34)
     setup = prepare_training(cfg)
     collator = SpanCollator(setup.tokenizer, cfg, setup.prefix)
-    batch = collator([ex])
-    ws, we, (ta, tb) = collator.window(ex)
+    assert (collator.capacity, collator.overlap) == (32, 4)  # the chunker's default: 1/8
     doc = collator.document(text)
-    if window < 512:  # a real sub-window of the document, with context on both sides
-        assert 0 < ws < ta and tb < we < len(doc.ids) and we - ws == window - 2
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    chunker = LateChunker(encoder, chunk_size=16, window=34)
+    assert [(w.start, w.end, w.own_start, w.own_end) for w in doc.windows] == [
+        (w.start, w.end, w.own_start, w.own_end) for w in chunker._plan(text).windows
+    ]
+    assert len(doc.windows) > 2
+    # a span across the first windows' shared tokens: its tokens come from both windows
+    cut = doc.windows[1].own_start
+    a, b = int(doc.starts[cut - 3]), int(doc.starts[cut + 3])
+    batch = collator([SpanExample("Where does the Rhine flow?", text, (a, b))])
+    assert batch["w_ids"].shape[0] == 2 and batch["span_lengths"].tolist() == [6]
+    assert batch["span_rows"][0].tolist() == [0, 0, 0, 1, 1, 1]
+    first, second = doc.windows[0].start, doc.windows[1].start
+    expected = [1 + t - first for t in range(cut - 3, cut)]
+    expected += [1 + t - second for t in range(cut, cut + 3)]
+    assert batch["span_positions"][0].tolist() == expected
+    with pytest.raises(ValueError, match="span_overlap=32 must be smaller than the window's"):
+        SpanCollator(
+            setup.tokenizer,
+            _config(tiny_m3_path, tmp_path, passage_max_length=34, span_overlap=32),
+            setup.prefix,
+        )
+    with pytest.raises(ValueError, match="span_overlap must be >= 0"):
+        _config(tiny_m3_path, tmp_path, span_overlap=-1)
+
+
+@pytest.mark.parametrize(("window", "overlap"), [(512, None), (34, None), (40, 12)])
+def test_pooled_span_equals_late_chunking(
+    tiny_m3_path: Path, tmp_path: Path, window: int, overlap: int | None
+) -> None:
+    """Every span pooled in training is what LateChunker gives that chunk, window for window."""
+    text = " ".join(p for name in PARAGRAPHS for p in PARAGRAPHS[name])
+    starts = [text.index(para) for name in PARAGRAPHS for para in PARAGRAPHS[name]]
+    spans = list(zip(starts, [*starts[1:], len(text)], strict=True))  # no gaps, as chunkers cut
+    examples = [SpanExample(f"question {i}?", text, span) for i, span in enumerate(spans)]
+    cfg = _config(
+        tiny_m3_path, tmp_path / "unused", passage_max_length=window, span_overlap=overlap
+    )
+    setup = prepare_training(cfg)
+    collator = SpanCollator(setup.tokenizer, cfg, setup.prefix)
+    batch = collator(examples)
+    if window < 512:  # real sub-windows, some chunks pooled from two of them
+        assert batch["w_ids"].shape[0] > 2
+        assert any(
+            len(set(r[:n].tolist())) == 2
+            for r, n in zip(batch["span_rows"], batch["span_lengths"], strict=True)
+        )
     model = setup.model.eval()
     with torch.no_grad():
         fwd = model(batch["w_ids"], batch["w_mask"])
         pooled = pool_spans(
             fwd,
             batch["w_ids"],
-            batch["span_row"],
-            batch["span_start"],
-            batch["span_end"],
+            batch["span_rows"],
+            batch["span_positions"],
+            batch["span_lengths"],
             collator.pad_id,
         )
 
-    # late chunking of the whole document, the span as its middle chunk: with windows that
-    # break between chunks and an overlap that fills the window, the span's window is ours
     encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-    capacity = window - 2
     chunker = LateChunker(
         encoder,
-        splitter=lambda t: [(0, ex.span[0]), ex.span, (ex.span[1], len(t))],
+        splitter=lambda t: spans,
         window=window,
-        overlap=capacity - (tb - ta),
-        placement="chunks",
+        overlap=overlap,
         late_heads=ALL_HEADS,
     )
-    plan = chunker._plan(text)
-    if window < 512:
-        own = [w for w in plan.windows if w.own_start == ta]
-        assert [(w.start, w.end) for w in own] == [(ws, we)]
-    chunk = chunker.chunk([text])[0][1]
-    assert chunk.text == span_text
-    target = int(batch["targets"][0])
-    np.testing.assert_allclose(pooled.dense[target].numpy(), chunk.vectors.dense[0], atol=1e-5)
-    assert pooled.sparse is not None and pooled.colbert is not None
-    n = int(pooled.mask[target].sum())
-    mine = encoder.sparse_vector(pooled.ids[target, :n].numpy(), pooled.sparse[target, :n].numpy())
-    theirs = chunk.vectors.sparse[0]
-    assert mine.indices.tolist() == theirs.indices.tolist()
-    np.testing.assert_allclose(mine.values, theirs.values, atol=1e-5)
-    np.testing.assert_allclose(
-        pooled.colbert[target, :n].numpy(), chunk.vectors.colbert[0], atol=1e-5
-    )
+    chunks = chunker.chunk([text])[0]
+    assert [(c.start, c.end) for c in chunks] == spans
+    # the first chunk also owns the leading special token in late chunking: compare the rest
+    for i, chunk in enumerate(chunks[1:-1], start=1):
+        target = int(batch["targets"][i])
+        np.testing.assert_allclose(pooled.dense[target].numpy(), chunk.vectors.dense[0], atol=1e-5)
+        assert pooled.sparse is not None and pooled.colbert is not None
+        n = int(pooled.mask[target].sum())
+        mine = encoder.sparse_vector(
+            pooled.ids[target, :n].numpy(), pooled.sparse[target, :n].numpy()
+        )
+        theirs = chunk.vectors.sparse[0]
+        assert mine.indices.tolist() == theirs.indices.tolist()
+        np.testing.assert_allclose(mine.values, theirs.values, atol=1e-5)
+        np.testing.assert_allclose(
+            pooled.colbert[target, :n].numpy(), chunk.vectors.colbert[0], atol=1e-5
+        )
 
 
 def test_collator_marks_copies_of_a_positive(tiny_m3_path: Path, tmp_path: Path) -> None:
@@ -240,10 +261,10 @@ def test_span_negatives_default_to_in_batch_only(tiny_m3_path: Path, tmp_path: P
     assert cfg.span_negatives == 0 and cfg.num_negatives == 3  # passage training keeps its 3
     setup = prepare_training(cfg)
     batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(examples)
-    assert batch["span_row"].tolist() == [0, 0]  # p0 and p1: the two positives only
+    assert len(batch["span_lengths"]) == 2  # p0 and p1: the two positives only
     with_negatives = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
     batch = SpanCollator(setup.tokenizer, with_negatives, setup.prefix)(examples)
-    assert len(batch["span_row"]) == 3  # p2, the negative of both, joins
+    assert len(batch["span_lengths"]) == 3  # p2, the negative of both, joins
     with pytest.raises(ValueError, match="span_negatives must be >= 0, got -1"):
         _config(tiny_m3_path, tmp_path / "unused", span_negatives=-1)
 
@@ -297,6 +318,8 @@ def test_cli_finetune_late_chunking(
     assert "--late-chunking and --longdoc go together" in capsys.readouterr().err
     assert main(["finetune", "--train", str(data), "--span-negatives", "2", *common]) == 1
     assert "--span-negatives applies with --late-chunking" in capsys.readouterr().err
+    assert main(["finetune", "--train", str(data), "--span-overlap", "8", *common]) == 1
+    assert "--span-overlap applies with --late-chunking" in capsys.readouterr().err
     late = ["finetune", "--late-chunking", "--longdoc", str(data), "--negatives", "3"]
     assert main([*late, *common]) == 1
     assert "with --late-chunking use --span-negatives" in capsys.readouterr().err
@@ -308,9 +331,10 @@ def test_cli_finetune_late_chunking(
     assert M3Encoder.from_pretrained(out, dtype="fp32").encode(["Rhine"]).dense.shape[0] == 1
     # one example per answer that a 40-character chunk holds whole
     held = len(read_longdoc_examples(data, ["rhine"], chunk_chars=40))
-    assert main([*argv, "--chunk-chars", "40", "--span-negatives", "2"]) == 0
+    more = ["--chunk-chars", "40", "--span-negatives", "2", "--span-overlap", "30"]
+    assert main([*argv, *more]) == 0
     assert f"on {held} example(s), 1 step(s)" in capsys.readouterr().out
-    assert [c.span_negatives for c in seen] == [0, 2]
+    assert [(c.span_negatives, c.span_overlap) for c in seen] == [(0, None), (2, 30)]
 
 
 def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> None:
@@ -324,8 +348,12 @@ def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="span_negatives applies with late_chunking=True only"):
         M3FinetuneEngine(_examples(), span_negatives=2, **common)
     longdoc = _write_longdoc(tmp_path / "longdoc")
-    chosen = M3FinetuneEngine(longdoc, late_chunking=True, span_negatives=2, **common)
-    assert chosen.config.span_negatives == 2
+    with pytest.raises(ValueError, match="span_overlap applies with late_chunking=True only"):
+        M3FinetuneEngine(_examples(), span_overlap=16, **common)
+    chosen = M3FinetuneEngine(
+        longdoc, late_chunking=True, span_negatives=2, span_overlap=16, **common
+    )
+    assert (chosen.config.span_negatives, chosen.config.span_overlap) == (2, 16)
     engine = M3FinetuneEngine(
         longdoc,
         late_chunking=True,

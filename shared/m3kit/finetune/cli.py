@@ -47,9 +47,10 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument(
         "--late-chunking",
         action="store_true",
-        help="span pooling: pool each question's paragraph from a window of its whole "
-        "document, as late chunking does (needs --longdoc; --passage-max-length is the window; "
-        "in-batch negatives, plus --span-negatives other spans of the window)",
+        help="span pooling: pool each question's paragraph from the windows late chunking "
+        "encodes its whole document in (needs --longdoc; --passage-max-length is the window, "
+        "--span-overlap the tokens windows share; in-batch negatives, plus --span-negatives "
+        "other spans of the window)",
     )
     ft.add_argument(
         "--articles",
@@ -79,6 +80,13 @@ def add_subcommands(subparsers: Any) -> None:
         default=0,
         help="with --late-chunking: other spans of the positive's window pooled as its "
         "negatives (default 0: in-batch negatives only)",
+    )
+    ft.add_argument(
+        "--span-overlap",
+        type=int,
+        default=None,
+        help="with --late-chunking: text tokens consecutive windows share (default: the late "
+        "chunker's, an eighth of the window)",
     )
     ft.add_argument("--lr", type=float, default=2e-5)
     ft.add_argument("--temperature", type=float, default=0.02)
@@ -191,6 +199,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         raise ValueError("--articles selects documents of --longdoc")
     if args.span_negatives and not args.late_chunking:
         raise ValueError("--span-negatives applies with --late-chunking (span pooling) only")
+    if args.span_overlap is not None and not args.late_chunking:
+        raise ValueError("--span-overlap applies with --late-chunking (span pooling) only")
     if args.negatives is not None and args.late_chunking:
         raise ValueError(
             "--negatives applies to query-passage rows; with --late-chunking use --span-negatives"
@@ -216,6 +226,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         gradient_accumulation_steps=args.grad_accum,
         num_negatives=3 if args.negatives is None else args.negatives,
         span_negatives=args.span_negatives,
+        span_overlap=args.span_overlap,
         learning_rate=args.lr,
         temperature=args.temperature,
         query_max_length=args.query_max_length,

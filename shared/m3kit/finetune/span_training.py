@@ -1,10 +1,13 @@
 """Late-chunking-aware fine-tuning ("span pooling"), after the late-chunking paper's remedy.
 
-Instead of encoding each passage alone, every example's document is tokenised whole, a window
-of ``passage_max_length`` tokens is cut around the positive span (:func:`centred_window`) and
-encoded once; the positive span (and, with ``span_negatives``, other spans of that window as
-its negatives) are pooled per head the way :class:`~m3kit.late_chunking.LateChunker` pools a chunk
-(:func:`pool_spans`):
+Instead of encoding each passage alone, every example's document is tokenised whole and cut
+into the windows :class:`~m3kit.late_chunking.LateChunker` would encode it in
+(:func:`m3kit.late_windows.plan_windows`: ``passage_max_length`` tokens per window, fixed
+stride, consecutive windows sharing ``span_overlap`` text tokens, each token's state taken from
+the window where it sits most centrally). The windows that own the positive span's tokens are
+encoded, and the positive (and, with ``span_negatives``, other spans those windows own, as its
+negatives) is pooled per head from the owned token states exactly as the chunker pools a chunk
+(:func:`pool_spans`), so training optimises the vectors late chunking serves:
 
 - a span owns the document tokens whose start (first non-whitespace character,
   :func:`m3kit.chunking.token_starts`) falls inside it; the window's special tokens belong to
@@ -14,17 +17,23 @@ its negatives) are pooled per head the way :class:`~m3kit.late_chunking.LateChun
   weight, special tokens dropped (as :meth:`~m3kit.encoder.M3Encoder.sparse_vector`);
 - ColBERT: the normalised ColBERT vectors of the span's tokens.
 
+Why the chunker's windows and not one window centred on each span (this trainer's first
+design): a span centred in its own window sees context the chunker never gives it, and its
+pooled vector differed from the chunker's (cosine 0.89-0.99 on squad_en's long documents,
+MiniLM, 194-token windows), so training optimised vectors that inference never produced.
+
 Queries are encoded normally. The loss is :func:`m3kit.finetune.losses.m3_loss` (per-head
 InfoNCE, ensemble, self-distillation, symmetric and false-negative options as configured) with
 every pooled span of the batch as a candidate: the query's own positive, the other queries'
 positives (in-batch) and any in-window negatives. A copy of a query's positive (same
 document and span, e.g. from another question about the same paragraph) is never its
 negative when ``mask_shared_positives`` is on. Every trained head is span-pooled, so the result
-suits ``LateChunker(late_heads=...)`` with those heads.
+suits ``LateChunker(late_heads=...)`` with those heads and the same window and overlap.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 from collections.abc import Sequence
@@ -46,13 +55,14 @@ from m3kit.finetune.training_loop import (
     prepare_training,
     run_training,
 )
+from m3kit.late_config import default_overlap
+from m3kit.late_windows import Window, plan_windows
 from m3kit.model import M3Forward, M3Model
 
 __all__ = [
     "PooledSpans",
     "SpanCollator",
     "SpanTrainingModule",
-    "centred_window",
     "fit_spans",
     "pool_spans",
 ]
@@ -62,38 +72,11 @@ logger = logging.getLogger(__name__)
 _CACHE_DOCUMENTS = 1024  # tokenised documents kept by a collator
 
 
-def centred_window(span: tuple[int, int], n_tokens: int, capacity: int) -> tuple[int, int]:
-    """The token window ``[start, end)`` of at most ``capacity`` tokens centred on ``span``.
-
-    The span's tokens ``[a, b)`` sit as near the window's centre as the document allows: equal
-    context on both sides, shifted inward at the document's edges (a document of at most
-    ``capacity`` tokens is one window). A span longer than ``capacity`` is **truncated**: the
-    window holds its first ``capacity`` tokens and no context.
-
-    >>> centred_window((10, 14), 100, 8)
-    (8, 16)
-    >>> centred_window((1, 3), 100, 8), centred_window((97, 99), 100, 8)
-    ((0, 8), (92, 100))
-    >>> centred_window((10, 30), 100, 8)
-    (10, 18)
-    """
-    a, b = span
-    if capacity < 1:
-        raise ValueError(f"capacity must be >= 1 token, got {capacity}")
-    if not 0 <= a < b <= n_tokens:
-        raise ValueError(f"span {span} is not a non-empty token range of 0..{n_tokens}")
-    if n_tokens <= capacity:
-        return (0, n_tokens)
-    if b - a >= capacity:
-        return (a, a + capacity)
-    start = min(max(a - (capacity - (b - a)) // 2, 0), n_tokens - capacity)
-    return (start, start + capacity)
-
-
 @dataclass(frozen=True)
 class _Document:
     ids: npt.NDArray[np.int64]  # text tokens, no specials
     starts: npt.NDArray[np.int64]  # each token's first non-whitespace character
+    windows: list[Window]  # the late chunker's windows over ``ids``
 
     def token_range(self, span: tuple[int, int]) -> tuple[int, int]:
         """Tokens whose start falls in the character span (possibly empty)."""
@@ -101,21 +84,30 @@ class _Document:
         b = int(np.searchsorted(self.starts, span[1], side="left"))
         return a, b
 
+    def owner(self, token: int) -> int:
+        """Index of the window that owns a text token."""
+        return bisect.bisect_right([w.own_start for w in self.windows], token) - 1
+
+
+# A span as (window row, position in that window's sequence) per token, in document order.
+_Cells = tuple[tuple[int, int], ...]
+
 
 class SpanCollator:
-    """Builds a batch: queries, one window per example, and every span to pool.
+    """Builds a batch: queries, the chunker's windows that hold each positive, every span to pool.
 
     Args:
         tokenizer: The model's (fast) Hugging Face tokenizer.
-        config: ``passage_max_length`` (window size, special tokens included),
-            ``query_max_length``, ``span_negatives`` (in-window negatives per example),
-            ``mask_shared_positives`` and ``seed``.
+        config: ``passage_max_length`` (window size, special tokens included), ``span_overlap``
+            (text tokens consecutive windows share), ``query_max_length``, ``span_negatives``
+            (in-window negatives per example), ``mask_shared_positives`` and ``seed``.
         query_prefix: Instruction put before every query.
 
     Returns (per call) a dict of tensors: ``q_ids``/``q_mask`` (queries), ``w_ids``/``w_mask``
-    (windows, identical windows encoded once), ``span_row``/``span_start``/``span_end``
-    (each candidate span: its window and its token positions in that window sequence),
-    ``targets`` (each query's positive column) and ``exclude`` (copies of a query's positive).
+    (windows, each encoded once per batch), ``span_rows``/``span_positions`` (``[s, l]``: the
+    window row and the position in that window's sequence of each token of each candidate
+    span, padded), ``span_lengths`` (``[s]``), ``targets`` (each query's positive column) and
+    ``exclude`` (copies of a query's positive).
     """
 
     def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
@@ -140,6 +132,16 @@ class SpanCollator:
                 f"passage_max_length={config.passage_max_length} leaves no room for text "
                 "beside the special tokens"
             )
+        self.overlap = (
+            config.span_overlap
+            if config.span_overlap is not None
+            else default_overlap(self.capacity)
+        )
+        if self.overlap >= self.capacity:
+            raise ValueError(
+                f"span_overlap={self.overlap} must be smaller than the window's text capacity "
+                f"({self.capacity} tokens of passage_max_length={config.passage_max_length})"
+            )
         pad = tokenizer.pad_token_id
         if pad is None:
             raise ValueError("span training needs a tokenizer with a padding token")
@@ -150,7 +152,7 @@ class SpanCollator:
         self._documents: dict[str, _Document] = {}
 
     def document(self, text: str) -> _Document:
-        """The document's text tokens and their start characters (cached)."""
+        """The document's text tokens, their start characters and its windows (cached)."""
         doc = self._documents.get(text)
         if doc is None:
             if len(self._documents) >= _CACHE_DOCUMENTS:
@@ -160,64 +162,71 @@ class SpanCollator:
             doc = _Document(
                 np.asarray(enc.ids, dtype=np.int64),
                 starts if starts is not None else np.zeros(0, dtype=np.int64),
+                plan_windows(len(enc.ids), self.capacity, self.overlap),
             )
             self._documents[text] = doc
         return doc
 
-    def window(self, example: SpanExample) -> tuple[int, int, tuple[int, int]]:
-        """``(window start, window end, positive token range)`` of one example's document.
+    def positive_tokens(self, example: SpanExample) -> tuple[int, int]:
+        """The positive span's text-token range ``[a, b)`` in its document.
 
         Raises:
             ValueError: The positive span holds no token (e.g. only whitespace).
         """
-        doc = self.document(example.document)
-        a, b = doc.token_range(example.span)
+        a, b = self.document(example.document).token_range(example.span)
         if a >= b:
             raise ValueError(
                 f"span {example.span} of the document of query {example.query[:40]!r} holds no "
                 "token (only characters the tokenizer drops)"
             )
-        ws, we = centred_window((a, b), int(doc.ids.shape[0]), self.capacity)
-        return ws, we, (a, min(b, we))
+        return a, b
 
     def __call__(self, batch: Sequence[SpanExample]) -> dict[str, torch.Tensor]:
         p = len(self.prefix_ids)
         windows: list[list[int]] = []
-        window_index: dict[tuple[str, int, int], int] = {}
-        spans: list[tuple[int, int, int]] = []  # (window row, start, end) in the window sequence
-        span_index: dict[tuple[int, int, int], int] = {}
+        window_index: dict[tuple[str, int], int] = {}  # (document, window) -> row
+        spans: list[_Cells] = []
+        span_index: dict[_Cells, int] = {}
         keys: list[set[tuple[str, int, int]]] = []  # (document, char span) of each candidate
         targets: list[int] = []
 
-        def slot(row: int, a: int, b: int, key: tuple[str, int, int]) -> int:
-            k = (row, p + a, p + b)
-            if k not in span_index:
-                span_index[k] = len(spans)
-                spans.append(k)
+        def row(text: str, doc: _Document, j: int) -> int:
+            if (text, j) not in window_index:
+                window_index[(text, j)] = len(windows)
+                w = doc.windows[j]
+                windows.append([*self.prefix_ids, *doc.ids[w.start : w.end], *self.suffix_ids])
+            return window_index[(text, j)]
+
+        def cells(text: str, doc: _Document, a: int, b: int, among: set[int] | None) -> _Cells:
+            """The span's tokens in their owning windows (only ``among`` ones, if given)."""
+            out = []
+            for t in range(a, b):
+                j = doc.owner(t)
+                if among is None or j in among:
+                    out.append((row(text, doc, j), p + t - doc.windows[j].start))
+            return tuple(out)
+
+        def slot(c: _Cells, key: tuple[str, int, int]) -> int:
+            if c not in span_index:
+                span_index[c] = len(spans)
+                spans.append(c)
                 keys.append(set())
-            keys[span_index[k]].add(key)
-            return span_index[k]
+            keys[span_index[c]].add(key)
+            return span_index[c]
 
         for ex in batch:
-            ws, we, (a, b) = self.window(ex)
-            wkey = (ex.document, ws, we)
-            if wkey not in window_index:
-                window_index[wkey] = len(windows)
-                doc = self.document(ex.document)
-                body = doc.ids[ws:we].tolist()
-                windows.append([*self.prefix_ids, *body, *self.suffix_ids])
-            row = window_index[wkey]
-            targets.append(slot(row, a - ws, b - ws, (ex.document, *ex.span)))
-            inside = []
             doc = self.document(ex.document)
-            for neg in ex.negative_spans:
+            a, b = self.positive_tokens(ex)
+            targets.append(slot(cells(ex.document, doc, a, b, None), (ex.document, *ex.span)))
+            owners = {doc.owner(t) for t in range(a, b)}
+            inside = []
+            for neg in ex.negative_spans:  # only the tokens the positive's windows own
                 na, nb = doc.token_range(neg)
-                na, nb = max(na, ws), min(nb, we)
-                if na < nb:
+                if any(doc.owner(t) in owners for t in range(na, nb)):
                     inside.append((na, nb, neg))
             k = min(self.config.span_negatives, len(inside))
             for na, nb, neg in self.rng.sample(inside, k):
-                slot(row, na - ws, nb - ws, (ex.document, *neg))
+                slot(cells(ex.document, doc, na, nb, owners), (ex.document, *neg))
         exclude = torch.zeros(len(batch), len(spans), dtype=torch.bool)
         if self.config.mask_shared_positives:
             for i, ex in enumerate(batch):
@@ -225,12 +234,6 @@ class SpanCollator:
                 for col, col_keys in enumerate(keys):
                     if col != targets[i] and own in col_keys:
                         exclude[i, col] = True
-        width = max(len(w) for w in windows)
-        w_ids = torch.full((len(windows), width), self.pad_id, dtype=torch.long)
-        w_mask = torch.zeros((len(windows), width), dtype=torch.long)
-        for i, w in enumerate(windows):
-            w_ids[i, : len(w)] = torch.tensor(w, dtype=torch.long)
-            w_mask[i, : len(w)] = 1
         q = self.tokenizer(
             [self.prefix + ex.query for ex in batch],
             padding=True,
@@ -238,18 +241,34 @@ class SpanCollator:
             max_length=self.config.query_max_length,
             return_tensors="pt",
         )
-        rows, starts, ends = zip(*spans, strict=True)
+        w_ids, w_mask = _pad(windows, self.pad_id)
+        width = max(len(c) for c in spans)
+        rows = torch.zeros((len(spans), width), dtype=torch.long)
+        positions = torch.ones((len(spans), width), dtype=torch.long)  # padding: a real position
+        for i, c in enumerate(spans):
+            rows[i, : len(c)] = torch.tensor([r for r, _ in c], dtype=torch.long)
+            positions[i, : len(c)] = torch.tensor([q for _, q in c], dtype=torch.long)
         return {
             "q_ids": q["input_ids"],
             "q_mask": q["attention_mask"],
             "w_ids": w_ids,
             "w_mask": w_mask,
-            "span_row": torch.tensor(rows, dtype=torch.long),
-            "span_start": torch.tensor(starts, dtype=torch.long),
-            "span_end": torch.tensor(ends, dtype=torch.long),
+            "span_rows": rows,
+            "span_positions": positions,
+            "span_lengths": torch.tensor([len(c) for c in spans], dtype=torch.long),
             "targets": torch.tensor(targets, dtype=torch.long),
             "exclude": exclude,
         }
+
+
+def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, x in enumerate(sequences):
+        ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -274,9 +293,9 @@ class PooledSpans:
 def pool_spans(
     forward: M3Forward,
     input_ids: torch.Tensor,
-    span_row: torch.Tensor,
-    span_start: torch.Tensor,
-    span_end: torch.Tensor,
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    lengths: torch.Tensor,
     pad_id: int,
 ) -> PooledSpans:
     """Pool spans of window passes per head, as late chunking pools a chunk's tokens.
@@ -285,28 +304,24 @@ def pool_spans(
         forward: ``M3Model`` output of the windows (``hidden``, and ``sparse`` / ``colbert``
             when those heads were computed).
         input_ids: ``[w, t]`` the windows' token ids.
-        span_row: ``[s]`` window of each span.
-        span_start: ``[s]`` first position of each span in its window sequence (>= 1: the
-            leading special token belongs to no span).
-        span_end: ``[s]`` end position (exclusive), ``> span_start``.
+        rows: ``[s, l]`` window of each token of each span (any value beyond its length).
+        positions: ``[s, l]`` position of each such token in its window's sequence (>= 1: the
+            leading special token belongs to no span; any position >= 1 beyond its length).
+        lengths: ``[s]`` tokens per span, >= 1.
         pad_id: Token id put beyond a span's end (must be one the sparse scores ignore).
     """
-    lengths = span_end - span_start
-    if bool((lengths < 1).any()) or bool((span_start < 1).any()):
-        raise ValueError("every span needs >= 1 token and must start after position 0")
-    width = int(lengths.max())
-    steps = torch.arange(width, device=span_start.device)
+    steps = torch.arange(rows.shape[1], device=rows.device)
     mask = steps[None, :] < lengths[:, None]
-    pos = (span_start[:, None] + steps[None, :]).clamp(max=input_ids.shape[1] - 1)
-    rows = span_row[:, None].expand_as(pos)
-    hidden = forward.hidden[rows, pos].float() * mask[..., None]
+    if bool((lengths < 1).any()) or bool((positions[mask] < 1).any()):
+        raise ValueError("every span needs >= 1 token, each after position 0 of its window")
+    hidden = forward.hidden[rows, positions].float() * mask[..., None]
     dense = F.normalize(hidden.sum(dim=1) / lengths[:, None].to(hidden.dtype), dim=-1)
-    ids = input_ids[rows, pos].masked_fill(~mask, pad_id)
+    ids = input_ids[rows, positions].masked_fill(~mask, pad_id)
     sparse = colbert = None
     if forward.sparse is not None:
-        sparse = forward.sparse[rows, pos].float() * mask
+        sparse = forward.sparse[rows, positions].float() * mask
     if forward.colbert is not None:  # ColBERT row j is window position j + 1
-        colbert = forward.colbert[rows, pos - 1].float() * mask[..., None]
+        colbert = forward.colbert[rows, positions - 1].float() * mask[..., None]
     return PooledSpans(dense, ids, mask.long(), sparse, colbert)
 
 
@@ -327,15 +342,15 @@ class SpanTrainingModule(TrainingModule):
         q_mask: torch.Tensor,
         w_ids: torch.Tensor,
         w_mask: torch.Tensor,
-        span_row: torch.Tensor,
-        span_start: torch.Tensor,
-        span_end: torch.Tensor,
+        span_rows: torch.Tensor,
+        span_positions: torch.Tensor,
+        span_lengths: torch.Tensor,
         targets: torch.Tensor,
         exclude: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         q = self.forward_heads(q_ids, q_mask)
         w = self.forward_heads(w_ids, w_mask)
-        p = pool_spans(w, w_ids, span_row, span_start, span_end, self.pad_id)
+        p = pool_spans(w, w_ids, span_rows, span_positions, span_lengths, self.pad_id)
         candidates = Candidates(p.dense, p.ids, p.sparse, p.colbert, p.mask)
         return self.loss(q, q_ids, q_mask, candidates, targets, exclude)
 
@@ -345,7 +360,9 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
 
     Args:
         config: A :class:`~m3kit.finetune.FinetuneConfig`; ``passage_max_length`` is the
-            window size, ``span_negatives`` the in-window negatives per example (default 0:
+            window size (use the window your :class:`~m3kit.late_chunking.LateChunker` will
+            run), ``span_overlap`` the text tokens consecutive windows share (default: the
+            chunker's), ``span_negatives`` the in-window negatives per example (default 0:
             in-batch negatives only).
         examples: :class:`~m3kit.finetune.span_data.SpanExample`\\ s.
 
@@ -364,8 +381,9 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
         setup.model, config.loss_config(), setup.ignore_ids, collator.pad_id
     )
     logger.info(
-        "span-pooling fine-tuning: %d examples, windows of %d tokens",
+        "span-pooling fine-tuning: %d examples, windows of %d tokens sharing %d",
         len(examples),
         config.passage_max_length,
+        collator.overlap,
     )
     return run_training(config, setup, module, examples, collator)

@@ -89,6 +89,11 @@ class FinetuneConfig:
             neighbours) pushed apart the token states late chunking shares, and the
             span-trained model's late chunking fell below its naive chunking
             (``benchmarks/results/late_chunking_span_chunks.md`` vs ``..._noneg.md``).
+        span_overlap: Span training only: text tokens consecutive windows of a document
+            share (default ``None``: :class:`~m3kit.late_chunking.LateChunker`'s default, an
+            eighth of the window's text capacity). Training pools each span from the windows
+            the chunker would encode it in, so set ``passage_max_length`` and this to the
+            chunker's ``window`` and ``overlap``.
         learning_rate: Peak AdamW learning rate (linear warm-up then decay).
         head_learning_rate: Peak learning rate of the sparse and ColBERT head layers
             (default: ``learning_rate``); new heads of a dense-only start can move faster
@@ -108,7 +113,7 @@ class FinetuneConfig:
             the positive's (unlabelled positives); ``None`` keeps every negative.
         query_max_length: Query truncation in tokens.
         passage_max_length: Passage truncation in tokens (:meth:`M3Finetuner.fit_spans`: the
-            window cut from each document, special tokens included).
+            late chunker's window, special tokens included).
         query_instruction: Prefix for queries (default: the checkpoint's own, if any).
         mask_shared_positives: Never use a copy of a query's positive as its negative (two
             queries of one passage in a batch).
@@ -143,6 +148,7 @@ class FinetuneConfig:
     gradient_accumulation_steps: int = 1
     num_negatives: int = 3
     span_negatives: int = 0
+    span_overlap: int | None = None
     learning_rate: float = 2e-5
     head_learning_rate: float | None = None
     warmup_ratio: float = 0.1
@@ -181,6 +187,8 @@ class FinetuneConfig:
         for name in ("num_negatives", "span_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.span_overlap is not None and self.span_overlap < 0:
+            raise ValueError(f"span_overlap must be >= 0 (or None), got {self.span_overlap}")
         if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.precision not in TRAINING_PRECISIONS:
