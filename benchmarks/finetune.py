@@ -136,7 +136,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="max length LlamaIndex's engine trains at (default: the model's own, 256 for "
         "all-MiniLM-L6-v2); --max-length 128 with this at 128 times both at equal lengths",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="split (and training) seed")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="m3kit's training seed (FinetuneConfig.seed: shuffling, negative sampling, new "
+        "heads) apart from the split's (default: --seed)",
+    )
     parser.add_argument(
         "--precision",
         default=FinetuneConfig.__dataclass_fields__["precision"].default,
@@ -159,7 +166,7 @@ def m3kit_config(
         learning_rate=args.lr,
         query_max_length=64,
         passage_max_length=args.train_max_length or args.max_length,
-        seed=args.seed,
+        seed=args.seed if getattr(args, "train_seed", None) is None else args.train_seed,
         device="cpu",
         precision=args.precision,
         attention_dropout=args.attention_dropout,
