@@ -76,6 +76,11 @@ class Run:
 SPLITS = ("all", "dev", "heldout")
 
 
+def checkpoint_chunk_size(enc: M3Encoder) -> int:
+    """Chunk size for a ``ckpt:`` model: 96 tokens for short-context models, else 256."""
+    return 96 if enc.max_length < 1024 else 256
+
+
 def split_ids(ids: Sequence[str], split: str) -> list[str]:
     """The article ids of ``split``: sorted, then every other one (dev: 1st, 3rd, ...).
 
@@ -353,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if not sep or not label or not Path(folder).is_dir():
                 raise SystemExit(f"error: --models ckpt: wants ckpt:LABEL=FOLDER, got {name!r}")
             enc = M3Encoder.from_pretrained(folder, dtype=args.dtype)
-            size = args.chunk_size or (96 if enc.max_length < 1024 else 256)
+            size = args.chunk_size or checkpoint_chunk_size(enc)
             name = label
         else:
             raise SystemExit(f"unknown model {name!r} (minilm, tiny-m3, ckpt:LABEL=DIR)")

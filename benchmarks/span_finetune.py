@@ -123,7 +123,7 @@ def _eval_windows(model: str, window: int | None, overlap: int | None) -> tuple[
     from m3kit.late_chunking import LateChunker
 
     enc = M3Encoder.from_pretrained(model, dtype="fp32")
-    size = 96 if enc.max_length < 1024 else 256
+    size = late_chunking.checkpoint_chunk_size(enc)
     chunker = LateChunker(enc, chunk_size=size, window=window, overlap=overlap)
     return chunker.window, chunker.overlap
 

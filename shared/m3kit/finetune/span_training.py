@@ -33,11 +33,11 @@ suits ``LateChunker(late_heads=...)`` with those heads and the same window and o
 
 from __future__ import annotations
 
-import bisect
 import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from m3kit.chunking import special_affixes, token_starts
+from m3kit.encoder_inputs import pad_batch
 from m3kit.finetune.losses import LossConfig
 from m3kit.finetune.span_data import SpanExample
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult
@@ -84,9 +85,14 @@ class _Document:
         b = int(np.searchsorted(self.starts, span[1], side="left"))
         return a, b
 
-    def owner(self, token: int) -> int:
-        """Index of the window that owns a text token."""
-        return bisect.bisect_right([w.own_start for w in self.windows], token) - 1
+    @cached_property
+    def _own_starts(self) -> npt.NDArray[np.int64]:
+        return np.asarray([w.own_start for w in self.windows], dtype=np.int64)
+
+    def owners(self, a: int, b: int) -> list[int]:
+        """The window that owns each text token of ``[a, b)``."""
+        tokens = np.arange(a, b, dtype=np.int64)
+        return (np.searchsorted(self._own_starts, tokens, side="right") - 1).tolist()
 
 
 # A span as (window row, position in that window's sequence) per token, in document order.
@@ -199,12 +205,11 @@ class SpanCollator:
 
         def cells(text: str, doc: _Document, a: int, b: int, among: set[int] | None) -> _Cells:
             """The span's tokens in their owning windows (only ``among`` ones, if given)."""
-            out = []
-            for t in range(a, b):
-                j = doc.owner(t)
-                if among is None or j in among:
-                    out.append((row(text, doc, j), p + t - doc.windows[j].start))
-            return tuple(out)
+            return tuple(
+                (row(text, doc, j), p + t - doc.windows[j].start)
+                for t, j in zip(range(a, b), doc.owners(a, b), strict=True)
+                if among is None or j in among
+            )
 
         def slot(c: _Cells, key: tuple[str, int, int]) -> int:
             if c not in span_index:
@@ -218,11 +223,11 @@ class SpanCollator:
             doc = self.document(ex.document)
             a, b = self.positive_tokens(ex)
             targets.append(slot(cells(ex.document, doc, a, b, None), (ex.document, *ex.span)))
-            owners = {doc.owner(t) for t in range(a, b)}
+            owners = set(doc.owners(a, b))
             inside = []
             for neg in ex.negative_spans:  # only the tokens the positive's windows own
                 na, nb = doc.token_range(neg)
-                if any(doc.owner(t) in owners for t in range(na, nb)):
+                if owners.intersection(doc.owners(na, nb)):
                     inside.append((na, nb, neg))
             k = min(self.config.span_negatives, len(inside))
             for na, nb, neg in self.rng.sample(inside, k):
@@ -241,7 +246,7 @@ class SpanCollator:
             max_length=self.config.query_max_length,
             return_tensors="pt",
         )
-        w_ids, w_mask = _pad(windows, self.pad_id)
+        w_ids, w_mask = (torch.from_numpy(x) for x in pad_batch(windows, self.pad_id))
         width = max(len(c) for c in spans)
         rows = torch.zeros((len(spans), width), dtype=torch.long)
         positions = torch.ones((len(spans), width), dtype=torch.long)  # padding: a real position
@@ -259,16 +264,6 @@ class SpanCollator:
             "targets": torch.tensor(targets, dtype=torch.long),
             "exclude": exclude,
         }
-
-
-def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, x in enumerate(sequences):
-        ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return ids, mask
 
 
 @dataclass(frozen=True)
