@@ -41,6 +41,7 @@ RELEVANT_CPU_FLAGS = (
     "fma",
     "avx512f",
     "avx512_vnni",
+    "avx_vnni",
     "avx512_bf16",
     "avx512_fp16",
     "amx_tile",

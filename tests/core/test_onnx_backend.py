@@ -85,6 +85,45 @@ def test_int8_keeps_minilm_dense_cosine(
     assert empty >= 0.98  # two special tokens only: the least robust input
 
 
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_int8_weight_range_follows_the_cpu(
+    reduce_range: bool,
+    tiny_m3_path: Path,
+    tiny_encoder: M3Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a VNNI CPU gets 8-bit weights, one without gets 7-bit (int8_scheme): the choice reaches
+    # ORT's quantiser, is written into the manifest and keys the cache, so an export made for
+    # the other CPU class is never reused
+    import onnxruntime.quantization as ort_quant
+
+    seen: list[bool] = []
+    real = ort_quant.quantize_dynamic
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["reduce_range"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort_quant, "quantize_dynamic", spy)
+    folders = {}
+    for forced in (reduce_range, not reduce_range):
+        scheme = onnx_backend.Int8Scheme(forced, "forced by the test")
+        monkeypatch.setattr(onnx_backend, "_this_cpu_int8_scheme", lambda s=scheme: s)
+        enc = M3Encoder.from_pretrained(
+            tiny_m3_path, dtype="int8", backend="onnx", onnx_cache_dir=tmp_path
+        )
+        assert enc._onnx is not None
+        folders[forced] = enc._onnx.path.parent
+        manifest = json.loads((folders[forced] / "manifest.json").read_text())
+        assert manifest["int8_reduce_range"] is forced
+        assert manifest["int8_reason"] == "forced by the test"
+        cos = (enc.encode(TEXTS[:4]).dense * tiny_encoder.encode(TEXTS[:4]).dense).sum(axis=1)
+        assert cos.min() > 0.9, cos
+    assert seen == [reduce_range, not reduce_range]
+    assert folders[True] != folders[False]
+
+
 def test_late_chunking_runs_unchanged_on_onnx(
     tiny_encoder: M3Encoder, tiny_onnx: M3Encoder
 ) -> None:
