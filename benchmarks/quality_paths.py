@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[p.name.replace(" ", "-") for p in PATHS],
         help="backend-dtype pairs; the first is the reference",
     )
+    parser.add_argument(
+        "--name", default="quality_paths", help="results stem in benchmarks/results/"
+    )
     args = parser.parse_args(argv)
     offline_env()
     logging.basicConfig(level=logging.WARNING)
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "paths": rows,
     }
-    for p in write_results("quality_paths", payload, table, intro):
+    for p in write_results(args.name, payload, table, intro):
         print(f"wrote {p}")
     print(table)
     return 0

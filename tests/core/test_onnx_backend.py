@@ -85,6 +85,31 @@ def test_int8_keeps_minilm_dense_cosine(
     assert empty >= 0.98  # two special tokens only: the least robust input
 
 
+def test_optimiser_fuses_attention_without_shape_inference(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # shape inference copied the whole model per fusion (17.6 GB peak on a BGE-M3-sized graph):
+    # it stays off, and attention is still fused into ORT's Attention op
+    import onnx
+    from onnxruntime.transformers import optimizer
+
+    options: list[object] = []
+    real = optimizer.optimize_model
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        options.append(kwargs["optimization_options"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optimizer, "optimize_model", spy)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert enc._onnx is not None
+    assert [o.enable_shape_inference for o in options] == [False]  # type: ignore[attr-defined]
+    graph = onnx.load(str(enc._onnx.path), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    layers = M3Encoder.from_pretrained(tiny_m3_path).model.backbone.config.num_hidden_layers
+    assert ops.count("Attention") == layers and "Softmax" not in ops
+
+
 @pytest.mark.parametrize("reduce_range", [False, True])
 def test_int8_weight_range_follows_the_cpu(
     reduce_range: bool,
