@@ -133,7 +133,11 @@ def evaluate_path(
 
     start = time.perf_counter()
     encoder = M3Encoder.from_pretrained(
-        model, backend=path.backend, dtype=path.dtype, device="cpu", onnx_cache_dir=onnx_cache
+        model,
+        backend=path.backend,
+        dtype=path.dtype,
+        device="cpu",
+        onnx_cache_dir=onnx_cache if path.backend == "onnx" else None,
     )
     corpus, queries, qrels = split.corpus, split.queries, split.qrels  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="m3kit-quality-") as folder:
