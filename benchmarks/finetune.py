@@ -12,7 +12,7 @@ which must not enter the project venv; it runs as a subprocess in a separate ven
     python3.11 -m venv /tmp/bench-venv
     /tmp/bench-venv/bin/pip install torch==2.13.0
     /tmp/bench-venv/bin/pip install llama-index-finetuning "sentence-transformers<6" \
-        "mistralai<2" datasets  # it imports mistralai's 1.x API; ST's fit() needs datasets
+        "mistralai<2" datasets accelerate  # mistralai 1.x API; ST trains with datasets + accelerate
 
     python benchmarks/finetune.py --bench-python /tmp/bench-venv/bin/python
 

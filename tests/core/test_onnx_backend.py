@@ -85,6 +85,19 @@ def test_int8_keeps_minilm_dense_cosine(
     assert empty >= 0.98  # two special tokens only: the least robust input
 
 
+def _kwarg_spy(monkeypatch: pytest.MonkeyPatch, module: object, name: str, key: str) -> list:
+    """Replace ``module.name`` by a pass-through that records each call's ``key`` argument."""
+    seen: list = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs[key])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
 def test_optimiser_fuses_attention_without_shape_inference(
     tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,17 +106,10 @@ def test_optimiser_fuses_attention_without_shape_inference(
     import onnx
     from onnxruntime.transformers import optimizer
 
-    options: list[object] = []
-    real = optimizer.optimize_model
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        options.append(kwargs["optimization_options"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(optimizer, "optimize_model", spy)
+    options = _kwarg_spy(monkeypatch, optimizer, "optimize_model", "optimization_options")
     enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
     assert enc._onnx is not None
-    assert [o.enable_shape_inference for o in options] == [False]  # type: ignore[attr-defined]
+    assert [o.enable_shape_inference for o in options] == [False]
     graph = onnx.load(str(enc._onnx.path), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
     layers = M3Encoder.from_pretrained(tiny_m3_path).model.backbone.config.num_hidden_layers
@@ -123,14 +129,7 @@ def test_int8_weight_range_follows_the_cpu(
     # the other CPU class is never reused
     import onnxruntime.quantization as ort_quant
 
-    seen: list[bool] = []
-    real = ort_quant.quantize_dynamic
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(kwargs["reduce_range"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ort_quant, "quantize_dynamic", spy)
+    seen = _kwarg_spy(monkeypatch, ort_quant, "quantize_dynamic", "reduce_range")
     folders = {}
     for forced in (reduce_range, not reduce_range):
         scheme = onnx_backend.Int8Scheme(forced, "forced by the test")
