@@ -6,6 +6,7 @@ No timing here: speed is measured by ``benchmarks/encode.py``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +86,15 @@ def test_int8_keeps_minilm_dense_cosine(
     assert empty >= 0.98  # two special tokens only: the least robust input
 
 
-def _kwarg_spy(monkeypatch: pytest.MonkeyPatch, module: object, name: str, key: str) -> list:
-    """Replace ``module.name`` by a pass-through that records each call's ``key`` argument."""
+def _spy(
+    monkeypatch: pytest.MonkeyPatch, module: object, name: str, pick: Callable[..., object]
+) -> list:
+    """Replace ``module.name`` by a pass-through that records ``pick(*args, **kwargs)`` per call."""
     seen: list = []
     real = getattr(module, name)
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(kwargs[key])
+        seen.append(pick(*args, **kwargs))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, spy)
@@ -99,20 +102,25 @@ def _kwarg_spy(monkeypatch: pytest.MonkeyPatch, module: object, name: str, key: 
 
 
 def test_optimiser_fuses_attention_without_shape_inference(
-    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_m3_path: Path,
+    tiny_encoder: M3Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # shape inference copied the whole model per fusion (17.6 GB peak on a BGE-M3-sized graph):
     # it stays off, and attention is still fused into ORT's Attention op
     import onnx
     from onnxruntime.transformers import optimizer
 
-    options = _kwarg_spy(monkeypatch, optimizer, "optimize_model", "optimization_options")
+    options = _spy(
+        monkeypatch, optimizer, "optimize_model", lambda *a, **k: k["optimization_options"]
+    )
     enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
     assert enc._onnx is not None
     assert [o.enable_shape_inference for o in options] == [False]
     graph = onnx.load(str(enc._onnx.path), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
-    layers = M3Encoder.from_pretrained(tiny_m3_path).model.backbone.config.num_hidden_layers
+    layers = tiny_encoder.model.backbone.config.num_hidden_layers
     assert ops.count("Attention") == layers and "Softmax" not in ops
 
 
@@ -129,7 +137,7 @@ def test_int8_weight_range_follows_the_cpu(
     # the other CPU class is never reused
     import onnxruntime.quantization as ort_quant
 
-    seen = _kwarg_spy(monkeypatch, ort_quant, "quantize_dynamic", "reduce_range")
+    seen = _spy(monkeypatch, ort_quant, "quantize_dynamic", lambda *a, **k: k["reduce_range"])
     folders = {}
     for forced in (reduce_range, not reduce_range):
         scheme = onnx_backend.Int8Scheme(forced, "forced by the test")
@@ -161,15 +169,8 @@ def test_late_chunking_runs_unchanged_on_onnx(
 
 
 def _builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    calls: list[Path] = []
-    real = onnx_backend._build
-
-    def spy(model, folder, *args):  # type: ignore[no-untyped-def]
-        calls.append(folder)
-        return real(model, folder, *args)
-
-    monkeypatch.setattr(onnx_backend, "_build", spy)
-    return calls
+    """The folder of every export built from here on."""
+    return _spy(monkeypatch, onnx_backend, "_build", lambda model, folder, *a: folder)
 
 
 def test_export_is_cached_and_reused(

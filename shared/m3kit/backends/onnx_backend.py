@@ -317,11 +317,12 @@ def _build(
     model: M3Model,
     folder: Path,
     key: str,
-    variant: OnnxVariant,
     opset: int,
     weights: str,
     scheme: Int8Scheme | None,
 ) -> None:
+    """Export, fuse and (with an int8 ``scheme``) quantise ``model`` into ``folder``."""
+    variant = OnnxVariant.FP32 if scheme is None else OnnxVariant.INT8
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
@@ -396,7 +397,7 @@ def load_onnx_runner(
         logger.info("ONNX export reused from %s", folder)
     else:
         logger.info("exporting the model to ONNX (%s) into %s", variant.value, folder)
-        _build(model, folder, key, variant, opset, weights, scheme)
+        _build(model, folder, key, opset, weights, scheme)
     manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
