@@ -13,6 +13,10 @@ line to ``benchmarks/results/finetune_sweep.jsonl``; the markdown table
     python benchmarks/finetune_sweep.py --name bench-2025 learning_rate=5e-5 temperature=0.02
     python benchmarks/finetune_sweep.py --name t05 temperature=0.05
     python benchmarks/finetune_sweep.py --name llamaindex --llamaindex  # LlamaIndex's engine
+    python benchmarks/finetune_sweep.py --name ref learning_rate=1e-4 --interpolate 0.8,0.6
+
+``--interpolate`` also scores the trained weights mixed with the start model's,
+``alpha * fine-tuned + (1 - alpha) * start`` (WiSE-FT), one row per alpha.
 
 Overrides are ``field=value`` pairs of :class:`FinetuneConfig` (values read as Python
 literals: ``0.05``, ``True``, ``(1.0, 0.3, 1.0)``, ``'dense,colbert'``). Runs start from
@@ -166,8 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         help="replace the rows' negatives with ones mined by the start model's dense ranking "
         "of the training passages, sampled from this rank window (m3kit mine-negatives --range)",
     )
+    parser.add_argument(
+        "--interpolate",
+        default=None,
+        metavar="ALPHAS",
+        help="also score alpha * trained + (1 - alpha) * start weights, e.g. 0.8,0.6 (WiSE-FT)",
+    )
     parser.add_argument("--results", default=str(RESULTS / "finetune_sweep.jsonl"))
     args = parser.parse_args(argv)
+    alphas = [float(a) for a in args.interpolate.split(",")] if args.interpolate else []
+    if alphas and (args.start or args.llamaindex):
+        raise SystemExit("error: --interpolate needs an m3kit training run")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -233,31 +246,65 @@ def main(argv: list[str] | None = None) -> int:
         config = json.loads(json.dumps(config, default=_jsonable))
     load_after = os.getloadavg()
     encoder = M3Encoder.from_pretrained(path, dtype="fp32", device="cpu")
-    start = time.perf_counter()
-    report = evaluate_heads(
-        encoder, val.corpus, val.queries, val.qrels, heads=heads, max_length=args.eval_max_length
-    )
-    record = {
-        "name": args.name,
-        "base": "start" if args.start else "llamaindex" if args.llamaindex else args.base,
-        "overrides": {**overrides, **({"mined": args.mine} if args.mine else {})},
-        "ndcg@10": _scores(report),
-        "metrics": report.to_dict(),
-        "train_seconds": round(train_seconds, 1) if train_seconds else None,
-        "steps": steps,
-        "eval_seconds": round(time.perf_counter() - start, 1),
-        "load": [round(x, 2) for x in (*load_before, *load_after)],
-        "train_rows": len(train),
-        "validation": {"queries": len(val.queries), "passages": len(val.corpus)},
-        "config": config,
-        "machine": describe_machine().as_dict(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    with results.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-    _write_markdown(results)
+
+    def score(name: str, extra: dict[str, Any], note: str | None) -> dict[str, Any]:
+        start = time.perf_counter()
+        report = evaluate_heads(
+            encoder,
+            val.corpus,
+            val.queries,
+            val.qrels,
+            heads=heads,
+            max_length=args.eval_max_length,
+        )
+        record = {
+            "name": name,
+            "base": "start" if args.start else "llamaindex" if args.llamaindex else args.base,
+            "overrides": {**overrides, **({"mined": args.mine} if args.mine else {}), **extra},
+            "ndcg@10": _scores(report),
+            "metrics": report.to_dict(),
+            "train_seconds": round(train_seconds, 1) if train_seconds else None,
+            "steps": steps,
+            "eval_seconds": round(time.perf_counter() - start, 1),
+            "load": [round(x, 2) for x in (*load_before, *load_after)],
+            "train_rows": len(train),
+            "validation": {"queries": len(val.queries), "passages": len(val.corpus)},
+            "config": config,
+            "machine": describe_machine().as_dict(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **({"note": note} if note else {}),
+        }
+        with results.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        _write_markdown(results)
+        return record
+
+    record = score(args.name, {}, None)
+    if alphas:
+        import torch
+
+        trained = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+        start_weights = M3Encoder.from_pretrained(
+            save_start_checkpoint(model, out / "start", seed=args.seed), dtype="fp32", device="cpu"
+        ).model.state_dict()
+        for alpha in alphas:
+            with torch.no_grad():
+                encoder.model.load_state_dict(
+                    {
+                        k: alpha * v + (1 - alpha) * start_weights[k]
+                        if v.is_floating_point()
+                        else v
+                        for k, v in trained.items()
+                    }
+                )
+            row = score(
+                f"{args.name}-wise{alpha:g}",
+                {"interpolate": alpha},
+                f"weights {alpha:g} x trained + {1 - alpha:g} x start (WiSE-FT), same training run",
+            )
+            print(json.dumps({k: row[k] for k in ("name", "ndcg@10")}), flush=True)
     print(json.dumps({k: record[k] for k in ("name", "ndcg@10", "train_seconds", "load")}))
     return 0
 
