@@ -113,8 +113,12 @@ class RetrieverWrites:
         )
 
     def delete(self, doc_ids: Sequence[str]) -> None:
-        """Remove documents (every chunk of each) by document id."""
-        self.index.delete(list(doc_ids))
+        """Remove documents (every chunk of each) by document id.
+
+        Raises:
+            TypeError: ``doc_ids`` is one string (give ``[doc_id]``).
+        """
+        self.index.delete(doc_ids)
 
     def _chunker(
         self, chunking: bool | Chunker, late_chunking: bool | LateChunker

@@ -41,6 +41,7 @@ from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3CheckpointFields
 from m3kit.encoder import M3Encoder
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
@@ -334,6 +335,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         )
         node.metadata[LATE_METADATA_KEY] = {
             "chunker": self._chunker.signature,
+            # which model made the vectors: a store of another model refuses the node
+            "encoder": encoder_fingerprint(self._chunker.encoder).identity,
             "index": chunk.index,
             "token_start": chunk.token_start,
             "token_end": chunk.token_end,

@@ -15,18 +15,27 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 
 from llamaindex_m3.node_parser import LATE_METADATA_KEY, M3TextNode, node_vectors, user_metadata
 from m3kit.outputs import Head, M3Output
-from m3kit.store import ChunkRecord
+from m3kit.store import ChunkRecord, point_id
 from m3kit.store.index import content_doc_id
 
 __all__ = [
+    "CHUNK_INDEX_KEY",
+    "DOC_ID_KEY",
+    "PLACEMENT_KEYS",
     "carried_vectors",
     "is_late",
     "lost_vectors_message",
     "node_metadata",
     "node_record",
     "nodes_hash",
+    "read_back_index",
     "unpack_documents",
 ]
+
+#: Metadata keys of a node read back from a store: its document and position there.
+DOC_ID_KEY = "doc_id"
+CHUNK_INDEX_KEY = "chunk_index"
+PLACEMENT_KEYS = (DOC_ID_KEY, CHUNK_INDEX_KEY)
 
 
 def unpack_documents(
@@ -45,10 +54,27 @@ def unpack_documents(
     return texts, metadatas, doc_ids
 
 
-def carried_vectors(node: BaseNode, heads: frozenset[Head]) -> M3Output | None:
-    """The late-chunked vectors a node carries, when they cover every head the store holds."""
+def carried_vectors(node: BaseNode, heads: frozenset[Head], encoder: str) -> M3Output | None:
+    """The late-chunked vectors a node carries, when they cover every head the store holds.
+
+    Args:
+        node: The node.
+        heads: The heads the store holds.
+        encoder: The store's encoder identity (``EncoderFingerprint.identity``).
+
+    Raises:
+        ValueError: The node was late-chunked by another model than the store's.
+    """
     if not is_late(node):
         return None
+    late = node.metadata.get(LATE_METADATA_KEY)
+    made_by = late.get("encoder") if isinstance(late, dict) else None
+    if made_by is not None and made_by != encoder:  # nodes of older versions do not say
+        raise ValueError(
+            f"node {node.node_id} was late-chunked by another model than this store's "
+            f"(encoder identity {made_by} vs {encoder}): its vectors live in another space. "
+            "Parse with M3LateChunkingNodeParser on the store's model"
+        )
     try:
         vectors = node_vectors(node)
     except ValueError:  # marked late-chunked but its embedding was dropped
@@ -99,7 +125,12 @@ def nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
 
 
 def node_metadata(node: BaseNode) -> dict[str, Any]:
-    """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy)."""
+    """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy).
+
+    A node read back from a store (``hit_to_node``) carries its placement under
+    :data:`DOC_ID_KEY` / :data:`CHUNK_INDEX_KEY`, hidden from the embedding model; written
+    again, those keys are left out, so they never become user metadata.
+    """
     try:
         json.dumps(node.metadata)
     except TypeError as exc:
@@ -107,7 +138,28 @@ def node_metadata(node: BaseNode) -> dict[str, Any]:
             f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
         ) from None
     # the parser's sparse copy is already in the sparse vector; not stored twice
-    return user_metadata(node)
+    meta = user_metadata(node)
+    if read_back_index(node) is not None:
+        for key in PLACEMENT_KEYS:
+            meta.pop(key, None)
+    return meta
+
+
+def read_back_index(node: BaseNode) -> int | None:
+    """The stored chunk a node was read back from (``hit_to_node``), else ``None``.
+
+    Such a node has the chunk's point id as its id and its placement in the metadata, hidden
+    from the embedding model.
+    """
+    doc_id, chunk_index = node.metadata.get(DOC_ID_KEY), node.metadata.get(CHUNK_INDEX_KEY)
+    if (
+        set(PLACEMENT_KEYS) <= set(node.excluded_embed_metadata_keys)
+        and doc_id == (node.ref_doc_id or node.node_id)
+        and isinstance(chunk_index, int)
+        and node.node_id == point_id(str(doc_id), chunk_index)
+    ):
+        return chunk_index
+    return None
 
 
 def node_record(

@@ -36,7 +36,13 @@ import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
 from llamaindex_m3.node_parser import LATE_METADATA_KEY
-from llamaindex_m3.node_records import carried_vectors, is_late, lost_vectors_message, node_metadata
+from llamaindex_m3.node_records import (
+    carried_vectors,
+    is_late,
+    lost_vectors_message,
+    node_metadata,
+    read_back_index,
+)
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Index, output_row, point_id
 from m3kit.store.filters import documents_filter, stale_chunks_filter
@@ -62,16 +68,32 @@ def _node_identity(node: BaseNode) -> str:
     return _identity(text, *span, node_metadata(node))
 
 
-def node_version(node: BaseNode) -> str:
-    """The ``doc_hash`` of the document version ``node`` was parsed from (see the module doc)."""
-    source = node.source_node
+def _how(node: BaseNode) -> Any:
     late = node.metadata.get(LATE_METADATA_KEY)
-    how = late.get("chunker") if isinstance(late, dict) else ("late" if is_late(node) else "text")
+    return late.get("chunker") if isinstance(late, dict) else ("late" if is_late(node) else "text")
+
+
+def node_version(node: BaseNode) -> str | None:
+    """The ``doc_hash`` of the document version ``node`` was parsed from (see the module doc).
+
+    ``None`` when the node names its source document without the source's hash (a node read
+    back from a store, or built by hand): the version is unknown, so the stored one stands and
+    the node is added to it; it never replaces the document's other chunks.
+    """
+    source = node.source_node
     if source is None:  # the node is a document of its own: its content is its version
         basis: list[Any] = ["node", _node_identity(node)]
+    elif not source.hash:
+        return None
     else:
         basis = ["source", source.hash]
-    blob = json.dumps(["llamaindex", basis, how], sort_keys=True)
+    blob = json.dumps(["llamaindex", basis, _how(node)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _unversioned(doc_id: str, node: BaseNode) -> str:
+    """The version of a document first stored from nodes of unknown version."""
+    blob = json.dumps(["llamaindex", ["unversioned", doc_id], _how(node)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -79,7 +101,7 @@ def node_version(node: BaseNode) -> str:
 class _Doc:
     """One document of a write: its version, stored chunks of that version, new nodes."""
 
-    version: str
+    version: str | None  # None: unknown until the stored chunks are read (node_version)
     nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
     stored: dict[str, int] = field(default_factory=dict)  # identity -> chunk_index
     next_index: int = 0
@@ -104,57 +126,95 @@ def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
 
 def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
     ids = list(docs)
+    payloads: list[dict[str, Any]] = []
     for start in range(0, len(ids), _DOC_BATCH):
         found = index.store.points(filter=documents_filter(ids[start : start + _DOC_BATCH]))
-        for payload in found.values():
-            doc = docs[str(payload.get("doc_id"))]
-            if payload.get(DOC_HASH) != doc.version:
-                doc.stale = True
-                continue
-            chunk_index = int(payload.get(CHUNK_INDEX) or 0)
-            key = _identity(
-                str(payload.get(PAGE_CONTENT, "")),
-                payload.get(START),
-                payload.get(END),
-                payload.get(METADATA) or {},
+        payloads.extend(found.values())
+    for doc_id, doc in docs.items():
+        if doc.version is None:  # unknown: the stored version stands (one between writes)
+            stored = [p for p in payloads if str(p.get("doc_id")) == doc_id]
+            newest = max(stored, key=lambda p: int(p.get(CHUNK_INDEX) or 0), default=None)
+            doc.version = (
+                str(newest[DOC_HASH])
+                if newest is not None and newest.get(DOC_HASH)
+                else _unversioned(doc_id, doc.nodes[0][1])
             )
-            doc.stored[key] = chunk_index
-            doc.next_index = max(doc.next_index, chunk_index + 1)
+    for payload in payloads:
+        doc = docs[str(payload.get("doc_id"))]
+        if payload.get(DOC_HASH) != doc.version:
+            doc.stale = True
+            continue
+        chunk_index = int(payload.get(CHUNK_INDEX) or 0)
+        key = _identity(
+            str(payload.get(PAGE_CONTENT, "")),
+            payload.get(START),
+            payload.get(END),
+            payload.get(METADATA) or {},
+        )
+        doc.stored[key] = chunk_index
+        doc.next_index = max(doc.next_index, chunk_index + 1)
+
+
+#: A node's own ``embedding`` must be this close (cosine) to the store's dense vector of the
+#: node's text: the same model in another precision or batch stays above 0.99, another model
+#: of the same size falls far below.
+SAME_MODEL_COSINE = 0.9
 
 
 def _vectors(
     index: M3Index, todo: list[BaseNode], text_instruction: str | None, show: bool | None
 ) -> list[M3Output]:
-    """One-row outputs for nodes that carry no late-chunked vectors (see the module doc)."""
+    """One-row outputs for nodes that carry no late-chunked vectors (see the module doc).
+
+    Every node's text is encoded once for every head the store holds; a node's own
+    ``embedding`` (what the VectorStoreIndex's embed model made) is kept as its dense vector
+    after checking it against the store's (:data:`SAME_MODEL_COSINE`).
+
+    Raises:
+        ValueError: A node's ``embedding`` was made by another model.
+    """
+    if not todo:
+        return []
     heads = index.store.heads
-    out: list[M3Output | None] = [None] * len(todo)
-    with_dense = [i for i, n in enumerate(todo) if n.embedding is not None]
-    without = [i for i, n in enumerate(todo) if n.embedding is None]
-    for rows, wanted in ((with_dense, heads - {Head.DENSE}), (without, heads)):
-        if not rows:
-            continue
-        texts = [todo[i].get_content(metadata_mode=MetadataMode.EMBED) for i in rows]
-        if text_instruction:
-            texts = [text_instruction + t for t in texts]
-        encoded = (
-            index.encoder.encode(texts, heads=sorted(wanted), show_progress=show)
-            if wanted
-            else None
-        )
-        for row, i in enumerate(rows):
-            part = output_row(encoded, row) if encoded is not None else None
-            embedding = todo[i].embedding
-            dense = (
-                np.asarray([embedding], dtype=np.float32) if embedding is not None else part.dense  # type: ignore[union-attr]
-            )
-            out[i] = M3Output(
+    texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in todo]
+    if text_instruction:
+        texts = [text_instruction + t for t in texts]
+    encoded = index.encoder.encode(texts, heads=sorted(heads), show_progress=show)
+    out: list[M3Output] = []
+    for row, node in enumerate(todo):
+        part = output_row(encoded, row)
+        dense = part.dense
+        if node.embedding is not None:
+            dense = np.asarray([node.embedding], dtype=np.float32)
+            _check_same_model(node, dense[0], part.dense[0])
+        out.append(
+            M3Output(
                 heads=heads,
-                token_counts=part.token_counts if part is not None else (0,),
+                token_counts=part.token_counts,
                 _dense=dense,
-                _sparse=part.sparse if part is not None and Head.SPARSE in heads else None,
-                _colbert=part.colbert if part is not None and Head.COLBERT in heads else None,
+                _sparse=part.sparse if Head.SPARSE in heads else None,
+                _colbert=part.colbert if Head.COLBERT in heads else None,
             )
-    return [o for o in out if o is not None]
+        )
+    return out
+
+
+def _check_same_model(node: BaseNode, given: np.ndarray, ours: np.ndarray) -> None:
+    if given.shape != ours.shape:
+        raise ValueError(
+            f"node {node.node_id!r} has a {given.shape[0]}-dimensional embedding, but this "
+            f"store's model gives {ours.shape[0]}: it was embedded by another model. Give "
+            "VectorStoreIndex the store's model (M3Embedding) as embed_model"
+        )
+    norm = float(np.linalg.norm(given) * np.linalg.norm(ours))
+    cosine = float(given @ ours) / norm if norm > 0 else 0.0
+    if cosine < SAME_MODEL_COSINE:
+        raise ValueError(
+            f"node {node.node_id!r} has an embedding at cosine {cosine:.3f} to this store's "
+            "dense vector of the same text: it was embedded by another model (or with another "
+            "text instruction), and its sparse / ColBERT vectors would come from this one. Give "
+            "VectorStoreIndex the store's model (M3Embedding) as embed_model"
+        )
 
 
 def write_nodes(
@@ -188,14 +248,21 @@ def write_nodes(
         for i, node in doc.nodes:
             key = _node_identity(node)
             if key not in doc.stored:
-                doc.stored[key] = doc.next_index
-                doc.next_index += 1
+                at = read_back_index(node)
+                if at is not None and at in doc.stored.values():
+                    # a stored chunk read back and edited: replaced in place, like an upsert
+                    # by id, so the old text is not left behind
+                    doc.stored = {k: v for k, v in doc.stored.items() if v != at}
+                    doc.stored[key] = at
+                else:
+                    doc.stored[key] = doc.next_index
+                    doc.next_index += 1
                 new.append((doc_id, doc.stored[key], node))
             ids[i] = point_id(doc_id, doc.stored[key])
     records: list[ChunkRecord] = []
     todo: list[tuple[str, int, BaseNode]] = []
     for doc_id, chunk_index, node in new:
-        carried = carried_vectors(node, heads)
+        carried = carried_vectors(node, heads, index.fingerprint.identity)
         if carried is None and is_late(node):
             raise ValueError(lost_vectors_message(node, heads))
         if carried is None:
@@ -210,6 +277,7 @@ def write_nodes(
     written = {r.doc_id for r in records}
     for doc_id, doc in docs.items():
         if doc.stale and doc_id not in written:  # every node was stored, an old version too
+            assert doc.version is not None  # set by _read_stored
             index.store.delete_points(
                 filter=stale_chunks_filter(doc_id, doc.version, doc.next_index)
             )
@@ -220,6 +288,7 @@ def _record(
     doc_id: str, chunk_index: int, node: BaseNode, vectors: M3Output, doc: _Doc
 ) -> ChunkRecord:
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
+    assert doc.version is not None  # set by _read_stored
     return ChunkRecord(
         doc_id=doc_id,
         chunk_index=chunk_index,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, PLACEMENT_KEYS
 from llamaindex_m3.retriever_writes import RetrieverWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
@@ -63,9 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = ["M3Retriever", "check_settings", "hit_to_node"]
 
-DOC_ID_KEY = "doc_id"
-CHUNK_INDEX_KEY = "chunk_index"
-_RESERVED = [DOC_ID_KEY, CHUNK_INDEX_KEY]
+_RESERVED = list(PLACEMENT_KEYS)
 
 
 class M3Retriever(RetrieverWrites, BaseRetriever):
@@ -314,11 +313,16 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     """A store :class:`~m3kit.store.Hit` as a LlamaIndex ``NodeWithScore``.
 
     ``doc_id`` and ``chunk_index`` are added to the metadata (they win over user keys of the
-    same name) but left out of what the embedding model and the LLM see.
+    same name) but left out of what the embedding model and the LLM see, and out of what is
+    stored when the node is written again. The character offsets are the stored ones; the
+    source relationship names the document without a hash, so writing the node again adds
+    it to the stored version and never replaces the document's other chunks.
     """
     node = TextNode(
         id_=hit.id,
         text=hit.text,
+        start_char_idx=hit.start,
+        end_char_idx=hit.end,
         metadata={**hit.metadata, DOC_ID_KEY: hit.doc_id, CHUNK_INDEX_KEY: hit.chunk_index},
         excluded_embed_metadata_keys=list(_RESERVED),
         excluded_llm_metadata_keys=list(_RESERVED),

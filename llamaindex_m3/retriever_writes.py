@@ -138,6 +138,15 @@ class RetrieverWrites:
             if not isinstance(node, BaseNode):
                 raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
             groups.setdefault(node.ref_doc_id or node.node_id, []).append((i, node))
+        with self.index.store.write_lock:  # the stored versions read stay true until written
+            return self._add_node_groups(nodes, groups, show_progress)
+
+    def _add_node_groups(
+        self,
+        nodes: Sequence[BaseNode],
+        groups: dict[str, list[tuple[int, BaseNode]]],
+        show_progress: bool | None,
+    ) -> list[str]:
         store = self.index.store
         versions = {doc_id: nodes_hash(group) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
@@ -147,7 +156,7 @@ class RetrieverWrites:
             if doc_id in done:
                 continue
             for chunk_index, (_, node) in enumerate(group):
-                carried = carried_vectors(node, store.heads)
+                carried = carried_vectors(node, store.heads, self.index.fingerprint.identity)
                 if carried is None and is_late(node):
                     raise ValueError(lost_vectors_message(node, store.heads))
                 if carried is None:
@@ -175,5 +184,9 @@ class RetrieverWrites:
         return ids
 
     def delete(self, doc_ids: Sequence[str]) -> None:
-        """Delete every chunk of these documents."""
+        """Delete every chunk of these documents.
+
+        Raises:
+            TypeError: ``doc_ids`` is one string (give ``[ref_doc_id]``).
+        """
         self.index.delete(doc_ids)

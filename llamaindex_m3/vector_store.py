@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,7 +127,6 @@ class M3VectorStore(BasePydanticVectorStore):
         return check_settings(**{name: value})[name]
 
     _owns_index: bool = PrivateAttr(default=True)
-    _write_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
         self,
@@ -206,7 +204,7 @@ class M3VectorStore(BasePydanticVectorStore):
             The stored point id of each node, in input order.
         """
         _no_kwargs("add", add_kwargs)
-        with self._write_lock:
+        with self._index.store.write_lock:
             return write_nodes(self._index, nodes, text_instruction=self.text_instruction)
 
     async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -216,7 +214,7 @@ class M3VectorStore(BasePydanticVectorStore):
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the document ``ref_doc_id``."""
         _no_kwargs("delete", delete_kwargs)
-        with self._write_lock:
+        with self._index.store.write_lock:
             self._index.delete([ref_doc_id])
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -235,7 +233,7 @@ class M3VectorStore(BasePydanticVectorStore):
             ValueError: Neither is given (use :meth:`clear`), or an id is not a point id.
         """
         _no_kwargs("delete_nodes", delete_kwargs)
-        with self._write_lock:
+        with self._index.store.write_lock:
             self._index.store.delete_points(node_ids, filter=to_store_filter(filters))
 
     async def adelete_nodes(
@@ -249,7 +247,7 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def clear(self) -> None:
         """Delete every node (the collection stays)."""
-        with self._write_lock:
+        with self._index.store.write_lock:
             self._index.store.clear()
 
     async def aclear(self) -> None:

@@ -64,6 +64,16 @@ def tiny_encoder(tiny_m3_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def other_tiny_encoder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Another tiny M3 model: the sizes of ``tiny_encoder``, other random weights."""
+    from m3kit import M3Encoder
+    from m3kit.testing import build_tiny_m3_checkpoint
+
+    path = build_tiny_m3_checkpoint(tmp_path_factory.mktemp("other_tiny_m3"), seed=1)
+    return M3Encoder.from_pretrained(path, dtype="fp32")
+
+
+@pytest.fixture(scope="session")
 def minilm_encoder(minilm_path: Path):  # type: ignore[no-untyped-def]
     from m3kit import M3Encoder
 

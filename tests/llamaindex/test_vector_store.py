@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 import llamaindex_m3.vector_store
 from llamaindex_m3 import M3Embedding, M3VectorStore
 from m3kit import M3Encoder
-from m3kit.store import point_id
+from m3kit.store import M3Index, point_id
 
 TEXTS = [
     "Berlin is the capital of Germany.",
@@ -214,6 +216,81 @@ def test_documents_split_across_add_batches(
     # the whole pipeline again (new random node ids): nothing added
     VectorStoreIndex.from_documents(docs, storage_context=storage, insert_batch_size=5, **kwargs)
     assert store.client.count() == n_nodes
+
+
+def test_nodes_read_back_and_written_again(
+    store: M3VectorStore, tiny_embedding: M3Embedding
+) -> None:
+    # get_nodes -> (edit) -> add: the read-back node names its document without a hash; it
+    # used to count as a new version, and the write deleted the document's other chunks
+    text = " ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(18))
+    doc = Document(text=text, id_="long", metadata={"topic": "t"})
+    splitter = SentenceSplitter(chunk_size=40, chunk_overlap=0)
+    storage = StorageContext.from_defaults(vector_store=store)
+    VectorStoreIndex.from_documents(
+        [doc], storage_context=storage, embed_model=tiny_embedding, transformations=[splitter]
+    )
+    count = store.client.count()
+    assert count >= 3
+    first = store.get_nodes([point_id("long", 1)])[0]
+    assert first.metadata["chunk_index"] == 1
+    assert isinstance(first, TextNode) and first.start_char_idx is not None
+    assert text[first.start_char_idx : first.end_char_idx] == first.text  # offsets kept
+    assert store.add([first]) == [point_id("long", 1)]
+    assert store.client.count() == count, "re-adding a read-back node changed the store"
+    again = store.get_nodes([point_id("long", 1)])[0]
+    assert again.metadata == first.metadata  # placement keys not stored as user metadata
+    # edited and written again: replaced in place, the old text is gone
+    first.set_content("An edited sentence about rivers.")
+    assert store.add([first]) == [point_id("long", 1)]
+    assert store.client.count() == count
+    stored = {n.text for n in store.get_nodes(filters=_eq("doc_id", "long"))}
+    assert "An edited sentence about rivers." in stored and again.text not in stored
+    # a new version of the document (the source's hash) still replaces every chunk
+    VectorStoreIndex.from_documents(
+        [Document(text="A short new version.", id_="long")],
+        storage_context=storage,
+        embed_model=tiny_embedding,
+    )
+    assert [n.text for n in store.get_nodes(filters=_eq("doc_id", "long"))] == [
+        "A short new version."
+    ]
+
+
+def test_concurrent_replacing_writes_keep_one_version(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a replacing write is "write the new chunks, then delete the other versions'": two of them
+    # interleaved (an M3Index and a vector store sharing it, each under its own lock) deleted
+    # each other's chunks and the document was gone. One lock per store orders them now.
+    index = M3Index.open(tiny_encoder)
+    store = M3VectorStore.from_index(index)
+    backend = index.store._backend
+    real, calls = backend.upsert, []
+    first_written = threading.Event()
+
+    def slow_upsert(points):  # type: ignore[no-untyped-def]
+        real(points)
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            first_written.set()
+            time.sleep(0.5)  # the other writer's moment to interleave
+
+    monkeypatch.setattr(backend, "upsert", slow_upsert)
+    node = TextNode(
+        text="the version written through LlamaIndex",
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id="d", hash="h2")},
+    )
+    a = threading.Thread(target=index.add_texts, args=(["the first version"], None, ["d"]))
+    b = threading.Thread(target=store.add, args=([node],))
+    a.start()
+    assert first_written.wait(30)
+    b.start()
+    a.join(30)
+    b.join(30)
+    assert index.count() == 1
+    assert [n.text for n in store.get_nodes(filters=_eq("doc_id", "d"))] == [node.text]
+    index.close()
 
 
 def test_nodes_without_source_and_async(store: M3VectorStore) -> None:

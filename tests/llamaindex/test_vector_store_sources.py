@@ -169,3 +169,30 @@ def test_langchain_collection_ranks_like_both_retrievers(
         assert lc.index.count() == 3
     finally:
         lc.index.close()
+
+
+def test_vectors_of_another_model_are_refused(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder, tiny_embedding: M3Embedding
+) -> None:
+    # they would be stored under this store's fingerprint, next to sparse / ColBERT vectors of
+    # this model, and searched with this model's query vectors
+    docs = [Document(text=LONG, id_="bees")]
+    late = M3LateChunkingNodeParser.from_encoder(other_tiny_encoder, chunk_size=12)
+    with M3VectorStore(tiny_embedding) as store:
+        storage = StorageContext.from_defaults(vector_store=store)
+        with pytest.raises(ValueError, match="late-chunked by another model"):
+            store.add(late.get_nodes_from_documents(docs))
+        with (
+            M3Retriever.open(tiny_encoder) as retriever,
+            pytest.raises(ValueError, match="late-chunked by another model"),
+        ):
+            retriever.add_nodes(late.get_nodes_from_documents(docs))
+        with pytest.raises(ValueError, match="embedded by another model"):
+            VectorStoreIndex.from_documents(
+                docs,
+                storage_context=storage,
+                embed_model=M3Embedding.from_encoder(other_tiny_encoder),
+            )
+        assert store.client.count() == 0
+        VectorStoreIndex.from_documents(docs, storage_context=storage, embed_model=tiny_embedding)
+        assert store.client.count() > 0

@@ -108,6 +108,21 @@ def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[
     assert stored == {row["id"]: row["metadata"] for row in kept}
 
 
+def test_delete_refuses_one_string(open_index: Any, tiny_encoder: Any) -> None:
+    # a string is a sequence of characters: delete("ab") used to delete documents "a" and "b"
+    index = open_index(tiny_encoder)
+    index.add_texts(["first text", "second text", "third text"], doc_ids=["a", "b", "ab"])
+    with pytest.raises(TypeError, match="not one string"):
+        index.delete("ab")
+    with pytest.raises(TypeError, match="document ids are strings"):
+        index.delete([1])
+    assert index.count() == 3
+    # a None id used to become the id "None": two unrelated texts overwrote each other
+    with pytest.raises(ValueError, match=r"doc_ids\[1\] is None"):
+        index.add_texts(["one", "two"], doc_ids=["x", None])
+    assert index.count() == 3
+
+
 def _random_row(rng: np.random.Generator, dim: int = 32) -> M3Output:
     def unit(shape: tuple[int, ...]) -> np.ndarray:
         v = rng.normal(size=shape).astype(np.float32)
@@ -328,3 +343,17 @@ def test_bad_query_input_is_named(open_index: Any, tiny_encoder: Any) -> None:
         store.query()
     with pytest.raises(ValueError, match="k must be"):
         store.query(dense=np.ones(32, dtype=np.float32), k=0)
+
+
+def test_chunker_of_another_model_is_refused(
+    open_index: Any, tiny_encoder: Any, other_tiny_encoder: Any
+) -> None:
+    # its vectors would be stored under this encoder's fingerprint, in another vector space
+    from m3kit.late_chunking import LateChunker
+
+    index = open_index(tiny_encoder)
+    with pytest.raises(ValueError, match="another model than the index's .*weights"):
+        index.add_texts(["A text to chunk late."], chunker=LateChunker(other_tiny_encoder))
+    assert index.count() == 0
+    index.add_texts(["A text to chunk late."], chunker=LateChunker(tiny_encoder))
+    assert index.count() == 1

@@ -123,6 +123,7 @@ def build_records(
                 )
             )
         return records, empty
+    _check_chunker_encoder(encoder, chunker)
     per_doc = chunker.chunk(texts)
     if len(per_doc) != len(docs):
         raise ValueError(f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts")
@@ -151,3 +152,27 @@ def build_records(
                 )
             )
     return records, empty
+
+
+def _check_chunker_encoder(encoder: Any, chunker: Any) -> None:
+    """A chunker that encodes (``LateChunker``) must use the index's model.
+
+    Its vectors are stored as they come; from another model they would sit in the collection
+    under this encoder's fingerprint, and every search would compare them with query vectors
+    of another space.
+
+    Raises:
+        ValueError: The chunker's encoder is another model (weights, tokenizer, pooling...).
+    """
+    other = getattr(chunker, "encoder", None)
+    if other is None or other is encoder:
+        return
+    from m3kit.fingerprint import encoder_fingerprint  # late: imports torch
+
+    mine, theirs = encoder_fingerprint(encoder), encoder_fingerprint(other)
+    if not mine.same_encoder(theirs):
+        fields = ", ".join(f for f, _, _ in mine.differences(theirs))
+        raise ValueError(
+            f"the chunker encodes with another model than the index's (differs in {fields}); "
+            "build it on the index's encoder, e.g. LateChunker(index.encoder)"
+        )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +90,7 @@ class M3Index(IndexSearch):
         check_encoder_fits(encoder, store)
         self.encoder = encoder
         self.store = store
-        self._write_lock = threading.Lock()
+        self._write_lock = store.write_lock  # one per store: see M3Store.write_lock
         #: What identifies the encoder (recorded in the collection, checked on open).
         self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
         store.writer_id = self.fingerprint.identity
@@ -302,7 +301,11 @@ class M3Index(IndexSearch):
         )
 
     def delete(self, doc_ids: Sequence[str]) -> None:
-        """Delete every chunk of these documents."""
+        """Delete every chunk of these documents.
+
+        Raises:
+            TypeError: ``doc_ids`` is one string (give ``[doc_id]``).
+        """
         with self._write_lock:
             self.store.delete_documents(doc_ids)
 

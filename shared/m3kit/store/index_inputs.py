@@ -58,8 +58,8 @@ def versioned_documents(
 
     Raises:
         TypeError: ``texts`` is a single string, or holds a non-string.
-        ValueError: Lengths differ, an empty id, metadata that is not JSON-serialisable, or
-            an id given twice with different content.
+        ValueError: Lengths differ, an empty or ``None`` id, metadata that is not
+            JSON-serialisable, or an id given twice with different content.
     """
     signature = chunking_signature(chunker)
     chunking = _chunking(chunker, signature)
@@ -72,6 +72,11 @@ def versioned_documents(
         raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
     if doc_ids is not None and len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} doc_ids for {len(texts)} texts")
+    if doc_ids is not None and any(d is None for d in doc_ids):
+        i = [d is None for d in doc_ids].index(True)
+        raise ValueError(
+            f"doc_ids[{i}] is None: give every text an id, or no doc_ids (content ids)"
+        )
     ids = [str(d) for d in doc_ids] if doc_ids is not None else None
     if ids is not None and not all(ids):
         raise ValueError("doc_ids must be non-empty strings")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,10 @@ class M3Store(StoreSearch):
         self.writer_id: str | None = None
         #: Server write settings (batch size, requests in flight); set by :meth:`open`.
         self.cluster: ClusterSettings | None = None
+        #: Held by every write, and by writers that read the stored chunks before writing
+        #: (:class:`M3Index`, the adapters): a replacing write (new chunks, then the old
+        #: version's deleted) never interleaves with another one. Re-entrant.
+        self.write_lock = threading.RLock()
         self._closed = False
 
     @classmethod
@@ -189,7 +194,10 @@ class M3Store(StoreSearch):
         batches = [points[i : i + batch_size] for i in range(0, len(points), batch_size)]
         show = len(batches) > 1 if show_progress is None else show_progress
         workers = min(self.cluster.write_parallelism if self.cluster else 1, len(batches))
-        with tqdm(total=len(batches), desc="upsert", unit="batch", disable=not show) as bar:
+        with (
+            self.write_lock,
+            tqdm(total=len(batches), desc="upsert", unit="batch", disable=not show) as bar,
+        ):
             if workers > 1:  # a server: several requests in flight
                 with ThreadPoolExecutor(workers) as pool:
                     for _ in pool.map(self._backend.upsert, batches):
@@ -198,10 +206,10 @@ class M3Store(StoreSearch):
                 for batch in batches:
                     self._backend.upsert(batch)
                     bar.update(1)
-        self._backend.finish_writes()
-        if replace:
-            for doc_id, (doc_hash, count) in version.items():
-                self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
+            self._backend.finish_writes()
+            if replace:
+                for doc_id, (doc_hash, count) in version.items():
+                    self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
         return [p.id for p in points]
 
     def optimize(self) -> None:
@@ -214,10 +222,21 @@ class M3Store(StoreSearch):
         self._backend.finish_writes(force=True)
 
     def delete_documents(self, doc_ids: Iterable[str]) -> None:
-        """Delete every chunk of these documents (unknown ids are ignored)."""
+        """Delete every chunk of these documents (unknown ids are ignored).
+
+        Raises:
+            TypeError: ``doc_ids`` is a single string (it would be read as its characters,
+                deleting the documents whose ids are those characters), or an id is not one.
+        """
+        if isinstance(doc_ids, str):
+            raise TypeError(f"doc_ids is a sequence of document ids, not one string: [{doc_ids!r}]")
         ids = list(dict.fromkeys(doc_ids))
-        for i in range(0, len(ids), _DOC_BATCH):
-            self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
+        bad = [i for i in ids if not isinstance(i, str)]
+        if bad:
+            raise TypeError(f"document ids are strings, got {bad[0]!r}")
+        with self.write_lock:
+            for i in range(0, len(ids), _DOC_BATCH):
+                self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
 
     def delete_points(
         self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
@@ -228,11 +247,13 @@ class M3Store(StoreSearch):
             ValueError: Neither is given (use :meth:`clear` to empty the collection), or an
                 id is not a point id (a UUID).
         """
-        self._backend.delete(points_filter(ids, filter))
+        with self.write_lock:
+            self._backend.delete(points_filter(ids, filter))
 
     def clear(self) -> None:
         """Delete every chunk; the collection and its schema stay."""
-        self._backend.delete(models.Filter())
+        with self.write_lock:
+            self._backend.delete(models.Filter())
 
     def collection_metadata(self) -> dict[str, Any]:
         """m3kit's record of the collection (what wrote it); ``{}`` when there is none.
