@@ -181,4 +181,5 @@ def node_record(
         end=node.end_char_idx if isinstance(node, TextNode) else None,
         doc_hash=versions[doc_id],
         chunk_count=len(group),
+        chunk_id=node.node_id,
     )

@@ -7,7 +7,10 @@ The mapping keeps the one collection layout every m3kit reader shares:
   by ``m3kit index``, ``langchain_m3`` or ``llamaindex_m3.M3Retriever`` under the same id is
   the same document here.
 - ``chunk_index`` is the node's position among its document's stored nodes; the point id, and
-  the node id the store reports, is ``point_id(doc_id, chunk_index)``.
+  the node id the store reports, is ``point_id(doc_id, chunk_index)``. The node's own id is
+  stored as ``chunk_id``: a node written again under a stored id (or a chunk read back, see
+  :func:`~llamaindex_m3.node_records.read_back_index`) with other content replaces that
+  chunk in place.
 - ``doc_hash`` is the document version the nodes were parsed from: the ``SOURCE``
   relationship's hash (LlamaIndex's ``Document.hash``, over text and metadata) and, for
   late-chunked nodes, the chunker's signature. Nodes of a new version replace the document's
@@ -46,7 +49,15 @@ from llamaindex_m3.node_records import (
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Index, output_row, point_id
 from m3kit.store.filters import documents_filter, stale_chunks_filter
-from m3kit.store.schema import CHUNK_INDEX, DOC_HASH, END, METADATA, PAGE_CONTENT, START
+from m3kit.store.schema import (
+    CHUNK_ID,
+    CHUNK_INDEX,
+    DOC_HASH,
+    END,
+    METADATA,
+    PAGE_CONTENT,
+    START,
+)
 
 __all__ = ["node_doc_id", "node_version", "write_nodes"]
 
@@ -104,6 +115,7 @@ class _Doc:
     version: str | None  # None: unknown until the stored chunks are read (node_version)
     nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
     stored: dict[str, int] = field(default_factory=dict)  # identity -> chunk_index
+    by_node_id: dict[str, int] = field(default_factory=dict)  # stored chunk_id -> chunk_index
     next_index: int = 0
     stale: bool = False  # chunks of another version are stored
 
@@ -152,6 +164,8 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
             payload.get(METADATA) or {},
         )
         doc.stored[key] = chunk_index
+        if payload.get(CHUNK_ID) is not None:
+            doc.by_node_id[str(payload[CHUNK_ID])] = chunk_index
         doc.next_index = max(doc.next_index, chunk_index + 1)
 
 
@@ -248,10 +262,12 @@ def write_nodes(
         for i, node in doc.nodes:
             key = _node_identity(node)
             if key not in doc.stored:
-                at = read_back_index(node)
+                at = doc.by_node_id.get(node.node_id)
+                if at is None:
+                    at = read_back_index(node)
                 if at is not None and at in doc.stored.values():
-                    # a stored chunk read back and edited: replaced in place, like an upsert
-                    # by id, so the old text is not left behind
+                    # a stored node (same node id) or a chunk read back, edited: replaced in
+                    # place, like an upsert by id, so the old text is not left behind
                     doc.stored = {k: v for k, v in doc.stored.items() if v != at}
                     doc.stored[key] = at
                 else:
@@ -299,4 +315,5 @@ def _record(
         end=span[1],
         doc_hash=doc.version,
         chunk_count=doc.next_index,
+        chunk_id=node.node_id,
     )

@@ -52,6 +52,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, Fusion, M3Index, SearchSettings
+from m3kit.store.filters import and_filters, chunk_ids_filter, to_filter
 
 try:
     from llama_index.core.schema import BaseNode
@@ -78,8 +79,8 @@ class M3VectorStore(BasePydanticVectorStore):
 
     Build it from a model (``M3VectorStore(embed_or_encoder, location="./m3db")``) or share
     an opened index (``M3VectorStore.from_index(retriever.index)``). Node ids it returns are
-    the stored point ids, ``uuid5(ref_doc_id, chunk_index)``; ``get_nodes`` and
-    ``delete_nodes`` take those.
+    the stored point ids, ``uuid5(ref_doc_id, chunk_index)``; ``get_nodes``,
+    ``delete_nodes`` and a query's ``node_ids`` take those or the nodes' own ids.
 
     Attributes:
         collection_name: Qdrant collection.
@@ -229,12 +230,18 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> None:
         """Delete the nodes with these ids and/or matching the filters (both: AND).
 
+        An id is a node's own id (``node.node_id`` when it was added) or the point id this
+        store reports for it.
+
         Raises:
-            ValueError: Neither is given (use :meth:`clear`), or an id is not a point id.
+            ValueError: Neither is given (use :meth:`clear`).
         """
         _no_kwargs("delete_nodes", delete_kwargs)
+        by_id = None if node_ids is None else chunk_ids_filter(node_ids)
         with self._index.store.write_lock:
-            self._index.store.delete_points(node_ids, filter=to_store_filter(filters))
+            self._index.store.delete_points(
+                filter=and_filters(by_id, to_filter(to_store_filter(filters)))
+            )
 
     async def adelete_nodes(
         self,
@@ -260,10 +267,18 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> list[BaseNode]:
         """The stored nodes with these ids (in that order) and/or matching the filters.
 
+        An id is a node's own id (``node.node_id`` when it was added) or the point id this
+        store reports for it; the nodes returned carry the point id.
+
         Raises:
-            ValueError: Neither is given, or an id is not a point id.
+            ValueError: Neither is given.
         """
-        hits = self._index.store.get(node_ids, filter=to_store_filter(filters))
+        store, where = self._index.store, to_store_filter(filters)
+        hits = (
+            store.get(None, filter=where)
+            if node_ids is None
+            else store.find(node_ids, filter=where)
+        )
         return [hit_to_node(h).node for h in hits]
 
     async def aget_nodes(

@@ -14,7 +14,7 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 from llamaindex_m3.filters import to_store_filter
 from m3kit.outputs import Head, SparseVector
 from m3kit.store import Fusion, Hit, SearchSettings
-from m3kit.store.filters import and_filters, documents_filter, points_filter, to_filter
+from m3kit.store.filters import and_filters, chunk_ids_filter, documents_filter, to_filter
 
 if TYPE_CHECKING:
     from llamaindex_m3.vector_store import M3VectorStore
@@ -115,8 +115,8 @@ def _query_filter(query: VectorStoreQuery) -> Any:
     conditions = [to_filter(to_store_filter(query.filters))]
     if query.doc_ids:
         conditions.append(documents_filter(list(query.doc_ids)))
-    if query.node_ids:
-        conditions.append(points_filter(list(query.node_ids), None))
+    if query.node_ids:  # the nodes' own ids or the point ids this store reports
+        conditions.append(chunk_ids_filter(list(query.node_ids)))
     return and_filters(*conditions)
 
 

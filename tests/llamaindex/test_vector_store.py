@@ -195,8 +195,34 @@ def test_get_delete_nodes_and_clear(index: VectorStoreIndex, store: M3VectorStor
     assert store.client.count() == 0
     with pytest.raises(ValueError, match="point ids, a filter or both"):
         store.delete_nodes()
-    with pytest.raises(ValueError, match="not a point id"):
-        store.get_nodes(["my-node"])
+    assert store.get_nodes(["my-node"]) == []  # no node has that id
+
+
+def test_nodes_are_found_replaced_and_deleted_by_their_own_ids(
+    store: M3VectorStore, tiny_embedding: M3Embedding
+) -> None:
+    # LlamaIndex code holds node ids; they used to match nothing (point ids are uuid5 of the
+    # document and position), so get_nodes / delete_nodes / node_ids silently did nothing
+    def node(i: int, text: str) -> TextNode:
+        source = RelatedNodeInfo(node_id=f"doc-{i}", hash="h")
+        return TextNode(text=text, id_=f"node-{i}", relationships={NodeRelationship.SOURCE: source})
+
+    index = VectorStoreIndex(
+        [node(i, t) for i, t in enumerate(TEXTS)],
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=tiny_embedding,
+    )
+    got = store.get_nodes(["node-2", "missing", "node-0"])
+    assert [n.get_content() for n in got] == [TEXTS[2], TEXTS[0]]
+    assert store.get_nodes([got[0].node_id]) == got[:1]  # the point id still works
+    q = VectorStoreQuery(query_str=TEXTS[1], mode=VectorStoreQueryMode.SPARSE, node_ids=["node-3"])
+    assert [n.get_content() for n in store.query(q).nodes or []] == [TEXTS[3]]
+    # same id, same document version, edited text: replaced, as an upsert by id
+    store.add([node(0, "Berlin has about 3.7 million inhabitants.")])
+    assert store.client.count() == len(TEXTS)
+    assert store.get_nodes(["node-0"])[0].get_content().startswith("Berlin has about")
+    index.delete_nodes(["node-1"])  # through the index, with the node's own id
+    assert store.get_nodes(["node-1"]) == [] and store.client.count() == len(TEXTS) - 1
 
 
 def test_documents_split_across_add_batches(

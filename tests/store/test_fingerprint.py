@@ -13,7 +13,7 @@ from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import chunking_signature, describe_settings, encoder_fingerprint
 from m3kit.late_chunking import LateChunker
-from m3kit.store import M3Index
+from m3kit.store import ChunkRecord, M3Index, output_row
 from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import (
     FailingEncoder,
@@ -172,6 +172,23 @@ def test_reindex_equals_a_fresh_index_with_the_new_encoder(
     # the re-encoded documents count as unchanged for the new encoder: nothing is rewritten
     _fill(re, enc_b)
     assert_same_points(_points(re), want)
+
+
+def test_reindex_keeps_the_writers_chunk_ids(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    index = M3Index.open(enc_a, tmp_path / "a", collection="c", backend=backend)
+    text = "A whole document written with its own chunk id."
+    vectors = output_row(enc_a.encode([text]), 0)
+    whole = {"kind": "whole"}
+    record = ChunkRecord("d", 0, text, {}, vectors, 0, len(text), chunking=whole, chunk_id="n-1")
+    index.store.upsert([record])
+    index.close()
+    re = M3Index.open(enc_b, tmp_path / "a", collection="c", backend=backend, reindex=True)
+    opened.append(re)
+    (hit,) = re.store.find(["n-1"])
+    assert hit.text == text
+    assert _points(re)[hit.id][0][ENCODER_ID] == re.fingerprint.identity
 
 
 def test_interrupted_reindex_blocks_both_encoders_until_finished(

@@ -86,6 +86,7 @@ def test_edge_creates_declared_indexes_once(
     assert created == ["metadata.lang", "metadata.year"]
     assert _edge_schema(tmp_path) == {
         "doc_id": qe.PayloadSchemaType.Keyword,
+        "chunk_id": qe.PayloadSchemaType.Keyword,
         "metadata.lang": qe.PayloadSchemaType.Keyword,
         "metadata.year": qe.PayloadSchemaType.Integer,
     }
@@ -131,19 +132,20 @@ def test_server_index_requests_are_made_once(
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
     assert _index_puts(requests) == [
         ("doc_id", "keyword"),
+        ("chunk_id", "keyword"),
         ("metadata.lang", "keyword"),
         ("metadata.year", "integer"),
     ]
     # Re-opening with the same declaration sends no index request.
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
-    assert len(_index_puts(requests)) == 3
+    assert len(_index_puts(requests)) == 4
     # A new key: one request, for it only.
     M3Store.open(url=url, payload_indexes={**declared, "flag": "bool"}, **ARGS).close()
-    assert _index_puts(requests)[3:] == [("metadata.flag", "bool")]
+    assert _index_puts(requests)[4:] == [("metadata.flag", "bool")]
     # Another type for an indexed key: refused before any request.
     with pytest.raises(SchemaMismatchError, match="metadata.lang is indexed as keyword"):
         M3Store.open(url=url, payload_indexes={"lang": "text"}, **ARGS)
-    assert len(_index_puts(requests)) == 4
+    assert len(_index_puts(requests)) == 5
 
 
 def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:
@@ -160,6 +162,7 @@ def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:
     assert main([*argv, "--index-field", "lang", "--index-field", "year:integer"]) == 0
     assert _edge_schema(store) == {
         "doc_id": qe.PayloadSchemaType.Keyword,
+        "chunk_id": qe.PayloadSchemaType.Keyword,
         "metadata.lang": qe.PayloadSchemaType.Keyword,
         "metadata.year": qe.PayloadSchemaType.Integer,
     }

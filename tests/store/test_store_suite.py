@@ -15,6 +15,7 @@ from m3kit.errors import SchemaMismatchError
 from m3kit.outputs import Head, M3Output, SparseVector
 from m3kit.scoring import maxsim
 from m3kit.store import ChunkRecord, Fusion, M3Index, M3Store, QueryOptions, output_row, point_id
+from m3kit.store.filters import chunk_ids_filter
 from tests.store.conftest import PATH_BACKENDS, add_corpus
 
 FUSION_CASES = [(f, rerank) for f in Fusion for rerank in (True, False)]
@@ -93,6 +94,24 @@ def test_upsert_is_idempotent(open_index: Any, tiny_encoder: Any) -> None:
     assert store.count() == 3
     with pytest.raises(ValueError, match="duplicate"):
         store.upsert([records[0], records[0]])
+
+
+def test_chunks_are_found_by_the_writers_own_ids(open_index: Any, tiny_encoder: Any) -> None:
+    store: M3Store = open_index(tiny_encoder).store
+    texts = ["alpha beta gamma.", "delta epsilon.", "zeta eta theta iota."]
+    out = tiny_encoder.encode(texts)
+    records = [
+        ChunkRecord(f"doc{i}", 0, t, {"i": i}, output_row(out, i), chunk_id=f"node-{i}")
+        for i, t in enumerate(texts)
+    ]
+    ids = store.upsert(records)
+    found = store.find(["node-2", "nope", ids[0], "node-0"])  # own ids and point ids, mixed
+    assert [h.text for h in found] == [texts[2], texts[0]]  # each chunk once, first asked
+    assert [h.text for h in store.find(["node-1"], filter={"i": 2})] == []
+    with pytest.raises(TypeError, match="not a single string"):
+        store.find("node-1")
+    store.delete_points(filter=chunk_ids_filter(["node-1"]))
+    assert store.count() == 2 and store.find(["node-1"]) == []
 
 
 def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]) -> None:

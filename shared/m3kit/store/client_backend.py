@@ -25,6 +25,7 @@ from m3kit.store.cluster import ClusterSettings
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
+    CHUNK_ID,
     COLBERT,
     DENSE,
     DOC_ID,
@@ -191,9 +192,10 @@ class ClientBackend:
                 self.collection, vectors_config=vectors, sparse_vectors_config=sparse, **extra
             )
             if self._remote:  # local mode has no payload indexes
-                self._client.create_payload_index(
-                    self.collection, DOC_ID, models.PayloadSchemaType.KEYWORD
-                )
+                for key in (DOC_ID, CHUNK_ID):
+                    self._client.create_payload_index(
+                        self.collection, key, models.PayloadSchemaType.KEYWORD
+                    )
 
     def open(self) -> None:
         """Nothing to do: the client connected (or opened its folder) on construction."""

@@ -36,6 +36,7 @@ from m3kit.store.edge_filters import edge_filter, edge_point_id
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
+    CHUNK_ID,
     COLBERT,
     DENSE,
     DOC_ID,
@@ -231,9 +232,10 @@ class EdgeBackend:
             self._shard = qe.EdgeShard.create(str(self._path), edge_config(schema))
         except Exception as exc:
             raise _error(str(self._path), exc) from None
-        self._shard.update(
-            qe.UpdateOperation.create_field_index(DOC_ID, qe.PayloadSchemaType.Keyword)
-        )
+        for key in (DOC_ID, CHUNK_ID):
+            self._shard.update(
+                qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
+            )
 
     def open(self) -> None:
         """Load the shard now, so a folder held by another store fails at open time."""

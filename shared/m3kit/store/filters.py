@@ -18,11 +18,12 @@ from typing import Any
 from qdrant_client import models
 
 from m3kit.store.conditions import any_of, equals
-from m3kit.store.schema import CHUNK_INDEX, DOC_HASH, DOC_ID, METADATA
+from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, METADATA
 
 __all__ = [
     "FilterLike",
     "and_filters",
+    "chunk_ids_filter",
     "documents_filter",
     "ids_filter",
     "metadata_filter",
@@ -92,6 +93,37 @@ def and_filters(*filters: models.Filter | None) -> models.Filter | None:
 def ids_filter(ids: Sequence[str]) -> models.Filter:
     """Points whose id is one of ``ids``."""
     return models.Filter(must=[models.HasIdCondition(has_id=list(ids))])
+
+
+def chunk_ids_filter(ids: Sequence[str]) -> models.Filter:
+    """Points whose point id or stored ``chunk_id`` (a writer's own id) is one of ``ids``.
+
+    >>> f = chunk_ids_filter(["node-1", "6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10"])
+    >>> [type(c).__name__ for c in f.should]
+    ['FieldCondition', 'HasIdCondition']
+
+    Raises:
+        TypeError: ``ids`` is a single string, or holds a non-string.
+    """
+    if isinstance(ids, str):
+        raise TypeError("ids is a sequence of ids, not a single string")
+    wanted = list(dict.fromkeys(ids))
+    bad = [i for i in wanted if not isinstance(i, str)]
+    if bad:
+        raise TypeError(f"ids are strings, got {bad[0]!r}")
+    should: list[Any] = [models.FieldCondition(key=CHUNK_ID, match=models.MatchAny(any=wanted))]
+    uuids: list[int | str | uuid.UUID] = [i for i in wanted if _is_uuid(i)]
+    if uuids:
+        should.append(models.HasIdCondition(has_id=uuids))
+    return models.Filter(should=should)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def documents_filter(doc_ids: Sequence[str]) -> models.Filter:

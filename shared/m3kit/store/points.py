@@ -12,6 +12,7 @@ from m3kit.store.plan import PointData
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import (
     CHUNK_COUNT,
+    CHUNK_ID,
     CHUNK_INDEX,
     CHUNKING,
     DOC_HASH,
@@ -106,6 +107,8 @@ def to_point(
         payload[ENCODER_ID] = writer_id
     if r.chunking is not None:
         payload[CHUNKING] = json.loads(json.dumps(dict(r.chunking)))
+    if r.chunk_id is not None:
+        payload[CHUNK_ID] = str(r.chunk_id)
     return PointData(
         id=point_id(r.doc_id, r.chunk_index),
         dense=dense,

@@ -57,6 +57,8 @@ class ChunkRecord:
             another encoder: ``{"kind": "whole"}``, ``{"kind": "late", "window": ...,
             "overlap": ..., "dense_pooling": ...}`` or ``{"kind": "custom", "signature":
             ...}``; ``None``: unknown.
+        chunk_id: The writer's own id of the chunk (a LlamaIndex node id), stored so the
+            chunk can be found, replaced and deleted by it as well as by its point id.
     """
 
     doc_id: str
@@ -69,6 +71,7 @@ class ChunkRecord:
     doc_hash: str | None = None
     chunk_count: int | None = None
     chunking: Mapping[str, Any] | None = None
+    chunk_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.doc_id, str) or not self.doc_id:

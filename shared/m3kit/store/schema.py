@@ -24,6 +24,7 @@ from m3kit.errors import SchemaMismatchError
 __all__ = [
     "CHUNKING",
     "CHUNK_COUNT",
+    "CHUNK_ID",
     "CHUNK_INDEX",
     "COLBERT",
     "DENSE",
@@ -59,6 +60,7 @@ END = "end"
 DOC_HASH = "doc_hash"
 CHUNK_COUNT = "chunk_count"
 ENCODER_ID = "encoder_id"  # identity of the encoder that wrote the point (EncoderFingerprint)
+CHUNK_ID = "chunk_id"  # the writer's own id of the chunk (a LlamaIndex node id), if it gave one
 CHUNKING = "chunking"  # how the document was chunked ({"kind": "whole" | "late" | ...})
 
 #: Namespace of the uuid5 point ids (fixed forever: changing it would orphan stored points).

@@ -17,6 +17,8 @@ from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import (
     FilterLike,
+    and_filters,
+    chunk_ids_filter,
     documents_filter,
     points_filter,
     stale_chunks_filter,
@@ -29,6 +31,7 @@ from m3kit.store.query import HIT_KEYS, QueryOptions, to_hit
 from m3kit.store.records import Backend, ChunkRecord, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
+    CHUNK_ID,
     CHUNK_INDEX,
     DOC_HASH,
     DOC_ID,
@@ -278,9 +281,8 @@ class M3Store(StoreSearch):
         Raises:
             ValueError: Neither is given, or an id is not a point id (a UUID).
         """
-        found = {
-            h.id: h.payload for h in self._backend.scroll(points_filter(ids, filter), HIT_KEYS)
-        }
+        keys = [*HIT_KEYS, CHUNK_ID]
+        found = {h.id: h.payload for h in self._backend.scroll(points_filter(ids, filter), keys)}
         if ids is None:
             return found
         return {str(i): found[str(i)] for i in ids if str(i) in found}
@@ -290,6 +292,27 @@ class M3Store(StoreSearch):
     ) -> list[Hit]:
         """The stored chunks of :meth:`points` as hits (score ``0.0``)."""
         return [to_hit(RawHit(i, 0.0, p)) for i, p in self.points(ids, filter=filter).items()]
+
+    def find(self, ids: Sequence[str], *, filter: FilterLike | None = None) -> list[Hit]:
+        """Stored chunks by point id or by the writer's own id (``ChunkRecord.chunk_id``).
+
+        In the order of ``ids`` (an id that matches nothing is left out; one that names
+        chunks of several documents gives each), each chunk once, score ``0.0``.
+
+        Raises:
+            TypeError: ``ids`` is a single string.
+        """
+        selector = and_filters(chunk_ids_filter(ids), to_filter(filter))
+        by_key: dict[str, list[RawHit]] = defaultdict(list)
+        for h in self._backend.scroll(selector, [*HIT_KEYS, CHUNK_ID]):
+            by_key[h.id].append(h)
+            if h.payload.get(CHUNK_ID) not in (None, h.id):
+                by_key[str(h.payload[CHUNK_ID])].append(h)
+        out: dict[str, Hit] = {}
+        for wanted in ids:
+            for h in by_key.get(wanted, []):
+                out.setdefault(h.id, to_hit(RawHit(h.id, 0.0, h.payload)))
+        return list(out.values())
 
     def count(self, filter: FilterLike | None = None) -> int:
         """Number of stored chunks (matching the filter)."""
