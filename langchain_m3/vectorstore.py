@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -216,6 +217,17 @@ class M3VectorStore(VectorStoreSearch):
             store.close()
             raise
         return store
+
+    @classmethod
+    async def afrom_documents(
+        cls, documents: list[Document], embedding: Any, **kwargs: Any
+    ) -> M3VectorStore:
+        """:meth:`from_documents` in a worker thread.
+
+        (LangChain's default rebuilds the documents from their texts and metadata, which
+        loses the vectors splitter chunks carry.)
+        """
+        return await asyncio.to_thread(cls.from_documents, documents, embedding, **kwargs)
 
     @property
     def index(self) -> M3Index:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,18 @@ def test_add_documents_stores_carried_vectors_without_encoding(
     # the naive vector of a chunk differs from its late-chunked one (the test means something)
     naive = store.index.encoder.encode([chunks[2].page_content], heads="dense").dense[0]
     assert not np.allclose(naive, late_chunk_vectors(chunks[2]).dense, atol=1e-6)
+
+
+def test_afrom_documents_keeps_carried_vectors(
+    splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
+) -> None:
+    # LangChain's default afrom_documents rebuilds the documents from text and metadata,
+    # which dropped the carried vectors (a ValueError where from_documents stores them)
+    chunks = splitter.split_documents([Document(TEXT, id="src", metadata={"src": "a"})])
+    with M3VectorStore.from_documents(chunks, tiny_encoder) as sync:
+        want = sync.get_by_ids(["src"])
+    with asyncio.run(M3VectorStore.afrom_documents(chunks, tiny_encoder)) as got:
+        assert got.get_by_ids(["src"]) == want and got.index.count() == len(chunks)
 
 
 def test_mixed_batch_and_resplit_source(
