@@ -21,10 +21,12 @@ from m3kit.store.index import content_doc_id
 __all__ = [
     "CHUNK_INDEX_KEY",
     "DOC_ID_KEY",
+    "NODE_FIELDS",
     "PLACEMENT_KEYS",
     "carried_vectors",
     "is_late",
     "lost_vectors_message",
+    "node_extra",
     "node_metadata",
     "node_record",
     "nodes_hash",
@@ -145,6 +147,29 @@ def node_metadata(node: BaseNode) -> dict[str, Any]:
     return meta
 
 
+#: What a stored node keeps beside its text, metadata and offsets (``ChunkRecord.extra``), so
+#: reading it back gives the node LlamaIndex wrote: its class, relationships (previous / next
+#: for ``PrevNextNodePostprocessor``), the metadata keys hidden from the embedding model and
+#: the LLM, its templates, and an ``IndexNode``'s ``index_id``.
+NODE_FIELDS = (
+    "class_name",
+    "relationships",
+    "excluded_embed_metadata_keys",
+    "excluded_llm_metadata_keys",
+    "metadata_template",
+    "metadata_separator",
+    "text_template",
+    "mimetype",
+    "index_id",
+)
+
+
+def node_extra(node: BaseNode) -> dict[str, Any]:
+    """The :data:`NODE_FIELDS` of a node, as JSON."""
+    data = node.to_dict()
+    return {k: data[k] for k in NODE_FIELDS if k in data}
+
+
 def read_back_index(node: BaseNode) -> int | None:
     """The stored chunk a node was read back from (``hit_to_node``), else ``None``.
 
@@ -182,4 +207,5 @@ def node_record(
         doc_hash=versions[doc_id],
         chunk_count=len(group),
         chunk_id=node.node_id,
+        extra=node_extra(node),
     )

@@ -43,6 +43,7 @@ from llamaindex_m3.node_records import (
     carried_vectors,
     is_late,
     lost_vectors_message,
+    node_extra,
     node_metadata,
     read_back_index,
 )
@@ -316,4 +317,5 @@ def _record(
         doc_hash=doc.version,
         chunk_count=doc.next_index,
         chunk_id=node.node_id,
+        extra=node_extra(node),
     )

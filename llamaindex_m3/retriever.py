@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
-from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, PLACEMENT_KEYS
+from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS, PLACEMENT_KEYS
 from llamaindex_m3.retriever_writes import RetrieverWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
@@ -48,6 +48,7 @@ try:
     from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
     from llama_index.core.schema import (
         Document,
+        IndexNode,
         NodeRelationship,
         NodeWithScore,
         QueryBundle,
@@ -312,20 +313,33 @@ def check_settings(
 def hit_to_node(hit: Hit) -> NodeWithScore:
     """A store :class:`~m3kit.store.Hit` as a LlamaIndex ``NodeWithScore``.
 
+    A node written by LlamaIndex comes back as it was written (its class, e.g. ``IndexNode``;
+    relationships; the metadata keys hidden from the embedding model and the LLM; templates:
+    :data:`~llamaindex_m3.node_records.NODE_FIELDS`); other chunks as a ``TextNode``.
     ``doc_id`` and ``chunk_index`` are added to the metadata (they win over user keys of the
     same name) but left out of what the embedding model and the LLM see, and out of what is
     stored when the node is written again. The character offsets are the stored ones; the
     source relationship names the document without a hash, so writing the node again adds
     it to the stored version and never replaces the document's other chunks.
     """
-    node = TextNode(
-        id_=hit.id,
-        text=hit.text,
-        start_char_idx=hit.start,
-        end_char_idx=hit.end,
-        metadata={**hit.metadata, DOC_ID_KEY: hit.doc_id, CHUNK_INDEX_KEY: hit.chunk_index},
-        excluded_embed_metadata_keys=list(_RESERVED),
-        excluded_llm_metadata_keys=list(_RESERVED),
-        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.doc_id)},
+    kept = {k: v for k, v in hit.extra.items() if k in NODE_FIELDS and k != "class_name"}
+    cls = IndexNode if hit.extra.get("class_name") == IndexNode.class_name() else TextNode
+    node = cls.model_validate(
+        {
+            **kept,
+            "id_": hit.id,
+            "text": hit.text,
+            "start_char_idx": hit.start,
+            "end_char_idx": hit.end,
+            "metadata": {**hit.metadata, DOC_ID_KEY: hit.doc_id, CHUNK_INDEX_KEY: hit.chunk_index},
+        }
+    )
+    for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+        keys.extend(k for k in _RESERVED if k not in keys)
+    source = node.relationships.get(NodeRelationship.SOURCE)
+    node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(
+        node_id=hit.doc_id,
+        node_type=getattr(source, "node_type", None),
+        metadata=getattr(source, "metadata", None) or {},
     )
     return NodeWithScore(node=node, score=hit.score)

@@ -13,7 +13,13 @@ import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.schema import (
+    IndexNode,
+    MetadataMode,
+    NodeRelationship,
+    RelatedNodeInfo,
+    TextNode,
+)
 from llama_index.core.vector_stores import (
     FilterCondition,
     FilterOperator,
@@ -281,6 +287,38 @@ def test_nodes_read_back_and_written_again(
     assert [n.text for n in store.get_nodes(filters=_eq("doc_id", "long"))] == [
         "A short new version."
     ]
+
+
+def test_nodes_come_back_as_written(store: M3VectorStore, tiny_embedding: M3Embedding) -> None:
+    # read back as bare TextNodes they used to lose their neighbours, show the LLM metadata
+    # the user hid from it, and an IndexNode lost its index_id (recursive retrieval)
+    text = " ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(18))
+    doc = Document(
+        text=text,
+        id_="long",
+        metadata={"file_path": "/data/long.txt", "topic": "t"},
+        excluded_llm_metadata_keys=["file_path"],
+    )
+    nodes = SentenceSplitter(chunk_size=40, chunk_overlap=0).get_nodes_from_documents([doc])
+    summary = IndexNode(text="A summary of the long document.", index_id="sub_index", id_="sum")
+    VectorStoreIndex(
+        [*nodes, summary],
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=tiny_embedding,
+    )
+    got = store.get_nodes([n.node_id for n in nodes])
+    assert [n.get_content() for n in got] == [n.get_content() for n in nodes]
+    assert got[1].relationships[NodeRelationship.PREVIOUS].node_id == nodes[0].node_id
+    assert got[1].relationships[NodeRelationship.NEXT].node_id == nodes[2].node_id
+    assert store.get_nodes([got[1].next_node.node_id]) == [got[2]]  # a neighbour by its id
+    llm_text = got[0].get_content(metadata_mode=MetadataMode.LLM)
+    assert "topic: t" in llm_text and "/data/long.txt" not in llm_text
+    assert got[0].ref_doc_id == "long"
+    (back,) = store.get_nodes(["sum"])
+    assert isinstance(back, IndexNode) and back.index_id == "sub_index"
+    count = store.client.count()
+    store.add(got)  # written again unchanged: nothing changes
+    assert store.client.count() == count and store.get_nodes([nodes[0].node_id]) == got[:1]
 
 
 def test_concurrent_replacing_writes_keep_one_version(

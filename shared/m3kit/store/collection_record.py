@@ -42,6 +42,7 @@ from m3kit.store.schema import (
     DOC_ID,
     ENCODER_ID,
     END,
+    EXTRA,
     METADATA,
     PAGE_CONTENT,
     START,
@@ -199,7 +200,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     with tqdm(total=len(todo), desc="reindex", unit="doc", disable=not show) as bar:
         for start in range(0, len(todo), index.write_group):
             group = [plans[d] for d in todo[start : start + index.write_group]]
-            records = _with_chunk_ids(_encode(index, group, chunkers), group)
+            records = _with_writer_fields(_encode(index, group, chunkers), group)
             with index._write_lock:
                 store.upsert(records, show_progress=False, replace=True)
             bar.update(len(group))
@@ -250,24 +251,25 @@ class _DocPlan:
 
 def _plans(store: M3Store, doc_ids: Sequence[str]) -> dict[str, _DocPlan]:
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    keys = (*_DOC_KEYS, CHUNKING, CHUNK_ID)
+    keys = (*_DOC_KEYS, CHUNKING, CHUNK_ID, EXTRA)
     for i in range(0, len(doc_ids), 256):
         for hit in store._backend.scroll(documents_filter(doc_ids[i : i + 256]), keys):
             found[str(hit.payload.get(DOC_ID))].append(hit.payload)
     return {d: _DocPlan(d, found[d]) for d in doc_ids if found.get(d)}
 
 
-def _with_chunk_ids(records: list[ChunkRecord], group: Sequence[_DocPlan]) -> list[ChunkRecord]:
-    """The records with the writers' own chunk ids the stored chunks had (rebuilt alike)."""
-    ids = {
-        (p.doc_id, int(c.get(CHUNK_INDEX) or 0)): str(c[CHUNK_ID])
-        for p in group
-        for c in p.chunks
-        if c.get(CHUNK_ID) is not None
-    }
+def _with_writer_fields(records: list[ChunkRecord], group: Sequence[_DocPlan]) -> list[ChunkRecord]:
+    """The records with what their writers kept (``chunk_id``, ``extra``), as stored."""
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    for p in group:
+        for c in p.chunks:
+            fields = {"chunk_id": c.get(CHUNK_ID), "extra": c.get(EXTRA)}
+            fields = {k: v for k, v in fields.items() if v is not None}
+            if fields:
+                kept[p.doc_id, int(c.get(CHUNK_INDEX) or 0)] = fields
     return [
-        dataclasses.replace(r, chunk_id=ids[r.doc_id, r.chunk_index])
-        if (r.doc_id, r.chunk_index) in ids
+        dataclasses.replace(r, **kept[r.doc_id, r.chunk_index])
+        if (r.doc_id, r.chunk_index) in kept
         else r
         for r in records
     ]

@@ -19,6 +19,7 @@ from m3kit.store.schema import (
     DOC_ID,
     ENCODER_ID,
     END,
+    EXTRA,
     METADATA,
     PAGE_CONTENT,
     START,
@@ -109,6 +110,8 @@ def to_point(
         payload[CHUNKING] = json.loads(json.dumps(dict(r.chunking)))
     if r.chunk_id is not None:
         payload[CHUNK_ID] = str(r.chunk_id)
+    if r.extra is not None:
+        payload[EXTRA] = json.loads(json.dumps(dict(r.extra)))
     return PointData(
         id=point_id(r.doc_id, r.chunk_index),
         dense=dense,

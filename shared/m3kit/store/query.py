@@ -42,6 +42,7 @@ from m3kit.store.schema import (
     DOC_HASH,
     DOC_ID,
     END,
+    EXTRA,
     METADATA,
     PAGE_CONTENT,
     SPARSE,
@@ -297,7 +298,17 @@ def m3_head_scores(
 
 
 #: The payload keys a :class:`Hit` is built from.
-HIT_KEYS = (PAGE_CONTENT, METADATA, DOC_ID, CHUNK_INDEX, START, END, DOC_HASH, CHUNK_COUNT)
+HIT_KEYS = (
+    PAGE_CONTENT,
+    METADATA,
+    DOC_ID,
+    CHUNK_INDEX,
+    START,
+    END,
+    DOC_HASH,
+    CHUNK_COUNT,
+    EXTRA,
+)
 
 
 def to_hit(h: RawHit) -> Hit:
@@ -314,6 +325,7 @@ def to_hit(h: RawHit) -> Hit:
         start=_optional_int(p.get(START)),
         end=_optional_int(p.get(END)),
         chunk_count=_optional_int(p.get(CHUNK_COUNT)),
+        extra=dict(extra) if isinstance(extra := p.get(EXTRA), Mapping) else {},
     )
 
 

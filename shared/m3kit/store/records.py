@@ -59,6 +59,9 @@ class ChunkRecord:
             ...}``; ``None``: unknown.
         chunk_id: The writer's own id of the chunk (a LlamaIndex node id), stored so the
             chunk can be found, replaced and deleted by it as well as by its point id.
+        extra: JSON a writer keeps with the chunk to rebuild its own object when reading it
+            back (a LlamaIndex node's relationships, excluded metadata keys, templates);
+            returned as :attr:`Hit.extra`.
     """
 
     doc_id: str
@@ -72,6 +75,7 @@ class ChunkRecord:
     chunk_count: int | None = None
     chunking: Mapping[str, Any] | None = None
     chunk_id: str | None = None
+    extra: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.doc_id, str) or not self.doc_id:
@@ -102,6 +106,7 @@ class Hit:
         start: Start character offset of the chunk in its document, if stored.
         end: End character offset (exclusive), if stored.
         chunk_count: Number of chunks of its document, if stored (1: a whole document).
+        extra: What its writer kept with it (:attr:`ChunkRecord.extra`; empty if nothing).
     """
 
     id: str
@@ -113,6 +118,7 @@ class Hit:
     start: int | None = None
     end: int | None = None
     chunk_count: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def output_row(out: M3Output, i: int) -> M3Output:

@@ -32,6 +32,7 @@ __all__ = [
     "DOC_ID",
     "ENCODER_ID",
     "END",
+    "EXTRA",
     "METADATA",
     "PAGE_CONTENT",
     "POINT_ID_NAMESPACE",
@@ -61,6 +62,7 @@ DOC_HASH = "doc_hash"
 CHUNK_COUNT = "chunk_count"
 ENCODER_ID = "encoder_id"  # identity of the encoder that wrote the point (EncoderFingerprint)
 CHUNK_ID = "chunk_id"  # the writer's own id of the chunk (a LlamaIndex node id), if it gave one
+EXTRA = "extra"  # what a writer keeps beside the text (a LlamaIndex node's relationships...)
 CHUNKING = "chunking"  # how the document was chunked ({"kind": "whole" | "late" | ...})
 
 #: Namespace of the uuid5 point ids (fixed forever: changing it would orphan stored points).
