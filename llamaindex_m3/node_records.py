@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
 
 from llamaindex_m3.node_parser import LATE_METADATA_KEY, M3TextNode, node_vectors, user_metadata
 from m3kit.outputs import Head, M3Output
@@ -165,8 +165,16 @@ NODE_FIELDS = (
 
 
 def node_extra(node: BaseNode) -> dict[str, Any]:
-    """The :data:`NODE_FIELDS` of a node, as JSON."""
-    data = node.to_dict()
+    """The :data:`NODE_FIELDS` of a node, as JSON.
+
+    Values JSON cannot hold (a date in the source document's metadata, which relationships
+    carry) are written as LlamaIndex's JSON mode writes them, else as ``str``; an
+    ``IndexNode``'s live ``obj`` is not kept.
+    """
+    if isinstance(node, IndexNode):
+        node = node.model_copy(update={"obj": None})
+    data = node.model_dump(mode="json", fallback=str)
+    data["class_name"] = node.class_name()
     return {k: data[k] for k in NODE_FIELDS if k in data}
 
 

@@ -117,6 +117,7 @@ class _Doc:
     nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
     stored: dict[str, int] = field(default_factory=dict)  # identity -> chunk_index
     by_node_id: dict[str, int] = field(default_factory=dict)  # stored chunk_id -> chunk_index
+    ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
     next_index: int = 0
     stale: bool = False  # chunks of another version are stored
 
@@ -144,14 +145,19 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         found = index.store.points(filter=documents_filter(ids[start : start + _DOC_BATCH]))
         payloads.extend(found.values())
     for doc_id, doc in docs.items():
-        if doc.version is None:  # unknown: the stored version stands (one between writes)
-            stored = [p for p in payloads if str(p.get("doc_id")) == doc_id]
-            newest = max(stored, key=lambda p: int(p.get(CHUNK_INDEX) or 0), default=None)
-            doc.version = (
-                str(newest[DOC_HASH])
-                if newest is not None and newest.get(DOC_HASH)
-                else _unversioned(doc_id, doc.nodes[0][1])
-            )
+        if doc.version is None:  # unknown: the stored version stands
+            stored = {
+                str(p[DOC_HASH])
+                for p in payloads
+                if str(p.get("doc_id")) == doc_id and p.get(DOC_HASH)
+            }
+            if len(stored) > 1:  # an interrupted write left two: which one is current?
+                raise ValueError(
+                    f"document {doc_id!r} has chunks of {len(stored)} versions stored (a write "
+                    "that did not finish), and these nodes name no version (their source has "
+                    "no hash): add the document's nodes with their source document first"
+                )
+            doc.version = stored.pop() if stored else _unversioned(doc_id, doc.nodes[0][1])
     for payload in payloads:
         doc = docs[str(payload.get("doc_id"))]
         if payload.get(DOC_HASH) != doc.version:
@@ -167,6 +173,7 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         doc.stored[key] = chunk_index
         if payload.get(CHUNK_ID) is not None:
             doc.by_node_id[str(payload[CHUNK_ID])] = chunk_index
+            doc.ids_at[chunk_index] = str(payload[CHUNK_ID])
         doc.next_index = max(doc.next_index, chunk_index + 1)
 
 
@@ -316,6 +323,9 @@ def _record(
         end=span[1],
         doc_hash=doc.version,
         chunk_count=doc.next_index,
-        chunk_id=node.node_id,
+        # a chunk read back (its id is the point id) keeps the id its writer gave it
+        chunk_id=doc.ids_at.get(chunk_index, node.node_id)
+        if read_back_index(node) is not None
+        else node.node_id,
         extra=node_extra(node),
     )

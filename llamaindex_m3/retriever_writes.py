@@ -21,9 +21,11 @@ from llamaindex_m3.node_records import (
     lost_vectors_message,
     node_record,
     nodes_hash,
+    read_back_index,
     unpack_documents,
 )
-from m3kit.store import ChunkRecord, M3Index, output_row, point_id
+from m3kit.store import ChunkRecord, M3Index, M3Store, output_row, point_id
+from m3kit.store.filters import documents_filter
 
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker
@@ -148,6 +150,8 @@ class RetrieverWrites:
         show_progress: bool | None,
     ) -> list[str]:
         store = self.index.store
+        for doc_id, group in groups.items():
+            _check_read_back(store, doc_id, group)
         versions = {doc_id: nodes_hash(group) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
         records: list[ChunkRecord] = []
@@ -190,3 +194,24 @@ class RetrieverWrites:
             TypeError: ``doc_ids`` is one string (give ``[ref_doc_id]``).
         """
         self.index.delete(doc_ids)
+
+
+def _check_read_back(store: M3Store, doc_id: str, group: list[tuple[int, BaseNode]]) -> None:
+    """Nodes read back from the store may replace their document only as a whole.
+
+    ``add_nodes`` replaces a document's chunks with the nodes given; a few of its chunks read
+    back, edited and added again would drop all the others.
+
+    Raises:
+        ValueError: Read-back nodes of ``doc_id`` that are fewer than its stored chunks.
+    """
+    if all(read_back_index(node) is None for _, node in group):
+        return
+    stored = store.count(documents_filter([doc_id]))
+    if len(group) < stored:
+        raise ValueError(
+            f"{len(group)} node(s) read back from the store for document {doc_id!r}, which has "
+            f"{stored} chunks: add_nodes replaces a document with the nodes given, so the "
+            "others would be deleted. Pass all of its nodes, or update single nodes with "
+            "M3VectorStore.add (M3VectorStore.from_index(retriever.index))"
+        )

@@ -337,3 +337,22 @@ async def test_aadd_documents(tiny_encoder: M3Encoder) -> None:
         assert await r.aadd_documents(DOCS) == [d.doc_id for d in DOCS]
         assert r.index.count() == len(DOCS)
         assert (await r.aretrieve(DOCS[2].text))[0].node.ref_doc_id == "amazon"
+
+
+def test_read_back_nodes_replace_their_document_only_whole(tiny_encoder: M3Encoder) -> None:
+    # add_nodes replaces a document with the nodes given: one read-back chunk, edited and added
+    # again, used to delete the document's other chunks
+    text = " ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(18))
+    nodes = SentenceSplitter(chunk_size=40, chunk_overlap=0).get_nodes_from_documents(
+        [Document(text=text, id_="long")]
+    )
+    with M3Retriever.open(tiny_encoder) as r:
+        r.add_nodes(nodes)
+        count = r.index.count()
+        assert count >= 3
+        back = [h.node for h in r.retrieve(nodes[1].get_content())]
+        one = next(n for n in back if n.ref_doc_id == "long")
+        one.set_content("An edited sentence.")
+        with pytest.raises(ValueError, match="others would be deleted"):
+            r.add_nodes([one])
+        assert r.index.count() == count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import doctest
 import threading
 import time
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 import llamaindex_m3.vector_store
 from llamaindex_m3 import M3Embedding, M3VectorStore
 from m3kit import M3Encoder
-from m3kit.store import M3Index, point_id
+from m3kit.store import ChunkRecord, M3Index, output_row, point_id
 
 TEXTS = [
     "Berlin is the capital of Germany.",
@@ -227,6 +228,11 @@ def test_nodes_are_found_replaced_and_deleted_by_their_own_ids(
     store.add([node(0, "Berlin has about 3.7 million inhabitants.")])
     assert store.client.count() == len(TEXTS)
     assert store.get_nodes(["node-0"])[0].get_content().startswith("Berlin has about")
+    # read back by its own id, edited, written again: still found (and deleted) by that id
+    (back,) = store.get_nodes(["node-2"])
+    back.set_content("The Amazon is the largest river by discharge.")
+    store.add([back])
+    assert store.get_nodes(["node-2"])[0].get_content().startswith("The Amazon is the largest")
     index.delete_nodes(["node-1"])  # through the index, with the node's own id
     assert store.get_nodes(["node-1"]) == [] and store.client.count() == len(TEXTS) - 1
 
@@ -319,6 +325,33 @@ def test_nodes_come_back_as_written(store: M3VectorStore, tiny_embedding: M3Embe
     count = store.client.count()
     store.add(got)  # written again unchanged: nothing changes
     assert store.client.count() == count and store.get_nodes([nodes[0].node_id]) == got[:1]
+
+
+def test_relationship_metadata_and_index_node_objects_are_stored(store: M3VectorStore) -> None:
+    # relationships carry the source document's metadata (a date here), and an IndexNode may
+    # hold a live object: neither is JSON, neither may stop the node being stored
+    source = RelatedNodeInfo(node_id="d", hash="h", metadata={"when": datetime.date(2024, 1, 1)})
+    plain = TextNode(text=TEXTS[0], id_="t", relationships={NodeRelationship.SOURCE: source})
+    holder = IndexNode(text=TEXTS[1], id_="i", index_id="sub", obj=object())
+    store.add([plain, holder])
+    got = store.get_nodes(["t", "i"])
+    assert got[0].relationships[NodeRelationship.SOURCE].metadata == {"when": "2024-01-01"}
+    assert isinstance(got[1], IndexNode) and got[1].index_id == "sub" and got[1].obj is None
+
+
+def test_read_back_node_of_a_half_written_document_is_refused(store: M3VectorStore) -> None:
+    # two versions stored (a write that did not finish): a node naming no version cannot
+    # tell which is current, and taking the wrong one would delete the other's chunks
+    rows = store.client.encoder.encode(TEXTS[:2])
+    for i in (0, 1):  # one write per version, neither replacing
+        row = output_row(rows, i)
+        record = ChunkRecord("d", i, TEXTS[i], {}, row, doc_hash=f"v{i}", chunk_count=2)
+        store.client.store.upsert([record])
+    (node,) = store.get_nodes([point_id("d", 0)])
+    node.set_content("edited")
+    with pytest.raises(ValueError, match="2 versions stored"):
+        store.add([node])
+    assert store.client.count() == 2
 
 
 def test_concurrent_replacing_writes_keep_one_version(
