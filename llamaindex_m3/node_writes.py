@@ -116,10 +116,13 @@ class _Doc:
     version: str | None  # None: unknown until the stored chunks are read (node_version)
     nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
     stored: dict[str, int] = field(default_factory=dict)  # identity -> chunk_index
-    by_node_id: dict[str, int] = field(default_factory=dict)  # stored chunk_id -> chunk_index
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
     next_index: int = 0
     stale: bool = False  # chunks of another version are stored
+
+    def index_of(self, node_id: str) -> int | None:
+        """The stored chunk its writer gave the id ``node_id``, if any."""
+        return next((i for i, stored in self.ids_at.items() if stored == node_id), None)
 
 
 def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
@@ -172,7 +175,6 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         )
         doc.stored[key] = chunk_index
         if payload.get(CHUNK_ID) is not None:
-            doc.by_node_id[str(payload[CHUNK_ID])] = chunk_index
             doc.ids_at[chunk_index] = str(payload[CHUNK_ID])
         doc.next_index = max(doc.next_index, chunk_index + 1)
 
@@ -270,7 +272,7 @@ def write_nodes(
         for i, node in doc.nodes:
             key = _node_identity(node)
             if key not in doc.stored:
-                at = doc.by_node_id.get(node.node_id)
+                at = doc.index_of(node.node_id)
                 if at is None:
                     at = read_back_index(node)
                 if at is not None and at in doc.stored.values():
