@@ -18,7 +18,9 @@ The mapping keeps the one collection layout every m3kit reader shares:
   :meth:`~m3kit.store.M3Store.upsert`); nodes of the stored version are added to it, because
   ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. A node
   already stored (same text, span and metadata) is not encoded or written again, so adding the
-  same nodes twice stores nothing new.
+  same nodes twice stores nothing new; when it comes under a new node id (each parse draws new
+  ones), the stored chunk takes that id and the node's relationships
+  (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it.
 
 Vectors: a late-chunked node (``M3LateChunkingNodeParser``) is stored with the vectors it
 carries and never re-encoded alone; other nodes keep ``node.embedding`` as their dense vector
@@ -55,6 +57,7 @@ from m3kit.store.schema import (
     CHUNK_INDEX,
     DOC_HASH,
     END,
+    EXTRA,
     METADATA,
     PAGE_CONTENT,
     START,
@@ -268,9 +271,18 @@ def write_nodes(
     heads = index.store.heads
     ids = [""] * len(nodes)
     new: list[tuple[str, int, BaseNode]] = []
+    relabel: dict[str, dict[str, Any]] = {}  # point id -> the writer's new id and extra
     for doc_id, doc in docs.items():
         for i, node in doc.nodes:
             key = _node_identity(node)
+            kept = doc.stored.get(key)
+            if (
+                kept is not None
+                and read_back_index(node) is None
+                and doc.ids_at.get(kept) != node.node_id
+            ):  # stored unchanged, under another node id: the chunk takes the new one
+                relabel[point_id(doc_id, kept)] = {CHUNK_ID: node.node_id, EXTRA: node_extra(node)}
+                doc.ids_at[kept] = node.node_id
             if key not in doc.stored:
                 at = doc.index_of(node.node_id)
                 if at is None:
@@ -300,6 +312,8 @@ def write_nodes(
         records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id]))
     if records:
         index.store.upsert(records, show_progress=show_progress, replace=True)
+    if relabel:
+        index.store.set_writer_fields(relabel)
     written = {r.doc_id for r in records}
     for doc_id, doc in docs.items():
         if doc.stale and doc_id not in written:  # every node was stored, an old version too

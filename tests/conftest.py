@@ -169,3 +169,10 @@ def qdrant_recorder() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[st
     """
     with _fake_qdrant.fake_qdrant_server() as server:
         yield server
+
+
+@pytest.fixture
+def qdrant_with_key() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
+    """:func:`qdrant_recorder` that refuses requests without the api-key ``right-key`` (401)."""
+    with _fake_qdrant.fake_qdrant_server(api_key="right-key") as server:
+        yield server

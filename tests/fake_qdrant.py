@@ -10,6 +10,8 @@ records every request as ``(method, path, json body)`` and keeps its state in a 
 * ``points`` -- point id -> point, as upserted
 * ``in_flight`` / ``most`` -- upserts being answered now / the most at once (each upsert
   takes ``write_delay`` seconds, so parallel writes overlap)
+* ``seen_keys`` -- the ``api-key`` header of every request (``None``: none sent); with
+  ``api_key`` set, a request without that key gets 401 and nothing else
 
 Tests use it through the ``fake_qdrant`` fixture of ``tests/conftest.py``.
 """
@@ -41,6 +43,15 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
     requests: Requests
     state: dict[str, Any]
     write_delay: float = 0.05
+    api_key: str | None = None
+
+    def _unauthorised(self) -> None:
+        data = json.dumps({"status": {"error": "Unauthorized"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _answer(self, result: Any) -> None:
         data = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
@@ -91,6 +102,11 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body: Any = json.loads(self.rfile.read(length)) if length else None
         path = self.path.split("?")[0]
+        key = self.headers.get("api-key")
+        self.state["seen_keys"].append(key)
+        if self.api_key is not None and key != self.api_key:
+            self._unauthorised()
+            return
         self.requests.append((self.command, path, body))
         exists = "config" in self.state
         if path.endswith("/exists"):
@@ -127,8 +143,13 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_qdrant_server(write_delay: float = 0.05) -> Iterator[FakeQdrant]:
-    """Serve a fresh :class:`FakeQdrantHandler` on ``127.0.0.1`` (a free port) in a thread."""
+def fake_qdrant_server(
+    write_delay: float = 0.05, api_key: str | None = None
+) -> Iterator[FakeQdrant]:
+    """Serve a fresh :class:`FakeQdrantHandler` on ``127.0.0.1`` (a free port) in a thread.
+
+    With ``api_key``, requests without that ``api-key`` header are refused (401).
+    """
     requests: Requests = []
     state: dict[str, Any] = {
         "lock": threading.Lock(),
@@ -136,8 +157,9 @@ def fake_qdrant_server(write_delay: float = 0.05) -> Iterator[FakeQdrant]:
         "most": 0,
         "indexes": {},
         "points": {},
+        "seen_keys": [],
     }
-    attrs = {"requests": requests, "state": state, "write_delay": write_delay}
+    attrs = {"requests": requests, "state": state, "write_delay": write_delay, "api_key": api_key}
     handler = type("Handler", (FakeQdrantHandler,), attrs)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

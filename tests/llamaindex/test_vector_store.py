@@ -251,9 +251,21 @@ def test_documents_split_across_add_batches(
     assert n_nodes > 4 and store.client.count() == n_nodes
     stored = store.get_nodes(filters=_eq("doc_id", "long"))
     assert sorted(n.metadata["chunk_index"] for n in stored) == list(range(n_nodes - 1))
-    # the whole pipeline again (new random node ids): nothing added
-    VectorStoreIndex.from_documents(docs, storage_context=storage, insert_batch_size=5, **kwargs)
+    # split and indexed again (new random node ids): nothing added
+    nodes = splitter.get_nodes_from_documents(docs)
+    again = VectorStoreIndex(
+        nodes, storage_context=storage, insert_batch_size=5, embed_model=tiny_embedding
+    )
     assert store.client.count() == n_nodes
+    # ... but the stored chunks take the new nodes' ids and links: the ids LlamaIndex now
+    # holds find and delete them (they used to match nothing, so delete_nodes did nothing)
+    new_ids = [n.node_id for n in nodes]
+    found = store.get_nodes(new_ids)
+    assert len(found) == n_nodes
+    links = {n.next_node.node_id for n in found if n.next_node is not None}
+    assert links and links <= set(new_ids)  # relationships name the new nodes too
+    again.delete_nodes([new_ids[0]])
+    assert store.client.count() == n_nodes - 1
 
 
 def test_nodes_read_back_and_written_again(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import logging
 import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,52 +27,16 @@ def _no_secret(*texts: str) -> None:
         assert SECRET not in text
 
 
-class _FakeQdrant(http.server.BaseHTTPRequestHandler):
-    """Answers just enough of Qdrant's REST API; 401 unless the api-key header is right."""
-
-    seen_keys: list[str | None]
-    right_key = "right-key"
-
-    def _answer(self, body: dict[str, Any], status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        key = self.headers.get("api-key")
-        self.seen_keys.append(key)
-        if key != self.right_key:
-            self._answer({"status": {"error": "Unauthorized"}}, 401)
-        elif self.path.split("?")[0].endswith("/exists"):
-            self._answer({"result": {"exists": False}, "status": "ok", "time": 0.0})
-        elif self.path.split("?")[0].endswith("/index"):
-            result = {"operation_id": 0, "status": "completed"}
-            self._answer({"result": result, "status": "ok", "time": 0.0})
-        else:
-            self._answer({"result": True, "status": "ok", "time": 0.0})
-
-    do_GET = do_PUT = do_POST = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-        pass
+RIGHT_KEY = "right-key"  # what the qdrant_with_key fixture accepts
 
 
 @pytest.fixture
-def fake_qdrant() -> Iterator[tuple[str, list[str | None]]]:
-    seen: list[str | None] = []
-    handler = type("Handler", (_FakeQdrant,), {"seen_keys": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+def fake_qdrant(
+    qdrant_with_key: tuple[str, list[Any], dict[str, Any]],
+) -> tuple[str, list[str | None]]:
+    """A fake server refusing requests without RIGHT_KEY: ``(url, api-key header of each)``."""
+    url, _, state = qdrant_with_key
+    return url, state["seen_keys"]
 
 
 def test_unreachable_server(caplog: pytest.LogCaptureFixture) -> None:
@@ -108,19 +68,19 @@ def test_api_key_from_environment(
     monkeypatch.setenv("QDRANT_API_KEY", SECRET)
     with pytest.raises(StoreConnectionError, match="401"):
         M3Store.open(url=url, **OPEN_ARGS)
-    monkeypatch.setenv("QDRANT_API_KEY", _FakeQdrant.right_key)
+    monkeypatch.setenv("QDRANT_API_KEY", RIGHT_KEY)
     store = M3Store.open(url=url, **OPEN_ARGS)
-    assert seen[0] == SECRET and seen[1:] and set(seen[1:]) == {_FakeQdrant.right_key}
+    assert seen[0] == SECRET and seen[1:] and set(seen[1:]) == {RIGHT_KEY}
     assert store.backend is Backend.CLIENT
-    assert _FakeQdrant.right_key not in repr(store) and url in repr(store)
+    assert RIGHT_KEY not in repr(store) and url in repr(store)
     store.close()
 
 
 def test_right_key_opens_and_repr_has_no_key(fake_qdrant: tuple[str, list[str | None]]) -> None:
     url, _ = fake_qdrant
-    store = M3Store.open(url=url, api_key=_FakeQdrant.right_key, **OPEN_ARGS)
-    assert _FakeQdrant.right_key not in repr(store)
-    assert _FakeQdrant.right_key not in repr(store._backend)
+    store = M3Store.open(url=url, api_key=RIGHT_KEY, **OPEN_ARGS)
+    assert RIGHT_KEY not in repr(store)
+    assert RIGHT_KEY not in repr(store._backend)
     store.close()
 
 

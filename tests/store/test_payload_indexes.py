@@ -83,7 +83,7 @@ def test_edge_creates_declared_indexes_once(
         s.upsert([_record(i, "en" if i % 2 else "de") for i in range(6)])
         hits = s.query(dense=np.eye(4)[1], k=6, filter={"lang": "en"})
         assert sorted(h.doc_id for h in hits) == ["d1", "d3", "d5"]
-    assert created == ["metadata.lang", "metadata.year"]
+    assert created == ["doc_id", "chunk_id", "metadata.lang", "metadata.year"]
     assert _edge_schema(tmp_path) == {
         "doc_id": qe.PayloadSchemaType.Keyword,
         "chunk_id": qe.PayloadSchemaType.Keyword,
@@ -92,15 +92,30 @@ def test_edge_creates_declared_indexes_once(
     }
     # Same declaration again: nothing created. One more key: only that one.
     M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS).close()
-    assert created == ["metadata.lang", "metadata.year"]
+    assert created == ["doc_id", "chunk_id", "metadata.lang", "metadata.year"]
     more = {**declared, "score": "float"}
     M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=more, **ARGS).close()
-    assert created == ["metadata.lang", "metadata.year", "metadata.score"]
+    assert created[4:] == ["metadata.score"]
     assert _edge_schema(tmp_path)["metadata.score"] == qe.PayloadSchemaType.Float
     # Another type for an indexed key: an error naming it, nothing created.
     with pytest.raises(SchemaMismatchError, match="metadata.year is indexed as integer, declared"):
         M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes={"year": "text"}, **ARGS)
-    assert len(created) == 3
+    assert len(created) == 5
+
+
+def test_edge_collection_made_without_the_chunk_id_index_gets_it(tmp_path: Path) -> None:
+    """Collections made before ``chunk_id`` was indexed get the index when they are opened."""
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
+        s.upsert([_record(i, "en") for i in range(3)])
+    shard = qe.EdgeShard.load(str(tmp_path / ARGS["collection"]))
+    try:
+        shard.update(qe.UpdateOperation.delete_field_index("chunk_id"))
+    finally:
+        shard.close()
+    assert "chunk_id" not in _edge_schema(tmp_path)
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
+        assert s.count() == 3  # the points are kept
+    assert _edge_schema(tmp_path)["chunk_id"] == qe.PayloadSchemaType.Keyword
 
 
 # -- qdrant-client local mode ---------------------------------------------------------------
@@ -127,7 +142,7 @@ def _index_puts(requests: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
 def test_server_index_requests_are_made_once(
     qdrant_recorder: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
 ) -> None:
-    url, requests, _ = qdrant_recorder
+    url, requests, state = qdrant_recorder
     declared = {"lang": PayloadIndexType.KEYWORD, "year": "integer"}
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
     assert _index_puts(requests) == [
@@ -139,13 +154,17 @@ def test_server_index_requests_are_made_once(
     # Re-opening with the same declaration sends no index request.
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
     assert len(_index_puts(requests)) == 4
+    # A collection made before chunk_id was indexed: the index is created on open.
+    del state["indexes"]["chunk_id"]
+    M3Store.open(url=url, **ARGS).close()
+    assert _index_puts(requests)[4:] == [("chunk_id", "keyword")]
     # A new key: one request, for it only.
     M3Store.open(url=url, payload_indexes={**declared, "flag": "bool"}, **ARGS).close()
-    assert _index_puts(requests)[4:] == [("metadata.flag", "bool")]
+    assert _index_puts(requests)[5:] == [("metadata.flag", "bool")]
     # Another type for an indexed key: refused before any request.
     with pytest.raises(SchemaMismatchError, match="metadata.lang is indexed as keyword"):
         M3Store.open(url=url, payload_indexes={"lang": "text"}, **ARGS)
-    assert len(_index_puts(requests)) == 5
+    assert len(_index_puts(requests)) == 6
 
 
 def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:

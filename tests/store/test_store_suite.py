@@ -114,6 +114,38 @@ def test_chunks_are_found_by_the_writers_own_ids(open_index: Any, tiny_encoder: 
     assert store.count() == 2 and store.find(["node-1"]) == []
 
 
+def test_writer_fields_are_set_in_place(open_index: Any, tiny_encoder: Any) -> None:
+    # a writer storing a chunk again unchanged under a new id of its own (a LlamaIndex node
+    # parsed again) renames it without rewriting it
+    store: M3Store = open_index(tiny_encoder).store
+    texts = ["alpha beta gamma.", "delta epsilon."]
+    out = tiny_encoder.encode(texts)
+    records = [
+        ChunkRecord(f"doc{i}", 0, t, {"i": i}, output_row(out, i), chunk_id=f"node-{i}")
+        for i, t in enumerate(texts)
+    ]
+    ids = store.upsert(records)
+    before = store.query(dense=out.dense[0], k=2)
+    store.set_writer_fields({ids[0]: {"chunk_id": "node-0b", "extra": {"links": ["node-1"]}}})
+    (hit,) = store.find(["node-0b"])
+    assert (hit.id, hit.text, hit.metadata, hit.extra) == (
+        ids[0],
+        texts[0],
+        {"i": 0},
+        {"links": ["node-1"]},
+    )
+    assert store.find(["node-0"]) == [] and store.count() == 2
+    after = store.query(dense=out.dense[0], k=2)  # vectors untouched
+    assert [(h.id, round(h.score, 5)) for h in after] == [(h.id, round(h.score, 5)) for h in before]
+    with pytest.raises(ValueError, match="only 'chunk_id' and 'extra'"):
+        store.set_writer_fields({ids[1]: {"text": "x"}})
+    with pytest.raises(ValueError, match="not a point id"):
+        store.set_writer_fields({"node-1": {"chunk_id": "y"}})
+    with pytest.raises(ValueError, match="non-empty string"):
+        store.set_writer_fields({ids[1]: {"chunk_id": ""}})
+    assert [h.text for h in store.find(["node-1"])] == [texts[1]]  # nothing half-applied
+
+
 def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]) -> None:
     index = open_index(tiny_encoder)
     add_corpus(index, corpus[:10])

@@ -25,10 +25,8 @@ from m3kit.store.cluster import ClusterSettings
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
-    CHUNK_ID,
     COLBERT,
     DENSE,
-    DOC_ID,
     SPARSE,
     CollectionSchema,
     PayloadIndexType,
@@ -191,11 +189,6 @@ class ClientBackend:
             self._client.create_collection(
                 self.collection, vectors_config=vectors, sparse_vectors_config=sparse, **extra
             )
-            if self._remote:  # local mode has no payload indexes
-                for key in (DOC_ID, CHUNK_ID):
-                    self._client.create_payload_index(
-                        self.collection, key, models.PayloadSchemaType.KEYWORD
-                    )
 
     def open(self) -> None:
         """Nothing to do: the client connected (or opened its folder) on construction."""
@@ -251,6 +244,17 @@ class ClientBackend:
             structs.append(models.PointStruct(id=p.id, vector=vec, payload=p.payload))
         with self._translate():
             self._client.upsert(self.collection, points=structs, wait=True)
+
+    def set_payload(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        ops = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(payload=dict(payload), points=[pid])
+            )
+            for pid, payload in updates.items()
+        ]
+        if ops:
+            with self._translate():
+                self._client.batch_update_points(self.collection, ops, wait=True)
 
     def finish_writes(self, *, force: bool = False) -> None:
         """Nothing to do: Qdrant indexes in the background (server) or never (local mode)."""

@@ -36,10 +36,8 @@ from m3kit.store.edge_filters import edge_filter, edge_point_id
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
-    CHUNK_ID,
     COLBERT,
     DENSE,
-    DOC_ID,
     SPARSE,
     CollectionSchema,
     PayloadIndexType,
@@ -232,10 +230,6 @@ class EdgeBackend:
             self._shard = qe.EdgeShard.create(str(self._path), edge_config(schema))
         except Exception as exc:
             raise _error(str(self._path), exc) from None
-        for key in (DOC_ID, CHUNK_ID):
-            self._shard.update(
-                qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
-            )
 
     def open(self) -> None:
         """Load the shard now, so a folder held by another store fails at open time."""
@@ -285,6 +279,16 @@ class EdgeBackend:
         with self._write_lock:
             shard.update(qe.UpdateOperation.upsert_points(out))
             self._written += len(out)
+
+    def set_payload(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        ops = [
+            qe.UpdateOperation.set_payload([edge_point_id(pid)], dict(payload))
+            for pid, payload in updates.items()
+        ]
+        shard = self.shard
+        with self._write_lock:
+            for op in ops:
+                shard.update(op)
 
     def unindexed_points(self) -> int:
         """Points of the collection whose vectors are in no HNSW graph yet (engine state).

@@ -2,7 +2,8 @@
 
 Qdrant filters on an unindexed payload key by reading every candidate's payload; a payload
 index makes filtered search (``filter={"lang": "en"}``) fast on a server or cluster. m3kit
-always indexes ``doc_id``; other keys are declared with ``payload_indexes=`` on
+always indexes ``doc_id`` and ``chunk_id`` (keyword), and creates them when it opens a
+collection made before one of them was indexed; other keys are declared with ``payload_indexes=`` on
 :meth:`~m3kit.store.M3Store.open` (or ``m3kit index --index-field KEY[:TYPE]``). Declared
 indexes the collection lacks are created, existing ones are left alone, so re-opening with
 the same declaration sends no index request.
@@ -19,9 +20,15 @@ from collections.abc import Mapping
 
 from m3kit.errors import SchemaMismatchError
 from m3kit.store.plan import StorageBackend
-from m3kit.store.schema import PayloadIndexType
+from m3kit.store.schema import CHUNK_ID, DOC_ID, PayloadIndexType
 
-__all__ = ["ensure_payload_indexes"]
+__all__ = ["BUILT_IN_INDEXES", "ensure_payload_indexes"]
+
+BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
+    DOC_ID: PayloadIndexType.KEYWORD,
+    CHUNK_ID: PayloadIndexType.KEYWORD,
+}
+"""Indexes every collection has: m3kit's own lookups (replace, delete, ``find``) filter on them."""
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +36,13 @@ logger = logging.getLogger(__name__)
 def ensure_payload_indexes(
     backend: StorageBackend, fields: Mapping[str, PayloadIndexType]
 ) -> list[str]:
-    """Create the declared payload indexes the collection does not have yet.
+    """Create the built-in and declared payload indexes the collection does not have yet.
 
     Args:
         backend: The opened collection.
-        fields: ``{payload path: type}`` (see :func:`~m3kit.store.schema.payload_index_fields`).
+        fields: Declared ``{payload path: type}``
+            (see :func:`~m3kit.store.schema.payload_index_fields`); :data:`BUILT_IN_INDEXES`
+            are added to them.
 
     Returns:
         The paths whose index was created now (empty when all existed).
@@ -42,16 +51,17 @@ def ensure_payload_indexes(
         SchemaMismatchError: A declared path is already indexed with another type (nothing
             was created).
     """
-    if not fields:
-        return []
     found = backend.payload_indexes()
     if found is None:
+        if not fields:
+            return []
         logger.info(
             "%s has no payload indexes; the declared ones (%s) are not created there",
             backend.where,
             ", ".join(sorted(fields)),
         )
         return []
+    fields = {**BUILT_IN_INDEXES, **fields}
     clashes = [
         f"{path} is indexed as {found[path]}, declared {kind.value}"
         for path, kind in sorted(fields.items())

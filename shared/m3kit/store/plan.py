@@ -126,6 +126,10 @@ class StorageBackend(Protocol):
         """Insert or overwrite points (by id)."""
         ...
 
+    def set_payload(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set payload keys of existing points, by point id (other keys and vectors kept)."""
+        ...
+
     def finish_writes(self, *, force: bool = False) -> None:
         """Called after writes; the embedded engine builds its indexes here when due."""
         ...

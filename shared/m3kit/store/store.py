@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from m3kit.store.schema import (
     CHUNK_INDEX,
     DOC_HASH,
     DOC_ID,
+    EXTRA,
     METADATA,
     CollectionSchema,
     PayloadIndexType,
@@ -214,6 +216,43 @@ class M3Store(StoreSearch):
                 for doc_id, (doc_hash, count) in version.items():
                     self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
         return [p.id for p in points]
+
+    def set_writer_fields(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """Give stored chunks their writer's new ``chunk_id`` / ``extra``; nothing else changes.
+
+        For a writer that stores a chunk again unchanged under a new id of its own (a
+        LlamaIndex node parsed again): the text, vectors and version stay, so nothing is
+        encoded or rewritten, but lookups by the new id (:meth:`find`) find the chunk.
+
+        Args:
+            updates: ``{point id: {"chunk_id": str, "extra": dict}}`` (either key or both).
+
+        Raises:
+            ValueError: An id is not a point id, a key is not one of the writer's fields, or a
+                ``chunk_id`` is not a non-empty string.
+        """
+        points_filter(list(updates), None)  # raises for an id that is not a point id
+        payloads: dict[str, dict[str, Any]] = {}
+        for pid, fields in updates.items():
+            unknown = set(fields) - {CHUNK_ID, EXTRA}
+            if unknown:
+                raise ValueError(
+                    f"only {CHUNK_ID!r} and {EXTRA!r} can be set this way; got {sorted(unknown)}"
+                )
+            chunk_id = fields.get(CHUNK_ID)
+            if CHUNK_ID in fields and (not isinstance(chunk_id, str) or not chunk_id):
+                raise ValueError(f"chunk_id of point {pid!r} must be a non-empty string")
+            payload: dict[str, Any] = {}
+            if CHUNK_ID in fields:
+                payload[CHUNK_ID] = chunk_id
+            if EXTRA in fields:
+                try:  # stored as plain JSON, as ChunkRecord.extra is
+                    payload[EXTRA] = json.loads(json.dumps(dict(fields[EXTRA])))
+                except TypeError as exc:
+                    raise ValueError(f"extra of point {pid!r} is not JSON: {exc}") from None
+            payloads[str(pid)] = payload
+        with self.write_lock:
+            self._backend.set_payload(payloads)
 
     def optimize(self) -> None:
         """Index every point written so far (embedded engine: builds the HNSW graph now).
