@@ -130,6 +130,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="m3kit's FinetuneConfig.attention_dropout (default: the model's own)",
     )
     parser.add_argument(
+        "--frozen-layers",
+        type=int,
+        default=0,
+        help="m3kit's FinetuneConfig.frozen_layers (embeddings and the first N layers fixed)",
+    )
+    parser.add_argument(
         "--llamaindex-max-length",
         type=int,
         default=None,
@@ -170,6 +176,7 @@ def m3kit_config(
         device="cpu",
         precision=args.precision,
         attention_dropout=args.attention_dropout,
+        frozen_layers=getattr(args, "frozen_layers", 0),
         show_progress=False,
         logging_steps=5,
     )

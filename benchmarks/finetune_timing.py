@@ -112,12 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     attention = (
         "" if args.attention_dropout is None else f" --attention-dropout {args.attention_dropout}"
     )
+    frozen = "" if not args.frozen_layers else f" --frozen-layers {args.frozen_layers}"
     li_arg = (
         ""
         if args.llamaindex_max_length is None
         else f" --llamaindex-max-length {args.llamaindex_max_length}"
     )
     dropout = "the model's own" if args.attention_dropout is None else args.attention_dropout
+    layers = (
+        f"embeddings and the first {args.frozen_layers} layers frozen"
+        if args.frozen_layers
+        else "every layer trained"
+    )
     rows = "\n".join(
         f"| {i + 1} | {p['m3kit_s']} | {p['llamaindex_s']} | {p['ratio']:.2f} | "
         f"{p['load_at_start']} | {p['llamaindex_build_s']} |"
@@ -127,12 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "# Training time, m3kit vs LlamaIndex's engine, alternating runs "
         "(`benchmarks/finetune_timing.py`)\n\n"
         f"`python benchmarks/finetune_timing.py --repeats {args.repeats} --precision "
-        f"{args.precision}{attention}{li_arg}`, run alone: {len(train)} training rows of squad_en "
-        "(the rows of `benchmarks/finetune.py`), all-MiniLM-L6-v2 start, 1 epoch, batch "
-        f"{args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
+        f"{args.precision}{attention}{frozen}{li_arg}`, run alone: {len(train)} training rows "
+        "of squad_en (the rows of `benchmarks/finetune.py`), all-MiniLM-L6-v2 start, 1 epoch, "
+        f"batch {args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
         f"passage max length {args.train_max_length or args.max_length}, "
         f"{precision} autocast ({result.steps} steps), "
-        f"attention dropout {dropout}. "
+        f"attention dropout {dropout}, {layers}. "
         "LlamaIndex `SentenceTransformersFinetuneEngine`: (query, positive) pairs, in-batch "
         f"negatives, max length {li_length}, fp32 (its default). "
         "The engines alternate, m3kit first. "

@@ -76,6 +76,8 @@ class M3FinetuneEngine:
             model before training (0: in-batch negatives only, like LlamaIndex's engine).
         learning_rate: Peak learning rate.
         freeze_encoder: Train the heads only.
+        frozen_layers: Keep the token embeddings and the first this many transformer layers
+            fixed (cheaper steps; ``FinetuneConfig.frozen_layers``). 0: train them all.
         precision: ``"auto"`` (default: bf16 autocast where bf16 is native, else fp32),
             ``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPU).
         attention_dropout: Dropout on attention probabilities while training (default: the
@@ -111,6 +113,7 @@ class M3FinetuneEngine:
         mine_negatives: int = 0,
         learning_rate: float = 2e-5,
         freeze_encoder: bool = False,
+        frozen_layers: int = 0,
         precision: str = "auto",
         attention_dropout: float | None = None,
         device: str | None = None,
@@ -143,6 +146,7 @@ class M3FinetuneEngine:
             output_path=model_output_path,
             heads=Head.parse(heads),
             freeze_encoder=freeze_encoder,
+            frozen_layers=frozen_layers,
             epochs=float(epochs),
             batch_size=batch_size,
             num_negatives=max(self.mine_negatives, 0),

@@ -206,7 +206,7 @@ def test_llamaindex_engine(
     assert "llama_index.finetuning" not in sys.modules
 
 
-def test_attention_dropout_reaches_cli_and_engine(
+def test_attention_dropout_and_frozen_layers_reach_cli_and_engine(
     tiny_m3_path: Path,
     tmp_path: Path,
     toy_examples: list[TrainingExample],
@@ -225,14 +225,15 @@ def test_attention_dropout_reaches_cli_and_engine(
     train = write_jsonl(toy_examples, tmp_path / "t.jsonl")
     argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
     argv += ["--output", str(tmp_path / "m"), "--quiet"]
-    for extra in ([], ["--attention-dropout", "0"]):
+    for extra in ([], ["--attention-dropout", "0", "--frozen-layers", "1"]):
         with pytest.raises(SystemExit):
             _run([*argv, *extra])
-    assert [c.attention_dropout for c in seen] == [None, 0.0]
+    assert [(c.attention_dropout, c.frozen_layers) for c in seen] == [(None, 0), (0.0, 1)]
     engine = M3FinetuneEngine(
         QADataset.from_examples(toy_examples),
         model_id=str(tiny_m3_path),
         model_output_path=str(tmp_path / "e"),
         attention_dropout=0.0,
+        frozen_layers=1,
     )
-    assert engine.config.attention_dropout == 0.0
+    assert (engine.config.attention_dropout, engine.config.frozen_layers) == (0.0, 1)

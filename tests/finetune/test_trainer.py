@@ -101,6 +101,22 @@ def test_freeze_encoder_trains_heads_only(
     assert not torch.equal(a, b)
 
 
+def test_frozen_layers_stay_fixed(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    result = M3Finetuner(_config(tiny_m3_path, tmp_path / "ft", frozen_layers=1)).fit(toy_examples)
+    start, after = _backbone(tiny_m3_path), _backbone(result.path)
+    frozen = [k for k in start if "embeddings." in k or ".layer.0." in k]
+    trained = [k for k in start if ".layer.1." in k]
+    assert frozen and trained
+    assert all(torch.equal(start[k], after[k]) for k in frozen)
+    assert any(not torch.equal(start[k], after[k]) for k in trained)
+    with pytest.raises(ValueError, match=r"frozen_layers must be in \[0, 1\]"):
+        M3Finetuner(_config(tiny_m3_path, tmp_path / "x", frozen_layers=2)).fit(toy_examples)
+    with pytest.raises(ValueError, match="frozen_layers must be >= 0"):
+        _config(tiny_m3_path, tmp_path, frozen_layers=-1)
+
+
 def test_collator_masks_shared_positives(tiny_m3_path: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -45,6 +45,13 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument("--heads", default="dense,sparse,colbert", help="heads to train")
     ft.add_argument("--freeze-encoder", action="store_true", help="train the heads only")
     ft.add_argument(
+        "--frozen-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the token embeddings and the first N transformer layers fixed (cheaper steps)",
+    )
+    ft.add_argument(
         "--late-chunking",
         action="store_true",
         help="span pooling: pool each question's paragraph from the windows late chunking "
@@ -220,6 +227,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         output_path=args.output,
         heads=Head.parse(_heads(args.heads) or []),
         freeze_encoder=args.freeze_encoder,
+        frozen_layers=args.frozen_layers,
         epochs=args.epochs,
         max_steps=args.max_steps,
         batch_size=args.batch_size,

@@ -78,6 +78,9 @@ class FinetuneConfig:
         heads: Heads to train (loss terms); default all three.
         freeze_encoder: Train the heads only (the backbone stays fixed). Needs sparse or
             ColBERT among ``heads`` (the dense head has no parameters of its own).
+        frozen_layers: Keep the token embeddings and the first this many transformer layers
+            fixed; backpropagation stops above them, so steps cost less
+            (:func:`~m3kit.finetune.training_loop.freeze_bottom_layers`). 0: train them all.
         epochs: Passes over the training examples.
         max_steps: Stop after this many optimiser steps (overrides ``epochs`` when set).
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
@@ -142,6 +145,7 @@ class FinetuneConfig:
     output_path: str | os.PathLike[str]
     heads: frozenset[Head] = field(default_factory=lambda: ALL_HEADS)
     freeze_encoder: bool = False
+    frozen_layers: int = 0
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 16
@@ -178,6 +182,8 @@ class FinetuneConfig:
                 "freeze_encoder with only the dense head trains nothing: the dense head has no "
                 "parameters besides the encoder"
             )
+        if self.frozen_layers < 0:
+            raise ValueError(f"frozen_layers must be >= 0, got {self.frozen_layers}")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("batch_size and gradient_accumulation_steps must be >= 1")
         for name in ("learning_rate", "head_learning_rate"):

@@ -141,6 +141,8 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     if cfg.freeze_encoder:
         for param in model.backbone.parameters():
             param.requires_grad_(False)
+    elif cfg.frozen_layers:
+        freeze_bottom_layers(model.backbone, cfg.frozen_layers)
     prefix = cfg.query_instruction if cfg.query_instruction is not None else ""
     if cfg.query_instruction is None and info.query_instruction:
         prefix = info.query_instruction
@@ -268,6 +270,41 @@ def set_attention_dropout(backbone: nn.Module, p: float) -> int:
         )
     logger.info("attention dropout set to %s in %d layers", p, changed)
     return changed
+
+
+def freeze_bottom_layers(backbone: nn.Module, n: int) -> int:
+    """Fix the token embeddings and the first ``n`` transformer layers of ``backbone``.
+
+    Backpropagation then stops above them, so a step costs less: their forward pass runs,
+    their backward pass does not. Layers are the backbone's ``encoder.layer`` list (BERT,
+    XLM-R, RoBERTa, ...).
+
+    Returns:
+        How many parameters were frozen.
+
+    Raises:
+        ValueError: ``n`` is not below the number of layers, or the backbone has no
+            ``embeddings`` and ``encoder.layer``.
+    """
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    embeddings = getattr(backbone, "embeddings", None)
+    if not isinstance(layers, nn.ModuleList) or not isinstance(embeddings, nn.Module):
+        raise ValueError(
+            f"frozen_layers: {type(backbone).__name__} has no embeddings and encoder.layer "
+            "list; leave frozen_layers=0 for this model"
+        )
+    if not 0 <= n < len(layers):
+        raise ValueError(
+            f"frozen_layers must be in [0, {len(layers) - 1}] for this {len(layers)}-layer "
+            f"model, got {n}"
+        )
+    frozen = 0
+    for module in [embeddings, *layers[:n]]:
+        for param in module.parameters():
+            param.requires_grad_(False)
+            frozen += param.numel()
+    logger.info("froze the embeddings and the first %d layers (%d parameters)", n, frozen)
+    return frozen
 
 
 def _optimizer(trainer: Any, module: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
