@@ -271,7 +271,7 @@ def write_nodes(
     heads = index.store.heads
     ids = [""] * len(nodes)
     new: list[tuple[str, int, BaseNode]] = []
-    relabel: dict[str, dict[str, Any]] = {}  # point id -> the writer's new id and extra
+    relabel: dict[tuple[str, int], BaseNode] = {}  # (doc id, chunk index) -> node renaming it
     for doc_id, doc in docs.items():
         for i, node in doc.nodes:
             key = _node_identity(node)
@@ -280,9 +280,9 @@ def write_nodes(
                 kept is not None
                 and read_back_index(node) is None
                 and doc.ids_at.get(kept) != node.node_id
+                and doc.index_of(node.node_id) is None  # the id names no other stored chunk
             ):  # stored unchanged, under another node id: the chunk takes the new one
-                relabel[point_id(doc_id, kept)] = {CHUNK_ID: node.node_id, EXTRA: node_extra(node)}
-                doc.ids_at[kept] = node.node_id
+                relabel[(doc_id, kept)] = node
             if key not in doc.stored:
                 at = doc.index_of(node.node_id)
                 if at is None:
@@ -312,8 +312,15 @@ def write_nodes(
         records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id]))
     if records:
         index.store.upsert(records, show_progress=show_progress, replace=True)
-    if relabel:
-        index.store.set_writer_fields(relabel)
+    rewritten = {(r.doc_id, r.chunk_index) for r in records}
+    fields = {
+        point_id(*where): {CHUNK_ID: node.node_id, EXTRA: node_extra(node)}
+        for where, node in relabel.items()
+        if where not in rewritten  # a record of this call wins
+    }
+    if fields:  # only while the chunk still holds the version read above
+        versions = {point_id(*where): str(docs[where[0]].version) for where in relabel}
+        index.store.set_writer_fields(fields, versions=versions)
     written = {r.doc_id for r in records}
     for doc_id, doc in docs.items():
         if doc.stale and doc_id not in written:  # every node was stored, an old version too

@@ -146,7 +146,7 @@ def test_ids_readd_and_delete(tiny_encoder: M3Encoder) -> None:
     assert r.index.count() == len(DOCS), "same id: the old version is replaced"
     top = r.invoke("Completely new text about Saturn.", k=1)[0]
     assert (top.metadata["doc_id"], top.metadata["topic"]) == ("doc-0", "x")
-    with pytest.raises(TypeError, match="not one string"):
+    with pytest.raises(TypeError, match="not a single string"):
         r.delete("doc-0")  # type: ignore[arg-type]
     r.delete(["doc-0", "doc-1"])
     assert r.index.count() == len(DOCS) - 2

@@ -166,7 +166,7 @@ def test_adding_again_neither_duplicates_nor_loses(retriever: M3Retriever) -> No
     assert index.count() == 4
     assert _texts(retriever.retrieve(changed.text))[0] == changed.text
     assert DOCS[0].text not in _texts(retriever.retrieve(DOCS[0].text))
-    with pytest.raises(TypeError, match="not one string"):
+    with pytest.raises(TypeError, match="not a single string"):
         retriever.delete("berlin")  # type: ignore[arg-type]
     assert index.count() == 4
     retriever.delete(["berlin"])

@@ -268,6 +268,28 @@ def test_documents_split_across_add_batches(
     assert store.client.count() == n_nodes - 1
 
 
+def test_renaming_a_stored_node_never_takes_another_chunks_id(store: M3VectorStore) -> None:
+    def node(node_id: str, text: str, hashed: bool = True) -> TextNode:
+        source = RelatedNodeInfo(node_id="doc", hash="h" if hashed else None)
+        return TextNode(text=text, id_=node_id, relationships={NodeRelationship.SOURCE: source})
+
+    store.add([node("n0", "Oxygen is a gas."), node("n1", "Iron is a metal.")])
+    # n1 arriving with n0's text: chunk 0 must not take the id n1 (chunk 1 holds it), or
+    # delete_nodes(["n1"]) would delete both
+    store.add([node("n1", "Oxygen is a gas.")])
+    store.delete_nodes(["n1"])
+    assert [n.get_content() for n in store.get_nodes(filters=_eq("doc_id", "doc"))] == [
+        "Oxygen is a gas."
+    ]
+    # a fresh node renaming chunk 0 and a read-back node editing it, in one call: the edit
+    # wins, with the chunk's stored id (the rename is dropped)
+    (back,) = store.get_nodes(["n0"])
+    back.set_content("Oxygen is a reactive gas.")
+    store.add([node("p0", "Oxygen is a gas.", hashed=False), back])
+    (hit,) = store.get_nodes(["n0"])
+    assert hit.get_content() == "Oxygen is a reactive gas." and store.get_nodes(["p0"]) == []
+
+
 def test_nodes_read_back_and_written_again(
     store: M3VectorStore, tiny_embedding: M3Embedding
 ) -> None:

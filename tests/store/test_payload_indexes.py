@@ -118,6 +118,32 @@ def test_edge_collection_made_without_the_chunk_id_index_gets_it(tmp_path: Path)
     assert _edge_schema(tmp_path)["chunk_id"] == qe.PayloadSchemaType.Keyword
 
 
+def test_a_built_in_index_that_cannot_be_made_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opening to search with a read-only key must not fail on the index it cannot create."""
+    from m3kit.store.edge_backend import EdgeBackend
+
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
+        s.upsert([_record(1, "en")])
+    shard = qe.EdgeShard.load(str(tmp_path / ARGS["collection"]))
+    try:
+        shard.update(qe.UpdateOperation.delete_field_index("chunk_id"))
+    finally:
+        shard.close()
+
+    def refuse(self: EdgeBackend, path: str, kind: PayloadIndexType) -> None:
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(EdgeBackend, "create_payload_index", refuse)
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
+        assert s.count({"lang": "en"}) == 1
+    assert "could not create the chunk_id payload index" in caplog.text
+    assert "read-only" in caplog.text
+    with pytest.raises(PermissionError):  # a declared index is still the user's error
+        M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes={"lang": "keyword"}, **ARGS)
+
+
 # -- qdrant-client local mode ---------------------------------------------------------------
 def test_client_local_mode_has_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="m3kit.store.payload_indexes")

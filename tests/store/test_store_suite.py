@@ -143,7 +143,18 @@ def test_writer_fields_are_set_in_place(open_index: Any, tiny_encoder: Any) -> N
         store.set_writer_fields({"node-1": {"chunk_id": "y"}})
     with pytest.raises(ValueError, match="non-empty string"):
         store.set_writer_fields({ids[1]: {"chunk_id": ""}})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        store.set_writer_fields({ids[1]: {"extra": None}})
     assert [h.text for h in store.find(["node-1"])] == [texts[1]]  # nothing half-applied
+    # a point that is gone, or holds another version than the one given: left alone
+    gone = point_id("doc-gone", 0)
+    store.set_writer_fields({gone: {"chunk_id": "g"}, ids[1]: {"chunk_id": "node-1b"}})
+    assert store.count() == 2 and [h.text for h in store.find(["node-1b"])] == [texts[1]]
+    store.set_writer_fields({ids[1]: {"chunk_id": "node-1c"}}, versions={ids[1]: "other"})
+    assert store.find(["node-1c"]) == [] and len(store.find(["node-1b"])) == 1
+    version = store.points([ids[1]])[ids[1]]["doc_hash"]
+    store.set_writer_fields({ids[1]: {"chunk_id": "node-1c"}}, versions={ids[1]: version})
+    assert [h.text for h in store.find(["node-1c"])] == [texts[1]]
 
 
 def test_delete_documents(open_index: Any, tiny_encoder: Any, corpus: list[dict[str, Any]]) -> None:
@@ -163,9 +174,9 @@ def test_delete_refuses_one_string(open_index: Any, tiny_encoder: Any) -> None:
     # a string is a sequence of characters: delete("ab") used to delete documents "a" and "b"
     index = open_index(tiny_encoder)
     index.add_texts(["first text", "second text", "third text"], doc_ids=["a", "b", "ab"])
-    with pytest.raises(TypeError, match="not one string"):
+    with pytest.raises(TypeError, match="not a single string"):
         index.delete("ab")
-    with pytest.raises(TypeError, match="document ids are strings"):
+    with pytest.raises(TypeError, match="ids are strings"):
         index.delete([1])
     assert index.count() == 3
     # a None id used to become the id "None": two unrelated texts overwrote each other

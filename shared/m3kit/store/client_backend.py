@@ -245,14 +245,14 @@ class ClientBackend:
         with self._translate():
             self._client.upsert(self.collection, points=structs, wait=True)
 
-    def set_payload(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+    def set_payload(self, updates: Sequence[tuple[models.Filter, Mapping[str, Any]]]) -> None:
         ops = [
             models.SetPayloadOperation(
-                set_payload=models.SetPayload(payload=dict(payload), points=[pid])
+                set_payload=models.SetPayload(payload=dict(payload), filter=selector)
             )
-            for pid, payload in updates.items()
+            for selector, payload in updates
         ]
-        if ops:
+        if ops:  # one request for all of them
             with self._translate():
                 self._client.batch_update_points(self.collection, ops, wait=True)
 

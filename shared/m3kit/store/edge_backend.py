@@ -280,11 +280,12 @@ class EdgeBackend:
             shard.update(qe.UpdateOperation.upsert_points(out))
             self._written += len(out)
 
-    def set_payload(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
-        ops = [
-            qe.UpdateOperation.set_payload([edge_point_id(pid)], dict(payload))
-            for pid, payload in updates.items()
-        ]
+    def set_payload(self, updates: Sequence[tuple[models.Filter, Mapping[str, Any]]]) -> None:
+        ops = []
+        for selector, payload in updates:
+            flt = edge_filter(selector)
+            assert flt is not None
+            ops.append(qe.UpdateOperation.set_payload_by_filter(flt, dict(payload)))
         shard = self.shard
         with self._write_lock:
             for op in ops:

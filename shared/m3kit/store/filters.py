@@ -12,7 +12,7 @@ The meaning of each condition (lists, missing keys, numbers) is in :mod:`m3kit.s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models
@@ -24,6 +24,7 @@ __all__ = [
     "FilterLike",
     "and_filters",
     "chunk_ids_filter",
+    "distinct_ids",
     "documents_filter",
     "ids_filter",
     "metadata_filter",
@@ -105,17 +106,31 @@ def chunk_ids_filter(ids: Sequence[str]) -> models.Filter:
     Raises:
         TypeError: ``ids`` is a single string, or holds a non-string.
     """
-    if isinstance(ids, str):
-        raise TypeError("ids is a sequence of ids, not a single string")
-    wanted = list(dict.fromkeys(ids))
-    bad = [i for i in wanted if not isinstance(i, str)]
-    if bad:
-        raise TypeError(f"ids are strings, got {bad[0]!r}")
+    wanted = distinct_ids(ids, "ids")
     should: list[Any] = [models.FieldCondition(key=CHUNK_ID, match=models.MatchAny(any=wanted))]
     uuids: list[int | str | uuid.UUID] = [i for i in wanted if _is_uuid(i)]
     if uuids:
         should.append(models.HasIdCondition(has_id=uuids))
     return models.Filter(should=should)
+
+
+def distinct_ids(ids: Iterable[Any], name: str) -> list[str]:
+    """``ids`` without repeats (first-seen order), checked to be strings.
+
+    >>> distinct_ids(["a", "b", "a"], "doc_ids")
+    ['a', 'b']
+
+    Raises:
+        TypeError: ``ids`` is a single string (it would be read as its characters: ``"ab"``
+            as the ids ``a`` and ``b``), or holds a non-string.
+    """
+    if isinstance(ids, str):
+        raise TypeError(f"{name} is a sequence of ids, not a single string: use [{ids!r}]")
+    out = list(dict.fromkeys(ids))
+    bad = [i for i in out if not isinstance(i, str)]
+    if bad:
+        raise TypeError(f"{name}: ids are strings, got {bad[0]!r}")
+    return out
 
 
 def _is_uuid(value: str) -> bool:
@@ -163,7 +178,7 @@ def points_filter(ids: Sequence[str] | None, filter: FilterLike | None) -> model
     by_id = None
     if ids is not None:
         if isinstance(ids, str):
-            raise TypeError("ids is a sequence of point ids, not a single string")
+            raise TypeError(f"ids is a sequence of point ids, not a single string: use [{ids!r}]")
         for i in ids:
             try:
                 uuid.UUID(str(i))

@@ -42,10 +42,13 @@ def ensure_payload_indexes(
         backend: The opened collection.
         fields: Declared ``{payload path: type}``
             (see :func:`~m3kit.store.schema.payload_index_fields`); :data:`BUILT_IN_INDEXES`
-            are added to them.
+            are created too, before them.
 
     Returns:
         The paths whose index was created now (empty when all existed).
+
+    A built-in index that cannot be created (a read-only API key on a collection made before
+    it existed) is logged as a warning, not raised: the store still opens for searching.
 
     Raises:
         SchemaMismatchError: A declared path is already indexed with another type (nothing
@@ -61,7 +64,6 @@ def ensure_payload_indexes(
             ", ".join(sorted(fields)),
         )
         return []
-    fields = {**BUILT_IN_INDEXES, **fields}
     clashes = [
         f"{path} is indexed as {found[path]}, declared {kind.value}"
         for path, kind in sorted(fields.items())
@@ -74,13 +76,33 @@ def ensure_payload_indexes(
             + ". Declare the existing type, or drop that payload index first; nothing was "
             "created."
         )
-    created = [path for path in fields if path not in found]
-    for path in created:
+    created = []
+    for path, kind in BUILT_IN_INDEXES.items():
+        if path in found:
+            continue
+        try:
+            backend.create_payload_index(path, kind)
+        except Exception as exc:  # e.g. a read-only API key: the store still opens for search
+            logger.warning(
+                "could not create the %s payload index in %r at %s (%s): lookups by %s "
+                "filter it unindexed, which is slower; open the store once with write access",
+                path,
+                backend.collection,
+                backend.where,
+                exc,
+                path,
+            )
+            continue
+        created.append(path)
+    declared = [path for path in fields if path not in found]  # metadata.* paths
+    for path in declared:
         backend.create_payload_index(path, fields[path])
+    created += declared
     if created:
+        kinds = {**BUILT_IN_INDEXES, **fields}
         logger.info(
             "created payload index(es) on %s in %r at %s",
-            ", ".join(f"{p} ({fields[p].value})" for p in created),
+            ", ".join(f"{p} ({kinds[p].value})" for p in created),
             backend.collection,
             backend.where,
         )

@@ -126,8 +126,11 @@ class StorageBackend(Protocol):
         """Insert or overwrite points (by id)."""
         ...
 
-    def set_payload(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
-        """Set payload keys of existing points, by point id (other keys and vectors kept)."""
+    def set_payload(self, updates: Sequence[tuple[models.Filter, Mapping[str, Any]]]) -> None:
+        """Set payload keys of the points each filter matches (other keys and vectors kept).
+
+        A filter that matches nothing changes nothing (no error).
+        """
         ...
 
     def finish_writes(self, *, force: bool = False) -> None:

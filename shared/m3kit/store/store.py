@@ -20,6 +20,7 @@ from m3kit.store.filters import (
     FilterLike,
     and_filters,
     chunk_ids_filter,
+    distinct_ids,
     documents_filter,
     points_filter,
     stale_chunks_filter,
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 _DOC_BATCH = 256
+_READ_KEYS = (*HIT_KEYS, CHUNK_ID)  # payload keys read back by points() and find()
 
 
 class M3Store(StoreSearch):
@@ -217,42 +219,61 @@ class M3Store(StoreSearch):
                     self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
         return [p.id for p in points]
 
-    def set_writer_fields(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+    def set_writer_fields(
+        self,
+        updates: Mapping[str, Mapping[str, Any]],
+        *,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
         """Give stored chunks their writer's new ``chunk_id`` / ``extra``; nothing else changes.
 
         For a writer that stores a chunk again unchanged under a new id of its own (a
         LlamaIndex node parsed again): the text, vectors and version stay, so nothing is
-        encoded or rewritten, but lookups by the new id (:meth:`find`) find the chunk.
+        encoded or rewritten, but lookups by the new id (:meth:`find`) find the chunk. A point
+        that is gone is skipped, as is one whose stored ``doc_hash`` is no longer the one
+        given in ``versions`` (another writer replaced the document meanwhile).
 
         Args:
             updates: ``{point id: {"chunk_id": str, "extra": dict}}`` (either key or both).
+            versions: ``{point id: doc_hash}`` the update is conditioned on (default: none).
 
         Raises:
-            ValueError: An id is not a point id, a key is not one of the writer's fields, or a
-                ``chunk_id`` is not a non-empty string.
+            ValueError: An id is not a point id, a key is not one of the writer's fields, a
+                ``chunk_id`` is not a non-empty string, or ``extra`` is not a JSON mapping.
         """
         points_filter(list(updates), None)  # raises for an id that is not a point id
-        payloads: dict[str, dict[str, Any]] = {}
+        ops: list[tuple[models.Filter, dict[str, Any]]] = []
         for pid, fields in updates.items():
             unknown = set(fields) - {CHUNK_ID, EXTRA}
             if unknown:
                 raise ValueError(
                     f"only {CHUNK_ID!r} and {EXTRA!r} can be set this way; got {sorted(unknown)}"
                 )
-            chunk_id = fields.get(CHUNK_ID)
-            if CHUNK_ID in fields and (not isinstance(chunk_id, str) or not chunk_id):
-                raise ValueError(f"chunk_id of point {pid!r} must be a non-empty string")
             payload: dict[str, Any] = {}
             if CHUNK_ID in fields:
+                chunk_id = fields[CHUNK_ID]
+                if not isinstance(chunk_id, str) or not chunk_id:
+                    raise ValueError(f"chunk_id of point {pid!r} must be a non-empty string")
                 payload[CHUNK_ID] = chunk_id
             if EXTRA in fields:
+                extra = fields[EXTRA]
+                if not isinstance(extra, Mapping):
+                    raise ValueError(f"extra of point {pid!r} must be a mapping, not {extra!r}")
                 try:  # stored as plain JSON, as ChunkRecord.extra is
-                    payload[EXTRA] = json.loads(json.dumps(dict(fields[EXTRA])))
+                    payload[EXTRA] = json.loads(json.dumps(dict(extra)))
                 except TypeError as exc:
                     raise ValueError(f"extra of point {pid!r} is not JSON: {exc}") from None
-            payloads[str(pid)] = payload
-        with self.write_lock:
-            self._backend.set_payload(payloads)
+            if not payload:
+                continue
+            must: list[Any] = [models.HasIdCondition(has_id=[str(pid)])]
+            version = (versions or {}).get(pid)
+            if version is not None:
+                match = models.MatchValue(value=version)
+                must.append(models.FieldCondition(key=DOC_HASH, match=match))
+            ops.append((models.Filter(must=must), payload))
+        if ops:
+            with self.write_lock:
+                self._backend.set_payload(ops)
 
     def optimize(self) -> None:
         """Index every point written so far (embedded engine: builds the HNSW graph now).
@@ -270,12 +291,7 @@ class M3Store(StoreSearch):
             TypeError: ``doc_ids`` is a single string (it would be read as its characters,
                 deleting the documents whose ids are those characters), or an id is not one.
         """
-        if isinstance(doc_ids, str):
-            raise TypeError(f"doc_ids is a sequence of document ids, not one string: [{doc_ids!r}]")
-        ids = list(dict.fromkeys(doc_ids))
-        bad = [i for i in ids if not isinstance(i, str)]
-        if bad:
-            raise TypeError(f"document ids are strings, got {bad[0]!r}")
+        ids = distinct_ids(doc_ids, "doc_ids")
         with self.write_lock:
             for i in range(0, len(ids), _DOC_BATCH):
                 self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
@@ -320,8 +336,8 @@ class M3Store(StoreSearch):
         Raises:
             ValueError: Neither is given, or an id is not a point id (a UUID).
         """
-        keys = [*HIT_KEYS, CHUNK_ID]
-        found = {h.id: h.payload for h in self._backend.scroll(points_filter(ids, filter), keys)}
+        selector = points_filter(ids, filter)
+        found = {h.id: h.payload for h in self._backend.scroll(selector, _READ_KEYS)}
         if ids is None:
             return found
         return {str(i): found[str(i)] for i in ids if str(i) in found}
@@ -343,7 +359,7 @@ class M3Store(StoreSearch):
         """
         selector = and_filters(chunk_ids_filter(ids), to_filter(filter))
         by_key: dict[str, list[RawHit]] = defaultdict(list)
-        for h in self._backend.scroll(selector, [*HIT_KEYS, CHUNK_ID]):
+        for h in self._backend.scroll(selector, _READ_KEYS):
             by_key[h.id].append(h)
             if h.payload.get(CHUNK_ID) not in (None, h.id):
                 by_key[str(h.payload[CHUNK_ID])].append(h)
