@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         type=_filter_pair,
-        help="keep results whose metadata KEY equals VALUE (JSON value or plain text); repeat",
+        help="keep results whose metadata KEY equals VALUE (JSON value or plain text); repeat "
+        "for more keys (all must match); the same KEY twice matches either VALUE",
     )
     search.add_argument(
         "--score-threshold", type=float, default=None, help="drop results scoring below this"
@@ -248,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------
 def _run_index(args: argparse.Namespace) -> int:
-    from m3kit.sources import read_documents
+    from m3kit.sources import SourceRead, read_sources
 
     if args.window is not None and not args.late_chunking:
         raise ValueError("--window needs --late-chunking")
@@ -259,8 +260,9 @@ def _run_index(args: argparse.Namespace) -> int:
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     # read everything first: bad input fails before loading
-    docs = read_documents(args.paths) if args.paths else []
-    if args.paths and not docs:
+    read = read_sources(args.paths) if args.paths else SourceRead([], [])
+    docs = read.documents
+    if args.paths and not docs and not read.empty:
         raise ValueError("no text to index (every document is empty)")
     encoder = cli_open.load_encoder(args, storage)
     chunker = _chunker(
@@ -269,7 +271,9 @@ def _run_index(args: argparse.Namespace) -> int:
     index = cli_open.open_index(encoder, args, storage)
     try:
         before = index.count()
-        if args.ray is not None:
+        if not docs:
+            pass  # only emptied documents: nothing to write, their old versions go below
+        elif args.ray is not None:
             index_on_ray(index, docs, args)
         else:
             index.add_texts(
@@ -279,6 +283,8 @@ def _run_index(args: argparse.Namespace) -> int:
                 chunker=chunker,
                 show_progress=not args.quiet,
             )
+        if read.empty:  # an emptied file (or row): its stored version is no longer its text
+            index.delete(read.empty)
         pruned = _prune(index, args.paths, {d.doc_id for d in docs}) if args.prune else []
         after = index.count()
     finally:
@@ -292,7 +298,9 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _prune(index: M3Index, paths: list[str], current: set[str]) -> list[str]:
-    """Delete stored documents whose ``source`` lies under ``paths`` but that were not read now."""
+    """Delete stored documents read from a file under ``paths`` that were not read now."""
+    from m3kit.sources import origin_of
+
     roots = [Path(p).resolve() for p in paths]
 
     def under(source: object) -> bool:
@@ -304,7 +312,7 @@ def _prune(index: M3Index, paths: list[str], current: set[str]) -> list[str]:
     stale = sorted(
         doc_id
         for doc_id, meta in index.store.document_metadata().items()
-        if doc_id not in current and under(meta.get("source"))
+        if doc_id not in current and under(origin_of(meta))
     )
     if stale:
         index.delete(stale)
@@ -334,7 +342,7 @@ def _run_search(args: argparse.Namespace) -> int:
         hits = index.search(
             args.query,
             k=args.k,
-            filter=dict(args.filter) or None,
+            filter=_filter_mapping(args.filter) or None,
             score_threshold=args.score_threshold,
             **given,
         )
@@ -391,6 +399,22 @@ def _index_field(value: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(
             f"{value!r}: index type {kind!r} is not one of {choices}"
         ) from None
+
+
+def _filter_mapping(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``--filter`` pairs as a filter mapping; a key given more than once matches any of them.
+
+    >>> _filter_mapping([("lang", "en"), ("year", 2020), ("lang", "de")])
+    {'lang': ['en', 'de'], 'year': 2020}
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in out:
+            out[key] = value
+            continue
+        before = out[key] if isinstance(out[key], list) else [out[key]]
+        out[key] = before + (value if isinstance(value, list) else [value])
+    return out
 
 
 def _filter_pair(value: str) -> tuple[str, Any]:

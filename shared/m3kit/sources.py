@@ -29,13 +29,25 @@ from typing import Any
 
 from m3kit.jsonl import parse_json_rows
 
-__all__ = ["SUPPORTED_SUFFIXES", "SourceDocument", "find_files", "read_documents"]
+__all__ = [
+    "ORIGIN_KEY",
+    "SUPPORTED_SUFFIXES",
+    "SourceDocument",
+    "SourceRead",
+    "find_files",
+    "origin_of",
+    "read_documents",
+    "read_sources",
+]
 
 logger = logging.getLogger(__name__)
 
 #: File name endings read as documents.
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".jsonl")
 _ID_KEYS = ("_id", "id")
+#: Metadata key holding the file a jsonl row came from when the row has its own ``source``
+#: (the row's value is kept as ``source``); see :func:`origin_of`.
+ORIGIN_KEY = "m3kit_source"
 
 
 @dataclass(frozen=True)
@@ -46,12 +58,38 @@ class SourceDocument:
         doc_id: Stable id (file path, jsonl row id, or ``path:line``).
         text: The text to index.
         metadata: ``source`` (absolute path) and ``file_name``; jsonl rows add ``line`` and
-            every key of the row other than ``text`` and the id.
+            every key of the row other than ``text`` and the id (a row's own ``source``,
+            ``file_name`` or ``line`` wins; the file is then kept as ``m3kit_source``).
     """
 
     doc_id: str
     text: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """What :func:`read_sources` read.
+
+    Attributes:
+        documents: The documents with text.
+        empty: Ids of documents read empty (and of no document with text): an emptied file's
+            stored version is stale, so ``m3kit index`` deletes it.
+    """
+
+    documents: list[SourceDocument]
+    empty: list[str]
+
+
+def origin_of(metadata: Mapping[str, Any]) -> object:
+    """The file a stored document was read from (``m3kit_source``, else ``source``).
+
+    >>> origin_of({"source": "wikipedia", "m3kit_source": "/data/rows.jsonl"})
+    '/data/rows.jsonl'
+    >>> origin_of({"source": "/data/a.md"})
+    '/data/a.md'
+    """
+    return metadata.get(ORIGIN_KEY, metadata.get("source"))
 
 
 def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -91,20 +129,32 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:
     """Read every document of the given files and folders (see :func:`find_files`).
 
-    Empty documents are skipped with a warning.
+    Empty documents are skipped with a warning (:func:`read_sources` also names them).
 
     Raises:
         FileNotFoundError: A path does not exist.
         ValueError: Unsupported file, a file that is not UTF-8, a bad jsonl row (not JSON,
             not an object, no string ``text``), or the same id twice.
     """
+    return read_sources(paths).documents
+
+
+def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
+    """:func:`read_documents`, plus the ids of the documents read empty.
+
+    Raises:
+        FileNotFoundError: A path does not exist.
+        ValueError: As :func:`read_documents`.
+    """
     docs: list[SourceDocument] = []
+    empty: list[str] = []
     where: dict[str, str] = {}
     for path in find_files(paths):
         rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
         for doc, origin in rows:
             if not doc.text.strip():
                 logger.warning("%s is empty; skipped", origin)
+                empty.append(doc.doc_id)
                 continue
             if doc.doc_id in where:
                 raise ValueError(
@@ -112,7 +162,7 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
                 )
             where[doc.doc_id] = origin
             docs.append(doc)
-    return docs
+    return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where])
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -146,4 +196,6 @@ def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
             row.pop(k, None)
         doc_id = str(row_id) if row_id is not None else origin
         meta = {"source": str(path), "file_name": path.name, "line": line_no, **row}
+        if meta["source"] != str(path):  # the row's own source: keep where it came from too
+            meta[ORIGIN_KEY] = str(path)
         yield SourceDocument(doc_id, text, meta), origin

@@ -77,6 +77,13 @@ def test_index_search_reindex_edit(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(" 1. ") and lines[0].endswith("volcanoes.md")
     assert not any(line.startswith(" 2. ") for line in lines)
+    # the same key twice matches either value (it used to keep the last one only)
+    either = ["--filter", "file_name=volcanoes.md", "--filter", "file_name=honeybees.txt"]
+    hits = _search(capsys, store, minilm_path, "volcano", "-k", "6", *either)
+    assert {str(h["doc_id"]).rsplit("/", 1)[-1] for h in hits} == {
+        "volcanoes.md",
+        "honeybees.txt",
+    }
 
 
 def test_prune_removes_what_left_the_given_paths_only(
@@ -110,6 +117,39 @@ def test_prune_removes_what_left_the_given_paths_only(
     capsys.readouterr()
     assert main(argv) == 0
     assert "7 chunk(s) stored (+0); removed 0 document(s)" in capsys.readouterr().out
+
+
+def test_rows_with_their_own_source_and_emptied_files(
+    tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, a, other = tmp_path / "store", tmp_path / "a", tmp_path / "other"
+    a.mkdir()
+    other.mkdir()
+    note = a / "note.txt"
+    note.write_text("The Moon orbits the Earth every 27 days.", encoding="utf-8")
+    rows = [
+        {"_id": "w", "text": "Berlin is in Germany.", "source": "wikipedia"},
+        {"_id": "x", "text": "Oxygen is O.", "source": str(a.resolve() / "report.pdf")},
+    ]
+    (a / "rows.jsonl").write_text(json.dumps(rows[0]), encoding="utf-8")
+    (other / "meta.jsonl").write_text(json.dumps(rows[1]), encoding="utf-8")
+    assert "3 chunk(s) stored (+3)" in _index(capsys, store, minilm_path, a, other)
+    hits = _search(capsys, store, minilm_path, "Germany")
+    assert hits[0]["metadata"]["source"] == "wikipedia"  # type: ignore[index]
+    # an emptied file: its old text is no longer served (it used to stay, skipped)
+    note.write_text("  \n", encoding="utf-8")
+    assert "2 chunk(s) stored (-1)" in _index(capsys, store, minilm_path, a)
+    assert not any("Moon" in str(h["text"]) for h in _search(capsys, store, minilm_path, "Moon"))
+    # --prune on a/ follows the file a row came from, not the row's own "source": the row
+    # removed from a/rows.jsonl goes (its source "wikipedia" is no path), and other/'s row
+    # naming a file under a/ stays
+    (a / "rows.jsonl").write_text("", encoding="utf-8")
+    capsys.readouterr()
+    argv = _args(store, minilm_path, "index", str(a), "--collection", "docs", "--prune")
+    assert main(argv) == 0
+    assert "removed 1 document(s) no longer there" in capsys.readouterr().out
+    ids = {str(h["doc_id"]) for h in _search(capsys, store, minilm_path, "anything", "-k", "9")}
+    assert ids == {"x"}
 
 
 def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

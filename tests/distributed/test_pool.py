@@ -88,3 +88,33 @@ def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:
         p.encode(["a"])
     spec = EncoderSpec.of(encoder)
     assert spec.dtype == "fp32" and spec.device_type == "cpu" and spec.batch_size == 2
+
+
+def test_a_worker_refuses_another_model_at_the_parents_path(tmp_path: Path) -> None:
+    # workers load the model from the parent's checkpoint path: if that folder now holds
+    # another model (changed on disk, or another machine's copy), its vectors would be stored
+    # under the collection's fingerprint, so every search of them would be silently wrong
+    from m3kit.testing import build_tiny_m3_checkpoint
+
+    folder = build_tiny_m3_checkpoint(tmp_path / "m", seed=0)
+    spec = EncoderSpec.of(M3Encoder.from_pretrained(folder, dtype="fp32"))
+    assert spec.identity is not None
+    assert spec.load("cpu").dense_dim == 32  # the same model loads
+    build_tiny_m3_checkpoint(tmp_path / "m", seed=1)  # another model, same path
+    with pytest.raises(ValueError, match="not the one the parent loaded"):
+        spec.load("cpu")
+
+
+def test_ray_rows_keep_their_other_columns_as_metadata() -> None:
+    from m3kit.distributed.ray_pipeline import _rows
+
+    texts, metas, ids = _rows(
+        [
+            {"doc_id": "a", "text": "Oxygen.", "title": "O", "metadata": {"year": 1774}},
+            {"doc_id": "b", "text": "Iron.", "url": "https://x", "metadata": '{"n": 1}'},
+        ]
+    )
+    assert (texts, ids) == (["Oxygen.", "Iron."], ["a", "b"])
+    assert metas == [{"year": 1774, "title": "O"}, {"n": 1, "url": "https://x"}]
+    with pytest.raises(ValueError, match=r"\['title'\] both as columns and in its 'metadata'"):
+        _rows([{"doc_id": "a", "text": "t", "title": "x", "metadata": {"title": "y"}}])

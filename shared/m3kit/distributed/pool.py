@@ -62,6 +62,11 @@ class EncoderSpec:
         batch_size: Most texts per forward pass.
         max_batch_tokens: Most padded tokens per forward pass.
         backend: ``"torch"`` or ``"onnx"``.
+        identity: The parent encoder's fingerprint identity
+            (:class:`~m3kit.fingerprint.EncoderFingerprint`); a worker whose loaded model
+            differs (the checkpoint changed on disk, or another machine holds another model at
+            that path) refuses to encode, so no vectors of another model are stored under the
+            collection's fingerprint. ``None``: not checked.
     """
 
     path: str
@@ -73,6 +78,7 @@ class EncoderSpec:
     batch_size: int
     max_batch_tokens: int
     backend: str = "torch"
+    identity: str | None = None
 
     @classmethod
     def of(cls, encoder: M3Encoder) -> EncoderSpec:
@@ -82,6 +88,8 @@ class EncoderSpec:
             ValueError: The encoder was built from an in-memory model (no checkpoint folder a
                 worker could load); save it with ``m3kit.checkpoint`` and load it from there.
         """
+        from m3kit.fingerprint import encoder_fingerprint
+
         info = encoder.info
         if info is None:
             raise ValueError(
@@ -99,10 +107,15 @@ class EncoderSpec:
             batch_size=encoder.batch_size,
             max_batch_tokens=encoder.max_batch_tokens,
             backend=getattr(getattr(encoder, "backend", None), "value", "torch"),
+            identity=encoder_fingerprint(encoder).identity,
         )
 
     def load(self, device: str) -> M3Encoder:
-        """Load the encoder on ``device`` (``"cpu"``, ``"cuda:1"``, ...)."""
+        """Load the encoder on ``device`` (``"cpu"``, ``"cuda:1"``, ...).
+
+        Raises:
+            ValueError: The model loaded is not the parent's (see ``identity``).
+        """
         import torch
 
         from m3kit.encoder import M3Encoder
@@ -111,7 +124,7 @@ class EncoderSpec:
         kwargs: dict[str, Any] = {}
         if self.backend != "torch":
             kwargs["backend"] = self.backend
-        return M3Encoder.from_pretrained(
+        encoder = M3Encoder.from_pretrained(
             self.path,
             device=device,
             dtype=self.dtype if same_type else "auto",
@@ -122,6 +135,18 @@ class EncoderSpec:
             max_batch_tokens=self.max_batch_tokens,
             **kwargs,
         )
+        if self.identity is not None:
+            from m3kit.fingerprint import encoder_fingerprint
+
+            found = encoder_fingerprint(encoder)
+            if found.identity != self.identity:
+                raise ValueError(
+                    f"the model a worker loaded from {self.path} is not the one the parent "
+                    f"loaded (fingerprint {found.identity} != {self.identity}): the checkpoint "
+                    "changed on disk, or this machine holds another model at that path. "
+                    "Nothing was encoded; give every worker the same checkpoint"
+                )
+        return encoder
 
 
 def _worker(

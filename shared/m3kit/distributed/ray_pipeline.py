@@ -250,6 +250,14 @@ def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
             text, meta, doc_id = d["text"], d.get("metadata") or {}, d.get("doc_id")
             if isinstance(meta, str):
                 meta = json.loads(meta)
+            # other columns are metadata, as `m3kit index` reads a jsonl row's other keys
+            extra = {k: v for k, v in d.items() if k not in ("text", "doc_id", "metadata")}
+            clash = sorted(set(extra) & set(meta))
+            if clash:
+                raise ValueError(
+                    f"document {i} has {clash} both as columns and in its 'metadata'; keep one"
+                )
+            meta = {**meta, **extra}
         else:
             text, meta, doc_id = d.text, dict(d.metadata), d.doc_id
         if doc_id is None:
@@ -276,7 +284,8 @@ def index_with_ray(
         index: The opened collection (embedded, local or a server); it writes.
         documents: :class:`~m3kit.sources.SourceDocument` s (what ``m3kit index`` reads),
             mappings with ``text``, ``doc_id`` and optional ``metadata`` (a mapping or
-            JSON), or a ``ray.data.Dataset`` of such rows.
+            JSON; any other column is metadata too, as ``m3kit index`` reads a jsonl row), or
+            a ``ray.data.Dataset`` of such rows.
         chunker: How to cut documents (default: :class:`ChunkerSpec` ``("naive")``, as
             ``m3kit index``).
         num_actors: Encoder actors (one model load each).
