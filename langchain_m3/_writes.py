@@ -64,6 +64,7 @@ def write_documents(
     chunker: Chunker | None,
     show_progress: bool | None,
     generate_missing_ids: bool,
+    batch_size: int | None = None,
 ) -> list[str]:
     """Write LangChain documents to ``index``; returns their document ids in input order.
 
@@ -77,6 +78,8 @@ def write_documents(
         show_progress: tqdm bars.
         generate_missing_ids: When only some documents have an id, give the others the
             index's content id (``False``: raise).
+        batch_size: Most documents per ``add_texts`` call (each call encodes and writes its
+            documents before the next starts); ``None``: one call per kind of document.
 
     Raises:
         ValueError: Lengths differ, an id is given twice with different content, ids are
@@ -91,8 +94,13 @@ def write_documents(
     given = _ids(docs, ids, generate_missing_ids)
     entries = [_entry(index, i, doc, given[i]) for i, doc in enumerate(docs)]
     _check_duplicates(entries)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = [""] * len(entries)
-    for group in _groups(entries):
+    groups = _groups(entries)
+    if batch_size is not None:
+        groups = [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
+    for group in groups:
         first = group[0]
         group_chunker: Any = chunker
         if first.signature is not None:

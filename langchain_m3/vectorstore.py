@@ -272,6 +272,8 @@ class M3VectorStore(VectorStoreSearch):
                 (:func:`m3kit.chunking.as_chunker`). Chunk documents from
                 ``M3LateChunkingSplitter`` keep the vectors they carry, never split again.
             show_progress: tqdm bars.
+            batch_size: Most documents encoded and written per step (LangChain's ``index()``
+                passes it); default: all at once.
 
         Returns:
             The document ids, in order.
@@ -284,6 +286,7 @@ class M3VectorStore(VectorStoreSearch):
         chunking = kwargs.pop("chunking", None)
         late_chunking = kwargs.pop("late_chunking", None)
         show_progress = kwargs.pop("show_progress", None)
+        batch_size = kwargs.pop("batch_size", None)
         check_no_more(kwargs, "add_documents")
         return write_documents(
             self._index,
@@ -295,6 +298,7 @@ class M3VectorStore(VectorStoreSearch):
             ),
             show_progress=show_progress,
             generate_missing_ids=True,
+            batch_size=batch_size,
         )
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:

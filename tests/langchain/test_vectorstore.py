@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -228,3 +229,50 @@ def test_m3_retriever_shares_the_index(store: M3VectorStore) -> None:
     assert isinstance(retriever, M3Retriever) and retriever.index is store.index
     docs = retriever.invoke(QUERY)
     assert [d.metadata["doc_id"] for d in docs] == _ids(store.similarity_search(QUERY, k=2))
+
+
+def test_langchain_indexing_api_writes_through_the_store(store: M3VectorStore) -> None:
+    # langchain_core.indexing.index() calls add_documents(docs, ids=..., batch_size=...):
+    # the store used to refuse batch_size, so the record-manager workflow could not run
+    from langchain_core.indexing import InMemoryRecordManager, index
+
+    manager = InMemoryRecordManager(namespace="m3kit-test")
+    manager.create_schema()
+    docs = [
+        Document(page_content=t, metadata={"source": f"s{i % 2}"})
+        for i, t in enumerate(SAMPLE_TEXTS[:4])
+    ]
+    kwargs: dict[str, Any] = {"cleanup": "incremental", "source_id_key": "source"}
+
+    def stored() -> int:  # documents beyond the fixture's own
+        return len(store.index.store.document_metadata()) - len(DOCS)
+
+    first = index(docs, manager, store, **kwargs)
+    assert (first["num_added"], stored()) == (4, 4)
+    again = index(docs, manager, store, **kwargs)
+    assert (
+        again["num_skipped"],
+        again["num_added"],
+        stored(),
+    ) == (4, 0, 4)
+    edited = [Document(page_content="Saturn has rings.", metadata={"source": "s0"}), *docs[1::2]]
+    third = index(edited, manager, store, **kwargs)
+    assert (
+        third["num_added"],
+        third["num_deleted"],
+        stored(),
+    ) == (1, 2, 3)
+    # batch_size is honoured: same ids, written a few documents at a time
+    writes: list[int] = []
+    add_texts = store.index.add_texts
+
+    def counting(texts: Any, *args: Any, **kw: Any) -> list[str]:
+        writes.append(len(texts))
+        return add_texts(texts, *args, **kw)
+
+    store.index.add_texts = counting  # type: ignore[method-assign]
+    more = [Document(page_content=f"Note number {i}.") for i in range(5)]
+    ids = store.add_documents(more, batch_size=2)
+    assert writes == [2, 2, 1] and store.get_by_ids(ids)[0].page_content == "Note number 0."
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        store.add_documents(docs, batch_size=0)
