@@ -79,11 +79,27 @@ def score_scale(
     heads = index.store.heads
     settings = index.search_settings(fusion=fusion, rerank=rerank)
     colbert = settings.reranks(heads)
-    if Head.SPARSE in heads and settings.fusion is Fusion.M3:
+    if settings.fusion is Fusion.M3:  # a weighted sum, also over fewer heads (0.4 x cosine)
         return ScoreScale.WEIGHTED
     if colbert or Head.SPARSE not in heads:
         return ScoreScale.SIMILARITY
     return ScoreScale.RANK
+
+
+def m3_weight_total(heads: frozenset[Head], settings: SearchSettings) -> float:
+    """Sum of the M3 weights of the heads that score a search (its best possible score).
+
+    M3's weighted sum is not renormalised over the heads a collection has (FlagEmbedding's
+    ``compute_score`` divides by this sum): on a dense-only store an exact match scores the
+    dense weight, 0.4. Dividing by this total makes it a relevance in ``[0, 1]`` again.
+
+    >>> m3_weight_total(frozenset({Head.DENSE}), SearchSettings(fusion="m3"))
+    0.4
+    """
+    wd, ws, wc = settings.weights
+    total = wd + (ws if Head.SPARSE in heads else 0.0)
+    total += wc if settings.reranks(heads) else 0.0
+    return total if total > 0 else 1.0
 
 
 def check_k(k: Any) -> int:

@@ -19,9 +19,11 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_m3._documents import hit_document
 from langchain_m3._search import (
     SEARCH_ARGS,
+    SETTINGS_ARGS,
     ScoreScale,
     check_k,
     clip01,
+    m3_weight_total,
     score_scale,
     settings_args,
 )
@@ -117,7 +119,12 @@ class VectorStoreSearch(VectorStore):
                 f"({self.search_settings(**kwargs).fusion.value}) of dense and sparse without "
                 "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
             )
-        return [(d, clip01(s)) for d, s in self.similarity_search_with_score(query, k, **kwargs)]
+        hits = self.similarity_search_with_score(query, k, **kwargs)
+        if scale is ScoreScale.WEIGHTED:  # over the weights of the heads that scored
+            given = {name: kwargs.get(name) for name in SETTINGS_ARGS}
+            total = m3_weight_total(self._index.store.heads, self.search_settings(**given))
+            return [(d, clip01(s / total)) for d, s in hits]
+        return [(d, clip01(s)) for d, s in hits]
 
     async def _asimilarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any

@@ -138,6 +138,11 @@ def test_dense_only_store(minilm_encoder: M3Encoder) -> None:
         assert s.score_scale() is ScoreScale.SIMILARITY
         (doc, score), *_ = s.similarity_search_with_relevance_scores(QUERY, k=2)
         assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
+        # M3's weighted sum over the dense head alone is 0.4 x cosine: the relevance divides
+        # by the weights of the heads that scored (an exact match used to get 0.4)
+        assert s.score_scale(fusion="m3") is ScoreScale.WEIGHTED
+        (doc, score), *_ = s.similarity_search_with_relevance_scores(QUERY, k=2, fusion="m3")
+        assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
         with pytest.raises(ValueError, match="ColBERT"):
             s.similarity_search(QUERY, rerank=True)
 
