@@ -225,6 +225,21 @@ def test_late_chunking_documents_share_their_id(
         hits = s.similarity_search(long[1].page_content, k=len(long), filter={"src": "x"})
         assert sorted(h.metadata["chunk_index"] for h in hits) == list(range(len(long)))
         assert {h.id for h in hits} == {"long"}
+        # the keys a returned chunk shows can be filtered on (they used to match nothing)
+        first = s.similarity_search(long[1].page_content, k=9, filter={"chunk_index": 0})
+        # (a one-chunk document, which shows no chunk_index, is its own chunk 0)
+        assert {(h.id, h.metadata.get("chunk_index", 0)) for h in first} == {
+            ("long", 0),
+            ("d5", 0),
+        }
+        at = s.similarity_search(
+            QUERY, k=9, filter={"start_index": long[1].metadata["start_index"]}
+        )
+        assert [h.page_content for h in at] == [long[1].page_content]
+        retriever = M3Retriever(index=s.index, k=9)
+        assert {d.metadata["doc_id"] for d in retriever.invoke(QUERY, filter={"doc_id": "d5"})} == {
+            "d5"
+        }
         s.delete(["long"])
         assert s.get_by_ids(["long"]) == [] and s.index.count() == 1
 
