@@ -419,3 +419,18 @@ def test_chunker_of_another_model_is_refused(
     assert index.count() == 0
     index.add_texts(["A text to chunk late."], chunker=LateChunker(tiny_encoder))
     assert index.count() == 1
+
+
+def test_filter_keys_with_spaces(open_index: Any, tiny_encoder: Any) -> None:
+    # LangChain's MarkdownHeaderTextSplitter writes keys such as "Header 1": a filter on one
+    # used to fail with "invalid JSON path"; dotted keys still go into nested metadata
+    index = open_index(tiny_encoder)
+    index.add_texts(
+        ["alpha beta.", "gamma delta."],
+        metadatas=[{"Header 1": "Intro", "a": {"b": 1}}, {"Header 1": "Usage", "a": {"b": 2}}],
+        doc_ids=["x", "y"],
+    )
+    assert [h.doc_id for h in index.search("alpha", k=5, filter={"Header 1": "Usage"})] == ["y"]
+    assert [h.doc_id for h in index.search("alpha", k=5, filter={"a.b": 1})] == ["x"]
+    with pytest.raises(ValueError, match="cannot be addressed"):
+        index.search("alpha", k=5, filter={'say "hi"': 1})

@@ -18,7 +18,7 @@ from typing import Any
 from qdrant_client import models
 
 from m3kit.store.conditions import any_of, equals
-from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, METADATA
+from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, metadata_path
 
 __all__ = [
     "FilterLike",
@@ -43,7 +43,7 @@ def _condition(key: str, value: Any) -> models.Condition:
             "the mapping form is {key: value} equality (a list value means any-of), pass a "
             "qdrant_client.models.Filter for anything richer"
         )
-    path = f"{METADATA}.{key}"
+    path = metadata_path(key)
     if isinstance(value, list | tuple | set | frozenset):
         return any_of(path, list(value))
     if isinstance(value, str | bool | int | float):

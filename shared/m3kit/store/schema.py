@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ __all__ = [
     "PayloadIndexType",
     "VectorSpec",
     "check_schema",
+    "metadata_path",
     "payload_index_fields",
     "point_id",
 ]
@@ -204,6 +206,30 @@ class PayloadIndexType(str, Enum):
     GEO = "geo"
 
 
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_\-\[\]]+")
+
+
+def metadata_path(key: str) -> str:
+    """The payload path of metadata ``key``: dots go into nested metadata, and a part with
+    other characters (a space: LangChain's ``"Header 1"``) is quoted, as Qdrant reads it.
+
+    >>> metadata_path("lang"), metadata_path("a.b"), metadata_path("Header 1")
+    ('metadata.lang', 'metadata.a.b', 'metadata."Header 1"')
+
+    Raises:
+        ValueError: A part is empty or holds a double quote (Qdrant cannot address it).
+    """
+    parts = []
+    for part in key.split("."):
+        if not part or '"' in part:
+            raise ValueError(
+                f"metadata key {key!r} cannot be addressed in Qdrant (an empty part or a "
+                "double quote); use a qdrant_client models.Filter with the path you mean"
+            )
+        parts.append(part if _PLAIN_SEGMENT.fullmatch(part) else f'"{part}"')
+    return ".".join([METADATA, *parts])
+
+
 def payload_index_fields(
     indexes: Mapping[str, PayloadIndexType | str] | None,
 ) -> dict[str, PayloadIndexType]:
@@ -224,7 +250,7 @@ def payload_index_fields(
         if not isinstance(key, str) or not key.strip() or key != key.strip():
             raise ValueError(f"payload index key {key!r} must be a non-empty metadata key")
         try:
-            out[f"{METADATA}.{key}"] = PayloadIndexType(kind)
+            out[metadata_path(key)] = PayloadIndexType(kind)
         except ValueError:
             choices = ", ".join(t.value for t in PayloadIndexType)
             raise ValueError(
