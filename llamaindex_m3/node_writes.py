@@ -313,13 +313,10 @@ def write_nodes(
     if records:
         index.store.upsert(records, show_progress=show_progress, replace=True)
     rewritten = {(r.doc_id, r.chunk_index) for r in records}
-    fields = {
-        point_id(*where): {CHUNK_ID: node.node_id, EXTRA: node_extra(node)}
-        for where, node in relabel.items()
-        if where not in rewritten  # a record of this call wins
-    }
-    if fields:  # only while the chunk still holds the version read above
-        versions = {point_id(*where): str(docs[where[0]].version) for where in relabel}
+    renames = [(where, node) for where, node in relabel.items() if where not in rewritten]
+    if renames:  # a record of this call wins; the rest only while it holds the version read
+        fields = {point_id(*w): {CHUNK_ID: n.node_id, EXTRA: node_extra(n)} for w, n in renames}
+        versions = {point_id(*w): str(docs[w[0]].version) for w, _ in renames}
         index.store.set_writer_fields(fields, versions=versions)
     written = {r.doc_id for r in records}
     for doc_id, doc in docs.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from m3kit.outputs import Head
 from m3kit.store.plan import PointData
@@ -62,6 +63,15 @@ def document_versions(records: Sequence[ChunkRecord]) -> dict[str, tuple[str, in
     return version
 
 
+def plain_json(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """``mapping`` as plain JSON (tuples become lists, keys strings), as it is stored.
+
+    Raises:
+        TypeError: A value is not JSON.
+    """
+    return json.loads(json.dumps(dict(mapping)))  # type: ignore[no-any-return]
+
+
 def to_point(
     schema: CollectionSchema,
     heads: frozenset[Head],
@@ -96,7 +106,7 @@ def to_point(
             raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
     payload = {
         PAGE_CONTENT: r.text,
-        METADATA: json.loads(json.dumps(dict(r.metadata))),
+        METADATA: plain_json(r.metadata),
         DOC_ID: r.doc_id,
         CHUNK_INDEX: int(r.chunk_index),
         START: r.start,
@@ -107,11 +117,11 @@ def to_point(
     if writer_id is not None:
         payload[ENCODER_ID] = writer_id
     if r.chunking is not None:
-        payload[CHUNKING] = json.loads(json.dumps(dict(r.chunking)))
+        payload[CHUNKING] = plain_json(r.chunking)
     if r.chunk_id is not None:
         payload[CHUNK_ID] = str(r.chunk_id)
     if r.extra is not None:
-        payload[EXTRA] = json.loads(json.dumps(dict(r.extra)))
+        payload[EXTRA] = plain_json(r.extra)
     return PointData(
         id=point_id(r.doc_id, r.chunk_index),
         dense=dense,

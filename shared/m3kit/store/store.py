@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -28,7 +27,7 @@ from m3kit.store.filters import (
 )
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import RawHit, StorageBackend
-from m3kit.store.points import document_versions, to_point
+from m3kit.store.points import document_versions, plain_json, to_point
 from m3kit.store.query import HIT_KEYS, QueryOptions, to_hit
 from m3kit.store.records import Backend, ChunkRecord, Hit
 from m3kit.store.schema import (
@@ -260,7 +259,7 @@ class M3Store(StoreSearch):
                 if not isinstance(extra, Mapping):
                     raise ValueError(f"extra of point {pid!r} must be a mapping, not {extra!r}")
                 try:  # stored as plain JSON, as ChunkRecord.extra is
-                    payload[EXTRA] = json.loads(json.dumps(dict(extra)))
+                    payload[EXTRA] = plain_json(extra)
                 except TypeError as exc:
                     raise ValueError(f"extra of point {pid!r} is not JSON: {exc}") from None
             if not payload:
