@@ -288,10 +288,13 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
 
 
 def _document(hit: Hit) -> Document:
+    """A hit as a ``Document`` whose ``id`` is its document's id, as ``add_documents``
+    returns and ``delete`` takes (and as ``M3VectorStore`` gives); the chunks of one
+    document share it and differ by ``metadata["chunk_index"]``."""
     meta = {
         **hit.metadata,
         "score": hit.score,
         "doc_id": hit.doc_id,
         "chunk_index": hit.chunk_index,
     }
-    return Document(id=hit.id, page_content=hit.text, metadata=meta)
+    return Document(id=hit.doc_id, page_content=hit.text, metadata=meta)

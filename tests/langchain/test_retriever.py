@@ -72,7 +72,7 @@ def test_source_document_first(retriever: M3Retriever, fusion: Fusion) -> None:
         assert got[0].metadata["topic"] == doc.metadata["topic"]
         assert got[0].metadata["chunk_index"] == 0
         assert got[0].metadata["score"] >= got[1].metadata["score"] >= got[2].metadata["score"]
-        assert len({d.id for d in got}) == 3
+        assert len({(d.id, d.metadata["chunk_index"]) for d in got}) == 3
 
 
 @pytest.mark.parametrize(
@@ -150,10 +150,16 @@ def test_ids_readd_and_delete(tiny_encoder: M3Encoder) -> None:
         r.delete("doc-0")  # type: ignore[arg-type]
     r.delete(["doc-0", "doc-1"])
     assert r.index.count() == len(DOCS) - 2
+    # a returned Document's id is its document's id: deleting what a search found works
+    found = r.invoke(DOCS[4].page_content, k=2)
+    assert [d.id for d in found] == [d.metadata["doc_id"] for d in found]
+    r.delete([d.id for d in found if d.id is not None])
+    assert r.index.count() == len(DOCS) - 4
+    assert not {d.id for d in found} & {d.id for d in r.invoke(DOCS[4].page_content, k=10)}
     with pytest.raises(ValueError, match="some documents have an id"):
         r.add_documents([Document("a", id="x"), Document("b")])
     ids = r.add_texts(["plain text one", "plain text two"], [{"topic": "t"}, {"topic": "t"}])
-    assert len(set(ids)) == 2 and r.index.count() == len(DOCS)
+    assert len(set(ids)) == 2 and r.index.count() == len(DOCS) - 2
     r.index.close()
 
 

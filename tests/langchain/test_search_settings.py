@@ -44,7 +44,9 @@ def test_retriever_searches_with_the_calibration_unless_told_otherwise(
     assert _ranking(store_queries[-1]) == _expected(cal_all)
     # the same hits as the index searched with the calibrated settings spelled out
     same = r.index.search(QUERY, k=3, **_kwargs(cal_all))
-    assert [d.id for d in got] == [h.id for h in same]
+    assert [(d.id, d.metadata["chunk_index"]) for d in got] == [
+        (h.doc_id, h.chunk_index) for h in same
+    ]
     # a call's settings win, one at a time (the rest stay calibrated)
     r.invoke(QUERY, fusion="rrf", candidates=11)
     assert _ranking(store_queries[-1]) == (Fusion.RRF, cal_all.weights, True, 11)
