@@ -324,7 +324,10 @@ def resolve_checkpoint(
     elif "pooling" in m3_cfg:
         chosen = Pooling(m3_cfg["pooling"])
     elif has_colbert:
-        chosen = Pooling.CLS  # BGE-M3 pools with CLS
+        # BGE-M3 pools with CLS (and says so in 1_Pooling); a folder whose 1_Pooling says
+        # otherwise (an m3kit checkpoint that lost m3kit.json, another tool's) is taken at
+        # its word, as sentence-transformers would
+        chosen = st.pooling or Pooling.CLS
     else:
         if st.pooling is None:
             raise CheckpointError(

@@ -151,6 +151,15 @@ class M3Model(nn.Module):
         # this folder make it stale (it would also be ignored on load, with a warning).
         (out / SEARCH_FILE).unlink(missing_ok=True)
         _write_sentence_transformers_metadata(out, self.hidden_size, self.pooling, max_length)
+        if self.heads is not None and self.pooling is not Pooling.CLS:
+            logger.warning(
+                "%s pools with %s: FlagEmbedding's BGEM3FlagModel pools with CLS unless told, "
+                "so load it there with BGEM3FlagModel(path, pooling_method=%r) for the same "
+                "dense vectors",
+                out,
+                self.pooling.value,
+                self.pooling.value,
+            )
         return out
 
     # -- forward ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Two things key on a model's weights: the collection fingerprint
 and the ONNX export cache (:mod:`m3kit.backends.onnx_backend`). Reading 2.2 GB twice at load
 is wasted when the model in memory is exactly what the files hold, so
 :func:`model_weights_digest` keys such a model by the file digest (:func:`weights_digest`,
-cached per file path, size and mtime) and falls back to hashing the tensors
+cached per file identity: path, inode, size, mtime and ctime) and falls back to hashing the tensors
 (:func:`tensors_sha256`) for a model built in memory or changed after loading.
 
 "Unchanged since loading" is checked without reading every byte: :func:`remember_loaded`
@@ -43,9 +43,12 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SAMPLE = 4096  # values sampled per tensor by the "unchanged since loading" check
 
 _lock = threading.Lock()
-_by_files: dict[tuple[tuple[str, int, int], ...], str] = {}
-# model -> (checkpoint folder, state token when it was loaded)
-_loaded: weakref.WeakKeyDictionary[Any, tuple[Path, tuple[Any, ...]]] = weakref.WeakKeyDictionary()
+_FilesKey = tuple[tuple[str, int, int, int, int], ...]
+_by_files: dict[_FilesKey, str] = {}
+# model -> (checkpoint folder, its weight files' key and the model's state token at loading)
+_loaded: weakref.WeakKeyDictionary[Any, tuple[Path, _FilesKey, tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -67,6 +70,17 @@ def _weight_files(folder: Path) -> list[Path]:
     return files
 
 
+def _files_key(files: list[Path]) -> _FilesKey:
+    """What changes when any of ``files`` is rewritten or replaced: path, inode, size, mtime
+    and ctime (``cp -p``, ``rsync -a`` and ``tar x`` restore the mtime, but a write or rename
+    always sets the ctime, which ``utime`` cannot)."""
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append((str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
 def _file_sha256(path: Path) -> str:
     real = path.resolve()
     # A Hugging Face cache blob is named by the sha256 of its content (LFS files): use it.
@@ -83,12 +97,12 @@ def weights_digest(model: Any, folder: Path | None) -> str:
     """Digest of a model's weights: of its checkpoint files when they exist, else its tensors.
 
     ``"files-sha256:<hex>"`` over the backbone and head weight files in ``folder`` (cached per
-    path, size and mtime for the life of the process), or ``"tensors-sha256:<hex>"``
+    file identity, :func:`_files_key`, for the life of the process), or ``"tensors-sha256:<hex>"``
     (:func:`tensors_sha256`) when ``folder`` is None or holds no weight files.
     """
     files = _weight_files(folder) if folder is not None and folder.is_dir() else []
     if files:
-        key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        key = _files_key(files)
         with _lock:
             known = _by_files.get(key)
         if known is not None:
@@ -145,11 +159,12 @@ def remember_loaded(model: Any, folder: Path) -> None:
     """Record that ``model`` holds exactly the weights of the checkpoint in ``folder``.
 
     Call it right after loading; :func:`model_weights_digest` then keys the model by its file
-    digest for as long as none of its tensors changes.
+    digest for as long as none of its tensors and none of the files changes.
     """
     token = _state_token(model)
+    files = _files_key(_weight_files(Path(folder))) if Path(folder).is_dir() else ()
     with _lock, contextlib.suppress(TypeError):  # not weak-referenceable: never remembered
-        _loaded[model] = (Path(folder), token)
+        _loaded[model] = (Path(folder), files, token)
 
 
 def model_weights_digest(model: Any) -> str:
@@ -157,8 +172,9 @@ def model_weights_digest(model: Any) -> str:
 
     A model recorded by :func:`remember_loaded` and unchanged since is keyed by its checkpoint
     files (:func:`weights_digest`: the collection fingerprint's digest, so the files are read
-    once for both); any other model (built in memory, fine-tuned, cast, quantised) by its
-    tensors (``"tensors-sha256:<hex>"``).
+    once for both) while those files are the ones it was loaded from; any other model (built
+    in memory, fine-tuned, cast, quantised, or whose files were replaced since) by its tensors
+    (``"tensors-sha256:<hex>"``).
     """
     with _lock:
         try:
@@ -166,8 +182,12 @@ def model_weights_digest(model: Any) -> str:
         except TypeError:
             loaded = None
     if loaded is not None:
-        folder, token = loaded
-        if _state_token(model) == token:
+        folder, files, token = loaded
+        now = _files_key(_weight_files(folder)) if folder.is_dir() else ()
+        if now != files:
+            logger.info("the weight files in %s changed since loading: digesting tensors", folder)
+        elif _state_token(model) == token:
             return weights_digest(model, folder)
-        logger.info("the model changed since it was loaded from %s: digesting its tensors", folder)
+        else:
+            logger.info("the model changed since it was loaded from %s: digesting tensors", folder)
     return f"tensors-sha256:{tensors_sha256(model)}"

@@ -122,3 +122,21 @@ def test_save_round_trip(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
     a, b = tiny_encoder.encode(texts), again.encode(texts)
     np.testing.assert_allclose(a.dense, b.dense, atol=1e-6)
     assert a.sparse == b.sparse
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_m3_folder_without_m3kit_json_follows_its_1_pooling(
+    tiny_m3_path: Path, tmp_path: Path, pooling: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an m3kit checkpoint that lost m3kit.json (or another tool's M3 folder) pools as its
+    # sentence-transformers 1_Pooling says, as sentence-transformers would; not always CLS
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling=pooling)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="m3kit.model"):
+        out = enc.model.save(tmp_path / "saved", enc.tokenizer)
+    # FlagEmbedding pools with CLS unless told: saving a mean-pooled M3 model says how to load it
+    told = "pooling_method='mean'" in caplog.text
+    assert told is (pooling == "mean")
+    (out / "m3kit.json").unlink()
+    assert (out / "1_Pooling" / "config.json").is_file()
+    info = resolve_checkpoint(out)
+    assert info.kind is CheckpointKind.M3 and info.pooling is Pooling(pooling)

@@ -230,6 +230,38 @@ def test_other_weights_get_their_own_export(
     assert a._onnx.digest != b._onnx.digest
 
 
+@pytest.mark.parametrize("change", ["pooling", "config"])
+def test_same_weights_other_graph_get_their_own_export(
+    change: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the weights alone do not decide the graph: a pooling chosen at load, or config.json
+    # edited beside unchanged weight files, must not reuse the first export
+    import shutil
+
+    path = shutil.copytree(tiny_m3_path, tmp_path / "model")
+    builds = _builds(monkeypatch)
+    first = M3Encoder.from_pretrained(path, backend="onnx", onnx_cache_dir=tmp_path / "c")
+    kwargs: dict[str, str] = {}
+    if change == "pooling":
+        kwargs["pooling"] = "mean"
+    else:
+        config = json.loads((path / "config.json").read_text())
+        config["hidden_act"] = "relu"
+        (path / "config.json").write_text(json.dumps(config))
+    want = M3Encoder.from_pretrained(path, dtype="fp32", **kwargs).encode(TEXTS)  # type: ignore[arg-type]
+    second = M3Encoder.from_pretrained(
+        path,
+        backend="onnx",
+        onnx_cache_dir=tmp_path / "c",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert first._onnx is not None and second._onnx is not None
+    assert first._onnx.weights == second._onnx.weights  # same weight files
+    assert len(builds) == 2 and first._onnx.digest != second._onnx.digest
+    assert np.abs(first.encode(TEXTS).dense - want.dense).max() > 1e-3  # the old graph differs
+    _assert_outputs_close(want, second.encode(TEXTS))
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "bf16-autocast"])
 def test_onnx_refuses_precisions_it_cannot_run(tiny_m3_path: Path, dtype: str) -> None:
     with pytest.raises(ValueError, match="backend='onnx' runs dtype 'fp32'"):

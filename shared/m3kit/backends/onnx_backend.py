@@ -5,9 +5,10 @@ checkpoint) with ``torch.onnx.export`` into one graph whose outputs are the last
 the pooled dense vector, the per-token sparse weights and the normalised ColBERT vectors
 (dynamic batch and length), lets ONNX Runtime's transformer optimiser fuse attention and layer
 norm, and optionally quantises the weights to int8 with ONNX Runtime's dynamic per-channel
-quantiser. The result is cached in a folder keyed by a digest of the model's weights and the
-export settings; every file's sha256 is recorded in ``manifest.json`` and checked at load, so
-a corrupt, truncated or stale export is rebuilt, never used. The weights digest is
+quantiser. The result is cached in a folder keyed by a digest of the model's weights, its
+pooling, heads and backbone config, and the export settings; every file's sha256 is recorded
+in ``manifest.json`` and checked at load, so a corrupt, truncated or stale export is rebuilt,
+never used. The weights digest is
 :func:`~m3kit.weights.model_weights_digest`: the checkpoint files' digest (the one the
 collection fingerprint uses, so the files are read once at load) for a model loaded by
 ``M3Encoder.from_pretrained`` and unchanged since, else a digest of its tensors (a model built
@@ -343,6 +344,7 @@ def _build(
         manifest = {
             "key": key,
             "weights": weights,
+            "graph": _graph_digest(model),  # pooling, heads, backbone config
             "variant": variant.value,
             "int8_reduce_range": None if scheme is None else scheme.reduce_range,
             "int8_reason": None if scheme is None else scheme.reason,
@@ -358,6 +360,17 @@ def _build(
         final.rename(folder)  # atomic on one filesystem: a reader never sees half an export
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _graph_digest(model: M3Model) -> str:
+    """Digest of what decides the exported graph besides the weights: the pooling, the heads
+    and the backbone's full config (``config.json`` as loaded)."""
+    heads = model.heads
+    colbert = None if heads is None else heads.colbert_dim
+    backbone: Any = model.backbone
+    config = backbone.config.to_json_string(use_diff=False)
+    blob = f"{model.pooling.value}|heads:{heads is not None}|colbert:{colbert}|{config}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def load_onnx_runner(
@@ -385,9 +398,11 @@ def load_onnx_runner(
     # the int8 weights depend on the CPU class (int8_scheme); fp32 exports do not
     scheme = _this_cpu_int8_scheme() if variant is OnnxVariant.INT8 else None
     settings = "" if scheme is None else f"|reduce_range{int(scheme.reduce_range)}"
+    # the graph also depends on what the weights do not say: pooling (a load-time choice),
+    # the heads, and the backbone's config (activation, norm epsilon, ...)
     key = hashlib.sha256(
-        f"{weights}|{variant.value}{settings}|opset{opset}|v{EXPORT_VERSION}"
-        f"|ort{ort.__version__}".encode()
+        f"{weights}|{_graph_digest(model)}|{variant.value}{settings}|opset{opset}"
+        f"|v{EXPORT_VERSION}|ort{ort.__version__}".encode()
     ).hexdigest()[:32]
     if scheme is not None:
         logger.info("int8 weights: reduce_range=%s (%s)", scheme.reduce_range, scheme.reason)
