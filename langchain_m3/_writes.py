@@ -27,6 +27,7 @@ from m3kit.chunking import Chunker
 from m3kit.encoder import M3Encoder
 from m3kit.outputs import Chunk
 from m3kit.store import M3Index
+from m3kit.store.documents import content_doc_id
 
 __all__ = ["write_documents"]
 
@@ -169,6 +170,14 @@ def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> 
             f"this store's ({_model_name(index.encoder)}); split with the store's model"
         )
     marker = metadata.pop(LATE_CHUNK_KEY)
+    if doc_id is None:
+        # A chunk is its source's: its vectors carry that source's context. Without an id it
+        # gets a content id of its text, metadata, source and place, so a chunk of equal text
+        # and metadata from another source (or repeated in this one) is another document
+        # rather than one that overwrites it (and that a delete of either source removes).
+        source = marker.get("source") if isinstance(marker, dict) else marker
+        place = {"source": source, "start": chunk.start}
+        doc_id = content_doc_id(doc.page_content, {**metadata, LATE_CHUNK_KEY: place})
     signature = (
         f"langchain_m3.late_chunk({marker.get('chunker')}, source={marker.get('source')})"
         if isinstance(marker, dict)

@@ -105,6 +105,29 @@ def test_add_documents_stores_carried_vectors_without_encoding(
     assert not np.allclose(naive, late_chunk_vectors(chunks[2]).dense, atol=1e-6)
 
 
+def test_equal_chunks_of_two_sources_are_two_documents(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore
+) -> None:
+    # two sources opening with the same sentence give chunks of equal text and metadata; each
+    # carries its own source's context, so without ids they must not share one content id
+    # (the second overwrote the first, and deleting one source deleted the other's chunk)
+    head = "Confidential internal memo for the whole team. "
+    a = Document(head + SAMPLE_TEXTS[4])
+    b = Document(head + SAMPLE_TEXTS[7])
+    chunks_a, chunks_b = splitter.split_documents([a]), splitter.split_documents([b])
+    assert chunks_a[0].page_content == chunks_b[0].page_content
+    assert {k: v for k, v in chunks_a[0].metadata.items() if k != LATE_CHUNK_KEY} == {
+        k: v for k, v in chunks_b[0].metadata.items() if k != LATE_CHUNK_KEY
+    }
+    ids = store.add_documents(chunks_a + chunks_b)
+    assert len(set(ids)) == len(ids) == store.index.count()
+    assert store.add_documents(chunks_a + chunks_b) == ids, "re-adding stores nothing new"
+    assert store.index.count() == len(ids)
+    store.delete(ids[: len(chunks_a)])
+    left = store.get_by_ids(ids[len(chunks_a) :])
+    assert [d.page_content for d in left] == [d.page_content for d in chunks_b]
+
+
 def test_afrom_documents_keeps_carried_vectors(
     splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
 ) -> None:
