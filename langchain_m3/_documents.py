@@ -13,20 +13,32 @@ from m3kit.encoder import M3Encoder
 from m3kit.store import Hit
 from m3kit.store.conditions import any_of, equals
 from m3kit.store.filters import metadata_filter
-from m3kit.store.schema import CHUNK_INDEX, DOC_ID, END, START
+from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
 
 __all__ = ["document_filter", "documents_of", "encoder_of", "hit_document"]
 
-#: Keys the adapters put into a returned ``Document``'s metadata -> the payload field they show.
-SHOWN_KEYS = {
+#: Where a key a returned ``Document`` shows in its metadata comes from (``document_filter``):
+#: ``"always"`` the chunk's own field; ``"chunked"`` the field on a chunk of a document stored
+#: as several chunks, else the user's metadata key; ``"either"`` both match (``doc_id`` in
+#: ``M3VectorStore``, shown as ``Document.id``). Other keys are the user's metadata.
+VECTOR_STORE_SHOWN = {
+    "doc_id": "either",
+    CHUNK_INDEX_KEY: "chunked",
+    START_INDEX_KEY: "chunked",
+    END_INDEX_KEY: "chunked",
+}
+RETRIEVER_SHOWN = {"doc_id": "always", CHUNK_INDEX_KEY: "always"}
+_FIELDS = {
     "doc_id": DOC_ID,
     CHUNK_INDEX_KEY: CHUNK_INDEX,
     START_INDEX_KEY: START,
     END_INDEX_KEY: END,
 }
+# the chunks whose placement M3VectorStore shows (hit_document)
+_CHUNKED = models.FieldCondition(key=CHUNK_COUNT, range=models.Range(gt=1))
 
 
 def encoder_of(embedding: M3Encoder | EncoderModel) -> M3Encoder:
@@ -59,7 +71,13 @@ def documents_of(
 
 
 def hit_document(hit: Hit) -> Document:
-    """A stored chunk as the store's ``Document``: id = document id, chunk place when split."""
+    """A stored chunk as the store's ``Document``: id = document id, chunk place when split.
+
+    The place (``chunk_index``, ``start_index``, ``end_index``) is shown on the chunks of a
+    document stored as several chunks, where it replaces a user's own keys of those names,
+    as a LangChain splitter's ``add_start_index`` does; a whole document's metadata is
+    returned exactly as stored.
+    """
     metadata = dict(hit.metadata)
     if hit.chunk_count is not None and hit.chunk_count > 1:
         metadata[CHUNK_INDEX_KEY] = hit.chunk_index
@@ -68,17 +86,19 @@ def hit_document(hit: Hit) -> Document:
     return Document(id=hit.doc_id, page_content=hit.text, metadata=metadata)
 
 
-def document_filter(value: Any) -> Any:
-    """A LangChain ``filter`` mapping as a store filter that also matches the keys a returned
-    ``Document`` shows (``doc_id``, ``chunk_index``, ``start_index``, ``end_index``).
+def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
+    """A LangChain ``filter`` mapping as a store filter that matches what returned
+    ``Document``\\ s show: a key in ``shown`` (:data:`VECTOR_STORE_SHOWN`,
+    :data:`RETRIEVER_SHOWN`) matches the chunk's own field where the ``Document`` shows it and
+    the user's metadata key elsewhere. A ``qdrant_client`` ``Filter`` (or ``None``) is passed
+    on as it is.
 
-    Those keys come from the chunk's own fields, not from its stored metadata, so a filter
-    on them used to match nothing; each now matches the stored metadata key *or* the field.
-    A ``qdrant_client`` ``Filter`` (or ``None``) is passed on as it is.
-
-    >>> f = document_filter({"chunk_index": 0, "lang": "en"})
-    >>> [c.key for c in f.must[0].should], f.must[1].key
-    (['metadata.chunk_index', 'chunk_index'], 'metadata.lang')
+    >>> f = document_filter({"chunk_index": 0, "lang": "en"}, RETRIEVER_SHOWN)
+    >>> f.must[0].key, f.must[1].key
+    ('chunk_index', 'metadata.lang')
+    >>> f = document_filter({"start_index": 0}, VECTOR_STORE_SHOWN)
+    >>> [[c.key for c in (s.must or []) + (s.must_not or [])] for s in f.must[0].should]
+    [['chunk_count', 'start'], ['metadata.start_index', 'chunk_count']]
     """
     if not isinstance(value, Mapping) or not value:
         return value
@@ -87,12 +107,25 @@ def document_filter(value: Any) -> Any:
         conditions = metadata_filter({key: wanted}).must
         assert isinstance(conditions, list)  # one condition per key
         mine = conditions[0]
-        field = SHOWN_KEYS.get(str(key))
-        if field is None:
+        rule = shown.get(str(key))
+        if rule is None:
             must.append(mine)
             continue
-        shown = any_of(field, list(wanted)) if isinstance(wanted, list | tuple) else None
-        if shown is None:
-            shown = equals(field, wanted)
-        must.append(models.Filter(should=[mine, shown]))
+        field = _FIELDS[str(key)]
+        theirs = any_of(field, list(wanted)) if isinstance(wanted, list | tuple) else None
+        if theirs is None:
+            theirs = equals(field, wanted)
+        if rule == "always":
+            must.append(theirs)
+        elif rule == "chunked":
+            must.append(
+                models.Filter(
+                    should=[
+                        models.Filter(must=[_CHUNKED, theirs]),
+                        models.Filter(must=[mine], must_not=[_CHUNKED]),
+                    ]
+                )
+            )
+        else:  # "either"
+            must.append(models.Filter(should=[mine, theirs]))
     return models.Filter(must=must)

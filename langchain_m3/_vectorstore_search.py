@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
-from langchain_m3._documents import document_filter, hit_document
+from langchain_m3._documents import VECTOR_STORE_SHOWN, document_filter, hit_document
 from langchain_m3._search import (
     SEARCH_ARGS,
     SETTINGS_ARGS,
@@ -72,7 +72,7 @@ class VectorStoreSearch(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """:meth:`similarity_search_by_vector` with each chunk's cosine similarity."""
-        flt = document_filter(kwargs.pop("filter", None))
+        flt = document_filter(kwargs.pop("filter", None), VECTOR_STORE_SHOWN)
         threshold = kwargs.pop("score_threshold", None)
         check_no_more(kwargs, "similarity_search_by_vector")
         hits = self._index.store.query(
@@ -199,7 +199,7 @@ class VectorStoreSearch(VectorStore):
         return self._index.search(
             query,
             k=check_k(k),
-            filter=document_filter(kwargs.get("filter")),
+            filter=document_filter(kwargs.get("filter"), VECTOR_STORE_SHOWN),
             score_threshold=kwargs.get("score_threshold"),
             **settings_args(self._defaults(), kwargs),
         )

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from qdrant_client import models
 
-from langchain_m3._documents import document_filter, documents_of
+from langchain_m3._documents import RETRIEVER_SHOWN, document_filter, documents_of
 from langchain_m3._retriever_writes import RetrieverWrites
 from langchain_m3._search import SETTINGS_ARGS, check_k, check_setting, settings_args
 from m3kit.encoder import M3Encoder
@@ -167,7 +167,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         return {
             **settings_args(defaults, settings),
             "k": check_k(self.k if k is None else k),
-            "filter": document_filter(filter if filter is not None else self.filter),
+            "filter": document_filter(
+                filter if filter is not None else self.filter, RETRIEVER_SHOWN
+            ),
             "score_threshold": score_threshold
             if score_threshold is not None
             else self.score_threshold,

@@ -214,6 +214,9 @@ def test_late_chunking_documents_share_their_id(
         s.add_documents([Document(text, id="long", metadata={"src": "x"})])
         _assert_same_vectors(written, chunker.chunk([text])[0])  # late-chunked vectors stored
         s.add_documents([DOCS[5]], late_chunking=False)
+        # a section the user split with add_start_index, stored whole: its keys are its own
+        section = Document(SAMPLE_TEXTS[6], id="sec", metadata={"start_index": 118})
+        s.add_documents([section], late_chunking=False)
         chunks = s.get_by_ids(["long", "d5"])
         long = [c for c in chunks if c.id == "long"]
         assert len(long) > 2 and chunks[-1].id == "d5"
@@ -225,23 +228,30 @@ def test_late_chunking_documents_share_their_id(
         hits = s.similarity_search(long[1].page_content, k=len(long), filter={"src": "x"})
         assert sorted(h.metadata["chunk_index"] for h in hits) == list(range(len(long)))
         assert {h.id for h in hits} == {"long"}
-        # the keys a returned chunk shows can be filtered on (they used to match nothing)
+        # the keys a returned chunk shows can be filtered on (they used to match nothing),
+        # and a filter matches what the Documents show: a whole document shows no chunk place
         first = s.similarity_search(long[1].page_content, k=9, filter={"chunk_index": 0})
-        # (a one-chunk document, which shows no chunk_index, is its own chunk 0)
-        assert {(h.id, h.metadata.get("chunk_index", 0)) for h in first} == {
-            ("long", 0),
-            ("d5", 0),
-        }
+        assert {(h.id, h.metadata["chunk_index"]) for h in first} == {("long", 0)}
         at = s.similarity_search(
             QUERY, k=9, filter={"start_index": long[1].metadata["start_index"]}
         )
         assert [h.page_content for h in at] == [long[1].page_content]
+        for start in (0, 118):  # the user's own start_index of a whole document
+            got = s.similarity_search(QUERY, k=20, filter={"start_index": start})
+            assert got and all(h.metadata["start_index"] == start for h in got)
+            assert ("sec" in {h.id for h in got}) is (start == 118)
         retriever = M3Retriever(index=s.index, k=9)
+        # the retriever shows no chunk offsets: start_index is the user's key alone
+        starts = {long[i].metadata["start_index"] for i in range(len(long))} | {118}
+        got = retriever.invoke(QUERY, filter={"start_index": list(starts)})
+        assert [(d.id, d.metadata["start_index"]) for d in got] == [("sec", 118)]
+        zero = retriever.invoke(QUERY, filter={"chunk_index": 0})  # shown on every chunk
+        assert {d.id for d in zero} == {"long", "d5", "sec"}
         assert {d.metadata["doc_id"] for d in retriever.invoke(QUERY, filter={"doc_id": "d5"})} == {
             "d5"
         }
         s.delete(["long"])
-        assert s.get_by_ids(["long"]) == [] and s.index.count() == 1
+        assert s.get_by_ids(["long"]) == [] and s.index.count() == 2
 
 
 def test_m3_retriever_shares_the_index(store: M3VectorStore) -> None:
