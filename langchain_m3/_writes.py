@@ -22,12 +22,19 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3.splitter import LATE_CHUNK_KEY, carried_chunk, is_late_chunk, lost_vectors_message
+from langchain_m3.splitter import (
+    CHUNK_INDEX_KEY,
+    LATE_CHUNK_KEY,
+    carried_chunk,
+    is_late_chunk,
+    lost_vectors_message,
+)
 from m3kit.chunking import Chunker
 from m3kit.encoder import M3Encoder
 from m3kit.outputs import Chunk
 from m3kit.store import M3Index
 from m3kit.store.documents import content_doc_id
+from m3kit.store.schema import CHUNK_COUNT, point_id
 
 __all__ = ["write_documents"]
 
@@ -93,6 +100,7 @@ def write_documents(
         if not isinstance(doc, Document):
             raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
     given = _ids(docs, ids, generate_missing_ids)
+    _refuse_read_back_chunks(index, docs, given)
     entries = [_entry(index, i, doc, given[i]) for i, doc in enumerate(docs)]
     _check_duplicates(entries)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -140,6 +148,30 @@ def _ids(
             "(or pass ids=...) so none is stored under an unexpected id"
         )
     return chosen
+
+
+def _refuse_read_back_chunks(index: M3Index, docs: list[Document], ids: list[str | None]) -> None:
+    """Refuse a ``Document`` read back from the store as one chunk of a document stored as
+    several (its id is the document's, its metadata the ``chunk_index`` it was shown with):
+    written under that id it would replace every chunk of the document with itself."""
+    wanted: dict[str, tuple[int, str, int]] = {}
+    for i, (doc, doc_id) in enumerate(zip(docs, ids, strict=True)):
+        at = doc.metadata.get(CHUNK_INDEX_KEY)
+        if doc_id is not None and isinstance(at, int) and not isinstance(at, bool) and at >= 0:
+            wanted[point_id(doc_id, at)] = (i, doc_id, at)
+    if not wanted:
+        return
+    for pid, payload in index.store.points(list(wanted)).items():
+        count = payload.get(CHUNK_COUNT)
+        if isinstance(count, int) and count > 1:
+            i, doc_id, at = wanted[pid]
+            raise ValueError(
+                f"documents[{i}] is chunk {at} of the stored document {doc_id!r} ({count} "
+                f"chunks), as the store returns it; written under id {doc_id!r} it would "
+                "replace the whole document with this one chunk. To change the document, add "
+                "its whole text under its id; to store the chunk as a document of its own, "
+                f"give it another id (and drop {CHUNK_INDEX_KEY!r} from its metadata)."
+            )
 
 
 def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> _Entry:

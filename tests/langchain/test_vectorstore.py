@@ -250,6 +250,15 @@ def test_late_chunking_documents_share_their_id(
         assert {d.metadata["doc_id"] for d in retriever.invoke(QUERY, filter={"doc_id": "d5"})} == {
             "d5"
         }
+        # a chunk read back and added again would replace its whole document: refused
+        edited = long[1].model_copy(update={"page_content": "An edited chunk."})
+        count = s.index.count()
+        for add in (s.add_documents, retriever.add_documents):
+            with pytest.raises(ValueError, match="chunk 1 of the stored document 'long'"):
+                add([edited])
+        with pytest.raises(ValueError, match="replace the whole document"):
+            retriever.add_documents([next(d for d in retriever.invoke(QUERY) if d.id == "long")])
+        assert s.index.count() == count and s.get_by_ids(["long"]) == long
         s.delete(["long"])
         assert s.get_by_ids(["long"]) == [] and s.index.count() == 2
 
