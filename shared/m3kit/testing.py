@@ -215,7 +215,9 @@ def build_tiny_m3_checkpoint(
         vocab_size=1000,
         seed=seed,
         # BERT's 0.02 leaves a 2-layer model's [CLS] vectors all alike (cosine > 0.99999 for
-        # any two texts), so dense rankings were decided by float rounding; 0.3 spreads them
-        # (cosine 0.89-0.99) and makes every ranking a test sees stable.
+        # any two texts): a dense-only ranking on this model is decided by float rounding, so
+        # tests rank with every head (sparse and ColBERT do differ) or, where they need
+        # distinct dense scores, build a checkpoint with initializer_range=0.2
+        # (tests/store/test_calibration.py).
         initializer_range=0.02,
     )
