@@ -303,5 +303,7 @@ def _write_sentence_transformers_metadata(
         "pooling_mode_mean_sqrt_len_tokens": False,
     }
     (out / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2), encoding="utf-8")
-    st_cfg = {"max_seq_length": max_length or 512, "do_lower_case": False}
+    # no declared length stays undeclared (null: sentence-transformers then takes the model's
+    # own limit, as m3kit does from config.json); a made-up 512 would be read back as declared
+    st_cfg = {"max_seq_length": max_length, "do_lower_case": False}
     (out / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2), encoding="utf-8")

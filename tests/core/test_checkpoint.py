@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -140,3 +141,12 @@ def test_m3_folder_without_m3kit_json_follows_its_1_pooling(
     assert (out / "1_Pooling" / "config.json").is_file()
     info = resolve_checkpoint(out)
     assert info.kind is CheckpointKind.M3 and info.pooling is Pooling(pooling)
+
+
+def test_save_without_a_length_declares_none(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
+    # a checkpoint saved without max_length used to get max_seq_length 512 in
+    # sentence_bert_config.json, which reloading then read as its declared length
+    out = tiny_encoder.model.save(tmp_path / "saved", tiny_encoder.tokenizer)
+    again = resolve_checkpoint(out)
+    config = json.loads((out / "config.json").read_text())
+    assert again.max_length == config["max_position_embeddings"] - 2 != 512  # RoBERTa offset
