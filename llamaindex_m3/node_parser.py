@@ -40,6 +40,7 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3CheckpointFields
+from m3kit.chunk_spans import spans_of_pieces
 from m3kit.encoder import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
@@ -150,28 +151,22 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
 def node_parser_spans(parser: NodeParser) -> Callable[[str], list[tuple[int, int]]]:
     """Character spans of any LlamaIndex node parser, for :class:`m3kit.late_chunking.LateChunker`.
 
-    Uses each node's ``start_char_idx`` / ``end_char_idx`` when set; otherwise finds the node's
-    text in the document, searching forward.
+    Finds each node's text in the document with :func:`m3kit.chunk_spans.spans_of_pieces`
+    (in order, covering the whole document), not from the nodes' ``start_char_idx``: LlamaIndex
+    sets those by searching from just after the previous node's start, which lands on an
+    earlier copy of a repeated passage.
+
+    Raises:
+        ValueError: A node's text is not in the document, or the nodes leave text out.
     """
 
     def spans(text: str) -> list[tuple[int, int]]:
-        out: list[tuple[int, int]] = []
-        search_from = 0
-        for node in parser.get_nodes_from_documents([Document(text=text)]):
-            start = getattr(node, "start_char_idx", None)
-            end = getattr(node, "end_char_idx", None)
-            if start is None or end is None:
-                content = node.get_content(metadata_mode=MetadataMode.NONE)
-                start = text.find(content, search_from)
-                if start < 0:
-                    raise ValueError(
-                        f"{type(parser).__name__} produced a node whose text is not in the "
-                        "document, so it has no character span"
-                    )
-                end = start + len(content)
-            out.append((start, end))
-            search_from = start + 1
-        return out
+        nodes = parser.get_nodes_from_documents([Document(text=text)])
+        contents = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
+        try:
+            return spans_of_pieces(text, contents)
+        except ValueError as e:
+            raise ValueError(f"{type(parser).__name__}: {e}") from e
 
     return spans
 

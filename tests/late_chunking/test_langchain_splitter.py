@@ -66,6 +66,20 @@ def test_langchain_text_splitter_boundaries(tiny_encoder):  # type: ignore[no-un
     assert [d.page_content for d in docs] == inner.split_text(TEXT)
 
 
+def test_repeated_lines_keep_every_line(tiny_encoder):  # type: ignore[no-untyped-def]
+    """A log with repeated lines: each piece is its own chunk, no line is in no chunk."""
+    splitters = pytest.importorskip("langchain_text_splitters")
+    log = (
+        "connection lost, retrying\nconnection lost, retrying\n"
+        "connection lost, retrying\nDISK FULL on /var/lib/postgres, database halted\nshutdown"
+    )
+    inner = splitters.RecursiveCharacterTextSplitter(chunk_size=55, chunk_overlap=0)
+    splitter = M3LateChunkingSplitter.from_encoder(tiny_encoder, splitter=inner)
+    docs = splitter.split_documents([Document(page_content=log)])
+    assert [d.page_content for d in docs] == inner.split_text(log)  # 4 pieces, 4 chunks
+    assert [d.metadata["start_index"] for d in docs] == [0, 52, 78, 126]
+
+
 def test_dense_only_checkpoint(minilm_encoder):  # type: ignore[no-untyped-def]
     splitter = M3LateChunkingSplitter.from_encoder(minilm_encoder, chunk_size=8)
     pairs = splitter.split_documents_with_vectors([Document(page_content=TEXT)])

@@ -160,6 +160,16 @@ def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-d
         assert n.text == BERLIN[n.start_char_idx : n.end_char_idx]
 
 
+def test_node_parser_spans_not_inside_the_previous_node() -> None:
+    """A section repeated inside the previous one (a code block) is placed after it.
+
+    LlamaIndex's own ``start_char_idx`` for the second node is 13, inside the code block, which
+    left the real second section in no chunk.
+    """
+    text = "# Setup\n\n```\n# Run\nmake run\n```\n\n# Run\nmake run"
+    assert node_parser_spans(MarkdownNodeParser())(text) == [(0, 31), (33, 47)]
+
+
 def test_parser_loads_checkpoint_from_fields(tiny_m3_path):  # type: ignore[no-untyped-def]
     parser = M3LateChunkingNodeParser(model_name=str(tiny_m3_path), dtype="fp32", chunk_size=12)
     assert parser.chunker.encoder.dense_dim == 32
