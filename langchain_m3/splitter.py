@@ -9,9 +9,12 @@ vectors in memory: ``M3VectorStore.add_documents(chunks)`` (and ``M3Retriever``)
 without encoding again. :func:`late_chunk_vectors` reads them back as an :class:`m3kit.Chunk`;
 :meth:`M3LateChunkingSplitter.split_documents_with_vectors` returns the pairs directly.
 
-The vectors live as long as the ``Document`` object: no vectors are hidden in metadata. A
-copy (``model_copy``, ``Document(**doc.model_dump())``) or a document rebuilt from JSON (a
-docstore, a cache) keeps the marker but not the vectors; a store refuses such a document
+The vectors live in memory as long as the ``Document`` object the splitter returned: no
+vectors are hidden in metadata. They are found by the marker (its ``carry`` key), so a copy
+made in this process while that ``Document`` is alive (``model_copy``,
+``Document(**doc.model_dump())``, the copies LangChain's ``index()`` makes) carries them too.
+A document rebuilt in another process, or after the returned ``Document`` is gone (a
+docstore, a cache), keeps the marker but not the vectors; a store refuses such a document
 with an error instead of silently encoding the chunk alone (which would drop its context).
 Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chunk as a plain
 text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 import weakref
 from collections.abc import Sequence
@@ -41,6 +45,7 @@ from pydantic import Field, PrivateAttr
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
 from m3kit.outputs import Chunk, Head
 
@@ -60,7 +65,8 @@ START_INDEX_KEY = "start_index"
 END_INDEX_KEY = "end_index"
 CHUNK_INDEX_KEY = "chunk_index"
 LATE_CHUNK_KEY = "m3_late_chunk"
-"""Metadata key marking a late-chunked ``Document``: ``{"chunker": signature, "source": hash}``."""
+"""Metadata key marking a late-chunked ``Document``: ``{"chunker": signature, "source": hash,
+"carry": key of its vectors in memory}``."""
 
 
 class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
@@ -128,13 +134,22 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
             [d.page_content for d in docs], show_progress=self.show_progress
         )
         signature = self._chunker.signature
+        model = encoder_fingerprint(self.encoder).identity
         out = []
         for doc, chunks in zip(docs, per_doc, strict=True):
             source = hashlib.sha256(doc.page_content.encode()).hexdigest()[:32]
             for c in chunks:
                 chunk_doc = _chunk_document(doc, c.text, c.start, c.end, c.index)
-                chunk_doc.metadata[LATE_CHUNK_KEY] = {"chunker": signature, "source": source}
-                _attach(chunk_doc, CarriedChunk(c, self.encoder))
+                # the same for the same chunk of the same text by the same model and settings,
+                # so LangChain's index() sees an unchanged chunk as unchanged
+                blob = json.dumps([model, signature, source, c.index, c.start, c.end])
+                carry = hashlib.sha256(blob.encode()).hexdigest()[:32]
+                chunk_doc.metadata[LATE_CHUNK_KEY] = {
+                    "chunker": signature,
+                    "source": source,
+                    "carry": carry,
+                }
+                _attach(chunk_doc, carry, CarriedChunk(c, self.encoder))
                 out.append((chunk_doc, c))
         return out
 
@@ -180,22 +195,28 @@ class CarriedChunk:
         self.encoder = encoder
 
 
-# id(document) -> (weak reference to it, its vectors). An entry lives as long as its Document:
-# weakref.finalize removes it when the Document is collected (before its id can be reused).
-_CARRIED: dict[int, tuple[weakref.ReferenceType[Document], CarriedChunk]] = {}
+# marker["carry"] -> [(weak reference to a Document the splitter returned, its vectors)]. Keyed
+# by the marker, not the object, so a copy (LangChain's index() copies every document) finds
+# them too. An entry lives as long as its Document: weakref.finalize removes it when the
+# Document is collected.
+_CARRIED: dict[str, list[tuple[weakref.ReferenceType[Document], CarriedChunk]]] = {}
 _CARRIED_LOCK = threading.Lock()
 
 
-def _attach(document: Document, carried: CarriedChunk) -> None:
-    key = id(document)
+def _attach(document: Document, key: str, carried: CarriedChunk) -> None:
+    ref = weakref.ref(document)
     with _CARRIED_LOCK:
-        _CARRIED[key] = (weakref.ref(document), carried)
-    weakref.finalize(document, _detach, key)
+        _CARRIED.setdefault(key, []).append((ref, carried))
+    weakref.finalize(document, _detach, key, ref)
 
 
-def _detach(key: int) -> None:
+def _detach(key: str, ref: weakref.ReferenceType[Document]) -> None:
     with _CARRIED_LOCK:
-        _CARRIED.pop(key, None)
+        kept = [entry for entry in _CARRIED.get(key, []) if entry[0] is not ref]
+        if kept:
+            _CARRIED[key] = kept
+        else:
+            _CARRIED.pop(key, None)
 
 
 def is_late_chunk(document: Document) -> bool:
@@ -207,12 +228,23 @@ def is_late_chunk(document: Document) -> bool:
 
 
 def carried_chunk(document: Document) -> CarriedChunk | None:
-    """The vectors (and encoder) ``document`` carries; ``None`` when it carries none."""
-    with _CARRIED_LOCK:
-        entry = _CARRIED.get(id(document))
-    if entry is None or entry[0]() is not document:
+    """The vectors (and encoder) ``document`` carries; ``None`` when it carries none.
+
+    Found by its ``m3_late_chunk`` marker: a Document the splitter returned, or a copy of one
+    made in this process while that Document is alive (the vectors are those of the chunk's
+    text as split: a store checks that ``page_content`` is still that text).
+    """
+    marker = document.metadata.get(LATE_CHUNK_KEY)
+    key = marker.get("carry") if isinstance(marker, dict) else None
+    if not isinstance(key, str):
         return None
-    return entry[1]
+    with _CARRIED_LOCK:
+        entries = list(_CARRIED.get(key, ()))
+    alive = [(ref(), carried) for ref, carried in entries]
+    for doc, carried in alive:
+        if doc is document:
+            return carried
+    return next((carried for doc, carried in alive if doc is not None), None)
 
 
 def late_chunk_vectors(document: Document) -> Chunk:
@@ -237,9 +269,11 @@ def lost_vectors_message(document: Document, where: str = "document") -> str:
         )
     return (
         f"{where} (id {document.id!r}, {document.page_content[:40]!r}) came from "
-        "M3LateChunkingSplitter but no longer carries its vectors: it is a copy or was rebuilt "
-        "from JSON (a docstore, a cache), and the vectors live only in the Document object the "
-        "splitter returned. Split its source document again and add those chunks, or delete "
+        "M3LateChunkingSplitter but no longer carries its vectors: the vectors live in memory "
+        "only while the Document the splitter returned does (copies made in this process find "
+        "them then), and this one was rebuilt in another process or after that Document was "
+        "gone (a docstore, a cache). Split its source document again and add those chunks "
+        "(with LangChain's index(), split right before calling it), or delete "
         f"metadata[{LATE_CHUNK_KEY!r}] to have it encoded on its own text (naive chunking, "
         "without its document's context)"
     )

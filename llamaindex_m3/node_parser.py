@@ -13,7 +13,11 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
   ColBERT included. ColBERT is kept in memory only (a ``PrivateAttr``), never serialised: a
   ColBERT matrix is far too big for node metadata. A node rebuilt from JSON (a docstore, an
   ``IngestionPipeline`` cache) still has its late-chunked dense and sparse vectors. Hand them
-  to m3kit's store, e.g. ``M3Store.upsert(chunk_records(nodes))``.
+  to m3kit's store with ``M3Store.upsert(chunk_records(nodes), replace=True)`` (``replace``
+  deletes the chunks an older version of each document left: give all of a document's nodes
+  in one call).
+- ``node.metadata["m3_late_chunk"]`` also holds ``count`` (the document's number of chunks)
+  and ``source`` (a hash of its text): :func:`chunk_records` versions the records with them.
 - ``start_char_idx`` / ``end_char_idx``: the chunk's span in the document; the ``SOURCE``
   relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks.
 
@@ -29,6 +33,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +46,7 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3CheckpointFields
+from m3kit.chunk_spans import spans_of_pieces
 from m3kit.encoder import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
@@ -124,12 +131,21 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
     """m3kit store records for parsed nodes (doc id = the source document's id).
 
     ``metadata`` is :func:`user_metadata`. Nodes rebuilt from JSON give records without ColBERT
-    (see :func:`node_vectors`); a store with a ColBERT head refuses them.
+    (see :func:`node_vectors`); a store with a ColBERT head refuses them. Each record carries its
+    document's version (``doc_hash``: a hash of the document's text hash, the chunker's
+    signature and the encoder) and ``chunk_count``, so ``M3Store.upsert(records,
+    replace=True)`` deletes the chunks an older version left (an edited document with fewer
+    chunks) and nothing else.
+
+    Raises:
+        ValueError: A node did not come from :class:`M3LateChunkingNodeParser`, or came from
+            a version of it that did not record ``count`` / ``source`` (parse it again).
     """
     records = []
     for node in nodes:
         vectors = node_vectors(node)
         late = node.metadata[LATE_METADATA_KEY]
+        doc_hash, count = _document_version(node, late)
         doc_id = node.ref_doc_id or node.node_id
         start = getattr(node, "start_char_idx", None)
         end = getattr(node, "end_char_idx", None)
@@ -142,36 +158,46 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
                 vectors,
                 start,
                 end,
+                doc_hash=doc_hash,
+                chunk_count=count,
             )
         )
     return records
 
 
+def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
+    """``(doc_hash, chunk_count)`` of the document version ``node`` was cut from."""
+    try:
+        source, count = str(late["source"]), int(late["count"])
+    except KeyError:
+        raise ValueError(
+            f"node {node.node_id} has no document version in its {LATE_METADATA_KEY!r} "
+            "metadata ('source' and 'count'; it was parsed by an older m3kit): parse its "
+            "document again, so that storing it can replace the document's older chunks"
+        ) from None
+    blob = json.dumps([source, late["chunker"], late.get("encoder")], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), count
+
+
 def node_parser_spans(parser: NodeParser) -> Callable[[str], list[tuple[int, int]]]:
     """Character spans of any LlamaIndex node parser, for :class:`m3kit.late_chunking.LateChunker`.
 
-    Uses each node's ``start_char_idx`` / ``end_char_idx`` when set; otherwise finds the node's
-    text in the document, searching forward.
+    Finds each node's text in the document with :func:`m3kit.chunk_spans.spans_of_pieces`
+    (in order, covering the whole document), not from the nodes' ``start_char_idx``: LlamaIndex
+    sets those by searching from just after the previous node's start, which lands on an
+    earlier copy of a repeated passage.
+
+    Raises:
+        ValueError: A node's text is not in the document, or the nodes leave text out.
     """
 
     def spans(text: str) -> list[tuple[int, int]]:
-        out: list[tuple[int, int]] = []
-        search_from = 0
-        for node in parser.get_nodes_from_documents([Document(text=text)]):
-            start = getattr(node, "start_char_idx", None)
-            end = getattr(node, "end_char_idx", None)
-            if start is None or end is None:
-                content = node.get_content(metadata_mode=MetadataMode.NONE)
-                start = text.find(content, search_from)
-                if start < 0:
-                    raise ValueError(
-                        f"{type(parser).__name__} produced a node whose text is not in the "
-                        "document, so it has no character span"
-                    )
-                end = start + len(content)
-            out.append((start, end))
-            search_from = start + 1
-        return out
+        nodes = parser.get_nodes_from_documents([Document(text=text)])
+        contents = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
+        try:
+            return spans_of_pieces(text, contents)
+        except ValueError as e:
+            raise ValueError(f"{type(parser).__name__}: {e}") from e
 
     return spans
 
@@ -318,13 +344,14 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
         per_doc = self._chunker.chunk(texts, show_progress=show_progress)
         out: list[BaseNode] = []
-        for node, chunks in zip(nodes, per_doc, strict=True):
+        for node, text, chunks in zip(nodes, texts, per_doc, strict=True):
             built = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
+            source = hashlib.sha256(text.encode()).hexdigest()[:32]
             for base, chunk in zip(built, chunks, strict=True):
-                out.append(self._to_m3_node(base, chunk))
+                out.append(self._to_m3_node(base, chunk, source, len(chunks)))
         return out
 
-    def _to_m3_node(self, base: TextNode, chunk: Chunk) -> M3TextNode:
+    def _to_m3_node(self, base: TextNode, chunk: Chunk, source: str, count: int) -> M3TextNode:
         data = base.model_dump(exclude={"embedding", "start_char_idx", "end_char_idx"})
         data["relationships"] = base.relationships
         node = M3TextNode(
@@ -338,6 +365,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             # which model made the vectors: a store of another model refuses the node
             "encoder": encoder_fingerprint(self._chunker.encoder).identity,
             "index": chunk.index,
+            "count": count,  # chunks of the document: a store deletes its chunks beyond them
+            "source": source,  # hash of the document's text: the version a store keeps
             "token_start": chunk.token_start,
             "token_end": chunk.token_end,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,12 +68,16 @@ def test_split_documents_carry_their_vectors(splitter: M3LateChunkingSplitter) -
     assert len(chunks) == len(pairs) > 3
     for doc, (_, ref) in zip(chunks, pairs, strict=True):
         assert is_late_chunk(doc) and doc.metadata["src"] == "a"
-        assert set(doc.metadata[LATE_CHUNK_KEY]) == {"chunker", "source"}
+        assert set(doc.metadata[LATE_CHUNK_KEY]) == {"chunker", "source", "carry"}
         vectors = late_chunk_vectors(doc)
         assert vectors.text == doc.page_content
         np.testing.assert_allclose(vectors.dense, ref.dense, atol=1e-6)
+    # a copy made while the returned Document lives finds its vectors (LangChain's index())
+    assert late_chunk_vectors(chunks[0].model_copy()) is late_chunk_vectors(chunks[0])
+    elsewhere = chunks[0].model_copy(deep=True)  # as rebuilt in another process
+    elsewhere.metadata[LATE_CHUNK_KEY]["carry"] = "0" * 32
     with pytest.raises(ValueError, match="no longer carries"):
-        late_chunk_vectors(chunks[0].model_copy())
+        late_chunk_vectors(elsewhere)
     with pytest.raises(ValueError, match="did not come from"):
         late_chunk_vectors(Document("plain"))
 
@@ -173,6 +178,8 @@ def test_chunk_without_its_vectors_raises(
 ) -> None:
     chunk = splitter.split_documents([Document(TEXT)])[0]
     lost = rebuild(chunk)
+    del chunk  # the Document the splitter returned is gone: its vectors with it
+    gc.collect()
     assert is_late_chunk(lost)
     encoded, _ = _spy(store, monkeypatch)
     with pytest.raises(ValueError, match=r"documents\[1\].*no longer carries its vectors"):
@@ -216,8 +223,10 @@ def test_m3_retriever_keeps_carried_vectors(
     encoded, written = _spy(store, monkeypatch)
     retriever.add_documents(chunks)
     assert encoded == [] and len(written) == len(chunks)
+    stray = chunks[0].model_copy(deep=True)  # as rebuilt in another process
+    stray.metadata[LATE_CHUNK_KEY]["carry"] = "0" * 32
     with pytest.raises(ValueError, match="no longer carries"):
-        retriever.add_documents([chunks[0].model_copy()])
+        retriever.add_documents([stray])
 
 
 async def test_async_add_keeps_carried_vectors(

@@ -66,6 +66,20 @@ def test_langchain_text_splitter_boundaries(tiny_encoder):  # type: ignore[no-un
     assert [d.page_content for d in docs] == inner.split_text(TEXT)
 
 
+def test_repeated_lines_keep_every_line(tiny_encoder):  # type: ignore[no-untyped-def]
+    """A log with repeated lines: each piece is its own chunk, no line is in no chunk."""
+    splitters = pytest.importorskip("langchain_text_splitters")
+    log = (
+        "connection lost, retrying\nconnection lost, retrying\n"
+        "connection lost, retrying\nDISK FULL on /var/lib/postgres, database halted\nshutdown"
+    )
+    inner = splitters.RecursiveCharacterTextSplitter(chunk_size=55, chunk_overlap=0)
+    splitter = M3LateChunkingSplitter.from_encoder(tiny_encoder, splitter=inner)
+    docs = splitter.split_documents([Document(page_content=log)])
+    assert [d.page_content for d in docs] == inner.split_text(log)  # 4 pieces, 4 chunks
+    assert [d.metadata["start_index"] for d in docs] == [0, 52, 78, 126]
+
+
 def test_dense_only_checkpoint(minilm_encoder):  # type: ignore[no-untyped-def]
     splitter = M3LateChunkingSplitter.from_encoder(minilm_encoder, chunk_size=8)
     pairs = splitter.split_documents_with_vectors([Document(page_content=TEXT)])
@@ -73,3 +87,46 @@ def test_dense_only_checkpoint(minilm_encoder):  # type: ignore[no-untyped-def]
     for _, chunk in pairs:
         assert chunk.dense.shape == (384,)
         assert chunk.vectors.heads == {Head.DENSE}
+
+
+def test_langchain_index_stores_late_chunks(tiny_encoder):  # type: ignore[no-untyped-def]
+    """LangChain's index() copies every Document: the copies still carry the vectors."""
+    import gc
+
+    from langchain_core.indexing import InMemoryRecordManager, index
+
+    from langchain_m3 import M3VectorStore
+    from langchain_m3.splitter import LATE_CHUNK_KEY, carried_chunk
+
+    splitter = M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=6)
+    store = M3VectorStore.open(tiny_encoder)
+    manager = InMemoryRecordManager("late")
+    manager.create_schema()
+    kwargs: dict[str, object] = {
+        "cleanup": "incremental",
+        "source_id_key": "source",
+        "key_encoder": "sha256",
+    }
+    v1 = "Alpha sentence one. Beta sentence two. Gamma sentence three. Delta four."
+    v2 = "Alpha sentence one. Beta sentence TWO CHANGED."
+    first = splitter.split_documents([Document(v1, metadata={"source": "a.txt"})])
+    assert index(first, manager, store, **kwargs)["num_added"] == len(first)  # type: ignore[arg-type]
+    assert store.index.count() == len(first)
+    again = splitter.split_documents([Document(v1, metadata={"source": "a.txt"})])
+    assert index(again, manager, store, **kwargs)["num_skipped"] == len(first)  # type: ignore[arg-type]
+    second = splitter.split_documents([Document(v2, metadata={"source": "a.txt"})])
+    result = index(second, manager, store, **kwargs)  # type: ignore[arg-type]
+    # every chunk's vectors changed with its document (its context), so all are replaced
+    assert (result["num_added"], result["num_deleted"]) == (len(second), len(first))
+    assert store.index.count() == len(second)
+    # a copy finds the vectors while the Document the splitter returned lives, not after
+    copy = Document(**second[-1].model_dump())
+    carried = carried_chunk(copy)
+    assert carried is not None and carried.chunk.text == copy.page_content
+    elsewhere = Document(**copy.model_dump())
+    elsewhere.metadata[LATE_CHUNK_KEY] = {**copy.metadata[LATE_CHUNK_KEY], "carry": "0" * 32}
+    with pytest.raises(ValueError, match="no longer carries its vectors"):
+        store.add_documents([elsewhere])  # as rebuilt in another process
+    del second, result, carried
+    gc.collect()
+    assert carried_chunk(copy) is None

@@ -160,6 +160,16 @@ def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-d
         assert n.text == BERLIN[n.start_char_idx : n.end_char_idx]
 
 
+def test_node_parser_spans_not_inside_the_previous_node() -> None:
+    """A section repeated inside the previous one (a code block) is placed after it.
+
+    LlamaIndex's own ``start_char_idx`` for the second node is 13, inside the code block, which
+    left the real second section in no chunk.
+    """
+    text = "# Setup\n\n```\n# Run\nmake run\n```\n\n# Run\nmake run"
+    assert node_parser_spans(MarkdownNodeParser())(text) == [(0, 31), (33, 47)]
+
+
 def test_parser_loads_checkpoint_from_fields(tiny_m3_path):  # type: ignore[no-untyped-def]
     parser = M3LateChunkingNodeParser(model_name=str(tiny_m3_path), dtype="fp32", chunk_size=12)
     assert parser.chunker.encoder.dense_dim == 32
@@ -167,3 +177,37 @@ def test_parser_loads_checkpoint_from_fields(tiny_m3_path):  # type: ignore[no-u
     assert parser.to_dict()["chunk_size"] == 12
     nodes = parser.get_nodes_from_documents([Document(text=BERLIN)])
     assert len(nodes) > 2 and all(len(n.embedding or []) == 32 for n in nodes)
+
+
+def test_chunk_records_recipe_leaves_no_stale_chunk(tiny_encoder):  # type: ignore[no-untyped-def]
+    """The docstring's recipe: an edited document with fewer chunks replaces the old chunks."""
+    from qdrant_client import models
+
+    from m3kit.store import M3Index
+
+    store = M3Index.open(tiny_encoder).store
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=6)
+    v1 = "Alpha sentence one. Beta sentence two. Gamma sentence three. Delta four."
+    v2 = "Alpha sentence one. Beta sentence TWO CHANGED."
+    first = parser.get_nodes_from_documents([Document(text=v1, id_="d1")])
+    half = len(first) // 2  # one document's nodes in two calls: nothing of it is deleted
+    store.upsert(chunk_records(first[:half]), replace=True)
+    store.upsert(chunk_records(first[half:]), replace=True)
+    assert store.count() == len(first)
+    second = parser.get_nodes_from_documents([Document(text=v2, id_="d1")])
+    assert 0 < len(second) < len(first)
+    store.upsert(chunk_records(second), replace=True)
+    hits = sorted(store.get(filter=models.Filter()), key=lambda h: h.chunk_index)
+    assert [h.text for h in hits] == [n.text for n in second]
+    assert {h.chunk_count for h in hits} == {len(second)}
+    rebuilt = [TextNode.from_json(n.to_json()) for n in second]  # e.g. from a docstore
+    versions = {(r.doc_hash, r.chunk_count) for r in chunk_records(rebuilt)}
+    assert versions == {(r.doc_hash, r.chunk_count) for r in chunk_records(second)}
+    assert versions.isdisjoint({(r.doc_hash, r.chunk_count) for r in chunk_records(first)})
+
+
+def test_chunk_records_refuse_nodes_without_document_version(tiny_parser):  # type: ignore[no-untyped-def]
+    node = tiny_parser([Document(text=BERLIN)])[0]
+    del node.metadata[LATE_METADATA_KEY]["count"]
+    with pytest.raises(ValueError, match="no document version.*parse its document again"):
+        chunk_records([node])

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from m3kit.chunk_spans import (
     as_span_splitter,
     normalize_spans,
     pack_sentences,
+    piece_overlap,
     sentence_starts,
     spans_of_pieces,
 )
@@ -56,7 +61,10 @@ def test_pack_sentences_respects_budget_and_sentences() -> None:
 def test_spans_of_pieces_forward_search_and_overlap() -> None:
     text = "a b a b a b"
     assert spans_of_pieces(text, ["a b", "a b", "a b"]) == [(0, 3), (4, 7), (8, 11)]
-    assert spans_of_pieces(text, ["a b a", "a b a", ""]) == [(0, 5), (4, 9)]  # overlapping
+    assert spans_of_pieces(text, ["a b a", "a b a b", ""]) == [(0, 5), (4, 11)]  # overlapping
+    # pieces that cannot cover the text: an error quoting what no chunk would hold
+    with pytest.raises(ValueError, match=r"leave characters 10-11 \('b'\).*in no chunk"):
+        spans_of_pieces(text, ["a b a", "a b a"])
     with pytest.raises(ValueError, match="not found in the document"):
         spans_of_pieces(text, ["a  b"])
     with pytest.raises(TypeError, match="not str"):
@@ -92,9 +100,9 @@ class _NodeParserLike:
 def test_as_span_splitter_kinds() -> None:
     class HasSplitText:
         def split_text(self, text: str) -> list[str]:
-            return text.split("|")
+            return text.split(" ")
 
-    assert as_span_splitter(HasSplitText())("ab|cd") == [(0, 2), (3, 5)]
+    assert as_span_splitter(HasSplitText())("ab cd") == [(0, 2), (3, 5)]
     fn = as_span_splitter(lambda t: [(0, 1)])
     assert fn("xyz") == [(0, 1)]
     with pytest.raises(TypeError, match="node_parser_spans"):
@@ -154,3 +162,94 @@ def test_llamaindex_sentence_splitter(tiny_encoder, h):  # type: ignore[no-untyp
     assert len(chunks) > 1
     h.assert_spans_exact(chunks, text, tiled=False)
     h.assert_tokens_partitioned(chunks, len(h.document_ids(tiny_encoder, text)))
+
+
+LOG = (
+    "connection lost, retrying\nconnection lost, retrying\n"
+    "connection lost, retrying\nDISK FULL on /var/lib/postgres, database halted\nshutdown"
+)
+
+
+def _langchain_starts(splitter, text: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """Offsets LangChain's own ``add_start_index`` gives (same settings, same pieces)."""
+    splitter._add_start_index = True
+    try:
+        return [d.metadata["start_index"] for d in splitter.create_documents([text])]
+    finally:
+        splitter._add_start_index = False
+
+
+def _uncovered(text: str, spans: list[tuple[int, int]]) -> str:
+    covered = [False] * len(text)
+    for a, b in spans:
+        covered[a:b] = [True] * (b - a)
+    return "".join(ch for ch, c in zip(text, covered, strict=True) if not c and not ch.isspace())
+
+
+@pytest.mark.parametrize("overlap", [0, 30])
+def test_repeated_lines_are_placed_where_langchain_places_them(overlap: int) -> None:
+    """A piece that also occurs inside the previous piece is not taken from there.
+
+    Searching from just after the previous piece's start found the third
+    "connection lost" line inside piece 0: normalising trimmed it away, and the line after it
+    was in no chunk.
+    """
+    splitters = pytest.importorskip("langchain_text_splitters")
+    inner = splitters.RecursiveCharacterTextSplitter(chunk_size=55, chunk_overlap=overlap)
+    pieces = inner.split_text(LOG)
+    spans = as_span_splitter(inner)(LOG)
+    assert [LOG[a:b] for a, b in spans] == pieces
+    assert [a for a, _ in spans] == _langchain_starts(inner, LOG)
+    assert _uncovered(LOG, normalize_spans(spans, len(LOG))) == ""
+    assert piece_overlap(inner) == overlap
+
+
+def test_dropped_separator_is_an_error_naming_the_text() -> None:
+    splitters = pytest.importorskip("langchain_text_splitters")
+    inner = splitters.CharacterTextSplitter(
+        separator="|", keep_separator=False, chunk_size=5, chunk_overlap=0
+    )
+    with pytest.raises(ValueError, match=r"leave characters 3-4 \('\|'\).*in no chunk"):
+        as_span_splitter(inner)("one|two|six")
+
+
+def test_piece_overlap_only_in_characters() -> None:
+    splitters = pytest.importorskip("langchain_text_splitters")
+    from llama_index.core.node_parser import SentenceSplitter
+
+    by_words = splitters.RecursiveCharacterTextSplitter(
+        chunk_size=5, chunk_overlap=2, length_function=lambda t: len(t.split())
+    )
+    assert piece_overlap(by_words) is None  # counted in words: not a character offset
+    assert piece_overlap(SentenceSplitter(chunk_size=20, chunk_overlap=5)) is None  # tokens
+    assert piece_overlap(object()) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(
+        st.tuples(st.sampled_from(["ab", "ab", "cd", "ab."]), st.sampled_from([" ", "\n", "\n\n"])),
+        min_size=1,
+        max_size=40,
+    ),
+    chunk_size=st.integers(6, 20),
+    overlap=st.integers(0, 19),
+)
+def test_pieces_of_repetitive_text_cover_it(words, chunk_size, overlap):  # type: ignore[no-untyped-def]
+    """Pieces are found in order and cover every non-whitespace character; where LangChain's
+    own offsets are in order and cover the text too, they are the same offsets."""
+    splitters = pytest.importorskip("langchain_text_splitters")
+    text = "".join(w + sep for w, sep in words).rstrip()
+    inner = splitters.RecursiveCharacterTextSplitter(
+        chunk_size=chunk_size, chunk_overlap=min(overlap, chunk_size - 1)
+    )
+    pieces = inner.split_text(text)
+    spans = as_span_splitter(inner)(text)
+    assert [text[a:b] for a, b in spans] == pieces
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(spans))
+    assert _uncovered(text, normalize_spans(spans, len(text))) == ""
+    theirs = _langchain_starts(inner, text)
+    their_spans = [(s, s + len(p)) for s, p in zip(theirs, pieces, strict=True)]
+    in_order = all(a <= b for a, b in itertools.pairwise(theirs))
+    if theirs[0] >= 0 and in_order and _uncovered(text, their_spans) == "":
+        assert [a for a, _ in spans] == theirs
