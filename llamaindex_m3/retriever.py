@@ -73,7 +73,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
 
     Results are ``NodeWithScore`` holding a ``TextNode`` (id = the Qdrant point id, text,
     metadata with ``doc_id`` and ``chunk_index`` added, ``SOURCE`` relationship = the
-    document) and the score of the last stage (fused score, ColBERT MaxSim or M3 sum).
+    document) and the score of the last stage (fused score, ColBERT MaxSim or M3 sum; the
+    M3 sum is divided by the weights of the heads the collection scores with, so on a
+    dense-only collection it is the cosine similarity).
     Works wherever LlamaIndex takes a retriever (``RetrieverQueryEngine``, fusion retrievers).
 
     Attributes:
@@ -236,9 +238,26 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             "filter": to_store_filter(self.filters),
             "score_threshold": self.score_threshold,
             "rerank": self.rerank,
-            "weights": self.weights,
+            "weights": self._scoring_weights(),
             "candidates": self.candidates,
         }
+
+    def _scoring_weights(self) -> tuple[float, float, float] | None:
+        """``m3`` weights over the heads this collection scores with, summing to 1.
+
+        On a collection without sparse (or ColBERT) vectors M3's weighted sum would score an
+        exact match ``w_dense`` (0.4): divided by the weights of the heads that score, one
+        head alone scores its own similarity, as in :class:`M3VectorStore`'s default mode.
+        """
+        settings = self.index.search_settings(
+            fusion=self.fusion, weights=self.weights, rerank=self.rerank
+        )
+        if settings.fusion is not Fusion.M3:
+            return self.weights
+        heads = self.index.store.heads
+        return settings.m3_scoring_weights(
+            dense=True, sparse=Head.SPARSE in heads, colbert=settings.reranks(heads)
+        )
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         args = self._search_kwargs()

@@ -294,8 +294,11 @@ class M3VectorStore(BasePydanticVectorStore):
         ``hybrid_top_k`` in hybrid mode when set). Each hybrid retriever gathers ``candidates``
         (in hybrid mode ``sparse_top_k``, as LlamaIndex's Qdrant store fetches that many
         sparse candidates; else the store's, else the index's: ``max(4 * k, 50)``
-        uncalibrated). ``alpha`` weighs dense (with ColBERT) against sparse in M3's weighted
-        sum (``fusion="m3"``), keeping the dense/ColBERT share of the weights in force.
+        uncalibrated). In hybrid mode ``alpha`` weighs dense (with ColBERT) against sparse in
+        M3's weighted sum (``fusion="m3"``), keeping the dense/ColBERT share of the weights in
+        force; other modes do not use it (as LlamaIndex's Qdrant store). M3's weighted sum is
+        divided by the weights of the heads that score, so default mode scores the dense
+        similarity and sparse mode the sparse score, as with any other fusion.
         ``filters``, ``doc_ids`` and ``node_ids`` restrict the search.
 
         Args:
@@ -307,7 +310,8 @@ class M3VectorStore(BasePydanticVectorStore):
             NotImplementedError: Another mode (MMR, SVM...).
             ValueError: A mode the collection cannot serve (sparse or hybrid on a dense-only
                 collection), no ``query_str`` where one is needed, ``alpha`` outside
-                ``[0, 1]`` or without ``fusion="m3"``, a bad ranking setting.
+                ``[0, 1]``, in hybrid mode without ``fusion="m3"``, a bad ranking setting,
+                ``m3`` weights that give every head this mode scores with weight 0.
             TypeError: Another keyword argument.
         """
         unknown = sorted(set(kwargs) - set(QUERY_SETTINGS))

@@ -153,8 +153,8 @@ def test_vector_store_hybrid_searches_with_the_calibration(
     no_alpha = dataclasses.replace(q, alpha=None)
     mine.query(no_alpha)
     assert _ranking(store_queries[-1]) == (Fusion.DBSF, (1.0, 0.0, 1.0), True, 6)
-    mine.query(no_alpha, candidates=8, fusion="m3")
-    assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 1.0), True, 8)
+    mine.query(no_alpha, candidates=8, fusion="m3")  # m3's sum over the heads that score
+    assert _ranking(store_queries[-1]) == (Fusion.M3, (0.5, 0.0, 0.5), True, 8)
 
 
 async def test_async_vector_store_query_takes_its_settings(
