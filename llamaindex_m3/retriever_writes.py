@@ -24,7 +24,7 @@ from llamaindex_m3.node_records import (
     read_back_index,
     unpack_documents,
 )
-from m3kit.store import ChunkRecord, M3Index, M3Store, output_row, point_id
+from m3kit.store import ChunkRecord, M3Index, M3Store, output_row
 from m3kit.store.filters import documents_filter
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class RetrieverWrites:
             show_progress: tqdm bars.
 
         Returns:
-            The point ids (also the node ids :meth:`retrieve` returns), in input order.
+            The nodes' ids (also the node ids :meth:`retrieve` returns), in input order.
         """
         groups: dict[str, list[tuple[int, BaseNode]]] = {}
         for i, node in enumerate(nodes):
@@ -181,11 +181,7 @@ class RetrieverWrites:
                 )
         if records:
             store.upsert(records, show_progress=show_progress, replace=True)
-        ids: list[str] = [""] * len(nodes)
-        for doc_id, group in groups.items():
-            for chunk_index, (i, _) in enumerate(group):
-                ids[i] = point_id(doc_id, chunk_index)
-        return ids
+        return [node.node_id for node in nodes]
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete every chunk of these documents.

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from qdrant_client import models
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
@@ -79,8 +80,9 @@ class M3VectorStore(BasePydanticVectorStore):
 
     Build it from a model (``M3VectorStore(embed_or_encoder, location="./m3db")``) or share
     an opened index (``M3VectorStore.from_index(retriever.index)``). Node ids it returns are
-    the stored point ids, ``uuid5(ref_doc_id, chunk_index)``; ``get_nodes``,
-    ``delete_nodes`` and a query's ``node_ids`` take those or the nodes' own ids.
+    the nodes' own ids, as LlamaIndex's stores (a chunk another writer stored, e.g.
+    ``langchain_m3``, has its point id ``uuid5(ref_doc_id, chunk_index)``); ``get_nodes``,
+    ``delete_nodes`` and a query's ``node_ids`` take either.
 
     Attributes:
         collection_name: Qdrant collection.
@@ -202,7 +204,7 @@ class M3VectorStore(BasePydanticVectorStore):
         """Store nodes as chunks of their source documents (see :mod:`~llamaindex_m3.node_writes`).
 
         Returns:
-            The stored point id of each node, in input order.
+            The id of each node (``node.node_id``), in input order.
         """
         _no_kwargs("add", add_kwargs)
         with self._index.store.write_lock:
@@ -267,18 +269,15 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> list[BaseNode]:
         """The stored nodes with these ids (in that order) and/or matching the filters.
 
-        An id is a node's own id (``node.node_id`` when it was added) or the point id this
-        store reports for it; the nodes returned carry the point id.
-
-        Raises:
-            ValueError: Neither is given.
+        An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id;
+        the nodes returned carry their own ids (see the class doc). Neither given: every
+        stored node, as LlamaIndex's Qdrant store returns.
         """
         store, where = self._index.store, to_store_filter(filters)
-        hits = (
-            store.get(None, filter=where)
-            if node_ids is None
-            else store.find(node_ids, filter=where)
-        )
+        if node_ids is None:
+            hits = store.get(None, filter=models.Filter() if where is None else where)
+        else:
+            hits = store.find(node_ids, filter=where)
         return [hit_to_node(h).node for h in hits]
 
     async def aget_nodes(
@@ -321,10 +320,11 @@ class M3VectorStore(BasePydanticVectorStore):
                 f"{list(QUERY_SETTINGS)}"
             )
         hits = query_hits(self, query, check_settings(**kwargs))
+        nodes = [hit_to_node(h).node for h in hits]
         return VectorStoreQueryResult(
-            nodes=[hit_to_node(h).node for h in hits],
+            nodes=nodes,
             similarities=[h.score for h in hits],
-            ids=[h.id for h in hits],
+            ids=[n.node_id for n in nodes],
         )
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

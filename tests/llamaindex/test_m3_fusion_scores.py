@@ -89,7 +89,7 @@ def test_hybrid_m3_sum_is_over_the_heads_that_score(
         rerank=False,
         weights=(0.4 / 0.6, 0.2 / 0.6, 0.0),
     )
-    assert got.ids == [h.id for h in hits]
+    assert got.ids == [h.chunk_id for h in hits]
     assert got.similarities == pytest.approx([h.score for h in hits], rel=1e-6)
 
 
