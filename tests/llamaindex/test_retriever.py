@@ -357,3 +357,21 @@ def test_read_back_nodes_replace_their_document_only_whole(tiny_encoder: M3Encod
         with pytest.raises(ValueError, match="others would be deleted"):
             r.add_nodes([one])
         assert r.index.count() == count
+
+
+def test_add_nodes_encodes_the_text_the_embedding_model_sees(tiny_encoder: M3Encoder) -> None:
+    """MetadataMode.EMBED (a title in the metadata counts), as M3VectorStore and LlamaIndex;
+    the stored text stays the node's own."""
+    from llama_index.core.schema import MetadataMode
+
+    node = TextNode(text="It has the atomic number 8.", id_="n1", metadata={"title": "Oxygen"})
+    embed_text = node.get_content(metadata_mode=MetadataMode.EMBED)
+    assert embed_text != node.get_content(metadata_mode=MetadataMode.NONE)
+    with M3Retriever.open(tiny_encoder) as r:
+        r.add_nodes([node])
+        want = tiny_encoder.encode([embed_text], heads=["dense", "sparse"], show_progress=False)
+        (hit,) = r.index.store.query(dense=want.dense[0], k=1, rerank=False)
+        assert hit.score == pytest.approx(1.0, abs=1e-5) and hit.text == node.text
+        weights = want.sparse[0].to_dict()
+        (hit,) = r.index.store.query(sparse=want.sparse[0], k=1, rerank=False)
+        assert hit.score == pytest.approx(sum(w * w for w in weights.values()), rel=1e-4)
