@@ -101,14 +101,22 @@ class M3VectorStore(BasePydanticVectorStore):
             ``M3Embedding``'s).
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # a field assigned later is checked as at construction; where the collection is (opened
+    # once, at construction) cannot be changed by assigning
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, validate_assignment=True
+    )
 
     stores_text: bool = True
     is_embedding_query: bool = True
-    collection_name: str = Field(default="m3kit", min_length=1, description="Collection name.")
-    location: str | None = Field(default=None, description="None/':memory:' or a folder.")
-    url: str | None = Field(default=None, description="Qdrant server URL.")
-    backend: Backend | None = Field(default=None, description="'edge' or 'client'.")
+    collection_name: str = Field(
+        default="m3kit", min_length=1, frozen=True, description="Collection name."
+    )
+    location: str | None = Field(
+        default=None, frozen=True, description="None/':memory:' or a folder."
+    )
+    url: str | None = Field(default=None, frozen=True, description="Qdrant server URL.")
+    backend: Backend | None = Field(default=None, frozen=True, description="'edge' or 'client'.")
     fusion: Fusion | None = Field(
         default=None, description="Hybrid fusion: rrf, dbsf or m3 (None: the index's)."
     )
@@ -232,8 +240,7 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> None:
         """Delete the nodes with these ids and/or matching the filters (both: AND).
 
-        An id is a node's own id (``node.node_id`` when it was added) or the point id this
-        store reports for it.
+        An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id.
 
         Raises:
             ValueError: Neither is given (use :meth:`clear`).

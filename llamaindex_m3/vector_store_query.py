@@ -116,7 +116,7 @@ def _query_filter(query: VectorStoreQuery) -> Any:
     conditions = [to_filter(to_store_filter(query.filters))]
     if query.doc_ids:
         conditions.append(documents_filter(list(query.doc_ids)))
-    if query.node_ids:  # the nodes' own ids or the point ids this store reports
+    if query.node_ids:  # the nodes' own ids or chunks' point ids
         conditions.append(chunk_ids_filter(list(query.node_ids)))
     return and_filters(*conditions)
 
