@@ -96,9 +96,9 @@ def m3_weight_total(heads: frozenset[Head], settings: SearchSettings) -> float:
     >>> m3_weight_total(frozenset({Head.DENSE}), SearchSettings(fusion="m3"))
     0.4
     """
-    wd, ws, wc = settings.weights
-    total = wd + (ws if Head.SPARSE in heads else 0.0)
-    total += wc if settings.reranks(heads) else 0.0
+    total = settings.m3_weight_total(
+        dense=True, sparse=Head.SPARSE in heads, colbert=settings.reranks(heads)
+    )
     return total if total > 0 else 1.0
 
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import Field, PrivateAttr
 
@@ -180,6 +182,33 @@ class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding):
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialisation."""
         return "M3SparseEmbedding"
+
+    # LlamaIndex's BaseSparseEmbedding is no BaseComponent: the same round trip as the others
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The fields and ``class_name``, as LlamaIndex components serialise."""
+        data = self.model_dump(**kwargs)
+        data["class_name"] = self.class_name()
+        return data
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as JSON."""
+        return json.dumps(self.to_dict(**kwargs))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> M3SparseEmbedding:
+        """The embedding :meth:`to_dict` describes (``kwargs`` override its fields).
+
+        Raises:
+            ValidationError: An unknown or bad field.
+        """
+        fields = {**data, **kwargs}
+        fields.pop("class_name", None)
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, data_str: str, **kwargs: Any) -> M3SparseEmbedding:
+        """The embedding :meth:`to_json` describes."""
+        return cls.from_dict(json.loads(data_str), **kwargs)
 
     @classmethod
     def _check_encoder(cls, encoder: M3Encoder) -> None:

@@ -69,6 +69,7 @@ from typing import Any
 
 from m3kit.errors import missing_extra
 from m3kit.store import conditions as c
+from m3kit.store.schema import metadata_path
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -85,7 +86,9 @@ from qdrant_client import models
 __all__ = ["TOP_LEVEL_KEYS", "to_store_filter"]
 
 TOP_LEVEL_KEYS = frozenset({"doc_id", "chunk_index"})
-"""Filter keys addressing the store's own payload fields rather than ``metadata.<key>``."""
+"""Filter keys a returned node shows from the store's own payload fields: a filter on one
+matches the value the node shows, the user's own metadata key of that name where the chunk
+has one, else the chunk's field."""
 
 
 def to_store_filter(filters: MetadataFilters | None) -> Mapping[str, Any] | models.Filter | None:
@@ -149,10 +152,6 @@ def _group(filters: MetadataFilters) -> models.Filter:
     raise NotImplementedError(f"filter condition {condition!r} is not supported")
 
 
-def _path(key: str) -> str:
-    return key if key in TOP_LEVEL_KEYS else f"metadata.{key}"
-
-
 def _scalar(f: MetadataFilter) -> Any:
     if isinstance(f.value, list) or f.value is None:
         raise ValueError(
@@ -213,4 +212,12 @@ def _condition(f: MetadataFilter) -> models.Condition:
             f"MetadataFilter operator {f.operator.name} ({f.operator.value!r}) on {f.key!r} is "
             f"not supported by M3Retriever; supported: {names}"
         )
-    return build(_path(f.key), f)
+    if f.key in TOP_LEVEL_KEYS:  # the value hit_to_node shows: the user's key, else the field
+        mine = metadata_path(f.key)
+        return models.Filter(
+            should=[
+                models.Filter(must=[c.not_(c.is_empty(mine)), build(mine, f)]),
+                models.Filter(must=[c.is_empty(mine), build(f.key, f)]),
+            ]
+        )
+    return build(metadata_path(f.key), f)

@@ -15,7 +15,7 @@ from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode,
 
 from llamaindex_m3.node_parser import LATE_METADATA_KEY, M3TextNode, node_vectors, user_metadata
 from m3kit.outputs import Head, M3Output
-from m3kit.store import ChunkRecord, point_id
+from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "node_record",
     "nodes_hash",
     "read_back_index",
+    "reader_keys",
     "unpack_documents",
 ]
 
@@ -126,12 +127,17 @@ def nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
     return h.hexdigest()
 
 
-def node_metadata(node: BaseNode) -> dict[str, Any]:
+def node_metadata(node: BaseNode, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy).
 
     A node read back from a store (``hit_to_node``) carries its placement under
-    :data:`DOC_ID_KEY` / :data:`CHUNK_INDEX_KEY`, hidden from the embedding model; written
-    again, those keys are left out, so they never become user metadata.
+    :data:`DOC_ID_KEY` / :data:`CHUNK_INDEX_KEY` where its metadata had no such key; written
+    again, those keys are left out (:func:`reader_keys`), so they never become user metadata,
+    while a user's own key of that name is kept.
+
+    Args:
+        node: The node.
+        stored: The stored metadata of the chunk the node names (by its id), if known.
     """
     try:
         json.dumps(node.metadata)
@@ -141,10 +147,36 @@ def node_metadata(node: BaseNode) -> dict[str, Any]:
         ) from None
     # the parser's sparse copy is already in the sparse vector; not stored twice
     meta = user_metadata(node)
-    if read_back_index(node) is not None:
-        for key in PLACEMENT_KEYS:
-            meta.pop(key, None)
+    for key in reader_keys(node, stored):
+        meta.pop(key, None)
     return meta
+
+
+def reader_keys(node: BaseNode, stored: Mapping[str, Any] | None = None) -> set[str]:
+    """The placement keys a reader (``hit_to_node``) added to a node's metadata.
+
+    A reader adds ``doc_id`` / ``chunk_index`` only where the chunk's metadata has no key of
+    that name, and hides what it adds from the embedding model and the LLM. Such a key is one
+    the node hides from both, whose value is a placement (``doc_id``: the node's document;
+    ``chunk_index``: an int) and, when the stored chunk the node names is known (``stored``:
+    its metadata), that the chunk's stored metadata does not hold.
+    """
+    keys: set[str] = set()
+    for key in PLACEMENT_KEYS:
+        if (
+            key not in node.metadata
+            or key not in node.excluded_embed_metadata_keys
+            or key not in node.excluded_llm_metadata_keys
+            or (stored is not None and key in stored)
+        ):
+            continue
+        value = node.metadata[key]
+        if key == DOC_ID_KEY and value != (node.ref_doc_id or node.node_id):
+            continue
+        if key == CHUNK_INDEX_KEY and (not isinstance(value, int) or isinstance(value, bool)):
+            continue
+        keys.add(key)
+    return keys
 
 
 #: What a stored node keeps beside its text, metadata and offsets (``ChunkRecord.extra``), so
@@ -164,34 +196,33 @@ NODE_FIELDS = (
 )
 
 
-def node_extra(node: BaseNode) -> dict[str, Any]:
+def node_extra(node: BaseNode, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The :data:`NODE_FIELDS` of a node, as JSON.
 
     Values JSON cannot hold (a date in the source document's metadata, which relationships
     carry) are written as LlamaIndex's JSON mode writes them, else as ``str``; an
-    ``IndexNode``'s live ``obj`` is not kept.
+    ``IndexNode``'s live ``obj`` is not kept. The placement keys a reader added
+    (:func:`reader_keys`; ``stored`` as there) are not kept in the lists of hidden keys.
     """
     if isinstance(node, IndexNode):
         node = node.model_copy(update={"obj": None})
     data = node.model_dump(mode="json", fallback=str)
     data["class_name"] = node.class_name()
+    added = reader_keys(node, stored)
+    for name in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
+        if added and isinstance(data.get(name), list):
+            data[name] = [k for k in data[name] if k not in added]
     return {k: data[k] for k in NODE_FIELDS if k in data}
 
 
 def read_back_index(node: BaseNode) -> int | None:
     """The stored chunk a node was read back from (``hit_to_node``), else ``None``.
 
-    Such a node has the chunk's point id as its id and its placement in the metadata, hidden
-    from the embedding model.
+    Such a node carries its position under :data:`CHUNK_INDEX_KEY`, added by the reader
+    (:func:`reader_keys`) unless the chunk's own metadata has that key.
     """
-    doc_id, chunk_index = node.metadata.get(DOC_ID_KEY), node.metadata.get(CHUNK_INDEX_KEY)
-    if (
-        set(PLACEMENT_KEYS) <= set(node.excluded_embed_metadata_keys)
-        and doc_id == (node.ref_doc_id or node.node_id)
-        and isinstance(chunk_index, int)
-        and node.node_id == point_id(str(doc_id), chunk_index)
-    ):
-        return chunk_index
+    if CHUNK_INDEX_KEY in reader_keys(node):
+        return int(node.metadata[CHUNK_INDEX_KEY])
     return None
 
 

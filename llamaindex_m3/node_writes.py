@@ -6,11 +6,12 @@ The mapping keeps the one collection layout every m3kit reader shares:
   none), so ``delete(ref_doc_id)`` removes every node of a document, and a document written
   by ``m3kit index``, ``langchain_m3`` or ``llamaindex_m3.M3Retriever`` under the same id is
   the same document here.
-- ``chunk_index`` is the node's position among its document's stored nodes; the point id, and
-  the node id the store reports, is ``point_id(doc_id, chunk_index)``. The node's own id is
-  stored as ``chunk_id``: a node written again under a stored id (or a chunk read back, see
-  :func:`~llamaindex_m3.node_records.read_back_index`) with other content replaces that
-  chunk in place.
+- ``chunk_index`` is the node's position among its document's stored nodes; the point id is
+  ``point_id(doc_id, chunk_index)``. The node's own id is stored as ``chunk_id``, and is the
+  id :meth:`~llamaindex_m3.M3VectorStore.add` returns and queries report (a chunk another
+  writer stored reports its point id). A node written again under a stored id (or a chunk's
+  point id) with other content replaces that chunk in place; a node id stored in another
+  document is refused.
 - ``doc_hash`` is the document version the nodes were parsed from: the ``SOURCE``
   relationship's hash (LlamaIndex's ``Document.hash``, over text and metadata) and, for
   late-chunked nodes, the chunker's signature. Nodes of a new version replace the document's
@@ -20,7 +21,10 @@ The mapping keeps the one collection layout every m3kit reader shares:
   already stored (same text, span and metadata) is not encoded or written again, so adding the
   same nodes twice stores nothing new; when it comes under a new node id (each parse draws new
   ones), the stored chunk takes that id and the node's relationships
-  (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it.
+  (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it. Distinct
+  nodes of equal content (HierarchicalNodeParser's parent and leaf of a short text) are
+  distinct chunks: a stored chunk is taken over by one node of a write at most, and never by
+  a node it is related to (parent, child, neighbour: the same parse).
 
 Vectors: a late-chunked node (``M3LateChunkingNodeParser``) is stored with the vectors it
 carries and never re-encoded alone; other nodes keep ``node.embedding`` as their dense vector
@@ -47,11 +51,10 @@ from llamaindex_m3.node_records import (
     lost_vectors_message,
     node_extra,
     node_metadata,
-    read_back_index,
 )
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Index, output_row, point_id
-from m3kit.store.filters import documents_filter, stale_chunks_filter
+from m3kit.store.filters import chunk_ids_filter, documents_filter, stale_chunks_filter
 from m3kit.store.schema import (
     CHUNK_ID,
     CHUNK_INDEX,
@@ -63,7 +66,7 @@ from m3kit.store.schema import (
     START,
 )
 
-__all__ = ["node_doc_id", "node_version", "write_nodes"]
+__all__ = ["encode_nodes", "node_doc_id", "node_version", "write_nodes"]
 
 _DOC_BATCH = 256
 
@@ -77,10 +80,21 @@ def _identity(text: str, start: Any, end: Any, metadata: Any) -> str:
     return json.dumps([text, start, end, metadata], sort_keys=True)
 
 
-def _node_identity(node: BaseNode) -> str:
+def _node_identity(node: BaseNode, stored: dict[str, Any] | None = None) -> str:
     text = node.get_content(metadata_mode=MetadataMode.NONE)
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
-    return _identity(text, *span, node_metadata(node))
+    return _identity(text, *span, node_metadata(node, stored))
+
+
+def _related_ids(relationships: Any) -> set[str]:
+    """The node ids named by relationships (a node's, or the JSON of a stored chunk's)."""
+    out: set[str] = set()
+    for rel in (relationships or {}).values():
+        for info in rel if isinstance(rel, list) else [rel]:
+            node_id = info.get("node_id") if isinstance(info, dict) else info.node_id
+            if node_id is not None:
+                out.add(str(node_id))
+    return out
 
 
 def _how(node: BaseNode) -> Any:
@@ -118,14 +132,19 @@ class _Doc:
 
     version: str | None  # None: unknown until the stored chunks are read (node_version)
     nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
-    stored: dict[str, int] = field(default_factory=dict)  # identity -> chunk_index
+    same: dict[str, list[int]] = field(default_factory=dict)  # identity -> chunk indexes
+    key_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> identity
+    meta_at: dict[int, dict[str, Any]] = field(default_factory=dict)  # stored metadata
+    related_at: dict[int, set[str]] = field(default_factory=dict)  # ids its relations name
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
+    points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
     next_index: int = 0
     stale: bool = False  # chunks of another version are stored
 
     def index_of(self, node_id: str) -> int | None:
-        """The stored chunk its writer gave the id ``node_id``, if any."""
-        return next((i for i, stored in self.ids_at.items() if stored == node_id), None)
+        """The chunk its writer gave the id ``node_id``, or whose point id it is, if any."""
+        found = next((i for i, stored in self.ids_at.items() if stored == node_id), None)
+        return found if found is not None else self.points.get(node_id)
 
 
 def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
@@ -142,6 +161,10 @@ def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
             )
         doc.nodes.append((i, node))
     return docs
+
+
+def doc_id_of(payload: dict[str, Any]) -> str:
+    return str(payload.get("doc_id"))
 
 
 def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
@@ -165,21 +188,29 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
                 )
             doc.version = stored.pop() if stored else _unversioned(doc_id, doc.nodes[0][1])
     for payload in payloads:
-        doc = docs[str(payload.get("doc_id"))]
+        doc = docs[doc_id_of(payload)]
         if payload.get(DOC_HASH) != doc.version:
             doc.stale = True
             continue
         chunk_index = int(payload.get(CHUNK_INDEX) or 0)
+        meta = payload.get(METADATA) or {}
         key = _identity(
-            str(payload.get(PAGE_CONTENT, "")),
-            payload.get(START),
-            payload.get(END),
-            payload.get(METADATA) or {},
+            str(payload.get(PAGE_CONTENT, "")), payload.get(START), payload.get(END), meta
         )
-        doc.stored[key] = chunk_index
+        doc.same.setdefault(key, []).append(chunk_index)
+        doc.key_at[chunk_index] = key
+        doc.meta_at[chunk_index] = dict(meta)
+        extra = payload.get(EXTRA)
+        doc.related_at[chunk_index] = _related_ids(
+            extra.get("relationships") if isinstance(extra, dict) else None
+        )
+        doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
         if payload.get(CHUNK_ID) is not None:
             doc.ids_at[chunk_index] = str(payload[CHUNK_ID])
         doc.next_index = max(doc.next_index, chunk_index + 1)
+    for doc in docs.values():
+        for indexes in doc.same.values():
+            indexes.sort()
 
 
 #: A node's own ``embedding`` must be this close (cosine) to the store's dense vector of the
@@ -188,7 +219,7 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
 SAME_MODEL_COSINE = 0.9
 
 
-def _vectors(
+def encode_nodes(
     index: M3Index, todo: list[BaseNode], text_instruction: str | None, show: bool | None
 ) -> list[M3Output]:
     """One-row outputs for nodes that carry no late-chunked vectors (see the module doc).
@@ -260,43 +291,48 @@ def write_nodes(
         show_progress: tqdm bars.
 
     Returns:
-        The point id of each node, in input order (the node ids the store reports).
+        The id of each node, in input order (the node ids the store reports).
 
     Raises:
         ValueError: A late-chunked node without the vectors the store needs, nodes of one
-            document from different versions of it, or metadata that is not JSON.
+            document from different versions of it, metadata that is not JSON, or a node id
+            stored in another document.
     """
     docs = _group(nodes)
     _read_stored(index, docs)
+    _check_ids_elsewhere(index, docs)
     heads = index.store.heads
-    ids = [""] * len(nodes)
     new: list[tuple[str, int, BaseNode]] = []
+    stored_of: dict[int, dict[str, Any] | None] = {}  # id(node) -> metadata of its chunk
     relabel: dict[tuple[str, int], BaseNode] = {}  # (doc id, chunk index) -> node renaming it
     for doc_id, doc in docs.items():
-        for i, node in doc.nodes:
-            key = _node_identity(node)
-            kept = doc.stored.get(key)
-            if (
-                kept is not None
-                and read_back_index(node) is None
-                and doc.ids_at.get(kept) != node.node_id
-                and doc.index_of(node.node_id) is None  # the id names no other stored chunk
-            ):  # stored unchanged, under another node id: the chunk takes the new one
-                relabel[(doc_id, kept)] = node
-            if key not in doc.stored:
-                at = doc.index_of(node.node_id)
-                if at is None:
-                    at = read_back_index(node)
-                if at is not None and at in doc.stored.values():
-                    # a stored node (same node id) or a chunk read back, edited: replaced in
-                    # place, like an upsert by id, so the old text is not left behind
-                    doc.stored = {k: v for k, v in doc.stored.items() if v != at}
-                    doc.stored[key] = at
-                else:
-                    doc.stored[key] = doc.next_index
-                    doc.next_index += 1
-                new.append((doc_id, doc.stored[key], node))
-            ids[i] = point_id(doc_id, doc.stored[key])
+        claimed: set[int] = set()  # stored chunks a node of this call has matched
+        # first the nodes naming a stored chunk (by node id or point id), then the others
+        named = {id(n): doc.index_of(n.node_id) for _, n in doc.nodes}
+        for _, node in sorted(doc.nodes, key=lambda item: named[id(item[1])] is None):
+            at = named[id(node)] if named[id(node)] is not None else doc.index_of(node.node_id)
+            stored = doc.meta_at.get(at) if at is not None else None
+            stored_of[id(node)] = stored
+            key = _node_identity(node, stored)
+            if at is not None and doc.key_at.get(at) == key:  # stored unchanged under its id
+                claimed.add(at)
+                continue
+            if at is None:  # stored unchanged under another node id: the chunk takes this one
+                same = _same_chunk(doc, key, node, claimed)
+                if same is not None:
+                    claimed.add(same)
+                    relabel[(doc_id, same)] = node
+                    doc.ids_at[same] = node.node_id
+                    stored_of[id(node)] = doc.meta_at.get(same)
+                    continue
+                at = doc.next_index  # a node of its own: a new chunk
+                doc.next_index += 1
+            # else a stored node (same node id) or a chunk read back, edited: replaced in
+            # place, like an upsert by id, so the old text is not left behind
+            claimed.add(at)
+            doc.key_at[at] = key
+            doc.ids_at.setdefault(at, node.node_id)
+            new.append((doc_id, at, node))
     records: list[ChunkRecord] = []
     todo: list[tuple[str, int, BaseNode]] = []
     for doc_id, chunk_index, node in new:
@@ -306,16 +342,21 @@ def write_nodes(
         if carried is None:
             todo.append((doc_id, chunk_index, node))
         else:
-            records.append(_record(doc_id, chunk_index, node, carried, docs[doc_id]))
-    encoded = _vectors(index, [n for _, _, n in todo], text_instruction, show_progress)
+            stored = stored_of[id(node)]
+            records.append(_record(doc_id, chunk_index, node, carried, docs[doc_id], stored))
+    encoded = encode_nodes(index, [n for _, _, n in todo], text_instruction, show_progress)
     for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
-        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id]))
+        stored = stored_of[id(node)]
+        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored))
     if records:
         index.store.upsert(records, show_progress=show_progress, replace=True)
     rewritten = {(r.doc_id, r.chunk_index) for r in records}
     renames = [(where, node) for where, node in relabel.items() if where not in rewritten]
     if renames:  # a record of this call wins; the rest only while it holds the version read
-        fields = {point_id(*w): {CHUNK_ID: n.node_id, EXTRA: node_extra(n)} for w, n in renames}
+        fields = {
+            point_id(*w): {CHUNK_ID: n.node_id, EXTRA: node_extra(n, stored_of[id(n)])}
+            for w, n in renames
+        }
         versions = {point_id(*w): str(docs[w[0]].version) for w, _ in renames}
         index.store.set_writer_fields(fields, versions=versions)
     written = {r.doc_id for r in records}
@@ -325,11 +366,62 @@ def write_nodes(
             index.store.delete_points(
                 filter=stale_chunks_filter(doc_id, doc.version, doc.next_index)
             )
-    return ids
+    return [node.node_id for node in nodes]
+
+
+def _same_chunk(doc: _Doc, key: str, node: BaseNode, claimed: set[int]) -> int | None:
+    """A stored chunk of this content that ``node`` (an id no chunk has) is a new parse of.
+
+    Not one another node of this call matched, nor one related to ``node`` (a parent, child
+    or neighbour of it, of the same parse: HierarchicalNodeParser's parent and leaf of a
+    short text are equal), which is a distinct node of the same content.
+    """
+    mine = _related_ids(node.relationships)
+    for at in doc.same.get(key, []):
+        if at in claimed:
+            continue
+        if doc.ids_at.get(at) in mine or node.node_id in doc.related_at.get(at, set()):
+            continue
+        return at
+    return None
+
+
+def _check_ids_elsewhere(index: M3Index, docs: dict[str, _Doc]) -> None:
+    """A node id names one stored chunk: refuse a node whose id a chunk of another document has.
+
+    Raises:
+        ValueError: A node id is stored as a chunk of another document, or given to nodes of
+            two documents in this call.
+    """
+    doc_of: dict[str, str] = {}
+    for doc_id, doc in docs.items():
+        for _, node in doc.nodes:
+            if doc_of.setdefault(node.node_id, doc_id) != doc_id:
+                raise ValueError(
+                    f"node id {node.node_id!r} is given to nodes of documents "
+                    f"{doc_of[node.node_id]!r} and {doc_id!r}: a node id names one node"
+                )
+    ids = list(doc_of)
+    for start in range(0, len(ids), _DOC_BATCH):
+        batch = ids[start : start + _DOC_BATCH]
+        found = index.store.points(filter=chunk_ids_filter(batch))
+        for payload in found.values():
+            chunk_id, where = payload.get(CHUNK_ID), doc_id_of(payload)
+            if chunk_id in doc_of and where != doc_of[str(chunk_id)]:
+                raise ValueError(
+                    f"node {chunk_id!r} is stored in document {where!r}, and is now given as a "
+                    f"node of document {doc_of[str(chunk_id)]!r}: delete it first "
+                    "(delete_nodes([node_id])) or give the node a new id"
+                )
 
 
 def _record(
-    doc_id: str, chunk_index: int, node: BaseNode, vectors: M3Output, doc: _Doc
+    doc_id: str,
+    chunk_index: int,
+    node: BaseNode,
+    vectors: M3Output,
+    doc: _Doc,
+    stored: dict[str, Any] | None,
 ) -> ChunkRecord:
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
     assert doc.version is not None  # set by _read_stored
@@ -337,15 +429,15 @@ def _record(
         doc_id=doc_id,
         chunk_index=chunk_index,
         text=node.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=node_metadata(node),
+        metadata=node_metadata(node, stored),
         vectors=vectors,
         start=span[0],
         end=span[1],
         doc_hash=doc.version,
         chunk_count=doc.next_index,
-        # a chunk read back (its id is the point id) keeps the id its writer gave it
+        # a chunk read back by its point id keeps the id its writer gave it
         chunk_id=doc.ids_at.get(chunk_index, node.node_id)
-        if read_back_index(node) is not None
+        if node.node_id == point_id(doc_id, chunk_index)
         else node.node_id,
-        extra=node_extra(node),
+        extra=node_extra(node, stored),
     )

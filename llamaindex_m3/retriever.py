@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
-from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS, PLACEMENT_KEYS
+from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
 from llamaindex_m3.retriever_writes import RetrieverWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
@@ -65,15 +65,15 @@ if TYPE_CHECKING:
 
 __all__ = ["M3Retriever", "check_settings", "hit_to_node"]
 
-_RESERVED = list(PLACEMENT_KEYS)
-
 
 class M3Retriever(RetrieverWrites, BaseRetriever):
     """LlamaIndex ``BaseRetriever`` running M3 hybrid search on an :class:`~m3kit.store.M3Index`.
 
-    Results are ``NodeWithScore`` holding a ``TextNode`` (id = the Qdrant point id, text,
-    metadata with ``doc_id`` and ``chunk_index`` added, ``SOURCE`` relationship = the
-    document) and the score of the last stage (fused score, ColBERT MaxSim or M3 sum).
+    Results are ``NodeWithScore`` holding a ``TextNode`` (id = the node id it was written
+    under, else the Qdrant point id; text; metadata with ``doc_id`` and ``chunk_index`` added;
+    ``SOURCE`` relationship = the document) and the score of the last stage (fused score,
+    ColBERT MaxSim or M3 sum; the M3 sum is divided by the weights of the heads the
+    collection scores with, so on a dense-only collection it is the cosine similarity).
     Works wherever LlamaIndex takes a retriever (``RetrieverQueryEngine``, fusion retrievers).
 
     Attributes:
@@ -236,9 +236,26 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             "filter": to_store_filter(self.filters),
             "score_threshold": self.score_threshold,
             "rerank": self.rerank,
-            "weights": self.weights,
+            "weights": self._scoring_weights(),
             "candidates": self.candidates,
         }
+
+    def _scoring_weights(self) -> tuple[float, float, float] | None:
+        """``m3`` weights over the heads this collection scores with, summing to 1.
+
+        On a collection without sparse (or ColBERT) vectors M3's weighted sum would score an
+        exact match ``w_dense`` (0.4): divided by the weights of the heads that score, one
+        head alone scores its own similarity, as in :class:`M3VectorStore`'s default mode.
+        """
+        settings = self.index.search_settings(
+            fusion=self.fusion, weights=self.weights, rerank=self.rerank
+        )
+        if settings.fusion is not Fusion.M3:
+            return self.weights
+        heads = self.index.store.heads
+        return settings.m3_scoring_weights(
+            dense=True, sparse=Head.SPARSE in heads, colbert=settings.reranks(heads)
+        )
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         args = self._search_kwargs()
@@ -313,29 +330,35 @@ def check_settings(
 def hit_to_node(hit: Hit) -> NodeWithScore:
     """A store :class:`~m3kit.store.Hit` as a LlamaIndex ``NodeWithScore``.
 
-    A node written by LlamaIndex comes back as it was written (its class, e.g. ``IndexNode``;
-    relationships; the metadata keys hidden from the embedding model and the LLM; templates:
-    :data:`~llamaindex_m3.node_records.NODE_FIELDS`); other chunks as a ``TextNode``.
-    ``doc_id`` and ``chunk_index`` are added to the metadata (they win over user keys of the
-    same name) but left out of what the embedding model and the LLM see, and out of what is
-    stored when the node is written again. The character offsets are the stored ones; the
+    A node written by LlamaIndex comes back as it was written (its id; its class, e.g.
+    ``IndexNode``; relationships; the metadata keys hidden from the embedding model and the
+    LLM; templates: :data:`~llamaindex_m3.node_records.NODE_FIELDS`); other chunks as a
+    ``TextNode`` whose id is the point id. ``doc_id`` and ``chunk_index`` are added to the
+    metadata where it has no key of that name (a user's own key is returned as stored), left
+    out of what the embedding model and the LLM see, and out of what is stored when the node
+    is written again. The character offsets are the stored ones; the
     source relationship names the document without a hash, so writing the node again adds
     it to the stored version and never replaces the document's other chunks.
     """
     kept = {k: v for k, v in hit.extra.items() if k in NODE_FIELDS and k != "class_name"}
+    placement = {
+        k: v
+        for k, v in ((DOC_ID_KEY, hit.doc_id), (CHUNK_INDEX_KEY, hit.chunk_index))
+        if k not in hit.metadata  # a user's own key of that name wins
+    }
     cls = IndexNode if hit.extra.get("class_name") == IndexNode.class_name() else TextNode
     node = cls.model_validate(
         {
             **kept,
-            "id_": hit.id,
+            "id_": hit.chunk_id or hit.id,
             "text": hit.text,
             "start_char_idx": hit.start,
             "end_char_idx": hit.end,
-            "metadata": {**hit.metadata, DOC_ID_KEY: hit.doc_id, CHUNK_INDEX_KEY: hit.chunk_index},
+            "metadata": {**placement, **hit.metadata},
         }
     )
     for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-        keys.extend(k for k in _RESERVED if k not in keys)
+        keys.extend(k for k in placement if k not in keys)
     source = node.relationships.get(NodeRelationship.SOURCE)
     node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(
         node_id=hit.doc_id,

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llama_index.core.schema import BaseNode, Document, MetadataMode
+from llama_index.core.schema import BaseNode, Document
 
 from llamaindex_m3.node_records import (
     carried_vectors,
@@ -24,7 +24,8 @@ from llamaindex_m3.node_records import (
     read_back_index,
     unpack_documents,
 )
-from m3kit.store import ChunkRecord, M3Index, M3Store, output_row, point_id
+from llamaindex_m3.node_writes import encode_nodes
+from m3kit.store import ChunkRecord, M3Index, M3Store
 from m3kit.store.filters import documents_filter
 
 if TYPE_CHECKING:
@@ -117,7 +118,10 @@ class RetrieverWrites:
         Nodes are grouped by ``node.ref_doc_id`` (the node's own id when it has no source);
         within a document, ``chunk_index`` is the node's position in ``nodes``. Pass all the
         nodes of a document in one call: the document's previously stored chunks are replaced
-        by these. Documents whose nodes are unchanged are skipped without encoding. Nodes from
+        by these. Documents whose nodes are unchanged are skipped without encoding. A node is
+        encoded on the text the embedding model sees (``MetadataMode.EMBED``: its text with
+        the metadata not hidden from it), its own ``embedding`` kept as its dense vector when
+        it has one, as :class:`~llamaindex_m3.M3VectorStore` does. Nodes from
         :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in this process) are stored with the
         late-chunked vectors they carry; other nodes are encoded here, each on its own text.
         A late-chunked node that lost its vectors (rebuilt from a docstore or an
@@ -133,7 +137,7 @@ class RetrieverWrites:
             show_progress: tqdm bars.
 
         Returns:
-            The point ids (also the node ids :meth:`retrieve` returns), in input order.
+            The nodes' ids (also the node ids :meth:`retrieve` returns), in input order.
         """
         groups: dict[str, list[tuple[int, BaseNode]]] = {}
         for i, node in enumerate(nodes):
@@ -167,25 +171,15 @@ class RetrieverWrites:
                     todo.append((doc_id, chunk_index, node))
                 else:
                     records.append(node_record(doc_id, chunk_index, node, carried, versions, group))
-        if todo:
-            out = self.index.encoder.encode(
-                [n.get_content(metadata_mode=MetadataMode.NONE) for _, _, n in todo],
-                heads=sorted(store.heads),
-                show_progress=show_progress,
+        # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
+        encoded = encode_nodes(self.index, [n for _, _, n in todo], None, show_progress)
+        for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
+            records.append(
+                node_record(doc_id, chunk_index, node, vectors, versions, groups[doc_id])
             )
-            for row, (doc_id, chunk_index, node) in enumerate(todo):
-                records.append(
-                    node_record(
-                        doc_id, chunk_index, node, output_row(out, row), versions, groups[doc_id]
-                    )
-                )
         if records:
             store.upsert(records, show_progress=show_progress, replace=True)
-        ids: list[str] = [""] * len(nodes)
-        for doc_id, group in groups.items():
-            for chunk_index, (i, _) in enumerate(group):
-                ids[i] = point_id(doc_id, chunk_index)
-        return ids
+        return [node.node_id for node in nodes]
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete every chunk of these documents.

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from qdrant_client import models
 
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
@@ -79,8 +80,9 @@ class M3VectorStore(BasePydanticVectorStore):
 
     Build it from a model (``M3VectorStore(embed_or_encoder, location="./m3db")``) or share
     an opened index (``M3VectorStore.from_index(retriever.index)``). Node ids it returns are
-    the stored point ids, ``uuid5(ref_doc_id, chunk_index)``; ``get_nodes``,
-    ``delete_nodes`` and a query's ``node_ids`` take those or the nodes' own ids.
+    the nodes' own ids, as LlamaIndex's stores (a chunk another writer stored, e.g.
+    ``langchain_m3``, has its point id ``uuid5(ref_doc_id, chunk_index)``); ``get_nodes``,
+    ``delete_nodes`` and a query's ``node_ids`` take either.
 
     Attributes:
         collection_name: Qdrant collection.
@@ -99,14 +101,22 @@ class M3VectorStore(BasePydanticVectorStore):
             ``M3Embedding``'s).
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # a field assigned later is checked as at construction; where the collection is (opened
+    # once, at construction) cannot be changed by assigning
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, validate_assignment=True
+    )
 
     stores_text: bool = True
     is_embedding_query: bool = True
-    collection_name: str = Field(default="m3kit", min_length=1, description="Collection name.")
-    location: str | None = Field(default=None, description="None/':memory:' or a folder.")
-    url: str | None = Field(default=None, description="Qdrant server URL.")
-    backend: Backend | None = Field(default=None, description="'edge' or 'client'.")
+    collection_name: str = Field(
+        default="m3kit", min_length=1, frozen=True, description="Collection name."
+    )
+    location: str | None = Field(
+        default=None, frozen=True, description="None/':memory:' or a folder."
+    )
+    url: str | None = Field(default=None, frozen=True, description="Qdrant server URL.")
+    backend: Backend | None = Field(default=None, frozen=True, description="'edge' or 'client'.")
     fusion: Fusion | None = Field(
         default=None, description="Hybrid fusion: rrf, dbsf or m3 (None: the index's)."
     )
@@ -202,7 +212,7 @@ class M3VectorStore(BasePydanticVectorStore):
         """Store nodes as chunks of their source documents (see :mod:`~llamaindex_m3.node_writes`).
 
         Returns:
-            The stored point id of each node, in input order.
+            The id of each node (``node.node_id``), in input order.
         """
         _no_kwargs("add", add_kwargs)
         with self._index.store.write_lock:
@@ -230,8 +240,7 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> None:
         """Delete the nodes with these ids and/or matching the filters (both: AND).
 
-        An id is a node's own id (``node.node_id`` when it was added) or the point id this
-        store reports for it.
+        An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id.
 
         Raises:
             ValueError: Neither is given (use :meth:`clear`).
@@ -267,18 +276,15 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> list[BaseNode]:
         """The stored nodes with these ids (in that order) and/or matching the filters.
 
-        An id is a node's own id (``node.node_id`` when it was added) or the point id this
-        store reports for it; the nodes returned carry the point id.
-
-        Raises:
-            ValueError: Neither is given.
+        An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id;
+        the nodes returned carry their own ids (see the class doc). Neither given: every
+        stored node, as LlamaIndex's Qdrant store returns.
         """
         store, where = self._index.store, to_store_filter(filters)
-        hits = (
-            store.get(None, filter=where)
-            if node_ids is None
-            else store.find(node_ids, filter=where)
-        )
+        if node_ids is None:
+            hits = store.get(None, filter=models.Filter() if where is None else where)
+        else:
+            hits = store.find(node_ids, filter=where)
         return [hit_to_node(h).node for h in hits]
 
     async def aget_nodes(
@@ -294,8 +300,11 @@ class M3VectorStore(BasePydanticVectorStore):
         ``hybrid_top_k`` in hybrid mode when set). Each hybrid retriever gathers ``candidates``
         (in hybrid mode ``sparse_top_k``, as LlamaIndex's Qdrant store fetches that many
         sparse candidates; else the store's, else the index's: ``max(4 * k, 50)``
-        uncalibrated). ``alpha`` weighs dense (with ColBERT) against sparse in M3's weighted
-        sum (``fusion="m3"``), keeping the dense/ColBERT share of the weights in force.
+        uncalibrated). In hybrid mode ``alpha`` weighs dense (with ColBERT) against sparse in
+        M3's weighted sum (``fusion="m3"``), keeping the dense/ColBERT share of the weights in
+        force; other modes do not use it (as LlamaIndex's Qdrant store). M3's weighted sum is
+        divided by the weights of the heads that score, so default mode scores the dense
+        similarity and sparse mode the sparse score, as with any other fusion.
         ``filters``, ``doc_ids`` and ``node_ids`` restrict the search.
 
         Args:
@@ -307,7 +316,8 @@ class M3VectorStore(BasePydanticVectorStore):
             NotImplementedError: Another mode (MMR, SVM...).
             ValueError: A mode the collection cannot serve (sparse or hybrid on a dense-only
                 collection), no ``query_str`` where one is needed, ``alpha`` outside
-                ``[0, 1]`` or without ``fusion="m3"``, a bad ranking setting.
+                ``[0, 1]``, in hybrid mode without ``fusion="m3"``, a bad ranking setting,
+                ``m3`` weights that give every head this mode scores with weight 0.
             TypeError: Another keyword argument.
         """
         unknown = sorted(set(kwargs) - set(QUERY_SETTINGS))
@@ -317,10 +327,11 @@ class M3VectorStore(BasePydanticVectorStore):
                 f"{list(QUERY_SETTINGS)}"
             )
         hits = query_hits(self, query, check_settings(**kwargs))
+        nodes = [hit_to_node(h).node for h in hits]
         return VectorStoreQueryResult(
-            nodes=[hit_to_node(h).node for h in hits],
+            nodes=nodes,
             similarities=[h.score for h in hits],
-            ids=[h.id for h in hits],
+            ids=[n.node_id for n in nodes],
         )
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

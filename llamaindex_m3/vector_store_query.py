@@ -7,6 +7,7 @@ resolves its ranking, reading the store's fields and its index.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
@@ -79,7 +80,7 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         fusion=settings.fusion,
         rerank=colbert,
         filter=_query_filter(query),
-        weights=_m3_weights(query.alpha, colbert, settings),
+        weights=_m3_weights(query.alpha, mode, colbert, settings),
         candidates=settings.candidates,
     )
 
@@ -115,25 +116,38 @@ def _query_filter(query: VectorStoreQuery) -> Any:
     conditions = [to_filter(to_store_filter(query.filters))]
     if query.doc_ids:
         conditions.append(documents_filter(list(query.doc_ids)))
-    if query.node_ids:  # the nodes' own ids or the point ids this store reports
+    if query.node_ids:  # the nodes' own ids or chunks' point ids
         conditions.append(chunk_ids_filter(list(query.node_ids)))
     return and_filters(*conditions)
 
 
 def _m3_weights(
-    alpha: float | None, colbert: bool, settings: SearchSettings
+    alpha: float | None, mode: VectorStoreQueryMode, colbert: bool, settings: SearchSettings
 ) -> tuple[float, float, float]:
-    """M3 weights ``[dense, sparse, colbert]``; ``alpha`` splits vector vs sparse."""
-    if alpha is None:
-        return settings.weights
-    if not 0.0 <= alpha <= 1.0:
+    """M3 weights ``[dense, sparse, colbert]`` over the heads ``mode`` scores with, summing to 1.
+
+    Default mode scores by dense (and ColBERT when it reranks), sparse mode by sparse (and
+    ColBERT): one head alone scores its own similarity, as in LlamaIndex's Qdrant store. In
+    hybrid mode ``alpha`` splits vector (dense + ColBERT, in the weights' proportion) against
+    sparse; outside hybrid mode it is not used (as in LlamaIndex's Qdrant store).
+    """
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if settings.fusion is not Fusion.M3:
+    hybrid = mode is VectorStoreQueryMode.HYBRID
+    if alpha is not None and hybrid and settings.fusion is not Fusion.M3:
         raise ValueError(
             f"alpha weighs dense against sparse in M3's weighted sum; this store fuses with "
             f"{settings.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
         )
-    w_dense, _, w_colbert = settings.weights
-    vector = w_dense + w_colbert
-    share = w_dense / vector if colbert and vector > 0 else 1.0
-    return (alpha * share, 1.0 - alpha, alpha * (1.0 - share))
+    if settings.fusion is not Fusion.M3:
+        return settings.weights  # rank fusion: the weights are not used
+    if alpha is not None and hybrid:
+        w_dense, _, w_colbert = settings.weights
+        vector = w_dense + w_colbert
+        share = w_dense / vector if colbert and vector > 0 else 1.0
+        settings = replace(settings, weights=(alpha * share, 1.0 - alpha, alpha * (1.0 - share)))
+    return settings.m3_scoring_weights(
+        dense=mode is not VectorStoreQueryMode.SPARSE,
+        sparse=mode is not VectorStoreQueryMode.DEFAULT,
+        colbert=colbert,
+    )

@@ -38,7 +38,7 @@ def _rankings_agree(location: Path, encoder: M3Encoder, backend: str) -> None:
             li_nodes = li.retrieve(text)
             assert lc_docs[0].metadata["doc_id"] == li_nodes[0].node.ref_doc_id == doc_id
             assert li_nodes[0].node.metadata["topic"] == lc_docs[0].metadata["topic"] == topic
-            assert [d.id for d in lc_docs] == [n.node.node_id for n in li_nodes]
+            assert [d.id for d in lc_docs] == [n.node.ref_doc_id for n in li_nodes]
             assert [d.metadata["score"] for d in lc_docs] == pytest.approx(
                 [n.score for n in li_nodes], abs=1e-6
             )

@@ -197,3 +197,17 @@ def test_doc_fn_takes_handed_off_vectors_in_order(tiny_encoder: M3Encoder) -> No
         assert got == pytest.approx(want, abs=1e-5)
     assert len(embed.sparse_handoff()) == 0
     assert query_fn(["gas"]) == fresh_query_fn(["gas"])  # queries never use the handoff
+
+
+def test_sparse_serialisation_round_trip(tiny_encoder: M3Encoder) -> None:
+    """to_dict / from_dict (and JSON) as the other LlamaIndex classes have them."""
+    sparse = M3SparseEmbedding.from_encoder(tiny_encoder)
+    sparse.sparse_top_k = 5
+    data = sparse.to_dict()
+    assert data["class_name"] == "M3SparseEmbedding" and data["sparse_top_k"] == 5
+    again = M3SparseEmbedding.from_dict(data)  # reloads the checkpoint from model_name
+    assert again.sparse_top_k == 5
+    assert again.get_text_embedding("Oxygen gas.") == sparse.get_text_embedding("Oxygen gas.")
+    assert M3SparseEmbedding.from_json(sparse.to_json(), sparse_top_k=3).sparse_top_k == 3
+    with pytest.raises(ValueError, match="sparse_topk"):
+        M3SparseEmbedding.from_dict({**data, "sparse_topk": 2})

@@ -57,10 +57,22 @@ def test_rich_filters_become_qdrant_filters() -> None:
     assert year.key == "metadata.year" and year.range == models.Range(gte=2020.0)
     assert isinstance(either, models.Filter)
     assert [c.key for c in either.should] == ["metadata.lang", "metadata.lang"]  # type: ignore[union-attr]
-    # NE is "no value equals": a nested must_not, which a missing key also satisfies
+
+    # NE is "no value equals": a nested must_not, which a missing key also satisfies; on
+    # doc_id it tests the value a returned node shows: the user's own metadata.doc_id where
+    # the chunk has one, else the store's own field
+    def ne(key: str) -> models.Filter:
+        return models.Filter(
+            must_not=[models.FieldCondition(key=key, match=models.MatchValue(value="d1"))]
+        )
+
+    empty = models.IsEmptyCondition(is_empty=models.PayloadField(key="metadata.doc_id"))
     assert not_doc == models.Filter(
-        must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="d1"))]
-    )  # the store's own field, not metadata.doc_id
+        should=[
+            models.Filter(must=[models.Filter(must_not=[empty]), ne("metadata.doc_id")]),
+            models.Filter(must=[empty, ne("doc_id")]),
+        ]
+    )
 
 
 def _key(**kw: object) -> models.FieldCondition:
@@ -175,3 +187,26 @@ def test_empty_nested_group_is_refused() -> None:
 def test_bad_values(operator: FilterOperator, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         to_store_filter(_f(MetadataFilter(key="k", value=value, operator=operator)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("operator", [FilterOperator.NE, FilterOperator.GTE, FilterOperator.NIN])
+def test_a_key_with_a_space_is_quoted(tiny_embedding: object, operator: FilterOperator) -> None:
+    """LangChain's header splitter writes 'Header 1': every operator addresses it (non-equality
+    ones built 'metadata.Header 1', which Qdrant refused as an invalid JSON path)."""
+    from llama_index.core.schema import TextNode
+
+    from llamaindex_m3 import M3VectorStore
+
+    value: object = {FilterOperator.NE: "Intro", FilterOperator.GTE: 2}.get(operator, ["Intro"])
+    got = to_store_filter(_f(MetadataFilter(key="Header 1", value=value, operator=operator)))
+    assert isinstance(got, models.Filter) and 'metadata."Header 1"' in repr(got)
+    with M3VectorStore(tiny_embedding) as store:  # type: ignore[arg-type]
+        nodes = [
+            TextNode(text="Intro text.", id_="a", metadata={"Header 1": "Intro"}),
+            TextNode(text="Second part.", id_="b", metadata={"Header 1": 3}),
+        ]
+        store.add(nodes)
+        found = store.get_nodes(
+            filters=_f(MetadataFilter(key="Header 1", value=value, operator=operator))
+        )
+        assert [n.node_id for n in found] == ["b"]

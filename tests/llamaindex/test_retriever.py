@@ -207,8 +207,9 @@ def test_add_nodes_from_a_node_parser(tiny_encoder: M3Encoder) -> None:
     assert len(nodes) > 2
     with M3Retriever.open(tiny_encoder, similarity_top_k=len(nodes)) as r:
         ids = r.add_nodes(nodes)
-        assert ids == [point_id("essay", i) for i in range(len(nodes))]
+        assert ids == [n.node_id for n in nodes]  # LlamaIndex's convention: the node ids
         assert r.index.count() == len(nodes)
+        assert r.index.store.get([point_id("essay", 3)])[0].text == nodes[3].get_content()
         hits = r.retrieve(nodes[3].get_content())
         assert hits[0].node.node_id == ids[3]
         assert hits[0].node.metadata["chunk_index"] == 3
@@ -251,7 +252,7 @@ def test_add_nodes_keeps_late_chunked_vectors(
         assert r.index.count() == len(nodes)
         for i, node in enumerate(nodes):  # the stored dense vector is the late-chunked one
             (hit,) = r.index.store.query(dense=node.embedding, k=1, rerank=False)
-            assert hit.id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-4)
+            assert hit.chunk_id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-4)
             assert SPARSE_METADATA_KEY not in hit.metadata and hit.metadata["kind"] == "late"
         # nodes rebuilt from JSON (a docstore, an IngestionPipeline cache) lose ColBERT: an
         # unchanged, stored document is skipped; a store without it gets an error, never a
@@ -297,7 +298,7 @@ def test_ingestion_pipeline_cache_keeps_late_vectors(
         assert r.index.count() == len(live)
         for i, node in enumerate(live):  # stored: the live late-chunked dense vectors
             (hit,) = r.index.store.query(dense=node.embedding, k=1, rerank=False)
-            assert hit.id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-5)
+            assert hit.chunk_id == ids[i] and hit.score == pytest.approx(1.0, abs=1e-5)
             assert "m3_late_chunk" not in hit.metadata
 
 
@@ -356,3 +357,21 @@ def test_read_back_nodes_replace_their_document_only_whole(tiny_encoder: M3Encod
         with pytest.raises(ValueError, match="others would be deleted"):
             r.add_nodes([one])
         assert r.index.count() == count
+
+
+def test_add_nodes_encodes_the_text_the_embedding_model_sees(tiny_encoder: M3Encoder) -> None:
+    """MetadataMode.EMBED (a title in the metadata counts), as M3VectorStore and LlamaIndex;
+    the stored text stays the node's own."""
+    from llama_index.core.schema import MetadataMode
+
+    node = TextNode(text="It has the atomic number 8.", id_="n1", metadata={"title": "Oxygen"})
+    embed_text = node.get_content(metadata_mode=MetadataMode.EMBED)
+    assert embed_text != node.get_content(metadata_mode=MetadataMode.NONE)
+    with M3Retriever.open(tiny_encoder) as r:
+        r.add_nodes([node])
+        want = tiny_encoder.encode([embed_text], heads=["dense", "sparse"], show_progress=False)
+        (hit,) = r.index.store.query(dense=want.dense[0], k=1, rerank=False)
+        assert hit.score == pytest.approx(1.0, abs=1e-5) and hit.text == node.text
+        weights = want.sparse[0].to_dict()
+        (hit,) = r.index.store.query(sparse=want.sparse[0], k=1, rerank=False)
+        assert hit.score == pytest.approx(sum(w * w for w in weights.values()), rel=1e-4)

@@ -153,8 +153,8 @@ def test_vector_store_hybrid_searches_with_the_calibration(
     no_alpha = dataclasses.replace(q, alpha=None)
     mine.query(no_alpha)
     assert _ranking(store_queries[-1]) == (Fusion.DBSF, (1.0, 0.0, 1.0), True, 6)
-    mine.query(no_alpha, candidates=8, fusion="m3")
-    assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 1.0), True, 8)
+    mine.query(no_alpha, candidates=8, fusion="m3")  # m3's sum over the heads that score
+    assert _ranking(store_queries[-1]) == (Fusion.M3, (0.5, 0.0, 0.5), True, 8)
 
 
 async def test_async_vector_store_query_takes_its_settings(
@@ -196,3 +196,17 @@ def test_vector_store_refuses_bad_settings(
         odd = index.as_retriever(vector_store_query_mode="hybrid", vector_store_kwargs={"x": 1})
         with pytest.raises(TypeError, match=r"unsupported arguments: \['x'\]"):
             odd.retrieve(QUERY)
+
+
+def test_vector_store_fields_are_checked_when_assigned(tiny_embedding: M3Embedding) -> None:
+    with M3VectorStore(tiny_embedding) as store:
+        store.fusion = "m3"  # type: ignore[assignment]
+        assert store.fusion is Fusion.M3
+        with pytest.raises(ValidationError, match="candidates must be an int >= 1"):
+            store.candidates = 0
+        with pytest.raises(ValidationError, match="weights"):
+            store.weights = (1.0, 2.0)  # type: ignore[assignment]
+        assert store.candidates is None
+        # where the collection is was decided when it was opened: not changed by assigning
+        with pytest.raises(ValidationError, match="frozen"):
+            store.collection_name = "other"

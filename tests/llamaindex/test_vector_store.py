@@ -98,7 +98,7 @@ def test_default_mode_is_dense_with_the_query_embedding(
     emb = tiny_embedding.get_query_embedding(TEXTS[1])
     got = store.query(VectorStoreQuery(query_embedding=emb, similarity_top_k=4))
     want = store.client.store.query(dense=emb, k=4, rerank=False)
-    assert got.ids == [h.id for h in want] and got.similarities == [h.score for h in want]
+    assert got.ids == [h.chunk_id for h in want] and got.similarities == [h.score for h in want]
     assert [n.node_id for n in got.nodes or []] == got.ids
     # the retriever path computes the same embedding and gets the same ranking
     hits = index.as_retriever(similarity_top_k=4).retrieve(TEXTS[1])
@@ -112,7 +112,7 @@ def test_hybrid_equals_the_m3_retriever(index: VectorStoreIndex, store: M3Vector
             text
         )
         want = store.client.search(text, k=3)
-        assert [h.node.node_id for h in hits] == [h.id for h in want]
+        assert [h.node.node_id for h in hits] == [h.chunk_id for h in want]
         assert [h.score for h in hits] == pytest.approx([h.score for h in want], abs=1e-6)
 
 
@@ -281,13 +281,15 @@ def test_renaming_a_stored_node_never_takes_another_chunks_id(store: M3VectorSto
     assert [n.get_content() for n in store.get_nodes(filters=_eq("doc_id", "doc"))] == [
         "Oxygen is a gas."
     ]
-    # a fresh node renaming chunk 0 and a read-back node editing it, in one call: the edit
-    # wins, with the chunk's stored id (the rename is dropped)
+    # a fresh node with chunk 0's text and a read-back node editing chunk 0, in one call: the
+    # edit keeps the chunk and its stored id; the fresh node, another node, is stored too
     (back,) = store.get_nodes(["n0"])
     back.set_content("Oxygen is a reactive gas.")
     store.add([node("p0", "Oxygen is a gas.", hashed=False), back])
     (hit,) = store.get_nodes(["n0"])
-    assert hit.get_content() == "Oxygen is a reactive gas." and store.get_nodes(["p0"]) == []
+    (other,) = store.get_nodes(["p0"])
+    assert hit.get_content() == "Oxygen is a reactive gas." and hit.metadata["chunk_index"] == 0
+    assert other.get_content() == "Oxygen is a gas." and store.client.count() == 2
 
 
 def test_nodes_read_back_and_written_again(
@@ -308,13 +310,13 @@ def test_nodes_read_back_and_written_again(
     assert first.metadata["chunk_index"] == 1
     assert isinstance(first, TextNode) and first.start_char_idx is not None
     assert text[first.start_char_idx : first.end_char_idx] == first.text  # offsets kept
-    assert store.add([first]) == [point_id("long", 1)]
+    assert store.add([first]) == [first.node_id]  # the id it was written under
     assert store.client.count() == count, "re-adding a read-back node changed the store"
-    again = store.get_nodes([point_id("long", 1)])[0]
+    again = store.get_nodes([first.node_id])[0]
     assert again.metadata == first.metadata  # placement keys not stored as user metadata
     # edited and written again: replaced in place, the old text is gone
     first.set_content("An edited sentence about rivers.")
-    assert store.add([first]) == [point_id("long", 1)]
+    assert store.add([first]) == [first.node_id]
     assert store.client.count() == count
     stored = {n.text for n in store.get_nodes(filters=_eq("doc_id", "long"))}
     assert "An edited sentence about rivers." in stored and again.text not in stored
@@ -427,7 +429,7 @@ def test_concurrent_replacing_writes_keep_one_version(
 def test_nodes_without_source_and_async(store: M3VectorStore) -> None:
     nodes = [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(TEXTS[:2])]
     ids = asyncio.run(store.async_add(nodes))
-    assert ids == [point_id("n0", 0), point_id("n1", 0)]
+    assert ids == ["n0", "n1"]
     assert store.add(nodes) == ids and store.client.count() == 2  # idempotent
     q = VectorStoreQuery(query_str=TEXTS[1], mode=VectorStoreQueryMode.SPARSE)
     result = asyncio.run(store.aquery(q))
@@ -460,7 +462,7 @@ def test_alpha_weighs_dense_against_sparse(
     plain = m3.client.store.query(
         sparse=m3.client.encoder.encode([TEXTS[1]], heads=["sparse"], query=True).sparse[0], k=1
     )
-    assert sparse_only.ids and sparse_only.ids[0] == plain[0].id
+    assert sparse_only.ids and sparse_only.ids[0] == plain[0].chunk_id
     assert sparse_only.similarities and sparse_only.similarities[0] == pytest.approx(
         plain[0].score, rel=1e-5
     )

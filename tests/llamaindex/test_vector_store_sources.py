@@ -161,7 +161,7 @@ def test_langchain_collection_ranks_like_both_retrievers(
         for text, doc_id in zip(TEXTS, IDS, strict=True):
             hits = retriever.retrieve(text)
             assert hits[0].node.ref_doc_id == doc_id
-            assert [h.node.node_id for h in hits] == [d.id for d in lc.invoke(text)]
+            assert [h.node.ref_doc_id for h in hits] == [d.id for d in lc.invoke(text)]
             assert [h.node.node_id for h in hits] == [n.node.node_id for n in li.retrieve(text)]
         q = VectorStoreQuery(query_str=TEXTS[1], mode=VectorStoreQueryMode.SPARSE)
         assert (store.query(q).nodes or [])[0].ref_doc_id == "oxygen"

@@ -36,6 +36,7 @@ from m3kit.store.plan import Nearest, RawHit, Stage, StorageBackend
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
+    CHUNK_ID,
     CHUNK_INDEX,
     COLBERT,
     DENSE,
@@ -308,6 +309,7 @@ HIT_KEYS = (
     DOC_HASH,
     CHUNK_COUNT,
     EXTRA,
+    CHUNK_ID,
 )
 
 
@@ -326,6 +328,7 @@ def to_hit(h: RawHit) -> Hit:
         end=_optional_int(p.get(END)),
         chunk_count=_optional_int(p.get(CHUNK_COUNT)),
         extra=dict(extra) if isinstance(extra := p.get(EXTRA), Mapping) else {},
+        chunk_id=None if p.get(CHUNK_ID) is None else str(p[CHUNK_ID]),
     )
 
 

@@ -107,6 +107,8 @@ class Hit:
         end: End character offset (exclusive), if stored.
         chunk_count: Number of chunks of its document, if stored (1: a whole document).
         extra: What its writer kept with it (:attr:`ChunkRecord.extra`; empty if nothing).
+        chunk_id: Its writer's own id of the chunk (:attr:`ChunkRecord.chunk_id`, a LlamaIndex
+            node id), if it gave one.
     """
 
     id: str
@@ -119,6 +121,7 @@ class Hit:
     end: int | None = None
     chunk_count: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    chunk_id: str | None = None
 
 
 def output_row(out: M3Output, i: int) -> M3Output:

@@ -123,6 +123,53 @@ class SearchSettings:
         """Whether a collection holding ``heads`` gets ColBERT (rerank, or in the ``m3`` sum)."""
         return Head.COLBERT in heads and self.rerank is not False
 
+    def m3_weight_total(self, *, dense: bool, sparse: bool, colbert: bool) -> float:
+        """Sum of the ``m3`` weights of the heads that score a search (its best possible score).
+
+        M3's weighted sum is not renormalised over the heads a search uses: a dense-only
+        search scores an exact match ``w_dense`` (0.4). FlagEmbedding's ``compute_score``
+        divides by this sum.
+
+        >>> SearchSettings(fusion="m3").m3_weight_total(dense=True, sparse=False, colbert=False)
+        0.4
+        """
+        wd, ws, wc = self.weights
+        return (wd if dense else 0.0) + (ws if sparse else 0.0) + (wc if colbert else 0.0)
+
+    def m3_scoring_weights(
+        self, *, dense: bool, sparse: bool, colbert: bool
+    ) -> tuple[float, float, float]:
+        """The ``m3`` weights of the heads that score a search, divided by their sum.
+
+        A head that does not score gets 0; the others keep their proportions and sum to 1, so
+        a search by one head scores that head's own similarity (an exact dense match: 1.0),
+        and several heads score FlagEmbedding's renormalised weighted sum.
+
+        >>> s = SearchSettings(fusion="m3")
+        >>> s.m3_scoring_weights(dense=True, sparse=False, colbert=False)
+        (1.0, 0.0, 0.0)
+        >>> [round(w, 3) for w in s.m3_scoring_weights(dense=True, sparse=True, colbert=False)]
+        [0.667, 0.333, 0.0]
+
+        Raises:
+            ValueError: Every head that scores has weight 0 (every score would be 0).
+        """
+        total = self.m3_weight_total(dense=dense, sparse=sparse, colbert=colbert)
+        if total <= 0:
+            flags = (("dense", dense), ("sparse", sparse), ("colbert", colbert))
+            used = [name for name, on in flags if on]
+            raise ValueError(
+                f"m3 weights {list(self.weights)} give every head this search scores with "
+                f"({', '.join(used) or 'none'}) weight 0, so every score would be 0: give one "
+                "of them a positive weight"
+            )
+        wd, ws, wc = self.weights
+        return (
+            wd / total if dense else 0.0,
+            ws / total if sparse else 0.0,
+            wc / total if colbert else 0.0,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fusion": self.fusion.value,

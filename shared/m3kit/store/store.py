@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 
 _DOC_BATCH = 256
-_READ_KEYS = (*HIT_KEYS, CHUNK_ID)  # payload keys read back by points() and find()
+_READ_KEYS = HIT_KEYS  # payload keys read back by points() and find()
 
 
 class M3Store(StoreSearch):
