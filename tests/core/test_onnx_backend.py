@@ -218,6 +218,19 @@ def test_corrupt_or_stale_export_is_rebuilt(
     _assert_outputs_close(tiny_encoder.encode(TEXTS), rebuilt.encode(TEXTS))
 
 
+def test_the_same_checkpoint_in_another_folder_reuses_the_export(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    builds = _builds(monkeypatch)
+    a = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path / "c")
+    copy = shutil.copytree(tiny_m3_path, tmp_path / "copy")
+    b = M3Encoder.from_pretrained(copy, backend="onnx", onnx_cache_dir=tmp_path / "c")
+    assert a._onnx is not None and b._onnx is not None
+    assert len(builds) == 1 and a._onnx.digest == b._onnx.digest
+
+
 def test_other_weights_get_their_own_export(
     tiny_m3_path: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

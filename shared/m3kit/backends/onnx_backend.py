@@ -368,8 +368,13 @@ def _graph_digest(model: M3Model) -> str:
     heads = model.heads
     colbert = None if heads is None else heads.colbert_dim
     backbone: Any = model.backbone
-    config = backbone.config.to_json_string(use_diff=False)
-    blob = f"{model.pooling.value}|heads:{heads is not None}|colbert:{colbert}|{config}"
+    # the config as loaded, less where it was loaded from and the transformers version that
+    # wrote it: the same model copied to another folder reuses its export
+    config = backbone.config.to_dict()
+    for key in ("_name_or_path", "transformers_version"):
+        config.pop(key, None)
+    text = json.dumps(config, sort_keys=True, default=str)
+    blob = f"{model.pooling.value}|heads:{heads is not None}|colbert:{colbert}|{text}"
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
