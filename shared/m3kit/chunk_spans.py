@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "PIECE_PLACEMENT",
     "Span",
     "SpanSplitter",
     "as_span_splitter",
@@ -33,6 +34,7 @@ __all__ = [
     "normalize_spans",
     "pack_sentences",
     "piece_overlap",
+    "places_pieces",
     "sentence_starts",
     "spans_of_pieces",
 ]
@@ -275,6 +277,21 @@ class _PiecePlacer:
 def _excerpt(text: str, at: int) -> str:
     part = text[at : at + 40]
     return repr(part) + ("..." if len(text) > at + 40 else "")
+
+
+#: How :func:`spans_of_pieces` places a splitter's pieces (part of a chunker's signature):
+#: ``cover`` = as LangChain's ``add_start_index``, covering the document. Before it, each piece
+#: was searched from just after the previous piece's start and could leave text in no chunk.
+PIECE_PLACEMENT = "pieces=cover"
+
+
+def places_pieces(splitter: Any) -> bool:
+    """Whether ``splitter``'s spans come from placing its pieces (:func:`spans_of_pieces`): a
+    text splitter (``split_text``) or a function marked ``places_pieces = True``
+    (``llamaindex_m3.node_parser.node_parser_spans``)."""
+    return callable(getattr(splitter, "split_text", None)) or (
+        getattr(splitter, "places_pieces", False) is True
+    )
 
 
 def as_span_splitter(splitter: Any) -> SpanSplitter:

@@ -37,12 +37,14 @@ import numpy as np
 import numpy.typing as npt
 
 from m3kit.chunk_spans import (
+    PIECE_PLACEMENT,
     Span,
     SpanSplitter,
     as_span_splitter,
     assign_tokens,
     normalize_spans,
     pack_sentences,
+    places_pieces,
     sentence_starts,
 )
 from m3kit.encoder import M3Encoder, Truncation, check_texts
@@ -156,7 +158,14 @@ class SpanPlanner:
         after the chunker was built still shows: two splitters of one class with different
         settings never share a chunker signature.
         """
-        return "sentences" if self._source is None else describe_settings(self._source)
+        if self._source is None:
+            return "sentences"
+        name = describe_settings(self._source)
+        if places_pieces(self._source):
+            # how its pieces are found in the text is part of the chunks: a new placement
+            # (PIECE_PLACEMENT) makes documents stored with the old one new versions
+            name += f"+{PIECE_PLACEMENT}"
+        return name
 
     def plan(self, text: str) -> ChunkPlan:
         """Tokenise ``text`` whole and cut it into chunks; every token in exactly one chunk."""

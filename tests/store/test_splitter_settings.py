@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from m3kit.chunk_spans import PIECE_PLACEMENT
 from m3kit.chunking import NaiveChunker
 from m3kit.fingerprint import describe_settings
 from m3kit.late_chunking import LateChunker
@@ -45,6 +46,11 @@ def test_signature_names_every_splitter_setting(kind: str, tiny_encoder: Any) ->
     assert small.signature != make(tiny_encoder, splitter=_splitter(120)).signature
     assert describe_settings(_splitter(60)) in small.signature
     assert '"_chunk_size": "60"' in small.signature and " at 0x" not in small.signature
+    # how the splitter's pieces are placed in the text is part of the chunks: documents stored
+    # under the earlier placement (which could leave text in no chunk) are new versions
+    assert f"+{PIECE_PLACEMENT}" in small.signature
+    spans = make(tiny_encoder, splitter=lambda text: [(0, len(text))])
+    assert PIECE_PLACEMENT not in spans.signature  # spans given, nothing placed
     # A setting changed after the chunker was built shows too (read when asked).
     mutable = _splitter(60)
     chunker = make(tiny_encoder, splitter=mutable)
