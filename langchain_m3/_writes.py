@@ -15,6 +15,7 @@ this module only sorts the documents into ``add_texts`` calls:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.outputs import Chunk
 from m3kit.store import M3Index
 from m3kit.store.documents import content_doc_id
+from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.schema import CHUNK_COUNT, point_id
 
 __all__ = ["write_documents"]
@@ -47,6 +49,7 @@ class _Entry:
     metadata: dict[str, Any]
     signature: str | None  # None: a plain document; else the carried chunk's version
     chunk: Chunk | None
+    legacy_id: str | None = None  # the content id such a chunk had before it named its source
 
 
 class _CarriedChunker:
@@ -126,7 +129,31 @@ def write_documents(
         )
         for e, doc_id in zip(group, written, strict=True):
             out[e.position] = doc_id
+        if first.signature is not None:
+            _delete_legacy_copies(index, group, group_chunker)
     return out
+
+
+def _delete_legacy_copies(index: M3Index, group: list[_Entry], chunker: Any) -> None:
+    """Delete the copies of these carried chunks stored under their earlier content id.
+
+    Before a chunk's content id named its source, the same chunk was stored under the id of
+    its text and metadata alone; re-adding it now would leave that copy beside the new one.
+    A copy is deleted only when it is exactly this chunk: stored whole at the version this
+    chunk has (which covers its text, metadata and source), so another source's chunk that
+    shared the old id is kept.
+    """
+    versions: dict[str, set[str]] = defaultdict(set)
+    for e in group:
+        if e.legacy_id is not None:
+            _, (doc,) = versioned_documents([e.text], [e.metadata], [e.legacy_id], chunker)
+            versions[e.legacy_id].add(doc.doc_hash)
+    stale: set[str] = set()
+    for depth in range(max((len(v) for v in versions.values()), default=0)):
+        wanted = {i: sorted(v)[depth] for i, v in versions.items() if len(v) > depth}
+        stale |= index.store.complete_documents(wanted)
+    if stale:
+        index.delete(sorted(stale))
 
 
 def _ids(
@@ -202,6 +229,7 @@ def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> 
             f"this store's ({_model_name(index.encoder)}); split with the store's model"
         )
     marker = metadata.pop(LATE_CHUNK_KEY)
+    legacy = None
     if doc_id is None:
         # A chunk is its source's: its vectors carry that source's context. Without an id it
         # gets a content id of its text, metadata, source and place, so a chunk of equal text
@@ -210,12 +238,13 @@ def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> 
         source = marker.get("source") if isinstance(marker, dict) else marker
         place = {"source": source, "start": chunk.start}
         doc_id = content_doc_id(doc.page_content, {**metadata, LATE_CHUNK_KEY: place})
+        legacy = content_doc_id(doc.page_content, metadata)
     signature = (
         f"langchain_m3.late_chunk({marker.get('chunker')}, source={marker.get('source')})"
         if isinstance(marker, dict)
         else f"langchain_m3.late_chunk({marker!r})"
     )
-    return _Entry(position, doc_id, doc.page_content, metadata, signature, chunk)
+    return _Entry(position, doc_id, doc.page_content, metadata, signature, chunk, legacy)
 
 
 def _check_duplicates(entries: list[_Entry]) -> None:

@@ -133,6 +133,30 @@ def test_equal_chunks_of_two_sources_are_two_documents(
     assert [d.page_content for d in left] == [d.page_content for d in chunks_b]
 
 
+def test_chunks_stored_under_their_earlier_content_ids_are_replaced(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore
+) -> None:
+    # before a chunk's content id named its source, a chunk without an id was stored under
+    # content_doc_id(text, metadata); re-adding it must not leave that copy beside the new one
+    from m3kit.store.documents import content_doc_id
+
+    head = "Confidential internal memo for the whole team. "
+    a = splitter.split_documents([Document(head + SAMPLE_TEXTS[4])])
+    b = splitter.split_documents([Document(head + SAMPLE_TEXTS[7])])
+
+    def legacy(chunks: list[Document]) -> list[str]:
+        metas = [{k: v for k, v in c.metadata.items() if k != LATE_CHUNK_KEY} for c in chunks]
+        return [content_doc_id(c.page_content, m) for c, m in zip(chunks, metas, strict=True)]
+
+    store.add_documents(a, ids=legacy(a))  # what the earlier version stored
+    store.add_documents(b, ids=legacy(b))  # b's header chunk took a's id over
+    shared = set(legacy(a)) & set(legacy(b))
+    assert shared and store.index.count() == len(a) + len(b) - len(shared)
+    ids = store.add_documents(a + b)
+    assert store.index.count() == len(ids) == len(a) + len(b), "no earlier copy left"
+    assert store.get_by_ids(legacy(a) + legacy(b)) == []
+
+
 def test_afrom_documents_keeps_carried_vectors(
     splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
 ) -> None:
