@@ -26,6 +26,7 @@ __all__ = [
     "check_setting",
     "clip01",
     "score_scale",
+    "scoring_args",
     "settings_args",
 ]
 
@@ -86,20 +87,28 @@ def score_scale(
     return ScoreScale.RANK
 
 
-def m3_weight_total(heads: frozenset[Head], settings: SearchSettings) -> float:
-    """Sum of the M3 weights of the heads that score a search (its best possible score).
+def scoring_args(index: M3Index, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` of ``index.search`` with, for ``m3`` fusion, the weights of the heads that
+    score divided by their sum (:meth:`~m3kit.store.SearchSettings.m3_scoring_weights`).
 
-    M3's weighted sum is not renormalised over the heads a collection has (FlagEmbedding's
-    ``compute_score`` divides by this sum): on a dense-only store an exact match scores the
-    dense weight, 0.4. Dividing by this total makes it a relevance in ``[0, 1]`` again.
+    M3's weighted sum is not renormalised over the heads a collection has: on a dense-only
+    store an exact match would score the dense weight, 0.4, and a ``score_threshold`` drop it.
+    FlagEmbedding's ``compute_score`` divides by the weights used, and so do both adapters:
+    one head alone scores its own similarity. Other fusions are unchanged.
 
-    >>> m3_weight_total(frozenset({Head.DENSE}), SearchSettings(fusion="m3"))
-    0.4
+    Raises:
+        ValueError: Every head that scores has weight 0.
     """
-    total = settings.m3_weight_total(
+    settings = index.search_settings(
+        fusion=args.get("fusion"), weights=args.get("weights"), rerank=args.get("rerank")
+    )
+    if settings.fusion is not Fusion.M3:
+        return args
+    heads = index.store.heads
+    weights = settings.m3_scoring_weights(
         dense=True, sparse=Head.SPARSE in heads, colbert=settings.reranks(heads)
     )
-    return total if total > 0 else 1.0
+    return {**args, "weights": weights}
 
 
 def check_k(k: Any) -> int:

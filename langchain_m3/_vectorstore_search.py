@@ -19,12 +19,11 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_m3._documents import VECTOR_STORE_SHOWN, document_filter, hit_document
 from langchain_m3._search import (
     SEARCH_ARGS,
-    SETTINGS_ARGS,
     ScoreScale,
     check_k,
     clip01,
-    m3_weight_total,
     score_scale,
+    scoring_args,
     settings_args,
 )
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
@@ -120,11 +119,7 @@ class VectorStoreSearch(VectorStore):
                 "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
             )
         hits = self.similarity_search_with_score(query, k, **kwargs)
-        if scale is ScoreScale.WEIGHTED:  # over the weights of the heads that scored
-            given = {name: kwargs.get(name) for name in SETTINGS_ARGS}
-            total = m3_weight_total(self._index.store.heads, self.search_settings(**given))
-            return [(d, clip01(s / total)) for d, s in hits]
-        return [(d, clip01(s)) for d, s in hits]
+        return [(d, clip01(s)) for d, s in hits]  # m3: over the weights that scored (_search)
 
     async def _asimilarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
@@ -201,7 +196,7 @@ class VectorStoreSearch(VectorStore):
             k=check_k(k),
             filter=document_filter(kwargs.get("filter"), VECTOR_STORE_SHOWN),
             score_threshold=kwargs.get("score_threshold"),
-            **settings_args(self._defaults(), kwargs),
+            **scoring_args(self._index, settings_args(self._defaults(), kwargs)),
         )
 
 

@@ -32,7 +32,13 @@ from qdrant_client import models
 
 from langchain_m3._documents import RETRIEVER_SHOWN, document_filter, documents_of
 from langchain_m3._retriever_writes import RetrieverWrites
-from langchain_m3._search import SETTINGS_ARGS, check_k, check_setting, settings_args
+from langchain_m3._search import (
+    SETTINGS_ARGS,
+    check_k,
+    check_setting,
+    scoring_args,
+    settings_args,
+)
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
@@ -165,7 +171,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             raise TypeError(f"unknown search argument(s) {sorted(unknown)}")
         defaults = {name: getattr(self, name) for name in SETTINGS_ARGS}
         return {
-            **settings_args(defaults, settings),
+            **scoring_args(self.index, settings_args(defaults, settings)),
             "k": check_k(self.k if k is None else k),
             "filter": document_filter(
                 filter if filter is not None else self.filter, RETRIEVER_SHOWN

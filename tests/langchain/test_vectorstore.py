@@ -12,6 +12,7 @@ from langchain_core.documents import Document
 from qdrant_client import models
 
 from langchain_m3 import M3Embeddings, M3Retriever, M3VectorStore
+from langchain_m3._search import scoring_args
 from langchain_m3.vectorstore import ScoreScale
 from m3kit import Chunk, M3Encoder
 from m3kit.store import ChunkRecord, Fusion
@@ -62,7 +63,9 @@ def test_k_filter_fusion_rerank_reach_the_index(store: M3VectorStore) -> None:
     index = store.index
     for fusion in Fusion:
         for rerank in (None, False):
-            hits = index.search(QUERY, k=3, fusion=fusion, rerank=rerank)
+            # m3: over the weights of the heads that score (without rerank: dense + sparse)
+            args = scoring_args(index, {"fusion": fusion, "rerank": rerank, "weights": None})
+            hits = index.search(QUERY, k=3, **args)
             got = store.similarity_search_with_score(QUERY, k=3, fusion=fusion.value, rerank=rerank)
             assert [(d.id, s) for d, s in got] == [(h.doc_id, h.score) for h in hits]
             retriever = store.as_retriever(
@@ -86,10 +89,11 @@ def test_k_filter_fusion_rerank_reach_the_index(store: M3VectorStore) -> None:
 
 def test_store_defaults(tiny_encoder: M3Encoder) -> None:
     with M3VectorStore.from_documents(DOCS, tiny_encoder, fusion="m3", rerank=False) as s:
-        hits = s.index.search(QUERY, k=2, fusion=Fusion.M3, rerank=False)
-        assert [sc for _, sc in s.similarity_search_with_score(QUERY, k=2)] == [
-            h.score for h in hits
-        ]
+        # m3 without rerank: the dense and sparse weights, divided by their sum
+        hits = s.index.search(QUERY, k=2, fusion=Fusion.M3, rerank=False, weights=(2 / 3, 1 / 3, 0))
+        assert [sc for _, sc in s.similarity_search_with_score(QUERY, k=2)] == pytest.approx(
+            [h.score for h in hits]
+        )
         assert s.score_scale() is ScoreScale.WEIGHTED
 
 
@@ -143,6 +147,14 @@ def test_dense_only_store(minilm_encoder: M3Encoder) -> None:
         assert s.score_scale(fusion="m3") is ScoreScale.WEIGHTED
         (doc, score), *_ = s.similarity_search_with_relevance_scores(QUERY, k=2, fusion="m3")
         assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
+        # the search's own score too (a score_threshold applies to it), and the retriever's
+        (doc, score), *_ = s.similarity_search_with_score(QUERY, k=2, fusion="m3")
+        assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
+        kept = s.similarity_search(QUERY, k=2, fusion="m3", score_threshold=0.9)
+        assert [d.id for d in kept] == ["d3"]
+        got = s.as_m3_retriever(k=1, fusion="m3", score_threshold=0.9).invoke(QUERY)
+        assert [d.id for d in got] == ["d3"]
+        assert got[0].metadata["score"] == pytest.approx(1.0, abs=1e-4)
         with pytest.raises(ValueError, match="ColBERT"):
             s.similarity_search(QUERY, rerank=True)
 
