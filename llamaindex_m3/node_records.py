@@ -22,6 +22,7 @@ from m3kit.store.index import content_doc_id
 __all__ = [
     "CHUNK_INDEX_KEY",
     "DOC_ID_KEY",
+    "ENCODED_TEXT",
     "NODE_FIELDS",
     "PLACEMENT_KEYS",
     "StoredChunk",
@@ -113,13 +114,23 @@ def lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
     )
 
 
+#: What :func:`nodes_hash` versions for a node encoded here (not late-chunked): the text the
+#: embedding model sees. Versions made before it (which encoded the node's bare text) differ,
+#: so such documents are encoded once more rather than skipped as unchanged.
+ENCODED_TEXT = "embed"
+
+
 def nodes_hash(
     group: Sequence[tuple[int, BaseNode]],
     stored: Mapping[int, StoredChunk | None] | None = None,
 ) -> str:
-    """Version of a document's nodes: texts, offsets, metadata and how they were embedded.
+    """Version of a document's nodes: texts, offsets, metadata and what is encoded.
 
-    ``stored``: the chunk each node (by ``id(node)``) names, as for :func:`node_metadata`.
+    A node encoded here contributes the text the embedding model sees
+    (``MetadataMode.EMBED``, :data:`ENCODED_TEXT`), so a change to it (a metadata key no
+    longer hidden from the embedding) is a new version; a late-chunked node, how it was
+    late-chunked. ``stored``: the chunk each node (by ``id(node)``) names, as for
+    :func:`node_metadata`.
     """
     h = hashlib.sha256()
     for _, node in group:
@@ -133,6 +144,8 @@ def nodes_hash(
             "late" if late else "text",
             node.metadata.get(LATE_METADATA_KEY, {}).get("chunker"),  # how it was late-chunked
         ]
+        if not late:
+            blob.append([ENCODED_TEXT, node.get_content(metadata_mode=MetadataMode.EMBED)])
         h.update(json.dumps(blob, sort_keys=True).encode())
     return h.hexdigest()
 

@@ -129,7 +129,10 @@ class RetrieverWrites:
         A late-chunked node that lost its vectors (rebuilt from a docstore or an
         ``IngestionPipeline`` cache: ColBERT matrices are never serialised) is an error, not
         silently re-encoded without its document's context; an unchanged document already
-        stored is skipped as usual, so re-running a cached pipeline works.
+        stored is skipped as usual, so re-running a cached pipeline works. The text a node
+        is encoded on is part of its document's version: a change to it (a metadata key no
+        longer hidden from the embedding) re-encodes the document, and documents stored by
+        versions that encoded the bare text are encoded once more.
 
         Raises:
             ValueError: A late-chunked node without the vectors the store needs; a node id

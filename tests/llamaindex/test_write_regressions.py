@@ -3,6 +3,8 @@ node ids unique across documents in ``M3Retriever.add_nodes``."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +16,9 @@ from llama_index.core.schema import (
 )
 
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
+from llamaindex_m3.node_records import node_record
 from m3kit.encoder import M3Encoder
+from m3kit.store import output_row
 from m3kit.store.filters import documents_filter
 
 HIDDEN = ["chunk_index"]
@@ -79,6 +83,57 @@ def test_retriever_refuses_a_node_id_stored_in_another_document(
             r.add_nodes([_node("Berlin is a city.", "doc-d", 0, "shared-id")])
         with pytest.raises(ValueError, match="given to nodes of documents"):
             r.add_nodes([_node("A.", "doc-e", 0, "twice"), _node("B.", "doc-f", 0, "twice")])
+        assert r.index.count() == 1
+
+
+def _stored_encodes(r: M3Retriever, text: str) -> bool:
+    """The one stored chunk's sparse vector is ``text``'s (a tiny random model's dense vectors
+    are all alike; the sparse ones name the tokens)."""
+    want = r.index.encoder.encode([text], heads=["sparse"], show_progress=False).sparse[0]
+    (hit,) = r.index.store.query(sparse=want, k=1, rerank=False)
+    return bool(hit.score == pytest.approx(sum(w * w for w in want.to_dict().values()), rel=1e-4))
+
+
+def test_retriever_version_covers_the_encoded_text(tiny_encoder: M3Encoder) -> None:
+    """Un-hiding a metadata key from the embedding changes what is encoded: a new version."""
+    node = TextNode(
+        text="It has the atomic number 8.",
+        id_="t-1",
+        metadata={"title": "Oxygen"},
+        excluded_embed_metadata_keys=["title"],
+    )
+    with M3Retriever.open(tiny_encoder) as r:
+        r.add_nodes([node])
+        shown = node.model_copy(update={"excluded_embed_metadata_keys": []})
+        assert _stored_encodes(r, node.get_content(MetadataMode.EMBED))
+        r.add_nodes([shown])
+        assert _stored_encodes(r, shown.get_content(MetadataMode.EMBED))
+        assert r.index.count() == 1
+
+
+def _legacy_hash(nodes: list[TextNode]) -> str:
+    """The version ``add_nodes`` stored before it versioned the encoded text (53406bc)."""
+    h = hashlib.sha256()
+    for node in nodes:
+        blob = [node.text, node.start_char_idx, node.end_char_idx, node.metadata, "text", None]
+        h.update(json.dumps(blob, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def test_retriever_rewrites_a_document_stored_with_bare_text_vectors(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """Stored by a version that encoded MetadataMode.NONE: encoded once more, on EMBED text."""
+    node = TextNode(text="It has the atomic number 8.", id_="o-1", metadata={"title": "Oxygen"})
+    with M3Retriever.open(tiny_encoder) as r:
+        heads = sorted(r.index.store.heads)
+        bare = tiny_encoder.encode([node.text], heads=heads, show_progress=False)
+        versions = {"o-1": _legacy_hash([node])}
+        old = node_record("o-1", 0, node, output_row(bare, 0), versions, [(0, node)])
+        r.index.store.upsert([old], replace=True)
+        assert _stored_encodes(r, node.text)
+        r.add_nodes([node])
+        assert _stored_encodes(r, node.get_content(MetadataMode.EMBED))
         assert r.index.count() == 1
 
 
