@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
@@ -21,8 +22,10 @@ from m3kit.store.index import content_doc_id
 __all__ = [
     "CHUNK_INDEX_KEY",
     "DOC_ID_KEY",
+    "ENCODED_TEXT",
     "NODE_FIELDS",
     "PLACEMENT_KEYS",
+    "StoredChunk",
     "carried_vectors",
     "is_late",
     "lost_vectors_message",
@@ -111,23 +114,53 @@ def lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
     )
 
 
-def nodes_hash(group: Sequence[tuple[int, BaseNode]]) -> str:
-    """Version of a document's nodes: texts, offsets, metadata and how they were embedded."""
+#: What :func:`nodes_hash` versions for a node encoded here (not late-chunked): the text the
+#: embedding model sees. Versions made before it (which encoded the node's bare text) differ,
+#: so such documents are encoded once more rather than skipped as unchanged.
+ENCODED_TEXT = "embed"
+
+
+def nodes_hash(
+    group: Sequence[tuple[int, BaseNode]],
+    stored: Mapping[int, StoredChunk | None] | None = None,
+) -> str:
+    """Version of a document's nodes: texts, offsets, metadata and what is encoded.
+
+    A node encoded here contributes the text the embedding model sees
+    (``MetadataMode.EMBED``, :data:`ENCODED_TEXT`), so a change to it (a metadata key no
+    longer hidden from the embedding) is a new version; a late-chunked node, how it was
+    late-chunked. ``stored``: the chunk each node (by ``id(node)``) names, as for
+    :func:`node_metadata`.
+    """
     h = hashlib.sha256()
     for _, node in group:
+        chunk = (stored or {}).get(id(node))
+        late = is_late(node)
         blob = [
             node.get_content(metadata_mode=MetadataMode.NONE),
             node.start_char_idx if isinstance(node, TextNode) else None,
             node.end_char_idx if isinstance(node, TextNode) else None,
-            node_metadata(node),
-            "late" if is_late(node) else "text",
+            node_metadata(node, chunk),
+            "late" if late else "text",
             node.metadata.get(LATE_METADATA_KEY, {}).get("chunker"),  # how it was late-chunked
         ]
+        if not late:
+            blob.append([ENCODED_TEXT, node.get_content(metadata_mode=MetadataMode.EMBED)])
         h.update(json.dumps(blob, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def node_metadata(node: BaseNode, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StoredChunk:
+    """A stored chunk a node names by its id (the id its writer gave it, or its point id)."""
+
+    #: Its ``chunk_index`` in its document.
+    index: int
+    #: Its stored metadata.
+    metadata: Mapping[str, Any]
+
+
+def node_metadata(node: BaseNode, stored: StoredChunk | None = None) -> dict[str, Any]:
     """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy).
 
     A node read back from a store (``hit_to_node``) carries its placement under
@@ -137,7 +170,7 @@ def node_metadata(node: BaseNode, stored: Mapping[str, Any] | None = None) -> di
 
     Args:
         node: The node.
-        stored: The stored metadata of the chunk the node names (by its id), if known.
+        stored: The stored chunk the node names by its id, if any (found in the store).
     """
     try:
         json.dumps(node.metadata)
@@ -152,30 +185,29 @@ def node_metadata(node: BaseNode, stored: Mapping[str, Any] | None = None) -> di
     return meta
 
 
-def reader_keys(node: BaseNode, stored: Mapping[str, Any] | None = None) -> set[str]:
+def reader_keys(node: BaseNode, stored: StoredChunk | None) -> set[str]:
     """The placement keys a reader (``hit_to_node``) added to a node's metadata.
 
-    A reader adds ``doc_id`` / ``chunk_index`` only where the chunk's metadata has no key of
-    that name, and hides what it adds from the embedding model and the LLM. Such a key is one
-    the node hides from both, whose value is a placement (``doc_id``: the node's document;
-    ``chunk_index``: an int) and, when the stored chunk the node names is known (``stored``:
-    its metadata), that the chunk's stored metadata does not hold.
+    Only a node that names a stored chunk by its id (``stored``, found in the store) was read
+    back; a reader adds ``doc_id`` / ``chunk_index`` only where that chunk's stored metadata
+    has no key of that name, with the chunk's placement as value, hidden from the embedding
+    model and the LLM. A key is the reader's when all of that holds; any other key (a new
+    node's own ``chunk_index``, hidden or not) is the user's and is stored.
     """
+    if stored is None:
+        return set()
+    placement = {DOC_ID_KEY: node.ref_doc_id or node.node_id, CHUNK_INDEX_KEY: stored.index}
     keys: set[str] = set()
-    for key in PLACEMENT_KEYS:
+    for key, value in placement.items():
         if (
-            key not in node.metadata
-            or key not in node.excluded_embed_metadata_keys
-            or key not in node.excluded_llm_metadata_keys
-            or (stored is not None and key in stored)
+            key in node.metadata
+            and key not in stored.metadata
+            and key in node.excluded_embed_metadata_keys
+            and key in node.excluded_llm_metadata_keys
+            and node.metadata[key] == value
+            and not isinstance(node.metadata[key], bool)
         ):
-            continue
-        value = node.metadata[key]
-        if key == DOC_ID_KEY and value != (node.ref_doc_id or node.node_id):
-            continue
-        if key == CHUNK_INDEX_KEY and (not isinstance(value, int) or isinstance(value, bool)):
-            continue
-        keys.add(key)
+            keys.add(key)
     return keys
 
 
@@ -196,7 +228,7 @@ NODE_FIELDS = (
 )
 
 
-def node_extra(node: BaseNode, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def node_extra(node: BaseNode, stored: StoredChunk | None = None) -> dict[str, Any]:
     """The :data:`NODE_FIELDS` of a node, as JSON.
 
     Values JSON cannot hold (a date in the source document's metadata, which relationships
@@ -215,14 +247,14 @@ def node_extra(node: BaseNode, stored: Mapping[str, Any] | None = None) -> dict[
     return {k: data[k] for k in NODE_FIELDS if k in data}
 
 
-def read_back_index(node: BaseNode) -> int | None:
+def read_back_index(node: BaseNode, stored: StoredChunk | None) -> int | None:
     """The stored chunk a node was read back from (``hit_to_node``), else ``None``.
 
-    Such a node carries its position under :data:`CHUNK_INDEX_KEY`, added by the reader
-    (:func:`reader_keys`) unless the chunk's own metadata has that key.
+    Such a node names the chunk by its id (``stored``) and carries placement keys the reader
+    added (:func:`reader_keys`).
     """
-    if CHUNK_INDEX_KEY in reader_keys(node):
-        return int(node.metadata[CHUNK_INDEX_KEY])
+    if stored is not None and reader_keys(node, stored):
+        return stored.index
     return None
 
 
@@ -233,18 +265,22 @@ def node_record(
     vectors: M3Output,
     versions: Mapping[str, str],
     group: Sequence[tuple[int, BaseNode]],
+    stored: StoredChunk | None = None,
 ) -> ChunkRecord:
-    """One node of a document's node ``group`` as a chunk record with its vectors."""
+    """One node of a document's node ``group`` as a chunk record with its vectors.
+
+    ``stored``: the stored chunk the node names by its id, if any (:func:`node_metadata`).
+    """
     return ChunkRecord(
         doc_id=doc_id,
         chunk_index=chunk_index,
         text=node.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=node_metadata(node),
+        metadata=node_metadata(node, stored),
         vectors=vectors,
         start=node.start_char_idx if isinstance(node, TextNode) else None,
         end=node.end_char_idx if isinstance(node, TextNode) else None,
         doc_hash=versions[doc_id],
         chunk_count=len(group),
         chunk_id=node.node_id,
-        extra=node_extra(node),
+        extra=node_extra(node, stored),
     )

@@ -46,15 +46,17 @@ from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
 from llamaindex_m3.node_parser import LATE_METADATA_KEY
 from llamaindex_m3.node_records import (
+    StoredChunk,
     carried_vectors,
     is_late,
     lost_vectors_message,
     node_extra,
     node_metadata,
 )
+from llamaindex_m3.stored_chunks import check_ids_elsewhere, doc_id_of, stored_payloads
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Index, output_row, point_id
-from m3kit.store.filters import chunk_ids_filter, documents_filter, stale_chunks_filter
+from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.schema import (
     CHUNK_ID,
     CHUNK_INDEX,
@@ -66,9 +68,12 @@ from m3kit.store.schema import (
     START,
 )
 
-__all__ = ["encode_nodes", "node_doc_id", "node_version", "write_nodes"]
-
-_DOC_BATCH = 256
+__all__ = [
+    "encode_nodes",
+    "node_doc_id",
+    "node_version",
+    "write_nodes",
+]
 
 
 def node_doc_id(node: BaseNode) -> str:
@@ -80,7 +85,7 @@ def _identity(text: str, start: Any, end: Any, metadata: Any) -> str:
     return json.dumps([text, start, end, metadata], sort_keys=True)
 
 
-def _node_identity(node: BaseNode, stored: dict[str, Any] | None = None) -> str:
+def _node_identity(node: BaseNode, stored: StoredChunk | None = None) -> str:
     text = node.get_content(metadata_mode=MetadataMode.NONE)
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
     return _identity(text, *span, node_metadata(node, stored))
@@ -137,14 +142,29 @@ class _Doc:
     meta_at: dict[int, dict[str, Any]] = field(default_factory=dict)  # stored metadata
     related_at: dict[int, set[str]] = field(default_factory=dict)  # ids its relations name
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
+    by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
     points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
     next_index: int = 0
     stale: bool = False  # chunks of another version are stored
 
     def index_of(self, node_id: str) -> int | None:
         """The chunk its writer gave the id ``node_id``, or whose point id it is, if any."""
-        found = next((i for i, stored in self.ids_at.items() if stored == node_id), None)
+        found = self.by_id.get(node_id)
         return found if found is not None else self.points.get(node_id)
+
+    def set_id(self, chunk_index: int, node_id: str) -> None:
+        """The chunk at ``chunk_index`` is now the node ``node_id``'s."""
+        old = self.ids_at.get(chunk_index)
+        if old is not None and self.by_id.get(old) == chunk_index:
+            del self.by_id[old]
+        self.ids_at[chunk_index] = node_id
+        self.by_id.setdefault(node_id, chunk_index)
+
+    def chunk(self, chunk_index: int | None) -> StoredChunk | None:
+        """The stored chunk at ``chunk_index`` (``None``: none)."""
+        if chunk_index is None or chunk_index not in self.meta_at:
+            return None
+        return StoredChunk(chunk_index, self.meta_at[chunk_index])
 
 
 def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
@@ -163,16 +183,8 @@ def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
     return docs
 
 
-def doc_id_of(payload: dict[str, Any]) -> str:
-    return str(payload.get("doc_id"))
-
-
 def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
-    ids = list(docs)
-    payloads: list[dict[str, Any]] = []
-    for start in range(0, len(ids), _DOC_BATCH):
-        found = index.store.points(filter=documents_filter(ids[start : start + _DOC_BATCH]))
-        payloads.extend(found.values())
+    payloads = stored_payloads(index, list(docs))
     for doc_id, doc in docs.items():
         if doc.version is None:  # unknown: the stored version stands
             stored = {
@@ -206,7 +218,7 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         )
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
         if payload.get(CHUNK_ID) is not None:
-            doc.ids_at[chunk_index] = str(payload[CHUNK_ID])
+            doc.set_id(chunk_index, str(payload[CHUNK_ID]))
         doc.next_index = max(doc.next_index, chunk_index + 1)
     for doc in docs.values():
         for indexes in doc.same.values():
@@ -300,10 +312,10 @@ def write_nodes(
     """
     docs = _group(nodes)
     _read_stored(index, docs)
-    _check_ids_elsewhere(index, docs)
+    check_ids_elsewhere(index, {d: [n for _, n in doc.nodes] for d, doc in docs.items()})
     heads = index.store.heads
     new: list[tuple[str, int, BaseNode]] = []
-    stored_of: dict[int, dict[str, Any] | None] = {}  # id(node) -> metadata of its chunk
+    stored_of: dict[int, StoredChunk | None] = {}  # id(node) -> the chunk its id names
     relabel: dict[tuple[str, int], BaseNode] = {}  # (doc id, chunk index) -> node renaming it
     for doc_id, doc in docs.items():
         claimed: set[int] = set()  # stored chunks a node of this call has matched
@@ -311,7 +323,7 @@ def write_nodes(
         named = {id(n): doc.index_of(n.node_id) for _, n in doc.nodes}
         for _, node in sorted(doc.nodes, key=lambda item: named[id(item[1])] is None):
             at = named[id(node)] if named[id(node)] is not None else doc.index_of(node.node_id)
-            stored = doc.meta_at.get(at) if at is not None else None
+            stored = doc.chunk(at)
             stored_of[id(node)] = stored
             key = _node_identity(node, stored)
             if at is not None and doc.key_at.get(at) == key:  # stored unchanged under its id
@@ -322,8 +334,7 @@ def write_nodes(
                 if same is not None:
                     claimed.add(same)
                     relabel[(doc_id, same)] = node
-                    doc.ids_at[same] = node.node_id
-                    stored_of[id(node)] = doc.meta_at.get(same)
+                    doc.set_id(same, node.node_id)
                     continue
                 at = doc.next_index  # a node of its own: a new chunk
                 doc.next_index += 1
@@ -331,7 +342,8 @@ def write_nodes(
             # place, like an upsert by id, so the old text is not left behind
             claimed.add(at)
             doc.key_at[at] = key
-            doc.ids_at.setdefault(at, node.node_id)
+            if at not in doc.ids_at:
+                doc.set_id(at, node.node_id)
             new.append((doc_id, at, node))
     records: list[ChunkRecord] = []
     todo: list[tuple[str, int, BaseNode]] = []
@@ -386,42 +398,13 @@ def _same_chunk(doc: _Doc, key: str, node: BaseNode, claimed: set[int]) -> int |
     return None
 
 
-def _check_ids_elsewhere(index: M3Index, docs: dict[str, _Doc]) -> None:
-    """A node id names one stored chunk: refuse a node whose id a chunk of another document has.
-
-    Raises:
-        ValueError: A node id is stored as a chunk of another document, or given to nodes of
-            two documents in this call.
-    """
-    doc_of: dict[str, str] = {}
-    for doc_id, doc in docs.items():
-        for _, node in doc.nodes:
-            if doc_of.setdefault(node.node_id, doc_id) != doc_id:
-                raise ValueError(
-                    f"node id {node.node_id!r} is given to nodes of documents "
-                    f"{doc_of[node.node_id]!r} and {doc_id!r}: a node id names one node"
-                )
-    ids = list(doc_of)
-    for start in range(0, len(ids), _DOC_BATCH):
-        batch = ids[start : start + _DOC_BATCH]
-        found = index.store.points(filter=chunk_ids_filter(batch))
-        for payload in found.values():
-            chunk_id, where = payload.get(CHUNK_ID), doc_id_of(payload)
-            if chunk_id in doc_of and where != doc_of[str(chunk_id)]:
-                raise ValueError(
-                    f"node {chunk_id!r} is stored in document {where!r}, and is now given as a "
-                    f"node of document {doc_of[str(chunk_id)]!r}: delete it first "
-                    "(delete_nodes([node_id])) or give the node a new id"
-                )
-
-
 def _record(
     doc_id: str,
     chunk_index: int,
     node: BaseNode,
     vectors: M3Output,
     doc: _Doc,
-    stored: dict[str, Any] | None,
+    stored: StoredChunk | None,
 ) -> ChunkRecord:
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
     assert doc.version is not None  # set by _read_stored

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from llama_index.core.schema import BaseNode, Document
 
 from llamaindex_m3.node_records import (
+    StoredChunk,
     carried_vectors,
     is_late,
     lost_vectors_message,
@@ -25,6 +26,7 @@ from llamaindex_m3.node_records import (
     unpack_documents,
 )
 from llamaindex_m3.node_writes import encode_nodes
+from llamaindex_m3.stored_chunks import check_ids_elsewhere, named_chunks
 from m3kit.store import ChunkRecord, M3Index, M3Store
 from m3kit.store.filters import documents_filter
 
@@ -127,10 +129,15 @@ class RetrieverWrites:
         A late-chunked node that lost its vectors (rebuilt from a docstore or an
         ``IngestionPipeline`` cache: ColBERT matrices are never serialised) is an error, not
         silently re-encoded without its document's context; an unchanged document already
-        stored is skipped as usual, so re-running a cached pipeline works.
+        stored is skipped as usual, so re-running a cached pipeline works. The text a node
+        is encoded on is part of its document's version: a change to it (a metadata key no
+        longer hidden from the embedding) re-encodes the document, and documents stored by
+        versions that encoded the bare text are encoded once more.
 
         Raises:
-            ValueError: A late-chunked node without the vectors the store needs.
+            ValueError: A late-chunked node without the vectors the store needs; a node id
+                stored in another document (or given to nodes of two documents); nodes read
+                back from the store that are fewer than their document's stored chunks.
 
         Args:
             nodes: Text nodes (metadata must be JSON-serialisable).
@@ -154,9 +161,12 @@ class RetrieverWrites:
         show_progress: bool | None,
     ) -> list[str]:
         store = self.index.store
+        by_doc = {doc_id: [n for _, n in group] for doc_id, group in groups.items()}
+        check_ids_elsewhere(self.index, by_doc)
+        named = named_chunks(self.index, by_doc)  # the stored chunk a node's id names
         for doc_id, group in groups.items():
-            _check_read_back(store, doc_id, group)
-        versions = {doc_id: nodes_hash(group) for doc_id, group in groups.items()}
+            _check_read_back(store, doc_id, group, named)
+        versions = {doc_id: nodes_hash(group, named) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
         records: list[ChunkRecord] = []
         todo: list[tuple[str, int, BaseNode]] = []
@@ -170,13 +180,17 @@ class RetrieverWrites:
                 if carried is None:
                     todo.append((doc_id, chunk_index, node))
                 else:
-                    records.append(node_record(doc_id, chunk_index, node, carried, versions, group))
+                    records.append(
+                        node_record(
+                            doc_id, chunk_index, node, carried, versions, group, named.get(id(node))
+                        )
+                    )
         # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
         encoded = encode_nodes(self.index, [n for _, _, n in todo], None, show_progress)
         for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
-            records.append(
-                node_record(doc_id, chunk_index, node, vectors, versions, groups[doc_id])
-            )
+            group = groups[doc_id]
+            chunk = named.get(id(node))
+            records.append(node_record(doc_id, chunk_index, node, vectors, versions, group, chunk))
         if records:
             store.upsert(records, show_progress=show_progress, replace=True)
         return [node.node_id for node in nodes]
@@ -190,8 +204,17 @@ class RetrieverWrites:
         self.index.delete(doc_ids)
 
 
-def _check_read_back(store: M3Store, doc_id: str, group: list[tuple[int, BaseNode]]) -> None:
+def _check_read_back(
+    store: M3Store,
+    doc_id: str,
+    group: list[tuple[int, BaseNode]],
+    named: dict[int, StoredChunk],
+) -> None:
     """Nodes read back from the store may replace their document only as a whole.
+
+    A node was read back when its id names a stored chunk and it carries the placement keys
+    the reader added (:func:`~llamaindex_m3.node_records.read_back_index`; ``named``: the
+    chunk each node names, by ``id(node)``).
 
     ``add_nodes`` replaces a document's chunks with the nodes given; a few of its chunks read
     back, edited and added again would drop all the others.
@@ -199,7 +222,7 @@ def _check_read_back(store: M3Store, doc_id: str, group: list[tuple[int, BaseNod
     Raises:
         ValueError: Read-back nodes of ``doc_id`` that are fewer than its stored chunks.
     """
-    if all(read_back_index(node) is None for _, node in group):
+    if all(read_back_index(node, named.get(id(node))) is None for _, node in group):
         return
     stored = store.count(documents_filter([doc_id]))
     if len(group) < stored:

@@ -211,3 +211,30 @@ def test_chunk_records_refuse_nodes_without_document_version(tiny_parser):  # ty
     del node.metadata[LATE_METADATA_KEY]["count"]
     with pytest.raises(ValueError, match="no document version.*parse its document again"):
         chunk_records([node])
+
+
+def test_node_parser_spans_refuses_nested_nodes() -> None:
+    """HierarchicalNodeParser returns parents, then leaves: a hierarchy, not one sequence."""
+    from llama_index.core.node_parser import HierarchicalNodeParser
+
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(200))
+    nested = HierarchicalNodeParser.from_defaults(chunk_sizes=[256, 64])
+    with pytest.raises(ValueError, match="nested nodes .*chunk_sizes=\\[128\\]"):
+        node_parser_spans(nested)(text)
+    one_level = HierarchicalNodeParser.from_defaults(chunk_sizes=[64])
+    spans = node_parser_spans(one_level)(text)
+    assert len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert [s for s, _ in spans] == sorted({s for s, _ in spans})
+
+
+def test_node_parser_spans_orders_nodes_by_start() -> None:
+    """A flat parser returning its nodes out of document order: placed in document order."""
+
+    class Reversed(SentenceSplitter):
+        def get_nodes_from_documents(self, documents, show_progress=False, **kwargs):  # type: ignore[no-untyped-def]
+            return list(reversed(super().get_nodes_from_documents(documents, show_progress)))
+
+    splitter = SentenceSplitter(chunk_size=20, chunk_overlap=0)
+    expected = node_parser_spans(splitter)(BERLIN)
+    assert len(expected) > 1
+    assert node_parser_spans(Reversed(chunk_size=20, chunk_overlap=0))(BERLIN) == expected
