@@ -210,6 +210,7 @@ def node_parser_spans(parser: NodeParser) -> Callable[[str], list[tuple[int, int
         except ValueError as e:
             raise ValueError(f"{type(parser).__name__}: {e}") from e
 
+    spans.places_pieces = True  # type: ignore[attr-defined]  # in the chunker's signature
     return spans
 
 
