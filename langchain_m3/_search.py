@@ -104,11 +104,7 @@ def scoring_args(index: M3Index, args: dict[str, Any]) -> dict[str, Any]:
     )
     if settings.fusion is not Fusion.M3:
         return args
-    heads = index.store.heads
-    weights = settings.m3_scoring_weights(
-        dense=True, sparse=Head.SPARSE in heads, colbert=settings.reranks(heads)
-    )
-    return {**args, "weights": weights}
+    return {**args, "weights": settings.collection_scoring_weights(index.store.heads)}
 
 
 def check_k(k: Any) -> int:

@@ -252,10 +252,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         )
         if settings.fusion is not Fusion.M3:
             return self.weights
-        heads = self.index.store.heads
-        return settings.m3_scoring_weights(
-            dense=True, sparse=Head.SPARSE in heads, colbert=settings.reranks(heads)
-        )
+        return settings.collection_scoring_weights(self.index.store.heads)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         args = self._search_kwargs()

@@ -170,6 +170,21 @@ class SearchSettings:
             wc / total if colbert else 0.0,
         )
 
+    def collection_scoring_weights(self, heads: frozenset[Head]) -> tuple[float, float, float]:
+        """:meth:`m3_scoring_weights` of a hybrid search of a collection holding ``heads``:
+        dense, sparse when it holds sparse vectors, ColBERT when the search uses it
+        (:meth:`reranks`). What both adapters' retrievers pass as ``m3`` weights.
+
+        >>> SearchSettings(fusion="m3").collection_scoring_weights(frozenset({Head.DENSE}))
+        (1.0, 0.0, 0.0)
+
+        Raises:
+            ValueError: Every head that scores has weight 0.
+        """
+        return self.m3_scoring_weights(
+            dense=True, sparse=Head.SPARSE in heads, colbert=self.reranks(heads)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fusion": self.fusion.value,
