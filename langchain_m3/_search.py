@@ -26,7 +26,6 @@ __all__ = [
     "check_setting",
     "clip01",
     "score_scale",
-    "scoring_args",
     "settings_args",
 ]
 
@@ -80,31 +79,11 @@ def score_scale(
     heads = index.store.heads
     settings = index.search_settings(fusion=fusion, rerank=rerank)
     colbert = settings.reranks(heads)
-    if settings.fusion is Fusion.M3:  # a weighted sum, also over fewer heads (0.4 x cosine)
+    if settings.fusion is Fusion.M3:  # a weighted sum, over the weights of the heads that score
         return ScoreScale.WEIGHTED
     if colbert or Head.SPARSE not in heads:
         return ScoreScale.SIMILARITY
     return ScoreScale.RANK
-
-
-def scoring_args(index: M3Index, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` of ``index.search`` with, for ``m3`` fusion, the weights of the heads that
-    score divided by their sum (:meth:`~m3kit.store.SearchSettings.m3_scoring_weights`).
-
-    M3's weighted sum is not renormalised over the heads a collection has: on a dense-only
-    store an exact match would score the dense weight, 0.4, and a ``score_threshold`` drop it.
-    FlagEmbedding's ``compute_score`` divides by the weights used, and so do both adapters:
-    one head alone scores its own similarity. Other fusions are unchanged.
-
-    Raises:
-        ValueError: Every head that scores has weight 0.
-    """
-    settings = index.search_settings(
-        fusion=args.get("fusion"), weights=args.get("weights"), rerank=args.get("rerank")
-    )
-    if settings.fusion is not Fusion.M3:
-        return args
-    return {**args, "weights": settings.collection_scoring_weights(index.store.heads)}
 
 
 def check_k(k: Any) -> int:

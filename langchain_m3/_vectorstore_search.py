@@ -23,7 +23,6 @@ from langchain_m3._search import (
     check_k,
     clip01,
     score_scale,
-    scoring_args,
     settings_args,
 )
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
@@ -196,7 +195,7 @@ class VectorStoreSearch(VectorStore):
             k=check_k(k),
             filter=document_filter(kwargs.get("filter"), VECTOR_STORE_SHOWN),
             score_threshold=kwargs.get("score_threshold"),
-            **scoring_args(self._index, settings_args(self._defaults(), kwargs)),
+            **settings_args(self._defaults(), kwargs),
         )
 
 

@@ -36,7 +36,6 @@ from langchain_m3._search import (
     SETTINGS_ARGS,
     check_k,
     check_setting,
-    scoring_args,
     settings_args,
 )
 from m3kit.encoder import M3Encoder
@@ -171,7 +170,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             raise TypeError(f"unknown search argument(s) {sorted(unknown)}")
         defaults = {name: getattr(self, name) for name in SETTINGS_ARGS}
         return {
-            **scoring_args(self.index, settings_args(defaults, settings)),
+            **settings_args(defaults, settings),
             "k": check_k(self.k if k is None else k),
             "filter": document_filter(
                 filter if filter is not None else self.filter, RETRIEVER_SHOWN

@@ -236,23 +236,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             "filter": to_store_filter(self.filters),
             "score_threshold": self.score_threshold,
             "rerank": self.rerank,
-            "weights": self._scoring_weights(),
+            "weights": self.weights,
             "candidates": self.candidates,
         }
-
-    def _scoring_weights(self) -> tuple[float, float, float] | None:
-        """``m3`` weights over the heads this collection scores with, summing to 1.
-
-        On a collection without sparse (or ColBERT) vectors M3's weighted sum would score an
-        exact match ``w_dense`` (0.4): divided by the weights of the heads that score, one
-        head alone scores its own similarity, as in :class:`M3VectorStore`'s default mode.
-        """
-        settings = self.index.search_settings(
-            fusion=self.fusion, weights=self.weights, rerank=self.rerank
-        )
-        if settings.fusion is not Fusion.M3:
-            return self.weights
-        return settings.collection_scoring_weights(self.index.store.heads)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         args = self._search_kwargs()

@@ -12,7 +12,6 @@ from langchain_core.documents import Document
 from qdrant_client import models
 
 from langchain_m3 import M3Embeddings, M3Retriever, M3VectorStore
-from langchain_m3._search import scoring_args
 from langchain_m3.vectorstore import ScoreScale
 from m3kit import Chunk, M3Encoder
 from m3kit.store import ChunkRecord, Fusion
@@ -63,9 +62,7 @@ def test_k_filter_fusion_rerank_reach_the_index(store: M3VectorStore) -> None:
     index = store.index
     for fusion in Fusion:
         for rerank in (None, False):
-            # m3: over the weights of the heads that score (without rerank: dense + sparse)
-            args = scoring_args(index, {"fusion": fusion, "rerank": rerank, "weights": None})
-            hits = index.search(QUERY, k=3, **args)
+            hits = index.search(QUERY, k=3, fusion=fusion, rerank=rerank)
             got = store.similarity_search_with_score(QUERY, k=3, fusion=fusion.value, rerank=rerank)
             assert [(d.id, s) for d, s in got] == [(h.doc_id, h.score) for h in hits]
             retriever = store.as_retriever(

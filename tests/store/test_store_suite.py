@@ -260,6 +260,16 @@ def test_m3_fusion_is_flagembedding_weighted_sum(
             weights,
         )
         assert h.score == pytest.approx(expected, abs=2e-3)
+    # Without ColBERT the weights of the heads that score are divided by their sum, as
+    # FlagEmbedding's compute_score does ("sparse+dense"): the ranking is the same
+    hits = index.store.query(
+        dense=q.dense[0], sparse=q.sparse[0], k=8, fusion="m3", weights=weights, rerank=False
+    )
+    for h in hits:
+        i = row[h.doc_id]
+        dense = float(dense_score(q.dense[0], out.dense[i])[0])
+        sparse = sparse_score(q.sparse[0], out.sparse[i])
+        assert h.score == pytest.approx((0.5 * dense + 0.3 * sparse) / 0.8, abs=2e-3)
 
 
 def test_filters_restrict_results(
@@ -393,6 +403,13 @@ def test_dense_only_encoder(
     q = minilm_encoder.encode([corpus[6]["text"]], query=True).dense[0]
     doc = minilm_encoder.encode([corpus[6]["text"]]).dense[0]
     assert plain.score == pytest.approx(float(np.dot(q, doc)), abs=1e-4)
+    # m3 over the dense head alone scores the cosine (not 0.4 x cosine), so a threshold
+    # keeps an exact match whichever heads a collection holds
+    m3 = index.search(corpus[6]["text"], k=3, fusion="m3", score_threshold=0.9)
+    assert [h.doc_id for h in m3] == [corpus[6]["id"]]
+    assert m3[0].score == pytest.approx(plain.score, abs=1e-4)
+    with pytest.raises(ValueError, match="weight 0"):
+        index.search("x", fusion="m3", weights=(0.0, 1.0, 0.0))
     with pytest.raises(ValueError, match="ColBERT"):
         index.search("x", rerank=True)
 

@@ -8,7 +8,9 @@ Plans, by case (``n`` = candidates per retriever, ``max(oversample * k, min_cand
 * M3: the union of the dense and sparse candidates is scored exactly by every head with
   exhaustive Qdrant searches restricted to those ids, then combined with FlagEmbedding's
   weighted sum ``w_d * dense + w_s * sparse + w_c * colbert``
-  (:func:`m3kit.scoring.m3_score`). Qdrant has no weighted-sum fusion of per-head scores
+  (:func:`m3kit.scoring.m3_score`), its weights divided by the sum of the weights of the heads
+  that score (as FlagEmbedding's ``compute_score`` does: a dense-only search scores the cosine,
+  not ``w_d`` x cosine). Qdrant has no weighted-sum fusion of per-head scores
   (its formula query only sees the scores of the prefetches a point was found in), so the
   sum is taken here; every term is Qdrant's exact score. Two round trips.
 * One retriever only (a dense-only collection): fusion is moot; hits carry the dense score
@@ -50,6 +52,7 @@ from m3kit.store.schema import (
     START,
     CollectionSchema,
 )
+from m3kit.store.search_settings import SearchSettings
 
 __all__ = [
     "HIT_KEYS",
@@ -228,10 +231,16 @@ def _m3(
     flt: models.Filter | None,
     weights: Sequence[float],
 ) -> list[RawHit]:
+    # Over the heads that score: an exact match scores 1.0 whichever heads a collection holds
+    # (ranking is unchanged; a score_threshold means the same on every collection).
+    wd, ws, wc = weights
+    scoring = SearchSettings(fusion=Fusion.M3, weights=(wd, ws, wc)).m3_scoring_weights(
+        dense=q.dense is not None, sparse=q.sparse is not None, colbert=use_colbert
+    )
     per_head = m3_head_scores(backend, q, n, use_colbert, flt)
     if not per_head.ids:
         return []
-    best = per_head.rank(weights)[:k]
+    best = per_head.rank(scoring)[:k]
     payloads = backend.retrieve([pid for pid, _ in best])
     return [RawHit(pid, score, payloads[pid]) for pid, score in best if pid in payloads]
 

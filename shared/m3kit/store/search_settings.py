@@ -126,9 +126,9 @@ class SearchSettings:
     def m3_weight_total(self, *, dense: bool, sparse: bool, colbert: bool) -> float:
         """Sum of the ``m3`` weights of the heads that score a search (its best possible score).
 
-        M3's weighted sum is not renormalised over the heads a search uses: a dense-only
-        search scores an exact match ``w_dense`` (0.4). FlagEmbedding's ``compute_score``
-        divides by this sum.
+        An ``m3`` search divides its weights by this sum (:meth:`m3_scoring_weights`), as
+        FlagEmbedding's ``compute_score`` does: otherwise a dense-only search would score an
+        exact match ``w_dense`` (0.4).
 
         >>> SearchSettings(fusion="m3").m3_weight_total(dense=True, sparse=False, colbert=False)
         0.4
@@ -168,21 +168,6 @@ class SearchSettings:
             wd / total if dense else 0.0,
             ws / total if sparse else 0.0,
             wc / total if colbert else 0.0,
-        )
-
-    def collection_scoring_weights(self, heads: frozenset[Head]) -> tuple[float, float, float]:
-        """:meth:`m3_scoring_weights` of a hybrid search of a collection holding ``heads``:
-        dense, sparse when it holds sparse vectors, ColBERT when the search uses it
-        (:meth:`reranks`). What both adapters' retrievers pass as ``m3`` weights.
-
-        >>> SearchSettings(fusion="m3").collection_scoring_weights(frozenset({Head.DENSE}))
-        (1.0, 0.0, 0.0)
-
-        Raises:
-            ValueError: Every head that scores has weight 0.
-        """
-        return self.m3_scoring_weights(
-            dense=True, sparse=Head.SPARSE in heads, colbert=self.reranks(heads)
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -69,7 +69,8 @@ class StoreSearch:
             filter: ``{key: value}`` equality on ``metadata.<key>`` (a list means any-of)
                 or a ``qdrant_client.models.Filter`` on the full payload.
             score_threshold: Minimum final score.
-            weights: M3 weights ``[dense, sparse, colbert]``.
+            weights: M3 weights ``[dense, sparse, colbert]``, divided by the sum of those of
+                the heads that score (a dense-only search scores the cosine).
             candidates: Candidates per retriever (default: :attr:`query_options`' rule,
                 ``max(4 * k, 50)``).
         """
