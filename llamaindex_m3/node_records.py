@@ -18,6 +18,7 @@ from llamaindex_m3.node_parser import LATE_METADATA_KEY, M3TextNode, node_vector
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
+from m3kit.store.points import plain_json
 
 __all__ = [
     "CHUNK_INDEX_KEY",
@@ -172,12 +173,7 @@ def node_metadata(node: BaseNode, stored: StoredChunk | None = None) -> dict[str
         node: The node.
         stored: The stored chunk the node names by its id, if any (found in the store).
     """
-    try:
-        json.dumps(node.metadata)
-    except TypeError as exc:
-        raise ValueError(
-            f"metadata of node {node.node_id!r} is not JSON-serialisable: {exc}"
-        ) from None
+    plain_json(node.metadata, f"metadata of node {node.node_id!r}")
     # the parser's sparse copy is already in the sparse vector; not stored twice
     meta = user_metadata(node)
     for key in reader_keys(node, stored):

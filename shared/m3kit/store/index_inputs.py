@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from m3kit.fingerprint import chunking_signature
 from m3kit.outputs import Head
 from m3kit.store.documents import _Chunker, _chunking, _Doc, content_doc_id
+from m3kit.store.points import check_text, plain_json
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
@@ -84,10 +85,10 @@ def versioned_documents(
     docs: dict[str, _Doc] = {}
     for i, text in enumerate(texts):
         meta = dict(metadatas[i] or {}) if metadatas is not None else {}
-        try:
-            blob = json.dumps([text, meta, signature], sort_keys=True)
-        except TypeError as exc:
-            raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
+        # refused here, before anything is encoded or written, not by Qdrant mid-write
+        check_text(text, f"text {i}")
+        plain_json(meta, f"metadata of text {i}")
+        blob = json.dumps([text, meta, signature], sort_keys=True)
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
         doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
         seen = docs.get(doc_id)

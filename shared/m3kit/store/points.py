@@ -28,7 +28,7 @@ from m3kit.store.schema import (
     point_id,
 )
 
-__all__ = ["document_versions", "records_hash", "to_point"]
+__all__ = ["check_text", "document_versions", "plain_json", "records_hash", "to_point"]
 
 
 def records_hash(records: Sequence[ChunkRecord]) -> str:
@@ -63,13 +63,49 @@ def document_versions(records: Sequence[ChunkRecord]) -> dict[str, tuple[str, in
     return version
 
 
-def plain_json(mapping: Mapping[str, Any]) -> dict[str, Any]:
+def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, Any]:
     """``mapping`` as plain JSON (tuples become lists, keys strings), as it is stored.
 
+    Checked before anything is written: Python's ``json`` writes NaN and infinities, and
+    escapes unpaired surrogates, but Qdrant refuses both (the embedded engine in the middle of
+    a write, after earlier batches are stored), so they are errors here, on every backend.
+
+    >>> plain_json({"a": (1, 2), 3: None})
+    {'a': [1, 2], '3': None}
+    >>> plain_json({"price": float("nan")}, "metadata of row 4")
+    Traceback (most recent call last):
+    ValueError: metadata of row 4 is not JSON (Out of range float values are not JSON compliant...
+
     Raises:
-        TypeError: A value is not JSON.
+        ValueError: A value is not JSON (NaN and infinities included) or a string is not
+            UTF-8 (an unpaired surrogate); ``what`` names the value.
     """
-    return json.loads(json.dumps(dict(mapping)))  # type: ignore[no-any-return]
+    try:
+        blob = json.dumps(dict(mapping), allow_nan=False, ensure_ascii=False)
+        blob.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{what} is not JSON ({exc}): store None or a string instead of NaN or an infinity"
+        ) from None
+    return json.loads(blob)  # type: ignore[no-any-return]
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse a text that is not a UTF-8 string (an unpaired surrogate), which Qdrant refuses.
+
+    >>> check_text("naïve café", "text 0")
+    >>> check_text("bad " + chr(0xD800), "text 1")
+    Traceback (most recent call last):
+    ValueError: text 1 is not valid UTF-8 text (an unpaired surrogate at character 4)
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{what} is {type(text).__name__}, not str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} is not valid UTF-8 text (an unpaired surrogate at character {exc.start})"
+        ) from None
 
 
 def to_point(
@@ -104,9 +140,11 @@ def to_point(
             )
         if colbert.shape[0] == 0:
             raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
+    where = f"record {r.doc_id!r}#{r.chunk_index}"
+    check_text(r.text, f"the text of {where}")
     payload = {
         PAGE_CONTENT: r.text,
-        METADATA: plain_json(r.metadata),
+        METADATA: plain_json(r.metadata, f"the metadata of {where}"),
         DOC_ID: r.doc_id,
         CHUNK_INDEX: int(r.chunk_index),
         START: r.start,
@@ -117,11 +155,11 @@ def to_point(
     if writer_id is not None:
         payload[ENCODER_ID] = writer_id
     if r.chunking is not None:
-        payload[CHUNKING] = plain_json(r.chunking)
+        payload[CHUNKING] = plain_json(r.chunking, f"the chunking of {where}")
     if r.chunk_id is not None:
         payload[CHUNK_ID] = str(r.chunk_id)
     if r.extra is not None:
-        payload[EXTRA] = plain_json(r.extra)
+        payload[EXTRA] = plain_json(r.extra, f"the extra of {where}")
     return PointData(
         id=point_id(r.doc_id, r.chunk_index),
         dense=dense,

@@ -258,10 +258,8 @@ class M3Store(StoreSearch):
                 extra = fields[EXTRA]
                 if not isinstance(extra, Mapping):
                     raise ValueError(f"extra of point {pid!r} must be a mapping, not {extra!r}")
-                try:  # stored as plain JSON, as ChunkRecord.extra is
-                    payload[EXTRA] = plain_json(extra)
-                except TypeError as exc:
-                    raise ValueError(f"extra of point {pid!r} is not JSON: {exc}") from None
+                # stored as plain JSON, as ChunkRecord.extra is
+                payload[EXTRA] = plain_json(extra, f"extra of point {pid!r}")
             if not payload:
                 continue
             must: list[Any] = [models.HasIdCondition(has_id=[str(pid)])]
