@@ -32,9 +32,12 @@ scalar and a one-element list are indistinguishable to a filter).
   same meaning). A case-insensitive substring match has no Qdrant equivalent.
 * :func:`is_empty`: the key has no values (missing, ``null`` or ``[]``; ``""`` is a value).
 
-Payload indexes keep these meanings, with one exception measured on the embedded engine: an
-``integer`` index on a key that also holds non-integer numbers serves ranges from the index,
-which skips those numbers (``gt 0`` misses ``1.5``). Index such a key as ``float``.
+Payload indexes keep these meanings, with two exceptions measured on the embedded engine
+(qdrant-client's local mode ignores indexes): an ``integer`` index on a key that also holds
+non-integer numbers serves ranges from the index, which skips those numbers (``gt 0`` misses
+``1.5``): index such a key as ``float``. A ``datetime`` index serves a numeric range as a
+date range, so ``gt 0`` matches the ISO dates and misses the numbers: on a key indexed as
+``datetime``, compare with dates only.
 
 Example:
     >>> equals("metadata.year", 2024).range

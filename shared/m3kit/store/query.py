@@ -3,8 +3,9 @@
 Plans, by case (``n`` = candidates per retriever, ``max(oversample * k, min_candidates)``):
 
 * RRF / DBSF: prefetch dense and sparse (``n`` each, filtered), fuse with Qdrant's own
-  fusion; with rerank the ``n`` best fused candidates are re-scored by Qdrant's ColBERT
-  MaxSim (prefetch -> query ``colbert``). One round trip.
+  fusion; with rerank every candidate (the union of both prefetches, up to ``2n``) is
+  re-scored by Qdrant's ColBERT MaxSim instead (prefetch -> query ``colbert``), so the
+  fusion does not change a reranked ranking. One round trip.
 * M3: the union of the dense and sparse candidates is scored exactly by every head with
   exhaustive Qdrant searches restricted to those ids, then combined with FlagEmbedding's
   weighted sum ``w_d * dense + w_s * sparse + w_c * colbert``
@@ -181,15 +182,18 @@ def run_query(
         hits = _m3(backend, q, k, n, use_colbert, filter, weights)
     else:
         retrievers = _retrievers(q, n, filter)
-        pool = retrievers[0] if len(retrievers) == 1 else Stage(n, fusion, tuple(retrievers))
         # A few hits past k, so that equal scores straddling the k-th hit are ordered by id
         # too (below), not by the engine's internal point order.
         limit = k + _TIE_SLACK
         if use_colbert:
             assert q.colbert is not None
-            stage = Stage(limit, Nearest(COLBERT, q.colbert), prefetch=(pool,))
+            # ColBERT re-scores every candidate (the union of each retriever's n). A pool cut
+            # to n after fusion cut inside RRF ties (a point ranked r by dense alone ties one
+            # ranked r by sparse alone), and the engine chose which tied point was reranked:
+            # differently between runs of one query, and between backends.
+            stage = Stage(limit, Nearest(COLBERT, q.colbert), prefetch=tuple(retrievers))
         elif len(retrievers) == 1:
-            stage = Stage(limit, pool.query, filter=filter)
+            stage = Stage(limit, retrievers[0].query, filter=filter)
         else:
             stage = Stage(limit, fusion, prefetch=tuple(retrievers))
         hits = backend.query_batch([stage], with_payload=True)[0]
