@@ -61,6 +61,11 @@ class RetrieverWrites:
         made up a random one, and a hash of the text is used instead so that adding the same
         document again does not store it twice.
 
+        The text alone is encoded (and chunked); the metadata is stored and filterable but not
+        embedded. LlamaIndex's own indexes embed a node's ``MetadataMode.EMBED`` text, the
+        metadata not hidden from the embedding model included: for that, parse the documents
+        into nodes and call :meth:`add_nodes` (``M3VectorStore`` does the same).
+
         Args:
             documents: LlamaIndex documents (metadata must be JSON-serialisable).
             chunking: ``True`` cuts each document into chunks of whole sentences (256 tokens,
