@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from m3kit.outputs import Head
@@ -28,7 +29,14 @@ from m3kit.store.schema import (
     point_id,
 )
 
-__all__ = ["check_text", "document_versions", "plain_json", "records_hash", "to_point"]
+__all__ = [
+    "WriteBatches",
+    "check_text",
+    "document_versions",
+    "plain_json",
+    "records_hash",
+    "to_point",
+]
 
 
 def records_hash(records: Sequence[ChunkRecord]) -> str:
@@ -167,3 +175,56 @@ def to_point(
         sparse=v.sparse[0] if schema.sparse else None,
         colbert=colbert,
     )
+
+
+@dataclass(frozen=True)
+class WriteBatches:
+    """One upsert's points cut into write requests, each document's points in one request
+    when they fit in one.
+
+    A request that fails then leaves each document of at most ``size`` chunks wholly old or
+    wholly new, never half of each (point ids are per (document, chunk), so new chunks
+    overwrite old ones in place); only a document larger than a request can span several.
+
+    >>> b = WriteBatches.of(["a", "a", "b", "b", "b", "c"], list("123456"), size=4)
+    >>> b.batches
+    (('1', '2'), ('3', '4', '5', '6'))
+    >>> b.written_documents(1)
+    ['a']
+
+    Attributes:
+        batches: The requests, in writing order.
+        last_batch: ``doc_id -> index`` of the request holding its last point.
+    """
+
+    batches: tuple[tuple[Any, ...], ...]
+    last_batch: Mapping[str, int]
+
+    @classmethod
+    def of(cls, doc_ids: Sequence[str], points: Sequence[Any], size: int) -> WriteBatches:
+        """Requests of at most ``size`` points (``doc_ids[i]`` owns ``points[i]``)."""
+        if size < 1:
+            raise ValueError("batch_size must be >= 1")
+        by_doc: dict[str, list[Any]] = {}
+        for doc_id, point in zip(doc_ids, points, strict=True):
+            by_doc.setdefault(doc_id, []).append(point)
+        batches: list[tuple[Any, ...]] = []
+        current: list[Any] = []
+        last: dict[str, int] = {}
+        for doc_id, doc_points in by_doc.items():
+            if current and len(current) + len(doc_points) > size:
+                batches.append(tuple(current))
+                current = []
+            for point in doc_points:
+                current.append(point)
+                if len(current) == size:
+                    batches.append(tuple(current))
+                    current = []
+            last[doc_id] = len(batches) if current else len(batches) - 1
+        if current:
+            batches.append(tuple(current))
+        return cls(tuple(batches), last)
+
+    def written_documents(self, done: int) -> list[str]:
+        """Documents whose every point is in the first ``done`` requests."""
+        return [doc_id for doc_id, i in self.last_batch.items() if i < done]

@@ -27,7 +27,7 @@ from m3kit.store.filters import (
 )
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import RawHit, StorageBackend
-from m3kit.store.points import document_versions, plain_json, to_point
+from m3kit.store.points import WriteBatches, document_versions, plain_json, to_point
 from m3kit.store.query import HIT_KEYS, QueryOptions, to_hit
 from m3kit.store.records import Backend, ChunkRecord, Hit
 from m3kit.store.schema import (
@@ -183,7 +183,9 @@ class M3Store(StoreSearch):
                 ``write_parallelism`` requests are in flight at once.
             show_progress: tqdm bar (default: on for more than one batch).
             replace: After writing, delete each written document's other chunks (older
-                versions, or indices beyond its ``chunk_count``).
+                versions, or indices beyond its ``chunk_count``); also when a write request
+                fails, for the documents written whole before it. A document's points go in
+                one request when they fit, so a failed request leaves its documents old.
 
         Returns:
             The point ids, in input order.
@@ -194,29 +196,56 @@ class M3Store(StoreSearch):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         version = document_versions(recs)
-        points = [
+        points = [  # every record checked before the first write
             to_point(self.schema, self.heads, self.writer_id, r, *version[r.doc_id]) for r in recs
         ]
-        batches = [points[i : i + batch_size] for i in range(0, len(points), batch_size)]
-        show = len(batches) > 1 if show_progress is None else show_progress
-        workers = min(self.cluster.write_parallelism if self.cluster else 1, len(batches))
+        plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
+        show = len(plan.batches) > 1 if show_progress is None else show_progress
+        workers = min(self.cluster.write_parallelism if self.cluster else 1, len(plan.batches))
+        done = 0
         with (
             self.write_lock,
-            tqdm(total=len(batches), desc="upsert", unit="batch", disable=not show) as bar,
+            tqdm(total=len(plan.batches), desc="upsert", unit="batch", disable=not show) as bar,
         ):
-            if workers > 1:  # a server: several requests in flight
-                with ThreadPoolExecutor(workers) as pool:
-                    for _ in pool.map(self._backend.upsert, batches):
+            try:
+                if workers > 1:  # a server: several requests in flight
+                    with ThreadPoolExecutor(workers) as pool:
+                        for _ in pool.map(self._backend.upsert, plan.batches):
+                            done += 1
+                            bar.update(1)
+                else:
+                    for batch in plan.batches:
+                        self._backend.upsert(batch)
+                        done += 1
                         bar.update(1)
-            else:
-                for batch in batches:
-                    self._backend.upsert(batch)
-                    bar.update(1)
+            except BaseException:
+                # the documents written whole still lose their stale chunks (a shrunk
+                # document's old tail would be served); the failed request's are left as
+                # they were, for the next write of them to replace
+                if replace:
+                    self._drop_stale_after_failure(plan.written_documents(done), version)
+                raise
             self._backend.finish_writes()
             if replace:
                 for doc_id, (doc_hash, count) in version.items():
                     self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
         return [p.id for p in points]
+
+    def _drop_stale_after_failure(
+        self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]
+    ) -> None:
+        """Delete the stale chunks of documents written whole before a write failed; an error
+        here is logged, not raised over the write's own."""
+        try:
+            self._backend.finish_writes()
+            for doc_id in doc_ids:
+                self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
+        except Exception:
+            logger.exception(
+                "a write failed, and so did deleting the stale chunks of the %d document(s) "
+                "written before it; writing them again replaces those chunks",
+                len(doc_ids),
+            )
 
     def set_writer_fields(
         self,

@@ -1,0 +1,66 @@
+"""A write request that fails leaves no document half old, half new, nor a stale tail.
+
+Point ids are per (document, chunk), so new chunks overwrite old ones in place: a document cut
+across two requests, one of which failed, was served half old, half new; and the stale chunks
+of a document that shrank were deleted only after every request had succeeded, so a document
+written whole before the failure kept serving its old tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from m3kit.store import ChunkRecord, M3Index, output_row
+
+
+def _records(encoder: Any, doc_id: str, tag: str, n: int) -> list[ChunkRecord]:
+    texts = [f"{tag} {doc_id} chunk {i}" for i in range(n)]
+    out = encoder.encode(texts)
+    return [ChunkRecord(doc_id, i, t, {}, output_row(out, i)) for i, t in enumerate(texts)]
+
+
+def _stored(index: M3Index) -> dict[str, list[str]]:
+    rows = sorted(
+        (str(h.payload["doc_id"]), int(h.payload["chunk_index"]), str(h.payload["page_content"]))
+        for h in index.store._backend.scroll(None, ["doc_id", "chunk_index", "page_content"])
+    )
+    out: dict[str, list[str]] = {}
+    for doc_id, _, text in rows:
+        out.setdefault(doc_id, []).append(text)
+    return out
+
+
+def test_a_failed_request_leaves_each_document_whole(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = open_index(tiny_encoder)
+    store = index.store
+    store.upsert([*_records(tiny_encoder, "A", "old", 10), *_records(tiny_encoder, "C", "old", 3)])
+    backend = store._backend
+    real_upsert = backend.upsert
+
+    def upsert(points: Any) -> None:
+        if any(p.payload["doc_id"] == "C" for p in points):
+            raise ConnectionError("server went away")
+        real_upsert(points)
+
+    monkeypatch.setattr(backend, "upsert", upsert)
+    new = [
+        *_records(tiny_encoder, "A", "new", 4),  # shrinks: chunks 4-9 are stale
+        *_records(tiny_encoder, "B", "new", 5),
+        *_records(tiny_encoder, "C", "new", 3),  # its request fails
+    ]
+    with pytest.raises(ConnectionError):
+        store.upsert(new, batch_size=6, replace=True)
+    stored = _stored(index)
+    assert stored["A"] == [f"new A chunk {i}" for i in range(4)]  # no stale tail served
+    assert stored["B"] == [f"new B chunk {i}" for i in range(5)]  # not cut across requests
+    assert stored["C"] == [f"old C chunk {i}" for i in range(3)]  # wholly the old version
+    monkeypatch.setattr(backend, "upsert", real_upsert)
+    store.upsert(new, batch_size=6, replace=True)
+    assert _stored(index) == {
+        d: [f"new {d} chunk {i}" for i in range(n)] for d, n in (("A", 4), ("B", 5), ("C", 3))
+    }
