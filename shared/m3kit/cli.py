@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune",
         action="store_true",
         help="also delete stored documents that m3kit index read from these files and folders "
-        "but are no longer there (removed files, removed jsonl rows); files still there and "
-        "documents added otherwise are kept",
+        "but are no longer there (removed files, removed jsonl rows; a PATH that no longer "
+        "exists is pruned only); files still there and documents added otherwise are kept",
     )
     index.add_argument(
         "--index-field",
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------
 def _run_index(args: argparse.Namespace) -> int:
-    from m3kit.cli_prune import clean_up
+    from m3kit.cli_prune import clean_up, paths_to_read
     from m3kit.sources import SourceRead, read_sources
 
     if args.window is not None and not args.late_chunking:
@@ -261,7 +261,7 @@ def _run_index(args: argparse.Namespace) -> int:
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     # read everything first: bad input fails before loading
-    paths = args.paths
+    paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
     read = read_sources(paths) if paths else SourceRead([], [])
     docs = read.documents
     if paths and not docs and not read.empty:

@@ -11,6 +11,8 @@ library or an adapter are left alone, whatever their ``source`` says.
 - ``--prune`` deletes the reader's documents from under the given paths whose file is gone,
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents.
+  A given path that no longer exists (a moved folder), or a folder left without a file to
+  read, is only pruned (:func:`paths_to_read`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, positional_id, reader_origin
+from m3kit.sources import SourceRead, folder_files, positional_id, reader_origin
 
 if TYPE_CHECKING:
     from m3kit.store import M3Index
 
-__all__ = ["Cleanup", "clean_up", "stale_documents"]
+__all__ = ["Cleanup", "clean_up", "paths_to_read", "stale_documents"]
 
 logger = logging.getLogger("m3kit.cli")
 
@@ -43,6 +45,27 @@ class Cleanup:
 
     moved_rows: list[str]
     pruned: list[str]
+
+
+def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
+    """The given paths to read: with ``prune``, one with nothing to read is pruned only.
+
+    A moved or deleted folder (or file), or a folder left without a supported file, can
+    then still be pruned (``m3kit index old/ --prune``); a line on stdout says so for each.
+    Without ``prune`` every path is returned, so reading one of them stays an error.
+    """
+    if not prune:
+        return list(paths)
+    kept = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            print(f"{raw}: no such file or folder; pruning what was indexed from it")
+        elif path.is_dir() and not folder_files(path):
+            print(f"{raw}: folder holds no files to read; pruning what was indexed from it")
+        else:
+            kept.append(raw)
+    return kept
 
 
 def stale_documents(

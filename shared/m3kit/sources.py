@@ -41,6 +41,7 @@ __all__ = [
     "SourceDocument",
     "SourceRead",
     "find_files",
+    "folder_files",
     "positional_id",
     "read_documents",
     "read_sources",
@@ -156,15 +157,20 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 )
             found.append(path.resolve())
             continue
-        inside = sorted(
-            p.resolve()
-            for p in _walk(path)
-            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-        )
+        inside = folder_files(path)
         if not inside:
             raise ValueError(f"{raw}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
         found.extend(inside)
     return list(dict.fromkeys(found))  # a file named twice (or inside two folders) counts once
+
+
+def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted."""
+    return sorted(
+        p.resolve()
+        for p in _walk(Path(folder).expanduser())
+        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+    )
 
 
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:

@@ -2,12 +2,13 @@
 
 Positional jsonl rows (``<file>:<line>``) belong to their file and are cleaned up on every
 run; ``--prune`` deletes only documents the file reader wrote whose file is gone (or no
-longer holds them).
+longer holds them), and can prune a path that no longer exists.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,33 @@ def test_prune_keeps_documents_the_reader_did_not_write(
     code, out = _index(capsys, store, tiny_m3_path, docs, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
     assert str(draft.resolve()) not in _stored(store, tiny_m3_path)
+
+
+def test_prune_a_path_that_no_longer_exists(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, notes = tmp_path / "store", tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    assert _index(capsys, store, tiny_m3_path, notes)[0] == 0
+    moved = tmp_path / "notes2"
+    shutil.move(notes, moved)
+    assert _index(capsys, store, tiny_m3_path, moved)[0] == 0
+    # without --prune a missing path stays an error
+    code, out = _index(capsys, store, tiny_m3_path, notes)
+    assert code == 1 and f"{notes}: no such file or folder" in out, out
+    code, out = _index(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0, out
+    assert f"{notes}: no such file or folder; pruning what was indexed from it" in out
+    assert "indexed 0 document(s)" in out and "removed 1 document(s) no longer there" in out
+    assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    # a folder left without a file to read: an error to index, pruned with --prune
+    (moved / "a.md").unlink()
+    code, out = _index(capsys, store, tiny_m3_path, moved)
+    assert code == 1 and "folder holds no" in out, out
+    code, out = _index(capsys, store, tiny_m3_path, moved, "--prune")
+    assert code == 0 and "folder holds no files to read; pruning" in out, out
+    assert _stored(store, tiny_m3_path) == {}
 
 
 def test_reader_origin_knows_what_the_reader_wrote(tmp_path: Path) -> None:
