@@ -123,8 +123,9 @@ def _query_filter(query: VectorStoreQuery) -> Any:
 
 def _m3_weights(
     alpha: float | None, mode: VectorStoreQueryMode, colbert: bool, settings: SearchSettings
-) -> tuple[float, float, float]:
-    """M3 weights ``[dense, sparse, colbert]`` over the heads ``mode`` scores with, summing to 1.
+) -> tuple[float, float, float] | None:
+    """M3 weights ``[dense, sparse, colbert]`` over the heads ``mode`` scores with, summing to 1
+    (``None`` for ``rrf`` / ``dbsf``, which use none).
 
     Default mode scores by dense (and ColBERT when it reranks), sparse mode by sparse (and
     ColBERT): one head alone scores its own similarity, as in LlamaIndex's Qdrant store. In
@@ -140,7 +141,7 @@ def _m3_weights(
             f"{settings.fusion.value!r}: build it with fusion='m3' or leave alpha unset"
         )
     if settings.fusion is not Fusion.M3:
-        return settings.weights  # rank fusion: the weights are not used
+        return None  # rank fusion: no weights
     if alpha is not None and hybrid:
         w_dense, _, w_colbert = settings.weights
         vector = w_dense + w_colbert

@@ -47,7 +47,6 @@ from m3kit.errors import CollectionNotFoundError, M3KitError
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker
     from m3kit.encoder import M3Encoder
-    from m3kit.store import M3Index
 
 __all__ = ["build_parser", "main"]
 
@@ -176,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--prune",
         action="store_true",
-        help="also delete stored documents that came from these files and folders but are no "
-        "longer there (removed files, removed jsonl rows); documents from elsewhere are kept",
+        help="also delete stored documents that m3kit index read from these files and folders "
+        "but are no longer there (removed files, removed jsonl rows; a PATH that no longer "
+        "exists is pruned only); files still there and documents added otherwise are kept",
     )
     index.add_argument(
         "--index-field",
@@ -249,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------
 def _run_index(args: argparse.Namespace) -> int:
+    from m3kit.cli_prune import clean_up, paths_to_read
     from m3kit.sources import SourceRead, read_sources
 
     if args.window is not None and not args.late_chunking:
@@ -260,9 +261,10 @@ def _run_index(args: argparse.Namespace) -> int:
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     # read everything first: bad input fails before loading
-    read = read_sources(args.paths) if args.paths else SourceRead([], [])
+    paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
+    read = read_sources(paths) if paths else SourceRead([], [])
     docs = read.documents
-    if args.paths and not docs and not read.empty:
+    if paths and not docs and not read.empty:
         raise ValueError("no text to index (every document is empty)")
     encoder = cli_open.load_encoder(args, storage)
     chunker = _chunker(
@@ -285,39 +287,20 @@ def _run_index(args: argparse.Namespace) -> int:
             )
         if read.empty:  # an emptied file (or row): its stored version is no longer its text
             index.delete(read.empty)
-        pruned = _prune(index, args.paths, {d.doc_id for d in docs}) if args.prune else []
+        cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
         after = index.count()
     finally:
         index.close()
-    removed = f"; removed {len(pruned)} document(s) no longer there" if args.prune else ""
+    removed = ""
+    if cleanup.moved_rows:
+        removed = f"; removed {len(cleanup.moved_rows)} jsonl row(s) no longer at their line"
+    if args.prune:
+        removed += f"; removed {len(cleanup.pruned)} document(s) no longer there"
     print(
         f"indexed {len(docs)} document(s) into {args.collection!r} at {cli_open.location(args)}: "
         f"{after} chunk(s) stored ({after - before:+d}){removed}"
     )
     return 0
-
-
-def _prune(index: M3Index, paths: list[str], current: set[str]) -> list[str]:
-    """Delete stored documents read from a file under ``paths`` that were not read now."""
-    from m3kit.sources import origin_of
-
-    roots = [Path(p).resolve() for p in paths]
-
-    def under(source: object) -> bool:
-        if not isinstance(source, str):
-            return False
-        path = Path(source)
-        return any(path == root or path.is_relative_to(root) for root in roots)
-
-    stale = sorted(
-        doc_id
-        for doc_id, meta in index.store.document_metadata().items()
-        if doc_id not in current and under(origin_of(meta))
-    )
-    if stale:
-        index.delete(stale)
-        logger.info("pruned %d document(s): %s", len(stale), ", ".join(stale[:10]))
-    return stale
 
 
 def _run_search(args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@
   the model's calibrated fusion (``m3kit_search.json`` beside its weights, see
   :mod:`m3kit.store.search_settings`) when it has one, else FlagEmbedding's published ``m3``
   weights for a BGE-M3-shaped model, else RRF with ColBERT rerank.
+- ``--weights`` set the ``m3`` weighted sum: with a fusion that resolves to ``rrf`` or
+  ``dbsf`` (``--fusion``, or the index's default) they are an error, not silently unused.
 - ``--json`` prints ``{"search": {...}, "hits": [...]}``: the settings the search ran with
-  (fusion, weights, rerank, candidates, ``defaults``: where the settings not given came from),
-  then the hits.
+  (fusion, weights — only for ``m3``, the one fusion that uses them —, rerank, candidates,
+  ``defaults``: where the settings not given came from), then the hits.
 
 Example (shell)::
 
@@ -48,7 +50,8 @@ def add_ranking_arguments(search: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar=("DENSE", "SPARSE", "COLBERT"),
-        help="weights of the m3 fusion (default: the calibrated ones, else 0.4 0.2 0.4)",
+        help="weights of the m3 fusion (default: the calibrated ones, else 0.4 0.2 0.4); an "
+        "error when the fusion is not m3",
     )
     group.add_argument(
         "--candidates",
@@ -88,19 +91,26 @@ def ranking(args: argparse.Namespace) -> dict[str, Any]:
 def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
     """What a search with the ranking arguments ``given`` runs with (the ``"search"`` object).
 
+    ``weights`` is there only for the ``m3`` fusion (``rrf`` and ``dbsf`` do not use them);
     ``rerank`` is whether ColBERT re-scores the candidates; ``candidates`` ``null`` means the
     store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from
     (:attr:`~m3kit.store.M3Index.search_source`: ``"calibrated"``, the model's
     ``m3kit_search.json``; ``"bge-m3"``, FlagEmbedding's published weights; ``"built-in"``).
+
+    Raises:
+        ValueError: ``weights`` given while the search fuses with ``rrf`` or ``dbsf``.
     """
+    from m3kit.store import Fusion
 
     settings = index.search_settings(**given)
-    colbert = settings.reranks(index.store.heads)
-    return {
+    report = {
         **settings.to_dict(),
-        "rerank": colbert,
+        "rerank": settings.reranks(index.store.heads),
         "defaults": index.search_source,
     }
+    if settings.fusion is not Fusion.M3:
+        del report["weights"]  # played no part in this search
+    return report
 
 
 def hit_dict(hit: Hit) -> dict[str, Any]:

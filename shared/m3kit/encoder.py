@@ -93,6 +93,10 @@ class M3Encoder:
     it in that precision in place; pass ``precision="bf16-autocast"`` (or ``"fp32"``) to keep
     a model's float32 weights, e.g. one that is still being trained. PyTorch uses every core
     by default; call ``torch.set_num_threads`` yourself when several encoders share a machine.
+
+    ``precision`` is the precision in use (``"auto"`` resolved for the device);
+    ``requested_precision`` what was asked for (``AUTO`` when nothing was), which worker
+    processes on other devices follow (:class:`~m3kit.distributed.EncoderSpec`).
     """
 
     def __init__(
@@ -120,8 +124,9 @@ class M3Encoder:
             torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
         )
         self._onnx: OnnxRunner | None
+        self.requested_precision = precision_from(precision)
         self.backend, self.precision, self.model, self._onnx = _place_model(
-            model, self.device, precision_from(precision), EncoderBackend(backend), onnx_cache_dir
+            model, self.device, self.requested_precision, EncoderBackend(backend), onnx_cache_dir
         )
         self.tokenizer = tokenizer
         self.info = info

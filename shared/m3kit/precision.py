@@ -49,6 +49,7 @@ from m3kit.model import M3Model
 __all__ = [
     "Bf16Support",
     "Precision",
+    "check_precision_device",
     "cpu_bf16_support",
     "describe_precision",
     "gpu_bf16_support",
@@ -216,6 +217,18 @@ def probe_bf16(device: torch.device) -> Bf16Support:
     return Bf16Support(False, f"no bf16 probe for {device.type} devices")
 
 
+def check_precision_device(precision: Precision, device_type: str) -> None:
+    """Refuse a precision that devices of ``device_type`` (``"cpu"``, ``"cuda"``) cannot run.
+
+    Raises:
+        ValueError: fp16 on a CPU, or int8 (dynamic quantisation) off a CPU.
+    """
+    if precision is Precision.FP16 and device_type == "cpu":
+        raise ValueError("fp16 is not supported on CPU; use bf16 (or fp32)")
+    if precision is Precision.INT8 and device_type != "cpu":
+        raise ValueError(f"int8 dynamic quantisation runs on CPU only, not on {device_type}")
+
+
 def resolve_precision(precision: Precision, device: torch.device) -> Precision:
     """Turn ``AUTO`` into a concrete precision for ``device``; refuse impossible combinations."""
     if precision is Precision.AUTO:
@@ -225,10 +238,7 @@ def resolve_precision(precision: Precision, device: torch.device) -> Precision:
         if device.type == "cuda":
             return Precision.BF16 if native else Precision.FP16
         return Precision.BF16 if native else Precision.FP32
-    if precision is Precision.FP16 and device.type == "cpu":
-        raise ValueError("fp16 is not supported on CPU; use bf16 (or fp32)")
-    if precision is Precision.INT8 and device.type != "cpu":
-        raise ValueError(f"int8 dynamic quantisation runs on CPU only, not on {device.type}")
+    check_precision_device(precision, device.type)
     if precision in (Precision.BF16, Precision.BF16_AUTOCAST) and device.type in ("cpu", "cuda"):
         probe = probe_bf16(device)
         if not probe.native:

@@ -4,7 +4,13 @@ A ``.txt`` / ``.md`` file is one document whose id is the file's absolute path. 
 file holds one document per line: ``{"text": ..., "_id" or "id": ..., "title": ..., ...}``; the
 id is the row's ``_id`` (or ``id``) when it has one, else ``<absolute path>:<line number>``.
 Every other key (``title`` included) goes to the metadata. Ids stay the same when the same
-files are read again, so indexing them twice stores nothing new.
+files are read again, so indexing them twice stores nothing new. A ``<path>:<line>`` id
+belongs to its file, not to the row: ``m3kit index`` deletes those of a file it reads again
+that the file no longer produces (:mod:`m3kit.cli_prune`).
+
+:func:`reader_origin` tells a stored document this reader wrote (what ``m3kit index`` cleans
+up) from one added another way, e.g. by LangChain or LlamaIndex, whose ``source`` may name a
+file too.
 
 Example:
     >>> import tempfile, pathlib
@@ -35,9 +41,11 @@ __all__ = [
     "SourceDocument",
     "SourceRead",
     "find_files",
-    "origin_of",
+    "folder_files",
+    "positional_id",
     "read_documents",
     "read_sources",
+    "reader_origin",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,8 +54,10 @@ logger = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".jsonl")
 _ID_KEYS = ("_id", "id")
 #: Metadata key holding the file a jsonl row came from when the row has its own ``source``
-#: (the row's value is kept as ``source``); see :func:`origin_of`.
+#: (the row's value is kept as ``source``); see :func:`reader_origin`.
 ORIGIN_KEY = "m3kit_source"
+_TEXT_KEYS = frozenset({"source", "file_name"})
+_ROW_KEYS = frozenset({"file_name", "line"})
 
 
 @dataclass(frozen=True)
@@ -75,21 +85,53 @@ class SourceRead:
         documents: The documents with text.
         empty: Ids of documents read empty (and of no document with text): an emptied file's
             stored version is stale, so ``m3kit index`` deletes it.
+        files: Every file read (absolute paths), those that gave no document included.
     """
 
     documents: list[SourceDocument]
     empty: list[str]
+    files: list[Path] = field(default_factory=list)
 
 
-def origin_of(metadata: Mapping[str, Any]) -> object:
-    """The file a stored document was read from (``m3kit_source``, else ``source``).
+def reader_origin(doc_id: str, metadata: Mapping[str, Any]) -> str | None:
+    """The file this module's reader read a stored document from; ``None`` if it did not write it.
 
-    >>> origin_of({"source": "wikipedia", "m3kit_source": "/data/rows.jsonl"})
-    '/data/rows.jsonl'
-    >>> origin_of({"source": "/data/a.md"})
+    Recognised by exactly what the reader writes (collections indexed by earlier versions
+    included): a ``.txt`` / ``.md`` file is the document whose id is its absolute path and
+    whose metadata is just ``source`` (that path) and ``file_name``; a ``.jsonl`` row carries
+    ``file_name`` and ``line`` keys and the file in ``m3kit_source`` (a row with its own
+    ``source``), else in ``source``. A document added through the library or an adapter —
+    say a PDF page whose ``source`` is the PDF's path — is none of these.
+
+    >>> reader_origin("/data/a.md", {"source": "/data/a.md", "file_name": "a.md"})
     '/data/a.md'
+    >>> row = {"source": "wikipedia", "m3kit_source": "/d/r.jsonl", "file_name": "r.jsonl",
+    ...        "line": 2}
+    >>> reader_origin("/d/r.jsonl:2", row)
+    '/d/r.jsonl'
+    >>> reader_origin("9f2c", {"source": "/data/report.pdf", "page": 0}) is None
+    True
     """
-    return metadata.get(ORIGIN_KEY, metadata.get("source"))
+    origin = metadata.get(ORIGIN_KEY, metadata.get("source"))
+    if not isinstance(origin, str) or not os.path.isabs(origin):
+        return None
+    suffix = os.path.splitext(origin)[1].lower()
+    if suffix == ".jsonl":
+        return origin if metadata.keys() >= _ROW_KEYS else None
+    if suffix not in SUPPORTED_SUFFIXES or doc_id != origin or metadata.keys() != _TEXT_KEYS:
+        return None
+    return origin if metadata["file_name"] == os.path.basename(origin) else None
+
+
+def positional_id(doc_id: str, file: str | os.PathLike[str]) -> bool:
+    """Whether ``doc_id`` is the id the reader gives a row of the jsonl ``file`` without an id
+    (``<absolute path>:<line number>``).
+
+    >>> positional_id("/d/r.jsonl:12", "/d/r.jsonl"), positional_id("/d/r.jsonl:x", "/d/r.jsonl")
+    (True, False)
+    """
+    head, sep, line = doc_id.rpartition(":")
+    return bool(sep) and head == str(file) and line.isdigit() and not line.startswith("0")
 
 
 def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -115,15 +157,20 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 )
             found.append(path.resolve())
             continue
-        inside = sorted(
-            p.resolve()
-            for p in _walk(path)
-            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-        )
+        inside = folder_files(path)
         if not inside:
             raise ValueError(f"{raw}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
         found.extend(inside)
     return list(dict.fromkeys(found))  # a file named twice (or inside two folders) counts once
+
+
+def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted."""
+    return sorted(
+        p.resolve()
+        for p in _walk(Path(folder).expanduser())
+        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+    )
 
 
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:
@@ -149,7 +196,8 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
     docs: list[SourceDocument] = []
     empty: list[str] = []
     where: dict[str, str] = {}
-    for path in find_files(paths):
+    files = find_files(paths)
+    for path in files:
         rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
         for doc, origin in rows:
             if not doc.text.strip():
@@ -162,7 +210,7 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
                 )
             where[doc.doc_id] = origin
             docs.append(doc)
-    return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where])
+    return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where], files)
 
 
 def _walk(folder: Path) -> Iterator[Path]:

@@ -19,9 +19,10 @@ from m3kit.testing import SAMPLE_TEXTS
 QUERY = SAMPLE_TEXTS[2]
 
 
-def _ranking(call: dict[str, Any]) -> tuple[str, list[float], bool, int | None]:
-    """What one ``M3Store.query`` call ranked with."""
-    return (str(call["fusion"].value), list(call["weights"]), call["rerank"], call["candidates"])
+def _ranking(call: dict[str, Any]) -> tuple[str, list[float] | None, bool, int | None]:
+    """What one ``M3Store.query`` call ranked with (weights ``None``: none, rank fusion)."""
+    weights = None if call["weights"] is None else list(call["weights"])
+    return (str(call["fusion"].value), weights, call["rerank"], call["candidates"])
 
 
 def _indexed(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -61,8 +62,13 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
     assert len(out["hits"]) == 3 and out["hits"][0]["text"] == QUERY
     # flags win, one at a time (the rest stay calibrated)
     out = _search(capsys, *where, "--fusion", "rrf", "--candidates", "11")
-    assert (out["search"]["fusion"], out["search"]["candidates"]) == ("rrf", 11)
-    assert _ranking(store_queries[-1]) == ("rrf", [0.1, 0.7, 0.2], True, 11)
+    assert out["search"] == {  # rrf uses no weights: none reported
+        "fusion": "rrf",
+        "rerank": True,
+        "candidates": 11,
+        "defaults": "calibrated",
+    }
+    assert _ranking(store_queries[-1]) == ("rrf", None, True, 11)
     out = _search(capsys, *where, "--weights", "1", "0", "0.5")
     assert out["search"]["weights"] == [1.0, 0.0, 0.5]
     assert _ranking(store_queries[-1]) == ("m3", [1.0, 0.0, 0.5], True, 7)
@@ -70,12 +76,11 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
     out = _search(capsys, *where, "--no-rerank")
     assert out["search"] == {
         "fusion": "dbsf",
-        "weights": [0.4, 0.2, 0.4],
         "rerank": False,
         "candidates": 9,
         "defaults": "calibrated",
     }
-    assert _ranking(store_queries[-1]) == ("dbsf", [0.4, 0.2, 0.4], False, 9)
+    assert _ranking(store_queries[-1]) == ("dbsf", None, False, 9)
     # the text output searches the same way
     assert main(["search", QUERY, "-k", "1", *where]) == 0
     assert _ranking(store_queries[-1]) == ("m3", [0.1, 0.7, 0.2], True, 7)
@@ -92,14 +97,45 @@ def test_search_without_calibration_keeps_rrf(
     out = _search(capsys, *where)
     assert out["search"] == {
         "fusion": "rrf",
-        "weights": [0.4, 0.2, 0.4],
         "rerank": True,
         "candidates": None,
         "defaults": "built-in",
     }
-    assert _ranking(store_queries[-1]) == ("rrf", [0.4, 0.2, 0.4], True, None)
+    assert _ranking(store_queries[-1]) == ("rrf", None, True, None)
     out = _search(capsys, *where, "--fusion", "m3", "--rerank", "--candidates", "60")
+    assert out["search"]["weights"] == [0.4, 0.2, 0.4]
     assert _ranking(store_queries[-1]) == ("m3", [0.4, 0.2, 0.4], True, 60)
+
+
+@pytest.mark.parametrize(
+    ("model", "flags", "fusion"),
+    [
+        ("calibrated", ["--fusion", "rrf"], "'rrf' (given)"),
+        ("calibrated", ["--no-rerank"], "'dbsf' (the index's default, calibrated)"),
+        ("tiny", [], "'rrf' (the index's default, built-in)"),
+    ],
+)
+def test_weights_without_the_m3_fusion_are_an_error(
+    model: str,
+    flags: list[str],
+    fusion: str,
+    tmp_path: Path,
+    calibrated_m3_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    store_queries: list[dict[str, Any]],
+) -> None:
+    # --weights set the m3 sum: with rrf or dbsf they would be silently unused
+    path = calibrated_m3_path if model == "calibrated" else tiny_m3_path
+    where = _indexed(tmp_path, path, capsys)
+    argv = ["search", QUERY, "--weights", "1", "0", "0", *flags, *where]
+    assert main([*argv, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and not store_queries
+    assert captured.err.startswith("m3kit search: error: weights [1.0, 0.0, 0.0] set the m3")
+    assert f"fuses with {fusion}" in captured.err and "--fusion m3" in captured.err
+    assert main([*argv, "--fusion", "m3"]) == 0  # the fix the message names
+    assert _ranking(store_queries[-1])[:2] == ("m3", [1.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize(

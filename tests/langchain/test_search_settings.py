@@ -19,16 +19,18 @@ from m3kit.store import Fusion, FusionCalibration, M3Index, SearchSettings
 from m3kit.testing import SAMPLE_TEXTS
 
 QUERY = SAMPLE_TEXTS[2]
-Ranking = tuple[Fusion, tuple[float, ...], bool, int | None]
+Ranking = tuple[Fusion, tuple[float, ...] | None, bool, int | None]
+NO_M3 = "set the m3 weighted sum"
 
 
 def _ranking(call: dict[str, Any]) -> Ranking:
-    """What one ``M3Store.query`` call ranked with."""
-    return (Fusion(call["fusion"]), tuple(call["weights"]), call["rerank"], call["candidates"])
+    """What one ``M3Store.query`` call ranked with (weights ``None``: rank fusion, none)."""
+    weights = None if call["weights"] is None else tuple(call["weights"])
+    return (Fusion(call["fusion"]), weights, call["rerank"], call["candidates"])
 
 
 def _expected(s: SearchSettings, rerank: bool = True) -> Ranking:
-    return (s.fusion, s.weights, rerank, s.candidates)
+    return (s.fusion, s.weights if s.fusion is Fusion.M3 else None, rerank, s.candidates)
 
 
 def test_retriever_searches_with_the_calibration_unless_told_otherwise(
@@ -49,17 +51,17 @@ def test_retriever_searches_with_the_calibration_unless_told_otherwise(
     ]
     # a call's settings win, one at a time (the rest stay calibrated)
     r.invoke(QUERY, fusion="rrf", candidates=11)
-    assert _ranking(store_queries[-1]) == (Fusion.RRF, cal_all.weights, True, 11)
+    assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, 11)
     r.invoke(QUERY, weights=[1, 0, 0])
     assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 0.0), True, 7)
     # rerank=False: the calibration measured without ColBERT
     r.invoke(QUERY, rerank=False)
     assert _ranking(store_queries[-1]) == _expected(cal_ds, rerank=False)
     # fields win over the calibration, and a call over the fields
-    mine = M3Retriever(index=r.index, fusion="dbsf", weights=(0.5, 0.5, 0), candidates=21)
+    mine = M3Retriever(index=r.index, fusion="dbsf", candidates=21)
     mine.invoke(QUERY)
-    assert _ranking(store_queries[-1]) == (Fusion.DBSF, (0.5, 0.5, 0.0), True, 21)
-    mine.invoke(QUERY, candidates=4, fusion="m3")
+    assert _ranking(store_queries[-1]) == (Fusion.DBSF, None, True, 21)
+    mine.invoke(QUERY, candidates=4, fusion="m3", weights=(0.5, 0.5, 0))
     assert _ranking(store_queries[-1]) == (Fusion.M3, (0.5, 0.5, 0.0), True, 4)
     r.index.close()
 
@@ -85,7 +87,7 @@ def test_retriever_without_calibration_keeps_rrf(
     r = M3Retriever.from_texts(SAMPLE_TEXTS, tiny_encoder, candidates=12)
     assert r.fusion is None and r.index.calibration is None
     r.invoke(QUERY)
-    assert _ranking(store_queries[-1]) == (Fusion.RRF, SearchSettings().weights, True, 12)
+    assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, 12)
     r.index.close()
 
 
@@ -99,7 +101,7 @@ def test_retriever_refuses_bad_settings_when_built(tiny_encoder: M3Encoder) -> N
             M3Retriever(index=index, candidates=0)
         with pytest.raises(ValidationError, match="fusion must be one of"):
             M3Retriever(index=index, fusion="sum")
-        r = M3Retriever(index=index, weights=[1, 2, 3])
+        r = M3Retriever(index=index, fusion="m3", weights=[1, 2, 3])
         assert r.weights == (1.0, 2.0, 3.0)
         r.add_texts(SAMPLE_TEXTS[:3])
         with pytest.raises(ValueError, match="candidates must be"):
@@ -135,17 +137,17 @@ def test_vector_store_searches_with_the_calibration_unless_told_otherwise(
         # as_retriever: the store's defaults, then search_kwargs
         store.as_retriever().invoke(QUERY)
         assert _ranking(store_queries[-1]) == _expected(cal_all)
-        kwargs = {"k": 2, "fusion": "rrf", "weights": [0.3, 0.3, 0.4], "candidates": 13}
+        kwargs = {"k": 2, "fusion": "rrf", "candidates": 13}
         store.as_retriever(search_kwargs=kwargs).invoke(QUERY)
-        assert _ranking(store_queries[-1]) == (Fusion.RRF, (0.3, 0.3, 0.4), True, 13)
+        assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, 13)
         store.as_m3_retriever().invoke(QUERY)
         assert _ranking(store_queries[-1]) == _expected(cal_all)
         # an explicit store default wins over the calibration
         mine = M3VectorStore(store.index, fusion="dbsf", candidates=5)
         mine.similarity_search(QUERY)
-        assert _ranking(store_queries[-1]) == (Fusion.DBSF, cal_all.weights, True, 5)
+        assert _ranking(store_queries[-1]) == (Fusion.DBSF, None, True, 5)
         mine.as_m3_retriever().invoke(QUERY)
-        assert _ranking(store_queries[-1]) == (Fusion.DBSF, cal_all.weights, True, 5)
+        assert _ranking(store_queries[-1]) == (Fusion.DBSF, None, True, 5)
 
 
 async def test_async_vector_store_searches_with_its_settings(
@@ -155,15 +157,17 @@ async def test_async_vector_store_searches_with_its_settings(
 ) -> None:
     assert tiny_calibration.all_heads is not None
     store = M3VectorStore.from_texts(
-        SAMPLE_TEXTS, calibrated_encoder, fusion="rrf", weights=(0.6, 0.2, 0.2), candidates=8
+        SAMPLE_TEXTS, calibrated_encoder, fusion="m3", weights=(0.6, 0.2, 0.2), candidates=8
     )
     with store:
         await store.asimilarity_search(QUERY, k=2)
-        assert _ranking(store_queries[-1]) == (Fusion.RRF, (0.6, 0.2, 0.2), True, 8)
-        await store.asimilarity_search_with_score(QUERY, k=2, fusion="m3", candidates=3)
+        assert _ranking(store_queries[-1]) == (Fusion.M3, (0.6, 0.2, 0.2), True, 8)
+        await store.asimilarity_search_with_score(QUERY, k=2, candidates=3)
         assert _ranking(store_queries[-1]) == (Fusion.M3, (0.6, 0.2, 0.2), True, 3)
         await store.as_retriever(search_kwargs={"candidates": 17}).ainvoke(QUERY)
-        assert _ranking(store_queries[-1]) == (Fusion.RRF, (0.6, 0.2, 0.2), True, 17)
+        assert _ranking(store_queries[-1]) == (Fusion.M3, (0.6, 0.2, 0.2), True, 17)
+        with pytest.raises(ValueError, match=NO_M3):
+            await store.asimilarity_search(QUERY, k=2, fusion="rrf")
 
 
 def test_vector_store_refuses_bad_settings_when_built(tiny_encoder: M3Encoder) -> None:
@@ -181,6 +185,40 @@ def test_vector_store_refuses_bad_settings_when_built(tiny_encoder: M3Encoder) -
             store.similarity_search(QUERY, fusion="best")
     with pytest.raises(ValueError, match="candidates must be"):
         M3VectorStore.from_texts(SAMPLE_TEXTS[:3], tiny_encoder, candidates=0)
+
+
+def test_weights_without_the_m3_fusion_are_an_error(
+    tiny_encoder: M3Encoder, store_queries: list[dict[str, Any]]
+) -> None:
+    # weights set the m3 sum: with rrf / dbsf they would play no part, silently
+    with M3VectorStore.from_texts(SAMPLE_TEXTS[:3], tiny_encoder) as store:  # built-in: rrf
+        with pytest.raises(ValueError, match=rf"{NO_M3}.*'rrf' \(the index's default, built-in"):
+            store.similarity_search(QUERY, weights=[1, 0, 0])
+        with pytest.raises(ValueError, match=rf"{NO_M3}.*'dbsf' \(given\).*fusion='m3'"):
+            store.similarity_search(QUERY, weights=[1, 0, 0], fusion="dbsf")
+        with pytest.raises(ValueError, match=NO_M3):  # refused where it is given
+            store.as_retriever(search_kwargs={"weights": [1, 0, 0], "fusion": "rrf"})
+        held = M3VectorStore(store.index, weights=[1, 0, 0])  # the store's own: given too
+        with pytest.raises(ValueError, match=NO_M3):
+            held.similarity_search(QUERY)
+        with pytest.raises(ValueError, match=NO_M3):
+            held.as_m3_retriever().invoke(QUERY)
+        assert not store_queries
+        held.similarity_search(QUERY, fusion="m3")
+        assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 0.0), True, None)
+        retriever = M3Retriever(index=store.index, weights=[1, 0, 0], fusion="rrf")
+        with pytest.raises(ValueError, match=NO_M3):
+            retriever.invoke(QUERY)
+        with pytest.raises(ValueError, match=NO_M3):
+            M3Retriever(index=store.index).invoke(QUERY, weights=[1, 0, 0])
+        retriever.invoke(QUERY, fusion="m3")
+        assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 0.0), True, None)
+    # defaults given at open are not an error: rrf simply uses none of their weights
+    default = SearchSettings(fusion="rrf", weights=(1, 0, 0))
+    with M3Index.open(tiny_encoder, ":memory:", search=default) as index:
+        index.add_texts(SAMPLE_TEXTS[:3])
+        M3Retriever(index=index).invoke(QUERY)
+        assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, None)
 
 
 def _kwargs(s: SearchSettings) -> dict[str, Any]:

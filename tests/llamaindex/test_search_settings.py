@@ -23,17 +23,19 @@ from m3kit.testing import SAMPLE_TEXTS
 
 QUERY = SAMPLE_TEXTS[2]
 DOCS = [Document(text=t, id_=f"d{i}") for i, t in enumerate(SAMPLE_TEXTS)]
-Ranking = tuple[Fusion, tuple[float, ...], bool, int | None]
+Ranking = tuple[Fusion, tuple[float, ...] | None, bool, int | None]
+NO_M3 = "set the m3 weighted sum"
 
 
 def _ranking(call: dict[str, Any]) -> Ranking:
-    """What one ``M3Store.query`` call ranked with."""
-    return (Fusion(call["fusion"]), tuple(call["weights"]), call["rerank"], call["candidates"])
+    """What one ``M3Store.query`` call ranked with (weights ``None``: rank fusion, none)."""
+    weights = None if call["weights"] is None else tuple(call["weights"])
+    return (Fusion(call["fusion"]), weights, call["rerank"], call["candidates"])
 
 
 def _expected(s: SearchSettings | None, rerank: bool = True) -> Ranking:
     assert s is not None
-    return (s.fusion, s.weights, rerank, s.candidates)
+    return (s.fusion, s.weights if s.fusion is Fusion.M3 else None, rerank, s.candidates)
 
 
 @pytest.fixture()
@@ -71,7 +73,7 @@ def test_retriever_searches_with_the_calibration_unless_told_otherwise(
         # settings given win, one at a time (the rest stay calibrated)
         mine = M3Retriever(r.index, fusion="rrf", candidates=11)
         mine.retrieve(QUERY)
-        assert _ranking(store_queries[-1]) == (Fusion.RRF, cal.weights, True, 11)
+        assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, 11)
         mine = M3Retriever(r.index, weights=[0.5, 0.5, 0.0])
         mine.retrieve(QUERY)
         assert _ranking(store_queries[-1]) == (Fusion.M3, (0.5, 0.5, 0.0), True, 7)
@@ -90,11 +92,11 @@ async def test_async_retriever_searches_with_its_settings(
         await r.aretrieve(QUERY)
         assert _ranking(store_queries[-1]) == _expected(tiny_calibration.all_heads)
     r = M3Retriever.from_documents(
-        DOCS, calibrated_encoder, fusion="dbsf", weights=(1, 1, 1), rerank=True, candidates=3
+        DOCS, calibrated_encoder, fusion="dbsf", rerank=True, candidates=3
     )
     with r:
         await r.aretrieve(QUERY)
-        assert _ranking(store_queries[-1]) == (Fusion.DBSF, (1.0, 1.0, 1.0), True, 3)
+        assert _ranking(store_queries[-1]) == (Fusion.DBSF, None, True, 3)
 
 
 def test_retriever_refuses_bad_settings_when_built(
@@ -109,7 +111,7 @@ def test_retriever_refuses_bad_settings_when_built(
             M3Retriever(r.index, fusion="sum")
         r.add_documents(DOCS[:3])
         r.retrieve(QUERY)  # no calibration: RRF with ColBERT rerank, as before
-        assert _ranking(store_queries[-1]) == (Fusion.RRF, SearchSettings().weights, True, None)
+        assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, None)
     with pytest.raises(ValueError, match="not all 0"):
         M3Retriever.open(tiny_encoder, weights=(0, 0, 0))
 
@@ -129,9 +131,9 @@ def test_vector_store_hybrid_searches_with_the_calibration(
     index.as_retriever(**hybrid).retrieve(QUERY)
     assert _ranking(store_queries[-1]) == _expected(cal)
     # one query's vector_store_kwargs win
-    kwargs = {"fusion": "rrf", "weights": [0.2, 0.3, 0.5], "candidates": 33}
+    kwargs = {"fusion": "rrf", "candidates": 33}
     index.as_retriever(**hybrid, vector_store_kwargs=kwargs).retrieve(QUERY)
-    assert _ranking(store_queries[-1]) == (Fusion.RRF, (0.2, 0.3, 0.5), True, 33)
+    assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, 33)
     index.as_retriever(**hybrid, vector_store_kwargs={"rerank": False}).retrieve(QUERY)
     assert _ranking(store_queries[-1]) == _expected(tiny_calibration.dense_sparse, False)
     # sparse_top_k: the candidates each retriever fetches (as in LlamaIndex's Qdrant store)
@@ -149,11 +151,12 @@ def test_vector_store_hybrid_searches_with_the_calibration(
     weights = store_queries[-1]["weights"]
     assert weights == pytest.approx((0.5 * 0.1 / 0.3, 0.5, 0.5 * 0.2 / 0.3))
     # the store's own fields win over the calibration
-    mine = M3VectorStore.from_index(store.client, fusion="dbsf", weights=(1, 0, 1), candidates=6)
+    mine = M3VectorStore.from_index(store.client, fusion="dbsf", candidates=6)
     no_alpha = dataclasses.replace(q, alpha=None)
     mine.query(no_alpha)
-    assert _ranking(store_queries[-1]) == (Fusion.DBSF, (1.0, 0.0, 1.0), True, 6)
-    mine.query(no_alpha, candidates=8, fusion="m3")  # m3's sum over the heads that score
+    assert _ranking(store_queries[-1]) == (Fusion.DBSF, None, True, 6)
+    # m3's sum over the heads that score
+    mine.query(no_alpha, candidates=8, fusion="m3", weights=(1, 0, 1))
     assert _ranking(store_queries[-1]) == (Fusion.M3, (0.5, 0.0, 0.5), True, 8)
 
 
@@ -187,7 +190,7 @@ def test_vector_store_refuses_bad_settings(
         )
         hybrid = index.as_retriever(vector_store_query_mode="hybrid")
         hybrid.retrieve(QUERY)  # no calibration: RRF with ColBERT rerank, as before
-        assert _ranking(store_queries[-1]) == (Fusion.RRF, SearchSettings().weights, True, None)
+        assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, None)
         bad = index.as_retriever(
             vector_store_query_mode="hybrid", vector_store_kwargs={"candidates": 0}
         )
@@ -196,6 +199,33 @@ def test_vector_store_refuses_bad_settings(
         odd = index.as_retriever(vector_store_query_mode="hybrid", vector_store_kwargs={"x": 1})
         with pytest.raises(TypeError, match=r"unsupported arguments: \['x'\]"):
             odd.retrieve(QUERY)
+
+
+def test_weights_without_the_m3_fusion_are_an_error(
+    tiny_embedding: M3Embedding, store_queries: list[dict[str, Any]]
+) -> None:
+    # weights set the m3 sum: with rrf / dbsf they would play no part, silently
+    with M3VectorStore(tiny_embedding) as store:  # no calibration: rrf
+        index = VectorStoreIndex.from_documents(
+            DOCS[:3], storage_context=_storage(store), embed_model=tiny_embedding
+        )
+        for mode in ("default", "hybrid"):
+            given = {"weights": [1, 0, 0]}
+            retriever = index.as_retriever(vector_store_query_mode=mode, vector_store_kwargs=given)
+            with pytest.raises(ValueError, match=rf"{NO_M3}.*'rrf' \(the index's default"):
+                retriever.retrieve(QUERY)
+        with pytest.raises(ValueError, match=rf"{NO_M3}.*'dbsf' \(given\).*fusion='m3'"):
+            store.search_settings(fusion="dbsf", weights=[1, 0, 0])
+        held = M3VectorStore.from_index(store.client, weights=(1, 0, 1))  # its own: given too
+        q = VectorStoreQuery(query_str=QUERY, similarity_top_k=2, mode="hybrid")
+        with pytest.raises(ValueError, match=NO_M3):
+            held.query(q)
+        for fusion in (None, "dbsf"):  # (not closed: that would close the store's index)
+            with pytest.raises(ValueError, match=NO_M3):
+                M3Retriever(store.client, weights=[1, 0, 0], fusion=fusion).retrieve(QUERY)
+        assert not store_queries
+        held.query(q, fusion="m3")
+        assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (0.5, 0.0, 0.5))
 
 
 def test_vector_store_fields_are_checked_when_assigned(tiny_embedding: M3Embedding) -> None:

@@ -54,8 +54,13 @@ class EncoderSpec:
     Attributes:
         path: The checkpoint folder (``M3Encoder.info.path``).
         pooling: Dense pooling (``"cls"``, ``"mean"``, ``"max"``).
-        dtype: The parent's resolved precision, used on devices of the parent's type; other
-            device types resolve ``"auto"`` for themselves (bf16 on a CPU is not fp16 on a GPU).
+        dtype: The parent's resolved precision, used on devices of the parent's type, and
+            on every device when ``dtype_given``.
+        dtype_given: Whether the parent's precision was asked for (``dtype="fp32"``,
+            ``m3kit index --dtype fp32``): every worker then loads with it, and a worker whose
+            device cannot run it (fp16 on a CPU, int8 on a GPU) refuses to load, naming both.
+            ``False`` (``"auto"``): workers on another device type resolve ``"auto"`` for
+            themselves (bf16 on a CPU is not fp16 on a GPU).
         device_type: The parent's device type (``"cpu"``, ``"cuda"``).
         max_length: Longest input in tokens.
         query_instruction: Query prefix.
@@ -79,6 +84,7 @@ class EncoderSpec:
     max_batch_tokens: int
     backend: str = "torch"
     identity: str | None = None
+    dtype_given: bool = False
 
     @classmethod
     def of(cls, encoder: M3Encoder) -> EncoderSpec:
@@ -89,6 +95,7 @@ class EncoderSpec:
                 worker could load); save it with ``m3kit.checkpoint`` and load it from there.
         """
         from m3kit.fingerprint import encoder_fingerprint
+        from m3kit.precision import Precision
 
         info = encoder.info
         if info is None:
@@ -108,26 +115,57 @@ class EncoderSpec:
             max_batch_tokens=encoder.max_batch_tokens,
             backend=getattr(getattr(encoder, "backend", None), "value", "torch"),
             identity=encoder_fingerprint(encoder).identity,
+            dtype_given=encoder.requested_precision is not Precision.AUTO,
         )
+
+    def worker_dtype(self, device: str) -> str:
+        """The precision a worker on ``device`` loads with (see ``dtype`` and ``dtype_given``).
+
+        >>> spec = EncoderSpec("m", "cls", "fp32", "cpu", 512, None, 32, 8192)
+        >>> spec.worker_dtype("cpu"), spec.worker_dtype("cuda:1")
+        ('fp32', 'auto')
+        >>> import dataclasses
+        >>> dataclasses.replace(spec, dtype_given=True).worker_dtype("cuda:1")
+        'fp32'
+
+        Raises:
+            ValueError: The precision was given and ``device`` cannot run it.
+        """
+        import torch
+
+        from m3kit.precision import Precision, check_precision_device
+
+        target = torch.device(device)
+        if target.type == self.device_type:
+            return self.dtype
+        if not self.dtype_given:
+            return Precision.AUTO.value
+        try:
+            check_precision_device(Precision(self.dtype), target.type)
+        except ValueError as e:
+            raise ValueError(
+                f"dtype {self.dtype!r} was given for the encoder (on {self.device_type}), and a "
+                f"worker on {device} cannot run it ({e}); give a dtype every worker's device "
+                "runs (fp32, bf16) or leave it auto so each device picks its own"
+            ) from None
+        return self.dtype
 
     def load(self, device: str) -> M3Encoder:
         """Load the encoder on ``device`` (``"cpu"``, ``"cuda:1"``, ...).
 
         Raises:
-            ValueError: The model loaded is not the parent's (see ``identity``).
+            ValueError: The model loaded is not the parent's (see ``identity``), or the
+                precision given cannot run on ``device`` (see ``dtype_given``).
         """
-        import torch
-
         from m3kit.encoder import M3Encoder
 
-        same_type = torch.device(device).type == self.device_type
         kwargs: dict[str, Any] = {}
         if self.backend != "torch":
             kwargs["backend"] = self.backend
         encoder = M3Encoder.from_pretrained(
             self.path,
             device=device,
-            dtype=self.dtype if same_type else "auto",
+            dtype=self.worker_dtype(device),
             max_length=self.max_length,
             query_instruction=self.query_instruction,
             pooling=self.pooling,

@@ -53,6 +53,15 @@ class IndexSearch:
         what this collection holds (and the rerank choice), else — for a BGE-M3-shaped model
         — FlagEmbedding's published weights (``m3``, 0.4 / 0.2 / 0.4), else RRF with ColBERT
         rerank (:attr:`search_source` says which).
+
+        ``weights`` set the ``m3`` weighted sum only: given (not ``None``) with a fusion that
+        resolves to another (given, or the default), they would play no part, so it is an
+        error rather than a silent no-op. Defaults from ``search=`` or a calibration are not
+        "given": their weights simply go unused by ``rrf`` / ``dbsf``.
+
+        Raises:
+            ValueError: A bad setting (see :class:`~m3kit.store.SearchSettings`), or
+                ``weights`` given while the search fuses with ``rrf`` or ``dbsf``.
         """
         base = self._search
         if base is None and self.calibration is not None:
@@ -60,7 +69,15 @@ class IndexSearch:
         elif base is None and self.search_source == "bge-m3" and Head.SPARSE in self.store.heads:
             base = BGE_M3_PUBLISHED
         base = base or SearchSettings()
-        return base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
+        merged = base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
+        if weights is not None and merged.fusion is not Fusion.M3:
+            chosen = "given" if fusion is not None else f"the index's default, {self.search_source}"
+            raise ValueError(
+                f"weights {list(merged.weights)} set the m3 weighted sum, but this search fuses "
+                f"with {merged.fusion.value!r} ({chosen}), which does not use them: pass "
+                "fusion='m3' (m3kit search: --fusion m3) or leave weights unset"
+            )
+        return merged
 
     def search(
         self,
@@ -85,8 +102,14 @@ class IndexSearch:
             filter: Metadata mapping or ``qdrant_client.models.Filter``.
             score_threshold: Minimum final score.
             rerank: ColBERT rerank (default: on when the store holds ColBERT vectors).
-            weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion.
+            weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion (an error with a
+                fusion that resolves to ``rrf`` or ``dbsf``).
             candidates: Candidates per retriever before fusion and rerank.
+
+        Raises:
+            TypeError: ``query`` is not a str.
+            ValueError: ``rerank=True`` without ColBERT vectors, or a bad ranking setting
+                (:meth:`search_settings`).
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
@@ -108,7 +131,7 @@ class IndexSearch:
             rerank=use_colbert,
             filter=filter,
             score_threshold=score_threshold,
-            weights=settings.weights,
+            weights=settings.weights if settings.fusion is Fusion.M3 else None,
             candidates=settings.candidates,
         )
 

@@ -53,7 +53,7 @@ class StoreSearch:
         rerank: bool = True,
         filter: FilterLike | None = None,
         score_threshold: float | None = None,
-        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+        weights: Sequence[float] | None = None,
         candidates: int | None = None,
     ) -> list[Hit]:
         """Hybrid search (see :mod:`m3kit.store.query` for the plans).
@@ -70,7 +70,8 @@ class StoreSearch:
                 or a ``qdrant_client.models.Filter`` on the full payload.
             score_threshold: Minimum final score.
             weights: M3 weights ``[dense, sparse, colbert]``, divided by the sum of those of
-                the heads that score (a dense-only search scores the cosine).
+                the heads that score (a dense-only search scores the cosine); ``None``:
+                FlagEmbedding's ``[0.4, 0.2, 0.4]``. Only ``fusion="m3"`` uses them.
             candidates: Candidates per retriever (default: :attr:`query_options`' rule,
                 ``max(4 * k, 50)``).
         """
@@ -83,7 +84,7 @@ class StoreSearch:
             rerank=rerank,
             filter=to_filter(filter),
             score_threshold=score_threshold,
-            weights=weights,
+            weights=DEFAULT_M3_WEIGHTS if weights is None else weights,
             options=self.query_options,
             candidates=candidates,
         )
@@ -122,7 +123,7 @@ class StoreSearch:
         rerank: bool = True,
         filter: FilterLike | None = None,
         score_threshold: float | None = None,
-        weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
+        weights: Sequence[float] | None = None,
         candidates: int | None = None,
     ) -> list[Hit]:
         """:meth:`query` in a worker thread."""

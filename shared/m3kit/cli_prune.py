@@ -1,0 +1,126 @@
+"""What ``m3kit index`` deletes besides replacing what it read: stale rows, and ``--prune``.
+
+Split from :mod:`m3kit.cli`. Only documents the file reader wrote
+(:func:`m3kit.sources.reader_origin`) are ever deleted here; documents added through the
+library or an adapter are left alone, whatever their ``source`` says.
+
+- A ``.jsonl`` row without an id is ``<file>:<line>``: the id belongs to its file, not to
+  the row. After a run reads a jsonl file, its stored positional ids that this read did not
+  produce (the file lost rows, so the rest moved up) are deleted, with or without
+  ``--prune``; otherwise a kept row would be served twice.
+- ``--prune`` deletes the reader's documents from under the given paths whose file is gone,
+  or was read in this run without producing that document (a removed jsonl row). A file that
+  still exists but was not read (a hidden file indexed by naming it) keeps its documents.
+  A given path that no longer exists (a moved folder), or a folder left without a file to
+  read, is only pruned (:func:`paths_to_read`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from m3kit.sources import SourceRead, folder_files, positional_id, reader_origin
+
+if TYPE_CHECKING:
+    from m3kit.store import M3Index
+
+__all__ = ["Cleanup", "clean_up", "paths_to_read", "stale_documents"]
+
+logger = logging.getLogger("m3kit.cli")
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What :func:`clean_up` deleted.
+
+    Attributes:
+        moved_rows: Positional ids of jsonl rows read now that no longer exist at that line.
+        pruned: Other documents ``--prune`` deleted (file gone, or no longer in its file).
+    """
+
+    moved_rows: list[str]
+    pruned: list[str]
+
+
+def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
+    """The given paths to read: with ``prune``, one with nothing to read is pruned only.
+
+    A moved or deleted folder (or file), or a folder left without a supported file, can
+    then still be pruned (``m3kit index old/ --prune``); a line on stdout says so for each.
+    Without ``prune`` every path is returned, so reading one of them stays an error.
+    """
+    if not prune:
+        return list(paths)
+    kept = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            print(f"{raw}: no such file or folder; pruning what was indexed from it")
+        elif path.is_dir() and not folder_files(path):
+            print(f"{raw}: folder holds no files to read; pruning what was indexed from it")
+        else:
+            kept.append(raw)
+    return kept
+
+
+def stale_documents(
+    stored: Mapping[str, Mapping[str, Any]],
+    read: SourceRead,
+    *,
+    roots: Iterable[str | os.PathLike[str]] | None,
+) -> Cleanup:
+    """The documents :func:`clean_up` deletes, from the stored ``{doc_id: metadata}``.
+
+    Args:
+        stored: Every stored document's metadata (``M3Store.document_metadata()``).
+        read: What this run read.
+        roots: The given paths, with ``--prune``; ``None``: no pruning.
+    """
+    produced = {d.doc_id for d in read.documents}
+    read_now = {str(p) for p in read.files}
+    jsonl_now = {f for f in read_now if f.lower().endswith(".jsonl")}
+    folders = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+    moved: list[str] = []
+    pruned: list[str] = []
+    for doc_id, meta in sorted(stored.items()):
+        origin = reader_origin(doc_id, meta) if doc_id not in produced else None
+        if origin is None:
+            continue
+        if origin in jsonl_now and positional_id(doc_id, origin):
+            moved.append(doc_id)
+        elif (
+            folders is not None
+            and _under(Path(origin), folders)
+            and (origin in read_now or not os.path.isfile(origin))
+        ):
+            pruned.append(doc_id)
+    return Cleanup(moved, pruned)
+
+
+def clean_up(index: M3Index, read: SourceRead, *, roots: Sequence[str] | None) -> Cleanup:
+    """Delete the stale documents (:func:`stale_documents`) of ``index``.
+
+    One scroll over the stored documents' metadata, skipped when there is nothing to look
+    for (no jsonl file read and no ``--prune``).
+    """
+    if roots is None and not any(str(p).lower().endswith(".jsonl") for p in read.files):
+        return Cleanup([], [])
+    done = stale_documents(index.store.document_metadata(), read, roots=roots)
+    gone = done.moved_rows + done.pruned
+    if gone:
+        index.delete(gone)
+    if done.moved_rows:
+        logger.info("deleted %d jsonl row(s) no longer at their line", len(done.moved_rows))
+    if done.pruned:
+        shown = ", ".join(done.pruned[:10])
+        logger.info("pruned %d document(s): %s", len(done.pruned), shown)
+    return done
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)

@@ -1,0 +1,155 @@
+"""``m3kit index``: what it deletes besides what it replaces (m3kit.cli_prune).
+
+Positional jsonl rows (``<file>:<line>``) belong to their file and are cleaned up on every
+run; ``--prune`` deletes only documents the file reader wrote whose file is gone (or no
+longer holds them), and can prune a path that no longer exists.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from qdrant_client import models
+
+from m3kit import M3Encoder
+from m3kit.cli import main
+from m3kit.cli_prune import stale_documents
+from m3kit.sources import SourceRead, positional_id, read_sources, reader_origin
+from m3kit.store import M3Index
+from m3kit.store.schema import CHUNK_INDEX, DOC_ID, PAGE_CONTENT
+
+
+def _index(
+    capsys: pytest.CaptureFixture[str], store: Path, model: Path, *argv: str | Path
+) -> tuple[int, str]:
+    """Run ``m3kit index``; its exit code and what it printed (stdout + stderr)."""
+    capsys.readouterr()
+    where = ["--path", str(store), "--model", str(model), "--dtype", "fp32", "-q"]
+    code = main(["index", *map(str, argv), *where])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def _stored(store: Path, model: Path) -> dict[str, str]:
+    """``{doc_id: text of its first chunk}`` of every stored document."""
+    with M3Index.open(M3Encoder.from_pretrained(model), str(store)) as index:
+        points = index.store.points(filter=models.Filter()).values()
+        return {p[DOC_ID]: p[PAGE_CONTENT] for p in points if p[CHUNK_INDEX] == 0}
+
+
+def _rows(path: Path, *texts: str) -> None:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+
+
+def test_positional_rows_follow_their_file_without_prune(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    rows, other = docs / "rows.jsonl", docs / "other.jsonl"
+    _rows(rows, "row one alpha", "row two beta", "row three gamma")
+    _rows(other, "other one", "other two")
+    assert _index(capsys, store, tiny_m3_path, docs)[0] == 0
+    # a library document whose id merely looks positional is not the reader's: kept
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        index.add_texts(["added by hand"], doc_ids=[f"{rows.resolve()}:9"])
+    # the first row removed: the others move up a line, the last line's id is stale
+    _rows(rows, "row two beta", "row three gamma")
+    code, out = _index(capsys, store, tiny_m3_path, rows)  # the file alone, no --prune
+    assert code == 0 and "removed 1 jsonl row(s) no longer at their line" in out, out
+    r, o = rows.resolve(), other.resolve()
+    assert _stored(store, tiny_m3_path) == {
+        f"{r}:1": "row two beta",
+        f"{r}:2": "row three gamma",
+        f"{r}:9": "added by hand",
+        f"{o}:1": "other one",  # another file's rows: not read now, kept
+        f"{o}:2": "other two",
+    }
+    # nothing left to remove: the next run says nothing about rows
+    code, out = _index(capsys, store, tiny_m3_path, docs)
+    assert code == 0 and "jsonl row" not in out, out
+
+
+def test_prune_keeps_documents_the_reader_did_not_write(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    (docs / ".drafts").mkdir(parents=True)
+    (docs / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    draft = docs / ".drafts" / "p.md"
+    draft.write_text("Paris is the capital of France.", encoding="utf-8")
+    pdf = docs / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4")
+    assert _index(capsys, store, tiny_m3_path, docs, draft)[0] == 0  # hidden: named explicitly
+    # LangChain loaders put the file in "source" (PyPDFLoader: the PDF; this one is gone)
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        index.add_texts(
+            ["Quarterly revenue grew 12%.", "An old page."],
+            metadatas=[
+                {"source": str(pdf.resolve()), "page": 0},
+                {"source": str(docs.resolve() / "gone.pdf"), "page": 3},
+            ],
+            doc_ids=["pdf-page", "gone-page"],
+        )
+    code, out = _index(capsys, store, tiny_m3_path, docs, "--prune")
+    assert code == 0 and "removed 0 document(s) no longer there" in out, out
+    ids = set(_stored(store, tiny_m3_path))
+    assert ids == {str((docs / "a.md").resolve()), str(draft.resolve()), "pdf-page", "gone-page"}
+    # once the hidden file is deleted, pruning docs/ removes it
+    draft.unlink()
+    code, out = _index(capsys, store, tiny_m3_path, docs, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert str(draft.resolve()) not in _stored(store, tiny_m3_path)
+
+
+def test_prune_a_path_that_no_longer_exists(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, notes = tmp_path / "store", tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    assert _index(capsys, store, tiny_m3_path, notes)[0] == 0
+    moved = tmp_path / "notes2"
+    shutil.move(notes, moved)
+    assert _index(capsys, store, tiny_m3_path, moved)[0] == 0
+    # without --prune a missing path stays an error
+    code, out = _index(capsys, store, tiny_m3_path, notes)
+    assert code == 1 and f"{notes}: no such file or folder" in out, out
+    code, out = _index(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0, out
+    assert f"{notes}: no such file or folder; pruning what was indexed from it" in out
+    assert "indexed 0 document(s)" in out and "removed 1 document(s) no longer there" in out
+    assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    # a folder left without a file to read: an error to index, pruned with --prune
+    (moved / "a.md").unlink()
+    code, out = _index(capsys, store, tiny_m3_path, moved)
+    assert code == 1 and "folder holds no" in out, out
+    code, out = _index(capsys, store, tiny_m3_path, moved, "--prune")
+    assert code == 0 and "folder holds no files to read; pruning" in out, out
+    assert _stored(store, tiny_m3_path) == {}
+
+
+def test_reader_origin_knows_what_the_reader_wrote(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("alpha", encoding="utf-8")
+    rows = [{"text": "x"}, {"_id": "own", "text": "y", "source": "wiki", "line": "L"}]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    read = read_sources([tmp_path])
+    for doc in read.documents:  # every document the reader writes is recognised as its own
+        origin = doc.metadata.get("m3kit_source", doc.metadata["source"])
+        assert reader_origin(doc.doc_id, doc.metadata) == origin
+    md = str((tmp_path / "a.md").resolve())
+    assert reader_origin("hash", {"source": md, "file_name": "a.md"}) is None  # other id
+    assert reader_origin(md, {"source": md, "file_name": "a.md", "page": 1}) is None
+    assert reader_origin(md, {"source": md}) is None
+    assert reader_origin("p", {"source": "/x/report.pdf", "file_name": "report.pdf"}) is None
+    assert reader_origin("r", {"source": "rows.jsonl", "file_name": "r", "line": 1}) is None
+    assert positional_id("/d/r.jsonl:3", "/d/r.jsonl")
+    assert not positional_id("/d/r.jsonl.bak:3", "/d/r.jsonl")
+    assert not positional_id("/d/r.jsonl:03", "/d/r.jsonl")
+    assert not positional_id("/d/r.jsonl:3:4", "/d/r.jsonl")
+    # nothing read, no --prune: nothing stale
+    stored = {md: {"source": md, "file_name": "a.md"}}
+    assert stale_documents(stored, SourceRead([], []), roots=None).pruned == []
