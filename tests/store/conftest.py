@@ -124,6 +124,18 @@ def add_corpus(index: M3Index, corpus: Sequence[dict[str, Any]]) -> list[str]:
     )
 
 
+def stored_texts(index: M3Index) -> dict[str, list[str]]:
+    """``{doc_id: [chunk texts in chunk order]}`` of every stored point."""
+    rows = sorted(
+        (str(h.payload["doc_id"]), int(h.payload["chunk_index"]), str(h.payload["page_content"]))
+        for h in index.store._backend.scroll(None, ["doc_id", "chunk_index", "page_content"])
+    )
+    out: dict[str, list[str]] = {}
+    for doc_id, _, text in rows:
+        out.setdefault(doc_id, []).append(text)
+    return out
+
+
 class SentenceChunker:
     """Test chunker: one chunk per sentence, each encoded on its own (not late chunking)."""
 

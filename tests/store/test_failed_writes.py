@@ -14,23 +14,13 @@ from typing import Any
 import pytest
 
 from m3kit.store import ChunkRecord, M3Index, output_row
+from tests.store.conftest import stored_texts
 
 
 def _records(encoder: Any, doc_id: str, tag: str, n: int) -> list[ChunkRecord]:
     texts = [f"{tag} {doc_id} chunk {i}" for i in range(n)]
     out = encoder.encode(texts)
     return [ChunkRecord(doc_id, i, t, {}, output_row(out, i)) for i, t in enumerate(texts)]
-
-
-def _stored(index: M3Index) -> dict[str, list[str]]:
-    rows = sorted(
-        (str(h.payload["doc_id"]), int(h.payload["chunk_index"]), str(h.payload["page_content"]))
-        for h in index.store._backend.scroll(None, ["doc_id", "chunk_index", "page_content"])
-    )
-    out: dict[str, list[str]] = {}
-    for doc_id, _, text in rows:
-        out.setdefault(doc_id, []).append(text)
-    return out
 
 
 def test_a_failed_request_leaves_each_document_whole(
@@ -55,12 +45,12 @@ def test_a_failed_request_leaves_each_document_whole(
     ]
     with pytest.raises(ConnectionError):
         store.upsert(new, batch_size=6, replace=True)
-    stored = _stored(index)
+    stored = stored_texts(index)
     assert stored["A"] == [f"new A chunk {i}" for i in range(4)]  # no stale tail served
     assert stored["B"] == [f"new B chunk {i}" for i in range(5)]  # not cut across requests
     assert stored["C"] == [f"old C chunk {i}" for i in range(3)]  # wholly the old version
     monkeypatch.setattr(backend, "upsert", real_upsert)
     store.upsert(new, batch_size=6, replace=True)
-    assert _stored(index) == {
+    assert stored_texts(index) == {
         d: [f"new {d} chunk {i}" for i in range(n)] for d, n in (("A", 4), ("B", 5), ("C", 3))
     }

@@ -16,20 +16,9 @@ import pytest
 
 from m3kit.chunking import NaiveChunker
 from m3kit.store import ChunkRecord, M3Index, output_row
+from tests.store.conftest import stored_texts
 
 SURROGATE = chr(0xD800)
-
-
-def _texts(index: M3Index) -> dict[str, list[str]]:
-    """``{doc_id: [chunk texts in chunk order]}`` of what is stored."""
-    rows = sorted(
-        (str(h.payload["doc_id"]), int(h.payload["chunk_index"]), str(h.payload["page_content"]))
-        for h in index.store._backend.scroll(None, ["doc_id", "chunk_index", "page_content"])
-    )
-    out: dict[str, list[str]] = {}
-    for doc_id, _, text in rows:
-        out.setdefault(doc_id, []).append(text)
-    return out
 
 
 @pytest.mark.parametrize(
@@ -53,12 +42,12 @@ def test_a_bad_value_leaves_every_document_as_it_was(
     chunker = NaiveChunker(tiny_encoder, chunk_size=8)
     old = " ".join(f"OLD sentence number {i} apple banana." for i in range(30))
     index.add_texts([old], [{"v": 1}], ["A"], chunker=chunker)
-    before = _texts(index)
+    before = stored_texts(index)
     assert len(before["A"]) > 64  # more than one write batch: a mid-write refusal split it
     new = " ".join(f"NEW sentence number {i} apple banana." for i in range(25))
     with pytest.raises(ValueError, match=named):
         index.add_texts([new, text], [{"v": 1}, metadata], ["A", "B"], chunker=chunker)
-    assert _texts(index) == before
+    assert stored_texts(index) == before
 
 
 def test_upsert_checks_every_record_before_writing(
