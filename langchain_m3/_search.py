@@ -12,7 +12,6 @@ value fails where it is given rather than at the first search.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from typing import Any
 
 from m3kit.outputs import Head
@@ -26,7 +25,6 @@ __all__ = [
     "check_setting",
     "clip01",
     "score_scale",
-    "settings_args",
 ]
 
 #: Search arguments that choose the ranking (:class:`~m3kit.store.SearchSettings`' fields).
@@ -62,14 +60,6 @@ def check_setting(name: str, value: Any) -> Any:
     if value is None:
         return None
     return getattr(SearchSettings(**{name: value}), name)
-
-
-def settings_args(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The ranking arguments of one search: a call's values, else the object's defaults."""
-    return {
-        name: given[name] if given.get(name) is not None else defaults.get(name)
-        for name in SETTINGS_ARGS
-    }
 
 
 def score_scale(

@@ -23,7 +23,6 @@ from langchain_m3._search import (
     check_k,
     clip01,
     score_scale,
-    settings_args,
 )
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
 
@@ -85,7 +84,7 @@ class VectorStoreSearch(VectorStore):
     def search_settings(self, **given: Any) -> SearchSettings:
         """The ranking a search with these arguments uses (``None``: the store's, else the
         index's defaults); ``given``: ``fusion``, ``weights``, ``rerank``, ``candidates``."""
-        return self._index.search_settings(**settings_args(self._defaults(), given))
+        return self._index.search_settings(**self._index.layered_settings(given, self._defaults()))
 
     def score_scale(
         self, *, fusion: Fusion | str | None = None, rerank: bool | None = None
@@ -195,7 +194,7 @@ class VectorStoreSearch(VectorStore):
             k=check_k(k),
             filter=document_filter(kwargs.get("filter"), VECTOR_STORE_SHOWN),
             score_threshold=kwargs.get("score_threshold"),
-            **settings_args(self._defaults(), kwargs),
+            **self._index.layered_settings(kwargs, self._defaults()),
         )
 
 

@@ -36,7 +36,6 @@ from langchain_m3._search import (
     SETTINGS_ARGS,
     check_k,
     check_setting,
-    settings_args,
 )
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
@@ -170,7 +169,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             raise TypeError(f"unknown search argument(s) {sorted(unknown)}")
         defaults = {name: getattr(self, name) for name in SETTINGS_ARGS}
         return {
-            **settings_args(defaults, settings),
+            **self.index.layered_settings(settings, defaults),
             "k": check_k(self.k if k is None else k),
             "filter": document_filter(
                 filter if filter is not None else self.filter, RETRIEVER_SHOWN

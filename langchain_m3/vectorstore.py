@@ -244,7 +244,11 @@ class M3VectorStore(VectorStoreSearch):
         return self._embeddings
 
     def __repr__(self) -> str:
-        return f"M3VectorStore(index={self._index!r}, search={self.search_settings().describe()})"
+        try:
+            search = self.search_settings().describe()
+        except ValueError as exc:  # settings a search would refuse: shown, not raised
+            search = f"<invalid: {exc}>"
+        return f"M3VectorStore(index={self._index!r}, search={search})"
 
     # -- writing ------------------------------------------------------------------------------
     def add_texts(

@@ -90,25 +90,23 @@ def query_settings(
 ) -> SearchSettings:
     """The query's settings, then the store's fields, then the index's defaults."""
 
-    def pick(name: str) -> Any:
-        return given[name] if given.get(name) is not None else getattr(store, name)
-
-    heads = store.client.store.heads
-    rerank = pick("rerank")
+    index = store.client
+    heads = index.store.heads
+    held = {name: getattr(store, name) for name in ("fusion", "weights", "rerank", "candidates")}
+    call = {name: given.get(name) for name in held}
+    rerank = call["rerank"] if call["rerank"] is not None else held["rerank"]
     if rerank and Head.COLBERT not in heads:
         raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
-    if rerank is None:  # ColBERT in hybrid mode, as the index's defaults decide
-        hybrid = mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
-        rerank = hybrid and store.client.search_settings().reranks(heads)
-    candidates = given.get("candidates")
-    if candidates is None and mode is VectorStoreQueryMode.HYBRID:
-        candidates = query.sparse_top_k
-    return store.client.search_settings(
-        fusion=pick("fusion"),
-        weights=pick("weights"),
-        rerank=rerank,
-        candidates=candidates if candidates is not None else store.candidates,
-    )
+    hybrid = mode is VectorStoreQueryMode.HYBRID and Head.COLBERT in heads
+    if rerank is None and not hybrid:  # no ColBERT outside hybrid mode: the query decides
+        call["rerank"] = False
+    if call["candidates"] is None and mode is VectorStoreQueryMode.HYBRID:
+        call["candidates"] = query.sparse_top_k
+    # the store's weights are dropped where the query's mode or arguments choose rrf / dbsf
+    args = index.layered_settings(call, held)
+    if args["rerank"] is None:  # hybrid mode: ColBERT as the index's defaults decide
+        args["rerank"] = index.search_settings(**args).reranks(heads)
+    return index.search_settings(**args)
 
 
 def _query_filter(query: VectorStoreQuery) -> Any:

@@ -11,20 +11,22 @@ library or an adapter are left alone, whatever their ``source`` says.
 - ``--prune`` deletes the reader's documents from under the given paths whose file is gone,
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents.
-  A given path that no longer exists (a moved folder), or a folder left without a file to
-  read, is only pruned (:func:`paths_to_read`).
+  A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`);
+  an existing folder without a file to read stays an error (an unmounted mount point is an
+  empty folder: pruning it would delete everything indexed from it).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, folder_files, positional_id, reader_origin
+from m3kit.sources import SourceRead, positional_id, reader_origin
 
 if TYPE_CHECKING:
     from m3kit.store import M3Index
@@ -48,23 +50,24 @@ class Cleanup:
 
 
 def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
-    """The given paths to read: with ``prune``, one with nothing to read is pruned only.
+    """The given paths to read: with ``prune``, one that no longer exists is pruned only.
 
-    A moved or deleted folder (or file), or a folder left without a supported file, can
-    then still be pruned (``m3kit index old/ --prune``); a line on stdout says so for each.
-    Without ``prune`` every path is returned, so reading one of them stays an error.
+    A moved or deleted folder (or file) can then still be pruned (``m3kit index old/
+    --prune``); a line on stderr says so for each. An existing folder without a file to read
+    is returned, so reading it stays an error: an unmounted mount point is an empty folder,
+    and pruning it would delete everything indexed from it. Without ``prune`` every path is
+    returned, so reading a missing one stays an error too.
     """
     if not prune:
         return list(paths)
     kept = []
     for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            print(f"{raw}: no such file or folder; pruning what was indexed from it")
-        elif path.is_dir() and not folder_files(path):
-            print(f"{raw}: folder holds no files to read; pruning what was indexed from it")
-        else:
+        if Path(raw).expanduser().exists():
             kept.append(raw)
+        else:
+            print(
+                f"{raw}: no such file or folder; pruning what was indexed from it", file=sys.stderr
+            )
     return kept
 
 

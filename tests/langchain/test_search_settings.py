@@ -166,8 +166,9 @@ async def test_async_vector_store_searches_with_its_settings(
         assert _ranking(store_queries[-1]) == (Fusion.M3, (0.6, 0.2, 0.2), True, 3)
         await store.as_retriever(search_kwargs={"candidates": 17}).ainvoke(QUERY)
         assert _ranking(store_queries[-1]) == (Fusion.M3, (0.6, 0.2, 0.2), True, 17)
-        with pytest.raises(ValueError, match=NO_M3):
-            await store.asimilarity_search(QUERY, k=2, fusion="rrf")
+        # a call's own fusion ranks without the store's m3 weights (not an error)
+        await store.asimilarity_search(QUERY, k=2, fusion="rrf")
+        assert _ranking(store_queries[-1]) == (Fusion.RRF, None, True, 8)
 
 
 def test_vector_store_refuses_bad_settings_when_built(tiny_encoder: M3Encoder) -> None:
@@ -213,6 +214,19 @@ def test_weights_without_the_m3_fusion_are_an_error(
             M3Retriever(index=store.index).invoke(QUERY, weights=[1, 0, 0])
         retriever.invoke(QUERY, fusion="m3")
         assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 0.0), True, None)
+        assert "invalid" in repr(held)  # shown, not raised
+        # the object's weights with its m3 fusion: a call choosing another fusion (or a
+        # rerank its default ranks without m3) ranks without them, no error
+        m3 = M3VectorStore(store.index, fusion="m3", weights=[0.5, 0.3, 0.2])
+        assert [d.id for d in m3.similarity_search(QUERY, k=2, fusion="dbsf")]
+        assert _ranking(store_queries[-1])[0] is Fusion.DBSF
+        assert m3.as_retriever(search_kwargs={"fusion": "rrf", "k": 2}).invoke(QUERY)
+        assert _ranking(store_queries[-1])[0] is Fusion.RRF
+        on_m3 = M3Retriever(index=store.index, fusion="m3", weights=[0.5, 0.3, 0.2])
+        assert on_m3.invoke(QUERY, fusion="rrf")
+        assert _ranking(store_queries[-1])[0] is Fusion.RRF
+        assert m3.similarity_search(QUERY, k=2)
+        assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (0.5, 0.3, 0.2))
     # defaults given at open are not an error: rrf simply uses none of their weights
     default = SearchSettings(fusion="rrf", weights=(1, 0, 0))
     with M3Index.open(tiny_encoder, ":memory:", search=default) as index:

@@ -226,6 +226,10 @@ def test_weights_without_the_m3_fusion_are_an_error(
         assert not store_queries
         held.query(q, fusion="m3")
         assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (0.5, 0.0, 0.5))
+        # the store's weights with its m3 fusion: a query choosing rrf ranks without them
+        m3 = M3VectorStore.from_index(store.client, fusion="m3", weights=(0.5, 0.3, 0.2))
+        assert m3.query(q, fusion="rrf").ids
+        assert _ranking(store_queries[-1])[0] is Fusion.RRF
 
 
 def test_vector_store_fields_are_checked_when_assigned(tiny_embedding: M3Embedding) -> None:

@@ -315,6 +315,13 @@ def test_m3_fusion_is_flagembedding_weighted_sum(
         dense = float(dense_score(q.dense[0], out.dense[i])[0])
         sparse = sparse_score(q.sparse[0], out.sparse[i])
         assert h.score == pytest.approx((0.5 * dense + 0.3 * sparse) / 0.8, abs=2e-3)
+    # a sparse query without terms (an empty query) still scores with the sparse head, 0:
+    # not an error for weights that count sparse alone
+    no_terms = SparseVector(np.zeros(0, np.int64), np.zeros(0, np.float32))
+    hits = index.store.query(
+        dense=q.dense[0], sparse=no_terms, k=3, fusion="m3", weights=(0, 1, 0), rerank=False
+    )
+    assert len(hits) == 3 and all(h.score == 0.0 for h in hits)
 
 
 def test_filters_restrict_results(

@@ -28,8 +28,9 @@ SURROGATE = chr(0xD800)
         ({"price": -math.inf}, "b text", "metadata of text 1"),
         ({"note": f"bad {SURROGATE}"}, "b text", "metadata of text 1"),
         ({}, f"b text {SURROGATE}", "text 1 is not valid UTF-8"),
+        ({1: "x", "a": 2}, "b text", "metadata of text 1 is not JSON-serialisable"),
     ],
-    ids=["nan", "inf", "surrogate-metadata", "surrogate-text"],
+    ids=["nan", "inf", "surrogate-metadata", "surrogate-text", "mixed-keys"],
 )
 def test_a_bad_value_leaves_every_document_as_it_was(
     open_index: Callable[..., M3Index],

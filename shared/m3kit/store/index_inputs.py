@@ -88,7 +88,10 @@ def versioned_documents(
         # refused here, before anything is encoded or written, not by Qdrant mid-write
         check_text(text, f"text {i}")
         plain_json(meta, f"metadata of text {i}")
-        blob = json.dumps([text, meta, signature], sort_keys=True)
+        try:  # mixed int / str keys cannot be sorted
+            blob = json.dumps([text, meta, signature], sort_keys=True)
+        except TypeError as exc:
+            raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
         doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
         seen = docs.get(doc_id)

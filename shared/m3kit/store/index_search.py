@@ -8,8 +8,8 @@ holding :meth:`~m3kit.store.M3Index.search_settings`, :meth:`~m3kit.store.M3Inde
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from m3kit.outputs import Head
 from m3kit.store.filters import FilterLike
@@ -78,6 +78,29 @@ class IndexSearch:
                 "fusion='m3' (m3kit search: --fusion m3) or leave weights unset"
             )
         return merged
+
+    def layered_settings(self, call: Mapping[str, Any], held: Mapping[str, Any]) -> dict[str, Any]:
+        """A search's ``fusion`` / ``weights`` / ``rerank`` / ``candidates`` for :meth:`search`:
+        a call's values, else those an object holds (a retriever's or vector store's fields).
+
+        Weights the object holds are left out when the call's own ``fusion`` or ``rerank``
+        makes the search fuse with ``rrf`` / ``dbsf``: the call chose a ranking that does not
+        use them (``M3Retriever(fusion="m3", weights=w).invoke(q, fusion="rrf")``). Weights
+        the call gives, or held ones that the object's own fusion (or the index's default)
+        never uses, are an error (:meth:`search_settings`).
+
+        Raises:
+            ValueError: As :meth:`search_settings`.
+        """
+        names = ("fusion", "weights", "rerank", "candidates")
+        args = {n: call[n] if call.get(n) is not None else held.get(n) for n in names}
+        overridden = call.get("fusion") is not None or call.get("rerank") is not None
+        if call.get("weights") is None and args["weights"] is not None and overridden:
+            chosen = self.search_settings(fusion=args["fusion"], rerank=args["rerank"])
+            if chosen.fusion is not Fusion.M3:
+                args["weights"] = None
+        self.search_settings(**args)  # checked now, with the layer that gave each value
+        return args
 
     def search(
         self,

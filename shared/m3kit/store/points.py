@@ -92,9 +92,8 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
         blob = json.dumps(dict(mapping), allow_nan=False, ensure_ascii=False)
         blob.encode("utf-8")
     except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{what} is not JSON ({exc}): store None or a string instead of NaN or an infinity"
-        ) from None
+        hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
+        raise ValueError(f"{what} is not JSON ({exc}){hint}") from None
     return json.loads(blob)  # type: ignore[no-any-return]
 
 

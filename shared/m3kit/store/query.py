@@ -88,11 +88,16 @@ class QueryOptions:
 
 @dataclass(frozen=True, eq=False)
 class QueryVectors:
-    """Validated query vectors (one query)."""
+    """Validated query vectors (one query).
+
+    ``sparse_empty``: a sparse query was given without terms (an empty or stop-word query):
+    ``sparse`` is ``None`` (nothing to search with), but the sparse head still scores, 0.
+    """
 
     dense: npt.NDArray[np.float32] | None
     sparse: SparseVector | None
     colbert: npt.NDArray[np.float32] | None
+    sparse_empty: bool = False
 
     @classmethod
     def check(
@@ -130,7 +135,8 @@ class QueryVectors:
                 )
         if d is None and (sparse is None or len(sparse) == 0):
             raise ValueError("give a dense query vector or a non-empty sparse one")
-        return cls(d, sparse if sparse is not None and len(sparse) else None, c)
+        empty = sparse is not None and len(sparse) == 0
+        return cls(d, None if sparse is None or empty else sparse, c, sparse_empty=empty)
 
 
 def _retrievers(q: QueryVectors, n: int, flt: models.Filter | None) -> list[Stage]:
@@ -236,10 +242,13 @@ def _m3(
     weights: Sequence[float],
 ) -> list[RawHit]:
     # Over the heads that score: an exact match scores 1.0 whichever heads a collection holds
-    # (ranking is unchanged; a score_threshold means the same on every collection).
+    # (ranking is unchanged; a score_threshold means the same on every collection). A sparse
+    # query without terms still scores (0), so its weight still counts.
     wd, ws, wc = weights
     scoring = SearchSettings(fusion=Fusion.M3, weights=(wd, ws, wc)).m3_scoring_weights(
-        dense=q.dense is not None, sparse=q.sparse is not None, colbert=use_colbert
+        dense=q.dense is not None,
+        sparse=q.sparse is not None or q.sparse_empty,
+        colbert=use_colbert,
     )
     per_head = m3_head_scores(backend, q, n, use_colbert, flt)
     if not per_head.ids:
