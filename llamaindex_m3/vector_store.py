@@ -158,7 +158,8 @@ class M3VectorStore(BasePydanticVectorStore):
 
         Raises:
             ValueError: Neither or both of ``model`` and ``index``; ``rerank=True`` on a
-                collection without ColBERT vectors.
+                collection without ColBERT vectors; ``weights`` with a ``fusion`` (or the
+                index's default) that is not ``m3``.
             SchemaMismatchError: The collection exists with other vectors.
         """
         if (model is None) == (index is None):
@@ -187,10 +188,16 @@ class M3VectorStore(BasePydanticVectorStore):
             )
         else:
             self._owns_index = False
-        if self.rerank and Head.COLBERT not in index.store.heads:
+        try:
+            if self.rerank and Head.COLBERT not in index.store.heads:
+                raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+            # weights the store's own fusion (or the index's default) never uses: a query's
+            # mode decides its rerank, so they would be left out of every query, silently
+            index.search_settings(fusion=self.fusion, weights=self.weights, rerank=self.rerank)
+        except ValueError:
             if self._owns_index:
                 index.close()
-            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+            raise
         self._index = index
 
     @classmethod

@@ -216,10 +216,10 @@ def test_weights_without_the_m3_fusion_are_an_error(
                 retriever.retrieve(QUERY)
         with pytest.raises(ValueError, match=rf"{NO_M3}.*'dbsf' \(given\).*fusion='m3'"):
             store.search_settings(fusion="dbsf", weights=[1, 0, 0])
-        held = M3VectorStore.from_index(store.client, weights=(1, 0, 1))  # its own: given too
+        with pytest.raises(ValueError, match=NO_M3):  # its own: refused when built
+            M3VectorStore.from_index(store.client, weights=(1, 0, 1))
+        held = M3VectorStore.from_index(store.client, fusion="m3", weights=(1, 0, 1))
         q = VectorStoreQuery(query_str=QUERY, similarity_top_k=2, mode="hybrid")
-        with pytest.raises(ValueError, match=NO_M3):
-            held.query(q)
         for fusion in (None, "dbsf"):  # (not closed: that would close the store's index)
             with pytest.raises(ValueError, match=NO_M3):
                 M3Retriever(store.client, weights=[1, 0, 0], fusion=fusion).retrieve(QUERY)
