@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Search arguments that choose the ranking (:class:`~m3kit.store.SearchSettings`' fields).
-SETTINGS_ARGS = frozenset({"fusion", "weights", "rerank", "candidates"})
+SETTINGS_ARGS = frozenset(SearchSettings.NAMES)
 #: Search arguments besides ``k`` (``similarity_search*`` and ``as_retriever`` search_kwargs).
 SEARCH_ARGS = SETTINGS_ARGS | {"filter", "score_threshold"}
 

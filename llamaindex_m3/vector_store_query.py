@@ -92,7 +92,7 @@ def query_settings(
 
     index = store.client
     heads = index.store.heads
-    held = {name: getattr(store, name) for name in ("fusion", "weights", "rerank", "candidates")}
+    held = {name: getattr(store, name) for name in SearchSettings.NAMES}
     call = {name: given.get(name) for name in held}
     rerank = call["rerank"] if call["rerank"] is not None else held["rerank"]
     if rerank and Head.COLBERT not in heads:

@@ -89,17 +89,21 @@ class IndexSearch:
         the call gives, or held ones that the object's own fusion (or the index's default)
         never uses, are an error (:meth:`search_settings`).
 
+        The result is checked where it is used: :meth:`search_settings` (which :meth:`search`
+        calls before encoding the query) raises for it.
+
         Raises:
-            ValueError: As :meth:`search_settings`.
+            ValueError: A bad ``fusion`` or ``rerank`` (checked when they decide whether held
+                weights are left out).
         """
-        names = ("fusion", "weights", "rerank", "candidates")
-        args = {n: call[n] if call.get(n) is not None else held.get(n) for n in names}
+        args = {
+            n: call[n] if call.get(n) is not None else held.get(n) for n in SearchSettings.NAMES
+        }
         overridden = call.get("fusion") is not None or call.get("rerank") is not None
         if call.get("weights") is None and args["weights"] is not None and overridden:
             chosen = self.search_settings(fusion=args["fusion"], rerank=args["rerank"])
             if chosen.fusion is not Fusion.M3:
                 args["weights"] = None
-        self.search_settings(**args)  # checked now, with the layer that gave each value
         return args
 
     def search(

@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from m3kit.checkpoint import SEARCH_FILE
 from m3kit.outputs import Head
@@ -74,7 +74,15 @@ class SearchSettings:
             ``None``: when the collection holds ColBERT vectors.
         candidates: Candidates fetched per retriever (dense, sparse) before fusion and rerank;
             ``None``: ``max(4 * k, 50)``. More candidates: better recall, slower queries.
+
+    ``NAMES`` are the settings' names, the arguments every search entry point takes for them:
+
+    >>> from dataclasses import fields
+    >>> SearchSettings.NAMES == tuple(f.name for f in fields(SearchSettings))
+    True
     """
+
+    NAMES: ClassVar[tuple[str, ...]] = ("fusion", "weights", "rerank", "candidates")
 
     fusion: Fusion = Fusion.RRF
     weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
