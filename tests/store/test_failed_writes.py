@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from m3kit.store import ChunkRecord, M3Index, output_row
+from m3kit.store.points import document_versions
 from tests.store.conftest import stored_texts
 
 
@@ -54,3 +55,32 @@ def test_a_failed_request_leaves_each_document_whole(
     assert stored_texts(index) == {
         d: [f"new {d} chunk {i}" for i in range(n)] for d, n in (("A", 4), ("B", 5), ("C", 3))
     }
+
+
+def test_a_document_larger_than_a_request_is_never_half_old(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document cut across requests, one of which fails, keeps only its new chunks: it is
+    incomplete (the next write completes it) but serves no chunk of its old version."""
+    index = open_index(tiny_encoder)
+    store = index.store
+    store.upsert(_records(tiny_encoder, "D", "old", 10))
+    backend = store._backend
+    real_upsert = backend.upsert
+
+    def upsert(points: Any) -> None:
+        if any(p.payload["chunk_index"] == 6 for p in points):
+            raise ConnectionError("server went away")
+        real_upsert(points)
+
+    monkeypatch.setattr(backend, "upsert", upsert)
+    new = _records(tiny_encoder, "D", "new", 8)
+    with pytest.raises(ConnectionError):
+        store.upsert(new, batch_size=3, replace=True)  # requests: chunks 0-2, 3-5, 6-7
+    assert stored_texts(index)["D"] == [f"new D chunk {i}" for i in range(6)]
+    ((doc_hash, count),) = document_versions(new).values()
+    assert count == 8 and store.complete_documents({"D": doc_hash}) == set()
+    monkeypatch.setattr(backend, "upsert", real_upsert)
+    store.upsert(new, batch_size=3, replace=True)
+    assert stored_texts(index)["D"] == [f"new D chunk {i}" for i in range(8)]
+    assert store.complete_documents({"D": doc_hash}) == {"D"}

@@ -183,20 +183,23 @@ class WriteBatches:
 
     A request that fails then leaves each document of at most ``size`` chunks wholly old or
     wholly new, never half of each (point ids are per (document, chunk), so new chunks
-    overwrite old ones in place); only a document larger than a request can span several.
+    overwrite old ones in place); only a document larger than a request can span several,
+    and :meth:`started_documents` names those whose old chunks must then go.
 
-    >>> b = WriteBatches.of(["a", "a", "b", "b", "b", "c"], list("123456"), size=4)
+    >>> b = WriteBatches.of(list("aabbbccccc"), list(range(10)), size=4)
     >>> b.batches
-    (('1', '2'), ('3', '4', '5', '6'))
-    >>> b.written_documents(1)
-    ['a']
+    ((0, 1), (2, 3, 4), (5, 6, 7, 8), (9,))
+    >>> b.written_documents(3), b.started_documents(3)
+    (['a', 'b'], ['a', 'b', 'c'])
 
     Attributes:
         batches: The requests, in writing order.
+        first_batch: ``doc_id -> index`` of the request holding its first point.
         last_batch: ``doc_id -> index`` of the request holding its last point.
     """
 
     batches: tuple[tuple[Any, ...], ...]
+    first_batch: Mapping[str, int]
     last_batch: Mapping[str, int]
 
     @classmethod
@@ -209,11 +212,13 @@ class WriteBatches:
             by_doc.setdefault(doc_id, []).append(point)
         batches: list[tuple[Any, ...]] = []
         current: list[Any] = []
+        first: dict[str, int] = {}
         last: dict[str, int] = {}
         for doc_id, doc_points in by_doc.items():
             if current and len(current) + len(doc_points) > size:
                 batches.append(tuple(current))
                 current = []
+            first[doc_id] = len(batches)
             for point in doc_points:
                 current.append(point)
                 if len(current) == size:
@@ -222,8 +227,13 @@ class WriteBatches:
             last[doc_id] = len(batches) if current else len(batches) - 1
         if current:
             batches.append(tuple(current))
-        return cls(tuple(batches), last)
+        return cls(tuple(batches), first, last)
 
     def written_documents(self, done: int) -> list[str]:
         """Documents whose every point is in the first ``done`` requests."""
         return [doc_id for doc_id, i in self.last_batch.items() if i < done]
+
+    def started_documents(self, done: int) -> list[str]:
+        """Documents with a point in the first ``done`` requests: wholly written, or (larger
+        than a request) partly written, their old chunks then stale beside new ones."""
+        return [doc_id for doc_id, i in self.first_batch.items() if i < done]

@@ -184,8 +184,10 @@ class M3Store(StoreSearch):
             show_progress: tqdm bar (default: on for more than one batch).
             replace: After writing, delete each written document's other chunks (older
                 versions, or indices beyond its ``chunk_count``); also when a write request
-                fails, for the documents written whole before it. A document's points go in
-                one request when they fit, so a failed request leaves its documents old.
+                fails, for the documents written before it (a document larger than one
+                request, written in part, keeps only its new chunks and is written whole by
+                the next ``add_texts``). A document's points go in one request when they fit,
+                so a failed request leaves its documents old.
 
         Returns:
             The point ids, in input order.
@@ -220,32 +222,34 @@ class M3Store(StoreSearch):
                         bar.update(1)
             except BaseException:
                 # the documents written whole still lose their stale chunks (a shrunk
-                # document's old tail would be served); the failed request's are left as
-                # they were, for the next write of them to replace
+                # document's old tail would be served), and so does a document larger than a
+                # request written in part: its new chunks stay, its old ones go, and it is
+                # incomplete (the next add_texts writes it again) but never half old; the
+                # documents of the failed request are left as they were
                 if replace:
-                    self._drop_stale_after_failure(plan.written_documents(done), version)
+                    written = plan.started_documents(done)
+                    try:  # logged, not raised over the write's own error
+                        self._drop_stale(written, version)
+                    except Exception:
+                        logger.exception(
+                            "a write failed, and so did deleting the stale chunks of the %d "
+                            "document(s) written before it; writing them again replaces those "
+                            "chunks",
+                            len(written),
+                        )
                 raise
-            self._backend.finish_writes()
             if replace:
-                for doc_id, (doc_hash, count) in version.items():
-                    self._backend.delete(stale_chunks_filter(doc_id, doc_hash, count))
+                self._drop_stale(list(version), version)
+            else:
+                self._backend.finish_writes()
         return [p.id for p in points]
 
-    def _drop_stale_after_failure(
-        self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]
-    ) -> None:
-        """Delete the stale chunks of documents written whole before a write failed; an error
-        here is logged, not raised over the write's own."""
-        try:
-            self._backend.finish_writes()
-            for doc_id in doc_ids:
-                self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
-        except Exception:
-            logger.exception(
-                "a write failed, and so did deleting the stale chunks of the %d document(s) "
-                "written before it; writing them again replaces those chunks",
-                len(doc_ids),
-            )
+    def _drop_stale(self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]) -> None:
+        """Make the writes so far visible, then delete each document's chunks of other
+        versions (or beyond its chunk count)."""
+        self._backend.finish_writes()
+        for doc_id in doc_ids:
+            self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
 
     def set_writer_fields(
         self,
