@@ -2,7 +2,9 @@
 
 :class:`EncoderFingerprint` names everything that decides the vectors an encoder gives a text:
 its weights (a digest of the backbone and head weight files as loaded, or of the tensors of an
-in-memory model), its tokenizer, pooling, ``max_length``, query instruction, heads and sizes.
+in-memory model), the backbone settings in ``config.json`` that change a forward pass (layers,
+activation, norm epsilon, position embeddings...), its tokenizer, pooling, ``max_length``, query
+instruction, heads and sizes.
 A collection records the fingerprint of the encoder that wrote it (see
 :mod:`m3kit.store.index`); opening it with another raises
 :class:`~m3kit.errors.FingerprintMismatchError`. The model path and the precision are recorded
@@ -44,6 +46,7 @@ from typing import Any
 from m3kit.weights import tensors_sha256, weights_digest
 
 __all__ = [
+    "ARCHITECTURE_KEYS",
     "EncoderFingerprint",
     "chunking_signature",
     "describe_settings",
@@ -77,6 +80,11 @@ class EncoderFingerprint:
         heads: Heads the encoder has, sorted (``dense``, ``sparse``, ``colbert``).
         dense_dim: Dense vector size.
         colbert_dim: ColBERT vector size, or ``None``.
+        architecture: The backbone settings that change what a forward pass computes (a
+            compact JSON object of :data:`ARCHITECTURE_KEYS` as ``config.json`` gives them),
+            so an edited ``config.json`` (fewer layers, another activation) over the same
+            weight files is another encoder. ``None`` in a record written before m3kit
+            recorded it: such a record matches on the other fields and is updated.
         model: Checkpoint folder (or ``None`` for a model built in memory); not identity.
         precision: Precision of the forward pass; recorded, not identity.
     """
@@ -89,6 +97,7 @@ class EncoderFingerprint:
     heads: tuple[str, ...]
     dense_dim: int
     colbert_dim: int | None
+    architecture: str | None = None
     model: str | None = None
     precision: str | None = None
 
@@ -102,24 +111,35 @@ class EncoderFingerprint:
         "heads",
         "dense_dim",
         "colbert_dim",
+        "architecture",
     )
 
     @property
     def identity(self) -> str:
-        """A short digest of the identity fields (stored with every point written)."""
-        blob = json.dumps([getattr(self, f) for f in self.IDENTITY_FIELDS], sort_keys=True)
+        """A short digest of the identity fields (stored with every point written).
+
+        A fingerprint without ``architecture`` (an older record) keeps the digest it had.
+        """
+        fields = [f for f in self.IDENTITY_FIELDS if f != "architecture"]
+        values = [getattr(self, f) for f in fields]
+        if self.architecture is not None:
+            values.append(self.architecture)
+        blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def same_encoder(self, other: EncoderFingerprint) -> bool:
-        """Whether both fingerprints name the same encoder (model path and precision aside)."""
-        return self.identity == other.identity
+        """Whether both fingerprints name the same encoder (model path and precision aside;
+        ``architecture`` too when either lacks it)."""
+        return not self.differences(other)
 
     def differences(self, other: EncoderFingerprint) -> list[tuple[str, Any, Any]]:
-        """``(field, self's value, other's value)`` for every identity field that differs."""
+        """``(field, self's value, other's value)`` for every identity field that differs
+        (``architecture`` only when both have it)."""
+        unknown = self.architecture is None or other.architecture is None
         return [
             (f, getattr(self, f), getattr(other, f))
             for f in self.IDENTITY_FIELDS
-            if getattr(self, f) != getattr(other, f)
+            if getattr(self, f) != getattr(other, f) and not (unknown and f == "architecture")
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +160,7 @@ class EncoderFingerprint:
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in data:
-                if f.name in ("model", "precision"):
+                if f.name in ("architecture", "model", "precision"):
                     continue
                 raise ValueError(f"stored fingerprint lacks the field {f.name!r}: {dict(data)}")
             kwargs[f.name] = data[f.name]
@@ -208,12 +228,60 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
         heads=heads,
         dense_dim=dense_dim,
         colbert_dim=None if colbert_dim is None else int(colbert_dim),
+        architecture=_architecture(model, None if path is None else Path(path)),
         model=str(Path(path).resolve()) if path is not None else None,
         precision=None if precision is None else str(getattr(precision, "value", precision)),
     )
     with _cache_lock, contextlib.suppress(TypeError):  # not weak-referenceable: not cached
         _by_encoder[encoder] = fp
     return fp
+
+
+#: ``config.json`` keys that change what a transformers encoder computes from the same weight
+#: files (BERT, XLM-RoBERTa, and the common keys of newer encoders). An allow-list: keys that
+#: do not (dropout, dtype, the transformers version that wrote the file) must not make a
+#: collection's encoder "another" one.
+ARCHITECTURE_KEYS = (
+    "model_type",
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_activation",
+    "layer_norm_eps",
+    "norm_eps",
+    "rms_norm_eps",
+    "position_embedding_type",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "vocab_size",
+    "pad_token_id",
+    "rope_theta",
+    "rope_scaling",
+    "sliding_window",
+    "local_attention",
+    "global_attn_every_n_layers",
+    "embedding_size",
+)
+
+
+def _architecture(model: Any, folder: Path | None) -> str | None:
+    """:data:`ARCHITECTURE_KEYS` as the checkpoint's ``config.json`` gives them (the file, not
+    the config as loaded, whose defaults for absent keys can change with the transformers
+    version), else as the in-memory backbone's config has them; ``None`` without either."""
+    config_file = folder / "config.json" if folder is not None else None
+    if config_file is not None and config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    else:
+        backbone_config = getattr(getattr(model, "backbone", None), "config", None)
+        if backbone_config is None or not hasattr(backbone_config, "to_dict"):
+            return None
+        config = backbone_config.to_dict()
+    picked = {k: config[k] for k in ARCHITECTURE_KEYS if k in config}
+    return json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:

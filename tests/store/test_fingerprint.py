@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from m3kit import M3Encoder
@@ -316,3 +317,72 @@ def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
     assert main(["search", "Amazon", "--collection", "g", *where]) == 1
     err = capsys.readouterr().err
     assert "no longer exists" in err and "--model" in err
+
+
+# -- config.json --------------------------------------------------------------------------------
+def _edited_config(source: Path, out: Path, **changes: object) -> Path:
+    """A copy of ``source`` whose config.json has ``changes``: the same weight files."""
+    import json
+    import shutil
+
+    shutil.copytree(source, out)
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    config.update(changes)
+    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return out
+
+
+def test_an_edited_config_over_the_same_weights_is_another_encoder(
+    enc_a: M3Encoder, tiny_m3_path: Path, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """Fewer layers read from the same weight files give other vectors: the collection
+    written with all the layers refuses that encoder, naming the setting."""
+    import json
+
+    layers = json.loads((tiny_m3_path / "config.json").read_text())["num_hidden_layers"]
+    assert layers > 1
+    cut = _edited_config(tiny_m3_path, tmp_path / "cut", num_hidden_layers=layers - 1)
+    enc_cut = M3Encoder.from_pretrained(cut, dtype="fp32")
+    text = ["Berlin is the capital of Germany."]
+    gap = np.abs(enc_a.encode(text).dense[0] - enc_cut.encode(text).dense[0]).max()
+    assert gap > 1e-3  # other vectors (a random tiny layer changes them a little)
+    a, c = encoder_fingerprint(enc_a), encoder_fingerprint(enc_cut)
+    assert a.weights == c.weights
+    assert [d[0] for d in a.differences(c)] == ["architecture"]
+
+    index = M3Index.open(enc_a, tmp_path / "store", collection="c", backend=backend)
+    _fill(index, enc_a)
+    index.close()
+    with pytest.raises(FingerprintMismatchError, match="architecture: stored .*num_hidden_layers"):
+        M3Index.open(enc_cut, tmp_path / "store", collection="c", backend=backend)
+    # a setting that changes no vector (dropout, the transformers version) is the same encoder
+    same = _edited_config(
+        tiny_m3_path, tmp_path / "same", hidden_dropout_prob=0.3, transformers_version="9.9"
+    )
+    enc_same = M3Encoder.from_pretrained(same, dtype="fp32")
+    assert encoder_fingerprint(enc_same).same_encoder(a)
+    opened.append(M3Index.open(enc_same, tmp_path / "store", collection="c", backend=backend))
+
+
+def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
+    enc_a: M3Encoder, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """A record written before fingerprints held ``architecture`` opens with the same encoder
+    (its points keep their encoder id, so nothing is re-encoded) and gains the field."""
+    index = M3Index.open(enc_a, tmp_path, collection="c")
+    _fill(index, enc_a)
+    before = _points(index)
+    record = index.store.collection_metadata()
+    del record["fingerprint"]["architecture"]
+    index.store.set_collection_metadata(record)
+    old_id = type(index.fingerprint).from_dict(record["fingerprint"]).identity
+    index.close()
+
+    again = M3Index.open(enc_a, tmp_path, collection="c")
+    opened.append(again)
+    assert again.store.collection_metadata()["fingerprint"] == again.fingerprint.to_dict()
+    assert again.fingerprint.architecture is not None
+    assert old_id != again.fingerprint.identity
+    assert_same_points(_points(again), before)
+    _fill(again, enc_a)  # the same documents again: unchanged, nothing rewritten
+    assert_same_points(_points(again), before)

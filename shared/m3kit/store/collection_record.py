@@ -93,7 +93,8 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     - No record and no points (a new collection): the encoder is recorded.
     - No record but points (written before m3kit recorded encoders): the encoder is adopted
       with a warning, or, with ``reindex=True``, every point is re-encoded first.
-    - Same encoder: nothing happens (a new precision or model path is recorded).
+    - Same encoder: nothing happens (a new precision or model path is recorded, and so are
+      the backbone settings a record from an older m3kit lacks).
     - Another encoder, or a reindex left unfinished: :class:`FingerprintMismatchError`, or
       with ``reindex=True`` the stored documents are re-encoded with this encoder.
     """
@@ -115,7 +116,9 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             store.set_collection_metadata(_record(new))
         return
     if pending is None and stored.same_encoder(new):
-        if (stored.precision, stored.model) != (new.precision, new.model):
+        # a record without ``architecture`` (older m3kit) gains this encoder's
+        upgrade = stored.architecture is None and new.architecture is not None
+        if (stored.precision, stored.model) != (new.precision, new.model) or upgrade:
             logger.info(
                 "collection %r: same encoder, now %s (was %s)",
                 store.collection,
