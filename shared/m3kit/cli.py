@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also delete stored documents that m3kit index read from these files and folders "
         "but are no longer there (removed files, removed jsonl rows; a PATH that no longer "
-        "exists is pruned only); files still there and documents added otherwise are kept",
+        "exists is pruned only, and exit status 1 says nothing was indexed from it); files "
+        "still there and documents added otherwise are kept",
     )
     index.add_argument(
         "--index-field",
@@ -300,7 +301,14 @@ def _run_index(args: argparse.Namespace) -> int:
         f"indexed {len(docs)} document(s) into {args.collection!r} at {cli_open.location(args)}: "
         f"{after} chunk(s) stored ({after - before:+d}){removed}"
     )
-    return 0
+    unmatched = cleanup.unmatched([p for p in args.paths if p not in paths]) if args.prune else []
+    for raw in unmatched:  # the rest of the run is done, as with `rm` of a missing file
+        print(
+            f"m3kit: {raw}: no such file or folder, and nothing indexed from it was left to "
+            "prune (a mistyped path?)",
+            file=sys.stderr,
+        )
+    return 1 if unmatched else 0
 
 
 def _run_search(args: argparse.Namespace) -> int:

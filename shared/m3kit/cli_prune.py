@@ -11,8 +11,9 @@ library or an adapter are left alone, whatever their ``source`` says.
 - ``--prune`` deletes the reader's documents from under the given paths whose file is gone,
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents.
-  A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`);
-  an existing folder without a file to read stays an error (an unmounted mount point is an
+  A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`),
+  and ``m3kit index`` exits 1 when nothing was pruned from it (a mistyped path); an existing
+  folder without a file to read stays an error (an unmounted mount point is an
   empty folder: pruning it would delete everything indexed from it).
 """
 
@@ -43,10 +44,23 @@ class Cleanup:
     Attributes:
         moved_rows: Positional ids of jsonl rows read now that no longer exist at that line.
         pruned: Other documents ``--prune`` deleted (file gone, or no longer in its file).
+        pruned_from: The file each of ``pruned`` was read from, in the same order.
     """
 
     moved_rows: list[str]
     pruned: list[str]
+    pruned_from: list[str]
+
+    def unmatched(self, missing: Sequence[str]) -> list[str]:
+        """The given paths among ``missing`` (no longer there) that nothing was pruned from:
+        mistyped, or pruned by an earlier run."""
+        return [
+            raw
+            for raw in missing
+            if not any(
+                _under(Path(f), [Path(raw).expanduser().resolve()]) for f in self.pruned_from
+            )
+        ]
 
 
 def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
@@ -90,6 +104,7 @@ def stale_documents(
     folders = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
     moved: list[str] = []
     pruned: list[str] = []
+    pruned_from: list[str] = []
     for doc_id, meta in sorted(stored.items()):
         origin = reader_origin(doc_id, meta) if doc_id not in produced else None
         if origin is None:
@@ -102,7 +117,8 @@ def stale_documents(
             and (origin in read_now or not os.path.isfile(origin))
         ):
             pruned.append(doc_id)
-    return Cleanup(moved, pruned)
+            pruned_from.append(origin)
+    return Cleanup(moved, pruned, pruned_from)
 
 
 def clean_up(index: M3Index, read: SourceRead, *, roots: Sequence[str] | None) -> Cleanup:
@@ -112,7 +128,7 @@ def clean_up(index: M3Index, read: SourceRead, *, roots: Sequence[str] | None) -
     for (no jsonl file read and no ``--prune``).
     """
     if roots is None and not any(str(p).lower().endswith(".jsonl") for p in read.files):
-        return Cleanup([], [])
+        return Cleanup([], [], [])
     done = stale_documents(index.store.document_metadata(), read, roots=roots)
     gone = done.moved_rows + done.pruned
     if gone:

@@ -123,6 +123,17 @@ def test_prune_a_path_that_no_longer_exists(
     assert f"{notes}: no such file or folder; pruning what was indexed from it" in out
     assert "indexed 0 document(s)" in out and "removed 1 document(s) no longer there" in out
     assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    # a missing path nothing was indexed from (mistyped, or already pruned) exits 1 after
+    # doing the rest of the run
+    (moved / "b.md").write_text("Paris is the capital of France.", encoding="utf-8")
+    code, out = _index(capsys, store, tiny_m3_path, moved, notes, "--prune")
+    assert code == 1, out
+    assert f"{notes}: no such file or folder, and nothing indexed from it" in out
+    assert "indexed 2 document(s)" in out and "removed 0 document(s) no longer there" in out
+    assert str((moved / "b.md").resolve()) in _stored(store, tiny_m3_path)
+    (moved / "b.md").unlink()
+    assert _index(capsys, store, tiny_m3_path, moved, "--prune")[0] == 0
+    assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
     # an existing folder without a file to read (an unmounted mount point is one) stays an
     # error, with --prune too: pruning it would delete everything indexed from it
     (moved / "a.md").unlink()
