@@ -6,6 +6,13 @@ Simple filters (equality and ``IN`` joined by ``AND``) become the store's mappin
 top-level ``doc_id`` / ``chunk_index`` the store writes for every chunk). Both forms are
 built from :mod:`m3kit.store.conditions`, so they mean the same on every backend.
 
+Keys are taken as LlamaIndex's own stores take them: literally (its metadata is flat, so
+``"file.name"`` is one key, not ``file`` -> ``name``), and ``doc_id``, ``ref_doc_id`` and
+``document_id`` name the node's document (:data:`DOCUMENT_KEYS`), as they do in
+``SimpleVectorStore`` and the stock Qdrant store, whatever the node's own metadata holds
+under those names. ``chunk_index`` matches the value a returned node shows
+(:data:`TOP_LEVEL_KEYS`).
+
 Every filter becomes exactly one condition and every ``MetadataFilters`` one nested
 ``Filter``: ``AND`` -> ``must``, ``OR`` -> ``should``, ``NOT`` -> ``must_not`` (none of its
 filters matches, LlamaIndex's meaning). A filter that needs several conditions (``ALL`` of
@@ -69,7 +76,7 @@ from typing import Any
 
 from m3kit.errors import missing_extra
 from m3kit.store import conditions as c
-from m3kit.store.schema import metadata_path
+from m3kit.store.schema import DOC_ID, flat_metadata_path
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -83,9 +90,14 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from qdrant_client import models
 
-__all__ = ["TOP_LEVEL_KEYS", "to_store_filter"]
+__all__ = ["DOCUMENT_KEYS", "TOP_LEVEL_KEYS", "to_store_filter"]
 
-TOP_LEVEL_KEYS = frozenset({"doc_id", "chunk_index"})
+DOCUMENT_KEYS = frozenset({"doc_id", "ref_doc_id", "document_id"})
+"""Filter keys that name the node's document (the store's ``doc_id`` field, what
+``VectorStoreQuery.doc_ids`` and ``delete(ref_doc_id)`` use), as in LlamaIndex's own stores,
+which write all three over any metadata key of those names."""
+
+TOP_LEVEL_KEYS = frozenset({"chunk_index"})
 """Filter keys a returned node shows from the store's own payload fields: a filter on one
 matches the value the node shows, the user's own metadata key of that name where the chunk
 has one, else the chunk's field."""
@@ -119,7 +131,12 @@ def _as_mapping(filters: MetadataFilters) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {}
     for f in filters.filters:
-        if not isinstance(f, MetadataFilter) or f.key in TOP_LEVEL_KEYS or f.key in out:
+        if (
+            not isinstance(f, MetadataFilter)
+            or f.key in TOP_LEVEL_KEYS | DOCUMENT_KEYS
+            or f.key in out
+            or flat_metadata_path(f.key) != f"metadata.{f.key}"  # the mapping form nests dots
+        ):
             return None
         if f.operator is FilterOperator.EQ and not isinstance(f.value, list | type(None)):
             out[f.key] = f.value
@@ -212,12 +229,14 @@ def _condition(f: MetadataFilter) -> models.Condition:
             f"MetadataFilter operator {f.operator.name} ({f.operator.value!r}) on {f.key!r} is "
             f"not supported by M3Retriever; supported: {names}"
         )
+    if f.key in DOCUMENT_KEYS:
+        return build(DOC_ID, f)
     if f.key in TOP_LEVEL_KEYS:  # the value hit_to_node shows: the user's key, else the field
-        mine = metadata_path(f.key)
+        mine = flat_metadata_path(f.key)
         return models.Filter(
             should=[
                 models.Filter(must=[c.not_(c.is_empty(mine)), build(mine, f)]),
                 models.Filter(must=[c.is_empty(mine), build(f.key, f)]),
             ]
         )
-    return build(metadata_path(f.key), f)
+    return build(flat_metadata_path(f.key), f)

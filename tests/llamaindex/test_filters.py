@@ -58,20 +58,10 @@ def test_rich_filters_become_qdrant_filters() -> None:
     assert isinstance(either, models.Filter)
     assert [c.key for c in either.should] == ["metadata.lang", "metadata.lang"]  # type: ignore[union-attr]
 
-    # NE is "no value equals": a nested must_not, which a missing key also satisfies; on
-    # doc_id it tests the value a returned node shows: the user's own metadata.doc_id where
-    # the chunk has one, else the store's own field
-    def ne(key: str) -> models.Filter:
-        return models.Filter(
-            must_not=[models.FieldCondition(key=key, match=models.MatchValue(value="d1"))]
-        )
-
-    empty = models.IsEmptyCondition(is_empty=models.PayloadField(key="metadata.doc_id"))
+    # NE is "no value equals": a nested must_not, which a missing key also satisfies; doc_id
+    # names the node's document: the store's own field, as in LlamaIndex's stores
     assert not_doc == models.Filter(
-        should=[
-            models.Filter(must=[models.Filter(must_not=[empty]), ne("metadata.doc_id")]),
-            models.Filter(must=[empty, ne("doc_id")]),
-        ]
+        must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="d1"))]
     )
 
 
@@ -210,3 +200,55 @@ def test_a_key_with_a_space_is_quoted(tiny_embedding: object, operator: FilterOp
             filters=_f(MetadataFilter(key="Header 1", value=value, operator=operator))
         )
         assert [n.node_id for n in found] == ["b"]
+
+
+def test_keys_are_flat_and_document_keys_name_the_document(tiny_embedding: object) -> None:
+    """As in SimpleVectorStore: a key with a dot or brackets is one flat key (it was read as
+    a nested path: the wrong node, or none), and ref_doc_id / document_id name the node's
+    document (they matched nothing)."""
+    from llama_index.core import Document
+    from llama_index.core.schema import NodeRelationship, TextNode
+    from llama_index.core.vector_stores import SimpleVectorStore, VectorStoreQuery
+
+    from llamaindex_m3 import M3VectorStore
+
+    meta = {
+        "n1": ("docA", {"file.name": "a.txt", "x[]": "v", "Header 1": "Intro"}),
+        "n2": ("docB", {"file": {"name": "a.txt"}, "doc_id": "mine"}),
+    }
+
+    def nodes(embedded: bool) -> list[TextNode]:
+        out = []
+        for node_id, (doc, metadata) in meta.items():
+            node = TextNode(text=f"text {node_id}", id_=node_id, metadata=dict(metadata))
+            node.relationships[NodeRelationship.SOURCE] = Document(
+                text="x", id_=doc
+            ).as_related_node_info()
+            node.embedding = [1.0, 0.0] if embedded else None
+            out.append(node)
+        return out
+
+    simple = SimpleVectorStore()
+    simple.add(nodes(True))
+    cases = [
+        ("file.name", "a.txt"),
+        ("x[]", "v"),
+        ("Header 1", "Intro"),
+        *(
+            (key, doc)
+            for key in ("doc_id", "ref_doc_id", "document_id")
+            for doc in ("docA", "docB", "mine")
+        ),
+    ]
+    with M3VectorStore(tiny_embedding) as store:  # type: ignore[arg-type]
+        store.add(nodes(False))
+        for key, value in cases:
+            for op in ("==", "!="):
+                filters = _f(MetadataFilter(key=key, value=value, operator=op))
+                want = simple.query(
+                    VectorStoreQuery(
+                        query_embedding=[1.0, 0.0], similarity_top_k=9, filters=filters
+                    )
+                ).ids
+                got = [n.node_id for n in store.get_nodes(filters=filters)]
+                assert sorted(got) == sorted(want), (key, op, value)

@@ -177,7 +177,12 @@ def test_user_doc_id_and_chunk_index_keys_are_kept(
         f = MetadataFilters(filters=[MetadataFilter(key=key, value=value, operator=op)])
         return sorted(n.get_content() for n in store.get_nodes(filters=f))
 
-    assert texts("doc_id", "paper-7") == [TEXTS[0]]  # the value the node shows
+    # doc_id, ref_doc_id and document_id name the node's document, as in LlamaIndex's own
+    # stores (which write all three over the user's keys); chunk_index is the value shown
+    for key in ("doc_id", "ref_doc_id", "document_id"):
+        assert texts(key, "file-a") == [TEXTS[0]], key
+        assert texts(key, "paper-7") == [], key
+        assert texts(key, "file-a", "!=") == [TEXTS[1]], key
     assert texts("chunk_index", 99) == [TEXTS[0]]
     assert texts("chunk_index", 0) == [TEXTS[1]]
     assert texts("doc_id", "file-b") == [TEXTS[1]]

@@ -43,6 +43,7 @@ __all__ = [
     "PayloadIndexType",
     "VectorSpec",
     "check_schema",
+    "flat_metadata_path",
     "metadata_path",
     "payload_index_fields",
     "point_id",
@@ -228,6 +229,28 @@ def metadata_path(key: str) -> str:
             )
         parts.append(part if _PLAIN_SEGMENT.fullmatch(part) else f'"{part}"')
     return ".".join([METADATA, *parts])
+
+
+_FLAT_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def flat_metadata_path(key: str) -> str:
+    """The payload path of a flat metadata ``key``, taken literally: a key with dots,
+    brackets or spaces is quoted whole (LlamaIndex metadata is flat: ``"file.name"`` is one
+    key, not ``file`` -> ``name``).
+
+    >>> flat_metadata_path("lang"), flat_metadata_path("file.name"), flat_metadata_path("x[]")
+    ('metadata.lang', 'metadata."file.name"', 'metadata."x[]"')
+
+    Raises:
+        ValueError: The key is empty or holds a double quote (Qdrant cannot address it).
+    """
+    if not key or '"' in key:
+        raise ValueError(
+            f"metadata key {key!r} cannot be addressed in Qdrant (empty, or a double quote); "
+            "use a qdrant_client models.Filter with the path you mean"
+        )
+    return f"{METADATA}.{key}" if _FLAT_KEY.fullmatch(key) else f'{METADATA}."{key}"'
 
 
 def payload_index_fields(
