@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=DTYPES,
         default="auto",
-        help="precision (default: auto); int8 is ONNX Runtime's (with --runtime onnx)",
+        help="precision (default: auto); int8 is ONNX Runtime's (torch's with --runtime torch)",
     )
     where.add_argument(
         "--runtime",

@@ -173,7 +173,8 @@ class M3Encoder:
                 older GPUs, else fp32; see :func:`~m3kit.precision.probe_bf16`),
                 ``"fp32"`` (exact FlagEmbedding parity), ``"bf16"`` (weights cast),
                 ``"bf16-autocast"``, ``"fp16"`` (GPU), ``"int8"`` (CPU, dynamic
-                quantisation, lossy; opt-in) or a ``torch.dtype``.
+                quantisation, lossy; opt-in: ONNX Runtime's unless ``backend="torch"``) or a
+                ``torch.dtype``.
             max_length: Longest input in tokens (default: what the checkpoint declares).
             query_instruction: Prefix added to queries only (e.g. BGE v1.5's
                 ``"Represent this sentence for searching relevant passages: "``).
@@ -188,7 +189,9 @@ class M3Encoder:
                 the model is exported once to one graph with every head, cached in
                 ``onnx_cache_dir`` keyed by its weights, and checked at each load; ``dtype``
                 ``"fp32"`` is exact to 1e-4, ``"int8"`` quantises the weights, lossy) or
-                ``"auto"`` (torch: see the README's speed table for what was measured).
+                ``"auto"`` (torch, see the README's speed table for what was measured; ONNX
+                for ``dtype="int8"`` on CPU, whose int8 keeps retrieval quality where
+                torch's does not).
             onnx_cache_dir: Folder of ONNX exports (default ``~/.cache/m3kit/onnx`` or
                 ``$M3KIT_CACHE/onnx``).
         """
@@ -244,7 +247,15 @@ class M3Encoder:
         max_length: int | None = None,
         truncation: Truncation | str = Truncation.WARN,
     ) -> list[TokenizedText]:
-        """Token ids per text, truncated to ``max_length`` (special tokens included)."""
+        """Token ids per text, truncated to ``max_length`` (special tokens included).
+
+        Raises:
+            ValueError: ``max_length`` below 2 (the special tokens alone).
+        """
+        if max_length is not None and (isinstance(max_length, bool) or max_length < 2):
+            raise ValueError(
+                f"max_length must be at least 2 (the special tokens), not {max_length!r}"
+            )
         limit = min(max_length or self.max_length, self.max_length)
         return tokenize_texts(
             self.tokenizer,

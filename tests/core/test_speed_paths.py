@@ -41,7 +41,7 @@ def fp32_out(tiny_encoder: M3Encoder):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("dtype", sorted(FAST_PATHS))
 def test_fast_path_close_to_fp32(dtype: str, tiny_m3_path: Path, fp32_out) -> None:  # type: ignore[no-untyped-def]
-    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype=dtype, device="cpu")
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype=dtype, device="cpu", backend="torch")
     assert enc.precision is Precision(dtype)
     out = enc.encode(TEXTS)
 
@@ -72,12 +72,36 @@ def test_bf16_casts_weights_and_autocast_keeps_them(tiny_m3_path: Path) -> None:
 
 
 def test_int8_quantises_backbone_linears_only(tiny_m3_path: Path) -> None:
-    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", device="cpu")
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", device="cpu", backend="torch")
     dynamic = torch.ao.nn.quantized.dynamic.Linear
     assert any(isinstance(m, dynamic) for m in enc.model.backbone.modules())
     assert not any(type(m) is torch.nn.Linear for m in enc.model.backbone.modules())
     assert enc.model.heads is not None
     assert type(enc.model.heads.colbert_linear) is torch.nn.Linear  # heads stay float32
+
+
+def test_int8_asked_for_gets_onnx_runtimes(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Torch's dynamic int8 fails the quality guard, ONNX Runtime's passes: ``dtype="int8"``
+    runs ONNX's unless torch is named; without onnxruntime the error says both ways."""
+    import importlib.util
+
+    from m3kit.backends import EncoderBackend, resolve_backend
+    from m3kit.errors import MissingExtraError
+
+    cpu = torch.device("cpu")
+    assert resolve_backend(EncoderBackend.AUTO, Precision.INT8, cpu) is EncoderBackend.ONNX
+    assert resolve_backend(EncoderBackend.AUTO, Precision.FP32, cpu) is EncoderBackend.TORCH
+    assert resolve_backend(EncoderBackend.TORCH, Precision.INT8, cpu) is EncoderBackend.TORCH
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", onnx_cache_dir=tmp_path)
+    assert enc.backend is EncoderBackend.ONNX and enc.precision is Precision.INT8
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name)
+    )
+    with pytest.raises(MissingExtraError, match=r"m3kit\[onnx\].*backend='torch'"):
+        resolve_backend(EncoderBackend.AUTO, Precision.INT8, cpu)
 
 
 def test_fp32_is_exactly_the_reference_path(tiny_m3_path: Path, fp32_out) -> None:  # type: ignore[no-untyped-def]

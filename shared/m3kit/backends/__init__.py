@@ -25,7 +25,7 @@ __all__ = ["EncoderBackend", "check_onnx_cache_dir", "open_onnx_runner", "resolv
 class EncoderBackend(str, enum.Enum):
     """Which runtime runs the forward pass."""
 
-    AUTO = "auto"  # torch (see M3Encoder.from_pretrained for what measurements say)
+    AUTO = "auto"  # torch; ONNX for int8 on CPU (see resolve_backend)
     TORCH = "torch"
     ONNX = "onnx"  # ONNX Runtime, CPU; precision fp32 (exact) or int8 (lossy, opt-in)
 
@@ -45,12 +45,32 @@ def check_onnx_cache_dir(
 def resolve_backend(
     backend: EncoderBackend, precision: Precision, device: torch.device
 ) -> EncoderBackend:
-    """``AUTO`` -> torch; refuse ONNX combinations that cannot run.
+    """``AUTO`` -> torch, except ``int8`` on CPU -> ONNX; refuse ONNX combinations that cannot
+    run.
 
     ``AUTO`` stays torch until ``benchmarks/encode.py`` shows ONNX faster on a CPU class (the
-    README's speed table has the measurements); ONNX is chosen explicitly.
+    README's speed table has the measurements). ``int8`` is the exception: torch's dynamic int8
+    fails the quality guard of ``benchmarks/quality_paths.py`` (ColBERT and fused nDCG@10 more
+    than 0.5 points under fp32) where ONNX Runtime's passes, so asking for int8 gets ONNX's
+    unless ``backend="torch"`` is given.
+
+    Raises:
+        MissingExtraError: ``int8`` with ``AUTO`` on CPU without onnxruntime installed (the
+            message names the extra and ``backend="torch"``).
     """
     if backend is EncoderBackend.AUTO:
+        if precision is Precision.INT8 and device.type == "cpu":
+            import importlib.util
+
+            if importlib.util.find_spec("onnxruntime") is None:
+                from m3kit.errors import MissingExtraError
+
+                raise MissingExtraError(
+                    "dtype='int8' runs ONNX Runtime's int8 (torch's dynamic int8 fails the "
+                    "quality guard); install it with pip install 'm3kit[onnx]', or pass "
+                    "backend='torch' for torch's int8"
+                )
+            return EncoderBackend.ONNX
         return EncoderBackend.TORCH
     if backend is EncoderBackend.ONNX:
         if device.type != "cpu":
