@@ -186,6 +186,23 @@ def test_export_is_cached_and_reused(
     assert manifest["variant"] == "fp32" and set(manifest["files"]) >= {"model.onnx"}
 
 
+@pytest.mark.parametrize("package", ["torch", "transformers"])
+def test_an_upgrade_of_the_tracing_code_exports_again(
+    package: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torch or transformers upgrade (a modelling or masking fix) can change the traced
+    graph: the old export is not reused."""
+    import importlib
+
+    builds = _builds(monkeypatch)
+    first = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    monkeypatch.setattr(importlib.import_module(package), "__version__", "99.0.0")
+    again = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert len(builds) == 2
+    assert first._onnx is not None and again._onnx is not None
+    assert first._onnx.path != again._onnx.path
+
+
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "drop_manifest", "stale_key"])
 def test_corrupt_or_stale_export_is_rebuilt(
     damage: str,

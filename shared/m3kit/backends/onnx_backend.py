@@ -6,7 +6,8 @@ the pooled dense vector, the per-token sparse weights and the normalised ColBERT
 (dynamic batch and length), lets ONNX Runtime's transformer optimiser fuse attention and layer
 norm, and optionally quantises the weights to int8 with ONNX Runtime's dynamic per-channel
 quantiser. The result is cached in a folder keyed by a digest of the model's weights, its
-pooling, heads and backbone config, and the export settings; every file's sha256 is recorded
+pooling, heads and backbone config, the export settings and the versions of the code that
+traced and runs it (torch, transformers, ONNX Runtime); every file's sha256 is recorded
 in ``manifest.json`` and checked at load, so a corrupt, truncated or stale export is rebuilt,
 never used. The weights digest is
 :func:`~m3kit.weights.model_weights_digest`: the checkpoint files' digest (the one the
@@ -404,10 +405,14 @@ def load_onnx_runner(
     scheme = _this_cpu_int8_scheme() if variant is OnnxVariant.INT8 else None
     settings = "" if scheme is None else f"|reduce_range{int(scheme.reduce_range)}"
     # the graph also depends on what the weights do not say: pooling (a load-time choice),
-    # the heads, and the backbone's config (activation, norm epsilon, ...)
+    # the heads, and the backbone's config (activation, norm epsilon, ...); and on the code
+    # that traced it: torch and transformers (a modelling or masking fix changes the graph)
+    import transformers
+
     key = hashlib.sha256(
         f"{weights}|{_graph_digest(model)}|{variant.value}{settings}|opset{opset}"
-        f"|v{EXPORT_VERSION}|ort{ort.__version__}".encode()
+        f"|v{EXPORT_VERSION}|ort{ort.__version__}|torch{torch.__version__}"
+        f"|transformers{transformers.__version__}".encode()
     ).hexdigest()[:32]
     if scheme is not None:
         logger.info("int8 weights: reduce_range=%s (%s)", scheme.reduce_range, scheme.reason)
