@@ -54,13 +54,13 @@ class EncoderSpec:
     Attributes:
         path: The checkpoint folder (``M3Encoder.info.path``).
         pooling: Dense pooling (``"cls"``, ``"mean"``, ``"max"``).
-        dtype: The parent's resolved precision, used on devices of the parent's type, and
-            on every device when ``dtype_given``.
+        dtype: The parent's resolved precision, used by every worker when ``dtype_given``.
         dtype_given: Whether the parent's precision was asked for (``dtype="fp32"``,
             ``m3kit index --dtype fp32``): every worker then loads with it, and a worker whose
             device cannot run it (fp16 on a CPU, int8 on a GPU) refuses to load, naming both.
-            ``False`` (``"auto"``): workers on another device type resolve ``"auto"`` for
-            themselves (bf16 on a CPU is not fp16 on a GPU).
+            ``False`` (``"auto"``): every worker resolves ``"auto"`` for its own hardware
+            (bf16 on a CPU is not fp16 on a GPU; a Ray node's CPU or GPU model can differ
+            from the driver's: bf16 is native on one, emulated and slow on another).
         device_type: The parent's device type (``"cpu"``, ``"cuda"``).
         max_length: Longest input in tokens.
         query_instruction: Query prefix.
@@ -123,7 +123,7 @@ class EncoderSpec:
 
         >>> spec = EncoderSpec("m", "cls", "fp32", "cpu", 512, None, 32, 8192)
         >>> spec.worker_dtype("cpu"), spec.worker_dtype("cuda:1")
-        ('fp32', 'auto')
+        ('auto', 'auto')
         >>> import dataclasses
         >>> dataclasses.replace(spec, dtype_given=True).worker_dtype("cuda:1")
         'fp32'
@@ -135,11 +135,11 @@ class EncoderSpec:
 
         from m3kit.precision import Precision, check_precision_device
 
+        if not self.dtype_given:  # each worker's own hardware decides
+            return Precision.AUTO.value
         target = torch.device(device)
         if target.type == self.device_type:
             return self.dtype
-        if not self.dtype_given:
-            return Precision.AUTO.value
         try:
             check_precision_device(Precision(self.dtype), target.type)
         except ValueError as e:
