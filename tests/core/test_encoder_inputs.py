@@ -75,6 +75,15 @@ def test_truncated_equals_encoding_the_prefix(tiny_encoder: M3Encoder) -> None:
     assert ids.input_ids == [*full[:9], full[-1]]
 
 
+@pytest.mark.parametrize("max_length", [0, 1, -5])
+def test_a_max_length_below_the_special_tokens_is_an_error(
+    tiny_encoder: M3Encoder, max_length: int
+) -> None:
+    """1 truncated nothing, 0 fell back to the encoder's own limit: both silently."""
+    with pytest.raises(ValueError, match="max_length must be at least 2"):
+        tiny_encoder.encode(["hello world " * 10], max_length=max_length)
+
+
 def test_heads_per_call_absent_by_type(tiny_encoder: M3Encoder) -> None:
     out = tiny_encoder.encode(["hello"], heads=["dense"])
     assert out.dense.shape == (1, 32)
