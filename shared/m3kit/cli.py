@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit import cli_open
 from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.cli_chunking import IndexChunking
 from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
@@ -146,9 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--late-chunking",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="pool each chunk's vectors from a pass over the whole document (its context) "
-        "instead of encoding each chunk alone",
+        "instead of encoding each chunk alone; the chunking flags are remembered by the "
+        "collection, so later runs without them chunk the same way (--no-late-chunking goes "
+        "back to encoding each chunk alone)",
     )
     index.add_argument(
         "--chunk-size",
@@ -253,12 +257,9 @@ def _run_index(args: argparse.Namespace) -> int:
     from m3kit.cli_prune import clean_up, paths_to_read
     from m3kit.sources import SourceRead, read_sources
 
-    if args.window is not None and not args.late_chunking:
-        raise ValueError("--window needs --late-chunking")
-    if args.late_heads is not None and not args.late_chunking:
-        raise ValueError("--late-heads needs --late-chunking")
     check_scale_arguments(args)
     storage = cli_open.storage(args)
+    chunking = _index_chunking(args, storage)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     # read everything first: bad input fails before loading
@@ -288,6 +289,8 @@ def _run_index(args: argparse.Namespace) -> int:
             )
         if read.empty:  # an emptied file (or row): its stored version is no longer its text
             index.delete(read.empty)
+        if args.paths:
+            chunking.remember(index.store)
         cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
         after = index.count()
     finally:
@@ -351,6 +354,24 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _index_chunking(args: argparse.Namespace, storage: dict[str, Any]) -> IndexChunking:
+    """The chunking flags given, else those the collection remembers; set on ``args``."""
+    remembered = IndexChunking.from_record(cli_open.collection_record(args, storage))
+    chunking = IndexChunking.resolve(
+        args.late_chunking, args.chunk_size, args.window, args.late_heads, remembered
+    )
+    given = (args.late_chunking, args.chunk_size, args.window, args.late_heads)
+    if remembered is not None and any(v is None for v in given):
+        logger.info(
+            "chunking (flags not given from collection %r): %s",
+            args.collection,
+            chunking.describe(),
+        )
+    args.late_chunking, args.chunk_size = chunking.late, chunking.chunk_size
+    args.window, args.late_heads = chunking.window, chunking.late_heads
+    return chunking
+
+
 def _chunker(
     encoder: M3Encoder,
     chunk_size: int | None,

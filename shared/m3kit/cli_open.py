@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_PATH",
     "collection_model",
+    "collection_record",
     "load_encoder",
     "location",
     "open_index",
@@ -58,29 +59,39 @@ def load_encoder(args: argparse.Namespace, storage: dict[str, Any]) -> M3Encoder
     )
 
 
+def collection_record(args: argparse.Namespace, storage: dict[str, Any]) -> dict[str, Any]:
+    """The collection's m3kit record, read without a model (``{}``: no collection or record)."""
+    from m3kit.store.collection_record import stored_record
+
+    location = storage.get("location")
+    if location is not None and not location.is_dir():
+        return {}
+    try:
+        return dict(
+            stored_record(
+                None if location is None else str(location),
+                collection=args.collection,
+                url=storage.get("url"),
+                api_key=storage.get("api_key"),
+                backend=storage.get("backend"),
+            )
+        )
+    except CollectionNotFoundError:
+        return {}
+
+
 def collection_model(args: argparse.Namespace, storage: dict[str, Any]) -> Any:
     """The fingerprint the collection records (``None``: no collection or no record yet).
 
     Raises:
         ValueError: The recorded model folder is gone, or it was a model built in memory.
     """
-    from m3kit.store.collection_record import stored_fingerprint
+    from m3kit.fingerprint import EncoderFingerprint
 
-    location = storage.get("location")
-    if location is not None and not location.is_dir():
+    record = collection_record(args, storage).get("fingerprint")
+    if record is None:
         return None
-    try:
-        stored = stored_fingerprint(
-            None if location is None else str(location),
-            collection=args.collection,
-            url=storage.get("url"),
-            api_key=storage.get("api_key"),
-            backend=storage.get("backend"),
-        )
-    except CollectionNotFoundError:
-        return None
-    if stored is None:
-        return None
+    stored = EncoderFingerprint.from_dict(record)
     if stored.model is None or not Path(stored.model).is_dir():
         what = "a model built in memory" if stored.model is None else f"the model {stored.model}"
         gone = "" if stored.model is None else ", which no longer exists"

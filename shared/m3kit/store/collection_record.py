@@ -52,7 +52,13 @@ if TYPE_CHECKING:
     from m3kit.store.index import M3Index, _Doc
     from m3kit.store.store import M3Store
 
-__all__ = ["FORMAT", "check_collection", "reindex_collection", "stored_fingerprint"]
+__all__ = [
+    "FORMAT",
+    "check_collection",
+    "reindex_collection",
+    "stored_fingerprint",
+    "stored_record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +70,20 @@ _PENDING = "reindex_to"
 _DOC_KEYS = (DOC_ID, CHUNK_INDEX, CHUNK_COUNT, PAGE_CONTENT, START, END, METADATA, DOC_HASH)
 
 
-def _record(fp: EncoderFingerprint, pending: EncoderFingerprint | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"format": FORMAT, _FINGERPRINT: fp.to_dict()}
+def _write(
+    store: M3Store, fp: EncoderFingerprint, pending: EncoderFingerprint | None = None
+) -> None:
+    """Record ``fp`` (and a pending reindex); other keys of the record (what ``m3kit index``
+    remembers) are kept."""
+    kept = {
+        k: v
+        for k, v in store.collection_metadata().items()
+        if k not in ("format", _FINGERPRINT, _PENDING)
+    }
+    out: dict[str, Any] = {**kept, "format": FORMAT, _FINGERPRINT: fp.to_dict()}
     if pending is not None:
         out[_PENDING] = pending.to_dict()
-    return out
+    store.set_collection_metadata(out)
 
 
 def _read(store: M3Store) -> tuple[EncoderFingerprint | None, EncoderFingerprint | None]:
@@ -102,7 +117,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     stored, pending = _read(store)
     if stored is None:
         if store.count() == 0:
-            store.set_collection_metadata(_record(new))
+            _write(store, new)
         elif reindex:
             reindex_collection(index, show_progress=show_progress)
         else:
@@ -113,7 +128,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
                 store.collection,
                 new.describe(),
             )
-            store.set_collection_metadata(_record(new))
+            _write(store, new)
         return
     if pending is None and stored.same_encoder(new):
         # a record without ``architecture`` (older m3kit) gains this encoder's
@@ -125,11 +140,11 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
                 new.describe(),
                 stored.describe(),
             )
-            store.set_collection_metadata(_record(new))
+            _write(store, new)
         return
     if pending is None and store.count() == 0:
         logger.info("empty collection %r: recording %s", store.collection, new.describe())
-        store.set_collection_metadata(_record(new))
+        _write(store, new)
         return
     if not reindex:
         raise FingerprintMismatchError(_mismatch_message(store, stored, pending, new))
@@ -194,7 +209,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     todo = sorted({str(hit.payload.get(DOC_ID)) for hit in store._backend.scroll(stale, [DOC_ID])})
     plans = _plans(store, todo)
     _check_plans(plans)
-    store.set_collection_metadata(_record(stored or target, target))
+    _write(store, stored or target, target)
     logger.info(
         "reindexing %d document(s) of %r with %s", len(todo), store.collection, target.describe()
     )
@@ -207,7 +222,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
             with index._write_lock:
                 store.upsert(records, show_progress=False, replace=True)
             bar.update(len(group))
-    store.set_collection_metadata(_record(target))
+    _write(store, target)
     return len(todo)
 
 
@@ -381,6 +396,24 @@ def stored_fingerprint(
     Raises:
         CollectionNotFoundError: There is no such collection.
     """
+    meta = stored_record(location, collection=collection, url=url, api_key=api_key, backend=backend)
+    stored = meta.get(_FINGERPRINT)
+    return EncoderFingerprint.from_dict(stored) if stored is not None else None
+
+
+def stored_record(
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    url: str | None = None,
+    api_key: str | None = None,
+    backend: Backend | str | None = None,
+) -> Mapping[str, Any]:
+    """A collection's whole m3kit record, read without an encoder (``{}``: none).
+
+    Raises:
+        CollectionNotFoundError: There is no such collection.
+    """
     from m3kit.errors import CollectionNotFoundError
     from m3kit.store.store import DEFAULT_BACKEND
 
@@ -413,5 +446,4 @@ def stored_fingerprint(
             meta = impl.read_metadata()
         finally:
             impl.close()
-    stored = meta.get(_FINGERPRINT)
-    return EncoderFingerprint.from_dict(stored) if stored is not None else None
+    return meta

@@ -1,0 +1,114 @@
+"""How ``m3kit index`` chunks: the flags given, else what the collection remembers.
+
+Split from :mod:`m3kit.cli`. Like ``--model``, the chunking flags (``--late-chunking``,
+``--chunk-size``, ``--window``, ``--late-heads``) are remembered in the collection's m3kit
+record after each run that indexes files, so a later run without them chunks the same way.
+Without this, ``m3kit index docs/ --late-chunking`` followed by ``m3kit index docs/`` after an
+edit re-chunked every document naively: a document's version includes how it was chunked.
+``--no-late-chunking`` goes back to naive chunking (and is remembered in turn).
+
+>>> remembered = IndexChunking(late=True, chunk_size=128, window=514, late_heads=None)
+>>> IndexChunking.resolve(None, None, None, None, remembered) == remembered
+True
+>>> IndexChunking.resolve(False, None, None, None, remembered)
+IndexChunking(late=False, chunk_size=128, window=None, late_heads=None)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from m3kit.store import M3Store
+
+__all__ = ["RECORD_KEY", "IndexChunking"]
+
+logger = logging.getLogger("m3kit.cli")
+
+#: The key of the collection's m3kit record that holds the remembered chunking.
+RECORD_KEY = "index_chunking"
+
+
+@dataclass(frozen=True)
+class IndexChunking:
+    """The chunking flags of ``m3kit index``.
+
+    Attributes:
+        late: ``--late-chunking`` (``False``: each chunk encoded alone).
+        chunk_size: ``--chunk-size`` (``None``: the model's default).
+        window: ``--window`` (late chunking only; ``None``: the chunker's default).
+        late_heads: ``--late-heads`` (late chunking only; ``None``: the default heads).
+    """
+
+    late: bool = False
+    chunk_size: int | None = None
+    window: int | None = None
+    late_heads: str | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        late: bool | None,
+        chunk_size: int | None,
+        window: int | None,
+        late_heads: str | None,
+        remembered: IndexChunking | None,
+    ) -> IndexChunking:
+        """Each flag given wins; the others come from ``remembered`` (a window and late heads
+        only while late chunking stays on), else the defaults.
+
+        Raises:
+            ValueError: ``window`` or ``late_heads`` without late chunking.
+        """
+        before = remembered or cls()
+        is_late = before.late if late is None else late
+        if window is not None and not is_late:
+            raise ValueError("--window needs --late-chunking")
+        if late_heads is not None and not is_late:
+            raise ValueError("--late-heads needs --late-chunking")
+        keep = is_late and before.late
+        return cls(
+            late=is_late,
+            chunk_size=chunk_size if chunk_size is not None else before.chunk_size,
+            window=window if window is not None else (before.window if keep else None),
+            late_heads=late_heads
+            if late_heads is not None
+            else (before.late_heads if keep else None),
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> IndexChunking | None:
+        """What a collection's m3kit record remembers (``None``: nothing, or unreadable)."""
+        raw = record.get(RECORD_KEY)
+        if not isinstance(raw, Mapping):
+            return None
+        try:
+            out = cls(**{k: raw[k] for k in ("late", "chunk_size", "window", "late_heads")})
+        except (KeyError, TypeError):
+            logger.warning(
+                "ignoring an unreadable %s in the collection record: %r", RECORD_KEY, raw
+            )
+            return None
+        return out
+
+    def remember(self, store: M3Store) -> None:
+        """Keep these flags in the collection's m3kit record (its other keys are kept)."""
+        record = store.collection_metadata()
+        if record.get(RECORD_KEY) == asdict(self):
+            return
+        store.set_collection_metadata({**record, RECORD_KEY: asdict(self)})
+
+    def describe(self) -> str:
+        """The flags, as a user would type them."""
+        parts = ["--late-chunking" if self.late else "--no-late-chunking"]
+        for flag, value in (
+            ("--chunk-size", self.chunk_size),
+            ("--window", self.window),
+            ("--late-heads", self.late_heads),
+        ):
+            if value is not None:
+                parts.append(f"{flag} {value}")
+        return " ".join(parts)

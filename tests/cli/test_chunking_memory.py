@@ -1,0 +1,91 @@
+"""``m3kit index`` remembers its chunking flags in the collection, as it remembers ``--model``.
+
+A later run without them used to chunk naively at the default size: every document it read
+was re-chunked (a document's version includes how it was chunked) and served other vectors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.cli import main
+from m3kit.cli_chunking import RECORD_KEY
+from m3kit.store import M3Index
+from m3kit.store.schema import CHUNKING, DOC_ID
+
+TEXT = " ".join(
+    f"Sentence {i} tells about rivers, hills and the towns beside them." for i in range(12)
+)
+
+
+def _run(capsys: pytest.CaptureFixture[str], store: Path, model: Path, *argv: str | Path) -> str:
+    capsys.readouterr()
+    code = main(["index", *map(str, argv), "--path", str(store), "--model", str(model), "-q"])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    return out.out
+
+
+def _chunkings(store: Path, model: Path) -> dict[str, tuple[str, int]]:
+    """``{file name: (chunking kind, number of chunks)}`` of every stored document."""
+    out: dict[str, tuple[str, int]] = {}
+    with M3Index.open(M3Encoder.from_pretrained(model), str(store)) as index:
+        for hit in index.store._backend.scroll(None, [DOC_ID, CHUNKING]):
+            p = hit.payload
+            name = Path(str(p[DOC_ID])).name
+            kind, n = out.get(name, (str(p[CHUNKING]["kind"]), 0))
+            assert kind == p[CHUNKING]["kind"]
+            out[name] = (kind, n + 1)
+    return out
+
+
+def test_later_runs_chunk_as_the_last_flags_said(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs, store = tmp_path / "docs", tmp_path / "store"
+    docs.mkdir()
+    (docs / "a.md").write_text(TEXT, encoding="utf-8")
+    _run(capsys, store, tiny_m3_path, docs, "--late-chunking", "--chunk-size", "16")
+    late = _chunkings(store, tiny_m3_path)
+    assert late["a.md"][0] == "late" and late["a.md"][1] > 3
+
+    # a new file, no flags: chunked late at size 16 too; a.md is unchanged, so not rewritten
+    (docs / "b.md").write_text(TEXT.replace("rivers", "lakes"), encoding="utf-8")
+    out = _run(capsys, store, tiny_m3_path, docs)
+    assert "indexed 2 document(s)" in out and f"({late['a.md'][1]:+d})" in out, out
+    both = _chunkings(store, tiny_m3_path)
+    assert both == {"a.md": late["a.md"], "b.md": ("late", late["a.md"][1])}
+    # --window is accepted without --late-chunking while late chunking is remembered
+    _run(capsys, store, tiny_m3_path, docs, "--window", "40")
+
+    # --no-late-chunking goes back to each chunk encoded alone, and is remembered in turn
+    _run(capsys, store, tiny_m3_path, docs, "--no-late-chunking")
+    assert {k for k, _ in _chunkings(store, tiny_m3_path).values()} == {"naive"}
+    _run(capsys, store, tiny_m3_path, docs)
+    assert {k for k, _ in _chunkings(store, tiny_m3_path).values()} == {"naive"}
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        remembered = index.store.collection_metadata()[RECORD_KEY]
+    assert remembered == {"late": False, "chunk_size": 16, "window": None, "late_heads": None}
+    capsys.readouterr()
+    code = main(["index", str(docs), "--path", str(store), "--window", "40", "-q"])
+    assert code == 1 and "--window needs --late-chunking" in capsys.readouterr().err
+
+
+def test_the_remembered_flags_survive_a_reindex(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The encoder record is rewritten on a reindex; the chunking kept beside it stays."""
+    from tests.reliability.killing import perturbed_checkpoint
+
+    docs, store = tmp_path / "docs", tmp_path / "store"
+    docs.mkdir()
+    (docs / "a.md").write_text(TEXT, encoding="utf-8")
+    _run(capsys, store, tiny_m3_path, docs, "--late-chunking", "--chunk-size", "16")
+    other = perturbed_checkpoint(tiny_m3_path, tmp_path / "other")
+    _run(capsys, store, other, "--reindex")
+    (docs / "b.md").write_text(TEXT.replace("rivers", "lakes"), encoding="utf-8")
+    _run(capsys, store, other, docs)
+    assert {k for k, _ in _chunkings(store, other).values()} == {"late"}
