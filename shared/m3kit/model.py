@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from m3kit.checkpoint import (
+    COLBERT_FILE,
     M3KIT_CONFIG_FILE,
     SEARCH_FILE,
+    SPARSE_FILE,
     CheckpointInfo,
     CheckpointKind,
     Pooling,
@@ -136,6 +138,7 @@ class M3Model(nn.Module):
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
+        _drop_earlier_weights(out)
         self.backbone.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
         tokenizer.save_pretrained(str(out))
         if self.heads is not None:
@@ -150,7 +153,9 @@ class M3Model(nn.Module):
         # A search calibration belongs to the weights it was measured on: new weights in
         # this folder make it stale (it would also be ignored on load, with a warning).
         (out / SEARCH_FILE).unlink(missing_ok=True)
-        _write_sentence_transformers_metadata(out, self.hidden_size, self.pooling, max_length)
+        _write_sentence_transformers_metadata(
+            out, self.hidden_size, self.pooling, max_length, query_instruction
+        )
         if self.heads is not None and self.pooling is not Pooling.CLS:
             logger.warning(
                 "%s pools with %s: FlagEmbedding's BGEM3FlagModel pools with CLS unless told, "
@@ -274,8 +279,36 @@ def _has_pooler(path: Path) -> bool:
         return any(k.split(".")[0] == "pooler" or ".pooler." in k for k in f.keys())  # noqa: SIM118
 
 
+def _drop_earlier_weights(out: Path) -> None:
+    """Delete the weight files of an earlier save in ``out`` before writing new ones.
+
+    A sharded save left its index beside a new single file (m3kit reads the index first and
+    failed on its missing shards; a single old file beside a new sharded save is what
+    transformers loads), and an M3 save's head files stayed beside a dense-only one, loading
+    the old heads with the new backbone.
+    """
+    names = {"model.safetensors", "pytorch_model.bin", COLBERT_FILE, SPARSE_FILE}
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = out / index_name
+        if index.is_file():
+            try:
+                shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            except (json.JSONDecodeError, AttributeError):
+                shards = {}
+            names.update(str(s) for s in shards.values())
+            names.add(index_name)
+    for name in sorted(names):
+        path = out / name
+        if path.is_file() and path.parent == out:
+            path.unlink()
+
+
 def _write_sentence_transformers_metadata(
-    out: Path, hidden: int, pooling: Pooling, max_length: int | None
+    out: Path,
+    hidden: int,
+    pooling: Pooling,
+    max_length: int | None,
+    query_instruction: str | None = None,
 ) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -307,3 +340,10 @@ def _write_sentence_transformers_metadata(
     # own limit, as m3kit does from config.json); a made-up 512 would be read back as declared
     st_cfg = {"max_seq_length": max_length, "do_lower_case": False}
     (out / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2), encoding="utf-8")
+    # always written, so no earlier model's prompts survive in the folder: sentence-
+    # transformers' encode_query then adds the query instruction m3kit adds
+    prompts = {"query": query_instruction} if query_instruction else {}
+    st_model = {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    (out / "config_sentence_transformers.json").write_text(
+        json.dumps(st_model, indent=2), encoding="utf-8"
+    )

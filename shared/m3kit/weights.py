@@ -52,19 +52,20 @@ _loaded: weakref.WeakKeyDictionary[Any, tuple[Path, _FilesKey, tuple[Any, ...]]]
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    """The backbone and head weight files a checkpoint loads (transformers' preference order)."""
+    """The backbone and head weight files a checkpoint loads (transformers' preference order:
+    safetensors before pytorch_model.bin, a single file before a sharded index)."""
     files: list[Path] = []
     for index_name, single in (
         ("model.safetensors.index.json", "model.safetensors"),
         ("pytorch_model.bin.index.json", "pytorch_model.bin"),
     ):
+        if (folder / single).is_file():
+            files = [folder / single]
+            break
         index = folder / index_name
         if index.is_file():
             shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
             files = [index, *sorted({folder / str(s) for s in shards.values()})]
-            break
-        if (folder / single).is_file():
-            files = [folder / single]
             break
     files.extend(folder / h for h in _HEAD_FILES if (folder / h).is_file())
     return files

@@ -150,3 +150,57 @@ def test_save_without_a_length_declares_none(tiny_encoder: M3Encoder, tmp_path: 
     again = resolve_checkpoint(out)
     config = json.loads((out / "config.json").read_text())
     assert again.max_length == config["max_position_embeddings"] - 2 != 512  # RoBERTa offset
+
+
+def test_a_save_over_an_earlier_one_leaves_none_of_its_weights(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """A dense-only save over an M3 save kept the old head files (loaded with the new
+    backbone); an earlier sharded save's index and shards survived beside the new file."""
+    from m3kit.model import M3Model
+
+    model, tok = tiny_encoder.model, tiny_encoder.tokenizer
+    out = model.save(tmp_path / "out", tok)
+    assert (out / "colbert_linear.pt").is_file()
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"old shard")
+    index = {"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors"}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    M3Model(model.backbone, model.pooling, None).save(out, tok)
+    left = {p.name for p in out.iterdir()}
+    assert not left & {"colbert_linear.pt", "sparse_linear.pt", "model.safetensors.index.json"}
+    assert "model-00001-of-00002.safetensors" not in left
+    dense_only = M3Encoder.from_pretrained(out, dtype="fp32")
+    assert {h.value for h in dense_only.available_heads} == {"dense"}
+
+
+def test_weight_files_follow_transformers_preference(tiny_copy: Path) -> None:
+    """A single file wins over a sharded index beside it, as transformers loads it."""
+    from m3kit.weights import _weight_files
+
+    (tiny_copy / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}})
+    )
+    assert _weight_files(tiny_copy)[0].name == "model.safetensors"
+    M3Encoder.from_pretrained(tiny_copy)  # loads (the missing shard is not read)
+
+
+def test_sentence_transformers_gets_the_query_instruction(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """sentence-transformers' encode_query adds the instruction m3kit adds; a later save
+    without one leaves no prompt of the earlier model behind."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    out = tiny_encoder.model.save(
+        tmp_path / "saved", tiny_encoder.tokenizer, query_instruction="q: ", max_length=64
+    )
+    ours = M3Encoder.from_pretrained(out, dtype="fp32")
+    st = SentenceTransformer(str(out), device="cpu")
+    queries = ["where is the river?", "北京"]
+    np.testing.assert_allclose(
+        st.encode_query(queries), ours.encode_queries(queries).dense, atol=1e-5
+    )
+    tiny_encoder.model.save(out, tiny_encoder.tokenizer, max_length=64)
+    assert json.loads((out / "config_sentence_transformers.json").read_text())["prompts"] == {}
