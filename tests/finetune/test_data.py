@@ -132,3 +132,21 @@ def test_qa_dataset_bad_input(tmp_path: Path) -> None:
     bad.write_text("{oops")
     with pytest.raises(ValueError, match="not valid JSON"):
         QADataset.from_json(bad)
+
+
+@pytest.mark.parametrize(
+    ("pos", "neg", "field"), [(("",), (), "pos"), (("   ",), (), "pos"), (("p",), ("\n",), "neg")]
+)
+def test_an_empty_passage_is_refused(
+    pos: tuple[str, ...], neg: tuple[str, ...], field: str
+) -> None:
+    """It was trained on as if it said something."""
+    with pytest.raises(ValueError, match=f'"{field}" holds an empty or whitespace-only passage'):
+        TrainingExample("q", pos, neg)
+
+
+def test_an_empty_corpus_text_or_query_is_refused() -> None:
+    with pytest.raises(ValueError, match="corpus text 'd' is empty"):
+        QADataset({"q": "question?"}, {"d": " "}, {"q": ["d"]})
+    with pytest.raises(ValueError, match="query 'q' is empty"):
+        QADataset({"q": ""}, {"d": "text"}, {"q": ["d"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,12 @@ def test_collator_marks_copies_of_a_positive(tiny_m3_path: Path, tmp_path: Path)
     same = [examples[0], examples[0]]
     batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(same)
     assert batch["targets"].tolist() == [0, 0]  # one span, encoded once
+    # one question answered by two paragraphs (two rows): neither is the other's negative
+    both = [examples[0], dataclasses.replace(examples[1], query=examples[0].query)]
+    batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(both)
+    assert batch["targets"].tolist() == [0, 1]
+    exclude = batch["exclude"]
+    assert exclude[0, 1] and exclude[1, 0] and exclude.sum() == 2
 
 
 def test_span_negatives_default_to_in_batch_only(tiny_m3_path: Path, tmp_path: Path) -> None:

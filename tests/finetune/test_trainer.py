@@ -145,6 +145,34 @@ def test_collator_masks_shared_positives(tiny_m3_path: Path, tmp_path: Path) -> 
     assert not unmasked(batch)["exclude"].any()
 
 
+def test_collator_masks_the_positives_of_another_row_of_the_same_query(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A query with two relevant passages, written as two rows: neither row's positive is a
+    negative of the other (it was trained away from it)."""
+    from transformers import AutoTokenizer
+
+    from m3kit.finetune.losses import reverse_info_nce
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_m3_path))
+    batch = [
+        TrainingExample("same q", ("passage one",)),
+        TrainingExample("same q", ("passage two",)),
+        TrainingExample("other q", ("passage three",)),
+    ]
+    out = _Collator(tok, _config(tiny_m3_path, tmp_path / "unused"), "")(batch)
+    targets, exclude = out["targets"].tolist(), out["exclude"]
+    assert exclude[0, targets[1]] and exclude[1, targets[0]]
+    assert exclude.sum() == 2 and not exclude[2].any()
+    # the passage -> query term does not ask a positive to tell the two copies apart
+    import torch
+
+    scores = torch.zeros(3, 3, requires_grad=True)
+    reverse_info_nce(scores, out["targets"], exclude, 0.05).backward()
+    assert scores.grad is not None
+    assert scores.grad[1, targets[0]] == 0 and scores.grad[0, targets[1]] == 0
+
+
 def test_auto_precision_trains_in_what_the_cpu_runs_natively(
     tiny_m3_path: Path,
     tmp_path: Path,

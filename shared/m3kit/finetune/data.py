@@ -70,6 +70,8 @@ def _texts(values: Iterable[str], name: str) -> tuple[str, ...]:
     for v in out:
         if not isinstance(v, str):
             raise ValueError(f'"{name}" must hold strings, got {type(v).__name__}')
+        if not v.strip():  # an empty passage would be trained on as if it said something
+            raise ValueError(f'"{name}" holds an empty or whitespace-only passage')
     return out
 
 
@@ -92,6 +94,10 @@ class QADataset:
     def __post_init__(self) -> None:
         if self.mode != "text":
             raise ValueError(f'only mode "text" datasets are supported, got {self.mode!r}')
+        for kind, texts in (("query", self.queries), ("corpus text", self.corpus)):
+            for key, text in texts.items():
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"{kind} {key!r} is empty or not a string: {text!r}")
         for qid in self.queries:
             docs = self.relevant_docs.get(qid)
             if not docs:

@@ -234,10 +234,14 @@ class SpanCollator:
                 slot(cells(ex.document, doc, na, nb, owners), (ex.document, *neg))
         exclude = torch.zeros(len(batch), len(spans), dtype=torch.bool)
         if self.config.mask_shared_positives:
+            # the answer spans of every row with the same query text are all its positives
+            relevant: dict[str, set[tuple[Any, ...]]] = {}
+            for ex in batch:
+                relevant.setdefault(ex.query, set()).add((ex.document, *ex.span))
             for i, ex in enumerate(batch):
-                own = (ex.document, *ex.span)
+                own = relevant[ex.query]
                 for col, col_keys in enumerate(keys):
-                    if col != targets[i] and own in col_keys:
+                    if col != targets[i] and own.intersection(col_keys):
                         exclude[i, col] = True
         q = self.tokenizer(
             [self.prefix + ex.query for ex in batch],

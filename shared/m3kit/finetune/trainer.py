@@ -265,7 +265,8 @@ class _Collator:
 
     Passages are deduplicated by text inside a batch (each is encoded once); every query
     scores all of them (in-batch negatives). ``exclude`` marks candidates equal to one of
-    the query's positives other than its target, so a shared positive is never a negative.
+    the query's positives other than its target (those of every row with the same query
+    text included), so a shared positive is never a negative.
     """
 
     def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
@@ -292,8 +293,13 @@ class _Collator:
                 slot(neg)
         exclude = torch.zeros(len(batch), len(passages), dtype=torch.bool)
         if self.config.mask_shared_positives:
+            # a query given in several rows (one per relevant passage) has all their positives:
+            # none is a negative of another copy of it
+            relevant: dict[str, set[str]] = {}
+            for ex in batch:
+                relevant.setdefault(ex.query, set()).update(ex.pos)
             for row, ex in enumerate(batch):
-                for text in ex.pos:
+                for text in relevant[ex.query]:
                     col = index.get(text)
                     if col is not None and col != targets[row]:
                         exclude[row, col] = True
