@@ -88,7 +88,9 @@ class M3FinetuneEngine:
         seed: Seeds sampling and head initialisation.
         show_progress_bar: Show the trainer's progress.
         calibrate_fusion: Fit the fusion on ``val_dataset`` after training
-            (:func:`m3kit.store.calibration.calibrate_checkpoint`).
+            (:func:`m3kit.store.calibration.calibrate_checkpoint`). The fusion is then fitted
+            to those queries: measure the fused search on other queries (a held-out split),
+            or its score is optimistic.
         late_chunking: Span pooling (:meth:`m3kit.finetune.M3Finetuner.fit_spans`): positives
             pooled from a window of the whole document, as late chunking pools them;
             ``passage_max_length`` is the window. Negatives: the batch's other positives, plus
