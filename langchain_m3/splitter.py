@@ -134,7 +134,9 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
             [d.page_content for d in docs], show_progress=self.show_progress
         )
         signature = self._chunker.signature
-        model = encoder_fingerprint(self.encoder).identity
+        # the identity m3kit gave before fingerprints held config.json settings: this is a
+        # dedupe key only (the store checks the model), and chunks written then stay unchanged
+        model = encoder_fingerprint(self.encoder).legacy_identity
         out = []
         for doc, chunks in zip(docs, per_doc, strict=True):
             source = hashlib.sha256(doc.page_content.encode()).hexdigest()[:32]

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
 
@@ -19,6 +19,9 @@ from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
 from m3kit.store.points import plain_json
+
+if TYPE_CHECKING:
+    from m3kit.fingerprint import EncoderFingerprint
 
 __all__ = [
     "CHUNK_INDEX_KEY",
@@ -61,13 +64,16 @@ def unpack_documents(
     return texts, metadatas, doc_ids
 
 
-def carried_vectors(node: BaseNode, heads: frozenset[Head], encoder: str) -> M3Output | None:
+def carried_vectors(
+    node: BaseNode, heads: frozenset[Head], encoder: EncoderFingerprint
+) -> M3Output | None:
     """The late-chunked vectors a node carries, when they cover every head the store holds.
 
     Args:
         node: The node.
         heads: The heads the store holds.
-        encoder: The store's encoder identity (``EncoderFingerprint.identity``).
+        encoder: The store's encoder fingerprint (nodes stamped with its identity, or the one
+            an earlier m3kit gave it, carry its vectors).
 
     Raises:
         ValueError: The node was late-chunked by another model than the store's.
@@ -76,10 +82,11 @@ def carried_vectors(node: BaseNode, heads: frozenset[Head], encoder: str) -> M3O
         return None
     late = node.metadata.get(LATE_METADATA_KEY)
     made_by = late.get("encoder") if isinstance(late, dict) else None
-    if made_by is not None and made_by != encoder:  # nodes of older versions do not say
+    if made_by is not None and not encoder.made(str(made_by)):  # older nodes do not say
         raise ValueError(
             f"node {node.node_id} was late-chunked by another model than this store's "
-            f"(encoder identity {made_by} vs {encoder}): its vectors live in another space. "
+            f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
+            "space. "
             "Parse with M3LateChunkingNodeParser on the store's model"
         )
     try:

@@ -348,7 +348,7 @@ def write_nodes(
     records: list[ChunkRecord] = []
     todo: list[tuple[str, int, BaseNode]] = []
     for doc_id, chunk_index, node in new:
-        carried = carried_vectors(node, heads, index.fingerprint.identity)
+        carried = carried_vectors(node, heads, index.fingerprint)
         if carried is None and is_late(node):
             raise ValueError(lost_vectors_message(node, heads))
         if carried is None:

@@ -179,7 +179,7 @@ class RetrieverWrites:
             if doc_id in done:
                 continue
             for chunk_index, (_, node) in enumerate(group):
-                carried = carried_vectors(node, store.heads, self.index.fingerprint.identity)
+                carried = carried_vectors(node, store.heads, self.index.fingerprint)
                 if carried is None and is_late(node):
                     raise ValueError(lost_vectors_message(node, store.heads))
                 if carried is None:

@@ -127,6 +127,22 @@ class EncoderFingerprint:
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
+    @property
+    def legacy_identity(self) -> str:
+        """The :attr:`identity` an m3kit without ``architecture`` gave this encoder: what its
+        points, late-chunked nodes and an unfinished reindex it started carry."""
+        return dataclasses.replace(self, architecture=None).identity
+
+    def made(self, identity: str) -> bool:
+        """Whether vectors stamped with ``identity`` are this encoder's (its own identity, or
+        the one an m3kit before ``architecture`` stamped).
+
+        >>> fp = EncoderFingerprint("w", "t", "cls", 8, None, ("dense",), 4, None, "{}")
+        >>> fp.made(fp.identity), fp.made(fp.legacy_identity), fp.made("other")
+        (True, True, False)
+        """
+        return identity in (self.identity, self.legacy_identity)
+
     def same_encoder(self, other: EncoderFingerprint) -> bool:
         """Whether both fingerprints name the same encoder (model path and precision aside;
         ``architecture`` too when either lacks it)."""

@@ -82,6 +82,23 @@ def test_split_documents_carry_their_vectors(splitter: M3LateChunkingSplitter) -
         late_chunk_vectors(Document("plain"))
 
 
+def test_the_carry_key_does_not_depend_on_config_settings(
+    splitter: M3LateChunkingSplitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key LangChain's index() dedupes late chunks on stays what an m3kit before
+    fingerprints held config.json settings wrote: the same chunks are not added twice."""
+    import m3kit.fingerprint as fingerprint
+
+    docs = [Document(TEXT)]
+    before = [d.metadata[LATE_CHUNK_KEY]["carry"] for d in splitter.split_documents(docs)]
+    fingerprint._by_encoder.pop(splitter.encoder, None)
+    monkeypatch.setattr(fingerprint, "_architecture", lambda model, folder: None)  # as before
+    older = fingerprint.encoder_fingerprint(splitter.encoder)
+    assert older.architecture is None
+    assert [d.metadata[LATE_CHUNK_KEY]["carry"] for d in splitter.split_documents(docs)] == before
+    fingerprint._by_encoder.pop(splitter.encoder, None)
+
+
 def test_add_documents_stores_carried_vectors_without_encoding(
     splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -171,6 +171,30 @@ def test_langchain_collection_ranks_like_both_retrievers(
         lc.index.close()
 
 
+def test_nodes_late_chunked_by_an_earlier_m3kit_are_this_models(
+    tiny_encoder: M3Encoder, tiny_embedding: M3Embedding
+) -> None:
+    """Nodes stamped with the identity m3kit gave before fingerprints held config.json
+    settings (an ingestion cache, a docstore) are the same model's: stored, not refused."""
+    from llamaindex_m3.node_parser import LATE_METADATA_KEY
+    from m3kit.fingerprint import encoder_fingerprint
+
+    fp = encoder_fingerprint(tiny_encoder)
+    assert fp.legacy_identity != fp.identity
+    late = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=12)
+    nodes = late.get_nodes_from_documents([Document(text=LONG, id_="bees")])
+    assert len(nodes) > 1
+    for node in nodes:
+        assert node.metadata[LATE_METADATA_KEY]["encoder"] == fp.identity
+        node.metadata[LATE_METADATA_KEY]["encoder"] = fp.legacy_identity
+    with M3VectorStore(tiny_embedding) as store:
+        store.add(nodes)
+        assert store.client.count() == len(nodes)
+    with M3Retriever.open(tiny_encoder) as retriever:
+        retriever.add_nodes(nodes)
+        assert retriever.index.count() == len(nodes)
+
+
 def test_vectors_of_another_model_are_refused(
     tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder, tiny_embedding: M3Embedding
 ) -> None:

@@ -386,3 +386,28 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
     assert_same_points(_points(again), before)
     _fill(again, enc_a)  # the same documents again: unchanged, nothing rewritten
     assert_same_points(_points(again), before)
+
+
+def test_a_reindex_started_by_an_earlier_m3kit_resumes_where_it_stopped(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its re-encoded points carry the identity that m3kit gave the target encoder: they are
+    done, not re-encoded again."""
+    from qdrant_client import models
+
+    index = M3Index.open(enc_a, tmp_path, collection="c", backend="client")
+    _fill(index, enc_a)
+    index.close()
+    re = M3Index.open(enc_b, tmp_path, collection="c", backend="client", reindex=True)
+    target = re.fingerprint
+    # as an interrupted reindex of an earlier m3kit left it: points stamped with the identity
+    # it gave the target, both records without the config.json settings
+    client = re.store._backend._client  # type: ignore[attr-defined]
+    client.set_payload("c", {ENCODER_ID: target.legacy_identity}, points=models.Filter())
+    old = {**encoder_fingerprint(enc_a).to_dict(), "architecture": None}
+    pending = {**target.to_dict(), "architecture": None}
+    re.store.set_collection_metadata({"format": 1, "fingerprint": old, "reindex_to": pending})
+    re.close()
+    with caplog.at_level(logging.INFO, logger="m3kit.store.collection_record"):
+        M3Index.open(enc_b, tmp_path, collection="c", backend="client", reindex=True).close()
+    assert "reindexing 0 document(s)" in caplog.text, caplog.text

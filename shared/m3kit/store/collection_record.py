@@ -198,11 +198,14 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         The number of documents re-encoded.
     """
     store, target = index.store, index.fingerprint
-    stored, _ = _read(store)
+    stored, pending = _read(store)
+    done = [target.identity]
+    if pending is not None and pending.architecture is None and pending.same_encoder(target):
+        # a reindex an m3kit before config.json settings started: its points carry the
+        # identity it gave this encoder, and are done
+        done.append(target.legacy_identity)
     stale = models.Filter(
-        must_not=[
-            models.FieldCondition(key=ENCODER_ID, match=models.MatchValue(value=target.identity))
-        ]
+        must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
     # Documents with at least one point not written by the target encoder (all of each
     # document's chunks are re-encoded together, so a document is never half done).
