@@ -49,8 +49,9 @@ class EncoderModel(BaseModel):
     max_batch_tokens: int = Field(default=8192, ge=1)
     """Most padded tokens per forward pass (a longer text runs alone)."""
     backend: EncoderBackend = EncoderBackend.AUTO
-    """Forward-pass runtime: ``auto`` (torch), ``torch`` or ``onnx`` (ONNX Runtime on CPU,
-    extra ``m3kit[onnx]``; ``dtype`` ``fp32`` exact, ``int8`` lossy)."""
+    """Forward-pass runtime: ``auto`` (torch; ONNX Runtime for ``dtype`` ``int8`` on CPU),
+    ``torch`` or ``onnx`` (ONNX Runtime on CPU, extra ``m3kit[onnx]``; ``dtype`` ``fp32``
+    exact, ``int8`` lossy)."""
     onnx_cache_dir: str | None = None
     """Folder of ONNX exports (default ``~/.cache/m3kit/onnx`` or ``$M3KIT_CACHE/onnx``)."""
     max_length: int | None = Field(default=None, ge=2)

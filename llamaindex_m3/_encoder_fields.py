@@ -50,8 +50,8 @@ class M3CheckpointFields(BaseModel):
     )
     backend: EncoderBackend = Field(
         default=EncoderBackend.AUTO,
-        description="Forward-pass runtime: 'auto' (torch), 'torch' or 'onnx' (ONNX Runtime on "
-        "CPU, extra m3kit[onnx]).",
+        description="Forward-pass runtime: 'auto' (torch; ONNX Runtime for dtype 'int8' on "
+        "CPU), 'torch' or 'onnx' (ONNX Runtime on CPU, extra m3kit[onnx]).",
     )
     onnx_cache_dir: str | None = Field(
         default=None,

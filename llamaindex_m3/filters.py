@@ -6,12 +6,12 @@ Simple filters (equality and ``IN`` joined by ``AND``) become the store's mappin
 top-level ``doc_id`` / ``chunk_index`` the store writes for every chunk). Both forms are
 built from :mod:`m3kit.store.conditions`, so they mean the same on every backend.
 
-Keys are taken as LlamaIndex's own stores take them: literally (its metadata is flat, so
-``"file.name"`` is one key, not ``file`` -> ``name``), and ``doc_id``, ``ref_doc_id`` and
-``document_id`` name the node's document (:data:`DOCUMENT_KEYS`), as they do in
-``SimpleVectorStore`` and the stock Qdrant store, whatever the node's own metadata holds
-under those names. ``chunk_index`` matches the value a returned node shows
-(:data:`TOP_LEVEL_KEYS`).
+Keys are read as LlamaIndex's own stores read them. ``doc_id``, ``ref_doc_id`` and
+``document_id`` name the node's document (:data:`DOCUMENT_KEYS`), as in ``SimpleVectorStore``
+and the stock Qdrant store, whatever the node's own metadata holds under those names. A key
+with dots or brackets (``"file.name"``) is that flat key where the chunk has it (as
+``SimpleVectorStore`` reads it), else the path into nested metadata (as the stock Qdrant store
+reads it). ``chunk_index`` matches the value a returned node shows (:data:`TOP_LEVEL_KEYS`).
 
 Every filter becomes exactly one condition and every ``MetadataFilters`` one nested
 ``Filter``: ``AND`` -> ``must``, ``OR`` -> ``should``, ``NOT`` -> ``must_not`` (none of its
@@ -76,7 +76,7 @@ from typing import Any
 
 from m3kit.errors import missing_extra
 from m3kit.store import conditions as c
-from m3kit.store.schema import DOC_ID, flat_metadata_path
+from m3kit.store.schema import DOC_ID, flat_metadata_path, metadata_path
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -231,12 +231,19 @@ def _condition(f: MetadataFilter) -> models.Condition:
         )
     if f.key in DOCUMENT_KEYS:
         return build(DOC_ID, f)
+    mine = flat_metadata_path(f.key)
     if f.key in TOP_LEVEL_KEYS:  # the value hit_to_node shows: the user's key, else the field
-        mine = flat_metadata_path(f.key)
-        return models.Filter(
-            should=[
-                models.Filter(must=[c.not_(c.is_empty(mine)), build(mine, f)]),
-                models.Filter(must=[c.is_empty(mine), build(f.key, f)]),
-            ]
-        )
-    return build(flat_metadata_path(f.key), f)
+        other = f.key
+    else:  # a dotted key: the flat key where the chunk has it, else the nested path
+        try:
+            other = metadata_path(f.key)
+        except ValueError:  # an empty part ("a..b"): a flat key only
+            other = mine
+        if other == mine:
+            return build(mine, f)
+    return models.Filter(
+        should=[
+            models.Filter(must=[c.not_(c.is_empty(mine)), build(mine, f)]),
+            models.Filter(must=[c.is_empty(mine), build(other, f)]),
+        ]
+    )

@@ -203,9 +203,10 @@ def test_a_key_with_a_space_is_quoted(tiny_embedding: object, operator: FilterOp
 
 
 def test_keys_are_flat_and_document_keys_name_the_document(tiny_embedding: object) -> None:
-    """As in SimpleVectorStore: a key with a dot or brackets is one flat key (it was read as
-    a nested path: the wrong node, or none), and ref_doc_id / document_id name the node's
-    document (they matched nothing)."""
+    """As in LlamaIndex's stores: a key with a dot or brackets is the flat key where the node
+    has it (it was read only as a nested path: the wrong node, or none), else the nested path
+    (the stock Qdrant store's reading); ref_doc_id / document_id name the node's document (they
+    matched nothing)."""
     from llama_index.core import Document
     from llama_index.core.schema import NodeRelationship, TextNode
     from llama_index.core.vector_stores import SimpleVectorStore, VectorStoreQuery
@@ -214,7 +215,8 @@ def test_keys_are_flat_and_document_keys_name_the_document(tiny_embedding: objec
 
     meta = {
         "n1": ("docA", {"file.name": "a.txt", "x[]": "v", "Header 1": "Intro"}),
-        "n2": ("docB", {"file": {"name": "a.txt"}, "doc_id": "mine"}),
+        "n2": ("docB", {"file": {"name": "b.txt"}, "doc_id": "mine"}),
+        "n3": ("docB", {"file": {"name": "a.txt"}}),
     }
 
     def nodes(embedded: bool) -> list[TextNode]:
@@ -231,7 +233,6 @@ def test_keys_are_flat_and_document_keys_name_the_document(tiny_embedding: objec
     simple = SimpleVectorStore()
     simple.add(nodes(True))
     cases = [
-        ("file.name", "a.txt"),
         ("x[]", "v"),
         ("Header 1", "Intro"),
         *(
@@ -252,3 +253,7 @@ def test_keys_are_flat_and_document_keys_name_the_document(tiny_embedding: objec
                 ).ids
                 got = [n.node_id for n in store.get_nodes(filters=filters)]
                 assert sorted(got) == sorted(want), (key, op, value)
+        # a dotted key: the flat key of n1, else the nested paths of n2 and n3
+        for op, want in (("==", ["n1", "n3"]), ("!=", ["n2"])):
+            filters = _f(MetadataFilter(key="file.name", value="a.txt", operator=op))
+            assert sorted(n.node_id for n in store.get_nodes(filters=filters)) == want, op
