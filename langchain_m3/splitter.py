@@ -76,8 +76,9 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
     loaded model: ``M3LateChunkingSplitter.from_encoder(encoder, chunk_size=128)``.
     """
 
-    chunk_size: int = Field(default=256, ge=1)
-    """Token budget per chunk of the built-in sentence splitter."""
+    chunk_size: int | None = Field(default=None, ge=1)
+    """Token budget per chunk of the built-in sentence splitter (default: 256, or fewer when
+    the model's window holds fewer text tokens, ``m3kit.chunking.default_chunk_size``)."""
     window: int | None = Field(default=None, ge=3)
     """Most tokens per forward pass (default: ``2 * chunk_size + 2``, at most the encoder's
     ``max_length``). Smaller windows cost less (attention is quadratic)."""

@@ -233,7 +233,7 @@ def _refuse_nested(parser: NodeParser, nodes: Sequence[BaseNode]) -> None:
 def _build_chunker(
     encoder: M3Encoder,
     *,
-    chunk_size: int,
+    chunk_size: int | None,
     window: int | None,
     overlap: int | None,
     dense_pooling: DensePooling | None,
@@ -264,7 +264,12 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     :meth:`from_chunker`.
     """
 
-    chunk_size: int = Field(default=256, ge=1, description="Token budget per chunk.")
+    chunk_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Token budget per chunk (default: 256, or fewer when the model's window "
+        "holds fewer text tokens).",
+    )
     window: int | None = Field(
         default=None,
         ge=3,
@@ -324,7 +329,7 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         cls,
         encoder: M3Encoder,
         *,
-        chunk_size: int = 256,
+        chunk_size: int | None = None,
         window: int | None = None,
         overlap: int | None = None,
         dense_pooling: DensePooling | str | None = None,

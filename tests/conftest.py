@@ -84,7 +84,8 @@ def minilm_encoder(minilm_path: Path):  # type: ignore[no-untyped-def]
 def tiny_calibration():  # type: ignore[no-untyped-def]
     """A fusion calibration unlike every default (m3 0.1/0.7/0.2 with 7 candidates; dbsf, 9).
 
-    ``weights_digest`` is empty: :func:`calibrated_encoder` saves it with its weights' digest.
+    ``weights_digest`` is empty: :func:`calibrated_m3_path` saves it with its weights' digest
+    and its encoder's settings.
     """
     from m3kit.store import FusionCalibration, SearchSettings
 
@@ -99,16 +100,22 @@ def tiny_calibration():  # type: ignore[no-untyped-def]
 def calibrated_m3_path(
     tmp_path_factory: pytest.TempPathFactory, tiny_m3_path: Path, tiny_calibration: Any
 ) -> Path:
-    """A copy of the tiny checkpoint with ``tiny_calibration`` saved (``m3kit_search.json``)."""
+    """A copy of the tiny checkpoint with ``tiny_calibration`` saved (``m3kit_search.json``),
+    recorded for the checkpoint as it loads by default (as ``calibrate_fusion`` records it)."""
     import dataclasses
     import shutil
 
     from m3kit import M3Encoder
     from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.store.search_settings import calibrated_encoder_identity
 
     path = Path(shutil.copytree(tiny_m3_path, tmp_path_factory.mktemp("calibrated") / "model"))
-    digest = encoder_fingerprint(M3Encoder.from_pretrained(path, dtype="fp32")).weights
-    dataclasses.replace(tiny_calibration, weights_digest=digest).save(path)
+    fingerprint = encoder_fingerprint(M3Encoder.from_pretrained(path, dtype="fp32"))
+    dataclasses.replace(
+        tiny_calibration,
+        weights_digest=fingerprint.weights,
+        encoder_identity=calibrated_encoder_identity(fingerprint),
+    ).save(path)
     return path
 
 

@@ -70,7 +70,7 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from m3kit.chunk_spans import Span
-from m3kit.chunking import SpanPlanner, text_capacity
+from m3kit.chunking import SpanPlanner, default_chunk_size, text_capacity
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.late_config import (
     ChunkingConfig,
@@ -125,7 +125,9 @@ class LateChunker:
 
     Args:
         encoder: The encoder; chunks get the heads it has (dense only for dense checkpoints).
-        chunk_size: Token budget per chunk for the built-in sentence splitter.
+        chunk_size: Token budget per chunk for the built-in sentence splitter (default
+            :func:`~m3kit.chunking.default_chunk_size`: 256, or fewer when the model's window
+            holds fewer text tokens, e.g. 254 for all-MiniLM-L6-v2).
         splitter: Instead of the built-in splitter: a callable ``str -> [(start, end)]``, a
             LangChain ``TextSplitter`` or a LlamaIndex text splitter (anything with
             ``split_text``).
@@ -143,7 +145,7 @@ class LateChunker:
         self,
         encoder: M3Encoder,
         *,
-        chunk_size: int = 256,
+        chunk_size: int | None = None,
         splitter: Any = None,
         window: int | None = None,
         overlap: int | None = None,
@@ -152,8 +154,9 @@ class LateChunker:
         late_heads: Sequence[Head | str] | frozenset[Head] | None = None,
     ) -> None:
         self.encoder = encoder
+        size = default_chunk_size(encoder) if chunk_size is None else chunk_size
         self.config = ChunkingConfig(
-            chunk_size,
+            size,
             window,
             overlap,
             dense_pooling,  # type: ignore[arg-type]
@@ -161,14 +164,12 @@ class LateChunker:
             None if late_heads is None else parse_heads(late_heads),
         )
         # the same spans as NaiveChunker with these settings (m3kit.chunking)
-        self._planner = SpanPlanner(encoder, chunk_size=self.config.chunk_size, splitter=splitter)
+        self._planner = SpanPlanner(encoder, chunk_size=size, splitter=splitter)
         self._tokenizer = self._planner.tokenizer
         self._prefix, self._suffix = self._planner.prefix, self._planner.suffix
         specials = len(self._prefix) + len(self._suffix)
         self.window = (
-            window
-            if window is not None
-            else default_window(self.config.chunk_size, encoder.max_length, specials)
+            window if window is not None else default_window(size, encoder.max_length, specials)
         )
         if self.window > encoder.max_length:
             raise ValueError(
@@ -205,8 +206,8 @@ class LateChunker:
 
     @property
     def chunk_size(self) -> int:
-        """Token budget per chunk of the built-in splitter."""
-        return self.config.chunk_size
+        """Token budget per chunk of the built-in splitter (the default resolved)."""
+        return self._planner.chunk_size
 
     @property
     def dense_pooling(self) -> DensePooling:

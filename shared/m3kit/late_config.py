@@ -90,7 +90,9 @@ class ChunkingConfig:
 
     Attributes:
         chunk_size: Token budget per chunk for the built-in sentence splitter (special tokens
-            not counted). Ignored when a splitter is given.
+            not counted; default :func:`m3kit.chunking.default_chunk_size`: 256, or the
+            model's window if smaller). Ignored when a splitter is given. A
+            :class:`LateChunker`'s ``config`` holds the size it uses (the default resolved).
         window: Most tokens per forward pass, special tokens included (default
             :func:`default_window`: two chunks' worth, at most the encoder's ``max_length``).
         overlap: Text tokens shared by consecutive windows of a long document (default
@@ -104,7 +106,7 @@ class ChunkingConfig:
             (late) or ``"naive"``; ``None``: as ``late_heads`` says.
     """
 
-    chunk_size: int = 256
+    chunk_size: int | None = None
     window: int | None = None
     overlap: int | None = None
     dense_pooling: DensePooling | None = None
@@ -131,7 +133,7 @@ class ChunkingConfig:
                     f"dense_pooling={pooling.value!r} contradicts late_heads="
                     f"{sorted(h.value for h in self.late_heads)}; pass late_heads only"
                 )
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 token, got {self.chunk_size}")
         if self.window is not None and self.window < 3:
             raise ValueError(f"window must be >= 3 tokens (specials + text), got {self.window}")

@@ -126,8 +126,10 @@ def test_cli_mine_finetune_eval(
     assert "all heads: " in printed and "dense+sparse: " in printed
     saved = FusionCalibration.load(out)
     assert saved is not None and saved.queries == len(toy_examples)
+    assert saved.encoder_identity is not None  # measured on the checkpoint as it loads
     with M3Index.open(M3Encoder.from_pretrained(out), ":memory:") as index:
         assert index.calibration == saved and index.search_settings() == saved.all_heads
+        assert index.search_source == "calibrated"
     # finetune --validation calibrates right after training (new weights: a new calibration)
     argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(mined), "--output", str(out)]
     argv += ["--max-steps", "1", "--batch-size", "4", "--validation", str(data), "--quiet"]
@@ -135,6 +137,8 @@ def test_cli_mine_finetune_eval(
     again = FusionCalibration.load(out)
     assert again is not None and again.weights_digest != saved.weights_digest
     assert "saved to" in capsys.readouterr().out
+    with M3Index.open(M3Encoder.from_pretrained(out), ":memory:") as index:
+        assert (index.search_source, index.calibration) == ("calibrated", again)
 
 
 def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
@@ -200,6 +204,10 @@ def test_llamaindex_engine(
     # the validation set also calibrated the checkpoint's fusion (saved beside the weights)
     assert engine.calibration is not None
     assert FusionCalibration.load(result.path) == engine.calibration
+    assert engine.calibration.encoder_identity is not None
+    # measured on the checkpoint as it loads, so a default load searches with it
+    with M3Index.open(M3Encoder.from_pretrained(result.path), ":memory:") as index:
+        assert (index.search_source, index.calibration) == ("calibrated", engine.calibration)
     embed = engine.get_finetuned_model(dtype="fp32")
     assert type(embed).__name__ == "M3Embedding"
     assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32

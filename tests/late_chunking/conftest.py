@@ -23,6 +23,20 @@ TEXTS = {
     "whitespace": "  \n\n  Leading blanks.   \t Tabs\tand   spaces.\n\n\n\nParagraph  two .  \n  ",
 }
 
+_SHIPS = ["Aurora", "Bellwether", "Cormorant", "Dauntless", "Egret", "Falcon", "Gannet", "Heron"]
+#: About 600 words whose first sentence is longer than a 256-token model's window, so the
+#: sentence packer cuts it at exactly ``chunk_size`` tokens (a full chunk).
+LONG_TEXT = (
+    "The harbour log lists every ship that came in that year, "
+    + ", ".join(f"the {_SHIPS[i % 8]} with {i + 3} crew on day {7 * i + 2}" for i in range(36))
+    + ", and nothing else.\n\n"
+    + " ".join(
+        f"In week {i} the {_SHIPS[i % 8]} unloaded grain, timber and salt at the north quay "
+        "before the tide turned."
+        for i in range(18)
+    )
+)
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -82,6 +96,7 @@ class Helpers:
     """The helpers above, for test modules (``--import-mode=importlib`` cannot import conftest)."""
 
     texts = TEXTS
+    long_text = LONG_TEXT
     reference_states = staticmethod(reference_states)
     document_ids = staticmethod(document_ids)
     assert_tokens_partitioned = staticmethod(assert_tokens_partitioned)

@@ -130,3 +130,32 @@ def test_langchain_index_stores_late_chunks(tiny_encoder):  # type: ignore[no-un
     del second, result, carried
     gc.collect()
     assert carried_chunk(copy) is None
+
+
+def test_default_chunk_size_fits_a_256_token_model(minilm_encoder, minilm_path, h):  # type: ignore[no-untyped-def]
+    """all-MiniLM-L6-v2 (256 tokens a pass, every head from the chunk alone): the default
+    chunks hold at most its 254 text tokens, through the splitter and the stores alike."""
+    from langchain_m3 import M3Retriever, M3VectorStore
+
+    text = h.long_text  # its first sentence is cut at exactly chunk_size tokens
+    expected = [text[s:e] for s, e in LateChunker(minilm_encoder).spans([text])[0]]
+    assert len(expected) > 2
+    splitter = M3LateChunkingSplitter.from_encoder(minilm_encoder)
+    assert splitter.chunker.chunk_size == 254
+    docs = splitter.split_documents([Document(page_content=text)])
+    assert [d.page_content for d in docs] == expected and "".join(expected) == text
+    loaded = M3LateChunkingSplitter(model_name_or_path=str(minilm_path), dtype="fp32")
+    assert loaded.chunk_size is None  # as given; the chunker has the model's default
+    assert loaded.chunker.signature == splitter.chunker.signature
+    assert (
+        M3LateChunkingSplitter.from_encoder(minilm_encoder, chunk_size=64).chunker.chunk_size == 64
+    )
+    with pytest.raises(ValueError, match="chunk_size"):
+        M3LateChunkingSplitter.from_encoder(minilm_encoder, chunk_size=0)
+    with M3VectorStore.open(minilm_encoder, late_chunking=True) as store:
+        assert store.add_documents([Document(page_content=text, id="long")]) == ["long"]
+        assert [d.page_content for d in store.get_by_ids(["long"])] == expected
+        M3Retriever(index=store.index).add_documents(
+            [Document(page_content=text, id="again")], late_chunking=True
+        )
+        assert [d.page_content for d in store.get_by_ids(["again"])] == expected

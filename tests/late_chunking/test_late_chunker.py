@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from m3kit import Head, HeadNotComputedError, M3Encoder
-from m3kit.chunking import NaiveChunker
+from m3kit.chunking import NaiveChunker, as_chunker, default_chunk_size
 from m3kit.late_chunking import (
     ChunkingConfig,
     DensePooling,
@@ -321,16 +321,23 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     assert as_late_chunker(tiny_encoder, mine) is mine
     with pytest.raises(TypeError, match="late_chunking must be True, False or a LateChunker"):
         as_late_chunker(tiny_encoder, "yes")  # type: ignore[arg-type]
-    chunker = LateChunker(minilm_encoder)  # 2 * 256 + 2 > max_length 256
+    chunker = LateChunker(minilm_encoder)  # chunks of 254: what one pass of 256 holds
+    assert chunker.chunk_size == chunker.config.chunk_size == 254
     assert (chunker.window, chunker.capacity, chunker.overlap) == (256, 254, 31)
     assert chunker.signature == (
-        "LateChunker(splitter=sentences, chunk_size=256, window=256, overlap=31, "
+        "LateChunker(splitter=sentences, chunk_size=254, window=256, overlap=31, "
         "windows=centred, tokens=word-start, late_heads=none)"
     )
+    assert ChunkingConfig().chunk_size is None  # the chunker's default
     small = LateChunker(minilm_encoder, chunk_size=96)
     assert (small.window, small.capacity, small.overlap) == (194, 192, 24)
     m3 = LateChunker(tiny_encoder)  # BGE-M3 sizes: 2 * 256 + 2 of 8192
-    assert (m3.window, m3.capacity, m3.overlap) == (514, 512, 64)
+    assert (m3.chunk_size, m3.window, m3.capacity, m3.overlap) == (256, 514, 512, 64)
+    # unchanged since the default was a fixed 256: stored documents keep their version
+    assert m3.signature == (
+        "LateChunker(splitter=sentences, chunk_size=256, window=514, overlap=64, "
+        "windows=centred, tokens=word-start, late_heads=colbert+dense+sparse)"
+    )
     assert m3.late_heads == set(Head)  # multi-head: every head from the document pass
     assert m3.dense_pooling is DensePooling.MEAN
     assert m3.signature.endswith(
@@ -340,6 +347,33 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     assert other.signature != chunker.signature and "<lambda>" in other.signature
     same = LateChunker(minilm_encoder, chunk_size=64, splitter=lambda t: [(0, len(t))])
     assert same.signature == other.signature  # stable across instances (no object addresses)
+
+
+def test_default_chunks_fit_a_256_token_model(minilm_encoder, h):  # type: ignore[no-untyped-def]
+    """all-MiniLM-L6-v2 (max_length 256, every head encoded from the chunk alone by default):
+    the default chunks hold at most the 254 text tokens of one pass, a full chunk included."""
+    text = h.long_text  # its first sentence is cut at exactly chunk_size tokens
+    chunker = LateChunker(minilm_encoder)
+    assert chunker.chunk_size == default_chunk_size(minilm_encoder) == 254
+    chunks = chunker.chunk([text])[0]
+    assert len(chunks) > 2
+    h.assert_spans_exact(chunks, text, tiled=True)
+    h.assert_tokens_partitioned(chunks, len(h.document_ids(minilm_encoder, text)))
+    assert chunks[0].token_end - chunks[0].token_start == 1 + 254  # CLS + a full chunk
+    # nothing late on a dense-only model: exactly the naive chunks (which were 254 already)
+    naive = NaiveChunker(minilm_encoder).chunk([text])[0]
+    assert [(c.start, c.end) for c in chunks] == [(c.start, c.end) for c in naive]
+    for late, alone in zip(chunks, naive, strict=True):
+        np.testing.assert_allclose(late.dense, alone.dense, atol=1e-6)
+    # both defaults cut the same chunks, so they combine
+    both = as_chunker(minilm_encoder, chunking=True, late_chunking=chunker)
+    assert both is chunker
+    # an explicit size is used as given
+    explicit = LateChunker(minilm_encoder, chunk_size=256)
+    assert explicit.chunk_size == explicit.config.chunk_size == 256
+    with pytest.raises(ValueError, match="chunk 0 is 256 tokens, more than the model's 254"):
+        explicit.chunk([text])
+    assert len(LateChunker(minilm_encoder, chunk_size=100).chunk([text])[0]) > len(chunks)
 
 
 async def test_achunk_matches_chunk(tiny_encoder, h):  # type: ignore[no-untyped-def]

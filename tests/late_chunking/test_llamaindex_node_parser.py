@@ -179,6 +179,27 @@ def test_parser_loads_checkpoint_from_fields(tiny_m3_path):  # type: ignore[no-u
     assert len(nodes) > 2 and all(len(n.embedding or []) == 32 for n in nodes)
 
 
+def test_default_chunk_size_fits_a_256_token_model(minilm_encoder, minilm_path, h):  # type: ignore[no-untyped-def]
+    """all-MiniLM-L6-v2 (256 tokens a pass, every head from the chunk alone): the default
+    chunks hold at most its 254 text tokens."""
+    text = h.long_text  # its first sentence is cut at exactly chunk_size tokens
+    spans = LateChunker(minilm_encoder).spans([text])[0]
+    assert len(spans) > 2
+    parser = M3LateChunkingNodeParser.from_encoder(minilm_encoder)
+    assert parser.chunk_size == parser.chunker.chunk_size == 254
+    nodes = parser.get_nodes_from_documents([Document(text=text, id_="long")])
+    assert [(n.start_char_idx, n.end_char_idx) for n in nodes] == spans
+    assert "".join(n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes) == text
+    loaded = M3LateChunkingNodeParser(model_name=str(minilm_path), dtype="fp32")
+    assert loaded.chunk_size is None  # as given; the chunker has the model's default
+    assert loaded.chunker.signature == parser.chunker.signature
+    again = loaded.get_nodes_from_documents([Document(text=text, id_="long")])
+    assert [(n.start_char_idx, n.end_char_idx) for n in again] == spans
+    assert M3LateChunkingNodeParser.from_encoder(minilm_encoder, chunk_size=64).chunk_size == 64
+    with pytest.raises(ValueError, match="chunk_size"):
+        M3LateChunkingNodeParser(model_name=str(minilm_path), chunk_size=0)
+
+
 def test_chunk_records_recipe_leaves_no_stale_chunk(tiny_encoder):  # type: ignore[no-untyped-def]
     """The docstring's recipe: an edited document with fewer chunks replaces the old chunks."""
     from qdrant_client import models

@@ -33,7 +33,11 @@ from m3kit.outputs import Head, M3Output
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import ChunkRecord, Fusion, output_row
 from m3kit.store.schema import point_id
-from m3kit.store.search_settings import FusionCalibration, SearchSettings
+from m3kit.store.search_settings import (
+    FusionCalibration,
+    SearchSettings,
+    calibrated_encoder_identity,
+)
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -200,7 +204,9 @@ def calibrate_fusion(
     it beats RRF (the built-in default, tried first) by at least ``min_gain``, else RRF is.
 
     Args:
-        encoder: The model (every head it has is used).
+        encoder: The model (every head it has is used). Its weights and the settings that
+            decide its scores (pooling, ``max_length``, query instruction... as loaded) are
+            recorded: the calibration serves this model loaded the same way only.
         corpus: ``{doc_id: text}`` validation passages (not the evaluation set).
         queries: ``{query_id: text}`` validation queries.
         qrels: ``{query_id: {doc_id: grade}}``.
@@ -257,12 +263,14 @@ def calibrate_fusion(
             dense_sparse = _best(measured, min_gain)[0]
         elif not colbert:  # dense only: nothing to fuse or rerank
             dense_sparse = SearchSettings(rerank=False, candidates=candidates)
+        fingerprint = encoder_fingerprint(encoder)
         calibration = FusionCalibration(
             all_heads=all_heads,
             dense_sparse=dense_sparse,
-            weights_digest=encoder_fingerprint(encoder).weights,
+            weights_digest=fingerprint.weights,
             queries=len(task.qids),
             scores=scores,
+            encoder_identity=calibrated_encoder_identity(fingerprint),
         )
     logger.info(
         "calibrated on %d queries: all heads %s; dense+sparse %s",
@@ -288,8 +296,11 @@ def calibrate_checkpoint(
 ) -> FusionCalibration:
     """Calibrate the checkpoint in ``folder`` and save it there (``m3kit_search.json``).
 
-    From then on ``M3Index`` (so both retrievers, both vector stores and ``m3kit search``)
-    ranks with it unless told otherwise. Arguments as :func:`calibrate_fusion`.
+    The model is loaded as it loads by default (the pooling, ``max_length`` and query
+    instruction the checkpoint records), and from then on ``M3Index`` (so both retrievers, both
+    vector stores and ``m3kit search``) ranks with the calibration whenever the checkpoint is
+    loaded that way, unless told otherwise. Arguments as :func:`calibrate_fusion`
+    (``max_length`` truncates the validation texts only).
 
     Raises:
         ValueError: ``folder`` is not a local checkpoint folder.

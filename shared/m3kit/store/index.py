@@ -78,7 +78,7 @@ class M3Index(IndexSearch):
                 from the stored texts (resumable; point count unchanged).
             show_progress: tqdm bar for a reindex (default: on for more than one group).
             search: Default ranking of :meth:`search` (what a call leaves out); default: the
-                checkpoint's calibration (``m3kit_search.json``, see
+                checkpoint's calibration (``m3kit_search.json`` measured on this encoder, see
                 :mod:`m3kit.store.search_settings`) when it has one, else RRF with ColBERT
                 rerank.
 
@@ -95,9 +95,10 @@ class M3Index(IndexSearch):
         self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
         store.writer_id = self.fingerprint.identity
         info = getattr(encoder, "info", None)
-        #: The checkpoint's own search calibration (``None``: it has none for these weights).
+        #: The checkpoint's own search calibration (``None``: it has none for this encoder:
+        #: these weights loaded with these settings).
         self.calibration = FusionCalibration.for_encoder(
-            getattr(info, "path", None), self.fingerprint.weights
+            getattr(info, "path", None), self.fingerprint
         )
         if search is not None and not isinstance(search, SearchSettings):
             raise TypeError(f"search must be a SearchSettings, not {type(search).__name__}")

@@ -8,8 +8,11 @@ from the index's defaults, which come from the checkpoint's calibration when it 
 :class:`FusionCalibration` is that calibration: the best settings measured on a validation
 set (see :func:`m3kit.store.calibration.calibrate_fusion`), one for a collection with ColBERT
 vectors and one for dense + sparse alone, saved beside the weights as ``m3kit_search.json``
-with the digest of the weights it was measured on (a file left beside other weights is
-ignored with a warning).
+with the digest of the weights it was measured on and the encoder's other settings that
+decide its scores (tokenizer, pooling, ``max_length``, query instruction, heads, sizes and
+``config.json``'s architecture, :data:`CALIBRATED_ENCODER_FIELDS`). A file left beside other
+weights, or opened with the same weights loaded otherwise (``pooling="mean"``, another query
+instruction or ``max_length``), is ignored with a warning naming what differs.
 
 >>> s = SearchSettings(fusion="m3", weights=(0.5, 0.2, 0.3))
 >>> s.fusion, s.weights
@@ -31,21 +34,66 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from m3kit.checkpoint import SEARCH_FILE
+from m3kit.fingerprint import EncoderFingerprint
 from m3kit.outputs import Head
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 from m3kit.store.records import Fusion
 
 __all__ = [
     "BGE_M3_PUBLISHED",
+    "CALIBRATED_ENCODER_FIELDS",
     "SEARCH_FILE",
     "FusionCalibration",
     "SearchSettings",
+    "calibrated_encoder_identity",
     "is_bge_m3_architecture",
 ]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
+
+#: What besides the weights decides the scores a calibration was measured on: the
+#: :class:`~m3kit.fingerprint.EncoderFingerprint` identity fields other than ``weights``.
+CALIBRATED_ENCODER_FIELDS = tuple(f for f in EncoderFingerprint.IDENTITY_FIELDS if f != "weights")
+
+
+def calibrated_encoder_identity(fingerprint: EncoderFingerprint) -> dict[str, Any]:
+    """The :data:`CALIBRATED_ENCODER_FIELDS` of ``fingerprint`` as plain JSON values (what a
+    calibration records as :attr:`FusionCalibration.encoder_identity`)."""
+    return _plain({f: getattr(fingerprint, f) for f in CALIBRATED_ENCODER_FIELDS})
+
+
+def _plain(value: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON types only (tuples as lists), so a recorded identity equals itself once loaded."""
+    out: dict[str, Any] = json.loads(json.dumps(dict(value)))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _difference(name: str, then: Any, now: Any) -> str:
+    """One difference for a warning; the architecture (a JSON object) by the keys that differ.
+
+    >>> _difference("pooling", "cls", "mean")
+    "pooling 'cls' calibrated, 'mean' now"
+    >>> _difference("architecture", '{"a":1,"b":2}', '{"a":1,"b":3}')
+    'architecture b 2 calibrated, 3 now'
+    """
+    if name == "architecture" and isinstance(then, str) and isinstance(now, str):
+        try:
+            old, new = json.loads(then), json.loads(now)
+        except ValueError:
+            old = new = None
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            return f"{name} " + ", ".join(
+                f"{k} {_short(old.get(k))} calibrated, {_short(new.get(k))} now" for k in keys
+            )
+    return f"{name} {_short(then)} calibrated, {_short(now)} now"
 
 
 def _weights(value: Sequence[float]) -> tuple[float, float, float]:
@@ -218,6 +266,11 @@ class FusionCalibration:
         metric: The metric maximised (``"ndcg@10"``).
         queries: Validation queries it was measured on.
         scores: ``{candidate description: metric}`` of every setting tried (for reports).
+        encoder_identity: The encoder's other settings that decide its scores
+            (:func:`calibrated_encoder_identity`: tokenizer, pooling, ``max_length``, query
+            instruction, heads, sizes, architecture) as it was measured; the calibration is
+            used only for an encoder that has them too. ``None`` in a file written before
+            m3kit recorded them: matched on the weights alone.
     """
 
     all_heads: SearchSettings | None
@@ -226,6 +279,7 @@ class FusionCalibration:
     metric: str = "ndcg@10"
     queries: int = 0
     scores: Mapping[str, float] = field(default_factory=dict)
+    encoder_identity: Mapping[str, Any] | None = None
 
     def settings_for(self, heads: frozenset[Head], rerank: bool | None = None) -> SearchSettings:
         """The calibrated settings for a collection holding ``heads`` (and a rerank choice).
@@ -246,6 +300,33 @@ class FusionCalibration:
     def __post_init__(self) -> None:
         if self.all_heads is None and self.dense_sparse is None:
             raise ValueError("a calibration needs settings for at least one set of heads")
+        if self.encoder_identity is not None:
+            if not isinstance(self.encoder_identity, Mapping):
+                raise TypeError(
+                    f"encoder_identity must be a mapping, not {type(self.encoder_identity)}"
+                )
+            object.__setattr__(self, "encoder_identity", _plain(self.encoder_identity))
+
+    def encoder_differences(self, fingerprint: EncoderFingerprint) -> list[tuple[str, Any, Any]]:
+        """``(field, value calibrated on, value of fingerprint)`` for every setting in
+        :attr:`encoder_identity` that ``fingerprint`` does not share (the weights aside).
+
+        Empty when nothing was recorded (an older file), and ``architecture`` is compared only
+        when both have it (as :meth:`EncoderFingerprint.differences` does).
+        """
+        if self.encoder_identity is None:
+            return []
+        now = calibrated_encoder_identity(fingerprint)
+        out = []
+        for name in CALIBRATED_ENCODER_FIELDS:
+            if name not in self.encoder_identity:
+                continue
+            then = self.encoder_identity[name]
+            if name == "architecture" and (then is None or now[name] is None):
+                continue
+            if then != now[name]:
+                out.append((name, then, now[name]))
+        return out
 
     def save(self, folder: str | Path) -> Path:
         """Write ``m3kit_search.json`` into the checkpoint folder ``folder``."""
@@ -258,6 +339,9 @@ class FusionCalibration:
             "all_heads": None if self.all_heads is None else self.all_heads.to_dict(),
             "dense_sparse": None if self.dense_sparse is None else self.dense_sparse.to_dict(),
             "scores": dict(self.scores),
+            "encoder_identity": (
+                None if self.encoder_identity is None else dict(self.encoder_identity)
+            ),
         }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -291,6 +375,7 @@ class FusionCalibration:
                 metric=str(data.get("metric", "ndcg@10")),
                 queries=int(data.get("queries", 0)),
                 scores={str(k): float(v) for k, v in dict(data.get("scores", {})).items()},
+                encoder_identity=data.get("encoder_identity"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
@@ -300,25 +385,39 @@ class FusionCalibration:
 
     @classmethod
     def for_encoder(
-        cls, folder: str | Path | None, weights_digest: str
+        cls, folder: str | Path | None, fingerprint: EncoderFingerprint
     ) -> FusionCalibration | None:
-        """The calibration of the checkpoint in ``folder`` if it was measured on these weights.
+        """The calibration of the checkpoint in ``folder`` if it was measured on this encoder:
+        the same weights, and the same :attr:`encoder_identity` when the file records one.
 
-        A calibration measured on other weights (a folder whose weights were replaced) is
-        ignored with a warning naming the file.
+        A calibration measured on other weights (a folder whose weights were replaced), or on
+        these weights loaded with other settings (another pooling, query instruction,
+        ``max_length``, an edited ``config.json``...: other score scales), is ignored with a
+        warning naming the file and what differs; the search then has the defaults of a model
+        without a calibration.
         """
         if folder is None:
             return None
         calibration = cls.load(folder)
         if calibration is None:
             return None
-        if calibration.weights_digest != weights_digest:
+        if calibration.weights_digest != fingerprint.weights:
             logger.warning(
                 "%s was calibrated on other weights (%s, these are %s): ignored; calibrate "
                 "again for these weights",
                 Path(folder) / SEARCH_FILE,
                 calibration.weights_digest[:24],
-                weights_digest[:24],
+                fingerprint.weights[:24],
+            )
+            return None
+        differences = calibration.encoder_differences(fingerprint)
+        if differences:
+            logger.warning(
+                "%s was calibrated on these weights loaded with other settings (%s): ignored, "
+                "so searches use the defaults of a model without a calibration; load the model "
+                "as calibrated, or calibrate again with these settings",
+                Path(folder) / SEARCH_FILE,
+                "; ".join(_difference(*d) for d in differences),
             )
             return None
         return calibration
