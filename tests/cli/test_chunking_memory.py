@@ -42,13 +42,21 @@ def _chunkings(store: Path, model: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
-def test_later_runs_chunk_as_the_last_flags_said(
-    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _indexed_late(
+    tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, Path]:
+    """A folder with a.md, indexed with --late-chunking --chunk-size 16: (docs, store)."""
     docs, store = tmp_path / "docs", tmp_path / "store"
     docs.mkdir()
     (docs / "a.md").write_text(TEXT, encoding="utf-8")
-    _run(capsys, store, tiny_m3_path, docs, "--late-chunking", "--chunk-size", "16")
+    _run(capsys, store, model, docs, "--late-chunking", "--chunk-size", "16")
+    return docs, store
+
+
+def test_later_runs_chunk_as_the_last_flags_said(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs, store = _indexed_late(tmp_path, tiny_m3_path, capsys)
     late = _chunkings(store, tiny_m3_path)
     assert late["a.md"][0] == "late" and late["a.md"][1] > 3
 
@@ -80,10 +88,7 @@ def test_the_remembered_flags_survive_a_reindex(
     """The encoder record is rewritten on a reindex; the chunking kept beside it stays."""
     from tests.reliability.killing import perturbed_checkpoint
 
-    docs, store = tmp_path / "docs", tmp_path / "store"
-    docs.mkdir()
-    (docs / "a.md").write_text(TEXT, encoding="utf-8")
-    _run(capsys, store, tiny_m3_path, docs, "--late-chunking", "--chunk-size", "16")
+    docs, store = _indexed_late(tmp_path, tiny_m3_path, capsys)
     other = perturbed_checkpoint(tiny_m3_path, tmp_path / "other")
     _run(capsys, store, other, "--reindex")
     (docs / "b.md").write_text(TEXT.replace("rivers", "lakes"), encoding="utf-8")
