@@ -331,7 +331,8 @@ def index_with_ray(
         },
         batch_size=docs_per_batch,
         batch_format="numpy",
-        concurrency=num_actors,
+        # a fixed pool of num_actors actors (``concurrency=`` is deprecated since Ray 2.51)
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
     )
