@@ -76,7 +76,7 @@ from typing import Any
 
 from m3kit.errors import missing_extra
 from m3kit.store import conditions as c
-from m3kit.store.schema import DOC_ID, flat_metadata_path, metadata_path
+from m3kit.store.schema import DOC_ID, flat_metadata_path, is_plain_key, metadata_path
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -135,7 +135,7 @@ def _as_mapping(filters: MetadataFilters) -> dict[str, Any] | None:
             not isinstance(f, MetadataFilter)
             or f.key in TOP_LEVEL_KEYS | DOCUMENT_KEYS
             or f.key in out
-            or flat_metadata_path(f.key) != f"metadata.{f.key}"  # the mapping form nests dots
+            or not is_plain_key(f.key)  # the mapping form nests dots
         ):
             return None
         if f.operator is FilterOperator.EQ and not isinstance(f.value, list | type(None)):

@@ -259,7 +259,8 @@ def _run_index(args: argparse.Namespace) -> int:
 
     check_scale_arguments(args)
     storage = cli_open.storage(args)
-    chunking = _index_chunking(args, storage)
+    record = cli_open.collection_record(args, storage)
+    chunking = _index_chunking(args, record)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     # read everything first: bad input fails before loading
@@ -268,7 +269,7 @@ def _run_index(args: argparse.Namespace) -> int:
     docs = read.documents
     if paths and not docs and not read.empty:
         raise ValueError("no text to index (every document is empty)")
-    encoder = cli_open.load_encoder(args, storage)
+    encoder = cli_open.load_encoder(args, storage, record)
     chunker = _chunker(
         encoder, args.chunk_size, args.window, late=args.late_chunking, late_heads=args.late_heads
     )
@@ -354,9 +355,10 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _index_chunking(args: argparse.Namespace, storage: dict[str, Any]) -> IndexChunking:
-    """The chunking flags given, else those the collection remembers; set on ``args``."""
-    remembered = IndexChunking.from_record(cli_open.collection_record(args, storage))
+def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexChunking:
+    """The chunking flags given, else those the collection's ``record`` remembers; set on
+    ``args``."""
+    remembered = IndexChunking.from_record(record)
     chunking = IndexChunking.resolve(
         args.late_chunking, args.chunk_size, args.window, args.late_heads, remembered
     )

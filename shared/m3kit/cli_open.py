@@ -36,13 +36,18 @@ DEFAULT_PATH = Path(".m3kit")
 DEFAULT_COLLECTION = "m3kit"
 
 
-def load_encoder(args: argparse.Namespace, storage: dict[str, Any]) -> M3Encoder:
-    """``--model``, else the model (and max length) the collection records, else the default."""
+def load_encoder(
+    args: argparse.Namespace, storage: dict[str, Any], record: dict[str, Any] | None = None
+) -> M3Encoder:
+    """``--model``, else the model (and max length) the collection records, else the default.
+
+    ``record``: the collection's record when the caller has read it already (one read).
+    """
     from m3kit.encoder import M3Encoder
 
     model, max_length = args.model, args.max_length
     if model is None:
-        stored = collection_model(args, storage)
+        stored = collection_model(args, storage, record)
         if stored is not None:
             model = stored.model
             max_length = max_length or stored.max_length
@@ -80,18 +85,24 @@ def collection_record(args: argparse.Namespace, storage: dict[str, Any]) -> dict
         return {}
 
 
-def collection_model(args: argparse.Namespace, storage: dict[str, Any]) -> Any:
+def collection_model(
+    args: argparse.Namespace, storage: dict[str, Any], record: dict[str, Any] | None = None
+) -> Any:
     """The fingerprint the collection records (``None``: no collection or no record yet).
+
+    ``record``: the collection's record when already read (else it is read here).
 
     Raises:
         ValueError: The recorded model folder is gone, or it was a model built in memory.
     """
     from m3kit.fingerprint import EncoderFingerprint
 
-    record = collection_record(args, storage).get("fingerprint")
     if record is None:
+        record = collection_record(args, storage)
+    fingerprint = record.get("fingerprint")
+    if fingerprint is None:
         return None
-    stored = EncoderFingerprint.from_dict(record)
+    stored = EncoderFingerprint.from_dict(fingerprint)
     if stored.model is None or not Path(stored.model).is_dir():
         what = "a model built in memory" if stored.model is None else f"the model {stored.model}"
         gone = "" if stored.model is None else ", which no longer exists"

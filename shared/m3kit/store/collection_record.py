@@ -56,7 +56,6 @@ __all__ = [
     "FORMAT",
     "check_collection",
     "reindex_collection",
-    "stored_fingerprint",
     "stored_record",
 ]
 
@@ -386,24 +385,6 @@ class _StoredSpans:
 
 
 # -- reading without an encoder ---------------------------------------------------------------
-def stored_fingerprint(
-    location: str | os.PathLike[str] | None,
-    *,
-    collection: str,
-    url: str | None = None,
-    api_key: str | None = None,
-    backend: Backend | str | None = None,
-) -> EncoderFingerprint | None:
-    """The fingerprint a collection records, read without an encoder (``None``: no record).
-
-    Raises:
-        CollectionNotFoundError: There is no such collection.
-    """
-    meta = stored_record(location, collection=collection, url=url, api_key=api_key, backend=backend)
-    stored = meta.get(_FINGERPRINT)
-    return EncoderFingerprint.from_dict(stored) if stored is not None else None
-
-
 def stored_record(
     location: str | os.PathLike[str] | None,
     *,

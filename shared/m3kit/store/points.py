@@ -189,18 +189,16 @@ class WriteBatches:
     >>> b = WriteBatches.of(list("aabbbccccc"), list(range(10)), size=4)
     >>> b.batches
     ((0, 1), (2, 3, 4), (5, 6, 7, 8), (9,))
-    >>> b.written_documents(3), b.started_documents(3)
-    (['a', 'b'], ['a', 'b', 'c'])
+    >>> b.started_documents(3)
+    ['a', 'b', 'c']
 
     Attributes:
         batches: The requests, in writing order.
         first_batch: ``doc_id -> index`` of the request holding its first point.
-        last_batch: ``doc_id -> index`` of the request holding its last point.
     """
 
     batches: tuple[tuple[Any, ...], ...]
     first_batch: Mapping[str, int]
-    last_batch: Mapping[str, int]
 
     @classmethod
     def of(cls, doc_ids: Sequence[str], points: Sequence[Any], size: int) -> WriteBatches:
@@ -213,7 +211,6 @@ class WriteBatches:
         batches: list[tuple[Any, ...]] = []
         current: list[Any] = []
         first: dict[str, int] = {}
-        last: dict[str, int] = {}
         for doc_id, doc_points in by_doc.items():
             if current and len(current) + len(doc_points) > size:
                 batches.append(tuple(current))
@@ -224,14 +221,9 @@ class WriteBatches:
                 if len(current) == size:
                     batches.append(tuple(current))
                     current = []
-            last[doc_id] = len(batches) if current else len(batches) - 1
         if current:
             batches.append(tuple(current))
-        return cls(tuple(batches), first, last)
-
-    def written_documents(self, done: int) -> list[str]:
-        """Documents whose every point is in the first ``done`` requests."""
-        return [doc_id for doc_id, i in self.last_batch.items() if i < done]
+        return cls(tuple(batches), first)
 
     def started_documents(self, done: int) -> list[str]:
         """Documents with a point in the first ``done`` requests: wholly written, or (larger

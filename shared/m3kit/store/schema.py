@@ -44,6 +44,7 @@ __all__ = [
     "VectorSpec",
     "check_schema",
     "flat_metadata_path",
+    "is_plain_key",
     "metadata_path",
     "payload_index_fields",
     "point_id",
@@ -234,6 +235,15 @@ def metadata_path(key: str) -> str:
 _FLAT_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 
 
+def is_plain_key(key: str) -> bool:
+    """Whether a metadata ``key`` is one path part as it is (no dots, brackets or spaces).
+
+    >>> is_plain_key("lang"), is_plain_key("file.name"), is_plain_key("")
+    (True, False, False)
+    """
+    return _FLAT_KEY.fullmatch(key) is not None
+
+
 def flat_metadata_path(key: str) -> str:
     """The payload path of a flat metadata ``key``, taken literally: a key with dots,
     brackets or spaces is quoted whole (LlamaIndex metadata is flat: ``"file.name"`` is one
@@ -250,7 +260,7 @@ def flat_metadata_path(key: str) -> str:
             f"metadata key {key!r} cannot be addressed in Qdrant (empty, or a double quote); "
             "use a qdrant_client models.Filter with the path you mean"
         )
-    return f"{METADATA}.{key}" if _FLAT_KEY.fullmatch(key) else f'{METADATA}."{key}"'
+    return f"{METADATA}.{key}" if is_plain_key(key) else f'{METADATA}."{key}"'
 
 
 def payload_index_fields(
