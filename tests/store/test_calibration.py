@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 from pathlib import Path
 
@@ -147,6 +148,28 @@ def test_calibration_round_trips_and_is_the_default(
     # new weights saved into the folder remove the stale calibration
     enc.model.save(model_dir, enc.tokenizer)
     assert not (model_dir / SEARCH_FILE).exists()
+
+
+def test_each_cut_off_scores_a_search_that_deep(encoder: M3Encoder) -> None:
+    """A deeper cut-off fetches more candidates per retriever, which changes the fusion and
+    the rerank pool; it must not change the @10 metrics of the same report."""
+    rnd = random.Random(0)
+    words = " ".join(TEXTS).split()
+    corpus = {f"p{i:03d}": " ".join(rnd.sample(words, 8)) for i in range(160)}
+    queries = {f"q{i}": " ".join(rnd.sample(words, 4)) for i in range(12)}
+    qrels = {q: {rnd.choice(list(corpus)): 1.0 for _ in range(3)} for q in queries}
+    for settings in (
+        SearchSettings(fusion=Fusion.RRF, rerank=True),
+        SearchSettings(fusion=Fusion.RRF, rerank=False),
+        SearchSettings(fusion=Fusion.DBSF, rerank=False),
+    ):
+        alone = evaluate_search(encoder, corpus, queries, qrels, settings, ks=(10,))
+        report = evaluate_search(encoder, corpus, queries, qrels, settings, ks=(1, 10, 100))
+        for name in ("ndcg@10", "mrr@10", "hit@10", "recall@10"):
+            assert report[name] == alone[name], (settings.describe(), name)
+        assert list(report) == [
+            f"{m}@{k}" for k in (1, 10, 100) for m in ("ndcg", "mrr", "hit", "recall")
+        ] + ["queries"]
 
 
 def _as_kwargs(s: SearchSettings) -> dict[str, object]:

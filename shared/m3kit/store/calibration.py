@@ -370,9 +370,12 @@ def evaluate_search(
 ) -> dict[str, float]:
     """Retrieval metrics of one ranking through the store (what a search returns).
 
-    Hits are fetched ``max(ks)`` deep with the candidate budget of a ``k=10`` search (unless
-    ``settings.candidates`` says otherwise), so the top 10 equal a ``k=10`` search's.
-    ``rerank=None`` means ColBERT rerank when the encoder has a ColBERT head.
+    Each cut-off ``k`` scores what a search ``k`` deep returns, with the candidate budget of
+    a ``k=10`` search (unless ``settings.candidates`` says otherwise; at least ``k``
+    candidates per retriever): the cut-offs within the budget share one search, each deeper
+    one gets its own (fetching more candidates changes the fusion and the rerank pool, so a
+    deeper search's top 10 is not a ``k=10`` search's). ``rerank=None`` means ColBERT rerank
+    when the encoder has a ColBERT head.
     """
     return evaluate_searches(
         encoder,
@@ -399,11 +402,32 @@ def evaluate_searches(
 ) -> dict[str, dict[str, float]]:
     """:func:`evaluate_search` of several rankings, ``{label: metrics}``; the corpus and the
     queries are encoded and stored once for all of them."""
-    cutoffs = tuple(ks)
+    cutoffs = sorted({int(k) for k in ks})
+    if not cutoffs:
+        raise ValueError("give at least one cut-off k")
     out: dict[str, dict[str, float]] = {}
     with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
         for label, one in settings.items():
             budget = one.candidates or QueryOptions().candidates(_K)
-            run = _run(task, one, max(cutoffs), budget)
-            out[label] = evaluate_rankings(run, task.qrels, cutoffs)
+            metrics: dict[str, float] = {}
+            for depth, group in _search_depths(cutoffs, budget).items():
+                run = _run(task, one, depth, budget)
+                metrics.update(evaluate_rankings(run, task.qrels, group))
+            metrics["queries"] = metrics.pop("queries")  # last, as evaluate_rankings has it
+            out[label] = metrics
     return out
+
+
+def _search_depths(cutoffs: Sequence[int], budget: int) -> dict[int, list[int]]:
+    """``{search depth: cut-offs it scores}``: one search for the cut-offs within the
+    candidate ``budget`` (their top ``k`` is a ``k``-deep search's), one per deeper cut-off.
+
+    >>> _search_depths([1, 5, 10, 100], 50)
+    {10: [1, 5, 10], 100: [100]}
+    >>> _search_depths([60, 200], 50)
+    {60: [60], 200: [200]}
+    """
+    within = [k for k in cutoffs if k <= budget]
+    depths: dict[int, list[int]] = {max(within): within} if within else {}
+    depths.update({k: [k] for k in cutoffs if k > budget})
+    return depths
