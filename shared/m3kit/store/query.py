@@ -222,8 +222,12 @@ def _ties_by_id(hits: list[RawHit]) -> list[RawHit]:
 
     Qdrant orders equal scores by its internal point order, which depends on write order and,
     in the embedded engine, differs between processes: RRF gives exactly equal scores to a
-    point ranked (1, 2) and one ranked (2, 1). Ordering them by id makes a query's answer a
-    function of the collection's contents alone (the ``m3`` plan does the same).
+    point ranked (1, 2) and one ranked (2, 1). Ordering them by id makes the final order of
+    equal fused scores a function of the collection's contents (the ``m3`` plan does the
+    same). Ties *inside* one retriever's candidate list stay the engine's: two identical
+    chunks (same vectors) take adjacent ranks in the engine's order there, so RRF gives them
+    slightly different scores, and a candidate budget that cuts between them keeps the one the
+    engine put first; which copy ranks first can differ between backends and write orders.
 
     >>> hits = [RawHit("b", 0.5), RawHit("c", 0.7), RawHit("a", 0.5)]
     >>> [h.id for h in _ties_by_id(hits)]
