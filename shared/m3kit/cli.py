@@ -259,16 +259,19 @@ def _run_index(args: argparse.Namespace) -> int:
 
     check_scale_arguments(args)
     storage = cli_open.storage(args)
-    record = cli_open.collection_record(args, storage)
-    chunking = _index_chunking(args, record)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
+    if not args.paths and _chunking_flags(args):
+        raise ValueError(
+            f"{', '.join(_chunking_flags(args))} need the files or folders to chunk: --reindex "
+            "alone re-encodes each stored document's chunks as they are"
+        )
+    record = cli_open.collection_record(args, storage)
+    chunking = _index_chunking(args, record)
     # read everything first: bad input fails before loading
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
     read = read_sources(paths) if paths else SourceRead([], [])
-    docs = read.documents
-    if paths and not docs and not read.empty:
-        raise ValueError("no text to index (every document is empty)")
+    docs = read.documents  # none (every file emptied) still cleans up below
     encoder = cli_open.load_encoder(args, storage, record)
     chunker = _chunker(
         encoder, args.chunk_size, args.window, late=args.late_chunking, late_heads=args.late_heads
@@ -276,6 +279,8 @@ def _run_index(args: argparse.Namespace) -> int:
     index = cli_open.open_index(encoder, args, storage)
     try:
         before = index.count()
+        if args.paths:  # before writing: a run cut short still chunks the next one this way
+            chunking.remember(index.store)
         if not docs:
             pass  # only emptied documents: nothing to write, their old versions go below
         elif args.ray is not None:
@@ -290,8 +295,6 @@ def _run_index(args: argparse.Namespace) -> int:
             )
         if read.empty:  # an emptied file (or row): its stored version is no longer its text
             index.delete(read.empty)
-        if args.paths:
-            chunking.remember(index.store)
         cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
         after = index.count()
     finally:
@@ -355,6 +358,17 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _chunking_flags(args: argparse.Namespace) -> list[str]:
+    """The chunking flags given on the command line (before the remembered ones fill in)."""
+    given = {
+        "--late-chunking/--no-late-chunking": args.late_chunking,
+        "--chunk-size": args.chunk_size,
+        "--window": args.window,
+        "--late-heads": args.late_heads,
+    }
+    return [flag for flag, value in given.items() if value is not None]
+
+
 def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexChunking:
     """The chunking flags given, else those the collection's ``record`` remembers; set on
     ``args``."""

@@ -16,10 +16,13 @@ __all__ = ["iter_json_rows", "open_text", "parse_json_rows"]
 
 
 def open_text(path: Path, mode: str = "r") -> IO[str]:
-    """Open a UTF-8 text file; ``.gz`` files are (de)compressed transparently."""
+    """Open a UTF-8 text file; ``.gz`` files are (de)compressed transparently. Reading
+    skips a byte order mark (``utf-8-sig``: editors on Windows write one); writing writes none.
+    """
+    encoding = "utf-8-sig" if "r" in mode else "utf-8"
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return path.open(mode, encoding="utf-8")
+        return gzip.open(path, mode + "t", encoding=encoding)  # type: ignore[return-value]
+    return path.open(mode, encoding=encoding)
 
 
 def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int, dict[str, Any]]]:

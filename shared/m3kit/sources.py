@@ -155,7 +155,7 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                     f"{raw}: unsupported file type {path.suffix or '(none)'!r}; "
                     f"m3kit reads {', '.join(SUPPORTED_SUFFIXES)}"
                 )
-            found.append(path.resolve())
+            found.append(_file_path(path))
             continue
         inside = folder_files(path)
         if not inside:
@@ -165,12 +165,26 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted."""
+    """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted.
+
+    A file is named by its path inside the (resolved) folder, also when it is a link: the
+    link is the document, so re-pointing or removing it updates or prunes that document. A
+    link to a folder is not followed (a warning names it): give its target as a path.
+    """
     return sorted(
-        p.resolve()
-        for p in _walk(Path(folder).expanduser())
+        p
+        for p in _walk(Path(folder).expanduser().resolve())
         if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
     )
+
+
+def _file_path(path: Path) -> Path:
+    """A file's absolute path: its folder resolved, its own name kept (a link stays the link).
+
+    >>> _file_path(Path("/a/./b/../c.md"))
+    PosixPath('/a/c.md')
+    """
+    return path.absolute().parent.resolve() / path.name
 
 
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:
@@ -214,8 +228,14 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
 
 
 def _walk(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):  # links to folders are listed, not followed
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for d in dirs:
+            if (Path(root) / d).is_symlink():
+                logger.warning(
+                    "%s is a link to a folder; not followed (give its target to index it)",
+                    Path(root) / d,
+                )
         for name in files:
             if not name.startswith("."):
                 yield Path(root) / name
@@ -223,7 +243,7 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 def _decode(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte order mark is not text
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
 
@@ -234,14 +254,18 @@ def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
-    for line_no, row in parse_json_rows(_decode(path).splitlines(), path):
+    # "\n" only (read_text made every line end one): str.splitlines also cuts at U+2028,
+    # U+0085 and other characters a JSON string may hold unescaped
+    for line_no, row in parse_json_rows(_decode(path).split("\n"), path):
         origin = f"{path}:{line_no}"
         text = row.pop("text", None)
         if not isinstance(text, str):
             raise ValueError(f"{origin}: the row needs a string 'text' field")
-        row_id = next((row.pop(k) for k in _ID_KEYS if k in row), None)
+        row_id = next((row[k] for k in _ID_KEYS if row.get(k) is not None), None)
         for k in _ID_KEYS:  # a row with both keys keeps neither in its metadata
             row.pop(k, None)
+        if row_id is not None and not str(row_id).strip():
+            raise ValueError(f"{origin}: the row's id is empty (give a non-empty id, or none)")
         doc_id = str(row_id) if row_id is not None else origin
         meta = {"source": str(path), "file_name": path.name, "line": line_no, **row}
         if meta["source"] != str(path):  # the row's own source: keep where it came from too

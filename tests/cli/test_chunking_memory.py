@@ -94,3 +94,50 @@ def test_the_remembered_flags_survive_a_reindex(
     (docs / "b.md").write_text(TEXT.replace("rivers", "lakes"), encoding="utf-8")
     _run(capsys, store, other, docs)
     assert {k for k, _ in _chunkings(store, other).values()} == {"late"}
+
+
+def test_flags_of_an_interrupted_run_are_remembered(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run cut short after writing some documents with new flags: the next run without
+    flags finishes with those flags, instead of putting the written ones back."""
+    docs, store = tmp_path / "docs", tmp_path / "store"
+    docs.mkdir()
+    for name in ("a", "b", "c"):
+        (docs / f"{name}.txt").write_text(TEXT.replace("rivers", name), encoding="utf-8")
+    _run(capsys, store, tiny_m3_path, docs)
+    (before,) = {n for _, n in _chunkings(store, tiny_m3_path).values()}
+    monkeypatch.setattr(M3Index, "write_group", 1)
+    real, calls = M3Index.write_records, []
+
+    def cut_short(self: M3Index, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(M3Index, "write_records", cut_short)
+    assert main(["index", str(docs), "--path", str(store), "--model", str(tiny_m3_path),
+                 "--chunk-size", "16", "-q"]) == 130  # fmt: skip
+    monkeypatch.setattr(M3Index, "write_records", real)
+    _run(capsys, store, tiny_m3_path, docs)
+    chunks = _chunkings(store, tiny_m3_path)
+    assert all(n > before + 3 for _, n in chunks.values()), chunks  # all at size 16
+
+
+def test_reindex_alone_refuses_chunking_flags(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--reindex`` without paths re-encodes the stored chunks; a chunking flag there would
+    be ignored (and remembered as not given)."""
+    _, store = _indexed_late(tmp_path, tiny_m3_path, capsys)
+    argv = ["index", "--reindex", "--path", str(store), "--model", str(tiny_m3_path), "-q"]
+    capsys.readouterr()
+    assert main([*argv, "--chunk-size", "8"]) == 1
+    assert "--chunk-size need the files or folders to chunk" in capsys.readouterr().err
+    assert main([*argv, "--no-late-chunking"]) == 1
+    assert "--late-chunking/--no-late-chunking need the files" in capsys.readouterr().err
+    assert {k for k, _ in _chunkings(store, tiny_m3_path).values()} == {"late"}

@@ -180,6 +180,9 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
         (["index", "{docs}", "--late-heads", "dense"], "--late-heads needs --late-chunking"),
         (["index", "{docs}", "--late-chunking", "--late-heads", "splade"], "unknown head 'splade'"),
         (["search", "x", "--api-key", "secret"], "--api-key needs --qdrant-url"),
+        (["index", "{docs}", "--collection", "../escaped"], "collection name '../escaped' holds"),
+        (["index", "{docs}", "--collection", ".."], "collection name '..' is not a name"),
+        (["search", "x", "--collection", "a/b"], "collection name 'a/b' holds '/'"),
         (
             ["search", "anything", "--collection", "never_indexed"],
             "collection 'never_indexed' does not exist at",
@@ -401,3 +404,20 @@ def test_search_unknown_collection_creates_nothing(
     )
     assert reopened.count() == 12  # 6 files, 2 chunks each (~450 tiny-tokenizer tokens per file)
     reopened.close()
+
+
+def test_quiet_shows_no_progress_bar(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-q``: the chunk encoding's bar was still drawn (``chunker.chunk`` did not get it)."""
+    text = " ".join(f"Sentence {i} is about subject {i}." for i in range(40))
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    argv = ["index", str(tmp_path / "a.txt"), "--path", str(tmp_path / "st")]
+    argv += ["--model", str(tiny_m3_path), "--chunk-size", "16"]
+    capsys.readouterr()
+    assert main([*argv, "--batch-size", "2"]) == 0
+    assert "it/s" in capsys.readouterr().err  # the bar this test looks for
+    (tmp_path / "a.txt").write_text(text + " One more.", encoding="utf-8")
+    assert main([*argv, "--batch-size", "2", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "%|" not in err, err

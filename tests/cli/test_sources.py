@@ -72,6 +72,11 @@ def test_empty_documents_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         ("list.jsonl", "[1, 2]\n", "must be a JSON object"),
         ("notext.jsonl", '{"title": "no text"}\n', "string 'text' field"),
         ("dup.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "appears twice"),
+        (
+            "noid.jsonl",
+            '{"text": "x"}\n{"_id": " ", "text": "y"}\n',
+            r"noid\.jsonl:2: .*id is empty",
+        ),
     ],
 )
 def test_bad_jsonl_rows(tmp_path: Path, name: str, content: str, message: str) -> None:
@@ -92,3 +97,37 @@ def test_bad_paths(tmp_path: Path) -> None:
     latin1.write_bytes("café".encode("latin-1"))
     with pytest.raises(ValueError, match="not UTF-8"):
         read_documents([latin1])
+
+
+def test_what_editors_write_is_read_as_text(tmp_path: Path) -> None:
+    """A byte order mark is not text; a JSON string may hold U+2028 or U+0085 unescaped
+    (``json.dumps(..., ensure_ascii=False)`` writes them so); a null id is no id."""
+    (tmp_path / "bom.txt").write_bytes("\ufeffWith a BOM.".encode())
+    rows = [
+        {"_id": "r1", "text": "line\u2028separator and next\u0085line"},
+        {"_id": None, "id": "r2", "text": "the id that is given"},
+    ]
+    body = "\ufeff" + "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+    (tmp_path / "rows.jsonl").write_text(body, encoding="utf-8")
+    docs = {d.doc_id: d for d in read_documents([tmp_path])}
+    assert docs[str((tmp_path / "bom.txt").resolve())].text == "With a BOM."
+    assert docs["r1"].text == rows[0]["text"]
+    assert docs["r2"].text == "the id that is given"
+    assert "_id" not in docs["r2"].metadata and "id" not in docs["r2"].metadata
+
+
+def test_a_linked_file_is_the_link(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A link inside a folder is named by its own path, so re-pointing or removing it
+    updates or prunes that document; a link to a folder is not followed, and said so."""
+    docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
+    _write(docs / "a.md", "alpha")
+    target = _write(elsewhere / "policy.md", "the policy")
+    _write(elsewhere / "sub" / "b.md", "beta")
+    (docs / "policy.md").symlink_to(target)
+    (docs / "linked").symlink_to(elsewhere / "sub", target_is_directory=True)
+    root = docs.resolve()
+    assert find_files([docs]) == [root / "a.md", root / "policy.md"]
+    assert "linked is a link to a folder; not followed" in caplog.text
+    assert find_files([docs / "policy.md"]) == [root / "policy.md"]
+    policy = {d.doc_id: d.text for d in read_documents([docs])}[str(root / "policy.md")]
+    assert policy == "the policy"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,3 +105,18 @@ def test_argument_combinations_are_checked() -> None:
         M3Store.open(url="http://127.0.0.1:9", backend="edge", **OPEN_ARGS)
     with pytest.raises(ValueError, match="not both"):
         M3Store.open(":memory:", url="http://127.0.0.1:9", **OPEN_ARGS)
+
+
+@pytest.mark.parametrize("backend", [Backend.EDGE, Backend.CLIENT])
+@pytest.mark.parametrize(("name", "message"), [("../out", "holds '/'"), (".", "is not a name")])
+def test_a_collection_name_stays_inside_its_folder(
+    tmp_path: Path, backend: Backend, name: str, message: str
+) -> None:
+    """The embedded engine makes the name a folder: ``../out`` was written beside the
+    storage folder, ``.`` into its root among the other collections."""
+    args = {k: v for k, v in OPEN_ARGS.items() if k != "collection"}
+    store_dir = tmp_path / "st"
+    with pytest.raises(ValueError, match=f"collection name {name!r} {message}"):
+        M3Store.open(store_dir, collection=name, backend=backend, **args)
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["st"])
+    assert not (tmp_path / "out").exists()

@@ -399,8 +399,10 @@ def stored_record(
         CollectionNotFoundError: There is no such collection.
     """
     from m3kit.errors import CollectionNotFoundError
+    from m3kit.store.schema import check_collection_name
     from m3kit.store.store import DEFAULT_BACKEND
 
+    check_collection_name(collection)
     kind = Backend(backend) if backend is not None else None
     kind = Backend.CLIENT if url is not None else kind or DEFAULT_BACKEND
     meta: Mapping[str, Any]

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from inspect import signature
 from typing import TYPE_CHECKING, Any, Protocol
 
 from m3kit.outputs import Chunk, Head
@@ -24,6 +25,14 @@ __all__ = ["build_records", "content_doc_id"]
 
 class _Chunker(Protocol):
     def chunk(self, texts: Sequence[str]) -> list[list[Chunk]]: ...
+
+
+def _chunk(chunker: _Chunker, texts: Sequence[str], show_progress: bool | None) -> Any:
+    """``chunker.chunk(texts)``, with ``show_progress`` when its ``chunk`` takes it (m3kit's
+    chunkers do; a user's own chunker written to the plain ``chunk(texts)`` need not)."""
+    if show_progress is not None and "show_progress" in signature(chunker.chunk).parameters:
+        return chunker.chunk(texts, show_progress=show_progress)  # type: ignore[call-arg]
+    return chunker.chunk(texts)
 
 
 def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
@@ -124,7 +133,7 @@ def build_records(
             )
         return records, empty
     _check_chunker_encoder(encoder, chunker)
-    per_doc = chunker.chunk(texts)
+    per_doc = _chunk(chunker, texts, show_progress)
     if len(per_doc) != len(docs):
         raise ValueError(f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts")
     for d, chunks in zip(docs, per_doc, strict=True):

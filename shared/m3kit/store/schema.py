@@ -42,6 +42,7 @@ __all__ = [
     "CollectionSchema",
     "PayloadIndexType",
     "VectorSpec",
+    "check_collection_name",
     "check_schema",
     "flat_metadata_path",
     "is_plain_key",
@@ -233,6 +234,34 @@ def metadata_path(key: str) -> str:
 
 
 _FLAT_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+#: Characters Qdrant refuses in a collection name (the embedded engine also makes the name a
+#: folder: a separator or ``..`` would put it outside the storage folder).
+_NAME_FORBIDDEN = frozenset('<>:"/\\|?*\0')
+
+
+def check_collection_name(name: object) -> None:
+    """Refuse a collection name Qdrant cannot hold, or one that is not a plain folder name.
+
+    >>> check_collection_name("docs-2024_v1")
+    >>> check_collection_name("../escaped")
+    Traceback (most recent call last):
+    ValueError: collection name '../escaped' holds '/'; use letters, digits, '-', '_' or '.'
+
+    Raises:
+        ValueError: Empty, not a string, ``.`` or ``..``, or holding ``/ \\ < > : " | ? *``
+            or a control character.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("collection must be a non-empty string")
+    bad = next((ch for ch in name if ch in _NAME_FORBIDDEN or ord(ch) < 32), None)
+    if bad is not None:
+        raise ValueError(
+            f"collection name {name!r} holds {bad!r}; use letters, digits, '-', '_' or '.'"
+        )
+    if name in (".", ".."):
+        raise ValueError(f"collection name {name!r} is not a name; pick another")
 
 
 def is_plain_key(key: str) -> bool:

@@ -40,6 +40,7 @@ from m3kit.store.schema import (
     METADATA,
     CollectionSchema,
     PayloadIndexType,
+    check_collection_name,
 )
 from m3kit.store.store_search import StoreSearch
 
@@ -124,8 +125,7 @@ class M3Store(StoreSearch):
                 payload index exists with another type (nothing written).
             StoreConnectionError: The server cannot be reached or refuses the request.
         """
-        if not collection or not isinstance(collection, str):
-            raise ValueError("collection must be a non-empty string")
+        check_collection_name(collection)
         schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
         impl, kind = open_backend(
             location,
