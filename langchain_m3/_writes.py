@@ -16,7 +16,7 @@ this module only sorts the documents into ``add_texts`` calls:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,14 @@ from langchain_m3.splitter import (
 )
 from m3kit.chunking import Chunker
 from m3kit.encoder import M3Encoder
-from m3kit.outputs import Chunk
+from m3kit.fingerprint import encoder_fingerprint
+from m3kit.outputs import Chunk, Head
 from m3kit.store import M3Index
 from m3kit.store.documents import content_doc_id
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.schema import CHUNK_COUNT, point_id
 
-__all__ = ["write_documents"]
+__all__ = ["checked_chunk", "write_documents"]
 
 
 @dataclass(frozen=True)
@@ -205,29 +206,7 @@ def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> 
     metadata = dict(doc.metadata)
     if not is_late_chunk(doc):
         return _Entry(position, doc_id, doc.page_content, metadata, None, None)
-    where = f"documents[{position}]"
-    carried = carried_chunk(doc)
-    if carried is None:
-        raise ValueError(lost_vectors_message(doc, where))
-    chunk = carried.chunk
-    if chunk.text != doc.page_content:
-        raise ValueError(
-            f"{where} came from M3LateChunkingSplitter but its page_content was changed after "
-            "splitting, so its vectors are not those of its text; split the edited source "
-            f"again (or delete metadata[{LATE_CHUNK_KEY!r}] to encode it alone)"
-        )
-    missing = index.store.heads - chunk.vectors.heads
-    if missing:
-        raise ValueError(
-            f"{where} carries late-chunked vectors without "
-            f"{sorted(h.value for h in missing)}, which this collection stores; split with a "
-            "model that has those heads"
-        )
-    if not _same_model(carried.encoder, index.encoder):
-        raise ValueError(
-            f"{where} was late-chunked by another model ({_model_name(carried.encoder)}) than "
-            f"this store's ({_model_name(index.encoder)}); split with the store's model"
-        )
+    chunk = checked_chunk(doc, f"documents[{position}]", index.store.heads, index.encoder)
     marker = metadata.pop(LATE_CHUNK_KEY)
     legacy = None
     if doc_id is None:
@@ -245,6 +224,43 @@ def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> 
         else f"langchain_m3.late_chunk({marker!r})"
     )
     return _Entry(position, doc_id, doc.page_content, metadata, signature, chunk, legacy)
+
+
+def checked_chunk(
+    doc: Document, where: str, heads: Iterable[Head], encoder: M3Encoder | None
+) -> Chunk:
+    """The late-chunked vectors ``doc`` carries, checked for a store of ``heads`` whose
+    documents ``encoder`` encodes (``None``: not an M3 model).
+
+    Raises:
+        ValueError: The vectors are lost (a copy outliving the splitter's ``Document``, a
+            JSON round trip), the text was edited since, a head the store keeps is missing,
+            or another model made them.
+    """
+    carried = carried_chunk(doc)
+    if carried is None:
+        raise ValueError(lost_vectors_message(doc, where))
+    chunk = carried.chunk
+    if chunk.text != doc.page_content:
+        raise ValueError(
+            f"{where} came from M3LateChunkingSplitter but its page_content was changed after "
+            "splitting, so its vectors are not those of its text; split the edited source "
+            f"again (or delete metadata[{LATE_CHUNK_KEY!r}] to encode it alone)"
+        )
+    missing = frozenset(heads) - chunk.vectors.heads
+    if missing:
+        raise ValueError(
+            f"{where} carries late-chunked vectors without "
+            f"{sorted(h.value for h in missing)}, which this store keeps; split with a "
+            "model that has those heads"
+        )
+    if encoder is None or not _same_model(carried.encoder, encoder):
+        theirs = "a model that is not M3" if encoder is None else _model_name(encoder)
+        raise ValueError(
+            f"{where} was late-chunked by another model ({_model_name(carried.encoder)}) than "
+            f"the one this store encodes with ({theirs}); split with the store's model"
+        )
+    return chunk
 
 
 def _check_duplicates(entries: list[_Entry]) -> None:
@@ -280,15 +296,19 @@ def _groups(entries: list[_Entry]) -> list[list[_Entry]]:
 
 
 def _same_model(a: M3Encoder, b: M3Encoder) -> bool:
+    """One checkpoint folder, or the same model (fingerprint) in two: the splitter keys the
+    vectors it carries by the model's fingerprint, so a chunk may come back with either."""
     if a is b:
         return True
-    if a.info is None or b.info is None:
-        return False
-    return (
-        Path(a.info.path).resolve() == Path(b.info.path).resolve()
+    if (
+        a.info is not None
+        and b.info is not None
+        and Path(a.info.path).resolve() == Path(b.info.path).resolve()
         and a.dense_dim == b.dense_dim
         and a.colbert_dim == b.colbert_dim
-    )
+    ):
+        return True
+    return encoder_fingerprint(a).identity == encoder_fingerprint(b).identity
 
 
 def _model_name(encoder: M3Encoder) -> str:

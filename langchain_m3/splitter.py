@@ -14,8 +14,10 @@ vectors are hidden in metadata. They are found by the marker (its ``carry`` key)
 made in this process while that ``Document`` is alive (``model_copy``,
 ``Document(**doc.model_dump())``, the copies LangChain's ``index()`` makes) carries them too.
 A document rebuilt in another process, or after the returned ``Document`` is gone (a
-docstore, a cache), keeps the marker but not the vectors; a store refuses such a document
-with an error instead of silently encoding the chunk alone (which would drop its context).
+docstore, a cache), keeps the marker but not the vectors; ``M3VectorStore`` and
+``M3QdrantVectorStore`` refuse such a document with an error instead of silently encoding the
+chunk alone (which would drop its context). Other LangChain stores see only texts and encode
+every chunk alone: use one of those two.
 Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chunk as a plain
 text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
 model.

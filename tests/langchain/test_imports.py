@@ -5,6 +5,7 @@ import langchain_m3
 EXPECTED_ALL = [
     "M3Embeddings",
     "M3LateChunkingSplitter",
+    "M3QdrantVectorStore",
     "M3Reranker",
     "M3Retriever",
     "M3SparseEmbeddings",

@@ -1,0 +1,163 @@
+"""``M3QdrantVectorStore``: langchain-qdrant's own store, keeping late-chunked vectors.
+
+``langchain_qdrant.QdrantVectorStore`` builds every point's vectors by calling its
+embeddings on the document texts: texts only, no ``Document``. A chunk from
+:class:`~langchain_m3.M3LateChunkingSplitter` already carries its late-chunked dense and
+sparse vectors (pooled from its whole document); re-encoding its text alone silently replaces
+them with context-free ones, while the chunk keeps its ``m3_late_chunk`` marker.
+
+:class:`M3QdrantVectorStore` is that store with one change: when it builds the points, a
+late-chunked chunk gets the vectors it carries (checked as :class:`~langchain_m3.M3VectorStore`
+checks them: same model, text unchanged, vectors still in memory), and only the other
+documents go through the embeddings. Everything else (payload, ids, retrieval modes, search,
+``from_documents`` / ``from_existing_collection``) is ``QdrantVectorStore``'s own.
+
+Example:
+    >>> import tempfile
+    >>> from langchain_core.documents import Document
+    >>> from langchain_qdrant import RetrievalMode
+    >>> from m3kit import M3Encoder
+    >>> from m3kit.testing import SAMPLE_TEXTS, build_tiny_m3_checkpoint
+    >>> from langchain_m3 import M3Embeddings, M3LateChunkingSplitter, M3SparseEmbeddings
+    >>> enc = M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+    >>> splitter = M3LateChunkingSplitter.from_encoder(enc, chunk_size=12)
+    >>> chunks = splitter.split_documents([Document(" ".join(SAMPLE_TEXTS[:4]))])
+    >>> store = M3QdrantVectorStore.from_documents(
+    ...     chunks,
+    ...     embedding=M3Embeddings.from_encoder(enc),
+    ...     sparse_embedding=M3SparseEmbeddings.from_encoder(enc),
+    ...     retrieval_mode=RetrievalMode.HYBRID,
+    ...     location=":memory:",
+    ...     collection_name="late",
+    ... )
+    >>> len(store.similarity_search(SAMPLE_TEXTS[1], k=2))
+    2
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any
+
+from langchain_core.documents import Document
+
+from langchain_m3._writes import checked_chunk
+from langchain_m3.embeddings import M3Embeddings
+from langchain_m3.sparse_embeddings import M3SparseEmbeddings
+from langchain_m3.splitter import LATE_CHUNK_KEY
+from m3kit.encoder import M3Encoder
+from m3kit.errors import missing_extra
+from m3kit.outputs import Chunk, Head
+
+try:
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode
+    from qdrant_client import models
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("langchain-qdrant", "langchain") from e
+
+__all__ = ["M3QdrantVectorStore"]
+
+
+class M3QdrantVectorStore(QdrantVectorStore):
+    """``langchain_qdrant.QdrantVectorStore`` that stores late-chunked chunks with their own
+    vectors.
+
+    Takes every ``QdrantVectorStore`` argument. A chunk ``Document`` from
+    :class:`~langchain_m3.M3LateChunkingSplitter` needs the store's embeddings to be
+    :class:`~langchain_m3.M3Embeddings` (and, in hybrid or sparse mode,
+    :class:`~langchain_m3.M3SparseEmbeddings`) of the model that split it; its sparse vector
+    is cut with the sparse embeddings' ``sparse_top_k`` / ``sparse_min_weight``, as theirs are.
+    Other documents are encoded by the embeddings, as in ``QdrantVectorStore``.
+
+    Raises (when adding):
+        ValueError: A chunk lost its vectors, was edited after splitting, lacks a head the
+            store keeps, or came from another model than the store's embeddings.
+    """
+
+    def _generate_batches(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[Any, Any]] | None = None,
+        ids: Sequence[str | int] | None = None,
+        batch_size: int = 64,
+    ) -> Generator[tuple[list[str | int], list[models.PointStruct]], Any, None]:
+        # QdrantVectorStore's loop (langchain-qdrant 1.x), with the vectors built per batch by
+        # _vectors: its _build_vectors sees texts only, not the metadata that marks a chunk.
+        all_texts = list(texts)
+        all_metas = list(metadatas) if metadatas else []
+        all_ids: list[str | int] = list(ids) if ids else [uuid.uuid4().hex for _ in all_texts]
+        for start in range(0, len(all_texts), batch_size):
+            batch_texts = all_texts[start : start + batch_size]
+            batch_metas = all_metas[start : start + batch_size] or None
+            batch_ids = all_ids[start : start + batch_size]
+            payloads = self._build_payloads(
+                batch_texts, batch_metas, self.content_payload_key, self.metadata_payload_key
+            )
+            vectors = self._vectors(batch_texts, batch_metas, start)
+            points = [
+                models.PointStruct(id=point_id, vector=vector, payload=payload)
+                for point_id, vector, payload in zip(batch_ids, vectors, payloads, strict=False)
+            ]
+            yield batch_ids, points
+
+    def _vectors(
+        self, texts: list[str], metadatas: list[dict[Any, Any]] | None, offset: int
+    ) -> list[models.VectorStruct]:
+        """Each text's vectors, in order: carried for late chunks, encoded for the others."""
+        metas: list[dict[Any, Any] | None] = list(metadatas or [])
+        metas += [None] * (len(texts) - len(metas))
+        carried = [
+            self._carried(text, meta, f"documents[{offset + i}]") if meta else None
+            for i, (text, meta) in enumerate(zip(texts, metas, strict=True))
+        ]
+        others = [text for text, chunk in zip(texts, carried, strict=True) if chunk is None]
+        encoded = iter(self._build_vectors(others) if others else [])
+        return [next(encoded) if chunk is None else self._chunk_vectors(chunk) for chunk in carried]
+
+    def _carried(self, text: str, metadata: dict[Any, Any], where: str) -> Chunk | None:
+        if LATE_CHUNK_KEY not in metadata:
+            return None
+        doc = Document(page_content=text, metadata=metadata)
+        return checked_chunk(doc, where, self._heads(), self._m3_encoder())
+
+    def _heads(self) -> set[Head]:
+        mode = self.retrieval_mode
+        heads = set()
+        if mode in (RetrievalMode.DENSE, RetrievalMode.HYBRID):
+            heads.add(Head.DENSE)
+        if mode in (RetrievalMode.SPARSE, RetrievalMode.HYBRID):
+            heads.add(Head.SPARSE)
+        return heads
+
+    def _m3_encoder(self) -> M3Encoder | None:
+        """The model the store's embeddings encode with (``None``: they are not M3's, or
+        the dense and sparse embeddings are two different models)."""
+        dense = self._embeddings if Head.DENSE in self._heads() else None
+        sparse = self._sparse_embeddings if Head.SPARSE in self._heads() else None
+        models_used = [
+            e.encoder for e in (dense, sparse) if isinstance(e, M3Embeddings | M3SparseEmbeddings)
+        ]
+        wanted = sum(e is not None for e in (dense, sparse))
+        if len(models_used) != wanted or any(m is not models_used[0] for m in models_used):
+            return None
+        return models_used[0]
+
+    def _chunk_vectors(self, chunk: Chunk) -> models.VectorStruct:
+        vector: dict[str, Any] = {}
+        if Head.DENSE in self._heads():
+            vector[self.vector_name] = chunk.vectors.dense[0].tolist()
+        if Head.SPARSE in self._heads():
+            sparse = chunk.vectors.sparse[0]
+            options = self._sparse_embeddings
+            if isinstance(options, M3SparseEmbeddings):  # what its embed_documents keeps
+                sparse = options.encoder.sparse_vector(
+                    sparse.indices,
+                    sparse.values,
+                    top_k=options.sparse_top_k,
+                    min_weight=options.sparse_min_weight,
+                )
+            vector[self.sparse_vector_name] = models.SparseVector(
+                indices=sparse.indices.tolist(), values=sparse.values.tolist()
+            )
+        return vector
