@@ -6,6 +6,9 @@ texts only), silently storing context-free vectors under a late-chunking marker.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from langchain_core.documents import Document
@@ -115,3 +118,17 @@ def test_chunks_it_cannot_store_as_they_are_raise(
             location=":memory:",
             collection_name="other",
         )
+
+
+def test_the_same_model_from_another_folder_is_the_same_model(
+    tiny_m3_path: Path, tmp_path: Path, chunks: list[Document]
+) -> None:
+    """The splitter keys carried vectors by the model's fingerprint; a store whose encoder
+    loads the same checkpoint copied elsewhere takes them."""
+    copy = M3Encoder.from_pretrained(shutil.copytree(tiny_m3_path, tmp_path / "copy"))
+    store = _store(M3QdrantVectorStore, copy, chunks)
+    np.testing.assert_allclose(
+        _stored(store, 1)[0][""],  # type: ignore[index]
+        late_chunk_vectors(chunks[0]).vectors.dense[0],
+        atol=1e-6,
+    )
