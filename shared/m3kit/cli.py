@@ -276,7 +276,7 @@ def _run_index(args: argparse.Namespace) -> int:
     )
     index = cli_open.open_index(encoder, args, storage)
     try:
-        check_ids_of_other_files(index.store, docs)  # before anything is written
+        check_ids_of_other_files(index.store, read)  # before anything is written
         before = index.count()
         if not docs:
             pass  # only emptied documents: nothing to write, their old versions go below

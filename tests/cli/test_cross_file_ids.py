@@ -97,3 +97,20 @@ def test_an_id_whose_row_moved_or_whose_file_is_gone_is_updated(
     code, out = _index(capsys, store, tiny_m3_path, elements)
     assert code == 0, out
     assert _stored(store, tiny_m3_path) == {"0": ELEMENTS[0]["text"], "1": ELEMENTS[1]["text"]}
+
+
+def test_an_emptied_row_does_not_delete_another_files_document(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    cities = _rows(tmp_path / "cities.jsonl", *CITIES).resolve()
+    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
+    elements = _rows(tmp_path / "elements.jsonl", {"id": 0, "text": ""}).resolve()
+    code, out = _index(capsys, store, tiny_m3_path, elements)
+    assert code == 1, out
+    assert f"document id '0' appears twice ({cities}:1, indexed before, and {elements}:1)" in out
+    assert _stored(store, tiny_m3_path) == {"0": CITIES[0]["text"], "1": CITIES[1]["text"]}
+    # emptied in its own file: the stored version goes
+    _rows(cities, {"id": 0, "text": " "}, CITIES[1])
+    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
+    assert _stored(store, tiny_m3_path) == {"1": CITIES[1]["text"]}
