@@ -254,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------
 def _run_index(args: argparse.Namespace) -> int:
+    from m3kit.cli_ids import check_ids_of_other_files
     from m3kit.cli_prune import clean_up, paths_to_read
     from m3kit.sources import SourceRead, read_sources
 
@@ -278,6 +279,7 @@ def _run_index(args: argparse.Namespace) -> int:
     )
     index = cli_open.open_index(encoder, args, storage)
     try:
+        check_ids_of_other_files(index.store, read)  # before anything is written
         before = index.count()
         if args.paths:  # before writing: a run cut short still chunks the next one this way
             chunking.remember(index.store)

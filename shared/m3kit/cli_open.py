@@ -121,6 +121,7 @@ def storage(args: argparse.Namespace) -> dict[str, Any]:
         folder = args.path if args.path is not None else DEFAULT_PATH
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--path {folder} is not a folder")
+        _check_layout(folder, args.collection, args.backend)
         return {"location": folder, "backend": args.backend}
     if args.path is not None:
         raise ValueError("give either --path or --qdrant-url, not both")
@@ -128,6 +129,37 @@ def storage(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--backend edge is the embedded engine; it cannot use --qdrant-url")
     api_key = args.api_key or os.environ.get("QDRANT_API_KEY") or None
     return {"url": args.qdrant_url, "api_key": api_key}
+
+
+def _check_layout(folder: Path, collection: str, backend: str | None) -> None:
+    """Refuse a ``--path`` folder whose collection the other local engine wrote.
+
+    Checked before a model loads: opened with the wrong engine, the folder would look
+    like it holds no collection (no model recorded) and fail only later, in library terms.
+
+    Args:
+        folder: The ``--path`` folder (or the default one).
+        collection: ``--collection``.
+        backend: ``--backend`` (``None``: the embedded engine, the default).
+
+    Raises:
+        ValueError: The folder holds ``collection`` in the other engine's layout; the
+            message names the ``--backend`` to add.
+    """
+    from m3kit.store.opening import DEFAULT_BACKEND, folder_backend
+    from m3kit.store.records import Backend
+
+    found = folder_backend(folder, collection)
+    if found is None or found is Backend(backend or DEFAULT_BACKEND):
+        return
+    what = (
+        "a qdrant-client local collection"
+        if found is Backend.CLIENT
+        else "an embedded-engine (qdrant-edge) collection"
+    )
+    hint = f"--backend {found.value}, not {backend}" if backend else f"--backend {found.value}"
+    hint = f"use {hint}" if backend else f"add {hint}"
+    raise ValueError(f"--path {folder} holds {what} {collection!r}; {hint}")
 
 
 def open_index(

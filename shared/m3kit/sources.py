@@ -40,12 +40,14 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "SourceDocument",
     "SourceRead",
+    "explicit_id_file",
     "find_files",
     "folder_files",
     "positional_id",
     "read_documents",
     "read_sources",
     "reader_origin",
+    "row_origins",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +134,37 @@ def positional_id(doc_id: str, file: str | os.PathLike[str]) -> bool:
     """
     head, sep, line = doc_id.rpartition(":")
     return bool(sep) and head == str(file) and line.isdigit() and not line.startswith("0")
+
+
+def explicit_id_file(doc: SourceDocument) -> str | None:
+    """The jsonl file a document was read from when its row has its own ``_id`` / ``id``.
+
+    ``None`` for any other document: a ``.txt`` / ``.md`` file, or a row whose id is its
+    position (``<path>:<line>``); those ids name their file, so no other file can give them.
+
+    >>> row = SourceDocument("p1", "Oxygen.", {"source": "/d/r.jsonl", "file_name": "r.jsonl",
+    ...                                          "line": 1})
+    >>> explicit_id_file(row), explicit_id_file(SourceDocument("/d/r.jsonl:1", "", row.metadata))
+    ('/d/r.jsonl', None)
+    """
+    origin = reader_origin(doc.doc_id, doc.metadata)
+    if origin is None or not origin.lower().endswith(".jsonl"):
+        return None
+    return None if positional_id(doc.doc_id, origin) else origin
+
+
+def row_origins(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{doc_id: "<path>:<line>"}`` of every row of a jsonl file, empty rows included (the
+    first row of an id given twice).
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: As :func:`read_documents`, for a bad row.
+    """
+    out: dict[str, str] = {}
+    for doc, origin in _read_jsonl(Path(path)):
+        out.setdefault(doc.doc_id, origin)
+    return out
 
 
 def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -421,3 +421,45 @@ def test_quiet_shows_no_progress_bar(
     assert main([*argv, "--batch-size", "2", "-q"]) == 0
     err = capsys.readouterr().err
     assert "it/s" not in err and "%|" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("written", "flag", "message"),
+    [
+        ("client", [], "holds a qdrant-client local collection 'docs'; add --backend client"),
+        (
+            "edge",
+            ["--backend", "client"],
+            "holds an embedded-engine (qdrant-edge) collection 'docs'; use --backend edge, "
+            "not client",
+        ),
+    ],
+)
+def test_path_of_the_other_backend_names_the_flag_before_loading_a_model(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    written: str,
+    flag: list[str],
+    message: str,
+) -> None:
+    from m3kit.encoder import M3Encoder
+
+    store, doc = tmp_path / "store", tmp_path / "a.txt"
+    doc.write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    argv = _args(store, tiny_m3_path, "index", str(doc), "--collection", "docs")
+    assert main([*argv, "--backend", written]) == 0
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(M3Encoder, "from_pretrained", no_model)
+    where = ["--path", str(store), "--collection", "docs", "-q", *flag]
+    for command in (["search", "capital"], ["index", str(doc)]):
+        for model in ([], ["--model", str(tiny_m3_path)]):  # the recorded model, or --model
+            capsys.readouterr()
+            assert main([*command, *where, *model]) == 1
+            assert capsys.readouterr().err.strip() == (
+                f"m3kit {command[0]}: error: --path {store} {message}"
+            )

@@ -22,7 +22,7 @@ from m3kit.store.schema import (
     payload_index_fields,
 )
 
-__all__ = ["DEFAULT_BACKEND", "open_backend"]
+__all__ = ["DEFAULT_BACKEND", "folder_backend", "open_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +107,29 @@ def open_backend(
     return impl, kind
 
 
+def folder_backend(folder: str | os.PathLike[str], collection: str) -> Backend | None:
+    """Which backend's layout holds ``collection`` in the local ``folder`` (``None``: neither).
+
+    An embedded-engine shard (``<folder>/<collection>/edge_config.json``) wins over a
+    qdrant-client local store (``<folder>/meta.json`` and ``<folder>/collection/<collection>``).
+    """
+    root = Path(folder)
+    if (root / collection / "edge_config.json").is_file():
+        return Backend.EDGE
+    if (root / "meta.json").is_file() and (root / "collection" / collection).is_dir():
+        return Backend.CLIENT
+    return None
+
+
 def _check_folder(folder: Path, collection: str, kind: Backend) -> None:
     """Refuse to open a folder written by the other backend (their layouts differ)."""
-    edge_here = (folder / collection / "edge_config.json").is_file()
-    client_here = (folder / "meta.json").is_file() and (folder / "collection" / collection).is_dir()
-    if kind is Backend.CLIENT and edge_here:
+    found = folder_backend(folder, collection)
+    if kind is Backend.CLIENT and found is Backend.EDGE:
         raise ValueError(
             f"{folder / collection} holds an embedded-engine (backend='edge') collection; "
             "open it with backend='edge'"
         )
-    if kind is Backend.EDGE and client_here and not edge_here:
+    if kind is Backend.EDGE and found is Backend.CLIENT:
         raise ValueError(
             f"{folder} holds a qdrant-client local collection {collection!r}; open it with "
             "backend='client'"

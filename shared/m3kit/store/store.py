@@ -403,10 +403,25 @@ class M3Store(StoreSearch):
         """Number of stored chunks (matching the filter)."""
         return self._backend.count(to_filter(filter))
 
-    def document_metadata(self) -> dict[str, dict[str, Any]]:
-        """``{doc_id: metadata}`` of every stored document (one scroll over the collection)."""
+    def document_metadata(self, doc_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """``{doc_id: metadata}`` of every stored document (one scroll over the collection).
+
+        Args:
+            doc_ids: Only these documents (those not stored are left out), looked up by id
+                instead of scrolling the whole collection.
+        """
+        if doc_ids is None:
+            return self._metadata_of(None)
+        ids = list(dict.fromkeys(doc_ids))
         out: dict[str, dict[str, Any]] = {}
-        for hit in self._backend.scroll(None, [DOC_ID, METADATA]):
+        for i in range(0, len(ids), _DOC_BATCH):
+            out.update(self._metadata_of(documents_filter(ids[i : i + _DOC_BATCH])))
+        return out
+
+    def _metadata_of(self, selector: models.Filter | None) -> dict[str, dict[str, Any]]:
+        """``{doc_id: metadata}`` of the documents with a chunk matching ``selector``."""
+        out: dict[str, dict[str, Any]] = {}
+        for hit in self._backend.scroll(selector, [DOC_ID, METADATA]):
             doc_id = hit.payload.get(DOC_ID)
             if doc_id is not None and str(doc_id) not in out:
                 meta = hit.payload.get(METADATA)

@@ -1,0 +1,79 @@
+"""``m3kit index``: a jsonl row id that another, earlier indexed file still gives.
+
+Split from :mod:`m3kit.cli`. Within one run, :func:`m3kit.sources.read_sources` refuses an id
+two rows give. Across runs the collection holds the first file's document under that id, and
+writing the second would replace it silently (or delete it, for a row read empty);
+:func:`check_ids_of_other_files` refuses that too, unless the first file no longer gives the
+id (the row moved, or the file is gone): then the write is an update.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Set
+from typing import TYPE_CHECKING, Any
+
+from m3kit.sources import SourceRead, explicit_id_file, reader_origin, row_origins
+
+if TYPE_CHECKING:
+    from m3kit.store import M3Store
+
+__all__ = ["check_ids_of_other_files"]
+
+
+def check_ids_of_other_files(store: M3Store, read: SourceRead) -> None:
+    """Refuse to write (or delete, for a row read empty) a row id the collection holds from
+    another jsonl file that still has it.
+
+    Only the ids of rows read with their own ``_id`` / ``id``, and of documents read empty,
+    are looked up (by id); a stored document whose file was read in this run is that file's.
+
+    Args:
+        store: The collection about to be written.
+        read: What this run read.
+
+    Raises:
+        ValueError: A stored document has the id of a row read now, was read from another
+            jsonl file not read now, and that file still has a row with that id; the message
+            names both rows.
+    """
+    ids = [d.doc_id for d in read.documents if explicit_id_file(d) is not None] + read.empty
+    if not ids:
+        return
+    read_now = {str(f) for f in read.files}
+    clash = _first_clash(store.document_metadata(ids), read_now)
+    if clash is not None:
+        doc_id, before = clash
+        now = next(r[doc_id] for f in sorted(read_now) if doc_id in (r := _rows_of(f)))
+        other = before.rpartition(":")[0]
+        raise ValueError(
+            f"document id {doc_id!r} appears twice ({before}, indexed before, and {now}); "
+            f"give the rows unique ids, or remove the row from {other} if it moved"
+        )
+
+
+def _first_clash(
+    stored: Mapping[str, Mapping[str, Any]], read_now: Set[str]
+) -> tuple[str, str] | None:
+    """The first stored id another existing jsonl file, not read now, still gives, with that
+    row (``"<path>:<line>"``); ``None`` if there is none.
+
+    Args:
+        stored: ``{doc_id: metadata}`` of the stored documents with the ids read now.
+        read_now: The files read in this run.
+    """
+    rows: dict[str, dict[str, str]] = {}  # each other file read once
+    for doc_id, meta in sorted(stored.items()):
+        other = reader_origin(doc_id, meta)
+        if other is None or other in read_now or not os.path.isfile(other):
+            continue
+        if other not in rows:
+            rows[other] = row_origins(other)
+        if doc_id in rows[other]:
+            return doc_id, rows[other][doc_id]
+    return None
+
+
+def _rows_of(file: str) -> dict[str, str]:
+    """:func:`~m3kit.sources.row_origins` of a jsonl file; ``{}`` for another file."""
+    return row_origins(file) if file.lower().endswith(".jsonl") else {}
