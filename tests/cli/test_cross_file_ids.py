@@ -12,30 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from qdrant_client import models
 
-from m3kit import M3Encoder
-from m3kit.cli import main
-from m3kit.store import M3Index, M3Store
-from m3kit.store.schema import CHUNK_INDEX, DOC_ID, PAGE_CONTENT
-
-
-def _index(
-    capsys: pytest.CaptureFixture[str], store: Path, model: Path, *argv: str | Path
-) -> tuple[int, str]:
-    """Run ``m3kit index``; its exit code and what it printed (stdout + stderr)."""
-    capsys.readouterr()
-    where = ["--path", str(store), "--model", str(model), "--dtype", "fp32", "-q"]
-    code = main(["index", *map(str, argv), *where])
-    out = capsys.readouterr()
-    return code, out.out + out.err
-
-
-def _stored(store: Path, model: Path) -> dict[str, str]:
-    """``{doc_id: text of its first chunk}`` of every stored document."""
-    with M3Index.open(M3Encoder.from_pretrained(model), str(store)) as index:
-        points = index.store.points(filter=models.Filter()).values()
-        return {p[DOC_ID]: p[PAGE_CONTENT] for p in points if p[CHUNK_INDEX] == 0}
+from m3kit.store import M3Store
+from tests.cli.index_runs import index_run, stored_texts
 
 
 def _rows(path: Path, *rows: dict[str, object]) -> Path:
@@ -57,7 +36,7 @@ def test_a_later_run_refuses_an_id_another_file_still_gives(
     cities = _rows(tmp_path / "cities.jsonl", *CITIES).resolve()
     elements = _rows(tmp_path / "elements.jsonl", *ELEMENTS).resolve()
     notes = _rows(tmp_path / "notes.jsonl", {"text": "a row without an id"}).resolve()
-    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, cities)[0] == 0
     looked_up: list[Sequence[str] | None] = []
     lookup = M3Store.document_metadata
 
@@ -66,7 +45,7 @@ def test_a_later_run_refuses_an_id_another_file_still_gives(
         return lookup(self, doc_ids)
 
     monkeypatch.setattr(M3Store, "document_metadata", spy)
-    code, out = _index(capsys, store, tiny_m3_path, elements, notes)
+    code, out = index_run(capsys, store, tiny_m3_path, elements, notes)
     assert code == 1, out
     assert out.strip() == (
         f"m3kit index: error: document id '0' appears twice ({cities}:1, indexed before, and "
@@ -74,9 +53,9 @@ def test_a_later_run_refuses_an_id_another_file_still_gives(
     )
     assert looked_up == [["0", "1"]]  # the explicit ids of this run only, looked up by id
     monkeypatch.undo()
-    assert _stored(store, tiny_m3_path) == {"0": CITIES[0]["text"], "1": CITIES[1]["text"]}
+    assert stored_texts(store, tiny_m3_path) == {"0": CITIES[0]["text"], "1": CITIES[1]["text"]}
     # the file that holds them, again: its own ids, no clash
-    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, cities)[0] == 0
 
 
 def test_an_id_whose_row_moved_or_whose_file_is_gone_is_updated(
@@ -84,19 +63,19 @@ def test_an_id_whose_row_moved_or_whose_file_is_gone_is_updated(
 ) -> None:
     store = tmp_path / "store"
     cities = _rows(tmp_path / "cities.jsonl", *CITIES)
-    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, cities)[0] == 0
     # row 0 moved from cities to elements: an update of document 0
     _rows(cities, CITIES[1])
     elements = _rows(tmp_path / "elements.jsonl", ELEMENTS[0])
-    code, out = _index(capsys, store, tiny_m3_path, elements)
+    code, out = index_run(capsys, store, tiny_m3_path, elements)
     assert code == 0, out
-    assert _stored(store, tiny_m3_path) == {"0": ELEMENTS[0]["text"], "1": CITIES[1]["text"]}
+    assert stored_texts(store, tiny_m3_path) == {"0": ELEMENTS[0]["text"], "1": CITIES[1]["text"]}
     # cities.jsonl deleted: its rows are free to be given by another file
     cities.unlink()
     _rows(elements, *ELEMENTS)
-    code, out = _index(capsys, store, tiny_m3_path, elements)
+    code, out = index_run(capsys, store, tiny_m3_path, elements)
     assert code == 0, out
-    assert _stored(store, tiny_m3_path) == {"0": ELEMENTS[0]["text"], "1": ELEMENTS[1]["text"]}
+    assert stored_texts(store, tiny_m3_path) == {"0": ELEMENTS[0]["text"], "1": ELEMENTS[1]["text"]}
 
 
 def test_an_emptied_row_does_not_delete_another_files_document(
@@ -104,13 +83,13 @@ def test_an_emptied_row_does_not_delete_another_files_document(
 ) -> None:
     store = tmp_path / "store"
     cities = _rows(tmp_path / "cities.jsonl", *CITIES).resolve()
-    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, cities)[0] == 0
     elements = _rows(tmp_path / "elements.jsonl", {"id": 0, "text": ""}).resolve()
-    code, out = _index(capsys, store, tiny_m3_path, elements)
+    code, out = index_run(capsys, store, tiny_m3_path, elements)
     assert code == 1, out
     assert f"document id '0' appears twice ({cities}:1, indexed before, and {elements}:1)" in out
-    assert _stored(store, tiny_m3_path) == {"0": CITIES[0]["text"], "1": CITIES[1]["text"]}
+    assert stored_texts(store, tiny_m3_path) == {"0": CITIES[0]["text"], "1": CITIES[1]["text"]}
     # emptied in its own file: the stored version goes
     _rows(cities, {"id": 0, "text": " "}, CITIES[1])
-    assert _index(capsys, store, tiny_m3_path, cities)[0] == 0
-    assert _stored(store, tiny_m3_path) == {"1": CITIES[1]["text"]}
+    assert index_run(capsys, store, tiny_m3_path, cities)[0] == 0
+    assert stored_texts(store, tiny_m3_path) == {"1": CITIES[1]["text"]}

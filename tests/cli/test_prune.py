@@ -12,32 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from qdrant_client import models
 
 from m3kit import M3Encoder
-from m3kit.cli import main
 from m3kit.cli_prune import stale_documents
 from m3kit.sources import SourceRead, positional_id, read_sources, reader_origin
 from m3kit.store import M3Index
-from m3kit.store.schema import CHUNK_INDEX, DOC_ID, PAGE_CONTENT
-
-
-def _index(
-    capsys: pytest.CaptureFixture[str], store: Path, model: Path, *argv: str | Path
-) -> tuple[int, str]:
-    """Run ``m3kit index``; its exit code and what it printed (stdout + stderr)."""
-    capsys.readouterr()
-    where = ["--path", str(store), "--model", str(model), "--dtype", "fp32", "-q"]
-    code = main(["index", *map(str, argv), *where])
-    out = capsys.readouterr()
-    return code, out.out + out.err
-
-
-def _stored(store: Path, model: Path) -> dict[str, str]:
-    """``{doc_id: text of its first chunk}`` of every stored document."""
-    with M3Index.open(M3Encoder.from_pretrained(model), str(store)) as index:
-        points = index.store.points(filter=models.Filter()).values()
-        return {p[DOC_ID]: p[PAGE_CONTENT] for p in points if p[CHUNK_INDEX] == 0}
+from tests.cli.index_runs import index_run, stored_texts
 
 
 def _rows(path: Path, *texts: str) -> None:
@@ -52,16 +32,16 @@ def test_positional_rows_follow_their_file_without_prune(
     rows, other = docs / "rows.jsonl", docs / "other.jsonl"
     _rows(rows, "row one alpha", "row two beta", "row three gamma")
     _rows(other, "other one", "other two")
-    assert _index(capsys, store, tiny_m3_path, docs)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
     # a library document whose id merely looks positional is not the reader's: kept
     with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
         index.add_texts(["added by hand"], doc_ids=[f"{rows.resolve()}:9"])
     # the first row removed: the others move up a line, the last line's id is stale
     _rows(rows, "row two beta", "row three gamma")
-    code, out = _index(capsys, store, tiny_m3_path, rows)  # the file alone, no --prune
+    code, out = index_run(capsys, store, tiny_m3_path, rows)  # the file alone, no --prune
     assert code == 0 and "removed 1 jsonl row(s) no longer at their line" in out, out
     r, o = rows.resolve(), other.resolve()
-    assert _stored(store, tiny_m3_path) == {
+    assert stored_texts(store, tiny_m3_path) == {
         f"{r}:1": "row two beta",
         f"{r}:2": "row three gamma",
         f"{r}:9": "added by hand",
@@ -69,7 +49,7 @@ def test_positional_rows_follow_their_file_without_prune(
         f"{o}:2": "other two",
     }
     # nothing left to remove: the next run says nothing about rows
-    code, out = _index(capsys, store, tiny_m3_path, docs)
+    code, out = index_run(capsys, store, tiny_m3_path, docs)
     assert code == 0 and "jsonl row" not in out, out
 
 
@@ -83,7 +63,7 @@ def test_prune_keeps_documents_the_reader_did_not_write(
     draft.write_text("Paris is the capital of France.", encoding="utf-8")
     pdf = docs / "report.pdf"
     pdf.write_bytes(b"%PDF-1.4")
-    assert _index(capsys, store, tiny_m3_path, docs, draft)[0] == 0  # hidden: named explicitly
+    assert index_run(capsys, store, tiny_m3_path, docs, draft)[0] == 0  # hidden: named explicitly
     # LangChain loaders put the file in "source" (PyPDFLoader: the PDF; this one is gone)
     with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
         index.add_texts(
@@ -94,15 +74,15 @@ def test_prune_keeps_documents_the_reader_did_not_write(
             ],
             doc_ids=["pdf-page", "gone-page"],
         )
-    code, out = _index(capsys, store, tiny_m3_path, docs, "--prune")
+    code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
     assert code == 0 and "removed 0 document(s) no longer there" in out, out
-    ids = set(_stored(store, tiny_m3_path))
+    ids = set(stored_texts(store, tiny_m3_path))
     assert ids == {str((docs / "a.md").resolve()), str(draft.resolve()), "pdf-page", "gone-page"}
     # once the hidden file is deleted, pruning docs/ removes it
     draft.unlink()
-    code, out = _index(capsys, store, tiny_m3_path, docs, "--prune")
+    code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
-    assert str(draft.resolve()) not in _stored(store, tiny_m3_path)
+    assert str(draft.resolve()) not in stored_texts(store, tiny_m3_path)
 
 
 def test_prune_a_path_that_no_longer_exists(
@@ -111,36 +91,36 @@ def test_prune_a_path_that_no_longer_exists(
     store, notes = tmp_path / "store", tmp_path / "notes"
     notes.mkdir()
     (notes / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
-    assert _index(capsys, store, tiny_m3_path, notes)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
     moved = tmp_path / "notes2"
     shutil.move(notes, moved)
-    assert _index(capsys, store, tiny_m3_path, moved)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, moved)[0] == 0
     # without --prune a missing path stays an error
-    code, out = _index(capsys, store, tiny_m3_path, notes)
+    code, out = index_run(capsys, store, tiny_m3_path, notes)
     assert code == 1 and f"{notes}: no such file or folder" in out, out
-    code, out = _index(capsys, store, tiny_m3_path, notes, "--prune")
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
     assert code == 0, out
     assert f"{notes}: no such file or folder; pruning what was indexed from it" in out
     assert "indexed 0 document(s)" in out and "removed 1 document(s) no longer there" in out
-    assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    assert set(stored_texts(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
     # a missing path nothing was indexed from (mistyped, or already pruned) exits 1 after
     # doing the rest of the run
     (moved / "b.md").write_text("Paris is the capital of France.", encoding="utf-8")
-    code, out = _index(capsys, store, tiny_m3_path, moved, notes, "--prune")
+    code, out = index_run(capsys, store, tiny_m3_path, moved, notes, "--prune")
     assert code == 1, out
     assert f"{notes}: no such file or folder, and nothing indexed from it" in out
     assert "indexed 2 document(s)" in out and "removed 0 document(s) no longer there" in out
-    assert str((moved / "b.md").resolve()) in _stored(store, tiny_m3_path)
+    assert str((moved / "b.md").resolve()) in stored_texts(store, tiny_m3_path)
     (moved / "b.md").unlink()
-    assert _index(capsys, store, tiny_m3_path, moved, "--prune")[0] == 0
-    assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    assert index_run(capsys, store, tiny_m3_path, moved, "--prune")[0] == 0
+    assert set(stored_texts(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
     # an existing folder without a file to read (an unmounted mount point is one) stays an
     # error, with --prune too: pruning it would delete everything indexed from it
     (moved / "a.md").unlink()
     for extra in ((), ("--prune",)):
-        code, out = _index(capsys, store, tiny_m3_path, moved, *extra)
+        code, out = index_run(capsys, store, tiny_m3_path, moved, *extra)
         assert code == 1 and "folder holds no" in out, out
-    assert set(_stored(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    assert set(stored_texts(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
 
 
 def test_reader_origin_knows_what_the_reader_wrote(tmp_path: Path) -> None:
@@ -179,19 +159,19 @@ def test_a_removed_link_is_pruned(
     (elsewhere / "new.md").write_text("Refunds take 5 days.", encoding="utf-8")
     link = docs / "policy.md"
     link.symlink_to(elsewhere / "old.md")
-    assert _index(capsys, store, tiny_m3_path, docs)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
     link.unlink()
     link.symlink_to(elsewhere / "new.md")  # re-pointed: the same document, new text
-    assert _index(capsys, store, tiny_m3_path, docs, "--prune")[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, docs, "--prune")[0] == 0
     root = docs.resolve()
-    assert _stored(store, tiny_m3_path) == {
+    assert stored_texts(store, tiny_m3_path) == {
         str(root / "a.md"): "Berlin is the capital of Germany.",
         str(root / "policy.md"): "Refunds take 5 days.",
     }
     link.unlink()
-    code, out = _index(capsys, store, tiny_m3_path, docs, "--prune")
+    code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
-    assert list(_stored(store, tiny_m3_path)) == [str(root / "a.md")]
+    assert list(stored_texts(store, tiny_m3_path)) == [str(root / "a.md")]
 
 
 def test_an_emptied_jsonl_is_cleaned_up(
@@ -204,11 +184,11 @@ def test_an_emptied_jsonl_is_cleaned_up(
         json.dumps({"text": "positional row"}) + "\n" + json.dumps({"_id": "k", "text": "kept id"}),
         encoding="utf-8",
     )
-    assert _index(capsys, store, tiny_m3_path, rows)[0] == 0
+    assert index_run(capsys, store, tiny_m3_path, rows)[0] == 0
     rows.write_text("", encoding="utf-8")
-    code, out = _index(capsys, store, tiny_m3_path, rows)
+    code, out = index_run(capsys, store, tiny_m3_path, rows)
     assert code == 0 and "removed 1 jsonl row(s)" in out, out
-    assert list(_stored(store, tiny_m3_path)) == ["k"]  # an id'd row goes with --prune only
-    code, out = _index(capsys, store, tiny_m3_path, rows, "--prune")
+    assert list(stored_texts(store, tiny_m3_path)) == ["k"]  # an id'd row goes with --prune only
+    code, out = index_run(capsys, store, tiny_m3_path, rows, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
-    assert _stored(store, tiny_m3_path) == {}
+    assert stored_texts(store, tiny_m3_path) == {}
