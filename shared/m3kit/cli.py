@@ -33,21 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit import cli_open
 from m3kit.checkpoint import DEFAULT_MODEL
-from m3kit.cli_chunking import IndexChunking
 from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
     add_ray_arguments,
-    check_scale_arguments,
-    index_on_ray,
     positive_int,
 )
 from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
 from m3kit.errors import CollectionNotFoundError, M3KitError
 
 if TYPE_CHECKING:
-    from m3kit.chunking import Chunker
-    from m3kit.encoder import M3Encoder
+    pass
 
 __all__ = ["build_parser", "main"]
 
@@ -254,70 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------
 def _run_index(args: argparse.Namespace) -> int:
-    from m3kit.cli_ids import check_ids_of_other_files
-    from m3kit.cli_prune import clean_up, paths_to_read
-    from m3kit.sources import SourceRead, read_sources
+    from m3kit.cli_index import run_index
 
-    check_scale_arguments(args)
-    storage = cli_open.storage(args)
-    if not args.paths and not args.reindex:
-        raise ValueError("give the files or folders to index (or --reindex)")
-    if not args.paths and _chunking_flags(args):
-        raise ValueError(
-            f"{', '.join(_chunking_flags(args))} need the files or folders to chunk: --reindex "
-            "alone re-encodes each stored document's chunks as they are"
-        )
-    record = cli_open.collection_record(args, storage)
-    chunking = _index_chunking(args, record)
-    # read everything first: bad input fails before loading
-    paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
-    read = read_sources(paths) if paths else SourceRead([], [])
-    docs = read.documents  # none (every file emptied) still cleans up below
-    encoder = cli_open.load_encoder(args, storage, record)
-    chunker = _chunker(
-        encoder, args.chunk_size, args.window, late=args.late_chunking, late_heads=args.late_heads
-    )
-    index = cli_open.open_index(encoder, args, storage)
-    try:
-        check_ids_of_other_files(index.store, read)  # before anything is written
-        before = index.count()
-        if args.paths:  # before writing: a run cut short still chunks the next one this way
-            chunking.remember(index.store)
-        if not docs:
-            pass  # only emptied documents: nothing to write, their old versions go below
-        elif args.ray is not None:
-            index_on_ray(index, docs, args)
-        else:
-            index.add_texts(
-                [d.text for d in docs],
-                metadatas=[dict(d.metadata) for d in docs],
-                doc_ids=[d.doc_id for d in docs],
-                chunker=chunker,
-                show_progress=not args.quiet,
-            )
-        if read.empty:  # an emptied file (or row): its stored version is no longer its text
-            index.delete(read.empty)
-        cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
-        after = index.count()
-    finally:
-        index.close()
-    removed = ""
-    if cleanup.moved_rows:
-        removed = f"; removed {len(cleanup.moved_rows)} jsonl row(s) no longer at their line"
-    if args.prune:
-        removed += f"; removed {len(cleanup.pruned)} document(s) no longer there"
-    print(
-        f"indexed {len(docs)} document(s) into {args.collection!r} at {cli_open.location(args)}: "
-        f"{after} chunk(s) stored ({after - before:+d}){removed}"
-    )
-    unmatched = cleanup.unmatched([p for p in args.paths if p not in paths]) if args.prune else []
-    for raw in unmatched:  # the rest of the run is done, as with `rm` of a missing file
-        print(
-            f"m3kit: {raw}: no such file or folder, and nothing indexed from it was left to "
-            "prune (a mistyped path?)",
-            file=sys.stderr,
-        )
-    return 1 if unmatched else 0
+    return run_index(args)
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -360,60 +295,6 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _chunking_flags(args: argparse.Namespace) -> list[str]:
-    """The chunking flags given on the command line (before the remembered ones fill in)."""
-    given = {
-        "--late-chunking/--no-late-chunking": args.late_chunking,
-        "--chunk-size": args.chunk_size,
-        "--window": args.window,
-        "--late-heads": args.late_heads,
-    }
-    return [flag for flag, value in given.items() if value is not None]
-
-
-def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexChunking:
-    """The chunking flags given, else those the collection's ``record`` remembers; set on
-    ``args``."""
-    remembered = IndexChunking.from_record(record)
-    chunking = IndexChunking.resolve(
-        args.late_chunking, args.chunk_size, args.window, args.late_heads, remembered
-    )
-    given = (args.late_chunking, args.chunk_size, args.window, args.late_heads)
-    if remembered is not None and any(v is None for v in given):
-        logger.info(
-            "chunking (flags not given from collection %r): %s",
-            args.collection,
-            chunking.describe(),
-        )
-    args.late_chunking, args.chunk_size = chunking.late, chunking.chunk_size
-    args.window, args.late_heads = chunking.window, chunking.late_heads
-    return chunking
-
-
-def _chunker(
-    encoder: M3Encoder,
-    chunk_size: int | None,
-    window: int | None,
-    *,
-    late: bool,
-    late_heads: str | None = None,
-) -> Chunker:
-    """The same sentence-packed chunks either way; ``late`` pools them from the document."""
-    from m3kit.chunking import NaiveChunker, default_chunk_size
-    from m3kit.late_chunking import LateChunker
-
-    size = default_chunk_size(encoder) if chunk_size is None else chunk_size
-    if late:
-        heads = None if late_heads is None else [h for h in late_heads.split(",") if h.strip()]
-        return LateChunker(
-            encoder,
-            chunk_size=size,
-            window=window,
-            late_heads=None if heads is None else [h.strip() for h in heads],
-        )
-    return NaiveChunker(encoder, chunk_size=size)
-
-
 def _index_field(value: str) -> tuple[str, Any]:
     from m3kit.store.schema import PayloadIndexType
 

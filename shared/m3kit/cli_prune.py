@@ -12,7 +12,8 @@ library or an adapter are left alone, whatever their ``source`` says.
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents.
   A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`),
-  and ``m3kit index`` exits 1 when nothing was pruned from it (a mistyped path); an existing
+  and ``m3kit index`` exits 1 when nothing was pruned from it, now or by an earlier run that
+  the collection remembers (:func:`mistyped_paths`): a mistyped path; an existing
   folder without a file to read stays an error (an unmounted mount point is an
   empty folder: pruning it would delete everything indexed from it).
 """
@@ -30,11 +31,21 @@ from typing import TYPE_CHECKING, Any
 from m3kit.sources import SourceRead, positional_id, reader_origin
 
 if TYPE_CHECKING:
-    from m3kit.store import M3Index
+    from m3kit.store import M3Index, M3Store
 
-__all__ = ["Cleanup", "clean_up", "paths_to_read", "stale_documents"]
+__all__ = [
+    "PRUNED_KEY",
+    "Cleanup",
+    "clean_up",
+    "mistyped_paths",
+    "paths_to_read",
+    "stale_documents",
+]
 
 logger = logging.getLogger("m3kit.cli")
+
+#: Key of the collection's record listing the missing paths ``--prune`` pruned documents from.
+PRUNED_KEY = "pruned_paths"
 
 
 @dataclass(frozen=True)
@@ -57,9 +68,7 @@ class Cleanup:
         return [
             raw
             for raw in missing
-            if not any(
-                _under(Path(f), [Path(raw).expanduser().resolve()]) for f in self.pruned_from
-            )
+            if not any(_under(Path(f), [_resolved(raw)]) for f in self.pruned_from)
         ]
 
 
@@ -101,7 +110,7 @@ def stale_documents(
     produced = {d.doc_id for d in read.documents}
     read_now = {str(p) for p in read.files}
     jsonl_now = {f for f in read_now if f.lower().endswith(".jsonl")}
-    folders = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+    folders = None if roots is None else [_resolved(str(r)) for r in roots]
     moved: list[str] = []
     pruned: list[str] = []
     pruned_from: list[str] = []
@@ -139,6 +148,39 @@ def clean_up(index: M3Index, read: SourceRead, *, roots: Sequence[str] | None) -
         shown = ", ".join(done.pruned[:10])
         logger.info("pruned %d document(s): %s", len(done.pruned), shown)
     return done
+
+
+def mistyped_paths(
+    store: M3Store, cleanup: Cleanup, missing: Sequence[str], present: Sequence[str]
+) -> list[str]:
+    """The ``missing`` given paths that nothing was pruned from, in this run or an earlier
+    one (a mistyped path); remembers the paths pruned now in the collection's record.
+
+    A path pruned once stays known, so a scheduled ``m3kit index docs/ old/ --prune`` keeps
+    exiting 0 after ``old/`` is gone and pruned; a path given again while it exists is
+    forgotten (deleted again later, it is pruned again).
+
+    Args:
+        store: The collection (its record is read, and written when the list changes).
+        cleanup: What this run pruned.
+        missing: The given paths that no longer exist.
+        present: The given paths that exist.
+    """
+    record = store.collection_metadata()
+    known = [Path(p) for p in record.get(PRUNED_KEY, [])]
+    unmatched = cleanup.unmatched(missing)
+    now = {_resolved(raw) for raw in missing if raw not in unmatched}
+    here = [_resolved(raw) for raw in present]
+    kept = sorted(
+        str(p) for p in {*known, *now} if not any(p == h or p.is_relative_to(h) for h in here)
+    )
+    if kept != sorted(str(p) for p in known):
+        store.set_collection_metadata({**record, PRUNED_KEY: kept})
+    return [raw for raw in unmatched if not _under(_resolved(raw), known)]
+
+
+def _resolved(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:

@@ -103,14 +103,26 @@ def test_prune_a_path_that_no_longer_exists(
     assert f"{notes}: no such file or folder; pruning what was indexed from it" in out
     assert "indexed 0 document(s)" in out and "removed 1 document(s) no longer there" in out
     assert set(stored_texts(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
-    # a missing path nothing was indexed from (mistyped, or already pruned) exits 1 after
-    # doing the rest of the run
+    # a missing path nothing was ever pruned from (mistyped) exits 1 after doing the rest
+    # of the run; one an earlier run pruned (a scheduled job's old path) is fine
     (moved / "b.md").write_text("Paris is the capital of France.", encoding="utf-8")
-    code, out = index_run(capsys, store, tiny_m3_path, moved, notes, "--prune")
+    typo = tmp_path / "noets"
+    code, out = index_run(capsys, store, tiny_m3_path, moved, notes, typo, "--prune")
     assert code == 1, out
-    assert f"{notes}: no such file or folder, and nothing indexed from it" in out
+    assert f"{typo}: no such file or folder, and nothing indexed from it" in out
+    assert f"{notes}: no such file or folder, and" not in out
     assert "indexed 2 document(s)" in out and "removed 0 document(s) no longer there" in out
     assert str((moved / "b.md").resolve()) in stored_texts(store, tiny_m3_path)
+    code, out = index_run(capsys, store, tiny_m3_path, moved, notes / "a.md", "--prune")
+    assert code == 0, out  # under a pruned folder: pruned too
+    # re-created, indexed and deleted again: pruned again
+    notes.mkdir()
+    (notes / "c.md").write_text("Rome is the capital of Italy.", encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    shutil.rmtree(notes)
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert index_run(capsys, store, tiny_m3_path, notes, "--prune")[0] == 0
     (moved / "b.md").unlink()
     assert index_run(capsys, store, tiny_m3_path, moved, "--prune")[0] == 0
     assert set(stored_texts(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
