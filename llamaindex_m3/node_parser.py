@@ -19,7 +19,8 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 - ``node.metadata["m3_late_chunk"]`` also holds ``count`` (the document's number of chunks)
   and ``source`` (a hash of its text): :func:`chunk_records` versions the records with them.
 - ``start_char_idx`` / ``end_char_idx``: the chunk's span in the document; the ``SOURCE``
-  relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks.
+  relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks
+  (their metadata without the two keys above: a node does not carry its neighbours' vectors).
 
 Example::
 
@@ -421,11 +422,22 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         """LlamaIndex's post-processing, keeping the chunker's exact spans.
 
         (The base class re-finds each node's text in the document, which can land on an
-        earlier copy of a repeated passage.)
+        earlier copy of a repeated passage.) The ``PREVIOUS`` / ``NEXT`` / ``SOURCE`` links it
+        makes copy the linked node's metadata: the parser's own keys are dropped from them, so
+        a node does not carry its neighbours' vectors.
         """
         nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
         for node in nodes:
             if isinstance(node, M3TextNode) and node._m3_chunk is not None:
                 node.start_char_idx = node._m3_chunk.start
                 node.end_char_idx = node._m3_chunk.end
+            _strip_related_metadata(node)
         return nodes
+
+
+def _strip_related_metadata(node: BaseNode) -> None:
+    """Drop the parser's own keys from the metadata ``node``'s relationships copied."""
+    for related in node.relationships.values():
+        for info in related if isinstance(related, list) else [related]:
+            if any(key in info.metadata for key in _INTERNAL_KEYS):
+                info.metadata = {k: v for k, v in info.metadata.items() if k not in _INTERNAL_KEYS}
