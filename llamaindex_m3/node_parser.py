@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser import NodeParser
-from llama_index.core.node_parser.node_utils import build_nodes_from_splits
+from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from typing_extensions import Self
 
@@ -68,6 +68,12 @@ SPARSE_METADATA_KEY = "m3_sparse"
 LATE_METADATA_KEY = "m3_late_chunk"
 _INTERNAL_KEYS = (SPARSE_METADATA_KEY, LATE_METADATA_KEY)
 _CHUNKER_CONTEXT_KEY = "m3kit_late_chunker"
+# what to_dict records beyond the fields: IngestionPipeline's cache key is built from to_dict
+_SIGNATURE_KEY = "chunker_signature"
+_ENCODER_KEY = "encoder_identity"
+_CHUNKING_FIELDS = frozenset(
+    {"chunk_size", "window", "overlap", "placement", "late_heads", "dense_pooling", "splitter"}
+)
 
 
 class M3TextNode(TextNode):
@@ -180,6 +186,40 @@ def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
     return hashlib.sha256(blob.encode()).hexdigest(), count
 
 
+def _read_id_func(value: Any) -> Any:
+    """``id_func`` as LlamaIndex serialised it (``{"id_func_name": ...}``), read back."""
+    if not isinstance(value, dict):
+        return value
+    name = value.get("id_func_name")
+    if name != default_id_func.__name__:
+        raise ValueError(
+            f"the serialised M3LateChunkingNodeParser names its id_func {name!r}, which "
+            "LlamaIndex does not serialise: pass it again (from_dict(data, id_func=...))"
+        )
+    return default_id_func
+
+
+def _check_rebuilt(
+    parser: M3LateChunkingNodeParser, recorded: dict[str, Any], *, overridden: set[str]
+) -> None:
+    """Raise when ``parser`` would chunk or embed otherwise than ``recorded`` says."""
+    signature, identity = recorded[_SIGNATURE_KEY], recorded[_ENCODER_KEY]
+    chunking_given = overridden & _CHUNKING_FIELDS
+    if signature is not None and not chunking_given and signature != parser.chunker.signature:
+        raise ValueError(
+            f"the serialised M3LateChunkingNodeParser chunked as {signature}, the one rebuilt "
+            f"from its fields as {parser.chunker.signature}: a splitter is not serialised, "
+            "pass it again (from_dict(data, splitter=...))"
+        )
+    fingerprint = encoder_fingerprint(parser.chunker.encoder)
+    if identity is not None and "model_name" not in overridden and not fingerprint.made(identity):
+        raise ValueError(
+            f"the serialised M3LateChunkingNodeParser embedded with encoder {identity}, the "
+            f"checkpoint at {parser.model_name} is another one ({fingerprint.identity}); "
+            "point model_name at the model that parsed the nodes"
+        )
+
+
 def _build_chunker(
     encoder: M3Encoder,
     *,
@@ -212,6 +252,11 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
     ``max_batch_tokens``, ...) or share a loaded model with :meth:`from_encoder` /
     :meth:`from_chunker`.
+
+    :meth:`to_dict` (what ``IngestionPipeline`` builds its cache key from) also records what
+    decides the chunks and their vectors, the chunker's signature (``splitter`` included, which
+    is not serialised itself) and the encoder's identity, so parsers that differ there never
+    share cached nodes; :meth:`from_dict` checks the parser it rebuilds against them.
     """
 
     chunk_size: int | None = Field(
@@ -247,7 +292,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         default=None,
         exclude=True,
         description="Chunk boundaries instead of the sentence splitter: a LlamaIndex node "
-        "parser or text splitter, or a callable str -> [(start, end)].",
+        "parser or text splitter, or a callable str -> [(start, end)]. Not serialised "
+        "(to_dict records it in the chunker's signature).",
     )
 
     _chunker: LateChunker = PrivateAttr()
@@ -255,6 +301,34 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     @classmethod
     def class_name(cls) -> str:
         return "M3LateChunkingNodeParser"
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The fields, ``class_name``, the chunker's signature and the encoder's identity."""
+        data = super().to_dict(**kwargs)
+        data[_SIGNATURE_KEY] = self._chunker.signature
+        data[_ENCODER_KEY] = encoder_fingerprint(self._chunker.encoder).identity
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:  # type: ignore[override]
+        """The parser :meth:`to_dict` describes (``kwargs`` override its fields).
+
+        LlamaIndex serialises ``id_func`` by its name only: the default one is read back, any
+        other must be given again (``id_func=...``).
+
+        Raises:
+            ValueError: The rebuilt parser would chunk or embed otherwise than the serialised
+                one (its ``splitter`` is not serialised: pass it again as ``splitter=...``; or
+                the checkpoint at ``model_name`` is another model now), not checked for what
+                ``kwargs`` override; or a custom ``id_func`` was not given again.
+        """
+        fields = {k: v for k, v in data.items() if k not in (_SIGNATURE_KEY, _ENCODER_KEY)}
+        if "id_func" not in kwargs:
+            fields["id_func"] = _read_id_func(fields.get("id_func"))
+        parser = super().from_dict(fields, **kwargs)
+        recorded = {key: data.get(key) for key in (_SIGNATURE_KEY, _ENCODER_KEY)}
+        _check_rebuilt(parser, recorded, overridden=set(kwargs))
+        return parser
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the chunker: adopt the one :meth:`from_chunker` passed, or load the model."""

@@ -6,7 +6,12 @@ after the parser in a pipeline and the pipeline's cache must neither copy nor re
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from llama_index.core import Document
+from llama_index.core.ingestion import IngestionCache, IngestionPipeline
+from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import NodeRelationship
 
 from llamaindex_m3.node_parser import (
@@ -38,3 +43,47 @@ def test_relationships_do_not_copy_the_neighbours_vectors(tiny_encoder: M3Encode
     assert middle.relationships[NodeRelationship.PREVIOUS].metadata == {"topic": "numbers"}  # type: ignore[union-attr]
     assert set(nodes[0].metadata) >= INTERNAL and set(nodes[2].metadata) >= INTERNAL
     assert middle.to_json().count(f'"{SPARSE_METADATA_KEY}": {{') == 1
+
+
+def _sentences(size: int) -> SentenceSplitter:
+    return SentenceSplitter(chunk_size=size, chunk_overlap=0)
+
+
+def test_pipeline_cache_tells_splitters_apart(tiny_encoder: M3Encoder) -> None:
+    """``IngestionCache`` keys on ``to_dict()``: a parser's splitter must show there."""
+    small = M3LateChunkingNodeParser.from_encoder(tiny_encoder, splitter=_sentences(40))
+    large = M3LateChunkingNodeParser.from_encoder(tiny_encoder, splitter=_sentences(200))
+    assert small.to_dict() != large.to_dict()
+    cache = IngestionCache()
+    first = IngestionPipeline(transformations=[small], cache=cache).run(documents=[_document()])
+    second = IngestionPipeline(transformations=[large], cache=cache).run(documents=[_document()])
+    fresh = large.get_nodes_from_documents([_document()])
+    assert len(first) != len(fresh)
+    assert [n.get_content() for n in second] == [n.get_content() for n in fresh]
+
+
+def test_parser_round_trips_and_names_a_lost_splitter(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder
+) -> None:
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=24)
+    again = M3LateChunkingNodeParser.from_json(parser.to_json())
+    assert again.to_dict() == parser.to_dict()
+    assert M3LateChunkingNodeParser.from_dict(parser.to_dict(), chunk_size=12).chunk_size == 12
+
+    custom = M3LateChunkingNodeParser.from_encoder(tiny_encoder, splitter=_sentences(40))
+    with pytest.raises(ValueError, match="a splitter is not serialised, pass it again"):
+        M3LateChunkingNodeParser.from_dict(custom.to_dict())
+    rebuilt = M3LateChunkingNodeParser.from_dict(custom.to_dict(), splitter=_sentences(40))
+    assert rebuilt.to_dict() == custom.to_dict()
+
+    other = M3LateChunkingNodeParser.from_encoder(other_tiny_encoder).to_dict()
+    with pytest.raises(ValueError, match="embedded with encoder .* is another one"):
+        M3LateChunkingNodeParser.from_dict({**parser.to_dict(), "model_name": other["model_name"]})
+    with_own_ids = parser.model_copy(update={"id_func": _own_ids})
+    with pytest.raises(ValueError, match="names its id_func '_own_ids'"):
+        M3LateChunkingNodeParser.from_dict(with_own_ids.to_dict())
+    assert M3LateChunkingNodeParser.from_dict(with_own_ids.to_dict(), id_func=_own_ids)
+
+
+def _own_ids(i: int, doc: Any) -> str:
+    return f"{doc.doc_id}-{i}"
