@@ -6,18 +6,23 @@ after the parser in a pipeline and the pipeline's cache must neither copy nor re
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from llama_index.core import Document
 from llama_index.core.ingestion import IngestionCache, IngestionPipeline
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.schema import NodeRelationship
+from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, TextNode
 
+from llamaindex_m3 import M3Embedding
 from llamaindex_m3.node_parser import (
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
     M3LateChunkingNodeParser,
+    node_vectors,
 )
 from m3kit import M3Encoder
 
@@ -87,3 +92,61 @@ def test_parser_round_trips_and_names_a_lost_splitter(
 
 def _own_ids(i: int, doc: Any) -> str:
     return f"{doc.doc_id}-{i}"
+
+
+def _late_and_plain(encoder: M3Encoder) -> tuple[list[BaseNode], list[BaseNode]]:
+    late = M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=24).get_nodes_from_documents(
+        [_document()]
+    )
+    plain = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents(
+        [Document(text="Oxygen has the atomic number 8. Iron is Fe.", doc_id="plain")]
+    )
+    return late, plain
+
+
+def _assert_kept_and_embedded(
+    nodes: Sequence[BaseNode], late: list[BaseNode], plain: list[BaseNode], encoder: M3Encoder
+) -> None:
+    by_id = {n.node_id: n for n in nodes}
+    for node in late:
+        kept = by_id[node.node_id]
+        np.testing.assert_array_equal(kept.embedding, node_vectors(node).dense[0])
+        assert kept.metadata[SPARSE_METADATA_KEY] == node.metadata[SPARSE_METADATA_KEY]
+    alone = encoder.encode([n.get_content(metadata_mode=MetadataMode.EMBED) for n in plain])
+    for node, vector in zip(plain, alone.dense, strict=True):
+        np.testing.assert_allclose(by_id[node.node_id].embedding, vector, atol=1e-6)
+
+
+def test_embed_model_after_the_parser_keeps_late_embeddings(tiny_encoder: M3Encoder) -> None:
+    """``[parser, embed]``, the usual pipeline: late chunks keep their vectors."""
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    late, plain = _late_and_plain(tiny_encoder)
+    alone = tiny_encoder.encode([n.get_content(metadata_mode=MetadataMode.EMBED) for n in late])
+    assert not np.allclose(node_vectors(late[0]).dense[0], alone.dense[0], atol=1e-3)
+
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=24)
+    piped = IngestionPipeline(transformations=[parser, embed]).run(documents=[_document()])
+    assert len(piped) == len(late)
+    for node, want in zip(piped, late, strict=True):  # new node ids: same chunks, in order
+        np.testing.assert_array_equal(node.embedding, node_vectors(want).dense[0])
+        assert node.metadata[SPARSE_METADATA_KEY] == want.metadata[SPARSE_METADATA_KEY]
+
+    rebuilt = [TextNode.from_json(n.to_json()) for n in late]  # a docstore / cache round trip
+    _assert_kept_and_embedded(embed([*plain[:1], *rebuilt, *plain[1:]]), late, plain, tiny_encoder)
+    later = asyncio.run(embed.acall([*rebuilt, *plain]))
+    _assert_kept_and_embedded(later, late, plain, tiny_encoder)
+
+
+def test_embed_model_refuses_other_models_and_lost_late_embeddings(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder
+) -> None:
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    foreign, _ = _late_and_plain(other_tiny_encoder)
+    with pytest.raises(ValueError, match=f"node {foreign[1].node_id} was late-chunked by another"):
+        embed(foreign[1:2])
+    with pytest.raises(ValueError, match="another model than this embedding model's"):
+        asyncio.run(embed.acall(foreign[1:2]))
+    lost = TextNode.from_json(_late_and_plain(tiny_encoder)[0][0].to_json())
+    lost.embedding = None
+    with pytest.raises(ValueError, match=f"node {lost.node_id} came from .* lost its late"):
+        embed([lost])
