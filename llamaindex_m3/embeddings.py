@@ -357,6 +357,19 @@ class QdrantSparseFn:
         done = [v for v in vectors if v is not None]
         return [v.indices.tolist() for v in done], [v.values.tolist() for v in done]
 
+    def prune(self, vector: SparseVector) -> SparseVector:
+        """``vector`` cut as this function cuts its own (``sparse_top_k``, ``sparse_min_weight``).
+
+        For a sparse vector computed elsewhere (a late-chunked node's), so it is stored as
+        sparse as the vectors this function gives.
+        """
+        return self.encoder.sparse_vector(
+            vector.indices,
+            vector.values,
+            top_k=self.sparse_top_k,
+            min_weight=self.sparse_min_weight,
+        )
+
 
 def m3_sparse_fns(
     source: M3Encoder | M3Embedding | M3SparseEmbedding,
