@@ -34,13 +34,17 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from llamaindex_m3._encoder_fields import M3EncoderFields
+from llamaindex_m3.node_parser import LATE_METADATA_KEY
+from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
 from m3kit.errors import HeadNotAvailableError, missing_extra
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
     from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
+    from llama_index.core.schema import BaseNode, MetadataMode
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("llama-index-core", "llamaindex") from e
 
@@ -51,6 +55,8 @@ __all__ = [
     "SparseHandoff",
     "m3_sparse_fns",
 ]
+
+_DENSE = frozenset({Head.DENSE})
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 """What ``QdrantVectorStore``'s ``sparse_doc_fn`` / ``sparse_query_fn`` return."""
@@ -101,6 +107,10 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
     Vectors are L2-normalised, so cosine and dot product agree. Queries get
     ``query_instruction``, documents ``text_instruction`` (both none for BGE-M3). The async
     methods run the sync ones in a worker thread.
+
+    As a transformation after :class:`~llamaindex_m3.M3LateChunkingNodeParser` on the same
+    model (``IngestionPipeline(transformations=[parser, embed])``), it keeps the late-chunked
+    embeddings the nodes carry and embeds only the other nodes.
 
     Example:
         >>> import tempfile
@@ -161,6 +171,55 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+    # -- as a transformation (IngestionPipeline) ----------------------------------------------
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        """Embed the nodes, keeping the late-chunked vectors nodes of this model carry.
+
+        A node from :class:`~llamaindex_m3.M3LateChunkingNodeParser` on this model keeps its
+        embedding (pooled in its document's context, like the sparse vector it carries); the
+        other nodes are embedded from their ``MetadataMode.EMBED`` text.
+
+        Raises:
+            ValueError: A node was late-chunked by another model, or lost its late-chunked
+                embedding (names the node).
+        """
+        todo = self._nodes_to_embed(nodes)
+        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in todo]
+        _set_embeddings(todo, self.get_text_embedding_batch(texts, **kwargs))
+        return nodes
+
+    async def acall(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        """:meth:`__call__`, the embedding done by ``aget_text_embedding_batch``."""
+        todo = self._nodes_to_embed(nodes)
+        texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in todo]
+        _set_embeddings(todo, await self.aget_text_embedding_batch(texts, **kwargs))
+        return nodes
+
+    def _nodes_to_embed(self, nodes: Sequence[BaseNode]) -> list[BaseNode]:
+        """The nodes carrying no late-chunked vectors; the others get their carried one."""
+        fingerprint = encoder_fingerprint(self.encoder)
+        todo = []
+        for node in nodes:
+            carried = carried_vectors(node, _DENSE, fingerprint, holder="embedding model")
+            if carried is not None:
+                node.embedding = carried.dense[0].tolist()
+            elif is_late(node):
+                raise ValueError(
+                    f"node {node.node_id} came from M3LateChunkingNodeParser but lost its "
+                    "late-chunked embedding; embedding its text alone would lose its "
+                    "document's context while its sparse vector keeps it. Run the parser "
+                    f"again on its document, or drop metadata[{LATE_METADATA_KEY!r}] to have "
+                    "the node embedded on its own text"
+                )
+            else:
+                todo.append(node)
+        return todo
+
+
+def _set_embeddings(nodes: Sequence[BaseNode], vectors: Sequence[Embedding]) -> None:
+    for node, vector in zip(nodes, vectors, strict=True):
+        node.embedding = vector
 
 
 class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding):
@@ -297,6 +356,19 @@ class QdrantSparseFn:
                 vectors[i] = vector
         done = [v for v in vectors if v is not None]
         return [v.indices.tolist() for v in done], [v.values.tolist() for v in done]
+
+    def prune(self, vector: SparseVector) -> SparseVector:
+        """``vector`` cut as this function cuts its own (``sparse_top_k``, ``sparse_min_weight``).
+
+        For a sparse vector computed elsewhere (a late-chunked node's), so it is stored as
+        sparse as the vectors this function gives.
+        """
+        return self.encoder.sparse_vector(
+            vector.indices,
+            vector.values,
+            top_k=self.sparse_top_k,
+            min_weight=self.sparse_min_weight,
+        )
 
 
 def m3_sparse_fns(

@@ -19,7 +19,8 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 - ``node.metadata["m3_late_chunk"]`` also holds ``count`` (the document's number of chunks)
   and ``source`` (a hash of its text): :func:`chunk_records` versions the records with them.
 - ``start_char_idx`` / ``end_char_idx``: the chunk's span in the document; the ``SOURCE``
-  relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks.
+  relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks
+  (their metadata without the two keys above: a node does not carry its neighbours' vectors).
 
 Example::
 
@@ -35,18 +36,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser import NodeParser
-from llama_index.core.node_parser.node_utils import build_nodes_from_splits
+from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3CheckpointFields
-from m3kit.chunk_spans import spans_of_pieces
+from llamaindex_m3.parser_spans import node_parser_spans
 from m3kit.encoder import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
@@ -67,6 +68,12 @@ SPARSE_METADATA_KEY = "m3_sparse"
 LATE_METADATA_KEY = "m3_late_chunk"
 _INTERNAL_KEYS = (SPARSE_METADATA_KEY, LATE_METADATA_KEY)
 _CHUNKER_CONTEXT_KEY = "m3kit_late_chunker"
+# what to_dict records beyond the fields: IngestionPipeline's cache key is built from to_dict
+_SIGNATURE_KEY = "chunker_signature"
+_ENCODER_KEY = "encoder_identity"
+_CHUNKING_FIELDS = frozenset(
+    {"chunk_size", "window", "overlap", "placement", "late_heads", "dense_pooling", "splitter"}
+)
 
 
 class M3TextNode(TextNode):
@@ -179,55 +186,38 @@ def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
     return hashlib.sha256(blob.encode()).hexdigest(), count
 
 
-def node_parser_spans(parser: NodeParser) -> Callable[[str], list[tuple[int, int]]]:
-    """Character spans of any LlamaIndex node parser, for :class:`m3kit.late_chunking.LateChunker`.
-
-    Finds each node's text in the document with :func:`m3kit.chunk_spans.spans_of_pieces`
-    (in order, covering the whole document), not from the nodes' ``start_char_idx``: LlamaIndex
-    sets those by searching from just after the previous node's start, which lands on an
-    earlier copy of a repeated passage. Nodes a parser returns out of document order are
-    first ordered by their ``start_char_idx``.
-
-    A parser whose nodes nest (``HierarchicalNodeParser`` with several ``chunk_sizes``: parent
-    nodes holding their leaves) is refused: late chunking gives one flat sequence of chunks and
-    could keep neither the parents nor their links to the leaves.
-
-    Raises:
-        ValueError: A node's text is not in the document, the nodes leave text out, or the
-            nodes nest (parents and children).
-    """
-
-    def spans(text: str) -> list[tuple[int, int]]:
-        nodes = parser.get_nodes_from_documents([Document(text=text)])
-        _refuse_nested(parser, nodes)
-        starts = [n.start_char_idx for n in nodes if isinstance(n, TextNode)]
-        placed = [s for s in starts if s is not None]
-        if len(placed) == len(nodes) and placed != sorted(placed):  # not in document order
-            nodes = [n for _, n in sorted(zip(placed, nodes, strict=True), key=lambda p: p[0])]
-        contents = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
-        try:
-            return spans_of_pieces(text, contents)
-        except ValueError as e:
-            raise ValueError(f"{type(parser).__name__}: {e}") from e
-
-    spans.places_pieces = True  # type: ignore[attr-defined]  # in the chunker's signature
-    return spans
+def _read_id_func(value: Any) -> Any:
+    """``id_func`` as LlamaIndex serialised it (``{"id_func_name": ...}``), read back."""
+    if not isinstance(value, dict):
+        return value
+    name = value.get("id_func_name")
+    if name != default_id_func.__name__:
+        raise ValueError(
+            f"the serialised M3LateChunkingNodeParser names its id_func {name!r}, which "
+            "LlamaIndex does not serialise: pass it again (from_dict(data, id_func=...))"
+        )
+    return default_id_func
 
 
-def _refuse_nested(parser: NodeParser, nodes: Sequence[BaseNode]) -> None:
-    """Raise when some of ``nodes`` are the parents of others (a hierarchy, not a sequence)."""
-    ids = {node.node_id for node in nodes}
-    for node in nodes:
-        if any(child.node_id in ids for child in node.child_nodes or []):
-            raise ValueError(
-                f"{type(parser).__name__} returned nested nodes (parents and their children, "
-                "e.g. HierarchicalNodeParser with several chunk_sizes): late chunking makes one "
-                "flat sequence of chunks and cannot keep the hierarchy. Pass a parser of one "
-                "level as splitter (e.g. HierarchicalNodeParser.from_defaults(chunk_sizes=[128]) "
-                "or SentenceSplitter(chunk_size=128)); for auto-merging retrieval over parents, "
-                "parse with HierarchicalNodeParser itself and store its nodes without late "
-                "chunking"
-            )
+def _check_rebuilt(
+    parser: M3LateChunkingNodeParser, recorded: dict[str, Any], *, overridden: set[str]
+) -> None:
+    """Raise when ``parser`` would chunk or embed otherwise than ``recorded`` says."""
+    signature, identity = recorded[_SIGNATURE_KEY], recorded[_ENCODER_KEY]
+    chunking_given = overridden & _CHUNKING_FIELDS
+    if signature is not None and not chunking_given and signature != parser.chunker.signature:
+        raise ValueError(
+            f"the serialised M3LateChunkingNodeParser chunked as {signature}, the one rebuilt "
+            f"from its fields as {parser.chunker.signature}: a splitter is not serialised, "
+            "pass it again (from_dict(data, splitter=...))"
+        )
+    fingerprint = encoder_fingerprint(parser.chunker.encoder)
+    if identity is not None and "model_name" not in overridden and not fingerprint.made(identity):
+        raise ValueError(
+            f"the serialised M3LateChunkingNodeParser embedded with encoder {identity}, the "
+            f"checkpoint at {parser.model_name} is another one ({fingerprint.identity}); "
+            "point model_name at the model that parsed the nodes"
+        )
 
 
 def _build_chunker(
@@ -262,6 +252,11 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
     ``max_batch_tokens``, ...) or share a loaded model with :meth:`from_encoder` /
     :meth:`from_chunker`.
+
+    :meth:`to_dict` (what ``IngestionPipeline`` builds its cache key from) also records what
+    decides the chunks and their vectors, the chunker's signature (``splitter`` included, which
+    is not serialised itself) and the encoder's identity, so parsers that differ there never
+    share cached nodes; :meth:`from_dict` checks the parser it rebuilds against them.
     """
 
     chunk_size: int | None = Field(
@@ -297,7 +292,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         default=None,
         exclude=True,
         description="Chunk boundaries instead of the sentence splitter: a LlamaIndex node "
-        "parser or text splitter, or a callable str -> [(start, end)].",
+        "parser or text splitter, or a callable str -> [(start, end)]. Not serialised "
+        "(to_dict records it in the chunker's signature).",
     )
 
     _chunker: LateChunker = PrivateAttr()
@@ -305,6 +301,34 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     @classmethod
     def class_name(cls) -> str:
         return "M3LateChunkingNodeParser"
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The fields, ``class_name``, the chunker's signature and the encoder's identity."""
+        data = super().to_dict(**kwargs)
+        data[_SIGNATURE_KEY] = self._chunker.signature
+        data[_ENCODER_KEY] = encoder_fingerprint(self._chunker.encoder).identity
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:  # type: ignore[override]
+        """The parser :meth:`to_dict` describes (``kwargs`` override its fields).
+
+        LlamaIndex serialises ``id_func`` by its name only: the default one is read back, any
+        other must be given again (``id_func=...``).
+
+        Raises:
+            ValueError: The rebuilt parser would chunk or embed otherwise than the serialised
+                one (its ``splitter`` is not serialised: pass it again as ``splitter=...``; or
+                the checkpoint at ``model_name`` is another model now), not checked for what
+                ``kwargs`` override; or a custom ``id_func`` was not given again.
+        """
+        fields = {k: v for k, v in data.items() if k not in (_SIGNATURE_KEY, _ENCODER_KEY)}
+        if "id_func" not in kwargs:
+            fields["id_func"] = _read_id_func(fields.get("id_func"))
+        parser = super().from_dict(fields, **kwargs)
+        recorded = {key: data.get(key) for key in (_SIGNATURE_KEY, _ENCODER_KEY)}
+        _check_rebuilt(parser, recorded, overridden=set(kwargs))
+        return parser
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the chunker: adopt the one :meth:`from_chunker` passed, or load the model."""
@@ -421,11 +445,22 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         """LlamaIndex's post-processing, keeping the chunker's exact spans.
 
         (The base class re-finds each node's text in the document, which can land on an
-        earlier copy of a repeated passage.)
+        earlier copy of a repeated passage.) The ``PREVIOUS`` / ``NEXT`` / ``SOURCE`` links it
+        makes copy the linked node's metadata: the parser's own keys are dropped from them, so
+        a node does not carry its neighbours' vectors.
         """
         nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
         for node in nodes:
             if isinstance(node, M3TextNode) and node._m3_chunk is not None:
                 node.start_char_idx = node._m3_chunk.start
                 node.end_char_idx = node._m3_chunk.end
+            _strip_related_metadata(node)
         return nodes
+
+
+def _strip_related_metadata(node: BaseNode) -> None:
+    """Drop the parser's own keys from the metadata ``node``'s relationships copied."""
+    for related in node.relationships.values():
+        for info in related if isinstance(related, list) else [related]:
+            if any(key in info.metadata for key in _INTERNAL_KEYS):
+                info.metadata = {k: v for k, v in info.metadata.items() if k not in _INTERNAL_KEYS}

@@ -31,6 +31,7 @@ __all__ = [
     "PLACEMENT_KEYS",
     "StoredChunk",
     "carried_vectors",
+    "check_late_encoder",
     "is_late",
     "lost_vectors_message",
     "node_extra",
@@ -65,7 +66,11 @@ def unpack_documents(
 
 
 def carried_vectors(
-    node: BaseNode, heads: frozenset[Head], encoder: EncoderFingerprint
+    node: BaseNode,
+    heads: frozenset[Head],
+    encoder: EncoderFingerprint,
+    *,
+    holder: str = "store",
 ) -> M3Output | None:
     """The late-chunked vectors a node carries, when they cover every head the store holds.
 
@@ -74,26 +79,43 @@ def carried_vectors(
         heads: The heads the store holds.
         encoder: The store's encoder fingerprint (nodes stamped with its identity, or the one
             an earlier m3kit gave it, carry its vectors).
+        holder: What takes the node, for the error (``"store"``, ``"embedding model"``).
 
     Raises:
         ValueError: The node was late-chunked by another model than the store's.
     """
     if not is_late(node):
         return None
-    late = node.metadata.get(LATE_METADATA_KEY)
-    made_by = late.get("encoder") if isinstance(late, dict) else None
-    if made_by is not None and not encoder.made(str(made_by)):  # older nodes do not say
-        raise ValueError(
-            f"node {node.node_id} was late-chunked by another model than this store's "
-            f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
-            "space. "
-            "Parse with M3LateChunkingNodeParser on the store's model"
-        )
+    check_late_encoder(node, encoder, holder=holder)
     try:
         vectors = node_vectors(node)
     except ValueError:  # marked late-chunked but its embedding was dropped
         return None
     return vectors if heads <= vectors.heads else None
+
+
+def check_late_encoder(node: BaseNode, encoder: EncoderFingerprint, *, holder: str) -> None:
+    """Raise when ``node`` was late-chunked by another model than ``encoder``.
+
+    A node stamped with the encoder's identity, or the one an earlier m3kit gave it, passes;
+    so does one that names no encoder (parsed before m3kit stamped it).
+
+    Args:
+        node: A late-chunked node.
+        encoder: The fingerprint of the model taking the node.
+        holder: What takes the node, for the error (``"store"``, ``"embedding model"``).
+
+    Raises:
+        ValueError: Another model made the node's vectors (names the node).
+    """
+    late = node.metadata.get(LATE_METADATA_KEY)
+    made_by = late.get("encoder") if isinstance(late, dict) else None
+    if made_by is not None and not encoder.made(str(made_by)):  # older nodes do not say
+        raise ValueError(
+            f"node {node.node_id} was late-chunked by another model than this {holder}'s "
+            f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
+            f"space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
+        )
 
 
 def is_late(node: BaseNode) -> bool:

@@ -8,8 +8,10 @@ alone would silently replace it with a context-free one, while the dense vector
 (``node.embedding``) stays late-chunked.
 
 :class:`M3QdrantVectorStore` is that store with M3's sparse functions built in; when it builds
-the points, a late-chunked node's sparse vector is the one it carries (exactly, per node, not
-looked up by text) and only the other nodes go through ``sparse_doc_fn``. Everything else
+the points, a late-chunked node's sparse vector is the one it carries (per node, not looked up
+by text; cut to the sparse model's ``sparse_top_k`` / ``sparse_min_weight`` as the others are)
+and only the other nodes go through ``sparse_doc_fn``. A node late-chunked by another model
+than the sparse model is refused. Everything else
 (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
@@ -33,12 +35,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 
-from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, m3_sparse_fns
+from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.node_parser import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
+from llamaindex_m3.node_records import check_late_encoder
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
 
 try:
@@ -53,18 +58,26 @@ __all__ = ["M3QdrantVectorStore", "carried_sparse"]
 _OWN_ARGS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "fastembed_sparse_model")
 
 
-def carried_sparse(node: BaseNode) -> SparseVector | None:
+def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | None:
     """The late-chunked sparse vector a node carries, or ``None`` for any other node.
 
     A node from :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in memory, or rebuilt from
-    JSON: ``metadata["m3_sparse"]``) carries one when its encoder has the sparse head.
+    JSON: ``metadata["m3_sparse"]``) carries one when its encoder has the sparse head. It is
+    cut as ``doc_fn`` cuts the vectors it computes (:meth:`QdrantSparseFn.prune`: its
+    ``sparse_top_k`` / ``sparse_min_weight``), so late chunks are as sparse as other nodes.
+
+    Args:
+        node: The node.
+        doc_fn: The store's document function (its encoder must have made the node).
 
     Raises:
-        ValueError: The node is late-chunked but carries no sparse vector (its chunker's
-            encoder was dense-only), so it cannot go into an M3 hybrid store as it is.
+        ValueError: The node was late-chunked by another model than ``doc_fn``'s, or carries
+            no sparse vector (its chunker's encoder was dense-only), so it cannot go into an M3
+            hybrid store as it is.
     """
     if not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
         return None
+    check_late_encoder(node, encoder_fingerprint(doc_fn.encoder), holder="store")
     vectors = node_vectors(node)
     if Head.SPARSE not in vectors.heads:
         raise ValueError(
@@ -73,7 +86,7 @@ def carried_sparse(node: BaseNode) -> SparseVector | None:
             "take it without re-encoding it out of its document's context; parse it with an "
             "M3 checkpoint that has the sparse head"
         )
-    return vectors.sparse[0]
+    return doc_fn.prune(vectors.sparse[0])
 
 
 class M3QdrantVectorStore(QdrantVectorStore):
@@ -88,7 +101,8 @@ class M3QdrantVectorStore(QdrantVectorStore):
         sparse_model: The model whose sparse head encodes documents and queries: the
             :class:`~llamaindex_m3.M3Embedding` given to ``VectorStoreIndex`` (one forward pass
             per document for dense + sparse), an :class:`~llamaindex_m3.M3SparseEmbedding` or a
-            loaded encoder. Late-chunked nodes must come from the same model.
+            loaded encoder. Late-chunked nodes must come from the same model (another
+            model's raise a ``ValueError`` naming the node when added).
         **kwargs: ``QdrantVectorStore`` arguments (``client``, ``aclient``, ``url``,
             ``batch_size``, vector names, ...).
 
@@ -96,6 +110,8 @@ class M3QdrantVectorStore(QdrantVectorStore):
         TypeError: A hybrid argument this class sets itself was given.
         HeadNotAvailableError: The model has no sparse head.
     """
+
+    _m3_doc_fn: QdrantSparseFn = PrivateAttr()
 
     def __init__(
         self,
@@ -118,6 +134,7 @@ class M3QdrantVectorStore(QdrantVectorStore):
             sparse_query_fn=query_fn,
             **kwargs,
         )
+        self._m3_doc_fn = doc_fn
 
     @classmethod
     def class_name(cls) -> str:
@@ -128,7 +145,7 @@ class M3QdrantVectorStore(QdrantVectorStore):
         self, nodes: list[BaseNode], sparse_vector_name: str
     ) -> tuple[list[Any], list[str]]:
         """The store's points, in node order; late-chunked nodes with their carried sparse."""
-        carried = [carried_sparse(node) for node in nodes]
+        carried = [carried_sparse(node, self._m3_doc_fn) for node in nodes]
         others = [node for node, sparse in zip(nodes, carried, strict=True) if sparse is None]
         if len(others) == len(nodes):
             return super()._build_points(nodes, sparse_vector_name)  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ on a real ``QdrantVectorStore(enable_hybrid=True)`` over qdrant-client ``:memory
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,16 @@ from llama_index.core.schema import BaseNode, TextNode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorStore, m3_sparse_fns
+from llamaindex_m3 import (
+    M3Embedding,
+    M3LateChunkingNodeParser,
+    M3QdrantVectorStore,
+    M3SparseEmbedding,
+    m3_sparse_fns,
+)
 from llamaindex_m3.node_parser import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
 from m3kit import M3Encoder
+from m3kit.fingerprint import encoder_fingerprint
 
 LONG = [
     Document(
@@ -182,3 +190,46 @@ def test_late_node_without_sparse_and_own_arguments(tiny_encoder: M3Encoder) -> 
             enable_hybrid=False,
             sparse_doc_fn=lambda texts: ([], []),
         )
+
+
+def test_store_refuses_nodes_of_another_model(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder
+) -> None:
+    foreign = _nodes(other_tiny_encoder)
+    store = M3QdrantVectorStore("x", client=QdrantClient(":memory:"), sparse_model=tiny_encoder)
+    for node in (foreign[0], TextNode.from_json(foreign[0].to_json())):
+        with pytest.raises(
+            ValueError, match=f"node {node.node_id} was late-chunked by another model"
+        ):
+            store.add([node])
+    # the identity an m3kit before `architecture` stamped is this model's
+    legacy = TextNode.from_json(_nodes(tiny_encoder)[0].to_json())
+    fingerprint = encoder_fingerprint(tiny_encoder)
+    assert fingerprint.legacy_identity != fingerprint.identity
+    legacy.metadata[LATE_METADATA_KEY]["encoder"] = fingerprint.legacy_identity
+    assert store.add([legacy]) == [legacy.node_id]
+
+
+def test_store_cuts_carried_sparse_as_its_model_cuts(
+    tiny_encoder: M3Encoder, tiny_m3_path: Path
+) -> None:
+    """``sparse_top_k`` / ``sparse_min_weight`` apply to late chunks as to the other nodes."""
+    sparse = M3SparseEmbedding(
+        model_name=str(tiny_m3_path), dtype="fp32", sparse_top_k=3, sparse_min_weight=0.05
+    )
+    nodes = _nodes(tiny_encoder)
+    assert max(len(node_vectors(n).sparse[0]) for n in nodes) > 3
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore("cut", client=client, sparse_model=sparse)
+    store.add(nodes)
+    stored = _stored_sparse(client, "cut")
+    for node in nodes:
+        want = tiny_encoder.sparse_vector(
+            node_vectors(node).sparse[0].indices,
+            node_vectors(node).sparse[0].values,
+            top_k=3,
+            min_weight=0.05,
+        )
+        assert 0 < len(stored[node.node_id][0]) <= 3
+        assert stored[node.node_id][0] == want.indices.tolist()
+        np.testing.assert_array_equal(np.asarray(stored[node.node_id][1], np.float32), want.values)
