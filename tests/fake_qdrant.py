@@ -81,6 +81,7 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
                     "flush_interval_sec": 5,
                 },
                 "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+                "quantization_config": config.get("quantization_config"),
                 "metadata": self.state.get("metadata"),
             },
             "payload_schema": {

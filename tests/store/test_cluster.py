@@ -72,6 +72,8 @@ def test_settings_are_sent_at_creation_and_writes_overlap(
     assert sum(1 for m, p, _ in requests if m == "PUT" and p == "/collections/c") == 1
     with pytest.raises(SchemaMismatchError, match="shard_number: collection has 6, asked 3"):
         M3Store.open(url=url, cluster=ClusterSettings(shard_number=3), **ARGS)
+    with pytest.raises(SchemaMismatchError, match="quantization: collection has scalar, asked"):
+        M3Store.open(url=url, cluster=ClusterSettings(quantization="binary"), **ARGS)
 
 
 def test_defaults_send_nothing_new(
@@ -84,6 +86,13 @@ def test_defaults_send_nothing_new(
     for key in ("shard_number", "replication_factor", "on_disk_payload", "quantization_config"):
         assert create.get(key) is None
     assert create["vectors"]["dense"].get("on_disk") is None
+    # asked for on open, settings fixed at creation are errors, not silently left out
+    for asked, named in (
+        (ClusterSettings(quantization="scalar"), "quantization: collection has none"),
+        (ClusterSettings(on_disk_vectors=True), "on_disk_vectors: collection has False"),
+    ):
+        with pytest.raises(SchemaMismatchError, match=named):
+            M3Store.open(url=url, cluster=asked, **ARGS)
 
 
 def test_bad_settings_are_errors(tmp_path: Any) -> None:

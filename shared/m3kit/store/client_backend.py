@@ -49,6 +49,17 @@ _CLUSTER_PARAMS = (
 META_KEY = "m3kit"
 
 
+def _quantization_kind(config: Any) -> str:
+    """``"scalar"`` / ``"binary"`` / ``"none"`` (or the class name of another kind)."""
+    if config is None:
+        return "none"
+    if isinstance(config, models.ScalarQuantization):
+        return "scalar"
+    if isinstance(config, models.BinaryQuantization):
+        return "binary"
+    return type(config).__name__
+
+
 def redact_url(url: str) -> str:
     """The URL without user info or query string (both may carry secrets).
 
@@ -158,8 +169,13 @@ class ClientBackend:
         for name in params.sparse_vectors or {}:
             found[name] = VectorSpec("sparse")
         if self.cluster is not None:
+            dense = vectors.get(DENSE) if vectors else None
             self.cluster.check_existing(
-                {k: getattr(params, k, None) for k in _CLUSTER_PARAMS},
+                {
+                    **{k: getattr(params, k, None) for k in _CLUSTER_PARAMS},
+                    "quantization": _quantization_kind(info.config.quantization_config),
+                    "on_disk_vectors": bool(getattr(dense, "on_disk", None)),
+                },
                 collection=self.collection,
                 where=self.where,
             )

@@ -114,6 +114,10 @@ class ClusterSettings:
     def check_existing(self, found: Mapping[str, Any], *, collection: str, where: str) -> None:
         """Compare with an existing collection's parameters (``None``: not reported).
 
+        ``quantization`` and ``on_disk_vectors`` are compared only when asked for (their
+        defaults mean "not asked", not "none"): a collection created without them does not
+        gain them on open, so asking for them there is an error, not a silent no-op.
+
         Raises:
             SchemaMismatchError: A setting given here differs from the collection's.
         """
@@ -122,6 +126,10 @@ class ClusterSettings:
             "replication_factor": self.replication_factor,
             "write_consistency_factor": self.write_consistency_factor,
             "on_disk_payload": self.on_disk_payload,
+            "quantization": (
+                None if self.quantization is Quantization.NONE else self.quantization.value
+            ),
+            "on_disk_vectors": True if self.on_disk_vectors else None,
         }
         diffs = [
             f"{k}: collection has {found[k]}, asked {v}"
