@@ -90,10 +90,13 @@ def collection_model(
 ) -> Any:
     """The fingerprint the collection records (``None``: no collection or no record yet).
 
-    ``record``: the collection's record when already read (else it is read here).
+    ``record``: the collection's record when already read (else it is read here). While a
+    reindex is unfinished, ``m3kit index --reindex`` finishes it with the model it was
+    reindexing to; any other command is refused (which model to use is the user's call).
 
     Raises:
-        ValueError: The recorded model folder is gone, or it was a model built in memory.
+        ValueError: The recorded model folder is gone, or it was a model built in memory; or
+            a reindex is unfinished and this is not ``m3kit index --reindex``.
     """
     from m3kit.fingerprint import EncoderFingerprint
 
@@ -102,6 +105,17 @@ def collection_model(
     fingerprint = record.get("fingerprint")
     if fingerprint is None:
         return None
+    pending = record.get("reindex_to")
+    if pending is not None:
+        target = EncoderFingerprint.from_dict(pending)
+        if not getattr(args, "reindex", False):
+            raise ValueError(
+                f"collection {args.collection!r} is part-way through a reindex to "
+                f"{target.describe()}; finish it first (`m3kit index --reindex`, or "
+                "--model to reindex to another model)"
+            )
+        logger.info("finishing the interrupted reindex to %s", target.describe())
+        fingerprint = pending
     stored = EncoderFingerprint.from_dict(fingerprint)
     if stored.model is None or not Path(stored.model).is_dir():
         what = "a model built in memory" if stored.model is None else f"the model {stored.model}"

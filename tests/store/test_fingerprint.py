@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import models
 
 from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import chunking_signature, describe_settings, encoder_fingerprint
 from m3kit.late_chunking import LateChunker
 from m3kit.store import ChunkRecord, M3Index, output_row
+from m3kit.store.filters import documents_filter
 from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import (
     FailingEncoder,
@@ -252,13 +254,49 @@ def test_collection_without_record_is_adopted_with_a_warning(
 ) -> None:
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
         index.add_texts(list(WHOLE.values()))
-        index.store.set_collection_metadata({})  # as written before fingerprints existed
+        # as written before fingerprints existed: no record, no stamps
+        index.store.set_collection_metadata({})
+        index.store._backend.set_payload([(models.Filter(), {ENCODER_ID: None})])
     with (
         caplog.at_level(logging.WARNING),
         M3Index.open(enc_b, tmp_path, collection="c", backend=backend) as index,
     ):
         assert index.store.collection_metadata()["fingerprint"] == index.fingerprint.to_dict()
     assert "no record of the encoder" in caplog.text and "reindex=True" in caplog.text
+
+
+def _stamps(index: M3Index) -> set[object]:
+    return {h.payload.get(ENCODER_ID) for h in index.store._backend.scroll(None, [ENCODER_ID])}
+
+
+def test_stamped_chunks_of_another_encoder_are_not_adopted(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """A collection with no record whose chunks carry another encoder's stamp: opening it
+    with B recorded B over A's vectors (and reindex=True with B then did nothing)."""
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        index.store.set_collection_metadata({})  # the record lost
+    with pytest.raises(FingerprintMismatchError, match="3 of its chunks were written by another"):
+        M3Index.open(enc_b, tmp_path, collection="c", backend=backend)
+    done = M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
+    opened.append(done)
+    assert _stamps(done) == {done.fingerprint.identity}
+
+
+def test_reindex_with_the_recorded_encoder_redoes_chunks_of_others(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """reindex=True with the recorded encoder returned before looking for chunks another
+    encoder stamped (a writer still holding the old model, say)."""
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        first = next(iter(WHOLE))
+        index.store._backend.set_payload([(documents_filter([first]), {ENCODER_ID: "another"})])
+        assert _stamps(index) == {"another", index.fingerprint.identity}
+    done = M3Index.open(enc_a, tmp_path, collection="c", backend=backend, reindex=True)
+    opened.append(done)
+    assert _stamps(done) == {done.fingerprint.identity}
 
 
 def test_reindex_refuses_chunkings_it_cannot_redo(
@@ -317,6 +355,35 @@ def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
     assert main(["search", "Amazon", "--collection", "g", *where]) == 1
     err = capsys.readouterr().err
     assert "no longer exists" in err and "--model" in err
+
+
+def test_cli_finishes_an_interrupted_reindex_with_its_target(
+    tiny_m3_path: Path,
+    path_b: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``m3kit index --reindex`` without --model after an interrupted A -> B reindex took the
+    recorded model A and silently reindexed the collection back to A."""
+    from m3kit.cli import main
+
+    enc_a = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    enc_b = M3Encoder.from_pretrained(path_b, dtype="fp32")
+    db = tmp_path / "db"
+    with M3Index.open(enc_a, db, collection="c") as index:
+        index.add_texts([f"document {i} about topic {i % 3}." for i in range(10)])
+    monkeypatch.setattr(M3Index, "write_group", 4)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        M3Index.open(FailingEncoder(enc_b, 2), db, collection="c", reindex=True)  # type: ignore[arg-type]
+    where = ["--path", str(db), "--collection", "c", "--dtype", "fp32", "-q"]
+    capsys.readouterr()
+    assert main(["search", "topic", *where]) == 1
+    assert "part-way through a reindex to" in capsys.readouterr().err
+    assert main(["index", "--reindex", *where]) == 0
+    with M3Index.open(enc_b, db, collection="c") as index:  # B's, nothing pending
+        assert _stamps(index) == {index.fingerprint.identity}
+        assert "reindex_to" not in index.store.collection_metadata()
 
 
 # -- config.json --------------------------------------------------------------------------------

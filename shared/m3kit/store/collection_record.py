@@ -119,6 +119,13 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             _write(store, new)
         elif reindex:
             reindex_collection(index, show_progress=show_progress)
+        elif store.count(_written_by_others(new)):
+            raise FingerprintMismatchError(
+                f"collection {store.collection!r} ({store.backend.value}) has no record of its "
+                f"encoder, and {store.count(_written_by_others(new))} of its chunks were "
+                f"written by another encoder than {new.describe()}; open it with the encoder "
+                "that wrote it, or with reindex=True (m3kit index --reindex) to re-encode them"
+            )
         else:
             logger.warning(
                 "collection %r has no record of the encoder that wrote it (written before m3kit "
@@ -140,6 +147,8 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
                 stored.describe(),
             )
             _write(store, new)
+        if reindex:  # chunks another encoder wrote (a collection adopted above) are redone
+            reindex_collection(index, show_progress=show_progress)
         return
     if pending is None and store.count() == 0:
         logger.info("empty collection %r: recording %s", store.collection, new.describe())
@@ -161,6 +170,13 @@ def _mismatch_message(
         return (
             f"{where} is part-way through a reindex to this encoder ({new.describe()}), "
             "interrupted; finish it: open with reindex=True (m3kit index --reindex)"
+        )
+    if pending is not None and stored.same_encoder(new):
+        return (
+            f"{where} is part-way through a reindex from this encoder ({new.describe()}) to "
+            f"{pending.describe()}, interrupted: it holds vectors of both. Finish it (open "
+            "with that encoder and reindex=True), or go back: open with this encoder and "
+            "reindex=True"
         )
     diffs = "; ".join(
         f"{name}: stored {old!r} vs new {value!r}" for name, old, value in stored.differences(new)
@@ -198,6 +214,13 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     """
     store, target = index.store, index.fingerprint
     stored, pending = _read(store)
+    if pending is not None and not pending.same_encoder(target):
+        logger.warning(
+            "collection %r: an interrupted reindex to %s is replaced by one to %s",
+            store.collection,
+            pending.describe(),
+            target.describe(),
+        )
     done = [target.identity]
     if pending is not None and pending.architecture is None and pending.same_encoder(target):
         # a reindex an m3kit before config.json settings started: its points carry the
@@ -226,6 +249,18 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
             bar.update(len(group))
     _write(store, target)
     return len(todo)
+
+
+def _written_by_others(fingerprint: EncoderFingerprint) -> models.Filter:
+    """Chunks stamped with another encoder's identity than ``fingerprint``'s (either of its
+    identities); chunks with no stamp (written before m3kit stamped them) do not match."""
+    mine = [fingerprint.identity, fingerprint.legacy_identity]
+    return models.Filter(
+        must_not=[
+            models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODER_ID)),
+            models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=mine)),
+        ]
+    )
 
 
 class _DocPlan:
