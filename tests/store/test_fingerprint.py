@@ -357,6 +357,42 @@ def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
     assert "no longer exists" in err and "--model" in err
 
 
+def test_a_reindex_keeps_what_another_writer_writes_meanwhile(
+    enc_a: M3Encoder, enc_b: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service holding model A writes while a reindex to B runs (two processes on one
+    server: two stores on one backend here). The reindex put the edited document back as it
+    had planned it, and recorded B over the service's new document in A's vectors."""
+    import copy
+
+    service = M3Index.open(enc_a, None, collection="c", backend="client")
+    service.add_texts([f"document {i} about topic {i % 3}." for i in range(10)],
+                      doc_ids=[f"d{i}" for i in range(10)])  # fmt: skip
+
+    class WritesMeanwhile:
+        def __init__(self) -> None:
+            self.fired = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(enc_b, name)
+
+        def encode_tokenized(self, *args: object, **kwargs: object) -> object:
+            if not self.fired:
+                self.fired = True
+                service.add_texts(["a new document", "document 3 edited"], doc_ids=["new", "d3"])
+            return enc_b.encode_tokenized(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(M3Index, "write_group", 4)
+    admin = M3Index(WritesMeanwhile(), copy.copy(service.store), reindex=True)  # type: ignore[arg-type]
+    assert _stamps(admin) == {enc_fp := encoder_fingerprint(enc_b).identity}
+    texts = {h.payload["doc_id"]: h.payload["page_content"]
+             for h in admin.store._backend.scroll(None, ["doc_id", "page_content"])}  # fmt: skip
+    assert texts["d3"] == "document 3 edited" and texts["new"] == "a new document"
+    assert "reindex_to" not in admin.store.collection_metadata()
+    assert admin.fingerprint.identity == enc_fp
+    service.close()
+
+
 def test_cli_finishes_an_interrupted_reindex_with_its_target(
     tiny_m3_path: Path,
     path_b: Path,

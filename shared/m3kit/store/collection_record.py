@@ -229,26 +229,86 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
-    # Documents with at least one point not written by the target encoder (all of each
-    # document's chunks are re-encoded together, so a document is never half done).
-    todo = sorted({str(hit.payload.get(DOC_ID)) for hit in store._backend.scroll(stale, [DOC_ID])})
-    plans = _plans(store, todo)
-    _check_plans(plans)
-    _write(store, stored or target, target)
-    logger.info(
-        "reindexing %d document(s) of %r with %s", len(todo), store.collection, target.describe()
-    )
     chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]] = {}
+    total = 0
+    for attempt in range(_PASSES):
+        # Documents with at least one point not written by the target encoder (all of each
+        # document's chunks are re-encoded together, so a document is never half done). A
+        # later pass finds those another writer wrote meanwhile with its own encoder.
+        todo = sorted({str(h.payload.get(DOC_ID)) for h in store._backend.scroll(stale, [DOC_ID])})
+        if not todo and attempt > 0:
+            break
+        plans = _plans(store, todo)
+        _check_plans(plans)
+        if attempt == 0:
+            _write(store, stored or target, target)
+        logger.info(
+            "reindexing %d document(s) of %r with %s%s",
+            len(todo),
+            store.collection,
+            target.describe(),
+            "" if attempt == 0 else " (written by another encoder during the reindex)",
+        )
+        if not todo:
+            break
+        total += _reencode(index, todo, plans, chunkers, show_progress)
+    else:
+        left = store.count(stale)
+        if left:
+            raise RuntimeError(
+                f"collection {store.collection!r}: {left} chunk(s) were written by another "
+                f"encoder during each of {_PASSES} reindex passes; stop the writers that use "
+                "the old model and reindex again (the reindex stays pending until then)"
+            )
+    _write(store, target)
+    return total
+
+
+#: Passes of :func:`reindex_collection` over documents not yet in the target encoder's
+#: vectors (the first does the work; later ones catch concurrent writers' documents).
+_PASSES = 3
+
+
+def _reencode(
+    index: M3Index,
+    todo: list[str],
+    plans: Mapping[str, _DocPlan],
+    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]],
+    show_progress: bool | None,
+) -> int:
+    """Re-encode and write ``todo`` in groups; a document changed or deleted since it was
+    planned (by another writer) is skipped, not put back as planned. Returns how many were
+    written."""
+    store = index.store
+    written = 0
     show = len(todo) > index.write_group if show_progress is None else show_progress
     with tqdm(total=len(todo), desc="reindex", unit="doc", disable=not show) as bar:
         for start in range(0, len(todo), index.write_group):
             group = [plans[d] for d in todo[start : start + index.write_group]]
             records = _with_writer_fields(_encode(index, group, chunkers), group)
             with index._write_lock:
-                store.upsert(records, show_progress=False, replace=True)
+                now = _versions(store, [p.doc_id for p in group])
+                changed = {p.doc_id for p in group if now.get(p.doc_id) != p.doc_hash}
+                if changed:
+                    logger.info(
+                        "reindex: %d document(s) changed or deleted by another writer since "
+                        "planned; left as that writer wrote them",
+                        len(changed),
+                    )
+                store.upsert(
+                    [r for r in records if r.doc_id not in changed],
+                    show_progress=False,
+                    replace=True,
+                )
+            written += len(group) - len(changed)
             bar.update(len(group))
-    _write(store, target)
-    return len(todo)
+    return written
+
+
+def _versions(store: M3Store, doc_ids: Sequence[str]) -> dict[str, Any]:
+    """``{doc_id: doc_hash}`` of the stored documents (absent: not stored)."""
+    hits = store._backend.scroll(documents_filter(list(doc_ids)), [DOC_ID, DOC_HASH])
+    return {str(h.payload.get(DOC_ID)): h.payload.get(DOC_HASH) for h in hits}
 
 
 def _written_by_others(fingerprint: EncoderFingerprint) -> models.Filter:
