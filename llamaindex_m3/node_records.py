@@ -32,12 +32,14 @@ __all__ = [
     "StoredChunk",
     "carried_vectors",
     "check_late_encoder",
+    "embed_text",
     "is_late",
     "lost_vectors_message",
     "node_extra",
     "node_metadata",
     "node_record",
     "nodes_hash",
+    "other_encoded_text",
     "read_back_index",
     "reader_keys",
     "unpack_documents",
@@ -148,6 +150,24 @@ def lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
 #: embedding model sees. Versions made before it (which encoded the node's bare text) differ,
 #: so such documents are encoded once more rather than skipped as unchanged.
 ENCODED_TEXT = "embed"
+
+
+def embed_text(node: BaseNode, text_instruction: str | None = None) -> str:
+    """The text a node not late-chunked is encoded on: what the embedding model sees.
+
+    Its ``MetadataMode.EMBED`` content (its text with the metadata not hidden from the
+    embedding model), after ``text_instruction`` when one is given.
+    """
+    text = node.get_content(metadata_mode=MetadataMode.EMBED)
+    return text_instruction + text if text_instruction else text
+
+
+def other_encoded_text(node: BaseNode, encoded: str | None) -> str | None:
+    """``encoded`` (the text a node was encoded on) when it is not the node's stored text.
+
+    Stored as the chunk's ``encoded_text``, so a reindex with another model encodes it again.
+    """
+    return None if encoded is None or encoded == node.get_content(MetadataMode.NONE) else encoded
 
 
 def nodes_hash(
@@ -291,10 +311,13 @@ def node_record(
     versions: Mapping[str, str],
     group: Sequence[tuple[int, BaseNode]],
     stored: StoredChunk | None = None,
+    encoded: str | None = None,
 ) -> ChunkRecord:
     """One node of a document's node ``group`` as a chunk record with its vectors.
 
     ``stored``: the stored chunk the node names by its id, if any (:func:`node_metadata`).
+    ``encoded``: the text its vectors were encoded on (:func:`embed_text`; ``None`` for a
+    late-chunked node, whose vectors were pooled from its document).
     """
     return ChunkRecord(
         doc_id=doc_id,
@@ -308,4 +331,5 @@ def node_record(
         chunk_count=len(group),
         chunk_id=node.node_id,
         extra=node_extra(node, stored),
+        encoded_text=other_encoded_text(node, encoded),
     )

@@ -48,10 +48,12 @@ from llamaindex_m3.node_parser import LATE_METADATA_KEY
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
+    embed_text,
     is_late,
     lost_vectors_message,
     node_extra,
     node_metadata,
+    other_encoded_text,
 )
 from llamaindex_m3.stored_chunks import check_ids_elsewhere, doc_id_of, stored_payloads
 from m3kit.outputs import Head, M3Output
@@ -246,9 +248,7 @@ def encode_nodes(
     if not todo:
         return []
     heads = index.store.heads
-    texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in todo]
-    if text_instruction:
-        texts = [text_instruction + t for t in texts]
+    texts = [embed_text(n, text_instruction) for n in todo]
     encoded = index.encoder.encode(texts, heads=sorted(heads), show_progress=show)
     out: list[M3Output] = []
     for row, node in enumerate(todo):
@@ -359,7 +359,8 @@ def write_nodes(
     encoded = encode_nodes(index, [n for _, _, n in todo], text_instruction, show_progress)
     for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
         stored = stored_of[id(node)]
-        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored))
+        text = embed_text(node, text_instruction)
+        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored, text))
     if records:
         index.store.upsert(records, show_progress=show_progress, replace=True)
     rewritten = {(r.doc_id, r.chunk_index) for r in records}
@@ -405,7 +406,10 @@ def _record(
     vectors: M3Output,
     doc: _Doc,
     stored: StoredChunk | None,
+    encoded: str | None = None,
 ) -> ChunkRecord:
+    """A node as its chunk record; ``encoded``: the text its vectors were encoded on
+    (:func:`~llamaindex_m3.node_records.embed_text`; ``None``: a late-chunked node)."""
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
     assert doc.version is not None  # set by _read_stored
     return ChunkRecord(
@@ -423,4 +427,5 @@ def _record(
         if node.node_id == point_id(doc_id, chunk_index)
         else node.node_id,
         extra=node_extra(node, stored),
+        encoded_text=other_encoded_text(node, encoded),
     )

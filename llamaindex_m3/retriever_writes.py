@@ -18,6 +18,7 @@ from llama_index.core.schema import BaseNode, Document
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
+    embed_text,
     is_late,
     lost_vectors_message,
     node_record,
@@ -195,7 +196,10 @@ class RetrieverWrites:
         for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
             group = groups[doc_id]
             chunk = named.get(id(node))
-            records.append(node_record(doc_id, chunk_index, node, vectors, versions, group, chunk))
+            text = embed_text(node)  # what encode_nodes encoded
+            records.append(
+                node_record(doc_id, chunk_index, node, vectors, versions, group, chunk, text)
+            )
         if records:
             store.upsert(records, show_progress=show_progress, replace=True)
         return [node.node_id for node in nodes]

@@ -40,6 +40,7 @@ from m3kit.store.schema import (
     CHUNKING,
     DOC_HASH,
     DOC_ID,
+    ENCODED_TEXT,
     ENCODER_ID,
     END,
     EXTRA,
@@ -337,11 +338,16 @@ class _DocPlan:
         self.text = "".join(str(p.get(PAGE_CONTENT, "")) for p in self.chunks)
         self.metadata = dict(first.get(METADATA) or {})
         self.doc_hash = first.get(DOC_HASH)
+        # what its writer encoded, when not its stored text (read by _encode: whole only)
+        encoded = first.get(ENCODED_TEXT)
+        self.encoded_text = None if encoded is None else str(encoded)
 
     def problem(self) -> str | None:
         kind = (self.chunking or {}).get("kind")
         if kind == "whole":
             return None if len(self.chunks) == 1 else "several chunks marked whole"
+        if any(p.get(ENCODED_TEXT) is not None for p in self.chunks):
+            return "chunks encoded from other texts than stored (redone for a whole document only)"
         if kind in ("late", "naive"):
             pos = 0
             for p in self.chunks:
@@ -366,7 +372,7 @@ class _DocPlan:
 
 def _plans(store: M3Store, doc_ids: Sequence[str]) -> dict[str, _DocPlan]:
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    keys = (*_DOC_KEYS, CHUNKING, CHUNK_ID, EXTRA)
+    keys = (*_DOC_KEYS, CHUNKING, CHUNK_ID, EXTRA, ENCODED_TEXT)
     for i in range(0, len(doc_ids), 256):
         for hit in store._backend.scroll(documents_filter(doc_ids[i : i + 256]), keys):
             found[str(hit.payload.get(DOC_ID))].append(hit.payload)
@@ -427,7 +433,7 @@ def _encode(
     records: list[ChunkRecord] = []
     for key, plans in by_config.items():
         if key == ("whole",):
-            records.extend(index._records([p.as_doc() for p in plans], None, False)[0])
+            records.extend(_encode_whole(index, plans))
             continue
         if key not in chunkers:
             lookup = _StoredSpans()
@@ -446,6 +452,28 @@ def _encode(
             lookup.spans = {p.text: p.spans() for p in batch}
             records.extend(index._records([p.as_doc() for p in batch], chunker, False)[0])
     return records
+
+
+def _encode_whole(index: M3Index, plans: Sequence[_DocPlan]) -> list[ChunkRecord]:
+    """Records of whole documents, each encoded from what its writer encoded.
+
+    A document whose writer encoded other text than it stored (``encoded_text``) is encoded
+    from that text and stored with its own text, as its writer stores it.
+    """
+    docs = [
+        p.as_doc()
+        if p.encoded_text is None
+        else dataclasses.replace(p.as_doc(), text=p.encoded_text)
+        for p in plans
+    ]
+    records = index._records(docs, None, False)[0]
+    by_id = {p.doc_id: p for p in plans}
+    return [
+        r
+        if (p := by_id[r.doc_id]).encoded_text is None
+        else dataclasses.replace(r, text=p.text, end=len(p.text), encoded_text=p.encoded_text)
+        for r in records
+    ]
 
 
 def _chunker(index: M3Index, key: tuple[Any, ...], lookup: _StoredSpans) -> Any:

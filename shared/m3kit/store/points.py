@@ -19,6 +19,7 @@ from m3kit.store.schema import (
     CHUNKING,
     DOC_HASH,
     DOC_ID,
+    ENCODED_TEXT,
     ENCODER_ID,
     END,
     EXTRA,
@@ -167,6 +168,9 @@ def to_point(
         payload[CHUNK_ID] = str(r.chunk_id)
     if r.extra is not None:
         payload[EXTRA] = plain_json(r.extra, f"the extra of {where}")
+    if r.encoded_text is not None and r.encoded_text != r.text:
+        check_text(r.encoded_text, f"the encoded text of {where}")
+        payload[ENCODED_TEXT] = r.encoded_text
     return PointData(
         id=point_id(r.doc_id, r.chunk_index),
         dense=dense,

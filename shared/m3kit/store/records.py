@@ -62,6 +62,11 @@ class ChunkRecord:
         extra: JSON a writer keeps with the chunk to rebuild its own object when reading it
             back (a LlamaIndex node's relationships, excluded metadata keys, templates);
             returned as :attr:`Hit.extra`.
+        encoded_text: The text the vectors were encoded from, when the writer encoded other
+            text than ``text`` (a framework node's text with its metadata lines and an
+            instruction before it); ``None``: ``text`` itself. Stored (under
+            ``encoded_text``) so that ``reindex`` encodes what the writer encoded; only a
+            whole document (one chunk) can have it reindexed.
     """
 
     doc_id: str
@@ -76,6 +81,7 @@ class ChunkRecord:
     chunking: Mapping[str, Any] | None = None
     chunk_id: str | None = None
     extra: Mapping[str, Any] | None = None
+    encoded_text: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.doc_id, str) or not self.doc_id:

@@ -31,6 +31,7 @@ __all__ = [
     "DENSE",
     "DOC_HASH",
     "DOC_ID",
+    "ENCODED_TEXT",
     "ENCODER_ID",
     "END",
     "EXTRA",
@@ -69,6 +70,8 @@ ENCODER_ID = "encoder_id"  # identity of the encoder that wrote the point (Encod
 CHUNK_ID = "chunk_id"  # the writer's own id of the chunk (a LlamaIndex node id), if it gave one
 EXTRA = "extra"  # what a writer keeps beside the text (a LlamaIndex node's relationships...)
 CHUNKING = "chunking"  # how the document was chunked ({"kind": "whole" | "late" | ...})
+#: The text the writer encoded, when not ``page_content`` (only then stored; reindex encodes it)
+ENCODED_TEXT = "encoded_text"
 
 #: Namespace of the uuid5 point ids (fixed forever: changing it would orphan stored points).
 POINT_ID_NAMESPACE = uuid.UUID("6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10")
