@@ -17,46 +17,28 @@ Record format (JSON)::
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import logging
 import os
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models
-from tqdm.auto import tqdm
 
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import EncoderFingerprint
-from m3kit.store.filters import documents_filter
-from m3kit.store.records import Backend, ChunkRecord
+from m3kit.store.records import Backend
 from m3kit.store.schema import (
-    CHUNK_COUNT,
-    CHUNK_ID,
-    CHUNK_INDEX,
-    CHUNKING,
-    DOC_HASH,
-    DOC_ID,
-    ENCODED_TEXT,
     ENCODER_ID,
-    END,
-    EXTRA,
-    METADATA,
-    PAGE_CONTENT,
-    START,
 )
 
 if TYPE_CHECKING:
-    from m3kit.store.index import M3Index, _Doc
+    from m3kit.store.index import M3Index
     from m3kit.store.store import M3Store
 
 __all__ = [
     "FORMAT",
     "check_collection",
-    "reindex_collection",
     "stored_record",
 ]
 
@@ -67,7 +49,6 @@ FORMAT = 1
 
 _FINGERPRINT = "fingerprint"
 _PENDING = "reindex_to"
-_DOC_KEYS = (DOC_ID, CHUNK_INDEX, CHUNK_COUNT, PAGE_CONTENT, START, END, METADATA, DOC_HASH)
 
 
 def _write(
@@ -119,7 +100,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
         if store.count() == 0:
             _write(store, new)
         elif reindex:
-            reindex_collection(index, show_progress=show_progress)
+            _reindex(index, show_progress)
         elif store.count(_written_by_others(new)):
             raise FingerprintMismatchError(
                 f"collection {store.collection!r} ({store.backend.value}) has no record of its "
@@ -149,7 +130,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             )
             _write(store, new)
         if reindex:  # chunks another encoder wrote (a collection adopted above) are redone
-            reindex_collection(index, show_progress=show_progress)
+            _reindex(index, show_progress)
         return
     if pending is None and store.count() == 0:
         logger.info("empty collection %r: recording %s", store.collection, new.describe())
@@ -157,6 +138,12 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
         return
     if not reindex:
         raise FingerprintMismatchError(_mismatch_message(store, stored, pending, new))
+    _reindex(index, show_progress)
+
+
+def _reindex(index: M3Index, show_progress: bool | None) -> None:
+    from m3kit.store.reindex import reindex_collection  # it reads and writes the record
+
     reindex_collection(index, show_progress=show_progress)
 
 
@@ -199,119 +186,6 @@ def _mismatch_message(
     return " ".join(lines)
 
 
-# -- reindex ----------------------------------------------------------------------------------
-def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> int:
-    """Re-encode every document not yet written by ``index``'s encoder, then record it.
-
-    Each document is rebuilt from its stored chunks: a whole document from its text, a
-    late-chunked one by late chunking the joined chunk texts again over the stored spans with
-    the stored window, overlap and pooling (a naively chunked one likewise, each chunk encoded
-    alone). Documents whose chunking cannot be redone (a
-    custom chunker, chunks that do not tile the text, or several chunks of unknown origin)
-    are refused before anything is written.
-
-    Returns:
-        The number of documents re-encoded.
-    """
-    store, target = index.store, index.fingerprint
-    stored, pending = _read(store)
-    if pending is not None and not pending.same_encoder(target):
-        logger.warning(
-            "collection %r: an interrupted reindex to %s is replaced by one to %s",
-            store.collection,
-            pending.describe(),
-            target.describe(),
-        )
-    done = [target.identity]
-    if pending is not None and pending.architecture is None and pending.same_encoder(target):
-        # a reindex an m3kit before config.json settings started: its points carry the
-        # identity it gave this encoder, and are done
-        done.append(target.legacy_identity)
-    stale = models.Filter(
-        must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
-    )
-    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]] = {}
-    total = 0
-    for attempt in range(_PASSES):
-        # Documents with at least one point not written by the target encoder (all of each
-        # document's chunks are re-encoded together, so a document is never half done). A
-        # later pass finds those another writer wrote meanwhile with its own encoder.
-        todo = sorted({str(h.payload.get(DOC_ID)) for h in store._backend.scroll(stale, [DOC_ID])})
-        if not todo and attempt > 0:
-            break
-        plans = _plans(store, todo)
-        _check_plans(plans)
-        if attempt == 0:
-            _write(store, stored or target, target)
-        logger.info(
-            "reindexing %d document(s) of %r with %s%s",
-            len(todo),
-            store.collection,
-            target.describe(),
-            "" if attempt == 0 else " (written by another encoder during the reindex)",
-        )
-        if not todo:
-            break
-        total += _reencode(index, todo, plans, chunkers, show_progress)
-    else:
-        left = store.count(stale)
-        if left:
-            raise RuntimeError(
-                f"collection {store.collection!r}: {left} chunk(s) were written by another "
-                f"encoder during each of {_PASSES} reindex passes; stop the writers that use "
-                "the old model and reindex again (the reindex stays pending until then)"
-            )
-    _write(store, target)
-    return total
-
-
-#: Passes of :func:`reindex_collection` over documents not yet in the target encoder's
-#: vectors (the first does the work; later ones catch concurrent writers' documents).
-_PASSES = 3
-
-
-def _reencode(
-    index: M3Index,
-    todo: list[str],
-    plans: Mapping[str, _DocPlan],
-    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]],
-    show_progress: bool | None,
-) -> int:
-    """Re-encode and write ``todo`` in groups; a document changed or deleted since it was
-    planned (by another writer) is skipped, not put back as planned. Returns how many were
-    written."""
-    store = index.store
-    written = 0
-    show = len(todo) > index.write_group if show_progress is None else show_progress
-    with tqdm(total=len(todo), desc="reindex", unit="doc", disable=not show) as bar:
-        for start in range(0, len(todo), index.write_group):
-            group = [plans[d] for d in todo[start : start + index.write_group]]
-            records = _with_writer_fields(_encode(index, group, chunkers), group)
-            with index._write_lock:
-                now = _versions(store, [p.doc_id for p in group])
-                changed = {p.doc_id for p in group if now.get(p.doc_id) != p.doc_hash}
-                if changed:
-                    logger.info(
-                        "reindex: %d document(s) changed or deleted by another writer since "
-                        "planned; left as that writer wrote them",
-                        len(changed),
-                    )
-                store.upsert(
-                    [r for r in records if r.doc_id not in changed],
-                    show_progress=False,
-                    replace=True,
-                )
-            written += len(group) - len(changed)
-            bar.update(len(group))
-    return written
-
-
-def _versions(store: M3Store, doc_ids: Sequence[str]) -> dict[str, Any]:
-    """``{doc_id: doc_hash}`` of the stored documents (absent: not stored)."""
-    hits = store._backend.scroll(documents_filter(list(doc_ids)), [DOC_ID, DOC_HASH])
-    return {str(h.payload.get(DOC_ID)): h.payload.get(DOC_HASH) for h in hits}
-
-
 def _written_by_others(fingerprint: EncoderFingerprint) -> models.Filter:
     """Chunks stamped with another encoder's identity than ``fingerprint``'s (either of its
     identities); chunks with no stamp (written before m3kit stamped them) do not match."""
@@ -322,189 +196,6 @@ def _written_by_others(fingerprint: EncoderFingerprint) -> models.Filter:
             models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=mine)),
         ]
     )
-
-
-class _DocPlan:
-    """One stored document: its chunks' payloads in order and how it was chunked."""
-
-    def __init__(self, doc_id: str, chunks: list[dict[str, Any]]) -> None:
-        self.doc_id = doc_id
-        self.chunks = sorted(chunks, key=lambda p: int(p.get(CHUNK_INDEX) or 0))
-        first = self.chunks[0]
-        chunking = first.get(CHUNKING)
-        if chunking is None and len(self.chunks) == 1 and int(first.get(CHUNK_COUNT) or 1) == 1:
-            chunking = {"kind": "whole"}  # written before chunkings were recorded
-        self.chunking: dict[str, Any] | None = dict(chunking) if chunking else None
-        self.text = "".join(str(p.get(PAGE_CONTENT, "")) for p in self.chunks)
-        self.metadata = dict(first.get(METADATA) or {})
-        self.doc_hash = first.get(DOC_HASH)
-        # what its writer encoded, when not its stored text (read by _encode: whole only)
-        encoded = first.get(ENCODED_TEXT)
-        self.encoded_text = None if encoded is None else str(encoded)
-
-    def problem(self) -> str | None:
-        kind = (self.chunking or {}).get("kind")
-        if kind == "whole":
-            return None if len(self.chunks) == 1 else "several chunks marked whole"
-        if any(p.get(ENCODED_TEXT) is not None for p in self.chunks):
-            return "chunks encoded from other texts than stored (redone for a whole document only)"
-        if kind in ("late", "naive"):
-            pos = 0
-            for p in self.chunks:
-                if p.get(START) != pos or p.get(END) != pos + len(str(p.get(PAGE_CONTENT, ""))):
-                    return "its chunks do not tile its text (a splitter left gaps)"
-                pos = int(p[END])
-            return None
-        if kind is None:
-            return "chunked by an unknown method (written before m3kit recorded chunking)"
-        signature = (self.chunking or {}).get("signature", kind)
-        return f"chunked by {signature!r}, which reindex cannot redo"
-
-    def spans(self) -> list[tuple[int, int]]:
-        return [(int(p[START]), int(p[END])) for p in self.chunks]
-
-    def as_doc(self) -> _Doc:
-        """The document as ``add_texts`` sees it (same id, version hash and chunking)."""
-        from m3kit.store.index import _Doc
-
-        return _Doc(self.doc_id, self.text, self.metadata, str(self.doc_hash), self.chunking or {})
-
-
-def _plans(store: M3Store, doc_ids: Sequence[str]) -> dict[str, _DocPlan]:
-    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    keys = (*_DOC_KEYS, CHUNKING, CHUNK_ID, EXTRA, ENCODED_TEXT)
-    for i in range(0, len(doc_ids), 256):
-        for hit in store._backend.scroll(documents_filter(doc_ids[i : i + 256]), keys):
-            found[str(hit.payload.get(DOC_ID))].append(hit.payload)
-    return {d: _DocPlan(d, found[d]) for d in doc_ids if found.get(d)}
-
-
-def _with_writer_fields(records: list[ChunkRecord], group: Sequence[_DocPlan]) -> list[ChunkRecord]:
-    """The records with what their writers kept (``chunk_id``, ``extra``), as stored."""
-    kept: dict[tuple[str, int], dict[str, Any]] = {}
-    for p in group:
-        for c in p.chunks:
-            fields = {"chunk_id": c.get(CHUNK_ID), "extra": c.get(EXTRA)}
-            fields = {k: v for k, v in fields.items() if v is not None}
-            if fields:
-                kept[p.doc_id, int(c.get(CHUNK_INDEX) or 0)] = fields
-    return [
-        dataclasses.replace(r, **kept[r.doc_id, r.chunk_index])
-        if (r.doc_id, r.chunk_index) in kept
-        else r
-        for r in records
-    ]
-
-
-def _check_plans(plans: Mapping[str, _DocPlan]) -> None:
-    bad = [(d, p.problem()) for d, p in plans.items() if p.problem() is not None]
-    if bad:
-        listed = "; ".join(f"{d!r}: {why}" for d, why in bad[:5])
-        raise ValueError(
-            f"reindex cannot rebuild {len(bad)} stored document(s) ({listed}); nothing was "
-            "written. Open the collection with the encoder that wrote it, delete them "
-            "(M3Index.delete), reindex, then add them again; or index into a new collection"
-        )
-
-
-def _encode(
-    index: M3Index,
-    group: Sequence[_DocPlan],
-    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]],
-) -> list[ChunkRecord]:
-    """New records of a group of documents, made the way ``add_texts`` makes them."""
-    by_config: dict[tuple[Any, ...], list[_DocPlan]] = defaultdict(list)
-    for p in group:
-        c = p.chunking or {}
-        key: tuple[Any, ...]
-        if c.get("kind") == "late":
-            heads = c.get("late_heads")
-            key = (
-                "late",
-                c.get("window"),
-                c.get("overlap"),
-                c.get("dense_pooling", "mean"),
-                c.get("placement", "chunks"),  # recorded since issue #19; before: chunks
-                None if heads is None else tuple(heads),
-            )
-        else:
-            key = (str(c.get("kind")),)  # whole or naive (others were refused up front)
-        by_config[key].append(p)
-    records: list[ChunkRecord] = []
-    for key, plans in by_config.items():
-        if key == ("whole",):
-            records.extend(_encode_whole(index, plans))
-            continue
-        if key not in chunkers:
-            lookup = _StoredSpans()
-            chunkers[key] = (_chunker(index, key, lookup), lookup)
-        chunker, lookup = chunkers[key]
-        # Two documents with the same text but other spans go through separate calls.
-        rounds: list[list[_DocPlan]] = []
-        for p in plans:
-            for batch in rounds:
-                if all(q.text != p.text or q.spans() == p.spans() for q in batch):
-                    batch.append(p)
-                    break
-            else:
-                rounds.append([p])
-        for batch in rounds:
-            lookup.spans = {p.text: p.spans() for p in batch}
-            records.extend(index._records([p.as_doc() for p in batch], chunker, False)[0])
-    return records
-
-
-def _encode_whole(index: M3Index, plans: Sequence[_DocPlan]) -> list[ChunkRecord]:
-    """Records of whole documents, each encoded from what its writer encoded.
-
-    A document whose writer encoded other text than it stored (``encoded_text``) is encoded
-    from that text and stored with its own text, as its writer stores it.
-    """
-    docs = [
-        p.as_doc()
-        if p.encoded_text is None
-        else dataclasses.replace(p.as_doc(), text=p.encoded_text)
-        for p in plans
-    ]
-    records = index._records(docs, None, False)[0]
-    by_id = {p.doc_id: p for p in plans}
-    return [
-        r
-        if (p := by_id[r.doc_id]).encoded_text is None
-        else dataclasses.replace(r, text=p.text, end=len(p.text), encoded_text=p.encoded_text)
-        for r in records
-    ]
-
-
-def _chunker(index: M3Index, key: tuple[Any, ...], lookup: _StoredSpans) -> Any:
-    """A chunker of the stored kind and settings that cuts each text at its stored spans."""
-    if key[0] == "naive":  # m3kit.chunking.NaiveChunker
-        return importlib.import_module("m3kit.chunking").NaiveChunker(
-            index.encoder, splitter=lookup
-        )
-    from m3kit.late_chunking import LateChunker
-
-    _, window, overlap, pooling, placement, heads = key
-    return LateChunker(
-        index.encoder,
-        splitter=lookup,
-        window=window,
-        overlap=overlap,
-        # before issue #19 every head was late but dense with dense_pooling="naive"
-        dense_pooling=pooling if heads is None else None,
-        late_heads=heads,
-        placement=placement,
-    )
-
-
-class _StoredSpans:
-    """A splitter giving each document its stored spans (looked up by text)."""
-
-    def __init__(self) -> None:
-        self.spans: dict[str, list[tuple[int, int]]] = {}
-
-    def __call__(self, text: str) -> list[tuple[int, int]]:
-        return self.spans[text]
 
 
 # -- reading without an encoder ---------------------------------------------------------------
