@@ -393,6 +393,26 @@ def test_a_reindex_keeps_what_another_writer_writes_meanwhile(
     service.close()
 
 
+def test_a_document_left_with_mixed_versions_is_reindexed(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """A document whose chunks carry two versions (a write cut short) is not "changed by
+    another writer" to the reindex: it is re-encoded, and the reindex finishes."""
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        _fill(index, enc_a)
+        doc = next(iter(LONG))
+        second = models.Filter(
+            must=[
+                models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc)),
+                models.FieldCondition(key="chunk_index", match=models.MatchValue(value=1)),
+            ]
+        )
+        index.store._backend.set_payload([(second, {"doc_hash": "an older version"})])
+    done = M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
+    opened.append(done)
+    assert _stamps(done) == {done.fingerprint.identity}
+
+
 def test_cli_finishes_an_interrupted_reindex_with_its_target(
     tiny_m3_path: Path,
     path_b: Path,

@@ -136,7 +136,7 @@ def _reencode(
             records = _with_writer_fields(_encode(index, group, chunkers), group)
             with index._write_lock:
                 now = _versions(store, [p.doc_id for p in group])
-                changed = {p.doc_id for p in group if now.get(p.doc_id) != p.doc_hash}
+                changed = {p.doc_id for p in group if now.get(p.doc_id) != p.versions()}
                 if changed:
                     logger.info(
                         "reindex: %d document(s) changed or deleted by another writer since "
@@ -153,10 +153,17 @@ def _reencode(
     return written
 
 
-def _versions(store: M3Store, doc_ids: Sequence[str]) -> dict[str, Any]:
-    """``{doc_id: doc_hash}`` of the stored documents (absent: not stored)."""
-    hits = store._backend.scroll(documents_filter(list(doc_ids)), [DOC_ID, DOC_HASH])
-    return {str(h.payload.get(DOC_ID)): h.payload.get(DOC_HASH) for h in hits}
+def _versions(store: M3Store, doc_ids: Sequence[str]) -> dict[str, list[tuple[int, Any]]]:
+    """:meth:`_DocPlan.versions` of the stored documents, as they are now (absent: none)."""
+    found: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+    keys = [DOC_ID, CHUNK_INDEX, DOC_HASH]
+    for h in store._backend.scroll(documents_filter(list(doc_ids)), keys):
+        found[str(h.payload.get(DOC_ID))].append(_chunk_version(h.payload))
+    return {d: sorted(v) for d, v in found.items()}
+
+
+def _chunk_version(payload: Mapping[str, Any]) -> tuple[int, Any]:
+    return int(payload.get(CHUNK_INDEX) or 0), payload.get(DOC_HASH)
 
 
 class _DocPlan:
@@ -194,6 +201,12 @@ class _DocPlan:
             return "chunked by an unknown method (written before m3kit recorded chunking)"
         signature = (self.chunking or {}).get("signature", kind)
         return f"chunked by {signature!r}, which reindex cannot redo"
+
+    def versions(self) -> list[tuple[int, Any]]:
+        """``(chunk index, version)`` of each chunk as planned: another writer's change
+        (chunks added, removed or rewritten) changes it; a document left with chunks of
+        mixed versions (a write cut short) keeps its own mix."""
+        return sorted(_chunk_version(c) for c in self.chunks)
 
     def spans(self) -> list[tuple[int, int]]:
         return [(int(p[START]), int(p[END])) for p in self.chunks]
