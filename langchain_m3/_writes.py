@@ -39,7 +39,7 @@ from m3kit.store.documents import content_doc_id
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.schema import CHUNK_COUNT, point_id
 
-__all__ = ["checked_chunk", "write_documents"]
+__all__ = ["checked_chunk", "same_model", "write_documents"]
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def checked_chunk(
             f"{sorted(h.value for h in missing)}, which this store keeps; split with a "
             "model that has those heads"
         )
-    if encoder is None or not _same_model(carried.encoder, encoder):
+    if encoder is None or not same_model(carried.encoder, encoder):
         theirs = "a model that is not M3" if encoder is None else _model_name(encoder)
         raise ValueError(
             f"{where} was late-chunked by another model ({_model_name(carried.encoder)}) than "
@@ -295,7 +295,7 @@ def _groups(entries: list[_Entry]) -> list[list[_Entry]]:
     return list(groups.values())
 
 
-def _same_model(a: M3Encoder, b: M3Encoder) -> bool:
+def same_model(a: M3Encoder, b: M3Encoder) -> bool:
     """One checkpoint folder, or the same model (fingerprint) in two: the splitter keys the
     vectors it carries by the model's fingerprint, so a chunk may come back with either."""
     if a is b:

@@ -42,7 +42,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._writes import checked_chunk
+from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
 from langchain_m3.splitter import LATE_CHUNK_KEY
@@ -132,15 +132,18 @@ class M3QdrantVectorStore(QdrantVectorStore):
 
     def _m3_encoder(self) -> M3Encoder | None:
         """The model the store's embeddings encode with (``None``: they are not M3's, or
-        the dense and sparse embeddings are two different models)."""
+        the dense and sparse embeddings are two different models; two loads of one
+        checkpoint are one model)."""
         dense = self._embeddings if Head.DENSE in self._heads() else None
         sparse = self._sparse_embeddings if Head.SPARSE in self._heads() else None
         models_used = [
             e.encoder for e in (dense, sparse) if isinstance(e, M3Embeddings | M3SparseEmbeddings)
         ]
         wanted = sum(e is not None for e in (dense, sparse))
-        if len(models_used) != wanted or any(m is not models_used[0] for m in models_used):
+        if len(models_used) != wanted:
             return None
+        if any(not same_model(m, models_used[0]) for m in models_used):
+            return None  # dense and sparse of two models: no chunk can carry both
         return models_used[0]
 
     def _chunk_vectors(self, chunk: Chunk) -> models.VectorStruct:

@@ -132,3 +132,19 @@ def test_the_same_model_from_another_folder_is_the_same_model(
         late_chunk_vectors(chunks[0]).vectors.dense[0],
         atol=1e-6,
     )
+
+
+def test_dense_and_sparse_embeddings_loaded_apart_are_one_model(
+    tiny_m3_path: Path, chunks: list[Document]
+) -> None:
+    """``M3Embeddings(model_name_or_path=p)`` and ``M3SparseEmbeddings(model_name_or_path=p)``
+    load two encoder objects of one checkpoint: the usual hybrid setup, not two models."""
+    store = M3QdrantVectorStore.from_documents(
+        chunks,
+        embedding=M3Embeddings(model_name_or_path=str(tiny_m3_path)),
+        sparse_embedding=M3SparseEmbeddings(model_name_or_path=str(tiny_m3_path)),
+        retrieval_mode=RetrievalMode.HYBRID,
+        location=":memory:",
+        collection_name="two_loads",
+    )
+    assert store.client.count("two_loads").count == len(chunks)

@@ -413,6 +413,20 @@ def test_a_document_left_with_mixed_versions_is_reindexed(
     assert _stamps(done) == {done.fingerprint.identity}
 
 
+def test_reindex_with_the_recorded_encoder_keeps_its_own_older_chunks(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """Chunks this encoder wrote under the identity an earlier m3kit gave it (before
+    config.json settings were part of it) are its own: reindex=True leaves them alone."""
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        legacy = index.fingerprint.legacy_identity
+        index.store._backend.set_payload([(models.Filter(), {ENCODER_ID: legacy})])
+    done = M3Index.open(enc_a, tmp_path, collection="c", backend=backend, reindex=True)
+    opened.append(done)
+    assert _stamps(done) == {legacy}  # nothing re-encoded
+
+
 def test_cli_finishes_an_interrupted_reindex_with_its_target(
     tiny_m3_path: Path,
     path_b: Path,

@@ -74,6 +74,9 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         # a reindex an m3kit before config.json settings started: its points carry the
         # identity it gave this encoder, and are done
         done.append(target.legacy_identity)
+    if pending is None and stored is not None and stored.same_encoder(target):
+        # this encoder's own chunks from before config.json settings were in its identity
+        done.append(target.legacy_identity)
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
@@ -87,6 +90,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         if not todo and attempt > 0:
             break
         plans = _plans(store, todo)
+        todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
         _check_plans(plans)
         if attempt == 0:
             _write(store, stored or target, target)

@@ -239,9 +239,9 @@ def metadata_path(key: str) -> str:
 _FLAT_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 
 
-#: Characters Qdrant refuses in a collection name (the embedded engine also makes the name a
-#: folder: a separator or ``..`` would put it outside the storage folder).
-_NAME_FORBIDDEN = frozenset('<>:"/\\|?*\0')
+#: Characters refused in a collection name: local engines make the name a folder (a separator
+#: or ``..`` would put it outside the storage folder), and Windows forbids the others there.
+_NAME_FORBIDDEN = frozenset('<>:"/\\|?*\0\x1f')
 
 
 def check_collection_name(name: object) -> None:
@@ -254,11 +254,11 @@ def check_collection_name(name: object) -> None:
 
     Raises:
         ValueError: Empty, not a string, ``.`` or ``..``, or holding ``/ \\ < > : " | ? *``
-            or a control character.
+            or ``\\0`` / ``\\x1f`` (none is safe in a folder name).
     """
     if not isinstance(name, str) or not name:
         raise ValueError("collection must be a non-empty string")
-    bad = next((ch for ch in name if ch in _NAME_FORBIDDEN or ord(ch) < 32), None)
+    bad = next((ch for ch in name if ch in _NAME_FORBIDDEN), None)
     if bad is not None:
         raise ValueError(
             f"collection name {name!r} holds {bad!r}; use letters, digits, '-', '_' or '.'"
