@@ -188,7 +188,7 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                     f"{raw}: unsupported file type {path.suffix or '(none)'!r}; "
                     f"m3kit reads {', '.join(SUPPORTED_SUFFIXES)}"
                 )
-            found.append(_file_path(path))
+            found.append(path.resolve())
             continue
         inside = folder_files(path)
         if not inside:
@@ -200,24 +200,15 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted.
 
-    A file is named by its path inside the (resolved) folder, also when it is a link: the
-    link is the document, so re-pointing or removing it updates or prunes that document. A
-    link to a folder is not followed (a warning names it): give its target as a path.
+    A file is named by its resolved path: a link to a file is read as its target (two links
+    to one file, or a link and its target, are one document). A link to a folder is not
+    followed (a warning names it): give its target as a path.
     """
     return sorted(
-        p
-        for p in _walk(Path(folder).expanduser().resolve())
+        p.resolve()
+        for p in _walk(Path(folder).expanduser())
         if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
     )
-
-
-def _file_path(path: Path) -> Path:
-    """A file's absolute path: its folder resolved, its own name kept (a link stays the link).
-
-    >>> _file_path(Path("/a/./b/../c.md"))
-    PosixPath('/a/c.md')
-    """
-    return path.absolute().parent.resolve() / path.name
 
 
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:

@@ -158,34 +158,6 @@ def test_reader_origin_knows_what_the_reader_wrote(tmp_path: Path) -> None:
     assert stale_documents(stored, SourceRead([], []), roots=None).pruned == []
 
 
-def test_a_removed_link_is_pruned(
-    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A linked file was stored under its target's path, outside the folder: --prune of
-    the folder never removed it, and its old text stayed searchable."""
-    store, docs, elsewhere = tmp_path / "store", tmp_path / "docs", tmp_path / "elsewhere"
-    docs.mkdir()
-    elsewhere.mkdir()
-    (docs / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
-    (elsewhere / "old.md").write_text("Refunds take 90 days.", encoding="utf-8")
-    (elsewhere / "new.md").write_text("Refunds take 5 days.", encoding="utf-8")
-    link = docs / "policy.md"
-    link.symlink_to(elsewhere / "old.md")
-    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
-    link.unlink()
-    link.symlink_to(elsewhere / "new.md")  # re-pointed: the same document, new text
-    assert index_run(capsys, store, tiny_m3_path, docs, "--prune")[0] == 0
-    root = docs.resolve()
-    assert stored_texts(store, tiny_m3_path) == {
-        str(root / "a.md"): "Berlin is the capital of Germany.",
-        str(root / "policy.md"): "Refunds take 5 days.",
-    }
-    link.unlink()
-    code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
-    assert code == 0 and "removed 1 document(s) no longer there" in out, out
-    assert list(stored_texts(store, tiny_m3_path)) == [str(root / "a.md")]
-
-
 def test_an_emptied_jsonl_is_cleaned_up(
     tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
