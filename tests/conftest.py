@@ -183,3 +183,28 @@ def qdrant_with_key() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[st
     """:func:`qdrant_recorder` that refuses requests without the api-key ``right-key`` (401)."""
     with _fake_qdrant.fake_qdrant_server(api_key="right-key") as server:
         yield server
+
+
+# -- two encoders of one shape (reindexing, fingerprints) ------------------------------------
+@pytest.fixture(scope="session")
+def enc_a(tiny_m3_path: Path) -> Any:
+    """Checkpoint A (the tiny M3), fp32."""
+    from m3kit import M3Encoder
+
+    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def path_b(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoint A with other weights (seeded noise on every tensor): same sizes, tokenizer."""
+    from tests.reliability.killing import perturbed_checkpoint
+
+    return perturbed_checkpoint(tiny_m3_path, tmp_path_factory.mktemp("tiny_m3_b") / "b")
+
+
+@pytest.fixture(scope="session")
+def enc_b(path_b: Path) -> Any:
+    """Checkpoint B, fp32."""
+    from m3kit import M3Encoder
+
+    return M3Encoder.from_pretrained(path_b, dtype="fp32")

@@ -17,21 +17,10 @@ from llamaindex_m3 import M3Embedding, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index, M3Store
 from m3kit.store.schema import CHUNK_ID, CHUNKING, ENCODED_TEXT, EXTRA
-from tests.reliability.killing import Points, perturbed_checkpoint, points_of
+from tests.reliability.killing import Points, points_of
 
 INSTRUCTION = "passage: "
 TEXT = "Berlin is the capital of Germany."
-
-
-@pytest.fixture(scope="module")
-def enc_a(tiny_m3_path: Path) -> M3Encoder:
-    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-
-
-@pytest.fixture(scope="module")
-def enc_b(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> M3Encoder:
-    path = perturbed_checkpoint(tiny_m3_path, tmp_path_factory.mktemp("tiny_m3_b") / "b")
-    return M3Encoder.from_pretrained(path, dtype="fp32")
 
 
 def _document() -> Document:

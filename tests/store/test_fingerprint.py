@@ -22,7 +22,6 @@ from tests.reliability.killing import (
     FailingEncoder,
     Points,
     assert_same_points,
-    perturbed_checkpoint,
     points_of,
 )
 
@@ -41,22 +40,6 @@ LONG = {
     ),
     "l2": " ".join(f"Part {i}: late chunking pools token vectors per chunk." for i in range(7)),
 }
-
-
-@pytest.fixture(scope="module")
-def enc_a(tiny_m3_path: Path) -> M3Encoder:
-    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-
-
-@pytest.fixture(scope="module")
-def path_b(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Checkpoint A with other weights (seeded noise on every tensor): same sizes, tokenizer."""
-    return perturbed_checkpoint(tiny_m3_path, tmp_path_factory.mktemp("tiny_m3_b") / "b")
-
-
-@pytest.fixture(scope="module")
-def enc_b(path_b: Path) -> M3Encoder:
-    return M3Encoder.from_pretrained(path_b, dtype="fp32")
 
 
 @pytest.fixture(params=BACKENDS)

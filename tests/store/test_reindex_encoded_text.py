@@ -10,23 +10,11 @@ import pytest
 from m3kit import M3Encoder
 from m3kit.store import ChunkRecord, M3Index, output_row
 from m3kit.store.schema import ENCODED_TEXT, PAGE_CONTENT
-from tests.reliability.killing import perturbed_checkpoint
 
 from .test_fingerprint import _points
 
 TEXT = "Berlin is the capital of Germany."
 ENCODED = "passage: title: Capitals of Europe\n\nBerlin is the capital of Germany."
-
-
-@pytest.fixture(scope="module")
-def enc_a(tiny_m3_path: Path) -> M3Encoder:
-    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-
-
-@pytest.fixture(scope="module")
-def enc_b(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> M3Encoder:
-    path = perturbed_checkpoint(tiny_m3_path, tmp_path_factory.mktemp("tiny_m3_b") / "b")
-    return M3Encoder.from_pretrained(path, dtype="fp32")
 
 
 @pytest.mark.parametrize("backend", ["edge", "client"])
