@@ -107,19 +107,23 @@ class M3QdrantVectorStore(QdrantVectorStore):
         """Each text's vectors, in order: carried for late chunks, encoded for the others."""
         metas: list[dict[Any, Any] | None] = list(metadatas or [])
         metas += [None] * (len(texts) - len(metas))
+        late = [meta is not None and LATE_CHUNK_KEY in meta for meta in metas]
+        if not any(late):
+            return self._build_vectors(texts)
+        heads = self._heads()
+        encoder = self._m3_encoder(heads)  # once per batch, not per chunk
         carried = [
-            self._carried(text, meta, f"documents[{offset + i}]") if meta else None
-            for i, (text, meta) in enumerate(zip(texts, metas, strict=True))
+            checked_chunk(Document(text, metadata=meta), f"documents[{offset + i}]", heads, encoder)
+            if meta is not None and is_late
+            else None
+            for i, (text, meta, is_late) in enumerate(zip(texts, metas, late, strict=True))
         ]
         others = [text for text, chunk in zip(texts, carried, strict=True) if chunk is None]
         encoded = iter(self._build_vectors(others) if others else [])
-        return [next(encoded) if chunk is None else self._chunk_vectors(chunk) for chunk in carried]
-
-    def _carried(self, text: str, metadata: dict[Any, Any], where: str) -> Chunk | None:
-        if LATE_CHUNK_KEY not in metadata:
-            return None
-        doc = Document(page_content=text, metadata=metadata)
-        return checked_chunk(doc, where, self._heads(), self._m3_encoder())
+        return [
+            next(encoded) if chunk is None else self._chunk_vectors(chunk, heads)
+            for chunk in carried
+        ]
 
     def _heads(self) -> set[Head]:
         mode = self.retrieval_mode
@@ -130,12 +134,12 @@ class M3QdrantVectorStore(QdrantVectorStore):
             heads.add(Head.SPARSE)
         return heads
 
-    def _m3_encoder(self) -> M3Encoder | None:
+    def _m3_encoder(self, heads: set[Head]) -> M3Encoder | None:
         """The model the store's embeddings encode with (``None``: they are not M3's, or
         the dense and sparse embeddings are two different models; two loads of one
         checkpoint are one model)."""
-        dense = self._embeddings if Head.DENSE in self._heads() else None
-        sparse = self._sparse_embeddings if Head.SPARSE in self._heads() else None
+        dense = self._embeddings if Head.DENSE in heads else None
+        sparse = self._sparse_embeddings if Head.SPARSE in heads else None
         models_used = [
             e.encoder for e in (dense, sparse) if isinstance(e, M3Embeddings | M3SparseEmbeddings)
         ]
@@ -146,11 +150,11 @@ class M3QdrantVectorStore(QdrantVectorStore):
             return None  # dense and sparse of two models: no chunk can carry both
         return models_used[0]
 
-    def _chunk_vectors(self, chunk: Chunk) -> models.VectorStruct:
+    def _chunk_vectors(self, chunk: Chunk, heads: set[Head]) -> models.VectorStruct:
         vector: dict[str, Any] = {}
-        if Head.DENSE in self._heads():
+        if Head.DENSE in heads:
             vector[self.vector_name] = chunk.vectors.dense[0].tolist()
-        if Head.SPARSE in self._heads():
+        if Head.SPARSE in heads:
             sparse = chunk.vectors.sparse[0]
             options = self._sparse_embeddings
             if isinstance(options, M3SparseEmbeddings):  # what its embed_documents keeps
