@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,31 +16,25 @@ from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import (
     FilterLike,
-    and_filters,
-    chunk_ids_filter,
     distinct_ids,
     documents_filter,
     points_filter,
     stale_chunks_filter,
-    to_filter,
 )
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
-from m3kit.store.plan import RawHit, StorageBackend
+from m3kit.store.plan import StorageBackend
 from m3kit.store.points import WriteBatches, document_versions, plain_json, to_point
-from m3kit.store.query import HIT_KEYS, QueryOptions, to_hit
-from m3kit.store.records import Backend, ChunkRecord, Hit
+from m3kit.store.query import QueryOptions
+from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import (
-    CHUNK_COUNT,
     CHUNK_ID,
-    CHUNK_INDEX,
     DOC_HASH,
-    DOC_ID,
     EXTRA,
-    METADATA,
     CollectionSchema,
     PayloadIndexType,
     check_collection_name,
 )
+from m3kit.store.store_reads import StoreReads
 from m3kit.store.store_search import StoreSearch
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
@@ -50,10 +43,9 @@ logger = logging.getLogger(__name__)
 
 
 _DOC_BATCH = 256
-_READ_KEYS = HIT_KEYS  # payload keys read back by points() and find()
 
 
-class M3Store(StoreSearch):
+class M3Store(StoreSearch, StoreReads):
     """One Qdrant collection in the m3kit layout, on the embedded engine or qdrant-client.
 
     Open it with :meth:`open`. Thread-safe: queries and writes may come from several threads.
@@ -354,107 +346,6 @@ class M3Store(StoreSearch):
     def set_collection_metadata(self, meta: Mapping[str, Any]) -> None:
         """Replace m3kit's record of the collection (atomically)."""
         self._backend.write_metadata(meta)
-
-    # -- reads ------------------------------------------------------------------------------
-    def points(
-        self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """``{point id: full payload}`` of the chunks with these ids and/or matching the filter.
-
-        Ids come first in the order given (unknown ids are left out), then filter order.
-
-        Raises:
-            ValueError: Neither is given, or an id is not a point id (a UUID).
-        """
-        selector = points_filter(ids, filter)
-        found = {h.id: h.payload for h in self._backend.scroll(selector, _READ_KEYS)}
-        if ids is None:
-            return found
-        return {str(i): found[str(i)] for i in ids if str(i) in found}
-
-    def get(
-        self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
-    ) -> list[Hit]:
-        """The stored chunks of :meth:`points` as hits (score ``0.0``)."""
-        return [to_hit(RawHit(i, 0.0, p)) for i, p in self.points(ids, filter=filter).items()]
-
-    def find(self, ids: Sequence[str], *, filter: FilterLike | None = None) -> list[Hit]:
-        """Stored chunks by point id or by the writer's own id (``ChunkRecord.chunk_id``).
-
-        In the order of ``ids`` (an id that matches nothing is left out; one that names
-        chunks of several documents gives each), each chunk once, score ``0.0``.
-
-        Raises:
-            TypeError: ``ids`` is a single string.
-        """
-        selector = and_filters(chunk_ids_filter(ids), to_filter(filter))
-        by_key: dict[str, list[RawHit]] = defaultdict(list)
-        for h in self._backend.scroll(selector, _READ_KEYS):
-            by_key[h.id].append(h)
-            if h.payload.get(CHUNK_ID) not in (None, h.id):
-                by_key[str(h.payload[CHUNK_ID])].append(h)
-        out: dict[str, Hit] = {}
-        for wanted in ids:
-            for h in by_key.get(wanted, []):
-                out.setdefault(h.id, to_hit(RawHit(h.id, 0.0, h.payload)))
-        return list(out.values())
-
-    def count(self, filter: FilterLike | None = None) -> int:
-        """Number of stored chunks (matching the filter)."""
-        return self._backend.count(to_filter(filter))
-
-    def document_metadata(self, doc_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-        """``{doc_id: metadata}`` of every stored document (one scroll over the collection).
-
-        Args:
-            doc_ids: Only these documents (those not stored are left out), looked up by id
-                instead of scrolling the whole collection.
-        """
-        if doc_ids is None:
-            return self._metadata_of(None)
-        ids = list(dict.fromkeys(doc_ids))
-        out: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(ids), _DOC_BATCH):
-            out.update(self._metadata_of(documents_filter(ids[i : i + _DOC_BATCH])))
-        return out
-
-    def _metadata_of(self, selector: models.Filter | None) -> dict[str, dict[str, Any]]:
-        """``{doc_id: metadata}`` of the documents with a chunk matching ``selector``."""
-        out: dict[str, dict[str, Any]] = {}
-        for hit in self._backend.scroll(selector, [DOC_ID, METADATA]):
-            doc_id = hit.payload.get(DOC_ID)
-            if doc_id is not None and str(doc_id) not in out:
-                meta = hit.payload.get(METADATA)
-                out[str(doc_id)] = dict(meta) if isinstance(meta, Mapping) else {}
-        return out
-
-    def complete_documents(self, versions: Mapping[str, str]) -> set[str]:
-        """Which documents are fully stored at the given version.
-
-        A document counts only when every chunk index ``0..chunk_count-1`` is present with
-        ``doc_hash`` equal to the given hash and no other chunk of it exists, so a write
-        that stopped half-way through a document is not mistaken for a complete one.
-
-        Args:
-            versions: ``{doc_id: doc_hash}``.
-        """
-        ids = list(versions)
-        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT]
-        for i in range(0, len(ids), _DOC_BATCH):
-            for hit in self._backend.scroll(documents_filter(ids[i : i + _DOC_BATCH]), keys):
-                found[str(hit.payload.get(DOC_ID))].append(hit.payload)
-        complete = set()
-        for doc_id, payloads in found.items():
-            want = versions.get(doc_id)
-            counts = {p.get(CHUNK_COUNT) for p in payloads}
-            if want is None or len(counts) != 1 or any(p.get(DOC_HASH) != want for p in payloads):
-                continue
-            (count,) = counts
-            indices = sorted(int(p.get(CHUNK_INDEX) or 0) for p in payloads)
-            if indices == list(range(int(count or 0))):
-                complete.add(doc_id)
-        return complete
 
     def close(self) -> None:
         """Release files, locks and connections (idempotent; the store is unusable afterwards)."""
