@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from m3kit.jsonl import iter_json_rows
+from m3kit.jsonl import iter_json_rows, iter_text_lines
 
 __all__ = [
     "BeirDataset",
@@ -222,23 +222,22 @@ def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = Tru
     if not qrels_path.is_file():
         raise FileNotFoundError(f"no qrels in {root}: expected qrels.tsv or qrels/{split}.tsv")
     qrels: dict[str, dict[str, float]] = {}
-    with qrels_path.open(encoding="utf-8", newline="") as fh:
-        for line_no, fields in enumerate(csv.reader(fh, delimiter="\t"), start=1):
-            if not fields or (line_no == 1 and fields[0] == "query-id"):
-                continue
-            if len(fields) != 3:
-                raise ValueError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
-            qid, doc_id, score = fields
-            try:
-                grade = float(score)
-            except ValueError as e:
-                raise ValueError(f"{qrels_path}:{line_no}: score {score!r} is not a number") from e
-            if doc_id not in corpus:
-                raise ValueError(
-                    f"{qrels_path}:{line_no}: corpus id {doc_id!r} is not in the corpus"
-                )
-            if qid not in all_queries:
-                raise ValueError(f"{qrels_path}:{line_no}: query id {qid!r} is not in the queries")
-            qrels.setdefault(qid, {})[doc_id] = grade
+    for line_no, fields in enumerate(
+        csv.reader(iter_text_lines(qrels_path), delimiter="\t"), start=1
+    ):
+        if not fields or (line_no == 1 and fields[0] == "query-id"):
+            continue
+        if len(fields) != 3:
+            raise ValueError(f"{qrels_path}:{line_no}: expected query-id, corpus-id, score")
+        qid, doc_id, score = fields
+        try:
+            grade = float(score)
+        except ValueError as e:
+            raise ValueError(f"{qrels_path}:{line_no}: score {score!r} is not a number") from e
+        if doc_id not in corpus:
+            raise ValueError(f"{qrels_path}:{line_no}: corpus id {doc_id!r} is not in the corpus")
+        if qid not in all_queries:
+            raise ValueError(f"{qrels_path}:{line_no}: query id {qid!r} is not in the queries")
+        qrels.setdefault(qid, {})[doc_id] = grade
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)

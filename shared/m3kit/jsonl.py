@@ -1,28 +1,53 @@
-"""Read JSON-lines files row by row, with errors that name the file and line.
+"""Read JSON-lines (and other UTF-8 text) files line by line, with errors that name the
+file and line.
 
-Hand-written (a dozen lines) because every reader in m3kit needs the same error contract —
-``path:line: what is wrong`` — which neither ``json`` nor ``datasets`` gives.
+Hand-written (a few dozen lines) because every reader in m3kit needs the same error
+contract — ``path:line: what is wrong`` — which neither ``json`` nor ``datasets`` gives.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["iter_json_rows", "open_text", "parse_json_rows"]
+__all__ = ["iter_json_rows", "iter_text_lines", "open_text", "parse_json_rows"]
 
 
 def open_text(path: Path, mode: str = "r") -> IO[str]:
     """Open a UTF-8 text file; ``.gz`` files are (de)compressed transparently. Reading
     skips a byte order mark (``utf-8-sig``: editors on Windows write one); writing writes none.
+
+    To read line by line with decoding errors that name the file and line, use
+    :func:`iter_text_lines`.
     """
     encoding = "utf-8-sig" if "r" in mode else "utf-8"
     if path.suffix == ".gz":
         return gzip.open(path, mode + "t", encoding=encoding)  # type: ignore[return-value]
     return path.open(mode, encoding=encoding)
+
+
+def iter_text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (``.gz`` decompressed), line ends kept; a leading
+    byte order mark is skipped.
+
+    Raises:
+        ValueError: A line is not valid UTF-8 (the message names the file, line and byte).
+    """
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{line_no}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); save the file as UTF-8"
+                ) from e
 
 
 def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -47,6 +72,6 @@ def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int,
 
 
 def iter_json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """:func:`parse_json_rows` over a (possibly gzipped) file."""
-    with open_text(path) as fh:
-        yield from parse_json_rows(fh, path)
+    """:func:`parse_json_rows` over the lines of a (possibly gzipped) UTF-8 file
+    (:func:`iter_text_lines`)."""
+    yield from parse_json_rows(iter_text_lines(path), path)

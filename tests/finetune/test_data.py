@@ -91,6 +91,19 @@ def test_bad_rows(tmp_path: Path, row: object, message: str) -> None:
     assert "rows.jsonl:1" in str(info.value)
 
 
+def test_non_utf8_file_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    """It was a bare UnicodeDecodeError that named no file (e.g. a latin-1 export)."""
+    path = tmp_path / "latin1.jsonl"
+    rows = [json.dumps({"query": "q", "pos": ["p"]}), '{"query": "caf\u00e9?", "pos": ["x"]}']
+    path.write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        read_jsonl(path)
+    qa = tmp_path / "qa.json"
+    qa.write_bytes('{"queries": {"q": "caf\u00e9"}}'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"qa\.json: not UTF-8 text"):
+        QADataset.from_json(qa)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_jsonl(tmp_path / "nope.jsonl")

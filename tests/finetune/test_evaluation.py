@@ -114,3 +114,31 @@ def test_load_beir_bad_input(tmp_path: Path) -> None:
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t2\n")
     assert load_beir(tmp_path).qrels == {"q1": {"d1": 2.0}}
+
+
+def _beir_folder(root: Path, qrels: bytes, corpus: bytes | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    docs = '{"_id": "d1", "text": "alpha"}\n{"_id": "d2", "text": "beta"}\n'
+    (root / "corpus.jsonl").write_bytes(docs.encode() if corpus is None else corpus)
+    questions = '{"_id": "q1", "text": "a?"}\n{"_id": "q2", "text": "b?"}\n'
+    (root / "queries.jsonl").write_text(questions)
+    (root / "qrels.tsv").write_bytes(qrels)
+    return root
+
+
+def test_load_beir_reads_qrels_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """The BOM made the header line data: "score 'score' is not a number"."""
+    header = "\ufeffquery-id\tcorpus-id\tscore\nq1\td1\t1\n".encode()
+    assert load_beir(_beir_folder(tmp_path / "a", header)).qrels == {"q1": {"d1": 1.0}}
+    bare = "\ufeffq2\td2\t1\n".encode()
+    assert load_beir(_beir_folder(tmp_path / "b", bare)).qrels == {"q2": {"d2": 1.0}}
+
+
+def test_load_beir_non_utf8_names_file_and_line(tmp_path: Path) -> None:
+    latin = '{"_id": "d1", "text": "x"}\n{"_id": "d2", "text": "caf\u00e9"}\n'.encode("latin-1")
+    folder = _beir_folder(tmp_path / "c", b"q1\td1\t1\n", corpus=latin)
+    with pytest.raises(ValueError, match=r"corpus\.jsonl:2: not UTF-8 text"):
+        load_beir(folder)
+    folder = _beir_folder(tmp_path / "q", "q1\td1\t1\nq2\td\u00e9\t1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"qrels\.tsv:2: not UTF-8 text"):
+        load_beir(folder)

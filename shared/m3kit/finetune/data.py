@@ -142,7 +142,9 @@ class QADataset:
         """Read the JSON written by ``EmbeddingQAFinetuneDataset.save_json``."""
         p = Path(path)
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = json.loads(p.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not UTF-8 text (byte {e.start}); save it as UTF-8") from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from e
         if not isinstance(data, Mapping):
