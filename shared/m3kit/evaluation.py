@@ -177,15 +177,43 @@ class BeirDataset(NamedTuple):
     qrels: dict[str, dict[str, float]]
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, object]]]:
+def _row_id(row: Mapping[str, object], where: str) -> str:
+    value = row.get("_id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f'{where}: "_id" must be a string (or an integer), got {value!r}')
+    return str(value)
+
+
+def _row_text(row: Mapping[str, object], key: str, where: str, *, optional: bool = False) -> str:
+    value = row.get(key)
+    if optional and value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f'{where}: "{key}" must be a string, got {value!r}')
+    return value
+
+
+def _read_texts(path: Path, *, with_title: bool = False) -> dict[str, str]:
+    """``{_id: text}`` of a BEIR ``corpus.jsonl`` / ``queries.jsonl``; a repeated ``_id``
+    or a ``text`` (``title``) that is not a string is an error naming the file and line."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing (BEIR layout needs corpus.jsonl, queries.jsonl)"
         )
+    texts: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for line_no, row in iter_json_rows(path):
+        where = f"{path}:{line_no}"
         if "_id" not in row or "text" not in row:
-            raise ValueError(f'{path}:{line_no}: a row needs "_id" and "text"')
-        yield line_no, row
+            raise ValueError(f'{where}: a row needs "_id" and "text"')
+        row_id = _row_id(row, where)
+        if row_id in texts:
+            raise ValueError(f"{where}: _id {row_id!r} repeats line {first_line[row_id]}")
+        text = _row_text(row, "text", where)
+        title = _row_text(row, "title", where, optional=True) if with_title else ""
+        texts[row_id] = f"{title} {text}".strip()
+        first_line[row_id] = line_no
+    return texts
 
 
 def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = True) -> BeirDataset:
@@ -206,22 +234,20 @@ def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = Tru
 
     Raises:
         FileNotFoundError: A file is missing.
-        ValueError: A malformed line (the message names file and line).
+        ValueError: A malformed line, an ``_id`` or a (query, corpus id) judgement given
+            twice, a ``text`` or ``title`` that is not a string (a null ``title`` is
+            empty), or a score that is not a finite number; the message names file and line.
     """
     root = Path(folder)
-    corpus: dict[str, str] = {}
-    for _, row in _read_jsonl(root / "corpus.jsonl"):
-        title = str(row.get("title") or "") if with_title else ""
-        corpus[str(row["_id"])] = f"{title} {row['text']}".strip()
-    all_queries = {
-        str(row["_id"]): str(row["text"]) for _, row in _read_jsonl(root / "queries.jsonl")
-    }
+    corpus = _read_texts(root / "corpus.jsonl", with_title=with_title)
+    all_queries = _read_texts(root / "queries.jsonl")
     qrels_path = root / "qrels.tsv"
     if not qrels_path.is_file():
         qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise FileNotFoundError(f"no qrels in {root}: expected qrels.tsv or qrels/{split}.tsv")
     qrels: dict[str, dict[str, float]] = {}
+    first_line: dict[tuple[str, str], int] = {}
     for line_no, fields in enumerate(
         csv.reader(iter_text_lines(qrels_path), delimiter="\t"), start=1
     ):
@@ -234,10 +260,18 @@ def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = Tru
             grade = float(score)
         except ValueError as e:
             raise ValueError(f"{qrels_path}:{line_no}: score {score!r} is not a number") from e
+        if not math.isfinite(grade):
+            raise ValueError(f"{qrels_path}:{line_no}: score {score!r} is not a finite number")
         if doc_id not in corpus:
             raise ValueError(f"{qrels_path}:{line_no}: corpus id {doc_id!r} is not in the corpus")
         if qid not in all_queries:
             raise ValueError(f"{qrels_path}:{line_no}: query id {qid!r} is not in the queries")
+        if (qid, doc_id) in first_line:
+            raise ValueError(
+                f"{qrels_path}:{line_no}: query {qid!r} and corpus id {doc_id!r} are judged "
+                f"again (first on line {first_line[qid, doc_id]})"
+            )
+        first_line[qid, doc_id] = line_no
         qrels.setdefault(qid, {})[doc_id] = grade
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)

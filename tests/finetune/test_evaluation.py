@@ -142,3 +142,35 @@ def test_load_beir_non_utf8_names_file_and_line(tmp_path: Path) -> None:
     folder = _beir_folder(tmp_path / "q", "q1\td1\t1\nq2\td\u00e9\t1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"qrels\.tsv:2: not UTF-8 text"):
         load_beir(folder)
+
+
+@pytest.mark.parametrize(
+    ("corpus", "qrels", "message"),
+    [
+        ('{"_id": "d2", "text": "gamma"}', "", r"corpus\.jsonl:3: _id 'd2' repeats line 2"),
+        ("", "q1\td1\t2\nq1\td1\t0\n", r"qrels\.tsv:2: query 'q1' and corpus id 'd1' are "),
+        ("", "q1\td1\tnan\n", r"qrels\.tsv:1: score 'nan' is not a finite number"),
+        ('{"_id": "d3", "text": null}', "", r'corpus\.jsonl:3: "text" must be a string, got None'),
+        ('{"_id": "d3", "text": ["a", "b"]}', "", r'corpus\.jsonl:3: "text" must be a string'),
+        ('{"_id": "d3", "text": "t", "title": 7}', "", r'corpus\.jsonl:3: "title" must be a'),
+        ('{"_id": null, "text": "t"}', "", r'corpus\.jsonl:3: "_id" must be a string'),
+    ],
+)
+def test_load_beir_refuses_repeats_and_non_string_texts(
+    tmp_path: Path, corpus: str, qrels: str, message: str
+) -> None:
+    """A repeated id or judgement silently kept the last; a null text became "None"."""
+    docs = '{"_id": "d1", "text": "alpha"}\n{"_id": "d2", "text": "beta"}\n' + corpus + "\n"
+    folder = _beir_folder(tmp_path, (qrels or "q1\td1\t1\n").encode(), corpus=docs.encode())
+    with pytest.raises(ValueError, match=message):
+        load_beir(folder)
+
+
+def test_load_beir_refuses_a_repeated_query_and_reads_a_null_title(tmp_path: Path) -> None:
+    docs = '{"_id": "d1", "text": "alpha", "title": null}\n{"_id": 2, "text": "beta"}\n'
+    folder = _beir_folder(tmp_path, b"q1\td1\t1\nq2\t2\t1\n", corpus=docs.encode())
+    assert load_beir(folder).corpus == {"d1": "alpha", "2": "beta"}  # an integer id is its str
+    with (folder / "queries.jsonl").open("a") as fh:
+        fh.write('{"_id": "q1", "text": "other question"}\n')
+    with pytest.raises(ValueError, match=r"queries\.jsonl:3: _id 'q1' repeats line 1"):
+        load_beir(folder)
