@@ -216,16 +216,57 @@ def _read_texts(path: Path, *, with_title: bool = False) -> dict[str, str]:
     return texts
 
 
-def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = True) -> BeirDataset:
+def _qrels_path(root: Path, split: str | None) -> Path:
+    """The qrels file :func:`load_beir` reads (its docstring gives the rules)."""
+    top = root / "qrels.tsv"
+    folder = root / "qrels"
+    splits = sorted(p.stem for p in folder.glob("*.tsv")) if folder.is_dir() else []
+    if top.is_file() and splits:
+        raise ValueError(
+            f"{root} holds both qrels.tsv and qrels/{{{','.join(splits)}}}.tsv: it is not clear "
+            "which judgements to use; remove one"
+        )
+    if split is not None:
+        if split in splits:
+            return folder / f"{split}.tsv"
+        if top.is_file():
+            raise FileNotFoundError(
+                f"no qrels/{split}.tsv in {root}: its qrels.tsv names no split; leave the "
+                "split unset (no --split) to read it"
+            )
+        found = f"splits found: {', '.join(splits)}" if splits else "no qrels/ files found"
+        raise FileNotFoundError(f"no qrels/{split}.tsv in {root} ({found})")
+    if top.is_file():
+        return top
+    if len(splits) == 1:
+        return folder / f"{splits[0]}.tsv"
+    if splits:
+        raise ValueError(
+            f"{root}/qrels holds several splits ({', '.join(splits)}): name the one to use "
+            "(split=..., --split)"
+        )
+    raise FileNotFoundError(f"no qrels in {root}: expected qrels.tsv or qrels/<split>.tsv")
+
+
+def load_beir(
+    folder: str | Path, *, split: str | None = None, with_title: bool = True
+) -> BeirDataset:
     """Read a BEIR-layout folder: ``corpus.jsonl``, ``queries.jsonl`` and qrels.
 
-    Qrels are read from ``qrels.tsv`` or, BEIR's own layout, ``qrels/<split>.tsv`` (a
-    header line ``query-id corpus-id score`` is skipped). Only queries that have qrels
-    are returned.
+    Qrels (a header line ``query-id corpus-id score`` is skipped) come from one file:
+
+    * ``split`` unset: the top-level ``qrels.tsv``, or BEIR's ``qrels/<split>.tsv`` when
+      ``qrels/`` holds exactly one split; several splits (e.g. ``dev`` and ``test``) are an
+      error naming them, so that no run calibrates on the test split by default.
+    * ``split`` given: ``qrels/<split>.tsv``; an error when it is missing (naming the
+      splits found; a top-level ``qrels.tsv`` has no split name: leave ``split`` unset).
+    * A folder holding both ``qrels.tsv`` and ``qrels/*.tsv`` files is an error.
+
+    Only queries that have qrels are returned.
 
     Args:
         folder: The dataset folder (e.g. ``shared/data/squad_en``).
-        split: Qrels split used when the folder has a ``qrels/`` directory.
+        split: Qrels split of a ``qrels/`` directory (``"dev"``, ``"test"``, ...).
         with_title: Passage text is ``(title + " " + text).strip()`` (the usual reading of a
             BEIR entry, and the text of the ``train.jsonl.gz`` rows); else ``text`` only.
 
@@ -233,19 +274,16 @@ def load_beir(folder: str | Path, *, split: str = "test", with_title: bool = Tru
         ``BeirDataset(corpus={doc_id: text}, queries={qid: text}, qrels={qid: {doc_id: grade}})``.
 
     Raises:
-        FileNotFoundError: A file is missing.
-        ValueError: A malformed line, an ``_id`` or a (query, corpus id) judgement given
-            twice, a ``text`` or ``title`` that is not a string (a null ``title`` is
-            empty), or a score that is not a finite number; the message names file and line.
+        FileNotFoundError: A file is missing (or the named split).
+        ValueError: The qrels file is ambiguous (see above); a malformed line, an ``_id``
+            or a (query, corpus id) judgement given twice, a ``text`` or ``title`` that is not
+            a string (a null ``title`` is empty), or a score that is not a finite number (the
+            message names file and line).
     """
     root = Path(folder)
+    qrels_path = _qrels_path(root, split)
     corpus = _read_texts(root / "corpus.jsonl", with_title=with_title)
     all_queries = _read_texts(root / "queries.jsonl")
-    qrels_path = root / "qrels.tsv"
-    if not qrels_path.is_file():
-        qrels_path = root / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        raise FileNotFoundError(f"no qrels in {root}: expected qrels.tsv or qrels/{split}.tsv")
     qrels: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
     for line_no, fields in enumerate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -170,6 +171,43 @@ def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
                 "ten",
             ]
         )
+
+
+def test_cli_reads_the_named_qrels_split(
+    tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A BEIR folder with qrels/dev.tsv and qrels/test.tsv was silently read as test."""
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": t[:12]}) + "\n" for i, t in enumerate(texts))
+    )
+    (data / "qrels" / "test.tsv").write_text("q0\td0\t1\nq1\td1\t1\n")
+    (data / "qrels" / "dev.tsv").write_text("q2\td2\t1\n")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_m3_path, model)
+    finetune = ["finetune", "--model", str(model), "--output", str(tmp_path / "o")]
+    finetune += ["--train", str(tmp_path / "unread.jsonl"), "--validation", str(data)]
+    for argv in (  # finetune reads --validation first: it fails before the training rows
+        ["calibrate", "--model", str(model), "--data", str(data)],
+        ["eval", "--model", str(model), "--data", str(data)],
+        finetune,
+    ):
+        with pytest.raises(ValueError, match=r"several splits \(dev, test\)"):
+            _run([*argv, "--quiet"])
+    report = tmp_path / "report"
+    argv = ["eval", "--model", str(model), "--data", str(data), "--split", "test", "--quiet"]
+    assert _run([*argv, "--output", str(report)]) == 0
+    assert json.loads((report / "report.json").read_text())["model"]["dense"]["queries"] == 2
+    argv = ["calibrate", "--model", str(model), "--data", str(data), "--split", "dev"]
+    assert _run([*argv, "--grid-step", "0.5", "--quiet"]) == 0
+    saved = FusionCalibration.load(model)
+    assert saved is not None and saved.queries == 1
+    capsys.readouterr()
 
 
 def test_llamaindex_engine(

@@ -174,3 +174,26 @@ def test_load_beir_refuses_a_repeated_query_and_reads_a_null_title(tmp_path: Pat
         fh.write('{"_id": "q1", "text": "other question"}\n')
     with pytest.raises(ValueError, match=r"queries\.jsonl:3: _id 'q1' repeats line 1"):
         load_beir(folder)
+
+
+def test_load_beir_qrels_split_rules(tmp_path: Path) -> None:
+    """BEIR's qrels/{dev,test}.tsv silently gave the test split; qrels.tsv beat split="dev"."""
+    folder = _beir_folder(tmp_path, b"q1\td1\t1\n")
+    with pytest.raises(FileNotFoundError, match=r"no qrels/dev\.tsv .*qrels\.tsv names no split"):
+        load_beir(folder, split="dev")
+    (folder / "qrels").mkdir()  # an empty qrels/ beside qrels.tsv is no second source
+    assert load_beir(folder).qrels == {"q1": {"d1": 1.0}}
+    (folder / "qrels" / "dev.tsv").write_text("q2\td2\t1\n")
+    with pytest.raises(ValueError, match=r"both qrels\.tsv and qrels/\{dev\}\.tsv"):
+        load_beir(folder, split="dev")
+    with pytest.raises(ValueError, match="both qrels.tsv"):
+        load_beir(folder)
+    (folder / "qrels.tsv").unlink()
+    assert load_beir(folder).qrels == {"q2": {"d2": 1.0}}  # the only split
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    with pytest.raises(ValueError, match=r"several splits \(dev, test\): name the one"):
+        load_beir(folder)
+    assert load_beir(folder, split="dev").qrels == {"q2": {"d2": 1.0}}
+    assert load_beir(folder, split="test").qrels == {"q1": {"d1": 1.0}}
+    with pytest.raises(FileNotFoundError, match=r"no qrels/train\.tsv .*splits found: dev, test"):
+        load_beir(folder, split="train")

@@ -22,6 +22,10 @@ from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
 
+_SPLIT_HELP = (
+    "qrels split to read (qrels/SPLIT.tsv of a BEIR folder); needed when qrels/ holds several"
+)
+
 
 def add_subcommands(subparsers: Any) -> None:
     """Register the four subcommands on the m3kit CLI's subparsers."""
@@ -122,6 +126,12 @@ def add_subcommands(subparsers: Any) -> None:
         help="BEIR folder (corpus/queries/qrels) of held-out validation data: after training, "
         "calibrate the checkpoint's fusion on it (see m3kit calibrate)",
     )
+    ft.add_argument(
+        "--validation-split",
+        default=None,
+        metavar="SPLIT",
+        help="with --validation: its qrels split (qrels/SPLIT.tsv; needed when it holds several)",
+    )
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_run_finetune)
 
@@ -155,6 +165,7 @@ def add_subcommands(subparsers: Any) -> None:
     )
     ev.add_argument("--model", required=True)
     ev.add_argument("--data", required=True, type=Path, help="BEIR folder (corpus/queries/qrels)")
+    ev.add_argument("--split", default=None, help=_SPLIT_HELP)
     ev.add_argument("--baseline", default=None, help="a second model to compare with")
     ev.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
     ev.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
@@ -173,6 +184,7 @@ def add_subcommands(subparsers: Any) -> None:
     )
     cal.add_argument("--model", required=True, type=Path, help="local checkpoint folder")
     cal.add_argument("--data", required=True, type=Path, help="BEIR folder of validation data")
+    cal.add_argument("--split", default=None, help=_SPLIT_HELP)
     cal.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
     cal.add_argument("--grid-step", type=float, default=0.1, help="weight grid step (0.1)")
     cal.add_argument(
@@ -212,6 +224,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         raise ValueError(
             "--negatives applies to query-passage rows; with --late-chunking use --span-negatives"
         )
+    if args.validation_split is not None and args.validation is None:
+        raise ValueError("--validation-split names a qrels split of --validation")
+    if args.validation is not None:  # fail before reading and training, on a bad folder
+        validation = _beir(args.validation, args.validation_split, None, args.seed)
     if args.longdoc is not None:
         from m3kit.finetune.span_data import read_longdoc_examples
 
@@ -245,8 +261,6 @@ def _run_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         show_progress=not args.quiet,
     )
-    if args.validation is not None:  # fail before training, not after, on a bad folder
-        validation = _beir(args.validation, None, args.seed)
     finetuner = M3Finetuner(config)
     result = finetuner.fit_spans(examples) if args.late_chunking else finetuner.fit(examples)
     print(
@@ -260,11 +274,11 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _beir(
-    folder: Path, max_queries: int | None, seed: int
+    folder: Path, split: str | None, max_queries: int | None, seed: int
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
     from m3kit.evaluation import load_beir
 
-    corpus, queries, qrels = load_beir(folder)
+    corpus, queries, qrels = load_beir(folder, split=split)
     if max_queries is not None and len(queries) > max_queries:
         keep = sorted(random.Random(seed).sample(sorted(queries), max_queries))
         queries = {q: queries[q] for q in keep}
@@ -291,7 +305,7 @@ def _calibrate(
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    data = _beir(args.data, args.max_queries, args.seed)
+    data = _beir(args.data, args.split, args.max_queries, args.seed)
     _calibrate(
         args.model,
         data,
@@ -347,7 +361,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from m3kit.finetune.evaluate import RetrievalReport, comparison_table, evaluate_heads
     from m3kit.finetune.evaluate import write_report as write
 
-    corpus, queries, qrels = _beir(args.data, args.max_queries, args.seed)
+    corpus, queries, qrels = _beir(args.data, args.split, args.max_queries, args.seed)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     for name, path in [*models, ("model", args.model)]:
