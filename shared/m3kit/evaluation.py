@@ -4,12 +4,14 @@ Metric definitions follow ``trec_eval`` / BEIR (``pytrec_eval``): relevance grad
 qrels values, nDCG uses linear gains ``rel / log2(rank + 1)`` and the ideal ranking of the
 judged documents; only grades ``> 0`` count as relevant for MRR, hit and recall. A ranking
 that repeats an id (e.g. several chunks of one document mapped to their document) counts
-the first occurrence only.
+the first occurrence only. Ids are compared as strings (``str(id)``) everywhere: ranked ids,
+relevant ids, run and qrels query ids.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,12 +29,14 @@ __all__ = [
     "recall_at_k",
 ]
 
+logger = logging.getLogger(__name__)
+
 Relevance = Mapping[str, float] | set[str] | frozenset[str]
 
 
 def _grades(relevant: Relevance) -> dict[str, float]:
     if isinstance(relevant, (set, frozenset)):
-        return {doc_id: 1.0 for doc_id in relevant}
+        return {str(doc_id): 1.0 for doc_id in relevant}
     return {str(doc_id): float(grade) for doc_id, grade in relevant.items()}
 
 
@@ -41,7 +45,8 @@ def _top_k(ranked_ids: Sequence[str], k: int) -> list[str]:
         raise ValueError(f"k must be >= 1, got {k}")
     seen: set[str] = set()
     top: list[str] = []
-    for doc_id in ranked_ids:
+    for raw_id in ranked_ids:
+        doc_id = str(raw_id)
         if doc_id in seen:
             continue
         seen.add(doc_id)
@@ -70,6 +75,8 @@ def ndcg_at_k(ranked_ids: Sequence[str], relevant: Relevance, k: int) -> float:
     0.8597
     >>> ndcg_at_k(["x", "a"], {"a"}, 1)
     0.0
+    >>> ndcg_at_k([1, 2], {1: 1}, 10)  # ids compare as strings
+    1.0
     """
     grades = _grades(relevant)
     dcg = sum(
@@ -131,7 +138,8 @@ def evaluate_rankings(
 
     Every query of ``qrels`` with at least one relevant document is scored; a query missing
     from ``run`` scores 0 (as in ``trec_eval -c``). Queries of ``run`` without judgements
-    are ignored.
+    are ignored. Query ids are compared as strings; a warning is logged when fewer than half
+    of the scored queries are in ``run`` (usually ids that do not match).
 
     Args:
         run: ``{query_id: [doc_id, ...]}`` best first.
@@ -153,13 +161,25 @@ def evaluate_rankings(
     cutoffs = sorted({int(k) for k in ks})
     if not cutoffs:
         raise ValueError("give at least one cut-off k")
-    judged = {qid: rel for qid, rel in qrels.items() if any(float(g) > 0 for g in rel.values())}
+    judged = {
+        str(qid): rel for qid, rel in qrels.items() if any(float(g) > 0 for g in rel.values())
+    }
     if not judged:
         raise ValueError("qrels hold no query with a relevant document")
+    ranked_runs = {str(qid): ranked for qid, ranked in run.items()}
+    found = sum(qid in ranked_runs for qid in judged)
+    if found < len(judged) / 2:
+        logger.warning(
+            "only %d of the %d judged queries are in the run (they score 0): do the run's "
+            "query ids match the qrels' (e.g. %r)?",
+            found,
+            len(judged),
+            next(iter(judged)),
+        )
     metrics = {"ndcg": ndcg_at_k, "mrr": mrr_at_k, "hit": hit_at_k, "recall": recall_at_k}
     totals = {f"{name}@{k}": 0.0 for k in cutoffs for name in metrics}
     for qid, rel in judged.items():
-        ranked = list(run.get(qid, ()))
+        ranked = list(ranked_runs.get(qid, ()))
         for k in cutoffs:
             for name, fn in metrics.items():
                 totals[f"{name}@{k}"] += fn(ranked, rel, k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -197,3 +198,25 @@ def test_load_beir_qrels_split_rules(tmp_path: Path) -> None:
     assert load_beir(folder, split="test").qrels == {"q1": {"d1": 1.0}}
     with pytest.raises(FileNotFoundError, match=r"no qrels/train\.tsv .*splits found: dev, test"):
         load_beir(folder, split="train")
+
+
+def test_integer_ids_compare_as_strings(caplog: pytest.LogCaptureFixture) -> None:
+    """Mapping qrels were str()-converted but ranked ids were not: int ids scored 0."""
+    int_ids: Any = [1, 2]
+    assert ndcg_at_k(int_ids, {1: 1}, 10) == ndcg_at_k(int_ids, {1}, 10) == 1.0
+    assert ndcg_at_k(int_ids, {"1": 1}, 10) == mrr_at_k(int_ids, {"1"}, 10) == 1.0
+    run: Any = {1: ["a"], 2: ["b"]}
+    m = evaluate_rankings(run, {"1": {"a": 1}, "2": {"x": 1}}, ks=(10,))
+    assert (m["hit@10"], m["queries"]) == (0.5, 2.0)
+    assert "judged queries are in the run" not in caplog.text
+
+
+def test_a_run_missing_most_judged_queries_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    qrels = {f"q{i}": {"a": 1.0} for i in range(4)}
+    evaluate_rankings({"q0": ["a"], "q1": ["a"]}, qrels, ks=(1,))  # half: no warning
+    assert "judged queries" not in caplog.text
+    m = evaluate_rankings({"Q0": ["a"], "q1": ["a"]}, qrels, ks=(1,))
+    assert m["hit@1"] == 0.25
+    assert "only 1 of the 4 judged queries are in the run" in caplog.text
