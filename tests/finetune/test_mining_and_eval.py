@@ -12,6 +12,7 @@ from m3kit import M3Encoder
 from m3kit.finetune import TrainingExample
 from m3kit.finetune.evaluate import (
     RetrievalReport,
+    _rank,
     comparison_table,
     evaluate_heads,
     score_matrix,
@@ -102,3 +103,37 @@ def test_evaluate_heads_and_report(tiny_encoder: M3Encoder, tmp_path: Path) -> N
     assert comparison_table({"x": RetrievalReport({"dense": {}})}).endswith(
         "| x | dense | - | - | - | - | - |"
     )
+
+
+def test_rank_orders_ties_by_id_whatever_the_depth() -> None:
+    """Tied scores were ordered by argpartition, which depends on the depth asked for."""
+    scores = np.array([[1.0, 2.0, 2.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    ids = ["x", "c", "a", "b", "y"]
+    full = _rank(scores, ids, 5)
+    assert full == [["a", "b", "c", "x", "y"], ["a", "b", "c", "x", "y"]]
+    for depth in range(1, 5):
+        assert _rank(scores, ids, depth) == [row[:depth] for row in full]
+
+
+def test_metrics_do_not_depend_on_the_other_cutoffs(tiny_encoder: M3Encoder) -> None:
+    """hit@1 of tied passages and RRF's nDCG@10 changed with the largest cut-off asked for
+    (RRF fused each head's list cut at max(ks))."""
+    rng = np.random.default_rng(1)
+    words = ["river", "sea", "alps", "oxygen", "capital", "tesla", "motor", "forest", "gold"]
+    corpus = {f"d{i}": " ".join(rng.choice(words, 12)) for i in range(60)}
+    corpus["d60"] = corpus["d61"] = "The Rhine flows from the Swiss Alps to the North Sea."
+    queries = {f"q{i}": " ".join(rng.choice(words, 4)) for i in range(20)}
+    qrels = {q: {f"d{rng.integers(60)}": 1.0} for q in queries}
+    queries["rhine"], qrels["rhine"] = "Where does the Rhine flow?", {"d60": 1.0}
+    reports = [
+        evaluate_heads(tiny_encoder, corpus, queries, qrels, ks=ks).metrics
+        for ks in [(1, 10), (1, 2, 10), (1, 10, 62)]
+    ]
+    for method in reports[0]:
+        for metric in ("hit@1", "ndcg@10", "mrr@10"):
+            assert len({r[method][metric] for r in reports}) == 1, (method, metric)
+    tied = evaluate_heads(tiny_encoder, corpus, {"rhine": queries["rhine"]}, {"rhine": {"d60": 1}})
+    assert tied.metrics["sparse"]["hit@1"] == 1.0  # d60 and d61 tie; d60 sorts first
+    shallow = evaluate_heads(tiny_encoder, corpus, queries, qrels, ks=(1, 10), rrf_depth=5)
+    assert shallow.metrics["dense"] == reports[0]["dense"]
+    assert shallow.metrics["rrf"] != reports[0]["rrf"]  # rrf_depth, not ks, sets what is fused

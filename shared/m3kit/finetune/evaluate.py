@@ -4,6 +4,10 @@ Exhaustive scoring of a small corpus (no index): the score matrices are the vect
 forms of :mod:`m3kit.scoring` (``dense_score``, ``sparse_score``, ``maxsim``, ``m3_score``,
 ``reciprocal_rank_fusion``), checked against them in the tests. Reports go to JSON, a
 markdown table and a PNG bar chart (matplotlib, imported late with the Agg backend).
+
+Rankings do not depend on the cut-offs asked for: equal scores are ordered by document id,
+and ``rrf`` fuses each head's first :data:`RRF_DEPTH` documents (``rrf_depth``) whatever
+the cut-offs, so a metric at one cut-off is the same whichever others are computed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from m3kit.outputs import Head, M3Output
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, reciprocal_rank_fusion
 
 __all__ = [
+    "RRF_DEPTH",
     "RetrievalReport",
     "comparison_table",
     "evaluate_heads",
@@ -34,6 +39,8 @@ __all__ = [
 FUSED = "fused"  # weighted M3 score (m3_score) of the heads
 RRF = "rrf"  # reciprocal rank fusion of the heads' rankings
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@10", "recall@100")
+#: Documents of each head's ranking that ``rrf`` fuses (as a retriever's candidate list).
+RRF_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -99,11 +106,28 @@ def _colbert_matrix(queries: M3Output, docs: M3Output) -> npt.NDArray[np.float32
 
 
 def _rank(scores: npt.NDArray[np.float32], doc_ids: Sequence[str], top_k: int) -> list[list[str]]:
-    k = min(top_k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
-    ranked = np.take_along_axis(top, order, axis=1)
-    return [[doc_ids[j] for j in row] for row in ranked]
+    """The first ``top_k`` document ids of each row, by score descending, then by id.
+
+    The order does not depend on ``top_k``: every document tied with the ``top_k``-th score
+    is sorted before the list is cut, so a shorter list is a prefix of a longer one.
+    """
+    n_docs = scores.shape[1]
+    k = min(top_k, n_docs)
+    id_rank = np.empty(n_docs, dtype=np.int64)
+    id_rank[sorted(range(n_docs), key=doc_ids.__getitem__)] = np.arange(n_docs)
+    out = []
+    for row in scores:
+        kth = np.partition(row, n_docs - k)[n_docs - k]  # the k-th largest score
+        candidates = np.flatnonzero(row >= kth)
+        order = np.lexsort((id_rank[candidates], -row[candidates]))[:k]
+        out.append([doc_ids[j] for j in candidates[order]])
+    return out
+
+
+def _rrf(rankings: Sequence[Sequence[str]], depth: int, top_k: int) -> list[str]:
+    """Reciprocal rank fusion of each ranking's first ``depth`` ids; ties by id."""
+    scores = reciprocal_rank_fusion([ranking[:depth] for ranking in rankings])
+    return sorted(scores, key=lambda d: (-scores[d], d))[:top_k]
 
 
 def evaluate_heads(
@@ -116,6 +140,7 @@ def evaluate_heads(
     weights: Sequence[float] = DEFAULT_M3_WEIGHTS,
     ks: Iterable[int] = (1, 5, 10, 100),
     max_length: int | None = None,
+    rrf_depth: int = RRF_DEPTH,
     show_progress: bool = False,
 ) -> RetrievalReport:
     """Rank the whole corpus for every query with each head and with their fusion.
@@ -128,8 +153,10 @@ def evaluate_heads(
         heads: Heads to evaluate (default: all the encoder has).
         weights: ``[dense, sparse, colbert]`` weights of the ``fused`` score (``m3_score``);
             heads not evaluated count 0.
-        ks: Metric cut-offs.
+        ks: Metric cut-offs (they do not change the rankings: see the module docstring).
         max_length: Truncation of passages and queries.
+        rrf_depth: Documents of each head's ranking that ``rrf`` fuses; a cut-off above it
+            sees at most the fused union of those lists.
         show_progress: Progress bars while encoding.
 
     Returns:
@@ -153,12 +180,15 @@ def evaluate_heads(
         show_progress=show_progress,
     )
     cutoffs = tuple(ks)
+    if rrf_depth < 1:
+        raise ValueError(f"rrf_depth must be >= 1, got {rrf_depth}")
     depth = max(cutoffs)
+    head_depth = max(depth, rrf_depth) if len(order) > 1 else depth
     metrics: dict[str, dict[str, float]] = {}
     matrices = {h: score_matrix(qs, docs, h) for h in order}
     rankings: dict[str, list[list[str]]] = {}
     for head, matrix in matrices.items():
-        rankings[head.value] = _rank(matrix, doc_ids, depth)
+        rankings[head.value] = _rank(matrix, doc_ids, head_depth)
         metrics[head.value] = evaluate_rankings(
             dict(zip(qids, rankings[head.value], strict=True)), qrels, cutoffs
         )
@@ -168,10 +198,10 @@ def evaluate_heads(
         assert isinstance(fused, np.ndarray)
         run = dict(zip(qids, _rank(fused.astype(np.float32), doc_ids, depth), strict=True))
         metrics[FUSED] = evaluate_rankings(run, qrels, cutoffs)
-        rrf_run = {}
-        for i, qid in enumerate(qids):
-            scores = reciprocal_rank_fusion([rankings[h.value][i] for h in order])
-            rrf_run[qid] = sorted(scores, key=lambda d: -scores[d])[:depth]
+        rrf_run = {
+            qid: _rrf([rankings[h.value][i] for h in order], rrf_depth, depth)
+            for i, qid in enumerate(qids)
+        }
         metrics[RRF] = evaluate_rankings(rrf_run, qrels, cutoffs)
     return RetrievalReport(metrics)
 
