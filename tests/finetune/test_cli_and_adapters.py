@@ -210,6 +210,33 @@ def test_cli_reads_the_named_qrels_split(
     capsys.readouterr()
 
 
+def test_cli_eval_counts_the_queries_it_averages(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """meta.queries counted a query judged only with grade 0, which no metric averages; an
+    empty folder failed in encoding ("need at least one array to stack")."""
+    data = tmp_path / "beir"
+    data.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
+        (data / name).write_text("")
+    with pytest.raises(ValueError, match=f"no queries with relevant passages in {data}$"):
+        _run(["eval", "--model", str(tmp_path / "not-loaded"), "--data", str(data)])
+    texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": t[:12]}) + "\n" for i, t in enumerate(texts))
+    )
+    (data / "qrels.tsv").write_text("q0\td0\t1\nq1\td1\t1\nq2\td2\t0\n")
+    report = tmp_path / "report"
+    argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(report)]
+    assert _run([*argv, "--quiet"]) == 0
+    saved = json.loads((report / "report.json").read_text())
+    assert saved["meta"]["queries"] == saved["model"]["dense"]["queries"] == 2
+    assert saved["meta"]["queries_dropped"] == 1
+    caption = "2 queries averaged (1 judged only with grade 0 left out)"
+    assert (report / "report.md").read_text().endswith(f"\n\n{caption}\n")
+
+
 def test_llamaindex_engine(
     tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
 ) -> None:

@@ -279,11 +279,19 @@ def _beir(
     from m3kit.evaluation import load_beir
 
     corpus, queries, qrels = load_beir(folder, split=split)
+    if not any(_relevant(r) for r in qrels.values()):
+        named = f" (qrels split {split})" if split else ""
+        raise ValueError(f"no queries with relevant passages in {folder}{named}")
     if max_queries is not None and len(queries) > max_queries:
         keep = sorted(random.Random(seed).sample(sorted(queries), max_queries))
         queries = {q: queries[q] for q in keep}
         qrels = {q: qrels[q] for q in keep if q in qrels}
     return dict(corpus), dict(queries), {q: dict(r) for q, r in qrels.items()}
+
+
+def _relevant(judgements: dict[str, float]) -> bool:
+    """Whether a query has a relevant passage (grade > 0): the queries metrics average."""
+    return any(grade > 0 for grade in judgements.values())
 
 
 def _calibrate(
@@ -375,8 +383,15 @@ def _run_eval(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             show_progress=not args.quiet,
         )
+    averaged = sum(_relevant(r) for r in qrels.values())
+    dropped = len(qrels) - averaged
+    caption = f"{averaged} queries averaged" + (
+        f" ({dropped} judged only with grade 0 left out)" if dropped else ""
+    )
     print(comparison_table(reports))
+    print(caption)
     if args.output:
-        paths = write(reports, args.output, extra={"data": str(args.data), "queries": len(queries)})
+        meta = {"data": str(args.data), "queries": averaged, "queries_dropped": dropped}
+        paths = write(reports, args.output, extra=meta, caption=caption)
         print(f"wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
     return 0

@@ -234,8 +234,16 @@ def write_report(
     *,
     metric: str = "ndcg@10",
     extra: Mapping[str, object] | None = None,
+    caption: str | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and ``report.png`` (``metric`` per method/model).
+
+    Args:
+        reports: ``{model name: report}``.
+        folder: Where the three files go (created if needed).
+        metric: The metric the chart shows.
+        extra: Stored under ``"meta"`` in ``report.json``.
+        caption: A line written under the markdown table (e.g. the number of queries).
 
     Returns:
         ``{"json": path, "markdown": path, "png": path}``.
@@ -247,7 +255,8 @@ def write_report(
         payload["meta"] = dict(extra)
     paths = {"json": out / "report.json", "markdown": out / "report.md", "png": out / "report.png"}
     paths["json"].write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    paths["markdown"].write_text(comparison_table(reports) + "\n", encoding="utf-8")
+    table = comparison_table(reports) + "\n"
+    paths["markdown"].write_text(table + (f"\n{caption}\n" if caption else ""), encoding="utf-8")
     _bar_chart(reports, metric, paths["png"])
     return paths
 
