@@ -173,6 +173,20 @@ def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
         )
 
 
+def test_cli_mining_recognises_a_titled_corpus_passage(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """--corpus rows {"title", "text"} were compared with the rows' positives as title + text:
+    a text-only positive was mined as a negative."""
+    texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
+    rows = [TrainingExample("Where does the Rhine flow?", (texts[0],))]
+    train = write_jsonl(rows, tmp_path / "t.jsonl")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"title": "T", "text": t}) + "\n" for t in texts))
+    mined = tmp_path / "mined.jsonl"
+    argv = ["mine-negatives", "--model", str(tiny_m3_path), "--train", str(train)]
+    assert _run([*argv, "--corpus", str(corpus), "--output", str(mined), "--range", "0-5"]) == 0
+    assert set(read_jsonl(mined)[0].neg) == {"T Oxygen has atomic number 8.", "T Warsaw."}
+
+
 def test_cli_reads_the_named_qrels_split(
     tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

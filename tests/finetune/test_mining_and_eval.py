@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from m3kit import M3Encoder
+from m3kit.errors import HeadNotAvailableError
 from m3kit.finetune import TrainingExample
 from m3kit.finetune.evaluate import (
     RetrievalReport,
@@ -67,6 +68,39 @@ def test_mining_small_window_and_bad_input(
     with pytest.raises(ValueError, match="rank_range"):
         mine_hard_negatives(tiny_encoder, ex, CORPUS, rank_range=(10, 5))
     assert mine_hard_negatives(tiny_encoder, [], CORPUS) == []
+
+
+def test_a_positive_is_never_mined_in_any_form(
+    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a row's own positive strings were excluded: the same question's positive in
+    another row, the positive with a title or other whitespace were mined as negatives."""
+    p1, p2 = "Granal thylakoids are disc shaped.", "Thylakoids in grana look like coins."
+    question = "What shape are granal thylakoids?"
+    rows = [TrainingExample(question, (p1,)), TrainingExample(question + " ", (p2,))]
+    corpus = [p1, p2, *CORPUS[:6]]
+    for ex in mine_hard_negatives(tiny_encoder, rows, corpus, rank_range=(0, 100)):
+        assert len(ex.neg) == 6 and not {p1, p2} & set(ex.neg)
+    row = [TrainingExample(question, (p1,))]
+    spaced = mine_hard_negatives(tiny_encoder, row, [f" {p1}\n", *CORPUS[:6]], rank_range=(0, 9))
+    assert set(spaced[0].neg) == set(CORPUS[:6])
+    assert "not in the corpus" not in caplog.text
+    titles = ["Chloroplast", *[None] * 6]
+    titled = mine_hard_negatives(
+        tiny_encoder, row, [p1, *CORPUS[:6]], corpus_titles=titles, rank_range=(0, 9)
+    )
+    assert set(titled[0].neg) == set(CORPUS[:6])  # not "Chloroplast Granal thylakoids ..."
+    assert "not in the corpus" not in caplog.text
+    mine_hard_negatives(tiny_encoder, [*row, *rows], [f"Chloroplast {p1}", p2], rank_range=(0, 9))
+    assert "2 of 3 rows have a positive that is not in the corpus (e.g. row 1, query" in caplog.text
+
+
+def test_fused_mining_on_a_dense_only_model_names_the_dense_score(tiny_dense_path: Path) -> None:
+    dense_only = M3Encoder.from_pretrained(tiny_dense_path, dtype="fp32")
+    ex = [TrainingExample("q", (CORPUS[0],))]
+    for score in ("fused", "sparse"):
+        with pytest.raises(HeadNotAvailableError, match=r"--score dense"):
+            mine_hard_negatives(dense_only, ex, CORPUS, score=score)
 
 
 def test_score_matrices_equal_scoring_functions(tiny_encoder: M3Encoder) -> None:

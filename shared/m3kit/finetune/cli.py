@@ -327,15 +327,20 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_corpus(path: Path) -> list[str]:
+def _read_corpus(path: Path) -> tuple[list[str], list[str | None]]:
+    """Texts and titles of a ``--corpus`` jsonl (``{"text"[, "title"]}`` rows)."""
     from m3kit.jsonl import iter_json_rows
 
-    texts = []
+    texts: list[str] = []
+    titles: list[str | None] = []
     for line_no, row in iter_json_rows(path):
         if not isinstance(row.get("text"), str):
             raise ValueError(f'{path}:{line_no}: a corpus row needs a "text" string')
-        texts.append(f"{row.get('title') or ''} {row['text']}".strip())
-    return texts
+        if not isinstance(row.get("title"), (str, type(None))):
+            raise ValueError(f'{path}:{line_no}: a corpus row\'s "title" must be a string')
+        texts.append(row["text"])
+        titles.append(row.get("title"))
+    return texts, titles
 
 
 def _run_mine(args: argparse.Namespace) -> int:
@@ -348,12 +353,13 @@ def _run_mine(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ValueError(f"--range must look like 10-100, got {args.range!r}") from e
     examples = read_jsonl(args.train)
-    corpus = _read_corpus(args.corpus) if args.corpus else None
+    corpus, titles = _read_corpus(args.corpus) if args.corpus else (None, None)
     encoder = M3Encoder.from_pretrained(args.model)
     mined = mine_hard_negatives(
         encoder,
         examples,
         corpus,
+        corpus_titles=titles,
         num_negatives=args.negatives,
         rank_range=(start, end),
         score=args.score,

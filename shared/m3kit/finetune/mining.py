@@ -4,6 +4,12 @@ For each query the corpus is ranked by the model being fine-tuned; negatives are
 (seeded) from a window of ranks, by default 10-100 as in FlagEmbedding's ``hn_mine``
 (the top ranks are skipped because they often hold unlabelled positives). A negative is
 never one of the query's positives and never repeated.
+
+"The query's positives" are those of every row asking that query (the same question can
+have rows with different positives), and texts are compared with their whitespace
+collapsed; a corpus passage with a title (``corpus_titles``) is also recognised by its text
+alone. A row whose positive is not in the corpus is counted in a warning: another form of
+it there (other words, another title) cannot be recognised.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from m3kit.encoder import M3Encoder
+from m3kit.errors import HeadNotAvailableError
 from m3kit.finetune.data import TrainingExample
 from m3kit.finetune.evaluate import score_matrix
 from m3kit.outputs import Head
@@ -34,14 +41,28 @@ class MiningScore(str, enum.Enum):
     FUSED = "fused"  # reciprocal rank fusion of the dense and sparse rankings
 
 
-def _rankings(
-    encoder: M3Encoder, queries: list[str], corpus: list[str], score: MiningScore, depth: int
-) -> list[list[int]]:
+def _normalise(text: str) -> str:
+    """``text`` with its whitespace collapsed: the form texts are compared in."""
+    return " ".join(text.split())
+
+
+def _heads(encoder: M3Encoder, score: MiningScore) -> list[Head]:
     heads = {
         MiningScore.DENSE: [Head.DENSE],
         MiningScore.SPARSE: [Head.SPARSE],
         MiningScore.FUSED: [Head.DENSE, Head.SPARSE],
     }[score]
+    if any(h not in encoder.available_heads for h in heads):
+        raise HeadNotAvailableError(
+            f"mining with score {score.value!r} needs the sparse head, which this checkpoint "
+            "lacks (dense-only): mine with score='dense' (m3kit mine-negatives --score dense)"
+        )
+    return heads
+
+
+def _rankings(
+    encoder: M3Encoder, queries: list[str], corpus: list[str], heads: list[Head], depth: int
+) -> list[list[int]]:
     docs = encoder.encode(corpus, heads=heads)
     qs = encoder.encode(queries, heads=heads, query=True)
     per_head = []
@@ -63,6 +84,7 @@ def mine_hard_negatives(
     examples: Sequence[TrainingExample],
     corpus: Sequence[str] | None = None,
     *,
+    corpus_titles: Sequence[str | None] | None = None,
     num_negatives: int = 7,
     rank_range: tuple[int, int] = (10, 100),
     score: MiningScore | str = MiningScore.DENSE,
@@ -74,6 +96,9 @@ def mine_hard_negatives(
         encoder: The model to mine with (usually the start checkpoint of fine-tuning).
         examples: Queries with their positives (existing negatives are replaced).
         corpus: Candidate passages (default: every positive and negative of ``examples``).
+        corpus_titles: A title per ``corpus`` passage (BEIR's ``title``; ``None`` or ``""``:
+            none). A passage is then ranked and written as ``"<title> <text>"`` and recognised
+            as a positive in either form.
         num_negatives: Negatives per query.
         rank_range: ``(start, end)`` 0-based ranks to sample from, end excluded.
         score: Ranking used: dense, sparse or fused (RRF of both).
@@ -82,30 +107,50 @@ def mine_hard_negatives(
     Returns:
         New examples, in order. A query whose window holds fewer than ``num_negatives``
         usable passages gets fewer (counted in a warning).
+
+    Raises:
+        HeadNotAvailableError: ``score`` needs the sparse head of a dense-only checkpoint.
+        ValueError: Bad arguments, or an empty corpus.
     """
     start, end = rank_range
     if not 0 <= start < end:
         raise ValueError(f"rank_range must be (start, end) with 0 <= start < end, got {rank_range}")
     if num_negatives < 1:
         raise ValueError("num_negatives must be >= 1")
+    heads = _heads(encoder, MiningScore(score))
     if not examples:
         return []
     if corpus is None:
+        if corpus_titles is not None:
+            raise ValueError("corpus_titles are the titles of a corpus: give the corpus too")
         corpus = list(dict.fromkeys(t for ex in examples for t in (*ex.pos, *ex.neg)))
-    texts = list(dict.fromkeys(corpus))  # dedupe, keep order
+    titles = [None] * len(corpus) if corpus_titles is None else list(corpus_titles)
+    if len(titles) != len(corpus):
+        raise ValueError(f"{len(titles)} corpus_titles for {len(corpus)} corpus passages")
+    # each passage's text as ranked and written, and the forms it is recognised by
+    passages: dict[str, set[str]] = {}
+    for text, title in zip(corpus, titles, strict=True):
+        full = f"{title or ''} {text}".strip()
+        passages.setdefault(full, set()).update({_normalise(full), _normalise(text)})
+    texts = list(passages)
     if not texts:
         raise ValueError("the corpus to mine from is empty")
-    rankings = _rankings(
-        encoder, [ex.query for ex in examples], texts, MiningScore(score), min(end, len(texts))
-    )
+    forms = [passages[t] for t in texts]
+    positives: dict[str, set[str]] = {}  # normalised query -> normalised positives, all rows
+    for ex in examples:
+        positives.setdefault(_normalise(ex.query), set()).update(map(_normalise, ex.pos))
+    _warn_missing_positives(examples, set().union(*forms))
+    rankings = _rankings(encoder, [ex.query for ex in examples], texts, heads, min(end, len(texts)))
     rng = random.Random(seed)
     out: list[TrainingExample] = []
     short = 0
     for ex, ranking in zip(examples, rankings, strict=True):
-        positives = set(ex.pos)
-        window = [texts[j] for j in ranking[start:end] if texts[j] not in positives]
-        window = list(dict.fromkeys(window))
-        negs = rng.sample(window, min(num_negatives, len(window)))
+        own = positives[_normalise(ex.query)]
+        window: dict[str, str] = {}  # normalised -> text: a passage repeated is offered once
+        for j in ranking[start:end]:
+            if own.isdisjoint(forms[j]):
+                window.setdefault(_normalise(texts[j]), texts[j])
+        negs = rng.sample(list(window.values()), min(num_negatives, len(window)))
         short += len(negs) < num_negatives
         out.append(TrainingExample(ex.query, ex.pos, tuple(negs)))
     if short:
@@ -119,3 +164,20 @@ def mine_hard_negatives(
             len(texts),
         )
     return out
+
+
+def _warn_missing_positives(examples: Sequence[TrainingExample], known: set[str]) -> None:
+    """Warn about rows with a positive no corpus passage is (in any form it is known by)."""
+    missing = [
+        i for i, ex in enumerate(examples) if any(_normalise(p) not in known for p in ex.pos)
+    ]
+    if missing:
+        first = examples[missing[0]]
+        logger.warning(
+            "%d of %d rows have a positive that is not in the corpus (e.g. row %d, query %r): "
+            "another form of it there (other words, another title) may be mined as a negative",
+            len(missing),
+            len(examples),
+            missing[0] + 1,
+            first.query[:80],
+        )
