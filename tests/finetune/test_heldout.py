@@ -55,6 +55,21 @@ def test_validation_articles_come_out_of_training_only(squad_sample_dir: Path) -
         split_by_article(squad_sample_dir, validation_fraction=0.9)
 
 
+def test_held_out_samples_do_not_depend_on_the_training_sample(squad_sample_dir: Path) -> None:
+    """One RNG drew the training rows, then the queries: max_train_rows changed them."""
+    kw = {"seed": 0, "max_eval_queries": 40, "validation_fraction": 0.25}
+    splits = [
+        split_by_article(squad_sample_dir, **kw, max_validation_queries=20, max_train_rows=n)
+        for n in (None, 10, 50)
+    ]
+    assert [len(s.train) for s in splits[1:]] == [10, 50]
+    for split in splits[1:]:
+        assert split.queries == splits[0].queries and len(split.queries) == 40
+        assert split.validation == splits[0].validation
+    validation = splits[0].validation
+    assert validation is not None and len(validation.queries) == 20
+
+
 def test_split_names_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"articles\.json is missing"):
         split_by_article(tmp_path)

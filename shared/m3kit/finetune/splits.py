@@ -109,7 +109,10 @@ def split_by_article(
     Args:
         folder: A folder with ``articles.json``, ``corpus.jsonl``, ``queries.jsonl``,
             ``qrels.tsv``, ``train.jsonl.gz`` and ``train_ids.jsonl``.
-        seed: Seeds the article shuffle and the row / query sub-sampling.
+        seed: Seeds the article shuffle and the row / query sub-sampling. Each sample has
+            its own random stream (``random.Random(f"{seed}:train")``, ``"{seed}:eval"``,
+            ``"{seed}:validation"``), so the held-out queries do not change with
+            ``max_train_rows``.
         train_fraction: Share of the articles used for training.
         max_train_rows: Keep a seeded sample of at most this many training rows.
         max_eval_queries: Keep a seeded sample of at most this many evaluation queries (the
@@ -183,17 +186,16 @@ def split_by_article(
             kept = tuple(t for t, out in zip(example.neg, foreign, strict=True) if not out)
             example = TrainingExample(example.query, example.pos, kept)
         train.append(example)
-    rng = random.Random(seed)
     if max_train_rows is not None and len(train) > max_train_rows:
-        train = rng.sample(train, max_train_rows)
+        train = random.Random(f"{seed}:train").sample(train, max_train_rows)
 
     corpus, queries, qrels = load_beir(root)
     query_article = {str(r["_id"]): str(r["article"]) for r in _jsonl(root / "queries.jsonl")}
 
-    def task(articles: set[str], max_queries: int | None) -> RetrievalTask:
+    def task(articles: set[str], max_queries: int | None, purpose: str) -> RetrievalTask:
         qids = sorted(q for q in queries if query_article[q] in articles)
         if max_queries is not None and len(qids) > max_queries:
-            qids = sorted(rng.sample(qids, max_queries))
+            qids = sorted(random.Random(f"{seed}:{purpose}").sample(qids, max_queries))
         return RetrievalTask(
             articles=tuple(sorted(articles)),
             corpus={d: t for d, t in corpus.items() if doc_article[d] in articles},
@@ -201,7 +203,7 @@ def split_by_article(
             qrels={q: qrels[q] for q in qids},
         )
 
-    held_out = task(eval_set, max_eval_queries)
+    held_out = task(eval_set, max_eval_queries, "eval")
     return ArticleSplit(
         train_articles=tuple(sorted(train_set)),
         eval_articles=held_out.articles,
@@ -209,5 +211,5 @@ def split_by_article(
         corpus=held_out.corpus,
         queries=held_out.queries,
         qrels=held_out.qrels,
-        validation=task(val_set, max_validation_queries) if val_set else None,
+        validation=task(val_set, max_validation_queries, "validation") if val_set else None,
     )
