@@ -6,6 +6,7 @@ import gzip
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,24 @@ def test_an_empty_passage_is_refused(
     """It was trained on as if it said something."""
     with pytest.raises(ValueError, match=f'"{field}" holds an empty or whitespace-only passage'):
         TrainingExample("q", pos, neg)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"queries": {"q1": None}, "corpus": {"d1": "t"}}, "query 'q1' is not a string: None"),
+        ({"queries": {"q1": 42}, "corpus": {"d1": "t"}}, r"query 'q1' is not a string: 42 \(int"),
+        ({"queries": {"q1": "x?"}, "corpus": {"d1": ["a", "b"]}}, "corpus text 'd1' is not a"),
+        (
+            {"queries": {"q1": "x?"}, "corpus": {"d1": "t"}, "relevant_docs": {"q1": "d1"}},
+            "relevant_docs of query 'q1' must be a list of ids: 'd1'",
+        ),
+    ],
+)
+def test_qa_dataset_texts_must_be_strings(data: dict[str, Any], message: str) -> None:
+    """from_dict str()-converted texts: a null query became the question "None"."""
+    with pytest.raises(ValueError, match=message):
+        QADataset.from_dict({"relevant_docs": {"q1": ["d1"]}, **data})
 
 
 def test_an_empty_corpus_text_or_query_is_refused() -> None:

@@ -96,12 +96,18 @@ class QADataset:
             raise ValueError(f'only mode "text" datasets are supported, got {self.mode!r}')
         for kind, texts in (("query", self.queries), ("corpus text", self.corpus)):
             for key, text in texts.items():
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"{kind} {key!r} is empty or not a string: {text!r}")
+                if not isinstance(text, str):
+                    raise ValueError(
+                        f"{kind} {key!r} is not a string: {text!r} ({type(text).__name__})"
+                    )
+                if not text.strip():
+                    raise ValueError(f"{kind} {key!r} is empty: {text!r}")
         for qid in self.queries:
             docs = self.relevant_docs.get(qid)
             if not docs:
                 raise ValueError(f"query {qid!r} has no relevant_docs entry")
+            if isinstance(docs, str) or not all(isinstance(d, str) for d in docs):
+                raise ValueError(f"relevant_docs of query {qid!r} must be a list of ids: {docs!r}")
             missing = [d for d in docs if d not in self.corpus]
             if missing:
                 raise ValueError(f"query {qid!r}: relevant doc {missing[0]!r} is not in the corpus")
@@ -127,13 +133,24 @@ class QADataset:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QADataset:
+        """Read ``{"queries", "corpus", "relevant_docs"[, "mode"]}``.
+
+        Ids are read as strings (``str(id)``); texts must be strings and ``relevant_docs``
+        values lists of ids (a null or non-string text is an error naming its id, not the
+        text "None").
+        """
         for key in ("queries", "corpus", "relevant_docs"):
             if not isinstance(data.get(key), Mapping):
                 raise ValueError(f'a QA dataset needs a "{key}" object')
+        relevant: dict[str, list[str]] = {}
+        for qid, docs in data["relevant_docs"].items():
+            if isinstance(docs, str) or not isinstance(docs, Sequence):
+                raise ValueError(f"relevant_docs of query {qid!r} must be a list of ids: {docs!r}")
+            relevant[str(qid)] = [str(d) for d in docs]
         return cls(
-            queries={str(k): str(v) for k, v in data["queries"].items()},
-            corpus={str(k): str(v) for k, v in data["corpus"].items()},
-            relevant_docs={str(k): [str(d) for d in v] for k, v in data["relevant_docs"].items()},
+            queries={str(k): v for k, v in data["queries"].items()},
+            corpus={str(k): v for k, v in data["corpus"].items()},
+            relevant_docs=relevant,
             mode=str(data.get("mode", "text")),
         )
 
