@@ -128,3 +128,23 @@ def test_parse_questions_cleaning() -> None:
     assert parse_questions(text) == ["One?", "Two?", "Three?", "Four?", "Five?", "Six?"]
     assert parse_questions(text, limit=2) == ["One?", "Two?"]
     assert parse_questions("\n\n") == []
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Q-learning: how does it update values?",
+        "2.5 million people live where?",
+        "1984: which novel is it?",
+        "Q.E.D. is written where?",
+        "-5 degrees: is that cold?",
+    ],
+)
+def test_parse_questions_keeps_the_first_word_of_a_real_question(question: str) -> None:
+    """Only a list marker followed by whitespace is stripped ("Q-learning: how ..." became
+    "learning: how ...", "2.5 million ..." became "5 million ...")."""
+    assert parse_questions(question) == [question]
+    assert parse_questions(f"1. {question}\n- Q2: {question[:-1]} again?") == [
+        question,
+        f"{question[:-1]} again?",
+    ]

@@ -44,8 +44,11 @@ can each be answered from the context alone. Make them diverse: cover different 
 of the context. Write one question per line, with no numbering and no answers.
 """
 
+#: List markers an LLM puts before a question: bullets, ``1.`` / ``1)`` / ``(1)``, ``Q:`` /
+#: ``Q1.`` / ``Question 1:``. Each must be followed by whitespace (or end the line), so that
+#: "Q-learning: ...", "2.5 million ..." and "1984: ..." keep their first word.
 _PREFIX = re.compile(
-    r"^\s*(?:[-*•·]+\s*|\(?\d+[.):\]]\s*|q(?:uestion)?\s*\d*\s*[:.)-]\s*)+", re.IGNORECASE
+    r"^\s*(?:(?:[-*•·]+|\(?\d+[.)\]]|q(?:uestion)?\s*\d*\s*[:.)])(?:\s+|$))+", re.IGNORECASE
 )
 
 
@@ -65,6 +68,8 @@ def parse_questions(response: str, limit: int | None = None) -> list[str]:
     ['What is X?', 'Why Y?']
     >>> parse_questions("Q1: Who wrote it?\\n* \\"When?\\"", limit=1)
     ['Who wrote it?']
+    >>> parse_questions("Q-learning: how does it work?\\n2.5 million people live where?")
+    ['Q-learning: how does it work?', '2.5 million people live where?']
     """
     out: list[str] = []
     seen: set[str] = set()
