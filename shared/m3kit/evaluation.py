@@ -242,9 +242,10 @@ def _qrels_path(root: Path, split: str | None) -> Path:
     folder = root / "qrels"
     splits = sorted(p.stem for p in folder.glob("*.tsv")) if folder.is_dir() else []
     if top.is_file() and splits:
+        named = splits[0] if len(splits) == 1 else "{" + ",".join(splits) + "}"
         raise ValueError(
-            f"{root} holds both qrels.tsv and qrels/{{{','.join(splits)}}}.tsv: it is not clear "
-            "which judgements to use; remove one"
+            f"{root} holds both qrels.tsv and qrels/{named}.tsv: it is not clear which "
+            "judgements to use; remove one"
         )
     if split is not None:
         if split in splits:

@@ -185,10 +185,14 @@ def test_load_beir_qrels_split_rules(tmp_path: Path) -> None:
     (folder / "qrels").mkdir()  # an empty qrels/ beside qrels.tsv is no second source
     assert load_beir(folder).qrels == {"q1": {"d1": 1.0}}
     (folder / "qrels" / "dev.tsv").write_text("q2\td2\t1\n")
-    with pytest.raises(ValueError, match=r"both qrels\.tsv and qrels/\{dev\}\.tsv"):
+    with pytest.raises(ValueError, match=r"both qrels\.tsv and qrels/dev\.tsv: it is not"):
         load_beir(folder, split="dev")
     with pytest.raises(ValueError, match="both qrels.tsv"):
         load_beir(folder)
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    with pytest.raises(ValueError, match=r"both qrels\.tsv and qrels/\{dev,test\}\.tsv"):
+        load_beir(folder, split="test")
+    (folder / "qrels" / "test.tsv").unlink()
     (folder / "qrels.tsv").unlink()
     assert load_beir(folder).qrels == {"q2": {"d2": 1.0}}  # the only split
     (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")

@@ -391,7 +391,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         )
     averaged = sum(_relevant(r) for r in qrels.values())
     dropped = len(qrels) - averaged
-    caption = f"{averaged} queries averaged" + (
+    caption = f"{averaged} {'query' if averaged == 1 else 'queries'} averaged" + (
         f" ({dropped} judged only with grade 0 left out)" if dropped else ""
     )
     print(comparison_table(reports))
