@@ -112,10 +112,7 @@ def _run_llamaindex(python: str, train: list[Any], model: str, out: Path) -> flo
     sys.path.insert(0, str(HERE))
     from finetune import _run_llamaindex as run  # type: ignore[import-not-found]
 
-    from m3kit.finetune import TrainingExample
-
-    val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
-    return float(run(python, train, val, model, out, 1, 16)["train_seconds"])
+    return float(run(python, train, model, out, 1, 16)["train_seconds"])
 
 
 def _write_markdown(path: Path) -> None:
