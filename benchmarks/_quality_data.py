@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from _bench import machine_markdown, output_stem, with_ext
+
 from m3kit.finetune.splits import ArticleSplit, split_by_article
-from m3kit.machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -51,16 +52,35 @@ def check_model(path: str) -> str:
     return str(folder)
 
 
-def write_results(name: str, payload: Mapping[str, Any], table: str, intro: str) -> list[Path]:
-    """Write ``results/<name>.json`` (payload + machine) and ``results/<name>.md``."""
-    machine = describe_machine()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def results_stem(out: str | None, name: str | None, default: str) -> Path:
+    """Where results go: ``--out`` (a stem), ``--name`` (``results/<name>``), or a new
+    time-stamped ``results/<default>_<UTC time>``."""
+    if out is not None and name is not None:
+        raise SystemExit("error: give --out or --name, not both")
+    if name is not None:
+        return RESULTS / name
+    return output_stem(out, default)
+
+
+def results_paths(stem: Path) -> list[Path]:
+    """The ``.json`` and ``.md`` of ``stem``."""
+    return [with_ext(stem, ".json"), with_ext(stem, ".md")]
+
+
+def write_results(
+    stem: Path,
+    payload: Mapping[str, Any],
+    table: str,
+    intro: str,
+    facts: Mapping[str, Any],
+) -> list[Path]:
+    """Write ``<stem>.json`` (payload + machine facts) and ``<stem>.md`` (facts, intro, table)."""
+    json_path, md_path = results_paths(stem)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     data = dict(payload)
-    data["machine"] = machine.as_dict()
-    json_path = RESULTS / f"{name}.json"
-    md_path = RESULTS / f"{name}.md"
+    data["machine"] = dict(facts)
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(f"{machine.markdown()}\n\n{intro}\n\n{table}\n", encoding="utf-8")
+    md_path.write_text(f"{machine_markdown(facts)}\n\n{intro}\n\n{table}\n", encoding="utf-8")
     return [json_path, md_path]
 
 

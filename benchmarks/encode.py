@@ -1,10 +1,15 @@
 """m3kit ``M3Encoder`` vs FlagEmbedding ``BGEM3FlagModel``: speed, memory and fast-path accuracy.
 
 Every configuration runs in its own child process (so its peak RSS is its own), loaded once and
-kept alive; the parent then times the configurations round-robin, ``--repeats`` times, so all
-of them see the same load on a shared machine. The ratio against FlagEmbedding is the median
-of the per-round ratios. Each timed call encodes all passages with all heads the checkpoint has
-(dense + sparse + ColBERT for M3), after one warm-up call on two passages.
+kept alive. Each first makes one untimed warm-up call at the timed shape (the same passages as
+the timed call: a full batch of the timed lengths). The parent then times the configurations
+round-robin, ``--repeats`` rounds (default 5; 2 with ``--quick``), rotating the order from round
+to round so that each configuration runs first in turn, and all of them see the same load on a
+shared machine. Speed is the median time over rounds; the ratios against FlagEmbedding and m3kit
+fp32 are the median of the per-round ratios, reported with their min and max. Each timed call
+encodes all passages with all heads the checkpoint has (dense + sparse + ColBERT for M3).
+(Results committed before this change warmed up on two passages and ran the configurations in
+one fixed order.)
 
 Checkpoints:
 
@@ -20,9 +25,13 @@ top-10 sparse terms, |MaxSim difference| of ColBERT on passage pairs (i, i+1).
 
 Run::
 
-    python benchmarks/encode.py                 # tiny + large + minilm, 32 passages (~10 min)
-    python benchmarks/encode.py --quick         # tiny only (-> results/encode_quick.*)
+    python benchmarks/encode.py                 # tiny + large + minilm, 32 passages
+    python benchmarks/encode.py --quick         # tiny only, 2 rounds
     python benchmarks/encode.py --passages 8 --models large --configs flagembedding m3kit-auto
+
+Results go to ``--out`` (a stem: ``.json`` and ``.md``), by default a new time-stamped name in
+``benchmarks/results`` (``encode_<UTC time>``, ``encode_quick_<UTC time>``); an existing file
+is never written over.
 """
 
 from __future__ import annotations
@@ -42,9 +51,21 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import (
+    RunStart,
+    machine_facts,
+    machine_markdown,
+    output_stem,
+    ratios,
+    refuse_existing,
+    rotated,
+    spread,
+    with_ext,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "squad_en" / "corpus.jsonl"
-RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_LARGE = Path(tempfile.gettempdir()) / "m3kit-bench" / "m3-large"
 M3KIT_CONFIGS = {  # config name -> (M3Encoder backend, dtype)
     "m3kit-fp32": ("torch", "fp32"),
@@ -118,8 +139,8 @@ def _worker(config: str, path: str, passages_file: str, batch: str, threads: str
     last: dict[str, Any] = {}
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
-        if cmd == "warm":
-            encode(texts[:2])
+        if cmd == "warm":  # the timed call's shape: same passages, same batches
+            encode(texts)
             _reply({"ok": True})
         elif cmd == "run":
             t = time.perf_counter()
@@ -274,10 +295,13 @@ def bench_model(
             workers[c].ask("warm")
             print(f"  loaded {c} in {workers[c].ready['load_s']:.1f}s", flush=True)
         seconds: dict[str, list[float]] = {c: [] for c in configs}
+        orders: list[list[str]] = []
         for r in range(args.repeats):
-            for c in configs:
+            order = rotated(configs, r)  # each configuration runs first in turn
+            orders.append(order)
+            for c in order:
                 seconds[c].append(float(workers[c].ask("run")["seconds"]))
-            line = "  ".join(f"{c}={seconds[c][-1]:.2f}s" for c in configs)
+            line = "  ".join(f"{c}={seconds[c][-1]:.2f}s" for c in order)
             print(f"  round {r + 1}: {line}", flush=True)
         outputs = {}
         for c in configs:
@@ -297,6 +321,7 @@ def bench_model(
             "config": c,
             "precision": precision[c],
             "seconds": seconds[c],
+            "seconds_spread": spread(seconds[c]),
             "passages_per_s": len(texts) / med,
             "tokens_per_s": tokens / med,
             "peak_rss_mb": rss[c]["peak"],
@@ -305,14 +330,17 @@ def bench_model(
         }
         for base in ("flagembedding", REFERENCE):
             if base in seconds:
-                ratios = [b / s for b, s in zip(seconds[base], seconds[c], strict=True)]
-                row[f"speedup_vs_{base.replace('-', '_')}"] = statistics.median(ratios)
+                per_round = ratios(seconds[base], seconds[c])
+                key = f"speedup_vs_{base.replace('-', '_')}"
+                row[key] = statistics.median(per_round)
+                row[f"{key}_spread"] = spread(per_round)
         rows.append(row)
     return {
         "model": name,
         "path": str(path),
         "passages": len(texts),
         "tokens": tokens,
+        "orders": orders,
         "rows": rows,
     }
 
@@ -335,19 +363,28 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
 
 
-def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    from m3kit.machine import MachineInfo
+def _ratio(row: dict[str, Any], key: str) -> str:
+    s = row.get(f"{key}_spread")
+    if s is None:
+        return "-"
+    return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
 
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Encoding speed: m3kit vs FlagEmbedding",
         "",
         f"{meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, "
         f"{meta['passages']} passages of ~{meta['tokens']} tokens, median of "
-        f"{meta['repeats']} interleaved rounds. Command: `{meta['command']}`",
+        f"{meta['repeats']} rounds (order rotated per round, one untimed warm-up call at the "
+        f"timed shape first). Command: `{meta['command']}`",
         "",
-        *([MachineInfo.from_dict(meta["machine"]).markdown(), ""] if "machine" in meta else []),
-        "- Speed-ups are medians of per-round ratios (each round runs every configuration once, "
-        "in its own process). FlagEmbedding forces fp32 on CPU and runs one extra forward pass "
+        machine_markdown(meta["machine"]),
+        "",
+        "- Speed-ups are medians of per-round ratios, min-max in parentheses (each round runs "
+        "every configuration once, in its own process, the order rotated from round to round; "
+        "passages/s is from the median time). FlagEmbedding forces fp32 on CPU and runs one "
+        "extra forward pass "
         "on the first batch of every `encode` call (its batch-size probe); m3kit fp32 runs the "
         "same maths once, so `x m3kit fp32` is the gain of the fast path alone.",
         "- Accuracy is against m3kit fp32 (which equals FlagEmbedding). Random checkpoints map "
@@ -362,7 +399,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"## {res['model']} ({res['passages']} passages, {res['tokens']} tokens)",
             "",
             "| config | precision | passages/s | tokens/s | RSS MB peak / after "
-            "| x FlagEmbedding | x m3kit fp32 "
+            "| x FlagEmbedding (min-max) | x m3kit fp32 (min-max) "
             "| dense cos min / mean | sparse top-10 overlap (terms/text) "
             "| ColBERT MaxSim max abs diff |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -373,8 +410,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"| {r['config']} | {r['precision']} | {r['passages_per_s']:.2f} "
                 f"| {r['tokens_per_s']:.0f} "
                 f"| {r['peak_rss_mb']:.0f} / {_fmt(r.get('rss_after_mb'), '.0f')} "
-                f"| {_fmt(r.get('speedup_vs_flagembedding'), '.2f')} "
-                f"| {_fmt(r.get('speedup_vs_m3kit_fp32'), '.2f')} "
+                f"| {_ratio(r, 'speedup_vs_flagembedding')} "
+                f"| {_ratio(r, 'speedup_vs_m3kit_fp32')} "
                 f"| {a['dense_cos_min']:.6f} / {a['dense_cos_mean']:.6f} "
                 f"| {_fmt(a.get('sparse_top10_overlap'), '.3f')} "
                 f"({_fmt(a.get('sparse_terms_mean'), '.0f')}) "
@@ -389,20 +426,27 @@ def main(argv: list[str] | None = None) -> None:
         _worker(*sys.argv[2:7])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny checkpoint only")
+    p.add_argument("--quick", action="store_true", help="tiny checkpoint only, 2 rounds")
     p.add_argument("--models", nargs="+", choices=["tiny", "large", "minilm"])
     p.add_argument("--configs", nargs="+", choices=ALL_CONFIGS, default=ALL_CONFIGS)
     p.add_argument("--passages", type=int, default=32)
     p.add_argument("--tokens", type=int, default=256, help="tokens per passage")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="rounds (default 5; --quick: 2)")
     p.add_argument("--large", type=Path, default=DEFAULT_LARGE, help="large checkpoint folder")
     p.add_argument("--batch-size", type=int, default=0, help="M3Encoder batch_size (0: default)")
     p.add_argument("--max-batch-tokens", type=int, default=0, help="(0: encoder default)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument(
-        "--out", type=Path, help="results stem (default: benchmarks/results/encode[_quick])"
+        "--out",
+        type=Path,
+        help="results stem (default: benchmarks/results/encode[_quick]_<UTC time>)",
     )
     args = p.parse_args(argv)
+    start = RunStart.now()
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.repeats < 1:
+        raise SystemExit("error: --repeats must be >= 1")
     if not CORPUS.is_file():
         raise SystemExit(
             f"error: squad_en data missing: {CORPUS} (this benchmark reads the shared data "
@@ -413,11 +457,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from m3kit import testing
-    from m3kit.machine import describe_machine
 
     models = args.models or (["tiny"] if args.quick else ["tiny", "large", "minilm"])
-    if args.out is None:
-        args.out = RESULTS / ("encode_quick" if args.quick else "encode")
+    stem = output_stem(args.out, "encode_quick" if args.quick else "encode")
+    out_json, out_md = with_ext(stem, ".json"), with_ext(stem, ".md")
+    refuse_existing([out_json, out_md])
     with tempfile.TemporaryDirectory(prefix="m3kit-bench-") as tmp:
         work = Path(tmp)
         paths: dict[str, Path] = {}
@@ -443,15 +487,16 @@ def main(argv: list[str] | None = None) -> None:
         "passages": args.passages,
         "tokens": args.tokens,
         "repeats": args.repeats,
+        "warm_up": "one untimed call on the timed passages per configuration",
         "command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
-        "machine": describe_machine().as_dict(),
+        "machine": machine_facts(
+            start, {r["config"]: r["precision"] for res in results for r in res["rows"]}
+        ),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8"
-    )
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8")
     md = markdown(results, meta)
-    args.out.with_suffix(".md").write_text(md, encoding="utf-8")
+    out_md.write_text(md, encoding="utf-8")
     print("\n" + md)
 
 

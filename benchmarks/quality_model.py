@@ -11,8 +11,11 @@ Run (2 CPU cores: about 15-30 minutes, depending on the load)::
 
     python benchmarks/quality_model.py --out /tmp/m3kit-bench/minilm-m3-ft
 
-Writes the M3-layout checkpoint to ``--out`` and what was trained, on what and how long to
-``benchmarks/results/quality_model.json`` (with the machine it ran on).
+Writes the M3-layout checkpoint to ``--out`` and what was trained, on what, how long, at which
+training precision and the sha256 of the weight files it produced (``quality_paths.py`` and
+``rerank.py`` record the digest of the model they score) to ``--results`` (default a new
+time-stamped ``benchmarks/results/quality_model_<UTC time>.json``, never written over), with
+the machine it ran on.
 """
 
 from __future__ import annotations
@@ -42,10 +45,25 @@ def minilm_path() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(HERE))
+    from _bench import (
+        RunStart,
+        checkpoint_digest,
+        machine_facts,
+        output_stem,
+        refuse_existing,
+        with_ext,
+    )
+
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default=DEFAULT_OUT, help="checkpoint folder (outside the repo)")
-    parser.add_argument("--results", default=str(HERE / "results" / "quality_model.json"))
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="results .json (default: benchmarks/results/quality_model_<UTC time>.json)",
+    )
     parser.add_argument("--rows", type=int, default=600, help="training rows (seeded sample)")
     parser.add_argument("--negatives", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -53,13 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=128, help="passage max length")
     parser.add_argument("--seed", type=int, default=0, help="article split and sampling seed")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="training autocast (default: the library's FinetuneConfig default)",
+    )
     args = parser.parse_args(argv)
+    out = with_ext(output_stem(args.results, "quality_model"), ".json")
+    refuse_existing([out])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from m3kit.finetune import FinetuneConfig, M3Finetuner
     from m3kit.finetune.splits import split_by_article
-    from m3kit.machine import describe_machine
 
     try:
         split = split_by_article(args.data, seed=args.seed, max_train_rows=args.rows)
@@ -86,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         device="cpu",
         show_progress=False,
         logging_steps=5,
+        **({"precision": args.precision} if args.precision else {}),
     )
     result = M3Finetuner(config).fit(list(split.train))
-    machine = describe_machine()
+    digest = checkpoint_digest(result.path)
     record = {
         "command": "python benchmarks/quality_model.py " + " ".join(argv or sys.argv[1:]),
         "checkpoint": str(result.path),
@@ -98,16 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_articles": list(split.eval_articles),
         "steps": result.steps,
         "train_seconds": round(result.train_seconds, 1),
+        "training_precision": result.precision,
+        "training_precision_asked": config.precision,
+        "model_digest": digest,
         "loss_log": list(result.log),
         "args": vars(args),
-        "machine": machine.as_dict(),
+        "machine": machine_facts(
+            start, {"training": result.precision, "saved weights": "fp32 checkpoint"}
+        ),
     }
-    out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(
-        f"trained {result.steps} steps in {result.train_seconds:.0f} s -> {result.path}; "
-        f"wrote {out}",
+        f"trained {result.steps} steps in {result.train_seconds:.0f} s ({result.precision}) -> "
+        f"{result.path} (sha256 {digest['sha256'][:16]}); wrote {out}",
         flush=True,
     )
     return 0

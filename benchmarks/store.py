@@ -18,18 +18,23 @@ Measured per backend and size, through the public ``M3Store`` API:
 qdrant-client's local mode is pure Python and scans every point, so it only gets the sizes
 that finish in the time budget (``--client-sizes``); the table says which were skipped.
 
-Run: ``python benchmarks/store.py`` (about 10 minutes on 2 cores); results go to
-``benchmarks/results/store.json`` and ``store.md``.
+Run: ``python benchmarks/store.py`` (about 10 minutes on 2 cores).
 
 ``--mode runs`` checks that a collection grown by many small index runs searches as fast as
 one written at once (issue #14: hybrid p50 within 1.5x): ``--total`` chunks (default 100k)
 written in one open of the embedded store, against the same chunks written in ``--runs``
 (default 10) fresh opens, each closed after its share, as ``m3kit index`` runs would. Neither
 calls ``optimize()``: indexing is left to the engine's automatic passes. Both stores are then
-reopened and queried alternately (same queries); results go to ``store_runs.json`` / ``.md``.
+reopened and queried alternately (same queries).
 Run: ``python benchmarks/store.py --mode runs`` (validate quickly with ``--total 10000``).
 
-Every result records the machine (CPU model and flags, via ``m3kit.machine``).
+Results go to ``--out`` (a stem: ``.json`` and ``.md``), by default a new time-stamped name in
+``benchmarks/results`` (``store_<UTC time>``, ``store_runs_<UTC time>``); an existing file is
+never written over. Every result records the machine (CPU model and flags, torch and
+transformers versions, threads, via ``m3kit.machine``), the load average at the start and at
+the end: latencies on a shared machine measure the neighbours too. Queries are timed after 3
+warm-up queries; in ``--mode runs`` the two stores take turns on each query; in the default
+mode each backend and size is measured once, one after the other, never interleaved.
 """
 
 from __future__ import annotations
@@ -50,13 +55,24 @@ import numpy as np
 from m3kit.outputs import Head, M3Output, SparseVector
 from m3kit.store import Backend, ChunkRecord, Fusion, M3Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import (
+    RunStart,
+    machine_facts,
+    machine_markdown,
+    output_stem,
+    refuse_existing,
+    with_ext,
+)
+
 DENSE_DIM = 1024
 COLBERT_TOKENS = 16
 COLBERT_DIM = 128
 SPARSE_TERMS = 80
 VOCAB = 250_000
 BATCH = 1000
-RESULTS = Path(__file__).resolve().parent / "results"
+#: No model runs here: what "precision" means for this benchmark's results.
+PRECISION = "no model: synthetic float32 vectors"
 
 
 class Corpus:
@@ -177,20 +193,8 @@ def _time_queries(
     return out
 
 
-def _machine() -> dict[str, object]:
-    """CPU model and flags (and the rest of ``m3kit.machine.describe_machine``)."""
-    from m3kit.machine import describe_machine
-
-    return describe_machine().as_dict()
-
-
-def _machine_line(machine: dict[str, object]) -> str:
-    flags = machine.get("cpu_flags") or []
-    assert isinstance(flags, list)
-    return (
-        f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cpus')} logical CPUs, "
-        f"flags: {' '.join(map(str, flags)) or 'none of the relevant ones'}."
-    )
+def _load_end() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def run(backend: Backend, n: int, queries: int, corpus: Corpus) -> dict[str, object]:
@@ -318,12 +322,12 @@ def _split_table(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def main_split(args: argparse.Namespace) -> int:
+def main_split(args: argparse.Namespace, start: RunStart, stem: Path) -> int:
     result = run_split(args.total, args.runs, args.queries, Corpus(), args.index_after)
     table = _split_table(result)
     print(table)
     meta = {
-        "machine": _machine(),
+        "machine": machine_facts(start, PRECISION),
         "shape": {
             "dense": DENSE_DIM,
             "sparse_terms": SPARSE_TERMS,
@@ -331,22 +335,22 @@ def main_split(args: argparse.Namespace) -> int:
         },
         "query": "k=10, dense+sparse prefetch 50 each, RRF (hybrid) or M3, ColBERT rerank",
         "index_after": args.index_after or "default (20,000)",
-        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        "load_average_at_end": _load_end(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "store_runs.json").write_text(json.dumps({"meta": meta, **result}, indent=2))
-    (args.out / "store_runs.md").write_text(
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with_ext(stem, ".json").write_text(json.dumps({"meta": meta, **result}, indent=2))
+    with_ext(stem, ".md").write_text(
         "# Store benchmark: one run vs many small runs (benchmarks/store.py --mode runs)\n\n"
-        + _machine_line(meta["machine"])  # type: ignore[arg-type]
-        + f" index_after: {meta['index_after']}."
-        + f" Load average at end: {meta['load_average_at_end']}.\n\n"
-        + table
-        + "\n"
+        + machine_markdown(meta["machine"])  # type: ignore[arg-type]
+        + f"\n- Load average at end: {meta['load_average_at_end']}\n\n"
+        + f"index_after: {meta['index_after']}. Both stores take turns on each query (3 "
+        "warm-up queries excluded).\n\n" + table + "\n"
     )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument(
@@ -358,7 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--client-queries", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results stem (default: benchmarks/results/store[_runs]_<UTC time>)",
+    )
     parser.add_argument(
         "--mode",
         choices=("sizes", "runs"),
@@ -375,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         "store's, 20,000); scale it down with --total for a quick check",
     )
     args = parser.parse_args(argv)
+    stem = output_stem(args.out, "store_runs" if args.mode == "runs" else "store")
+    refuse_existing([with_ext(stem, ".json"), with_ext(stem, ".md")])
     if args.mode == "runs":
-        return main_split(args)
+        return main_split(args, start, stem)
     corpus = Corpus()
     rows: list[dict[str, object]] = []
     for n in args.sizes:
@@ -407,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     meta = {
-        "machine": _machine(),
+        "machine": machine_facts(start, PRECISION),
         "python": platform.python_version(),
         "arch": platform.machine(),
         "shape": {
@@ -418,17 +429,17 @@ def main(argv: list[str] | None = None) -> int:
         },
         "query": "k=10, dense+sparse prefetch 50 each, RRF (hybrid) or M3, ColBERT rerank",
         "cpus": os.cpu_count(),
-        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        "load_average_at_end": _load_end(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "store.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (args.out / "store.md").write_text(
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with_ext(stem, ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    with_ext(stem, ".md").write_text(
         "# Store benchmark (benchmarks/store.py)\n\n"
-        + f"Shapes: {json.dumps(meta['shape'])}; {meta['query']}.\n\n"
-        + _machine_line(meta["machine"])  # type: ignore[arg-type]
-        + "\n\n"
-        + table
-        + "\n"
+        + machine_markdown(meta["machine"])  # type: ignore[arg-type]
+        + f"\n- Load average at end: {meta['load_average_at_end']}\n\n"
+        + f"Shapes: {json.dumps(meta['shape'])}; {meta['query']}. Latencies after 3 warm-up "
+        "queries; each backend and size runs once, one after the other (not interleaved), so "
+        "load that changes during the run falls on some rows only.\n\n" + table + "\n"
     )
     return 0
 

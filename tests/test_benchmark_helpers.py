@@ -1,0 +1,97 @@
+"""The pure helpers every benchmark shares (``benchmarks/_bench.py``).
+
+Benchmarks are scripts, not a package: the module is loaded from its file. The benchmarks
+folder is not in the sdist, so these tests skip there.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "_bench.py"
+pytestmark = pytest.mark.skipif(not BENCH.is_file(), reason="benchmarks/ not shipped here")
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("m3kit_bench_helpers", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_doctests(bench: ModuleType) -> None:
+    result = doctest.testmod(bench, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_rotation_puts_every_variant_in_every_position(bench: ModuleType) -> None:
+    items = ["naive", "late a", "late b"]
+    orders = [bench.rotated(items, r) for r in range(len(items))]
+    for position in range(len(items)):
+        assert sorted(order[position] for order in orders) == sorted(items)
+    assert all(sorted(order) == sorted(items) for order in orders)
+    assert bench.rotated(["m3kit", "llamaindex"], 1) == ["llamaindex", "m3kit"]
+    assert bench.rotated([], 3) == []
+
+
+def test_spread_and_ratios(bench: ModuleType) -> None:
+    per_round = bench.ratios([1.1, 0.9, 1.0], [1.0, 1.0, 1.0])
+    s = bench.spread(per_round)
+    assert s == {"median": 1.0, "min": 0.9, "max": 1.1, "rounds": 3}
+    assert bench.spread_text(s) == "1.00x (0.90-1.10)"
+    with pytest.raises(ValueError):
+        bench.spread([])
+
+
+def test_default_output_is_a_new_stamped_name(bench: ModuleType, tmp_path: Path) -> None:
+    stem = bench.output_stem(None, "store", folder=tmp_path, when=86400.0)
+    assert stem == tmp_path / "store_19700102T000000Z"
+    assert bench.output_stem(tmp_path, "store", when=0.0) == tmp_path / "store_19700101T000000Z"
+    assert bench.output_stem(tmp_path / "x.json", "store") == tmp_path / "x"
+    assert bench.with_ext(tmp_path / "a.b", ".md") == tmp_path / "a.b.md"
+
+
+def test_refuse_existing_names_the_file(bench: ModuleType, tmp_path: Path) -> None:
+    fresh, taken = tmp_path / "new.json", tmp_path / "old.json"
+    taken.write_text("{}", encoding="utf-8")
+    bench.refuse_existing([fresh])
+    with pytest.raises(SystemExit, match="old.json exists"):
+        bench.refuse_existing([fresh, taken])
+
+
+def test_machine_facts_carry_cpu_versions_precision_and_load(bench: ModuleType) -> None:
+    start = bench.RunStart(started_utc="2026-01-01T00:00:00Z", load_average=(3.0, 2.0, 1.0))
+    facts = bench.machine_facts(start, {"minilm": "fp32"})
+    for key in ("cpu_model", "cpu_flags", "torch_version", "transformers_version", "torch_threads"):
+        assert key in facts
+    assert facts["precision"] == {"minilm": "fp32"}
+    assert facts["load_average_at_start"] == [3.0, 2.0, 1.0]
+    json.dumps(facts)  # JSON-ready
+    md = bench.machine_markdown({**facts, "logical_cpus": 2})
+    assert "Precision: minilm: fp32" in md and "Load average at start: 3 / 2 / 1" in md
+    assert "indicative only" in md  # load 3 on 2 CPUs
+    assert "CPU flags" in md
+
+
+def test_checkpoint_digest_follows_every_weight_file(bench: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"backbone")
+    (tmp_path / "colbert_linear.pt").write_bytes(b"head")
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    first = bench.checkpoint_digest(tmp_path)
+    assert set(first["files"]) == {"model.safetensors", "colbert_linear.pt"}
+    (tmp_path / "colbert_linear.pt").write_bytes(b"other head")
+    assert bench.checkpoint_digest(tmp_path)["sha256"] != first["sha256"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no weight file"):
+        bench.checkpoint_digest(empty)
