@@ -119,9 +119,13 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         return check_setting(str(info.field_name), value)
 
     @model_validator(mode="after")
-    def _check_rerank(self) -> M3Retriever:
+    def _check_held_settings(self) -> M3Retriever:
         if self.rerank and Head.COLBERT not in self.index.store.heads:
             raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        # weights this retriever's own fusion (or the index's default) never uses: every
+        # search without a call's own fusion would raise, so refuse them here, as the search
+        # would (a call choosing rrf / dbsf over held m3 weights leaves them out instead)
+        self.index.search_settings(fusion=self.fusion, weights=self.weights, rerank=self.rerank)
         return self
 
     # -- retrieval ----------------------------------------------------------------------------
