@@ -75,9 +75,10 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     settings left ``None`` are the index's (:meth:`~m3kit.store.M3Index.search_settings`):
     the checkpoint's calibrated fusion (``m3kit_search.json``) when it has one.
 
-    Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its point
-    id as ``id`` and its metadata plus ``score``, ``doc_id`` (pass it to :meth:`delete`) and
-    ``chunk_index`` (these three keys overwrite user metadata of the same name).
+    Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its
+    document's id as ``id`` (what :meth:`add_documents` returns and :meth:`delete` takes; the
+    chunks of one document share it) and its metadata plus ``score``, ``doc_id`` (the same id)
+    and ``chunk_index`` (these three keys overwrite user metadata of the same name).
 
     Example:
         >>> import tempfile
@@ -90,6 +91,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         >>> hit = retriever.invoke("Honeybees dance.")[0]
         >>> hit.page_content, sorted(hit.metadata)
         ('Honeybees dance.', ['chunk_index', 'doc_id', 'score'])
+        >>> hit.id == hit.metadata["doc_id"] == ids[1]
+        True
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
