@@ -168,8 +168,10 @@ class VectorStoreSearch(VectorStore):
         unset ranking ones are this store's; results carry ``score`` and ``doc_id``)."""
         from langchain_m3.retriever import M3Retriever
 
-        for name, value in self._defaults().items():
-            defaults.setdefault(name, value)
+        # the store's weights are left out where the retriever's own fusion / rerank picks
+        # rrf / dbsf, as a call's would leave them out
+        given = {name: defaults.get(name) for name in SearchSettings.NAMES}
+        defaults.update(self._index.layered_settings(given, self._defaults()))
         return M3Retriever(index=self._index, **defaults)
 
     def _defaults(self) -> dict[str, Any]:

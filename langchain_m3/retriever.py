@@ -75,9 +75,10 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     settings left ``None`` are the index's (:meth:`~m3kit.store.M3Index.search_settings`):
     the checkpoint's calibrated fusion (``m3kit_search.json``) when it has one.
 
-    Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its point
-    id as ``id`` and its metadata plus ``score``, ``doc_id`` (pass it to :meth:`delete`) and
-    ``chunk_index`` (these three keys overwrite user metadata of the same name).
+    Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its
+    document's id as ``id`` (what :meth:`add_documents` returns and :meth:`delete` takes; the
+    chunks of one document share it) and its metadata plus ``score``, ``doc_id`` (the same id)
+    and ``chunk_index`` (these three keys overwrite user metadata of the same name).
 
     Example:
         >>> import tempfile
@@ -90,6 +91,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         >>> hit = retriever.invoke("Honeybees dance.")[0]
         >>> hit.page_content, sorted(hit.metadata)
         ('Honeybees dance.', ['chunk_index', 'doc_id', 'score'])
+        >>> hit.id == hit.metadata["doc_id"] == ids[1]
+        True
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -119,9 +122,13 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         return check_setting(str(info.field_name), value)
 
     @model_validator(mode="after")
-    def _check_rerank(self) -> M3Retriever:
+    def _check_held_settings(self) -> M3Retriever:
         if self.rerank and Head.COLBERT not in self.index.store.heads:
             raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        # weights this retriever's own fusion (or the index's default) never uses: every
+        # search without a call's own fusion would raise, so refuse them here, as the search
+        # would (a call choosing rrf / dbsf over held m3 weights leaves them out instead)
+        self.index.search_settings(fusion=self.fusion, weights=self.weights, rerank=self.rerank)
         return self
 
     # -- retrieval ----------------------------------------------------------------------------

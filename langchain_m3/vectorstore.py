@@ -116,7 +116,8 @@ class M3VectorStore(VectorStoreSearch):
 
         Raises:
             ValueError: ``rerank=True`` on a collection without ColBERT vectors; bad
-                ``fusion``, ``weights`` or ``candidates``.
+                ``fusion``, ``weights`` or ``candidates``; ``weights`` with a ``fusion`` (given,
+                or the index's default) that is ``rrf`` or ``dbsf``, which never uses them.
         """
         if not isinstance(index, M3Index):
             raise TypeError(f"index must be an M3Index, got {type(index).__name__}")
@@ -129,6 +130,9 @@ class M3VectorStore(VectorStoreSearch):
         self.candidates: int | None = check_setting("candidates", candidates)
         self.chunking, self.late_chunking = chunking, late_chunking
         self._chunker(chunking, late_chunking)  # a wrong argument fails here, not at an add
+        # weights the store's own fusion (or the index's default) never uses would fail every
+        # search that does not choose its own fusion: refused here, as the search refuses them
+        index.search_settings(fusion=self.fusion, weights=self.weights, rerank=self.rerank)
         self._embeddings: Embeddings | None = None
 
     @classmethod

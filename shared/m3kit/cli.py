@@ -261,7 +261,11 @@ def _run_search(args: argparse.Namespace) -> int:
     location = storage.get("location")
     if location is not None and not location.is_dir():
         raise ValueError(f"no index at {location}; run `m3kit index` first (or pass --path)")
-    encoder = cli_open.load_encoder(args, storage)
+    try:  # before any model loads (the default one would be downloaded first)
+        record = cli_open.collection_record(args, storage, missing_ok=False)
+    except CollectionNotFoundError as e:
+        raise CollectionNotFoundError(f"{e}; run `m3kit index` first") from None
+    encoder = cli_open.load_encoder(args, storage, record)
     try:
         index = cli_open.open_index(encoder, args, storage, create=False)
     except CollectionNotFoundError as e:

@@ -64,13 +64,25 @@ def load_encoder(
     )
 
 
-def collection_record(args: argparse.Namespace, storage: dict[str, Any]) -> dict[str, Any]:
-    """The collection's m3kit record, read without a model (``{}``: no collection or record)."""
+def collection_record(
+    args: argparse.Namespace, storage: dict[str, Any], *, missing_ok: bool = True
+) -> dict[str, Any]:
+    """The collection's m3kit record, read without a model (``{}``: no record, or no
+    collection when ``missing_ok``: ``m3kit index`` creates it).
+
+    Raises:
+        CollectionNotFoundError: There is no such collection and not ``missing_ok`` (the
+            message names the collection and where it was looked for).
+    """
     from m3kit.store.collection_record import stored_record
 
     location = storage.get("location")
     if location is not None and not location.is_dir():
-        return {}
+        if missing_ok:
+            return {}
+        raise CollectionNotFoundError(
+            f"collection {args.collection!r} does not exist at {location}"
+        )
     try:
         return dict(
             stored_record(
@@ -82,7 +94,9 @@ def collection_record(args: argparse.Namespace, storage: dict[str, Any]) -> dict
             )
         )
     except CollectionNotFoundError:
-        return {}
+        if missing_ok:
+            return {}
+        raise
 
 
 def collection_model(

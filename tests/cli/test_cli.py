@@ -175,7 +175,8 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
         (["index", "{tmp}/missing.md"], "missing.md: no such file or folder"),
         (["index"], "give the files or folders to index (or --reindex)"),
         (["index", "{docs}", "--model", "{tmp}/no-model"], "no-model' does not exist"),
-        (["search", "x", "--model", "{tmp}/no-model"], "no-model' does not exist"),
+        # the collection is looked for before any model loads (a bad --model: below)
+        (["search", "x", "--model", "{tmp}/no-model"], "collection 'm3kit' does not exist at"),
         (["index", "{docs}", "--window", "512"], "--window needs --late-chunking"),
         (["index", "{docs}", "--late-heads", "dense"], "--late-heads needs --late-chunking"),
         (["index", "{docs}", "--late-chunking", "--late-heads", "splade"], "unknown head 'splade'"),
@@ -463,3 +464,43 @@ def test_path_of_the_other_backend_names_the_flag_before_loading_a_model(
             assert capsys.readouterr().err.strip() == (
                 f"m3kit {command[0]}: error: --path {store} {message}"
             )
+
+
+@pytest.mark.parametrize("where", ["edge", "client", "url"])
+def test_search_of_a_missing_collection_says_so_before_loading_a_model(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    qdrant_recorder: tuple[str, list[object], dict[str, object]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """Without ``--model`` it tried the default model first (BAAI/bge-m3: offline an error
+    about that model, online a 2.2 GB download), then said the collection does not exist."""
+    from m3kit.encoder import M3Encoder
+
+    store, doc = tmp_path / "store", tmp_path / "a.txt"
+    doc.write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    if where == "url":
+        url = qdrant_recorder[0]
+        place, at = ["--qdrant-url", url], url
+    else:  # a folder holding another collection, as the README's demo leaves one
+        place, at = ["--path", str(store), "--backend", where], str(store)
+        argv = ["index", str(doc), "--collection", "demo", "--model", str(tiny_m3_path), "-q"]
+        assert main([*argv, *place]) == 0
+        capsys.readouterr()  # a collection that exists: a bad --model is the error
+        argv = ["search", "capital", "--collection", "demo", "--model", str(tmp_path / "no")]
+        assert main([*argv, "-q", *place]) == 1
+        assert "no' does not exist" in capsys.readouterr().err
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(M3Encoder, "from_pretrained", no_model)
+    for model in ([], ["--model", str(tiny_m3_path)]):
+        capsys.readouterr()
+        assert main(["search", "capital", "--collection", "c", "-q", *place, *model]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("m3kit search: error: collection 'c' does not exist at "), err
+        assert at in err and err.endswith("; run `m3kit index` first"), err
+        assert len(err.splitlines()) == 1

@@ -199,22 +199,35 @@ def test_weights_without_the_m3_fusion_are_an_error(
             store.similarity_search(QUERY, weights=[1, 0, 0], fusion="dbsf")
         with pytest.raises(ValueError, match=NO_M3):  # refused where it is given
             store.as_retriever(search_kwargs={"weights": [1, 0, 0], "fusion": "rrf"})
-        held = M3VectorStore(store.index, weights=[1, 0, 0])  # the store's own: given too
-        with pytest.raises(ValueError, match=NO_M3):
-            held.similarity_search(QUERY)
-        with pytest.raises(ValueError, match=NO_M3):
-            held.as_m3_retriever().invoke(QUERY)
-        assert not store_queries
-        held.similarity_search(QUERY, fusion="m3")
-        assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 0.0), True, None)
-        retriever = M3Retriever(index=store.index, weights=[1, 0, 0], fusion="rrf")
-        with pytest.raises(ValueError, match=NO_M3):
-            retriever.invoke(QUERY)
         with pytest.raises(ValueError, match=NO_M3):
             M3Retriever(index=store.index).invoke(QUERY, weights=[1, 0, 0])
-        retriever.invoke(QUERY, fusion="m3")
-        assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 0.0), True, None)
+        assert not store_queries
+        held = M3VectorStore(store.index, fusion="m3", weights=[1, 0, 0])
+        held.weights, held.fusion = (1, 0, 0), None  # made invalid after it was built
         assert "invalid" in repr(held)  # shown, not raised
+    # the object's own weights with its own fusion (given, or the index's default rrf): every
+    # search not choosing a fusion would raise, so they are refused when the object is built
+    rrf = rf"{NO_M3}.*'rrf' \(given\).*fusion='m3'"
+    built_in = rf"{NO_M3}.*'rrf' \(the index's default, built-in"
+    with M3Index.open(tiny_encoder, ":memory:") as index:
+        index.add_texts(SAMPLE_TEXTS[:3])
+        with pytest.raises(ValueError, match=rrf):
+            M3Retriever(index=index, weights=[1, 0, 0], fusion="rrf")
+        with pytest.raises(ValueError, match=built_in):
+            M3Retriever(index=index, weights=(0.5, 0.2, 0.3))
+        with pytest.raises(ValueError, match=rf"{NO_M3}.*'dbsf' \(given\)"):
+            M3VectorStore(index, weights=[1, 0, 0], fusion="dbsf")
+        with pytest.raises(ValueError, match=built_in):
+            M3VectorStore(index, weights=[1, 0, 0])
+        with pytest.raises(ValueError, match=built_in):
+            M3VectorStore(index).as_m3_retriever(weights=[1, 0, 0])
+        assert not store_queries
+        assert index.count() == 3  # still open: refusing a wrapper closes nothing
+    with pytest.raises(ValueError, match=built_in):
+        M3Retriever.from_texts(SAMPLE_TEXTS[:3], tiny_encoder, weights=[1, 0, 0])
+    with pytest.raises(ValueError, match=rrf):
+        M3VectorStore.from_texts(SAMPLE_TEXTS[:3], tiny_encoder, fusion="rrf", weights=[1, 0, 0])
+    with M3VectorStore.from_texts(SAMPLE_TEXTS[:3], tiny_encoder) as store:
         # the object's weights with its m3 fusion: a call choosing another fusion (or a
         # rerank its default ranks without m3) ranks without them, no error
         m3 = M3VectorStore(store.index, fusion="m3", weights=[0.5, 0.3, 0.2])
@@ -226,6 +239,11 @@ def test_weights_without_the_m3_fusion_are_an_error(
         assert on_m3.invoke(QUERY, fusion="rrf")
         assert _ranking(store_queries[-1])[0] is Fusion.RRF
         assert m3.similarity_search(QUERY, k=2)
+        assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (0.5, 0.3, 0.2))
+        # a retriever of that store choosing its own rank fusion ranks without them too
+        assert m3.as_m3_retriever(fusion="rrf").invoke(QUERY)
+        assert _ranking(store_queries[-1])[:2] == (Fusion.RRF, None)
+        assert m3.as_m3_retriever(k=2).invoke(QUERY)
         assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (0.5, 0.3, 0.2))
     # defaults given at open are not an error: rrf simply uses none of their weights
     default = SearchSettings(fusion="rrf", weights=(1, 0, 0))
