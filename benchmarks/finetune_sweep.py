@@ -12,11 +12,13 @@ appended, never changed. Without ``--results`` each run starts a new time-stampe
 (``benchmarks/results/finetune_sweep_<UTC time>.jsonl``); pass the same ``--results`` to
 every run of a sweep (the committed ``finetune_sweep.jsonl`` is a record of past sweeps)::
 
-    python benchmarks/finetune_sweep.py --name start --start            # untrained start model
-    python benchmarks/finetune_sweep.py --name bench-2025 learning_rate=5e-5 temperature=0.02
-    python benchmarks/finetune_sweep.py --name t05 temperature=0.05
-    python benchmarks/finetune_sweep.py --name llamaindex --llamaindex  # LlamaIndex's engine
-    python benchmarks/finetune_sweep.py --name ref learning_rate=1e-4 --interpolate 0.8,0.6
+    LOG=/tmp/my_sweep.jsonl  # one log for the whole sweep
+    python benchmarks/finetune_sweep.py --results $LOG --name start --start  # the start model
+    python benchmarks/finetune_sweep.py --results $LOG --name bench learning_rate=5e-5
+    python benchmarks/finetune_sweep.py --results $LOG --name t05 temperature=0.05
+    python benchmarks/finetune_sweep.py --results $LOG --name llamaindex --llamaindex
+    python benchmarks/finetune_sweep.py --results $LOG --name ref learning_rate=1e-4 \\
+        --interpolate 0.8,0.6
 
 ``--interpolate`` also scores the trained weights mixed with the start model's,
 ``alpha * fine-tuned + (1 - alpha) * start`` (WiSE-FT), one row per alpha.

@@ -50,7 +50,7 @@ from _bench import (
     spread_text,
     with_ext,
 )
-from finetune import TIMERS, _minilm, _run_llamaindex, add_training_arguments, m3kit_config
+from finetune import _minilm, _run_llamaindex, add_training_arguments, m3kit_config, timers
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "m3kit_steps": steps,
         "m3kit_precision": precision,
         "llamaindex_max_length": li_length,
-        "timers": TIMERS,
+        "timers": timers(li.get("timer")),
         "pairs": pairs,
         "ratio": ratio,
         "median_ratio": ratio["median"],
@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         f"negatives, max length {li_length}, fp32 (its default), no validation set (no "
         f"evaluation; the final model saved); its venv: {versions}. "
         "The order alternates from pair to pair (column `first`). "
-        f"Both times cover the training loop alone: m3kit {TIMERS['m3kit']}; LlamaIndex "
-        f"{TIMERS['LlamaIndex']}. Its whole `finetune()` call and building its engine "
+        f"Both times cover the training loop alone: m3kit {record['timers']['m3kit']}; "
+        f"LlamaIndex {record['timers']['LlamaIndex']}. Its whole `finetune()` call and "
+        "building its engine "
         "are the last two columns.\n\n"
         f"**m3kit / LlamaIndex: {spread_text(ratio)} over {len(pairs)} pairs** (median, "
         f"min-max; median {record['median_m3kit_s']} s vs "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -253,7 +253,7 @@ def _qrels_path(root: Path, split: str | None) -> Path:
         if top.is_file():
             raise FileNotFoundError(
                 f"no qrels/{split}.tsv in {root}: its qrels.tsv names no split; leave the "
-                "split unset (no --split) to read it"
+                "split unset (no --split / --validation-split) to read it"
             )
         found = f"splits found: {', '.join(splits)}" if splits else "no qrels/ files found"
         raise FileNotFoundError(f"no qrels/{split}.tsv in {root} ({found})")
@@ -264,9 +264,17 @@ def _qrels_path(root: Path, split: str | None) -> Path:
     if splits:
         raise ValueError(
             f"{root}/qrels holds several splits ({', '.join(splits)}): name the one to use "
-            "(split=..., --split)"
+            "(split=...; m3kit eval / calibrate: --split, m3kit finetune: --validation-split)"
         )
     raise FileNotFoundError(f"no qrels in {root}: expected qrels.tsv or qrels/<split>.tsv")
+
+
+def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line_no, fields)`` of a tab-separated file, read literally: BEIR qrels quote
+    nothing, and a stray ``"`` must not join the lines after it into one field."""
+    reader = csv.reader(iter_text_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for fields in reader:
+        yield reader.line_num, [f.rstrip("\n") for f in fields]
 
 
 def load_beir(
@@ -307,9 +315,7 @@ def load_beir(
     all_queries = _read_texts(root / "queries.jsonl")
     qrels: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
-    for line_no, fields in enumerate(
-        csv.reader(iter_text_lines(qrels_path), delimiter="\t"), start=1
-    ):
+    for line_no, fields in _tsv_rows(qrels_path):
         if not fields or (line_no == 1 and fields[0] == "query-id"):
             continue
         if len(fields) != 3:

@@ -31,23 +31,31 @@ def open_text(path: Path, mode: str = "r") -> IO[str]:
 
 
 def iter_text_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 text file (``.gz`` decompressed), line ends kept; a leading
-    byte order mark is skipped.
+    """The lines of a UTF-8 text file (``.gz`` decompressed), each ending in ``"\\n"``; a
+    leading byte order mark is skipped.
+
+    Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (files saved with classic Mac line
+    ends), never at U+2028 / U+0085, which JSON strings may hold unescaped.
 
     Raises:
         ValueError: A line is not valid UTF-8 (the message names the file, line and byte).
     """
+    line_no = 0
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(
-                    f"{path}:{line_no}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
-                    f"{e.start + 1}); save the file as UTF-8"
-                ) from e
+        for chunk in fh:
+            body = chunk[:-1] if chunk.endswith(b"\n") else chunk
+            body = body[:-1] if body.endswith(b"\r") else body
+            for raw in body.split(b"\r"):
+                line_no += 1
+                if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                try:
+                    yield raw.decode("utf-8") + "\n"
+                except UnicodeDecodeError as e:
+                    raise ValueError(
+                        f"{path}:{line_no}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                        f"{e.start + 1}); save the file as UTF-8"
+                    ) from e
 
 
 def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int, dict[str, Any]]]:

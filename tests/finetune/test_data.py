@@ -177,6 +177,15 @@ def test_qa_dataset_texts_must_be_strings(data: dict[str, Any], message: str) ->
         QADataset.from_dict({"relevant_docs": {"q1": ["d1"]}, **data})
 
 
+def test_qa_dataset_relevant_docs_may_be_any_collection_of_ids() -> None:
+    """A set of ids was accepted before the string checks; an int id names the real problem."""
+    data = {"queries": {"q1": "x?"}, "corpus": {"d1": "t", "d2": "u"}}
+    dataset = QADataset.from_dict({**data, "relevant_docs": {"q1": {"d2", "d1"}}})
+    assert dataset.relevant_docs == {"q1": ["d1", "d2"]}
+    with pytest.raises(ValueError, match=r"relevant_docs of query 1: ids must be strings: \[2\]"):
+        QADataset({1: "x?"}, {2: "t"}, {1: [2]})  # type: ignore[dict-item]
+
+
 def test_an_empty_corpus_text_or_query_is_refused() -> None:
     with pytest.raises(ValueError, match="corpus text 'd' is empty"):
         QADataset({"q": "question?"}, {"d": " "}, {"q": ["d"]})

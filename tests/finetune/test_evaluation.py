@@ -135,6 +135,22 @@ def test_load_beir_reads_qrels_with_a_byte_order_mark(tmp_path: Path) -> None:
     assert load_beir(_beir_folder(tmp_path / "b", bare)).qrels == {"q2": {"d2": 1.0}}
 
 
+def test_load_beir_reads_files_with_lone_cr_line_ends(tmp_path: Path) -> None:
+    """Files saved with classic Mac line ends (CR only) were one line: "Extra data"."""
+    corpus = b'{"_id": "d1", "text": "alpha"}\r{"_id": "d2", "text": "beta"}\r'
+    folder = _beir_folder(tmp_path, b"query-id\tcorpus-id\tscore\rq1\td1\t1\rq2\td2\t2", corpus)
+    data = load_beir(folder)
+    assert data.corpus == {"d1": "alpha", "d2": "beta"}
+    assert data.qrels == {"q1": {"d1": 1.0}, "q2": {"d2": 2.0}}
+
+
+def test_load_beir_reads_qrels_quotes_literally(tmp_path: Path) -> None:
+    """A stray quote joined the following judgements into one field (csv's quoting)."""
+    folder = _beir_folder(tmp_path, b'q1\t"d1\t1\nq2\td2\t1"\n')
+    with pytest.raises(ValueError, match=r"qrels.tsv:1: corpus id '\"d1' is not in the corpus"):
+        load_beir(folder)
+
+
 def test_load_beir_non_utf8_names_file_and_line(tmp_path: Path) -> None:
     latin = '{"_id": "d1", "text": "x"}\n{"_id": "d2", "text": "caf\u00e9"}\n'.encode("latin-1")
     folder = _beir_folder(tmp_path / "c", b"q1\td1\t1\n", corpus=latin)

@@ -149,6 +149,13 @@ def test_rank_orders_ties_by_id_whatever_the_depth() -> None:
         assert _rank(scores, ids, depth) == [row[:depth] for row in full]
 
 
+def test_rank_puts_a_nan_score_last_and_keeps_top_k() -> None:
+    """A NaN became the k-th score and the ``>= kth`` cut dropped real candidates."""
+    scores = np.array([[0.5, np.nan, 0.9, 0.1]], dtype=np.float32)
+    assert _rank(scores, ["a", "b", "c", "d"], 2) == [["c", "a"]]
+    assert _rank(scores, ["a", "b", "c", "d"], 4) == [["c", "a", "d", "b"]]
+
+
 def test_metrics_do_not_depend_on_the_other_cutoffs(tiny_encoder: M3Encoder) -> None:
     """hit@1 of tied passages and RRF's nDCG@10 changed with the largest cut-off asked for
     (RRF fused each head's list cut at max(ks))."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,10 @@ class QADataset:
             docs = self.relevant_docs.get(qid)
             if not docs:
                 raise ValueError(f"query {qid!r} has no relevant_docs entry")
-            if isinstance(docs, str) or not all(isinstance(d, str) for d in docs):
+            if isinstance(docs, str | Mapping) or not isinstance(docs, Collection):
                 raise ValueError(f"relevant_docs of query {qid!r} must be a list of ids: {docs!r}")
+            if not all(isinstance(d, str) for d in docs):
+                raise ValueError(f"relevant_docs of query {qid!r}: ids must be strings: {docs!r}")
             missing = [d for d in docs if d not in self.corpus]
             if missing:
                 raise ValueError(f"query {qid!r}: relevant doc {missing[0]!r} is not in the corpus")
@@ -144,9 +146,11 @@ class QADataset:
                 raise ValueError(f'a QA dataset needs a "{key}" object')
         relevant: dict[str, list[str]] = {}
         for qid, docs in data["relevant_docs"].items():
-            if isinstance(docs, str) or not isinstance(docs, Sequence):
+            if isinstance(docs, str | Mapping) or not isinstance(docs, Collection):
                 raise ValueError(f"relevant_docs of query {qid!r} must be a list of ids: {docs!r}")
-            relevant[str(qid)] = [str(d) for d in docs]
+            relevant[str(qid)] = [
+                str(d) for d in (sorted(docs, key=str) if isinstance(docs, Set) else docs)
+            ]
         return cls(
             queries={str(k): v for k, v in data["queries"].items()},
             corpus={str(k): v for k, v in data["corpus"].items()},

@@ -39,7 +39,8 @@ __all__ = [
 FUSED = "fused"  # weighted M3 score (m3_score) of the heads
 RRF = "rrf"  # reciprocal rank fusion of the heads' rankings
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@10", "recall@100")
-#: Documents of each head's ranking that ``rrf`` fuses (as a retriever's candidate list).
+#: Documents of each head's ranking that ``rrf`` fuses (fixed, so a metric does not depend on
+#: the other cut-offs asked for; the store's retrievers default to ``max(4·k, 50)`` candidates).
 RRF_DEPTH = 100
 
 
@@ -116,7 +117,7 @@ def _rank(scores: npt.NDArray[np.float32], doc_ids: Sequence[str], top_k: int) -
     id_rank = np.empty(n_docs, dtype=np.int64)
     id_rank[sorted(range(n_docs), key=doc_ids.__getitem__)] = np.arange(n_docs)
     out = []
-    for row in scores:
+    for row in np.nan_to_num(scores, nan=-np.inf):  # a NaN score ranks last, drops nothing
         kth = np.partition(row, n_docs - k)[n_docs - k]  # the k-th largest score
         candidates = np.flatnonzero(row >= kth)
         order = np.lexsort((id_rank[candidates], -row[candidates]))[:k]

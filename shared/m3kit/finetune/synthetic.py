@@ -44,11 +44,18 @@ can each be answered from the context alone. Make them diverse: cover different 
 of the context. Write one question per line, with no numbering and no answers.
 """
 
-#: List markers an LLM puts before a question: bullets, ``1.`` / ``1)`` / ``(1)``, ``Q:`` /
-#: ``Q1.`` / ``Question 1:``. Each must be followed by whitespace (or end the line), so that
-#: "Q-learning: ...", "2.5 million ..." and "1984: ..." keep their first word.
+#: List markers an LLM puts before a question: bullets, ``1.`` / ``1)`` / ``(1)`` / ``1:`` /
+#: ``**1.**``, ``Q:`` / ``Q1.`` / ``Question 1:``. Each must be followed by whitespace (or end
+#: the line); a numbered or ``Q``-marker, ``-`` and ``•`` may also touch a letter ("1.What",
+#: "Q1:What", "-What"). So "Q-learning: ...", "2.5 million ..." and "1984: ..." keep their
+#: first word.
+_SPACED = r"\*+|q(?:uestion)?\s*[.)]"
+_TOUCHING = (
+    r"\*{0,2}\(?\d{1,3}[.)\]]\*{0,2}|\d{1,2}:|q(?:uestion)?\s*\d*\s*:|q(?:uestion)?\s*\d+\s*[.)]"
+    r"|[-•·]+"
+)
 _PREFIX = re.compile(
-    r"^\s*(?:(?:[-*•·]+|\(?\d+[.)\]]|q(?:uestion)?\s*\d*\s*[:.)])(?:\s+|$))+", re.IGNORECASE
+    rf"^\s*(?:(?:{_SPACED})(?:\s+|$)|(?:{_TOUCHING})(?:\s+|$|(?=[^\W\d_])))+", re.IGNORECASE
 )
 
 
@@ -70,6 +77,12 @@ def parse_questions(response: str, limit: int | None = None) -> list[str]:
     ['Who wrote it?']
     >>> parse_questions("Q-learning: how does it work?\\n2.5 million people live where?")
     ['Q-learning: how does it work?', '2.5 million people live where?']
+    >>> parse_questions("1: What is A?\\n2.What is B?\\nQ3:What is C?\\n-What is D?")
+    ['What is A?', 'What is B?', 'What is C?', 'What is D?']
+    >>> parse_questions("**5.** What is E?")
+    ['What is E?']
+    >>> parse_questions("1984: which novel?\\nQ.E.D. means what?")
+    ['1984: which novel?', 'Q.E.D. means what?']
     """
     out: list[str] = []
     seen: set[str] = set()

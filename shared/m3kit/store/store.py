@@ -34,15 +34,12 @@ from m3kit.store.schema import (
     PayloadIndexType,
     check_collection_name,
 )
-from m3kit.store.store_reads import StoreReads
+from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
 
 logger = logging.getLogger(__name__)
-
-
-_DOC_BATCH = 256
 
 
 class M3Store(StoreSearch, StoreReads):
