@@ -40,6 +40,19 @@ def _versions() -> dict:
     return out
 
 
+def _timed(method, times: dict, key: str):
+    """``method``, adding the seconds each call takes to ``times[key]``."""
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            times[key] += time.perf_counter() - start
+
+    return timed
+
+
 def _patch_timers(times: dict) -> bool:
     """Time ``SentenceTransformerTrainer.train`` and the final save inside it.
 
@@ -47,16 +60,7 @@ def _patch_timers(times: dict) -> bool:
     """
     from sentence_transformers import SentenceTransformerTrainer
 
-    train = SentenceTransformerTrainer.train
-
-    def timed_train(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return train(self, *args, **kwargs)
-        finally:
-            times["train"] += time.perf_counter() - start
-
-    SentenceTransformerTrainer.train = timed_train
+    SentenceTransformerTrainer.train = _timed(SentenceTransformerTrainer.train, times, "train")
     try:  # sentence-transformers >= 5 moved fit_mixin under sentence_transformer/
         from sentence_transformers.sentence_transformer.fit_mixin import SaveModelCallback
     except ImportError:
@@ -64,16 +68,7 @@ def _patch_timers(times: dict) -> bool:
             from sentence_transformers.fit_mixin import SaveModelCallback
         except ImportError:
             return False
-    on_train_end = SaveModelCallback.on_train_end
-
-    def timed_end(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return on_train_end(self, *args, **kwargs)
-        finally:
-            times["save"] += time.perf_counter() - start
-
-    SaveModelCallback.on_train_end = timed_end
+    SaveModelCallback.on_train_end = _timed(SaveModelCallback.on_train_end, times, "save")
     return True
 
 
