@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["iter_json_rows", "iter_text_lines", "open_text", "parse_json_rows"]
+__all__ = ["iter_json_rows", "iter_text_lines", "not_utf8", "open_text", "parse_json_rows"]
 
 
 def open_text(path: Path, mode: str = "r") -> IO[str]:
@@ -28,6 +28,18 @@ def open_text(path: Path, mode: str = "r") -> IO[str]:
     if path.suffix == ".gz":
         return gzip.open(path, mode + "t", encoding=encoding)  # type: ignore[return-value]
     return path.open(mode, encoding=encoding)
+
+
+def not_utf8(path: object, error: UnicodeDecodeError) -> ValueError:
+    """The error for a whole file read as UTF-8 that is not (names the byte and its offset).
+
+    >>> not_utf8("a.txt", UnicodeDecodeError("utf-8", b"ab\\xe9", 2, 3, "invalid"))
+    ValueError('a.txt: not UTF-8 text (byte 0xe9 at offset 2); save the file as UTF-8')
+    """
+    bad = error.object[error.start]
+    return ValueError(
+        f"{path}: not UTF-8 text (byte {bad:#04x} at offset {error.start}); save the file as UTF-8"
+    )
 
 
 def iter_text_lines(path: Path) -> Iterator[str]:

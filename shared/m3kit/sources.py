@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3kit.jsonl import parse_json_rows
+from m3kit.jsonl import not_utf8, parse_json_rows
 
 __all__ = [
     "ORIGIN_KEY",
@@ -269,7 +269,7 @@ def _decode(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # a byte order mark is not text
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        raise not_utf8(path, e) from e
 
 
 def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:

@@ -95,7 +95,7 @@ def test_bad_paths(tmp_path: Path) -> None:
         read_documents([tmp_path / "nothing"])
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café".encode("latin-1"))
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(ValueError, match=r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 3\)"):
         read_documents([latin1])
 
 

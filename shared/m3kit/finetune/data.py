@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3kit.jsonl import iter_json_rows, open_text
+from m3kit.jsonl import iter_json_rows, not_utf8, open_text
 
 __all__ = [
     "QADataset",
@@ -165,7 +165,7 @@ class QADataset:
         try:
             data = json.loads(p.read_text(encoding="utf-8-sig"))
         except UnicodeDecodeError as e:
-            raise ValueError(f"{p}: not UTF-8 text (byte {e.start}); save it as UTF-8") from e
+            raise not_utf8(p, e) from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from e
         if not isinstance(data, Mapping):
