@@ -8,12 +8,13 @@ written whole before the failure kept serving its old tail.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from m3kit.store import ChunkRecord, M3Index, output_row
+from m3kit.store import ChunkRecord, ClusterSettings, M3Index, output_row
 from m3kit.store.points import document_versions
 from tests.store.conftest import stored_texts
 
@@ -84,3 +85,39 @@ def test_a_document_larger_than_a_request_is_never_half_old(
     store.upsert(new, batch_size=3, replace=True)
     assert stored_texts(index)["D"] == [f"new D chunk {i}" for i in range(8)]
     assert store.complete_documents({"D": doc_hash}) == {"D"}
+
+
+def test_parallel_requests_that_land_after_the_failed_one_lose_their_stale_chunks(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several requests in flight (cluster settings), one that fails does not stop those
+    already sent: they land, so their documents' stale chunks must go too. Before, only the
+    requests ahead of the failed one in writing order were cleaned, so a document that shrank
+    in a later request kept serving its old tail."""
+    index = open_index(tiny_encoder)
+    store = index.store
+    store.upsert([*_records(tiny_encoder, "A", "old", 3), *_records(tiny_encoder, "B", "old", 6)])
+    backend = store._backend
+    real_upsert = backend.upsert
+    lock = threading.Lock()
+    b_landed = threading.Event()
+
+    def upsert(points: Any) -> None:
+        if any(p.payload["doc_id"] == "A" for p in points):
+            assert b_landed.wait(10)  # fails only once B's request (sent after it) has landed
+            raise ConnectionError("server went away")
+        with lock:  # the engine under test, not the server, is one writer at a time
+            real_upsert(points)
+        b_landed.set()
+
+    monkeypatch.setattr(backend, "upsert", upsert)
+    monkeypatch.setattr(store, "cluster", ClusterSettings(write_parallelism=2))
+    new = [
+        *_records(tiny_encoder, "A", "new", 3),  # its request fails
+        *_records(tiny_encoder, "B", "new", 2),  # shrinks: chunks 2-5 are stale
+    ]
+    with pytest.raises(ConnectionError):
+        store.upsert(new, batch_size=3, replace=True)  # requests: A's, B's
+    stored = stored_texts(index)
+    assert stored["A"] == [f"old A chunk {i}" for i in range(3)]  # wholly the old version
+    assert stored["B"] == [f"new B chunk {i}" for i in range(2)]  # no stale tail served

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,16 +193,18 @@ class WriteBatches:
     >>> b = WriteBatches.of(list("aabbbccccc"), list(range(10)), size=4)
     >>> b.batches
     ((0, 1), (2, 3, 4), (5, 6, 7, 8), (9,))
-    >>> b.started_documents(3)
+    >>> b.started_documents(range(3))
     ['a', 'b', 'c']
+    >>> b.started_documents({1, 3})  # parallel requests: the first failed, later ones landed
+    ['b', 'c']
 
     Attributes:
         batches: The requests, in writing order.
-        first_batch: ``doc_id -> index`` of the request holding its first point.
+        spans: ``doc_id -> (first, last)``: the requests holding its first and last points.
     """
 
     batches: tuple[tuple[Any, ...], ...]
-    first_batch: Mapping[str, int]
+    spans: Mapping[str, tuple[int, int]]
 
     @classmethod
     def of(cls, doc_ids: Sequence[str], points: Sequence[Any], size: int) -> WriteBatches:
@@ -214,22 +216,34 @@ class WriteBatches:
             by_doc.setdefault(doc_id, []).append(point)
         batches: list[tuple[Any, ...]] = []
         current: list[Any] = []
-        first: dict[str, int] = {}
+        spans: dict[str, tuple[int, int]] = {}
         for doc_id, doc_points in by_doc.items():
             if current and len(current) + len(doc_points) > size:
                 batches.append(tuple(current))
                 current = []
-            first[doc_id] = len(batches)
+            first = len(batches)
             for point in doc_points:
                 current.append(point)
                 if len(current) == size:
                     batches.append(tuple(current))
                     current = []
+            # the request holding the last point: the one just closed when it ended on it
+            spans[doc_id] = (first, len(batches) if current else len(batches) - 1)
         if current:
             batches.append(tuple(current))
-        return cls(tuple(batches), first)
+        return cls(tuple(batches), spans)
 
-    def started_documents(self, done: int) -> list[str]:
-        """Documents with a point in the first ``done`` requests: wholly written, or (larger
-        than a request) partly written, their old chunks then stale beside new ones."""
-        return [doc_id for doc_id, i in self.first_batch.items() if i < done]
+    def started_documents(self, written: Iterable[int]) -> list[str]:
+        """Documents with a point in a written request: wholly written, or (larger than a
+        request) partly written, their old chunks then stale beside new ones.
+
+        Args:
+            written: Indices of the requests that succeeded (with parallel requests, any
+                subset: one that fails does not stop those already in flight).
+        """
+        done = frozenset(written)
+        return [
+            doc_id
+            for doc_id, (first, last) in self.spans.items()
+            if any(i in done for i in range(first, last + 1))
+        ]

@@ -6,26 +6,22 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from qdrant_client import models
-from tqdm.auto import tqdm
 
-from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import (
     FilterLike,
     distinct_ids,
     documents_filter,
     points_filter,
-    stale_chunks_filter,
 )
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import StorageBackend
-from m3kit.store.points import WriteBatches, document_versions, plain_json, to_point
+from m3kit.store.points import plain_json
 from m3kit.store.query import QueryOptions
-from m3kit.store.records import Backend, ChunkRecord
+from m3kit.store.records import Backend
 from m3kit.store.schema import (
     CHUNK_ID,
     DOC_HASH,
@@ -36,13 +32,14 @@ from m3kit.store.schema import (
 )
 from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
+from m3kit.store.store_writes import StoreWrites
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
 
 logger = logging.getLogger(__name__)
 
 
-class M3Store(StoreSearch, StoreReads):
+class M3Store(StoreWrites, StoreSearch, StoreReads):
     """One Qdrant collection in the m3kit layout, on the embedded engine or qdrant-client.
 
     Open it with :meth:`open`. Thread-safe: queries and writes may come from several threads.
@@ -143,103 +140,7 @@ class M3Store(StoreSearch, StoreReads):
     def collection(self) -> str:
         return self._backend.collection
 
-    @property
-    def heads(self) -> frozenset[Head]:
-        """The heads this collection stores."""
-        out = {Head.DENSE}
-        if self.schema.sparse:
-            out.add(Head.SPARSE)
-        if self.schema.colbert_dim is not None:
-            out.add(Head.COLBERT)
-        return frozenset(out)
-
-    # -- writes -----------------------------------------------------------------------------
-    def upsert(
-        self,
-        records: Iterable[ChunkRecord],
-        batch_size: int | None = None,
-        show_progress: bool | None = None,
-        *,
-        replace: bool = False,
-    ) -> list[str]:
-        """Write chunks; points with the same (doc_id, chunk_index) are overwritten.
-
-        Args:
-            records: The chunks. Records of one document should come in one call (their
-                default ``doc_hash`` / ``chunk_count`` are computed over the call).
-            batch_size: Points per write request (default: the cluster settings'
-                ``write_batch_size``, else 64). With cluster settings, up to
-                ``write_parallelism`` requests are in flight at once.
-            show_progress: tqdm bar (default: on for more than one batch).
-            replace: After writing, delete each written document's other chunks (older
-                versions, or indices beyond its ``chunk_count``); also when a write request
-                fails, for the documents written before it (a document larger than one
-                request, written in part, keeps only its new chunks and is written whole by
-                the next ``add_texts``). A document's points go in one request when they fit,
-                so a failed request leaves its documents old.
-
-        Returns:
-            The point ids, in input order.
-        """
-        recs = list(records)
-        if batch_size is None:
-            batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        version = document_versions(recs)
-        points = [  # every record checked before the first write
-            to_point(self.schema, self.heads, self.writer_id, r, *version[r.doc_id]) for r in recs
-        ]
-        plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
-        show = len(plan.batches) > 1 if show_progress is None else show_progress
-        workers = min(self.cluster.write_parallelism if self.cluster else 1, len(plan.batches))
-        done = 0
-        with (
-            self.write_lock,
-            tqdm(total=len(plan.batches), desc="upsert", unit="batch", disable=not show) as bar,
-        ):
-            try:
-                if workers > 1:  # a server: several requests in flight
-                    with ThreadPoolExecutor(workers) as pool:
-                        for _ in pool.map(self._backend.upsert, plan.batches):
-                            done += 1
-                            bar.update(1)
-                else:
-                    for batch in plan.batches:
-                        self._backend.upsert(batch)
-                        done += 1
-                        bar.update(1)
-            except BaseException:
-                # the documents written whole still lose their stale chunks (a shrunk
-                # document's old tail would be served), and so does a document larger than a
-                # request written in part: its new chunks stay, its old ones go, and it is
-                # incomplete (the next add_texts writes it again) but never half old; the
-                # documents of the failed request are left as they were
-                if replace:
-                    written = plan.started_documents(done)
-                    try:  # logged, not raised over the write's own error
-                        self._drop_stale(written, version)
-                    except Exception:
-                        logger.exception(
-                            "a write failed, and so did deleting the stale chunks of the %d "
-                            "document(s) written before it; writing them again replaces those "
-                            "chunks",
-                            len(written),
-                        )
-                raise
-            if replace:
-                self._drop_stale(list(version), version)
-            else:
-                self._backend.finish_writes()
-        return [p.id for p in points]
-
-    def _drop_stale(self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]) -> None:
-        """Make the writes so far visible, then delete each document's chunks of other
-        versions (or beyond its chunk count)."""
-        self._backend.finish_writes()
-        for doc_id in doc_ids:
-            self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
-
+    # -- writes (upsert: StoreWrites) ------------------------------------------------
     def set_writer_fields(
         self,
         updates: Mapping[str, Mapping[str, Any]],

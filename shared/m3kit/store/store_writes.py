@@ -1,0 +1,159 @@
+"""The write path of :class:`~m3kit.store.M3Store`: chunks in, stale versions out.
+
+Split from :mod:`m3kit.store.store` (as :mod:`m3kit.store.store_reads` is): :class:`StoreWrites`
+is a base class of ``M3Store`` holding :meth:`~m3kit.store.M3Store.upsert`; ``M3Store.__init__``
+sets the backend, schema, heads, writer id, cluster settings and write lock it uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from m3kit.outputs import Head
+from m3kit.store.cluster import ClusterSettings
+from m3kit.store.filters import stale_chunks_filter
+from m3kit.store.plan import StorageBackend
+from m3kit.store.points import WriteBatches, document_versions, to_point
+from m3kit.store.records import ChunkRecord
+from m3kit.store.schema import CollectionSchema
+
+__all__ = ["StoreWrites"]
+
+logger = logging.getLogger(__name__)
+
+
+class StoreWrites:
+    """The write methods of :class:`~m3kit.store.M3Store` (its base; ``M3Store`` sets these)."""
+
+    _backend: StorageBackend
+    schema: CollectionSchema
+    writer_id: str | None
+    cluster: ClusterSettings | None
+    write_lock: threading.RLock
+
+    @property
+    def heads(self) -> frozenset[Head]:
+        """The heads this collection stores."""
+        out = {Head.DENSE}
+        if self.schema.sparse:
+            out.add(Head.SPARSE)
+        if self.schema.colbert_dim is not None:
+            out.add(Head.COLBERT)
+        return frozenset(out)
+
+    def upsert(
+        self,
+        records: Iterable[ChunkRecord],
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        *,
+        replace: bool = False,
+    ) -> list[str]:
+        """Write chunks; points with the same (doc_id, chunk_index) are overwritten.
+
+        Args:
+            records: The chunks. Records of one document should come in one call (their
+                default ``doc_hash`` / ``chunk_count`` are computed over the call).
+            batch_size: Points per write request (default: the cluster settings'
+                ``write_batch_size``, else 64). With cluster settings, up to
+                ``write_parallelism`` requests are in flight at once.
+            show_progress: tqdm bar (default: on for more than one batch).
+            replace: After writing, delete each written document's other chunks (older
+                versions, or indices beyond its ``chunk_count``); also when a write request
+                fails, for the documents written before it (a document larger than one
+                request, written in part, keeps only its new chunks and is written whole by
+                the next ``add_texts``). A document's points go in one request when they fit,
+                so a failed request leaves its documents old.
+
+        Returns:
+            The point ids, in input order.
+        """
+        recs = list(records)
+        if batch_size is None:
+            batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        version = document_versions(recs)
+        points = [  # every record checked before the first write
+            to_point(self.schema, self.heads, self.writer_id, r, *version[r.doc_id]) for r in recs
+        ]
+        plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
+        show = len(plan.batches) > 1 if show_progress is None else show_progress
+        workers = min(self.cluster.write_parallelism if self.cluster else 1, len(plan.batches))
+        written: set[int] = set()  # requests that succeeded
+        with (
+            self.write_lock,
+            tqdm(total=len(plan.batches), desc="upsert", unit="batch", disable=not show) as bar,
+        ):
+            try:
+                if workers > 1:  # a server: several requests in flight
+                    self._write_parallel(plan, workers, written, bar)
+                else:
+                    for i, batch in enumerate(plan.batches):
+                        self._backend.upsert(batch)
+                        written.add(i)
+                        bar.update(1)
+            except BaseException:
+                # the documents written whole still lose their stale chunks (a shrunk
+                # document's old tail would be served), and so does a document larger than a
+                # request written in part: its new chunks stay, its old ones go, and it is
+                # incomplete (the next add_texts writes it again) but never half old; the
+                # documents of the failed request are left as they were. With parallel
+                # requests, "written" includes those that landed after the failed one.
+                if replace:
+                    started = plan.started_documents(written)
+                    try:  # logged, not raised over the write's own error
+                        self._drop_stale(started, version)
+                    except Exception:
+                        logger.exception(
+                            "a write failed, and so did deleting the stale chunks of the %d "
+                            "document(s) written before it; writing them again replaces those "
+                            "chunks",
+                            len(started),
+                        )
+                raise
+            if replace:
+                self._drop_stale(list(version), version)
+            else:
+                self._backend.finish_writes()
+        return [p.id for p in points]
+
+    def _write_parallel(
+        self, plan: WriteBatches, workers: int, written: set[int], bar: Any
+    ) -> None:
+        """Send the requests ``workers`` at a time, adding each that succeeds to ``written``.
+
+        On a failure, requests not yet sent are cancelled, those in flight are waited for
+        (and counted when they land), then the first error is raised: the caller's stale
+        cleanup then covers every request that reached the server, not only those before the
+        failed one in writing order.
+        """
+        error: BaseException | None = None
+        with ThreadPoolExecutor(workers) as pool:
+            futures = {pool.submit(self._backend.upsert, b): i for i, b in enumerate(plan.batches)}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                failure = future.exception()
+                if failure is None:
+                    written.add(futures[future])
+                    bar.update(1)
+                elif error is None:
+                    error = failure
+                    for pending in futures:
+                        pending.cancel()  # only those not started; running ones finish
+        if error is not None:
+            raise error
+
+    def _drop_stale(self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]) -> None:
+        """Make the writes so far visible, then delete each document's chunks of other
+        versions (or beyond its chunk count)."""
+        self._backend.finish_writes()
+        for doc_id in doc_ids:
+            self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
