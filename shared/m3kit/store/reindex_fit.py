@@ -61,15 +61,21 @@ def chunking_key(plan: _DocPlan) -> tuple[Any, ...]:
 
 def rounds(plans: Sequence[_DocPlan]) -> list[list[_DocPlan]]:
     """The documents in calls of one chunker: two with the same text but other spans go
-    through separate calls (its splitter looks the spans up by text)."""
+    through separate calls (its splitter looks the spans up by text). Linear in the
+    documents (a call's spans are looked up by text), since a reindex pass checks all of a
+    collection's documents at once."""
     out: list[list[_DocPlan]] = []
+    spans_of: list[dict[str, list[tuple[int, int]]]] = []  # per call: text -> its spans
     for p in plans:
-        for batch in out:
-            if all(q.text != p.text or q.spans() == p.spans() for q in batch):
+        spans = p.spans()
+        for batch, seen in zip(out, spans_of, strict=True):
+            if seen.get(p.text, spans) == spans:
                 batch.append(p)
+                seen[p.text] = spans
                 break
         else:
             out.append([p])
+            spans_of.append({p.text: spans})
     return out
 
 
