@@ -224,3 +224,27 @@ def test_oversized_plans_in_one_batch_what_chunk_plans_one_by_one(
     assert over == [[] for _ in texts]  # its own chunks always fit
     # every head late: windows hold any chunk, nothing is refused (nor tokenised)
     assert LateChunker(small, chunk_size=60, window=16).oversized(texts) == over
+
+
+def test_rounds_part_documents_whose_same_text_has_other_spans() -> None:
+    """The stored-spans splitter looks spans up by text, so one call must not hold two
+    documents with the same text and other spans; everything else shares the first call."""
+    from types import SimpleNamespace
+
+    from m3kit.store.reindex_fit import rounds
+
+    def plan(doc_id: str, text: str, spans: list[tuple[int, int]]) -> Any:
+        return SimpleNamespace(doc_id=doc_id, text=text, spans=lambda: spans)
+
+    docs = [
+        plan("a", "x y", [(0, 3)]),
+        plan("b", "x y", [(0, 1), (1, 3)]),  # same text, other spans: a second call
+        plan("c", "x y", [(0, 3)]),  # same as a: a's call
+        plan("d", "z", [(0, 1)]),
+        plan("e", "x y", [(0, 2), (2, 3)]),  # a third split of the same text
+    ]
+    assert [[p.doc_id for p in call] for call in rounds(docs)] == [
+        ["a", "c", "d"],
+        ["b"],
+        ["e"],
+    ]
