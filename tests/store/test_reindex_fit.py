@@ -230,6 +230,7 @@ def test_rounds_part_documents_whose_same_text_has_other_spans() -> None:
     """The stored-spans splitter looks spans up by text, so one call must not hold two
     documents with the same text and other spans; everything else shares the first call."""
     from types import SimpleNamespace
+    from typing import Any
 
     from m3kit.store.reindex_fit import rounds
 
