@@ -62,6 +62,7 @@ __all__ = [
     "NaiveChunker",
     "SpanPlanner",
     "as_chunker",
+    "chunks_over",
     "default_chunk_size",
     "document_token_ids",
     "text_capacity",
@@ -169,7 +170,14 @@ class SpanPlanner:
 
     def plan(self, text: str) -> ChunkPlan:
         """Tokenise ``text`` whole and cut it into chunks; every token in exactly one chunk."""
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        return self._cut(text, self.tokenizer.encode(text, add_special_tokens=False))
+
+    def plan_many(self, texts: Sequence[str]) -> list[ChunkPlan]:
+        """:meth:`plan` of each text, tokenised in one batch."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [self._cut(t, e) for t, e in zip(texts, encodings, strict=True)]
+
+    def _cut(self, text: str, enc: Any) -> ChunkPlan:
         content = np.asarray(enc.ids, dtype=np.int64)
         tok_starts = token_starts(text, enc.offsets)
         if self.splitter is None:
@@ -188,6 +196,16 @@ class SpanPlanner:
             [np.asarray(self.prefix, np.int64), content, np.asarray(self.suffix, np.int64)]
         )
         return ChunkPlan(text, ids, spans, token_bounds, content_bounds)
+
+
+def chunks_over(bounds: Sequence[tuple[int, int]], capacity: int) -> list[tuple[int, int]]:
+    """``(chunk index, text tokens)`` of each chunk (``content_bounds`` of a plan) longer than
+    ``capacity`` text tokens: what a chunker refuses to encode alone (it would be truncated).
+
+    >>> chunks_over([(0, 3), (3, 9), (9, 10)], 5)
+    [(1, 6)]
+    """
+    return [(i, b - a) for i, (a, b) in enumerate(bounds) if b - a > capacity]
 
 
 def token_starts(text: str, offsets: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64]:
@@ -267,6 +285,13 @@ class NaiveChunker:
         """The chunk character spans :meth:`chunk` uses, without encoding anything."""
         return [self._planner.plan(t).spans for t in check_texts(texts, method="spans")]
 
+    def oversized(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, ``(chunk index, text tokens)`` of each chunk :meth:`chunk` refuses as
+        longer than the model's window; tokenises only (no forward pass)."""
+        texts = check_texts(texts, method="oversized")
+        plans = self._planner.plan_many(texts)
+        return [chunks_over(plan.content_bounds, self.capacity) for plan in plans]
+
     def chunk(
         self, texts: Sequence[str], *, show_progress: bool | None = None
     ) -> list[list[Chunk]]:
@@ -279,17 +304,19 @@ class NaiveChunker:
         from m3kit.store.records import output_row  # late: the store imports this module
 
         texts = check_texts(texts, method="chunk")
-        plans = [self._planner.plan(t) for t in texts]
+        plans = self._planner.plan_many(texts)
         p = self._planner
         sequences: list[list[int]] = []
         for d, plan in enumerate(plans):
-            for c, (a, b) in enumerate(plan.content_bounds):
-                if b - a > self.capacity:
-                    raise ValueError(
-                        f"chunk {c} of text {d} is {b - a} tokens, more than the model's "
-                        f"{self.capacity}; the splitter must make smaller chunks (or use "
-                        "late chunking) so that no text is truncated"
-                    )
+            over = chunks_over(plan.content_bounds, self.capacity)
+            if over:
+                (c, n), *_ = over
+                raise ValueError(
+                    f"chunk {c} of text {d} is {n} tokens, more than the model's "
+                    f"{self.capacity}; the splitter must make smaller chunks (or use "
+                    "late chunking) so that no text is truncated"
+                )
+            for a, b in plan.content_bounds:
                 body = plan.ids[len(p.prefix) + a : len(p.prefix) + b].tolist()
                 sequences.append([*p.prefix, *body, *p.suffix])
         out = self.encoder.encode_tokenized(

@@ -70,7 +70,7 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from m3kit.chunk_spans import Span
-from m3kit.chunking import SpanPlanner, default_chunk_size, text_capacity
+from m3kit.chunking import SpanPlanner, chunks_over, default_chunk_size, text_capacity
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.late_config import (
     ChunkingConfig,
@@ -240,6 +240,17 @@ class LateChunker:
         """The chunk character spans :meth:`chunk` uses, without encoding anything."""
         return [self._plan(t).spans for t in check_texts(texts, method="spans")]
 
+    def oversized(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, ``(chunk index, text tokens)`` of each chunk :meth:`chunk` refuses: longer
+        than the model's window while a head is encoded from the chunk alone (none when every
+        head is late: windows hold any chunk). Tokenises only (no forward pass)."""
+        texts = check_texts(texts, method="oversized")
+        if not self.naive_heads:
+            return [[] for _ in texts]
+        capacity = text_capacity(self.encoder)
+        plans = self._planner.plan_many(texts)
+        return [chunks_over(plan.content_bounds, capacity) for plan in plans]
+
     def chunk(
         self, texts: Sequence[str], *, show_progress: bool | None = None
     ) -> list[list[Chunk]]:
@@ -331,15 +342,17 @@ class LateChunker:
         p, capacity = len(self._prefix), text_capacity(self.encoder)
         sequences: list[list[int]] = []
         for plan in plans:
-            for i, (a, b) in enumerate(plan.content_bounds):
-                if b - a > capacity:
-                    raise ValueError(
-                        f"chunk {i} is {b - a} tokens, more than the model's {capacity}, and "
-                        f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
-                        "vectors are encoded from the chunk alone (late_heads="
-                        f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "
-                        "pool every head late (late_heads=['dense', 'sparse', 'colbert'])"
-                    )
+            over = chunks_over(plan.content_bounds, capacity)
+            if over:
+                (i, n), *_ = over
+                raise ValueError(
+                    f"chunk {i} is {n} tokens, more than the model's {capacity}, and "
+                    f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
+                    "vectors are encoded from the chunk alone (late_heads="
+                    f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "
+                    "pool every head late (late_heads=['dense', 'sparse', 'colbert'])"
+                )
+            for a, b in plan.content_bounds:
                 body = plan.ids[p + a : p + b].tolist()
                 sequences.append([*self._prefix, *body, *self._suffix])
         heads = sorted(self.naive_heads, key=lambda h: h.value)

@@ -8,7 +8,6 @@ groups; the record says where a reindex is going (``reindex_to``) until it is do
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from m3kit.store.collection_record import _read, _write
 from m3kit.store.filters import documents_filter
 from m3kit.store.records import ChunkRecord
+from m3kit.store.reindex_fit import Chunkers, check_fit, chunking_key, rounds, stored_chunker
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_ID,
@@ -53,9 +53,10 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     Each document is rebuilt from its stored chunks: a whole document from its text, a
     late-chunked one by late chunking the joined chunk texts again over the stored spans with
     the stored window, overlap and pooling (a naively chunked one likewise, each chunk encoded
-    alone). Documents whose chunking cannot be redone (a
-    custom chunker, chunks that do not tile the text, or several chunks of unknown origin)
-    are refused before anything is written.
+    alone). Documents whose chunking cannot be redone (a custom chunker, chunks that do not
+    tile the text, or several chunks of unknown origin) or whose chunks do not fit the
+    encoder's window (:func:`~m3kit.store.reindex_fit.check_fit`) are refused before anything
+    is written.
 
     Returns:
         The number of documents re-encoded.
@@ -80,7 +81,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
-    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]] = {}
+    chunkers: Chunkers = {}
     total = 0
     for attempt in range(_PASSES):
         # Documents with at least one point not written by the target encoder (all of each
@@ -92,6 +93,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         plans = _plans(store, todo)
         todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
         _check_plans(plans)
+        check_fit(index, [plans[d] for d in todo], chunkers, started=attempt > 0)
         if attempt == 0:
             _write(store, stored or target, target)
         logger.info(
@@ -125,7 +127,7 @@ def _reencode(
     index: M3Index,
     todo: list[str],
     plans: Mapping[str, _DocPlan],
-    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]],
+    chunkers: Chunkers,
     show_progress: bool | None,
 ) -> int:
     """Re-encode and write ``todo`` in groups; a document changed or deleted since it was
@@ -262,45 +264,19 @@ def _check_plans(plans: Mapping[str, _DocPlan]) -> None:
 def _encode(
     index: M3Index,
     group: Sequence[_DocPlan],
-    chunkers: dict[tuple[Any, ...], tuple[Any, _StoredSpans]],
+    chunkers: Chunkers,
 ) -> list[ChunkRecord]:
     """New records of a group of documents, made the way ``add_texts`` makes them."""
     by_config: dict[tuple[Any, ...], list[_DocPlan]] = defaultdict(list)
     for p in group:
-        c = p.chunking or {}
-        key: tuple[Any, ...]
-        if c.get("kind") == "late":
-            heads = c.get("late_heads")
-            key = (
-                "late",
-                c.get("window"),
-                c.get("overlap"),
-                c.get("dense_pooling", "mean"),
-                c.get("placement", "chunks"),  # recorded since issue #19; before: chunks
-                None if heads is None else tuple(heads),
-            )
-        else:
-            key = (str(c.get("kind")),)  # whole or naive (others were refused up front)
-        by_config[key].append(p)
+        by_config[chunking_key(p)].append(p)
     records: list[ChunkRecord] = []
     for key, plans in by_config.items():
         if key == ("whole",):
             records.extend(_encode_whole(index, plans))
             continue
-        if key not in chunkers:
-            lookup = _StoredSpans()
-            chunkers[key] = (_chunker(index, key, lookup), lookup)
-        chunker, lookup = chunkers[key]
-        # Two documents with the same text but other spans go through separate calls.
-        rounds: list[list[_DocPlan]] = []
-        for p in plans:
-            for batch in rounds:
-                if all(q.text != p.text or q.spans() == p.spans() for q in batch):
-                    batch.append(p)
-                    break
-            else:
-                rounds.append([p])
-        for batch in rounds:
+        chunker, lookup = stored_chunker(index, key, chunkers)
+        for batch in rounds(plans):
             lookup.spans = {p.text: p.spans() for p in batch}
             records.extend(index._records([p.as_doc() for p in batch], chunker, False)[0])
     return records
@@ -326,34 +302,3 @@ def _encode_whole(index: M3Index, plans: Sequence[_DocPlan]) -> list[ChunkRecord
         else dataclasses.replace(r, text=p.text, end=len(p.text), encoded_text=p.encoded_text)
         for r in records
     ]
-
-
-def _chunker(index: M3Index, key: tuple[Any, ...], lookup: _StoredSpans) -> Any:
-    """A chunker of the stored kind and settings that cuts each text at its stored spans."""
-    if key[0] == "naive":  # m3kit.chunking.NaiveChunker
-        return importlib.import_module("m3kit.chunking").NaiveChunker(
-            index.encoder, splitter=lookup
-        )
-    from m3kit.late_chunking import LateChunker
-
-    _, window, overlap, pooling, placement, heads = key
-    return LateChunker(
-        index.encoder,
-        splitter=lookup,
-        window=window,
-        overlap=overlap,
-        # before issue #19 every head was late but dense with dense_pooling="naive"
-        dense_pooling=pooling if heads is None else None,
-        late_heads=heads,
-        placement=placement,
-    )
-
-
-class _StoredSpans:
-    """A splitter giving each document its stored spans (looked up by text)."""
-
-    def __init__(self) -> None:
-        self.spans: dict[str, list[tuple[int, int]]] = {}
-
-    def __call__(self, text: str) -> list[tuple[int, int]]:
-        return self.spans[text]
