@@ -9,6 +9,7 @@ written whole before the failure kept serving its old tail.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -121,3 +122,90 @@ def test_parallel_requests_that_land_after_the_failed_one_lose_their_stale_chunk
     stored = stored_texts(index)
     assert stored["A"] == [f"old A chunk {i}" for i in range(3)]  # wholly the old version
     assert stored["B"] == [f"new B chunk {i}" for i in range(2)]  # no stale tail served
+
+
+def _shrinking(encoder: Any, docs: str, tag: str, n: int) -> list[ChunkRecord]:
+    return [r for d in docs for r in _records(encoder, d, tag, n)]
+
+
+def test_parallel_requests_still_in_flight_when_one_fails_are_waited_for(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's request fails first; B's, in flight, lands afterwards: its document is cleaned too.
+    Every document ends wholly old or wholly new without a stale tail, whichever of the
+    later requests a worker had already picked up."""
+    index = open_index(tiny_encoder)
+    store = index.store
+    store.upsert(_shrinking(tiny_encoder, "ABCD", "old", 4))
+    backend = store._backend
+    real_upsert = backend.upsert
+    lock = threading.Lock()
+    a_failed = threading.Event()
+
+    def upsert(points: Any) -> None:
+        doc = points[0].payload["doc_id"]
+        if doc == "A":
+            a_failed.set()
+            raise ConnectionError("server went away")
+        if doc == "B":
+            assert a_failed.wait(10)
+            time.sleep(0.2)  # lands well after A's error reached the writer
+        with lock:
+            real_upsert(points)
+
+    monkeypatch.setattr(backend, "upsert", upsert)
+    monkeypatch.setattr(store, "cluster", ClusterSettings(write_parallelism=2))
+    with pytest.raises(ConnectionError):
+        store.upsert(_shrinking(tiny_encoder, "ABCD", "new", 2), batch_size=2, replace=True)
+    stored = stored_texts(index)
+    assert stored["A"] == [f"old A chunk {i}" for i in range(4)]
+    assert stored["B"] == [f"new B chunk {i}" for i in range(2)]  # waited for and cleaned
+    for doc in "CD":  # sent or cancelled, depending on the race with A's worker
+        assert stored[doc] in (
+            [f"old {doc} chunk {i}" for i in range(4)],
+            [f"new {doc} chunk {i}" for i in range(2)],
+        )
+
+
+def test_interrupted_parallel_write_sends_nothing_more_and_cleans_what_landed(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while requests are in flight: the queued ones are never sent, and the two in
+    flight land and lose their stale chunks before the interrupt propagates."""
+    from m3kit.store import store_writes
+
+    index = open_index(tiny_encoder)
+    store = index.store
+    store.upsert(_shrinking(tiny_encoder, "ABCD", "old", 4))
+    backend = store._backend
+    real_upsert = backend.upsert
+    lock = threading.Lock()
+    sent: list[str] = []
+    two_in_flight = threading.Barrier(3)  # both workers and the interrupting main thread
+    release = threading.Event()
+
+    def upsert(points: Any) -> None:
+        with lock:
+            sent.append(points[0].payload["doc_id"])
+        two_in_flight.wait(10)
+        assert release.wait(10)
+        with lock:
+            real_upsert(points)
+
+    def interrupted(futures: Any) -> Any:
+        two_in_flight.wait(10)  # both workers are inside a request
+        threading.Timer(0.3, release.set).start()  # they land after the interrupt
+        raise KeyboardInterrupt
+        yield  # a generator, like as_completed
+
+    monkeypatch.setattr(backend, "upsert", upsert)
+    monkeypatch.setattr(store, "cluster", ClusterSettings(write_parallelism=2))
+    monkeypatch.setattr(store_writes, "as_completed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.upsert(_shrinking(tiny_encoder, "ABCD", "new", 2), batch_size=2, replace=True)
+    assert sorted(sent) == ["A", "B"]  # C's and D's requests were cancelled, never sent
+    stored = stored_texts(index)
+    for doc in "AB":
+        assert stored[doc] == [f"new {doc} chunk {i}" for i in range(2)]
+    for doc in "CD":
+        assert stored[doc] == [f"old {doc} chunk {i}" for i in range(4)]

@@ -249,3 +249,34 @@ def test_rounds_part_documents_whose_same_text_has_other_spans() -> None:
         ["b"],
         ["e"],
     ]
+
+
+def test_a_refusal_while_a_reindex_is_pending_says_it_stays_pending(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    path_b: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interrupted reindex has written already: a later one refused by the check leaves it
+    pending, and the error says so instead of "Nothing was written"."""
+    from tests.reliability.killing import FailingEncoder
+
+    _fill(enc_a, tmp_path, "edge", NaiveChunker(enc_a, chunk_size=20))
+    monkeypatch.setattr(M3Index, "write_group", 2)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        M3Index.open(
+            FailingEncoder(enc_b, 2),  # type: ignore[arg-type]
+            tmp_path,
+            collection="c",
+            backend="edge",
+            reindex=True,
+        )
+    small = M3Encoder.from_pretrained(path_b, dtype="fp32", max_length=16)
+    with pytest.raises(ValueError) as err:
+        M3Index.open(small, tmp_path, collection="c", backend="edge", reindex=True)
+    msg = str(err.value)
+    assert "the reindex stays pending" in msg and "Nothing was written" not in msg, msg
+    with M3Index.open(enc_b, tmp_path, collection="c", backend="edge", reindex=True) as index:
+        assert "reindex_to" not in index.store.collection_metadata()  # finished as before
+        assert _stamps(index) == {index.fingerprint.identity}

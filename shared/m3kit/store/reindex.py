@@ -93,7 +93,10 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         plans = _plans(store, todo)
         todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
         _check_plans(plans)
-        check_fit(index, [plans[d] for d in todo], chunkers, started=attempt > 0)
+        # an interrupted reindex (to this encoder or another) has written already: its
+        # record stays pending whatever this check decides
+        started = attempt > 0 or pending is not None
+        check_fit(index, [plans[d] for d in todo], chunkers, started=started)
         if attempt == 0:
             _write(store, stored or target, target)
         logger.info(

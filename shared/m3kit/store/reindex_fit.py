@@ -120,7 +120,8 @@ def check_fit(
     index: M3Index, plans: Sequence[_DocPlan], chunkers: Chunkers, *, started: bool
 ) -> None:
     """Refuse, before a reindex pass writes, documents whose stored chunks ``index``'s
-    encoder cannot take (see the module's docstring); ``started``: earlier passes wrote.
+    encoder cannot take (see the module's docstring); ``started``: earlier passes, or an
+    interrupted reindex, wrote.
 
     Raises:
         ValueError: One error naming up to five of them (chunk, tokens and the model's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,8 +34,6 @@ from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
-
-logger = logging.getLogger(__name__)
 
 
 class M3Store(StoreWrites, StoreSearch, StoreReads):

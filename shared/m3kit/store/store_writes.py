@@ -66,10 +66,11 @@ class StoreWrites:
             show_progress: tqdm bar (default: on for more than one batch).
             replace: After writing, delete each written document's other chunks (older
                 versions, or indices beyond its ``chunk_count``); also when a write request
-                fails, for the documents written before it (a document larger than one
-                request, written in part, keeps only its new chunks and is written whole by
-                the next ``add_texts``). A document's points go in one request when they fit,
-                so a failed request leaves its documents old.
+                fails, for the documents of every request that succeeded (with parallel
+                requests, also those that landed after the failed one). A document larger
+                than one request, written in part, keeps only its new chunks and is written
+                whole by the next ``add_texts``. A document's points go in one request when
+                they fit, so a failed request leaves its documents old.
 
         Returns:
             The point ids, in input order.
@@ -132,24 +133,40 @@ class StoreWrites:
         On a failure, requests not yet sent are cancelled, those in flight are waited for
         (and counted when they land), then the first error is raised: the caller's stale
         cleanup then covers every request that reached the server, not only those before the
-        failed one in writing order.
+        failed one in writing order. An interruption here (Ctrl-C) does the same: nothing more
+        is sent, and what was in flight is waited for and counted.
         """
-        error: BaseException | None = None
+        errors: list[BaseException] = []
         with ThreadPoolExecutor(workers) as pool:
             futures = {pool.submit(self._backend.upsert, b): i for i, b in enumerate(plan.batches)}
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue
-                failure = future.exception()
-                if failure is None:
-                    written.add(futures[future])
-                    bar.update(1)
-                elif error is None:
-                    error = failure
+            try:
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
+                    failure = future.exception()
+                    if failure is None:
+                        written.add(futures[future])
+                        bar.update(1)
+                        continue
+                    errors.append(failure)
                     for pending in futures:
                         pending.cancel()  # only those not started; running ones finish
-        if error is not None:
-            raise error
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                written.update(
+                    i
+                    for f, i in futures.items()
+                    if f.done() and not f.cancelled() and f.exception() is None
+                )
+                raise
+        if errors:
+            if len(errors) > 1:
+                logger.warning(
+                    "%d more write request(s) in flight failed too: %s",
+                    len(errors) - 1,
+                    "; ".join(repr(e) for e in errors[1:4]),
+                )
+            raise errors[0]
 
     def _drop_stale(self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]) -> None:
         """Make the writes so far visible, then delete each document's chunks of other
