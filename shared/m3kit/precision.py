@@ -1,17 +1,9 @@
 """Numeric precision of the encoder's forward pass: options, the ``auto`` choice, and setup.
 
-Measured with ``python benchmarks/encode.py --repeats 2`` on 2 shared AMD EPYC cores with
-AVX-512 BF16 (32 SQuAD passages of 256 tokens; ranges over two full runs; latest results in
-``benchmarks/results/encode.md``):
-
-=================  ===========================  ==================  =====================
-precision          BGE-M3 shape, 3 heads:       MiniLM (real        MiniLM dense cosine
-                   speed vs fp32 (vs FlagEmb.)  weights) vs fp32    to fp32 (min / mean)
-=================  ===========================  ==================  =====================
-bf16 (weights)     3.3-3.6x (5.9-6.3x)          1.8-1.95x           0.99993 / 0.99995
-bf16-autocast      2.7-3.0x (4.9-5.1x)          1.4-1.8x            0.99998 / 0.99998
-int8 (dynamic)     3.2x (6.2x), one run         2.0x                0.980 / 0.985 (lossy)
-=================  ===========================  ==================  =====================
+Where bf16 is native, bf16 weights are the fastest exact-enough option measured (dense cosine to
+fp32 above 0.9999 on real MiniLM weights); bf16-autocast is slower, and dynamic int8 changes the
+vectors (cosine about 0.98). The measured speeds, per CPU, are in the README's *Speed* section
+and ``benchmarks/results/encode*.md`` (kept there, not here, so they do not go stale).
 
 So ``auto`` means bf16 weights where bf16 is native, fp16 on older GPUs, else fp32; int8 is
 opt-in only.
