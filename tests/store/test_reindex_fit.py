@@ -21,21 +21,13 @@ from m3kit.store import M3Index
 from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import assert_same_points
 
+from . import test_fingerprint as fingerprint_tests
 from .test_fingerprint import _points, _stamps
 
-# sorted ids: the whole documents come first, so a reindex in groups of two used to write
-# them before it reached a long document
-WHOLE = {
-    "a": "Oxygen is a chemical element with symbol O.",
-    "b": "Berlin is the capital of Germany.",
-    "c": "Nikola Tesla was an inventor.",
-}
-LONG = {
-    "long1": " ".join(
-        f"Sentence {i} is about the Amazon rainforest and its rivers." for i in range(9)
-    ),
-    "long2": " ".join(f"Part {i}: late chunking pools token vectors per chunk." for i in range(7)),
-}
+# test_fingerprint's documents under ids that sort the whole ones first, so a reindex in
+# groups of two used to write them before it reached a long document
+WHOLE = dict(zip("abc", fingerprint_tests.WHOLE.values(), strict=True))
+LONG = dict(zip(("long1", "long2"), fingerprint_tests.LONG.values(), strict=True))
 
 
 def _fill(encoder: M3Encoder, where: Path, backend: str, chunker: object) -> tuple[dict, dict]:
@@ -257,6 +249,7 @@ def test_a_refusal_while_a_reindex_is_pending_says_it_stays_pending(
     path_b: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An interrupted reindex has written already: a later one refused by the check leaves it
     pending, and the error says so instead of "Nothing was written"."""
@@ -273,10 +266,14 @@ def test_a_refusal_while_a_reindex_is_pending_says_it_stays_pending(
             reindex=True,
         )
     small = M3Encoder.from_pretrained(path_b, dtype="fp32", max_length=16)
-    with pytest.raises(ValueError) as err:
+    with (
+        caplog.at_level(logging.WARNING, logger="m3kit.store.reindex"),
+        pytest.raises(ValueError) as err,
+    ):
         M3Index.open(small, tmp_path, collection="c", backend="edge", reindex=True)
     msg = str(err.value)
     assert "the reindex stays pending" in msg and "Nothing was written" not in msg, msg
+    assert "is replaced by" not in caplog.text  # the refused reindex replaced nothing
     with M3Index.open(enc_b, tmp_path, collection="c", backend="edge", reindex=True) as index:
         assert "reindex_to" not in index.store.collection_metadata()  # finished as before
         assert _stamps(index) == {index.fingerprint.identity}

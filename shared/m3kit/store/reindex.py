@@ -63,13 +63,6 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     """
     store, target = index.store, index.fingerprint
     stored, pending = _read(store)
-    if pending is not None and not pending.same_encoder(target):
-        logger.warning(
-            "collection %r: an interrupted reindex to %s is replaced by one to %s",
-            store.collection,
-            pending.describe(),
-            target.describe(),
-        )
     done = [target.identity]
     if pending is not None and pending.architecture is None and pending.same_encoder(target):
         # a reindex an m3kit before config.json settings started: its points carry the
@@ -98,6 +91,14 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         started = attempt > 0 or pending is not None
         check_fit(index, [plans[d] for d in todo], chunkers, started=started)
         if attempt == 0:
+            if pending is not None and not pending.same_encoder(target):
+                # said only once the checks passed: a refused reindex replaces nothing
+                logger.warning(
+                    "collection %r: an interrupted reindex to %s is replaced by one to %s",
+                    store.collection,
+                    pending.describe(),
+                    target.describe(),
+                )
             _write(store, stored or target, target)
         logger.info(
             "reindexing %d document(s) of %r with %s%s",
