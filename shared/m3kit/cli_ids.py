@@ -4,7 +4,8 @@ Split from :mod:`m3kit.cli`. Within one run, :func:`m3kit.sources.read_sources` 
 two rows give. Across runs the collection holds the first file's document under that id, and
 writing the second would replace it silently (or delete it, for a row read empty);
 :func:`check_ids_of_other_files` refuses that too, unless the first file no longer gives the
-id (the row moved, or the file is gone): then the write is an update.
+id (the row moved, or the file is gone): then the write is an update. A ``.txt`` / ``.md``
+file gives one id, its absolute path, which a jsonl row can give too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["check_ids_of_other_files"]
 
 def check_ids_of_other_files(store: M3Store, read: SourceRead) -> None:
     """Refuse to write (or delete, for a row read empty) a row id the collection holds from
-    another jsonl file that still has it.
+    another file that still has it (a jsonl row, or a ``.txt`` / ``.md`` file whose path it is).
 
     Only the ids of rows read with their own ``_id`` / ``id``, and of documents read empty,
     are looked up (by id); a stored document whose file was read in this run is that file's.
@@ -34,8 +35,7 @@ def check_ids_of_other_files(store: M3Store, read: SourceRead) -> None:
 
     Raises:
         ValueError: A stored document has the id of a row read now, was read from another
-            jsonl file not read now, and that file still has a row with that id; the message
-            names both rows.
+            file not read now, and that file still gives that id; the message names both.
     """
     ids = [d.doc_id for d in read.documents if explicit_id_file(d) is not None] + read.empty
     if not ids:
@@ -43,20 +43,24 @@ def check_ids_of_other_files(store: M3Store, read: SourceRead) -> None:
     read_now = {str(f) for f in read.files}
     clash = _first_clash(store.document_metadata(ids), read_now)
     if clash is not None:
-        doc_id, before = clash
+        doc_id, before, other = clash
         now = next(r[doc_id] for f in sorted(read_now) if doc_id in (r := _rows_of(f)))
-        other = before.rpartition(":")[0]
-        raise ValueError(
-            f"document id {doc_id!r} appears twice ({before}, indexed before, and {now}); "
+        hint = (
             f"give the rows unique ids, or remove the row from {other} if it moved"
+            if _is_jsonl(other)
+            else "give the row another id (a .txt / .md file's id is its absolute path)"
+        )
+        raise ValueError(
+            f"document id {doc_id!r} appears twice ({before}, indexed before, and {now}); {hint}"
         )
 
 
 def _first_clash(
     stored: Mapping[str, Mapping[str, Any]], read_now: Set[str]
-) -> tuple[str, str] | None:
-    """The first stored id another existing jsonl file, not read now, still gives, with that
-    row (``"<path>:<line>"``); ``None`` if there is none.
+) -> tuple[str, str, str] | None:
+    """The first stored id another existing file, not read now, still gives, with that row
+    (``"<path>:<line>"``, or the path of a ``.txt`` / ``.md`` file) and that file; ``None`` if
+    there is none.
 
     Args:
         stored: ``{doc_id: metadata}`` of the stored documents with the ids read now.
@@ -68,12 +72,17 @@ def _first_clash(
         if other is None or other in read_now or not os.path.isfile(other):
             continue
         if other not in rows:
-            rows[other] = row_origins(other)
+            rows[other] = _rows_of(other)
         if doc_id in rows[other]:
-            return doc_id, rows[other][doc_id]
+            return doc_id, rows[other][doc_id], other
     return None
 
 
 def _rows_of(file: str) -> dict[str, str]:
-    """:func:`~m3kit.sources.row_origins` of a jsonl file; ``{}`` for another file."""
-    return row_origins(file) if file.lower().endswith(".jsonl") else {}
+    """``{doc_id: "<path>:<line>"}`` of a jsonl file (:func:`~m3kit.sources.row_origins`);
+    ``{path: path}`` of a ``.txt`` / ``.md`` file (its one id, read as text, not as rows)."""
+    return row_origins(file) if _is_jsonl(file) else {file: file}
+
+
+def _is_jsonl(file: str) -> bool:
+    return file.lower().endswith(".jsonl")

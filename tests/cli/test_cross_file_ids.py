@@ -93,3 +93,29 @@ def test_an_emptied_row_does_not_delete_another_files_document(
     _rows(cities, {"id": 0, "text": " "}, CITIES[1])
     assert index_run(capsys, store, tiny_m3_path, cities)[0] == 0
     assert stored_texts(store, tiny_m3_path) == {"1": CITIES[1]["text"]}
+
+
+def test_a_row_id_that_is_an_indexed_files_path(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .txt/.md file's id is its absolute path; a jsonl row that gives the same id clashes
+    with it as with another file's row (the file was read as jsonl: 'not valid JSON')."""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    note = docs / "a.md"
+    note.write_text("# Berlin\nBerlin is the capital.", encoding="utf-8")
+    note = note.resolve()
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
+    rows = _rows(tmp_path / "rows.jsonl", {"_id": str(note), "text": "Paris."}).resolve()
+    code, out = index_run(capsys, store, tiny_m3_path, rows)
+    assert code == 1, out
+    assert f"document id {str(note)!r} appears twice ({note}, indexed before, and {rows}:1)" in out
+    assert stored_texts(store, tiny_m3_path) == {str(note): "# Berlin\nBerlin is the capital."}
+    # the other way round: the row indexed first, then the file read empty
+    note.unlink()
+    assert index_run(capsys, store, tiny_m3_path, rows)[0] == 0
+    note.write_text(" ", encoding="utf-8")
+    code, out = index_run(capsys, store, tiny_m3_path, docs)
+    assert code == 1, out
+    assert f"document id {str(note)!r} appears twice ({rows}:1, indexed before, and {note})" in out
+    assert stored_texts(store, tiny_m3_path) == {str(note): "Paris."}
