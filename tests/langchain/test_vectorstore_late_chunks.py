@@ -279,9 +279,17 @@ async def test_async_add_keeps_carried_vectors(
     assert encoded == [] and len(written) == len(ids) == len(chunks)
 
 
+@pytest.fixture(params=["edge", "client"])
+def any_store(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
+    s = M3VectorStore.open(tiny_encoder, ":memory:", backend=request.param)
+    yield s
+    s.close()
+
+
 def test_read_back_chunks_keep_their_late_vectors(
-    splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+    splitter: M3LateChunkingSplitter, any_store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = any_store
     # a splitter chunk is stored without its marker, so get_by_ids / a search return it as a
     # plain Document: added back (LangChain's upsert) it was encoded on its own text, its
     # late-chunked vectors replaced with context-free ones, even when nothing had changed
