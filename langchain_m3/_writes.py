@@ -10,7 +10,9 @@ this module only sorts the documents into ``add_texts`` calls:
   vectors they carry, each as a one-chunk document (their version includes the splitter's
   signature and a hash of their source text, so a re-split source re-writes them). A marked
   document whose vectors are gone, made by another model, or whose text was edited after
-  splitting raises ``ValueError``: it is never silently encoded alone.
+  splitting raises ``ValueError``: it is never silently encoded alone. Such a chunk read back
+  from the store (marker dropped) and added again unchanged is kept as stored; with other
+  metadata it raises ``ValueError`` (written plain it would be encoded alone).
 """
 
 from __future__ import annotations
@@ -37,9 +39,14 @@ from m3kit.outputs import Chunk, Head
 from m3kit.store import M3Index
 from m3kit.store.documents import content_doc_id
 from m3kit.store.index_inputs import versioned_documents
-from m3kit.store.schema import CHUNK_COUNT, point_id
+from m3kit.store.points import plain_json
+from m3kit.store.schema import CHUNK_COUNT, CHUNKING, METADATA, PAGE_CONTENT, point_id
 
 __all__ = ["checked_chunk", "same_model", "write_documents"]
+
+#: How the version of a splitter chunk's write names its chunking (stored in its ``chunking``).
+_CARRIED = "langchain_m3.late_chunk("
+_LOOKUP_BATCH = 256  # point ids per lookup
 
 
 @dataclass(frozen=True)
@@ -109,8 +116,12 @@ def write_documents(
     _check_duplicates(entries)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    kept = _read_back_late_chunks(index, entries)
     out = [""] * len(entries)
-    groups = _groups(entries)
+    for e in entries:
+        if e.position in kept:
+            out[e.position] = str(e.doc_id)
+    groups = _groups([e for e in entries if e.position not in kept])
     if batch_size is not None:
         groups = [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
     for group in groups:
@@ -202,6 +213,51 @@ def _refuse_read_back_chunks(index: M3Index, docs: list[Document], ids: list[str
             )
 
 
+def _read_back_late_chunks(index: M3Index, entries: list[_Entry]) -> set[int]:
+    """Positions of plain documents that are stored splitter chunks as the store returns them,
+    unchanged: kept as stored.
+
+    A chunk from ``M3LateChunkingSplitter`` is stored with vectors pooled from its whole
+    source document and without its marker, so ``get_by_ids`` and searches return it as a
+    plain ``Document``. Written as one, it would be encoded on its own text (its version is
+    not the carried one), replacing those vectors with context-free ones. The same text and
+    metadata are kept as stored; the same text with other metadata is refused (a new text
+    under its id is an edit, encoded as any document is).
+
+    Raises:
+        ValueError: A stored splitter chunk's text with other metadata.
+    """
+    wanted: dict[str, list[_Entry]] = defaultdict(list)
+    for e in entries:
+        if e.signature is None and e.doc_id is not None:
+            wanted[point_id(e.doc_id, 0)].append(e)
+    pids = list(wanted)
+    stored: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(pids), _LOOKUP_BATCH):
+        stored.update(index.store.points(pids[start : start + _LOOKUP_BATCH]))
+    kept: set[int] = set()
+    for pid, payload in stored.items():
+        chunking = payload.get(CHUNKING)
+        signature = chunking.get("signature") if isinstance(chunking, dict) else None
+        if payload.get(CHUNK_COUNT) != 1 or not str(signature).startswith(_CARRIED):
+            continue
+        for e in wanted[pid]:
+            if payload.get(PAGE_CONTENT) != e.text:
+                continue
+            if payload.get(METADATA) == plain_json(e.metadata, f"documents[{e.position}]"):
+                kept.add(e.position)
+                continue
+            raise ValueError(
+                f"documents[{e.position}] is the stored chunk {e.doc_id!r} of "
+                "M3LateChunkingSplitter (its vectors pooled from its whole source document), "
+                "as the store returns it, with other metadata; written as a plain document it "
+                "would be encoded on its own text, replacing those vectors with context-free "
+                "ones. Split its source document again and add those chunks (with the "
+                f"metadata you want), or delete {e.doc_id!r} first to store it as a plain text."
+            )
+    return kept
+
+
 def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> _Entry:
     metadata = dict(doc.metadata)
     if not is_late_chunk(doc):
@@ -219,9 +275,9 @@ def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> 
         doc_id = content_doc_id(doc.page_content, {**metadata, LATE_CHUNK_KEY: place})
         legacy = content_doc_id(doc.page_content, metadata)
     signature = (
-        f"langchain_m3.late_chunk({marker.get('chunker')}, source={marker.get('source')})"
+        f"{_CARRIED}{marker.get('chunker')}, source={marker.get('source')})"
         if isinstance(marker, dict)
-        else f"langchain_m3.late_chunk({marker!r})"
+        else f"{_CARRIED}{marker!r})"
     )
     return _Entry(position, doc_id, doc.page_content, metadata, signature, chunk, legacy)
 

@@ -277,3 +277,40 @@ async def test_async_add_keeps_carried_vectors(
     encoded, written = _spy(store, monkeypatch)
     ids = await store.aadd_documents(chunks)
     assert encoded == [] and len(written) == len(ids) == len(chunks)
+
+
+@pytest.fixture(params=["edge", "client"])
+def any_store(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
+    s = M3VectorStore.open(tiny_encoder, ":memory:", backend=request.param)
+    yield s
+    s.close()
+
+
+def test_read_back_chunks_keep_their_late_vectors(
+    splitter: M3LateChunkingSplitter, any_store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = any_store
+    # a splitter chunk is stored without its marker, so get_by_ids / a search return it as a
+    # plain Document: added back (LangChain's upsert) it was encoded on its own text, its
+    # late-chunked vectors replaced with context-free ones, even when nothing had changed
+    chunks = splitter.split_documents([Document(TEXT, metadata={"src": "a"})])
+    ids = store.add_documents(chunks)
+    back = store.get_by_ids(ids[1:3])
+    assert not any(is_late_chunk(d) for d in back)
+    encoded, written = _spy(store, monkeypatch)
+    assert store.add_documents(back) == ids[1:3]  # unchanged: kept as stored
+    assert encoded == [] and written == []
+    late = late_chunk_vectors(chunks[1]).dense.tolist()
+    (hit, score), *_ = store.similarity_search_with_score_by_vector(late, k=1)
+    assert hit.id == ids[1] and score == pytest.approx(1.0, abs=1e-5)
+    edited = back[0].model_copy(update={"metadata": {**back[0].metadata, "tag": "x"}})
+    with pytest.raises(ValueError, match="encoded on its own text"):
+        store.add_documents([edited])
+    with pytest.raises(ValueError, match="encoded on its own text"):  # the retriever's shape
+        M3Retriever(index=store.index).add_documents(
+            M3Retriever(index=store.index, k=1).invoke(chunks[1].page_content)
+        )
+    assert written == []  # (the search encoded its query)
+    # a new text under a chunk's id is an edit: encoded (on its own, there is no source)
+    store.add_documents([Document("A new text.", id=ids[1])])
+    assert [d.page_content for d in store.get_by_ids([ids[1]])] == ["A new text."]
