@@ -25,12 +25,22 @@ from m3kit.store.filters import (
 from m3kit.store.plan import RawHit, StorageBackend
 from m3kit.store.query import HIT_KEYS, to_hit
 from m3kit.store.records import Hit
-from m3kit.store.schema import CHUNK_COUNT, CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, METADATA
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNK_ID,
+    CHUNK_INDEX,
+    DOC_HASH,
+    DOC_ID,
+    ENCODED_TEXT,
+    METADATA,
+)
 
 __all__ = ["StoreReads"]
 
 _DOC_BATCH = 256  # documents per lookup filter
-_READ_KEYS = HIT_KEYS  # payload keys read back by points() and find()
+# payload keys read back by points() and find(): a hit's, and the text its vectors were
+# encoded on where the writer recorded one (a writer checks it before skipping a chunk)
+_READ_KEYS = (*HIT_KEYS, ENCODED_TEXT)
 
 
 class StoreReads:
