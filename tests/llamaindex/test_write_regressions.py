@@ -204,3 +204,29 @@ def test_a_document_parsed_again_with_other_embedded_metadata_is_encoded_again(
     assert _stored_encodes(store.client, first.text)
     (back,) = store.get_nodes(filters=None)
     assert back.get_content(MetadataMode.EMBED) == first.text
+
+
+def test_retriever_unchanged_document_takes_the_latest_node_ids_and_fields(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """A document parsed again (new random node ids, other node fields), unchanged otherwise:
+    skipped without encoding, but retrieve returns the ids add_nodes returned (it returned the
+    first parse's ids, and the first parse's relationships and hidden keys)."""
+
+    def parse(prefix: str) -> list[TextNode]:
+        nodes = [
+            _node(t, "doc-r", i, f"{prefix}-{i}")
+            for i, t in enumerate(["Oxygen is a gas.", "Iron is a metal."])
+        ]
+        nodes[0].relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id=f"{prefix}-1")
+        return nodes
+
+    with M3Retriever.open(tiny_encoder, similarity_top_k=2) as r:
+        r.add_nodes(parse("old"))
+        again = parse("new")
+        again[1].excluded_llm_metadata_keys.append("section")
+        assert r.add_nodes(again) == ["new-0", "new-1"] and r.index.count() == 2
+        got = {h.node.node_id: h.node for h in r.retrieve("Oxygen is a gas.")}
+        assert sorted(got) == ["new-0", "new-1"]
+        assert got["new-0"].next_node is not None and got["new-0"].next_node.node_id == "new-1"
+        assert "section" in got["new-1"].excluded_llm_metadata_keys
