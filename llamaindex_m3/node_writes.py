@@ -19,9 +19,12 @@ The mapping keeps the one collection layout every m3kit reader shares:
   :meth:`~m3kit.store.M3Store.upsert`); nodes of the stored version are added to it, because
   ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. A node
   already stored (same text, span and metadata) is not encoded or written again, so adding the
-  same nodes twice stores nothing new; when it comes under a new node id (each parse draws new
-  ones), the stored chunk takes that id and the node's relationships
-  (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it. Distinct
+  same nodes twice stores nothing new; the stored chunk takes the node's id (each parse draws
+  new ones) and its relationships, hidden keys and templates
+  (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it and it
+  reads back as the latest node. A node whose encoded text changed (a metadata key hidden from
+  or shown to the embedding model, another template or ``text_instruction``) is encoded
+  again, in place of the stored chunk it matches. Distinct
   nodes of equal content (HierarchicalNodeParser's parent and leaf of a short text) are
   distinct chunks: a stored chunk is taken over by one node of a write at most, and never by
   a node it is related to (parent, child, neighbour: the same parse).
@@ -63,6 +66,7 @@ from m3kit.store.schema import (
     CHUNK_ID,
     CHUNK_INDEX,
     DOC_HASH,
+    ENCODED_TEXT,
     END,
     EXTRA,
     METADATA,
@@ -143,6 +147,8 @@ class _Doc:
     key_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> identity
     meta_at: dict[int, dict[str, Any]] = field(default_factory=dict)  # stored metadata
     related_at: dict[int, set[str]] = field(default_factory=dict)  # ids its relations name
+    encoded_at: dict[int, str | None] = field(default_factory=dict)  # stored encoded_text
+    extra_at: dict[int, Any] = field(default_factory=dict)  # stored node fields (extra)
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
     by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
     points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
@@ -218,6 +224,8 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         doc.related_at[chunk_index] = _related_ids(
             extra.get("relationships") if isinstance(extra, dict) else None
         )
+        doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
+        doc.extra_at[chunk_index] = extra
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
         if payload.get(CHUNK_ID) is not None:
             doc.set_id(chunk_index, str(payload[CHUNK_ID]))
@@ -317,6 +325,7 @@ def write_nodes(
     new: list[tuple[str, int, BaseNode]] = []
     stored_of: dict[int, StoredChunk | None] = {}  # id(node) -> the chunk its id names
     relabel: dict[tuple[str, int], BaseNode] = {}  # (doc id, chunk index) -> node renaming it
+    refresh: dict[tuple[str, int], BaseNode] = {}  # ... -> node of its id with other fields
     for doc_id, doc in docs.items():
         claimed: set[int] = set()  # stored chunks a node of this call has matched
         # first the nodes naming a stored chunk (by node id or point id), then the others
@@ -326,15 +335,25 @@ def write_nodes(
             stored = doc.chunk(at)
             stored_of[id(node)] = stored
             key = _node_identity(node, stored)
+            encoded_on = _encoded_text(node, text_instruction)
             if at is not None and doc.key_at.get(at) == key:  # stored unchanged under its id
                 claimed.add(at)
+                if doc.encoded_at.get(at) != encoded_on:  # but encoded on other text: again
+                    new.append((doc_id, at, node))
+                    doc.encoded_at[at] = encoded_on
+                elif doc.extra_at.get(at) != node_extra(node, stored):  # other node fields
+                    refresh[(doc_id, at)] = node
                 continue
             if at is None:  # stored unchanged under another node id: the chunk takes this one
                 same = _same_chunk(doc, key, node, claimed)
                 if same is not None:
                     claimed.add(same)
-                    relabel[(doc_id, same)] = node
                     doc.set_id(same, node.node_id)
+                    if doc.encoded_at.get(same) != encoded_on:  # encoded on other text: again
+                        new.append((doc_id, same, node))
+                        doc.encoded_at[same] = encoded_on
+                    else:
+                        relabel[(doc_id, same)] = node
                     continue
                 at = doc.next_index  # a node of its own: a new chunk
                 doc.next_index += 1
@@ -342,6 +361,7 @@ def write_nodes(
             # place, like an upsert by id, so the old text is not left behind
             claimed.add(at)
             doc.key_at[at] = key
+            doc.encoded_at[at] = encoded_on
             if at not in doc.ids_at:
                 doc.set_id(at, node.node_id)
             new.append((doc_id, at, node))
@@ -364,13 +384,18 @@ def write_nodes(
     if records:
         index.store.upsert(records, show_progress=show_progress, replace=True)
     rewritten = {(r.doc_id, r.chunk_index) for r in records}
-    renames = [(where, node) for where, node in relabel.items() if where not in rewritten]
-    if renames:  # a record of this call wins; the rest only while it holds the version read
-        fields = {
-            point_id(*w): {CHUNK_ID: n.node_id, EXTRA: node_extra(n, stored_of[id(n)])}
-            for w, n in renames
-        }
-        versions = {point_id(*w): str(docs[w[0]].version) for w, _ in renames}
+    fields: dict[str, dict[str, Any]] = {}
+    versions: dict[str, str] = {}
+    for where, node in [*relabel.items(), *refresh.items()]:
+        if where in rewritten:  # a record of this call wins
+            continue
+        # the rest only while the chunk holds the version read
+        pid = point_id(*where)
+        fields[pid] = {EXTRA: node_extra(node, stored_of[id(node)])}
+        if where in relabel:
+            fields[pid][CHUNK_ID] = node.node_id
+        versions[pid] = str(docs[where[0]].version)
+    if fields:
         index.store.set_writer_fields(fields, versions=versions)
     written = {r.doc_id for r in records}
     for doc_id, doc in docs.items():
@@ -380,6 +405,14 @@ def write_nodes(
                 filter=stale_chunks_filter(doc_id, doc.version, doc.next_index)
             )
     return [node.node_id for node in nodes]
+
+
+def _encoded_text(node: BaseNode, text_instruction: str | None) -> str | None:
+    """The ``encoded_text`` a node is stored with (:func:`_record`): the text it is encoded on
+    where that is not its bare text; ``None`` for a late-chunked node (its vectors are carried)."""
+    if is_late(node):
+        return None
+    return other_encoded_text(node, embed_text(node, text_instruction))
 
 
 def _same_chunk(doc: _Doc, key: str, node: BaseNode, claimed: set[int]) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document
 
@@ -21,15 +21,22 @@ from llamaindex_m3.node_records import (
     embed_text,
     is_late,
     lost_vectors_message,
+    node_extra,
     node_record,
     nodes_hash,
     read_back_index,
     unpack_documents,
 )
 from llamaindex_m3.node_writes import encode_nodes
-from llamaindex_m3.stored_chunks import check_ids_elsewhere, named_chunks
-from m3kit.store import ChunkRecord, M3Index, M3Store
+from llamaindex_m3.stored_chunks import (
+    check_ids_elsewhere,
+    doc_id_of,
+    named_chunks,
+    stored_payloads,
+)
+from m3kit.store import ChunkRecord, M3Index, M3Store, point_id
 from m3kit.store.filters import documents_filter
+from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA
 
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker
@@ -135,7 +142,9 @@ class RetrieverWrites:
         A late-chunked node that lost its vectors (rebuilt from a docstore or an
         ``IngestionPipeline`` cache: ColBERT matrices are never serialised) is an error, not
         silently re-encoded without its document's context; an unchanged document already
-        stored is skipped as usual, so re-running a cached pipeline works. The text a node
+        stored is skipped as usual, so re-running a cached pipeline works; its chunks take the
+        nodes' ids, relationships, hidden keys and templates (a parse draws new node ids), so
+        :meth:`retrieve` returns the nodes just added. The text a node
         is encoded on is part of its document's version: a change to it (a metadata key no
         longer hidden from the embedding) re-encodes the document, and documents stored by
         versions that encoded the bare text are encoded once more.
@@ -174,6 +183,7 @@ class RetrieverWrites:
             _check_read_back(store, doc_id, group, named)
         versions = {doc_id: nodes_hash(group, named) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
+        self._renew_node_fields({d: groups[d] for d in done}, versions, named)
         records: list[ChunkRecord] = []
         todo: list[tuple[str, int, BaseNode]] = []
         for doc_id, group in groups.items():
@@ -203,6 +213,37 @@ class RetrieverWrites:
         if records:
             store.upsert(records, show_progress=show_progress, replace=True)
         return [node.node_id for node in nodes]
+
+    def _renew_node_fields(
+        self,
+        groups: dict[str, list[tuple[int, BaseNode]]],
+        versions: dict[str, str],
+        named: dict[int, StoredChunk],
+    ) -> None:
+        """Give the chunks of documents stored unchanged their nodes' ids and node fields.
+
+        Args:
+            groups: The nodes of each document stored whole at its version (not rewritten).
+            versions: Each document's version (an update holds only while it is stored).
+            named: The stored chunk each node names by its id (``id(node)``).
+        """
+        if not groups:
+            return
+        stored = {
+            (doc_id_of(p), int(p.get(CHUNK_INDEX) or 0)): p
+            for p in stored_payloads(self.index, list(groups))
+        }
+        fields: dict[str, dict[str, Any]] = {}
+        held: dict[str, str] = {}  # point id -> the version it is updated at
+        for doc_id, group in groups.items():
+            for chunk_index, (_, node) in enumerate(group):
+                payload = stored.get((doc_id, chunk_index), {})
+                want = {CHUNK_ID: node.node_id, EXTRA: node_extra(node, named.get(id(node)))}
+                if any(payload.get(k) != v for k, v in want.items()):
+                    pid = point_id(doc_id, chunk_index)
+                    fields[pid], held[pid] = want, versions[doc_id]
+        if fields:  # only while the chunk holds the version read (another writer may not)
+            self.index.store.set_writer_fields(fields, versions=held)
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete every chunk of these documents.

@@ -1,5 +1,6 @@
 """Writes of new nodes vs nodes read back from the store; the version of what is encoded;
-node ids unique across documents in ``M3Retriever.add_nodes``."""
+node ids unique across documents in ``M3Retriever.add_nodes``; a node written again with
+other encoded text or node fields (``M3VectorStore.add``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import (
     MetadataMode,
     NodeRelationship,
@@ -18,7 +20,7 @@ from llama_index.core.schema import (
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from llamaindex_m3.node_records import node_record
 from m3kit.encoder import M3Encoder
-from m3kit.store import output_row
+from m3kit.store import M3Index, output_row
 from m3kit.store.filters import documents_filter
 
 HIDDEN = ["chunk_index"]
@@ -86,11 +88,12 @@ def test_retriever_refuses_a_node_id_stored_in_another_document(
         assert r.index.count() == 1
 
 
-def _stored_encodes(r: M3Retriever, text: str) -> bool:
+def _stored_encodes(r: M3Retriever | M3Index, text: str) -> bool:
     """The one stored chunk's sparse vector is ``text``'s (a tiny random model's dense vectors
     are all alike; the sparse ones name the tokens)."""
-    want = r.index.encoder.encode([text], heads=["sparse"], show_progress=False).sparse[0]
-    (hit,) = r.index.store.query(sparse=want, k=1, rerank=False)
+    index = r.index if isinstance(r, M3Retriever) else r
+    want = index.encoder.encode([text], heads=["sparse"], show_progress=False).sparse[0]
+    (hit,) = index.store.query(sparse=want, k=1, rerank=False)
     return bool(hit.score == pytest.approx(sum(w * w for w in want.to_dict().values()), rel=1e-4))
 
 
@@ -148,3 +151,82 @@ def test_doc_finds_chunks_by_id_after_renames() -> None:
     doc.set_id(3, "renamed")
     assert doc.index_of("renamed") == 3 and doc.index_of("id-3") is None
     assert doc.ids_at[3] == "renamed"
+
+
+def test_vector_store_rewrites_a_node_whose_encoded_text_changed(store: M3VectorStore) -> None:
+    """Same id, text and metadata, a key no longer hidden from the embedding: encoded again
+    (the node was taken as stored unchanged: old vectors, old hidden keys, old encoded_text)."""
+    node = _node("It has the atomic number 8.", "doc-o", 0, "o-1")
+    node.metadata["title"] = "Oxygen"
+    node.excluded_embed_metadata_keys.append("title")
+    store.add([node])
+    assert _stored_encodes(store.client, node.get_content(MetadataMode.EMBED))
+    shown = node.model_copy(update={"excluded_embed_metadata_keys": list(HIDDEN)})
+    assert store.add([shown]) == ["o-1"] and store.client.count() == 1
+    assert _stored_encodes(store.client, shown.get_content(MetadataMode.EMBED))
+    (back,) = store.get_nodes(["o-1"])
+    assert back.get_content(MetadataMode.EMBED) == shown.get_content(MetadataMode.EMBED)
+    store.add([back])  # read back and written again: unchanged
+    assert _stored_encodes(store.client, shown.get_content(MetadataMode.EMBED))
+
+
+def test_vector_store_keeps_the_latest_node_fields(store: M3VectorStore) -> None:
+    """Same id, text and metadata, other relationships / hidden keys / template: the stored
+    node is the latest (it came back as first written, as if the write had not happened)."""
+    node = _node("Neon glows red in a discharge tube.", "doc-n", 0, "ne-1")
+    store.add([node])
+    later = node.model_copy(deep=True)
+    later.relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id="ne-2")
+    later.excluded_llm_metadata_keys.append("section")
+    later.text_template = "[{metadata_str}] {content}"
+    store.add([later])
+    (back,) = store.get_nodes(["ne-1"])
+    assert back.next_node is not None and back.next_node.node_id == "ne-2"
+    assert "section" in back.excluded_llm_metadata_keys
+    assert back.get_content(MetadataMode.LLM) == later.get_content(MetadataMode.LLM)
+
+
+def test_a_document_parsed_again_with_other_embedded_metadata_is_encoded_again(
+    store: M3VectorStore, tiny_embedding: M3Embedding
+) -> None:
+    """Same document (same hash), new node ids, a metadata key now hidden from the embedding:
+    the stored chunk takes the new node and its vectors, not only its id."""
+    storage = StorageContext.from_defaults(vector_store=store)
+    meta = {"file_path": "/data/iron.txt"}
+    first = Document(text="Iron is a metal that rusts.", id_="iron", metadata=meta)
+    VectorStoreIndex.from_documents([first], storage_context=storage, embed_model=tiny_embedding)
+    again = Document(
+        text=first.text, id_="iron", metadata=meta, excluded_embed_metadata_keys=["file_path"]
+    )
+    assert again.hash == first.hash
+    VectorStoreIndex.from_documents([again], storage_context=storage, embed_model=tiny_embedding)
+    assert store.client.count() == 1
+    assert _stored_encodes(store.client, first.text)
+    (back,) = store.get_nodes(filters=None)
+    assert back.get_content(MetadataMode.EMBED) == first.text
+
+
+def test_retriever_unchanged_document_takes_the_latest_node_ids_and_fields(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """A document parsed again (new random node ids, other node fields), unchanged otherwise:
+    skipped without encoding, but retrieve returns the ids add_nodes returned (it returned the
+    first parse's ids, and the first parse's relationships and hidden keys)."""
+
+    def parse(prefix: str) -> list[TextNode]:
+        nodes = [
+            _node(t, "doc-r", i, f"{prefix}-{i}")
+            for i, t in enumerate(["Oxygen is a gas.", "Iron is a metal."])
+        ]
+        nodes[0].relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id=f"{prefix}-1")
+        return nodes
+
+    with M3Retriever.open(tiny_encoder, similarity_top_k=2) as r:
+        r.add_nodes(parse("old"))
+        again = parse("new")
+        again[1].excluded_llm_metadata_keys.append("section")
+        assert r.add_nodes(again) == ["new-0", "new-1"] and r.index.count() == 2
+        got = {h.node.node_id: h.node for h in r.retrieve("Oxygen is a gas.")}
+        assert sorted(got) == ["new-0", "new-1"]
+        assert got["new-0"].next_node is not None and got["new-0"].next_node.node_id == "new-1"
+        assert "section" in got["new-1"].excluded_llm_metadata_keys

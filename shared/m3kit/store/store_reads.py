@@ -32,13 +32,17 @@ from m3kit.store.schema import (
     CHUNKING,
     DOC_HASH,
     DOC_ID,
+    ENCODED_TEXT,
     METADATA,
 )
 
 __all__ = ["StoreReads"]
 
 _DOC_BATCH = 256  # documents per lookup filter
-_READ_KEYS = (*HIT_KEYS, CHUNKING)  # payload keys read back by points() and find()
+# payload keys read back by points() and find(): a hit's, the text its vectors were encoded
+# on where the writer recorded one, and its chunking (writers check both before skipping a
+# chunk: LlamaIndex's encoded text, LangChain's late-chunking splitter signature)
+_READ_KEYS = (*HIT_KEYS, ENCODED_TEXT, CHUNKING)
 
 
 class StoreReads:
