@@ -376,3 +376,28 @@ def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> 
     assert result.steps == 1 and result.examples == 4
     embed = engine.get_finetuned_model(dtype="fp32")
     assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32
+
+
+def test_a_question_asked_of_two_paragraphs_has_neither_as_a_negative(tmp_path: Path) -> None:
+    """squad_en's longdoc asks 'Where does the Rhine begin?' of two paragraphs of one
+    document (two questions, one text): each paragraph answers it, so neither is a negative
+    of the other question (span training would push the query away from an answer)."""
+    text, spans = _doc("rhine")
+    same = "Where does the Rhine flow?"
+    asked = [(same, 0), (same, 1), ("What do ships carry?", 2)]
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "rhine", "text": text}) + "\n")
+    with (tmp_path / "queries.jsonl").open("w") as fh:
+        for n, (q, i) in enumerate(asked):
+            a, b = spans[i]
+            row = {"_id": f"q{n}", "text": q, "doc_id": "rhine", "paragraph_start": a}
+            row |= {"paragraph_end": b, "answer_start": a, "answer_end": a + 10}
+            fh.write(json.dumps(row) + "\n")
+    first, second, third = read_longdoc_examples(tmp_path)
+    assert first.negative_spans == (spans[2],) and second.negative_spans == (spans[2],)
+    assert third.negative_spans == (spans[0], spans[1])
+    chunks = char_chunks(text, 60)  # each answer in its own chunk
+    first, second, third = read_longdoc_examples(tmp_path, chunk_chars=60)
+    assert second.span not in first.negative_spans and first.span not in second.negative_spans
+    assert first.span in third.negative_spans and second.span in third.negative_spans
+    assert len(first.negative_spans) == len(chunks) - 2

@@ -310,3 +310,30 @@ def test_attention_dropout_reaches_training(
     assert calls == []  # the default keeps the model's own dropout
     with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\), got 1.0"):
         _config(tiny_m3_path, tmp_path, attention_dropout=1.0)
+
+
+def test_a_negative_that_another_row_of_the_query_has_as_positive_is_dropped(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query written as one row per relevant passage, negatives mined per row: one row's
+    negative is the other row's positive. In-batch masking sees it only when both rows share
+    a batch; fit drops it from the row's negatives whatever the batches are."""
+    import m3kit.finetune.trainer as trainer
+
+    seen: list[list[TrainingExample]] = []
+
+    def capture(cfg: object, setup: object, module: object, examples: list, c: object) -> None:
+        seen.append(list(examples))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(trainer, "run_training", capture)
+    rows = [
+        TrainingExample("same q", ("passage one",), ("passage two", "passage three")),
+        TrainingExample("same q", ("passage two",), ("passage four",)),
+        TrainingExample("other q", ("passage five",), ("passage one",)),
+    ]
+    for mask in (True, False):
+        with pytest.raises(SystemExit):
+            M3Finetuner(_config(tiny_m3_path, tmp_path / "m", mask_shared_positives=mask)).fit(rows)
+    assert [ex.neg for ex in seen[0]] == [("passage three",), ("passage four",), ("passage one",)]
+    assert seen[1] == rows  # mask_shared_positives=False: the rows as given

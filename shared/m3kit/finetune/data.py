@@ -12,6 +12,7 @@ Two interchange formats are read and written:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -26,8 +27,11 @@ __all__ = [
     "examples_from_qa",
     "iter_jsonl",
     "read_jsonl",
+    "without_query_positives",
     "write_jsonl",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,37 @@ class QADataset:
                     corpus[ids[text]] = text
             relevant[qid] = [ids[t] for t in ex.pos]
         return cls(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
+def without_query_positives(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
+    """The examples without the negatives that are a positive of a row asking the same query.
+
+    A query with several relevant passages is often written as one row per passage, with
+    negatives mined per row (FlagEmbedding's ``hn_mine`` keeps out only the row's own
+    positive): one row's negative can be another row's positive. The trainer masks such a
+    passage only when both rows share a batch; dropping it here keeps it out of every batch.
+    Texts compare exactly, as :class:`TrainingExample` compares ``pos`` and ``neg``. The
+    number of negatives dropped is logged as a warning.
+
+    >>> rows = [TrainingExample("q", ("a",), ("b", "c")), TrainingExample("q", ("b",))]
+    >>> [ex.neg for ex in without_query_positives(rows)]
+    [('c',), ()]
+    """
+    positives: dict[str, set[str]] = {}
+    for ex in examples:
+        positives.setdefault(ex.query, set()).update(ex.pos)
+    out: list[TrainingExample] = []
+    dropped = 0
+    for ex in examples:
+        kept = tuple(n for n in ex.neg if n not in positives[ex.query])
+        dropped += len(ex.neg) - len(kept)
+        out.append(ex if len(kept) == len(ex.neg) else TrainingExample(ex.query, ex.pos, kept))
+    if dropped:
+        logger.warning(
+            "dropped %d negative(s) that are a positive of another row asking the same query",
+            dropped,
+        )
+    return out
 
 
 def examples_from_qa(dataset: Any) -> list[TrainingExample]:

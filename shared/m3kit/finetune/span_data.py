@@ -115,6 +115,10 @@ def read_longdoc_examples(
     chunk holding the question's answer (``answer_start``, ``answer_end``; questions whose
     answer straddles two chunks are left out) and every other chunk is a negative.
 
+    A question text asked of several spans of one document (squad_en asks "Where does the
+    Rhine begin?" of two paragraphs) has all of them as answers: a paragraph (chunk) that
+    overlaps the span of any of its questions is never its negative.
+
     Args:
         folder: Holds ``corpus.jsonl`` (``_id``, ``text``) and ``queries.jsonl`` (``text``,
             ``doc_id``, ``paragraph_start``, ``paragraph_end``; ``answer_start`` and
@@ -156,11 +160,11 @@ def read_longdoc_examples(
     paragraphs: dict[str, set[CharSpan]] = {}
     for _, doc_id, span in questions:
         paragraphs.setdefault(doc_id, set()).add(span)
+    answers = _answers(questions)
     out: list[SpanExample] = []
     for n, (query, doc_id, span) in enumerate(questions):
-        others = tuple(
-            s for s in sorted(paragraphs[doc_id]) if not (s[0] < span[1] and span[0] < s[1])
-        )
+        own = answers[doc_id, query]
+        others = tuple(s for s in sorted(paragraphs[doc_id]) if not _overlaps_any(s, own))
         try:
             out.append(SpanExample(query, docs[doc_id], span, others))
         except ValueError as e:
@@ -174,6 +178,7 @@ def _chunk_examples(
 ) -> list[SpanExample]:
     """Examples whose positive is the chunk holding the answer span, negatives the others."""
     chunks = {d: char_chunks(docs[d], chunk_chars) for d in {q[1] for q in questions}}
+    answers = _answers(questions)
     out: list[SpanExample] = []
     straddling = 0
     for query, doc_id, (a, b) in questions:
@@ -181,8 +186,11 @@ def _chunk_examples(
         if not holding:
             straddling += 1
             continue
+        own = answers[doc_id, query]
         others = tuple(
-            c for c in chunks[doc_id] if c != holding[0] and docs[doc_id][slice(*c)].strip()
+            c
+            for c in chunks[doc_id]
+            if c != holding[0] and docs[doc_id][slice(*c)].strip() and not _overlaps_any(c, own)
         )
         out.append(SpanExample(query, docs[doc_id], holding[0], others))
     logger.info(
@@ -191,3 +199,16 @@ def _chunk_examples(
         straddling,
     )
     return out
+
+
+def _answers(questions: list[tuple[str, str, CharSpan]]) -> dict[tuple[str, str], list[CharSpan]]:
+    """``{(doc_id, question text): spans}``: every span a question text is asked of in a
+    document (several when one text is asked of several paragraphs)."""
+    out: dict[tuple[str, str], list[CharSpan]] = {}
+    for query, doc_id, span in questions:
+        out.setdefault((doc_id, query), []).append(span)
+    return out
+
+
+def _overlaps_any(span: CharSpan, others: Iterable[CharSpan]) -> bool:
+    return any(span[0] < b and a < span[1] for a, b in others)

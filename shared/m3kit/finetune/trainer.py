@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from m3kit.finetune.data import TrainingExample
+from m3kit.finetune.data import TrainingExample, without_query_positives
 from m3kit.finetune.losses import (
     LossConfig,
 )
@@ -119,7 +119,8 @@ class FinetuneConfig:
             late chunker's window, special tokens included).
         query_instruction: Prefix for queries (default: the checkpoint's own, if any).
         mask_shared_positives: Never use a copy of a query's positive as its negative (two
-            queries of one passage in a batch).
+            queries of one passage in a batch; a row's negative that another row of its
+            query has as positive, :func:`~m3kit.finetune.data.without_query_positives`).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast, float32
             master weights; fp16 on GPU only). ``"auto"``: bf16 where it is native (CPUs
             with AVX-512 BF16 or AMX, GPUs 8.0+), fp16 on older GPUs, else fp32
@@ -362,6 +363,8 @@ class M3Finetuner:
         for i, ex in enumerate(examples):
             if not isinstance(ex, TrainingExample):
                 raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
+        if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
+            examples = without_query_positives(examples)
         setup = prepare_training(cfg)
         module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
         collator = _Collator(setup.tokenizer, cfg, setup.prefix)
