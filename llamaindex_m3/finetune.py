@@ -197,7 +197,9 @@ class M3FinetuneEngine:
             from m3kit.finetune.evaluate import evaluate_heads
 
             val = self.val_dataset
-            qrels = {q: dict.fromkeys(docs, 1.0) for q, docs in val.relevant_docs.items()}
+            # the queries it holds: relevant_docs of another query (queries trimmed to a
+            # sample) are not judged, as LlamaIndex's evaluators leave them out
+            qrels = {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
             encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
             self.val_report = evaluate_heads(encoder, val.corpus, val.queries, qrels)
             if self.calibrate_fusion:

@@ -324,3 +324,39 @@ def test_attention_dropout_and_frozen_layers_reach_cli_and_engine(
         frozen_layers=1,
     )
     assert (engine.config.attention_dropout, engine.config.frozen_layers) == (0.0, 1)
+
+
+def test_llamaindex_engine_validates_on_its_queries_only(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """relevant_docs of a query the validation set does not hold (queries trimmed to a
+    sample) are not judged: LlamaIndex's evaluators ignore them; they scored 0 here, so
+    val_report understated every metric."""
+    import m3kit.finetune.evaluate as evaluate
+    from llamaindex_m3.finetune import M3FinetuneEngine
+    from m3kit.finetune import M3Finetuner, QADataset
+    from m3kit.finetune.trainer import FinetuneResult
+
+    full = QADataset.from_examples(toy_examples)
+    kept = dict(list(full.queries.items())[:2])
+    val = QADataset(queries=kept, corpus=full.corpus, relevant_docs=full.relevant_docs)
+    done = FinetuneResult(tiny_m3_path, frozenset(ALL_HEADS), 0, 0, 0.0, ())
+    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples: done)
+    judged: list[set[str]] = []
+    real = evaluate.evaluate_heads
+
+    def spy(encoder: object, corpus: object, queries: object, qrels: dict, **kw: object) -> object:
+        judged.append(set(qrels))
+        return real(encoder, corpus, queries, qrels, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate, "evaluate_heads", spy)
+    engine = M3FinetuneEngine(
+        full, model_id=str(tiny_m3_path), val_dataset=val, calibrate_fusion=False
+    )
+    engine.finetune()
+    assert judged == [set(kept)]
+    assert engine.val_report is not None
+    assert engine.val_report.metrics["dense"]["queries"] == len(kept)
