@@ -21,6 +21,10 @@ sentence-transformers layouts m3kit reproduces exactly (anything else is a
   as ``mean``: it only rescales each vector, which the L2 normalisation below removes.
   ``weightedmean``, ``lasttoken``, several modes at once and ``include_prompt: false`` are
   refused; so is ``do_lower_case: true`` in ``sentence_bert_config.json``.
+- ``config_sentence_transformers.json``: a ``query`` prompt is the query instruction (what
+  ``encode_query`` adds; ``m3kit.json``'s, when it names one, wins). A document prompt
+  (``document`` / ``passage`` / ``corpus``, what ``encode_document`` adds) or a
+  ``default_prompt_name`` (a prompt on every text) is refused: m3kit prefixes queries only.
 - Normalisation: m3kit's dense vectors are always L2-normalised (the contract of
   :attr:`~m3kit.outputs.M3Output.dense`, the dot-product scoring and the cosine Qdrant
   collections). With a ``Normalize`` module that equals sentence-transformers' output; without
@@ -94,7 +98,8 @@ class CheckpointInfo:
         kind: M3 (three heads) or dense-only.
         pooling: Pooling of the dense head.
         max_length: Longest input the checkpoint declares (None when it declares none).
-        query_instruction: Query prefix stored with the checkpoint (m3kit.json), if any.
+        query_instruction: Query prefix stored with the checkpoint (m3kit.json, else the
+            ``query`` prompt of ``config_sentence_transformers.json``), if any.
         declares_normalize: Whether ``modules.json`` ends with a ``Normalize`` module (None
             when the folder has no ``modules.json``). Dense vectors are L2-normalised either way.
     """
@@ -243,6 +248,41 @@ def _st_pooling_mode(cfg_file: Path) -> Pooling:
     return _ST_POOLING_MODES[modes[0]]
 
 
+#: The prompts sentence-transformers' ``encode_document`` adds (the first one present).
+_ST_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
+
+
+def _st_query_prompt(path: Path) -> str | None:
+    """The ``query`` prompt ``config_sentence_transformers.json`` declares (None: none).
+
+    Raises:
+        CheckpointError: It declares a prompt for documents or a ``default_prompt_name``,
+            which m3kit cannot add (it prefixes queries only).
+    """
+    cfg_file = path / "config_sentence_transformers.json"
+    if not cfg_file.is_file():
+        return None
+    cfg = _read_json(cfg_file)
+    prompts = cfg.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise CheckpointError(f"{cfg_file}: prompts must map names to strings")
+    default = cfg.get("default_prompt_name")
+    if default is not None and prompts.get(default):
+        raise CheckpointError(
+            f"{cfg_file} sets default_prompt_name={default!r}: sentence-transformers adds "
+            f"{prompts[default]!r} to every text it encodes, m3kit adds an instruction to "
+            f"queries only, so it cannot reproduce this model"
+        )
+    for name in _ST_DOCUMENT_PROMPTS:
+        if prompts.get(name):
+            raise CheckpointError(
+                f"{cfg_file} declares the {name!r} prompt {prompts[name]!r}, which "
+                f"sentence-transformers adds to documents: m3kit adds an instruction to "
+                f"queries only, so its document vectors would differ from this model's"
+            )
+    return prompts.get("query") or None
+
+
 def _st_layout(path: Path) -> _StLayout:
     """Pooling and normalisation a sentence-transformers checkpoint declares (validated)."""
     pooling_dir: Path | None = path / "1_Pooling"
@@ -346,6 +386,9 @@ def resolve_checkpoint(
         )
     max_length = m3_cfg.get("max_length") or _max_length(path)
     instruction = m3_cfg.get("query_instruction")
+    prompt = _st_query_prompt(path)  # validated even when m3kit.json names the instruction
+    if instruction is None:
+        instruction = prompt
     logger.debug(
         "checkpoint %s: kind=%s pooling=%s max_length=%s",
         path,

@@ -188,8 +188,10 @@ class M3Model(nn.Module):
             pad = (attention_mask == 0).unsqueeze(-1)
             pooled = hidden.masked_fill(pad, float("-inf")).max(dim=1).values
         else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            # summed in float32 (as FlagEmbedding does): a long fp16 sequence's sum can pass
+            # float16's 65504 and leave an inf, so a NaN vector after normalising
+            mask = attention_mask.unsqueeze(-1).to(torch.float32)
+            pooled = (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return F.normalize(pooled.float(), dim=-1)
 
     def forward(

@@ -204,3 +204,46 @@ def test_sentence_transformers_gets_the_query_instruction(
     )
     tiny_encoder.model.save(out, tiny_encoder.tokenizer, max_length=64)
     assert json.loads((out / "config_sentence_transformers.json").read_text())["prompts"] == {}
+
+
+def test_sentence_transformers_query_prompt_is_the_query_instruction(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """A sentence-transformers checkpoint (no m3kit.json) declaring a query prompt gets it on
+    its queries, as sentence-transformers' encode_query adds it (it added none)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    out = tiny_encoder.model.save(
+        tmp_path / "st", tiny_encoder.tokenizer, query_instruction="q: ", max_length=64
+    )
+    (out / "m3kit.json").unlink()  # another tool's checkpoint: prompts in the ST config only
+    ours = M3Encoder.from_pretrained(out, dtype="fp32")
+    assert ours.query_instruction == "q: "
+    st = SentenceTransformer(str(out), device="cpu")
+    queries = ["where is the river?", "北京"]
+    np.testing.assert_allclose(
+        st.encode_query(queries), ours.encode_queries(queries).dense, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompts", "default", "match"),
+    [
+        ({"query": "q: ", "passage": "p: "}, None, "'passage' prompt"),
+        ({"document": "d: "}, None, "'document' prompt"),
+        ({"query": "q: "}, "query", "default_prompt_name='query'"),
+    ],
+)
+def test_sentence_transformers_prompts_m3kit_cannot_add_are_refused(
+    tiny_copy: Path, prompts: dict[str, str], default: str | None, match: str
+) -> None:
+    """A document prompt (encode_document) or a default prompt (every text) is refused: m3kit
+    prefixes queries only, so its vectors would differ; empty prompts are no prompts."""
+    cfg = {"prompts": prompts, "default_prompt_name": default}
+    (tiny_copy / "config_sentence_transformers.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=match):
+        resolve_checkpoint(tiny_copy)
+    empty = {"prompts": {"query": "", "document": ""}, "default_prompt_name": None}
+    (tiny_copy / "config_sentence_transformers.json").write_text(json.dumps(empty))
+    assert resolve_checkpoint(tiny_copy).query_instruction is None

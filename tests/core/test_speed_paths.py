@@ -223,3 +223,22 @@ def test_one_forward_per_planned_batch(
     assert len(shapes) == len(planned) > 1
     assert [rows for rows, _ in shapes] == [len(b) for b in planned]
     assert [width for _, width in shapes] == [max(lengths[i] for i in b) for b in planned]
+
+
+def test_fp16_mean_pooling_sums_in_float32() -> None:
+    """A long fp16 sequence's masked sum overflows float16 (65504): mean pooling adds in
+    float32, as FlagEmbedding's mean pooling does, instead of returning NaN dense vectors."""
+    from torch import nn
+
+    from m3kit.checkpoint import Pooling
+    from m3kit.model import M3Model
+
+    model = M3Model(nn.Identity(), Pooling.MEAN, None)
+    hidden = torch.full((2, 8192, 4), 12.0, dtype=torch.float16)
+    hidden[:, :, 1] = -3.0
+    mask = torch.ones(2, 8192, dtype=torch.long)
+    mask[1, 4096:] = 0  # padding does not count
+    pooled = model.pool(hidden, mask)
+    expected = torch.nn.functional.normalize(torch.tensor([12.0, -3.0, 12.0, 12.0]), dim=0)
+    assert pooled.dtype == torch.float32
+    torch.testing.assert_close(pooled, expected.expand(2, 4), atol=1e-4, rtol=0)
