@@ -318,6 +318,13 @@ class M3Encoder:
         show_progress: bool | None = None,
     ) -> M3Output:
         """Encode already tokenised texts (ids with special tokens)."""
+        if sparse_top_k is not None and (
+            isinstance(sparse_top_k, bool) or not isinstance(sparse_top_k, int) or sparse_top_k < 1
+        ):
+            raise ValueError(
+                f"sparse_top_k must be a positive integer (or None: every weight), got "
+                f"{sparse_top_k!r}"
+            )
         wanted = self._check_heads(heads)
         out = OutputCollector(wanted, self.dense_dim, [len(ids) for ids in input_ids])
         batches = self._plan_batches([len(ids) for ids in input_ids])

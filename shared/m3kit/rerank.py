@@ -8,7 +8,9 @@ The scores are those of FlagEmbedding's ``BGEM3FlagModel.compute_score``:
   product, averaged over the query tokens;
 - ``sparse+dense``: ``(w_s * sparse + w_d * dense) / (w_s + w_d)``;
 - ``colbert+sparse+dense`` (the M3 score): ``(w_d * dense + w_s * sparse + w_c * colbert) /
-  (w_d + w_s + w_c)``, weights ``[dense, sparse, colbert]`` default ``[0.4, 0.2, 0.4]``.
+  (w_d + w_s + w_c)``, weights ``[dense, sparse, colbert]`` default ``[0.4, 0.2, 0.4]``
+  (BGE-M3's published weights, from its model card; ``compute_score`` given no weights
+  weighs the three equally, ``[1, 1, 1]``).
 
 As in ``compute_score``, queries are truncated to ``max_query_length`` (512) tokens and no
 query instruction is added unless :attr:`RerankConfig.query_instruction` asks for it.

@@ -24,7 +24,8 @@ __all__ = [
     "sparse_score",
 ]
 
-#: FlagEmbedding's default weights for ``[dense, sparse, colbert]``.
+#: BGE-M3's published weights for ``[dense, sparse, colbert]`` (its model card's
+#: ``compute_score`` example); ``compute_score`` itself weighs the three equally when given none.
 DEFAULT_M3_WEIGHTS: tuple[float, float, float] = (0.4, 0.2, 0.4)
 
 

@@ -118,6 +118,13 @@ def test_sparse_pruning(tiny_encoder: M3Encoder) -> None:
     assert np.all(pruned.values > cut) and len(pruned) < len(full)
 
 
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
+def test_sparse_top_k_must_be_a_positive_integer(tiny_encoder: M3Encoder, bad: object) -> None:
+    # 0 or a negative k used to keep every weight, silently
+    with pytest.raises(ValueError, match="sparse_top_k must be a positive integer"):
+        tiny_encoder.encode(["a text"], heads="sparse", sparse_top_k=bad)  # type: ignore[arg-type]
+
+
 def test_query_instruction_only_on_queries(tiny_m3_path: object) -> None:
     enc = M3Encoder.from_pretrained(
         tiny_m3_path,
