@@ -146,7 +146,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     # 1e-4 (+ FinetuneConfig's symmetric term): best on the validation articles,
     # benchmarks/results/finetune_sweep.md (was 5e-5)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="m3kit's peak learning rate (default: the library's, by model size: 1e-4 for MiniLM)",
+    )
     parser.add_argument(
         "--max-length", type=int, default=128, help="evaluation max length (and m3kit's training)"
     )

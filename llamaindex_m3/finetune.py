@@ -74,7 +74,8 @@ class M3FinetuneEngine:
         heads: Heads to train (default all three).
         mine_negatives: Hard negatives per query mined from the training corpus with the start
             model before training (0: in-batch negatives only, like LlamaIndex's engine).
-        learning_rate: Peak learning rate.
+        learning_rate: Peak learning rate (``None``: by the start model's size, 1e-4 below
+            100M parameters, else 2e-5; ``FinetuneConfig.learning_rate``).
         freeze_encoder: Train the heads only.
         frozen_layers: Keep the token embeddings and the first this many transformer layers
             fixed (cheaper steps; ``FinetuneConfig.frozen_layers``). 0: train them all.
@@ -113,7 +114,7 @@ class M3FinetuneEngine:
         *,
         heads: Iterable[Head | str] = ALL_HEADS,
         mine_negatives: int = 0,
-        learning_rate: float = 2e-5,
+        learning_rate: float | None = None,
         freeze_encoder: bool = False,
         frozen_layers: int = 0,
         precision: str = "auto",

@@ -214,11 +214,13 @@ def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> 
     assert cfg.loss_config() == LossConfig.flagembedding()
     with pytest.raises(ValueError, match="colbert_temperature"):
         FinetuneConfig.flagembedding("model", tmp_path, colbert_temperature=-1.0)
-    # m3kit's own defaults differ from the preset by the symmetric term only
+    # m3kit's own defaults differ from the preset by the symmetric term and the learning
+    # rate (by the start model's size) only
     default = FinetuneConfig("model", tmp_path)
     assert default.symmetric and default.loss_config().symmetric
-    assert dataclasses.replace(default, symmetric=False) == dataclasses.replace(
-        cfg, epochs=default.epochs
+    assert default.learning_rate is None
+    assert dataclasses.replace(default, symmetric=False, learning_rate=2e-5) == (
+        dataclasses.replace(cfg, epochs=default.epochs)
     )
 
 
@@ -247,6 +249,32 @@ def test_head_learning_rate_moves_the_heads_not_the_encoder(
         assert float((a - b).abs().max()) > 1e-5
     with pytest.raises(ValueError, match="head_learning_rate"):
         _config(tiny_m3_path, tmp_path, head_learning_rate=0.0)
+
+
+def test_default_learning_rate_follows_the_start_models_size(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from m3kit.finetune import training_loop
+
+    # a small model's default reaches the optimiser: at a vanishing rate nothing moves
+    monkeypatch.setattr(training_loop, "SMALL_MODEL_LEARNING_RATE", 1e-12)
+    cfg = _config(tiny_m3_path, tmp_path / "small", learning_rate=None, weight_decay=0.0)
+    small = M3Finetuner(cfg).fit(toy_examples)
+    assert small.learning_rate == 1e-12
+    start, after = _backbone(tiny_m3_path), _backbone(small.path)
+    assert max(float((start[k] - after[k]).abs().max()) for k in start) < 1e-9
+    # the same model counted as large trains at the large models' rate
+    monkeypatch.setattr(training_loop, "SMALL_MODEL_PARAMETERS", 1)
+    large = M3Finetuner(_config(tiny_m3_path, tmp_path / "large", learning_rate=None)).fit(
+        toy_examples
+    )
+    assert large.learning_rate == training_loop.LEARNING_RATE == 2e-5
+    # an explicit rate wins
+    explicit = M3Finetuner(_config(tiny_m3_path, tmp_path / "explicit")).fit(toy_examples)
+    assert explicit.learning_rate == 1e-3
 
 
 def test_set_attention_dropout_changes_attention_layers_only(tiny_m3_path: Path) -> None:

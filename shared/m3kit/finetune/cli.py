@@ -99,7 +99,13 @@ def add_subcommands(subparsers: Any) -> None:
         help="with --late-chunking: text tokens consecutive windows share (default: the late "
         "chunker's, an eighth of the window)",
     )
-    ft.add_argument("--lr", type=float, default=2e-5)
+    ft.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default: by the start model's size, 1e-4 below 100M "
+        "parameters, else 2e-5)",
+    )
     ft.add_argument("--temperature", type=float, default=0.02)
     ft.add_argument("--query-max-length", type=int, default=64)
     ft.add_argument("--passage-max-length", type=int, default=256)

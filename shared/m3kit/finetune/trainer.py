@@ -97,7 +97,13 @@ class FinetuneConfig:
             eighth of the window's text capacity). Training pools each span from the windows
             the chunker would encode it in, so set ``passage_max_length`` and this to the
             chunker's ``window`` and ``overlap``.
-        learning_rate: Peak AdamW learning rate (linear warm-up then decay).
+        learning_rate: Peak AdamW learning rate (linear warm-up then decay). ``None`` (the
+            default): by the start model's size, 1e-4 below 100M parameters (on
+            all-MiniLM-L6-v2 with new heads it beat 2e-5 by 4.1 sparse and 0.4 dense
+            nDCG@10 points), else 2e-5 (sentence-transformers' default; FlagEmbedding's
+            recipe for BGE-M3)
+            (:func:`~m3kit.finetune.training_loop.default_learning_rate`);
+            :attr:`FinetuneResult.learning_rate` says which ran.
         head_learning_rate: Peak learning rate of the sparse and ColBERT head layers
             (default: ``learning_rate``); new heads of a dense-only start can move faster
             than the pretrained encoder.
@@ -154,7 +160,7 @@ class FinetuneConfig:
     num_negatives: int = 3
     span_negatives: int = 0
     span_overlap: int | None = None
-    learning_rate: float = 2e-5
+    learning_rate: float | None = None
     head_learning_rate: float | None = None
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -250,6 +256,8 @@ class FinetuneResult:
         train_seconds: Wall time of the training loop.
         log: Logged loss terms (one dict per ``logging_steps``).
         precision: The autocast the run used (``"auto"`` resolved): fp32, bf16 or fp16.
+        learning_rate: The peak learning rate the run used (``None`` in the config resolved
+            by the start model's size); ``None`` only in a result built by hand.
     """
 
     path: Path
@@ -259,6 +267,7 @@ class FinetuneResult:
     train_seconds: float
     log: tuple[dict[str, float], ...]
     precision: str = "fp32"
+    learning_rate: float | None = None
 
 
 class _Collator:

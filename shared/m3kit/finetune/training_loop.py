@@ -36,6 +36,7 @@ __all__ = [
     "NEW_SPARSE_WEIGHT",
     "TrainingModule",
     "TrainingSetup",
+    "default_learning_rate",
     "prepare_training",
     "run_training",
     "save_start_checkpoint",
@@ -43,6 +44,29 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Below this many parameters a start model trains at :data:`SMALL_MODEL_LEARNING_RATE` by
+#: default, at or above it at :data:`LEARNING_RATE`.
+SMALL_MODEL_PARAMETERS = 100_000_000
+#: all-MiniLM-L6-v2 (22.7M parameters) with new heads, 1,000 squad_en rows, held-out articles:
+#: 1e-4 gave dense / sparse / ColBERT nDCG@10 0.8218 / 0.7823 / 0.9131, 2e-5 gave 0.8176 /
+#: 0.7411 / 0.9128 (``benchmarks/results/finetune_n3_fair_zen4.md``, ``finetune_lr2e5_zen4.md``;
+#: 2e-4 lost dense on the validation articles, ``finetune_sweep.md``).
+SMALL_MODEL_LEARNING_RATE = 1e-4
+#: sentence-transformers' default, and FlagEmbedding's BGE-M3 recipe
+#: (:meth:`~m3kit.finetune.FinetuneConfig.flagembedding`): base- and large-sized models.
+LEARNING_RATE = 2e-5
+
+
+def default_learning_rate(num_parameters: int) -> float:
+    """The peak learning rate a start model of ``num_parameters`` trains at by default.
+
+    >>> default_learning_rate(22_700_000)  # all-MiniLM-L6-v2
+    0.0001
+    >>> default_learning_rate(568_000_000)  # BGE-M3
+    2e-05
+    """
+    return SMALL_MODEL_LEARNING_RATE if num_parameters < SMALL_MODEL_PARAMETERS else LEARNING_RATE
 
 
 class TrainingModule(nn.Module):
@@ -185,6 +209,15 @@ def run_training(
     # sequences of <= 128 tokens: 3.75 vs 2.81 s a step; in fp32 flash was faster, 3.47 vs
     # 3.88 s). With dropout PyTorch uses the plain kernel anyway.
     module.math_attention = device.type == "cpu" and precision == "bf16"
+    learning_rate = cfg.learning_rate
+    if learning_rate is None:
+        size = sum(p.numel() for p in module.model.parameters())
+        learning_rate = default_learning_rate(size)
+        logger.info(
+            "learning rate %g (the default for a start model of %.1fM parameters)",
+            learning_rate,
+            size / 1e6,
+        )
     with tempfile.TemporaryDirectory(prefix="m3kit-ft-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -192,7 +225,7 @@ def run_training(
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
-            learning_rate=cfg.learning_rate,
+            learning_rate=learning_rate,
             warmup_steps=int(cfg.warmup_ratio * total_steps),
             weight_decay=cfg.weight_decay,
             lr_scheduler_type="linear",
@@ -217,7 +250,7 @@ def run_training(
         if not cfg.show_progress:
             trainer.remove_callback(PrinterCallback)
         if cfg.head_learning_rate is not None:
-            trainer.optimizer = _optimizer(trainer, module, cfg)
+            trainer.optimizer = _optimizer(trainer, module, cfg, learning_rate)
         start = time.perf_counter()
         state = trainer.train()
         seconds = time.perf_counter() - start
@@ -239,6 +272,7 @@ def run_training(
         train_seconds=seconds,
         log=log,
         precision=precision,
+        learning_rate=learning_rate,
     )
 
 
@@ -307,12 +341,15 @@ def freeze_bottom_layers(backbone: nn.Module, n: int) -> int:
     return frozen
 
 
-def _optimizer(trainer: Any, module: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    """AdamW as the Trainer builds it, with the head layers in groups of their own LR."""
+def _optimizer(
+    trainer: Any, module: nn.Module, cfg: FinetuneConfig, learning_rate: float
+) -> torch.optim.Optimizer:
+    """AdamW as the Trainer builds it (at ``learning_rate``), with the head layers in groups
+    of their own LR."""
     decay = set(trainer.get_decay_parameter_names(module))
     groups = []
     for is_head in (False, True):
-        lr = cfg.head_learning_rate if is_head else cfg.learning_rate
+        lr = cfg.head_learning_rate if is_head else learning_rate
         for decayed in (True, False):
             params = [
                 p
@@ -324,7 +361,7 @@ def _optimizer(trainer: Any, module: nn.Module, cfg: FinetuneConfig) -> torch.op
             if params:
                 wd = cfg.weight_decay if decayed else 0.0
                 groups.append({"params": params, "lr": lr, "weight_decay": wd})
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def _load_start(
