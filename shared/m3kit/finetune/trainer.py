@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from m3kit.finetune.data import TrainingExample, without_query_positives
+from m3kit.finetune.length_buckets import candidates_in_buckets
 from m3kit.finetune.losses import (
     LossConfig,
 )
 from m3kit.finetune.training_loop import (
     NEW_SPARSE_WEIGHT,
-    Candidates,
     TrainingModule,
     prepare_training,
     run_training,
@@ -343,8 +343,7 @@ class _TrainingModule(TrainingModule):
         exclude: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         q = self.forward_heads(q_ids, q_mask)
-        p = self.forward_heads(p_ids, p_mask)
-        candidates = Candidates(p.dense, p_ids, p.sparse, p.colbert, p_mask[:, 1:])
+        candidates = candidates_in_buckets(self.forward_heads, p_ids, p_mask)
         return self.loss(q, q_ids, q_mask, candidates, targets, exclude)
 
 
