@@ -13,8 +13,14 @@ import pytest
 
 from m3kit import M3Encoder
 from m3kit.checkpoint import SEARCH_FILE
+from m3kit.evaluation import ndcg_at_k
 from m3kit.store import Fusion, FusionCalibration, M3Index, SearchSettings
-from m3kit.store.calibration import calibrate_fusion, evaluate_search, weight_grid
+from m3kit.store.calibration import (
+    calibrate_fusion,
+    evaluate_search,
+    evaluate_searches,
+    weight_grid,
+)
 from m3kit.testing import build_random_m3_checkpoint
 
 TEXTS = [
@@ -170,6 +176,62 @@ def test_each_cut_off_scores_a_search_that_deep(encoder: M3Encoder) -> None:
         assert list(report) == [
             f"{m}@{k}" for k in (1, 10, 100) for m in ("ndcg", "mrr", "hit", "recall")
         ] + ["queries"]
+
+
+def _settings_tried(step: float, candidates: int | None) -> dict[str, SearchSettings]:
+    """``{label: settings}`` of every setting calibrate_fusion tries for the tiny model (all
+    three heads), labelled as in :attr:`FusionCalibration.scores`."""
+    out: dict[str, SearchSettings] = {}
+    for group, rerank in (("all heads", True), ("dense+sparse", False)):
+        pairs = [(w[0], w[1], 0.0) for w in weight_grid(step, 2)]
+        grid = [(w[0], w[1], w[2]) for w in weight_grid(step, 3)] if rerank else pairs
+        tried = [
+            SearchSettings(fusion=f, rerank=rerank, candidates=candidates)
+            for f in (Fusion.RRF, Fusion.DBSF)
+        ] + [
+            SearchSettings(fusion=Fusion.M3, weights=w, rerank=rerank, candidates=candidates)
+            for w in grid
+            if any(w)
+        ]
+        out.update({f"{s.describe()} [{group}]": s for s in tried})
+    return out
+
+
+@pytest.mark.parametrize("candidates", [3, None])
+def test_calibration_scores_each_setting_as_a_search_with_it_ranks(
+    encoder: M3Encoder, candidates: int | None
+) -> None:
+    """Every score a calibration records is what searches with that setting get, also with
+    fewer candidates than the 10 hits it ranks: a search then fetches 10 per retriever (at
+    least ``k``), and the ``m3`` grid used to score only the given few, so its weights were
+    chosen on rankings no search returns."""
+    rnd = random.Random(1)
+    words = " ".join(TEXTS).split()
+    corpus = {f"p{i:02d}": " ".join(rnd.sample(words, 8)) for i in range(40)}
+    queries = {f"q{i}": " ".join(rnd.sample(words, 4)) for i in range(8)}
+    qrels = {q: {d: 1.0 for d in rnd.sample(sorted(corpus), 5)} for q in queries}
+    cal = calibrate_fusion(
+        encoder, corpus, queries, qrels, grid_step=0.5, min_gain=0.0, candidates=candidates
+    )
+    tried = _settings_tried(0.5, candidates)
+    assert set(cal.scores) == set(tried)
+    searched = evaluate_searches(encoder, corpus, queries, qrels, tried, ks=(10,))
+    for label in tried:
+        assert cal.scores[label] == pytest.approx(searched[label]["ndcg@10"], abs=1e-6), label
+    # and through the index a user searches with: one m3 setting, query by query
+    m3 = SearchSettings(
+        fusion=Fusion.M3, weights=(0.5, 0.5, 0.0), rerank=True, candidates=candidates
+    )
+    with M3Index.open(encoder, ":memory:") as index:
+        index.add_texts(list(corpus.values()), doc_ids=list(corpus))
+        ndcg = []
+        for q, text in queries.items():
+            hits = index.search(
+                text, fusion=m3.fusion, weights=m3.weights, rerank=True, candidates=candidates
+            )
+            ndcg.append(ndcg_at_k([h.doc_id for h in hits], qrels[q], 10))
+    label = f"{m3.describe()} [all heads]"
+    assert cal.scores[label] == pytest.approx(sum(ndcg) / len(ndcg), abs=1e-6)
 
 
 def _as_kwargs(s: SearchSettings) -> dict[str, object]:

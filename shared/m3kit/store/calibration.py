@@ -216,7 +216,8 @@ def calibrate_fusion(
             model lay within 0.05 points of each other and their order did not hold on
             held-out articles, ``benchmarks/results/finetune_heldout.md``).
         candidates: Candidates per retriever (default: the store's ``max(4 * 10, 50)``);
-            recorded in the settings when given.
+            recorded in the settings when given. Below 10 every setting is scored with 10, as
+            a search for 10 hits fetches at least that many.
         max_length: Truncation of passages and queries.
         show_progress: Progress bars.
 
@@ -227,7 +228,9 @@ def calibrate_fusion(
         raise ValueError(f"min_gain is an nDCG@10 difference in [0, 1), got {min_gain}")
     heads = encoder.available_heads
     sparse, colbert = Head.SPARSE in heads, Head.COLBERT in heads
-    budget = candidates or QueryOptions().candidates(_K)
+    # What a search for _K hits with these settings fetches per retriever (``candidates``
+    # below _K: _K); the m3 grid scores exactly that many, as the m3 plan would.
+    budget = QueryOptions().per_retriever(_K, candidates)
     scores: dict[str, float] = {}
 
     def measure(task: _Task, settings: SearchSettings, label: str) -> float:

@@ -85,6 +85,19 @@ class QueryOptions:
     def candidates(self, k: int) -> int:
         return max(self.oversample * k, self.min_candidates, k)
 
+    def per_retriever(self, k: int, candidates: int | None = None) -> int:
+        """Candidates each retriever fetches for a query of ``k`` hits: ``candidates`` (at
+        least ``k``) when given, else :meth:`candidates`' rule. Every plan fetches this many,
+        and a calibration scores its settings with it (so they rank as a search will).
+
+        >>> o = QueryOptions()
+        >>> o.per_retriever(10), o.per_retriever(10, 3), o.per_retriever(10, 200)
+        (50, 10, 200)
+        """
+        if candidates is not None and candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        return self.candidates(k) if candidates is None else max(candidates, k)
+
 
 @dataclass(frozen=True, eq=False)
 class QueryVectors:
@@ -181,9 +194,7 @@ def run_query(
     if len(weights) != 3:
         raise ValueError(f"weights are [dense, sparse, colbert]; got {len(weights)} values")
     use_colbert = rerank and q.colbert is not None
-    if candidates is not None and candidates < 1:
-        raise ValueError(f"candidates must be >= 1, got {candidates}")
-    n = options.candidates(k) if candidates is None else max(candidates, k)
+    n = options.per_retriever(k, candidates)
     if fusion is Fusion.M3:
         hits = _m3(backend, q, k, n, use_colbert, filter, weights)
     else:
