@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -156,16 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    attention = (
-        "" if args.attention_dropout is None else f" --attention-dropout {args.attention_dropout}"
-    )
-    frozen = "" if not args.frozen_layers else f" --frozen-layers {args.frozen_layers}"
-    li_arg = (
-        ""
-        if args.llamaindex_max_length is None
-        else f" --llamaindex-max-length {args.llamaindex_max_length}"
-    )
     dropout = "the model's own" if args.attention_dropout is None else args.attention_dropout
+    # the command as run (every argument given, defaults left out)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/finetune_timing.py", *map(shlex.quote, given)])
     layers = (
         f"embeddings and the first {args.frozen_layers} layers frozen"
         if args.frozen_layers
@@ -180,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         "# Training time, m3kit vs LlamaIndex's engine, alternating runs "
         "(`benchmarks/finetune_timing.py`)\n\n"
-        f"`python benchmarks/finetune_timing.py --repeats {args.repeats} --precision "
-        f"{args.precision}{attention}{frozen}{li_arg}`: {len(train)} training rows "
+        f"`{command}`: {len(train)} training rows "
         "of squad_en (the rows of `benchmarks/finetune.py`), all-MiniLM-L6-v2 start, 1 epoch, "
         f"batch {args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
         f"passage max length {args.train_max_length or args.max_length}, "
