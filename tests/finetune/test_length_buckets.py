@@ -50,25 +50,18 @@ def test_buckets_give_one_forwards_candidates(tiny_m3_path: Path, left: bool) ->
     torch.testing.assert_close(got.colbert, whole.colbert, atol=1e-5, rtol=1e-5)
 
 
-def test_a_small_batch_is_one_forward(tiny_m3_path: Path) -> None:
-    model = M3Model.from_pretrained(tiny_m3_path).eval()
-    ids, mask = _batch(model.backbone.config.vocab_size, MIN_BUCKET_ROWS + 3, left=False)
-    calls: list[int] = []
-
-    def forward(i: torch.Tensor, m: torch.Tensor) -> M3Forward:
-        calls.append(i.shape[0])
-        return model(i, m)
-
-    with torch.no_grad():
-        candidates_in_buckets(forward, ids, mask)
-    assert calls == [MIN_BUCKET_ROWS + 3]
-
-
-def test_a_batch_of_like_lengths_is_one_forward(tiny_m3_path: Path) -> None:
-    # buckets would save under 15 % of the padded tokens: their overhead is not worth it
+@pytest.mark.parametrize(
+    ("rows", "shortest"),
+    [
+        (MIN_BUCKET_ROWS + 3, 3),  # too few rows for two buckets
+        (4 * MIN_BUCKET_ROWS, 36),  # like lengths: buckets would save under 15 % of the padding
+    ],
+    ids=["small-batch", "like-lengths"],
+)
+def test_one_forward_where_buckets_do_not_pay(tiny_m3_path: Path, rows: int, shortest: int) -> None:
     model = M3Model.from_pretrained(tiny_m3_path).eval()
     vocab = model.backbone.config.vocab_size
-    ids, mask = _batch(vocab, 4 * MIN_BUCKET_ROWS, left=False, shortest=36)
+    ids, mask = _batch(vocab, rows, left=False, shortest=shortest)
     calls: list[int] = []
 
     def forward(i: torch.Tensor, m: torch.Tensor) -> M3Forward:
@@ -77,4 +70,4 @@ def test_a_batch_of_like_lengths_is_one_forward(tiny_m3_path: Path) -> None:
 
     with torch.no_grad():
         candidates_in_buckets(forward, ids, mask)
-    assert calls == [4 * MIN_BUCKET_ROWS]
+    assert calls == [rows]
