@@ -82,6 +82,8 @@ def test_row_without_positive_is_an_error_naming_the_line(tmp_path: Path) -> Non
         ({"query": "q", "pos": ["p", 3]}, "must hold strings"),
         ({"query": " ", "pos": ["p"]}, "non-empty query"),
         ({"query": "q", "pos": ["p"], "neg": ["p"]}, "positive among its negatives"),
+        # the same passage with other whitespace trains it as its own negative
+        ({"query": "q", "pos": ["a b"], "neg": ["a  b\n"]}, "positive among its negatives"),
         (["q", "p"], "JSON object"),
     ],
 )

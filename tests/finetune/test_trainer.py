@@ -11,6 +11,7 @@ import torch
 
 from m3kit import M3Encoder
 from m3kit.finetune import FinetuneConfig, LossConfig, M3Finetuner, TrainingExample
+from m3kit.finetune.data import without_query_positives
 from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, _Collator, save_start_checkpoint
 from m3kit.heads import load_state_dict_safely
 from m3kit.outputs import ALL_HEADS, Head
@@ -171,6 +172,34 @@ def test_collator_masks_the_positives_of_another_row_of_the_same_query(
     reverse_info_nce(scores, out["targets"], exclude, 0.05).backward()
     assert scores.grad is not None
     assert scores.grad[1, targets[0]] == 0 and scores.grad[0, targets[1]] == 0
+
+
+def test_collator_compares_texts_with_whitespace_collapsed(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A passage that differs from a positive only in whitespace is that positive: it was
+    encoded as a second column and trained as an in-batch negative of its own query."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_m3_path))
+    batch = [
+        TrainingExample("q a", ("passage one",)),
+        TrainingExample("q b", ("passage one\n",)),  # the same passage, a trailing newline
+        TrainingExample("q c ", ("passage two",)),
+        TrainingExample("q c", ("passage  three",)),  # same query: both its passages relevant
+    ]
+    out = _Collator(tok, _config(tiny_m3_path, tmp_path / "unused"), "")(batch)
+    targets, exclude = out["targets"].tolist(), out["exclude"]
+    assert out["p_ids"].shape[0] == 3 and targets[0] == targets[1]
+    assert exclude[2, targets[3]] and exclude[3, targets[2]] and exclude.sum() == 2
+
+
+def test_fit_drops_negatives_equal_to_a_positive_but_for_whitespace() -> None:
+    rows = [
+        TrainingExample("which one?", ("passage one",), ("passage two ", "passage three")),
+        TrainingExample("which  one?\n", ("passage\ttwo",)),
+    ]
+    assert [ex.neg for ex in without_query_positives(rows)] == [("passage three",), ()]
 
 
 def test_auto_precision_trains_in_what_the_cpu_runs_natively(

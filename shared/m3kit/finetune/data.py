@@ -27,11 +27,26 @@ __all__ = [
     "examples_from_qa",
     "iter_jsonl",
     "read_jsonl",
+    "text_key",
     "without_query_positives",
     "write_jsonl",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def text_key(text: str) -> str:
+    """``text`` with its whitespace collapsed: the form training compares texts in.
+
+    Texts that differ only in whitespace (a trailing newline, a doubled space) say the same
+    thing, so one must never be the other's negative. Mining, the checks of
+    :class:`TrainingExample`, :func:`without_query_positives` and the trainer's in-batch
+    masking all compare in this form.
+
+    >>> text_key(" a\\n b  ") == text_key("a b")
+    True
+    """
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -55,11 +70,12 @@ class TrainingExample:
         object.__setattr__(self, "neg", _texts(self.neg, "neg"))
         if not self.pos:
             raise ValueError(f"training example {self.query[:60]!r} has no positive passage")
-        clash = set(self.pos).intersection(self.neg)
-        if clash:
+        positives = {text_key(p) for p in self.pos}
+        clash = next((n for n in self.neg if text_key(n) in positives), None)
+        if clash is not None:
             raise ValueError(
-                f"training example {self.query[:60]!r} lists a positive among its negatives: "
-                f"{next(iter(clash))[:60]!r}"
+                f"training example {self.query[:60]!r} lists a positive among its negatives "
+                f"(texts compare with whitespace collapsed): {clash[:60]!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,20 +242,22 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
     negatives mined per row (FlagEmbedding's ``hn_mine`` keeps out only the row's own
     positive): one row's negative can be another row's positive. The trainer masks such a
     passage only when both rows share a batch; dropping it here keeps it out of every batch.
-    Texts compare exactly, as :class:`TrainingExample` compares ``pos`` and ``neg``. The
-    number of negatives dropped is logged as a warning.
+    Queries and passages compare with their whitespace collapsed (:func:`text_key`), as
+    :class:`TrainingExample` compares ``pos`` and ``neg``. The number of negatives dropped
+    is logged as a warning.
 
-    >>> rows = [TrainingExample("q", ("a",), ("b", "c")), TrainingExample("q", ("b",))]
+    >>> rows = [TrainingExample("q", ("a",), ("b ", "c")), TrainingExample("q ", ("b",))]
     >>> [ex.neg for ex in without_query_positives(rows)]
     [('c',), ()]
     """
     positives: dict[str, set[str]] = {}
     for ex in examples:
-        positives.setdefault(ex.query, set()).update(ex.pos)
+        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
     out: list[TrainingExample] = []
     dropped = 0
     for ex in examples:
-        kept = tuple(n for n in ex.neg if n not in positives[ex.query])
+        own = positives[text_key(ex.query)]
+        kept = tuple(n for n in ex.neg if text_key(n) not in own)
         dropped += len(ex.neg) - len(kept)
         out.append(ex if len(kept) == len(ex.neg) else TrainingExample(ex.query, ex.pos, kept))
     if dropped:

@@ -23,7 +23,7 @@ import numpy as np
 
 from m3kit.encoder import M3Encoder
 from m3kit.errors import HeadNotAvailableError
-from m3kit.finetune.data import TrainingExample
+from m3kit.finetune.data import TrainingExample, text_key
 from m3kit.finetune.evaluate import score_matrix
 from m3kit.outputs import Head
 from m3kit.scoring import reciprocal_rank_fusion
@@ -39,11 +39,6 @@ class MiningScore(str, enum.Enum):
     DENSE = "dense"
     SPARSE = "sparse"
     FUSED = "fused"  # reciprocal rank fusion of the dense and sparse rankings
-
-
-def _normalise(text: str) -> str:
-    """``text`` with its whitespace collapsed: the form texts are compared in."""
-    return " ".join(text.split())
 
 
 def _heads(encoder: M3Encoder, score: MiningScore) -> list[Head]:
@@ -131,25 +126,25 @@ def mine_hard_negatives(
     passages: dict[str, set[str]] = {}
     for text, title in zip(corpus, titles, strict=True):
         full = f"{title or ''} {text}".strip()
-        passages.setdefault(full, set()).update({_normalise(full), _normalise(text)})
+        passages.setdefault(full, set()).update({text_key(full), text_key(text)})
     texts = list(passages)
     if not texts:
         raise ValueError("the corpus to mine from is empty")
     forms = [passages[t] for t in texts]
     positives: dict[str, set[str]] = {}  # normalised query -> normalised positives, all rows
     for ex in examples:
-        positives.setdefault(_normalise(ex.query), set()).update(map(_normalise, ex.pos))
+        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
     _warn_missing_positives(examples, set().union(*forms))
     rankings = _rankings(encoder, [ex.query for ex in examples], texts, heads, min(end, len(texts)))
     rng = random.Random(seed)
     out: list[TrainingExample] = []
     short = 0
     for ex, ranking in zip(examples, rankings, strict=True):
-        own = positives[_normalise(ex.query)]
+        own = positives[text_key(ex.query)]
         window: dict[str, str] = {}  # normalised -> text: a passage repeated is offered once
         for j in ranking[start:end]:
             if own.isdisjoint(forms[j]):
-                window.setdefault(_normalise(texts[j]), texts[j])
+                window.setdefault(text_key(texts[j]), texts[j])
         negs = rng.sample(list(window.values()), min(num_negatives, len(window)))
         short += len(negs) < num_negatives
         out.append(TrainingExample(ex.query, ex.pos, tuple(negs)))
@@ -168,9 +163,7 @@ def mine_hard_negatives(
 
 def _warn_missing_positives(examples: Sequence[TrainingExample], known: set[str]) -> None:
     """Warn about rows with a positive no corpus passage is (in any form it is known by)."""
-    missing = [
-        i for i, ex in enumerate(examples) if any(_normalise(p) not in known for p in ex.pos)
-    ]
+    missing = [i for i, ex in enumerate(examples) if any(text_key(p) not in known for p in ex.pos)]
     if missing:
         first = examples[missing[0]]
         logger.warning(

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from m3kit.chunking import special_affixes, token_starts
 from m3kit.encoder_inputs import pad_batch
+from m3kit.finetune.data import text_key
 from m3kit.finetune.losses import LossConfig
 from m3kit.finetune.span_data import SpanExample
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult
@@ -237,9 +238,9 @@ class SpanCollator:
             # the answer spans of every row with the same query text are all its positives
             relevant: dict[str, set[tuple[Any, ...]]] = {}
             for ex in batch:
-                relevant.setdefault(ex.query, set()).add((ex.document, *ex.span))
+                relevant.setdefault(text_key(ex.query), set()).add((ex.document, *ex.span))
             for i, ex in enumerate(batch):
-                own = relevant[ex.query]
+                own = relevant[text_key(ex.query)]
                 for col, col_keys in enumerate(keys):
                     if col != targets[i] and own.intersection(col_keys):
                         exclude[i, col] = True

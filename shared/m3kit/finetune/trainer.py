@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from m3kit.finetune.data import TrainingExample, without_query_positives
+from m3kit.finetune.data import TrainingExample, text_key, without_query_positives
 from m3kit.finetune.length_buckets import candidates_in_buckets
 from m3kit.finetune.losses import (
     LossConfig,
@@ -273,10 +273,11 @@ class FinetuneResult:
 class _Collator:
     """Samples one positive + negatives per query, tokenises, and builds the loss targets.
 
-    Passages are deduplicated by text inside a batch (each is encoded once); every query
-    scores all of them (in-batch negatives). ``exclude`` marks candidates equal to one of
-    the query's positives other than its target (those of every row with the same query
-    text included), so a shared positive is never a negative.
+    Passages are deduplicated inside a batch by their text with whitespace collapsed
+    (:func:`~m3kit.finetune.data.text_key`; each is encoded once, in the form first met);
+    every query scores all of them (in-batch negatives). ``exclude`` marks candidates equal
+    to one of the query's positives other than its target (those of every row with the same
+    query text included), so a shared positive is never a negative.
     """
 
     def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
@@ -290,10 +291,11 @@ class _Collator:
         index: dict[str, int] = {}
 
         def slot(text: str) -> int:
-            if text not in index:
-                index[text] = len(passages)
+            key = text_key(text)
+            if key not in index:
+                index[key] = len(passages)
                 passages.append(text)
-            return index[text]
+            return index[key]
 
         targets = []
         for ex in batch:
@@ -307,10 +309,10 @@ class _Collator:
             # none is a negative of another copy of it
             relevant: dict[str, set[str]] = {}
             for ex in batch:
-                relevant.setdefault(ex.query, set()).update(ex.pos)
+                relevant.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
             for row, ex in enumerate(batch):
-                for text in relevant[ex.query]:
-                    col = index.get(text)
+                for key in relevant[text_key(ex.query)]:
+                    col = index.get(key)
                     if col is not None and col != targets[row]:
                         exclude[row, col] = True
         q = self._tokenize([self.prefix + ex.query for ex in batch], self.config.query_max_length)
