@@ -8,9 +8,11 @@ vectors, so no text is dropped:
 - :class:`NaiveChunker`: each chunk encoded alone (its own forward pass), the classic way.
 - :class:`m3kit.late_chunking.LateChunker`: the same chunks pooled from the whole-document pass.
 
-Both plan their chunks with :class:`SpanPlanner`, so for the same ``chunk_size`` (or splitter)
-they cut exactly the same spans; late chunking is a choice of pooling on top of them. Both
-satisfy the :class:`Chunker` protocol that :meth:`m3kit.store.M3Index.add_texts` takes.
+Both plan their chunks with :class:`~m3kit.chunk_plan.SpanPlanner` (:mod:`m3kit.chunk_plan`:
+spans, token ranges and the model's capacity; its public names are re-exported here), so for
+the same ``chunk_size`` (or splitter) they cut exactly the same spans; late chunking is a choice
+of pooling on top of them. Both satisfy the :class:`Chunker` protocol that
+:meth:`m3kit.store.M3Index.add_texts` takes.
 
 Example::
 
@@ -26,30 +28,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import threading
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
-
-from m3kit.chunk_spans import (
-    PIECE_PLACEMENT,
-    Span,
-    SpanSplitter,
-    as_span_splitter,
-    assign_tokens,
-    normalize_spans,
-    pack_sentences,
-    places_pieces,
-    sentence_starts,
+from m3kit.chunk_plan import (
+    DEFAULT_CHUNK_SIZE,
+    ChunkPlan,
+    SpanPlanner,
+    _affixes,
+    _offsets_tokenizer,
+    chunks_over,
+    default_chunk_size,
+    text_capacity,
+    token_starts,
 )
+from m3kit.chunk_spans import Span
 from m3kit.encoder import M3Encoder, Truncation, check_texts
 from m3kit.errors import TruncationError
-from m3kit.fingerprint import describe_settings
 from m3kit.outputs import Chunk
 
 if TYPE_CHECKING:
@@ -71,13 +66,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Token budget per chunk when none is given (capped by the model's window, see
-#: :func:`default_chunk_size`): FlagEmbedding's passage length for BGE-M3 and the chunk size of
-#: this project's late-chunking benchmarks.
-DEFAULT_CHUNK_SIZE = 256
-_PROBE = "hello world"
-_SPACE_RUN = re.compile(r"\s+")
-
 
 @runtime_checkable
 class Chunker(Protocol):
@@ -93,141 +81,6 @@ class Chunker(Protocol):
     ) -> list[list[Chunk]]:
         """One list of :class:`~m3kit.outputs.Chunk` (with vectors) per text."""
         ...
-
-
-def default_chunk_size(encoder: M3Encoder) -> int:
-    """:data:`DEFAULT_CHUNK_SIZE`, or fewer when the model's window holds fewer text tokens.
-
-    E.g. 256 for BGE-M3 (``max_length`` 8192), 254 for all-MiniLM-L6-v2 (256 minus CLS and
-    SEP), so that a chunk encoded alone is never truncated.
-    """
-    return min(DEFAULT_CHUNK_SIZE, text_capacity(encoder))
-
-
-def text_capacity(encoder: M3Encoder) -> int:
-    """Most text tokens one forward pass holds: ``max_length`` minus the special tokens."""
-    prefix, suffix = _affixes(encoder)
-    return encoder.max_length - len(prefix) - len(suffix)
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """How one document is cut into chunks (no model involved).
-
-    Attributes:
-        text: The document.
-        ids: Its token ids, special tokens included (never truncated).
-        spans: Each chunk's character span.
-        token_bounds: Each chunk's token range in ``ids``; the leading special tokens belong to
-            the first chunk and the trailing ones to the last.
-        content_bounds: Each chunk's range among the text tokens (specials excluded).
-    """
-
-    text: str
-    ids: npt.NDArray[np.int64]
-    spans: list[Span]
-    token_bounds: list[tuple[int, int]]
-    content_bounds: list[tuple[int, int]]
-
-
-class SpanPlanner:
-    """Chunk spans of documents: built-in sentence packer or a given splitter.
-
-    Args:
-        encoder: Whose tokenizer counts the tokens.
-        chunk_size: Token budget per chunk of the sentence packer (special tokens not counted).
-        splitter: Instead of the packer: a callable ``str -> [(start, end)]`` or anything with
-            ``split_text`` (see :func:`~m3kit.chunk_spans.as_span_splitter`).
-    """
-
-    def __init__(self, encoder: M3Encoder, *, chunk_size: int, splitter: Any = None) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 token, got {chunk_size}")
-        self.chunk_size = chunk_size
-        self.tokenizer = _offsets_tokenizer(encoder)
-        self.prefix, self.suffix = _affixes(encoder)
-        self.splitter: SpanSplitter | None = (
-            as_span_splitter(splitter) if splitter is not None else None
-        )
-        self._source = splitter
-
-    @property
-    def splitter_name(self) -> str:
-        """``"sentences"`` (the built-in packer), or the splitter's type and *every* setting.
-
-        Read when asked (:func:`m3kit.fingerprint.describe_settings`), so a setting changed
-        after the chunker was built still shows: two splitters of one class with different
-        settings never share a chunker signature.
-        """
-        if self._source is None:
-            return "sentences"
-        name = describe_settings(self._source)
-        if places_pieces(self._source):
-            # how its pieces are found in the text is part of the chunks: a new placement
-            # (PIECE_PLACEMENT) makes documents stored with the old one new versions
-            name += f"+{PIECE_PLACEMENT}"
-        return name
-
-    def plan(self, text: str) -> ChunkPlan:
-        """Tokenise ``text`` whole and cut it into chunks; every token in exactly one chunk."""
-        return self._cut(text, self.tokenizer.encode(text, add_special_tokens=False))
-
-    def plan_many(self, texts: Sequence[str]) -> list[ChunkPlan]:
-        """:meth:`plan` of each text, tokenised in one batch."""
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [self._cut(t, e) for t, e in zip(texts, encodings, strict=True)]
-
-    def _cut(self, text: str, enc: Any) -> ChunkPlan:
-        content = np.asarray(enc.ids, dtype=np.int64)
-        tok_starts = token_starts(text, enc.offsets)
-        if self.splitter is None:
-            bounds = pack_sentences(sentence_starts(text), tok_starts, self.chunk_size)
-            raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
-        else:
-            raw = self.splitter(text)
-        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts)
-        p, n = len(self.prefix), int(content.shape[0])
-        ends = np.cumsum(counts).tolist()
-        content_bounds = [(e - c, e) for e, c in zip(ends, counts, strict=True)]
-        token_bounds = [(p + a, p + b) for a, b in content_bounds]
-        token_bounds[0] = (0, token_bounds[0][1])
-        token_bounds[-1] = (token_bounds[-1][0], p + n + len(self.suffix))
-        ids = np.concatenate(
-            [np.asarray(self.prefix, np.int64), content, np.asarray(self.suffix, np.int64)]
-        )
-        return ChunkPlan(text, ids, spans, token_bounds, content_bounds)
-
-
-def chunks_over(bounds: Sequence[tuple[int, int]], capacity: int) -> list[tuple[int, int]]:
-    """``(chunk index, text tokens)`` of each chunk (``content_bounds`` of a plan) longer than
-    ``capacity`` text tokens: what a chunker refuses to encode alone (it would be truncated).
-
-    >>> chunks_over([(0, 3), (3, 9), (9, 10)], 5)
-    [(1, 6)]
-    """
-    return [(i, b - a) for i, (a, b) in enumerate(bounds) if b - a > capacity]
-
-
-def token_starts(text: str, offsets: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64]:
-    """Where each token starts, for giving it to a chunk: its first non-whitespace character.
-
-    SentencePiece tokenizers (XLM-RoBERTa, so BGE-M3) give a word's first piece an offset that
-    includes the space before it (``"▁Sent"`` of ``" Sentence"`` starts at the space). That space
-    ends the previous sentence, so by its raw offset the piece would go to the previous chunk
-    and each chunk would start mid-word. A token made only of whitespace keeps its offset.
-
-    >>> token_starts("Hi. Sentence", [(0, 2), (2, 3), (3, 8), (8, 12)]).tolist()
-    [0, 2, 4, 8]
-    """
-    starts = np.asarray([s for s, _ in offsets], dtype=np.int64)
-    ends = np.asarray([e for _, e in offsets], dtype=np.int64)
-    if starts.size == 0:
-        return starts
-    first_letter = np.arange(len(text) + 1, dtype=np.int64)
-    for run in _SPACE_RUN.finditer(text):
-        first_letter[run.start() : run.end()] = run.end()
-    moved = first_letter[np.clip(starts, 0, len(text))]
-    return np.where(moved < ends, moved, starts)
 
 
 class NaiveChunker:
@@ -462,50 +315,3 @@ def document_token_ids(
             content = content[:room]
         out.append([*prefix, *content, *suffix])
     return out
-
-
-# -- tokenizer helpers (shared with m3kit.late_chunking) -------------------------------------
-_TOKENIZERS: weakref.WeakKeyDictionary[M3Encoder, Any] = weakref.WeakKeyDictionary()
-_TOKENIZERS_LOCK = threading.Lock()
-
-
-def _offsets_tokenizer(encoder: M3Encoder) -> Any:
-    """The encoder's fast tokenizer without truncation or padding (one copy per encoder).
-
-    A copy, so that long documents are tokenised whole (character offsets included) without
-    touching the truncation settings the encoder's own tokenizer is using in other threads.
-    ``tokenizers.Tokenizer.encode`` does not change the tokenizer, so the copy is shared.
-    """
-    with _TOKENIZERS_LOCK:
-        tok = _TOKENIZERS.get(encoder)
-        if tok is None:
-            tok = offsets_tokenizer(encoder)
-            _TOKENIZERS[encoder] = tok
-        return tok
-
-
-def offsets_tokenizer(encoder: M3Encoder) -> Any:
-    """A new private copy of the encoder's fast tokenizer, without truncation or padding."""
-    from tokenizers import Tokenizer
-
-    backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise TypeError("chunking needs a fast (tokenizers-backed) tokenizer")
-    tok = Tokenizer.from_str(backend.to_str())
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
-
-
-def _affixes(encoder: M3Encoder) -> tuple[list[int], list[int]]:
-    return special_affixes(_offsets_tokenizer(encoder))
-
-
-def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special tokens the tokenizer puts before and after a single text."""
-    plain = tokenizer.encode(_PROBE, add_special_tokens=False).ids
-    full = tokenizer.encode(_PROBE, add_special_tokens=True).ids
-    for at in range(len(full) - len(plain) + 1):
-        if full[at : at + len(plain)] == plain:
-            return list(full[:at]), list(full[at + len(plain) :])
-    raise ValueError("could not locate the text between the tokenizer's special tokens")

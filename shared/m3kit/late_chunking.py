@@ -16,7 +16,7 @@ Rules (tested in ``tests/late_chunking``):
   region its first non-whitespace character falls in (a chunk's region runs from its start to
   the next chunk's start, so text between splitter chunks goes to the chunk before it; a
   SentencePiece piece such as ``"▁Sent"`` goes with its word, not with the space before it,
-  see :func:`m3kit.chunking.token_starts`). The leading
+  see :func:`m3kit.chunk_plan.token_starts`). The leading
   special token (CLS / ``<s>``) belongs to the first chunk and the trailing one (SEP /
   ``</s>``) to the last, so a one-chunk document gets exactly what ``encoder.encode`` gives a
   mean-pooling model. A chunk that would own no token (only characters the tokenizer drops) is
@@ -69,8 +69,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
+from m3kit.chunk_plan import SpanPlanner, chunks_over, default_chunk_size, text_capacity
 from m3kit.chunk_spans import Span
-from m3kit.chunking import SpanPlanner, chunks_over, default_chunk_size, text_capacity
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.late_config import (
     ChunkingConfig,
@@ -126,7 +126,7 @@ class LateChunker:
     Args:
         encoder: The encoder; chunks get the heads it has (dense only for dense checkpoints).
         chunk_size: Token budget per chunk for the built-in sentence splitter (default
-            :func:`~m3kit.chunking.default_chunk_size`: 256, or fewer when the model's window
+            :func:`~m3kit.chunk_plan.default_chunk_size`: 256, or fewer when the model's window
             holds fewer text tokens, e.g. 254 for all-MiniLM-L6-v2).
         splitter: Instead of the built-in splitter: a callable ``str -> [(start, end)]``, a
             LangChain ``TextSplitter`` or a LlamaIndex text splitter (anything with

@@ -10,7 +10,7 @@ negatives) is pooled per head from the owned token states exactly as the chunker
 (:func:`pool_spans`), so training optimises the vectors late chunking serves:
 
 - a span owns the document tokens whose start (first non-whitespace character,
-  :func:`m3kit.chunking.token_starts`) falls inside it; the window's special tokens belong to
+  :func:`m3kit.chunk_plan.token_starts`) falls inside it; the window's special tokens belong to
   no span (late chunking gives them to the document's first and last chunk);
 - dense: the mean of the span's last hidden states, L2-normalised;
 - sparse: the sparse-head weights of the span's tokens, scored per token id with the max
@@ -45,7 +45,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from m3kit.chunking import special_affixes, token_starts
+from m3kit.chunk_plan import special_affixes, token_starts
 from m3kit.encoder_inputs import pad_batch
 from m3kit.finetune.data import text_key
 from m3kit.finetune.losses import LossConfig
