@@ -5,7 +5,8 @@ two rows give. Across runs the collection holds the first file's document under 
 writing the second would replace it silently (or delete it, for a row read empty);
 :func:`check_ids_of_other_files` refuses that too, unless the first file no longer gives the
 id (the row moved, or the file is gone): then the write is an update. A ``.txt`` / ``.md``
-file gives one id, its absolute path, which a jsonl row can give too.
+file gives one id, its absolute path, which a jsonl row can give too: either may be the one
+indexed before.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from collections.abc import Mapping, Set
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, explicit_id_file, reader_origin, row_origins
+from m3kit.sources import SourceRead, positional_id, reader_origin, row_origins
 
 if TYPE_CHECKING:
     from m3kit.store import M3Store
@@ -23,36 +24,57 @@ __all__ = ["check_ids_of_other_files"]
 
 
 def check_ids_of_other_files(store: M3Store, read: SourceRead) -> None:
-    """Refuse to write (or delete, for a row read empty) a row id the collection holds from
-    another file that still has it (a jsonl row, or a ``.txt`` / ``.md`` file whose path it is).
+    """Refuse to write (or delete, for a document read empty) an id the collection holds from
+    another file that still gives it (a jsonl row, or a ``.txt`` / ``.md`` file whose path it
+    is), whichever of the two is read now.
 
-    Only the ids of rows read with their own ``_id`` / ``id``, and of documents read empty,
-    are looked up (by id); a stored document whose file was read in this run is that file's.
+    Every id read now but a jsonl row's ``<path>:<line>`` is looked up (by id): a row's own
+    ``_id`` / ``id``, a ``.txt`` / ``.md`` file's path, and the ids read empty. A stored
+    document whose file was read in this run is that file's.
 
     Args:
         store: The collection about to be written.
         read: What this run read.
 
     Raises:
-        ValueError: A stored document has the id of a row read now, was read from another
-            file not read now, and that file still gives that id; the message names both.
+        ValueError: A stored document has the id of a document read now, was read from
+            another file not read now, and that file still gives that id; the message names
+            both.
     """
-    ids = [d.doc_id for d in read.documents if explicit_id_file(d) is not None] + read.empty
+    ids = _ids_other_files_can_give(read)
     if not ids:
         return
     read_now = {str(f) for f in read.files}
     clash = _first_clash(store.document_metadata(ids), read_now)
     if clash is not None:
         doc_id, before, other = clash
-        now = next(r[doc_id] for f in sorted(read_now) if doc_id in (r := _rows_of(f)))
-        hint = (
-            f"give the rows unique ids, or remove the row from {other} if it moved"
-            if _is_jsonl(other)
-            else "give the row another id (a .txt / .md file's id is its absolute path)"
+        now, now_file = next(
+            (r[doc_id], f) for f in sorted(read_now) if doc_id in (r := _rows_of(f))
         )
         raise ValueError(
-            f"document id {doc_id!r} appears twice ({before}, indexed before, and {now}); {hint}"
+            f"document id {doc_id!r} appears twice ({before}, indexed before, and {now}); "
+            + _hint(other, now_file)
         )
+
+
+def _ids_other_files_can_give(read: SourceRead) -> list[str]:
+    """The ids read now that another file can give too: all but a jsonl row's
+    ``<path>:<line>`` (that id names its file)."""
+    ids = []
+    for doc in read.documents:
+        origin = reader_origin(doc.doc_id, doc.metadata)
+        if origin is None or not positional_id(doc.doc_id, origin):
+            ids.append(doc.doc_id)
+    return ids + read.empty
+
+
+def _hint(other: str, now_file: str) -> str:
+    """What to change when ``other``, indexed before, gives the id ``now_file`` gives now."""
+    if not _is_jsonl(other):
+        return "give the row another id (a .txt / .md file's id is its absolute path)"
+    if not _is_jsonl(now_file):
+        return f"give the row in {other} another id (a .txt / .md file's id is its absolute path)"
+    return f"give the rows unique ids, or remove the row from {other} if it moved"
 
 
 def _first_clash(

@@ -3,8 +3,10 @@
 A ``.txt`` / ``.md`` file is one document whose id is the file's absolute path. A ``.jsonl``
 file holds one document per line: ``{"text": ..., "_id" or "id": ..., "title": ..., ...}``; the
 id is the row's ``_id`` (or ``id``) when it has one, else ``<absolute path>:<line number>``.
-Every other key (``title`` included) goes to the metadata. Ids stay the same when the same
-files are read again, so indexing them twice stores nothing new. A ``<path>:<line>`` id
+Every other key (``title`` included) goes to the metadata, but ``m3kit_source``: the reader
+keeps the file a row came from there (:data:`ORIGIN_KEY`), so a row that has it is refused.
+Ids stay the same when the same files are read again, so indexing them twice stores nothing
+new. A ``<path>:<line>`` id
 belongs to its file, not to the row: ``m3kit index`` deletes those of a file it reads again
 that the file no longer produces (:mod:`m3kit.cli_prune`).
 
@@ -71,7 +73,8 @@ class SourceDocument:
         text: The text to index.
         metadata: ``source`` (absolute path) and ``file_name``; jsonl rows add ``line`` and
             every key of the row other than ``text`` and the id (a row's own ``source``,
-            ``file_name`` or ``line`` wins; the file is then kept as ``m3kit_source``).
+            ``file_name`` or ``line`` wins; the file is then kept as ``m3kit_source``, a key
+            a row may not have).
     """
 
     doc_id: str
@@ -219,7 +222,8 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
     Raises:
         FileNotFoundError: A path does not exist.
         ValueError: Unsupported file, a file that is not UTF-8, a bad jsonl row (not JSON,
-            not an object, no string ``text``), or the same id twice.
+            not an object, no string ``text``, the key ``m3kit_source``), or the same id
+            twice.
     """
     return read_sources(paths).documents
 
@@ -288,6 +292,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
         row_id = next((row[k] for k in _ID_KEYS if row.get(k) is not None), None)
         for k in _ID_KEYS:  # a row with both keys keeps neither in its metadata
             row.pop(k, None)
+        _check_reserved_keys(row, origin)
         if row_id is not None and not str(row_id).strip():
             raise ValueError(f"{origin}: the row's id is empty (give a non-empty id, or none)")
         doc_id = str(row_id) if row_id is not None else origin
@@ -295,3 +300,17 @@ def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
         if meta["source"] != str(path):  # the row's own source: keep where it came from too
             meta[ORIGIN_KEY] = str(path)
         yield SourceDocument(doc_id, text, meta), origin
+
+
+def _check_reserved_keys(row: Mapping[str, Any], origin: str) -> None:
+    """Refuse a row with its own :data:`ORIGIN_KEY`: cleanup (:mod:`m3kit.cli_prune`) and the
+    id check (:mod:`m3kit.cli_ids`) would take its value for the file the row came from.
+
+    Raises:
+        ValueError: The row has the key; the message names it and the row (``origin``).
+    """
+    if ORIGIN_KEY in row:
+        raise ValueError(
+            f"{origin}: the row has the key {ORIGIN_KEY!r}, which m3kit keeps for the file a row "
+            "was read from; rename the key"
+        )

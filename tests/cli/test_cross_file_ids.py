@@ -119,3 +119,32 @@ def test_a_row_id_that_is_an_indexed_files_path(
     assert code == 1, out
     assert f"document id {str(note)!r} appears twice ({rows}:1, indexed before, and {note})" in out
     assert stored_texts(store, tiny_m3_path) == {str(note): "Paris."}
+
+
+def test_a_file_read_later_whose_path_a_stored_row_gives(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The row indexed first, then a ``.md`` file with text at the path the row gives as its
+    id: the file's document replaced the row's silently (only a file read empty was
+    refused). Refused now, naming both; in one run the reader refuses the two already."""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    note = (docs / "a.md").resolve()
+    rows = _rows(tmp_path / "rows.jsonl", {"_id": str(note), "text": "Paris."}).resolve()
+    assert index_run(capsys, store, tiny_m3_path, rows)[0] == 0
+    note.write_text("# Berlin\nBerlin is the capital.", encoding="utf-8")
+    code, out = index_run(capsys, store, tiny_m3_path, docs)
+    assert code == 1, out
+    assert out.strip() == (
+        f"m3kit index: error: document id {str(note)!r} appears twice ({rows}:1, indexed "
+        f"before, and {note}); give the row in {rows} another id (a .txt / .md file's id is "
+        "its absolute path)"
+    )
+    assert stored_texts(store, tiny_m3_path) == {str(note): "Paris."}
+    code, out = index_run(capsys, store, tiny_m3_path, rows, docs)  # one run: the reader's
+    assert code == 1 and f"document id {str(note)!r} appears twice ({rows}:1 and {note})" in out
+    assert stored_texts(store, tiny_m3_path) == {str(note): "Paris."}
+    # the row gone from its file: the file's document is an update
+    _rows(rows, {"_id": "p", "text": "Paris."})
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
+    assert stored_texts(store, tiny_m3_path) == {str(note): "# Berlin\nBerlin is the capital."}

@@ -176,3 +176,27 @@ def test_an_emptied_jsonl_is_cleaned_up(
     code, out = index_run(capsys, store, tiny_m3_path, rows, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
     assert stored_texts(store, tiny_m3_path) == {}
+
+
+def test_a_row_with_the_reserved_key_is_refused(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row's own ``m3kit_source`` was kept as the file it came from: cleanup then looked
+    for it in that other file (its moved line kept, served twice; pruned with the other
+    file's folder; kept after its own file was deleted). Refused before anything is written."""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    rows = docs / "rows.jsonl"
+    _rows(rows, "row one alpha", "row two beta")
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
+    (docs / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    other = str(tmp_path / "old" / "gone.jsonl")
+    rows.write_text(json.dumps({"text": "row two beta", "m3kit_source": other}) + "\n")
+    code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
+    assert code == 1, out
+    assert out.strip() == (
+        f"m3kit index: error: {rows.resolve()}:1: the row has the key 'm3kit_source', which "
+        "m3kit keeps for the file a row was read from; rename the key"
+    )
+    stored = {f"{rows.resolve()}:{n}": t for n, t in ((1, "row one alpha"), (2, "row two beta"))}
+    assert stored_texts(store, tiny_m3_path) == stored  # nothing written, nothing deleted

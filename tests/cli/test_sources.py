@@ -77,6 +77,16 @@ def test_empty_documents_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixtur
             '{"text": "x"}\n{"_id": " ", "text": "y"}\n',
             r"noid\.jsonl:2: .*id is empty",
         ),
+        (  # the key that keeps the file a row came from: the reader's own
+            "own.jsonl",
+            '{"text": "x"}\n{"text": "y", "m3kit_source": "/elsewhere/r.jsonl"}\n',
+            r"own\.jsonl:2: the row has the key 'm3kit_source', which m3kit keeps for the file",
+        ),
+        (
+            "both.jsonl",
+            '{"text": "y", "source": "wikipedia", "m3kit_source": "my note"}\n',
+            r"both\.jsonl:1: the row has the key 'm3kit_source'",
+        ),
     ],
 )
 def test_bad_jsonl_rows(tmp_path: Path, name: str, content: str, message: str) -> None:
