@@ -66,7 +66,8 @@ class EncoderSpec:
         query_instruction: Query prefix.
         batch_size: Most texts per forward pass.
         max_batch_tokens: Most padded tokens per forward pass.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: The parent's resolved backend, ``"torch"`` or ``"onnx"``; every worker
+            loads with it (``"auto"`` would turn a parent's torch int8 into ONNX Runtime's).
         identity: The parent encoder's fingerprint identity
             (:class:`~m3kit.fingerprint.EncoderFingerprint`); a worker whose loaded model
             differs (the checkpoint changed on disk, or another machine holds another model at
@@ -159,9 +160,6 @@ class EncoderSpec:
         """
         from m3kit.encoder import M3Encoder
 
-        kwargs: dict[str, Any] = {}
-        if self.backend != "torch":
-            kwargs["backend"] = self.backend
         encoder = M3Encoder.from_pretrained(
             self.path,
             device=device,
@@ -171,7 +169,9 @@ class EncoderSpec:
             pooling=self.pooling,
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
-            **kwargs,
+            # the parent's resolved backend, never "auto": int8 on a CPU resolves to ONNX
+            # Runtime's int8, not the torch int8 a parent given backend="torch" runs
+            backend=self.backend,
         )
         if self.identity is not None:
             from m3kit.fingerprint import encoder_fingerprint
