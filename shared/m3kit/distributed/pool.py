@@ -419,21 +419,24 @@ class EncoderPool:
                 raise RuntimeError("this EncoderPool is closed")
             first = self._next_task
             self._next_task += len(batches)
-            for k, batch in enumerate(batches):
-                task = (first + k, [ids[i] for i in batch], sorted(wanted), sparse_top_k)
-                self._tasks.put((*task, sparse_min_weight))
+            mine = {first + k: batch for k, batch in enumerate(batches)}
+            # From the first task handed out, any failure (Ctrl-C included) closes the pool:
+            # tasks handed out are encoded anyway, and their results must never reach the
+            # next call as its own.
             try:
+                for task_id, batch in mine.items():
+                    task = (task_id, [ids[i] for i in batch], sorted(wanted), sparse_top_k)
+                    self._tasks.put((*task, sparse_min_weight))
                 with tqdm(total=n, desc="encode", unit="text", disable=not show) as bar:
                     while len(done) < len(batches):
                         kind, task_id, payload = self._get(waited_for="to encode")
                         if kind == "error":
                             raise RuntimeError(f"an encoder worker failed: {payload}")
-                        if kind != "ok":
-                            continue
-                        batch = batches[int(task_id) - first]
-                        out.add_output(batch, payload)
-                        done.add(int(task_id))
-                        bar.update(len(batch))
+                        if kind != "ok" or task_id not in mine or task_id in done:
+                            continue  # a poll (or, never expected, a task not of this call)
+                        out.add_output(mine[task_id], payload)
+                        done.add(task_id)
+                        bar.update(len(mine[task_id]))
             except BaseException:
                 self._close_locked()
                 raise
