@@ -203,11 +203,14 @@ def records_from_arrow(table: Any) -> list[ChunkRecord]:
 class _EncodeActor:
     """Loads the encoder once; encodes batches of documents into Arrow chunk records."""
 
-    def __init__(self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str]) -> None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = spec.load(device)
+    def __init__(
+        self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str], gpus: float = 0.0
+    ) -> None:
+        # The GPU Ray reserved for this actor, if any; not whichever it sees: recent Ray
+        # (ray-project/ray#54868; 2.60 tested) leaves CUDA_VISIBLE_DEVICES alone for an
+        # actor given no GPU, so a CPU actor on a GPU node sees every GPU of the node, and
+        # would share one unreserved, in the precision "auto" picks there.
+        self.encoder = spec.load("cuda" if gpus > 0 else "cpu")
         self.chunker = chunker.build(self.encoder)
         self.heads = Head.parse(heads)
 
@@ -328,6 +331,7 @@ def index_with_ray(
             "spec": EncoderSpec.of(index.encoder),
             "chunker": spec_chunker,
             "heads": heads,
+            "gpus": num_gpus,
         },
         batch_size=docs_per_batch,
         batch_format="numpy",
