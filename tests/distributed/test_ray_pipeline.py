@@ -301,3 +301,14 @@ def test_an_actor_encodes_on_the_device_ray_gave_it(
     else:
         _EncodeActor(*args, gpus=gpus)
     assert loaded == [device]
+
+
+def test_a_chunker_spec_refuses_settings_its_kind_ignores() -> None:
+    # ChunkerSpec("whole", chunk_size=128) indexed whole documents cut at the model's
+    # max_length (the chunk size went nowhere), as window= and late_heads= are refused for
+    # naive chunking
+    with pytest.raises(ValueError, match="chunk_size applies to kind='naive' or 'late'"):
+        ChunkerSpec("whole", chunk_size=128)
+    with pytest.raises(ValueError, match="window applies to late chunking"):
+        ChunkerSpec("naive", window=64)
+    assert ChunkerSpec("naive", chunk_size=128).chunk_size == 128

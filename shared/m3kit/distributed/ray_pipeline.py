@@ -98,6 +98,11 @@ class ChunkerSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkingKind(self.kind))
+        if self.chunk_size is not None and self.kind is ChunkingKind.WHOLE:
+            raise ValueError(
+                "chunk_size applies to kind='naive' or 'late'; kind='whole' keeps each document "
+                "as one chunk, cut at the model's max_length"
+            )
         if self.window is not None and self.kind is not ChunkingKind.LATE:
             raise ValueError("window applies to late chunking (kind='late') only")
         if self.late_heads is not None:
