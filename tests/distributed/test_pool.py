@@ -77,6 +77,33 @@ def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> 
         EncoderSpec.of(in_memory)
 
 
+def test_an_interrupted_call_leaves_nothing_for_the_next(encoder: M3Encoder) -> None:
+    # Ctrl-C while a call hands out its batches: the batches already handed out are encoded
+    # anyway. Their results were taken by the next call as its own (their task numbers,
+    # below the new call's, indexed its batches from the end): rows of other texts, and the
+    # call returned before its own batches came back, leaving them to the call after
+    with EncoderPool(encoder, workers=1, threads_per_worker=1) as p:
+        put, handed = p._tasks.put, []
+
+        def interrupted(task: object) -> None:
+            if len(handed) == 2:
+                raise KeyboardInterrupt
+            handed.append(task)
+            put(task)
+
+        p._tasks.put = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            p.encode(TEXTS)
+        del p._tasks.put
+        rev = TEXTS[::-1]
+        try:
+            out = p.encode(rev)
+        except RuntimeError as e:  # or the pool is closed, and says so
+            assert "closed" in str(e)
+        else:
+            _same(out, encoder.encode(rev, show_progress=False))
+
+
 def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:
     # runs last in this module: closes the shared pool
     p = pool

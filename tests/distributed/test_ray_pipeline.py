@@ -271,3 +271,44 @@ def test_sigkilled_ray_index_then_rerun_equals_single_process(
     finally:
         single.close()
         crashed.close()
+
+
+@pytest.mark.parametrize(("gpus", "device"), [(None, "cpu"), (0.0, "cpu"), (0.5, "cuda")])
+def test_an_actor_encodes_on_the_device_ray_gave_it(
+    encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch, gpus: float | None, device: str
+) -> None:
+    # Ray leaves CUDA_VISIBLE_DEVICES alone for an actor given no GPU (num_gpus=0, the
+    # default): on a GPU node it sees every GPU. Such an actor loaded on "cuda" all the same,
+    # unreserved, every CPU actor of the node on its first GPU, in the precision "auto" picks
+    # there (or failed there: --dtype int8). The GPU is now used only when one was reserved.
+    import torch
+
+    from m3kit.distributed import EncoderSpec
+    from m3kit.distributed.ray_pipeline import _EncodeActor
+
+    loaded: list[str] = []
+    load = EncoderSpec.load
+
+    def recording(self: EncoderSpec, where: str) -> M3Encoder:
+        loaded.append(where)
+        return load(self, "cpu")  # no GPU here: the model itself loads on the CPU
+
+    monkeypatch.setattr(EncoderSpec, "load", recording)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node
+    args = (EncoderSpec.of(encoder), ChunkerSpec("naive"), ["dense"])
+    if gpus is None:
+        _EncodeActor(*args)
+    else:
+        _EncodeActor(*args, gpus=gpus)
+    assert loaded == [device]
+
+
+def test_a_chunker_spec_refuses_settings_its_kind_ignores() -> None:
+    # ChunkerSpec("whole", chunk_size=128) indexed whole documents cut at the model's
+    # max_length (the chunk size went nowhere), as window= and late_heads= are refused for
+    # naive chunking
+    with pytest.raises(ValueError, match="chunk_size applies to kind='naive' or 'late'"):
+        ChunkerSpec("whole", chunk_size=128)
+    with pytest.raises(ValueError, match="window applies to late chunking"):
+        ChunkerSpec("naive", window=64)
+    assert ChunkerSpec("naive", chunk_size=128).chunk_size == 128

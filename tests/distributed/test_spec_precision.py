@@ -62,3 +62,22 @@ def test_a_given_dtype_a_worker_cannot_run_is_an_error(
     load.assert_not_called()
     # left to "auto", the worker picks a precision its device runs
     assert dataclasses.replace(spec, dtype_given=False).worker_dtype(worker) == "auto"
+
+
+def test_a_worker_runs_the_parents_backend(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # backend="torch" with dtype="int8": torch's dynamic int8. A worker left to "auto" took
+    # ONNX Runtime's int8 instead (another quantisation, other vectors) and stored them
+    # under the same collection fingerprint, silently
+    import numpy as np
+
+    from m3kit.backends import EncoderBackend
+
+    monkeypatch.setenv("M3KIT_CACHE", str(tmp_path))  # an ONNX export, if any, lands here
+    parent = M3Encoder.from_pretrained(tiny_m3_path, device="cpu", dtype="int8", backend="torch")
+    worker = EncoderSpec.of(parent).load("cpu")
+    assert (worker.backend, worker.precision) == (parent.backend, parent.precision)
+    assert worker.backend is EncoderBackend.TORCH
+    texts = ["Torch's int8 and ONNX Runtime's are two quantisations.", "short"]
+    np.testing.assert_array_equal(worker.encode(texts).dense, parent.encode(texts).dense)

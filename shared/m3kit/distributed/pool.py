@@ -66,7 +66,8 @@ class EncoderSpec:
         query_instruction: Query prefix.
         batch_size: Most texts per forward pass.
         max_batch_tokens: Most padded tokens per forward pass.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: The parent's resolved backend, ``"torch"`` or ``"onnx"``; every worker
+            loads with it (``"auto"`` would turn a parent's torch int8 into ONNX Runtime's).
         identity: The parent encoder's fingerprint identity
             (:class:`~m3kit.fingerprint.EncoderFingerprint`); a worker whose loaded model
             differs (the checkpoint changed on disk, or another machine holds another model at
@@ -159,9 +160,6 @@ class EncoderSpec:
         """
         from m3kit.encoder import M3Encoder
 
-        kwargs: dict[str, Any] = {}
-        if self.backend != "torch":
-            kwargs["backend"] = self.backend
         encoder = M3Encoder.from_pretrained(
             self.path,
             device=device,
@@ -171,7 +169,9 @@ class EncoderSpec:
             pooling=self.pooling,
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
-            **kwargs,
+            # the parent's resolved backend, never "auto": int8 on a CPU resolves to ONNX
+            # Runtime's int8, not the torch int8 a parent given backend="torch" runs
+            backend=self.backend,
         )
         if self.identity is not None:
             from m3kit.fingerprint import encoder_fingerprint
@@ -419,21 +419,24 @@ class EncoderPool:
                 raise RuntimeError("this EncoderPool is closed")
             first = self._next_task
             self._next_task += len(batches)
-            for k, batch in enumerate(batches):
-                task = (first + k, [ids[i] for i in batch], sorted(wanted), sparse_top_k)
-                self._tasks.put((*task, sparse_min_weight))
+            mine = {first + k: batch for k, batch in enumerate(batches)}
+            # From the first task handed out, any failure (Ctrl-C included) closes the pool:
+            # tasks handed out are encoded anyway, and their results must never reach the
+            # next call as its own.
             try:
+                for task_id, batch in mine.items():
+                    task = (task_id, [ids[i] for i in batch], sorted(wanted), sparse_top_k)
+                    self._tasks.put((*task, sparse_min_weight))
                 with tqdm(total=n, desc="encode", unit="text", disable=not show) as bar:
                     while len(done) < len(batches):
                         kind, task_id, payload = self._get(waited_for="to encode")
                         if kind == "error":
                             raise RuntimeError(f"an encoder worker failed: {payload}")
-                        if kind != "ok":
-                            continue
-                        batch = batches[int(task_id) - first]
-                        out.add_output(batch, payload)
-                        done.add(int(task_id))
-                        bar.update(len(batch))
+                        if kind != "ok" or task_id not in mine or task_id in done:
+                            continue  # a poll (or, never expected, a task not of this call)
+                        out.add_output(mine[task_id], payload)
+                        done.add(task_id)
+                        bar.update(len(mine[task_id]))
             except BaseException:
                 self._close_locked()
                 raise

@@ -98,6 +98,11 @@ class ChunkerSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkingKind(self.kind))
+        if self.chunk_size is not None and self.kind is ChunkingKind.WHOLE:
+            raise ValueError(
+                "chunk_size applies to kind='naive' or 'late'; kind='whole' keeps each document "
+                "as one chunk, cut at the model's max_length"
+            )
         if self.window is not None and self.kind is not ChunkingKind.LATE:
             raise ValueError("window applies to late chunking (kind='late') only")
         if self.late_heads is not None:
@@ -203,11 +208,14 @@ def records_from_arrow(table: Any) -> list[ChunkRecord]:
 class _EncodeActor:
     """Loads the encoder once; encodes batches of documents into Arrow chunk records."""
 
-    def __init__(self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str]) -> None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = spec.load(device)
+    def __init__(
+        self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str], gpus: float = 0.0
+    ) -> None:
+        # The GPU Ray reserved for this actor, if any; not whichever it sees: recent Ray
+        # (ray-project/ray#54868; 2.60 tested) leaves CUDA_VISIBLE_DEVICES alone for an
+        # actor given no GPU, so a CPU actor on a GPU node sees every GPU of the node, and
+        # would share one unreserved, in the precision "auto" picks there.
+        self.encoder = spec.load("cuda" if gpus > 0 else "cpu")
         self.chunker = chunker.build(self.encoder)
         self.heads = Head.parse(heads)
 
@@ -328,6 +336,7 @@ def index_with_ray(
             "spec": EncoderSpec.of(index.encoder),
             "chunker": spec_chunker,
             "heads": heads,
+            "gpus": num_gpus,
         },
         batch_size=docs_per_batch,
         batch_format="numpy",
