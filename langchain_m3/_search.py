@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from m3kit.outputs import Head
-from m3kit.store import Fusion, M3Index, SearchSettings
+from m3kit.store import Fusion, SearchSettings
 
 __all__ = [
     "SEARCH_ARGS",
@@ -26,7 +26,6 @@ __all__ = [
     "check_setting",
     "relevance_function",
     "scale_of",
-    "score_scale",
     "similarity_relevance",
     "weighted_relevance",
 ]
@@ -67,13 +66,6 @@ def check_setting(name: str, value: Any) -> Any:
     if value is None:
         return None
     return getattr(SearchSettings(**{name: value}), name)
-
-
-def score_scale(
-    index: M3Index, *, fusion: Fusion | str | None = None, rerank: bool | None = None
-) -> ScoreScale:
-    """What the final score of ``index.search(fusion=fusion, rerank=rerank)`` is."""
-    return scale_of(index.search_settings(fusion=fusion, rerank=rerank), index.store.heads)
 
 
 def scale_of(settings: SearchSettings, heads: frozenset[Head]) -> ScoreScale:
