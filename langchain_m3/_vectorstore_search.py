@@ -10,7 +10,7 @@ Split from :mod:`langchain_m3.vectorstore`: :class:`VectorStoreSearch` is the ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
@@ -21,8 +21,8 @@ from langchain_m3._search import (
     SEARCH_ARGS,
     ScoreScale,
     check_k,
-    clip01,
-    score_scale,
+    relevance_function,
+    scale_of,
 )
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
 
@@ -87,37 +87,50 @@ class VectorStoreSearch(VectorStore):
         return self._index.search_settings(**self._index.layered_settings(given, self._defaults()))
 
     def score_scale(
-        self, *, fusion: Fusion | str | None = None, rerank: bool | None = None
+        self,
+        *,
+        fusion: Fusion | str | None = None,
+        rerank: bool | None = None,
+        weights: Sequence[float] | None = None,
     ) -> ScoreScale:
-        """What the final score of a search with these arguments is (store defaults if ``None``)."""
-        return score_scale(
-            self._index,
-            fusion=self.fusion if fusion is None else fusion,
-            rerank=self.rerank if rerank is None else rerank,
-        )
+        """What the final score of a search with these arguments is (the store's defaults
+        where ``None``), which decides its relevance score (see
+        :meth:`_similarity_search_with_relevance_scores`)."""
+        settings = self.search_settings(fusion=fusion, rerank=rerank, weights=weights)
+        return scale_of(settings, self._index.store.heads)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """LangChain's relevance of a final score: the score clipped to ``[0, 1]``."""
-        return clip01
+        """The relevance of a final score of a search with the store's defaults (see
+        :meth:`_similarity_search_with_relevance_scores`).
+
+        Raises:
+            ValueError: The defaults score by rank fusion (no relevance).
+        """
+        return relevance_function(self.search_settings(), self._index.store.heads)
 
     def _similarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """Relevance = the final score clipped to ``[0, 1]`` (a similarity or M3's weighted sum).
+        """The hits of :meth:`similarity_search_with_score` with relevance scores in ``[0, 1]``.
+
+        The relevance is a fixed, strictly increasing function of the final score ``s`` (so it
+        keeps the order of the results, and distinct scores stay distinct; a
+        ``score_threshold`` of LangChain's applies to it, means the same for every query, and
+        is not the threshold on ``s`` that ``similarity_search(score_threshold=...)`` takes):
+
+        * a similarity (ColBERT MaxSim or cosine in ``[-1, 1]``; also ``m3`` without a sparse
+          term): ``(1 + s) / 2``, langchain-qdrant's relevance of a cosine (an exact match
+          1.0, an unrelated text about 0.5, a relevance threshold ``t`` keeps ``s >= 2t - 1``);
+        * ``m3`` with a sparse term (unbounded above): ``(1 + s) / 2`` up to ``s = 0``, then
+          ``1 - 1 / (2 (1 + s))`` (0.75 at ``s = 1``, 0.875 at 3; 1 only in the limit).
 
         Raises:
             ValueError: The search would score by rank fusion (``rrf`` / ``dbsf`` without
                 ColBERT rerank), which is no relevance.
         """
-        scale = self.score_scale(fusion=kwargs.get("fusion"), rerank=kwargs.get("rerank"))
-        if scale is ScoreScale.RANK:
-            raise ValueError(
-                "relevance scores need a similarity: this search scores by rank fusion "
-                f"({self.search_settings(**kwargs).fusion.value}) of dense and sparse without "
-                "ColBERT rerank; use rerank=True (a ColBERT collection) or fusion='m3'"
-            )
+        relevance = relevance_function(self.search_settings(**kwargs), self._index.store.heads)
         hits = self.similarity_search_with_score(query, k, **kwargs)
-        return [(d, clip01(s)) for d, s in hits]  # m3: over the weights that scored (_search)
+        return [(d, relevance(s)) for d, s in hits]
 
     async def _asimilarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any

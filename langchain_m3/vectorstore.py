@@ -20,8 +20,13 @@ is a dense search. Search arguments (also in ``as_retriever(search_kwargs=...)``
 ``weights`` (``[dense, sparse, colbert]`` of ``m3``), ``rerank``, ``candidates`` (per retriever
 before fusion) and ``score_threshold``. Ranking arguments left unset (here and in the store's
 defaults) are the index's (:meth:`~m3kit.store.M3Index.search_settings`): a calibrated
-checkpoint's fusion (``m3kit_search.json``) when it has one. Async methods are LangChain's
-(the sync method in a worker thread).
+checkpoint's fusion (``m3kit_search.json``) when it has one. Relevance scores
+(``similarity_search_with_relevance_scores``, ``search_type="similarity_score_threshold"``)
+are a fixed, strictly increasing map of the final score into ``[0, 1]``: ``(1 + s) / 2`` for
+a cosine or MaxSim (langchain-qdrant's), and for ``m3`` with its unbounded sparse term
+``(1 + s) / 2`` up to 0, ``1 - 1 / (2 (1 + s))`` above; a rank fusion without rerank has none
+(see ``_similarity_search_with_relevance_scores``). Async methods are LangChain's (the sync
+method in a worker thread).
 
 Example:
     >>> import tempfile

@@ -122,8 +122,10 @@ def _query_filter(query: VectorStoreQuery) -> Any:
 def _m3_weights(
     alpha: float | None, mode: VectorStoreQueryMode, colbert: bool, settings: SearchSettings
 ) -> tuple[float, float, float] | None:
-    """M3 weights ``[dense, sparse, colbert]`` over the heads ``mode`` scores with, summing to 1
-    (``None`` for ``rrf`` / ``dbsf``, which use none).
+    """M3 weights ``[dense, sparse, colbert]`` of the query (``None`` for ``rrf`` / ``dbsf``,
+    which use none); the store divides them by the sum of those of the heads ``mode`` scores
+    with, once, as every ``m3`` search (dividing here too changed their last bit, which
+    decides ties at a score's 9th digit).
 
     Default mode scores by dense (and ColBERT when it reranks), sparse mode by sparse (and
     ColBERT): one head alone scores its own similarity, as in LlamaIndex's Qdrant store. In
@@ -145,8 +147,9 @@ def _m3_weights(
         vector = w_dense + w_colbert
         share = w_dense / vector if colbert and vector > 0 else 1.0
         settings = replace(settings, weights=(alpha * share, 1.0 - alpha, alpha * (1.0 - share)))
-    return settings.m3_scoring_weights(
+    settings.m3_scoring_weights(  # weights that zero every head this mode scores: refused
         dense=mode is not VectorStoreQueryMode.SPARSE,
         sparse=mode is not VectorStoreQueryMode.DEFAULT,
         colbert=colbert,
     )
+    return settings.weights

@@ -107,11 +107,19 @@ def test_score_threshold(store: M3VectorStore) -> None:
     scores = [s for _, s in scored]
     assert scores == sorted(scores, reverse=True)
     cut = (scores[1] + scores[2]) / 2  # keeps exactly two
-    assert 0 < cut < 1  # ColBERT MaxSim: already a similarity in [-1, 1]
-    relevant = store.similarity_search_with_relevance_scores(QUERY, k=10, score_threshold=cut)
-    assert [(d.id, s) for d, s in relevant] == [(d.id, min(s, 1.0)) for d, s in scored[:2]]
+    assert 0 < cut < 1  # ColBERT MaxSim: a similarity in [-1, 1]
+    # a relevance is (1 + MaxSim) / 2 (langchain-qdrant's for cosine), so its threshold too;
+    # the exact match's MaxSim is 1 plus float error, its relevance 1.0
+    relevance_cut = (1 + cut) / 2
+    relevant = store.similarity_search_with_relevance_scores(
+        QUERY, k=10, score_threshold=relevance_cut
+    )
+    assert [(d.id, s) for d, s in relevant] == [
+        (d.id, pytest.approx(min(1.0, (1 + s) / 2), rel=1e-12)) for d, s in scored[:2]
+    ]
     retriever = store.as_retriever(
-        search_type="similarity_score_threshold", search_kwargs={"score_threshold": cut, "k": 10}
+        search_type="similarity_score_threshold",
+        search_kwargs={"score_threshold": relevance_cut, "k": 10},
     )
     assert _ids(retriever.invoke(QUERY)) == _ids([d for d, _ in scored[:2]])
     # score_threshold in a similarity search filters on the final score too
@@ -140,8 +148,8 @@ def test_dense_only_store(minilm_encoder: M3Encoder) -> None:
         (doc, score), *_ = s.similarity_search_with_relevance_scores(QUERY, k=2)
         assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
         # M3's weighted sum over the dense head alone is 0.4 x cosine: the relevance divides
-        # by the weights of the heads that scored (an exact match used to get 0.4)
-        assert s.score_scale(fusion="m3") is ScoreScale.WEIGHTED
+        # by the weights of the heads that scored (an exact match used to get 0.4): a cosine
+        assert s.score_scale(fusion="m3") is ScoreScale.SIMILARITY
         (doc, score), *_ = s.similarity_search_with_relevance_scores(QUERY, k=2, fusion="m3")
         assert doc.id == "d3" and score == pytest.approx(1.0, abs=1e-4)
         # the search's own score too (a score_threshold applies to it), and the retriever's

@@ -108,3 +108,49 @@ def test_dense_only_exact_match_scores_one(minilm_encoder: M3Encoder) -> None:
         assert [h.score for h in hits] == pytest.approx([h.score for h in plain], rel=1e-6)
         kept = SimilarityPostprocessor(similarity_cutoff=0.5).postprocess_nodes(hits)
         assert kept and kept[0].node.text == TEXTS[1]
+
+
+#: Per-head scores (as Qdrant would return them) of two stored chunks: under the weights
+#: 0.2 / 0.7 / 0.1 divided once by their sum (what every m3 search does) "b" scores
+#: 0.301000001 and "a" 0.301; divided twice (0.9999999999999999, then 1.0000000000000002) both
+#: score 0.301, a tie ordered by id.
+_HEADS = {
+    "dense": {"a": 0.63, "b": 0.6300000025},
+    "sparse": {"a": 0.25, "b": 0.25},
+    "colbert": {"a": 0.0, "b": 0.0},
+}
+
+
+class _FixedScores:
+    """A storage backend answering the ``m3`` plan's queries from :data:`_HEADS`."""
+
+    def query_batch(self, stages: Any, *, with_payload: bool) -> list[list[Any]]:
+        from m3kit.store.plan import RawHit
+
+        out = []
+        for stage in stages:
+            scores = _HEADS[stage.query.using]
+            hits = sorted((RawHit(i, s) for i, s in scores.items()), key=lambda h: -h.score)
+            out.append(hits[: stage.limit])
+        return out
+
+    def retrieve(self, ids: Any) -> dict[str, dict[str, Any]]:
+        return {i: {"page_content": i, "doc_id": i, "chunk_id": i} for i in ids}
+
+
+def test_hybrid_m3_ranks_as_an_index_search(
+    stores: tuple[M3VectorStore, M3VectorStore],
+    tiny_embedding: M3Embedding,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hybrid mode divides the m3 weights by their sum once, as every m3 search does (it
+    divided them a second time: their last bit differed from M3Index.search's, which flips a
+    tie at the 9th digit)."""
+    plain, _ = stores
+    weights = (0.2, 0.7, 0.1)
+    m3 = M3VectorStore.from_index(plain.client, fusion="m3", weights=weights)
+    monkeypatch.setattr(plain.client.store, "_backend", _FixedScores())
+    searched = plain.client.search(TEXTS[1], k=2, fusion="m3", weights=weights)
+    assert [(h.id, h.score) for h in searched] == [("b", 0.301000001), ("a", 0.301)]
+    got = m3.query(_query(tiny_embedding, H))
+    assert got.ids == ["b", "a"] and got.similarities == [0.301000001, 0.301]

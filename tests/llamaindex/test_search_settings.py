@@ -155,9 +155,9 @@ def test_vector_store_hybrid_searches_with_the_calibration(
     no_alpha = dataclasses.replace(q, alpha=None)
     mine.query(no_alpha)
     assert _ranking(store_queries[-1]) == (Fusion.DBSF, None, True, 6)
-    # m3's sum over the heads that score
+    # m3's weights as given: the store divides them by the sum of the heads that score
     mine.query(no_alpha, candidates=8, fusion="m3", weights=(1, 0, 1))
-    assert _ranking(store_queries[-1]) == (Fusion.M3, (0.5, 0.0, 0.5), True, 8)
+    assert _ranking(store_queries[-1]) == (Fusion.M3, (1.0, 0.0, 1.0), True, 8)
 
 
 async def test_async_vector_store_query_takes_its_settings(
@@ -225,7 +225,7 @@ def test_weights_without_the_m3_fusion_are_an_error(
                 M3Retriever(store.client, weights=[1, 0, 0], fusion=fusion).retrieve(QUERY)
         assert not store_queries
         held.query(q, fusion="m3")
-        assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (0.5, 0.0, 0.5))
+        assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (1.0, 0.0, 1.0))  # as held
         # the store's weights with its m3 fusion: a query choosing rrf ranks without them
         m3 = M3VectorStore.from_index(store.client, fusion="m3", weights=(0.5, 0.3, 0.2))
         assert m3.query(q, fusion="rrf").ids

@@ -7,7 +7,8 @@ the one with the best nDCG@10: once for a collection with ColBERT vectors and on
 + sparse alone. Measuring through the store (not a re-implementation of its plans) means the
 chosen settings rank exactly as they will in use. The ``m3`` grid re-weights one set of exact
 per-head scores per query (:func:`m3kit.store.query.m3_head_scores`), so a fine grid costs
-little.
+little; it ranks them with the ``m3`` search's own code (:meth:`HeadScores.rank
+<m3kit.store.query.HeadScores.rank>`), so to the last bit.
 
 :func:`evaluate_search` (:func:`evaluate_searches`) scores one (several)
 :class:`SearchSettings` on a retrieval task the same way

@@ -256,19 +256,10 @@ def _m3(
     flt: models.Filter | None,
     weights: Sequence[float],
 ) -> list[RawHit]:
-    # Over the heads that score: an exact match scores 1.0 whichever heads a collection holds
-    # (ranking is unchanged; a score_threshold means the same on every collection). A sparse
-    # query without terms still scores (0), so its weight still counts.
-    wd, ws, wc = weights
-    scoring = SearchSettings(fusion=Fusion.M3, weights=(wd, ws, wc)).m3_scoring_weights(
-        dense=q.dense is not None,
-        sparse=q.sparse is not None or q.sparse_empty,
-        colbert=use_colbert,
-    )
     per_head = m3_head_scores(backend, q, n, use_colbert, flt)
-    if not per_head.ids:
+    best = per_head.rank(weights)[:k]  # checks the weights even when nothing was found
+    if not best:
         return []
-    best = per_head.rank(scoring)[:k]
     payloads = backend.retrieve([pid for pid, _ in best])
     return [RawHit(pid, score, payloads[pid]) for pid, score in best if pid in payloads]
 
@@ -282,17 +273,39 @@ class HeadScores:
         dense: Dense score per candidate (0 where the query has no dense vector).
         sparse: Sparse score per candidate (0 where a candidate shares no term).
         colbert: ColBERT score per candidate, averaged over query tokens (0 when not used).
+        scoring: Which heads score the query ``(dense, sparse, colbert)``: those it has a
+            vector for (a sparse query without terms scores 0, but it scores), ColBERT when
+            it was used.
     """
 
     ids: tuple[str, ...]
     dense: npt.NDArray[np.float64]
     sparse: npt.NDArray[np.float64]
     colbert: npt.NDArray[np.float64]
+    scoring: tuple[bool, bool, bool] = (True, True, True)
 
     def rank(self, weights: Sequence[float]) -> list[tuple[str, float]]:
-        """``(id, m3_score)`` best first (ties by id) under ``weights``."""
+        """``(id, m3_score)`` best first (ties by id) under the ``m3`` weights ``weights``:
+        the ranking and scores of ``query(fusion="m3", weights=weights)``, which this is.
+
+        The weights are divided by the sum of those of the heads that score
+        (:meth:`SearchSettings.m3_scoring_weights`): over the heads that score, an exact match
+        scores 1.0 whichever heads a collection holds (ranking is unchanged; a
+        ``score_threshold`` means the same on every collection). A calibration ranks its grid
+        here too, so a weight setting is measured on the ranking a search with it returns (to
+        the last bit: weights whose float sum is not exactly 1 shift a score by one unit of
+        its 9th digit, which decides ties).
+
+        Raises:
+            ValueError: Bad weights, or every head that scores has weight 0.
+        """
+        wd, ws, wc = weights
+        dense, sparse, colbert = self.scoring
+        scoring = SearchSettings(fusion=Fusion.M3, weights=(wd, ws, wc)).m3_scoring_weights(
+            dense=dense, sparse=sparse, colbert=colbert
+        )
         fused = [
-            m3_score(float(d), float(s), float(c), weights)
+            m3_score(float(d), float(s), float(c), scoring)
             for d, s, c in zip(self.dense, self.sparse, self.colbert, strict=True)
         ]
         return sorted(zip(self.ids, fused, strict=True), key=lambda kv: (-kv[1], kv[0]))
@@ -306,11 +319,16 @@ def m3_head_scores(
     flt: models.Filter | None,
 ) -> HeadScores:
     """The M3 plan's first two round trips: candidates, then every head's exact score."""
+    scoring = (
+        q.dense is not None,
+        q.sparse is not None or q.sparse_empty,
+        use_colbert and q.colbert is not None,
+    )
     found = backend.query_batch(_retrievers(q, n, flt), with_payload=False)
     ids = sorted({h.id for hits in found for h in hits})
     if not ids:
         empty = np.zeros(0)
-        return HeadScores((), empty, empty, empty)
+        return HeadScores((), empty, empty, empty, scoring)
     only = and_filters(ids_filter(ids), flt)
     heads: list[tuple[str, Nearest]] = []
     if q.dense is not None:
@@ -332,7 +350,7 @@ def m3_head_scores(
         got = per_head.get(name, {})
         return np.array([got.get(pid, 0.0) for pid in ids], dtype=np.float64)
 
-    return HeadScores(tuple(ids), column(DENSE), column(SPARSE), column(COLBERT))
+    return HeadScores(tuple(ids), column(DENSE), column(SPARSE), column(COLBERT), scoring)
 
 
 #: The payload keys a :class:`Hit` is built from.
