@@ -30,6 +30,7 @@ from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
 from llamaindex_m3.retriever_writes import RetrieverWrites
+from llamaindex_m3.sourceless import sourceless_chunk
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
@@ -321,13 +322,17 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     out of what the embedding model and the LLM see, and out of what is stored when the node
     is written again. The character offsets are the stored ones; the
     source relationship names the document without a hash, so writing the node again adds
-    it to the stored version and never replaces the document's other chunks.
+    it to the stored version and never replaces the document's other chunks. A node written
+    without a source document comes back without one and without ``doc_id`` (``ref_doc_id``
+    ``None``, as from LlamaIndex's stores; :mod:`~llamaindex_m3.sourceless`).
     """
     kept = {k: v for k, v in hit.extra.items() if k in NODE_FIELDS and k != "class_name"}
+    sourceless = sourceless_chunk(hit.chunk_id, hit.extra)  # no document: no doc_id
     placement = {
         k: v
         for k, v in ((DOC_ID_KEY, hit.doc_id), (CHUNK_INDEX_KEY, hit.chunk_index))
         if k not in hit.metadata  # a user's own key of that name wins
+        and not (sourceless and k == DOC_ID_KEY)
     }
     cls = IndexNode if hit.extra.get("class_name") == IndexNode.class_name() else TextNode
     node = cls.model_validate(
@@ -342,6 +347,8 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     )
     for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
         keys.extend(k for k in placement if k not in keys)
+    if sourceless:
+        return NodeWithScore(node=node, score=hit.score)
     source = node.relationships.get(NodeRelationship.SOURCE)
     node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(
         node_id=hit.doc_id,
