@@ -8,7 +8,9 @@ built from :mod:`m3kit.store.conditions`, so they mean the same on every backend
 
 Keys are read as LlamaIndex's own stores read them. ``doc_id``, ``ref_doc_id`` and
 ``document_id`` name the node's document (:data:`DOCUMENT_KEYS`), as in ``SimpleVectorStore``
-and the stock Qdrant store, whatever the node's own metadata holds under those names. A key
+and the stock Qdrant store, whatever the node's own metadata holds under those names; a node
+without a source document has ``"None"`` there, as in those stores
+(:mod:`llamaindex_m3.sourceless`). A key
 with dots or brackets (``"file.name"``) is that flat key where the chunk has it (as
 ``SimpleVectorStore`` reads it), else the path into nested metadata (as the stock Qdrant store
 reads it). ``chunk_index`` matches the value a returned node shows (:data:`TOP_LEVEL_KEYS`).
@@ -74,9 +76,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from llamaindex_m3.sourceless import document_key_condition
 from m3kit.errors import missing_extra
 from m3kit.store import conditions as c
-from m3kit.store.schema import DOC_ID, flat_metadata_path, is_plain_key, metadata_path
+from m3kit.store.schema import flat_metadata_path, is_plain_key, metadata_path
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -230,7 +233,7 @@ def _condition(f: MetadataFilter) -> models.Condition:
             f"not supported by M3Retriever; supported: {names}"
         )
     if f.key in DOCUMENT_KEYS:
-        return build(DOC_ID, f)
+        return document_key_condition(f, build)
     mine = flat_metadata_path(f.key)
     if f.key in TOP_LEVEL_KEYS:  # the value hit_to_node shows: the user's key, else the field
         other = f.key

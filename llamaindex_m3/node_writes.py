@@ -5,7 +5,9 @@ The mapping keeps the one collection layout every m3kit reader shares:
 - ``doc_id`` is the node's ``ref_doc_id`` (its source document; the node's own id when it has
   none), so ``delete(ref_doc_id)`` removes every node of a document, and a document written
   by ``m3kit index``, ``langchain_m3`` or ``llamaindex_m3.M3Retriever`` under the same id is
-  the same document here.
+  the same document here. A node without a source belongs to no document (its ``ref_doc_id``
+  is ``"None"``, as in LlamaIndex's stores): it is stored alone under its own id, and
+  ``delete`` and ``doc_ids`` pass it by (:mod:`~llamaindex_m3.sourceless`).
 - ``chunk_index`` is the node's position among its document's stored nodes; the point id is
   ``point_id(doc_id, chunk_index)``. The node's own id is stored as ``chunk_id``, and is the
   id :meth:`~llamaindex_m3.M3VectorStore.add` returns and queries report (a chunk another
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +60,14 @@ from llamaindex_m3.node_records import (
     node_metadata,
     other_encoded_text,
 )
-from llamaindex_m3.stored_chunks import check_ids_elsewhere, doc_id_of, stored_payloads
+from llamaindex_m3.sourceless import has_no_source
+from llamaindex_m3.stored_chunks import (
+    check_ids_elsewhere,
+    check_sourceless,
+    doc_id_of,
+    payloads_by_doc,
+    stored_payloads,
+)
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Index, output_row, point_id
 from m3kit.store.filters import stale_chunks_filter
@@ -121,7 +130,7 @@ def node_version(node: BaseNode) -> str | None:
     the node is added to it; it never replaces the document's other chunks.
     """
     source = node.source_node
-    if source is None:  # the node is a document of its own: its content is its version
+    if source is None:  # no source (a node alone, a Document whole): its content is its version
         basis: list[Any] = ["node", _node_identity(node)]
     elif not source.hash:
         return None
@@ -176,30 +185,38 @@ class _Doc:
 
 
 def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
-    docs: dict[str, _Doc] = {}
+    grouped: dict[str, list[tuple[int, BaseNode]]] = {}
     for i, node in enumerate(nodes):
         if not isinstance(node, BaseNode):
             raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
-        doc_id, version = node_doc_id(node), node_version(node)
-        doc = docs.setdefault(doc_id, _Doc(version))
-        if doc.version != version:
+        grouped.setdefault(node_doc_id(node), []).append((i, node))
+    docs: dict[str, _Doc] = {}
+    for doc_id, members in grouped.items():
+        check_sourceless(doc_id, [n for _, n in members], None)
+        versions = {node_version(n) for _, n in members}
+        if len(versions) > 1:
             raise ValueError(
                 f"nodes of document {doc_id!r} come from different versions of it (another "
                 "source hash, or mixed chunkings); add the nodes of one version"
             )
-        doc.nodes.append((i, node))
+        docs[doc_id] = _Doc(versions.pop(), nodes=members)
     return docs
 
 
 def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
     payloads = stored_payloads(index, list(docs))
+    stored_of = payloads_by_doc(payloads)
     for doc_id, doc in docs.items():
+        mine = stored_of.get(doc_id, [])
+        check_sourceless(doc_id, [n for _, n in doc.nodes], mine)
+        lone = doc.nodes[0][1]
+        if has_no_source(lone):  # its stored chunk (written or read back) keeps its version
+            doc.version = next(
+                (str(p[DOC_HASH]) for p in mine if _names(lone, p) and p.get(DOC_HASH)),
+                doc.version,
+            )
         if doc.version is None:  # unknown: the stored version stands
-            stored = {
-                str(p[DOC_HASH])
-                for p in payloads
-                if str(p.get("doc_id")) == doc_id and p.get(DOC_HASH)
-            }
+            stored = {str(p[DOC_HASH]) for p in mine if p.get(DOC_HASH)}
             if len(stored) > 1:  # an interrupted write left two: which one is current?
                 raise ValueError(
                     f"document {doc_id!r} has chunks of {len(stored)} versions stored (a write "
@@ -233,6 +250,12 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
     for doc in docs.values():
         for indexes in doc.same.values():
             indexes.sort()
+
+
+def _names(node: BaseNode, payload: Mapping[str, Any]) -> bool:
+    """``node``'s id is the stored chunk's: its writer's id or its point id."""
+    chunk_index = int(payload.get(CHUNK_INDEX) or 0)
+    return node.node_id in (payload.get(CHUNK_ID), point_id(doc_id_of(payload), chunk_index))
 
 
 #: A node's own ``embedding`` must be this close (cosine) to the store's dense vector of the

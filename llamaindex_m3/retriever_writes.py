@@ -28,14 +28,18 @@ from llamaindex_m3.node_records import (
     unpack_documents,
 )
 from llamaindex_m3.node_writes import encode_nodes
+from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.stored_chunks import (
+    DOC_BATCH,
     check_ids_elsewhere,
+    check_sourceless,
     doc_id_of,
     named_chunks,
+    payloads_by_doc,
     stored_payloads,
 )
 from m3kit.store import ChunkRecord, M3Index, M3Store, point_id
-from m3kit.store.filters import documents_filter
+from m3kit.store.filters import distinct_ids, documents_filter
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA
 
 if TYPE_CHECKING:
@@ -177,8 +181,14 @@ class RetrieverWrites:
     ) -> list[str]:
         store = self.index.store
         by_doc = {doc_id: [n for _, n in group] for doc_id, group in groups.items()}
+        for doc_id, group_nodes in by_doc.items():
+            check_sourceless(doc_id, group_nodes, None)
         check_ids_elsewhere(self.index, by_doc)
-        named = named_chunks(self.index, by_doc)  # the stored chunk a node's id names
+        payloads = stored_payloads(self.index, list(by_doc))
+        stored_of = payloads_by_doc(payloads)
+        for doc_id, group_nodes in by_doc.items():
+            check_sourceless(doc_id, group_nodes, stored_of.get(doc_id, []))
+        named = named_chunks(self.index, by_doc, payloads)  # the chunk a node's id names
         for doc_id, group in groups.items():
             _check_read_back(store, doc_id, group, named)
         versions = {doc_id: nodes_hash(group, named) for doc_id, group in groups.items()}
@@ -248,10 +258,19 @@ class RetrieverWrites:
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete every chunk of these documents.
 
+        A node added without a source document belongs to none (its ``ref_doc_id`` is
+        ``"None"``, as in LlamaIndex's stores: :mod:`~llamaindex_m3.sourceless`) and stays;
+        a ``Document`` added whole is its own document.
+
         Raises:
             TypeError: ``doc_ids`` is one string (give ``[ref_doc_id]``).
         """
-        self.index.delete(doc_ids)
+        ids = distinct_ids(doc_ids, "doc_ids")
+        store = self.index.store
+        with store.write_lock:
+            for start in range(0, len(ids), DOC_BATCH):
+                batch = ids[start : start + DOC_BATCH]
+                store.delete_points(filter=ref_docs_filter(batch))
 
 
 def _check_read_back(

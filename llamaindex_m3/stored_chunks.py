@@ -2,7 +2,8 @@
 
 Shared by :mod:`llamaindex_m3.node_writes` (``M3VectorStore``) and
 :mod:`llamaindex_m3.retriever_writes` (``M3Retriever.add_nodes``): the stored chunk a node
-names by its id, and the check that a node id names one chunk of one document.
+names by its id, the check that a node id names one chunk of one document, and the check
+that a node without a source (:mod:`llamaindex_m3.sourceless`) is stored alone.
 """
 
 from __future__ import annotations
@@ -13,13 +14,67 @@ from typing import Any
 from llama_index.core.schema import BaseNode
 
 from llamaindex_m3.node_records import StoredChunk
+from llamaindex_m3.sourceless import has_no_source, sourceless_chunk
 from m3kit.store import M3Index, point_id
 from m3kit.store.filters import chunk_ids_filter, documents_filter
-from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, METADATA
+from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA, METADATA
 
-__all__ = ["check_ids_elsewhere", "doc_id_of", "named_chunks", "stored_payloads"]
+__all__ = [
+    "DOC_BATCH",
+    "check_ids_elsewhere",
+    "check_sourceless",
+    "doc_id_of",
+    "named_chunks",
+    "payloads_by_doc",
+    "stored_payloads",
+]
 
-_DOC_BATCH = 256
+
+def check_sourceless(
+    doc_id: str, nodes: Sequence[BaseNode], payloads: Sequence[Mapping[str, Any]] | None
+) -> None:
+    """A node without a source is stored under its own id, alone: refuse to mix it with the
+    nodes of a document of that id (they would replace each other).
+
+    Args:
+        doc_id: The ``doc_id`` the nodes are written under.
+        nodes: Those nodes.
+        payloads: The stored chunks of ``doc_id`` (``None``: check the nodes alone).
+
+    Raises:
+        ValueError: A node without a source and nodes of the document of its id, in this call
+            or stored.
+    """
+    lone = [n for n in nodes if has_no_source(n)]
+    if lone and len(lone) < len(nodes):
+        raise ValueError(
+            f"node {doc_id!r} has no source document, so it is stored under its own id, and "
+            f"nodes of document {doc_id!r} are given with it: give the node another id, or a "
+            "SOURCE relationship naming its document"
+        )
+    if payloads is None:
+        return
+    if lone:  # the node's own chunk (an earlier write of it) may be replaced, no other
+        others = [p for p in payloads if p.get(CHUNK_ID) != doc_id]
+        if others:
+            raise ValueError(
+                f"node {doc_id!r} has no source document, so it is stored under its own id, "
+                f"but document {doc_id!r} is stored ({len(others)} chunks): give the node "
+                "another id, or a SOURCE relationship naming its document"
+            )
+        return
+    ids = {n.node_id for n in nodes}
+    for p in payloads:
+        if sourceless_chunk(p.get(CHUNK_ID), p.get(EXTRA)) and p.get(CHUNK_ID) not in ids:
+            raise ValueError(
+                f"node {doc_id!r}, which has no source document, is stored under its own id, "
+                f"and nodes of document {doc_id!r} are now given: delete the node first "
+                f"(delete_nodes([{doc_id!r}])) or give the document another id"
+            )
+
+
+#: Documents (or ids) per request.
+DOC_BATCH = 256
 
 
 def doc_id_of(payload: Mapping[str, Any]) -> str:
@@ -27,17 +82,27 @@ def doc_id_of(payload: Mapping[str, Any]) -> str:
     return str(payload.get("doc_id"))
 
 
+def payloads_by_doc(payloads: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Stored payloads grouped by their ``doc_id``."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for payload in payloads:
+        out.setdefault(doc_id_of(payload), []).append(payload)
+    return out
+
+
 def stored_payloads(index: M3Index, doc_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The stored payloads of every chunk of these documents."""
     payloads: list[dict[str, Any]] = []
-    for start in range(0, len(doc_ids), _DOC_BATCH):
-        found = index.store.points(filter=documents_filter(doc_ids[start : start + _DOC_BATCH]))
+    for start in range(0, len(doc_ids), DOC_BATCH):
+        found = index.store.points(filter=documents_filter(doc_ids[start : start + DOC_BATCH]))
         payloads.extend(found.values())
     return payloads
 
 
 def named_chunks(
-    index: M3Index, groups: Mapping[str, Sequence[BaseNode]]
+    index: M3Index,
+    groups: Mapping[str, Sequence[BaseNode]],
+    payloads: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[int, StoredChunk]:
     """The stored chunk each node names by its id, by ``id(node)``: the chunk of its document
     its writer gave that id, else the one whose point id it is (nodes naming none are left out).
@@ -45,10 +110,13 @@ def named_chunks(
     Args:
         index: The encoder + store.
         groups: The nodes of each document, by document id.
+        payloads: The stored chunks of these documents (``None``: read here).
     """
     ids: dict[str, dict[str, StoredChunk]] = {}
     points: dict[str, dict[str, StoredChunk]] = {}
-    for payload in stored_payloads(index, list(groups)):
+    if payloads is None:
+        payloads = stored_payloads(index, list(groups))
+    for payload in payloads:
         doc_id, chunk_index = doc_id_of(payload), int(payload.get(CHUNK_INDEX) or 0)
         chunk = StoredChunk(chunk_index, dict(payload.get(METADATA) or {}))
         points.setdefault(doc_id, {})[point_id(doc_id, chunk_index)] = chunk
@@ -85,8 +153,8 @@ def check_ids_elsewhere(index: M3Index, groups: Mapping[str, Sequence[BaseNode]]
                     f"{doc_of[node.node_id]!r} and {doc_id!r}: a node id names one node"
                 )
     ids = list(doc_of)
-    for start in range(0, len(ids), _DOC_BATCH):
-        batch = ids[start : start + _DOC_BATCH]
+    for start in range(0, len(ids), DOC_BATCH):
+        batch = ids[start : start + DOC_BATCH]
         found = index.store.points(filter=chunk_ids_filter(batch))
         for payload in found.values():
             chunk_id, where = payload.get(CHUNK_ID), doc_id_of(payload)

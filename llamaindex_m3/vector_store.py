@@ -48,12 +48,13 @@ from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_writes import write_nodes
 from llamaindex_m3.retriever import check_settings, hit_to_node
+from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.vector_store_query import query_hits, query_settings
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, Fusion, M3Index, SearchSettings
-from m3kit.store.filters import and_filters, chunk_ids_filter, to_filter
+from m3kit.store.filters import and_filters, chunk_ids_filter, distinct_ids, to_filter
 
 try:
     from llama_index.core.schema import BaseNode
@@ -230,10 +231,17 @@ class M3VectorStore(BasePydanticVectorStore):
         return await asyncio.to_thread(self.add, nodes, **add_kwargs)
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        """Delete every node of the document ``ref_doc_id``."""
+        """Delete every node of the document ``ref_doc_id``.
+
+        A node without a source document (no ``SOURCE`` relationship) belongs to none: its
+        ``ref_doc_id`` is ``"None"``, as in LlamaIndex's stores, so it stays when
+        ``ref_doc_id`` is its own id; delete it with :meth:`delete_nodes` (see
+        :mod:`~llamaindex_m3.sourceless`). A ``Document`` stored whole is its own document.
+        """
         _no_kwargs("delete", delete_kwargs)
+        (doc_id,) = distinct_ids([ref_doc_id], "ref_doc_id")
         with self._index.store.write_lock:
-            self._index.delete([ref_doc_id])
+            self._index.store.delete_points(filter=ref_docs_filter([doc_id]))
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """:meth:`delete` in a worker thread."""

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.sourceless import ref_docs_filter
 from m3kit.outputs import Head, SparseVector
 from m3kit.store import Fusion, Hit, SearchSettings
-from m3kit.store.filters import and_filters, chunk_ids_filter, documents_filter, to_filter
+from m3kit.store.filters import and_filters, chunk_ids_filter, to_filter
 
 if TYPE_CHECKING:
     from llamaindex_m3.vector_store import M3VectorStore
@@ -110,10 +111,14 @@ def query_settings(
 
 
 def _query_filter(query: VectorStoreQuery) -> Any:
-    """The query's ``filters``, ``doc_ids`` and ``node_ids`` as one store filter (AND)."""
+    """The query's ``filters``, ``doc_ids`` and ``node_ids`` as one store filter (AND).
+
+    ``doc_ids`` select the nodes of these documents, not a node without a source stored
+    under one of these ids (its ``ref_doc_id`` is ``"None"``: :mod:`~llamaindex_m3.sourceless`).
+    """
     conditions = [to_filter(to_store_filter(query.filters))]
     if query.doc_ids:
-        conditions.append(documents_filter(list(query.doc_ids)))
+        conditions.append(ref_docs_filter(list(query.doc_ids)))
     if query.node_ids:  # the nodes' own ids or chunks' point ids
         conditions.append(chunk_ids_filter(list(query.node_ids)))
     return and_filters(*conditions)

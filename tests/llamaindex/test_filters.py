@@ -12,6 +12,7 @@ from llama_index.core.vector_stores import (
 from qdrant_client import models
 
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.sourceless import sourceless_filter
 
 
 def _f(*filters: MetadataFilter | MetadataFilters, condition: str = "and") -> MetadataFilters:
@@ -59,10 +60,17 @@ def test_rich_filters_become_qdrant_filters() -> None:
     assert [c.key for c in either.should] == ["metadata.lang", "metadata.lang"]  # type: ignore[union-attr]
 
     # NE is "no value equals": a nested must_not, which a missing key also satisfies; doc_id
-    # names the node's document: the store's own field, as in LlamaIndex's stores
-    assert not_doc == models.Filter(
-        must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="d1"))]
+    # names the node's document: the store's own field, as in LlamaIndex's stores, and "None"
+    # for a node without a source, which NE "d1" also takes (llamaindex_m3.sourceless)
+    of_documents = models.Filter(
+        must=[
+            models.Filter(
+                must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="d1"))]
+            )
+        ],
+        must_not=[sourceless_filter()],
     )
+    assert not_doc == models.Filter(should=[of_documents, sourceless_filter()])
 
 
 def _key(**kw: object) -> models.FieldCondition:

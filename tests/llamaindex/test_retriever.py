@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from llama_index.core import Document
 from llama_index.core.llms import MockLLM
@@ -14,7 +15,8 @@ from llama_index.core.vector_stores import FilterOperator, MetadataFilter, Metad
 
 from llamaindex_m3.retriever import M3Retriever
 from m3kit import Head, M3Encoder
-from m3kit.store import point_id
+from m3kit.outputs import SparseVector
+from m3kit.store import Fusion, point_id
 
 DOCS = [
     Document(
@@ -313,23 +315,54 @@ def test_rerank_and_score_threshold(retriever: M3Retriever) -> None:
     assert retriever.retrieve(DOCS[0].text) == []
 
 
-async def test_custom_embedding_strs_are_each_searched_and_fused(retriever: M3Retriever) -> None:
+@pytest.mark.parametrize("fusion", ["rrf", "m3"])
+async def test_custom_embedding_strs_search_their_mean_on_the_scale_of_one_query(
+    retriever: M3Retriever, fusion: str
+) -> None:
+    # HyDE and other query transforms set custom_embedding_strs; LlamaIndex's vector retriever
+    # averages their embeddings into one query. They used to be searched one by one and
+    # RRF-fused: scores fell to the RRF scale (~0.03), so a similarity_cutoff dropped them all
+    from llama_index.core.postprocessor import SimilarityPostprocessor
     from llama_index.core.schema import QueryBundle
 
-    from m3kit.scoring import reciprocal_rank_fusion
-
-    texts = [DOCS[0].text, DOCS[3].text]
+    retriever.fusion = Fusion(fusion)
     retriever.similarity_top_k = 3
-    separate = [[h.node.node_id for h in retriever.retrieve(t)] for t in texts]
-    expected = reciprocal_rank_fusion(separate)
-    top = sorted(expected, key=lambda i: -expected[i])[:3]
+    text = DOCS[0].text
+    single = retriever.retrieve(text)
+    twice = retriever.retrieve(QueryBundle("not searched", custom_embedding_strs=[text, text]))
+    assert [h.node.node_id for h in twice] == [h.node.node_id for h in single]
+    assert [h.score for h in twice] == pytest.approx([h.score for h in single], rel=1e-4)
+    cutoff = SimilarityPostprocessor(similarity_cutoff=0.5 * (single[-1].score or 0.0))
+    assert len(cutoff.postprocess_nodes(twice)) == len(single)
+
+    # two texts: one search with the mean of their query vectors (dense: the normalised mean,
+    # sparse: the mean weights, ColBERT: their tokens together, a token-weighted mean MaxSim)
+    texts = [DOCS[0].text, DOCS[3].text]
+    index = retriever.index
+    out = index.encoder.encode(texts, heads=sorted(index.store.heads), query=True)
+    dense = out.dense.mean(axis=0)
+    weights: dict[int, float] = {}
+    for vec in out.sparse:
+        for i, w in zip(vec.indices.tolist(), vec.values.tolist(), strict=True):
+            weights[i] = weights.get(i, 0.0) + w / len(texts)
+    settings = index.search_settings(fusion=fusion)
+    expected = index.store.query(
+        dense=dense / np.linalg.norm(dense),
+        sparse=SparseVector.from_mapping(weights),
+        colbert=np.concatenate(out.colbert),
+        k=3,
+        fusion=settings.fusion,
+        rerank=True,
+        weights=settings.weights if settings.fusion is Fusion.M3 else None,
+        candidates=settings.candidates,
+    )
     bundle = QueryBundle("not searched", custom_embedding_strs=texts)
     hits = retriever.retrieve(bundle)
-    assert [h.node.node_id for h in hits] == top
-    assert [h.score for h in hits] == pytest.approx([expected[i] for i in top])
+    assert [h.node.node_id for h in hits] == [h.chunk_id or h.id for h in expected]
+    assert [h.score for h in hits] == pytest.approx([h.score for h in expected], rel=1e-4)
     assert hits[0].node.ref_doc_id in {"berlin", "photo"}
     ahits = await retriever.aretrieve(bundle)
-    assert [h.node.node_id for h in ahits] == top
+    assert [h.score for h in ahits] == pytest.approx([h.score for h in hits], rel=1e-4)
 
 
 async def test_aadd_documents(tiny_encoder: M3Encoder) -> None:
