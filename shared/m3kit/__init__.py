@@ -3,6 +3,7 @@
 from m3kit.checkpoint import DEFAULT_MODEL, CheckpointKind, Pooling
 from m3kit.encoder import M3Encoder, Precision, Truncation
 from m3kit.errors import (
+    CheckpointChangedError,
     CheckpointError,
     CollectionNotFoundError,
     FingerprintMismatchError,
@@ -19,6 +20,7 @@ from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 
 __all__ = [
     "DEFAULT_MODEL",
+    "CheckpointChangedError",
     "CheckpointError",
     "CheckpointKind",
     "Chunk",

@@ -58,7 +58,7 @@ from m3kit.precision import (
     prepare_model,
     resolve_precision,
 )
-from m3kit.weights import remember_loaded
+from m3kit.weights import checkpoint_state, remember_loaded
 
 if TYPE_CHECKING:
     from m3kit.backends.onnx_backend import OnnxRunner
@@ -196,9 +196,13 @@ class M3Encoder:
                 ``$M3KIT_CACHE/onnx``).
         """
         info = resolve_checkpoint(name_or_path, pooling=Pooling(pooling) if pooling else None)
+        # the files' identities before they are read: the fingerprint, which digests them
+        # later, refuses files changed since (CheckpointChangedError), and an ONNX export keys
+        # on the files' digest while they and the model are unchanged
+        state = checkpoint_state(info.path)
         tokenizer = load_tokenizer(info, trust_remote_code=trust_remote_code)
         model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
-        remember_loaded(model, info.path)  # lets an ONNX export key on the files' digest
+        remember_loaded(model, info.path, state)
         declared = info.max_length or 8192
         return cls(
             model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointChangedError",
     "CheckpointError",
     "CollectionNotFoundError",
     "FingerprintMismatchError",
@@ -22,6 +23,12 @@ class M3KitError(Exception):
 
 class CheckpointError(M3KitError, FileNotFoundError):
     """A checkpoint folder is missing, incomplete or unreadable."""
+
+
+class CheckpointChangedError(M3KitError, RuntimeError):
+    """A checkpoint's files changed on disk after an encoder loaded them (rewritten, replaced
+    or touched), before its fingerprint was taken: the files no longer show which weights it
+    holds. The message names the folder and the files; load the encoder again."""
 
 
 class HeadNotAvailableError(M3KitError, ValueError):

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from m3kit.weights import tensors_sha256, weights_digest
+from m3kit.weights import check_loaded_files, tensors_sha256, weights_digest
 
 __all__ = [
     "ARCHITECTURE_KEYS",
@@ -205,6 +205,10 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
 
     The weights digest reads the checkpoint's weight files once per process (about 1 s per
     GB on one core; a Hugging Face cache file is named by its sha256, which is used as is).
+    Those files, and ``config.json`` (the architecture), must be the ones the encoder loaded
+    (:meth:`M3Encoder.from_pretrained` records their identities before reading them): a
+    fine-tune saved into the same folder since would give the encoder the new weights'
+    fingerprint, which workers loading the new files would then match.
 
     Args:
         encoder: The encoder.
@@ -214,6 +218,8 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
 
     Raises:
         TypeError: ``encoder`` lacks what an M3Encoder has (model, tokenizer, sizes).
+        CheckpointChangedError: The checkpoint's weight files or ``config.json`` changed
+            since the encoder loaded them (and its fingerprint was not taken before).
     """
     with _cache_lock:
         try:
@@ -235,8 +241,11 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
     path = getattr(info, "path", None)
     pooling = getattr(model, "pooling", None) or getattr(info, "pooling", "")
     precision = getattr(encoder, "precision", None)
+    folder = None if path is None else Path(path)
+    # checked before the files are read, and again after (nothing changed while reading)
+    checked = folder is not None and check_loaded_files(model, folder)
     fp = EncoderFingerprint(
-        weights=weights or weights_digest(model, Path(path) if path is not None else None),
+        weights=weights or weights_digest(model, folder),
         tokenizer=_tokenizer_digest(tokenizer),
         pooling=str(getattr(pooling, "value", pooling)),
         max_length=max_length,
@@ -244,10 +253,12 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
         heads=heads,
         dense_dim=dense_dim,
         colbert_dim=None if colbert_dim is None else int(colbert_dim),
-        architecture=_architecture(model, None if path is None else Path(path)),
+        architecture=_architecture(model, folder),
         model=str(Path(path).resolve()) if path is not None else None,
         precision=None if precision is None else str(getattr(precision, "value", precision)),
     )
+    if checked and folder is not None:
+        check_loaded_files(model, folder)
     with _cache_lock, contextlib.suppress(TypeError):  # not weak-referenceable: not cached
         _by_encoder[encoder] = fp
     return fp

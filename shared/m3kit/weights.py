@@ -14,6 +14,13 @@ counter (bumped by every in-place change: optimiser steps, ``load_state_dict``,
 ``torch.no_grad()`` edits), plus a digest of a strided sample of its values (about 4096 per
 tensor), which also catches changes made through ``.data`` (invisible to the version counter)
 that touch more than a few values.
+
+The files are digested lazily (a plain load reads no byte twice), so what an encoder loaded
+is pinned by the files' identities instead: :func:`checkpoint_state` (taken before loading,
+and recorded by :func:`remember_loaded`) covers the weight files and ``config.json``, and
+:func:`check_loaded_files` refuses to name a model by files that changed since
+(:class:`~m3kit.errors.CheckpointChangedError`): a fine-tune saved into the folder an encoder
+was loaded from would otherwise give that encoder the new weights' fingerprint.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from m3kit.errors import CheckpointChangedError
+
 __all__ = [
+    "check_loaded_files",
+    "checkpoint_state",
     "model_weights_digest",
     "remember_loaded",
     "tensors_sha256",
@@ -44,8 +55,9 @@ _SAMPLE = 4096  # values sampled per tensor by the "unchanged since loading" che
 
 _lock = threading.Lock()
 _FilesKey = tuple[tuple[str, int, int, int, int], ...]
+_MISSING = (-1, -1, -1, -1)
 _by_files: dict[_FilesKey, str] = {}
-# model -> (checkpoint folder, its weight files' key and the model's state token at loading)
+# model -> (checkpoint folder, its checkpoint_state and the model's state token at loading)
 _loaded: weakref.WeakKeyDictionary[Any, tuple[Path, _FilesKey, tuple[Any, ...]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -79,6 +91,28 @@ def _files_key(files: list[Path]) -> _FilesKey:
     for f in files:
         st = f.stat()
         out.append((str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def checkpoint_state(folder: Path) -> _FilesKey:
+    """The identities of the files that decide what a checkpoint in ``folder`` computes: its
+    weight files and ``config.json``, each as path, inode, size, mtime and ctime (of the file
+    a link points to; :func:`_files_key`), a file removed since it was listed as such. Cheap:
+    one ``stat`` per file, no byte read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return ()
+    files = _weight_files(folder)
+    if (folder / "config.json").is_file():
+        files.append(folder / "config.json")
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            out.append((str(f.absolute()), *_MISSING))
+        else:
+            out.append((str(f.absolute()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(out)
 
 
@@ -156,16 +190,55 @@ def _state_token(model: Any) -> tuple[Any, ...]:
     return (tuple(parts), sample.hexdigest())
 
 
-def remember_loaded(model: Any, folder: Path) -> None:
+def remember_loaded(model: Any, folder: Path, state: _FilesKey | None = None) -> None:
     """Record that ``model`` holds exactly the weights of the checkpoint in ``folder``.
 
-    Call it right after loading; :func:`model_weights_digest` then keys the model by its file
-    digest for as long as none of its tensors and none of the files changes.
+    Call it right after loading, with the :func:`checkpoint_state` taken just before (default:
+    taken now); :func:`model_weights_digest` then keys the model by its file digest for as
+    long as none of its tensors and none of the files changes, and :func:`check_loaded_files`
+    refuses files changed since.
     """
     token = _state_token(model)
-    files = _files_key(_weight_files(Path(folder))) if Path(folder).is_dir() else ()
+    files = checkpoint_state(Path(folder)) if state is None else state
     with _lock, contextlib.suppress(TypeError):  # not weak-referenceable: never remembered
         _loaded[model] = (Path(folder), files, token)
+
+
+def check_loaded_files(model: Any, folder: Path) -> bool:
+    """Whether ``model`` was loaded from ``folder`` (:func:`remember_loaded`), after checking
+    that the files there are still the ones it loaded.
+
+    Returns:
+        ``True`` when checked; ``False`` when ``model`` was not recorded as loaded from
+        ``folder`` (nothing to check against).
+
+    Raises:
+        CheckpointChangedError: A weight file or ``config.json`` was rewritten, replaced,
+            added, removed or touched since ``model`` was loaded (names the folder and files).
+    """
+    with _lock:
+        try:
+            loaded = _loaded.get(model)
+        except TypeError:
+            loaded = None
+    if loaded is None or loaded[0].resolve() != Path(folder).resolve():
+        return False
+    then, now = dict(_by_path(loaded[1])), dict(_by_path(checkpoint_state(loaded[0])))
+    changed = sorted(Path(p).name for p in then.keys() | now.keys() if then.get(p) != now.get(p))
+    if changed:
+        raise CheckpointChangedError(
+            f"the checkpoint files in {loaded[0]} changed since this encoder loaded them "
+            f"({', '.join(changed)}: rewritten, replaced, added, removed or touched), so they "
+            "no longer show which weights it holds, and its collection fingerprint would name "
+            "the new files over vectors of the old weights. Load the encoder again "
+            f"(M3Encoder.from_pretrained('{loaded[0]}')) to use the files as they are now, or "
+            "put back the files it loaded"
+        )
+    return True
+
+
+def _by_path(state: _FilesKey) -> list[tuple[str, tuple[int, int, int, int]]]:
+    return [(path, (ino, size, mtime, ctime)) for path, ino, size, mtime, ctime in state]
 
 
 def model_weights_digest(model: Any) -> str:
@@ -184,8 +257,7 @@ def model_weights_digest(model: Any) -> str:
             loaded = None
     if loaded is not None:
         folder, files, token = loaded
-        now = _files_key(_weight_files(folder)) if folder.is_dir() else ()
-        if now != files:
+        if checkpoint_state(folder) != files:
             logger.info("the weight files in %s changed since loading: digesting tensors", folder)
         elif _state_token(model) == token:
             return weights_digest(model, folder)

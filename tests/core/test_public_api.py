@@ -6,6 +6,7 @@ import m3kit
 
 EXPECTED_ALL = [
     "DEFAULT_MODEL",
+    "CheckpointChangedError",
     "CheckpointError",
     "CheckpointKind",
     "CollectionNotFoundError",
