@@ -40,7 +40,10 @@ from m3kit.encoder_inputs import (
     TokenizedText,
     Truncation,
     check_heads,
+    check_input_ids,
+    check_sparse_options,
     check_texts,
+    embedding_rows,
     load_tokenizer,
     pad_batch,
     plan_batches,
@@ -321,14 +324,15 @@ class M3Encoder:
         sparse_min_weight: float = 0.0,
         show_progress: bool | None = None,
     ) -> M3Output:
-        """Encode already tokenised texts (ids with special tokens)."""
-        if sparse_top_k is not None and (
-            isinstance(sparse_top_k, bool) or not isinstance(sparse_top_k, int) or sparse_top_k < 1
-        ):
-            raise ValueError(
-                f"sparse_top_k must be a positive integer (or None: every weight), got "
-                f"{sparse_top_k!r}"
-            )
+        """Encode already tokenised texts (ids with special tokens).
+
+        Raises:
+            ValueError: A bad ``sparse_top_k`` or ``sparse_min_weight`` (NaN), or token ids no
+                forward pass takes (an empty sequence, an id outside the vocabulary).
+            TypeError: ``sparse_min_weight`` is not a number.
+        """
+        check_sparse_options(sparse_top_k, sparse_min_weight)
+        check_input_ids(input_ids, embedding_rows(self.model))
         wanted = self._check_heads(heads)
         out = OutputCollector(wanted, self.dense_dim, [len(ids) for ids in input_ids])
         batches = self._plan_batches([len(ids) for ids in input_ids])

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
+import numbers
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +36,10 @@ __all__ = [
     "TokenizedText",
     "Truncation",
     "check_heads",
+    "check_input_ids",
+    "check_sparse_options",
     "check_texts",
+    "embedding_rows",
     "load_tokenizer",
     "pad_batch",
     "plan_batches",
@@ -138,6 +143,78 @@ def check_heads(
             f"(colbert_linear.pt / sparse_linear.pt missing); ask for heads=['dense']"
         )
     return wanted
+
+
+def check_sparse_options(top_k: object, min_weight: object) -> None:
+    """Refuse a ``sparse_top_k`` / ``sparse_min_weight`` :func:`encode` cannot honour.
+
+    Checked before any forward pass, by :class:`~m3kit.encoder.M3Encoder` and, in the parent
+    process, by :class:`~m3kit.distributed.EncoderPool` (same messages).
+
+    >>> check_sparse_options(None, 0.0)
+    >>> check_sparse_options(0, 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: sparse_top_k must be a positive integer (or None: every weight), got 0
+
+    Raises:
+        ValueError: ``top_k`` is not a positive int (or ``None``), or ``min_weight`` is NaN
+            (every weight would be dropped).
+        TypeError: ``min_weight`` is not a number.
+    """
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or int(top_k) < 1
+    ):
+        raise ValueError(
+            f"sparse_top_k must be a positive integer (or None: every weight), got {top_k!r}"
+        )
+    if isinstance(min_weight, bool) or not isinstance(min_weight, numbers.Real):
+        raise TypeError(
+            "sparse_min_weight must be a number (sparse weights at or below it are dropped), "
+            f"got {min_weight!r}"
+        )
+    if math.isnan(float(min_weight)):
+        raise ValueError(
+            "sparse_min_weight is NaN: it would drop every sparse weight; give a number "
+            "(sparse weights at or below it are dropped; 0.0 keeps every positive one)"
+        )
+
+
+def embedding_rows(model: object) -> int | None:
+    """How many token ids ``model``'s input embedding has (``None`` when it does not say)."""
+    try:
+        rows = model.backbone.get_input_embeddings().num_embeddings  # type: ignore[attr-defined]
+    except (AttributeError, NotImplementedError):
+        return None
+    return int(rows)
+
+
+def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) -> None:
+    """Refuse token ids no forward pass can take: an empty sequence, or an id outside
+    ``[0, vocab_size)`` (the model's embedding rows, :func:`embedding_rows`).
+
+    >>> check_input_ids([[0, 7, 2]], 10)
+    >>> check_input_ids([[0, 7, 2], [0, 12, 2]], 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: input_ids[1] holds token id 12, outside the vocabulary [0, 10) of this model
+
+    Raises:
+        ValueError: Naming the first bad sequence.
+    """
+    for i, seq in enumerate(input_ids):
+        if len(seq) == 0:
+            raise ValueError(
+                f"input_ids[{i}] is empty: a tokenised text holds at least its special tokens"
+            )
+        if vocab_size is None:
+            continue
+        lo, hi = min(seq), max(seq)
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"input_ids[{i}] holds token id {lo if lo < 0 else hi}, outside the vocabulary "
+                f"[0, {vocab_size}) of this model"
+            )
 
 
 def tokenize_texts(

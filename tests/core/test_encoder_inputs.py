@@ -193,3 +193,24 @@ def test_encoder_and_pool_share_the_prologue(tiny_encoder: M3Encoder) -> None:
     via_ids = tiny_encoder.encode_tokenized(ids)
     assert direct.token_counts == via_ids.token_counts == tuple(len(i) for i in ids)
     np.testing.assert_allclose(direct.dense, via_ids.dense, atol=1e-6)
+
+
+def test_a_nan_or_non_number_sparse_min_weight_is_refused(tiny_encoder: M3Encoder) -> None:
+    # NaN used to drop every sparse weight silently (nothing is > NaN): empty sparse vectors
+    with pytest.raises(ValueError, match="sparse_min_weight is NaN"):
+        tiny_encoder.encode(["a text"], heads="sparse", sparse_min_weight=float("nan"))
+    with pytest.raises(TypeError, match="sparse_min_weight must be a number"):
+        tiny_encoder.encode(["a text"], sparse_min_weight="0.1")  # type: ignore[arg-type]
+    assert len(tiny_encoder.encode(["a text"], sparse_min_weight=np.float32(-1)).sparse[0]) > 0
+
+
+def test_token_ids_no_forward_pass_takes_are_named(tiny_encoder: M3Encoder) -> None:
+    # used to fail inside the forward pass: "index out of range in self", or a reshape error
+    vocab = tiny_encoder.model.backbone.get_input_embeddings().num_embeddings
+    with pytest.raises(ValueError, match=r"input_ids\[1\] is empty"):
+        tiny_encoder.encode_tokenized([[0, 5, 2], []])
+    with pytest.raises(
+        ValueError, match=rf"token id {vocab}, outside the vocabulary \[0, {vocab}\)"
+    ):
+        tiny_encoder.encode_tokenized([[0, vocab, 2]])
+    assert tiny_encoder.encode_tokenized([[0, vocab - 1, 2]]).dense.shape[0] == 1

@@ -77,6 +77,50 @@ def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> 
         EncoderSpec.of(in_memory)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"sparse_top_k": 0}, ValueError, "sparse_top_k must be a positive integer"),
+        ({"sparse_top_k": 2.0}, ValueError, "sparse_top_k must be a positive integer"),
+        ({"sparse_min_weight": "0.1"}, TypeError, "sparse_min_weight must be a number"),
+        ({"sparse_min_weight": float("nan")}, ValueError, "sparse_min_weight is NaN"),
+    ],
+)
+def test_bad_arguments_are_refused_before_the_workers_and_the_pool_stays_usable(
+    encoder: M3Encoder,
+    pool: EncoderPool,
+    kwargs: dict[str, object],
+    error: type[Exception],
+    message: str,
+) -> None:
+    # a worker used to fail on them: a RuntimeError, and the pool closed for good
+    texts = TEXTS[:3]
+    with pytest.raises(error, match=message):
+        encoder.encode(texts, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(error, match=message):
+        pool.encode(texts, **kwargs)  # type: ignore[arg-type]
+    _same(pool.encode(texts), encoder.encode(texts, show_progress=False))
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([[0, 5, 2], []], r"input_ids\[1\] is empty"),
+        ([[0, 10**6, 2]], r"input_ids\[0\] holds token id 1000000, outside the vocabulary"),
+        ([[0, -1, 2]], r"input_ids\[0\] holds token id -1, outside the vocabulary"),
+    ],
+)
+def test_bad_token_ids_are_refused_before_the_workers(
+    encoder: M3Encoder, pool: EncoderPool, ids: list[list[int]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        encoder.encode_tokenized(ids)
+    with pytest.raises(ValueError, match=message):
+        pool.encode_tokenized(ids)
+    good = [[0, 5, 6, 2]]
+    _same(pool.encode_tokenized(good), encoder.encode_tokenized(good))
+
+
 def test_an_interrupted_call_leaves_nothing_for_the_next(encoder: M3Encoder) -> None:
     # Ctrl-C while a call hands out its batches: the batches already handed out are encoded
     # anyway. Their results were taken by the next call as its own (their task numbers,

@@ -398,13 +398,26 @@ class EncoderPool:
         """:meth:`M3Encoder.encode_tokenized` across the workers, in input order.
 
         Raises:
+            ValueError: What :meth:`M3Encoder.encode_tokenized` refuses (a bad
+                ``sparse_top_k``, a NaN ``sparse_min_weight``, empty sequences or ids outside
+                the vocabulary), refused here before any worker sees it: the pool stays open.
+            TypeError: ``sparse_min_weight`` is not a number (likewise).
             RuntimeError: The pool is closed, or a worker failed (the pool is then closed).
         """
-        from m3kit.encoder_inputs import check_heads, plan_batches
+        from m3kit.encoder_inputs import (
+            check_heads,
+            check_input_ids,
+            check_sparse_options,
+            embedding_rows,
+            plan_batches,
+        )
         from m3kit.encoder_outputs import OutputCollector
 
+        # what a worker would refuse, refused here: a worker's error closes the pool
+        check_sparse_options(sparse_top_k, sparse_min_weight)
         wanted = check_heads(self.encoder.available_heads, heads)
         ids = [list(map(int, seq)) for seq in input_ids]
+        check_input_ids(ids, embedding_rows(self.encoder.model))
         n = len(ids)
         batches = plan_batches(
             [len(s) for s in ids],
