@@ -27,11 +27,11 @@ import threading
 import traceback
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from m3kit.distributed.spec import EncoderSpec
 from m3kit.outputs import Head, M3Output
 
 if TYPE_CHECKING:
@@ -45,146 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between liveness checks of the workers while waiting for results.
 _POLL_S = 1.0
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What a worker needs to load the same encoder as the parent (picklable, small).
-
-    Attributes:
-        path: The checkpoint folder (``M3Encoder.info.path``).
-        pooling: Dense pooling (``"cls"``, ``"mean"``, ``"max"``).
-        dtype: The parent's resolved precision, used by every worker when ``dtype_given``.
-        dtype_given: Whether the parent's precision was asked for (``dtype="fp32"``,
-            ``m3kit index --dtype fp32``): every worker then loads with it, and a worker whose
-            device cannot run it (fp16 on a CPU, int8 on a GPU) refuses to load, naming both.
-            ``False`` (``"auto"``): every worker resolves ``"auto"`` for its own hardware
-            (bf16 on a CPU is not fp16 on a GPU; a Ray node's CPU or GPU model can differ
-            from the driver's: bf16 is native on one, emulated and slow on another).
-        device_type: The parent's device type (``"cpu"``, ``"cuda"``).
-        max_length: Longest input in tokens.
-        query_instruction: Query prefix.
-        batch_size: Most texts per forward pass.
-        max_batch_tokens: Most padded tokens per forward pass.
-        backend: The parent's resolved backend, ``"torch"`` or ``"onnx"``; every worker
-            loads with it (``"auto"`` would turn a parent's torch int8 into ONNX Runtime's).
-        identity: The parent encoder's fingerprint identity
-            (:class:`~m3kit.fingerprint.EncoderFingerprint`); a worker whose loaded model
-            differs (the checkpoint changed on disk, or another machine holds another model at
-            that path) refuses to encode, so no vectors of another model are stored under the
-            collection's fingerprint. ``None``: not checked.
-    """
-
-    path: str
-    pooling: str
-    dtype: str
-    device_type: str
-    max_length: int
-    query_instruction: str | None
-    batch_size: int
-    max_batch_tokens: int
-    backend: str = "torch"
-    identity: str | None = None
-    dtype_given: bool = False
-
-    @classmethod
-    def of(cls, encoder: M3Encoder) -> EncoderSpec:
-        """The spec of an encoder built by :meth:`M3Encoder.from_pretrained`.
-
-        Raises:
-            ValueError: The encoder was built from an in-memory model (no checkpoint folder a
-                worker could load); save it with ``m3kit.checkpoint`` and load it from there.
-        """
-        from m3kit.fingerprint import encoder_fingerprint
-        from m3kit.precision import Precision
-
-        info = encoder.info
-        if info is None:
-            raise ValueError(
-                "this M3Encoder has no checkpoint folder (it was built from an in-memory "
-                "model); worker processes load the model from disk: save it and use "
-                "M3Encoder.from_pretrained(folder)"
-            )
-        return cls(
-            path=str(info.path),
-            pooling=encoder.model.pooling.value,
-            dtype=encoder.precision.value,
-            device_type=encoder.device.type,
-            max_length=encoder.max_length,
-            query_instruction=encoder.query_instruction,
-            batch_size=encoder.batch_size,
-            max_batch_tokens=encoder.max_batch_tokens,
-            backend=getattr(getattr(encoder, "backend", None), "value", "torch"),
-            identity=encoder_fingerprint(encoder).identity,
-            dtype_given=encoder.requested_precision is not Precision.AUTO,
-        )
-
-    def worker_dtype(self, device: str) -> str:
-        """The precision a worker on ``device`` loads with (see ``dtype`` and ``dtype_given``).
-
-        >>> spec = EncoderSpec("m", "cls", "fp32", "cpu", 512, None, 32, 8192)
-        >>> spec.worker_dtype("cpu"), spec.worker_dtype("cuda:1")
-        ('auto', 'auto')
-        >>> import dataclasses
-        >>> dataclasses.replace(spec, dtype_given=True).worker_dtype("cuda:1")
-        'fp32'
-
-        Raises:
-            ValueError: The precision was given and ``device`` cannot run it.
-        """
-        import torch
-
-        from m3kit.precision import Precision, check_precision_device
-
-        if not self.dtype_given:  # each worker's own hardware decides
-            return Precision.AUTO.value
-        target = torch.device(device)
-        if target.type == self.device_type:
-            return self.dtype
-        try:
-            check_precision_device(Precision(self.dtype), target.type)
-        except ValueError as e:
-            raise ValueError(
-                f"dtype {self.dtype!r} was given for the encoder (on {self.device_type}), and a "
-                f"worker on {device} cannot run it ({e}); give a dtype every worker's device "
-                "runs (fp32, bf16) or leave it auto so each device picks its own"
-            ) from None
-        return self.dtype
-
-    def load(self, device: str) -> M3Encoder:
-        """Load the encoder on ``device`` (``"cpu"``, ``"cuda:1"``, ...).
-
-        Raises:
-            ValueError: The model loaded is not the parent's (see ``identity``), or the
-                precision given cannot run on ``device`` (see ``dtype_given``).
-        """
-        from m3kit.encoder import M3Encoder
-
-        encoder = M3Encoder.from_pretrained(
-            self.path,
-            device=device,
-            dtype=self.worker_dtype(device),
-            max_length=self.max_length,
-            query_instruction=self.query_instruction,
-            pooling=self.pooling,
-            batch_size=self.batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            # the parent's resolved backend, never "auto": int8 on a CPU resolves to ONNX
-            # Runtime's int8, not the torch int8 a parent given backend="torch" runs
-            backend=self.backend,
-        )
-        if self.identity is not None:
-            from m3kit.fingerprint import encoder_fingerprint
-
-            found = encoder_fingerprint(encoder)
-            if found.identity != self.identity:
-                raise ValueError(
-                    f"the model a worker loaded from {self.path} is not the one the parent "
-                    f"loaded (fingerprint {found.identity} != {self.identity}): the checkpoint "
-                    "changed on disk, or this machine holds another model at that path. "
-                    "Nothing was encoded; give every worker the same checkpoint"
-                )
-        return encoder
 
 
 def _worker(

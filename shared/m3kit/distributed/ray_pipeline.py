@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from m3kit.distributed.pool import EncoderSpec
+from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
 from m3kit.outputs import Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
