@@ -131,6 +131,10 @@ class M3Encoder:
         self.backend, self.precision, self.model, self._onnx = _place_model(
             model, self.device, self.requested_precision, EncoderBackend(backend), onnx_cache_dir
         )
+        # as given, made absolute here (workers run elsewhere): what EncoderSpec carries
+        self._requested_onnx_cache_dir = (
+            None if onnx_cache_dir is None else Path(onnx_cache_dir).absolute()
+        )
         self.tokenizer = tokenizer
         self.info = info
         self.max_length = int(max_length)

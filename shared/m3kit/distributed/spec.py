@@ -43,6 +43,11 @@ class EncoderSpec:
             differs (the checkpoint changed on disk, or another machine holds another model at
             that path) refuses to encode, so no vectors of another model are stored under the
             collection's fingerprint. ``None``: not checked.
+        onnx_cache_dir: The ONNX export folder the parent was given (absolute), which every
+            worker loads from, so none exports the model again into its default cache
+            (minutes, a copy of the weights, and a failure where home is read-only).
+            ``None``: not given, or the parent runs torch; each worker uses its default
+            (``$M3KIT_CACHE/onnx`` or ``~/.cache/m3kit/onnx``).
     """
 
     path: str
@@ -56,6 +61,7 @@ class EncoderSpec:
     backend: str = "torch"
     identity: str | None = None
     dtype_given: bool = False
+    onnx_cache_dir: str | None = None
 
     @classmethod
     def of(cls, encoder: M3Encoder) -> EncoderSpec:
@@ -69,6 +75,8 @@ class EncoderSpec:
         from m3kit.precision import Precision
 
         info = encoder.info
+        backend = getattr(getattr(encoder, "backend", None), "value", "torch")
+        cache_dir = getattr(encoder, "_requested_onnx_cache_dir", None)
         if info is None:
             raise ValueError(
                 "this M3Encoder has no checkpoint folder (it was built from an in-memory "
@@ -84,9 +92,11 @@ class EncoderSpec:
             query_instruction=encoder.query_instruction,
             batch_size=encoder.batch_size,
             max_batch_tokens=encoder.max_batch_tokens,
-            backend=getattr(getattr(encoder, "backend", None), "value", "torch"),
+            backend=backend,
             identity=encoder_fingerprint(encoder).identity,
             dtype_given=encoder.requested_precision is not Precision.AUTO,
+            # a torch worker given one would refuse it (backend="auto" that resolved to torch)
+            onnx_cache_dir=str(cache_dir) if backend == "onnx" and cache_dir is not None else None,
         )
 
     def worker_dtype(self, device: str) -> str:
@@ -142,6 +152,7 @@ class EncoderSpec:
             # the parent's resolved backend, never "auto": int8 on a CPU resolves to ONNX
             # Runtime's int8, not the torch int8 a parent given backend="torch" runs
             backend=self.backend,
+            onnx_cache_dir=self.onnx_cache_dir,
         )
         if self.identity is not None:
             from m3kit.fingerprint import encoder_fingerprint
