@@ -246,10 +246,31 @@ class _EncodeActor:
 
 
 # -- the pipeline ----------------------------------------------------------------------------
+def _without_nulls(value: Any) -> Any:
+    """``value`` without its ``None`` mapping entries, at any depth (list items are kept).
+
+    What a Ray Dataset row holds of a row that lacked them: a block's rows share one Arrow
+    schema, so a key one row lacks (a column, or a field of a nested mapping, in lists too)
+    is a null in the others; which keys are filled depends on which rows share a block.
+
+    >>> _without_nulls({"a": None, "b": {"c": None, "d": [None, {"e": None}]}})
+    {'b': {'d': [None, {}]}}
+    """
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset."""
+    """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset.
+
+    A Dataset's rows lose their null values (see :func:`index_with_ray`); a ``metadata``
+    column of JSON strings is read as it is.
+    """
     if hasattr(documents, "take_all") and hasattr(documents, "map_batches"):
-        documents = documents.take_all()
+        documents = [_without_nulls(row) for row in documents.take_all()]
     texts, metas, ids = [], [], []
     for i, d in enumerate(documents):
         if isinstance(d, Mapping):
@@ -293,7 +314,13 @@ def index_with_ray(
         documents: :class:`~m3kit.sources.SourceDocument` s (what ``m3kit index`` reads),
             mappings with ``text``, ``doc_id`` and optional ``metadata`` (a mapping or
             JSON; any other column is metadata too, as ``m3kit index`` reads a jsonl row), or
-            a ``ray.data.Dataset`` of such rows.
+            a ``ray.data.Dataset`` of such rows. Arrow cannot tell a key a row lacks from a
+            null (a Dataset's rows share one schema per block), so a Dataset row's ``None``
+            metadata values are dropped, at any depth but list items: the row is stored as
+            the same row without them, whichever rows share its block. Types are Arrow's
+            (an int column with nulls stays int; a pandas-made one is float already). For
+            ``None`` values stored as JSON null (as :meth:`M3Index.add_texts` and a list
+            of rows store them), give rows a ``metadata`` column of JSON strings.
         chunker: How to cut documents (default: :class:`ChunkerSpec` ``("naive")``, as
             ``m3kit index``).
         num_actors: Encoder actors (one model load each).
