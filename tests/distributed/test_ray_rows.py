@@ -113,3 +113,56 @@ def test_a_dataset_stores_what_m3index_stores_for_the_same_rows(
     finally:
         single.close()
         on_ray.close()
+
+
+# -- whole documents longer than the model's window ----------------------------------------
+LONG = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)  # over 32 tokens
+
+
+@pytest.fixture(scope="module")
+def short_encoder(tiny_m3_path: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=32)
+
+
+def test_ray_warns_in_this_process_of_a_truncated_document(
+    local_ray: None,
+    short_encoder: M3Encoder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The actors logged the warning M3Index.add_texts logs, in their own processes: lost
+    # with log_to_driver=False (m3kit index --ray --quiet), never seen by this process's
+    # logging (caplog, a user's handlers) otherwise.
+    rows = [{"doc_id": "long", "text": LONG}, {"doc_id": "short", "text": "A short one."}]
+    with M3Index.open(short_encoder, tmp_path / "single", collection="c") as single:
+        with caplog.at_level("WARNING", logger="m3kit"):
+            single.add_texts([r["text"] for r in rows], doc_ids=[r["doc_id"] for r in rows])
+        expected = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(expected) == 1 and "document 'long' is" in expected[0][2]
+    caplog.clear()
+    with M3Index.open(short_encoder, tmp_path / "ray", collection="c") as on_ray:
+        with caplog.at_level("WARNING", logger="m3kit"):
+            index_with_ray(on_ray, rows, chunker=ChunkerSpec("whole"), num_actors=1)
+        assert on_ray.count() == 2
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == expected
+
+
+def test_ray_refuses_a_truncated_document_as_m3index_does(
+    local_ray: None, short_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    from m3kit.errors import TruncationError
+
+    rows = [{"doc_id": "long", "text": LONG}]
+    with (
+        M3Index.open(short_encoder, tmp_path / "single", collection="c") as single,
+        pytest.raises(TruncationError, match="document 'long' is"),
+    ):
+        single.add_texts([LONG], doc_ids=["long"], truncation="error")
+    with M3Index.open(short_encoder, tmp_path / "ray", collection="c") as on_ray:
+        with pytest.raises(TruncationError, match="document 'long' is"):
+            index_with_ray(
+                on_ray, rows, chunker=ChunkerSpec("whole"), num_actors=1, truncation="error"
+            )
+        assert on_ray.count() == 0
+        with pytest.raises(ValueError, match="'cut'"):
+            index_with_ray(on_ray, rows, chunker=ChunkerSpec("whole"), truncation="cut")
