@@ -66,6 +66,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Attribute of the log record of a document cut at the model's window (its name): what the
+#: Ray pipeline's actors relay to the driver, which refuses it with ``truncation="error"``.
+TRUNCATED = "m3kit_truncated"
+
 
 @runtime_checkable
 class Chunker(Protocol):
@@ -311,7 +315,7 @@ def document_token_ids(
             )
             if mode is Truncation.ERROR:
                 raise TruncationError(message)
-            logger.warning(message)
+            logger.warning(message, extra={TRUNCATED: name})
             content = content[:room]
         out.append([*prefix, *content, *suffix])
     return out

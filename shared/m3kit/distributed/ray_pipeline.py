@@ -6,7 +6,9 @@ interrupted job resumes), and writes the encoded chunks in batches with the inde
 ids, payloads and collection fingerprint. Ray actors (one model load each, ``num_cpus`` /
 ``num_gpus`` per actor) chunk and encode with :func:`m3kit.store.index.build_records`, the
 function :meth:`M3Index.add_texts` uses, and hand the chunks back as Arrow columns: sparse
-ids and weights and each chunk's ColBERT matrix as list columns, float32, exact.
+ids and weights and each chunk's ColBERT matrix as list columns, float32, exact. What m3kit
+logs in an actor (a whole document cut at the model's window) comes back with its batch and
+is logged by the driver, under the same logger, as :meth:`M3Index.add_texts` logs it.
 
 Example::
 
@@ -24,10 +26,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +42,7 @@ from m3kit.outputs import Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
-    from m3kit.encoder import M3Encoder
+    from m3kit.encoder import M3Encoder, Truncation
     from m3kit.sources import SourceDocument
     from m3kit.store.index import M3Index
 
@@ -204,6 +207,63 @@ def records_from_arrow(table: Any) -> list[ChunkRecord]:
     return out
 
 
+# -- what actors log -------------------------------------------------------------------------
+_NOTES = "notes"  # the column of a batch's relayed log records (on its first row)
+
+
+class _Relay(logging.Handler):
+    """Keeps the log records of one batch as JSON ``[logger, level, message, truncated]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from m3kit.chunking import TRUNCATED
+
+        truncated = getattr(record, TRUNCATED, None) is not None
+        self.notes.append(json.dumps([record.name, record.levelno, record.getMessage(), truncated]))
+
+
+@contextlib.contextmanager
+def _relayed() -> Iterator[list[str]]:
+    """What m3kit logs in this actor meanwhile, kept for the driver instead of printed here.
+
+    Printed here, it reached the driver only as Ray's copy of the actor's stderr: not at all
+    with ``log_to_driver=False`` (``m3kit index --ray --quiet``), never through the driver's
+    logging (its handlers, levels, ``caplog``), and it could not stop the run.
+    """
+    log = logging.getLogger("m3kit")
+    relay, propagate = _Relay(), log.propagate
+    log.addHandler(relay)
+    log.propagate = False
+    try:
+        yield relay.notes
+    finally:
+        log.removeHandler(relay)
+        log.propagate = propagate
+
+
+def _log_notes(table: Any, truncation: Truncation) -> None:
+    """Log the actors' records of ``table`` here, as the single-process path logs them.
+
+    Raises:
+        TruncationError: A document was cut at the model's window and ``truncation`` is
+            ``"error"`` (before the batch is written).
+    """
+    from m3kit.encoder import Truncation
+    from m3kit.errors import TruncationError
+
+    if _NOTES not in table.column_names:
+        return
+    for notes in table.column(_NOTES).to_pylist():
+        for note in notes or ():
+            name, level, message, truncated = json.loads(note)
+            if truncated and truncation is Truncation.ERROR:
+                raise TruncationError(message)
+            logging.getLogger(name).log(level, "%s", message)
+
+
 # -- the actor -------------------------------------------------------------------------------
 class _EncodeActor:
     """Loads the encoder once; encodes batches of documents into Arrow chunk records."""
@@ -239,17 +299,43 @@ class _EncodeActor:
                 strict=True,
             )
         ]
-        records, empty = build_records(self.encoder, self.heads, docs, self.chunker, False)
+        with _relayed() as notes:
+            records, empty = build_records(self.encoder, self.heads, docs, self.chunker, False)
         if empty:
             raise ValueError(f"documents {empty[:5]} gave no chunk (empty text)")
-        return records_to_arrow(records, self.heads)
+        import pyarrow as pa
+
+        table = records_to_arrow(records, self.heads)
+        column = [notes, *[[]] * (table.num_rows - 1)] if table.num_rows else []
+        return table.append_column(_NOTES, pa.array(column, pa.list_(pa.string())))
 
 
 # -- the pipeline ----------------------------------------------------------------------------
+def _without_nulls(value: Any) -> Any:
+    """``value`` without its ``None`` mapping entries, at any depth (list items are kept).
+
+    What a Ray Dataset row holds of a row that lacked them: a block's rows share one Arrow
+    schema, so a key one row lacks (a column, or a field of a nested mapping, in lists too)
+    is a null in the others; which keys are filled depends on which rows share a block.
+
+    >>> _without_nulls({"a": None, "b": {"c": None, "d": [None, {"e": None}]}})
+    {'b': {'d': [None, {}]}}
+    """
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset."""
+    """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset.
+
+    A Dataset's rows lose their null values (see :func:`index_with_ray`); a ``metadata``
+    column of JSON strings is read as it is.
+    """
     if hasattr(documents, "take_all") and hasattr(documents, "map_batches"):
-        documents = documents.take_all()
+        documents = [_without_nulls(row) for row in documents.take_all()]
     texts, metas, ids = [], [], []
     for i, d in enumerate(documents):
         if isinstance(d, Mapping):
@@ -285,6 +371,7 @@ def index_with_ray(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     docs_per_batch: int = 16,
+    truncation: Truncation | str = "warn",
 ) -> list[str]:
     """Encode documents on a Ray cluster and write them through ``index``.
 
@@ -293,21 +380,36 @@ def index_with_ray(
         documents: :class:`~m3kit.sources.SourceDocument` s (what ``m3kit index`` reads),
             mappings with ``text``, ``doc_id`` and optional ``metadata`` (a mapping or
             JSON; any other column is metadata too, as ``m3kit index`` reads a jsonl row), or
-            a ``ray.data.Dataset`` of such rows.
+            a ``ray.data.Dataset`` of such rows. Arrow cannot tell a key a row lacks from a
+            null (a Dataset's rows share one schema per block), so a Dataset row's ``None``
+            metadata values are dropped, at any depth but list items: the row is stored as
+            the same row without them, whichever rows share its block. Types are Arrow's
+            (an int column with nulls stays int; a pandas-made one is float already). For
+            ``None`` values stored as JSON null (as :meth:`M3Index.add_texts` and a list
+            of rows store them), give rows a ``metadata`` column of JSON strings.
         chunker: How to cut documents (default: :class:`ChunkerSpec` ``("naive")``, as
             ``m3kit index``).
         num_actors: Encoder actors (one model load each).
         num_cpus: CPUs per actor (also its torch threads).
         num_gpus: GPUs per actor (0: CPU).
         docs_per_batch: Documents per actor call.
+        truncation: With ``kind="whole"``, a document longer than the model's window is
+            ``"warn"``: cut, with the warning :meth:`M3Index.add_texts` logs, logged by this
+            process; ``"error"``: :class:`~m3kit.errors.TruncationError`, raised here before
+            its batch is written (batches written before it stay, as with ``add_texts``).
+            The chunkers never cut.
 
     Returns:
         The document ids, in input order.
 
     Raises:
         MissingExtraError: Ray Data is not installed.
+        TruncationError: See ``truncation``.
     """
+    from m3kit.encoder import Truncation
+
     ray = require_ray()
+    mode = Truncation(truncation)
     if num_actors < 1 or docs_per_batch < 1:
         raise ValueError("num_actors and docs_per_batch must be >= 1")
     spec_chunker = chunker if chunker is not None else ChunkerSpec()
@@ -346,5 +448,6 @@ def index_with_ray(
         num_gpus=num_gpus,
     )
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        _log_notes(table, mode)
         index.write_records(records_from_arrow(table))
     return order

@@ -1,0 +1,168 @@
+"""A Ray Dataset's rows are stored as the same documents given as a list (payloads, hashes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.chunking import NaiveChunker
+from m3kit.store import M3Index
+
+ray = pytest.importorskip("ray")
+
+from m3kit.distributed.ray_pipeline import ChunkerSpec, _rows, index_with_ray  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a local Ray cluster
+
+# Rows with other keys: in one Arrow block a key a row lacks is a null column value, and a
+# key a nested mapping lacks a null struct field.
+ROWS: list[dict[str, Any]] = [
+    {
+        "doc_id": "a",
+        "text": "Alpha centauri is the closest star system to the Sun.",
+        "lang": "en",
+        "year": 2020,
+        "tags": ["x", "y"],
+        "info": {"k": 1, "parts": [{"p": 1}]},
+    },
+    {"doc_id": "b", "text": "Berlin is the capital of Germany.", "lang": "de", "year": 1999},
+    {
+        "doc_id": "c",
+        "text": "Gamma rays are the most energetic light.",
+        "score": 1.5,
+        "info": {"j": "s", "parts": [{"q": 2}]},
+    },
+    {"doc_id": "d", "text": "Delta is a letter of the Greek alphabet.", "metadata": {"m": 1}},
+    {"doc_id": "e", "text": "Epsilon is small.", "tags": [None, "z"]},  # a null in a list stays
+]
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """What M3Index stores as the row's metadata: its other keys and its ``metadata``."""
+    other = {k: v for k, v in row.items() if k not in ("doc_id", "text", "metadata")}
+    return {**other, **row.get("metadata", {})}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_m3_path: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+
+
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    """The rows in one block (as read_json or read_parquet give a file's rows)."""
+    return ray.data.from_items(rows, override_num_blocks=1)
+
+
+def _payloads(index: M3Index) -> dict[str, dict[str, Any]]:
+    ids = [h.id for h in index.store._backend.scroll(None, ["doc_id"])]
+    return index.store.points(ids)
+
+
+def _canonical(metas: list[dict[str, Any]]) -> list[str]:
+    """JSON keeps int / float apart (``1`` is not ``1.0``), unlike ``==``."""
+    return [json.dumps(m, sort_keys=True) for m in metas]
+
+
+def test_dataset_rows_read_as_the_list_of_the_same_rows(local_ray: None) -> None:
+    texts, metas, ids = _rows(_dataset(ROWS))
+    assert (texts, ids) == ([r["text"] for r in ROWS], [r["doc_id"] for r in ROWS])
+    assert _canonical(metas) == _canonical([_metadata(r) for r in ROWS])
+    assert _rows(ROWS)[1] == metas
+
+
+def test_a_null_value_in_a_dataset_is_a_missing_key(local_ray: None) -> None:
+    # In Arrow a key a row lacks and a null are the same value: Dataset rows drop both (a
+    # list of rows keeps a None: M3Index stores it as JSON null).
+    row = {"doc_id": "n", "text": "Nu.", "note": None, "info": {"a": None, "b": 1}}
+    assert _rows(_dataset([row]))[1] == [{"info": {"b": 1}}]
+    assert _rows([row])[1] == [{"note": None, "info": {"a": None, "b": 1}}]
+    # a metadata column of JSON strings is taken as it is: its nulls stay
+    kept = {"doc_id": "k", "text": "Kappa.", "metadata": json.dumps({"note": None, "n": 1})}
+    assert _rows(_dataset([kept, row]))[1] == [{"note": None, "n": 1}, {"info": {"b": 1}}]
+
+
+def test_a_dataset_stores_what_m3index_stores_for_the_same_rows(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path
+) -> None:
+    texts, ids = [r["text"] for r in ROWS], [r["doc_id"] for r in ROWS]
+    metas = [_metadata(r) for r in ROWS]
+    single = M3Index.open(encoder, tmp_path / "single", collection="c")
+    on_ray = M3Index.open(encoder, tmp_path / "ray", collection="c")
+    try:
+        single.add_texts(texts, metas, ids, chunker=NaiveChunker(encoder))
+        assert index_with_ray(on_ray, _dataset(ROWS), chunker=ChunkerSpec("naive")) == ids
+        a, b = _payloads(single), _payloads(on_ray)
+        assert len(a) >= len(ROWS)
+        assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+        # the same versions: neither path re-encodes what the other stored
+        assert on_ray.pending(texts, metas, ids, chunker=NaiveChunker(encoder))[1] == []
+        d_texts, d_metas, d_ids = _rows(_dataset(ROWS))
+        assert single.pending(d_texts, d_metas, d_ids, chunker=NaiveChunker(encoder))[1] == []
+    finally:
+        single.close()
+        on_ray.close()
+
+
+# -- whole documents longer than the model's window ----------------------------------------
+LONG = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)  # over 32 tokens
+
+
+@pytest.fixture(scope="module")
+def short_encoder(tiny_m3_path: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=32)
+
+
+def test_ray_warns_in_this_process_of_a_truncated_document(
+    local_ray: None,
+    short_encoder: M3Encoder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The actors logged the warning M3Index.add_texts logs, in their own processes: lost
+    # with log_to_driver=False (m3kit index --ray --quiet), never seen by this process's
+    # logging (caplog, a user's handlers) otherwise.
+    rows = [{"doc_id": "long", "text": LONG}, {"doc_id": "short", "text": "A short one."}]
+    with M3Index.open(short_encoder, tmp_path / "single", collection="c") as single:
+        with caplog.at_level("WARNING", logger="m3kit"):
+            single.add_texts([r["text"] for r in rows], doc_ids=[r["doc_id"] for r in rows])
+        expected = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(expected) == 1 and "document 'long' is" in expected[0][2]
+    caplog.clear()
+    with M3Index.open(short_encoder, tmp_path / "ray", collection="c") as on_ray:
+        with caplog.at_level("WARNING", logger="m3kit"):
+            index_with_ray(on_ray, rows, chunker=ChunkerSpec("whole"), num_actors=1)
+        assert on_ray.count() == 2
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == expected
+
+
+def test_ray_refuses_a_truncated_document_as_m3index_does(
+    local_ray: None, short_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    from m3kit.errors import TruncationError
+
+    rows = [{"doc_id": "long", "text": LONG}]
+    with (
+        M3Index.open(short_encoder, tmp_path / "single", collection="c") as single,
+        pytest.raises(TruncationError, match="document 'long' is"),
+    ):
+        single.add_texts([LONG], doc_ids=["long"], truncation="error")
+    with M3Index.open(short_encoder, tmp_path / "ray", collection="c") as on_ray:
+        with pytest.raises(TruncationError, match="document 'long' is"):
+            index_with_ray(
+                on_ray, rows, chunker=ChunkerSpec("whole"), num_actors=1, truncation="error"
+            )
+        assert on_ray.count() == 0
+        with pytest.raises(ValueError, match="'cut'"):
+            index_with_ray(on_ray, rows, chunker=ChunkerSpec("whole"), truncation="cut")
