@@ -144,6 +144,26 @@ def test_rebuilt_nodes_keep_dense_and_sparse(tiny_parser):  # type: ignore[no-un
     assert all(Head.COLBERT not in r.vectors.heads for r in records)
 
 
+def test_a_node_whose_text_was_edited_is_refused(tiny_parser, tiny_encoder):  # type: ignore[no-untyped-def]
+    """A node's vectors are its chunk's: a node whose text was changed after parsing (a
+    pipeline step rewriting it) was stored with the old text's vectors under the new text.
+    It is refused, live or rebuilt from JSON, as LangChain's splitter chunks are."""
+    from llamaindex_m3.vector_store import M3VectorStore
+
+    nodes = tiny_parser.get_nodes_from_documents([Document(text=BERLIN, id_="doc-e")])
+    rebuilt = [TextNode.from_json(n.to_json()) for n in nodes]
+    assert len(chunk_records(nodes)) == len(chunk_records(rebuilt)) == len(nodes)  # unedited
+    for batch in (nodes, rebuilt):
+        batch[1].set_content("Bananas are yellow and grow in bunches.")
+        with pytest.raises(ValueError, match="text was changed after parsing"):
+            node_vectors(batch[1])
+        with pytest.raises(ValueError, match="text was changed after parsing"):
+            chunk_records(batch)
+    store = M3VectorStore(tiny_encoder, collection_name="edited")
+    with store, pytest.raises(ValueError, match="text was changed after parsing"):
+        store.add(nodes)
+
+
 def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-def]
     text = "# Title\n\nSome text here.\n\n## Part two\n\nMore text. And more."
     spans = node_parser_spans(MarkdownNodeParser())(text)
