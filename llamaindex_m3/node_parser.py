@@ -178,7 +178,9 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
 
     Raises:
         ValueError: A node did not come from :class:`M3LateChunkingNodeParser`, or came from
-            a version of it that did not record ``count`` / ``source`` (parse it again).
+            a version of it that did not record ``count`` / ``source`` (parse it again), or
+            was cut from a part of its document (another parser's node), whose chunks are
+            numbered per part, not per document.
     """
     records = []
     for node in nodes:
@@ -206,6 +208,14 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
 
 def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
     """``(doc_hash, chunk_count)`` of the document version ``node`` was cut from."""
+    cut_from = late.get("cut_from")
+    if cut_from is not None and cut_from != node.ref_doc_id:
+        raise ValueError(
+            f"node {node.node_id} was late-chunked from node {cut_from}, a part of document "
+            f"{node.ref_doc_id}, not from the document itself: its chunks are numbered per "
+            "part, so the parts' chunks would take each other's places in the store. Give "
+            "the parser the documents themselves (splitter= sets its chunk boundaries)"
+        )
     try:
         source, count = str(late["source"]), int(late["count"])
     except KeyError:
@@ -459,6 +469,7 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             "token_start": chunk.token_start,
             "token_end": chunk.token_end,
             "text": _text_key(chunk.text),  # a node edited since is refused (node_vectors)
+            "cut_from": base.ref_doc_id,  # the document or node parsed (see chunk_records)
         }
         if Head.SPARSE in chunk.vectors.heads:
             node.metadata[SPARSE_METADATA_KEY] = {
