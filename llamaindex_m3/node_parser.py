@@ -8,7 +8,8 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
   (token ids ascending), listed in ``excluded_embed_metadata_keys`` and
   ``excluded_llm_metadata_keys`` so it never reaches an embedding model or a prompt.
 - ``node.metadata["m3_late_chunk"]``: where the chunk came from (the chunker's signature, the
-  chunk's index and token span), also excluded from embedding and prompts.
+  chunk's index, token span and a hash of its text: a node edited after parsing is refused),
+  also excluded from embedding and prompts.
 - :func:`node_vectors` (``node.m3_vectors``): all heads as a one-row :class:`m3kit.M3Output`,
   ColBERT included. ColBERT is kept in memory only (a ``PrivateAttr``), never serialised: a
   ColBERT matrix is far too big for node metadata. A node rebuilt from JSON (a docstore, an
@@ -57,6 +58,7 @@ from m3kit.store.records import ChunkRecord
 __all__ = [
     "LATE_METADATA_KEY",
     "SPARSE_METADATA_KEY",
+    "EditedNodeError",
     "M3LateChunkingNodeParser",
     "M3TextNode",
     "chunk_records",
@@ -92,6 +94,33 @@ class M3TextNode(TextNode):
         return self._m3_chunk.vectors
 
 
+class EditedNodeError(ValueError):
+    """A late-chunked node whose text was changed after parsing: its vectors are not its text's."""
+
+
+def _text_key(text: str) -> str:
+    """What a node records of its chunk's text (``metadata["m3_late_chunk"]["text"]``)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _check_text(node: BaseNode, chunk_text: str | None, late: Any) -> None:
+    """Raise :class:`EditedNodeError` when ``node``'s text is not the chunk's it was cut as
+    (``chunk_text`` for a live node; else the hash its metadata recorded, when it has one)."""
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    if chunk_text is not None:
+        same = text == chunk_text
+    elif isinstance(late, dict) and isinstance(late.get("text"), str):
+        same = _text_key(text) == late["text"]
+    else:  # parsed by an m3kit that did not record it
+        return
+    if not same:
+        raise EditedNodeError(
+            f"node {node.node_id} ({text[:40]!r}) came from M3LateChunkingNodeParser but its "
+            "text was changed after parsing, so its late-chunked vectors are not those of its "
+            "text; parse the edited document again instead of editing its nodes"
+        )
+
+
 def node_vectors(node: BaseNode) -> M3Output:
     """The M3 vectors an :class:`M3LateChunkingNodeParser` attached to ``node``.
 
@@ -101,16 +130,19 @@ def node_vectors(node: BaseNode) -> M3Output:
 
     Raises:
         ValueError: The node did not come from the parser.
+        EditedNodeError: Its text was changed after parsing (its vectors are another text's).
     """
-    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
-        return node.m3_vectors
     late = node.metadata.get(LATE_METADATA_KEY)
+    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
+        _check_text(node, node._m3_chunk.text, late)
+        return node.m3_vectors
     embedding = getattr(node, "embedding", None)
     if not isinstance(late, dict) or embedding is None:
         raise ValueError(
             f"node {node.node_id} did not come from M3LateChunkingNodeParser "
             f"(no {LATE_METADATA_KEY!r} metadata and embedding); it carries no M3 vectors"
         )
+    _check_text(node, None, late)
     sparse = node.metadata.get(SPARSE_METADATA_KEY)
     heads = {Head.DENSE} | ({Head.SPARSE} if isinstance(sparse, dict) else set())
     return M3Output(
@@ -146,7 +178,9 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
 
     Raises:
         ValueError: A node did not come from :class:`M3LateChunkingNodeParser`, or came from
-            a version of it that did not record ``count`` / ``source`` (parse it again).
+            a version of it that did not record ``count`` / ``source`` (parse it again), or
+            was cut from a part of its document (another parser's node), whose chunks are
+            numbered per part, not per document.
     """
     records = []
     for node in nodes:
@@ -174,6 +208,14 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
 
 def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
     """``(doc_hash, chunk_count)`` of the document version ``node`` was cut from."""
+    cut_from = late.get("cut_from")
+    if cut_from is not None and cut_from != node.ref_doc_id:
+        raise ValueError(
+            f"node {node.node_id} was late-chunked from node {cut_from}, a part of document "
+            f"{node.ref_doc_id}, not from the document itself: its chunks are numbered per "
+            "part, so the parts' chunks would take each other's places in the store. Give "
+            "the parser the documents themselves (splitter= sets its chunk boundaries)"
+        )
     try:
         source, count = str(late["source"]), int(late["count"])
     except KeyError:
@@ -426,6 +468,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             "source": source,  # hash of the document's text: the version a store keeps
             "token_start": chunk.token_start,
             "token_end": chunk.token_end,
+            "text": _text_key(chunk.text),  # a node edited since is refused (node_vectors)
+            "cut_from": base.ref_doc_id,  # the document or node parsed (see chunk_records)
         }
         if Head.SPARSE in chunk.vectors.heads:
             node.metadata[SPARSE_METADATA_KEY] = {

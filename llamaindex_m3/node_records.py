@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
 
-from llamaindex_m3.node_parser import LATE_METADATA_KEY, M3TextNode, node_vectors, user_metadata
+from llamaindex_m3.node_parser import (
+    LATE_METADATA_KEY,
+    EditedNodeError,
+    M3TextNode,
+    node_vectors,
+    user_metadata,
+)
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
@@ -84,13 +90,16 @@ def carried_vectors(
         holder: What takes the node, for the error (``"store"``, ``"embedding model"``).
 
     Raises:
-        ValueError: The node was late-chunked by another model than the store's.
+        ValueError: The node was late-chunked by another model than the store's, or its
+            text was changed after parsing (:class:`~llamaindex_m3.node_parser.EditedNodeError`).
     """
     if not is_late(node):
         return None
     check_late_encoder(node, encoder, holder=holder)
     try:
         vectors = node_vectors(node)
+    except EditedNodeError:
+        raise
     except ValueError:  # marked late-chunked but its embedding was dropped
         return None
     return vectors if heads <= vectors.heads else None

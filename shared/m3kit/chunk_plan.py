@@ -146,11 +146,14 @@ class SpanPlanner:
         content = np.asarray(enc.ids, dtype=np.int64)
         tok_starts = token_starts(text, enc.offsets)
         if self.splitter is None:
-            bounds = pack_sentences(sentence_starts(text), tok_starts, self.chunk_size)
+            bounds = pack_sentences(sentence_starts(text), tok_starts, self.chunk_size, text)
             raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
         else:
             raw = self.splitter(text)
-        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts)
+        # a splitter's span of whitespace only is merged; the packer makes none where its
+        # budget allows (and keeps the budget where a whitespace run is longer than it)
+        blank = None if self.splitter is None else text
+        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts, blank)
         p, n = len(self.prefix), int(content.shape[0])
         ends = np.cumsum(counts).tolist()
         content_bounds = [(e - c, e) for e, c in zip(ends, counts, strict=True)]

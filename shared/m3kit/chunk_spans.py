@@ -70,7 +70,10 @@ def sentence_starts(text: str) -> list[int]:
 
 
 def pack_sentences(
-    sent_starts: Sequence[int], token_starts: npt.NDArray[np.int64], chunk_size: int
+    sent_starts: Sequence[int],
+    token_starts: npt.NDArray[np.int64],
+    chunk_size: int,
+    text: str | None = None,
 ) -> list[int]:
     """Pack whole sentences into chunks of at most ``chunk_size`` tokens.
 
@@ -78,6 +81,11 @@ def pack_sentences(
         sent_starts: Ascending sentence start offsets, the first one 0 (:func:`sentence_starts`).
         token_starts: Start character of every (non-special) token of the text, in order.
         chunk_size: Token budget per chunk.
+        text: The text; with it no chunk is made of whitespace tokens only where the budget
+            allows (SentencePiece's lone ``"▁"`` of a trailing newline, or of the space before
+            CJK text, is a token that starts at whitespace): a sentence is never cut so that
+            only such tokens follow the cut, and such tokens at the start of the text ride
+            along with the sentence after them.
 
     Returns:
         Ascending chunk start offsets, the first one 0. A token belongs to the chunk its first
@@ -90,6 +98,10 @@ def pack_sentences(
     tok = np.asarray(token_starts, dtype=np.int64)
     if tok.size == 0:
         return [0]
+    if text is None:
+        solid = np.ones(tok.shape[0], dtype=bool)
+    else:  # the token starts at a character other than whitespace
+        solid = np.asarray([t < len(text) and not text[t].isspace() for t in tok.tolist()])
     sent_of = np.maximum.accumulate(
         np.clip(np.searchsorted(starts, tok, side="right") - 1, 0, None)
     )
@@ -97,24 +109,34 @@ def pack_sentences(
     first_tok = np.searchsorted(sent_of, np.arange(starts.shape[0]), side="left")
     bounds = [0]
     used = 0  # tokens in the chunk being filled
+    has_solid = False  # whether one of them is solid (else they ride along with what follows)
     for j, count in enumerate(counts.tolist()):
         if count == 0:
             continue  # whitespace-only "sentence": rides along with the current chunk
-        if used and used + count > chunk_size:
+        first = int(first_tok[j])
+        if used and has_solid and used + count > chunk_size:
             bounds.append(int(max(starts[j], bounds[-1])))
-            used = 0
-        if count <= chunk_size:
+            used, has_solid = 0, False
+        if used + count <= chunk_size:
             used += count
+            has_solid = has_solid or bool(solid[first : first + count].any())
             continue
-        pos, end = int(first_tok[j]), int(first_tok[j]) + count
+        pos, end = first - used, first + count
+        solid_at = np.flatnonzero(solid[pos:end])
+        last = pos + int(solid_at[-1]) if solid_at.size else -1  # the sentence's last solid
         while end - pos > chunk_size:
             cut = _cut_point(tok, pos, pos + chunk_size, end)
             if cut is None:
                 break  # every remaining token starts at one character: cannot cut
+            if cut > last:  # only whitespace tokens after it: cut before its last solid token
+                earlier = _cut_point(tok, pos, last, last + 1) if last > pos else None
+                if earlier is not None and end - earlier <= chunk_size:
+                    cut = earlier
             if tok[cut] > bounds[-1]:
                 bounds.append(int(tok[cut]))
             pos = cut
         used = end - pos
+        has_solid = bool(solid[pos:end].any())
     return bounds
 
 
@@ -361,9 +383,14 @@ def normalize_spans(spans: Sequence[Any], text_len: int) -> list[Span]:
 
 
 def assign_tokens(
-    spans: list[Span], tok_starts: npt.NDArray[np.int64]
+    spans: list[Span], tok_starts: npt.NDArray[np.int64], text: str | None = None
 ) -> tuple[list[Span], list[int]]:
     """Give each token to the chunk its start falls in; merge chunks left without tokens.
+
+    With ``text``, a chunk of whitespace only is merged too (a splitter's span of spaces can
+    own SentencePiece's lone ``"▁"`` token of the space before CJK text: stored, it would be a
+    hit with no text). A merged chunk joins the chunk before it (the first such chunk the one
+    after it).
 
     Returns the final spans and the number of (non-special) tokens of each, in order.
     """
@@ -376,11 +403,15 @@ def assign_tokens(
         counts = [0] * len(spans)
     merged: list[Span] = []
     merged_counts: list[int] = []
+    merged_empty: list[bool] = []
     for (start, end), count in zip(spans, counts, strict=True):
-        if merged and (count == 0 or merged_counts[-1] == 0):
+        empty = count == 0 or (text is not None and not text[start:end].strip())
+        if merged and (empty or merged_empty[-1]):
             merged[-1] = (merged[-1][0], end)
             merged_counts[-1] += count
+            merged_empty[-1] = merged_empty[-1] and empty
         else:
             merged.append((start, end))
             merged_counts.append(count)
+            merged_empty.append(empty)
     return merged, merged_counts

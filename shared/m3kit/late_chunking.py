@@ -19,8 +19,10 @@ Rules (tested in ``tests/late_chunking``):
   see :func:`m3kit.chunk_plan.token_starts`). The leading
   special token (CLS / ``<s>``) belongs to the first chunk and the trailing one (SEP /
   ``</s>``) to the last, so a one-chunk document gets exactly what ``encoder.encode`` gives a
-  mean-pooling model. A chunk that would own no token (only characters the tokenizer drops) is
-  merged into the chunk before it (the first such chunk into the one after it).
+  mean-pooling model. A chunk that would own no token (only characters the tokenizer drops),
+  or a splitter's span of whitespace only, is merged into the chunk before it (the first such
+  chunk into the one after it); the built-in splitter makes no chunk of whitespace only (such
+  as XLM-R's lone ``"▁"`` of a trailing newline) unless a whitespace run exceeds its budget.
 - **Heads.** Each head is pooled *late* (from the document pass) or *naive* (the chunk text
   encoded alone, exactly what :class:`~m3kit.chunking.NaiveChunker` gives), chosen per head
   with ``late_heads``. Late: dense = mean of the chunk's token states, L2-normalised; sparse =

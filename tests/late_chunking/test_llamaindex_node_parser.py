@@ -144,6 +144,26 @@ def test_rebuilt_nodes_keep_dense_and_sparse(tiny_parser):  # type: ignore[no-un
     assert all(Head.COLBERT not in r.vectors.heads for r in records)
 
 
+def test_a_node_whose_text_was_edited_is_refused(tiny_parser, tiny_encoder):  # type: ignore[no-untyped-def]
+    """A node's vectors are its chunk's: a node whose text was changed after parsing (a
+    pipeline step rewriting it) was stored with the old text's vectors under the new text.
+    It is refused, live or rebuilt from JSON, as LangChain's splitter chunks are."""
+    from llamaindex_m3.vector_store import M3VectorStore
+
+    nodes = tiny_parser.get_nodes_from_documents([Document(text=BERLIN, id_="doc-e")])
+    rebuilt = [TextNode.from_json(n.to_json()) for n in nodes]
+    assert len(chunk_records(nodes)) == len(chunk_records(rebuilt)) == len(nodes)  # unedited
+    for batch in (nodes, rebuilt):
+        batch[1].set_content("Bananas are yellow and grow in bunches.")
+        with pytest.raises(ValueError, match="text was changed after parsing"):
+            node_vectors(batch[1])
+        with pytest.raises(ValueError, match="text was changed after parsing"):
+            chunk_records(batch)
+    store = M3VectorStore(tiny_encoder, collection_name="edited")
+    with store, pytest.raises(ValueError, match="text was changed after parsing"):
+        store.add(nodes)
+
+
 def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-def]
     text = "# Title\n\nSome text here.\n\n## Part two\n\nMore text. And more."
     spans = node_parser_spans(MarkdownNodeParser())(text)
@@ -225,6 +245,32 @@ def test_chunk_records_recipe_leaves_no_stale_chunk(tiny_encoder):  # type: igno
     versions = {(r.doc_hash, r.chunk_count) for r in chunk_records(rebuilt)}
     assert versions == {(r.doc_hash, r.chunk_count) for r in chunk_records(second)}
     assert versions.isdisjoint({(r.doc_hash, r.chunk_count) for r in chunk_records(first)})
+
+
+def test_chunk_records_refuse_chunks_of_a_part_of_a_document(tiny_encoder):  # type: ignore[no-untyped-def]
+    """Nodes late-chunked from the nodes of another parser (a two-stage pipeline) name the
+    document as their source but number their chunks per part: every part's chunks took the
+    same places, so upserting the parts' records one call each (replace=True) kept only the
+    last part's chunks. chunk_records now refuses them, naming the node they were cut from."""
+    from m3kit.store import M3Index
+
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=12)
+    doc = Document(text=" ".join([BERLIN] * 3), id_="doc-p")
+    parts = SentenceSplitter(chunk_size=48, chunk_overlap=0).get_nodes_from_documents([doc])
+    assert len(parts) > 2
+    nodes = parser.get_nodes_from_documents(parts)
+    assert {n.ref_doc_id for n in nodes} == {"doc-p"}
+    rebuilt = [TextNode.from_json(n.to_json()) for n in nodes]
+    for batch in (nodes, rebuilt):
+        with pytest.raises(ValueError, match="not from the document itself"):
+            chunk_records(batch)
+    # the document itself, or a part stored as its own document, is fine
+    assert len(chunk_records(parser.get_nodes_from_documents([doc]))) > 2
+    part = TextNode(text=parts[0].text, id_="part-0")
+    store = M3Index.open(tiny_encoder).store
+    records = chunk_records(parser.get_nodes_from_documents([part]))
+    store.upsert(records, replace=True)
+    assert store.count() == len(records) and {r.doc_id for r in records} == {"part-0"}
 
 
 def test_chunk_records_refuse_nodes_without_document_version(tiny_parser):  # type: ignore[no-untyped-def]

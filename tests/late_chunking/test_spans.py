@@ -140,6 +140,48 @@ def test_splitter_chunk_without_tokens_is_merged(minilm_encoder, h):  # type: ig
     assert [(c.start, c.end) for c in first_empty.chunk(["   abc  x"])[0]] == [(0, 9)]
 
 
+_BODY = "北京是中华人民共和国的首都，上海是中国最大的城市之一"  # one sentence, no "。"
+
+
+def test_no_whitespace_only_chunk_with_sentencepiece(tiny_m3_xlmr_path, h):  # type: ignore[no-untyped-def]
+    """XLM-R (BGE-M3's tokenizer) makes a lone "▁" token of a trailing newline and of the space
+    before CJK text or an emoji: the sentence packer could cut right before it and leave a
+    chunk of whitespace only ("\\n") owning that token (and ``</s>``), stored as a hit with no
+    text. The packer now cuts elsewhere (within the budget); a splitter's span of whitespace
+    only is merged into the chunk before it, like a chunk without tokens."""
+    from m3kit import M3Encoder
+    from m3kit.chunking import NaiveChunker
+
+    enc = M3Encoder.from_pretrained(tiny_m3_xlmr_path, dtype="fp32")
+    body_tokens = len(enc.tokenize([_BODY])[0].input_ids) - 2  # "▁" + 11 pieces
+    cases = [
+        # a last sentence of exactly chunk_size tokens, then a trailing newline ("▁"): the
+        # sentence is cut one token earlier, so that its last piece goes with the newline
+        (_BODY + "\n", body_tokens, [_BODY[:-2], "之一\n"]),
+        # a leading newline ("▁") before a first sentence that fills a chunk alone: the
+        # newline rides along with the sentence (counted in the budget)
+        ("\n" + _BODY, body_tokens - 1, ["\n" + _BODY[:-2], "之一"]),
+        # a splitter span of one space, which owns the "▁" before the CJK text
+        ("Hello. " + _BODY, [(0, 6), (6, 7), (7, 7 + len(_BODY))], ["Hello. ", _BODY]),
+    ]
+    for text, size, want in cases:
+        splitter = (lambda t, s=size: s) if isinstance(size, list) else None
+        kwargs = {"splitter": splitter} if splitter else {"chunk_size": size}
+        for chunker in (LateChunker(enc, **kwargs), NaiveChunker(enc, **kwargs)):
+            chunks = chunker.chunk([text])[0]
+            assert [c.text for c in chunks] == want, (type(chunker).__name__, text)
+            ids = h.document_ids(enc, text)
+            assert [c.token_start for c in chunks] + [len(ids)] == [
+                0,
+                *(c.token_end for c in chunks),
+            ]
+    for size in range(2, 16):  # no chunk of whitespace only, and the budget kept
+        for text in (_BODY + "\n", "\n" + _BODY, "One. 🙂 two. 3.8 x\n", h.texts["whitespace"]):
+            plan = LateChunker(enc, chunk_size=size)._planner.plan(text)
+            assert all(text[a:b].strip() for a, b in plan.spans), (size, text, plan.spans)
+            assert all(b - a <= size for a, b in plan.content_bounds), (size, text)
+
+
 def test_langchain_text_splitter(tiny_encoder, h):  # type: ignore[no-untyped-def]
     splitters = pytest.importorskip("langchain_text_splitters")
     text = " ".join(h.texts[k] for k in ("english", "chinese", "emoji"))
