@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from llamaindex_m3._encoder_fields import M3EncoderFields
-from llamaindex_m3.node_parser import LATE_METADATA_KEY
+from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
 from m3kit.errors import HeadNotAvailableError, missing_extra

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
 
-from llamaindex_m3.node_parser import (
+from llamaindex_m3.late_nodes import (
     LATE_METADATA_KEY,
     EditedNodeError,
     M3TextNode,

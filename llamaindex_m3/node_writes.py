@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
-from llamaindex_m3.node_parser import LATE_METADATA_KEY
+from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,

@@ -39,7 +39,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
-from llamaindex_m3.node_parser import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
+from llamaindex_m3.late_nodes import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
 from llamaindex_m3.node_records import check_late_encoder
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra

@@ -1,0 +1,186 @@
+"""Late-chunked LlamaIndex nodes read back: their vectors, their text check, store records.
+
+What :class:`~llamaindex_m3.node_parser.M3LateChunkingNodeParser` leaves on a node and the
+functions that read it (split from :mod:`llamaindex_m3.node_parser`, which re-exports the
+public names): :class:`M3TextNode` (ColBERT in memory), :func:`node_vectors` (every head that
+survived), :func:`chunk_records` (m3kit store records, versioned per document), and the check
+that refuses a node whose text was edited after parsing (:class:`EditedNodeError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+
+from m3kit.outputs import Chunk, Head, M3Output, SparseVector
+from m3kit.store.records import ChunkRecord
+
+__all__ = [
+    "LATE_METADATA_KEY",
+    "SPARSE_METADATA_KEY",
+    "EditedNodeError",
+    "M3TextNode",
+    "chunk_records",
+    "node_vectors",
+    "user_metadata",
+]
+
+SPARSE_METADATA_KEY = "m3_sparse"
+LATE_METADATA_KEY = "m3_late_chunk"
+_INTERNAL_KEYS = (SPARSE_METADATA_KEY, LATE_METADATA_KEY)
+
+
+class M3TextNode(TextNode):
+    """A ``TextNode`` that also holds its chunk's M3 vectors in memory (see :func:`node_vectors`).
+
+    Serialises as a plain ``TextNode`` (the vectors are a private attribute).
+    """
+
+    _m3_chunk: Chunk | None = PrivateAttr(default=None)
+
+    @property
+    def m3_vectors(self) -> M3Output:
+        """All heads of the chunk (one row): ``.dense``, ``.sparse``, ``.colbert``."""
+        if self._m3_chunk is None:
+            raise ValueError(f"node {self.node_id} carries no M3 vectors")
+        return self._m3_chunk.vectors
+
+
+class EditedNodeError(ValueError):
+    """A late-chunked node whose text was changed after parsing: its vectors are not its text's."""
+
+
+def _text_key(text: str) -> str:
+    """What a node records of its chunk's text (``metadata["m3_late_chunk"]["text"]``)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _check_text(node: BaseNode, chunk_text: str | None, late: Any) -> None:
+    """Raise :class:`EditedNodeError` when ``node``'s text is not the chunk's it was cut as
+    (``chunk_text`` for a live node; else the hash its metadata recorded, when it has one)."""
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    if chunk_text is not None:
+        same = text == chunk_text
+    elif isinstance(late, dict) and isinstance(late.get("text"), str):
+        same = _text_key(text) == late["text"]
+    else:  # parsed by an m3kit that did not record it
+        return
+    if not same:
+        raise EditedNodeError(
+            f"node {node.node_id} ({text[:40]!r}) came from M3LateChunkingNodeParser but its "
+            "text was changed after parsing, so its late-chunked vectors are not those of its "
+            "text; parse the edited document again instead of editing its nodes"
+        )
+
+
+def node_vectors(node: BaseNode) -> M3Output:
+    """The M3 vectors an :class:`M3LateChunkingNodeParser` attached to ``node``.
+
+    All heads for a node made in this process; for a node rebuilt from JSON (a docstore, an
+    ``IngestionPipeline`` cache), the heads that survive serialisation: dense (``.embedding``)
+    and sparse (``metadata["m3_sparse"]``), not ColBERT.
+
+    Raises:
+        ValueError: The node did not come from the parser.
+        EditedNodeError: Its text was changed after parsing (its vectors are another text's).
+    """
+    late = node.metadata.get(LATE_METADATA_KEY)
+    if isinstance(node, M3TextNode) and node._m3_chunk is not None:
+        _check_text(node, node._m3_chunk.text, late)
+        return node.m3_vectors
+    embedding = getattr(node, "embedding", None)
+    if not isinstance(late, dict) or embedding is None:
+        raise ValueError(
+            f"node {node.node_id} did not come from M3LateChunkingNodeParser "
+            f"(no {LATE_METADATA_KEY!r} metadata and embedding); it carries no M3 vectors"
+        )
+    _check_text(node, None, late)
+    sparse = node.metadata.get(SPARSE_METADATA_KEY)
+    heads = {Head.DENSE} | ({Head.SPARSE} if isinstance(sparse, dict) else set())
+    return M3Output(
+        heads=frozenset(heads),
+        token_counts=(int(late["token_end"]) - int(late["token_start"]),),
+        _dense=np.asarray([embedding], dtype=np.float32),
+        _sparse=(
+            SparseVector(
+                np.asarray(sparse["indices"], dtype=np.int64),
+                np.asarray(sparse["values"], dtype=np.float32),
+            ),
+        )
+        if isinstance(sparse, dict)
+        else None,
+        _colbert=None,
+    )
+
+
+def user_metadata(node: BaseNode) -> dict[str, Any]:
+    """The node's metadata without the parser's own keys (what a store keeps)."""
+    return {k: v for k, v in node.metadata.items() if k not in _INTERNAL_KEYS}
+
+
+def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
+    """m3kit store records for parsed nodes (doc id = the source document's id).
+
+    ``metadata`` is :func:`user_metadata`. Nodes rebuilt from JSON give records without ColBERT
+    (see :func:`node_vectors`); a store with a ColBERT head refuses them. Each record carries its
+    document's version (``doc_hash``: a hash of the document's text hash, the chunker's
+    signature and the encoder) and ``chunk_count``, so ``M3Store.upsert(records,
+    replace=True)`` deletes the chunks an older version left (an edited document with fewer
+    chunks) and nothing else.
+
+    Raises:
+        ValueError: A node did not come from :class:`M3LateChunkingNodeParser`, or came from
+            a version of it that did not record ``count`` / ``source`` (parse it again), or
+            was cut from a part of its document (another parser's node), whose chunks are
+            numbered per part, not per document.
+    """
+    records = []
+    for node in nodes:
+        vectors = node_vectors(node)
+        late = node.metadata[LATE_METADATA_KEY]
+        doc_hash, count = _document_version(node, late)
+        doc_id = node.ref_doc_id or node.node_id
+        start = getattr(node, "start_char_idx", None)
+        end = getattr(node, "end_char_idx", None)
+        records.append(
+            ChunkRecord(
+                doc_id,
+                int(late["index"]),
+                node.get_content(metadata_mode=MetadataMode.NONE),
+                user_metadata(node),
+                vectors,
+                start,
+                end,
+                doc_hash=doc_hash,
+                chunk_count=count,
+            )
+        )
+    return records
+
+
+def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
+    """``(doc_hash, chunk_count)`` of the document version ``node`` was cut from."""
+    cut_from = late.get("cut_from")
+    if cut_from is not None and cut_from != node.ref_doc_id:
+        raise ValueError(
+            f"node {node.node_id} was late-chunked from node {cut_from}, a part of document "
+            f"{node.ref_doc_id}, not from the document itself: its chunks are numbered per "
+            "part, so the parts' chunks would take each other's places in the store. Give "
+            "the parser the documents themselves (splitter= sets its chunk boundaries)"
+        )
+    try:
+        source, count = str(late["source"]), int(late["count"])
+    except KeyError:
+        raise ValueError(
+            f"node {node.node_id} has no document version in its {LATE_METADATA_KEY!r} "
+            "metadata ('source' and 'count'; it was parsed by an older m3kit): parse its "
+            "document again, so that storing it can replace the document's older chunks"
+        ) from None
+    blob = json.dumps([source, late["chunker"], late.get("encoder")], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), count
