@@ -26,8 +26,6 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
@@ -35,7 +33,7 @@ from llamaindex_m3.retriever_writes import RetrieverWrites
 from llamaindex_m3.sourceless import sourceless_chunk
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.outputs import Head, SparseVector
+from m3kit.outputs import Head
 from m3kit.store import (
     Backend,
     Fusion,
@@ -65,7 +63,7 @@ if TYPE_CHECKING:
     from m3kit.chunking import Chunker
     from m3kit.late_chunking import LateChunker
 
-__all__ = ["M3Retriever", "check_settings", "hit_to_node", "mean_query_search"]
+__all__ = ["M3Retriever", "check_settings", "hit_to_node"]
 
 
 class M3Retriever(RetrieverWrites, BaseRetriever):
@@ -77,7 +75,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     ColBERT MaxSim or M3 sum; the M3 sum is divided by the weights of the heads the
     collection scores with, so on a dense-only collection it is the cosine similarity).
     A query bundle with several ``custom_embedding_strs`` (HyDE) is one search with the mean
-    of their query vectors, scored on the same scale (:func:`mean_query_search`).
+    of their query vectors, scored on the same scale (:meth:`~m3kit.store.M3Index.search_mean`).
     Works wherever LlamaIndex takes a retriever (``RetrieverQueryEngine``, fusion retrievers).
 
     Attributes:
@@ -249,7 +247,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         if len(texts) == 1:
             hits = self.index.search(texts[0], **self._search_kwargs())
         else:
-            hits = mean_query_search(self.index, texts, **self._search_kwargs())
+            hits = self.index.search_mean(texts, **self._search_kwargs())
         return [hit_to_node(h) for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -270,71 +268,10 @@ def _query_texts(query_bundle: QueryBundle) -> list[str]:
     """What to search for: ``custom_embedding_strs`` when a transform set them, else the query.
 
     (HyDE and other query transforms put the texts to embed there; several are searched as
-    one query, their mean: :func:`mean_query_search`.)
+    one query, their mean: :meth:`~m3kit.store.M3Index.search_mean`.)
     """
     custom = query_bundle.custom_embedding_strs
     return list(custom) if custom else [query_bundle.query_str]
-
-
-def mean_query_search(
-    index: M3Index,
-    texts: Sequence[str],
-    *,
-    k: int,
-    fusion: Fusion | str | None = None,
-    filter: Any = None,
-    score_threshold: float | None = None,
-    rerank: bool | None = None,
-    weights: Sequence[float] | None = None,
-    candidates: int | None = None,
-) -> list[Hit]:
-    """One search whose query vectors are the mean of the texts' (arguments as
-    :meth:`~m3kit.store.M3Index.search`).
-
-    LlamaIndex's vector retriever averages the embeddings of several texts (HyDE's
-    hypothetical document and the query) into one query; here every head does: dense the
-    normalised mean (Qdrant's cosine normalises LlamaIndex's mean the same way), sparse the
-    mean weights (its score is the mean of the texts' sparse scores), ColBERT the texts'
-    tokens together (MaxSim averaged over all of them: the token-weighted mean of the texts'
-    ColBERT scores). Scores are on the scale of a one-text search with the same settings, so
-    ``score_threshold`` and a ``similarity_cutoff`` mean the same for one text or several.
-
-    Raises:
-        ValueError: As :meth:`~m3kit.store.M3Index.search`.
-    """
-    heads = index.store.heads
-    if rerank and Head.COLBERT not in heads:
-        raise ValueError("rerank=True needs ColBERT vectors; this store has none")
-    settings = index.search_settings(
-        fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
-    )
-    use_colbert = settings.reranks(heads)
-    wanted = heads if use_colbert else heads - {Head.COLBERT}
-    out = index.encoder.encode(list(texts), heads=sorted(wanted), query=True, show_progress=False)
-    dense = np.asarray(out.dense, dtype=np.float64).mean(axis=0)
-    norm = float(np.linalg.norm(dense))
-    return index.store.query(
-        dense=(dense / norm if norm > 0 else dense).astype(np.float32),
-        sparse=_mean_sparse(out.sparse) if Head.SPARSE in wanted else None,
-        colbert=np.concatenate(out.colbert) if use_colbert else None,
-        k=k,
-        fusion=settings.fusion,
-        rerank=use_colbert,
-        filter=filter,
-        score_threshold=score_threshold,
-        weights=settings.weights if settings.fusion is Fusion.M3 else None,
-        candidates=settings.candidates,
-    )
-
-
-def _mean_sparse(vectors: Sequence[SparseVector]) -> SparseVector:
-    """The mean of sparse vectors (a token a vector lacks weighs 0 there)."""
-    indices = np.concatenate([v.indices for v in vectors])
-    values = np.concatenate([v.values for v in vectors]).astype(np.float64) / len(vectors)
-    ids, where = np.unique(indices, return_inverse=True)
-    sums = np.zeros(len(ids), dtype=np.float64)
-    np.add.at(sums, where, values)
-    return SparseVector(ids, sums.astype(np.float32))
 
 
 def check_settings(

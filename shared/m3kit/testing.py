@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "SAMPLE_TEXTS",
     "build_random_m3_checkpoint",
     "build_tiny_m3_checkpoint",
+    "replace_weight_files",
     "xlmr_tokenizer_file",
 ]
 
@@ -221,3 +223,24 @@ def build_tiny_m3_checkpoint(
         # (tests/store/test_calibration.py).
         initializer_range=0.02,
     )
+
+
+def replace_weight_files(target: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
+    """Put ``source``'s weight files in place of ``target``'s, the old mtimes kept: a new file
+    renamed over the old one, as a re-save, ``rsync -a`` or ``tar x`` of a same-sized checkpoint
+    does (a model loaded from the old file keeps its weights). For tests of what notices it.
+
+    Raises:
+        ValueError: A file of ``source`` has another size than ``target``'s.
+    """
+    from m3kit.weights import _weight_files
+
+    for old in _weight_files(Path(target)):
+        st = old.stat()
+        new = Path(source) / old.name
+        if new.stat().st_size != st.st_size:
+            raise ValueError(f"{new} is not the size of {old}: not a same-sized checkpoint")
+        tmp = old.with_name(old.name + ".new")
+        shutil.copyfile(new, tmp)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        tmp.replace(old)

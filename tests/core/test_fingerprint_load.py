@@ -11,8 +11,6 @@ check.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,27 +19,8 @@ from m3kit import M3Encoder
 from m3kit.distributed import EncoderSpec
 from m3kit.errors import CheckpointChangedError
 from m3kit.fingerprint import encoder_fingerprint
-from m3kit.testing import build_tiny_m3_checkpoint
+from m3kit.testing import build_tiny_m3_checkpoint, replace_weight_files
 from m3kit.weights import _weight_files
-
-
-def _replace_keeping_mtimes(target: Path, source: Path) -> None:
-    """Put ``source``'s weight files in place of ``target``'s, old mtimes kept (a new file
-    renamed over the old one, as a re-save, ``rsync -a`` or ``tar x`` does)."""
-    for old in _weight_files(target):
-        st = old.stat()
-        tmp = old.with_name(old.name + ".new")
-        shutil.copyfile(source / old.name, tmp)
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        tmp.replace(old)
-
-
-@pytest.fixture
-def two_checkpoints(tmp_path: Path) -> tuple[Path, Path]:
-    return (
-        build_tiny_m3_checkpoint(tmp_path / "a", seed=0),
-        build_tiny_m3_checkpoint(tmp_path / "b", seed=1),
-    )
 
 
 def test_weights_rewritten_after_loading_are_not_the_encoders(
@@ -49,7 +28,7 @@ def test_weights_rewritten_after_loading_are_not_the_encoders(
 ) -> None:
     a, b = two_checkpoints
     enc = M3Encoder.from_pretrained(a, dtype="fp32")
-    _replace_keeping_mtimes(a, b)  # after loading, before the first fingerprint
+    replace_weight_files(a, b)  # after loading, before the first fingerprint
     with pytest.raises(CheckpointChangedError, match=r"changed since .* loaded") as err:
         encoder_fingerprint(enc)
     assert str(a) in str(err.value) and "model.safetensors" in str(err.value)
@@ -62,7 +41,7 @@ def test_a_pool_spec_refuses_an_encoder_whose_files_changed(
     # the identity check and its vectors were stored as the parent's
     a, b = two_checkpoints
     enc = M3Encoder.from_pretrained(a, dtype="fp32")
-    _replace_keeping_mtimes(a, b)
+    replace_weight_files(a, b)
     with pytest.raises(CheckpointChangedError, match="M3Encoder.from_pretrained"):
         EncoderSpec.of(enc)
 
@@ -74,7 +53,7 @@ def test_a_fingerprint_taken_before_the_change_stays_and_workers_are_refused(
     enc = M3Encoder.from_pretrained(a, dtype="fp32")
     before = encoder_fingerprint(enc)
     spec = EncoderSpec.of(enc)
-    _replace_keeping_mtimes(a, b)
+    replace_weight_files(a, b)
     assert encoder_fingerprint(enc) == before  # computed from what it loaded: kept
     with pytest.raises(ValueError, match="not the one the parent loaded"):
         spec.load("cpu")
@@ -122,7 +101,7 @@ def test_onnx_refuses_files_changed_while_it_exported(
     open_runner = encoder_module.open_onnx_runner
 
     def rewritten_meanwhile(*args: object) -> object:
-        _replace_keeping_mtimes(a, b)
+        replace_weight_files(a, b)
         return open_runner(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(encoder_module, "open_onnx_runner", rewritten_meanwhile)

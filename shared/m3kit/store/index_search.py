@@ -1,8 +1,9 @@
 """The search half of :class:`~m3kit.store.M3Index`: default ranking, query plan and search.
 
 Split from :mod:`m3kit.store.index`: :class:`IndexSearch` is a base class of ``M3Index``
-holding :meth:`~m3kit.store.M3Index.search_settings`, :meth:`~m3kit.store.M3Index.search` and
-:meth:`~m3kit.store.M3Index.asearch`; ``M3Index.__init__`` sets the attributes it reads.
+holding :meth:`~m3kit.store.M3Index.search_settings`, :meth:`~m3kit.store.M3Index.search`,
+:meth:`~m3kit.store.M3Index.search_mean` and :meth:`~m3kit.store.M3Index.asearch`;
+``M3Index.__init__`` sets the attributes it reads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from m3kit.outputs import Head
+import numpy as np
+
+from m3kit.outputs import Head, SparseVector
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.search_settings import BGE_M3_PUBLISHED, FusionCalibration, SearchSettings
@@ -140,6 +143,50 @@ class IndexSearch:
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        return self.search_mean(
+            [query],
+            k=k,
+            fusion=fusion,
+            filter=filter,
+            score_threshold=score_threshold,
+            rerank=rerank,
+            weights=weights,
+            candidates=candidates,
+        )
+
+    def search_mean(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        fusion: Fusion | str | None = None,
+        filter: FilterLike | None = None,
+        score_threshold: float | None = None,
+        rerank: bool | None = None,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """One search whose query vectors are the mean of several query texts' (arguments as
+        :meth:`search`).
+
+        LlamaIndex's vector retriever averages the embeddings of several texts (HyDE's
+        hypothetical document and the query) into one query; here every head does: dense the
+        normalised mean (Qdrant's cosine normalises a plain mean the same way), sparse the
+        mean weights (its score is the mean of the texts' sparse scores), ColBERT the texts'
+        tokens together (MaxSim averaged over all of them: the token-weighted mean of the
+        texts' ColBERT scores). Scores are on the scale of a one-text search with the same
+        settings, so ``score_threshold`` means the same for one text or several; one text is
+        exactly :meth:`search`.
+
+        Raises:
+            TypeError: ``queries`` is a str or holds a non-str.
+            ValueError: No query, or as :meth:`search`.
+        """
+        if isinstance(queries, str) or not all(isinstance(q, str) for q in queries):
+            raise TypeError("queries must be a sequence of str (search() takes one str)")
+        if not queries:
+            raise ValueError("search_mean needs at least one query")
+        texts = list(queries)
         heads = self.store.heads
         if rerank and Head.COLBERT not in heads:
             raise ValueError("rerank=True needs ColBERT vectors; this store has none")
@@ -148,11 +195,15 @@ class IndexSearch:
         )
         use_colbert = settings.reranks(heads)
         wanted = heads if use_colbert else heads - {Head.COLBERT}
-        out = self.encoder.encode([query], heads=sorted(wanted), query=True, show_progress=False)
+        out = self.encoder.encode(texts, heads=sorted(wanted), query=True, show_progress=False)
         return self.store.query(
-            dense=out.dense[0],
-            sparse=out.sparse[0] if Head.SPARSE in wanted else None,
-            colbert=out.colbert[0] if use_colbert else None,
+            dense=out.dense[0] if len(texts) == 1 else _mean_dense(out.dense),
+            sparse=(out.sparse[0] if len(texts) == 1 else _mean_sparse(out.sparse))
+            if Head.SPARSE in wanted
+            else None,
+            colbert=(out.colbert[0] if len(texts) == 1 else np.concatenate(out.colbert))
+            if use_colbert
+            else None,
             k=k,
             fusion=settings.fusion,
             rerank=use_colbert,
@@ -186,3 +237,20 @@ class IndexSearch:
             weights=weights,
             candidates=candidates,
         )
+
+
+def _mean_dense(vectors: Any) -> Any:
+    """The normalised mean of unit dense vectors (float32)."""
+    mean = np.asarray(vectors, dtype=np.float64).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def _mean_sparse(vectors: Sequence[SparseVector]) -> SparseVector:
+    """The mean of sparse vectors (a token a vector lacks weighs 0 there)."""
+    indices = np.concatenate([v.indices for v in vectors])
+    values = np.concatenate([v.values for v in vectors]).astype(np.float64) / len(vectors)
+    ids, where = np.unique(indices, return_inverse=True)
+    sums = np.zeros(len(ids), dtype=np.float64)
+    np.add.at(sums, where, values)
+    return SparseVector(ids, sums.astype(np.float32))
