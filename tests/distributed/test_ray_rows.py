@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +45,6 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     """What M3Index stores as the row's metadata: its other keys and its ``metadata``."""
     other = {k: v for k, v in row.items() if k not in ("doc_id", "text", "metadata")}
     return {**other, **row.get("metadata", {})}
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
