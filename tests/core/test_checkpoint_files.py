@@ -125,3 +125,45 @@ def test_a_damaged_backbone_file_is_an_error_naming_it(tiny_copy: Path, damage: 
     expected = "is a Git LFS pointer" if damage == "lfs" else "model.safetensors"
     with pytest.raises(CheckpointError, match=expected):
         M3Encoder.from_pretrained(tiny_copy, dtype="fp32")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("pooling", "CLS", "pooling must be one of cls, mean, max"),
+        ("pooling", "weightedmean", "pooling must be one of cls, mean, max"),
+        ("max_length", "512", "max_length must be an integer >= 2"),
+        ("max_length", 512.5, "max_length must be an integer >= 2"),
+        ("max_length", -5, "max_length must be an integer >= 2"),
+        ("max_length", True, "max_length must be an integer >= 2"),
+        ("query_instruction", 5, "query_instruction must be a string"),
+    ],
+)
+def test_a_bad_m3kit_json_value_is_an_error_naming_the_file_and_field(
+    tiny_copy: Path, field: str, value: object, match: str
+) -> None:
+    """A hand-edited m3kit.json failed as a bare ValueError / TypeError (a string length at
+    the first encode), loaded 512.5 as 512, and an integer instruction failed at encode."""
+    import json
+
+    from m3kit.checkpoint import resolve_checkpoint
+
+    path = tiny_copy / "m3kit.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[field] = value
+    path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"m3kit\.json: {match}"):
+        resolve_checkpoint(tiny_copy)
+
+
+def test_m3kit_json_may_leave_every_value_unset(tiny_copy: Path) -> None:
+    import json
+
+    from m3kit.checkpoint import resolve_checkpoint
+
+    (tiny_copy / "m3kit.json").write_text(
+        json.dumps({"pooling": "mean", "query_instruction": None, "max_length": None}),
+        encoding="utf-8",
+    )
+    info = resolve_checkpoint(tiny_copy)
+    assert (info.pooling.value, info.query_instruction, info.max_length) == ("mean", None, 8192)
