@@ -85,8 +85,8 @@ class M3Heads(nn.Module):
 
     @classmethod
     def from_folder(cls, folder: Path, hidden_size: int) -> M3Heads:
-        """Load both head files; either one missing, unsafe or not fitting the backbone
-        (shape, missing or extra tensors) is an error naming that file."""
+        """Load both head files; either one missing, unsafe, not fitting the backbone (shape,
+        missing or extra tensors) or holding NaN / inf is an error naming that file."""
         colbert = load_state_dict_safely(folder / COLBERT_FILE)
         sparse = load_state_dict_safely(folder / SPARSE_FILE)
         weight = colbert.get("weight")
@@ -99,6 +99,13 @@ class M3Heads(nn.Module):
             (heads.colbert_linear, colbert, COLBERT_FILE),
             (heads.sparse_linear, sparse, SPARSE_FILE),
         ):
+            for key, tensor in state.items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise CheckpointError(
+                        f"{folder / name}: {key} holds values that are not finite (NaN or "
+                        "inf), e.g. from a training run that diverged; every output of this "
+                        "head would be NaN or empty. Use an earlier checkpoint"
+                    )
             try:
                 module.load_state_dict(state)
             except RuntimeError as e:

@@ -167,3 +167,19 @@ def test_m3kit_json_may_leave_every_value_unset(tiny_copy: Path) -> None:
     )
     info = resolve_checkpoint(tiny_copy)
     assert (info.pooling.value, info.query_instruction, info.max_length) == ("mean", None, 8192)
+
+
+@pytest.mark.parametrize("name", ["colbert_linear.pt", "sparse_linear.pt"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_head_file_with_non_finite_weights_is_an_error_naming_it(
+    tiny_copy: Path, name: str, bad: float
+) -> None:
+    """A diverged fine-tune's NaN head loaded: ColBERT vectors came out NaN and every sparse
+    weight failed the ``> min_weight`` test (empty sparse vectors), without a word."""
+    from m3kit.heads import load_state_dict_safely
+
+    state = load_state_dict_safely(tiny_copy / name)
+    state["weight"][0, 0] = bad
+    torch.save(state, tiny_copy / name)
+    with pytest.raises(CheckpointError, match=rf"{name}.*weight.*not finite"):
+        M3Encoder.from_pretrained(tiny_copy, dtype="fp32")
