@@ -316,6 +316,38 @@ def _max_length(path: Path) -> int | None:
     return None
 
 
+def _m3kit_config(cfg_file: Path) -> dict[str, Any]:
+    """``m3kit.json``'s settings, each checked (``{}`` when the folder has none).
+
+    Raises:
+        CheckpointError: A value m3kit did not write: ``pooling`` not one of ``cls``,
+            ``mean``, ``max``; ``max_length`` not null or an integer >= 2;
+            ``query_instruction`` not null or a string (the message names file and field).
+    """
+    if not cfg_file.is_file():
+        return {}
+    cfg = _read_json(cfg_file)
+    pooling = cfg.get("pooling")
+    if pooling is not None and pooling not in [p.value for p in Pooling]:
+        raise CheckpointError(
+            f"{cfg_file}: pooling must be one of cls, mean, max (or absent), not {pooling!r}"
+        )
+    length = cfg.get("max_length")
+    if length is not None and (
+        isinstance(length, bool) or not isinstance(length, int) or length < 2
+    ):
+        raise CheckpointError(
+            f"{cfg_file}: max_length must be an integer >= 2 (or null: the model's own "
+            f"limit), not {length!r}"
+        )
+    instruction = cfg.get("query_instruction")
+    if instruction is not None and not isinstance(instruction, str):
+        raise CheckpointError(
+            f"{cfg_file}: query_instruction must be a string (or null: none), not {instruction!r}"
+        )
+    return cfg
+
+
 def resolve_checkpoint(
     name_or_path: str | os.PathLike[str], *, pooling: Pooling | str | None = None
 ) -> CheckpointInfo:
@@ -328,7 +360,8 @@ def resolve_checkpoint(
 
     Raises:
         CheckpointError: the folder, its weights, tokenizer, or one of the two M3 head files is
-            missing; the message names what is missing.
+            missing (the message names what is missing), or ``m3kit.json`` holds a value
+            m3kit does not write (it names the field).
     """
     raw = os.fspath(name_or_path)
     path = Path(raw).expanduser()
@@ -348,7 +381,7 @@ def resolve_checkpoint(
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise CheckpointError(f"{path} has no tokenizer (expected one of {list(_TOKENIZER_FILES)})")
 
-    m3_cfg = _read_json(path / M3KIT_CONFIG_FILE) if (path / M3KIT_CONFIG_FILE).is_file() else {}
+    m3_cfg = _m3kit_config(path / M3KIT_CONFIG_FILE)
     has_colbert = (path / COLBERT_FILE).is_file()
     has_sparse = (path / SPARSE_FILE).is_file()
     if has_colbert != has_sparse:
@@ -361,7 +394,7 @@ def resolve_checkpoint(
     st = _st_layout(path)
     if pooling is not None:
         chosen = Pooling(pooling)
-    elif "pooling" in m3_cfg:
+    elif m3_cfg.get("pooling") is not None:
         chosen = Pooling(m3_cfg["pooling"])
     elif has_colbert:
         # BGE-M3 pools with CLS (and says so in 1_Pooling); a folder whose 1_Pooling says

@@ -16,25 +16,51 @@ from torch import nn
 from m3kit.checkpoint import COLBERT_FILE, SPARSE_FILE
 from m3kit.errors import CheckpointError
 
-__all__ = ["M3Heads", "load_state_dict_safely"]
+__all__ = ["M3Heads", "is_git_lfs_pointer", "load_state_dict_safely"]
+
+_LFS_POINTER_START = b"version https://git-lfs.github.com/spec/"
 
 
 def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
-    """Read a tensor-only state dict; refuse anything that would execute code when unpickled."""
+    """Read a tensor-only state dict; refuse anything that would execute code when unpickled.
+
+    Raises:
+        CheckpointError: The file is missing, a Git LFS pointer, unreadable (truncated,
+            corrupted, not a torch file), carries a pickled payload, or holds something other
+            than a ``{name: tensor}`` dict; the message names the file.
+    """
     if not path.is_file():
         raise CheckpointError(f"head file {path} is missing")
+    if is_git_lfs_pointer(path):
+        raise CheckpointError(
+            f"{path} is a Git LFS pointer, not the weights it names: the checkpoint was "
+            "copied or cloned without Git LFS. Fetch the real file (`git lfs pull` in the "
+            "clone, or download the checkpoint again)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as e:
+    except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain tensor state dict "
             f"(weights_only loading failed: {e})"
+        ) from e
+    except Exception as e:  # torch raises many types for a damaged file: name the file
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a readable torch state dict (truncated or "
+            f"corrupted?): {type(e).__name__}: {e}"
         ) from e
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def is_git_lfs_pointer(path: Path) -> bool:
+    """Whether ``path`` holds a Git LFS pointer (the small text file a clone without Git LFS
+    leaves in place of a large file) instead of its content."""
+    with path.open("rb") as f:
+        return f.read(len(_LFS_POINTER_START)) == _LFS_POINTER_START
 
 
 class M3Heads(nn.Module):
@@ -59,7 +85,8 @@ class M3Heads(nn.Module):
 
     @classmethod
     def from_folder(cls, folder: Path, hidden_size: int) -> M3Heads:
-        """Load both head files; either one missing or unsafe is an error naming it."""
+        """Load both head files; either one missing, unsafe, not fitting the backbone (shape,
+        missing or extra tensors) or holding NaN / inf is an error naming that file."""
         colbert = load_state_dict_safely(folder / COLBERT_FILE)
         sparse = load_state_dict_safely(folder / SPARSE_FILE)
         weight = colbert.get("weight")
@@ -68,11 +95,25 @@ class M3Heads(nn.Module):
                 f"{folder / COLBERT_FILE} does not fit a backbone of hidden size {hidden_size}"
             )
         heads = cls(hidden_size, int(weight.shape[0]))
-        try:
-            heads.colbert_linear.load_state_dict(colbert)
-            heads.sparse_linear.load_state_dict(sparse)
-        except RuntimeError as e:
-            raise CheckpointError(f"head files in {folder} do not match the backbone: {e}") from e
+        for module, state, name in (
+            (heads.colbert_linear, colbert, COLBERT_FILE),
+            (heads.sparse_linear, sparse, SPARSE_FILE),
+        ):
+            for key, tensor in state.items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise CheckpointError(
+                        f"{folder / name}: {key} holds values that are not finite (NaN or "
+                        "inf), e.g. from a training run that diverged; every output of this "
+                        "head would be NaN or empty. Use an earlier checkpoint"
+                    )
+            try:
+                module.load_state_dict(state)
+            except RuntimeError as e:
+                expected = ", ".join(f"{k} {list(v.shape)}" for k, v in module.state_dict().items())
+                raise CheckpointError(
+                    f"{folder / name} does not fit a backbone of hidden size {hidden_size} "
+                    f"(expected {expected}): {e}"
+                ) from e
         return heads
 
     def save(self, folder: Path) -> None:

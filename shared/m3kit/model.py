@@ -29,7 +29,7 @@ from m3kit.checkpoint import (
     resolve_checkpoint,
 )
 from m3kit.errors import CheckpointError, HeadNotAvailableError
-from m3kit.heads import M3Heads
+from m3kit.heads import M3Heads, is_git_lfs_pointer
 
 __all__ = ["M3Forward", "M3Model"]
 
@@ -83,8 +83,10 @@ class M3Model(nn.Module):
             init_heads: For training only: give a dense-only checkpoint freshly initialised
                 sparse and ColBERT heads. Inference never does this.
         """
+        from safetensors import SafetensorError
         from transformers import AutoModel
 
+        _check_weight_files(info.path)
         classes = _base_model_classes(info.path, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if (
@@ -98,9 +100,12 @@ class M3Model(nn.Module):
             # Only architectures that have a pooler take the flag (DistilBERT, ModernBERT don't).
             kwargs["add_pooling_layer"] = False
         try:
-            backbone = AutoModel.from_pretrained(str(info.path), **kwargs)
-        except (OSError, ValueError) as e:
+            backbone, loading = AutoModel.from_pretrained(
+                str(info.path), output_loading_info=True, **kwargs
+            )
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise CheckpointError(f"could not load the backbone from {info.path}: {e}") from e
+        _refuse_missing_tensors(info.path, loading)
         backbone.float()
         hidden = int(backbone.config.hidden_size)
         heads: M3Heads | None = None
@@ -269,16 +274,71 @@ def _declared_model_type(path: Path) -> object:
         return None
 
 
+def _check_weight_files(path: Path) -> None:
+    """Refuse a backbone weight file that is a Git LFS pointer (a clone without Git LFS).
+
+    Raises:
+        CheckpointError: Names the file and how to fetch it.
+    """
+    names = ["model.safetensors", "pytorch_model.bin"]
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.is_file() and not is_git_lfs_pointer(index):
+            try:
+                shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            except (json.JSONDecodeError, AttributeError):
+                shards = {}
+            names.extend(sorted({str(s) for s in shards.values()}))
+    for name in names:
+        if (path / name).is_file() and is_git_lfs_pointer(path / name):
+            raise CheckpointError(
+                f"{path / name} is a Git LFS pointer, not the weights it names: the "
+                "checkpoint was copied or cloned without Git LFS. Fetch the real file "
+                "(`git lfs pull` in the clone, or download the checkpoint again)"
+            )
+
+
+def _refuse_missing_tensors(path: Path, loading: dict[str, Any]) -> None:
+    """Refuse a backbone whose weight files lack some of its tensors.
+
+    transformers initialises a missing tensor at random and only logs it; m3kit's vectors
+    would then come from random weights. The pooler is exempt: M3 never uses it.
+
+    Raises:
+        CheckpointError: Names the folder and the missing tensors.
+    """
+    missing = sorted(
+        k
+        for k in loading.get("missing_keys") or ()
+        if not (k.split(".")[0] == "pooler" or ".pooler." in k)
+    )
+    if missing:
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        shown = ", ".join(missing[:8]) + more
+        files = [f for f in ("model.safetensors", "pytorch_model.bin") if (path / f).is_file()]
+        raise CheckpointError(
+            f"the weight files of {path} ({', '.join(files) or 'sharded'}) lack "
+            f"{len(missing)} tensor(s) the backbone needs: {shown}. m3kit never fills them "
+            "with random weights; the file is incomplete or from another model"
+        )
+
+
 def _has_weights(path: Path) -> bool:
     return (path / "model.safetensors").is_file()
 
 
 def _has_pooler(path: Path) -> bool:
     """Whether a single-file safetensors checkpoint stores pooler weights (header read only)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-        return any(k.split(".")[0] == "pooler" or ".pooler." in k for k in f.keys())  # noqa: SIM118
+    try:
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            return any(k.split(".")[0] == "pooler" or ".pooler." in k for k in f.keys())  # noqa: SIM118
+    except SafetensorError as e:
+        raise CheckpointError(
+            f"{path / 'model.safetensors'} is not a readable safetensors file (truncated or "
+            f"corrupted?): {e}"
+        ) from e
 
 
 def _drop_earlier_weights(out: Path) -> None:

@@ -178,3 +178,26 @@ def test_metrics_do_not_depend_on_the_other_cutoffs(tiny_encoder: M3Encoder) -> 
     shallow = evaluate_heads(tiny_encoder, corpus, queries, qrels, ks=(1, 10), rrf_depth=5)
     assert shallow.metrics["dense"] == reports[0]["dense"]
     assert shallow.metrics["rrf"] != reports[0]["rrf"]  # rrf_depth, not ks, sets what is fused
+
+
+@pytest.mark.parametrize(
+    ("heads", "weights", "match"),
+    [
+        # every evaluated head weighted 0: the fused scores were all 0, ranked by id
+        (["dense", "sparse"], (0.0, 0.0, 1.0), "weight 0"),
+        (None, (0.0, 0.0, 0.0), "weight 0"),
+        (None, (0.5, 0.5), r"\[dense, sparse, colbert\]"),
+        (None, (0.5, -0.1, 0.6), ">= 0"),
+        (None, (0.5, float("nan"), 0.5), "finite"),
+    ],
+)
+def test_fused_weights_a_search_would_refuse_are_an_error(
+    tiny_encoder: M3Encoder, heads: list[str] | None, weights: tuple[float, ...], match: str
+) -> None:
+    """The fused row scored every passage 0 (ranked by id) or with a negative weight, a
+    number no m3 search in the store gives (it refuses such weights)."""
+    corpus = {f"d{i}": t for i, t in enumerate(CORPUS[:6])}
+    with pytest.raises(ValueError, match=match):
+        evaluate_heads(
+            tiny_encoder, corpus, {"q": CORPUS[3]}, {"q": {"d3": 1.0}}, heads=heads, weights=weights
+        )

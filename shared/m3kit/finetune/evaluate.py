@@ -8,6 +8,21 @@ markdown table and a PNG bar chart (matplotlib, imported late with the Agg backe
 Rankings do not depend on the cut-offs asked for: equal scores are ordered by document id,
 and ``rrf`` fuses each head's first :data:`RRF_DEPTH` documents (``rrf_depth``) whatever
 the cut-offs, so a metric at one cut-off is the same whichever others are computed.
+
+How these rankings relate to a search in the store (:meth:`m3kit.store.M3Index.search`):
+
+* Each head scores as the store does (dense dot product of normalised vectors, sparse
+  lexical matching, ColBERT MaxSim averaged over query tokens), but over every passage: a
+  store search ranks only its dense and sparse candidates (``max(4 * k, 50)`` per
+  retriever), so it can miss a passage no candidate list holds.
+* ``fused`` ranks as an ``m3`` search with the same ``weights`` (the store divides the
+  weights by their sum, which does not change the order), on every passage. Its weights are
+  FlagEmbedding's published 0.4 / 0.2 / 0.4 unless given, not a checkpoint's calibration.
+* ``rrf`` is *not* the store's ``rrf`` search: it fuses the rankings of all evaluated heads,
+  ColBERT's included; the store fuses dense and sparse candidates with RRF and then, with
+  ColBERT vectors in the collection (the default), reranks them by ColBERT alone.
+* Passages are encoded whole, truncated at ``max_length``; an index truncates at the
+  encoder's own window, or, given a ``chunker``, splits each document into chunks.
 """
 
 from __future__ import annotations
@@ -131,6 +146,32 @@ def _rrf(rankings: Sequence[Sequence[str]], depth: int, top_k: int) -> list[str]
     return sorted(scores, key=lambda d: (-scores[d], d))[:top_k]
 
 
+def _fused_weights(weights: Sequence[float], order: Sequence[Head]) -> dict[Head, float]:
+    """``{head: weight}`` of the ``fused`` score, checked as an ``m3`` search checks them.
+
+    Raises:
+        ValueError: Not three finite numbers ``>= 0``, or (two heads or more) every evaluated
+            head weighted 0: the fused scores would all be 0, a ranking by document id.
+    """
+    try:
+        values = [float(x) for x in weights]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"weights must be three numbers [dense, sparse, colbert], not {weights!r}"
+        ) from None
+    if len(values) != 3:
+        raise ValueError(f"weights are [dense, sparse, colbert]; got {len(values)} values")
+    if any(not np.isfinite(x) or x < 0 for x in values):
+        raise ValueError(f"weights must be finite and >= 0; got {values}")
+    w = dict(zip((Head.DENSE, Head.SPARSE, Head.COLBERT), values, strict=True))
+    if len(order) > 1 and not any(w[h] > 0 for h in order):
+        raise ValueError(
+            f"weights {values} give every evaluated head ({', '.join(h.value for h in order)}) "
+            "weight 0, so every fused score would be 0: give one of them a positive weight"
+        )
+    return w
+
+
 def evaluate_heads(
     encoder: M3Encoder,
     corpus: Mapping[str, str],
@@ -165,6 +206,7 @@ def evaluate_heads(
     """
     wanted = encoder.available_heads if heads is None else Head.parse(heads)
     order = [h for h in (Head.DENSE, Head.SPARSE, Head.COLBERT) if h in wanted]
+    w = _fused_weights(weights, order)
     doc_ids = list(corpus)
     qids = list(queries)
     docs = encoder.encode(
@@ -194,7 +236,6 @@ def evaluate_heads(
             dict(zip(qids, rankings[head.value], strict=True)), qrels, cutoffs
         )
     if len(order) > 1:
-        w = dict(zip((Head.DENSE, Head.SPARSE, Head.COLBERT), weights, strict=True))
         fused = sum(float(w[h]) * matrices[h] for h in order)
         assert isinstance(fused, np.ndarray)
         run = dict(zip(qids, _rank(fused.astype(np.float32), doc_ids, depth), strict=True))
