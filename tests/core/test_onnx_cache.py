@@ -127,3 +127,19 @@ def test_a_model_not_in_float32_is_refused_before_exporting(
         M3Encoder(torch_enc.model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
     assert ("bfloat16" if dtype == "bf16" else "quantised") in str(err.value)
     assert not list(tmp_path.iterdir())  # nothing exported, nothing cached
+
+
+def test_an_encoder_whose_model_an_onnx_encoder_released_says_so(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """An ONNX encoder built from another encoder's model releases its torch weights (moved to
+    the meta device, to save their memory); the other encoder then failed with torch's
+    "Cannot copy out of meta tensor; no data!" at its next encode. It now names the cause."""
+    torch_enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", backend="torch")
+    M3Encoder(torch_enc.model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
+    for call in (
+        lambda: torch_enc.encode(TEXTS),
+        lambda: torch_enc.token_states([[0, 5, 2]]),
+    ):
+        with pytest.raises(RuntimeError, match="released by an encoder with backend='onnx'"):
+            call()
