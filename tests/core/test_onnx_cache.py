@@ -114,6 +114,25 @@ def test_builds_of_killed_processes_are_removed_live_ones_kept(
     assert not dead.exists() and not older_m3kit.exists()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="build locks are POSIX file locks")
+def test_a_cache_on_a_filesystem_without_locks_still_exports(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some network filesystems take no ``flock`` (ENOLCK): exports still work there, and a
+    build folder nobody can tell dead from live is kept."""
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    unknown = _abandoned(tmp_path, ".building-unknown", age_s=3600)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert enc._onnx is not None and enc.encode(TEXTS).dense.shape[0] == len(TEXTS)
+    assert unknown.is_dir()
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "int8"])
 def test_a_model_not_in_float32_is_refused_before_exporting(
     dtype: str, tiny_m3_path: Path, tmp_path: Path

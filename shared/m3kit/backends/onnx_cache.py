@@ -10,7 +10,8 @@ the others use its export; a verified export is never removed or replaced under 
 A process killed mid-build (the OOM killer, SIGKILL) cannot remove its build folder, up to
 three copies of the weights. Each build holds an exclusive lock on ``.lock`` in its folder
 while it runs (POSIX ``flock``, released by the kernel when the process dies), so the next
-build removes the folders whose lock nobody holds (:func:`remove_abandoned_builds`).
+build removes the folders whose lock nobody holds (:func:`remove_abandoned_builds`). On a
+filesystem that takes no locks, builds run unlocked and no build folder is ever removed.
 """
 
 from __future__ import annotations
@@ -73,14 +74,22 @@ def verified_export(folder: Path, key: str) -> bool:
     return True
 
 
-def _try_lock(fh: IO[bytes]) -> bool:
-    """Take an exclusive lock on ``fh`` without waiting; False when another process holds it."""
+def _try_lock(fh: IO[bytes]) -> bool | None:
+    """Take an exclusive lock on ``fh`` without waiting.
+
+    Returns:
+        True when taken, False when another process holds it, None when the filesystem
+        takes no locks (some network filesystems): then nobody can tell a live build.
+    """
     import fcntl
 
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as e:
+        logger.debug("no file lock on %s: %s", fh.name, e)
+        return None
     return True
 
 
@@ -106,7 +115,7 @@ def remove_abandoned_builds(cache: Path) -> None:
                     shutil.rmtree(folder, ignore_errors=True)
                 continue
             with open(lock, "rb") as fh:
-                if _try_lock(fh):  # held until closed: no build can start in it meanwhile
+                if _try_lock(fh) is True:  # held until closed, so no build resumes
                     logger.warning("removing %s, left by a killed ONNX export", folder)
                     shutil.rmtree(folder, ignore_errors=True)
         except FileNotFoundError:  # another process removed it first
@@ -124,7 +133,7 @@ def building_folder(cache: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=cache))
     with open(tmp / _LOCK, "wb") as lock:
         if os.name == "posix":
-            _try_lock(lock)  # a fresh file: nobody else holds it
+            _try_lock(lock)  # a fresh file: nobody else holds it (None: no locks here)
         try:
             yield tmp
         finally:
