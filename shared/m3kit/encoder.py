@@ -94,7 +94,9 @@ class M3Encoder:
     elsewhere (:func:`~m3kit.precision.probe_bf16`); ``dtype="fp32"`` reproduces
     FlagEmbedding exactly. The constructor moves the model it is given to ``device`` and puts
     it in that precision in place; pass ``precision="bf16-autocast"`` (or ``"fp32"``) to keep
-    a model's float32 weights, e.g. one that is still being trained. PyTorch uses every core
+    a model's float32 weights, e.g. one that is still being trained. With ``backend="onnx"``
+    the model is exported, then its torch weights are released (moved to the meta device): an
+    encoder sharing that model refuses to encode, naming why. PyTorch uses every core
     by default; call ``torch.set_num_threads`` yourself when several encoders share a machine.
 
     ``precision`` is the precision in use (``"auto"`` resolved for the device);

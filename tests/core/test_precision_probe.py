@@ -214,3 +214,39 @@ def test_training_precision_refuses_what_cannot_run() -> None:
         resolve_training_precision("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_training_precision("int8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "dtype", "reduce_range"),
+    [
+        (ZEN3, torch.float32, True),  # AVX2 only: bf16 emulated, no VNNI
+        (CASCADE_LAKE, torch.float32, False),  # AVX-512 + VNNI, bf16 emulated
+        (ZEN4, torch.bfloat16, False),
+        (SAPPHIRE_RAPIDS, torch.bfloat16, False),  # AMX
+    ],
+)
+def test_auto_choices_follow_faked_cpu_flags(
+    flags: set[str],
+    dtype: torch.dtype,
+    reduce_range: bool,
+    tiny_m3_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every automatic choice reads the CPU through read_cpu_flags: faking it (not this
+    machine's CPU) gives each CPU class its precision and its int8 weight range."""
+    from m3kit.backends import onnx_backend
+    from m3kit.machine import CpuFlags
+
+    fake = CpuFlags(model="faked", flags=frozenset(flags), source="test")
+    monkeypatch.setattr(m3kit.precision, "read_cpu_flags", lambda: fake)
+    monkeypatch.setattr(m3kit.precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(m3kit.precision.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(onnx_backend, "read_cpu_flags", lambda: fake)
+    monkeypatch.setattr(onnx_backend.platform, "machine", lambda: "x86_64")
+    enc = M3Encoder.from_pretrained(tiny_m3_path, device="cpu")
+    assert enc.precision is (Precision.BF16 if dtype == torch.bfloat16 else Precision.FP32)
+    assert {p.dtype for p in enc.model.parameters()} == {dtype}
+    assert resolve_training_precision("auto", torch.device("cpu")) == (
+        "bf16" if dtype == torch.bfloat16 else "fp32"
+    )
+    assert onnx_backend._this_cpu_int8_scheme().reduce_range is reduce_range

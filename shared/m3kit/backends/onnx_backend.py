@@ -9,7 +9,9 @@ quantiser. The result is cached in a folder keyed by a digest of the model's wei
 pooling, heads and backbone config, the export settings and the versions of the code that
 traced and runs it (torch, transformers, ONNX Runtime); every file's sha256 is recorded
 in ``manifest.json`` and checked at load, so a corrupt, truncated or stale export is rebuilt,
-never used. The weights digest is
+never used; several processes may export the same model at once (the folders' handling,
+and the removal of builds a killed process left, is :mod:`m3kit.backends.onnx_cache`). The
+exported model must hold float32 weights (:func:`check_exportable`). The weights digest is
 :func:`~m3kit.weights.model_weights_digest`: the checkpoint files' digest (the one the
 collection fingerprint uses, so the files are read once at load) for a model loaded by
 ``M3Encoder.from_pretrained`` and unchanged since, else a digest of its tensors (a model built
@@ -31,7 +33,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +43,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from m3kit.backends.onnx_cache import (
+    MANIFEST,
+    building_folder,
+    publish,
+    sha256_file,
+    verified_export,
+)
 from m3kit.errors import MissingExtraError
 from m3kit.machine import read_cpu_flags
 from m3kit.model import M3Model
@@ -52,6 +60,7 @@ __all__ = [
     "Int8Scheme",
     "OnnxRunner",
     "OnnxVariant",
+    "check_exportable",
     "default_cache_dir",
     "int8_scheme",
     "load_onnx_runner",
@@ -63,7 +72,6 @@ logger = logging.getLogger(__name__)
 EXPORT_VERSION = 1
 _INPUTS = ("input_ids", "attention_mask")
 _OUTPUTS = ("hidden", "dense", "sparse", "colbert")
-_MANIFEST = "manifest.json"
 
 
 class OnnxVariant(str, enum.Enum):
@@ -190,30 +198,6 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verified(folder: Path, key: str) -> bool:
-    """Whether ``folder`` holds a complete export for ``key`` whose files hash as recorded."""
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if manifest.get("key") != key or not isinstance(manifest.get("files"), dict):
-        return False
-    for name, digest in manifest["files"].items():
-        path = folder / name
-        if not path.is_file() or _sha256_file(path) != digest:
-            logger.warning("cached ONNX export %s is corrupt (%s); rebuilding it", folder, name)
-            return False
-    return True
-
-
 def _export(model: M3Model, out: Path, *, opset: int) -> tuple[str, ...]:
     graph = _Graph(model).eval()
     names = _OUTPUTS if model.heads is not None else _OUTPUTS[:2]
@@ -325,9 +309,7 @@ def _build(
 ) -> None:
     """Export, fuse and (with an int8 ``scheme``) quantise ``model`` into ``folder``."""
     variant = OnnxVariant.FP32 if scheme is None else OnnxVariant.INT8
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
-    try:
+    with building_folder(folder.parent) as tmp:
         raw = tmp / "raw" / "model.onnx"
         raw.parent.mkdir()
         names = _export(model, raw, opset=opset)
@@ -341,7 +323,7 @@ def _build(
         else:
             for f in fused.parent.iterdir():
                 shutil.move(str(f), final / f.name)
-        files = {f.name: _sha256_file(f) for f in sorted(final.iterdir())}
+        files = {f.name: sha256_file(f) for f in sorted(final.iterdir())}
         manifest = {
             "key": key,
             "weights": weights,
@@ -355,12 +337,10 @@ def _build(
             "torch": torch.__version__,
             "files": files,
         }
-        (final / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        final.rename(folder)  # atomic on one filesystem: a reader never sees half an export
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (final / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        # atomic on one filesystem: a reader never sees half an export; another process's
+        # export of the same key, published first, is kept
+        publish(final, folder, key)
 
 
 def _graph_digest(model: M3Model) -> str:
@@ -379,6 +359,32 @@ def _graph_digest(model: M3Model) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def check_exportable(model: M3Model) -> None:
+    """Refuse a model whose weights are not float32 (the export's ONNX Runtime graph is).
+
+    A model cast in place by an encoder with ``dtype="bf16"`` (what ``"auto"`` picks on CPUs
+    with AVX-512 BF16 or AMX) or ``"fp16"``, or quantised by torch's int8, traces into a graph
+    ONNX Runtime's CPU kernels cannot run, after the whole export.
+
+    Raises:
+        ValueError: Naming what the model holds, and how to get float32 weights.
+    """
+    dtypes = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32})
+    quantised = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    if not dtypes and not quantised:
+        return
+    held = ", ".join(dtypes) + (" weights" if dtypes else "")
+    if quantised:
+        held += (" and " if dtypes else "") + "torch int8 (quantised) layers"
+    raise ValueError(
+        f"backend='onnx' exports float32 models; this one holds {held} (an encoder with "
+        "dtype 'bf16', 'fp16' or 'int8' changes the model it is given in place, and 'auto' "
+        "picks bf16 on CPUs with native bf16). Load it again for ONNX, e.g. "
+        "M3Encoder.from_pretrained(path, backend='onnx') (dtype 'int8' there quantises the "
+        "export), or give a float32 model"
+    )
+
+
 def load_onnx_runner(
     model: M3Model,
     *,
@@ -390,14 +396,19 @@ def load_onnx_runner(
     """Export (or reuse a verified cached export of) ``model`` and open an ORT session on it.
 
     Args:
-        model: The loaded model (float32 weights; it is not modified).
+        model: The loaded model (float32 weights, :func:`check_exportable`; not modified).
         variant: ``"fp32"`` or ``"int8"``.
         cache_dir: Where exports live (default :func:`default_cache_dir`).
         threads: ORT intra-op threads (default: ``torch.get_num_threads()``).
         opset: ONNX opset of the export.
+
+    Raises:
+        ValueError: The model's weights are not float32 (:func:`check_exportable`).
+        MissingExtraError: onnxruntime is not installed.
     """
     ort = _import_ort()
     variant = OnnxVariant(variant)
+    check_exportable(model)
     # the files' digest for a model unchanged since loading (what the collection fingerprint
     # reads anyway), else its tensors': a model changed in memory never gets a stale export
     weights = model_weights_digest(model)
@@ -418,12 +429,12 @@ def load_onnx_runner(
         logger.info("int8 weights: reduce_range=%s (%s)", scheme.reduce_range, scheme.reason)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / key
-    if _verified(folder, key):
+    if verified_export(folder, key):
         logger.info("ONNX export reused from %s", folder)
     else:
         logger.info("exporting the model to ONNX (%s) into %s", variant.value, folder)
         _build(model, folder, key, opset, weights, scheme)
-    manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.inter_op_num_threads = 1

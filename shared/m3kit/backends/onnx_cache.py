@@ -1,0 +1,167 @@
+"""The folders of the ONNX export cache: building one, checking one, publishing one.
+
+Each export lives in ``<cache>/<key>/`` with a ``manifest.json`` recording every file's sha256
+(:func:`verified_export` checks them). A build runs in a private ``<cache>/.building-*/``
+folder (:func:`building_folder`) and is published with one atomic ``rename``
+(:func:`publish`), so a reader never sees half an export. Several processes may export the
+same model at once (pool workers, Ray actors, two services): the first to publish wins and
+the others use its export; a verified export is never removed or replaced under a reader.
+
+A process killed mid-build (the OOM killer, SIGKILL) cannot remove its build folder, up to
+three copies of the weights. Each build holds an exclusive lock on ``.lock`` in its folder
+while it runs (POSIX ``flock``, released by the kernel when the process dies), so the next
+build removes the folders whose lock nobody holds (:func:`remove_abandoned_builds`). On a
+filesystem that takes no locks, builds run unlocked and no build folder is ever removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = [
+    "BUILD_PREFIX",
+    "MANIFEST",
+    "building_folder",
+    "publish",
+    "remove_abandoned_builds",
+    "sha256_file",
+    "verified_export",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+BUILD_PREFIX = ".building-"
+_LOCK = ".lock"
+#: A build folder younger than this is never removed: its builder may not hold its lock yet.
+_GRACE_S = 60.0
+#: A build folder without a lock file (m3kit before build locks) is abandoned after this.
+_UNLOCKED_AFTER_S = 86400.0
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified_export(folder: Path, key: str) -> bool:
+    """Whether ``folder`` holds a complete export for ``key`` whose files hash as recorded."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest.get("key") != key or not isinstance(manifest.get("files"), dict):
+        return False
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != digest:
+            logger.warning("cached ONNX export %s is corrupt (%s); rebuilding it", folder, name)
+            return False
+    return True
+
+
+def _try_lock(fh: IO[bytes]) -> bool | None:
+    """Take an exclusive lock on ``fh`` without waiting.
+
+    Returns:
+        True when taken, False when another process holds it, None when the filesystem
+        takes no locks (some network filesystems): then nobody can tell a live build.
+    """
+    import fcntl
+
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        logger.debug("no file lock on %s: %s", fh.name, e)
+        return None
+    return True
+
+
+def remove_abandoned_builds(cache: Path) -> None:
+    """Remove the build folders in ``cache`` that no running build holds (POSIX only).
+
+    A folder is abandoned when nobody holds its ``.lock`` (its builder died) or, with no lock
+    file at all, when it is older than a day (a build of m3kit before build locks). A folder
+    younger than a minute is kept either way.
+    """
+    if os.name != "posix":  # no flock: a live build cannot be told from a dead one
+        return
+    now = time.time()
+    for folder in cache.glob(BUILD_PREFIX + "*"):
+        try:
+            age = now - folder.stat().st_mtime
+            if not folder.is_dir() or age < _GRACE_S:
+                continue
+            lock = folder / _LOCK
+            if not lock.is_file():
+                if age >= _UNLOCKED_AFTER_S:
+                    logger.warning("removing %s, left by an interrupted ONNX export", folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            with open(lock, "rb") as fh:
+                if _try_lock(fh) is True:  # held until closed, so no build resumes
+                    logger.warning("removing %s, left by a killed ONNX export", folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # another process removed it first
+            continue
+
+
+@contextlib.contextmanager
+def building_folder(cache: Path) -> Iterator[Path]:
+    """A private folder in ``cache`` for one build, locked while it lives, removed after.
+
+    Removes the abandoned build folders of killed processes first.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_builds(cache)
+    tmp = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=cache))
+    with open(tmp / _LOCK, "wb") as lock:
+        if os.name == "posix":
+            _try_lock(lock)  # a fresh file: nobody else holds it (None: no locks here)
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(final: Path, folder: Path, key: str, *, attempts: int = 3) -> None:
+    """Move the complete export ``final`` to ``folder`` in one atomic rename.
+
+    When another process published the same export first, its export is kept (it may be in
+    use) and ``final`` is left to be removed with its build folder. A corrupt or stale export
+    in ``folder`` is moved aside (into ``final``'s build folder) and replaced.
+
+    Raises:
+        OSError: ``folder`` could not be replaced in ``attempts`` tries (names it).
+    """
+    aside = final.parent / "replaced"
+    aside.mkdir(exist_ok=True)
+    for attempt in range(attempts):
+        try:
+            final.rename(folder)  # refused while folder exists and is not empty
+            return
+        except OSError:
+            if not folder.exists():
+                raise
+        if verified_export(folder, key):
+            logger.info("another process published this ONNX export first: using %s", folder)
+            return
+        with contextlib.suppress(FileNotFoundError):  # another process moved it already
+            folder.rename(aside / str(attempt))
+    raise OSError(f"could not replace the ONNX export in {folder} after {attempts} tries")

@@ -1,0 +1,164 @@
+"""The ONNX export cache under concurrency and crashes: several processes exporting the same
+model at once, builds abandoned by a killed process, and models the export cannot take.
+
+The interleavings of two processes are reproduced in one process, deterministically, by
+running the other process's whole build at the moment it would interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'm3kit[onnx]')")
+
+from m3kit import M3Encoder
+from m3kit.backends.onnx_cache import verified_export
+
+TEXTS = ["Berlin is the capital of Germany.", "", "short", "北京是首都。"]
+
+
+def _key_folders(cache: Path) -> list[Path]:
+    return [p for p in cache.iterdir() if not p.name.startswith(".")]
+
+
+def test_losing_the_race_to_publish_an_export_keeps_the_winners(
+    tiny_m3_path: Path,
+    tiny_encoder: M3Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes miss the cache and export the same model; the other one publishes its
+    export just before this one does. This load used to fail (``rename`` onto the other's
+    non-empty folder: "Directory not empty"); it now uses the other's export, left intact."""
+    real_rename = Path.rename
+    other: dict[str, Any] = {}
+
+    def rename(self: Path, target: Any) -> Path:
+        target = Path(target)
+        if not other and target.parent == tmp_path and not target.name.startswith("."):
+            # the other process: the same build, finished a moment earlier
+            monkeypatch.setattr(Path, "rename", real_rename)
+            other["encoder"] = M3Encoder.from_pretrained(
+                tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path
+            )
+            other["inode"] = (target / "model.onnx").stat().st_ino
+            monkeypatch.setattr(Path, "rename", rename)
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert enc._onnx is not None and other
+    folder = enc._onnx.path.parent
+    assert folder == other["encoder"]._onnx.path.parent
+    # the winner's files were not replaced under it (a reader of them never sees them vanish)
+    assert (folder / "model.onnx").stat().st_ino == other["inode"]
+    assert _key_folders(tmp_path) == [folder]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".building-")]
+    np.testing.assert_allclose(enc.encode(TEXTS).dense, tiny_encoder.encode(TEXTS).dense, atol=1e-4)
+
+
+def test_a_corrupt_export_is_replaced_when_publishing(
+    tiny_m3_path: Path, tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    first = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert first._onnx is not None
+    folder = first._onnx.path.parent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = folder / max(manifest["files"], key=lambda n: (folder / n).stat().st_size)
+    data.write_bytes(data.read_bytes()[:-64])
+    again = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert again._onnx is not None and again._onnx.path.parent == folder
+    assert verified_export(folder, again._onnx.digest)
+    assert _key_folders(tmp_path) == [folder]
+    np.testing.assert_allclose(
+        again.encode(TEXTS).dense, tiny_encoder.encode(TEXTS).dense, atol=1e-4
+    )
+
+
+def _abandoned(cache: Path, name: str, *, age_s: float, lock: bool = True) -> Path:
+    """A build folder as a process killed mid-export leaves it (a partial raw export)."""
+    folder = cache / name
+    (folder / "raw").mkdir(parents=True)
+    (folder / "raw" / "model.onnx").write_bytes(b"\0" * 1024)
+    if lock:
+        (folder / ".lock").touch()
+    old = time.time() - age_s
+    os.utime(folder, (old, old))
+    return folder
+
+
+@pytest.mark.skipif(os.name != "posix", reason="build locks are POSIX file locks")
+def test_builds_of_killed_processes_are_removed_live_ones_kept(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A process killed mid-export (OOM killer, SIGKILL) left its build folder behind, up to
+    three copies of the weights (6.6 GB for BGE-M3), forever; the next export removes it,
+    and never a build another process is still running."""
+    import fcntl
+
+    dead = _abandoned(tmp_path, ".building-dead", age_s=3600)
+    older_m3kit = _abandoned(tmp_path, ".building-nolock", age_s=7 * 86400, lock=False)
+    just_started = _abandoned(tmp_path, ".building-young", age_s=0, lock=False)
+    live = _abandoned(tmp_path, ".building-live", age_s=3600)
+    with open(live / ".lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a running build holds it
+        M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+        assert live.is_dir() and just_started.is_dir()
+    assert not dead.exists() and not older_m3kit.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="build locks are POSIX file locks")
+def test_a_cache_on_a_filesystem_without_locks_still_exports(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some network filesystems take no ``flock`` (ENOLCK): exports still work there, and a
+    build folder nobody can tell dead from live is kept."""
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    unknown = _abandoned(tmp_path, ".building-unknown", age_s=3600)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert enc._onnx is not None and enc.encode(TEXTS).dense.shape[0] == len(TEXTS)
+    assert unknown.is_dir()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_a_model_not_in_float32_is_refused_before_exporting(
+    dtype: str, tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A model another encoder cast in place (``dtype="bf16"``, which ``"auto"`` picks on
+    AVX-512 BF16 / AMX CPUs, or torch int8) used to be exported anyway: the build then failed
+    in ONNX Runtime ("Could not find an implementation for Add(14)") and the broken export
+    stayed in the cache."""
+    torch_enc = M3Encoder.from_pretrained(tiny_m3_path, dtype=dtype, backend="torch")
+    with pytest.raises(ValueError, match="exports float32 models") as err:
+        M3Encoder(torch_enc.model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
+    assert ("bfloat16" if dtype == "bf16" else "quantised") in str(err.value)
+    assert not list(tmp_path.iterdir())  # nothing exported, nothing cached
+
+
+def test_an_encoder_whose_model_an_onnx_encoder_released_says_so(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """An ONNX encoder built from another encoder's model releases its torch weights (moved to
+    the meta device, to save their memory); the other encoder then failed with torch's
+    "Cannot copy out of meta tensor; no data!" at its next encode. It now names the cause."""
+    torch_enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", backend="torch")
+    M3Encoder(torch_enc.model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
+    for call in (
+        lambda: torch_enc.encode(TEXTS),
+        lambda: torch_enc.token_states([[0, 5, 2]]),
+    ):
+        with pytest.raises(RuntimeError, match="released by an encoder with backend='onnx'"):
+            call()
