@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["VectorStoreSearch", "check_no_more"]
 
+_NO_MMR = (
+    "M3VectorStore has no max_marginal_relevance_search: it does not read stored vectors "
+    "back; use similarity search (search_type='similarity')"
+)
+
 
 class VectorStoreSearch(VectorStore):
     """The search methods of :class:`~langchain_m3.M3VectorStore` (its base; it sets these).
@@ -148,10 +153,22 @@ class VectorStoreSearch(VectorStore):
         Raises:
             NotImplementedError: Always.
         """
-        raise NotImplementedError(
-            "M3VectorStore has no max_marginal_relevance_search: it does not read stored "
-            "vectors back; use similarity search (search_type='similarity')"
-        )
+        raise NotImplementedError(_NO_MMR)
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Not supported, as :meth:`max_marginal_relevance_search`.
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(_NO_MMR)
 
     def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
         """A ``VectorStoreRetriever``: ``search_type`` ``"similarity"`` (default) or

@@ -172,6 +172,22 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """:meth:`get_text_embedding_batch` in a worker thread: one forward pass at a time.
+
+        (LlamaIndex's runs every ``embed_batch_size`` batch at once, each in its own thread:
+        as many forward passes of up to ``max_batch_tokens`` at the same time as there are
+        batches.) ``num_workers`` above 1 asks for concurrent batches: LlamaIndex's, at most
+        that many at once.
+        """
+        if self.num_workers is not None and self.num_workers > 1:
+            return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
+        return await asyncio.to_thread(
+            self.get_text_embedding_batch, texts, show_progress, **kwargs
+        )
+
     # -- as a transformation (IngestionPipeline) ----------------------------------------------
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
         """Embed the nodes, keeping the late-chunked vectors nodes of this model carry.
@@ -304,6 +320,16 @@ class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False
+    ) -> list[SparseEmbedding]:
+        """:meth:`get_text_embedding_batch` in a worker thread: one forward pass at a time
+        (``num_workers`` above 1: LlamaIndex's concurrent batches, as
+        :meth:`M3Embedding.aget_text_embedding_batch`)."""
+        if self.num_workers is not None and self.num_workers > 1:
+            return await super().aget_text_embedding_batch(texts, show_progress)
+        return await asyncio.to_thread(self.get_text_embedding_batch, texts, show_progress)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -303,6 +304,15 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             for base, chunk in zip(built, chunks, strict=True):
                 out.append(self._to_m3_node(base, chunk, source, len(chunks)))
         return out
+
+    async def _aparse_nodes(
+        self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
+    ) -> list[BaseNode]:
+        """:meth:`_parse_nodes` in a worker thread (LlamaIndex's runs it on the event loop,
+        which would stall every other task while the model encodes)."""
+        return await asyncio.to_thread(
+            self._parse_nodes, nodes, show_progress=show_progress, **kwargs
+        )
 
     def _to_m3_node(self, base: TextNode, chunk: Chunk, source: str, count: int) -> M3TextNode:
         data = base.model_dump(exclude={"embedding", "start_char_idx", "end_char_idx"})

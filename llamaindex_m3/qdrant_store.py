@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -47,6 +48,11 @@ from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
 
 try:
+    from llama_index.core.vector_stores.types import (
+        VectorStoreQuery,
+        VectorStoreQueryMode,
+        VectorStoreQueryResult,
+    )
     from llama_index.core.vector_stores.utils import node_to_metadata_dict
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client.http import models as rest
@@ -56,6 +62,33 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["M3QdrantVectorStore", "carried_sparse"]
 
 _OWN_ARGS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "fastembed_sparse_model")
+
+#: The ``alpha`` of the hybrid query :meth:`M3QdrantVectorStore.aquery` is answering (per task).
+_QUERY_ALPHA: ContextVar[float | None] = ContextVar("m3kit_query_alpha", default=None)
+
+
+class _QueryAlphaFusion:
+    """A hybrid fusion function fusing with the alpha of the query being answered.
+
+    ``QdrantVectorStore.aquery`` (llama-index-vector-stores-qdrant 0.10) passes the fusion
+    ``alpha=query.alpha or 0.5``, which makes ``alpha=0`` (sparse only) 0.5; ``query`` passes
+    the query's own. :meth:`M3QdrantVectorStore.aquery` records the query's alpha, which this
+    passes on instead (elsewhere, the alpha it is given).
+    """
+
+    def __init__(self, fuse: Any) -> None:
+        self.fuse = fuse
+
+    def __call__(
+        self,
+        dense_result: VectorStoreQueryResult,
+        sparse_result: VectorStoreQueryResult,
+        **kwargs: Any,
+    ) -> VectorStoreQueryResult:
+        own = _QUERY_ALPHA.get()
+        if own is not None:
+            kwargs["alpha"] = own
+        return self.fuse(dense_result, sparse_result, **kwargs)  # type: ignore[no-any-return]
 
 
 def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | None:
@@ -135,6 +168,28 @@ class M3QdrantVectorStore(QdrantVectorStore):
             **kwargs,
         )
         self._m3_doc_fn = doc_fn
+        self._hybrid_fusion_fn = _QueryAlphaFusion(self._hybrid_fusion_fn)
+
+    def set_query_functions(
+        self,
+        sparse_doc_fn: Any = None,
+        sparse_query_fn: Any = None,
+        hybrid_fusion_fn: Any = None,
+    ) -> None:
+        """``QdrantVectorStore``'s, the fusion function given the query's own ``alpha`` in
+        :meth:`aquery` too."""
+        fuse = None if hybrid_fusion_fn is None else _QueryAlphaFusion(hybrid_fusion_fn)
+        super().set_query_functions(sparse_doc_fn, sparse_query_fn, fuse)
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
+        :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5)."""
+        hybrid = query.mode == VectorStoreQueryMode.HYBRID
+        token = _QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
+        try:
+            return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
+        finally:
+            _QUERY_ALPHA.reset(token)
 
     @classmethod
     def class_name(cls) -> str:

@@ -164,6 +164,23 @@ def test_dense_only_store(minilm_encoder: M3Encoder) -> None:
             s.similarity_search(QUERY, rerank=True)
 
 
+async def test_every_mmr_entry_point_says_why_it_is_not_supported(store: M3VectorStore) -> None:
+    """MMR by vector (sync or async) was LangChain's bare ``NotImplementedError()``: no word
+    of what is missing. Every MMR entry point now names it."""
+    vector = store.embeddings.embed_query(QUERY)
+    why = "no max_marginal_relevance_search.* does not read stored vectors back"
+    with pytest.raises(NotImplementedError, match=why):
+        store.max_marginal_relevance_search_by_vector(vector, k=2)
+    with pytest.raises(NotImplementedError, match=why):
+        await store.amax_marginal_relevance_search_by_vector(vector, k=2)
+    with pytest.raises(NotImplementedError, match=why):
+        await store.amax_marginal_relevance_search(QUERY, k=2)
+    with pytest.raises(NotImplementedError, match=why):
+        store.search(QUERY, "mmr", k=2)
+    with pytest.raises(NotImplementedError, match=why):
+        await store.asearch(QUERY, "mmr", k=2)
+
+
 def test_bad_search_arguments(store: M3VectorStore) -> None:
     with pytest.raises(TypeError, match="fetch_k"):
         store.similarity_search(QUERY, fetch_k=3)

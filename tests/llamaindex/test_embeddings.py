@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,6 +48,48 @@ async def test_dense_sync_equals_async(tiny_embedding: M3Embedding) -> None:
     sync = tiny_embedding.get_text_embedding_batch(TEXTS)
     asyn = await tiny_embedding.aget_text_embedding_batch(TEXTS)
     np.testing.assert_allclose(asyn, sync, atol=1e-6)
+
+
+def _peak_concurrent_encodes(monkeypatch: pytest.MonkeyPatch, encoder: M3Encoder) -> list[int]:
+    """Spy on ``encoder.encode``: ``[peak]``, the most calls running at once (each held
+    50 ms, so calls run concurrently overlap)."""
+    encode, lock, state = encoder.encode, threading.Lock(), {"now": 0}
+    peak = [0]
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            state["now"] += 1
+            peak[0] = max(peak[0], state["now"])
+        try:
+            time.sleep(0.05)
+            return encode(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(encoder, "encode", spy)
+    return peak
+
+
+@pytest.mark.parametrize("cls", [M3Embedding, M3SparseEmbedding])
+async def test_async_batches_run_one_forward_pass_at_a_time(
+    cls: type[M3Embedding] | type[M3SparseEmbedding],
+    tiny_encoder: M3Encoder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LlamaIndex's ``aget_text_embedding_batch`` gathers every ``embed_batch_size`` batch at
+    once: each in its own thread, so as many forward passes of ``max_batch_tokens`` ran
+    together as there were batches (up to the thread pool's size). The async batch is the
+    sync one in a worker thread: one pass at a time, the same vectors."""
+    embed = cls.from_encoder(tiny_encoder, embed_batch_size=1)
+    sync = embed.get_text_embedding_batch(TEXTS)
+    peak = _peak_concurrent_encodes(monkeypatch, tiny_encoder)
+    assert await embed.aget_text_embedding_batch(TEXTS) == sync
+    assert peak[0] == 1
+    embed.num_workers = 2  # asks for LlamaIndex's concurrent batches, two at a time
+    peak[0] = 0
+    assert await embed.aget_text_embedding_batch(TEXTS) == sync
+    assert peak[0] == 2
 
 
 def test_dense_dimension_stable_and_normalised(

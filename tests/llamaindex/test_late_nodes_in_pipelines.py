@@ -7,6 +7,7 @@ after the parser in a pipeline and the pipeline's cache must neither copy nor re
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,3 +151,34 @@ def test_embed_model_refuses_other_models_and_lost_late_embeddings(
     lost.embedding = None
     with pytest.raises(ValueError, match=f"node {lost.node_id} came from .* lost its late"):
         embed([lost])
+
+
+async def test_async_parsing_runs_the_model_off_the_event_loop(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``aget_nodes_from_documents`` / ``acall`` (``IngestionPipeline.arun``) ran the model on
+    the event loop (LlamaIndex's ``_aparse_nodes`` calls ``_parse_nodes``), stalling every
+    other task for the whole encoding: the chunker now runs in a worker thread."""
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=24)
+    want = parser.get_nodes_from_documents([_document()])
+    loop_free = threading.Event()
+    seen: list[bool] = []
+    chunk = parser.chunker.chunk
+
+    def chunk_once_the_loop_ran(*args: Any, **kwargs: Any) -> Any:
+        seen.append(loop_free.wait(timeout=3))  # set by a task on the loop, if the loop runs
+        return chunk(*args, **kwargs)
+
+    async def mark_the_loop_free() -> None:
+        loop_free.set()
+
+    monkeypatch.setattr(parser.chunker, "chunk", chunk_once_the_loop_ran)
+    for run in (parser.aget_nodes_from_documents, parser.acall):
+        loop_free.clear()
+        marker = asyncio.create_task(mark_the_loop_free())
+        got = await run([_document()])
+        await marker
+        assert [n.get_content() for n in got] == [n.get_content() for n in want]
+        for node, expected in zip(got, want, strict=True):
+            np.testing.assert_array_equal(node.embedding, expected.embedding)
+    assert seen == [True, True]

@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.llms import MockLLM
-from llama_index.core.schema import MetadataMode
+from llama_index.core.schema import MetadataMode, TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.vector_stores.qdrant import QdrantVectorStore
-from qdrant_client import QdrantClient
+from qdrant_client import AsyncQdrantClient, QdrantClient
 
+from llamaindex_m3 import M3QdrantVectorStore
 from llamaindex_m3.embeddings import M3Embedding, m3_sparse_fns
 from m3kit import M3Encoder
 
@@ -95,3 +97,36 @@ def test_hybrid_query_engine(hybrid_index: tuple[VectorStoreIndex, QdrantClient]
     response = engine.query(DOCS[1].text)
     assert response.source_nodes[0].node.get_content() == DOCS[1].text
     assert str(response)  # MockLLM answers with filler text
+
+
+async def test_m3_qdrant_store_async_hybrid_query_keeps_alpha_zero(tiny_encoder: M3Encoder) -> None:
+    """LlamaIndex's ``QdrantVectorStore.aquery`` fused with ``alpha=query.alpha or 0.5``: an
+    async hybrid query with ``alpha=0`` (sparse only) was fused 50/50 while ``query`` kept 0.
+    ``M3QdrantVectorStore`` passes the query's own alpha to the fusion, sync and async."""
+    embed = M3Embedding.from_encoder(tiny_encoder)  # its own: the store starts its handoff
+    store = M3QdrantVectorStore(
+        "alpha",
+        client=QdrantClient(":memory:"),
+        aclient=AsyncQdrantClient(":memory:"),
+        sparse_model=embed,
+    )
+    nodes = [
+        TextNode(text=d.text, id_=f"00000000-0000-0000-0000-00000000000{i}", metadata=d.metadata)
+        for i, d in enumerate(DOCS)
+    ]
+    for node in nodes:
+        node.embedding = embed.get_text_embedding(node.get_content(MetadataMode.EMBED))
+    store.add(nodes)  # the same points through both clients (two in-memory databases)
+    await store.async_add(nodes)
+    text = DOCS[1].text
+    for alpha in (0.0, 0.3, None):
+        query = VectorStoreQuery(
+            query_embedding=embed.get_query_embedding(text),
+            query_str=text,
+            similarity_top_k=4,
+            mode=VectorStoreQueryMode.HYBRID,
+            alpha=alpha,
+        )
+        sync, asyn = store.query(query), await store.aquery(query)
+        assert asyn.ids == sync.ids, alpha
+        assert asyn.similarities == pytest.approx(sync.similarities, abs=1e-6), alpha
