@@ -48,6 +48,7 @@ __all__ = [
     "COLBERT_FILE",
     "DEFAULT_MODEL",
     "M3KIT_CONFIG_FILE",
+    "M3KIT_CONFIG_FORMAT",
     "SEARCH_FILE",
     "SPARSE_FILE",
     "CheckpointInfo",
@@ -316,17 +317,33 @@ def _max_length(path: Path) -> int | None:
     return None
 
 
+#: The ``m3kit.json`` format this version writes and reads (a newer one is refused, not
+#: half-read).
+M3KIT_CONFIG_FORMAT = 1
+
+
 def _m3kit_config(cfg_file: Path) -> dict[str, Any]:
     """``m3kit.json``'s settings, each checked (``{}`` when the folder has none).
 
     Raises:
         CheckpointError: A value m3kit did not write: ``pooling`` not one of ``cls``,
             ``mean``, ``max``; ``max_length`` not null or an integer >= 2;
-            ``query_instruction`` not null or a string (the message names file and field).
+            ``query_instruction`` not null or a string, ``format_version`` newer than
+            :data:`M3KIT_CONFIG_FORMAT` (the message names file and field).
     """
     if not cfg_file.is_file():
         return {}
     cfg = _read_json(cfg_file)
+    version = cfg.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{cfg_file}: format_version must be an integer >= 1, not {version!r}"
+        )
+    if version > M3KIT_CONFIG_FORMAT:
+        raise CheckpointError(
+            f"{cfg_file}: format_version {version} was written by a newer m3kit (this one "
+            f"reads up to {M3KIT_CONFIG_FORMAT}); upgrade m3kit to load this checkpoint"
+        )
     pooling = cfg.get("pooling")
     if pooling is not None and pooling not in [p.value for p in Pooling]:
         raise CheckpointError(

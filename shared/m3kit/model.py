@@ -21,6 +21,7 @@ from torch import nn
 from m3kit.checkpoint import (
     COLBERT_FILE,
     M3KIT_CONFIG_FILE,
+    M3KIT_CONFIG_FORMAT,
     SEARCH_FILE,
     SPARSE_FILE,
     CheckpointInfo,
@@ -149,7 +150,7 @@ class M3Model(nn.Module):
         if self.heads is not None:
             self.heads.save(out)
         config = {
-            "format_version": 1,
+            "format_version": M3KIT_CONFIG_FORMAT,
             "pooling": self.pooling.value,
             "query_instruction": query_instruction,
             "max_length": max_length,

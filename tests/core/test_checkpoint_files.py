@@ -137,6 +137,8 @@ def test_a_damaged_backbone_file_is_an_error_naming_it(tiny_copy: Path, damage: 
         ("max_length", -5, "max_length must be an integer >= 2"),
         ("max_length", True, "max_length must be an integer >= 2"),
         ("query_instruction", 5, "query_instruction must be a string"),
+        ("format_version", 2, "format_version 2 was written by a newer m3kit"),
+        ("format_version", "1", "format_version must be an integer >= 1"),
     ],
 )
 def test_a_bad_m3kit_json_value_is_an_error_naming_the_file_and_field(

@@ -360,3 +360,70 @@ def test_llamaindex_engine_validates_on_its_queries_only(
     assert judged == [set(kept)]
     assert engine.val_report is not None
     assert engine.val_report.metrics["dense"]["queries"] == len(kept)
+
+
+def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """The fused row used FlagEmbedding's 0.4/0.2/0.4 whatever the checkpoint's calibration
+    chose, so `m3kit eval` reported a fusion its searches never run; --weights wins."""
+    from m3kit.finetune.evaluate import evaluate_heads
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.store import SearchSettings
+    from m3kit.store.search_settings import calibrated_encoder_identity
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_m3_path, model)
+    words = [
+        "river",
+        "sea",
+        "oxygen",
+        "number",
+        "city",
+        "bridge",
+        "music",
+        "river",
+        "paint",
+        "glass",
+        "stone",
+        "wind",
+    ]
+    corpus = {
+        f"d{i}": f"{w} {words[(i + 3) % 12]} {words[(i + 5) % 12]}" for i, w in enumerate(words)
+    }
+    queries = {f"q{i}": f"{words[(i + 1) % 12]} {w}" for i, w in enumerate(words)}
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(12)}
+    data = tmp_path / "beir"
+    data.mkdir()
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in corpus.items())
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in queries.items())
+    )
+    (data / "qrels.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(12)))
+    encoder = M3Encoder.from_pretrained(model)
+    fp = encoder_fingerprint(encoder)
+    calibrated = (0.0, 1.0, 0.0)
+    FusionCalibration(
+        all_heads=SearchSettings(fusion="m3", weights=calibrated, rerank=True),
+        dense_sparse=None,
+        weights_digest=fp.weights,
+        encoder_identity=calibrated_encoder_identity(fp),
+    ).save(model)
+
+    def fused_row(extra: list[str]) -> dict[str, float]:
+        out = tmp_path / f"report{len(extra)}"
+        argv = ["eval", "--model", str(model), "--data", str(data), "--output", str(out)]
+        assert _run([*argv, *extra, "--quiet"]) == 0
+        return dict(json.loads((out / "report.json").read_text())["model"]["fused"])
+
+    def expected(weights: tuple[float, float, float]) -> dict[str, float]:
+        report = evaluate_heads(encoder, corpus, queries, qrels, weights=weights)
+        return dict(report.metrics["fused"])
+
+    assert expected(calibrated) != expected((0.4, 0.2, 0.4))  # the weights change the row
+    assert fused_row([]) == expected(calibrated)
+    assert fused_row(["--weights", "0.4,0.2,0.4"]) == expected((0.4, 0.2, 0.4))
+    with pytest.raises(SystemExit, match="--weights takes dense,sparse,colbert"):
+        fused_row(["--weights", "1,2"])

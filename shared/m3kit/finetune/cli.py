@@ -176,6 +176,12 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
     ev.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
     ev.add_argument("--max-length", type=int, default=None)
+    ev.add_argument(
+        "--weights",
+        default=None,
+        help="dense,sparse,colbert weights of the fused row (default: each model's calibrated "
+        "m3 weights from its m3kit_search.json, else FlagEmbedding's 0.4,0.2,0.4)",
+    )
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true")
@@ -205,6 +211,52 @@ def add_subcommands(subparsers: Any) -> None:
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(handler=_run_calibrate)
+
+
+def _weights_arg(value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise SystemExit(f"error: --weights takes dense,sparse,colbert (3 numbers), not {value!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def fused_weights(
+    encoder: Any,
+    path: str | Path,
+    heads: list[str] | None,
+    explicit: tuple[float, float, float] | None,
+) -> tuple[tuple[float, float, float], str]:
+    """The ``[dense, sparse, colbert]`` weights of ``m3kit eval``'s ``fused`` row, and where
+    they come from: the user's ``--weights``; else the checkpoint's calibrated ``m3`` fusion
+    for the evaluated heads (what its searches use), when the calibration chose ``m3`` and
+    was measured on this encoder; else FlagEmbedding's published 0.4 / 0.2 / 0.4.
+    """
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.outputs import Head
+    from m3kit.scoring import DEFAULT_M3_WEIGHTS
+    from m3kit.store.search_settings import SEARCH_FILE, Fusion, FusionCalibration
+
+    if explicit is not None:
+        return explicit, "--weights"
+    folder = Path(path)
+    calibration = (
+        FusionCalibration.for_encoder(folder, encoder_fingerprint(encoder))
+        if folder.is_dir()
+        else None
+    )
+    wanted = encoder.available_heads if heads is None else Head.parse(heads)
+    if calibration is None:
+        return DEFAULT_M3_WEIGHTS, "published; the checkpoint has no calibration for them"
+    settings = calibration.settings_for(frozenset(wanted))
+    if settings.fusion is Fusion.M3:
+        return settings.weights, f"calibrated, {folder / SEARCH_FILE}"
+    return DEFAULT_M3_WEIGHTS, (
+        f"published; {folder / SEARCH_FILE} chose {settings.fusion.value} for these heads, "
+        "which the fused row (a weighted sum) is not"
+    )
 
 
 def _heads(value: str | None) -> list[str] | None:
@@ -384,14 +436,18 @@ def _run_eval(args: argparse.Namespace) -> int:
     corpus, queries, qrels = _beir(args.data, args.split, args.max_queries, args.seed)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
+    explicit = None if args.weights is None else _weights_arg(args.weights)
     for name, path in [*models, ("model", args.model)]:
         encoder = M3Encoder.from_pretrained(path)
+        weights, source = fused_weights(encoder, path, _heads(args.heads), explicit)
+        print(f"{name}: fused row weights {list(weights)} ({source})")
         reports[name] = evaluate_heads(
             encoder,
             corpus,
             queries,
             qrels,
             heads=_heads(args.heads),
+            weights=weights,
             max_length=args.max_length,
             show_progress=not args.quiet,
         )
