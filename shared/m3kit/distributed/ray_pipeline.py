@@ -26,20 +26,17 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from m3kit.distributed.ray_actor import _EncodeActor, _log_notes
+from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
-from m3kit.outputs import Head, M3Output, SparseVector
-from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
@@ -125,189 +122,6 @@ class ChunkerSpec:
             heads = None if self.late_heads is None else list(self.late_heads)
             return LateChunker(encoder, chunk_size=size, window=self.window, late_heads=heads)
         return NaiveChunker(encoder, chunk_size=size)
-
-
-# -- Arrow columns ---------------------------------------------------------------------------
-def records_to_arrow(records: Sequence[ChunkRecord], heads: frozenset[Head]) -> Any:
-    """Chunk records as a ``pyarrow.Table`` (ragged vectors as list columns, exact float32)."""
-    import pyarrow as pa
-
-    f32, i64 = pa.list_(pa.float32()), pa.list_(pa.int64())
-    cols: dict[str, Any] = {
-        "doc_id": pa.array([r.doc_id for r in records], pa.string()),
-        "chunk_index": pa.array([r.chunk_index for r in records], pa.int64()),
-        "text": pa.array([r.text for r in records], pa.string()),
-        "metadata": pa.array([json.dumps(dict(r.metadata)) for r in records], pa.string()),
-        "start": pa.array([r.start for r in records], pa.int64()),
-        "end": pa.array([r.end for r in records], pa.int64()),
-        "doc_hash": pa.array([r.doc_hash for r in records], pa.string()),
-        "chunk_count": pa.array([r.chunk_count for r in records], pa.int64()),
-        "chunking": pa.array(
-            [None if r.chunking is None else json.dumps(dict(r.chunking)) for r in records],
-            pa.string(),
-        ),
-        "token_count": pa.array([r.vectors.token_counts[0] for r in records], pa.int64()),
-        "dense": pa.array([r.vectors.dense[0] for r in records], f32),
-    }
-    if Head.SPARSE in heads:
-        cols["sparse_ids"] = pa.array([r.vectors.sparse[0].indices for r in records], i64)
-        cols["sparse_weights"] = pa.array([r.vectors.sparse[0].values for r in records], f32)
-    if Head.COLBERT in heads:
-        cols["colbert"] = pa.array([r.vectors.colbert[0].reshape(-1) for r in records], f32)
-        cols["colbert_tokens"] = pa.array(
-            [r.vectors.colbert[0].shape[0] for r in records], pa.int64()
-        )
-    return pa.table(cols)
-
-
-def records_from_arrow(table: Any) -> list[ChunkRecord]:
-    """The records of :func:`records_to_arrow`, exactly."""
-    cols = {name: table.column(name).to_pylist() for name in table.column_names}
-    heads = {Head.DENSE}
-    if "sparse_ids" in cols:
-        heads.add(Head.SPARSE)
-    if "colbert" in cols:
-        heads.add(Head.COLBERT)
-    out = []
-    for i in range(table.num_rows):
-        colbert = None
-        if Head.COLBERT in heads:
-            flat = np.asarray(cols["colbert"][i], dtype=np.float32)
-            colbert = (flat.reshape(int(cols["colbert_tokens"][i]), -1),)
-        sparse = None
-        if Head.SPARSE in heads:
-            sparse = (
-                SparseVector(
-                    np.asarray(cols["sparse_ids"][i], dtype=np.int64),
-                    np.asarray(cols["sparse_weights"][i], dtype=np.float32),
-                ),
-            )
-        vectors = M3Output(
-            heads=frozenset(heads),
-            token_counts=(int(cols["token_count"][i]),),
-            _dense=np.asarray(cols["dense"][i], dtype=np.float32)[None, :],
-            _sparse=sparse,
-            _colbert=colbert,
-        )
-        chunking = cols["chunking"][i]
-        out.append(
-            ChunkRecord(
-                doc_id=cols["doc_id"][i],
-                chunk_index=int(cols["chunk_index"][i]),
-                text=cols["text"][i],
-                metadata=json.loads(cols["metadata"][i]),
-                vectors=vectors,
-                start=cols["start"][i],
-                end=cols["end"][i],
-                doc_hash=cols["doc_hash"][i],
-                chunk_count=cols["chunk_count"][i],
-                chunking=None if chunking is None else json.loads(chunking),
-            )
-        )
-    return out
-
-
-# -- what actors log -------------------------------------------------------------------------
-_NOTES = "notes"  # the column of a batch's relayed log records (on its first row)
-
-
-class _Relay(logging.Handler):
-    """Keeps the log records of one batch as JSON ``[logger, level, message, truncated]``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.notes: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from m3kit.chunking import TRUNCATED
-
-        truncated = getattr(record, TRUNCATED, None) is not None
-        self.notes.append(json.dumps([record.name, record.levelno, record.getMessage(), truncated]))
-
-
-@contextlib.contextmanager
-def _relayed() -> Iterator[list[str]]:
-    """What m3kit logs in this actor meanwhile, kept for the driver instead of printed here.
-
-    Printed here, it reached the driver only as Ray's copy of the actor's stderr: not at all
-    with ``log_to_driver=False`` (``m3kit index --ray --quiet``), never through the driver's
-    logging (its handlers, levels, ``caplog``), and it could not stop the run.
-    """
-    log = logging.getLogger("m3kit")
-    relay, propagate = _Relay(), log.propagate
-    log.addHandler(relay)
-    log.propagate = False
-    try:
-        yield relay.notes
-    finally:
-        log.removeHandler(relay)
-        log.propagate = propagate
-
-
-def _log_notes(table: Any, truncation: Truncation) -> None:
-    """Log the actors' records of ``table`` here, as the single-process path logs them.
-
-    Raises:
-        TruncationError: A document was cut at the model's window and ``truncation`` is
-            ``"error"`` (before the batch is written).
-    """
-    from m3kit.encoder import Truncation
-    from m3kit.errors import TruncationError
-
-    if _NOTES not in table.column_names:
-        return
-    for notes in table.column(_NOTES).to_pylist():
-        for note in notes or ():
-            name, level, message, truncated = json.loads(note)
-            if truncated and truncation is Truncation.ERROR:
-                raise TruncationError(message)
-            logging.getLogger(name).log(level, "%s", message)
-
-
-# -- the actor -------------------------------------------------------------------------------
-class _EncodeActor:
-    """Loads the encoder once; encodes batches of documents into Arrow chunk records."""
-
-    def __init__(
-        self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str], gpus: float = 0.0
-    ) -> None:
-        # The GPU Ray reserved for this actor, if any; not whichever it sees: recent Ray
-        # (ray-project/ray#54868; 2.60 tested) leaves CUDA_VISIBLE_DEVICES alone for an
-        # actor given no GPU, so a CPU actor on a GPU node sees every GPU of the node, and
-        # would share one unreserved, in the precision "auto" picks there.
-        self.encoder = spec.load("cuda" if gpus > 0 else "cpu")
-        self.chunker = chunker.build(self.encoder)
-        self.heads = Head.parse(heads)
-
-    def __call__(self, batch: dict[str, Any]) -> Any:
-        from m3kit.store.index import _Doc, build_records
-
-        docs = [
-            _Doc(
-                str(doc_id),
-                str(text),
-                json.loads(str(meta)),
-                str(doc_hash),
-                json.loads(str(chunking)),
-            )
-            for doc_id, text, meta, doc_hash, chunking in zip(
-                batch["doc_id"],
-                batch["text"],
-                batch["metadata"],
-                batch["doc_hash"],
-                batch["chunking"],
-                strict=True,
-            )
-        ]
-        with _relayed() as notes:
-            records, empty = build_records(self.encoder, self.heads, docs, self.chunker, False)
-        if empty:
-            raise ValueError(f"documents {empty[:5]} gave no chunk (empty text)")
-        import pyarrow as pa
-
-        table = records_to_arrow(records, self.heads)
-        column = [notes, *[[]] * (table.num_rows - 1)] if table.num_rows else []
-        return table.append_column(_NOTES, pa.array(column, pa.list_(pa.string())))
 
 
 # -- the pipeline ----------------------------------------------------------------------------
