@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from m3kit.distributed.ray_actor import _EncodeActor, _log_notes
+from m3kit.distributed.ray_actor import _EncodeActor, _log_notes, _raise_failure
 from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
@@ -219,6 +219,11 @@ def index_with_ray(
     Raises:
         MissingExtraError: Ray Data is not installed.
         TruncationError: See ``truncation``.
+        ValueError: An actor refused to encode: the model it loaded is not ``index``'s
+            encoder (the checkpoint changed on disk, or its node holds another model at that
+            path), or its device cannot run the precision given. Whatever an actor raises is
+            raised here with its type (its traceback is the ``__cause__``), before the batch
+            is written.
     """
     from m3kit.encoder import Truncation
 
@@ -263,5 +268,6 @@ def index_with_ray(
     )
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         _log_notes(table, mode)
+        _raise_failure(table)  # before the batch is written
         index.write_records(records_from_arrow(table))
     return order
