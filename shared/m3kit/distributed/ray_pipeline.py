@@ -27,9 +27,10 @@ Example::
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,16 +143,27 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+#: Documents checked (and looked up in the store) at a time before any is encoded.
+_CHECK_GROUP = 1024
+
+
+def _is_dataset(documents: Any) -> bool:
+    return hasattr(documents, "iter_rows") and hasattr(documents, "map_batches")
+
+
+def _rows(
+    documents: Iterable[Any], first: int = 0
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset.
 
     A Dataset's rows lose their null values (see :func:`index_with_ray`); a ``metadata``
-    column of JSON strings is read as it is.
+    column of JSON strings is read as it is. ``first`` is the position of the first
+    document in the caller's input (for messages).
     """
-    if hasattr(documents, "take_all") and hasattr(documents, "map_batches"):
-        documents = [_without_nulls(row) for row in documents.take_all()]
+    if _is_dataset(documents):
+        documents = (_without_nulls(row) for row in documents.iter_rows())  # type: ignore[attr-defined]
     texts, metas, ids = [], [], []
-    for i, d in enumerate(documents):
+    for i, d in enumerate(documents, start=first):
         if isinstance(d, Mapping):
             if "text" not in d:
                 raise ValueError(f"document {i} has no 'text' column (columns: {sorted(d)})")
@@ -174,6 +186,94 @@ def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
         metas.append(dict(meta))
         ids.append(str(doc_id))
     return texts, metas, ids
+
+
+def _groups(documents: Any, size: int) -> Iterator[tuple[int, list[Any]]]:
+    """``documents`` in lists of ``size`` (the position of each list's first document).
+
+    A Ray Dataset is read row by row as it streams (its rows without their nulls, see
+    :func:`index_with_ray`), never whole into this process.
+    """
+    rows = (
+        (_without_nulls(row) for row in documents.iter_rows())
+        if _is_dataset(documents)
+        else iter(documents)
+    )
+    first = 0
+    while group := list(itertools.islice(rows, size)):
+        yield first, group
+        first += len(group)
+
+
+class _Queue:
+    """What :func:`index_with_ray` checked, and the documents to encode, held by Ray.
+
+    Every document is checked before the first is encoded (so a refused one leaves the
+    collection untouched), but this process keeps only each document's id and version: the
+    documents to encode go to Ray's object store (which spills to disk) in blocks of
+    ``block`` documents, one actor call each.
+    """
+
+    def __init__(self, ray: Any, block: int) -> None:
+        self.ray = ray
+        self.block = block
+        self.order: list[str] = []  # every document's id, input order
+        self.versions: dict[str, str] = {}  # doc_id -> doc_hash of every distinct document
+        self.blocks: list[Any] = []  # object refs of Arrow tables of documents to encode
+        self.todo = 0
+        self._rows: list[dict[str, str]] = []
+
+    def add(self, index: M3Index, chunker: Any, first: int, group: list[Any]) -> None:
+        """Check ``group`` (the input's documents from position ``first``) and queue it.
+
+        Raises:
+            ValueError: What :meth:`M3Index.add_texts` refuses (an id given twice with
+                different content, here also across groups; metadata that is not plain
+                JSON...), naming positions in the whole input.
+        """
+        from m3kit.store.index_inputs import versioned_documents
+
+        texts, metas, ids = _rows(group, first)
+        order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
+        self.order.extend(order)
+        new = []
+        for d in docs:
+            seen = self.versions.get(d.doc_id)
+            if seen is None:  # not in an earlier group
+                self.versions[d.doc_id] = d.doc_hash
+                new.append(d)
+            elif seen != d.doc_hash:
+                raise ValueError(f"doc_id {d.doc_id!r} is given twice with different content")
+        done = index.store.complete_documents({d.doc_id: d.doc_hash for d in new}) if new else ()
+        for d in new:
+            if d.doc_id in done:
+                continue
+            self._rows.append(
+                {
+                    "doc_id": d.doc_id,
+                    "text": d.text,
+                    "metadata": json.dumps(dict(d.metadata)),
+                    "doc_hash": d.doc_hash,
+                    "chunking": json.dumps(dict(d.chunking)),
+                }
+            )
+            self.todo += 1
+            if len(self._rows) == self.block:
+                self._put()
+
+    def dataset(self) -> Any:
+        """The queued documents as a Ray Dataset (one block per actor call)."""
+        if self._rows:
+            self._put()
+        return self.ray.data.from_arrow_refs(self.blocks)
+
+    def _put(self) -> None:
+        import pyarrow as pa
+
+        if not self.ray.is_initialized():
+            self.ray.init()
+        self.blocks.append(self.ray.put(pa.Table.from_pylist(self._rows)))
+        self._rows = []
 
 
 def index_with_ray(
@@ -213,17 +313,24 @@ def index_with_ray(
             its batch is written (batches written before it stay, as with ``add_texts``).
             The chunkers never cut.
 
+    Every document is checked (and looked up in the collection) before the first is encoded,
+    so a refused one leaves the collection as it was; the input is read in groups as it
+    streams (a Dataset is never pulled whole into this process), which keeps each document's
+    id and version, and hands the documents to encode to Ray's object store.
+
     Returns:
         The document ids, in input order.
 
     Raises:
         MissingExtraError: Ray Data is not installed.
         TruncationError: See ``truncation``.
-        ValueError: An actor refused to encode: the model it loaded is not ``index``'s
-            encoder (the checkpoint changed on disk, or its node holds another model at that
-            path), or its device cannot run the precision given. Whatever an actor raises is
-            raised here with its type (its traceback is the ``__cause__``), before the batch
-            is written.
+        ValueError: A document is refused as :meth:`M3Index.add_texts` refuses it (an id
+            given twice with different content, metadata that is not plain JSON), or has no
+            ``text`` or ``doc_id``: nothing is written. Or an actor refused to encode: the
+            model it loaded is not ``index``'s encoder (the checkpoint changed on disk, or
+            its node holds another model at that path), or its device cannot run the
+            precision given. Whatever an actor raises is raised here with its type (its
+            traceback is the ``__cause__``), before the batch is written.
     """
     from m3kit.encoder import Truncation
 
@@ -233,25 +340,14 @@ def index_with_ray(
         raise ValueError("num_actors and docs_per_batch must be >= 1")
     spec_chunker = chunker if chunker is not None else ChunkerSpec()
     local_chunker = spec_chunker.build(index.encoder)  # its signature fixes the doc hashes
-    texts, metas, ids = _rows(documents)
-    order, todo = index.pending(texts, metas, ids, chunker=local_chunker)
-    logger.info("Ray indexing: %d document(s), %d to encode", len(order), len(todo))
-    if not todo:
-        return order
-    rows = [
-        {
-            "doc_id": d.doc_id,
-            "text": d.text,
-            "metadata": json.dumps(dict(d.metadata)),
-            "doc_hash": d.doc_hash,
-            "chunking": json.dumps(dict(d.chunking)),
-        }
-        for d in todo
-    ]
-    if not ray.is_initialized():
-        ray.init()
+    queue = _Queue(ray, docs_per_batch)
+    for first, group in _groups(documents, _CHECK_GROUP):
+        queue.add(index, local_chunker, first, group)
+    logger.info("Ray indexing: %d document(s), %d to encode", len(queue.order), queue.todo)
+    if not queue.todo:
+        return queue.order
     heads = sorted(h.value for h in index.store.heads)
-    ds = ray.data.from_items(rows).map_batches(
+    ds = queue.dataset().map_batches(
         _EncodeActor,
         fn_constructor_kwargs={
             "spec": EncoderSpec.of(index.encoder),
@@ -270,4 +366,4 @@ def index_with_ray(
         _log_notes(table, mode)
         _raise_failure(table)  # before the batch is written
         index.write_records(records_from_arrow(table))
-    return order
+    return queue.order
