@@ -147,8 +147,11 @@ def _without_nulls(value: Any) -> Any:
 _CHECK_GROUP = 1024
 
 
-def _is_dataset(documents: Any) -> bool:
-    return hasattr(documents, "iter_rows") and hasattr(documents, "map_batches")
+def _input_rows(documents: Any) -> Iterator[Any]:
+    """The documents one by one; a Ray Dataset's rows as it streams, without their nulls."""
+    if hasattr(documents, "iter_rows") and hasattr(documents, "map_batches"):  # a Dataset
+        return (_without_nulls(row) for row in documents.iter_rows())
+    return iter(documents)
 
 
 def _rows(
@@ -160,10 +163,8 @@ def _rows(
     column of JSON strings is read as it is. ``first`` is the position of the first
     document in the caller's input (for messages).
     """
-    if _is_dataset(documents):
-        documents = (_without_nulls(row) for row in documents.iter_rows())  # type: ignore[attr-defined]
     texts, metas, ids = [], [], []
-    for i, d in enumerate(documents, start=first):
+    for i, d in enumerate(_input_rows(documents), start=first):
         if isinstance(d, Mapping):
             if "text" not in d:
                 raise ValueError(f"document {i} has no 'text' column (columns: {sorted(d)})")
@@ -194,11 +195,7 @@ def _groups(documents: Any, size: int) -> Iterator[tuple[int, list[Any]]]:
     A Ray Dataset is read row by row as it streams (its rows without their nulls, see
     :func:`index_with_ray`), never whole into this process.
     """
-    rows = (
-        (_without_nulls(row) for row in documents.iter_rows())
-        if _is_dataset(documents)
-        else iter(documents)
-    )
+    rows = _input_rows(documents)
     first = 0
     while group := list(itertools.islice(rows, size)):
         yield first, group
