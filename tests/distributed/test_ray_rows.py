@@ -158,3 +158,53 @@ def test_ray_refuses_a_truncated_document_as_m3index_does(
         assert on_ray.count() == 0
         with pytest.raises(ValueError, match="'cut'"):
             index_with_ray(on_ray, rows, chunker=ChunkerSpec("whole"), truncation="cut")
+
+
+# -- the input, read in groups ---------------------------------------------------------------
+def test_a_dataset_is_read_as_it_streams_not_pulled_whole(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # index_with_ray called take_all(): the whole Dataset in the driver's memory, then a
+    # second copy in Ray's object store, which defeats a Dataset for a large corpus
+    from m3kit.distributed import ray_pipeline
+
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the whole Dataset was pulled into the driver")
+
+    monkeypatch.setattr(ray.data.Dataset, "take_all", whole)
+    monkeypatch.setattr(ray_pipeline, "_CHECK_GROUP", 2)  # ROWS in three groups
+    texts, ids = [r["text"] for r in ROWS], [r["doc_id"] for r in ROWS]
+    with (
+        M3Index.open(encoder, tmp_path / "single", collection="c") as single,
+        M3Index.open(encoder, tmp_path / "ray", collection="c") as on_ray,
+    ):
+        single.add_texts(texts, [_metadata(r) for r in ROWS], ids, chunker=NaiveChunker(encoder))
+        assert index_with_ray(on_ray, _dataset(ROWS), docs_per_batch=2) == ids
+        a, b = _payloads(single), _payloads(on_ray)
+        assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_a_document_refused_in_a_later_group_leaves_the_collection_untouched(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every group is checked before the first document is encoded, across groups too, and
+    # messages name positions in the whole input
+    from m3kit.distributed import ray_pipeline
+
+    monkeypatch.setattr(ray_pipeline, "_CHECK_GROUP", 2)
+    rows = [{"doc_id": r["doc_id"], "text": r["text"]} for r in ROWS]
+    with M3Index.open(encoder, tmp_path / "ray", collection="c") as on_ray:
+        clash = [*rows, {"doc_id": "a", "text": "Another text for a."}]
+        with pytest.raises(ValueError, match="doc_id 'a' is given twice with different content"):
+            index_with_ray(on_ray, clash)
+        with pytest.raises(ValueError, match="document 5 has no doc_id"):
+            index_with_ray(on_ray, [*rows, {"text": "No id."}])
+        with pytest.raises(ValueError, match="metadata of text 4 "):
+            index_with_ray(on_ray, [*rows[:4], {"doc_id": "x", "text": "t", "v": float("nan")}])
+        assert on_ray.count() == 0
+        # the same document twice, in two groups: encoded once, its id in both places
+        again = [*rows, rows[0]]
+        assert index_with_ray(on_ray, again) == [r["doc_id"] for r in again]
+        with M3Index.open(encoder, tmp_path / "single", collection="c") as single:
+            single.add_texts([r["text"] for r in rows], doc_ids=[r["doc_id"] for r in rows])
+            assert on_ray.count() == single.count()

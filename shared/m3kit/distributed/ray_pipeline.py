@@ -26,20 +26,18 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import itertools
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from m3kit.distributed.ray_actor import _EncodeActor, _log_notes, _raise_failure
+from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
-from m3kit.outputs import Head, M3Output, SparseVector
-from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
@@ -127,189 +125,6 @@ class ChunkerSpec:
         return NaiveChunker(encoder, chunk_size=size)
 
 
-# -- Arrow columns ---------------------------------------------------------------------------
-def records_to_arrow(records: Sequence[ChunkRecord], heads: frozenset[Head]) -> Any:
-    """Chunk records as a ``pyarrow.Table`` (ragged vectors as list columns, exact float32)."""
-    import pyarrow as pa
-
-    f32, i64 = pa.list_(pa.float32()), pa.list_(pa.int64())
-    cols: dict[str, Any] = {
-        "doc_id": pa.array([r.doc_id for r in records], pa.string()),
-        "chunk_index": pa.array([r.chunk_index for r in records], pa.int64()),
-        "text": pa.array([r.text for r in records], pa.string()),
-        "metadata": pa.array([json.dumps(dict(r.metadata)) for r in records], pa.string()),
-        "start": pa.array([r.start for r in records], pa.int64()),
-        "end": pa.array([r.end for r in records], pa.int64()),
-        "doc_hash": pa.array([r.doc_hash for r in records], pa.string()),
-        "chunk_count": pa.array([r.chunk_count for r in records], pa.int64()),
-        "chunking": pa.array(
-            [None if r.chunking is None else json.dumps(dict(r.chunking)) for r in records],
-            pa.string(),
-        ),
-        "token_count": pa.array([r.vectors.token_counts[0] for r in records], pa.int64()),
-        "dense": pa.array([r.vectors.dense[0] for r in records], f32),
-    }
-    if Head.SPARSE in heads:
-        cols["sparse_ids"] = pa.array([r.vectors.sparse[0].indices for r in records], i64)
-        cols["sparse_weights"] = pa.array([r.vectors.sparse[0].values for r in records], f32)
-    if Head.COLBERT in heads:
-        cols["colbert"] = pa.array([r.vectors.colbert[0].reshape(-1) for r in records], f32)
-        cols["colbert_tokens"] = pa.array(
-            [r.vectors.colbert[0].shape[0] for r in records], pa.int64()
-        )
-    return pa.table(cols)
-
-
-def records_from_arrow(table: Any) -> list[ChunkRecord]:
-    """The records of :func:`records_to_arrow`, exactly."""
-    cols = {name: table.column(name).to_pylist() for name in table.column_names}
-    heads = {Head.DENSE}
-    if "sparse_ids" in cols:
-        heads.add(Head.SPARSE)
-    if "colbert" in cols:
-        heads.add(Head.COLBERT)
-    out = []
-    for i in range(table.num_rows):
-        colbert = None
-        if Head.COLBERT in heads:
-            flat = np.asarray(cols["colbert"][i], dtype=np.float32)
-            colbert = (flat.reshape(int(cols["colbert_tokens"][i]), -1),)
-        sparse = None
-        if Head.SPARSE in heads:
-            sparse = (
-                SparseVector(
-                    np.asarray(cols["sparse_ids"][i], dtype=np.int64),
-                    np.asarray(cols["sparse_weights"][i], dtype=np.float32),
-                ),
-            )
-        vectors = M3Output(
-            heads=frozenset(heads),
-            token_counts=(int(cols["token_count"][i]),),
-            _dense=np.asarray(cols["dense"][i], dtype=np.float32)[None, :],
-            _sparse=sparse,
-            _colbert=colbert,
-        )
-        chunking = cols["chunking"][i]
-        out.append(
-            ChunkRecord(
-                doc_id=cols["doc_id"][i],
-                chunk_index=int(cols["chunk_index"][i]),
-                text=cols["text"][i],
-                metadata=json.loads(cols["metadata"][i]),
-                vectors=vectors,
-                start=cols["start"][i],
-                end=cols["end"][i],
-                doc_hash=cols["doc_hash"][i],
-                chunk_count=cols["chunk_count"][i],
-                chunking=None if chunking is None else json.loads(chunking),
-            )
-        )
-    return out
-
-
-# -- what actors log -------------------------------------------------------------------------
-_NOTES = "notes"  # the column of a batch's relayed log records (on its first row)
-
-
-class _Relay(logging.Handler):
-    """Keeps the log records of one batch as JSON ``[logger, level, message, truncated]``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.notes: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from m3kit.chunking import TRUNCATED
-
-        truncated = getattr(record, TRUNCATED, None) is not None
-        self.notes.append(json.dumps([record.name, record.levelno, record.getMessage(), truncated]))
-
-
-@contextlib.contextmanager
-def _relayed() -> Iterator[list[str]]:
-    """What m3kit logs in this actor meanwhile, kept for the driver instead of printed here.
-
-    Printed here, it reached the driver only as Ray's copy of the actor's stderr: not at all
-    with ``log_to_driver=False`` (``m3kit index --ray --quiet``), never through the driver's
-    logging (its handlers, levels, ``caplog``), and it could not stop the run.
-    """
-    log = logging.getLogger("m3kit")
-    relay, propagate = _Relay(), log.propagate
-    log.addHandler(relay)
-    log.propagate = False
-    try:
-        yield relay.notes
-    finally:
-        log.removeHandler(relay)
-        log.propagate = propagate
-
-
-def _log_notes(table: Any, truncation: Truncation) -> None:
-    """Log the actors' records of ``table`` here, as the single-process path logs them.
-
-    Raises:
-        TruncationError: A document was cut at the model's window and ``truncation`` is
-            ``"error"`` (before the batch is written).
-    """
-    from m3kit.encoder import Truncation
-    from m3kit.errors import TruncationError
-
-    if _NOTES not in table.column_names:
-        return
-    for notes in table.column(_NOTES).to_pylist():
-        for note in notes or ():
-            name, level, message, truncated = json.loads(note)
-            if truncated and truncation is Truncation.ERROR:
-                raise TruncationError(message)
-            logging.getLogger(name).log(level, "%s", message)
-
-
-# -- the actor -------------------------------------------------------------------------------
-class _EncodeActor:
-    """Loads the encoder once; encodes batches of documents into Arrow chunk records."""
-
-    def __init__(
-        self, spec: EncoderSpec, chunker: ChunkerSpec, heads: list[str], gpus: float = 0.0
-    ) -> None:
-        # The GPU Ray reserved for this actor, if any; not whichever it sees: recent Ray
-        # (ray-project/ray#54868; 2.60 tested) leaves CUDA_VISIBLE_DEVICES alone for an
-        # actor given no GPU, so a CPU actor on a GPU node sees every GPU of the node, and
-        # would share one unreserved, in the precision "auto" picks there.
-        self.encoder = spec.load("cuda" if gpus > 0 else "cpu")
-        self.chunker = chunker.build(self.encoder)
-        self.heads = Head.parse(heads)
-
-    def __call__(self, batch: dict[str, Any]) -> Any:
-        from m3kit.store.index import _Doc, build_records
-
-        docs = [
-            _Doc(
-                str(doc_id),
-                str(text),
-                json.loads(str(meta)),
-                str(doc_hash),
-                json.loads(str(chunking)),
-            )
-            for doc_id, text, meta, doc_hash, chunking in zip(
-                batch["doc_id"],
-                batch["text"],
-                batch["metadata"],
-                batch["doc_hash"],
-                batch["chunking"],
-                strict=True,
-            )
-        ]
-        with _relayed() as notes:
-            records, empty = build_records(self.encoder, self.heads, docs, self.chunker, False)
-        if empty:
-            raise ValueError(f"documents {empty[:5]} gave no chunk (empty text)")
-        import pyarrow as pa
-
-        table = records_to_arrow(records, self.heads)
-        column = [notes, *[[]] * (table.num_rows - 1)] if table.num_rows else []
-        return table.append_column(_NOTES, pa.array(column, pa.list_(pa.string())))
-
-
 # -- the pipeline ----------------------------------------------------------------------------
 def _without_nulls(value: Any) -> Any:
     """``value`` without its ``None`` mapping entries, at any depth (list items are kept).
@@ -328,16 +143,28 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+#: Documents checked (and looked up in the store) at a time before any is encoded.
+_CHECK_GROUP = 1024
+
+
+def _input_rows(documents: Any) -> Iterator[Any]:
+    """The documents one by one; a Ray Dataset's rows as it streams, without their nulls."""
+    if hasattr(documents, "iter_rows") and hasattr(documents, "map_batches"):  # a Dataset
+        return (_without_nulls(row) for row in documents.iter_rows())
+    return iter(documents)
+
+
+def _rows(
+    documents: Iterable[Any], first: int = 0
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Texts, metadatas and ids from SourceDocuments, mappings or a Ray Dataset.
 
     A Dataset's rows lose their null values (see :func:`index_with_ray`); a ``metadata``
-    column of JSON strings is read as it is.
+    column of JSON strings is read as it is. ``first`` is the position of the first
+    document in the caller's input (for messages).
     """
-    if hasattr(documents, "take_all") and hasattr(documents, "map_batches"):
-        documents = [_without_nulls(row) for row in documents.take_all()]
     texts, metas, ids = [], [], []
-    for i, d in enumerate(documents):
+    for i, d in enumerate(_input_rows(documents), start=first):
         if isinstance(d, Mapping):
             if "text" not in d:
                 raise ValueError(f"document {i} has no 'text' column (columns: {sorted(d)})")
@@ -360,6 +187,90 @@ def _rows(documents: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
         metas.append(dict(meta))
         ids.append(str(doc_id))
     return texts, metas, ids
+
+
+def _groups(documents: Any, size: int) -> Iterator[tuple[int, list[Any]]]:
+    """``documents`` in lists of ``size`` (the position of each list's first document).
+
+    A Ray Dataset is read row by row as it streams (its rows without their nulls, see
+    :func:`index_with_ray`), never whole into this process.
+    """
+    rows = _input_rows(documents)
+    first = 0
+    while group := list(itertools.islice(rows, size)):
+        yield first, group
+        first += len(group)
+
+
+class _Queue:
+    """What :func:`index_with_ray` checked, and the documents to encode, held by Ray.
+
+    Every document is checked before the first is encoded (so a refused one leaves the
+    collection untouched), but this process keeps only each document's id and version: the
+    documents to encode go to Ray's object store (which spills to disk) in blocks of
+    ``block`` documents, one actor call each.
+    """
+
+    def __init__(self, ray: Any, block: int) -> None:
+        self.ray = ray
+        self.block = block
+        self.order: list[str] = []  # every document's id, input order
+        self.versions: dict[str, str] = {}  # doc_id -> doc_hash of every distinct document
+        self.blocks: list[Any] = []  # object refs of Arrow tables of documents to encode
+        self.todo = 0
+        self._rows: list[dict[str, str]] = []
+
+    def add(self, index: M3Index, chunker: Any, first: int, group: list[Any]) -> None:
+        """Check ``group`` (the input's documents from position ``first``) and queue it.
+
+        Raises:
+            ValueError: What :meth:`M3Index.add_texts` refuses (an id given twice with
+                different content, here also across groups; metadata that is not plain
+                JSON...), naming positions in the whole input.
+        """
+        from m3kit.store.index_inputs import versioned_documents
+
+        texts, metas, ids = _rows(group, first)
+        order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
+        self.order.extend(order)
+        new = []
+        for d in docs:
+            seen = self.versions.get(d.doc_id)
+            if seen is None:  # not in an earlier group
+                self.versions[d.doc_id] = d.doc_hash
+                new.append(d)
+            elif seen != d.doc_hash:
+                raise ValueError(f"doc_id {d.doc_id!r} is given twice with different content")
+        done = index.store.complete_documents({d.doc_id: d.doc_hash for d in new}) if new else ()
+        for d in new:
+            if d.doc_id in done:
+                continue
+            self._rows.append(
+                {
+                    "doc_id": d.doc_id,
+                    "text": d.text,
+                    "metadata": json.dumps(dict(d.metadata)),
+                    "doc_hash": d.doc_hash,
+                    "chunking": json.dumps(dict(d.chunking)),
+                }
+            )
+            self.todo += 1
+            if len(self._rows) == self.block:
+                self._put()
+
+    def dataset(self) -> Any:
+        """The queued documents as a Ray Dataset (one block per actor call)."""
+        if self._rows:
+            self._put()
+        return self.ray.data.from_arrow_refs(self.blocks)
+
+    def _put(self) -> None:
+        import pyarrow as pa
+
+        if not self.ray.is_initialized():
+            self.ray.init()
+        self.blocks.append(self.ray.put(pa.Table.from_pylist(self._rows)))
+        self._rows = []
 
 
 def index_with_ray(
@@ -399,12 +310,24 @@ def index_with_ray(
             its batch is written (batches written before it stay, as with ``add_texts``).
             The chunkers never cut.
 
+    Every document is checked (and looked up in the collection) before the first is encoded,
+    so a refused one leaves the collection as it was; the input is read in groups as it
+    streams (a Dataset is never pulled whole into this process), which keeps each document's
+    id and version, and hands the documents to encode to Ray's object store.
+
     Returns:
         The document ids, in input order.
 
     Raises:
         MissingExtraError: Ray Data is not installed.
         TruncationError: See ``truncation``.
+        ValueError: A document is refused as :meth:`M3Index.add_texts` refuses it (an id
+            given twice with different content, metadata that is not plain JSON), or has no
+            ``text`` or ``doc_id``: nothing is written. Or an actor refused to encode: the
+            model it loaded is not ``index``'s encoder (the checkpoint changed on disk, or
+            its node holds another model at that path), or its device cannot run the
+            precision given. Whatever an actor raises is raised here with its type (its
+            traceback is the ``__cause__``), before the batch is written.
     """
     from m3kit.encoder import Truncation
 
@@ -414,25 +337,14 @@ def index_with_ray(
         raise ValueError("num_actors and docs_per_batch must be >= 1")
     spec_chunker = chunker if chunker is not None else ChunkerSpec()
     local_chunker = spec_chunker.build(index.encoder)  # its signature fixes the doc hashes
-    texts, metas, ids = _rows(documents)
-    order, todo = index.pending(texts, metas, ids, chunker=local_chunker)
-    logger.info("Ray indexing: %d document(s), %d to encode", len(order), len(todo))
-    if not todo:
-        return order
-    rows = [
-        {
-            "doc_id": d.doc_id,
-            "text": d.text,
-            "metadata": json.dumps(dict(d.metadata)),
-            "doc_hash": d.doc_hash,
-            "chunking": json.dumps(dict(d.chunking)),
-        }
-        for d in todo
-    ]
-    if not ray.is_initialized():
-        ray.init()
+    queue = _Queue(ray, docs_per_batch)
+    for first, group in _groups(documents, _CHECK_GROUP):
+        queue.add(index, local_chunker, first, group)
+    logger.info("Ray indexing: %d document(s), %d to encode", len(queue.order), queue.todo)
+    if not queue.todo:
+        return queue.order
     heads = sorted(h.value for h in index.store.heads)
-    ds = ray.data.from_items(rows).map_batches(
+    ds = queue.dataset().map_batches(
         _EncodeActor,
         fn_constructor_kwargs={
             "spec": EncoderSpec.of(index.encoder),
@@ -449,5 +361,6 @@ def index_with_ray(
     )
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         _log_notes(table, mode)
+        _raise_failure(table)  # before the batch is written
         index.write_records(records_from_arrow(table))
-    return order
+    return queue.order

@@ -9,6 +9,7 @@ fingerprint identity).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,7 +23,11 @@ class EncoderSpec:
     """What a worker needs to load the same encoder as the parent (picklable, small).
 
     Attributes:
-        path: The checkpoint folder (``M3Encoder.info.path``).
+        path: The checkpoint folder (``M3Encoder.info.path``), absolute and resolved: a
+            worker's working directory is not the parent's (a Ray actor on another node, or
+            in a ``runtime_env`` ``working_dir``), so a relative folder such as
+            ``from_pretrained("models/m3")`` would name another folder there, or none. A hub
+            id was resolved by the parent to its local snapshot folder, carried likewise.
         pooling: Dense pooling (``"cls"``, ``"mean"``, ``"max"``).
         dtype: The parent's resolved precision, used by every worker when ``dtype_given``.
         dtype_given: Whether the parent's precision was asked for (``dtype="fp32"``,
@@ -84,7 +89,7 @@ class EncoderSpec:
                 "M3Encoder.from_pretrained(folder)"
             )
         return cls(
-            path=str(info.path),
+            path=str(Path(info.path).resolve()),
             pooling=encoder.model.pooling.value,
             dtype=encoder.precision.value,
             device_type=encoder.device.type,

@@ -51,11 +51,15 @@ def versioned_documents(
     metadatas: Sequence[Mapping[str, Any] | None] | None,
     doc_ids: Sequence[str] | None,
     chunker: _Chunker | None,
+    *,
+    first: int = 0,
 ) -> tuple[list[str], list[_Doc]]:
     """The document id of each text (input order) and the distinct documents, versioned.
 
     A document's version (``doc_hash``) covers its text, metadata and ``chunker``'s signature;
-    its id is the one given, else :func:`~m3kit.store.documents.content_doc_id`.
+    its id is the one given, else :func:`~m3kit.store.documents.content_doc_id`. ``first`` is
+    the position of ``texts[0]`` in the caller's input (messages name positions in it: the
+    Ray pipeline checks its input in groups).
 
     Raises:
         TypeError: ``texts`` is a single string, or holds a non-string.
@@ -74,7 +78,7 @@ def versioned_documents(
     if doc_ids is not None and len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} doc_ids for {len(texts)} texts")
     if doc_ids is not None and any(d is None for d in doc_ids):
-        i = [d is None for d in doc_ids].index(True)
+        i = first + [d is None for d in doc_ids].index(True)
         raise ValueError(
             f"doc_ids[{i}] is None: give every text an id, or no doc_ids (content ids)"
         )
@@ -86,12 +90,14 @@ def versioned_documents(
     for i, text in enumerate(texts):
         meta = dict(metadatas[i] or {}) if metadatas is not None else {}
         # refused here, before anything is encoded or written, not by Qdrant mid-write
-        check_text(text, f"text {i}")
-        plain_json(meta, f"metadata of text {i}")
+        check_text(text, f"text {first + i}")
+        plain_json(meta, f"metadata of text {first + i}")
         try:  # mixed int / str keys cannot be sorted
             blob = json.dumps([text, meta, signature], sort_keys=True)
         except TypeError as exc:
-            raise ValueError(f"metadata of text {i} is not JSON-serialisable: {exc}") from None
+            raise ValueError(
+                f"metadata of text {first + i} is not JSON-serialisable: {exc}"
+            ) from None
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
         doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
         seen = docs.get(doc_id)
