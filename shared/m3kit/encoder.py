@@ -61,7 +61,7 @@ from m3kit.precision import (
     prepare_model,
     resolve_precision,
 )
-from m3kit.weights import checkpoint_state, remember_loaded
+from m3kit.weights import checkpoint_state, loaded_unchanged, remember_loaded, remember_placed
 
 if TYPE_CHECKING:
     from m3kit.backends.onnx_backend import OnnxRunner
@@ -130,9 +130,14 @@ class M3Encoder:
         )
         self._onnx: OnnxRunner | None
         self.requested_precision = precision_from(precision)
+        # the checkpoint's files name the model only while it holds what it loaded from them;
+        # the cast to this precision below keeps that so (precision is not identity)
+        from_files = info is not None and loaded_unchanged(model, info.path)
         self.backend, self.precision, self.model, self._onnx = _place_model(
             model, self.device, self.requested_precision, EncoderBackend(backend), onnx_cache_dir
         )
+        if from_files:
+            remember_placed(self.model)
         # as given, made absolute here (workers run elsewhere): what EncoderSpec carries
         self._requested_onnx_cache_dir = (
             None if onnx_cache_dir is None else Path(onnx_cache_dir).absolute()

@@ -6,6 +6,7 @@ __all__ = [
     "CheckpointChangedError",
     "CheckpointError",
     "CollectionNotFoundError",
+    "EncoderChangedError",
     "FingerprintMismatchError",
     "HeadNotAvailableError",
     "HeadNotComputedError",
@@ -54,6 +55,13 @@ class FingerprintMismatchError(M3KitError, ValueError):
     ``reindex=True`` (``m3kit index --reindex``) to re-encode the stored documents with the new
     encoder, or use another collection.
     """
+
+
+class EncoderChangedError(FingerprintMismatchError):
+    """An encoder changed in memory (its model trained in place, given other weights, cast,
+    or a setting such as ``max_length`` reassigned) after an index was opened with it: its
+    vectors are no longer those of the encoder the collection records. The message names what
+    changed; nothing was written or searched."""
 
 
 class CollectionNotFoundError(M3KitError, ValueError):

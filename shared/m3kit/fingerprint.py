@@ -11,31 +11,17 @@ A collection records the fingerprint of the encoder that wrote it (see
 for messages but are not part of the identity: the same weights in bf16 or fp32 are the same
 encoder.
 
-:func:`chunking_signature` names how a document is cut into chunks: a
-:class:`~m3kit.late_chunking.LateChunker`'s signature, or the type and *every* setting of any
-other chunker or splitter (LangChain ``TextSplitter``, LlamaIndex node parser, callable), so that
-changing any setting changes the signature.
-
->>> chunking_signature(None)
-'whole'
->>> import functools
->>> def split(text, size): ...
->>> chunking_signature(functools.partial(split, size=3)) == chunking_signature(
-...     functools.partial(split, size=4))
-False
+:func:`chunking_signature` and :func:`describe_settings` (how documents are cut into chunks)
+live in :mod:`m3kit.chunking_signature` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
-import functools
 import hashlib
-import inspect
 import json
 import logging
-import re
 import threading
 import weakref
 from collections.abc import Mapping
@@ -43,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from m3kit.weights import check_loaded_files, tensors_sha256, weights_digest
+from m3kit.chunking_signature import chunking_signature, describe_settings
+from m3kit.encoder_watch import EncoderWatch
+from m3kit.weights import check_loaded_files, loaded_unchanged, tensors_sha256, weights_digest
 
 __all__ = [
     "ARCHITECTURE_KEYS",
@@ -51,16 +39,12 @@ __all__ = [
     "chunking_signature",
     "describe_settings",
     "encoder_fingerprint",
+    "fingerprint_change",
     "tensors_sha256",
     "weights_digest",
 ]
 
 logger = logging.getLogger(__name__)
-
-# Containers longer than this are described by a digest of their items (e.g. a tokenizer's
-# vocabulary inside a splitter), so signatures stay short.
-_MAX_ITEMS = 64
-_MAX_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -196,12 +180,21 @@ class EncoderFingerprint:
 
 
 # -- encoders ---------------------------------------------------------------------------------
+@dataclass
+class _Taken:
+    """A fingerprint, what it depends on as it was then, and what made it be taken again."""
+
+    fingerprint: EncoderFingerprint
+    watch: EncoderWatch
+    change: str | None = None
+
+
 _cache_lock = threading.Lock()
-_by_encoder: weakref.WeakKeyDictionary[Any, EncoderFingerprint] = weakref.WeakKeyDictionary()
+_by_encoder: weakref.WeakKeyDictionary[Any, _Taken] = weakref.WeakKeyDictionary()
 
 
 def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderFingerprint:
-    """The fingerprint of an :class:`~m3kit.M3Encoder` (computed once per encoder, cached).
+    """The fingerprint of an :class:`~m3kit.M3Encoder` as it is now (cached per encoder).
 
     The weights digest reads the checkpoint's weight files once per process (about 1 s per
     GB on one core; a Hugging Face cache file is named by its sha256, which is used as is).
@@ -209,6 +202,17 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
     (:meth:`M3Encoder.from_pretrained` records their identities before reading them): a
     fine-tune saved into the same folder since would give the encoder the new weights'
     fingerprint, which workers loading the new files would then match.
+
+    The files name the encoder only while its model holds what it loaded from them (cast to
+    its precision by m3kit): a model changed in memory since (trained in place,
+    ``load_state_dict``, its parameters replaced), one built in memory, or one given to
+    ``M3Encoder(model, ..., info=...)`` without having been loaded from ``info``'s folder by
+    :meth:`M3Encoder.from_pretrained`, is named by its tensors (``"tensors-sha256:..."``).
+
+    Every call checks, cheaply (:class:`~m3kit.encoder_watch.EncoderWatch`: no weight is read
+    whole), that the encoder did not change since its fingerprint was taken; when it did (its
+    model trained or given other weights, a setting such as ``max_length`` reassigned) the
+    fingerprint is taken again, digesting the tensors if the weights changed.
 
     Args:
         encoder: The encoder.
@@ -223,11 +227,50 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
     """
     with _cache_lock:
         try:
-            cached = _by_encoder.get(encoder)
+            taken = _by_encoder.get(encoder)
         except TypeError:  # not weak-referenceable
-            cached = None
-    if cached is not None:
-        return cached
+            taken = None
+    if taken is not None:
+        change = taken.watch.change(encoder)
+        if change is None:
+            return taken.fingerprint
+        logger.info("the encoder changed since its fingerprint was taken (%s): taken again", change)
+        if taken.watch.weights_change(encoder.model) is None:
+            weights = taken.fingerprint.weights  # the weights are those it had
+        else:
+            weights = None
+    try:
+        # taken before the digest, so that a change made while digesting is seen
+        watch = EncoderWatch(encoder, weights=not _runs_onnx(encoder))
+    except AttributeError as exc:
+        raise TypeError(
+            f"{type(encoder).__name__} is not an M3Encoder: cannot fingerprint it ({exc})"
+        ) from None
+    fp = _fingerprint(encoder, weights)
+    with _cache_lock, contextlib.suppress(TypeError):  # not weak-referenceable: not cached
+        _by_encoder[encoder] = _Taken(fp, watch, None if taken is None else change)
+    return fp
+
+
+def fingerprint_change(encoder: Any) -> str | None:
+    """What changed in ``encoder`` that made :func:`encoder_fingerprint` take its fingerprint
+    again (the latest time), or ``None``: for messages."""
+    with _cache_lock:
+        try:
+            taken = _by_encoder.get(encoder)
+        except TypeError:
+            return None
+    return None if taken is None else taken.change
+
+
+def _runs_onnx(encoder: Any) -> bool:
+    """Whether ONNX Runtime computes the encoder's vectors: it holds its own copy of the
+    weights, fixed at load (``encoder.model`` is then an empty shell on the meta device)."""
+    backend = getattr(encoder, "backend", None)
+    return str(getattr(backend, "value", backend)) == "onnx"
+
+
+def _fingerprint(encoder: Any, weights: str | None) -> EncoderFingerprint:
     try:
         model, tokenizer = encoder.model, encoder.tokenizer
         heads = tuple(sorted(h.value for h in encoder.available_heads))
@@ -244,8 +287,12 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
     folder = None if path is None else Path(path)
     # checked before the files are read, and again after (nothing changed while reading)
     checked = folder is not None and check_loaded_files(model, folder)
+    if weights is None:
+        # the files name the weights only of the model loaded from them, as loaded
+        named_by_files = checked and folder is not None and loaded_unchanged(model, folder)
+        weights = weights_digest(model, folder if named_by_files else None)
     fp = EncoderFingerprint(
-        weights=weights or weights_digest(model, folder),
+        weights=weights,
         tokenizer=_tokenizer_digest(tokenizer),
         pooling=str(getattr(pooling, "value", pooling)),
         max_length=max_length,
@@ -259,8 +306,6 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
     )
     if checked and folder is not None:
         check_loaded_files(model, folder)
-    with _cache_lock, contextlib.suppress(TypeError):  # not weak-referenceable: not cached
-        _by_encoder[encoder] = fp
     return fp
 
 
@@ -325,114 +370,3 @@ def _tokenizer_digest(tokenizer: Any) -> str:
         raise TypeError(f"cannot fingerprint tokenizer {type(tokenizer).__name__}")
     digest = hashlib.sha256(blob.encode()).hexdigest()
     return f"{type(tokenizer).__name__}:sha256:{digest}"
-
-
-# -- chunking ---------------------------------------------------------------------------------
-def chunking_signature(chunker: Any) -> str:
-    """How documents are cut into chunks, as a stable string (part of a document's version).
-
-    ``None`` (one chunk per text) is ``"whole"``; an object with a ``signature`` string
-    (:class:`~m3kit.late_chunking.LateChunker`) is that string; anything else is its type and
-    all its settings (:func:`describe_settings`).
-    """
-    if chunker is None:
-        return "whole"
-    signature = getattr(chunker, "signature", None)
-    if isinstance(signature, str):
-        return signature
-    return describe_settings(chunker)
-
-
-def describe_settings(obj: Any) -> str:
-    """The type and every setting of a splitter, chunker or callable, as a stable string.
-
-    Objects are described by their qualified type name and their attributes (pydantic fields,
-    dataclass fields, or ``vars()``, private ones included: LangChain splitters keep their
-    settings in ``_chunk_size`` etc.), recursively; functions by their qualified name;
-    ``functools.partial`` by its function and arguments. Nothing depends on memory addresses,
-    so the same settings give the same string in every process. Encoders inside a chunker are
-    named only (their identity is the collection's :class:`EncoderFingerprint`).
-
-    >>> from dataclasses import dataclass
-    >>> @dataclass
-    ... class Splitter:
-    ...     chunk_size: int = 100
-    >>> describe_settings(Splitter(200))
-    'm3kit.fingerprint.Splitter{"chunk_size": "200"}'
-    """
-    return _describe(obj, 0, set())
-
-
-def _qualname(obj: Any) -> str:
-    kind = obj if isinstance(obj, type) or hasattr(obj, "__qualname__") else type(obj)
-    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', kind.__name__)}"
-
-
-def _describe(obj: Any, depth: int, seen: set[int]) -> str:
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return repr(obj)
-    if isinstance(obj, enum.Enum):
-        return f"{_qualname(obj)}.{obj.name}"
-    if isinstance(obj, re.Pattern):
-        return f"re({obj.pattern!r}, {int(obj.flags)})"
-    if depth > _MAX_DEPTH:
-        return f"<{_qualname(obj)}>"
-    if isinstance(obj, functools.partial):
-        args = [_describe(a, depth + 1, seen) for a in obj.args]
-        kwargs = {k: _describe(v, depth + 1, seen) for k, v in sorted(obj.keywords.items())}
-        return f"partial({_describe(obj.func, depth + 1, seen)}, {args}, {kwargs})"
-    if inspect.ismethod(obj):  # a bound method: its function and its object's settings
-        return f"{_qualname(obj)}@{_describe(obj.__self__, depth + 1, seen)}"
-    if inspect.isfunction(obj):  # its name, defaults and closure values
-        extra: list[Any] = [obj.__defaults__, obj.__kwdefaults__]
-        extra.append([_cell(c) for c in obj.__closure__ or ()])
-        if not any(extra):
-            return _qualname(obj)
-        return f"{_qualname(obj)}{_describe(extra, depth + 1, seen)}"
-    if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
-        return _qualname(obj)  # classes, builtins
-    if hasattr(obj, "available_heads") and hasattr(obj, "encode"):
-        return f"<encoder {type(obj).__qualname__}>"
-    if id(obj) in seen:
-        return f"<{_qualname(obj)}>"
-    seen = seen | {id(obj)}
-    if isinstance(obj, Mapping):
-        items = sorted((str(k), _describe(v, depth + 1, seen)) for k, v in obj.items())
-        return _bounded(json.dumps(dict(items), sort_keys=True, ensure_ascii=False), len(items))
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        parts = [_describe(v, depth + 1, seen) for v in obj]
-        if isinstance(obj, (set, frozenset)):
-            parts.sort()
-        return _bounded(json.dumps(parts, ensure_ascii=False), len(parts))
-    fields = _settings(obj)
-    if fields is None:
-        text = repr(obj)
-        return _qualname(obj) if " at 0x" in text else f"{_qualname(obj)}({text})"
-    described = {k: _describe(v, depth + 1, seen) for k, v in sorted(fields.items())}
-    return f"{_qualname(obj)}{json.dumps(described, sort_keys=True, ensure_ascii=False)}"
-
-
-def _cell(cell: Any) -> Any:
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell
-        return None
-
-
-def _settings(obj: Any) -> dict[str, Any] | None:
-    """An object's settings: pydantic fields, dataclass fields or its attributes."""
-    model_fields = getattr(type(obj), "model_fields", None)
-    if isinstance(model_fields, Mapping):
-        return {name: getattr(obj, name, None) for name in model_fields}
-    if dataclasses.is_dataclass(obj):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    attrs = getattr(obj, "__dict__", None)
-    if not isinstance(attrs, dict):
-        return None
-    return {k: v for k, v in attrs.items() if not k.startswith("__")}
-
-
-def _bounded(text: str, items: int) -> str:
-    if items <= _MAX_ITEMS:
-        return text
-    return f"<{items} items sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}>"

@@ -40,8 +40,10 @@ from m3kit.errors import CheckpointChangedError
 __all__ = [
     "check_loaded_files",
     "checkpoint_state",
+    "loaded_unchanged",
     "model_weights_digest",
     "remember_loaded",
+    "remember_placed",
     "tensors_sha256",
     "weights_digest",
 ]
@@ -174,20 +176,72 @@ def _state_token(model: Any) -> tuple[Any, ...]:
 
     parts: list[tuple[Any, ...]] = []
     sample = hashlib.sha256()
+    held = {id(t) for t in (*model.parameters(), *model.buffers())}
     for name, value in sorted(model.state_dict(keep_vars=True).items()):
-        if not isinstance(value, torch.Tensor):
-            parts.append((name, type(value).__qualname__, id(value)))
+        if isinstance(value, torch.Tensor):
+            t = value.detach()
+            if id(value) in held:
+                parts.append((name, id(value), t.data_ptr(), value._version, str(t.dtype)))
+            else:  # made afresh by every state_dict() (a quantised layer's scale): values
+                parts.append((name, str(t.dtype)))
+            parts[-1] += (t.shape,)
+            _add_sample(sample, t)
             continue
-        t = value.detach()
-        parts.append((name, id(value), t.data_ptr(), value._version, str(t.dtype), t.shape))
-        if t.device.type == "meta" or t.numel() == 0:
-            continue
-        if t.is_quantized:
-            t = t.int_repr()
-        flat = t.reshape(-1)
-        picked = flat[:: max(1, flat.numel() // _SAMPLE)].cpu().contiguous()
-        sample.update(picked.view(torch.uint8).numpy().tobytes())
+        # packed (quantised) weights come unpacked afresh from every state_dict(): their
+        # values, not their ids, say whether they changed
+        inner = [v for v in value if isinstance(v, torch.Tensor)] if _is_tuple(value) else []
+        parts.append((name, type(value).__qualname__, "" if inner else repr(value)))
+        for t in inner:
+            parts.append((name, str(t.dtype), t.shape))
+            _add_sample(sample, t.detach())
     return (tuple(parts), sample.hexdigest())
+
+
+def _is_tuple(value: Any) -> bool:
+    return isinstance(value, (tuple, list))
+
+
+def _add_sample(sample: Any, t: Any) -> None:
+    """Add a strided sample of ``t``'s values (:data:`_SAMPLE` of them) to ``sample``."""
+    import torch
+
+    if t.device.type == "meta" or t.numel() == 0:
+        return
+    if t.is_quantized:
+        t = t.int_repr()
+    flat = t.reshape(-1)
+    picked = flat[:: max(1, flat.numel() // _SAMPLE)].cpu().contiguous()
+    sample.update(picked.view(torch.uint8).numpy().tobytes())
+
+
+def loaded_unchanged(model: Any, folder: Path) -> bool:
+    """Whether ``model`` was loaded from the checkpoint in ``folder`` (:func:`remember_loaded`)
+    and none of its tensors changed since (or since m3kit placed it, :func:`remember_placed`).
+    """
+    with _lock:
+        try:
+            loaded = _loaded.get(model)
+        except TypeError:
+            loaded = None
+    if loaded is None or loaded[0].resolve() != Path(folder).resolve():
+        return False
+    return _state_token(model) == loaded[2]
+
+
+def remember_placed(model: Any) -> None:
+    """Record that ``model``, loaded and unchanged (:func:`loaded_unchanged`), was then moved,
+    cast or quantised by m3kit (:class:`~m3kit.M3Encoder`'s precision): it still holds its
+    checkpoint's weights, which name it (the precision is not part of an encoder's identity).
+    """
+    with _lock:
+        try:
+            loaded = _loaded.get(model)
+        except TypeError:
+            return
+    if loaded is not None:
+        token = _state_token(model)
+        with _lock:
+            _loaded[model] = (loaded[0], loaded[1], token)
 
 
 def remember_loaded(model: Any, folder: Path, state: _FilesKey | None = None) -> None:

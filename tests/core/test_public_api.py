@@ -7,6 +7,7 @@ import m3kit
 EXPECTED_ALL = [
     "DEFAULT_MODEL",
     "CheckpointChangedError",
+    "EncoderChangedError",
     "CheckpointError",
     "CheckpointKind",
     "CollectionNotFoundError",

@@ -74,7 +74,9 @@ class EncoderSpec:
 
         Raises:
             ValueError: The encoder was built from an in-memory model (no checkpoint folder a
-                worker could load); save it with ``m3kit.checkpoint`` and load it from there.
+                worker could load), or its model no longer holds its folder's weights
+                (changed in memory since loading); save it with ``M3Model.save`` and load it
+                from there.
         """
         from m3kit.fingerprint import encoder_fingerprint
         from m3kit.precision import Precision
@@ -88,6 +90,14 @@ class EncoderSpec:
                 "model); worker processes load the model from disk: save it and use "
                 "M3Encoder.from_pretrained(folder)"
             )
+        fingerprint = encoder_fingerprint(encoder)
+        if fingerprint.weights.startswith("tensors-sha256:"):
+            raise ValueError(
+                f"this M3Encoder's weights are not the ones in {info.path}: its model changed "
+                "in memory since it was loaded (trained in place, given other weights), or "
+                "was not loaded from that folder, and worker processes load the folder. Save "
+                "the model (M3Model.save) and use M3Encoder.from_pretrained on that folder"
+            )
         return cls(
             path=str(Path(info.path).resolve()),
             pooling=encoder.model.pooling.value,
@@ -98,7 +108,7 @@ class EncoderSpec:
             batch_size=encoder.batch_size,
             max_batch_tokens=encoder.max_batch_tokens,
             backend=backend,
-            identity=encoder_fingerprint(encoder).identity,
+            identity=fingerprint.identity,
             dtype_given=encoder.requested_precision is not Precision.AUTO,
             # a torch worker given one would refuse it (backend="auto" that resolved to torch)
             onnx_cache_dir=str(cache_dir) if backend == "onnx" and cache_dir is not None else None,

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint
+from m3kit.errors import EncoderChangedError
+from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint, fingerprint_change
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
@@ -94,6 +95,7 @@ class M3Index(IndexSearch):
         #: What identifies the encoder (recorded in the collection, checked on open).
         self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
         store.writer_id = self.fingerprint.identity
+        store.encoder_check = self.check_encoder
         info = getattr(encoder, "info", None)
         #: The checkpoint's own search calibration (``None``: it has none for this encoder:
         #: these weights loaded with these settings).
@@ -187,6 +189,36 @@ class M3Index(IndexSearch):
     def __repr__(self) -> str:
         return f"M3Index(store={self.store!r})"
 
+    def check_encoder(self) -> None:
+        """Check that the encoder is still the one this index was opened with.
+
+        Run before every write and search (the store's too: :attr:`M3Store.encoder_check`).
+        Cheap: :func:`~m3kit.fingerprint.encoder_fingerprint` re-reads no weight unless the
+        encoder changed.
+
+        Raises:
+            EncoderChangedError: The encoder changed in memory since the index was opened
+                (its model trained in place or given other weights, or a setting such as
+                ``max_length`` reassigned): its vectors would be written or compared under the
+                identity of the encoder it was. Names what changed.
+        """
+        now = encoder_fingerprint(self.encoder)
+        if now.identity == self.fingerprint.identity:
+            return
+        what = fingerprint_change(self.encoder) or "it changed"
+        differs = ", ".join(
+            f"{f} {_short(a)} -> {_short(b)}" for f, a, b in self.fingerprint.differences(now)
+        )
+        raise EncoderChangedError(
+            f"this index's encoder changed in memory since the index was opened: {what}. "
+            f"It is no longer the encoder the collection records ({differs}), so its vectors "
+            "would be stored or searched as that encoder's; nothing was written or searched. "
+            "To keep using the collection, use the encoder it records (load it again with "
+            "M3Encoder.from_pretrained, or undo the change); to use the changed encoder, "
+            "open the index again with it: M3Index.open(encoder, ..., reindex=True) "
+            "re-encodes the stored documents with it (or use another collection)"
+        )
+
     # -- writing ----------------------------------------------------------------------------
     def _records(
         self,
@@ -264,6 +296,7 @@ class M3Index(IndexSearch):
         if chunker is not None and late_chunker is not None:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
+        self.check_encoder()  # before encoding anything
         order, todo = self.pending(texts, metadatas, doc_ids, chunker=chunker)
         if not todo:
             return order
@@ -323,3 +356,8 @@ class M3Index(IndexSearch):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:39]}…"

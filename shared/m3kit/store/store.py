@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models
@@ -51,6 +51,10 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         #: Stored with every point written (``encoder_id``): set by :class:`M3Index` to its
         #: encoder's fingerprint identity.
         self.writer_id: str | None = None
+        #: Called before every :meth:`upsert` and :meth:`query`: set by :class:`M3Index` to
+        #: its check that the encoder is still the one whose identity it writes and searches
+        #: with (:meth:`M3Index.check_encoder`).
+        self.encoder_check: Callable[[], None] | None = None
         #: Server write settings (batch size, requests in flight); set by :meth:`open`.
         self.cluster: ClusterSettings | None = None
         #: Held by every write, and by writers that read the stored chunks before writing

@@ -8,7 +8,7 @@ holding :meth:`~m3kit.store.M3Store.query`, :meth:`~m3kit.store.M3Store.head_sco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy.typing as npt
 
@@ -41,6 +41,7 @@ class StoreSearch:
     _backend: StorageBackend
     schema: CollectionSchema
     query_options: QueryOptions
+    encoder_check: Callable[[], None] | None
 
     def query(
         self,
@@ -74,7 +75,13 @@ class StoreSearch:
                 FlagEmbedding's ``[0.4, 0.2, 0.4]``. Only ``fusion="m3"`` uses them.
             candidates: Candidates per retriever (default: :attr:`query_options`' rule,
                 ``max(4 * k, 50)``).
+
+        Raises:
+            EncoderChangedError: The store belongs to an :class:`~m3kit.store.M3Index` whose
+                encoder changed in memory since it was opened (nothing searched).
         """
+        if self.encoder_check is not None:
+            self.encoder_check()
         q = QueryVectors.check(self.schema, dense, sparse, colbert)
         raw = run_query(
             self._backend,

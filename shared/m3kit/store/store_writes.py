@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -34,6 +34,7 @@ class StoreWrites:
     _backend: StorageBackend
     schema: CollectionSchema
     writer_id: str | None
+    encoder_check: Callable[[], None] | None
     cluster: ClusterSettings | None
     write_lock: threading.RLock
 
@@ -74,7 +75,13 @@ class StoreWrites:
 
         Returns:
             The point ids, in input order.
+
+        Raises:
+            EncoderChangedError: The store belongs to an :class:`~m3kit.store.M3Index` whose
+                encoder changed in memory since it was opened (nothing written).
         """
+        if self.encoder_check is not None:
+            self.encoder_check()
         recs = list(records)
         if batch_size is None:
             batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
