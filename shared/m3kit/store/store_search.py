@@ -41,7 +41,7 @@ class StoreSearch:
     _backend: StorageBackend
     schema: CollectionSchema
     query_options: QueryOptions
-    encoder_check: Callable[[], None] | None
+    encoder_check: Callable[[], None] | None = None  # set by M3Index (M3Store.__init__)
 
     def query(
         self,

@@ -34,7 +34,7 @@ class StoreWrites:
     _backend: StorageBackend
     schema: CollectionSchema
     writer_id: str | None
-    encoder_check: Callable[[], None] | None
+    encoder_check: Callable[[], None] | None = None  # set by M3Index (M3Store.__init__)
     cluster: ClusterSettings | None
     write_lock: threading.RLock
 
