@@ -65,6 +65,21 @@ def test_pool_equals_single_process(encoder: M3Encoder, pool: EncoderPool) -> No
     assert len(pool.encode([])) == 0
 
 
+def test_cpu_workers_share_the_cores_by_default(encoder: M3Encoder, pool: EncoderPool) -> None:
+    """Each worker's torch took every core: n CPU workers ran n times the cores' threads.
+    By default they now share this process's torch threads (at least 1 each)."""
+    import torch
+
+    assert pool.worker_threads == (1, 1)  # threads_per_worker=1, as given
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a worker's torch alone takes every physical core
+    try:
+        with EncoderPool(encoder, workers=2) as shared:
+            assert shared.worker_threads == (1, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> None:
     with pytest.raises(TypeError, match="single text"):
         pool.encode("one text")  # type: ignore[arg-type]

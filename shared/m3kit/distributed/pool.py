@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from m3kit.encoder import M3Encoder, Truncation
 
-__all__ = ["EncoderPool", "EncoderSpec"]
+__all__ = ["EncoderPool", "EncoderSpec", "worker_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _worker(
     except BaseException:
         results.put(("load-error", rank, traceback.format_exc()))
         return
-    results.put(("ready", rank, None))
+    results.put(("ready", rank, torch.get_num_threads()))
     while True:
         task = tasks.get()
         if task is None:
@@ -90,6 +90,32 @@ def _default_devices(workers: int | None) -> list[str]:
     if workers is None and torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"] * (workers if workers is not None else max(1, (os.cpu_count() or 2) // 2))
+
+
+def worker_threads(
+    devices: Sequence[str], given: int | None, parent_threads: int
+) -> list[int | None]:
+    """torch threads of each worker: ``given`` for all, else the parent's torch threads
+    shared among the CPU workers (at least 1 each); ``None`` (torch's own) for GPU workers.
+
+    Each worker's torch defaults to every physical core, so ``n`` CPU workers on their own
+    would run ``n`` times the cores' threads, contending (e.g. 32 workers x 32 threads on a
+    64-thread machine).
+
+    >>> worker_threads(["cpu"] * 4, None, 16)
+    [4, 4, 4, 4]
+    >>> worker_threads(["cpu"] * 3, None, 2)
+    [1, 1, 1]
+    >>> worker_threads(["cuda:0", "cpu"], None, 8)
+    [None, 8]
+    >>> worker_threads(["cpu", "cpu"], 3, 8)
+    [3, 3]
+    """
+    if given is not None:
+        return [given] * len(devices)
+    cpu = sum(1 for d in devices if str(d).split(":")[0] == "cpu")
+    share = max(1, parent_threads // max(1, cpu))
+    return [share if str(d).split(":")[0] == "cpu" else None for d in devices]
 
 
 class EncoderPool:
@@ -120,8 +146,10 @@ class EncoderPool:
                 else ``workers`` CPU workers.
             workers: Number of CPU workers when ``devices`` is not given (default: half the
                 cores).
-            threads_per_worker: ``torch.set_num_threads`` in each worker (default: torch's
-                own choice; on CPU give ``cores // workers`` so workers do not oversubscribe).
+            threads_per_worker: ``torch.set_num_threads`` in each worker (default: this
+                process's torch threads shared among the CPU workers, at least 1 each, so
+                they do not oversubscribe the cores; GPU workers keep torch's own). The
+                threads each worker runs are in :attr:`worker_threads`.
             start_timeout: Seconds to wait for the workers to load the model.
 
         Raises:
@@ -148,10 +176,15 @@ class EncoderPool:
         self._next_task = 0
         self._closed = False
         self._procs: list[BaseProcess] = []
+        import torch
+
+        threads = worker_threads(self.devices, threads_per_worker, torch.get_num_threads())
+        #: torch threads each worker runs (reported by the worker once it has loaded).
+        self.worker_threads: tuple[int, ...] = ()
         for rank, dev in enumerate(self.devices):
             p = ctx.Process(
                 target=_worker,
-                args=(self.spec, dev, threads_per_worker, self._tasks, self._results, rank),
+                args=(self.spec, dev, threads[rank], self._tasks, self._results, rank),
                 name=f"m3kit-encoder-{rank}",
                 daemon=True,
             )
@@ -164,10 +197,10 @@ class EncoderPool:
             self.close()
             raise
         logger.info(
-            "EncoderPool: %d workers on %s, %s threads each",
+            "EncoderPool: %d workers on %s, torch threads %s",
             len(self._procs),
             ", ".join(self.devices),
-            threads_per_worker or "default",
+            list(self.worker_threads),
         )
 
     def __repr__(self) -> str:
@@ -179,6 +212,7 @@ class EncoderPool:
 
     def _wait_ready(self, timeout: float) -> None:
         ready: set[int] = set()
+        reported: dict[int, int] = {}
         waited = 0.0
         while len(ready) < len(self._procs):
             kind, rank, detail = self._get(waited_for="to load the model")
@@ -189,12 +223,14 @@ class EncoderPool:
                 )
             if kind == "ready":
                 ready.add(int(rank))
+                reported[int(rank)] = int(detail)
             waited += _POLL_S if kind == "poll" else 0.0
             if waited > timeout:
                 raise RuntimeError(
                     f"encoder workers {sorted(set(range(len(self._procs))) - ready)} did not "
                     f"load the model within {timeout:.0f} s"
                 )
+        self.worker_threads = tuple(reported[r] for r in range(len(self._procs)))
 
     def _get(self, *, waited_for: str) -> tuple[str, Any, Any]:
         """The next message, or ``("poll", ...)`` after a quiet second with every worker up."""
