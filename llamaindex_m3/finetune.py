@@ -34,12 +34,28 @@ if TYPE_CHECKING:
 __all__ = ["M3FinetuneEngine"]
 
 
-def _qa(dataset: Any) -> QADataset:
+def _qa(dataset: Any, name: str) -> QADataset:
+    """``dataset`` read as a :class:`QADataset`; ``name``: the argument it was given as.
+
+    Raises:
+        TypeError: ``dataset`` is neither a dataset nor a path; the message names ``name``
+            (the fourth positional argument is ``val_dataset`` here, ``batch_size`` in
+            LlamaIndex's ``SentenceTransformersFinetuneEngine``).
+    """
     if isinstance(dataset, QADataset):
         return dataset
     if isinstance(dataset, (str, os.PathLike)):
         return QADataset.from_json(dataset)
-    return QADataset.from_llamaindex(dataset)
+    try:
+        return QADataset.from_llamaindex(dataset)
+    except TypeError as e:
+        hint = ""
+        if name == "val_dataset" and isinstance(dataset, int):
+            hint = (
+                " (LlamaIndex's SentenceTransformersFinetuneEngine takes batch_size fourth; "
+                "pass batch_size=, epochs= and val_dataset= by name)"
+            )
+        raise TypeError(f"{name}: {e}{hint}") from e
 
 
 def _spans(dataset: Any) -> list[SpanExample]:
@@ -139,8 +155,8 @@ class M3FinetuneEngine:
         if span_overlap is not None and not self.late_chunking:
             raise ValueError("span_overlap applies with late_chunking=True only")
         self.span_examples = _spans(train_dataset) if self.late_chunking else None
-        self.train_dataset = None if self.late_chunking else _qa(train_dataset)
-        self.val_dataset = _qa(val_dataset) if val_dataset is not None else None
+        self.train_dataset = None if self.late_chunking else _qa(train_dataset, "train_dataset")
+        self.val_dataset = _qa(val_dataset, "val_dataset") if val_dataset is not None else None
         self.model_id = model_id
         self.model_output_path = model_output_path
         self.mine_negatives = int(mine_negatives)

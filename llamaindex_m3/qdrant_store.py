@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from contextvars import ContextVar
 from typing import Any
 
@@ -122,6 +123,13 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
     return doc_fn.prune(vectors.sparse[0])
 
 
+def _store_arguments() -> set[str]:
+    """The named arguments of ``QdrantVectorStore.__init__`` (its ``**kwargs`` are unused)."""
+    params = inspect.signature(QdrantVectorStore.__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in named} - {"self", "collection_name"}
+
+
 class M3QdrantVectorStore(QdrantVectorStore):
     """``QdrantVectorStore`` in hybrid mode with M3 sparse vectors; late chunks keep theirs.
 
@@ -140,7 +148,8 @@ class M3QdrantVectorStore(QdrantVectorStore):
             ``batch_size``, vector names, ...).
 
     Raises:
-        TypeError: A hybrid argument this class sets itself was given.
+        TypeError: A hybrid argument this class sets itself was given, or one that
+            ``QdrantVectorStore`` does not take (it would swallow a misspelt one, unused).
         HeadNotAvailableError: The model has no sparse head.
     """
 
@@ -158,6 +167,12 @@ class M3QdrantVectorStore(QdrantVectorStore):
             raise TypeError(
                 f"M3QdrantVectorStore sets {clash} itself (hybrid mode with M3's sparse head); "
                 "use llama_index's QdrantVectorStore for other sparse models"
+            )
+        unknown = sorted(set(kwargs) - _store_arguments())
+        if unknown:
+            raise TypeError(
+                f"M3QdrantVectorStore got unexpected arguments {unknown}; QdrantVectorStore "
+                f"takes {sorted(_store_arguments() - set(_OWN_ARGS))}"
             )
         doc_fn, query_fn = m3_sparse_fns(sparse_model)
         super().__init__(

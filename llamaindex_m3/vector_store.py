@@ -258,14 +258,20 @@ class M3VectorStore(BasePydanticVectorStore):
         An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id.
 
         Raises:
-            ValueError: Neither is given (use :meth:`clear`).
+            ValueError: Neither is given, or ``filters`` holds no filter and no ``node_ids``
+                are given (it would select every node: use :meth:`clear`).
         """
         _no_kwargs("delete_nodes", delete_kwargs)
         by_id = None if node_ids is None else chunk_ids_filter(node_ids)
-        with self._index.store.write_lock:
-            self._index.store.delete_points(
-                filter=and_filters(by_id, to_filter(to_store_filter(filters)))
+        where = to_filter(to_store_filter(filters))
+        if by_id is None and where is None:
+            given = "is None" if filters is None else "is an empty MetadataFilters"
+            raise ValueError(
+                f"M3VectorStore.delete_nodes needs node_ids or filters with a filter; node_ids "
+                f"is None and filters {given} (to delete every node, call clear())"
             )
+        with self._index.store.write_lock:
+            self._index.store.delete_points(filter=and_filters(by_id, where))
 
     async def adelete_nodes(
         self,

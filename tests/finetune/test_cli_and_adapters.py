@@ -427,3 +427,19 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     assert fused_row(["--weights", "0.4,0.2,0.4"]) == expected((0.4, 0.2, 0.4))
     with pytest.raises(SystemExit, match="--weights takes dense,sparse,colbert"):
         fused_row(["--weights", "1,2"])
+
+
+def test_llamaindex_engine_names_a_bad_dataset_argument(
+    toy_examples: list[TrainingExample],
+) -> None:
+    """``SentenceTransformersFinetuneEngine``'s fourth argument is ``batch_size``, this one's
+    ``val_dataset``: LlamaIndex's positional call said only "got int", not which argument."""
+    from llamaindex_m3.finetune import M3FinetuneEngine
+    from m3kit.finetune import QADataset
+
+    train = QADataset.from_examples(toy_examples)
+    with pytest.raises(TypeError, match=r"^val_dataset: .*got int.*batch_size=") as bad_val:
+        M3FinetuneEngine(train, "BAAI/bge-m3", "exp_finetune", 16)
+    assert "relevant_docs" in str(bad_val.value)
+    with pytest.raises(TypeError, match=r"^train_dataset: .*got list"):
+        M3FinetuneEngine([1, 2])

@@ -233,3 +233,15 @@ def test_store_cuts_carried_sparse_as_its_model_cuts(
         assert 0 < len(stored[node.node_id][0]) <= 3
         assert stored[node.node_id][0] == want.indices.tolist()
         np.testing.assert_array_equal(np.asarray(stored[node.node_id][1], np.float32), want.values)
+
+
+def test_misspelt_store_argument_is_refused(tiny_encoder: M3Encoder) -> None:
+    """``QdrantVectorStore.__init__`` swallows unknown keywords (``**kwargs``, unused): a
+    misspelt ``dense_vector_nam="dense"`` left the store on ``text-dense``, silently."""
+    client = QdrantClient(":memory:")
+    with pytest.raises(TypeError, match=r"unexpected arguments \['dense_vector_nam'\]"):
+        M3QdrantVectorStore("x", client=client, sparse_model=tiny_encoder, dense_vector_nam="dense")
+    store = M3QdrantVectorStore(
+        "x", client=client, sparse_model=tiny_encoder, dense_vector_name="dense", batch_size=8
+    )
+    assert (store.dense_vector_name, store.batch_size) == ("dense", 8)

@@ -16,6 +16,7 @@ from llama_index.core.schema import (
     RelatedNodeInfo,
     TextNode,
 )
+from llama_index.core.vector_stores import MetadataFilters
 
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from llamaindex_m3.node_records import node_record
@@ -230,3 +231,12 @@ def test_retriever_unchanged_document_takes_the_latest_node_ids_and_fields(
         assert sorted(got) == ["new-0", "new-1"]
         assert got["new-0"].next_node is not None and got["new-0"].next_node.node_id == "new-1"
         assert "section" in got["new-1"].excluded_llm_metadata_keys
+
+
+def test_delete_nodes_with_an_empty_filter_list_names_it(store: M3VectorStore) -> None:
+    """``filters=MetadataFilters(filters=[])`` filters nothing: refused (it would delete every
+    node), and the error said "give point ids, a filter or both" to a caller who gave one."""
+    store.add([TextNode(text="Oxygen is O.", id_="keep")])
+    with pytest.raises(ValueError, match=r"filters is an empty MetadataFilters.*clear\(\)"):
+        store.delete_nodes(filters=MetadataFilters(filters=[]))
+    assert [n.node_id for n in store.get_nodes()] == ["keep"]
