@@ -1,0 +1,31 @@
+"""M3VectorStore against langchain-qdrant's contract: what is stored comes back as it was, or
+the write fails saying why (never a silently changed value)."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_m3 import M3VectorStore
+from m3kit import M3Encoder
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_metadata_integers_beyond_64_bits_are_refused_not_stored_as_floats(
+    tiny_encoder: M3Encoder, backend: str
+) -> None:
+    """The embedded engine (and a server's JSON API) keep a payload integer in 64 bits; a
+    larger one came back as an inexact float (2**70 -> 1.1805916207174113e+21)."""
+    with M3VectorStore.open(tiny_encoder, backend=backend) as store:
+        fits = {"lo": -(2**63), "hi": 2**64 - 1, "deep": [{"n": 2**53 + 1}]}
+        store.add_texts(["fits"], [fits], ids=["fits"])
+        assert store.get_by_ids(["fits"])[0].metadata == fits
+        for value, where in [
+            (2**70, "['big']"),
+            (-(2**63) - 1, "['big']"),
+            ([1, {"x": 2**64}], "['big'][1]['x']"),
+        ]:
+            with pytest.raises(ValueError, match="64-bit") as info:
+                store.add_texts(["too big"], [{"big": value}], ids=["big"])
+            assert where in str(info.value)
+            assert "string" in str(info.value)
+        assert store.get_by_ids(["big"]) == []
