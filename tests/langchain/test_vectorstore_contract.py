@@ -29,3 +29,29 @@ def test_metadata_integers_beyond_64_bits_are_refused_not_stored_as_floats(
             assert where in str(info.value)
             assert "string" in str(info.value)
         assert store.get_by_ids(["big"]) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"key": "metadata.t", "match": {"value": "x"}}],  # a qdrant Filter's JSON form
+        ["x", ["y"]],
+        [None],
+    ],
+    ids=["dict", "nested-list", "none"],
+)
+def test_a_filter_list_holding_a_non_scalar_is_an_error_naming_the_key(
+    tiny_encoder: M3Encoder, value: list[object]
+) -> None:
+    """An any-of list with a dict or a list in it failed with a bare ``TypeError:
+    unhashable type: 'dict'`` from inside the filter builder, naming neither key nor value."""
+    with M3VectorStore.from_texts(["a", "b"], tiny_encoder, [{"t": "x"}, {"t": "y"}]) as store:
+        for search in (
+            lambda: store.similarity_search("a", filter={"must": value}),
+            lambda: store.as_retriever(search_kwargs={"filter": {"must": value}}).invoke("a"),
+            lambda: store.as_m3_retriever().invoke("a", filter={"must": value}),
+        ):
+            with pytest.raises(ValueError, match=r"filter on 'metadata\.must' \(any of\)") as info:
+                search()
+            assert repr(value[-1]) in str(info.value)
+            assert "string, bool, int or float" in str(info.value)
