@@ -55,3 +55,21 @@ def test_a_filter_list_holding_a_non_scalar_is_an_error_naming_the_key(
                 search()
             assert repr(value[-1]) in str(info.value)
             assert "string, bool, int or float" in str(info.value)
+
+
+def test_a_none_metadata_entry_is_no_metadata_as_in_langchain_qdrant(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """``add_texts(texts, [None, {...}])`` stores the first text without metadata in
+    langchain-qdrant; here it failed with ``TypeError: 'NoneType' object is not iterable``."""
+    with M3VectorStore.from_texts(
+        ["a", "b"], tiny_encoder, [None, {"t": 1}], ids=["a", "b"]
+    ) as store:
+        assert [d.metadata for d in store.get_by_ids(["a", "b"])] == [{}, {"t": 1}]
+        store.add_texts(["c"], [None], ids=["c"])
+        assert store.get_by_ids(["c"])[0].metadata == {}
+        retriever = store.as_m3_retriever()
+        retriever.add_texts(["d"], [None], ids=["d"])
+        assert store.get_by_ids(["d"])[0].metadata == {}
+        with pytest.raises(TypeError, match=r"metadatas\[1\] is str, not a dict"):
+            store.add_texts(["e", "f"], [{}, "oops"])  # type: ignore[list-item]
