@@ -56,18 +56,27 @@ def encoder_of(embedding: M3Encoder | EncoderModel) -> M3Encoder:
 
 
 def documents_of(
-    texts: Iterable[str], metadatas: Sequence[dict[str, Any]] | None
+    texts: Iterable[str], metadatas: Sequence[Mapping[str, Any] | None] | None
 ) -> list[Document]:
-    """One ``Document`` per text (with its metadata dict)."""
+    """One ``Document`` per text (with its metadata dict; a ``None`` entry is no metadata,
+    as langchain-qdrant stores it).
+
+    Raises:
+        TypeError: ``texts`` is one string, or a metadata entry is not a mapping or ``None``.
+        ValueError: ``metadatas`` has another length than ``texts``.
+    """
     if isinstance(texts, str):
         raise TypeError("texts is a list of texts; wrap a single text as [text]")
     texts = list(texts)
     if metadatas is not None and len(metadatas) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")
-    return [
-        Document(page_content=t, metadata=dict(metadatas[i]) if metadatas else {})
-        for i, t in enumerate(texts)
-    ]
+    out = []
+    for i, text in enumerate(texts):
+        meta = metadatas[i] if metadatas else None
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"metadatas[{i}] is {type(meta).__name__}, not a dict (or None)")
+        out.append(Document(page_content=text, metadata=dict(meta or {})))
+    return out
 
 
 def hit_document(hit: Hit) -> Document:

@@ -96,14 +96,14 @@ class RetrieverWrites:
     def add_texts(
         self,
         texts: Iterable[str],
-        metadatas: Sequence[dict[str, Any]] | None = None,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
         *,
         ids: Sequence[str] | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
-        """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
+        """:meth:`add_documents` for plain texts (and optional metadata dicts; ``None``: none)."""
         return self.add_documents(
             documents_of(texts, metadatas),
             ids=ids,

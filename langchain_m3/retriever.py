@@ -260,7 +260,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         cls,
         texts: Iterable[str],
         embedding: M3Encoder | EncoderModel,
-        metadatas: Sequence[dict[str, Any]] | None = None,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
         *,
         ids: Sequence[str] | None = None,
         location: str | os.PathLike[str] | None = None,

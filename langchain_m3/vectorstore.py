@@ -202,7 +202,7 @@ class M3VectorStore(VectorStoreSearch):
         cls,
         texts: list[str],
         embedding: Any,
-        metadatas: list[dict[str, Any]] | None = None,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
@@ -263,12 +263,12 @@ class M3VectorStore(VectorStoreSearch):
     def add_texts(
         self,
         texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """:meth:`add_documents` for plain texts (and optional metadata dicts)."""
+        """:meth:`add_documents` for plain texts (and optional metadata dicts; ``None``: none)."""
         return self.add_documents(documents_of(texts, metadatas), ids=ids, **kwargs)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:

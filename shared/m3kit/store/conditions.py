@@ -113,7 +113,8 @@ def any_of(path: str, values: Sequence[Scalar]) -> models.Condition:
     """Some value of ``path`` equals one of ``values`` (one condition, however many values).
 
     Raises:
-        ValueError: ``values`` is empty or holds a value :func:`equals` refuses.
+        ValueError: ``values`` is empty or holds a value :func:`equals` refuses (a dict, a
+            list or ``None`` among them included).
     """
     values = _non_empty(path, values, "any of")
     strings = list(dict.fromkeys(v for v in values if isinstance(v, str)))
@@ -184,6 +185,12 @@ def _non_empty(path: str, values: Sequence[Scalar], what: str) -> list[Scalar]:
     out = list(values)
     if not out:
         raise ValueError(f"filter on {path!r} ({what}): the list is empty")
+    for v in out:
+        if not isinstance(v, str | int | float):  # bool is an int
+            raise ValueError(
+                f"filter on {path!r} ({what}): {v!r} ({type(v).__name__}) is not supported in "
+                "the list; use a string, bool, int or float"
+            )
     return out
 
 

@@ -85,9 +85,17 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     Traceback (most recent call last):
     ValueError: metadata of row 4 is not JSON (Out of range float values are not JSON compliant...
 
+    Integers must fit in 64 bits (``-2**63`` to ``2**64 - 1``): the embedded engine and a
+    server's JSON API store a larger one as an inexact float.
+
+    >>> plain_json({"id": [2**70]}, "metadata of row 5")
+    Traceback (most recent call last):
+    ValueError: metadata of row 5['id'][0] is the integer 1180591620717411303424, beyond ...
+
     Raises:
-        ValueError: A value is not JSON (NaN and infinities included) or a string is not
-            UTF-8 (an unpaired surrogate); ``what`` names the value.
+        ValueError: A value is not JSON (NaN and infinities included), an integer does not
+            fit in 64 bits, or a string is not UTF-8 (an unpaired surrogate); ``what`` names
+            the value.
     """
     try:
         blob = json.dumps(dict(mapping), allow_nan=False, ensure_ascii=False)
@@ -95,7 +103,24 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     except (TypeError, ValueError) as exc:
         hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
         raise ValueError(f"{what} is not JSON ({exc}){hint}") from None
-    return json.loads(blob)  # type: ignore[no-any-return]
+    plain: dict[str, Any] = json.loads(blob)
+    _check_integers(plain, what)
+    return plain
+
+
+def _check_integers(value: Any, where: str) -> None:
+    """Refuse an integer Qdrant cannot hold exactly (outside ``-2**63 .. 2**64 - 1``)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_integers(item, f"{where}[{key!r}]")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_integers(item, f"{where}[{i}]")
+    elif isinstance(value, int) and not -(2**63) <= value <= 2**64 - 1:
+        raise ValueError(
+            f"{where} is the integer {value}, beyond the 64-bit integers Qdrant stores (it "
+            "would come back as an inexact float); store it as a string instead"
+        )
 
 
 def check_text(text: str, what: str) -> None:

@@ -1,0 +1,75 @@
+"""M3VectorStore against langchain-qdrant's contract: what is stored comes back as it was, or
+the write fails saying why (never a silently changed value)."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_m3 import M3VectorStore
+from m3kit import M3Encoder
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_metadata_integers_beyond_64_bits_are_refused_not_stored_as_floats(
+    tiny_encoder: M3Encoder, backend: str
+) -> None:
+    """The embedded engine (and a server's JSON API) keep a payload integer in 64 bits; a
+    larger one came back as an inexact float (2**70 -> 1.1805916207174113e+21)."""
+    with M3VectorStore.open(tiny_encoder, backend=backend) as store:
+        fits = {"lo": -(2**63), "hi": 2**64 - 1, "deep": [{"n": 2**53 + 1}]}
+        store.add_texts(["fits"], [fits], ids=["fits"])
+        assert store.get_by_ids(["fits"])[0].metadata == fits
+        for value, where in [
+            (2**70, "['big']"),
+            (-(2**63) - 1, "['big']"),
+            ([1, {"x": 2**64}], "['big'][1]['x']"),
+        ]:
+            with pytest.raises(ValueError, match="64-bit") as info:
+                store.add_texts(["too big"], [{"big": value}], ids=["big"])
+            assert where in str(info.value)
+            assert "string" in str(info.value)
+        assert store.get_by_ids(["big"]) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"key": "metadata.t", "match": {"value": "x"}}],  # a qdrant Filter's JSON form
+        ["x", ["y"]],
+        [None],
+    ],
+    ids=["dict", "nested-list", "none"],
+)
+def test_a_filter_list_holding_a_non_scalar_is_an_error_naming_the_key(
+    tiny_encoder: M3Encoder, value: list[object]
+) -> None:
+    """An any-of list with a dict or a list in it failed with a bare ``TypeError:
+    unhashable type: 'dict'`` from inside the filter builder, naming neither key nor value."""
+    with M3VectorStore.from_texts(["a", "b"], tiny_encoder, [{"t": "x"}, {"t": "y"}]) as store:
+        for search in (
+            lambda: store.similarity_search("a", filter={"must": value}),
+            lambda: store.as_retriever(search_kwargs={"filter": {"must": value}}).invoke("a"),
+            lambda: store.as_m3_retriever().invoke("a", filter={"must": value}),
+        ):
+            with pytest.raises(ValueError, match=r"filter on 'metadata\.must' \(any of\)") as info:
+                search()
+            assert repr(value[-1]) in str(info.value)
+            assert "string, bool, int or float" in str(info.value)
+
+
+def test_a_none_metadata_entry_is_no_metadata_as_in_langchain_qdrant(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """``add_texts(texts, [None, {...}])`` stores the first text without metadata in
+    langchain-qdrant; here it failed with ``TypeError: 'NoneType' object is not iterable``."""
+    with M3VectorStore.from_texts(
+        ["a", "b"], tiny_encoder, [None, {"t": 1}], ids=["a", "b"]
+    ) as store:
+        assert [d.metadata for d in store.get_by_ids(["a", "b"])] == [{}, {"t": 1}]
+        store.add_texts(["c"], [None], ids=["c"])
+        assert store.get_by_ids(["c"])[0].metadata == {}
+        retriever = store.as_m3_retriever()
+        retriever.add_texts(["d"], [None], ids=["d"])
+        assert store.get_by_ids(["d"])[0].metadata == {}
+        with pytest.raises(TypeError, match=r"metadatas\[1\] is str, not a dict"):
+            store.add_texts(["e", "f"], [{}, "oops"])  # type: ignore[list-item]
