@@ -14,6 +14,7 @@ from m3kit.errors import (
     MissingExtraError,
     SchemaMismatchError,
     StoreConnectionError,
+    TrainingDivergedError,
     TruncationError,
 )
 from m3kit.machine import MachineInfo, describe_machine
@@ -41,6 +42,7 @@ __all__ = [
     "SchemaMismatchError",
     "SparseVector",
     "StoreConnectionError",
+    "TrainingDivergedError",
     "Truncation",
     "TruncationError",
     "describe_machine",

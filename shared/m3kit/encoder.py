@@ -124,12 +124,18 @@ class M3Encoder:
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("batch_size and max_batch_tokens must be positive")
         check_onnx_cache_dir(onnx_cache_dir, backend)
-        cuda = torch.cuda.is_available() and EncoderBackend(backend) is not EncoderBackend.ONNX
+        self.requested_precision = precision_from(precision)
+        # ONNX Runtime and int8 (dynamic quantisation) run on CPU only: without a device
+        # given, they get the CPU rather than a GPU they would then refuse
+        cuda = (
+            torch.cuda.is_available()
+            and EncoderBackend(backend) is not EncoderBackend.ONNX
+            and self.requested_precision is not Precision.INT8
+        )
         self.device = (
             torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
         )
         self._onnx: OnnxRunner | None
-        self.requested_precision = precision_from(precision)
         # the checkpoint's files name the model only while it holds what it loaded from them;
         # the cast to this precision below keeps that so (precision is not identity)
         from_files = info is not None and loaded_unchanged(model, info.path)
@@ -181,7 +187,8 @@ class M3Encoder:
 
         Args:
             name_or_path: Local folder or hub id (default ``BAAI/bge-m3``).
-            device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+            device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, except for
+                ``dtype="int8"`` and the ONNX backend, which run on CPU only).
             dtype: Precision of the forward pass (:class:`~m3kit.precision.Precision`):
                 ``"auto"`` (default: bf16 where the device runs it natively, fp16 on
                 older GPUs, else fp32; see :func:`~m3kit.precision.probe_bf16`),

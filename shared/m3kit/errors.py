@@ -14,6 +14,7 @@ __all__ = [
     "MissingExtraError",
     "SchemaMismatchError",
     "StoreConnectionError",
+    "TrainingDivergedError",
     "TruncationError",
 ]
 
@@ -70,6 +71,11 @@ class CollectionNotFoundError(M3KitError, ValueError):
 
 class StoreConnectionError(M3KitError, ConnectionError):
     """Qdrant could not be reached or refused the request."""
+
+
+class TrainingDivergedError(M3KitError, FloatingPointError):
+    """A fine-tune diverged: its loss or its weights became NaN or infinite. The message names
+    the step; nothing was saved to the output folder."""
 
 
 class MissingExtraError(M3KitError, ImportError):

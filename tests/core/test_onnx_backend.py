@@ -405,3 +405,32 @@ def test_an_onnx_cache_folder_with_the_torch_backend_is_an_error(
     with pytest.raises(ValueError, match="onnx_cache_dir is for backend='onnx'"):
         M3Encoder.from_pretrained(tiny_m3_path, backend="torch", onnx_cache_dir=tmp_path)
     assert M3Encoder.from_pretrained(tiny_m3_path, backend="torch").onnx_cache_dir is None
+
+
+def test_onnxruntime_without_onnx_names_the_extra_before_exporting(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export needs the onnx package as well as onnxruntime (the onnx extra has both):
+    without it the error names the extra before any export work, and leaves no cache files;
+    a verified cached export still loads without it (ONNX Runtime alone reads it)."""
+    import sys
+
+    from m3kit.errors import MissingExtraError
+
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+        m.setattr(onnx_backend, "_export", _must_not_run)
+        with pytest.raises(MissingExtraError, match=r"needs the onnx package.*m3kit\[onnx\]"):
+            M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=cache)
+    assert not cache.exists() or not any(cache.iterdir())
+    built = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=cache)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnx", None)
+        m.setattr(onnx_backend, "_export", _must_not_run)
+        again = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=cache)
+    np.testing.assert_array_equal(again.encode(["x"]).dense, built.encode(["x"]).dense)
+
+
+def _must_not_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the export started although onnx is missing")

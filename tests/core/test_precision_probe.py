@@ -250,3 +250,16 @@ def test_auto_choices_follow_faked_cpu_flags(
         "bf16" if dtype == torch.bfloat16 else "fp32"
     )
     assert onnx_backend._this_cpu_int8_scheme().reduce_range is reduce_range
+
+
+def test_int8_without_a_device_runs_on_the_cpu_of_a_cuda_machine(
+    tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 (dynamic quantisation) runs on CPU only: with no device given it picks the CPU,
+    not the GPU it would then refuse; an explicit GPU with int8 stays an error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="int8")
+    assert encoder.device == torch.device("cpu") and encoder.precision is Precision.INT8
+    assert encoder.encode(["int8 on the CPU"]).dense.shape == (1, 32)
+    with pytest.raises(ValueError, match="int8 dynamic quantisation runs on CPU only, not on cuda"):
+        M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", device="cuda")

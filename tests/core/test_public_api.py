@@ -26,6 +26,7 @@ EXPECTED_ALL = [
     "SchemaMismatchError",
     "SparseVector",
     "StoreConnectionError",
+    "TrainingDivergedError",
     "Truncation",
     "TruncationError",
     "describe_machine",

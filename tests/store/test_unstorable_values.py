@@ -8,12 +8,16 @@ the same data worked on one backend only. Both now refuse them up front, naming 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from m3kit import M3Encoder, M3Output, SparseVector
 from m3kit.chunking import NaiveChunker
 from m3kit.store import ChunkRecord, M3Index, output_row
 from tests.store.conftest import stored_texts
@@ -70,3 +74,51 @@ def test_upsert_checks_every_record_before_writing(
     assert index.count() == 0
     index.store.upsert(records, batch_size=8)
     assert index.count() == 70
+
+
+def _poisoned(row: M3Output, head: str, value: float) -> M3Output:
+    """``row`` with one ``value`` (NaN / inf) in its ``head`` vector."""
+    dense, colbert = row.dense.copy(), row.colbert[0].copy()
+    sparse = row.sparse[0]
+    if head == "dense":
+        dense[0, 0] = value
+    elif head == "colbert":
+        colbert[-1, 0] = value
+    else:
+        values = sparse.values.copy()
+        values[0] = value
+        sparse = SparseVector(sparse.indices, values)
+    return dataclasses.replace(row, _dense=dense, _sparse=(sparse,), _colbert=(colbert,))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize("head", ["dense", "sparse", "colbert"])
+def test_non_finite_vectors_are_refused_before_any_write_naming_the_text(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, head: str, value: float
+) -> None:
+    index = open_index(tiny_encoder)
+    texts = [f"document number {i}" for i in range(20)]
+    out = tiny_encoder.encode(texts)
+    records = [ChunkRecord(f"d{i}", 0, t, {}, output_row(out, i)) for i, t in enumerate(texts)]
+    records[17] = dataclasses.replace(
+        records[17], vectors=_poisoned(records[17].vectors, head, value)
+    )
+    name = "ColBERT" if head == "colbert" else head
+    with pytest.raises(
+        ValueError, match=rf"record 'd17'#0 \('document number 17'\) has NaN or infinite {name}"
+    ):
+        index.store.upsert(records, batch_size=4)
+    assert index.count() == 0
+
+
+def test_an_encoder_giving_nan_vectors_writes_nothing(
+    open_index: Callable[..., M3Index], tiny_m3_path: Path
+) -> None:
+    """A checkpoint with a NaN weight encodes NaN vectors: add_texts refuses them by name."""
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    with torch.no_grad():
+        encoder.model.backbone.embeddings.LayerNorm.weight[0] = math.nan
+    index = open_index(encoder)
+    with pytest.raises(ValueError, match=r"\('Jupiter is a gas giant\.'\) has NaN or infinite"):
+        index.add_texts(["Jupiter is a gas giant.", "Honeybees dance."])
+    assert index.count() == 0

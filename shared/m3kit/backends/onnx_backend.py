@@ -198,6 +198,22 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
+def _require_onnx() -> None:
+    """Refuse an export without the ``onnx`` package, naming the extra.
+
+    ONNX Runtime alone reads a cached export, but torch's exporter and the int8 quantiser
+    need ``onnx``: without it the export failed partway with torch's "Module onnx is not
+    installed!", which names no extra.
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError(
+            "exporting a model to ONNX needs the onnx package as well as onnxruntime: "
+            "pip install 'm3kit[onnx]'"
+        ) from e
+
+
 def _export(model: M3Model, out: Path, *, opset: int) -> tuple[str, ...]:
     graph = _Graph(model).eval()
     names = _OUTPUTS if model.heads is not None else _OUTPUTS[:2]
@@ -404,7 +420,8 @@ def load_onnx_runner(
 
     Raises:
         ValueError: The model's weights are not float32 (:func:`check_exportable`).
-        MissingExtraError: onnxruntime is not installed.
+        MissingExtraError: onnxruntime is not installed, or ``onnx`` is not and there is no
+            cached export to reuse.
     """
     ort = _import_ort()
     variant = OnnxVariant(variant)
@@ -432,6 +449,7 @@ def load_onnx_runner(
     if verified_export(folder, key):
         logger.info("ONNX export reused from %s", folder)
     else:
+        _require_onnx()  # before any export work: torch's exporter and the int8 step need it
         logger.info("exporting the model to ONNX (%s) into %s", variant.value, folder)
         _build(model, folder, key, opset, weights, scheme)
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

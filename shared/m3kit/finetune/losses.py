@@ -25,6 +25,7 @@ filtering (candidates scoring within a margin of the positive are not negatives)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,8 +83,8 @@ class LossConfig:
             raise ValueError("train at least one head")
         for name in ("temperature", "sparse_temperature", "colbert_temperature"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if len(self.ensemble_weights) != 3:
             raise ValueError("ensemble_weights are (dense, sparse, colbert)")
         if self.false_negative_margin is not None and self.false_negative_margin < 0:

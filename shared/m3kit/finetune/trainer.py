@@ -11,6 +11,7 @@ load.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -195,8 +196,8 @@ class FinetuneConfig:
             raise ValueError("batch_size and gradient_accumulation_steps must be >= 1")
         for name in ("learning_rate", "head_learning_rate"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         for name in ("num_negatives", "span_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
-from m3kit.errors import CheckpointError
+from m3kit.errors import CheckpointError, TrainingDivergedError
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
 from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
@@ -70,7 +70,15 @@ def default_learning_rate(num_parameters: int) -> float:
 
 
 class TrainingModule(nn.Module):
-    """Base of what the Trainer optimises: the model being trained, its loss and a loss log."""
+    """Base of what the Trainer optimises: the model being trained, its loss and a loss log.
+
+    A loss that is not finite (NaN or inf: a diverged model, a NaN start checkpoint, an
+    fp16 overflow) raises :class:`~m3kit.errors.TrainingDivergedError` naming the step,
+    before its backward pass: transformers' ``Trainer`` would go on training (and hide the
+    NaN from its logged mean, ``logging_nan_inf_filter``) and the run would save NaN weights.
+    Only the loss is checked, not the gradients: fp16's loss scaler skips steps whose
+    gradients overflow by design.
+    """
 
     def __init__(self, model: M3Model, loss: LossConfig, ignore_ids: Sequence[int]) -> None:
         super().__init__()
@@ -81,6 +89,10 @@ class TrainingModule(nn.Module):
         #: Run attention through PyTorch's plain (math) SDPA kernel (:func:`run_training` sets
         #: it for bf16 on CPU).
         self.math_attention = False
+        #: Optimiser steps completed (:func:`run_training` keeps it up to date).
+        self.steps_done = 0
+        #: Where the run saves its checkpoint (named by a divergence error).
+        self.output_path: str | os.PathLike[str] | None = None
 
     def forward_heads(self, ids: torch.Tensor, mask: torch.Tensor) -> M3Forward:
         """The model's forward with the heads the loss needs."""
@@ -116,6 +128,16 @@ class TrainingModule(nn.Module):
             )
         out = m3_loss(scores, targets, exclude, self.loss_config)
         self.log.append(out.terms)
+        total = out.terms["total"]  # already a float: the check costs no device sync
+        if not math.isfinite(total):
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in out.terms.items())
+            raise TrainingDivergedError(
+                f"the training loss is not finite ({total}) at step {self.steps_done + 1} "
+                f"(batch {len(self.log)}); loss terms: {terms}. Training stopped and nothing "
+                f"was saved{_to(self.output_path)}. Lower the learning rate, train in bf16 or "
+                "fp32 rather than fp16 (fp16 activations overflow past 65504), or check the "
+                "start checkpoint for NaN / inf weights"
+            )
         return {"loss": out.total}
 
 
@@ -209,6 +231,7 @@ def run_training(
     # sequences of <= 128 tokens: 3.75 vs 2.81 s a step; in fp32 flash was faster, 3.47 vs
     # 3.88 s). With dropout PyTorch uses the plain kernel anyway.
     module.math_attention = device.type == "cpu" and precision == "bf16"
+    module.output_path = cfg.output_path
     learning_rate = cfg.learning_rate
     if learning_rate is None:
         size = sum(p.numel() for p in module.model.parameters())
@@ -251,9 +274,11 @@ def run_training(
             trainer.remove_callback(PrinterCallback)
         if cfg.head_learning_rate is not None:
             trainer.optimizer = _optimizer(trainer, module, cfg, learning_rate)
+        trainer.add_callback(_step_counter(module))
         start = time.perf_counter()
         state = trainer.train()
         seconds = time.perf_counter() - start
+    check_finite_weights(module.model, int(state.global_step), cfg.output_path)
     model = module.model.to("cpu").float().eval()
     out = model.save(
         cfg.output_path,
@@ -274,6 +299,38 @@ def run_training(
         precision=precision,
         learning_rate=learning_rate,
     )
+
+
+def check_finite_weights(
+    model: nn.Module, steps: int, output_path: str | os.PathLike[str] | None = None
+) -> None:
+    """Refuse to save a model whose weights hold NaN or inf (the last step diverged).
+
+    Raises:
+        TrainingDivergedError: Naming the first such parameter.
+    """
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise TrainingDivergedError(
+                f"after {steps} step(s) the weights are not finite: {name} holds NaN or inf. "
+                f"Nothing was saved{_to(output_path)}. Lower the learning rate, or train in "
+                "bf16 or fp32 rather than fp16"
+            )
+
+
+def _to(output_path: str | os.PathLike[str] | None) -> str:
+    return "" if output_path is None else f" to {output_path}"
+
+
+def _step_counter(module: TrainingModule) -> Any:
+    """A Trainer callback keeping ``module.steps_done`` at the Trainer's optimiser steps."""
+    from transformers import TrainerCallback
+
+    class StepCounter(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            module.steps_done = int(state.global_step)
+
+    return StepCounter()
 
 
 def set_attention_dropout(backbone: nn.Module, p: float) -> int:

