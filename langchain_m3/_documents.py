@@ -12,7 +12,7 @@ from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KE
 from m3kit.encoder import M3Encoder
 from m3kit.store import Hit
 from m3kit.store.conditions import any_of, equals
-from m3kit.store.filters import metadata_filter
+from m3kit.store.filters import metadata_filter, refuse_has_id
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
 
 if TYPE_CHECKING:
@@ -102,6 +102,10 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
     the user's metadata key elsewhere. A ``qdrant_client`` ``Filter`` (or ``None``) is passed
     on as it is.
 
+    Raises:
+        ValueError: A ``Filter`` holds a ``HasIdCondition``: it would match point ids, never
+            the ``Document.id`` s this store returns (use ``{"doc_id": [...]}``).
+
     >>> f = document_filter({"chunk_index": 0, "lang": "en"}, RETRIEVER_SHOWN)
     >>> f.must[0].key, f.must[1].key
     ('chunk_index', 'metadata.lang')
@@ -109,6 +113,8 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
     >>> [[c.key for c in (s.must or []) + (s.must_not or [])] for s in f.must[0].should]
     [['chunk_count', 'start'], ['metadata.start_index', 'chunk_count']]
     """
+    if isinstance(value, models.Filter):
+        refuse_has_id(value)
     if not isinstance(value, Mapping) or not value:
         return value
     must: list[Any] = []

@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -21,19 +20,24 @@ from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.errors import M3KitError
+from m3kit.load_time import LoadTimeFields
 
 __all__ = ["EncoderModel"]
 
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
 
 
-class EncoderModel(BaseModel):
+class EncoderModel(LoadTimeFields):
     """Fields naming a checkpoint and how to load it; the live encoder is a private attribute.
+
+    Every field is read when the model loads: assigning one raises ``AttributeError`` and
+    ``model_copy(update=...)`` naming one raises ``ValueError`` (build a new object instead).
 
     Subclasses get :meth:`from_encoder` (share one loaded model) and :attr:`encoder`.
     """
 
-    # frozen: the fields describe the loaded model, so changing one later would be a lie.
+    # frozen: the fields describe the loaded model, so changing one later would be a lie
+    # (LoadTimeFields says so when one is assigned or given to model_copy(update=...)).
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
 
     model_name_or_path: str = DEFAULT_MODEL

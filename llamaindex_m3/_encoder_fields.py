@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from typing_extensions import Self
 
 from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
+from m3kit.load_time import LoadTimeFields
 
 __all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields"]
 
@@ -24,36 +25,46 @@ IN_MEMORY = "<in-memory>"
 """``model_name`` of an object wrapping an encoder that has no checkpoint folder."""
 
 
-class M3CheckpointFields(BaseModel):
+class M3CheckpointFields(LoadTimeFields):
     """Which checkpoint to load and how: mixed in before a LlamaIndex base class.
 
-    Unknown fields are refused (``extra="forbid"``), so a misspelt option is an error.
+    Unknown fields are refused (``extra="forbid"``), so a misspelt option is an error. The
+    fields read when the model loads are frozen: assigning one raises ``AttributeError`` (build
+    a new object instead); see :class:`~m3kit.load_time.LoadTimeFields`.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_name: str = Field(
-        default=DEFAULT_MODEL, description="Local checkpoint folder or hub id (BAAI/bge-m3)."
+        frozen=True,
+        default=DEFAULT_MODEL,
+        description="Local checkpoint folder or hub id (BAAI/bge-m3).",
     )
     device: str | None = Field(
-        default=None, description="'cpu', 'cuda', 'cuda:1'...; default CUDA when available."
+        frozen=True,
+        default=None,
+        description="'cpu', 'cuda', 'cuda:1'...; default CUDA when available.",
     )
     dtype: Precision = Field(
+        frozen=True,
         default=Precision.AUTO,
         description="Forward-pass precision: auto, fp32, bf16, bf16-autocast, fp16 (GPU) or "
         "int8 (lossy); backend 'onnx' runs fp32 or int8.",
     )
     max_batch_tokens: int = Field(
+        frozen=True,
         default=8192,
         ge=1,
         description="Most padded tokens per forward pass (a longer text runs alone).",
     )
     backend: EncoderBackend = Field(
+        frozen=True,
         default=EncoderBackend.AUTO,
         description="Forward-pass runtime: 'auto' (torch; ONNX Runtime for dtype 'int8' on "
         "CPU), 'torch' or 'onnx' (ONNX Runtime on CPU, extra m3kit[onnx]).",
     )
     onnx_cache_dir: str | None = Field(
+        frozen=True,
         default=None,
         description="Folder of ONNX exports (default ~/.cache/m3kit/onnx or $M3KIT_CACHE/onnx).",
     )
@@ -103,6 +114,7 @@ class M3EncoderFields(M3CheckpointFields):
     """
 
     query_instruction: str | None = Field(
+        frozen=True,
         default=None,
         description="Prefix for queries; default: what the checkpoint declares (none for M3).",
     )
@@ -110,10 +122,17 @@ class M3EncoderFields(M3CheckpointFields):
         default=None, description="Prefix for documents/passages (e.g. 'passage: ')."
     )
     max_length: int | None = Field(
-        default=None, ge=2, description="Longest input in tokens (longer ones are truncated)."
+        frozen=True,
+        default=None,
+        ge=2,
+        description="Longest input in tokens (longer ones are truncated).",
     )
     embed_batch_size: int = Field(
-        default=32, gt=0, le=2048, description="Texts per encoder call (and per forward pass)."
+        frozen=True,
+        default=32,
+        gt=0,
+        le=2048,
+        description="Texts per encoder call (and per forward pass).",
     )
 
     _encoder: M3Encoder = PrivateAttr()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from m3kit.outputs import Head, SparseVector
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
     from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
-    from llama_index.core.schema import BaseNode, MetadataMode
+    from llama_index.core.schema import BaseComponent, BaseNode, MetadataMode
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("llama-index-core", "llamaindex") from e
 
@@ -238,12 +237,17 @@ def _set_embeddings(nodes: Sequence[BaseNode], vectors: Sequence[Embedding]) -> 
         node.embedding = vector
 
 
-class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding):
+# both bases add class_name in a model serializer; BaseSparseEmbedding's (first) is used
+class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding, BaseComponent):  # type: ignore[misc]
     """LlamaIndex ``BaseSparseEmbedding`` giving M3 learned-sparse vectors ``{token_id: weight}``.
 
     Keys are Python ``int`` token ids of the checkpoint's tokenizer, values positive
     ``float`` weights. Needs a checkpoint with the sparse head (``sparse_linear.pt``, e.g.
     ``BAAI/bge-m3``); a dense-only one raises :class:`~m3kit.errors.HeadNotAvailableError`.
+
+    LlamaIndex's ``BaseSparseEmbedding`` is no ``BaseComponent``; this class is one too, so it
+    serialises (``to_dict`` / ``from_dict``, JSON) and pickles as :class:`M3Embedding` does:
+    unpickling loads the checkpoint again from ``model_name``.
     """
 
     sparse_top_k: int | None = Field(
@@ -257,33 +261,6 @@ class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding):
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialisation."""
         return "M3SparseEmbedding"
-
-    # LlamaIndex's BaseSparseEmbedding is no BaseComponent: the same round trip as the others
-    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
-        """The fields and ``class_name``, as LlamaIndex components serialise."""
-        data = self.model_dump(**kwargs)
-        data["class_name"] = self.class_name()
-        return data
-
-    def to_json(self, **kwargs: Any) -> str:
-        """:meth:`to_dict` as JSON."""
-        return json.dumps(self.to_dict(**kwargs))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> M3SparseEmbedding:
-        """The embedding :meth:`to_dict` describes (``kwargs`` override its fields).
-
-        Raises:
-            ValidationError: An unknown or bad field.
-        """
-        fields = {**data, **kwargs}
-        fields.pop("class_name", None)
-        return cls(**fields)
-
-    @classmethod
-    def from_json(cls, data_str: str, **kwargs: Any) -> M3SparseEmbedding:
-        """The embedding :meth:`to_json` describes."""
-        return cls.from_dict(json.loads(data_str), **kwargs)
 
     @classmethod
     def _check_encoder(cls, encoder: M3Encoder) -> None:

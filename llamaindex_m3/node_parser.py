@@ -157,35 +157,41 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     """
 
     chunk_size: int | None = Field(
+        frozen=True,
         default=None,
         ge=1,
         description="Token budget per chunk (default: 256, or fewer when the model's window "
         "holds fewer text tokens).",
     )
     window: int | None = Field(
+        frozen=True,
         default=None,
         ge=3,
         description="Most tokens per forward pass (default: 2 * chunk_size + 2, at most "
         "max_length); smaller costs less.",
     )
     overlap: int | None = Field(
+        frozen=True,
         default=None,
         ge=0,
         description="Text tokens shared by consecutive windows (default: an eighth of the window).",
     )
     placement: WindowPlacement = Field(
+        frozen=True,
         default=WindowPlacement.CENTRED,
         description="'centred' (each token from the window where it is most central) or 'chunks'.",
     )
     late_heads: list[Head] | None = Field(
+        frozen=True,
         default=None,
         description="Heads pooled late, the others encoded from the chunk alone (default: "
         "every head of a multi-head model, none of a dense-only one).",
     )
     dense_pooling: DensePooling | None = Field(
-        default=None, description="Older spelling: 'mean' (dense late) or 'naive'."
+        frozen=True, default=None, description="Older spelling: 'mean' (dense late) or 'naive'."
     )
     splitter: Any = Field(
+        frozen=True,
         default=None,
         exclude=True,
         description="Chunk boundaries instead of the sentence splitter: a LlamaIndex node "

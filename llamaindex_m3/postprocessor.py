@@ -54,22 +54,28 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    batch_size: int = Field(default=32, ge=1, description="Most texts per forward pass.")
+    batch_size: int = Field(
+        frozen=True, default=32, ge=1, description="Most texts per forward pass."
+    )
     top_n: int | None = Field(default=2, ge=1, description="Nodes returned (None: all).")
     mode: RerankMode = Field(
+        frozen=True,
         default=RerankMode.M3,
         description="Score that orders nodes: dense, sparse, colbert, sparse+dense or "
         "colbert+sparse+dense (a dense-only checkpoint needs 'dense').",
     )
     weights: tuple[float, float, float] = Field(
-        default=DEFAULT_M3_WEIGHTS, description="[dense, sparse, colbert] weights."
+        frozen=True, default=DEFAULT_M3_WEIGHTS, description="[dense, sparse, colbert] weights."
     )
-    max_query_length: int = Field(default=DEFAULT_MAX_QUERY_LENGTH, ge=2)
+    max_query_length: int = Field(frozen=True, default=DEFAULT_MAX_QUERY_LENGTH, ge=2)
     max_passage_length: int | None = Field(
-        default=None, ge=2, description="Longest node text in tokens (default: the model's)."
+        frozen=True,
+        default=None,
+        ge=2,
+        description="Longest node text in tokens (default: the model's).",
     )
     use_query_instruction: bool = Field(
-        default=False, description="Prefix queries with the model's query instruction."
+        frozen=True, default=False, description="Prefix queries with the model's query instruction."
     )
 
     _reranker: CoreReranker = PrivateAttr()

@@ -102,3 +102,16 @@ def test_bad_loading_fields_are_clear_errors(tiny_m3_path: Path) -> None:
         _load(M3SparseEmbeddings, tiny_m3_path, backend="torch", onnx_cache_dir="/tmp/x")
     with pytest.raises(ValidationError, match="backend='onnx' runs dtype 'fp32'"):
         M3Embeddings(model_name_or_path=str(tiny_m3_path), dtype="bf16", backend="onnx")
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_load_time_fields_refuse_changes(cls: type[EncoderModel], tiny_encoder: M3Encoder) -> None:
+    """Every field is read when the model loads: assigning or copying with one is refused."""
+    obj = cls.from_encoder(tiny_encoder)
+    with pytest.raises(AttributeError, match=rf"{cls.__name__}\.query_instruction .*build a new"):
+        obj.query_instruction = "query: "
+    # model_copy(update=...) used to return a copy claiming the new value on the old model
+    with pytest.raises(ValueError, match=r"\['max_length', 'query_instruction'\].*build a new"):
+        obj.model_copy(update={"query_instruction": "query: ", "max_length": 16})
+    copy = obj.model_copy()
+    assert copy.encoder is obj.encoder and copy.query_instruction == obj.query_instruction

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -256,3 +257,16 @@ def test_sparse_serialisation_round_trip(tiny_encoder: M3Encoder) -> None:
     assert M3SparseEmbedding.from_json(sparse.to_json(), sparse_top_k=3).sparse_top_k == 3
     with pytest.raises(ValueError, match="sparse_topk"):
         M3SparseEmbedding.from_dict({**data, "sparse_topk": 2})
+
+
+@pytest.mark.parametrize("cls", [M3Embedding, M3SparseEmbedding], ids=lambda c: c.__name__)
+def test_pickle_reloads_the_checkpoint(cls: type[Any], tiny_m3_path: Path) -> None:
+    """Both embeddings unpickle by loading their checkpoint again (the sparse one used to
+    raise ``TypeError: cannot pickle '_thread.lock'``)."""
+    emb = cls(model_name=str(tiny_m3_path), dtype="fp32", device="cpu", text_instruction="p: ")
+    again = pickle.loads(pickle.dumps(emb))
+    assert type(again) is cls and again.model_dump() == emb.model_dump()
+    assert again.encoder is not emb.encoder
+    assert again.get_text_embedding("Iron is Fe.") == pytest.approx(
+        emb.get_text_embedding("Iron is Fe."), abs=1e-6
+    )

@@ -29,6 +29,7 @@ __all__ = [
     "ids_filter",
     "metadata_filter",
     "points_filter",
+    "refuse_has_id",
     "stale_chunks_filter",
     "to_filter",
 ]
@@ -79,6 +80,41 @@ def to_filter(value: FilterLike | None) -> models.Filter | None:
     raise TypeError(
         f"filter must be a mapping or qdrant_client.models.Filter, got {type(value).__name__}"
     )
+
+
+def refuse_has_id(condition: Any) -> None:
+    """Raise if a ``HasIdCondition`` is anywhere in a filter (nested ones included).
+
+    For the adapters' search filters, where the ids users hold are document ids: Qdrant's
+    ``has_id`` matches point ids, which m3kit derives from ``(doc_id, chunk_index)``
+    (:func:`m3kit.store.schema.point_id`), so langchain-qdrant's
+    ``HasIdCondition(has_id=[doc.id])`` would silently match nothing. Point ids and document
+    ids cannot be told apart (a document id may be a UUID), so the condition is refused rather
+    than translated. (:class:`~m3kit.store.M3Store`, whose callers hold point ids, takes it.)
+
+    >>> refuse_has_id(models.Filter(must=[models.HasIdCondition(has_id=["d1"])]))
+    Traceback (most recent call last):
+    ...
+    ValueError: filter: HasIdCondition(has_id=['d1']) matches ...
+
+    Raises:
+        ValueError: Names the condition and the ``doc_id`` filter to use instead.
+    """
+    if isinstance(condition, models.HasIdCondition):
+        raise ValueError(
+            f"filter: HasIdCondition(has_id={list(condition.has_id)!r}) matches Qdrant point "
+            "ids, which m3kit derives from (doc_id, chunk_index), not the Document / node ids "
+            "you hold, so it would match nothing; filter by document id with "
+            "{'doc_id': [...]} (LangChain / LlamaIndex stores) or, in a qdrant Filter, "
+            "FieldCondition(key='doc_id', match=MatchAny(any=[...]))"
+        )
+    if isinstance(condition, models.NestedCondition):
+        refuse_has_id(condition.nested.filter)
+    elif isinstance(condition, models.Filter):
+        min_should = condition.min_should.conditions if condition.min_should else []
+        for part in (condition.must, condition.should, condition.must_not, min_should):
+            for inner in part if isinstance(part, list) else [part]:
+                refuse_has_id(inner)
 
 
 def and_filters(*filters: models.Filter | None) -> models.Filter | None:
