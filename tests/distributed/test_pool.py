@@ -80,6 +80,20 @@ def test_cpu_workers_share_the_cores_by_default(encoder: M3Encoder, pool: Encode
         torch.set_num_threads(before)
 
 
+def test_default_devices_follow_the_parents_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CUDA present, the default put workers on every GPU even for a parent on the CPU
+    (int8 runs on CPU only, ONNX, device="cpu"): int8 workers then refused to load."""
+    import torch
+
+    from m3kit.distributed.pool import default_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert default_devices(None, "cuda") == ["cuda:0", "cuda:1"]
+    assert set(default_devices(None, "cpu")) == {"cpu"}
+    assert default_devices(3, "cuda") == ["cpu"] * 3
+
+
 def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> None:
     with pytest.raises(TypeError, match="single text"):
         pool.encode("one text")  # type: ignore[arg-type]

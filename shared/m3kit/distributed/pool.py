@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from m3kit.encoder import M3Encoder, Truncation
 
-__all__ = ["EncoderPool", "EncoderSpec", "worker_threads"]
+__all__ = ["EncoderPool", "EncoderSpec", "default_devices", "worker_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,17 @@ def _worker(
             results.put(("error", task_id, f"worker {rank} ({device}): {traceback.format_exc()}"))
 
 
-def _default_devices(workers: int | None) -> list[str]:
+def default_devices(workers: int | None, parent_device: str) -> list[str]:
+    """The workers' devices when none are given: every GPU when the parent encoder runs on
+    CUDA (and ``workers`` is not given), else ``workers`` CPU workers (default half the cores).
+
+    A parent on the CPU although CUDA is there (``dtype="int8"``, which runs on CPU only, the
+    ONNX backend, or ``device="cpu"``) gets CPU workers: GPU workers would refuse its precision
+    or run another backend than it.
+    """
     import torch
 
-    if workers is None and torch.cuda.is_available():
+    if workers is None and parent_device == "cuda" and torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"] * (workers if workers is not None else max(1, (os.cpu_count() or 2) // 2))
 
@@ -142,8 +149,8 @@ class EncoderPool:
             encoder: The encoder to replicate (built by :meth:`M3Encoder.from_pretrained`);
                 it tokenises in this process.
             devices: One worker per entry (``["cuda:0", "cuda:1"]``, ``["cpu"] * 4``).
-                Default: every GPU when CUDA is available (and ``workers`` is not given),
-                else ``workers`` CPU workers.
+                Default: every GPU when ``encoder`` runs on CUDA (and ``workers`` is not
+                given), else ``workers`` CPU workers (:func:`default_devices`).
             workers: Number of CPU workers when ``devices`` is not given (default: half the
                 cores).
             threads_per_worker: ``torch.set_num_threads`` in each worker (default: this
@@ -163,7 +170,9 @@ class EncoderPool:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if threads_per_worker is not None and threads_per_worker < 1:
             raise ValueError(f"threads_per_worker must be >= 1, got {threads_per_worker}")
-        devs = list(devices) if devices is not None else _default_devices(workers)
+        devs = (
+            list(devices) if devices is not None else default_devices(workers, encoder.device.type)
+        )
         if not devs:
             raise ValueError("devices is empty: give at least one device")
         self.encoder = encoder
