@@ -81,7 +81,7 @@ class FinetuneConfig:
             ColBERT among ``heads`` (the dense head has no parameters of its own).
         frozen_layers: Keep the token embeddings and the first this many transformer layers
             fixed; backpropagation stops above them, so steps cost less
-            (:func:`~m3kit.finetune.training_loop.freeze_bottom_layers`). 0: train them all.
+            (:func:`~m3kit.finetune.layers.freeze_bottom_layers`). 0: train them all.
         epochs: Passes over the training examples.
         max_steps: Stop after this many optimiser steps (overrides ``epochs`` when set).
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).

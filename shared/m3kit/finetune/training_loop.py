@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
 from m3kit.errors import CheckpointError, TrainingDivergedError
+from m3kit.finetune.layers import freeze_bottom_layers, set_attention_dropout
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
 from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
@@ -331,71 +332,6 @@ def _step_counter(module: TrainingModule) -> Any:
             module.steps_done = int(state.global_step)
 
     return StepCounter()
-
-
-def set_attention_dropout(backbone: nn.Module, p: float) -> int:
-    """Set the dropout on attention probabilities of every attention layer to ``p``.
-
-    Only the modules' dropout changes, not ``backbone.config``, so a checkpoint saved
-    afterwards keeps its own value. Attention layers are found by their ``query``, ``key``
-    and ``value`` children and their ``dropout`` (BERT, XLM-R, RoBERTa, ...); hidden-state
-    dropouts stay as they are.
-
-    Returns:
-        How many attention layers were changed.
-
-    Raises:
-        ValueError: The backbone has no such attention layer (say, another architecture).
-    """
-    changed = 0
-    for module in backbone.modules():
-        children = {name for name, _ in module.named_children()}
-        dropout = getattr(module, "dropout", None)
-        if {"query", "key", "value"} <= children and isinstance(dropout, nn.Dropout):
-            dropout.p = p
-            changed += 1
-    if not changed:
-        raise ValueError(
-            f"attention_dropout: {type(backbone).__name__} has no attention layer with "
-            "query / key / value and a dropout; leave attention_dropout=None for this model"
-        )
-    logger.info("attention dropout set to %s in %d layers", p, changed)
-    return changed
-
-
-def freeze_bottom_layers(backbone: nn.Module, n: int) -> int:
-    """Fix the token embeddings and the first ``n`` transformer layers of ``backbone``.
-
-    Backpropagation then stops above them, so a step costs less: their forward pass runs,
-    their backward pass does not. Layers are the backbone's ``encoder.layer`` list (BERT,
-    XLM-R, RoBERTa, ...).
-
-    Returns:
-        How many parameters were frozen.
-
-    Raises:
-        ValueError: ``n`` is not below the number of layers, or the backbone has no
-            ``embeddings`` and ``encoder.layer``.
-    """
-    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
-    embeddings = getattr(backbone, "embeddings", None)
-    if not isinstance(layers, nn.ModuleList) or not isinstance(embeddings, nn.Module):
-        raise ValueError(
-            f"frozen_layers: {type(backbone).__name__} has no embeddings and encoder.layer "
-            "list; leave frozen_layers=0 for this model"
-        )
-    if not 0 <= n < len(layers):
-        raise ValueError(
-            f"frozen_layers must be in [0, {len(layers) - 1}] for this {len(layers)}-layer "
-            f"model, got {n}"
-        )
-    frozen = 0
-    for module in [embeddings, *layers[:n]]:
-        for param in module.parameters():
-            param.requires_grad_(False)
-            frozen += param.numel()
-    logger.info("froze the embeddings and the first %d layers (%d parameters)", n, frozen)
-    return frozen
 
 
 def _optimizer(
