@@ -195,3 +195,11 @@ def test_a_single_string_is_not_a_list_of_chunks() -> None:
     """A str is a Sequence[str]: each character became a chunk sent to the LLM."""
     with pytest.raises(TypeError, match="chunks is a single string"):
         generate_qa_dataset(_RecordingLLM(["Q?"]), "Warsaw is the capital of Poland.")
+
+
+def test_a_question_is_relevant_to_every_copy_of_its_chunk() -> None:
+    """Repeated chunks (boilerplate, a page header) under two ids: each question was
+    relevant to one copy only, so retrieving the other counted as a miss."""
+    llm = _RecordingLLM(["Who wrote it?", "When was it?", "Why?"])
+    qa = generate_qa_dataset(llm, {"a": "Same text.", "b": " Same  text.\n", "c": "Other."})
+    assert qa.relevant_docs == {"a-q0": ["a", "b"], "b-q0": ["a", "b"], "c-q0": ["c"]}

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from m3kit.finetune.data import QADataset
+from m3kit.finetune.data import QADataset, text_key
 
 __all__ = [
     "DEFAULT_QUESTION_PROMPT",
@@ -198,9 +198,10 @@ def generate_qa_dataset(
     Returns:
         A :class:`QADataset`; query ids are ``<chunk_id>-q<n>``. A question already asked of
         an earlier chunk is dropped (it would have two answers); chunks without questions
-        stay out of the corpus. Chunks with no or fewer questions than asked, and reply
-        lines copied from the prompt or the chunk (see :func:`generate_questions`), are
-        counted in one warning.
+        stay out of the corpus. A question is relevant to every corpus chunk with its
+        chunk's text (whitespace collapsed: repeated boilerplate). Chunks with no or fewer
+        questions than asked, and reply lines copied from the prompt or the chunk (see
+        :func:`generate_questions`), are counted in one warning.
 
     Raises:
         TypeError: ``chunks`` is a single string.
@@ -259,6 +260,10 @@ def generate_qa_dataset(
             relevant[qid] = [chunk_id]
         if kept:
             corpus[chunk_id] = text
+    copies: dict[str, list[str]] = {}  # a chunk's text -> every corpus id holding it
+    for chunk_id, text in corpus.items():
+        copies.setdefault(text_key(text), []).append(chunk_id)
+    relevant = {qid: copies[text_key(corpus[ids[0]])] for qid, ids in relevant.items()}
     if none or fewer or echoed:
         logger.warning(
             "%d of %d chunks got no question (left out of the corpus), %d of %d chunks got "
