@@ -148,3 +148,58 @@ def test_parse_questions_keeps_the_first_word_of_a_real_question(question: str) 
         question,
         f"{question[:-1]} again?",
     ]
+
+
+def test_answer_lines_are_not_questions() -> None:
+    """LLMs often answer their own questions; "Answer: ..." lines were kept as questions
+    (and took the place of a real one under the limit)."""
+    reply = "1. What is X?\n   Answer: X is Y.\n2. Why Z?\nA: because.\n**A3:** no.\nAnswers: none"
+    assert parse_questions(reply) == ["What is X?", "Why Z?"]
+    assert parse_questions(reply, limit=2) == ["What is X?", "Why Z?"]
+    assert parse_questions("a) Is A: the first letter?") == ["a) Is A: the first letter?"]
+
+
+def test_bold_question_markers_are_stripped() -> None:
+    """Chat models write "**Q1:** ..." / "**Question 2:** ..."; the marker stayed in the query."""
+    reply = "**Q1:** What is X?\n**Question 2:** Why Y?\n**Q3.** How Z?"
+    assert parse_questions(reply) == ["What is X?", "Why Y?", "How Z?"]
+
+
+def test_an_echoed_prompt_or_chunk_gives_no_questions(caplog: pytest.LogCaptureFixture) -> None:
+    """An LLM that echoes its prompt (MockLLM, a HuggingFace pipeline with
+    return_full_text=True) or the chunk made the prompt's lines and the chunk itself the
+    "questions" of the chunk (a query identical to its passage)."""
+    from llama_index.core.llms import MockLLM
+
+    chunk = "Warsaw is the capital of Poland.\nIt lies on the Vistula."
+    assert generate_questions(MockLLM(), chunk, num_questions=2) == []
+    full_text = _RecordingLLM([""])
+    prompt = DEFAULT_QUESTION_PROMPT.format(context_str=chunk, num_questions_per_chunk=2)
+    full_text.answers = [prompt + "\n1. Which river is Warsaw on?\n2. What is Warsaw?"]
+    assert generate_questions(full_text, chunk) == ["Which river is Warsaw on?", "What is Warsaw?"]
+    echo = _RecordingLLM([chunk, "1. Is it big?\nWarsaw is the capital of Poland."])
+    qa = generate_qa_dataset(echo, {"a": chunk, "b": chunk + " "}, num_questions_per_chunk=2)
+    assert qa.queries == {"b-q0": "Is it big?"}
+    assert "1 of 2 chunks got no question" in caplog.text
+    assert "1 of 2 chunks got fewer than 2" in caplog.text
+    assert "3 lines copied from the prompt or the chunk" in caplog.text
+
+
+def test_a_question_that_appears_in_the_chunk_is_kept() -> None:
+    chunk = "FAQ\nHow do I reset my password?\nClick 'forgot password'."
+    llm = _RecordingLLM(["How do I reset my password?\nWhat do I click?"])
+    assert generate_questions(llm, chunk) == ["How do I reset my password?", "What do I click?"]
+
+
+def test_a_single_string_is_not_a_list_of_chunks() -> None:
+    """A str is a Sequence[str]: each character became a chunk sent to the LLM."""
+    with pytest.raises(TypeError, match="chunks is a single string"):
+        generate_qa_dataset(_RecordingLLM(["Q?"]), "Warsaw is the capital of Poland.")
+
+
+def test_a_question_is_relevant_to_every_copy_of_its_chunk() -> None:
+    """Repeated chunks (boilerplate, a page header) under two ids: each question was
+    relevant to one copy only, so retrieving the other counted as a miss."""
+    llm = _RecordingLLM(["Who wrote it?", "When was it?", "Why?"])
+    qa = generate_qa_dataset(llm, {"a": "Same text.", "b": " Same  text.\n", "c": "Other."})
+    assert qa.relevant_docs == {"a-q0": ["a", "b"], "b-q0": ["a", "b"], "c-q0": ["c"]}

@@ -113,7 +113,9 @@ def read_longdoc_examples(
     With ``chunk_chars`` the document is cut into chunks of about that many characters
     (:func:`char_chunks`) instead, as chunkers cut it for late chunking: the positive is the
     chunk holding the question's answer (``answer_start``, ``answer_end``; questions whose
-    answer straddles two chunks are left out) and every other chunk is a negative.
+    answer straddles two chunks are left out, counted in a warning) and every other chunk is a
+    negative. A row with an ``answer`` text is checked: the text must be at its offsets
+    (Python character offsets) and inside its paragraph.
 
     A question text asked of several spans of one document (squad_en asks "Where does the
     Rhine begin?" of two paragraphs) has all of them as answers: a paragraph (chunk) that
@@ -129,7 +131,9 @@ def read_longdoc_examples(
     Raises:
         FileNotFoundError: A file is missing.
         ValueError: A question lacks a field, names an unknown document, or its paragraph is
-            not a valid span of the document; ``articles`` names an unknown document.
+            not a valid span of the document; its ``answer`` text (when given) is not at
+            ``answer_start``, ``answer_end`` or not inside its paragraph; ``articles`` names
+            an unknown document.
     """
     root = Path(folder)
     for name in ("corpus.jsonl", "queries.jsonl"):
@@ -148,6 +152,7 @@ def read_longdoc_examples(
         if doc_id not in docs:
             raise ValueError(f"queries.jsonl line {n}: unknown doc_id {doc_id!r}")
         if keep is None or doc_id in keep:
+            _check_answer(row, docs[doc_id], n)
             if chunk_chars is None:
                 span = (int(row["paragraph_start"]), int(row["paragraph_end"]))
             else:
@@ -173,6 +178,29 @@ def read_longdoc_examples(
     return out
 
 
+def _check_answer(row: dict[str, object], document: str, n: int) -> None:
+    """A row's ``answer`` text must sit at its offsets, inside its paragraph.
+
+    Offsets counted another way (UTF-8 bytes, UTF-16 units, ``\\n`` for ``\\r\\n``) point
+    a few characters off, at a wrong chunk, without this check.
+    """
+    if not {"answer", "answer_start", "answer_end"} <= row.keys():
+        return
+    answer = row["answer"]
+    a, b = int(row["answer_start"]), int(row["answer_end"])  # type: ignore[call-overload]
+    if isinstance(answer, str) and document[a:b] != answer:
+        raise ValueError(
+            f"queries.jsonl line {n}: answer_start, answer_end = {a}, {b} point at "
+            f"{document[a:b][:60]!r}, not the answer {answer[:60]!r} (offsets must be Python "
+            "character offsets into the document's text)"
+        )
+    p, q = int(row["paragraph_start"]), int(row["paragraph_end"])  # type: ignore[call-overload]
+    if not p <= a < b <= q:
+        raise ValueError(
+            f"queries.jsonl line {n}: the answer ({a}, {b}) is not inside its paragraph ({p}, {q})"
+        )
+
+
 def _chunk_examples(
     docs: dict[str, str], questions: list[tuple[str, str, CharSpan]], chunk_chars: int
 ) -> list[SpanExample]:
@@ -193,11 +221,14 @@ def _chunk_examples(
             if c != holding[0] and docs[doc_id][slice(*c)].strip() and not _overlaps_any(c, own)
         )
         out.append(SpanExample(query, docs[doc_id], holding[0], others))
-    logger.info(
-        "%d chunk span examples (%d questions left out: answer across two chunks)",
-        len(out),
-        straddling,
-    )
+    logger.info("%d chunk span examples", len(out))
+    if straddling:
+        logger.warning(
+            "%d of %d questions left out: answer across two chunks (chunk_chars=%d)",
+            straddling,
+            len(questions),
+            chunk_chars,
+        )
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from m3kit.finetune.data import QADataset
+from m3kit.finetune.data import QADataset, text_key
 
 __all__ = [
     "DEFAULT_QUESTION_PROMPT",
@@ -49,14 +49,20 @@ of the context. Write one question per line, with no numbering and no answers.
 #: the line); a numbered or ``Q``-marker, ``-`` and ``•`` may also touch a letter ("1.What",
 #: "Q1:What", "-What"). So "Q-learning: ...", "2.5 million ..." and "1984: ..." keep their
 #: first word.
+#: A bold marker ("**Q1:**", "**Question 2:**") loses its asterisks too.
 _SPACED = r"\*+|q(?:uestion)?\s*[.)]"
 _TOUCHING = (
-    r"\*{0,2}\(?\d{1,3}[.)\]]\*{0,2}|\d{1,2}:|q(?:uestion)?\s*\d*\s*:|q(?:uestion)?\s*\d+\s*[.)]"
+    r"\*{0,2}\(?\d{1,3}[.)\]]\*{0,2}|\d{1,2}:"
+    r"|\*{0,2}(?:q(?:uestion)?\s*\d*\s*:|q(?:uestion)?\s*\d+\s*[.)])\*{0,2}"
     r"|[-•·]+"
 )
 _PREFIX = re.compile(
     rf"^\s*(?:(?:{_SPACED})(?:\s+|$)|(?:{_TOUCHING})(?:\s+|$|(?=[^\W\d_])))+", re.IGNORECASE
 )
+
+#: A line that answers a question ("Answer: ...", "A1: ...", "**A:** ..."), once its list
+#: marker is removed. Lettered lists ("a) ...") are not answers.
+_ANSWER = re.compile(r"^\*{0,2}\s*(?:a|answers?)\s*\d*\s*\*{0,2}\s*:", re.IGNORECASE)
 
 
 class OnFailure(str, enum.Enum):
@@ -69,7 +75,8 @@ class OnFailure(str, enum.Enum):
 def parse_questions(response: str, limit: int | None = None) -> list[str]:
     """Questions from an LLM answer: one per line, numbering and bullets removed.
 
-    Empty lines, header lines ending in ``:`` and repeats (case-insensitive) are dropped.
+    Empty lines, header lines ending in ``:``, answer lines (``Answer: ...``, ``A1: ...``)
+    and repeats (case-insensitive) are dropped.
 
     >>> parse_questions("Here are two questions:\\n1. What is X?\\n2) Why Y?\\n\\n- What is X?")
     ['What is X?', 'Why Y?']
@@ -83,12 +90,14 @@ def parse_questions(response: str, limit: int | None = None) -> list[str]:
     ['What is E?']
     >>> parse_questions("1984: which novel?\\nQ.E.D. means what?")
     ['1984: which novel?', 'Q.E.D. means what?']
+    >>> parse_questions("**Q1:** Who wrote it?\\n**A1:** Orwell.\\n2. When?\\n   Answer: 1949")
+    ['Who wrote it?', 'When?']
     """
     out: list[str] = []
     seen: set[str] = set()
     for line in response.splitlines():
         text = _PREFIX.sub("", line).strip().strip("\"'“”").strip()
-        if not text or text.endswith(":"):
+        if not text or text.endswith(":") or _ANSWER.match(text):
             continue
         key = text.casefold()
         if key in seen:
@@ -120,6 +129,34 @@ def _complete(llm: Any, prompt: str) -> str:
     )
 
 
+def _echoed_lines(text: str) -> set[str]:
+    """The chunk's lines (and the whole chunk) in comparison form, except its questions."""
+    lines = {" ".join(line.split()).casefold() for line in text.splitlines()}
+    lines.add(" ".join(text.split()).casefold())
+    return {line for line in lines if line and not line.endswith("?")}
+
+
+def _ask(llm: Any, text: str, num_questions: int, prompt_template: str) -> tuple[list[str], int]:
+    """``(questions, lines dropped as copied from the prompt or the chunk)``."""
+    if num_questions < 1:
+        raise ValueError("num_questions must be >= 1")
+    prompt = prompt_template.format(context_str=text, num_questions_per_chunk=num_questions)
+    reply = _complete(llm, prompt)
+    echoed = 0
+    at = reply.rfind(prompt.strip())
+    if at >= 0:  # the prompt came back first (MockLLM, return_full_text=True): skip it
+        echoed = len(parse_questions(reply[: at + len(prompt.strip())]))
+        reply = reply[at + len(prompt.strip()) :]
+    copied = _echoed_lines(text)
+    questions = []
+    for question in parse_questions(reply):
+        if " ".join(question.split()).casefold() in copied:
+            echoed += 1
+        else:
+            questions.append(question)
+    return questions[:num_questions], echoed
+
+
 def generate_questions(
     llm: Any,
     text: str,
@@ -127,11 +164,14 @@ def generate_questions(
     num_questions: int = 2,
     prompt_template: str = DEFAULT_QUESTION_PROMPT,
 ) -> list[str]:
-    """Ask ``llm`` for up to ``num_questions`` questions about ``text`` (cleaned, deduped)."""
-    if num_questions < 1:
-        raise ValueError("num_questions must be >= 1")
-    prompt = prompt_template.format(context_str=text, num_questions_per_chunk=num_questions)
-    return parse_questions(_complete(llm, prompt), limit=num_questions)
+    """Ask ``llm`` for up to ``num_questions`` questions about ``text`` (cleaned, deduped).
+
+    A reply that repeats the prompt (an LLM echoing its input, e.g. a HuggingFace pipeline
+    with ``return_full_text=True``) is read from the end of the prompt on; a line copied
+    from ``text`` that is not a question (no ``?``) is dropped, so the chunk is never its own
+    query. :func:`generate_qa_dataset` counts these lines in a warning.
+    """
+    return _ask(llm, text, num_questions, prompt_template)[0]
 
 
 def generate_qa_dataset(
@@ -158,9 +198,21 @@ def generate_qa_dataset(
     Returns:
         A :class:`QADataset`; query ids are ``<chunk_id>-q<n>``. A question already asked of
         an earlier chunk is dropped (it would have two answers); chunks without questions
-        stay out of the corpus.
+        stay out of the corpus. A question is relevant to every corpus chunk with its
+        chunk's text (whitespace collapsed: repeated boilerplate). Chunks with no or fewer
+        questions than asked, and reply lines copied from the prompt or the chunk (see
+        :func:`generate_questions`), are counted in one warning.
+
+    Raises:
+        TypeError: ``chunks`` is a single string.
+        RuntimeError: The LLM failed ``retries`` times on a chunk (``on_failure="raise"``).
     """
     policy = OnFailure(on_failure)
+    if isinstance(chunks, str):
+        raise TypeError(
+            "chunks is a single string (each character would be a chunk): pass a list of "
+            "chunk texts or a {chunk_id: text} mapping"
+        )
     items = (
         list(chunks.items())
         if isinstance(chunks, Mapping)
@@ -170,6 +222,7 @@ def generate_qa_dataset(
     corpus: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     seen: set[str] = set()
+    asked = none = fewer = echoed = 0
     for chunk_id, text in tqdm(items, desc="questions", disable=not show_progress):
         if not text.strip():
             continue
@@ -177,12 +230,7 @@ def generate_qa_dataset(
         error: Exception | None = None
         for _ in range(max(1, retries)):
             try:
-                questions = generate_questions(
-                    llm,
-                    text,
-                    num_questions=num_questions_per_chunk,
-                    prompt_template=prompt_template,
-                )
+                questions, copied = _ask(llm, text, num_questions_per_chunk, prompt_template)
                 break
             except (KeyError, IndexError, TypeError, ValueError):
                 raise  # a broken prompt template or an unusable llm object: no retry
@@ -197,6 +245,10 @@ def generate_qa_dataset(
             logger.warning("skipping chunk %s after %d failed calls", chunk_id, retries)
             continue
         kept = [q for q in questions if q.casefold() not in seen]
+        asked += 1
+        echoed += copied
+        none += not kept
+        fewer += 0 < len(kept) < num_questions_per_chunk
         if len(kept) < num_questions_per_chunk:
             logger.info(
                 "chunk %s: %d of %d questions usable", chunk_id, len(kept), num_questions_per_chunk
@@ -208,4 +260,20 @@ def generate_qa_dataset(
             relevant[qid] = [chunk_id]
         if kept:
             corpus[chunk_id] = text
+    copies: dict[str, list[str]] = {}  # a chunk's text -> every corpus id holding it
+    for chunk_id, text in corpus.items():
+        copies.setdefault(text_key(text), []).append(chunk_id)
+    relevant = {qid: copies[text_key(corpus[ids[0]])] for qid, ids in relevant.items()}
+    if none or fewer or echoed:
+        logger.warning(
+            "%d of %d chunks got no question (left out of the corpus), %d of %d chunks got "
+            "fewer than %d; %d lines copied from the prompt or the chunk were not used as "
+            "questions",
+            none,
+            asked,
+            fewer,
+            asked,
+            num_questions_per_chunk,
+            echoed,
+        )
     return QADataset(queries=queries, corpus=corpus, relevant_docs=relevant)
