@@ -1,9 +1,10 @@
 """``M3LateChunkingSplitter``: LangChain document transformer that late-chunks with BGE-M3.
 
 Each document is encoded once and cut into chunks whose vectors carry the whole document's
-context. Chunk ``Document``\\ s keep the source's metadata plus ``start_index`` (LangChain's
-key for a chunk's offset), ``end_index``, ``chunk_index`` and ``m3_late_chunk`` (a marker:
-the chunker's signature and a hash of the source text). ``split_documents`` /
+context. Chunk ``Document``\\ s keep the source's metadata (a deep copy each, as LangChain's
+``TextSplitter`` makes) plus ``start_index`` (LangChain's key for a chunk's offset),
+``end_index``, ``chunk_index`` and ``m3_late_chunk`` (a marker: the chunker's signature and a
+hash of the source text). ``split_documents`` /
 ``transform_documents`` run the model, and every chunk ``Document`` they return carries its
 vectors in memory: ``M3VectorStore.add_documents(chunks)`` (and ``M3Retriever``) store them
 without encoding again. :func:`late_chunk_vectors` reads them back as an :class:`m3kit.Chunk`;
@@ -35,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import threading
@@ -181,8 +183,10 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
 
 
 def _chunk_document(parent: Document, text: str, start: int, end: int, index: int) -> Document:
+    # a deep copy per chunk, as LangChain's TextSplitter makes: editing one chunk's nested
+    # metadata (a list of tags) must change neither its siblings nor the source document
     metadata = {
-        **parent.metadata,
+        **copy.deepcopy(parent.metadata),
         START_INDEX_KEY: start,
         END_INDEX_KEY: end,
         CHUNK_INDEX_KEY: index,

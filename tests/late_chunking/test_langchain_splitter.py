@@ -159,3 +159,16 @@ def test_default_chunk_size_fits_a_256_token_model(minilm_encoder, minilm_path, 
             [Document(page_content=text, id="again")], late_chunking=True
         )
         assert [d.page_content for d in store.get_by_ids(["again"])] == expected
+
+
+def test_chunks_get_their_own_copy_of_nested_metadata(splitter):  # type: ignore[no-untyped-def]
+    """As LangChain's ``TextSplitter`` (``copy.deepcopy``): editing one chunk's nested metadata
+    changes neither its siblings nor the source document."""
+    doc = Document(page_content=TEXT, metadata={"tags": ["wiki"], "author": {"name": "A"}})
+    chunks = splitter.split_documents([doc])
+    assert len(chunks) > 1
+    chunks[0].metadata["tags"].append("edited")
+    chunks[0].metadata["author"]["name"] = "B"
+    assert doc.metadata == {"tags": ["wiki"], "author": {"name": "A"}}
+    assert all(c.metadata["tags"] == ["wiki"] for c in chunks[1:])
+    assert all(c.metadata["author"] == {"name": "A"} for c in chunks[1:])
