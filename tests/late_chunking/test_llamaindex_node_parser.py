@@ -314,3 +314,26 @@ def test_a_node_parser_chunker_signature_names_the_piece_placement(tiny_encoder:
 
     chunker = LateChunker(tiny_encoder, splitter=node_parser_spans(MarkdownNodeParser()))
     assert chunker.signature.count(PIECE_PLACEMENT) == 1
+
+
+def test_from_encoder_takes_the_node_parser_fields(tiny_encoder: Any) -> None:
+    """``id_func``, ``include_prev_next_rel``, ``include_metadata`` and ``callback_manager``
+    (every LlamaIndex ``NodeParser``'s fields) can be given when sharing a loaded model."""
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+
+    debug = LlamaDebugHandler()
+    parser = M3LateChunkingNodeParser.from_encoder(
+        tiny_encoder,
+        chunk_size=12,
+        id_func=lambda i, doc: f"{doc.node_id}#{i}",
+        include_prev_next_rel=False,
+        include_metadata=False,
+        callback_manager=CallbackManager([debug]),
+    )
+    nodes = parser.get_nodes_from_documents([Document(text=BERLIN, id_="d", metadata={"k": 1})])
+    assert [n.node_id for n in nodes] == [f"d#{i}" for i in range(len(nodes))]
+    assert all(set(n.relationships) == {NodeRelationship.SOURCE} for n in nodes)
+    assert all("k" not in n.metadata for n in nodes)
+    assert len(debug.get_event_pairs(CBEventType.NODE_PARSING)) == 1
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        M3LateChunkingNodeParser.from_encoder(tiny_encoder, include_meta=False)  # type: ignore[call-arg]
