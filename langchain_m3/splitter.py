@@ -23,6 +23,17 @@ Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chu
 text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
 model.
 
+Unlike LangChain's ``TextSplitter``\\ s, by design:
+
+- An empty or whitespace-only document gives one chunk (its text as is; LangChain's give
+  none): every document keeps a chunk, so a document that became empty still replaces its
+  older chunks (``index(..., cleanup="incremental")``). Drop such documents before splitting
+  to store nothing for them.
+- Chunks tile the document: a chunk's text keeps its trailing whitespace (no
+  ``strip_whitespace``), and ``start_index`` is always set (no ``add_start_index``).
+- A chunk's vectors come from its document's text (``page_content``); metadata is kept on the
+  chunk, never encoded.
+
 Example::
 
     from langchain_core.documents import Document

@@ -159,6 +159,17 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     decides the chunks and their vectors, the chunker's signature (``splitter`` included, which
     is not serialised itself) and the encoder's identity, so parsers that differ there never
     share cached nodes; :meth:`from_dict` checks the parser it rebuilds against them.
+
+    Unlike LlamaIndex's ``SentenceSplitter``, by design:
+
+    - A node's vectors come from its document's text alone
+      (``get_content(MetadataMode.NONE)``): the metadata a ``MetadataMode.EMBED`` text shows is
+      not encoded, and ``chunk_size`` leaves no room for it (``include_metadata`` only decides
+      whether nodes inherit the document's metadata).
+    - An empty or whitespace-only document gives one node with its text (``SentenceSplitter``
+      gives none for whitespace only): every document keeps a node, so storing a document that
+      became empty replaces its older chunks (:func:`chunk_records`, ``replace=True``).
+    - Chunks tile the document: a node's text keeps its trailing whitespace.
     """
 
     chunk_size: int | None = Field(
