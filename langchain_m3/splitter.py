@@ -29,8 +29,9 @@ Unlike LangChain's ``TextSplitter``\\ s, by design:
   none): every document keeps a chunk, so a document that became empty still replaces its
   older chunks (``index(..., cleanup="incremental")``). Drop such documents before splitting
   to store nothing for them.
-- Chunks tile the document: a chunk's text keeps its trailing whitespace (no
-  ``strip_whitespace``), and ``start_index`` is always set (no ``add_start_index``).
+- ``start_index`` is always set (no ``add_start_index``), and with the built-in sentence
+  splitter chunks tile the document: a chunk's text keeps its trailing whitespace (no
+  ``strip_whitespace``).
 - A chunk's vectors come from its document's text (``page_content``); metadata is kept on the
   chunk, never encoded.
 

@@ -169,7 +169,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     - An empty or whitespace-only document gives one node with its text (``SentenceSplitter``
       gives none for whitespace only): every document keeps a node, so storing a document that
       became empty replaces its older chunks (:func:`chunk_records`, ``replace=True``).
-    - Chunks tile the document: a node's text keeps its trailing whitespace.
+    - With the built-in sentence splitter chunks tile the document: a node's text keeps its
+      trailing whitespace.
     """
 
     chunk_size: int | None = Field(
