@@ -1,9 +1,10 @@
 """``M3LateChunkingSplitter``: LangChain document transformer that late-chunks with BGE-M3.
 
 Each document is encoded once and cut into chunks whose vectors carry the whole document's
-context. Chunk ``Document``\\ s keep the source's metadata plus ``start_index`` (LangChain's
-key for a chunk's offset), ``end_index``, ``chunk_index`` and ``m3_late_chunk`` (a marker:
-the chunker's signature and a hash of the source text). ``split_documents`` /
+context. Chunk ``Document``\\ s keep the source's metadata (a deep copy each, as LangChain's
+``TextSplitter`` makes) plus ``start_index`` (LangChain's key for a chunk's offset),
+``end_index``, ``chunk_index`` and ``m3_late_chunk`` (a marker: the chunker's signature and a
+hash of the source text). ``split_documents`` /
 ``transform_documents`` run the model, and every chunk ``Document`` they return carries its
 vectors in memory: ``M3VectorStore.add_documents(chunks)`` (and ``M3Retriever``) store them
 without encoding again. :func:`late_chunk_vectors` reads them back as an :class:`m3kit.Chunk`;
@@ -22,6 +23,18 @@ Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chu
 text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
 model.
 
+Unlike LangChain's ``TextSplitter``\\ s, by design:
+
+- An empty or whitespace-only document gives one chunk (its text as is; LangChain's give
+  none): every document keeps a chunk, so a document that became empty still replaces its
+  older chunks (``index(..., cleanup="incremental")``). Drop such documents before splitting
+  to store nothing for them.
+- ``start_index`` is always set (no ``add_start_index``), and with the built-in sentence
+  splitter chunks tile the document: a chunk's text keeps its trailing whitespace (no
+  ``strip_whitespace``).
+- A chunk's vectors come from its document's text (``page_content``); metadata is kept on the
+  chunk, never encoded.
+
 Example::
 
     from langchain_core.documents import Document
@@ -35,6 +48,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import threading
@@ -181,8 +195,10 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
 
 
 def _chunk_document(parent: Document, text: str, start: int, end: int, index: int) -> Document:
+    # a deep copy per chunk, as LangChain's TextSplitter makes: editing one chunk's nested
+    # metadata (a list of tags) must change neither its siblings nor the source document
     metadata = {
-        **parent.metadata,
+        **copy.deepcopy(parent.metadata),
         START_INDEX_KEY: start,
         END_INDEX_KEY: end,
         CHUNK_INDEX_KEY: index,

@@ -41,8 +41,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CallbackManager
 from llama_index.core.node_parser import NodeParser
-from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
+from llama_index.core.node_parser.node_utils import (
+    IdFuncCallable,
+    build_nodes_from_splits,
+    default_id_func,
+)
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from typing_extensions import Self
 
@@ -154,6 +159,18 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
     decides the chunks and their vectors, the chunker's signature (``splitter`` included, which
     is not serialised itself) and the encoder's identity, so parsers that differ there never
     share cached nodes; :meth:`from_dict` checks the parser it rebuilds against them.
+
+    Unlike LlamaIndex's ``SentenceSplitter``, by design:
+
+    - A node's vectors come from its document's text alone
+      (``get_content(MetadataMode.NONE)``): the metadata a ``MetadataMode.EMBED`` text shows is
+      not encoded, and ``chunk_size`` leaves no room for it (``include_metadata`` only decides
+      whether nodes inherit the document's metadata).
+    - An empty or whitespace-only document gives one node with its text (``SentenceSplitter``
+      gives none for whitespace only): every document keeps a node, so storing a document that
+      became empty replaces its older chunks (:func:`chunk_records`, ``replace=True``).
+    - With the built-in sentence splitter chunks tile the document: a node's text keeps its
+      trailing whitespace.
     """
 
     chunk_size: int | None = Field(
@@ -263,8 +280,16 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         splitter: Any = None,
         placement: WindowPlacement | str = WindowPlacement.CENTRED,
         late_heads: Sequence[Head | str] | None = None,
+        include_metadata: bool = True,
+        include_prev_next_rel: bool = True,
+        callback_manager: CallbackManager | None = None,
+        id_func: IdFuncCallable | None = None,
     ) -> Self:
-        """Use an already loaded encoder (no second copy of the model); arguments as the fields."""
+        """Use an already loaded encoder (no second copy of the model); arguments as the fields.
+
+        ``include_metadata``, ``include_prev_next_rel``, ``callback_manager`` and ``id_func``
+        are LlamaIndex's ``NodeParser`` fields (defaults as LlamaIndex's).
+        """
         chunker = _build_chunker(
             encoder,
             chunk_size=chunk_size,
@@ -275,12 +300,39 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             placement=WindowPlacement(placement),
             late_heads=late_heads,
         )
-        return cls.from_chunker(chunker, splitter=splitter)
+        return cls.from_chunker(
+            chunker,
+            splitter=splitter,
+            include_metadata=include_metadata,
+            include_prev_next_rel=include_prev_next_rel,
+            callback_manager=callback_manager,
+            id_func=id_func,
+        )
 
     @classmethod
-    def from_chunker(cls, chunker: LateChunker, *, splitter: Any = None) -> Self:
-        """Wrap a configured :class:`~m3kit.late_chunking.LateChunker` (fields read from it)."""
+    def from_chunker(
+        cls,
+        chunker: LateChunker,
+        *,
+        splitter: Any = None,
+        include_metadata: bool = True,
+        include_prev_next_rel: bool = True,
+        callback_manager: CallbackManager | None = None,
+        id_func: IdFuncCallable | None = None,
+    ) -> Self:
+        """Wrap a configured :class:`~m3kit.late_chunking.LateChunker` (fields read from it).
+
+        The ``NodeParser`` fields (``include_metadata``, ...) as in :meth:`from_encoder`.
+        """
         enc = chunker.encoder
+        node_parser_fields: dict[str, Any] = {
+            "include_metadata": include_metadata,
+            "include_prev_next_rel": include_prev_next_rel,
+        }
+        if callback_manager is not None:
+            node_parser_fields["callback_manager"] = callback_manager
+        if id_func is not None:
+            node_parser_fields["id_func"] = id_func
         fields = {
             **cls._checkpoint_fields(enc),
             "chunk_size": chunker.chunk_size,
@@ -289,6 +341,7 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             "placement": chunker.placement,
             "late_heads": sorted(chunker.late_heads, key=lambda h: h.value),
             "splitter": splitter,
+            **node_parser_fields,
         }
         return cls.model_validate(fields, context={_CHUNKER_CONTEXT_KEY: chunker})
 

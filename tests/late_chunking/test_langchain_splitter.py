@@ -159,3 +159,40 @@ def test_default_chunk_size_fits_a_256_token_model(minilm_encoder, minilm_path, 
             [Document(page_content=text, id="again")], late_chunking=True
         )
         assert [d.page_content for d in store.get_by_ids(["again"])] == expected
+
+
+def test_chunks_get_their_own_copy_of_nested_metadata(splitter):  # type: ignore[no-untyped-def]
+    """As LangChain's ``TextSplitter`` (``copy.deepcopy``): editing one chunk's nested metadata
+    changes neither its siblings nor the source document."""
+    doc = Document(page_content=TEXT, metadata={"tags": ["wiki"], "author": {"name": "A"}})
+    chunks = splitter.split_documents([doc])
+    assert len(chunks) > 1
+    chunks[0].metadata["tags"].append("edited")
+    chunks[0].metadata["author"]["name"] = "B"
+    assert doc.metadata == {"tags": ["wiki"], "author": {"name": "A"}}
+    assert all(c.metadata["tags"] == ["wiki"] for c in chunks[1:])
+    assert all(c.metadata["author"] == {"name": "A"} for c in chunks[1:])
+
+
+def test_a_document_that_became_empty_replaces_its_chunks(tiny_encoder):  # type: ignore[no-untyped-def]
+    """Documented difference from LangChain's splitters: an empty or whitespace-only document
+    gives one chunk, so ``index(cleanup="incremental")`` deletes its older chunks."""
+    from langchain_core.indexing import InMemoryRecordManager, index
+
+    from langchain_m3 import M3VectorStore
+
+    splitter = M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=6)
+    for blank in ("", " \n\t "):
+        chunks = splitter.split_documents([Document(blank, metadata={"source": "a.txt"})])
+        assert [(c.page_content, c.metadata["start_index"]) for c in chunks] == [(blank, 0)]
+    store = M3VectorStore.open(tiny_encoder)
+    manager = InMemoryRecordManager("blank")
+    manager.create_schema()
+    kwargs: dict[str, object] = {"cleanup": "incremental", "source_id_key": "source"}
+    kwargs["key_encoder"] = "sha256"
+    first = splitter.split_documents([Document(TEXT, metadata={"source": "a.txt"})])
+    index(first, manager, store, **kwargs)  # type: ignore[arg-type]
+    emptied = splitter.split_documents([Document(" \n", metadata={"source": "a.txt"})])
+    result = index(emptied, manager, store, **kwargs)  # type: ignore[arg-type]
+    assert (result["num_added"], result["num_deleted"]) == (1, len(first))
+    assert store.index.count() == 1

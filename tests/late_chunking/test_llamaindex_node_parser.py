@@ -314,3 +314,42 @@ def test_a_node_parser_chunker_signature_names_the_piece_placement(tiny_encoder:
 
     chunker = LateChunker(tiny_encoder, splitter=node_parser_spans(MarkdownNodeParser()))
     assert chunker.signature.count(PIECE_PLACEMENT) == 1
+
+
+def test_from_encoder_takes_the_node_parser_fields(tiny_encoder: Any) -> None:
+    """``id_func``, ``include_prev_next_rel``, ``include_metadata`` and ``callback_manager``
+    (every LlamaIndex ``NodeParser``'s fields) can be given when sharing a loaded model."""
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+
+    debug = LlamaDebugHandler()
+    parser = M3LateChunkingNodeParser.from_encoder(
+        tiny_encoder,
+        chunk_size=12,
+        id_func=lambda i, doc: f"{doc.node_id}#{i}",
+        include_prev_next_rel=False,
+        include_metadata=False,
+        callback_manager=CallbackManager([debug]),
+    )
+    nodes = parser.get_nodes_from_documents([Document(text=BERLIN, id_="d", metadata={"k": 1})])
+    assert [n.node_id for n in nodes] == [f"d#{i}" for i in range(len(nodes))]
+    assert all(set(n.relationships) == {NodeRelationship.SOURCE} for n in nodes)
+    assert all("k" not in n.metadata for n in nodes)
+    assert len(debug.get_event_pairs(CBEventType.NODE_PARSING)) == 1
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        M3LateChunkingNodeParser.from_encoder(tiny_encoder, include_meta=False)  # type: ignore[call-arg]
+
+
+def test_a_document_that_became_blank_replaces_its_chunks(tiny_encoder: Any) -> None:
+    """Documented difference from ``SentenceSplitter``: a whitespace-only document gives one
+    node, so storing it with ``replace=True`` deletes the document's older chunks."""
+    from m3kit.store import M3Index
+
+    store = M3Index.open(tiny_encoder).store
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=6)
+    assert SentenceSplitter().get_nodes_from_documents([Document(text=" \n ")]) == []
+    first = parser.get_nodes_from_documents([Document(text=BERLIN, id_="d1")])
+    store.upsert(chunk_records(first), replace=True)
+    blank = parser.get_nodes_from_documents([Document(text=" \n ", id_="d1")])
+    assert [(n.text, n.start_char_idx, n.end_char_idx) for n in blank] == [(" \n ", 0, 3)]
+    store.upsert(chunk_records(blank), replace=True)
+    assert store.count() == 1
