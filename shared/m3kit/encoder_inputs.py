@@ -46,6 +46,7 @@ __all__ = [
     "special_token_ids",
     "texts_to_input_ids",
     "tokenize_texts",
+    "unpaired_surrogate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,14 +84,39 @@ class _Tokenizes(Protocol):
     ) -> list[TokenizedText]: ...
 
 
+def unpaired_surrogate(text: str) -> int | None:
+    """The position of the first unpaired surrogate in ``text`` (not UTF-8 text), or ``None``.
+
+    >>> unpaired_surrogate("naïve café"), unpaired_surrogate("bad " + chr(0xD83D))
+    (None, 4)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return int(exc.start)
+    return None
+
+
 def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
-    """``texts`` as a list, or a ``TypeError`` naming ``method()`` and the bad position."""
+    """``texts`` as a list, or an error naming ``method()`` and the bad position.
+
+    Raises:
+        TypeError: ``texts`` is a single string, or holds a non-string.
+        ValueError: A text holds an unpaired surrogate (half of an emoji from a bad decode):
+            the tokenizer would fail with "TextInputSequence must be str", naming nothing.
+    """
     if isinstance(texts, str):
         raise TypeError(f"{method}() takes a list of texts; wrap a single text as [text]")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        at = unpaired_surrogate(t)
+        if at is not None:
+            raise ValueError(
+                f"{method}(): texts[{i}] is not valid UTF-8 text (an unpaired surrogate at "
+                f"character {at}); decode the source with errors='replace' or fix it"
+            )
     return out
 
 

@@ -214,3 +214,18 @@ def test_token_ids_no_forward_pass_takes_are_named(tiny_encoder: M3Encoder) -> N
     ):
         tiny_encoder.encode_tokenized([[0, vocab, 2]])
     assert tiny_encoder.encode_tokenized([[0, vocab - 1, 2]]).dense.shape[0] == 1
+
+
+def test_a_text_with_an_unpaired_surrogate_is_an_error_naming_it(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """The tokenizer failed with "TextInputSequence must be str", naming no text, in encode,
+    the chunkers and both adapters; the text and position are now named up front."""
+    from m3kit.late_chunking import LateChunker
+
+    encoder = tiny_encoder
+    bad = ["fine", "half an emoji " + chr(0xD83D)]
+    with pytest.raises(ValueError, match=r"encode\(\): texts\[1\] .*surrogate at character 14"):
+        encoder.encode(bad, show_progress=False)
+    with pytest.raises(ValueError, match=r"chunk\(\): texts\[1\] .*surrogate"):
+        LateChunker(encoder, chunk_size=16).chunk(bad)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from m3kit.encoder_inputs import unpaired_surrogate
 from m3kit.outputs import Head
 from m3kit.store.plan import PointData
 from m3kit.store.records import ChunkRecord
@@ -135,12 +136,11 @@ def check_text(text: str, what: str) -> None:
     """
     if not isinstance(text, str):
         raise TypeError(f"{what} is {type(text).__name__}, not str")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    at = unpaired_surrogate(text)
+    if at is not None:
         raise ValueError(
-            f"{what} is not valid UTF-8 text (an unpaired surrogate at character {exc.start})"
-        ) from None
+            f"{what} is not valid UTF-8 text (an unpaired surrogate at character {at})"
+        )
 
 
 def _check_finite(where: str, text: str, *vectors: Any) -> None:
