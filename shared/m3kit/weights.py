@@ -214,18 +214,24 @@ def _add_sample(sample: Any, t: Any) -> None:
     sample.update(picked.view(torch.uint8).numpy().tobytes())
 
 
+def _loaded_from(model: Any, folder: Path) -> Any:
+    """What :func:`remember_loaded` recorded for ``model`` if it was loaded from ``folder``."""
+    with _lock:
+        try:
+            loaded = _loaded.get(model)
+        except TypeError:  # not weak-referenceable: never remembered
+            return None
+    if loaded is None or loaded[0].resolve() != Path(folder).resolve():
+        return None
+    return loaded
+
+
 def loaded_unchanged(model: Any, folder: Path) -> bool:
     """Whether ``model`` was loaded from the checkpoint in ``folder`` (:func:`remember_loaded`)
     and none of its tensors changed since (or since m3kit placed it, :func:`remember_placed`).
     """
-    with _lock:
-        try:
-            loaded = _loaded.get(model)
-        except TypeError:
-            loaded = None
-    if loaded is None or loaded[0].resolve() != Path(folder).resolve():
-        return False
-    return _state_token(model) == loaded[2]
+    loaded = _loaded_from(model, folder)
+    return loaded is not None and _state_token(model) == loaded[2]
 
 
 def remember_placed(model: Any) -> None:
@@ -270,12 +276,8 @@ def check_loaded_files(model: Any, folder: Path) -> bool:
         CheckpointChangedError: A weight file or ``config.json`` was rewritten, replaced,
             added, removed or touched since ``model`` was loaded (names the folder and files).
     """
-    with _lock:
-        try:
-            loaded = _loaded.get(model)
-        except TypeError:
-            loaded = None
-    if loaded is None or loaded[0].resolve() != Path(folder).resolve():
+    loaded = _loaded_from(model, folder)
+    if loaded is None:
         return False
     then, now = dict(_by_path(loaded[1])), dict(_by_path(checkpoint_state(loaded[0])))
     changed = sorted(Path(p).name for p in then.keys() | now.keys() if then.get(p) != now.get(p))

@@ -185,7 +185,7 @@ def test_metrics_do_not_depend_on_the_other_cutoffs(tiny_encoder: M3Encoder) -> 
     [
         # every evaluated head weighted 0: the fused scores were all 0, ranked by id
         (["dense", "sparse"], (0.0, 0.0, 1.0), "weight 0"),
-        (None, (0.0, 0.0, 0.0), "weight 0"),
+        (None, (0.0, 0.0, 0.0), "not all 0"),
         (None, (0.5, 0.5), r"\[dense, sparse, colbert\]"),
         (None, (0.5, -0.1, 0.6), ">= 0"),
         (None, (0.5, float("nan"), 0.5), "finite"),

@@ -150,19 +150,13 @@ def _fused_weights(weights: Sequence[float], order: Sequence[Head]) -> dict[Head
     """``{head: weight}`` of the ``fused`` score, checked as an ``m3`` search checks them.
 
     Raises:
-        ValueError: Not three finite numbers ``>= 0``, or (two heads or more) every evaluated
-            head weighted 0: the fused scores would all be 0, a ranking by document id.
+        ValueError: Not three finite numbers ``>= 0`` (or all 0), or (two heads or more)
+            every evaluated head weighted 0: the fused scores would all be 0, a ranking by
+            document id.
     """
-    try:
-        values = [float(x) for x in weights]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"weights must be three numbers [dense, sparse, colbert], not {weights!r}"
-        ) from None
-    if len(values) != 3:
-        raise ValueError(f"weights are [dense, sparse, colbert]; got {len(values)} values")
-    if any(not np.isfinite(x) or x < 0 for x in values):
-        raise ValueError(f"weights must be finite and >= 0; got {values}")
+    from m3kit.store.search_settings import check_m3_weights
+
+    values = check_m3_weights(weights)  # as an m3 search checks them
     w = dict(zip((Head.DENSE, Head.SPARSE, Head.COLBERT), values, strict=True))
     if len(order) > 1 and not any(w[h] > 0 for h in order):
         raise ValueError(

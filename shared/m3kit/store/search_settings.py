@@ -46,6 +46,7 @@ __all__ = [
     "FusionCalibration",
     "SearchSettings",
     "calibrated_encoder_identity",
+    "check_m3_weights",
     "is_bge_m3_architecture",
 ]
 
@@ -96,7 +97,12 @@ def _difference(name: str, then: Any, now: Any) -> str:
     return f"{name} {_short(then)} calibrated, {_short(now)} now"
 
 
-def _weights(value: Sequence[float]) -> tuple[float, float, float]:
+def check_m3_weights(value: Sequence[float]) -> tuple[float, float, float]:
+    """``[dense, sparse, colbert]`` weights of an ``m3`` fusion, checked.
+
+    Raises:
+        ValueError: Not three finite numbers ``>= 0``, or all 0.
+    """
     try:
         w = tuple(float(x) for x in value)
     except (TypeError, ValueError):
@@ -144,7 +150,7 @@ class SearchSettings:
             raise ValueError(
                 f"fusion must be one of {[f.value for f in Fusion]}, not {self.fusion!r}"
             ) from None
-        object.__setattr__(self, "weights", _weights(self.weights))
+        object.__setattr__(self, "weights", check_m3_weights(self.weights))
         if self.rerank is not None and not isinstance(self.rerank, bool):
             raise TypeError(f"rerank must be True, False or None, not {self.rerank!r}")
         if self.candidates is not None and (
