@@ -178,9 +178,12 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--max-length", type=int, default=None)
     ev.add_argument(
         "--weights",
+        nargs=3,
+        type=float,
         default=None,
-        help="dense,sparse,colbert weights of the fused row (default: each model's calibrated "
-        "m3 weights from its m3kit_search.json, else FlagEmbedding's 0.4,0.2,0.4)",
+        metavar=("DENSE", "SPARSE", "COLBERT"),
+        help="weights of the fused row (default: each model's calibrated m3 weights from its "
+        "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4), as `m3kit search --weights`",
     )
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
@@ -213,19 +216,8 @@ def add_subcommands(subparsers: Any) -> None:
     cal.set_defaults(handler=_run_calibrate)
 
 
-def _weights_arg(value: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(x) for x in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise SystemExit(f"error: --weights takes dense,sparse,colbert (3 numbers), not {value!r}")
-    return parts[0], parts[1], parts[2]
-
-
 def fused_weights(
     encoder: Any,
-    path: str | Path,
     heads: list[str] | None,
     explicit: tuple[float, float, float] | None,
 ) -> tuple[tuple[float, float, float], str]:
@@ -241,12 +233,9 @@ def fused_weights(
 
     if explicit is not None:
         return explicit, "--weights"
-    folder = Path(path)
-    calibration = (
-        FusionCalibration.for_encoder(folder, encoder_fingerprint(encoder))
-        if folder.is_dir()
-        else None
-    )
+    # the folder the encoder loaded (a hub id's local snapshot), as M3Index reads it
+    folder = Path(encoder.info.path)
+    calibration = FusionCalibration.for_encoder(folder, encoder_fingerprint(encoder))
     wanted = encoder.available_heads if heads is None else Head.parse(heads)
     if calibration is None:
         return DEFAULT_M3_WEIGHTS, "published; the checkpoint has no calibration for them"
@@ -436,10 +425,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     corpus, queries, qrels = _beir(args.data, args.split, args.max_queries, args.seed)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
-    explicit = None if args.weights is None else _weights_arg(args.weights)
+    w = args.weights
+    explicit = None if w is None else (float(w[0]), float(w[1]), float(w[2]))
     for name, path in [*models, ("model", args.model)]:
         encoder = M3Encoder.from_pretrained(path)
-        weights, source = fused_weights(encoder, path, _heads(args.heads), explicit)
+        weights, source = fused_weights(encoder, _heads(args.heads), explicit)
         print(f"{name}: fused row weights {list(weights)} ({source})")
         reports[name] = evaluate_heads(
             encoder,
