@@ -16,7 +16,7 @@ from torch import nn
 from m3kit.checkpoint import COLBERT_FILE, SPARSE_FILE
 from m3kit.errors import CheckpointError
 
-__all__ = ["M3Heads", "is_git_lfs_pointer", "load_state_dict_safely"]
+__all__ = ["M3Heads", "is_git_lfs_pointer", "load_state_dict_safely", "refuse_git_lfs_pointer"]
 
 _LFS_POINTER_START = b"version https://git-lfs.github.com/spec/"
 
@@ -31,12 +31,7 @@ def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
     """
     if not path.is_file():
         raise CheckpointError(f"head file {path} is missing")
-    if is_git_lfs_pointer(path):
-        raise CheckpointError(
-            f"{path} is a Git LFS pointer, not the weights it names: the checkpoint was "
-            "copied or cloned without Git LFS. Fetch the real file (`git lfs pull` in the "
-            "clone, or download the checkpoint again)"
-        )
+    refuse_git_lfs_pointer(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -54,6 +49,20 @@ def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def refuse_git_lfs_pointer(path: Path) -> None:
+    """Refuse a weight file that is a Git LFS pointer (:func:`is_git_lfs_pointer`).
+
+    Raises:
+        CheckpointError: Names the file and how to fetch it.
+    """
+    if is_git_lfs_pointer(path):
+        raise CheckpointError(
+            f"{path} is a Git LFS pointer, not the weights it names: the checkpoint was "
+            "copied or cloned without Git LFS. Fetch the real file (`git lfs pull` in the "
+            "clone, or download the checkpoint again)"
+        )
 
 
 def is_git_lfs_pointer(path: Path) -> bool:

@@ -30,7 +30,7 @@ from m3kit.checkpoint import (
     resolve_checkpoint,
 )
 from m3kit.errors import CheckpointError, HeadNotAvailableError
-from m3kit.heads import M3Heads, is_git_lfs_pointer
+from m3kit.heads import M3Heads, is_git_lfs_pointer, refuse_git_lfs_pointer
 
 __all__ = ["M3Forward", "M3Model"]
 
@@ -291,12 +291,8 @@ def _check_weight_files(path: Path) -> None:
                 shards = {}
             names.extend(sorted({str(s) for s in shards.values()}))
     for name in names:
-        if (path / name).is_file() and is_git_lfs_pointer(path / name):
-            raise CheckpointError(
-                f"{path / name} is a Git LFS pointer, not the weights it names: the "
-                "checkpoint was copied or cloned without Git LFS. Fetch the real file "
-                "(`git lfs pull` in the clone, or download the checkpoint again)"
-            )
+        if (path / name).is_file():
+            refuse_git_lfs_pointer(path / name)
 
 
 def _refuse_missing_tensors(path: Path, loading: dict[str, Any]) -> None:
@@ -308,11 +304,7 @@ def _refuse_missing_tensors(path: Path, loading: dict[str, Any]) -> None:
     Raises:
         CheckpointError: Names the folder and the missing tensors.
     """
-    missing = sorted(
-        k
-        for k in loading.get("missing_keys") or ()
-        if not (k.split(".")[0] == "pooler" or ".pooler." in k)
-    )
+    missing = sorted(k for k in loading.get("missing_keys") or () if not _is_pooler_key(k))
     if missing:
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
         shown = ", ".join(missing[:8]) + more
@@ -328,13 +320,18 @@ def _has_weights(path: Path) -> bool:
     return (path / "model.safetensors").is_file()
 
 
+def _is_pooler_key(key: str) -> bool:
+    """Whether a weight name belongs to the backbone's pooler (which M3 never uses)."""
+    return key.split(".")[0] == "pooler" or ".pooler." in key
+
+
 def _has_pooler(path: Path) -> bool:
     """Whether a single-file safetensors checkpoint stores pooler weights (header read only)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-            return any(k.split(".")[0] == "pooler" or ".pooler." in k for k in f.keys())  # noqa: SIM118
+            return any(_is_pooler_key(k) for k in f.keys())  # noqa: SIM118
     except SafetensorError as e:
         raise CheckpointError(
             f"{path / 'model.safetensors'} is not a readable safetensors file (truncated or "

@@ -220,10 +220,9 @@ class EncoderPool:
         return len(self._procs)
 
     def _wait_ready(self, timeout: float) -> None:
-        ready: set[int] = set()
-        reported: dict[int, int] = {}
+        reported: dict[int, int] = {}  # rank -> the torch threads of each worker ready
         waited = 0.0
-        while len(ready) < len(self._procs):
+        while len(reported) < len(self._procs):
             kind, rank, detail = self._get(waited_for="to load the model")
             if kind == "load-error":
                 raise RuntimeError(
@@ -231,13 +230,12 @@ class EncoderPool:
                     f"{self.spec.path}:\n{detail}"
                 )
             if kind == "ready":
-                ready.add(int(rank))
                 reported[int(rank)] = int(detail)
             waited += _POLL_S if kind == "poll" else 0.0
             if waited > timeout:
+                late = sorted(set(range(len(self._procs))) - set(reported))
                 raise RuntimeError(
-                    f"encoder workers {sorted(set(range(len(self._procs))) - ready)} did not "
-                    f"load the model within {timeout:.0f} s"
+                    f"encoder workers {late} did not load the model within {timeout:.0f} s"
                 )
         self.worker_threads = tuple(reported[r] for r in range(len(self._procs)))
 

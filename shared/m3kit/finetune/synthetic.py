@@ -131,8 +131,8 @@ def _complete(llm: Any, prompt: str) -> str:
 
 def _echoed_lines(text: str) -> set[str]:
     """The chunk's lines (and the whole chunk) in comparison form, except its questions."""
-    lines = {" ".join(line.split()).casefold() for line in text.splitlines()}
-    lines.add(" ".join(text.split()).casefold())
+    lines = {text_key(line).casefold() for line in text.splitlines()}
+    lines.add(text_key(text).casefold())
     return {line for line in lines if line and not line.endswith("?")}
 
 
@@ -150,7 +150,7 @@ def _ask(llm: Any, text: str, num_questions: int, prompt_template: str) -> tuple
     copied = _echoed_lines(text)
     questions = []
     for question in parse_questions(reply):
-        if " ".join(question.split()).casefold() in copied:
+        if text_key(question).casefold() in copied:
             echoed += 1
         else:
             questions.append(question)
