@@ -25,10 +25,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from m3kit.store import Hit, M3Index
 
-__all__ = ["FUSIONS", "add_ranking_arguments", "hit_dict", "hit_text", "ranking", "search_report"]
+__all__ = [
+    "FUSIONS",
+    "add_ranking_arguments",
+    "add_weights_argument",
+    "hit_dict",
+    "hit_text",
+    "ranking",
+    "search_report",
+]
 
 FUSIONS = ("rrf", "dbsf", "m3")
 _SNIPPET_CHARS = 240
+
+
+def add_weights_argument(parser: Any, help: str) -> None:
+    """``--weights DENSE SPARSE COLBERT`` (three floats, default ``None``), the syntax every
+    m3kit command that takes m3 weights shares (``search``, ``eval``)."""
+    parser.add_argument(
+        "--weights",
+        nargs=3,
+        type=float,
+        default=None,
+        metavar=("DENSE", "SPARSE", "COLBERT"),
+        help=help,
+    )
 
 
 def add_ranking_arguments(search: argparse.ArgumentParser) -> None:
@@ -44,13 +65,9 @@ def add_ranking_arguments(search: argparse.ArgumentParser) -> None:
         help="rrf (rank fusion), dbsf (score fusion) or m3 (weighted M3 score); default: the "
         "model's calibrated fusion, else m3 for a BGE-M3-shaped model, else rrf",
     )
-    group.add_argument(
-        "--weights",
-        nargs=3,
-        type=float,
-        default=None,
-        metavar=("DENSE", "SPARSE", "COLBERT"),
-        help="weights of the m3 fusion (default: the calibrated ones, else 0.4 0.2 0.4); an "
+    add_weights_argument(
+        group,
+        "weights of the m3 fusion (default: the calibrated ones, else 0.4 0.2 0.4); an "
         "error when the fusion is not m3",
     )
     group.add_argument(

@@ -18,6 +18,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from m3kit.cli_search import add_weights_argument
 from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
@@ -176,14 +177,10 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
     ev.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
     ev.add_argument("--max-length", type=int, default=None)
-    ev.add_argument(
-        "--weights",
-        nargs=3,
-        type=float,
-        default=None,
-        metavar=("DENSE", "SPARSE", "COLBERT"),
-        help="weights of the fused row (default: each model's calibrated m3 weights from its "
-        "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4), as `m3kit search --weights`",
+    add_weights_argument(
+        ev,
+        "weights of the fused row (default: each model's calibrated m3 weights from its "
+        "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4)",
     )
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
