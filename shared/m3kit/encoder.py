@@ -95,9 +95,10 @@ class M3Encoder:
     FlagEmbedding exactly. The constructor moves the model it is given to ``device`` and puts
     it in that precision in place; pass ``precision="bf16-autocast"`` (or ``"fp32"``) to keep
     a model's float32 weights, e.g. one that is still being trained. With ``backend="onnx"``
-    the model is exported, then its torch weights are released (moved to the meta device): an
-    encoder sharing that model refuses to encode, naming why. PyTorch uses every core
-    by default; call ``torch.set_num_threads`` yourself when several encoders share a machine.
+    the model is exported; :meth:`from_pretrained` then releases torch's copy of the weights
+    (moved to the meta device), a model given to the constructor is left as it is. PyTorch
+    uses every core by default; call ``torch.set_num_threads`` yourself when several encoders
+    share a machine.
 
     ``precision`` is the precision in use (``"auto"`` resolved for the device);
     ``requested_precision`` what was asked for (``AUTO`` when nothing was), which worker
@@ -158,13 +159,12 @@ class M3Encoder:
         self._unused_ids, self._pad_id = special_token_ids(tokenizer)
         _log_loaded(self)
         if self._onnx is not None:
-            # ONNX Runtime holds its own copy of the weights: release torch's (2.2 GB for
-            # BGE-M3) once the collection fingerprint, which digests them, is known. Without
-            # a checkpoint folder both digest the tensors: the export's digest serves both.
+            # ONNX Runtime computes the vectors from its own copy of the weights: the
+            # fingerprint is taken now, before anything can change ``model``. Without a
+            # checkpoint folder both digest the tensors: the export's digest serves both.
             from m3kit.fingerprint import encoder_fingerprint
 
             encoder_fingerprint(self, weights=self._onnx.weights if info is None else None)
-            self.model.to("meta")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -225,7 +225,7 @@ class M3Encoder:
         model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
         remember_loaded(model, info.path, state)
         declared = info.max_length or 8192
-        return cls(
+        enc = cls(
             model,
             tokenizer,
             info=info,
@@ -240,6 +240,12 @@ class M3Encoder:
             backend=backend,
             onnx_cache_dir=onnx_cache_dir,
         )
+        if enc._onnx is not None:
+            # ONNX Runtime holds its own copy of the weights: torch's (2.2 GB for BGE-M3) are
+            # released, here only, where nobody else holds this model (a model given to the
+            # constructor may serve another encoder, and is left as it is)
+            enc.model.to("meta")
+        return enc
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -432,7 +438,18 @@ def _place_model(
     backend: EncoderBackend,
     onnx_cache_dir: str | os.PathLike[str] | None,
 ) -> tuple[EncoderBackend, Precision, M3Model, OnnxRunner | None]:
-    """(backend, resolved precision, the model on ``device``, the ONNX runner or None)."""
+    """(backend, resolved precision, the model on ``device``, the ONNX runner or None).
+
+    Raises:
+        ValueError: ``model`` holds no weights: the ONNX encoder that loaded it released them.
+    """
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type == "meta":
+        raise ValueError(
+            "this model holds no weights: an encoder loaded with backend='onnx' released "
+            "torch's copy (ONNX Runtime runs its own). Load the checkpoint again for this "
+            "encoder (M3Encoder.from_pretrained(path, backend='torch'))"
+        )
     backend = resolve_backend(backend, precision, device)
     if backend is EncoderBackend.ONNX:
         if precision is Precision.AUTO:

@@ -148,17 +148,40 @@ def test_a_model_not_in_float32_is_refused_before_exporting(
     assert not list(tmp_path.iterdir())  # nothing exported, nothing cached
 
 
-def test_an_encoder_whose_model_an_onnx_encoder_released_says_so(
+def test_an_onnx_encoder_leaves_a_model_it_was_given_usable(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:
-    """An ONNX encoder built from another encoder's model releases its torch weights (moved to
-    the meta device, to save their memory); the other encoder then failed with torch's
-    "Cannot copy out of meta tensor; no data!" at its next encode. It now names the cause."""
+    """An ONNX encoder built from another encoder's model released that model's torch weights
+    (moved to the meta device): the other encoder then failed at its next encode, and its
+    fingerprint (taken by every index write) with torch's raw "Cannot copy out of meta
+    tensor; no data!". A model given to the constructor is now left as it is; only
+    ``from_pretrained``, which nobody else's model passes through, releases torch's copy."""
+    from m3kit.fingerprint import encoder_fingerprint
+
     torch_enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", backend="torch")
-    M3Encoder(torch_enc.model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
-    for call in (
-        lambda: torch_enc.encode(TEXTS),
-        lambda: torch_enc.token_states([[0, 5, 2]]),
-    ):
-        with pytest.raises(RuntimeError, match="released by an encoder with backend='onnx'"):
-            call()
+    before = torch_enc.encode(TEXTS)
+    onnx_enc = M3Encoder(
+        torch_enc.model, torch_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path
+    )
+    after = torch_enc.encode(TEXTS)
+    np.testing.assert_array_equal(after.dense, before.dense)
+    assert encoder_fingerprint(torch_enc).weights  # digests the weights: they are there
+    np.testing.assert_allclose(onnx_enc.encode(TEXTS).dense, before.dense, atol=1e-4)
+    assert torch_enc.token_states([[0, 5, 2]])
+
+
+def test_a_model_an_onnx_encoder_loaded_is_released_and_refused_by_name(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """``from_pretrained(backend="onnx")`` frees torch's copy of the weights (ONNX Runtime
+    holds its own); building another encoder on that empty model is refused naming why,
+    rather than failing in the forward pass."""
+    onnx_enc = M3Encoder.from_pretrained(
+        tiny_m3_path, dtype="fp32", backend="onnx", onnx_cache_dir=tmp_path
+    )
+    assert {p.device.type for p in onnx_enc.model.parameters()} == {"meta"}
+    assert onnx_enc.encode(TEXTS).dense.shape[0] == len(TEXTS)
+    with pytest.raises(ValueError, match="holds no weights.*backend='onnx' released"):
+        M3Encoder(onnx_enc.model, onnx_enc.tokenizer, backend="torch")
+    with pytest.raises(ValueError, match="holds no weights.*backend='onnx' released"):
+        M3Encoder(onnx_enc.model, onnx_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)

@@ -47,19 +47,7 @@ def torch_forward(
     Returns:
         float32 arrays named like :class:`~m3kit.model.M3Forward`: ``dense``, and ``hidden``,
         ``sparse``, ``colbert`` when asked for.
-
-    Raises:
-        RuntimeError: ``model``'s weights were released (moved to the meta device) by an ONNX
-            encoder built from it.
     """
-    first = next(model.parameters(), None)
-    if first is not None and first.device.type == "meta":
-        raise RuntimeError(
-            "this encoder's model holds no weights: they were released by an encoder with "
-            "backend='onnx' built from the same model (M3Encoder(model, ..., backend='onnx') "
-            "exports it, then frees torch's copy). Load the model again for this encoder, "
-            "or give the ONNX encoder a model of its own"
-        )
     with torch.inference_mode(), _autocast(precision, device):
         fwd = model(
             torch.from_numpy(ids).to(device),
