@@ -34,6 +34,7 @@ from m3kit.chunk_spans import (
     pack_sentences,
     places_pieces,
     sentence_starts,
+    starts_between_tokens,
 )
 from m3kit.fingerprint import describe_settings
 
@@ -146,7 +147,9 @@ class SpanPlanner:
         content = np.asarray(enc.ids, dtype=np.int64)
         tok_starts = token_starts(text, enc.offsets)
         if self.splitter is None:
-            bounds = pack_sentences(sentence_starts(text), tok_starts, self.chunk_size, text)
+            ends = np.asarray([e for _, e in enc.offsets], dtype=np.int64)
+            sents = starts_between_tokens(sentence_starts(text), tok_starts, ends, text)
+            bounds = pack_sentences(sents, tok_starts, self.chunk_size, text)
             raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
         else:
             raw = self.splitter(text)

@@ -37,6 +37,7 @@ __all__ = [
     "places_pieces",
     "sentence_starts",
     "spans_of_pieces",
+    "starts_between_tokens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,48 @@ def sentence_starts(text: str) -> list[int]:
         if starts[-1] < end < len(text):
             starts.append(end)
     return starts
+
+
+def starts_between_tokens(
+    sent_starts: Sequence[int],
+    token_starts: npt.NDArray[np.int64],
+    token_ends: npt.NDArray[np.int64],
+    text: str,
+) -> list[int]:
+    """Sentence starts moved out of tokens: a start inside a token goes past its end.
+
+    XLM-R's normaliser folds full-width punctuation into ASCII, so ``"Yes！!Sure"`` has the one
+    token ``"!!"`` over the sentence end after ``"！"``; cutting there would give the chunk
+    before that token a character of the chunk after it. The start moves after the token (and
+    any whitespace following it, which ends the sentence before); starts that meet are merged.
+
+    Args:
+        sent_starts: Ascending sentence starts (:func:`sentence_starts`).
+        token_starts: Where each token starts (:func:`m3kit.chunk_plan.token_starts`).
+        token_ends: Where each token ends (its offsets' end).
+        text: The document.
+
+    >>> starts_between_tokens([0, 4, 9], np.array([0, 3, 9]), np.array([3, 5, 12]), "Yes！! Sure")
+    [0, 6, 9]
+    """
+    tok = np.asarray(token_starts, dtype=np.int64)
+    if tok.size == 0:
+        return list(sent_starts)
+    tok = np.maximum.accumulate(tok)  # sorted, for searching
+    reach = np.maximum.accumulate(np.asarray(token_ends, dtype=np.int64))
+    out: list[int] = []
+    for start in sent_starts:
+        at = int(start)
+        while at > 0:  # the end of the tokens starting before ``at``, while past it
+            before = int(np.searchsorted(tok, at, side="left"))
+            if before == 0 or int(reach[before - 1]) <= at:
+                break
+            at = int(reach[before - 1])
+            while at < len(text) and text[at].isspace():
+                at += 1
+        if (not out or at > out[-1]) and (at < len(text) or not out):
+            out.append(at)
+    return out
 
 
 def pack_sentences(

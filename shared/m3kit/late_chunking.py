@@ -7,7 +7,8 @@ Rules (tested in ``tests/late_chunking``):
 
 - **Spans.** With the built-in splitter, chunks tile the document exactly
   (``"".join(c.text for c in chunks) == text``): whole sentences packed up to ``chunk_size``
-  tokens, whitespace after a sentence belonging to the chunk before it. With your own splitter
+  tokens, whitespace after a sentence belonging to the chunk before it, never cutting through
+  a token (:func:`~m3kit.chunk_spans.starts_between_tokens`). With your own splitter
   each chunk keeps the splitter's span (overlaps trimmed, see
   :func:`~m3kit.chunk_spans.normalize_spans`), and ``chunk.text == text[chunk.start:chunk.end]``;
   a text splitter's pieces are placed so that they cover the document, or it is an error
