@@ -34,6 +34,8 @@ from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
 from m3kit.outputs import ALL_HEADS, Head
 
 if TYPE_CHECKING:
+    import torch
+
     from llamaindex_m3.embeddings import M3Embedding
     from m3kit.store.search_settings import FusionCalibration
 
@@ -124,7 +126,8 @@ class M3FinetuneEngine:
         attention_dropout: Dropout on attention probabilities while training (default: the
             model's own; ``0.0`` trains faster on CPU at a small quality cost,
             ``FinetuneConfig.attention_dropout``).
-        device: Training device (default: CUDA when available).
+        device: Training device, a string or a ``torch.device`` (default: CUDA when
+            available).
         passage_max_length: Passage truncation in tokens.
         seed: Seeds sampling and head initialisation.
         show_progress_bar: Show the trainer's progress.
@@ -168,7 +171,7 @@ class M3FinetuneEngine:
         frozen_layers: int = 0,
         precision: str = "auto",
         attention_dropout: float | None = None,
-        device: str | None = None,
+        device: str | torch.device | None = None,
         passage_max_length: int = 256,
         seed: int = 42,
         show_progress_bar: bool = True,
