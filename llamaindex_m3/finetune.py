@@ -3,7 +3,12 @@
 Same call shape as LlamaIndex's ``SentenceTransformersFinetuneEngine`` (``finetune()``, then
 ``get_finetuned_model()``), without depending on llama-index-finetuning: the dataset is any
 ``EmbeddingQAFinetuneDataset`` (read by its ``queries`` / ``corpus`` / ``relevant_docs``
-fields), its saved JSON path, or an :class:`m3kit.finetune.QADataset`.
+fields), its saved JSON path, or an :class:`m3kit.finetune.QADataset`. Its keywords are
+accepted with their LlamaIndex meaning (``dataset``, ``use_all_docs``, ``device``, ...), or
+refused by name where m3kit cannot give it (a ``loss`` object, ``save_checkpoints=True``,
+...; :mod:`llamaindex_m3._finetune_compat`). Past the third, pass arguments by name: the
+fourth positional one is ``val_dataset`` here, ``batch_size`` there. Defaults that differ:
+``model_id`` (``BAAI/bge-m3``) and ``use_all_docs`` (``True``).
 
 Example::
 
@@ -21,6 +26,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from llamaindex_m3._finetune_compat import refuse_unsupported, training_data
 from m3kit.finetune.data import QADataset, TrainingExample
 from m3kit.finetune.evaluate import RetrievalReport
 from m3kit.finetune.span_data import SpanExample, read_longdoc_examples
@@ -28,6 +34,8 @@ from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
 from m3kit.outputs import ALL_HEADS, Head
 
 if TYPE_CHECKING:
+    import torch
+
     from llamaindex_m3.embeddings import M3Embedding
     from m3kit.store.search_settings import FusionCalibration
 
@@ -87,6 +95,24 @@ class M3FinetuneEngine:
             ``M3Index`` and the retrievers and vector stores by default).
         epochs: Passes over the training queries.
         batch_size: Queries per step.
+        dataset: LlamaIndex's name for ``train_dataset`` (give one of the two).
+        use_all_docs: Train on every relevant doc of a query (default; one drawn per query
+            each epoch). ``False``: its first relevant doc only, as LlamaIndex's engine
+            does by default; the others are still never mined as its negatives.
+        loss: LlamaIndex's sentence-transformers loss: only ``None`` (m3kit's own
+            three-head contrastive loss); a loss object is refused (``ValueError``).
+        evaluation_steps: LlamaIndex's evaluation interval. ``val_dataset`` is evaluated
+            once, after training, so it is refused (``ValueError``) with a ``val_dataset``;
+            without one it does nothing, as in LlamaIndex.
+        trust_remote_code: Only ``False``: models needing remote code are not trained
+            (``True`` raises ``ValueError``).
+        save_checkpoints: Only ``False``: the final model alone is saved (``True`` raises
+            ``ValueError``).
+        resume_from_checkpoint: Only ``False``: a run cannot be resumed (``True`` raises
+            ``ValueError``).
+        checkpoint_save_steps: Accepted for LlamaIndex calls; without ``save_checkpoints``
+            it does nothing there either.
+        checkpoint_save_total_limit: As ``checkpoint_save_steps``.
         heads: Heads to train (default all three).
         mine_negatives: Hard negatives per query mined from the training corpus with the start
             model before training (0: in-batch negatives only, like LlamaIndex's engine).
@@ -100,7 +126,8 @@ class M3FinetuneEngine:
         attention_dropout: Dropout on attention probabilities while training (default: the
             model's own; ``0.0`` trains faster on CPU at a small quality cost,
             ``FinetuneConfig.attention_dropout``).
-        device: Training device (default: CUDA when available).
+        device: Training device, a string or a ``torch.device`` (default: CUDA when
+            available).
         passage_max_length: Passage truncation in tokens.
         seed: Seeds sampling and head initialisation.
         show_progress_bar: Show the trainer's progress.
@@ -121,13 +148,22 @@ class M3FinetuneEngine:
 
     def __init__(
         self,
-        train_dataset: Any,
+        train_dataset: Any = None,
         model_id: str = "BAAI/bge-m3",
         model_output_path: str = "exp_finetune",
         val_dataset: Any | None = None,
         epochs: int = 2,
         batch_size: int = 10,
         *,
+        dataset: Any = None,
+        use_all_docs: bool = True,
+        loss: Any = None,
+        evaluation_steps: int | None = None,
+        trust_remote_code: bool = False,
+        save_checkpoints: bool = False,
+        resume_from_checkpoint: bool = False,
+        checkpoint_save_steps: int | None = None,
+        checkpoint_save_total_limit: int | None = None,
         heads: Iterable[Head | str] = ALL_HEADS,
         mine_negatives: int = 0,
         learning_rate: float | None = None,
@@ -135,7 +171,7 @@ class M3FinetuneEngine:
         frozen_layers: int = 0,
         precision: str = "auto",
         attention_dropout: float | None = None,
-        device: str | None = None,
+        device: str | torch.device | None = None,
         passage_max_length: int = 256,
         seed: int = 42,
         show_progress_bar: bool = True,
@@ -144,6 +180,17 @@ class M3FinetuneEngine:
         span_negatives: int = 0,
         span_overlap: int | None = None,
     ) -> None:
+        train_dataset = training_data(train_dataset, dataset)
+        refuse_unsupported(
+            loss=loss,
+            evaluation_steps=evaluation_steps,
+            has_val_dataset=val_dataset is not None,
+            trust_remote_code=trust_remote_code,
+            save_checkpoints=save_checkpoints,
+            resume_from_checkpoint=resume_from_checkpoint,
+        )
+        del checkpoint_save_steps, checkpoint_save_total_limit  # without save_checkpoints
+        self.use_all_docs = bool(use_all_docs)
         self.late_chunking = bool(late_chunking)
         if self.late_chunking and mine_negatives > 0:
             raise ValueError(
@@ -188,19 +235,22 @@ class M3FinetuneEngine:
         if self.train_dataset is None:
             raise RuntimeError("a late_chunking engine trains on span examples, not QA rows")
         examples = self.train_dataset.to_examples()
-        if self.mine_negatives <= 0:
-            return examples
-        from m3kit.encoder import M3Encoder
-        from m3kit.finetune.mining import mine_hard_negatives
+        if self.mine_negatives > 0:
+            from m3kit.encoder import M3Encoder
+            from m3kit.finetune.mining import mine_hard_negatives
 
-        encoder = M3Encoder.from_pretrained(self.model_id, device=self.config.device)
-        return mine_hard_negatives(
-            encoder,
-            examples,
-            list(self.train_dataset.corpus.values()),
-            num_negatives=self.mine_negatives,
-            seed=self.config.seed,
-        )
+            encoder = M3Encoder.from_pretrained(self.model_id, device=self.config.device)
+            # mined knowing every relevant doc, so none is a negative even when unused below
+            examples = mine_hard_negatives(
+                encoder,
+                examples,
+                list(self.train_dataset.corpus.values()),
+                num_negatives=self.mine_negatives,
+                seed=self.config.seed,
+            )
+        if self.use_all_docs:
+            return examples
+        return [TrainingExample(ex.query, ex.pos[:1], ex.neg) for ex in examples]
 
     def finetune(self) -> FinetuneResult:
         """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given."""

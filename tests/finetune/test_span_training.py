@@ -401,3 +401,32 @@ def test_a_question_asked_of_two_paragraphs_has_neither_as_a_negative(tmp_path: 
     assert second.span not in first.negative_spans and first.span not in second.negative_spans
     assert first.span in third.negative_spans and second.span in third.negative_spans
     assert len(first.negative_spans) == len(chunks) - 2
+
+
+def test_a_copy_of_the_positive_text_is_never_its_negative(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A span with the positive's text (a repeated paragraph of the document, or the same
+    paragraph in another document answering another question) was pooled as a negative: the
+    query was trained away from its own answer's words."""
+    repeated = PARAGRAPHS["rhine"][0]
+    doc = f"{repeated}\n\n{PARAGRAPHS['rhine'][1]}\n\n {repeated}\n"
+    p0 = (0, len(repeated))
+    p1 = (p0[1] + 2, p0[1] + 2 + len(PARAGRAPHS["rhine"][1]))
+    p2 = (p1[1] + 2, len(doc))  # " <repeated>\n": the same text, other whitespace
+    own = SpanExample("Where does the Rhine flow?", doc, p0, (p1, p2))
+    other_doc = f"Rivers of Europe.\n\n{repeated}"
+    other = SpanExample("Which river reaches the North Sea?", other_doc, (19, len(other_doc)))
+    for mask_shared in (True, False):
+        cfg = _config(
+            tiny_m3_path, tmp_path / "u", passage_max_length=512, mask_shared_positives=mask_shared
+        )
+        setup = prepare_training(cfg)
+        batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)([own, other])
+        # candidates: own p0 (0), p1 and p2 in sampled order (1, 2), other's positive (3)
+        assert batch["targets"].tolist() == [0, 3] and len(batch["span_lengths"]) == 4
+        exclude = batch["exclude"]
+        copies = {c for c in (1, 2) if bool(exclude[0, c])}
+        assert len(copies) == 1  # p2 masked, p1 (other words) stays a negative
+        assert exclude[0, 3] and exclude[1, 0] and exclude[1, next(iter(copies))]
+        assert int(exclude.sum()) == 4

@@ -114,7 +114,8 @@ class SpanCollator:
     (windows, each encoded once per batch), ``span_rows``/``span_positions`` (``[s, l]``: the
     window row and the position in that window's sequence of each token of each candidate
     span, padded), ``span_lengths`` (``[s]``), ``targets`` (each query's positive column) and
-    ``exclude`` (copies of a query's positive).
+    ``exclude`` (copies of a query's positive: its spans in other rows, and any span with
+    its text, whitespace collapsed).
     """
 
     def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
@@ -195,6 +196,7 @@ class SpanCollator:
         spans: list[_Cells] = []
         span_index: dict[_Cells, int] = {}
         keys: list[set[tuple[str, int, int]]] = []  # (document, char span) of each candidate
+        texts: list[str] = []  # each candidate's text, whitespace collapsed (text_key)
         targets: list[int] = []
 
         def row(text: str, doc: _Document, j: int) -> int:
@@ -217,6 +219,7 @@ class SpanCollator:
                 span_index[c] = len(spans)
                 spans.append(c)
                 keys.append(set())
+                texts.append(text_key(key[0][key[1] : key[2]]))
             keys[span_index[c]].add(key)
             return span_index[c]
 
@@ -234,15 +237,26 @@ class SpanCollator:
             for na, nb, neg in self.rng.sample(inside, k):
                 slot(cells(ex.document, doc, na, nb, owners), (ex.document, *neg))
         exclude = torch.zeros(len(batch), len(spans), dtype=torch.bool)
+        # a span with the text of the row's positive (a repeated paragraph, the paragraph in
+        # another document) is never its negative, as passage training shares one slot
+        for i, target in enumerate(targets):
+            for col, text in enumerate(texts):
+                if col != target and text == texts[target]:
+                    exclude[i, col] = True
         if self.config.mask_shared_positives:
             # the answer spans of every row with the same query text are all its positives
             relevant: dict[str, set[tuple[Any, ...]]] = {}
-            for ex in batch:
+            same_text: dict[str, set[str]] = {}
+            for ex, target in zip(batch, targets, strict=True):
                 relevant.setdefault(text_key(ex.query), set()).add((ex.document, *ex.span))
+                same_text.setdefault(text_key(ex.query), set()).add(texts[target])
             for i, ex in enumerate(batch):
                 own = relevant[text_key(ex.query)]
+                own_texts = same_text[text_key(ex.query)]
                 for col, col_keys in enumerate(keys):
-                    if col != targets[i] and own.intersection(col_keys):
+                    if col != targets[i] and (
+                        own.intersection(col_keys) or texts[col] in own_texts
+                    ):
                         exclude[i, col] = True
         q = self.tokenizer(
             [self.prefix + ex.query for ex in batch],

@@ -143,7 +143,8 @@ class FinetuneConfig:
             point lower over two splits (``benchmarks/results/finetune_sweep.md``). The saved
             checkpoint keeps its config's value. Needs an attention with ``query`` / ``key``
             / ``value`` layers and a ``dropout`` (BERT, XLM-R and their kin); others raise.
-        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available); a
+            ``torch.device`` is read as its string (``torch.device("cpu")`` -> ``"cpu"``).
         seed: Seeds shuffling, negative sampling and head initialisation.
         logging_steps: Log the loss every this many steps.
         show_progress: Show the Trainer's progress bar.
@@ -178,13 +179,16 @@ class FinetuneConfig:
     mask_shared_positives: bool = True
     precision: str = "auto"
     attention_dropout: float | None = None
-    device: str | None = None
+    device: str | torch.device | None = None
     seed: int = 42
     logging_steps: int = 10
     show_progress: bool = True
 
     def __post_init__(self) -> None:
         self.heads = Head.parse(self.heads)
+        if isinstance(self.device, torch.device):
+            # torch.device("cpu") != "cpu": the run would not be told to stay on the CPU
+            self.device = str(self.device)
         if self.freeze_encoder and self.heads == {Head.DENSE}:
             raise ValueError(
                 "freeze_encoder with only the dense head trains nothing: the dense head has no "
