@@ -18,7 +18,14 @@ from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
 
-__all__ = ["document_filter", "documents_of", "encoder_of", "hit_document"]
+__all__ = [
+    "RETRIEVER_KEYS",
+    "document_filter",
+    "documents_of",
+    "encoder_of",
+    "hit_document",
+    "without_retriever_keys",
+]
 
 #: Where a key a returned ``Document`` shows in its metadata comes from (``document_filter``):
 #: ``"always"`` the chunk's own field; ``"chunked"`` the field on a chunk of a document stored
@@ -31,6 +38,8 @@ VECTOR_STORE_SHOWN = {
     END_INDEX_KEY: "chunked",
 }
 RETRIEVER_SHOWN = {"doc_id": "always", CHUNK_INDEX_KEY: "always"}
+#: The keys :class:`~langchain_m3.M3Retriever` adds to the metadata of what it returns.
+RETRIEVER_KEYS = ("score", "doc_id", CHUNK_INDEX_KEY)
 _FIELDS = {
     "doc_id": DOC_ID,
     CHUNK_INDEX_KEY: CHUNK_INDEX,
@@ -93,6 +102,33 @@ def hit_document(hit: Hit) -> Document:
         metadata[START_INDEX_KEY] = hit.start
         metadata[END_INDEX_KEY] = hit.end
     return Document(id=hit.doc_id, page_content=hit.text, metadata=metadata)
+
+
+def without_retriever_keys(metadata: dict[str, Any], doc_id: str | None) -> dict[str, Any]:
+    """``metadata`` of a document written under ``doc_id``, less the keys
+    :class:`~langchain_m3.M3Retriever` added when it returned that document.
+
+    They are dropped when they are what the retriever shows (``doc_id`` equal to ``doc_id``,
+    an integer ``chunk_index`` and a number ``score``), so a returned document added back is
+    the stored one; otherwise ``metadata`` is returned as it is (the user's own keys).
+
+    >>> without_retriever_keys({"t": 1, "score": 0.5, "doc_id": "a", "chunk_index": 0}, "a")
+    {'t': 1}
+    >>> without_retriever_keys({"score": 5, "doc_id": "x"}, "a")
+    {'score': 5, 'doc_id': 'x'}
+    """
+    score, index = metadata.get("score"), metadata.get(CHUNK_INDEX_KEY)
+    shown = (
+        doc_id is not None
+        and metadata.get("doc_id") == doc_id
+        and isinstance(index, int)
+        and isinstance(score, int | float)
+        and not isinstance(index, bool)
+        and not isinstance(score, bool)
+    )
+    if not shown:
+        return metadata
+    return {k: v for k, v in metadata.items() if k not in RETRIEVER_KEYS}
 
 
 def document_filter(value: Any, shown: Mapping[str, str]) -> Any:

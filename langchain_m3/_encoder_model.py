@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,9 @@ class EncoderModel(LoadTimeFields):
     ``model_copy(update=...)`` naming one raises ``ValueError`` (build a new object instead).
 
     Subclasses get :meth:`from_encoder` (share one loaded model) and :attr:`encoder`.
+
+    ``pickle`` carries the fields, not the weights: unpickling loads the checkpoint again and
+    checks it is the same model; ``copy.deepcopy`` copies the fields and shares the model.
     """
 
     # frozen: the fields describe the loaded model, so changing one later would be a lie
@@ -140,6 +144,60 @@ class EncoderModel(LoadTimeFields):
     def encoder(self) -> M3Encoder:
         """The loaded :class:`~m3kit.M3Encoder`."""
         return self._encoder
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle the fields and the model's identity, not its weights: unpickling loads the
+        checkpoint again (as the LlamaIndex classes do).
+
+        Raises:
+            TypeError: The model cannot be loaded again from a folder: it was built in memory,
+                or changed in memory since it was loaded (``copy.deepcopy`` shares it instead).
+        """
+        from m3kit.distributed.spec import EncoderSpec
+
+        try:
+            identity = EncoderSpec.of(self._encoder).identity
+        except ValueError as e:
+            raise TypeError(
+                f"cannot pickle this {type(self).__name__}: unpickling loads its model again "
+                f"from its checkpoint folder, and {e}. Within one process, copy.deepcopy (or "
+                "from_encoder) shares the loaded model instead"
+            ) from e
+        return {
+            "fields": dict(self.__dict__),
+            "fields_set": set(self.model_fields_set),
+            "identity": identity,
+        }
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Load the checkpoint the pickled fields name, checking it is the pickled model.
+
+        Raises:
+            ValueError: The checkpoint loads as another model than the pickled one (its files
+                changed, or the encoder had a setting these fields do not hold).
+        """
+        from m3kit.fingerprint import encoder_fingerprint
+
+        self._validate_and_load(state["fields"], encoder=None)
+        object.__setattr__(self, "__pydantic_fields_set__", set(state["fields_set"]))
+        loaded = encoder_fingerprint(self._encoder).identity
+        if loaded != state["identity"]:
+            raise ValueError(
+                f"unpickling this {type(self).__name__} loaded another model from "
+                f"{self.model_name_or_path!r} than the one pickled (fingerprint {loaded} "
+                f"instead of {state['identity']}): its checkpoint changed since, or the "
+                "pickled encoder had a setting these fields do not hold (e.g. pooling); "
+                "pickle an object built from its fields, or load the encoder in the new "
+                "process and use from_encoder()"
+            )
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A copy with deep copies of the fields, sharing the loaded model (used read-only, as
+        :meth:`from_encoder` shares it), so no weights are loaded or copied."""
+        obj = type(self).__new__(type(self))
+        obj._validate_and_load(copy.deepcopy(dict(self.__dict__), memo), encoder=self._encoder)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(self.model_fields_set))
+        return obj
 
 
 def _str_or_none(path: object | None) -> str | None:

@@ -62,6 +62,9 @@ class RetrieverWrites:
                 stored with the vectors they carry (one that lost them raises ``ValueError``).
             show_progress: tqdm bars (default: for large batches).
 
+        A document this retriever returned, added back, is the stored document: the
+        ``score``, ``doc_id`` and ``chunk_index`` it shows are not stored as its metadata.
+
         Returns:
             The document ids, in order.
         """
@@ -72,6 +75,7 @@ class RetrieverWrites:
             chunker=self._chunker(chunking, late_chunking),
             show_progress=show_progress,
             generate_missing_ids=False,
+            retriever_results=True,
         )
 
     async def aadd_documents(

@@ -25,6 +25,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from langchain_m3._documents import without_retriever_keys
 from langchain_m3.splitter import (
     CHUNK_INDEX_KEY,
     LATE_CHUNK_KEY,
@@ -84,6 +85,7 @@ def write_documents(
     show_progress: bool | None,
     generate_missing_ids: bool,
     batch_size: int | None = None,
+    retriever_results: bool = False,
 ) -> list[str]:
     """Write LangChain documents to ``index``; returns their document ids in input order.
 
@@ -99,6 +101,9 @@ def write_documents(
             index's content id (``False``: raise).
         batch_size: Most documents per ``add_texts`` call (each call encodes and writes its
             documents before the next starts); ``None``: one call per kind of document.
+        retriever_results: Documents are written without the keys ``M3Retriever`` adds to
+            what it returns, where they are its (:func:`without_retriever_keys`), so a
+            returned document added back is the stored one.
 
     Raises:
         ValueError: Lengths differ, an id is given twice with different content, ids are
@@ -112,7 +117,7 @@ def write_documents(
             raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
     given = _ids(docs, ids, generate_missing_ids)
     _refuse_read_back_chunks(index, docs, given)
-    entries = [_entry(index, i, doc, given[i]) for i, doc in enumerate(docs)]
+    entries = [_entry(index, i, doc, given[i], retriever_results) for i, doc in enumerate(docs)]
     _check_duplicates(entries)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -258,9 +263,13 @@ def _read_back_late_chunks(index: M3Index, entries: list[_Entry]) -> set[int]:
     return kept
 
 
-def _entry(index: M3Index, position: int, doc: Document, doc_id: str | None) -> _Entry:
+def _entry(
+    index: M3Index, position: int, doc: Document, doc_id: str | None, retriever_results: bool
+) -> _Entry:
     metadata = dict(doc.metadata)
     if not is_late_chunk(doc):
+        if retriever_results:
+            metadata = without_retriever_keys(metadata, doc_id)
         return _Entry(position, doc_id, doc.page_content, metadata, None, None)
     chunk = checked_chunk(doc, f"documents[{position}]", index.store.heads, index.encoder)
     marker = metadata.pop(LATE_CHUNK_KEY)

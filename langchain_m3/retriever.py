@@ -78,7 +78,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its
     document's id as ``id`` (what :meth:`add_documents` returns and :meth:`delete` takes; the
     chunks of one document share it) and its metadata plus ``score``, ``doc_id`` (the same id)
-    and ``chunk_index`` (these three keys overwrite user metadata of the same name).
+    and ``chunk_index`` (these three keys overwrite user metadata of the same name; added back
+    with :meth:`add_documents`, such a document is stored without them, as it was).
 
     Example:
         >>> import tempfile

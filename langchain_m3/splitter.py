@@ -21,7 +21,8 @@ chunk alone (which would drop its context). Other LangChain stores see only text
 every chunk alone: use one of those two.
 Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chunk as a plain
 text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
-model.
+model; ``create_documents(texts, metadatas)`` late-chunks plain texts, as a ``TextSplitter``'s
+does.
 
 Unlike LangChain's ``TextSplitter``\\ s, by design:
 
@@ -180,6 +181,22 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
         docstring for what a copy of a chunk loses.
         """
         return [doc for doc, _ in self.split_documents_with_vectors(documents)]
+
+    def create_documents(
+        self, texts: list[str], metadatas: Sequence[dict[str, Any] | None] | None = None
+    ) -> list[Document]:
+        """Late-chunk plain texts, as LangChain's ``TextSplitter.create_documents`` does.
+
+        :meth:`split_documents` of one ``Document`` per text with its metadata (a ``None``
+        entry, or no ``metadatas``: none); the chunks carry their vectors likewise.
+
+        Raises:
+            TypeError: ``texts`` is one string, or a metadata entry is not a dict (or ``None``).
+            ValueError: ``metadatas`` has another length than ``texts``.
+        """
+        from langchain_m3._documents import documents_of  # it imports this module
+
+        return self.split_documents(documents_of(texts, metadatas))
 
     def transform_documents(self, documents: Sequence[Document], **kwargs: Any) -> list[Document]:
         """``BaseDocumentTransformer`` entry point: :meth:`split_documents` (runs the model)."""

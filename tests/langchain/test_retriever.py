@@ -213,3 +213,37 @@ def test_late_chunking(tiny_encoder: M3Encoder) -> None:
     r.add_documents([long_doc], late_chunking=True)
     assert r.index.count() == len(default_chunks) + 1, "new chunking replaced the old chunks"
     r.index.close()
+
+
+def test_re_adding_returned_documents_stores_them_unchanged(tiny_encoder: M3Encoder) -> None:
+    """A document ``invoke`` returned, added back, is the stored document: nothing is written.
+
+    The keys the retriever adds to what it returns (``score``, ``doc_id``, ``chunk_index``)
+    used to be stored as the document's own metadata: the document was encoded again and
+    ``M3VectorStore`` (which returns metadata as stored) showed a stale ``score``.
+    """
+    from langchain_m3 import M3VectorStore
+
+    original = Document("Berlin is the capital.", id="b", metadata={"t": "geo"})
+    r = M3Retriever.from_documents([original], tiny_encoder)
+    try:
+        hits = r.invoke("capital")
+        assert set(hits[0].metadata) == {"t", "score", "doc_id", "chunk_index"}
+        written: list[Any] = []
+        upsert = r.index.store.upsert
+
+        def spy(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+            records = list(records)
+            written.extend(records)
+            return upsert(records, *args, **kwargs)
+
+        r.index.store.upsert = spy  # type: ignore[method-assign]
+        assert r.add_documents(hits) == ["b"]
+        assert written == []
+        assert M3VectorStore(r.index).get_by_ids(["b"])[0].metadata == {"t": "geo"}
+        # a document of the user's own with such keys (not what invoke shows for it) keeps them
+        own = Document("Oxygen is O.", id="o", metadata={"score": 5.0, "doc_id": "x"})
+        r.add_documents([own])
+        assert M3VectorStore(r.index).get_by_ids(["o"])[0].metadata == own.metadata
+    finally:
+        r.index.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from langchain_core.documents import BaseDocumentTransformer, Document
 
-from langchain_m3.splitter import M3LateChunkingSplitter
+from langchain_m3.splitter import M3LateChunkingSplitter, late_chunk_vectors
 from m3kit import Head
 from m3kit.late_chunking import LateChunker
 
@@ -196,3 +196,28 @@ def test_a_document_that_became_empty_replaces_its_chunks(tiny_encoder):  # type
     result = index(emptied, manager, store, **kwargs)  # type: ignore[arg-type]
     assert (result["num_added"], result["num_deleted"]) == (1, len(first))
     assert store.index.count() == 1
+
+
+def test_create_documents_as_a_text_splitter(splitter):  # type: ignore[no-untyped-def]
+    """``create_documents(texts, metadatas)`` (LangChain's ``TextSplitter`` entry point for
+    plain texts) gives the chunks ``split_documents`` gives for those texts, carrying their
+    vectors; it was missing (``AttributeError``)."""
+    texts = [TEXT, "Short."]
+    chunks = splitter.create_documents(texts, metadatas=[{"src": "a"}, {"src": "b"}])
+    want = splitter.split_documents(
+        [Document(TEXT, metadata={"src": "a"}), Document("Short.", metadata={"src": "b"})]
+    )
+    assert [(d.page_content, d.metadata) for d in chunks] == [
+        (d.page_content, d.metadata) for d in want
+    ]
+    assert {d.metadata["src"] for d in chunks} == {"a", "b"}
+    np.testing.assert_allclose(
+        late_chunk_vectors(chunks[0]).dense, late_chunk_vectors(want[0]).dense, atol=1e-6
+    )
+    plain = splitter.create_documents(["Short."])  # metadatas default: none
+    assert [d.page_content for d in plain] == ["Short."]
+    assert set(plain[0].metadata) == {"start_index", "end_index", "chunk_index", "m3_late_chunk"}
+    with pytest.raises(ValueError, match="2 texts but 1 metadatas"):
+        splitter.create_documents(texts, metadatas=[{"src": "a"}])
+    with pytest.raises(TypeError, match="wrap a single text"):
+        splitter.create_documents(TEXT)
