@@ -139,6 +139,14 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
             self._sparse_handoff = SparseHandoff()
         return self._sparse_handoff
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> M3Embedding:
+        """A deep copy sharing the model; it starts without the sparse handoff (the store's
+        ``sparse_doc_fn`` reads the original's), so it computes dense vectors only."""
+        memo = {} if memo is None else memo
+        if self._sparse_handoff is not None:
+            memo.setdefault(id(self._sparse_handoff), None)
+        return super().__deepcopy__(memo)
+
     def _get_query_embedding(self, query: str) -> Embedding:
         out = self.encoder.encode(
             [query], heads=Head.DENSE, query=True, max_length=self.max_length, show_progress=False
