@@ -7,6 +7,7 @@ the dense head (the sparse and ColBERT vectors still come from the query text).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 from llama_index.core import Document
 from llama_index.core.schema import QueryBundle, TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
+from qdrant_client import QdrantClient
 
-from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
+from llamaindex_m3 import M3Embedding, M3QdrantVectorStore, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 
 TEXTS = ["Berlin is the capital of Germany.", "Oxygen has the atomic number 8."]
@@ -101,3 +103,21 @@ def test_dense_only_collection_uses_the_embedding_alone(
     (sent,) = store_queries
     assert sent["sparse"] is None and sent["colbert"] is None
     np.testing.assert_allclose(sent["dense"], _unit(given), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "hybrid"])
+def test_m3_qdrant_store_refuses_a_sparse_query_without_text(
+    tiny_encoder: M3Encoder, mode: str
+) -> None:
+    """Without ``query_str`` LlamaIndex's store silently ran a dense-only search instead."""
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    store = M3QdrantVectorStore("no_text", client=QdrantClient(":memory:"), sparse_model=embed)
+    store.add([TextNode(text=t, embedding=embed.get_text_embedding(t)) for t in TEXTS])
+    query = VectorStoreQuery(
+        query_embedding=embed.get_query_embedding(TEXTS[0]),
+        mode=mode,  # type: ignore[arg-type]
+    )
+    with pytest.raises(ValueError, match=f"{mode} mode.*query_str"):
+        store.query(query)
+    with pytest.raises(ValueError, match=f"{mode} mode.*query_str"):
+        asyncio.run(store.aquery(query))
