@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import inspect
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 
+from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
 from llamaindex_m3.node_records import check_late_encoder
@@ -149,7 +150,7 @@ def _store_arguments() -> set[str]:
     return {p.name for p in params if p.kind in named} - {"self", "collection_name"}
 
 
-class M3QdrantVectorStore(QdrantVectorStore):
+class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     """``QdrantVectorStore`` in hybrid mode with M3 sparse vectors; late chunks keep theirs.
 
     Takes every ``QdrantVectorStore`` argument except the hybrid ones it sets itself
@@ -173,6 +174,13 @@ class M3QdrantVectorStore(QdrantVectorStore):
     """
 
     _m3_doc_fn: QdrantSparseFn = PrivateAttr()
+
+    copy_hint: ClassVar[
+        str
+    ] = (  # pickling and deep copies are refused (see llamaindex_m3._open_store)
+        "build one in the other process: M3QdrantVectorStore(collection_name, client=..., "
+        "sparse_model=...)"
+    )
 
     def __init__(
         self,

@@ -18,8 +18,16 @@ import pytest
 import torch
 from llama_index.core import Document
 from llama_index.core.schema import NodeWithScore, TextNode
+from qdrant_client import QdrantClient
 
-from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3Reranker, M3SparseEmbedding
+from llamaindex_m3 import (
+    M3Embedding,
+    M3LateChunkingNodeParser,
+    M3QdrantVectorStore,
+    M3Reranker,
+    M3SparseEmbedding,
+    M3VectorStore,
+)
 from llamaindex_m3.embeddings import m3_sparse_fns
 from m3kit import M3Encoder
 from m3kit.late_chunking import LateChunker
@@ -125,3 +133,17 @@ def test_pickle_refuses_a_chunker_its_fields_do_not_describe(tiny_encoder: M3Enc
 
 def _whole_text(text: str) -> list[tuple[int, int]]:
     return [(0, len(text))]
+
+
+def test_stores_refuse_to_be_copied(tiny_encoder: M3Encoder) -> None:
+    """An unpickled store had lost its index / sparse functions (``AttributeError`` at the first
+    query); a deep copy raised ``TypeError: cannot pickle '_thread.lock' object``."""
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    qdrant = M3QdrantVectorStore("copies", client=QdrantClient(":memory:"), sparse_model=embed)
+    with M3VectorStore(embed) as store:
+        for obj in (store, qdrant):
+            name = type(obj).__name__
+            with pytest.raises(pickle.PicklingError, match=f"cannot pickle a {name}.*open"):
+                pickle.dumps(obj)
+            with pytest.raises(TypeError, match=f"cannot deep-copy a {name}.*open"):
+                copy.deepcopy(obj)
