@@ -8,19 +8,27 @@ definition behind :class:`~llamaindex_m3.M3Embedding`, :class:`~llamaindex_m3.M3
 
 from __future__ import annotations
 
+import logging
+import pickle
 from typing import Any
 
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from typing_extensions import Self
 
 from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.load_time import LoadTimeFields
 
 __all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields"]
 
+logger = logging.getLogger(__name__)
+
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
+_IDENTITY_STATE_KEY = "m3kit_encoder_identity"
+#: Fields dropped (as LlamaIndex drops them) when they cannot be pickled: they change no output.
+_DROPPABLE_FIELDS = frozenset({"callback_manager"})
 IN_MEMORY = "<in-memory>"
 """``model_name`` of an object wrapping an encoder that has no checkpoint folder."""
 
@@ -91,6 +99,78 @@ class M3CheckpointFields(LoadTimeFields):
             onnx_cache_dir=self.onnx_cache_dir,
             **options,
         )
+
+    def _held_encoder(self) -> M3Encoder:
+        """The loaded encoder this object computes with (each subclass says where it is)."""
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle stores: the fields (unpickling loads ``model_name`` from them again)
+        and the identity of the encoder, checked when it is loaded.
+
+        Replaces LlamaIndex's ``BaseComponent.__getstate__``, which drops what it cannot
+        pickle with a log warning: a dropped setting (a ``splitter`` or ``id_func`` lambda)
+        came back as its default. Only ``callback_manager`` (it changes no output) is still
+        dropped that way.
+
+        Raises:
+            pickle.PicklingError: The encoder cannot be loaded again from ``model_name`` (it
+                wraps a model changed in memory since it was loaded, or built in memory), or
+                a field cannot be pickled (names it).
+        """
+        fingerprint = encoder_fingerprint(self._held_encoder())
+        cls = type(self).__name__
+        if self.model_name == IN_MEMORY or not fingerprint.weights.startswith("files-"):
+            raise pickle.PicklingError(
+                f"cannot pickle this {cls}: its model was built or changed in memory (weights "
+                f"{fingerprint.weights[:30]}...), so unpickling, which loads {self.model_name!r} "
+                "again, would give another model; save it (encoder.save_pretrained(folder)) and "
+                f"build the {cls} from that folder"
+            )
+        state = BaseModel.__getstate__(self)
+        fields = dict(state["__dict__"])
+        for name in [n for n, v in fields.items() if not _picklable(v)]:
+            if name not in _DROPPABLE_FIELDS:
+                raise pickle.PicklingError(
+                    f"cannot pickle this {cls}: its {name!r} ({type(fields[name]).__name__}) "
+                    "cannot be pickled, and unpickling without it would use the default "
+                    f"instead; give a picklable {name} (a module-level function, not a lambda)"
+                )
+            logger.warning("pickling %s without its unpicklable %s", cls, name)
+            del fields[name]
+        return {
+            **state,
+            "__dict__": fields,
+            "__pydantic_private__": None,
+            _IDENTITY_STATE_KEY: fingerprint.identity,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Load the model again from the pickled fields and check it is the one pickled.
+
+        Raises:
+            ValueError: The checkpoint at ``model_name`` is another model now.
+        """
+        self.__init__(**state["__dict__"])  # type: ignore[misc]
+        identity = state.get(_IDENTITY_STATE_KEY)
+        fingerprint = encoder_fingerprint(self._held_encoder())
+        if identity is not None and not fingerprint.made(identity):
+            raise ValueError(
+                f"the pickled {type(self).__name__} computed with encoder {identity}; the "
+                f"checkpoint at {self.model_name!r} is another model now "
+                f"({fingerprint.identity}): load it where that model is"
+            )
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A deep copy sharing the loaded model (as :meth:`from_encoder` shares one).
+
+        Every field and setting is copied; the encoder (weights, tokenizer, locks) is the
+        same object, so the copy computes the same outputs without a second copy in memory.
+        """
+        memo = {} if memo is None else memo
+        encoder = self._held_encoder()
+        memo.setdefault(id(encoder), encoder)
+        return super().__deepcopy__(memo)
 
     @staticmethod
     def _checkpoint_fields(encoder: M3Encoder) -> dict[str, Any]:
@@ -192,8 +272,19 @@ class M3EncoderFields(M3CheckpointFields):
         """The loaded :class:`~m3kit.M3Encoder`."""
         return self._encoder
 
+    def _held_encoder(self) -> M3Encoder:
+        return self._encoder
+
     def _documents(self, texts: list[str]) -> list[str]:
         """Texts with ``text_instruction`` prepended (when one is set)."""
         if not self.text_instruction:
             return texts
         return [self.text_instruction + t for t in texts]
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # whatever pickling raises, the value cannot be pickled
+        return False
+    return True

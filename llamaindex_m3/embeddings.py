@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import threading
 from collections import OrderedDict
@@ -32,6 +31,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr
 
+from llamaindex_m3._async_embedding import ThreadedAsyncEmbedding
 from llamaindex_m3._encoder_fields import M3EncoderFields
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
@@ -98,7 +98,7 @@ class SparseHandoff:
         return len(self._items)
 
 
-class M3Embedding(M3EncoderFields, BaseEmbedding):
+class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
     """LlamaIndex ``BaseEmbedding`` giving M3 (or any BGE / sentence-transformers) dense vectors.
 
     The checkpoint is loaded when the object is built and kept in a private attribute
@@ -139,6 +139,14 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
             self._sparse_handoff = SparseHandoff()
         return self._sparse_handoff
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> M3Embedding:
+        """A deep copy sharing the model; it starts without the sparse handoff (the store's
+        ``sparse_doc_fn`` reads the original's), so it computes dense vectors only."""
+        memo = {} if memo is None else memo
+        if self._sparse_handoff is not None:
+            memo.setdefault(id(self._sparse_handoff), None)
+        return super().__deepcopy__(memo)
+
     def _get_query_embedding(self, query: str) -> Embedding:
         out = self.encoder.encode(
             [query], heads=Head.DENSE, query=True, max_length=self.max_length, show_progress=False
@@ -161,31 +169,6 @@ class M3Embedding(M3EncoderFields, BaseEmbedding):
         if handoff is not None:
             handoff.put(texts, out.sparse)
         return [row.tolist() for row in out.dense]
-
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
-
-    async def _aget_text_embedding(self, text: str) -> Embedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
-
-    async def aget_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[Embedding]:
-        """:meth:`get_text_embedding_batch` in a worker thread: one forward pass at a time.
-
-        (LlamaIndex's runs every ``embed_batch_size`` batch at once, each in its own thread:
-        as many forward passes of up to ``max_batch_tokens`` at the same time as there are
-        batches.) ``num_workers`` above 1 asks for concurrent batches: LlamaIndex's, at most
-        that many at once.
-        """
-        if self.num_workers is not None and self.num_workers > 1:
-            return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
-        return await asyncio.to_thread(
-            self.get_text_embedding_batch, texts, show_progress, **kwargs
-        )
 
     # -- as a transformation (IngestionPipeline) ----------------------------------------------
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
@@ -238,7 +221,9 @@ def _set_embeddings(nodes: Sequence[BaseNode], vectors: Sequence[Embedding]) -> 
 
 
 # both bases add class_name in a model serializer; BaseSparseEmbedding's (first) is used
-class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding, BaseComponent):  # type: ignore[misc]
+class M3SparseEmbedding(  # type: ignore[misc]
+    ThreadedAsyncEmbedding, M3EncoderFields, BaseSparseEmbedding, BaseComponent
+):
     """LlamaIndex ``BaseSparseEmbedding`` giving M3 learned-sparse vectors ``{token_id: weight}``.
 
     Keys are Python ``int`` token ids of the checkpoint's tokenizer, values positive
@@ -288,25 +273,6 @@ class M3SparseEmbedding(M3EncoderFields, BaseSparseEmbedding, BaseComponent):  #
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         return self._encode(texts, query=False)
-
-    async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
-
-    async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
-
-    async def aget_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False
-    ) -> list[SparseEmbedding]:
-        """:meth:`get_text_embedding_batch` in a worker thread: one forward pass at a time
-        (``num_workers`` above 1: LlamaIndex's concurrent batches, as
-        :meth:`M3Embedding.aget_text_embedding_batch`)."""
-        if self.num_workers is not None and self.num_workers > 1:
-            return await super().aget_text_embedding_batch(texts, show_progress)
-        return await asyncio.to_thread(self.get_text_embedding_batch, texts, show_progress)
 
 
 @dataclass(frozen=True)

@@ -350,6 +350,26 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         """The :class:`~m3kit.late_chunking.LateChunker` doing the work."""
         return self._chunker
 
+    def _held_encoder(self) -> M3Encoder:
+        return self._chunker.encoder
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As :class:`M3CheckpointFields`', plus the chunker's signature (checked on load)."""
+        return {**super().__getstate__(), _SIGNATURE_KEY: self._chunker.signature}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from the fields; refuse a parser that would chunk otherwise.
+
+        Raises:
+            ValueError: The rebuilt parser chunks otherwise (a chunker from
+                :meth:`from_chunker` whose splitter was not given as ``splitter=``), or the
+                checkpoint at ``model_name`` is another model now.
+        """
+        super().__setstate__(state)
+        _check_rebuilt(
+            self, {_SIGNATURE_KEY: state.get(_SIGNATURE_KEY), _ENCODER_KEY: None}, overridden=set()
+        )
+
     # -- NodeParser ---------------------------------------------------------------------------
     def _parse_nodes(
         self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any

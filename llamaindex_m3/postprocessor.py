@@ -126,6 +126,9 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
         """The :class:`m3kit.rerank.M3Reranker` doing the scoring."""
         return self._reranker
 
+    def _held_encoder(self) -> M3Encoder:
+        return self._reranker.encoder
+
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import inspect
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 
+from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
 from llamaindex_m3.node_records import check_late_encoder
@@ -123,6 +124,25 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
     return doc_fn.prune(vectors.sparse[0])
 
 
+def _check_query_text(query: VectorStoreQuery) -> None:
+    """Refuse a sparse or hybrid query without ``query_str``: its sparse vector is encoded from
+    the text (a dense ``query_embedding`` cannot supply it).
+
+    Raises:
+        ValueError: Names the mode and the missing ``query_str``.
+    """
+    mode = VectorStoreQueryMode(query.mode)
+    if (
+        mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
+        and query.query_str is None
+    ):
+        raise ValueError(
+            f"{mode.value} mode encodes the query text with M3's sparse head: "
+            "VectorStoreQuery.query_str is missing (a query_embedding gives the dense vector "
+            "only; query in default mode to search by it alone)"
+        )
+
+
 def _store_arguments() -> set[str]:
     """The named arguments of ``QdrantVectorStore.__init__`` (its ``**kwargs`` are unused)."""
     params = inspect.signature(QdrantVectorStore.__init__).parameters.values()
@@ -130,7 +150,7 @@ def _store_arguments() -> set[str]:
     return {p.name for p in params if p.kind in named} - {"self", "collection_name"}
 
 
-class M3QdrantVectorStore(QdrantVectorStore):
+class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     """``QdrantVectorStore`` in hybrid mode with M3 sparse vectors; late chunks keep theirs.
 
     Takes every ``QdrantVectorStore`` argument except the hybrid ones it sets itself
@@ -154,6 +174,13 @@ class M3QdrantVectorStore(QdrantVectorStore):
     """
 
     _m3_doc_fn: QdrantSparseFn = PrivateAttr()
+
+    copy_hint: ClassVar[
+        str
+    ] = (  # pickling and deep copies are refused (see llamaindex_m3._open_store)
+        "build one in the other process: M3QdrantVectorStore(collection_name, client=..., "
+        "sparse_model=...)"
+    )
 
     def __init__(
         self,
@@ -196,9 +223,21 @@ class M3QdrantVectorStore(QdrantVectorStore):
         fuse = None if hybrid_fusion_fn is None else _QueryAlphaFusion(hybrid_fusion_fn)
         super().set_query_functions(sparse_doc_fn, sparse_query_fn, fuse)
 
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """``QdrantVectorStore.query``; a sparse or hybrid query without text is refused.
+
+        Raises:
+            ValueError: Sparse or hybrid mode without ``query_str`` (LlamaIndex's store ran a
+                dense-only search instead, silently).
+        """
+        _check_query_text(query)
+        return super().query(query, **kwargs)  # type: ignore[no-any-return]
+
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
-        :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5)."""
+        :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); a sparse or hybrid query
+        without text is refused as in :meth:`query`."""
+        _check_query_text(query)
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         token = _QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
         try:

@@ -41,6 +41,7 @@ from m3kit.store import (
     M3Index,
     SearchSettings,
 )
+from m3kit.store.index_search import dense_query
 
 try:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -76,6 +77,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     collection scores with, so on a dense-only collection it is the cosine similarity).
     A query bundle with several ``custom_embedding_strs`` (HyDE) is one search with the mean
     of their query vectors, scored on the same scale (:meth:`~m3kit.store.M3Index.search_mean`).
+    A bundle's precomputed ``embedding`` is the dense query (as LlamaIndex's
+    ``VectorIndexRetriever`` uses it); the sparse and ColBERT vectors come from its texts.
     Works wherever LlamaIndex takes a retriever (``RetrieverQueryEngine``, fusion retrievers).
 
     Attributes:
@@ -244,10 +247,10 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         texts = _query_texts(query_bundle)
-        if len(texts) == 1:
-            hits = self.index.search(texts[0], **self._search_kwargs())
-        else:
-            hits = self.index.search_mean(texts, **self._search_kwargs())
+        dense = query_bundle.embedding
+        if dense is not None:  # precomputed, as LlamaIndex's VectorIndexRetriever uses it
+            dense = dense_query(dense, self.index.store.schema.dense_dim, "QueryBundle.embedding")
+        hits = self.index.search_mean(texts, dense=dense, **self._search_kwargs())
         return [hit_to_node(h) for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -39,11 +39,12 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from qdrant_client import models
 
+from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_writes import write_nodes
@@ -76,7 +77,7 @@ logger = logging.getLogger(__name__)
 QUERY_SETTINGS = ("fusion", "weights", "rerank", "candidates")
 
 
-class M3VectorStore(BasePydanticVectorStore):
+class M3VectorStore(OpenStoreCopies, BasePydanticVectorStore):
     """LlamaIndex vector store running M3 search on an :class:`~m3kit.store.M3Index`.
 
     Build it from a model (``M3VectorStore(embed_or_encoder, location="./m3db")``) or share
@@ -139,6 +140,13 @@ class M3VectorStore(BasePydanticVectorStore):
         return check_settings(**{name: value})[name]
 
     _owns_index: bool = PrivateAttr(default=True)
+
+    copy_hint: ClassVar[
+        str
+    ] = (  # pickling and deep copies are refused (see llamaindex_m3._open_store)
+        "open one in the other process (M3VectorStore(model, location=...)), or share this "
+        "one's index: M3VectorStore.from_index(store.client)"
+    )
 
     def __init__(
         self,

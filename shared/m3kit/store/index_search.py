@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
     from m3kit.store.store import M3Store
 
-__all__ = ["IndexSearch"]
+__all__ = ["IndexSearch", "dense_query"]
 
 
 class IndexSearch:
@@ -165,6 +165,7 @@ class IndexSearch:
         rerank: bool | None = None,
         weights: Sequence[float] | None = None,
         candidates: int | None = None,
+        dense: Any = None,
     ) -> list[Hit]:
         """One search whose query vectors are the mean of several query texts' (arguments as
         :meth:`search`).
@@ -178,9 +179,14 @@ class IndexSearch:
         settings, so ``score_threshold`` means the same for one text or several; one text is
         exactly :meth:`search`.
 
+        ``dense`` (a caller's precomputed query embedding, e.g. LlamaIndex's
+        ``QueryBundle.embedding``) is the dense query instead of the texts' (normalised, as
+        Qdrant's cosine does); the texts then give only the sparse and ColBERT vectors.
+
         Raises:
             TypeError: ``queries`` is a str or holds a non-str.
-            ValueError: No query, or as :meth:`search`.
+            ValueError: No query; ``dense`` is not a vector of the collection's dense size,
+                or is all zeros; or as :meth:`search`.
         """
         if isinstance(queries, str) or not all(isinstance(q, str) for q in queries):
             raise TypeError("queries must be a sequence of str (search() takes one str)")
@@ -195,15 +201,25 @@ class IndexSearch:
         )
         use_colbert = settings.reranks(heads)
         wanted = heads if use_colbert else heads - {Head.COLBERT}
-        out = self.encoder.encode(texts, heads=sorted(wanted), query=True, show_progress=False)
+        given = None if dense is None else dense_query(dense, self.store.schema.dense_dim)
+        if given is not None:
+            wanted = wanted - {Head.DENSE}
+        out = (
+            self.encoder.encode(texts, heads=sorted(wanted), query=True, show_progress=False)
+            if wanted  # none: a dense-only collection searched with the caller's vector
+            else None
+        )
+        if given is None and out is not None:
+            given = out.dense[0] if len(texts) == 1 else _mean_dense(out.dense)
+        sparse = colbert = None
+        if out is not None and Head.SPARSE in wanted:
+            sparse = out.sparse[0] if len(texts) == 1 else _mean_sparse(out.sparse)
+        if out is not None and use_colbert:
+            colbert = out.colbert[0] if len(texts) == 1 else np.concatenate(out.colbert)
         return self.store.query(
-            dense=out.dense[0] if len(texts) == 1 else _mean_dense(out.dense),
-            sparse=(out.sparse[0] if len(texts) == 1 else _mean_sparse(out.sparse))
-            if Head.SPARSE in wanted
-            else None,
-            colbert=(out.colbert[0] if len(texts) == 1 else np.concatenate(out.colbert))
-            if use_colbert
-            else None,
+            dense=given,
+            sparse=sparse,
+            colbert=colbert,
             k=k,
             fusion=settings.fusion,
             rerank=use_colbert,
@@ -237,6 +253,30 @@ class IndexSearch:
             weights=weights,
             candidates=candidates,
         )
+
+
+def dense_query(dense: Any, size: int, what: str = "the dense query embedding") -> Any:
+    """A caller's dense query vector, checked against the collection's size and normalised.
+
+    Args:
+        dense: The vector (a list of floats or an array).
+        size: The collection's dense size.
+        what: What the vector is, for messages (e.g. ``"QueryBundle.embedding"``).
+
+    Raises:
+        ValueError: Not a 1-D vector of ``size`` numbers, or all zeros (or not finite).
+    """
+    vector = np.asarray(dense, dtype=np.float64)
+    if vector.ndim != 1 or vector.shape[0] != size:
+        got = vector.shape[0] if vector.ndim == 1 else f"shape {vector.shape}"
+        raise ValueError(
+            f"{what} has {got} dimensions; this collection's dense vectors have {size}: "
+            "embed the query with the collection's model"
+        )
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"{what} is all zeros (or not finite): it has no direction to search")
+    return (vector / norm).astype(np.float32)
 
 
 def _mean_dense(vectors: Any) -> Any:

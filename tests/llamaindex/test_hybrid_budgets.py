@@ -1,0 +1,95 @@
+"""Hybrid-mode budgets: ``similarity_top_k``, ``sparse_top_k`` and ``hybrid_top_k``.
+
+LlamaIndex's ``QdrantVectorStore`` fetches ``similarity_top_k`` dense candidates and
+``sparse_top_k`` (else ``similarity_top_k``) sparse ones, and returns ``hybrid_top_k`` (else
+``similarity_top_k``) fused nodes. :class:`M3QdrantVectorStore` is that store, so it sends
+those limits to Qdrant as they are. :class:`M3VectorStore` returns the same number of nodes,
+but fetches one candidate budget per retriever (``candidates``: ``sparse_top_k`` when set,
+else the store's / index's ``max(4 * k, 50)``; at least the number returned), as its
+``query`` documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from llama_index.core.schema import TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+from qdrant_client import QdrantClient
+
+from llamaindex_m3 import M3Embedding, M3QdrantVectorStore, M3VectorStore
+from m3kit import M3Encoder
+from m3kit.store.query import QueryOptions
+
+TEXTS = [f"Document number {i} is about topic {i % 5} and word w{i}." for i in range(30)]
+
+
+def _nodes(embed: M3Embedding) -> list[TextNode]:
+    vectors = embed.get_text_embedding_batch(TEXTS)
+    return [TextNode(text=t, embedding=v) for t, v in zip(TEXTS, vectors, strict=True)]
+
+
+def _query(embed: M3Embedding, **budgets: Any) -> VectorStoreQuery:
+    return VectorStoreQuery(
+        query_embedding=embed.get_query_embedding("topic 3 word w8"),
+        query_str="topic 3 word w8",
+        mode=VectorStoreQueryMode.HYBRID,
+        **budgets,
+    )
+
+
+CASES = [  # budgets, then (dense limit, sparse limit, nodes returned) as LlamaIndex's store
+    ({"similarity_top_k": 3, "sparse_top_k": 7, "hybrid_top_k": 5}, (3, 7, 5)),
+    ({"similarity_top_k": 4, "sparse_top_k": 9}, (4, 9, 4)),
+    ({"similarity_top_k": 6, "hybrid_top_k": 2}, (6, 6, 2)),
+]
+
+
+@pytest.mark.parametrize(("budgets", "expected"), CASES)
+def test_m3_qdrant_store_sends_each_budget(
+    tiny_encoder: M3Encoder, budgets: dict[str, int], expected: tuple[int, int, int]
+) -> None:
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore("budgets", client=client, sparse_model=embed)
+    store.add(_nodes(embed))
+    sent: list[list[Any]] = []
+    batch = client.query_batch_points
+
+    def spy(collection_name: str, requests: list[Any], **kwargs: Any) -> Any:
+        sent.append(requests)
+        return batch(collection_name, requests, **kwargs)
+
+    client.query_batch_points = spy  # type: ignore[method-assign]
+    result = store.query(_query(embed, **budgets))
+    (requests,) = sent
+    dense, sparse = requests
+    assert (dense.using, sparse.using) == (store.dense_vector_name, store.sparse_vector_name)
+    assert (dense.limit, sparse.limit, len(result.nodes)) == expected
+
+
+@pytest.mark.parametrize(("budgets", "expected"), CASES)
+def test_m3_vector_store_budgets(
+    tiny_embedding: M3Embedding,
+    monkeypatch: pytest.MonkeyPatch,
+    budgets: dict[str, int],
+    expected: tuple[int, int, int],
+) -> None:
+    """Same number of nodes; one candidate budget per retriever: ``sparse_top_k`` (at least
+    the nodes returned), else the index's ``max(4 * k, 50)``."""
+    _, _, returned = expected
+    fetched: list[int] = []
+    per_retriever = QueryOptions.per_retriever
+
+    def spy(self: QueryOptions, k: int, candidates: int | None = None) -> int:
+        fetched.append(per_retriever(self, k, candidates))
+        return fetched[-1]
+
+    monkeypatch.setattr(QueryOptions, "per_retriever", spy)
+    with M3VectorStore(tiny_embedding) as store:
+        store.add(_nodes(tiny_embedding))
+        result = store.query(_query(tiny_embedding, **budgets))
+    assert len(result.nodes) == returned
+    sparse_top_k = budgets.get("sparse_top_k")
+    assert fetched == [max(returned, sparse_top_k) if sparse_top_k else max(4 * returned, 50)]
