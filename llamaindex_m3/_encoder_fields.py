@@ -118,15 +118,16 @@ class M3CheckpointFields(LoadTimeFields):
                 wraps a model changed in memory since it was loaded, or built in memory), or
                 a field cannot be pickled (names it).
         """
-        fingerprint = encoder_fingerprint(self._held_encoder())
+        from m3kit.distributed.spec import EncoderSpec
+
         cls = type(self).__name__
-        if self.model_name == IN_MEMORY or not fingerprint.weights.startswith("files-"):
+        try:  # the check worker processes make: can the model be loaded again from its folder
+            identity = EncoderSpec.of(self._held_encoder()).identity
+        except ValueError as e:
             raise pickle.PicklingError(
-                f"cannot pickle this {cls}: its model was built or changed in memory (weights "
-                f"{fingerprint.weights[:30]}...), so unpickling, which loads {self.model_name!r} "
-                "again, would give another model; save it (encoder.save_pretrained(folder)) and "
-                f"build the {cls} from that folder"
-            )
+                f"cannot pickle this {cls}: unpickling loads {self.model_name!r} again, and "
+                f"{e}; then build the {cls} from that folder"
+            ) from e
         state = BaseModel.__getstate__(self)
         fields = dict(state["__dict__"])
         for name in [n for n, v in fields.items() if not _picklable(v)]:
@@ -142,7 +143,7 @@ class M3CheckpointFields(LoadTimeFields):
             **state,
             "__dict__": fields,
             "__pydantic_private__": None,
-            _IDENTITY_STATE_KEY: fingerprint.identity,
+            _IDENTITY_STATE_KEY: identity,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
