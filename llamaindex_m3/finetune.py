@@ -197,6 +197,11 @@ class M3FinetuneEngine:
                 "mine_negatives does not apply with late_chunking: the negatives are the batch's "
                 "other positives and span_negatives other spans of each window"
             )
+        if self.late_chunking and not self.use_all_docs:
+            raise ValueError(
+                "use_all_docs=False does not apply with late_chunking: each span example has "
+                "one answer span, its only positive"
+            )
         if span_negatives and not self.late_chunking:
             raise ValueError("span_negatives applies with late_chunking=True only")
         if span_overlap is not None and not self.late_chunking:

@@ -350,6 +350,8 @@ def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> 
     common = {"model_id": str(tiny_m3_path), "model_output_path": str(tmp_path / "ft")}
     with pytest.raises(ValueError, match="mine_negatives does not apply"):
         M3FinetuneEngine(_examples(), late_chunking=True, mine_negatives=2, **common)
+    with pytest.raises(ValueError, match="use_all_docs=False does not apply with late_chunking"):
+        M3FinetuneEngine(_examples(), late_chunking=True, use_all_docs=False, **common)
     with pytest.raises(TypeError, match="item 0 is a str"):
         M3FinetuneEngine(["text"], late_chunking=True, **common)
     with pytest.raises(ValueError, match="span_negatives applies with late_chunking=True only"):
