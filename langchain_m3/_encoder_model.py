@@ -153,16 +153,7 @@ class EncoderModel(LoadTimeFields):
             TypeError: The model cannot be loaded again from a folder: it was built in memory,
                 or changed in memory since it was loaded (``copy.deepcopy`` shares it instead).
         """
-        from m3kit.distributed.spec import EncoderSpec
-
-        try:
-            identity = EncoderSpec.of(self._encoder).identity
-        except ValueError as e:
-            raise TypeError(
-                f"cannot pickle this {type(self).__name__}: unpickling loads its model again "
-                f"from its checkpoint folder, and {e}. Within one process, copy.deepcopy (or "
-                "from_encoder) shares the loaded model instead"
-            ) from e
+        identity = self._pickled_identity(self._encoder, TypeError)
         return {
             "fields": dict(self.__dict__),
             "fields_set": set(self.model_fields_set),
@@ -176,20 +167,9 @@ class EncoderModel(LoadTimeFields):
             ValueError: The checkpoint loads as another model than the pickled one (its files
                 changed, or the encoder had a setting these fields do not hold).
         """
-        from m3kit.fingerprint import encoder_fingerprint
-
         self._validate_and_load(state["fields"], encoder=None)
         object.__setattr__(self, "__pydantic_fields_set__", set(state["fields_set"]))
-        loaded = encoder_fingerprint(self._encoder).identity
-        if loaded != state["identity"]:
-            raise ValueError(
-                f"unpickling this {type(self).__name__} loaded another model from "
-                f"{self.model_name_or_path!r} than the one pickled (fingerprint {loaded} "
-                f"instead of {state['identity']}): its checkpoint changed since, or the "
-                "pickled encoder had a setting these fields do not hold (e.g. pooling); "
-                "pickle an object built from its fields, or load the encoder in the new "
-                "process and use from_encoder()"
-            )
+        self._check_unpickled(self._encoder, state["identity"], str(self.model_name_or_path))
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         """A copy with deep copies of the fields, sharing the loaded model (used read-only, as

@@ -18,7 +18,6 @@ from typing_extensions import Self
 from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
-from m3kit.fingerprint import encoder_fingerprint
 from m3kit.load_time import LoadTimeFields
 
 __all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields"]
@@ -118,16 +117,8 @@ class M3CheckpointFields(LoadTimeFields):
                 wraps a model changed in memory since it was loaded, or built in memory), or
                 a field cannot be pickled (names it).
         """
-        from m3kit.distributed.spec import EncoderSpec
-
+        identity = self._pickled_identity(self._held_encoder(), pickle.PicklingError)
         cls = type(self).__name__
-        try:  # the check worker processes make: can the model be loaded again from its folder
-            identity = EncoderSpec.of(self._held_encoder()).identity
-        except ValueError as e:
-            raise pickle.PicklingError(
-                f"cannot pickle this {cls}: unpickling loads {self.model_name!r} again, and "
-                f"{e}; then build the {cls} from that folder"
-            ) from e
         state = BaseModel.__getstate__(self)
         fields = dict(state["__dict__"])
         for name in [n for n, v in fields.items() if not _picklable(v)]:
@@ -154,13 +145,8 @@ class M3CheckpointFields(LoadTimeFields):
         """
         self.__init__(**state["__dict__"])  # type: ignore[misc]
         identity = state.get(_IDENTITY_STATE_KEY)
-        fingerprint = encoder_fingerprint(self._held_encoder())
-        if identity is not None and not fingerprint.made(identity):
-            raise ValueError(
-                f"the pickled {type(self).__name__} computed with encoder {identity}; the "
-                f"checkpoint at {self.model_name!r} is another model now "
-                f"({fingerprint.identity}): load it where that model is"
-            )
+        if identity is not None:
+            self._check_unpickled(self._held_encoder(), identity, self.model_name)
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         """A deep copy sharing the loaded model (as :meth:`from_encoder` shares one).

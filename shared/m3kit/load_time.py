@@ -4,6 +4,9 @@ The LangChain and LlamaIndex classes load a checkpoint (and build a chunker or r
 their fields when they are built. Assigning such a field afterwards, or copying the object
 with ``model_copy(update=...)``, would leave the loaded model as it was while the field says
 otherwise. :class:`LoadTimeFields` refuses both with an error saying to build a new object.
+Pickling such an object carries its fields, not the weights, and unpickling loads the model
+again from them: :meth:`LoadTimeFields._pickled_identity` and
+:meth:`LoadTimeFields._check_unpickled` are the checks both adapters make around it.
 A field is load-time when it is frozen (``Field(frozen=True)``, or the whole model is
 ``frozen``); the other fields stay assignable.
 """
@@ -11,12 +14,15 @@ A field is load-time when it is frozen (``Field(frozen=True)``, or the whole mod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from typing_extensions import Self
 
 __all__ = ["LoadTimeFields"]
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
 
 
 class LoadTimeFields(BaseModel):
@@ -60,3 +66,49 @@ class LoadTimeFields(BaseModel):
                 "instead"
             )
         return super().model_copy(update=update, deep=deep)
+
+    def _pickled_identity(self, encoder: M3Encoder, refuse: type[Exception]) -> str:
+        """The fingerprint identity of ``encoder``, the model this object computes with, for
+        its pickle: unpickling loads that model again from its checkpoint folder.
+
+        Args:
+            encoder: The loaded encoder.
+            refuse: The error raised when it cannot be loaded again (what the framework's
+                pickling raises).
+
+        Raises:
+            refuse: ``encoder`` was built from an in-memory model, or its model changed in
+                memory since it was loaded (the check worker processes make,
+                :meth:`~m3kit.distributed.EncoderSpec.of`).
+        """
+        from m3kit.distributed.spec import EncoderSpec
+
+        try:
+            return EncoderSpec.of(encoder).identity  # type: ignore[return-value]
+        except ValueError as e:
+            cls = type(self).__name__
+            raise refuse(
+                f"cannot pickle this {cls}: unpickling loads its model again from its "
+                f"checkpoint folder, and {e}; then build the {cls} from that folder (within one "
+                "process, copy.deepcopy or from_encoder shares the loaded model instead)"
+            ) from e
+
+    def _check_unpickled(self, encoder: M3Encoder, identity: str, source: str) -> None:
+        """Check that the model unpickling loaded (``encoder``, from ``source``) is the pickled
+        one (:meth:`_pickled_identity`).
+
+        Raises:
+            ValueError: It is another model: its checkpoint changed since, or the pickled
+                encoder had a setting the fields do not hold.
+        """
+        from m3kit.fingerprint import encoder_fingerprint
+
+        loaded = encoder_fingerprint(encoder)
+        if not loaded.made(identity):
+            raise ValueError(
+                f"unpickling this {type(self).__name__} loaded another model from {source!r} "
+                f"than the one pickled (fingerprint {loaded.identity} instead of {identity}): "
+                "its checkpoint changed since, or the pickled encoder had a setting these "
+                "fields do not hold (e.g. pooling); load the encoder where that model is and "
+                "use from_encoder()"
+            )
