@@ -1,4 +1,4 @@
-"""``M3LateChunkingSplitter``: LangChain document transformer that late-chunks with BGE-M3.
+"""``M3LateChunkingSplitter``: LangChain ``TextSplitter`` that late-chunks with BGE-M3.
 
 Each document is encoded once and cut into chunks whose vectors carry the whole document's
 context. Chunk ``Document``\\ s keep the source's metadata (a deep copy each, as LangChain's
@@ -24,7 +24,14 @@ text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without ru
 model; ``create_documents(texts, metadatas)`` late-chunks plain texts, as a ``TextSplitter``'s
 does.
 
-Unlike LangChain's ``TextSplitter``\\ s, by design:
+It is a ``TextSplitter`` subclass, so it goes where LangChain takes one: as
+``ParentDocumentRetriever``'s ``child_splitter`` over ``M3VectorStore`` or
+``M3QdrantVectorStore``, the children are stored with their late-chunked vectors (with
+``child_metadata_fields``, keep ``"m3_late_chunk"`` among them). Its chunk size counts the
+model's tokens, so ``TextSplitter``'s ``from_tiktoken_encoder`` /
+``from_huggingface_tokenizer`` raise ``TypeError``.
+
+Unlike LangChain's other ``TextSplitter``\\ s, by design:
 
 - An empty or whitespace-only document gives one chunk (its text as is; LangChain's give
   none): every document keeps a chunk, so a document that became empty still replaces its
@@ -54,10 +61,11 @@ import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from langchain_core.documents import BaseDocumentTransformer, Document
+from langchain_core.documents import Document
+from langchain_text_splitters import TextSplitter
 from pydantic import Field, PrivateAttr
 
 from langchain_m3._encoder_model import EncoderModel
@@ -86,11 +94,28 @@ LATE_CHUNK_KEY = "m3_late_chunk"
 "carry": key of its vectors in memory}``."""
 
 
-class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
+_NO_LENGTH_FUNCTION = (
+    "M3LateChunkingSplitter.{} is not supported: the splitter counts tokens with its own "
+    "model's tokenizer; build it with M3LateChunkingSplitter(model_name_or_path=..., "
+    "chunk_size=...) or M3LateChunkingSplitter.from_encoder(encoder, chunk_size=...)"
+)
+
+
+# A TextSplitter (an ABC) so that LangChain fields typed TextSplitter accept it
+# (ParentDocumentRetriever.child_splitter): pydantic's __init__ comes first in the MRO, so
+# TextSplitter.__init__ never runs and its private settings (_chunk_size, _length_function...)
+# are unset. Every public TextSplitter method is overridden below; only its protected helpers
+# for character splitters (_merge_splits, _join_docs) are not, and nothing here calls them.
+class M3LateChunkingSplitter(EncoderModel, TextSplitter):
     """Split documents into late-chunked pieces (dense, sparse and ColBERT per chunk).
 
     Build it from a checkpoint (``model_name_or_path`` and the other loading fields), or share a
     loaded model: ``M3LateChunkingSplitter.from_encoder(encoder, chunk_size=128)``.
+
+    A LangChain ``TextSplitter``: it can be ``ParentDocumentRetriever``'s ``child_splitter``
+    (with an ``M3VectorStore`` or ``M3QdrantVectorStore``, the children keep their vectors).
+    ``TextSplitter``'s ``from_tiktoken_encoder`` / ``from_huggingface_tokenizer`` raise
+    ``TypeError``: the chunk size counts the model's own tokens.
     """
 
     chunk_size: int | None = Field(default=None, ge=1)
@@ -128,6 +153,24 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
             late_heads=self.late_heads,
         )
 
+    @classmethod
+    def from_tiktoken_encoder(cls, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a late-chunking splitter counts its model's own tokens.
+
+        Raises:
+            TypeError: Always; build it from a checkpoint or with :meth:`from_encoder`.
+        """
+        raise TypeError(_NO_LENGTH_FUNCTION.format("from_tiktoken_encoder"))
+
+    @classmethod
+    def from_huggingface_tokenizer(cls, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a late-chunking splitter counts its model's own tokens.
+
+        Raises:
+            TypeError: Always; build it from a checkpoint or with :meth:`from_encoder`.
+        """
+        raise TypeError(_NO_LENGTH_FUNCTION.format("from_huggingface_tokenizer"))
+
     @property
     def chunker(self) -> LateChunker:
         """The :class:`~m3kit.late_chunking.LateChunker` (pass it to ``M3Retriever``)."""
@@ -138,7 +181,7 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
         return [text[s:e] for s, e in self._chunker.spans([text])[0]]
 
     def split_documents_with_vectors(
-        self, documents: Sequence[Document]
+        self, documents: Iterable[Document]
     ) -> list[tuple[Document, Chunk]]:
         """Chunk ``Document``\\ s paired with their :class:`m3kit.Chunk` (all vectors).
 
@@ -173,7 +216,7 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
                 out.append((chunk_doc, c))
         return out
 
-    def split_documents(self, documents: Sequence[Document]) -> list[Document]:
+    def split_documents(self, documents: Iterable[Document]) -> list[Document]:
         """Late-chunk ``Document``\\ s: each is encoded once; every chunk carries its vectors.
 
         Store them with ``M3VectorStore.add_documents`` (or ``M3Retriever.add_documents``):
