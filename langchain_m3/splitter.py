@@ -20,15 +20,18 @@ docstore, a cache), keeps the marker but not the vectors; ``M3VectorStore`` and
 chunk alone (which would drop its context). Other LangChain stores see only texts and encode
 every chunk alone: use one of those two.
 Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chunk as a plain
-text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
-model; ``create_documents(texts, metadatas)`` late-chunks plain texts, as a ``TextSplitter``'s
-does.
+text. The stores refuse a chunk ``Document`` the splitter returned, its text unchanged, whose
+marker was removed (:func:`lost_marker`; ``ParentDocumentRetriever``'s
+``child_metadata_fields`` does that): to store such a chunk as a plain text, add a new
+``Document`` of its text and metadata. :meth:`M3LateChunkingSplitter.split_text` gives the
+chunk texts without running the model; ``create_documents(texts, metadatas)`` late-chunks
+plain texts, as a ``TextSplitter``'s does.
 
 It is a ``TextSplitter`` subclass, so it goes where LangChain takes one: as
 ``ParentDocumentRetriever``'s ``child_splitter`` over ``M3VectorStore`` or
 ``M3QdrantVectorStore``, the children are stored with their late-chunked vectors (with
-``child_metadata_fields``, keep ``"m3_late_chunk"`` among them). Its chunk size counts the
-model's tokens, so ``TextSplitter``'s ``from_tiktoken_encoder`` /
+``child_metadata_fields``, list ``"m3_late_chunk"`` among them, else adding raises). Its
+chunk size counts the model's tokens, so ``TextSplitter``'s ``from_tiktoken_encoder`` /
 ``from_huggingface_tokenizer`` raise ``TypeError``.
 
 Unlike LangChain's other ``TextSplitter``\\ s, by design:
@@ -281,6 +284,10 @@ class CarriedChunk:
 # them too. An entry lives as long as its Document: weakref.finalize removes it when the
 # Document is collected.
 _CARRIED: dict[str, list[tuple[weakref.ReferenceType[Document], CarriedChunk]]] = {}
+# id() of a Document the splitter returned -> (weak reference to it, its vectors): finds such a
+# Document whose marker was removed (ParentDocumentRetriever's child_metadata_fields replaces a
+# child's metadata with the keys it names), which would otherwise be stored as a plain text
+_RETURNED: dict[int, tuple[weakref.ReferenceType[Document], CarriedChunk]] = {}
 _CARRIED_LOCK = threading.Lock()
 
 
@@ -288,16 +295,19 @@ def _attach(document: Document, key: str, carried: CarriedChunk) -> None:
     ref = weakref.ref(document)
     with _CARRIED_LOCK:
         _CARRIED.setdefault(key, []).append((ref, carried))
-    weakref.finalize(document, _detach, key, ref)
+        _RETURNED[id(document)] = (ref, carried)
+    weakref.finalize(document, _detach, key, ref, id(document))
 
 
-def _detach(key: str, ref: weakref.ReferenceType[Document]) -> None:
+def _detach(key: str, ref: weakref.ReferenceType[Document], identity: int) -> None:
     with _CARRIED_LOCK:
         kept = [entry for entry in _CARRIED.get(key, []) if entry[0] is not ref]
         if kept:
             _CARRIED[key] = kept
         else:
             _CARRIED.pop(key, None)
+        if _RETURNED.get(identity, (None,))[0] is ref:
+            del _RETURNED[identity]
 
 
 def is_late_chunk(document: Document) -> bool:
@@ -326,6 +336,34 @@ def carried_chunk(document: Document) -> CarriedChunk | None:
         if doc is document:
             return carried
     return next((carried for doc, carried in alive if doc is not None), None)
+
+
+def lost_marker(document: Document) -> bool:
+    """Whether ``document`` is a chunk ``Document`` the splitter returned (that very object,
+    its text unchanged) whose ``m3_late_chunk`` marker was removed from its metadata.
+
+    Stored as it is, it would be encoded on its own text: stores refuse it
+    (:func:`lost_marker_message`). A new ``Document`` of its text and metadata is a plain text.
+    """
+    if is_late_chunk(document):
+        return False
+    with _CARRIED_LOCK:
+        entry = _RETURNED.get(id(document))
+    if entry is None or entry[0]() is not document:
+        return False
+    return entry[1].chunk.text == document.page_content
+
+
+def lost_marker_message(where: str) -> str:
+    """The error for a document :func:`lost_marker` finds."""
+    return (
+        f"{where} is a chunk M3LateChunkingSplitter returned, but its metadata no longer has "
+        f"the {LATE_CHUNK_KEY!r} key its late-chunked vectors are found by (LangChain's "
+        "ParentDocumentRetriever(child_metadata_fields=[...]) keeps only the keys listed: add "
+        f"{LATE_CHUNK_KEY!r} to them); stored as it is it would be encoded on its own text, "
+        "without its document's context. To store it so on purpose, add a new Document: "
+        "Document(page_content=chunk.page_content, metadata=chunk.metadata)"
+    )
 
 
 def late_chunk_vectors(document: Document) -> Chunk:

@@ -6,6 +6,7 @@ returns the parent, and re-adding a parent under the same id replaces its childr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,7 +16,13 @@ from langchain_classic.storage import InMemoryStore
 from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
 
-from langchain_m3 import M3LateChunkingSplitter, M3VectorStore
+from langchain_m3 import (
+    M3Embeddings,
+    M3LateChunkingSplitter,
+    M3QdrantVectorStore,
+    M3SparseEmbeddings,
+    M3VectorStore,
+)
 from langchain_m3.splitter import LATE_CHUNK_KEY, late_chunk_vectors
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
@@ -50,6 +57,21 @@ def _spy_encoded(store: M3VectorStore, monkeypatch: pytest.MonkeyPatch) -> list[
 
     monkeypatch.setattr(enc, "encode_tokenized", spy)
     return encoded
+
+
+def _qdrant_store(encoder: M3Encoder) -> M3QdrantVectorStore:
+    """An empty hybrid M3QdrantVectorStore in memory (collection ``children``)."""
+    from langchain_qdrant import RetrievalMode
+
+    store = M3QdrantVectorStore.construct_instance(
+        embedding=M3Embeddings.from_encoder(encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
+        retrieval_mode=RetrievalMode.HYBRID,
+        client_options={"location": ":memory:"},
+        collection_name="children",
+    )
+    assert isinstance(store, M3QdrantVectorStore)
+    return store
 
 
 def _all_points(store: M3VectorStore) -> list[Document]:
@@ -111,7 +133,6 @@ async def test_async_add_keeps_late_vectors(
     encoded = _spy_encoded(store, monkeypatch)
     await retriever.aadd_documents(PARENTS[:1], ids=["pa"])
     assert encoded == [] and _all_points(store)
-    encoded.clear()
     (got, *_) = await retriever.ainvoke(SAMPLE_TEXTS[1])
     assert got == PARENTS[0]
 
@@ -156,6 +177,55 @@ def test_child_metadata_fields_keeping_the_marker(
     assert {tuple(sorted(d.metadata)) for d in _all_points(store)} == {("doc_id", "src")}
 
 
+def test_child_metadata_fields_dropping_the_marker_raise(
+    splitter: M3LateChunkingSplitter, store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without the marker the children were stored as plain texts, each encoded alone: the
+    # late chunking silently lost
+    retriever = ParentDocumentRetriever(
+        vectorstore=store,
+        docstore=InMemoryStore(),
+        child_splitter=splitter,
+        child_metadata_fields=["src"],
+    )
+    encoded = _spy_encoded(store, monkeypatch)
+    with pytest.raises(ValueError, match=r"documents\[0\].*child_metadata_fields"):
+        retriever.add_documents(PARENTS[:1], ids=["pa"])
+    assert encoded == [] and _all_points(store) == []
+    # the same as an explicit edit of a chunk the splitter returned
+    chunk = splitter.split_documents([PARENTS[0]])[1]
+    del chunk.metadata[LATE_CHUNK_KEY]
+    edited = splitter.split_documents([PARENTS[0]])[2]
+    encoded.clear()  # (the search of _all_points encoded its query)
+    with pytest.raises(ValueError, match="m3_late_chunk"):
+        store.add_documents([chunk])
+    # a new Document of its text and metadata is a plain text: encoded alone, on purpose
+    store.add_documents([Document(chunk.page_content, metadata=chunk.metadata)])
+    assert encoded == [1]
+    # so is a chunk the splitter returned whose text was edited
+    edited.page_content += " Edited."
+    del edited.metadata[LATE_CHUNK_KEY]
+    store.add_documents([edited])
+    assert encoded == [1, 1]
+
+
+def test_qdrant_store_refuses_children_that_lost_the_marker(
+    splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
+) -> None:
+    store = _qdrant_store(tiny_encoder)
+    retriever = ParentDocumentRetriever(
+        vectorstore=store,
+        docstore=InMemoryStore(),
+        child_splitter=splitter,
+        child_metadata_fields=["src"],
+    )
+    with pytest.raises(ValueError, match="child_metadata_fields"):
+        retriever.add_documents(PARENTS[:1], ids=["pa"])
+    with pytest.raises(ValueError, match="child_metadata_fields"):
+        asyncio.run(retriever.aadd_documents(PARENTS[:1], ids=["pa"]))
+    assert store.client.count("children").count == 0
+
+
 def test_the_tokenizer_constructors_are_refused() -> None:
     # TextSplitter's length-function constructors make no sense for a model's own tokens
     with pytest.raises(TypeError, match="from_encoder"):
@@ -167,17 +237,7 @@ def test_the_tokenizer_constructors_are_refused() -> None:
 def test_qdrant_store_children_keep_their_late_vectors(
     splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
 ) -> None:
-    from langchain_qdrant import RetrievalMode
-
-    from langchain_m3 import M3Embeddings, M3QdrantVectorStore, M3SparseEmbeddings
-
-    store = M3QdrantVectorStore.construct_instance(
-        embedding=M3Embeddings.from_encoder(tiny_encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
-        retrieval_mode=RetrievalMode.HYBRID,
-        client_options={"location": ":memory:"},
-        collection_name="children",
-    )
+    store = _qdrant_store(tiny_encoder)
     retriever = ParentDocumentRetriever(
         vectorstore=store, docstore=InMemoryStore(), child_splitter=splitter
     )
