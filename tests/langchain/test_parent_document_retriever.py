@@ -122,6 +122,13 @@ def test_re_adding_a_parent_under_its_id_writes_no_duplicate_children(
     retriever.add_documents(PARENTS[:1], ids=["pa"])
     assert sorted(d.page_content for d in _all_points(store)) == first
     assert retriever.docstore.mget(["pa"]) == [PARENTS[0]]
+    # without ids ParentDocumentRetriever draws a new parent id: new children, as in any store
+    retriever.add_documents(PARENTS[:1])
+    assert len(_all_points(store)) == 2 * len(first)
+    # ParentDocumentRetriever has no delete: a parent's children go by its id key
+    store.index.store.delete_points(filter={"doc_id": "pa"})
+    assert len(_all_points(store)) == len(first)
+    assert all(d.metadata["doc_id"] != "pa" for d in _all_points(store))
 
 
 async def test_async_add_keeps_late_vectors(
