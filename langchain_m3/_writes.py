@@ -31,6 +31,8 @@ from langchain_m3.splitter import (
     LATE_CHUNK_KEY,
     carried_chunk,
     is_late_chunk,
+    lost_marker,
+    lost_marker_message,
     lost_vectors_message,
 )
 from m3kit.chunking import Chunker
@@ -267,6 +269,8 @@ def _entry(
     index: M3Index, position: int, doc: Document, doc_id: str | None, retriever_results: bool
 ) -> _Entry:
     metadata = dict(doc.metadata)
+    if lost_marker(doc):
+        raise ValueError(lost_marker_message(f"documents[{position}]"))
     if not is_late_chunk(doc):
         if retriever_results:
             metadata = without_retriever_keys(metadata, doc_id)

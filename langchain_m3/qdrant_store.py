@@ -45,7 +45,7 @@ from langchain_core.documents import Document
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
-from langchain_m3.splitter import LATE_CHUNK_KEY
+from langchain_m3.splitter import LATE_CHUNK_KEY, lost_marker, lost_marker_message
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
@@ -74,6 +74,21 @@ class M3QdrantVectorStore(QdrantVectorStore):
         ValueError: A chunk lost its vectors, was edited after splitting, lacks a head the
             store keeps, or came from another model than the store's embeddings.
     """
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """``QdrantVectorStore.add_documents``, refusing a splitter chunk that lost its marker.
+
+        Raises:
+            ValueError: A chunk ``Document`` the splitter returned no longer has its
+                ``m3_late_chunk`` marker (stored as a plain text it would be encoded alone).
+        """
+        _refuse_lost_markers(documents)
+        return super().add_documents(documents, **kwargs)
+
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Async :meth:`add_documents`."""
+        _refuse_lost_markers(documents)
+        return await super().aadd_documents(documents, **kwargs)
 
     def _generate_batches(
         self,
@@ -168,3 +183,11 @@ class M3QdrantVectorStore(QdrantVectorStore):
                 indices=sparse.indices.tolist(), values=sparse.values.tolist()
             )
         return vector
+
+
+def _refuse_lost_markers(documents: Sequence[Document]) -> None:
+    # only add_documents sees the Document objects: add_texts gets texts and metadata, where a
+    # chunk whose marker was removed looks like any plain text
+    for i, doc in enumerate(documents):
+        if isinstance(doc, Document) and lost_marker(doc):
+            raise ValueError(lost_marker_message(f"documents[{i}]"))

@@ -1,4 +1,4 @@
-"""``M3LateChunkingSplitter``: LangChain document transformer that late-chunks with BGE-M3.
+"""``M3LateChunkingSplitter``: LangChain ``TextSplitter`` that late-chunks with BGE-M3.
 
 Each document is encoded once and cut into chunks whose vectors carry the whole document's
 context. Chunk ``Document``\\ s keep the source's metadata (a deep copy each, as LangChain's
@@ -20,11 +20,21 @@ docstore, a cache), keeps the marker but not the vectors; ``M3VectorStore`` and
 chunk alone (which would drop its context). Other LangChain stores see only texts and encode
 every chunk alone: use one of those two.
 Run the splitter again, or delete ``metadata["m3_late_chunk"]`` to store the chunk as a plain
-text. :meth:`M3LateChunkingSplitter.split_text` gives the chunk texts without running the
-model; ``create_documents(texts, metadatas)`` late-chunks plain texts, as a ``TextSplitter``'s
-does.
+text. The stores refuse a chunk ``Document`` the splitter returned, its text unchanged, whose
+marker was removed (:func:`lost_marker`; ``ParentDocumentRetriever``'s
+``child_metadata_fields`` does that): to store such a chunk as a plain text, add a new
+``Document`` of its text and metadata. :meth:`M3LateChunkingSplitter.split_text` gives the
+chunk texts without running the model; ``create_documents(texts, metadatas)`` late-chunks
+plain texts, as a ``TextSplitter``'s does.
 
-Unlike LangChain's ``TextSplitter``\\ s, by design:
+It is a ``TextSplitter`` subclass, so it goes where LangChain takes one: as
+``ParentDocumentRetriever``'s ``child_splitter`` over ``M3VectorStore`` or
+``M3QdrantVectorStore``, the children are stored with their late-chunked vectors (with
+``child_metadata_fields``, list ``"m3_late_chunk"`` among them, else adding raises). Its
+chunk size counts the model's tokens, so ``TextSplitter``'s ``from_tiktoken_encoder`` /
+``from_huggingface_tokenizer`` raise ``TypeError``.
+
+Unlike LangChain's other ``TextSplitter``\\ s, by design:
 
 - An empty or whitespace-only document gives one chunk (its text as is; LangChain's give
   none): every document keeps a chunk, so a document that became empty still replaces its
@@ -54,10 +64,11 @@ import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from langchain_core.documents import BaseDocumentTransformer, Document
+from langchain_core.documents import Document
+from langchain_text_splitters import TextSplitter
 from pydantic import Field, PrivateAttr
 
 from langchain_m3._encoder_model import EncoderModel
@@ -86,11 +97,28 @@ LATE_CHUNK_KEY = "m3_late_chunk"
 "carry": key of its vectors in memory}``."""
 
 
-class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
+_NO_LENGTH_FUNCTION = (
+    "M3LateChunkingSplitter.{} is not supported: the splitter counts tokens with its own "
+    "model's tokenizer; build it with M3LateChunkingSplitter(model_name_or_path=..., "
+    "chunk_size=...) or M3LateChunkingSplitter.from_encoder(encoder, chunk_size=...)"
+)
+
+
+# A TextSplitter (an ABC) so that LangChain fields typed TextSplitter accept it
+# (ParentDocumentRetriever.child_splitter): pydantic's __init__ comes first in the MRO, so
+# TextSplitter.__init__ never runs and its private settings (_chunk_size, _length_function...)
+# are unset. Every public TextSplitter method is overridden below; only its protected helpers
+# for character splitters (_merge_splits, _join_docs) are not, and nothing here calls them.
+class M3LateChunkingSplitter(EncoderModel, TextSplitter):
     """Split documents into late-chunked pieces (dense, sparse and ColBERT per chunk).
 
     Build it from a checkpoint (``model_name_or_path`` and the other loading fields), or share a
     loaded model: ``M3LateChunkingSplitter.from_encoder(encoder, chunk_size=128)``.
+
+    A LangChain ``TextSplitter``: it can be ``ParentDocumentRetriever``'s ``child_splitter``
+    (with an ``M3VectorStore`` or ``M3QdrantVectorStore``, the children keep their vectors).
+    ``TextSplitter``'s ``from_tiktoken_encoder`` / ``from_huggingface_tokenizer`` raise
+    ``TypeError``: the chunk size counts the model's own tokens.
     """
 
     chunk_size: int | None = Field(default=None, ge=1)
@@ -128,6 +156,24 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
             late_heads=self.late_heads,
         )
 
+    @classmethod
+    def from_tiktoken_encoder(cls, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a late-chunking splitter counts its model's own tokens.
+
+        Raises:
+            TypeError: Always; build it from a checkpoint or with :meth:`from_encoder`.
+        """
+        raise TypeError(_NO_LENGTH_FUNCTION.format("from_tiktoken_encoder"))
+
+    @classmethod
+    def from_huggingface_tokenizer(cls, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a late-chunking splitter counts its model's own tokens.
+
+        Raises:
+            TypeError: Always; build it from a checkpoint or with :meth:`from_encoder`.
+        """
+        raise TypeError(_NO_LENGTH_FUNCTION.format("from_huggingface_tokenizer"))
+
     @property
     def chunker(self) -> LateChunker:
         """The :class:`~m3kit.late_chunking.LateChunker` (pass it to ``M3Retriever``)."""
@@ -138,7 +184,7 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
         return [text[s:e] for s, e in self._chunker.spans([text])[0]]
 
     def split_documents_with_vectors(
-        self, documents: Sequence[Document]
+        self, documents: Iterable[Document]
     ) -> list[tuple[Document, Chunk]]:
         """Chunk ``Document``\\ s paired with their :class:`m3kit.Chunk` (all vectors).
 
@@ -173,7 +219,7 @@ class M3LateChunkingSplitter(EncoderModel, BaseDocumentTransformer):
                 out.append((chunk_doc, c))
         return out
 
-    def split_documents(self, documents: Sequence[Document]) -> list[Document]:
+    def split_documents(self, documents: Iterable[Document]) -> list[Document]:
         """Late-chunk ``Document``\\ s: each is encoded once; every chunk carries its vectors.
 
         Store them with ``M3VectorStore.add_documents`` (or ``M3Retriever.add_documents``):
@@ -238,6 +284,10 @@ class CarriedChunk:
 # them too. An entry lives as long as its Document: weakref.finalize removes it when the
 # Document is collected.
 _CARRIED: dict[str, list[tuple[weakref.ReferenceType[Document], CarriedChunk]]] = {}
+# id() of a Document the splitter returned -> (weak reference to it, its vectors): finds such a
+# Document whose marker was removed (ParentDocumentRetriever's child_metadata_fields replaces a
+# child's metadata with the keys it names), which would otherwise be stored as a plain text
+_RETURNED: dict[int, tuple[weakref.ReferenceType[Document], CarriedChunk]] = {}
 _CARRIED_LOCK = threading.Lock()
 
 
@@ -245,16 +295,19 @@ def _attach(document: Document, key: str, carried: CarriedChunk) -> None:
     ref = weakref.ref(document)
     with _CARRIED_LOCK:
         _CARRIED.setdefault(key, []).append((ref, carried))
-    weakref.finalize(document, _detach, key, ref)
+        _RETURNED[id(document)] = (ref, carried)
+    weakref.finalize(document, _detach, key, ref, id(document))
 
 
-def _detach(key: str, ref: weakref.ReferenceType[Document]) -> None:
+def _detach(key: str, ref: weakref.ReferenceType[Document], identity: int) -> None:
     with _CARRIED_LOCK:
         kept = [entry for entry in _CARRIED.get(key, []) if entry[0] is not ref]
         if kept:
             _CARRIED[key] = kept
         else:
             _CARRIED.pop(key, None)
+        if _RETURNED.get(identity, (None,))[0] is ref:
+            del _RETURNED[identity]
 
 
 def is_late_chunk(document: Document) -> bool:
@@ -283,6 +336,34 @@ def carried_chunk(document: Document) -> CarriedChunk | None:
         if doc is document:
             return carried
     return next((carried for doc, carried in alive if doc is not None), None)
+
+
+def lost_marker(document: Document) -> bool:
+    """Whether ``document`` is a chunk ``Document`` the splitter returned (that very object,
+    its text unchanged) whose ``m3_late_chunk`` marker was removed from its metadata.
+
+    Stored as it is, it would be encoded on its own text: stores refuse it
+    (:func:`lost_marker_message`). A new ``Document`` of its text and metadata is a plain text.
+    """
+    if is_late_chunk(document):
+        return False
+    with _CARRIED_LOCK:
+        entry = _RETURNED.get(id(document))
+    if entry is None or entry[0]() is not document:
+        return False
+    return entry[1].chunk.text == document.page_content
+
+
+def lost_marker_message(where: str) -> str:
+    """The error for a document :func:`lost_marker` finds."""
+    return (
+        f"{where} is a chunk M3LateChunkingSplitter returned, but its metadata no longer has "
+        f"the {LATE_CHUNK_KEY!r} key its late-chunked vectors are found by (LangChain's "
+        "ParentDocumentRetriever(child_metadata_fields=[...]) keeps only the keys listed: add "
+        f"{LATE_CHUNK_KEY!r} to them); stored as it is it would be encoded on its own text, "
+        "without its document's context. To store it so on purpose, add a new Document: "
+        "Document(page_content=chunk.page_content, metadata=chunk.metadata)"
+    )
 
 
 def late_chunk_vectors(document: Document) -> Chunk:
