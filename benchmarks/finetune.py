@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             "all_heads": cal.all_heads.to_dict() if cal.all_heads else None,
             "dense_sparse": cal.dense_sparse.to_dict() if cal.dense_sparse else None,
             "validation_queries": cal.queries,
+            "p_values": dict(cal.p_values),
         }
         return RetrievalReport(rows)
 

@@ -221,6 +221,8 @@ def test_cli_reads_the_named_qrels_split(
     assert _run([*argv, "--grid-step", "0.5", "--quiet"]) == 0
     saved = FusionCalibration.load(model)
     assert saved is not None and saved.queries == 1
+    with pytest.raises(ValueError, match=r"alpha is a p-value threshold in \(0, 1\], got 0.0"):
+        _run([*argv, "--alpha", "0", "--quiet"])
     capsys.readouterr()
 
 

@@ -121,11 +121,12 @@ def test_head_scores_rank_like_the_m3_query(encoder: M3Encoder) -> None:
 def test_calibration_round_trips_and_is_the_default(
     encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25, min_gain=0.0)
+    cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25, min_gain=0.0, alpha=1.0)
     assert cal.all_heads is not None and cal.dense_sparse is not None
     assert cal.all_heads.rerank is True and cal.dense_sparse.rerank is False
     assert cal.queries == len(QUERIES)
-    # min_gain=0: the chosen settings are the best measured (the first of equals), per group
+    # min_gain=0, alpha=1 (no test): the chosen settings are the best measured (the first of
+    # equals), per group
     for group, chosen in (("all heads", cal.all_heads), ("dense+sparse", cal.dense_sparse)):
         tried = {k: v for k, v in cal.scores.items() if k.endswith(f"[{group}]")}
         assert len(tried) == 2 + (15 if group == "all heads" else 5)  # RRF, DBSF + the grid
@@ -211,7 +212,14 @@ def test_calibration_scores_each_setting_as_a_search_with_it_ranks(
     queries = {f"q{i}": " ".join(rnd.sample(words, 4)) for i in range(8)}
     qrels = {q: {d: 1.0 for d in rnd.sample(sorted(corpus), 5)} for q in queries}
     cal = calibrate_fusion(
-        encoder, corpus, queries, qrels, grid_step=0.5, min_gain=0.0, candidates=candidates
+        encoder,
+        corpus,
+        queries,
+        qrels,
+        grid_step=0.5,
+        min_gain=0.0,
+        alpha=1.0,
+        candidates=candidates,
     )
     tried = _settings_tried(0.5, candidates)
     assert set(cal.scores) == set(tried)
@@ -301,6 +309,61 @@ def test_a_gain_within_noise_keeps_rrf(encoder: M3Encoder) -> None:
     assert len(cal.scores) == (2 + 6) + (2 + 3)  # every setting was still measured and reported
     with pytest.raises(ValueError, match="min_gain"):
         calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, min_gain=-0.1)
+    for alpha in (0.0, 1.5):
+        with pytest.raises(ValueError, match="alpha"):
+            calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, alpha=alpha)
+
+
+def test_a_gain_of_the_best_of_many_by_chance_keeps_rrf(encoder: M3Encoder) -> None:
+    """Five validation queries cannot show that the best of 23 settings beats RRF: it is
+    measured (and reported) but RRF is kept, with the test's p-value recorded. The same
+    calibration without the test (alpha=1) takes the best."""
+    untested = calibrate_fusion(
+        encoder, CORPUS, QUERIES, QRELS, grid_step=0.25, min_gain=0.0, alpha=1.0
+    )
+    tested = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25, min_gain=0.0)
+    assert tested.scores == untested.scores
+    changed = 0
+    for group, kept, best in (
+        ("all heads", tested.all_heads, untested.all_heads),
+        ("dense+sparse", tested.dense_sparse, untested.dense_sparse),
+    ):
+        rrf = SearchSettings(fusion="rrf", rerank=group == "all heads")
+        assert kept == rrf
+        if best != rrf:  # the best gained over RRF on these queries, by luck
+            changed += 1
+            assert (
+                untested.scores[f"{best.describe()} [{group}]"]
+                > tested.scores[f"{rrf.describe()} [{group}]"]
+            )
+            assert tested.p_values[group] > 0.05
+    assert changed  # the data give at least one group a setting better than RRF
+
+
+def test_a_gain_on_most_queries_replaces_rrf_and_luck_does_not() -> None:
+    """The decision rule itself, on per-query nDCG@10 arrays: a gain on 60 of 80 queries
+    passes; the same mean gain from 2 queries (with 60 other settings tried) does not."""
+    from m3kit.store.calibration import _best
+
+    rrf = SearchSettings(fusion="rrf", rerank=True)
+    others = [
+        SearchSettings(fusion="m3", weights=(0.1 * i, 0.0, 1.0), rerank=True) for i in range(60)
+    ]
+    base = np.full(80, 0.5)
+    steady = base.copy()
+    steady[:60] += 0.02
+    measured = [(rrf, base), *((s, base.copy()) for s in others[1:]), (others[0], steady)]
+    choice = _best(measured, 0.005, 0.05)
+    assert choice.settings == others[0] and choice.p_value is not None
+    assert choice.p_value < 0.001
+    lucky = base.copy()
+    lucky[:2] += 0.6  # the same mean gain (0.015), from two queries
+    rng = np.random.default_rng(0)
+    noisy = [(s, base + rng.normal(0, 0.05, 80)) for s in others[1:]]
+    choice = _best([(rrf, base), *noisy, (others[0], lucky)], 0.005, 0.05)
+    assert choice.settings == rrf and choice.p_value is not None and choice.p_value > 0.05
+    # below min_gain nothing is tested
+    assert _best([(rrf, base), (others[0], base + 0.001)], 0.005, 0.05).p_value is None
 
 
 def _calibration_of(encoder: M3Encoder) -> FusionCalibration:

@@ -205,6 +205,13 @@ def add_subcommands(subparsers: Any) -> None:
         default=0.005,
         help="nDCG@10 a setting must gain over RRF to be chosen (default 0.005)",
     )
+    cal.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="largest p-value (sign-flip test over the queries, best of every setting "
+        "tried) at which a setting replaces RRF (default 0.05; 1 turns the test off)",
+    )
     cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
     cal.add_argument("--max-length", type=int, default=None)
     cal.add_argument("--device", default=None)
@@ -352,6 +359,8 @@ def _calibrate(
         if chosen is not None:
             score = cal.scores.get(f"{chosen.describe()} [{name}]")
             extra = f" (nDCG@10 {score:.4f})" if score is not None else ""
+            if name in cal.p_values:
+                extra += f"; best setting's gain over RRF: p = {cal.p_values[name]:.3f}"
             print(f"{name}: {chosen.describe()}{extra}")
     print(f"calibrated on {cal.queries} queries; saved to {Path(model) / 'm3kit_search.json'}")
 
@@ -365,6 +374,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         not args.quiet,
         grid_step=args.grid_step,
         min_gain=args.min_gain,
+        alpha=args.alpha,
         candidates=args.candidates,
         max_length=args.max_length,
     )

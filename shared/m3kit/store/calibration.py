@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from m3kit.evaluation import evaluate_rankings, ndcg_at_k
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, M3Output
+from m3kit.significance import best_of_p_value
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import ChunkRecord, Fusion, output_row
 from m3kit.store.schema import point_id
@@ -163,25 +165,50 @@ def _run(task: _Task, settings: SearchSettings, k: int, budget: int) -> dict[str
     return run
 
 
-def _mean_ndcg(task: _Task, run: Mapping[str, Sequence[str]]) -> float:
-    return sum(ndcg_at_k(run[q], task.qrels[q], _K) for q in task.qids) / len(task.qids)
+def _per_query_ndcg(task: _Task, run: Mapping[str, Sequence[str]]) -> np.ndarray:
+    return np.array([ndcg_at_k(run[q], task.qrels[q], _K) for q in task.qids])
+
+
+@dataclass(frozen=True)
+class _Choice:
+    settings: SearchSettings
+    p_value: float | None  # None: not tested (gain below min_gain, or alpha 1.0)
 
 
 def _best(
-    scored: Iterable[tuple[SearchSettings, float]], min_gain: float
-) -> tuple[SearchSettings, float]:
-    """The best setting (first of equals), unless it beats the first one (the plain RRF
-    default) by less than ``min_gain``: then the first. A small validation set ranks many
-    settings within noise of each other; keeping the default there avoids fitting the noise.
+    scored: Sequence[tuple[SearchSettings, np.ndarray]], min_gain: float, alpha: float
+) -> _Choice:
+    """The best setting (first of equals) by mean nDCG@10, unless it beats the first one
+    (the plain RRF default) by less than ``min_gain``, or by a gain the sign-flip test over
+    every setting tried (:func:`m3kit.significance.best_of_p_value`) finds more likely than
+    ``alpha`` by chance: then the first. A small validation set ranks many settings within
+    noise of each other, and the best of dozens beats the default by luck alone; keeping the
+    default there avoids fitting the noise.
     """
-    ordered = list(scored)
-    if not ordered:
+    if not scored:
         raise ValueError("no setting was measured")
-    best = ordered[0]
-    for settings, value in ordered[1:]:
-        if value > best[1] + 1e-12:
-            best = (settings, value)
-    return best if best[1] - ordered[0][1] >= min_gain else ordered[0]
+    means = [float(per_query.mean()) for _, per_query in scored]
+    best = 0
+    for i, value in enumerate(means[1:], start=1):
+        if value > means[best] + 1e-12:
+            best = i
+    if best == 0 or means[best] - means[0] < min_gain:
+        return _Choice(scored[0][0], None)
+    if alpha >= 1.0:  # the test is off: the best measured is kept
+        return _Choice(scored[best][0], None)
+    p_value = best_of_p_value(np.stack([q for _, q in scored[1:]]), scored[0][1])
+    if p_value > alpha:
+        logger.info(
+            "kept %s: %s gained %.4f nDCG@10 on the validation queries, but a gain that "
+            "large is chance with p = %.3f > alpha = %g",
+            scored[0][0].describe(),
+            scored[best][0].describe(),
+            means[best] - means[0],
+            p_value,
+            alpha,
+        )
+        return _Choice(scored[0][0], p_value)
+    return _Choice(scored[best][0], p_value)
 
 
 def calibrate_fusion(
@@ -192,6 +219,7 @@ def calibrate_fusion(
     *,
     grid_step: float = 0.1,
     min_gain: float = 0.005,
+    alpha: float = 0.05,
     candidates: int | None = None,
     max_length: int | None = None,
     show_progress: bool = False,
@@ -202,7 +230,10 @@ def calibrate_fusion(
     rerank, and the ``m3`` weighted sum of all three heads over a grid of weights; for dense
     + sparse alone: RRF, DBSF and the weighted sum of the two. Each setting is scored by mean
     nDCG@10 over the judged queries; the best (the first of equals, in that order) is kept if
-    it beats RRF (the built-in default, tried first) by at least ``min_gain``, else RRF is.
+    it beats RRF (the built-in default, tried first) by at least ``min_gain`` and the gain
+    passes a paired sign-flip test over the queries at level ``alpha``, taking into account
+    that it is the best of every setting tried (:func:`m3kit.significance.best_of_p_value`);
+    else RRF is.
 
     Args:
         encoder: The model (every head it has is used). Its weights and the settings that
@@ -216,6 +247,12 @@ def calibrate_fusion(
             on 400 validation queries over 85 passages the top settings of a MiniLM-based
             model lay within 0.05 points of each other and their order did not hold on
             held-out articles, ``benchmarks/results/finetune_heldout.md``).
+        alpha: Largest p-value at which the best setting replaces RRF (default 0.05; 1.0
+            turns the test off). Measured on squad_en: the ``m3`` weightings that beat RRF +
+            ColBERT rerank by more than ``min_gain`` on 400 validation queries (p = 0.64 and
+            0.55 by this test) ranked 0.2 nDCG@10 points below it on held-out articles; the
+            dense + sparse weightings passed (p <= 0.006)
+            (``benchmarks/results/finetune_significance_zen4.md``).
         candidates: Candidates per retriever (default: the store's ``max(4 * 10, 50)``);
             recorded in the settings when given. Below 10 every setting is scored with 10, as
             a search for 10 hits fetches at least that many.
@@ -227,17 +264,26 @@ def calibrate_fusion(
     """
     if not 0.0 <= min_gain < 1.0:
         raise ValueError(f"min_gain is an nDCG@10 difference in [0, 1), got {min_gain}")
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha is a p-value threshold in (0, 1], got {alpha}")
     heads = encoder.available_heads
     sparse, colbert = Head.SPARSE in heads, Head.COLBERT in heads
     # What a search for _K hits with these settings fetches per retriever (``candidates``
     # below _K: _K); the m3 grid scores exactly that many, as the m3 plan would.
     budget = QueryOptions().per_retriever(_K, candidates)
     scores: dict[str, float] = {}
+    p_values: dict[str, float] = {}
 
-    def measure(task: _Task, settings: SearchSettings, label: str) -> float:
-        value = _mean_ndcg(task, _run(task, settings, _K, budget))
-        scores[label] = round(value, 6)
-        return value
+    def measure(task: _Task, settings: SearchSettings, label: str) -> np.ndarray:
+        per_query = _per_query_ndcg(task, _run(task, settings, _K, budget))
+        scores[label] = round(float(per_query.mean()), 6)
+        return per_query
+
+    def choose(measured: list[tuple[SearchSettings, np.ndarray]], group: str) -> SearchSettings:
+        choice = _best(measured, min_gain, alpha)
+        if choice.p_value is not None:
+            p_values[group] = round(choice.p_value, 6)
+        return choice.settings
 
     with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
         all_heads: SearchSettings | None = None
@@ -252,7 +298,7 @@ def calibrate_fusion(
             measured += _grid(
                 task, grid, True, budget, candidates, scores, "all heads", show_progress
             )
-            all_heads = _best(measured, min_gain)[0]
+            all_heads = choose(measured, "all heads")
         dense_sparse: SearchSettings | None = None
         if sparse:
             tried = [
@@ -264,7 +310,7 @@ def calibrate_fusion(
             measured += _grid(
                 task, grid, False, budget, candidates, scores, "dense+sparse", show_progress
             )
-            dense_sparse = _best(measured, min_gain)[0]
+            dense_sparse = choose(measured, "dense+sparse")
         elif not colbert:  # dense only: nothing to fuse or rerank
             dense_sparse = SearchSettings(rerank=False, candidates=candidates)
         fingerprint = encoder_fingerprint(encoder)
@@ -275,6 +321,7 @@ def calibrate_fusion(
             queries=len(task.qids),
             scores=scores,
             encoder_identity=calibrated_encoder_identity(fingerprint),
+            p_values=p_values,
         )
     logger.info(
         "calibrated on %d queries: all heads %s; dense+sparse %s",
@@ -293,6 +340,7 @@ def calibrate_checkpoint(
     *,
     grid_step: float = 0.1,
     min_gain: float = 0.005,
+    alpha: float = 0.05,
     candidates: int | None = None,
     max_length: int | None = None,
     device: str | None = None,
@@ -322,6 +370,7 @@ def calibrate_checkpoint(
         qrels,
         grid_step=grid_step,
         min_gain=min_gain,
+        alpha=alpha,
         candidates=candidates,
         max_length=max_length,
         show_progress=show_progress,
@@ -340,10 +389,11 @@ def _grid(
     scores: dict[str, float],
     label: str,
     show_progress: bool,
-) -> list[tuple[SearchSettings, float]]:
-    """Every weight triple of ``grid`` under the ``m3`` plan: one exact scoring per query."""
+) -> list[tuple[SearchSettings, np.ndarray]]:
+    """Every weight triple of ``grid`` under the ``m3`` plan: one exact scoring per query;
+    each setting with its per-query nDCG@10."""
     grid = [w for w in grid if any(w)]
-    totals = [0.0] * len(grid)
+    per_query = np.zeros((len(grid), len(task.qids)))
     for i, qid in enumerate(tqdm(task.qids, desc=f"m3 grid [{label}]", disable=not show_progress)):
         per_head = task.store.head_scores(
             **_vectors(task, i, colbert),  # type: ignore[arg-type]
@@ -351,13 +401,12 @@ def _grid(
         )
         for j, w in enumerate(grid):
             ranked = [task.doc_of[pid] for pid, _ in per_head.rank(w)[:_K]]
-            totals[j] += ndcg_at_k(ranked, task.qrels[qid], _K)
+            per_query[j, i] = ndcg_at_k(ranked, task.qrels[qid], _K)
     out = []
-    for w, total in zip(grid, totals, strict=True):
+    for w, row in zip(grid, per_query, strict=True):
         s = SearchSettings(fusion=Fusion.M3, weights=w, rerank=colbert, candidates=candidates)
-        value = total / len(task.qids)
-        scores[f"{s.describe()} [{label}]"] = round(value, 6)
-        out.append((s, value))
+        scores[f"{s.describe()} [{label}]"] = round(float(row.mean()), 6)
+        out.append((s, row))
     return out
 
 

@@ -277,6 +277,9 @@ class FusionCalibration:
             instruction, heads, sizes, architecture) as it was measured; the calibration is
             used only for an encoder that has them too. ``None`` in a file written before
             m3kit recorded them: matched on the weights alone.
+        p_values: ``{"all heads" | "dense+sparse": p}``: the sign-flip test's p-value of the
+            best setting's gain over RRF, for each group where it was tested (for reports;
+            a group is absent when its best gained less than ``min_gain``).
     """
 
     all_heads: SearchSettings | None
@@ -286,6 +289,7 @@ class FusionCalibration:
     queries: int = 0
     scores: Mapping[str, float] = field(default_factory=dict)
     encoder_identity: Mapping[str, Any] | None = None
+    p_values: Mapping[str, float] = field(default_factory=dict)
 
     def settings_for(self, heads: frozenset[Head], rerank: bool | None = None) -> SearchSettings:
         """The calibrated settings for a collection holding ``heads`` (and a rerank choice).
@@ -345,6 +349,7 @@ class FusionCalibration:
             "all_heads": None if self.all_heads is None else self.all_heads.to_dict(),
             "dense_sparse": None if self.dense_sparse is None else self.dense_sparse.to_dict(),
             "scores": dict(self.scores),
+            "p_values": dict(self.p_values),
             "encoder_identity": (
                 None if self.encoder_identity is None else dict(self.encoder_identity)
             ),
@@ -382,6 +387,7 @@ class FusionCalibration:
                 queries=int(data.get("queries", 0)),
                 scores={str(k): float(v) for k, v in dict(data.get("scores", {})).items()},
                 encoder_identity=data.get("encoder_identity"),
+                p_values={str(k): float(v) for k, v in dict(data.get("p_values", {})).items()},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
