@@ -146,6 +146,17 @@ def test_every_python_snippet_is_run_or_skipped_with_a_reason() -> None:
             assert found == 1, f"{name}: marker {marker!r} is in {found} README blocks"
 
 
+def test_pool_snippet_starts_its_pool_under_a_main_guard() -> None:
+    """Pool workers are spawned and import the main module again: a script that starts a pool
+    at import time has every worker fail while loading (the README once showed one)."""
+    (block,) = [b for b in _python_blocks() if "EncoderPool(" in b]
+    lines = block.splitlines()
+    guard = [i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":')]
+    calls = [i for i, line in enumerate(lines) if "EncoderPool(" in line and "import" not in line]
+    assert guard and calls, block
+    assert all(i > guard[0] and lines[i].startswith("    ") for i in calls), block
+
+
 @pytest.mark.parametrize("name", sorted(RUN))
 def test_python_snippet_runs(
     name: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
