@@ -208,3 +208,26 @@ def test_readme_cli_commands_use_existing_options() -> None:
             if flag.startswith("-") and not re.fullmatch(r"-[\d.]+", flag) and flag not in options:
                 problems.append(f"{command!r}: m3kit {name} has no option {flag}")
     assert not problems, "\n".join(problems)
+
+
+def test_readme_index_commands_chunk_as_written_on_a_new_collection() -> None:
+    """``--window`` / ``--late-heads`` need ``--late-chunking`` unless the collection remembers
+    it: a README command must say it, so it also works on a new collection."""
+    from m3kit.cli import build_parser
+    from m3kit.cli_chunking import IndexChunking
+
+    parser = build_parser()
+    problems = []
+    for command in _cli_commands():
+        words = shlex.split(command.replace("[", " ").replace("]", " "))
+        if words[1] != "index":
+            continue
+        words = [re.sub(r"^(\w+)\|\w+$", r"\1", w) for w in words]  # scalar|binary: one
+        args = parser.parse_args(words[1:])
+        try:
+            IndexChunking.resolve(
+                args.late_chunking, args.chunk_size, args.window, args.late_heads, None
+            )
+        except ValueError as exc:
+            problems.append(f"{command!r}: {exc}")
+    assert not problems, "\n".join(problems)
