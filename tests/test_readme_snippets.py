@@ -40,7 +40,10 @@ docs = [
     Document(page_content="Late chunking pools token states.", metadata={"lang": "en"}),
     Document(page_content="Qdrant stores vectors.", metadata={"lang": "de"}),
 ]
-long_docs = [Document(page_content="A sentence about chunking. " * 120, metadata={"lang": "en"})]
+long_docs = [  # two: a snippet may give them ids=["doc-1", "doc-2"]
+    Document(page_content="A sentence about chunking. " * 120, metadata={"lang": "en"}),
+    Document(page_content="Qdrant keeps vectors on disk. " * 100, metadata={"lang": "en"}),
+]
 """
 
 LLAMAINDEX_PRELUDE = """
