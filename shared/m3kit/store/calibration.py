@@ -132,7 +132,7 @@ def _task(
         records = [
             ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)
         ]
-        store.upsert(records)
+        store.upsert(records, show_progress=show_progress)
         doc_of = {point_id(d, 0): d for d in doc_ids}
         yield _Task(store, qs, tuple(judged), doc_of, {q: qrels[q] for q in judged})
     finally:

@@ -1,0 +1,236 @@
+"""The README's instructions (everything before its ``## Changes``) work as written.
+
+Every ```` ```python ```` block is either run here, with a tiny local checkpoint in place of
+``BAAI/bge-m3`` and the names it leaves to the reader (``docs``, ``texts``, ``llm``...) defined
+by a prelude, or listed with the reason it is not; a new block fails
+:func:`test_every_python_snippet_is_run_or_skipped_with_a_reason` until it is classified. Every
+``m3kit SUB ...`` command (in a ```` ```bash ```` block or inline) may use only options ``SUB``
+has.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _instructions() -> str:
+    text = README.read_text(encoding="utf-8")
+    head, sep, _ = text.partition("\n## Changes")
+    assert sep, "README.md has no '## Changes' section"
+    return head
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", _instructions(), flags=re.S)
+
+
+LANGCHAIN_PRELUDE = """
+from langchain_core.documents import Document
+docs = [
+    Document(page_content="Late chunking pools token states.", metadata={"lang": "en"}),
+    Document(page_content="Qdrant stores vectors.", metadata={"lang": "de"}),
+]
+long_docs = [  # two: a snippet may give them ids=["doc-1", "doc-2"]
+    Document(page_content="A sentence about chunking. " * 120, metadata={"lang": "en"}),
+    Document(page_content="Qdrant keeps vectors on disk. " * 100, metadata={"lang": "en"}),
+]
+"""
+
+LLAMAINDEX_PRELUDE = """
+from llama_index.core import Document
+from llama_index.core.llms import MockLLM
+llm = MockLLM()
+documents = [
+    Document(text="Late chunking pools token states. " * 20, doc_id="d1"),
+    Document(text="Qdrant stores vectors.", doc_id="d2"),
+]
+doc = Document(text="BGE-M3 gives dense, sparse and ColBERT vectors.", doc_id="d3")
+"""
+
+
+@dataclass(frozen=True)
+class Group:
+    """README blocks run in one namespace, in README order (later ones use earlier names)."""
+
+    markers: tuple[str, ...]  # a substring that picks out each block
+    prelude: str = ""
+    needs: tuple[str, ...] = ()  # importable modules (extras) the blocks use
+    check: Callable[[dict[str, Any]], None] = field(default=lambda ns: None)
+
+
+def _check_models(ns: dict[str, Any]) -> None:
+    assert ns["out"].dense.shape[0] == 1 and ns["out"].dense.dtype.name == "float32"
+    assert ns["out"].colbert[0].shape[1] == ns["out"].dense.shape[1]
+    assert ns["q"].dense.shape == ns["out"].dense.shape
+
+
+def _check_langchain(ns: dict[str, Any]) -> None:
+    hits = ns["reranked"].invoke("late chunking")
+    assert hits and all("relevance_score" in d.metadata for d in hits)
+    assert ns["late"].similarity_search("chunking", k=1)
+
+
+def _check_llamaindex(ns: dict[str, Any]) -> None:
+    answer = ns["engine"].query("what does late chunking do?")
+    assert answer.source_nodes
+
+
+def _check_late(ns: dict[str, Any]) -> None:
+    chunks = ns["chunks"]
+    assert len(chunks) > 1 and chunks[0].start == 0 and chunks[-1].end == len(ns["long_text"])
+
+
+def _check_store(ns: dict[str, Any]) -> None:
+    assert ns["ids"] == ns["doc_ids"]
+    assert {h.doc_id for h in ns["hits"]} == set(ns["doc_ids"])
+
+
+RUN: dict[str, Group] = {
+    "models": Group(("enc.encode_queries(",), check=_check_models),
+    "langchain": Group(
+        ("M3Retriever.from_documents(docs, enc", "M3VectorStore(retriever.index)"),
+        prelude=LANGCHAIN_PRELUDE,
+        needs=("langchain_qdrant", "langchain_classic"),
+        check=_check_langchain,
+    ),
+    "llamaindex": Group(
+        ("m3_sparse_fns(embed)",),
+        prelude=LLAMAINDEX_PRELUDE,
+        needs=("llama_index.vector_stores.qdrant",),
+        check=_check_llamaindex,
+    ),
+    "late-chunking": Group(
+        ("LateChunker(M3Encoder.from_pretrained",),
+        prelude='long_text = "Late chunking keeps the context of a document. " * 150\n',
+        check=_check_late,
+    ),
+    "store": Group(
+        ('M3Index.open(encoder, "./m3db")',),
+        prelude=(
+            'texts = ["Nikola Tesla invented the AC motor.", "Ein Satz über Motoren."]\n'
+            'metas = [{"lang": "en"}, {"lang": "de"}]\n'
+            'doc_ids = ["tesla", "motor-de"]\n'
+        ),
+        check=_check_store,
+    ),
+}
+
+SKIP: dict[str, str] = {
+    "EncoderPool(": "starts worker processes (tests/distributed/test_pool.py runs the pool)",
+    "M3Finetuner(FinetuneConfig(model=": "trains a model (tests/finetune train tiny ones)",
+    "fit_spans(examples)": "trains a model on ../shared/data (tests/finetune/test_span_*.py)",
+}
+
+
+def _classify(block: str) -> list[str]:
+    keys = [f"run:{name}" for name, g in RUN.items() if any(m in block for m in g.markers)]
+    return keys + [f"skip:{marker}" for marker in SKIP if marker in block]
+
+
+def test_every_python_snippet_is_run_or_skipped_with_a_reason() -> None:
+    blocks = _python_blocks()
+    assert blocks, "no ```python block found before '## Changes'"
+    for block in blocks:
+        keys = _classify(block)
+        assert len(keys) == 1, f"README block matches {keys} (want exactly one):\n{block[:300]}"
+    for name, group in RUN.items():
+        for marker in group.markers:
+            found = sum(marker in b for b in blocks)
+            assert found == 1, f"{name}: marker {marker!r} is in {found} README blocks"
+
+
+def test_pool_snippet_starts_its_pool_under_a_main_guard() -> None:
+    """Pool workers are spawned and import the main module again: a script that starts a pool
+    at import time has every worker fail while loading (the README once showed one)."""
+    (block,) = [b for b in _python_blocks() if "EncoderPool(" in b]
+    lines = block.splitlines()
+    guard = [i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":')]
+    calls = [i for i, line in enumerate(lines) if "EncoderPool(" in line and "import" not in line]
+    assert guard and calls, block
+    assert all(i > guard[0] and lines[i].startswith("    ") for i in calls), block
+
+
+@pytest.mark.parametrize("name", sorted(RUN))
+def test_python_snippet_runs(
+    name: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = RUN[name]
+    for module in group.needs:
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            pytest.skip(f"{module} is not installed (an extra of m3kit)")
+    blocks = [b for m in group.markers for b in _python_blocks() if m in b]
+    monkeypatch.chdir(tmp_path)  # the snippets' relative folders (./index, ./m3db) land here
+    model = repr(str(tiny_m3_path))
+    ns: dict[str, Any] = {"__name__": f"readme_{name}"}
+    exec(compile(group.prelude, f"<{name} prelude>", "exec"), ns)
+    for i, block in enumerate(blocks):
+        code = block.replace('"BAAI/bge-m3"', model).replace('"/models/bge-m3"', model)
+        exec(compile(code, f"<README {name} block {i}>", "exec"), ns)
+    group.check(ns)
+
+
+def _cli_commands() -> list[str]:
+    text = _instructions()
+    commands = [
+        line.split("#")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+        if line.strip().startswith("m3kit ")
+    ]
+    flat = re.sub(r"\s*\n\s*", " ", text)  # inline code spans broken across lines
+    return commands + re.findall(r"`(m3kit [^`]+)`", flat)
+
+
+def test_readme_cli_commands_use_existing_options() -> None:
+    from m3kit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and "index" in a.choices)  # type: ignore[operator]
+    commands = _cli_commands()
+    assert any(c.startswith("m3kit index ") for c in commands), commands
+    problems = []
+    for command in commands:
+        words = shlex.split(command.replace("[", " ").replace("]", " "))
+        name = words[1]
+        if name not in sub.choices:  # type: ignore[operator]
+            problems.append(f"{command!r}: no subcommand {name!r}")
+            continue
+        options = sub.choices[name]._option_string_actions  # type: ignore[index]
+        for word in words[2:]:
+            flag = word.split("=")[0]
+            if flag.startswith("-") and not re.fullmatch(r"-[\d.]+", flag) and flag not in options:
+                problems.append(f"{command!r}: m3kit {name} has no option {flag}")
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_index_commands_chunk_as_written_on_a_new_collection() -> None:
+    """``--window`` / ``--late-heads`` need ``--late-chunking`` unless the collection remembers
+    it: a README command must say it, so it also works on a new collection."""
+    from m3kit.cli import build_parser
+    from m3kit.cli_chunking import IndexChunking
+
+    parser = build_parser()
+    problems = []
+    for command in _cli_commands():
+        words = shlex.split(command.replace("[", " ").replace("]", " "))
+        if words[1] != "index":
+            continue
+        words = [re.sub(r"^(\w+)\|\w+$", r"\1", w) for w in words]  # scalar|binary: one
+        args = parser.parse_args(words[1:])
+        try:
+            IndexChunking.resolve(
+                args.late_chunking, args.chunk_size, args.window, args.late_heads, None
+            )
+        except ValueError as exc:
+            problems.append(f"{command!r}: {exc}")
+    assert not problems, "\n".join(problems)
