@@ -218,3 +218,27 @@ def test_ray_rows_keep_their_other_columns_as_metadata() -> None:
     assert metas == [{"year": 1774, "title": "O"}, {"n": 1, "url": "https://x"}]
     with pytest.raises(ValueError, match=r"\['title'\] both as columns and in its 'metadata'"):
         _rows([{"doc_id": "a", "text": "t", "title": "x", "metadata": {"title": "y"}}])
+
+
+def test_a_script_without_a_main_guard_is_told_how_to_start_the_pool(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A script building the pool at its top level (the README's snippet pasted as is) made
+    every spawned worker build one too; the parent said only "exited with code 1"."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from m3kit import M3Encoder\n"
+        "from m3kit.distributed import EncoderPool\n"
+        f"encoder = M3Encoder.from_pretrained({str(tiny_m3_path)!r}, dtype='fp32')\n"
+        "with EncoderPool(encoder, workers=1, threads_per_worker=1) as pool:\n"
+        "    pool.encode(['x'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode != 0
+    assert "exited with code 1 while the pool waited for it to load the model" in done.stderr
+    assert 'build the pool under `if __name__ == "__main__":`' in done.stderr

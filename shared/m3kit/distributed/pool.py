@@ -45,6 +45,15 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between liveness checks of the workers while waiting for results.
 _POLL_S = 1.0
+# Workers are spawned: each imports the parent's main script again, so a script that builds
+# the pool at its top level makes every worker try to build one too, and Python stops it
+# ("An attempt has been made to start a new process before the current process has finished
+# its bootstrapping phase", in the worker's traceback above the error).
+_SPAWN_HINT = (
+    "; if the worker's traceback above says a new process was started before the current "
+    "process finished its bootstrapping phase, build the pool under "
+    '`if __name__ == "__main__":` in your script (workers are spawned and import it again)'
+)
 
 
 def _worker(
@@ -250,6 +259,7 @@ class EncoderPool:
                     raise RuntimeError(
                         f"encoder worker {rank} ({self.devices[rank]}) exited with code "
                         f"{p.exitcode} while the pool waited for it {waited_for}"
+                        f"{_SPAWN_HINT if p.exitcode == 1 else ''}"
                     ) from None
             return ("poll", None, None)
 
