@@ -82,12 +82,20 @@ def _check_text(node: BaseNode, chunk_text: str | None, late: Any) -> None:
         same = _text_key(text) == late["text"]
     else:  # parsed by an m3kit that did not record it
         return
-    if not same:
-        raise EditedNodeError(
-            f"node {node.node_id} ({text[:40]!r}) came from M3LateChunkingNodeParser but its "
-            "text was changed after parsing, so its late-chunked vectors are not those of its "
-            "text; parse the edited document again instead of editing its nodes"
+    if same:
+        return
+    message = (
+        f"node {node.node_id} ({text[:40]!r}) came from M3LateChunkingNodeParser but its "
+        "text was changed after parsing, so its late-chunked vectors are not those of its "
+        "text; parse the edited document again instead of editing its nodes"
+    )
+    if chunk_text is None:  # a plain node: also what another parser cuts from a parsed node
+        message += (
+            ". Or another parser cut it from a late-chunked node (a HierarchicalNodeParser "
+            "level after M3LateChunkingNodeParser: LlamaIndex copies the node's embedding "
+            "and metadata to its pieces); make M3LateChunkingNodeParser the last (leaf) level"
         )
+    raise EditedNodeError(message)
 
 
 def node_vectors(node: BaseNode) -> M3Output:

@@ -31,6 +31,7 @@ from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorS
 from llamaindex_m3.node_parser import (
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
+    EditedNodeError,
     chunk_records,
     node_vectors,
 )
@@ -222,3 +223,30 @@ def test_chunk_records_refuse_the_leaves_naming_the_stores(nodes: list[BaseNode]
     # a leaf is numbered within its parent: M3Store records would collide across parents
     with pytest.raises(ValueError, match=r"late-chunked from node .*M3VectorStore"):
         chunk_records(get_leaf_nodes(nodes))
+
+
+def test_a_level_after_the_late_chunking_one_is_refused_naming_it(
+    leaf_parser: M3LateChunkingNodeParser, tiny_embedding: M3Embedding
+) -> None:
+    # LlamaIndex gives the pieces another parser cuts from a node that node's embedding and
+    # metadata: leaves below a late-chunked level carry their parent's vectors
+    upside_down = HierarchicalNodeParser.from_defaults(
+        node_parser_ids=["parent", "leaf"],
+        node_parser_map={
+            "parent": leaf_parser,
+            "leaf": SentenceSplitter(chunk_size=8, chunk_overlap=0),
+        },
+    )
+    nodes = upside_down.get_nodes_from_documents(DOCS[:1])
+    leaves = [n for n in get_leaf_nodes(nodes) if n.parent_node is not None]
+    assert leaves and all(LATE_METADATA_KEY in n.metadata for n in leaves)
+    pattern = "last \\(leaf\\) level"
+    with pytest.raises(EditedNodeError, match=pattern):
+        IngestionPipeline(transformations=[upside_down, tiny_embedding]).run(documents=DOCS[:1])
+    store = M3VectorStore(tiny_embedding)
+    try:
+        with pytest.raises(EditedNodeError, match=pattern):
+            _index(nodes, store, tiny_embedding)
+        assert store.get_nodes() == []
+    finally:
+        store.close()
