@@ -186,6 +186,34 @@ def test_m3_vector_store_keeps_the_late_vectors_and_auto_merges(
         store.close()
 
 
+def test_parsing_again_stores_nothing_new_and_merges_into_the_new_parents(
+    leaf_parser: M3LateChunkingNodeParser, tiny_embedding: M3Embedding, calls: list[int]
+) -> None:
+    # a repeated passage: two parents of equal text, their leaves of equal text and span
+    doc = Document(text=" ".join(SAMPLE_TEXTS[:3] * 2), doc_id="d1")
+    hierarchy = HierarchicalNodeParser.from_defaults(
+        node_parser_ids=["parent", "leaf"],
+        node_parser_map={
+            "parent": SentenceSplitter(chunk_size=48, chunk_overlap=0),
+            "leaf": leaf_parser,
+        },
+    )
+    store = M3VectorStore(tiny_embedding)
+    try:
+        for _ in range(2):  # each parse draws new node ids
+            nodes = hierarchy.get_nodes_from_documents([doc])
+            roots = get_root_nodes(nodes)
+            assert len(roots) == 2 and roots[0].text.strip() == roots[1].text.strip()
+            calls.clear()
+            index = _index(nodes, store, tiny_embedding)
+            assert calls == []
+            stored = {n.node_id for n in store.get_nodes()}
+            assert stored == {n.node_id for n in get_leaf_nodes(nodes)}
+            _check_auto_merging(index, nodes)
+    finally:
+        store.close()
+
+
 def test_qdrant_vector_store_keeps_the_late_vectors_and_auto_merges(
     nodes: list[BaseNode], tiny_embedding: M3Embedding, calls: list[int]
 ) -> None:
