@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode, RelatedNodeInfo, TextNode
 
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
@@ -43,6 +43,17 @@ class M3TextNode(TextNode):
     """
 
     _m3_chunk: Chunk | None = PrivateAttr(default=None)
+
+    def as_related_node_info(self) -> RelatedNodeInfo:
+        """A link to this node, without the parser's keys in its copy of the metadata.
+
+        LlamaIndex copies a node's metadata into every link to it (``HierarchicalNodeParser``'s
+        ``CHILD`` links from a parent, ``PREVIOUS`` / ``NEXT``): a parent would carry each
+        child's sparse vector.
+        """
+        info = super().as_related_node_info()
+        info.metadata = user_metadata(self)
+        return info
 
     @property
     def m3_vectors(self) -> M3Output:
@@ -71,12 +82,20 @@ def _check_text(node: BaseNode, chunk_text: str | None, late: Any) -> None:
         same = _text_key(text) == late["text"]
     else:  # parsed by an m3kit that did not record it
         return
-    if not same:
-        raise EditedNodeError(
-            f"node {node.node_id} ({text[:40]!r}) came from M3LateChunkingNodeParser but its "
-            "text was changed after parsing, so its late-chunked vectors are not those of its "
-            "text; parse the edited document again instead of editing its nodes"
+    if same:
+        return
+    message = (
+        f"node {node.node_id} ({text[:40]!r}) came from M3LateChunkingNodeParser but its "
+        "text was changed after parsing, so its late-chunked vectors are not those of its "
+        "text; parse the edited document again instead of editing its nodes"
+    )
+    if chunk_text is None:  # a plain node: also what another parser cuts from a parsed node
+        message += (
+            ". Or another parser cut it from a late-chunked node (a HierarchicalNodeParser "
+            "level after M3LateChunkingNodeParser: LlamaIndex copies the node's embedding "
+            "and metadata to its pieces); make M3LateChunkingNodeParser the last (leaf) level"
         )
+    raise EditedNodeError(message)
 
 
 def node_vectors(node: BaseNode) -> M3Output:
@@ -172,7 +191,9 @@ def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:
             f"node {node.node_id} was late-chunked from node {cut_from}, a part of document "
             f"{node.ref_doc_id}, not from the document itself: its chunks are numbered per "
             "part, so the parts' chunks would take each other's places in the store. Give "
-            "the parser the documents themselves (splitter= sets its chunk boundaries)"
+            "the parser the documents themselves (splitter= sets its chunk boundaries), or "
+            "store a HierarchicalNodeParser's leaves with M3VectorStore or "
+            "M3QdrantVectorStore (VectorStoreIndex), which do not place nodes by that number"
         )
     try:
         source, count = str(late["source"]), int(late["count"])

@@ -22,6 +22,10 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 - ``start_char_idx`` / ``end_char_idx``: the chunk's span in the document; the ``SOURCE``
   relationship points to the document, ``PREVIOUS`` / ``NEXT`` to the neighbouring chunks
   (their metadata without the two keys above: a node does not carry its neighbours' vectors).
+- As the leaf level of ``HierarchicalNodeParser`` the parser is given the parent nodes: each
+  leaf is late-chunked within its parent (the parent's text is its "document": its offsets,
+  ``index``, ``count`` and ``source`` are the parent's, ``cut_from`` names the parent), its
+  ``SOURCE`` is the document, and the parent's ``CHILD`` links carry no vectors.
 
 Example::
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -48,7 +53,14 @@ from llama_index.core.node_parser.node_utils import (
     build_nodes_from_splits,
     default_id_func,
 )
-from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
+from llama_index.core.schema import (
+    BaseNode,
+    Document,
+    MetadataMode,
+    NodeRelationship,
+    RelatedNodeInfo,
+    TextNode,
+)
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3CheckpointFields
@@ -441,8 +453,29 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             if isinstance(node, M3TextNode) and node._m3_chunk is not None:
                 node.start_char_idx = node._m3_chunk.start
                 node.end_char_idx = node._m3_chunk.end
+        if self.include_prev_next_rel:
+            _link_next(nodes)
+        for node in nodes:
             _strip_related_metadata(node)
         return nodes
+
+
+def _link_next(nodes: list[BaseNode]) -> None:
+    """Give each node the ``NEXT`` link its successor's ``PREVIOUS`` link implies.
+
+    LlamaIndex's post-processing moves a node's ``SOURCE`` from the node it was cut from to
+    that node's own source before it compares the node with its successor, whose ``SOURCE`` is
+    not moved yet: nodes cut from a node (``HierarchicalNodeParser`` levels below the first)
+    got ``PREVIOUS`` links and no ``NEXT`` ones.
+    """
+    for node, after in pairwise(nodes):
+        previous = after.relationships.get(NodeRelationship.PREVIOUS)
+        if (
+            NodeRelationship.NEXT not in node.relationships
+            and isinstance(previous, RelatedNodeInfo)
+            and previous.node_id == node.node_id
+        ):
+            node.relationships[NodeRelationship.NEXT] = after.as_related_node_info()
 
 
 def _strip_related_metadata(node: BaseNode) -> None:

@@ -83,6 +83,10 @@ def _check_langchain(ns: dict[str, Any]) -> None:
 def _check_llamaindex(ns: dict[str, Any]) -> None:
     answer = ns["engine"].query("what does late chunking do?")
     assert answer.source_nodes
+    # example 4: late-chunked leaves in the store, AutoMergingRetriever over them
+    leaves = ns["get_leaf_nodes"](ns["nodes"])
+    assert leaves and all("m3_late_chunk" in n.metadata for n in leaves)
+    assert ns["retriever"].retrieve("late chunking")
 
 
 def _check_late(ns: dict[str, Any]) -> None:
