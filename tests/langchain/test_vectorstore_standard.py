@@ -1,4 +1,5 @@
-"""langchain-tests' VectorStoreIntegrationTests for M3VectorStore, sync and async, on both engines.
+"""langchain-tests' VectorStoreIntegrationTests for M3VectorStore, sync and async, on both engines
+(qdrant-client local mode in memory and in a folder).
 
 The suite's own ``get_embeddings()`` (a ``DeterministicFakeEmbedding(size=6)``) is not used:
 M3VectorStore encodes with an M3 model, so the store is built on the tiny M3 checkpoint
@@ -10,6 +11,7 @@ highest.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
@@ -40,6 +42,22 @@ class TestM3VectorStoreClient(TestM3VectorStoreEdge):
     @pytest.fixture
     def vectorstore(self, tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:  # type: ignore[override]
         store = M3VectorStore.open(tiny_encoder, ":memory:", backend=self.backend)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+class TestM3VectorStoreClientFolder(TestM3VectorStoreEdge):
+    """qdrant-client's local mode persisted in a folder (its on-disk storage)."""
+
+    backend = "client"
+
+    @pytest.fixture
+    def vectorstore(  # type: ignore[override]
+        self, tiny_encoder: M3Encoder, tmp_path: Path
+    ) -> Iterator[M3VectorStore]:
+        store = M3VectorStore.open(tiny_encoder, tmp_path / "qdrant", backend=self.backend)
         try:
             yield store
         finally:
