@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
@@ -15,3 +18,20 @@ def tiny_embedding(tiny_encoder) -> M3Embedding:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def tiny_sparse(tiny_encoder) -> M3SparseEmbedding:  # type: ignore[no-untyped-def]
     return M3SparseEmbedding.from_encoder(tiny_encoder)
+
+
+@pytest.fixture()
+def calls(tiny_encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:  # type: ignore[no-untyped-def]
+    """Sequences per forward pass of the session's tiny encoder while a test runs (``encode``
+    goes through ``encode_tokenized``; late chunking through ``token_states``)."""
+    seen: list[int] = []
+    for name in ("encode_tokenized", "token_states"):
+        real = getattr(tiny_encoder, name)
+
+        def spy(texts: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            seen.append(len(texts))
+            return _real(texts, *args, **kwargs)
+
+        monkeypatch.setattr(tiny_encoder, name, spy)
+    yield seen
+    monkeypatch.undo()

@@ -9,7 +9,6 @@ merges them back into their parents.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -65,23 +64,6 @@ def nodes(leaf_parser: M3LateChunkingNodeParser) -> list[BaseNode]:
     parsed = _hierarchy(leaf_parser).get_nodes_from_documents(DOCS)
     assert len(get_root_nodes(parsed)) > len(DOCS)  # several parents per document
     return parsed
-
-
-@pytest.fixture
-def calls(tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Texts per forward pass (``encode`` goes through ``encode_tokenized``, late chunking
-    through ``token_states``)."""
-    seen: list[int] = []
-    for name in ("encode_tokenized", "token_states"):
-        real = getattr(tiny_encoder, name)
-
-        def spy(texts: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            seen.append(len(texts))
-            return _real(texts, *args, **kwargs)
-
-        monkeypatch.setattr(tiny_encoder, name, spy)
-    yield seen
-    monkeypatch.undo()
 
 
 def _children(parent: BaseNode, nodes: list[BaseNode]) -> list[BaseNode]:

@@ -7,9 +7,7 @@ on a real ``QdrantVectorStore(enable_hybrid=True)`` over qdrant-client ``:memory
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -41,23 +39,6 @@ LONG = [
     )
     for topic in ("volcanoes", "honeybees")
 ]
-
-
-@pytest.fixture()
-def calls(tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Sequences per forward pass while a store is filled (``encode`` goes through
-    ``encode_tokenized``; late chunking through ``token_states``)."""
-    seen: list[int] = []
-    for name in ("encode_tokenized", "token_states"):
-        real = getattr(tiny_encoder, name)
-
-        def spy(texts: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            seen.append(len(texts))
-            return _real(texts, *args, **kwargs)
-
-        monkeypatch.setattr(tiny_encoder, name, spy)
-    yield seen
-    monkeypatch.undo()
 
 
 def _nodes(encoder: M3Encoder) -> list[BaseNode]:
