@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
     where.add_argument("--max-length", type=positive_int, default=None, help="tokens per text")
+    where.add_argument(
+        "--query-instruction",
+        default=None,
+        help="prefix added to queries (e.g. 'query: '; default: the one the collection "
+        "records, else the model's own, none for BGE-M3); part of the model's identity, so "
+        "index and search use the same",
+    )
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     index = subparsers.add_parser(
