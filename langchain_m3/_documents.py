@@ -51,9 +51,28 @@ _CHUNKED = models.FieldCondition(key=CHUNK_COUNT, range=models.Range(gt=1))
 
 
 def encoder_of(embedding: M3Encoder | EncoderModel) -> M3Encoder:
-    """The encoder of an ``M3Encoder`` or of an m3kit LangChain class holding one."""
+    """The encoder of an ``M3Encoder`` or of an m3kit LangChain class holding one.
+
+    Raises:
+        TypeError: ``embedding`` holds no encoder.
+        ValueError: ``embedding`` cuts its sparse vectors (``M3SparseEmbeddings`` with a
+            ``sparse_top_k`` or ``sparse_min_weight``): the store and retriever take its
+            encoder only and keep every sparse weight, so the cut would be dropped silently.
+    """
     if isinstance(embedding, M3Encoder):
         return embedding
+    cut = [
+        f"{name}={getattr(embedding, name)!r}"
+        for name, uncut in (("sparse_top_k", None), ("sparse_min_weight", 0.0))
+        if getattr(embedding, name, uncut) != uncut
+    ]
+    if cut:
+        raise ValueError(
+            f"{type(embedding).__name__} with {', '.join(cut)}: M3VectorStore and M3Retriever "
+            "take only its encoder and store and search every sparse weight, so that cut "
+            "would be ignored; pass M3SparseEmbeddings without it (or its .encoder), or use "
+            "M3QdrantVectorStore, whose sparse vectors the sparse embeddings compute"
+        )
     encoder = getattr(embedding, "encoder", None)
     if not isinstance(encoder, M3Encoder):
         raise TypeError(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from qdrant_client import models
 
-from langchain_m3._documents import RETRIEVER_SHOWN, document_filter, documents_of
+from langchain_m3._documents import RETRIEVER_SHOWN, document_filter, documents_of, encoder_of
 from langchain_m3._retriever_writes import RetrieverWrites
 from langchain_m3._search import (
     SETTINGS_ARGS,
@@ -215,7 +215,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         Args:
             documents: The documents to add.
             embedding: A loaded :class:`~m3kit.M3Encoder`, or :class:`~langchain_m3.M3Embeddings`
-                / :class:`~langchain_m3.M3SparseEmbeddings` (their encoder is used).
+                / :class:`~langchain_m3.M3SparseEmbeddings` (their encoder is used; a
+                ``sparse_top_k`` / ``sparse_min_weight`` is refused with a ``ValueError``, as
+                every sparse weight is stored and searched).
             ids: Document ids (default: each document's ``id``, else a content hash).
             location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
             collection: Collection name.
@@ -233,7 +235,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             rerank: Default ColBERT rerank.
             candidates: Default candidates per retriever before fusion and rerank.
         """
-        encoder = embedding if isinstance(embedding, M3Encoder) else embedding.encoder
+        encoder = encoder_of(embedding)
         index = M3Index.open(
             encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
         )

@@ -161,8 +161,8 @@ class M3VectorStore(VectorStoreSearch):
 
         Args:
             embedding: A loaded :class:`~m3kit.M3Encoder`, or an m3kit LangChain class holding
-                one (:class:`~langchain_m3.M3Embeddings`, ``M3SparseEmbeddings``,
-                ``M3LateChunkingSplitter``).
+                one (:class:`~langchain_m3.M3Embeddings`, ``M3SparseEmbeddings`` without a
+                ``sparse_top_k`` / ``sparse_min_weight``, ``M3LateChunkingSplitter``).
             location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
             collection: Collection name.
             url: Qdrant server URL instead of ``location``.
@@ -174,6 +174,10 @@ class M3VectorStore(VectorStoreSearch):
             late_chunking: Default late chunking of added documents.
             weights: Default ``m3`` weights.
             candidates: Default candidates per retriever.
+
+        Raises:
+            ValueError: ``embedding`` is ``M3SparseEmbeddings`` with a sparse cut (the store
+                keeps every sparse weight: the cut would be ignored).
         """
         index = M3Index.open(
             encoder_of(embedding),

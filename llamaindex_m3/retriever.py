@@ -168,8 +168,11 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
-            ValueError: A bad ``fusion``, ``weights`` or ``candidates``.
+            ValueError: A bad ``fusion``, ``weights`` or ``candidates``; an
+                :class:`M3Embedding` with a ``text_instruction`` (this retriever encodes
+                documents on their bare text, so the prefix would be left out silently).
         """
+        _refuse_text_instruction(model)
         encoder = model.encoder if isinstance(model, M3Embedding) else model
         index = M3Index.open(
             encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
@@ -348,3 +351,20 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
         metadata=getattr(source, "metadata", None) or {},
     )
     return NodeWithScore(node=node, score=hit.score)
+
+
+def _refuse_text_instruction(model: M3Encoder | M3Embedding) -> None:
+    """Refuse an :class:`M3Embedding` whose ``text_instruction`` the retriever would drop.
+
+    Raises:
+        ValueError: ``model`` is an ``M3Embedding`` with a ``text_instruction``.
+    """
+    prefix = model.text_instruction if isinstance(model, M3Embedding) else None
+    if prefix:
+        raise ValueError(
+            f"this M3Embedding has text_instruction {prefix!r}, but M3Retriever encodes "
+            "documents on their bare text (it takes only the embedding's encoder), so their "
+            "vectors would be stored without that prefix; use M3VectorStore(embedding) with a "
+            "VectorStoreIndex, which prefixes it, or pass embedding.encoder to store the "
+            "documents without it"
+        )

@@ -233,7 +233,12 @@ def test_readme_index_commands_chunk_as_written_on_a_new_collection() -> None:
         args = parser.parse_args(words[1:])
         try:
             IndexChunking.resolve(
-                args.late_chunking, args.chunk_size, args.window, args.late_heads, None
+                args.late_chunking,
+                args.chunk_size,
+                args.window,
+                args.late_heads,
+                None,
+                overlap=args.overlap,
             )
         except ValueError as exc:
             problems.append(f"{command!r}: {exc}")

@@ -37,6 +37,7 @@ from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
     add_ray_arguments,
+    non_negative_int,
     positive_int,
 )
 from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: auto)")
     where.add_argument("--max-length", type=positive_int, default=None, help="tokens per text")
+    where.add_argument(
+        "--query-instruction",
+        default=None,
+        help="prefix added to queries (e.g. 'query: '; default: the one the collection "
+        "records, else the model's own, none for BGE-M3); part of the model's identity, so "
+        "index and search use the same",
+    )
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     index = subparsers.add_parser(
@@ -171,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --late-chunking: comma-separated heads pooled from the document pass, the "
         "others encoded from the chunk alone (default: every head of a multi-head model, one "
         "document pass; dense-only models chunk naively, which measured better on MiniLM)",
+    )
+    index.add_argument(
+        "--overlap",
+        type=non_negative_int,
+        default=None,
+        help="with --late-chunking: text tokens shared by consecutive windows of a long "
+        "document, so each chunk sees context on both sides (default: an eighth of the "
+        "window's text tokens; must be smaller than them)",
     )
     index.add_argument(
         "--prune",

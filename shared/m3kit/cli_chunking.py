@@ -1,17 +1,18 @@
 """How ``m3kit index`` chunks: the flags given, else what the collection remembers.
 
 Split from :mod:`m3kit.cli`. Like ``--model``, the chunking flags (``--late-chunking``,
-``--chunk-size``, ``--window``, ``--late-heads``) are remembered in the collection's m3kit
-record after each run that indexes files, so a later run without them chunks the same way.
-Without this, ``m3kit index docs/ --late-chunking`` followed by ``m3kit index docs/`` after an
-edit re-chunked every document naively: a document's version includes how it was chunked.
+``--chunk-size``, ``--window``, ``--late-heads``, ``--overlap``) are remembered in the
+collection's m3kit record after each run that indexes files, so a later run without them
+chunks the same way. Without this, ``m3kit index docs/ --late-chunking`` followed by
+``m3kit index docs/`` after an edit re-chunked every document naively: a document's version
+includes how it was chunked.
 ``--no-late-chunking`` goes back to naive chunking (and is remembered in turn).
 
 >>> remembered = IndexChunking(late=True, chunk_size=128, window=514, late_heads=None)
 >>> IndexChunking.resolve(None, None, None, None, remembered) == remembered
 True
 >>> IndexChunking.resolve(False, None, None, None, remembered)
-IndexChunking(late=False, chunk_size=128, window=None, late_heads=None)
+IndexChunking(late=False, chunk_size=128, window=None, late_heads=None, overlap=None)
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ class IndexChunking:
         chunk_size: ``--chunk-size`` (``None``: the model's default).
         window: ``--window`` (late chunking only; ``None``: the chunker's default).
         late_heads: ``--late-heads`` (late chunking only; ``None``: the default heads).
+        overlap: ``--overlap`` (late chunking only; ``None``: the chunker's default).
     """
 
     late: bool = False
     chunk_size: int | None = None
     window: int | None = None
     late_heads: str | None = None
+    overlap: int | None = None
 
     @classmethod
     def resolve(
@@ -56,12 +59,13 @@ class IndexChunking:
         window: int | None,
         late_heads: str | None,
         remembered: IndexChunking | None,
+        overlap: int | None = None,
     ) -> IndexChunking:
-        """Each flag given wins; the others come from ``remembered`` (a window and late heads
-        only while late chunking stays on), else the defaults.
+        """Each flag given wins; the others come from ``remembered`` (a window, late heads and
+        overlap only while late chunking stays on), else the defaults.
 
         Raises:
-            ValueError: ``window`` or ``late_heads`` without late chunking.
+            ValueError: ``window``, ``late_heads`` or ``overlap`` without late chunking.
         """
         before = remembered or cls()
         is_late = before.late if late is None else late
@@ -69,6 +73,8 @@ class IndexChunking:
             raise ValueError("--window needs --late-chunking")
         if late_heads is not None and not is_late:
             raise ValueError("--late-heads needs --late-chunking")
+        if overlap is not None and not is_late:
+            raise ValueError("--overlap needs --late-chunking")
         keep = is_late and before.late
         return cls(
             late=is_late,
@@ -77,6 +83,7 @@ class IndexChunking:
             late_heads=late_heads
             if late_heads is not None
             else (before.late_heads if keep else None),
+            overlap=overlap if overlap is not None else (before.overlap if keep else None),
         )
 
     @classmethod
@@ -86,7 +93,11 @@ class IndexChunking:
         if not isinstance(raw, Mapping):
             return None
         try:
-            out = cls(**{k: raw[k] for k in ("late", "chunk_size", "window", "late_heads")})
+            # overlap: absent from records written before --overlap existed (the default)
+            out = cls(
+                **{k: raw[k] for k in ("late", "chunk_size", "window", "late_heads")},
+                overlap=raw.get("overlap"),
+            )
         except (KeyError, TypeError):
             logger.warning(
                 "ignoring an unreadable %s in the collection record: %r", RECORD_KEY, raw
@@ -108,6 +119,7 @@ class IndexChunking:
             ("--chunk-size", self.chunk_size),
             ("--window", self.window),
             ("--late-heads", self.late_heads),
+            ("--overlap", self.overlap),
         ):
             if value is not None:
                 parts.append(f"{flag} {value}")

@@ -53,7 +53,12 @@ def run_index(args: argparse.Namespace) -> int:
     docs = read.documents  # none (every file emptied) still cleans up below
     encoder = cli_open.load_encoder(args, storage, record)
     chunker = _chunker(
-        encoder, args.chunk_size, args.window, late=args.late_chunking, late_heads=args.late_heads
+        encoder,
+        args.chunk_size,
+        args.window,
+        late=args.late_chunking,
+        late_heads=args.late_heads,
+        overlap=args.overlap,
     )
     index = cli_open.open_index(encoder, args, storage)
     try:
@@ -106,6 +111,7 @@ def _chunking_flags(args: argparse.Namespace) -> list[str]:
         "--chunk-size": args.chunk_size,
         "--window": args.window,
         "--late-heads": args.late_heads,
+        "--overlap": args.overlap,
     }
     return [flag for flag, value in given.items() if value is not None]
 
@@ -115,9 +121,14 @@ def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexCh
     ``args``."""
     remembered = IndexChunking.from_record(record)
     chunking = IndexChunking.resolve(
-        args.late_chunking, args.chunk_size, args.window, args.late_heads, remembered
+        args.late_chunking,
+        args.chunk_size,
+        args.window,
+        args.late_heads,
+        remembered,
+        overlap=args.overlap,
     )
-    given = (args.late_chunking, args.chunk_size, args.window, args.late_heads)
+    given = (args.late_chunking, args.chunk_size, args.window, args.late_heads, args.overlap)
     if remembered is not None and any(v is None for v in given):
         logger.info(
             "chunking (flags not given from collection %r): %s",
@@ -126,6 +137,7 @@ def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexCh
         )
     args.late_chunking, args.chunk_size = chunking.late, chunking.chunk_size
     args.window, args.late_heads = chunking.window, chunking.late_heads
+    args.overlap = chunking.overlap
     return chunking
 
 
@@ -136,6 +148,7 @@ def _chunker(
     *,
     late: bool,
     late_heads: str | None = None,
+    overlap: int | None = None,
 ) -> Chunker:
     """The same sentence-packed chunks either way; ``late`` pools them from the document."""
     from m3kit.chunking import NaiveChunker, default_chunk_size
@@ -148,6 +161,7 @@ def _chunker(
             encoder,
             chunk_size=size,
             window=window,
+            overlap=overlap,
             late_heads=None if heads is None else [h.strip() for h in heads],
         )
     return NaiveChunker(encoder, chunk_size=size)

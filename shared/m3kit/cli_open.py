@@ -39,24 +39,29 @@ DEFAULT_COLLECTION = "m3kit"
 def load_encoder(
     args: argparse.Namespace, storage: dict[str, Any], record: dict[str, Any] | None = None
 ) -> M3Encoder:
-    """``--model``, else the model (and max length) the collection records, else the default.
+    """``--model``, else the model (and max length and query instruction) the collection
+    records, else the default; ``--max-length`` / ``--query-instruction`` win when given.
 
     ``record``: the collection's record when the caller has read it already (one read).
     """
     from m3kit.encoder import M3Encoder
 
     model, max_length = args.model, args.max_length
+    instruction = getattr(args, "query_instruction", None)
     if model is None:
         stored = collection_model(args, storage, record)
         if stored is not None:
             model = stored.model
             max_length = max_length or stored.max_length
+            if instruction is None:
+                instruction = stored.query_instruction
             logger.info("model from collection %r: %s", args.collection, model)
     return M3Encoder.from_pretrained(
         model or DEFAULT_MODEL,
         device=args.device,
         dtype=args.dtype,
         max_length=max_length,
+        query_instruction=instruction,
         batch_size=getattr(args, "batch_size", 32),
         max_batch_tokens=args.max_batch_tokens,
         backend=args.runtime,

@@ -38,6 +38,7 @@ __all__ = [
     "chunker_spec",
     "cluster_settings",
     "index_on_ray",
+    "non_negative_int",
     "positive_int",
 ]
 
@@ -179,7 +180,11 @@ def chunker_spec(args: argparse.Namespace) -> ChunkerSpec:
     if args.late_heads is not None:
         heads = tuple(h.strip() for h in args.late_heads.split(",") if h.strip())
     return ChunkerSpec(
-        ChunkingKind.LATE, chunk_size=args.chunk_size, window=args.window, late_heads=heads
+        ChunkingKind.LATE,
+        chunk_size=args.chunk_size,
+        window=args.window,
+        late_heads=heads,
+        overlap=args.overlap,
     )
 
 
@@ -255,4 +260,15 @@ def _non_negative_float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not math.isfinite(number) or number < 0:
         raise argparse.ArgumentTypeError(f"{value} must be a number >= 0")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
     return number

@@ -76,7 +76,13 @@ def test_later_runs_chunk_as_the_last_flags_said(
     assert {k for k, _ in _chunkings(store, tiny_m3_path).values()} == {"naive"}
     with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
         remembered = index.store.collection_metadata()[RECORD_KEY]
-    assert remembered == {"late": False, "chunk_size": 16, "window": None, "late_heads": None}
+    assert remembered == {
+        "late": False,
+        "chunk_size": 16,
+        "window": None,
+        "late_heads": None,
+        "overlap": None,
+    }
     capsys.readouterr()
     code = main(["index", str(docs), "--path", str(store), "--window", "40", "-q"])
     assert code == 1 and "--window needs --late-chunking" in capsys.readouterr().err

@@ -90,12 +90,15 @@ class ChunkerSpec:
         window: Late chunking window in tokens (default: the model's).
         late_heads: Heads pooled from the document pass with late chunking (default:
             :func:`m3kit.late_chunking.default_late_heads`).
+        overlap: Late chunking: text tokens shared by consecutive windows (default:
+            :func:`m3kit.late_chunking.default_overlap`).
     """
 
     kind: ChunkingKind | str = ChunkingKind.NAIVE
     chunk_size: int | None = None
     window: int | None = None
     late_heads: tuple[str, ...] | None = None
+    overlap: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkingKind(self.kind))
@@ -106,6 +109,8 @@ class ChunkerSpec:
             )
         if self.window is not None and self.kind is not ChunkingKind.LATE:
             raise ValueError("window applies to late chunking (kind='late') only")
+        if self.overlap is not None and self.kind is not ChunkingKind.LATE:
+            raise ValueError("overlap applies to late chunking (kind='late') only")
         if self.late_heads is not None:
             if self.kind is not ChunkingKind.LATE:
                 raise ValueError("late_heads applies to late chunking (kind='late') only")
@@ -121,7 +126,13 @@ class ChunkerSpec:
         size = default_chunk_size(encoder) if self.chunk_size is None else self.chunk_size
         if self.kind is ChunkingKind.LATE:
             heads = None if self.late_heads is None else list(self.late_heads)
-            return LateChunker(encoder, chunk_size=size, window=self.window, late_heads=heads)
+            return LateChunker(
+                encoder,
+                chunk_size=size,
+                window=self.window,
+                overlap=self.overlap,
+                late_heads=heads,
+            )
         return NaiveChunker(encoder, chunk_size=size)
 
 

@@ -1,0 +1,89 @@
+"""``m3kit index`` / ``m3kit search --query-instruction``, and the instruction a collection records.
+
+A collection indexed with a query instruction (``M3Encoder.from_pretrained(...,
+query_instruction="query: ")``) could not be searched or added to from the command line: the
+CLI loaded the model with the checkpoint's instruction (none), the collection refused that
+other encoder, and no flag could give the recorded one. The CLI now takes
+``--query-instruction``, and without ``--model`` uses the instruction the collection records
+(as it does its model and ``max_length``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.cli import main
+from m3kit.store import M3Index
+from m3kit.testing import SAMPLE_TEXTS
+
+PREFIX = "query: "
+
+
+def _search(capsys: pytest.CaptureFixture[str], store: Path, *argv: str) -> dict[str, object]:
+    capsys.readouterr()
+    code = main(["search", SAMPLE_TEXTS[2], "--path", str(store), "--json", "-q", *argv])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    result: dict[str, object] = json.loads(out.out)
+    return result
+
+
+@pytest.fixture
+def python_store(tmp_path: Path, tiny_m3_path: Path) -> Path:
+    """A collection indexed from Python with a query instruction."""
+    enc = M3Encoder.from_pretrained(tiny_m3_path, query_instruction=PREFIX)
+    with M3Index.open(enc, str(tmp_path / "store")) as index:
+        index.add_texts(SAMPLE_TEXTS)
+    return tmp_path / "store"
+
+
+def test_search_uses_the_recorded_instruction(
+    python_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hits = _search(capsys, python_store)["hits"]
+    assert isinstance(hits, list) and hits
+
+
+def test_search_with_model_takes_the_flag(
+    python_store: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model", str(tiny_m3_path)]
+    assert _search(capsys, python_store, *model, "--query-instruction", PREFIX)["hits"]
+    # the checkpoint's own (none) is another encoder: refused, naming the instruction
+    capsys.readouterr()
+    assert main(["search", "x", "--path", str(python_store), "-q", *model]) == 1
+    assert "query_instruction" in capsys.readouterr().err
+
+
+def test_index_adds_with_the_recorded_instruction(
+    python_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "more.txt").write_text("Rivers run to the sea.", encoding="utf-8")
+    capsys.readouterr()
+    code = main(["index", str(tmp_path / "more.txt"), "--path", str(python_store), "-q"])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_index_flag_is_recorded_and_changes_the_query(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
+    store = tmp_path / "s"
+    argv = ["index", str(tmp_path / "a.txt"), "--path", str(store), "-q"]
+    assert main([*argv, "--model", str(tiny_m3_path), "--query-instruction", PREFIX]) == 0
+    with M3Index.open(
+        M3Encoder.from_pretrained(tiny_m3_path, query_instruction=PREFIX), str(store)
+    ) as index:
+        assert index.fingerprint.query_instruction == PREFIX
+        expected = index.search(SAMPLE_TEXTS[2], k=1)[0].score
+    got = _search(capsys, store)["hits"]
+    assert isinstance(got, list) and got[0]["score"] == pytest.approx(expected, abs=1e-5)
+    # the query was encoded with the prefix: the bare query scores otherwise
+    bare = M3Encoder.from_pretrained(tiny_m3_path)
+    q_bare = bare.encode_queries([SAMPLE_TEXTS[2]]).dense[0]
+    q_pref = bare.encode([PREFIX + SAMPLE_TEXTS[2]]).dense[0]
+    assert float(abs(q_bare - q_pref).max()) > 1e-4
