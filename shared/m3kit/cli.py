@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m3kit import cli_open
-from m3kit.checkpoint import DEFAULT_MODEL
+from m3kit.checkpoint import DEFAULT_MODEL, Pooling
 from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix added to queries (e.g. 'query: '; default: the one the collection "
         "records, else the model's own, none for BGE-M3); part of the model's identity, so "
         "index and search use the same",
+    )
+    where.add_argument(
+        "--pooling",
+        choices=[p.value for p in Pooling],
+        default=None,
+        help="dense pooling (default: the one the collection records, else the checkpoint's "
+        "own: cls for BGE-M3, mean for sentence-transformers models); part of the model's "
+        "identity, so index and search use the same",
     )
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 

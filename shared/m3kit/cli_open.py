@@ -39,8 +39,9 @@ DEFAULT_COLLECTION = "m3kit"
 def load_encoder(
     args: argparse.Namespace, storage: dict[str, Any], record: dict[str, Any] | None = None
 ) -> M3Encoder:
-    """``--model``, else the model (and max length and query instruction) the collection
-    records, else the default; ``--max-length`` / ``--query-instruction`` win when given.
+    """``--model``, else the model (and max length, query instruction and pooling) the
+    collection records, else the default; ``--max-length`` / ``--query-instruction`` /
+    ``--pooling`` win when given.
 
     ``record``: the collection's record when the caller has read it already (one read).
     """
@@ -48,6 +49,7 @@ def load_encoder(
 
     model, max_length = args.model, args.max_length
     instruction = getattr(args, "query_instruction", None)
+    pooling = getattr(args, "pooling", None)
     if model is None:
         stored = collection_model(args, storage, record)
         if stored is not None:
@@ -55,6 +57,8 @@ def load_encoder(
             max_length = max_length or stored.max_length
             if instruction is None:
                 instruction = stored.query_instruction
+            if pooling is None:
+                pooling = stored.pooling or None
             logger.info("model from collection %r: %s", args.collection, model)
     return M3Encoder.from_pretrained(
         model or DEFAULT_MODEL,
@@ -62,6 +66,7 @@ def load_encoder(
         dtype=args.dtype,
         max_length=max_length,
         query_instruction=instruction,
+        pooling=pooling,
         batch_size=getattr(args, "batch_size", 32),
         max_batch_tokens=args.max_batch_tokens,
         backend=args.runtime,

@@ -87,3 +87,27 @@ def test_index_flag_is_recorded_and_changes_the_query(
     q_bare = bare.encode_queries([SAMPLE_TEXTS[2]]).dense[0]
     q_pref = bare.encode([PREFIX + SAMPLE_TEXTS[2]]).dense[0]
     assert float(abs(q_bare - q_pref).max()) > 1e-4
+
+
+def test_a_collection_indexed_with_mean_pooling_is_searched_and_added_to(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same dead end for the dense pooling: a collection indexed from Python with
+    ``pooling="mean"`` was refused by every CLI command ("pooling: stored 'mean' vs new
+    'cls'") and no flag could give it. The CLI now uses the recorded pooling, and
+    ``--pooling`` gives it with ``--model``."""
+    enc = M3Encoder.from_pretrained(tiny_m3_path, pooling="mean")
+    with M3Index.open(enc, str(tmp_path / "store")) as index:
+        index.add_texts(SAMPLE_TEXTS)
+        expected = index.search(SAMPLE_TEXTS[2], k=1)[0].score
+    store = tmp_path / "store"
+    got = _search(capsys, store)["hits"]
+    assert isinstance(got, list) and got[0]["score"] == pytest.approx(expected, abs=1e-5)
+    model = ["--model", str(tiny_m3_path)]
+    assert _search(capsys, store, *model, "--pooling", "mean")["hits"]
+    capsys.readouterr()
+    assert main(["search", "x", "--path", str(store), "-q", *model]) == 1
+    assert "pooling: stored 'mean'" in capsys.readouterr().err
+    (tmp_path / "more.txt").write_text("Rivers run to the sea.", encoding="utf-8")
+    code = main(["index", str(tmp_path / "more.txt"), "--path", str(store), "-q"])
+    assert code == 0, capsys.readouterr().err
