@@ -17,7 +17,10 @@ Where m3kit documents another behaviour, the test asserts it and says so: ``M3Ve
 ``clear`` keeps the collection (upstream drops it, so reading afterwards raises), and it
 refuses ``TEXT_MATCH_INSENSITIVE`` (upstream runs Qdrant's ``MatchText``); in hybrid mode each
 retriever fetches ``sparse_top_k`` candidates, at least ``hybrid_top_k``, and ColBERT re-scores
-them (upstream: ``similarity_top_k`` dense and ``sparse_top_k`` sparse candidates).
+them (upstream: ``similarity_top_k`` dense and ``sparse_top_k`` sparse candidates); ``NE`` /
+``NIN`` match a node without the key (upstream: not); an empty nested ``MetadataFilters`` is
+refused (upstream: skipped); ``get_nodes`` returns nodes without ``embedding`` (upstream: the
+stored dense vector).
 """
 
 from __future__ import annotations
@@ -144,6 +147,18 @@ async def test_aclear(store: Any) -> None:
             await store.aget_nodes(node_ids=list(ALL))
     else:
         assert await store.aget_nodes(node_ids=list(ALL)) == []
+
+
+async def test_get_with_embedding(store: Any, tiny_embedding: M3Embedding) -> None:
+    nodes = await store.aget_nodes(node_ids=list(ALL))
+    assert _ids(nodes) == set(ALL)
+    if isinstance(store, M3VectorStore):  # documented: read back without their vectors
+        assert [n.embedding for n in nodes + store.get_nodes()] == [None] * 6
+        return
+    for node in nodes:  # upstream: the stored dense vector
+        assert node.embedding == pytest.approx(
+            tiny_embedding.get_text_embedding(TEXTS[node.node_id]), abs=1e-5
+        )
 
 
 def test_filters_with_types(store: Any) -> None:
@@ -296,3 +311,42 @@ async def test_query_result(store: Any, tiny_embedding: M3Embedding, mode: str) 
                 and top.metadata["some_key"] == METADATA[node_id]["some_key"]
             )
             assert top.ref_doc_id == (None if node_id == ID3 else "test-0")
+
+
+def test_ne_and_nin_on_a_missing_key(store: Any) -> None:
+    ne, nin = _filters(_f("category", "x", "!=")), _filters(_f("category", ["x"], "nin"))
+    not_eq = _filters(_f("category", "x"), condition="not")
+    assert _ids(store.get_nodes(filters=not_eq)) == set(ALL)  # both stores
+    if isinstance(store, M3QdrantVectorStore):  # upstream: MatchExcept needs the key
+        assert store.get_nodes(filters=ne) == [] and store.get_nodes(filters=nin) == []
+    else:  # documented in llamaindex_m3.filters: NE / NIN are NOT EQ / NOT IN
+        assert _ids(store.get_nodes(filters=ne)) == _ids(store.get_nodes(filters=nin)) == set(ALL)
+
+
+def test_empty_nested_filters(store: Any) -> None:
+    filters = _filters(_f("year", 2020), MetadataFilters(filters=[]), condition="or")
+    if isinstance(store, M3QdrantVectorStore):  # upstream: the empty group is skipped
+        assert _ids(store.get_nodes(filters=filters)) == {ID1}
+    else:  # documented in llamaindex_m3.filters: refused, it has no agreed meaning
+        with pytest.raises(ValueError, match="empty nested MetadataFilters"):
+            store.get_nodes(filters=filters)
+
+
+async def test_async_client_only(tiny_encoder: M3Encoder, tiny_embedding: M3Embedding) -> None:
+    """Upstream's ``test_async_query_initializes_with_async_client_only``, written and read
+    back through ``aclient`` alone (``M3VectorStore`` has no separate async client)."""
+    store = M3QdrantVectorStore(
+        "async_only", aclient=AsyncQdrantClient(":memory:"), sparse_model=tiny_encoder
+    )
+    assert await store.async_add(_nodes(tiny_embedding)) == list(ALL)
+    for mode in ("default", "sparse", "hybrid"):
+        query = VectorStoreQuery(
+            query_embedding=tiny_embedding.get_query_embedding(TEXTS[ID2]),
+            query_str=TEXTS[ID2],
+            similarity_top_k=1,
+            mode=VectorStoreQueryMode(mode),
+        )
+        result = await store.aquery(query)
+        assert result.ids == [ID2] and result.nodes and result.nodes[0].get_content() == TEXTS[ID2]
+    await store.adelete("test-0")
+    assert _ids(await store.aget_nodes()) == {ID3}
