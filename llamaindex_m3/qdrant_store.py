@@ -11,7 +11,9 @@ alone would silently replace it with a context-free one, while the dense vector
 the points, a late-chunked node's sparse vector is the one it carries (per node, not looked up
 by text; cut to the sparse model's ``sparse_top_k`` / ``sparse_min_weight`` as the others are)
 and only the other nodes go through ``sparse_doc_fn``. A node late-chunked by another model
-than the sparse model is refused. Everything else
+than the sparse model is refused. ``get_nodes`` / ``delete_nodes`` (and their async twins)
+given ``node_ids`` and ``filters`` take the nodes matching both, also when the filters are an
+``OR`` group (``QdrantVectorStore`` took every node the group matched). Everything else
 (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
@@ -51,6 +53,8 @@ from m3kit.outputs import Head, SparseVector
 
 try:
     from llama_index.core.vector_stores.types import (
+        FilterCondition,
+        MetadataFilters,
         VectorStoreQuery,
         VectorStoreQueryMode,
         VectorStoreQueryResult,
@@ -141,6 +145,21 @@ def _check_query_text(query: VectorStoreQuery) -> None:
             "VectorStoreQuery.query_str is missing (a query_embedding gives the dense vector "
             "only; query in default mode to search by it alone)"
         )
+
+
+def _with_node_ids(
+    node_ids: list[str] | None, filters: MetadataFilters | None
+) -> MetadataFilters | None:
+    """``filters`` as one ``AND`` group when ``node_ids`` come with them.
+
+    ``QdrantVectorStore`` adds the id condition to the top-level group's ``should``: with an
+    ``OR`` group it became one more alternative, so ``delete_nodes`` deleted every node the
+    group matched, listed or not. Nested in an ``AND`` group, the ids and the filters are both
+    required, as with an ``AND`` or ``NOT`` group.
+    """
+    if node_ids is None or filters is None or filters.condition is FilterCondition.AND:
+        return filters
+    return MetadataFilters(filters=[filters], condition=FilterCondition.AND)
 
 
 def _store_arguments() -> set[str]:
@@ -244,6 +263,57 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
         finally:
             _QUERY_ALPHA.reset(token)
+
+    def get_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        limit: int | None = None,
+        shard_identifier: Any | None = None,
+    ) -> list[BaseNode]:
+        """``QdrantVectorStore.get_nodes``; with ``node_ids`` and ``filters``, the nodes matching
+        both, whatever the filters' condition (see :func:`_with_node_ids`)."""
+        filters = _with_node_ids(node_ids, filters)
+        return super().get_nodes(  # type: ignore[no-any-return]
+            node_ids, filters, limit=limit, shard_identifier=shard_identifier
+        )
+
+    async def aget_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        limit: int | None = None,
+        shard_identifier: Any | None = None,
+    ) -> list[BaseNode]:
+        """:meth:`get_nodes` through the async client."""
+        filters = _with_node_ids(node_ids, filters)
+        return await super().aget_nodes(  # type: ignore[no-any-return]
+            node_ids, filters, limit=limit, shard_identifier=shard_identifier
+        )
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        shard_identifier: Any | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """``QdrantVectorStore.delete_nodes``; with ``node_ids`` and ``filters``, only the nodes
+        matching both, whatever the filters' condition (LlamaIndex's deleted every node an
+        ``OR`` group matched; see :func:`_with_node_ids`)."""
+        filters = _with_node_ids(node_ids, filters)
+        super().delete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        shard_identifier: Any | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """:meth:`delete_nodes` through the async client."""
+        filters = _with_node_ids(node_ids, filters)
+        await super().adelete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
 
     @classmethod
     def class_name(cls) -> str:

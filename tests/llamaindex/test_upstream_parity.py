@@ -350,3 +350,24 @@ async def test_async_client_only(tiny_encoder: M3Encoder, tiny_embedding: M3Embe
         assert result.ids == [ID2] and result.nodes and result.nodes[0].get_content() == TEXTS[ID2]
     await store.adelete("test-0")
     assert _ids(await store.aget_nodes()) == {ID3}
+
+
+@pytest.mark.parametrize("condition", ["or", "not"])
+async def test_node_ids_with_or_and_not_filters_select_both(store: Any, condition: str) -> None:
+    """``node_ids`` and ``filters`` select the nodes matching both, whatever the filters'
+    condition. LlamaIndex's Qdrant store added the id condition to an ``OR`` group's
+    ``should``: ``delete_nodes([ID1], filters=OR(...))`` deleted every node the group matched
+    (``ID1`` matches neither: nothing is to go) and ``get_nodes`` returned that union, cut to
+    ``len(node_ids)`` nodes; ``AND`` / ``NOT`` groups were intersected already."""
+    if condition == "or":  # ID1 and ID2 asked; only ID2 matches
+        filters, wanted = _filters(_f("some_key", 2), _f("some_key", "3"), condition="or"), {ID2}
+    else:
+        filters, wanted = _filters(_f("some_key", 1), condition="not"), {ID2}
+    assert _ids(store.get_nodes(node_ids=[ID1, ID2], filters=filters)) == wanted
+    assert _ids(await store.aget_nodes(node_ids=[ID1, ID2], filters=filters)) == wanted
+    store.delete_nodes(node_ids=[ID1], filters=filters)
+    await store.adelete_nodes(node_ids=[ID1], filters=filters)
+    assert _ids(store.get_nodes()) == _ids(await store.aget_nodes()) == set(ALL)
+    store.delete_nodes(node_ids=[ID1, ID2], filters=filters)
+    await store.adelete_nodes(node_ids=[ID1, ID2], filters=filters)
+    assert _ids(store.get_nodes()) == _ids(await store.aget_nodes()) == set(ALL) - wanted
