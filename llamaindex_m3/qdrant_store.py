@@ -13,7 +13,9 @@ by text; cut to the sparse model's ``sparse_top_k`` / ``sparse_min_weight`` as t
 and only the other nodes go through ``sparse_doc_fn``. A node late-chunked by another model
 than the sparse model is refused. ``get_nodes`` / ``delete_nodes`` (and their async twins)
 given ``node_ids`` and ``filters`` take the nodes matching both, also when the filters are an
-``OR`` group (``QdrantVectorStore`` took every node the group matched). Everything else
+``OR`` group (``QdrantVectorStore`` took every node the group matched), and a
+``MetadataFilters`` without a ``condition`` is an ``AND`` group, as in LlamaIndex's own
+filtering (``QdrantVectorStore`` ignored it). Everything else
 (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
@@ -314,6 +316,14 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """:meth:`delete_nodes` through the async client."""
         filters = _with_node_ids(node_ids, filters)
         await super().adelete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
+
+    def _build_subfilter(self, filters: MetadataFilters) -> Any:
+        """``QdrantVectorStore``'s filter of a group; one without a condition is an ``AND``
+        group, as LlamaIndex's own filtering reads it (``QdrantVectorStore`` built no condition
+        from it: it matched every node). Nested groups come back here too."""
+        if filters.condition is None:
+            filters = MetadataFilters(filters=filters.filters, condition=FilterCondition.AND)
+        return super()._build_subfilter(filters)
 
     @classmethod
     def class_name(cls) -> str:

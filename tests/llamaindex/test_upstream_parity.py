@@ -371,3 +371,28 @@ async def test_node_ids_with_or_and_not_filters_select_both(store: Any, conditio
     store.delete_nodes(node_ids=[ID1, ID2], filters=filters)
     await store.adelete_nodes(node_ids=[ID1, ID2], filters=filters)
     assert _ids(store.get_nodes()) == _ids(await store.aget_nodes()) == set(ALL) - wanted
+
+
+async def test_filters_without_condition_are_and(store: Any, tiny_embedding: M3Embedding) -> None:
+    """``MetadataFilters(condition=None)`` is an ``AND`` group, as LlamaIndex's own filtering
+    reads it (``llama_index.core.vector_stores.utils``). LlamaIndex's Qdrant store built no
+    condition from it: the filters were ignored, so a query returned every node and
+    ``delete_nodes`` deleted every node."""
+    nested = MetadataFilters(filters=[_f("year", 2020, ">")], condition=None)
+    filters = MetadataFilters(filters=[_f("author", "Ann", "text_match"), nested], condition=None)
+    assert _ids(store.get_nodes(filters=filters)) == {ID3}
+    assert _ids(await store.aget_nodes(filters=filters)) == {ID3}
+    assert _ids(store.get_nodes(node_ids=[ID1, ID3], filters=filters)) == {ID3}
+    query = VectorStoreQuery(
+        query_embedding=tiny_embedding.get_query_embedding(TEXTS[ID1]),
+        query_str=TEXTS[ID1],
+        similarity_top_k=3,
+        filters=filters,
+    )
+    for mode in ("default", "sparse", "hybrid"):
+        query.mode = VectorStoreQueryMode(mode)
+        assert store.query(query).ids == [ID3], mode
+        assert (await store.aquery(query)).ids == [ID3], mode
+    store.delete_nodes(filters=filters)
+    await store.adelete_nodes(filters=filters)
+    assert _ids(store.get_nodes()) == _ids(await store.aget_nodes()) == {ID1, ID2}
