@@ -15,7 +15,8 @@ than the sparse model is refused. ``get_nodes`` / ``delete_nodes`` (and their as
 given ``node_ids`` and ``filters`` take the nodes matching both, also when the filters are an
 ``OR`` group (``QdrantVectorStore`` took every node the group matched), and a
 ``MetadataFilters`` without a ``condition`` is an ``AND`` group, as in LlamaIndex's own
-filtering (``QdrantVectorStore`` ignored it). Everything else
+filtering (``QdrantVectorStore`` ignored it); ``add([])`` returns ``[]`` (``QdrantVectorStore``
+raised on a collection not created yet). Everything else
 (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
@@ -38,6 +39,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
@@ -265,6 +267,20 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
         finally:
             _QUERY_ALPHA.reset(token)
+
+    def add(
+        self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **add_kwargs: Any
+    ) -> list[str]:
+        """``QdrantVectorStore.add``; no nodes: nothing to store, ``[]`` (as ``async_add``).
+
+        ``QdrantVectorStore.add([])`` sent the empty batch to a collection it had not created
+        yet (the first node's embedding gives its size) and raised "Collection ... not found".
+        """
+        if not nodes:
+            return []
+        return super().add(  # type: ignore[no-any-return]
+            list(nodes), shard_identifier, **add_kwargs
+        )
 
     def get_nodes(
         self,

@@ -396,3 +396,15 @@ async def test_filters_without_condition_are_and(store: Any, tiny_embedding: M3E
     store.delete_nodes(filters=filters)
     await store.adelete_nodes(filters=filters)
     assert _ids(store.get_nodes()) == _ids(await store.aget_nodes()) == {ID1, ID2}
+
+
+async def test_adding_no_nodes_to_a_new_collection(tiny_encoder: M3Encoder) -> None:
+    """``add([])`` stores nothing and returns ``[]``, as ``async_add([])`` does. LlamaIndex's
+    Qdrant store uploaded the empty batch to a collection it had not created (it is created
+    from the first node's embedding size): ``ValueError: Collection ... not found``."""
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore(
+        "empty", client=client, aclient=AsyncQdrantClient(":memory:"), sparse_model=tiny_encoder
+    )
+    assert store.add([]) == [] and await store.async_add([]) == []
+    assert not client.collection_exists("empty")  # created by the first node, as before
