@@ -11,7 +11,11 @@ nested ``AND`` / ``OR`` / ``NOT`` groups (through ``get_nodes``, ``query`` and
 
 Upstream tests of Qdrant internals (``_build_subfilter``, shard keys, payload indexes, sparse
 vector names, mocks) or needing a Qdrant cluster are not ported: ``M3QdrantVectorStore``
-inherits that code unchanged and ``M3VectorStore`` has none of it.
+inherits that code and ``M3VectorStore`` has none of it.
+
+The last tests pin fixes of ``QdrantVectorStore`` behaviours ``M3QdrantVectorStore`` inherited:
+``node_ids`` with an ``OR`` filter group (it deleted every node the group matched), a
+``MetadataFilters`` without ``condition`` (ignored) and ``add([])`` on a new store (raised).
 
 Where m3kit documents another behaviour, the test asserts it and says so: ``M3VectorStore``'s
 ``clear`` keeps the collection (upstream drops it, so reading afterwards raises), and it
