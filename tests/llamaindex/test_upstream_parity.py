@@ -412,3 +412,16 @@ async def test_adding_no_nodes_to_a_new_collection(tiny_encoder: M3Encoder) -> N
     )
     assert store.add([]) == [] and await store.async_add([]) == []
     assert not client.collection_exists("empty")  # created by the first node, as before
+
+
+def test_an_empty_query_text_is_named_empty(tiny_embedding: M3Embedding) -> None:
+    """``M3VectorStore`` refuses ``query_str=""`` where it encodes the text; the error said
+    the text was missing, which a caller who passed a (blank) text does not recognise."""
+    with M3VectorStore(tiny_embedding) as store:
+        store.add(_nodes(tiny_embedding))
+        for mode in ("sparse", "hybrid"):
+            query = VectorStoreQuery(query_str="", mode=VectorStoreQueryMode(mode))
+            with pytest.raises(ValueError, match=r"query_str is empty \(''\)"):
+                store.query(query)
+        with pytest.raises(ValueError, match="query_str is missing"):
+            store.query(VectorStoreQuery(mode=VectorStoreQueryMode.SPARSE))
