@@ -11,7 +11,12 @@ alone would silently replace it with a context-free one, while the dense vector
 the points, a late-chunked node's sparse vector is the one it carries (per node, not looked up
 by text; cut to the sparse model's ``sparse_top_k`` / ``sparse_min_weight`` as the others are)
 and only the other nodes go through ``sparse_doc_fn``. A node late-chunked by another model
-than the sparse model is refused. Everything else
+than the sparse model is refused. ``get_nodes`` / ``delete_nodes`` (and their async twins)
+given ``node_ids`` and ``filters`` take the nodes matching both, also when the filters are an
+``OR`` group (``QdrantVectorStore`` took every node the group matched), and a
+``MetadataFilters`` without a ``condition`` is an ``AND`` group, as in LlamaIndex's own
+filtering (``QdrantVectorStore`` ignored it); ``add([])`` returns ``[]`` (``QdrantVectorStore``
+raised on a collection not created yet). Everything else
 (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
@@ -34,6 +39,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
@@ -51,6 +57,8 @@ from m3kit.outputs import Head, SparseVector
 
 try:
     from llama_index.core.vector_stores.types import (
+        FilterCondition,
+        MetadataFilters,
         VectorStoreQuery,
         VectorStoreQueryMode,
         VectorStoreQueryResult,
@@ -141,6 +149,21 @@ def _check_query_text(query: VectorStoreQuery) -> None:
             "VectorStoreQuery.query_str is missing (a query_embedding gives the dense vector "
             "only; query in default mode to search by it alone)"
         )
+
+
+def _with_node_ids(
+    node_ids: list[str] | None, filters: MetadataFilters | None
+) -> MetadataFilters | None:
+    """``filters`` as one ``AND`` group when ``node_ids`` come with them.
+
+    ``QdrantVectorStore`` adds the id condition to the top-level group's ``should``: with an
+    ``OR`` group it became one more alternative, so ``delete_nodes`` deleted every node the
+    group matched, listed or not. Nested in an ``AND`` group, the ids and the filters are both
+    required, as with an ``AND`` or ``NOT`` group.
+    """
+    if node_ids is None or filters is None or filters.condition is FilterCondition.AND:
+        return filters
+    return MetadataFilters(filters=[filters], condition=FilterCondition.AND)
 
 
 def _store_arguments() -> set[str]:
@@ -244,6 +267,79 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
         finally:
             _QUERY_ALPHA.reset(token)
+
+    def add(
+        self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **add_kwargs: Any
+    ) -> list[str]:
+        """``QdrantVectorStore.add``; no nodes: nothing to store, ``[]`` (as ``async_add``).
+
+        ``QdrantVectorStore.add([])`` sent the empty batch to a collection it had not created
+        yet (the first node's embedding gives its size) and raised "Collection ... not found".
+        """
+        if not nodes:
+            return []
+        return super().add(  # type: ignore[no-any-return]
+            list(nodes), shard_identifier, **add_kwargs
+        )
+
+    def get_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        limit: int | None = None,
+        shard_identifier: Any | None = None,
+    ) -> list[BaseNode]:
+        """``QdrantVectorStore.get_nodes``; with ``node_ids`` and ``filters``, the nodes matching
+        both, whatever the filters' condition (see :func:`_with_node_ids`)."""
+        filters = _with_node_ids(node_ids, filters)
+        return super().get_nodes(  # type: ignore[no-any-return]
+            node_ids, filters, limit=limit, shard_identifier=shard_identifier
+        )
+
+    async def aget_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        limit: int | None = None,
+        shard_identifier: Any | None = None,
+    ) -> list[BaseNode]:
+        """:meth:`get_nodes` through the async client."""
+        filters = _with_node_ids(node_ids, filters)
+        return await super().aget_nodes(  # type: ignore[no-any-return]
+            node_ids, filters, limit=limit, shard_identifier=shard_identifier
+        )
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        shard_identifier: Any | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """``QdrantVectorStore.delete_nodes``; with ``node_ids`` and ``filters``, only the nodes
+        matching both, whatever the filters' condition (LlamaIndex's deleted every node an
+        ``OR`` group matched; see :func:`_with_node_ids`)."""
+        filters = _with_node_ids(node_ids, filters)
+        super().delete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        shard_identifier: Any | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """:meth:`delete_nodes` through the async client."""
+        filters = _with_node_ids(node_ids, filters)
+        await super().adelete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
+
+    def _build_subfilter(self, filters: MetadataFilters) -> Any:
+        """``QdrantVectorStore``'s filter of a group; one without a condition is an ``AND``
+        group, as LlamaIndex's own filtering reads it (``QdrantVectorStore`` built no condition
+        from it: it matched every node). Nested groups come back here too."""
+        if filters.condition is None:
+            filters = MetadataFilters(filters=filters.filters, condition=FilterCondition.AND)
+        return super()._build_subfilter(filters)
 
     @classmethod
     def class_name(cls) -> str:

@@ -308,6 +308,10 @@ class M3VectorStore(OpenStoreCopies, BasePydanticVectorStore):
         An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id;
         the nodes returned carry their own ids (see the class doc). Neither given: every
         stored node, as LlamaIndex's Qdrant store returns.
+
+        Unlike LlamaIndex's Qdrant store, the nodes come back without ``embedding`` (``None``),
+        as from a query: a node read back, edited and added again is then encoded afresh
+        instead of keeping its old dense vector (see :mod:`~llamaindex_m3.node_writes`).
         """
         store, where = self._index.store, to_store_filter(filters)
         if node_ids is None:

@@ -54,9 +54,10 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     if encode:
         if not query.query_str:
             needed = sorted(h.value for h in encode)
+            state = "is missing" if query.query_str is None else "is empty ('')"
             raise ValueError(
                 f"{mode.value} mode encodes the query text for {needed}: "
-                "VectorStoreQuery.query_str is missing"
+                f"VectorStoreQuery.query_str {state}"
             )
         out = index.encoder.encode(
             [query.query_str], heads=sorted(encode), query=True, show_progress=False
