@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
 
 from llamaindex_m3.late_nodes import (
+    ENCODER_SETTINGS,
     LATE_METADATA_KEY,
     EditedNodeError,
     M3TextNode,
@@ -117,16 +118,34 @@ def check_late_encoder(node: BaseNode, encoder: EncoderFingerprint, *, holder: s
         holder: What takes the node, for the error (``"store"``, ``"embedding model"``).
 
     Raises:
-        ValueError: Another model made the node's vectors (names the node).
+        ValueError: Another model (or one loaded with another ``max_length`` /
+            ``query_instruction``: names them) made the node's vectors (names the node).
     """
     late = node.metadata.get(LATE_METADATA_KEY)
-    made_by = late.get("encoder") if isinstance(late, dict) else None
-    if made_by is not None and not encoder.made(str(made_by)):  # older nodes do not say
+    late = late if isinstance(late, dict) else {}
+    made_by = late.get("encoder")
+    if made_by is None or encoder.made(str(made_by)):  # older nodes do not say
+        return
+    settings = late.get("encoder_settings")
+    settings = settings if isinstance(settings, dict) else {}
+    differ = [
+        f"{name} {settings[name]!r} (the {holder}'s model: {getattr(encoder, name)!r})"
+        for name in ENCODER_SETTINGS
+        if name in settings and settings[name] != getattr(encoder, name)
+    ]
+    if differ:
         raise ValueError(
-            f"node {node.node_id} was late-chunked by another model than this {holder}'s "
-            f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
-            f"space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
+            f"node {node.node_id} was late-chunked with other encoder settings than this "
+            f"{holder}'s: {', '.join(differ)}. They make another encoder, so its vectors do "
+            f"not compare with the {holder}'s. Load the parser with the settings of the "
+            f"{holder}'s M3Embedding: M3LateChunkingNodeParser(max_length=..., "
+            "query_instruction=...), or M3LateChunkingNodeParser.from_encoder(embed.encoder)"
         )
+    raise ValueError(
+        f"node {node.node_id} was late-chunked by another model than this {holder}'s "
+        f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
+        f"space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
+    )
 
 
 def is_late(node: BaseNode) -> bool:
