@@ -114,13 +114,19 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
         doc_fn: The store's document function (its encoder must have made the node).
 
     Raises:
-        ValueError: The node was late-chunked by another model than ``doc_fn``'s, or carries
+        ValueError: The node was late-chunked by another model than ``doc_fn``'s, or
+            ``doc_fn`` prefixes documents (``text_instruction``: the node has none), or carries
             no sparse vector (its chunker's encoder was dense-only), so it cannot go into an M3
             hybrid store as it is.
     """
     if not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
         return None
-    check_late_encoder(node, encoder_fingerprint(doc_fn.encoder), holder="store")
+    check_late_encoder(
+        node,
+        encoder_fingerprint(doc_fn.encoder),
+        holder="store",
+        text_instruction=doc_fn.text_instruction,
+    )
     vectors = node_vectors(node)
     if Head.SPARSE not in vectors.heads:
         raise ValueError(

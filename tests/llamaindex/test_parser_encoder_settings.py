@@ -1,8 +1,11 @@
-"""The late-chunking node parser mirrors ``M3Embedding``'s encoder settings.
+"""The late-chunking node parser mirrors ``M3Embedding``'s encoder settings, and late-chunked
+nodes are never mixed with documents encoded after a ``text_instruction``.
 
 A parser loaded from the embedding's checkpoint could not take its ``max_length`` /
 ``query_instruction``, so it was another encoder and the store refused its nodes saying they
-came from "another model".
+came from "another model". Late-chunked vectors are computed on the bare document: a store whose
+embedding prefixes documents (``text_instruction``) took them silently, holding documents in
+two spaces.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from typing import Any
 
 import pytest
 from llama_index.core import Document
+from llama_index.core.schema import BaseNode
+from qdrant_client import QdrantClient
 
 from llamaindex_m3 import (
     M3Embedding,
     M3LateChunkingNodeParser,
+    M3QdrantVectorStore,
     M3VectorStore,
 )
 from m3kit import M3Encoder
@@ -69,6 +75,36 @@ def test_refusal_names_the_setting_that_differs(tiny_m3_path: Path) -> None:
     assert "query_instruction None (the store's model: 'query: ')" in message
     assert "M3LateChunkingNodeParser(max_length=..., query_instruction=...)" in message
     assert "another model" not in message
+
+
+def _late_nodes(encoder: M3Encoder) -> list[BaseNode]:
+    return M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=16).get_nodes_from_documents(
+        DOCS
+    )
+
+
+def test_store_with_a_text_instruction_refuses_late_chunked_nodes(
+    tiny_encoder: M3Encoder,
+) -> None:
+    embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    with M3VectorStore(embed) as store:
+        with pytest.raises(ValueError, match=r"text_instruction 'passage: '.*without it"):
+            store.add(_late_nodes(tiny_encoder))
+        assert store.client.count() == 0  # nothing was stored
+    with pytest.raises(ValueError, match=r"text_instruction 'passage: '"):
+        embed(_late_nodes(tiny_encoder))  # IngestionPipeline([parser, embed])
+
+
+def test_qdrant_store_with_a_text_instruction_refuses_late_chunked_nodes(
+    tiny_encoder: M3Encoder,
+) -> None:
+    embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    store = M3QdrantVectorStore("late", client=QdrantClient(":memory:"), sparse_model=embed)
+    nodes = _late_nodes(tiny_encoder)
+    embed_plain = M3Embedding.from_encoder(tiny_encoder)
+    embed_plain(nodes)  # carried dense vectors in node.embedding
+    with pytest.raises(ValueError, match=r"text_instruction 'passage: '"):
+        store.add(nodes)
 
 
 def test_embed_batch_size_description_is_what_from_encoder_does(
