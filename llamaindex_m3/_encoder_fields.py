@@ -3,7 +3,9 @@
 :class:`M3CheckpointFields` (checkpoint, device, precision, runtime, token budget) is the one
 definition behind :class:`~llamaindex_m3.M3Embedding`, :class:`~llamaindex_m3.M3SparseEmbedding`
 (through :class:`M3EncoderFields`), :class:`~llamaindex_m3.M3Reranker` and
-:class:`~llamaindex_m3.M3LateChunkingNodeParser`.
+:class:`~llamaindex_m3.M3LateChunkingNodeParser`. :class:`M3EncoderSettingsFields` adds the
+settings in an encoder's identity (``max_length``, ``query_instruction``), shared by the
+embeddings and the node parser.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.load_time import LoadTimeFields
 
-__all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields"]
+__all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields", "M3EncoderSettingsFields"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +175,13 @@ class M3CheckpointFields(LoadTimeFields):
         }
 
 
-class M3EncoderFields(M3CheckpointFields):
-    """The checkpoint fields plus the embedding ones; the live encoder is a private attribute.
+class M3EncoderSettingsFields(M3CheckpointFields):
+    """The checkpoint fields plus the encoder settings that are part of its identity.
 
-    Mixed into :class:`~llamaindex_m3.M3Embedding` and :class:`~llamaindex_m3.M3SparseEmbedding`
-    before LlamaIndex's base classes, so these defaults win over theirs.
+    A model loaded with another ``max_length`` or ``query_instruction`` is another encoder
+    (:class:`~m3kit.fingerprint.EncoderFingerprint`): a store refuses the vectors it made. Shared
+    by :class:`M3EncoderFields` and :class:`~llamaindex_m3.M3LateChunkingNodeParser`, so a parser
+    can be loaded with the settings of the store's :class:`~llamaindex_m3.M3Embedding`.
     """
 
     query_instruction: str | None = Field(
@@ -185,21 +189,49 @@ class M3EncoderFields(M3CheckpointFields):
         default=None,
         description="Prefix for queries; default: what the checkpoint declares (none for M3).",
     )
-    text_instruction: str | None = Field(
-        default=None, description="Prefix for documents/passages (e.g. 'passage: ')."
-    )
     max_length: int | None = Field(
         frozen=True,
         default=None,
         ge=2,
         description="Longest input in tokens (longer ones are truncated).",
     )
+
+    def _load_with_settings(self, batch_size: int) -> M3Encoder:
+        """The checkpoint loaded with these settings and ``batch_size`` texts per pass."""
+        return self._load_encoder(
+            max_length=self.max_length,
+            query_instruction=self.query_instruction,
+            batch_size=batch_size,
+        )
+
+    @classmethod
+    def _settings_fields(cls, encoder: M3Encoder) -> dict[str, Any]:
+        """The checkpoint fields and these settings as the loaded ``encoder`` has them."""
+        return {
+            **cls._checkpoint_fields(encoder),
+            "query_instruction": encoder.query_instruction,
+            "max_length": encoder.max_length,
+        }
+
+
+class M3EncoderFields(M3EncoderSettingsFields):
+    """The checkpoint fields plus the embedding ones; the live encoder is a private attribute.
+
+    Mixed into :class:`~llamaindex_m3.M3Embedding` and :class:`~llamaindex_m3.M3SparseEmbedding`
+    before LlamaIndex's base classes, so these defaults win over theirs.
+    """
+
+    text_instruction: str | None = Field(
+        default=None, description="Prefix for documents/passages (e.g. 'passage: ')."
+    )
     embed_batch_size: int = Field(
         frozen=True,
         default=32,
         gt=0,
         le=2048,
-        description="Texts per encoder call (and per forward pass).",
+        description="Texts per encoder call. Loaded from model_name, also the encoder's "
+        "batch_size (texts per forward pass); from_encoder() keeps the encoder's own "
+        "batch_size, so a forward pass holds at most that many.",
     )
 
     _encoder: M3Encoder = PrivateAttr()
@@ -209,11 +241,7 @@ class M3EncoderFields(M3CheckpointFields):
         super().model_post_init(context)
         encoder = context.get(_ENCODER_CONTEXT_KEY) if isinstance(context, dict) else None
         if encoder is None:
-            encoder = self._load_encoder(
-                max_length=self.max_length,
-                query_instruction=self.query_instruction,
-                batch_size=self.embed_batch_size,
-            )
+            encoder = self._load_with_settings(self.embed_batch_size)
         self._check_encoder(encoder)
         self._encoder = encoder
 
@@ -242,14 +270,14 @@ class M3EncoderFields(M3CheckpointFields):
         Args:
             encoder: The loaded encoder.
             text_instruction: Prefix for documents (default none).
-            embed_batch_size: Texts per encoder call (default: the encoder's batch size).
+            embed_batch_size: Texts per encoder call (default: the encoder's batch size). A
+                forward pass still holds at most the encoder's own ``batch_size`` (the
+                encoder is shared: its settings are not changed here).
         """
         cls._check_encoder(encoder)
         fields = {
-            **cls._checkpoint_fields(encoder),
-            "query_instruction": encoder.query_instruction,
+            **cls._settings_fields(encoder),
             "text_instruction": text_instruction,
-            "max_length": encoder.max_length,
             "embed_batch_size": embed_batch_size or encoder.batch_size,
         }
         return cls.model_validate(fields, context={_ENCODER_CONTEXT_KEY: encoder})

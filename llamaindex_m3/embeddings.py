@@ -180,7 +180,8 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
 
         Raises:
             ValueError: A node was late-chunked by another model, or lost its late-chunked
-                embedding (names the node).
+                embedding, or is late-chunked while ``text_instruction`` is set (its vectors
+                have no prefix; names the node).
         """
         todo = self._nodes_to_embed(nodes)
         texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in todo]
@@ -199,7 +200,13 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         fingerprint = encoder_fingerprint(self.encoder)
         todo = []
         for node in nodes:
-            carried = carried_vectors(node, _DENSE, fingerprint, holder="embedding model")
+            carried = carried_vectors(
+                node,
+                _DENSE,
+                fingerprint,
+                holder="embedding model",
+                text_instruction=self.text_instruction,
+            )
             if carried is not None:
                 node.embedding = carried.dense[0].tolist()
             elif is_late(node):

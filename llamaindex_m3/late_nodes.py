@@ -22,6 +22,7 @@ from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
 
 __all__ = [
+    "ENCODER_SETTINGS",
     "LATE_METADATA_KEY",
     "SPARSE_METADATA_KEY",
     "EditedNodeError",
@@ -34,6 +35,9 @@ __all__ = [
 SPARSE_METADATA_KEY = "m3_sparse"
 LATE_METADATA_KEY = "m3_late_chunk"
 _INTERNAL_KEYS = (SPARSE_METADATA_KEY, LATE_METADATA_KEY)
+#: The encoder settings a late-chunked node records (``encoder_settings``): the loading options
+#: in an encoder's identity, named when a store of another setting refuses the node.
+ENCODER_SETTINGS = ("max_length", "query_instruction")
 
 
 class M3TextNode(TextNode):

@@ -63,9 +63,10 @@ from llama_index.core.schema import (
 )
 from typing_extensions import Self
 
-from llamaindex_m3._encoder_fields import M3CheckpointFields
+from llamaindex_m3._encoder_fields import M3EncoderSettingsFields
 from llamaindex_m3.late_nodes import (
     _INTERNAL_KEYS,
+    ENCODER_SETTINGS,
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
     EditedNodeError,
@@ -159,13 +160,15 @@ def _build_chunker(
     )
 
 
-class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
+class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
     """Split documents into chunks embedded in the context of the whole document (BGE-M3).
 
     Build it from a checkpoint (fields below; loading fields as
     :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
-    ``max_batch_tokens``, ...) or share a loaded model with :meth:`from_encoder` /
-    :meth:`from_chunker`.
+    ``max_batch_tokens``, ``max_length``, ``query_instruction``, ...) or share a loaded model
+    with :meth:`from_encoder` / :meth:`from_chunker`. Give it the ``max_length`` and
+    ``query_instruction`` of the store's embedding: with others it is another encoder, and the
+    store refuses its nodes (naming the setting).
 
     :meth:`to_dict` (what ``IngestionPipeline`` builds its cache key from) also records what
     decides the chunks and their vectors, the chunker's signature (``splitter`` included, which
@@ -185,6 +188,12 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
       trailing whitespace.
     """
 
+    batch_size: int = Field(
+        frozen=True,
+        default=32,
+        ge=1,
+        description="Most sequences (windows) per forward pass.",
+    )
     chunk_size: int | None = Field(
         frozen=True,
         default=None,
@@ -267,7 +276,7 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         super().model_post_init(context)
         chunker = context.get(_CHUNKER_CONTEXT_KEY) if isinstance(context, dict) else None
         if chunker is None:
-            encoder = self._load_encoder()
+            encoder = self._load_with_settings(self.batch_size)
             chunker = _build_chunker(
                 encoder,
                 chunk_size=self.chunk_size,
@@ -346,7 +355,8 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
         if id_func is not None:
             node_parser_fields["id_func"] = id_func
         fields = {
-            **cls._checkpoint_fields(enc),
+            **cls._settings_fields(enc),
+            "batch_size": enc.batch_size,
             "chunk_size": chunker.chunk_size,
             "window": chunker.window,
             "overlap": chunker.overlap,
@@ -414,10 +424,13 @@ class M3LateChunkingNodeParser(M3CheckpointFields, NodeParser):
             start_char_idx=chunk.start,
             end_char_idx=chunk.end,
         )
+        fingerprint = encoder_fingerprint(self._chunker.encoder)
         node.metadata[LATE_METADATA_KEY] = {
             "chunker": self._chunker.signature,
             # which model made the vectors: a store of another model refuses the node
-            "encoder": encoder_fingerprint(self._chunker.encoder).identity,
+            "encoder": fingerprint.identity,
+            # its settings in that identity, named when a store refuses the node
+            "encoder_settings": {k: getattr(fingerprint, k) for k in ENCODER_SETTINGS},
             "index": chunk.index,
             "count": count,  # chunks of the document: a store deletes its chunks beyond them
             "source": source,  # hash of the document's text: the version a store keeps

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
 
 from llamaindex_m3.late_nodes import (
+    ENCODER_SETTINGS,
     LATE_METADATA_KEY,
     EditedNodeError,
     M3TextNode,
@@ -38,6 +39,7 @@ __all__ = [
     "StoredChunk",
     "carried_vectors",
     "check_late_encoder",
+    "check_late_nodes",
     "embed_text",
     "is_late",
     "lost_vectors_message",
@@ -79,6 +81,7 @@ def carried_vectors(
     encoder: EncoderFingerprint,
     *,
     holder: str = "store",
+    text_instruction: str | None = None,
 ) -> M3Output | None:
     """The late-chunked vectors a node carries, when they cover every head the store holds.
 
@@ -88,14 +91,16 @@ def carried_vectors(
         encoder: The store's encoder fingerprint (nodes stamped with its identity, or the one
             an earlier m3kit gave it, carry its vectors).
         holder: What takes the node, for the error (``"store"``, ``"embedding model"``).
+        text_instruction: The holder's document prefix (a late-chunked node is refused).
 
     Raises:
-        ValueError: The node was late-chunked by another model than the store's, or its
-            text was changed after parsing (:class:`~llamaindex_m3.node_parser.EditedNodeError`).
+        ValueError: The node was late-chunked by another model than the store's, or the
+            holder has a ``text_instruction``, or its text was changed after parsing
+            (:class:`~llamaindex_m3.node_parser.EditedNodeError`).
     """
     if not is_late(node):
         return None
-    check_late_encoder(node, encoder, holder=holder)
+    check_late_encoder(node, encoder, holder=holder, text_instruction=text_instruction)
     try:
         vectors = node_vectors(node)
     except EditedNodeError:
@@ -105,8 +110,14 @@ def carried_vectors(
     return vectors if heads <= vectors.heads else None
 
 
-def check_late_encoder(node: BaseNode, encoder: EncoderFingerprint, *, holder: str) -> None:
-    """Raise when ``node`` was late-chunked by another model than ``encoder``.
+def check_late_encoder(
+    node: BaseNode,
+    encoder: EncoderFingerprint,
+    *,
+    holder: str,
+    text_instruction: str | None = None,
+) -> None:
+    """Raise when ``node``'s late-chunked vectors are not in the space of ``encoder``'s.
 
     A node stamped with the encoder's identity, or the one an earlier m3kit gave it, passes;
     so does one that names no encoder (parsed before m3kit stamped it).
@@ -115,18 +126,60 @@ def check_late_encoder(node: BaseNode, encoder: EncoderFingerprint, *, holder: s
         node: A late-chunked node.
         encoder: The fingerprint of the model taking the node.
         holder: What takes the node, for the error (``"store"``, ``"embedding model"``).
+        text_instruction: The prefix the holder encodes documents after: late-chunked
+            vectors are computed on the bare document, so a node is refused when one is set.
 
     Raises:
-        ValueError: Another model made the node's vectors (names the node).
+        ValueError: Another model (or one loaded with another ``max_length`` /
+            ``query_instruction``: names them) made the node's vectors, or the holder
+            prefixes documents with ``text_instruction`` (names the node).
     """
     late = node.metadata.get(LATE_METADATA_KEY)
-    made_by = late.get("encoder") if isinstance(late, dict) else None
-    if made_by is not None and not encoder.made(str(made_by)):  # older nodes do not say
+    late = late if isinstance(late, dict) else {}
+    if text_instruction:
         raise ValueError(
-            f"node {node.node_id} was late-chunked by another model than this {holder}'s "
-            f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
-            f"space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
+            f"node {node.node_id} came from M3LateChunkingNodeParser, whose vectors are "
+            f"computed on the document without a prefix, but this {holder} encodes documents "
+            f"after text_instruction {text_instruction!r}: storing both would hold documents "
+            f"in two spaces. Use an M3Embedding without it (text_instruction=None) for "
+            "late-chunked nodes, or split with a parser that does not late-chunk"
         )
+    made_by = late.get("encoder")
+    if made_by is None or encoder.made(str(made_by)):  # older nodes do not say
+        return
+    settings = late.get("encoder_settings")
+    settings = settings if isinstance(settings, dict) else {}
+    differ = [
+        f"{name} {settings[name]!r} (the {holder}'s model: {getattr(encoder, name)!r})"
+        for name in ENCODER_SETTINGS
+        if name in settings and settings[name] != getattr(encoder, name)
+    ]
+    if differ:
+        raise ValueError(
+            f"node {node.node_id} was late-chunked with other encoder settings than this "
+            f"{holder}'s: {', '.join(differ)}. They make another encoder, so its vectors do "
+            f"not compare with the {holder}'s. Load the parser with the settings of the "
+            f"{holder}'s M3Embedding: M3LateChunkingNodeParser(max_length=..., "
+            "query_instruction=...), or M3LateChunkingNodeParser.from_encoder(embed.encoder)"
+        )
+    raise ValueError(
+        f"node {node.node_id} was late-chunked by another model than this {holder}'s "
+        f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
+        f"space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
+    )
+
+
+def check_late_nodes(
+    nodes: Sequence[BaseNode], encoder: EncoderFingerprint, text_instruction: str | None
+) -> None:
+    """:func:`check_late_encoder` on every late-chunked node of a store's write.
+
+    Raises:
+        ValueError: As :func:`check_late_encoder` (the holder is the store).
+    """
+    for node in nodes:
+        if is_late(node):
+            check_late_encoder(node, encoder, holder="store", text_instruction=text_instruction)
 
 
 def is_late(node: BaseNode) -> bool:

@@ -53,6 +53,7 @@ from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
+    check_late_nodes,
     embed_text,
     is_late,
     lost_vectors_message,
@@ -337,10 +338,12 @@ def write_nodes(
         The id of each node, in input order (the node ids the store reports).
 
     Raises:
-        ValueError: A late-chunked node without the vectors the store needs, nodes of one
+        ValueError: A late-chunked node without the vectors the store needs, or while a
+            ``text_instruction`` is set (they would be in another space), nodes of one
             document from different versions of it, metadata that is not JSON, or a node id
             stored in another document.
     """
+    check_late_nodes(nodes, index.fingerprint, text_instruction)
     docs = _group(nodes)
     _read_stored(index, docs)
     check_ids_elsewhere(index, {d: [n for _, n in doc.nodes] for d, doc in docs.items()})

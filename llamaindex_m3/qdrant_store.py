@@ -114,13 +114,19 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
         doc_fn: The store's document function (its encoder must have made the node).
 
     Raises:
-        ValueError: The node was late-chunked by another model than ``doc_fn``'s, or carries
+        ValueError: The node was late-chunked by another model than ``doc_fn``'s, or
+            ``doc_fn`` prefixes documents (``text_instruction``: the node has none), or carries
             no sparse vector (its chunker's encoder was dense-only), so it cannot go into an M3
             hybrid store as it is.
     """
     if not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
         return None
-    check_late_encoder(node, encoder_fingerprint(doc_fn.encoder), holder="store")
+    check_late_encoder(
+        node,
+        encoder_fingerprint(doc_fn.encoder),
+        holder="store",
+        text_instruction=doc_fn.text_instruction,
+    )
     vectors = node_vectors(node)
     if Head.SPARSE not in vectors.heads:
         raise ValueError(
@@ -133,20 +139,22 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
 
 
 def _check_query_text(query: VectorStoreQuery) -> None:
-    """Refuse a sparse or hybrid query without ``query_str``: its sparse vector is encoded from
-    the text (a dense ``query_embedding`` cannot supply it).
+    """Refuse a sparse or hybrid query without a query text: its sparse vector is encoded from
+    ``query_str`` (a dense ``query_embedding`` cannot supply it), and a blank one gives an
+    empty sparse vector, which matches nothing.
 
     Raises:
-        ValueError: Names the mode and the missing ``query_str``.
+        ValueError: Names the mode and the missing, empty or whitespace-only ``query_str``.
     """
     mode = VectorStoreQueryMode(query.mode)
-    if (
-        mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
-        and query.query_str is None
+    text = query.query_str
+    if mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID) and not (
+        text and text.strip()
     ):
+        state = "is missing" if text is None else f"is empty ({text!r})"
         raise ValueError(
             f"{mode.value} mode encodes the query text with M3's sparse head: "
-            "VectorStoreQuery.query_str is missing (a query_embedding gives the dense vector "
+            f"VectorStoreQuery.query_str {state} (a query_embedding gives the dense vector "
             "only; query in default mode to search by it alone)"
         )
 
@@ -250,8 +258,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """``QdrantVectorStore.query``; a sparse or hybrid query without text is refused.
 
         Raises:
-            ValueError: Sparse or hybrid mode without ``query_str`` (LlamaIndex's store ran a
-                dense-only search instead, silently).
+            ValueError: Sparse or hybrid mode without ``query_str`` (LlamaIndex's store ran
+                a dense-only search instead, silently) or with a blank one (its sparse
+                search found nothing, silently).
         """
         _check_query_text(query)
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
@@ -259,7 +268,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
         :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); a sparse or hybrid query
-        without text is refused as in :meth:`query`."""
+        without text, or with a blank one, is refused as in :meth:`query`."""
         _check_query_text(query)
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         token = _QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
