@@ -39,6 +39,10 @@ def best_of_p_value(
             ``1 / (rounds + 1)``).
         seed: Seed of the sign patterns (the result is deterministic for a seed).
 
+    Raises:
+        ValueError: The shapes do not match, there are no queries or no candidates, a score
+            is NaN or infinite, or ``rounds`` is below 1.
+
     Returns:
         ``(1 + r) / (rounds + 1)``, where ``r`` counts the sign patterns under which some
         candidate's standardised sum of differences (divided by the square root of its
@@ -65,6 +69,10 @@ def best_of_p_value(
         )
     if base.shape[0] == 0 or scores.shape[0] == 0:
         raise ValueError("no queries or no candidates to test")
+    if not (np.isfinite(scores).all() and np.isfinite(base).all()):
+        # a NaN would be taken as the best candidate's mean and no sign pattern would reach
+        # its NaN statistic: the smallest p-value, silently
+        raise ValueError("candidates and default must be finite scores (NaN or inf found)")
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     diffs = scores - base  # (settings, queries)
