@@ -78,3 +78,78 @@ def test_the_size_is_at_most_alpha_under_the_null() -> None:
         candidates = default + shared + rng.normal(0.0, 0.03, (10, 25))
         p_values.append(best_of_p_value(candidates, default, rounds=499, seed=trial))
     assert np.mean(np.array(p_values) <= 0.1) <= 0.1 + 0.05  # ~2.4 standard errors of slack
+
+
+def test_calibration_tests_the_setting_it_chooses_among_equal_means() -> None:
+    """Two settings with the same per-query nDCG@10 values on other queries tie in mean up to
+    rounding: the calibration keeps the first of equals, and the p-value it decides with and
+    records is that setting's (its gain has another standardised sum than the second's). It
+    used to be the p-value of whichever had the larger mean of differences by one ulp."""
+    from m3kit.store.calibration import _best
+    from m3kit.store.search_settings import SearchSettings
+
+    default = np.array(
+        [
+            0.6309297535714575,
+            0.31546487678572877,
+            0.2890648263178879,
+            0.31546487678572877,
+            0.2890648263178879,
+            0.0,
+            0.3333333333333333,
+            0.3010299956639812,
+            0.6309297535714575,
+            0.38685280723454163,
+            0.5,
+            1.0,
+        ]
+    )
+    first = np.array(
+        [
+            0.3562071871080222,
+            0.31546487678572877,
+            0.31546487678572877,
+            1.0,
+            0.43067655807339306,
+            1.0,
+            0.43067655807339306,
+            1.0,
+            0.0,
+            0.3333333333333333,
+            0.5,
+            0.3010299956639812,
+        ]
+    )
+    second = np.array(
+        [
+            0.3562071871080222,
+            0.5,
+            0.3010299956639812,
+            0.31546487678572877,
+            1.0,
+            0.43067655807339306,
+            1.0,
+            0.43067655807339306,
+            1.0,
+            0.31546487678572877,
+            0.0,
+            0.3333333333333333,
+        ]
+    )
+    assert sorted(first) == sorted(second)  # the same values: equal means but for rounding
+    assert abs(first.mean() - second.mean()) < 1e-12
+    assert (second - default).mean() > (first - default).mean()  # by rounding alone
+    rrf = SearchSettings(fusion="rrf", rerank=True)
+    dbsf = SearchSettings(fusion="dbsf", rerank=True)
+    m3 = SearchSettings(fusion="m3", weights=(0.5, 0.0, 0.5), rerank=True)
+    choice = _best([(rrf, default), (dbsf, first), (m3, second)], 0.0, 0.99)
+    assert choice.settings == dbsf  # the first of equals
+    # the same test with the other setting lowered by far less than any nDCG@10 difference,
+    # so that the one meant is the best mean without a doubt
+    of_first = best_of_p_value(np.stack([first, second - 1e-12]), default)
+    of_second = best_of_p_value(np.stack([first - 1e-12, second]), default)
+    assert abs(of_first - of_second) > 0.02  # the two settings' p-values differ
+    assert choice.p_value == pytest.approx(of_first, abs=1e-6)
+    assert best_of_p_value(np.stack([first, second]), default, best=0) == of_first
+    with pytest.raises(ValueError, match="best"):
+        best_of_p_value(np.stack([first, second]), default, best=2)
