@@ -3,6 +3,8 @@ calibration uses to keep RRF unless the best setting's gain is unlikely by chanc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -153,3 +155,29 @@ def test_calibration_tests_the_setting_it_chooses_among_equal_means() -> None:
     assert best_of_p_value(np.stack([first, second]), default, best=0) == of_first
     with pytest.raises(ValueError, match="best"):
         best_of_p_value(np.stack([first, second]), default, best=2)
+
+
+def test_a_calibration_file_without_p_values_still_loads(tmp_path: Path) -> None:
+    """``m3kit_search.json`` written before the test existed has no ``p_values``: it loads
+    with none; a new file keeps them."""
+    import json
+
+    from m3kit.store.search_settings import SEARCH_FILE, FusionCalibration, SearchSettings
+
+    cal = FusionCalibration(
+        all_heads=SearchSettings(fusion="rrf", rerank=True),
+        dense_sparse=SearchSettings(fusion="m3", weights=(0.3, 0.7, 0.0), rerank=False),
+        weights_digest="files-sha256:abc",
+        queries=400,
+        scores={"rrf, rerank on [all heads]": 0.9},
+        p_values={"all heads": 0.636, "dense+sparse": 0.003},
+    )
+    path = cal.save(tmp_path)
+    assert path.name == SEARCH_FILE
+    assert FusionCalibration.load(tmp_path) == cal
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["p_values"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    old = FusionCalibration.load(tmp_path)
+    assert old is not None and dict(old.p_values) == {}
+    assert old.dense_sparse == cal.dense_sparse
