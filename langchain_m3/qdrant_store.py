@@ -90,6 +90,27 @@ class M3QdrantVectorStore(QdrantVectorStore):
         _refuse_lost_markers(documents)
         return await super().aadd_documents(documents, **kwargs)
 
+    @classmethod
+    def from_documents(
+        cls, documents: list[Document], *args: Any, **kwargs: Any
+    ) -> M3QdrantVectorStore:
+        """``QdrantVectorStore.from_documents``, refusing a splitter chunk that lost its marker
+        (it goes through ``from_texts``, which sees texts and metadata only).
+
+        Raises:
+            ValueError: As :meth:`add_documents`.
+        """
+        _refuse_lost_markers(documents)
+        return super().from_documents(documents, *args, **kwargs)
+
+    @classmethod
+    async def afrom_documents(
+        cls, documents: list[Document], *args: Any, **kwargs: Any
+    ) -> M3QdrantVectorStore:
+        """Async :meth:`from_documents`."""
+        _refuse_lost_markers(documents)
+        return await super().afrom_documents(documents, *args, **kwargs)
+
     def _generate_batches(
         self,
         texts: Iterable[str],
@@ -186,8 +207,8 @@ class M3QdrantVectorStore(QdrantVectorStore):
 
 
 def _refuse_lost_markers(documents: Sequence[Document]) -> None:
-    # only add_documents sees the Document objects: add_texts gets texts and metadata, where a
-    # chunk whose marker was removed looks like any plain text
+    # only add_documents / from_documents see the Document objects: add_texts and from_texts
+    # get texts and metadata, where a chunk whose marker was removed looks like any plain text
     for i, doc in enumerate(documents):
         if isinstance(doc, Document) and lost_marker(doc):
             raise ValueError(lost_marker_message(f"documents[{i}]"))

@@ -59,12 +59,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import copy
 import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
@@ -289,18 +291,29 @@ _CARRIED: dict[str, list[tuple[weakref.ReferenceType[Document], CarriedChunk]]] 
 # child's metadata with the keys it names), which would otherwise be stored as a plain text
 _RETURNED: dict[int, tuple[weakref.ReferenceType[Document], CarriedChunk]] = {}
 _CARRIED_LOCK = threading.Lock()
+# Entries of collected Documents, removed under the lock by the next registry operation. A
+# Document's finalizer runs whenever it is collected: the cyclic GC may collect one (held in a
+# reference cycle) at any allocation, also while this very thread holds _CARRIED_LOCK, so the
+# finalizer must not wait for the lock (it would wait forever) and only queues its removal.
+_COLLECTED: collections.deque[tuple[str, weakref.ReferenceType[Document], int]] = (
+    collections.deque()
+)
 
 
-def _attach(document: Document, key: str, carried: CarriedChunk) -> None:
-    ref = weakref.ref(document)
+@contextlib.contextmanager
+def _registries() -> Iterator[None]:
+    """Hold ``_CARRIED_LOCK``; collected Documents' entries are removed before it is released."""
     with _CARRIED_LOCK:
-        _CARRIED.setdefault(key, []).append((ref, carried))
-        _RETURNED[id(document)] = (ref, carried)
-    weakref.finalize(document, _detach, key, ref, id(document))
+        try:
+            yield
+        finally:
+            _remove_collected()
 
 
-def _detach(key: str, ref: weakref.ReferenceType[Document], identity: int) -> None:
-    with _CARRIED_LOCK:
+def _remove_collected() -> None:
+    # with _CARRIED_LOCK held; a finalizer running meanwhile (an allocation here) only queues
+    while _COLLECTED:
+        key, ref, identity = _COLLECTED.popleft()
         kept = [entry for entry in _CARRIED.get(key, []) if entry[0] is not ref]
         if kept:
             _CARRIED[key] = kept
@@ -308,6 +321,25 @@ def _detach(key: str, ref: weakref.ReferenceType[Document], identity: int) -> No
             _CARRIED.pop(key, None)
         if _RETURNED.get(identity, (None,))[0] is ref:
             del _RETURNED[identity]
+
+
+def _attach(document: Document, key: str, carried: CarriedChunk) -> None:
+    ref = weakref.ref(document)
+    with _registries():
+        _CARRIED.setdefault(key, []).append((ref, carried))
+        _RETURNED[id(document)] = (ref, carried)
+    weakref.finalize(document, _detach, key, ref, id(document))
+
+
+def _detach(key: str, ref: weakref.ReferenceType[Document], identity: int) -> None:
+    """Finalizer of a Document the splitter returned: queue its entries' removal, and remove
+    them now unless the lock is held (by another thread, or by this one: see _COLLECTED)."""
+    _COLLECTED.append((key, ref, identity))
+    if _CARRIED_LOCK.acquire(blocking=False):
+        try:
+            _remove_collected()
+        finally:
+            _CARRIED_LOCK.release()
 
 
 def is_late_chunk(document: Document) -> bool:
@@ -329,7 +361,7 @@ def carried_chunk(document: Document) -> CarriedChunk | None:
     key = marker.get("carry") if isinstance(marker, dict) else None
     if not isinstance(key, str):
         return None
-    with _CARRIED_LOCK:
+    with _registries():
         entries = list(_CARRIED.get(key, ()))
     alive = [(ref(), carried) for ref, carried in entries]
     for doc, carried in alive:
@@ -347,7 +379,7 @@ def lost_marker(document: Document) -> bool:
     """
     if is_late_chunk(document):
         return False
-    with _CARRIED_LOCK:
+    with _registries():
         entry = _RETURNED.get(id(document))
     if entry is None or entry[0]() is not document:
         return False

@@ -123,17 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--query-instruction",
         default=None,
-        help="prefix added to queries (e.g. 'query: '; default: the one the collection "
-        "records, else the model's own, none for BGE-M3); part of the model's identity, so "
-        "index and search use the same",
+        help="prefix added to queries (e.g. 'query: '; default: without --model the one the "
+        "collection records, else the model's own, none for BGE-M3); part of the model's "
+        "identity, so index and search use the same",
     )
     where.add_argument(
         "--pooling",
         choices=[p.value for p in Pooling],
         default=None,
-        help="dense pooling (default: the one the collection records, else the checkpoint's "
-        "own: cls for BGE-M3, mean for sentence-transformers models); part of the model's "
-        "identity, so index and search use the same",
+        help="dense pooling (default: without --model the one the collection records, else "
+        "the checkpoint's own: cls for BGE-M3, mean for sentence-transformers models); part of "
+        "the model's identity, so index and search use the same",
     )
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 

@@ -28,6 +28,7 @@ def best_of_p_value(
     *,
     rounds: int = 10_000,
     seed: int = 0,
+    best: int | None = None,
 ) -> float:
     """One-sided p-value that the best candidate's mean gain over ``default`` is chance.
 
@@ -38,12 +39,20 @@ def best_of_p_value(
         rounds: Random sign patterns drawn (the smallest p-value it can give is
             ``1 / (rounds + 1)``).
         seed: Seed of the sign patterns (the result is deterministic for a seed).
+        best: Row of ``candidates`` whose gain is tested (default: the one with the largest
+            mean difference, the first of exact equals). A caller that picked the best by its
+            own rule (the first of means equal but for rounding) passes it, so that the
+            p-value is that setting's.
+
+    Raises:
+        ValueError: The shapes do not match, there are no queries or no candidates, a score
+            is NaN or infinite, ``rounds`` is below 1, or ``best`` is not a row.
 
     Returns:
         ``(1 + r) / (rounds + 1)``, where ``r`` counts the sign patterns under which some
         candidate's standardised sum of differences (divided by the square root of its
-        sum of squares) reaches that of the candidate with the best mean. 1.0 when no
-        candidate beats the default on average.
+        sum of squares) reaches that of the candidate with the best mean (or ``best``). 1.0
+        when that candidate does not beat the default on average.
 
     >>> default = np.zeros(40)
     >>> clear = np.ones((3, 40)) * 0.1              # every query gains
@@ -65,11 +74,18 @@ def best_of_p_value(
         )
     if base.shape[0] == 0 or scores.shape[0] == 0:
         raise ValueError("no queries or no candidates to test")
+    if not (np.isfinite(scores).all() and np.isfinite(base).all()):
+        # a NaN would be taken as the best candidate's mean and no sign pattern would reach
+        # its NaN statistic: the smallest p-value, silently
+        raise ValueError("candidates and default must be finite scores (NaN or inf found)")
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if best is not None and not 0 <= best < scores.shape[0]:
+        raise ValueError(f"best={best} is not a row of the {scores.shape[0]} candidates")
     diffs = scores - base  # (settings, queries)
     means = diffs.mean(axis=1)
-    best = int(np.argmax(means))
+    if best is None:
+        best = int(np.argmax(means))
     if means[best] <= 0.0:
         return 1.0
     # Each setting's sum of differences is scaled by its spread under sign flips

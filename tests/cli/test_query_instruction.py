@@ -111,3 +111,17 @@ def test_a_collection_indexed_with_mean_pooling_is_searched_and_added_to(
     (tmp_path / "more.txt").write_text("Rivers run to the sea.", encoding="utf-8")
     code = main(["index", str(tmp_path / "more.txt"), "--path", str(store), "-q"])
     assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--query-instruction", "--pooling"])
+def test_the_help_says_the_recorded_setting_is_the_default_without_model_only(flag: str) -> None:
+    """With --model the checkpoint's own setting is the default (the test above: the recorded
+    instruction is not used), so the help must not promise the collection's."""
+    from m3kit.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and "search" in a.choices)
+    for command in ("index", "search"):
+        action = next(a for a in subparsers.choices[command]._actions if flag in a.option_strings)
+        assert action.help is not None
+        assert "without --model" in action.help, action.help

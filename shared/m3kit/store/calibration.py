@@ -196,7 +196,8 @@ def _best(
         return _Choice(scored[0][0], None)
     if alpha >= 1.0:  # the test is off: the best measured is kept
         return _Choice(scored[best][0], None)
-    p_value = best_of_p_value(np.stack([q for _, q in scored[1:]]), scored[0][1])
+    # the setting chosen (the first of means equal up to rounding) is the one tested
+    p_value = best_of_p_value(np.stack([q for _, q in scored[1:]]), scored[0][1], best=best - 1)
     if p_value > alpha:
         logger.info(
             "kept %s: %s gained %.4f nDCG@10 on the validation queries, but a gain that "

@@ -279,7 +279,8 @@ class FusionCalibration:
             m3kit recorded them: matched on the weights alone.
         p_values: ``{"all heads" | "dense+sparse": p}``: the sign-flip test's p-value of the
             best setting's gain over RRF, for each group where it was tested (for reports;
-            a group is absent when its best gained less than ``min_gain``).
+            a group is absent when its best gained less than ``min_gain``, or when the test
+            was off, ``alpha=1``).
     """
 
     all_heads: SearchSettings | None
