@@ -340,6 +340,21 @@ def test_a_gain_of_the_best_of_many_by_chance_keeps_rrf(encoder: M3Encoder) -> N
     assert changed  # the data give at least one group a setting better than RRF
 
 
+def test_too_few_queries_for_alpha_are_named(
+    encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five queries give p >= 1/32: at alpha 0.01 no setting can replace RRF, and the log
+    says so instead of only keeping RRF (at alpha 0.05 they can, and nothing is said)."""
+    with caplog.at_level(logging.WARNING, logger="m3kit.store.calibration"):
+        cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.5, alpha=0.01)
+    assert "5 validation queries cannot show any setting better than RRF" in caplog.text
+    assert cal.all_heads == SearchSettings(fusion="rrf", rerank=True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="m3kit.store.calibration"):
+        calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.5)
+    assert "cannot show" not in caplog.text
+
+
 def test_a_gain_on_most_queries_replaces_rrf_and_luck_does_not() -> None:
     """The decision rule itself, on per-query nDCG@10 arrays: a gain on 60 of 80 queries
     passes; the same mean gain from 2 queries (with 60 other settings tried) does not."""

@@ -207,7 +207,7 @@ def add_subcommands(subparsers: Any) -> None:
     )
     cal.add_argument(
         "--alpha",
-        type=float,
+        type=_p_threshold,
         default=0.05,
         help="largest p-value (sign-flip test over the queries, best of every setting "
         "tried) at which a setting replaces RRF (default 0.05; 1 turns the test off)",
@@ -363,6 +363,17 @@ def _calibrate(
                 extra += f"; best setting's gain over RRF: p = {cal.p_values[name]:.3f}"
             print(f"{name}: {chosen.describe()}{extra}")
     print(f"calibrated on {cal.queries} queries; saved to {Path(model) / 'm3kit_search.json'}")
+
+
+def _p_threshold(text: str) -> float:
+    """``--alpha``: a p-value threshold in (0, 1], checked before any model loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a p-value threshold in (0, 1], got {text}")
+    return value
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:

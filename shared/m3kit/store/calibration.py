@@ -287,6 +287,16 @@ def calibrate_fusion(
         return choice.settings
 
     with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
+        # the smallest p-value n queries can give is about 2**-n (every query gains)
+        if alpha < 1.0 and 2.0 ** -len(task.qids) > alpha:
+            logger.warning(
+                "%d validation queries cannot show any setting better than RRF at alpha = %g "
+                "(the smallest p-value they can give is about %.3f): RRF is kept; give more "
+                "validation queries, or alpha=1.0 to take the best measured",
+                len(task.qids),
+                alpha,
+                2.0 ** -len(task.qids),
+            )
         all_heads: SearchSettings | None = None
         if colbert:
             fusions = (Fusion.RRF, Fusion.DBSF) if sparse else (Fusion.RRF,)
