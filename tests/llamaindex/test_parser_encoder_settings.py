@@ -77,6 +77,23 @@ def test_refusal_names_the_setting_that_differs(tiny_m3_path: Path) -> None:
     assert "another model" not in message
 
 
+def test_refusal_of_another_model_with_other_settings_says_another_model(
+    tiny_m3_path: Path, other_tiny_encoder: M3Encoder
+) -> None:
+    """Nodes of another model whose settings also differ: loading the parser with the store's
+    settings would not make them fit, so the refusal says "another model" (it named the
+    settings alone and advised loading the parser with them)."""
+    embed = _load(M3Embedding, tiny_m3_path, **SETTINGS)
+    nodes = _late_nodes(other_tiny_encoder)  # other weights, default max_length
+    with M3VectorStore(embed) as store, pytest.raises(ValueError) as caught:
+        store.add(nodes)
+    message = str(caught.value)
+    assert "late-chunked by another model than this store's" in message
+    assert "M3LateChunkingNodeParser(max_length=..., query_instruction=...)" not in message
+    with pytest.raises(ValueError, match="late-chunked by another model than this embedding"):
+        embed(nodes)
+
+
 def _late_nodes(encoder: M3Encoder) -> list[BaseNode]:
     return M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=16).get_nodes_from_documents(
         DOCS
