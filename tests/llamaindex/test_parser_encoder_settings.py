@@ -63,6 +63,25 @@ def test_from_encoder_reads_the_settings_and_they_survive_a_round_trip(
     assert rebuilt.chunker.encoder.batch_size == 3
 
 
+@pytest.mark.parametrize(
+    ("override", "window"),
+    [({"max_length": 16}, 16), ({"query_instruction": "query: "}, 34)],
+)
+def test_from_dict_takes_an_overridden_setting(
+    tiny_m3_path: Path, override: dict[str, Any], window: int
+) -> None:
+    """``from_dict(data, max_length=...)`` builds the parser with the new setting: what
+    ``kwargs`` override is not checked against the serialised parser (it was refused as "the
+    checkpoint ... is another one", the setting making another encoder identity)."""
+    parser = _load(M3LateChunkingNodeParser, tiny_m3_path, chunk_size=16)
+    rebuilt = M3LateChunkingNodeParser.from_dict(parser.to_dict(), **override)
+    ((name, value),) = override.items()
+    assert getattr(rebuilt.chunker.encoder, name) == value
+    assert rebuilt.chunker.window == window  # max_length bounds the window
+    embed = _load(M3Embedding, tiny_m3_path, **override)
+    embed(rebuilt.get_nodes_from_documents(DOCS))  # the embedding of that setting takes them
+
+
 def test_refusal_names_the_setting_that_differs(tiny_m3_path: Path) -> None:
     embed = _load(M3Embedding, tiny_m3_path, **SETTINGS)
     parser = _load(M3LateChunkingNodeParser, tiny_m3_path, chunk_size=16)
