@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from llama_index.core import Document
-from llama_index.core.schema import BaseNode
+from llama_index.core.schema import BaseNode, TextNode
 from qdrant_client import QdrantClient
 
 from llamaindex_m3 import (
@@ -111,6 +111,23 @@ def test_refusal_of_another_model_with_other_settings_says_another_model(
     assert "M3LateChunkingNodeParser(max_length=..., query_instruction=...)" not in message
     with pytest.raises(ValueError, match="late-chunked by another model than this embedding"):
         embed(nodes)
+
+
+def test_nodes_of_an_older_m3kit_without_settings_still_work(tiny_m3_path: Path) -> None:
+    """Nodes parsed before ``encoder_settings`` was recorded (rebuilt from JSON, e.g. an
+    ``IngestionPipeline`` cache): the store of their encoder takes them, one of other settings
+    refuses them as another model's."""
+    parser = _load(M3LateChunkingNodeParser, tiny_m3_path, chunk_size=16)
+    nodes = [TextNode.from_json(n.to_json()) for n in parser.get_nodes_from_documents(DOCS)]
+    for node in nodes:
+        del node.metadata["m3_late_chunk"]["encoder_settings"]
+    embed = _load(M3Embedding, tiny_m3_path)
+    embed(nodes)  # as a pipeline step: keeps their carried vectors
+    store = M3QdrantVectorStore("old", client=QdrantClient(":memory:"), sparse_model=embed)
+    assert store.add(nodes) == [n.node_id for n in nodes]  # ColBERT did not survive JSON
+    other = _load(M3Embedding, tiny_m3_path, **SETTINGS)
+    with pytest.raises(ValueError, match="late-chunked by another model than this embedding"):
+        other(nodes)
 
 
 def _late_nodes(encoder: M3Encoder) -> list[BaseNode]:
