@@ -10,13 +10,14 @@ two spaces.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from llama_index.core import Document
 from llama_index.core.schema import BaseNode, TextNode
-from qdrant_client import QdrantClient
+from qdrant_client import AsyncQdrantClient, QdrantClient
 
 from llamaindex_m3 import (
     M3Embedding,
@@ -158,6 +159,28 @@ def test_qdrant_store_with_a_text_instruction_refuses_late_chunked_nodes(
     embed_plain(nodes)  # carried dense vectors in node.embedding
     with pytest.raises(ValueError, match=r"text_instruction 'passage: '"):
         store.add(nodes)
+
+
+def test_qdrant_store_refuses_late_chunked_nodes_before_creating_its_collection(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder
+) -> None:
+    """A refused first write leaves no collection behind: ``QdrantVectorStore`` created it
+    (sized by the first node) before the nodes were checked, so a collection made for
+    another model's nodes then refused the right ones."""
+    embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    refused = {
+        "text_instruction 'passage: '": (embed, _late_nodes(tiny_encoder)),
+        "another model": (M3Embedding.from_encoder(tiny_encoder), _late_nodes(other_tiny_encoder)),
+    }
+    for match, (model, nodes) in refused.items():
+        client, aclient = QdrantClient(":memory:"), AsyncQdrantClient(":memory:")
+        store = M3QdrantVectorStore("late", client=client, aclient=aclient, sparse_model=model)
+        with pytest.raises(ValueError, match=match):
+            store.add(nodes)
+        assert not client.collection_exists("late")
+        with pytest.raises(ValueError, match=match):
+            asyncio.run(store.async_add(nodes))
+        assert not asyncio.run(aclient.collection_exists("late"))
 
 
 def test_embed_batch_size_description_is_what_from_encoder_does(
