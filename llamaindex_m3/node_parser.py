@@ -51,7 +51,6 @@ from llama_index.core.node_parser import NodeParser
 from llama_index.core.node_parser.node_utils import (
     IdFuncCallable,
     build_nodes_from_splits,
-    default_id_func,
 )
 from llama_index.core.schema import (
     BaseNode,
@@ -75,6 +74,7 @@ from llamaindex_m3.late_nodes import (
     chunk_records,
     node_vectors,
 )
+from llamaindex_m3.parser_rebuild import ENCODER_KEY, SIGNATURE_KEY, check_rebuilt, read_id_func
 from llamaindex_m3.parser_spans import node_parser_spans
 from m3kit.encoder import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
@@ -93,46 +93,6 @@ __all__ = [
 ]
 
 _CHUNKER_CONTEXT_KEY = "m3kit_late_chunker"
-# what to_dict records beyond the fields: IngestionPipeline's cache key is built from to_dict
-_SIGNATURE_KEY = "chunker_signature"
-_ENCODER_KEY = "encoder_identity"
-_CHUNKING_FIELDS = frozenset(
-    {"chunk_size", "window", "overlap", "placement", "late_heads", "dense_pooling", "splitter"}
-)
-
-
-def _read_id_func(value: Any) -> Any:
-    """``id_func`` as LlamaIndex serialised it (``{"id_func_name": ...}``), read back."""
-    if not isinstance(value, dict):
-        return value
-    name = value.get("id_func_name")
-    if name != default_id_func.__name__:
-        raise ValueError(
-            f"the serialised M3LateChunkingNodeParser names its id_func {name!r}, which "
-            "LlamaIndex does not serialise: pass it again (from_dict(data, id_func=...))"
-        )
-    return default_id_func
-
-
-def _check_rebuilt(
-    parser: M3LateChunkingNodeParser, recorded: dict[str, Any], *, overridden: set[str]
-) -> None:
-    """Raise when ``parser`` would chunk or embed otherwise than ``recorded`` says."""
-    signature, identity = recorded[_SIGNATURE_KEY], recorded[_ENCODER_KEY]
-    chunking_given = overridden & _CHUNKING_FIELDS
-    if signature is not None and not chunking_given and signature != parser.chunker.signature:
-        raise ValueError(
-            f"the serialised M3LateChunkingNodeParser chunked as {signature}, the one rebuilt "
-            f"from its fields as {parser.chunker.signature}: a splitter is not serialised, "
-            "pass it again (from_dict(data, splitter=...))"
-        )
-    fingerprint = encoder_fingerprint(parser.chunker.encoder)
-    if identity is not None and "model_name" not in overridden and not fingerprint.made(identity):
-        raise ValueError(
-            f"the serialised M3LateChunkingNodeParser embedded with encoder {identity}, the "
-            f"checkpoint at {parser.model_name} is another one ({fingerprint.identity}); "
-            "point model_name at the model that parsed the nodes"
-        )
 
 
 def _build_chunker(
@@ -246,8 +206,8 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
     def to_dict(self, **kwargs: Any) -> dict[str, Any]:
         """The fields, ``class_name``, the chunker's signature and the encoder's identity."""
         data = super().to_dict(**kwargs)
-        data[_SIGNATURE_KEY] = self._chunker.signature
-        data[_ENCODER_KEY] = encoder_fingerprint(self._chunker.encoder).identity
+        data[SIGNATURE_KEY] = self._chunker.signature
+        data[ENCODER_KEY] = encoder_fingerprint(self._chunker.encoder).identity
         return data
 
     @classmethod
@@ -263,12 +223,12 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
                 the checkpoint at ``model_name`` is another model now), not checked for what
                 ``kwargs`` override; or a custom ``id_func`` was not given again.
         """
-        fields = {k: v for k, v in data.items() if k not in (_SIGNATURE_KEY, _ENCODER_KEY)}
+        fields = {k: v for k, v in data.items() if k not in (SIGNATURE_KEY, ENCODER_KEY)}
         if "id_func" not in kwargs:
-            fields["id_func"] = _read_id_func(fields.get("id_func"))
+            fields["id_func"] = read_id_func(fields.get("id_func"))
         parser = super().from_dict(fields, **kwargs)
-        recorded = {key: data.get(key) for key in (_SIGNATURE_KEY, _ENCODER_KEY)}
-        _check_rebuilt(parser, recorded, overridden=set(kwargs))
+        recorded = {key: data.get(key) for key in (SIGNATURE_KEY, ENCODER_KEY)}
+        check_rebuilt(parser, recorded, overridden=set(kwargs))
         return parser
 
     def model_post_init(self, context: Any, /) -> None:
@@ -377,7 +337,7 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
 
     def __getstate__(self) -> dict[str, Any]:
         """As :class:`M3CheckpointFields`', plus the chunker's signature (checked on load)."""
-        return {**super().__getstate__(), _SIGNATURE_KEY: self._chunker.signature}
+        return {**super().__getstate__(), SIGNATURE_KEY: self._chunker.signature}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Rebuild from the fields; refuse a parser that would chunk otherwise.
@@ -388,8 +348,8 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
                 checkpoint at ``model_name`` is another model now.
         """
         super().__setstate__(state)
-        _check_rebuilt(
-            self, {_SIGNATURE_KEY: state.get(_SIGNATURE_KEY), _ENCODER_KEY: None}, overridden=set()
+        check_rebuilt(
+            self, {SIGNATURE_KEY: state.get(SIGNATURE_KEY), ENCODER_KEY: None}, overridden=set()
         )
 
     # -- NodeParser ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document, IndexNode, MetadataMode, TextNode
@@ -149,12 +149,15 @@ def check_late_encoder(
         return
     settings = late.get("encoder_settings")
     settings = settings if isinstance(settings, dict) else {}
+    recorded = {name: settings[name] for name in ENCODER_SETTINGS if name in settings}
     differ = [
-        f"{name} {settings[name]!r} (the {holder}'s model: {getattr(encoder, name)!r})"
-        for name in ENCODER_SETTINGS
-        if name in settings and settings[name] != getattr(encoder, name)
+        f"{name} {value!r} (the {holder}'s model: {getattr(encoder, name)!r})"
+        for name, value in recorded.items()
+        if value != getattr(encoder, name)
     ]
-    if differ:
+    # the settings alone are to blame only when the holder's model with the node's settings
+    # is the encoder that made it (else the weights, tokenizer or pooling differ too)
+    if differ and replace(encoder, **recorded).made(str(made_by)):
         raise ValueError(
             f"node {node.node_id} was late-chunked with other encoder settings than this "
             f"{holder}'s: {', '.join(differ)}. They make another encoder, so its vectors do "
@@ -162,10 +165,11 @@ def check_late_encoder(
             f"{holder}'s M3Embedding: M3LateChunkingNodeParser(max_length=..., "
             "query_instruction=...), or M3LateChunkingNodeParser.from_encoder(embed.encoder)"
         )
+    also = f"; its settings differ too: {', '.join(differ)}" if differ else ""
     raise ValueError(
         f"node {node.node_id} was late-chunked by another model than this {holder}'s "
-        f"(encoder identity {made_by} vs {encoder.identity}): its vectors live in another "
-        f"space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
+        f"(encoder identity {made_by} vs {encoder.identity}{also}): its vectors live in "
+        f"another space. Parse with M3LateChunkingNodeParser on the {holder}'s model"
     )
 
 

@@ -284,12 +284,32 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
 
         ``QdrantVectorStore.add([])`` sent the empty batch to a collection it had not created
         yet (the first node's embedding gives its size) and raised "Collection ... not found".
+
+        Raises:
+            ValueError: A late-chunked node the store refuses (see :func:`carried_sparse`),
+                before anything is written (the collection is not created either).
         """
         if not nodes:
             return []
+        self._check_late(nodes)
         return super().add(  # type: ignore[no-any-return]
             list(nodes), shard_identifier, **add_kwargs
         )
+
+    async def async_add(
+        self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **kwargs: Any
+    ) -> list[str]:
+        """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does."""
+        self._check_late(nodes)
+        return await super().async_add(  # type: ignore[no-any-return]
+            list(nodes), shard_identifier, **kwargs
+        )
+
+    def _check_late(self, nodes: Sequence[BaseNode]) -> None:
+        """Raise for a late-chunked node :meth:`_build_points` would refuse, before
+        ``QdrantVectorStore`` creates the collection, sized by the first node's embedding."""
+        for node in nodes:
+            carried_sparse(node, self._m3_doc_fn)
 
     def get_nodes(
         self,
