@@ -348,7 +348,7 @@ class M3VectorStore(OpenStoreCopies, BasePydanticVectorStore):
         Raises:
             NotImplementedError: Another mode (MMR, SVM...).
             ValueError: A mode the collection cannot serve (sparse or hybrid on a dense-only
-                collection), no ``query_str`` where one is needed, ``alpha`` outside
+                collection), no (or a blank) ``query_str`` where one is needed, ``alpha`` outside
                 ``[0, 1]``, in hybrid mode without ``fusion="m3"``, a bad ranking setting,
                 ``m3`` weights that give every head this mode scores with weight 0.
             TypeError: Another keyword argument.

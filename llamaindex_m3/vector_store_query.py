@@ -52,16 +52,15 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         encode.add(Head.DENSE)
     out = None
     if encode:
-        if not query.query_str:
+        text = query.query_str
+        if not (text and text.strip()):  # a blank text encodes to an empty sparse vector
             needed = sorted(h.value for h in encode)
-            state = "is missing" if query.query_str is None else "is empty ('')"
+            state = "is missing" if text is None else f"is empty ({text!r})"
             raise ValueError(
                 f"{mode.value} mode encodes the query text for {needed}: "
                 f"VectorStoreQuery.query_str {state}"
             )
-        out = index.encoder.encode(
-            [query.query_str], heads=sorted(encode), query=True, show_progress=False
-        )
+        out = index.encoder.encode([text], heads=sorted(encode), query=True, show_progress=False)
     dense = None
     if dense_wanted:
         dense = query.query_embedding if out is None or Head.DENSE not in encode else out.dense

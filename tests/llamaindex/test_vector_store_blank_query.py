@@ -1,0 +1,71 @@
+"""``M3VectorStore`` refuses a whitespace-only query text wherever it encodes the text.
+
+Only ``None`` and ``""`` were refused: ``"   "`` encoded to an empty sparse vector (and a
+meaningless dense / ColBERT one), so the sparse half of a hybrid search quietly returned
+nothing. ``M3QdrantVectorStore`` refuses it (``test_qdrant_empty_query.py``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from llama_index.core.schema import TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+
+from llamaindex_m3 import M3Embedding, M3VectorStore
+
+TEXTS = ("Berlin is the capital of Germany.", "Paris is the capital of France.")
+
+
+def _store(embed: M3Embedding) -> M3VectorStore:
+    store = M3VectorStore(embed)
+    nodes = [TextNode(text=text) for text in TEXTS]
+    for node in nodes:
+        node.embedding = embed.get_text_embedding(node.text)
+    store.add(nodes)
+    return store
+
+
+@pytest.mark.parametrize("text", ["   ", " \n\t"])
+@pytest.mark.parametrize(
+    ("mode", "embedded", "kwargs"),
+    [
+        ("sparse", False, {}),
+        ("hybrid", False, {}),
+        ("hybrid", True, {}),  # the sparse vector is encoded from the text all the same
+        ("default", False, {}),  # no query_embedding: the dense vector is encoded from it
+        ("default", True, {"rerank": True}),  # ColBERT reranks with the text's vectors
+    ],
+)
+async def test_whitespace_query_text_is_refused(
+    tiny_embedding: M3Embedding, mode: str, embedded: bool, kwargs: dict[str, bool], text: str
+) -> None:
+    embedding = tiny_embedding.get_query_embedding("Berlin") if embedded else None
+    query = VectorStoreQuery(
+        query_str=text,
+        query_embedding=embedding,
+        mode=VectorStoreQueryMode(mode),
+        similarity_top_k=2,
+    )
+    expected = f"{mode} mode .*" + re.escape(f"query_str is empty ({text!r})")
+    with _store(tiny_embedding) as store:
+        with pytest.raises(ValueError, match=expected):
+            store.query(query, **kwargs)
+        with pytest.raises(ValueError, match=expected):
+            await store.aquery(query, **kwargs)
+
+
+async def test_whitespace_text_with_an_embedding_in_default_mode(
+    tiny_embedding: M3Embedding,
+) -> None:
+    """Default mode without rerank searches by the ``query_embedding`` alone: the text is not
+    used, so a blank one is not refused."""
+    query = VectorStoreQuery(
+        query_str="   ",
+        query_embedding=tiny_embedding.get_query_embedding("Berlin"),
+        similarity_top_k=2,
+    )
+    with _store(tiny_embedding) as store:
+        assert len(store.query(query).ids or []) == 2
+        assert len((await store.aquery(query)).ids or []) == 2
