@@ -10,6 +10,7 @@ has.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import shlex
@@ -64,7 +65,6 @@ class Group:
 
     markers: tuple[str, ...]  # a substring that picks out each block
     prelude: str = ""
-    needs: tuple[str, ...] = ()  # importable modules (extras) the blocks use
     check: Callable[[dict[str, Any]], None] = field(default=lambda ns: None)
 
 
@@ -104,13 +104,11 @@ RUN: dict[str, Group] = {
     "langchain": Group(
         ("M3Retriever.from_documents(docs, enc", "M3VectorStore(retriever.index)"),
         prelude=LANGCHAIN_PRELUDE,
-        needs=("langchain_qdrant", "langchain_classic"),
         check=_check_langchain,
     ),
     "llamaindex": Group(
         ("m3_sparse_fns(embed)",),
         prelude=LLAMAINDEX_PRELUDE,
-        needs=("llama_index.vector_stores.qdrant",),
         check=_check_llamaindex,
     ),
     "late-chunking": Group(
@@ -164,15 +162,71 @@ def test_pool_snippet_starts_its_pool_under_a_main_guard() -> None:
     assert all(i > guard[0] and lines[i].startswith("    ") for i in calls), block
 
 
+#: The project's own packages: a snippet that cannot import them fails (never skipped); what
+#: they need is what the snippets import beside them.
+OWN = ("m3kit", "langchain_m3", "llamaindex_m3")
+
+
+def _blocks(group: Group) -> list[str]:
+    return [b for m in group.markers for b in _python_blocks() if m in b]
+
+
+def _needs(group: Group, blocks: list[str]) -> tuple[str, ...]:
+    """Every module the group's prelude and blocks import (dotted, as written), the project's
+    own packages aside: each must be importable for the snippets to run."""
+    found: list[str] = []
+    for source in (group.prelude, *blocks):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.append(node.module)
+    return tuple(dict.fromkeys(m for m in found if m.split(".")[0] not in OWN))
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    """The ``modules`` that cannot be imported, each with why (a sub-package checked as
+    itself, not by its top-level package; a parent package that is missing or fails to
+    import makes it missing, and says so)."""
+    out = []
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is None:
+                out.append(module)
+        except ImportError as exc:  # find_spec imports the parents; ModuleNotFoundError too
+            out.append(f"{module} ({type(exc).__name__}: {exc})")
+    return out
+
+
+def test_missing_sees_a_missing_subpackage() -> None:
+    """``llama_index`` without ``llama_index.vector_stores.qdrant`` (another distribution):
+    the snippet errored instead of being skipped, as only the top-level package was checked."""
+    assert _missing(("json", "json.decoder")) == []
+    assert _missing(("json.no_such_module",)) == ["json.no_such_module"]
+    # a missing parent (or a module as parent) raises in find_spec: reported, not raised
+    (gone,) = _missing(("no_such_package_m3kit.sub",))
+    assert gone.startswith("no_such_package_m3kit.sub (ModuleNotFoundError")
+    (flat,) = _missing(("json.decoder.no_such_module",))
+    assert flat.startswith("json.decoder.no_such_module (ModuleNotFoundError")
+
+
+def test_needs_are_the_modules_the_snippets_import() -> None:
+    needs = {name: _needs(group, _blocks(group)) for name, group in RUN.items()}
+    assert "llama_index.vector_stores.qdrant" in needs["llamaindex"]
+    assert "llama_index.core.query_engine" in needs["llamaindex"]
+    assert {"langchain_qdrant", "langchain_classic.retrievers"} <= set(needs["langchain"])
+    assert needs["store"] == needs["models"] == ()  # m3kit alone: never skipped
+
+
 @pytest.mark.parametrize("name", sorted(RUN))
 def test_python_snippet_runs(
     name: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group = RUN[name]
-    for module in group.needs:
-        if importlib.util.find_spec(module.split(".")[0]) is None:
-            pytest.skip(f"{module} is not installed (an extra of m3kit)")
-    blocks = [b for m in group.markers for b in _python_blocks() if m in b]
+    blocks = _blocks(group)
+    missing = _missing(_needs(group, blocks))
+    if missing:
+        pytest.skip(f"not installed (an extra of m3kit): {'; '.join(missing)}")
     monkeypatch.chdir(tmp_path)  # the snippets' relative folders (./index, ./m3db) land here
     model = repr(str(tiny_m3_path))
     ns: dict[str, Any] = {"__name__": f"readme_{name}"}
