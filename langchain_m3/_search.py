@@ -23,6 +23,7 @@ __all__ = [
     "SETTINGS_ARGS",
     "ScoreScale",
     "check_k",
+    "check_query",
     "check_setting",
     "relevance_function",
     "scale_of",
@@ -83,6 +84,24 @@ def check_k(k: Any) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return k
+
+
+def check_query(query: Any) -> Any:
+    """``query``, refused when it is an empty or whitespace-only str (another type is left to
+    the search, which refuses it).
+
+    Raises:
+        ValueError: A blank query: it encodes to an empty sparse vector, which matches
+            nothing, and a dense one that says nothing, so the search would quietly rank by
+            noise.
+    """
+    if isinstance(query, str) and not query.strip():
+        raise ValueError(
+            f"the query is empty ({query!r}): M3 encodes it for the search, and a blank text "
+            "gives an empty sparse vector (which matches nothing) and a dense vector that says "
+            "nothing; give a query text"
+        )
+    return query
 
 
 def similarity_relevance(score: float) -> float:

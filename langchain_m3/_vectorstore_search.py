@@ -21,6 +21,7 @@ from langchain_m3._search import (
     SEARCH_ARGS,
     ScoreScale,
     check_k,
+    check_query,
     relevance_function,
     scale_of,
 )
@@ -222,7 +223,7 @@ class VectorStoreSearch(VectorStore):
                 f"{sorted(SEARCH_ARGS)}"
             )
         return self._index.search(
-            query,
+            check_query(query),
             k=check_k(k),
             filter=document_filter(kwargs.get("filter"), VECTOR_STORE_SHOWN),
             score_threshold=kwargs.get("score_threshold"),

@@ -35,6 +35,7 @@ from langchain_m3._retriever_writes import RetrieverWrites
 from langchain_m3._search import (
     SETTINGS_ARGS,
     check_k,
+    check_query,
     check_setting,
 )
 from m3kit.encoder import M3Encoder
@@ -143,7 +144,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         score_threshold: float | None = None,
         **settings: Any,
     ) -> list[Document]:
-        hits = self.index.search(query, **self._search_args(k, filter, score_threshold, settings))
+        args = self._search_args(k, filter, score_threshold, settings)
+        hits = self.index.search(check_query(query), **args)
         return [_document(h) for h in hits]
 
     async def _aget_relevant_documents(
@@ -157,7 +159,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         **settings: Any,
     ) -> list[Document]:
         args = self._search_args(k, filter, score_threshold, settings)
-        hits = await self.index.asearch(query, **args)
+        hits = await self.index.asearch(check_query(query), **args)
         return [_document(h) for h in hits]
 
     def _search_args(
