@@ -73,7 +73,29 @@ class M3QdrantVectorStore(QdrantVectorStore):
     Raises (when adding):
         ValueError: A chunk lost its vectors, was edited after splitting, lacks a head the
             store keeps, or came from another model than the store's embeddings.
+
+    Raises (when searching):
+        ValueError: An empty or whitespace-only query in sparse or hybrid mode.
     """
+
+    def similarity_search_with_score(
+        self, query: str, *args: Any, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """``QdrantVectorStore.similarity_search_with_score`` (which ``similarity_search``,
+        the relevance searches and ``as_retriever`` run), refusing a blank query in sparse or
+        hybrid mode: it encodes to an empty sparse vector, which matches nothing.
+
+        Raises:
+            ValueError: An empty or whitespace-only query in sparse or hybrid mode.
+        """
+        mode = self.retrieval_mode
+        if mode is not RetrievalMode.DENSE and isinstance(query, str) and not query.strip():
+            raise ValueError(
+                f"{mode.value} mode encodes the query with M3's sparse head: the query is "
+                f"empty ({query!r}), which gives an empty sparse vector (it matches nothing); "
+                "give a query text"
+            )
+        return super().similarity_search_with_score(query, *args, **kwargs)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """``QdrantVectorStore.add_documents``, refusing a splitter chunk that lost its marker.
