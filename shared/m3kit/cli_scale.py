@@ -242,15 +242,19 @@ def _check_local_resources(
             )
 
 
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1 (shared by every m3kit subcommand)."""
+def _int_at_least(value: str, minimum: int) -> int:
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
     return number
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (shared by every m3kit subcommand)."""
+    return _int_at_least(value, 1)
 
 
 def _non_negative_float(value: str) -> float:
@@ -265,10 +269,4 @@ def _non_negative_float(value: str) -> float:
 
 def non_negative_int(value: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return number
+    return _int_at_least(value, 0)
