@@ -50,6 +50,7 @@ from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
 from llamaindex_m3.node_records import check_late_encoder
+from llamaindex_m3.vector_store_query import query_text_state
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.fingerprint import encoder_fingerprint
@@ -147,11 +148,8 @@ def _check_query_text(query: VectorStoreQuery) -> None:
         ValueError: Names the mode and the missing, empty or whitespace-only ``query_str``.
     """
     mode = VectorStoreQueryMode(query.mode)
-    text = query.query_str
-    if mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID) and not (
-        text and text.strip()
-    ):
-        state = "is missing" if text is None else f"is empty ({text!r})"
+    state = query_text_state(query.query_str)
+    if mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID) and state is not None:
         raise ValueError(
             f"{mode.value} mode encodes the query text with M3's sparse head: "
             f"VectorStoreQuery.query_str {state} (a query_embedding gives the dense vector "

@@ -21,9 +21,22 @@ from m3kit.store.filters import and_filters, chunk_ids_filter, to_filter
 if TYPE_CHECKING:
     from llamaindex_m3.vector_store import M3VectorStore
 
-__all__ = ["query_hits", "query_settings"]
+__all__ = ["query_hits", "query_settings", "query_text_state"]
 
 _MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
+
+
+def query_text_state(text: str | None) -> str | None:
+    """What is wrong with ``VectorStoreQuery.query_str`` for a search that encodes it (a blank
+    text encodes to an empty sparse vector): ``"is missing"``, ``"is empty (...)"``, or
+    ``None`` when it is a text.
+
+    >>> query_text_state("rivers"), query_text_state(None), query_text_state("  ")
+    (None, 'is missing', "is empty ('  ')")
+    """
+    if text is None:
+        return "is missing"
+    return None if text.strip() else f"is empty ({text!r})"
 
 
 def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
@@ -53,9 +66,9 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     out = None
     if encode:
         text = query.query_str
-        if not (text and text.strip()):  # a blank text encodes to an empty sparse vector
+        state = query_text_state(text)
+        if state is not None or text is None:  # (text None: state "is missing")
             needed = sorted(h.value for h in encode)
-            state = "is missing" if text is None else f"is empty ({text!r})"
             raise ValueError(
                 f"{mode.value} mode encodes the query text for {needed}: "
                 f"VectorStoreQuery.query_str {state}"
