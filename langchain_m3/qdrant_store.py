@@ -10,7 +10,10 @@ them with context-free ones, while the chunk keeps its ``m3_late_chunk`` marker.
 late-chunked chunk gets the vectors it carries (checked as :class:`~langchain_m3.M3VectorStore`
 checks them: same model, text unchanged, vectors still in memory), and only the other
 documents go through the embeddings. Everything else (payload, ids, retrieval modes, search,
-``from_documents`` / ``from_existing_collection``) is ``QdrantVectorStore``'s own.
+``from_documents`` / ``from_existing_collection``) is ``QdrantVectorStore``'s own, except
+with :attr:`M3QdrantVectorStore.parent_id_key` set: then a write replaces the children of
+each parent it names (for ``ParentDocumentRetriever``, whose re-added parent otherwise gets
+its children stored again next to the old ones).
 
 Example:
     >>> import tempfile
@@ -42,6 +45,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children, parent_ids
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
@@ -70,13 +74,61 @@ class M3QdrantVectorStore(QdrantVectorStore):
     is cut with the sparse embeddings' ``sparse_top_k`` / ``sparse_min_weight``, as theirs are.
     Other documents are encoded by the embeddings, as in ``QdrantVectorStore``.
 
+    Children of a parent (``ParentDocumentRetriever``): langchain-qdrant gives every point
+    written without an id a random one, so ``retriever.add_documents(docs, ids=[...])`` of a
+    parent already stored adds its children again next to the old ones (duplicated hits, and
+    stale ones when its text changed). Set :attr:`parent_id_key` to the retriever's
+    ``id_key`` (``store.parent_id_key = "doc_id"``, or ``parent_id_key="doc_id"`` in one
+    ``add_documents`` call, which the retriever's ``add_documents`` passes on) and a write
+    carries all the children of each parent id it names: a child written without an id gets
+    one from its parent id and its place among that parent's children in the write (re-adding
+    unchanged content rewrites the same points), and the parent's other points are deleted
+    (its children of before, however many). Documents without the key are written as
+    ``QdrantVectorStore`` writes them. It is off by default: documents that carry a parent
+    id but are added in several calls (chunks of one source added in batches, or
+    ``MultiVectorRetriever`` summaries and chunks of one parent) would keep only the last.
+
+    Attributes:
+        parent_id_key: Metadata key of the parent id whose children a write replaces
+            (``None``, the default: no replacing, langchain-qdrant's writes).
+
     Raises (when adding):
         ValueError: A chunk lost its vectors, was edited after splitting, lacks a head the
-            store keeps, or came from another model than the store's embeddings.
+            store keeps, or came from another model than the store's embeddings; with
+            ``parent_id_key`` set, a parent id is not a string or an integer.
 
     Raises (when searching):
         ValueError: An empty or whitespace-only query in sparse or hybrid mode.
     """
+
+    parent_id_key: str | None = None
+
+    def add_texts(  # type: ignore[override]  # as QdrantVectorStore.add_texts
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[Any, Any]] | None = None,
+        ids: Sequence[str | int] | None = None,
+        batch_size: int = 64,
+        **kwargs: Any,
+    ) -> list[str | int]:
+        """``QdrantVectorStore.add_texts``; with a parent id key (``parent_id_key=`` here,
+        else :attr:`parent_id_key`) the write replaces the children of each parent it names.
+
+        Raises:
+            ValueError: A parent id is not a string or an integer.
+        """
+        key = kwargs.pop("parent_id_key", self.parent_id_key)
+        if key is None:
+            return super().add_texts(texts, metadatas, ids, batch_size, **kwargs)
+        all_texts = list(texts)
+        parents = parent_ids(metadatas, key, len(all_texts))
+        if all(parent is None for parent in parents):
+            return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
+        point_ids = list(ids) if ids is not None else child_point_ids(key, parents)
+        written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
+        field = f"{self.metadata_payload_key}.{key}"
+        delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
+        return written
 
     def similarity_search_with_score(
         self, query: str, *args: Any, **kwargs: Any

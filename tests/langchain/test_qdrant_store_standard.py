@@ -85,6 +85,7 @@ class TestM3QdrantVectorStoreHybrid(VectorStoreIntegrationTests):
     """Hybrid mode: M3 dense and sparse embeddings of one model, RRF-fused."""
 
     mode = RetrievalMode.HYBRID
+    parent_id_key: str | None = None
     locals().update(_upstream_failures())
 
     @pytest.fixture
@@ -108,6 +109,7 @@ class TestM3QdrantVectorStoreHybrid(VectorStoreIntegrationTests):
             sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
             retrieval_mode=self.mode,
         )
+        store.parent_id_key = self.parent_id_key
         try:
             yield store
         finally:
@@ -125,6 +127,13 @@ class TestM3QdrantVectorStoreSparse(TestM3QdrantVectorStoreHybrid):
 
     mode = RetrievalMode.SPARSE
     locals().update(_upstream_failures({"test_add_documents": NO_SHARED_TERM}))
+
+
+class TestM3QdrantVectorStoreParentIdKey(TestM3QdrantVectorStoreHybrid):
+    """Hybrid mode with ``parent_id_key`` set: documents without that key are written as
+    langchain-qdrant writes them (test_qdrant_parent_children.py: the children of a parent)."""
+
+    parent_id_key = "doc_id"
 
 
 ID_1, ID_2, ID_3 = (f"00000000-0000-0000-0000-{i:012d}" for i in (1, 2, 3))
