@@ -45,7 +45,8 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children, parent_ids
+from langchain_m3._parents import parent_ids
+from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings

@@ -70,6 +70,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
 from langchain_m3._documents import documents_of, encoder_of, hit_document
+from langchain_m3._parents import delete_other_children, documents_child_ids
 from langchain_m3._search import ScoreScale, check_setting
 from langchain_m3._vectorstore_search import VectorStoreSearch, check_no_more
 from langchain_m3._writes import write_documents
@@ -89,7 +90,22 @@ class M3VectorStore(VectorStoreSearch):
 
     Build it with :meth:`open`, :meth:`from_documents` / :meth:`from_texts`, or around an
     opened index: ``M3VectorStore(index)``.
+
+    Children of a parent (``ParentDocumentRetriever``, which writes them without ids: each
+    gets its content id, so a parent re-added with another text keeps its old children): set
+    :attr:`parent_id_key` to the retriever's ``id_key`` (or pass ``parent_id_key=`` to
+    ``add_documents``, as the retriever's ``add_documents`` does with its keyword arguments)
+    and a write replaces the children of each parent id it carries: a child without an id
+    gets one from its parent id and its place in the write, and the parent's other documents
+    are deleted after the write (see :mod:`langchain_m3._parents`). Off by default: documents
+    carrying one parent id but added over several calls would keep only the last call's.
+
+    Attributes:
+        parent_id_key: Metadata key of the parent id whose children a write replaces
+            (``None``, the default: no replacing).
     """
+
+    parent_id_key: str | None = None
 
     def __init__(
         self,
@@ -291,21 +307,28 @@ class M3VectorStore(VectorStoreSearch):
             show_progress: tqdm bars.
             batch_size: Most documents encoded and written per step (LangChain's ``index()``
                 passes it); default: all at once.
+            parent_id_key: Metadata key of the parent id whose children this write replaces
+                (default: :attr:`parent_id_key`).
 
         Returns:
             The document ids, in order.
 
         Raises:
             ValueError: A chunk document that lost its vectors (see
-                :mod:`langchain_m3.splitter`), an id given twice with different content.
+                :mod:`langchain_m3.splitter`), an id given twice with different content; with
+                a parent id key, a parent id that is not a string or an integer.
         """
+        key = kwargs.pop("parent_id_key", self.parent_id_key)
         ids = kwargs.pop("ids", None)
         chunking = kwargs.pop("chunking", None)
         late_chunking = kwargs.pop("late_chunking", None)
         show_progress = kwargs.pop("show_progress", None)
         batch_size = kwargs.pop("batch_size", None)
         check_no_more(kwargs, "add_documents")
-        return write_documents(
+        parents: list[str | int | None] = []
+        if key is not None:
+            parents, ids = documents_child_ids(key, documents, ids)
+        written = write_documents(
             self._index,
             documents,
             ids=ids,
@@ -317,6 +340,10 @@ class M3VectorStore(VectorStoreSearch):
             generate_missing_ids=True,
             batch_size=batch_size,
         )
+        if key is not None and any(parent is not None for parent in parents):
+            # after the write: a failed encode never leaves a parent without children
+            delete_other_children(self._index, key, parents, written)
+        return written
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         """Delete documents (every chunk of each) by id; unknown ids are ignored.

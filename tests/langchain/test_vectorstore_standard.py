@@ -24,10 +24,12 @@ class TestM3VectorStoreEdge(VectorStoreIntegrationTests):
     """Embedded engine (qdrant-edge), in a temporary folder."""
 
     backend = "edge"
+    parent_id_key: str | None = None
 
     @pytest.fixture
     def vectorstore(self, tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:  # type: ignore[override]
         store = M3VectorStore.open(tiny_encoder, backend=self.backend)
+        store.parent_id_key = self.parent_id_key
         try:
             yield store
         finally:
@@ -62,3 +64,10 @@ class TestM3VectorStoreClientFolder(TestM3VectorStoreEdge):
             yield store
         finally:
             store.close()
+
+
+class TestM3VectorStoreParentIdKey(TestM3VectorStoreEdge):
+    """Embedded engine with ``parent_id_key`` set: documents without that key are written as
+    before (test_vectorstore_parent_children.py: the children of a parent)."""
+
+    parent_id_key = "doc_id"

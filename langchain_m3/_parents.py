@@ -1,0 +1,126 @@
+"""Children of a parent (``ParentDocumentRetriever``) in the LangChain stores' writes.
+
+``ParentDocumentRetriever`` writes all the children of a parent in one
+``vectorstore.add_documents`` call, each carrying the parent's id in its metadata (under the
+retriever's ``id_key``) and no id of its own. With a store's ``parent_id_key`` set, each such
+child gets the id :func:`child_ids` derives from the parent id and its place among that
+parent's children in the write (the same parent and place: the same id, so re-adding
+unchanged content rewrites the same entries), and the store then deletes the parent's other
+entries (children of an earlier version: a changed text, or more children than now). This
+module holds what both stores share: the parent ids of a write (:func:`parent_ids`), the
+children's ids, and the deletion in :class:`~m3kit.store.M3Index`
+(:func:`delete_other_children`; ``M3QdrantVectorStore`` deletes through its qdrant client).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import models
+
+from m3kit.store import M3Index
+from m3kit.store.schema import DOC_ID, metadata_path
+
+__all__ = ["child_ids", "delete_other_children", "documents_child_ids", "parent_ids"]
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "m3kit:langchain_m3:parent-children")
+
+
+def parent_ids(
+    metadatas: Sequence[dict[Any, Any] | None] | None, key: str, count: int
+) -> list[str | int | None]:
+    """Each text's parent id: its metadata's ``key`` (``None``: absent or ``None``).
+
+    Raises:
+        ValueError: A parent id is not a string or an integer (a payload filter cannot match
+            it exactly, so its stale children could not be found).
+    """
+    metas = list(metadatas or [])
+    out: list[str | int | None] = []
+    for i in range(count):
+        meta = metas[i] if i < len(metas) else None
+        value = meta.get(key) if meta else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise ValueError(
+                f"documents[{i}] has the parent id {value!r} under {key!r} "
+                f"(a {type(value).__name__}): with parent_id_key={key!r} a parent id must be "
+                "a string or an integer, which is what the store matches to replace the "
+                "parent's children"
+            )
+        out.append(value)
+    return out
+
+
+def child_ids(key: str, parents: Sequence[str | int | None]) -> list[str | None]:
+    """Ids: ``uuid5`` of (key, parent id, place among its children in this write) for a
+    child, ``None`` for a text without a parent id (the store gives it its own id).
+
+    >>> a = child_ids("doc_id", ["p", "p", None, "q"])
+    >>> a[:2] == child_ids("doc_id", ["p", "p"]) and a[0] != a[1] != a[3] and a[2] is None
+    True
+    """
+    seen: dict[str | int, int] = {}
+    out: list[str | None] = []
+    for parent in parents:
+        if parent is None:
+            out.append(None)
+            continue
+        place = seen.get(parent, 0)
+        seen[parent] = place + 1
+        name = json.dumps([key, parent, place], ensure_ascii=False)
+        out.append(str(uuid.uuid5(_NAMESPACE, name)))
+    return out
+
+
+def documents_child_ids(
+    key: object, documents: Sequence[Any], ids: Sequence[str | None] | None
+) -> tuple[list[str | int | None], Sequence[str | None] | None]:
+    """The parent id of each document (metadata ``key``) and the ids to write them under:
+    each id given (``ids``, else ``Document.id``), and for a child without one its
+    :func:`child_ids` id. ``ids`` comes back as given when no document names a parent, or
+    when it is malformed (the write refuses it).
+
+    Raises:
+        TypeError: ``key`` is not a string.
+        ValueError: ``key`` cannot be addressed in a payload filter, or a parent id is not a
+            string or an integer.
+    """
+    if not isinstance(key, str):
+        raise TypeError(
+            f"parent_id_key must be the metadata key of the parent id (a string, e.g. "
+            f"ParentDocumentRetriever's id_key 'doc_id'), got {key!r}"
+        )
+    metadata_path(key)  # a key no filter can address: refused before anything is written
+    metas = [getattr(doc, "metadata", None) for doc in documents]
+    parents = parent_ids(metas, key, len(documents))
+    if all(parent is None for parent in parents):
+        return parents, ids
+    if ids is not None and (isinstance(ids, str) or len(ids) != len(documents)):
+        return parents, ids
+    given = list(ids) if ids is not None else [getattr(doc, "id", None) for doc in documents]
+    derived = child_ids(key, parents)
+    return parents, [d if g is None else g for g, d in zip(given, derived, strict=True)]
+
+
+def delete_other_children(
+    index: M3Index, key: str, parents: Sequence[str | int | None], doc_ids: Sequence[str]
+) -> None:
+    """Delete, for each parent id in ``parents``, its documents in ``index`` (metadata
+    ``key`` equal to it) other than the ones just written (``doc_ids``, in the order of
+    ``parents``)."""
+    kept: dict[str | int, list[str]] = {}
+    for parent, doc_id in zip(parents, doc_ids, strict=True):
+        if parent is not None:
+            kept.setdefault(parent, []).append(doc_id)
+    field = metadata_path(key)
+    for parent, written in kept.items():
+        stale = models.Filter(
+            must=[models.FieldCondition(key=field, match=models.MatchValue(value=parent))],
+            must_not=[
+                models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=sorted(set(written))))
+            ],
+        )
+        index.store.delete_points(filter=stale)
