@@ -17,15 +17,23 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from qdrant_client import models
 
 from m3kit.store import M3Index
 from m3kit.store.schema import DOC_ID, metadata_path
 
-__all__ = ["child_ids", "delete_other_children", "documents_child_ids", "parent_ids"]
+__all__ = [
+    "check_key",
+    "child_ids",
+    "delete_other_children",
+    "documents_child_ids",
+    "fill_ids",
+    "parent_ids",
+]
 
+_Id = TypeVar("_Id")
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "m3kit:langchain_m3:parent-children")
 
 
@@ -75,6 +83,34 @@ def child_ids(key: str, parents: Sequence[str | int | None]) -> list[str | None]
     return out
 
 
+def check_key(key: object) -> str:
+    """``key`` if it can be a parent id key: a string a payload filter can address.
+
+    Raises:
+        TypeError: ``key`` is not a string.
+        ValueError: ``key`` cannot be addressed in a payload filter.
+    """
+    if not isinstance(key, str):
+        raise TypeError(
+            f"parent_id_key must be the metadata key of the parent id (a string, e.g. "
+            f"ParentDocumentRetriever's id_key 'doc_id'), got {key!r}"
+        )
+    metadata_path(key)  # a key no filter can address: refused before anything is written
+    return key
+
+
+def fill_ids(given: Sequence[_Id | None] | None, derived: Sequence[_Id]) -> list[_Id]:
+    """``derived`` where ``given`` has no id (langchain-core passes ``[doc.id, ...]`` with
+    ``None`` holes once any document has an id), the given id elsewhere.
+
+    >>> fill_ids(["a", None], ["x", "y"])
+    ['a', 'y']
+    """
+    if given is None:
+        return list(derived)
+    return [d if g is None else g for g, d in zip(given, derived, strict=True)]
+
+
 def documents_child_ids(
     key: object, documents: Sequence[Any], ids: Sequence[str | None] | None
 ) -> tuple[list[str | int | None], Sequence[str | None] | None]:
@@ -88,21 +124,15 @@ def documents_child_ids(
         ValueError: ``key`` cannot be addressed in a payload filter, or a parent id is not a
             string or an integer.
     """
-    if not isinstance(key, str):
-        raise TypeError(
-            f"parent_id_key must be the metadata key of the parent id (a string, e.g. "
-            f"ParentDocumentRetriever's id_key 'doc_id'), got {key!r}"
-        )
-    metadata_path(key)  # a key no filter can address: refused before anything is written
+    name = check_key(key)
     metas = [getattr(doc, "metadata", None) for doc in documents]
-    parents = parent_ids(metas, key, len(documents))
+    parents = parent_ids(metas, name, len(documents))
     if all(parent is None for parent in parents):
         return parents, ids
     if ids is not None and (isinstance(ids, str) or len(ids) != len(documents)):
         return parents, ids
     given = list(ids) if ids is not None else [getattr(doc, "id", None) for doc in documents]
-    derived = child_ids(key, parents)
-    return parents, [d if g is None else g for g, d in zip(given, derived, strict=True)]
+    return parents, fill_ids(given, child_ids(name, parents))
 
 
 def delete_other_children(

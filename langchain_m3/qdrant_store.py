@@ -45,7 +45,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._parents import parent_ids
+from langchain_m3._parents import check_key, fill_ids, parent_ids
 from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
@@ -116,16 +116,19 @@ class M3QdrantVectorStore(QdrantVectorStore):
         else :attr:`parent_id_key`) the write replaces the children of each parent it names.
 
         Raises:
-            ValueError: A parent id is not a string or an integer.
+            TypeError: The parent id key is not a string.
+            ValueError: A parent id is not a string or an integer, or the key cannot be
+                addressed in a payload filter.
         """
         key = kwargs.pop("parent_id_key", self.parent_id_key)
         if key is None:
             return super().add_texts(texts, metadatas, ids, batch_size, **kwargs)
+        check_key(key)
         all_texts = list(texts)
         parents = parent_ids(metadatas, key, len(all_texts))
         if all(parent is None for parent in parents):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
-        point_ids = list(ids) if ids is not None else child_point_ids(key, parents)
+        point_ids = fill_ids(ids, child_point_ids(key, parents))
         written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
         field = f"{self.metadata_payload_key}.{key}"
         delete_stale_children(self.client, self.collection_name, field, parents, point_ids)

@@ -148,3 +148,25 @@ def test_a_parent_id_that_cannot_be_matched_is_refused(tiny_encoder: M3Encoder) 
             [Document("a", metadata={"doc_id": "p"}), Document("b", metadata={"doc_id": [1, 2]})]
         )
     assert _points(store) == []
+
+
+def test_some_documents_with_ids_the_others_get_child_ids(tiny_encoder: M3Encoder) -> None:
+    # langchain-core passes [doc.id for doc in documents] once any is set: None holes included
+    store = _store(tiny_encoder, RetrievalMode.HYBRID)
+    store.parent_id_key = "doc_id"
+    docs = [
+        Document("c", metadata={"doc_id": "p"}, id="11111111-1111-1111-1111-111111111111"),
+        Document("d", metadata={"doc_id": "p"}),
+    ]
+    written = store.add_documents(docs)
+    assert written[0] == "11111111-1111-1111-1111-111111111111" and written[1] is not None
+    again = store.add_documents(docs)
+    assert again == written
+    assert sorted(t for _, t, d in _points(store) if d == "p") == ["c", "d"]
+
+
+def test_a_parent_id_key_that_is_not_a_string_is_refused(tiny_encoder: M3Encoder) -> None:
+    store = _store(tiny_encoder, RetrievalMode.DENSE)
+    with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
+        store.add_documents([Document("a", metadata={"doc_id": "p"})], parent_id_key=5)
+    assert _points(store) == []
