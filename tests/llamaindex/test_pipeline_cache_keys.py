@@ -19,10 +19,10 @@ import pytest
 import torch
 from llama_index.core import Document
 from llama_index.core.ingestion import IngestionCache, IngestionPipeline
-from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.node_parser import HierarchicalNodeParser, SentenceSplitter
 from llama_index.core.schema import BaseNode, TransformComponent
 
-from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser
+from llamaindex_m3 import M3Embedding, M3HierarchicalNodeParser, M3LateChunkingNodeParser
 from llamaindex_m3.node_parser import SPARSE_METADATA_KEY
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
@@ -216,3 +216,62 @@ def test_embedding_round_trips_with_its_identity(tiny_encoder: M3Encoder, path_b
     with pytest.raises(ValueError, match="checkpoint at .* is another one"):
         M3Embedding.from_dict({**data, "model_name": str(path_b)})
     assert M3Embedding.from_dict(data, model_name=str(path_b)).model_name == str(path_b)
+
+
+# -- HierarchicalNodeParser with a late-chunking leaf -----------------------------------------
+def _levels(parent_size: int, leaf: M3LateChunkingNodeParser) -> dict[str, Any]:
+    return {
+        "node_parser_ids": ["parent", "leaf"],
+        "node_parser_map": {
+            "parent": SentenceSplitter(chunk_size=parent_size, chunk_overlap=0),
+            "leaf": leaf,
+        },
+    }
+
+
+def test_llamaindex_hierarchy_key_misses_its_levels(enc_a: M3Encoder, enc_b: M3Encoder) -> None:
+    """Upstream (llama-index-core 0.14): ``HierarchicalNodeParser.to_dict`` shows each level's
+    ``NodeParser`` base fields only, so two hierarchies of other models and sizes share cache
+    entries (why :class:`M3HierarchicalNodeParser` exists; if this fails, LlamaIndex fixed it:
+    update the README)."""
+    a = HierarchicalNodeParser.from_defaults(
+        **_levels(40, M3LateChunkingNodeParser.from_encoder(enc_a, chunk_size=12))
+    )
+    b = HierarchicalNodeParser.from_defaults(
+        **_levels(80, M3LateChunkingNodeParser.from_encoder(enc_b, chunk_size=8))
+    )
+    assert a.to_dict() == b.to_dict()
+
+
+HIERARCHY_CHANGES: dict[str, tuple[int, str, int]] = {
+    "leaf chunk_size": (40, "a", 8),
+    "leaf model": (40, "b", 12),
+    "parent chunk_size": (80, "a", 12),
+}
+
+
+@pytest.mark.parametrize("change", list(HIERARCHY_CHANGES), ids=str)
+def test_m3_hierarchy_cache_recomputes_after_a_level_changes(
+    enc_a: M3Encoder, enc_b: M3Encoder, change: str
+) -> None:
+    def hierarchy(parent_size: int, model: str, leaf_size: int) -> M3HierarchicalNodeParser:
+        encoder = enc_a if model == "a" else enc_b
+        leaf = M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=leaf_size)
+        return M3HierarchicalNodeParser.from_defaults(**_levels(parent_size, leaf))
+
+    base, changed = hierarchy(40, "a", 12), hierarchy(*HIERARCHY_CHANGES[change])
+    fresh = changed.get_nodes_from_documents(_docs())
+    _assert_other_vectors(base.get_nodes_from_documents(_docs()), fresh)
+    _assert_same_vectors(_run_cached(base, changed), fresh)
+
+
+def test_m3_hierarchy_makes_the_nodes_hierarchical_node_parser_makes(enc_a: M3Encoder) -> None:
+    leaf = M3LateChunkingNodeParser.from_encoder(enc_a, chunk_size=12)
+    ours = M3HierarchicalNodeParser.from_defaults(**_levels(40, leaf))
+    theirs = HierarchicalNodeParser.from_defaults(**_levels(40, leaf))
+    _assert_same_vectors(
+        ours.get_nodes_from_documents(_docs()), theirs.get_nodes_from_documents(_docs())
+    )
+    levels = ours.to_dict()["node_parser_map"]
+    assert levels["parent"]["chunk_size"] == 40
+    assert levels["leaf"] == leaf.to_dict()
