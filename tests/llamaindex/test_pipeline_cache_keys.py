@@ -22,7 +22,12 @@ from llama_index.core.ingestion import IngestionCache, IngestionPipeline
 from llama_index.core.node_parser import HierarchicalNodeParser, SentenceSplitter
 from llama_index.core.schema import BaseNode, TransformComponent
 
-from llamaindex_m3 import M3Embedding, M3HierarchicalNodeParser, M3LateChunkingNodeParser
+from llamaindex_m3 import (
+    M3Embedding,
+    M3HierarchicalNodeParser,
+    M3LateChunkingNodeParser,
+    M3Retriever,
+)
 from llamaindex_m3.node_parser import SPARSE_METADATA_KEY
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
@@ -275,3 +280,27 @@ def test_m3_hierarchy_makes_the_nodes_hierarchical_node_parser_makes(enc_a: M3En
     levels = ours.to_dict()["node_parser_map"]
     assert levels["parent"]["chunk_size"] == 40
     assert levels["leaf"] == leaf.to_dict()
+
+
+# -- what to do when cached nodes lack ColBERT ------------------------------------------------
+def test_the_advice_for_cached_nodes_without_colbert_reparses(tiny_encoder: M3Encoder) -> None:
+    """A ColBERT store refuses nodes rebuilt from a cache, saying how to parse them again.
+
+    It said ``IngestionPipeline(..., cache=None)``, which still caches (``None`` gives the
+    pipeline a new in-memory cache, kept across its ``run`` calls); ``disable_cache=True``
+    re-runs the parser every time.
+    """
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=24)
+    cached = IngestionPipeline(transformations=[parser], cache=None)
+    cached.run(documents=_docs())
+    rebuilt = cached.run(documents=_docs())  # the pipeline's own cache answered
+    live = IngestionPipeline(transformations=[parser], disable_cache=True)
+    live.run(documents=_docs())
+    again = live.run(documents=_docs())
+    with M3Retriever.open(tiny_encoder, collection="colbert") as store:
+        with pytest.raises(ValueError, match=r"rebuilt from JSON.*disable_cache=True") as err:
+            store.add_nodes(rebuilt)
+        assert "IngestionPipeline(..., cache=None)" not in str(err.value)
+        assert store.index.count() == 0
+        store.add_nodes(again)
+        assert store.index.count() == len(again)
