@@ -149,6 +149,28 @@ def test_parser_cache_tells_two_wrapped_encoders_apart(enc_a: M3Encoder, enc_b: 
     _assert_same_vectors(_run_cached(first, second), fresh)
 
 
+def _train_in_place(encoder: M3Encoder) -> None:
+    """Change every weight of ``encoder``'s model in memory (as a training step would)."""
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in encoder.model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=gen))
+
+
+def test_parser_cache_sees_weights_changed_in_memory(tiny_m3_path: Path) -> None:
+    """The same parser after its model was trained in place parses anew."""
+    parser = M3LateChunkingNodeParser.from_encoder(
+        M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32"), chunk_size=24
+    )
+    cache = IngestionCache()
+    old = IngestionPipeline(transformations=[parser], cache=cache).run(documents=_docs())
+    _train_in_place(parser.chunker.encoder)
+    again = IngestionPipeline(transformations=[parser], cache=cache).run(documents=_docs())
+    fresh = parser.get_nodes_from_documents(_docs())
+    _assert_other_vectors(old, fresh)
+    _assert_same_vectors(again, fresh)
+
+
 # -- M3Embedding ------------------------------------------------------------------------------
 def _embedded(embed: M3Embedding) -> list[BaseNode]:
     return list(embed(SentenceSplitter(chunk_size=24, chunk_overlap=0)(_docs())))
@@ -190,10 +212,7 @@ def test_embedding_cache_sees_weights_changed_in_memory(tiny_m3_path: Path) -> N
     cache = IngestionCache()
     splitter = SentenceSplitter(chunk_size=24, chunk_overlap=0)
     old = IngestionPipeline(transformations=[splitter, embed], cache=cache).run(documents=_docs())
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in encoder.model.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=gen))
+    _train_in_place(encoder)
     again = IngestionPipeline(transformations=[splitter, embed], cache=cache).run(documents=_docs())
     fresh = _embedded(embed)
     _assert_other_vectors(old, fresh)
