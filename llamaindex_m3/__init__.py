@@ -4,6 +4,7 @@ fine-tuning."""
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.finetune import M3FinetuneEngine
+from llamaindex_m3.hierarchical import M3HierarchicalNodeParser
 from llamaindex_m3.node_parser import M3LateChunkingNodeParser
 from llamaindex_m3.postprocessor import M3Reranker
 from llamaindex_m3.qdrant_store import M3QdrantVectorStore
@@ -13,6 +14,7 @@ from llamaindex_m3.vector_store import M3VectorStore
 __all__ = [
     "M3Embedding",
     "M3FinetuneEngine",
+    "M3HierarchicalNodeParser",
     "M3LateChunkingNodeParser",
     "M3QdrantVectorStore",
     "M3Reranker",

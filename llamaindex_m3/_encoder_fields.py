@@ -20,9 +20,16 @@ from typing_extensions import Self
 from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.load_time import LoadTimeFields
 
-__all__ = ["IN_MEMORY", "M3CheckpointFields", "M3EncoderFields", "M3EncoderSettingsFields"]
+__all__ = [
+    "ENCODER_KEY",
+    "IN_MEMORY",
+    "M3CheckpointFields",
+    "M3EncoderFields",
+    "M3EncoderSettingsFields",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,13 @@ _IDENTITY_STATE_KEY = "m3kit_encoder_identity"
 _DROPPABLE_FIELDS = frozenset({"callback_manager"})
 IN_MEMORY = "<in-memory>"
 """``model_name`` of an object wrapping an encoder that has no checkpoint folder."""
+#: What ``to_dict`` records beyond the fields: the encoder's fingerprint identity. LlamaIndex's
+#: ``IngestionPipeline`` keys its cache on ``to_dict``, and the fields alone do not name the
+#: weights (a fine-tune saved over ``model_name``, a model trained in memory).
+ENCODER_KEY = "encoder_identity"
+#: Fields that decide the encoder's identity: given to ``from_dict``, the model it loads is
+#: the caller's choice, not checked against the recorded identity.
+_IDENTITY_FIELDS = frozenset({"model_name", "max_length", "query_instruction"})
 
 
 class M3CheckpointFields(LoadTimeFields):
@@ -281,6 +295,42 @@ class M3EncoderFields(M3EncoderSettingsFields):
             "embed_batch_size": embed_batch_size or encoder.batch_size,
         }
         return cls.model_validate(fields, context={_ENCODER_CONTEXT_KEY: encoder})
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The fields, ``class_name`` and the encoder's fingerprint identity.
+
+        ``IngestionPipeline`` builds its cache key from this: the identity (a digest of the
+        weights, tokenizer and settings) tells apart two models of one ``model_name`` (a
+        fine-tune saved over its base, a model trained in memory), so neither is served the
+        other's cached vectors.
+        """
+        data: dict[str, Any] = super().to_dict(**kwargs)  # type: ignore[misc]
+        data[ENCODER_KEY] = encoder_fingerprint(self._encoder).identity
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:
+        """The object :meth:`to_dict` describes (``kwargs`` override its fields).
+
+        Raises:
+            ValueError: The checkpoint at ``model_name`` is another model now than the one
+                :meth:`to_dict` recorded (not checked when ``kwargs`` give ``model_name``,
+                ``max_length`` or ``query_instruction``).
+        """
+        fields = {k: v for k, v in data.items() if k != ENCODER_KEY}
+        built: Self = super().from_dict(fields, **kwargs)  # type: ignore[misc]
+        identity = data.get(ENCODER_KEY)
+        if identity is None or _IDENTITY_FIELDS & set(kwargs):
+            return built
+        loaded = encoder_fingerprint(built._encoder)
+        if not loaded.made(identity):
+            raise ValueError(
+                f"the serialised {cls.__name__} embedded with encoder {identity}, the "
+                f"checkpoint at {built.model_name} is another one ({loaded.identity}); point "
+                "model_name at the model that made the vectors (or pass model_name=... to "
+                "from_dict to use this one)"
+            )
+        return built
 
     @property
     def encoder(self) -> M3Encoder:

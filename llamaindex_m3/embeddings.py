@@ -109,7 +109,9 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
 
     As a transformation after :class:`~llamaindex_m3.M3LateChunkingNodeParser` on the same
     model (``IngestionPipeline(transformations=[parser, embed])``), it keeps the late-chunked
-    embeddings the nodes carry and embeds only the other nodes.
+    embeddings the nodes carry and embeds only the other nodes. Its ``to_dict`` (the key of
+    the pipeline's cache) records the encoder's fingerprint identity, so a cache never serves
+    another model's vectors.
 
     Example:
         >>> import tempfile

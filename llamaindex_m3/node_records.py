@@ -207,8 +207,9 @@ def lost_vectors_message(node: BaseNode, heads: frozenset[Head]) -> str:
         f"node {node.node_id} came from M3LateChunkingNodeParser but was rebuilt from JSON (a "
         "docstore or an IngestionPipeline cache), which keeps only dense and sparse vectors: "
         f"it has {have}, the store needs {need}. Run the parser again on its document (e.g. "
-        f"IngestionPipeline(..., cache=None)), or drop metadata[{LATE_METADATA_KEY!r}] to have "
-        "the node encoded on its own text (naive chunking)"
+        "IngestionPipeline(..., disable_cache=True): cache=None still caches), or drop "
+        f"metadata[{LATE_METADATA_KEY!r}] to have the node encoded on its own text (naive "
+        "chunking)"
     )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.node_parser.node_utils import default_id_func
 
+from llamaindex_m3._encoder_fields import ENCODER_KEY
 from m3kit.fingerprint import encoder_fingerprint
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ __all__ = ["ENCODER_KEY", "SIGNATURE_KEY", "check_rebuilt", "read_id_func"]
 
 # what to_dict records beyond the fields: IngestionPipeline's cache key is built from to_dict
 SIGNATURE_KEY = "chunker_signature"
-ENCODER_KEY = "encoder_identity"
 #: Fields that decide the chunks (``max_length`` bounds the default window and chunk size).
 _CHUNKING_FIELDS = frozenset(
     {

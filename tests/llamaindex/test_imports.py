@@ -10,6 +10,7 @@ import llamaindex_m3
 EXPECTED_ALL = [
     "M3Embedding",
     "M3FinetuneEngine",
+    "M3HierarchicalNodeParser",
     "M3LateChunkingNodeParser",
     "M3QdrantVectorStore",
     "M3Reranker",

@@ -265,7 +265,7 @@ def test_add_nodes_keeps_late_chunked_vectors(
         assert r.add_nodes(rebuilt) == ids
         monkeypatch.undo()
         with M3Retriever.open(tiny_encoder, collection="fresh") as fresh:
-            with pytest.raises(ValueError, match="rebuilt from JSON.*colbert.*cache=None"):
+            with pytest.raises(ValueError, match="rebuilt from JSON.*colbert.*disable_cache=True"):
                 fresh.add_nodes(rebuilt)
             assert fresh.index.count() == 0
         # the same text split by a plain parser is another version: re-encoded, replaced
