@@ -280,6 +280,9 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    from m3kit.encoder_inputs import check_query
+
+    check_query(args.query)  # a blank query fails before the model loads
     given = ranking(args)  # bad --weights / --candidates fail before the model loads
     storage = cli_open.storage(args)
     location = storage.get("location")
