@@ -37,6 +37,7 @@ from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
     add_ray_arguments,
+    non_negative_float,
     non_negative_int,
     positive_int,
 )
@@ -134,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="dense pooling (default: without --model the one the collection records, else "
         "the checkpoint's own: cls for BGE-M3, mean for sentence-transformers models); part of "
         "the model's identity, so index and search use the same",
+    )
+    where.add_argument(
+        "--sparse-top-k",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="keep the K highest sparse weights of every chunk stored and every query "
+        "(default: the cut the collection records, else every weight); recorded with the "
+        "collection, so index and search use the same; another cut than the stored chunks' "
+        "is an error",
+    )
+    where.add_argument(
+        "--sparse-min-weight",
+        type=non_negative_float,
+        default=None,
+        metavar="W",
+        help="drop sparse weights at or below W, of every chunk stored and every query "
+        "(default: the cut the collection records, else 0); recorded as --sparse-top-k is",
     )
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 

@@ -29,6 +29,7 @@ from m3kit.store.schema import (
     PayloadIndexType,
     check_collection_name,
 )
+from m3kit.store.sparse_cut import SparseCut
 from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
@@ -55,6 +56,9 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         #: its check that the encoder is still the one whose identity it writes and searches
         #: with (:meth:`M3Index.check_encoder`).
         self.encoder_check: Callable[[], None] | None = None
+        #: The sparse weights kept of every chunk written and every query searched: set by
+        #: :class:`M3Index` to its cut (:mod:`m3kit.store.sparse_cut`); ``None``: every one.
+        self.sparse_cut: SparseCut | None = None
         #: Server write settings (batch size, requests in flight); set by :meth:`open`.
         self.cluster: ClusterSettings | None = None
         #: Held by every write, and by writers that read the stored chunks before writing
