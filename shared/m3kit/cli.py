@@ -43,6 +43,7 @@ from m3kit.cli_scale import (
 )
 from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
 from m3kit.errors import CollectionNotFoundError, M3KitError
+from m3kit.late_windows import WindowPlacement
 
 if TYPE_CHECKING:
     pass
@@ -214,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --late-chunking: text tokens shared by consecutive windows of a long "
         "document, so each chunk sees context on both sides (default: an eighth of the "
         "window's text tokens; must be smaller than them)",
+    )
+    index.add_argument(
+        "--placement",
+        choices=[p.value for p in WindowPlacement],
+        default=None,
+        help="with --late-chunking: how a long document's windows are laid out: centred "
+        "(default: a fixed stride, each token pooled from the window where it is most "
+        "central) or chunks (windows break between chunks, each chunk pooled from one window)",
     )
     index.add_argument(
         "--prune",

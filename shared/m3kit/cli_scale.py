@@ -185,6 +185,7 @@ def chunker_spec(args: argparse.Namespace) -> ChunkerSpec:
         window=args.window,
         late_heads=heads,
         overlap=args.overlap,
+        placement=args.placement,
     )
 
 
