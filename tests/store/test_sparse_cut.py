@@ -122,3 +122,32 @@ def test_bad_cuts_are_refused(tiny_encoder: Any, cut: dict[str, Any], message: s
 def test_a_cut_for_a_dense_only_collection_is_refused(minilm_encoder: Any) -> None:
     with pytest.raises(ValueError, match="stores no sparse vectors"):
         M3Index.open(minilm_encoder, ":memory:", sparse_top_k=4)
+
+
+def test_a_plain_store_on_a_cut_collection_cuts_too(
+    tmp_path: Path, tiny_encoder: Any, spies: dict[str, list[Any]]
+) -> None:
+    """``M3Store.open`` (no index: LlamaIndex's ``M3Store.upsert(chunk_records(nodes))``) applies
+    the recorded cut to what it writes and searches with."""
+    from m3kit.store import M3Store, output_row
+    from m3kit.store.records import ChunkRecord
+
+    where = str(tmp_path / "store")
+    with M3Index.open(tiny_encoder, where, sparse_top_k=2) as index:
+        index.add_texts(TEXTS[:1])
+        dims = index.store.schema
+    out = tiny_encoder._encoder.encode(TEXTS[1:2])
+    assert len(out.sparse[0].indices) > 2
+    opened = M3Store.open(
+        where,
+        collection="m3kit",
+        dense_dim=dims.dense_dim,
+        colbert_dim=dims.colbert_dim,
+        sparse=True,
+    )
+    with opened as store:
+        assert store.sparse_cut == SparseCut(2)
+        store.upsert([ChunkRecord("plain", 0, TEXTS[1], {}, output_row(out, 0))])
+        store.query(dense=out.dense[0], sparse=out.sparse[0], k=1, rerank=False)
+    assert len(spies["written"][-1].indices) == 2
+    assert len(spies["queried"][-1].indices) == 2

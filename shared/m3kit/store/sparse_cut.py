@@ -9,8 +9,9 @@ query's sparse vector), through its store (:attr:`M3Store.sparse_cut
 encoder's own cut gives.
 
 The collection records the cut (key ``"sparse_cut"`` of its m3kit record), so an index opened
-without one uses it, and an index opened with another one on a collection that holds chunks is
-refused: its chunks would be stored, or searched, with two cuts mixed.
+without one uses it (as does a plain :meth:`M3Store.open <m3kit.store.M3Store.open>`), and an
+index opened with another one on a collection that holds chunks is refused: its chunks would be
+stored, or searched, with two cuts mixed.
 
 Example::
 
