@@ -15,6 +15,7 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
+from m3kit.encoder_inputs import check_query
 from m3kit.outputs import Head
 from m3kit.store import Fusion, SearchSettings
 
@@ -84,24 +85,6 @@ def check_k(k: Any) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return k
-
-
-def check_query(query: Any) -> Any:
-    """``query``, refused when it is an empty or whitespace-only str (another type is left to
-    the search, which refuses it).
-
-    Raises:
-        ValueError: A blank query: it encodes to an empty sparse vector, which matches
-            nothing, and a dense one that says nothing, so the search would quietly rank by
-            noise.
-    """
-    if isinstance(query, str) and not query.strip():
-        raise ValueError(
-            f"the query is empty ({query!r}): M3 encodes it for the search, and a blank text "
-            "gives an empty sparse vector (which matches nothing) and a dense vector that says "
-            "nothing; give a query text"
-        )
-    return query
 
 
 def similarity_relevance(score: float) -> float:

@@ -37,11 +37,13 @@ from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
     add_ray_arguments,
+    non_negative_float,
     non_negative_int,
     positive_int,
 )
 from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
 from m3kit.errors import CollectionNotFoundError, M3KitError
+from m3kit.late_windows import WindowPlacement
 
 if TYPE_CHECKING:
     pass
@@ -135,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         "the checkpoint's own: cls for BGE-M3, mean for sentence-transformers models); part of "
         "the model's identity, so index and search use the same",
     )
+    where.add_argument(
+        "--sparse-top-k",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="keep the K highest sparse weights of every chunk stored and every query "
+        "(default: the cut the collection records, else every weight); recorded with the "
+        "collection, so index and search use the same; another cut than the stored chunks' "
+        "is an error",
+    )
+    where.add_argument(
+        "--sparse-min-weight",
+        type=non_negative_float,
+        default=None,
+        metavar="W",
+        help="drop sparse weights at or below W, of every chunk stored and every query "
+        "(default: the cut the collection records, else 0); recorded as --sparse-top-k is",
+    )
     where.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     index = subparsers.add_parser(
@@ -195,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --late-chunking: text tokens shared by consecutive windows of a long "
         "document, so each chunk sees context on both sides (default: an eighth of the "
         "window's text tokens; must be smaller than them)",
+    )
+    index.add_argument(
+        "--placement",
+        choices=[p.value for p in WindowPlacement],
+        default=None,
+        help="with --late-chunking: how a long document's windows are laid out: centred "
+        "(default: a fixed stride, each token pooled from the window where it is most "
+        "central) or chunks (windows break between chunks, each chunk pooled from one window)",
     )
     index.add_argument(
         "--prune",
@@ -280,6 +308,9 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    from m3kit.encoder_inputs import check_query
+
+    check_query(args.query)  # a blank query fails before the model loads
     given = ranking(args)  # bad --weights / --candidates fail before the model loads
     storage = cli_open.storage(args)
     location = storage.get("location")

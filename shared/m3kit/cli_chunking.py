@@ -1,8 +1,8 @@
 """How ``m3kit index`` chunks: the flags given, else what the collection remembers.
 
 Split from :mod:`m3kit.cli`. Like ``--model``, the chunking flags (``--late-chunking``,
-``--chunk-size``, ``--window``, ``--late-heads``, ``--overlap``) are remembered in the
-collection's m3kit record after each run that indexes files, so a later run without them
+``--chunk-size``, ``--window``, ``--late-heads``, ``--overlap``, ``--placement``) are remembered
+in the collection's m3kit record after each run that indexes files, so a later run without them
 chunks the same way. Without this, ``m3kit index docs/ --late-chunking`` followed by
 ``m3kit index docs/`` after an edit re-chunked every document naively: a document's version
 includes how it was chunked.
@@ -11,8 +11,8 @@ includes how it was chunked.
 >>> remembered = IndexChunking(late=True, chunk_size=128, window=514, late_heads=None)
 >>> IndexChunking.resolve(None, None, None, None, remembered) == remembered
 True
->>> IndexChunking.resolve(False, None, None, None, remembered)
-IndexChunking(late=False, chunk_size=128, window=None, late_heads=None, overlap=None)
+>>> IndexChunking.resolve(False, None, None, None, remembered).describe()
+'--no-late-chunking --chunk-size 128'
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class IndexChunking:
         window: ``--window`` (late chunking only; ``None``: the chunker's default).
         late_heads: ``--late-heads`` (late chunking only; ``None``: the default heads).
         overlap: ``--overlap`` (late chunking only; ``None``: the chunker's default).
+        placement: ``--placement`` (late chunking only; ``None``: the chunker's default).
     """
 
     late: bool = False
@@ -50,6 +51,7 @@ class IndexChunking:
     window: int | None = None
     late_heads: str | None = None
     overlap: int | None = None
+    placement: str | None = None
 
     @classmethod
     def resolve(
@@ -60,12 +62,14 @@ class IndexChunking:
         late_heads: str | None,
         remembered: IndexChunking | None,
         overlap: int | None = None,
+        placement: str | None = None,
     ) -> IndexChunking:
-        """Each flag given wins; the others come from ``remembered`` (a window, late heads and
-        overlap only while late chunking stays on), else the defaults.
+        """Each flag given wins; the others come from ``remembered`` (a window, late heads,
+        overlap and placement only while late chunking stays on), else the defaults.
 
         Raises:
-            ValueError: ``window``, ``late_heads`` or ``overlap`` without late chunking.
+            ValueError: ``window``, ``late_heads``, ``overlap`` or ``placement`` without late
+                chunking.
         """
         before = remembered or cls()
         is_late = before.late if late is None else late
@@ -75,6 +79,8 @@ class IndexChunking:
             raise ValueError("--late-heads needs --late-chunking")
         if overlap is not None and not is_late:
             raise ValueError("--overlap needs --late-chunking")
+        if placement is not None and not is_late:
+            raise ValueError("--placement needs --late-chunking")
         keep = is_late and before.late
         return cls(
             late=is_late,
@@ -84,6 +90,7 @@ class IndexChunking:
             if late_heads is not None
             else (before.late_heads if keep else None),
             overlap=overlap if overlap is not None else (before.overlap if keep else None),
+            placement=placement if placement is not None else (before.placement if keep else None),
         )
 
     @classmethod
@@ -93,10 +100,12 @@ class IndexChunking:
         if not isinstance(raw, Mapping):
             return None
         try:
-            # overlap: absent from records written before --overlap existed (the default)
+            # overlap, placement: absent from records written before their flags existed
+            # (the defaults)
             out = cls(
                 **{k: raw[k] for k in ("late", "chunk_size", "window", "late_heads")},
                 overlap=raw.get("overlap"),
+                placement=raw.get("placement"),
             )
         except (KeyError, TypeError):
             logger.warning(
@@ -120,6 +129,7 @@ class IndexChunking:
             ("--window", self.window),
             ("--late-heads", self.late_heads),
             ("--overlap", self.overlap),
+            ("--placement", self.placement),
         ):
             if value is not None:
                 parts.append(f"{flag} {value}")

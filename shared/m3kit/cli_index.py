@@ -59,6 +59,7 @@ def run_index(args: argparse.Namespace) -> int:
         late=args.late_chunking,
         late_heads=args.late_heads,
         overlap=args.overlap,
+        placement=args.placement,
     )
     index = cli_open.open_index(encoder, args, storage)
     try:
@@ -112,6 +113,7 @@ def _chunking_flags(args: argparse.Namespace) -> list[str]:
         "--window": args.window,
         "--late-heads": args.late_heads,
         "--overlap": args.overlap,
+        "--placement": args.placement,
     }
     return [flag for flag, value in given.items() if value is not None]
 
@@ -127,8 +129,16 @@ def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexCh
         args.late_heads,
         remembered,
         overlap=args.overlap,
+        placement=args.placement,
     )
-    given = (args.late_chunking, args.chunk_size, args.window, args.late_heads, args.overlap)
+    given = (
+        args.late_chunking,
+        args.chunk_size,
+        args.window,
+        args.late_heads,
+        args.overlap,
+        args.placement,
+    )
     if remembered is not None and any(v is None for v in given):
         logger.info(
             "chunking (flags not given from collection %r): %s",
@@ -137,7 +147,7 @@ def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexCh
         )
     args.late_chunking, args.chunk_size = chunking.late, chunking.chunk_size
     args.window, args.late_heads = chunking.window, chunking.late_heads
-    args.overlap = chunking.overlap
+    args.overlap, args.placement = chunking.overlap, chunking.placement
     return chunking
 
 
@@ -149,6 +159,7 @@ def _chunker(
     late: bool,
     late_heads: str | None = None,
     overlap: int | None = None,
+    placement: str | None = None,
 ) -> Chunker:
     """The same sentence-packed chunks either way; ``late`` pools them from the document."""
     from m3kit.chunking import NaiveChunker, default_chunk_size
@@ -163,5 +174,6 @@ def _chunker(
             window=window,
             overlap=overlap,
             late_heads=None if heads is None else [h.strip() for h in heads],
+            **({} if placement is None else {"placement": placement}),
         )
     return NaiveChunker(encoder, chunk_size=size)

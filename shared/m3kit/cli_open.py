@@ -27,6 +27,7 @@ __all__ = [
     "load_encoder",
     "location",
     "open_index",
+    "sparse_cut",
     "storage",
 ]
 
@@ -217,6 +218,7 @@ def open_index(
             reindex=getattr(args, "reindex", False),
             show_progress=not args.quiet,
             payload_indexes=dict(getattr(args, "index_field", [])),
+            **sparse_cut(args),
         )
     return M3Index.open(
         encoder,
@@ -228,7 +230,17 @@ def open_index(
         show_progress=not args.quiet,
         payload_indexes=dict(getattr(args, "index_field", [])),
         cluster=cluster_settings(args),
+        **sparse_cut(args),
     )
+
+
+def sparse_cut(args: argparse.Namespace) -> dict[str, Any]:
+    """``--sparse-top-k`` / ``--sparse-min-weight`` as ``M3Index.open`` arguments (``None``:
+    not given, the collection's recorded cut)."""
+    return {
+        "sparse_top_k": getattr(args, "sparse_top_k", None),
+        "sparse_min_weight": getattr(args, "sparse_min_weight", None),
+    }
 
 
 def location(args: argparse.Namespace) -> str:

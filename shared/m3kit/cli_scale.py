@@ -81,13 +81,13 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--ray-cpus-per-actor",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="CPUs reserved per actor, also its torch threads (default: 1); needs --ray",
     )
     group.add_argument(
         "--ray-gpus-per-actor",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="GPUs per actor, fractions allowed (default: 0, CPU); needs --ray",
     )
@@ -185,6 +185,7 @@ def chunker_spec(args: argparse.Namespace) -> ChunkerSpec:
         window=args.window,
         late_heads=heads,
         overlap=args.overlap,
+        placement=args.placement,
     )
 
 
@@ -257,7 +258,8 @@ def positive_int(value: str) -> int:
     return _int_at_least(value, 1)
 
 
-def _non_negative_float(value: str) -> float:
+def non_negative_float(value: str) -> float:
+    """argparse type: a finite number >= 0."""
     try:
         number = float(value)
     except ValueError:

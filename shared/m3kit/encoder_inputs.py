@@ -22,7 +22,7 @@ import numbers
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ __all__ = [
     "Truncation",
     "check_heads",
     "check_input_ids",
+    "check_query",
     "check_sparse_options",
     "check_texts",
     "embedding_rows",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_Q = TypeVar("_Q")
 
 
 class Truncation(str, enum.Enum):
@@ -95,6 +98,32 @@ def unpaired_surrogate(text: str) -> int | None:
     except UnicodeEncodeError as exc:
         return int(exc.start)
     return None
+
+
+def check_query(query: _Q, what: str = "the query") -> _Q:
+    """``query``, refused when it is an empty or whitespace-only str (another type is left to
+    the caller, which refuses it).
+
+    Every entry point that encodes a query text for a search or a rerank runs it: the core
+    (:meth:`~m3kit.store.M3Index.search` and its kin, :class:`~m3kit.rerank.M3Reranker`,
+    ``m3kit search``) and the LangChain / LlamaIndex adapters.
+
+    Args:
+        query: The query.
+        what: What it is, for the message (e.g. ``"queries[2]"``).
+
+    Raises:
+        ValueError: A blank query: it encodes to an empty sparse vector, which matches
+            nothing, and a dense one that says nothing, so the search would quietly rank by
+            noise.
+    """
+    if isinstance(query, str) and not query.strip():
+        raise ValueError(
+            f"{what} is empty ({query!r}): M3 encodes it for the search, and a blank text "
+            "gives an empty sparse vector (which matches nothing) and a dense vector that says "
+            "nothing; give a query text"
+        )
+    return query
 
 
 def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from m3kit.encoder_inputs import check_query
 from m3kit.outputs import Head
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, maxsim, sparse_score
 
@@ -265,9 +266,16 @@ class M3Reranker:
         return out
 
     def score(self, query: str, candidates: Sequence[str]) -> list[PairScores]:
-        """Scores of ``query`` against each candidate, in input order."""
+        """Scores of ``query`` against each candidate, in input order.
+
+        Raises:
+            TypeError: ``query`` is not a str, or ``candidates`` is one.
+            ValueError: ``query`` is empty or whitespace-only (its sparse vector would be
+                empty and its dense one say nothing: the order would be noise).
+        """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        check_query(query)
         if isinstance(candidates, str):
             raise TypeError("candidates is a list of texts; wrap a single text as [text]")
         return self.score_pairs([(query, c) for c in candidates])
@@ -281,6 +289,9 @@ class M3Reranker:
             query: The query.
             candidates: Candidate texts.
             top_n: Keep this many (default: all).
+
+        Raises:
+            ValueError: ``query`` is empty or whitespace-only, or a bad ``top_n``.
         """
         if top_n is not None and (
             not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,14 @@ def test_bad_input_is_an_error(tiny_encoder: M3Encoder) -> None:
     scores = M3Reranker(tiny_encoder, only_colbert).score("q", ["c"])[0]
     assert isinstance(scores, PairScores) and scores.sparse_dense is None
     assert scores.m3 == pytest.approx(scores.colbert)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+def test_reranker_refuses_a_blank_query(tiny_encoder: M3Encoder, text: str) -> None:
+    reranker = M3Reranker(tiny_encoder)
+    expected = re.escape(f"the query is empty ({text!r})")  # as M3Index.search
+    with pytest.raises(ValueError, match=expected):
+        reranker.rerank(text, [PAIRS[0][1], PAIRS[3][1]])
+    with pytest.raises(ValueError, match=expected):
+        reranker.score(text, [PAIRS[0][1], PAIRS[3][1]])
+    assert len(reranker.rerank("rivers", [PAIRS[0][1], PAIRS[3][1]])) == 2

@@ -38,6 +38,7 @@ from m3kit.distributed.ray_actor import _EncodeActor, _log_notes, _raise_failure
 from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
+from m3kit.late_windows import WindowPlacement
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
@@ -92,6 +93,12 @@ class ChunkerSpec:
             :func:`m3kit.late_chunking.default_late_heads`).
         overlap: Late chunking: text tokens shared by consecutive windows (default:
             :func:`m3kit.late_chunking.default_overlap`).
+        placement: Late chunking: how a long document's windows are laid out,
+            :class:`~m3kit.late_windows.WindowPlacement` ``"centred"`` or ``"chunks"``
+            (default: the chunker's, ``"centred"``).
+
+    Raises:
+        ValueError: A setting the kind ignores, or a placement that is not one of them.
     """
 
     kind: ChunkingKind | str = ChunkingKind.NAIVE
@@ -99,6 +106,7 @@ class ChunkerSpec:
     window: int | None = None
     late_heads: tuple[str, ...] | None = None
     overlap: int | None = None
+    placement: WindowPlacement | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkingKind(self.kind))
@@ -111,6 +119,16 @@ class ChunkerSpec:
             raise ValueError("window applies to late chunking (kind='late') only")
         if self.overlap is not None and self.kind is not ChunkingKind.LATE:
             raise ValueError("overlap applies to late chunking (kind='late') only")
+        if self.placement is not None:
+            if self.kind is not ChunkingKind.LATE:
+                raise ValueError("placement applies to late chunking (kind='late') only")
+            try:  # checked here, not by each actor
+                object.__setattr__(self, "placement", WindowPlacement(self.placement))
+            except ValueError:
+                choices = [p.value for p in WindowPlacement]
+                raise ValueError(
+                    f"placement must be one of {choices}, got {self.placement!r}"
+                ) from None
         if self.late_heads is not None:
             if self.kind is not ChunkingKind.LATE:
                 raise ValueError("late_heads applies to late chunking (kind='late') only")
@@ -132,6 +150,7 @@ class ChunkerSpec:
                 window=self.window,
                 overlap=self.overlap,
                 late_heads=heads,
+                **({} if self.placement is None else {"placement": self.placement}),
             )
         return NaiveChunker(encoder, chunk_size=size)
 

@@ -36,6 +36,7 @@ from m3kit.store.index_search import IndexSearch
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
 from m3kit.store.search_settings import FusionCalibration, SearchSettings, is_bge_m3_architecture
+from m3kit.store.sparse_cut import SparseCut, given_sparse_cut, settle_sparse_cut
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class M3Index(IndexSearch):
         reindex: bool = False,
         show_progress: bool | None = None,
         search: SearchSettings | None = None,
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float | None = None,
     ) -> None:
         """Pair an encoder with an opened store whose vectors it can produce.
 
@@ -82,13 +85,20 @@ class M3Index(IndexSearch):
                 checkpoint's calibration (``m3kit_search.json`` measured on this encoder, see
                 :mod:`m3kit.store.search_settings`) when it has one, else RRF with ColBERT
                 rerank.
+            sparse_top_k: Keep the ``sparse_top_k`` highest sparse weights of every chunk
+                stored and query searched; default: the collection's recorded cut, if any
+                (:mod:`m3kit.store.sparse_cut`; giving either setting sets the whole cut).
+            sparse_min_weight: Drop sparse weights at or below this value (likewise).
 
         Raises:
-            ValueError: The store expects dimensions or heads the encoder does not give.
+            ValueError: The store expects dimensions or heads the encoder does not give; a
+                bad sparse cut, one given for a collection without sparse vectors, or one
+                other than the cut the collection's chunks were stored with.
             FingerprintMismatchError: The collection was written by another encoder and
                 ``reindex`` is false.
         """
         check_encoder_fits(encoder, store)
+        given_cut = given_sparse_cut(store, sparse_top_k, sparse_min_weight)
         self.encoder = encoder
         self.store = store
         self._write_lock = store.write_lock  # one per store: see M3Store.write_lock
@@ -120,6 +130,8 @@ class M3Index(IndexSearch):
         logger.info(
             "search defaults (%s): %s", self.search_source, self.search_settings().describe()
         )
+        #: The sparse cut of every chunk stored and query searched (set before a reindex).
+        self.sparse_cut: SparseCut = settle_sparse_cut(store, given_cut)
         check_collection(self, reindex=reindex, show_progress=show_progress)
 
     @classmethod
@@ -138,6 +150,8 @@ class M3Index(IndexSearch):
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         cluster: ClusterSettings | None = None,
         search: SearchSettings | None = None,
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float | None = None,
     ) -> M3Index:
         """Open (or create) a collection shaped for ``encoder`` and pair them.
 
@@ -159,6 +173,8 @@ class M3Index(IndexSearch):
             cluster: Qdrant server only: shards, replication, on-disk storage, quantisation
                 and parallel write batches (:class:`~m3kit.store.cluster.ClusterSettings`).
             search: Default ranking of :meth:`search` (see :meth:`__init__`).
+            sparse_top_k: Sparse cut (see :meth:`__init__`).
+            sparse_min_weight: Sparse cut (see :meth:`__init__`).
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
@@ -181,7 +197,15 @@ class M3Index(IndexSearch):
             cluster=cluster,
         )
         try:
-            return cls(encoder, store, reindex=reindex, show_progress=show_progress, search=search)
+            return cls(
+                encoder,
+                store,
+                reindex=reindex,
+                show_progress=show_progress,
+                search=search,
+                sparse_top_k=sparse_top_k,
+                sparse_min_weight=sparse_min_weight,
+            )
         except BaseException:
             store.close()
             raise

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from m3kit.encoder_inputs import check_query
 from m3kit.outputs import Head, SparseVector
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Fusion, Hit
@@ -138,11 +139,13 @@ class IndexSearch:
 
         Raises:
             TypeError: ``query`` is not a str.
-            ValueError: ``rerank=True`` without ColBERT vectors, or a bad ranking setting
-                (:meth:`search_settings`).
+            ValueError: ``query`` is empty or whitespace-only (it would encode to an empty
+                sparse vector, which matches nothing); ``rerank=True`` without ColBERT
+                vectors, or a bad ranking setting (:meth:`search_settings`).
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        check_query(query)
         return self.search_mean(
             [query],
             k=k,
@@ -185,8 +188,9 @@ class IndexSearch:
 
         Raises:
             TypeError: ``queries`` is a str or holds a non-str.
-            ValueError: No query; ``dense`` is not a vector of the collection's dense size,
-                or is all zeros; or as :meth:`search`.
+            ValueError: No query; a blank query text that would be encoded (every one, unless
+                ``dense`` is given to a dense-only collection); ``dense`` is not a vector of
+                the collection's dense size, or is all zeros; or as :meth:`search`.
         """
         if isinstance(queries, str) or not all(isinstance(q, str) for q in queries):
             raise TypeError("queries must be a sequence of str (search() takes one str)")
@@ -204,6 +208,9 @@ class IndexSearch:
         given = None if dense is None else dense_query(dense, self.store.schema.dense_dim)
         if given is not None:
             wanted = wanted - {Head.DENSE}
+        if wanted:  # the texts are encoded: a blank one would search by noise
+            for i, text in enumerate(texts):
+                check_query(text, "the query" if len(texts) == 1 else f"queries[{i}]")
         out = (
             self.encoder.encode(texts, heads=sorted(wanted), query=True, show_progress=False)
             if wanted  # none: a dense-only collection searched with the caller's vector

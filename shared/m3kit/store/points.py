@@ -32,6 +32,7 @@ from m3kit.store.schema import (
     CollectionSchema,
     point_id,
 )
+from m3kit.store.sparse_cut import SparseCut
 
 __all__ = [
     "WriteBatches",
@@ -168,8 +169,10 @@ def to_point(
     r: ChunkRecord,
     doc_hash: str,
     chunk_count: int,
+    sparse_cut: SparseCut | None = None,
 ) -> PointData:
-    """The point of record ``r``, checked against the collection's heads and sizes."""
+    """The point of record ``r``, checked against the collection's heads and sizes; its sparse
+    vector cut with ``sparse_cut`` (the index's, see :mod:`m3kit.store.sparse_cut`)."""
     v = r.vectors
     missing = heads - v.heads
     if missing:
@@ -196,6 +199,8 @@ def to_point(
     where = f"record {r.doc_id!r}#{r.chunk_index}"
     check_text(r.text, f"the text of {where}")
     sparse = v.sparse[0] if schema.sparse else None
+    if sparse is not None and sparse_cut is not None:
+        sparse = sparse_cut.apply(sparse)
     _check_finite(where, r.text, dense, sparse.values if sparse is not None else None, colbert)
     payload = {
         PAGE_CONTENT: r.text,

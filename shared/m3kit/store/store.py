@@ -29,6 +29,7 @@ from m3kit.store.schema import (
     PayloadIndexType,
     check_collection_name,
 )
+from m3kit.store.sparse_cut import SparseCut, settle_sparse_cut
 from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
@@ -55,6 +56,10 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         #: its check that the encoder is still the one whose identity it writes and searches
         #: with (:meth:`M3Index.check_encoder`).
         self.encoder_check: Callable[[], None] | None = None
+        #: The sparse weights kept of every chunk written and every query searched: the cut
+        #: the collection records (set by :meth:`open`), or the one given to :class:`M3Index`
+        #: (:mod:`m3kit.store.sparse_cut`); ``None``: every one.
+        self.sparse_cut: SparseCut | None = None
         #: Server write settings (batch size, requests in flight); set by :meth:`open`.
         self.cluster: ClusterSettings | None = None
         #: Held by every write, and by writers that read the stored chunks before writing
@@ -111,6 +116,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
             SchemaMismatchError: The collection exists with other vectors, or a declared
                 payload index exists with another type (nothing written).
             StoreConnectionError: The server cannot be reached or refuses the request.
+            ValueError: The collection's recorded sparse cut is damaged.
         """
         check_collection_name(collection)
         schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
@@ -129,6 +135,11 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         )
         store = cls(impl, schema, kind=kind)
         store.cluster = cluster
+        try:  # a collection's recorded sparse cut applies to every writer and searcher
+            settle_sparse_cut(store, None)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def __repr__(self) -> str:

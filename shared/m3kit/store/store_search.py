@@ -26,6 +26,7 @@ from m3kit.store.query import (
 )
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.schema import CollectionSchema
+from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["StoreSearch"]
 
@@ -42,6 +43,13 @@ class StoreSearch:
     schema: CollectionSchema
     query_options: QueryOptions
     encoder_check: Callable[[], None] | None = None  # set by M3Index (M3Store.__init__)
+    sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
+
+    def _cut(self, sparse: SparseVector | None) -> SparseVector | None:
+        """The query's sparse vector cut as the stored ones are (:attr:`sparse_cut`)."""
+        if self.sparse_cut is None or not isinstance(sparse, SparseVector):
+            return sparse  # (anything else is refused by QueryVectors.check)
+        return self.sparse_cut.apply(sparse)
 
     def query(
         self,
@@ -82,7 +90,7 @@ class StoreSearch:
         """
         if self.encoder_check is not None:
             self.encoder_check()
-        q = QueryVectors.check(self.schema, dense, sparse, colbert)
+        q = QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
         raw = run_query(
             self._backend,
             q,
@@ -114,7 +122,7 @@ class StoreSearch:
         """
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
-        q = QueryVectors.check(self.schema, dense, sparse, colbert)
+        q = QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
         return m3_head_scores(
             self._backend, q, candidates, q.colbert is not None, to_filter(filter)
         )

@@ -22,6 +22,7 @@ from m3kit.store.plan import StorageBackend
 from m3kit.store.points import WriteBatches, document_versions, to_point
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import CollectionSchema
+from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["StoreWrites"]
 
@@ -37,6 +38,7 @@ class StoreWrites:
     encoder_check: Callable[[], None] | None = None  # set by M3Index (M3Store.__init__)
     cluster: ClusterSettings | None
     write_lock: threading.RLock
+    sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
 
     @property
     def heads(self) -> frozenset[Head]:
@@ -89,7 +91,10 @@ class StoreWrites:
             raise ValueError("batch_size must be >= 1")
         version = document_versions(recs)
         points = [  # every record checked before the first write
-            to_point(self.schema, self.heads, self.writer_id, r, *version[r.doc_id]) for r in recs
+            to_point(
+                self.schema, self.heads, self.writer_id, r, *version[r.doc_id], self.sparse_cut
+            )
+            for r in recs
         ]
         plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
         show = len(plan.batches) > 1 if show_progress is None else show_progress

@@ -1,0 +1,160 @@
+"""The sparse cut of an :class:`~m3kit.store.M3Index`: ``sparse_top_k`` / ``sparse_min_weight``.
+
+:meth:`M3Encoder.encode <m3kit.encoder.M3Encoder.encode>` can keep only a text's ``top_k``
+highest sparse weights and drop those at or below ``min_weight``. An index applies the same cut
+to what it stores (every chunk's sparse vector, however it was encoded: whole, chunked, late
+chunked, reindexed, written by the Ray pipeline or an adapter) and to what it searches with (the
+query's sparse vector), through its store (:attr:`M3Store.sparse_cut
+<m3kit.store.M3Store.sparse_cut>`). Cutting an uncut vector gives exactly the vector the
+encoder's own cut gives.
+
+The collection records the cut (key ``"sparse_cut"`` of its m3kit record), so an index opened
+without one uses it (as does a plain :meth:`M3Store.open <m3kit.store.M3Store.open>`), and an
+index opened with another one on a collection that holds chunks is refused: its chunks would be
+stored, or searched, with two cuts mixed.
+
+Example::
+
+    index = M3Index.open(encoder, "./store", sparse_top_k=64)  # recorded with the collection
+    index = M3Index.open(encoder, "./store")  # later: the recorded cut, top_k=64
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from m3kit.encoder_inputs import check_sparse_options
+from m3kit.encoder_outputs import sparse_vector
+from m3kit.outputs import Head, SparseVector
+
+if TYPE_CHECKING:
+    from m3kit.store.store import M3Store
+
+__all__ = ["RECORD_KEY", "SparseCut", "given_sparse_cut", "settle_sparse_cut"]
+
+logger = logging.getLogger(__name__)
+
+#: Key of the cut in the collection's m3kit record.
+RECORD_KEY = "sparse_cut"
+
+_NO_IDS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SparseCut:
+    """Which sparse weights an index keeps, of every stored chunk and every query.
+
+    Attributes:
+        top_k: Keep only the ``top_k`` highest weights (``None``: every weight).
+        min_weight: Drop weights at or below this value (``0.0``: none).
+
+    Raises:
+        ValueError: ``top_k`` is not a positive int, or ``min_weight`` is negative or NaN.
+        TypeError: ``min_weight`` is not a number.
+    """
+
+    top_k: int | None = None
+    min_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_sparse_options(self.top_k, self.min_weight)
+        if self.min_weight < 0:
+            raise ValueError(
+                f"sparse_min_weight must be >= 0 (0: keep every weight), got {self.min_weight!r}"
+            )
+        object.__setattr__(self, "min_weight", float(self.min_weight))
+
+    @property
+    def cuts(self) -> bool:
+        """Whether the cut drops anything (``False``: every weight is kept)."""
+        return self.top_k is not None or self.min_weight > 0
+
+    def apply(self, vector: SparseVector) -> SparseVector:
+        """``vector`` cut (itself when nothing is cut)."""
+        if not self.cuts:
+            return vector
+        return sparse_vector(
+            vector.indices, vector.values, _NO_IDS, top_k=self.top_k, min_weight=self.min_weight
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's form: ``{"top_k": ..., "min_weight": ...}``."""
+        return {"top_k": self.top_k, "min_weight": self.min_weight}
+
+    def describe(self) -> str:
+        """``sparse_top_k=64, sparse_min_weight=0.0`` (``no sparse cut`` when none)."""
+        if not self.cuts:
+            return "no sparse cut (every weight kept)"
+        return f"sparse_top_k={self.top_k}, sparse_min_weight={self.min_weight}"
+
+    @classmethod
+    def from_record(cls, record: Any) -> SparseCut:
+        """The cut of a record entry (``{"top_k": ..., "min_weight": ...}``).
+
+        Raises:
+            ValueError: The entry is not such a mapping.
+        """
+        if not isinstance(record, dict) or set(record) != {"top_k", "min_weight"}:
+            raise ValueError(
+                f"the collection's recorded {RECORD_KEY!r} is {record!r}, not "
+                '{"top_k": ..., "min_weight": ...}: the record was edited or is damaged'
+            )
+        return cls(record["top_k"], record["min_weight"])
+
+
+def given_sparse_cut(
+    store: M3Store, top_k: int | None, min_weight: float | None
+) -> SparseCut | None:
+    """The sparse cut given to ``M3Index`` (``None``: none given, the recorded one is used).
+
+    Raises:
+        ValueError: A bad value, or a cut for a collection that stores no sparse vectors.
+    """
+    if top_k is None and min_weight is None:
+        return None
+    cut = SparseCut(top_k, 0.0 if min_weight is None else min_weight)
+    if Head.SPARSE not in store.heads:
+        raise ValueError(
+            f"{cut.describe()} was given, but collection {store.collection!r} stores no "
+            "sparse vectors (a dense-only model): there is nothing to cut; leave the sparse "
+            "cut out"
+        )
+    return cut
+
+
+def settle_sparse_cut(store: M3Store, given: SparseCut | None) -> SparseCut:
+    """The cut an index on ``store`` uses, recorded with the collection; sets
+    :attr:`M3Store.sparse_cut <m3kit.store.M3Store.sparse_cut>`.
+
+    - Not given (``None``): the recorded cut; none when the collection records none.
+    - Given, on an empty collection: recorded (replacing any recorded one).
+    - Given, on a collection that holds chunks: it must be the recorded one (a collection
+      that records none holds uncut vectors: only "no cut" matches).
+
+    Raises:
+        ValueError: The given cut differs from the one the collection's chunks were stored with.
+    """
+    meta = store.collection_metadata()
+    recorded = SparseCut.from_record(meta[RECORD_KEY]) if RECORD_KEY in meta else None
+    if given is None:
+        cut = recorded or SparseCut()
+    elif given == (recorded or SparseCut()) or store.count() == 0:
+        cut = given
+    else:
+        stored = recorded or SparseCut()
+        raise ValueError(
+            f"collection {store.collection!r} holds chunks stored with "
+            f"{stored.describe()}; this index was opened with {given.describe()}: its "
+            "chunks and queries would be cut two ways. Open it with the recorded cut (or "
+            "without one: the recorded one is used; m3kit: leave out --sparse-top-k / "
+            "--sparse-min-weight), or index into a new collection"
+        )
+    if given is not None and recorded != cut:  # (no write for an index that gives none)
+        logger.info("collection %r: recording %s", store.collection, cut.describe())
+        store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
+    store.sparse_cut = cut
+    return cut

@@ -1,0 +1,82 @@
+"""``m3kit index`` / ``m3kit search --sparse-top-k K --sparse-min-weight W``.
+
+The encoder's sparse cut (``sparse_top_k`` / ``sparse_min_weight``) could not be given from the
+command line: every chunk and query kept every weight. The flags now reach ``M3Index.open``
+(``tests/store/test_sparse_cut.py``): the cut is recorded with the collection, later commands
+without the flags use it, and another cut than the stored chunks' is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.cli import main
+from m3kit.store import M3Index
+from m3kit.store.sparse_cut import RECORD_KEY, SparseCut
+from m3kit.testing import SAMPLE_TEXTS
+
+
+def _index(tmp_path: Path, model: Path, *flags: str) -> tuple[int, Path]:
+    docs = tmp_path / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(SAMPLE_TEXTS[:4]):
+        (docs / f"{i}.txt").write_text(text, encoding="utf-8")
+    store = tmp_path / "store"
+    argv = ["index", str(docs), "--path", str(store), "--model", str(model), "-q", *flags]
+    return main(argv), store
+
+
+def test_index_flags_cut_and_are_recorded(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, store = _index(tmp_path, tiny_m3_path, "--sparse-top-k", "2")
+    assert code == 0, capsys.readouterr().err
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        assert index.store.collection_metadata()[RECORD_KEY] == {"top_k": 2, "min_weight": 0.0}
+        assert index.sparse_cut == SparseCut(2)
+        expected = index.search(SAMPLE_TEXTS[1], k=1, fusion="m3")[0].score
+    capsys.readouterr()
+    # search without the flag: the recorded cut (the same scores as the cut index's search)
+    argv = ["search", SAMPLE_TEXTS[1], "--path", str(store), "-q", "--json", "--fusion", "m3"]
+    assert main(argv) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits[0]["score"] == pytest.approx(expected, abs=1e-5)
+    assert main([*argv, "--sparse-top-k", "2"]) == 0
+    capsys.readouterr()
+    # another cut than the stored chunks': refused, naming both
+    assert main([*argv, "--sparse-min-weight", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "stored with sparse_top_k=2" in err and "sparse_min_weight=0.1" in err
+
+
+def test_the_cut_changes_the_stored_vectors(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The setting matters: the cut index scores the same query otherwise than an uncut one."""
+    code, cut = _index(tmp_path / "a", tiny_m3_path, "--sparse-min-weight", "0.2")
+    assert code == 0, capsys.readouterr().err
+    code, full = _index(tmp_path / "b", tiny_m3_path)
+    assert code == 0, capsys.readouterr().err
+    scores = []
+    for store in (cut, full):
+        with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+            hits = index.search(SAMPLE_TEXTS[1], k=4, fusion="m3", weights=[0, 1, 0])
+            scores.append(sorted(h.score for h in hits))
+    assert scores[0] != pytest.approx(scores[1], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--sparse-top-k", "0"), ("--sparse-min-weight", "-1"), ("--sparse-min-weight", "nan")],
+)
+def test_bad_flag_values_are_refused(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _index(tmp_path, tiny_m3_path, flag, value)
+    assert exit_.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err  # the value refused, not the flag

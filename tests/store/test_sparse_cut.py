@@ -1,0 +1,153 @@
+"""``M3Index.open(sparse_top_k=..., sparse_min_weight=...)``: the sparse cut of a collection.
+
+The encoder cuts sparse vectors (``M3Encoder.encode(sparse_top_k=, sparse_min_weight=)``) and
+LangChain's ``M3SparseEmbeddings`` exposes the cut, but ``M3Index`` (and ``m3kit index`` /
+``search``, ``tests/cli/test_sparse_cut_flags.py``) had no way to give it: every chunk and every
+query kept every weight. The index now cuts what it stores and what it searches with the same
+cut, records it with the collection, uses the recorded one when opened without one, and refuses
+another one on a collection that holds chunks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from m3kit.outputs import SparseVector
+from m3kit.store import M3Index
+from m3kit.store.sparse_cut import RECORD_KEY, SparseCut
+from m3kit.testing import SAMPLE_TEXTS
+
+TEXTS = list(SAMPLE_TEXTS[:4])
+QUERY = "a fox and a dog in the river"
+
+
+def _same(a: SparseVector, b: SparseVector) -> bool:
+    return a.indices.tolist() == b.indices.tolist() and np.allclose(a.values, b.values)
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """The sparse vectors of every point written and every query run."""
+    from m3kit.store import store_search, store_writes
+
+    seen: dict[str, list[Any]] = {"written": [], "queried": []}
+    to_point, run_query = store_writes.to_point, store_search.run_query
+
+    def spy_point(*args: Any) -> Any:
+        point = to_point(*args)
+        seen["written"].append(point.sparse)
+        return point
+
+    def spy_query(backend: Any, q: Any, **kwargs: Any) -> Any:
+        seen["queried"].append(q.sparse)
+        return run_query(backend, q, **kwargs)
+
+    monkeypatch.setattr(store_writes, "to_point", spy_point)
+    monkeypatch.setattr(store_search, "run_query", spy_query)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("setting", "cut"),
+    [("sparse_top_k", {"sparse_top_k": 2}), ("sparse_min_weight", {"sparse_min_weight": 0.15})],
+)
+def test_stored_and_query_vectors_are_cut_as_the_encoder_cuts(
+    tiny_encoder: Any, spies: dict[str, list[Any]], setting: str, cut: dict[str, Any]
+) -> None:
+    raw = tiny_encoder._encoder  # the store suite's cache does not take the cut
+    with M3Index.open(tiny_encoder, ":memory:", **cut) as index:
+        index.add_texts(TEXTS)
+        index.search(QUERY, k=2)
+    expected = raw.encode(TEXTS, heads=["sparse"], **cut).sparse
+    full = raw.encode(TEXTS, heads=["sparse"]).sparse
+    assert any(len(f.indices) > len(e.indices) for f, e in zip(full, expected, strict=True))
+    assert len(spies["written"]) == len(TEXTS)
+    for got, want in zip(spies["written"], expected, strict=True):
+        assert _same(got, want), setting
+    query = raw.encode([QUERY], heads=["sparse"], query=True, **cut).sparse[0]
+    assert _same(spies["queried"][-1], query)
+
+
+def test_the_cut_is_recorded_and_reused(tmp_path: Path, tiny_encoder: Any) -> None:
+    where = str(tmp_path / "store")
+    with M3Index.open(tiny_encoder, where, sparse_top_k=3) as index:
+        index.add_texts(TEXTS)
+        assert index.store.collection_metadata()[RECORD_KEY] == {"top_k": 3, "min_weight": 0.0}
+    with M3Index.open(tiny_encoder, where) as index:  # not given: the recorded one
+        assert index.sparse_cut == SparseCut(3)
+        assert index.store.sparse_cut == SparseCut(3)
+    with M3Index.open(tiny_encoder, where, sparse_top_k=3) as index:  # the same: taken
+        assert index.sparse_cut == SparseCut(3)
+
+
+def test_another_cut_on_stored_chunks_is_refused(tmp_path: Path, tiny_encoder: Any) -> None:
+    cut, uncut = str(tmp_path / "cut"), str(tmp_path / "uncut")
+    with M3Index.open(tiny_encoder, cut, sparse_top_k=3) as index:
+        index.add_texts(TEXTS)
+    with M3Index.open(tiny_encoder, uncut) as index:
+        index.add_texts(TEXTS)
+    with pytest.raises(ValueError, match=r"stored with sparse_top_k=3.*opened with sparse_top_k=5"):
+        M3Index.open(tiny_encoder, cut, sparse_top_k=5)
+    with pytest.raises(ValueError, match=r"stored with no sparse cut.*sparse_min_weight=0\.1"):
+        M3Index.open(tiny_encoder, uncut, sparse_min_weight=0.1)
+    with M3Index.open(tiny_encoder, cut) as index:  # the refusals changed nothing
+        assert index.sparse_cut == SparseCut(3)
+
+
+def test_an_empty_collection_takes_a_new_cut(tmp_path: Path, tiny_encoder: Any) -> None:
+    where = str(tmp_path / "store")
+    M3Index.open(tiny_encoder, where, sparse_top_k=3).close()
+    with M3Index.open(tiny_encoder, where, sparse_min_weight=0.2) as index:
+        assert index.sparse_cut == SparseCut(None, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        ({"sparse_top_k": 0}, "sparse_top_k must be a positive integer"),
+        ({"sparse_top_k": True}, "sparse_top_k must be a positive integer"),
+        ({"sparse_min_weight": -0.5}, "sparse_min_weight must be >= 0"),
+        ({"sparse_min_weight": float("nan")}, "sparse_min_weight"),
+    ],
+)
+def test_bad_cuts_are_refused(tiny_encoder: Any, cut: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        M3Index.open(tiny_encoder, ":memory:", **cut)
+
+
+def test_a_cut_for_a_dense_only_collection_is_refused(minilm_encoder: Any) -> None:
+    with pytest.raises(ValueError, match="stores no sparse vectors"):
+        M3Index.open(minilm_encoder, ":memory:", sparse_top_k=4)
+
+
+def test_a_plain_store_on_a_cut_collection_cuts_too(
+    tmp_path: Path, tiny_encoder: Any, spies: dict[str, list[Any]]
+) -> None:
+    """``M3Store.open`` (no index: LlamaIndex's ``M3Store.upsert(chunk_records(nodes))``) applies
+    the recorded cut to what it writes and searches with."""
+    from m3kit.store import M3Store, output_row
+    from m3kit.store.records import ChunkRecord
+
+    where = str(tmp_path / "store")
+    with M3Index.open(tiny_encoder, where, sparse_top_k=2) as index:
+        index.add_texts(TEXTS[:1])
+        dims = index.store.schema
+    out = tiny_encoder._encoder.encode(TEXTS[1:2])
+    assert len(out.sparse[0].indices) > 2
+    opened = M3Store.open(
+        where,
+        collection="m3kit",
+        dense_dim=dims.dense_dim,
+        colbert_dim=dims.colbert_dim,
+        sparse=True,
+    )
+    with opened as store:
+        assert store.sparse_cut == SparseCut(2)
+        store.upsert([ChunkRecord("plain", 0, TEXTS[1], {}, output_row(out, 0))])
+        store.query(dense=out.dense[0], sparse=out.sparse[0], k=1, rerank=False)
+    assert len(spies["written"][-1].indices) == 2
+    assert len(spies["queried"][-1].indices) == 2
