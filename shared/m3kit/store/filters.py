@@ -17,6 +17,7 @@ from typing import Any
 
 from qdrant_client import models
 
+from m3kit.encoder_inputs import unpaired_surrogate
 from m3kit.store.conditions import any_of, equals
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, metadata_path
 
@@ -178,7 +179,19 @@ def _is_uuid(value: str) -> bool:
 
 
 def documents_filter(doc_ids: Sequence[str]) -> models.Filter:
-    """Points whose ``doc_id`` payload is one of ``doc_ids``."""
+    """Points whose ``doc_id`` payload is one of ``doc_ids``.
+
+    Raises:
+        ValueError: An id is not UTF-8 text (an unpaired surrogate): no stored document has
+            it, and the embedded engine refuses it with an error of its own naming none.
+    """
+    for doc_id in doc_ids:
+        at = unpaired_surrogate(doc_id) if isinstance(doc_id, str) else None
+        if at is not None:
+            raise ValueError(
+                f"document id {doc_id!r} is not valid UTF-8 text (an unpaired surrogate at "
+                f"character {at}); Qdrant stores ids as UTF-8, so none can have it"
+            )
     return models.Filter(
         must=[models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=list(doc_ids)))]
     )
