@@ -39,3 +39,20 @@ def test_lookups_and_deletes_refuse_an_id_that_is_not_utf8(
         with pytest.raises(ValueError, match=r"document id 'report-\\udce9\.txt' is not valid"):
             call()
     assert index.count() == 1
+
+
+@pytest.mark.parametrize("field", ["doc_id", "chunk_id"])
+def test_upsert_refuses_an_id_that_is_not_utf8_before_the_first_write(
+    open_index: Any, tiny_encoder: Any, field: str
+) -> None:
+    # the embedded engine refused it in the middle of the write, after the first request
+    from m3kit.store import ChunkRecord, output_row
+
+    index = open_index(tiny_encoder)
+    out = tiny_encoder.encode(["one.", "two."])
+    good = ChunkRecord("a", 0, "one.", {}, output_row(out, 0))
+    ids = {"doc_id": "b", "chunk_id": "own-b", field: BAD}
+    bad = ChunkRecord(ids["doc_id"], 0, "two.", {}, output_row(out, 1), chunk_id=ids["chunk_id"])
+    with pytest.raises(ValueError, match=rf"{field} .*not valid UTF-8.*character 7"):
+        index.store.upsert([good, bad], batch_size=1, replace=True)
+    assert index.count() == 0
