@@ -28,6 +28,7 @@ __all__ = [
     "distinct_ids",
     "documents_filter",
     "ids_filter",
+    "matches_everything",
     "metadata_filter",
     "points_filter",
     "refuse_has_id",
@@ -209,6 +210,30 @@ def stale_chunks_filter(doc_id: str, doc_hash: str, chunk_count: int) -> models.
         must=[models.FieldCondition(key=DOC_ID, match=models.MatchValue(value=doc_id))],
         must_not=[current],
     )
+
+
+def matches_everything(selector: models.Filter) -> bool:
+    """Whether ``selector`` has no condition: no ``must`` (or only such filters), no
+    ``should`` (or one such filter among them), no ``must_not`` and no ``min_should``.
+
+    >>> matches_everything(models.Filter(must=[models.Filter()]))
+    True
+    >>> matches_everything(models.Filter(must_not=[models.Filter()]))
+    False
+    """
+
+    def listed(value: Any) -> list[Any]:
+        return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+    def empty(condition: Any) -> bool:
+        return isinstance(condition, models.Filter) and matches_everything(condition)
+
+    if selector.min_should is not None or listed(selector.must_not):
+        return False
+    if not all(empty(c) for c in listed(selector.must)):
+        return False
+    should = listed(selector.should)
+    return not should or any(empty(c) for c in should)
 
 
 def points_filter(ids: Sequence[str] | None, filter: FilterLike | None) -> models.Filter:
