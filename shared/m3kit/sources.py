@@ -242,6 +242,7 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
     for path in files:
         rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
         for doc, origin in rows:
+            _check_id(doc.doc_id, origin)
             if not doc.text.strip():
                 logger.warning("%s is empty; skipped", origin)
                 empty.append(doc.doc_id)
@@ -300,6 +301,25 @@ def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
         if meta["source"] != str(path):  # the row's own source: keep where it came from too
             meta[ORIGIN_KEY] = str(path)
         yield SourceDocument(doc_id, text, meta), origin
+
+
+def _check_id(doc_id: str, origin: str) -> None:
+    """Refuse an id Qdrant cannot store: one that is not UTF-8 text (a file name that is not
+    UTF-8, which Python hands over with surrogate escapes, or a jsonl id's ``\\ud800`` escape).
+
+    Raises:
+        ValueError: Names the file (or row) and the character.
+    """
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = origin.encode("utf-8", "backslashreplace").decode("utf-8")  # printable
+        what = "the file name" if doc_id == origin else f"the document id {doc_id!r}"
+        raise ValueError(
+            f"{shown}: {what} is not valid UTF-8 text (an unpaired surrogate at character "
+            f"{exc.start}); Qdrant stores ids as UTF-8: rename the file, or give the row "
+            "another id"
+        ) from None
 
 
 def _check_reserved_keys(row: Mapping[str, Any], origin: str) -> None:

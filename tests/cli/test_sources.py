@@ -138,3 +138,32 @@ def test_links(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (docs / "linked").symlink_to(elsewhere / "sub", target_is_directory=True)
     assert find_files([docs]) == [(docs / "a.md").resolve(), target.resolve()]
     assert "linked is a link to a folder; not followed" in caplog.text
+
+
+def test_an_id_that_is_not_utf8_is_refused_naming_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name that is not UTF-8 (Linux hands it over with surrogate escapes) or a jsonl
+    ``_id`` holding an unpaired surrogate escape cannot be stored (Qdrant keeps UTF-8): the
+    reader names it. ``m3kit index`` used to crash on the embedded engine with a traceback of
+    the engine's argument parsing ("failed to extract enum Helper"), naming no file."""
+    from m3kit.cli import main
+
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "ok.txt").write_text("fine.", encoding="utf-8")
+    with open(bytes(named) + b"/caf\xe9.txt", "wb") as fh:
+        fh.write(b"bonjour.")
+    with pytest.raises(ValueError, match=r"caf\\udce9\.txt.*not valid UTF-8"):
+        read_documents([named])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"_id": "ok", "text": "a."}\n{"_id": "x\\ud800", "text": "b."}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: the document id .*not valid UTF-8"):
+        read_documents([rows])
+
+    store = tmp_path / "store"
+    store.mkdir()
+    assert main(["index", str(named), "--path", str(store), "--model", "unused", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "caf\\udce9.txt" in err and "UTF-8" in err, err
+    assert not any(store.iterdir())  # refused before a model loads or a collection exists

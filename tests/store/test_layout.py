@@ -40,3 +40,20 @@ def test_memory_edge_store_removes_its_folder() -> None:
     assert folder.is_dir()
     store.close()
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("backend", list(Backend))
+def test_a_closed_store_refuses_use_and_keeps_the_folder_free(
+    tmp_path: Path, backend: Backend
+) -> None:
+    # the embedded engine opened its shard again on the next call after close(): writes went
+    # on, and the folder stayed locked (close() again did nothing), so opening it again failed
+    store = M3Store.open(tmp_path, backend=backend, **ARGS)
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.count()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.delete_documents(["a"])
+    store.close()
+    with M3Store.open(tmp_path, backend=backend, **ARGS) as again:
+        assert again.count() == 0

@@ -60,3 +60,28 @@ def test_bad_selectors_are_errors(open_index: Callable[..., M3Index], tiny_encod
     with pytest.raises(TypeError, match="not a single string"):
         store.get(point_id("berlin", 0))  # type: ignore[arg-type]
     assert store.count() == 3
+
+
+def test_a_filter_without_a_condition_deletes_nothing(
+    open_index: Callable[..., M3Index], tiny_encoder: Any
+) -> None:
+    # delete_points() and filter={} are refused (they would match every chunk); a Filter with
+    # no condition, as code that builds its conditions can end up passing, emptied the
+    # collection on every backend
+    from qdrant_client import models
+
+    store = _filled(open_index, tiny_encoder).store
+    for empty in (
+        models.Filter(),
+        models.Filter(must=[], should=[], must_not=[]),
+        models.Filter(must=[models.Filter()]),
+        models.Filter(should=[models.Filter(), models.Filter(must=[])]),
+    ):
+        with pytest.raises(ValueError, match=r"no condition.*every chunk.*clear\(\)"):
+            store.delete_points(filter=empty)
+    assert store.count() == 3
+    # a condition, however it is nested, still deletes what it matches
+    geo = models.FieldCondition(key="metadata.topic", match=models.MatchValue(value="geo"))
+    store.delete_points(filter=models.Filter(must=[models.Filter(should=[geo])]))
+    assert sorted(h.doc_id for h in store.get(filter={"topic": "chem"})) == ["oxygen"]
+    assert store.count() == 1

@@ -166,6 +166,7 @@ class EdgeBackend:
             self.where = f"{parent} (embedded engine)"
         self._path = parent / collection
         self._shard: qe.EdgeShard | None = None
+        self._closed = False  # by close(): the shard is not loaded again
         # Writes are serialised so an optimize pass never interleaves another writer's batch.
         self._write_lock = threading.Lock()
         # Points this handle wrote since its last pass: a second trigger for overwrites, which
@@ -180,6 +181,11 @@ class EdgeBackend:
         shard = self._shard
         if shard is None:
             with self._write_lock:
+                if self._closed:
+                    raise RuntimeError(
+                        f"the embedded Qdrant shard at {self.where} is closed (M3Store.close / "
+                        "M3Index.close); open the collection again to use it"
+                    )
                 if self._shard is None:
                     try:
                         self._shard = qe.EdgeShard.load(str(self._path))
@@ -383,6 +389,7 @@ class EdgeBackend:
 
     def close(self) -> None:
         with self._write_lock:
+            self._closed = True
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None

@@ -17,6 +17,7 @@ from typing import Any
 
 from qdrant_client import models
 
+from m3kit.encoder_inputs import unpaired_surrogate
 from m3kit.store.conditions import any_of, equals
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, metadata_path
 
@@ -27,6 +28,7 @@ __all__ = [
     "distinct_ids",
     "documents_filter",
     "ids_filter",
+    "matches_everything",
     "metadata_filter",
     "points_filter",
     "refuse_has_id",
@@ -178,7 +180,19 @@ def _is_uuid(value: str) -> bool:
 
 
 def documents_filter(doc_ids: Sequence[str]) -> models.Filter:
-    """Points whose ``doc_id`` payload is one of ``doc_ids``."""
+    """Points whose ``doc_id`` payload is one of ``doc_ids``.
+
+    Raises:
+        ValueError: An id is not UTF-8 text (an unpaired surrogate): no stored document has
+            it, and the embedded engine refuses it with an error of its own naming none.
+    """
+    for doc_id in doc_ids:
+        at = unpaired_surrogate(doc_id) if isinstance(doc_id, str) else None
+        if at is not None:
+            raise ValueError(
+                f"document id {doc_id!r} is not valid UTF-8 text (an unpaired surrogate at "
+                f"character {at}); Qdrant stores ids as UTF-8, so none can have it"
+            )
     return models.Filter(
         must=[models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=list(doc_ids)))]
     )
@@ -196,6 +210,30 @@ def stale_chunks_filter(doc_id: str, doc_hash: str, chunk_count: int) -> models.
         must=[models.FieldCondition(key=DOC_ID, match=models.MatchValue(value=doc_id))],
         must_not=[current],
     )
+
+
+def matches_everything(selector: models.Filter) -> bool:
+    """Whether ``selector`` has no condition: no ``must`` (or only such filters), no
+    ``should`` (or one such filter among them), no ``must_not`` and no ``min_should``.
+
+    >>> matches_everything(models.Filter(must=[models.Filter()]))
+    True
+    >>> matches_everything(models.Filter(must_not=[models.Filter()]))
+    False
+    """
+
+    def listed(value: Any) -> list[Any]:
+        return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+    def empty(condition: Any) -> bool:
+        return isinstance(condition, models.Filter) and matches_everything(condition)
+
+    if selector.min_should is not None or listed(selector.must_not):
+        return False
+    if not all(empty(c) for c in listed(selector.must)):
+        return False
+    should = listed(selector.should)
+    return not should or any(empty(c) for c in should)
 
 
 def points_filter(ids: Sequence[str] | None, filter: FilterLike | None) -> models.Filter:

@@ -104,8 +104,6 @@ class M3Index(IndexSearch):
         self._write_lock = store.write_lock  # one per store: see M3Store.write_lock
         #: What identifies the encoder (recorded in the collection, checked on open).
         self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
-        store.writer_id = self.fingerprint.identity
-        store.encoder_check = self.check_encoder
         info = getattr(encoder, "info", None)
         #: The checkpoint's own search calibration (``None``: it has none for this encoder:
         #: these weights loaded with these settings).
@@ -130,9 +128,18 @@ class M3Index(IndexSearch):
         logger.info(
             "search defaults (%s): %s", self.search_source, self.search_settings().describe()
         )
-        #: The sparse cut of every chunk stored and query searched (set before a reindex).
-        self.sparse_cut: SparseCut = settle_sparse_cut(store, given_cut)
-        check_collection(self, reindex=reindex, show_progress=show_progress)
+        # another index may share the store: a refused pairing leaves it writing (and
+        # checking, and cutting) as that index, not as this encoder
+        held_by = (store.writer_id, store.encoder_check, store.sparse_cut)
+        store.writer_id = self.fingerprint.identity
+        store.encoder_check = self.check_encoder
+        try:
+            #: The sparse cut of every chunk stored and query searched (set before a reindex).
+            self.sparse_cut: SparseCut = settle_sparse_cut(store, given_cut)
+            check_collection(self, reindex=reindex, show_progress=show_progress)
+        except BaseException:
+            store.writer_id, store.encoder_check, store.sparse_cut = held_by
+            raise
 
     @classmethod
     def open(

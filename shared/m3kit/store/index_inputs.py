@@ -63,8 +63,9 @@ def versioned_documents(
 
     Raises:
         TypeError: ``texts`` is a single string, or holds a non-string.
-        ValueError: Lengths differ, an empty or ``None`` id, metadata that is not
-            JSON-serialisable, or an id given twice with different content.
+        ValueError: Lengths differ, an empty or ``None`` id, an id or text that is not
+            UTF-8 text, metadata that is not JSON-serialisable, or an id given twice with
+            different content.
     """
     signature = chunking_signature(chunker)
     chunking = _chunking(chunker, signature)
@@ -85,6 +86,8 @@ def versioned_documents(
     ids = [str(d) for d in doc_ids] if doc_ids is not None else None
     if ids is not None and not all(ids):
         raise ValueError("doc_ids must be non-empty strings")
+    for i, doc_id in enumerate(ids or ()):  # Qdrant keeps ids as UTF-8, as it keeps texts
+        check_text(doc_id, f"doc_ids[{first + i}] ({doc_id!r})")
     order: list[str] = []
     docs: dict[str, _Doc] = {}
     for i, text in enumerate(texts):

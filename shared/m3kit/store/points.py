@@ -197,6 +197,9 @@ def to_point(
         if colbert.shape[0] == 0:
             raise ValueError(f"record {r.doc_id!r}#{r.chunk_index} has no ColBERT vectors")
     where = f"record {r.doc_id!r}#{r.chunk_index}"
+    check_text(r.doc_id, f"the doc_id of {where}")
+    if r.chunk_id is not None:
+        check_text(str(r.chunk_id), f"the chunk_id of {where}")
     check_text(r.text, f"the text of {where}")
     sparse = v.sparse[0] if schema.sparse else None
     if sparse is not None and sparse_cut is not None:

@@ -14,6 +14,7 @@ from m3kit.store.filters import (
     FilterLike,
     distinct_ids,
     documents_filter,
+    matches_everything,
     points_filter,
 )
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
@@ -234,9 +235,15 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         """Delete the chunks with these point ids and/or matching the filter (both: AND).
 
         Raises:
-            ValueError: Neither is given (use :meth:`clear` to empty the collection), or an
-                id is not a point id (a UUID).
+            ValueError: Neither is given, or only a ``models.Filter`` without a condition
+                (use :meth:`clear` to empty the collection), or an id is not a point id (a
+                UUID).
         """
+        if ids is None and isinstance(filter, models.Filter) and matches_everything(filter):
+            raise ValueError(
+                f"filter {filter!r} has no condition: it matches every chunk. Nothing was "
+                "deleted; use clear() to empty the collection"
+            )
         with self.write_lock:
             self._backend.delete(points_filter(ids, filter))
 
