@@ -24,6 +24,7 @@ __all__ = [
     "documents_of",
     "encoder_of",
     "hit_document",
+    "sparse_cut_of",
     "without_retriever_keys",
 ]
 
@@ -55,24 +56,9 @@ def encoder_of(embedding: M3Encoder | EncoderModel) -> M3Encoder:
 
     Raises:
         TypeError: ``embedding`` holds no encoder.
-        ValueError: ``embedding`` cuts its sparse vectors (``M3SparseEmbeddings`` with a
-            ``sparse_top_k`` or ``sparse_min_weight``): the store and retriever take its
-            encoder only and keep every sparse weight, so the cut would be dropped silently.
     """
     if isinstance(embedding, M3Encoder):
         return embedding
-    cut = [
-        f"{name}={getattr(embedding, name)!r}"
-        for name, uncut in (("sparse_top_k", None), ("sparse_min_weight", 0.0))
-        if getattr(embedding, name, uncut) != uncut
-    ]
-    if cut:
-        raise ValueError(
-            f"{type(embedding).__name__} with {', '.join(cut)}: M3VectorStore and M3Retriever "
-            "take only its encoder and store and search every sparse weight, so that cut "
-            "would be ignored; pass M3SparseEmbeddings without it (or its .encoder), or use "
-            "M3QdrantVectorStore, whose sparse vectors the sparse embeddings compute"
-        )
     encoder = getattr(embedding, "encoder", None)
     if not isinstance(encoder, M3Encoder):
         raise TypeError(
@@ -81,6 +67,23 @@ def encoder_of(embedding: M3Encoder | EncoderModel) -> M3Encoder:
             f"{type(embedding).__name__}"
         )
     return encoder
+
+
+def sparse_cut_of(embedding: M3Encoder | EncoderModel) -> dict[str, Any]:
+    """The sparse cut ``embedding`` sets, as ``M3Index.open`` keyword arguments.
+
+    ``M3SparseEmbeddings`` with a ``sparse_top_k`` or ``sparse_min_weight`` gives both
+    (``{"sparse_top_k": ..., "sparse_min_weight": ...}``): the index then cuts every chunk it
+    stores and every query as those embeddings cut theirs, and records the cut with the
+    collection (one holding chunks stored with another cut is refused, naming both). Anything
+    else, uncut sparse embeddings included, gives ``{}``: the collection's recorded cut (none
+    for a new one) is used.
+    """
+    top_k = getattr(embedding, "sparse_top_k", None)
+    min_weight = getattr(embedding, "sparse_min_weight", 0.0)
+    if top_k is None and not min_weight:
+        return {}
+    return {"sparse_top_k": top_k, "sparse_min_weight": min_weight}
 
 
 def documents_of(

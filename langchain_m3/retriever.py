@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from qdrant_client import models
 
-from langchain_m3._documents import RETRIEVER_SHOWN, document_filter, documents_of, encoder_of
+from langchain_m3._documents import (
+    RETRIEVER_SHOWN,
+    document_filter,
+    documents_of,
+    encoder_of,
+    sparse_cut_of,
+)
 from langchain_m3._retriever_writes import RetrieverWrites
 from langchain_m3._search import (
     SETTINGS_ARGS,
@@ -218,8 +224,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             documents: The documents to add.
             embedding: A loaded :class:`~m3kit.M3Encoder`, or :class:`~langchain_m3.M3Embeddings`
                 / :class:`~langchain_m3.M3SparseEmbeddings` (their encoder is used; a
-                ``sparse_top_k`` / ``sparse_min_weight`` is refused with a ``ValueError``, as
-                every sparse weight is stored and searched).
+                ``sparse_top_k`` / ``sparse_min_weight`` of the sparse embeddings is the
+                index's sparse cut, applied to every stored chunk and every query and recorded
+                with the collection, see :mod:`m3kit.store.sparse_cut`).
             ids: Document ids (default: each document's ``id``, else a content hash).
             location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
             collection: Collection name.
@@ -236,10 +243,19 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             weights: Default ``[dense, sparse, colbert]`` of the ``m3`` fusion.
             rerank: Default ColBERT rerank.
             candidates: Default candidates per retriever before fusion and rerank.
+
+        Raises:
+            ValueError: ``embedding``'s sparse cut differs from the one the collection's
+                chunks were stored with (the message names both).
         """
-        encoder = encoder_of(embedding)
         index = M3Index.open(
-            encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
+            encoder_of(embedding),
+            location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            **sparse_cut_of(embedding),
         )
         try:
             retriever = cls(

@@ -47,6 +47,11 @@ class M3SparseEmbeddings(EncoderModel, SparseEmbeddings):
     a dense-only checkpoint raises :class:`~m3kit.errors.HeadNotAvailableError` when built.
     Indices are the tokenizer's ids, so documents and queries must use the same checkpoint.
     The inherited async methods run the sync ones in a worker thread.
+
+    Given to :meth:`M3VectorStore.open <langchain_m3.M3VectorStore.open>` (``from_texts``,
+    ``from_documents``) or :meth:`M3Retriever.from_documents
+    <langchain_m3.M3Retriever.from_documents>` (``from_texts``), ``sparse_top_k`` /
+    ``sparse_min_weight`` become the index's sparse cut (:mod:`m3kit.store.sparse_cut`).
     """
 
     sparse_top_k: int | None = Field(default=None, ge=1)

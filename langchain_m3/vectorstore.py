@@ -69,7 +69,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
-from langchain_m3._documents import documents_of, encoder_of, hit_document
+from langchain_m3._documents import documents_of, encoder_of, hit_document, sparse_cut_of
 from langchain_m3._parents import delete_other_children, documents_child_ids
 from langchain_m3._search import ScoreScale, check_setting
 from langchain_m3._vectorstore_search import VectorStoreSearch, check_no_more
@@ -177,8 +177,12 @@ class M3VectorStore(VectorStoreSearch):
 
         Args:
             embedding: A loaded :class:`~m3kit.M3Encoder`, or an m3kit LangChain class holding
-                one (:class:`~langchain_m3.M3Embeddings`, ``M3SparseEmbeddings`` without a
-                ``sparse_top_k`` / ``sparse_min_weight``, ``M3LateChunkingSplitter``).
+                one (:class:`~langchain_m3.M3Embeddings`, ``M3SparseEmbeddings``,
+                ``M3LateChunkingSplitter``). A ``sparse_top_k`` / ``sparse_min_weight`` of
+                ``M3SparseEmbeddings`` is the index's sparse cut (every stored chunk and every
+                query is cut so; recorded with the collection, see
+                :mod:`m3kit.store.sparse_cut`); otherwise the collection's recorded cut is
+                used.
             location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
             collection: Collection name.
             url: Qdrant server URL instead of ``location``.
@@ -192,8 +196,8 @@ class M3VectorStore(VectorStoreSearch):
             candidates: Default candidates per retriever.
 
         Raises:
-            ValueError: ``embedding`` is ``M3SparseEmbeddings`` with a sparse cut (the store
-                keeps every sparse weight: the cut would be ignored).
+            ValueError: ``embedding``'s sparse cut differs from the one the collection's
+                chunks were stored with (the message names both).
         """
         index = M3Index.open(
             encoder_of(embedding),
@@ -202,6 +206,7 @@ class M3VectorStore(VectorStoreSearch):
             url=url,
             api_key=api_key,
             backend=backend,
+            **sparse_cut_of(embedding),
         )
         try:
             return cls(

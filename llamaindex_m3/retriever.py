@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from llamaindex_m3.embeddings import M3Embedding
+from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
 from llamaindex_m3.retriever_writes import RetrieverWrites
@@ -168,12 +168,14 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
+            TypeError: ``model`` is neither (an :class:`M3SparseEmbedding` included: for a
+                sparse cut, wrap ``M3Index.open(encoder, ..., sparse_top_k=...)``).
             ValueError: A bad ``fusion``, ``weights`` or ``candidates``; an
                 :class:`M3Embedding` with a ``text_instruction`` (this retriever encodes
                 documents on their bare text, so the prefix would be left out silently).
         """
+        encoder = model_encoder(model, "M3Retriever.open", "M3Retriever(index)")
         _refuse_text_instruction(model)
-        encoder = model.encoder if isinstance(model, M3Embedding) else model
         index = M3Index.open(
             encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
         )
@@ -351,6 +353,32 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
         metadata=getattr(source, "metadata", None) or {},
     )
     return NodeWithScore(node=node, score=hit.score)
+
+
+def model_encoder(model: object, who: str, wrap: str) -> M3Encoder:
+    """The encoder of ``model``, an :class:`~m3kit.M3Encoder` or an :class:`M3Embedding`.
+
+    Args:
+        model: What the user gave.
+        who: The refusing call, for the message.
+        wrap: How that class wraps an opened index (``M3Retriever(index)``), for the message.
+
+    Raises:
+        TypeError: ``model`` is neither; for an :class:`M3SparseEmbedding` the message says
+            how to give the index its sparse cut instead.
+    """
+    if isinstance(model, M3Embedding):
+        return model.encoder
+    if isinstance(model, M3Encoder):
+        return model
+    hint = ""
+    if isinstance(model, M3SparseEmbedding):
+        hint = (
+            " (it computes sparse vectors only; the index encodes every head with the "
+            "encoder itself). For a sparse cut, open the index with it, M3Index.open(encoder, "
+            f"..., sparse_top_k=..., sparse_min_weight=...), and pass it: {wrap}"
+        )
+    raise TypeError(f"{who} takes an M3Encoder or an M3Embedding, got {type(model).__name__}{hint}")
 
 
 def _refuse_text_instruction(model: M3Encoder | M3Embedding) -> None:

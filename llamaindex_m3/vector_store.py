@@ -48,7 +48,7 @@ from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_writes import write_nodes
-from llamaindex_m3.retriever import check_settings, hit_to_node
+from llamaindex_m3.retriever import check_settings, hit_to_node, model_encoder
 from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.vector_store_query import query_hits, query_settings
 from m3kit.encoder import M3Encoder
@@ -166,6 +166,9 @@ class M3VectorStore(OpenStoreCopies, BasePydanticVectorStore):
             **data: The fields above.
 
         Raises:
+            TypeError: ``model`` is neither an encoder nor an ``M3Embedding`` (an
+                ``M3SparseEmbedding`` included: for a sparse cut, pass
+                ``index=M3Index.open(encoder, ..., sparse_top_k=...)``).
             ValueError: Neither or both of ``model`` and ``index``; ``rerank=True`` on a
                 collection without ColBERT vectors; ``weights`` with a ``fusion`` (or the
                 index's default) that is not ``m3``.
@@ -183,9 +186,7 @@ class M3VectorStore(OpenStoreCopies, BasePydanticVectorStore):
             data["backend"] = index.store.backend
         super().__init__(**data)
         if index is None:
-            if model is None or not isinstance(model, M3Encoder | M3Embedding):
-                raise TypeError(f"model must be an M3Encoder or M3Embedding, got {type(model)}")
-            encoder = model.encoder if isinstance(model, M3Embedding) else model
+            encoder = model_encoder(model, "M3VectorStore", "M3VectorStore(index=index)")
             location = os.fspath(self.location) if self.location is not None else None
             index = M3Index.open(
                 encoder,
