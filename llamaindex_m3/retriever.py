@@ -42,6 +42,7 @@ from m3kit.store import (
     SearchSettings,
 )
 from m3kit.store.index_search import dense_query
+from m3kit.store.search_settings import check_count
 
 try:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -112,11 +113,10 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         """Wrap an opened :class:`~m3kit.store.M3Index` (see :meth:`open` to open one).
 
         Raises:
-            ValueError: A bad ``similarity_top_k``, ``fusion``, ``weights`` or
+            ValueError: A bad ``similarity_top_k`` (not an int >= 1), ``fusion``, ``weights`` or
                 ``candidates``; ``rerank=True`` on a collection without ColBERT vectors.
         """
-        if similarity_top_k < 1:
-            raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
+        check_count("similarity_top_k", similarity_top_k)
         settings = check_settings(
             fusion=fusion, weights=weights, rerank=rerank, candidates=candidates
         )

@@ -2,7 +2,8 @@
 
 A ``.txt`` / ``.md`` file is one document whose id is the file's absolute path. A ``.jsonl``
 file holds one document per line: ``{"text": ..., "_id" or "id": ..., "title": ..., ...}``; the
-id is the row's ``_id`` (or ``id``) when it has one, else ``<absolute path>:<line number>``.
+id is the row's ``_id`` (or ``id``, a string or an integer: ``7`` is the id ``"7"``) when it
+has one, else ``<absolute path>:<line number>``.
 Every other key (``title`` included) goes to the metadata, but ``m3kit_source``: the reader
 keeps the file a row came from there (:data:`ORIGIN_KEY`), so a row that has it is refused.
 Ids stay the same when the same files are read again, so indexing them twice stores nothing
@@ -28,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -222,8 +224,8 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
     Raises:
         FileNotFoundError: A path does not exist.
         ValueError: Unsupported file, a file that is not UTF-8, a bad jsonl row (not JSON,
-            not an object, no string ``text``, the key ``m3kit_source``), or the same id
-            twice.
+            not an object, no string ``text``, an id that is not a string or an integer, the
+            key ``m3kit_source``), or the same id twice.
     """
     return read_sources(paths).documents
 
@@ -290,17 +292,41 @@ def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
         text = row.pop("text", None)
         if not isinstance(text, str):
             raise ValueError(f"{origin}: the row needs a string 'text' field")
-        row_id = next((row[k] for k in _ID_KEYS if row.get(k) is not None), None)
+        row_id = _row_id(row, origin)
         for k in _ID_KEYS:  # a row with both keys keeps neither in its metadata
             row.pop(k, None)
         _check_reserved_keys(row, origin)
-        if row_id is not None and not str(row_id).strip():
+        if row_id is not None and not row_id.strip():
             raise ValueError(f"{origin}: the row's id is empty (give a non-empty id, or none)")
-        doc_id = str(row_id) if row_id is not None else origin
+        doc_id = row_id if row_id is not None else origin
         meta = {"source": str(path), "file_name": path.name, "line": line_no, **row}
         if meta["source"] != str(path):  # the row's own source: keep where it came from too
             meta[ORIGIN_KEY] = str(path)
         yield SourceDocument(doc_id, text, meta), origin
+
+
+def _row_id(row: Mapping[str, Any], origin: str) -> str | None:
+    """The row's ``_id`` (else ``id``) as text; ``None`` when it has neither (or ``null``).
+
+    An integer is its digits (``7`` is the id ``"7"``, as ``add_texts(doc_ids=[7])`` stores
+    it); any other value is refused, not stored as its Python text (``{'a': 1}``, ``True``).
+
+    Raises:
+        ValueError: The id is an object, a list, a boolean or a float; the message names
+            the row (``origin``), the key and the value.
+    """
+    key = next((k for k in _ID_KEYS if row.get(k) is not None), None)
+    if key is None:
+        return None
+    value = row[key]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(
+        f"{origin}: the row's {key!r} is {json.dumps(value)}, not a string or an integer "
+        "(give a string id, or none)"
+    )
 
 
 def _check_id(doc_id: str, origin: str) -> None:

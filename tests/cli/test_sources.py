@@ -77,6 +77,18 @@ def test_empty_documents_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixtur
             '{"text": "x"}\n{"_id": " ", "text": "y"}\n',
             r"noid\.jsonl:2: .*id is empty",
         ),
+        (  # an id that is not text or an integer was stored as its Python repr
+            "obj.jsonl",
+            '{"text": "x"}\n{"_id": {"a": 1}, "text": "y"}\n',
+            r"obj\.jsonl:2: the row's '_id' is \{\"a\": 1\}, not a string or an integer",
+        ),
+        (
+            "listid.jsonl",
+            '{"id": ["a"], "text": "y"}\n',
+            r"listid\.jsonl:1: the row's 'id' is \[\"a\"\], not a string or an integer",
+        ),
+        ("true.jsonl", '{"_id": true, "text": "y"}\n', r"true\.jsonl:1: the row's '_id' is true,"),
+        ("float.jsonl", '{"_id": 1.5, "text": "y"}\n', r"float\.jsonl:1: the row's '_id' is 1\.5,"),
         (  # the key that keeps the file a row came from: the reader's own
             "own.jsonl",
             '{"text": "x"}\n{"text": "y", "m3kit_source": "/elsewhere/r.jsonl"}\n',

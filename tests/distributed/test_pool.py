@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,20 @@ def test_ray_rows_keep_their_other_columns_as_metadata() -> None:
     assert metas == [{"year": 1774, "title": "O"}, {"n": 1, "url": "https://x"}]
     with pytest.raises(ValueError, match=r"\['title'\] both as columns and in its 'metadata'"):
         _rows([{"doc_id": "a", "text": "t", "title": "x", "metadata": {"title": "y"}}])
+
+
+def test_ray_rows_take_document_ids_as_add_texts_does() -> None:
+    # any doc_id became its Python text ({"a": 1} the id "{'a': 1}"); add_texts refuses it
+    from m3kit.distributed.ray_pipeline import _rows
+
+    assert _rows([{"doc_id": 7, "text": "Oxygen."}])[2] == ["7"]
+    for bad in ({"a": 1}, 1.5, True):
+        message = re.escape(
+            f"document 3's doc_id: a document id is a str or an int, not {type(bad).__name__} "
+            f"{bad!r}"
+        )
+        with pytest.raises(TypeError, match=message):
+            _rows([{"doc_id": bad, "text": "t"}], first=3)
 
 
 def test_a_script_without_a_main_guard_is_told_how_to_start_the_pool(

@@ -82,6 +82,15 @@ def test_similarity_top_k(retriever: M3Retriever) -> None:
         M3Retriever(retriever.index, similarity_top_k=0)
 
 
+@pytest.mark.parametrize("value", [True, 2.5, "3"])
+def test_similarity_top_k_that_is_not_a_positive_int_is_refused(
+    retriever: M3Retriever, value: object
+) -> None:
+    # True was taken as 1, 2.5 failed at the first retrieve, "3" with a bare TypeError
+    with pytest.raises(ValueError, match=rf"similarity_top_k must be an int >= 1, not {value!r}"):
+        M3Retriever(retriever.index, similarity_top_k=value)  # type: ignore[arg-type]
+
+
 async def test_sync_equals_async(retriever: M3Retriever) -> None:
     for doc in DOCS[:2]:
         sync = retriever.retrieve(doc.text)

@@ -192,7 +192,15 @@ def _rows(
     A Dataset's rows lose their null values (see :func:`index_with_ray`); a ``metadata``
     column of JSON strings is read as it is. ``first`` is the position of the first
     document in the caller's input (for messages).
+
+    Raises:
+        TypeError: A ``doc_id`` is neither a str nor an int (an int is its digits, as
+            :meth:`~m3kit.store.M3Index.add_texts` stores it).
+        ValueError: A mapping without ``text``, a document without ``doc_id``, or a key both
+            a column and in its ``metadata``.
     """
+    from m3kit.store.filters import doc_id_text
+
     texts, metas, ids = [], [], []
     for i, d in enumerate(_input_rows(documents), start=first):
         if isinstance(d, Mapping):
@@ -215,7 +223,7 @@ def _rows(
             raise ValueError(f"document {i} has no doc_id")
         texts.append(text)
         metas.append(dict(meta))
-        ids.append(str(doc_id))
+        ids.append(doc_id_text(doc_id, f"document {i}'s doc_id"))  # as add_texts takes it
     return texts, metas, ids
 
 

@@ -25,7 +25,9 @@ __all__ = [
     "FilterLike",
     "and_filters",
     "chunk_ids_filter",
+    "distinct_doc_ids",
     "distinct_ids",
+    "doc_id_text",
     "documents_filter",
     "ids_filter",
     "matches_everything",
@@ -169,6 +171,43 @@ def distinct_ids(ids: Iterable[Any], name: str) -> list[str]:
     if bad:
         raise TypeError(f"{name}: ids are strings, got {bad[0]!r}")
     return out
+
+
+def doc_id_text(value: Any, where: str) -> str:
+    """A document id as stored: a str as given, an int as its digits (``7`` is ``"7"``).
+
+    The one rule of every call taking document ids (``add_texts`` writes them, ``delete`` and
+    the lookups read them), so an id is found under the value it was written with.
+
+    >>> doc_id_text(7, "doc_ids[0]"), doc_id_text("a", "doc_ids[1]")
+    ('7', 'a')
+
+    Raises:
+        TypeError: Any other value (a bool, float, mapping, list, bytes, ...), which would
+            be stored as its Python text (``"{'a': 1}"``, ``"True"``); names ``where``.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(
+        f"{where}: a document id is a str or an int, not {type(value).__name__} {value!r}"
+    )
+
+
+def distinct_doc_ids(ids: Iterable[Any], name: str) -> list[str]:
+    """Document ids as stored (:func:`doc_id_text`), without repeats (first-seen order).
+
+    >>> distinct_doc_ids(["a", 7, "7"], "doc_ids")
+    ['a', '7']
+
+    Raises:
+        TypeError: ``ids`` is a single string (it would be read as its characters), or
+            holds an id that is neither a str nor an int (named by its position).
+    """
+    if isinstance(ids, str):
+        raise TypeError(f"{name} is a sequence of ids, not a single string: use [{ids!r}]")
+    return list(dict.fromkeys(doc_id_text(d, f"{name}[{i}]") for i, d in enumerate(ids)))
 
 
 def _is_uuid(value: str) -> bool:

@@ -266,7 +266,7 @@ class M3Index(IndexSearch):
         self,
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        doc_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str | int] | None = None,
         *,
         chunker: _Chunker | None = None,
     ) -> tuple[list[str], list[_Doc]]:
@@ -293,7 +293,7 @@ class M3Index(IndexSearch):
         self,
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        doc_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str | int] | None = None,
         *,
         chunker: _Chunker | None = None,
         late_chunker: _Chunker | None = None,
@@ -305,7 +305,9 @@ class M3Index(IndexSearch):
         Args:
             texts: One text per document.
             metadatas: One metadata mapping per text (JSON-serialisable).
-            doc_ids: One id per text: a stored document with the same id is replaced. Default:
+            doc_ids: One id per text, a str or an int (stored as its digits: ``7`` is the id
+                ``"7"``; other types are refused): a stored document with the same id is
+                replaced. Default:
                 :func:`content_doc_id` of the text and metadata (a changed text or metadata
                 is then a new document; the old one stays until deleted).
             chunker: How to cut each document into chunks (nothing is dropped):
@@ -346,7 +348,7 @@ class M3Index(IndexSearch):
         self,
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        doc_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str | int] | None = None,
         *,
         chunker: _Chunker | None = None,
         late_chunker: _Chunker | None = None,
@@ -365,11 +367,12 @@ class M3Index(IndexSearch):
             show_progress=show_progress,
         )
 
-    def delete(self, doc_ids: Sequence[str]) -> None:
-        """Delete every chunk of these documents.
+    def delete(self, doc_ids: Sequence[str | int]) -> None:
+        """Delete every chunk of these documents (ids as :meth:`add_texts` takes them).
 
         Raises:
-            TypeError: ``doc_ids`` is one string (give ``[doc_id]``).
+            TypeError: ``doc_ids`` is one string (give ``[doc_id]``), or holds an id that is
+                neither a str nor an int.
         """
         with self._write_lock:
             self.store.delete_documents(doc_ids)

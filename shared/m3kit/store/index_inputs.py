@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from m3kit.fingerprint import chunking_signature
 from m3kit.outputs import Head
 from m3kit.store.documents import _Chunker, _chunking, _Doc, content_doc_id
+from m3kit.store.filters import doc_id_text
 from m3kit.store.points import check_text, plain_json
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def check_encoder_fits(encoder: M3Encoder, store: M3Store) -> None:
 def versioned_documents(
     texts: Sequence[str],
     metadatas: Sequence[Mapping[str, Any] | None] | None,
-    doc_ids: Sequence[str] | None,
+    doc_ids: Sequence[str | int] | None,
     chunker: _Chunker | None,
     *,
     first: int = 0,
@@ -62,7 +63,8 @@ def versioned_documents(
     Ray pipeline checks its input in groups).
 
     Raises:
-        TypeError: ``texts`` is a single string, or holds a non-string.
+        TypeError: ``texts`` is a single string, or holds a non-string; an id is neither a
+            str nor an int (an int is stored as its digits: ``7`` is the id ``"7"``).
         ValueError: Lengths differ, an empty or ``None`` id, an id or text that is not
             UTF-8 text, metadata that is not JSON-serialisable, or an id given twice with
             different content.
@@ -83,7 +85,9 @@ def versioned_documents(
         raise ValueError(
             f"doc_ids[{i}] is None: give every text an id, or no doc_ids (content ids)"
         )
-    ids = [str(d) for d in doc_ids] if doc_ids is not None else None
+    ids = None
+    if doc_ids is not None:
+        ids = [doc_id_text(d, f"doc_ids[{first + i}]") for i, d in enumerate(doc_ids)]
     if ids is not None and not all(ids):
         raise ValueError("doc_ids must be non-empty strings")
     for i, doc_id in enumerate(ids or ()):  # Qdrant keeps ids as UTF-8, as it keeps texts

@@ -18,7 +18,12 @@ from m3kit.encoder_inputs import check_query
 from m3kit.outputs import Head, SparseVector
 from m3kit.store.filters import FilterLike
 from m3kit.store.records import Fusion, Hit
-from m3kit.store.search_settings import BGE_M3_PUBLISHED, FusionCalibration, SearchSettings
+from m3kit.store.search_settings import (
+    BGE_M3_PUBLISHED,
+    FusionCalibration,
+    SearchSettings,
+    check_count,
+)
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
@@ -140,8 +145,9 @@ class IndexSearch:
         Raises:
             TypeError: ``query`` is not a str.
             ValueError: ``query`` is empty or whitespace-only (it would encode to an empty
-                sparse vector, which matches nothing); ``rerank=True`` without ColBERT
-                vectors, or a bad ranking setting (:meth:`search_settings`).
+                sparse vector, which matches nothing); ``k`` or ``candidates`` is not an
+                int >= 1 (``True`` is refused, not taken as 1); ``rerank=True`` without
+                ColBERT vectors, or a bad ranking setting (:meth:`search_settings`).
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
@@ -196,6 +202,7 @@ class IndexSearch:
             raise TypeError("queries must be a sequence of str (search() takes one str)")
         if not queries:
             raise ValueError("search_mean needs at least one query")
+        check_count("k", k)  # before anything is encoded
         texts = list(queries)
         heads = self.store.heads
         if rerank and Head.COLBERT not in heads:

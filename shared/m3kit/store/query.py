@@ -53,7 +53,7 @@ from m3kit.store.schema import (
     START,
     CollectionSchema,
 )
-from m3kit.store.search_settings import SearchSettings
+from m3kit.store.search_settings import SearchSettings, check_count
 
 __all__ = [
     "HIT_KEYS",
@@ -187,9 +187,13 @@ def run_query(
         weights: M3 weights ``[dense, sparse, colbert]`` (``Fusion.M3`` only).
         options: Candidate budget (the rule used when ``candidates`` is ``None``).
         candidates: Candidates per retriever for this query (at least ``k`` are fetched).
+
+    Raises:
+        ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included), or
+            ``weights`` is not three values.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    check_count("k", k)
+    check_count("candidates", candidates, optional=True)
     fusion = Fusion(fusion)
     if len(weights) != 3:
         raise ValueError(f"weights are [dense, sparse, colbert]; got {len(weights)} values")

@@ -46,6 +46,7 @@ __all__ = [
     "FusionCalibration",
     "SearchSettings",
     "calibrated_encoder_identity",
+    "check_count",
     "check_m3_weights",
     "is_bge_m3_architecture",
 ]
@@ -95,6 +96,29 @@ def _difference(name: str, then: Any, now: Any) -> str:
                 f"{k} {_short(old.get(k))} calibrated, {_short(new.get(k))} now" for k in keys
             )
     return f"{name} {_short(then)} calibrated, {_short(now)} now"
+
+
+def check_count(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a count (``k``, ``candidates``) that is not a positive int (``True`` is not 1).
+
+    >>> check_count("k", 2.5)
+    Traceback (most recent call last):
+    ValueError: k must be an int >= 1, not 2.5
+
+    Args:
+        name: The argument's name, for the message.
+        value: The count given.
+        optional: ``None`` is accepted (the default is used).
+
+    Raises:
+        ValueError: ``value`` is not an int >= 1 (nor ``None`` when ``optional``).
+    """
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be an int >= 1{' or None' if optional else ''}, not {value!r}"
+        )
 
 
 def check_m3_weights(value: Sequence[float]) -> tuple[float, float, float]:
@@ -153,12 +177,7 @@ class SearchSettings:
         object.__setattr__(self, "weights", check_m3_weights(self.weights))
         if self.rerank is not None and not isinstance(self.rerank, bool):
             raise TypeError(f"rerank must be True, False or None, not {self.rerank!r}")
-        if self.candidates is not None and (
-            isinstance(self.candidates, bool)
-            or not isinstance(self.candidates, int)
-            or self.candidates < 1
-        ):
-            raise ValueError(f"candidates must be an int >= 1 or None, not {self.candidates!r}")
+        check_count("candidates", self.candidates, optional=True)
 
     def merged(
         self,

@@ -12,7 +12,7 @@ from qdrant_client import models
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import (
     FilterLike,
-    distinct_ids,
+    distinct_doc_ids,
     documents_filter,
     matches_everything,
     points_filter,
@@ -217,14 +217,17 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         """
         self._backend.finish_writes(force=True)
 
-    def delete_documents(self, doc_ids: Iterable[str]) -> None:
+    def delete_documents(self, doc_ids: Iterable[str | int]) -> None:
         """Delete every chunk of these documents (unknown ids are ignored).
+
+        Ids are taken as ``add_texts`` stores them: a str, or an int as its digits.
 
         Raises:
             TypeError: ``doc_ids`` is a single string (it would be read as its characters,
-                deleting the documents whose ids are those characters), or an id is not one.
+                deleting the documents whose ids are those characters), or an id is neither
+                a str nor an int.
         """
-        ids = distinct_ids(doc_ids, "doc_ids")
+        ids = distinct_doc_ids(doc_ids, "doc_ids")
         with self.write_lock:
             for i in range(0, len(ids), _DOC_BATCH):
                 self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))

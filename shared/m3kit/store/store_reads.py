@@ -18,6 +18,8 @@ from m3kit.store.filters import (
     FilterLike,
     and_filters,
     chunk_ids_filter,
+    distinct_doc_ids,
+    doc_id_text,
     documents_filter,
     points_filter,
     to_filter,
@@ -97,16 +99,23 @@ class StoreReads:
         """Number of stored chunks (matching the filter)."""
         return self._backend.count(to_filter(filter))
 
-    def document_metadata(self, doc_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    def document_metadata(
+        self, doc_ids: Sequence[str | int] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """``{doc_id: metadata}`` of every stored document (one scroll over the collection).
 
         Args:
             doc_ids: Only these documents (those not stored are left out), looked up by id
-                instead of scrolling the whole collection.
+                instead of scrolling the whole collection; a str, or an int as its digits
+                (as ``add_texts`` stores it).
+
+        Raises:
+            TypeError: ``doc_ids`` is a single string, or holds an id that is neither a str
+                nor an int.
         """
         if doc_ids is None:
             return self._metadata_of(None)
-        ids = list(dict.fromkeys(doc_ids))
+        ids = distinct_doc_ids(doc_ids, "doc_ids")
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(ids), _DOC_BATCH):
             out.update(self._metadata_of(documents_filter(ids[i : i + _DOC_BATCH])))
@@ -130,8 +139,13 @@ class StoreReads:
         that stopped half-way through a document is not mistaken for a complete one.
 
         Args:
-            versions: ``{doc_id: doc_hash}``.
+            versions: ``{doc_id: doc_hash}``; an id is a str, or an int as its digits (as
+                ``add_texts`` stores it).
+
+        Raises:
+            TypeError: An id is neither a str nor an int.
         """
+        versions = {doc_id_text(d, "versions"): h for d, h in versions.items()}
         ids = list(versions)
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
         keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT]

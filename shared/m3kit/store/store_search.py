@@ -26,6 +26,7 @@ from m3kit.store.query import (
 )
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.schema import CollectionSchema
+from m3kit.store.search_settings import check_count
 from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["StoreSearch"]
@@ -87,6 +88,7 @@ class StoreSearch:
         Raises:
             EncoderChangedError: The store belongs to an :class:`~m3kit.store.M3Index` whose
                 encoder changed in memory since it was opened (nothing searched).
+            ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included).
         """
         if self.encoder_check is not None:
             self.encoder_check()
@@ -119,9 +121,11 @@ class StoreSearch:
         The candidates are the union of the ``candidates`` best dense and sparse points; each
         gets its exact dense, sparse and (with ``colbert``) ColBERT score, so any weights can
         rank them (:meth:`HeadScores.rank`) as ``query(fusion="m3", weights=...)`` would.
+
+        Raises:
+            ValueError: ``candidates`` is not an int >= 1 (``True`` included).
         """
-        if candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        check_count("candidates", candidates)
         q = QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
         return m3_head_scores(
             self._backend, q, candidates, q.colbert is not None, to_filter(filter)
