@@ -89,3 +89,12 @@ def test_document_ids_of_other_types_are_refused_everywhere(
     with pytest.raises(TypeError, match=r"versions: a document id is a str or an int, not flo"):
         index.store.complete_documents({1.5: "hash"})
     assert index.count() == 1
+
+
+def test_numpy_integers_are_counts_and_ids(open_index: Any, tiny_encoder: Any) -> None:
+    # a k or an id computed with numpy (np.int64) is an integer like any other
+    index = open_index(tiny_encoder)
+    assert index.add_texts(["one.", "two."], doc_ids=[np.int64(1), "2"]) == ["1", "2"]
+    assert len(index.search("one", k=np.int64(1), candidates=np.int32(5))) == 1
+    index.delete([np.int64(1)])
+    assert set(index.store.document_metadata()) == {"2"}

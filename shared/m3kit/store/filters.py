@@ -11,6 +11,7 @@ The meaning of each condition (lists, missing keys, numbers) is in :mod:`m3kit.s
 
 from __future__ import annotations
 
+import numbers
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -188,8 +189,8 @@ def doc_id_text(value: Any, where: str) -> str:
     """
     if isinstance(value, str):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))  # numpy integers too
     raise TypeError(
         f"{where}: a document id is a str or an int, not {type(value).__name__} {value!r}"
     )

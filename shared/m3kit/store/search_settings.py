@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,7 +116,7 @@ def check_count(name: str, value: object, *, optional: bool = False) -> None:
     """
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(
             f"{name} must be an int >= 1{' or None' if optional else ''}, not {value!r}"
         )
