@@ -41,6 +41,7 @@ from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Chunk, Head
 from m3kit.store import M3Index
 from m3kit.store.documents import content_doc_id
+from m3kit.store.filters import doc_id_text
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.points import plain_json
 from m3kit.store.schema import CHUNK_COUNT, CHUNKING, METADATA, PAGE_CONTENT, point_id
@@ -183,9 +184,12 @@ def _ids(
             raise TypeError("ids is a list of ids, not a single string")
         if len(ids) != len(docs):
             raise ValueError(f"{len(docs)} documents but {len(ids)} ids")
-        chosen = [None if i is None else str(i) for i in ids]
+        chosen = [None if i is None else doc_id_text(i, f"ids[{n}]") for n, i in enumerate(ids)]
     else:
-        chosen = [None if d.id is None else str(d.id) for d in docs]
+        chosen = [
+            None if d.id is None else doc_id_text(d.id, f"documents[{n}].id")
+            for n, d in enumerate(docs)
+        ]
     if any(i == "" for i in chosen):
         raise ValueError("ids must be non-empty strings")
     if not generate_missing and any(chosen) and not all(chosen):

@@ -61,7 +61,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, Fusion, M3Index
-from m3kit.store.filters import documents_filter
+from m3kit.store.filters import distinct_doc_ids, documents_filter
 
 try:
     from langchain_core.documents import Document
@@ -355,13 +355,14 @@ class M3VectorStore(VectorStoreSearch):
 
         Raises:
             ValueError: No ids (use :meth:`clear` to delete everything).
+            TypeError: An id is neither a str nor an int (as the ids ``add_documents`` takes).
         """
         check_no_more(kwargs, "delete")
         if ids is None:
             raise ValueError("delete() needs the document ids; clear() deletes every document")
         if isinstance(ids, str):
             raise TypeError("ids is a list of document ids, not a single string")
-        self._index.delete([str(i) for i in ids])
+        self._index.delete(distinct_doc_ids(ids, "ids"))
         return True
 
     def clear(self) -> None:
@@ -375,7 +376,7 @@ class M3VectorStore(VectorStoreSearch):
         """
         if isinstance(ids, str):
             raise TypeError("ids is a list of document ids, not a single string")
-        wanted = list(dict.fromkeys(str(i) for i in ids))
+        wanted = distinct_doc_ids(ids, "ids")
         if not wanted:
             return []
         order = {doc_id: n for n, doc_id in enumerate(wanted)}
