@@ -54,14 +54,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, Fusion, M3Index
-from m3kit.store.filters import distinct_doc_ids, documents_filter
 
 try:
     from langchain_core.documents import Document
@@ -69,11 +68,10 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
-from langchain_m3._documents import documents_of, encoder_of, hit_document, sparse_cut_of
-from langchain_m3._parents import delete_other_children, documents_child_ids
+from langchain_m3._documents import documents_of, encoder_of, sparse_cut_of
 from langchain_m3._search import ScoreScale, check_setting
-from langchain_m3._vectorstore_search import VectorStoreSearch, check_no_more
-from langchain_m3._writes import write_documents
+from langchain_m3._vectorstore_documents import VectorStoreDocuments
+from langchain_m3._vectorstore_search import VectorStoreSearch
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
@@ -85,7 +83,7 @@ __all__ = ["M3VectorStore", "ScoreScale"]
 logger = logging.getLogger(__name__)
 
 
-class M3VectorStore(VectorStoreSearch):
+class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
     """LangChain vector store over an :class:`~m3kit.store.M3Index` (see the module docstring).
 
     Build it with :meth:`open`, :meth:`from_documents` / :meth:`from_texts`, or around an
@@ -283,113 +281,6 @@ class M3VectorStore(VectorStoreSearch):
         except ValueError as exc:  # settings a search would refuse: shown, not raised
             search = f"<invalid: {exc}>"
         return f"M3VectorStore(index={self._index!r}, search={search})"
-
-    # -- writing ------------------------------------------------------------------------------
-    def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[dict[str, Any] | None] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """:meth:`add_documents` for plain texts (and optional metadata dicts; ``None``: none)."""
-        return self.add_documents(documents_of(texts, metadatas), ids=ids, **kwargs)
-
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
-
-        Keyword arguments:
-            ids: One id per document (wins over ``Document.id``); a document without an id
-                gets the index's content id.
-            chunking: ``True`` (sentence-packed chunks, each encoded alone: nothing past the
-                model's window is lost) / a chunker / ``False`` (default: the store's; without
-                chunking a longer document is cut with a warning naming it).
-            late_chunking: ``True`` / a ``LateChunker`` / ``False`` (default: the store's).
-                With ``chunking`` too, its chunks are pooled late
-                (:func:`m3kit.chunking.as_chunker`). Chunk documents from
-                ``M3LateChunkingSplitter`` keep the vectors they carry, never split again.
-            show_progress: tqdm bars.
-            batch_size: Most documents encoded and written per step (LangChain's ``index()``
-                passes it); default: all at once.
-            parent_id_key: Metadata key of the parent id whose children this write replaces
-                (default: :attr:`parent_id_key`).
-
-        Returns:
-            The document ids, in order.
-
-        Raises:
-            ValueError: A chunk document that lost its vectors (see
-                :mod:`langchain_m3.splitter`), an id given twice with different content; with
-                a parent id key, a parent id that is not a string or an integer.
-        """
-        key = kwargs.pop("parent_id_key", self.parent_id_key)
-        ids = kwargs.pop("ids", None)
-        chunking = kwargs.pop("chunking", None)
-        late_chunking = kwargs.pop("late_chunking", None)
-        show_progress = kwargs.pop("show_progress", None)
-        batch_size = kwargs.pop("batch_size", None)
-        check_no_more(kwargs, "add_documents")
-        parents: list[str | int | None] = []
-        if key is not None:
-            parents, ids = documents_child_ids(key, documents, ids)
-        written = write_documents(
-            self._index,
-            documents,
-            ids=ids,
-            chunker=self._chunker(
-                self.chunking if chunking is None else chunking,
-                self.late_chunking if late_chunking is None else late_chunking,
-            ),
-            show_progress=show_progress,
-            generate_missing_ids=True,
-            batch_size=batch_size,
-        )
-        if key is not None and any(parent is not None for parent in parents):
-            # after the write: a failed encode never leaves a parent without children
-            delete_other_children(self._index, key, parents, written)
-        return written
-
-    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        """Delete documents (every chunk of each) by id; unknown ids are ignored.
-
-        Raises:
-            ValueError: No ids (use :meth:`clear` to delete everything).
-            TypeError: An id is neither a str nor an int (as the ids ``add_documents`` takes).
-        """
-        check_no_more(kwargs, "delete")
-        if ids is None:
-            raise ValueError("delete() needs the document ids; clear() deletes every document")
-        if isinstance(ids, str):
-            raise TypeError("ids is a list of document ids, not a single string")
-        self._index.delete(distinct_doc_ids(ids, "ids"))
-        return True
-
-    def clear(self) -> None:
-        """Delete every document; the collection (and what model wrote it) stays."""
-        self._index.store.clear()
-
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """Every stored chunk of these documents: by document in the order given, then chunk.
-
-        Unknown ids are left out; a document stored whole gives one ``Document``.
-        """
-        if isinstance(ids, str):
-            raise TypeError("ids is a list of document ids, not a single string")
-        wanted = distinct_doc_ids(ids, "ids")
-        if not wanted:
-            return []
-        order = {doc_id: n for n, doc_id in enumerate(wanted)}
-        hits = self._index.store.get(filter=documents_filter(wanted))
-        hits.sort(key=lambda h: (order.get(h.doc_id, len(order)), h.chunk_index))
-        return [hit_document(h) for h in hits]
-
-    def _chunker(
-        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
-    ) -> Chunker | None:
-        from m3kit.chunking import as_chunker
-
-        return as_chunker(self._index.encoder, chunking=chunking, late_chunking=late_chunking)
 
     def close(self) -> None:
         """Close the index (files, locks, connections)."""

@@ -58,28 +58,26 @@ from llama_index.core.schema import (
     MetadataMode,
     NodeRelationship,
     RelatedNodeInfo,
-    TextNode,
 )
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3EncoderSettingsFields
 from llamaindex_m3.late_nodes import (
     _INTERNAL_KEYS,
-    ENCODER_SETTINGS,
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
     EditedNodeError,
     M3TextNode,
-    _text_key,
     chunk_records,
     node_vectors,
 )
+from llamaindex_m3.parser_nodes import late_chunk_node
 from llamaindex_m3.parser_rebuild import ENCODER_KEY, SIGNATURE_KEY, check_rebuilt, read_id_func
 from llamaindex_m3.parser_spans import node_parser_spans
 from m3kit.encoder import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
-from m3kit.outputs import Chunk, Head
+from m3kit.outputs import Head
 
 __all__ = [
     "LATE_METADATA_KEY",
@@ -363,7 +361,7 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
             built = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
             source = hashlib.sha256(text.encode()).hexdigest()[:32]
             for base, chunk in zip(built, chunks, strict=True):
-                out.append(self._to_m3_node(base, chunk, source, len(chunks)))
+                out.append(late_chunk_node(base, chunk, self._chunker, source, len(chunks)))
         return out
 
     async def _aparse_nodes(
@@ -374,42 +372,6 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
         return await asyncio.to_thread(
             self._parse_nodes, nodes, show_progress=show_progress, **kwargs
         )
-
-    def _to_m3_node(self, base: TextNode, chunk: Chunk, source: str, count: int) -> M3TextNode:
-        data = base.model_dump(exclude={"embedding", "start_char_idx", "end_char_idx"})
-        data["relationships"] = base.relationships
-        node = M3TextNode(
-            **data,
-            embedding=chunk.dense.tolist(),
-            start_char_idx=chunk.start,
-            end_char_idx=chunk.end,
-        )
-        fingerprint = encoder_fingerprint(self._chunker.encoder)
-        node.metadata[LATE_METADATA_KEY] = {
-            "chunker": self._chunker.signature,
-            # which model made the vectors: a store of another model refuses the node
-            "encoder": fingerprint.identity,
-            # its settings in that identity, named when a store refuses the node
-            "encoder_settings": {k: getattr(fingerprint, k) for k in ENCODER_SETTINGS},
-            "index": chunk.index,
-            "count": count,  # chunks of the document: a store deletes its chunks beyond them
-            "source": source,  # hash of the document's text: the version a store keeps
-            "token_start": chunk.token_start,
-            "token_end": chunk.token_end,
-            "text": _text_key(chunk.text),  # a node edited since is refused (node_vectors)
-            "cut_from": base.ref_doc_id,  # the document or node parsed (see chunk_records)
-        }
-        if Head.SPARSE in chunk.vectors.heads:
-            node.metadata[SPARSE_METADATA_KEY] = {
-                "indices": chunk.sparse.indices.tolist(),
-                "values": chunk.sparse.values.tolist(),
-            }
-        for key in _INTERNAL_KEYS:
-            for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-                if key in node.metadata and key not in keys:
-                    keys.append(key)
-        node._m3_chunk = chunk
-        return node
 
     def _postprocess_parsed_nodes(
         self, nodes: list[BaseNode], parent_doc_map: dict[str, Document]

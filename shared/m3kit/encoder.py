@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -28,32 +27,29 @@ from m3kit.backends import (
     open_onnx_runner,
     resolve_backend,
 )
-from m3kit.backends.torch_backend import torch_forward
 from m3kit.checkpoint import (
     DEFAULT_MODEL,
     CheckpointInfo,
-    CheckpointKind,
     Pooling,
     resolve_checkpoint,
 )
+from m3kit.encoder_forward import EncoderForward
 from m3kit.encoder_inputs import (
     TokenizedText,
     Truncation,
-    check_heads,
     check_input_ids,
     check_sparse_options,
     check_texts,
     embedding_rows,
     load_tokenizer,
-    pad_batch,
     plan_batches,
     special_token_ids,
     texts_to_input_ids,
     tokenize_texts,
 )
-from m3kit.encoder_outputs import OutputCollector, TokenStates, sparse_vector, token_states
+from m3kit.encoder_outputs import OutputCollector, TokenStates
 from m3kit.model import M3Model
-from m3kit.outputs import ALL_HEADS, Head, M3Output, SparseVector
+from m3kit.outputs import Head, M3Output
 from m3kit.precision import (
     Precision,
     describe_precision,
@@ -81,7 +77,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class M3Encoder:
+class M3Encoder(EncoderForward):
     """Encode texts into M3 dense, sparse and ColBERT vectors with one forward pass.
 
     Build it with :meth:`from_pretrained`. Thread-safe: several threads may call
@@ -249,10 +245,6 @@ class M3Encoder:
 
     # -- properties -------------------------------------------------------------------------
     @property
-    def available_heads(self) -> frozenset[Head]:
-        return ALL_HEADS if self.model.kind is CheckpointKind.M3 else frozenset({Head.DENSE})
-
-    @property
     def dense_dim(self) -> int:
         return self.model.hidden_size
 
@@ -372,63 +364,6 @@ class M3Encoder:
                 )
                 bar.update(len(batch))
         return out.result()
-
-    def token_states(
-        self,
-        input_ids: Sequence[Sequence[int]],
-        *,
-        heads: Sequence[Head | str] | Head | str | frozenset[Head] | None = None,
-    ) -> list[TokenStates]:
-        """Per-token hidden states and head outputs of tokenised sequences (ids with specials).
-
-        Same batching, device and precision as :meth:`encode_tokenized`; one entry per sequence.
-        """
-        wanted = self._check_heads(heads)
-        lengths = [len(ids) for ids in input_ids]
-        out: list[TokenStates | None] = [None] * len(input_ids)
-        for batch in self._plan_batches(lengths):
-            fwd = self._forward([input_ids[i] for i in batch], wanted, hidden=True)
-            for i, states in token_states(batch, fwd, lengths):
-                out[i] = states
-        return [t for t in out if t is not None]
-
-    def sparse_vector(
-        self,
-        ids: np.ndarray,
-        weights: np.ndarray,
-        *,
-        top_k: int | None = None,
-        min_weight: float = 0.0,
-    ) -> SparseVector:
-        """Token weights -> sparse vector: max per id; special tokens and weights <= 0 dropped."""
-        return sparse_vector(ids, weights, self._unused_ids, top_k=top_k, min_weight=min_weight)
-
-    # -- internals --------------------------------------------------------------------------
-    def _check_heads(
-        self, heads: Sequence[Head | str] | Head | str | frozenset[Head] | None
-    ) -> frozenset[Head]:
-        return check_heads(self.available_heads, heads)
-
-    def _plan_batches(self, lengths: list[int]) -> list[list[int]]:
-        return plan_batches(
-            lengths, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
-        )
-
-    def _forward(
-        self, batch_ids: list[Sequence[int]], wanted: frozenset[Head], *, hidden: bool = False
-    ) -> dict[str, np.ndarray]:
-        """One padded forward pass: ``ids``, ``mask`` and float32 head outputs (numpy)."""
-        ids, mask = pad_batch(batch_ids, self._pad_id)
-        if self._onnx is None:
-            res = torch_forward(
-                self.model, self.device, self.precision, ids, mask, wanted, hidden=hidden
-            )
-        else:  # the graph computes every head; keep what was asked for
-            keep = {Head.DENSE.value, *(h.value for h in wanted)} | (
-                {"hidden"} if hidden else set()
-            )
-            res = {k: v for k, v in self._onnx.run(ids, mask).items() if k in keep}
-        return {"ids": ids, "mask": mask, **res}
 
 
 def _place_model(

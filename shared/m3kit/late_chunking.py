@@ -83,6 +83,7 @@ from m3kit.late_config import (
     default_window,
     parse_heads,
 )
+from m3kit.late_stitch import stitch_states
 from m3kit.late_windows import (
     Window,
     WindowPlacement,
@@ -365,7 +366,18 @@ class LateChunker:
         self, plan: _DocPlan, states: list[TokenStates], naive: M3Output | None, row: int
     ) -> list[Chunk]:
         """Chunks of one document; ``naive`` rows ``row...`` are its chunks encoded alone."""
-        hidden, sparse, colbert = self._stitch(plan, states) if states else (None, None, None)
+        hidden, sparse, colbert = (
+            stitch_states(
+                plan.windows,
+                states,
+                total=int(plan.ids.shape[0]),
+                prefix=len(self._prefix),
+                suffix=len(self._suffix),
+                late_heads=self.late_heads,
+            )
+            if states
+            else (None, None, None)
+        )
         chunks: list[Chunk] = []
         for index, ((start, end), (ts, te)) in enumerate(
             zip(plan.spans, plan.token_bounds, strict=True)
@@ -395,40 +407,6 @@ class LateChunker:
             )
             chunks.append(Chunk(plan.text[start:end], start, end, index, ts, te, vectors))
         return chunks
-
-    def _stitch(
-        self, plan: _DocPlan, states: list[TokenStates]
-    ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
-        """Per-document-token arrays, each token's state taken from the window that owns it.
-
-        ColBERT row ``i`` is document token ``i``'s vector (row 0, the CLS, stays unused).
-        """
-        p, s = len(self._prefix), len(self._suffix)
-        total = int(plan.ids.shape[0])
-        n = total - p - s
-        hidden = np.empty((total, states[0].hidden.shape[1]), dtype=np.float32)
-        sparse = np.empty(total, dtype=np.float32) if Head.SPARSE in self.late_heads else None
-        colbert = None
-        if Head.COLBERT in self.late_heads:
-            width = states[0].colbert.shape[1] if states[0].colbert is not None else 0
-            colbert = np.zeros((total, width), dtype=np.float32)
-        for w, st in zip(plan.windows, states, strict=True):
-            length = w.end - w.start
-            pieces = [(p + w.own_start - w.start, p + w.own_start, w.own_end - w.own_start)]
-            if w.own_start == 0:
-                pieces.append((0, 0, p))  # the document's leading specials
-            if w.own_end == n:
-                pieces.append((p + length, p + n, s))  # the document's trailing specials
-            for src, dst, count in pieces:
-                if count <= 0:
-                    continue
-                hidden[dst : dst + count] = st.hidden[src : src + count]
-                if sparse is not None and st.sparse is not None:
-                    sparse[dst : dst + count] = st.sparse[src : src + count]
-                if colbert is not None and st.colbert is not None:
-                    lo = max(src, 1)  # window position 0 (CLS) has no ColBERT vector
-                    colbert[dst + lo - src : dst + count] = st.colbert[lo - 1 : src + count - 1]
-        return hidden, sparse, colbert
 
 
 def as_late_chunker(encoder: M3Encoder, late_chunking: bool | LateChunker) -> LateChunker | None:

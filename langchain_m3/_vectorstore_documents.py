@@ -1,0 +1,149 @@
+"""The document half of :class:`~langchain_m3.M3VectorStore`: add, delete, clear, get by id.
+
+Split from :mod:`langchain_m3.vectorstore`: :class:`VectorStoreDocuments` is a base class of
+``M3VectorStore`` holding its write and by-id methods (``add_texts`` / ``add_documents``,
+``delete``, ``clear``, ``get_by_ids``); ``M3VectorStore.__init__`` sets the attributes they
+read. Ids and chunks: see :mod:`langchain_m3.vectorstore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.documents import Document
+from langchain_core.vectorstores import VectorStore
+
+from langchain_m3._documents import documents_of, hit_document
+from langchain_m3._parents import delete_other_children, documents_child_ids
+from langchain_m3._vectorstore_search import check_no_more
+from langchain_m3._writes import write_documents
+from m3kit.store import M3Index
+from m3kit.store.filters import distinct_doc_ids, documents_filter
+
+if TYPE_CHECKING:
+    from m3kit.chunking import Chunker
+    from m3kit.late_chunking import LateChunker
+
+__all__ = ["VectorStoreDocuments"]
+
+
+class VectorStoreDocuments(VectorStore):
+    """The document methods of :class:`~langchain_m3.M3VectorStore` (a base; it sets these).
+
+    Attributes:
+        chunking: Default chunking of added documents.
+        late_chunking: Default late chunking of added documents.
+    """
+
+    _index: M3Index
+    parent_id_key: str | None
+    chunking: bool | Chunker
+    late_chunking: bool | LateChunker
+
+    # -- writing ------------------------------------------------------------------------------
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """:meth:`add_documents` for plain texts (and optional metadata dicts; ``None``: none)."""
+        return self.add_documents(documents_of(texts, metadatas), ids=ids, **kwargs)
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
+
+        Keyword arguments:
+            ids: One id per document (wins over ``Document.id``); a document without an id
+                gets the index's content id.
+            chunking: ``True`` (sentence-packed chunks, each encoded alone: nothing past the
+                model's window is lost) / a chunker / ``False`` (default: the store's; without
+                chunking a longer document is cut with a warning naming it).
+            late_chunking: ``True`` / a ``LateChunker`` / ``False`` (default: the store's).
+                With ``chunking`` too, its chunks are pooled late
+                (:func:`m3kit.chunking.as_chunker`). Chunk documents from
+                ``M3LateChunkingSplitter`` keep the vectors they carry, never split again.
+            show_progress: tqdm bars.
+            batch_size: Most documents encoded and written per step (LangChain's ``index()``
+                passes it); default: all at once.
+            parent_id_key: Metadata key of the parent id whose children this write replaces
+                (default: :attr:`parent_id_key`).
+
+        Returns:
+            The document ids, in order.
+
+        Raises:
+            ValueError: A chunk document that lost its vectors (see
+                :mod:`langchain_m3.splitter`), an id given twice with different content; with
+                a parent id key, a parent id that is not a string or an integer.
+        """
+        key = kwargs.pop("parent_id_key", self.parent_id_key)
+        ids = kwargs.pop("ids", None)
+        chunking = kwargs.pop("chunking", None)
+        late_chunking = kwargs.pop("late_chunking", None)
+        show_progress = kwargs.pop("show_progress", None)
+        batch_size = kwargs.pop("batch_size", None)
+        check_no_more(kwargs, "add_documents")
+        parents: list[str | int | None] = []
+        if key is not None:
+            parents, ids = documents_child_ids(key, documents, ids)
+        written = write_documents(
+            self._index,
+            documents,
+            ids=ids,
+            chunker=self._chunker(
+                self.chunking if chunking is None else chunking,
+                self.late_chunking if late_chunking is None else late_chunking,
+            ),
+            show_progress=show_progress,
+            generate_missing_ids=True,
+            batch_size=batch_size,
+        )
+        if key is not None and any(parent is not None for parent in parents):
+            # after the write: a failed encode never leaves a parent without children
+            delete_other_children(self._index, key, parents, written)
+        return written
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete documents (every chunk of each) by id; unknown ids are ignored.
+
+        Raises:
+            ValueError: No ids (use :meth:`clear` to delete everything).
+            TypeError: An id is neither a str nor an int (as the ids ``add_documents`` takes).
+        """
+        check_no_more(kwargs, "delete")
+        if ids is None:
+            raise ValueError("delete() needs the document ids; clear() deletes every document")
+        if isinstance(ids, str):
+            raise TypeError("ids is a list of document ids, not a single string")
+        self._index.delete(distinct_doc_ids(ids, "ids"))
+        return True
+
+    def clear(self) -> None:
+        """Delete every document; the collection (and what model wrote it) stays."""
+        self._index.store.clear()
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Every stored chunk of these documents: by document in the order given, then chunk.
+
+        Unknown ids are left out; a document stored whole gives one ``Document``.
+        """
+        if isinstance(ids, str):
+            raise TypeError("ids is a list of document ids, not a single string")
+        wanted = distinct_doc_ids(ids, "ids")
+        if not wanted:
+            return []
+        order = {doc_id: n for n, doc_id in enumerate(wanted)}
+        hits = self._index.store.get(filter=documents_filter(wanted))
+        hits.sort(key=lambda h: (order.get(h.doc_id, len(order)), h.chunk_index))
+        return [hit_document(h) for h in hits]
+
+    def _chunker(
+        self, chunking: bool | Chunker, late_chunking: bool | LateChunker
+    ) -> Chunker | None:
+        from m3kit.chunking import as_chunker
+
+        return as_chunker(self._index.encoder, chunking=chunking, late_chunking=late_chunking)
