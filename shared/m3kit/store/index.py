@@ -17,13 +17,10 @@ opening it with another encoder raises :class:`~m3kit.errors.FingerprintMismatch
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from m3kit.errors import EncoderChangedError
 from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint, fingerprint_change
@@ -31,8 +28,9 @@ from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
 from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
-from m3kit.store.index_inputs import check_encoder_fits, versioned_documents
+from m3kit.store.index_inputs import check_encoder_fits
 from m3kit.store.index_search import IndexSearch
+from m3kit.store.index_writes import IndexWrites
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
 from m3kit.store.search_settings import FusionCalibration, SearchSettings, is_bge_m3_architecture
@@ -47,7 +45,7 @@ __all__ = ["M3Index", "build_records", "content_doc_id"]
 logger = logging.getLogger(__name__)
 
 
-class M3Index(IndexSearch):
+class M3Index(IndexWrites, IndexSearch):
     """Encoder + store: what the LangChain / LlamaIndex adapters and the CLI use.
 
     Thread-safe: searches and adds may run from several threads at once.
@@ -250,7 +248,7 @@ class M3Index(IndexSearch):
             "re-encodes the stored documents with it (or use another collection)"
         )
 
-    # -- writing ----------------------------------------------------------------------------
+    # -- writing (pending, write_records, add_texts, aadd_texts, delete: IndexWrites) -------
     def _records(
         self,
         docs: Sequence[_Doc],
@@ -261,121 +259,6 @@ class M3Index(IndexSearch):
         return build_records(
             self.encoder, self.store.heads, docs, chunker, show_progress, truncation
         )
-
-    def pending(
-        self,
-        texts: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        doc_ids: Sequence[str | int] | None = None,
-        *,
-        chunker: _Chunker | None = None,
-    ) -> tuple[list[str], list[_Doc]]:
-        """Ids of the documents (input order) and those not yet stored at their version.
-
-        What :meth:`add_texts` encodes; the Ray pipeline (:mod:`m3kit.distributed`) encodes
-        the same documents elsewhere and writes them with :meth:`write_records`.
-        """
-        order, docs = versioned_documents(texts, metadatas, doc_ids, chunker)
-        if not docs:
-            return order, []
-        done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
-        return order, [d for d in docs if d.doc_id not in done]
-
-    def write_records(self, records: Sequence[ChunkRecord], empty: Sequence[str] = ()) -> None:
-        """Write encoded chunks (replacing older versions of their documents)."""
-        with self._write_lock:
-            if records:
-                self.store.upsert(records, show_progress=False, replace=True)
-            if empty:
-                self.store.delete_documents(empty)
-
-    def add_texts(
-        self,
-        texts: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        doc_ids: Sequence[str | int] | None = None,
-        *,
-        chunker: _Chunker | None = None,
-        late_chunker: _Chunker | None = None,
-        truncation: Truncation | str = "warn",
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Index documents; unchanged ones are skipped, changed ones replaced.
-
-        Args:
-            texts: One text per document.
-            metadatas: One metadata mapping per text (JSON-serialisable).
-            doc_ids: One id per text, a str or an int (stored as its digits: ``7`` is the id
-                ``"7"``; other types are refused): a stored document with the same id is
-                replaced. Default:
-                :func:`content_doc_id` of the text and metadata (a changed text or metadata
-                is then a new document; the old one stays until deleted).
-            chunker: How to cut each document into chunks (nothing is dropped):
-                :class:`m3kit.chunking.NaiveChunker` (each chunk encoded alone),
-                :class:`m3kit.late_chunking.LateChunker` (chunks pooled from the whole
-                document), or anything with ``chunk(texts) -> list[list[Chunk]]`` and a
-                ``signature``. Default: one chunk per text, cut at the encoder's
-                ``max_length`` (see ``truncation``).
-            late_chunker: The former name of ``chunker`` (still accepted).
-            truncation: Without a chunker, a text longer than the model's window is
-                ``"warn"``: cut, with a warning naming the document and how many tokens were
-                dropped; ``"error"``: :class:`~m3kit.errors.TruncationError`.
-            show_progress: tqdm bars for encoding and writing.
-
-        Returns:
-            The document id of each text, in input order (what :meth:`delete` takes and
-            :attr:`Hit.doc_id` holds).
-        """
-        if chunker is not None and late_chunker is not None:
-            raise TypeError("give chunker= or late_chunker= (its former name), not both")
-        chunker = chunker if chunker is not None else late_chunker
-        self.check_encoder()  # before encoding anything
-        order, todo = self.pending(texts, metadatas, doc_ids, chunker=chunker)
-        if not todo:
-            return order
-        show = len(todo) > self.write_group if show_progress is None else show_progress
-        # Encode and write in groups of documents, so an interrupted run keeps what it wrote
-        # (the next run skips those documents) and memory stays bounded on large jobs.
-        with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
-            for start in range(0, len(todo), self.write_group):
-                group = todo[start : start + self.write_group]
-                records, empty = self._records(group, chunker, False, truncation)
-                self.write_records(records, empty)
-                bar.update(len(group))
-        return order
-
-    async def aadd_texts(
-        self,
-        texts: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        doc_ids: Sequence[str | int] | None = None,
-        *,
-        chunker: _Chunker | None = None,
-        late_chunker: _Chunker | None = None,
-        truncation: Truncation | str = "warn",
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """:meth:`add_texts` in a worker thread."""
-        return await asyncio.to_thread(
-            self.add_texts,
-            texts,
-            metadatas,
-            doc_ids,
-            chunker=chunker,
-            late_chunker=late_chunker,
-            truncation=truncation,
-            show_progress=show_progress,
-        )
-
-    def delete(self, doc_ids: Sequence[str | int]) -> None:
-        """Delete every chunk of these documents (ids as :meth:`add_texts` takes them).
-
-        Raises:
-            TypeError: ``doc_ids`` is one string (give ``[doc_id]``), or holds an id that is
-                neither a str nor an int.
-        """
-        with self._write_lock:
-            self.store.delete_documents(doc_ids)
 
     def count(self) -> int:
         """Number of stored chunks."""
