@@ -45,7 +45,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._parents import check_key, fill_ids, parent_ids
+from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
 from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
@@ -130,7 +130,7 @@ class M3QdrantVectorStore(QdrantVectorStore):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
         point_ids = fill_ids(ids, child_point_ids(key, parents))
         written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
-        field = f"{self.metadata_payload_key}.{key}"
+        field = parent_path(self.metadata_payload_key, key)
         delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
         return written
 
