@@ -169,6 +169,36 @@ class M3QdrantVectorStore(QdrantVectorStore):
         return await super().aadd_documents(documents, **kwargs)
 
     @classmethod
+    def from_texts(  # type: ignore[override]  # QdrantVectorStore.from_texts + parent_id_key
+        cls,
+        texts: list[str],
+        embedding: Any = None,
+        metadatas: list[dict[Any, Any]] | None = None,
+        ids: Sequence[str | int] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> M3QdrantVectorStore:
+        """``QdrantVectorStore.from_texts``; ``parent_id_key=`` sets :attr:`parent_id_key`
+        on the store before the texts are written (``QdrantVectorStore`` hands a keyword it
+        does not know to ``QdrantClient``, which ignores it in local mode).
+
+        Raises:
+            TypeError: ``parent_id_key`` is not a string.
+            ValueError: As :meth:`add_texts`.
+        """
+        key = kwargs.pop("parent_id_key", None)
+        if key is None:
+            plain = super().from_texts(texts, embedding, metadatas, ids, *args, **kwargs)
+            assert isinstance(plain, M3QdrantVectorStore)  # built by cls
+            return plain
+        check_key(key)  # before the collection is created
+        store = super().from_texts([], embedding, None, None, *args, **kwargs)
+        assert isinstance(store, M3QdrantVectorStore)
+        store.parent_id_key = key
+        store.add_texts(texts, metadatas, ids, kwargs.get("batch_size", 64))
+        return store
+
+    @classmethod
     def from_documents(
         cls, documents: list[Document], *args: Any, **kwargs: Any
     ) -> M3QdrantVectorStore:
