@@ -21,7 +21,7 @@ from langchain_m3 import M3Embeddings, M3QdrantVectorStore, M3SparseEmbeddings, 
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
 
-KEYS = ["doc.id", "doc id", "Header 1.level", "x[0]"]
+KEYS = ["doc_id", "doc.id", "doc id", "Header 1.level", "x[0]", "ид-родителя"]
 
 
 def _children(key: str, parent: str, texts: list[str]) -> list[Document]:
