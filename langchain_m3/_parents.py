@@ -15,6 +15,7 @@ children's ids, and the deletion in :class:`~m3kit.store.M3Index`
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 from qdrant_client import models
 
 from m3kit.store import M3Index
-from m3kit.store.schema import DOC_ID, metadata_path
+from m3kit.store.schema import DOC_ID, METADATA
 
 __all__ = [
     "check_key",
@@ -31,10 +32,12 @@ __all__ = [
     "documents_child_ids",
     "fill_ids",
     "parent_ids",
+    "parent_path",
 ]
 
 _Id = TypeVar("_Id")
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "m3kit:langchain_m3:parent-children")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 def parent_ids(
@@ -88,15 +91,34 @@ def check_key(key: object) -> str:
 
     Raises:
         TypeError: ``key`` is not a string.
-        ValueError: ``key`` cannot be addressed in a payload filter.
+        ValueError: ``key`` cannot be addressed in a payload filter (empty, or holding a
+            double quote).
     """
     if not isinstance(key, str):
         raise TypeError(
             f"parent_id_key must be the metadata key of the parent id (a string, e.g. "
             f"ParentDocumentRetriever's id_key 'doc_id'), got {key!r}"
         )
-    metadata_path(key)  # a key no filter can address: refused before anything is written
+    if not key or '"' in key:  # refused before anything is written
+        raise ValueError(
+            f"parent_id_key {key!r} cannot be addressed in a Qdrant payload filter (it is "
+            "empty or holds a double quote), so a parent's old children could not be found; "
+            "use another id_key"
+        )
     return key
+
+
+def parent_path(prefix: str, key: str) -> str:
+    """The payload path of the metadata key ``key`` under ``prefix``: ``key`` is one flat
+    key (``ParentDocumentRetriever`` sets ``metadata[id_key]``), so a key with a dot, a space
+    or a bracket is quoted, not read as nested metadata.
+
+    >>> parent_path("metadata", "doc_id"), parent_path("metadata", "doc.id")
+    ('metadata.doc_id', 'metadata."doc.id"')
+    """
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{prefix}.{key}"
+    return f'{prefix}."{key}"'
 
 
 def fill_ids(given: Sequence[_Id | None] | None, derived: Sequence[_Id]) -> list[_Id]:
@@ -145,7 +167,7 @@ def delete_other_children(
     for parent, doc_id in zip(parents, doc_ids, strict=True):
         if parent is not None:
             kept.setdefault(parent, []).append(doc_id)
-    field = metadata_path(key)
+    field = parent_path(METADATA, key)
     for parent, written in kept.items():
         stale = models.Filter(
             must=[models.FieldCondition(key=field, match=models.MatchValue(value=parent))],

@@ -45,7 +45,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._parents import check_key, fill_ids, parent_ids
+from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
 from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
@@ -130,7 +130,7 @@ class M3QdrantVectorStore(QdrantVectorStore):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
         point_ids = fill_ids(ids, child_point_ids(key, parents))
         written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
-        field = f"{self.metadata_payload_key}.{key}"
+        field = parent_path(self.metadata_payload_key, key)
         delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
         return written
 
@@ -167,6 +167,36 @@ class M3QdrantVectorStore(QdrantVectorStore):
         """Async :meth:`add_documents`."""
         _refuse_lost_markers(documents)
         return await super().aadd_documents(documents, **kwargs)
+
+    @classmethod
+    def from_texts(  # type: ignore[override]  # QdrantVectorStore.from_texts + parent_id_key
+        cls,
+        texts: list[str],
+        embedding: Any = None,
+        metadatas: list[dict[Any, Any]] | None = None,
+        ids: Sequence[str | int] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> M3QdrantVectorStore:
+        """``QdrantVectorStore.from_texts``; ``parent_id_key=`` sets :attr:`parent_id_key`
+        on the store before the texts are written (``QdrantVectorStore`` hands a keyword it
+        does not know to ``QdrantClient``, which ignores it in local mode).
+
+        Raises:
+            TypeError: ``parent_id_key`` is not a string.
+            ValueError: As :meth:`add_texts`.
+        """
+        key = kwargs.pop("parent_id_key", None)
+        if key is None:
+            plain = super().from_texts(texts, embedding, metadatas, ids, *args, **kwargs)
+            assert isinstance(plain, M3QdrantVectorStore)  # built by cls
+            return plain
+        check_key(key)  # before the collection is created
+        store = super().from_texts([], embedding, None, None, *args, **kwargs)
+        assert isinstance(store, M3QdrantVectorStore)
+        store.parent_id_key = key
+        store.add_texts(texts, metadatas, ids, kwargs.get("batch_size", 64))
+        return store
 
     @classmethod
     def from_documents(

@@ -78,8 +78,11 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     if dense_wanted:
         dense = query.query_embedding if out is None or Head.DENSE not in encode else out.dense
     sparse: SparseVector | None = out.sparse[0] if out is not None and sparse_wanted else None
+    cut = index.store.sparse_cut
+    if sparse is not None and cut is not None:
+        sparse = cut.apply(sparse)  # as the store cuts it: judged empty or not after the cut
     if mode is VectorStoreQueryMode.SPARSE and sparse is not None and len(sparse) == 0:
-        return []  # no query token has a weight: nothing matches
+        return []  # no query token has a weight (the index's sparse cut keeps): nothing matches
     if mode is VectorStoreQueryMode.SPARSE:
         k = query.sparse_top_k or query.similarity_top_k
     elif mode is VectorStoreQueryMode.HYBRID:

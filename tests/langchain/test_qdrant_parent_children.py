@@ -11,6 +11,7 @@ place, and the parent's other points are deleted.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 from langchain_classic.retrievers import ParentDocumentRetriever
@@ -170,3 +171,27 @@ def test_a_parent_id_key_that_is_not_a_string_is_refused(tiny_encoder: M3Encoder
     with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
         store.add_documents([Document("a", metadata={"doc_id": "p"})], parent_id_key=5)
     assert _points(store) == []
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_from_documents_takes_the_parent_id_key(
+    tiny_encoder: M3Encoder, asynchronous: bool
+) -> None:
+    # from_texts passes unknown keywords to QdrantClient, which (local mode) ignores them: the
+    # key was dropped silently and a re-added parent kept its old children
+    children = [Document(t, metadata={"doc_id": "p"}) for t in SAMPLE_TEXTS[0:3]]
+    options: dict[str, Any] = {
+        "location": ":memory:",
+        "collection_name": "children",
+        "parent_id_key": "doc_id",
+    }
+    embedding = M3Embeddings.from_encoder(tiny_encoder)
+    if asynchronous:
+        store = await M3QdrantVectorStore.afrom_documents(children, embedding, **options)
+    else:
+        store = M3QdrantVectorStore.from_documents(children, embedding, **options)
+    assert isinstance(store, M3QdrantVectorStore) and store.parent_id_key == "doc_id"
+    store.add_documents([Document(SAMPLE_TEXTS[3], metadata={"doc_id": "p"})])
+    assert [t for _, t, _ in _points(store)] == [SAMPLE_TEXTS[3]]
+    with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
+        M3QdrantVectorStore.from_texts(["a"], embedding, location=":memory:", parent_id_key=3)

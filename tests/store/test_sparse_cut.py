@@ -151,3 +151,16 @@ def test_a_plain_store_on_a_cut_collection_cuts_too(
         store.query(dense=out.dense[0], sparse=out.sparse[0], k=1, rerank=False)
     assert len(spies["written"][-1].indices) == 2
     assert len(spies["queried"][-1].indices) == 2
+
+
+def test_numpy_numbers_are_a_cut(tmp_path: Path, tiny_encoder: Any) -> None:
+    # the cut check takes numpy numbers (as encode does), but np.int64 went into the record
+    # as it was: Qdrant's record write failed with "int64 is not JSON serializable"
+    where = str(tmp_path / "store")
+    with M3Index.open(tiny_encoder, where, sparse_top_k=np.int64(3)) as index:
+        index.add_texts(TEXTS)
+        assert index.store.collection_metadata()[RECORD_KEY] == {"top_k": 3, "min_weight": 0.0}
+    with M3Index.open(tiny_encoder, where, sparse_top_k=3) as index:  # the same cut
+        assert index.sparse_cut == SparseCut(3)
+    cut = SparseCut(np.int32(3), np.float32(0.5))
+    assert type(cut.top_k) is int and type(cut.min_weight) is float

@@ -66,6 +66,9 @@ class SparseCut:
             raise ValueError(
                 f"sparse_min_weight must be >= 0 (0: keep every weight), got {self.min_weight!r}"
             )
+        # numpy numbers (which the check takes) as plain ones: the record is JSON
+        if self.top_k is not None:
+            object.__setattr__(self, "top_k", int(self.top_k))
         object.__setattr__(self, "min_weight", float(self.min_weight))
 
     @property
