@@ -69,6 +69,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
 from langchain_m3._documents import documents_of, encoder_of, sparse_cut_of
+from langchain_m3._parents import check_key
 from langchain_m3._search import ScoreScale, check_setting
 from langchain_m3._vectorstore_documents import VectorStoreDocuments
 from langchain_m3._vectorstore_search import VectorStoreSearch
@@ -239,10 +240,16 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
     ) -> M3VectorStore:
         """:meth:`open` a collection and add ``documents`` (chunk documents keep their vectors).
 
-        Keyword arguments: ``ids`` and :meth:`open`'s (``location``, ``collection``, ...).
+        Keyword arguments: ``ids``, ``parent_id_key`` (sets :attr:`parent_id_key` before the
+        documents are written) and :meth:`open`'s (``location``, ``collection``, ...).
         """
         ids = kwargs.pop("ids", None)
+        key = kwargs.pop("parent_id_key", None)
+        if key is not None:
+            check_key(key)  # before the collection is opened
         store = cls.open(embedding, **kwargs)
+        if key is not None:
+            store.parent_id_key = key
         try:
             store.add_documents(documents, ids=ids)
         except BaseException:

@@ -156,3 +156,23 @@ def test_a_key_no_filter_can_address_is_refused(store: M3VectorStore) -> None:
     with pytest.raises(ValueError, match="cannot be addressed"):
         store.add_documents([Document("a", metadata={'a"b': "p"})], parent_id_key='a"b')
     assert _points(store) == []
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_from_documents_takes_the_parent_id_key(
+    tiny_encoder: M3Encoder, asynchronous: bool
+) -> None:
+    # as M3QdrantVectorStore.from_documents takes it: it was an "unexpected keyword" here
+    children = [Document(t, metadata={"doc_id": "p"}) for t in SAMPLE_TEXTS[0:3]]
+    if asynchronous:
+        store = await M3VectorStore.afrom_documents(children, tiny_encoder, parent_id_key="doc_id")
+    else:
+        store = M3VectorStore.from_documents(children, tiny_encoder, parent_id_key="doc_id")
+    try:
+        assert store.parent_id_key == "doc_id"
+        store.add_documents([Document(SAMPLE_TEXTS[3], metadata={"doc_id": "p"})])
+        assert [t for _, t, _ in _points(store)] == [SAMPLE_TEXTS[3]]
+    finally:
+        store.close()
+    with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
+        M3VectorStore.from_texts(["a"], tiny_encoder, parent_id_key=3)
