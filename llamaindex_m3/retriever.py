@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
 from llamaindex_m3.filters import to_store_filter
@@ -356,7 +356,8 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
 
 
 def model_encoder(model: object, who: str, wrap: str) -> M3Encoder:
-    """The encoder of ``model``, an :class:`~m3kit.M3Encoder` or an :class:`M3Embedding`.
+    """The encoder of ``model``: an :class:`M3Embedding`'s, else ``model`` itself (an
+    :class:`~m3kit.M3Encoder`, or an object standing in for one).
 
     Args:
         model: What the user gave.
@@ -364,21 +365,20 @@ def model_encoder(model: object, who: str, wrap: str) -> M3Encoder:
         wrap: How that class wraps an opened index (``M3Retriever(index)``), for the message.
 
     Raises:
-        TypeError: ``model`` is neither; for an :class:`M3SparseEmbedding` the message says
-            how to give the index its sparse cut instead.
+        TypeError: ``model`` is an :class:`M3SparseEmbedding`; the message says how to give
+            the index its sparse cut instead.
     """
     if isinstance(model, M3Embedding):
         return model.encoder
-    if isinstance(model, M3Encoder):
-        return model
-    hint = ""
     if isinstance(model, M3SparseEmbedding):
-        hint = (
-            " (it computes sparse vectors only; the index encodes every head with the "
-            "encoder itself). For a sparse cut, open the index with it, M3Index.open(encoder, "
-            f"..., sparse_top_k=..., sparse_min_weight=...), and pass it: {wrap}"
+        raise TypeError(
+            f"{who} takes an M3Encoder or an M3Embedding, got M3SparseEmbedding (it computes "
+            "sparse vectors only; the index encodes every head with the encoder itself). For "
+            "a sparse cut, open the index with it, M3Index.open(encoder, ..., "
+            f"sparse_top_k=..., sparse_min_weight=...), and pass it: {wrap}"
         )
-    raise TypeError(f"{who} takes an M3Encoder or an M3Embedding, got {type(model).__name__}{hint}")
+    # anything else is taken as an encoder, as before (M3Index checks what it needs)
+    return cast("M3Encoder", model)
 
 
 def _refuse_text_instruction(model: M3Encoder | M3Embedding) -> None:

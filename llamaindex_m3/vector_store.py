@@ -184,6 +184,8 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         super().__init__(**data)
         if index is None:
             encoder = model_encoder(model, "M3VectorStore", "M3VectorStore(index=index)")
+            if not isinstance(encoder, M3Encoder):
+                raise TypeError(f"model must be an M3Encoder or M3Embedding, got {type(model)}")
             location = os.fspath(self.location) if self.location is not None else None
             index = M3Index.open(
                 encoder,

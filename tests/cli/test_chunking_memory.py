@@ -82,6 +82,7 @@ def test_later_runs_chunk_as_the_last_flags_said(
         "window": None,
         "late_heads": None,
         "overlap": None,
+        "placement": None,
     }
     capsys.readouterr()
     code = main(["index", str(docs), "--path", str(store), "--window", "40", "-q"])
