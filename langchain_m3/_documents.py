@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from qdrant_client import models
 
 from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
 from m3kit.encoder import M3Encoder
-from m3kit.store import Hit
+from m3kit.store import Backend, Hit, M3Index
 from m3kit.store.conditions import any_of, equals
 from m3kit.store.filters import metadata_filter, refuse_has_id
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
@@ -24,6 +25,7 @@ __all__ = [
     "documents_of",
     "encoder_of",
     "hit_document",
+    "open_index",
     "sparse_cut_of",
     "without_retriever_keys",
 ]
@@ -84,6 +86,34 @@ def sparse_cut_of(embedding: M3Encoder | EncoderModel) -> dict[str, Any]:
     if top_k is None and not min_weight:
         return {}
     return {"sparse_top_k": top_k, "sparse_min_weight": min_weight}
+
+
+def open_index(
+    embedding: M3Encoder | EncoderModel,
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    url: str | None,
+    api_key: str | None,
+    backend: Backend | str | None,
+) -> M3Index:
+    """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
+    (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open).
+
+    Raises:
+        TypeError: ``embedding`` holds no encoder.
+        ValueError: ``embedding``'s sparse cut differs from the one the collection's chunks
+            were stored with (the message names both).
+    """
+    return M3Index.open(
+        encoder_of(embedding),
+        location,
+        collection=collection,
+        url=url,
+        api_key=api_key,
+        backend=backend,
+        **sparse_cut_of(embedding),
+    )
 
 
 def documents_of(

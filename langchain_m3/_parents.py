@@ -8,8 +8,9 @@ parent's children in the write (the same parent and place: the same id, so re-ad
 unchanged content rewrites the same entries), and the store then deletes the parent's other
 entries (children of an earlier version: a changed text, or more children than now). This
 module holds what both stores share: the parent ids of a write (:func:`parent_ids`), the
-children's ids, and the deletion in :class:`~m3kit.store.M3Index`
-(:func:`delete_other_children`; ``M3QdrantVectorStore`` deletes through its qdrant client).
+children's ids, the ids written per parent (:func:`written_by_parent`) and the deletion in
+:class:`~m3kit.store.M3Index` (:func:`delete_other_children`; ``M3QdrantVectorStore``
+deletes through its qdrant client).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "fill_ids",
     "parent_ids",
     "parent_path",
+    "written_by_parent",
 ]
 
 _Id = TypeVar("_Id")
@@ -157,18 +159,33 @@ def documents_child_ids(
     return parents, fill_ids(given, child_ids(name, parents))
 
 
+def written_by_parent(
+    parents: Sequence[str | int | None], ids: Sequence[_Id]
+) -> dict[str | int, list[_Id]]:
+    """The ids just written (``ids``, in the order of ``parents``) of each parent id, in
+    the order written; a text without a parent id (``None``) is in none.
+
+    Raises:
+        ValueError: ``parents`` and ``ids`` differ in length.
+
+    >>> written_by_parent(["p", None, "q", "p"], ["a", "b", "c", "d"])
+    {'p': ['a', 'd'], 'q': ['c']}
+    """
+    kept: dict[str | int, list[_Id]] = {}
+    for parent, written in zip(parents, ids, strict=True):
+        if parent is not None:
+            kept.setdefault(parent, []).append(written)
+    return kept
+
+
 def delete_other_children(
     index: M3Index, key: str, parents: Sequence[str | int | None], doc_ids: Sequence[str]
 ) -> None:
     """Delete, for each parent id in ``parents``, its documents in ``index`` (metadata
     ``key`` equal to it) other than the ones just written (``doc_ids``, in the order of
     ``parents``)."""
-    kept: dict[str | int, list[str]] = {}
-    for parent, doc_id in zip(parents, doc_ids, strict=True):
-        if parent is not None:
-            kept.setdefault(parent, []).append(doc_id)
     field = parent_path(METADATA, key)
-    for parent, written in kept.items():
+    for parent, written in written_by_parent(parents, doc_ids).items():
         stale = models.Filter(
             must=[models.FieldCondition(key=field, match=models.MatchValue(value=parent))],
             must_not=[

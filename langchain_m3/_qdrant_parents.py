@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from qdrant_client import QdrantClient, models
 
-from langchain_m3._parents import child_ids
+from langchain_m3._parents import child_ids, written_by_parent
 
 __all__ = ["child_point_ids", "delete_stale_children"]
 
@@ -42,11 +42,7 @@ def delete_stale_children(
 ) -> None:
     """Delete, for each parent id in ``parents``, its points (payload ``field`` equal to it)
     other than the ones just written (``ids``, in the order of ``parents``)."""
-    kept: dict[str | int, list[str | int]] = {}
-    for parent, point in zip(parents, ids, strict=True):
-        if parent is not None:
-            kept.setdefault(parent, []).append(point)
-    for parent, points in kept.items():
+    for parent, points in written_by_parent(parents, ids).items():
         stale = models.Filter(
             must=[models.FieldCondition(key=field, match=models.MatchValue(value=parent))],
             must_not=[models.HasIdCondition(has_id=list(points))],

@@ -34,8 +34,7 @@ from langchain_m3._documents import (
     RETRIEVER_SHOWN,
     document_filter,
     documents_of,
-    encoder_of,
-    sparse_cut_of,
+    open_index,
 )
 from langchain_m3._retriever_writes import RetrieverWrites
 from langchain_m3._search import (
@@ -248,14 +247,13 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
                 chunks were stored with (the message names both).
         """
-        index = M3Index.open(
-            encoder_of(embedding),
+        index = open_index(
+            embedding,
             location,
             collection=collection,
             url=url,
             api_key=api_key,
             backend=backend,
-            **sparse_cut_of(embedding),
         )
         try:
             retriever = cls(

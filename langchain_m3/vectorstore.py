@@ -68,7 +68,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain") from e
 
-from langchain_m3._documents import documents_of, encoder_of, sparse_cut_of
+from langchain_m3._documents import documents_of, open_index
 from langchain_m3._parents import check_key
 from langchain_m3._search import ScoreScale, check_setting
 from langchain_m3._vectorstore_documents import VectorStoreDocuments
@@ -198,14 +198,13 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
                 chunks were stored with (the message names both).
         """
-        index = M3Index.open(
-            encoder_of(embedding),
+        index = open_index(
+            embedding,
             location,
             collection=collection,
             url=url,
             api_key=api_key,
             backend=backend,
-            **sparse_cut_of(embedding),
         )
         try:
             return cls(

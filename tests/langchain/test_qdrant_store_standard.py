@@ -131,7 +131,7 @@ class TestM3QdrantVectorStoreSparse(TestM3QdrantVectorStoreHybrid):
 
 class TestM3QdrantVectorStoreParentIdKey(TestM3QdrantVectorStoreHybrid):
     """Hybrid mode with ``parent_id_key`` set: documents without that key are written as
-    langchain-qdrant writes them (test_qdrant_parent_children.py: the children of a parent)."""
+    langchain-qdrant writes them (test_parent_children.py: the children of a parent)."""
 
     parent_id_key = "doc_id"
 

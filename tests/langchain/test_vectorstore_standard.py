@@ -68,6 +68,6 @@ class TestM3VectorStoreClientFolder(TestM3VectorStoreEdge):
 
 class TestM3VectorStoreParentIdKey(TestM3VectorStoreEdge):
     """Embedded engine with ``parent_id_key`` set: documents without that key are written as
-    before (test_vectorstore_parent_children.py: the children of a parent)."""
+    before (test_parent_children.py: the children of a parent)."""
 
     parent_id_key = "doc_id"

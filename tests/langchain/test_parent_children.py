@@ -1,0 +1,287 @@
+"""Both LangChain stores under ParentDocumentRetriever: re-adding a parent replaces its children.
+
+ParentDocumentRetriever writes a parent's children through ``vectorstore.add_documents``
+without ids (each child carries the parent's id under ``id_key``). ``M3QdrantVectorStore``
+(langchain-qdrant) gave each a random uuid, so re-adding a parent under its id stored its
+children again next to the old (duplicated, and stale when the parent's text changed);
+``M3VectorStore`` gave each the content id of its text and metadata, so re-adding an
+unchanged parent rewrote nothing, but re-adding it with another text stored its new children
+next to the old ones (stale hits). With ``parent_id_key`` set, one write carries all the
+children of each parent it names: they get ids from the parent id and their place, and the
+parent's other entries are deleted.
+
+The ``store`` fixture is ``M3VectorStore`` on each engine (``"edge"``, ``"client"``) and
+``M3QdrantVectorStore`` in hybrid mode; the re-add test also runs the qdrant store's dense and
+sparse modes. Tests of one store's own ids name it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_classic.retrievers import ParentDocumentRetriever
+from langchain_classic.storage import InMemoryStore
+from langchain_core.documents import Document
+from langchain_qdrant import RetrievalMode
+from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
+from qdrant_client import models
+
+from langchain_m3 import (
+    M3Embeddings,
+    M3LateChunkingSplitter,
+    M3QdrantVectorStore,
+    M3SparseEmbeddings,
+    M3VectorStore,
+)
+from m3kit import M3Encoder
+from m3kit.testing import SAMPLE_TEXTS
+
+Store = M3VectorStore | M3QdrantVectorStore
+
+LONG = Document(" ".join(SAMPLE_TEXTS[:6]), metadata={"src": "a"})
+CHANGED = Document(" ".join(SAMPLE_TEXTS[2:9]), metadata={"src": "a2"})
+SHORT = Document(SAMPLE_TEXTS[0], metadata={"src": "a3"})
+OTHER = Document(" ".join(SAMPLE_TEXTS[6:9]), metadata={"src": "b"})
+
+M3_KINDS = ["edge", "client"]  # M3VectorStore's backends
+QDRANT_MODES = {
+    "qdrant-hybrid": RetrievalMode.HYBRID,
+    "qdrant-dense": RetrievalMode.DENSE,
+    "qdrant-sparse": RetrievalMode.SPARSE,
+}
+KINDS = [*M3_KINDS, "qdrant-hybrid"]
+ALL_KINDS = [*M3_KINDS, *QDRANT_MODES]
+
+
+def _qdrant_store(encoder: M3Encoder, mode: RetrievalMode) -> M3QdrantVectorStore:
+    store = M3QdrantVectorStore.construct_instance(
+        embedding=M3Embeddings.from_encoder(encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
+        retrieval_mode=mode,
+        client_options={"location": ":memory:"},
+        collection_name="children",
+    )
+    assert isinstance(store, M3QdrantVectorStore)
+    return store
+
+
+def _close(store: Store) -> None:
+    if isinstance(store, M3VectorStore):
+        store.close()
+    else:
+        store.client.close()
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> Iterator[Store]:
+    kind = request.param
+    s: Store
+    if kind in QDRANT_MODES:
+        s = _qdrant_store(tiny_encoder, QDRANT_MODES[kind])
+    else:
+        s = M3VectorStore.open(tiny_encoder, backend=kind)
+    yield s
+    _close(s)
+
+
+def _points(store: Store) -> list[tuple[str, str, str]]:
+    """Every stored entry as (document id or point id, text, parent id)."""
+    if isinstance(store, M3VectorStore):
+        return [
+            (h.doc_id, h.text, h.metadata.get("doc_id"))
+            for h in store.index.store.get(filter=models.Filter())
+        ]
+    points, _ = store.client.scroll(store.collection_name, limit=10_000)
+    out = []
+    for p in points:
+        assert p.payload is not None
+        out.append((str(p.id), p.payload["page_content"], p.payload["metadata"].get("doc_id")))
+    return out
+
+
+def _hit_id(store: Store, hit: Document) -> str:
+    """The id ``_points`` shows for a search hit."""
+    return str(hit.id if isinstance(store, M3VectorStore) else hit.metadata["_id"])
+
+
+def _children(splitter: TextSplitter, parent: Document) -> Counter[str]:
+    return Counter(splitter.split_text(parent.page_content))
+
+
+@pytest.fixture(params=["late", "recursive"])
+def splitter(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> TextSplitter:
+    if request.param == "late":
+        return M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=12)
+    return RecursiveCharacterTextSplitter(chunk_size=60, chunk_overlap=0)
+
+
+@pytest.mark.parametrize("store", ALL_KINDS, indirect=True)
+def test_re_adding_a_parent_replaces_its_children(store: Store, splitter: TextSplitter) -> None:
+    store.parent_id_key = "doc_id"
+    retriever = ParentDocumentRetriever(
+        vectorstore=store, docstore=InMemoryStore(), child_splitter=splitter
+    )
+    retriever.add_documents([LONG, OTHER], ids=["pa", "pb"])
+    first = _points(store)
+    others = sorted(p for p in first if p[2] == "pb")
+    assert Counter(t for _, t, d in first if d == "pa") == _children(splitter, LONG)
+
+    # unchanged: the same entries, under the same ids
+    retriever.add_documents([LONG], ids=["pa"])
+    assert sorted(_points(store)) == sorted(first)
+
+    # changed text: the new children only, nothing of the old left
+    retriever.add_documents([CHANGED], ids=["pa"])
+    now = _points(store)
+    assert Counter(t for _, t, d in now if d == "pa") == _children(splitter, CHANGED)
+    assert sorted(p for p in now if p[2] == "pb") == others
+
+    # fewer children than before: no leftovers past the new last one
+    assert len(_children(splitter, SHORT)) < len(_children(splitter, CHANGED))
+    retriever.add_documents([SHORT], ids=["pa"])
+    now = _points(store)
+    assert Counter(t for _, t, d in now if d == "pa") == _children(splitter, SHORT)
+    assert sorted(p for p in now if p[2] == "pb") == others
+
+    # search sees current entries only, each once (sparse mode: those sharing a query token;
+    # otherwise all of them)
+    hits = store.similarity_search(SAMPLE_TEXTS[0], k=1000)
+    hit_ids = [_hit_id(store, h) for h in hits]
+    assert len(set(hit_ids)) == len(hit_ids) and set(hit_ids) <= {p[0] for p in now}
+    sparse_only = getattr(store, "retrieval_mode", None) is RetrievalMode.SPARSE
+    if not sparse_only:
+        assert len(hits) == len(now)
+    assert SHORT in retriever.invoke(SAMPLE_TEXTS[0])
+
+
+async def test_async_re_add_and_the_per_call_key(store: Store, splitter: TextSplitter) -> None:
+    # store.parent_id_key unset: the key given to the retriever's add reaches the store
+    retriever = ParentDocumentRetriever(
+        vectorstore=store, docstore=InMemoryStore(), child_splitter=splitter, id_key="parent"
+    )
+    await retriever.aadd_documents([LONG], ids=["pa"], parent_id_key="parent")
+    await retriever.aadd_documents([CHANGED], ids=["pa"], parent_id_key="parent")
+    assert Counter(t for _, t, _ in _points(store)) == _children(splitter, CHANGED)
+    # and through add_texts
+    store.add_texts(["c"], [{"parent": "pa"}], parent_id_key="parent")
+    assert [t for _, t, _ in _points(store)] == ["c"]
+
+
+def test_without_the_key_a_changed_parent_keeps_its_old_children(
+    store: Store, splitter: TextSplitter
+) -> None:
+    # off by default: children of one parent added over several calls all stay
+    retriever = ParentDocumentRetriever(
+        vectorstore=store, docstore=InMemoryStore(), child_splitter=splitter
+    )
+    retriever.add_documents([LONG], ids=["pa"])
+    retriever.add_documents([SHORT], ids=["pa"])
+    assert Counter(t for _, t, _ in _points(store)) == (
+        _children(splitter, LONG) + _children(splitter, SHORT)
+    )
+
+
+def test_a_parent_s_children_get_the_same_ids_for_the_same_parent_and_place(
+    store: Store,
+) -> None:
+    store.parent_id_key = "doc_id"
+    assert store.add_documents([Document("c", metadata={"doc_id": "p"})]) == (
+        store.add_documents([Document("d", metadata={"doc_id": "p"})])
+    )
+    assert [t for _, t, d in _points(store) if d == "p"] == ["d"]
+
+
+def test_some_documents_with_ids_the_others_get_child_ids(store: Store) -> None:
+    # langchain-core passes [doc.id for doc in documents] once any is set: None holes included
+    store.parent_id_key = "doc_id"
+    docs = [
+        Document("c", metadata={"doc_id": "p"}, id="11111111-1111-1111-1111-111111111111"),
+        Document("d", metadata={"doc_id": "p"}),
+    ]
+    written = store.add_documents(docs)
+    assert written[0] == "11111111-1111-1111-1111-111111111111" and written[1] is not None
+    again = store.add_documents(docs)
+    assert again == written
+    assert sorted((i, t) for i, t, d in _points(store) if d == "p") == [
+        (str(written[0]), "c"),
+        (str(written[1]), "d"),
+    ]
+
+
+@pytest.mark.parametrize("store", ["qdrant-hybrid"], indirect=True)
+def test_qdrant_documents_without_the_key_keep_langchain_qdrant_ids(store: Store) -> None:
+    store.parent_id_key = "doc_id"
+    # without the key: a random id each, so the same text twice is two points
+    docs = [Document(SAMPLE_TEXTS[0], metadata={"src": "x"})]
+    first = store.add_documents(docs)
+    second = store.add_documents(docs)
+    assert first != second and len(_points(store)) == 2
+    # explicit ids are kept as given
+    assert store.add_documents(docs, ids=[7]) == [7]
+
+
+@pytest.mark.parametrize("store", M3_KINDS, indirect=True)
+def test_m3_documents_without_the_key_keep_their_content_ids(store: Store) -> None:
+    store.parent_id_key = "doc_id"
+    # without the key: the content id, so the same document twice is one
+    docs = [Document(SAMPLE_TEXTS[0], metadata={"src": "x"})]
+    first = store.add_documents(docs)
+    assert store.add_documents(docs) == first and len(_points(store)) == 1
+    # explicit ids are kept as given, also for a child
+    assert store.add_documents(docs, ids=["seven"]) == ["seven"]
+    child = Document("e", id="mine", metadata={"doc_id": "q"})
+    assert store.add_documents([child]) == ["mine"]
+    assert [(i, t) for i, t, d in _points(store) if d == "q"] == [("mine", "e")]
+
+
+def test_a_parent_id_that_cannot_be_matched_is_refused(store: Store) -> None:
+    store.parent_id_key = "doc_id"
+    with pytest.raises(ValueError, match=r"documents\[1\].*\[1, 2\] under 'doc_id'"):
+        store.add_documents(
+            [Document("a", metadata={"doc_id": "p"}), Document("b", metadata={"doc_id": [1, 2]})]
+        )
+    assert _points(store) == []
+
+
+def test_a_key_no_filter_can_address_is_refused(store: Store) -> None:
+    child = Document("a", metadata={"doc_id": "p"})
+    with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
+        store.add_documents([child], parent_id_key=5)
+    with pytest.raises(ValueError, match="cannot be addressed"):
+        store.add_documents([Document("a", metadata={'a"b': "p"})], parent_id_key='a"b')
+    assert _points(store) == []
+
+
+def _from_arguments(kind: str, encoder: M3Encoder) -> tuple[Any, Any, dict[str, Any]]:
+    """The class, embedding argument and store options ``from_documents`` takes."""
+    if kind == "qdrant":
+        options = {"location": ":memory:", "collection_name": "children"}
+        return M3QdrantVectorStore, M3Embeddings.from_encoder(encoder), options
+    return M3VectorStore, encoder, {}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize("kind", ["m3", "qdrant"])
+async def test_from_documents_takes_the_parent_id_key(
+    tiny_encoder: M3Encoder, kind: str, asynchronous: bool
+) -> None:
+    # M3QdrantVectorStore.from_texts passed unknown keywords to QdrantClient, which (local
+    # mode) ignores them: the key was dropped silently and a re-added parent kept its old
+    # children; M3VectorStore refused it as an "unexpected keyword"
+    children = [Document(t, metadata={"doc_id": "p"}) for t in SAMPLE_TEXTS[0:3]]
+    cls, embedding, options = _from_arguments(kind, tiny_encoder)
+    if asynchronous:
+        store = await cls.afrom_documents(children, embedding, parent_id_key="doc_id", **options)
+    else:
+        store = cls.from_documents(children, embedding, parent_id_key="doc_id", **options)
+    try:
+        assert isinstance(store, cls) and store.parent_id_key == "doc_id"
+        store.add_documents([Document(SAMPLE_TEXTS[3], metadata={"doc_id": "p"})])
+        assert [t for _, t, _ in _points(store)] == [SAMPLE_TEXTS[3]]
+    finally:
+        _close(store)
+    with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
+        cls.from_texts(["a"], embedding, parent_id_key=3, **options)
