@@ -78,6 +78,7 @@ class VectorStoreSearch(VectorStore):
         flt = document_filter(kwargs.pop("filter", None), VECTOR_STORE_SHOWN)
         threshold = kwargs.pop("score_threshold", None)
         check_no_more(kwargs, "similarity_search_by_vector")
+        self._index.check_encoder()  # the store checks its holder's, maybe another index's
         hits = self._index.store.query(
             dense=embedding,
             k=check_k(k),

@@ -342,7 +342,10 @@ def write_nodes(
             ``text_instruction`` is set (they would be in another space), nodes of one
             document from different versions of it, metadata that is not JSON, or a node id
             stored in another document.
+        FingerprintMismatchError: The index lost its store to another encoder's index, or
+            its encoder changed in memory (:meth:`~m3kit.store.M3Index.check_encoder`).
     """
+    index.check_encoder()  # the store checks its holder's encoder, maybe another index's
     check_late_nodes(nodes, index.fingerprint, text_instruction)
     docs = _group(nodes)
     _read_stored(index, docs)

@@ -42,6 +42,7 @@ def query_text_state(text: str | None) -> str | None:
 def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
     """The hits of ``query`` (see :meth:`M3VectorStore.query`); ``given``: checked kwargs."""
     index = store.client
+    index.check_encoder()  # the store checks its holder's encoder, maybe another index's
     mode = VectorStoreQueryMode(query.mode)
     if mode not in _MODES:
         names = ", ".join(m.value for m in _MODES)

@@ -28,6 +28,7 @@ from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
 from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
+from m3kit.store.holder import check_held, give_back, take_store
 from m3kit.store.index_inputs import check_encoder_fits
 from m3kit.store.index_search import IndexSearch
 from m3kit.store.index_writes import IndexWrites
@@ -127,16 +128,14 @@ class M3Index(IndexWrites, IndexSearch):
             "search defaults (%s): %s", self.search_source, self.search_settings().describe()
         )
         # another index may share the store: a refused pairing leaves it writing (and
-        # checking, and cutting) as that index, not as this encoder
-        held_by = (store.writer_id, store.encoder_check, store.sparse_cut)
-        store.writer_id = self.fingerprint.identity
-        store.encoder_check = self.check_encoder
+        # checking, and cutting) as that index, not as this encoder (m3kit.store.holder)
+        held = take_store(store, self.fingerprint, self.check_encoder)
         try:
             #: The sparse cut of every chunk stored and query searched (set before a reindex).
             self.sparse_cut: SparseCut = settle_sparse_cut(store, given_cut)
             check_collection(self, reindex=reindex, show_progress=show_progress)
         except BaseException:
-            store.writer_id, store.encoder_check, store.sparse_cut = held_by
+            give_back(store, held, self.fingerprint)
             raise
 
     @classmethod
@@ -219,18 +218,29 @@ class M3Index(IndexWrites, IndexSearch):
         return f"M3Index(store={self.store!r})"
 
     def check_encoder(self) -> None:
-        """Check that the encoder is still the one this index was opened with.
+        """Check that the encoder is still the one this index was opened with, and that the
+        store still writes and searches as it.
 
         Run before every write and search (the store's too: :attr:`M3Store.encoder_check`).
         Cheap: :func:`~m3kit.fingerprint.encoder_fingerprint` re-reads no weight unless the
-        encoder changed.
+        encoder changed, and the store is checked in memory.
+
+        Several indexes may share one store: those of one encoder identity all keep working,
+        but one opened on it with another encoder (re-encoding the collection, or recording
+        itself in an empty one) takes the store over for good, and this index then refuses
+        every write and search, even once that index is closed or dropped: the collection
+        holds the other encoder's vectors. The check is of the store's writer slot, not of
+        the collection's record (a request per call); see :mod:`m3kit.store.holder`.
 
         Raises:
+            FingerprintMismatchError: Another index with another encoder took the store over
+                since this one was opened (names both encoders): open a new index on it.
             EncoderChangedError: The encoder changed in memory since the index was opened
                 (its model trained in place or given other weights, or a setting such as
                 ``max_length`` reassigned): its vectors would be written or compared under the
                 identity of the encoder it was. Names what changed.
         """
+        check_held(self.store, self.fingerprint)
         now = encoder_fingerprint(self.encoder)
         if now.identity == self.fingerprint.identity:
             return

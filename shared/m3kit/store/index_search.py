@@ -48,6 +48,10 @@ class IndexSearch:
     search_source: str
     _search: SearchSettings | None
 
+    if TYPE_CHECKING:  # defined by M3Index
+
+        def check_encoder(self) -> None: ...
+
     def search_settings(
         self,
         *,
@@ -148,6 +152,9 @@ class IndexSearch:
                 sparse vector, which matches nothing); ``k`` or ``candidates`` is not an
                 int >= 1 (``True`` is refused, not taken as 1); ``rerank=True`` without
                 ColBERT vectors, or a bad ranking setting (:meth:`search_settings`).
+            FingerprintMismatchError: Another encoder's index took the store over, or this
+                index's encoder changed in memory (:meth:`~m3kit.store.M3Index.check_encoder`):
+                nothing was searched.
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
@@ -203,6 +210,7 @@ class IndexSearch:
         if not queries:
             raise ValueError("search_mean needs at least one query")
         check_count("k", k)  # before anything is encoded
+        self.check_encoder()  # (the store checks its holder's encoder: maybe another index's)
         texts = list(queries)
         heads = self.store.heads
         if rerank and Head.COLBERT not in heads:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from m3kit.store.documents import _Chunker, _Doc
+from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.records import ChunkRecord
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import threading
 
     from m3kit.encoder import Truncation
+    from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.store import M3Store
 
 __all__ = ["IndexWrites"]
@@ -38,6 +40,7 @@ class IndexWrites:
     """
 
     store: M3Store
+    fingerprint: EncoderFingerprint
     write_group: int
     _write_lock: threading.RLock
 
@@ -73,8 +76,14 @@ class IndexWrites:
         return order, [d for d in docs if d.doc_id not in done]
 
     def write_records(self, records: Sequence[ChunkRecord], empty: Sequence[str] = ()) -> None:
-        """Write encoded chunks (replacing older versions of their documents)."""
+        """Write encoded chunks (replacing older versions of their documents).
+
+        Raises:
+            FingerprintMismatchError: Another encoder's index took the store over, or this
+                index's encoder changed (:meth:`~m3kit.store.M3Index.check_encoder`).
+        """
         with self._write_lock:
+            self.check_encoder()  # under the lock: no other index takes the store meanwhile
             if records:
                 self.store.upsert(records, show_progress=False, replace=True)
             if empty:
@@ -164,6 +173,9 @@ class IndexWrites:
         Raises:
             TypeError: ``doc_ids`` is one string (give ``[doc_id]``), or holds an id that is
                 neither a str nor an int.
+            FingerprintMismatchError: Another encoder's index took the store over (see
+                :meth:`~m3kit.store.M3Index.check_encoder`): open a new index on it.
         """
         with self._write_lock:
+            check_held(self.store, self.fingerprint)  # no vectors: the encoder may have changed
             self.store.delete_documents(doc_ids)

@@ -53,6 +53,8 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         #: Stored with every point written (``encoder_id``): set by :class:`M3Index` to its
         #: encoder's fingerprint identity.
         self.writer_id: str | None = None
+        #: What encoder ``writer_id`` is, for messages (:mod:`m3kit.store.holder`).
+        self.writer_name: str | None = None
         #: Called before every :meth:`upsert` and :meth:`query`: set by :class:`M3Index` to
         #: its check that the encoder is still the one whose identity it writes and searches
         #: with (:meth:`M3Index.check_encoder`).
