@@ -70,13 +70,27 @@ def test_the_cut_changes_the_stored_vectors(
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"),
-    [("--sparse-top-k", "0"), ("--sparse-min-weight", "-1"), ("--sparse-min-weight", "nan")],
+    ("flag", "value", "message"),
+    [
+        ("--sparse-top-k", "0", "0"),
+        ("--sparse-min-weight", "-1", "-1 must be a number >= 0"),
+        ("--sparse-min-weight", "x", "'x' is not a number"),
+        # NaN / inf would drop every weight, -inf is no threshold: the core's message
+        ("--sparse-min-weight", "nan", "sparse_min_weight is NaN"),
+        ("--sparse-min-weight", "inf", "sparse_min_weight is inf"),
+        ("--sparse-min-weight", "-inf", "sparse_min_weight is -inf"),
+    ],
 )
 def test_bad_flag_values_are_refused(
-    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    message: str,
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        _index(tmp_path, tiny_m3_path, flag, value)
+        _index(tmp_path, tiny_m3_path, f"{flag}={value}")  # (-inf as a value, not an option)
     assert exit_.value.code == 2
-    assert f"argument {flag}" in capsys.readouterr().err  # the value refused, not the flag
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and message in err  # the value refused, not the flag
