@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--json",
         action="store_true",
-        help='print {"search": settings it ran with, "hits": [...]} as JSON',
+        help='print {"search": settings it ran with (and the collection\'s sparse_cut), '
+        '"hits": [...]} as JSON',
     )
     add_ranking_arguments(search)
     search.set_defaults(handler=_run_search)

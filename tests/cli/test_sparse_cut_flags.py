@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,30 @@ def test_the_cut_changes_the_stored_vectors(
             hits = index.search(SAMPLE_TEXTS[1], k=4, fusion="m3", weights=[0, 1, 0])
             scores.append(sorted(h.score for h in hits))
     assert scores[0] != pytest.approx(scores[1], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        (["--sparse-top-k", "2"], {"top_k": 2, "min_weight": 0.0}),
+        (["--sparse-min-weight", "0.2"], {"top_k": None, "min_weight": 0.2}),
+        ([], None),  # no cut: every weight kept
+    ],
+)
+def test_search_json_shows_the_collections_sparse_cut(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    shown: dict[str, Any] | None,
+) -> None:
+    """``--json``'s ``"search"`` object did not say which cut the sparse scores came from."""
+    code, store = _index(tmp_path, tiny_m3_path, *flags)
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    # the search gives no cut flag: the collection's recorded cut is the one reported
+    assert main(["search", SAMPLE_TEXTS[1], "--path", str(store), "-q", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["search"]["sparse_cut"] == shown
 
 
 @pytest.mark.parametrize(
