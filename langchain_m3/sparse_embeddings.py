@@ -24,10 +24,11 @@ Example:
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
+from m3kit.encoder_inputs import finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.outputs import Head
 from m3kit.outputs import SparseVector as M3SparseVector
@@ -56,8 +57,12 @@ class M3SparseEmbeddings(EncoderModel, SparseEmbeddings):
 
     sparse_top_k: int | None = Field(default=None, ge=1)
     """Keep only the k highest weights per text (default: all)."""
-    sparse_min_weight: float = Field(default=0.0, ge=0.0)
-    """Drop weights at or below this value."""
+    sparse_min_weight: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    """Drop weights at or below this value (a finite number >= 0)."""
+
+    _finite_min_weight = field_validator("sparse_min_weight", mode="before")(
+        finite_sparse_min_weight
+    )
 
     def _check_encoder(self, encoder: M3Encoder) -> None:
         if Head.SPARSE not in encoder.available_heads:

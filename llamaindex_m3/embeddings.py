@@ -29,13 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from llamaindex_m3._async_embedding import ThreadedAsyncEmbedding
 from llamaindex_m3._encoder_fields import M3EncoderFields
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
+from m3kit.encoder_inputs import finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
@@ -248,7 +249,14 @@ class M3SparseEmbedding(  # type: ignore[misc]
         default=None, ge=1, description="Keep only the k highest weights per text."
     )
     sparse_min_weight: float = Field(
-        default=0.0, ge=0.0, description="Drop weights at or below this value."
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Drop weights at or below this value (a finite number >= 0).",
+    )
+
+    _finite_min_weight = field_validator("sparse_min_weight", mode="before")(
+        finite_sparse_min_weight
     )
 
     @classmethod

@@ -37,7 +37,6 @@ from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
     add_ray_arguments,
-    non_negative_float,
     non_negative_int,
     positive_int,
 )
@@ -149,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--sparse-min-weight",
-        type=non_negative_float,
+        type=cli_open.sparse_min_weight,
         default=None,
         metavar="W",
         help="drop sparse weights at or below W, of every chunk stored and every query "
@@ -270,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--json",
         action="store_true",
-        help='print {"search": settings it ran with, "hits": [...]} as JSON',
+        help='print {"search": settings it ran with (and the collection\'s sparse_cut), '
+        '"hits": [...]} as JSON',
     )
     add_ranking_arguments(search)
     search.set_defaults(handler=_run_search)

@@ -28,6 +28,7 @@ __all__ = [
     "location",
     "open_index",
     "sparse_cut",
+    "sparse_min_weight",
     "storage",
 ]
 
@@ -241,6 +242,25 @@ def sparse_cut(args: argparse.Namespace) -> dict[str, Any]:
         "sparse_top_k": getattr(args, "sparse_top_k", None),
         "sparse_min_weight": getattr(args, "sparse_min_weight", None),
     }
+
+
+def sparse_min_weight(value: str) -> float:
+    """argparse type of ``--sparse-min-weight``: a finite number >= 0, refused with the
+    message of :func:`m3kit.encoder_inputs.check_sparse_min_weight` (the check of every entry
+    point that takes it) when it is NaN or infinite."""
+    from m3kit.encoder_inputs import check_sparse_min_weight
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    try:
+        check_sparse_min_weight(number)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a number >= 0 (0: keep every weight)")
+    return number
 
 
 def location(args: argparse.Namespace) -> str:

@@ -9,7 +9,8 @@
   ``dbsf`` (``--fusion``, or the index's default) they are an error, not silently unused.
 - ``--json`` prints ``{"search": {...}, "hits": [...]}``: the settings the search ran with
   (fusion, weights — only for ``m3``, the one fusion that uses them —, rerank, candidates,
-  ``defaults``: where the settings not given came from), then the hits.
+  ``defaults``: where the settings not given came from, ``sparse_cut``: the collection's
+  sparse cut or ``null``), then the hits.
 
 Example (shell)::
 
@@ -112,7 +113,10 @@ def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
     ``rerank`` is whether ColBERT re-scores the candidates; ``candidates`` ``null`` means the
     store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from
     (:attr:`~m3kit.store.M3Index.search_source`: ``"calibrated"``, the model's
-    ``m3kit_search.json``; ``"bge-m3"``, FlagEmbedding's published weights; ``"built-in"``).
+    ``m3kit_search.json``; ``"bge-m3"``, FlagEmbedding's published weights; ``"built-in"``);
+    ``sparse_cut`` is the collection's sparse cut, ``{"top_k": ..., "min_weight": ...}``, that
+    every stored and query sparse vector was cut with (``null``: none, every weight kept;
+    :mod:`m3kit.store.sparse_cut`).
 
     Raises:
         ValueError: ``weights`` given while the search fuses with ``rrf`` or ``dbsf``.
@@ -120,10 +124,12 @@ def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
     from m3kit.store import Fusion
 
     settings = index.search_settings(**given)
+    cut = index.sparse_cut
     report = {
         **settings.to_dict(),
         "rerank": settings.reranks(index.store.heads),
         "defaults": index.search_source,
+        "sparse_cut": cut.to_dict() if cut.cuts else None,
     }
     if settings.fusion is not Fusion.M3:
         del report["weights"]  # played no part in this search

@@ -57,6 +57,7 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
         "rerank": True,
         "candidates": 7,
         "defaults": "calibrated",
+        "sparse_cut": None,
     }
     assert _ranking(store_queries[-1]) == ("m3", [0.1, 0.7, 0.2], True, 7)
     assert len(out["hits"]) == 3 and out["hits"][0]["text"] == QUERY
@@ -67,6 +68,7 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
         "rerank": True,
         "candidates": 11,
         "defaults": "calibrated",
+        "sparse_cut": None,
     }
     assert _ranking(store_queries[-1]) == ("rrf", None, True, 11)
     out = _search(capsys, *where, "--weights", "1", "0", "0.5")
@@ -79,6 +81,7 @@ def test_search_runs_with_the_calibration_unless_flags_say_otherwise(
         "rerank": False,
         "candidates": 9,
         "defaults": "calibrated",
+        "sparse_cut": None,
     }
     assert _ranking(store_queries[-1]) == ("dbsf", None, False, 9)
     # the text output searches the same way
@@ -100,6 +103,7 @@ def test_search_without_calibration_keeps_rrf(
         "rerank": True,
         "candidates": None,
         "defaults": "built-in",
+        "sparse_cut": None,
     }
     assert _ranking(store_queries[-1]) == ("rrf", None, True, None)
     out = _search(capsys, *where, "--fusion", "m3", "--rerank", "--candidates", "60")

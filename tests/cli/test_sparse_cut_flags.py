@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,13 +71,118 @@ def test_the_cut_changes_the_stored_vectors(
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"),
-    [("--sparse-top-k", "0"), ("--sparse-min-weight", "-1"), ("--sparse-min-weight", "nan")],
+    ("flags", "shown"),
+    [
+        (["--sparse-top-k", "2"], {"top_k": 2, "min_weight": 0.0}),
+        (["--sparse-min-weight", "0.2"], {"top_k": None, "min_weight": 0.2}),
+        ([], None),  # no cut: every weight kept
+    ],
+)
+def test_search_json_shows_the_collections_sparse_cut(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    shown: dict[str, Any] | None,
+) -> None:
+    """``--json``'s ``"search"`` object did not say which cut the sparse scores came from."""
+    code, store = _index(tmp_path, tiny_m3_path, *flags)
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    # the search gives no cut flag: the collection's recorded cut is the one reported
+    assert main(["search", SAMPLE_TEXTS[1], "--path", str(store), "-q", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["search"]["sparse_cut"] == shown
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--sparse-top-k", "0", "0"),
+        ("--sparse-min-weight", "-1", "-1 must be a number >= 0"),
+        ("--sparse-min-weight", "x", "'x' is not a number"),
+        # NaN / inf would drop every weight, -inf is no threshold: the core's message
+        ("--sparse-min-weight", "nan", "sparse_min_weight is NaN"),
+        ("--sparse-min-weight", "inf", "sparse_min_weight is inf"),
+        ("--sparse-min-weight", "-inf", "sparse_min_weight is -inf"),
+    ],
 )
 def test_bad_flag_values_are_refused(
-    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    message: str,
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        _index(tmp_path, tiny_m3_path, flag, value)
+        _index(tmp_path, tiny_m3_path, f"{flag}={value}")  # (-inf as a value, not an option)
     assert exit_.value.code == 2
-    assert f"argument {flag}" in capsys.readouterr().err  # the value refused, not the flag
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and message in err  # the value refused, not the flag
+
+
+def _beir(folder: Path) -> Path:
+    """A small BEIR folder of validation data (each query the start of its passage)."""
+    folder.mkdir(parents=True)
+    texts = SAMPLE_TEXTS[:6]
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": t[:20]}) + "\n" for i, t in enumerate(texts))
+    )
+    (folder / "qrels.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(len(texts))))
+    return folder
+
+
+def test_calibrate_flags_cut_and_are_recorded(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``m3kit calibrate`` measured in an uncut collection whatever the collections searched
+    had; ``--sparse-top-k`` / ``--sparse-min-weight`` now cut it, and the cut is recorded."""
+    import shutil
+
+    from m3kit.store import FusionCalibration
+
+    model = Path(shutil.copytree(tiny_m3_path, tmp_path / "model"))
+    data = _beir(tmp_path / "beir")
+    argv = ["calibrate", "--model", str(model), "--data", str(data), "--grid-step", "0.5"]
+    assert main([*argv, "--quiet", "--sparse-top-k", "2", "--sparse-min-weight", "0.1"]) == 0
+    assert "with sparse_top_k=2, sparse_min_weight=0.1; saved to" in capsys.readouterr().out
+    saved = FusionCalibration.load(model)
+    assert saved is not None and saved.sparse_cut == SparseCut(2, 0.1)
+    # a collection indexed with another cut still uses it, with a warning naming both cuts
+    encoder = M3Encoder.from_pretrained(model)
+    with (
+        caplog.at_level("WARNING", logger="m3kit.store.index"),
+        M3Index.open(encoder, ":memory:", sparse_top_k=2) as index,
+    ):
+        assert index.search_source == "calibrated"
+    assert "measured with sparse_top_k=2, sparse_min_weight=0.1" in caplog.text
+    # without the flags: calibrated uncut, as before
+    assert main([*argv, "--quiet"]) == 0
+    saved = FusionCalibration.load(model)
+    assert saved is not None and saved.sparse_cut == SparseCut()
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--sparse-top-k=0", "0"),
+        ("--sparse-min-weight=-1", "-1 must be a number >= 0"),
+        ("--sparse-min-weight=inf", "sparse_min_weight is inf"),
+        ("--sparse-min-weight=nan", "sparse_min_weight is NaN"),
+    ],
+)
+def test_calibrate_refuses_bad_cuts_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    argv = ["calibrate", "--model", str(tmp_path / "unread"), "--data", str(tmp_path), flag]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --sparse-" in err and message in err

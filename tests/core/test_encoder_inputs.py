@@ -195,10 +195,21 @@ def test_encoder_and_pool_share_the_prologue(tiny_encoder: M3Encoder) -> None:
     np.testing.assert_allclose(direct.dense, via_ids.dense, atol=1e-6)
 
 
-def test_a_nan_or_non_number_sparse_min_weight_is_refused(tiny_encoder: M3Encoder) -> None:
-    # NaN used to drop every sparse weight silently (nothing is > NaN): empty sparse vectors
-    with pytest.raises(ValueError, match="sparse_min_weight is NaN"):
-        tiny_encoder.encode(["a text"], heads="sparse", sparse_min_weight=float("nan"))
+@pytest.mark.parametrize(
+    ("bad", "shown"), [(float("nan"), "NaN"), (float("inf"), "inf"), (float("-inf"), "-inf")]
+)
+def test_a_non_finite_sparse_min_weight_is_refused(
+    tiny_encoder: M3Encoder, bad: float, shown: str
+) -> None:
+    # NaN and inf used to drop every sparse weight silently (nothing is above them): empty
+    # sparse vectors; -inf kept every weight, as no threshold anyone means does
+    with pytest.raises(ValueError, match=f"sparse_min_weight is {shown}: "):
+        tiny_encoder.encode(["a text"], heads="sparse", sparse_min_weight=bad)
+    with pytest.raises(ValueError, match=f"sparse_min_weight is {shown}: "):
+        tiny_encoder.encode(["a text"], heads="sparse", sparse_min_weight=np.float32(bad))
+
+
+def test_a_non_number_sparse_min_weight_is_refused(tiny_encoder: M3Encoder) -> None:
     with pytest.raises(TypeError, match="sparse_min_weight must be a number"):
         tiny_encoder.encode(["a text"], sparse_min_weight="0.1")  # type: ignore[arg-type]
     assert len(tiny_encoder.encode(["a text"], sparse_min_weight=np.float32(-1)).sparse[0]) > 0

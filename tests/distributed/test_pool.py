@@ -114,6 +114,7 @@ def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> 
         ({"sparse_top_k": 2.0}, ValueError, "sparse_top_k must be a positive integer"),
         ({"sparse_min_weight": "0.1"}, TypeError, "sparse_min_weight must be a number"),
         ({"sparse_min_weight": float("nan")}, ValueError, "sparse_min_weight is NaN"),
+        ({"sparse_min_weight": float("inf")}, ValueError, "sparse_min_weight is inf"),
     ],
 )
 def test_bad_arguments_are_refused_before_the_workers_and_the_pool_stays_usable(

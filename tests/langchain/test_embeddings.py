@@ -126,3 +126,17 @@ async def test_async_matches_sync(tiny_encoder: M3Encoder) -> None:
     np.testing.assert_allclose(await emb.aembed_query("x y"), emb.embed_query("x y"))
     assert await sparse.aembed_query("x y") == sparse.embed_query("x y")
     assert await sparse.aembed_documents(TEXTS) == sparse.embed_documents(TEXTS)
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"), [(float("inf"), "inf"), (float("nan"), "NaN"), (float("-inf"), "-inf")]
+)
+def test_sparse_min_weight_must_be_finite(tiny_encoder: M3Encoder, bad: float, shown: str) -> None:
+    # inf passed ``ge=0`` and emptied every sparse vector (nothing is above it); the core's
+    # check (m3kit.encoder_inputs.check_sparse_min_weight) now refuses it, naming the value
+    with pytest.raises(ValidationError, match=f"sparse_min_weight is {shown}: "):
+        M3SparseEmbeddings.from_encoder(tiny_encoder, sparse_min_weight=bad)
+    with pytest.raises(ValidationError, match="sparse_min_weight"):
+        M3SparseEmbeddings.from_encoder(tiny_encoder, sparse_min_weight=str(bad))
+    kept = M3SparseEmbeddings.from_encoder(tiny_encoder, sparse_min_weight=0.0)
+    assert kept.embed_documents([TEXTS[0]])[0].indices  # a finite cut still gives weights

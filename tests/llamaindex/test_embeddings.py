@@ -178,6 +178,23 @@ def test_sparse_top_k(tiny_encoder: M3Encoder) -> None:
     assert sorted(kept.values()) == pytest.approx(sorted(full.values())[-2:])
 
 
+@pytest.mark.parametrize(
+    ("bad", "shown"), [(float("inf"), "inf"), (float("nan"), "NaN"), (float("-inf"), "-inf")]
+)
+def test_sparse_min_weight_must_be_finite(
+    tiny_m3_path: Path, tiny_encoder: M3Encoder, bad: float, shown: str
+) -> None:
+    # inf passed ``ge=0`` and emptied every sparse embedding (nothing is above it); the core's
+    # check (m3kit.encoder_inputs.check_sparse_min_weight) now refuses it, naming the value
+    with pytest.raises(ValueError, match=f"sparse_min_weight is {shown}: "):
+        M3SparseEmbedding(model_name=str(tiny_m3_path), sparse_min_weight=bad)
+    # fields are not validated on assignment: encoding refuses it, with the same message
+    assigned = M3SparseEmbedding.from_encoder(tiny_encoder)
+    assigned.sparse_min_weight = bad
+    with pytest.raises(ValueError, match=f"sparse_min_weight is {shown}: "):
+        assigned.get_text_embedding(TEXTS[0])
+
+
 def test_sparse_fns_match_sparse_embedding(
     tiny_sparse: M3SparseEmbedding, tiny_encoder: M3Encoder
 ) -> None:

@@ -111,7 +111,10 @@ def test_an_empty_collection_takes_a_new_cut(tmp_path: Path, tiny_encoder: Any) 
         ({"sparse_top_k": 0}, "sparse_top_k must be a positive integer"),
         ({"sparse_top_k": True}, "sparse_top_k must be a positive integer"),
         ({"sparse_min_weight": -0.5}, "sparse_min_weight must be >= 0"),
-        ({"sparse_min_weight": float("nan")}, "sparse_min_weight"),
+        ({"sparse_min_weight": float("nan")}, "sparse_min_weight is NaN"),
+        # inf used to be recorded and drop every sparse weight: an empty sparse head
+        ({"sparse_min_weight": float("inf")}, "sparse_min_weight is inf"),
+        ({"sparse_min_weight": float("-inf")}, "sparse_min_weight is -inf"),
     ],
 )
 def test_bad_cuts_are_refused(tiny_encoder: Any, cut: dict[str, Any], message: str) -> None:

@@ -214,10 +214,27 @@ def add_subcommands(subparsers: Any) -> None:
     )
     cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
     cal.add_argument("--max-length", type=int, default=None)
+    _add_sparse_cut_arguments(cal)
     cal.add_argument("--device", default=None)
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(handler=_run_calibrate)
+
+
+def _add_sparse_cut_arguments(cal: argparse.ArgumentParser) -> None:
+    """``--sparse-top-k`` / ``--sparse-min-weight`` of ``m3kit calibrate``: the sparse cut of
+    the collections the calibration is for (``m3kit index``'s flags of the same name)."""
+    from m3kit.cli_open import sparse_min_weight
+    from m3kit.cli_scale import positive_int
+
+    top_k_help = (
+        "measure with the sparse cut your collections are indexed with (m3kit index "
+        "--sparse-top-k): keep the K highest sparse weights of every passage and query; "
+        "recorded with the calibration, and an index with another cut warns (default: no cut)"
+    )
+    cal.add_argument("--sparse-top-k", type=positive_int, metavar="K", help=top_k_help)
+    w_help = "likewise, drop sparse weights at or below W (default: no cut)"
+    cal.add_argument("--sparse-min-weight", type=sparse_min_weight, metavar="W", help=w_help)
 
 
 def fused_weights(
@@ -362,7 +379,10 @@ def _calibrate(
             if name in cal.p_values:
                 extra += f"; best setting's gain over RRF: p = {cal.p_values[name]:.3f}"
             print(f"{name}: {chosen.describe()}{extra}")
-    print(f"calibrated on {cal.queries} queries; saved to {Path(model) / 'm3kit_search.json'}")
+    print(
+        f"calibrated on {cal.queries} queries with {cal.sparse_cut.describe()}; saved to "
+        f"{Path(model) / 'm3kit_search.json'}"
+    )
 
 
 def _p_threshold(text: str) -> float:
@@ -388,6 +408,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         candidates=args.candidates,
         max_length=args.max_length,
+        sparse_top_k=args.sparse_top_k,
+        sparse_min_weight=args.sparse_min_weight,
     )
     return 0
 

@@ -5,10 +5,12 @@ every candidate ranking the store offers — RRF and DBSF (with and without ColB
 and the ``m3`` weighted sum over a grid of weights — for every validation query, and keeps
 the one with the best nDCG@10: once for a collection with ColBERT vectors and once for dense
 + sparse alone. Measuring through the store (not a re-implementation of its plans) means the
-chosen settings rank exactly as they will in use. The ``m3`` grid re-weights one set of exact
-per-head scores per query (:func:`m3kit.store.query.m3_head_scores`), so a fine grid costs
-little; it ranks them with the ``m3`` search's own code (:meth:`HeadScores.rank
-<m3kit.store.query.HeadScores.rank>`), so to the last bit.
+chosen settings rank exactly as they will in use: given a sparse cut (``sparse_top_k`` /
+``sparse_min_weight``, as ``M3Index.open`` takes it), the collection is cut with it, and the
+calibration records it (:attr:`FusionCalibration.sparse_cut`). The ``m3`` grid re-weights
+one set of exact per-head scores per query (:func:`m3kit.store.query.m3_head_scores`), so a
+fine grid costs little; it ranks them with the ``m3`` search's own code
+(:meth:`HeadScores.rank <m3kit.store.query.HeadScores.rank>`), so to the last bit.
 
 :func:`evaluate_search` (:func:`evaluate_searches`) scores one (several)
 :class:`SearchSettings` on a retrieval task the same way
@@ -20,8 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,17 +32,24 @@ from tqdm.auto import tqdm
 
 from m3kit.evaluation import evaluate_rankings, ndcg_at_k
 from m3kit.fingerprint import encoder_fingerprint
-from m3kit.outputs import Head, M3Output
+from m3kit.outputs import Head
 from m3kit.significance import best_of_p_value
+from m3kit.store.calibration_task import (
+    CalibrationTask,
+    K,
+    calibration_task,
+    per_query_ndcg,
+    query_vectors,
+    run_task,
+)
 from m3kit.store.query import QueryOptions
-from m3kit.store.records import ChunkRecord, Fusion, output_row
-from m3kit.store.schema import point_id
+from m3kit.store.records import Fusion
 from m3kit.store.search_settings import (
     FusionCalibration,
     SearchSettings,
     calibrated_encoder_identity,
 )
-from m3kit.store.store import M3Store
+from m3kit.store.sparse_cut import SparseCut
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
@@ -56,7 +64,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_K = 10
+_K = K
+_Task = CalibrationTask  # (the names tests/store/test_calibration_grid.py imports)
 
 
 def weight_grid(step: float, heads: int) -> list[tuple[float, ...]]:
@@ -81,92 +90,6 @@ def weight_grid(step: float, heads: int) -> list[tuple[float, ...]]:
 
     fill((), n)
     return out
-
-
-@dataclass(frozen=True)
-class _Task:
-    store: M3Store
-    queries: M3Output
-    qids: tuple[str, ...]
-    doc_of: dict[str, str]  # point id -> passage id
-    qrels: Mapping[str, Mapping[str, float]]
-
-
-@contextmanager
-def _task(
-    encoder: M3Encoder,
-    corpus: Mapping[str, str],
-    queries: Mapping[str, str],
-    qrels: Mapping[str, Mapping[str, float]],
-    max_length: int | None,
-    show_progress: bool,
-) -> Iterator[_Task]:
-    if not corpus or not queries:
-        raise ValueError("calibration needs a non-empty corpus and queries")
-    judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
-    if not judged:
-        raise ValueError("no query has a relevant passage in qrels")
-    heads = sorted(encoder.available_heads)
-    doc_ids = list(corpus)
-    docs = encoder.encode(
-        [corpus[d] for d in doc_ids],
-        heads=heads,
-        max_length=max_length,
-        show_progress=show_progress,
-    )
-    qs = encoder.encode(
-        [queries[q] for q in judged],
-        heads=heads,
-        query=True,
-        max_length=max_length,
-        show_progress=False,
-    )
-    store = M3Store.open(
-        None,
-        collection="calibration",
-        dense_dim=encoder.dense_dim,
-        colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
-        sparse=Head.SPARSE in heads,
-    )
-    try:
-        records = [
-            ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)
-        ]
-        store.upsert(records, show_progress=show_progress)
-        doc_of = {point_id(d, 0): d for d in doc_ids}
-        yield _Task(store, qs, tuple(judged), doc_of, {q: qrels[q] for q in judged})
-    finally:
-        store.close()
-
-
-def _vectors(task: _Task, i: int, colbert: bool) -> dict[str, object]:
-    q = task.queries
-    heads = q.heads
-    return {
-        "dense": q.dense[i],
-        "sparse": q.sparse[i] if Head.SPARSE in heads else None,
-        "colbert": q.colbert[i] if colbert and Head.COLBERT in heads else None,
-    }
-
-
-def _run(task: _Task, settings: SearchSettings, k: int, budget: int) -> dict[str, list[str]]:
-    colbert = settings.reranks(task.store.heads)
-    run: dict[str, list[str]] = {}
-    for i, qid in enumerate(task.qids):
-        hits = task.store.query(
-            **_vectors(task, i, colbert),  # type: ignore[arg-type]
-            k=k,
-            fusion=settings.fusion,
-            rerank=colbert,
-            weights=settings.weights,
-            candidates=settings.candidates or budget,
-        )
-        run[qid] = [h.doc_id for h in hits]
-    return run
-
-
-def _per_query_ndcg(task: _Task, run: Mapping[str, Sequence[str]]) -> np.ndarray:
-    return np.array([ndcg_at_k(run[q], task.qrels[q], _K) for q in task.qids])
 
 
 @dataclass(frozen=True)
@@ -224,6 +147,8 @@ def calibrate_fusion(
     candidates: int | None = None,
     max_length: int | None = None,
     show_progress: bool = False,
+    sparse_top_k: int | None = None,
+    sparse_min_weight: float | None = None,
 ) -> FusionCalibration:
     """Measure which search settings rank a validation set best for ``encoder``.
 
@@ -259,9 +184,22 @@ def calibrate_fusion(
             a search for 10 hits fetches at least that many.
         max_length: Truncation of passages and queries.
         show_progress: Progress bars.
+        sparse_top_k: Sparse cut of the collection measured in, as ``M3Index.open`` takes it
+            (:mod:`m3kit.store.sparse_cut`): keep only the ``k`` highest weights of every
+            passage and query. A cut changes the sparse scores, so the weights fitted
+            without one are not those for a cut collection: give the cut your collections
+            are indexed with. Recorded as :attr:`FusionCalibration.sparse_cut`; an index
+            with another cut warns that its searches use settings fitted to other scores.
+        sparse_min_weight: Likewise, drop weights at or below this value (giving either
+            setting sets the whole cut; neither: every weight kept).
 
     Returns:
         The calibration (save it beside the weights with :meth:`FusionCalibration.save`).
+
+    Raises:
+        ValueError: A bad setting (``min_gain``, ``alpha``, a sparse cut
+            :class:`~m3kit.store.sparse_cut.SparseCut` refuses), a sparse cut for an encoder
+            without a sparse head, or a validation set with nothing to measure.
     """
     if not 0.0 <= min_gain < 1.0:
         raise ValueError(f"min_gain is an nDCG@10 difference in [0, 1), got {min_gain}")
@@ -269,6 +207,7 @@ def calibrate_fusion(
         raise ValueError(f"alpha is a p-value threshold in (0, 1], got {alpha}")
     heads = encoder.available_heads
     sparse, colbert = Head.SPARSE in heads, Head.COLBERT in heads
+    cut = _sparse_cut(sparse_top_k, sparse_min_weight, sparse=sparse)
     # What a search for _K hits with these settings fetches per retriever (``candidates``
     # below _K: _K); the m3 grid scores exactly that many, as the m3 plan would.
     budget = QueryOptions().per_retriever(_K, candidates)
@@ -276,7 +215,7 @@ def calibrate_fusion(
     p_values: dict[str, float] = {}
 
     def measure(task: _Task, settings: SearchSettings, label: str) -> np.ndarray:
-        per_query = _per_query_ndcg(task, _run(task, settings, _K, budget))
+        per_query = per_query_ndcg(task, run_task(task, settings, _K, budget))
         scores[label] = round(float(per_query.mean()), 6)
         return per_query
 
@@ -286,7 +225,7 @@ def calibrate_fusion(
             p_values[group] = round(choice.p_value, 6)
         return choice.settings
 
-    with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
+    with calibration_task(encoder, corpus, queries, qrels, max_length, show_progress, cut) as task:
         # the smallest p-value n queries can give is about 2**-n (every query gains)
         if alpha < 1.0 and 2.0 ** -len(task.qids) > alpha:
             logger.warning(
@@ -333,14 +272,33 @@ def calibrate_fusion(
             scores=scores,
             encoder_identity=calibrated_encoder_identity(fingerprint),
             p_values=p_values,
+            sparse_cut=cut,
         )
     logger.info(
-        "calibrated on %d queries: all heads %s; dense+sparse %s",
+        "calibrated on %d queries (%s): all heads %s; dense+sparse %s",
         calibration.queries,
+        cut.describe(),
         all_heads.describe() if all_heads else "-",
         dense_sparse.describe() if dense_sparse else "-",
     )
     return calibration
+
+
+def _sparse_cut(top_k: int | None, min_weight: float | None, *, sparse: bool) -> SparseCut:
+    """The sparse cut a calibration measures with (``SparseCut()``: none).
+
+    Raises:
+        ValueError: A value :class:`SparseCut` refuses, or a cut without a sparse head.
+    """
+    if top_k is None and min_weight is None:
+        return SparseCut()
+    cut = SparseCut(top_k, 0.0 if min_weight is None else min_weight)
+    if not sparse:
+        raise ValueError(
+            f"{cut.describe()} was given, but the encoder has no sparse head (a dense-only "
+            "model): there is nothing to cut; leave the sparse cut out"
+        )
+    return cut
 
 
 def calibrate_checkpoint(
@@ -356,6 +314,8 @@ def calibrate_checkpoint(
     max_length: int | None = None,
     device: str | None = None,
     show_progress: bool = False,
+    sparse_top_k: int | None = None,
+    sparse_min_weight: float | None = None,
 ) -> FusionCalibration:
     """Calibrate the checkpoint in ``folder`` and save it there (``m3kit_search.json``).
 
@@ -363,13 +323,16 @@ def calibrate_checkpoint(
     instruction the checkpoint records), and from then on ``M3Index`` (so both retrievers, both
     vector stores and ``m3kit search``) ranks with the calibration whenever the checkpoint is
     loaded that way, unless told otherwise. Arguments as :func:`calibrate_fusion`
-    (``max_length`` truncates the validation texts only).
+    (``max_length`` truncates the validation texts only; ``sparse_top_k`` /
+    ``sparse_min_weight``: the sparse cut of the collections it will search, recorded).
 
     Raises:
         ValueError: ``folder`` is not a local checkpoint folder.
     """
     from m3kit.encoder import M3Encoder
 
+    if sparse_top_k is not None or sparse_min_weight is not None:  # before the model loads
+        SparseCut(sparse_top_k, 0.0 if sparse_min_weight is None else sparse_min_weight)
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{path} is not a local checkpoint folder (a calibration is saved in it)")
@@ -385,6 +348,8 @@ def calibrate_checkpoint(
         candidates=candidates,
         max_length=max_length,
         show_progress=show_progress,
+        sparse_top_k=sparse_top_k,
+        sparse_min_weight=sparse_min_weight,
     )
     saved = calibration.save(path)
     logger.info("search calibration written to %s", saved)
@@ -407,7 +372,7 @@ def _grid(
     per_query = np.zeros((len(grid), len(task.qids)))
     for i, qid in enumerate(tqdm(task.qids, desc=f"m3 grid [{label}]", disable=not show_progress)):
         per_head = task.store.head_scores(
-            **_vectors(task, i, colbert),  # type: ignore[arg-type]
+            **query_vectors(task, i, colbert),  # type: ignore[arg-type]
             candidates=budget,
         )
         for j, w in enumerate(grid):
@@ -470,12 +435,12 @@ def evaluate_searches(
     if not cutoffs:
         raise ValueError("give at least one cut-off k")
     out: dict[str, dict[str, float]] = {}
-    with _task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
+    with calibration_task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
         for label, one in settings.items():
             budget = one.candidates or QueryOptions().candidates(_K)
             metrics: dict[str, float] = {}
             for depth, group in _search_depths(cutoffs, budget).items():
-                run = _run(task, one, depth, budget)
+                run = run_task(task, one, depth, budget)
                 metrics.update(evaluate_rankings(run, task.qrels, group))
             metrics["queries"] = metrics.pop("queries")  # last, as evaluate_rankings has it
             out[label] = metrics

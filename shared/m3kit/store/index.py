@@ -35,7 +35,12 @@ from m3kit.store.index_writes import IndexWrites
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
 from m3kit.store.search_settings import FusionCalibration, SearchSettings, is_bge_m3_architecture
-from m3kit.store.sparse_cut import SparseCut, given_sparse_cut, settle_sparse_cut
+from m3kit.store.sparse_cut import (
+    SparseCut,
+    calibration_cut_warning,
+    given_sparse_cut,
+    settle_sparse_cut,
+)
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -137,6 +142,12 @@ class M3Index(IndexWrites, IndexSearch):
         except BaseException:
             give_back(store, held, self.fingerprint)
             raise
+        if self.search_source == "calibrated" and self.calibration is not None:
+            warning = calibration_cut_warning(
+                self.calibration.sparse_cut, self.sparse_cut, store.heads
+            )
+            if warning:
+                logger.warning("collection %r: %s", store.collection, warning)
 
     @classmethod
     def open(

@@ -39,6 +39,7 @@ from m3kit.fingerprint import EncoderFingerprint
 from m3kit.outputs import Head
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 from m3kit.store.records import Fusion
+from m3kit.store.sparse_cut import SparseCut
 
 __all__ = [
     "BGE_M3_PUBLISHED",
@@ -301,6 +302,9 @@ class FusionCalibration:
             best setting's gain over RRF, for each group where it was tested (for reports;
             a group is absent when its best gained less than ``min_gain``, or when the test
             was off, ``alpha=1``).
+        sparse_cut: The sparse cut of the collection it was measured in (a file written
+            before m3kit recorded it: none, as every calibration then was); an index with
+            another cut warns (:func:`~m3kit.store.sparse_cut.calibration_cut_warning`).
     """
 
     all_heads: SearchSettings | None
@@ -311,6 +315,7 @@ class FusionCalibration:
     scores: Mapping[str, float] = field(default_factory=dict)
     encoder_identity: Mapping[str, Any] | None = None
     p_values: Mapping[str, float] = field(default_factory=dict)
+    sparse_cut: SparseCut = field(default_factory=SparseCut)
 
     def settings_for(self, heads: frozenset[Head], rerank: bool | None = None) -> SearchSettings:
         """The calibrated settings for a collection holding ``heads`` (and a rerank choice).
@@ -337,6 +342,8 @@ class FusionCalibration:
                     f"encoder_identity must be a mapping, not {type(self.encoder_identity)}"
                 )
             object.__setattr__(self, "encoder_identity", _plain(self.encoder_identity))
+        if not isinstance(self.sparse_cut, SparseCut):
+            raise TypeError(f"sparse_cut must be a SparseCut, not {type(self.sparse_cut)}")
 
     def encoder_differences(self, fingerprint: EncoderFingerprint) -> list[tuple[str, Any, Any]]:
         """``(field, value calibrated on, value of fingerprint)`` for every setting in
@@ -374,6 +381,7 @@ class FusionCalibration:
             "encoder_identity": (
                 None if self.encoder_identity is None else dict(self.encoder_identity)
             ),
+            "sparse_cut": self.sparse_cut.to_dict(),
         }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -409,6 +417,7 @@ class FusionCalibration:
                 scores={str(k): float(v) for k, v in dict(data.get("scores", {})).items()},
                 encoder_identity=data.get("encoder_identity"),
                 p_values={str(k): float(v) for k, v in dict(data.get("p_values", {})).items()},
+                sparse_cut=SparseCut.from_record(data.get("sparse_cut", SparseCut().to_dict())),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(

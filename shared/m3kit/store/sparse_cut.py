@@ -34,7 +34,13 @@ from m3kit.outputs import Head, SparseVector
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
-__all__ = ["RECORD_KEY", "SparseCut", "given_sparse_cut", "settle_sparse_cut"]
+__all__ = [
+    "RECORD_KEY",
+    "SparseCut",
+    "calibration_cut_warning",
+    "given_sparse_cut",
+    "settle_sparse_cut",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +167,26 @@ def settle_sparse_cut(store: M3Store, given: SparseCut | None) -> SparseCut:
         store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
     store.sparse_cut = cut
     return cut
+
+
+def calibration_cut_warning(
+    calibrated: SparseCut, cut: SparseCut, heads: frozenset[Head]
+) -> str | None:
+    """Why a search calibration measured with sparse cut ``calibrated``
+    (:attr:`FusionCalibration.sparse_cut <m3kit.store.FusionCalibration.sparse_cut>`) may not
+    fit a collection with ``cut`` holding ``heads`` (``None``: it does, or the collection has
+    no sparse vectors).
+
+    >>> calibration_cut_warning(SparseCut(), SparseCut(), frozenset(Head)) is None
+    True
+    >>> print(calibration_cut_warning(SparseCut(), SparseCut(8), frozenset(Head))[:70])
+    the search calibration was measured with no sparse cut (every weight k
+    """
+    if Head.SPARSE not in heads or cut == calibrated:
+        return None
+    return (
+        f"the search calibration was measured with {calibrated.describe()}, this collection "
+        f"has {cut.describe()}: its sparse scores differ from those the calibrated fusion was "
+        "fitted to; calibrate again with this cut (m3kit calibrate --sparse-top-k / "
+        "--sparse-min-weight) or give the search settings"
+    )

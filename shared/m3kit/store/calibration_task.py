@@ -1,0 +1,132 @@
+"""The collection a calibration measures in: validation passages stored in memory, queries
+encoded (:func:`calibration_task`), and searches of it scored (:func:`run_task`).
+
+Split from :mod:`m3kit.store.calibration`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from m3kit.evaluation import ndcg_at_k
+from m3kit.outputs import Head, M3Output
+from m3kit.store.records import ChunkRecord, output_row
+from m3kit.store.schema import point_id
+from m3kit.store.search_settings import SearchSettings
+from m3kit.store.store import M3Store
+
+if TYPE_CHECKING:
+    from m3kit.encoder import M3Encoder
+    from m3kit.store.sparse_cut import SparseCut
+
+__all__ = ["CalibrationTask", "calibration_task", "per_query_ndcg", "query_vectors", "run_task"]
+
+#: The cut-off of the metric calibrations maximise (nDCG@10).
+K = 10
+
+
+@dataclass(frozen=True)
+class CalibrationTask:
+    """A validation set stored in an in-memory collection, its queries encoded."""
+
+    store: M3Store
+    queries: M3Output
+    qids: tuple[str, ...]
+    doc_of: dict[str, str]  # point id -> passage id
+    qrels: Mapping[str, Mapping[str, float]]
+
+
+@contextmanager
+def calibration_task(
+    encoder: M3Encoder,
+    corpus: Mapping[str, str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    max_length: int | None,
+    show_progress: bool,
+    sparse_cut: SparseCut | None = None,
+) -> Iterator[CalibrationTask]:
+    """``corpus`` written into an in-memory collection (closed on exit), the judged queries
+    encoded; with ``sparse_cut``, every stored and query sparse vector is cut with it, as an
+    :class:`~m3kit.store.M3Index` with that cut cuts them.
+
+    Raises:
+        ValueError: An empty corpus or query set, or no query with a relevant passage.
+    """
+    if not corpus or not queries:
+        raise ValueError("calibration needs a non-empty corpus and queries")
+    judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
+    if not judged:
+        raise ValueError("no query has a relevant passage in qrels")
+    heads = sorted(encoder.available_heads)
+    doc_ids = list(corpus)
+    docs = encoder.encode(
+        [corpus[d] for d in doc_ids],
+        heads=heads,
+        max_length=max_length,
+        show_progress=show_progress,
+    )
+    qs = encoder.encode(
+        [queries[q] for q in judged],
+        heads=heads,
+        query=True,
+        max_length=max_length,
+        show_progress=False,
+    )
+    store = M3Store.open(
+        None,
+        collection="calibration",
+        dense_dim=encoder.dense_dim,
+        colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
+        sparse=Head.SPARSE in heads,
+    )
+    store.sparse_cut = sparse_cut  # (an in-memory collection: nothing to record it for)
+    try:
+        records = [
+            ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)
+        ]
+        store.upsert(records, show_progress=show_progress)
+        doc_of = {point_id(d, 0): d for d in doc_ids}
+        yield CalibrationTask(store, qs, tuple(judged), doc_of, {q: qrels[q] for q in judged})
+    finally:
+        store.close()
+
+
+def query_vectors(task: CalibrationTask, i: int, colbert: bool) -> dict[str, object]:
+    """The query vectors of query ``i`` for ``M3Store.query`` / ``head_scores``."""
+    q = task.queries
+    heads = q.heads
+    return {
+        "dense": q.dense[i],
+        "sparse": q.sparse[i] if Head.SPARSE in heads else None,
+        "colbert": q.colbert[i] if colbert and Head.COLBERT in heads else None,
+    }
+
+
+def run_task(
+    task: CalibrationTask, settings: SearchSettings, k: int, budget: int
+) -> dict[str, list[str]]:
+    """``{query id: passage ids}`` of a ``k``-deep search of every query with ``settings``."""
+    colbert = settings.reranks(task.store.heads)
+    run: dict[str, list[str]] = {}
+    for i, qid in enumerate(task.qids):
+        hits = task.store.query(
+            **query_vectors(task, i, colbert),  # type: ignore[arg-type]
+            k=k,
+            fusion=settings.fusion,
+            rerank=colbert,
+            weights=settings.weights,
+            candidates=settings.candidates or budget,
+        )
+        run[qid] = [h.doc_id for h in hits]
+    return run
+
+
+def per_query_ndcg(task: CalibrationTask, run: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """nDCG@10 of each judged query of ``run``."""
+    return np.array([ndcg_at_k(run[q], task.qrels[q], K) for q in task.qids])
