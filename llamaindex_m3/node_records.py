@@ -2,7 +2,7 @@
 
 Shared with :mod:`llamaindex_m3.node_writes` (the vector store's writes): which nodes carry
 late-chunked vectors, the metadata stored for a node, a document version of a node group, and
-the chunk record of a node (:func:`chunk_record`).
+the chunk record of a node (:func:`node_chunk_record`).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ __all__ = [
     "carried_vectors",
     "check_late_encoder",
     "check_late_nodes",
-    "chunk_record",
     "embed_text",
     "is_late",
     "lost_vectors_message",
+    "node_chunk_record",
     "node_extra",
     "node_metadata",
     "node_record",
@@ -372,7 +372,7 @@ def read_back_index(node: BaseNode, stored: StoredChunk | None) -> int | None:
     return None
 
 
-def chunk_record(
+def node_chunk_record(
     doc_id: str,
     chunk_index: int,
     node: BaseNode,
@@ -431,9 +431,9 @@ def node_record(
     """One node of a document's node ``group`` as a chunk record with its vectors.
 
     The version is ``versions[doc_id]``, the chunk count the group's size, the chunk id the
-    node's id; ``stored`` and ``encoded`` as in :func:`chunk_record`.
+    node's id; ``stored`` and ``encoded`` as in :func:`node_chunk_record`.
     """
-    return chunk_record(
+    return node_chunk_record(
         doc_id,
         chunk_index,
         node,

@@ -54,10 +54,10 @@ from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
     check_late_nodes,
-    chunk_record,
     embed_text,
     is_late,
     lost_vectors_message,
+    node_chunk_record,
     node_extra,
     node_metadata,
     other_encoded_text,
@@ -468,11 +468,11 @@ def _record(
     stored: StoredChunk | None,
     encoded: str | None = None,
 ) -> ChunkRecord:
-    """A node as its chunk record (:func:`~llamaindex_m3.node_records.chunk_record`) under
+    """A node as its chunk record (:func:`~llamaindex_m3.node_records.node_chunk_record`) under
     its document's version and chunk count; ``encoded``: the text its vectors were encoded on
     (:func:`~llamaindex_m3.node_records.embed_text`; ``None``: a late-chunked node)."""
     assert doc.version is not None  # set by _read_stored
-    return chunk_record(
+    return node_chunk_record(
         doc_id,
         chunk_index,
         node,
