@@ -1,7 +1,8 @@
 """LlamaIndex documents and nodes as m3kit chunk records (the writes of ``M3Retriever``).
 
 Shared with :mod:`llamaindex_m3.node_writes` (the vector store's writes): which nodes carry
-late-chunked vectors, the metadata stored for a node, a document version of a node group.
+late-chunked vectors, the metadata stored for a node, a document version of a node group, and
+the chunk record of a node (:func:`node_chunk_record`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "embed_text",
     "is_late",
     "lost_vectors_message",
+    "node_chunk_record",
     "node_extra",
     "node_metadata",
     "node_record",
@@ -370,6 +372,52 @@ def read_back_index(node: BaseNode, stored: StoredChunk | None) -> int | None:
     return None
 
 
+def node_chunk_record(
+    doc_id: str,
+    chunk_index: int,
+    node: BaseNode,
+    vectors: M3Output,
+    *,
+    doc_hash: str,
+    chunk_count: int,
+    chunk_id: str,
+    stored: StoredChunk | None = None,
+    encoded: str | None = None,
+) -> ChunkRecord:
+    """A node as its chunk record: the one place both write paths build it.
+
+    ``M3Retriever`` (:func:`node_record`) and ``M3VectorStore``
+    (:mod:`llamaindex_m3.node_writes`) differ only in the document version, chunk count and
+    chunk id they store, given here.
+
+    Args:
+        doc_id: The node's document.
+        chunk_index: Its position among its document's chunks.
+        node: The node (its bare text, span, metadata and node fields are stored).
+        vectors: Its vectors (one row).
+        doc_hash: The version of its document.
+        chunk_count: How many chunks its document has.
+        chunk_id: The id stored for the chunk.
+        stored: The stored chunk the node names by its id, if any (:func:`node_metadata`).
+        encoded: The text its vectors were encoded on (:func:`embed_text`; ``None`` for a
+            late-chunked node, whose vectors were pooled from its document).
+    """
+    return ChunkRecord(
+        doc_id=doc_id,
+        chunk_index=chunk_index,
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        metadata=node_metadata(node, stored),
+        vectors=vectors,
+        start=node.start_char_idx if isinstance(node, TextNode) else None,
+        end=node.end_char_idx if isinstance(node, TextNode) else None,
+        doc_hash=doc_hash,
+        chunk_count=chunk_count,
+        chunk_id=chunk_id,
+        extra=node_extra(node, stored),
+        encoded_text=other_encoded_text(node, encoded),
+    )
+
+
 def node_record(
     doc_id: str,
     chunk_index: int,
@@ -382,21 +430,17 @@ def node_record(
 ) -> ChunkRecord:
     """One node of a document's node ``group`` as a chunk record with its vectors.
 
-    ``stored``: the stored chunk the node names by its id, if any (:func:`node_metadata`).
-    ``encoded``: the text its vectors were encoded on (:func:`embed_text`; ``None`` for a
-    late-chunked node, whose vectors were pooled from its document).
+    The version is ``versions[doc_id]``, the chunk count the group's size, the chunk id the
+    node's id; ``stored`` and ``encoded`` as in :func:`node_chunk_record`.
     """
-    return ChunkRecord(
-        doc_id=doc_id,
-        chunk_index=chunk_index,
-        text=node.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=node_metadata(node, stored),
-        vectors=vectors,
-        start=node.start_char_idx if isinstance(node, TextNode) else None,
-        end=node.end_char_idx if isinstance(node, TextNode) else None,
+    return node_chunk_record(
+        doc_id,
+        chunk_index,
+        node,
+        vectors,
         doc_hash=versions[doc_id],
         chunk_count=len(group),
         chunk_id=node.node_id,
-        extra=node_extra(node, stored),
-        encoded_text=other_encoded_text(node, encoded),
+        stored=stored,
+        encoded=encoded,
     )

@@ -57,6 +57,7 @@ from llamaindex_m3.node_records import (
     embed_text,
     is_late,
     lost_vectors_message,
+    node_chunk_record,
     node_extra,
     node_metadata,
     other_encoded_text,
@@ -470,24 +471,21 @@ def _record(
     stored: StoredChunk | None,
     encoded: str | None = None,
 ) -> ChunkRecord:
-    """A node as its chunk record; ``encoded``: the text its vectors were encoded on
+    """A node as its chunk record (:func:`~llamaindex_m3.node_records.node_chunk_record`) under
+    its document's version and chunk count; ``encoded``: the text its vectors were encoded on
     (:func:`~llamaindex_m3.node_records.embed_text`; ``None``: a late-chunked node)."""
-    span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
     assert doc.version is not None  # set by _read_stored
-    return ChunkRecord(
-        doc_id=doc_id,
-        chunk_index=chunk_index,
-        text=node.get_content(metadata_mode=MetadataMode.NONE),
-        metadata=node_metadata(node, stored),
-        vectors=vectors,
-        start=span[0],
-        end=span[1],
+    return node_chunk_record(
+        doc_id,
+        chunk_index,
+        node,
+        vectors,
         doc_hash=doc.version,
         chunk_count=doc.next_index,
         # a chunk read back by its point id keeps the id its writer gave it
         chunk_id=doc.ids_at.get(chunk_index, node.node_id)
         if node.node_id == point_id(doc_id, chunk_index)
         else node.node_id,
-        extra=node_extra(node, stored),
-        encoded_text=other_encoded_text(node, encoded),
+        stored=stored,
+        encoded=encoded,
     )

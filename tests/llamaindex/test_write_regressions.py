@@ -23,6 +23,7 @@ from llamaindex_m3.node_records import node_record
 from m3kit.encoder import M3Encoder
 from m3kit.store import M3Index, output_row
 from m3kit.store.filters import documents_filter
+from m3kit.store.schema import DOC_HASH, ENCODED_TEXT, EXTRA
 
 HIDDEN = ["chunk_index"]
 
@@ -96,6 +97,25 @@ def _stored_encodes(r: M3Retriever | M3Index, text: str) -> bool:
     want = index.encoder.encode([text], heads=["sparse"], show_progress=False).sparse[0]
     (hit,) = index.store.query(sparse=want, k=1, rerank=False)
     return bool(hit.score == pytest.approx(sum(w * w for w in want.to_dict().values()), rel=1e-4))
+
+
+def test_both_write_paths_store_a_node_alike(store: M3VectorStore) -> None:
+    """``M3Retriever.add_nodes`` and ``M3VectorStore.add`` store the same chunk for a node (one
+    record builder): text, span, metadata, node fields, encoded text; only the version differs
+    (each path versions documents its own way)."""
+    node = _node("Oxygen has the atomic number 8.", "doc-p", 0, "p-0")
+    node.metadata["title"] = "Oxygen"  # shown to the embedding: an encoded_text is stored
+    node.start_char_idx, node.end_char_idx = 4, 35
+    store.add([node.model_copy()])
+    (stored,) = store.client.store.points(filter=documents_filter(["doc-p"])).values()
+    store.clear()
+    M3Retriever(store.client).add_nodes([node.model_copy()])
+    (added,) = store.client.store.points(filter=documents_filter(["doc-p"])).values()
+    assert added[ENCODED_TEXT] == node.get_content(MetadataMode.EMBED)
+    assert added[EXTRA]["relationships"] and added["start"] == 4
+    assert {k: v for k, v in added.items() if k != DOC_HASH} == {
+        k: v for k, v in stored.items() if k != DOC_HASH
+    }
 
 
 def test_retriever_version_covers_the_encoded_text(tiny_encoder: M3Encoder) -> None:
