@@ -13,7 +13,7 @@ from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KE
 from m3kit.encoder import M3Encoder
 from m3kit.store import Backend, Hit, M3Index
 from m3kit.store.conditions import any_of, equals
-from m3kit.store.filters import metadata_filter, refuse_has_id
+from m3kit.store.filters import doc_id_text, metadata_filter, refuse_has_id
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
 
 if TYPE_CHECKING:
@@ -215,9 +215,10 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
             must.append(mine)
             continue
         field = _FIELDS[str(key)]
-        theirs = any_of(field, list(wanted)) if isinstance(wanted, list | tuple) else None
+        stored = _stored_doc_ids(wanted) if field == DOC_ID else wanted
+        theirs = any_of(field, list(stored)) if isinstance(stored, list | tuple) else None
         if theirs is None:
-            theirs = equals(field, wanted)
+            theirs = equals(field, stored)
         if rule == "always":
             must.append(theirs)
         elif rule == "chunked":
@@ -232,3 +233,17 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
         else:  # "either"
             must.append(models.Filter(should=[mine, theirs]))
     return models.Filter(must=must)
+
+
+def _stored_doc_ids(wanted: Any) -> Any:
+    """A ``doc_id`` filter value as the ids are stored: an int is its digits, as
+    ``add_documents``, ``get_by_ids`` and ``delete`` take it (other values are left as given).
+
+    >>> _stored_doc_ids(7), _stored_doc_ids([7, "x", True])
+    ('7', ['7', 'x', True])
+    """
+    if isinstance(wanted, list | tuple):
+        return [_stored_doc_ids(v) for v in wanted]
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        return doc_id_text(wanted, "filter['doc_id']")
+    return wanted

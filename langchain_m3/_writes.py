@@ -28,7 +28,9 @@ from langchain_core.documents import Document
 from langchain_m3._documents import without_retriever_keys
 from langchain_m3.splitter import (
     CHUNK_INDEX_KEY,
+    END_INDEX_KEY,
     LATE_CHUNK_KEY,
+    START_INDEX_KEY,
     carried_chunk,
     is_late_chunk,
     lost_marker,
@@ -44,7 +46,15 @@ from m3kit.store.documents import content_doc_id
 from m3kit.store.filters import doc_id_text
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.points import plain_json
-from m3kit.store.schema import CHUNK_COUNT, CHUNKING, METADATA, PAGE_CONTENT, point_id
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNKING,
+    END,
+    METADATA,
+    PAGE_CONTENT,
+    START,
+    point_id,
+)
 
 __all__ = ["checked_chunk", "same_model", "write_documents"]
 
@@ -213,8 +223,8 @@ def _refuse_read_back_chunks(index: M3Index, docs: list[Document], ids: list[str
         return
     for pid, payload in index.store.points(list(wanted)).items():
         count = payload.get(CHUNK_COUNT)
-        if isinstance(count, int) and count > 1:
-            i, doc_id, at = wanted[pid]
+        i, doc_id, at = wanted[pid]
+        if isinstance(count, int) and count > 1 and _shows_chunk(docs[i], doc_id, payload):
             raise ValueError(
                 f"documents[{i}] is chunk {at} of the stored document {doc_id!r} ({count} "
                 f"chunks), as the store returns it; written under id {doc_id!r} it would "
@@ -222,6 +232,20 @@ def _refuse_read_back_chunks(index: M3Index, docs: list[Document], ids: list[str
                 "its whole text under its id; to store the chunk as a document of its own, "
                 f"give it another id (and drop {CHUNK_INDEX_KEY!r} from its metadata)."
             )
+
+
+def _shows_chunk(doc: Document, doc_id: str, payload: dict[str, Any]) -> bool:
+    """Whether ``doc`` (whose ``chunk_index`` names the stored chunk ``payload``) is that chunk
+    as a store returned it: its text, the ``start_index`` / ``end_index`` ``M3VectorStore``
+    shows, or the ``doc_id`` / ``score`` ``M3Retriever`` shows. A document with a
+    ``chunk_index`` of its own and none of these is a whole document, written as any is."""
+    meta = doc.metadata
+    return (
+        doc.page_content == payload.get(PAGE_CONTENT)
+        or (meta.get(START_INDEX_KEY), meta.get(END_INDEX_KEY))
+        == (payload.get(START), payload.get(END))
+        or without_retriever_keys(meta, doc_id) != meta
+    )
 
 
 def _read_back_late_chunks(index: M3Index, entries: list[_Entry]) -> set[int]:

@@ -36,3 +36,21 @@ def test_ids_of_other_types_are_refused_by_name(store: M3VectorStore, bad: Any) 
     with pytest.raises(TypeError, match=r"ids\[1\]: a document id is a str or an int"):
         store.get_by_ids(["a", bad])
     assert [d.id for d in store.get_by_ids(["a"])] == ["a"]
+
+
+def test_a_doc_id_filter_takes_int_ids_as_their_digits(store: M3VectorStore) -> None:
+    # an int id is stored as its digits, so {"doc_id": 7} used to match nothing, silently
+    from langchain_m3 import M3Retriever
+
+    store.add_documents([Document("one."), Document("two."), Document("three.")], ids=[7, 8, "x"])
+    store.add_documents([Document("four.", metadata={"doc_id": 7})], ids=["own"])
+    retriever = M3Retriever(index=store.index, k=10)
+    for wanted, shown in (
+        (7, {"7", "own"}),  # the store's id, or the user's own metadata key (an int there)
+        ([7, 8], {"7", "8", "own"}),
+        ("7", {"7"}),
+    ):
+        found = store.similarity_search("one.", k=10, filter={"doc_id": wanted})
+        assert {d.id for d in found} == shown
+        got = retriever.invoke("one.", filter={"doc_id": wanted})  # the chunk's id only
+        assert {d.id for d in got} == shown - {"own"}
