@@ -13,7 +13,9 @@ documents go through the embeddings. Everything else (payload, ids, retrieval mo
 ``from_documents`` / ``from_existing_collection``) is ``QdrantVectorStore``'s own, except
 with :attr:`M3QdrantVectorStore.parent_id_key` set: then a write replaces the children of
 each parent it names (for ``ParentDocumentRetriever``, whose re-added parent otherwise gets
-its children stored again next to the old ones).
+its children stored again next to the old ones), and MMR, which takes ``lambda_mult`` as
+LangChain means it (1: by similarity alone; langchain-qdrant 1.1.0 reverses it:
+:mod:`langchain_m3._qdrant_mmr`).
 
 Example:
     >>> import tempfile
@@ -56,15 +58,17 @@ from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
 
 try:
-    from langchain_qdrant import QdrantVectorStore, RetrievalMode
+    from langchain_qdrant import RetrievalMode
     from qdrant_client import models
+
+    from langchain_m3._qdrant_mmr import QdrantMmr
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-qdrant", "langchain") from e
 
 __all__ = ["M3QdrantVectorStore"]
 
 
-class M3QdrantVectorStore(QdrantVectorStore):
+class M3QdrantVectorStore(QdrantMmr):
     """``langchain_qdrant.QdrantVectorStore`` that stores late-chunked chunks with their own
     vectors.
 
