@@ -274,7 +274,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             ValueError: A mode the collection cannot serve (sparse or hybrid on a dense-only
                 collection), no (or a blank) ``query_str`` where one is needed, ``alpha`` outside
                 ``[0, 1]``, in hybrid mode without ``fusion="m3"``, a bad ranking setting,
-                ``m3`` weights that give every head this mode scores with weight 0.
+                ``m3`` weights that give every head this mode scores with weight 0, a
+                ``query_embedding`` searched by that is of another size than the collection's
+                dense vectors, all zeros or not finite.
             TypeError: Another keyword argument.
         """
         unknown = sorted(set(kwargs) - set(QUERY_SETTINGS))

@@ -17,6 +17,7 @@ from llamaindex_m3.sourceless import ref_docs_filter
 from m3kit.outputs import Head, SparseVector
 from m3kit.store import Fusion, Hit, SearchSettings
 from m3kit.store.filters import and_filters, chunk_ids_filter, to_filter
+from m3kit.store.index_search import dense_query
 
 if TYPE_CHECKING:
     from llamaindex_m3.vector_store import M3VectorStore
@@ -76,8 +77,12 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
             )
         out = index.encoder.encode([text], heads=sorted(encode), query=True, show_progress=False)
     dense = None
-    if dense_wanted:
-        dense = query.query_embedding if out is None or Head.DENSE not in encode else out.dense
+    if dense_wanted and Head.DENSE not in encode:  # LlamaIndex's embedding: checked, unit
+        dense = dense_query(
+            query.query_embedding, index.store.schema.dense_dim, "VectorStoreQuery.query_embedding"
+        )
+    elif dense_wanted and out is not None:
+        dense = out.dense
     sparse: SparseVector | None = out.sparse[0] if out is not None and sparse_wanted else None
     cut = index.store.sparse_cut
     if sparse is not None and cut is not None:
