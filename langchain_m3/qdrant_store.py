@@ -15,7 +15,7 @@ with :attr:`M3QdrantVectorStore.parent_id_key` set: then a write replaces the ch
 each parent it names (for ``ParentDocumentRetriever``, whose re-added parent otherwise gets
 its children stored again next to the old ones), and MMR, which takes ``lambda_mult`` as
 LangChain means it (1: by similarity alone; langchain-qdrant 1.1.0 reverses it:
-:mod:`langchain_m3._qdrant_mmr`).
+:mod:`langchain_m3._qdrant_mmr`), and relevance scores, refused in sparse and hybrid mode.
 
 Example:
     >>> import tempfile
@@ -62,13 +62,14 @@ try:
     from qdrant_client import models
 
     from langchain_m3._qdrant_mmr import QdrantMmr
+    from langchain_m3._qdrant_relevance import QdrantRelevance
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-qdrant", "langchain") from e
 
 __all__ = ["M3QdrantVectorStore"]
 
 
-class M3QdrantVectorStore(QdrantMmr):
+class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     """``langchain_qdrant.QdrantVectorStore`` that stores late-chunked chunks with their own
     vectors.
 
@@ -102,8 +103,13 @@ class M3QdrantVectorStore(QdrantMmr):
             store keeps, or came from another model than the store's embeddings; with
             ``parent_id_key`` set, a parent id is not a string or an integer.
 
+    Relevance scores (``similarity_search_with_relevance_scores``, the
+    ``similarity_score_threshold`` retriever) exist in dense mode only: a hybrid score is a rank
+    fusion, a sparse one a dot product of no fixed scale (:mod:`langchain_m3._qdrant_relevance`).
+
     Raises (when searching):
-        ValueError: An empty or whitespace-only query in sparse or hybrid mode.
+        ValueError: An empty or whitespace-only query in sparse or hybrid mode; relevance
+            scores asked in sparse or hybrid mode (use ``similarity_search_with_score``).
     """
 
     parent_id_key: str | None = None
