@@ -64,6 +64,7 @@ from llamaindex_m3.node_records import (
 )
 from llamaindex_m3.sourceless import has_no_source
 from llamaindex_m3.stored_chunks import (
+    check_duplicate_ids,
     check_ids_elsewhere,
     check_sourceless,
     doc_id_of,
@@ -192,6 +193,7 @@ def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
         if not isinstance(node, BaseNode):
             raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
         grouped.setdefault(node_doc_id(node), []).append((i, node))
+    check_duplicate_ids(nodes)
     docs: dict[str, _Doc] = {}
     for doc_id, members in grouped.items():
         check_sourceless(doc_id, [n for _, n in members], None)
@@ -342,7 +344,7 @@ def write_nodes(
         ValueError: A late-chunked node without the vectors the store needs, or while a
             ``text_instruction`` is set (they would be in another space), nodes of one
             document from different versions of it, metadata that is not JSON, or a node id
-            stored in another document.
+            stored in another document, or one node id given to nodes of different content.
         FingerprintMismatchError: The index lost its store to another encoder's index, or
             its encoder changed in memory (:meth:`~m3kit.store.M3Index.check_encoder`).
     """

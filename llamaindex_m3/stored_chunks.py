@@ -8,12 +8,13 @@ that a node without a source (:mod:`llamaindex_m3.sourceless`) is stored alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llama_index.core.schema import BaseNode
+from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
-from llamaindex_m3.node_records import StoredChunk
+from llamaindex_m3.node_records import StoredChunk, embed_text
 from llamaindex_m3.sourceless import has_no_source, sourceless_chunk
 from m3kit.store import M3Index, point_id
 from m3kit.store.filters import chunk_ids_filter, documents_filter
@@ -21,6 +22,7 @@ from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA, METADATA
 
 __all__ = [
     "DOC_BATCH",
+    "check_duplicate_ids",
     "check_ids_elsewhere",
     "check_sourceless",
     "doc_id_of",
@@ -164,3 +166,41 @@ def check_ids_elsewhere(index: M3Index, groups: Mapping[str, Sequence[BaseNode]]
                     f"node of document {doc_of[str(chunk_id)]!r}: delete it first "
                     "(delete_nodes([node_id])) or give the node a new id"
                 )
+
+
+def _content(node: BaseNode) -> str:
+    """What the nodes of one id in one document must agree on in one write: text, span,
+    metadata and the text its vectors are encoded on."""
+    span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else None
+    what = [
+        node.get_content(metadata_mode=MetadataMode.NONE),
+        span,
+        node.metadata,
+        embed_text(node),
+    ]
+    return json.dumps(what, sort_keys=True, default=str)
+
+
+def check_duplicate_ids(nodes: Sequence[BaseNode]) -> None:
+    """Refuse one node id given to nodes of different content in one write (before encoding).
+
+    Copies of one node (same id, document, text, span, metadata and encoded text) are one
+    node, stored once. One id in two documents is :func:`check_ids_elsewhere`'s to refuse.
+
+    Raises:
+        ValueError: Names the duplicated node ids and their positions in ``nodes``.
+    """
+    seen: dict[tuple[str, str], tuple[int, str]] = {}
+    clashes: dict[tuple[str, str], list[int]] = {}
+    for i, node in enumerate(nodes):
+        what, key = _content(node), (node.ref_doc_id or node.node_id, node.node_id)
+        first = seen.setdefault(key, (i, what))
+        if first[1] != what:
+            clashes.setdefault(key, [first[0]]).append(i)
+    if clashes:
+        named = "; ".join(f"{key[1]!r} at nodes{at}" for key, at in list(clashes.items())[:5])
+        raise ValueError(
+            f"{len(clashes)} node id(s) given to nodes of different content in one add: "
+            f"{named}. A node id names one stored node: give each node its own id (e.g. "
+            "drop id_ to have one drawn), or add only the latest version of the node"
+        )
