@@ -6,8 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from llama_index.core.schema import TextNode
 
+from llamaindex_m3 import M3VectorStore
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
+
+#: The two nodes of :func:`capitals_store`.
+CAPITALS = ("Berlin is the capital of Germany.", "Paris is the capital of France.")
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +23,18 @@ def tiny_embedding(tiny_encoder) -> M3Embedding:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def tiny_sparse(tiny_encoder) -> M3SparseEmbedding:  # type: ignore[no-untyped-def]
     return M3SparseEmbedding.from_encoder(tiny_encoder)
+
+
+@pytest.fixture
+def capitals_store(tiny_embedding: M3Embedding) -> Iterator[M3VectorStore]:
+    """An in-memory ``M3VectorStore`` of ``tiny_embedding`` holding :data:`CAPITALS` as two
+    nodes, each with its own embedding (closed after the test)."""
+    nodes = [TextNode(text=text) for text in CAPITALS]
+    for node in nodes:
+        node.embedding = tiny_embedding.get_text_embedding(node.text)
+    with M3VectorStore(tiny_embedding) as store:
+        store.add(nodes)
+        yield store
 
 
 @pytest.fixture()

@@ -17,7 +17,8 @@ from llama_index.core.vector_stores.types import VectorStoreQuery
 
 from llamaindex_m3 import M3VectorStore
 from m3kit import FingerprintMismatchError, M3Encoder
-from m3kit.store import M3Index, M3Store
+from m3kit.store import M3Index
+from tests.store.conftest import open_shared_store
 
 
 @pytest.mark.parametrize("backend", ["edge", "client"])
@@ -25,14 +26,7 @@ def test_a_vector_store_whose_index_was_taken_over_refuses_writes_and_queries(
     tiny_m3_path: Path, other_tiny_encoder: M3Encoder, backend: str
 ) -> None:
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-    with M3Store.open(
-        None,
-        collection="shared",
-        dense_dim=enc.dense_dim,
-        colbert_dim=enc.colbert_dim,
-        sparse=True,
-        backend=backend,
-    ) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         vectors = M3VectorStore.from_index(index)
         vectors.add([TextNode(text="the first document.", id_="n1")])

@@ -10,21 +10,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 
 from llamaindex_m3 import M3Embedding, M3VectorStore
-
-TEXTS = ("Berlin is the capital of Germany.", "Paris is the capital of France.")
-
-
-def _store(embed: M3Embedding) -> M3VectorStore:
-    store = M3VectorStore(embed)
-    nodes = [TextNode(text=text) for text in TEXTS]
-    for node in nodes:
-        node.embedding = embed.get_text_embedding(node.text)
-    store.add(nodes)
-    return store
 
 
 @pytest.mark.parametrize("text", ["   ", " \n\t"])
@@ -39,7 +27,12 @@ def _store(embed: M3Embedding) -> M3VectorStore:
     ],
 )
 async def test_whitespace_query_text_is_refused(
-    tiny_embedding: M3Embedding, mode: str, embedded: bool, kwargs: dict[str, bool], text: str
+    tiny_embedding: M3Embedding,
+    capitals_store: M3VectorStore,
+    mode: str,
+    embedded: bool,
+    kwargs: dict[str, bool],
+    text: str,
 ) -> None:
     embedding = tiny_embedding.get_query_embedding("Berlin") if embedded else None
     query = VectorStoreQuery(
@@ -49,15 +42,14 @@ async def test_whitespace_query_text_is_refused(
         similarity_top_k=2,
     )
     expected = f"{mode} mode .*" + re.escape(f"query_str is empty ({text!r})")
-    with _store(tiny_embedding) as store:
-        with pytest.raises(ValueError, match=expected):
-            store.query(query, **kwargs)
-        with pytest.raises(ValueError, match=expected):
-            await store.aquery(query, **kwargs)
+    with pytest.raises(ValueError, match=expected):
+        capitals_store.query(query, **kwargs)
+    with pytest.raises(ValueError, match=expected):
+        await capitals_store.aquery(query, **kwargs)
 
 
 async def test_whitespace_text_with_an_embedding_in_default_mode(
-    tiny_embedding: M3Embedding,
+    tiny_embedding: M3Embedding, capitals_store: M3VectorStore
 ) -> None:
     """Default mode without rerank searches by the ``query_embedding`` alone: the text is not
     used, so a blank one is not refused."""
@@ -66,6 +58,5 @@ async def test_whitespace_text_with_an_embedding_in_default_mode(
         query_embedding=tiny_embedding.get_query_embedding("Berlin"),
         similarity_top_k=2,
     )
-    with _store(tiny_embedding) as store:
-        assert len(store.query(query).ids or []) == 2
-        assert len((await store.aquery(query)).ids or []) == 2
+    assert len(capitals_store.query(query).ids or []) == 2
+    assert len((await capitals_store.aquery(query)).ids or []) == 2

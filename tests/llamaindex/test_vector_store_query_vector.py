@@ -11,27 +11,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 
 from llamaindex_m3 import M3Embedding, M3VectorStore
-
-TEXTS = ("Berlin is the capital of Germany.", "Paris is the capital of France.")
-
-
-def _store(embed: M3Embedding) -> M3VectorStore:
-    store = M3VectorStore(embed)
-    nodes = [TextNode(text=text) for text in TEXTS]
-    for node in nodes:
-        node.embedding = embed.get_text_embedding(node.text)
-    store.add(nodes)
-    return store
 
 
 @pytest.mark.parametrize("fill", [0.0, math.nan, math.inf])
 @pytest.mark.parametrize("mode", ["default", "hybrid"])
 async def test_directionless_query_refused(
-    tiny_embedding: M3Embedding, mode: str, fill: float
+    tiny_embedding: M3Embedding, capitals_store: M3VectorStore, mode: str, fill: float
 ) -> None:
     size = len(tiny_embedding.get_query_embedding("Berlin"))
     query = VectorStoreQuery(
@@ -41,37 +29,39 @@ async def test_directionless_query_refused(
         similarity_top_k=2,
     )
     expected = "VectorStoreQuery.query_embedding is all zeros \\(or not finite\\)"
-    with _store(tiny_embedding) as store:
-        with pytest.raises(ValueError, match=expected):
-            store.query(query)
-        with pytest.raises(ValueError, match=expected):
-            await store.aquery(query)
+    with pytest.raises(ValueError, match=expected):
+        capitals_store.query(query)
+    with pytest.raises(ValueError, match=expected):
+        await capitals_store.aquery(query)
 
 
-def test_query_embedding_of_another_size_names_the_field(tiny_embedding: M3Embedding) -> None:
+def test_query_embedding_of_another_size_names_the_field(
+    tiny_embedding: M3Embedding, capitals_store: M3VectorStore
+) -> None:
     size = len(tiny_embedding.get_query_embedding("Berlin"))
     query = VectorStoreQuery(query_str="capital", query_embedding=[0.1] * (size + 3))
-    with _store(tiny_embedding) as store, pytest.raises(ValueError) as err:
-        store.query(query)
+    with pytest.raises(ValueError) as err:
+        capitals_store.query(query)
     assert f"VectorStoreQuery.query_embedding has {size + 3} dimensions" in str(err.value)
     assert f"have {size}" in str(err.value)
 
 
-def test_a_scaled_query_embedding_ranks_as_the_unit_one(tiny_embedding: M3Embedding) -> None:
+def test_a_scaled_query_embedding_ranks_as_the_unit_one(
+    tiny_embedding: M3Embedding, capitals_store: M3VectorStore
+) -> None:
     """The check normalises the vector: a scaled query embedding scores as the unit one."""
     unit = tiny_embedding.get_query_embedding("capital of Germany")
-    with _store(tiny_embedding) as store:
-        results = [
-            store.query(
-                VectorStoreQuery(
-                    query_str="capital of Germany",
-                    query_embedding=[scale * x for x in unit],
-                    mode=VectorStoreQueryMode.HYBRID,
-                    similarity_top_k=2,
-                ),
-                fusion="m3",
-            )
-            for scale in (1.0, 7.5)
-        ]
+    results = [
+        capitals_store.query(
+            VectorStoreQuery(
+                query_str="capital of Germany",
+                query_embedding=[scale * x for x in unit],
+                mode=VectorStoreQueryMode.HYBRID,
+                similarity_top_k=2,
+            ),
+            fusion="m3",
+        )
+        for scale in (1.0, 7.5)
+    ]
     assert results[0].ids == results[1].ids
     assert results[0].similarities == pytest.approx(results[1].similarities, rel=1e-5)

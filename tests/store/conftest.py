@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from m3kit.outputs import Chunk, Head, M3Output
-from m3kit.store import Backend, M3Index, output_row
+from m3kit.store import Backend, M3Index, M3Store, output_row
 
 #: (backend, in a folder?) per parametrised id.
 BACKENDS = {
@@ -121,6 +121,19 @@ def add_corpus(index: M3Index, corpus: Sequence[dict[str, Any]]) -> list[str]:
         [r["text"] for r in corpus],
         metadatas=[r["metadata"] for r in corpus],
         doc_ids=[r["id"] for r in corpus],
+    )
+
+
+def open_shared_store(encoder: Any, backend: str) -> M3Store:
+    """An in-memory store (collection ``shared``) sized for ``encoder``'s dense, sparse and
+    ColBERT vectors, to pair with one :class:`M3Index` after another."""
+    return M3Store.open(
+        None,
+        collection="shared",
+        dense_dim=encoder.dense_dim,
+        colbert_dim=encoder.colbert_dim,
+        sparse=True,
+        backend=backend,
     )
 
 

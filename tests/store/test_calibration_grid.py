@@ -11,7 +11,8 @@ import numpy as np
 
 from m3kit.evaluation import ndcg_at_k
 from m3kit.outputs import Head, SparseVector
-from m3kit.store.calibration import _grid, _Task
+from m3kit.store.calibration import _grid
+from m3kit.store.calibration_task import CalibrationTask
 from m3kit.store.plan import RawHit, Stage
 from m3kit.store.query import QueryOptions
 from m3kit.store.schema import CollectionSchema
@@ -61,7 +62,7 @@ def test_m3_grid_measures_the_ranking_a_search_returns() -> None:
     searched = store.query(**vectors, k=10, fusion="m3", weights=weights)  # type: ignore[arg-type]
     assert [(h.id, h.score) for h in searched] == [("b", 0.351000001), ("a", 0.351)]
     queries = SimpleNamespace(heads=frozenset(Head), **{name: [v] for name, v in vectors.items()})
-    task = _Task(store, queries, ("q",), {"a": "a", "b": "b"}, {"q": {"b": 1.0}})  # type: ignore[arg-type]
+    task = CalibrationTask(store, queries, ("q",), {"a": "a", "b": "b"}, {"q": {"b": 1.0}})  # type: ignore[arg-type]
     scores: dict[str, float] = {}
     ((settings, measured),) = _grid(task, [weights], True, 50, None, scores, "all heads", False)
     assert settings.weights == weights

@@ -31,19 +31,9 @@ from m3kit import EncoderChangedError, FingerprintMismatchError, M3Encoder
 from m3kit.store import ChunkRecord, M3Index, M3Store
 from m3kit.store.schema import DOC_ID, ENCODER_ID
 from tests.reliability.killing import FailingEncoder
+from tests.store.conftest import open_shared_store
 
 BACKENDS = ["edge", "client"]
-
-
-def _open_store(encoder: M3Encoder, backend: str) -> M3Store:
-    return M3Store.open(
-        None,
-        collection="shared",
-        dense_dim=encoder.dense_dim,
-        colbert_dim=encoder.colbert_dim,
-        sparse=True,
-        backend=backend,
-    )
 
 
 def _stamps(store: M3Store) -> dict[str, str]:
@@ -59,7 +49,7 @@ def test_a_refused_index_leaves_the_store_to_the_index_in_use(
     tiny_m3_path: Path, other_tiny_encoder: M3Encoder, backend: str
 ) -> None:
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")  # trained below: not shared
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         index.add_texts(["the first document."], doc_ids=["x"])
         with pytest.raises(FingerprintMismatchError, match="another encoder"):
@@ -89,7 +79,7 @@ def test_after_a_refused_index_the_store_still_checks_the_encoder_in_use(
     tiny_m3_path: Path, other_tiny_encoder: M3Encoder, backend: str
 ) -> None:
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         index.add_texts(["the first document."], doc_ids=["x"])
         with pytest.raises(FingerprintMismatchError):
@@ -137,7 +127,7 @@ def test_a_taken_over_index_refuses_writes_and_searches(
     tiny_m3_path: Path, other_tiny_encoder: M3Encoder, backend: str
 ) -> None:
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         index.add_texts(["the first document.", "the second document."], doc_ids=["x", "y"])
         other = M3Index(other_tiny_encoder, store, reindex=True)
@@ -157,7 +147,7 @@ def test_an_index_taken_over_on_an_empty_collection_is_refused_too(
 ) -> None:
     """An empty collection is recorded for the new encoder without ``reindex``."""
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         other = M3Index(other_tiny_encoder, store)
         with pytest.raises(FingerprintMismatchError, match=other.fingerprint.identity):
@@ -170,7 +160,7 @@ def test_a_taken_over_index_stays_refused_when_the_other_is_dropped_or_closed(
     tiny_m3_path: Path, other_tiny_encoder: M3Encoder, backend: str
 ) -> None:
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         index.add_texts(["the first document."], doc_ids=["x"])
         other = M3Index(other_tiny_encoder, store, reindex=True)
@@ -197,7 +187,7 @@ def test_indexes_of_one_encoder_share_a_store(tiny_m3_path: Path, backend: str) 
     """As the LangChain and LlamaIndex adapters do: each writes and searches as itself."""
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
     same = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")  # another object, same model
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         first = M3Index(enc, store)
         first.add_texts(["the first document."], doc_ids=["x"])
         second = M3Index(same, store)
@@ -222,7 +212,7 @@ def test_an_interrupted_takeover_leaves_the_index_in_use_refused(
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
     texts = [f"document {i} about topic {i % 3}." for i in range(6)]
     ids = [f"d{i}" for i in range(6)]
-    with _open_store(enc, backend) as store:
+    with open_shared_store(enc, backend) as store:
         index = M3Index(enc, store)
         index.add_texts(texts, doc_ids=ids)
         monkeypatch.setattr(M3Index, "write_group", 2)

@@ -64,9 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_K = K
-_Task = CalibrationTask  # (the names tests/store/test_calibration_grid.py imports)
-
 
 def weight_grid(step: float, heads: int) -> list[tuple[float, ...]]:
     """Weights on the simplex (non-negative, summing to 1) in steps of ``step``.
@@ -208,14 +205,14 @@ def calibrate_fusion(
     heads = encoder.available_heads
     sparse, colbert = Head.SPARSE in heads, Head.COLBERT in heads
     cut = _sparse_cut(sparse_top_k, sparse_min_weight, sparse=sparse)
-    # What a search for _K hits with these settings fetches per retriever (``candidates``
-    # below _K: _K); the m3 grid scores exactly that many, as the m3 plan would.
-    budget = QueryOptions().per_retriever(_K, candidates)
+    # What a search for K hits with these settings fetches per retriever (``candidates``
+    # below K: K); the m3 grid scores exactly that many, as the m3 plan would.
+    budget = QueryOptions().per_retriever(K, candidates)
     scores: dict[str, float] = {}
     p_values: dict[str, float] = {}
 
-    def measure(task: _Task, settings: SearchSettings, label: str) -> np.ndarray:
-        per_query = per_query_ndcg(task, run_task(task, settings, _K, budget))
+    def measure(task: CalibrationTask, settings: SearchSettings, label: str) -> np.ndarray:
+        per_query = per_query_ndcg(task, run_task(task, settings, K, budget))
         scores[label] = round(float(per_query.mean()), 6)
         return per_query
 
@@ -357,7 +354,7 @@ def calibrate_checkpoint(
 
 
 def _grid(
-    task: _Task,
+    task: CalibrationTask,
     grid: Sequence[tuple[float, float, float]],
     colbert: bool,
     budget: int,
@@ -376,8 +373,8 @@ def _grid(
             candidates=budget,
         )
         for j, w in enumerate(grid):
-            ranked = [task.doc_of[pid] for pid, _ in per_head.rank(w)[:_K]]
-            per_query[j, i] = ndcg_at_k(ranked, task.qrels[qid], _K)
+            ranked = [task.doc_of[pid] for pid, _ in per_head.rank(w)[:K]]
+            per_query[j, i] = ndcg_at_k(ranked, task.qrels[qid], K)
     out = []
     for w, row in zip(grid, per_query, strict=True):
         s = SearchSettings(fusion=Fusion.M3, weights=w, rerank=colbert, candidates=candidates)
@@ -437,7 +434,7 @@ def evaluate_searches(
     out: dict[str, dict[str, float]] = {}
     with calibration_task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
         for label, one in settings.items():
-            budget = one.candidates or QueryOptions().candidates(_K)
+            budget = one.candidates or QueryOptions().candidates(K)
             metrics: dict[str, float] = {}
             for depth, group in _search_depths(cutoffs, budget).items():
                 run = run_task(task, one, depth, budget)
