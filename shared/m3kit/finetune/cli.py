@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from m3kit.cli_search import add_weights_argument
+from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold
 from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
@@ -139,12 +140,7 @@ def add_subcommands(subparsers: Any) -> None:
         metavar="SPLIT",
         help="with --validation: its qrels split (qrels/SPLIT.tsv; needed when it holds several)",
     )
-    _add_sparse_cut_arguments(
-        ft,
-        "with --validation: calibrate with the sparse cut your collections are indexed with "
-        "(m3kit index --sparse-top-k): keep the K highest sparse weights of every passage "
-        "and query; recorded with the calibration (default: no cut)",
-    )
+    add_sparse_cut_arguments(ft, "with --validation: calibrate with", "recorded with it")
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_run_finetune)
 
@@ -188,12 +184,7 @@ def add_subcommands(subparsers: Any) -> None:
         "weights of the fused row (default: each model's calibrated m3 weights from its "
         "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4)",
     )
-    _add_sparse_cut_arguments(
-        ev,
-        "score with the sparse cut your collections are indexed with (m3kit index "
-        "--sparse-top-k): keep the K highest sparse weights of every passage and query; "
-        "recorded in the report (default: no cut)",
-    )
+    add_sparse_cut_arguments(ev, "score with", "recorded in the report")
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true")
@@ -219,35 +210,20 @@ def add_subcommands(subparsers: Any) -> None:
     )
     cal.add_argument(
         "--alpha",
-        type=_p_threshold,
+        type=p_threshold,
         default=0.05,
         help="largest p-value (sign-flip test over the queries, best of every setting "
         "tried) at which a setting replaces RRF (default 0.05; 1 turns the test off)",
     )
     cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
     cal.add_argument("--max-length", type=int, default=None)
-    _add_sparse_cut_arguments(
-        cal,
-        "measure with the sparse cut your collections are indexed with (m3kit index "
-        "--sparse-top-k): keep the K highest sparse weights of every passage and query; "
-        "recorded with the calibration, and an index with another cut warns (default: no cut)",
+    add_sparse_cut_arguments(
+        cal, "measure with", "recorded with the calibration, and an index with another cut warns"
     )
     cal.add_argument("--device", default=None)
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(handler=_run_calibrate)
-
-
-def _add_sparse_cut_arguments(parser: argparse.ArgumentParser, top_k_help: str) -> None:
-    """``--sparse-top-k`` / ``--sparse-min-weight`` of ``m3kit calibrate``, ``eval`` and
-    ``finetune`` (``--validation``): the sparse cut of the collections the numbers are for
-    (``m3kit index``'s flags of the same name)."""
-    from m3kit.cli_open import sparse_min_weight
-    from m3kit.cli_scale import positive_int
-
-    parser.add_argument("--sparse-top-k", type=positive_int, metavar="K", help=top_k_help)
-    w_help = "likewise, drop sparse weights at or below W (default: no cut)"
-    parser.add_argument("--sparse-min-weight", type=sparse_min_weight, metavar="W", help=w_help)
 
 
 def fused_weights(
@@ -402,17 +378,6 @@ def _calibrate(
         f"calibrated on {cal.queries} queries with {cal.sparse_cut.describe()}; saved to "
         f"{Path(model) / 'm3kit_search.json'}"
     )
-
-
-def _p_threshold(text: str) -> float:
-    """``--alpha``: a p-value threshold in (0, 1], checked before any model loads."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a p-value threshold in (0, 1], got {text}")
-    return value
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
