@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from llamaindex_m3.embeddings import M3Embedding
     from m3kit.store.search_settings import FusionCalibration
+    from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["M3FinetuneEngine"]
 
@@ -77,6 +78,24 @@ def _spans(dataset: Any) -> list[SpanExample]:
                 f"item {i} is a {type(ex).__name__}"
             )
     return examples
+
+
+def _sparse_cut(top_k: int | None, min_weight: float | None, val_dataset: Any) -> SparseCut:
+    """The engine's sparse cut, checked before any training (``SparseCut()``: none).
+
+    Raises:
+        ValueError: A value an index refuses, or a cut without a ``val_dataset`` to measure.
+    """
+    from m3kit.store.sparse_cut import SparseCut
+
+    cut = SparseCut(top_k, 0.0 if min_weight is None else min_weight)
+    if cut.cuts and val_dataset is None:
+        raise ValueError(
+            f"{cut.describe()} was given without a val_dataset: the sparse cut applies to its "
+            "evaluation and calibration (the checkpoint itself stores no cut; give it to "
+            "M3Index.open)"
+        )
+    return cut
 
 
 class M3FinetuneEngine:
@@ -144,6 +163,12 @@ class M3FinetuneEngine:
         span_overlap: With ``late_chunking``: text tokens consecutive windows share (default:
             the late chunker's, ``FinetuneConfig.span_overlap``); set it and
             ``passage_max_length`` to the ``overlap`` and ``window`` you chunk with.
+        sparse_top_k: The sparse cut of the collections the model will serve
+            (``M3Index.open(sparse_top_k=...)``): ``val_dataset`` is evaluated and calibrated
+            with only the ``k`` highest sparse weights of every passage and query
+            (:attr:`val_report`'s ``sparse_cut``, the calibration's ``sparse_cut``).
+            Default: every weight kept.
+        sparse_min_weight: Likewise, drop sparse weights at or below this value.
     """
 
     def __init__(
@@ -179,6 +204,8 @@ class M3FinetuneEngine:
         late_chunking: bool = False,
         span_negatives: int = 0,
         span_overlap: int | None = None,
+        sparse_top_k: int | None = None,
+        sparse_min_weight: float | None = None,
     ) -> None:
         train_dataset = training_data(train_dataset, dataset)
         refuse_unsupported(
@@ -232,6 +259,7 @@ class M3FinetuneEngine:
             show_progress=show_progress_bar,
         )
         self.calibrate_fusion = bool(calibrate_fusion)
+        self.sparse_cut: SparseCut = _sparse_cut(sparse_top_k, sparse_min_weight, val_dataset)
         self.result: FinetuneResult | None = None
         self.val_report: RetrievalReport | None = None
         self.calibration: FusionCalibration | None = None
@@ -273,11 +301,26 @@ class M3FinetuneEngine:
             # sample) are not judged, as LlamaIndex's evaluators leave them out
             qrels = {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
             encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
-            self.val_report = evaluate_heads(encoder, val.corpus, val.queries, qrels)
+            top_k, min_weight = self.sparse_cut.top_k, self.sparse_cut.min_weight
+            self.val_report = evaluate_heads(
+                encoder,
+                val.corpus,
+                val.queries,
+                qrels,
+                sparse_top_k=top_k,
+                sparse_min_weight=min_weight,
+            )
             if self.calibrate_fusion:
                 from m3kit.store.calibration import calibrate_fusion
 
-                self.calibration = calibrate_fusion(encoder, val.corpus, val.queries, qrels)
+                self.calibration = calibrate_fusion(
+                    encoder,
+                    val.corpus,
+                    val.queries,
+                    qrels,
+                    sparse_top_k=top_k,
+                    sparse_min_weight=min_weight,
+                )
                 self.calibration.save(self.result.path)
         return self.result
 

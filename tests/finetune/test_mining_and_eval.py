@@ -130,7 +130,8 @@ def test_evaluate_heads_and_report(tiny_encoder: M3Encoder, tmp_path: Path) -> N
     paths = write_report({"before": dense_only, "after": report}, tmp_path, extra={"n": 2})
     data = json.loads(paths["json"].read_text())
     assert data["after"]["fused"]["ndcg@10"] == report.metrics["fused"]["ndcg@10"]
-    assert data["meta"] == {"n": 2}
+    no_cut = {"top_k": None, "min_weight": 0.0}  # "after" scored sparse vectors, uncut
+    assert data["meta"] == {"n": 2, "sparse_cut": {"after": no_cut}}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = paths["markdown"].read_text()
     assert "| after | fused |" in table and "| before | dense |" in table

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from m3kit.cli_search import add_weights_argument
+from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold
 from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
@@ -139,6 +140,7 @@ def add_subcommands(subparsers: Any) -> None:
         metavar="SPLIT",
         help="with --validation: its qrels split (qrels/SPLIT.tsv; needed when it holds several)",
     )
+    add_sparse_cut_arguments(ft, "with --validation: calibrate with", "recorded with it")
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_run_finetune)
 
@@ -182,6 +184,7 @@ def add_subcommands(subparsers: Any) -> None:
         "weights of the fused row (default: each model's calibrated m3 weights from its "
         "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4)",
     )
+    add_sparse_cut_arguments(ev, "score with", "recorded in the report")
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true")
@@ -207,34 +210,20 @@ def add_subcommands(subparsers: Any) -> None:
     )
     cal.add_argument(
         "--alpha",
-        type=_p_threshold,
+        type=p_threshold,
         default=0.05,
         help="largest p-value (sign-flip test over the queries, best of every setting "
         "tried) at which a setting replaces RRF (default 0.05; 1 turns the test off)",
     )
     cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
     cal.add_argument("--max-length", type=int, default=None)
-    _add_sparse_cut_arguments(cal)
+    add_sparse_cut_arguments(
+        cal, "measure with", "recorded with the calibration, and an index with another cut warns"
+    )
     cal.add_argument("--device", default=None)
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--quiet", action="store_true")
     cal.set_defaults(handler=_run_calibrate)
-
-
-def _add_sparse_cut_arguments(cal: argparse.ArgumentParser) -> None:
-    """``--sparse-top-k`` / ``--sparse-min-weight`` of ``m3kit calibrate``: the sparse cut of
-    the collections the calibration is for (``m3kit index``'s flags of the same name)."""
-    from m3kit.cli_open import sparse_min_weight
-    from m3kit.cli_scale import positive_int
-
-    top_k_help = (
-        "measure with the sparse cut your collections are indexed with (m3kit index "
-        "--sparse-top-k): keep the K highest sparse weights of every passage and query; "
-        "recorded with the calibration, and an index with another cut warns (default: no cut)"
-    )
-    cal.add_argument("--sparse-top-k", type=positive_int, metavar="K", help=top_k_help)
-    w_help = "likewise, drop sparse weights at or below W (default: no cut)"
-    cal.add_argument("--sparse-min-weight", type=sparse_min_weight, metavar="W", help=w_help)
 
 
 def fused_weights(
@@ -294,6 +283,12 @@ def _run_finetune(args: argparse.Namespace) -> int:
         )
     if args.validation_split is not None and args.validation is None:
         raise ValueError("--validation-split names a qrels split of --validation")
+    cut = {"sparse_top_k": args.sparse_top_k, "sparse_min_weight": args.sparse_min_weight}
+    if args.validation is None and any(v is not None for v in cut.values()):
+        raise ValueError(
+            "--sparse-top-k / --sparse-min-weight apply with --validation (the sparse cut the "
+            "calibration measures with)"
+        )
     if args.validation is not None:  # fail before reading and training, on a bad folder
         validation = _beir(args.validation, args.validation_split, None, args.seed)
     if args.longdoc is not None:
@@ -337,7 +332,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         f"{result.path}"
     )
     if args.validation is not None:
-        _calibrate(result.path, validation, args.device, not args.quiet)
+        _calibrate(result.path, validation, args.device, not args.quiet, **cut)
     return 0
 
 
@@ -383,17 +378,6 @@ def _calibrate(
         f"calibrated on {cal.queries} queries with {cal.sparse_cut.describe()}; saved to "
         f"{Path(model) / 'm3kit_search.json'}"
     )
-
-
-def _p_threshold(text: str) -> float:
-    """``--alpha``: a p-value threshold in (0, 1], checked before any model loads."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a p-value threshold in (0, 1], got {text}")
-    return value
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -459,7 +443,12 @@ def _run_mine(args: argparse.Namespace) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from m3kit.encoder import M3Encoder
-    from m3kit.finetune.evaluate import RetrievalReport, comparison_table, evaluate_heads
+    from m3kit.finetune.evaluate import (
+        RetrievalReport,
+        comparison_table,
+        evaluate_heads,
+        sparse_cut_line,
+    )
     from m3kit.finetune.evaluate import write_report as write
 
     corpus, queries, qrels = _beir(args.data, args.split, args.max_queries, args.seed)
@@ -480,6 +469,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             weights=weights,
             max_length=args.max_length,
             show_progress=not args.quiet,
+            sparse_top_k=args.sparse_top_k,
+            sparse_min_weight=0.0 if args.sparse_min_weight is None else args.sparse_min_weight,
         )
     averaged = sum(_relevant(r) for r in qrels.values())
     dropped = len(qrels) - averaged
@@ -487,6 +478,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         f" ({dropped} judged only with grade 0 left out)" if dropped else ""
     )
     print(comparison_table(reports))
+    cut_line = sparse_cut_line(reports)
+    if cut_line:
+        print(cut_line)
     print(caption)
     if args.output:
         meta = {"data": str(args.data), "queries": averaged, "queries_dropped": dropped}

@@ -23,6 +23,10 @@ How these rankings relate to a search in the store (:meth:`m3kit.store.M3Index.s
   ColBERT vectors in the collection (the default), reranks them by ColBERT alone.
 * Passages are encoded whole, truncated at ``max_length``; an index truncates at the
   encoder's own window, or, given a ``chunker``, splits each document into chunks.
+* Sparse vectors keep every weight unless given the index's sparse cut (``sparse_top_k`` /
+  ``sparse_min_weight``, :mod:`m3kit.store.sparse_cut`), which cuts passages and queries as
+  that index cuts what it stores and searches with; the report records it
+  (:attr:`RetrievalReport.sparse_cut`).
 """
 
 from __future__ import annotations
@@ -32,15 +36,20 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from m3kit.encode_sets import encode_corpus_and_queries
 from m3kit.encoder import M3Encoder
 from m3kit.evaluation import evaluate_rankings
 from m3kit.outputs import Head, M3Output
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, reciprocal_rank_fusion
+
+if TYPE_CHECKING:
+    from m3kit.store.sparse_cut import SparseCut
 
 __all__ = [
     "RRF_DEPTH",
@@ -48,6 +57,7 @@ __all__ = [
     "comparison_table",
     "evaluate_heads",
     "score_matrix",
+    "sparse_cut_line",
     "write_report",
 ]
 
@@ -61,11 +71,19 @@ RRF_DEPTH = 100
 
 @dataclass(frozen=True)
 class RetrievalReport:
-    """Metrics per ranking method (``dense``, ``sparse``, ``colbert``, ``fused``, ``rrf``)."""
+    """Metrics per ranking method (``dense``, ``sparse``, ``colbert``, ``fused``, ``rrf``).
+
+    Attributes:
+        metrics: ``{method: {metric: value}}``.
+        sparse_cut: The sparse cut of the sparse vectors scored (``SparseCut()``: every
+            weight kept); ``None`` when no sparse head was scored (or not recorded).
+    """
 
     metrics: dict[str, dict[str, float]]
+    sparse_cut: SparseCut | None = None
 
     def to_dict(self) -> dict[str, dict[str, float]]:
+        """The metrics (the cut goes to the report's ``meta``, :func:`write_report`)."""
         return {k: dict(v) for k, v in self.metrics.items()}
 
 
@@ -178,6 +196,8 @@ def evaluate_heads(
     max_length: int | None = None,
     rrf_depth: int = RRF_DEPTH,
     show_progress: bool = False,
+    sparse_top_k: int | None = None,
+    sparse_min_weight: float = 0.0,
 ) -> RetrievalReport:
     """Rank the whole corpus for every query with each head and with their fusion.
 
@@ -194,27 +214,35 @@ def evaluate_heads(
         rrf_depth: Documents of each head's ranking that ``rrf`` fuses; a cut-off above it
             sees at most the fused union of those lists.
         show_progress: Progress bars while encoding.
+        sparse_top_k: The sparse cut of the collections the numbers are for, as
+            ``M3Index.open`` takes it (:mod:`m3kit.store.sparse_cut`): keep only the ``k``
+            highest sparse weights of every passage and query. It changes the ``sparse``,
+            ``fused`` and ``rrf`` rows; recorded as :attr:`RetrievalReport.sparse_cut`.
+        sparse_min_weight: Likewise, drop sparse weights at or below this value.
 
     Returns:
         Metrics for each head, ``fused`` and ``rrf`` (the last two with two or more heads).
+
+    Raises:
+        ValueError: Bad ``weights`` or ``rrf_depth``, a sparse cut an index refuses
+            (``sparse_top_k`` not a positive int, ``sparse_min_weight`` negative, NaN or
+            infinite), or a cut without the sparse head among the evaluated heads.
     """
     wanted = encoder.available_heads if heads is None else Head.parse(heads)
     order = [h for h in (Head.DENSE, Head.SPARSE, Head.COLBERT) if h in wanted]
     w = _fused_weights(weights, order)
+    cut = _sparse_cut(sparse_top_k, sparse_min_weight, order)
     doc_ids = list(corpus)
     qids = list(queries)
-    docs = encoder.encode(
+    docs, qs = encode_corpus_and_queries(
+        encoder,
         [corpus[d] for d in doc_ids],
-        heads=order,
-        max_length=max_length,
-        show_progress=show_progress,
-    )
-    qs = encoder.encode(
         [queries[q] for q in qids],
         heads=order,
-        query=True,
         max_length=max_length,
         show_progress=show_progress,
+        sparse_top_k=sparse_top_k,
+        sparse_min_weight=sparse_min_weight,
     )
     cutoffs = tuple(ks)
     if rrf_depth < 1:
@@ -239,7 +267,29 @@ def evaluate_heads(
             for i, qid in enumerate(qids)
         }
         metrics[RRF] = evaluate_rankings(rrf_run, qrels, cutoffs)
-    return RetrievalReport(metrics)
+    return RetrievalReport(metrics, cut)
+
+
+def _sparse_cut(top_k: int | None, min_weight: float, order: Sequence[Head]) -> SparseCut | None:
+    """The cut of the sparse vectors scored (``None``: no sparse head evaluated).
+
+    Raises:
+        ValueError: A value an index's :class:`~m3kit.store.sparse_cut.SparseCut` refuses
+            (the core's :func:`~m3kit.encoder_inputs.check_sparse_options` messages), or a
+            cut given without the sparse head among ``order``.
+    """
+    from m3kit.store.sparse_cut import SparseCut
+
+    cut = SparseCut(top_k, min_weight)
+    if Head.SPARSE in order:
+        return cut
+    if cut.cuts:
+        raise ValueError(
+            f"{cut.describe()} was given, but the evaluated heads "
+            f"({', '.join(h.value for h in order)}) include no sparse head: there is nothing "
+            "to cut; leave the sparse cut out or evaluate the sparse head"
+        )
+    return None
 
 
 def comparison_table(
@@ -264,6 +314,22 @@ def comparison_table(
     return "\n".join(lines)
 
 
+def sparse_cut_line(reports: Mapping[str, RetrievalReport]) -> str | None:
+    """The sparse cut each report's sparse vectors were scored with, in a line (``None``:
+    no report scored sparse vectors).
+
+    >>> from m3kit.store.sparse_cut import SparseCut
+    >>> print(sparse_cut_line({"model": RetrievalReport({}, SparseCut(64))}))
+    sparse vectors: model with sparse_top_k=64, sparse_min_weight=0.0
+    """
+    described = [
+        f"{name} with {r.sparse_cut.describe()}"
+        for name, r in reports.items()
+        if r.sparse_cut is not None
+    ]
+    return f"sparse vectors: {'; '.join(described)}" if described else None
+
+
 def write_report(
     reports: Mapping[str, RetrievalReport],
     folder: str | Path,
@@ -281,18 +347,32 @@ def write_report(
         extra: Stored under ``"meta"`` in ``report.json``.
         caption: A line written under the markdown table (e.g. the number of queries).
 
+    The sparse cut of each report that scored sparse vectors
+    (:attr:`RetrievalReport.sparse_cut`) goes to ``meta["sparse_cut"]``, ``{model name:
+    {"top_k": ..., "min_weight": ...}}`` (``{"top_k": null, "min_weight": 0.0}``: every
+    weight kept), and to a line under the markdown table.
+
     Returns:
         ``{"json": path, "markdown": path, "png": path}``.
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     payload: dict[str, object] = {name: r.to_dict() for name, r in reports.items()}
-    if extra:
-        payload["meta"] = dict(extra)
+    cuts = {name: r.sparse_cut for name, r in reports.items() if r.sparse_cut is not None}
+    meta = dict(extra or {})
+    if cuts:
+        meta["sparse_cut"] = {name: cut.to_dict() for name, cut in cuts.items()}
+    if meta:
+        payload["meta"] = meta
     paths = {"json": out / "report.json", "markdown": out / "report.md", "png": out / "report.png"}
     paths["json"].write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    table = comparison_table(reports) + "\n"
-    paths["markdown"].write_text(table + (f"\n{caption}\n" if caption else ""), encoding="utf-8")
+    lines = [comparison_table(reports)]
+    cut_line = sparse_cut_line(reports)
+    if cut_line:
+        lines.append(cut_line)
+    if caption:
+        lines.append(caption)
+    paths["markdown"].write_text("\n\n".join(lines) + "\n", encoding="utf-8")
     _bar_chart(reports, metric, paths["png"])
     return paths
 

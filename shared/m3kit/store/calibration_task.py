@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from m3kit.encode_sets import encode_corpus_and_queries
 from m3kit.evaluation import ndcg_at_k
 from m3kit.outputs import Head, M3Output
 from m3kit.store.records import ChunkRecord, output_row
@@ -65,18 +66,16 @@ def calibration_task(
         raise ValueError("no query has a relevant passage in qrels")
     heads = sorted(encoder.available_heads)
     doc_ids = list(corpus)
-    docs = encoder.encode(
+    docs, qs = encode_corpus_and_queries(
+        encoder,
         [corpus[d] for d in doc_ids],
+        [queries[q] for q in judged],
         heads=heads,
         max_length=max_length,
         show_progress=show_progress,
-    )
-    qs = encoder.encode(
-        [queries[q] for q in judged],
-        heads=heads,
-        query=True,
-        max_length=max_length,
-        show_progress=False,
+        query_progress=False,
+        sparse_top_k=sparse_cut.top_k if sparse_cut else None,
+        sparse_min_weight=sparse_cut.min_weight if sparse_cut else 0.0,
     )
     store = M3Store.open(
         None,
@@ -85,7 +84,9 @@ def calibration_task(
         colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
         sparse=Head.SPARSE in heads,
     )
-    store.sparse_cut = sparse_cut  # (an in-memory collection: nothing to record it for)
+    # as an index's store: it cuts what it is given (the vectors above, cut already, stay
+    # as they are); an in-memory collection: nothing to record the cut for
+    store.sparse_cut = sparse_cut
     try:
         records = [
             ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)

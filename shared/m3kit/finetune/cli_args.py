@@ -1,0 +1,43 @@
+"""Argument types and flags shared by the ``m3kit`` fine-tuning subcommands
+(:mod:`m3kit.finetune.cli`): ``--alpha`` and the sparse cut (``--sparse-top-k`` /
+``--sparse-min-weight``)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_sparse_cut_arguments", "p_threshold"]
+
+
+def add_sparse_cut_arguments(parser: argparse.ArgumentParser, use: str, recorded: str) -> None:
+    """``--sparse-top-k`` / ``--sparse-min-weight`` of ``m3kit calibrate``, ``eval`` and
+    ``finetune`` (``--validation``): the sparse cut of the collections the numbers are for
+    (``m3kit index``'s flags of the same name), checked before any model loads.
+
+    Args:
+        parser: The subcommand's parser.
+        use: How the cut is used, the start of the help (``"measure with"``).
+        recorded: Where it is recorded (``"recorded in the report"``).
+    """
+    from m3kit.cli_open import sparse_min_weight
+    from m3kit.cli_scale import positive_int
+
+    top_k_help = (
+        f"{use} the sparse cut your collections are indexed with (m3kit index "
+        "--sparse-top-k): keep the K highest sparse weights of every passage and query; "
+        f"{recorded} (default: no cut)"
+    )
+    parser.add_argument("--sparse-top-k", type=positive_int, metavar="K", help=top_k_help)
+    w_help = "likewise, drop sparse weights at or below W (default: no cut)"
+    parser.add_argument("--sparse-min-weight", type=sparse_min_weight, metavar="W", help=w_help)
+
+
+def p_threshold(text: str) -> float:
+    """``--alpha``: a p-value threshold in (0, 1], checked before any model loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a p-value threshold in (0, 1], got {text}")
+    return value
