@@ -366,7 +366,7 @@ def test_llamaindex_engine_validates_on_its_queries_only(
 
 
 def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
-    tiny_m3_path: Path, tmp_path: Path
+    tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The fused row used FlagEmbedding's 0.4/0.2/0.4 whatever the checkpoint's calibration
     chose, so `m3kit eval` reported a fusion its searches never run; --weights wins."""
@@ -430,6 +430,15 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     assert fused_row(["--weights", "0.4", "0.2", "0.4"]) == expected((0.4, 0.2, 0.4))
     with pytest.raises(SystemExit):  # argparse: --weights takes three numbers
         fused_row(["--weights", "1", "2"])
+    capsys.readouterr()
+    # calibrated without a sparse cut, evaluated with one: the weights are used (as an index
+    # with that cut uses them), and the printed source says they were fitted to uncut scores
+    fused_row(["--sparse-top-k", "2"])
+    out = capsys.readouterr().out
+    assert "warning: the search calibration was measured with no sparse cut" in out
+    assert "this collection has sparse_top_k=2" in out
+    fused_row([])
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_llamaindex_engine_names_a_bad_dataset_argument(

@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3kit.cli_search import add_weights_argument
 from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold
 from m3kit.precision import TRAINING_PRECISIONS
+
+if TYPE_CHECKING:
+    from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["add_subcommands"]
 
@@ -230,16 +233,20 @@ def fused_weights(
     encoder: Any,
     heads: list[str] | None,
     explicit: tuple[float, float, float] | None,
+    cut: SparseCut,
 ) -> tuple[tuple[float, float, float], str]:
     """The ``[dense, sparse, colbert]`` weights of ``m3kit eval``'s ``fused`` row, and where
     they come from: the user's ``--weights``; else the checkpoint's calibrated ``m3`` fusion
     for the evaluated heads (what its searches use), when the calibration chose ``m3`` and
-    was measured on this encoder; else FlagEmbedding's published 0.4 / 0.2 / 0.4.
+    was measured on this encoder; else FlagEmbedding's published 0.4 / 0.2 / 0.4. Calibrated
+    weights fitted under another sparse cut than the evaluation's ``cut`` are still used (an
+    index with that cut uses them too), and the source says so.
     """
     from m3kit.fingerprint import encoder_fingerprint
     from m3kit.outputs import Head
     from m3kit.scoring import DEFAULT_M3_WEIGHTS
     from m3kit.store.search_settings import SEARCH_FILE, Fusion, FusionCalibration
+    from m3kit.store.sparse_cut import calibration_cut_warning
 
     if explicit is not None:
         return explicit, "--weights"
@@ -251,7 +258,11 @@ def fused_weights(
         return DEFAULT_M3_WEIGHTS, "published; the checkpoint has no calibration for them"
     settings = calibration.settings_for(frozenset(wanted))
     if settings.fusion is Fusion.M3:
-        return settings.weights, f"calibrated, {folder / SEARCH_FILE}"
+        source = f"calibrated, {folder / SEARCH_FILE}"
+        mismatch = calibration_cut_warning(calibration.sparse_cut, cut, frozenset(wanted))
+        if mismatch is not None:
+            source += f"; warning: {mismatch}"
+        return settings.weights, source
     return DEFAULT_M3_WEIGHTS, (
         f"published; {folder / SEARCH_FILE} chose {settings.fusion.value} for these heads, "
         "which the fused row (a weighted sum) is not"
@@ -450,15 +461,18 @@ def _run_eval(args: argparse.Namespace) -> int:
         sparse_cut_line,
     )
     from m3kit.finetune.evaluate import write_report as write
+    from m3kit.store.sparse_cut import SparseCut
 
     corpus, queries, qrels = _beir(args.data, args.split, args.max_queries, args.seed)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     w = args.weights
     explicit = None if w is None else (float(w[0]), float(w[1]), float(w[2]))
+    min_weight = 0.0 if args.sparse_min_weight is None else args.sparse_min_weight
+    cut = SparseCut(args.sparse_top_k, min_weight)
     for name, path in [*models, ("model", args.model)]:
         encoder = M3Encoder.from_pretrained(path)
-        weights, source = fused_weights(encoder, _heads(args.heads), explicit)
+        weights, source = fused_weights(encoder, _heads(args.heads), explicit, cut)
         print(f"{name}: fused row weights {list(weights)} ({source})")
         reports[name] = evaluate_heads(
             encoder,
@@ -470,7 +484,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             show_progress=not args.quiet,
             sparse_top_k=args.sparse_top_k,
-            sparse_min_weight=0.0 if args.sparse_min_weight is None else args.sparse_min_weight,
+            sparse_min_weight=min_weight,
         )
     averaged = sum(_relevant(r) for r in qrels.values())
     dropped = len(qrels) - averaged
