@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -116,6 +117,32 @@ def test_cli_eval_flags_reach_the_evaluation(tiny_m3_path: Path, tmp_path: Path)
     assert _run([*argv, "--quiet"]) == 0  # without the flags: uncut, and recorded as such
     saved = json.loads((out / "report.json").read_text())
     assert saved["meta"]["sparse_cut"] == {"model": {"top_k": None, "min_weight": 0.0}}
+
+
+def test_cli_eval_cuts_a_sparse_model_against_a_dense_only_baseline(
+    tiny_m3_path: Path,
+    tiny_dense_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A dense-only baseline (the model before sparse / ColBERT training) has no sparse
+    vectors to cut: `m3kit eval --baseline` with a cut stopped on it, naming no model."""
+    data = _beir(tmp_path / "beir")
+    out = tmp_path / "report"
+    argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(out)]
+    argv += ["--quiet", "--sparse-top-k", "1"]
+    assert _run([*argv, "--baseline", str(tiny_dense_path)]) == 0
+    assert "baseline: evaluates no sparse head; sparse_top_k=1" in capsys.readouterr().out
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["meta"]["sparse_cut"] == {"model": {"top_k": 1, "min_weight": 0.0}}
+    assert set(saved["baseline"]) == {"dense"}
+    encoder = M3Encoder.from_pretrained(tiny_m3_path)
+    assert saved["model"]["sparse"] == _cut_sparse_metrics(encoder, 1)
+    # the evaluated model itself without a sparse head: refused, naming it
+    argv[2] = str(tiny_dense_path)
+    named = re.escape(f"model {tiny_dense_path}: sparse_top_k=1, sparse_min_weight=0.0 was")
+    with pytest.raises(ValueError, match=named):
+        _run(argv)
 
 
 @pytest.mark.parametrize("command", ["eval", "finetune"])

@@ -14,16 +14,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from m3kit.cli_search import add_weights_argument
-from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold
+from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold, split_list
+from m3kit.finetune.cli_eval import read_beir, run_eval
 from m3kit.precision import TRAINING_PRECISIONS
-
-if TYPE_CHECKING:
-    from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["add_subcommands"]
 
@@ -191,7 +188,7 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(handler=_run_eval)
+    ev.set_defaults(handler=run_eval)
 
     cal = subparsers.add_parser(
         "calibrate",
@@ -229,50 +226,6 @@ def add_subcommands(subparsers: Any) -> None:
     cal.set_defaults(handler=_run_calibrate)
 
 
-def fused_weights(
-    encoder: Any,
-    heads: list[str] | None,
-    explicit: tuple[float, float, float] | None,
-    cut: SparseCut,
-) -> tuple[tuple[float, float, float], str]:
-    """The ``[dense, sparse, colbert]`` weights of ``m3kit eval``'s ``fused`` row, and where
-    they come from: the user's ``--weights``; else the checkpoint's calibrated ``m3`` fusion
-    for the evaluated heads (what its searches use), when the calibration chose ``m3`` and
-    was measured on this encoder; else FlagEmbedding's published 0.4 / 0.2 / 0.4. Calibrated
-    weights fitted under another sparse cut than the evaluation's ``cut`` are still used (an
-    index with that cut uses them too), and the source says so.
-    """
-    from m3kit.fingerprint import encoder_fingerprint
-    from m3kit.outputs import Head
-    from m3kit.scoring import DEFAULT_M3_WEIGHTS
-    from m3kit.store.search_settings import SEARCH_FILE, Fusion, FusionCalibration
-    from m3kit.store.sparse_cut import calibration_cut_warning
-
-    if explicit is not None:
-        return explicit, "--weights"
-    # the folder the encoder loaded (a hub id's local snapshot), as M3Index reads it
-    folder = Path(encoder.info.path)
-    calibration = FusionCalibration.for_encoder(folder, encoder_fingerprint(encoder))
-    wanted = encoder.available_heads if heads is None else Head.parse(heads)
-    if calibration is None:
-        return DEFAULT_M3_WEIGHTS, "published; the checkpoint has no calibration for them"
-    settings = calibration.settings_for(frozenset(wanted))
-    if settings.fusion is Fusion.M3:
-        source = f"calibrated, {folder / SEARCH_FILE}"
-        mismatch = calibration_cut_warning(calibration.sparse_cut, cut, frozenset(wanted))
-        if mismatch is not None:
-            source += f"; warning: {mismatch}"
-        return settings.weights, source
-    return DEFAULT_M3_WEIGHTS, (
-        f"published; {folder / SEARCH_FILE} chose {settings.fusion.value} for these heads, "
-        "which the fused row (a weighted sum) is not"
-    )
-
-
-def _heads(value: str | None) -> list[str] | None:
-    return [h.strip() for h in value.split(",") if h.strip()] if value else None
-
-
 def _run_finetune(args: argparse.Namespace) -> int:
     from m3kit.finetune.data import examples_from_qa, read_jsonl
     from m3kit.finetune.trainer import FinetuneConfig, M3Finetuner
@@ -301,12 +254,12 @@ def _run_finetune(args: argparse.Namespace) -> int:
             "calibration measures with)"
         )
     if args.validation is not None:  # fail before reading and training, on a bad folder
-        validation = _beir(args.validation, args.validation_split, None, args.seed)
+        validation = read_beir(args.validation, args.validation_split, None, args.seed)
     if args.longdoc is not None:
         from m3kit.finetune.span_data import read_longdoc_examples
 
         examples: list[Any] = read_longdoc_examples(
-            args.longdoc, _heads(args.articles), chunk_chars=args.chunk_chars
+            args.longdoc, split_list(args.articles), chunk_chars=args.chunk_chars
         )
     elif args.train:
         examples = read_jsonl(args.train)
@@ -315,7 +268,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(
         model=args.model,
         output_path=args.output,
-        heads=Head.parse(_heads(args.heads) or []),
+        heads=Head.parse(split_list(args.heads) or []),
         freeze_encoder=args.freeze_encoder,
         frozen_layers=args.frozen_layers,
         epochs=args.epochs,
@@ -347,27 +300,6 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _beir(
-    folder: Path, split: str | None, max_queries: int | None, seed: int
-) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
-    from m3kit.evaluation import load_beir
-
-    corpus, queries, qrels = load_beir(folder, split=split)
-    if not any(_relevant(r) for r in qrels.values()):
-        named = f" (qrels split {split})" if split else ""
-        raise ValueError(f"no queries with relevant passages in {folder}{named}")
-    if max_queries is not None and len(queries) > max_queries:
-        keep = sorted(random.Random(seed).sample(sorted(queries), max_queries))
-        queries = {q: queries[q] for q in keep}
-        qrels = {q: qrels[q] for q in keep if q in qrels}
-    return dict(corpus), dict(queries), {q: dict(r) for q, r in qrels.items()}
-
-
-def _relevant(judgements: dict[str, float]) -> bool:
-    """Whether a query has a relevant passage (grade > 0): the queries metrics average."""
-    return any(grade > 0 for grade in judgements.values())
-
-
 def _calibrate(
     model: Path,
     data: tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]],
@@ -392,7 +324,7 @@ def _calibrate(
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    data = _beir(args.data, args.split, args.max_queries, args.seed)
+    data = read_beir(args.data, args.split, args.max_queries, args.seed)
     _calibrate(
         args.model,
         data,
@@ -449,55 +381,4 @@ def _run_mine(args: argparse.Namespace) -> int:
     )
     write_jsonl(mined, args.output)
     print(f"wrote {len(mined)} row(s) with mined negatives to {args.output}")
-    return 0
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    from m3kit.encoder import M3Encoder
-    from m3kit.finetune.evaluate import (
-        RetrievalReport,
-        comparison_table,
-        evaluate_heads,
-        sparse_cut_line,
-    )
-    from m3kit.finetune.evaluate import write_report as write
-    from m3kit.store.sparse_cut import SparseCut
-
-    corpus, queries, qrels = _beir(args.data, args.split, args.max_queries, args.seed)
-    reports: dict[str, RetrievalReport] = {}
-    models = [("baseline", args.baseline)] if args.baseline else []
-    w = args.weights
-    explicit = None if w is None else (float(w[0]), float(w[1]), float(w[2]))
-    min_weight = 0.0 if args.sparse_min_weight is None else args.sparse_min_weight
-    cut = SparseCut(args.sparse_top_k, min_weight)
-    for name, path in [*models, ("model", args.model)]:
-        encoder = M3Encoder.from_pretrained(path)
-        weights, source = fused_weights(encoder, _heads(args.heads), explicit, cut)
-        print(f"{name}: fused row weights {list(weights)} ({source})")
-        reports[name] = evaluate_heads(
-            encoder,
-            corpus,
-            queries,
-            qrels,
-            heads=_heads(args.heads),
-            weights=weights,
-            max_length=args.max_length,
-            show_progress=not args.quiet,
-            sparse_top_k=args.sparse_top_k,
-            sparse_min_weight=min_weight,
-        )
-    averaged = sum(_relevant(r) for r in qrels.values())
-    dropped = len(qrels) - averaged
-    caption = f"{averaged} {'query' if averaged == 1 else 'queries'} averaged" + (
-        f" ({dropped} judged only with grade 0 left out)" if dropped else ""
-    )
-    print(comparison_table(reports))
-    cut_line = sparse_cut_line(reports)
-    if cut_line:
-        print(cut_line)
-    print(caption)
-    if args.output:
-        meta = {"data": str(args.data), "queries": averaged, "queries_dropped": dropped}
-        paths = write(reports, args.output, extra=meta, caption=caption)
-        print(f"wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_sparse_cut_arguments", "p_threshold"]
+__all__ = ["add_sparse_cut_arguments", "p_threshold", "split_list"]
 
 
 def add_sparse_cut_arguments(parser: argparse.ArgumentParser, use: str, recorded: str) -> None:
@@ -41,3 +41,12 @@ def p_threshold(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"a p-value threshold in (0, 1], got {text}")
     return value
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """A comma-separated flag value as a list (``None`` for none given).
+
+    >>> split_list("dense, sparse,"), split_list(None)
+    (['dense', 'sparse'], None)
+    """
+    return [h.strip() for h in value.split(",") if h.strip()] if value else None

@@ -1,0 +1,147 @@
+"""``m3kit eval``: each head and the fused rankings of a checkpoint (and a baseline) on a
+BEIR folder, under the collections' sparse cut (the subcommand's flags are in
+:mod:`m3kit.finetune.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from m3kit.finetune.cli_args import split_list
+
+if TYPE_CHECKING:
+    from m3kit.store.sparse_cut import SparseCut
+
+__all__ = ["fused_weights", "has_relevant", "read_beir", "run_eval"]
+
+
+def fused_weights(
+    encoder: Any,
+    heads: list[str] | None,
+    explicit: tuple[float, float, float] | None,
+    cut: SparseCut,
+) -> tuple[tuple[float, float, float], str]:
+    """The ``[dense, sparse, colbert]`` weights of ``m3kit eval``'s ``fused`` row, and where
+    they come from: the user's ``--weights``; else the checkpoint's calibrated ``m3`` fusion
+    for the evaluated heads (what its searches use), when the calibration chose ``m3`` and
+    was measured on this encoder; else FlagEmbedding's published 0.4 / 0.2 / 0.4. Calibrated
+    weights fitted under another sparse cut than the evaluation's ``cut`` are still used (an
+    index with that cut uses them too), and the source says so.
+    """
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.outputs import Head
+    from m3kit.scoring import DEFAULT_M3_WEIGHTS
+    from m3kit.store.search_settings import SEARCH_FILE, Fusion, FusionCalibration
+    from m3kit.store.sparse_cut import calibration_cut_warning
+
+    if explicit is not None:
+        return explicit, "--weights"
+    # the folder the encoder loaded (a hub id's local snapshot), as M3Index reads it
+    folder = Path(encoder.info.path)
+    calibration = FusionCalibration.for_encoder(folder, encoder_fingerprint(encoder))
+    wanted = encoder.available_heads if heads is None else Head.parse(heads)
+    if calibration is None:
+        return DEFAULT_M3_WEIGHTS, "published; the checkpoint has no calibration for them"
+    settings = calibration.settings_for(frozenset(wanted))
+    if settings.fusion is Fusion.M3:
+        source = f"calibrated, {folder / SEARCH_FILE}"
+        mismatch = calibration_cut_warning(calibration.sparse_cut, cut, frozenset(wanted))
+        if mismatch is not None:
+            source += f"; warning: {mismatch}"
+        return settings.weights, source
+    return DEFAULT_M3_WEIGHTS, (
+        f"published; {folder / SEARCH_FILE} chose {settings.fusion.value} for these heads, "
+        "which the fused row (a weighted sum) is not"
+    )
+
+
+def read_beir(
+    folder: Path, split: str | None, max_queries: int | None, seed: int
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
+    """A BEIR folder's corpus, queries and qrels, ``max_queries`` of the queries drawn with
+    ``seed`` (all when ``None``).
+
+    Raises:
+        ValueError: No query has a relevant passage.
+    """
+    from m3kit.evaluation import load_beir
+
+    corpus, queries, qrels = load_beir(folder, split=split)
+    if not any(has_relevant(r) for r in qrels.values()):
+        named = f" (qrels split {split})" if split else ""
+        raise ValueError(f"no queries with relevant passages in {folder}{named}")
+    if max_queries is not None and len(queries) > max_queries:
+        keep = sorted(random.Random(seed).sample(sorted(queries), max_queries))
+        queries = {q: queries[q] for q in keep}
+        qrels = {q: qrels[q] for q in keep if q in qrels}
+    return dict(corpus), dict(queries), {q: dict(r) for q, r in qrels.items()}
+
+
+def has_relevant(judgements: dict[str, float]) -> bool:
+    """Whether a query has a relevant passage (grade > 0): the queries metrics average."""
+    return any(grade > 0 for grade in judgements.values())
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """``m3kit eval``: print (and with ``--output`` write) the comparison table."""
+    from m3kit.encoder import M3Encoder
+    from m3kit.finetune.evaluate import (
+        RetrievalReport,
+        comparison_table,
+        evaluate_heads,
+        sparse_cut_line,
+    )
+    from m3kit.finetune.evaluate import write_report as write
+    from m3kit.outputs import Head
+    from m3kit.store.sparse_cut import SparseCut
+
+    corpus, queries, qrels = read_beir(args.data, args.split, args.max_queries, args.seed)
+    reports: dict[str, RetrievalReport] = {}
+    models = [("baseline", args.baseline)] if args.baseline else []
+    w = args.weights
+    explicit = None if w is None else (float(w[0]), float(w[1]), float(w[2]))
+    min_weight = 0.0 if args.sparse_min_weight is None else args.sparse_min_weight
+    cut = SparseCut(args.sparse_top_k, min_weight)
+    for name, path in [*models, ("model", args.model)]:
+        encoder = M3Encoder.from_pretrained(path)
+        heads = split_list(args.heads)
+        wanted = encoder.available_heads if heads is None else Head.parse(heads)
+        top_k, min_w = args.sparse_top_k, min_weight
+        if name == "baseline" and cut.cuts and Head.SPARSE not in wanted:
+            # a dense-only start model is the usual baseline: nothing of it to cut
+            print(f"baseline: evaluates no sparse head; {cut.describe()} does not apply to it")
+            top_k, min_w = None, 0.0
+        weights, source = fused_weights(encoder, split_list(args.heads), explicit, cut)
+        print(f"{name}: fused row weights {list(weights)} ({source})")
+        try:
+            reports[name] = evaluate_heads(
+                encoder,
+                corpus,
+                queries,
+                qrels,
+                heads=split_list(args.heads),
+                weights=weights,
+                max_length=args.max_length,
+                show_progress=not args.quiet,
+                sparse_top_k=top_k,
+                sparse_min_weight=min_w,
+            )
+        except ValueError as e:
+            raise ValueError(f"{name} {path}: {e}") from e
+    averaged = sum(has_relevant(r) for r in qrels.values())
+    dropped = len(qrels) - averaged
+    caption = f"{averaged} {'query' if averaged == 1 else 'queries'} averaged" + (
+        f" ({dropped} judged only with grade 0 left out)" if dropped else ""
+    )
+    print(comparison_table(reports))
+    cut_line = sparse_cut_line(reports)
+    if cut_line:
+        print(cut_line)
+    print(caption)
+    if args.output:
+        meta = {"data": str(args.data), "queries": averaged, "queries_dropped": dropped}
+        paths = write(reports, args.output, extra=meta, caption=caption)
+        print(f"wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
+    return 0
