@@ -9,13 +9,17 @@ weights, with no fixed scale. ``similarity_search_with_relevance_scores`` and
 nothing, silently. As :class:`~langchain_m3.M3VectorStore` does for rank fusion, those modes
 refuse relevance scores instead. LangChain's relevance searches (sync and async, and so the
 threshold retriever's ``invoke`` / ``ainvoke``) select the function before they search, so the
-refusal comes before any query, with the retrieval mode of that call.
+refusal comes before any query, with the retrieval mode of that call; ``as_retriever`` refuses
+a threshold retriever in those modes where it is built (the search-time check stays, as
+``retrieval_mode`` may change after).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from langchain_core.vectorstores import VectorStoreRetriever
 from langchain_qdrant import QdrantVectorStore, RetrievalMode
 
 __all__ = ["QdrantRelevance", "no_relevance_message"]
@@ -55,3 +59,14 @@ class QdrantRelevance(QdrantVectorStore):
         if mode in _SCORES:
             raise ValueError(no_relevance_message(mode))
         return super()._select_relevance_score_fn()
+
+    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
+        """LangChain's ``VectorStoreRetriever`` (same arguments), refusing
+        ``search_type="similarity_score_threshold"`` in a mode without relevance scores.
+
+        Raises:
+            ValueError: A threshold retriever while the store is in hybrid or sparse mode.
+        """
+        if kwargs.get("search_type") == "similarity_score_threshold":
+            self._select_relevance_score_fn()  # raises in a mode without relevance
+        return super().as_retriever(**kwargs)

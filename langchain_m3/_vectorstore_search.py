@@ -178,8 +178,10 @@ class VectorStoreSearch(VectorStore):
         ``weights``, ``rerank``, ``candidates``, ``score_threshold``.
 
         Raises:
-            ValueError: An unknown search argument, a bad ranking one (``weights``...), or
-                ``search_type="mmr"``.
+            ValueError: An unknown search argument, a bad ranking one (``weights``...),
+                ``search_type="mmr"``, or ``"similarity_score_threshold"`` with a search that
+                scores by rank fusion (no relevance; also refused when it searches, as the
+                store's defaults may change after).
         """
         search_type = kwargs.get("search_type", "similarity")
         if search_type == "mmr":
@@ -191,7 +193,9 @@ class VectorStoreSearch(VectorStore):
                 f"unknown search_kwargs {sorted(unknown)}; M3VectorStore takes "
                 f"{sorted(SEARCH_ARGS | {'k'})}"
             )
-        self.search_settings(**search_kwargs)  # a bad value fails here, not at the first search
+        settings = self.search_settings(**search_kwargs)  # a bad value fails here, not later
+        if search_type == "similarity_score_threshold":
+            relevance_function(settings, self._index.store.heads)  # rank fusion: refused
         return super().as_retriever(**kwargs)
 
     def as_m3_retriever(self, **defaults: Any) -> M3Retriever:

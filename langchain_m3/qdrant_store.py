@@ -105,7 +105,8 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
 
     Relevance scores (``similarity_search_with_relevance_scores``, the
     ``similarity_score_threshold`` retriever) exist in dense mode only: a hybrid score is a rank
-    fusion, a sparse one a dot product of no fixed scale (:mod:`langchain_m3._qdrant_relevance`).
+    fusion, a sparse one a dot product of no fixed scale (:mod:`langchain_m3._qdrant_relevance`);
+    ``as_retriever`` refuses that retriever in those modes where it is built.
 
     Raises (when searching):
         ValueError: An empty or whitespace-only query in sparse or hybrid mode; relevance

@@ -31,6 +31,7 @@ from llamaindex_m3.node_writes import encode_nodes
 from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.stored_chunks import (
     DOC_BATCH,
+    check_duplicate_ids,
     check_ids_elsewhere,
     check_sourceless,
     doc_id_of,
@@ -135,7 +136,7 @@ class RetrieverWrites:
         """Index nodes from a node parser, each as one chunk of its source document.
 
         Nodes are grouped by ``node.ref_doc_id`` (the node's own id when it has no source);
-        within a document, ``chunk_index`` is the node's position in ``nodes``. Pass all the
+        within a document, ``chunk_index`` is the node's position among its nodes. Pass all the
         nodes of a document in one call: the document's previously stored chunks are replaced
         by these. Documents whose nodes are unchanged are skipped without encoding. A node is
         encoded on the text the embedding model sees (``MetadataMode.EMBED``: its text with
@@ -153,10 +154,15 @@ class RetrieverWrites:
         longer hidden from the embedding) re-encodes the document, and documents stored by
         versions that encoded the bare text are encoded once more.
 
+        One node id names one node: copies of a node (same id, document, text, span,
+        metadata and encoded text) are stored once; one id on nodes of different content is
+        refused before anything is encoded, as ``M3VectorStore.add`` does.
+
         Raises:
             ValueError: A late-chunked node without the vectors the store needs; a node id
-                stored in another document (or given to nodes of two documents); nodes read
-                back from the store that are fewer than their document's stored chunks.
+                given to nodes of different content, stored in another document (or given to
+                nodes of two documents); nodes read back from the store that are fewer than
+                their document's stored chunks.
 
         Args:
             nodes: Text nodes (metadata must be JSON-serialisable).
@@ -165,11 +171,17 @@ class RetrieverWrites:
         Returns:
             The nodes' ids (also the node ids :meth:`retrieve` returns), in input order.
         """
-        groups: dict[str, list[tuple[int, BaseNode]]] = {}
         for i, node in enumerate(nodes):
             if not isinstance(node, BaseNode):
                 raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
-            groups.setdefault(node.ref_doc_id or node.node_id, []).append((i, node))
+        check_duplicate_ids(nodes)  # before encoding; copies of one node remain: kept once
+        groups: dict[str, list[tuple[int, BaseNode]]] = {}
+        kept: set[tuple[str, str]] = set()
+        for i, node in enumerate(nodes):
+            key = (node.ref_doc_id or node.node_id, node.node_id)
+            if key not in kept:
+                kept.add(key)
+                groups.setdefault(key[0], []).append((i, node))
         with self.index.store.write_lock:  # the stored versions read stay true until written
             return self._add_node_groups(nodes, groups, show_progress)
 

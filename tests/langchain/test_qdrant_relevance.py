@@ -6,7 +6,8 @@ distance (cosine: ``(s + 1) / 2``), also in hybrid mode, where a score is an RRF
 ``similarity_search_with_relevance_scores`` and the ``similarity_score_threshold`` retriever
 filtered on that number silently (a hybrid hit ranked 3rd and 4th by the two halves, RRF
 0.45, passed a 0.5 threshold at "relevance" 0.725). ``M3VectorStore`` refuses rank fusion the
-same way. Dense mode keeps langchain-qdrant's relevance.
+same way. The threshold retriever is refused where it is built too. Dense mode keeps
+langchain-qdrant's relevance.
 """
 
 from __future__ import annotations
@@ -47,18 +48,10 @@ async def test_relevance_scores_are_refused_in_hybrid_and_sparse_mode(
     tiny_encoder: M3Encoder, mode: RetrievalMode
 ) -> None:
     store = _store(tiny_encoder, mode)
-    retriever = store.as_retriever(
-        search_type="similarity_score_threshold",
-        search_kwargs={"k": 4, "score_threshold": 0.5},
-    )
     with pytest.raises(ValueError, match=_refused(mode)):
         store.similarity_search_with_relevance_scores(QUERY, k=4)
     with pytest.raises(ValueError, match=_refused(mode)):
         await store.asimilarity_search_with_relevance_scores(QUERY, k=4)
-    with pytest.raises(ValueError, match=_refused(mode)):
-        retriever.invoke(QUERY)
-    with pytest.raises(ValueError, match=_refused(mode)):
-        await retriever.ainvoke(QUERY)
     # the raw scores the message points to are still there, best first
     raw = store.similarity_search_with_score(QUERY, k=4)
     assert raw[0][0].page_content == QUERY
@@ -88,10 +81,10 @@ async def test_dense_mode_keeps_langchain_qdrants_relevance(tiny_encoder: M3Enco
 async def test_the_mode_is_checked_when_searching(tiny_encoder: M3Encoder) -> None:
     """``retrieval_mode`` is a plain attribute: the check follows it after construction."""
     store = _store(tiny_encoder, RetrievalMode.HYBRID)  # both vectors stored: any mode works
+    store.retrieval_mode = RetrievalMode.DENSE
     retriever = store.as_retriever(
         search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.5}
     )
-    store.retrieval_mode = RetrievalMode.DENSE
     raw = store.similarity_search_with_score(QUERY, k=2)
     rel = store.similarity_search_with_relevance_scores(QUERY, k=2)
     assert [s for _, s in rel] == pytest.approx([(s + 1.0) / 2.0 for _, s in raw])
@@ -101,4 +94,23 @@ async def test_the_mode_is_checked_when_searching(tiny_encoder: M3Encoder) -> No
         with pytest.raises(ValueError, match=_refused(mode)):
             store.similarity_search_with_relevance_scores(QUERY, k=2)
         with pytest.raises(ValueError, match=_refused(mode)):
-            await retriever.ainvoke(QUERY)  # made before the mode changed
+            retriever.invoke(QUERY)  # made before the mode changed
+        with pytest.raises(ValueError, match=_refused(mode)):
+            await retriever.ainvoke(QUERY)
+
+
+@pytest.mark.parametrize("mode", [RetrievalMode.HYBRID, RetrievalMode.SPARSE])
+def test_threshold_retriever_is_refused_when_made(
+    tiny_encoder: M3Encoder, mode: RetrievalMode
+) -> None:
+    """``as_retriever(search_type="similarity_score_threshold")`` in hybrid or sparse mode
+    fails where it is built (it was built, and failed at its first ``invoke``); the other
+    search types stay, as does the threshold retriever in dense mode (above)."""
+    store = _store(tiny_encoder, mode)
+    with pytest.raises(ValueError, match=_refused(mode)):
+        store.as_retriever(
+            search_type="similarity_score_threshold",
+            search_kwargs={"k": 4, "score_threshold": 0.5},
+        )
+    retriever = store.as_retriever(search_kwargs={"k": 2})
+    assert retriever.invoke(QUERY)[0].page_content == QUERY

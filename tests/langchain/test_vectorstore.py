@@ -142,6 +142,28 @@ def test_relevance_needs_a_similarity(store: M3VectorStore) -> None:
     assert all(0.0 <= s <= 1.0 for _, s in m3)
 
 
+def test_rank_fusion_threshold_retriever_refused_when_made(store: M3VectorStore) -> None:
+    """A ``similarity_score_threshold`` retriever whose search scores by rank fusion fails in
+    ``as_retriever`` (it was built, and failed at its first ``invoke``)."""
+    with pytest.raises(ValueError, match=r"rank fusion \(dbsf\).*rerank=True"):
+        store.as_retriever(
+            search_type="similarity_score_threshold",
+            search_kwargs={"score_threshold": 0.5, "fusion": "dbsf", "rerank": False},
+        )
+    store.rerank = False  # the store's defaults, when search_kwargs leave them unset
+    with pytest.raises(ValueError, match="rank fusion"):
+        store.as_retriever(
+            search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.5}
+        )
+    # with ColBERT rerank the score is a similarity; a plain retriever needs no relevance
+    kept = store.as_retriever(
+        search_type="similarity_score_threshold",
+        search_kwargs={"score_threshold": 0.0, "rerank": True},
+    ).invoke(QUERY)
+    assert _ids(kept)[0] == "d3"
+    assert _ids(store.as_retriever(search_kwargs={"k": 2}).invoke(QUERY))[0] == "d3"
+
+
 def test_dense_only_store(minilm_encoder: M3Encoder) -> None:
     with M3VectorStore.from_documents(DOCS, minilm_encoder) as s:
         assert s.score_scale() is ScoreScale.SIMILARITY
