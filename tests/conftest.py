@@ -143,6 +143,29 @@ def store_queries(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
+@pytest.fixture
+def sparse_spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """The sparse vectors of every point the store writes (``"written"``) and of every query
+    it runs (``"queried"``) while a test runs (the writes and searches still happen)."""
+    from m3kit.store import store_search, store_writes
+
+    seen: dict[str, list[Any]] = {"written": [], "queried": []}
+    to_point, run_query = store_writes.to_point, store_search.run_query
+
+    def spy_point(*args: Any) -> Any:
+        point = to_point(*args)
+        seen["written"].append(point.sparse)
+        return point
+
+    def spy_query(backend: Any, q: Any, **kwargs: Any) -> Any:
+        seen["queried"].append(q.sparse)
+        return run_query(backend, q, **kwargs)
+
+    monkeypatch.setattr(store_writes, "to_point", spy_point)
+    monkeypatch.setattr(store_search, "run_query", spy_query)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def squad_sample_dir() -> Path:
     """The squad_en sample shipped in ``tests/data`` (8 whole articles, 214 paragraphs).

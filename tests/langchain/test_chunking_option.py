@@ -19,7 +19,7 @@ from langchain_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.chunking import NaiveChunker, text_capacity
 from m3kit.late_chunking import LateChunker
-from m3kit.store import ChunkRecord
+from tests.store.conftest import record_upserts
 
 TEXT = " ".join(
     f"Note {i}: the {topic} section mentions {topic} fact number {i}."
@@ -35,20 +35,6 @@ def small(tiny_m3_path: Path) -> M3Encoder:
 
 def _spans(encoder: M3Encoder) -> list[str]:
     return [TEXT[s:e] for s, e in NaiveChunker(encoder).spans([TEXT])[0]]
-
-
-def _written(store: M3VectorStore, monkeypatch: pytest.MonkeyPatch) -> list[ChunkRecord]:
-    """Record what the store writes."""
-    written: list[ChunkRecord] = []
-    upsert = store.index.store.upsert
-
-    def spy(records, *args, **kwargs):  # type: ignore[no-untyped-def]
-        records = list(records)
-        written.extend(records)
-        return upsert(records, *args, **kwargs)
-
-    monkeypatch.setattr(store.index.store, "upsert", spy)
-    return written
 
 
 @pytest.mark.parametrize("method", ["add_documents", "add_texts"])
@@ -107,7 +93,7 @@ def test_chunking_and_late_chunking_pool_the_same_chunks_late(
     small: M3Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with M3VectorStore.open(small, late_chunking=True) as store:
-        written = _written(store, monkeypatch)
+        written = record_upserts(store.index, monkeypatch)
         # the store's default late_chunking + this call's chunking: late pooling of its chunks
         store.add_documents([Document(page_content=TEXT, id="long")], chunking=True)
         assert [r.text for r in written] == _spans(small)

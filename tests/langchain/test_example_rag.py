@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "langchain_rag.py"
+from tests.example_runs import EXAMPLES, load_example, run_example
 
 
 def test_rag_example_runs_offline(minilm_path: Path) -> None:
     question = "Which emperor joined the early walls together?"
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--model", str(minilm_path), "--question", question],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    run = run_example("langchain_rag", minilm_path, question)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == f"Question: {question}"
@@ -32,19 +21,14 @@ def test_rag_example_runs_offline(minilm_path: Path) -> None:
 
 def test_rag_chain_in_process(minilm_encoder: object) -> None:
     """The chain itself: retriever output feeds the prompt the chat model receives."""
-    import importlib.util
-
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
     from langchain_m3 import M3Retriever
 
-    spec = importlib.util.spec_from_file_location("langchain_rag", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("langchain_rag")
     docs = [
         module.Document(p.read_text(encoding="utf-8"), metadata={"source": str(p)})
-        for p in sorted((REPO / "examples" / "sample_docs").iterdir())
+        for p in sorted((EXAMPLES / "sample_docs").iterdir())
     ]
     retriever = M3Retriever.from_documents(docs, minilm_encoder, k=1)  # type: ignore[arg-type]
     llm = FakeListChatModel(responses=["Ganymede."])

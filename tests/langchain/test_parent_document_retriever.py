@@ -26,6 +26,7 @@ from langchain_m3 import (
 from langchain_m3.splitter import LATE_CHUNK_KEY, late_chunk_vectors
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
+from tests.store.conftest import count_encoded
 
 PARENTS = [
     Document(" ".join(SAMPLE_TEXTS[:4]), metadata={"src": "a"}),
@@ -43,20 +44,6 @@ def store(tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
     s = M3VectorStore.open(tiny_encoder)
     yield s
     s.close()
-
-
-def _spy_encoded(store: M3VectorStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the texts the store's encoder runs through the model."""
-    encoded: list[int] = []
-    enc = store.index.encoder
-    encode_tokenized = enc.encode_tokenized
-
-    def spy(ids, **kwargs):  # type: ignore[no-untyped-def]
-        encoded.append(len(ids))
-        return encode_tokenized(ids, **kwargs)
-
-    monkeypatch.setattr(enc, "encode_tokenized", spy)
-    return encoded
 
 
 def _qdrant_store(encoder: M3Encoder) -> M3QdrantVectorStore:
@@ -90,7 +77,7 @@ def test_children_keep_their_late_vectors_and_search_returns_the_parent(
     )
     # the children ParentDocumentRetriever writes are the splitter's chunks, id key added
     children = splitter.split_documents([PARENTS[0]])
-    encoded = _spy_encoded(store, monkeypatch)
+    encoded = count_encoded(store.index, monkeypatch)
     retriever.add_documents(PARENTS, ids=["pa", "pb"])
     assert encoded == []  # no child encoded again: each kept its late-chunked vectors
     stored = _all_points(store)
@@ -137,7 +124,7 @@ async def test_async_add_keeps_late_vectors(
     retriever = ParentDocumentRetriever(
         vectorstore=store, docstore=InMemoryStore(), child_splitter=splitter
     )
-    encoded = _spy_encoded(store, monkeypatch)
+    encoded = count_encoded(store.index, monkeypatch)
     await retriever.aadd_documents(PARENTS[:1], ids=["pa"])
     assert encoded == [] and _all_points(store)
     (got, *_) = await retriever.ainvoke(SAMPLE_TEXTS[1])
@@ -156,7 +143,7 @@ def test_parent_splitter_then_late_chunked_children(
     )
     parents = parent_splitter.split_documents(PARENTS[:1])
     assert len(parents) > 1
-    encoded = _spy_encoded(store, monkeypatch)
+    encoded = count_encoded(store.index, monkeypatch)
     retriever.add_documents(PARENTS[:1])
     assert encoded == []
     stored = _all_points(store)
@@ -178,7 +165,7 @@ def test_child_metadata_fields_keeping_the_marker(
         child_splitter=splitter,
         child_metadata_fields=["src", LATE_CHUNK_KEY],
     )
-    encoded = _spy_encoded(store, monkeypatch)
+    encoded = count_encoded(store.index, monkeypatch)
     retriever.add_documents(PARENTS[:1], ids=["pa"])
     assert encoded == []
     assert {tuple(sorted(d.metadata)) for d in _all_points(store)} == {("doc_id", "src")}
@@ -195,7 +182,7 @@ def test_child_metadata_fields_dropping_the_marker_raise(
         child_splitter=splitter,
         child_metadata_fields=["src"],
     )
-    encoded = _spy_encoded(store, monkeypatch)
+    encoded = count_encoded(store.index, monkeypatch)
     with pytest.raises(ValueError, match=r"documents\[0\].*child_metadata_fields"):
         retriever.add_documents(PARENTS[:1], ids=["pa"])
     assert encoded == [] and _all_points(store) == []

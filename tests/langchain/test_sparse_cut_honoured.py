@@ -14,15 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from langchain_core.documents import Document
 
 from langchain_m3 import M3Embeddings, M3Retriever, M3SparseEmbeddings, M3VectorStore
 from m3kit import M3Encoder
-from m3kit.outputs import SparseVector
 from m3kit.store.sparse_cut import SparseCut
 from m3kit.testing import SAMPLE_TEXTS
+from tests.store.conftest import same_sparse
 
 TEXTS = list(SAMPLE_TEXTS[:4])
 QUERY = "a fox and a dog in the river"
@@ -68,36 +67,10 @@ BUILDERS: dict[str, tuple[Callable[[Any, str | None], Any], Callable[[Any], None
 }
 
 
-def _same(a: SparseVector, b: SparseVector) -> bool:
-    return a.indices.tolist() == b.indices.tolist() and np.allclose(a.values, b.values)
-
-
-@pytest.fixture
-def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    """The sparse vectors of every point written and every query run."""
-    from m3kit.store import store_search, store_writes
-
-    seen: dict[str, list[Any]] = {"written": [], "queried": []}
-    to_point, run_query = store_writes.to_point, store_search.run_query
-
-    def spy_point(*args: Any) -> Any:
-        point = to_point(*args)
-        seen["written"].append(point.sparse)
-        return point
-
-    def spy_query(backend: Any, q: Any, **kwargs: Any) -> Any:
-        seen["queried"].append(q.sparse)
-        return run_query(backend, q, **kwargs)
-
-    monkeypatch.setattr(store_writes, "to_point", spy_point)
-    monkeypatch.setattr(store_search, "run_query", spy_query)
-    return seen
-
-
 @pytest.mark.parametrize("builder", BUILDERS, ids=list(BUILDERS))
 @pytest.mark.parametrize("cut", CUTS, ids=["sparse_top_k", "sparse_min_weight"])
 def test_the_embeddings_cut_reaches_stored_chunks_and_queries(
-    tiny_encoder: M3Encoder, spies: dict[str, list[Any]], builder: str, cut: dict[str, Any]
+    tiny_encoder: M3Encoder, sparse_spies: dict[str, list[Any]], builder: str, cut: dict[str, Any]
 ) -> None:
     build, search = BUILDERS[builder]
     emb = M3SparseEmbeddings.from_encoder(tiny_encoder, **cut)
@@ -112,14 +85,14 @@ def test_the_embeddings_cut_reaches_stored_chunks_and_queries(
     full = tiny_encoder.encode(TEXTS, heads=["sparse"]).sparse
     expected = tiny_encoder.encode(TEXTS, heads=["sparse"], **cut).sparse
     assert any(len(f.indices) > len(e.indices) for f, e in zip(full, expected, strict=True))
-    assert len(spies["written"]) == len(TEXTS)
-    for got, want in zip(spies["written"], expected, strict=True):
-        assert _same(got, want)
+    assert len(sparse_spies["written"]) == len(TEXTS)
+    for got, want in zip(sparse_spies["written"], expected, strict=True):
+        assert same_sparse(got, want)
         if "sparse_top_k" in cut:
             assert len(got.indices) <= cut["sparse_top_k"]
     query = tiny_encoder.encode([QUERY], heads=["sparse"], query=True, **cut).sparse[0]
     assert len(tiny_encoder.encode_queries([QUERY]).sparse[0].indices) > len(query.indices)
-    assert spies["queried"] and _same(spies["queried"][-1], query)
+    assert sparse_spies["queried"] and same_sparse(sparse_spies["queried"][-1], query)
 
 
 @pytest.mark.parametrize("builder", BUILDERS, ids=list(BUILDERS))

@@ -16,6 +16,7 @@ from langchain_m3.vectorstore import ScoreScale
 from m3kit import Chunk, M3Encoder
 from m3kit.store import ChunkRecord, Fusion
 from m3kit.testing import SAMPLE_TEXTS
+from tests.store.conftest import record_upserts
 
 TOPICS = ("geo", "chem", "math", "misc")
 DOCS = [
@@ -34,20 +35,6 @@ def store(tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
 
 def _ids(docs: list[Document]) -> list[str | None]:
     return [d.id for d in docs]
-
-
-def _record_writes(store: M3VectorStore, monkeypatch: pytest.MonkeyPatch) -> list[ChunkRecord]:
-    """Every ChunkRecord the store's index writes (appended as they go)."""
-    written: list[ChunkRecord] = []
-    upsert = store.index.store.upsert
-
-    def spy(records, *args, **kwargs):  # type: ignore[no-untyped-def]
-        records = list(records)
-        written.extend(records)
-        return upsert(records, *args, **kwargs)
-
-    monkeypatch.setattr(store.index.store, "upsert", spy)
-    return written
 
 
 def _assert_same_vectors(records: list[ChunkRecord], chunks: list[Chunk]) -> None:
@@ -266,7 +253,7 @@ def test_late_chunking_documents_share_their_id(
     text = " ".join(SAMPLE_TEXTS[:4])
     chunker = LateChunker(tiny_encoder, chunk_size=12)
     with M3VectorStore.open(tiny_encoder, late_chunking=chunker) as s:
-        written = _record_writes(s, monkeypatch)
+        written = record_upserts(s.index, monkeypatch)
         s.add_documents([Document(text, id="long", metadata={"src": "x"})])
         _assert_same_vectors(written, chunker.chunk([text])[0])  # late-chunked vectors stored
         s.add_documents([DOCS[5]], late_chunking=False)

@@ -17,6 +17,7 @@ from langchain_m3.splitter import LATE_CHUNK_KEY, is_late_chunk, late_chunk_vect
 from m3kit import M3Encoder
 from m3kit.store import ChunkRecord
 from m3kit.testing import SAMPLE_TEXTS
+from tests.store.conftest import count_encoded, record_upserts
 
 TEXT = " ".join(SAMPLE_TEXTS[:4]) + " The end. The end."  # a repeated sentence
 
@@ -38,27 +39,8 @@ def store(tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
 def _spy(
     store: M3VectorStore, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[int], list[ChunkRecord]]:
-    """Count texts the encoder runs through the model and record what the store writes.
-
-    (``M3Encoder.encode`` and the index both end in ``encode_tokenized``.)
-    """
-    encoded: list[int] = []
-    written: list[ChunkRecord] = []
-    enc, st = store.index.encoder, store.index.store
-    encode_tokenized, upsert = enc.encode_tokenized, st.upsert
-
-    def spy_tokenized(ids, **kwargs):  # type: ignore[no-untyped-def]
-        encoded.append(len(ids))
-        return encode_tokenized(ids, **kwargs)
-
-    def spy_upsert(records, *args, **kwargs):  # type: ignore[no-untyped-def]
-        records = list(records)
-        written.extend(records)
-        return upsert(records, *args, **kwargs)
-
-    monkeypatch.setattr(enc, "encode_tokenized", spy_tokenized)
-    monkeypatch.setattr(st, "upsert", spy_upsert)
-    return encoded, written
+    """Count texts the encoder runs through the model and record what the store writes."""
+    return count_encoded(store.index, monkeypatch), record_upserts(store.index, monkeypatch)
 
 
 def test_split_documents_carry_their_vectors(splitter: M3LateChunkingSplitter) -> None:

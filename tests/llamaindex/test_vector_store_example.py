@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,30 +9,14 @@ from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "llamaindex_vector_store.py"
+from tests.example_runs import EXAMPLES, load_example, output_sections
 
-
-def _sections(stdout: str) -> dict[str, list[str]]:
-    """``{section title: [source lines]}`` from the example's output."""
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if line.startswith("[") and line.endswith("] sources:"):
-            current = line[1 : -len("] sources:")]
-            out[current] = []
-        elif current is not None and line.startswith("  "):
-            out[current].append(line)
-    return out
+EXAMPLE = EXAMPLES / "llamaindex_vector_store.py"
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("llamaindex_vector_store", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("llamaindex_vector_store")
 
 
 def test_same_app_same_answers_with_minilm(
@@ -42,7 +25,7 @@ def test_same_app_same_answers_with_minilm(
     question = "Which emperor joined the early walls together?"
     assert example.main(["--model", str(minilm_path), "--question", question]) == 0
     out = capsys.readouterr().out
-    sections = _sections(out)
+    sections = output_sections(out)
     assert list(sections) == ["QdrantVectorStore, default", "M3VectorStore, default"]
     for lines in sections.values():
         assert len(lines) == 2 and "great_wall.md" in lines[0], out
@@ -55,7 +38,7 @@ def test_hybrid_with_an_m3_checkpoint(
     example: ModuleType, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert example.main(["--model", str(tiny_m3_path), "--top-k", "3"]) == 0
-    sections = _sections(capsys.readouterr().out)
+    sections = output_sections(capsys.readouterr().out)
     assert list(sections) == [
         "QdrantVectorStore, default",
         "M3VectorStore, default",

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3kit.outputs import Chunk, Head, M3Output
-from m3kit.store import Backend, M3Index, M3Store, output_row
+from m3kit.outputs import Chunk, Head, M3Output, SparseVector
+from m3kit.store import Backend, ChunkRecord, M3Index, M3Store, output_row
 
 #: (backend, in a folder?) per parametrised id.
 BACKENDS = {
@@ -135,6 +135,41 @@ def open_shared_store(encoder: Any, backend: str) -> M3Store:
         sparse=True,
         backend=backend,
     )
+
+
+def same_sparse(a: SparseVector, b: SparseVector) -> bool:
+    """Whether two sparse vectors hold the same token ids with the same weights (close)."""
+    return a.indices.tolist() == b.indices.tolist() and np.allclose(a.values, b.values)
+
+
+def record_upserts(index: M3Index, monkeypatch: pytest.MonkeyPatch) -> list[ChunkRecord]:
+    """Every :class:`ChunkRecord` ``index`` writes to its store from now on (appended as they
+    go; the writes still happen)."""
+    written: list[ChunkRecord] = []
+    upsert = index.store.upsert
+
+    def spy(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+        records = list(records)
+        written.extend(records)
+        return upsert(records, *args, **kwargs)
+
+    monkeypatch.setattr(index.store, "upsert", spy)
+    return written
+
+
+def count_encoded(index: M3Index, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many texts each pass of ``index``'s encoder through the model takes from now on
+    (``M3Encoder.encode`` and the index both end in ``encode_tokenized``)."""
+    encoded: list[int] = []
+    encoder = index.encoder
+    encode_tokenized = encoder.encode_tokenized
+
+    def spy(ids, **kwargs):  # type: ignore[no-untyped-def]
+        encoded.append(len(ids))
+        return encode_tokenized(ids, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode_tokenized", spy)
+    return encoded
 
 
 def stored_texts(index: M3Index) -> dict[str, list[str]]:

@@ -16,39 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3kit.outputs import SparseVector
 from m3kit.store import M3Index
 from m3kit.store.sparse_cut import RECORD_KEY, SparseCut
 from m3kit.testing import SAMPLE_TEXTS
+from tests.store.conftest import same_sparse
 
 TEXTS = list(SAMPLE_TEXTS[:4])
 QUERY = "a fox and a dog in the river"
-
-
-def _same(a: SparseVector, b: SparseVector) -> bool:
-    return a.indices.tolist() == b.indices.tolist() and np.allclose(a.values, b.values)
-
-
-@pytest.fixture
-def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    """The sparse vectors of every point written and every query run."""
-    from m3kit.store import store_search, store_writes
-
-    seen: dict[str, list[Any]] = {"written": [], "queried": []}
-    to_point, run_query = store_writes.to_point, store_search.run_query
-
-    def spy_point(*args: Any) -> Any:
-        point = to_point(*args)
-        seen["written"].append(point.sparse)
-        return point
-
-    def spy_query(backend: Any, q: Any, **kwargs: Any) -> Any:
-        seen["queried"].append(q.sparse)
-        return run_query(backend, q, **kwargs)
-
-    monkeypatch.setattr(store_writes, "to_point", spy_point)
-    monkeypatch.setattr(store_search, "run_query", spy_query)
-    return seen
 
 
 @pytest.mark.parametrize(
@@ -56,7 +30,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     [("sparse_top_k", {"sparse_top_k": 2}), ("sparse_min_weight", {"sparse_min_weight": 0.15})],
 )
 def test_stored_and_query_vectors_are_cut_as_the_encoder_cuts(
-    tiny_encoder: Any, spies: dict[str, list[Any]], setting: str, cut: dict[str, Any]
+    tiny_encoder: Any, sparse_spies: dict[str, list[Any]], setting: str, cut: dict[str, Any]
 ) -> None:
     raw = tiny_encoder._encoder  # the store suite's cache does not take the cut
     with M3Index.open(tiny_encoder, ":memory:", **cut) as index:
@@ -65,11 +39,11 @@ def test_stored_and_query_vectors_are_cut_as_the_encoder_cuts(
     expected = raw.encode(TEXTS, heads=["sparse"], **cut).sparse
     full = raw.encode(TEXTS, heads=["sparse"]).sparse
     assert any(len(f.indices) > len(e.indices) for f, e in zip(full, expected, strict=True))
-    assert len(spies["written"]) == len(TEXTS)
-    for got, want in zip(spies["written"], expected, strict=True):
-        assert _same(got, want), setting
+    assert len(sparse_spies["written"]) == len(TEXTS)
+    for got, want in zip(sparse_spies["written"], expected, strict=True):
+        assert same_sparse(got, want), setting
     query = raw.encode([QUERY], heads=["sparse"], query=True, **cut).sparse[0]
-    assert _same(spies["queried"][-1], query)
+    assert same_sparse(sparse_spies["queried"][-1], query)
 
 
 def test_the_cut_is_recorded_and_reused(tmp_path: Path, tiny_encoder: Any) -> None:
@@ -128,7 +102,7 @@ def test_a_cut_for_a_dense_only_collection_is_refused(minilm_encoder: Any) -> No
 
 
 def test_a_plain_store_on_a_cut_collection_cuts_too(
-    tmp_path: Path, tiny_encoder: Any, spies: dict[str, list[Any]]
+    tmp_path: Path, tiny_encoder: Any, sparse_spies: dict[str, list[Any]]
 ) -> None:
     """``M3Store.open`` (no index: LlamaIndex's ``M3Store.upsert(chunk_records(nodes))``) applies
     the recorded cut to what it writes and searches with."""
@@ -152,8 +126,8 @@ def test_a_plain_store_on_a_cut_collection_cuts_too(
         assert store.sparse_cut == SparseCut(2)
         store.upsert([ChunkRecord("plain", 0, TEXTS[1], {}, output_row(out, 0))])
         store.query(dense=out.dense[0], sparse=out.sparse[0], k=1, rerank=False)
-    assert len(spies["written"][-1].indices) == 2
-    assert len(spies["queried"][-1].indices) == 2
+    assert len(sparse_spies["written"][-1].indices) == 2
+    assert len(sparse_spies["queried"][-1].indices) == 2
 
 
 def test_numpy_numbers_are_a_cut(tmp_path: Path, tiny_encoder: Any) -> None:
