@@ -145,7 +145,7 @@ def test_cli_eval_cuts_a_sparse_model_against_a_dense_only_baseline(
         _run(argv)
 
 
-@pytest.mark.parametrize("command", ["eval", "finetune"])
+@pytest.mark.parametrize("command", ["eval", "finetune", "calibrate"])
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
@@ -161,7 +161,7 @@ def test_cli_refuses_bad_cuts_before_loading(
     argv = [command, "--model", str(tmp_path / "unread"), flag]
     argv += (
         ["--data", str(tmp_path)]
-        if command == "eval"
+        if command in ("eval", "calibrate")
         else ["--train", str(tmp_path / "t.jsonl"), "--output", str(tmp_path / "o")]
     )
     with pytest.raises(SystemExit) as exit_:
