@@ -297,3 +297,41 @@ def test_an_index_sharing_the_store_is_stopped_by_a_cut_change_cut_short(
         done = M3Index(enc_a, first.store, reindex=True)  # finishes the pending cut
         assert done.sparse_cut == SparseCut(2)
         assert first.search("topic 1", k=2)  # the store searches with the new cut again
+
+
+def test_a_writer_with_the_old_cut_during_the_change_is_redone(
+    enc_a: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service with the old cut writes while the change runs (two processes on one server:
+    two stores on one backend here): its new and edited documents are re-encoded too, not
+    left with the old cut."""
+    import copy
+
+    service = M3Index.open(enc_a, None, collection="c", backend="client")
+    texts = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
+    service.add_texts(texts, doc_ids=[f"d{i}" for i in range(10)])
+
+    class WritesMeanwhile:
+        def __init__(self) -> None:
+            self.fired = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(enc_a, name)
+
+        def encode_tokenized(self, *args: object, **kwargs: object) -> object:
+            if not self.fired:
+                self.fired = True
+                edits = ["a new document about rivers and lakes", "document 3 edited at length"]
+                service.add_texts(edits, doc_ids=["new", "d3"])
+            return enc_a.encode_tokenized(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(M3Index, "write_group", 4)
+    encoder = WritesMeanwhile()
+    admin = M3Index(encoder, copy.copy(service.store), sparse_top_k=2, reindex=True)  # type: ignore[arg-type]
+    assert encoder.fired
+    points = _points(admin)
+    texts_of = {p["doc_id"]: p["page_content"] for p, _ in points.values()}
+    assert texts_of["new"].startswith("a new") and texts_of["d3"].startswith("document 3 edited")
+    assert max(len(v["sparse"][0]) for _, v in points.values()) == 2
+    assert PENDING_KEY not in admin.store.collection_metadata()
+    service.close()
