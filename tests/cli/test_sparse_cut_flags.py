@@ -70,6 +70,29 @@ def test_the_cut_changes_the_stored_vectors(
     assert scores[0] != pytest.approx(scores[1], abs=1e-5)
 
 
+def test_index_reindex_changes_the_cut(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``m3kit index --reindex --sparse-top-k 2`` re-encodes a collection stored without a cut
+    with it (before: refused, "index into a new collection")."""
+    code, store = _index(tmp_path / "a", tiny_m3_path)
+    assert code == 0, capsys.readouterr().err
+    code, fresh = _index(tmp_path / "b", tiny_m3_path, "--sparse-top-k", "2")
+    assert code == 0, capsys.readouterr().err
+    # another cut without --reindex: refused, saying how to change it
+    code, _ = _index(tmp_path / "a", tiny_m3_path, "--sparse-top-k", "2")
+    assert code == 1 and "--reindex" in capsys.readouterr().err
+    argv = ["index", "--reindex", "--path", str(store), "--model", str(tiny_m3_path), "-q"]
+    assert main([*argv, "--sparse-top-k", "2"]) == 0, capsys.readouterr().err
+    scores = []
+    for where in (store, fresh):
+        with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(where)) as index:
+            assert index.sparse_cut == SparseCut(2)
+            hits = index.search(SAMPLE_TEXTS[1], k=4, fusion="m3", weights=[0, 1, 0])
+            scores.append(sorted(h.score for h in hits))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("flags", "shown"),
     [

@@ -91,9 +91,9 @@ def give_back(store: M3Store, held: Held, fingerprint: EncoderFingerprint) -> No
         message = (
             f"collection {store.collection!r} was left part-way through a reindex to "
             f"{fingerprint.describe()} (identity {fingerprint.identity}) by an index whose "
-            "open failed: it may hold vectors of more than one encoder, so nothing is written "
-            "or searched through this store until a reindex finishes. Open a new index on the "
-            "store with reindex=True: M3Index(encoder, store, reindex=True)"
+            "open failed: it may hold vectors of more than one encoder (or sparse cut), so "
+            "nothing is written or searched through this store until a reindex finishes. Open "
+            "a new index on the store with reindex=True: M3Index(encoder, store, reindex=True)"
         )
         store.writer_name = f"{fingerprint.describe()}, whose open failed part-way"
         store.encoder_check = functools.partial(_refuse, message)
@@ -123,15 +123,18 @@ def check_held(store: M3Store, fingerprint: EncoderFingerprint) -> None:
 
 
 def _records(store: M3Store, identity: str) -> bool:
-    """Whether the collection records the encoder of ``identity``, with no reindex pending."""
+    """Whether the collection records the encoder of ``identity``, with no reindex (of its
+    encoder or of its sparse cut) pending."""
     from m3kit.store.collection_record import _read
+    from m3kit.store.sparse_cut import PENDING_KEY
 
     try:
         stored, pending = _read(store)
+        recut = PENDING_KEY in store.collection_metadata()
     except Exception:  # unknown: not given back (the caller's own error is being raised)
         logger.exception("could not read collection %r's record", store.collection)
         return False
-    return pending is None and stored is not None and stored.made(identity)
+    return pending is None and not recut and stored is not None and stored.made(identity)
 
 
 def _refuse(message: str) -> None:

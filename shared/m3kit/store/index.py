@@ -83,7 +83,10 @@ class M3Index(IndexWrites, IndexSearch):
             store: The opened store.
             reindex: When the collection was written by another encoder (or a reindex was
                 interrupted): re-encode every stored document with this encoder, in place,
-                from the stored texts (resumable; point count unchanged).
+                from the stored texts (resumable; point count unchanged). When a sparse cut is
+                given that differs from the one the collection's chunks were stored with (or
+                a cut change was interrupted): re-encode every stored document with it, and
+                record it (:mod:`m3kit.store.recut`).
             show_progress: tqdm bar for a reindex (default: on for more than one group).
             search: Default ranking of :meth:`search` (what a call leaves out); default: the
                 checkpoint's calibration (``m3kit_search.json`` measured on this encoder, see
@@ -97,7 +100,8 @@ class M3Index(IndexWrites, IndexSearch):
         Raises:
             ValueError: The store expects dimensions or heads the encoder does not give; a
                 bad sparse cut, one given for a collection without sparse vectors, or one
-                other than the cut the collection's chunks were stored with.
+                other than the cut the collection's chunks were stored with (or a cut change
+                left unfinished) and ``reindex`` is false.
             FingerprintMismatchError: The collection was written by another encoder and
                 ``reindex`` is false.
         """
@@ -136,9 +140,14 @@ class M3Index(IndexWrites, IndexSearch):
         # checking, and cutting) as that index, not as this encoder (m3kit.store.holder)
         held = take_store(store, self.fingerprint, self.check_encoder)
         try:
-            #: The sparse cut of every chunk stored and query searched (set before a reindex).
-            self.sparse_cut: SparseCut = settle_sparse_cut(store, given_cut)
+            recut_to = settle_sparse_cut(store, given_cut, reindex=reindex)
             check_collection(self, reindex=reindex, show_progress=show_progress)
+            if recut_to is not None:  # after an encoder reindex: it writes the recorded cut
+                from m3kit.store.recut import recut_collection
+
+                recut_collection(self, recut_to, show_progress=show_progress)
+            #: The sparse cut of every chunk stored and query searched.
+            self.sparse_cut: SparseCut = store.sparse_cut or SparseCut()
         except BaseException:
             give_back(store, held, self.fingerprint)
             raise
@@ -181,7 +190,7 @@ class M3Index(IndexWrites, IndexSearch):
             create: Create the collection if it does not exist (else raise
                 :class:`~m3kit.errors.CollectionNotFoundError`).
             reindex: Re-encode the stored documents when the collection was written by
-                another encoder (see :meth:`__init__`).
+                another encoder, or with a new sparse cut (see :meth:`__init__`).
             show_progress: tqdm bar for a reindex.
             payload_indexes: ``{metadata key: PayloadIndexType}`` to index for fast filtered
                 search (see :meth:`M3Store.open`).
@@ -198,7 +207,7 @@ class M3Index(IndexWrites, IndexSearch):
             StoreConnectionError: The server cannot be reached or refuses the request.
         """
         heads = encoder.available_heads
-        store = M3Store.open(
+        store = M3Store._open_unsettled(  # the cut is settled by __init__ (it may reindex)
             location,
             collection=collection,
             dense_dim=encoder.dense_dim,

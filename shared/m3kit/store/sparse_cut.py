@@ -11,7 +11,10 @@ encoder's own cut gives.
 The collection records the cut (key ``"sparse_cut"`` of its m3kit record), so an index opened
 without one uses it (as does a plain :meth:`M3Store.open <m3kit.store.M3Store.open>`), and an
 index opened with another one on a collection that holds chunks is refused: its chunks would be
-stored, or searched, with two cuts mixed.
+stored, or searched, with two cuts mixed. Unless it is opened with ``reindex=True``: then every
+stored document is re-encoded with the new cut (:mod:`m3kit.store.recut`), which the record
+says is pending (key ``"sparse_cut_to"``) until it is done; meanwhile the collection is refused
+(its chunks hold both cuts) to all but an index opened to finish (or undo) the change.
 
 Example::
 
@@ -35,17 +38,21 @@ if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
 __all__ = [
+    "PENDING_KEY",
     "RECORD_KEY",
     "SparseCut",
     "calibration_cut_warning",
     "given_sparse_cut",
     "settle_sparse_cut",
+    "unfinished_message",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Key of the cut in the collection's m3kit record.
 RECORD_KEY = "sparse_cut"
+#: Key of a cut change under way (:mod:`m3kit.store.recut`): the cut it changes to.
+PENDING_KEY = "sparse_cut_to"
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
 
@@ -100,6 +107,21 @@ class SparseCut:
             return "no sparse cut (every weight kept)"
         return f"sparse_top_k={self.top_k}, sparse_min_weight={self.min_weight}"
 
+    def arguments(self) -> str:
+        """The ``M3Index.open`` arguments and ``m3kit`` flags that give this cut.
+
+        >>> print(SparseCut(8).arguments())
+        sparse_top_k=8, sparse_min_weight=0.0 (--sparse-top-k 8 --sparse-min-weight 0.0)
+        >>> print(SparseCut().arguments())
+        sparse_min_weight=0 (--sparse-min-weight 0)
+        """
+        if not self.cuts:
+            return "sparse_min_weight=0 (--sparse-min-weight 0)"
+        flags = f"--sparse-min-weight {self.min_weight}"
+        if self.top_k is not None:
+            flags = f"--sparse-top-k {self.top_k} {flags}"
+        return f"{self.describe()} ({flags})"
+
     @classmethod
     def from_record(cls, record: Any) -> SparseCut:
         """The cut of a record entry (``{"top_k": ..., "min_weight": ...}``).
@@ -135,38 +157,71 @@ def given_sparse_cut(
     return cut
 
 
-def settle_sparse_cut(store: M3Store, given: SparseCut | None) -> SparseCut:
-    """The cut an index on ``store`` uses, recorded with the collection; sets
+def settle_sparse_cut(
+    store: M3Store, given: SparseCut | None, *, reindex: bool = False
+) -> SparseCut | None:
+    """Settle the cut an index on ``store`` uses, recorded with the collection; sets
     :attr:`M3Store.sparse_cut <m3kit.store.M3Store.sparse_cut>`.
 
     - Not given (``None``): the recorded cut; none when the collection records none.
     - Given, on an empty collection: recorded (replacing any recorded one).
     - Given, on a collection that holds chunks: it must be the recorded one (a collection
-      that records none holds uncut vectors: only "no cut" matches).
+      that records none holds uncut vectors: only "no cut" matches), unless ``reindex``:
+      then it is returned, for :func:`~m3kit.store.recut.recut_collection` to re-encode the
+      chunks with it (meanwhile the store keeps the recorded cut).
+    - A cut change left unfinished (the record's :data:`PENDING_KEY`): refused, unless
+      ``reindex``: then the given cut, or else the pending one, is returned (and set).
+
+    Returns:
+        The cut to re-encode the collection's chunks with (``None``: no change to make).
 
     Raises:
-        ValueError: The given cut differs from the one the collection's chunks were stored with.
+        ValueError: The given cut differs from the one the collection's chunks were stored
+            with, or a cut change is unfinished, and ``reindex`` is false.
     """
     meta = store.collection_metadata()
     recorded = SparseCut.from_record(meta[RECORD_KEY]) if RECORD_KEY in meta else None
+    stored = recorded or SparseCut()
+    if PENDING_KEY in meta:
+        pending = SparseCut.from_record(meta[PENDING_KEY])
+        if not reindex:
+            raise ValueError(unfinished_message(store.collection, stored, pending))
+        store.sparse_cut = given or pending
+        return store.sparse_cut
     if given is None:
-        cut = recorded or SparseCut()
-    elif given == (recorded or SparseCut()) or store.count() == 0:
+        cut = stored
+    elif given == stored or store.count() == 0:
         cut = given
+    elif reindex:
+        store.sparse_cut = stored  # until the change: what the chunks are stored with
+        return given
     else:
-        stored = recorded or SparseCut()
         raise ValueError(
             f"collection {store.collection!r} holds chunks stored with "
             f"{stored.describe()}; this index was opened with {given.describe()}: its "
             "chunks and queries would be cut two ways. Open it with the recorded cut (or "
             "without one: the recorded one is used; m3kit: leave out --sparse-top-k / "
-            "--sparse-min-weight), or index into a new collection"
+            "--sparse-min-weight); to change the cut, open it with the new one and "
+            "reindex=True (m3kit index --reindex): every stored document is re-encoded "
+            "with it"
         )
     if given is not None and recorded != cut:  # (no write for an index that gives none)
         logger.info("collection %r: recording %s", store.collection, cut.describe())
         store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
     store.sparse_cut = cut
-    return cut
+    return None
+
+
+def unfinished_message(collection: str, stored: SparseCut, pending: SparseCut) -> str:
+    """Why a collection part-way through a cut change is refused, and how to finish it."""
+    return (
+        f"collection {collection!r} is part-way through a change of its sparse cut from "
+        f"{stored.describe()} to {pending.describe()}, unfinished (interrupted): its chunks "
+        "are stored with both cuts, so it cannot be used until the change is done. Finish "
+        f"it: open it with M3Index.open(encoder, ..., {pending.arguments()}, reindex=True) "
+        "(m3kit index --reindex with those flags; left out, the pending cut is finished); or "
+        f"go back: the same with {stored.arguments()}"
+    )
 
 
 def calibration_cut_warning(

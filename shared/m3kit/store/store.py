@@ -119,14 +119,15 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
             SchemaMismatchError: The collection exists with other vectors, or a declared
                 payload index exists with another type (nothing written).
             StoreConnectionError: The server cannot be reached or refuses the request.
-            ValueError: The collection's recorded sparse cut is damaged.
+            ValueError: The collection's recorded sparse cut is damaged, or a change of it
+                was left unfinished (finish it: ``M3Index.open(..., reindex=True)``).
         """
-        check_collection_name(collection)
-        schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
-        impl, kind = open_backend(
+        store = cls._open_unsettled(
             location,
             collection=collection,
-            schema=schema,
+            dense_dim=dense_dim,
+            colbert_dim=colbert_dim,
+            sparse=sparse,
             url=url,
             api_key=api_key,
             backend=backend,
@@ -136,13 +137,42 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
             index_after=index_after,
             cluster=cluster,
         )
-        store = cls(impl, schema, kind=kind)
-        store.cluster = cluster
         try:  # a collection's recorded sparse cut applies to every writer and searcher
-            settle_sparse_cut(store, None)
+            settle_sparse_cut(store, None)  # (a cut change left unfinished is refused)
         except BaseException:
             store.close()
             raise
+        return store
+
+    @classmethod
+    def _open_unsettled(
+        cls,
+        location: str | os.PathLike[str] | None,
+        *,
+        collection: str,
+        dense_dim: int,
+        colbert_dim: int | None,
+        sparse: bool,
+        timeout: int | None = None,
+        index_after: int | None = None,
+        cluster: ClusterSettings | None = None,
+        **options: Any,
+    ) -> M3Store:
+        """:meth:`open` without its sparse cut (set by :class:`M3Index`, which may finish a
+        cut change that :meth:`open` refuses)."""
+        check_collection_name(collection)
+        schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
+        impl, kind = open_backend(
+            location,
+            collection=collection,
+            schema=schema,
+            timeout=timeout,
+            index_after=index_after,
+            cluster=cluster,
+            **options,
+        )
+        store = cls(impl, schema, kind=kind)
+        store.cluster = cluster
         return store
 
     def __repr__(self) -> str:
