@@ -201,8 +201,10 @@ def test_chunks_reindex_cannot_rebuild_are_refused_before_anything_is_written(
         index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
         before = _points(index)
         record = dict(index.store.collection_metadata())
-    with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'"):
+    with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'") as e:
         _open(enc_a, tmp_path, backend, sparse_top_k=2, reindex=True)
+    assert "with its recorded cut (without reindex)" in str(e.value)  # not the encoder's
+    assert "encoder that wrote it" not in str(e.value)
     with _open(enc_a, tmp_path, backend) as index:  # not pending: nothing was changed
         assert index.sparse_cut == SparseCut()
         assert index.store.collection_metadata() == record

@@ -73,7 +73,7 @@ def recut_collection(
             if attempt == 0:
                 _start(index, target, [plans[d] for d in todo], plans, chunkers)
             else:
-                _check_plans(plans)
+                _check_plans(plans, _RECUT_ADVICE)
                 check_fit(index, [plans[d] for d in todo], chunkers, started=True)
         logger.info(
             "re-encoding %d document(s) of %r with %s%s",
@@ -99,6 +99,12 @@ def recut_collection(
     return total
 
 
+#: What to do about documents the change cannot rebuild (a cut change).
+_RECUT_ADVICE = (
+    "Open the collection with its recorded cut (without reindex), delete them "
+    "(M3Index.delete), change the cut, then add them again; or index into a new collection"
+)
+
 #: Passes of :func:`recut_collection` (the first does the work; later ones redo documents
 #: other writers wrote meanwhile).
 _PASSES = 3
@@ -123,7 +129,7 @@ def _start(
     store = index.store
     meta = store.collection_metadata()
     pending = SparseCut.from_record(meta[PENDING_KEY]) if PENDING_KEY in meta else None
-    _check_plans(plans)
+    _check_plans(plans, _RECUT_ADVICE)
     check_fit(index, todo, chunkers, started=pending is not None)
     if pending is not None and pending != target:
         logger.warning(

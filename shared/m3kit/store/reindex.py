@@ -254,14 +254,20 @@ def _with_writer_fields(records: list[ChunkRecord], group: Sequence[_DocPlan]) -
     ]
 
 
-def _check_plans(plans: Mapping[str, _DocPlan]) -> None:
+#: What to do about documents a reindex cannot rebuild (an encoder change).
+REBUILD_ADVICE = (
+    "Open the collection with the encoder that wrote it, delete them (M3Index.delete), "
+    "reindex, then add them again; or index into a new collection"
+)
+
+
+def _check_plans(plans: Mapping[str, _DocPlan], advice: str = REBUILD_ADVICE) -> None:
     bad = [(d, p.problem()) for d, p in plans.items() if p.problem() is not None]
     if bad:
         listed = "; ".join(f"{d!r}: {why}" for d, why in bad[:5])
         raise ValueError(
             f"reindex cannot rebuild {len(bad)} stored document(s) ({listed}); nothing was "
-            "written. Open the collection with the encoder that wrote it, delete them "
-            "(M3Index.delete), reindex, then add them again; or index into a new collection"
+            f"written. {advice}"
         )
 
 
