@@ -153,23 +153,31 @@ class M3Store(StoreWrites, StoreSearch, StoreReads):
         dense_dim: int,
         colbert_dim: int | None,
         sparse: bool,
+        url: str | None = None,
+        api_key: str | None = None,
+        backend: Backend | str | None = None,
         timeout: int | None = None,
+        create: bool = True,
+        payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         index_after: int | None = None,
         cluster: ClusterSettings | None = None,
-        **options: Any,
     ) -> M3Store:
         """:meth:`open` without its sparse cut (set by :class:`M3Index`, which may finish a
-        cut change that :meth:`open` refuses)."""
+        cut change that :meth:`open` refuses); the same arguments."""
         check_collection_name(collection)
         schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
         impl, kind = open_backend(
             location,
             collection=collection,
             schema=schema,
+            url=url,
+            api_key=api_key,
+            backend=backend,
             timeout=timeout,
+            create=create,
+            payload_indexes=payload_indexes,
             index_after=index_after,
             cluster=cluster,
-            **options,
         )
         store = cls(impl, schema, kind=kind)
         store.cluster = cluster
