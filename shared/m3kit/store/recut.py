@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from m3kit.store.reindex import _check_plans, _chunk_version, _DocPlan, _plans, _reencode
+from m3kit.store.reindex import DocPlan, check_plans, chunk_version, doc_plans, reencode
 from m3kit.store.reindex_fit import Chunkers, check_fit
 from m3kit.store.schema import CHUNK_INDEX, DOC_HASH, DOC_ID
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
@@ -68,12 +68,12 @@ def recut_collection(
             todo = _changed(store, written)
             if not todo and attempt > 0:
                 break
-            plans = _plans(store, todo)
+            plans = doc_plans(store, todo)
             todo = [d for d in todo if d in plans]
             if attempt == 0:
                 _start(index, target, [plans[d] for d in todo], plans, chunkers)
             else:
-                _check_plans(plans, _RECUT_ADVICE)
+                check_plans(plans, _RECUT_ADVICE)
                 check_fit(index, [plans[d] for d in todo], chunkers, started=True)
         logger.info(
             "re-encoding %d document(s) of %r with %s%s",
@@ -82,7 +82,7 @@ def recut_collection(
             target.describe(),
             "" if attempt == 0 else " (written by another writer during the change)",
         )
-        total += _reencode(index, todo, plans, chunkers, show_progress)
+        total += reencode(index, todo, plans, chunkers, show_progress)
         written.update({d: plans[d].versions() for d in todo})
     else:
         left = _changed(store, written)
@@ -114,22 +114,22 @@ def _changed(store: M3Store, written: Mapping[str, list[tuple[int, Any]]]) -> li
     """The stored documents not as this change re-encoded them (all of them at first)."""
     found: dict[str, list[tuple[int, Any]]] = defaultdict(list)
     for h in store._backend.scroll(None, [DOC_ID, CHUNK_INDEX, DOC_HASH]):
-        found[str(h.payload.get(DOC_ID))].append(_chunk_version(h.payload))
+        found[str(h.payload.get(DOC_ID))].append(chunk_version(h.payload))
     return sorted(d for d, v in found.items() if written.get(d) != sorted(v))
 
 
 def _start(
     index: M3Index,
     target: SparseCut,
-    todo: Sequence[_DocPlan],
-    plans: Mapping[str, _DocPlan],
+    todo: Sequence[DocPlan],
+    plans: Mapping[str, DocPlan],
     chunkers: Chunkers,
 ) -> None:
     """Check every document, then record the change as pending and cut with ``target``."""
     store = index.store
     meta = store.collection_metadata()
     pending = SparseCut.from_record(meta[PENDING_KEY]) if PENDING_KEY in meta else None
-    _check_plans(plans, _RECUT_ADVICE)
+    check_plans(plans, _RECUT_ADVICE)
     check_fit(index, todo, chunkers, started=pending is not None)
     if pending is not None and pending != target:
         logger.warning(

@@ -40,7 +40,14 @@ if TYPE_CHECKING:
     from m3kit.store.index import M3Index, _Doc
     from m3kit.store.store import M3Store
 
-__all__ = ["reindex_collection"]
+__all__ = [
+    "DocPlan",
+    "check_plans",
+    "chunk_version",
+    "doc_plans",
+    "reencode",
+    "reindex_collection",
+]
 
 logger = logging.getLogger("m3kit.store.collection_record")  # one logger for the record's work
 
@@ -83,9 +90,9 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         todo = sorted({str(h.payload.get(DOC_ID)) for h in store._backend.scroll(stale, [DOC_ID])})
         if not todo and attempt > 0:
             break
-        plans = _plans(store, todo)
+        plans = doc_plans(store, todo)
         todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
-        _check_plans(plans)
+        check_plans(plans)
         # an interrupted reindex (to this encoder or another) has written already: its
         # record stays pending whatever this check decides
         started = attempt > 0 or pending is not None
@@ -109,7 +116,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         )
         if not todo:
             break
-        total += _reencode(index, todo, plans, chunkers, show_progress)
+        total += reencode(index, todo, plans, chunkers, show_progress)
     else:
         left = store.count(stale)
         if left:
@@ -127,10 +134,10 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
 _PASSES = 3
 
 
-def _reencode(
+def reencode(
     index: M3Index,
     todo: list[str],
-    plans: Mapping[str, _DocPlan],
+    plans: Mapping[str, DocPlan],
     chunkers: Chunkers,
     show_progress: bool | None,
 ) -> int:
@@ -164,19 +171,20 @@ def _reencode(
 
 
 def _versions(store: M3Store, doc_ids: Sequence[str]) -> dict[str, list[tuple[int, Any]]]:
-    """:meth:`_DocPlan.versions` of the stored documents, as they are now (absent: none)."""
+    """:meth:`DocPlan.versions` of the stored documents, as they are now (absent: none)."""
     found: dict[str, list[tuple[int, Any]]] = defaultdict(list)
     keys = [DOC_ID, CHUNK_INDEX, DOC_HASH]
     for h in store._backend.scroll(documents_filter(list(doc_ids)), keys):
-        found[str(h.payload.get(DOC_ID))].append(_chunk_version(h.payload))
+        found[str(h.payload.get(DOC_ID))].append(chunk_version(h.payload))
     return {d: sorted(v) for d, v in found.items()}
 
 
-def _chunk_version(payload: Mapping[str, Any]) -> tuple[int, Any]:
+def chunk_version(payload: Mapping[str, Any]) -> tuple[int, Any]:
+    """A stored chunk's ``(chunk_index, doc_hash)``: what tells a document's versions apart."""
     return int(payload.get(CHUNK_INDEX) or 0), payload.get(DOC_HASH)
 
 
-class _DocPlan:
+class DocPlan:
     """One stored document: its chunks' payloads in order and how it was chunked."""
 
     def __init__(self, doc_id: str, chunks: list[dict[str, Any]]) -> None:
@@ -216,7 +224,7 @@ class _DocPlan:
         """``(chunk index, version)`` of each chunk as planned: another writer's change
         (chunks added, removed or rewritten) changes it; a document left with chunks of
         mixed versions (a write cut short) keeps its own mix."""
-        return sorted(_chunk_version(c) for c in self.chunks)
+        return sorted(chunk_version(c) for c in self.chunks)
 
     def spans(self) -> list[tuple[int, int]]:
         return [(int(p[START]), int(p[END])) for p in self.chunks]
@@ -228,16 +236,17 @@ class _DocPlan:
         return _Doc(self.doc_id, self.text, self.metadata, str(self.doc_hash), self.chunking or {})
 
 
-def _plans(store: M3Store, doc_ids: Sequence[str]) -> dict[str, _DocPlan]:
+def doc_plans(store: M3Store, doc_ids: Sequence[str]) -> dict[str, DocPlan]:
+    """The stored chunks of ``doc_ids``, as one :class:`DocPlan` per document found."""
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     keys = (*_DOC_KEYS, CHUNKING, CHUNK_ID, EXTRA, ENCODED_TEXT)
     for i in range(0, len(doc_ids), 256):
         for hit in store._backend.scroll(documents_filter(doc_ids[i : i + 256]), keys):
             found[str(hit.payload.get(DOC_ID))].append(hit.payload)
-    return {d: _DocPlan(d, found[d]) for d in doc_ids if found.get(d)}
+    return {d: DocPlan(d, found[d]) for d in doc_ids if found.get(d)}
 
 
-def _with_writer_fields(records: list[ChunkRecord], group: Sequence[_DocPlan]) -> list[ChunkRecord]:
+def _with_writer_fields(records: list[ChunkRecord], group: Sequence[DocPlan]) -> list[ChunkRecord]:
     """The records with what their writers kept (``chunk_id``, ``extra``), as stored."""
     kept: dict[tuple[str, int], dict[str, Any]] = {}
     for p in group:
@@ -261,7 +270,12 @@ REBUILD_ADVICE = (
 )
 
 
-def _check_plans(plans: Mapping[str, _DocPlan], advice: str = REBUILD_ADVICE) -> None:
+def check_plans(plans: Mapping[str, DocPlan], advice: str = REBUILD_ADVICE) -> None:
+    """Refuse documents a reindex cannot rebuild (nothing written yet), ending with ``advice``.
+
+    Raises:
+        ValueError: One or more documents whose chunking cannot be redone, listed.
+    """
     bad = [(d, p.problem()) for d, p in plans.items() if p.problem() is not None]
     if bad:
         listed = "; ".join(f"{d!r}: {why}" for d, why in bad[:5])
@@ -273,11 +287,11 @@ def _check_plans(plans: Mapping[str, _DocPlan], advice: str = REBUILD_ADVICE) ->
 
 def _encode(
     index: M3Index,
-    group: Sequence[_DocPlan],
+    group: Sequence[DocPlan],
     chunkers: Chunkers,
 ) -> list[ChunkRecord]:
     """New records of a group of documents, made the way ``add_texts`` makes them."""
-    by_config: dict[tuple[Any, ...], list[_DocPlan]] = defaultdict(list)
+    by_config: dict[tuple[Any, ...], list[DocPlan]] = defaultdict(list)
     for p in group:
         by_config[chunking_key(p)].append(p)
     records: list[ChunkRecord] = []
@@ -292,7 +306,7 @@ def _encode(
     return records
 
 
-def _encode_whole(index: M3Index, plans: Sequence[_DocPlan]) -> list[ChunkRecord]:
+def _encode_whole(index: M3Index, plans: Sequence[DocPlan]) -> list[ChunkRecord]:
     """Records of whole documents, each encoded from what its writer encoded.
 
     A document whose writer encoded other text than it stored (``encoded_text``) is encoded

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from m3kit.store.index import M3Index
-    from m3kit.store.reindex import _DocPlan
+    from m3kit.store.reindex import DocPlan
 
 __all__ = ["Chunkers", "StoredSpans", "check_fit", "chunking_key", "rounds", "stored_chunker"]
 
@@ -42,7 +42,7 @@ class StoredSpans:
 Chunkers = dict[tuple[Any, ...], tuple[Any, StoredSpans]]
 
 
-def chunking_key(plan: _DocPlan) -> tuple[Any, ...]:
+def chunking_key(plan: DocPlan) -> tuple[Any, ...]:
     """What decides how a stored document is chunked again: ``("whole",)``, ``("naive",)``
     or the late chunking's stored settings."""
     c = plan.chunking or {}
@@ -59,12 +59,12 @@ def chunking_key(plan: _DocPlan) -> tuple[Any, ...]:
     )
 
 
-def rounds(plans: Sequence[_DocPlan]) -> list[list[_DocPlan]]:
+def rounds(plans: Sequence[DocPlan]) -> list[list[DocPlan]]:
     """The documents in calls of one chunker: two with the same text but other spans go
     through separate calls (its splitter looks the spans up by text). Linear in the
     documents (a call's spans are looked up by text), since a reindex pass checks all of a
     collection's documents at once."""
-    out: list[list[_DocPlan]] = []
+    out: list[list[DocPlan]] = []
     spans_of: list[dict[str, list[tuple[int, int]]]] = []  # per call: text -> its spans
     for p in plans:
         spans = p.spans()
@@ -117,7 +117,7 @@ def _chunker(index: M3Index, key: tuple[Any, ...], lookup: StoredSpans) -> Any:
 
 
 def check_fit(
-    index: M3Index, plans: Sequence[_DocPlan], chunkers: Chunkers, *, started: bool
+    index: M3Index, plans: Sequence[DocPlan], chunkers: Chunkers, *, started: bool
 ) -> None:
     """Refuse, before a reindex pass writes, documents whose stored chunks ``index``'s
     encoder cannot take (see the module's docstring); ``started``: earlier passes, or an
@@ -127,7 +127,7 @@ def check_fit(
         ValueError: One error naming up to five of them (chunk, tokens and the model's
             capacity, or the chunker's refusal) and how many there are.
     """
-    by_key: dict[tuple[Any, ...], list[_DocPlan]] = defaultdict(list)
+    by_key: dict[tuple[Any, ...], list[DocPlan]] = defaultdict(list)
     for p in plans:
         by_key[chunking_key(p)].append(p)
     refused: list[tuple[list[str], str]] = []
@@ -139,7 +139,7 @@ def check_fit(
 
 
 def _unfit(
-    index: M3Index, key: tuple[Any, ...], group: Sequence[_DocPlan], chunkers: Chunkers
+    index: M3Index, key: tuple[Any, ...], group: Sequence[DocPlan], chunkers: Chunkers
 ) -> list[tuple[list[str], str]]:
     """``(document ids, why)`` of the documents of one chunking that do not fit."""
     try:
