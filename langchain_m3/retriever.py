@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, Fusion, Hit, M3Index
+from m3kit.store.filters import to_filter
 
 try:
     from langchain_core.callbacks import (
@@ -68,6 +70,15 @@ __all__ = ["M3Retriever"]
 MetadataFilter = dict[str, Any] | models.Filter
 
 
+class _NotGiven(enum.Enum):
+    """A call's ``filter`` / ``score_threshold`` left out (``None`` given means "none")."""
+
+    NOT_GIVEN = enum.auto()
+
+
+_NOT_GIVEN = _NotGiven.NOT_GIVEN
+
+
 class M3Retriever(RetrieverWrites, BaseRetriever):
     """LangChain retriever over an :class:`~m3kit.store.M3Index` (BGE-M3 in Qdrant).
 
@@ -80,6 +91,15 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     ``retriever.invoke("query", k=3, filter={"lang": "en"}, candidates=200)``. Ranking
     settings left ``None`` are the index's (:meth:`~m3kit.store.M3Index.search_settings`):
     the checkpoint's calibrated fusion (``m3kit_search.json``) when it has one.
+
+    A call's ``filter=None`` / ``score_threshold=None`` means no filter / no threshold for
+    that call (as LangChain's ``VectorStoreRetriever`` merges a call's keywords over its
+    ``search_kwargs``); a call that leaves them out uses the retriever's. A call's ``None``
+    for ``k``, ``fusion``, ``weights``, ``rerank`` or ``candidates`` keeps the retriever's
+    value: there is no "no ``k``", and a ranking setting's ``None`` ("the index's") is what
+    the retriever's own ``None`` already means (to use the index's ranking over a retriever's
+    own setting for one call, pass the index's values). ``filter={}`` is an error (it would
+    match everything): pass ``filter=None``.
 
     Each returned :class:`~langchain_core.documents.Document` has the chunk's text, its
     document's id as ``id`` (what :meth:`add_documents` returns and :meth:`delete` takes; the
@@ -128,6 +148,12 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     def _check_setting(cls, value: Any, info: ValidationInfo) -> Any:
         return check_setting(str(info.field_name), value)
 
+    @field_validator("filter")
+    @classmethod
+    def _check_filter(cls, value: MetadataFilter | None) -> MetadataFilter | None:
+        to_filter(document_filter(value, RETRIEVER_SHOWN))  # raises as a search would
+        return value
+
     @model_validator(mode="after")
     def _check_held_settings(self) -> M3Retriever:
         if self.rerank and Head.COLBERT not in self.index.store.heads:
@@ -145,8 +171,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         *,
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
-        filter: MetadataFilter | None = None,
-        score_threshold: float | None = None,
+        filter: MetadataFilter | _NotGiven | None = _NOT_GIVEN,
+        score_threshold: float | _NotGiven | None = _NOT_GIVEN,
         **settings: Any,
     ) -> list[Document]:
         args = self._search_args(k, filter, score_threshold, settings)
@@ -159,8 +185,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         *,
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
-        filter: MetadataFilter | None = None,
-        score_threshold: float | None = None,
+        filter: MetadataFilter | _NotGiven | None = _NOT_GIVEN,
+        score_threshold: float | _NotGiven | None = _NOT_GIVEN,
         **settings: Any,
     ) -> list[Document]:
         args = self._search_args(k, filter, score_threshold, settings)
@@ -170,14 +196,16 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     def _search_args(
         self,
         k: int | None,
-        filter: MetadataFilter | None,
-        score_threshold: float | None,
+        filter: MetadataFilter | _NotGiven | None,
+        score_threshold: float | _NotGiven | None,
         settings: dict[str, Any],
     ) -> dict[str, Any]:
         """``index.search`` arguments: a call's values, else this retriever's defaults.
 
-        ``settings``: a call's ``fusion``, ``weights``, ``rerank``, ``candidates`` (checked by
-        the index; anything else is an error).
+        ``filter`` / ``score_threshold``: :data:`_NOT_GIVEN` (left out of the call) is the
+        retriever's; a given ``None`` is none. ``k`` and ``settings`` (a call's ``fusion``,
+        ``weights``, ``rerank``, ``candidates``, checked by the index; anything else is an
+        error): ``None`` is the retriever's.
         """
         unknown = set(settings) - SETTINGS_ARGS
         if unknown:
@@ -187,11 +215,11 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             **self.index.layered_settings(settings, defaults),
             "k": check_k(self.k if k is None else k),
             "filter": document_filter(
-                filter if filter is not None else self.filter, RETRIEVER_SHOWN
+                self.filter if filter is _NOT_GIVEN else filter, RETRIEVER_SHOWN
             ),
-            "score_threshold": score_threshold
-            if score_threshold is not None
-            else self.score_threshold,
+            "score_threshold": self.score_threshold
+            if score_threshold is _NOT_GIVEN
+            else score_threshold,
         }
 
     # -- construction -------------------------------------------------------------------------

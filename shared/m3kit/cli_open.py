@@ -27,6 +27,7 @@ __all__ = [
     "load_encoder",
     "location",
     "open_index",
+    "refuse_unfinished_cut",
     "sparse_cut",
     "sparse_min_weight",
     "storage",
@@ -151,6 +152,25 @@ def collection_model(
             "(that model, or another one with `m3kit index --reindex`)"
         )
     return stored
+
+
+def refuse_unfinished_cut(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """Refuse a collection part-way through a change of its sparse cut, from its ``record``
+    (:func:`collection_record`), before a model loads, as an unfinished reindex is refused
+    (:func:`collection_model`); ``m3kit index --reindex`` passes (it finishes the change).
+
+    Raises:
+        ValueError: The record holds a pending cut change and this is not
+            ``m3kit index --reindex``: the message is the one opening the index would give
+            (:func:`m3kit.store.sparse_cut.unfinished_message`).
+    """
+    from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut, unfinished_message
+
+    pending = record.get(PENDING_KEY)
+    if pending is None or getattr(args, "reindex", False):
+        return
+    stored = SparseCut.from_record(record[RECORD_KEY]) if RECORD_KEY in record else SparseCut()
+    raise ValueError(unfinished_message(args.collection, stored, SparseCut.from_record(pending)))
 
 
 def storage(args: argparse.Namespace) -> dict[str, Any]:
