@@ -348,16 +348,13 @@ def node_extra(node: BaseNode, stored: StoredChunk | None = None) -> dict[str, A
     Values JSON cannot hold (a date in the source document's metadata, which relationships
     carry) are written as LlamaIndex's JSON mode writes them, else as ``str``; an
     ``IndexNode``'s live ``obj`` is not kept. The placement keys a reader added
-    (:func:`reader_keys`; ``stored`` as there) are not kept in the lists of hidden keys, nor
-    the parser's marker key in a node not late-chunked (one read back from a late chunk,
-    encoded here from its text): a stored node hiding that key is a late-chunked one
-    (:func:`~llamaindex_m3.read_back.late_chunked`).
+    (:func:`reader_keys`; ``stored`` as there) are not kept in the lists of hidden keys.
     """
     if isinstance(node, IndexNode):
         node = node.model_copy(update={"obj": None})
     data = node.model_dump(mode="json", fallback=str)
     data["class_name"] = node.class_name()
-    added = reader_keys(node, stored) | (set() if is_late(node) else {LATE_METADATA_KEY})
+    added = reader_keys(node, stored)
     for name in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
         if added and isinstance(data.get(name), list):
             data[name] = [k for k in data[name] if k not in added]

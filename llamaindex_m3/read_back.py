@@ -51,15 +51,10 @@ def stale_embeddings(index: M3Index, rewritten: Sequence[tuple[BaseNode, str]]) 
 
 
 def late_chunked(hit: Hit) -> bool:
-    """A chunk whose stored dense vector was pooled in its document's context, not its text's.
+    """A chunk stored from an ``M3LateChunkingNodeParser`` node (its vectors pooled in its
+    document's context): the node hid the parser's marker key from the embedding model.
 
-    One another writer late-chunked (``m3kit index``, ``langchain_m3`` or ``M3Index.add_texts``
-    with a ``LateChunker``): its stored chunking says so (:attr:`Hit.dense_in_context`). One
-    stored from an ``M3LateChunkingNodeParser`` node, whose writes record no chunking: the
-    node hid the parser's marker key from the embedding model (only late-chunked nodes are
-    stored hiding it, see :func:`~llamaindex_m3.node_records.node_extra`).
+    Chunks other writers late-chunked (``m3kit index``, ``langchain_m3``) are not told apart.
     """
-    if hit.dense_in_context:
-        return True
     hidden = hit.extra.get("excluded_embed_metadata_keys")
     return isinstance(hidden, list) and LATE_METADATA_KEY in hidden

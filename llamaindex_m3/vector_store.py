@@ -240,13 +240,10 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         or what the embedding model sees) and added again is encoded afresh: its
         ``embedding`` is still the stored vector of the old text, and is not kept (see
         :mod:`~llamaindex_m3.node_writes`). Query results carry no ``embedding``, as
-        LlamaIndex's Qdrant store's. A late-chunked node (made by
-        ``M3LateChunkingNodeParser``, or a chunk ``m3kit index``, ``langchain_m3`` or
-        ``M3Index.add_texts`` late-chunked) comes back without ``embedding``
-        (:func:`~llamaindex_m3.read_back.late_chunked`): its vector was pooled in its
-        document's context, which the node no longer carries, so another store could not
-        tell it from another model's; added again it is encoded on its text (and that copy
-        comes back with its vector).
+        LlamaIndex's Qdrant store's. A node ``M3LateChunkingNodeParser`` made comes back
+        without ``embedding`` (:func:`~llamaindex_m3.read_back.late_chunked`): its vector
+        was pooled in its document's context, which the node no longer carries, so another
+        store could not tell it from another model's; added again it is encoded on its text.
         """
         store, where = self._index.store, to_store_filter(filters)
         if node_ids is None:

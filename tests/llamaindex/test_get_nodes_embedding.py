@@ -18,8 +18,6 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 
 from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
-from m3kit.late_chunking import LateChunker
-from m3kit.store import M3Index
 
 TEXTS = {
     "oxygen": "Oxygen has the atomic number 8.",
@@ -176,48 +174,3 @@ def test_late_chunked_nodes_come_back_without_embedding_and_copy(
         for hit in hits:
             want = _unit(tiny_embedding.get_text_embedding(hit.text))
             np.testing.assert_allclose(hit.dense or [], want, atol=1e-6)
-        # the copy was encoded from its text (not late): it comes back with that embedding
-        copied = _embeddings(copy.get_nodes())
-        assert len(copied) == len(nodes)
-        for hit in hits:
-            np.testing.assert_allclose(copied[hit.chunk_id or ""], hit.dense or [], atol=1e-6)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_late_chunks_of_m3kit_have_no_embedding(
-    backend: str, tiny_encoder: M3Encoder, tiny_embedding: M3Embedding
-) -> None:
-    """A chunk another writer late-chunked (``M3Index.add_texts`` with a ``LateChunker``, as
-    ``m3kit index`` and ``langchain_m3`` write them) has no LlamaIndex marker, only its stored
-    chunking: it comes back without its context vector, and the copy encodes its text."""
-    text = " ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(12))
-    with M3Index.open(tiny_encoder, None, backend=backend) as index:
-        index.add_texts([text], doc_ids=["doc"], chunker=LateChunker(tiny_encoder, chunk_size=24))
-        store = M3VectorStore.from_index(index)
-        back = store.get_nodes()
-        assert len(back) > 1 and [n.embedding for n in back] == [None] * len(back)
-        with M3VectorStore(tiny_embedding, backend=backend, collection_name="copy") as copy:
-            copy.add(back)
-            copied = _embeddings(copy.get_nodes())  # encoded from their text: not late
-            assert len(copied) == len(back)
-            for node in back:
-                want = _unit(tiny_embedding.get_text_embedding(node.get_content()))
-                np.testing.assert_allclose(copied[node.node_id], want, atol=1e-6)
-
-
-def test_chunks_late_chunked_with_dense_alone_keep_their_embedding(
-    tiny_encoder: M3Encoder, tiny_embedding: M3Embedding
-) -> None:
-    """A ``LateChunker`` that pools only sparse / ColBERT late encodes each chunk's dense
-    vector from the chunk alone (from its tokens in the document: within float error of its
-    text's own), and that vector comes back."""
-    text = " ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(12))
-    chunker = LateChunker(tiny_encoder, chunk_size=24, late_heads=["sparse", "colbert"])
-    with M3Index.open(tiny_encoder, None) as index:
-        index.add_texts([text], doc_ids=["doc"], chunker=chunker)
-        back = M3VectorStore.from_index(index).get_nodes()
-        assert len(back) > 1
-        for node_id, vector in _embeddings(back).items():
-            (node,) = [n for n in back if n.node_id == node_id]
-            want = _unit(tiny_embedding.get_text_embedding(node.get_content()))
-            np.testing.assert_allclose(vector, want, atol=1e-3)

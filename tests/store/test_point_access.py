@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from qdrant_client import models
 
 from m3kit.store import M3Index, point_id
 
@@ -56,34 +55,6 @@ def test_dense_vectors_read_back(open_index: Callable[..., M3Index], tiny_encode
             np.testing.assert_allclose(hit.dense, row, atol=1e-6, err_msg=how)
     # by default no vector is read
     assert [h.dense for h in store.get(ids) + store.find(ids)] == [None] * 6
-
-
-def test_hits_say_whether_dense_was_pooled_in_context(
-    open_index: Callable[..., M3Index], tiny_encoder: Any
-) -> None:
-    """``Hit.dense_in_context`` reads the stored chunking: a late chunk's dense vector was
-    pooled in its document's context; a whole document's, or a late chunk's whose dense
-    head was encoded from the chunk alone, is its text's own."""
-    from m3kit.late_chunking import LateChunker
-
-    index = _filled(open_index, tiny_encoder)
-    text = " ".join(f"Sentence number {i} talks about topic {i % 5}." for i in range(12))
-    index.add_texts([text], doc_ids=["late"], chunker=LateChunker(tiny_encoder, chunk_size=8))
-    naive_dense = LateChunker(tiny_encoder, chunk_size=8, late_heads=["sparse", "colbert"])
-    index.add_texts([text], doc_ids=["naive_dense"], chunker=naive_dense)
-    store = index.store
-    stored = store.get(filter=models.Filter())  # every chunk
-    reads = {
-        "get": stored,
-        "find": store.find([h.id for h in stored]),
-        "search": index.search("Sentence number 3 talks about Berlin", k=100),
-    }
-    for how, hits in reads.items():
-        late = {h.doc_id: h.dense_in_context for h in hits if h.doc_id == "late"}
-        assert late == {"late": True}, how  # a late chunk is among them, and each says so
-        assert not any(h.dense_in_context for h in hits if h.doc_id != "late"), how
-    chunks = [h.doc_id for h in reads["get"]]
-    assert chunks.count("late") == chunks.count("naive_dense") > 1 and len(chunks) > 5
 
 
 def test_delete_points_and_clear(open_index: Callable[..., M3Index], tiny_encoder: Any) -> None:

@@ -41,7 +41,6 @@ from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_ID,
     CHUNK_INDEX,
-    CHUNKING,
     COLBERT,
     DENSE,
     DOC_HASH,
@@ -61,7 +60,6 @@ __all__ = [
     "HeadScores",
     "QueryOptions",
     "QueryVectors",
-    "dense_in_context",
     "m3_head_scores",
     "run_query",
     "to_hit",
@@ -371,7 +369,6 @@ HIT_KEYS = (
     CHUNK_COUNT,
     EXTRA,
     CHUNK_ID,
-    CHUNKING,
 )
 
 
@@ -392,28 +389,7 @@ def to_hit(h: RawHit) -> Hit:
         extra=dict(extra) if isinstance(extra := p.get(EXTRA), Mapping) else {},
         chunk_id=None if p.get(CHUNK_ID) is None else str(p[CHUNK_ID]),
         dense=h.dense,
-        dense_in_context=dense_in_context(p.get(CHUNKING)),
     )
-
-
-def dense_in_context(chunking: Any) -> bool:
-    """Whether a stored ``chunking`` pooled its chunks' dense vectors in their document's
-    context: a late chunking with dense among its ``late_heads`` (recorded as
-    ``dense_pooling`` before those were; ``"naive"``: encoded from each chunk alone).
-
-    >>> dense_in_context({"kind": "late", "late_heads": ["colbert", "dense", "sparse"]})
-    True
-    >>> dense_in_context({"kind": "late", "late_heads": ["sparse"], "dense_pooling": "naive"})
-    False
-    >>> dense_in_context({"kind": "whole"}), dense_in_context(None)
-    (False, False)
-    """
-    if not isinstance(chunking, Mapping) or chunking.get("kind") != "late":
-        return False
-    heads = chunking.get("late_heads")
-    if isinstance(heads, list):
-        return "dense" in heads
-    return chunking.get("dense_pooling", "mean") != "naive"
 
 
 def _optional_int(value: Any) -> int | None:

@@ -117,10 +117,6 @@ class Hit:
             node id), if it gave one.
         dense: Its stored dense vector (unit length, as the engine holds it) when the read
             asked for it (``M3Store.get(..., dense=True)``); ``None`` otherwise.
-        dense_in_context: Its stored dense vector was pooled in its document's context
-            (late chunking with dense pooled late, as its stored ``chunking`` records), so
-            it is not its text's own vector: ``False`` for a chunk encoded from its text
-            and for one whose writer recorded no chunking.
     """
 
     id: str
@@ -135,7 +131,6 @@ class Hit:
     extra: dict[str, Any] = field(default_factory=dict)
     chunk_id: str | None = None
     dense: list[float] | None = None
-    dense_in_context: bool = False
 
 
 def output_row(out: M3Output, i: int) -> M3Output:

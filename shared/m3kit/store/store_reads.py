@@ -31,6 +31,7 @@ from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_ID,
     CHUNK_INDEX,
+    CHUNKING,
     DOC_HASH,
     DOC_ID,
     ENCODED_TEXT,
@@ -40,10 +41,10 @@ from m3kit.store.schema import (
 __all__ = ["StoreReads"]
 
 _DOC_BATCH = 256  # documents per lookup filter
-# payload keys read back by points() and find(): a hit's (its chunking among them) and the
-# text its vectors were encoded on where the writer recorded one (writers check both before
-# skipping a chunk: LlamaIndex's encoded text, LangChain's late-chunking splitter signature)
-_READ_KEYS = (*HIT_KEYS, ENCODED_TEXT)
+# payload keys read back by points() and find(): a hit's, the text its vectors were encoded
+# on where the writer recorded one, and its chunking (writers check both before skipping a
+# chunk: LlamaIndex's encoded text, LangChain's late-chunking splitter signature)
+_READ_KEYS = (*HIT_KEYS, ENCODED_TEXT, CHUNKING)
 
 
 class StoreReads:
