@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,6 @@ from llamaindex_m3.node_records import (
     node_metadata,
     other_encoded_text,
 )
-from llamaindex_m3.read_back import stale_embeddings
 from llamaindex_m3.sourceless import has_no_source
 from llamaindex_m3.stored_chunks import (
     check_duplicate_ids,
@@ -270,20 +269,13 @@ SAME_MODEL_COSINE = 0.9
 
 
 def encode_nodes(
-    index: M3Index,
-    todo: list[BaseNode],
-    text_instruction: str | None,
-    show: bool | None,
-    *,
-    stale: Collection[int] = frozenset(),
+    index: M3Index, todo: list[BaseNode], text_instruction: str | None, show: bool | None
 ) -> list[M3Output]:
     """One-row outputs for nodes that carry no late-chunked vectors (see the module doc).
 
     Every node's text is encoded once for every head the store holds; a node's own
     ``embedding`` (what the VectorStoreIndex's embed model made) is kept as its dense vector
-    after checking it against the store's (:data:`SAME_MODEL_COSINE`), unless the node is
-    in ``stale`` (by ``id(node)``: read back, edited, its ``embedding`` the stored vector of
-    its old text; :func:`~llamaindex_m3.read_back.stale_embeddings`).
+    after checking it against the store's (:data:`SAME_MODEL_COSINE`).
 
     Raises:
         ValueError: A node's ``embedding`` was made by another model.
@@ -297,7 +289,7 @@ def encode_nodes(
     for row, node in enumerate(todo):
         part = output_row(encoded, row)
         dense = part.dense
-        if node.embedding is not None and id(node) not in stale:
+        if node.embedding is not None:
             dense = np.asarray([node.embedding], dtype=np.float32)
             _check_same_model(node, dense[0], part.dense[0])
         out.append(
@@ -416,13 +408,7 @@ def write_nodes(
         else:
             stored = stored_of[id(node)]
             records.append(_record(doc_id, chunk_index, node, carried, docs[doc_id], stored))
-    # a node read back and edited carries the stored vector of its old text: not kept
-    stale = stale_embeddings(
-        index, [(n, point_id(d, at)) for d, at, n in todo if at in docs[d].meta_at]
-    )
-    encoded = encode_nodes(
-        index, [n for _, _, n in todo], text_instruction, show_progress, stale=stale
-    )
+    encoded = encode_nodes(index, [n for _, _, n in todo], text_instruction, show_progress)
     for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
         stored = stored_of[id(node)]
         text = embed_text(node, text_instruction)

@@ -28,7 +28,6 @@ from llamaindex_m3.node_records import (
     unpack_documents,
 )
 from llamaindex_m3.node_writes import encode_nodes
-from llamaindex_m3.read_back import stale_embeddings
 from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.stored_chunks import (
     DOC_BATCH,
@@ -225,16 +224,7 @@ class RetrieverWrites:
                         )
                     )
         # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
-        # a node read back and edited carries the stored vector of its old text: not kept
-        rewritten = [
-            (n, point_id(d, chunk.index))
-            for d, _, n in todo
-            if (chunk := named.get(id(n))) is not None
-        ]
-        stale = stale_embeddings(self.index, rewritten)
-        encoded = encode_nodes(
-            self.index, [n for _, _, n in todo], None, show_progress, stale=stale
-        )
+        encoded = encode_nodes(self.index, [n for _, _, n in todo], None, show_progress)
         for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
             group = groups[doc_id]
             chunk = named.get(id(node))

@@ -46,7 +46,6 @@ from qdrant_client import models
 from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding
 from llamaindex_m3.filters import to_store_filter
-from llamaindex_m3.read_back import late_chunked
 from llamaindex_m3.retriever import check_settings, hit_to_node, model_encoder
 from llamaindex_m3.vector_store_query import query_hits, query_settings
 from llamaindex_m3.vector_store_writes import VectorStoreWrites
@@ -234,28 +233,16 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         the nodes returned carry their own ids (see the class doc). Neither given: every
         stored node, as LlamaIndex's Qdrant store returns.
 
-        As from LlamaIndex's Qdrant store, each node's ``embedding`` is its stored dense vector
-        (unit length, as Qdrant holds cosine vectors; its sparse and ColBERT vectors are not
-        read), so nodes copied into another store keep it. A node read back, edited (its text
-        or what the embedding model sees) and added again is encoded afresh: its
-        ``embedding`` is still the stored vector of the old text, and is not kept (see
-        :mod:`~llamaindex_m3.node_writes`). Query results carry no ``embedding``, as
-        LlamaIndex's Qdrant store's. A node ``M3LateChunkingNodeParser`` made comes back
-        without ``embedding`` (:func:`~llamaindex_m3.read_back.late_chunked`): its vector
-        was pooled in its document's context, which the node no longer carries, so another
-        store could not tell it from another model's; added again it is encoded on its text.
+        Unlike LlamaIndex's Qdrant store, the nodes come back without ``embedding`` (``None``),
+        as from a query: a node read back, edited and added again is then encoded afresh
+        instead of keeping its old dense vector (see :mod:`~llamaindex_m3.node_writes`).
         """
         store, where = self._index.store, to_store_filter(filters)
         if node_ids is None:
-            hits = store.get(None, filter=models.Filter() if where is None else where, dense=True)
+            hits = store.get(None, filter=models.Filter() if where is None else where)
         else:
-            hits = store.find(node_ids, filter=where, dense=True)
-        nodes = []
-        for hit in hits:
-            node = hit_to_node(hit).node
-            node.embedding = None if late_chunked(hit) else hit.dense
-            nodes.append(node)
-        return nodes
+            hits = store.find(node_ids, filter=where)
+        return [hit_to_node(h).node for h in hits]
 
     async def aget_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None

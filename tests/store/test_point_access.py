@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 
 from m3kit.store import M3Index, point_id
@@ -34,27 +33,6 @@ def test_points_by_id_and_filter(open_index: Callable[..., M3Index], tiny_encode
     both = store.get([point_id("oxygen", 0), point_id("berlin", 0)], filter={"topic": "geo"})
     assert [h.doc_id for h in both] == ["berlin"]
     assert store.points([]) == {}
-
-
-def test_dense_vectors_read_back(open_index: Callable[..., M3Index], tiny_encoder: Any) -> None:
-    """``get`` / ``find`` with ``dense=True``: each chunk's stored (unit) dense vector."""
-    store = _filled(open_index, tiny_encoder).store
-    want = tiny_encoder.encode(TEXTS, heads=["dense"]).dense
-    want = want / np.linalg.norm(want, axis=1, keepdims=True)
-    ids = [point_id(i, 0) for i in IDS]
-    reads = {
-        "get by id": store.get(ids, dense=True),
-        "get by filter": store.get(filter={"topic": ["geo", "chem"]}, dense=True),
-        "find": store.find(ids, dense=True),
-    }
-    for how, hits in reads.items():
-        assert sorted(h.doc_id for h in hits) == sorted(IDS), how
-        for hit in hits:
-            assert isinstance(hit.dense, list) and all(isinstance(x, float) for x in hit.dense)
-            row = want[IDS.index(hit.doc_id)]
-            np.testing.assert_allclose(hit.dense, row, atol=1e-6, err_msg=how)
-    # by default no vector is read
-    assert [h.dense for h in store.get(ids) + store.find(ids)] == [None] * 6
 
 
 def test_delete_points_and_clear(open_index: Callable[..., M3Index], tiny_encoder: Any) -> None:

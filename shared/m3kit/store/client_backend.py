@@ -22,7 +22,7 @@ from m3kit.errors import StoreConnectionError
 from m3kit.outputs import SparseVector
 from m3kit.store.client_errors import server_errors
 from m3kit.store.cluster import ClusterSettings
-from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage, stored_dense
+from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
     COLBERT,
@@ -286,9 +286,7 @@ class ClientBackend:
         with self._translate():
             return int(self._client.count(self.collection, count_filter=selector, exact=True).count)
 
-    def scroll(
-        self, selector: models.Filter | None, keys: Sequence[str], *, dense: bool = False
-    ) -> Iterator[RawHit]:
+    def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
         offset: Any = None
         while True:
             with self._translate():
@@ -298,10 +296,10 @@ class ClientBackend:
                     limit=_SCROLL_PAGE,
                     offset=offset,
                     with_payload=list(keys),
-                    with_vectors=[DENSE] if dense else False,
+                    with_vectors=False,
                 )
             for r in records:
-                yield RawHit(str(r.id), 0.0, dict(r.payload or {}), stored_dense(r.vector))
+                yield RawHit(str(r.id), 0.0, dict(r.payload or {}))
             if offset is None:
                 return
 

@@ -33,7 +33,7 @@ from qdrant_client import models
 from m3kit.errors import SchemaMismatchError, StoreConnectionError
 from m3kit.outputs import SparseVector
 from m3kit.store.edge_filters import edge_filter, edge_point_id
-from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage, stored_dense
+from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
     COLBERT,
@@ -339,9 +339,7 @@ class EdgeBackend:
     def count(self, selector: models.Filter | None = None) -> int:
         return int(self.shard.count(qe.CountRequest(exact=True, filter=edge_filter(selector))))
 
-    def scroll(
-        self, selector: models.Filter | None, keys: Sequence[str], *, dense: bool = False
-    ) -> Iterator[RawHit]:
+    def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
         offset: Any = None
         flt = edge_filter(selector)
         while True:
@@ -351,11 +349,11 @@ class EdgeBackend:
                     limit=_SCROLL_PAGE,
                     filter=flt,
                     with_payload=list(keys),
-                    with_vector=[DENSE] if dense else False,
+                    with_vector=False,
                 )
             )
             for r in records:
-                yield RawHit(str(r.id), 0.0, dict(r.payload or {}), stored_dense(r.vector))
+                yield RawHit(str(r.id), 0.0, dict(r.payload or {}))
             if offset is None:
                 return
 

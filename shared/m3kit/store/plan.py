@@ -18,9 +18,9 @@ from qdrant_client import models
 
 from m3kit.outputs import SparseVector
 from m3kit.store.records import Fusion
-from m3kit.store.schema import DENSE, CollectionSchema, PayloadIndexType, VectorSpec
+from m3kit.store.schema import CollectionSchema, PayloadIndexType, VectorSpec
 
-__all__ = ["RRF_K", "Nearest", "PointData", "RawHit", "Stage", "StorageBackend", "stored_dense"]
+__all__ = ["RRF_K", "Nearest", "PointData", "RawHit", "Stage", "StorageBackend"]
 
 #: The RRF constant (Cormack et al.); Qdrant's own default is 2, m3kit states 60 explicitly.
 RRF_K = 60
@@ -62,16 +62,11 @@ class Stage:
 
 @dataclass(frozen=True)
 class RawHit:
-    """A backend's scored point: string id, score, (optionally) payload and dense vector.
-
-    ``dense`` is the stored ``dense`` vector (as the engine holds it: unit length, Qdrant
-    normalises cosine vectors) when the read asked for it, else ``None``.
-    """
+    """A backend's scored point: string id, score and (optionally) payload."""
 
     id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
-    dense: list[float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,13 +145,8 @@ class StorageBackend(Protocol):
         """Exact number of points (matching the filter)."""
         ...
 
-    def scroll(
-        self, selector: models.Filter | None, keys: Sequence[str], *, dense: bool = False
-    ) -> Iterator[RawHit]:
-        """Every point matching the filter, with only the payload ``keys`` (score 0).
-
-        ``dense``: also read each point's stored ``dense`` vector (never the other vectors).
-        """
+    def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
+        """Every point matching the filter, with only the payload ``keys`` (score 0)."""
         ...
 
     def retrieve(self, ids: Sequence[str]) -> Mapping[str, dict[str, Any]]:
@@ -170,15 +160,3 @@ class StorageBackend(Protocol):
     def close(self) -> None:
         """Release the engine (files, locks, connections)."""
         ...
-
-
-def stored_dense(vector: Any) -> list[float] | None:
-    """The ``dense`` vector of an engine's point record (``None`` when it was not read).
-
-    Args:
-        vector: A record's ``vector``: ``{name: vector}`` as both engines return named vectors.
-    """
-    if not isinstance(vector, Mapping):
-        return None
-    dense = vector.get(DENSE)
-    return None if dense is None else [float(x) for x in dense]

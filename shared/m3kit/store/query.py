@@ -388,7 +388,6 @@ def to_hit(h: RawHit) -> Hit:
         chunk_count=_optional_int(p.get(CHUNK_COUNT)),
         extra=dict(extra) if isinstance(extra := p.get(EXTRA), Mapping) else {},
         chunk_id=None if p.get(CHUNK_ID) is None else str(p[CHUNK_ID]),
-        dense=h.dense,
     )
 
 

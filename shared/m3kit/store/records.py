@@ -115,8 +115,6 @@ class Hit:
         extra: What its writer kept with it (:attr:`ChunkRecord.extra`; empty if nothing).
         chunk_id: Its writer's own id of the chunk (:attr:`ChunkRecord.chunk_id`, a LlamaIndex
             node id), if it gave one.
-        dense: Its stored dense vector (unit length, as the engine holds it) when the read
-            asked for it (``M3Store.get(..., dense=True)``); ``None`` otherwise.
     """
 
     id: str
@@ -130,7 +128,6 @@ class Hit:
     chunk_count: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     chunk_id: str | None = None
-    dense: list[float] | None = None
 
 
 def output_row(out: M3Output, i: int) -> M3Output:

@@ -62,57 +62,37 @@ class StoreReads:
         Raises:
             ValueError: Neither is given, or an id is not a point id (a UUID).
         """
-        return {i: h.payload for i, h in self._raw_points(ids, filter, dense=False).items()}
-
-    def _raw_points(
-        self, ids: Sequence[str] | None, filter: FilterLike | None, *, dense: bool
-    ) -> dict[str, RawHit]:
-        """:meth:`points` as the backend's raw hits (with their dense vectors if ``dense``)."""
         selector = points_filter(ids, filter)
-        found = {h.id: h for h in self._backend.scroll(selector, _READ_KEYS, dense=dense)}
+        found = {h.id: h.payload for h in self._backend.scroll(selector, _READ_KEYS)}
         if ids is None:
             return found
         return {str(i): found[str(i)] for i in ids if str(i) in found}
 
     def get(
-        self,
-        ids: Sequence[str] | None = None,
-        *,
-        filter: FilterLike | None = None,
-        dense: bool = False,
+        self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
     ) -> list[Hit]:
-        """The stored chunks of :meth:`points` as hits (score ``0.0``).
+        """The stored chunks of :meth:`points` as hits (score ``0.0``)."""
+        return [to_hit(RawHit(i, 0.0, p)) for i, p in self.points(ids, filter=filter).items()]
 
-        Args:
-            ids: Point ids (see :meth:`points`).
-            filter: A filter (see :meth:`points`).
-            dense: Also read each chunk's stored dense vector into :attr:`Hit.dense` (as the
-                engine holds it: unit length); never its sparse or ColBERT vectors.
-        """
-        return [to_hit(h) for h in self._raw_points(ids, filter, dense=dense).values()]
-
-    def find(
-        self, ids: Sequence[str], *, filter: FilterLike | None = None, dense: bool = False
-    ) -> list[Hit]:
+    def find(self, ids: Sequence[str], *, filter: FilterLike | None = None) -> list[Hit]:
         """Stored chunks by point id or by the writer's own id (``ChunkRecord.chunk_id``).
 
         In the order of ``ids`` (an id that matches nothing is left out; one that names
-        chunks of several documents gives each), each chunk once, score ``0.0``; ``dense``
-        as in :meth:`get`.
+        chunks of several documents gives each), each chunk once, score ``0.0``.
 
         Raises:
             TypeError: ``ids`` is a single string.
         """
         selector = and_filters(chunk_ids_filter(ids), to_filter(filter))
         by_key: dict[str, list[RawHit]] = defaultdict(list)
-        for h in self._backend.scroll(selector, _READ_KEYS, dense=dense):
+        for h in self._backend.scroll(selector, _READ_KEYS):
             by_key[h.id].append(h)
             if h.payload.get(CHUNK_ID) not in (None, h.id):
                 by_key[str(h.payload[CHUNK_ID])].append(h)
         out: dict[str, Hit] = {}
         for wanted in ids:
             for h in by_key.get(wanted, []):
-                out.setdefault(h.id, to_hit(h))
+                out.setdefault(h.id, to_hit(RawHit(h.id, 0.0, h.payload)))
         return list(out.values())
 
     def count(self, filter: FilterLike | None = None) -> int:
