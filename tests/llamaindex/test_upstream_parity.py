@@ -156,7 +156,11 @@ async def test_aclear(store: Any) -> None:
 async def test_get_with_embedding(store: Any, tiny_embedding: M3Embedding) -> None:
     nodes = await store.aget_nodes(node_ids=list(ALL))
     assert _ids(nodes) == set(ALL)
-    if isinstance(store, M3VectorStore):  # documented: read back without their vectors
+    # documented: read back without their vectors. A returned vector is kept for other text:
+    # LlamaIndex's node parsers give every child its parent's `embedding`, so re-split
+    # read-back nodes (and edited copies under new ids) would be stored with the parent's
+    # vector, which the same-model check cannot tell apart (tried and reverted in stop 26)
+    if isinstance(store, M3VectorStore):
         assert [n.embedding for n in nodes + store.get_nodes()] == [None] * 6
         return
     for node in nodes:  # upstream: the stored dense vector
