@@ -79,3 +79,28 @@ def test_reindex_encodes_what_the_node_writer_encoded(
     monkeypatch.setattr(M3Store, "upsert", lambda self, records, **kw: upserts.append(records))
     _write(enc_b, tmp_path / "old")
     assert upserts == []
+
+
+def test_a_cut_change_keeps_unpositioned_nodes(
+    enc_a: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node stored without character positions kept none after a sparse cut change: it came
+    back from ``get_nodes`` with ``start_char_idx=0`` / ``end_char_idx=len(text)``, and adding
+    it again unchanged re-encoded it (its stored identity no longer matched)."""
+    from llama_index.core.schema import TextNode
+
+    def node() -> TextNode:
+        return TextNode(text=TEXT, id_="n1", metadata={"year": 1990})
+
+    with M3Index.open(enc_a, tmp_path, collection="c", backend="edge") as index:
+        M3VectorStore(index=index).add([node()])
+    with M3Index.open(
+        enc_a, tmp_path, collection="c", backend="edge", sparse_top_k=2, reindex=True
+    ) as index:
+        store = M3VectorStore(index=index)
+        ((back,),) = [store.get_nodes(node_ids=["n1"])]
+        assert (back.start_char_idx, back.end_char_idx) == (None, None)
+        upserts: list[object] = []
+        monkeypatch.setattr(M3Store, "upsert", lambda self, records, **kw: upserts.append(1))
+        store.add([node()])
+        assert upserts == []

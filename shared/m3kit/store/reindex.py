@@ -310,7 +310,9 @@ def _encode_whole(index: M3Index, plans: Sequence[DocPlan]) -> list[ChunkRecord]
     """Records of whole documents, each encoded from what its writer encoded.
 
     A document whose writer encoded other text than it stored (``encoded_text``) is encoded
-    from that text and stored with its own text, as its writer stores it.
+    from that text and stored with its own text, as its writer stores it. Each keeps its
+    stored character positions (none for a chunk written without them, a LlamaIndex node
+    without ``start_char_idx``: that writer's reads and identity checks see them).
     """
     docs = [
         p.as_doc()
@@ -321,8 +323,13 @@ def _encode_whole(index: M3Index, plans: Sequence[DocPlan]) -> list[ChunkRecord]
     records = index._records(docs, None, False)[0]
     by_id = {p.doc_id: p for p in plans}
     return [
-        r
-        if (p := by_id[r.doc_id]).encoded_text is None
-        else dataclasses.replace(r, text=p.text, end=len(p.text), encoded_text=p.encoded_text)
+        dataclasses.replace(
+            r,
+            text=p.text,
+            start=p.chunks[0].get(START),
+            end=p.chunks[0].get(END),
+            encoded_text=p.encoded_text,
+        )
         for r in records
+        for p in (by_id[r.doc_id],)
     ]
