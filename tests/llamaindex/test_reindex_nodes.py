@@ -17,7 +17,7 @@ from llamaindex_m3 import M3Embedding, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index, M3Store
 from m3kit.store.schema import CHUNK_ID, CHUNKING, ENCODED_TEXT, EXTRA
-from tests.reliability.killing import Points, points_of
+from tests.reliability.killing import index_points
 
 INSTRUCTION = "passage: "
 TEXT = "Berlin is the capital of Germany."
@@ -39,15 +39,6 @@ def _write(encoder: M3Encoder, folder: Path) -> None:
         )
 
 
-def _points(index: M3Index) -> Points:
-    import qdrant_edge as qe
-
-    records, _ = index.store._backend.shard.scroll(  # type: ignore[attr-defined]
-        qe.ScrollRequest(limit=100, with_payload=True, with_vector=True)
-    )
-    return points_of(records)
-
-
 def test_reindex_encodes_what_the_node_writer_encoded(
     enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,7 +48,7 @@ def test_reindex_encodes_what_the_node_writer_encoded(
         M3Index.open(enc_b, tmp_path / "old", collection="c", backend="edge", reindex=True) as re,
         M3Index.open(enc_b, tmp_path / "fresh", collection="c", backend="edge") as fresh,
     ):
-        got, want = _points(re), _points(fresh)
+        got, want = index_points(re), index_points(fresh)
         assert got.keys() == want.keys() and len(want) == 1
         ((payload, vectors),) = got.values()
         ((fresh_payload, fresh_vectors),) = want.values()

@@ -134,6 +134,22 @@ def points_of(records: Iterable[Any]) -> Points:
     return out
 
 
+def index_points(index: Any) -> Points:
+    """Every point of an open ``M3Index`` (either backend), read from the engine itself."""
+    backend = index.store._backend
+    if index.store.backend.value == "client":
+        records, _ = backend._client.scroll(
+            backend.collection, limit=10_000, with_payload=True, with_vectors=True
+        )
+        return points_of(records)
+    import qdrant_edge as qe
+
+    records, _ = backend.shard.scroll(
+        qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True)
+    )
+    return points_of(records)
+
+
 def dump_store(store: Path, backend: str, collection: str = "c") -> tuple[Points, dict[str, Any]]:
     """Every point of a closed store folder and the collection's m3kit record."""
     if backend == "client":

@@ -18,12 +18,7 @@ from m3kit.late_chunking import LateChunker
 from m3kit.store import ChunkRecord, M3Index, output_row
 from m3kit.store.filters import documents_filter
 from m3kit.store.schema import ENCODER_ID
-from tests.reliability.killing import (
-    FailingEncoder,
-    Points,
-    assert_same_points,
-    points_of,
-)
+from tests.reliability.killing import FailingEncoder, assert_same_points, index_points
 
 from .conftest import SentenceChunker
 
@@ -62,23 +57,6 @@ def _fill(index: M3Index, encoder: M3Encoder) -> None:
         doc_ids=list(LONG),
         chunker=LateChunker(encoder, chunk_size=12, window=40),
     )
-
-
-def _points(index: M3Index) -> Points:
-    """Every point of an open index, read from the backend itself."""
-    backend = index.store._backend
-    if index.store.backend.value == "client":
-        client = backend._client  # type: ignore[attr-defined]
-        records, _ = client.scroll(
-            backend.collection, limit=10_000, with_payload=True, with_vectors=True
-        )
-        return points_of(records)
-    import qdrant_edge as qe
-
-    records, _ = backend.shard.scroll(  # type: ignore[attr-defined]
-        qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True)
-    )
-    return points_of(records)
 
 
 # -- the fingerprint ----------------------------------------------------------------------------
@@ -123,7 +101,7 @@ def test_other_encoder_is_refused_and_nothing_is_written(
 ) -> None:
     index = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)
     _fill(index, enc_a)
-    before, record = _points(index), index.store.collection_metadata()
+    before, record = index_points(index), index.store.collection_metadata()
     index.close()
     with pytest.raises(FingerprintMismatchError) as err:
         M3Index.open(enc_b, tmp_path, collection="c", backend=backend)
@@ -132,7 +110,7 @@ def test_other_encoder_is_refused_and_nothing_is_written(
     assert "reindex=True" in msg and "new collection" in msg
     again = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)  # lock released
     opened.append(again)
-    assert_same_points(_points(again), before)
+    assert_same_points(index_points(again), before)
     assert again.store.collection_metadata() == record
 
 
@@ -151,13 +129,13 @@ def test_reindex_equals_a_fresh_index_with_the_new_encoder(
     re = M3Index.open(enc_b, tmp_path / "a", collection="c", backend=backend, reindex=True)
     opened.append(re)
     assert re.count() == count
-    got, want = _points(re), _points(fresh)
+    got, want = index_points(re), index_points(fresh)
     assert {p[ENCODER_ID] for p, _ in got.values()} == {re.fingerprint.identity}
     assert_same_points(got, want)
     assert re.store.collection_metadata() == fresh.store.collection_metadata()
     # the re-encoded documents count as unchanged for the new encoder: nothing is rewritten
     _fill(re, enc_b)
-    assert_same_points(_points(re), want)
+    assert_same_points(index_points(re), want)
 
 
 def test_reindex_keeps_the_writers_chunk_ids(
@@ -174,7 +152,7 @@ def test_reindex_keeps_the_writers_chunk_ids(
     opened.append(re)
     (hit,) = re.store.find(["n-1"])
     assert hit.text == text
-    assert _points(re)[hit.id][0][ENCODER_ID] == re.fingerprint.identity
+    assert index_points(re)[hit.id][0][ENCODER_ID] == re.fingerprint.identity
 
 
 def test_interrupted_reindex_blocks_both_encoders_until_finished(
@@ -215,7 +193,7 @@ def test_interrupted_reindex_blocks_both_encoders_until_finished(
     assert spy.calls == 2  # the first group was kept; groups 2 and 3 were encoded now
     fresh = M3Index.open(enc_b, tmp_path / "fresh", collection="c", backend=backend)
     opened.append(fresh)
-    assert_same_points(_points(done), _points(fresh))
+    assert_same_points(index_points(done), index_points(fresh))
 
 
 def test_precision_change_is_recorded_not_refused(
@@ -287,11 +265,11 @@ def test_reindex_refuses_chunkings_it_cannot_redo(
 ) -> None:
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
         index.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
-        before = _points(index)
+        before = index_points(index)
     with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'"):
         M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
-        assert_same_points(_points(index), before)
+        assert_same_points(index_points(index), before)
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -491,7 +469,7 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
     (its points keep their encoder id, so nothing is re-encoded) and gains the field."""
     index = M3Index.open(enc_a, tmp_path, collection="c")
     _fill(index, enc_a)
-    before = _points(index)
+    before = index_points(index)
     record = index.store.collection_metadata()
     del record["fingerprint"]["architecture"]
     index.store.set_collection_metadata(record)
@@ -503,9 +481,9 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
     assert again.store.collection_metadata()["fingerprint"] == again.fingerprint.to_dict()
     assert again.fingerprint.architecture is not None
     assert old_id != again.fingerprint.identity
-    assert_same_points(_points(again), before)
+    assert_same_points(index_points(again), before)
     _fill(again, enc_a)  # the same documents again: unchanged, nothing rewritten
-    assert_same_points(_points(again), before)
+    assert_same_points(index_points(again), before)
 
 
 def test_a_reindex_started_by_an_earlier_m3kit_resumes_where_it_stopped(

@@ -23,7 +23,7 @@ from m3kit.late_chunking import LateChunker
 from m3kit.store import M3Index, M3Store
 from m3kit.store.search_settings import calibrated_encoder_identity
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
-from tests.reliability.killing import Points, assert_same_points, points_of
+from tests.reliability.killing import assert_same_points, index_points
 
 from .conftest import SentenceChunker
 
@@ -64,23 +64,6 @@ def _fill(index: M3Index, encoder: M3Encoder) -> None:
     )
 
 
-def _points(index: M3Index) -> Points:
-    """Every point of an open index, read from the backend itself."""
-    backend = index.store._backend
-    if index.store.backend.value == "client":
-        client = backend._client  # type: ignore[attr-defined]
-        records, _ = client.scroll(
-            backend.collection, limit=10_000, with_payload=True, with_vectors=True
-        )
-        return points_of(records)
-    import qdrant_edge as qe
-
-    records, _ = backend.shard.scroll(  # type: ignore[attr-defined]
-        qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True)
-    )
-    return points_of(records)
-
-
 def _open(encoder: Any, where: Path, backend: str, **options: Any) -> M3Index:
     return M3Index.open(encoder, where, collection="c", backend=backend, **options)
 
@@ -105,11 +88,11 @@ def test_reindex_changes_the_cut_as_a_fresh_index_stores_it(
     with _open(enc_a, tmp_path / "a", backend, **old) as index:
         _fill(index, enc_a)
         count = index.count()
-        before = _points(index)
+        before = index_points(index)
     fresh = _open(enc_a, tmp_path / "b", backend, **new)
     opened.append(fresh)
     _fill(fresh, enc_a)
-    want = _points(fresh)
+    want = index_points(fresh)
     # the two cuts store other sparse vectors (else this test would show nothing)
     assert any(before[p][1]["sparse"][0] != want[p][1]["sparse"][0] for p in want)
 
@@ -117,7 +100,7 @@ def test_reindex_changes_the_cut_as_a_fresh_index_stores_it(
     opened.append(re)
     assert re.count() == count
     assert re.sparse_cut == re.store.sparse_cut == fresh.sparse_cut
-    assert_same_points(_points(re), want)  # sparse cut anew; dense, ColBERT, payloads as fresh
+    assert_same_points(index_points(re), want)  # sparse cut anew; dense, ColBERT, payloads as fresh
     assert re.store.collection_metadata() == fresh.store.collection_metadata()
     re.close()
     with _open(enc_a, tmp_path / "a", backend) as again:  # the new cut is the recorded one
@@ -129,14 +112,14 @@ def test_another_cut_without_reindex_is_refused_saying_how_to_change_it(
 ) -> None:
     with _open(enc_a, tmp_path, backend, sparse_top_k=3) as index:
         _fill(index, enc_a)
-        before = _points(index)
+        before = index_points(index)
     with pytest.raises(ValueError, match=r"stored with sparse_top_k=3") as caught:
         _open(enc_a, tmp_path, backend, sparse_top_k=5)
     assert "reindex=True" in str(caught.value) and "--reindex" in str(caught.value)
     with _open(enc_a, tmp_path, backend) as index:
         assert index.sparse_cut == SparseCut(3)
         assert PENDING_KEY not in index.store.collection_metadata()
-        assert_same_points(_points(index), before)
+        assert_same_points(index_points(index), before)
 
 
 @pytest.mark.parametrize("finish", [{"sparse_top_k": 2}, {}], ids=["given", "pending"])
@@ -189,7 +172,7 @@ def test_an_interrupted_cut_change_is_refused_until_finished(
     assert done.sparse_cut == SparseCut(2)
     fresh = _open(enc_a, tmp_path / "fresh", backend)
     opened.append(fresh)
-    assert_same_points(_points(done), _points(fresh))
+    assert_same_points(index_points(done), index_points(fresh))
     assert done.store.collection_metadata() == fresh.store.collection_metadata()
 
 
@@ -199,7 +182,7 @@ def test_chunks_reindex_cannot_rebuild_are_refused_before_anything_is_written(
     with _open(enc_a, tmp_path, backend) as index:
         index.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
         index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
-        before = _points(index)
+        before = index_points(index)
         record = dict(index.store.collection_metadata())
     with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'") as e:
         _open(enc_a, tmp_path, backend, sparse_top_k=2, reindex=True)
@@ -208,7 +191,7 @@ def test_chunks_reindex_cannot_rebuild_are_refused_before_anything_is_written(
     with _open(enc_a, tmp_path, backend) as index:  # not pending: nothing was changed
         assert index.sparse_cut == SparseCut()
         assert index.store.collection_metadata() == record
-        assert_same_points(_points(index), before)
+        assert_same_points(index_points(index), before)
 
 
 def test_a_new_encoder_and_a_new_cut_at_once(
@@ -221,7 +204,7 @@ def test_a_new_encoder_and_a_new_cut_at_once(
     _fill(fresh, enc_b)
     re = _open(enc_b, tmp_path / "a", backend, sparse_min_weight=0.1, reindex=True)
     opened.append(re)
-    assert_same_points(_points(re), _points(fresh))
+    assert_same_points(index_points(re), index_points(fresh))
     assert re.store.collection_metadata() == fresh.store.collection_metadata()
 
 
@@ -331,7 +314,7 @@ def test_a_writer_with_the_old_cut_during_the_change_is_redone(
     encoder = WritesMeanwhile()
     admin = M3Index(encoder, copy.copy(service.store), sparse_top_k=2, reindex=True)  # type: ignore[arg-type]
     assert encoder.fired
-    points = _points(admin)
+    points = index_points(admin)
     texts_of = {p["doc_id"]: p["page_content"] for p, _ in points.values()}
     assert texts_of["new"].startswith("a new") and texts_of["d3"].startswith("document 3 edited")
     assert max(len(v["sparse"][0]) for _, v in points.values()) == 2
