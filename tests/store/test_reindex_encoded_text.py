@@ -10,8 +10,7 @@ import pytest
 from m3kit import M3Encoder
 from m3kit.store import ChunkRecord, M3Index, output_row
 from m3kit.store.schema import ENCODED_TEXT, PAGE_CONTENT
-
-from .test_fingerprint import _points
+from tests.reliability.killing import index_points
 
 TEXT = "Berlin is the capital of Germany."
 ENCODED = "passage: title: Capitals of Europe\n\nBerlin is the capital of Germany."
@@ -30,10 +29,10 @@ def test_reindex_encodes_a_whole_documents_encoded_text(
             ChunkRecord("e", 0, TEXT, {}, output_row(enc_a.encode([TEXT]), 0), encoded_text=TEXT),
         ]
         index.store.upsert(records)
-        stored = {p[0]["doc_id"]: p[0] for p in _points(index).values()}
+        stored = {p[0]["doc_id"]: p[0] for p in index_points(index).values()}
         assert stored["d"][ENCODED_TEXT] == ENCODED and ENCODED_TEXT not in stored["e"]
     with M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True) as re:
-        points = {p[0]["doc_id"]: p for p in _points(re).values()}
+        points = {p[0]["doc_id"]: p for p in index_points(re).values()}
     payload, vectors = points["d"]
     assert (payload[PAGE_CONTENT], payload[ENCODED_TEXT]) == (TEXT, ENCODED)
     want = enc_b.encode([ENCODED])

@@ -19,10 +19,10 @@ from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import LateChunker
 from m3kit.store import M3Index
 from m3kit.store.schema import ENCODER_ID
-from tests.reliability.killing import assert_same_points
+from tests.reliability.killing import assert_same_points, index_points
 
 from . import test_fingerprint as fingerprint_tests
-from .test_fingerprint import _points, _stamps
+from .test_fingerprint import _stamps
 
 # test_fingerprint's documents under ids that sort the whole ones first, so a reindex in
 # groups of two used to write them before it reached a long document
@@ -35,7 +35,7 @@ def _fill(encoder: M3Encoder, where: Path, backend: str, chunker: object) -> tup
     with M3Index.open(encoder, where, collection="c", backend=backend) as index:
         index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
         index.add_texts(list(LONG.values()), doc_ids=list(LONG), chunker=chunker)  # type: ignore[arg-type]
-        return _points(index), index.store.collection_metadata()
+        return index_points(index), index.store.collection_metadata()
 
 
 def _assert_untouched(
@@ -46,7 +46,7 @@ def _assert_untouched(
         assert "reindex_to" not in index.store.collection_metadata()
         assert index.store.collection_metadata() == record
         assert _stamps(index) == {index.fingerprint.identity}
-        assert_same_points(_points(index), points)
+        assert_same_points(index_points(index), points)
 
 
 def _stored_spans(points: dict, doc_id: str) -> list[tuple[int, int]]:
