@@ -17,13 +17,11 @@ pass; a writer that goes on writing with the old cut after the change is not see
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from m3kit.store.reindex import DocPlan, check_plans, chunk_version, doc_plans, reencode
+from m3kit.store.reindex import DocPlan, check_plans, doc_plans, reencode, stored_versions
 from m3kit.store.reindex_fit import Chunkers, check_fit
-from m3kit.store.schema import CHUNK_INDEX, DOC_HASH, DOC_ID
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 
 if TYPE_CHECKING:
@@ -112,10 +110,8 @@ _PASSES = 3
 
 def _changed(store: M3Store, written: Mapping[str, list[tuple[int, Any]]]) -> list[str]:
     """The stored documents not as this change re-encoded them (all of them at first)."""
-    found: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-    for h in store._backend.scroll(None, [DOC_ID, CHUNK_INDEX, DOC_HASH]):
-        found[str(h.payload.get(DOC_ID))].append(chunk_version(h.payload))
-    return sorted(d for d, v in found.items() if written.get(d) != sorted(v))
+    found = stored_versions(store, None)
+    return sorted(d for d, v in found.items() if written.get(d) != v)
 
 
 def _start(

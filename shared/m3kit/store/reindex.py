@@ -47,6 +47,7 @@ __all__ = [
     "doc_plans",
     "reencode",
     "reindex_collection",
+    "stored_versions",
 ]
 
 logger = logging.getLogger("m3kit.store.collection_record")  # one logger for the record's work
@@ -152,7 +153,7 @@ def reencode(
             group = [plans[d] for d in todo[start : start + index.write_group]]
             records = _with_writer_fields(_encode(index, group, chunkers), group)
             with index._write_lock:
-                now = _versions(store, [p.doc_id for p in group])
+                now = stored_versions(store, [p.doc_id for p in group])
                 changed = {p.doc_id for p in group if now.get(p.doc_id) != p.versions()}
                 if changed:
                     logger.info(
@@ -170,11 +171,15 @@ def reencode(
     return written
 
 
-def _versions(store: M3Store, doc_ids: Sequence[str]) -> dict[str, list[tuple[int, Any]]]:
-    """:meth:`DocPlan.versions` of the stored documents, as they are now (absent: none)."""
+def stored_versions(
+    store: M3Store, doc_ids: Sequence[str] | None
+) -> dict[str, list[tuple[int, Any]]]:
+    """:meth:`DocPlan.versions` of the stored documents ``doc_ids`` (``None``: every one), as
+    they are now (absent: none)."""
     found: dict[str, list[tuple[int, Any]]] = defaultdict(list)
     keys = [DOC_ID, CHUNK_INDEX, DOC_HASH]
-    for h in store._backend.scroll(documents_filter(list(doc_ids)), keys):
+    selector = None if doc_ids is None else documents_filter(list(doc_ids))
+    for h in store._backend.scroll(selector, keys):
         found[str(h.payload.get(DOC_ID))].append(chunk_version(h.payload))
     return {d: sorted(v) for d, v in found.items()}
 
