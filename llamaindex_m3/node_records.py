@@ -27,6 +27,7 @@ from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
 from m3kit.store.points import plain_json
+from m3kit.store.records import NODES_KIND
 
 if TYPE_CHECKING:
     from m3kit.fingerprint import EncoderFingerprint
@@ -401,6 +402,12 @@ def node_chunk_record(
         stored: The stored chunk the node names by its id, if any (:func:`node_metadata`).
         encoded: The text its vectors were encoded on (:func:`embed_text`; ``None`` for a
             late-chunked node, whose vectors were pooled from its document).
+
+    A node encoded here (not late-chunked) is recorded as chunked ``{"kind": "nodes"}``
+    (:data:`~m3kit.store.records.NODES_KIND`): a reindex encodes it alone again, from
+    ``encoded_text`` (else its text). A late-chunked node records no chunking: its vectors
+    were pooled from its document, whose text is not stored whole, so a reindex of a document
+    of several such nodes is refused.
     """
     return ChunkRecord(
         doc_id=doc_id,
@@ -415,6 +422,7 @@ def node_chunk_record(
         chunk_id=chunk_id,
         extra=node_extra(node, stored),
         encoded_text=other_encoded_text(node, encoded),
+        chunking=None if is_late(node) else {"kind": NODES_KIND},
     )
 
 

@@ -9,7 +9,11 @@ from typing import Any
 
 from m3kit.outputs import Head, M3Output
 
-__all__ = ["Backend", "ChunkRecord", "Fusion", "Hit", "output_row"]
+__all__ = ["NODES_KIND", "Backend", "ChunkRecord", "Fusion", "Hit", "output_row"]
+
+#: The ``chunking`` kind of chunks each encoded alone from their own text (``encoded_text``, else
+#: ``text``): framework nodes (a LlamaIndex node parser's), which may overlap or leave gaps.
+NODES_KIND = "nodes"
 
 
 class Fusion(str, enum.Enum):
@@ -54,9 +58,12 @@ class ChunkRecord:
         chunk_count: Number of chunks of that document version; default: the number of
             records of the document in the same upsert call.
         chunking: How the document was chunked, stored so ``reindex`` can redo it with
-            another encoder: ``{"kind": "whole"}``, ``{"kind": "late", "window": ...,
-            "overlap": ..., "dense_pooling": ...}`` or ``{"kind": "custom", "signature":
-            ...}``; ``None``: unknown.
+            another encoder: ``{"kind": "whole"}``, ``{"kind": "naive"}``, ``{"kind":
+            "late", "window": ..., "overlap": ..., "dense_pooling": ...}``, ``{"kind":
+            "nodes"}`` (:data:`NODES_KIND`: each chunk encoded alone from its own
+            ``encoded_text`` or ``text``, at stored positions that may overlap or leave gaps;
+            what the LlamaIndex writers record for nodes they encode) or ``{"kind": "custom",
+            "signature": ...}``; ``None``: unknown (several such chunks cannot be reindexed).
         chunk_id: The writer's own id of the chunk (a LlamaIndex node id), stored so the
             chunk can be found, replaced and deleted by it as well as by its point id.
         extra: JSON a writer keeps with the chunk to rebuild its own object when reading it
@@ -66,7 +73,7 @@ class ChunkRecord:
             text than ``text`` (a framework node's text with its metadata lines and an
             instruction before it); ``None``: ``text`` itself. Stored (under
             ``encoded_text``) so that ``reindex`` encodes what the writer encoded; only a
-            whole document (one chunk) can have it reindexed.
+            whole document (one chunk) or ``"nodes"`` chunks can have it reindexed.
     """
 
     doc_id: str

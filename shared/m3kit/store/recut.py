@@ -4,7 +4,8 @@
 index --reindex --sparse-top-k ...``) on a collection whose chunks were stored with another cut
 (:mod:`m3kit.store.sparse_cut`). A stored vector keeps only the weights its cut kept, so a
 looser cut needs the model: every document is re-encoded from its stored text exactly as the
-encoder reindex (:mod:`m3kit.store.reindex`) re-encodes it, whole or chunked as it was, and
+encoder reindex (:mod:`m3kit.store.reindex`) re-encodes it, whole, chunked as it was or node
+by node (:mod:`m3kit.store.reindex_nodes`), and
 written in place with the new cut; documents whose chunking cannot be redone are refused before
 anything is written. The record says the change is pending (``sparse_cut_to``) from its first
 write until its last, and the collection is refused meanwhile (:func:`settle_sparse_cut

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from m3kit.store.collection_record import _read, _write
 from m3kit.store.filters import documents_filter
-from m3kit.store.records import ChunkRecord
+from m3kit.store.records import NODES_KIND, ChunkRecord
 from m3kit.store.reindex_fit import Chunkers, check_fit, chunking_key, rounds, stored_chunker
+from m3kit.store.reindex_nodes import encode_nodes, has_nodes, nodes_problem
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_ID,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
 __all__ = [
+    "REBUILD_ADVICE",
+    "UNRECORDED",
     "DocPlan",
     "check_plans",
     "chunk_version",
@@ -61,8 +64,10 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     Each document is rebuilt from its stored chunks: a whole document from its text, a
     late-chunked one by late chunking the joined chunk texts again over the stored spans with
     the stored window, overlap and pooling (a naively chunked one likewise, each chunk encoded
-    alone). Documents whose chunking cannot be redone (a custom chunker, chunks that do not
-    tile the text, or several chunks of unknown origin) or whose chunks do not fit the
+    alone), and framework nodes (``{"kind": "nodes"}``) each encoded alone again from the
+    text its writer encoded. Documents whose chunking cannot be redone (a custom chunker,
+    chunks that do not tile the text, or several chunks with no recorded chunking:
+    :data:`UNRECORDED`) or whose chunks do not fit the
     encoder's window (:func:`~m3kit.store.reindex_fit.check_fit`) are refused before anything
     is written.
 
@@ -203,7 +208,8 @@ class DocPlan:
         self.text = "".join(str(p.get(PAGE_CONTENT, "")) for p in self.chunks)
         self.metadata = dict(first.get(METADATA) or {})
         self.doc_hash = first.get(DOC_HASH)
-        # what its writer encoded, when not its stored text (read by _encode: whole only)
+        # what its writer encoded, when not its stored text (read by _encode_whole; nodes
+        # documents read each chunk's own)
         encoded = first.get(ENCODED_TEXT)
         self.encoded_text = None if encoded is None else str(encoded)
 
@@ -211,8 +217,15 @@ class DocPlan:
         kind = (self.chunking or {}).get("kind")
         if kind == "whole":
             return None if len(self.chunks) == 1 else "several chunks marked whole"
+        if has_nodes(self):  # each chunk encoded alone: no tiling needed
+            return nodes_problem(self)
+        if kind is None:
+            return UNRECORDED
         if any(p.get(ENCODED_TEXT) is not None for p in self.chunks):
-            return "chunks encoded from other texts than stored (redone for a whole document only)"
+            return (
+                "chunks encoded from other texts than stored (redone for a whole document or "
+                "nodes encoded alone only)"
+            )
         if kind in ("late", "naive"):
             pos = 0
             for p in self.chunks:
@@ -220,8 +233,6 @@ class DocPlan:
                     return "its chunks do not tile its text (a splitter left gaps)"
                 pos = int(p[END])
             return None
-        if kind is None:
-            return "chunked by an unknown method (written before m3kit recorded chunking)"
         signature = (self.chunking or {}).get("signature", kind)
         return f"chunked by {signature!r}, which reindex cannot redo"
 
@@ -268,6 +279,16 @@ def _with_writer_fields(records: list[ChunkRecord], group: Sequence[DocPlan]) ->
     ]
 
 
+#: Why a document of several chunks without a recorded chunking is refused: how its chunks
+#: were made is not known, and the writers that leave none make chunks a reindex cannot redo.
+UNRECORDED = (
+    "several chunks with no recorded chunking, so how their vectors were made is unknown: "
+    "late-chunked nodes (LlamaIndex M3LateChunkingNodeParser, whose vectors were pooled from "
+    "their document's text, which is not stored whole), nodes a LlamaIndex writer stored "
+    "before m3kit recorded node chunking, chunks M3Index stored before it recorded chunking, "
+    "or records written by M3Store.upsert without a chunking"
+)
+
 #: What to do about documents a reindex cannot rebuild (an encoder change).
 REBUILD_ADVICE = (
     "Open the collection with the encoder that wrote it, delete them (M3Index.delete), "
@@ -303,6 +324,9 @@ def _encode(
     for key, plans in by_config.items():
         if key == ("whole",):
             records.extend(_encode_whole(index, plans))
+            continue
+        if key == (NODES_KIND,):
+            records.extend(encode_nodes(index, plans))
             continue
         chunker, lookup = stored_chunker(index, key, chunkers)
         for batch in rounds(plans):

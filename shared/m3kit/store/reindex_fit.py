@@ -6,7 +6,9 @@ the pass writes anything: a stored chunking the new encoder cannot redo (a late 
 chunk alone, longer than its window) is refused up front, by the chunkers' own rules
 (their constructors and ``oversized``, tokenising only), instead of failing part-way through
 the rewrite. Whole documents are not refused: one longer than the window is cut with a
-warning naming it, as :meth:`~m3kit.store.M3Index.add_texts` cuts it.
+warning naming it, as :meth:`~m3kit.store.M3Index.add_texts` cuts it; nor are framework nodes
+(``{"kind": "nodes"}``): one longer than the window is cut with a warning naming it, as the
+LlamaIndex writers cut a node (:mod:`m3kit.store.reindex_nodes`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ __all__ = ["Chunkers", "StoredSpans", "check_fit", "chunking_key", "rounds", "st
 
 #: Texts tokenised per call of a chunker's ``oversized`` (bounds the encodings held at once).
 _TOKENISE_BATCH = 256
+#: Chunkings never refused: a text longer than the window is cut with a warning, as their
+#: writers cut it (a whole document, a framework node).
+_CUT_WITH_A_WARNING = (("whole",), ("nodes",))
 #: Refused documents (or groups of them) named in the error.
 _LISTED = 5
 
@@ -43,11 +48,11 @@ Chunkers = dict[tuple[Any, ...], tuple[Any, StoredSpans]]
 
 
 def chunking_key(plan: DocPlan) -> tuple[Any, ...]:
-    """What decides how a stored document is chunked again: ``("whole",)``, ``("naive",)``
-    or the late chunking's stored settings."""
+    """What decides how a stored document is chunked again: ``("whole",)``, ``("naive",)``,
+    ``("nodes",)`` or the late chunking's stored settings."""
     c = plan.chunking or {}
     if c.get("kind") != "late":
-        return (str(c.get("kind")),)  # whole or naive (others are refused up front)
+        return (str(c.get("kind")),)  # whole, naive or nodes (others are refused up front)
     heads = c.get("late_heads")
     return (
         "late",
@@ -132,7 +137,7 @@ def check_fit(
         by_key[chunking_key(p)].append(p)
     refused: list[tuple[list[str], str]] = []
     for key, group in by_key.items():
-        if key != ("whole",):
+        if key not in _CUT_WITH_A_WARNING:
             refused.extend(_unfit(index, key, group, chunkers))
     if refused:
         raise ValueError(_message(index, refused, started))
