@@ -86,9 +86,9 @@ def _sparse_cut(top_k: int | None, min_weight: float | None, val_dataset: Any) -
     Raises:
         ValueError: A value an index refuses, or a cut without a ``val_dataset`` to measure.
     """
-    from m3kit.store.sparse_cut import SparseCut
+    from m3kit.store.sparse_cut import SparseCut, sparse_cut_of
 
-    cut = SparseCut(top_k, 0.0 if min_weight is None else min_weight)
+    cut = sparse_cut_of(top_k, min_weight) or SparseCut()
     if cut.cuts and val_dataset is None:
         raise ValueError(
             f"{cut.describe()} was given without a val_dataset: the sparse cut applies to its "

@@ -320,7 +320,7 @@ def _run_search(args: argparse.Namespace) -> int:
         record = cli_open.collection_record(args, storage, missing_ok=False)
     except CollectionNotFoundError as e:
         raise CollectionNotFoundError(f"{e}; run `m3kit index` first") from None
-    cli_open.refuse_unfinished_cut(args, record)
+    cli_open.refuse_unfinished(args, record)
     encoder = cli_open.load_encoder(args, storage, record)
     try:
         index = cli_open.open_index(encoder, args, storage, create=False)

@@ -46,7 +46,7 @@ def run_index(args: argparse.Namespace) -> int:
             "alone re-encodes each stored document's chunks as they are"
         )
     record = cli_open.collection_record(args, storage)
-    cli_open.refuse_unfinished_cut(args, record)  # before reading files or loading a model
+    cli_open.refuse_unfinished(args, record)  # before reading files or loading a model
     chunking = _index_chunking(args, record)
     # read everything first: bad input fails before loading
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only

@@ -27,7 +27,9 @@ __all__ = [
     "load_encoder",
     "location",
     "open_index",
+    "refuse_unfinished",
     "refuse_unfinished_cut",
+    "refuse_unfinished_reindex",
     "sparse_cut",
     "sparse_min_weight",
     "storage",
@@ -122,25 +124,22 @@ def collection_model(
     reindexing to; any other command is refused (which model to use is the user's call).
 
     Raises:
-        ValueError: The recorded model folder is gone, or it was a model built in memory; or
-            a reindex is unfinished and this is not ``m3kit index --reindex``.
+        ValueError: The recorded model folder is gone, or it was a model built in memory.
+        FingerprintMismatchError: A reindex is unfinished and this is not
+            ``m3kit index --reindex`` (:func:`refuse_unfinished_reindex`).
     """
     from m3kit.fingerprint import EncoderFingerprint
+    from m3kit.store.collection_record import PENDING_KEY
 
     if record is None:
         record = collection_record(args, storage)
     fingerprint = record.get("fingerprint")
     if fingerprint is None:
         return None
-    pending = record.get("reindex_to")
+    refuse_unfinished_reindex(args, record)
+    pending = record.get(PENDING_KEY)
     if pending is not None:
         target = EncoderFingerprint.from_dict(pending)
-        if not getattr(args, "reindex", False):
-            raise ValueError(
-                f"collection {args.collection!r} is part-way through a reindex to "
-                f"{target.describe()}; finish it first (`m3kit index --reindex`, or "
-                "--model to reindex to another model)"
-            )
         logger.info("finishing the interrupted reindex to %s", target.describe())
         fingerprint = pending
     stored = EncoderFingerprint.from_dict(fingerprint)
@@ -152,6 +151,46 @@ def collection_model(
             "(that model, or another one with `m3kit index --reindex`)"
         )
     return stored
+
+
+def refuse_unfinished(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """Refuse, from the collection's ``record`` and before a model loads, a collection that
+    ``M3Index.open`` would refuse whatever the model: one part-way through a change of its
+    sparse cut (:func:`refuse_unfinished_cut`), then one part-way through a reindex
+    (:func:`refuse_unfinished_reindex`), in the order the index checks them.
+
+    Raises:
+        ValueError: As ``M3Index.open`` would, with its message.
+    """
+    refuse_unfinished_cut(args, record)
+    refuse_unfinished_reindex(args, record)
+
+
+def refuse_unfinished_reindex(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """Refuse a collection part-way through a reindex to another encoder, from its ``record``
+    (:func:`collection_record`), before a model loads: ``M3Index.open`` refuses it to every
+    encoder, so loading one (a minute for BGE-M3) would only delay the refusal;
+    ``m3kit index --reindex`` passes (it finishes the reindex, or goes back).
+
+    Raises:
+        FingerprintMismatchError: The record holds a pending reindex and this is not
+            ``m3kit index --reindex``: the message is the one opening the index gives
+            (:func:`m3kit.store.collection_record.unfinished_reindex_message`).
+    """
+    from m3kit.errors import FingerprintMismatchError
+    from m3kit.fingerprint import EncoderFingerprint
+    from m3kit.store.collection_record import PENDING_KEY, unfinished_reindex_message
+
+    fingerprint, pending = record.get("fingerprint"), record.get(PENDING_KEY)
+    if fingerprint is None or pending is None or getattr(args, "reindex", False):
+        return  # (a record without a fingerprint: the index ignores what it says is pending)
+    raise FingerprintMismatchError(
+        unfinished_reindex_message(
+            args.collection,
+            EncoderFingerprint.from_dict(fingerprint),
+            EncoderFingerprint.from_dict(pending),
+        )
+    )
 
 
 def refuse_unfinished_cut(args: argparse.Namespace, record: dict[str, Any]) -> None:

@@ -2,9 +2,10 @@
 
 The one encode step of :func:`m3kit.finetune.evaluate.evaluate_heads` (exhaustive metrics per
 head) and :func:`m3kit.store.calibration_task.calibration_task` (fusion calibration in the
-store): both measure passages and queries encoded with the same heads, truncation and
-sparse cut (``sparse_top_k`` / ``sparse_min_weight``, the cut an
-:class:`~m3kit.store.M3Index` applies to what it stores and searches with).
+store): both measure passages and queries encoded with the same heads and truncation.
+:func:`~m3kit.finetune.evaluate.evaluate_heads` gives the sparse cut here (``sparse_top_k`` /
+``sparse_min_weight``, the cut an :class:`~m3kit.store.M3Index` applies to what it stores and
+searches with); the calibration encodes uncut and leaves the cut to its store, as an index does.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,34 @@ def tiny_encoder(tiny_encoder: Any) -> CachedEncoder:
 def minilm_encoder(minilm_encoder: Any) -> CachedEncoder:
     """The session's MiniLM encoder, memoised."""
     return CachedEncoder(minilm_encoder)
+
+
+@pytest.fixture(params=["edge", "client"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The engine (``M3Index.open(backend=...)``) of the reindex tests, each in a folder."""
+    return str(request.param)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[M3Index]]:
+    """The indexes a test appends to it, closed after the test."""
+    indexes: list[M3Index] = []
+    yield indexes
+    for index in indexes:
+        index.close()
+
+
+def fill(index: M3Index, encoder: Any, whole: Mapping[str, str], long: Mapping[str, str]) -> None:
+    """Add ``whole`` (``{doc_id: text}``, one chunk each, metadata ``{"k": "w"}``) and ``long``
+    (late chunked, 12 tokens a chunk) to ``index``."""
+    from m3kit.late_chunking import LateChunker
+
+    index.add_texts(list(whole.values()), doc_ids=list(whole), metadatas=[{"k": "w"}] * len(whole))
+    index.add_texts(
+        list(long.values()),
+        doc_ids=list(long),
+        chunker=LateChunker(encoder, chunk_size=12, window=40),
+    )
 
 
 @pytest.fixture(params=list(BACKENDS))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,12 @@ from qdrant_client import models
 from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import chunking_signature, describe_settings, encoder_fingerprint
-from m3kit.late_chunking import LateChunker
 from m3kit.store import ChunkRecord, M3Index, output_row
 from m3kit.store.filters import documents_filter
 from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import FailingEncoder, assert_same_points, index_points
 
-from .conftest import SentenceChunker
-
-BACKENDS = ["edge", "client"]
+from .conftest import SentenceChunker, fill
 
 WHOLE = {
     "w1": "Oxygen is a chemical element with symbol O.",
@@ -35,28 +31,6 @@ LONG = {
     ),
     "l2": " ".join(f"Part {i}: late chunking pools token vectors per chunk." for i in range(7)),
 }
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def opened() -> Iterator[list[M3Index]]:
-    indexes: list[M3Index] = []
-    yield indexes
-    for index in indexes:
-        index.close()
-
-
-def _fill(index: M3Index, encoder: M3Encoder) -> None:
-    index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE), metadatas=[{"k": "w"}] * 3)
-    index.add_texts(
-        list(LONG.values()),
-        doc_ids=list(LONG),
-        chunker=LateChunker(encoder, chunk_size=12, window=40),
-    )
 
 
 # -- the fingerprint ----------------------------------------------------------------------------
@@ -100,7 +74,7 @@ def test_other_encoder_is_refused_and_nothing_is_written(
     enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
 ) -> None:
     index = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)
-    _fill(index, enc_a)
+    fill(index, enc_a, WHOLE, LONG)
     before, record = index_points(index), index.store.collection_metadata()
     index.close()
     with pytest.raises(FingerprintMismatchError) as err:
@@ -118,14 +92,14 @@ def test_reindex_equals_a_fresh_index_with_the_new_encoder(
     enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
 ) -> None:
     index = M3Index.open(enc_a, tmp_path / "a", collection="c", backend=backend)
-    _fill(index, enc_a)
+    fill(index, enc_a, WHOLE, LONG)
     count = index.count()
     assert count > len(WHOLE) + len(LONG)  # the long documents have several chunks
     index.close()
 
     fresh = M3Index.open(enc_b, tmp_path / "b", collection="c", backend=backend)
     opened.append(fresh)
-    _fill(fresh, enc_b)
+    fill(fresh, enc_b, WHOLE, LONG)
     re = M3Index.open(enc_b, tmp_path / "a", collection="c", backend=backend, reindex=True)
     opened.append(re)
     assert re.count() == count
@@ -134,7 +108,7 @@ def test_reindex_equals_a_fresh_index_with_the_new_encoder(
     assert_same_points(got, want)
     assert re.store.collection_metadata() == fresh.store.collection_metadata()
     # the re-encoded documents count as unchanged for the new encoder: nothing is rewritten
-    _fill(re, enc_b)
+    fill(re, enc_b, WHOLE, LONG)
     assert_same_points(index_points(re), want)
 
 
@@ -360,7 +334,7 @@ def test_a_document_left_with_mixed_versions_is_reindexed(
     """A document whose chunks carry two versions (a write cut short) is not "changed by
     another writer" to the reindex: it is re-encoded, and the reindex finishes."""
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
-        _fill(index, enc_a)
+        fill(index, enc_a, WHOLE, LONG)
         doc = next(iter(LONG))
         second = models.Filter(
             must=[
@@ -449,7 +423,7 @@ def test_an_edited_config_over_the_same_weights_is_another_encoder(
     assert [d[0] for d in a.differences(c)] == ["architecture"]
 
     index = M3Index.open(enc_a, tmp_path / "store", collection="c", backend=backend)
-    _fill(index, enc_a)
+    fill(index, enc_a, WHOLE, LONG)
     index.close()
     with pytest.raises(FingerprintMismatchError, match="architecture: stored .*num_hidden_layers"):
         M3Index.open(enc_cut, tmp_path / "store", collection="c", backend=backend)
@@ -468,7 +442,7 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
     """A record written before fingerprints held ``architecture`` opens with the same encoder
     (its points keep their encoder id, so nothing is re-encoded) and gains the field."""
     index = M3Index.open(enc_a, tmp_path, collection="c")
-    _fill(index, enc_a)
+    fill(index, enc_a, WHOLE, LONG)
     before = index_points(index)
     record = index.store.collection_metadata()
     del record["fingerprint"]["architecture"]
@@ -482,7 +456,7 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
     assert again.fingerprint.architecture is not None
     assert old_id != again.fingerprint.identity
     assert_same_points(index_points(again), before)
-    _fill(again, enc_a)  # the same documents again: unchanged, nothing rewritten
+    fill(again, enc_a, WHOLE, LONG)  # the same documents again: unchanged, nothing rewritten
     assert_same_points(index_points(again), before)
 
 
@@ -494,7 +468,7 @@ def test_a_reindex_started_by_an_earlier_m3kit_resumes_where_it_stopped(
     from qdrant_client import models
 
     index = M3Index.open(enc_a, tmp_path, collection="c", backend="client")
-    _fill(index, enc_a)
+    fill(index, enc_a, WHOLE, LONG)
     index.close()
     re = M3Index.open(enc_b, tmp_path, collection="c", backend="client", reindex=True)
     target = re.fingerprint

@@ -22,17 +22,25 @@ import pytest
 from m3kit import M3Encoder
 from m3kit.checkpoint import SEARCH_FILE
 from m3kit.fingerprint import encoder_fingerprint
+from m3kit.outputs import Head
 from m3kit.store import FusionCalibration, M3Index, SearchSettings
 from m3kit.store.calibration import calibrate_fusion
 from m3kit.store.calibration_task import calibration_task, run_task
+from m3kit.store.query import QueryVectors
 from m3kit.store.search_settings import calibrated_encoder_identity
 from m3kit.store.sparse_cut import SparseCut
 from m3kit.testing import SAMPLE_TEXTS
+from tests.reliability.killing import index_points
 
 CORPUS = {f"d{i}": t for i, t in enumerate(SAMPLE_TEXTS)}
 QUERIES = {f"q{i}": " ".join(t.split()[:5]) for i, t in enumerate(SAMPLE_TEXTS)}
 QRELS = {f"q{i}": {f"d{i}": 1.0} for i in range(len(SAMPLE_TEXTS))}
 SPARSE_ONLY = SearchSettings(fusion="m3", weights=(0.0, 1.0, 0.0), rerank=False)
+CUTS: list[dict[str, Any]] = [
+    {"sparse_top_k": 2},
+    {"sparse_min_weight": 0.2},
+    {"sparse_top_k": 3, "sparse_min_weight": 0.1},
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +79,7 @@ def _task_scores(encoder: Any, cut: SparseCut | None) -> dict[str, list[float]]:
         return out
 
 
-@pytest.mark.parametrize(
-    "cut",
-    [
-        {"sparse_top_k": 2},
-        {"sparse_min_weight": 0.2},
-        {"sparse_top_k": 3, "sparse_min_weight": 0.1},
-    ],
-)
+@pytest.mark.parametrize("cut", CUTS)
 def test_the_calibration_collection_is_cut_as_an_index_with_the_cut(
     encoder: M3Encoder, cut: dict[str, Any]
 ) -> None:
@@ -87,6 +88,57 @@ def test_the_calibration_collection_is_cut_as_an_index_with_the_cut(
     assert _close(cut_scores, _index_scores(encoder, **cut))
     # the setting matters: uncut sparse scores are others
     assert not _close(cut_scores, _task_scores(encoder, None))
+
+
+def _searched_sparse(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], list[float]]]:
+    """Every sparse vector a store searches with from now on (after its own cut)."""
+    searched: list[tuple[list[int], list[float]]] = []
+    check = QueryVectors.check
+
+    def spy(schema: Any, dense: Any, sparse: Any, colbert: Any) -> QueryVectors:
+        searched.append((sparse.indices.tolist(), sparse.values.tolist()))
+        return check(schema, dense, sparse, colbert)
+
+    monkeypatch.setattr(QueryVectors, "check", spy)
+    return searched
+
+
+def _stored_sparse(store: Any) -> dict[str, tuple[list[int], list[float]]]:
+    """``{point id: (indices, values)}`` of the sparse vectors ``store`` holds."""
+    points = index_points(type("Holder", (), {"store": store})())
+    return {p: (list(v["sparse"][0]), list(v["sparse"][1])) for p, (_, v) in points.items()}
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_the_calibration_stores_and_searches_the_sparse_vectors_an_index_would(
+    encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch, cut: dict[str, Any]
+) -> None:
+    """Vector for vector, not only in scores: every stored passage and every query."""
+    searched = _searched_sparse(monkeypatch)
+    with M3Index.open(encoder, ":memory:", **cut) as index:
+        index.add_texts([CORPUS[d] for d in CORPUS], doc_ids=list(CORPUS), show_progress=False)
+        for q in QUERIES:
+            index.search(QUERIES[q], k=3, **SPARSE_ONLY.to_dict())
+        index_stored = _stored_sparse(index.store)
+    index_searched = list(searched)
+    searched.clear()
+    given = SparseCut(cut.get("sparse_top_k"), cut.get("sparse_min_weight", 0.0))
+    with calibration_task(encoder, CORPUS, QUERIES, QRELS, None, False, given) as task:
+        run_task(task, SPARSE_ONLY, 3, 10)
+        task_stored = _stored_sparse(task.store)
+    assert task_stored.keys() == index_stored.keys()
+    for p, (indices, values) in task_stored.items():
+        assert indices == index_stored[p][0]
+        assert values == pytest.approx(index_stored[p][1], rel=1e-5)
+    assert len(searched) == len(index_searched) == len(QUERIES)
+    for (indices, values), want in zip(searched, index_searched, strict=True):
+        assert indices == want[0]
+        assert values == pytest.approx(want[1], rel=1e-5)
+    # the cut matters: stored passages and queries both lost weights to it
+    docs = encoder.encode(list(CORPUS.values()), heads=[Head.SPARSE], show_progress=False)
+    qs = encoder.encode(list(QUERIES.values()), heads=[Head.SPARSE], query=True)
+    assert sum(len(v.indices) for v in docs.sparse) > sum(len(i) for i, _ in task_stored.values())
+    assert sum(len(v.indices) for v in qs.sparse) > sum(len(i) for i, _ in searched)
 
 
 def _close(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:

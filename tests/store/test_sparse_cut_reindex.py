@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,12 @@ import pytest
 
 from m3kit import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
-from m3kit.late_chunking import LateChunker
 from m3kit.store import M3Index, M3Store
 from m3kit.store.search_settings import calibrated_encoder_identity
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 
-from .conftest import SentenceChunker
-
-BACKENDS = ["edge", "client"]
+from .conftest import SentenceChunker, fill
 
 WHOLE = {
     "w1": "Oxygen is a chemical element with symbol O and atomic number eight.",
@@ -40,28 +36,6 @@ LONG = {
     ),
 }
 NO_CUT = {"sparse_min_weight": 0.0}  # a given cut that keeps every weight
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def opened() -> Iterator[list[M3Index]]:
-    indexes: list[M3Index] = []
-    yield indexes
-    for index in indexes:
-        index.close()
-
-
-def _fill(index: M3Index, encoder: M3Encoder) -> None:
-    index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE), metadatas=[{"k": "w"}] * 3)
-    index.add_texts(
-        list(LONG.values()),
-        doc_ids=list(LONG),
-        chunker=LateChunker(encoder, chunk_size=12, window=40),
-    )
 
 
 def _open(encoder: Any, where: Path, backend: str, **options: Any) -> M3Index:
@@ -86,12 +60,12 @@ def test_reindex_changes_the_cut_as_a_fresh_index_stores_it(
     new: dict[str, Any],
 ) -> None:
     with _open(enc_a, tmp_path / "a", backend, **old) as index:
-        _fill(index, enc_a)
+        fill(index, enc_a, WHOLE, LONG)
         count = index.count()
         before = index_points(index)
     fresh = _open(enc_a, tmp_path / "b", backend, **new)
     opened.append(fresh)
-    _fill(fresh, enc_a)
+    fill(fresh, enc_a, WHOLE, LONG)
     want = index_points(fresh)
     # the two cuts store other sparse vectors (else this test would show nothing)
     assert any(before[p][1]["sparse"][0] != want[p][1]["sparse"][0] for p in want)
@@ -111,7 +85,7 @@ def test_another_cut_without_reindex_is_refused_saying_how_to_change_it(
     enc_a: M3Encoder, backend: str, tmp_path: Path
 ) -> None:
     with _open(enc_a, tmp_path, backend, sparse_top_k=3) as index:
-        _fill(index, enc_a)
+        fill(index, enc_a, WHOLE, LONG)
         before = index_points(index)
     with pytest.raises(ValueError, match=r"stored with sparse_top_k=3") as caught:
         _open(enc_a, tmp_path, backend, sparse_top_k=5)
@@ -198,10 +172,10 @@ def test_a_new_encoder_and_a_new_cut_at_once(
     enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
 ) -> None:
     with _open(enc_a, tmp_path / "a", backend, sparse_top_k=3) as index:
-        _fill(index, enc_a)
+        fill(index, enc_a, WHOLE, LONG)
     fresh = _open(enc_b, tmp_path / "b", backend, sparse_min_weight=0.1)
     opened.append(fresh)
-    _fill(fresh, enc_b)
+    fill(fresh, enc_b, WHOLE, LONG)
     re = _open(enc_b, tmp_path / "a", backend, sparse_min_weight=0.1, reindex=True)
     opened.append(re)
     assert_same_points(index_points(re), index_points(fresh))
@@ -212,7 +186,7 @@ def test_the_same_cut_with_reindex_rewrites_nothing(
     enc_a: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with _open(enc_a, tmp_path, "edge", sparse_top_k=3) as index:
-        _fill(index, enc_a)
+        fill(index, enc_a, WHOLE, LONG)
     writes: list[Any] = []
     monkeypatch.setattr(M3Store, "upsert", lambda *a, **k: writes.append(a))
     with _open(enc_a, tmp_path, "edge", sparse_top_k=3, reindex=True) as index:

@@ -95,15 +95,15 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     from m3kit.finetune.evaluate import write_report as write
     from m3kit.outputs import Head
-    from m3kit.store.sparse_cut import SparseCut
+    from m3kit.store.sparse_cut import SparseCut, sparse_cut_of
 
     corpus, queries, qrels = read_beir(args.data, args.split, args.max_queries, args.seed)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     w = args.weights
     explicit = None if w is None else (float(w[0]), float(w[1]), float(w[2]))
-    min_weight = 0.0 if args.sparse_min_weight is None else args.sparse_min_weight
-    cut = SparseCut(args.sparse_top_k, min_weight)
+    cut = sparse_cut_of(args.sparse_top_k, args.sparse_min_weight) or SparseCut()
+    min_weight = cut.min_weight
     for name, path in [*models, ("model", args.model)]:
         encoder = M3Encoder.from_pretrained(path)
         heads = split_list(args.heads)

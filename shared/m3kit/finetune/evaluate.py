@@ -278,16 +278,17 @@ def _sparse_cut(top_k: int | None, min_weight: float, order: Sequence[Head]) -> 
             (the core's :func:`~m3kit.encoder_inputs.check_sparse_options` messages), or a
             cut given without the sparse head among ``order``.
     """
-    from m3kit.store.sparse_cut import SparseCut
+    from m3kit.store.sparse_cut import nothing_to_cut, sparse_cut_of
 
-    cut = SparseCut(top_k, min_weight)
+    cut = sparse_cut_of(top_k, min_weight)  # (``min_weight`` is a number: always a cut)
+    assert cut is not None
     if Head.SPARSE in order:
         return cut
-    if cut.cuts:
-        raise ValueError(
-            f"{cut.describe()} was given, but the evaluated heads "
-            f"({', '.join(h.value for h in order)}) include no sparse head: there is nothing "
-            "to cut; leave the sparse cut out or evaluate the sparse head"
+    if cut.cuts:  # (the defaults, every weight kept, are no cut to refuse)
+        raise nothing_to_cut(
+            cut,
+            f"the evaluated heads ({', '.join(h.value for h in order)}) include no sparse head",
+            "leave the sparse cut out or evaluate the sparse head",
         )
     return None
 

@@ -49,7 +49,7 @@ from m3kit.store.search_settings import (
     SearchSettings,
     calibrated_encoder_identity,
 )
-from m3kit.store.sparse_cut import SparseCut
+from m3kit.store.sparse_cut import SparseCut, nothing_to_cut, sparse_cut_of
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
@@ -287,14 +287,11 @@ def _sparse_cut(top_k: int | None, min_weight: float | None, *, sparse: bool) ->
     Raises:
         ValueError: A value :class:`SparseCut` refuses, or a cut without a sparse head.
     """
-    if top_k is None and min_weight is None:
+    cut = sparse_cut_of(top_k, min_weight)
+    if cut is None:
         return SparseCut()
-    cut = SparseCut(top_k, 0.0 if min_weight is None else min_weight)
     if not sparse:
-        raise ValueError(
-            f"{cut.describe()} was given, but the encoder has no sparse head (a dense-only "
-            "model): there is nothing to cut; leave the sparse cut out"
-        )
+        raise nothing_to_cut(cut, "the encoder has no sparse head (a dense-only model)")
     return cut
 
 
@@ -328,8 +325,7 @@ def calibrate_checkpoint(
     """
     from m3kit.encoder import M3Encoder
 
-    if sparse_top_k is not None or sparse_min_weight is not None:  # before the model loads
-        SparseCut(sparse_top_k, 0.0 if sparse_min_weight is None else sparse_min_weight)
+    sparse_cut_of(sparse_top_k, sparse_min_weight)  # its values checked before the model loads
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{path} is not a local checkpoint folder (a calibration is saved in it)")

@@ -33,7 +33,8 @@ K = 10
 
 @dataclass(frozen=True)
 class CalibrationTask:
-    """A validation set stored in an in-memory collection, its queries encoded."""
+    """A validation set stored in an in-memory collection, its queries encoded (uncut: the
+    store cuts them when it searches, as it cut the passages it stored)."""
 
     store: M3Store
     queries: M3Output
@@ -74,9 +75,7 @@ def calibration_task(
         max_length=max_length,
         show_progress=show_progress,
         query_progress=False,
-        sparse_top_k=sparse_cut.top_k if sparse_cut else None,
-        sparse_min_weight=sparse_cut.min_weight if sparse_cut else 0.0,
-    )
+    )  # uncut, as an index encodes: its store cuts what it stores and searches with
     store = M3Store.open(
         None,
         collection="calibration",
@@ -84,8 +83,8 @@ def calibration_task(
         colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
         sparse=Head.SPARSE in heads,
     )
-    # as an index's store: it cuts what it is given (the vectors above, cut already, stay
-    # as they are); an in-memory collection: nothing to record the cut for
+    # as an index's store: it cuts every sparse vector it stores (upsert) and every query's
+    # (query, head_scores); an in-memory collection: nothing to record the cut for
     store.sparse_cut = sparse_cut
     try:
         records = [

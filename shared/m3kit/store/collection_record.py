@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT",
+    "PENDING_KEY",
     "check_collection",
     "stored_record",
+    "unfinished_reindex_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 
 _FINGERPRINT = "fingerprint"
-_PENDING = "reindex_to"
+#: Key of a reindex under way: the fingerprint of the encoder it re-encodes with.
+PENDING_KEY = _PENDING = "reindex_to"
 
 
 def _write(
@@ -136,8 +139,12 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
         logger.info("empty collection %r: recording %s", store.collection, new.describe())
         _write(store, new)
         return
+    if pending is not None and not reindex:  # (whichever the encoder)
+        raise FingerprintMismatchError(
+            unfinished_reindex_message(store.collection, stored, pending)
+        )
     if not reindex:
-        raise FingerprintMismatchError(_mismatch_message(store, stored, pending, new))
+        raise FingerprintMismatchError(_mismatch_message(store, stored, new))
     _reindex(index, show_progress)
 
 
@@ -147,43 +154,35 @@ def _reindex(index: M3Index, show_progress: bool | None) -> None:
     reindex_collection(index, show_progress=show_progress)
 
 
-def _mismatch_message(
-    store: M3Store,
-    stored: EncoderFingerprint,
-    pending: EncoderFingerprint | None,
-    new: EncoderFingerprint,
+def unfinished_reindex_message(
+    collection: str, stored: EncoderFingerprint, pending: EncoderFingerprint
 ) -> str:
+    """Why a collection part-way through a reindex (from ``stored`` to ``pending``) is refused
+    to every encoder unless it is opened with ``reindex=True``, and the ways forward: the one
+    message of ``M3Index.open`` and of the ``m3kit`` commands (which give it before a model
+    loads)."""
+    return (
+        f"collection {collection!r} is part-way through a reindex to {pending.describe()}, "
+        f"interrupted: it holds vectors of both that encoder and {stored.describe()}, so it "
+        "cannot be used until a reindex finishes. Finish it: open it with the encoder it is "
+        "reindexing to and reindex=True (m3kit index --reindex; without --model, that model); "
+        "or go back: the same with the encoder it was indexed with (--model that model); or "
+        "reindex to another encoder the same way"
+    )
+
+
+def _mismatch_message(store: M3Store, stored: EncoderFingerprint, new: EncoderFingerprint) -> str:
     where = f"collection {store.collection!r} ({store.backend.value})"
-    if pending is not None and pending.same_encoder(new):
-        return (
-            f"{where} is part-way through a reindex to this encoder ({new.describe()}), "
-            "interrupted; finish it: open with reindex=True (m3kit index --reindex)"
-        )
-    if pending is not None and stored.same_encoder(new):
-        return (
-            f"{where} is part-way through a reindex from this encoder ({new.describe()}) to "
-            f"{pending.describe()}, interrupted: it holds vectors of both. Finish it (open "
-            "with that encoder and reindex=True), or go back: open with this encoder and "
-            "reindex=True"
-        )
     diffs = "; ".join(
         f"{name}: stored {old!r} vs new {value!r}" for name, old, value in stored.differences(new)
     )
-    lines = [
-        f"{where} was indexed with another encoder: {diffs}.",
-        f"Stored: {stored.describe()}. New: {new.describe()}.",
-    ]
-    if pending is not None:
-        lines.append(
-            f"A reindex to {pending.describe()} was interrupted; the collection holds vectors "
-            "of both encoders until a reindex finishes."
-        )
-    lines.append(
+    return (
+        f"{where} was indexed with another encoder: {diffs}. "
+        f"Stored: {stored.describe()}. New: {new.describe()}. "
         "Either open it with reindex=True (m3kit index --reindex) to re-encode every stored "
         "document with the new encoder (resumable; the stored texts are used), use the encoder "
         "it was indexed with, or index into a new collection."
     )
-    return " ".join(lines)
 
 
 def _written_by_others(fingerprint: EncoderFingerprint) -> models.Filter:

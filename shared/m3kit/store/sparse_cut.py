@@ -43,7 +43,9 @@ __all__ = [
     "SparseCut",
     "calibration_cut_warning",
     "given_sparse_cut",
+    "nothing_to_cut",
     "settle_sparse_cut",
+    "sparse_cut_of",
     "unfinished_message",
 ]
 
@@ -137,6 +139,42 @@ class SparseCut:
         return cls(record["top_k"], record["min_weight"])
 
 
+def sparse_cut_of(top_k: int | None, min_weight: float | None) -> SparseCut | None:
+    """The sparse cut ``sparse_top_k`` / ``sparse_min_weight`` give: the one constructor of
+    every entry point that takes them (``M3Index.open``, ``calibrate_fusion``,
+    ``evaluate_heads``, ``M3FinetuneEngine``, the ``m3kit`` flags).
+
+    Giving either one gives the whole cut: the other one is its default (every weight by
+    rank, none dropped by weight).
+
+    >>> sparse_cut_of(None, None) is None
+    True
+    >>> sparse_cut_of(8, None)
+    SparseCut(top_k=8, min_weight=0.0)
+
+    Args:
+        top_k: Keep only the ``top_k`` highest weights (``None``: not given).
+        min_weight: Drop weights at or below this value (``None``: not given).
+
+    Returns:
+        The cut; ``None`` when neither is given (the caller's default applies).
+
+    Raises:
+        ValueError: A value :class:`SparseCut` refuses (the messages of
+            :func:`~m3kit.encoder_inputs.check_sparse_options`).
+        TypeError: ``min_weight`` is not a number.
+    """
+    if top_k is None and min_weight is None:
+        return None
+    return SparseCut(top_k, 0.0 if min_weight is None else min_weight)
+
+
+def nothing_to_cut(cut: SparseCut, why: str, hint: str = "leave the sparse cut out") -> ValueError:
+    """The error refusing ``cut`` where there are no sparse vectors to cut (``why``):
+    ``<cut> was given, but <why>: there is nothing to cut; <hint>``."""
+    return ValueError(f"{cut.describe()} was given, but {why}: there is nothing to cut; {hint}")
+
+
 def given_sparse_cut(
     store: M3Store, top_k: int | None, min_weight: float | None
 ) -> SparseCut | None:
@@ -145,14 +183,10 @@ def given_sparse_cut(
     Raises:
         ValueError: A bad value, or a cut for a collection that stores no sparse vectors.
     """
-    if top_k is None and min_weight is None:
-        return None
-    cut = SparseCut(top_k, 0.0 if min_weight is None else min_weight)
-    if Head.SPARSE not in store.heads:
-        raise ValueError(
-            f"{cut.describe()} was given, but collection {store.collection!r} stores no "
-            "sparse vectors (a dense-only model): there is nothing to cut; leave the sparse "
-            "cut out"
+    cut = sparse_cut_of(top_k, min_weight)
+    if cut is not None and Head.SPARSE not in store.heads:
+        raise nothing_to_cut(
+            cut, f"collection {store.collection!r} stores no sparse vectors (a dense-only model)"
         )
     return cut
 
