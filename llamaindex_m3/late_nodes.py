@@ -182,9 +182,21 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
                 end,
                 doc_hash=doc_hash,
                 chunk_count=count,
+                chunking=_late_chunking(late),
             )
         )
     return records
+
+
+def _late_chunking(late: dict[str, Any]) -> dict[str, Any]:
+    """The chunking recorded for a late-chunked node's record: one a reindex cannot redo.
+
+    Its vectors were pooled from its document's text, which the store does not hold whole; a
+    document of one such chunk recording none would be taken for a whole document stored
+    before chunkings were recorded and re-encoded on its text alone.
+    """
+    signature = f"M3LateChunkingNodeParser {late.get('chunker')}"
+    return {"kind": "custom", "signature": signature[:300]}
 
 
 def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:

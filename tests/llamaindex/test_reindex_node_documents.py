@@ -24,6 +24,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3Retriever, M3VectorStore
+from llamaindex_m3.node_parser import chunk_records
 from m3kit import M3Encoder
 from m3kit.store import M3Index, M3Store
 from m3kit.store.schema import CHUNKING, ENCODED_TEXT
@@ -184,5 +185,35 @@ def test_late_chunked_nodes_are_still_refused_saying_why(
         assert "'late'" in message and "no recorded chunking" in message
         assert "late-chunked" in message and "not stored whole" in message
         assert "written before m3kit recorded chunking" not in message
+        with _open(enc_a, tmp_path) as index:
+            assert_same_points(index_points(index), before)
+
+
+@pytest.mark.parametrize("writer", ["vector_store", "retriever", "chunk_records"])
+def test_a_one_node_late_chunked_document_is_refused_not_encoded_whole(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path, writer: str
+) -> None:
+    """A document late-chunked into one node stores one chunk with no recorded chunking, as
+    chunks written before chunkings were recorded did. It was taken for such a whole document
+    and re-encoded on its text alone: its dense vector (pooled from its document's tokens)
+    silently changed, even for a sparse cut change on the same encoder."""
+    doc = Document(text="  A short text about rivers and lakes.  ", id_="lone")
+    nodes = M3LateChunkingNodeParser.from_encoder(enc_a, chunk_size=200)([doc])
+    assert len(nodes) == 1
+    with _open(enc_a, tmp_path) as index:
+        if writer == "vector_store":
+            M3VectorStore(index=index).add(nodes)
+        elif writer == "chunk_records":  # the parser's recipe: M3Store.upsert(chunk_records)
+            index.store.upsert(chunk_records(nodes), replace=True)
+        else:
+            M3Retriever(index).add_nodes(nodes)
+        before = index_points(index)
+    for options in ({"sparse_top_k": 3}, {}):
+        encoder = enc_b if not options else enc_a
+        with pytest.raises(ValueError) as caught:
+            _open(encoder, tmp_path, reindex=True, **options)
+        message = str(caught.value)
+        assert "'lone'" in message and "nothing was written" in message
+        assert "late-chunked" in message or "M3LateChunkingNodeParser" in message
         with _open(enc_a, tmp_path) as index:
             assert_same_points(index_points(index), before)

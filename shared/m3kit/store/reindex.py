@@ -20,7 +20,13 @@ from m3kit.store.collection_record import _read, _write
 from m3kit.store.filters import documents_filter
 from m3kit.store.records import NODES_KIND, ChunkRecord
 from m3kit.store.reindex_fit import Chunkers, check_fit, chunking_key, rounds, stored_chunker
-from m3kit.store.reindex_nodes import encode_nodes, has_nodes, nodes_problem
+from m3kit.store.reindex_nodes import (
+    LATE_NODE,
+    encode_nodes,
+    has_nodes,
+    is_late_node,
+    nodes_problem,
+)
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_ID,
@@ -202,7 +208,9 @@ class DocPlan:
         self.chunks = sorted(chunks, key=lambda p: int(p.get(CHUNK_INDEX) or 0))
         first = self.chunks[0]
         chunking = first.get(CHUNKING)
-        if chunking is None and len(self.chunks) == 1 and int(first.get(CHUNK_COUNT) or 1) == 1:
+        self.late_node = chunking is None and len(self.chunks) == 1 and is_late_node(first)
+        lone = len(self.chunks) == 1 and int(first.get(CHUNK_COUNT) or 1) == 1
+        if chunking is None and lone and not self.late_node:
             chunking = {"kind": "whole"}  # written before chunkings were recorded
         self.chunking: dict[str, Any] | None = dict(chunking) if chunking else None
         self.text = "".join(str(p.get(PAGE_CONTENT, "")) for p in self.chunks)
@@ -220,7 +228,7 @@ class DocPlan:
         if has_nodes(self):  # each chunk encoded alone: no tiling needed
             return nodes_problem(self)
         if kind is None:
-            return UNRECORDED
+            return LATE_NODE if self.late_node else UNRECORDED
         if any(p.get(ENCODED_TEXT) is not None for p in self.chunks):
             return (
                 "chunks encoded from other texts than stored (redone for a whole document or "

@@ -24,6 +24,7 @@ from m3kit.store.schema import (
     DOC_HASH,
     ENCODED_TEXT,
     END,
+    EXTRA,
     METADATA,
     PAGE_CONTENT,
     START,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from m3kit.store.index import M3Index
     from m3kit.store.reindex import DocPlan
 
-__all__ = ["encode_nodes", "has_nodes", "nodes_problem"]
+__all__ = ["LATE_NODE", "encode_nodes", "has_nodes", "is_late_node", "nodes_problem"]
 
 logger = logging.getLogger("m3kit.store.collection_record")  # the reindex's logger
 
@@ -41,6 +42,30 @@ logger = logging.getLogger("m3kit.store.collection_record")  # the reindex's log
 def _kind(chunk: dict[str, Any]) -> Any:
     chunking = chunk.get(CHUNKING)
     return chunking.get("kind") if isinstance(chunking, dict) else None
+
+
+#: The metadata key of a node from LlamaIndex's ``M3LateChunkingNodeParser``, which it hides
+#: from the embedding model (listed in the ``excluded_embed_metadata_keys`` a LlamaIndex writer
+#: keeps in ``extra``).
+_LATE_NODE_KEY = "m3_late_chunk"
+
+#: Why a document stored as one late-chunked LlamaIndex node is refused.
+LATE_NODE = (
+    "one late-chunked node (LlamaIndex M3LateChunkingNodeParser) with no recorded chunking: "
+    "its vectors were pooled from its document's text, which is not stored whole, so encoding "
+    "its text alone would give other vectors"
+)
+
+
+def is_late_node(chunk: dict[str, Any]) -> bool:
+    """Whether a stored chunk is a late-chunked LlamaIndex node (its writer's ``extra`` says).
+
+    Such a chunk records no chunking; alone in its document it looks like a whole document
+    stored before chunkings were recorded, but re-encoding its text would not redo its vectors.
+    """
+    extra = chunk.get(EXTRA)
+    hidden = extra.get("excluded_embed_metadata_keys") if isinstance(extra, dict) else None
+    return isinstance(hidden, list) and _LATE_NODE_KEY in hidden
 
 
 def has_nodes(plan: DocPlan) -> bool:
