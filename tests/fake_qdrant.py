@@ -1,7 +1,8 @@
 """A fake Qdrant REST server for one collection ``c``, on a loopback port, for the store tests.
 
 It answers what :class:`~m3kit.store.M3Store` asks of a server: collection exists / info /
-create / metadata patch, payload index creation, point upserts, count, scroll and delete. It
+create / metadata patch, payload index creation, point upserts, count (with simple payload
+filters), scroll and delete. It
 records every request as ``(method, path, json body)`` and keeps its state in a dict:
 
 * ``config`` -- the create request's body (absent until the collection is created)
@@ -127,7 +128,9 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
             self._upsert(body)
             self._answer({"operation_id": 0, "status": "completed"})
         elif path == "/collections/c/points/count":
-            self._answer({"count": len(self.state["points"])})
+            selector = (body or {}).get("filter")
+            found = [p for p in self.state["points"].values() if _matches(selector, p)]
+            self._answer({"count": len(found)})
         elif path == "/collections/c/points/scroll":
             self._answer({"points": [], "next_page_offset": None})
         elif path == "/collections/c/points/delete":
@@ -141,6 +144,31 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
+
+
+def _matches(selector: Any, point: dict[str, Any]) -> bool:
+    """Whether ``point`` matches a count's filter: ``must`` / ``must_not`` of top-level
+    payload conditions (``match.value``, ``match.any``, ``is_empty``); a filter with other
+    conditions (or none) matches every point, as this server answered before it read filters."""
+    if not selector:
+        return True
+    payload = point.get("payload") or {}
+
+    def holds(c: dict[str, Any]) -> bool | None:
+        if "is_empty" in c:
+            return payload.get(c["is_empty"]["key"]) in (None, [])
+        match = c.get("match") or {}
+        if "value" in match:
+            return bool(payload.get(c["key"]) == match["value"])
+        if "any" in match:
+            return payload.get(c["key"]) in match["any"]
+        return None  # not read here
+
+    must = [holds(c) for c in selector.get("must") or []]
+    must_not = [holds(c) for c in selector.get("must_not") or []]
+    if None in must or None in must_not or set(selector) - {"must", "must_not"}:
+        return True
+    return all(must) and not any(must_not)
 
 
 @contextmanager

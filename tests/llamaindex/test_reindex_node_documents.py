@@ -27,7 +27,8 @@ from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3Retriever, M3
 from llamaindex_m3.node_parser import chunk_records
 from m3kit import M3Encoder
 from m3kit.store import M3Index, M3Store
-from m3kit.store.schema import CHUNKING, ENCODED_TEXT
+from m3kit.store.schema import CHUNKING, ENCODED_TEXT, SPARSE_CUT
+from m3kit.store.sparse_cut import SparseCut
 from tests.reliability.killing import Points, assert_same_points, index_points
 
 INSTRUCTION = "passage: "
@@ -106,7 +107,8 @@ def test_a_cut_change_re_encodes_each_node(
         got = index_points(index)
         _assert_same(got, index_points(fresh))
         for pid, (payload, vectors) in before.items():
-            assert got[pid][0] == payload  # positions, chunk ids, node fields, encoded text
+            # positions, chunk ids, node fields, encoded text; the stamp of the new cut
+            assert got[pid][0] == {**payload, SPARSE_CUT: SparseCut(3).stamp()}
             np.testing.assert_allclose(got[pid][1]["dense"], vectors["dense"], atol=1e-5)
             np.testing.assert_allclose(got[pid][1]["colbert"], vectors["colbert"], atol=2e-3)
             assert len(got[pid][1]["sparse"][0]) <= 3

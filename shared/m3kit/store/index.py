@@ -146,8 +146,6 @@ class M3Index(IndexWrites, IndexSearch):
                 from m3kit.store.recut import recut_collection
 
                 recut_collection(self, recut_to, show_progress=show_progress)
-            #: The sparse cut of every chunk stored and query searched.
-            self.sparse_cut: SparseCut = store.sparse_cut or SparseCut()
         except BaseException:
             give_back(store, held, self.fingerprint)
             raise
@@ -236,6 +234,12 @@ class M3Index(IndexWrites, IndexSearch):
 
     def __repr__(self) -> str:
         return f"M3Index(store={self.store!r})"
+
+    @property
+    def sparse_cut(self) -> SparseCut:
+        """The sparse cut of every chunk stored and query searched: the store's, so also
+        the one another index sharing the store changed it to (:mod:`m3kit.store.recut`)."""
+        return self.store.sparse_cut or SparseCut()
 
     def check_encoder(self) -> None:
         """Check that the encoder is still the one this index was opened with, and that the

@@ -28,6 +28,7 @@ from m3kit.store.schema import (
     EXTRA,
     METADATA,
     PAGE_CONTENT,
+    SPARSE_CUT,
     START,
     CollectionSchema,
     point_id,
@@ -172,7 +173,8 @@ def to_point(
     sparse_cut: SparseCut | None = None,
 ) -> PointData:
     """The point of record ``r``, checked against the collection's heads and sizes; its sparse
-    vector cut with ``sparse_cut`` (the index's, see :mod:`m3kit.store.sparse_cut`)."""
+    vector cut with ``sparse_cut`` (the index's, see :mod:`m3kit.store.sparse_cut`) and stamped
+    with it (:mod:`m3kit.store.cut_stamps`)."""
     v = r.vectors
     missing = heads - v.heads
     if missing:
@@ -217,6 +219,8 @@ def to_point(
     }
     if writer_id is not None:
         payload[ENCODER_ID] = writer_id
+    if sparse is not None:  # what it was cut with (no cut: every weight kept)
+        payload[SPARSE_CUT] = (sparse_cut or SparseCut()).stamp()
     if r.chunking is not None:
         payload[CHUNKING] = plain_json(r.chunking, f"the chunking of {where}")
     if r.chunk_id is not None:

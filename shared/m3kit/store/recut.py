@@ -9,20 +9,29 @@ by node (:mod:`m3kit.store.reindex_nodes`), and
 written in place with the new cut; documents whose chunking cannot be redone are refused before
 anything is written. The record says the change is pending (``sparse_cut_to``) from its first
 write until its last, and the collection is refused meanwhile (:func:`settle_sparse_cut
-<m3kit.store.sparse_cut.settle_sparse_cut>`); running it again redoes every document. The
-stored points do not say which cut wrote them, so documents another writer (another process
-with the old cut) writes during the change are found by their versions and redone by a later
-pass; a writer that goes on writing with the old cut after the change is not seen.
+<m3kit.store.sparse_cut.settle_sparse_cut>`).
+
+Every point carries the stamp of the cut it was cut with (:mod:`m3kit.store.cut_stamps`), so
+only documents with a point not stamped with the target cut are re-encoded: running a change
+again after it was cut short resumes with the documents left. Documents another writer
+(another process with the old cut) writes during the change carry the old stamp and are redone
+by a later pass. A writer that goes on with the old cut after the change is seen by the
+change's final check, or else when the collection is next opened: it is refused until
+``reindex=True`` with the recorded cut re-encodes those documents.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from m3kit.store.reindex import DocPlan, check_plans, doc_plans, reencode, stored_versions
+from qdrant_client import models
+
+from m3kit.store.cut_stamps import check_cut_stamps, not_cut_with
+from m3kit.store.reindex import DocPlan, check_plans, doc_plans, reencode
 from m3kit.store.reindex_fit import Chunkers, check_fit
+from m3kit.store.schema import DOC_ID
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 
 if TYPE_CHECKING:
@@ -37,34 +46,43 @@ logger = logging.getLogger(__name__)
 def recut_collection(
     index: M3Index, target: SparseCut, *, show_progress: bool | None = None
 ) -> int:
-    """Re-encode every stored document of ``index`` with the sparse cut ``target``, then
-    record it.
+    """Re-encode every stored document of ``index`` not cut with the sparse cut ``target``,
+    then record it.
 
-    Checked first (nothing written when refused): every document can be rebuilt from its
-    stored chunks and fits the encoder (as for the encoder reindex). Then the change is
-    recorded as pending, the store cuts with ``target``, and the documents are re-encoded in
-    groups of :attr:`M3Index.write_group`. Later passes redo the documents another writer
-    (another process, still cutting the old way) wrote meanwhile; once a pass finds none the
-    pending change is recorded as the collection's cut.
+    The documents to do are those with a point not stamped with ``target``
+    (:mod:`m3kit.store.cut_stamps`; an unstamped point counts as the recorded cut): all of
+    them for a new cut, those left for a change cut short, and for the recorded cut itself
+    those another writer stored with another cut. Checked first (nothing written when
+    refused): every document can be rebuilt from its stored chunks and fits the encoder (as
+    for the encoder reindex). Then the change is recorded as pending, the store cuts with
+    ``target``, and the documents are re-encoded in groups of :attr:`M3Index.write_group`
+    (a document another writer changed since it was planned is left as written, by the
+    versions check of :func:`~m3kit.store.reindex.reencode`). Later passes redo the
+    documents another writer (another process, still cutting the old way) wrote meanwhile;
+    once a pass finds none, the pending change is recorded as the collection's cut, and the
+    collection is checked once more for points of another cut.
 
     Returns:
         The number of documents re-encoded.
 
     Raises:
         ValueError: Stored documents reindex cannot rebuild, or chunks that do not fit the
-            encoder (nothing written on a first run).
-        RuntimeError: Other writers changed documents during every pass (the change stays
-            pending).
+            encoder (nothing written on a first run); or chunks of another cut were written
+            after the last pass (the cut is recorded; ``reindex=True`` again redoes them).
+        RuntimeError: Other writers wrote documents with another cut during every pass (the
+            change stays pending).
     """
     store = index.store
+    meta = store.collection_metadata()
+    recorded = SparseCut.from_record(meta[RECORD_KEY]) if RECORD_KEY in meta else SparseCut()
+    stale = not_cut_with(target, recorded)
     chunkers: Chunkers = {}
-    written: dict[str, list[tuple[int, Any]]] = {}  # each document's versions as re-encoded
     total = 0
     for attempt in range(_PASSES):
         # held until the store cuts with ``target``: a write of this store meanwhile (another
         # index sharing it) is either among the documents planned or cut with ``target``
         with index._write_lock:
-            todo = _changed(store, written)
+            todo = _stale_documents(store, stale)
             if not todo and attempt > 0:
                 break
             plans = doc_plans(store, todo)
@@ -82,9 +100,8 @@ def recut_collection(
             "" if attempt == 0 else " (written by another writer during the change)",
         )
         total += reencode(index, todo, plans, chunkers, show_progress)
-        written.update({d: plans[d].versions() for d in todo})
     else:
-        left = _changed(store, written)
+        left = _stale_documents(store, stale)
         if left:
             raise RuntimeError(
                 f"collection {store.collection!r}: {len(left)} document(s) were written by "
@@ -92,9 +109,12 @@ def recut_collection(
                 f"{target.describe()}; stop the writers that use the old cut and run it again "
                 "(the change stays pending until then)"
             )
-    meta = {k: v for k, v in store.collection_metadata().items() if k != PENDING_KEY}
-    store.set_collection_metadata({**meta, RECORD_KEY: target.to_dict()})
+    with index._write_lock:
+        meta = {k: v for k, v in store.collection_metadata().items() if k != PENDING_KEY}
+        store.set_collection_metadata({**meta, RECORD_KEY: target.to_dict()})
     logger.info("collection %r: recorded %s", store.collection, target.describe())
+    # a writer of another cut since the last pass (another process): refused as at open
+    check_cut_stamps(store, target)
     return total
 
 
@@ -109,10 +129,9 @@ _RECUT_ADVICE = (
 _PASSES = 3
 
 
-def _changed(store: M3Store, written: Mapping[str, list[tuple[int, Any]]]) -> list[str]:
-    """The stored documents not as this change re-encoded them (all of them at first)."""
-    found = stored_versions(store, None)
-    return sorted(d for d, v in found.items() if written.get(d) != v)
+def _stale_documents(store: M3Store, stale: models.Filter) -> list[str]:
+    """The stored documents with a point matching ``stale`` (not cut with the target)."""
+    return sorted({str(h.payload.get(DOC_ID)) for h in store._backend.scroll(stale, [DOC_ID])})
 
 
 def _start(

@@ -39,6 +39,7 @@ __all__ = [
     "PAGE_CONTENT",
     "POINT_ID_NAMESPACE",
     "SPARSE",
+    "SPARSE_CUT",
     "START",
     "CollectionSchema",
     "PayloadIndexType",
@@ -72,6 +73,10 @@ EXTRA = "extra"  # what a writer keeps beside the text (a LlamaIndex node's rela
 CHUNKING = "chunking"  # how the document was chunked ({"kind": "whole" | "late" | ...})
 #: The text the writer encoded, when not ``page_content`` (only then stored; reindex encodes it)
 ENCODED_TEXT = "encoded_text"
+#: The sparse cut the point's sparse vector was cut with (:meth:`SparseCut.stamp
+#: <m3kit.store.sparse_cut.SparseCut.stamp>`); absent on points written before m3kit stamped
+#: it (they count as the collection's recorded cut). Only in collections with sparse vectors.
+SPARSE_CUT = "sparse_cut"
 
 #: Namespace of the uuid5 point ids (fixed forever: changing it would orphan stored points).
 POINT_ID_NAMESPACE = uuid.UUID("6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10")

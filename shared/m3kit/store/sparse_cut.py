@@ -14,7 +14,10 @@ index opened with another one on a collection that holds chunks is refused: its 
 stored, or searched, with two cuts mixed. Unless it is opened with ``reindex=True``: then every
 stored document is re-encoded with the new cut (:mod:`m3kit.store.recut`), which the record
 says is pending (key ``"sparse_cut_to"``) until it is done; meanwhile the collection is refused
-(its chunks hold both cuts) to all but an index opened to finish (or undo) the change.
+(its chunks hold both cuts) to all but an index opened to finish (or undo) the change. Every
+point is stamped with the cut it was cut with (:mod:`m3kit.store.cut_stamps`): a change resumes
+with the documents left, and a collection holding chunks of another cut than its recorded one
+(a writer that kept the old cut) is refused until ``reindex=True`` re-encodes them.
 
 Example::
 
@@ -24,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -102,6 +106,31 @@ class SparseCut:
     def to_dict(self) -> dict[str, Any]:
         """The record's form: ``{"top_k": ..., "min_weight": ...}``."""
         return {"top_k": self.top_k, "min_weight": self.min_weight}
+
+    def stamp(self) -> str:
+        """The compact, stable id every point written with this cut carries (payload
+        :data:`~m3kit.store.schema.SPARSE_CUT`): :meth:`to_dict` as sorted, compact JSON.
+
+        >>> SparseCut(64).stamp()
+        '{"min_weight":0.0,"top_k":64}'
+        """
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_stamp(cls, stamp: Any) -> SparseCut:
+        """The cut of a point's :meth:`stamp`.
+
+        Raises:
+            ValueError: ``stamp`` is not a cut's stamp (the payload was edited or damaged).
+        """
+        try:
+            record = json.loads(stamp) if isinstance(stamp, str) else None
+            return cls.from_record(record)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{stamp!r} is not the stamp of a sparse cut (payload key 'sparse_cut' of a "
+                'point: {"min_weight":...,"top_k":...}); the point was edited or is damaged'
+            ) from None
 
     def describe(self) -> str:
         """``sparse_top_k=64, sparse_min_weight=0.0`` (``no sparse cut`` when none)."""
@@ -205,13 +234,18 @@ def settle_sparse_cut(
       chunks with it (meanwhile the store keeps the recorded cut).
     - A cut change left unfinished (the record's :data:`PENDING_KEY`): refused, unless
       ``reindex``: then the given cut, or else the pending one, is returned (and set).
+    - Chunks stamped with another cut than the recorded one (a writer that kept the old cut
+      after a change, :mod:`m3kit.store.cut_stamps`): refused, unless ``reindex``: then the
+      given cut, or else the recorded one, is returned (a recut to the recorded cut redoes
+      just those chunks' documents).
 
     Returns:
         The cut to re-encode the collection's chunks with (``None``: no change to make).
 
     Raises:
         ValueError: The given cut differs from the one the collection's chunks were stored
-            with, or a cut change is unfinished, and ``reindex`` is false.
+            with, a cut change is unfinished, or chunks are stamped with another cut than the
+            recorded one, and ``reindex`` is false.
     """
     meta = store.collection_metadata()
     recorded = SparseCut.from_record(meta[RECORD_KEY]) if RECORD_KEY in meta else None
@@ -222,6 +256,14 @@ def settle_sparse_cut(
             raise ValueError(unfinished_message(store.collection, stored, pending))
         store.sparse_cut = given or pending
         return store.sparse_cut
+    from m3kit.store.cut_stamps import miscut_count, miscut_message
+
+    miscut = miscut_count(store, stored)
+    if miscut and not reindex:
+        raise ValueError(miscut_message(store, stored, miscut))
+    if miscut:  # re-encoded with the given cut, or else the recorded one
+        store.sparse_cut = stored
+        return given or stored
     if given is None:
         cut = stored
     elif given == stored or store.count() == 0:

@@ -1,0 +1,213 @@
+"""Every stored point says which sparse cut it was cut with (payload ``sparse_cut``).
+
+Before, points carried no stamp of their cut: a cut change cut short was redone whole, a writer
+that went on with the old cut after a change (another process, or a store object opened
+before) left the collection serving a mix of cuts unseen, and an index sharing a store with
+the one that changed the cut still showed the old cut.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qdrant_client import models
+
+from m3kit import M3Encoder
+from m3kit.store import M3Index, M3Store
+from m3kit.store.schema import DOC_ID, SPARSE_CUT
+from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
+from tests.reliability.killing import assert_same_points, index_points
+
+BACKENDS = ["edge", "client"]
+TEXTS = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
+IDS = [f"d{i}" for i in range(10)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[M3Index]]:
+    indexes: list[M3Index] = []
+    yield indexes
+    for index in indexes:
+        index.close()
+
+
+def _open(encoder: Any, where: Path, backend: str, **options: Any) -> M3Index:
+    return M3Index.open(encoder, where, collection="c", backend=backend, **options)
+
+
+def _stamps(store: M3Store) -> dict[str, set[Any]]:
+    """``{doc_id: the stamps of its points}``."""
+    out: dict[str, set[Any]] = {}
+    for h in store._backend.scroll(None, [DOC_ID, SPARSE_CUT]):
+        out.setdefault(str(h.payload[DOC_ID]), set()).add(h.payload.get(SPARSE_CUT))
+    return out
+
+
+def _written_docs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The documents every later ``M3Store.upsert`` writes, in order."""
+    upsert = M3Store.upsert
+    docs: list[str] = []
+
+    def recording(self: M3Store, records: Any, *args: Any, **kwargs: Any) -> Any:
+        records = list(records)
+        docs.extend(dict.fromkeys(r.doc_id for r in records))
+        return upsert(self, records, *args, **kwargs)
+
+    monkeypatch.setattr(M3Store, "upsert", recording)
+    return docs
+
+
+def test_every_point_is_stamped_with_the_cut_it_was_cut_with(
+    enc_a: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    with _open(enc_a, tmp_path, backend, sparse_top_k=3) as index:
+        index.add_texts(TEXTS, doc_ids=IDS)
+        assert set(_stamps(index.store)) == set(IDS)
+        assert {s for v in _stamps(index.store).values() for s in v} == {SparseCut(3).stamp()}
+    with _open(enc_a, tmp_path, backend, sparse_top_k=5, reindex=True) as index:
+        assert {s for v in _stamps(index.store).values() for s in v} == {SparseCut(5).stamp()}
+    assert SparseCut.from_stamp(SparseCut(5, 0.25).stamp()) == SparseCut(5, 0.25)
+
+
+def test_an_interrupted_cut_change_resumes_with_the_documents_left(
+    enc_a: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    opened: list[M3Index],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for where, cut in (("crashed", {}), ("fresh", {"sparse_top_k": 2})):
+        with _open(enc_a, tmp_path / where, backend, **cut) as index:
+            index.add_texts(TEXTS, doc_ids=IDS)
+    monkeypatch.setattr(M3Index, "write_group", 4)
+    upsert = M3Store.upsert
+    calls = []
+
+    def failing(self: M3Store, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("write interrupted")
+        return upsert(self, *args, **kwargs)
+
+    monkeypatch.setattr(M3Store, "upsert", failing)
+    with pytest.raises(RuntimeError, match="write interrupted"):
+        _open(enc_a, tmp_path / "crashed", backend, sparse_top_k=2, reindex=True)
+    written = _written_docs(monkeypatch)
+    done = _open(enc_a, tmp_path / "crashed", backend, reindex=True)
+    opened.append(done)
+    assert sorted(written) == IDS[4:]  # the first group of 4 was done before the interruption
+    assert done.sparse_cut == SparseCut(2)
+    fresh = _open(enc_a, tmp_path / "fresh", backend)
+    opened.append(fresh)
+    assert_same_points(index_points(done), index_points(fresh))
+    assert done.store.collection_metadata() == fresh.store.collection_metadata()
+
+
+def _change_with_a_late_writer(enc_a: M3Encoder, where: Path, backend: str) -> M3Index:
+    """A collection cut with top_k=3 changed to top_k=5; then a store object opened before the
+    change (another process: a copy on the same backend here) writes ``late`` with top_k=3.
+    Returns that late writer (the collection's only opened store)."""
+    service = _open(enc_a, where, backend, sparse_top_k=3)
+    service.add_texts(TEXTS, doc_ids=IDS)
+    admin = M3Index(enc_a, copy.copy(service.store), sparse_top_k=5, reindex=True)
+    assert admin.store.collection_metadata()[RECORD_KEY] == SparseCut(5).to_dict()
+    service.add_texts(["a late document about rivers"], doc_ids=["late"])
+    return service
+
+
+def test_a_writer_with_the_old_cut_after_a_change_is_refused_at_open_until_redone(
+    enc_a: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    opened: list[M3Index],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _change_with_a_late_writer(enc_a, tmp_path / "a", backend).close()
+    for opening in (
+        lambda: _open(enc_a, tmp_path / "a", backend),
+        lambda: _open(enc_a, tmp_path / "a", backend, sparse_top_k=5),
+        lambda: M3Store.open(
+            tmp_path / "a",
+            collection="c",
+            backend=backend,
+            dense_dim=enc_a.dense_dim,
+            colbert_dim=enc_a.colbert_dim,
+            sparse=True,
+        ),
+    ):
+        with pytest.raises(ValueError, match=r"1 chunk\(s\)") as caught:
+            opening()
+        message = str(caught.value)
+        assert "sparse_top_k=3" in message and "sparse_top_k=5" in message, message
+        assert "reindex=True" in message, message
+
+    written = _written_docs(monkeypatch)
+    redone = _open(enc_a, tmp_path / "a", backend, reindex=True)  # the recorded cut
+    opened.append(redone)
+    assert written == ["late"]  # only the wrongly cut document
+    assert redone.sparse_cut == SparseCut(5)
+    assert PENDING_KEY not in redone.store.collection_metadata()
+    fresh = _open(enc_a, tmp_path / "b", backend, sparse_top_k=5)
+    opened.append(fresh)
+    fresh.add_texts(TEXTS, doc_ids=IDS)
+    fresh.add_texts(["a late document about rivers"], doc_ids=["late"])
+    assert_same_points(index_points(redone), index_points(fresh))
+    redone.close()
+    with _open(enc_a, tmp_path / "a", backend) as again:
+        assert again.sparse_cut == SparseCut(5)
+
+
+def test_a_writer_with_the_old_cut_at_the_end_of_a_change_fails_its_final_check(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _open(enc_a, tmp_path, backend, sparse_top_k=3)
+    service.add_texts(TEXTS, doc_ids=IDS)
+    record = M3Store.set_collection_metadata
+
+    def late_write(self: M3Store, meta: Any) -> None:
+        if RECORD_KEY in meta and PENDING_KEY not in meta and meta[RECORD_KEY]["top_k"] == 5:
+            service.add_texts(["a late document about rivers"], doc_ids=["late"])
+        record(self, meta)
+
+    monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)
+    with pytest.raises(ValueError, match=r"1 chunk\(s\).*sparse_top_k=3") as caught:
+        M3Index(enc_a, copy.copy(service.store), sparse_top_k=5, reindex=True)
+    assert "reindex=True" in str(caught.value)
+    monkeypatch.setattr(M3Store, "set_collection_metadata", record)
+    again = M3Index(enc_a, copy.copy(service.store), reindex=True)
+    assert {s for v in _stamps(again.store).values() for s in v} == {SparseCut(5).stamp()}
+    service.close()
+
+
+def test_points_written_before_stamps_count_as_the_recorded_cut(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _open(enc_a, tmp_path, backend, sparse_top_k=3) as index:
+        index.add_texts(TEXTS, doc_ids=IDS)
+        index.store._backend.set_payload([(models.Filter(), {SPARSE_CUT: None})])
+    written = _written_docs(monkeypatch)
+    with _open(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True) as index:
+        assert index.sparse_cut == SparseCut(3)
+    assert written == []  # the recorded cut: nothing to redo
+    with _open(enc_a, tmp_path, backend, sparse_top_k=5, reindex=True) as index:
+        assert {s for v in _stamps(index.store).values() for s in v} == {SparseCut(5).stamp()}
+    assert sorted(written) == IDS
+
+
+def test_a_shared_store_shows_the_new_cut(enc_a: M3Encoder, backend: str, tmp_path: Path) -> None:
+    with _open(enc_a, tmp_path, backend, sparse_top_k=3) as first:
+        first.add_texts(TEXTS, doc_ids=IDS)
+        second = M3Index(enc_a, first.store, sparse_top_k=5, reindex=True)
+        assert second.sparse_cut == SparseCut(5)
+        assert first.sparse_cut == SparseCut(5) == first.store.sparse_cut
+        first.add_texts(["written by the first index"], doc_ids=["more"])
+        assert _stamps(first.store)["more"] == {SparseCut(5).stamp()}
