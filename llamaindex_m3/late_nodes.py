@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "EditedNodeError",
     "M3TextNode",
     "chunk_records",
+    "late_node_chunking",
     "node_vectors",
     "user_metadata",
 ]
@@ -182,13 +183,13 @@ def chunk_records(nodes: Sequence[BaseNode]) -> list[ChunkRecord]:
                 end,
                 doc_hash=doc_hash,
                 chunk_count=count,
-                chunking=_late_chunking(late),
+                chunking=late_node_chunking(late),
             )
         )
     return records
 
 
-def _late_chunking(late: dict[str, Any]) -> dict[str, Any]:
+def late_node_chunking(late: Mapping[str, Any]) -> dict[str, Any]:
     """The chunking recorded for a late-chunked node's record: one a reindex cannot redo.
 
     Its vectors were pooled from its document's text, which the store does not hold whole; a
@@ -196,7 +197,12 @@ def _late_chunking(late: dict[str, Any]) -> dict[str, Any]:
     before chunkings were recorded and re-encoded on its text alone.
     """
     signature = f"M3LateChunkingNodeParser {late.get('chunker')}"
-    return {"kind": "custom", "signature": signature[:300]}
+    return {
+        "kind": "custom",
+        "signature": signature[:300],
+        "why": "late-chunked nodes: their vectors were pooled from their document's text, "
+        "which is not stored whole",
+    }
 
 
 def _document_version(node: BaseNode, late: dict[str, Any]) -> tuple[str, int]:

@@ -20,6 +20,7 @@ from llamaindex_m3.late_nodes import (
     LATE_METADATA_KEY,
     EditedNodeError,
     M3TextNode,
+    late_node_chunking,
     node_vectors,
     user_metadata,
 )
@@ -405,9 +406,9 @@ def node_chunk_record(
 
     A node encoded here (not late-chunked) is recorded as chunked ``{"kind": "nodes"}``
     (:data:`~m3kit.store.records.NODES_KIND`): a reindex encodes it alone again, from
-    ``encoded_text`` (else its text). A late-chunked node records no chunking: its vectors
-    were pooled from its document, whose text is not stored whole, so a reindex of a document
-    of several such nodes is refused.
+    ``encoded_text`` (else its text). A late-chunked node records a custom chunking naming
+    the parser (:func:`~llamaindex_m3.late_nodes.late_node_chunking`): its vectors were pooled
+    from its document, whose text is not stored whole, so a reindex refuses its document.
     """
     return ChunkRecord(
         doc_id=doc_id,
@@ -422,7 +423,9 @@ def node_chunk_record(
         chunk_id=chunk_id,
         extra=node_extra(node, stored),
         encoded_text=other_encoded_text(node, encoded),
-        chunking=None if is_late(node) else {"kind": NODES_KIND},
+        chunking=late_node_chunking(node.metadata.get(LATE_METADATA_KEY) or {})
+        if is_late(node)
+        else {"kind": NODES_KIND},
     )
 
 

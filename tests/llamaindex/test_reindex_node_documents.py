@@ -179,12 +179,17 @@ def test_late_chunked_nodes_are_still_refused_saying_why(
     with _open(enc_a, tmp_path) as index:
         M3VectorStore(index=index).add(nodes)
         before = index_points(index)
+    # recorded as a chunking reindex cannot redo, naming the parser (not left unrecorded)
+    for payload, _ in before.values():
+        assert payload[CHUNKING]["kind"] == "custom"
+        assert payload[CHUNKING]["signature"].startswith("M3LateChunkingNodeParser")
     for options in ({"sparse_top_k": 3}, {}):
         encoder = enc_b if not options else enc_a
         with pytest.raises(ValueError) as caught:
             _open(encoder, tmp_path, reindex=True, **options)
         message = str(caught.value)
-        assert "'late'" in message and "no recorded chunking" in message
+        assert "'late'" in message and "M3LateChunkingNodeParser" in message
+        assert "which reindex cannot redo" in message
         assert "late-chunked" in message and "not stored whole" in message
         assert "written before m3kit recorded chunking" not in message
         with _open(enc_a, tmp_path) as index:

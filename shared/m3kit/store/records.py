@@ -63,7 +63,9 @@ class ChunkRecord:
             "nodes"}`` (:data:`NODES_KIND`: each chunk encoded alone from its own
             ``encoded_text`` or ``text``, at stored positions that may overlap or leave gaps;
             what the LlamaIndex writers record for nodes they encode) or ``{"kind": "custom",
-            "signature": ...}``; ``None``: unknown (several such chunks cannot be reindexed).
+            "signature": ..., "why": ...}`` (a chunking reindex cannot redo, ``why``
+            optional: named in its refusal); ``None``: unknown (several such chunks cannot be
+            reindexed).
         chunk_id: The writer's own id of the chunk (a LlamaIndex node id), stored so the
             chunk can be found, replaced and deleted by it as well as by its point id.
         extra: JSON a writer keeps with the chunk to rebuild its own object when reading it

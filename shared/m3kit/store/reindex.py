@@ -242,7 +242,8 @@ class DocPlan:
                 pos = int(p[END])
             return None
         signature = (self.chunking or {}).get("signature", kind)
-        return f"chunked by {signature!r}, which reindex cannot redo"
+        why = (self.chunking or {}).get("why")  # a writer's own reason, if it recorded one
+        return f"chunked by {signature!r}, which reindex cannot redo" + (f" ({why})" if why else "")
 
     def versions(self) -> list[tuple[int, Any]]:
         """``(chunk index, version)`` of each chunk as planned: another writer's change
