@@ -267,3 +267,39 @@ class EncodeSpy:
         """``texts`` as :meth:`encode_tokenized` records them (tokenised, then decoded)."""
         tok = self._encoder.tokenizer
         return [tok.decode(t.input_ids, skip_special_tokens=True) for t in self.tokenize(texts)]
+
+
+#: Ten short documents of the sparse cut change tests (:func:`interrupt_cut_change`).
+CUT_TEXTS = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
+CUT_IDS = [f"d{i}" for i in range(10)]
+
+
+def open_c(encoder: Any, where: Path, backend: str, **options: Any) -> M3Index:
+    """``M3Index.open`` of collection ``"c"`` in ``where`` on ``backend``."""
+    return M3Index.open(encoder, where, collection="c", backend=backend, **options)
+
+
+def interrupt_cut_change(
+    encoder: Any, where: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """:data:`CUT_TEXTS` stored uncut in ``where / "crashed"`` and with ``sparse_top_k=2`` in
+    ``where / "fresh"``; then a change of ``crashed`` to ``sparse_top_k=2`` in groups of 4,
+    interrupted at its second write (the first group written). ``M3Store.upsert`` is restored
+    after; ``M3Index.write_group`` stays 4."""
+    for name, cut in (("crashed", {}), ("fresh", {"sparse_top_k": 2})):
+        with open_c(encoder, where / name, backend, **cut) as index:
+            index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    monkeypatch.setattr(M3Index, "write_group", 4)
+    upsert = M3Store.upsert
+    calls = []
+
+    def failing(self: M3Store, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("write interrupted")
+        return upsert(self, *args, **kwargs)
+
+    monkeypatch.setattr(M3Store, "upsert", failing)
+    with pytest.raises(RuntimeError, match="write interrupted"):
+        open_c(encoder, where / "crashed", backend, sparse_top_k=2, reindex=True)
+    monkeypatch.setattr(M3Store, "upsert", upsert)

@@ -23,7 +23,7 @@ from m3kit.store.search_settings import calibrated_encoder_identity
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 
-from .conftest import SentenceChunker, fill
+from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, fill, interrupt_cut_change, open_c
 
 WHOLE = {
     "w1": "Oxygen is a chemical element with symbol O and atomic number eight.",
@@ -38,8 +38,7 @@ LONG = {
 NO_CUT = {"sparse_min_weight": 0.0}  # a given cut that keeps every weight
 
 
-def _open(encoder: Any, where: Path, backend: str, **options: Any) -> M3Index:
-    return M3Index.open(encoder, where, collection="c", backend=backend, **options)
+_open = open_c
 
 
 @pytest.mark.parametrize(
@@ -105,25 +104,7 @@ def test_an_interrupted_cut_change_is_refused_until_finished(
     monkeypatch: pytest.MonkeyPatch,
     finish: dict[str, Any],
 ) -> None:
-    texts = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
-    ids = [f"d{i}" for i in range(10)]
-    for where, cut in (("crashed", {}), ("fresh", {"sparse_top_k": 2})):
-        with _open(enc_a, tmp_path / where, backend, **cut) as index:
-            index.add_texts(texts, doc_ids=ids)
-    monkeypatch.setattr(M3Index, "write_group", 4)
-    upsert = M3Store.upsert
-    calls = []
-
-    def failing(self: M3Store, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("write interrupted")
-        return upsert(self, *args, **kwargs)
-
-    monkeypatch.setattr(M3Store, "upsert", failing)
-    with pytest.raises(RuntimeError, match="write interrupted"):
-        _open(enc_a, tmp_path / "crashed", backend, sparse_top_k=2, reindex=True)
-    monkeypatch.setattr(M3Store, "upsert", upsert)
+    interrupt_cut_change(enc_a, tmp_path, backend, monkeypatch)
 
     # a mix of both cuts is stored now: nothing may open it but a reindex
     for cut in ({}, {"sparse_top_k": 2}, NO_CUT):
@@ -232,9 +213,8 @@ def test_an_index_sharing_the_store_is_stopped_by_a_cut_change_cut_short(
 ) -> None:
     """Another index on the same store object would go on writing and searching with the old
     cut over a mix of both: it is refused until the change is finished."""
-    texts = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
     with _open(enc_a, tmp_path, "edge") as first:
-        first.add_texts(texts, doc_ids=[f"d{i}" for i in range(10)])
+        first.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
         monkeypatch.setattr(M3Index, "write_group", 4)
         upsert = M3Store.upsert
         calls = []
@@ -267,8 +247,7 @@ def test_a_writer_with_the_old_cut_during_the_change_is_redone(
     import copy
 
     service = M3Index.open(enc_a, None, collection="c", backend="client")
-    texts = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
-    service.add_texts(texts, doc_ids=[f"d{i}" for i in range(10)])
+    service.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
 
     class WritesMeanwhile:
         def __init__(self) -> None:

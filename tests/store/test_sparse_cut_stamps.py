@@ -9,7 +9,6 @@ the one that changed the cut still showed the old cut.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +21,10 @@ from m3kit.store.schema import DOC_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 
-BACKENDS = ["edge", "client"]
-TEXTS = [f"document {i} is about topic {i % 3} and its many details." for i in range(10)]
-IDS = [f"d{i}" for i in range(10)]
+from .conftest import CUT_IDS, CUT_TEXTS, interrupt_cut_change, open_c
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def opened() -> Iterator[list[M3Index]]:
-    indexes: list[M3Index] = []
-    yield indexes
-    for index in indexes:
-        index.close()
-
-
-def _open(encoder: Any, where: Path, backend: str, **options: Any) -> M3Index:
-    return M3Index.open(encoder, where, collection="c", backend=backend, **options)
+TEXTS, IDS = CUT_TEXTS, CUT_IDS
+_open = open_c
 
 
 def _stamps(store: M3Store) -> dict[str, set[Any]]:
@@ -85,22 +68,7 @@ def test_an_interrupted_cut_change_resumes_with_the_documents_left(
     opened: list[M3Index],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for where, cut in (("crashed", {}), ("fresh", {"sparse_top_k": 2})):
-        with _open(enc_a, tmp_path / where, backend, **cut) as index:
-            index.add_texts(TEXTS, doc_ids=IDS)
-    monkeypatch.setattr(M3Index, "write_group", 4)
-    upsert = M3Store.upsert
-    calls = []
-
-    def failing(self: M3Store, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("write interrupted")
-        return upsert(self, *args, **kwargs)
-
-    monkeypatch.setattr(M3Store, "upsert", failing)
-    with pytest.raises(RuntimeError, match="write interrupted"):
-        _open(enc_a, tmp_path / "crashed", backend, sparse_top_k=2, reindex=True)
+    interrupt_cut_change(enc_a, tmp_path, backend, monkeypatch)
     written = _written_docs(monkeypatch)
     done = _open(enc_a, tmp_path / "crashed", backend, reindex=True)
     opened.append(done)
