@@ -17,6 +17,8 @@ from m3kit.outputs import Head, M3Output
 from m3kit.store import Backend, ChunkRecord, M3Store, PayloadIndexType
 from m3kit.store.schema import payload_index_fields
 
+BUILT_IN = ["doc_id", "chunk_id", "encoder_id", "sparse_cut"]
+"""The indexes every collection gets, in the order they are created."""
 ARGS: dict[str, Any] = {"collection": "c", "dense_dim": 4, "colbert_dim": None, "sparse": False}
 
 
@@ -83,24 +85,23 @@ def test_edge_creates_declared_indexes_once(
         s.upsert([_record(i, "en" if i % 2 else "de") for i in range(6)])
         hits = s.query(dense=np.eye(4)[1], k=6, filter={"lang": "en"})
         assert sorted(h.doc_id for h in hits) == ["d1", "d3", "d5"]
-    assert created == ["doc_id", "chunk_id", "metadata.lang", "metadata.year"]
+    assert created == [*BUILT_IN, "metadata.lang", "metadata.year"]
     assert _edge_schema(tmp_path) == {
-        "doc_id": qe.PayloadSchemaType.Keyword,
-        "chunk_id": qe.PayloadSchemaType.Keyword,
+        **{key: qe.PayloadSchemaType.Keyword for key in BUILT_IN},
         "metadata.lang": qe.PayloadSchemaType.Keyword,
         "metadata.year": qe.PayloadSchemaType.Integer,
     }
     # Same declaration again: nothing created. One more key: only that one.
     M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS).close()
-    assert created == ["doc_id", "chunk_id", "metadata.lang", "metadata.year"]
+    assert created == [*BUILT_IN, "metadata.lang", "metadata.year"]
     more = {**declared, "score": "float"}
     M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=more, **ARGS).close()
-    assert created[4:] == ["metadata.score"]
+    assert created[6:] == ["metadata.score"]
     assert _edge_schema(tmp_path)["metadata.score"] == qe.PayloadSchemaType.Float
     # Another type for an indexed key: an error naming it, nothing created.
     with pytest.raises(SchemaMismatchError, match="metadata.year is indexed as integer, declared"):
         M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes={"year": "text"}, **ARGS)
-    assert len(created) == 5
+    assert len(created) == 7
 
 
 def test_edge_collection_made_without_the_chunk_id_index_gets_it(tmp_path: Path) -> None:
@@ -116,6 +117,53 @@ def test_edge_collection_made_without_the_chunk_id_index_gets_it(tmp_path: Path)
     with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
         assert s.count() == 3  # the points are kept
     assert _edge_schema(tmp_path)["chunk_id"] == qe.PayloadSchemaType.Keyword
+
+
+def test_edge_sparse_collection_made_without_the_stamp_indexes_gets_them(
+    enc_a: Any, tmp_path: Path
+) -> None:
+    """Collections made before ``encoder_id`` and ``sparse_cut`` were indexed get the indexes
+    when they are opened, and the open's cut-stamp count (an ``is_empty`` condition for points
+    written before they were stamped) still reads them right through the index."""
+    from qdrant_client import models
+
+    from m3kit.store import M3Index
+    from m3kit.store.cut_stamps import miscut_count, not_cut_with
+    from m3kit.store.edge_filters import edge_filter
+    from m3kit.store.schema import DOC_ID, ENCODER_ID, SPARSE_CUT
+    from m3kit.store.sparse_cut import SparseCut
+
+    def doc(doc_id: str) -> models.Filter:
+        return models.Filter(must=[models.FieldCondition(key=DOC_ID, match={"value": doc_id})])
+
+    three, five = SparseCut(3), SparseCut(5)
+    with M3Index.open(enc_a, tmp_path, collection="c", backend="edge", sparse_top_k=3) as index:
+        index.add_texts(["oxygen", "rivers", "granite"], doc_ids=["a", "b", "c"])
+        index.store._backend.set_payload([(doc("b"), {SPARSE_CUT: None})])  # unstamped: null
+    shard = qe.EdgeShard.load(str(tmp_path / "c"))
+    try:  # an older collection: no stamp indexes; "a" written before points were stamped
+        for key in (ENCODER_ID, SPARSE_CUT):
+            shard.update(qe.UpdateOperation.delete_field_index(key))
+        shard.update(
+            qe.UpdateOperation.delete_payload_by_filter(edge_filter(doc("a")), [SPARSE_CUT])
+        )
+    finally:
+        shard.close()
+    assert not {ENCODER_ID, SPARSE_CUT} & set(_edge_schema(tmp_path))
+    with M3Index.open(enc_a, tmp_path, collection="c", backend="edge") as index:
+        store = index.store
+        assert index.sparse_cut == three  # the unstamped points count as the recorded cut
+        assert store.count() == 3
+        assert miscut_count(store, three) == 0
+        assert store.count(not_cut_with(five, three)) == 3
+        assert store.count(not_cut_with(three, five)) == 2  # unstamped: cut with five
+        store._backend.set_payload([(doc("c"), {SPARSE_CUT: five.stamp()})])
+        assert miscut_count(store, three) == 1
+        assert store.count(not_cut_with(five, five)) == 0  # unstamped: cut with five
+    schema = _edge_schema(tmp_path)
+    assert schema[ENCODER_ID] == schema[SPARSE_CUT] == qe.PayloadSchemaType.Keyword
+    with pytest.raises(ValueError, match=r"1 chunk\(s\)"):  # "c", refused at open
+        M3Index.open(enc_a, tmp_path, collection="c", backend="edge")
 
 
 def test_a_built_in_index_that_cannot_be_made_is_a_warning(
@@ -172,25 +220,30 @@ def test_server_index_requests_are_made_once(
     declared = {"lang": PayloadIndexType.KEYWORD, "year": "integer"}
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
     assert _index_puts(requests) == [
-        ("doc_id", "keyword"),
-        ("chunk_id", "keyword"),
+        *((key, "keyword") for key in BUILT_IN),
         ("metadata.lang", "keyword"),
         ("metadata.year", "integer"),
     ]
     # Re-opening with the same declaration sends no index request.
     M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
-    assert len(_index_puts(requests)) == 4
-    # A collection made before chunk_id was indexed: the index is created on open.
-    del state["indexes"]["chunk_id"]
+    assert len(_index_puts(requests)) == 6
+    # A collection made before chunk_id, encoder_id and sparse_cut were indexed: the indexes
+    # are created on open.
+    for key in ("chunk_id", "encoder_id", "sparse_cut"):
+        del state["indexes"][key]
     M3Store.open(url=url, **ARGS).close()
-    assert _index_puts(requests)[4:] == [("chunk_id", "keyword")]
+    assert _index_puts(requests)[6:] == [
+        ("chunk_id", "keyword"),
+        ("encoder_id", "keyword"),
+        ("sparse_cut", "keyword"),
+    ]
     # A new key: one request, for it only.
     M3Store.open(url=url, payload_indexes={**declared, "flag": "bool"}, **ARGS).close()
-    assert _index_puts(requests)[5:] == [("metadata.flag", "bool")]
+    assert _index_puts(requests)[9:] == [("metadata.flag", "bool")]
     # Another type for an indexed key: refused before any request.
     with pytest.raises(SchemaMismatchError, match="metadata.lang is indexed as keyword"):
         M3Store.open(url=url, payload_indexes={"lang": "text"}, **ARGS)
-    assert len(_index_puts(requests)) == 6
+    assert len(_index_puts(requests)) == 10
 
 
 def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:
@@ -206,8 +259,7 @@ def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:
     argv += ["--collection", "c", "--dtype", "fp32", "--quiet", "--backend", "edge"]
     assert main([*argv, "--index-field", "lang", "--index-field", "year:integer"]) == 0
     assert _edge_schema(store) == {
-        "doc_id": qe.PayloadSchemaType.Keyword,
-        "chunk_id": qe.PayloadSchemaType.Keyword,
+        **{key: qe.PayloadSchemaType.Keyword for key in BUILT_IN},
         "metadata.lang": qe.PayloadSchemaType.Keyword,
         "metadata.year": qe.PayloadSchemaType.Integer,
     }

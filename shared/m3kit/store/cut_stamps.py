@@ -12,9 +12,10 @@ stamped them have none and count as cut with the collection's recorded cut. So:
   before it) is refused when a store or index opens it (:func:`check_cut_stamps`), until an
   index opened with ``reindex=True`` re-encodes them with the recorded cut.
 
-The check is one count request at open (a filter on an unindexed payload key, as the
-encoder's ``encoder_id`` is): writes do not re-read the collection's record, so a write with
-an old cut is seen at the next open, not refused as it is made.
+The check is one count request at open, on the ``sparse_cut`` payload index every collection
+has (:data:`~m3kit.store.payload_indexes.BUILT_IN_INDEXES`): writes do not re-read the
+collection's record, so a write with an old cut is seen at the next open, not refused as it is
+made.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 Qdrant filters on an unindexed payload key by reading every candidate's payload; a payload
 index makes filtered search (``filter={"lang": "en"}``) fast on a server or cluster. m3kit
-always indexes ``doc_id`` and ``chunk_id`` (keyword), and creates them when it opens a
-collection made before one of them was indexed; other keys are declared with ``payload_indexes=`` on
-:meth:`~m3kit.store.M3Store.open` (or ``m3kit index --index-field KEY[:TYPE]``). Declared
+always indexes its own keys (keyword): ``doc_id`` and ``chunk_id`` (replace, delete,
+``find``), ``encoder_id`` (an encoder reindex's scroll) and ``sparse_cut`` (the cut-stamp count
+every open of a sparse collection makes, :mod:`m3kit.store.cut_stamps`), and creates them when
+it opens a collection made before one of them was indexed; other keys are declared with
+``payload_indexes=`` on :meth:`~m3kit.store.M3Store.open` (or ``m3kit index --index-field
+KEY[:TYPE]``). Declared
 indexes the collection lacks are created, existing ones are left alone, so re-opening with
 the same declaration sends no index request.
 
@@ -20,15 +23,18 @@ from collections.abc import Mapping
 
 from m3kit.errors import SchemaMismatchError
 from m3kit.store.plan import StorageBackend
-from m3kit.store.schema import CHUNK_ID, DOC_ID, PayloadIndexType
+from m3kit.store.schema import CHUNK_ID, DOC_ID, ENCODER_ID, SPARSE_CUT, PayloadIndexType
 
 __all__ = ["BUILT_IN_INDEXES", "ensure_payload_indexes"]
 
 BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
     DOC_ID: PayloadIndexType.KEYWORD,
     CHUNK_ID: PayloadIndexType.KEYWORD,
+    ENCODER_ID: PayloadIndexType.KEYWORD,
+    SPARSE_CUT: PayloadIndexType.KEYWORD,
 }
-"""Indexes every collection has: m3kit's own lookups (replace, delete, ``find``) filter on them."""
+"""Indexes every collection has: m3kit's own lookups filter on them (replace, delete, ``find``;
+an encoder reindex; the cut-stamp check at open), which without one read every point's payload."""
 
 logger = logging.getLogger(__name__)
 
