@@ -218,3 +218,28 @@ def test_an_unrebuildable_late_document_names_a_way_out(
     redone.close()
     with _open(enc_a, tmp_path, backend) as again:
         assert again.sparse_cut == SparseCut(3)
+
+
+def test_a_shared_store_cuts_as_recorded_after_a_change_fails_its_final_check(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before, the failed open put the store's old cut back: the index sharing it searched and
+    # wrote with top_k=3 while the collection recorded (and mostly held) top_k=5
+    with _open(enc_a, tmp_path, backend, sparse_top_k=3) as first:
+        first.add_texts(TEXTS, doc_ids=IDS)
+        late = M3Index(enc_a, copy.copy(first.store))  # another process, still on top_k=3
+        record = M3Store.set_collection_metadata
+
+        def late_write(self: M3Store, meta: Any) -> None:
+            if RECORD_KEY in meta and PENDING_KEY not in meta and meta[RECORD_KEY]["top_k"] == 5:
+                late.add_texts(["a late document about rivers"], doc_ids=["late"])
+            record(self, meta)
+
+        monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)
+        with pytest.raises(ValueError, match=r"1 chunk\(s\).*sparse_top_k=3"):
+            M3Index(enc_a, first.store, sparse_top_k=5, reindex=True)
+        monkeypatch.setattr(M3Store, "set_collection_metadata", record)
+        assert first.store.collection_metadata()[RECORD_KEY] == SparseCut(5).to_dict()
+        assert first.sparse_cut == SparseCut(5)
+        first.add_texts(["written by the first index"], doc_ids=["more"])
+        assert _stamps(first.store)["more"] == {SparseCut(5).stamp()}
