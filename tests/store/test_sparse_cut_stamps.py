@@ -21,7 +21,7 @@ from m3kit.store.schema import DOC_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 
-from .conftest import CUT_IDS, CUT_TEXTS, interrupt_cut_change, open_c
+from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, interrupt_cut_change, open_c
 
 TEXTS, IDS = CUT_TEXTS, CUT_IDS
 _open = open_c
@@ -177,5 +177,69 @@ def test_a_shared_store_shows_the_new_cut(enc_a: M3Encoder, backend: str, tmp_pa
         second = M3Index(enc_a, first.store, sparse_top_k=5, reindex=True)
         assert second.sparse_cut == SparseCut(5)
         assert first.sparse_cut == SparseCut(5) == first.store.sparse_cut
+        first.add_texts(["written by the first index"], doc_ids=["more"])
+        assert _stamps(first.store)["more"] == {SparseCut(5).stamp()}
+
+
+def test_negative_zero_min_weight_is_the_recorded_cut(
+    enc_a: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    # -0.0 == 0.0, so the index took it as the recorded cut, but stamped its points
+    # '"min_weight":-0.0': the next open refused the collection as holding another cut
+    with _open(enc_a, tmp_path, backend, sparse_top_k=5) as index:
+        index.add_texts(TEXTS[:5], doc_ids=IDS[:5])
+    with _open(enc_a, tmp_path, backend, sparse_top_k=5, sparse_min_weight=-0.0) as index:
+        index.add_texts(TEXTS[5:], doc_ids=IDS[5:])
+    with _open(enc_a, tmp_path, backend) as index:
+        assert index.sparse_cut == SparseCut(5)
+        assert {s for v in _stamps(index.store).values() for s in v} == {SparseCut(5).stamp()}
+    assert SparseCut(None, -0.0).stamp() == SparseCut().stamp()
+
+
+def test_an_unrebuildable_late_document_names_a_way_out(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    # before, the refusal said to open the collection "with its recorded cut (without
+    # reindex)" and delete them: that open is refused too (chunks of another cut)
+    service = _open(enc_a, tmp_path, backend, sparse_top_k=3)
+    service.add_texts(TEXTS, doc_ids=IDS)
+    M3Index(enc_a, copy.copy(service.store), sparse_top_k=5, reindex=True)
+    service.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
+    service.close()
+    with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'") as e:
+        _open(enc_a, tmp_path, backend, reindex=True)
+    message = str(e.value)
+    assert "with its recorded cut (without reindex)" not in message, message
+    assert "M3Index.open(encoder, ..., sparse_top_k=3, sparse_min_weight=0.0" in message, message
+    redone = _open(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True)  # as advised
+    opened.append(redone)
+    assert redone.sparse_cut == SparseCut(3)
+    assert {s for v in _stamps(redone.store).values() for s in v} == {SparseCut(3).stamp()}
+    redone.close()
+    with _open(enc_a, tmp_path, backend) as again:
+        assert again.sparse_cut == SparseCut(3)
+
+
+def test_a_shared_store_cuts_as_recorded_after_a_change_fails_its_final_check(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before, the failed open put the store's old cut back: the index sharing it searched and
+    # wrote with top_k=3 while the collection recorded (and mostly held) top_k=5
+    with _open(enc_a, tmp_path, backend, sparse_top_k=3) as first:
+        first.add_texts(TEXTS, doc_ids=IDS)
+        late = M3Index(enc_a, copy.copy(first.store))  # another process, still on top_k=3
+        record = M3Store.set_collection_metadata
+
+        def late_write(self: M3Store, meta: Any) -> None:
+            if RECORD_KEY in meta and PENDING_KEY not in meta and meta[RECORD_KEY]["top_k"] == 5:
+                late.add_texts(["a late document about rivers"], doc_ids=["late"])
+            record(self, meta)
+
+        monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)
+        with pytest.raises(ValueError, match=r"1 chunk\(s\).*sparse_top_k=3"):
+            M3Index(enc_a, first.store, sparse_top_k=5, reindex=True)
+        monkeypatch.setattr(M3Store, "set_collection_metadata", record)
+        assert first.store.collection_metadata()[RECORD_KEY] == SparseCut(5).to_dict()
+        assert first.sparse_cut == SparseCut(5)
         first.add_texts(["written by the first index"], doc_ids=["more"])
         assert _stamps(first.store)["more"] == {SparseCut(5).stamp()}

@@ -31,7 +31,7 @@ from m3kit.store.sparse_cut import SparseCut
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
-__all__ = ["check_cut_stamps", "miscut_count", "not_cut_with"]
+__all__ = ["check_cut_stamps", "miscut_count", "not_cut_with", "other_cuts"]
 
 #: Stamps named in a refusal (the points' other cuts), at most.
 _NAMED = 5
@@ -70,17 +70,10 @@ def check_cut_stamps(store: M3Store, recorded: SparseCut) -> None:
 
 def miscut_message(store: M3Store, recorded: SparseCut, count: int) -> str:
     """Why a collection with ``count`` points cut otherwise than ``recorded`` is refused."""
-    found: set[str] = set()
-    for hit in store._backend.scroll(not_cut_with(recorded, recorded), [SPARSE_CUT]):
-        found.add(str(hit.payload.get(SPARSE_CUT)))
-        if len(found) > _NAMED:
-            break
-    cuts = []
-    for stamp in sorted(found)[:_NAMED]:
-        try:
-            cuts.append(SparseCut.from_stamp(stamp).describe())
-        except ValueError:
-            cuts.append(f"an unreadable stamp {stamp!r}")
+    cuts = [
+        c.describe() if isinstance(c, SparseCut) else f"an unreadable stamp {c!r}"
+        for c in other_cuts(store, recorded)
+    ]
     return (
         f"collection {store.collection!r} records {recorded.describe()}, but holds {count} "
         f"chunk(s) stored with {' / '.join(cuts)}: a writer went on with another cut "
@@ -90,3 +83,20 @@ def miscut_message(store: M3Store, recorded: SparseCut, count: int) -> str:
         "(m3kit index --reindex; the recorded cut is used when none is given); only the "
         "documents with such chunks are re-encoded"
     )
+
+
+def other_cuts(store: M3Store, recorded: SparseCut) -> list[SparseCut | str]:
+    """The cuts (at most a few, sorted) of ``store``'s points cut otherwise than ``recorded``;
+    a stamp that is no cut's is given as it is."""
+    found: set[str] = set()
+    for hit in store._backend.scroll(not_cut_with(recorded, recorded), [SPARSE_CUT]):
+        found.add(str(hit.payload.get(SPARSE_CUT)))
+        if len(found) > _NAMED:
+            break
+    cuts: list[SparseCut | str] = []
+    for stamp in sorted(found)[:_NAMED]:
+        try:
+            cuts.append(SparseCut.from_stamp(stamp))
+        except ValueError:
+            cuts.append(stamp)
+    return cuts

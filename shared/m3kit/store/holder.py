@@ -80,10 +80,12 @@ def give_back(store: M3Store, held: Held, fingerprint: EncoderFingerprint) -> No
     holder's encoder with no reindex pending (the open was refused before it wrote). Else
     (a reindex stopped part-way, or the record cannot be read) the previous holder stays
     refused, and every write and search through the store raises until an index opened on it
-    finishes the reindex. The sparse cut is always put back.
+    finishes the reindex. The sparse cut is put back as the collection records it (the
+    previous one, unless the open recorded a new one before it failed: a cut change that
+    failed its final check), so that a store shared with another index cuts as its chunks.
     """
     with store.write_lock:
-        store.sparse_cut = held.sparse_cut
+        store.sparse_cut = _recorded_cut(store, held.sparse_cut)
         if held.writer_id is None or _records(store, held.writer_id):
             store.writer_id, store.writer_name = held.writer_id, held.writer_name
             store.encoder_check = held.encoder_check
@@ -135,6 +137,20 @@ def _records(store: M3Store, identity: str) -> bool:
         logger.exception("could not read collection %r's record", store.collection)
         return False
     return pending is None and not recut and stored is not None and stored.made(identity)
+
+
+def _recorded_cut(store: M3Store, held: SparseCut | None) -> SparseCut | None:
+    """The sparse cut the collection records, with no change of it pending; else ``held``."""
+    from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY
+
+    try:
+        meta = store.collection_metadata()
+        if RECORD_KEY not in meta or PENDING_KEY in meta:
+            return held
+        return SparseCut.from_record(meta[RECORD_KEY])
+    except Exception:  # unknown: the previous cut (the caller's own error is being raised)
+        logger.exception("could not read collection %r's sparse cut", store.collection)
+        return held
 
 
 def _refuse(message: str) -> None:

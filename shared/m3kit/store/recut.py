@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models
 
-from m3kit.store.cut_stamps import check_cut_stamps, not_cut_with
+from m3kit.store.cut_stamps import check_cut_stamps, not_cut_with, other_cuts
 from m3kit.store.reindex import DocPlan, check_plans, doc_plans, reencode
 from m3kit.store.reindex_fit import Chunkers, check_fit
 from m3kit.store.schema import DOC_ID
@@ -124,6 +124,27 @@ _RECUT_ADVICE = (
     "(M3Index.delete), change the cut, then add them again; or index into a new collection"
 )
 
+
+def _advice(store: M3Store, target: SparseCut, meta: Mapping[str, Any]) -> str:
+    """What to do about documents a change to ``target`` cannot rebuild: for a repair of
+    chunks another writer stored with another cut (``target`` is the recorded cut), opening
+    the collection without reindex is refused, so the way out is a change to their cut."""
+    recorded = SparseCut.from_record(meta[RECORD_KEY]) if RECORD_KEY in meta else SparseCut()
+    if PENDING_KEY in meta or target != recorded:
+        return _RECUT_ADVICE
+    theirs = [c for c in other_cuts(store, recorded) if isinstance(c, SparseCut)]
+    if len(theirs) != 1:
+        return _RECUT_ADVICE
+    return (
+        f"They were stored with {theirs[0].describe()} after the collection's cut was "
+        f"changed to {recorded.describe()}, so it cannot be opened without reindex until "
+        "they are re-encoded. To keep them, change the collection to their cut: "
+        f"M3Index.open(encoder, ..., {theirs[0].arguments()}, reindex=True) re-encodes "
+        "the other documents with it (then delete them, change the cut and add them again, "
+        "if the recorded cut is wanted); or index into a new collection"
+    )
+
+
 #: Passes of :func:`recut_collection` (the first does the work; later ones redo documents
 #: other writers wrote meanwhile).
 _PASSES = 3
@@ -145,7 +166,7 @@ def _start(
     store = index.store
     meta = store.collection_metadata()
     pending = SparseCut.from_record(meta[PENDING_KEY]) if PENDING_KEY in meta else None
-    check_plans(plans, _RECUT_ADVICE)
+    check_plans(plans, _advice(store, target, meta))
     check_fit(index, todo, chunkers, started=pending is not None)
     if pending is not None and pending != target:
         logger.warning(

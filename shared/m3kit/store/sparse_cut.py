@@ -88,7 +88,9 @@ class SparseCut:
         # numpy numbers (which the check takes) as plain ones: the record is JSON
         if self.top_k is not None:
             object.__setattr__(self, "top_k", int(self.top_k))
-        object.__setattr__(self, "min_weight", float(self.min_weight))
+        # + 0.0: -0.0 (== 0.0, so taken as the recorded cut) as 0.0, or its points' stamp
+        # ('"min_weight":-0.0') would be another cut's, refused at the next open
+        object.__setattr__(self, "min_weight", float(self.min_weight) + 0.0)
 
     @property
     def cuts(self) -> bool:
