@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -289,6 +290,15 @@ def interrupt_cut_change(
     for name, cut in (("crashed", {}), ("fresh", {"sparse_top_k": 2})):
         with open_c(encoder, where / name, backend, **cut) as index:
             index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    with second_write_fails(monkeypatch):
+        open_c(encoder, where / "crashed", backend, sparse_top_k=2, reindex=True)
+
+
+@contextlib.contextmanager
+def second_write_fails(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inside: writes go in groups of 4 (``M3Index.write_group``, left so after) and the
+    second ``M3Store.upsert`` raises ``RuntimeError("write interrupted")``, which the block
+    must raise; ``M3Store.upsert`` is restored after."""
     monkeypatch.setattr(M3Index, "write_group", 4)
     upsert = M3Store.upsert
     calls = []
@@ -301,5 +311,5 @@ def interrupt_cut_change(
 
     monkeypatch.setattr(M3Store, "upsert", failing)
     with pytest.raises(RuntimeError, match="write interrupted"):
-        open_c(encoder, where / "crashed", backend, sparse_top_k=2, reindex=True)
+        yield
     monkeypatch.setattr(M3Store, "upsert", upsert)

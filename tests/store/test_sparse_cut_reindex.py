@@ -23,7 +23,15 @@ from m3kit.store.search_settings import calibrated_encoder_identity
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 
-from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, fill, interrupt_cut_change, open_c
+from .conftest import (
+    CUT_IDS,
+    CUT_TEXTS,
+    SentenceChunker,
+    fill,
+    interrupt_cut_change,
+    open_c,
+    second_write_fails,
+)
 
 WHOLE = {
     "w1": "Oxygen is a chemical element with symbol O and atomic number eight.",
@@ -215,20 +223,8 @@ def test_an_index_sharing_the_store_is_stopped_by_a_cut_change_cut_short(
     cut over a mix of both: it is refused until the change is finished."""
     with _open(enc_a, tmp_path, "edge") as first:
         first.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
-        monkeypatch.setattr(M3Index, "write_group", 4)
-        upsert = M3Store.upsert
-        calls = []
-
-        def failing(self: M3Store, *args: Any, **kwargs: Any) -> Any:
-            calls.append(1)
-            if len(calls) == 2:
-                raise RuntimeError("write interrupted")
-            return upsert(self, *args, **kwargs)
-
-        monkeypatch.setattr(M3Store, "upsert", failing)
-        with pytest.raises(RuntimeError, match="write interrupted"):
+        with second_write_fails(monkeypatch):
             M3Index(enc_a, first.store, sparse_top_k=2, reindex=True)
-        monkeypatch.setattr(M3Store, "upsert", upsert)
         with pytest.raises(Exception, match="part-way through a reindex"):
             first.search("topic 1", k=2)
         with pytest.raises(Exception, match="part-way through a reindex"):
