@@ -10,7 +10,8 @@ stamped them have none and count as cut with the collection's recorded cut. So:
 - a collection that holds points stamped with another cut than its recorded one (a writer
   that went on with the old cut after a change: another process, or a store object opened
   before it) is refused when a store or index opens it (:func:`check_cut_stamps`), until an
-  index opened with ``reindex=True`` re-encodes them with the recorded cut.
+  index opened with ``reindex=True`` re-encodes them with the recorded cut, or their
+  documents are deleted (``M3Store.delete_documents_unopened``, :mod:`m3kit.store.unopened`).
 
 The check is one count request at open, on the ``sparse_cut`` payload index every collection
 has (:data:`~m3kit.store.payload_indexes.BUILT_IN_INDEXES`): writes do not re-read the
@@ -25,13 +26,14 @@ from typing import TYPE_CHECKING
 from qdrant_client import models
 
 from m3kit.outputs import Head
-from m3kit.store.schema import SPARSE_CUT
+from m3kit.store.schema import DOC_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import SparseCut
+from m3kit.store.unopened import delete_call
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
-__all__ = ["check_cut_stamps", "miscut_count", "not_cut_with", "other_cuts"]
+__all__ = ["check_cut_stamps", "miscut_count", "miscut_documents", "not_cut_with", "other_cuts"]
 
 #: Stamps named in a refusal (the points' other cuts), at most.
 _NAMED = 5
@@ -81,8 +83,20 @@ def miscut_message(store: M3Store, recorded: SparseCut, count: int) -> str:
         "so searches would mix cuts. Stop that writer, then re-encode those chunks with the "
         f"recorded cut: M3Index.open(encoder, ..., {recorded.arguments()}, reindex=True) "
         "(m3kit index --reindex; the recorded cut is used when none is given); only the "
-        "documents with such chunks are re-encoded"
+        "documents with such chunks are re-encoded. Or, where that is refused (documents "
+        "reindex cannot rebuild), delete those documents without opening the collection: "
+        f"{delete_call(store.collection, miscut_documents(store, recorded))}, then open it "
+        "again (add them again after, if wanted)"
     )
+
+
+def miscut_documents(store: M3Store, recorded: SparseCut) -> list[str]:
+    """The documents (sorted) with a point cut with another cut than ``recorded``."""
+    found = {
+        str(h.payload.get(DOC_ID))
+        for h in store._backend.scroll(not_cut_with(recorded, recorded), [DOC_ID])
+    }
+    return sorted(found)
 
 
 def other_cuts(store: M3Store, recorded: SparseCut) -> list[SparseCut | str]:

@@ -138,7 +138,7 @@ class EdgeBackend:
         *,
         collection: str,
         location: str | None,
-        schema: CollectionSchema,
+        schema: CollectionSchema | None,
         index_after: int = INDEX_AFTER,
     ) -> None:
         """Locate (not yet open) the shard.
@@ -146,7 +146,8 @@ class EdgeBackend:
         Args:
             collection: Collection name (the shard's folder name).
             location: Parent folder, or ``None`` / ``":memory:"`` for a temporary one.
-            schema: Schema to create the shard with if it does not exist.
+            schema: Schema to create the shard with if it does not exist; ``None``: the
+                existing shard's, read by :meth:`found_vectors` (call it before the rest).
             index_after: Unindexed points in the collection at which a write call builds
                 indexes.
         """
@@ -217,9 +218,16 @@ class EdgeBackend:
                 )
             for name in raw.get("sparse_vectors") or {}:
                 found[name] = VectorSpec("sparse")
+            if self._schema is None:  # opened for its own layout
+                self._schema = CollectionSchema.from_specs(found)
             return found
         except (KeyError, TypeError, ValueError, AttributeError):
             pass
+        if self._schema is None:
+            raise StoreConnectionError(
+                f"cannot read the vectors of collection {self.collection!r} at {self.where} "
+                f"from its {_CONFIG_FILE}; open it with M3Store.open and its dimensions"
+            )
         try:
             self._shard = qe.EdgeShard.load(str(self._path), edge_config(self._schema))
         except Exception as exc:
@@ -307,9 +315,12 @@ class EdgeBackend:
         old segment until the engine vacuums it, so after overwrites this undercounts; the
         write counter in :meth:`finish_writes` covers that case.
         """
+        schema = self._schema
+        if schema is None:  # opened for its own layout, which found_vectors did not read
+            raise RuntimeError(f"the vectors of collection {self.collection!r} were not read")
         info = self.shard.info()
-        graphs = 1 if self._schema.colbert_dim is None else 2  # dense (+ ColBERT)
-        vectors = graphs + (1 if self._schema.sparse else 0)
+        graphs = 1 if schema.colbert_dim is None else 2  # dense (+ ColBERT)
+        vectors = graphs + (1 if schema.sparse else 0)
         missing = info.points_count * vectors - info.indexed_vectors_count
         return max(0, -(-missing // graphs))
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from m3kit.errors import CollectionNotFoundError
+from m3kit.errors import CollectionNotFoundError, SchemaMismatchError
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.payload_indexes import ensure_payload_indexes
 from m3kit.store.plan import StorageBackend
@@ -18,11 +18,13 @@ from m3kit.store.records import Backend
 from m3kit.store.schema import (
     CollectionSchema,
     PayloadIndexType,
+    VectorSpec,
     check_schema,
+    describe_specs,
     payload_index_fields,
 )
 
-__all__ = ["DEFAULT_BACKEND", "folder_backend", "open_backend"]
+__all__ = ["DEFAULT_BACKEND", "folder_backend", "open_backend", "open_existing_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,70 @@ def open_backend(
     cluster: ClusterSettings | None,
 ) -> tuple[StorageBackend, Backend]:
     """Open (creating if asked) the collection's backend; return it and its kind."""
+    impl, kind, _ = _open(
+        location,
+        collection=collection,
+        schema=schema,
+        url=url,
+        api_key=api_key,
+        backend=backend,
+        timeout=timeout,
+        create=create,
+        payload_indexes=payload_indexes,
+        index_after=index_after,
+        cluster=cluster,
+    )
+    return impl, kind
+
+
+def open_existing_backend(
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    url: str | None,
+    api_key: str | None,
+    backend: Backend | str | None,
+    timeout: int | None,
+) -> tuple[StorageBackend, Backend, CollectionSchema]:
+    """Open an existing collection's backend with the vectors it holds (none is created).
+
+    Returns:
+        The backend, its kind and the collection's schema, read from the collection.
+
+    Raises:
+        CollectionNotFoundError: There is no such collection.
+        SchemaMismatchError: Its vectors are not an m3kit layout.
+    """
+    return _open(
+        location,
+        collection=collection,
+        schema=None,
+        url=url,
+        api_key=api_key,
+        backend=backend,
+        timeout=timeout,
+        create=False,
+        payload_indexes=None,
+        index_after=None,
+        cluster=None,
+    )
+
+
+def _open(
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    schema: CollectionSchema | None,
+    url: str | None,
+    api_key: str | None,
+    backend: Backend | str | None,
+    timeout: int | None,
+    create: bool,
+    payload_indexes: Mapping[str, PayloadIndexType | str] | None,
+    index_after: int | None,
+    cluster: ClusterSettings | None,
+) -> tuple[StorageBackend, Backend, CollectionSchema]:
+    """:func:`open_backend`; ``schema=None`` (only with ``create=False``): the collection's."""
     index_fields = payload_index_fields(payload_indexes)
     kind = Backend(backend) if backend is not None else None
     if url is not None:
@@ -91,8 +157,11 @@ def open_backend(
         )
     try:
         if impl.exists():
-            check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
-        elif not create:
+            found = impl.found_vectors()
+            if schema is None:
+                schema = _stored_schema(found, collection=collection, where=impl.where)
+            check_schema(schema, found, collection=collection, where=impl.where)
+        elif not create or schema is None:
             raise CollectionNotFoundError(
                 f"collection {collection!r} does not exist at {impl.where}"
             )
@@ -104,7 +173,25 @@ def open_backend(
     except BaseException:
         impl.close()
         raise
-    return impl, kind
+    return impl, kind, schema
+
+
+def _stored_schema(
+    found: dict[str, VectorSpec], *, collection: str, where: str
+) -> CollectionSchema:
+    """The schema of an existing collection holding the vectors ``found``.
+
+    Raises:
+        SchemaMismatchError: They are not an m3kit layout.
+    """
+    schema = CollectionSchema.from_specs(found)
+    if schema is None:
+        raise SchemaMismatchError(
+            f"collection {collection!r} at {where} holds [{describe_specs(found)}]: not an "
+            "m3kit collection (a dense cosine vector, and a sparse vector and ColBERT "
+            "multivector or not); nothing was written"
+        )
+    return schema
 
 
 def folder_backend(folder: str | os.PathLike[str], collection: str) -> Backend | None:

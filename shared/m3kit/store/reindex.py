@@ -42,6 +42,7 @@ from m3kit.store.schema import (
     PAGE_CONTENT,
     START,
 )
+from m3kit.store.unopened import delete_call
 
 if TYPE_CHECKING:
     from m3kit.store.index import M3Index, _Doc
@@ -104,7 +105,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
             break
         plans = doc_plans(store, todo)
         todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
-        check_plans(plans)
+        check_plans(plans, store.collection)
         # an interrupted reindex (to this encoder or another) has written already: its
         # record stays pending whatever this check decides
         started = attempt > 0 or pending is not None
@@ -305,8 +306,12 @@ REBUILD_ADVICE = (
 )
 
 
-def check_plans(plans: Mapping[str, DocPlan], advice: str = REBUILD_ADVICE) -> None:
-    """Refuse documents a reindex cannot rebuild (nothing written yet), ending with ``advice``.
+def check_plans(
+    plans: Mapping[str, DocPlan], collection: str, advice: str = REBUILD_ADVICE
+) -> None:
+    """Refuse documents a reindex cannot rebuild (nothing written yet), ending with ``advice``
+    and the call that deletes them from ``collection`` without opening it (which works where
+    the opens ``advice`` names are refused too, :mod:`m3kit.store.unopened`).
 
     Raises:
         ValueError: One or more documents whose chunking cannot be redone, listed.
@@ -316,7 +321,9 @@ def check_plans(plans: Mapping[str, DocPlan], advice: str = REBUILD_ADVICE) -> N
         listed = "; ".join(f"{d!r}: {why}" for d, why in bad[:5])
         raise ValueError(
             f"reindex cannot rebuild {len(bad)} stored document(s) ({listed}); nothing was "
-            f"written. {advice}"
+            f"written. {advice}. Or delete them without opening the collection (where every "
+            f"open is refused): {delete_call(collection, [d for d, _ in bad])}, then run this "
+            "open again (they are not re-encoded: add them again after, if wanted)"
         )
 
 

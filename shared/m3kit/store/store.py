@@ -34,14 +34,18 @@ from m3kit.store.sparse_cut import SparseCut, settle_sparse_cut
 from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
+from m3kit.store.unopened import StoreUnopened
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
 
 
-class M3Store(StoreWrites, StoreSearch, StoreReads):
+class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
     """One Qdrant collection in the m3kit layout, on the embedded engine or qdrant-client.
 
     Open it with :meth:`open`. Thread-safe: queries and writes may come from several threads.
+    A collection that no open settles (documents a reindex cannot rebuild, written
+    with two sparse cuts) is left by deleting them without opening it:
+    :meth:`delete_documents_unopened` (:mod:`m3kit.store.unopened`).
     """
 
     def __init__(self, backend: StorageBackend, schema: CollectionSchema, *, kind: Backend) -> None:
