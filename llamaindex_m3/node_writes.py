@@ -172,20 +172,24 @@ class _Doc:
     by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
     points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
     counts: dict[int, int] = field(default_factory=dict)  # chunk_index -> stored chunk_count
+    stored_count: int = 0  # the largest chunk_count stored with the version
     next_index: int = 0
+    scan: int = 0  # every place below it holds a chunk (place())
     stale: bool = False  # chunks of another version are stored
 
     @property
     def chunk_count(self) -> int:
         """How many chunks the version has: one past its last place, or the count stored
         with it where that is more (a node deleted from its end leaves its place counted)."""
-        return max(self.next_index, *self.counts.values(), 1)
+        return max(self.next_index, self.stored_count, 1)
 
     def place(self) -> int:
         """The chunk index of a new node: the first place of the version with no chunk (a
         deleted node's), else one past its last."""
-        free = next((i for i in range(self.chunk_count) if i not in self.key_at), None)
-        at = self.next_index if free is None else free
+        while self.scan < self.chunk_count and self.scan in self.key_at:
+            self.scan += 1
+        at = self.scan if self.scan < self.chunk_count else self.next_index
+        self.scan = max(self.scan, at + 1)
         self.next_index = max(self.next_index, at + 1)
         return at
 
@@ -271,6 +275,7 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         doc.extra_at[chunk_index] = extra
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
         doc.counts[chunk_index] = int(payload.get(CHUNK_COUNT) or 0)
+        doc.stored_count = max(doc.stored_count, doc.counts[chunk_index])
         if payload.get(CHUNK_ID) is not None:
             doc.set_id(chunk_index, str(payload[CHUNK_ID]))
         doc.next_index = max(doc.next_index, chunk_index + 1)
