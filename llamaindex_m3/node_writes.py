@@ -8,7 +8,8 @@ The mapping keeps the one collection layout every m3kit reader shares:
   the same document here. A node without a source belongs to no document (its ``ref_doc_id``
   is ``"None"``, as in LlamaIndex's stores): it is stored alone under its own id, and
   ``delete`` and ``doc_ids`` pass it by (:mod:`~llamaindex_m3.sourceless`).
-- ``chunk_index`` is the node's position among its document's stored nodes; the point id is
+- ``chunk_index`` is the node's position among its document's stored nodes (a new node takes
+  the place of a node deleted alone, if any, else the next); the point id is
   ``point_id(doc_id, chunk_index)``. The node's own id is stored as ``chunk_id``, and is the
   id :meth:`~llamaindex_m3.M3VectorStore.add` returns and queries report (a chunk another
   writer stored reports its point id). A node written again under a stored id (or a chunk's
@@ -19,7 +20,12 @@ The mapping keeps the one collection layout every m3kit reader shares:
   late-chunked nodes, the chunker's signature. Nodes of a new version replace the document's
   stored chunks (written first, the old ones deleted after, by
   :meth:`~m3kit.store.M3Store.upsert`); nodes of the stored version are added to it, because
-  ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. A node
+  ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. After
+  each write every stored chunk of the version carries its ``chunk_count`` (the chunks
+  written carry it, then the others get it: a write stopped between the two leaves the older
+  count on some, which the next write of the document sets). A node deleted alone
+  (``delete_nodes``) leaves the count as it was: the version lacks one chunk, so a reader
+  such as ``complete_documents`` sees it incomplete, until a node fills its place. A node
   already stored (same text, span and metadata) is not encoded or written again, so adding the
   same nodes twice stores nothing new; the stored chunk takes the node's id (each parse draws
   new ones) and its relationships, hidden keys and templates
@@ -46,10 +52,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
+from llamaindex_m3.node_encoding import encode_nodes
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -71,10 +77,11 @@ from llamaindex_m3.stored_chunks import (
     payloads_by_doc,
     stored_payloads,
 )
-from m3kit.outputs import Head, M3Output
-from m3kit.store import ChunkRecord, M3Index, output_row, point_id
+from m3kit.outputs import M3Output
+from m3kit.store import ChunkRecord, M3Index, point_id
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.schema import (
+    CHUNK_COUNT,
     CHUNK_ID,
     CHUNK_INDEX,
     DOC_HASH,
@@ -164,8 +171,27 @@ class _Doc:
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
     by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
     points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
+    counts: dict[int, int] = field(default_factory=dict)  # chunk_index -> stored chunk_count
+    stored_count: int = 0  # the largest chunk_count stored with the version
     next_index: int = 0
+    scan: int = 0  # every place below it holds a chunk (place())
     stale: bool = False  # chunks of another version are stored
+
+    @property
+    def chunk_count(self) -> int:
+        """How many chunks the version has: one past its last place, or the count stored
+        with it where that is more (a node deleted from its end leaves its place counted)."""
+        return max(self.next_index, self.stored_count, 1)
+
+    def place(self) -> int:
+        """The chunk index of a new node: the first place of the version with no chunk (a
+        deleted node's), else one past its last."""
+        while self.scan < self.chunk_count and self.scan in self.key_at:
+            self.scan += 1
+        at = self.scan if self.scan < self.chunk_count else self.next_index
+        self.scan = max(self.scan, at + 1)
+        self.next_index = max(self.next_index, at + 1)
+        return at
 
     def index_of(self, node_id: str) -> int | None:
         """The chunk its writer gave the id ``node_id``, or whose point id it is, if any."""
@@ -248,6 +274,8 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
         doc.extra_at[chunk_index] = extra
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
+        doc.counts[chunk_index] = int(payload.get(CHUNK_COUNT) or 0)
+        doc.stored_count = max(doc.stored_count, doc.counts[chunk_index])
         if payload.get(CHUNK_ID) is not None:
             doc.set_id(chunk_index, str(payload[CHUNK_ID]))
         doc.next_index = max(doc.next_index, chunk_index + 1)
@@ -260,66 +288,6 @@ def _names(node: BaseNode, payload: Mapping[str, Any]) -> bool:
     """``node``'s id is the stored chunk's: its writer's id or its point id."""
     chunk_index = int(payload.get(CHUNK_INDEX) or 0)
     return node.node_id in (payload.get(CHUNK_ID), point_id(doc_id_of(payload), chunk_index))
-
-
-#: A node's own ``embedding`` must be this close (cosine) to the store's dense vector of the
-#: node's text: the same model in another precision or batch stays above 0.99, another model
-#: of the same size falls far below.
-SAME_MODEL_COSINE = 0.9
-
-
-def encode_nodes(
-    index: M3Index, todo: list[BaseNode], text_instruction: str | None, show: bool | None
-) -> list[M3Output]:
-    """One-row outputs for nodes that carry no late-chunked vectors (see the module doc).
-
-    Every node's text is encoded once for every head the store holds; a node's own
-    ``embedding`` (what the VectorStoreIndex's embed model made) is kept as its dense vector
-    after checking it against the store's (:data:`SAME_MODEL_COSINE`).
-
-    Raises:
-        ValueError: A node's ``embedding`` was made by another model.
-    """
-    if not todo:
-        return []
-    heads = index.store.heads
-    texts = [embed_text(n, text_instruction) for n in todo]
-    encoded = index.encoder.encode(texts, heads=sorted(heads), show_progress=show)
-    out: list[M3Output] = []
-    for row, node in enumerate(todo):
-        part = output_row(encoded, row)
-        dense = part.dense
-        if node.embedding is not None:
-            dense = np.asarray([node.embedding], dtype=np.float32)
-            _check_same_model(node, dense[0], part.dense[0])
-        out.append(
-            M3Output(
-                heads=heads,
-                token_counts=part.token_counts,
-                _dense=dense,
-                _sparse=part.sparse if Head.SPARSE in heads else None,
-                _colbert=part.colbert if Head.COLBERT in heads else None,
-            )
-        )
-    return out
-
-
-def _check_same_model(node: BaseNode, given: np.ndarray, ours: np.ndarray) -> None:
-    if given.shape != ours.shape:
-        raise ValueError(
-            f"node {node.node_id!r} has a {given.shape[0]}-dimensional embedding, but this "
-            f"store's model gives {ours.shape[0]}: it was embedded by another model. Give "
-            "VectorStoreIndex the store's model (M3Embedding) as embed_model"
-        )
-    norm = float(np.linalg.norm(given) * np.linalg.norm(ours))
-    cosine = float(given @ ours) / norm if norm > 0 else 0.0
-    if cosine < SAME_MODEL_COSINE:
-        raise ValueError(
-            f"node {node.node_id!r} has an embedding at cosine {cosine:.3f} to this store's "
-            "dense vector of the same text: it was embedded by another model (or with another "
-            "text instruction), and its sparse / ColBERT vectors would come from this one. Give "
-            "VectorStoreIndex the store's model (M3Embedding) as embed_model"
-        )
 
 
 def write_nodes(
@@ -387,8 +355,7 @@ def write_nodes(
                     else:
                         relabel[(doc_id, same)] = node
                     continue
-                at = doc.next_index  # a node of its own: a new chunk
-                doc.next_index += 1
+                at = doc.place()  # a node of its own: a new chunk
             # else a stored node (same node id) or a chunk read back, edited: replaced in
             # place, like an upsert by id, so the old text is not left behind
             claimed.add(at)
@@ -429,14 +396,32 @@ def write_nodes(
         versions[pid] = str(docs[where[0]].version)
     if fields:
         index.store.set_writer_fields(fields, versions=versions)
+    _set_chunk_counts(index, docs, rewritten)
     written = {r.doc_id for r in records}
     for doc_id, doc in docs.items():
         if doc.stale and doc_id not in written:  # every node was stored, an old version too
             assert doc.version is not None  # set by _read_stored
             index.store.delete_points(
-                filter=stale_chunks_filter(doc_id, doc.version, doc.next_index)
+                filter=stale_chunks_filter(doc_id, doc.version, doc.chunk_count)
             )
     return [node.node_id for node in nodes]
+
+
+def _set_chunk_counts(
+    index: M3Index, docs: dict[str, _Doc], rewritten: set[tuple[str, int]]
+) -> None:
+    """Give the stored chunks of each document's version that this write did not rewrite
+    the version's chunk count, where they hold another (see the module doc).
+
+    After the write, as the chunks it stored carry the count: a write stopped before this
+    leaves the version's chunks stored, some with an older count, which the next write of the
+    document sets (it reads them).
+    """
+    for doc_id, doc in docs.items():
+        count = doc.chunk_count
+        if any(n != count for at, n in doc.counts.items() if (doc_id, at) not in rewritten):
+            assert doc.version is not None  # set by _read_stored
+            index.store.set_chunk_count(doc_id, doc.version, count)
 
 
 def _encoded_text(node: BaseNode, text_instruction: str | None) -> str | None:
@@ -483,7 +468,7 @@ def _record(
         node,
         vectors,
         doc_hash=doc.version,
-        chunk_count=doc.next_index,
+        chunk_count=doc.chunk_count,
         # a chunk read back by its point id keeps the id its writer gave it
         chunk_id=doc.ids_at.get(chunk_index, node.node_id)
         if node.node_id == point_id(doc_id, chunk_index)

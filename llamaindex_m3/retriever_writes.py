@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document
 
+from llamaindex_m3.node_encoding import encode_nodes
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -27,7 +28,6 @@ from llamaindex_m3.node_records import (
     read_back_index,
     unpack_documents,
 )
-from llamaindex_m3.node_writes import encode_nodes
 from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.stored_chunks import (
     DOC_BATCH,

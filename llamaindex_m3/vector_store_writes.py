@@ -74,6 +74,10 @@ class VectorStoreWrites:
         """Delete the nodes with these ids and/or matching the filters (both: AND).
 
         An id is a node's own id (``node.node_id`` when it was added) or a chunk's point id.
+        The other chunks of a node's document keep their ``chunk_count``: the document lacks
+        one chunk (a reader such as ``complete_documents`` sees it incomplete, so a writer
+        that skips stored documents writes it again), and a node added to it takes the
+        deleted one's place (:mod:`~llamaindex_m3.node_writes`).
 
         Raises:
             ValueError: Neither is given, or ``filters`` holds no filter and no ``node_ids``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -85,3 +86,29 @@ def test_a_filter_without_a_condition_deletes_nothing(
     store.delete_points(filter=models.Filter(must=[models.Filter(should=[geo])]))
     assert sorted(h.doc_id for h in store.get(filter={"topic": "chem"})) == ["oxygen"]
     assert store.count() == 1
+
+
+def test_set_chunk_count_sets_one_version_of_one_document(
+    open_index: Callable[..., M3Index], tiny_encoder: Any
+) -> None:
+    """The chunks of ``d`` at ``v1`` below the count get it; another version's chunk, one at
+    the count or beyond, and another document's chunks keep theirs."""
+    from m3kit.store import ChunkRecord, output_row
+
+    index = open_index(tiny_encoder)
+    places = [("d", 0, "v1", 2), ("d", 1, "v1", 2), ("d", 2, "v1", 4), ("d", 3, "v1", 4)]
+    places += [("d", 4, "v1", 5), ("d", 5, "v0", 6), ("e", 0, "v1", 2), ("e", 1, "v1", 2)]
+    out = tiny_encoder.encode([f"chunk {i}" for i in range(len(places))])
+    for i, (doc, at, v, n) in enumerate(places):  # one write each: they disagree on purpose
+        record = ChunkRecord(doc, at, f"chunk {i}", {}, output_row(out, i), doc_hash=v)
+        index.store.upsert([dataclasses.replace(record, chunk_count=n)])
+    index.store.set_chunk_count("d", "v1", 4)
+    got = index.store.points([point_id(doc, at) for doc, at, _, _ in places])
+    counts = [got[point_id(doc, at)]["chunk_count"] for doc, at, _, _ in places]
+    assert counts == [4, 4, 4, 4, 5, 6, 2, 2]
+    assert [got[point_id(doc, at)]["page_content"] for doc, at, _, _ in places] == [
+        f"chunk {i}" for i in range(len(places))
+    ]
+    for bad in (("", "v1", 4), ("d", "", 4), ("d", "v1", 0), ("d", "v1", True)):
+        with pytest.raises(ValueError, match="must be a"):
+            index.store.set_chunk_count(*bad)  # type: ignore[arg-type]

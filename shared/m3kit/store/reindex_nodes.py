@@ -96,8 +96,13 @@ def encode_nodes(index: M3Index, plans: Sequence[DocPlan]) -> list[ChunkRecord]:
     A chunk is encoded from its ``encoded_text`` (else its stored text) for every head the
     store holds, exactly as ``encoder.encode`` encodes it for the writer. Its records keep its
     stored text, metadata, positions, chunking, ``encoded_text`` and document version; the
-    chunk count is the document's largest stored one (a document whose nodes were added in
-    several writes holds each write's count; one upsert writes one count for all).
+    chunk count is the document's largest stored one, which is the count its writer set on
+    every chunk (``M3VectorStore`` sets it on a document's earlier chunks after adding more
+    of its nodes). Chunks of one document can hold several counts where a write stopped
+    before setting it, or in stores written before it was set: the largest is the count of
+    the nodes added, and one upsert writes one count for all. A node deleted alone leaves
+    its place counted (the document is incomplete until it is added again), so the count is
+    never lowered to the chunks stored.
     """
     chunks = [(p, c) for p in plans for c in p.chunks]
     texts = [_encoded_text(c) for _, c in chunks]

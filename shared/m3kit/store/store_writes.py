@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+from qdrant_client import models
 from tqdm.auto import tqdm
 
 from m3kit.outputs import Head
@@ -21,7 +22,7 @@ from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.plan import StorageBackend
 from m3kit.store.points import WriteBatches, document_versions, to_point
 from m3kit.store.records import ChunkRecord
-from m3kit.store.schema import CollectionSchema
+from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_HASH, DOC_ID, CollectionSchema
 from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["StoreWrites"]
@@ -136,6 +137,37 @@ class StoreWrites:
             else:
                 self._backend.finish_writes()
         return [p.id for p in points]
+
+    def set_chunk_count(self, doc_id: str, doc_hash: str, chunk_count: int) -> None:
+        """Give every stored chunk of ``doc_id`` at version ``doc_hash`` the count ``chunk_count``.
+
+        For a writer that adds chunks to a stored version of a document (LlamaIndex's
+        ``VectorStoreIndex`` writes a document's nodes in batches): the chunks it wrote carry
+        the new count, this gives it to the ones written before. Nothing else changes; chunks
+        of other versions, and any at ``chunk_count`` or beyond (not part of that version:
+        ``upsert(..., replace=True)`` deletes them), are left as they are.
+
+        Raises:
+            ValueError: ``doc_id`` or ``doc_hash`` is not a non-empty string, or
+                ``chunk_count`` is not a positive int.
+        """
+        for name, value in (("doc_id", doc_id), ("doc_hash", doc_hash)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if isinstance(chunk_count, bool) or not isinstance(chunk_count, int) or chunk_count < 1:
+            raise ValueError(f"chunk_count must be a positive int, got {chunk_count!r}")
+        selector = models.Filter(
+            must=[
+                models.FieldCondition(key=DOC_ID, match=models.MatchValue(value=doc_id)),
+                models.FieldCondition(key=DOC_HASH, match=models.MatchValue(value=doc_hash)),
+                models.FieldCondition(key=CHUNK_INDEX, range=models.Range(lt=chunk_count)),
+            ],
+            must_not=[
+                models.FieldCondition(key=CHUNK_COUNT, match=models.MatchValue(value=chunk_count))
+            ],
+        )
+        with self.write_lock:
+            self._backend.set_payload([(selector, {CHUNK_COUNT: chunk_count})])
 
     def _write_parallel(
         self, plan: WriteBatches, workers: int, written: set[int], bar: Any

@@ -1,0 +1,76 @@
+"""Encoding LlamaIndex nodes for the store: one encoder pass, the node's own dense vector kept.
+
+Split from :mod:`llamaindex_m3.node_writes`; used by both write paths (``M3VectorStore.add``
+and ``M3Retriever.add_nodes``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llama_index.core.schema import BaseNode
+
+from llamaindex_m3.node_records import embed_text
+from m3kit.outputs import Head, M3Output
+from m3kit.store import M3Index, output_row
+
+__all__ = ["SAME_MODEL_COSINE", "encode_nodes"]
+
+
+#: A node's own ``embedding`` must be this close (cosine) to the store's dense vector of the
+#: node's text: the same model in another precision or batch stays above 0.99, another model
+#: of the same size falls far below.
+SAME_MODEL_COSINE = 0.9
+
+
+def encode_nodes(
+    index: M3Index, todo: list[BaseNode], text_instruction: str | None, show: bool | None
+) -> list[M3Output]:
+    """One-row outputs for nodes that carry no late-chunked vectors (see the module doc).
+
+    Every node's text is encoded once for every head the store holds; a node's own
+    ``embedding`` (what the VectorStoreIndex's embed model made) is kept as its dense vector
+    after checking it against the store's (:data:`SAME_MODEL_COSINE`).
+
+    Raises:
+        ValueError: A node's ``embedding`` was made by another model.
+    """
+    if not todo:
+        return []
+    heads = index.store.heads
+    texts = [embed_text(n, text_instruction) for n in todo]
+    encoded = index.encoder.encode(texts, heads=sorted(heads), show_progress=show)
+    out: list[M3Output] = []
+    for row, node in enumerate(todo):
+        part = output_row(encoded, row)
+        dense = part.dense
+        if node.embedding is not None:
+            dense = np.asarray([node.embedding], dtype=np.float32)
+            _check_same_model(node, dense[0], part.dense[0])
+        out.append(
+            M3Output(
+                heads=heads,
+                token_counts=part.token_counts,
+                _dense=dense,
+                _sparse=part.sparse if Head.SPARSE in heads else None,
+                _colbert=part.colbert if Head.COLBERT in heads else None,
+            )
+        )
+    return out
+
+
+def _check_same_model(node: BaseNode, given: np.ndarray, ours: np.ndarray) -> None:
+    if given.shape != ours.shape:
+        raise ValueError(
+            f"node {node.node_id!r} has a {given.shape[0]}-dimensional embedding, but this "
+            f"store's model gives {ours.shape[0]}: it was embedded by another model. Give "
+            "VectorStoreIndex the store's model (M3Embedding) as embed_model"
+        )
+    norm = float(np.linalg.norm(given) * np.linalg.norm(ours))
+    cosine = float(given @ ours) / norm if norm > 0 else 0.0
+    if cosine < SAME_MODEL_COSINE:
+        raise ValueError(
+            f"node {node.node_id!r} has an embedding at cosine {cosine:.3f} to this store's "
+            "dense vector of the same text: it was embedded by another model (or with another "
+            "text instruction), and its sparse / ColBERT vectors would come from this one. Give "
+            "VectorStoreIndex the store's model (M3Embedding) as embed_model"
+        )
