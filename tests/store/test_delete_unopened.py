@@ -205,3 +205,19 @@ def test_a_temporary_collection_names_its_stores_delete(enc_a: M3Encoder, memory
         assert M3Index(enc_a, index.store, sparse_top_k=5, reindex=True).sparse_cut == SparseCut(5)
     finally:
         index.close()
+
+
+def test_a_server_collections_call_names_its_url(
+    enc_a: M3Encoder,
+    qdrant_recorder: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+) -> None:
+    from m3kit.store.unopened import delete_call
+
+    url, _, _ = qdrant_recorder
+    with M3Store.open(
+        url=url, collection="c", dense_dim=enc_a.dense_dim, colbert_dim=None, sparse=True
+    ) as store:
+        call = delete_call(store, ["a"])
+    assert call == f"M3Store.delete_documents_unopened(url={url!r}, collection='c', doc_ids=['a'])"
+    with pytest.raises(ValueError, match=r"not found in collection 'c': \['a'\]"):
+        eval(call, {"M3Store": M3Store})  # as pasted: it reaches the server's collection
