@@ -10,6 +10,7 @@ cannot rebuild), each refusal advising an open that is refused too.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, open_c
 #: The unrebuildable documents: written after the change with the new cut, and late with the
 #: old one.
 NEW, LATE = "new", "late"
-_CALL = "M3Store.delete_documents_unopened(..., collection='c', doc_ids="
+
+
+def _call(where: Path, backend: str, doc_id: str) -> str:
+    """The call a refusal names to delete ``doc_id`` from collection ``c`` in ``where``."""
+    return (
+        f"M3Store.delete_documents_unopened({str(where)!r}, backend={backend!r}, "
+        f"collection='c', doc_ids=['{doc_id}'])"
+    )
 
 
 def _unopenable(enc: M3Encoder, where: Path, backend: str) -> None:
@@ -69,10 +77,10 @@ def test_a_collection_no_open_can_settle_is_opened_again_after_deleting_its_docu
     ):
         with pytest.raises(ValueError) as caught:
             opening()
-        assert f"{_CALL}['{LATE}'])" in str(caught.value), str(caught.value)
+        assert _call(tmp_path, backend, LATE) in str(caught.value), str(caught.value)
     with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document") as caught:
         open_c(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True)
-    assert f"{_CALL}['{NEW}'])" in str(caught.value), str(caught.value)
+    assert _call(tmp_path, backend, NEW) in str(caught.value), str(caught.value)
 
     before, record = dump_store(tmp_path, backend)
     deleted = M3Store.delete_documents_unopened(
@@ -153,3 +161,63 @@ def test_a_server_collection_is_read_not_created(
     with pytest.raises(ValueError, match=r"not found in collection 'c': \['a'\]"):
         M3Store.delete_documents_unopened(url=url, collection="c", doc_ids=["a"])
     assert not [r for r in requests[sent:] if r[1].endswith("/points/delete")]
+
+
+def _named_call(message: str) -> str:
+    """The ``delete_documents_unopened`` call a refusal names, as written in it."""
+    found = re.search(r"M3Store\.delete_documents_unopened\(.*?\]\)", message)
+    assert found is not None, message
+    return found.group(0)
+
+
+def test_the_call_a_refusal_names_works_as_pasted(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """The refusals named the call with ``...`` for the location and no ``backend=``: pasted,
+    it looked for the collection in a folder named ``Ellipsis`` (and a qdrant-client folder
+    needs ``backend='client'``). It now names where the collection is, and its engine."""
+    _unopenable(enc_a, tmp_path, backend)
+    with pytest.raises(ValueError) as plain:
+        open_c(enc_a, tmp_path, backend)
+    with pytest.raises(ValueError, match="reindex cannot rebuild") as rebuild:
+        open_c(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True)
+    call = _named_call(str(plain.value))
+    assert call == _call(tmp_path, backend, LATE)
+    assert _named_call(str(rebuild.value)) == _call(tmp_path, backend, NEW)
+    assert eval(call, {"M3Store": M3Store}) == 3  # as pasted
+    index = open_c(enc_a, tmp_path, backend)  # the refusal's next step
+    opened.append(index)
+    assert index.store.document_metadata([*CUT_IDS, NEW, LATE]).keys() == {*CUT_IDS, NEW}
+
+
+@pytest.mark.parametrize("memory", ["edge", "client"])
+def test_a_temporary_collection_names_its_stores_delete(enc_a: M3Encoder, memory: str) -> None:
+    """A collection in memory is reached only through its open store: the refusal names that
+    store's ``delete_documents`` (the unopened call cannot find a temporary collection)."""
+    index = M3Index.open(enc_a, None, collection="c", backend=memory, sparse_top_k=3)
+    try:
+        index.add_texts(["Rain. Snow. Hail."], doc_ids=[NEW], chunker=SentenceChunker(enc_a))
+        with pytest.raises(ValueError, match="reindex cannot rebuild") as caught:
+            M3Index(enc_a, index.store, sparse_top_k=5, reindex=True)
+        assert f"store.delete_documents(['{NEW}'])" in str(caught.value)
+        assert "delete_documents_unopened" not in str(caught.value)
+        index.store.delete_documents([NEW])  # as named, then the refused open
+        assert M3Index(enc_a, index.store, sparse_top_k=5, reindex=True).sparse_cut == SparseCut(5)
+    finally:
+        index.close()
+
+
+def test_a_server_collections_call_names_its_url(
+    enc_a: M3Encoder,
+    qdrant_recorder: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+) -> None:
+    from m3kit.store.unopened import delete_call
+
+    url, _, _ = qdrant_recorder
+    with M3Store.open(
+        url=url, collection="c", dense_dim=enc_a.dense_dim, colbert_dim=None, sparse=True
+    ) as store:
+        call = delete_call(store, ["a"])
+    assert call == f"M3Store.delete_documents_unopened(url={url!r}, collection='c', doc_ids=['a'])"
+    with pytest.raises(ValueError, match=r"not found in collection 'c': \['a'\]"):
+        eval(call, {"M3Store": M3Store})  # as pasted: it reaches the server's collection

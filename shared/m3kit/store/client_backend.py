@@ -114,15 +114,18 @@ class ClientBackend:
         )
         if url is not None:
             self.where = redact_url(url)
+            self.reopen: str | None = f"url={self.where!r}"
             with self._translate():
                 self._client = QdrantClient(
                     url=url, api_key=api_key, timeout=timeout, check_compatibility=False
                 )
         elif location is None or location == ":memory:":
             self.where = ":memory: (qdrant-client local mode)"
+            self.reopen = None
             self._client = QdrantClient(location=":memory:")
         else:
             self.where = f"{location} (qdrant-client local mode)"
+            self.reopen = f"{str(location)!r}, backend='client'"
             try:
                 self._client = QdrantClient(path=str(location))
             except RuntimeError as exc:  # portalocker: the folder is held by another client

@@ -85,7 +85,7 @@ def miscut_message(store: M3Store, recorded: SparseCut, count: int) -> str:
         "(m3kit index --reindex; the recorded cut is used when none is given); only the "
         "documents with such chunks are re-encoded. Or, where that is refused (documents "
         "reindex cannot rebuild), delete those documents without opening the collection: "
-        f"{delete_call(store.collection, miscut_documents(store, recorded))}, then open it "
+        f"{delete_call(store, miscut_documents(store, recorded))}, then open it "
         "again (add them again after, if wanted)"
     )
 

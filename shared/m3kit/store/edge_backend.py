@@ -161,10 +161,12 @@ class EdgeBackend:
             self._tmp = tempfile.mkdtemp(prefix="m3kit-edge-")
             parent = Path(self._tmp)
             self.where = "memory (temporary folder, embedded engine)"
+            self.reopen: str | None = None
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         else:
             parent = Path(location)
             self.where = f"{parent} (embedded engine)"
+            self.reopen = f"{str(location)!r}, backend='edge'"
         self._path = parent / collection
         self._shard: qe.EdgeShard | None = None
         self._closed = False  # by close(): the shard is not loaded again

@@ -85,6 +85,10 @@ class StorageBackend(Protocol):
 
     #: Where the collection lives, for messages (never contains credentials).
     where: str
+    #: The arguments that open the collection again, as Python source for a call named in
+    #: messages (the folder or URL, and the engine; never credentials); ``None``: a
+    #: temporary collection (in memory), which no other call can open.
+    reopen: str | None
     collection: str
 
     def exists(self) -> bool:

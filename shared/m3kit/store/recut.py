@@ -90,7 +90,7 @@ def recut_collection(
             if attempt == 0:
                 _start(index, target, [plans[d] for d in todo], plans, chunkers)
             else:
-                check_plans(plans, store.collection, _RECUT_ADVICE)
+                check_plans(plans, store, _RECUT_ADVICE)
                 check_fit(index, [plans[d] for d in todo], chunkers, started=True)
         logger.info(
             "re-encoding %d document(s) of %r with %s%s",
@@ -166,7 +166,7 @@ def _start(
     store = index.store
     meta = store.collection_metadata()
     pending = SparseCut.from_record(meta[PENDING_KEY]) if PENDING_KEY in meta else None
-    check_plans(plans, store.collection, _advice(store, target, meta))
+    check_plans(plans, store, _advice(store, target, meta))
     check_fit(index, todo, chunkers, started=pending is not None)
     if pending is not None and pending != target:
         logger.warning(

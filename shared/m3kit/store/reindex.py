@@ -105,7 +105,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
             break
         plans = doc_plans(store, todo)
         todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
-        check_plans(plans, store.collection)
+        check_plans(plans, store)
         # an interrupted reindex (to this encoder or another) has written already: its
         # record stays pending whatever this check decides
         started = attempt > 0 or pending is not None
@@ -306,11 +306,9 @@ REBUILD_ADVICE = (
 )
 
 
-def check_plans(
-    plans: Mapping[str, DocPlan], collection: str, advice: str = REBUILD_ADVICE
-) -> None:
+def check_plans(plans: Mapping[str, DocPlan], store: M3Store, advice: str = REBUILD_ADVICE) -> None:
     """Refuse documents a reindex cannot rebuild (nothing written yet), ending with ``advice``
-    and the call that deletes them from ``collection`` without opening it (which works where
+    and the call that deletes them from ``store``'s collection without opening it (which works where
     the opens ``advice`` names are refused too, :mod:`m3kit.store.unopened`).
 
     Raises:
@@ -322,7 +320,7 @@ def check_plans(
         raise ValueError(
             f"reindex cannot rebuild {len(bad)} stored document(s) ({listed}); nothing was "
             f"written. {advice}. Or delete them without opening the collection (where every "
-            f"open is refused): {delete_call(collection, [d for d, _ in bad])}, then run this "
+            f"open is refused): {delete_call(store, [d for d, _ in bad])}, then run this "
             "open again (they are not re-encoded: add them again after, if wanted)"
         )
 

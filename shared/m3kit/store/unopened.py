@@ -122,14 +122,22 @@ def _chunks_by_document(store: M3Store, doc_ids: Sequence[str]) -> dict[str, int
     return found
 
 
-def delete_call(collection: str, doc_ids: Sequence[str]) -> str:
-    """The :meth:`~StoreUnopened.delete_documents_unopened` call that deletes ``doc_ids``
-    (the first few, the rest counted), for a refusal's message.
-
-    >>> delete_call("c", ["a", "b"])
-    "M3Store.delete_documents_unopened(..., collection='c', doc_ids=['a', 'b'])"
+def delete_call(store: M3Store, doc_ids: Sequence[str]) -> str:
+    """The call that deletes ``doc_ids`` (the first few, the rest counted) from ``store``'s
+    collection, for a refusal's message: :meth:`~StoreUnopened.delete_documents_unopened`
+    with the folder or URL and the engine the store was opened with, so that it works as
+    pasted (a server's API key is read from ``QDRANT_API_KEY`` unless given); a temporary
+    collection, which no other call can open, is named as its store's
+    :meth:`~m3kit.store.M3Store.delete_documents`.
     """
     shown = list(doc_ids[:_CALL_IDS])
     more = len(doc_ids) - len(shown)
-    call = f"M3Store.delete_documents_unopened(..., collection={collection!r}, doc_ids={shown!r})"
+    where = store._backend.reopen
+    if where is None:
+        call = f"store.delete_documents({shown!r}) (the M3Store holding this temporary collection)"
+    else:
+        call = (
+            f"M3Store.delete_documents_unopened({where}, collection={store.collection!r}, "
+            f"doc_ids={shown!r})"
+        )
     return call + (f" (and {more} more ids)" if more else "")
