@@ -313,3 +313,16 @@ def second_write_fails(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with pytest.raises(RuntimeError, match="write interrupted"):
         yield
     monkeypatch.setattr(M3Store, "upsert", upsert)
+
+
+@contextlib.contextmanager
+def checked_against(store: M3Store, record: Mapping[str, Any]) -> Iterator[None]:
+    """Inside: ``store``'s writes check the collection's record as ``record`` (read before
+    another writer changed it), as a write whose check raced that change does: the check and
+    the write are two requests (:mod:`m3kit.store.record_check`). For the tests of what such
+    a late writer leaves behind; ``store`` reads the real record again after."""
+    store.collection_metadata = lambda: dict(record)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del store.collection_metadata

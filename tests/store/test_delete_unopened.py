@@ -22,7 +22,7 @@ from m3kit.store import M3Index, M3Store
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, dump_store
 
-from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, open_c
+from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, checked_against, open_c
 
 #: The unrebuildable documents: written after the change with the new cut, and late with the
 #: old one.
@@ -39,14 +39,17 @@ def _call(where: Path, backend: str, doc_id: str) -> str:
 
 def _unopenable(enc: M3Encoder, where: Path, backend: str) -> None:
     """:data:`CUT_TEXTS` cut with top_k=3, changed to top_k=5; then the new-cut writer stores
-    :data:`NEW` and a writer opened before the change (another process: a copy of the store)
-    stores :data:`LATE` with top_k=3, both split by a chunker reindex cannot redo."""
+    :data:`NEW` and a writer opened before the change (another process: a copy of the store),
+    its record check having raced the change, stores :data:`LATE` with top_k=3, both split by
+    a chunker reindex cannot redo."""
     service = open_c(enc, where, backend, sparse_top_k=3)
     service.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    before = service.store.collection_metadata()
     admin = M3Index(enc, copy.copy(service.store), sparse_top_k=5, reindex=True)
     sentences = SentenceChunker(enc)
     admin.add_texts(["Rain. Snow. Hail."], doc_ids=[NEW], chunker=sentences)
-    service.add_texts(["One. Two. Three."], doc_ids=[LATE], chunker=sentences)
+    with checked_against(service.store, before):
+        service.add_texts(["One. Two. Three."], doc_ids=[LATE], chunker=sentences)
     service.close()
 
 

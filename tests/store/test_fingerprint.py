@@ -18,7 +18,7 @@ from m3kit.store.filters import documents_filter
 from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import FailingEncoder, assert_same_points, index_points
 
-from .conftest import SentenceChunker, fill
+from .conftest import SentenceChunker, checked_against, fill
 
 WHOLE = {
     "w1": "Oxygen is a chemical element with symbol O.",
@@ -296,8 +296,9 @@ def test_a_reindex_keeps_what_another_writer_writes_meanwhile(
     enc_a: M3Encoder, enc_b: M3Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A service holding model A writes while a reindex to B runs (two processes on one
-    server: two stores on one backend here). The reindex put the edited document back as it
-    had planned it, and recorded B over the service's new document in A's vectors."""
+    server: two stores on one backend here), its record check having raced the start of the
+    reindex (else it is refused: test_changed_under). The reindex put the edited document back
+    as it had planned it, and recorded B over the service's new document in A's vectors."""
     import copy
 
     service = M3Index.open(enc_a, None, collection="c", backend="client")
@@ -314,10 +315,14 @@ def test_a_reindex_keeps_what_another_writer_writes_meanwhile(
         def encode_tokenized(self, *args: object, **kwargs: object) -> object:
             if not self.fired:
                 self.fired = True
-                service.add_texts(["a new document", "document 3 edited"], doc_ids=["new", "d3"])
+                with checked_against(service.store, before):  # its check raced the reindex
+                    service.add_texts(
+                        ["a new document", "document 3 edited"], doc_ids=["new", "d3"]
+                    )
             return enc_b.encode_tokenized(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(M3Index, "write_group", 4)
+    before = service.store.collection_metadata()
     admin = M3Index(WritesMeanwhile(), copy.copy(service.store), reindex=True)  # type: ignore[arg-type]
     assert _stamps(admin) == {enc_fp := encoder_fingerprint(enc_b).identity}
     texts = {h.payload["doc_id"]: h.payload["page_content"]

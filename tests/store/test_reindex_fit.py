@@ -22,6 +22,7 @@ from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import assert_same_points, index_points
 
 from . import test_fingerprint as fingerprint_tests
+from .conftest import checked_against
 from .test_fingerprint import _stamps
 
 # test_fingerprint's documents under ids that sort the whole ones first, so a reindex in
@@ -165,8 +166,9 @@ def test_the_check_refuses_exactly_what_the_chunker_refuses(
 def test_documents_another_writer_adds_during_a_reindex_are_checked_too(
     enc_a: M3Encoder, path_b: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later pass (documents a writer holding the old model added meanwhile) is checked
-    before it writes; what the first pass wrote is kept and the reindex stays pending."""
+    """A later pass (documents a writer holding the old model added meanwhile, its record
+    check having raced the start of the reindex) is checked before it writes; what the first
+    pass wrote is kept and the reindex stays pending."""
     service = M3Index.open(enc_a, None, collection="c", backend="client")
     service.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
     small = M3Encoder.from_pretrained(path_b, dtype="fp32", max_length=16)
@@ -180,11 +182,12 @@ def test_documents_another_writer_adds_during_a_reindex_are_checked_too(
         def encode_tokenized(self, *args: object, **kwargs: object) -> object:
             if not self.fired:
                 self.fired = True
-                service.add_texts(
-                    [LONG["long1"]], doc_ids=["long1"], chunker=NaiveChunker(enc_a, chunk_size=20)
-                )
+                chunker = NaiveChunker(enc_a, chunk_size=20)
+                with checked_against(service.store, before):  # its check raced the reindex
+                    service.add_texts([LONG["long1"]], doc_ids=["long1"], chunker=chunker)
             return small.encode_tokenized(*args, **kwargs)  # type: ignore[arg-type]
 
+    before = service.store.collection_metadata()
     with pytest.raises(ValueError) as err:
         M3Index(WritesMeanwhile(), copy.copy(service.store), reindex=True)  # type: ignore[arg-type]
     msg = str(err.value)

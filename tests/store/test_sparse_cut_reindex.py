@@ -27,6 +27,7 @@ from .conftest import (
     CUT_IDS,
     CUT_TEXTS,
     SentenceChunker,
+    checked_against,
     fill,
     interrupt_cut_change,
     open_c,
@@ -238,8 +239,9 @@ def test_a_writer_with_the_old_cut_during_the_change_is_redone(
     enc_a: M3Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A service with the old cut writes while the change runs (two processes on one server:
-    two stores on one backend here): its new and edited documents are re-encoded too, not
-    left with the old cut."""
+    two stores on one backend here), its record check having raced the start of the change
+    (else it is refused: test_changed_under): its new and edited documents are re-encoded
+    too, not left with the old cut."""
     import copy
 
     service = M3Index.open(enc_a, None, collection="c", backend="client")
@@ -256,11 +258,13 @@ def test_a_writer_with_the_old_cut_during_the_change_is_redone(
             if not self.fired:
                 self.fired = True
                 edits = ["a new document about rivers and lakes", "document 3 edited at length"]
-                service.add_texts(edits, doc_ids=["new", "d3"])
+                with checked_against(service.store, before):  # its check raced the change
+                    service.add_texts(edits, doc_ids=["new", "d3"])
             return enc_a.encode_tokenized(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(M3Index, "write_group", 4)
     encoder = WritesMeanwhile()
+    before = service.store.collection_metadata()
     admin = M3Index(encoder, copy.copy(service.store), sparse_top_k=2, reindex=True)  # type: ignore[arg-type]
     assert encoder.fired
     points = index_points(admin)

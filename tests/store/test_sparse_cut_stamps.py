@@ -21,7 +21,14 @@ from m3kit.store.schema import DOC_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 
-from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, interrupt_cut_change, open_c
+from .conftest import (
+    CUT_IDS,
+    CUT_TEXTS,
+    SentenceChunker,
+    checked_against,
+    interrupt_cut_change,
+    open_c,
+)
 
 TEXTS, IDS = CUT_TEXTS, CUT_IDS
 _open = open_c
@@ -82,13 +89,16 @@ def test_an_interrupted_cut_change_resumes_with_the_documents_left(
 
 def _change_with_a_late_writer(enc_a: M3Encoder, where: Path, backend: str) -> M3Index:
     """A collection cut with top_k=3 changed to top_k=5; then a store object opened before the
-    change (another process: a copy on the same backend here) writes ``late`` with top_k=3.
-    Returns that late writer (the collection's only opened store)."""
+    change (another process: a copy on the same backend here) writes ``late`` with top_k=3,
+    its record check having raced the change. Returns that late writer (the collection's only
+    opened store)."""
     service = _open(enc_a, where, backend, sparse_top_k=3)
     service.add_texts(TEXTS, doc_ids=IDS)
+    before = service.store.collection_metadata()
     admin = M3Index(enc_a, copy.copy(service.store), sparse_top_k=5, reindex=True)
     assert admin.store.collection_metadata()[RECORD_KEY] == SparseCut(5).to_dict()
-    service.add_texts(["a late document about rivers"], doc_ids=["late"])
+    with checked_against(service.store, before):
+        service.add_texts(["a late document about rivers"], doc_ids=["late"])
     return service
 
 
@@ -140,10 +150,12 @@ def test_a_writer_with_the_old_cut_at_the_end_of_a_change_fails_its_final_check(
     service = _open(enc_a, tmp_path, backend, sparse_top_k=3)
     service.add_texts(TEXTS, doc_ids=IDS)
     record = M3Store.set_collection_metadata
+    before = service.store.collection_metadata()
 
     def late_write(self: M3Store, meta: Any) -> None:
         if RECORD_KEY in meta and PENDING_KEY not in meta and meta[RECORD_KEY]["top_k"] == 5:
-            service.add_texts(["a late document about rivers"], doc_ids=["late"])
+            with checked_against(service.store, before):  # its check raced the change
+                service.add_texts(["a late document about rivers"], doc_ids=["late"])
         record(self, meta)
 
     monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)
@@ -203,8 +215,10 @@ def test_an_unrebuildable_late_document_names_a_way_out(
     # reindex)" and delete them: that open is refused too (chunks of another cut)
     service = _open(enc_a, tmp_path, backend, sparse_top_k=3)
     service.add_texts(TEXTS, doc_ids=IDS)
+    before = service.store.collection_metadata()
     M3Index(enc_a, copy.copy(service.store), sparse_top_k=5, reindex=True)
-    service.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
+    with checked_against(service.store, before):  # a late writer whose check raced the change
+        service.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
     service.close()
     with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'") as e:
         _open(enc_a, tmp_path, backend, reindex=True)
@@ -229,10 +243,12 @@ def test_a_shared_store_cuts_as_recorded_after_a_change_fails_its_final_check(
         first.add_texts(TEXTS, doc_ids=IDS)
         late = M3Index(enc_a, copy.copy(first.store))  # another process, still on top_k=3
         record = M3Store.set_collection_metadata
+        before = first.store.collection_metadata()
 
         def late_write(self: M3Store, meta: Any) -> None:
             if RECORD_KEY in meta and PENDING_KEY not in meta and meta[RECORD_KEY]["top_k"] == 5:
-                late.add_texts(["a late document about rivers"], doc_ids=["late"])
+                with checked_against(late.store, before):  # its check raced the change
+                    late.add_texts(["a late document about rivers"], doc_ids=["late"])
             record(self, meta)
 
         monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)

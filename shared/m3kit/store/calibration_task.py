@@ -19,6 +19,7 @@ from m3kit.outputs import Head, M3Output
 from m3kit.store.records import ChunkRecord, output_row
 from m3kit.store.schema import point_id
 from m3kit.store.search_settings import SearchSettings
+from m3kit.store.sparse_cut import settle_sparse_cut
 from m3kit.store.store import M3Store
 
 if TYPE_CHECKING:
@@ -83,10 +84,10 @@ def calibration_task(
         colbert_dim=encoder.colbert_dim if Head.COLBERT in heads else None,
         sparse=Head.SPARSE in heads,
     )
-    # as an index's store: it cuts every sparse vector it stores (upsert) and every query's
-    # (query, head_scores); an in-memory collection: nothing to record the cut for
-    store.sparse_cut = sparse_cut
     try:
+        # as an index's store: it cuts every sparse vector it stores (upsert) and every
+        # query's (query, head_scores); recorded, as an index records it (its writes check it)
+        settle_sparse_cut(store, sparse_cut)
         records = [
             ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)
         ]

@@ -70,8 +70,11 @@ def _write(
     store.set_collection_metadata(out)
 
 
-def _read(store: M3Store) -> tuple[EncoderFingerprint | None, EncoderFingerprint | None]:
-    meta = store.collection_metadata()
+def _read(
+    store: M3Store, meta: Mapping[str, Any] | None = None
+) -> tuple[EncoderFingerprint | None, EncoderFingerprint | None]:
+    """The record's fingerprint and pending reindex (``meta``: the record, read if ``None``)."""
+    meta = store.collection_metadata() if meta is None else meta
     fmt = meta.get("format", FORMAT)
     if fmt != FORMAT:
         raise ValueError(

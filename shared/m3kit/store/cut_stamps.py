@@ -14,9 +14,10 @@ stamped them have none and count as cut with the collection's recorded cut. So:
   documents are deleted (``M3Store.delete_documents_unopened``, :mod:`m3kit.store.unopened`).
 
 The check is one count request at open, on the ``sparse_cut`` payload index every collection
-has (:data:`~m3kit.store.payload_indexes.BUILT_IN_INDEXES`): writes do not re-read the
-collection's record, so a write with an old cut is seen at the next open, not refused as it is
-made.
+has (:data:`~m3kit.store.payload_indexes.BUILT_IN_INDEXES`). A store opened before a change is
+refused as it writes (each write re-reads the record) and as it searches (a hit of another cut:
+:mod:`m3kit.store.record_check`); what a write whose check raced the change stored is seen here,
+at the next open.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ such an open that fails gives the slot back (:func:`give_back`) only after readi
 record: when the failed open left the collection as the previous holder's encoder recorded it
 the previous holder goes on; when it changed the collection (a reindex that stopped
 part-way leaves vectors of both encoders) nothing writes or searches through the store until
-an index opened on it finishes the reindex. What this does not see is another store object
-(another process, or ``M3Store.open`` again) re-encoding the collection: that one is found
-when an index is next opened on the collection.
+an index opened on it finishes the reindex. Another store object (another process, or
+``M3Store.open`` again) re-encoding the collection is not seen by the slot: the store's writes
+re-read the collection's record and its searches check their hits' stamps
+(:mod:`m3kit.store.record_check`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Held:
 
     writer_id: str | None
     writer_name: str | None
+    writer_ids: frozenset[str]
     encoder_check: Callable[[], None] | None
     sparse_cut: SparseCut | None
 
@@ -66,9 +68,16 @@ def take_store(store: M3Store, fingerprint: EncoderFingerprint, check: Callable[
         The slot as it was (for :func:`give_back` when the open fails).
     """
     with store.write_lock:
-        held = Held(store.writer_id, store.writer_name, store.encoder_check, store.sparse_cut)
+        held = Held(
+            store.writer_id,
+            store.writer_name,
+            store.writer_ids,
+            store.encoder_check,
+            store.sparse_cut,
+        )
         store.writer_id = fingerprint.identity
         store.writer_name = fingerprint.describe()
+        store.writer_ids = frozenset({fingerprint.identity, fingerprint.legacy_identity})
         store.encoder_check = check
     return held
 
@@ -88,6 +97,7 @@ def give_back(store: M3Store, held: Held, fingerprint: EncoderFingerprint) -> No
         store.sparse_cut = _recorded_cut(store, held.sparse_cut)
         if held.writer_id is None or _records(store, held.writer_id):
             store.writer_id, store.writer_name = held.writer_id, held.writer_name
+            store.writer_ids = held.writer_ids
             store.encoder_check = held.encoder_check
             return
         message = (

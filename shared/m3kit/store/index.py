@@ -32,6 +32,7 @@ from m3kit.store.holder import check_held, give_back, take_store
 from m3kit.store.index_inputs import check_encoder_fits
 from m3kit.store.index_search import IndexSearch
 from m3kit.store.index_writes import IndexWrites
+from m3kit.store.record_check import own_change
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
 from m3kit.store.search_settings import FusionCalibration, SearchSettings, is_bge_m3_architecture
@@ -139,13 +140,14 @@ class M3Index(IndexWrites, IndexSearch):
         # another index may share the store: a refused pairing leaves it writing (and
         # checking, and cutting) as that index, not as this encoder (m3kit.store.holder)
         held = take_store(store, self.fingerprint, self.check_encoder)
-        try:
-            recut_to = settle_sparse_cut(store, given_cut, reindex=reindex)
-            check_collection(self, reindex=reindex, show_progress=show_progress)
-            if recut_to is not None:  # after an encoder reindex: it writes the recorded cut
-                from m3kit.store.recut import recut_collection
+        try:  # (its own writes meanwhile are not checked against the record it changes)
+            with own_change(store):
+                recut_to = settle_sparse_cut(store, given_cut, reindex=reindex)
+                check_collection(self, reindex=reindex, show_progress=show_progress)
+                if recut_to is not None:  # after an encoder reindex: it writes the recorded cut
+                    from m3kit.store.recut import recut_collection
 
-                recut_collection(self, recut_to, show_progress=show_progress)
+                    recut_collection(self, recut_to, show_progress=show_progress)
         except BaseException:
             give_back(store, held, self.fingerprint)
             raise
@@ -254,7 +256,9 @@ class M3Index(IndexWrites, IndexSearch):
         itself in an empty one) takes the store over for good, and this index then refuses
         every write and search, even once that index is closed or dropped: the collection
         holds the other encoder's vectors. The check is of the store's writer slot, not of
-        the collection's record (a request per call); see :mod:`m3kit.store.holder`.
+        the collection's record (a request per call); see :mod:`m3kit.store.holder`. Another
+        store object (another process) re-encoding the collection is seen by the store's
+        writes and searches (:mod:`m3kit.store.record_check`).
 
         Raises:
             FingerprintMismatchError: Another index with another encoder took the store over

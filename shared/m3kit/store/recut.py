@@ -13,11 +13,12 @@ write until its last, and the collection is refused meanwhile (:func:`settle_spa
 
 Every point carries the stamp of the cut it was cut with (:mod:`m3kit.store.cut_stamps`), so
 only documents with a point not stamped with the target cut are re-encoded: running a change
-again after it was cut short resumes with the documents left. Documents another writer
-(another process with the old cut) writes during the change carry the old stamp and are redone
-by a later pass. A writer that goes on with the old cut after the change is seen by the
-change's final check, or else when the collection is next opened: it is refused until
-``reindex=True`` with the recorded cut re-encodes those documents.
+again after it was cut short resumes with the documents left. Another writer still on the old
+cut (another process) is refused as it writes once the change is recorded as pending
+(:mod:`m3kit.store.record_check`); documents one whose check raced the start of the change
+writes carry the old stamp and are redone by a later pass, and one whose check raced its end
+is seen by the change's final check, or else when the collection is next opened: it is refused
+until ``reindex=True`` with the recorded cut re-encodes those documents.
 """
 
 from __future__ import annotations

@@ -59,6 +59,10 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         self.writer_id: str | None = None
         #: What encoder ``writer_id`` is, for messages (:mod:`m3kit.store.holder`).
         self.writer_name: str | None = None
+        #: The stamps (payload ``encoder_id``) of points that encoder wrote: ``writer_id``
+        #: and the one an older m3kit gave it; a search hit stamped otherwise is refused
+        #: (:mod:`m3kit.store.record_check`). Empty: not checked (a plain store).
+        self.writer_ids: frozenset[str] = frozenset()
         #: Called before every :meth:`upsert` and :meth:`query`: set by :class:`M3Index` to
         #: its check that the encoder is still the one whose identity it writes and searches
         #: with (:meth:`M3Index.check_encoder`).
@@ -73,6 +77,9 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         #: (:class:`M3Index`, the adapters): a replacing write (new chunks, then the old
         #: version's deleted) never interleaves with another one. Re-entrant.
         self.write_lock = threading.RLock()
+        #: > 0 while an index opening on this store settles or re-encodes the collection: its
+        #: writes are not checked against the record (:func:`~m3kit.store.record_check.own_change`).
+        self._own_change = 0
         self._closed = False
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy.typing as npt
 
@@ -24,10 +25,14 @@ from m3kit.store.query import (
     run_query,
     to_hit,
 )
+from m3kit.store.record_check import check_hits
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.schema import CollectionSchema
 from m3kit.store.search_settings import check_count
 from m3kit.store.sparse_cut import SparseCut
+
+if TYPE_CHECKING:
+    from m3kit.store.store import M3Store
 
 __all__ = ["StoreSearch"]
 
@@ -45,6 +50,8 @@ class StoreSearch:
     query_options: QueryOptions
     encoder_check: Callable[[], None] | None = None  # set by M3Index (M3Store.__init__)
     sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
+    writer_ids: frozenset[str] = frozenset()  # set by M3Index (M3Store.__init__)
+    _own_change: int = 0  # see M3Store.__init__
 
     def _cut(self, sparse: SparseVector | None) -> SparseVector | None:
         """The query's sparse vector cut as the stored ones are (:attr:`sparse_cut`)."""
@@ -88,7 +95,12 @@ class StoreSearch:
         Raises:
             EncoderChangedError: The store belongs to an :class:`~m3kit.store.M3Index` whose
                 encoder changed in memory since it was opened (nothing searched).
-            ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included).
+            FingerprintMismatchError: A hit is stamped with another encoder than the store's:
+                another index or process re-encoded the collection since this store was
+                opened (open it again), or a writer of another encoder wrote it (nothing
+                returned; :mod:`m3kit.store.record_check`).
+            ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included); or a
+                hit is stamped with another sparse cut than the store's (likewise).
         """
         if self.encoder_check is not None:
             self.encoder_check()
@@ -105,6 +117,7 @@ class StoreSearch:
             options=self.query_options,
             candidates=candidates,
         )
+        check_hits(cast("M3Store", self), [h.payload for h in raw])
         return [to_hit(h) for h in raw]
 
     def head_scores(

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qdrant_client import models
 from tqdm.auto import tqdm
@@ -21,9 +21,13 @@ from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.plan import StorageBackend
 from m3kit.store.points import WriteBatches, document_versions, to_point
+from m3kit.store.record_check import check_record
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_HASH, DOC_ID, CollectionSchema
 from m3kit.store.sparse_cut import SparseCut
+
+if TYPE_CHECKING:
+    from m3kit.store.store import M3Store
 
 __all__ = ["StoreWrites"]
 
@@ -82,9 +86,15 @@ class StoreWrites:
         Raises:
             EncoderChangedError: The store belongs to an :class:`~m3kit.store.M3Index` whose
                 encoder changed in memory since it was opened (nothing written).
+            FingerprintMismatchError: Another index or process re-encoded the collection
+                with another encoder since this store was opened, or is doing so (nothing
+                written; open it again): the record is read before every call
+                (:mod:`m3kit.store.record_check`).
+            ValueError: Likewise for the collection's sparse cut.
         """
         if self.encoder_check is not None:
             self.encoder_check()
+        check_record(cast("M3Store", self))
         recs = list(records)
         if batch_size is None:
             batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
