@@ -150,6 +150,40 @@ def test_the_delete_call_the_refusal_names_works_as_pasted(
         assert index.store.document_metadata([*CUT_IDS, LATE]).keys() == set(CUT_IDS)
 
 
+def test_a_writer_of_the_old_encoder_at_the_end_of_a_reindex_fails_its_final_check(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A late write landing between the reindex's last pass and its final record: the reindex
+    counts such chunks after recording, as a cut change does, instead of leaving them to the
+    next open."""
+    service = open_c(enc_a, tmp_path, backend)
+    service.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    before = service.store.collection_metadata()
+    weights_b = encoder_fingerprint(enc_b).weights
+    record = M3Store.set_collection_metadata
+
+    def late_write(self: M3Store, meta: Any) -> None:
+        done = meta.get("fingerprint", {}).get("weights") == weights_b and PENDING_KEY not in meta
+        if done and LATE not in _stamps(service.store):
+            with checked_against(service.store, before):  # its check raced the reindex
+                service.add_texts([LATE_TEXT], doc_ids=[LATE])
+        record(self, meta)
+
+    monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)
+    with pytest.raises(FingerprintMismatchError, match=r"1 chunk\(s\) of 1 document") as caught:
+        M3Index(enc_b, copy.copy(service.store), reindex=True)
+    assert "reindex=True" in str(caught.value)
+    monkeypatch.setattr(M3Store, "set_collection_metadata", record)
+    again = M3Index(enc_b, copy.copy(service.store), reindex=True)
+    stamps = _stamps(again.store)
+    assert {s for v in stamps.values() for s in v} == {again.fingerprint.identity}
+    service.close()
+
+
 def test_unstamped_and_legacy_stamped_chunks_are_not_another_encoders(
     enc_a: M3Encoder, backend: str, tmp_path: Path
 ) -> None:

@@ -10,10 +10,11 @@ points stamped with another identity than its recorded encoder's (a writer that 
 the old encoder after another process re-encoded the collection, its record check having
 raced the reindex: :mod:`m3kit.store.record_check`) is refused when an index or store opens it
 (:func:`check_encoder_stamps`, called by :func:`~m3kit.store.collection_record.check_collection`
-and :func:`~m3kit.store.collection_record.check_recorded_stamps`), until an index opened with
-the recorded encoder and ``reindex=True`` re-encodes them (only the documents with a point not
-stamped with that encoder: :func:`~m3kit.store.reindex.reindex_collection`), or their
-documents are deleted (``M3Store.delete_documents_unopened``, :mod:`m3kit.store.unopened`).
+and :func:`~m3kit.store.collection_record.check_recorded_stamps`), and by a reindex that finds
+such points written after its last pass, until an index opened with the recorded encoder and
+``reindex=True`` re-encodes them (only the documents with a point not stamped with that
+encoder: :func:`~m3kit.store.reindex.reindex_collection`), or their documents are deleted
+(``M3Store.delete_documents_unopened``, :mod:`m3kit.store.unopened`).
 
 While a reindex is unfinished (the record's ``reindex_to``) the collection holds two encoders'
 points by design: it is not checked then (the open refuses it as unfinished, or finishes it).
