@@ -8,7 +8,9 @@ beside the embedded engine's shard) and every point records that encoder's ident
 document is re-encoded in place from its stored text, in groups, exactly as it was chunked.
 A reindex is resumable: the record says where it is going (``reindex_to``) until it is done,
 points already re-encoded carry the new identity and are skipped by the next run, and the
-collection cannot be used with the old encoder meanwhile.
+collection cannot be used with the old encoder meanwhile. A collection that records the
+encoder but holds chunks stamped with another one (a writer that kept the old encoder after a
+reindex) is refused at open too (:mod:`m3kit.store.encoder_stamps`).
 
 Record format (JSON)::
 
@@ -23,14 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qdrant_client import models
-
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import EncoderFingerprint
+from m3kit.store.encoder_stamps import check_encoder_stamps, written_by_others
 from m3kit.store.records import Backend
-from m3kit.store.schema import (
-    ENCODER_ID,
-)
 
 if TYPE_CHECKING:
     from m3kit.store.index import M3Index
@@ -40,6 +38,7 @@ __all__ = [
     "FORMAT",
     "PENDING_KEY",
     "check_collection",
+    "check_recorded_stamps",
     "stored_record",
     "unfinished_reindex_message",
 ]
@@ -96,7 +95,10 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     - No record but points (written before m3kit recorded encoders): the encoder is adopted
       with a warning, or, with ``reindex=True``, every point is re-encoded first.
     - Same encoder: nothing happens (a new precision or model path is recorded, and so are
-      the backbone settings a record from an older m3kit lacks).
+      the backbone settings a record from an older m3kit lacks), unless the collection holds
+      chunks stamped with another encoder (a writer that kept the old encoder after a
+      reindex, :mod:`m3kit.store.encoder_stamps`): :class:`FingerprintMismatchError`, or
+      with ``reindex=True`` the documents with such chunks are re-encoded.
     - Another encoder, or a reindex left unfinished: :class:`FingerprintMismatchError`, or
       with ``reindex=True`` the stored documents are re-encoded with this encoder.
     """
@@ -107,10 +109,10 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             _write(store, new)
         elif reindex:
             _reindex(index, show_progress)
-        elif store.count(_written_by_others(new)):
+        elif store.count(written_by_others(new)):
             raise FingerprintMismatchError(
                 f"collection {store.collection!r} ({store.backend.value}) has no record of its "
-                f"encoder, and {store.count(_written_by_others(new))} of its chunks were "
+                f"encoder, and {store.count(written_by_others(new))} of its chunks were "
                 f"written by another encoder than {new.describe()}; open it with the encoder "
                 "that wrote it, or with reindex=True (m3kit index --reindex) to re-encode them"
             )
@@ -125,6 +127,8 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             _write(store, new)
         return
     if pending is None and stored.same_encoder(new):
+        if not reindex:  # a late writer's chunks of another encoder: encoder_stamps
+            check_encoder_stamps(store, stored, new)
         # a record without ``architecture`` (older m3kit) gains this encoder's
         upgrade = stored.architecture is None and new.architecture is not None
         if (stored.precision, stored.model) != (new.precision, new.model) or upgrade:
@@ -135,7 +139,8 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
                 stored.describe(),
             )
             _write(store, new)
-        if reindex:  # chunks another encoder wrote (a collection adopted above) are redone
+        if reindex:  # chunks another encoder wrote (a late writer, or a collection adopted
+            # above) are redone: only their documents
             _reindex(index, show_progress)
         return
     if pending is None and store.count() == 0:
@@ -149,6 +154,25 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     if not reindex:
         raise FingerprintMismatchError(_mismatch_message(store, stored, new))
     _reindex(index, show_progress)
+
+
+def check_recorded_stamps(store: M3Store) -> None:
+    """Refuse, when a plain store opens it, a collection holding chunks of another encoder
+    than the one it records (:func:`~m3kit.store.encoder_stamps.check_encoder_stamps`): a
+    plain store's searches check no stamp of their hits, so they would rank two encoders'
+    vectors. Not checked without a recorded encoder, during an unfinished reindex (the
+    collection holds two encoders' chunks by design; a plain store opens it, as before), or
+    for a record of another format (which ``M3Index.open`` refuses).
+
+    Raises:
+        FingerprintMismatchError: Such chunks are stored (named, with the ways out).
+    """
+    meta = store.collection_metadata()
+    if meta.get("format", FORMAT) != FORMAT:
+        return
+    stored, pending = _read(store, meta)
+    if stored is not None and pending is None:
+        check_encoder_stamps(store, stored)
 
 
 def _reindex(index: M3Index, show_progress: bool | None) -> None:
@@ -185,18 +209,6 @@ def _mismatch_message(store: M3Store, stored: EncoderFingerprint, new: EncoderFi
         "Either open it with reindex=True (m3kit index --reindex) to re-encode every stored "
         "document with the new encoder (resumable; the stored texts are used), use the encoder "
         "it was indexed with, or index into a new collection."
-    )
-
-
-def _written_by_others(fingerprint: EncoderFingerprint) -> models.Filter:
-    """Chunks stamped with another encoder's identity than ``fingerprint``'s (either of its
-    identities); chunks with no stamp (written before m3kit stamped them) do not match."""
-    mine = [fingerprint.identity, fingerprint.legacy_identity]
-    return models.Filter(
-        must_not=[
-            models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODER_ID)),
-            models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=mine)),
-        ]
     )
 
 

@@ -29,7 +29,7 @@ from qdrant_client import models
 from m3kit.outputs import Head
 from m3kit.store.schema import DOC_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import SparseCut
-from m3kit.store.unopened import delete_call
+from m3kit.store.unopened import delete_way_out
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
@@ -84,10 +84,8 @@ def miscut_message(store: M3Store, recorded: SparseCut, count: int) -> str:
         "so searches would mix cuts. Stop that writer, then re-encode those chunks with the "
         f"recorded cut: M3Index.open(encoder, ..., {recorded.arguments()}, reindex=True) "
         "(m3kit index --reindex; the recorded cut is used when none is given); only the "
-        "documents with such chunks are re-encoded. Or, where that is refused (documents "
-        "reindex cannot rebuild), delete those documents without opening the collection: "
-        f"{delete_call(store, miscut_documents(store, recorded))}, then open it "
-        "again (add them again after, if wanted)"
+        "documents with such chunks are re-encoded. "
+        f"{delete_way_out(store, miscut_documents(store, recorded))}"
     )
 
 

@@ -103,8 +103,8 @@ class M3Index(IndexWrites, IndexSearch):
                 bad sparse cut, one given for a collection without sparse vectors, or one
                 other than the cut the collection's chunks were stored with (or a cut change
                 left unfinished) and ``reindex`` is false.
-            FingerprintMismatchError: The collection was written by another encoder and
-                ``reindex`` is false.
+            FingerprintMismatchError: The collection was written by another encoder, or
+                holds chunks another encoder wrote, and ``reindex`` is false.
         """
         check_encoder_fits(encoder, store)
         given_cut = given_sparse_cut(store, sparse_top_k, sparse_min_weight)
@@ -203,7 +203,9 @@ class M3Index(IndexWrites, IndexSearch):
         Raises:
             SchemaMismatchError: The collection exists with other vectors.
             FingerprintMismatchError: The collection was written by another encoder (same
-                sizes) and ``reindex`` is false; the message says what differs.
+                sizes), or holds chunks another encoder wrote (a late writer of the old
+                encoder after a reindex: :mod:`m3kit.store.encoder_stamps`), and ``reindex``
+                is false; the message says what differs.
             StoreConnectionError: The server cannot be reached or refuses the request.
         """
         heads = encoder.available_heads

@@ -21,7 +21,7 @@ store object makes itself (an index opened on it with ``reindex=True``) updates 
 encoder and cut, and its writes meanwhile are not checked (:func:`own_change`): the reindex
 reads and writes the record itself. The check and the write are two requests, so a change
 landing between them is still possible; the reindex's final checks and the next open see what
-such a write stored (:mod:`m3kit.store.cut_stamps`).
+such a write stored (:mod:`m3kit.store.cut_stamps`, :mod:`m3kit.store.encoder_stamps`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from qdrant_client import models
 from tqdm.auto import tqdm
 
 from m3kit.store.collection_record import _read, _write
+from m3kit.store.encoder_stamps import check_encoder_stamps
 from m3kit.store.filters import documents_filter
 from m3kit.store.records import NODES_KIND, ChunkRecord
 from m3kit.store.reindex_fit import Chunkers, check_fit, chunking_key, rounds, stored_chunker
@@ -80,6 +81,11 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
 
     Returns:
         The number of documents re-encoded.
+
+    Raises:
+        FingerprintMismatchError: Chunks of another encoder were written after the last pass
+            (a writer that kept the old encoder): refused as an open refuses them, once the
+            rest is done and recorded; a reindex again re-encodes just their documents.
     """
     store, target = index.store, index.fingerprint
     stored, pending = _read(store)
@@ -139,6 +145,8 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
                 "the old model and reindex again (the reindex stays pending until then)"
             )
     _write(store, target)
+    # a writer of another encoder since the last pass (another process): refused as at open
+    check_encoder_stamps(store, target)
     return total
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from qdrant_client import models
 
 from m3kit.store.cluster import ClusterSettings
+from m3kit.store.collection_record import check_recorded_stamps
 from m3kit.store.filters import (
     FilterLike,
     distinct_doc_ids,
@@ -131,7 +132,10 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
                 payload index exists with another type (nothing written).
             StoreConnectionError: The server cannot be reached or refuses the request.
             ValueError: The collection's recorded sparse cut is damaged, or a change of it
-                was left unfinished (finish it: ``M3Index.open(..., reindex=True)``).
+                was left unfinished (finish it: ``M3Index.open(..., reindex=True)``), or it
+                holds chunks stamped with another cut than the recorded one.
+            FingerprintMismatchError: The collection holds chunks stamped with another
+                encoder than the one it records (:mod:`m3kit.store.encoder_stamps`).
         """
         store = cls._open_unsettled(
             location,
@@ -150,6 +154,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         )
         try:  # a collection's recorded sparse cut applies to every writer and searcher
             settle_sparse_cut(store, None)  # (a cut change left unfinished is refused)
+            check_recorded_stamps(store)  # chunks of another encoder than the recorded one
         except BaseException:
             store.close()
             raise

@@ -26,7 +26,7 @@ from m3kit.store.schema import DOC_ID, check_collection_name
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
-__all__ = ["StoreUnopened", "delete_call"]
+__all__ = ["StoreUnopened", "delete_call", "delete_way_out"]
 
 _DOC_BATCH = 256  # documents per lookup filter
 #: Ids written into a suggested call, at most (the rest are counted).
@@ -141,3 +141,14 @@ def delete_call(store: M3Store, doc_ids: Sequence[str]) -> str:
             f"doc_ids={shown!r})"
         )
     return call + (f" (and {more} more ids)" if more else "")
+
+
+def delete_way_out(store: M3Store, doc_ids: Sequence[str]) -> str:
+    """The last way out a refusal names, after ``reindex=True`` (which a document reindex
+    cannot rebuild makes refuse too): deleting ``doc_ids`` without opening the collection
+    (:func:`delete_call`), then opening it again."""
+    return (
+        "Or, where that is refused (documents reindex cannot rebuild), delete those documents "
+        f"without opening the collection: {delete_call(store, doc_ids)}, then open it again "
+        "(add them again after, if wanted)"
+    )

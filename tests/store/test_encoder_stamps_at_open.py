@@ -1,0 +1,238 @@
+"""A collection holding chunks stamped by another encoder than its recorded one is refused at
+open.
+
+Before, only the sparse cut's stamps were counted at open: a writer that went on with the old
+encoder after another process re-encoded the collection (its record check having raced the
+reindex) left chunks of that encoder in a collection recorded as the new one's, and a plain
+open with the recorded encoder, or ``M3Store.open``, did not look for them. The app opened
+fine and failed later, mid-search, when a hit was such a chunk (or ranked two encoders'
+vectors where no hit showed it). Now the open counts them (one count request on the
+``encoder_id`` payload index) and names how many, whose, and the ways out.
+
+"Another process" is a copy of the store on the same backend, as in ``test_changed_under``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qdrant_client import models
+
+from m3kit import M3Encoder
+from m3kit.errors import FingerprintMismatchError
+from m3kit.fingerprint import encoder_fingerprint
+from m3kit.store import M3Index, M3Store
+from m3kit.store.collection_record import PENDING_KEY
+from m3kit.store.filters import documents_filter
+from m3kit.store.schema import DOC_ID, ENCODER_ID
+from tests.reliability.killing import assert_same_points, index_points
+
+from .conftest import CUT_IDS, CUT_TEXTS, checked_against, open_c, second_write_fails
+
+LATE, LATE_TEXT = "late", "a late document about rivers"
+
+
+def _stamps(store: M3Store) -> dict[str, set[Any]]:
+    """``{doc_id: the encoder stamps of its points}``."""
+    out: dict[str, set[Any]] = {}
+    for h in store._backend.scroll(None, [DOC_ID, ENCODER_ID]):
+        out.setdefault(str(h.payload[DOC_ID]), set()).add(h.payload.get(ENCODER_ID))
+    return out
+
+
+def _store_open(enc: M3Encoder, where: Path, backend: str) -> M3Store:
+    return M3Store.open(
+        where,
+        collection="c",
+        backend=backend,
+        dense_dim=enc.dense_dim,
+        colbert_dim=enc.colbert_dim,
+        sparse=True,
+    )
+
+
+def _written_docs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The documents every later ``M3Store.upsert`` writes, in order."""
+    upsert = M3Store.upsert
+    docs: list[str] = []
+
+    def recording(self: M3Store, records: Any, *args: Any, **kwargs: Any) -> Any:
+        records = list(records)
+        docs.extend(dict.fromkeys(r.doc_id for r in records))
+        return upsert(self, records, *args, **kwargs)
+
+    monkeypatch.setattr(M3Store, "upsert", recording)
+    return docs
+
+
+def _named_call(message: str) -> str:
+    found = re.search(r"M3Store\.delete_documents_unopened\(.*?\]\)", message)
+    assert found is not None, message
+    return found.group(0)
+
+
+def _reindex_with_a_late_writer(
+    enc_a: M3Encoder, enc_b: M3Encoder, where: Path, backend: str
+) -> None:
+    """:data:`CUT_TEXTS` indexed with A and re-encoded with B by another process; then a
+    writer opened before the reindex, its record check having raced it, stores :data:`LATE`
+    with A. Every store is closed after."""
+    service = open_c(enc_a, where, backend)
+    service.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    before = service.store.collection_metadata()
+    M3Index(enc_b, copy.copy(service.store), reindex=True)
+    with checked_against(service.store, before):
+        service.add_texts([LATE_TEXT], doc_ids=[LATE])
+    service.close()
+
+
+def test_chunks_of_another_encoder_are_refused_at_open(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    _reindex_with_a_late_writer(enc_a, enc_b, tmp_path, backend)
+    a, b = encoder_fingerprint(enc_a), encoder_fingerprint(enc_b)
+    for opening in (
+        lambda: open_c(enc_b, tmp_path, backend),  # the recorded encoder
+        lambda: _store_open(enc_b, tmp_path, backend),  # a plain store: the record's encoder
+    ):
+        with pytest.raises(FingerprintMismatchError, match=r"1 chunk\(s\) of 1 document") as e:
+            opening()
+        message = str(e.value)
+        assert "\n" not in message  # the m3kit commands show a message's first line
+        assert a.identity in message and b.identity in message, message
+        assert b.describe() in message, message
+        assert "reindex=True" in message and "m3kit index --reindex" in message, message
+        assert _named_call(message) == (
+            f"M3Store.delete_documents_unopened({str(tmp_path)!r}, backend={backend!r}, "
+            f"collection='c', doc_ids=[{LATE!r}])"
+        )
+
+
+def test_reindex_with_the_recorded_encoder_re_encodes_just_those_documents(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    opened: list[M3Index],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _reindex_with_a_late_writer(enc_a, enc_b, tmp_path / "a", backend)
+    written = _written_docs(monkeypatch)
+    redone = open_c(enc_b, tmp_path / "a", backend, reindex=True)  # as the refusal says
+    opened.append(redone)
+    assert written == [LATE]  # only the document with a chunk of another encoder
+    assert PENDING_KEY not in redone.store.collection_metadata()
+    stamps = _stamps(redone.store)
+    assert {s for v in stamps.values() for s in v} == {redone.fingerprint.identity}
+    fresh = open_c(enc_b, tmp_path / "b", backend)
+    opened.append(fresh)
+    fresh.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    fresh.add_texts([LATE_TEXT], doc_ids=[LATE])
+    assert_same_points(index_points(redone), index_points(fresh))
+    redone.close()
+    with open_c(enc_b, tmp_path / "a", backend) as again:
+        assert again.count() == len(CUT_IDS) + 1
+    _store_open(enc_b, tmp_path / "a", backend).close()
+
+
+def test_the_delete_call_the_refusal_names_works_as_pasted(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    _reindex_with_a_late_writer(enc_a, enc_b, tmp_path, backend)
+    with pytest.raises(FingerprintMismatchError) as caught:
+        open_c(enc_b, tmp_path, backend)
+    assert eval(_named_call(str(caught.value)), {"M3Store": M3Store}) == 1  # as pasted
+    with open_c(enc_b, tmp_path, backend) as index:  # the refusal's next step
+        assert index.store.document_metadata([*CUT_IDS, LATE]).keys() == set(CUT_IDS)
+
+
+def test_a_writer_of_the_old_encoder_at_the_end_of_a_reindex_fails_its_final_check(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A late write landing between the reindex's last pass and its final record: the reindex
+    counts such chunks after recording, as a cut change does, instead of leaving them to the
+    next open."""
+    service = open_c(enc_a, tmp_path, backend)
+    service.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    before = service.store.collection_metadata()
+    weights_b = encoder_fingerprint(enc_b).weights
+    record = M3Store.set_collection_metadata
+
+    def late_write(self: M3Store, meta: Any) -> None:
+        done = meta.get("fingerprint", {}).get("weights") == weights_b and PENDING_KEY not in meta
+        if done and LATE not in _stamps(service.store):
+            with checked_against(service.store, before):  # its check raced the reindex
+                service.add_texts([LATE_TEXT], doc_ids=[LATE])
+        record(self, meta)
+
+    monkeypatch.setattr(M3Store, "set_collection_metadata", late_write)
+    with pytest.raises(FingerprintMismatchError, match=r"1 chunk\(s\) of 1 document") as caught:
+        M3Index(enc_b, copy.copy(service.store), reindex=True)
+    assert "reindex=True" in str(caught.value)
+    monkeypatch.setattr(M3Store, "set_collection_metadata", record)
+    again = M3Index(enc_b, copy.copy(service.store), reindex=True)
+    stamps = _stamps(again.store)
+    assert {s for v in stamps.values() for s in v} == {again.fingerprint.identity}
+    service.close()
+
+
+def test_unstamped_and_legacy_stamped_chunks_are_not_another_encoders(
+    enc_a: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    """Chunks written before m3kit stamped them, or stamped with the identity an older m3kit
+    gave the recorded encoder, are the recorded encoder's."""
+    a = encoder_fingerprint(enc_a)
+    assert a.legacy_identity != a.identity
+    with open_c(enc_a, tmp_path, backend) as index:
+        index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+        index.store._backend.set_payload(
+            [
+                (documents_filter(CUT_IDS[:5]), {ENCODER_ID: None}),
+                (documents_filter(CUT_IDS[5:]), {ENCODER_ID: a.legacy_identity}),
+            ]
+        )
+    with open_c(enc_a, tmp_path, backend) as index:
+        assert index.count() == len(CUT_IDS)
+        unstamped = models.Filter(
+            must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODER_ID))]
+        )
+        assert index.store.count(unstamped) == 5
+    _store_open(enc_a, tmp_path, backend).close()
+
+
+def test_an_unfinished_reindex_keeps_its_rules(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    opened: list[M3Index],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Part-way through a reindex the collection holds two encoders' chunks by design: it is
+    refused as unfinished (not as holding another encoder's chunks), and finished or undone
+    by ``reindex=True``; a plain store opens it, as before."""
+    for name in ("forward", "back"):
+        with open_c(enc_a, tmp_path / name, backend) as index:
+            index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+        with second_write_fails(monkeypatch):
+            open_c(enc_b, tmp_path / name, backend, reindex=True)
+        for encoder in (enc_a, enc_b):
+            with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
+                open_c(encoder, tmp_path / name, backend)
+        _store_open(enc_a, tmp_path / name, backend).close()
+    for name, encoder in (("forward", enc_b), ("back", enc_a)):
+        done = open_c(encoder, tmp_path / name, backend, reindex=True)
+        opened.append(done)
+        stamps = _stamps(done.store)
+        assert {s for v in stamps.values() for s in v} == {done.fingerprint.identity}
+        done.close()
+        with open_c(encoder, tmp_path / name, backend) as again:
+            assert again.count() == len(CUT_IDS)
