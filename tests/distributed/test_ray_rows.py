@@ -208,3 +208,32 @@ def test_a_document_refused_in_a_later_group_leaves_the_collection_untouched(
         with M3Index.open(encoder, tmp_path / "single", collection="c") as single:
             single.add_texts([r["text"] for r in rows], doc_ids=[r["doc_id"] for r in rows])
             assert on_ray.count() == single.count()
+
+
+@pytest.mark.parametrize(
+    ("row", "error", "message"),
+    [
+        ("a text", TypeError, "document 1 is a str, not a mapping with 'text' and 'doc_id'"),
+        ({"doc_id": "a", "text": None}, TypeError, "document 1's text is NoneType, not str"),
+        ({"doc_id": "a", "text": b"x"}, TypeError, "document 1's text is bytes, not str"),
+        ({"doc_id": "a", "text": "x", "metadata": 0}, TypeError, "document 1's metadata is int"),
+        ({"doc_id": "a", "text": "x", "metadata": ""}, ValueError, "document 1's metadata is no"),
+        ({"doc_id": "a", "text": "x", "metadata": "{oops"}, ValueError, "document 1's metadata"),
+        ({"doc_id": "a", "text": "x", "metadata": "[1]"}, TypeError, "document 1's metadata is"),
+        ({"doc_id": "a", "text": "x", "metadata": [1]}, TypeError, "document 1's metadata is"),
+    ],
+)
+def test_a_row_of_the_wrong_shape_is_refused_naming_it(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path, row: Any, error: type, message: str
+) -> None:
+    # Metadata that is not a mapping (0, False, "", []) was stored as none at all, silently
+    # (`metadata or {}`); other bad rows failed deep inside with Python's own words, naming
+    # no document ("'str' object has no attribute 'text'", "every text must be a str",
+    # "'list' object is not a mapping", a bare JSONDecodeError).
+    rows = [{"doc_id": "g", "text": "Good."}, row]
+    with M3Index.open(encoder, tmp_path / "ray", collection="c") as on_ray:
+        with pytest.raises(error, match=message):
+            index_with_ray(on_ray, rows)
+        assert on_ray.count() == 0
+    # a missing metadata (a None) is no metadata, as M3Index.add_texts takes it
+    assert _rows([{"doc_id": "n", "text": "t", "metadata": None}])[1] == [{}]

@@ -195,9 +195,11 @@ def _rows(
 
     Raises:
         TypeError: A ``doc_id`` is neither a str nor an int (an int is its digits, as
-            :meth:`~m3kit.store.M3Index.add_texts` stores it).
-        ValueError: A mapping without ``text``, a document without ``doc_id``, or a key both
-            a column and in its ``metadata``.
+            :meth:`~m3kit.store.M3Index.add_texts` stores it); a document that is neither a
+            mapping nor a SourceDocument, a text that is not a str, or a ``metadata`` that is
+            neither a mapping nor a JSON object (``None`` is none).
+        ValueError: A mapping without ``text``, a document without ``doc_id``, a key both a
+            column and in its ``metadata``, or a ``metadata`` string that is not JSON.
     """
     from m3kit.store.filters import doc_id_text
 
@@ -206,9 +208,7 @@ def _rows(
         if isinstance(d, Mapping):
             if "text" not in d:
                 raise ValueError(f"document {i} has no 'text' column (columns: {sorted(d)})")
-            text, meta, doc_id = d["text"], d.get("metadata") or {}, d.get("doc_id")
-            if isinstance(meta, str):
-                meta = json.loads(meta)
+            text, meta, doc_id = d["text"], _row_metadata(d.get("metadata"), i), d.get("doc_id")
             # other columns are metadata, as `m3kit index` reads a jsonl row's other keys
             extra = {k: v for k, v in d.items() if k not in ("text", "doc_id", "metadata")}
             clash = sorted(set(extra) & set(meta))
@@ -217,14 +217,46 @@ def _rows(
                     f"document {i} has {clash} both as columns and in its 'metadata'; keep one"
                 )
             meta = {**meta, **extra}
+        elif all(hasattr(d, a) for a in ("text", "metadata", "doc_id")):  # a SourceDocument
+            text, meta, doc_id = d.text, _row_metadata(d.metadata, i), d.doc_id
         else:
-            text, meta, doc_id = d.text, dict(d.metadata), d.doc_id
+            raise TypeError(
+                f"document {i} is a {type(d).__name__}, not a mapping with 'text' and 'doc_id' "
+                "(and optional 'metadata') or a SourceDocument"
+            )
+        if not isinstance(text, str):
+            raise TypeError(f"document {i}'s text is {type(text).__name__}, not str")
         if doc_id is None:
             raise ValueError(f"document {i} has no doc_id")
         texts.append(text)
         metas.append(dict(meta))
         ids.append(doc_id_text(doc_id, f"document {i}'s doc_id"))  # as add_texts takes it
     return texts, metas, ids
+
+
+def _row_metadata(meta: Any, i: int) -> Mapping[str, Any]:
+    """Document ``i``'s ``metadata``: a mapping, or a JSON object as a string; ``None``: none.
+
+    Raises:
+        TypeError: Anything else (``0``, ``False``, a list...), which was stored as no
+            metadata at all.
+        ValueError: A string that is not JSON.
+    """
+    if meta is None:
+        return {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"document {i}'s metadata is not JSON ({exc}): {meta[:60]!r}"
+            ) from None
+    if not isinstance(meta, Mapping):
+        raise TypeError(
+            f"document {i}'s metadata is {type(meta).__name__} {meta!r:.60}, not a mapping "
+            "(or a JSON object); give None or leave it out for no metadata"
+        )
+    return meta
 
 
 def _groups(documents: Any, size: int) -> Iterator[tuple[int, list[Any]]]:
@@ -359,6 +391,10 @@ def index_with_ray(
     Raises:
         MissingExtraError: Ray Data is not installed.
         TruncationError: See ``truncation``.
+        TypeError: A document that is neither a mapping nor a SourceDocument, a text that
+            is not a str, a ``metadata`` that is neither a mapping nor a JSON object
+            (``None`` is none), or a ``doc_id`` that is neither a str nor an int, named by
+            its position: nothing is written.
         ValueError: A document is refused as :meth:`M3Index.add_texts` refuses it (an id
             given twice with different content, metadata that is not plain JSON), or has no
             ``text`` or ``doc_id``: nothing is written. Or an actor refused to encode: the
