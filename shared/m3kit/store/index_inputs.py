@@ -64,7 +64,8 @@ def versioned_documents(
 
     Raises:
         TypeError: ``texts`` is a single string, or holds a non-string; an id is neither a
-            str nor an int (an int is stored as its digits: ``7`` is the id ``"7"``).
+            str nor an int (an int is stored as its digits: ``7`` is the id ``"7"``); a
+            metadata is neither a mapping nor ``None``.
         ValueError: Lengths differ, an empty or ``None`` id, an id or text that is not
             UTF-8 text, metadata that is not JSON-serialisable, or an id given twice with
             different content.
@@ -95,7 +96,7 @@ def versioned_documents(
     order: list[str] = []
     docs: dict[str, _Doc] = {}
     for i, text in enumerate(texts):
-        meta = dict(metadatas[i] or {}) if metadatas is not None else {}
+        meta = _metadata(metadatas[i], first + i) if metadatas is not None else {}
         # refused here, before anything is encoded or written, not by Qdrant mid-write
         check_text(text, f"text {first + i}")
         plain_json(meta, f"metadata of text {first + i}")
@@ -113,3 +114,20 @@ def versioned_documents(
         docs[doc_id] = doc
         order.append(doc_id)
     return order, list(docs.values())
+
+
+def _metadata(value: object, position: int) -> dict[str, Any]:
+    """The metadata of the text at ``position``: a mapping, or ``None`` for none.
+
+    Raises:
+        TypeError: Anything else (``0``, ``False``, ``""``, a list of pairs), which was read
+            as no metadata (or a ``dict()`` of pairs) and stored without a word.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"metadata of text {position} must be a mapping (or None for none), not "
+            f"{type(value).__name__} {value!r:.60}"
+        )
+    return dict(value)

@@ -1,0 +1,46 @@
+"""A text's metadata is a mapping or ``None``; anything else is refused, naming the text.
+
+``add_texts`` read a falsy non-mapping metadata (``0``, ``False``, ``""``, ``[]``) as no
+metadata and stored the document without it, silently, and turned a list of pairs into a
+dict; ``index_with_ray`` refuses such rows (``tests/distributed/test_ray_rows.py``), and so
+does every ``add_texts`` now, before anything is encoded or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from m3kit.store import M3Index
+from tests.store.conftest import stored_texts
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [0, False, "", [], [("source", "a.txt")], "source=a.txt", 3.5],
+    ids=["zero", "false", "empty-str", "empty-list", "pairs", "str", "float"],
+)
+def test_a_metadata_that_is_not_a_mapping_is_refused_naming_the_text(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, metadata: Any
+) -> None:
+    index = open_index(tiny_encoder)
+    index.add_texts(["kept text"], [{"v": 1}], ["A"])
+    before = stored_texts(index)
+    with pytest.raises(TypeError, match=r"metadata of text 1 must be a mapping \(or None"):
+        index.add_texts(["new text", "other text"], [{"v": 2}, metadata], ["A", "B"])
+    assert stored_texts(index) == before
+    assert index.store.count() == 1
+
+
+def test_none_and_mappings_are_still_accepted(
+    open_index: Callable[..., M3Index], tiny_encoder: Any
+) -> None:
+    index = open_index(tiny_encoder)
+    index.add_texts(
+        ["one", "two", "three"], [None, {}, MappingProxyType({"k": "v"})], ["A", "B", "C"]
+    )
+    metas = {h.doc_id: h.metadata for h in index.search("three", k=3)}
+    assert metas == {"A": {}, "B": {}, "C": {"k": "v"}}
