@@ -201,6 +201,20 @@ def count_encoded(index: M3Index, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return encoded
 
 
+def written_docs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The documents every later ``M3Store.upsert`` writes, in order (each once per call)."""
+    upsert = M3Store.upsert
+    docs: list[str] = []
+
+    def recording(self: M3Store, records: Any, *args: Any, **kwargs: Any) -> Any:
+        records = list(records)
+        docs.extend(dict.fromkeys(r.doc_id for r in records))
+        return upsert(self, records, *args, **kwargs)
+
+    monkeypatch.setattr(M3Store, "upsert", recording)
+    return docs
+
+
 def stored_texts(index: M3Index) -> dict[str, list[str]]:
     """``{doc_id: [chunk texts in chunk order]}`` of every stored point."""
     rows = sorted(

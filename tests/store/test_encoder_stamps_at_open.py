@@ -31,7 +31,14 @@ from m3kit.store.filters import documents_filter
 from m3kit.store.schema import DOC_ID, ENCODER_ID
 from tests.reliability.killing import assert_same_points, index_points
 
-from .conftest import CUT_IDS, CUT_TEXTS, checked_against, open_c, second_write_fails
+from .conftest import (
+    CUT_IDS,
+    CUT_TEXTS,
+    checked_against,
+    open_c,
+    second_write_fails,
+    written_docs,
+)
 
 LATE, LATE_TEXT = "late", "a late document about rivers"
 
@@ -53,20 +60,6 @@ def _store_open(enc: M3Encoder, where: Path, backend: str) -> M3Store:
         colbert_dim=enc.colbert_dim,
         sparse=True,
     )
-
-
-def _written_docs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The documents every later ``M3Store.upsert`` writes, in order."""
-    upsert = M3Store.upsert
-    docs: list[str] = []
-
-    def recording(self: M3Store, records: Any, *args: Any, **kwargs: Any) -> Any:
-        records = list(records)
-        docs.extend(dict.fromkeys(r.doc_id for r in records))
-        return upsert(self, records, *args, **kwargs)
-
-    monkeypatch.setattr(M3Store, "upsert", recording)
-    return docs
 
 
 def _named_call(message: str) -> str:
@@ -121,7 +114,7 @@ def test_reindex_with_the_recorded_encoder_re_encodes_just_those_documents(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _reindex_with_a_late_writer(enc_a, enc_b, tmp_path / "a", backend)
-    written = _written_docs(monkeypatch)
+    written = written_docs(monkeypatch)
     redone = open_c(enc_b, tmp_path / "a", backend, reindex=True)  # as the refusal says
     opened.append(redone)
     assert written == [LATE]  # only the document with a chunk of another encoder

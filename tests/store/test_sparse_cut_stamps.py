@@ -28,6 +28,7 @@ from .conftest import (
     checked_against,
     interrupt_cut_change,
     open_c,
+    written_docs,
 )
 
 TEXTS, IDS = CUT_TEXTS, CUT_IDS
@@ -40,20 +41,6 @@ def _stamps(store: M3Store) -> dict[str, set[Any]]:
     for h in store._backend.scroll(None, [DOC_ID, SPARSE_CUT]):
         out.setdefault(str(h.payload[DOC_ID]), set()).add(h.payload.get(SPARSE_CUT))
     return out
-
-
-def _written_docs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The documents every later ``M3Store.upsert`` writes, in order."""
-    upsert = M3Store.upsert
-    docs: list[str] = []
-
-    def recording(self: M3Store, records: Any, *args: Any, **kwargs: Any) -> Any:
-        records = list(records)
-        docs.extend(dict.fromkeys(r.doc_id for r in records))
-        return upsert(self, records, *args, **kwargs)
-
-    monkeypatch.setattr(M3Store, "upsert", recording)
-    return docs
 
 
 def test_every_point_is_stamped_with_the_cut_it_was_cut_with(
@@ -76,7 +63,7 @@ def test_an_interrupted_cut_change_resumes_with_the_documents_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     interrupt_cut_change(enc_a, tmp_path, backend, monkeypatch)
-    written = _written_docs(monkeypatch)
+    written = written_docs(monkeypatch)
     done = _open(enc_a, tmp_path / "crashed", backend, reindex=True)
     opened.append(done)
     assert sorted(written) == IDS[4:]  # the first group of 4 was done before the interruption
@@ -128,7 +115,7 @@ def test_a_writer_with_the_old_cut_after_a_change_is_refused_at_open_until_redon
         assert "sparse_top_k=3" in message and "sparse_top_k=5" in message, message
         assert "reindex=True" in message, message
 
-    written = _written_docs(monkeypatch)
+    written = written_docs(monkeypatch)
     redone = _open(enc_a, tmp_path / "a", backend, reindex=True)  # the recorded cut
     opened.append(redone)
     assert written == ["late"]  # only the wrongly cut document
@@ -174,7 +161,7 @@ def test_points_written_before_stamps_count_as_the_recorded_cut(
     with _open(enc_a, tmp_path, backend, sparse_top_k=3) as index:
         index.add_texts(TEXTS, doc_ids=IDS)
         index.store._backend.set_payload([(models.Filter(), {SPARSE_CUT: None})])
-    written = _written_docs(monkeypatch)
+    written = written_docs(monkeypatch)
     with _open(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True) as index:
         assert index.sparse_cut == SparseCut(3)
     assert written == []  # the recorded cut: nothing to redo
