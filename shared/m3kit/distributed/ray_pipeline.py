@@ -39,6 +39,7 @@ from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
 from m3kit.late_windows import WindowPlacement
+from m3kit.store.record_check import check_record
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
@@ -401,7 +402,11 @@ def index_with_ray(
             model it loaded is not ``index``'s encoder (the checkpoint changed on disk, or
             its node holds another model at that path), or its device cannot run the
             precision given. Whatever an actor raises is raised here with its type (its
-            traceback is the ``__cause__``), before the batch is written.
+            traceback is the ``__cause__``), before the batch is written. Or the
+            collection's sparse cut changed since ``index`` opened it.
+        FingerprintMismatchError: ``index``'s encoder changed in memory since it was opened
+            (:class:`~m3kit.errors.EncoderChangedError`), or another index or process
+            re-encoded the collection since: before any actor starts, nothing written.
     """
     from m3kit.encoder import Truncation
 
@@ -409,6 +414,11 @@ def index_with_ray(
     mode = Truncation(truncation)
     if num_actors < 1 or docs_per_batch < 1:
         raise ValueError("num_actors and docs_per_batch must be >= 1")
+    # refused before the actors load their models and encode (the first write would refuse
+    # it too, after that work): an encoder changed in memory, or a collection another
+    # process re-encoded or re-cut since the index opened it
+    index.check_encoder()
+    check_record(index.store, "nothing was encoded or written")
     spec_chunker = chunker if chunker is not None else ChunkerSpec()
     local_chunker = spec_chunker.build(index.encoder)  # its signature fixes the doc hashes
     queue = _Queue(ray, docs_per_batch)
