@@ -229,3 +229,24 @@ def test_an_unfinished_reindex_keeps_its_rules(
         done.close()
         with open_c(encoder, tmp_path / name, backend) as again:
             assert again.count() == len(CUT_IDS)
+
+
+def test_a_record_an_older_m3kit_wrote_opens_with_this_m3kits_chunks(
+    enc_a: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    """Same encoder, two m3kit versions: a writer of this m3kit stamps its chunks with the
+    identity that includes ``architecture``; a writer of an m3kit before ``architecture``
+    (which reads this record, ignoring the field) records the encoder again without it when
+    its precision or model path differs (a machine that runs bf16). Such a record names the
+    same encoder, yet a plain store cannot compute that encoder's current identity from it: it
+    must not refuse the chunks as another encoder's (the index of that encoder opens it)."""
+    a = encoder_fingerprint(enc_a)
+    with open_c(enc_a, tmp_path, backend) as index:
+        index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)  # stamped a.identity
+        meta = index.store.collection_metadata()
+        older = {k: v for k, v in meta["fingerprint"].items() if k != "architecture"}
+        index.store.set_collection_metadata({**meta, "fingerprint": {**older, "precision": "bf16"}})
+    _store_open(enc_a, tmp_path, backend).close()  # before: refused, "another encoder"
+    with open_c(enc_a, tmp_path, backend) as index:  # as the index of that encoder opens it
+        assert index.count() == len(CUT_IDS)
+        assert index.store.collection_metadata()["fingerprint"]["architecture"] == a.architecture

@@ -161,8 +161,11 @@ def check_recorded_stamps(store: M3Store) -> None:
     than the one it records (:func:`~m3kit.store.encoder_stamps.check_encoder_stamps`): a
     plain store's searches check no stamp of their hits, so they would rank two encoders'
     vectors. Not checked without a recorded encoder, during an unfinished reindex (the
-    collection holds two encoders' chunks by design; a plain store opens it, as before), or
-    for a record of another format (which ``M3Index.open`` refuses).
+    collection holds two encoders' chunks by design; a plain store opens it, as before), for
+    a record of another format (which ``M3Index.open`` refuses), or for a record without
+    ``architecture`` (an older m3kit's, which also writes it again over this m3kit's record of
+    the same encoder): the identity this m3kit stamps that encoder's chunks with cannot be
+    told from it (``M3Index.open`` checks them with its encoder's, and records it).
 
     Raises:
         FingerprintMismatchError: Such chunks are stored (named, with the ways out).
@@ -171,7 +174,7 @@ def check_recorded_stamps(store: M3Store) -> None:
     if meta.get("format", FORMAT) != FORMAT:
         return
     stored, pending = _read(store, meta)
-    if stored is not None and pending is None:
+    if stored is not None and pending is None and stored.architecture is not None:
         check_encoder_stamps(store, stored)
 
 
