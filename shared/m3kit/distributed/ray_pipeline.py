@@ -236,14 +236,15 @@ def _rows(
 
 
 def _row_metadata(meta: Any, i: int) -> Mapping[str, Any]:
-    """Document ``i``'s ``metadata``: a mapping, or a JSON object as a string; ``None``: none.
+    """Document ``i``'s ``metadata``: a mapping, or a JSON object as a string; ``None`` or
+    ``""`` (a CSV's empty cell, which ``ray.data.read_csv`` reads as ``""``): none.
 
     Raises:
         TypeError: Anything else (``0``, ``False``, a list...), which was stored as no
             metadata at all.
         ValueError: A string that is not JSON.
     """
-    if meta is None:
+    if meta is None or meta == "":
         return {}
     if isinstance(meta, str):
         try:
@@ -255,7 +256,7 @@ def _row_metadata(meta: Any, i: int) -> Mapping[str, Any]:
     if not isinstance(meta, Mapping):
         raise TypeError(
             f"document {i}'s metadata is {type(meta).__name__} {meta!r:.60}, not a mapping "
-            "(or a JSON object); give None or leave it out for no metadata"
+            "(or a JSON object); give None (or an empty string) or leave it out for no metadata"
         )
     return meta
 
