@@ -250,3 +250,20 @@ def test_a_record_an_older_m3kit_wrote_opens_with_this_m3kits_chunks(
     with open_c(enc_a, tmp_path, backend) as index:  # as the index of that encoder opens it
         assert index.count() == len(CUT_IDS)
         assert index.store.collection_metadata()["fingerprint"]["architecture"] == a.architecture
+
+
+def test_an_index_writes_and_searches_under_a_record_an_older_m3kit_wrote(
+    enc_a: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    """The same older-m3kit record as above, written while an index of this m3kit is open on
+    the collection: its record check must take the record for its own encoder (the same
+    encoder, named without ``architecture``), not refuse every write and search as if
+    another process had re-encoded the collection."""
+    with open_c(enc_a, tmp_path, backend) as index:
+        index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+        meta = index.store.collection_metadata()
+        older = {k: v for k, v in meta["fingerprint"].items() if k != "architecture"}
+        index.store.set_collection_metadata({**meta, "fingerprint": {**older, "precision": "bf16"}})
+        index.add_texts(["a text written after"], doc_ids=["after"])  # before: refused
+        assert index.count() == len(CUT_IDS) + 1
+        assert index.search("a text written after", k=1)[0].doc_id == "after"

@@ -35,6 +35,7 @@ from m3kit.store.schema import ENCODER_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut, unfinished_message
 
 if TYPE_CHECKING:
+    from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.store import M3Store
 
 __all__ = ["check_hits", "check_record", "own_change"]
@@ -84,14 +85,14 @@ def _check_encoder(store: M3Store, meta: Mapping[str, Any], outcome: str) -> Non
     if mine is None:  # a plain store: its vectors' encoder is its caller's
         return
     stored, pending = _read(store, meta)
-    if pending is not None and not pending.made(mine):
+    if pending is not None and not _names_writer(pending, store):
         unfinished = unfinished_reindex_message(store.collection, stored or pending, pending)
         raise FingerprintMismatchError(
             "since this store was opened, another index or process started re-encoding the "
             f"collection: {unfinished}. This store's encoder is {store.writer_name} (identity "
             f"{mine}); {outcome}. {_AGAIN}"
         )
-    if pending is None and stored is not None and not stored.made(mine):
+    if pending is None and stored is not None and not _names_writer(stored, store):
         raise FingerprintMismatchError(
             f"collection {store.collection!r} was re-encoded by another index or process since "
             f"this store was opened: it now records {stored.describe()} (identity "
@@ -100,6 +101,16 @@ def _check_encoder(store: M3Store, meta: Mapping[str, Any], outcome: str) -> Non
             f"encoder's; {outcome}. {_AGAIN}: with the encoder it records, or with this one "
             "and reindex=True (m3kit index --reindex) to re-encode it back"
         )
+
+
+def _names_writer(recorded: EncoderFingerprint, store: M3Store) -> bool:
+    """Whether ``recorded`` names the encoder ``store`` writes as: its identity is the
+    writer's, or the record lacks ``architecture`` (an m3kit from before it was part of the
+    identity wrote it, over this m3kit's record of the same encoder, when its precision or
+    model path differed) and names the writer's identity without it."""
+    if recorded.made(store.writer_id or ""):
+        return True
+    return recorded.architecture is None and recorded.identity in store.writer_ids
 
 
 def _check_cut(store: M3Store, meta: Mapping[str, Any], outcome: str) -> None:
