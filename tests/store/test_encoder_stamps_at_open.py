@@ -34,6 +34,7 @@ from tests.reliability.killing import assert_same_points, index_points
 from .conftest import (
     CUT_IDS,
     CUT_TEXTS,
+    SentenceChunker,
     checked_against,
     open_c,
     second_write_fails,
@@ -267,3 +268,29 @@ def test_an_index_writes_and_searches_under_a_record_an_older_m3kit_wrote(
         index.add_texts(["a text written after"], doc_ids=["after"])  # before: refused
         assert index.count() == len(CUT_IDS) + 1
         assert index.search("a text written after", k=1)[0].doc_id == "after"
+
+
+def test_an_unrebuildable_late_document_of_another_encoder_is_advised_a_way_that_works(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    """A late writer of the old encoder stores a document a reindex cannot rebuild (a custom
+    chunker). The reindex with the recorded encoder refuses it; its advice used to be to open
+    the collection "with the encoder that wrote it" and delete it there, an open refused as
+    well (the record names the new encoder). The delete call it names works."""
+    service = open_c(enc_a, tmp_path, backend)
+    service.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+    before = service.store.collection_metadata()
+    M3Index(enc_b, copy.copy(service.store), reindex=True)
+    with checked_against(service.store, before):
+        service.add_texts(["One. Two. Three."], doc_ids=["s"], chunker=SentenceChunker(enc_a))
+    service.close()
+    with pytest.raises(ValueError, match="reindex cannot rebuild 1 stored document.*'s'") as e:
+        open_c(enc_b, tmp_path, backend, reindex=True)
+    message = str(e.value)
+    assert "Open the collection with the encoder that wrote it" not in message, message
+    with pytest.raises(FingerprintMismatchError):  # what that advice led to
+        open_c(enc_a, tmp_path, backend)
+    assert "cannot be deleted through an open" in message, message
+    assert eval(_named_call(message), {"M3Store": M3Store}) == 3  # its 3 chunks, as pasted
+    with open_c(enc_b, tmp_path, backend) as again:
+        assert again.count() == len(CUT_IDS)

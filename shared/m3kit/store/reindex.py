@@ -100,6 +100,9 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
+    # the collection records this encoder: what is left to redo is a late writer's chunks of
+    # another encoder (which every open refuses) or unstamped ones
+    same = pending is None and stored is not None and stored.same_encoder(target)
     chunkers: Chunkers = {}
     total = 0
     for attempt in range(_PASSES):
@@ -111,7 +114,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
             break
         plans = doc_plans(store, todo)
         todo = [d for d in todo if d in plans]  # one deleted since the scan: nothing to do
-        check_plans(plans, store)
+        check_plans(plans, store, LATE_WRITER_ADVICE if same else REBUILD_ADVICE)
         # an interrupted reindex (to this encoder or another) has written already: its
         # record stays pending whatever this check decides
         started = attempt > 0 or pending is not None
@@ -311,6 +314,16 @@ UNRECORDED = (
 REBUILD_ADVICE = (
     "Open the collection with the encoder that wrote it, delete them (M3Index.delete), "
     "reindex, then add them again; or index into a new collection"
+)
+
+
+#: The same, for a reindex with the encoder the collection records: the documents are a late
+#: writer's (stamped by another encoder, which every open refuses) or unstamped ones.
+LATE_WRITER_ADVICE = (
+    "Those stamped with another encoder than the recorded one (a writer that kept its old "
+    "encoder after a reindex) cannot be deleted through an open, which refuses them: delete "
+    "them as below. Others: open the collection with this encoder without reindex=True, "
+    "delete them (M3Index.delete), then add them again"
 )
 
 
