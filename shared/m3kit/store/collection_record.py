@@ -109,10 +109,10 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             _write(store, new)
         elif reindex:
             _reindex(index, show_progress)
-        elif store.count(written_by_others(new)):
+        elif others := store.count(written_by_others(new)):
             raise FingerprintMismatchError(
                 f"collection {store.collection!r} ({store.backend.value}) has no record of its "
-                f"encoder, and {store.count(written_by_others(new))} of its chunks were "
+                f"encoder, and {others} of its chunks were "
                 f"written by another encoder than {new.describe()}; open it with the encoder "
                 "that wrote it, or with reindex=True (m3kit index --reindex) to re-encode them"
             )

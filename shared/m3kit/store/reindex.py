@@ -94,15 +94,14 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
         # a reindex an m3kit before config.json settings started: its points carry the
         # identity it gave this encoder, and are done
         done.append(target.legacy_identity)
-    if pending is None and stored is not None and stored.same_encoder(target):
-        # this encoder's own chunks from before config.json settings were in its identity
+    # the collection records this encoder: what is left to redo is a late writer's chunks of
+    # another encoder (which every open refuses) or unstamped ones
+    same = pending is None and stored is not None and stored.same_encoder(target)
+    if same:  # this encoder's own chunks from before config.json settings were in its identity
         done.append(target.legacy_identity)
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
-    # the collection records this encoder: what is left to redo is a late writer's chunks of
-    # another encoder (which every open refuses) or unstamped ones
-    same = pending is None and stored is not None and stored.same_encoder(target)
     chunkers: Chunkers = {}
     total = 0
     for attempt in range(_PASSES):
