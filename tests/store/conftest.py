@@ -340,3 +340,10 @@ def checked_against(store: M3Store, record: Mapping[str, Any]) -> Iterator[None]
         yield
     finally:
         del store.collection_metadata
+
+
+def named_call(message: str) -> str:
+    """The ``M3Store.delete_documents_unopened`` call a refusal names, as written in it."""
+    found = re.search(r"M3Store\.delete_documents_unopened\(.*?\]\)", message)
+    assert found is not None, message
+    return found.group(0)

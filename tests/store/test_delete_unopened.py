@@ -10,7 +10,6 @@ cannot rebuild), each refusal advising an open that is refused too.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,14 @@ from m3kit.store import M3Index, M3Store
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, dump_store
 
-from .conftest import CUT_IDS, CUT_TEXTS, SentenceChunker, checked_against, open_c
+from .conftest import (
+    CUT_IDS,
+    CUT_TEXTS,
+    SentenceChunker,
+    checked_against,
+    named_call,
+    open_c,
+)
 
 #: The unrebuildable documents: written after the change with the new cut, and late with the
 #: old one.
@@ -166,13 +172,6 @@ def test_a_server_collection_is_read_not_created(
     assert not [r for r in requests[sent:] if r[1].endswith("/points/delete")]
 
 
-def _named_call(message: str) -> str:
-    """The ``delete_documents_unopened`` call a refusal names, as written in it."""
-    found = re.search(r"M3Store\.delete_documents_unopened\(.*?\]\)", message)
-    assert found is not None, message
-    return found.group(0)
-
-
 def test_the_call_a_refusal_names_works_as_pasted(
     enc_a: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
 ) -> None:
@@ -184,9 +183,9 @@ def test_the_call_a_refusal_names_works_as_pasted(
         open_c(enc_a, tmp_path, backend)
     with pytest.raises(ValueError, match="reindex cannot rebuild") as rebuild:
         open_c(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True)
-    call = _named_call(str(plain.value))
+    call = named_call(str(plain.value))
     assert call == _call(tmp_path, backend, LATE)
-    assert _named_call(str(rebuild.value)) == _call(tmp_path, backend, NEW)
+    assert named_call(str(rebuild.value)) == _call(tmp_path, backend, NEW)
     assert eval(call, {"M3Store": M3Store}) == 3  # as pasted
     index = open_c(enc_a, tmp_path, backend)  # the refusal's next step
     opened.append(index)

@@ -15,7 +15,6 @@ vectors where no hit showed it). Now the open counts them (one count request on 
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from .conftest import (
     CUT_TEXTS,
     SentenceChunker,
     checked_against,
+    named_call,
     open_c,
     second_write_fails,
     written_docs,
@@ -61,12 +61,6 @@ def _store_open(enc: M3Encoder, where: Path, backend: str) -> M3Store:
         colbert_dim=enc.colbert_dim,
         sparse=True,
     )
-
-
-def _named_call(message: str) -> str:
-    found = re.search(r"M3Store\.delete_documents_unopened\(.*?\]\)", message)
-    assert found is not None, message
-    return found.group(0)
 
 
 def _reindex_with_a_late_writer(
@@ -100,7 +94,7 @@ def test_chunks_of_another_encoder_are_refused_at_open(
         assert a.identity in message and b.identity in message, message
         assert b.describe() in message, message
         assert "reindex=True" in message and "m3kit index --reindex" in message, message
-        assert _named_call(message) == (
+        assert named_call(message) == (
             f"M3Store.delete_documents_unopened({str(tmp_path)!r}, backend={backend!r}, "
             f"collection='c', doc_ids=[{LATE!r}])"
         )
@@ -139,7 +133,7 @@ def test_the_delete_call_the_refusal_names_works_as_pasted(
     _reindex_with_a_late_writer(enc_a, enc_b, tmp_path, backend)
     with pytest.raises(FingerprintMismatchError) as caught:
         open_c(enc_b, tmp_path, backend)
-    assert eval(_named_call(str(caught.value)), {"M3Store": M3Store}) == 1  # as pasted
+    assert eval(named_call(str(caught.value)), {"M3Store": M3Store}) == 1  # as pasted
     with open_c(enc_b, tmp_path, backend) as index:  # the refusal's next step
         assert index.store.document_metadata([*CUT_IDS, LATE]).keys() == set(CUT_IDS)
 
@@ -291,6 +285,35 @@ def test_an_unrebuildable_late_document_of_another_encoder_is_advised_a_way_that
     with pytest.raises(FingerprintMismatchError):  # what that advice led to
         open_c(enc_a, tmp_path, backend)
     assert "cannot be deleted through an open" in message, message
-    assert eval(_named_call(message), {"M3Store": M3Store}) == 3  # its 3 chunks, as pasted
+    assert eval(named_call(message), {"M3Store": M3Store}) == 3  # its 3 chunks, as pasted
     with open_c(enc_b, tmp_path, backend) as again:
         assert again.count() == len(CUT_IDS)
+
+
+def test_a_damaged_record_is_named_and_a_plain_store_opens_to_mend_it(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recorded fingerprint changed by hand (a field lost). An index's open was refused
+    with the record's bare ``ValueError`` (naming no collection), and since plain stores
+    count encoder stamps they were refused too, so no m3kit open could mend the record. Now
+    the index's refusal names the collection and the mend, a plain store opens with a
+    warning (it cannot count the stamps), and the mend, as the refusal says, works."""
+    with open_c(enc_a, tmp_path, backend) as index:
+        index.add_texts(CUT_TEXTS, doc_ids=CUT_IDS)
+        meta = index.store.collection_metadata()
+        damaged = {k: v for k, v in meta["fingerprint"].items() if k != "weights"}
+        index.store.set_collection_metadata({**meta, "fingerprint": damaged})
+    with pytest.raises(ValueError, match="collection 'c' .*damaged") as caught:
+        open_c(enc_a, tmp_path, backend)
+    assert "lacks the field 'weights'" in str(caught.value)
+    assert "reindex=True" in str(caught.value)
+    with caplog.at_level("WARNING"), _store_open(enc_a, tmp_path, backend) as store:
+        assert store.count() == len(CUT_IDS)
+        meta = store.collection_metadata()  # the mend the refusal names
+        del meta["fingerprint"]
+        store.set_collection_metadata(meta)
+    assert "cannot check which encoder" in caplog.text
+    with open_c(enc_a, tmp_path, backend, reindex=True) as index:
+        assert index.count() == len(CUT_IDS)
+        fp = index.store.collection_metadata()["fingerprint"]
+        assert fp == encoder_fingerprint(enc_a).to_dict()

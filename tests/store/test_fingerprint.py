@@ -13,12 +13,12 @@ from qdrant_client import models
 from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import chunking_signature, describe_settings, encoder_fingerprint
-from m3kit.store import ChunkRecord, M3Index, output_row
+from m3kit.store import ChunkRecord, M3Index, M3Store, output_row
 from m3kit.store.filters import documents_filter
 from m3kit.store.schema import ENCODER_ID
 from tests.reliability.killing import FailingEncoder, assert_same_points, index_points
 
-from .conftest import SentenceChunker, checked_against, fill
+from .conftest import SentenceChunker, checked_against, fill, named_call
 
 WHOLE = {
     "w1": "Oxygen is a chemical element with symbol O.",
@@ -212,11 +212,34 @@ def test_stamped_chunks_of_another_encoder_are_not_adopted(
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
         index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
         index.store.set_collection_metadata({})  # the record lost
-    with pytest.raises(FingerprintMismatchError, match="3 of its chunks were written by another"):
+    with pytest.raises(FingerprintMismatchError, match="3 of its chunks, of 3 document"):
         M3Index.open(enc_b, tmp_path, collection="c", backend=backend)
     done = M3Index.open(enc_b, tmp_path, collection="c", backend=backend, reindex=True)
     opened.append(done)
     assert _stamps(done) == {done.fingerprint.identity}
+
+
+def test_a_collection_without_a_record_of_two_encoders_names_a_delete_that_works(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, opened: list[M3Index]
+) -> None:
+    """No record, and one document stamped with an encoder nobody has at hand: no encoder
+    opens it as it is, and the refusal named neither the documents nor a delete call (the
+    way out where reindex=True cannot rebuild them: a custom chunker's). The named call, as
+    pasted, clears it; then the collection opens, adopting the encoder."""
+    first = next(iter(WHOLE))
+    with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        index.store._backend.set_payload([(documents_filter([first]), {ENCODER_ID: "gone"})])
+        index.store.set_collection_metadata({})  # the record lost
+    with pytest.raises(FingerprintMismatchError) as caught:
+        M3Index.open(enc_a, tmp_path, collection="c", backend=backend)
+    message = str(caught.value)
+    assert "1 of its chunks, of 1 document(s)" in message and "'gone'" in message
+    assert eval(named_call(message), {"M3Store": M3Store}) == 1  # its one chunk, as pasted
+    again = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)
+    opened.append(again)
+    assert set(again.store.document_metadata(list(WHOLE))) == set(WHOLE) - {first}
+    assert _stamps(again) == {again.fingerprint.identity}
 
 
 def test_reindex_with_the_recorded_encoder_redoes_chunks_of_others(

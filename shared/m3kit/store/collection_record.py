@@ -27,8 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import EncoderFingerprint
-from m3kit.store.encoder_stamps import check_encoder_stamps, written_by_others
+from m3kit.store.encoder_stamps import (
+    check_encoder_stamps,
+    stamped_documents,
+    written_by_others,
+)
 from m3kit.store.records import Backend
+from m3kit.store.unopened import delete_way_out
 
 if TYPE_CHECKING:
     from m3kit.store.index import M3Index
@@ -39,6 +44,7 @@ __all__ = [
     "PENDING_KEY",
     "check_collection",
     "check_recorded_stamps",
+    "damaged_record_message",
     "stored_record",
     "unfinished_reindex_message",
 ]
@@ -82,9 +88,26 @@ def _read(
         )
     stored = meta.get(_FINGERPRINT)
     pending = meta.get(_PENDING)
+    try:
+        return (
+            EncoderFingerprint.from_dict(stored) if stored is not None else None,
+            EncoderFingerprint.from_dict(pending) if pending is not None else None,
+        )
+    except ValueError as e:
+        raise ValueError(damaged_record_message(store, e)) from e
+
+
+def damaged_record_message(store: M3Store, error: ValueError) -> str:
+    """Why a collection whose record cannot be read is refused, and how to mend it."""
     return (
-        EncoderFingerprint.from_dict(stored) if stored is not None else None,
-        EncoderFingerprint.from_dict(pending) if pending is not None else None,
+        f"collection {store.collection!r} ({store.backend.value}) has a damaged m3kit record "
+        f"({error}): it was changed by hand or by another program, so which encoder wrote its "
+        "vectors is unknown. To mend it, open it as a plain M3Store (which opens it with a "
+        f"warning) and remove the record's {_FINGERPRINT!r} and {_PENDING!r} keys (meta = "
+        f"store.collection_metadata(); meta.pop({_FINGERPRINT!r}, None); meta.pop({_PENDING!r}, "
+        "None); store.set_collection_metadata(meta)), then open it with the encoder that wrote "
+        "it, or with reindex=True (m3kit index --reindex) to re-encode every chunk another "
+        "encoder stamped"
     )
 
 
@@ -109,12 +132,14 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             _write(store, new)
         elif reindex:
             _reindex(index, show_progress)
-        elif others := store.count(written_by_others(new)):
+        elif count := store.count(others := written_by_others(new)):
+            docs, named = stamped_documents(store, others)
             raise FingerprintMismatchError(
                 f"collection {store.collection!r} ({store.backend.value}) has no record of its "
-                f"encoder, and {others} of its chunks were "
-                f"written by another encoder than {new.describe()}; open it with the encoder "
-                "that wrote it, or with reindex=True (m3kit index --reindex) to re-encode them"
+                f"encoder, and {count} of its chunks, of {len(docs)} document(s), are stamped "
+                f"with another encoder (identity {named}) than {new.describe()}; open it with "
+                "the encoder that wrote them, or with reindex=True (m3kit index --reindex) to "
+                f"re-encode them. {delete_way_out(store, docs)}"
             )
         else:
             logger.warning(
@@ -162,10 +187,12 @@ def check_recorded_stamps(store: M3Store) -> None:
     plain store's searches check no stamp of their hits, so they would rank two encoders'
     vectors. Not checked without a recorded encoder, during an unfinished reindex (the
     collection holds two encoders' chunks by design; a plain store opens it, as before), for
-    a record of another format (which ``M3Index.open`` refuses), or for a record without
-    ``architecture`` (an older m3kit's, which also writes it again over this m3kit's record of
-    the same encoder): the identity this m3kit stamps that encoder's chunks with cannot be
-    told from it (``M3Index.open`` checks them with its encoder's, and records it).
+    a record of another format (which ``M3Index.open`` refuses), for a damaged record (a
+    warning: the plain store is how it is mended, :func:`damaged_record_message`), or for a
+    record without ``architecture`` (an older m3kit's, which also writes it again over this
+    m3kit's record of the same encoder): the identity this m3kit stamps that encoder's chunks
+    with cannot be told from it (``M3Index.open`` checks them with its encoder's, and records
+    it).
 
     Raises:
         FingerprintMismatchError: Such chunks are stored (named, with the ways out).
@@ -173,7 +200,11 @@ def check_recorded_stamps(store: M3Store) -> None:
     meta = store.collection_metadata()
     if meta.get("format", FORMAT) != FORMAT:
         return
-    stored, pending = _read(store, meta)
+    try:
+        stored, pending = _read(store, meta)
+    except ValueError as e:  # a plain store is the way to mend it (damaged_record_message)
+        logger.warning("%s. A plain store cannot check which encoder wrote its chunks", e)
+        return
     if stored is not None and pending is None and stored.architecture is not None:
         check_encoder_stamps(store, stored)
 

@@ -38,7 +38,12 @@ if TYPE_CHECKING:
     from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.store import M3Store
 
-__all__ = ["check_encoder_stamps", "other_encoders_message", "written_by_others"]
+__all__ = [
+    "check_encoder_stamps",
+    "other_encoders_message",
+    "stamped_documents",
+    "written_by_others",
+]
 
 #: Identities named in a refusal (the other encoders'), at most.
 _NAMED = 3
@@ -84,14 +89,7 @@ def other_encoders_message(
     """Why a collection recording ``recorded`` with ``count`` chunks matching ``others``
     (:func:`written_by_others`) is refused (one line: the ``m3kit`` commands show the
     first)."""
-    docs: set[str] = set()
-    identities: set[str] = set()
-    for hit in store._backend.scroll(others, [DOC_ID, ENCODER_ID]):
-        docs.add(str(hit.payload.get(DOC_ID)))
-        identities.add(str(hit.payload.get(ENCODER_ID)))
-    named = ", ".join(repr(i) for i in sorted(identities)[:_NAMED])
-    if len(identities) > _NAMED:
-        named += f" and {len(identities) - _NAMED} more"
+    docs, named = stamped_documents(store, others)
     return (
         f"collection {store.collection!r} ({store.backend.value}) records "
         f"{recorded.describe()} (identity {recorded.identity!r}), but holds {count} chunk(s) "
@@ -101,5 +99,19 @@ def other_encoders_message(
         "two encoders' vectors. Stop that writer, then re-encode those chunks with the "
         "recorded encoder: M3Index.open(encoder, ..., reindex=True) with that encoder (m3kit "
         "index --reindex; without --model, the recorded model); only the documents with a "
-        f"chunk not stamped with it are re-encoded. {delete_way_out(store, sorted(docs))}"
+        f"chunk not stamped with it are re-encoded. {delete_way_out(store, docs)}"
     )
+
+
+def stamped_documents(store: M3Store, others: models.Filter) -> tuple[list[str], str]:
+    """The ids of the documents with a chunk matching ``others`` (sorted), and the identities
+    those chunks are stamped with, named for a message (the first few, then a count)."""
+    docs: set[str] = set()
+    identities: set[str] = set()
+    for hit in store._backend.scroll(others, [DOC_ID, ENCODER_ID]):
+        docs.add(str(hit.payload.get(DOC_ID)))
+        identities.add(str(hit.payload.get(ENCODER_ID)))
+    named = ", ".join(repr(i) for i in sorted(identities)[:_NAMED])
+    if len(identities) > _NAMED:
+        named += f" and {len(identities) - _NAMED} more"
+    return sorted(docs), named
