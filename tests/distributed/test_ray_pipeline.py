@@ -19,6 +19,7 @@ from m3kit.chunking import NaiveChunker
 from m3kit.cli_chunking import RECORD_KEY
 from m3kit.sources import read_documents
 from m3kit.store import M3Index, QueryOptions
+from tests.reliability.killing import assert_same_points, index_points
 
 ray = pytest.importorskip("ray")
 
@@ -163,6 +164,49 @@ def test_ray_equals_single_process_and_resumes(
     before = ray_index.count()
     index_with_ray(ray_index, docs)
     assert ray_index.count() == before
+    single.close()
+    ray_index.close()
+
+
+def _dying_actor(marker: Path) -> type:
+    """An encoder actor whose process dies (``os._exit``) in the first batch any actor of the
+    pool gets: the one that creates ``marker``. A class made in a function is pickled by
+    value, so Ray's workers run it without importing this test module."""
+    from m3kit.distributed.ray_pipeline import _EncodeActor
+
+    class DyingActor(_EncodeActor):  # type: ignore[misc, valid-type]
+        def __call__(self, batch: dict[str, Any]) -> Any:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:  # it died once already: encode as usual
+                return super().__call__(batch)
+            os._exit(1)  # as a worker killed by the OOM killer or a lost node
+
+    return DyingActor
+
+
+@pytest.mark.parametrize("backend", ["edge"])
+def test_an_actor_dying_mid_batch_is_retried_and_stores_what_one_process_stores(
+    local_ray: None,
+    encoder: M3Encoder,
+    docs: list[Any],
+    tmp_path: Path,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ray worker process dies in the middle of a batch: Ray restarts the actor and runs
+    the batch again. Only the driver writes, and point ids come from (doc_id, chunk_index),
+    so the collection holds exactly what a single-process run stores: no chunk lost or
+    written twice."""
+    texts, ids = [d.text for d in docs], [d.doc_id for d in docs]
+    single = M3Index.open(encoder, tmp_path / "single", collection="c", backend=backend)
+    single.add_texts(texts, [dict(d.metadata) for d in docs], ids, chunker=NaiveChunker(encoder))
+    marker = tmp_path / "died"
+    monkeypatch.setattr("m3kit.distributed.ray_pipeline._EncodeActor", _dying_actor(marker))
+    ray_index = M3Index.open(encoder, tmp_path / "ray", collection="c", backend=backend)
+    assert index_with_ray(ray_index, docs, docs_per_batch=4, num_actors=2) == ids
+    assert marker.exists()  # an actor did die
+    assert_same_points(index_points(ray_index), index_points(single))
     single.close()
     ray_index.close()
 
