@@ -20,7 +20,11 @@ The mapping keeps the one collection layout every m3kit reader shares:
   late-chunked nodes, the chunker's signature. Nodes of a new version replace the document's
   stored chunks (written first, the old ones deleted after, by
   :meth:`~m3kit.store.M3Store.upsert`); nodes of the stored version are added to it, because
-  ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. After
+  ``VectorStoreIndex`` writes a document's nodes in batches of ``insert_batch_size``. Nodes
+  that name no version (read back from a store, or built by hand) are written under the
+  stored version; where they change its content (a chunk edited or added), the document takes
+  a new version first, so the version its writer stored no longer names it and that writer
+  (``m3kit index``, ``langchain_m3``, a LlamaIndex insert of the source) writes it again. After
   each write every stored chunk of the version carries its ``chunk_count`` (the chunks
   written carry it, then the others get it: a write stopped between the two leaves the older
   count on some, which the next write of the document sets). A node deleted alone
@@ -136,8 +140,9 @@ def node_version(node: BaseNode) -> str | None:
     """The ``doc_hash`` of the document version ``node`` was parsed from (see the module doc).
 
     ``None`` when the node names its source document without the source's hash (a node read
-    back from a store, or built by hand): the version is unknown, so the stored one stands and
-    the node is added to it; it never replaces the document's other chunks.
+    back from a store, or built by hand): the version is unknown, so the node is added to the
+    stored one (renewed where the node changes it); it never replaces the document's other
+    chunks.
     """
     source = node.source_node
     if source is None:  # no source (a node alone, a Document whole): its content is its version
@@ -176,6 +181,8 @@ class _Doc:
     next_index: int = 0
     scan: int = 0  # every place below it holds a chunk (place())
     stale: bool = False  # chunks of another version are stored
+    adopted: bool = False  # the version is the stored one (the nodes name none)
+    changed: list[str] = field(default_factory=list)  # identities of content written anew
 
     @property
     def chunk_count(self) -> int:
@@ -253,6 +260,7 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
                     "that did not finish), and these nodes name no version (their source has "
                     "no hash): add the document's nodes with their source document first"
                 )
+            doc.adopted = bool(stored)
             doc.version = stored.pop() if stored else _unversioned(doc_id, doc.nodes[0][1])
     for payload in payloads:
         doc = docs[doc_id_of(payload)]
@@ -361,9 +369,11 @@ def write_nodes(
             claimed.add(at)
             doc.key_at[at] = key
             doc.encoded_at[at] = encoded_on
+            doc.changed.append(key)
             if at not in doc.ids_at:
                 doc.set_id(at, node.node_id)
             new.append((doc_id, at, node))
+    _renew_adopted_versions(index, docs)
     records: list[ChunkRecord] = []
     todo: list[tuple[str, int, BaseNode]] = []
     for doc_id, chunk_index, node in new:
@@ -405,6 +415,28 @@ def write_nodes(
                 filter=stale_chunks_filter(doc_id, doc.version, doc.chunk_count)
             )
     return [node.node_id for node in nodes]
+
+
+def _renew_adopted_versions(index: M3Index, docs: dict[str, _Doc]) -> None:
+    """Give a new version to each document whose stored version these nodes changed.
+
+    Nodes that name no version (read back from the store, or built by hand) are written
+    under the stored one. Where they change its content (a chunk edited in place, a chunk
+    added), that version no longer names what its writer stored: ``m3kit index``,
+    ``langchain_m3`` or ``M3Index.add_texts`` writing that document again, or LlamaIndex
+    inserting the source document again, would find it stored and skip it, leaving the
+    edited chunks in place. The stored chunks take the new version first, then the nodes are
+    written under it (a write stopped between the two leaves the old content under a version
+    no writer has, which the next write of the document replaces).
+    """
+    for doc_id, doc in docs.items():
+        if not doc.adopted or not doc.changed:
+            continue
+        assert doc.version is not None  # set by _read_stored
+        blob = json.dumps(["llamaindex", ["changed", doc.version, sorted(doc.changed)]])
+        renewed = hashlib.sha256(blob.encode()).hexdigest()
+        index.store.set_version(doc_id, doc.version, renewed)
+        doc.version = renewed
 
 
 def _set_chunk_counts(

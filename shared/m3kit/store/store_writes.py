@@ -179,6 +179,29 @@ class StoreWrites:
         with self.write_lock:
             self._backend.set_payload([(selector, {CHUNK_COUNT: chunk_count})])
 
+    def set_version(self, doc_id: str, doc_hash: str, new_hash: str) -> None:
+        """Give every stored chunk of ``doc_id`` at version ``doc_hash`` the version ``new_hash``.
+
+        For a writer that changes some chunks of a stored version in place (a LlamaIndex node
+        read back and edited): the version then no longer names what another writer stored
+        under it, so a later write of that writer's document is not taken for one already
+        stored. Nothing else changes; chunks of other versions are left as they are.
+
+        Raises:
+            ValueError: ``doc_id``, ``doc_hash`` or ``new_hash`` is not a non-empty string.
+        """
+        for name, value in (("doc_id", doc_id), ("doc_hash", doc_hash), ("new_hash", new_hash)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        selector = models.Filter(
+            must=[
+                models.FieldCondition(key=DOC_ID, match=models.MatchValue(value=doc_id)),
+                models.FieldCondition(key=DOC_HASH, match=models.MatchValue(value=doc_hash)),
+            ]
+        )
+        with self.write_lock:
+            self._backend.set_payload([(selector, {DOC_HASH: new_hash})])
+
     def _write_parallel(
         self, plan: WriteBatches, workers: int, written: set[int], bar: Any
     ) -> None:
