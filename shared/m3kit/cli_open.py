@@ -129,7 +129,7 @@ def collection_model(
             ``m3kit index --reindex`` (:func:`refuse_unfinished_reindex`).
     """
     from m3kit.fingerprint import EncoderFingerprint
-    from m3kit.store.collection_record import PENDING_KEY
+    from m3kit.store.collection_record import PENDING_KEY, damaged_record_message
 
     if record is None:
         record = collection_record(args, storage)
@@ -138,11 +138,14 @@ def collection_model(
         return None
     refuse_unfinished_reindex(args, record)
     pending = record.get(PENDING_KEY)
-    if pending is not None:
-        target = EncoderFingerprint.from_dict(pending)
-        logger.info("finishing the interrupted reindex to %s", target.describe())
-        fingerprint = pending
-    stored = EncoderFingerprint.from_dict(fingerprint)
+    try:
+        if pending is not None:
+            target = EncoderFingerprint.from_dict(pending)
+            logger.info("finishing the interrupted reindex to %s", target.describe())
+            fingerprint = pending
+        stored = EncoderFingerprint.from_dict(fingerprint)
+    except ValueError as e:  # named as the library names it, before a model loads
+        raise ValueError(damaged_record_message(args.collection, e)) from e
     if stored.model is None or not Path(stored.model).is_dir():
         what = "a model built in memory" if stored.model is None else f"the model {stored.model}"
         gone = "" if stored.model is None else ", which no longer exists"

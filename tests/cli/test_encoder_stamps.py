@@ -56,3 +56,28 @@ def test_chunks_of_another_encoder_are_refused_and_reindex_redoes_them(
     capsys.readouterr()
     assert main(["search", "rivers", *where]) == 0, capsys.readouterr().err
     assert "rivers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_a_damaged_record_is_named_with_its_mend(
+    tmp_path: Path,
+    enc_a: M3Encoder,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+) -> None:
+    """A record whose fingerprint lost a field: ``m3kit search`` (the recorded model) and
+    ``m3kit search --model`` said only "stored fingerprint lacks the field 'weights'"."""
+    store = tmp_path / "store"
+    with M3Index.open(enc_a, str(store), backend=backend) as index:
+        index.add_texts(["a document about rivers."])
+        meta = index.store.collection_metadata()
+        del meta["fingerprint"]["weights"]
+        index.store.set_collection_metadata(meta)
+    where = ["--path", str(store), "--backend", backend, "--dtype", "fp32", "-q"]
+    for model in ([], ["--model", str(tiny_m3_path)]):
+        capsys.readouterr()
+        assert main(["search", "rivers", *where, *model]) == 1
+        err = capsys.readouterr().err
+        assert "collection 'm3kit'" in err and "damaged m3kit record" in err, err
+        assert "lacks the field 'weights'" in err and "reindex=True" in err, err

@@ -94,13 +94,14 @@ def _read(
             EncoderFingerprint.from_dict(pending) if pending is not None else None,
         )
     except ValueError as e:
-        raise ValueError(damaged_record_message(store, e)) from e
+        raise ValueError(damaged_record_message(store.collection, e, store.backend.value)) from e
 
 
-def damaged_record_message(store: M3Store, error: ValueError) -> str:
+def damaged_record_message(collection: str, error: ValueError, backend: str | None = None) -> str:
     """Why a collection whose record cannot be read is refused, and how to mend it."""
+    where = f" ({backend})" if backend else ""
     return (
-        f"collection {store.collection!r} ({store.backend.value}) has a damaged m3kit record "
+        f"collection {collection!r}{where} has a damaged m3kit record "
         f"({error}): it was changed by hand or by another program, so which encoder wrote its "
         "vectors is unknown. To mend it, open it as a plain M3Store (which opens it with a "
         f"warning) and remove the record's {_FINGERPRINT!r} and {_PENDING!r} keys (meta = "
