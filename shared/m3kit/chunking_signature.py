@@ -126,11 +126,19 @@ def _cell(cell: Any) -> Any:
         return None
 
 
+#: Attributes that are runtime state, not settings: LlamaIndex's ``callback_manager`` records
+#: every split in its trace map (random ids), so a splitter's signature changed each time it was
+#: used, and each ``add_texts`` with it re-encoded unchanged documents. It changes no chunk.
+_NOT_SETTINGS = frozenset({"callback_manager"})
+
+
 def _settings(obj: Any) -> dict[str, Any] | None:
     """An object's settings: pydantic fields, dataclass fields or its attributes."""
     model_fields = getattr(type(obj), "model_fields", None)
     if isinstance(model_fields, Mapping):
-        return {name: getattr(obj, name, None) for name in model_fields}
+        return {
+            name: getattr(obj, name, None) for name in model_fields if name not in _NOT_SETTINGS
+        }
     if dataclasses.is_dataclass(obj):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     attrs = getattr(obj, "__dict__", None)

@@ -79,3 +79,28 @@ def test_changed_splitter_setting_re_encodes(kind: str, tiny_encoder: Any, tmp_p
         assert index.count() == len(large)
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("kind", list(CHUNKERS))
+def test_a_used_llamaindex_splitter_keeps_its_signature(
+    kind: str, tiny_encoder: Any, tmp_path: Path
+) -> None:
+    """A LlamaIndex splitter's callback manager records every split in its trace map (random
+    ids): it was part of the signature, so each ``add_texts`` with a splitter already used
+    re-encoded every document it was given, unchanged ones included."""
+    from llama_index.core.node_parser import SentenceSplitter
+
+    spy = EncodeSpy(tiny_encoder)
+    chunker = CHUNKERS[kind](spy, splitter=SentenceSplitter(chunk_size=24, chunk_overlap=0))
+    fresh = CHUNKERS[kind](spy, splitter=SentenceSplitter(chunk_size=24, chunk_overlap=0))
+    before = chunker.signature
+    chunker.spans([TEXT])
+    assert chunker.signature == before == fresh.signature
+    index = M3Index.open(spy, tmp_path / "db", collection="c")
+    try:
+        index.add_texts([TEXT], doc_ids=["rhine"], chunker=chunker)
+        spy.encoded.clear()
+        index.add_texts([TEXT], doc_ids=["rhine"], chunker=chunker)
+        assert spy.encoded == []
+    finally:
+        index.close()

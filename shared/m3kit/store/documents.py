@@ -20,7 +20,11 @@ from m3kit.store.records import ChunkRecord, output_row
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
 
-__all__ = ["build_records", "content_doc_id"]
+__all__ = ["TEXT_LENGTH", "build_records", "content_doc_id"]
+
+#: Key of a chunked document's stored chunking giving its text's length, recorded when text
+#: follows its last chunk (a reindex cannot rebuild such a document from its chunk texts).
+TEXT_LENGTH = "text_length"
 
 
 class _Chunker(Protocol):
@@ -139,6 +143,12 @@ def build_records(
     for d, chunks in zip(docs, per_doc, strict=True):
         if not chunks:
             empty.append(d.doc_id)
+        chunking = d.chunking
+        if chunks and chunks[-1].end != len(d.text):
+            # text after the last chunk (a splitter that strips whitespace): its tokens are in
+            # the last chunk's vectors but in no chunk's text, so a reindex, which rebuilds
+            # the document from its chunk texts, must not redo it (see DocPlan.problem)
+            chunking = {**chunking, TEXT_LENGTH: len(d.text)}
         for c in chunks:
             missing = heads - c.vectors.heads
             if missing:
@@ -157,7 +167,7 @@ def build_records(
                     c.end,
                     d.doc_hash,
                     len(chunks),
-                    d.chunking,
+                    chunking,
                 )
             )
     return records, empty

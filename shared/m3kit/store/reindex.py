@@ -17,6 +17,7 @@ from qdrant_client import models
 from tqdm.auto import tqdm
 
 from m3kit.store.collection_record import _read, _write
+from m3kit.store.documents import TEXT_LENGTH
 from m3kit.store.encoder_stamps import check_encoder_stamps
 from m3kit.store.filters import documents_filter
 from m3kit.store.records import NODES_KIND, ChunkRecord
@@ -251,6 +252,12 @@ class DocPlan:
                 if p.get(START) != pos or p.get(END) != pos + len(str(p.get(PAGE_CONTENT, ""))):
                     return "its chunks do not tile its text (a splitter left gaps)"
                 pos = int(p[END])
+            length = (self.chunking or {}).get(TEXT_LENGTH)
+            if length is not None and length != pos:
+                return (
+                    f"text after its last chunk (characters {pos}-{length}) is in no chunk "
+                    "(a splitter left it out), so its stored chunks do not hold its text"
+                )
             return None
         signature = (self.chunking or {}).get("signature", kind)
         why = (self.chunking or {}).get("why")  # a writer's own reason, if it recorded one
