@@ -100,6 +100,9 @@ def _describe(obj: Any, depth: int, seen: set[int]) -> str:
         return _qualname(obj)  # classes, builtins
     if hasattr(obj, "available_heads") and hasattr(obj, "encode"):
         return f"<encoder {type(obj).__qualname__}>"
+    if type(obj).__module__.startswith("tiktoken") and isinstance(getattr(obj, "name", None), str):
+        # a tiktoken Encoding is fixed by its name; its attributes hold ~100k merge ranks
+        return f"{_qualname(obj)}({obj.name!r})"
     if id(obj) in seen:
         return f"<{_qualname(obj)}>"
     seen = seen | {id(obj)}
@@ -132,13 +135,33 @@ def _cell(cell: Any) -> Any:
 _NOT_SETTINGS = frozenset({"callback_manager"})
 
 
+def _private_settings(obj: Any) -> dict[str, Any]:
+    """A pydantic object's private attributes that its ``__init__`` sets from an argument of
+    the same name: LlamaIndex's splitters keep ``tokenizer=`` as ``_tokenizer`` (and
+    ``SentenceSplitter`` its ``chunking_tokenizer_fn=``), so two splitters that differ only
+    there cut text differently under the same public fields."""
+    private = getattr(obj, "__pydantic_private__", None)
+    if not isinstance(private, Mapping):
+        return {}
+    try:
+        params = inspect.signature(type(obj).__init__).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return {}
+    return {
+        name: value
+        for name, value in private.items()
+        if name.startswith("_") and name[1:] in params and name[1:] not in _NOT_SETTINGS
+    }
+
+
 def _settings(obj: Any) -> dict[str, Any] | None:
-    """An object's settings: pydantic fields, dataclass fields or its attributes."""
+    """An object's settings: pydantic fields (and the private attributes its ``__init__``
+    sets from an argument of the same name), dataclass fields or its attributes."""
     model_fields = getattr(type(obj), "model_fields", None)
     if isinstance(model_fields, Mapping):
-        return {
-            name: getattr(obj, name, None) for name in model_fields if name not in _NOT_SETTINGS
-        }
+        out = {name: getattr(obj, name, None) for name in model_fields if name not in _NOT_SETTINGS}
+        out.update(_private_settings(obj))
+        return out
     if dataclasses.is_dataclass(obj):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     attrs = getattr(obj, "__dict__", None)

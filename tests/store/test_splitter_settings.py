@@ -104,3 +104,35 @@ def test_a_used_llamaindex_splitter_keeps_its_signature(
         assert spy.encoded == []
     finally:
         index.close()
+
+
+def _by_character(text: str) -> list[str]:
+    return list(text)
+
+
+@pytest.mark.parametrize("kind", list(CHUNKERS))
+def test_a_llamaindex_splitter_with_another_tokenizer_re_chunks(
+    kind: str, tiny_encoder: Any, tmp_path: Path
+) -> None:
+    """LlamaIndex keeps a splitter's ``tokenizer=`` in a private attribute, which the
+    signature did not read: the same splitter with another tokenizer (other chunks) took the
+    stored chunks for current, and the document kept its old chunking."""
+    from llama_index.core.node_parser import SentenceSplitter
+
+    words = SentenceSplitter(chunk_size=24, chunk_overlap=0)
+    chars = SentenceSplitter(chunk_size=24, chunk_overlap=0, tokenizer=_by_character)
+    assert CHUNKERS[kind](tiny_encoder, splitter=words).signature != (
+        CHUNKERS[kind](tiny_encoder, splitter=chars).signature
+    )
+    with M3Index.open(tiny_encoder, tmp_path / "db", collection="c") as index:
+        index.add_texts(
+            [TEXT], doc_ids=["rhine"], chunker=CHUNKERS[kind](tiny_encoder, splitter=words)
+        )
+        by_words = _chunk_texts(index, "rhine")
+        index.add_texts(
+            [TEXT], doc_ids=["rhine"], chunker=CHUNKERS[kind](tiny_encoder, splitter=chars)
+        )
+        by_chars = _chunk_texts(index, "rhine")
+    (spans,) = CHUNKERS[kind](tiny_encoder, splitter=chars).spans([TEXT])
+    assert by_chars == [TEXT[a:b] for a, b in spans]  # stored as the new splitter cuts it
+    assert len(by_chars) > len(by_words)
