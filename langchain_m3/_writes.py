@@ -17,6 +17,7 @@ this module only sorts the documents into ``add_texts`` calls:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -279,7 +280,8 @@ def _read_back_late_chunks(index: M3Index, entries: list[_Entry]) -> set[int]:
         for e in wanted[pid]:
             if payload.get(PAGE_CONTENT) != e.text:
                 continue
-            if payload.get(METADATA) == plain_json(e.metadata, f"documents[{e.position}]"):
+            given = plain_json(e.metadata, f"documents[{e.position}]")
+            if _same_json(payload.get(METADATA), given):
                 kept.add(e.position)
                 continue
             raise ValueError(
@@ -291,6 +293,16 @@ def _read_back_late_chunks(index: M3Index, entries: list[_Entry]) -> set[int]:
                 f"metadata you want), or delete {e.doc_id!r} first to store it as a plain text."
             )
     return kept
+
+
+def _same_json(stored: Any, wanted: Any) -> bool:
+    """Whether two metadata are the same JSON, types included (``==`` takes ``True``, ``1``
+    and ``1.0`` for one value, so a change of type alone would pass for no change).
+
+    >>> _same_json({"a": 1}, {"a": True}), _same_json({"a": 1, "b": 2}, {"b": 2, "a": 1})
+    (False, True)
+    """
+    return json.dumps(stored, sort_keys=True) == json.dumps(wanted, sort_keys=True)
 
 
 def _entry(

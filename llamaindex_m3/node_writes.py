@@ -151,8 +151,29 @@ def node_version(node: BaseNode) -> str | None:
         return None
     else:
         basis = ["source", source.hash]
+        typed = _typed_metadata(source.metadata)
+        if typed is not None:
+            basis.append(typed)
     blob = json.dumps(["llamaindex", basis, _how(node)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _typed_metadata(metadata: Mapping[str, Any] | None) -> str | None:
+    """The source document's metadata as typed JSON, where its hash does not tell it apart.
+
+    LlamaIndex's ``Document.hash`` reads each metadata value as ``str(value)``: ``2024`` and
+    ``"2024"``, ``None`` and ``"None"``, ``["a"]`` and ``"['a']"`` hash alike, so a document
+    whose metadata changed only in type kept its version and its new nodes were added beside
+    the stored ones. ``None`` when every value is a string (the hash reads those exactly: the
+    versions of such documents are as before).
+    """
+    if not metadata or all(isinstance(v, str) for v in metadata.values()):
+        return None
+    items = sorted(((str(k), v) for k, v in metadata.items()), key=lambda item: item[0])
+    try:
+        return json.dumps(items, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # keys JSON cannot sort (1 and "a" in a nested mapping)
+        return repr(items)
 
 
 def _unversioned(doc_id: str, node: BaseNode) -> str:

@@ -296,3 +296,25 @@ def test_read_back_chunks_keep_their_late_vectors(
     # a new text under a chunk's id is an edit: encoded (on its own, there is no source)
     store.add_documents([Document("A new text.", id=ids[1])])
     assert [d.page_content for d in store.get_by_ids([ids[1]])] == ["A new text."]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, True), (0, False), (1, 1.0)],
+    ids=["int-bool", "zero-false", "int-float"],
+)
+def test_read_back_chunk_with_metadata_of_another_type_is_not_kept_as_stored(
+    splitter: M3LateChunkingSplitter, any_store: M3VectorStore, before: object, after: object
+) -> None:
+    # the stored metadata was compared with ==, where True == 1 == 1.0: a read-back chunk
+    # whose metadata changed only in type was "kept as stored", the change silently dropped
+    # (a filter on the new value then missed it)
+    store = any_store
+    chunks = splitter.split_documents([Document(TEXT, metadata={"src": "a", "flag": before})])
+    ids = store.add_documents(chunks)
+    (back,) = store.get_by_ids(ids[1:2])
+    back.metadata["flag"] = after
+    with pytest.raises(ValueError, match="encoded on its own text"):
+        store.add_documents([back])
+    (stored,) = store.get_by_ids(ids[1:2])
+    assert type(stored.metadata["flag"]) is type(before)
