@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from m3kit.store import M3Index
+from m3kit.store import ChunkRecord, M3Index, output_row
 from tests.store.conftest import stored_texts
 
 
@@ -44,3 +44,35 @@ def test_none_and_mappings_are_still_accepted(
     )
     metas = {h.doc_id: h.metadata for h in index.search("three", k=3)}
     assert metas == {"A": {}, "B": {}, "C": {"k": "v"}}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{1: "a", "1": "b"}, {"nested": {True: 1, "true": 2}}],
+    ids=["int-and-str", "nested-bool-and-str"],
+)
+def test_two_keys_that_are_one_json_key_are_refused(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, metadata: dict[Any, Any]
+) -> None:
+    """``1`` and ``"1"`` (or ``True`` and ``"true"``) are one JSON key: the last value
+    replaced the first silently, through ``add_texts`` and ``M3Store.upsert`` alike."""
+    index = open_index(tiny_encoder)
+    with pytest.raises(ValueError, match="metadata of text 0 has two keys that are both"):
+        index.add_texts(["a text"], [metadata], ["A"])
+    out = tiny_encoder.encode(["a text"])
+    record = ChunkRecord("A", 0, "a text", metadata, output_row(out, 0))
+    with pytest.raises(ValueError, match="has two keys that are both"):
+        index.store.upsert([record])
+    assert index.store.count() == 0
+
+
+def test_int_and_str_keys_are_stored_by_a_plain_upsert(
+    open_index: Callable[..., M3Index], tiny_encoder: Any
+) -> None:
+    """Metadata with an int and a str key (distinct as JSON keys) failed ``M3Store.upsert``
+    with json's "'<' not supported between instances of 'str' and 'int'" when it hashed the
+    document's version."""
+    index = open_index(tiny_encoder)
+    out = tiny_encoder.encode(["a text"])
+    index.store.upsert([ChunkRecord("A", 0, "a text", {1: "a", "b": 2}, output_row(out, 0))])
+    assert index.store.document_metadata(["A"]) == {"A": {"1": "a", "b": 2}}

@@ -46,10 +46,16 @@ __all__ = [
 
 
 def records_hash(records: Sequence[ChunkRecord]) -> str:
-    """Hash of a document's records (texts, offsets, metadata) in chunk order."""
+    """Hash of a document's records (texts, offsets, metadata as stored) in chunk order.
+
+    The metadata is read as :func:`plain_json` stores it (keys strings), so a mapping with
+    int and str keys hashes (``sort_keys`` cannot order them) and bad metadata is refused,
+    naming the chunk, before anything is written.
+    """
     h = hashlib.sha256()
     for r in sorted(records, key=lambda r: r.chunk_index):
-        blob = [r.chunk_index, r.text, r.start, r.end, dict(r.metadata)]
+        where = f"the metadata of chunk {r.chunk_index} of document {r.doc_id!r}"
+        blob = [r.chunk_index, r.text, r.start, r.end, plain_json(r.metadata, where)]
         h.update(json.dumps(blob, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -93,14 +99,18 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     Integers must fit in 64 bits (``-2**63`` to ``2**64 - 1``): the embedded engine and a
     server's JSON API store a larger one as an inexact float.
 
+    >>> plain_json({1: "a", "1": "b"}, "metadata of row 6")
+    Traceback (most recent call last):
+    ValueError: metadata of row 6 has two keys that are both '1' as JSON keys (strings): ...
+
     >>> plain_json({"id": [2**70]}, "metadata of row 5")
     Traceback (most recent call last):
     ValueError: metadata of row 5['id'][0] is the integer 1180591620717411303424, beyond ...
 
     Raises:
         ValueError: A value is not JSON (NaN and infinities included), an integer does not
-            fit in 64 bits, or a string is not UTF-8 (an unpaired surrogate); ``what`` names
-            the value.
+            fit in 64 bits, a string is not UTF-8 (an unpaired surrogate), or two keys of a
+            mapping are one JSON key (``1`` and ``"1"``); ``what`` names the value.
     """
     try:
         blob = json.dumps(dict(mapping), allow_nan=False, ensure_ascii=False)
@@ -108,9 +118,28 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     except (TypeError, ValueError) as exc:
         hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
         raise ValueError(f"{what} is not JSON ({exc}){hint}") from None
-    plain: dict[str, Any] = json.loads(blob)
+    plain: dict[str, Any] = json.loads(blob, object_pairs_hook=_one_value_per_key(what))
     _check_integers(plain, what)
     return plain
+
+
+def _one_value_per_key(what: str) -> Any:
+    """A ``json.loads`` hook refusing a key given twice: JSON keys are strings, so ``1`` and
+    ``"1"`` (or ``True`` and ``"true"``) of one mapping become one key, and the last value
+    silently replaced the first."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(
+                    f"{what} has two keys that are both {key!r} as JSON keys (strings): one "
+                    "value would silently replace the other; give each key once, as a string"
+                )
+            out[key] = value
+        return out
+
+    return build
 
 
 def _check_integers(value: Any, where: str) -> None:
