@@ -394,3 +394,10 @@ def test_a_negative_that_another_row_of_the_query_has_as_positive_is_dropped(
             M3Finetuner(_config(tiny_m3_path, tmp_path / "m", mask_shared_positives=mask)).fit(rows)
     assert [ex.neg for ex in seen[0]] == [("passage three",), ("passage four",), ("passage one",)]
     assert seen[1] == rows  # mask_shared_positives=False: the rows as given
+
+
+@pytest.mark.parametrize("max_steps", [0, -3])
+def test_max_steps_below_one_is_refused(tiny_m3_path: Path, tmp_path: Path, max_steps: int) -> None:
+    # it was read as "not set": the run trained for its epochs instead
+    with pytest.raises(ValueError, match="max_steps"):
+        _config(tiny_m3_path, tmp_path, max_steps=max_steps)

@@ -212,6 +212,11 @@ class FinetuneConfig:
         if self.precision not in TRAINING_PRECISIONS:
             options = ", ".join(repr(p) for p in TRAINING_PRECISIONS)
             raise ValueError(f"precision must be one of {options}, not {self.precision!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            # 0 or less was read as "not set": the run trained for its epochs instead
+            raise ValueError(
+                f"max_steps must be >= 1 (or None: train epochs), got {self.max_steps}"
+            )
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or give max_steps)")
         self.loss_config()  # validates the loss settings (temperatures, margin)
