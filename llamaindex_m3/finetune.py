@@ -217,6 +217,8 @@ class M3FinetuneEngine:
             resume_from_checkpoint=resume_from_checkpoint,
         )
         del checkpoint_save_steps, checkpoint_save_total_limit  # without save_checkpoints
+        if mine_negatives < 0:  # it was read as 0: no mining, in-batch negatives only
+            raise ValueError(f"mine_negatives must be >= 0 (0: none), got {mine_negatives}")
         self.use_all_docs = bool(use_all_docs)
         self.late_chunking = bool(late_chunking)
         if self.late_chunking and mine_negatives > 0:

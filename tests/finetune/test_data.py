@@ -193,3 +193,68 @@ def test_an_empty_corpus_text_or_query_is_refused() -> None:
         QADataset({"q": "question?"}, {"d": " "}, {"q": ["d"]})
     with pytest.raises(ValueError, match="query 'q' is empty"):
         QADataset({"q": ""}, {"d": "text"}, {"q": ["d"]})
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        # a mapping (say passage -> score) was read as its keys: trained on as passages
+        {"query": "q", "pos": ["a"], "neg": {"b": 0.1, "c": 0.2}},
+        {"query": "q", "pos": {"a": 1.0}},
+        # a scalar "neg" was read as no negatives; a scalar "pos" was a bare TypeError
+        {"query": "q", "pos": ["a"], "neg": 0},
+        {"query": "q", "pos": ["a"], "neg": False},
+        {"query": "q", "pos": ["a"], "neg": ""},
+        {"query": "q", "pos": 5},
+    ],
+)
+def test_pos_and_neg_that_are_not_lists_are_errors_naming_the_line(
+    tmp_path: Path, row: dict[str, Any]
+) -> None:
+    path = _write(
+        tmp_path / "rows.jsonl", [json.dumps({"query": "ok", "pos": ["p"]}), json.dumps(row)]
+    )
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: .*list of strings"):
+        read_jsonl(path)
+    with pytest.raises(ValueError, match="list of strings"):
+        TrainingExample(row["query"], row["pos"], row.get("neg", ()))
+    # a null "neg" still means none, as a missing one does
+    _write(path, [json.dumps({"query": "q", "pos": ["a"], "neg": None})])
+    assert read_jsonl(path)[0].neg == ()
+
+
+def test_qa_dataset_ids_that_are_one_string_are_refused(tmp_path: Path) -> None:
+    """``str(id)`` of ``1`` and ``"1"`` (or a JSON key given twice) is one id: the last
+    text silently replaced the first, so a query was dropped or trained on another
+    passage's text."""
+    corpus = {"d1": "Warsaw is in Poland.", "d2": "Oxygen is an element."}
+    with pytest.raises(ValueError, match=r"queries.*'1'"):
+        QADataset.from_dict(
+            {"queries": {1: "a?", "1": "b?"}, "corpus": corpus, "relevant_docs": {"1": ["d1"]}}
+        )
+    with pytest.raises(ValueError, match=r"corpus.*'7'"):
+        QADataset.from_dict(
+            {"queries": {"q": "a?"}, "corpus": {7: "x", "7": "y"}, "relevant_docs": {"q": [7]}}
+        )
+    with pytest.raises(ValueError, match=r"relevant_docs.*'1'"):
+        QADataset.from_dict(
+            {
+                "queries": {"1": "a?"},
+                "corpus": corpus,
+                "relevant_docs": {1: ["d1"], "1": ["d2"]},
+            }
+        )
+    path = tmp_path / "qa.json"
+    path.write_text(
+        '{"queries": {"q1": "Where is Warsaw?", "q1": "What is oxygen?"}, '
+        '"corpus": {"d1": "Warsaw is in Poland.", "d2": "Oxygen is an element."}, '
+        '"relevant_docs": {"q1": ["d1"]}}',
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError, match=r"qa\.json: .*'q1'"):
+        QADataset.from_json(path)
+    # the same id once, as an int and as text in different fields, still reads
+    ok = QADataset.from_dict(
+        {"queries": {1: "a?"}, "corpus": {"1": "x"}, "relevant_docs": {"1": [1]}}
+    )
+    assert ok.to_examples() == [TrainingExample("a?", ("x",))]

@@ -157,3 +157,12 @@ def test_evaluation_steps_without_a_validation_set_does_nothing_as_in_llamaindex
         dataset=_two_docs_dataset(), model_output_path=str(tmp_path), evaluation_steps=50
     )
     assert engine.val_dataset is None
+
+
+def test_a_negative_mine_negatives_is_refused(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """It was read as 0: no mining, and the run trained on in-batch negatives only."""
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    data = QADataset({"q": "Where is Warsaw?"}, {"d": "Warsaw is in Poland."}, {"q": ["d"]})
+    with pytest.raises(ValueError, match="mine_negatives"):
+        M3FinetuneEngine(data, model_id=str(tiny_m3_path), mine_negatives=-2)

@@ -394,3 +394,53 @@ def test_a_negative_that_another_row_of_the_query_has_as_positive_is_dropped(
             M3Finetuner(_config(tiny_m3_path, tmp_path / "m", mask_shared_positives=mask)).fit(rows)
     assert [ex.neg for ex in seen[0]] == [("passage three",), ("passage four",), ("passage one",)]
     assert seen[1] == rows  # mask_shared_positives=False: the rows as given
+
+
+@pytest.mark.parametrize("max_steps", [0, -3])
+def test_max_steps_below_one_is_refused(tiny_m3_path: Path, tmp_path: Path, max_steps: int) -> None:
+    # it was read as "not set": the run trained for its epochs instead
+    with pytest.raises(ValueError, match="max_steps"):
+        _config(tiny_m3_path, tmp_path, max_steps=max_steps)
+
+
+@pytest.mark.parametrize(
+    "lengths", [{"query_max_length": 2}, {"passage_max_length": 1}, {"passage_max_length": 0}]
+)
+def test_max_lengths_that_leave_no_text_are_refused(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    lengths: dict[str, int],
+) -> None:
+    """A length of 0 or 1 made the tokenizer skip truncation (passages trained whole); one
+    that holds only the special tokens trained on queries without a word of text."""
+    name = next(iter(lengths))
+    with pytest.raises(ValueError, match=f"{name}={lengths[name]} leaves no room for text"):
+        M3Finetuner(_config(tiny_m3_path, tmp_path / "ft", **lengths)).fit(toy_examples)
+    assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        # a warm-up longer than the run never reached the learning rate asked for
+        ({"warmup_ratio": 3.0}, "warmup_ratio"),
+        ({"warmup_ratio": -0.5}, "warmup_ratio"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"weight_decay": float("nan")}, "weight_decay"),
+        ({"logging_steps": 0}, "logging_steps"),
+        # a negative ensemble weight trains the ensemble against that head
+        ({"ensemble_weights": (1.0, -1.0, 1.0)}, "ensemble_weights"),
+        ({"ensemble_weights": (1.0, float("nan"), 1.0)}, "ensemble_weights"),
+        ({"ensemble_weights": (0.0, 0.0, 0.0)}, "ensemble_weights"),
+        (
+            {"ensemble_weights": (0.0, 1.0, 0.0), "heads": frozenset({Head.DENSE, Head.COLBERT})},
+            "ensemble_weights",
+        ),
+    ],
+)
+def test_schedule_and_ensemble_settings_that_train_wrongly_are_refused(
+    tiny_m3_path: Path, tmp_path: Path, setting: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _config(tiny_m3_path, tmp_path, **setting)

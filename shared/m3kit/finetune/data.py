@@ -86,6 +86,9 @@ class TrainingExample:
 def _texts(values: Iterable[str], name: str) -> tuple[str, ...]:
     if isinstance(values, str):
         raise ValueError(f'"{name}" must be a list of strings, not a single string')
+    # a mapping (passage -> score) would be read as its keys, a scalar is no list at all
+    if isinstance(values, Mapping) or not isinstance(values, Iterable):
+        raise ValueError(f'"{name}" must be a list of strings, not {type(values).__name__}')
     out = tuple(values)
     for v in out:
         if not isinstance(v, str):
@@ -164,6 +167,7 @@ class QADataset:
         for key in ("queries", "corpus", "relevant_docs"):
             if not isinstance(data.get(key), Mapping):
                 raise ValueError(f'a QA dataset needs a "{key}" object')
+            _refuse_ids_read_as_one(data[key], key)
         relevant: dict[str, list[str]] = {}
         for qid, docs in data["relevant_docs"].items():
             if isinstance(docs, str | Mapping) or not isinstance(docs, Collection):
@@ -183,11 +187,13 @@ class QADataset:
         """Read the JSON written by ``EmbeddingQAFinetuneDataset.save_json``."""
         p = Path(path)
         try:
-            data = json.loads(p.read_text(encoding="utf-8-sig"))
+            data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
         except UnicodeDecodeError as e:
             raise not_utf8(p, e) from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from e
+        except ValueError as e:  # a key given twice in one object
+            raise ValueError(f"{p}: {e}") from e
         if not isinstance(data, Mapping):
             raise ValueError(f"{p}: expected a JSON object")
         try:
@@ -233,6 +239,33 @@ class QADataset:
                     corpus[ids[text]] = text
             relevant[qid] = [ids[t] for t in ex.pos]
         return cls(queries=queries, corpus=corpus, relevant_docs=relevant)
+
+
+def _refuse_ids_read_as_one(texts: Mapping[Any, Any], field_name: str) -> None:
+    """Refuse two keys of ``texts`` that are one id once read as strings (``1`` and ``"1"``):
+    the last value would silently replace the first.
+    """
+    seen: dict[str, Any] = {}
+    for key in texts:
+        first = seen.setdefault(str(key), key)
+        if first is not key:  # a mapping's keys differ, so this is another key
+            raise ValueError(
+                f"{field_name}: ids {first!r} and {key!r} are both read as the id {str(key)!r}; "
+                "give each entry its own id"
+            )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` keeps the last value silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(
+                f"the key {key!r} is given twice in one object: the first value would be "
+                "silently dropped"
+            )
+        out[key] = value
+    return out
 
 
 def without_query_positives(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
@@ -294,7 +327,8 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[TrainingExample]:
         if not row.get("pos"):
             raise ValueError(f'{p}:{line_no}: row has no positive passage ("pos" is empty)')
         try:
-            yield TrainingExample(row["query"], row["pos"], row.get("neg") or ())
+            neg = row.get("neg")  # null means none, as a missing "neg" does
+            yield TrainingExample(row["query"], row["pos"], () if neg is None else neg)
         except ValueError as e:
             raise ValueError(f"{p}:{line_no}: {e}") from e
 

@@ -87,6 +87,19 @@ class LossConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if len(self.ensemble_weights) != 3:
             raise ValueError("ensemble_weights are (dense, sparse, colbert)")
+        if not all(math.isfinite(w) and w >= 0 for w in self.ensemble_weights):
+            # a negative weight trains the ensemble (and what it distils) against that head
+            raise ValueError(
+                f"ensemble_weights must be finite numbers >= 0, got {self.ensemble_weights}"
+            )
+        order = (Head.DENSE, Head.SPARSE, Head.COLBERT)
+        trained = [w for h, w in zip(order, self.ensemble_weights, strict=True) if h in self.heads]
+        if len(trained) > 1 and not any(w > 0 for w in trained):
+            raise ValueError(
+                f"ensemble_weights {self.ensemble_weights} weigh every trained head 0: the "
+                "ensemble score would be 0 for every candidate (a constant ensemble term and "
+                "uniform self-distillation targets); give a trained head a positive weight"
+            )
         if self.false_negative_margin is not None and self.false_negative_margin < 0:
             raise ValueError(
                 f"false_negative_margin must be >= 0 (or None), got {self.false_negative_margin}"

@@ -212,6 +212,18 @@ class FinetuneConfig:
         if self.precision not in TRAINING_PRECISIONS:
             options = ", ".join(repr(p) for p in TRAINING_PRECISIONS)
             raise ValueError(f"precision must be one of {options}, not {self.precision!r}")
+        if not (math.isfinite(self.warmup_ratio) and 0.0 <= self.warmup_ratio <= 1.0):
+            # above 1 the warm-up outlasts the run: the peak learning rate is never reached
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.logging_steps < 1:
+            raise ValueError(f"logging_steps must be >= 1, got {self.logging_steps}")
+        if self.max_steps is not None and self.max_steps < 1:
+            # 0 or less was read as "not set": the run trained for its epochs instead
+            raise ValueError(
+                f"max_steps must be >= 1 (or None: train epochs), got {self.max_steps}"
+            )
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or give max_steps)")
         self.loss_config()  # validates the loss settings (temperatures, margin)

@@ -183,6 +183,7 @@ class TrainingSetup:
 def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``)."""
     info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
+    _check_max_lengths(cfg, tokenizer)
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
     if cfg.freeze_encoder:
@@ -200,6 +201,25 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     return TrainingSetup(
         info, model, tokenizer, prefix, sorted(i for i in special if i is not None)
     )
+
+
+def _check_max_lengths(cfg: FinetuneConfig, tokenizer: Any) -> None:
+    """Refuse a query or passage length with no room for text after the special tokens.
+
+    Hugging Face tokenizers skip truncation at ``max_length`` 0 or 1 (texts would be trained
+    whole) and truncate to the special tokens alone at their count (no text trained on).
+
+    Raises:
+        ValueError: Naming the setting.
+    """
+    specials = int(tokenizer.num_special_tokens_to_add())
+    for name in ("query_max_length", "passage_max_length"):
+        value = getattr(cfg, name)
+        if value <= max(specials, 1):
+            raise ValueError(
+                f"{name}={value} leaves no room for text: this tokenizer adds {specials} "
+                f"special token(s) to every text; give {name} > {max(specials, 1)}"
+            )
 
 
 def run_training(
