@@ -213,3 +213,11 @@ def test_flagembedding_loss_preset() -> None:
     )
     assert not cfg.symmetric and cfg.false_negative_margin is None
     assert cfg.sparse_temperature is None and cfg.colbert_temperature is None
+
+
+def test_a_false_negative_margin_without_the_dense_head_is_refused() -> None:
+    """The margin is on the dense score; without the dense head it was read on the first
+    trained head's scores (sparse: another scale), silently."""
+    with pytest.raises(ValueError, match="margin on the dense head's score"):
+        LossConfig(heads=frozenset({Head.SPARSE, Head.COLBERT}), false_negative_margin=0.05)
+    LossConfig(heads=frozenset({Head.DENSE, Head.COLBERT}), false_negative_margin=0.05)

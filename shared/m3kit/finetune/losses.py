@@ -104,6 +104,13 @@ class LossConfig:
             raise ValueError(
                 f"false_negative_margin must be >= 0 (or None), got {self.false_negative_margin}"
             )
+        if self.false_negative_margin is not None and Head.DENSE not in self.heads:
+            # the margin is on the dense score: without it, another head's scale would be read
+            raise ValueError(
+                "false_negative_margin is a margin on the dense head's score, which is not "
+                f"trained here (heads {sorted(h.value for h in self.heads)}): train the dense "
+                "head, or leave false_negative_margin None"
+            )
 
     @classmethod
     def flagembedding(cls, heads: frozenset[Head] | None = None) -> LossConfig:
@@ -285,8 +292,7 @@ def m3_loss(
     order = [h for h in (Head.DENSE, Head.SPARSE, Head.COLBERT) if h in config.heads]
     terms: dict[str, float] = {}
     if config.false_negative_margin is not None:
-        ref = scores[Head.DENSE] if Head.DENSE in scores else scores[order[0]]
-        mask = false_negative_mask(ref, targets, config.false_negative_margin)
+        mask = false_negative_mask(scores[Head.DENSE], targets, config.false_negative_margin)
         terms["false_negatives"] = float(mask.sum()) / len(targets)
         exclude = mask if exclude is None else exclude | mask
     logits: dict[Head, torch.Tensor] = {}
