@@ -26,6 +26,7 @@ from langchain_m3._search import (
     scale_of,
 )
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
+from m3kit.store.index_search import dense_query
 
 if TYPE_CHECKING:
     from langchain_m3.retriever import M3Retriever
@@ -74,7 +75,14 @@ class VectorStoreSearch(VectorStore):
     def similarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """:meth:`similarity_search_by_vector` with each chunk's cosine similarity."""
+        """:meth:`similarity_search_by_vector` with each chunk's cosine similarity.
+
+        Raises:
+            ValueError: ``embedding`` is not a vector of the collection's dense size, or is
+                all zeros or not finite (it has no direction: every document would score 0).
+        """
+        # checked only: the vector is searched as given (Qdrant's cosine normalises it)
+        dense_query(embedding, self._index.store.schema.dense_dim, "the query embedding")
         flt = document_filter(kwargs.pop("filter", None), VECTOR_STORE_SHOWN)
         threshold = kwargs.pop("score_threshold", None)
         check_no_more(kwargs, "similarity_search_by_vector")

@@ -143,6 +143,11 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     score_threshold: float | None = None
     """Drop results scoring below this (on the scale of the last stage's score)."""
 
+    @field_validator("k", mode="before")
+    @classmethod
+    def _check_k(cls, value: Any) -> int:
+        return check_k(value)  # as a call's k: True / 2.0 / "3" are not read as a count
+
     @field_validator("fusion", "weights", "rerank", "candidates", mode="before")
     @classmethod
     def _check_setting(cls, value: Any, info: ValidationInfo) -> Any:

@@ -117,6 +117,19 @@ def test_k_at_construction_and_invoke(retriever: M3Retriever) -> None:
         M3Retriever(index=retriever.index, k=0)
 
 
+@pytest.mark.parametrize("bad", [True, 2.0, "3"])
+def test_k_that_is_not_an_int_is_refused_at_construction(
+    retriever: M3Retriever, bad: object
+) -> None:
+    # invoke(k=True) was refused while M3Retriever(k=True) searched for one hit, silently
+    with pytest.raises(ValueError, match=f"k must be a positive integer, got {bad!r}"):
+        retriever.invoke("Berlin", k=bad)
+    with pytest.raises(ValueError, match=f"k must be a positive integer, got {bad!r}"):
+        M3Retriever(index=retriever.index, k=bad)
+    with pytest.raises(ValueError, match=f"k must be a positive integer, got {bad!r}"):
+        M3Retriever.from_documents([], retriever.index.encoder, k=bad)
+
+
 async def test_async_with_overrides(retriever: M3Retriever) -> None:
     got = await retriever.ainvoke(
         DOCS[2].page_content, k=2, fusion="dbsf", filter={"topic": "math"}

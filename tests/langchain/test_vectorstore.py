@@ -224,6 +224,22 @@ def test_search_by_vector_is_dense(store: M3VectorStore, tiny_encoder: M3Encoder
     np.testing.assert_allclose(store.embeddings.embed_query(QUERY), vector, atol=1e-6)
 
 
+@pytest.mark.parametrize("fill", [0.0, float("nan")])
+async def test_search_by_a_vector_without_direction_is_refused(
+    store: M3VectorStore, tiny_encoder: M3Encoder, fill: float
+) -> None:
+    # an all-zero vector returned k arbitrary documents scored 0.0 (NaN: as many, scored by
+    # the engine's reading of NaN); LlamaIndex's query embedding is refused so already
+    vector = [fill] * tiny_encoder.dense_dim
+    message = "all zeros \\(or not finite\\)"
+    with pytest.raises(ValueError, match=message):
+        store.similarity_search_by_vector(vector, k=2)
+    with pytest.raises(ValueError, match=message):
+        store.similarity_search_with_score_by_vector(vector, k=2)
+    with pytest.raises(ValueError, match=message):
+        await store.asimilarity_search_by_vector(vector, k=2)
+
+
 def test_ids_get_delete_clear(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
     texts = ["alpha beta", "gamma delta", "epsilon"]
     with M3VectorStore.from_texts(

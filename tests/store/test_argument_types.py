@@ -98,3 +98,25 @@ def test_numpy_integers_are_counts_and_ids(open_index: Any, tiny_encoder: Any) -
     assert len(index.search("one", k=np.int64(1), candidates=np.int32(5))) == 1
     index.delete([np.int64(1)])
     assert set(index.store.document_metadata()) == {"2"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "0.5", [0.5]])
+def test_a_score_threshold_that_is_not_a_finite_number_is_refused(
+    open_index: Any, tiny_encoder: Any, value: Any
+) -> None:
+    # NaN dropped every hit silently (no score is >= NaN), True was read as 1.0, and "0.5"
+    # failed with a bare TypeError after the search ran
+    index = open_index(tiny_encoder)
+    index.add_texts(["Berlin is the capital of Germany.", "Paris is in France."])
+    message = rf"score_threshold must be a finite number or None, not {re.escape(repr(value))}"
+    for call in (
+        lambda: index.search("capital", score_threshold=value),
+        lambda: asyncio.run(index.asearch("capital", score_threshold=value)),
+        lambda: index.search_mean(["capital", "city"], score_threshold=value),
+        lambda: index.store.query(dense=np.ones(tiny_encoder.dense_dim), score_threshold=value),
+        lambda: index.search("capital", fusion="m3", score_threshold=value),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert len(index.search("capital", k=2, score_threshold=-1)) == 2
+    assert len(index.search("capital", k=2, score_threshold=np.float32(-1))) == 2

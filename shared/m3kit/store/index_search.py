@@ -23,6 +23,7 @@ from m3kit.store.search_settings import (
     FusionCalibration,
     SearchSettings,
     check_count,
+    check_score_threshold,
 )
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ class IndexSearch:
             TypeError: ``query`` is not a str.
             ValueError: ``query`` is empty or whitespace-only (it would encode to an empty
                 sparse vector, which matches nothing); ``k`` or ``candidates`` is not an
-                int >= 1 (``True`` is refused, not taken as 1); ``rerank=True`` without
+                int >= 1 (``True`` is refused, not taken as 1); ``score_threshold`` is not a
+                finite number (NaN kept no hit; ``True`` is refused); ``rerank=True`` without
                 ColBERT vectors, or a bad ranking setting (:meth:`search_settings`).
             FingerprintMismatchError: Another encoder's index took the store over, or this
                 index's encoder changed in memory (:meth:`~m3kit.store.M3Index.check_encoder`):
@@ -210,6 +212,7 @@ class IndexSearch:
         if not queries:
             raise ValueError("search_mean needs at least one query")
         check_count("k", k)  # before anything is encoded
+        check_score_threshold(score_threshold)
         self.check_encoder()  # (the store checks its holder's encoder: maybe another index's)
         texts = list(queries)
         heads = self.store.heads

@@ -53,7 +53,7 @@ from m3kit.store.schema import (
     START,
     CollectionSchema,
 )
-from m3kit.store.search_settings import SearchSettings, check_count
+from m3kit.store.search_settings import SearchSettings, check_count, check_score_threshold
 
 __all__ = [
     "HIT_KEYS",
@@ -189,11 +189,13 @@ def run_query(
         candidates: Candidates per retriever for this query (at least ``k`` are fetched).
 
     Raises:
-        ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included), or
-            ``weights`` is not three values.
+        ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included),
+            ``score_threshold`` is not a finite number (or ``None``), or ``weights`` is not
+            three values.
     """
     check_count("k", k)
     check_count("candidates", candidates, optional=True)
+    score_threshold = check_score_threshold(score_threshold)
     fusion = Fusion(fusion)
     if len(weights) != 3:
         raise ValueError(f"weights are [dense, sparse, colbert]; got {len(weights)} values")

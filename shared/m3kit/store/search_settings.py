@@ -50,6 +50,7 @@ __all__ = [
     "calibrated_encoder_identity",
     "check_count",
     "check_m3_weights",
+    "check_score_threshold",
     "is_bge_m3_architecture",
 ]
 
@@ -121,6 +122,32 @@ def check_count(name: str, value: object, *, optional: bool = False) -> None:
         raise ValueError(
             f"{name} must be an int >= 1{' or None' if optional else ''}, not {value!r}"
         )
+
+
+def check_score_threshold(value: object) -> float | None:
+    """A search's ``score_threshold`` as a float (``None``: no threshold).
+
+    A NaN threshold kept no hit (no score is ``>=`` NaN) and ``True`` was read as ``1.0``,
+    both silently; a string failed only after the search ran.
+
+    >>> check_score_threshold(0.5), check_score_threshold(None), check_score_threshold(-1)
+    (0.5, None, -1.0)
+    >>> check_score_threshold(float("nan"))
+    Traceback (most recent call last):
+    ValueError: score_threshold must be a finite number or None, not nan
+
+    Raises:
+        ValueError: Not a real number (a bool included), or not finite.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+    ):
+        raise ValueError(f"score_threshold must be a finite number or None, not {value!r}")
+    return float(value)
 
 
 def check_m3_weights(value: Sequence[float]) -> tuple[float, float, float]:

@@ -99,8 +99,9 @@ class StoreSearch:
                 another index or process re-encoded the collection since this store was
                 opened (open it again), or a writer of another encoder wrote it (nothing
                 returned; :mod:`m3kit.store.record_check`).
-            ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included); or a
-                hit is stamped with another sparse cut than the store's (likewise).
+            ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included);
+                ``score_threshold`` is not a finite number; or a hit is stamped with
+                another sparse cut than the store's (likewise).
         """
         if self.encoder_check is not None:
             self.encoder_check()
