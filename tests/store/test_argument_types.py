@@ -120,3 +120,17 @@ def test_a_score_threshold_that_is_not_a_finite_number_is_refused(
             call()
     assert len(index.search("capital", k=2, score_threshold=-1)) == 2
     assert len(index.search("capital", k=2, score_threshold=np.float32(-1))) == 2
+
+
+@pytest.mark.parametrize("value", [1.5, True, "4", None])
+def test_a_candidate_budget_that_is_not_an_int_is_refused_when_set(value: Any) -> None:
+    """``QueryOptions(oversample=1.5)`` was accepted, then every search failed inside the
+    engine in its own words (a TypeError on the embedded one, a pydantic ValidationError on
+    qdrant-client); ``True`` read as 1."""
+    from m3kit.store import QueryOptions
+
+    for name in ("oversample", "min_candidates"):
+        with pytest.raises(TypeError, match=f"{name} must be an int"):
+            QueryOptions(**{name: value})
+    assert QueryOptions(oversample=np.int64(2)).candidates(5) == 50  # numpy ints still work
+    assert type(QueryOptions(oversample=np.int64(2)).oversample) is int

@@ -24,6 +24,7 @@ ColBERT scores are reported as FlagEmbedding does (MaxSim averaged over query to
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,13 @@ class QueryOptions:
     min_candidates: int = 50
 
     def __post_init__(self) -> None:
+        for name in ("oversample", "min_candidates"):
+            value = getattr(self, name)
+            # a float (1.5) made a fractional candidate budget that each engine refused
+            # mid-search in its own words; a bool would be read as 0 or 1
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy ints as plain ints
         if self.oversample < 1 or self.min_candidates < 1:
             raise ValueError("oversample and min_candidates must be >= 1")
 
