@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from m3kit.encoder_inputs import check_texts
+
 __all__ = ["ThreadedAsyncEmbedding"]
 
 
@@ -25,10 +27,6 @@ class ThreadedAsyncEmbedding:
 
     if TYPE_CHECKING:
         num_workers: int | None
-
-        def get_text_embedding_batch(
-            self, texts: list[str], show_progress: bool = False, **kwargs: Any
-        ) -> list[Any]: ...
 
         def _get_query_embedding(self, query: str) -> Any: ...
 
@@ -45,6 +43,20 @@ class ThreadedAsyncEmbedding:
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Any]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        """LlamaIndex's ``get_text_embedding_batch``, refusing what is no list of texts.
+
+        Raises:
+            TypeError: ``texts`` is a single string (LlamaIndex's loop would embed each of its
+                characters) or holds a non-string (named by its position).
+        """
+        texts = check_texts(texts, method="get_text_embedding_batch")
+        return super().get_text_embedding_batch(  # type: ignore[misc,no-any-return]
+            texts, show_progress, **kwargs
+        )
+
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Any]:
@@ -52,7 +64,11 @@ class ThreadedAsyncEmbedding:
 
         ``num_workers`` above 1 asks for concurrent batches: LlamaIndex's, at most that many
         at once (keyword arguments go to the base's, which for the sparse base takes none).
+
+        Raises:
+            TypeError: As :meth:`get_text_embedding_batch`.
         """
+        texts = check_texts(texts, method="aget_text_embedding_batch")
         if self.num_workers is not None and self.num_workers > 1:
             concurrent = super().aget_text_embedding_batch  # type: ignore[misc]
             return await concurrent(texts, show_progress, **kwargs)  # type: ignore[no-any-return]

@@ -20,6 +20,7 @@ from typing_extensions import Self
 from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
+from m3kit.encoder_inputs import check_texts
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.load_time import LoadTimeFields
 
@@ -341,7 +342,13 @@ class M3EncoderFields(M3EncoderSettingsFields):
         return self._encoder
 
     def _documents(self, texts: list[str]) -> list[str]:
-        """Texts with ``text_instruction`` prepended (when one is set)."""
+        """Texts with ``text_instruction`` prepended (when one is set).
+
+        Raises:
+            TypeError: A text is not a string (named before the prefix is added, which would
+                fail with Python's own message).
+        """
+        texts = check_texts(texts, method="get_text_embedding_batch")
         if not self.text_instruction:
             return texts
         return [self.text_instruction + t for t in texts]

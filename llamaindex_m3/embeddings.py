@@ -36,7 +36,7 @@ from llamaindex_m3._encoder_fields import M3EncoderFields
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
-from m3kit.encoder_inputs import finite_sparse_min_weight
+from m3kit.encoder_inputs import check_texts, finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
@@ -320,7 +320,13 @@ class QdrantSparseFn:
         _require_sparse(self.encoder, "m3_sparse_fns")
 
     def __call__(self, texts: list[str]) -> BatchSparseEncoding:
-        """Sparse vectors of ``texts`` as ``(indices per text, values per text)``."""
+        """Sparse vectors of ``texts`` as ``(indices per text, values per text)``.
+
+        Raises:
+            TypeError: ``texts`` is a single string (each of its characters would be encoded)
+                or holds a non-string.
+        """
+        texts = check_texts(texts, method="sparse_query_fn" if self.query else "sparse_doc_fn")
         vectors: list[SparseVector | None] = [None] * len(texts)
         if self.handoff is not None and not self.query:
             vectors = [self.handoff.take(t) for t in texts]

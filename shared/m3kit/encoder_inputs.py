@@ -41,6 +41,7 @@ __all__ = [
     "check_sparse_min_weight",
     "check_sparse_options",
     "check_texts",
+    "check_truncation",
     "embedding_rows",
     "finite_sparse_min_weight",
     "load_tokenizer",
@@ -325,7 +326,13 @@ def tokenize_texts(
     """Token ids per text, truncated to ``limit`` tokens (special tokens included).
 
     ``lock`` serialises calls into the (not thread-safe) fast tokenizer.
+
+    Raises:
+        ValueError: ``truncation`` is neither ``"warn"`` nor ``"error"`` (checked first, not
+            only once a text is too long).
+        TruncationError: A text is too long and ``truncation`` is ``"error"``.
     """
+    mode = check_truncation(truncation)
     if not texts:
         return []
     with lock:
@@ -347,7 +354,7 @@ def tokenize_texts(
     result = [t for t in out if t is not None]
     truncated = [i for i, t in enumerate(result) if t.truncated]
     if truncated:
-        if Truncation(truncation) is Truncation.ERROR:
+        if mode is Truncation.ERROR:
             raise TruncationError(
                 f"text(s) at position(s) {truncated[:10]} exceed max_length={limit} tokens"
             )
@@ -358,6 +365,18 @@ def tokenize_texts(
             truncated[:10],
         )
     return result
+
+
+def check_truncation(truncation: object) -> Truncation:
+    """``truncation`` as a :class:`Truncation`, or an error naming the choices.
+
+    Raises:
+        ValueError: Neither ``"warn"`` nor ``"error"``.
+    """
+    try:
+        return Truncation(truncation)
+    except ValueError:
+        raise ValueError(f"truncation must be 'warn' or 'error', not {truncation!r}") from None
 
 
 def special_token_ids(tokenizer: object) -> tuple[np.ndarray, int]:

@@ -279,7 +279,22 @@ def prepare_model(model: M3Model, precision: Precision) -> M3Model:
     layers for dynamically quantised ones (int8 weights with per-channel scales, activations
     quantised per batch; the heads stay float32); ``FP32`` and
     ``BF16_AUTOCAST`` leave float32 weights untouched.
+
+    Raises:
+        ValueError: ``FP32``, ``BF16_AUTOCAST`` or ``INT8`` asked of a model that no longer
+            holds float32 weights (another encoder cast it to bf16 / fp16 in place, or, but
+            for ``INT8``, quantised it): it would run those weights under the name asked for.
     """
+    if precision in (Precision.FP32, Precision.BF16_AUTOCAST, Precision.INT8):
+        held = _not_float32(model, quantised_ok=precision is Precision.INT8)
+        if held:
+            raise ValueError(
+                f"precision {precision.value!r} needs float32 weights; this model holds "
+                f"{held} (an encoder with dtype 'bf16', 'fp16' or 'int8' changes the model it "
+                "is given in place, and 'auto' picks bf16 where bf16 is native). Load the "
+                "checkpoint again (M3Encoder.from_pretrained(path, dtype=...)) or give a "
+                "float32 model"
+            )
     if precision is Precision.BF16:
         model.to(torch.bfloat16)
     elif precision is Precision.FP16:
@@ -319,3 +334,17 @@ def describe_precision(precision: Precision, device: torch.device) -> str:
         return what + ")"
     probe = probe_bf16(device)
     return f"{what}; bf16 {'native' if probe.native else 'not native'}: {probe.reason})"
+
+
+def _not_float32(model: nn.Module, *, quantised_ok: bool = False) -> str | None:
+    """What ``model`` holds other than float32 weights, in words (``None``: float32 only)."""
+    dtypes = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32})
+    quantised = not quantised_ok and any(
+        type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()
+    )
+    if not dtypes and not quantised:
+        return None
+    held = ", ".join(dtypes) + (" weights" if dtypes else "")
+    if quantised:
+        held += (" and " if dtypes else "") + "torch int8 (quantised) layers"
+    return held

@@ -240,3 +240,11 @@ def test_a_text_with_an_unpaired_surrogate_is_an_error_naming_it(
         encoder.encode(bad, show_progress=False)
     with pytest.raises(ValueError, match=r"chunk\(\): texts\[1\] .*surrogate"):
         LateChunker(encoder, chunk_size=16).chunk(bad)
+
+
+def test_an_unknown_truncation_is_refused_before_any_text_is_cut(tiny_encoder: M3Encoder) -> None:
+    """``truncation="raise"`` (meaning ``"error"``) was read only once a text was too long:
+    every short batch passed, and the first long one failed with enum's "'raise' is not a valid
+    Truncation". It is refused at once, naming the choices."""
+    with pytest.raises(ValueError, match=r"truncation must be 'warn' or 'error', not 'raise'"):
+        tiny_encoder.encode(["short"], truncation="raise")

@@ -71,6 +71,36 @@ def test_bf16_casts_weights_and_autocast_keeps_them(tiny_m3_path: Path) -> None:
     assert {p.dtype for p in autocast.model.parameters()} == {torch.float32}
 
 
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (f, t)
+        for f in ("bf16", "int8")
+        for t in ("fp32", "bf16-autocast", "int8")
+        if (f, t) != ("int8", "int8")
+    ],
+)
+def test_a_model_another_encoder_cast_is_refused_where_float32_is_promised(
+    tiny_m3_path: Path, first: str, then: str
+) -> None:
+    """An encoder casts the model it is given in place (bf16) or quantises it (int8): a second
+    encoder given that model with ``precision="fp32"`` (or bf16-autocast, or int8) ran the
+    cast weights while reporting, and fingerprinting, the precision asked for (dense 2.8e-3 off
+    true fp32 on the tiny model). It is refused naming what the model holds, as
+    ``backend="onnx"`` refuses it (int8 again on a quantised model changes nothing: kept)."""
+    from m3kit.checkpoint import resolve_checkpoint
+    from m3kit.encoder_inputs import load_tokenizer
+    from m3kit.model import M3Model
+
+    info = resolve_checkpoint(tiny_m3_path)
+    tokenizer = load_tokenizer(info, trust_remote_code=False)
+    model = M3Model.from_checkpoint(info)
+    M3Encoder(model, tokenizer, precision=first, device="cpu", backend="torch")
+    held = "torch.bfloat16" if first == "bf16" else "torch int8"
+    with pytest.raises(ValueError, match=rf"precision {then!r} needs float32 weights.*{held}"):
+        M3Encoder(model, tokenizer, precision=then, device="cpu", backend="torch")
+
+
 def test_int8_quantises_backbone_linears_only(tiny_m3_path: Path) -> None:
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", device="cpu", backend="torch")
     dynamic = torch.ao.nn.quantized.dynamic.Linear

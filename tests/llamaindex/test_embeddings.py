@@ -287,3 +287,28 @@ def test_pickle_reloads_the_checkpoint(cls: type[Any], tiny_m3_path: Path) -> No
     assert again.get_text_embedding("Iron is Fe.") == pytest.approx(
         emb.get_text_embedding("Iron is Fe."), abs=1e-6
     )
+
+
+async def test_a_single_string_given_as_a_batch_is_refused(
+    tiny_embedding: M3Embedding, tiny_sparse: M3SparseEmbedding
+) -> None:
+    """A str is a sequence of characters: taken as a batch it gave one vector per character
+    (``get_text_embedding_batch("ab")`` returned two vectors), where the core and LangChain
+    refuse it. Every batch entry point of the LlamaIndex classes refuses it, naming itself."""
+    doc_fn, query_fn = m3_sparse_fns(tiny_embedding)
+    for embed in (tiny_embedding, tiny_sparse):
+        with pytest.raises(TypeError, match=r"get_text_embedding_batch\(\) takes a list"):
+            embed.get_text_embedding_batch("ab")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"aget_text_embedding_batch\(\) takes a list"):
+            await embed.aget_text_embedding_batch("ab")  # type: ignore[arg-type]
+    for fn in (doc_fn, query_fn):
+        with pytest.raises(TypeError, match="takes a list of texts"):
+            fn("ab")  # type: ignore[arg-type]
+
+
+def test_a_non_str_document_is_named_with_a_text_instruction(tiny_encoder: M3Encoder) -> None:
+    """With ``text_instruction`` set, a non-str document failed in the prefixing with
+    Python's "can only concatenate str (not "int") to str"; it is named as without one."""
+    embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    with pytest.raises(TypeError, match=r"texts\[1\] is int, not str"):
+        embed.get_text_embedding_batch(["ok", 5])  # type: ignore[list-item]
