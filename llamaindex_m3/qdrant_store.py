@@ -48,7 +48,12 @@ from llama_index.core.schema import BaseNode
 
 from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
-from llamaindex_m3.late_nodes import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
+from llamaindex_m3.late_nodes import (
+    LATE_METADATA_KEY,
+    SPARSE_METADATA_KEY,
+    M3TextNode,
+    node_vectors,
+)
 from llamaindex_m3.node_records import check_late_encoder
 from llamaindex_m3.vector_store_query import query_text_state
 from m3kit.encoder import M3Encoder
@@ -106,7 +111,9 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
     """The late-chunked sparse vector a node carries, or ``None`` for any other node.
 
     A node from :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in memory, or rebuilt from
-    JSON: ``metadata["m3_sparse"]``) carries one when its encoder has the sparse head. It is
+    JSON: ``metadata["m3_sparse"]``) carries one when its encoder has the sparse head; one made
+    in this process is that node whatever its metadata became (a transform that dropped its
+    ``m3_late_chunk`` marker), so its text is still checked, as ``M3VectorStore`` does. It is
     cut as ``doc_fn`` cuts the vectors it computes (:meth:`QdrantSparseFn.prune`: its
     ``sparse_top_k`` / ``sparse_min_weight``), so late chunks are as sparse as other nodes.
 
@@ -118,9 +125,11 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
         ValueError: The node was late-chunked by another model than ``doc_fn``'s, or
             ``doc_fn`` prefixes documents (``text_instruction``: the node has none), or carries
             no sparse vector (its chunker's encoder was dense-only), so it cannot go into an M3
-            hybrid store as it is.
+            hybrid store as it is; or its text was changed after parsing
+            (:class:`~llamaindex_m3.node_parser.EditedNodeError`).
     """
-    if not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
+    live = isinstance(node, M3TextNode) and node._m3_chunk is not None
+    if not live and not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
         return None
     check_late_encoder(
         node,

@@ -226,3 +226,31 @@ def test_misspelt_store_argument_is_refused(tiny_encoder: M3Encoder) -> None:
         "x", client=client, sparse_model=tiny_encoder, dense_vector_name="dense", batch_size=8
     )
     assert (store.dense_vector_name, store.batch_size) == ("dense", 8)
+
+
+def test_a_live_node_that_lost_its_marker_is_still_checked(
+    tiny_encoder: M3Encoder, calls: list[int]
+) -> None:
+    """A node the parser made in this process whose metadata was replaced (its marker gone)
+    still holds its late-chunked vectors: edited, it is refused as ``M3VectorStore`` and
+    ``M3Embedding`` refuse it (it was stored with the late dense vector of its old text);
+    unchanged, it keeps its late sparse vector instead of being encoded alone."""
+    from llamaindex_m3.node_parser import EditedNodeError
+
+    edited, kept = _nodes(tiny_encoder)[:2]
+    for node in (edited, kept):
+        node.metadata = {"topic": node.metadata["topic"]}  # a transform keeping only its keys
+    edited.text = "A text about something else entirely."
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore("lost", client=client, sparse_model=embed)
+    with pytest.raises(EditedNodeError, match=f"node {edited.node_id} .* text was changed"):
+        store.add([edited])
+    assert not client.collection_exists("lost")
+    calls.clear()
+    assert store.add([kept]) == [kept.node_id]
+    assert calls == []  # its late sparse vector, not its text encoded alone
+    late = node_vectors(kept).sparse[0]
+    stored = _stored_sparse(client, "lost")[kept.node_id]
+    assert stored[0] == late.indices.tolist()
+    np.testing.assert_allclose(stored[1], late.values, rtol=1e-6)
