@@ -29,6 +29,7 @@ __all__ = [
     "M3TextNode",
     "chunk_records",
     "late_node_chunking",
+    "late_record",
     "node_vectors",
     "user_metadata",
 ]
@@ -48,6 +49,9 @@ class M3TextNode(TextNode):
     """
 
     _m3_chunk: Chunk | None = PrivateAttr(default=None)
+    #: The parser's record (``metadata["m3_late_chunk"]`` as made): which model made the
+    #: vectors, kept for a node whose metadata a transform replaced (:func:`late_record`).
+    _m3_record: dict[str, Any] | None = PrivateAttr(default=None)
 
     def as_related_node_info(self) -> RelatedNodeInfo:
         """A link to this node, without the parser's keys in its copy of the metadata.
@@ -66,6 +70,18 @@ class M3TextNode(TextNode):
         if self._m3_chunk is None:
             raise ValueError(f"node {self.node_id} carries no M3 vectors")
         return self._m3_chunk.vectors
+
+
+def late_record(node: BaseNode) -> dict[str, Any] | None:
+    """What the parser recorded of a late-chunked node (``metadata["m3_late_chunk"]``), or,
+    for a node made in this process whose metadata lost it (a transform that replaced the
+    metadata), the record it was made with; ``None`` for any other node."""
+    late = node.metadata.get(LATE_METADATA_KEY)
+    if isinstance(late, dict):
+        return late
+    if isinstance(node, M3TextNode) and node._m3_record is not None:
+        return node._m3_record
+    return None
 
 
 class EditedNodeError(ValueError):

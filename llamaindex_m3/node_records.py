@@ -21,6 +21,7 @@ from llamaindex_m3.late_nodes import (
     EditedNodeError,
     M3TextNode,
     late_node_chunking,
+    late_record,
     node_vectors,
     user_metadata,
 )
@@ -138,8 +139,7 @@ def check_late_encoder(
             ``query_instruction``: names them) made the node's vectors, or the holder
             prefixes documents with ``text_instruction`` (names the node).
     """
-    late = node.metadata.get(LATE_METADATA_KEY)
-    late = late if isinstance(late, dict) else {}
+    late = late_record(node) or {}
     if text_instruction:
         raise ValueError(
             f"node {node.node_id} came from M3LateChunkingNodeParser, whose vectors are "
@@ -423,7 +423,7 @@ def node_chunk_record(
         chunk_id=chunk_id,
         extra=node_extra(node, stored),
         encoded_text=other_encoded_text(node, encoded),
-        chunking=late_node_chunking(node.metadata.get(LATE_METADATA_KEY) or {})
+        chunking=late_node_chunking(late_record(node) or {})
         if is_late(node)
         else {"kind": NODES_KIND},
     )

@@ -58,7 +58,7 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 
-from llamaindex_m3.late_nodes import LATE_METADATA_KEY
+from llamaindex_m3.late_nodes import late_record
 from llamaindex_m3.node_encoding import encode_nodes
 from llamaindex_m3.node_records import (
     StoredChunk,
@@ -132,8 +132,8 @@ def _related_ids(relationships: Any) -> set[str]:
 
 
 def _how(node: BaseNode) -> Any:
-    late = node.metadata.get(LATE_METADATA_KEY)
-    return late.get("chunker") if isinstance(late, dict) else ("late" if is_late(node) else "text")
+    late = late_record(node)
+    return late.get("chunker") if late is not None else ("late" if is_late(node) else "text")
 
 
 def node_version(node: BaseNode) -> str | None:

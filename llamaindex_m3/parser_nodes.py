@@ -57,6 +57,7 @@ def late_chunk_node(
         "text": _text_key(chunk.text),  # a node edited since is refused (node_vectors)
         "cut_from": base.ref_doc_id,  # the document or node parsed (see chunk_records)
     }
+    node._m3_record = dict(node.metadata[LATE_METADATA_KEY])  # kept if metadata is replaced
     if Head.SPARSE in chunk.vectors.heads:
         node.metadata[SPARSE_METADATA_KEY] = {
             "indices": chunk.sparse.indices.tolist(),

@@ -22,6 +22,7 @@ from llamaindex_m3 import (
     M3LateChunkingNodeParser,
     M3QdrantVectorStore,
     M3SparseEmbedding,
+    M3VectorStore,
     m3_sparse_fns,
 )
 from llamaindex_m3.node_parser import LATE_METADATA_KEY, SPARSE_METADATA_KEY, node_vectors
@@ -254,3 +255,22 @@ def test_a_live_node_that_lost_its_marker_is_still_checked(
     stored = _stored_sparse(client, "lost")[kept.node_id]
     assert stored[0] == late.indices.tolist()
     np.testing.assert_allclose(stored[1], late.values, rtol=1e-6)
+
+
+def test_a_live_node_of_another_model_that_lost_its_marker_is_refused(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """The marker is where a node records which model made its vectors: a node made in this
+    process by another model, whose metadata a transform replaced, passed as one "parsed
+    before m3kit stamped nodes" and was stored with that model's vectors."""
+    from m3kit.store import M3Index
+
+    node = _nodes(other_tiny_encoder)[0]
+    node.metadata = {"topic": node.metadata["topic"]}  # a transform keeping only its keys
+    store = M3QdrantVectorStore("x", client=QdrantClient(":memory:"), sparse_model=tiny_encoder)
+    with pytest.raises(ValueError, match=f"node {node.node_id} was late-chunked by another"):
+        store.add([node])
+    with M3Index.open(tiny_encoder, tmp_path) as index:
+        with pytest.raises(ValueError, match=f"node {node.node_id} was late-chunked by another"):
+            M3VectorStore(index=index).add([node])
+        assert index.count() == 0
