@@ -58,6 +58,20 @@ logger = logging.getLogger(__name__)
 
 _FORMAT = 1
 
+#: The settings groups of ``m3kit_search.json`` (always written, ``null`` for none).
+_GROUPS = frozenset({"all_heads", "dense_sparse"})
+#: Every key ``m3kit_search.json`` has held (some absent from older files).
+_FILE_KEYS = _GROUPS | {
+    "format_version",
+    "weights_digest",
+    "metric",
+    "queries",
+    "scores",
+    "p_values",
+    "encoder_identity",
+    "sparse_cut",
+}
+
 #: What besides the weights decides the scores a calibration was measured on: the
 #: :class:`~m3kit.fingerprint.EncoderFingerprint` identity fields other than ``weights``.
 CALIBRATED_ENCODER_FIELDS = tuple(f for f in EncoderFingerprint.IDENTITY_FIELDS if f != "weights")
@@ -430,6 +444,18 @@ class FusionCalibration:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format_version") != _FORMAT:
                 raise ValueError(f"format_version {data.get('format_version')!r} != {_FORMAT}")
+            # every file ever written holds both groups (null where the model has no such
+            # heads) and no other keys: a group missing or misspelled was read as "none", so a
+            # ColBERT collection fell back to the dense + sparse settings, rerank off
+            missing = sorted(_GROUPS - set(data))
+            unknown = sorted(set(data) - _FILE_KEYS)
+            if missing or unknown:
+                raise ValueError(
+                    ", ".join(
+                        ([f"missing {missing}"] if missing else [])
+                        + ([f"unknown keys {unknown}"] if unknown else [])
+                    )
+                )
 
             def settings(key: str) -> SearchSettings | None:
                 raw = data.get(key)
