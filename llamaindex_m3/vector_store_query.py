@@ -129,7 +129,26 @@ def query_settings(
     args = index.layered_settings(call, held)
     if args["rerank"] is None:  # hybrid mode: ColBERT as the index's defaults decide
         args["rerank"] = index.search_settings(**args).reranks(heads)
-    return index.search_settings(**args)
+    settings = index.search_settings(**args)
+    if args.get("weights") is None and mode is not VectorStoreQueryMode.HYBRID:
+        settings = _one_head_weights(settings, mode)
+    return settings
+
+
+def _one_head_weights(settings: SearchSettings, mode: VectorStoreQueryMode) -> SearchSettings:
+    """Default ``m3`` weights (a checkpoint's calibrated fusion, or FlagEmbedding's) that give
+    the one head a default or sparse mode query scores with weight 0 (a dense + sparse
+    calibration that ranks by sparse alone, ``(0, 1, 0)``) are that head's own score: such a
+    query failed with "m3 weights ... give every head this search scores with weight 0",
+    though the caller gave no weights. Weights a caller gives are kept (and refused so)."""
+    if settings.fusion is not Fusion.M3:
+        return settings
+    one = 0 if mode is VectorStoreQueryMode.DEFAULT else 1  # the head the mode scores with
+    if settings.weights[one] > 0:
+        return settings
+    weights = [0.0, 0.0, settings.weights[2]]
+    weights[one] = 1.0
+    return replace(settings, weights=(weights[0], weights[1], weights[2]))
 
 
 def _query_filter(query: VectorStoreQuery) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,9 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
+from m3kit.fingerprint import encoder_fingerprint
+from m3kit.store import FusionCalibration, SearchSettings
+from m3kit.store.search_settings import calibrated_encoder_identity
 
 TEXTS = [
     "Berlin is the capital of Germany.",
@@ -154,3 +159,37 @@ def test_hybrid_m3_ranks_as_an_index_search(
     assert [(h.id, h.score) for h in searched] == [("b", 0.301000001), ("a", 0.301)]
     got = m3.query(_query(tiny_embedding, H))
     assert got.ids == ["b", "a"] and got.similarities == [0.301000001, 0.301]
+
+
+@pytest.mark.parametrize(
+    ("weights", "mode", "scores_by"),
+    [((0.0, 1.0, 0.0), D, "dense"), ((1.0, 0.0, 0.0), S, "sparse")],
+)
+def test_a_calibration_that_zeroes_the_mode_s_head_scores_that_head_alone(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    weights: tuple[float, float, float],
+    mode: VectorStoreQueryMode,
+    scores_by: str,
+) -> None:
+    """A checkpoint's dense + sparse calibration may rank by one head alone (``(0, 1, 0)``
+    is a grid point that can win). A default mode query (dense) then failed with "m3 weights
+    [0.0, 1.0, 0.0] give every head this search scores with (dense) weight 0", though the
+    user gave no weights; a sparse mode query failed so with ``(1, 0, 0)``. It now scores its
+    one head, as any query of that mode does."""
+    path = Path(shutil.copytree(tiny_m3_path, tmp_path / "model"))
+    fingerprint = encoder_fingerprint(M3Encoder.from_pretrained(path, dtype="fp32"))
+    FusionCalibration(
+        all_heads=SearchSettings(fusion="m3", weights=(0.4, 0.2, 0.4), rerank=True),
+        dense_sparse=SearchSettings(fusion="m3", weights=weights, rerank=False),
+        weights_digest=fingerprint.weights,
+        encoder_identity=calibrated_encoder_identity(fingerprint),
+    ).save(path)
+    embed = M3Embedding(model_name=str(path), dtype="fp32")
+    with M3VectorStore(embed) as store:
+        _fill(store, embed)
+        got = store.query(_query(embed, mode))
+        weights_given = M3VectorStore.from_index(store.client, fusion="m3", weights=weights)
+        with pytest.raises(ValueError, match=rf"\({scores_by}\) weight 0"):
+            weights_given.query(_query(embed, mode))  # a caller's own weights: refused
+    assert got.ids and got.ids[0] == "n1"
