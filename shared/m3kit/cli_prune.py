@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, positional_id, reader_origin
+from m3kit.sources import SourceRead, named_path, positional_id, reader_origin
 
 if TYPE_CHECKING:
     from m3kit.store import M3Index, M3Store
@@ -180,7 +180,7 @@ def mistyped_paths(
 
 
 def _resolved(raw: str) -> Path:
-    return Path(raw).expanduser().resolve()
+    return named_path(raw)
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
