@@ -252,9 +252,9 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
 
     Raises:
         FileNotFoundError: A path does not exist.
-        ValueError: Unsupported file, a file that is not UTF-8, a bad jsonl row (not JSON,
-            not an object, no string ``text``, an id that is not a string or an integer, the
-            key ``m3kit_source``), or the same id twice.
+        ValueError: Unsupported file, a file that is not UTF-8 (or holds a NUL byte), a bad
+            jsonl row (not JSON, not an object, no string ``text``, an id that is not a string
+            or an integer, the key ``m3kit_source``), or the same id twice.
     """
     return read_sources(paths).documents
 
@@ -302,10 +302,24 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def _decode(path: Path) -> str:
+    """The file's text (UTF-8, a byte order mark skipped).
+
+    Raises:
+        ValueError: The file is not UTF-8, or holds a NUL byte (valid UTF-8, but in no text
+            file: UTF-16 without a byte order mark, or a binary file), naming its offset.
+    """
     try:
-        return path.read_text(encoding="utf-8-sig")  # a byte order mark is not text
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")  # a byte order mark is not text
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from e
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(
+            f"{path}: not UTF-8 text (a NUL byte at offset {nul}; UTF-16 without a byte order "
+            "mark, or a binary file); save the file as UTF-8"
+        )
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text: lines end "\n"
 
 
 def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:

@@ -223,3 +223,24 @@ def test_a_link_to_a_file_named_otherwise_is_read_by_the_links_name(
     assert sorted(stored_texts(store, tiny_m3_path)) == sorted(
         [f"{s}/data.jsonl:2", str(same.resolve())]
     )
+
+
+def test_utf16_without_a_byte_order_mark_and_binary_files_are_refused(tmp_path: Path) -> None:
+    """UTF-16 text without a byte order mark (ASCII in UTF-16-LE is valid UTF-8, every other
+    byte NUL) and a file of NUL bytes (a sparse or truncated download) were stored as text:
+    ``"h\\x00e\\x00l\\x00..."``. A NUL byte is in no UTF-8 text file: refused, naming it."""
+    u16 = tmp_path / "u16.txt"
+    u16.write_bytes("hello world".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"u16\.txt: not UTF-8 text \(a NUL byte at offset 1;"):
+        read_documents([u16])
+    zeros = tmp_path / "zeros.md"
+    zeros.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"zeros\.md: not UTF-8 text \(a NUL byte at offset 0;"):
+        read_documents([zeros])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes('{"text": "a"}\n'.encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"rows\.jsonl: not UTF-8 text \(a NUL byte at offset 1;"):
+        read_documents([rows])
+    escaped = tmp_path / "escaped.jsonl"  # an escaped NUL in a JSON string is no NUL byte
+    escaped.write_text('{"text": "a\\u0000b"}\n', encoding="utf-8")
+    assert [d.text for d in read_documents([escaped])] == ["a\x00b"]
