@@ -40,6 +40,11 @@ def run_index(args: argparse.Namespace) -> int:
     storage = cli_open.storage(args)
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
+    if not args.paths and args.prune:
+        raise ValueError(
+            "--prune needs the files or folders whose documents it prunes: it deletes only "
+            "what was indexed from the given paths"
+        )
     if not args.paths and _chunking_flags(args):
         raise ValueError(
             f"{', '.join(_chunking_flags(args))} need the files or folders to chunk: --reindex "

@@ -20,6 +20,7 @@ library or an adapter are left alone, whatever their ``source`` says.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, positional_id, reader_origin
+from m3kit.sources import SourceRead, named_path, positional_id, reader_origin
 
 if TYPE_CHECKING:
     from m3kit.store import M3Index, M3Store
@@ -80,7 +81,14 @@ def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
     is returned, so reading it stays an error: an unmounted mount point is an empty folder,
     and pruning it would delete everything indexed from it. Without ``prune`` every path is
     returned, so reading a missing one stays an error too.
+
+    Raises:
+        ValueError: A path is a loop of symbolic links (it cannot be read, nor resolved to
+            prune what was indexed from it).
     """
+    for raw in paths:
+        if _link_loop(Path(raw).expanduser()):
+            raise ValueError(f"{raw}: a loop of symbolic links; give the path it should name")
     if not prune:
         return list(paths)
     kept = []
@@ -179,8 +187,16 @@ def mistyped_paths(
     return [raw for raw in unmatched if not _under(_resolved(raw), known)]
 
 
+def _link_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
 def _resolved(raw: str) -> Path:
-    return Path(raw).expanduser().resolve()
+    return named_path(raw)
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:

@@ -47,6 +47,7 @@ __all__ = [
     "explicit_id_file",
     "find_files",
     "folder_files",
+    "named_path",
     "positional_id",
     "read_documents",
     "read_sources",
@@ -193,7 +194,7 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                     f"{raw}: unsupported file type {path.suffix or '(none)'!r}; "
                     f"m3kit reads {', '.join(SUPPORTED_SUFFIXES)}"
                 )
-            found.append(path.resolve())
+            found.append(_named(path))
             continue
         inside = folder_files(path)
         if not inside:
@@ -206,14 +207,42 @@ def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted.
 
     A file is named by its resolved path: a link to a file is read as its target (two links
-    to one file, or a link and its target, are one document). A link to a folder is not
-    followed (a warning names it): give its target as a path.
+    to one file, or a link and its target, are one document), unless the target's name says
+    another kind of file (:func:`_named`). A link to a folder is not followed (a warning names
+    it): give its target as a path.
     """
     return sorted(
-        p.resolve()
+        _named(p)
         for p in _walk(Path(folder).expanduser())
         if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
     )
+
+
+def named_path(raw: str | os.PathLike[str]) -> Path:
+    """The absolute path a given file or folder is named by in stored documents' ids and
+    ``source`` (:func:`find_files`): a folder's resolved path, a file's as :func:`_named` says;
+    also for a path no longer there (what ``--prune`` compares stored sources with)."""
+    path = Path(raw).expanduser()
+    return path.resolve() if path.is_dir() else _named(path)
+
+
+def _kind(path: Path) -> str | None:
+    """How a file is read, by its name: ``"jsonl"``, ``"text"``, or ``None`` (not read)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return "jsonl"
+    return "text" if suffix in SUPPORTED_SUFFIXES else None
+
+
+def _named(path: Path) -> Path:
+    """The absolute path a supported file is read and named by: its resolved path, or, for a
+    link whose target's name says another kind of file (the Hugging Face cache's
+    ``data.jsonl -> blobs/<sha>``), the link itself in its resolved folder. Read as its target,
+    such a link's rows were one text document, under a name the cleanup did not recognise."""
+    target = path.resolve()
+    if _kind(target) == _kind(path):
+        return target
+    return path.parent.resolve() / path.name
 
 
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocument]:
@@ -223,9 +252,9 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
 
     Raises:
         FileNotFoundError: A path does not exist.
-        ValueError: Unsupported file, a file that is not UTF-8, a bad jsonl row (not JSON,
-            not an object, no string ``text``, an id that is not a string or an integer, the
-            key ``m3kit_source``), or the same id twice.
+        ValueError: Unsupported file, a file that is not UTF-8 (or holds a NUL byte), a bad
+            jsonl row (not JSON, not an object, no string ``text``, an id that is not a string
+            or an integer, the key ``m3kit_source``), or the same id twice.
     """
     return read_sources(paths).documents
 
@@ -273,10 +302,24 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def _decode(path: Path) -> str:
+    """The file's text (UTF-8, a byte order mark skipped).
+
+    Raises:
+        ValueError: The file is not UTF-8, or holds a NUL byte (valid UTF-8, but in no text
+            file: UTF-16 without a byte order mark, or a binary file), naming its offset.
+    """
     try:
-        return path.read_text(encoding="utf-8-sig")  # a byte order mark is not text
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")  # a byte order mark is not text
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from e
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(
+            f"{path}: not UTF-8 text (a NUL byte at offset {nul}; UTF-16 without a byte order "
+            "mark, or a binary file); save the file as UTF-8"
+        )
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text: lines end "\n"
 
 
 def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:

@@ -200,3 +200,42 @@ def test_a_row_with_the_reserved_key_is_refused(
     )
     stored = {f"{rows.resolve()}:{n}": t for n, t in ((1, "row one alpha"), (2, "row two beta"))}
     assert stored_texts(store, tiny_m3_path) == stored  # nothing written, nothing deleted
+
+
+def test_a_loop_of_links_is_refused_before_anything_is_written(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A given path that is a loop of symbolic links: with ``--prune`` it was taken for a
+    path no longer there, the other paths were written, then resolving it for the pruning
+    crashed with a traceback (``RuntimeError: Symlink loop``), nothing pruned. It is refused
+    up front now, with or without ``--prune``, naming it."""
+    store, notes = tmp_path / "store", tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for extra in ((), ("--prune",)):
+        code, out = index_run(capsys, store, tiny_m3_path, notes, loop, *extra)
+        assert code == 1 and f"{loop}: a loop of symbolic links" in out, out
+        assert "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+    assert not store.exists() or not stored_texts(store, tiny_m3_path)
+
+
+def test_prune_without_paths_is_refused(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``m3kit index --reindex --prune`` pruned nothing (``--prune`` looks under the given
+    paths only) and said "removed 0 document(s) no longer there", as if nothing were stale
+    while a deleted file's document stayed searchable. It is an error now, naming what
+    ``--prune`` needs, before anything is done."""
+    store, notes = tmp_path / "store", tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    (notes / "b.md").write_text("Paris is the capital of France.", encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    (notes / "b.md").unlink()
+    code, out = index_run(capsys, store, tiny_m3_path, "--reindex", "--prune")
+    assert code == 1 and "--prune needs the files or folders whose documents it prunes" in out
+    assert len(out.strip().splitlines()) == 1, out
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out

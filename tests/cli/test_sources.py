@@ -179,3 +179,68 @@ def test_an_id_that_is_not_utf8_is_refused_naming_where_it_came_from(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "caf\\udce9.txt" in err and "UTF-8" in err, err
     assert not any(store.iterdir())  # refused before a model loads or a collection exists
+
+
+def test_a_link_to_a_file_named_otherwise_is_read_by_the_links_name(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``.jsonl`` link to a file without that suffix (the Hugging Face cache's
+    ``snapshots/<rev>/data.jsonl -> ../../blobs/<sha>``) was read as its target: one text
+    document holding every row's raw JSON, whose id (a path without a supported suffix) the
+    cleanup and ``--prune`` never recognised. It is read by the link's name now: its rows,
+    named by the link (its folder resolved); a link whose target has the same kind of name is
+    still its target."""
+    from tests.cli.index_runs import index_run, stored_texts
+
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "rev"
+    blob = _write(blobs / "5f2a9c", '{"_id": "r1", "text": "row one"}\n{"text": "row two"}\n')
+    note = _write(blobs / "77aa01", "a plain note")
+    same = _write(blobs / "kept.txt", "a text file")
+    snap.mkdir(parents=True)
+    (snap / "data.jsonl").symlink_to(blob)
+    (snap / "note.md").symlink_to(note)
+    (snap / "same.md").symlink_to(same)
+    s = snap.resolve()
+    docs = {d.doc_id: d for d in read_documents([snap])}
+    assert sorted(docs) == sorted(
+        ["r1", f"{s}/data.jsonl:2", f"{s}/note.md", str(same.resolve())]
+    ), sorted(docs)
+    assert docs["r1"].text == "row one" and docs["r1"].metadata["source"] == f"{s}/data.jsonl"
+    assert docs[f"{s}/note.md"].text == "a plain note"
+    assert find_files([snap / "data.jsonl"]) == [s / "data.jsonl"]  # given by name too
+
+    store = tmp_path / "store"
+    assert index_run(capsys, store, tiny_m3_path, snap)[0] == 0
+    (snap / "note.md").unlink()  # the link removed: --prune removes its document
+    code, out = index_run(capsys, store, tiny_m3_path, snap, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert sorted(stored_texts(store, tiny_m3_path)) == sorted(
+        ["r1", f"{s}/data.jsonl:2", str(same.resolve())]
+    )
+    blob.write_text('\n{"text": "row two"}\n', encoding="utf-8")  # r1 removed, row two kept
+    code, out = index_run(capsys, store, tiny_m3_path, snap / "data.jsonl", "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert sorted(stored_texts(store, tiny_m3_path)) == sorted(
+        [f"{s}/data.jsonl:2", str(same.resolve())]
+    )
+
+
+def test_utf16_without_a_byte_order_mark_and_binary_files_are_refused(tmp_path: Path) -> None:
+    """UTF-16 text without a byte order mark (ASCII in UTF-16-LE is valid UTF-8, every other
+    byte NUL) and a file of NUL bytes (a sparse or truncated download) were stored as text:
+    ``"h\\x00e\\x00l\\x00..."``. A NUL byte is in no UTF-8 text file: refused, naming it."""
+    u16 = tmp_path / "u16.txt"
+    u16.write_bytes("hello world".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"u16\.txt: not UTF-8 text \(a NUL byte at offset 1;"):
+        read_documents([u16])
+    zeros = tmp_path / "zeros.md"
+    zeros.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"zeros\.md: not UTF-8 text \(a NUL byte at offset 0;"):
+        read_documents([zeros])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes('{"text": "a"}\n'.encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"rows\.jsonl: not UTF-8 text \(a NUL byte at offset 1;"):
+        read_documents([rows])
+    escaped = tmp_path / "escaped.jsonl"  # an escaped NUL in a JSON string is no NUL byte
+    escaped.write_text('{"text": "a\\u0000b"}\n', encoding="utf-8")
+    assert [d.text for d in read_documents([escaped])] == ["a\x00b"]
