@@ -14,7 +14,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["iter_json_rows", "iter_text_lines", "not_utf8", "open_text", "parse_json_rows"]
+__all__ = [
+    "iter_json_rows",
+    "iter_text_lines",
+    "not_utf8",
+    "open_text",
+    "parse_json_rows",
+    "unique_keys",
+]
 
 
 def open_text(path: Path, mode: str = "r") -> IO[str]:
@@ -95,3 +102,27 @@ def iter_json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """:func:`parse_json_rows` over the lines of a (possibly gzipped) UTF-8 file
     (:func:`iter_text_lines`)."""
     yield from parse_json_rows(iter_text_lines(path), path)
+
+
+def unique_keys(what: str) -> Any:
+    """A ``json.loads`` ``object_pairs_hook`` refusing a key given twice in one object (``json``
+    keeps the last value silently; two keys of a Python mapping, ``1`` and ``"1"``, become
+    one JSON key when dumped), naming ``what`` was read.
+
+    >>> json.loads('{"a": 1, "a": 2}', object_pairs_hook=unique_keys("row 3"))
+    Traceback (most recent call last):
+    ValueError: row 3 has the key 'a' twice in one object (1 and "1" become one JSON key): ...
+    """
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(
+                    f'{what} has the key {key!r} twice in one object (1 and "1" become one '
+                    "JSON key): one value would silently replace the other; give each key once"
+                )
+            out[key] = value
+        return out
+
+    return build

@@ -57,11 +57,11 @@ def test_two_keys_that_are_one_json_key_are_refused(
     """``1`` and ``"1"`` (or ``True`` and ``"true"``) are one JSON key: the last value
     replaced the first silently, through ``add_texts`` and ``M3Store.upsert`` alike."""
     index = open_index(tiny_encoder)
-    with pytest.raises(ValueError, match="metadata of text 0 has two keys that are both"):
+    with pytest.raises(ValueError, match="metadata of text 0 has the key .* twice in one object"):
         index.add_texts(["a text"], [metadata], ["A"])
     out = tiny_encoder.encode(["a text"])
     record = ChunkRecord("A", 0, "a text", metadata, output_row(out, 0))
-    with pytest.raises(ValueError, match="has two keys that are both"):
+    with pytest.raises(ValueError, match="twice in one object"):
         index.store.upsert([record])
     assert index.store.count() == 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3kit.jsonl import iter_json_rows, not_utf8, open_text
+from m3kit.jsonl import iter_json_rows, not_utf8, open_text, unique_keys
 
 __all__ = [
     "QADataset",
@@ -187,7 +187,9 @@ class QADataset:
         """Read the JSON written by ``EmbeddingQAFinetuneDataset.save_json``."""
         p = Path(path)
         try:
-            data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
+            data = json.loads(
+                p.read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys("the JSON")
+            )
         except UnicodeDecodeError as e:
             raise not_utf8(p, e) from e
         except json.JSONDecodeError as e:
@@ -253,19 +255,6 @@ def _refuse_ids_read_as_one(texts: Mapping[Any, Any], field_name: str) -> None:
                 f"{field_name}: ids {first!r} and {key!r} are both read as the id {str(key)!r}; "
                 "give each entry its own id"
             )
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refusing a key given twice (``json`` keeps the last value silently)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(
-                f"the key {key!r} is given twice in one object: the first value would be "
-                "silently dropped"
-            )
-        out[key] = value
-    return out
 
 
 def without_query_positives(examples: Sequence[TrainingExample]) -> list[TrainingExample]:

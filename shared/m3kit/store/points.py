@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from m3kit.encoder_inputs import unpaired_surrogate
+from m3kit.jsonl import unique_keys
 from m3kit.outputs import Head
 from m3kit.store.plan import PointData
 from m3kit.store.records import ChunkRecord
@@ -101,7 +102,7 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
 
     >>> plain_json({1: "a", "1": "b"}, "metadata of row 6")
     Traceback (most recent call last):
-    ValueError: metadata of row 6 has two keys that are both '1' as JSON keys (strings): ...
+    ValueError: metadata of row 6 has the key '1' twice in one object (1 and "1" become ...
 
     >>> plain_json({"id": [2**70]}, "metadata of row 5")
     Traceback (most recent call last):
@@ -118,28 +119,9 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     except (TypeError, ValueError) as exc:
         hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
         raise ValueError(f"{what} is not JSON ({exc}){hint}") from None
-    plain: dict[str, Any] = json.loads(blob, object_pairs_hook=_one_value_per_key(what))
+    plain: dict[str, Any] = json.loads(blob, object_pairs_hook=unique_keys(what))
     _check_integers(plain, what)
     return plain
-
-
-def _one_value_per_key(what: str) -> Any:
-    """A ``json.loads`` hook refusing a key given twice: JSON keys are strings, so ``1`` and
-    ``"1"`` (or ``True`` and ``"true"``) of one mapping become one key, and the last value
-    silently replaced the first."""
-
-    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise ValueError(
-                    f"{what} has two keys that are both {key!r} as JSON keys (strings): one "
-                    "value would silently replace the other; give each key once, as a string"
-                )
-            out[key] = value
-        return out
-
-    return build
 
 
 def _check_integers(value: Any, where: str) -> None:
