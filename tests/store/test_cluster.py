@@ -126,3 +126,13 @@ def test_collection_size_from_the_schema() -> None:
     assert dense_only.colbert_bytes == dense_only.sparse_bytes == 0
     with pytest.raises(ValueError, match="chunks must be >= 0"):
         estimate_collection_size(m3, -1)
+
+
+def test_settings_of_the_wrong_type_are_errors() -> None:
+    # on_disk_vectors="false" was truthy: the vectors went on disk; True passed as a count
+    for kw in ({"on_disk_vectors": "false"}, {"on_disk_payload": "no"}):
+        with pytest.raises(ValueError, match="must be a bool"):
+            ClusterSettings(**kw)
+    for kw in ({"shard_number": True}, {"write_parallelism": True}):
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
+            ClusterSettings(**kw)

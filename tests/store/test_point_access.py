@@ -112,3 +112,16 @@ def test_set_chunk_count_sets_one_version_of_one_document(
     for bad in (("", "v1", 4), ("d", "", 4), ("d", "v1", 0), ("d", "v1", True)):
         with pytest.raises(ValueError, match="must be a"):
             index.store.set_chunk_count(*bad)  # type: ignore[arg-type]
+
+
+def test_a_point_id_in_another_spelling_is_found(
+    open_index: Callable[..., M3Index], tiny_encoder: Any
+) -> None:
+    # a UUID in upper case or without hyphens was accepted as a point id, and the engine
+    # matched it (count / delete did), but points / get / find returned nothing for it
+    store = _filled(open_index, tiny_encoder).store
+    pid = point_id("amazon", 0)
+    for spelling in (pid.upper(), pid.replace("-", "")):
+        assert list(store.points([spelling])) == [pid]
+        assert [h.doc_id for h in store.get([spelling])] == ["amazon"]
+        assert [h.doc_id for h in store.find([spelling])] == ["amazon"]

@@ -31,6 +31,8 @@ from m3kit.store.schema import (
     CollectionSchema,
     PayloadIndexType,
     VectorSpec,
+    sparse_modifier,
+    storage_datatype,
 )
 
 __all__ = ["ClientBackend", "redact_url"]
@@ -168,9 +170,10 @@ class ClientBackend:
                 int(vp.size),
                 str(vp.distance.value).lower(),
                 "MaxSim" if multi is not None and multi.comparator.value == "max_sim" else None,
+                storage_datatype(vp.datatype),
             )
-        for name in params.sparse_vectors or {}:
-            found[name] = VectorSpec("sparse")
+        for name, sp in (params.sparse_vectors or {}).items():
+            found[name] = VectorSpec("sparse", modifier=sparse_modifier(sp.modifier))
         if self.cluster is not None:
             dense = vectors.get(DENSE) if vectors else None
             self.cluster.check_existing(

@@ -41,6 +41,11 @@ class Quantization(str, enum.Enum):
     BINARY = "binary"
 
 
+def _count(value: object) -> bool:
+    """Whether ``value`` is an int >= 1 (a bool is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     """Collection settings for a Qdrant server or cluster, and how m3kit writes to it.
@@ -74,12 +79,22 @@ class ClusterSettings:
     def __post_init__(self) -> None:
         for name in ("shard_number", "replication_factor", "write_consistency_factor"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and not _count(value):
                 raise ValueError(f"ClusterSettings.{name} must be an integer >= 1, got {value!r}")
         for name in ("write_batch_size", "write_parallelism"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _count(value):
                 raise ValueError(f"ClusterSettings.{name} must be an integer >= 1, got {value!r}")
+        # a string such as "false" is truthy: on_disk_vectors="false" put the vectors on disk
+        if not isinstance(self.on_disk_vectors, bool):
+            raise ValueError(
+                f"ClusterSettings.on_disk_vectors must be a bool, got {self.on_disk_vectors!r}"
+            )
+        if self.on_disk_payload is not None and not isinstance(self.on_disk_payload, bool):
+            raise ValueError(
+                "ClusterSettings.on_disk_payload must be a bool or None, got "
+                f"{self.on_disk_payload!r}"
+            )
         if (
             self.replication_factor is not None
             and self.write_consistency_factor is not None

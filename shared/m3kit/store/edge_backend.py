@@ -42,6 +42,8 @@ from m3kit.store.schema import (
     CollectionSchema,
     PayloadIndexType,
     VectorSpec,
+    sparse_modifier,
+    storage_datatype,
 )
 
 __all__ = ["META_FILE", "EdgeBackend", "edge_config", "read_meta_file"]
@@ -217,9 +219,12 @@ class EdgeBackend:
                     int(vp["size"]),
                     str(vp.get("distance", "")).lower(),
                     "MaxSim" if multi and multi.get("comparator") == "max_sim" else None,
+                    storage_datatype(vp.get("datatype")),
                 )
-            for name in raw.get("sparse_vectors") or {}:
-                found[name] = VectorSpec("sparse")
+            for name, sp in (raw.get("sparse_vectors") or {}).items():
+                found[name] = VectorSpec(
+                    "sparse", modifier=sparse_modifier((sp or {}).get("modifier"))
+                )
             if self._schema is None:  # opened for its own layout
                 self._schema = CollectionSchema.from_specs(found)
             return found

@@ -51,6 +51,8 @@ __all__ = [
     "metadata_path",
     "payload_index_fields",
     "point_id",
+    "sparse_modifier",
+    "storage_datatype",
 ]
 
 # Vector names.
@@ -99,12 +101,19 @@ class VectorSpec:
         size: Dimension (``None`` for sparse).
         distance: Lower-case distance name (``None`` for sparse).
         comparator: Multivector comparator (``"MaxSim"``) or ``None``.
+        datatype: A storage type that changes the stored values (``"uint8"``: m3kit's unit
+            vectors would be stored as zeros); ``None`` for float32 / float16, which m3kit
+            stores alike (ColBERT is float16 by design).
+        modifier: A sparse scoring modifier (``"idf"``: every sparse score rescaled), or
+            ``None``.
     """
 
     kind: str
     size: int | None = None
     distance: str | None = None
     comparator: str | None = None
+    datatype: str | None = None
+    modifier: str | None = None
 
     def describe(self) -> str:
         parts = [self.kind]
@@ -114,7 +123,25 @@ class VectorSpec:
             parts.append(self.distance)
         if self.comparator:
             parts.append(self.comparator)
+        if self.datatype:
+            parts.append(f"datatype={self.datatype}")
+        if self.modifier:
+            parts.append(f"modifier={self.modifier}")
         return " ".join(parts)
+
+
+def storage_datatype(value: object) -> str | None:
+    """A vector's stored ``datatype`` as :class:`VectorSpec` keeps it: ``None`` for a float
+    type (or none given), else its lower-case name (``"uint8"``)."""
+    name = str(getattr(value, "value", value) or "").lower()
+    return None if name in ("", "none", "float32", "float16") else name
+
+
+def sparse_modifier(value: object) -> str | None:
+    """A sparse vector's ``modifier`` as :class:`VectorSpec` keeps it: ``None`` for none,
+    else its lower-case name (``"idf"``)."""
+    name = str(getattr(value, "value", value) or "").lower()
+    return None if name in ("", "none") else name
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ backend they read.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,6 +48,14 @@ _DOC_BATCH = 256  # documents per lookup filter
 _READ_KEYS = (*HIT_KEYS, ENCODED_TEXT, CHUNKING)
 
 
+def _canonical_uuid(value: str) -> str | None:
+    """``value`` as the engines spell a point id, or ``None`` when it is not a UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
 class StoreReads:
     """The read methods of :class:`~m3kit.store.M3Store` (its base; ``M3Store`` sets these)."""
 
@@ -66,7 +75,10 @@ class StoreReads:
         found = {h.id: h.payload for h in self._backend.scroll(selector, _READ_KEYS)}
         if ids is None:
             return found
-        return {str(i): found[str(i)] for i in ids if str(i) in found}
+        # the engines answer with the canonical spelling (lower case, hyphens): a UUID given
+        # otherwise (upper case, no hyphens) is the same point
+        wanted = dict.fromkeys(str(uuid.UUID(str(i))) for i in ids)
+        return {i: found[i] for i in wanted if i in found}
 
     def get(
         self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
@@ -91,7 +103,11 @@ class StoreReads:
                 by_key[str(h.payload[CHUNK_ID])].append(h)
         out: dict[str, Hit] = {}
         for wanted in ids:
-            for h in by_key.get(wanted, []):
+            hits = by_key.get(wanted, [])
+            canonical = _canonical_uuid(wanted)
+            if canonical not in (None, wanted):  # a point id spelled otherwise
+                hits = [*hits, *by_key.get(canonical, [])]
+            for h in hits:
                 out.setdefault(h.id, to_hit(RawHit(h.id, 0.0, h.payload)))
         return list(out.values())
 
