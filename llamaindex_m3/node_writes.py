@@ -30,9 +30,10 @@ The mapping keeps the one collection layout every m3kit reader shares:
   count on some, which the next write of the document sets). A node deleted alone
   (``delete_nodes``) leaves the count as it was: the version lacks one chunk, so a reader
   such as ``complete_documents`` sees it incomplete, until a node fills its place. A node
-  already stored (same text, span and metadata) is not encoded or written again, so adding the
-  same nodes twice stores nothing new; the stored chunk takes the node's id (each parse draws
-  new ones) and its relationships, hidden keys and templates
+  already stored (same text, span, metadata and ``PARENT``: a leaf's span is within its
+  parent) is not encoded or written again, so adding the same nodes twice stores nothing
+  new; the stored chunk takes the node's id (each parse draws new ones) and its
+  relationships, hidden keys and templates
   (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it and it
   reads back as the latest node. A node whose encoded text changed (a metadata key hidden from
   or shown to the embedding model, another template or ``text_instruction``) is encoded
@@ -56,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, TextNode
 
 from llamaindex_m3.late_nodes import late_record
 from llamaindex_m3.node_encoding import encode_nodes
@@ -110,14 +111,29 @@ def node_doc_id(node: BaseNode) -> str:
     return node.ref_doc_id or node.node_id
 
 
-def _identity(text: str, start: Any, end: Any, metadata: Any) -> str:
-    return json.dumps([text, start, end, metadata], sort_keys=True)
+def _identity(text: str, start: Any, end: Any, metadata: Any, parent: Any = None) -> str:
+    where: list[Any] = [text, start, end, metadata]
+    if parent is not None:  # offsets within a parent: the parent's content places them
+        where.append(parent)
+    return json.dumps(where, sort_keys=True)
+
+
+def _parent_hash(relationships: Any) -> Any:
+    """The hash of the ``PARENT`` a node's relationships (or a stored chunk's JSON of them)
+    name, ``None`` without one. A ``HierarchicalNodeParser`` leaf's offsets are within its
+    parent, so equal leaves (text and offsets) of different parents are told apart by it."""
+    rel = (relationships or {}).get(NodeRelationship.PARENT)
+    if rel is None:
+        rel = (relationships or {}).get(NodeRelationship.PARENT.value)
+    if isinstance(rel, dict):
+        return rel.get("hash")
+    return getattr(rel, "hash", None)
 
 
 def _node_identity(node: BaseNode, stored: StoredChunk | None = None) -> str:
     text = node.get_content(metadata_mode=MetadataMode.NONE)
     span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
-    return _identity(text, *span, node_metadata(node, stored))
+    return _identity(text, *span, node_metadata(node, stored), _parent_hash(node.relationships))
 
 
 def _related_ids(relationships: Any) -> set[str]:
@@ -290,16 +306,19 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
             continue
         chunk_index = int(payload.get(CHUNK_INDEX) or 0)
         meta = payload.get(METADATA) or {}
+        extra = payload.get(EXTRA)
+        relationships = extra.get("relationships") if isinstance(extra, dict) else None
         key = _identity(
-            str(payload.get(PAGE_CONTENT, "")), payload.get(START), payload.get(END), meta
+            str(payload.get(PAGE_CONTENT, "")),
+            payload.get(START),
+            payload.get(END),
+            meta,
+            _parent_hash(relationships),
         )
         doc.same.setdefault(key, []).append(chunk_index)
         doc.key_at[chunk_index] = key
         doc.meta_at[chunk_index] = dict(meta)
-        extra = payload.get(EXTRA)
-        doc.related_at[chunk_index] = _related_ids(
-            extra.get("relationships") if isinstance(extra, dict) else None
-        )
+        doc.related_at[chunk_index] = _related_ids(relationships)
         doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
         doc.extra_at[chunk_index] = extra
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
