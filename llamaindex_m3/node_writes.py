@@ -271,7 +271,10 @@ def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
         if len(versions) > 1:
             raise ValueError(
                 f"nodes of document {doc_id!r} come from different versions of it (another "
-                "source hash, or mixed chunkings); add the nodes of one version"
+                "source hash, or mixed chunkings); add the nodes of one version. From an "
+                "M3HierarchicalNodeParser (or a HierarchicalNodeParser) whose leaf level "
+                "late-chunks, store only the leaves (get_leaf_nodes) and keep every level in "
+                "a docstore, as AutoMergingRetriever expects"
             )
         docs[doc_id] = _Doc(versions.pop(), nodes=members)
     return docs

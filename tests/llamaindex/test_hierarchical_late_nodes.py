@@ -260,3 +260,20 @@ def test_a_level_after_the_late_chunking_one_is_refused_naming_it(
         assert store.get_nodes() == []
     finally:
         store.close()
+
+
+def test_storing_every_level_is_refused_naming_the_leaves_way(
+    nodes: list[BaseNode], tiny_embedding: M3Embedding
+) -> None:
+    """Parents (encoded alone) and late-chunked leaves of one document are two versions of
+    it to the store: refused, and the message said only "add the nodes of one version"."""
+    for node in nodes:
+        if node.embedding is None:
+            node.embedding = tiny_embedding.get_text_embedding(node.get_content("embed"))
+    store = M3VectorStore(tiny_embedding)
+    try:
+        with pytest.raises(ValueError, match=r"store only the leaves \(get_leaf_nodes\)"):
+            store.add(nodes)
+        assert store.get_nodes() == []
+    finally:
+        store.close()
