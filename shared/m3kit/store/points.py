@@ -55,7 +55,7 @@ def records_hash(records: Sequence[ChunkRecord]) -> str:
     """
     h = hashlib.sha256()
     for r in sorted(records, key=lambda r: r.chunk_index):
-        where = f"the metadata of chunk {r.chunk_index} of document {r.doc_id!r}"
+        where = f"the metadata of record {r.doc_id!r}#{r.chunk_index}"
         blob = [r.chunk_index, r.text, r.start, r.end, plain_json(r.metadata, where)]
         h.update(json.dumps(blob, sort_keys=True, default=str).encode())
     return h.hexdigest()
