@@ -209,3 +209,57 @@ def test_interrupted_parallel_write_sends_nothing_more_and_cleans_what_landed(
         assert stored[doc] == [f"new {doc} chunk {i}" for i in range(2)]
     for doc in "CD":
         assert stored[doc] == [f"old {doc} chunk {i}" for i in range(4)]
+
+
+def test_a_delete_failing_after_its_first_batch_says_what_was_deleted(
+    open_index: Callable[..., M3Index],
+    tiny_encoder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ids are deleted 256 at a time: an engine error in the second batch must not leave the
+    caller believing nothing was deleted; deleting again with the same ids finishes it."""
+    index = open_index(tiny_encoder)
+    store = index.store
+    ids = [f"d{i}" for i in range(300)]
+    store.upsert([r for d in ids for r in _records(tiny_encoder, d, "t", 1)])
+    backend = store._backend
+    real_delete = backend.delete
+    calls: list[int] = []
+
+    def delete(flt: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionError("server went away")
+        real_delete(flt)
+
+    monkeypatch.setattr(backend, "delete", delete)
+    with caplog.at_level("ERROR", logger="m3kit.store.store"), pytest.raises(ConnectionError):
+        store.delete_documents(ids)
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "m3kit.store.store"]
+    assert "256 of the 300 documents were deleted before this failure" in logged
+    assert "call delete_documents again with the same ids" in logged
+    assert sorted(stored_texts(index)) == sorted(ids[256:])  # what the log says is so
+    monkeypatch.setattr(backend, "delete", real_delete)
+    store.delete_documents(ids)  # as the log says
+    assert stored_texts(index) == {}
+
+
+def test_a_delete_failing_in_its_only_batch_logs_nothing_extra(
+    open_index: Callable[..., M3Index],
+    tiny_encoder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = open_index(tiny_encoder)
+    store = index.store
+    store.upsert(_records(tiny_encoder, "A", "t", 2))
+
+    def delete(flt: Any) -> None:
+        raise ConnectionError("server went away")
+
+    monkeypatch.setattr(store._backend, "delete", delete)
+    with caplog.at_level("ERROR", logger="m3kit.store.store"), pytest.raises(ConnectionError):
+        store.delete_documents(["A"])
+    assert not [r for r in caplog.records if r.name == "m3kit.store.store"]
+    assert sorted(stored_texts(index)) == ["A"]

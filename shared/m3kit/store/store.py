@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,8 @@ from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
 from m3kit.store.unopened import StoreUnopened
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_BACKEND", "M3Store"]
 
@@ -282,11 +285,26 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
             TypeError: ``doc_ids`` is a single string (it would be read as its characters,
                 deleting the documents whose ids are those characters), or an id is neither
                 a str nor an int.
+
+        Ids are deleted in batches of 256; an engine error in a later batch is raised after an
+        error log saying how many documents were deleted before it.
         """
         ids = distinct_doc_ids(doc_ids, "doc_ids")
         with self.write_lock:
             for i in range(0, len(ids), _DOC_BATCH):
-                self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
+                try:
+                    self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
+                except Exception:
+                    if i:  # earlier batches are gone: say so, not just the engine's error
+                        logger.error(
+                            "m3kit: %d of the %d documents were deleted before this failure "
+                            "(the first %d ids given); the others are still stored. Deleting "
+                            "is idempotent: call delete_documents again with the same ids.",
+                            i,
+                            len(ids),
+                            i,
+                        )
+                    raise
 
     def delete_points(
         self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
