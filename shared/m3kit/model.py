@@ -146,7 +146,7 @@ class M3Model(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         _drop_earlier_weights(out)
         self.backbone.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
-        tokenizer.save_pretrained(str(out))
+        _drop_stale_tokenizer_files(out, tokenizer.save_pretrained(str(out)))
         if self.heads is not None:
             self.heads.save(out)
         config = {
@@ -360,6 +360,44 @@ def _drop_earlier_weights(out: Path) -> None:
     for name in sorted(names):
         path = out / name
         if path.is_file() and path.parent == out:
+            path.unlink()
+
+
+#: The files a Hugging Face tokenizer is saved in and loaded from.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def _drop_stale_tokenizer_files(out: Path, written: Any) -> None:
+    """Delete the tokenizer files in ``out`` that the new tokenizer's save did not write.
+
+    They are an earlier model's, and loading took them with the new tokenizer: another
+    model's ``special_tokens_map.json`` made ``[PAD]`` / ``[CLS]`` the padding and CLS
+    tokens, ids outside the new vocabulary.
+
+    Args:
+        out: The checkpoint folder.
+        written: What ``tokenizer.save_pretrained(out)`` returned (the paths it wrote); not a
+            list of paths (a tokenizer of another kind): nothing is deleted.
+    """
+    if not isinstance(written, (tuple, list)):
+        return
+    kept = {Path(str(f)).name for f in written}
+    for name in _TOKENIZER_FILES:
+        path = out / name
+        if name not in kept and path.is_file():
             path.unlink()
 
 
