@@ -22,6 +22,7 @@ from m3kit.checkpoint import (
     COLBERT_FILE,
     M3KIT_CONFIG_FILE,
     M3KIT_CONFIG_FORMAT,
+    SAVING_FILE,
     SEARCH_FILE,
     SPARSE_FILE,
     CheckpointInfo,
@@ -141,9 +142,16 @@ class M3Model(nn.Module):
 
         Files: transformers backbone (safetensors) + tokenizer + ``colbert_linear.pt`` +
         ``sparse_linear.pt`` + ``m3kit.json`` + sentence-transformers metadata (dense head).
+        ``m3kit.saving`` marks the folder while the files are written: a save that does not
+        finish (a killed run, a full disk) leaves it, and m3kit refuses to load the folder
+        rather than read a half-written checkpoint.
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
+        (out / SAVING_FILE).write_text(
+            "m3kit is writing a checkpoint here; if this file stays, the save did not finish\n",
+            encoding="utf-8",
+        )
         _drop_earlier_weights(out)
         self.backbone.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
         _drop_stale_tokenizer_files(out, tokenizer.save_pretrained(str(out)))
@@ -171,6 +179,7 @@ class M3Model(nn.Module):
                 self.pooling.value,
                 self.pooling.value,
             )
+        (out / SAVING_FILE).unlink()
         return out
 
     # -- forward ----------------------------------------------------------------------------

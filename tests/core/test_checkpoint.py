@@ -204,6 +204,31 @@ def test_a_save_over_another_models_checkpoint_leaves_none_of_its_tokenizer_file
     assert loaded(text)["input_ids"] == expected(text)["input_ids"]
 
 
+def test_a_save_that_did_not_finish_is_refused_not_loaded_half_written(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mean-pooled model's save stopped after its head files (killed, disk full) loaded as
+    a CLS-pooled M3 checkpoint: m3kit.json and 1_Pooling were not written yet."""
+    from m3kit.heads import M3Heads
+
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling="mean")
+    write_heads = M3Heads.save
+
+    def interrupted(self: M3Heads, folder: Path) -> None:
+        write_heads(self, folder)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M3Heads, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enc.model.save(tmp_path / "out", enc.tokenizer)
+    with pytest.raises(CheckpointError, match="did not finish"):
+        resolve_checkpoint(tmp_path / "out")
+    monkeypatch.setattr(M3Heads, "save", write_heads)
+    out = enc.model.save(tmp_path / "out", enc.tokenizer)  # saving again completes it
+    assert resolve_checkpoint(out).pooling is Pooling.MEAN
+    assert not (out / "m3kit.saving").exists()
+
+
 def test_weight_files_follow_transformers_preference(tiny_copy: Path) -> None:
     """A single file wins over a sharded index beside it, as transformers loads it."""
     from m3kit.weights import _weight_files
