@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "M3KIT_CONFIG_FILE",
     "M3KIT_CONFIG_FORMAT",
+    "SAVING_FILE",
     "SEARCH_FILE",
     "SPARSE_FILE",
     "CheckpointInfo",
@@ -65,6 +66,9 @@ SPARSE_FILE = "sparse_linear.pt"
 M3KIT_CONFIG_FILE = "m3kit.json"
 #: The search calibration measured for the checkpoint's weights (m3kit.store.search_settings).
 SEARCH_FILE = "m3kit_search.json"
+#: Present while m3kit writes a checkpoint (:meth:`m3kit.model.M3Model.save`): a folder still
+#: holding it is a save that did not finish, whose files may mix two models.
+SAVING_FILE = "m3kit.saving"
 _TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
 _PADDING_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert", "mpnet")
 _WEIGHT_FILES = (
@@ -365,6 +369,22 @@ def _m3kit_config(cfg_file: Path) -> dict[str, Any]:
     return cfg
 
 
+def _refuse_unfinished_save(path: Path) -> None:
+    """Refuse a folder m3kit was writing a checkpoint into when the save stopped.
+
+    Raises:
+        CheckpointError: :data:`SAVING_FILE` is in ``path`` (names it and what to do).
+    """
+    if (path / SAVING_FILE).exists():
+        raise CheckpointError(
+            f"{path} holds an m3kit save that did not finish ({SAVING_FILE} is there: the "
+            f"run was stopped or failed while writing the checkpoint), so its files may be "
+            f"missing or mix two models (say, new weights with an earlier pooling). Save the "
+            f"model again (rerun the fine-tune); delete {path / SAVING_FILE} only if you know "
+            f"every file is complete"
+        )
+
+
 def resolve_checkpoint(
     name_or_path: str | os.PathLike[str], *, pooling: Pooling | str | None = None
 ) -> CheckpointInfo:
@@ -389,6 +409,7 @@ def resolve_checkpoint(
         path = _download(raw)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {raw!r} is not a folder")
+    _refuse_unfinished_save(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json: not a transformers checkpoint")
     if not any((path / f).is_file() for f in _WEIGHT_FILES):

@@ -22,6 +22,7 @@ from m3kit.checkpoint import (
     COLBERT_FILE,
     M3KIT_CONFIG_FILE,
     M3KIT_CONFIG_FORMAT,
+    SAVING_FILE,
     SEARCH_FILE,
     SPARSE_FILE,
     CheckpointInfo,
@@ -141,12 +142,19 @@ class M3Model(nn.Module):
 
         Files: transformers backbone (safetensors) + tokenizer + ``colbert_linear.pt`` +
         ``sparse_linear.pt`` + ``m3kit.json`` + sentence-transformers metadata (dense head).
+        ``m3kit.saving`` marks the folder while the files are written: a save that does not
+        finish (a killed run, a full disk) leaves it, and m3kit refuses to load the folder
+        rather than read a half-written checkpoint.
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
+        (out / SAVING_FILE).write_text(
+            "m3kit is writing a checkpoint here; if this file stays, the save did not finish\n",
+            encoding="utf-8",
+        )
         _drop_earlier_weights(out)
         self.backbone.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
-        tokenizer.save_pretrained(str(out))
+        _drop_stale_tokenizer_files(out, tokenizer.save_pretrained(str(out)))
         if self.heads is not None:
             self.heads.save(out)
         config = {
@@ -171,6 +179,7 @@ class M3Model(nn.Module):
                 self.pooling.value,
                 self.pooling.value,
             )
+        (out / SAVING_FILE).unlink()
         return out
 
     # -- forward ----------------------------------------------------------------------------
@@ -360,6 +369,44 @@ def _drop_earlier_weights(out: Path) -> None:
     for name in sorted(names):
         path = out / name
         if path.is_file() and path.parent == out:
+            path.unlink()
+
+
+#: The files a Hugging Face tokenizer is saved in and loaded from.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def _drop_stale_tokenizer_files(out: Path, written: Any) -> None:
+    """Delete the tokenizer files in ``out`` that the new tokenizer's save did not write.
+
+    They are an earlier model's, and loading took them with the new tokenizer: another
+    model's ``special_tokens_map.json`` made ``[PAD]`` / ``[CLS]`` the padding and CLS
+    tokens, ids outside the new vocabulary.
+
+    Args:
+        out: The checkpoint folder.
+        written: What ``tokenizer.save_pretrained(out)`` returned (the paths it wrote); not a
+            list of paths (a tokenizer of another kind): nothing is deleted.
+    """
+    if not isinstance(written, (tuple, list)):
+        return
+    kept = {Path(str(f)).name for f in written}
+    for name in _TOKENIZER_FILES:
+        path = out / name
+        if name not in kept and path.is_file():
             path.unlink()
 
 

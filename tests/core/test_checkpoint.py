@@ -174,6 +174,61 @@ def test_a_save_over_an_earlier_one_leaves_none_of_its_weights(
     assert {h.value for h in dense_only.available_heads} == {"dense"}
 
 
+def test_a_save_over_another_models_checkpoint_leaves_none_of_its_tokenizer_files(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """A BERT checkpoint's special_tokens_map.json / added_tokens.json stayed beside the new
+    model's tokenizer, and loading took them: pad and CLS became [PAD] / [CLS], ids outside
+    the new vocabulary (FlagEmbedding and sentence-transformers pad with them)."""
+    from transformers import AutoTokenizer
+
+    tok = tiny_encoder.tokenizer
+    fresh = tiny_encoder.model.save(tmp_path / "fresh", tok)
+    out = tmp_path / "out"
+    out.mkdir()
+    bert = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]"}
+    (out / "special_tokens_map.json").write_text(json.dumps(bert))
+    (out / "added_tokens.json").write_text(json.dumps({"[unused0]": 30522}))
+    (out / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nriver\n")
+
+    tiny_encoder.model.save(out, tok)
+    assert {p.name for p in out.iterdir()} == {p.name for p in fresh.iterdir()}
+    loaded = AutoTokenizer.from_pretrained(str(out))
+    expected = AutoTokenizer.from_pretrained(str(fresh))
+    assert (loaded.pad_token_id, loaded.cls_token_id, len(loaded)) == (
+        expected.pad_token_id,
+        expected.cls_token_id,
+        len(expected),
+    )
+    text = ["a [CLS] river [PAD] [unused0]"]
+    assert loaded(text)["input_ids"] == expected(text)["input_ids"]
+
+
+def test_a_save_that_did_not_finish_is_refused_not_loaded_half_written(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mean-pooled model's save stopped after its head files (killed, disk full) loaded as
+    a CLS-pooled M3 checkpoint: m3kit.json and 1_Pooling were not written yet."""
+    from m3kit.heads import M3Heads
+
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling="mean")
+    write_heads = M3Heads.save
+
+    def interrupted(self: M3Heads, folder: Path) -> None:
+        write_heads(self, folder)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M3Heads, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enc.model.save(tmp_path / "out", enc.tokenizer)
+    with pytest.raises(CheckpointError, match="did not finish"):
+        resolve_checkpoint(tmp_path / "out")
+    monkeypatch.setattr(M3Heads, "save", write_heads)
+    out = enc.model.save(tmp_path / "out", enc.tokenizer)  # saving again completes it
+    assert resolve_checkpoint(out).pooling is Pooling.MEAN
+    assert not (out / "m3kit.saving").exists()
+
+
 def test_weight_files_follow_transformers_preference(tiny_copy: Path) -> None:
     """A single file wins over a sharded index beside it, as transformers loads it."""
     from m3kit.weights import _weight_files

@@ -444,3 +444,28 @@ def test_schedule_and_ensemble_settings_that_train_wrongly_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         _config(tiny_m3_path, tmp_path, **setting)
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_an_output_path_that_is_a_file_is_refused_before_training(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A file as output_path (or a folder under one) failed only when the trained model was
+    saved, a bare FileExistsError / NotADirectoryError after the whole run."""
+    import m3kit.finetune.trainer as trainer
+
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    out = existing if where == "file" else existing / "ft"
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("the run trained before refusing its output path")
+
+    monkeypatch.setattr(trainer, "run_training", no_training)
+    with pytest.raises(ValueError, match=r"output_path .*notes\.txt.* is a file"):
+        M3Finetuner(_config(tiny_m3_path, out)).fit(toy_examples)
+    assert existing.read_text() == "mine"

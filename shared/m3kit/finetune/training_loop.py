@@ -182,6 +182,7 @@ class TrainingSetup:
 
 def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``)."""
+    _check_output_path(cfg.output_path)
     info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
     _check_max_lengths(cfg, tokenizer)
     if cfg.attention_dropout is not None:
@@ -201,6 +202,25 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     return TrainingSetup(
         info, model, tokenizer, prefix, sorted(i for i in special if i is not None)
     )
+
+
+def _check_output_path(output_path: str | os.PathLike[str]) -> None:
+    """Refuse an output path no checkpoint folder can be made at, before any training.
+
+    Raises:
+        ValueError: ``output_path``, or a folder above it, is a file (the save at the end of
+            the run would fail); the message names the file.
+    """
+    path = Path(output_path)
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                where = "" if place == path else f"under {place}, which is "
+                raise ValueError(
+                    f"output_path {os.fspath(output_path)!r} is {where}a file, not a folder: "
+                    "the fine-tuned checkpoint is a folder; give a new or existing folder"
+                )
+            return
 
 
 def _check_max_lengths(cfg: FinetuneConfig, tokenizer: Any) -> None:
