@@ -95,6 +95,21 @@ def test_a_positive_is_never_mined_in_any_form(
     assert "2 of 3 rows have a positive that is not in the corpus (e.g. row 1, query" in caplog.text
 
 
+def test_a_titled_positive_is_not_mined_under_another_title(
+    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A positive written with its title (as train.jsonl.gz rows are) kept out only that
+    titled form: the same passage text under another title (another corpus id) was mined."""
+    p1 = "Granal thylakoids are disc shaped."
+    row = [TrainingExample("What shape are granal thylakoids?", (f"Chloroplast {p1}",))]
+    titles = ["Chloroplast", "Plastid", None, *[None] * 6]
+    mined = mine_hard_negatives(
+        tiny_encoder, row, [p1, p1, f" {p1}", *CORPUS[:6]], corpus_titles=titles, rank_range=(0, 9)
+    )
+    assert set(mined[0].neg) == set(CORPUS[:6])
+    assert "not in the corpus" not in caplog.text
+
+
 def test_fused_mining_on_a_dense_only_model_names_the_dense_score(tiny_dense_path: Path) -> None:
     dense_only = M3Encoder.from_pretrained(tiny_dense_path, dtype="fp32")
     ex = [TrainingExample("q", (CORPUS[0],))]
