@@ -155,6 +155,19 @@ def test_evaluate_heads_and_report(tiny_encoder: M3Encoder, tmp_path: Path) -> N
     )
 
 
+def test_evaluate_heads_averages_the_queries_it_is_given(tiny_encoder: M3Encoder) -> None:
+    """qrels of a query not in ``queries`` (a sample of them) scored it 0, silently lowering
+    every metric; ``calibrate_fusion`` leaves such judgements out, and now so does this."""
+    corpus = {f"d{i}": t for i, t in enumerate(CORPUS[:12])}
+    qrels = {"q1": {"d3": 1.0}, "q2": {"d8": 1.0}, "q3": {"d5": 1.0}}
+    sample = evaluate_heads(tiny_encoder, corpus, {"q1": CORPUS[3]}, qrels, ks=(1,))
+    alone = evaluate_heads(tiny_encoder, corpus, {"q1": CORPUS[3]}, {"q1": qrels["q1"]}, ks=(1,))
+    assert sample.metrics == alone.metrics
+    assert sample.metrics["dense"]["queries"] == 1.0 and sample.metrics["dense"]["hit@1"] == 1.0
+    with pytest.raises(ValueError, match="none of the queries given has a relevant passage"):
+        evaluate_heads(tiny_encoder, corpus, {"q9": CORPUS[3]}, qrels, ks=(1,))
+
+
 def test_rank_orders_ties_by_id_whatever_the_depth() -> None:
     """Tied scores were ordered by argpartition, which depends on the depth asked for."""
     scores = np.array([[1.0, 2.0, 2.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
