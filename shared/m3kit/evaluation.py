@@ -40,9 +40,22 @@ def _grades(relevant: Relevance) -> dict[str, float]:
     return {str(doc_id): float(grade) for doc_id, grade in relevant.items()}
 
 
+def _single_string(ranked_ids: object, whose: str) -> ValueError | None:
+    """The error for a ranking given as one string (read as its characters), else ``None``."""
+    if not isinstance(ranked_ids, str):
+        return None
+    return ValueError(
+        f"{whose} is the single string {ranked_ids[:60]!r}, which would be read as one "
+        "document id per character: give a list of document ids, best first"
+    )
+
+
 def _top_k(ranked_ids: Sequence[str], k: int) -> list[str]:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    error = _single_string(ranked_ids, "the ranking")
+    if error is not None:
+        raise error
     seen: set[str] = set()
     top: list[str] = []
     for raw_id in ranked_ids:
@@ -151,7 +164,8 @@ def evaluate_rankings(
         plus ``"queries"`` (the number of queries averaged).
 
     Raises:
-        ValueError: If no query in ``qrels`` has a relevant document.
+        ValueError: If no query in ``qrels`` has a relevant document, or a ranking is a
+            single string (not a list of ids).
 
     >>> m = evaluate_rankings({"q1": ["a", "b"], "q2": ["c", "d"]},
     ...                       {"q1": {"a": 1}, "q2": {"d": 1}}, ks=(1, 2))
@@ -167,6 +181,10 @@ def evaluate_rankings(
     if not judged:
         raise ValueError("qrels hold no query with a relevant document")
     ranked_runs = {str(qid): ranked for qid, ranked in run.items()}
+    for qid, ranked in ranked_runs.items():
+        error = _single_string(ranked, f"the ranking of query {qid!r}")
+        if error is not None:
+            raise error
     found = sum(qid in ranked_runs for qid in judged)
     if found < len(judged) / 2:
         logger.warning(

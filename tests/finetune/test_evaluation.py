@@ -67,6 +67,16 @@ def test_bad_k_is_an_error() -> None:
         ndcg_at_k(["a"], {"a"}, 0)
 
 
+def test_a_ranking_given_as_one_string_is_an_error() -> None:
+    """A string ranking was read as its characters: ``{"q1": "12"}`` scored a hit for
+    document "1" (and "d1" a miss), silently."""
+    with pytest.raises(ValueError, match=r"ranking of query 'q1' is the single string '12'"):
+        evaluate_rankings({"q1": "12"}, {"q1": {"1": 1.0}}, ks=(1,))
+    with pytest.raises(ValueError, match=r"single string 'd1'"):
+        ndcg_at_k("d1", {"d1"}, 10)
+    assert evaluate_rankings({"q1": ("d1",)}, {"q1": {"d1": 1.0}}, ks=(1,))["hit@1"] == 1.0
+
+
 def test_evaluate_rankings_golden() -> None:
     run = {"q1": ["a", "b", "c"], "q2": ["x", "y", "d"], "q3": ["z"], "unjudged": ["a"]}
     qrels = {"q1": {"a": 1.0}, "q2": {"d": 1.0, "e": 1.0}, "q3": {"w": 1.0}, "q4": {"a": 1.0}}

@@ -153,3 +153,23 @@ def test_foreign_negatives_drop_the_row_or_only_themselves(tmp_path: Path) -> No
     for ex in kept.train:  # nothing of the evaluation articles reaches training
         assert not set(ex.pos + ex.neg) & eval_docs
     assert sum(len(ex.neg) for ex in kept.train) > 0
+
+
+def test_an_article_listed_once_per_paragraph_is_on_one_side_only(tmp_path: Path) -> None:
+    """articles.json listing an article once per paragraph ("paragraph_id" entries) put the
+    article on both sides of most splits: its rows trained, its questions evaluated."""
+    folder = _single_passage_articles(tmp_path / "zh")
+    articles = json.loads((folder / "articles.json").read_text(encoding="utf-8"))
+    again = [{"_id": a["_id"], "paragraph_id": f"{a['_id']}_more"} for a in articles]
+    (folder / "articles.json").write_text(json.dumps(articles + again), encoding="utf-8")
+    more = [json.dumps({"_id": f"{a['_id']}_more", "text": f"more on {a['_id']}."}) for a in again]
+    with (folder / "corpus.jsonl").open("a", encoding="utf-8") as f:
+        f.write("\n".join(more) + "\n")
+    for seed in range(4):
+        split = split_by_article(folder, seed=seed, validation_fraction=0.4)
+        assert split.validation is not None
+        sides = [split.train_articles, split.eval_articles, split.validation.articles]
+        assert sum(map(len, sides)) == len(articles) == len(set().union(*sides))
+        train_queries = {ex.query for ex in split.train}
+        assert not train_queries & set(split.queries.values())
+        assert not train_queries & set(split.validation.queries.values())

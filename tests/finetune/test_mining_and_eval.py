@@ -95,6 +95,21 @@ def test_a_positive_is_never_mined_in_any_form(
     assert "2 of 3 rows have a positive that is not in the corpus (e.g. row 1, query" in caplog.text
 
 
+def test_a_titled_positive_is_not_mined_under_another_title(
+    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A positive written with its title (as train.jsonl.gz rows are) kept out only that
+    titled form: the same passage text under another title (another corpus id) was mined."""
+    p1 = "Granal thylakoids are disc shaped."
+    row = [TrainingExample("What shape are granal thylakoids?", (f"Chloroplast {p1}",))]
+    titles = ["Chloroplast", "Plastid", None, *[None] * 6]
+    mined = mine_hard_negatives(
+        tiny_encoder, row, [p1, p1, f" {p1}", *CORPUS[:6]], corpus_titles=titles, rank_range=(0, 9)
+    )
+    assert set(mined[0].neg) == set(CORPUS[:6])
+    assert "not in the corpus" not in caplog.text
+
+
 def test_fused_mining_on_a_dense_only_model_names_the_dense_score(tiny_dense_path: Path) -> None:
     dense_only = M3Encoder.from_pretrained(tiny_dense_path, dtype="fp32")
     ex = [TrainingExample("q", (CORPUS[0],))]
@@ -138,6 +153,19 @@ def test_evaluate_heads_and_report(tiny_encoder: M3Encoder, tmp_path: Path) -> N
     assert comparison_table({"x": RetrievalReport({"dense": {}})}).endswith(
         "| x | dense | - | - | - | - | - |"
     )
+
+
+def test_evaluate_heads_averages_the_queries_it_is_given(tiny_encoder: M3Encoder) -> None:
+    """qrels of a query not in ``queries`` (a sample of them) scored it 0, silently lowering
+    every metric; ``calibrate_fusion`` leaves such judgements out, and now so does this."""
+    corpus = {f"d{i}": t for i, t in enumerate(CORPUS[:12])}
+    qrels = {"q1": {"d3": 1.0}, "q2": {"d8": 1.0}, "q3": {"d5": 1.0}}
+    sample = evaluate_heads(tiny_encoder, corpus, {"q1": CORPUS[3]}, qrels, ks=(1,))
+    alone = evaluate_heads(tiny_encoder, corpus, {"q1": CORPUS[3]}, {"q1": qrels["q1"]}, ks=(1,))
+    assert sample.metrics == alone.metrics
+    assert sample.metrics["dense"]["queries"] == 1.0 and sample.metrics["dense"]["hit@1"] == 1.0
+    with pytest.raises(ValueError, match="none of the queries given has a relevant passage"):
+        evaluate_heads(tiny_encoder, corpus, {"q9": CORPUS[3]}, qrels, ks=(1,))
 
 
 def test_rank_orders_ties_by_id_whatever_the_depth() -> None:

@@ -84,3 +84,24 @@ def test_questions_left_out_across_chunks_are_a_warning(
         examples = read_longdoc_examples(tmp_path, chunk_chars=12)
     assert [ex.query for ex in examples] == ["Where is the delta?"]
     assert "1 of 2 questions left out: answer across two chunks" in caplog.text
+
+
+def test_a_question_asked_of_two_paragraphs_with_other_spacing_has_no_answer_as_negative(
+    tmp_path: Path,
+) -> None:
+    """One question text asked of both paragraphs (squad_en asks some twice) has both as
+    answers, but the match was exact: with a trailing space (270 squad_en questions have
+    other whitespace) the other answer paragraph was the question's negative."""
+    rows = [
+        _row("Which city is named?", "Köln", DOC.index("Köln"), FIRST),
+        _row("Which city is  named? ", "Rotterdam", DOC.index("Rotterdam"), SECOND),
+    ]
+    _write(tmp_path, rows)
+    for example in read_longdoc_examples(tmp_path):
+        assert example.negative_spans == ()
+    answers = [(DOC.index(w), DOC.index(w) + len(w)) for w in ("Köln", "Rotterdam")]
+    chunked = read_longdoc_examples(tmp_path, chunk_chars=30)
+    assert len(chunked) == 2
+    for example in chunked:  # neither answer's chunk is a negative
+        for a, b in example.negative_spans:
+            assert not any(a < end and start < b for start, end in answers)

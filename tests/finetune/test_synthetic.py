@@ -94,6 +94,15 @@ def test_cross_chunk_duplicates_are_dropped() -> None:
     assert list(qa.queries.values()) == ["What is it?", "Another one?"]
 
 
+def test_a_question_repeated_with_other_whitespace_is_dropped() -> None:
+    """The repeat test compared case only: "What is  it?" (two spaces) asked of another
+    chunk stayed, one question with two different positives."""
+    llm = _RecordingLLM(["What is it?", "What is  it?\nAnother one?", "WHAT IS\tIT?"])
+    qa = generate_qa_dataset(llm, ["a", "b", "c"], num_questions_per_chunk=2)
+    assert list(qa.queries.values()) == ["What is it?", "Another one?"]
+    assert qa.relevant_docs == {"chunk-0-q0": ["chunk-0"], "chunk-1-q0": ["chunk-1"]}
+
+
 class _Flaky:
     def __init__(self, failures: int) -> None:
         self.failures = failures

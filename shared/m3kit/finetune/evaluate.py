@@ -205,7 +205,9 @@ def evaluate_heads(
         encoder: The model to evaluate.
         corpus: ``{doc_id: text}``.
         queries: ``{query_id: text}`` (encoded with the encoder's query instruction).
-        qrels: ``{query_id: {doc_id: grade}}``.
+        qrels: ``{query_id: {doc_id: grade}}``; the metrics average the judged queries of
+            ``queries`` (judgements of other queries are left out, as the fusion calibration
+            leaves them).
         heads: Heads to evaluate (default: all the encoder has).
         weights: ``[dense, sparse, colbert]`` weights of the ``fused`` score (``m3_score``);
             heads not evaluated count 0.
@@ -224,7 +226,8 @@ def evaluate_heads(
         Metrics for each head, ``fused`` and ``rrf`` (the last two with two or more heads).
 
     Raises:
-        ValueError: Bad ``weights`` or ``rrf_depth``, a sparse cut an index refuses
+        ValueError: No query of ``queries`` has a relevant passage in ``qrels``; bad
+            ``weights`` or ``rrf_depth``, a sparse cut an index refuses
             (``sparse_top_k`` not a positive int, ``sparse_min_weight`` negative, NaN or
             infinite), or a cut without the sparse head among the evaluated heads.
     """
@@ -234,6 +237,7 @@ def evaluate_heads(
     cut = _sparse_cut(sparse_top_k, sparse_min_weight, order)
     doc_ids = list(corpus)
     qids = list(queries)
+    qrels = _judgements_of(qids, qrels)
     docs, qs = encode_corpus_and_queries(
         encoder,
         [corpus[d] for d in doc_ids],
@@ -268,6 +272,27 @@ def evaluate_heads(
         }
         metrics[RRF] = evaluate_rankings(rrf_run, qrels, cutoffs)
     return RetrievalReport(metrics, cut)
+
+
+def _judgements_of(
+    qids: Sequence[str], qrels: Mapping[str, Mapping[str, float]]
+) -> dict[str, Mapping[str, float]]:
+    """The judgements of the queries given (ids compared as strings), as
+    :func:`~m3kit.store.calibration.calibrate_fusion` takes them: a judged query that is not
+    among them cannot be ranked, and would score 0 in every metric.
+
+    Raises:
+        ValueError: None of the queries has a relevant passage (grade > 0) in ``qrels``.
+    """
+    given = {str(q) for q in qids}
+    judged = {str(q): rel for q, rel in qrels.items() if str(q) in given}
+    if not any(float(g) > 0 for rel in judged.values() for g in rel.values()):
+        example = next(iter(qrels), None)
+        raise ValueError(
+            f"none of the queries given has a relevant passage in qrels (query ids such as "
+            f"{qids[0] if qids else None!r}; qrels ids such as {example!r}): do the ids match?"
+        )
+    return judged
 
 
 def _sparse_cut(top_k: int | None, min_weight: float, order: Sequence[Head]) -> SparseCut | None:

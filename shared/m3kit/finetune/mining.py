@@ -8,8 +8,9 @@ never one of the query's positives and never repeated.
 "The query's positives" are those of every row asking that query (the same question can
 have rows with different positives), and texts are compared with their whitespace
 collapsed; a corpus passage with a title (``corpus_titles``) is also recognised by its text
-alone. A row whose positive is not in the corpus is counted in a warning: another form of
-it there (other words, another title) cannot be recognised.
+alone, and a positive written with its title (``"<title> <text>"``) by that text under any
+title. A row whose positive is not in the corpus is counted in a warning: another form of it
+there (other words, another title) cannot be recognised.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def mine_hard_negatives(
         corpus: Candidate passages (default: every positive and negative of ``examples``).
         corpus_titles: A title per ``corpus`` passage (BEIR's ``title``; ``None`` or ``""``:
             none). A passage is then ranked and written as ``"<title> <text>"`` and recognised
-            as a positive in either form.
+            as a positive in either form; a positive in the titled form also makes every
+            passage with its text (under another title) a positive.
         num_negatives: Negatives per query.
         rank_range: ``(start, end)`` 0-based ranks to sample from, end excluded.
         score: Ranking used: dense, sparse or fused (RRF of both).
@@ -131,9 +133,12 @@ def mine_hard_negatives(
     if not texts:
         raise ValueError("the corpus to mine from is empty")
     forms = [passages[t] for t in texts]
-    positives: dict[str, set[str]] = {}  # normalised query -> normalised positives, all rows
+    aliases = _aliases(forms)
+    positives: dict[str, set[str]] = {}  # normalised query -> forms of its positives, all rows
     for ex in examples:
-        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+        own = positives.setdefault(text_key(ex.query), set())
+        for pos in map(text_key, ex.pos):
+            own.update(aliases.get(pos, {pos}))
     _warn_missing_positives(examples, set().union(*forms))
     rankings = _rankings(encoder, [ex.query for ex in examples], texts, heads, min(end, len(texts)))
     rng = random.Random(seed)
@@ -158,6 +163,17 @@ def mine_hard_negatives(
             end,
             len(texts),
         )
+    return out
+
+
+def _aliases(forms: Sequence[set[str]]) -> dict[str, set[str]]:
+    """``{form: every form of the passages known by it}``: a positive written with its
+    title (``"<title> <text>"``) is also its text alone, and so every other passage with
+    that text (under another title) is the positive too."""
+    out: dict[str, set[str]] = {}
+    for known in forms:
+        for form in known:
+            out.setdefault(form, {form}).update(known)
     return out
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from m3kit.finetune.data import text_key
 from m3kit.jsonl import iter_json_rows
 
 __all__ = ["SpanExample", "read_longdoc_examples"]
@@ -118,7 +119,8 @@ def read_longdoc_examples(
     (Python character offsets) and inside its paragraph.
 
     A question text asked of several spans of one document (squad_en asks "Where does the
-    Rhine begin?" of two paragraphs) has all of them as answers: a paragraph (chunk) that
+    Rhine begin?" of two paragraphs; texts compared with their whitespace collapsed) has all
+    of them as answers: a paragraph (chunk) that
     overlaps the span of any of its questions is never its negative.
 
     Args:
@@ -168,7 +170,7 @@ def read_longdoc_examples(
     answers = _answers(questions)
     out: list[SpanExample] = []
     for n, (query, doc_id, span) in enumerate(questions):
-        own = answers[doc_id, query]
+        own = answers[doc_id, text_key(query)]
         others = tuple(s for s in sorted(paragraphs[doc_id]) if not _overlaps_any(s, own))
         try:
             out.append(SpanExample(query, docs[doc_id], span, others))
@@ -214,7 +216,7 @@ def _chunk_examples(
         if not holding:
             straddling += 1
             continue
-        own = answers[doc_id, query]
+        own = answers[doc_id, text_key(query)]
         others = tuple(
             c
             for c in chunks[doc_id]
@@ -234,10 +236,12 @@ def _chunk_examples(
 
 def _answers(questions: list[tuple[str, str, CharSpan]]) -> dict[tuple[str, str], list[CharSpan]]:
     """``{(doc_id, question text): spans}``: every span a question text is asked of in a
-    document (several when one text is asked of several paragraphs)."""
+    document (several when one text is asked of several paragraphs). Texts are compared
+    with their whitespace collapsed (:func:`~m3kit.finetune.data.text_key`), as training
+    compares them."""
     out: dict[tuple[str, str], list[CharSpan]] = {}
     for query, doc_id, span in questions:
-        out.setdefault((doc_id, query), []).append(span)
+        out.setdefault((doc_id, text_key(query)), []).append(span)
     return out
 
 

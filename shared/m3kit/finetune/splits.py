@@ -108,7 +108,8 @@ def split_by_article(
 
     Args:
         folder: A folder with ``articles.json``, ``corpus.jsonl``, ``queries.jsonl``,
-            ``qrels.tsv``, ``train.jsonl.gz`` and ``train_ids.jsonl``.
+            ``qrels.tsv``, ``train.jsonl.gz`` and ``train_ids.jsonl``. An article may be
+            listed in ``articles.json`` more than once (e.g. once per ``paragraph_id``).
         seed: Seeds the article shuffle and the row / query sub-sampling. Each sample has
             its own random stream (``random.Random(f"{seed}:train")``, ``"{seed}:eval"``,
             ``"{seed}:validation"``), so the held-out queries do not change with
@@ -143,7 +144,9 @@ def split_by_article(
             f"{missing[0]} is missing (a split reads {', '.join(_SPLIT_FILES)})"
         )
     articles = json.loads((root / "articles.json").read_text(encoding="utf-8"))
-    ids = sorted(str(a["_id"]) for a in articles)
+    # one id per article: an article listed once per paragraph ("paragraph_id" entries) or
+    # as 7 and "7" is one article, on one side of the split
+    ids = sorted({str(a["_id"]) for a in articles})
     random.Random(seed).shuffle(ids)
     cut = round(len(ids) * train_fraction)
     if not 0 < cut < len(ids):

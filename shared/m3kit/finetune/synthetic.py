@@ -174,6 +174,11 @@ def generate_questions(
     return _ask(llm, text, num_questions, prompt_template)[0]
 
 
+def _question_key(question: str) -> str:
+    """The form questions are compared in: case and whitespace do not make another one."""
+    return text_key(question).casefold()
+
+
 def generate_qa_dataset(
     llm: Any,
     chunks: Sequence[str] | Mapping[str, str],
@@ -197,11 +202,11 @@ def generate_qa_dataset(
 
     Returns:
         A :class:`QADataset`; query ids are ``<chunk_id>-q<n>``. A question already asked of
-        an earlier chunk is dropped (it would have two answers); chunks without questions
-        stay out of the corpus. A question is relevant to every corpus chunk with its
-        chunk's text (whitespace collapsed: repeated boilerplate). Chunks with no or fewer
-        questions than asked, and reply lines copied from the prompt or the chunk (see
-        :func:`generate_questions`), are counted in one warning.
+        an earlier chunk (case and whitespace aside) is dropped (it would have two answers);
+        chunks without questions stay out of the corpus. A question is relevant to every
+        corpus chunk with its chunk's text (whitespace collapsed: repeated boilerplate).
+        Chunks with no or fewer questions than asked, and reply lines copied from the
+        prompt or the chunk (see :func:`generate_questions`), are counted in one warning.
 
     Raises:
         TypeError: ``chunks`` is a single string.
@@ -244,7 +249,7 @@ def generate_qa_dataset(
                 ) from error
             logger.warning("skipping chunk %s after %d failed calls", chunk_id, retries)
             continue
-        kept = [q for q in questions if q.casefold() not in seen]
+        kept = [q for q in questions if _question_key(q) not in seen]
         asked += 1
         echoed += copied
         none += not kept
@@ -254,7 +259,7 @@ def generate_qa_dataset(
                 "chunk %s: %d of %d questions usable", chunk_id, len(kept), num_questions_per_chunk
             )
         for n, question in enumerate(kept):
-            seen.add(question.casefold())
+            seen.add(_question_key(question))
             qid = f"{chunk_id}-q{n}"
             queries[qid] = question
             relevant[qid] = [chunk_id]
