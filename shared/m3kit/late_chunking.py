@@ -72,7 +72,13 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
-from m3kit.chunk_plan import SpanPlanner, chunks_over, default_chunk_size, text_capacity
+from m3kit.chunk_plan import (
+    SpanPlanner,
+    chunks_over,
+    default_chunk_size,
+    text_capacity,
+    whole_tokens,
+)
 from m3kit.chunk_spans import Span
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.late_config import (
@@ -158,7 +164,11 @@ class LateChunker:
         late_heads: Sequence[Head | str] | frozenset[Head] | None = None,
     ) -> None:
         self.encoder = encoder
-        size = default_chunk_size(encoder) if chunk_size is None else chunk_size
+        size = (
+            default_chunk_size(encoder)
+            if chunk_size is None
+            else whole_tokens("chunk_size", chunk_size)
+        )
         self.config = ChunkingConfig(
             size,
             window,
@@ -172,6 +182,7 @@ class LateChunker:
         self._tokenizer = self._planner.tokenizer
         self._prefix, self._suffix = self._planner.prefix, self._planner.suffix
         specials = len(self._prefix) + len(self._suffix)
+        window = self.config.window  # checked: an int or None
         self.window = (
             window if window is not None else default_window(size, encoder.max_length, specials)
         )
@@ -183,6 +194,7 @@ class LateChunker:
         self.capacity = self.window - specials
         if self.capacity < 1:
             raise ValueError(f"window={self.window} leaves no room for text beside specials")
+        overlap = self.config.overlap
         self.overlap = overlap if overlap is not None else default_overlap(self.capacity)
         if self.overlap >= self.capacity:
             raise ValueError(
