@@ -288,7 +288,7 @@ class LateChunker:
         )
         with bar:
             for group in self._groups(texts, budget):
-                out.extend(self._encode_group(group))
+                out.extend(self._encode_group(group, first=len(out)))
                 bar.update(len(group))
         return out
 
@@ -324,7 +324,8 @@ class LateChunker:
         )
 
     # -- encoding ---------------------------------------------------------------------------
-    def _encode_group(self, plans: list[_DocPlan]) -> list[list[Chunk]]:
+    def _encode_group(self, plans: list[_DocPlan], *, first: int) -> list[list[Chunk]]:
+        """Chunks of a group of documents, the first of them text ``first`` of the call."""
         states: list[TokenStates] = []
         if self.late_heads:
             p = len(self._prefix)
@@ -334,7 +335,7 @@ class LateChunker:
                     body = plan.ids[p + w.start : p + w.end].tolist()
                     window_ids.append([*self._prefix, *body, *self._suffix])
             states = self.encoder.token_states(window_ids, heads=self.late_heads)
-        naive = self._naive(plans)
+        naive = self._naive(plans, first=first)
         out: list[list[Chunk]] = []
         at = row = 0
         for plan in plans:
@@ -344,25 +345,26 @@ class LateChunker:
             row += len(plan.spans)
         return out
 
-    def _naive(self, plans: list[_DocPlan]) -> M3Output | None:
+    def _naive(self, plans: list[_DocPlan], *, first: int) -> M3Output | None:
         """The naive heads of every chunk of the group, each chunk encoded alone.
 
         Like :class:`~m3kit.chunking.NaiveChunker`: the chunk's own document tokens between the
         special tokens (nothing tokenised twice).
 
         Raises:
-            ValueError: A chunk is longer than one forward pass (it would be truncated).
+            ValueError: A chunk is longer than one forward pass (it would be truncated); the
+                message names it and its text (``first`` is the group's first text).
         """
         if not self.naive_heads:
             return None
         p, capacity = len(self._prefix), text_capacity(self.encoder)
         sequences: list[list[int]] = []
-        for plan in plans:
+        for d, plan in enumerate(plans, start=first):
             over = chunks_over(plan.content_bounds, capacity)
             if over:
                 (i, n), *_ = over
                 raise ValueError(
-                    f"chunk {i} is {n} tokens, more than the model's {capacity}, and "
+                    f"chunk {i} of text {d} is {n} tokens, more than the model's {capacity}, and "
                     f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
                     "vectors are encoded from the chunk alone (late_heads="
                     f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "

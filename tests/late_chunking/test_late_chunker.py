@@ -402,9 +402,30 @@ def test_default_chunks_fit_a_256_token_model(minilm_encoder, h):  # type: ignor
     # an explicit size is used as given
     explicit = LateChunker(minilm_encoder, chunk_size=256)
     assert explicit.chunk_size == explicit.config.chunk_size == 256
-    with pytest.raises(ValueError, match="chunk 0 is 256 tokens, more than the model's 254"):
+    with pytest.raises(
+        ValueError, match="chunk 0 of text 0 is 256 tokens, more than the model's 254"
+    ):
         explicit.chunk([text])
     assert len(LateChunker(minilm_encoder, chunk_size=100).chunk([text])[0]) > len(chunks)
+
+
+@pytest.mark.parametrize("group_batches", [0, 4], ids=["one-text-groups", "one-group"])
+def test_a_chunk_too_long_to_encode_alone_names_its_text(  # type: ignore[no-untyped-def]
+    minilm_encoder, h, monkeypatch, group_batches
+):
+    """Among many documents, the one whose chunk a naive head cannot encode is named, as
+    NaiveChunker names it (was: only the chunk's index within its unnamed document), whether
+    the documents are encoded in one group or each in its own."""
+    monkeypatch.setattr("m3kit.late_chunking._GROUP_BATCHES", group_batches)
+    texts = ["Short.", "Also short.", h.long_text, "Short again."]
+    late = LateChunker(minilm_encoder, chunk_size=256)  # dense only: encoded from the chunk
+    with pytest.raises(ValueError, match="chunk 0 of text 2 is 256 tokens") as caught:
+        late.chunk(texts)
+    assert "late_heads" in str(caught.value)  # and how to pool it late instead
+    same_spans = NaiveChunker(minilm_encoder, splitter=lambda t: late.spans([t])[0])
+    with pytest.raises(ValueError, match="chunk 0 of text 2 is 256 tokens"):
+        same_spans.chunk(texts)
+    assert late.oversized(texts) == [[], [], [(0, 256)], []]
 
 
 async def test_achunk_matches_chunk(tiny_encoder, h):  # type: ignore[no-untyped-def]
