@@ -14,6 +14,7 @@ untruncated tokenizer copy they are counted with (:func:`offsets_tokenizer`,
 
 from __future__ import annotations
 
+import numbers
 import re
 import threading
 import weakref
@@ -51,6 +52,7 @@ __all__ = [
     "special_affixes",
     "text_capacity",
     "token_starts",
+    "whole_tokens",
 ]
 
 #: Token budget per chunk when none is given (capped by the model's window, see
@@ -68,6 +70,23 @@ def default_chunk_size(encoder: M3Encoder) -> int:
     SEP), so that a chunk encoded alone is never truncated.
     """
     return min(DEFAULT_CHUNK_SIZE, text_capacity(encoder))
+
+
+def whole_tokens(name: str, value: object) -> int:
+    """A chunker's token setting (``chunk_size``, ``window``, ``overlap``) as an ``int``.
+
+    A numpy integer is taken as its value; a bool, float or str is refused, not rounded or
+    compared as it is (a NaN chunk size made one chunk per document).
+
+    >>> whole_tokens("overlap", np.int64(4))
+    4
+
+    Raises:
+        ValueError: ``value`` is not an integer; the message names the setting.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number of tokens (an int), got {value!r}")
+    return int(value)
 
 
 def text_capacity(encoder: M3Encoder) -> int:
@@ -107,6 +126,7 @@ class SpanPlanner:
     """
 
     def __init__(self, encoder: M3Encoder, *, chunk_size: int, splitter: Any = None) -> None:
+        chunk_size = whole_tokens("chunk_size", chunk_size)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 token, got {chunk_size}")
         self.chunk_size = chunk_size

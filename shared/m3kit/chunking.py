@@ -41,6 +41,7 @@ from m3kit.chunk_plan import (
     default_chunk_size,
     text_capacity,
     token_starts,
+    whole_tokens,
 )
 from m3kit.chunk_spans import Span
 from m3kit.encoder import M3Encoder, Truncation, check_texts
@@ -113,7 +114,11 @@ class NaiveChunker:
     ) -> None:
         self.encoder = encoder
         self.capacity = text_capacity(encoder)
-        size = default_chunk_size(encoder) if chunk_size is None else chunk_size
+        size = (
+            default_chunk_size(encoder)
+            if chunk_size is None
+            else whole_tokens("chunk_size", chunk_size)
+        )
         if size > self.capacity:
             raise ValueError(
                 f"chunk_size={size} does not fit the model: max_length={encoder.max_length} "

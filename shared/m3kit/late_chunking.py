@@ -72,7 +72,13 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
-from m3kit.chunk_plan import SpanPlanner, chunks_over, default_chunk_size, text_capacity
+from m3kit.chunk_plan import (
+    SpanPlanner,
+    chunks_over,
+    default_chunk_size,
+    text_capacity,
+    whole_tokens,
+)
 from m3kit.chunk_spans import Span
 from m3kit.encoder import M3Encoder, TokenStates, check_texts
 from m3kit.late_config import (
@@ -158,7 +164,11 @@ class LateChunker:
         late_heads: Sequence[Head | str] | frozenset[Head] | None = None,
     ) -> None:
         self.encoder = encoder
-        size = default_chunk_size(encoder) if chunk_size is None else chunk_size
+        size = (
+            default_chunk_size(encoder)
+            if chunk_size is None
+            else whole_tokens("chunk_size", chunk_size)
+        )
         self.config = ChunkingConfig(
             size,
             window,
@@ -172,6 +182,7 @@ class LateChunker:
         self._tokenizer = self._planner.tokenizer
         self._prefix, self._suffix = self._planner.prefix, self._planner.suffix
         specials = len(self._prefix) + len(self._suffix)
+        window = self.config.window  # checked: an int or None
         self.window = (
             window if window is not None else default_window(size, encoder.max_length, specials)
         )
@@ -183,6 +194,7 @@ class LateChunker:
         self.capacity = self.window - specials
         if self.capacity < 1:
             raise ValueError(f"window={self.window} leaves no room for text beside specials")
+        overlap = self.config.overlap
         self.overlap = overlap if overlap is not None else default_overlap(self.capacity)
         if self.overlap >= self.capacity:
             raise ValueError(
@@ -276,7 +288,7 @@ class LateChunker:
         )
         with bar:
             for group in self._groups(texts, budget):
-                out.extend(self._encode_group(group))
+                out.extend(self._encode_group(group, first=len(out)))
                 bar.update(len(group))
         return out
 
@@ -312,7 +324,8 @@ class LateChunker:
         )
 
     # -- encoding ---------------------------------------------------------------------------
-    def _encode_group(self, plans: list[_DocPlan]) -> list[list[Chunk]]:
+    def _encode_group(self, plans: list[_DocPlan], *, first: int) -> list[list[Chunk]]:
+        """Chunks of a group of documents, the first of them text ``first`` of the call."""
         states: list[TokenStates] = []
         if self.late_heads:
             p = len(self._prefix)
@@ -322,7 +335,7 @@ class LateChunker:
                     body = plan.ids[p + w.start : p + w.end].tolist()
                     window_ids.append([*self._prefix, *body, *self._suffix])
             states = self.encoder.token_states(window_ids, heads=self.late_heads)
-        naive = self._naive(plans)
+        naive = self._naive(plans, first=first)
         out: list[list[Chunk]] = []
         at = row = 0
         for plan in plans:
@@ -332,25 +345,26 @@ class LateChunker:
             row += len(plan.spans)
         return out
 
-    def _naive(self, plans: list[_DocPlan]) -> M3Output | None:
+    def _naive(self, plans: list[_DocPlan], *, first: int) -> M3Output | None:
         """The naive heads of every chunk of the group, each chunk encoded alone.
 
         Like :class:`~m3kit.chunking.NaiveChunker`: the chunk's own document tokens between the
         special tokens (nothing tokenised twice).
 
         Raises:
-            ValueError: A chunk is longer than one forward pass (it would be truncated).
+            ValueError: A chunk is longer than one forward pass (it would be truncated); the
+                message names it and its text (``first`` is the group's first text).
         """
         if not self.naive_heads:
             return None
         p, capacity = len(self._prefix), text_capacity(self.encoder)
         sequences: list[list[int]] = []
-        for plan in plans:
+        for d, plan in enumerate(plans, start=first):
             over = chunks_over(plan.content_bounds, capacity)
             if over:
                 (i, n), *_ = over
                 raise ValueError(
-                    f"chunk {i} is {n} tokens, more than the model's {capacity}, and "
+                    f"chunk {i} of text {d} is {n} tokens, more than the model's {capacity}, and "
                     f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
                     "vectors are encoded from the chunk alone (late_heads="
                     f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from m3kit.chunk_plan import whole_tokens
 from m3kit.late_windows import WindowPlacement
 from m3kit.outputs import Head
 
@@ -133,6 +134,10 @@ class ChunkingConfig:
                     f"dense_pooling={pooling.value!r} contradicts late_heads="
                     f"{sorted(h.value for h in self.late_heads)}; pass late_heads only"
                 )
+        for name in ("chunk_size", "window", "overlap"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, whole_tokens(name, value))
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 token, got {self.chunk_size}")
         if self.window is not None and self.window < 3:

@@ -349,6 +349,37 @@ def test_config_validation(tiny_encoder, minilm_encoder):  # type: ignore[no-unt
     assert same.signature == other.signature  # stable across instances (no object addresses)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("chunk_size", 2.5),
+        ("chunk_size", float("nan")),  # was: one chunk per document, silently
+        ("chunk_size", True),  # was: chunks of 1 token, signature "chunk_size=True"
+        ("window", 40.5),
+        ("window", "514"),
+        ("overlap", 2.5),  # was: accepted, then a bare TypeError on the first long document
+        ("overlap", True),  # was: overlap 1
+    ],
+)
+def test_token_settings_must_be_whole_numbers(tiny_encoder, h, name, value):  # type: ignore[no-untyped-def]
+    """A chunk size, window or overlap that is not an int is refused when the chunker is
+    built, naming the setting; a numpy integer is the same setting as the int."""
+    with pytest.raises(ValueError, match=f"{name} must be a whole number of tokens"):
+        LateChunker(tiny_encoder, **{name: value})
+    if name == "chunk_size":
+        with pytest.raises(ValueError, match="chunk_size must be a whole number of tokens"):
+            NaiveChunker(tiny_encoder, chunk_size=value)
+    numpy_ints = LateChunker(
+        tiny_encoder, chunk_size=np.int64(8), window=np.int64(20), overlap=np.int64(4)
+    )
+    plain = LateChunker(tiny_encoder, chunk_size=8, window=20, overlap=4)
+    assert numpy_ints.signature == plain.signature
+    text = h.long_text  # longer than one window: every setting is used
+    got, want = numpy_ints.chunk([text])[0], plain.chunk([text])[0]
+    assert [(c.start, c.end) for c in got] == [(c.start, c.end) for c in want]
+    np.testing.assert_array_equal([c.dense for c in got], [c.dense for c in want])
+
+
 def test_default_chunks_fit_a_256_token_model(minilm_encoder, h):  # type: ignore[no-untyped-def]
     """all-MiniLM-L6-v2 (max_length 256, every head encoded from the chunk alone by default):
     the default chunks hold at most the 254 text tokens of one pass, a full chunk included."""
@@ -371,9 +402,30 @@ def test_default_chunks_fit_a_256_token_model(minilm_encoder, h):  # type: ignor
     # an explicit size is used as given
     explicit = LateChunker(minilm_encoder, chunk_size=256)
     assert explicit.chunk_size == explicit.config.chunk_size == 256
-    with pytest.raises(ValueError, match="chunk 0 is 256 tokens, more than the model's 254"):
+    with pytest.raises(
+        ValueError, match="chunk 0 of text 0 is 256 tokens, more than the model's 254"
+    ):
         explicit.chunk([text])
     assert len(LateChunker(minilm_encoder, chunk_size=100).chunk([text])[0]) > len(chunks)
+
+
+@pytest.mark.parametrize("group_batches", [0, 4], ids=["one-text-groups", "one-group"])
+def test_a_chunk_too_long_to_encode_alone_names_its_text(  # type: ignore[no-untyped-def]
+    minilm_encoder, h, monkeypatch, group_batches
+):
+    """Among many documents, the one whose chunk a naive head cannot encode is named, as
+    NaiveChunker names it (was: only the chunk's index within its unnamed document), whether
+    the documents are encoded in one group or each in its own."""
+    monkeypatch.setattr("m3kit.late_chunking._GROUP_BATCHES", group_batches)
+    texts = ["Short.", "Also short.", h.long_text, "Short again."]
+    late = LateChunker(minilm_encoder, chunk_size=256)  # dense only: encoded from the chunk
+    with pytest.raises(ValueError, match="chunk 0 of text 2 is 256 tokens") as caught:
+        late.chunk(texts)
+    assert "late_heads" in str(caught.value)  # and how to pool it late instead
+    same_spans = NaiveChunker(minilm_encoder, splitter=lambda t: late.spans([t])[0])
+    with pytest.raises(ValueError, match="chunk 0 of text 2 is 256 tokens"):
+        same_spans.chunk(texts)
+    assert late.oversized(texts) == [[], [], [(0, 256)], []]
 
 
 async def test_achunk_matches_chunk(tiny_encoder, h):  # type: ignore[no-untyped-def]

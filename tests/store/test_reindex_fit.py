@@ -116,7 +116,9 @@ def test_late_chunks_with_heads_encoded_alone_are_checked_against_the_window(
     small = M3Encoder.from_pretrained(path_b, dtype="fp32", max_length=40)  # 38 text tokens
     spans = _stored_spans(points, "long2")
     late = LateChunker(small, splitter=lambda _: spans, window=32, late_heads=["dense"])
-    with pytest.raises(ValueError, match="chunk 0 is 51 tokens, more than the model's 38"):
+    with pytest.raises(
+        ValueError, match="chunk 0 of text 0 is 51 tokens, more than the model's 38"
+    ):
         late.chunk([LONG["long2"]])
     with pytest.raises(ValueError) as err:
         M3Index.open(small, tmp_path, collection="c", backend="edge", reindex=True)
