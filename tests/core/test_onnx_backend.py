@@ -434,3 +434,25 @@ def test_onnxruntime_without_onnx_names_the_extra_before_exporting(
 
 def _must_not_run(*args: object, **kwargs: object) -> None:
     raise AssertionError("the export started although onnx is missing")
+
+
+def test_a_pooling_set_after_the_export_is_refused_not_ignored(
+    tiny_m3_path: Path, onnx_cache: Path
+) -> None:
+    """The exported graph pools as it was built: ``model.pooling`` set afterwards was ignored
+    (CLS vectors) while the encoder's fingerprint named the new pooling, so a collection
+    recorded mean pooling over CLS-pooled vectors. Encoding is now refused, naming both."""
+    from m3kit.checkpoint import Pooling
+
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=onnx_cache)
+    enc.encode(TEXTS[:2])
+    enc.model.pooling = Pooling.MEAN
+    with pytest.raises(ValueError, match="exported with cls pooling.*now says mean"):
+        enc.encode(TEXTS[:2])
+    with pytest.raises(ValueError, match="exported with cls pooling"):
+        enc.token_states([[0, 5, 2]])
+    mean = M3Encoder.from_pretrained(
+        tiny_m3_path, backend="onnx", onnx_cache_dir=onnx_cache, pooling="mean"
+    )
+    want = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling="mean")
+    _assert_outputs_close(want.encode(TEXTS), mean.encode(TEXTS))

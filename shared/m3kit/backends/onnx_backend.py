@@ -170,6 +170,8 @@ class OnnxRunner:
         digest: Cache key (weights digest + export settings).
         weights: The weights digest in the key (``"files-sha256:..."`` or
             ``"tensors-sha256:..."``, see :func:`~m3kit.weights.model_weights_digest`).
+        pooling: The dense pooling the graph computes (``"cls"``, ``"mean"``, ``"max"``):
+            fixed at export, whatever the model's ``pooling`` is set to later.
     """
 
     session: Any
@@ -178,6 +180,23 @@ class OnnxRunner:
     digest: str
     output_names: tuple[str, ...]
     weights: str
+    pooling: str
+
+    def check_pooling(self, pooling: str) -> None:
+        """Refuse to run for a model whose pooling is no longer the one exported.
+
+        Raises:
+            ValueError: ``pooling`` is not the graph's (``model.pooling`` was set after the
+                export): naming both, and how to load the model with the new pooling.
+        """
+        if pooling != self.pooling:
+            raise ValueError(
+                f"this encoder runs an ONNX graph exported with {self.pooling} pooling, and "
+                f"its model.pooling now says {pooling}: the graph would still pool with "
+                f"{self.pooling} under the new name. Load it again with that pooling "
+                f"(M3Encoder.from_pretrained(path, backend='onnx', pooling='{pooling}')) "
+                f"or set model.pooling back to {self.pooling!r}"
+            )
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Forward one padded batch; float32 arrays named like :class:`~m3kit.model.M3Forward`."""
@@ -461,5 +480,11 @@ def load_onnx_runner(
         str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
     )
     return OnnxRunner(
-        session, folder / "model.onnx", variant, key, tuple(manifest["outputs"]), weights
+        session,
+        folder / "model.onnx",
+        variant,
+        key,
+        tuple(manifest["outputs"]),
+        weights,
+        model.pooling.value,
     )
