@@ -134,11 +134,15 @@ def _this_cpu_int8_scheme() -> Int8Scheme:
 
 
 def default_cache_dir() -> Path:
-    """``$M3KIT_CACHE/onnx`` or ``~/.cache/m3kit/onnx`` (read when called, not at import)."""
+    """``$M3KIT_CACHE/onnx`` or ``~/.cache/m3kit/onnx`` (read when called, not at import).
+
+    A leading ``~`` in the variables is the home directory (as in ``HF_HOME``), not a folder
+    named ``~`` under the working directory.
+    """
     root = os.environ.get("M3KIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "m3kit"
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "m3kit"
     )
-    return Path(root) / "onnx"
+    return Path(root).expanduser() / "onnx"
 
 
 class _Graph(nn.Module):
@@ -433,7 +437,8 @@ def load_onnx_runner(
     Args:
         model: The loaded model (float32 weights, :func:`check_exportable`; not modified).
         variant: ``"fp32"`` or ``"int8"``.
-        cache_dir: Where exports live (default :func:`default_cache_dir`).
+        cache_dir: Where exports live (default :func:`default_cache_dir`); a leading ``~``
+            is the home directory.
         threads: ORT intra-op threads (default: ``torch.get_num_threads()``).
         opset: ONNX opset of the export.
 
@@ -463,7 +468,7 @@ def load_onnx_runner(
     ).hexdigest()[:32]
     if scheme is not None:
         logger.info("int8 weights: reduce_range=%s (%s)", scheme.reduce_range, scheme.reason)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     folder = folder / key
     if verified_export(folder, key):
         logger.info("ONNX export reused from %s", folder)
