@@ -143,7 +143,7 @@ class M3Encoder(EncoderForward):
             remember_placed(self.model)
         # as given, made absolute here (workers run elsewhere): what EncoderSpec carries
         self._requested_onnx_cache_dir = (
-            None if onnx_cache_dir is None else Path(onnx_cache_dir).absolute()
+            None if onnx_cache_dir is None else Path(onnx_cache_dir).expanduser().absolute()
         )
         self.tokenizer = tokenizer
         self.info = info

@@ -96,6 +96,7 @@ class EncoderForward:
                 self.model, self.device, self.precision, ids, mask, wanted, hidden=hidden
             )
         else:  # the graph computes every head; keep what was asked for
+            self._onnx.check_pooling(self.model.pooling.value)
             keep = {Head.DENSE.value, *(h.value for h in wanted)} | (
                 {"hidden"} if hidden else set()
             )

@@ -434,3 +434,51 @@ def test_onnxruntime_without_onnx_names_the_extra_before_exporting(
 
 def _must_not_run(*args: object, **kwargs: object) -> None:
     raise AssertionError("the export started although onnx is missing")
+
+
+def test_a_pooling_set_after_the_export_is_refused_not_ignored(
+    tiny_m3_path: Path, onnx_cache: Path
+) -> None:
+    """The exported graph pools as it was built: ``model.pooling`` set afterwards was ignored
+    (CLS vectors) while the encoder's fingerprint named the new pooling, so a collection
+    recorded mean pooling over CLS-pooled vectors. Encoding is now refused, naming both."""
+    from m3kit.checkpoint import Pooling
+
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=onnx_cache)
+    enc.encode(TEXTS[:2])
+    enc.model.pooling = Pooling.MEAN
+    with pytest.raises(ValueError, match="exported with cls pooling.*now says mean"):
+        enc.encode(TEXTS[:2])
+    with pytest.raises(ValueError, match="exported with cls pooling"):
+        enc.token_states([[0, 5, 2]])
+    mean = M3Encoder.from_pretrained(
+        tiny_m3_path, backend="onnx", onnx_cache_dir=onnx_cache, pooling="mean"
+    )
+    want = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling="mean")
+    _assert_outputs_close(want.encode(TEXTS), mean.encode(TEXTS))
+
+
+@pytest.mark.parametrize("given", ["env", "argument"])
+def test_a_cache_folder_under_the_home_directory_is_found_there(
+    given: str, tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``M3KIT_CACHE=~/m3c`` (a literal ``~``, as a Dockerfile ``ENV`` or a systemd unit
+    gives it) or ``onnx_cache_dir="~/m3c"`` exported into a folder named ``~`` under the
+    working directory: a new, cwd-dependent cache for each place a process started. The
+    ``~`` now means the home directory, as in ``HF_HOME``."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    kwargs: dict[str, str] = {}
+    if given == "env":
+        monkeypatch.setenv("M3KIT_CACHE", "~/m3c")
+    else:
+        kwargs["onnx_cache_dir"] = "~/m3c/onnx"
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", **kwargs)  # type: ignore[arg-type]
+    assert enc.onnx_cache_dir == home / "m3c" / "onnx"
+    assert not (cwd / "~").exists()
+    if given == "argument":  # what worker processes are given
+        from m3kit.distributed import EncoderSpec
+
+        assert EncoderSpec.of(enc).onnx_cache_dir == str(home / "m3c" / "onnx")

@@ -192,6 +192,32 @@ def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:
     assert spec.dtype == "fp32" and spec.device_type == "cpu" and spec.batch_size == 2
 
 
+def test_a_parent_encoder_changed_after_the_workers_loaded_is_refused(
+    tiny_m3_path: Path,
+) -> None:
+    """The workers hold the model as it was when the pool started: a parent encoder trained
+    in place or given another pooling afterwards got the old model's vectors from the pool,
+    silently. The pool now refuses to encode for it; what the parent alone applies
+    (tokenisation: ``max_length``, the query instruction) may still change."""
+    import torch
+
+    from m3kit.checkpoint import Pooling
+
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    with EncoderPool(enc, workers=1, threads_per_worker=1) as p:
+        enc.max_length = 16  # applied by the parent: the workers' vectors still match
+        _same(p.encode(TEXTS), enc.encode(TEXTS))
+        enc.model.pooling = Pooling.MEAN
+        with pytest.raises(ValueError, match=r"changed since its workers loaded .*\(pooling:"):
+            p.encode(TEXTS)
+        enc.model.pooling = Pooling.CLS
+        _same(p.encode(TEXTS[:2]), enc.encode(TEXTS[:2]))  # as the workers loaded it again
+        with torch.no_grad():  # an optimiser step
+            enc.model.backbone.get_input_embeddings().weight.mul_(1.5)
+        with pytest.raises(ValueError, match=r"changed since its workers loaded .*\(weights:"):
+            p.encode_tokenized([[0, 5, 6, 2]])
+
+
 def test_a_worker_refuses_another_model_at_the_parents_path(tmp_path: Path) -> None:
     # workers load the model from the parent's checkpoint path: if that folder now holds
     # another model (changed on disk, or another machine's copy), its vectors would be stored

@@ -134,11 +134,15 @@ def _this_cpu_int8_scheme() -> Int8Scheme:
 
 
 def default_cache_dir() -> Path:
-    """``$M3KIT_CACHE/onnx`` or ``~/.cache/m3kit/onnx`` (read when called, not at import)."""
+    """``$M3KIT_CACHE/onnx`` or ``~/.cache/m3kit/onnx`` (read when called, not at import).
+
+    A leading ``~`` in the variables is the home directory (as in ``HF_HOME``), not a folder
+    named ``~`` under the working directory.
+    """
     root = os.environ.get("M3KIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "m3kit"
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "m3kit"
     )
-    return Path(root) / "onnx"
+    return Path(root).expanduser() / "onnx"
 
 
 class _Graph(nn.Module):
@@ -170,6 +174,8 @@ class OnnxRunner:
         digest: Cache key (weights digest + export settings).
         weights: The weights digest in the key (``"files-sha256:..."`` or
             ``"tensors-sha256:..."``, see :func:`~m3kit.weights.model_weights_digest`).
+        pooling: The dense pooling the graph computes (``"cls"``, ``"mean"``, ``"max"``):
+            fixed at export, whatever the model's ``pooling`` is set to later.
     """
 
     session: Any
@@ -178,6 +184,23 @@ class OnnxRunner:
     digest: str
     output_names: tuple[str, ...]
     weights: str
+    pooling: str
+
+    def check_pooling(self, pooling: str) -> None:
+        """Refuse to run for a model whose pooling is no longer the one exported.
+
+        Raises:
+            ValueError: ``pooling`` is not the graph's (``model.pooling`` was set after the
+                export): naming both, and how to load the model with the new pooling.
+        """
+        if pooling != self.pooling:
+            raise ValueError(
+                f"this encoder runs an ONNX graph exported with {self.pooling} pooling, and "
+                f"its model.pooling now says {pooling}: the graph would still pool with "
+                f"{self.pooling} under the new name. Load it again with that pooling "
+                f"(M3Encoder.from_pretrained(path, backend='onnx', pooling='{pooling}')) "
+                f"or set model.pooling back to {self.pooling!r}"
+            )
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         """Forward one padded batch; float32 arrays named like :class:`~m3kit.model.M3Forward`."""
@@ -414,7 +437,8 @@ def load_onnx_runner(
     Args:
         model: The loaded model (float32 weights, :func:`check_exportable`; not modified).
         variant: ``"fp32"`` or ``"int8"``.
-        cache_dir: Where exports live (default :func:`default_cache_dir`).
+        cache_dir: Where exports live (default :func:`default_cache_dir`); a leading ``~``
+            is the home directory.
         threads: ORT intra-op threads (default: ``torch.get_num_threads()``).
         opset: ONNX opset of the export.
 
@@ -444,7 +468,7 @@ def load_onnx_runner(
     ).hexdigest()[:32]
     if scheme is not None:
         logger.info("int8 weights: reduce_range=%s (%s)", scheme.reduce_range, scheme.reason)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     folder = folder / key
     if verified_export(folder, key):
         logger.info("ONNX export reused from %s", folder)
@@ -461,5 +485,11 @@ def load_onnx_runner(
         str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
     )
     return OnnxRunner(
-        session, folder / "model.onnx", variant, key, tuple(manifest["outputs"]), weights
+        session,
+        folder / "model.onnx",
+        variant,
+        key,
+        tuple(manifest["outputs"]),
+        weights,
+        model.pooling.value,
     )

@@ -43,6 +43,12 @@ __all__ = ["EncoderPool", "EncoderSpec", "default_devices", "worker_threads"]
 
 logger = logging.getLogger(__name__)
 
+#: The fingerprint fields of what the workers hold. The parent tokenises, so its tokenizer,
+#: ``max_length`` and query instruction may change under a running pool.
+_WORKER_FIELDS = frozenset(
+    {"weights", "pooling", "heads", "dense_dim", "colbert_dim", "architecture"}
+)
+
 #: Seconds between liveness checks of the workers while waiting for results.
 _POLL_S = 1.0
 # Workers are spawned: each imports the parent's main script again, so a script that builds
@@ -186,6 +192,9 @@ class EncoderPool:
             raise ValueError("devices is empty: give at least one device")
         self.encoder = encoder
         self.spec = EncoderSpec.of(encoder)
+        from m3kit.fingerprint import encoder_fingerprint
+
+        self._loaded = encoder_fingerprint(encoder)  # what the workers load (taken by of())
         self.devices: tuple[str, ...] = tuple(str(d) for d in devs)
         ctx = mp.get_context("spawn")  # CUDA and torch threads do not survive fork
         self._tasks: Any = ctx.Queue()
@@ -326,6 +335,7 @@ class EncoderPool:
         )
         from m3kit.encoder_outputs import OutputCollector
 
+        self._check_encoder_unchanged()
         # what a worker would refuse, refused here: a worker's error closes the pool
         check_sparse_options(sparse_top_k, sparse_min_weight)
         wanted = check_heads(self.encoder.available_heads, heads)
@@ -367,6 +377,27 @@ class EncoderPool:
                 self._close_locked()
                 raise
         return out.result()
+
+    def _check_encoder_unchanged(self) -> None:
+        """Refuse to encode for an encoder whose model changed since the workers loaded it.
+
+        Raises:
+            ValueError: The encoder's weights, pooling, heads or architecture changed since
+                the pool started (trained in place, given other weights, ``model.pooling``
+                set): the workers would encode with the model as it was. Names what changed.
+        """
+        from m3kit.fingerprint import encoder_fingerprint
+
+        now = encoder_fingerprint(self.encoder)
+        changed = [f for f, _, _ in self._loaded.differences(now) if f in _WORKER_FIELDS]
+        if changed:
+            raise ValueError(
+                f"this EncoderPool's encoder changed since its workers loaded {self.spec.path} "
+                f"({', '.join(changed)}: trained in place, given other weights, or "
+                "model.pooling set), and the workers would encode with the model as it was. "
+                "Start a new EncoderPool for the encoder as it is now (a model changed in "
+                "memory must be saved with M3Model.save and loaded from there first)"
+            )
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
