@@ -19,6 +19,7 @@ from langchain_m3._parents import delete_other_children, documents_child_ids
 from langchain_m3._vectorstore_search import check_no_more
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
+from m3kit.store.cancelling import in_worker
 from m3kit.store.filters import distinct_doc_ids, documents_filter
 
 if TYPE_CHECKING:
@@ -52,6 +53,28 @@ class VectorStoreDocuments(VectorStore):
     ) -> list[str]:
         """:meth:`add_documents` for plain texts (and optional metadata dicts; ``None``: none)."""
         return self.add_documents(documents_of(texts, metadatas), ids=ids, **kwargs)
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """:meth:`add_texts` in a worker thread, stopped when cancelled (see
+        :meth:`aadd_documents`)."""
+        return await in_worker(self.add_texts, texts, metadatas, ids=ids, **kwargs)
+
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """:meth:`add_documents` in a worker thread.
+
+        Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it stops before the
+        next group of documents it would write and raises only once stopped, so nothing more
+        is written after: what was written stays, and the same call again writes the rest
+        (:mod:`m3kit.store.cancelling`).
+        """
+        return await in_worker(self.add_documents, documents, **kwargs)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
@@ -121,6 +144,11 @@ class VectorStoreDocuments(VectorStore):
             raise TypeError("ids is a list of document ids, not a single string")
         self._index.delete(distinct_doc_ids(ids, "ids"))
         return True
+
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """:meth:`delete` in a worker thread; cancelled, it raises only once the thread is
+        done (a delete under way is not left to land after)."""
+        return await in_worker(self.delete, ids, **kwargs)
 
     def clear(self) -> None:
         """Delete every document; the collection (and what model wrote it) stays."""
