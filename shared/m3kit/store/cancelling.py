@@ -5,10 +5,11 @@ An async write (:meth:`M3Index.aadd_texts <m3kit.store.M3Index.aadd_texts>`, the
 which cannot be stopped from outside. Cancelling the awaiting task (``task.cancel()``, an
 ``asyncio.wait_for`` timeout) used to raise at once while the thread went on and wrote later:
 over an edit made since, or bringing back a document deleted since. :func:`in_worker` instead,
-when cancelled, asks the thread to stop (:func:`stop_if_cancelled`, checked by
-``M3Index.add_texts`` before each group it encodes and writes) and waits for it before
-raising, so once the cancelled call has raised nothing more of it is written: the groups
-written before the cancel stay (as after any interruption), and a retry writes the rest.
+when cancelled, asks the thread to stop (:func:`stop_if_cancelled`: ``M3Index.add_texts``
+checks it before each group it encodes and writes; the writes that take the store's write
+lock, once they hold it) and waits for it before raising, so once the cancelled call has
+raised nothing more of it is written: the groups written before stay (as after any
+interruption), and a retry writes the rest.
 """
 
 from __future__ import annotations

@@ -185,5 +185,6 @@ class IndexWrites:
                 :meth:`~m3kit.store.M3Index.check_encoder`): open a new index on it.
         """
         with self._write_lock:
+            stop_if_cancelled()  # a cancelled async delete that waited for the lock: not done
             check_held(self.store, self.fingerprint)  # no vectors: the encoder may have changed
             self.store.delete_documents(doc_ids)
