@@ -13,7 +13,8 @@ from langchain_core.documents import Document
 from langchain_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index
-from tests.reliability.killing import Gate, cancel_when_held, stored_texts
+from tests.reliability.killing import Gate, cancel_when_held
+from tests.store.conftest import stored_texts
 
 DOCS = [Document("a new document e", id="e"), Document("second version of d", id="d")]
 
@@ -37,15 +38,15 @@ def test_a_cancelled_async_add_writes_nothing_more(
             return store.aadd_texts([d.page_content for d in DOCS], ids=[d.id for d in DOCS])
         return retriever.aadd_documents(DOCS, ids=[d.id for d in DOCS])
 
-    async def cancelled_add() -> dict[str, str]:
+    async def cancelled_add() -> dict[str, list[str]]:
         await cancel_when_held(asyncio.ensure_future(add()), gate, how)
         after_cancel = stored_texts(index)
         await store.adelete(["d"])  # what the user does next
         return after_cancel
 
     after_cancel = asyncio.run(cancelled_add())  # returns once every worker thread is done
-    assert after_cancel == {"e": "a new document e", "d": "first version of d"}
-    assert stored_texts(index) == {"e": "a new document e"}, "the cancelled add wrote after"
+    assert after_cancel == {"e": ["a new document e"], "d": ["first version of d"]}
+    assert stored_texts(index) == {"e": ["a new document e"]}, "the cancelled add wrote after"
     asyncio.run(store.aadd_documents(DOCS))  # the retry
-    assert stored_texts(index) == {d.id: d.page_content for d in DOCS}
+    assert stored_texts(index) == {d.id: [d.page_content] for d in DOCS}
     index.close()

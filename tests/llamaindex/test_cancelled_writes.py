@@ -19,7 +19,8 @@ from llama_index.core.schema import Document, NodeRelationship, RelatedNodeInfo,
 from llamaindex_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index
-from tests.reliability.killing import Gate, cancel_when_held, stored_texts
+from tests.reliability.killing import Gate, cancel_when_held
+from tests.store.conftest import stored_texts
 
 
 class WatchedLock:
@@ -61,7 +62,7 @@ def test_a_cancelled_async_add_waiting_for_another_writes_nothing(
     gate = Gate(tiny_encoder.encode_tokenized, hold=1)  # the first add's encoding
     monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
 
-    async def adds() -> dict[str, str]:
+    async def adds() -> dict[str, list[str]]:
         first = asyncio.ensure_future(store.async_add([_node("the first add", "a")]))
         assert await asyncio.to_thread(gate.held.wait, 30)
         second = asyncio.ensure_future(store.async_add([_node("the cancelled add", "b")]))
@@ -71,10 +72,10 @@ def test_a_cancelled_async_add_waiting_for_another_writes_nothing(
         return stored_texts(index)
 
     after_cancel = asyncio.run(adds())  # returns once every worker thread is done
-    assert after_cancel == {"a": "the first add"}
-    assert stored_texts(index) == {"a": "the first add"}, "the cancelled add wrote after"
+    assert after_cancel == {"a": ["the first add"]}
+    assert stored_texts(index) == {"a": ["the first add"]}, "the cancelled add wrote after"
     asyncio.run(store.async_add([_node("the cancelled add", "b")]))  # the retry
-    assert stored_texts(index) == {"a": "the first add", "b": "the cancelled add"}
+    assert stored_texts(index) == {"a": ["the first add"], "b": ["the cancelled add"]}
     index.close()
 
 
@@ -89,7 +90,7 @@ def test_a_cancelled_retriever_add_writes_nothing_more(
     retriever = M3Retriever(index)
     docs = [Document(text="a new document e", id_="e"), Document(text="second version", id_="d")]
 
-    async def cancelled_add() -> dict[str, str]:
+    async def cancelled_add() -> dict[str, list[str]]:
         await cancel_when_held(
             asyncio.ensure_future(retriever.aadd_documents(docs)), gate, "cancel"
         )
@@ -98,6 +99,6 @@ def test_a_cancelled_retriever_add_writes_nothing_more(
         return after_cancel
 
     after_cancel = asyncio.run(cancelled_add())  # returns once every worker thread is done
-    assert after_cancel == {"e": "a new document e", "d": "first version of d"}
-    assert stored_texts(index) == {"e": "a new document e"}, "the cancelled add wrote after"
+    assert after_cancel == {"e": ["a new document e"], "d": ["first version of d"]}
+    assert stored_texts(index) == {"e": ["a new document e"]}, "the cancelled add wrote after"
     index.close()

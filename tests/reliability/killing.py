@@ -184,11 +184,6 @@ def index_points(index: Any) -> Points:
     return points_of(records)
 
 
-def stored_texts(index: Any) -> dict[str, str]:
-    """``{doc_id: text}`` of every stored document of an open ``M3Index`` (one chunk each)."""
-    return {p["doc_id"]: p["page_content"] for p, _ in index_points(index).values()}
-
-
 def dump_store(store: Path, backend: str, collection: str = "c") -> tuple[Points, dict[str, Any]]:
     """Every point of a closed store folder and the collection's m3kit record."""
     if backend == "client":
