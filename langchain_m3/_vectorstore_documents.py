@@ -8,6 +8,7 @@ read. Ids and chunks: see :mod:`langchain_m3.vectorstore`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,21 +114,25 @@ class VectorStoreDocuments(VectorStore):
         parents: list[str | int | None] = []
         if key is not None:
             parents, ids = documents_child_ids(key, documents, ids)
-        written = write_documents(
-            self._index,
-            documents,
-            ids=ids,
-            chunker=self._chunker(
-                self.chunking if chunking is None else chunking,
-                self.late_chunking if late_chunking is None else late_chunking,
-            ),
-            show_progress=show_progress,
-            generate_missing_ids=True,
-            batch_size=batch_size,
-        )
-        if key is not None and any(parent is not None for parent in parents):
-            # after the write: a failed encode never leaves a parent without children
-            delete_other_children(self._index, key, parents, written)
+        replaces = key is not None and any(parent is not None for parent in parents)
+        # then the write and its deletes are one step: another write of the same parents
+        # between them would lose its children, or delete some of these
+        with self._index.store.write_lock if replaces else contextlib.nullcontext():
+            written = write_documents(
+                self._index,
+                documents,
+                ids=ids,
+                chunker=self._chunker(
+                    self.chunking if chunking is None else chunking,
+                    self.late_chunking if late_chunking is None else late_chunking,
+                ),
+                show_progress=show_progress,
+                generate_missing_ids=True,
+                batch_size=batch_size,
+            )
+            if replaces and key is not None:
+                # after the write: a failed encode never leaves a parent without children
+                delete_other_children(self._index, key, parents, written)
         return written
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
