@@ -8,7 +8,6 @@ and :meth:`~langchain_m3.M3Retriever.delete`; ``index`` is the retriever's field
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from langchain_core.documents import Document
 
 from langchain_m3._documents import documents_of
 from langchain_m3._writes import write_documents
+from m3kit.store.cancelling import in_worker
 
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker
@@ -87,8 +87,9 @@ class RetrieverWrites:
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
-        """Async :meth:`add_documents` (in a worker thread)."""
-        return await asyncio.to_thread(
+        """Async :meth:`add_documents` (in a worker thread); cancelled, it writes nothing more
+        once it has raised (see :meth:`M3Index.aadd_texts <m3kit.store.M3Index.aadd_texts>`)."""
+        return await in_worker(
             self.add_documents,
             documents,
             ids=ids,

@@ -8,6 +8,7 @@ read. Ids and chunks: see :mod:`langchain_m3.vectorstore`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from langchain_m3._parents import delete_other_children, documents_child_ids
 from langchain_m3._vectorstore_search import check_no_more
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
+from m3kit.store.cancelling import in_worker
 from m3kit.store.filters import distinct_doc_ids, documents_filter
 
 if TYPE_CHECKING:
@@ -52,6 +54,28 @@ class VectorStoreDocuments(VectorStore):
     ) -> list[str]:
         """:meth:`add_documents` for plain texts (and optional metadata dicts; ``None``: none)."""
         return self.add_documents(documents_of(texts, metadatas), ids=ids, **kwargs)
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """:meth:`add_texts` in a worker thread, stopped when cancelled (see
+        :meth:`aadd_documents`)."""
+        return await in_worker(self.add_texts, texts, metadatas, ids=ids, **kwargs)
+
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """:meth:`add_documents` in a worker thread.
+
+        Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it stops before the
+        next group of documents it would write and raises only once stopped, so nothing more
+        is written after: what was written stays, and the same call again writes the rest
+        (:mod:`m3kit.store.cancelling`).
+        """
+        return await in_worker(self.add_documents, documents, **kwargs)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
@@ -90,21 +114,25 @@ class VectorStoreDocuments(VectorStore):
         parents: list[str | int | None] = []
         if key is not None:
             parents, ids = documents_child_ids(key, documents, ids)
-        written = write_documents(
-            self._index,
-            documents,
-            ids=ids,
-            chunker=self._chunker(
-                self.chunking if chunking is None else chunking,
-                self.late_chunking if late_chunking is None else late_chunking,
-            ),
-            show_progress=show_progress,
-            generate_missing_ids=True,
-            batch_size=batch_size,
-        )
-        if key is not None and any(parent is not None for parent in parents):
-            # after the write: a failed encode never leaves a parent without children
-            delete_other_children(self._index, key, parents, written)
+        replaces = key is not None and any(parent is not None for parent in parents)
+        # then the write and its deletes are one step: another write of the same parents
+        # between them would lose its children, or delete some of these
+        with self._index.store.write_lock if replaces else contextlib.nullcontext():
+            written = write_documents(
+                self._index,
+                documents,
+                ids=ids,
+                chunker=self._chunker(
+                    self.chunking if chunking is None else chunking,
+                    self.late_chunking if late_chunking is None else late_chunking,
+                ),
+                show_progress=show_progress,
+                generate_missing_ids=True,
+                batch_size=batch_size,
+            )
+            if replaces and key is not None:
+                # after the write: a failed encode never leaves a parent without children
+                delete_other_children(self._index, key, parents, written)
         return written
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
@@ -121,6 +149,11 @@ class VectorStoreDocuments(VectorStore):
             raise TypeError("ids is a list of document ids, not a single string")
         self._index.delete(distinct_doc_ids(ids, "ids"))
         return True
+
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """:meth:`delete` in a worker thread; cancelled, it raises only once the thread is
+        done (a delete under way is not left to land after)."""
+        return await in_worker(self.delete, ids, **kwargs)
 
     def clear(self) -> None:
         """Delete every document; the collection (and what model wrote it) stays."""

@@ -9,7 +9,6 @@ chunk records: :mod:`llamaindex_m3.node_records`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from llamaindex_m3.stored_chunks import (
     stored_payloads,
 )
 from m3kit.store import ChunkRecord, M3Index, M3Store, point_id
+from m3kit.store.cancelling import in_worker
 from m3kit.store.filters import distinct_ids, documents_filter
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA
 
@@ -113,8 +113,9 @@ class RetrieverWrites:
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
     ) -> list[str]:
-        """:meth:`add_documents` in a worker thread."""
-        return await asyncio.to_thread(
+        """:meth:`add_documents` in a worker thread; cancelled, it writes nothing more once it
+        has raised (see :meth:`M3Index.aadd_texts <m3kit.store.M3Index.aadd_texts>`)."""
+        return await in_worker(
             self.add_documents,
             documents,
             chunking=chunking,

@@ -8,7 +8,6 @@ chunks: :mod:`llamaindex_m3.node_writes`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_writes import write_nodes
 from llamaindex_m3.sourceless import ref_docs_filter
+from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.filters import and_filters, chunk_ids_filter, distinct_ids, to_filter
 
 if TYPE_CHECKING:
@@ -42,11 +42,18 @@ class VectorStoreWrites:
         """
         _no_kwargs("add", add_kwargs)
         with self._index.store.write_lock:
+            stop_if_cancelled()  # an async_add cancelled while it waited: nothing written
             return write_nodes(self._index, nodes, text_instruction=self.text_instruction)
 
     async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """:meth:`add` in a worker thread."""
-        return await asyncio.to_thread(self.add, nodes, **add_kwargs)
+        """:meth:`add` in a worker thread.
+
+        Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it raises only once
+        its thread is done, so nothing of it is written after: an add still waiting for
+        another write writes nothing, one under way (encoding or writing) finishes first
+        (:mod:`m3kit.store.cancelling`). Likewise the other async writes.
+        """
+        return await in_worker(self.add, nodes, **add_kwargs)
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the document ``ref_doc_id``.
@@ -59,11 +66,12 @@ class VectorStoreWrites:
         _no_kwargs("delete", delete_kwargs)
         (doc_id,) = distinct_ids([ref_doc_id], "ref_doc_id")
         with self._index.store.write_lock:
+            stop_if_cancelled()
             self._index.store.delete_points(filter=ref_docs_filter([doc_id]))
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """:meth:`delete` in a worker thread."""
-        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
+        await in_worker(self.delete, ref_doc_id, **delete_kwargs)
 
     def delete_nodes(
         self,
@@ -93,6 +101,7 @@ class VectorStoreWrites:
                 f"is None and filters {given} (to delete every node, call clear())"
             )
         with self._index.store.write_lock:
+            stop_if_cancelled()
             self._index.store.delete_points(filter=and_filters(by_id, where))
 
     async def adelete_nodes(
@@ -102,16 +111,17 @@ class VectorStoreWrites:
         **delete_kwargs: Any,
     ) -> None:
         """:meth:`delete_nodes` in a worker thread."""
-        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
+        await in_worker(self.delete_nodes, node_ids, filters, **delete_kwargs)
 
     def clear(self) -> None:
         """Delete every node (the collection stays)."""
         with self._index.store.write_lock:
+            stop_if_cancelled()
             self._index.store.clear()
 
     async def aclear(self) -> None:
         """:meth:`clear` in a worker thread."""
-        await asyncio.to_thread(self.clear)
+        await in_worker(self.clear)
 
 
 def _no_kwargs(method: str, kwargs: dict[str, Any]) -> None:

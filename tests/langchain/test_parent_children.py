@@ -17,6 +17,7 @@ sparse modes. Tests of one store's own ids name it.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -285,3 +286,36 @@ async def test_from_documents_takes_the_parent_id_key(
         _close(store)
     with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
         cls.from_texts(["a"], embedding, parent_id_key=3, **options)
+
+
+@pytest.mark.parametrize("kind", M3_KINDS)
+def test_two_threads_re_adding_one_parent_leave_one_whole_set_of_children(
+    tiny_encoder: M3Encoder, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write deletes the parent's children it did not write: two writes of one parent
+    interleaved (B writes, A writes, then B deletes what is not B's) deleted a child of A's
+    set, leaving A's set less a child. A write and its deletes are now one step."""
+    store = M3VectorStore.from_documents([], tiny_encoder, backend=kind, parent_id_key="p")
+    index = store.index
+    a_set = [Document(f"A's child {i}", metadata={"p": "P"}) for i in range(3)]
+    b_set = [Document(f"B's child {i}", metadata={"p": "P"}) for i in range(2)]
+    b_wrote, a_wrote = threading.Event(), threading.Event()
+    real_delete = index.store.delete_points
+
+    def delete_points(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "B":
+            b_wrote.set()
+            a_wrote.wait(1)  # B deletes after A's write (or after 1 s, if A waits for B)
+        else:
+            a_wrote.set()
+        return real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(index.store, "delete_points", delete_points)
+    b = threading.Thread(target=store.add_documents, args=(b_set,), name="B")
+    b.start()
+    assert b_wrote.wait(30)
+    store.add_documents(a_set)
+    b.join(10)
+    children = sorted(h.text for h in index.search("child", k=10))
+    assert children in ([d.page_content for d in a_set], [d.page_content for d in b_set])
+    store.close()

@@ -1,11 +1,13 @@
 """Test helpers for interrupted runs: kill a CLI run mid-write, fail an encoder on the n-th
-call, give a checkpoint other weights, and compare two collections point by point.
+call, hold a call until released, give a checkpoint other weights, and compare two
+collections point by point.
 
 Used by the SIGKILL tests here and by ``tests/store/test_fingerprint.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 #: ``{point id: (payload, {"dense": [d], "sparse": (indices, values), "colbert": [t, d]})}``
 Points = dict[str, tuple[dict[str, Any], dict[str, Any]]]
@@ -116,6 +119,37 @@ class FailingEncoder:
     def encode_tokenized(self, *args: Any, **kwargs: Any) -> Any:
         self._count()
         return self._inner.encode_tokenized(*args, **kwargs)
+
+
+class Gate:
+    """Wraps a function; its ``hold``-th call waits until ``release`` is set (``held`` is set
+    once it waits): a call caught mid-way, e.g. an encoding when an async add is cancelled."""
+
+    def __init__(self, func: Any, hold: int) -> None:
+        self._func, self._hold, self.calls = func, hold, 0
+        self.held, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == self._hold:
+            self.held.set()
+            assert self.release.wait(30), "the held call was never released"
+        return self._func(*args, **kwargs)
+
+
+async def cancel_when_held(task: asyncio.Future[Any], gate: Gate, how: str) -> None:
+    """Cancel ``task`` (``how``: ``"cancel"``, ``task.cancel()``; ``"wait_for"``, an
+    ``asyncio.wait_for`` timeout) once ``gate`` holds its call, which is released 0.3 s later;
+    returns once the cancel has raised."""
+    assert await asyncio.to_thread(gate.held.wait, 30), "the call was never held"
+    threading.Timer(0.3, gate.release.set).start()
+    if how == "cancel":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 0.01)
 
 
 def points_of(records: Iterable[Any]) -> Points:

@@ -17,7 +17,7 @@ import pytest
 
 from m3kit.store import ChunkRecord, ClusterSettings, M3Index, output_row
 from m3kit.store.points import document_versions
-from tests.store.conftest import stored_texts
+from tests.store.conftest import BACKENDS, PATH_BACKENDS, stored_texts
 
 
 def _records(encoder: Any, doc_id: str, tag: str, n: int) -> list[ChunkRecord]:
@@ -263,3 +263,51 @@ def test_a_delete_failing_in_its_only_batch_logs_nothing_extra(
         store.delete_documents(["A"])
     assert not [r for r in caplog.records if r.name == "m3kit.store.store"]
     assert sorted(stored_texts(index)) == ["A"]
+
+
+@pytest.mark.parametrize("backend_id", PATH_BACKENDS)
+def test_closing_during_a_write_leaves_no_document_half_replaced(
+    backend_id: str, tiny_encoder: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` from another thread while a write deletes the stale chunks of the documents
+    it just wrote: the close waits for that write, so no document is left with its new chunks
+    beside its old tail (served by every search after a reopen, until it is written again);
+    a write after the close is refused."""
+    kind, _ = BACKENDS[backend_id]
+    index = M3Index.open(tiny_encoder, tmp_path / "db", collection="c", backend=kind)
+    store = index.store
+    old = [_records(tiny_encoder, doc, "old", 6) for doc in "AB"]
+    store.upsert([r for doc in old for r in doc])
+    cleaning, real_delete = threading.Event(), store._backend.delete
+
+    def delete(*args: Any, **kwargs: Any) -> Any:
+        cleaning.set()
+        time.sleep(0.3)  # the close is called meanwhile
+        return real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(store._backend, "delete", delete)
+
+    def write() -> None:
+        for doc in "AB":  # A, then B: shrunk to 2 chunks each
+            store.upsert(_records(tiny_encoder, doc, "new", 2), replace=True)
+
+    writer_error: list[BaseException] = []
+    writer = threading.Thread(target=lambda: _catch(write, writer_error))
+    writer.start()
+    assert cleaning.wait(10)  # A's new chunks are written, its stale ones being deleted
+    index.close()
+    writer.join(10)
+    reopened = M3Index.open(tiny_encoder, tmp_path / "db", collection="c", backend=kind)
+    stored = stored_texts(reopened)
+    assert stored["A"] == [f"new A chunk {i}" for i in range(2)]
+    # B's write came after the close (refused), or took the lock first (written whole)
+    new_b = [f"new B chunk {i}" for i in range(2)]
+    assert stored["B"] == (new_b if not writer_error else [f"old B chunk {i}" for i in range(6)])
+    reopened.close()
+
+
+def _catch(func: Callable[[], None], errors: list[BaseException]) -> None:
+    try:
+        func()
+    except Exception as exc:  # what the writer thread raised, for the test to check
+        errors.append(exc)

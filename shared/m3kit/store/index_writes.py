@@ -10,12 +10,12 @@ holding :meth:`~m3kit.store.M3Index.pending`, :meth:`~m3kit.store.M3Index.write_
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.documents import _Chunker, _Doc
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
@@ -139,7 +139,9 @@ class IndexWrites:
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
             for start in range(0, len(todo), self.write_group):
                 group = todo[start : start + self.write_group]
+                stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
                 records, empty = self._records(group, chunker, False, truncation)
+                stop_if_cancelled()  # ... nor written
                 self.write_records(records, empty)
                 bar.update(len(group))
         return order
@@ -155,8 +157,14 @@ class IndexWrites:
         truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
     ) -> list[str]:
-        """:meth:`add_texts` in a worker thread."""
-        return await asyncio.to_thread(
+        """:meth:`add_texts` in a worker thread.
+
+        Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it stops before the
+        next group of documents it would write and raises only once stopped, so nothing more
+        is written after: the groups written before stay, and the same call again writes the
+        rest (:mod:`m3kit.store.cancelling`).
+        """
+        return await in_worker(
             self.add_texts,
             texts,
             metadatas,
@@ -177,5 +185,6 @@ class IndexWrites:
                 :meth:`~m3kit.store.M3Index.check_encoder`): open a new index on it.
         """
         with self._write_lock:
+            stop_if_cancelled()  # a cancelled async delete that waited for the lock: not done
             check_held(self.store, self.fingerprint)  # no vectors: the encoder may have changed
             self.store.delete_documents(doc_ids)

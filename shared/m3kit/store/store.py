@@ -342,10 +342,16 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         self._backend.write_metadata(meta)
 
     def close(self) -> None:
-        """Release files, locks and connections (idempotent; the store is unusable afterwards)."""
-        if not self._closed:
-            self._closed = True
-            self._backend.close()
+        """Release files, locks and connections (idempotent; the store is unusable afterwards).
+
+        A write under way in another thread is waited for (its stale chunks' deletion
+        included), so no document is left with its new chunks beside its old ones; writes
+        after the close raise.
+        """
+        with self.write_lock:
+            if not self._closed:
+                self._closed = True
+                self._backend.close()
 
     def __enter__(self) -> M3Store:
         return self

@@ -1,0 +1,75 @@
+"""Async writes that stop when cancelled: nothing is written once the call has raised.
+
+An async write (:meth:`M3Index.aadd_texts <m3kit.store.M3Index.aadd_texts>`, the adapters'
+``aadd_documents`` / ``async_add`` / ``adelete``...) runs its sync twin in a worker thread,
+which cannot be stopped from outside. Cancelling the awaiting task (``task.cancel()``, an
+``asyncio.wait_for`` timeout) used to raise at once while the thread went on and wrote later:
+over an edit made since, or bringing back a document deleted since. :func:`in_worker` instead,
+when cancelled, asks the thread to stop (:func:`stop_if_cancelled`: ``M3Index.add_texts``
+checks it before each group it encodes and writes; the writes that take the store's write
+lock, once they hold it) and waits for it before raising, so once the cancelled call has
+raised nothing more of it is written: the groups written before stay (as after any
+interruption), and a retry writes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["in_worker", "stop_if_cancelled"]
+
+T = TypeVar("T")
+
+#: The stop event of the :func:`in_worker` call running in this thread (``None``: none).
+_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "m3kit_write_stop", default=None
+)
+
+
+class WriteCancelled(Exception):
+    """Raised in a worker thread whose :func:`in_worker` call was cancelled (never seen by
+    the caller, who gets ``asyncio.CancelledError``)."""
+
+
+def stop_if_cancelled() -> None:
+    """Raise :class:`WriteCancelled` when the :func:`in_worker` call running this code was
+    cancelled (outside one: never).
+
+    Raises:
+        WriteCancelled: It was; the caller writes nothing more.
+    """
+    stop = _STOP.get()
+    if stop is not None and stop.is_set():
+        raise WriteCancelled("the async call writing this was cancelled")
+
+
+async def in_worker(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` in a worker thread (as :func:`asyncio.to_thread`), stopped
+    when cancelled.
+
+    Cancelled, it sets the stop event :func:`stop_if_cancelled` reads, waits for the thread
+    to return (a write under way finishes; an encoding under way finishes and is not
+    written), then raises ``asyncio.CancelledError``: once it has raised, the call writes
+    nothing more.
+    """
+    stop = threading.Event()
+    context = contextvars.copy_context()
+    context.run(_STOP.set, stop)
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(None, functools.partial(context.run, func, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        while not work.done():  # cancelled again meanwhile: the thread is still waited for
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # read: the thread's own error (or WriteCancelled) gives way
+        raise

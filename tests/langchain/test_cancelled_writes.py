@@ -1,0 +1,52 @@
+"""A cancelled async add of ``M3VectorStore`` / ``M3Retriever`` writes nothing once it has
+raised (it used to go on in its worker thread and write later, over what the user did since);
+the same add again stores it all."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+
+from langchain_m3 import M3Retriever, M3VectorStore
+from m3kit import M3Encoder
+from m3kit.store import M3Index
+from tests.reliability.killing import Gate, cancel_when_held
+from tests.store.conftest import stored_texts
+
+DOCS = [Document("a new document e", id="e"), Document("second version of d", id="d")]
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+@pytest.mark.parametrize("kind", ["vectorstore", "vectorstore-texts", "retriever"])
+def test_a_cancelled_async_add_writes_nothing_more(
+    tiny_encoder: M3Encoder, kind: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = M3Index.open(tiny_encoder, collection="c")
+    index.write_group = 1
+    index.add_texts(["first version of d"], doc_ids=["d"])
+    gate = Gate(tiny_encoder.encode_tokenized, hold=2)  # 1: e; 2: d
+    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+    store, retriever = M3VectorStore(index), M3Retriever(index=index)
+
+    def add() -> Any:
+        if kind == "vectorstore":
+            return store.aadd_documents(DOCS)
+        if kind == "vectorstore-texts":
+            return store.aadd_texts([d.page_content for d in DOCS], ids=[d.id for d in DOCS])
+        return retriever.aadd_documents(DOCS, ids=[d.id for d in DOCS])
+
+    async def cancelled_add() -> dict[str, list[str]]:
+        await cancel_when_held(asyncio.ensure_future(add()), gate, how)
+        after_cancel = stored_texts(index)
+        await store.adelete(["d"])  # what the user does next
+        return after_cancel
+
+    after_cancel = asyncio.run(cancelled_add())  # returns once every worker thread is done
+    assert after_cancel == {"e": ["a new document e"], "d": ["first version of d"]}
+    assert stored_texts(index) == {"e": ["a new document e"]}, "the cancelled add wrote after"
+    asyncio.run(store.aadd_documents(DOCS))  # the retry
+    assert stored_texts(index) == {d.id: [d.page_content] for d in DOCS}
+    index.close()

@@ -1,0 +1,104 @@
+"""A cancelled ``async_add`` of ``M3VectorStore`` (or ``aadd_documents`` of ``M3Retriever``)
+writes nothing once it has raised.
+
+An add holds the store's write lock while it encodes and writes, so a second add waits for
+it. Cancelled while waiting, it used to raise at once and still write its nodes once the
+first was done (over what the user did since); now it raises once its thread is done, and
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from llama_index.core.schema import Document, NodeRelationship, RelatedNodeInfo, TextNode
+
+from llamaindex_m3 import M3Retriever, M3VectorStore
+from m3kit import M3Encoder
+from m3kit.store import M3Index
+from tests.reliability.killing import Gate, cancel_when_held
+from tests.store.conftest import stored_texts
+
+
+class WatchedLock:
+    """A lock that counts the threads that asked for it (``waiting(n)`` waits for ``n``)."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock, self._asked, self._changed = lock, 0, threading.Condition()
+
+    def __enter__(self) -> Any:
+        with self._changed:
+            self._asked += 1
+            self._changed.notify_all()
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def waiting(self, n: int) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._asked >= n, timeout=30)
+
+
+def _node(text: str, doc: str) -> TextNode:
+    return TextNode(
+        text=text,
+        id_=f"{doc}-0",
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc)},
+    )
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_cancelled_async_add_waiting_for_another_writes_nothing(
+    tiny_encoder: M3Encoder, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = M3Index.open(tiny_encoder, collection="c")
+    store = M3VectorStore(index=index)
+    lock = WatchedLock(index.store.write_lock)
+    monkeypatch.setattr(index.store, "write_lock", lock)
+    gate = Gate(tiny_encoder.encode_tokenized, hold=1)  # the first add's encoding
+    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+
+    async def adds() -> dict[str, list[str]]:
+        first = asyncio.ensure_future(store.async_add([_node("the first add", "a")]))
+        assert await asyncio.to_thread(gate.held.wait, 30)
+        second = asyncio.ensure_future(store.async_add([_node("the cancelled add", "b")]))
+        assert await asyncio.to_thread(lock.waiting, 2)  # its thread waits for the first
+        await cancel_when_held(second, gate, how)
+        await first
+        return stored_texts(index)
+
+    after_cancel = asyncio.run(adds())  # returns once every worker thread is done
+    assert after_cancel == {"a": ["the first add"]}
+    assert stored_texts(index) == {"a": ["the first add"]}, "the cancelled add wrote after"
+    asyncio.run(store.async_add([_node("the cancelled add", "b")]))  # the retry
+    assert stored_texts(index) == {"a": ["the first add"], "b": ["the cancelled add"]}
+    index.close()
+
+
+def test_a_cancelled_retriever_add_writes_nothing_more(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = M3Index.open(tiny_encoder, collection="c")
+    index.write_group = 1
+    index.add_texts(["first version of d"], doc_ids=["d"])
+    gate = Gate(tiny_encoder.encode_tokenized, hold=2)  # 1: e; 2: d
+    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+    retriever = M3Retriever(index)
+    docs = [Document(text="a new document e", id_="e"), Document(text="second version", id_="d")]
+
+    async def cancelled_add() -> dict[str, list[str]]:
+        await cancel_when_held(
+            asyncio.ensure_future(retriever.aadd_documents(docs)), gate, "cancel"
+        )
+        after_cancel = stored_texts(index)
+        retriever.delete(["d"])  # what the user does next
+        return after_cancel
+
+    after_cancel = asyncio.run(cancelled_add())  # returns once every worker thread is done
+    assert after_cancel == {"e": ["a new document e"], "d": ["first version of d"]}
+    assert stored_texts(index) == {"e": ["a new document e"]}, "the cancelled add wrote after"
+    index.close()
