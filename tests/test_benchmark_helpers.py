@@ -95,3 +95,43 @@ def test_checkpoint_digest_follows_every_weight_file(bench: ModuleType, tmp_path
     empty.mkdir()
     with pytest.raises(ValueError, match="no weight file"):
         bench.checkpoint_digest(empty)
+
+
+def _script(name: str) -> ModuleType:
+    """A benchmark script loaded from its file (its ``_bench`` imports resolve beside it)."""
+    folder = str(BENCH.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(
+        f"m3kit_bench_{name}", BENCH.parent / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_late_chunking_cost_times_the_split_in_naive_too(
+    tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from m3kit import M3Encoder
+    from m3kit.late_chunking import LateChunker
+
+    cost = _script("late_chunking_cost")
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    chunker = LateChunker(encoder, chunk_size=8)
+    docs = ["The Rhine rises in the Alps. It flows north to the sea. " * 3, "Oxygen is a gas. " * 5]
+    expected = chunker.spans(docs)
+    cuts: list[int] = []
+    original = LateChunker.spans
+
+    def counted(self: LateChunker, texts: list[str]) -> list[list[tuple[int, int]]]:
+        cuts.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(LateChunker, "spans", counted)
+    out = cost.naive_run(encoder, chunker, docs)()
+    # the timed call cuts the documents itself, as LateChunker.chunk does for the late variants
+    assert cuts == [len(docs)]
+    assert out.dense.shape[0] == sum(len(s) for s in expected)
