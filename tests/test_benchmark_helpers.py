@@ -135,3 +135,27 @@ def test_late_chunking_cost_times_the_split_in_naive_too(
     # the timed call cuts the documents itself, as LateChunker.chunk does for the late variants
     assert cuts == [len(docs)]
     assert out.dense.shape[0] == sum(len(s) for s in expected)
+
+
+def test_encode_reports_the_threads_its_workers_ran_with(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    encode = _script("encode")
+    passages = tmp_path / "passages.json"
+    passages.write_text(json.dumps(["one short passage", "another one"]), encoding="utf-8")
+    worker = encode.Worker("m3kit-fp32", tiny_m3_path, passages, tmp_path / "w.log", "0,0 1")
+    try:
+        assert worker.ready["torch_threads"] == 1  # --threads 1, set in the worker's process
+    finally:
+        worker.close()
+    results = [{"model": "tiny", "rows": [{"config": "m3kit-fp32", "torch_threads": 1}]}]
+    threads = encode.worker_threads(results)
+    facts = encode.with_worker_threads({"cpu_model": "x", "torch_threads": 16}, threads)
+    assert threads == 1 and facts["torch_threads"] == 1  # the workers', not the parent's 16
+    mixed = [
+        {
+            "model": "m",
+            "rows": [{"config": "a", "torch_threads": 1}, {"config": "b", "torch_threads": 2}],
+        }
+    ]
+    assert encode.worker_threads(mixed) == {"m a": 1, "m b": 2}
