@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     model = check_model(args.model)
     digest = checkpoint_digest(model)
     paths = [EncoderPath(*p.split("-", 1)) for p in args.paths]
-    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries)
+    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries, model=model)
     print(
         f"{len(split.queries)} queries, {len(split.corpus)} passages of "
         f"{len(split.eval_articles)} held-out articles",

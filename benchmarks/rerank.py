@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = check_model(args.model)
     digest = checkpoint_digest(model)
-    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries)
+    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries, model=model)
     corpus, queries, qrels = split.corpus, split.queries, split.qrels
     print(f"{len(queries)} queries, {len(corpus)} passages", flush=True)
 

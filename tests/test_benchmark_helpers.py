@@ -159,3 +159,24 @@ def test_encode_reports_the_threads_its_workers_ran_with(
         }
     ]
     assert encode.worker_threads(mixed) == {"m a": 1, "m b": 2}
+
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "squad_en"
+
+
+def test_quality_benchmarks_refuse_a_model_trained_on_their_evaluation_articles(
+    tmp_path: Path,
+) -> None:
+    quality = _script("_quality_data")
+    from m3kit.finetune.splits import split_by_article
+
+    # quality_model.py --seed 1 writes the articles it trained on into its checkpoint
+    quality.record_split(tmp_path, str(SAMPLE), 1, split_by_article(SAMPLE, seed=1))
+    # quality_paths.py / rerank.py with their default --seed 0 would score it on some of them
+    with pytest.raises(SystemExit, match=r"trained on \d+ of the 4 evaluation articles.*--seed 1"):
+        quality.held_out(str(SAMPLE), seed=0, eval_queries=None, model=str(tmp_path))
+    split = quality.held_out(str(SAMPLE), seed=1, eval_queries=10, model=str(tmp_path))
+    assert len(split.queries) == 10
+    other = tmp_path / "not_from_quality_model"
+    other.mkdir()
+    assert quality.held_out(str(SAMPLE), seed=0, eval_queries=None, model=str(other)).queries
