@@ -10,6 +10,7 @@
 - Rounds: :func:`rotated` is the order of the timed variants in one round (each variant
   takes every position in turn); :func:`spread` is the median, min and max over rounds.
 - :func:`checkpoint_digest`: sha256 of a checkpoint's weight files (which model was scored).
+- :func:`command_line`: the command a results file says made it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +90,21 @@ def refuse_existing(paths: Iterable[Path]) -> None:
                 f"error: {path} exists; benchmarks never write over a result "
                 "(pass --out with a new name, or leave --out out for a time-stamped one)"
             )
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that made a result: ``python benchmarks/<script>`` and its arguments.
+
+    ``argv`` None: this process's own (``sys.argv[1:]``); an empty list: no arguments. Each
+    argument is quoted as a shell needs it, so the line can be run again as it is.
+
+    >>> command_line("late_chunking.py", ["--models", "ckpt:span=/tmp/my model"])
+    "python benchmarks/late_chunking.py --models 'ckpt:span=/tmp/my model'"
+    >>> command_line("store.py", [])
+    'python benchmarks/store.py'
+    """
+    given = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", f"benchmarks/{script}", *given])
 
 
 # -- machine facts ----------------------------------------------------------------------------

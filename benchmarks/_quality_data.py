@@ -2,6 +2,9 @@
 
 Both evaluate the model built by ``quality_model.py`` on the squad_en articles it was NOT
 trained on (same :func:`m3kit.finetune.splits.split_by_article` call: seed 0, half / half).
+``quality_model.py`` writes the articles it trained on into the checkpoint
+(:func:`record_split`); :func:`held_out` refuses an evaluation that would score the model on
+one of them (another ``--seed`` or ``--data`` than the model was trained with).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
 DEFAULT_MODEL = "/tmp/m3kit-bench/minilm-m3-ft"
+#: File in a ``quality_model.py`` checkpoint naming the articles it was trained on.
+SPLIT_FILE = "training_split.json"
 
 
 def offline_env() -> None:
@@ -29,15 +34,64 @@ def offline_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def held_out(data: str, *, seed: int, eval_queries: int | None) -> ArticleSplit:
-    """The evaluation side of the article split ``quality_model.py`` trained on."""
+def record_split(model: str | Path, data: str, seed: int, split: ArticleSplit) -> Path:
+    """Write the articles ``model`` was trained on into it (:data:`SPLIT_FILE`)."""
+    path = Path(model) / SPLIT_FILE
+    record = {
+        "data": str(Path(data).resolve()),
+        "seed": seed,
+        "train_articles": list(split.train_articles),
+        "held_out_articles": list(split.eval_articles),
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def check_not_trained_on(model: str | Path, eval_articles: Sequence[str]) -> None:
+    """Exit when ``model`` was trained on one of ``eval_articles``.
+
+    Reads what :func:`record_split` wrote; a checkpoint without it (not built by
+    ``quality_model.py``) is not checked. Articles compare by id, wherever the data folder
+    sits (a copy of squad_en, or its sample in ``tests/data``, names the same articles).
+
+    Raises:
+        SystemExit: Naming the articles, the seed the model was trained with and what to pass.
+    """
+    path = Path(model) / SPLIT_FILE
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text(encoding="utf-8"))
+    trained = sorted(set(record["train_articles"]) & set(eval_articles))
+    if trained:
+        raise SystemExit(
+            f"error: {model} was trained on {len(trained)} of the {len(eval_articles)} evaluation "
+            f"articles ({', '.join(trained[:5])}): quality_model.py split {record['data']} with "
+            f"--seed {record['seed']}; evaluate with --seed {record['seed']}"
+        )
+
+
+def held_out(
+    data: str, *, seed: int, eval_queries: int | None, model: str | None = None
+) -> ArticleSplit:
+    """The evaluation side of the article split ``quality_model.py`` trained on.
+
+    Args:
+        data: The squad_en folder.
+        seed: The split's seed (the one ``quality_model.py`` trained with).
+        eval_queries: Keep a seeded sample of at most this many queries.
+        model: The checkpoint to be scored: refused when it was trained on an evaluation
+            article (:func:`check_not_trained_on`).
+    """
     try:
-        return split_by_article(data, seed=seed, max_eval_queries=eval_queries)
+        split = split_by_article(data, seed=seed, max_eval_queries=eval_queries)
     except FileNotFoundError as e:
         raise SystemExit(
             f"error: {e}; the full squad_en set sits beside the checkout as "
             "../shared/data/squad_en (or pass --data DIR)"
         ) from None
+    if model is not None:
+        check_not_trained_on(model, split.eval_articles)
+    return split
 
 
 def check_model(path: str) -> str:

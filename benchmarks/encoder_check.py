@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    command = command_line("encoder_check.py", argv)
     stem = output_stem(args.out, "encoder_check")
     refuse_existing([with_ext(stem, ".json"), with_ext(stem, ".md")])
     start = RunStart.now()
@@ -90,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts(start, args.dtype)
     with_ext(stem, ".json").parent.mkdir(parents=True, exist_ok=True)
     with_ext(stem, ".json").write_text(
-        json.dumps({"machine": facts, "rows": rows}, indent=2, default=str) + "\n"
+        json.dumps({"command": command, "machine": facts, "rows": rows}, indent=2, default=str)
+        + "\n"
     )
     lines = [
+        f"Command: `{command}`",
+        "",
         machine_markdown(facts),
         "",
         "| model | precision | tensors | check ms | one-query encode ms | check / query |"

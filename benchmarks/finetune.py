@@ -60,7 +60,14 @@ from m3kit.store import FusionCalibration, SearchSettings
 from m3kit.store.calibration import calibrate_fusion, evaluate_searches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import RunStart, machine_facts, machine_markdown, refuse_existing, utc_stamp
+from _bench import (
+    RunStart,
+    command_line,
+    machine_facts,
+    machine_markdown,
+    refuse_existing,
+    utc_stamp,
+)
 from _quality_data import bm25_runs
 
 HERE = Path(__file__).resolve().parent
@@ -257,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "scored on dense",
     )
     args = parser.parse_args(argv)
+    command = command_line("finetune.py", argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.out is None:
@@ -350,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"error: --checkpoints wants LABEL=FOLDER, got {item!r}")
             reports[label] = evaluate(path)
             print(comparison_table(reports), flush=True)
-        return _write(args, start, out, split, reports, calibrations, timings, None)
+        return _write(command, args, start, out, split, reports, calibrations, timings, None)
 
     start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
     reports["MiniLM (start, new heads)"] = evaluate(start_path)
@@ -390,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         reports["LlamaIndex ST engine"] = evaluate(out / "llamaindex" / "model", heads=["dense"])
 
     return _write(
+        command,
         args,
         start,
         out,
@@ -406,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(
+    command: str,
     args: argparse.Namespace,
     start: RunStart,
     out: Path,
@@ -427,6 +437,7 @@ def _write(
         engines_precision["LlamaIndex training"] = "fp32 (its default)"
     facts = machine_facts(start, engines_precision)
     meta = {
+        "command": command,
         "train_rows": len(split.train),
         "eval_queries": len(split.queries),
         "eval_passages": len(split.corpus),
@@ -459,7 +470,7 @@ def _write(
     }
     paths = write_report(reports, out, extra=meta)
     table = paths["markdown"].read_text(encoding="utf-8")
-    header = [machine_markdown(facts)]
+    header = [f"Command: `{command}`", "", machine_markdown(facts)]
     if order:
         header.append(f"- Training order (one pair): {' then '.join(order)}")
     for engine, timer in meta["timers"].items():

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    from _bench import RunStart, machine_facts, output_stem, with_ext
+    from _bench import RunStart, command_line, machine_facts, output_stem, with_ext
 
     run_start = RunStart.now()
     args.results = str(with_ext(output_stem(args.results, "finetune_sweep"), ".jsonl"))
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         record = {
             "name": name,
+            "command": command_line("finetune_sweep.py", argv),
             "base": "start" if args.start else "llamaindex" if args.llamaindex else args.base,
             "overrides": {**overrides, **({"mined": args.mine} if args.mine else {}), **extra},
             "ndcg@10": _scores(report),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ from m3kit.finetune.splits import split_by_article
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         start,
         {"m3kit": f"{precision} (--precision {args.precision})", "LlamaIndex": "fp32"},
     )
+    command = command_line("finetune_timing.py", argv)  # every argument given, no defaults
     record = {
+        "command": command,
         "train_rows": len(train),
         "m3kit_steps": steps,
         "m3kit_precision": precision,
@@ -158,9 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     dropout = "the model's own" if args.attention_dropout is None else args.attention_dropout
-    # the command as run (every argument given, defaults left out)
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/finetune_timing.py", *map(shlex.quote, given)])
     layers = (
         f"embeddings and the first {args.frozen_layers} layers frozen"
         if args.frozen_layers

@@ -72,6 +72,7 @@ from m3kit.scoring import DEFAULT_M3_WEIGHTS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -440,20 +441,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"Times: median of {args.repeats} round(s) after one untimed warm-up per variant, the "
         "order rotated from round to round; CPU vs naive: median of per-round ratios (min-max)."
     )
+    command = command_line("late_chunking.py", argv)
     print(header)
     print(table)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "meta": {
             "machine": facts,
-            "command": "python benchmarks/late_chunking.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command,
             "rounds": args.repeats,
         },
         "results": results,
     }
     out_json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    out_md.write_text(f"{header}\n\n{rounds}\n\n{table}\n", encoding="utf-8")
+    out_md.write_text(
+        f"Command: `{command}`\n\n{header}\n\n{rounds}\n\n{table}\n", encoding="utf-8"
+    )
     print(f"wrote {out_json} {out_md}")
 
 

@@ -8,8 +8,10 @@ architecture (random weights cost the same FLOPs as BAAI/bge-m3), in one run: ev
 (naive and each late one) first runs once untimed (warm-up), then ``--repeats`` rounds (default
 3) time each once, the order rotated from round to round; CPU and wall times are medians over
 rounds and a variant's CPU ratio to naive is the median of per-round ratios, with min and max.
-(Results committed before this change warmed up on two chunks, ran naive first in every round
-and kept the best of 2 rounds.)
+Both methods are timed from the raw documents: naive's time includes cutting them into chunks,
+as late chunking's does (:func:`naive_run`). (Results committed before this change warmed up on
+two chunks, ran naive first in every round and kept the best of 2 rounds; results before
+naive_run timed naive on chunks cut beforehand, leaving the split out of naive's time only.)
 
 Run::
 
@@ -51,6 +53,7 @@ from m3kit.testing import build_random_m3_checkpoint, xlmr_tokenizer_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -113,7 +116,23 @@ def _count(encoder: M3Encoder, fn: Callable[[], object]) -> list[tuple[int, int]
     return seen
 
 
-def main() -> None:
+def naive_run(encoder: M3Encoder, chunker: LateChunker, docs: list[str]) -> Callable[[], object]:
+    """Naive chunking as timed: cut ``docs`` (``chunker.spans``), then encode each chunk alone.
+
+    The cut is inside the timed call, as it is inside :meth:`LateChunker.chunk` for the late
+    variants (and in ``late_chunking.py``'s naive run), so both sides time the same split work.
+    """
+
+    def run() -> object:
+        pieces = [
+            doc[s:e] for doc, spans in zip(docs, chunker.spans(docs), strict=True) for s, e in spans
+        ]
+        return encoder.encode(pieces, show_progress=False)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
     start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/m3-large"))
@@ -154,7 +173,8 @@ def main() -> None:
         default=None,
         help="results stem (default: benchmarks/results/late_chunking_cost[_counts]_<UTC time>)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    command = command_line("late_chunking_cost.py", argv)
     if args.repeats < 1:
         raise SystemExit("error: --repeats must be >= 1")
     stem = output_stem(
@@ -209,7 +229,7 @@ def main() -> None:
         return f"late ({c.placement.value}, late {late})"
 
     runs: list[tuple[str, int | None, int | None, Callable[[], object]]] = [
-        ("naive", None, None, lambda: encoder.encode(chunk_texts, show_progress=False)),
+        ("naive", None, None, naive_run(encoder, base, docs)),
         *(
             (label(c), c.window, c.overlap, lambda c=c: c.chunk(docs, show_progress=False))
             for c in chunkers
@@ -231,7 +251,7 @@ def main() -> None:
         for (lbl, window, overlap, _), s, f in zip(runs, shapes, flops, strict=True)
     ]
     if args.count_only:
-        _write_counts(args, stem, start, estimates, len(docs), tokens, len(chunk_texts))
+        _write_counts(args, stem, start, estimates, len(docs), tokens, len(chunk_texts), command)
         return
     cpu: dict[int, list[float]] = {i: [] for i in range(len(runs))}
     wall: dict[int, list[float]] = {i: [] for i in range(len(runs))}
@@ -271,6 +291,7 @@ def main() -> None:
         )
     facts = machine_facts(start, encoder.precision.value)
     meta = {
+        "command": command,
         "checkpoint": str(args.checkpoint),
         "precision": encoder.precision.value,
         "documents": len(docs),
@@ -290,10 +311,13 @@ def main() -> None:
     lines = [
         "# Late vs naive chunking cost (`benchmarks/late_chunking_cost.py`)",
         "",
+        f"Command: `{command}`",
+        "",
         f"Checkpoint `{args.checkpoint}` ({encoder.precision.value}; the default is the "
         f"full-size random M3), {len(docs)} long SQuAD documents, "
         f"{tokens} tokens, {len(chunk_texts)} chunks of <= {args.chunk_size} tokens, all three "
-        f"heads; same chunks for both methods; median of {args.repeats} rounds after one "
+        "heads; same chunks for both methods, both timed from the raw documents (the split "
+        f"into chunks included); median of {args.repeats} rounds after one "
         "untimed warm-up per variant, the order rotated per round; x naive (CPU) is the median "
         "of per-round ratios (min-max). The calibrated estimate weighs attention as an Intel "
         "Xeon with AMX ran it in bf16 (not refitted for this machine).",
@@ -322,9 +346,11 @@ def _write_counts(
     docs: int,
     tokens: int,
     chunks: int,
+    command: str,
 ) -> None:
     facts = machine_facts(start, "fp32 (tiny model: shapes counted, nothing timed)")
     meta = {
+        "command": command,
         "documents": docs,
         "tokens": tokens,
         "chunks": chunks,
@@ -341,6 +367,8 @@ def _write_counts(
     lines = [
         "# Late vs naive chunking cost, estimated from counts (`late_chunking_cost.py "
         "--count-only`)",
+        "",
+        f"Command: `{command}`",
         "",
         f"BGE-M3's tokenizer and batching, {docs} long SQuAD documents, {tokens} tokens, "
         f"{chunks} chunks of <= {args.chunk_size} tokens, all three heads. Estimated FLOPs for "

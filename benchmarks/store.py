@@ -58,6 +58,7 @@ from m3kit.store import Backend, ChunkRecord, Fusion, M3Store
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    command_line,
     machine_facts,
     machine_markdown,
     output_stem,
@@ -322,11 +323,12 @@ def _split_table(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def main_split(args: argparse.Namespace, start: RunStart, stem: Path) -> int:
+def main_split(args: argparse.Namespace, start: RunStart, stem: Path, command: str) -> int:
     result = run_split(args.total, args.runs, args.queries, Corpus(), args.index_after)
     table = _split_table(result)
     print(table)
     meta = {
+        "command": command,
         "machine": machine_facts(start, PRECISION),
         "shape": {
             "dense": DENSE_DIM,
@@ -341,6 +343,7 @@ def main_split(args: argparse.Namespace, start: RunStart, stem: Path) -> int:
     with_ext(stem, ".json").write_text(json.dumps({"meta": meta, **result}, indent=2))
     with_ext(stem, ".md").write_text(
         "# Store benchmark: one run vs many small runs (benchmarks/store.py --mode runs)\n\n"
+        + f"Command: `{command}`\n\n"
         + machine_markdown(meta["machine"])  # type: ignore[arg-type]
         + f"\n- Load average at end: {meta['load_average_at_end']}\n\n"
         + f"index_after: {meta['index_after']}. Both stores take turns on each query (3 "
@@ -384,10 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         "store's, 20,000); scale it down with --total for a quick check",
     )
     args = parser.parse_args(argv)
+    command = command_line("store.py", argv)
     stem = output_stem(args.out, "store_runs" if args.mode == "runs" else "store")
     refuse_existing([with_ext(stem, ".json"), with_ext(stem, ".md")])
     if args.mode == "runs":
-        return main_split(args, start, stem)
+        return main_split(args, start, stem, command)
     corpus = Corpus()
     rows: list[dict[str, object]] = []
     for n in args.sizes:
@@ -418,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     meta = {
+        "command": command,
         "machine": machine_facts(start, PRECISION),
         "python": platform.python_version(),
         "arch": platform.machine(),
@@ -435,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     with_ext(stem, ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     with_ext(stem, ".md").write_text(
         "# Store benchmark (benchmarks/store.py)\n\n"
+        + f"Command: `{command}`\n\n"
         + machine_markdown(meta["machine"])  # type: ignore[arg-type]
         + f"\n- Load average at end: {meta['load_average_at_end']}\n\n"
         + f"Shapes: {json.dumps(meta['shape'])}; {meta['query']}. Latencies after 3 warm-up "
