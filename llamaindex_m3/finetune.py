@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from llamaindex_m3.embeddings import M3Embedding
-    from m3kit.store.search_settings import FusionCalibration
+    from m3kit.store.fusion_calibration import FusionCalibration
     from m3kit.store.sparse_cut import SparseCut
 
 __all__ = ["M3FinetuneEngine"]

@@ -107,7 +107,7 @@ def calibrated_m3_path(
 
     from m3kit import M3Encoder
     from m3kit.fingerprint import encoder_fingerprint
-    from m3kit.store.search_settings import calibrated_encoder_identity
+    from m3kit.store.fusion_calibration import calibrated_encoder_identity
 
     path = Path(shutil.copytree(tiny_m3_path, tmp_path_factory.mktemp("calibrated") / "model"))
     fingerprint = encoder_fingerprint(M3Encoder.from_pretrained(path, dtype="fp32"))

@@ -64,7 +64,7 @@ DEFAULT_MODEL = "BAAI/bge-m3"
 COLBERT_FILE = "colbert_linear.pt"
 SPARSE_FILE = "sparse_linear.pt"
 M3KIT_CONFIG_FILE = "m3kit.json"
-#: The search calibration measured for the checkpoint's weights (m3kit.store.search_settings).
+#: The search calibration measured for the checkpoint's weights (m3kit.store.fusion_calibration).
 SEARCH_FILE = "m3kit_search.json"
 #: Present while m3kit writes a checkpoint (:meth:`m3kit.model.M3Model.save`): a folder still
 #: holding it is a save that did not finish, whose files may mix two models.

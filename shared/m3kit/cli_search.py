@@ -3,7 +3,7 @@
 - ``--fusion``, ``--weights D S C``, ``--candidates N`` and ``--rerank/--no-rerank`` become the
   arguments of :meth:`m3kit.store.M3Index.search`; a flag left out takes the index's default:
   the model's calibrated fusion (``m3kit_search.json`` beside its weights, see
-  :mod:`m3kit.store.search_settings`) when it has one, else FlagEmbedding's published ``m3``
+  :mod:`m3kit.store.fusion_calibration`) when it has one, else FlagEmbedding's published ``m3``
   weights for a BGE-M3-shaped model, else RRF with ColBERT rerank.
 - ``--weights`` set the ``m3`` weighted sum: with a fusion that resolves to ``rrf`` or
   ``dbsf`` (``--fusion``, or the index's default) they are an error, not silently unused.

@@ -373,7 +373,7 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     from m3kit.finetune.evaluate import evaluate_heads
     from m3kit.fingerprint import encoder_fingerprint
     from m3kit.store import SearchSettings
-    from m3kit.store.search_settings import calibrated_encoder_identity
+    from m3kit.store.fusion_calibration import calibrated_encoder_identity
 
     model = tmp_path / "model"
     shutil.copytree(tiny_m3_path, model)

@@ -16,7 +16,7 @@ from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.store import FusionCalibration, SearchSettings
-from m3kit.store.search_settings import calibrated_encoder_identity
+from m3kit.store.fusion_calibration import calibrated_encoder_identity
 
 TEXTS = [
     "Berlin is the capital of Germany.",

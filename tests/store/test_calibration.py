@@ -274,7 +274,7 @@ def test_bge_m3_shaped_models_default_to_flagembeddings_published_weights(
     from types import SimpleNamespace
 
     from m3kit.outputs import ALL_HEADS, Head
-    from m3kit.store import search_settings
+    from m3kit.store import fusion_calibration
     from m3kit.store.search_settings import BGE_M3_PUBLISHED, is_bge_m3_architecture
 
     def fake(heads: frozenset[Head], **config: object) -> SimpleNamespace:
@@ -298,7 +298,7 @@ def test_bge_m3_shaped_models_default_to_flagembeddings_published_weights(
         assert index.search_source == "bge-m3"
         assert index.search_settings() == BGE_M3_PUBLISHED
         assert index.search_settings(fusion="rrf").fusion is Fusion.RRF  # explicit wins
-    assert search_settings.SEARCH_FILE == SEARCH_FILE
+    assert fusion_calibration.SEARCH_FILE == SEARCH_FILE
 
 
 def test_a_gain_within_noise_keeps_rrf(encoder: M3Encoder) -> None:
@@ -384,7 +384,7 @@ def test_a_gain_on_most_queries_replaces_rrf_and_luck_does_not() -> None:
 def _calibration_of(encoder: M3Encoder) -> FusionCalibration:
     """A calibration unlike every default, recorded for ``encoder`` as calibrate_fusion does."""
     from m3kit.fingerprint import encoder_fingerprint
-    from m3kit.store.search_settings import calibrated_encoder_identity
+    from m3kit.store.fusion_calibration import calibrated_encoder_identity
 
     fingerprint = encoder_fingerprint(encoder)
     return FusionCalibration(
@@ -400,7 +400,7 @@ def test_a_calibration_records_the_encoder_settings_it_was_measured_with(
 ) -> None:
     from m3kit.fingerprint import encoder_fingerprint
     from m3kit.store.calibration import calibrate_checkpoint
-    from m3kit.store.search_settings import CALIBRATED_ENCODER_FIELDS
+    from m3kit.store.fusion_calibration import CALIBRATED_ENCODER_FIELDS
 
     fingerprint = encoder_fingerprint(encoder)
     cal = calibrate_checkpoint(model_dir, CORPUS, QUERIES, QRELS, grid_step=0.5)

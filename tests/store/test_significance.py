@@ -162,7 +162,8 @@ def test_a_calibration_file_without_p_values_still_loads(tmp_path: Path) -> None
     with none; a new file keeps them."""
     import json
 
-    from m3kit.store.search_settings import SEARCH_FILE, FusionCalibration, SearchSettings
+    from m3kit.store.fusion_calibration import SEARCH_FILE, FusionCalibration
+    from m3kit.store.search_settings import SearchSettings
 
     cal = FusionCalibration(
         all_heads=SearchSettings(fusion="rrf", rerank=True),

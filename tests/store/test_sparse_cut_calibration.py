@@ -26,8 +26,8 @@ from m3kit.outputs import Head
 from m3kit.store import FusionCalibration, M3Index, SearchSettings
 from m3kit.store.calibration import calibrate_fusion
 from m3kit.store.calibration_task import calibration_task, run_task
+from m3kit.store.fusion_calibration import calibrated_encoder_identity
 from m3kit.store.query import QueryVectors
-from m3kit.store.search_settings import calibrated_encoder_identity
 from m3kit.store.sparse_cut import SparseCut
 from m3kit.testing import SAMPLE_TEXTS
 from tests.reliability.killing import index_points

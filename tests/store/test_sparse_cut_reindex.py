@@ -19,7 +19,7 @@ import pytest
 from m3kit import M3Encoder
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.store import M3Index, M3Store
-from m3kit.store.search_settings import calibrated_encoder_identity
+from m3kit.store.fusion_calibration import calibrated_encoder_identity
 from m3kit.store.sparse_cut import PENDING_KEY, RECORD_KEY, SparseCut
 from tests.reliability.killing import assert_same_points, index_points
 

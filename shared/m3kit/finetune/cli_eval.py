@@ -33,7 +33,8 @@ def fused_weights(
     from m3kit.fingerprint import encoder_fingerprint
     from m3kit.outputs import Head
     from m3kit.scoring import DEFAULT_M3_WEIGHTS
-    from m3kit.store.search_settings import SEARCH_FILE, Fusion, FusionCalibration
+    from m3kit.store.fusion_calibration import SEARCH_FILE, FusionCalibration
+    from m3kit.store.records import Fusion
     from m3kit.store.sparse_cut import calibration_cut_warning
 
     if explicit is not None:

@@ -11,11 +11,12 @@ from m3kit.store.cluster import (
     estimate_collection_size,
 )
 from m3kit.store.filters import metadata_filter
+from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.index import M3Index
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
 from m3kit.store.schema import CollectionSchema, PayloadIndexType, point_id
-from m3kit.store.search_settings import FusionCalibration, SearchSettings
+from m3kit.store.search_settings import SearchSettings
 from m3kit.store.store import DEFAULT_BACKEND, M3Store
 
 __all__ = [

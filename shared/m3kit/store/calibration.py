@@ -42,13 +42,10 @@ from m3kit.store.calibration_task import (
     query_vectors,
     run_task,
 )
+from m3kit.store.fusion_calibration import FusionCalibration, calibrated_encoder_identity
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Fusion
-from m3kit.store.search_settings import (
-    FusionCalibration,
-    SearchSettings,
-    calibrated_encoder_identity,
-)
+from m3kit.store.search_settings import SearchSettings
 from m3kit.store.sparse_cut import SparseCut, nothing_to_cut, sparse_cut_of
 
 if TYPE_CHECKING:

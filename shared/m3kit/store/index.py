@@ -28,6 +28,7 @@ from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
 from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
+from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.holder import check_held, give_back, take_store
 from m3kit.store.index_inputs import check_encoder_fits
 from m3kit.store.index_search import IndexSearch
@@ -35,7 +36,7 @@ from m3kit.store.index_writes import IndexWrites
 from m3kit.store.record_check import own_change
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
-from m3kit.store.search_settings import FusionCalibration, SearchSettings, is_bge_m3_architecture
+from m3kit.store.search_settings import SearchSettings, is_bge_m3_architecture
 from m3kit.store.sparse_cut import (
     SparseCut,
     calibration_cut_warning,
@@ -91,7 +92,7 @@ class M3Index(IndexWrites, IndexSearch):
             show_progress: tqdm bar for a reindex (default: on for more than one group).
             search: Default ranking of :meth:`search` (what a call leaves out); default: the
                 checkpoint's calibration (``m3kit_search.json`` measured on this encoder, see
-                :mod:`m3kit.store.search_settings`) when it has one, else RRF with ColBERT
+                :mod:`m3kit.store.fusion_calibration`) when it has one, else RRF with ColBERT
                 rerank.
             sparse_top_k: Keep the ``sparse_top_k`` highest sparse weights of every chunk
                 stored and query searched; default: the collection's recorded cut, if any

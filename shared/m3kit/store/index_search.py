@@ -17,10 +17,10 @@ import numpy as np
 from m3kit.encoder_inputs import check_query
 from m3kit.outputs import Head, SparseVector
 from m3kit.store.filters import FilterLike
+from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.search_settings import (
     BGE_M3_PUBLISHED,
-    FusionCalibration,
     SearchSettings,
     check_count,
     check_score_threshold,
