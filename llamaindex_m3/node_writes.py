@@ -57,9 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, TextNode
+from llama_index.core.schema import BaseNode
 
-from llamaindex_m3.late_nodes import late_record
 from llamaindex_m3.node_encoding import encode_nodes
 from llamaindex_m3.node_records import (
     StoredChunk,
@@ -70,8 +69,16 @@ from llamaindex_m3.node_records import (
     lost_vectors_message,
     node_chunk_record,
     node_extra,
-    node_metadata,
     other_encoded_text,
+)
+from llamaindex_m3.node_versions import (
+    identity_key,
+    node_doc_id,
+    node_identity,
+    node_version,
+    parent_hash,
+    related_ids,
+    unversioned_version,
 )
 from llamaindex_m3.sourceless import has_no_source
 from llamaindex_m3.stored_chunks import (
@@ -98,104 +105,7 @@ from m3kit.store.schema import (
     START,
 )
 
-__all__ = [
-    "encode_nodes",
-    "node_doc_id",
-    "node_version",
-    "write_nodes",
-]
-
-
-def node_doc_id(node: BaseNode) -> str:
-    """The stored ``doc_id`` of a node: its source document, else the node itself."""
-    return node.ref_doc_id or node.node_id
-
-
-def _identity(text: str, start: Any, end: Any, metadata: Any, parent: Any = None) -> str:
-    where: list[Any] = [text, start, end, metadata]
-    if parent is not None:  # offsets within a parent: the parent's content places them
-        where.append(parent)
-    return json.dumps(where, sort_keys=True)
-
-
-def _parent_hash(relationships: Any) -> Any:
-    """The hash of the ``PARENT`` a node's relationships (or a stored chunk's JSON of them)
-    name, ``None`` without one. A ``HierarchicalNodeParser`` leaf's offsets are within its
-    parent, so equal leaves (text and offsets) of different parents are told apart by it."""
-    rel = (relationships or {}).get(NodeRelationship.PARENT)
-    if rel is None:
-        rel = (relationships or {}).get(NodeRelationship.PARENT.value)
-    if isinstance(rel, dict):
-        return rel.get("hash")
-    return getattr(rel, "hash", None)
-
-
-def _node_identity(node: BaseNode, stored: StoredChunk | None = None) -> str:
-    text = node.get_content(metadata_mode=MetadataMode.NONE)
-    span = (node.start_char_idx, node.end_char_idx) if isinstance(node, TextNode) else (None, None)
-    return _identity(text, *span, node_metadata(node, stored), _parent_hash(node.relationships))
-
-
-def _related_ids(relationships: Any) -> set[str]:
-    """The node ids named by relationships (a node's, or the JSON of a stored chunk's)."""
-    out: set[str] = set()
-    for rel in (relationships or {}).values():
-        for info in rel if isinstance(rel, list) else [rel]:
-            node_id = info.get("node_id") if isinstance(info, dict) else info.node_id
-            if node_id is not None:
-                out.add(str(node_id))
-    return out
-
-
-def _how(node: BaseNode) -> Any:
-    late = late_record(node)
-    return late.get("chunker") if late is not None else ("late" if is_late(node) else "text")
-
-
-def node_version(node: BaseNode) -> str | None:
-    """The ``doc_hash`` of the document version ``node`` was parsed from (see the module doc).
-
-    ``None`` when the node names its source document without the source's hash (a node read
-    back from a store, or built by hand): the version is unknown, so the node is added to the
-    stored one (renewed where the node changes it); it never replaces the document's other
-    chunks.
-    """
-    source = node.source_node
-    if source is None:  # no source (a node alone, a Document whole): its content is its version
-        basis: list[Any] = ["node", _node_identity(node)]
-    elif not source.hash:
-        return None
-    else:
-        basis = ["source", source.hash]
-        typed = _typed_metadata(source.metadata)
-        if typed is not None:
-            basis.append(typed)
-    blob = json.dumps(["llamaindex", basis, _how(node)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _typed_metadata(metadata: Mapping[str, Any] | None) -> str | None:
-    """The source document's metadata as typed JSON, where its hash does not tell it apart.
-
-    LlamaIndex's ``Document.hash`` reads each metadata value as ``str(value)``: ``2024`` and
-    ``"2024"``, ``None`` and ``"None"``, ``["a"]`` and ``"['a']"`` hash alike, so a document
-    whose metadata changed only in type kept its version and its new nodes were added beside
-    the stored ones. ``None`` when every value is a string (the hash reads those exactly: the
-    versions of such documents are as before).
-    """
-    if not metadata or all(isinstance(v, str) for v in metadata.values()):
-        return None
-    items = sorted(((str(k), v) for k, v in metadata.items()), key=lambda item: item[0])
-    try:
-        return json.dumps(items, sort_keys=True, default=repr)
-    except (TypeError, ValueError):  # keys JSON cannot sort (1 and "a" in a nested mapping)
-        return repr(items)
-
-
-def _unversioned(doc_id: str, node: BaseNode) -> str:
-    """The version of a document first stored from nodes of unknown version."""
-    blob = json.dumps(["llamaindex", ["unversioned", doc_id], _how(node)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+__all__ = ["encode_nodes", "write_nodes"]
 
 
 @dataclass
@@ -301,7 +211,7 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
                     "no hash): add the document's nodes with their source document first"
                 )
             doc.adopted = bool(stored)
-            doc.version = stored.pop() if stored else _unversioned(doc_id, doc.nodes[0][1])
+            doc.version = stored.pop() if stored else unversioned_version(doc_id, doc.nodes[0][1])
     for payload in payloads:
         doc = docs[doc_id_of(payload)]
         if payload.get(DOC_HASH) != doc.version:
@@ -311,17 +221,17 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         meta = payload.get(METADATA) or {}
         extra = payload.get(EXTRA)
         relationships = extra.get("relationships") if isinstance(extra, dict) else None
-        key = _identity(
+        key = identity_key(
             str(payload.get(PAGE_CONTENT, "")),
             payload.get(START),
             payload.get(END),
             meta,
-            _parent_hash(relationships),
+            parent_hash(relationships),
         )
         doc.same.setdefault(key, []).append(chunk_index)
         doc.key_at[chunk_index] = key
         doc.meta_at[chunk_index] = dict(meta)
-        doc.related_at[chunk_index] = _related_ids(relationships)
+        doc.related_at[chunk_index] = related_ids(relationships)
         doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
         doc.extra_at[chunk_index] = extra
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
@@ -385,7 +295,7 @@ def write_nodes(
             at = named[id(node)] if named[id(node)] is not None else doc.index_of(node.node_id)
             stored = doc.chunk(at)
             stored_of[id(node)] = stored
-            key = _node_identity(node, stored)
+            key = node_identity(node, stored)
             encoded_on = _encoded_text(node, text_instruction)
             if at is not None and doc.key_at.get(at) == key:  # stored unchanged under its id
                 claimed.add(at)
@@ -514,7 +424,7 @@ def _same_chunk(doc: _Doc, key: str, node: BaseNode, claimed: set[int]) -> int |
     or neighbour of it, of the same parse: HierarchicalNodeParser's parent and leaf of a
     short text are equal), which is a distinct node of the same content.
     """
-    mine = _related_ids(node.relationships)
+    mine = related_ids(node.relationships)
     for at in doc.same.get(key, []):
         if at in claimed:
             continue
