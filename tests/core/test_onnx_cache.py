@@ -185,3 +185,28 @@ def test_a_model_an_onnx_encoder_loaded_is_released_and_refused_by_name(
         M3Encoder(onnx_enc.model, onnx_enc.tokenizer, backend="torch")
     with pytest.raises(ValueError, match="holds no weights.*backend='onnx' released"):
         M3Encoder(onnx_enc.model, onnx_enc.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(30, "Read-only file system"), PermissionError(13, "Permission denied")],
+    ids=["read-only", "not-ours"],
+)
+def test_a_cache_that_cannot_be_written_names_the_settings_that_choose_another(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    """A read-only cache (a bind mount, another user's folder) without this model's export
+    failed with the bare ``OSError`` of its temporary folder; it now says which settings pick a
+    writable one (root can write anywhere, so the file system's refusal is reproduced)."""
+    import tempfile
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise error
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(PermissionError) as info:
+        M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path / "ro")
+    message = str(info.value)
+    assert f"the ONNX export cache {tmp_path / 'ro'} cannot be written" in message
+    assert "onnx_cache_dir=" in message and "M3KIT_CACHE" in message
+    assert info.value.__cause__ is error

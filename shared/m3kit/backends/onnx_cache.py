@@ -17,6 +17,7 @@ filesystem that takes no locks, builds run unlocked and no build folder is ever 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -127,10 +128,25 @@ def building_folder(cache: Path) -> Iterator[Path]:
     """A private folder in ``cache`` for one build, locked while it lives, removed after.
 
     Removes the abandoned build folders of killed processes first.
+
+    Raises:
+        PermissionError: ``cache`` is read-only or not ours (names it and the settings that
+            choose another).
     """
-    cache.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_builds(cache)
-    tmp = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=cache))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_builds(cache)
+        tmp = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=cache))
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+            raise PermissionError(
+                exc.errno,
+                f"the ONNX export cache {cache} cannot be written ({exc.strerror}), and this "
+                "model has no export there yet: give a writable folder "
+                "(onnx_cache_dir= / m3kit --onnx-cache-dir, or the M3KIT_CACHE variable), or "
+                "export it once where the cache is writable",
+            ) from exc
+        raise
     with open(tmp / _LOCK, "wb") as lock:
         if os.name == "posix":
             _try_lock(lock)  # a fresh file: nobody else holds it (None: no locks here)
