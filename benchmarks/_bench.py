@@ -11,12 +11,15 @@
   takes every position in turn); :func:`spread` is the median, min and max over rounds.
 - :func:`checkpoint_digest`: sha256 of a checkpoint's weight files (which model was scored).
 - :func:`command_line`: the command a results file says made it.
+- :func:`record_training` writes the articles a benchmark trained a checkpoint on into it
+  (:data:`SPLIT_FILE`); :func:`check_not_trained_on` refuses to score it on one of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shlex
 import statistics
@@ -260,3 +263,95 @@ def checkpoint_digest(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{root} holds no weight file ({', '.join(WEIGHT_SUFFIXES)})")
     combined = hashlib.sha256("".join(f"{n}:{d}\n" for n, d in files.items()).encode())
     return {"sha256": combined.hexdigest(), "files": files}
+
+
+# -- what a checkpoint was trained on ---------------------------------------------------------
+#: File in a checkpoint a benchmark trained, naming the articles it was trained on.
+SPLIT_FILE = "training_split.json"
+
+
+def training_record(model: str | Path) -> dict[str, Any] | None:
+    """What :func:`record_training` wrote into ``model`` (None: a checkpoint without it)."""
+    path = Path(model) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return record
+
+
+def record_training(
+    model: str | Path,
+    *,
+    by: str,
+    data: str | Path,
+    train_articles: Iterable[str],
+    held_out_articles: Iterable[str] = (),
+    seed: int | None = None,
+    start: str | Path | None = None,
+) -> Path:
+    """Write the articles ``model`` was trained on into it (:data:`SPLIT_FILE`).
+
+    Args:
+        model: The checkpoint folder a benchmark trained.
+        by: The script that trained it (named when a benchmark refuses it).
+        data: The data folder its training rows came from.
+        train_articles: The articles whose rows it was trained on.
+        held_out_articles: The articles the script left out of training for evaluation.
+        seed: The :func:`m3kit.finetune.splits.split_by_article` seed of the split, if any.
+        start: The checkpoint training started from: the articles its own :data:`SPLIT_FILE`
+            names were trained on too, so they are added (a model trained further from a
+            fine-tuned start is refused on its start's training articles as well).
+
+    Returns:
+        The file written.
+    """
+    start_record = training_record(start) if start is not None else None
+    inherited = list(start_record["train_articles"]) if start_record else []
+    trained = sorted({*train_articles, *inherited})
+    record = {
+        "by": by,
+        "data": str(Path(data).resolve()),
+        "seed": seed,
+        "train_articles": trained,
+        "held_out_articles": [a for a in held_out_articles if a not in set(trained)],
+        **({"start": str(start), "start_train_articles": inherited} if start_record else {}),
+    }
+    path = Path(model) / SPLIT_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def check_not_trained_on(
+    model: str | Path, eval_articles: Sequence[str], *, hint: str | None = None
+) -> None:
+    """Exit when ``model`` was trained on one of ``eval_articles``.
+
+    Reads what :func:`record_training` wrote; a checkpoint without it (not trained by a
+    benchmark) is not checked. Articles compare by id, wherever the data folder sits (a copy
+    of squad_en, its long documents, or its sample in ``tests/data`` name the same articles).
+
+    Args:
+        model: The checkpoint to be scored.
+        eval_articles: The articles it is to be scored on.
+        hint: What to do instead (default: evaluate with the seed of the split it was
+            trained on, when it has one).
+
+    Raises:
+        SystemExit: Naming the articles, how the model was trained and ``hint``.
+    """
+    record = training_record(model)
+    if record is None:
+        return
+    trained = sorted(set(record["train_articles"]) & set(eval_articles))
+    if not trained:
+        return
+    seed = record.get("seed")
+    named = ", ".join(trained[:8]) + (", ..." if len(trained) > 8 else "")
+    how = f"{record.get('by', 'quality_model.py')} trained it on articles of {record['data']}"
+    if seed is not None:
+        how += f" split with --seed {seed}"
+        hint = hint or f"evaluate with --seed {seed}"
+    raise SystemExit(
+        f"error: {model} was trained on {len(trained)} of the {len(eval_articles)} evaluation "
+        f"articles ({named}): {how}" + (f"; {hint}" if hint else "")
+    )

@@ -4,7 +4,8 @@ Both evaluate the model built by ``quality_model.py`` on the squad_en articles i
 trained on (same :func:`m3kit.finetune.splits.split_by_article` call: seed 0, half / half).
 ``quality_model.py`` writes the articles it trained on into the checkpoint
 (:func:`record_split`); :func:`held_out` refuses an evaluation that would score the model on
-one of them (another ``--seed`` or ``--data`` than the model was trained with).
+one of them (another ``--seed`` or ``--data`` than the model was trained with), as it refuses
+any checkpoint another benchmark trained on one of them (``_bench.check_not_trained_on``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from _bench import machine_markdown, output_stem, with_ext
+from _bench import (
+    check_not_trained_on,
+    machine_markdown,
+    output_stem,
+    record_training,
+    with_ext,
+)
 
 from m3kit.finetune.splits import ArticleSplit, split_by_article
 
@@ -24,8 +31,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
 DEFAULT_MODEL = "/tmp/m3kit-bench/minilm-m3-ft"
-#: File in a ``quality_model.py`` checkpoint naming the articles it was trained on.
-SPLIT_FILE = "training_split.json"
 
 
 def offline_env() -> None:
@@ -35,39 +40,15 @@ def offline_env() -> None:
 
 
 def record_split(model: str | Path, data: str, seed: int, split: ArticleSplit) -> Path:
-    """Write the articles ``model`` was trained on into it (:data:`SPLIT_FILE`)."""
-    path = Path(model) / SPLIT_FILE
-    record = {
-        "data": str(Path(data).resolve()),
-        "seed": seed,
-        "train_articles": list(split.train_articles),
-        "held_out_articles": list(split.eval_articles),
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def check_not_trained_on(model: str | Path, eval_articles: Sequence[str]) -> None:
-    """Exit when ``model`` was trained on one of ``eval_articles``.
-
-    Reads what :func:`record_split` wrote; a checkpoint without it (not built by
-    ``quality_model.py``) is not checked. Articles compare by id, wherever the data folder
-    sits (a copy of squad_en, or its sample in ``tests/data``, names the same articles).
-
-    Raises:
-        SystemExit: Naming the articles, the seed the model was trained with and what to pass.
-    """
-    path = Path(model) / SPLIT_FILE
-    if not path.is_file():
-        return
-    record = json.loads(path.read_text(encoding="utf-8"))
-    trained = sorted(set(record["train_articles"]) & set(eval_articles))
-    if trained:
-        raise SystemExit(
-            f"error: {model} was trained on {len(trained)} of the {len(eval_articles)} evaluation "
-            f"articles ({', '.join(trained[:5])}): quality_model.py split {record['data']} with "
-            f"--seed {record['seed']}; evaluate with --seed {record['seed']}"
-        )
+    """Write the articles ``model`` was trained on into it (``_bench.SPLIT_FILE``)."""
+    return record_training(
+        model,
+        by="quality_model.py",
+        data=data,
+        seed=seed,
+        train_articles=split.train_articles,
+        held_out_articles=split.eval_articles,
+    )
 
 
 def held_out(

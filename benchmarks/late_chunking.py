@@ -42,7 +42,11 @@ Run::
 
 Models: ``minilm``, ``tiny-m3`` or ``ckpt:LABEL=DIR`` (a saved checkpoint, e.g. from
 ``benchmarks/span_finetune.py``; default chunk size 96 tokens when its max length is under
-1024, else 256). Results go to ``--out`` (JSON) and beside it the same name with ``.md``
+1024, else 256). A checkpoint a benchmark trained names its training articles
+(``training_split.json``: ``span_finetune.py``, ``finetune.py``, ``quality_model.py`` ...); one
+trained on an article of the ``--split`` is refused before anything runs (``--split heldout``
+holds 4 training articles of ``split_by_article``'s seed 0: a14, a21, a35, a44). Results go
+to ``--out`` (JSON) and beside it the same name with ``.md``
 (machine + table); without ``--out`` to a new time-stamped name in ``benchmarks/results``, and
 an existing file is never written over.
 """
@@ -72,6 +76,7 @@ from m3kit.scoring import DEFAULT_M3_WEIGHTS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (
     RunStart,
+    check_not_trained_on,
     command_line,
     machine_facts,
     machine_markdown,
@@ -115,6 +120,34 @@ def split_ids(ids: Sequence[str], split: str) -> list[str]:
     if split == "all":
         return ordered
     return ordered[0::2] if split == "dev" else ordered[1::2]
+
+
+def checkpoint_arg(name: str) -> tuple[str, str]:
+    """``(label, folder)`` of a ``ckpt:LABEL=FOLDER`` model.
+
+    Raises:
+        SystemExit: ``name`` lacks the label or the folder does not exist.
+    """
+    label, sep, folder = name[len("ckpt:") :].partition("=")
+    if not sep or not label or not Path(folder).is_dir():
+        raise SystemExit(f"error: --models ckpt: wants ckpt:LABEL=FOLDER, got {name!r}")
+    return label, folder
+
+
+def refuse_trained_checkpoints(models: Sequence[str], articles: Sequence[str]) -> None:
+    """Exit when a ``ckpt:`` model was trained on one of the evaluation ``articles``.
+
+    Raises:
+        SystemExit: Naming the checkpoint and the articles (``_bench.check_not_trained_on``).
+    """
+    for name in models:
+        if name.startswith("ckpt:"):
+            check_not_trained_on(
+                checkpoint_arg(name)[1],
+                articles,
+                hint="score it on a --split without them (span_finetune.py trains on the dev "
+                "articles, for --split heldout)",
+            )
 
 
 def _load(
@@ -389,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_json, out_md = with_ext(stem, ".json"), with_ext(stem, ".md")
     refuse_existing([out_json, out_md])
     docs, queries = _load(args.data, args.queries, args.seed, args.split, args.max_articles)
+    refuse_trained_checkpoints(args.models, [str(d["_id"]) for d in docs])
     results = []
     for name in args.models:
         if name == "minilm":
@@ -404,9 +438,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             enc = M3Encoder.from_pretrained(path, dtype=args.dtype)
             size = args.chunk_size or 256
         elif name.startswith("ckpt:"):
-            label, sep, folder = name[len("ckpt:") :].partition("=")
-            if not sep or not label or not Path(folder).is_dir():
-                raise SystemExit(f"error: --models ckpt: wants ckpt:LABEL=FOLDER, got {name!r}")
+            label, folder = checkpoint_arg(name)
             enc = M3Encoder.from_pretrained(folder, dtype=args.dtype)
             size = args.chunk_size or checkpoint_chunk_size(enc)
             name = label

@@ -16,7 +16,8 @@ training precision and the sha256 of the weight files it produced (``quality_pat
 ``rerank.py`` record the digest of the model they score) to ``--results`` (default a new
 time-stamped ``benchmarks/results/quality_model_<UTC time>.json``, never written over), with
 the machine it ran on. The checkpoint holds ``training_split.json`` (the data folder, seed and
-articles it was trained on): ``quality_paths.py`` and ``rerank.py`` refuse to score it on one of
+articles it was trained on): ``quality_paths.py``, ``rerank.py``, ``late_chunking.py`` and
+``finetune.py --checkpoints`` refuse to score it on one of
 those articles (e.g. with another ``--seed``).
 """
 

@@ -17,7 +17,9 @@ the library's default precision; plain passages truncated at 256 tokens, span wi
 the evaluation's late chunker: 194 tokens sharing 24 for MiniLM); plain rows bring 3 hard negatives
 (``--negatives``), span examples in-batch negatives only (``--span-negatives``, default
 ``FinetuneConfig.span_negatives`` = 0; runs before that default used ``--negatives`` for both).
-The checkpoint paths and train seconds are printed and written to ``<out>/checkpoints.json``.
+The checkpoint paths and train seconds are printed and written to ``<out>/checkpoints.json``;
+each checkpoint names the articles it was trained on in ``training_split.json`` (the dev ones,
+with those its start names), and a ``--start`` trained on a held-out article is refused.
 Then, unless ``--no-eval``, ``benchmarks/late_chunking.py --split heldout`` scores MiniLM
 (untrained), the plain and the span checkpoint with late heads ``default`` (every head late)
 and ``sparse,colbert`` (dense from the chunk alone), into ``--results`` (JSON; the ``.md``
@@ -57,7 +59,14 @@ from m3kit.finetune import (
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import late_chunking  # noqa: E402
-from _bench import command_line, output_stem, refuse_existing, with_ext  # noqa: E402
+from _bench import (  # noqa: E402
+    check_not_trained_on,
+    command_line,
+    output_stem,
+    record_training,
+    refuse_existing,
+    with_ext,
+)
 
 DATA = HERE.parent.parent / "shared" / "data" / "squad_en"
 
@@ -247,7 +256,14 @@ def main(argv: list[str] | None = None) -> int:
 
     longdoc_ids, row_articles = _article_ids(args.data)
     dev = late_chunking.split_ids(longdoc_ids, "dev")
+    heldout = late_chunking.split_ids(longdoc_ids, "heldout")
     print(f"dev (training) articles: {' '.join(dev)}", flush=True)
+    if args.start and not args.no_eval:  # its checkpoints are trained on what it was trained on
+        check_not_trained_on(
+            args.start,
+            heldout[: args.eval_articles],
+            hint="start from a checkpoint trained on none of late_chunking.py's held-out articles",
+        )
     spans = _sample(
         read_longdoc_examples(args.data / "longdoc", articles=dev, chunk_chars=args.chunk_chars),
         args.rows,
@@ -290,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
 
     span_start = model if args.span_start == "start" else str(args.out / "plain")  # trained first
     trained: dict[str, dict[str, Any]] = {}
-    for name, fit in (
-        ("plain", lambda: M3Finetuner(config("plain")).fit(plain)),
-        ("span", lambda: M3Finetuner(config("span", span_start)).fit_spans(spans)),
+    for name, start, fit in (
+        ("plain", model, lambda: M3Finetuner(config("plain")).fit(plain)),
+        ("span", span_start, lambda: M3Finetuner(config("span", span_start)).fit_spans(spans)),
     ):
         if name == "plain" and args.eval_span_only and args.span_start == "start":
             print("plain: not trained (--eval-span-only, span training from the start)")
@@ -304,6 +320,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: reusing {args.out / name} (trained by an earlier run)", flush=True)
             continue
         result = fit()
+        record_training(  # late_chunking.py refuses it on these articles
+            result.path,
+            by="span_finetune.py",
+            data=args.data,
+            train_articles=dev,
+            held_out_articles=heldout,
+            start=start,
+        )
         trained[name] = {
             "path": str(result.path),
             "train_seconds": round(result.train_seconds, 1),

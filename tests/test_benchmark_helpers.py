@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -201,3 +202,246 @@ def test_late_chunking_cost_results_say_the_command_that_made_them(
 
 def bench_with_ext(stem: Path, ext: str) -> Path:
     return stem.parent / f"{stem.name}{ext}"
+
+
+# -- checkpoints a benchmark trained are never scored on their training articles ---------------
+def _longdoc(folder: Path, articles: list[str]) -> Path:
+    """late_chunking.py's long-document layout for ``articles``: two paragraphs, one question."""
+    folder.mkdir(parents=True)
+    corpus, queries = [], []
+    for a in articles:
+        first, second = f"The first part of {a} is about a river.", f"Then {a} names a town."
+        corpus.append({"_id": a, "title": a, "text": f"{first}\n\n{second}"})
+        queries.append(
+            {
+                "_id": f"{a}-q",
+                "text": f"What is {a} about?",
+                "doc_id": a,
+                "answer": "a river",
+                "answer_start": first.index("a river"),
+                "answer_end": first.index("a river") + len("a river"),
+                "paragraph_start": 0,
+                "paragraph_end": len(first),
+            }
+        )
+    for name, rows in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        lines = "".join(json.dumps(r) + "\n" for r in rows)
+        (folder / name).write_text(lines, encoding="utf-8")
+    return folder
+
+
+def _sample_ids() -> list[str]:
+    return [str(a["_id"]) for a in json.loads((SAMPLE / "articles.json").read_text("utf-8"))]
+
+
+def test_late_chunking_refuses_a_checkpoint_trained_on_its_evaluation_articles(
+    tmp_path: Path,
+) -> None:
+    from m3kit.finetune.splits import split_by_article
+
+    late = _script("late_chunking")
+    quality = _script("_quality_data")
+    ids = _sample_ids()
+    longdoc = _longdoc(tmp_path / "longdoc", ids)
+    # quality_model.py (or finetune.py) with seed 0: half the articles, chosen by the seed
+    split = split_by_article(SAMPLE, seed=0)
+    model = tmp_path / "quality model"
+    model.mkdir()
+    quality.record_split(model, str(SAMPLE), 0, split)
+    heldout = late.split_ids(ids, "heldout")
+    leaked = sorted(set(heldout) & set(split.train_articles))
+    assert leaked  # --split heldout holds some of the seed's training articles
+    argv = ["--split", "heldout", "--models", f"ckpt:ft={model}", "--data", str(longdoc)]
+    with pytest.raises(
+        SystemExit,
+        match=rf"trained on {len(leaked)} of the {len(heldout)} evaluation articles "
+        rf"\({', '.join(leaked)}\): quality_model.py .*--seed 0",
+    ):
+        late.main([*argv, "--out", str(tmp_path / "late.json")])
+    assert not (tmp_path / "late.json").exists()
+    # a checkpoint trained on the dev articles only (span_finetune.py's) passes on heldout
+    dev_model = tmp_path / "dev model"
+    dev_model.mkdir()
+    bench = _script("_bench")
+    dev = late.split_ids(ids, "dev")
+    bench.record_training(dev_model, by="span_finetune.py", data=SAMPLE, train_articles=dev)
+    late.refuse_trained_checkpoints([f"ckpt:span={dev_model}", "minilm"], heldout)
+    with pytest.raises(SystemExit, match=rf"{len(dev)} of the {len(dev)} evaluation articles"):
+        late.refuse_trained_checkpoints([f"ckpt:span={dev_model}"], dev)
+
+
+def _span_data(tmp_path: Path) -> Path:
+    """The squad_en sample with a long-document folder of its articles (span_finetune.py)."""
+    data = tmp_path / "squad_en"
+    data.mkdir()
+    for name in ("train.jsonl.gz", "train_ids.jsonl"):
+        (data / name).write_bytes((SAMPLE / name).read_bytes())
+    _longdoc(data / "longdoc", _sample_ids())
+    return data
+
+
+def test_span_finetune_refuses_a_start_trained_on_the_heldout_articles(tmp_path: Path) -> None:
+    from m3kit.finetune.splits import split_by_article
+
+    span = _script("span_finetune")
+    data = _span_data(tmp_path)
+    start = tmp_path / "finetuned start"
+    start.mkdir()
+    _script("_quality_data").record_split(start, str(SAMPLE), 0, split_by_article(SAMPLE, seed=0))
+    heldout = set(span.late_chunking.split_ids(_sample_ids(), "heldout"))
+    leaked = sorted(heldout & set(split_by_article(SAMPLE, seed=0).train_articles))
+    with pytest.raises(SystemExit, match=rf"{start} was trained on .*\({', '.join(leaked)}\)"):
+        span.main(["--data", str(data), "--start", str(start), "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # refused before any training
+
+
+def test_span_finetune_checkpoints_name_their_training_articles_and_their_starts(
+    tmp_path: Path, tiny_m3_path: Path
+) -> None:
+    import shutil
+
+    span = _script("span_finetune")
+    bench = _script("_bench")
+    data = _span_data(tmp_path)
+    ids = _sample_ids()
+    dev = span.late_chunking.split_ids(ids, "dev")
+    start = tmp_path / "start"
+    shutil.copytree(tiny_m3_path, start)
+    # a start fine-tuned on one dev article (e.g. by an earlier span_finetune.py run)
+    bench.record_training(start, by="span_finetune.py", data=data, train_articles=dev[:1])
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--start", str(start), "--out", str(out), "--no-eval"]
+    span.main([*argv, "--rows", "2", "--max-steps", "1", "--batch-size", "2"])
+    for name in ("plain", "span"):
+        record = bench.training_record(out / name)
+        assert record is not None, f"{name} has no {bench.SPLIT_FILE}"
+        assert record["by"] == "span_finetune.py" and record["train_articles"] == dev
+        assert record["start_train_articles"] == dev[:1]
+    heldout = span.late_chunking.split_ids(ids, "heldout")
+    span.late_chunking.refuse_trained_checkpoints([f"ckpt:span={out / 'span'}"], heldout)
+    with pytest.raises(SystemExit, match=f"{out / 'span'} was trained on"):
+        span.late_chunking.refuse_trained_checkpoints([f"ckpt:span={out / 'span'}"], dev)
+
+
+# -- the fine-tuning benchmarks train on the same rows --------------------------------------------
+def _single_passage_data(folder: Path, n: int = 8) -> Path:
+    """A cmrc2018_zh-like set: every article one passage, so every hard negative is foreign."""
+    import gzip
+
+    folder.mkdir(parents=True)
+    texts = {f"p{i}": f"Passage {i} tells of river {i} and the town of Town{i}." for i in range(n)}
+    queries, qrels, rows, ids = [], ["query-id\tcorpus-id\tscore"], [], []
+    for i in range(n):
+        for k in range(2):
+            qid, text = f"q{i}-{k}", f"Which town lies on river {i}{'?' * k}"
+            negs = [f"p{(i + j) % n}" for j in (1, 2, 3)]
+            queries.append({"_id": qid, "text": text, "article": f"DEV_{i}"})
+            qrels.append(f"{qid}\tp{i}\t1")
+            rows.append({"query": text, "pos": [texts[f"p{i}"]], "neg": [texts[d] for d in negs]})
+            ids.append(
+                {"query_id": qid, "article": f"DEV_{i}", "pos_ids": [f"p{i}"], "neg_ids": negs}
+            )
+    articles = [{"_id": f"DEV_{i}", "paragraph_id": f"p{i}"} for i in range(n)]
+    (folder / "articles.json").write_text(json.dumps(articles), encoding="utf-8")
+    corpus = [{"_id": d, "title": "", "text": t} for d, t in texts.items()]
+    for name, items in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in items), "utf-8")
+    (folder / "train_ids.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ids), "utf-8")
+    (folder / "qrels.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
+    with gzip.open(folder / "train.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return folder
+
+
+def _fake_training(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> list[list[Any]]:
+    """``M3Finetuner.fit`` saves ``checkpoint`` as the trained model; returns the rows given."""
+    import shutil
+
+    from m3kit.finetune import M3Finetuner
+    from m3kit.finetune.trainer import FinetuneResult
+
+    trained: list[list[Any]] = []
+
+    def fit(self: M3Finetuner, examples: list[Any]) -> FinetuneResult:
+        trained.append(list(examples))
+        out = Path(self.config.output_path)
+        shutil.copytree(checkpoint, out, dirs_exist_ok=True)
+        return FinetuneResult(out, frozenset(), 1, len(examples), 0.5, (), "fp32")
+
+    monkeypatch.setattr(M3Finetuner, "fit", fit)
+    return trained
+
+
+def test_finetune_sweep_trains_on_the_rows_finetune_py_trains_on(
+    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finetune, sweep, bench = _script("finetune"), _script("finetune_sweep"), _script("_bench")
+    data = _single_passage_data(tmp_path / "cmrc_like")
+    trained = _fake_training(monkeypatch, tiny_m3_path)
+    log = tmp_path / "sweep.jsonl"
+    argv = ["--name", "run", "--data", str(data), "--out", str(tmp_path / "sweep")]
+    sweep.main([*argv, "--results", str(log)])
+    expected = finetune.training_split(str(data), seed=0, rows=1000)
+    # CMRC-like rows keep their in-split negatives (finetune.py's drop_foreign_negatives)
+    assert expected.train and trained == [list(expected.train)]
+    md = log.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| run | cmrc_like seed 0 |" in md and "squad_en" not in md
+    assert json.loads(log.read_text(encoding="utf-8"))["data"] == "cmrc_like"
+    record = bench.training_record(tmp_path / "sweep" / "run" / "model")
+    assert record is not None and record["by"] == "finetune_sweep.py"
+    assert record["train_articles"] == list(expected.train_articles) and record["seed"] == 0
+
+
+def test_finetune_timing_trains_on_finetune_py_rows_at_its_validation_fraction(
+    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    finetune, timing = _script("finetune"), _script("finetune_timing")
+    data = _single_passage_data(tmp_path / "cmrc_like")
+    trained = _fake_training(monkeypatch, tiny_m3_path)
+
+    def llamaindex(python: str, train: list[Any], model: str, out: Path, *_: Any) -> dict[str, Any]:
+        (out / "model").mkdir(parents=True)
+        return {"train_seconds": 1.0, "finetune_seconds": 1.5, "build_seconds": 0.5,
+                "max_length": 256.0, "timer": None, "versions": {}, "torch_threads": 1}  # fmt: skip
+
+    monkeypatch.setattr(timing, "_run_llamaindex", llamaindex)
+    parser = argparse.ArgumentParser()
+    finetune.add_training_arguments(parser)  # finetune.py's training options, defaults
+    default = parser.parse_args([]).validation_fraction
+    for n, fraction in enumerate((default, 0.5)):
+        given = [] if fraction == default else ["--validation-fraction", str(fraction)]
+        argv = ["--data", str(data), "--repeats", "1", "--out", str(tmp_path / f"t{n}")]
+        timing.main([*argv, "--results", str(tmp_path / f"timing{n}"), *given])
+        split = finetune.training_split(str(data), seed=0, rows=1000, validation_fraction=fraction)
+        assert trained[n] == list(split.train)
+        record = _script("_bench").training_record(tmp_path / f"t{n}" / "m3kit-0")
+        assert record is not None and record["train_articles"] == list(split.train_articles)
+    assert trained[0] != trained[1]
+    md = (tmp_path / "timing0.md").read_text(encoding="utf-8")
+    assert "training rows of cmrc_like" in md and "squad_en" not in md
+
+
+def test_finetune_records_its_split_and_refuses_checkpoints_trained_on_its_evaluation_articles(
+    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finetune, bench = _script("finetune"), _script("_bench")
+    data = _single_passage_data(tmp_path / "cmrc_like")
+    trained = _fake_training(monkeypatch, tiny_m3_path)
+    out = tmp_path / "run"
+    finetune.main(["--data", str(data), "--out", str(out), "--skip-llamaindex"])
+    split = finetune.training_split(str(data), seed=0, rows=1000)
+    assert trained == [list(split.train)]
+    record = bench.training_record(out / "m3kit")
+    assert record is not None and record["by"] == "finetune.py" and record["seed"] == 0
+    assert record["train_articles"] == list(split.train_articles)
+    # --checkpoints with another --seed would score it on some of its training articles
+    other = finetune.training_split(str(data), seed=1, rows=1000)
+    leaked = sorted(set(other.eval_articles) & set(split.train_articles))
+    assert leaked
+    argv = ["--data", str(data), "--checkpoints", f"ft={out / 'm3kit'}"]
+    with pytest.raises(SystemExit, match=rf"\({', '.join(leaked)}\): finetune.py .*--seed 0"):
+        finetune.main([*argv, "--seed", "1", "--out", str(tmp_path / "seed1")])
+    assert not (tmp_path / "seed1").exists()
+    assert finetune.main([*argv, "--out", str(tmp_path / "seed0")]) == 0
