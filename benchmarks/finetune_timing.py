@@ -3,7 +3,7 @@
 One training run per engine can be off by 30 % on a shared 2-core VM: the same m3kit run
 took 148 s and 204 s an hour apart on the same machine. This benchmark therefore runs the
 two engines in pairs on the same training rows that ``benchmarks/finetune.py`` uses
-(:func:`finetune.training_split` at the same ``--data``, ``--seed``, ``--rows`` and
+(:func:`_finetune_setup.training_split` at the same ``--data``, ``--seed``, ``--rows`` and
 ``--validation-fraction``: squad_en split by article, seed 0, a quarter of the training
 articles held out, by default; all-MiniLM-L6-v2 start, 1 epoch, batch 16), the order
 alternating from pair to pair (m3kit first in pairs 1, 3, ...; LlamaIndex first in pairs 2,
@@ -52,15 +52,8 @@ from _bench import (
     spread_text,
     with_ext,
 )
-from finetune import (
-    _minilm,
-    _run_llamaindex,
-    add_training_arguments,
-    m3kit_config,
-    record_rows,
-    timers,
-    training_split,
-)
+from _finetune_setup import add_training_arguments, m3kit_config, record_rows, training_split
+from finetune import _minilm, _run_llamaindex, timers
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
