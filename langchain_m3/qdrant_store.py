@@ -48,7 +48,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
-from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children
+from langchain_m3._qdrant_parents import child_point_ids, children_lock, delete_stale_children
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
@@ -89,10 +89,11 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     carries all the children of each parent id it names: a child written without an id gets
     one from its parent id and its place among that parent's children in the write (re-adding
     unchanged content rewrites the same points), and the parent's other points are deleted
-    (its children of before, however many). Documents without the key are written as
-    ``QdrantVectorStore`` writes them. It is off by default: documents that carry a parent
-    id but are added in several calls (chunks of one source added in batches, or
-    ``MultiVectorRetriever`` summaries and chunks of one parent) would keep only the last.
+    (its children of before, however many); such writes through one client take turns.
+    Documents without the key are written as ``QdrantVectorStore`` writes them. It is off by
+    default: documents that carry a parent id but are added in several calls (chunks of one
+    source added in batches, or ``MultiVectorRetriever`` summaries and chunks of one parent)
+    would keep only the last.
 
     Attributes:
         parent_id_key: Metadata key of the parent id whose children a write replaces
@@ -140,9 +141,12 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         if all(parent is None for parent in parents):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
         point_ids = fill_ids(ids, child_point_ids(key, parents))
-        written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
         field = parent_path(self.metadata_payload_key, key)
-        delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
+        # the write and its deletes are one step: another write of the same parents between
+        # them would lose its children, or delete some of these
+        with children_lock(self.client):
+            written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
+            delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
         return written
 
     def similarity_search_with_score(
