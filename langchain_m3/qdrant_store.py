@@ -56,6 +56,7 @@ from langchain_m3.splitter import LATE_CHUNK_KEY, lost_marker, lost_marker_messa
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
+from m3kit.store.cancelling import in_worker, stop_if_cancelled
 
 try:
     from langchain_qdrant import RetrievalMode
@@ -148,6 +149,30 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
             written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
             delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
         return written
+
+    async def aadd_texts(  # type: ignore[override]  # as add_texts
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[Any, Any]] | None = None,
+        ids: Sequence[str | int] | None = None,
+        batch_size: int = 64,
+        **kwargs: Any,
+    ) -> list[str | int]:
+        """:meth:`add_texts` in a worker thread (``aadd_documents`` ends here too).
+
+        Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it stops before the
+        next batch it would write and raises only once stopped, so nothing more is written
+        after: the batches written before stay, and the same call again writes the rest
+        (:mod:`m3kit.store.cancelling`; langchain-qdrant's thread went on writing).
+        """
+        return await in_worker(self.add_texts, texts, metadatas, ids, batch_size, **kwargs)
+
+    async def adelete(  # type: ignore[override]  # as QdrantVectorStore.delete
+        self, ids: list[str | int] | None = None, **kwargs: Any
+    ) -> bool | None:
+        """``QdrantVectorStore.delete`` in a worker thread; cancelled, it raises only once the
+        thread is done (a delete under way is not left to land after)."""
+        return await in_worker(self.delete, ids, **kwargs)
 
     def similarity_search_with_score(
         self, query: str, *args: Any, **kwargs: Any
@@ -247,6 +272,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         all_metas = list(metadatas) if metadatas else []
         all_ids: list[str | int] = list(ids) if ids else [uuid.uuid4().hex for _ in all_texts]
         for start in range(0, len(all_texts), batch_size):
+            stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
             batch_texts = all_texts[start : start + batch_size]
             batch_metas = all_metas[start : start + batch_size] or None
             batch_ids = all_ids[start : start + batch_size]
@@ -258,6 +284,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
                 models.PointStruct(id=point_id, vector=vector, payload=payload)
                 for point_id, vector, payload in zip(batch_ids, vectors, payloads, strict=False)
             ]
+            stop_if_cancelled()  # ... nor written
             yield batch_ids, points
 
     def _vectors(
