@@ -239,6 +239,26 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         return store
 
     @classmethod
+    def from_existing_collection(  # type: ignore[override]  # + parent_id_key
+        cls, collection_name: str, *args: Any, **kwargs: Any
+    ) -> M3QdrantVectorStore:
+        """``QdrantVectorStore.from_existing_collection``; ``parent_id_key=`` sets
+        :attr:`parent_id_key` on the store (``QdrantVectorStore`` hands a keyword it does not
+        know to ``QdrantClient``, which ignores it in local mode).
+
+        Raises:
+            TypeError: ``parent_id_key`` is not a string.
+            ValueError: ``parent_id_key`` cannot be addressed in a payload filter.
+        """
+        key = kwargs.pop("parent_id_key", None)
+        if key is not None:
+            check_key(key)  # before the client is opened
+        store = super().from_existing_collection(collection_name, *args, **kwargs)
+        assert isinstance(store, M3QdrantVectorStore)  # built by cls
+        store.parent_id_key = key
+        return store
+
+    @classmethod
     def from_documents(
         cls, documents: list[Document], *args: Any, **kwargs: Any
     ) -> M3QdrantVectorStore:
