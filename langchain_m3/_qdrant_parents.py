@@ -6,20 +6,37 @@ retriever's ``id_key``) and no id of its own. For such a write, each child gets 
 :func:`child_point_ids` derives from the parent id and its place among that parent's children
 in the write (the same parent and place: the same id, so re-adding unchanged content rewrites
 the same points), and :func:`delete_stale_children` then deletes the parent's other points
-(children of an earlier version: a changed text, or more children than now). The parent ids
-and the children's ids are :mod:`langchain_m3._parents`' (shared with ``M3VectorStore``).
+(children of an earlier version: a changed text, or more children than now). Such a write
+and its deletes hold :func:`children_lock` of the store's client, so two writes of one parent
+in this process cannot interleave (one would delete a child of the other's set). The parent
+ids and the children's ids are :mod:`langchain_m3._parents`' (shared with ``M3VectorStore``).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+import weakref
 from collections.abc import Sequence
 
 from qdrant_client import QdrantClient, models
 
 from langchain_m3._parents import child_ids, written_by_parent
 
-__all__ = ["child_point_ids", "delete_stale_children"]
+__all__ = ["child_point_ids", "children_lock", "delete_stale_children"]
+
+_LOCKS: weakref.WeakKeyDictionary[QdrantClient, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def children_lock(client: QdrantClient) -> threading.Lock:
+    """The lock a write replacing parents' children holds through its upsert and its deletes:
+    one per client (stores opened on one client share it), for the client's lifetime."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(client)
+        if lock is None:
+            lock = _LOCKS[client] = threading.Lock()
+        return lock
 
 
 def child_point_ids(key: str, parents: Sequence[str | int | None]) -> list[str | int]:

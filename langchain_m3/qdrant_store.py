@@ -48,7 +48,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
-from langchain_m3._qdrant_parents import child_point_ids, delete_stale_children
+from langchain_m3._qdrant_parents import child_point_ids, children_lock, delete_stale_children
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
@@ -56,6 +56,7 @@ from langchain_m3.splitter import LATE_CHUNK_KEY, lost_marker, lost_marker_messa
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
+from m3kit.store.cancelling import in_worker, stop_if_cancelled
 
 try:
     from langchain_qdrant import RetrievalMode
@@ -89,10 +90,11 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     carries all the children of each parent id it names: a child written without an id gets
     one from its parent id and its place among that parent's children in the write (re-adding
     unchanged content rewrites the same points), and the parent's other points are deleted
-    (its children of before, however many). Documents without the key are written as
-    ``QdrantVectorStore`` writes them. It is off by default: documents that carry a parent
-    id but are added in several calls (chunks of one source added in batches, or
-    ``MultiVectorRetriever`` summaries and chunks of one parent) would keep only the last.
+    (its children of before, however many); such writes through one client take turns.
+    Documents without the key are written as ``QdrantVectorStore`` writes them. It is off by
+    default: documents that carry a parent id but are added in several calls (chunks of one
+    source added in batches, or ``MultiVectorRetriever`` summaries and chunks of one parent)
+    would keep only the last.
 
     Attributes:
         parent_id_key: Metadata key of the parent id whose children a write replaces
@@ -140,10 +142,37 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         if all(parent is None for parent in parents):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
         point_ids = fill_ids(ids, child_point_ids(key, parents))
-        written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
         field = parent_path(self.metadata_payload_key, key)
-        delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
+        # the write and its deletes are one step: another write of the same parents between
+        # them would lose its children, or delete some of these
+        with children_lock(self.client):
+            written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
+            delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
         return written
+
+    async def aadd_texts(  # type: ignore[override]  # as add_texts
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[Any, Any]] | None = None,
+        ids: Sequence[str | int] | None = None,
+        batch_size: int = 64,
+        **kwargs: Any,
+    ) -> list[str | int]:
+        """:meth:`add_texts` in a worker thread (``aadd_documents`` ends here too).
+
+        Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it stops before the
+        next batch it would write and raises only once stopped, so nothing more is written
+        after: the batches written before stay, and the same call again writes the rest
+        (:mod:`m3kit.store.cancelling`; langchain-qdrant's thread went on writing).
+        """
+        return await in_worker(self.add_texts, texts, metadatas, ids, batch_size, **kwargs)
+
+    async def adelete(  # type: ignore[override]  # as QdrantVectorStore.delete
+        self, ids: list[str | int] | None = None, **kwargs: Any
+    ) -> bool | None:
+        """``QdrantVectorStore.delete`` in a worker thread; cancelled, it raises only once the
+        thread is done (a delete under way is not left to land after)."""
+        return await in_worker(self.delete, ids, **kwargs)
 
     def similarity_search_with_score(
         self, query: str, *args: Any, **kwargs: Any
@@ -210,6 +239,26 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         return store
 
     @classmethod
+    def from_existing_collection(  # type: ignore[override]  # + parent_id_key
+        cls, collection_name: str, *args: Any, **kwargs: Any
+    ) -> M3QdrantVectorStore:
+        """``QdrantVectorStore.from_existing_collection``; ``parent_id_key=`` sets
+        :attr:`parent_id_key` on the store (``QdrantVectorStore`` hands a keyword it does not
+        know to ``QdrantClient``, which ignores it in local mode).
+
+        Raises:
+            TypeError: ``parent_id_key`` is not a string.
+            ValueError: ``parent_id_key`` cannot be addressed in a payload filter.
+        """
+        key = kwargs.pop("parent_id_key", None)
+        if key is not None:
+            check_key(key)  # before the client is opened
+        store = super().from_existing_collection(collection_name, *args, **kwargs)
+        assert isinstance(store, M3QdrantVectorStore)  # built by cls
+        store.parent_id_key = key
+        return store
+
+    @classmethod
     def from_documents(
         cls, documents: list[Document], *args: Any, **kwargs: Any
     ) -> M3QdrantVectorStore:
@@ -243,6 +292,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         all_metas = list(metadatas) if metadatas else []
         all_ids: list[str | int] = list(ids) if ids else [uuid.uuid4().hex for _ in all_texts]
         for start in range(0, len(all_texts), batch_size):
+            stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
             batch_texts = all_texts[start : start + batch_size]
             batch_metas = all_metas[start : start + batch_size] or None
             batch_ids = all_ids[start : start + batch_size]
@@ -254,6 +304,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
                 models.PointStruct(id=point_id, vector=vector, payload=payload)
                 for point_id, vector, payload in zip(batch_ids, vectors, payloads, strict=False)
             ]
+            stop_if_cancelled()  # ... nor written
             yield batch_ids, points
 
     def _vectors(

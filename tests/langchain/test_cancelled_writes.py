@@ -1,6 +1,6 @@
-"""A cancelled async add of ``M3VectorStore`` / ``M3Retriever`` writes nothing once it has
-raised (it used to go on in its worker thread and write later, over what the user did since);
-the same add again stores it all."""
+"""A cancelled async add of ``M3VectorStore`` / ``M3Retriever`` / ``M3QdrantVectorStore`` writes
+nothing once it has raised (it used to go on in its worker thread and write later, over what
+the user did since); the same add again stores it all."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
+from langchain_qdrant import RetrievalMode
 
-from langchain_m3 import M3Retriever, M3VectorStore
+from langchain_m3 import (
+    M3Embeddings,
+    M3QdrantVectorStore,
+    M3Retriever,
+    M3SparseEmbeddings,
+    M3VectorStore,
+)
 from m3kit import M3Encoder
 from m3kit.store import M3Index
 from tests.reliability.killing import Gate, cancel_when_held
@@ -50,3 +57,48 @@ def test_a_cancelled_async_add_writes_nothing_more(
     asyncio.run(store.aadd_documents(DOCS))  # the retry
     assert stored_texts(index) == {d.id: [d.page_content] for d in DOCS}
     index.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+@pytest.mark.parametrize("kind", ["documents", "texts"])
+def test_a_cancelled_qdrant_store_add_writes_nothing_more(
+    tiny_encoder: M3Encoder, kind: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``M3QdrantVectorStore`` (langchain-qdrant's async add: ``add_documents`` in a thread
+    nobody stopped) wrote the rest once the cancelled call had raised: a document deleted
+    since came back. It now stops before its next batch, as ``M3VectorStore`` does."""
+    e, d = (f"00000000-0000-0000-0000-00000000000{c}" for c in "ed")
+    store = M3QdrantVectorStore.construct_instance(
+        embedding=M3Embeddings.from_encoder(tiny_encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
+        retrieval_mode=RetrievalMode.HYBRID,
+        client_options={"location": ":memory:"},
+        collection_name="c",
+    )
+    assert isinstance(store, M3QdrantVectorStore)
+    store.add_texts(["first version of d"], ids=[d])
+    gate = Gate(store._build_vectors, hold=2)  # 1: e; 2: d (one text a batch)
+    monkeypatch.setattr(store, "_build_vectors", gate)
+    docs = [Document("a new document e", id=e), Document("second version of d", id=d)]
+
+    def stored() -> dict[str, str]:
+        points, _ = store.client.scroll("c", limit=100)
+        return {str(p.id): str((p.payload or {})["page_content"]) for p in points}
+
+    def add() -> Any:
+        if kind == "documents":
+            return store.aadd_documents(docs, batch_size=1)
+        return store.aadd_texts([x.page_content for x in docs], ids=[e, d], batch_size=1)
+
+    async def cancelled_add() -> dict[str, str]:
+        await cancel_when_held(asyncio.ensure_future(add()), gate, how)
+        after_cancel = stored()
+        await store.adelete([d])  # what the user does next
+        return after_cancel
+
+    after_cancel = asyncio.run(cancelled_add())  # returns once every worker thread is done
+    assert after_cancel == {e: "a new document e", d: "first version of d"}
+    assert stored() == {e: "a new document e"}, "the cancelled add wrote after"
+    asyncio.run(store.aadd_documents(docs, batch_size=1))  # the retry
+    assert stored() == {e: "a new document e", d: "second version of d"}
+    store.client.close()

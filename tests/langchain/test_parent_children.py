@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -319,3 +320,62 @@ def test_two_threads_re_adding_one_parent_leave_one_whole_set_of_children(
     children = sorted(h.text for h in index.search("child", k=10))
     assert children in ([d.page_content for d in a_set], [d.page_content for d in b_set])
     store.close()
+
+
+def test_qdrant_two_threads_re_adding_one_parent_leave_one_whole_set_of_children(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for ``M3VectorStore`` above: ``M3QdrantVectorStore`` upserted a parent's children,
+    then deleted its other points; B wrote, A wrote, then B deleted what was not B's (A's third
+    child), leaving A's set less a child. A write and its deletes are now one step."""
+    store = _qdrant_store(tiny_encoder, RetrievalMode.HYBRID)
+    store.parent_id_key = "p"
+    a_set = [Document(f"A's child {i}", metadata={"p": "P"}) for i in range(3)]
+    b_set = [Document(f"B's child {i}", metadata={"p": "P"}) for i in range(2)]
+    b_wrote, a_wrote = threading.Event(), threading.Event()
+    real_delete = store.client.delete
+
+    def delete(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "B":
+            b_wrote.set()
+            a_wrote.wait(1)  # B deletes after A's write (or after 1 s, if A waits for B)
+        else:
+            a_wrote.set()
+        return real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "delete", delete)
+    b = threading.Thread(target=store.add_documents, args=(b_set,), name="B")
+    b.start()
+    assert b_wrote.wait(30)
+    store.add_documents(a_set)
+    b.join(10)
+    children = sorted(text for _, text, _ in _points(store))
+    assert children in ([d.page_content for d in a_set], [d.page_content for d in b_set])
+    _close(store)
+
+
+def test_from_existing_collection_takes_the_parent_id_key(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """langchain-qdrant's ``from_existing_collection`` passes unknown keywords to
+    ``QdrantClient``, which (local mode) ignores them: the key was dropped silently, and a
+    re-added parent kept its old children next to its new ones."""
+    options: dict[str, Any] = {
+        "embedding": M3Embeddings.from_encoder(tiny_encoder),
+        "sparse_embedding": M3SparseEmbeddings.from_encoder(tiny_encoder),
+        "retrieval_mode": RetrievalMode.HYBRID,
+        "collection_name": "children",
+        "path": str(tmp_path),
+    }
+    old = [Document(t, metadata={"doc_id": "p"}) for t in SAMPLE_TEXTS[0:3]]
+    written = M3QdrantVectorStore.from_documents(old, parent_id_key="doc_id", **options)
+    _close(written)
+    with pytest.raises(TypeError, match="parent_id_key must be the metadata key"):
+        M3QdrantVectorStore.from_existing_collection(parent_id_key=3, **options)
+    store = M3QdrantVectorStore.from_existing_collection(parent_id_key="doc_id", **options)
+    try:
+        assert isinstance(store, M3QdrantVectorStore) and store.parent_id_key == "doc_id"
+        store.add_documents([Document(SAMPLE_TEXTS[3], metadata={"doc_id": "p"})])
+        assert [t for _, t, _ in _points(store)] == [SAMPLE_TEXTS[3]]
+    finally:
+        _close(store)
