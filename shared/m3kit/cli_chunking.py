@@ -18,14 +18,14 @@ True
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from m3kit.store import M3Store
 
-__all__ = ["RECORD_KEY", "IndexChunking"]
+__all__ = ["RECORD_KEY", "IndexChunking", "refuse_unremembered_late_chunks"]
 
 logger = logging.getLogger("m3kit.cli")
 
@@ -134,3 +134,46 @@ class IndexChunking:
             if value is not None:
                 parts.append(f"{flag} {value}")
         return " ".join(parts)
+
+
+def refuse_unremembered_late_chunks(store: M3Store, doc_ids: Sequence[str]) -> None:
+    """Refuse a run without chunking flags that would re-chunk late-chunked documents naively.
+
+    For a collection that remembers no chunking flags (indexed by an m3kit from before they
+    were remembered, or only from Python): such a run chunks naively at the default size, so
+    each stored late-chunked document it reads would be re-chunked and re-encoded that way,
+    and that chunking remembered.
+
+    Args:
+        store: The opened collection.
+        doc_ids: The ids of the documents the run is about to write.
+
+    Raises:
+        ValueError: Some of them are stored late-chunked; names them and the flags to give.
+    """
+    from qdrant_client import models
+
+    from m3kit.store.filters import documents_filter
+    from m3kit.store.schema import CHUNKING, DOC_ID
+
+    if not doc_ids:
+        return
+    late = models.Filter(
+        must=[
+            documents_filter(doc_ids),
+            models.FieldCondition(key=f"{CHUNKING}.kind", match=models.MatchValue(value="late")),
+        ]
+    )
+    if not store.count(late):
+        return
+    names = sorted({str(p[DOC_ID]) for p in store.points(filter=late).values()})
+    shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    raise ValueError(
+        f"{len(names)} document(s) of collection {store.collection!r} ({shown}) are stored "
+        "late-chunked, but the collection remembers no chunking flags (it was indexed by an "
+        "m3kit from before they were remembered, or from Python), so this run would re-chunk "
+        "and re-encode them naively: give the chunking flags once, as they were indexed "
+        "(--late-chunking --chunk-size N, and --window / --overlap / --placement / "
+        "--late-heads if you gave them), or --no-late-chunking to re-chunk them naively; "
+        "later runs remember them"
+    )

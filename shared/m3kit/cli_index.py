@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from m3kit import cli_open
-from m3kit.cli_chunking import IndexChunking
+from m3kit.cli_chunking import IndexChunking, refuse_unremembered_late_chunks
 from m3kit.cli_scale import check_scale_arguments, index_on_ray
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ def run_index(args: argparse.Namespace) -> int:
         )
     record = cli_open.collection_record(args, storage)
     cli_open.refuse_unfinished(args, record)  # before reading files or loading a model
+    # nothing remembered and no flag given: stored late chunks must not be re-chunked naively
+    unremembered = IndexChunking.from_record(record) is None and not _chunking_flags(args)
     chunking = _index_chunking(args, record)
     # read everything first: bad input fails before loading
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
@@ -70,6 +72,8 @@ def run_index(args: argparse.Namespace) -> int:
     index = cli_open.open_index(encoder, args, storage)
     try:
         check_ids_of_other_files(index.store, read)  # before anything is written
+        if unremembered:
+            refuse_unremembered_late_chunks(index.store, [d.doc_id for d in docs])
         before = index.count()
         if args.paths:  # before writing: a run cut short still chunks the next one this way
             chunking.remember(index.store)

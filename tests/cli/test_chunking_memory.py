@@ -148,3 +148,50 @@ def test_reindex_alone_refuses_chunking_flags(
     assert main([*argv, "--no-late-chunking"]) == 1
     assert "--late-chunking/--no-late-chunking need the files" in capsys.readouterr().err
     assert {k for k, _ in _chunkings(store, tiny_m3_path).values()} == {"late"}
+
+
+def test_late_chunks_of_a_collection_that_remembers_no_flags_are_not_rechunked_naively(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collection an m3kit before commit ad1d095 indexed (e.g. e7a3161) remembers no
+    chunking flags: its record has no ``index_chunking``, its chunks record
+    ``{"kind": "late", ...}``. A run without flags after the upgrade re-chunked every
+    late-chunked file naively at the default size (and remembered that): it is refused, naming
+    the flags to give once; with them the run works and later runs remember them."""
+    docs, store = _indexed_late(tmp_path, tiny_m3_path, capsys)
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        record = index.store.collection_metadata()
+        index.store.set_collection_metadata({k: v for k, v in record.items() if k != RECORD_KEY})
+    late = _chunkings(store, tiny_m3_path)
+
+    capsys.readouterr()
+    argv = ["index", str(docs), "--path", str(store), "--model", str(tiny_m3_path), "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 document(s)" in err and "a.md" in err and "late-chunked" in err, err
+    assert "--late-chunking --chunk-size N" in err and "--no-late-chunking" in err, err
+    assert _chunkings(store, tiny_m3_path) == late  # nothing rewritten
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        assert RECORD_KEY not in index.store.collection_metadata()  # nothing remembered
+
+    # the flags given once: unchanged documents stay, and the next run needs none
+    out = _run(capsys, store, tiny_m3_path, docs, "--late-chunking", "--chunk-size", "16")
+    assert "(+0)" in out, out
+    (docs / "b.md").write_text(TEXT.replace("rivers", "lakes"), encoding="utf-8")
+    _run(capsys, store, tiny_m3_path, docs)
+    assert _chunkings(store, tiny_m3_path) == {"a.md": late["a.md"], "b.md": late["a.md"]}
+
+
+def test_naive_chunks_of_a_collection_that_remembers_no_flags_index_as_before(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same record-less collection holding naive chunks (the default): no refusal."""
+    docs, store = tmp_path / "docs", tmp_path / "store"
+    docs.mkdir()
+    (docs / "a.md").write_text(TEXT, encoding="utf-8")
+    _run(capsys, store, tiny_m3_path, docs)
+    with M3Index.open(M3Encoder.from_pretrained(tiny_m3_path), str(store)) as index:
+        record = index.store.collection_metadata()
+        index.store.set_collection_metadata({k: v for k, v in record.items() if k != RECORD_KEY})
+    out = _run(capsys, store, tiny_m3_path, docs)
+    assert "(+0)" in out, out
