@@ -51,7 +51,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -260,12 +259,15 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
     async def afrom_documents(
         cls, documents: list[Document], embedding: Any, **kwargs: Any
     ) -> M3VectorStore:
-        """:meth:`from_documents` in a worker thread.
+        """:meth:`from_documents` in a worker thread; cancelled, it writes nothing more once it
+        has raised (:func:`~m3kit.store.cancelling.in_worker`), as :meth:`aadd_documents`.
 
         (LangChain's default rebuilds the documents from their texts and metadata, which
         loses the vectors splitter chunks carry.)
         """
-        return await asyncio.to_thread(cls.from_documents, documents, embedding, **kwargs)
+        from m3kit.store.cancelling import in_worker
+
+        return await in_worker(cls.from_documents, documents, embedding, **kwargs)
 
     @property
     def index(self) -> M3Index:

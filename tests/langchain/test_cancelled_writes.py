@@ -102,3 +102,24 @@ def test_a_cancelled_qdrant_store_add_writes_nothing_more(
     asyncio.run(store.aadd_documents(docs, batch_size=1))  # the retry
     assert stored() == {e: "a new document e", d: "second version of d"}
     store.client.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_cancelled_afrom_documents_writes_nothing_after_it_has_raised(
+    tiny_encoder: M3Encoder, how: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``M3VectorStore.afrom_documents`` ran ``from_documents`` with ``asyncio.to_thread``: a
+    cancel raised at once while the thread went on and wrote the documents later."""
+    gate = Gate(tiny_encoder.encode_tokenized, hold=1)
+    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(
+            M3VectorStore.afrom_documents(DOCS, tiny_encoder, location=tmp_path / "db")
+        )
+        await cancel_when_held(task, gate, how)
+
+    asyncio.run(cancelled())  # returns once the cancel has raised
+    monkeypatch.undo()
+    with M3Index.open(tiny_encoder, tmp_path / "db") as index:
+        assert stored_texts(index) == {}, "the cancelled call wrote after it had raised"
