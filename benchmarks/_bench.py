@@ -308,12 +308,13 @@ def record_training(
     start_record = training_record(start) if start is not None else None
     inherited = list(start_record["train_articles"]) if start_record else []
     trained = sorted({*train_articles, *inherited})
+    trained_set = set(trained)
     record = {
         "by": by,
         "data": str(Path(data).resolve()),
         "seed": seed,
         "train_articles": trained,
-        "held_out_articles": [a for a in held_out_articles if a not in set(trained)],
+        "held_out_articles": [a for a in held_out_articles if a not in trained_set],
         **({"start": str(start), "start_train_articles": inherited} if start_record else {}),
     }
     path = Path(model) / SPLIT_FILE

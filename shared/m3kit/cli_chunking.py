@@ -155,19 +155,17 @@ def refuse_unremembered_late_chunks(store: M3Store, doc_ids: Sequence[str]) -> N
 
     from m3kit.store.filters import documents_filter
     from m3kit.store.schema import CHUNKING, DOC_ID
+    from m3kit.store.store_reads import _DOC_BATCH
 
-    if not doc_ids:
+    is_late = models.FieldCondition(key=f"{CHUNKING}.kind", match=models.MatchValue(value="late"))
+    names: set[str] = set()
+    for i in range(0, len(doc_ids), _DOC_BATCH):  # doc ids only, as every lookup batches them
+        late = models.Filter(must=[documents_filter(doc_ids[i : i + _DOC_BATCH]), is_late])
+        names.update(str(hit.payload[DOC_ID]) for hit in store._backend.scroll(late, [DOC_ID]))
+    if not names:
         return
-    late = models.Filter(
-        must=[
-            documents_filter(doc_ids),
-            models.FieldCondition(key=f"{CHUNKING}.kind", match=models.MatchValue(value="late")),
-        ]
-    )
-    if not store.count(late):
-        return
-    names = sorted({str(p[DOC_ID]) for p in store.points(filter=late).values()})
-    shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    names_sorted = sorted(names)
+    shown = ", ".join(repr(n) for n in names_sorted[:3]) + (", ..." if len(names) > 3 else "")
     raise ValueError(
         f"{len(names)} document(s) of collection {store.collection!r} ({shown}) are stored "
         "late-chunked, but the collection remembers no chunking flags (it was indexed by an "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from m3kit import cli_open
 from m3kit.cli_chunking import IndexChunking, refuse_unremembered_late_chunks
@@ -52,9 +52,10 @@ def run_index(args: argparse.Namespace) -> int:
         )
     record = cli_open.collection_record(args, storage)
     cli_open.refuse_unfinished(args, record)  # before reading files or loading a model
+    remembered = IndexChunking.from_record(record)
     # nothing remembered and no flag given: stored late chunks must not be re-chunked naively
-    unremembered = IndexChunking.from_record(record) is None and not _chunking_flags(args)
-    chunking = _index_chunking(args, record)
+    unremembered = remembered is None and not _chunking_flags(args)
+    chunking = _index_chunking(args, remembered)
     # read everything first: bad input fails before loading
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
     read = read_sources(paths) if paths else SourceRead([], [])
@@ -128,10 +129,9 @@ def _chunking_flags(args: argparse.Namespace) -> list[str]:
     return [flag for flag, value in given.items() if value is not None]
 
 
-def _index_chunking(args: argparse.Namespace, record: dict[str, Any]) -> IndexChunking:
-    """The chunking flags given, else those the collection's ``record`` remembers; set on
-    ``args``."""
-    remembered = IndexChunking.from_record(record)
+def _index_chunking(args: argparse.Namespace, remembered: IndexChunking | None) -> IndexChunking:
+    """The chunking flags given, else those the collection ``remembered`` (its record's,
+    :meth:`IndexChunking.from_record`); set on ``args``."""
     chunking = IndexChunking.resolve(
         args.late_chunking,
         args.chunk_size,

@@ -373,7 +373,7 @@ def _drop_earlier_weights(out: Path) -> None:
 
 
 #: The files a Hugging Face tokenizer is saved in and loaded from.
-_TOKENIZER_FILES = (
+_SAVED_TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -404,7 +404,7 @@ def _drop_stale_tokenizer_files(out: Path, written: Any) -> None:
     if not isinstance(written, (tuple, list)):
         return
     kept = {Path(str(f)).name for f in written}
-    for name in _TOKENIZER_FILES:
+    for name in _SAVED_TOKENIZER_FILES:
         path = out / name
         if name not in kept and path.is_file():
             path.unlink()
