@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _bench import record_training
+from _quality_data import record_split
 
 from m3kit.finetune import FinetuneConfig
 from m3kit.finetune.splits import ArticleSplit, split_by_article
@@ -65,15 +65,8 @@ def training_split(
 
 
 def record_rows(model: Path, by: str, args: argparse.Namespace, split: ArticleSplit) -> None:
-    """Write the articles ``model`` was trained on into it (``_bench.record_training``)."""
-    record_training(
-        model,
-        by=by,
-        data=args.data,
-        seed=args.seed,
-        train_articles=split.train_articles,
-        held_out_articles=split.eval_articles,
-    )
+    """Write the articles ``model`` was trained on into it (``_quality_data.record_split``)."""
+    record_split(model, args.data, args.seed, split, by=by)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,11 +39,14 @@ def offline_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def record_split(model: str | Path, data: str, seed: int, split: ArticleSplit) -> Path:
-    """Write the articles ``model`` was trained on into it (``_bench.SPLIT_FILE``)."""
+def record_split(
+    model: str | Path, data: str, seed: int, split: ArticleSplit, *, by: str = "quality_model.py"
+) -> Path:
+    """Write the articles ``model`` was trained on (by the script ``by``) into it
+    (``_bench.SPLIT_FILE``)."""
     return record_training(
         model,
-        by="quality_model.py",
+        by=by,
         data=data,
         seed=seed,
         train_articles=split.train_articles,
