@@ -20,7 +20,7 @@ from langchain_m3 import (
 )
 from m3kit import M3Encoder
 from m3kit.store import M3Index
-from tests.reliability.killing import Gate, cancel_when_held
+from tests.reliability.killing import Gate, cancel_when_held, index_held_at_d
 from tests.store.conftest import stored_texts
 
 DOCS = [Document("a new document e", id="e"), Document("second version of d", id="d")]
@@ -31,11 +31,7 @@ DOCS = [Document("a new document e", id="e"), Document("second version of d", id
 def test_a_cancelled_async_add_writes_nothing_more(
     tiny_encoder: M3Encoder, kind: str, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index = M3Index.open(tiny_encoder, collection="c")
-    index.write_group = 1
-    index.add_texts(["first version of d"], doc_ids=["d"])
-    gate = Gate(tiny_encoder.encode_tokenized, hold=2)  # 1: e; 2: d
-    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+    index, gate = index_held_at_d(tiny_encoder, monkeypatch)
     store, retriever = M3VectorStore(index), M3Retriever(index=index)
 
     def add() -> Any:

@@ -298,27 +298,8 @@ def test_two_threads_re_adding_one_parent_leave_one_whole_set_of_children(
     set, leaving A's set less a child. A write and its deletes are now one step."""
     store = M3VectorStore.from_documents([], tiny_encoder, backend=kind, parent_id_key="p")
     index = store.index
-    a_set = [Document(f"A's child {i}", metadata={"p": "P"}) for i in range(3)]
-    b_set = [Document(f"B's child {i}", metadata={"p": "P"}) for i in range(2)]
-    b_wrote, a_wrote = threading.Event(), threading.Event()
-    real_delete = index.store.delete_points
-
-    def delete_points(*args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread().name == "B":
-            b_wrote.set()
-            a_wrote.wait(1)  # B deletes after A's write (or after 1 s, if A waits for B)
-        else:
-            a_wrote.set()
-        return real_delete(*args, **kwargs)
-
-    monkeypatch.setattr(index.store, "delete_points", delete_points)
-    b = threading.Thread(target=store.add_documents, args=(b_set,), name="B")
-    b.start()
-    assert b_wrote.wait(30)
-    store.add_documents(a_set)
-    b.join(10)
-    children = sorted(h.text for h in index.search("child", k=10))
-    assert children in ([d.page_content for d in a_set], [d.page_content for d in b_set])
+    sets = _two_writes_of_one_parent(store, index.store, "delete_points", monkeypatch)
+    assert sorted(h.text for h in index.search("child", k=10)) in sets
     store.close()
 
 
@@ -330,27 +311,8 @@ def test_qdrant_two_threads_re_adding_one_parent_leave_one_whole_set_of_children
     child), leaving A's set less a child. A write and its deletes are now one step."""
     store = _qdrant_store(tiny_encoder, RetrievalMode.HYBRID)
     store.parent_id_key = "p"
-    a_set = [Document(f"A's child {i}", metadata={"p": "P"}) for i in range(3)]
-    b_set = [Document(f"B's child {i}", metadata={"p": "P"}) for i in range(2)]
-    b_wrote, a_wrote = threading.Event(), threading.Event()
-    real_delete = store.client.delete
-
-    def delete(*args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread().name == "B":
-            b_wrote.set()
-            a_wrote.wait(1)  # B deletes after A's write (or after 1 s, if A waits for B)
-        else:
-            a_wrote.set()
-        return real_delete(*args, **kwargs)
-
-    monkeypatch.setattr(store.client, "delete", delete)
-    b = threading.Thread(target=store.add_documents, args=(b_set,), name="B")
-    b.start()
-    assert b_wrote.wait(30)
-    store.add_documents(a_set)
-    b.join(10)
-    children = sorted(text for _, text, _ in _points(store))
-    assert children in ([d.page_content for d in a_set], [d.page_content for d in b_set])
+    sets = _two_writes_of_one_parent(store, store.client, "delete", monkeypatch)
+    assert sorted(text for _, text, _ in _points(store)) in sets
     _close(store)
 
 
@@ -379,3 +341,31 @@ def test_from_existing_collection_takes_the_parent_id_key(
         assert [t for _, t, _ in _points(store)] == [SAMPLE_TEXTS[3]]
     finally:
         _close(store)
+
+
+def _two_writes_of_one_parent(
+    store: Any, deleter: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> list[list[str]]:
+    """Thread B adds 2 children of parent ``P`` to ``store`` and, at its delete of P's other
+    children (``deleter.<name>``), waits for the main thread's add of 3 (or 1 s, if that add
+    waits for B); returns the two whole sets, one of which must be what is stored."""
+    a_set = [Document(f"A's child {i}", metadata={"p": "P"}) for i in range(3)]
+    b_set = [Document(f"B's child {i}", metadata={"p": "P"}) for i in range(2)]
+    b_wrote, a_wrote = threading.Event(), threading.Event()
+    real_delete = getattr(deleter, name)
+
+    def delete(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "B":
+            b_wrote.set()
+            a_wrote.wait(1)  # B deletes after A's write (or after 1 s, if A waits for B)
+        else:
+            a_wrote.set()
+        return real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(deleter, name, delete)
+    b = threading.Thread(target=store.add_documents, args=(b_set,), name="B")
+    b.start()
+    assert b_wrote.wait(30)
+    store.add_documents(a_set)
+    b.join(10)
+    return [[d.page_content for d in a_set], [d.page_content for d in b_set]]

@@ -19,7 +19,7 @@ from llama_index.core.schema import Document, NodeRelationship, RelatedNodeInfo,
 from llamaindex_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index
-from tests.reliability.killing import Gate, cancel_when_held
+from tests.reliability.killing import Gate, cancel_when_held, index_held_at_d
 from tests.store.conftest import stored_texts
 
 
@@ -82,11 +82,7 @@ def test_a_cancelled_async_add_waiting_for_another_writes_nothing(
 def test_a_cancelled_retriever_add_writes_nothing_more(
     tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index = M3Index.open(tiny_encoder, collection="c")
-    index.write_group = 1
-    index.add_texts(["first version of d"], doc_ids=["d"])
-    gate = Gate(tiny_encoder.encode_tokenized, hold=2)  # 1: e; 2: d
-    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+    index, gate = index_held_at_d(tiny_encoder, monkeypatch)
     retriever = M3Retriever(index)
     docs = [Document(text="a new document e", id_="e"), Document(text="second version", id_="d")]
 

@@ -152,6 +152,23 @@ async def cancel_when_held(task: asyncio.Future[Any], gate: Gate, how: str) -> N
             await asyncio.wait_for(task, 0.01)
 
 
+def index_held_at_d(
+    encoder: Any, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> tuple[Any, Gate]:
+    """An in-memory ``M3Index`` (collection ``c``; ``options`` to ``M3Index.open``) holding
+    document ``d`` ("first version of d"), writing one document a group, whose encoder's 2nd
+    call from now on is held by the returned :class:`Gate`: an add of ``e`` then ``d`` is
+    caught encoding ``d``, after ``e`` is written."""
+    from m3kit.store import M3Index
+
+    index = M3Index.open(encoder, collection="c", **options)
+    index.write_group = 1
+    index.add_texts(["first version of d"], doc_ids=["d"])
+    gate = Gate(encoder.encode_tokenized, hold=2)  # 1: e; 2: d
+    monkeypatch.setattr(encoder, "encode_tokenized", gate)
+    return index, gate
+
+
 def points_of(records: Iterable[Any]) -> Points:
     """Scrolled Qdrant records (qdrant-client or qdrant-edge) as :data:`Points`."""
     out: Points = {}

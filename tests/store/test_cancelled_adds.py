@@ -14,9 +14,9 @@ import pytest
 
 from m3kit.store import M3Index
 from tests.reliability.killing import (
-    Gate,
     assert_same_points,
     cancel_when_held,
+    index_held_at_d,
     index_points,
 )
 from tests.store.conftest import stored_texts
@@ -27,11 +27,7 @@ from tests.store.conftest import stored_texts
 def test_a_cancelled_add_writes_nothing_more_and_a_retry_stores_it(
     tiny_encoder: Any, backend: str, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index = M3Index.open(tiny_encoder, collection="c", backend=backend)
-    index.write_group = 1
-    index.add_texts(["first version of d"], doc_ids=["d"])
-    gate = Gate(tiny_encoder.encode_tokenized, hold=2)  # 1: e; 2: d
-    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+    index, gate = index_held_at_d(tiny_encoder, monkeypatch, backend=backend)
     texts, ids = ["a new document e", "second version of d"], ["e", "d"]
 
     async def cancelled_add() -> dict[str, list[str]]:
