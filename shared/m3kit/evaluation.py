@@ -142,6 +142,25 @@ def recall_at_k(ranked_ids: Sequence[str], relevant: Relevance, k: int) -> float
     return len(positives.intersection(_top_k(ranked_ids, k))) / len(positives)
 
 
+def judged_queries(
+    qrels: Mapping[str, Mapping[str, float]], among: Iterable[object] | None = None
+) -> dict[str, Mapping[str, float]]:
+    """The judgements of the queries with a relevant document (a grade ``> 0``), keyed by
+    ``str(query id)``; with ``among``, of those queries only (ids compared as strings). Every
+    scorer of a query set (:func:`evaluate_rankings`, ``evaluate_heads``, the fusion
+    calibration) picks its queries with it.
+
+    >>> judged_queries({"q1": {"a": 1}, "q2": {"b": 0}, 3: {"c": 2}}, among=["q1", 3, "q9"])
+    {'q1': {'a': 1}, '3': {'c': 2}}
+    """
+    wanted = None if among is None else {str(q) for q in among}
+    return {
+        str(q): rel
+        for q, rel in qrels.items()
+        if (wanted is None or str(q) in wanted) and any(float(g) > 0 for g in rel.values())
+    }
+
+
 def evaluate_rankings(
     run: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, float]],
@@ -175,9 +194,7 @@ def evaluate_rankings(
     cutoffs = sorted({int(k) for k in ks})
     if not cutoffs:
         raise ValueError("give at least one cut-off k")
-    judged = {
-        str(qid): rel for qid, rel in qrels.items() if any(float(g) > 0 for g in rel.values())
-    }
+    judged = judged_queries(qrels)
     if not judged:
         raise ValueError("qrels hold no query with a relevant document")
     ranked_runs = {str(qid): ranked for qid, ranked in run.items()}

@@ -494,3 +494,20 @@ def test_a_calibration_without_encoder_settings_matches_on_the_weights(
         assert (index.search_source, index.calibration) == ("calibrated", legacy)
         assert index.search_settings() == cal.all_heads
     assert not caplog.records
+
+
+def test_query_ids_are_compared_as_strings_as_evaluate_heads_compares_them(
+    encoder: M3Encoder,
+) -> None:
+    """Queries keyed by int and qrels by str (a BEIR file read by hand) calibrate and score
+    as string keys do, as ``evaluate_heads`` and ``evaluate_rankings`` compare them (before:
+    "no query has a relevant passage in qrels")."""
+    int_queries = {int(q[1:]): text for q, text in QUERIES.items()}
+    str_qrels = {q[1:]: rel for q, rel in QRELS.items()}
+    renamed = {q[1:]: text for q, text in QUERIES.items()}
+    expected = calibrate_fusion(encoder, CORPUS, renamed, str_qrels, grid_step=0.5)
+    assert calibrate_fusion(encoder, CORPUS, int_queries, str_qrels, grid_step=0.5) == expected
+    settings = SearchSettings(fusion="rrf", rerank=True)
+    assert evaluate_search(encoder, CORPUS, int_queries, str_qrels, settings) == evaluate_search(
+        encoder, CORPUS, renamed, str_qrels, settings
+    )

@@ -44,7 +44,7 @@ import torch
 
 from m3kit.encode_sets import encode_corpus_and_queries
 from m3kit.encoder import M3Encoder
-from m3kit.evaluation import evaluate_rankings
+from m3kit.evaluation import evaluate_rankings, judged_queries
 from m3kit.outputs import Head, M3Output
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, reciprocal_rank_fusion
 
@@ -284,9 +284,8 @@ def _judgements_of(
     Raises:
         ValueError: None of the queries has a relevant passage (grade > 0) in ``qrels``.
     """
-    given = {str(q) for q in qids}
-    judged = {str(q): rel for q, rel in qrels.items() if str(q) in given}
-    if not any(float(g) > 0 for rel in judged.values() for g in rel.values()):
+    judged = judged_queries(qrels, among=qids)
+    if not judged:
         example = next(iter(qrels), None)
         raise ValueError(
             f"none of the queries given has a relevant passage in qrels (query ids such as "

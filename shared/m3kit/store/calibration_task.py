@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from m3kit.encode_sets import encode_corpus_and_queries
-from m3kit.evaluation import ndcg_at_k
+from m3kit.evaluation import judged_queries, ndcg_at_k
 from m3kit.outputs import Head, M3Output
 from m3kit.store.records import ChunkRecord, output_row
 from m3kit.store.schema import point_id
@@ -63,7 +63,8 @@ def calibration_task(
     """
     if not corpus or not queries:
         raise ValueError("calibration needs a non-empty corpus and queries")
-    judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
+    judgements = judged_queries(qrels, among=queries)  # ids compared as strings
+    judged = [q for q in queries if str(q) in judgements]
     if not judged:
         raise ValueError("no query has a relevant passage in qrels")
     heads = sorted(encoder.available_heads)
@@ -93,7 +94,9 @@ def calibration_task(
         ]
         store.upsert(records, show_progress=show_progress)
         doc_of = {point_id(d, 0): d for d in doc_ids}
-        yield CalibrationTask(store, qs, tuple(judged), doc_of, {q: qrels[q] for q in judged})
+        yield CalibrationTask(
+            store, qs, tuple(judged), doc_of, {q: judgements[str(q)] for q in judged}
+        )
     finally:
         store.close()
 
