@@ -191,10 +191,10 @@ class EncoderPool:
         if not devs:
             raise ValueError("devices is empty: give at least one device")
         self.encoder = encoder
-        self.spec = EncoderSpec.of(encoder)
         from m3kit.fingerprint import encoder_fingerprint
 
-        self._loaded = encoder_fingerprint(encoder)  # what the workers load (taken by of())
+        self._loaded = encoder_fingerprint(encoder)  # what the workers load
+        self.spec = EncoderSpec.of(encoder, self._loaded)
         self.devices: tuple[str, ...] = tuple(str(d) for d in devs)
         ctx = mp.get_context("spawn")  # CUDA and torch threads do not survive fork
         self._tasks: Any = ctx.Queue()

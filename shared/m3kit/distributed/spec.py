@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
+    from m3kit.fingerprint import EncoderFingerprint
 
 __all__ = ["EncoderSpec"]
 
@@ -69,8 +70,9 @@ class EncoderSpec:
     onnx_cache_dir: str | None = None
 
     @classmethod
-    def of(cls, encoder: M3Encoder) -> EncoderSpec:
-        """The spec of an encoder built by :meth:`M3Encoder.from_pretrained`.
+    def of(cls, encoder: M3Encoder, fingerprint: EncoderFingerprint | None = None) -> EncoderSpec:
+        """The spec of an encoder built by :meth:`M3Encoder.from_pretrained`; ``fingerprint``:
+        the encoder's, when the caller has just taken it (taken here otherwise).
 
         Raises:
             ValueError: The encoder was built from an in-memory model (no checkpoint folder a
@@ -90,7 +92,8 @@ class EncoderSpec:
                 "model); worker processes load the model from disk: save it and use "
                 "M3Encoder.from_pretrained(folder)"
             )
-        fingerprint = encoder_fingerprint(encoder)
+        if fingerprint is None:
+            fingerprint = encoder_fingerprint(encoder)
         if fingerprint.weights.startswith("tensors-sha256:"):
             raise ValueError(
                 f"this M3Encoder's weights are not the ones in {info.path}: its model changed "
