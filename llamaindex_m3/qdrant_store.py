@@ -16,8 +16,9 @@ given ``node_ids`` and ``filters`` take the nodes matching both, also when the f
 ``OR`` group (``QdrantVectorStore`` took every node the group matched), and a
 ``MetadataFilters`` without a ``condition`` is an ``AND`` group, as in LlamaIndex's own
 filtering (``QdrantVectorStore`` ignored it); ``add([])`` returns ``[]`` (``QdrantVectorStore``
-raised on a collection not created yet). Everything else
-(payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
+raised on a collection not created yet); a query mode other than default, sparse and hybrid
+(MMR, text search...) raises ``NotImplementedError`` (``QdrantVectorStore`` ran a dense search
+instead). Everything else (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
 
@@ -55,7 +56,7 @@ from llamaindex_m3.late_nodes import (
     node_vectors,
 )
 from llamaindex_m3.node_records import check_late_encoder
-from llamaindex_m3.vector_store_query import query_text_state
+from llamaindex_m3.vector_store_query import check_mode, query_text_state
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.fingerprint import encoder_fingerprint
@@ -148,15 +149,17 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
     return doc_fn.prune(vectors.sparse[0])
 
 
-def _check_query_text(query: VectorStoreQuery) -> None:
-    """Refuse a sparse or hybrid query without a query text: its sparse vector is encoded from
-    ``query_str`` (a dense ``query_embedding`` cannot supply it), and a blank one gives an
-    empty sparse vector, which matches nothing.
+def _check_query(query: VectorStoreQuery) -> None:
+    """Refuse a mode ``QdrantVectorStore`` does not run (it ran a dense search instead,
+    silently: MMR without diversity), and a sparse or hybrid query without a query text: its
+    sparse vector is encoded from ``query_str`` (a dense ``query_embedding`` cannot supply it),
+    and a blank one gives an empty sparse vector, which matches nothing.
 
     Raises:
+        NotImplementedError: Names a mode other than default, sparse and hybrid.
         ValueError: Names the mode and the missing, empty or whitespace-only ``query_str``.
     """
-    mode = VectorStoreQueryMode(query.mode)
+    mode = check_mode(query, "M3QdrantVectorStore")
     state = query_text_state(query.query_str)
     if mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID) and state is not None:
         raise ValueError(
@@ -262,21 +265,24 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         super().set_query_functions(sparse_doc_fn, sparse_query_fn, fuse)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """``QdrantVectorStore.query``; a sparse or hybrid query without text is refused.
+        """``QdrantVectorStore.query``; another mode than default, sparse and hybrid, or a
+        sparse or hybrid query without text, is refused.
 
         Raises:
+            NotImplementedError: Another mode (MMR, text search, SVM...; LlamaIndex's store
+                ran a dense search instead, silently).
             ValueError: Sparse or hybrid mode without ``query_str`` (LlamaIndex's store ran
                 a dense-only search instead, silently) or with a blank one (its sparse
                 search found nothing, silently).
         """
-        _check_query_text(query)
+        _check_query(query)
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
-        :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); a sparse or hybrid query
-        without text, or with a blank one, is refused as in :meth:`query`."""
-        _check_query_text(query)
+        :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); another mode, or a sparse
+        or hybrid query without text or with a blank one, is refused as in :meth:`query`."""
+        _check_query(query)
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         token = _QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
         try:

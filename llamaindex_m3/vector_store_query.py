@@ -22,7 +22,7 @@ from m3kit.store.index_search import dense_query
 if TYPE_CHECKING:
     from llamaindex_m3.vector_store import M3VectorStore
 
-__all__ = ["query_hits", "query_settings", "query_text_state"]
+__all__ = ["check_mode", "query_hits", "query_settings", "query_text_state"]
 
 _MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
 
@@ -40,16 +40,30 @@ def query_text_state(text: str | None) -> str | None:
     return None if text.strip() else f"is empty ({text!r})"
 
 
-def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
-    """The hits of ``query`` (see :meth:`M3VectorStore.query`); ``given``: checked kwargs."""
-    index = store.client
-    index.check_encoder()  # the store checks its holder's encoder, maybe another index's
+def check_mode(query: VectorStoreQuery, store: str) -> VectorStoreQueryMode:
+    """The query's mode, refused unless it is one m3kit's stores run (default, sparse, hybrid).
+
+    Args:
+        query: The LlamaIndex query.
+        store: The refusing store's class name, for the message.
+
+    Raises:
+        NotImplementedError: Another mode (MMR, text search, SVM...), named.
+    """
     mode = VectorStoreQueryMode(query.mode)
     if mode not in _MODES:
         names = ", ".join(m.value for m in _MODES)
         raise NotImplementedError(
-            f"query mode {mode.value!r} is not supported by M3VectorStore; use {names}"
+            f"query mode {mode.value!r} is not supported by {store}; use {names}"
         )
+    return mode
+
+
+def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, Any]) -> list[Hit]:
+    """The hits of ``query`` (see :meth:`M3VectorStore.query`); ``given``: checked kwargs."""
+    index = store.client
+    index.check_encoder()  # the store checks its holder's encoder, maybe another index's
+    mode = check_mode(query, "M3VectorStore")
     heads = index.store.heads
     dense_wanted = mode is not VectorStoreQueryMode.SPARSE
     sparse_wanted = mode is not VectorStoreQueryMode.DEFAULT

@@ -429,3 +429,26 @@ def test_an_empty_query_text_is_named_empty(tiny_embedding: M3Embedding) -> None
                 store.query(query)
         with pytest.raises(ValueError, match="query_str is missing"):
             store.query(VectorStoreQuery(mode=VectorStoreQueryMode.SPARSE))
+
+
+async def test_modes_neither_store_runs_are_refused(
+    store: Any, tiny_embedding: M3Embedding
+) -> None:
+    """A mode the store does not run (MMR, text search, SVM...) raises, naming the mode.
+    LlamaIndex's Qdrant store ran a dense search for any of them, silently: an
+    ``as_retriever(vector_store_query_mode="mmr", vector_store_kwargs={"mmr_threshold": ...})``
+    returned the plain top-k, with no diversity, as though MMR had run."""
+    others = [m for m in VectorStoreQueryMode if m.value not in ("default", "sparse", "hybrid")]
+    for mode in others:
+        query = VectorStoreQuery(
+            query_embedding=tiny_embedding.get_query_embedding(TEXTS[ID1]),
+            query_str=TEXTS[ID1],
+            similarity_top_k=2,
+            mode=mode,
+            mmr_threshold=0.5,
+        )
+        expected = f"query mode '{mode.value}' is not supported by {type(store).__name__}"
+        with pytest.raises(NotImplementedError, match=expected):
+            store.query(query)
+        with pytest.raises(NotImplementedError, match=expected):
+            await store.aquery(query)
