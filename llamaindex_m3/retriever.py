@@ -114,7 +114,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
 
         Raises:
             ValueError: A bad ``similarity_top_k`` (not an int >= 1), ``fusion``, ``weights`` or
-                ``candidates``; ``rerank=True`` on a collection without ColBERT vectors.
+                ``candidates``; ``weights`` while the search fuses with ``rrf`` or ``dbsf``
+                (given, or the index's default); ``rerank=True`` on a collection without
+                ColBERT vectors.
         """
         check_count("similarity_top_k", similarity_top_k)
         settings = check_settings(
@@ -122,6 +124,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         )
         if rerank and Head.COLBERT not in index.store.heads:
             raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
+        # what each search resolves: weights the fusion never uses are refused now, as
+        # M3VectorStore refuses them, not at the first query
+        index.search_settings(fusion=fusion, weights=weights, rerank=rerank)
         self.index = index
         self.similarity_top_k = similarity_top_k
         self.fusion: Fusion | None = settings["fusion"]

@@ -220,9 +220,9 @@ def test_weights_without_the_m3_fusion_are_an_error(
             M3VectorStore.from_index(store.client, weights=(1, 0, 1))
         held = M3VectorStore.from_index(store.client, fusion="m3", weights=(1, 0, 1))
         q = VectorStoreQuery(query_str=QUERY, similarity_top_k=2, mode="hybrid")
-        for fusion in (None, "dbsf"):  # (not closed: that would close the store's index)
+        for fusion in (None, "dbsf"):  # refused when built, as the store is
             with pytest.raises(ValueError, match=NO_M3):
-                M3Retriever(store.client, weights=[1, 0, 0], fusion=fusion).retrieve(QUERY)
+                M3Retriever(store.client, weights=[1, 0, 0], fusion=fusion)
         assert not store_queries
         held.query(q, fusion="m3")
         assert _ranking(store_queries[-1])[:2] == (Fusion.M3, (1.0, 0.0, 1.0))  # as held
