@@ -33,6 +33,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from llamaindex_m3._async_embedding import ThreadedAsyncEmbedding
 from llamaindex_m3._encoder_fields import M3EncoderFields
+from llamaindex_m3.embedding_origins import remember
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
@@ -112,7 +113,9 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
     model (``IngestionPipeline(transformations=[parser, embed])``), it keeps the late-chunked
     embeddings the nodes carry and embeds only the other nodes. Its ``to_dict`` (the key of
     the pipeline's cache) records the encoder's fingerprint identity, so a cache never serves
-    another model's vectors.
+    another model's vectors. Each vector it returns is remembered with that identity
+    (:mod:`llamaindex_m3.embedding_origins`), so an :class:`~llamaindex_m3.M3VectorStore` of
+    another encoder (a fine-tune's old model) refuses it as a node's or a query's embedding.
 
     Example:
         >>> import tempfile
@@ -154,7 +157,9 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         out = self.encoder.encode(
             [query], heads=Head.DENSE, query=True, max_length=self.max_length, show_progress=False
         )
-        return out.dense[0].tolist()  # type: ignore[no-any-return]
+        vector: Embedding = out.dense[0].tolist()
+        remember([vector], encoder_fingerprint(self.encoder))
+        return vector
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._get_text_embeddings([text])[0]
@@ -171,7 +176,9 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         )
         if handoff is not None:
             handoff.put(texts, out.sparse)
-        return [row.tolist() for row in out.dense]
+        vectors: list[Embedding] = [row.tolist() for row in out.dense]
+        remember(vectors, encoder_fingerprint(self.encoder))
+        return vectors
 
     # -- as a transformation (IngestionPipeline) ----------------------------------------------
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:

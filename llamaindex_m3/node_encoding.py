@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from llama_index.core.schema import BaseNode
 
+from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.node_records import embed_text
 from m3kit.outputs import Head, M3Output
 from m3kit.store import M3Index, output_row
@@ -32,7 +33,9 @@ def encode_nodes(
     after checking it against the store's (:data:`SAME_MODEL_COSINE`).
 
     Raises:
-        ValueError: A node's ``embedding`` was made by another model.
+        ValueError: A node's ``embedding`` was made by another model (a
+            ``FingerprintMismatchError`` when an ``M3Embedding`` of another encoder made it:
+            :mod:`llamaindex_m3.embedding_origins`).
     """
     if not todo:
         return []
@@ -44,6 +47,8 @@ def encode_nodes(
         part = output_row(encoded, row)
         dense = part.dense
         if node.embedding is not None:
+            what = f"the embedding of node {node.node_id!r}"
+            check_origin(node.embedding, index.fingerprint, what)
             dense = np.asarray([node.embedding], dtype=np.float32)
             _check_same_model(node, dense[0], part.dense[0])
         out.append(

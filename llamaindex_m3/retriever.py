@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
@@ -259,6 +260,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         texts = _query_texts(query_bundle)
         dense = query_bundle.embedding
         if dense is not None:  # precomputed, as LlamaIndex's VectorIndexRetriever uses it
+            check_origin(dense, self.index.fingerprint, "QueryBundle.embedding")
             dense = dense_query(dense, self.index.store.schema.dense_dim, "QueryBundle.embedding")
         hits = self.index.search_mean(texts, dense=dense, **self._search_kwargs())
         return [hit_to_node(h) for h in hits]

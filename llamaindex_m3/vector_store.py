@@ -277,6 +277,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
                 ``m3`` weights that give every head this mode scores with weight 0, a
                 ``query_embedding`` searched by that is of another size than the collection's
                 dense vectors, all zeros or not finite.
+            FingerprintMismatchError: The ``query_embedding`` was made by an
+                :class:`M3Embedding` of another encoder than the collection's
+                (:mod:`llamaindex_m3.embedding_origins`).
             TypeError: Another keyword argument.
         """
         unknown = sorted(set(kwargs) - set(QUERY_SETTINGS))

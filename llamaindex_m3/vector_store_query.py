@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 
+from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.sourceless import ref_docs_filter
 from m3kit.outputs import Head, SparseVector
@@ -92,6 +93,8 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         out = index.encoder.encode([text], heads=sorted(encode), query=True, show_progress=False)
     dense = None
     if dense_wanted and Head.DENSE not in encode:  # LlamaIndex's embedding: checked, unit
+        what = "VectorStoreQuery.query_embedding"
+        check_origin(query.query_embedding, index.fingerprint, what)
         dense = dense_query(
             query.query_embedding, index.store.schema.dense_dim, "VectorStoreQuery.query_embedding"
         )

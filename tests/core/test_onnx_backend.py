@@ -292,6 +292,48 @@ def test_same_weights_other_graph_get_their_own_export(
     _assert_outputs_close(want, second.encode(TEXTS))
 
 
+#: A checkpoint's own modelling code (``trust_remote_code=True``): the stock backbone, shifted.
+_SHIFTED_MODEL = """from transformers import XLMRobertaModel
+
+
+class ShiftedModel(XLMRobertaModel):
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.last_hidden_state = out.last_hidden_state + {shift}
+        return out
+"""
+
+
+def test_a_checkpoints_own_code_gets_its_own_export(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the same weights and config.json run the stock class with trust_remote_code=False and
+    # the checkpoint's own class with True: the second load reused the first's export and
+    # served the stock graph's vectors; the code, edited, is another graph again
+    import shutil
+
+    path = shutil.copytree(tiny_m3_path, tmp_path / "model")
+    (path / "modeling_shifted.py").write_text(_SHIFTED_MODEL.format(shift=1.0))
+    config = json.loads((path / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_shifted.ShiftedModel"}
+    (path / "config.json").write_text(json.dumps(config))
+    builds = _builds(monkeypatch)
+    for trust in (False, True):
+        want = M3Encoder.from_pretrained(path, dtype="fp32", trust_remote_code=trust)
+        got = M3Encoder.from_pretrained(
+            path, backend="onnx", onnx_cache_dir=tmp_path / "c", trust_remote_code=trust
+        )
+        _assert_outputs_close(want.encode(TEXTS), got.encode(TEXTS))
+    assert len(builds) == 2
+    (path / "modeling_shifted.py").write_text(_SHIFTED_MODEL.format(shift=2.0))
+    want = M3Encoder.from_pretrained(path, dtype="fp32", trust_remote_code=True)
+    got = M3Encoder.from_pretrained(
+        path, backend="onnx", onnx_cache_dir=tmp_path / "c", trust_remote_code=True
+    )
+    _assert_outputs_close(want.encode(TEXTS), got.encode(TEXTS))
+    assert len(builds) == 3
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "bf16-autocast"])
 def test_onnx_refuses_precisions_it_cannot_run(tiny_m3_path: Path, dtype: str) -> None:
     with pytest.raises(ValueError, match="backend='onnx' runs dtype 'fp32'"):

@@ -6,8 +6,9 @@ the pooled dense vector, the per-token sparse weights and the normalised ColBERT
 (dynamic batch and length), lets ONNX Runtime's transformer optimiser fuse attention and layer
 norm, and optionally quantises the weights to int8 with ONNX Runtime's dynamic per-channel
 quantiser. The result is cached in a folder keyed by a digest of the model's weights, its
-pooling, heads and backbone config, the export settings and the versions of the code that
-traced and runs it (torch, transformers, ONNX Runtime); every file's sha256 is recorded
+pooling, heads, backbone config and backbone class (with the file of a checkpoint's own
+modelling code), the export settings and the versions of the code that traced and runs it
+(torch, transformers, ONNX Runtime); every file's sha256 is recorded
 in ``manifest.json`` and checked at load, so a corrupt, truncated or stale export is rebuilt,
 never used; several processes may export the same model at once (the folders' handling,
 and the removal of builds a killed process left, is :mod:`m3kit.backends.onnx_cache`). The
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -383,8 +385,8 @@ def _build(
 
 
 def _graph_digest(model: M3Model) -> str:
-    """Digest of what decides the exported graph besides the weights: the pooling, the heads
-    and the backbone's full config (``config.json`` as loaded)."""
+    """Digest of what decides the exported graph besides the weights: the pooling, the heads,
+    the backbone's full config (``config.json`` as loaded) and its code (:func:`_code_id`)."""
     heads = model.heads
     colbert = None if heads is None else heads.colbert_dim
     backbone: Any = model.backbone
@@ -394,8 +396,31 @@ def _graph_digest(model: M3Model) -> str:
     for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
     text = json.dumps(config, sort_keys=True, default=str)
-    blob = f"{model.pooling.value}|heads:{heads is not None}|colbert:{colbert}|{text}"
+    blob = (
+        f"{model.pooling.value}|heads:{heads is not None}|colbert:{colbert}|{text}"
+        f"|code:{_code_id(backbone)}"
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _code_id(backbone: nn.Module) -> str:
+    """The backbone's class and, for a class from outside transformers (a checkpoint's own
+    modelling code, loaded with ``trust_remote_code=True``), its module file's sha256.
+
+    The same weights and ``config.json`` build transformers' class without
+    ``trust_remote_code`` and the checkpoint's own with it: two graphs. The code of a
+    transformers class is keyed by the transformers version (in the export key); a
+    checkpoint's code file may be edited in place.
+    """
+    cls = type(backbone)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__.startswith("transformers."):
+        return name
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:  # a class without a source file
+        source = None
+    return name if source is None else f"{name}:{sha256_file(Path(source))}"
 
 
 def check_exportable(model: M3Model) -> None:
