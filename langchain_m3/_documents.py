@@ -51,6 +51,8 @@ _FIELDS = {
 }
 # the chunks whose placement M3VectorStore shows (hit_document)
 _CHUNKED = models.FieldCondition(key=CHUNK_COUNT, range=models.Range(gt=1))
+# filter values meaning "any of" (as m3kit.store.filters.metadata_filter reads them)
+_ANY_OF = list | tuple | set | frozenset
 
 
 def encoder_of(embedding: M3Encoder | EncoderModel) -> M3Encoder:
@@ -216,7 +218,7 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
             continue
         field = _FIELDS[str(key)]
         stored = _stored_doc_ids(wanted) if field == DOC_ID else wanted
-        theirs = any_of(field, list(stored)) if isinstance(stored, list | tuple) else None
+        theirs = any_of(field, list(stored)) if isinstance(stored, _ANY_OF) else None
         if theirs is None:
             theirs = equals(field, stored)
         if rule == "always":
@@ -237,12 +239,13 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
 
 def _stored_doc_ids(wanted: Any) -> Any:
     """A ``doc_id`` filter value as the ids are stored: an int is its digits, as
-    ``add_documents``, ``get_by_ids`` and ``delete`` take it (other values are left as given).
+    ``add_documents``, ``get_by_ids`` and ``delete`` take it (other values are left as given;
+    a set, any of its ids, becomes a list).
 
-    >>> _stored_doc_ids(7), _stored_doc_ids([7, "x", True])
-    ('7', ['7', 'x', True])
+    >>> _stored_doc_ids(7), _stored_doc_ids([7, "x", True]), _stored_doc_ids({7})
+    ('7', ['7', 'x', True], ['7'])
     """
-    if isinstance(wanted, list | tuple):
+    if isinstance(wanted, _ANY_OF):
         return [_stored_doc_ids(v) for v in wanted]
     if isinstance(wanted, int) and not isinstance(wanted, bool):
         return doc_id_text(wanted, "filter['doc_id']")

@@ -10,7 +10,7 @@ Split from :mod:`langchain_m3.vectorstore`: :class:`VectorStoreSearch` is the ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
@@ -26,12 +26,14 @@ from langchain_m3._search import (
     scale_of,
 )
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
+from m3kit.store.filters import to_filter
 from m3kit.store.index_search import dense_query
+from m3kit.store.search_settings import check_score_threshold
 
 if TYPE_CHECKING:
     from langchain_m3.retriever import M3Retriever
 
-__all__ = ["VectorStoreSearch", "check_no_more"]
+__all__ = ["VectorStoreSearch", "check_no_more", "check_search_values"]
 
 _NO_MMR = (
     "M3VectorStore has no max_marginal_relevance_search: it does not read stored vectors "
@@ -186,10 +188,12 @@ class VectorStoreSearch(VectorStore):
         ``weights``, ``rerank``, ``candidates``, ``score_threshold``.
 
         Raises:
-            ValueError: An unknown search argument, a bad ranking one (``weights``...),
-                ``search_type="mmr"``, or ``"similarity_score_threshold"`` with a search that
-                scores by rank fusion (no relevance; also refused when it searches, as the
-                store's defaults may change after).
+            ValueError: An unknown search argument, a bad one (``k``, ``filter``,
+                ``score_threshold``, a ranking one: ``weights``...), ``search_type="mmr"``,
+                or ``"similarity_score_threshold"`` with a search that scores by rank fusion
+                (no relevance; also refused when it searches, as the store's defaults may
+                change after).
+            TypeError: A ``filter`` that is neither a mapping nor a qdrant ``Filter``.
         """
         search_type = kwargs.get("search_type", "similarity")
         if search_type == "mmr":
@@ -202,6 +206,7 @@ class VectorStoreSearch(VectorStore):
                 f"{sorted(SEARCH_ARGS | {'k'})}"
             )
         settings = self.search_settings(**search_kwargs)  # a bad value fails here, not later
+        check_search_values(search_kwargs)
         if search_type == "similarity_score_threshold":
             relevance_function(settings, self._index.store.heads)  # rank fusion: refused
         return super().as_retriever(**kwargs)
@@ -242,6 +247,21 @@ class VectorStoreSearch(VectorStore):
             score_threshold=kwargs.get("score_threshold"),
             **self._index.layered_settings(kwargs, self._defaults()),
         )
+
+
+def check_search_values(search_kwargs: Mapping[str, Any]) -> None:
+    """Refuse the ``k``, ``filter`` or ``score_threshold`` of ``search_kwargs`` that a search
+    would refuse (checked where a retriever is built, as ``M3Retriever`` checks its own).
+
+    Raises:
+        ValueError: ``k`` is not a positive int, ``filter`` an empty mapping or one with a
+            value no filter takes, or ``score_threshold`` not a finite number.
+        TypeError: ``filter`` is neither a mapping nor a qdrant ``Filter``.
+    """
+    if "k" in search_kwargs:
+        check_k(search_kwargs["k"])
+    to_filter(document_filter(search_kwargs.get("filter"), VECTOR_STORE_SHOWN))
+    check_score_threshold(search_kwargs.get("score_threshold"))
 
 
 def check_no_more(kwargs: dict[str, Any], method: str) -> None:

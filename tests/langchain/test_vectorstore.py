@@ -209,6 +209,34 @@ def test_bad_search_arguments(store: M3VectorStore) -> None:
         store.delete()
 
 
+@pytest.mark.parametrize(
+    ("search_kwargs", "message"),
+    [
+        ({"k": 0}, "k must be a positive integer"),
+        ({"k": "3"}, "k must be a positive integer"),
+        ({"filter": {}}, "empty filter mapping"),
+        ({"filter": {"topic": None}}, "filter on 'topic'"),
+        ({"filter": "topic = geo"}, "filter must be a mapping"),
+        ({"score_threshold": float("nan")}, "score_threshold must be a finite number"),
+        ({"score_threshold": "0.5"}, "score_threshold must be a finite number"),
+    ],
+)
+def test_a_bad_k_filter_or_threshold_in_search_kwargs_fails_in_as_retriever(
+    store: M3VectorStore, search_kwargs: dict[str, Any], message: str
+) -> None:
+    """``as_retriever`` checked only the ranking settings of ``search_kwargs``: a retriever
+    with ``k=0``, an empty or malformed filter or a NaN threshold was built, and failed at its
+    first ``invoke`` in a running chain (``M3Retriever`` refuses them when it is built)."""
+    for search_type in ("similarity", "similarity_score_threshold"):
+        given = {"score_threshold": 0.5, **search_kwargs}
+        if search_type == "similarity" and "score_threshold" not in search_kwargs:
+            given.pop("score_threshold")
+        with pytest.raises((ValueError, TypeError), match=message):
+            store.as_retriever(search_type=search_type, search_kwargs=given)
+        with pytest.raises((ValueError, TypeError), match=message):  # as a search says it
+            store.similarity_search(QUERY, **given)
+
+
 def test_search_by_vector_is_dense(store: M3VectorStore, tiny_encoder: M3Encoder) -> None:
     vector = tiny_encoder.encode_queries([QUERY], heads="dense").dense[0]
     dense_hits = store.index.store.query(dense=vector, k=3, rerank=False)

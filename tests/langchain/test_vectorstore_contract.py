@@ -4,6 +4,7 @@ the write fails saying why (never a silently changed value)."""
 from __future__ import annotations
 
 import pytest
+from langchain_core.documents import Document
 
 from langchain_m3 import M3VectorStore
 from m3kit import M3Encoder
@@ -73,3 +74,27 @@ def test_a_none_metadata_entry_is_no_metadata_as_in_langchain_qdrant(
         assert store.get_by_ids(["d"])[0].metadata == {}
         with pytest.raises(TypeError, match=r"metadatas\[1\] is str, not a dict"):
             store.add_texts(["e", "f"], [{}, "oops"])  # type: ignore[list-item]
+
+
+def _sorted_ids(docs: list[Document]) -> list[str]:
+    return sorted(str(d.id) for d in docs)
+
+
+@pytest.mark.parametrize("kind", [set, frozenset])
+def test_a_set_of_ids_filters_as_any_of_as_it_does_for_every_other_key(
+    tiny_encoder: M3Encoder, kind: type[frozenset[object]]
+) -> None:
+    """A set is any-of in a filter mapping (``{"t": {"x", "y"}}``), but on the keys the
+    returned documents show (``doc_id``; ``chunk_index`` in ``M3Retriever``) it failed with
+    ``value {...} (set) is not supported; use a string, bool, int or float``."""
+    with M3VectorStore.from_texts(
+        ["a", "b", "c"], tiny_encoder, [{"t": "x"}, {"t": "y"}, {"t": "z"}], ids=["a", "b", "c"]
+    ) as store:
+        by_topic = store.similarity_search("a", filter={"t": kind({"x", "y"})})
+        assert _sorted_ids(by_topic) == ["a", "b"]
+        wanted = kind({"a", "c"})
+        assert _sorted_ids(store.similarity_search("a", filter={"doc_id": wanted})) == ["a", "c"]
+        retriever = store.as_m3_retriever(k=3, filter={"doc_id": wanted})
+        assert _sorted_ids(retriever.invoke("a")) == ["a", "c"]
+        firsts = retriever.invoke("a", filter={"chunk_index": kind({0}), "doc_id": kind({"b"})})
+        assert [d.id for d in firsts] == ["b"]
