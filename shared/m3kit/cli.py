@@ -340,7 +340,7 @@ def _run_search(args: argparse.Namespace) -> int:
                 f"collection {args.collection!r} at {cli_open.location(args)} is empty; "
                 "run `m3kit index` first"
             )
-        report = search_report(index, given)
+        report = search_report(index, given, args.k)
         logger.info("search: %s", index.search_settings(**given).describe())
         hits = index.search(
             args.query,
