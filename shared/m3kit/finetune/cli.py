@@ -237,6 +237,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         )
     if args.articles is not None and args.longdoc is None:
         raise ValueError("--articles selects documents of --longdoc")
+    if args.chunk_chars is not None and args.longdoc is None:
+        raise ValueError("--chunk-chars cuts the documents of --longdoc; it needs --longdoc")
     if args.span_negatives and not args.late_chunking:
         raise ValueError("--span-negatives applies with --late-chunking (span pooling) only")
     if args.span_overlap is not None and not args.late_chunking:
