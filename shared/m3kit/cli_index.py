@@ -47,6 +47,7 @@ def run_index(args: argparse.Namespace) -> int:
     check_scale_arguments(args)
     args.prune = args.prune or args.prune_missing
     storage = cli_open.storage(args)
+    cli_open.payload_indexes(args)  # a key given twice with two types fails before loading
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     if not args.paths and args.prune:
