@@ -228,8 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also delete stored documents that m3kit index read from these files and folders "
         "but are no longer there (removed files, removed jsonl rows; a PATH that no longer "
-        "exists is pruned only, and exit status 1 says nothing was indexed from it); files "
-        "still there and documents added otherwise are kept",
+        "exists is pruned only, refused while documents indexed from it are stored (see "
+        "--prune-missing), and exit status 1 says nothing was indexed from it); files still "
+        "there and documents added otherwise are kept",
+    )
+    index.add_argument(
+        "--prune-missing",
+        action="store_true",
+        help="--prune, also of a PATH that no longer exists while documents indexed from it "
+        "are stored (a moved or deleted folder): they are deleted; --prune alone refuses it, "
+        "as a drive or share that is not mounted looks the same",
     )
     index.add_argument(
         "--index-field",
@@ -332,7 +340,7 @@ def _run_search(args: argparse.Namespace) -> int:
                 f"collection {args.collection!r} at {cli_open.location(args)} is empty; "
                 "run `m3kit index` first"
             )
-        report = search_report(index, given)
+        report = search_report(index, given, args.k)
         logger.info("search: %s", index.search_settings(**given).describe())
         hits = index.search(
             args.query,

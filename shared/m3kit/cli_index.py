@@ -30,14 +30,24 @@ def run_index(args: argparse.Namespace) -> int:
     nothing was ever pruned from).
 
     Raises:
-        ValueError: Bad arguments or input, checked before a model loads where possible.
+        ValueError: Bad arguments or input, checked before a model loads where possible; a
+            missing path given to ``--prune`` that stored documents were indexed from,
+            without ``--prune-missing`` (checked before anything is written).
     """
     from m3kit.cli_ids import check_ids_of_other_files
-    from m3kit.cli_prune import clean_up, mistyped_paths, paths_to_read
+    from m3kit.cli_prune import (
+        clean_up,
+        mistyped_paths,
+        paths_to_read,
+        refuse_vanished,
+        say_pruned_only,
+    )
     from m3kit.sources import SourceRead, read_sources
 
     check_scale_arguments(args)
+    args.prune = args.prune or args.prune_missing
     storage = cli_open.storage(args)
+    cli_open.payload_indexes(args)  # a key given twice with two types fails before loading
     if not args.paths and not args.reindex:
         raise ValueError("give the files or folders to index (or --reindex)")
     if not args.paths and args.prune:
@@ -58,6 +68,7 @@ def run_index(args: argparse.Namespace) -> int:
     chunking = _index_chunking(args, remembered)
     # read everything first: bad input fails before loading
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
+    missing = [p for p in args.paths if p not in paths]
     read = read_sources(paths) if paths else SourceRead([], [])
     docs = read.documents  # none (every file emptied) still cleans up below
     encoder = cli_open.load_encoder(args, storage, record)
@@ -73,6 +84,9 @@ def run_index(args: argparse.Namespace) -> int:
     index = cli_open.open_index(encoder, args, storage)
     try:
         check_ids_of_other_files(index.store, read)  # before anything is written
+        if not args.prune_missing:  # an unmounted share looks like a deleted folder
+            refuse_vanished(index.store, missing)
+        say_pruned_only(missing)
         if unremembered:
             refuse_unremembered_late_chunks(index.store, [d.doc_id for d in docs])
         before = index.count()
@@ -94,7 +108,6 @@ def run_index(args: argparse.Namespace) -> int:
             index.delete(read.empty)
         cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
         after = index.count()
-        missing = [p for p in args.paths if p not in paths] if args.prune else []
         unmatched = mistyped_paths(index.store, cleanup, missing, paths) if args.prune else []
     finally:
         index.close()

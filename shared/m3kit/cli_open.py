@@ -27,6 +27,7 @@ __all__ = [
     "load_encoder",
     "location",
     "open_index",
+    "payload_indexes",
     "refuse_unfinished",
     "refuse_unfinished_cut",
     "refuse_unfinished_reindex",
@@ -280,7 +281,7 @@ def open_index(
             create=create,
             reindex=getattr(args, "reindex", False),
             show_progress=not args.quiet,
-            payload_indexes=dict(getattr(args, "index_field", [])),
+            payload_indexes=payload_indexes(args),
             **sparse_cut(args),
         )
     return M3Index.open(
@@ -291,10 +292,29 @@ def open_index(
         create=create,
         reindex=getattr(args, "reindex", False),
         show_progress=not args.quiet,
-        payload_indexes=dict(getattr(args, "index_field", [])),
+        payload_indexes=payload_indexes(args),
         cluster=cluster_settings(args),
         **sparse_cut(args),
     )
+
+
+def payload_indexes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--index-field`` as ``M3Index.open``'s ``payload_indexes`` (``{}``: none, or a
+    command without the flag); a key given twice with one type is one index.
+
+    Raises:
+        ValueError: A key given twice with two types, naming it and both.
+    """
+    out: dict[str, Any] = {}
+    for key, kind in getattr(args, "index_field", []):
+        if key in out and out[key] != kind:
+            first, then = (getattr(k, "value", k) for k in (out[key], kind))
+            raise ValueError(
+                f"--index-field {key} is given twice, as {first} and as {then}; give one type "
+                "per key"
+            )
+        out[key] = kind
+    return out
 
 
 def sparse_cut(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,7 +12,9 @@ library or an adapter are left alone, whatever their ``source`` says.
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents.
   A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`),
-  and ``m3kit index`` exits 1 when nothing was pruned from it, now or by an earlier run that
+  and only with ``--prune-missing`` while documents indexed from it are stored
+  (:func:`refuse_vanished`: a drive or share that is not mounted looks the same);
+  ``m3kit index`` exits 1 when nothing was pruned from it, now or by an earlier run that
   the collection remembers (:func:`mistyped_paths`): a mistyped path; an existing
   folder without a file to read stays an error (an unmounted mount point is an
   empty folder: pruning it would delete everything indexed from it).
@@ -40,6 +42,8 @@ __all__ = [
     "clean_up",
     "mistyped_paths",
     "paths_to_read",
+    "refuse_vanished",
+    "say_pruned_only",
     "stale_documents",
 ]
 
@@ -77,10 +81,11 @@ def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
     """The given paths to read: with ``prune``, one that no longer exists is pruned only.
 
     A moved or deleted folder (or file) can then still be pruned (``m3kit index old/
-    --prune``); a line on stderr says so for each. An existing folder without a file to read
-    is returned, so reading it stays an error: an unmounted mount point is an empty folder,
-    and pruning it would delete everything indexed from it. Without ``prune`` every path is
-    returned, so reading a missing one stays an error too.
+    --prune-missing``; :func:`refuse_vanished` is the check, :func:`say_pruned_only` the
+    line on stderr). An existing folder without a file to read is returned, so reading it
+    stays an error: an unmounted mount point is an empty folder, and pruning it would delete
+    everything indexed from it. Without ``prune`` every path is returned, so reading a
+    missing one stays an error too.
 
     Raises:
         ValueError: A path is a loop of symbolic links (it cannot be read, nor resolved to
@@ -91,15 +96,39 @@ def paths_to_read(paths: Sequence[str], *, prune: bool) -> list[str]:
             raise ValueError(f"{raw}: a loop of symbolic links; give the path it should name")
     if not prune:
         return list(paths)
-    kept = []
-    for raw in paths:
-        if Path(raw).expanduser().exists():
-            kept.append(raw)
-        else:
-            print(
-                f"{raw}: no such file or folder; pruning what was indexed from it", file=sys.stderr
+    return [raw for raw in paths if Path(raw).expanduser().exists()]
+
+
+def refuse_vanished(store: M3Store, missing: Sequence[str]) -> None:
+    """Refuse to prune a ``missing`` given path while documents indexed from it are stored.
+
+    A drive or network share that is not mounted looks exactly like a deleted folder (its
+    path is gone with it): pruning it would delete everything indexed from it. A missing
+    path with nothing stored from it (pruned by an earlier run, or mistyped) passes;
+    ``m3kit index --prune-missing`` skips this check (the folder is gone on purpose).
+
+    Raises:
+        ValueError: Names the first such path, how many documents were indexed from it,
+            and ``--prune-missing``.
+    """
+    if not missing:
+        return
+    roots = {raw: _resolved(raw) for raw in missing}
+    origins = [reader_origin(i, meta) for i, meta in store.document_metadata().items()]
+    for raw, root in roots.items():
+        count = sum(1 for o in origins if o is not None and _under(Path(o), [root]))
+        if count:
+            raise ValueError(
+                f"{raw}: no such file or folder, and {count} stored document(s) were indexed "
+                "from it; --prune does not delete them (a drive or share that is not mounted "
+                "looks the same): mount it again, or run with --prune-missing to delete them"
             )
-    return kept
+
+
+def say_pruned_only(missing: Sequence[str]) -> None:
+    """A line on stderr for each ``missing`` given path: it is pruned, not read."""
+    for raw in missing:
+        print(f"{raw}: no such file or folder; pruning what was indexed from it", file=sys.stderr)
 
 
 def stale_documents(

@@ -76,8 +76,8 @@ def add_ranking_arguments(search: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="candidates per retriever (dense, sparse) before fusion and rerank; more: better "
-        "recall, slower (default: the calibrated budget, else max(4k, 50))",
+        help="candidates per retriever (dense, sparse) before fusion and rerank, at least k; "
+        "more: better recall, slower (default: the calibrated budget, else max(4k, 50))",
     )
     group.add_argument(
         "--rerank",
@@ -106,12 +106,14 @@ def ranking(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
-    """What a search with the ranking arguments ``given`` runs with (the ``"search"`` object).
+def search_report(index: M3Index, given: dict[str, Any], k: int) -> dict[str, Any]:
+    """What a search of ``k`` hits with the ranking arguments ``given`` runs with (the
+    ``"search"`` object).
 
     ``weights`` is there only for the ``m3`` fusion (``rrf`` and ``dbsf`` do not use them);
-    ``rerank`` is whether ColBERT re-scores the candidates; ``candidates`` ``null`` means the
-    store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from
+    ``rerank`` is whether ColBERT re-scores the candidates; ``candidates`` is what each
+    retriever fetches (a budget below ``k``, given or calibrated, is raised to ``k``), ``null``
+    the store's rule (``max(4 * k, 50)``); ``defaults`` says where settings not given came from
     (:attr:`~m3kit.store.M3Index.search_source`: ``"calibrated"``, the model's
     ``m3kit_search.json``; ``"bge-m3"``, FlagEmbedding's published weights; ``"built-in"``);
     ``sparse_cut`` is the collection's sparse cut, ``{"top_k": ..., "min_weight": ...}``, that
@@ -131,6 +133,8 @@ def search_report(index: M3Index, given: dict[str, Any]) -> dict[str, Any]:
         "defaults": index.search_source,
         "sparse_cut": cut.to_dict() if cut.cuts else None,
     }
+    if settings.candidates is not None:  # as the store fetches them
+        report["candidates"] = index.store.query_options.per_retriever(k, settings.candidates)
     if settings.fusion is not Fusion.M3:
         del report["weights"]  # played no part in this search
     return report

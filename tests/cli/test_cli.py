@@ -276,6 +276,30 @@ def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path
     assert Path(json.loads(run.stdout)["hits"][0]["doc_id"]).name == "jupiter.txt"
 
 
+def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
+    """``python -m m3kit`` failed ("No module named m3kit.__main__"): the command runs now,
+    with its exit status (1 for an error, its message on stderr)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "m3kit", *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("m3kit "), version.stderr
+    failed = run("index")
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.strip() == (
+        "m3kit index: error: give the files or folders to index (or --reindex)"
+    )
+
+
 def test_index_with_late_chunking(
     tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

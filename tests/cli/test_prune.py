@@ -98,7 +98,12 @@ def test_prune_a_path_that_no_longer_exists(
     # without --prune a missing path stays an error
     code, out = index_run(capsys, store, tiny_m3_path, notes)
     assert code == 1 and f"{notes}: no such file or folder" in out, out
+    # --prune alone refuses it while documents indexed from it are stored (an unmounted
+    # share looks the same); --prune-missing prunes it
     code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 1 and "run with --prune-missing to delete them" in out, out
+    assert len(stored_texts(store, tiny_m3_path)) == 2
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune-missing")
     assert code == 0, out
     assert f"{notes}: no such file or folder; pruning what was indexed from it" in out
     assert "indexed 0 document(s)" in out and "removed 1 document(s) no longer there" in out
@@ -120,7 +125,7 @@ def test_prune_a_path_that_no_longer_exists(
     (notes / "c.md").write_text("Rome is the capital of Italy.", encoding="utf-8")
     assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
     shutil.rmtree(notes)
-    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune-missing")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
     assert index_run(capsys, store, tiny_m3_path, notes, "--prune")[0] == 0
     (moved / "b.md").unlink()
@@ -239,3 +244,51 @@ def test_prune_without_paths_is_refused(
     assert len(out.strip().splitlines()) == 1, out
     code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
+
+
+def test_a_vanished_folder_is_pruned_only_on_purpose(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A given folder that no longer exists was pruned of everything indexed from it, exit 0:
+    a share or drive that is not mounted (``/mnt/nas/docs`` gone with it) emptied a nightly
+    ``m3kit index /mnt/nas/docs --prune``'s collection. It is refused now, before anything is
+    written, naming the folder and ``--prune-missing``, which prunes it on purpose."""
+    store, share, local = tmp_path / "store", tmp_path / "nas" / "docs", tmp_path / "local"
+    share.mkdir(parents=True)
+    local.mkdir()
+    (share / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    (share / "b.md").write_text("Paris is the capital of France.", encoding="utf-8")
+    (local / "c.md").write_text("Rome is the capital of Italy.", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert index_run(capsys, store, tiny_m3_path, "nas/docs", "local", "--prune")[0] == 0
+    before = stored_texts(store, tiny_m3_path)
+    assert len(before) == 3
+    shutil.rmtree(tmp_path / "nas")  # unmounted: the folder is gone with the share
+    (local / "d.md").write_text("Madrid is the capital of Spain.", encoding="utf-8")
+    code, out = index_run(capsys, store, tiny_m3_path, "nas/docs", "local", "--prune")
+    assert code == 1, out
+    assert out.strip() == (
+        "m3kit index: error: nas/docs: no such file or folder, and 2 stored document(s) were "
+        "indexed from it; --prune does not delete them (a drive or share that is not mounted "
+        "looks the same): mount it again, or run with --prune-missing to delete them"
+    )
+    assert stored_texts(store, tiny_m3_path) == before  # nothing deleted, nothing written
+    # the same relative path from another folder names another path: nothing deleted
+    monkeypatch.chdir(local)
+    code, out = index_run(capsys, store, tiny_m3_path, "nas/docs", "--prune")
+    assert code == 1 and "nothing indexed from it was pruned" in out, out
+    assert stored_texts(store, tiny_m3_path) == before
+    # on purpose: pruned, said on stderr; later scheduled runs with --prune exit 0
+    monkeypatch.chdir(tmp_path)
+    code, out = index_run(capsys, store, tiny_m3_path, "nas/docs", "local", "--prune-missing")
+    assert code == 0 and "nas/docs: no such file or folder; pruning what was indexed" in out
+    assert "removed 2 document(s) no longer there" in out, out
+    assert sorted(stored_texts(store, tiny_m3_path)) == [
+        str((local / "c.md").resolve()),
+        str((local / "d.md").resolve()),
+    ]
+    code, out = index_run(capsys, store, tiny_m3_path, "nas/docs", "local", "--prune")
+    assert code == 0 and "removed 0 document(s) no longer there" in out, out

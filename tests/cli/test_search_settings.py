@@ -111,6 +111,29 @@ def test_search_without_calibration_keeps_rrf(
     assert _ranking(store_queries[-1]) == ("m3", [0.4, 0.2, 0.4], True, 60)
 
 
+def test_json_reports_the_candidates_the_search_fetched(
+    tmp_path: Path,
+    calibrated_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    store_queries: list[dict[str, Any]],
+) -> None:
+    """A budget below ``-k`` is raised to ``k`` by the store (each retriever fetches at least
+    the hits asked for), but ``--json`` said ``"candidates": 2`` (or the calibration's 7 with
+    ``-k 10``) for a search that fetched 5 (10) per retriever."""
+    from m3kit.store.query import QueryOptions
+
+    where = _indexed(tmp_path, calibrated_m3_path, capsys)
+    for flags, fetched in (
+        (["-k", "5", "--candidates", "2"], 5),
+        (["-k", "10"], 10),  # the calibrated budget, 7
+        (["-k", "2", "--candidates", "60"], 60),
+    ):
+        out = _search(capsys, *where, *flags)
+        call = store_queries[-1]
+        assert QueryOptions().per_retriever(call["k"], call["candidates"]) == fetched
+        assert out["search"]["candidates"] == fetched, (flags, out["search"])
+
+
 @pytest.mark.parametrize(
     ("model", "flags", "fusion"),
     [

@@ -173,6 +173,23 @@ def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_cli_max_queries_must_be_positive(
+    command: str, value: str, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--max-queries 0`` failed after loading with "none of the queries given has a relevant
+    passage (query ids such as None)" (eval) or "needs a non-empty corpus and queries"
+    (calibrate), and ``-3`` with Python's "Sample larger than population or is negative":
+    none named the flag. It is a usage error naming it now."""
+    data = Path(__file__).resolve().parents[1] / "data" / "squad_en"
+    argv = [command, "--model", str(tiny_m3_path), "--data", str(data), "--max-queries", value]
+    with pytest.raises(SystemExit) as exc:
+        _run(argv)
+    assert exc.value.code == 2
+    assert f"argument --max-queries: {value} must be" in capsys.readouterr().err
+
+
 def test_cli_mining_recognises_a_titled_corpus_passage(tiny_m3_path: Path, tmp_path: Path) -> None:
     """--corpus rows {"title", "text"} were compared with the rows' positives as title + text:
     a text-only positive was mined as a negative."""

@@ -344,6 +344,25 @@ def test_cli_finetune_late_chunking(
     assert [(c.span_negatives, c.span_overlap) for c in seen] == [(0, None), (2, 30)]
 
 
+def test_cli_finetune_longdoc_flags_need_longdoc(
+    tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--chunk-chars`` (and ``--articles``) select from ``--longdoc``: with ``--train``,
+    ``--chunk-chars 500`` trained on the rows as they were, without a word. Refused now,
+    before anything is read or trained."""
+    from m3kit.cli import main
+
+    rows = tmp_path / "train.jsonl"
+    rows.write_text('{"query": "q", "pos": ["p"], "neg": ["n"]}\n', encoding="utf-8")
+    out = tmp_path / "ft"
+    common = ["--model", str(tiny_m3_path), "--train", str(rows), "--output", str(out), "--quiet"]
+    for flag, value in (("--chunk-chars", "500"), ("--articles", "rhine")):
+        assert main(["finetune", *common, flag, value]) == 1
+        err = capsys.readouterr().err
+        assert f"m3kit finetune: error: {flag} " in err and "--longdoc" in err, err
+    assert not out.exists()
+
+
 def test_llamaindex_engine_late_chunking(tiny_m3_path: Path, tmp_path: Path) -> None:
     from llamaindex_m3.finetune import M3FinetuneEngine
 

@@ -96,6 +96,23 @@ def test_settings_validate_what_a_user_passes() -> None:
         weight_grid(0.3, 3)
 
 
+@pytest.mark.parametrize("step", ["0", "-0.5", "0.3", "nan"])
+def test_a_bad_grid_step_is_refused_before_the_model_loads(
+    step: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``m3kit calibrate --grid-step 0`` crashed with a ``ZeroDivisionError`` traceback, and a
+    step that does not divide 1 (0.3) failed only after every passage was encoded. Both are an
+    error naming the step now, before the model loads (this model folder does not exist)."""
+    from m3kit.cli import main
+
+    data = Path(__file__).resolve().parents[1] / "data" / "squad_en"
+    argv = ["calibrate", "--model", str(tmp_path / "none"), "--data", str(data), "--quiet"]
+    assert main([*argv, "--grid-step", step]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("m3kit calibrate: error: grid step must divide 1"), err
+    assert "Traceback" not in err
+
+
 def test_head_scores_rank_like_the_m3_query(encoder: M3Encoder) -> None:
     with M3Index.open(encoder, ":memory:") as index:
         index.add_texts(TEXTS, doc_ids=list(CORPUS))

@@ -246,6 +246,28 @@ def test_server_index_requests_are_made_once(
     assert len(_index_puts(requests)) == 10
 
 
+def test_cli_index_field_given_twice_with_two_types_is_refused(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--index-field lang --index-field lang:integer`` indexed ``lang`` as an integer, the
+    first type dropped without a word. Refused now, naming the key and both types, before
+    anything is created; the same type twice is one index."""
+    from m3kit.cli import main
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"_id": "a", "text": "Oxygen was found in 1774.", "lang": "en"}\n')
+    store = tmp_path / "store"
+    argv = ["index", str(rows), "--path", str(store), "--model", str(tiny_m3_path)]
+    argv += ["--dtype", "fp32", "--quiet", "--index-field", "lang"]
+    assert main([*argv, "--index-field", "lang:integer"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "m3kit index: error: --index-field lang is given twice, as keyword and as integer; "
+        "give one type per key"
+    )
+    assert not store.exists()
+    assert main([*argv, "--index-field", "lang:keyword"]) == 0
+
+
 def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:
     from m3kit.cli import main
 

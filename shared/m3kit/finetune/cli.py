@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from m3kit.cli_scale import positive_int
 from m3kit.cli_search import add_weights_argument
 from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold, split_list
 from m3kit.finetune.cli_eval import read_beir, run_eval
@@ -177,7 +178,9 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--split", default=None, help=_SPLIT_HELP)
     ev.add_argument("--baseline", default=None, help="a second model to compare with")
     ev.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
-    ev.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
+    ev.add_argument(
+        "--max-queries", type=positive_int, default=None, help="seeded sample of queries"
+    )
     ev.add_argument("--max-length", type=int, default=None)
     add_weights_argument(
         ev,
@@ -200,7 +203,9 @@ def add_subcommands(subparsers: Any) -> None:
     cal.add_argument("--model", required=True, type=Path, help="local checkpoint folder")
     cal.add_argument("--data", required=True, type=Path, help="BEIR folder of validation data")
     cal.add_argument("--split", default=None, help=_SPLIT_HELP)
-    cal.add_argument("--max-queries", type=int, default=None, help="seeded sample of queries")
+    cal.add_argument(
+        "--max-queries", type=positive_int, default=None, help="seeded sample of queries"
+    )
     cal.add_argument("--grid-step", type=float, default=0.1, help="weight grid step (0.1)")
     cal.add_argument(
         "--min-gain",
@@ -237,6 +242,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         )
     if args.articles is not None and args.longdoc is None:
         raise ValueError("--articles selects documents of --longdoc")
+    if args.chunk_chars is not None and args.longdoc is None:
+        raise ValueError("--chunk-chars cuts the documents of --longdoc; it needs --longdoc")
     if args.span_negatives and not args.late_chunking:
         raise ValueError("--span-negatives applies with --late-chunking (span pooling) only")
     if args.span_overlap is not None and not args.late_chunking:

@@ -69,8 +69,11 @@ def weight_grid(step: float, heads: int) -> list[tuple[float, ...]]:
     [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
     >>> len(weight_grid(0.1, 3))
     66
+
+    Raises:
+        ValueError: ``step`` does not divide 1 (0, a negative step, NaN included).
     """
-    n = round(1 / step)
+    n = round(1 / step) if math.isfinite(step) and 0 < step <= 1 else 0
     if n < 1 or not math.isclose(n * step, 1.0):
         raise ValueError(f"grid step must divide 1 (e.g. 0.1, 0.05), got {step}")
     out: list[tuple[float, ...]] = []
@@ -191,7 +194,7 @@ def calibrate_fusion(
         The calibration (save it beside the weights with :meth:`FusionCalibration.save`).
 
     Raises:
-        ValueError: A bad setting (``min_gain``, ``alpha``, a sparse cut
+        ValueError: A bad setting (``grid_step``, ``min_gain``, ``alpha``, a sparse cut
             :class:`~m3kit.store.sparse_cut.SparseCut` refuses), a sparse cut for an encoder
             without a sparse head, or a validation set with nothing to measure.
     """
@@ -199,6 +202,7 @@ def calibrate_fusion(
         raise ValueError(f"min_gain is an nDCG@10 difference in [0, 1), got {min_gain}")
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha is a p-value threshold in (0, 1], got {alpha}")
+    weight_grid(grid_step, 2)  # a bad step fails before anything is encoded
     heads = encoder.available_heads
     sparse, colbert = Head.SPARSE in heads, Head.COLBERT in heads
     cut = _sparse_cut(sparse_top_k, sparse_min_weight, sparse=sparse)
@@ -323,6 +327,7 @@ def calibrate_checkpoint(
     from m3kit.encoder import M3Encoder
 
     sparse_cut_of(sparse_top_k, sparse_min_weight)  # its values checked before the model loads
+    weight_grid(grid_step, 2)  # likewise
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{path} is not a local checkpoint folder (a calibration is saved in it)")
