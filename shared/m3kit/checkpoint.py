@@ -55,6 +55,7 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointKind",
     "Pooling",
+    "position_limit",
     "resolve_checkpoint",
 ]
 
@@ -312,6 +313,14 @@ def _max_length(path: Path) -> int | None:
         value = _read_json(st_cfg).get("max_seq_length")
         if isinstance(value, int) and value > 0:
             return value
+    return position_limit(path)
+
+
+def position_limit(path: Path) -> int | None:
+    """The longest input the backbone's position embeddings hold (``config.json``'s
+    ``max_position_embeddings``, less the two positions RoBERTa-style models reserve), or
+    ``None`` when it declares none. It may exceed what the checkpoint declares as its length
+    (all-MiniLM-L6-v2: 256 declared, 512 positions)."""
     cfg = path / "config.json"
     value = _read_json(cfg).get("max_position_embeddings")
     if isinstance(value, int) and value > 0:

@@ -31,6 +31,7 @@ from m3kit.checkpoint import (
     DEFAULT_MODEL,
     CheckpointInfo,
     Pooling,
+    position_limit,
     resolve_checkpoint,
 )
 from m3kit.encoder_forward import EncoderForward
@@ -192,7 +193,9 @@ class M3Encoder(EncoderForward):
                 ``"bf16-autocast"``, ``"fp16"`` (GPU), ``"int8"`` (CPU, dynamic
                 quantisation, lossy; opt-in: ONNX Runtime's unless ``backend="torch"``) or a
                 ``torch.dtype``.
-            max_length: Longest input in tokens (default: what the checkpoint declares).
+            max_length: Longest input in tokens (default: what the checkpoint declares; up
+                to what its position embeddings hold, e.g. 512 for all-MiniLM-L6-v2, which
+                declares 256).
             query_instruction: Prefix added to queries only (e.g. BGE v1.5's
                 ``"Represent this sentence for searching relevant passages: "``).
             pooling: Override the dense pooling (``"cls"``, ``"mean"`` or ``"max"``).
@@ -221,13 +224,15 @@ class M3Encoder(EncoderForward):
         model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
         remember_loaded(model, info.path, state)
         declared = info.max_length or 8192
+        if max_length:
+            _check_positions(max_length, info)
         enc = cls(
             model,
             tokenizer,
             info=info,
             device=device,
             precision=precision_from(dtype),
-            max_length=min(max_length, declared) if max_length else declared,
+            max_length=max_length or declared,
             query_instruction=query_instruction
             if query_instruction is not None
             else info.query_instruction,
@@ -413,3 +418,21 @@ def _log_loaded(enc: M3Encoder) -> None:
         enc.max_batch_tokens,
         enc.max_length,
     )
+
+
+def _check_positions(max_length: int, info: CheckpointInfo) -> None:
+    """Refuse a ``max_length`` longer than the checkpoint's position embeddings (or, where
+    its ``config.json`` names none, than the length it declares): positions past them do not
+    exist, and lowering it silently would ignore the setting.
+
+    Raises:
+        ValueError: Names both lengths.
+    """
+    positions = position_limit(info.path)
+    limit = positions or info.max_length
+    if limit is not None and max_length > limit:
+        what = "positions" if positions else "tokens, as it declares"
+        raise ValueError(
+            f"max_length={max_length} is longer than {info.path} can encode ({limit} {what}); "
+            f"give at most {limit}"
+        )

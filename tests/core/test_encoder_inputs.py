@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,18 @@ def test_an_unknown_truncation_is_refused_before_any_text_is_cut(tiny_encoder: M
     Truncation". It is refused at once, naming the choices."""
     with pytest.raises(ValueError, match=r"truncation must be 'warn' or 'error', not 'raise'"):
         tiny_encoder.encode(["short"], truncation="raise")
+
+
+def test_a_max_length_the_positions_hold_is_taken_and_a_longer_one_refused(
+    minilm_path: Path,
+) -> None:
+    """all-MiniLM-L6-v2 declares 256 tokens (sentence_bert_config.json) and has 512 positions,
+    as sentence-transformers' ``max_seq_length = 512`` uses; a ``max_length`` above the
+    declared length was lowered to it silently (512 gave 256), one above the positions too."""
+    assert M3Encoder.from_pretrained(minilm_path).max_length == 256  # the declared default
+    long = "word " * 600
+    enc = M3Encoder.from_pretrained(minilm_path, max_length=512)
+    assert enc.max_length == 512
+    assert len(enc.tokenize([long])[0].input_ids) == 512
+    with pytest.raises(ValueError, match=r"max_length=100000 .*\(512 positions\)"):
+        M3Encoder.from_pretrained(minilm_path, max_length=100_000)
