@@ -293,7 +293,9 @@ class M3EncoderFields(M3EncoderSettingsFields):
         fields = {
             **cls._settings_fields(encoder),
             "text_instruction": text_instruction,
-            "embed_batch_size": embed_batch_size or encoder.batch_size,
+            "embed_batch_size": (
+                encoder.batch_size if embed_batch_size is None else embed_batch_size
+            ),
         }
         return cls.model_validate(fields, context={_ENCODER_CONTEXT_KEY: encoder})
 

@@ -312,3 +312,13 @@ def test_a_non_str_document_is_named_with_a_text_instruction(tiny_encoder: M3Enc
     embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
     with pytest.raises(TypeError, match=r"texts\[1\] is int, not str"):
         embed.get_text_embedding_batch(["ok", 5])  # type: ignore[list-item]
+
+
+def test_from_encoder_refuses_an_embed_batch_size_of_zero(tiny_encoder: M3Encoder) -> None:
+    """``embed_batch_size=0`` was read as "not given" (``0 or encoder.batch_size``) and became
+    the encoder's 32, where the constructor refuses it; it is refused as ``-1`` is."""
+    with pytest.raises(ValueError, match="embed_batch_size"):
+        M3Embedding.from_encoder(tiny_encoder, embed_batch_size=0)
+    with pytest.raises(ValueError, match="embed_batch_size"):
+        M3SparseEmbedding.from_encoder(tiny_encoder, embed_batch_size=0)
+    assert M3Embedding.from_encoder(tiny_encoder).embed_batch_size == tiny_encoder.batch_size
