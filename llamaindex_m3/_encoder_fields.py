@@ -176,6 +176,47 @@ class M3CheckpointFields(LoadTimeFields):
         memo.setdefault(id(encoder), encoder)
         return super().__deepcopy__(memo)
 
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The fields, ``class_name`` and the encoder's fingerprint identity.
+
+        ``IngestionPipeline`` builds its cache key from this: the identity (a digest of the
+        weights, tokenizer and settings) tells apart two models of one ``model_name`` (a
+        fine-tune saved over its base, a model trained in memory), so neither is served the
+        other's cached vectors; :meth:`from_dict` checks the model it loads is this one.
+        """
+        data: dict[str, Any] = super().to_dict(**kwargs)  # type: ignore[misc]
+        data[ENCODER_KEY] = encoder_fingerprint(self._held_encoder()).identity
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:
+        """The object :meth:`to_dict` describes (``kwargs`` override its fields).
+
+        Raises:
+            ValueError: The model loaded from the fields is another one than :meth:`to_dict`
+                recorded: the checkpoint at ``model_name`` changed, or the serialised object
+                wrapped an encoder with a setting its fields do not hold (an
+                :class:`~llamaindex_m3.M3Reranker`'s ``max_length``, a ``pooling``). Not
+                checked when ``kwargs`` give ``model_name``, ``max_length`` or
+                ``query_instruction``.
+        """
+        fields = {k: v for k, v in data.items() if k != ENCODER_KEY}
+        built: Self = super().from_dict(fields, **kwargs)  # type: ignore[misc]
+        identity = data.get(ENCODER_KEY)
+        if identity is None or _IDENTITY_FIELDS & set(kwargs):
+            return built
+        loaded = encoder_fingerprint(built._held_encoder())
+        if not loaded.made(identity):
+            raise ValueError(
+                f"the serialised {cls.__name__} computed with encoder {identity}, the "
+                f"checkpoint at {built.model_name} is another one ({loaded.identity}) when "
+                "loaded with these fields (it changed, or that encoder had a setting they do "
+                "not hold, e.g. max_length or pooling); point model_name at the model that "
+                f"made it, or build the {cls.__name__} with from_encoder() (pass "
+                "model_name=... to from_dict to use this one)"
+            )
+        return built
+
     @staticmethod
     def _checkpoint_fields(encoder: M3Encoder) -> dict[str, Any]:
         """These fields as the loaded ``encoder`` has them (for ``from_encoder``)."""
@@ -293,45 +334,11 @@ class M3EncoderFields(M3EncoderSettingsFields):
         fields = {
             **cls._settings_fields(encoder),
             "text_instruction": text_instruction,
-            "embed_batch_size": embed_batch_size or encoder.batch_size,
+            "embed_batch_size": (
+                encoder.batch_size if embed_batch_size is None else embed_batch_size
+            ),
         }
         return cls.model_validate(fields, context={_ENCODER_CONTEXT_KEY: encoder})
-
-    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
-        """The fields, ``class_name`` and the encoder's fingerprint identity.
-
-        ``IngestionPipeline`` builds its cache key from this: the identity (a digest of the
-        weights, tokenizer and settings) tells apart two models of one ``model_name`` (a
-        fine-tune saved over its base, a model trained in memory), so neither is served the
-        other's cached vectors.
-        """
-        data: dict[str, Any] = super().to_dict(**kwargs)  # type: ignore[misc]
-        data[ENCODER_KEY] = encoder_fingerprint(self._encoder).identity
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:
-        """The object :meth:`to_dict` describes (``kwargs`` override its fields).
-
-        Raises:
-            ValueError: The checkpoint at ``model_name`` is another model now than the one
-                :meth:`to_dict` recorded (not checked when ``kwargs`` give ``model_name``,
-                ``max_length`` or ``query_instruction``).
-        """
-        fields = {k: v for k, v in data.items() if k != ENCODER_KEY}
-        built: Self = super().from_dict(fields, **kwargs)  # type: ignore[misc]
-        identity = data.get(ENCODER_KEY)
-        if identity is None or _IDENTITY_FIELDS & set(kwargs):
-            return built
-        loaded = encoder_fingerprint(built._encoder)
-        if not loaded.made(identity):
-            raise ValueError(
-                f"the serialised {cls.__name__} embedded with encoder {identity}, the "
-                f"checkpoint at {built.model_name} is another one ({loaded.identity}); point "
-                "model_name at the model that made the vectors (or pass model_name=... to "
-                "from_dict to use this one)"
-            )
-        return built
 
     @property
     def encoder(self) -> M3Encoder:

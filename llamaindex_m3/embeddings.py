@@ -25,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
+from typing_extensions import Self
 
 from llamaindex_m3._async_embedding import ThreadedAsyncEmbedding
 from llamaindex_m3._encoder_fields import M3EncoderFields
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 _DENSE = frozenset({Head.DENSE})
+#: The fields deciding whether LlamaIndex's ``embeddings_cache`` serves the right vectors.
+_CACHE_FIELDS = ("embeddings_cache", "text_instruction")
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 """What ``QdrantVectorStore``'s ``sparse_doc_fn`` / ``sparse_query_fn`` return."""
@@ -107,7 +110,8 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
     (:attr:`encoder`); share one loaded model between classes with :meth:`from_encoder`.
     Vectors are L2-normalised, so cosine and dot product agree. Queries get
     ``query_instruction``, documents ``text_instruction`` (both none for BGE-M3). The async
-    methods run the sync ones in a worker thread.
+    methods run the sync ones in a worker thread. LlamaIndex's ``embeddings_cache`` keys a
+    vector by its text alone, so it is refused unless both prefixes are the same.
 
     As a transformation after :class:`~llamaindex_m3.M3LateChunkingNodeParser` on the same
     model (``IngestionPipeline(transformations=[parser, embed])``), it keeps the late-chunked
@@ -133,6 +137,49 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialisation."""
         return "M3Embedding"
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load the checkpoint (or adopt the encoder), then check ``embeddings_cache``."""
+        super().model_post_init(context)
+        self._check_embeddings_cache(self.embeddings_cache, self.text_instruction)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set a field; an ``embeddings_cache`` or ``text_instruction`` is checked first.
+
+        Raises:
+            ValueError: The cache would serve queries documents' vectors (see
+                :meth:`_check_embeddings_cache`).
+        """
+        if name in _CACHE_FIELDS:
+            fields = {f: getattr(self, f) for f in _CACHE_FIELDS} | {name: value}
+            self._check_embeddings_cache(**fields)
+        super().__setattr__(name, value)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy sharing the loaded model; ``update`` is checked as an assignment is."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._check_embeddings_cache(copied.embeddings_cache, copied.text_instruction)
+        return copied
+
+    def _check_embeddings_cache(self, embeddings_cache: Any, text_instruction: str | None) -> None:
+        """Refuse LlamaIndex's ``embeddings_cache`` where a query is embedded otherwise than a
+        document of the same text.
+
+        Raises:
+            ValueError: The cache is set and the query prefix (the encoder's
+                ``query_instruction``) is not the document prefix (``text_instruction``): the
+                cache keys a vector by its text alone, so a query would be served the vector
+                of a document of its text, or a document the vector of a query.
+        """
+        query = self.encoder.query_instruction or ""
+        if embeddings_cache is not None and query != (text_instruction or ""):
+            raise ValueError(
+                "embeddings_cache keys each vector by its text alone, for queries and "
+                f"documents alike, and this model embeds a query after {query!r} but a "
+                f"document after {text_instruction or ''!r}: a query would be served a "
+                "document's vector (or a document a query's). Leave embeddings_cache unset "
+                "(IngestionPipeline(cache=...) keys its cache on the model and its settings)"
+            )
 
     def sparse_handoff(self) -> SparseHandoff:
         """Start computing sparse vectors with the dense ones, for :func:`m3_sparse_fns`.

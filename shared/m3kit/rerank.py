@@ -89,7 +89,8 @@ class RerankConfig:
     Attributes:
         mode: The score that orders candidates in :meth:`M3Reranker.rerank`.
         weights: ``[dense, sparse, colbert]`` weights of the combined scores (non-negative,
-            normalised by their sum as FlagEmbedding does).
+            normalised by their sum as FlagEmbedding does; mode ``sparse+dense`` needs a
+            dense or sparse weight above 0).
         max_query_length: Longest query in tokens (FlagEmbedding's default, 512).
         max_passage_length: Longest candidate in tokens; default: the encoder's
             ``max_length`` (FlagEmbedding defaults to 512: pass 512 to truncate as it does).
@@ -110,6 +111,11 @@ class RerankConfig:
             raise ValueError(f"weights are [dense, sparse, colbert]; got {len(weights)} values")
         if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"weights must be finite, >= 0 and not all 0; got {list(weights)}")
+        if self.mode is RerankMode.SPARSE_DENSE and weights[0] + weights[1] <= 0:
+            raise ValueError(
+                f"mode 'sparse+dense' weighs the dense and sparse scores, and weights "
+                f"{list(weights)} give both 0: give one of them a weight, or use mode 'colbert'"
+            )
         object.__setattr__(self, "weights", weights)
         for name in ("max_query_length", "max_passage_length"):
             value = getattr(self, name)

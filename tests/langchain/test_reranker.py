@@ -73,3 +73,18 @@ def test_bad_configuration(tiny_encoder: M3Encoder, minilm_encoder: M3Encoder) -
     assert dense.compress_documents(DOCS, QUERY)[0].id == "d2"
     with pytest.raises(TypeError, match=r"documents\[0\]"):
         dense.compress_documents(["text"], QUERY)  # type: ignore[list-item]
+
+
+def test_a_sparse_dense_mode_without_its_weights_is_refused_when_built(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """``mode="sparse+dense"`` with weights ``[0, 0, 1]`` (its dense and sparse weights both
+    0) has no score to order by: it was built and failed only at the first
+    ``compress_documents`` ("no 'sparse+dense' score"). It is refused when built, naming the
+    weights, as all-zero weights are (``RerankConfig``, so LlamaIndex's reranker too)."""
+    with pytest.raises(ValueError, match=r"'sparse\+dense'.*\[0\.0, 0\.0, 1\.0\]"):
+        RerankConfig(mode="sparse+dense", weights=(0.0, 0.0, 1.0))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"'sparse\+dense'"):
+        M3Reranker.from_encoder(tiny_encoder, mode="sparse+dense", weights=(0.0, 0.0, 1.0))
+    dense_only = M3Reranker.from_encoder(tiny_encoder, mode="sparse+dense", weights=(1, 0, 0))
+    assert dense_only.compress_documents(DOCS, QUERY)[0].id == "d2"

@@ -312,3 +312,56 @@ def test_a_non_str_document_is_named_with_a_text_instruction(tiny_encoder: M3Enc
     embed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
     with pytest.raises(TypeError, match=r"texts\[1\] is int, not str"):
         embed.get_text_embedding_batch(["ok", 5])  # type: ignore[list-item]
+
+
+def test_from_encoder_refuses_an_embed_batch_size_of_zero(tiny_encoder: M3Encoder) -> None:
+    """``embed_batch_size=0`` was read as "not given" (``0 or encoder.batch_size``) and became
+    the encoder's 32, where the constructor refuses it; it is refused as ``-1`` is."""
+    with pytest.raises(ValueError, match="embed_batch_size"):
+        M3Embedding.from_encoder(tiny_encoder, embed_batch_size=0)
+    with pytest.raises(ValueError, match="embed_batch_size"):
+        M3SparseEmbedding.from_encoder(tiny_encoder, embed_batch_size=0)
+    assert M3Embedding.from_encoder(tiny_encoder).embed_batch_size == tiny_encoder.batch_size
+
+
+def test_embeddings_cache_is_refused_where_queries_are_embedded_otherwise(
+    tiny_encoder: M3Encoder, tiny_m3_path: Path
+) -> None:
+    """LlamaIndex's ``embeddings_cache`` keys a vector by its text alone, for queries and
+    documents alike: with a ``query_instruction``, ``get_query_embedding("oxygen")`` after
+    ``get_text_embedding("oxygen")`` silently returned the document's vector (and a document
+    embedded after a query got the query's). Refused wherever a query is prefixed otherwise
+    than a document, when built, assigned or copied; kept where they are embedded alike."""
+    from llama_index.core.storage.kvstore import SimpleKVStore
+
+    with pytest.raises(ValueError, match="embeddings_cache keys each vector by its text alone"):
+        M3Embedding(
+            model_name=str(tiny_m3_path),
+            dtype="fp32",
+            query_instruction="q: ",
+            embeddings_cache=SimpleKVStore(),
+        )
+    prefixed = M3Embedding.from_encoder(tiny_encoder, text_instruction="passage: ")
+    with pytest.raises(ValueError, match="embeddings_cache"):
+        prefixed.embeddings_cache = SimpleKVStore()
+    with pytest.raises(ValueError, match="embeddings_cache"):
+        prefixed.model_copy(update={"embeddings_cache": SimpleKVStore()})
+    assert prefixed.embeddings_cache is None
+
+    cached = M3Embedding.from_encoder(tiny_encoder)  # no instruction: a query is its text
+    cached.embeddings_cache = SimpleKVStore()
+    with pytest.raises(ValueError, match="embeddings_cache"):
+        cached.text_instruction = "passage: "
+    assert cached.text_instruction is None
+    document = cached.get_text_embedding("oxygen")
+    want = tiny_encoder.encode(["oxygen"], heads=["dense"], query=True).dense[0]
+    np.testing.assert_allclose(cached.get_query_embedding("oxygen"), want, atol=1e-6)
+    assert cached.get_query_embedding("oxygen") == document  # served from the cache
+    alike = M3Embedding(
+        model_name=str(tiny_m3_path),
+        dtype="fp32",
+        query_instruction="q: ",
+        text_instruction="q: ",
+        embeddings_cache=SimpleKVStore(),
+    )
+    assert alike.get_text_embedding("oxygen") == alike.get_query_embedding("oxygen")

@@ -106,3 +106,25 @@ def test_fields_and_errors(tiny_encoder: M3Encoder, minilm_encoder: M3Encoder) -
 def test_module_example() -> None:
     result = doctest.testmod(postprocessor_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_from_dict_refuses_an_encoder_its_fields_do_not_hold(
+    tiny_m3_path: Path, tiny_encoder: M3Encoder
+) -> None:
+    """The reranker's fields hold no ``max_length`` (nor ``query_instruction``, pooling):
+    ``from_dict`` / ``from_json`` of one built on an encoder with ``max_length=8`` loaded the
+    checkpoint with its default (8192) and scored the nodes otherwise, in another order, with
+    no error. ``to_dict`` records the encoder's identity, as ``M3Embedding``'s does, and
+    ``from_dict`` refuses a model that is not it."""
+    short = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=8)
+    reranker = M3Reranker.from_encoder(short, top_n=None)
+    with pytest.raises(ValueError, match="checkpoint at .* is another one"):
+        M3Reranker.from_dict(reranker.to_dict())
+    with pytest.raises(ValueError, match="checkpoint at .* is another one"):
+        M3Reranker.from_json(reranker.to_json())
+    same = M3Reranker.from_encoder(tiny_encoder, top_n=None, mode="colbert")
+    again = M3Reranker.from_dict(same.to_dict())
+    assert again.mode.value == "colbert" and again.to_dict() == same.to_dict()
+    assert [n.score for n in again.postprocess_nodes(_nodes(), query_str=QUERY)] == [
+        n.score for n in same.postprocess_nodes(_nodes(), query_str=QUERY)
+    ]
