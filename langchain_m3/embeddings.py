@@ -48,6 +48,39 @@ class M3Embeddings(EncoderModel, Embeddings):
         (True, 32)
     """
 
+    @property
+    def cache_namespace(self) -> str:
+        """A ``namespace`` for LangChain's ``CacheBackedEmbeddings`` naming what makes these
+        vectors: the encoder's fingerprint identity (weights, tokenizer, pooling,
+        ``max_length``, query instruction, heads).
+
+        LangChain keys its cache on the namespace and the text only; the namespace it suggests,
+        the model's name, stays the same when the weights change in place (a fine-tune saved
+        over the folder) or ``max_length`` / ``query_instruction`` / ``pooling`` change, and
+        the cache then serves the other setting's vectors. With a query instruction, give
+        ``query_embedding_cache`` a store of its own, not ``True``: a query and a document of
+        the same text have one key, and differ in their vectors.
+
+        Example:
+            >>> import tempfile
+            >>> from langchain_classic.embeddings import CacheBackedEmbeddings
+            >>> from langchain_core.stores import InMemoryByteStore
+            >>> from m3kit.testing import build_tiny_m3_checkpoint
+            >>> path = str(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
+            >>> emb = M3Embeddings(model_name_or_path=path)
+            >>> cached = CacheBackedEmbeddings.from_bytes_store(
+            ...     emb, InMemoryByteStore(), namespace=emb.cache_namespace
+            ... )
+            >>> cached.embed_documents(["hello"]) == emb.embed_documents(["hello"])
+            True
+            >>> short = M3Embeddings(model_name_or_path=path, max_length=8)
+            >>> emb.cache_namespace == short.cache_namespace
+            False
+        """
+        from m3kit.fingerprint import encoder_fingerprint
+
+        return f"m3kit-dense:{encoder_fingerprint(self.encoder).identity}"
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Dense vectors of documents (no query instruction).
 
