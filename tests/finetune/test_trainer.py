@@ -469,3 +469,15 @@ def test_an_output_path_that_is_a_file_is_refused_before_training(
     with pytest.raises(ValueError, match=r"output_path .*notes\.txt.* is a file"):
         M3Finetuner(_config(tiny_m3_path, out)).fit(toy_examples)
     assert existing.read_text() == "mine"
+
+
+def test_a_max_length_past_the_start_models_positions_is_refused_before_training(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    """The tiny checkpoint has 8,192 positions: a longer passage length failed inside the
+    model, mid-training, on the first text that long."""
+    with pytest.raises(ValueError, match=r"passage_max_length=9000 .*\(8192 positions\)"):
+        M3Finetuner(_config(tiny_m3_path, tmp_path / "ft", passage_max_length=9000)).fit(
+            toy_examples
+        )
+    assert not (tmp_path / "ft").exists()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from m3kit.checkpoint import CheckpointInfo, CheckpointKind, resolve_checkpoint
+from m3kit.checkpoint import CheckpointInfo, CheckpointKind, position_limit, resolve_checkpoint
 from m3kit.errors import CheckpointError, TrainingDivergedError
 from m3kit.finetune.layers import freeze_bottom_layers, set_attention_dropout
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
@@ -184,7 +184,7 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``)."""
     _check_output_path(cfg.output_path)
     info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
-    _check_max_lengths(cfg, tokenizer)
+    _check_max_lengths(cfg, tokenizer, position_limit(info.path))
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
     if cfg.freeze_encoder:
@@ -223,11 +223,13 @@ def _check_output_path(output_path: str | os.PathLike[str]) -> None:
             return
 
 
-def _check_max_lengths(cfg: FinetuneConfig, tokenizer: Any) -> None:
-    """Refuse a query or passage length with no room for text after the special tokens.
+def _check_max_lengths(cfg: FinetuneConfig, tokenizer: Any, positions: int | None) -> None:
+    """Refuse a query or passage length with no room for text after the special tokens, or
+    longer than the start model's position embeddings (``positions``; ``None``: unknown).
 
     Hugging Face tokenizers skip truncation at ``max_length`` 0 or 1 (texts would be trained
-    whole) and truncate to the special tokens alone at their count (no text trained on).
+    whole) and truncate to the special tokens alone at their count (no text trained on); a
+    text longer than the positions fails inside the model, mid-training.
 
     Raises:
         ValueError: Naming the setting.
@@ -235,6 +237,11 @@ def _check_max_lengths(cfg: FinetuneConfig, tokenizer: Any) -> None:
     specials = int(tokenizer.num_special_tokens_to_add())
     for name in ("query_max_length", "passage_max_length"):
         value = getattr(cfg, name)
+        if positions is not None and value > positions:
+            raise ValueError(
+                f"{name}={value} is longer than the start model can encode ({positions} "
+                f"positions); give {name} <= {positions}"
+            )
         if value <= max(specials, 1):
             raise ValueError(
                 f"{name}={value} leaves no room for text: this tokenizer adds {specials} "
