@@ -49,6 +49,7 @@ from langchain_core.documents import Document
 
 from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
 from langchain_m3._qdrant_parents import child_point_ids, children_lock, delete_stale_children
+from langchain_m3._qdrant_record import check_models, model_identities, record_models
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
@@ -116,6 +117,19 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     """
 
     parent_id_key: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """``QdrantVectorStore(...)``; embeddings of another model than the one the collection
+        records are refused (:mod:`langchain_m3._qdrant_record`).
+
+        Raises:
+            FingerprintMismatchError: The collection records another model's vectors.
+        """
+        super().__init__(*args, **kwargs)
+        check_models(self.client, self.collection_name, self._model_identities())
+
+    def _model_identities(self) -> dict[str, str]:
+        return model_identities(self._embeddings, self._sparse_embeddings)
 
     def add_texts(  # type: ignore[override]  # as QdrantVectorStore.add_texts
         self,
@@ -291,6 +305,8 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         all_texts = list(texts)
         all_metas = list(metadatas) if metadatas else []
         all_ids: list[str | int] = list(ids) if ids else [uuid.uuid4().hex for _ in all_texts]
+        if all_texts:  # which model's vectors the collection holds, before it holds them
+            record_models(self.client, self.collection_name, self._model_identities())
         for start in range(0, len(all_texts), batch_size):
             stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
             batch_texts = all_texts[start : start + batch_size]

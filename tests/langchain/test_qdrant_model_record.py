@@ -1,0 +1,94 @@
+"""M3QdrantVectorStore records which m3kit model wrote a collection and refuses another's.
+
+langchain-qdrant records nothing of the embeddings: a collection written with checkpoint A
+and opened with B (a fine-tune saved to a new folder), or with A at another ``max_length``,
+was searched with B's queries against A's vectors, silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from langchain_core.documents import Document
+from langchain_qdrant import QdrantVectorStore, RetrievalMode
+from qdrant_client import QdrantClient
+
+from langchain_m3 import M3Embeddings, M3QdrantVectorStore, M3SparseEmbeddings
+from langchain_m3._qdrant_record import RECORD_KEY
+from m3kit import M3Encoder
+from m3kit.errors import FingerprintMismatchError
+from m3kit.testing import SAMPLE_TEXTS
+
+DOCS = [Document(t, metadata={"i": i}) for i, t in enumerate(SAMPLE_TEXTS[:4])]
+
+
+def _open(client: QdrantClient, enc: M3Encoder) -> M3QdrantVectorStore:
+    return M3QdrantVectorStore(
+        client=client,
+        collection_name="c",
+        embedding=M3Embeddings.from_encoder(enc),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc),
+        retrieval_mode=RetrievalMode.HYBRID,
+    )
+
+
+def test_a_collection_of_another_model_is_refused(
+    enc_a: M3Encoder, enc_b: M3Encoder, tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    store = M3QdrantVectorStore.from_documents(
+        DOCS,
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+        path=str(tmp_path / "q"),
+        collection_name="c",
+    )
+    client = store.client
+    meta = client.get_collection("c").config.metadata or {}
+    assert set(meta[RECORD_KEY]) == {"dense", "sparse"}
+    assert len(_open(client, enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
+        _open(client, enc_b)  # a fine-tune of A, saved to another folder
+    shorter = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=16)
+    with pytest.raises(FingerprintMismatchError, match="another model"):
+        _open(client, shorter)
+    # the same model at another precision writes the same vectors (to rounding): accepted
+    _open(client, M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16"))
+    # langchain-qdrant's own store still reads the collection
+    stock = QdrantVectorStore(
+        client=client,
+        collection_name="c",
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+    )
+    assert len(stock.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    client.close()
+
+
+def test_a_collection_written_by_another_program_is_recorded_at_the_first_write(
+    enc_a: M3Encoder, enc_b: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # langchain-qdrant's own store (records nothing) creates and writes the collection
+    stock = QdrantVectorStore.construct_instance(
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+        client_options={"location": ":memory:"},
+        collection_name="c",
+    )
+    ours = M3QdrantVectorStore(
+        client=stock.client,
+        collection_name="c",
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+    )
+    stock.add_documents(DOCS[:2])
+    with caplog.at_level(logging.WARNING, logger="langchain_m3._qdrant_record"):
+        ours.add_documents(DOCS[2:])
+    assert "no record of the model" in caplog.text
+    with pytest.raises(FingerprintMismatchError):
+        _open(stock.client, enc_b)
