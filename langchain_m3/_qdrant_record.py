@@ -92,4 +92,14 @@ def record_models(client: Any, collection: str, identities: dict[str, str]) -> N
             collection,
             ", ".join(sorted(identities.values())),
         )
-    client.update_collection(collection, metadata={RECORD_KEY: {**recorded, **identities}})
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    try:
+        client.update_collection(collection, metadata={RECORD_KEY: {**recorded, **identities}})
+    except UnexpectedResponse as e:  # a server older than collection metadata (Qdrant 1.16)
+        logger.warning(
+            "Qdrant kept no record of the model writing collection %r (%s): another model's "
+            "embeddings will not be refused on it; upgrade the server to keep one",
+            collection,
+            e,
+        )
