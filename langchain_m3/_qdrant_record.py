@@ -1,105 +1,23 @@
-"""Which m3kit model wrote a langchain-qdrant collection (for ``M3QdrantVectorStore``).
-
-langchain-qdrant records nothing of the embeddings that made a collection's vectors: a
-collection written with one checkpoint and opened with another (a fine-tune saved to a new
-folder, the same model at another ``max_length`` or query instruction) is searched with the new
-model's queries against the old model's vectors, silently. ``M3QdrantVectorStore`` records
-the identity of its :class:`~langchain_m3.M3Embeddings` / :class:`~langchain_m3.M3SparseEmbeddings`
-(their encoders' fingerprint identity) in the collection's metadata under :data:`RECORD_KEY`
-before it writes, and refuses embeddings of another model when it is built on the
-collection. Points and payloads stay langchain-qdrant's, so its own store still reads the
-collection. A collection written by another program has no record until its first write
-through ``M3QdrantVectorStore``; embeddings that are not m3kit's are neither recorded nor
-checked.
-"""
+"""The identities ``M3QdrantVectorStore`` records for its embeddings
+(:mod:`m3kit.store.stock_record`: another model's are refused)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
-from m3kit.errors import FingerprintMismatchError
+from m3kit.store.stock_record import dense_identity, sparse_identity
 
-__all__ = ["RECORD_KEY", "check_models", "model_identities", "record_models"]
-
-logger = logging.getLogger(__name__)
-
-#: The collection metadata key holding ``{"dense": identity, "sparse": identity}``.
-RECORD_KEY = "m3kit_langchain_qdrant"
+__all__ = ["model_identities"]
 
 
 def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
-    """``{"dense": ..., "sparse": ...}``: the identity of each m3kit embeddings given."""
-    from m3kit.fingerprint import encoder_fingerprint
-
+    """``{"dense": ..., "sparse": ...}``: the identity of each m3kit embeddings given (others,
+    not m3kit's, are neither recorded nor checked)."""
     out: dict[str, str] = {}
     if isinstance(dense, M3Embeddings):
-        out["dense"] = dense.cache_namespace
+        out["dense"] = dense_identity(dense.encoder)
     if isinstance(sparse, M3SparseEmbeddings):
-        out["sparse"] = f"m3kit-sparse:{encoder_fingerprint(sparse.encoder).identity}"
+        out["sparse"] = sparse_identity(sparse.encoder)
     return out
-
-
-def _recorded(client: Any, collection: str) -> dict[str, str]:
-    if not client.collection_exists(collection):
-        return {}
-    meta = getattr(client.get_collection(collection).config, "metadata", None) or {}
-    record = meta.get(RECORD_KEY)
-    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
-
-
-def check_models(client: Any, collection: str, identities: dict[str, str]) -> None:
-    """Refuse embeddings of another model than the one the collection records.
-
-    Raises:
-        FingerprintMismatchError: Names the vectors (dense or sparse), both identities and
-            the ways out.
-    """
-    if not identities:
-        return
-    recorded = _recorded(client, collection)
-    for name, identity in identities.items():
-        stored = recorded.get(name)
-        if stored is not None and stored != identity:
-            raise FingerprintMismatchError(
-                f"collection {collection!r} holds {name} vectors of another model ({stored}) "
-                f"than these {name} embeddings ({identity}): its documents would be searched "
-                "with another model's queries. Use the embeddings of the model that wrote it "
-                "(same checkpoint, max_length and query instruction), or write the documents "
-                "again with this one into a new collection"
-            )
-
-
-def record_models(client: Any, collection: str, identities: dict[str, str]) -> None:
-    """Record the identities the collection does not record yet (before a write).
-
-    Raises:
-        FingerprintMismatchError: As :func:`check_models` (another store of another model
-            wrote the collection since this one was built).
-    """
-    if not identities:
-        return
-    check_models(client, collection, identities)
-    recorded = _recorded(client, collection)
-    if all(name in recorded for name in identities):
-        return
-    if client.count(collection, exact=False).count and not recorded:
-        logger.warning(
-            "collection %r has no record of the model that wrote its vectors (written by "
-            "another program); recording %s: if another model wrote it, write it again",
-            collection,
-            ", ".join(sorted(identities.values())),
-        )
-    from qdrant_client.http.exceptions import UnexpectedResponse
-
-    try:
-        client.update_collection(collection, metadata={RECORD_KEY: {**recorded, **identities}})
-    except UnexpectedResponse as e:  # a server older than collection metadata (Qdrant 1.16)
-        logger.warning(
-            "Qdrant kept no record of the model writing collection %r (%s): another model's "
-            "embeddings will not be refused on it; upgrade the server to keep one",
-            collection,
-            e,
-        )

@@ -77,9 +77,9 @@ class M3Embeddings(EncoderModel, Embeddings):
             >>> emb.cache_namespace == short.cache_namespace
             False
         """
-        from m3kit.fingerprint import encoder_fingerprint
+        from m3kit.store.stock_record import dense_identity
 
-        return f"m3kit-dense:{encoder_fingerprint(self.encoder).identity}"
+        return dense_identity(self.encoder)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Dense vectors of documents (no query instruction).

@@ -49,7 +49,7 @@ from langchain_core.documents import Document
 
 from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
 from langchain_m3._qdrant_parents import child_point_ids, children_lock, delete_stale_children
-from langchain_m3._qdrant_record import check_models, model_identities, record_models
+from langchain_m3._qdrant_record import model_identities
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
@@ -58,6 +58,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
 from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.stock_record import check_models, record_models
 
 try:
     from langchain_qdrant import RetrievalMode
@@ -120,7 +121,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """``QdrantVectorStore(...)``; embeddings of another model than the one the collection
-        records are refused (:mod:`langchain_m3._qdrant_record`).
+        records are refused (:mod:`m3kit.store.stock_record`).
 
         Raises:
             FingerprintMismatchError: The collection records another model's vectors.

@@ -61,6 +61,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
+from m3kit.store.stock_record import check_models, record_models, sparse_identity
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -252,6 +253,17 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         )
         self._m3_doc_fn = doc_fn
         self._hybrid_fusion_fn = _QueryAlphaFusion(self._hybrid_fusion_fn)
+        if self._client is not None:  # (an async-only store is checked by its sync twin)
+            check_models(self._client, collection_name, self._model_identities())
+
+    def _model_identities(self) -> dict[str, str]:
+        """The sparse model's identity (the dense vectors are the nodes' own embeddings)."""
+        return {"sparse": sparse_identity(self._m3_doc_fn.encoder)}
+
+    def _record_models(self) -> None:
+        """Check the sparse model against the collection's record, and record it."""
+        if self._client is not None:
+            record_models(self._client, self.collection_name, self._model_identities())
 
     def set_query_functions(
         self,
@@ -305,18 +317,20 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         if not nodes:
             return []
         self._check_late(nodes)
-        return super().add(  # type: ignore[no-any-return]
-            list(nodes), shard_identifier, **add_kwargs
-        )
+        self._record_models()  # a collection another model's store wrote since: refused
+        ids: list[str] = super().add(list(nodes), shard_identifier, **add_kwargs)
+        self._record_models()  # (the first add creates the collection)
+        return ids
 
     async def async_add(
         self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **kwargs: Any
     ) -> list[str]:
         """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does."""
         self._check_late(nodes)
-        return await super().async_add(  # type: ignore[no-any-return]
-            list(nodes), shard_identifier, **kwargs
-        )
+        self._record_models()
+        ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
+        self._record_models()
+        return ids
 
     def _check_late(self, nodes: Sequence[BaseNode]) -> None:
         """Raise for a late-chunked node :meth:`_build_points` would refuse, before

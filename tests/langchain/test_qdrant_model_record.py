@@ -16,9 +16,9 @@ from langchain_qdrant import QdrantVectorStore, RetrievalMode
 from qdrant_client import QdrantClient
 
 from langchain_m3 import M3Embeddings, M3QdrantVectorStore, M3SparseEmbeddings
-from langchain_m3._qdrant_record import RECORD_KEY
 from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
+from m3kit.store.stock_record import RECORD_KEY
 from m3kit.testing import SAMPLE_TEXTS
 
 DOCS = [Document(t, metadata={"i": i}) for i, t in enumerate(SAMPLE_TEXTS[:4])]
@@ -87,7 +87,7 @@ def test_a_collection_written_by_another_program_is_recorded_at_the_first_write(
         retrieval_mode=RetrievalMode.HYBRID,
     )
     stock.add_documents(DOCS[:2])
-    with caplog.at_level(logging.WARNING, logger="langchain_m3._qdrant_record"):
+    with caplog.at_level(logging.WARNING, logger="m3kit.store.stock_record"):
         ours.add_documents(DOCS[2:])
     assert "no record of the model" in caplog.text
     with pytest.raises(FingerprintMismatchError):
