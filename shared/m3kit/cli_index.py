@@ -35,6 +35,7 @@ def run_index(args: argparse.Namespace) -> int:
             without ``--prune-missing`` (checked before anything is written).
     """
     from m3kit.cli_ids import check_ids_of_other_files
+    from m3kit.cli_mounts import refuse_unmounted, remember_mounts
     from m3kit.cli_prune import (
         clean_up,
         mistyped_paths,
@@ -86,6 +87,8 @@ def run_index(args: argparse.Namespace) -> int:
         check_ids_of_other_files(index.store, read)  # before anything is written
         if not args.prune_missing:  # an unmounted share looks like a deleted folder
             refuse_vanished(index.store, missing)
+            if args.prune:  # ... or, mounted inside the tree, like deleted files
+                refuse_unmounted(index.store, read, paths)
         say_pruned_only(missing)
         if unremembered:
             refuse_unremembered_late_chunks(index.store, [d.doc_id for d in docs])
@@ -107,6 +110,8 @@ def run_index(args: argparse.Namespace) -> int:
         if read.empty:  # an emptied file (or row): its stored version is no longer its text
             index.delete(read.empty)
         cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
+        if paths:
+            remember_mounts(index.store, read, paths, pruned=args.prune)
         after = index.count()
         unmatched = mistyped_paths(index.store, cleanup, missing, paths) if args.prune else []
     finally:

@@ -8,6 +8,7 @@ longer holds them), and can prune a path that no longer exists.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -291,4 +292,49 @@ def test_a_vanished_folder_is_pruned_only_on_purpose(
         str((local / "d.md").resolve()),
     ]
     code, out = index_run(capsys, store, tiny_m3_path, "nas/docs", "local", "--prune")
+    assert code == 0 and "removed 0 document(s) no longer there" in out, out
+
+
+def test_a_share_mounted_inside_the_tree_is_pruned_only_on_purpose(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A share mounted inside an indexed tree (``docs/nas``) leaves its mount point behind,
+    empty, when it is not mounted: ``m3kit index docs --prune`` pruned everything indexed from
+    it, exit 0. Each run records the mount points it read under; ``--prune`` refuses to prune
+    under one not mounted now, naming it and ``--prune-missing``. (``os.path.ismount`` is
+    stubbed: a test cannot mount.) A folder emptied by hand is pruned as before."""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    nas = docs / "nas"
+    nas.mkdir(parents=True)
+    mounted = [True]
+    real = os.path.ismount
+    monkeypatch.setattr(
+        os.path, "ismount", lambda p: mounted[0] if Path(p) == nas.resolve() else real(p)
+    )
+    (docs / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    (nas / "b.md").write_text("Paris is the capital of France.", encoding="utf-8")
+    (nas / "c.md").write_text("Rome is the capital of Italy.", encoding="utf-8")
+    (docs / "old").mkdir()
+    (docs / "old" / "d.md").write_text("Madrid is the capital of Spain.", encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, str(docs))[0] == 0  # records docs/nas
+    (docs / "old" / "d.md").unlink()  # a folder emptied by hand: pruned as before
+    code, out = index_run(capsys, store, tiny_m3_path, str(docs), "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    before = stored_texts(store, tiny_m3_path)
+    mounted[0] = False  # unmounted: the mount point stays, empty
+    for f in nas.iterdir():
+        f.unlink()
+    assert index_run(capsys, store, tiny_m3_path, str(docs))[0] == 0  # no --prune: kept
+    code, out = index_run(capsys, store, tiny_m3_path, str(docs), "--prune")
+    assert code == 1, out
+    assert f"{nas.resolve()}: a mount point when it was indexed, not mounted now, and 2 " in out
+    assert "--prune-missing" in out
+    assert stored_texts(store, tiny_m3_path) == before
+    code, out = index_run(capsys, store, tiny_m3_path, str(docs), "--prune-missing")
+    assert code == 0 and "removed 2 document(s) no longer there" in out, out
+    assert list(stored_texts(store, tiny_m3_path)) == [str((docs / "a.md").resolve())]
+    code, out = index_run(capsys, store, tiny_m3_path, str(docs), "--prune")  # forgotten
     assert code == 0 and "removed 0 document(s) no longer there" in out, out
