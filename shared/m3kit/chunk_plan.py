@@ -14,6 +14,7 @@ untruncated tokenizer copy they are counted with (:func:`offsets_tokenizer`,
 
 from __future__ import annotations
 
+import logging
 import numbers
 import re
 import threading
@@ -54,6 +55,8 @@ __all__ = [
     "token_starts",
     "whole_tokens",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Token budget per chunk when none is given (capped by the model's window, see
 #: :func:`default_chunk_size`): FlagEmbedding's passage length for BGE-M3 and the chunk size of
@@ -136,6 +139,7 @@ class SpanPlanner:
             as_span_splitter(splitter) if splitter is not None else None
         )
         self._source = splitter
+        self._said_overlap = False
 
     @property
     def splitter_name(self) -> str:
@@ -176,7 +180,15 @@ class SpanPlanner:
         # a splitter's span of whitespace only is merged; the packer makes none where its
         # budget allows (and keeps the budget where a whitespace run is longer than it)
         blank = None if self.splitter is None else text
-        spans, counts = assign_tokens(normalize_spans(raw, len(text)), tok_starts, blank)
+        disjoint = normalize_spans(raw, len(text))
+        if not self._said_overlap and _covered(raw) > _covered(disjoint):
+            self._said_overlap = True  # once per chunker, not per text
+            logger.warning(
+                "the splitter's chunks overlap; each is trimmed to start where the one before "
+                "ends, so every token belongs to one chunk (late chunking gives it its context "
+                "instead): the splitter's overlap is dropped (give it chunk_overlap=0)"
+            )
+        spans, counts = assign_tokens(disjoint, tok_starts, blank)
         p, n = len(self.prefix), int(content.shape[0])
         ends = np.cumsum(counts).tolist()
         content_bounds = [(e - c, e) for e, c in zip(ends, counts, strict=True)]
@@ -266,3 +278,8 @@ def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[at : at + len(plain)] == plain:
             return list(full[:at]), list(full[at + len(plain) :])
     raise ValueError("could not locate the text between the tokenizer's special tokens")
+
+
+def _covered(spans: Sequence[Any]) -> int:
+    """Characters the spans cover, counting overlaps twice (spans checked already)."""
+    return sum(int(end) - int(start) for start, end in spans)

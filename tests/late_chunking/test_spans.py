@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from m3kit import M3Encoder
 from m3kit.chunk_spans import (
     as_span_splitter,
     normalize_spans,
@@ -295,3 +297,27 @@ def test_pieces_of_repetitive_text_cover_it(words, chunk_size, overlap):  # type
     in_order = all(a <= b for a, b in itertools.pairwise(theirs))
     if theirs[0] >= 0 and in_order and _uncovered(text, their_spans) == "":
         assert [a for a, _ in spans] == theirs
+
+
+def test_a_splitters_overlap_dropped_is_said_once_per_chunker(
+    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Overlapping chunks from a splitter (LangChain's default ``chunk_overlap=200``) are
+    trimmed so every token is in one chunk: that was logged at debug level per span, so a
+    user's overlap setting was dropped silently. A warning says it once per chunker."""
+    text = "Berlin is the capital of Germany. Paris is the capital of France."
+    cut = text.index("Paris")
+
+    def overlapping(t: str) -> list[tuple[int, int]]:
+        return [(0, min(cut + 5, len(t))), (min(cut, len(t)), len(t))]
+
+    chunker = LateChunker(tiny_encoder, splitter=overlapping, chunk_size=64)
+    with caplog.at_level(logging.WARNING, logger="m3kit.chunk_plan"):
+        chunks = chunker.chunk([text, text])
+    assert [c.text for c in chunks[0]] == [text[: cut + 5], text[cut + 5 :]]  # trimmed
+    said = [r for r in caplog.records if "overlap is dropped" in r.getMessage()]
+    assert len(said) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="m3kit.chunk_plan"):
+        LateChunker(tiny_encoder, chunk_size=8).chunk([text])  # its own packer: no overlap
+    assert not caplog.records
