@@ -164,6 +164,32 @@ def test_a_node_whose_text_was_edited_is_refused(tiny_parser, tiny_encoder):  # 
         store.add(nodes)
 
 
+def test_an_edited_node_is_embedded_again_by_a_store_that_is_not_m3kits(
+    tiny_parser: M3LateChunkingNodeParser, tiny_encoder: Any
+) -> None:
+    """``VectorStoreIndex`` embeds only the nodes without an ``embedding``: a node edited
+    after parsing kept its old text's late vector, and LlamaIndex's ``SimpleVectorStore``
+    stored it under the new text. Editing the text drops that embedding (the index embeds
+    the new text); setting the chunk's own text back restores it."""
+    from llamaindex_m3 import M3Embedding
+
+    nodes = tiny_parser.get_nodes_from_documents([Document(text=BERLIN, id_="doc-s")])
+    late = list(nodes[2].embedding)
+    nodes[1].set_content("Bananas are yellow and grow in bunches.")
+    chunk_text = nodes[2].text
+    nodes[2].text = "Grapes grow on vines."
+    nodes[2].text = chunk_text  # the chunk's own text again: its vector again
+    nodes[3].text = nodes[3].text  # unchanged: keeps its vector
+    assert nodes[1].embedding is None and nodes[2].embedding == late
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    index = VectorStoreIndex(nodes, embed_model=embed)
+    store = index.storage_context.vector_store
+    edited = embed.get_text_embedding(nodes[1].get_content(metadata_mode=MetadataMode.EMBED))
+    np.testing.assert_allclose(store.get(nodes[1].node_id), edited, atol=1e-5)
+    for node in (nodes[0], nodes[2], nodes[3]):
+        np.testing.assert_allclose(store.get(node.node_id), node_vectors(node).dense[0], atol=1e-5)
+
+
 def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-def]
     text = "# Title\n\nSome text here.\n\n## Part two\n\nMore text. And more."
     spans = node_parser_spans(MarkdownNodeParser())(text)
