@@ -11,7 +11,7 @@ import json
 import logging
 import pickle
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from m3kit.distributed.ray_arrow import records_to_arrow
@@ -90,13 +90,14 @@ class _RemoteTraceback(Exception):
     """The traceback of an error raised in an actor (the re-raised error's ``__cause__``)."""
 
 
-def _failure(exc: BaseException) -> bytes:
+def _failure(exc: BaseException, documents: Sequence[str] = ()) -> bytes:
     """``exc`` as the driver re-raises it: pickled, with its type's name, text and traceback.
 
     Ray hands the driver only the text of an error raised in an actor, wrapped in its own
     exception types (``ActorDiedError`` from ``__init__``, ``RayTaskError`` from a batch), so
     a caller's ``except ValueError`` missed a worker's refusal. An exception that does not
-    survive a pickle round trip is carried by its type's name and text.
+    survive a pickle round trip is carried by its type's name and text. ``documents``: the
+    ids of the batch that failed (none when the actor could not start), named by the driver.
     """
     blob: bytes | None
     try:
@@ -106,7 +107,7 @@ def _failure(exc: BaseException) -> bytes:
         blob = None
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
     where = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return pickle.dumps((blob, kind, str(exc), where))
+    return pickle.dumps((blob, kind, str(exc), where, list(documents)))
 
 
 def _raise_failure(table: Any) -> None:
@@ -114,18 +115,54 @@ def _raise_failure(table: Any) -> None:
 
     Raises:
         Exception: The actor's exception, of its type, its traceback as ``__cause__``; a
-            ``RuntimeError`` naming its type and text when it could not be carried.
+            ``RuntimeError`` naming its type and text when it could not be carried. A batch's
+            error names the batch's documents (:func:`_naming_batch`).
     """
     if _ERROR not in table.column_names:
         return
     for blob in table.column(_ERROR).to_pylist():
         if blob is None:
             continue
-        carried, kind, message, where = pickle.loads(blob)
-        remote = _RemoteTraceback(f"in a Ray encoder actor:\n{where}")
+        carried, kind, message, where, documents = pickle.loads(blob)
+        batch = _batch_named(documents)
+        during = f"encoding {batch}, " if batch else ""
+        remote = _RemoteTraceback(f"{during}in a Ray encoder actor:\n{where}")
         if carried is None:
-            raise RuntimeError(f"a Ray encoder actor failed with {kind}: {message}") from remote
-        raise pickle.loads(carried) from remote
+            raise RuntimeError(
+                f"{during}a Ray encoder actor failed with {kind}: {message}"
+            ) from remote
+        raise _naming_batch(pickle.loads(carried), batch) from remote
+
+
+def _batch_named(documents: Sequence[str], shown: int = 20) -> str:
+    """``documents [...]`` of a failed batch (at most ``shown`` ids); ``""`` for none.
+
+    >>> _batch_named(["a", "b"])
+    "documents ['a', 'b'] (their batch was not written)"
+    >>> _batch_named(["a", "b", "c"], shown=2)
+    "documents ['a', 'b'] and 1 more (their batch was not written)"
+    """
+    if not documents:
+        return ""
+    more = f" and {len(documents) - shown} more" if len(documents) > shown else ""
+    return f"documents {list(documents[:shown])}{more} (their batch was not written)"
+
+
+def _naming_batch(error: BaseException, batch: str) -> BaseException:
+    """``error`` (its type kept) with ``batch`` (:func:`_batch_named`) first in its message.
+
+    An error of one text argument (most) gets it in that text, so it is in ``str(error)``
+    (what ``m3kit index`` prints); any other gets it as a note (Python 3.11+: shown with
+    the traceback).
+    """
+    if not batch:
+        return error
+    text = f"encoding {batch}:"
+    if len(error.args) == 1 and isinstance(error.args[0], str):
+        error.args = (f"{text} {error.args[0]}",)
+    if text not in str(error) and hasattr(error, "add_note"):
+        error.add_note(f"while {text.rstrip(':')}")
+    return error
 
 
 def _failure_table(heads: frozenset[Head], failure: bytes, notes: list[str]) -> Any:
@@ -169,7 +206,8 @@ class _EncodeActor:
             try:
                 table = self._encode(batch)
             except Exception as exc:
-                return _failure_table(self.heads, _failure(exc), notes)
+                documents = [str(d) for d in batch["doc_id"]]
+                return _failure_table(self.heads, _failure(exc, documents), notes)
         import pyarrow as pa
 
         column = [notes, *[[]] * (table.num_rows - 1)] if table.num_rows else []

@@ -54,6 +54,10 @@ class EncoderSpec:
             (minutes, a copy of the weights, and a failure where home is read-only).
             ``None``: not given, or the parent runs torch; each worker uses its default
             (``$M3KIT_CACHE/onnx`` or ``~/.cache/m3kit/onnx``).
+        trust_remote_code: Whether the parent runs the checkpoint's own modelling code
+            (``auto_map``, loaded with ``trust_remote_code=True``); every worker then loads
+            it too. The same weights and ``config.json`` build transformers' stock class
+            without it: another model of the same fingerprint identity.
     """
 
     path: str
@@ -68,6 +72,7 @@ class EncoderSpec:
     identity: str | None = None
     dtype_given: bool = False
     onnx_cache_dir: str | None = None
+    trust_remote_code: bool = False
 
     @classmethod
     def of(cls, encoder: M3Encoder, fingerprint: EncoderFingerprint | None = None) -> EncoderSpec:
@@ -115,6 +120,7 @@ class EncoderSpec:
             dtype_given=encoder.requested_precision is not Precision.AUTO,
             # a torch worker given one would refuse it (backend="auto" that resolved to torch)
             onnx_cache_dir=str(cache_dir) if backend == "onnx" and cache_dir is not None else None,
+            trust_remote_code=_runs_own_code(encoder),
         )
 
     def worker_dtype(self, device: str) -> str:
@@ -171,6 +177,7 @@ class EncoderSpec:
             # Runtime's int8, not the torch int8 a parent given backend="torch" runs
             backend=self.backend,
             onnx_cache_dir=self.onnx_cache_dir,
+            trust_remote_code=self.trust_remote_code,
         )
         if self.identity is not None:
             from m3kit.fingerprint import encoder_fingerprint
@@ -184,3 +191,9 @@ class EncoderSpec:
                     "Nothing was encoded; give every worker the same checkpoint"
                 )
         return encoder
+
+
+def _runs_own_code(encoder: M3Encoder) -> bool:
+    """Whether ``encoder``'s backbone is a checkpoint's own class (``trust_remote_code``),
+    not one of transformers' (its dynamic modules are ``transformers_modules.*``)."""
+    return not type(encoder.model.backbone).__module__.startswith("transformers.")
