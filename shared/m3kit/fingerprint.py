@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import threading
@@ -352,8 +353,33 @@ def _architecture(model: Any, folder: Path | None) -> str | None:
         if backbone_config is None or not hasattr(backbone_config, "to_dict"):
             return None
         config = backbone_config.to_dict()
-    picked = {k: config[k] for k in ARCHITECTURE_KEYS if k in config}
+    picked: dict[str, Any] = {k: config[k] for k in ARCHITECTURE_KEYS if k in config}
+    code = own_code_id(getattr(model, "backbone", None))
+    if code is not None:  # only then: every other encoder keeps the identity it had
+        picked["own_code"] = code
     return json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def own_code_id(backbone: Any) -> str | None:
+    """The class and code digest of a backbone built from a checkpoint's own modelling code
+    (``trust_remote_code=True``: transformers loads it as a ``transformers_modules`` module);
+    ``None`` for any other backbone.
+
+    The same weights and ``config.json`` build transformers' own class without
+    ``trust_remote_code`` and the checkpoint's with it: two models, other vectors. Its code
+    file may also be edited in place, so its digest is part of the id.
+    """
+    cls = type(backbone)
+    if backbone is None or not cls.__module__.startswith("transformers_modules"):
+        return None
+    name = f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__qualname__}"
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:  # a class without a source file
+        return name
+    if source is None:
+        return name
+    return f"{name}:sha256:{hashlib.sha256(Path(source).read_bytes()).hexdigest()}"
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:

@@ -511,3 +511,24 @@ def test_a_reindex_started_by_an_earlier_m3kit_resumes_where_it_stopped(
     with caplog.at_level(logging.INFO, logger="m3kit.store.collection_record"):
         M3Index.open(enc_b, tmp_path, collection="c", backend="client", reindex=True).close()
     assert "reindexing 0 document(s)" in caplog.text, caplog.text
+
+
+def test_a_checkpoints_own_code_is_another_encoder(
+    tiny_m3_path: Path, enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """The same weights and config.json build the checkpoint's own modelling code with
+    ``trust_remote_code=True`` and transformers' class without: other vectors under one
+    identity, so a collection of one was searched and extended with the other, silently."""
+    from tests.distributed.test_spec_remote_code import _own_code_checkpoint
+
+    path = _own_code_checkpoint(tiny_m3_path, tmp_path / "own")
+    own = M3Encoder.from_pretrained(path, dtype="fp32", trust_remote_code=True)
+    stock = M3Encoder.from_pretrained(path, dtype="fp32")
+    assert encoder_fingerprint(own).identity != encoder_fingerprint(stock).identity
+    # every other encoder keeps its identity: no own code, nothing added to its architecture
+    assert "own_code" not in (encoder_fingerprint(enc_a).architecture or "")
+    assert "own_code" not in (encoder_fingerprint(stock).architecture or "")
+    with M3Index.open(own, tmp_path / "db", collection="c") as index:
+        index.add_texts(["hello world"], doc_ids=["d"])
+    with pytest.raises(FingerprintMismatchError, match="architecture"):
+        M3Index.open(stock, tmp_path / "db", collection="c")

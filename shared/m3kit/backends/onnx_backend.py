@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -404,23 +403,18 @@ def _graph_digest(model: M3Model) -> str:
 
 
 def _code_id(backbone: nn.Module) -> str:
-    """The backbone's class and, for a class from outside transformers (a checkpoint's own
-    modelling code, loaded with ``trust_remote_code=True``), its module file's sha256.
+    """The backbone's class, with the digest of a checkpoint's own modelling code
+    (:func:`~m3kit.fingerprint.own_code_id`: loaded with ``trust_remote_code=True``).
 
     The same weights and ``config.json`` build transformers' class without
     ``trust_remote_code`` and the checkpoint's own with it: two graphs. The code of a
     transformers class is keyed by the transformers version (in the export key); a
     checkpoint's code file may be edited in place.
     """
+    from m3kit.fingerprint import own_code_id
+
     cls = type(backbone)
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    if cls.__module__.startswith("transformers."):
-        return name
-    try:
-        source = inspect.getsourcefile(cls)
-    except TypeError:  # a class without a source file
-        source = None
-    return name if source is None else f"{name}:{sha256_file(Path(source))}"
+    return own_code_id(backbone) or f"{cls.__module__}.{cls.__qualname__}"
 
 
 def check_exportable(model: M3Model) -> None:
