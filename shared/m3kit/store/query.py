@@ -14,8 +14,11 @@ Plans, by case (``n`` = candidates per retriever, ``max(oversample * k, min_cand
   not ``w_d`` x cosine). Qdrant has no weighted-sum fusion of per-head scores
   (its formula query only sees the scores of the prefetches a point was found in), so the
   sum is taken here; every term is Qdrant's exact score. Two round trips.
-* One retriever only (a dense-only collection): fusion is moot; hits carry the dense score
-  (or the rerank / M3 score).
+* One retriever only (a dense-only collection, or a query given one vector): fusion is moot;
+  hits carry that retriever's score (or the rerank / M3 score). A dense query with a sparse one
+  that has no terms (a text the sparse head, or the sparse cut, gives no weight) is still
+  fused, as one whose terms match nothing is: its scores are on the fusion's scale, which
+  ``score_threshold`` is set for.
 
 ColBERT scores are reported as FlagEmbedding does (MaxSim averaged over query tokens, like
 :func:`m3kit.scoring.maxsim`); Qdrant's MaxSim sums over query tokens, so it is divided here.
@@ -223,9 +226,9 @@ def run_query(
             # ranked r by sparse alone), and the engine chose which tied point was reranked:
             # differently between runs of one query, and between backends.
             stage = Stage(limit, Nearest(COLBERT, q.colbert), prefetch=tuple(retrievers))
-        elif len(retrievers) == 1:
+        elif len(retrievers) == 1 and not q.sparse_empty:
             stage = Stage(limit, retrievers[0].query, filter=filter)
-        else:
+        else:  # a term-less sparse query is fused too: its scores on the fusion's scale
             stage = Stage(limit, fusion, prefetch=tuple(retrievers))
         hits = backend.query_batch([stage], with_payload=True)[0]
         if use_colbert:
