@@ -64,6 +64,7 @@ __all__ = [
     "HeadScores",
     "QueryOptions",
     "QueryVectors",
+    "check_finite_query",
     "m3_head_scores",
     "run_query",
     "to_hit",
@@ -161,6 +162,35 @@ class QueryVectors:
             raise ValueError("give a dense query vector or a non-empty sparse one")
         empty = sparse is not None and len(sparse) == 0
         return cls(d, None if sparse is None or empty else sparse, c, sparse_empty=empty)
+
+
+def check_finite_query(
+    dense: npt.ArrayLike | None, sparse: SparseVector | None, colbert: npt.ArrayLike | None
+) -> None:
+    """Refuse NaN / inf query values, naming the head (before the sparse cut, which drops a
+    NaN weight).
+
+    An encoder gives them from an fp16 overflow or NaN weights; the embedded engine answered
+    such a query with no hit, or left the head out of the scores, and qdrant-client's local mode
+    with NaN scores or its own error.
+
+    >>> check_finite_query([0.5, float("nan")], None, None)
+    Traceback (most recent call last):
+    ValueError: the dense query vector has NaN or infinite values: the encoder gave non-finite \
+output (a checkpoint with NaN / inf weights, or an fp16 overflow: load the encoder with \
+dtype='fp32' or 'bf16'); nothing was searched
+
+    Raises:
+        ValueError: A query vector holds a NaN or infinite value (in float32).
+    """
+    weights = sparse.values if isinstance(sparse, SparseVector) else None
+    for name, values in (("dense", dense), ("sparse", weights), ("ColBERT", colbert)):
+        if values is not None and not np.isfinite(np.asarray(values, dtype=np.float32)).all():
+            raise ValueError(
+                f"the {name} query vector has NaN or infinite values: the encoder gave "
+                "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
+                "load the encoder with dtype='fp32' or 'bf16'); nothing was searched"
+            )
 
 
 def _retrievers(q: QueryVectors, n: int, flt: models.Filter | None) -> list[Stage]:
