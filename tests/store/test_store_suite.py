@@ -365,6 +365,30 @@ def test_score_threshold(open_index: Any, tiny_encoder: Any, corpus: list[dict[s
         assert len(kept) == 3
 
 
+@pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
+def test_a_query_without_sparse_terms_is_scored_by_the_fusion(
+    open_index: Any, tiny_encoder: Any, fusion: str
+) -> None:
+    """A query whose sparse vector has no terms (a word the sparse head weighs 0, or one the
+    sparse cut drops) on a dense + sparse collection scores on the fusion's scale, as one whose
+    terms match no chunk does: it was scored by the bare cosine, so a ``score_threshold`` set
+    for RRF scores (~0.03) kept every hit of such a query, silently."""
+    store: M3Store = open_index(tiny_encoder).store
+    rng = np.random.default_rng(5)
+    store.upsert([ChunkRecord(f"doc{i}", 0, "t", {}, _random_row(rng)) for i in range(30)])
+    q = _random_row(rng)
+    no_terms = SparseVector(np.zeros(0, np.int64), np.zeros(0, np.float32))
+    unmatched = SparseVector(np.array([10_000], np.int64), np.ones(1, np.float32))  # no chunk's
+    args = {"dense": q.dense[0], "k": 8, "fusion": fusion, "rerank": False}
+    want = store.query(**args, sparse=unmatched)
+    got = store.query(**args, sparse=no_terms)
+    assert [h.id for h in got] == [h.id for h in want]
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+    threshold = (want[2].score + want[3].score) / 2
+    kept = store.query(**args, sparse=no_terms, score_threshold=threshold)
+    assert [h.id for h in kept] == [h.id for h in want[:3]]
+
+
 @pytest.mark.parametrize("backend_id", PATH_BACKENDS, indirect=True)
 def test_other_dimension_is_refused_and_collection_untouched(
     open_index: Any,

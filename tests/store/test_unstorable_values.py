@@ -122,3 +122,38 @@ def test_an_encoder_giving_nan_vectors_writes_nothing(
     with pytest.raises(ValueError, match=r"\('Jupiter is a gas giant\.'\) has NaN or infinite"):
         index.add_texts(["Jupiter is a gas giant.", "Honeybees dance."])
     assert index.count() == 0
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize("head", ["dense", "sparse", "colbert"])
+def test_non_finite_query_vectors_are_refused_naming_the_head(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, head: str, value: float
+) -> None:
+    """A query an encoder gave NaN / inf for (an fp16 overflow) is refused, as a write is: the
+    embedded engine answered it with no hit (or, for ColBERT or sparse, left that head out of
+    the scores) and qdrant-client's local mode with NaN scores or its own error, silently
+    different."""
+    index = open_index(tiny_encoder)
+    texts = [f"document number {i}" for i in range(12)]
+    index.add_texts(texts)
+    q = _poisoned(tiny_encoder.encode(["number 3"], query=True), head, value)
+    name = "ColBERT" if head == "colbert" else head
+    for fusion in ("rrf", "m3"):
+        with pytest.raises(ValueError, match=rf"{name} query vector has NaN or infinite values"):
+            index.store.query(
+                dense=q.dense[0], sparse=q.sparse[0], colbert=q.colbert[0], k=3, fusion=fusion
+            )
+
+
+def test_a_nan_sparse_query_weight_is_refused_before_the_sparse_cut_drops_it(
+    tiny_encoder: Any,
+) -> None:
+    """The cut keeps weights above ``sparse_min_weight``: a NaN weight fails that comparison and
+    was dropped silently, so the query searched without it."""
+    with M3Index.open(tiny_encoder, None, sparse_top_k=4) as index:
+        index.add_texts([f"document number {i}" for i in range(6)])
+        q = _poisoned(tiny_encoder.encode(["number 3"], query=True), "sparse", math.nan)
+        with pytest.raises(ValueError, match="sparse query vector has NaN or infinite values"):
+            index.store.query(dense=q.dense[0], sparse=q.sparse[0], k=3)
+        with pytest.raises(ValueError, match="sparse query vector has NaN or infinite values"):
+            index.store.head_scores(dense=q.dense[0], sparse=q.sparse[0], candidates=3)

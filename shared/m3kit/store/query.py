@@ -14,8 +14,11 @@ Plans, by case (``n`` = candidates per retriever, ``max(oversample * k, min_cand
   not ``w_d`` x cosine). Qdrant has no weighted-sum fusion of per-head scores
   (its formula query only sees the scores of the prefetches a point was found in), so the
   sum is taken here; every term is Qdrant's exact score. Two round trips.
-* One retriever only (a dense-only collection): fusion is moot; hits carry the dense score
-  (or the rerank / M3 score).
+* One retriever only (a dense-only collection, or a query given one vector): fusion is moot;
+  hits carry that retriever's score (or the rerank / M3 score). A dense query with a sparse one
+  that has no terms (a text the sparse head, or the sparse cut, gives no weight) is still
+  fused, as one whose terms match nothing is: its scores are on the fusion's scale, which
+  ``score_threshold`` is set for.
 
 ColBERT scores are reported as FlagEmbedding does (MaxSim averaged over query tokens, like
 :func:`m3kit.scoring.maxsim`); Qdrant's MaxSim sums over query tokens, so it is divided here.
@@ -61,6 +64,7 @@ __all__ = [
     "HeadScores",
     "QueryOptions",
     "QueryVectors",
+    "check_finite_query",
     "m3_head_scores",
     "run_query",
     "to_hit",
@@ -160,6 +164,35 @@ class QueryVectors:
         return cls(d, None if sparse is None or empty else sparse, c, sparse_empty=empty)
 
 
+def check_finite_query(
+    dense: npt.ArrayLike | None, sparse: SparseVector | None, colbert: npt.ArrayLike | None
+) -> None:
+    """Refuse NaN / inf query values, naming the head (before the sparse cut, which drops a
+    NaN weight).
+
+    An encoder gives them from an fp16 overflow or NaN weights; the embedded engine answered
+    such a query with no hit, or left the head out of the scores, and qdrant-client's local mode
+    with NaN scores or its own error.
+
+    >>> check_finite_query([0.5, float("nan")], None, None)
+    Traceback (most recent call last):
+    ValueError: the dense query vector has NaN or infinite values: the encoder gave non-finite \
+output (a checkpoint with NaN / inf weights, or an fp16 overflow: load the encoder with \
+dtype='fp32' or 'bf16'); nothing was searched
+
+    Raises:
+        ValueError: A query vector holds a NaN or infinite value (in float32).
+    """
+    weights = sparse.values if isinstance(sparse, SparseVector) else None
+    for name, values in (("dense", dense), ("sparse", weights), ("ColBERT", colbert)):
+        if values is not None and not np.isfinite(np.asarray(values, dtype=np.float32)).all():
+            raise ValueError(
+                f"the {name} query vector has NaN or infinite values: the encoder gave "
+                "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
+                "load the encoder with dtype='fp32' or 'bf16'); nothing was searched"
+            )
+
+
 def _retrievers(q: QueryVectors, n: int, flt: models.Filter | None) -> list[Stage]:
     stages = []
     if q.dense is not None:
@@ -223,9 +256,9 @@ def run_query(
             # ranked r by sparse alone), and the engine chose which tied point was reranked:
             # differently between runs of one query, and between backends.
             stage = Stage(limit, Nearest(COLBERT, q.colbert), prefetch=tuple(retrievers))
-        elif len(retrievers) == 1:
+        elif len(retrievers) == 1 and not q.sparse_empty:
             stage = Stage(limit, retrievers[0].query, filter=filter)
-        else:
+        else:  # a term-less sparse query is fused too: its scores on the fusion's scale
             stage = Stage(limit, fusion, prefetch=tuple(retrievers))
         hits = backend.query_batch([stage], with_payload=True)[0]
         if use_colbert:

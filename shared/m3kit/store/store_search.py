@@ -21,6 +21,7 @@ from m3kit.store.query import (
     HeadScores,
     QueryOptions,
     QueryVectors,
+    check_finite_query,
     m3_head_scores,
     run_query,
     to_hit,
@@ -52,6 +53,16 @@ class StoreSearch:
     sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
     writer_ids: frozenset[str] = frozenset()  # set by M3Index (M3Store.__init__)
     _own_change: int = 0  # see M3Store.__init__
+
+    def _vectors(
+        self,
+        dense: npt.ArrayLike | None,
+        sparse: SparseVector | None,
+        colbert: npt.ArrayLike | None,
+    ) -> QueryVectors:
+        """The query's vectors, finite and checked against the collection, sparse cut."""
+        check_finite_query(dense, sparse, colbert)  # before the cut, which drops a NaN weight
+        return QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
 
     def _cut(self, sparse: SparseVector | None) -> SparseVector | None:
         """The query's sparse vector cut as the stored ones are (:attr:`sparse_cut`)."""
@@ -100,12 +111,13 @@ class StoreSearch:
                 opened (open it again), or a writer of another encoder wrote it (nothing
                 returned; :mod:`m3kit.store.record_check`).
             ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included);
-                ``score_threshold`` is not a finite number; or a hit is stamped with
-                another sparse cut than the store's (likewise).
+                ``score_threshold`` is not a finite number; a query vector holds NaN or an
+                infinite value (nothing searched); or a hit is stamped with another sparse cut
+                than the store's (likewise).
         """
         if self.encoder_check is not None:
             self.encoder_check()
-        q = QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
+        q = self._vectors(dense, sparse, colbert)
         raw = run_query(
             self._backend,
             q,
@@ -137,10 +149,11 @@ class StoreSearch:
         rank them (:meth:`HeadScores.rank`) as ``query(fusion="m3", weights=...)`` would.
 
         Raises:
-            ValueError: ``candidates`` is not an int >= 1 (``True`` included).
+            ValueError: ``candidates`` is not an int >= 1 (``True`` included), or a query
+                vector holds NaN or an infinite value.
         """
         check_count("candidates", candidates)
-        q = QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
+        q = self._vectors(dense, sparse, colbert)
         return m3_head_scores(
             self._backend, q, candidates, q.colbert is not None, to_filter(filter)
         )
