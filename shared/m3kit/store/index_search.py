@@ -191,7 +191,8 @@ class IndexSearch:
         LlamaIndex's vector retriever averages the embeddings of several texts (HyDE's
         hypothetical document and the query) into one query; here every head does: dense the
         normalised mean (Qdrant's cosine normalises a plain mean the same way), sparse the
-        mean weights (its score is the mean of the texts' sparse scores), ColBERT the texts'
+        mean weights (its score is the mean of the texts' sparse scores; with a sparse cut,
+        the mean of the uncut weights is cut, as one query's are), ColBERT the texts'
         tokens together (MaxSim averaged over all of them: the token-weighted mean of the
         texts' ColBERT scores). Scores are on the scale of a one-text search with the same
         settings, so ``score_threshold`` means the same for one text or several; one text is
