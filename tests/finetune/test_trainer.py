@@ -481,3 +481,18 @@ def test_a_max_length_past_the_start_models_positions_is_refused_before_training
             toy_examples
         )
     assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize("setting", [{"span_negatives": 2}, {"span_overlap": 4}])
+def test_span_settings_on_query_passage_training_are_refused(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    setting: dict[str, int],
+) -> None:
+    # fit() trains on query / passage rows: span_negatives and span_overlap shape the windows
+    # of fit_spans only, and were accepted and ignored (same weights as without them)
+    cfg = _config(tiny_m3_path, tmp_path / "ft", **setting)
+    with pytest.raises(ValueError, match=f"{next(iter(setting))}.*fit_spans"):
+        M3Finetuner(cfg).fit(toy_examples)
+    assert not (tmp_path / "ft").exists()

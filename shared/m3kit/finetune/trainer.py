@@ -87,15 +87,16 @@ class FinetuneConfig:
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
         gradient_accumulation_steps: Steps accumulated per optimiser update.
         num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
-        span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only: other spans of
-            the positive's window pooled as its negatives. Default 0 (in-batch negatives
-            only): on squad_en's long documents, 3 in-window negatives (the positive's own
-            neighbours) pushed apart the token states late chunking shares, and the
-            span-trained model's late chunking fell below its naive chunking
+        span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only (``fit`` refuses
+            it): other spans of the positive's window pooled as its negatives. Default 0
+            (in-batch negatives only): on squad_en's long documents, 3 in-window negatives
+            (the positive's own neighbours) pushed apart the token states late chunking
+            shares, and the span-trained model's late chunking fell below its naive chunking
             (``benchmarks/results/late_chunking_span_chunks.md`` vs ``..._noneg.md``).
-        span_overlap: Span training only: text tokens consecutive windows of a document
-            share (default ``None``: :class:`~m3kit.late_chunking.LateChunker`'s default, an
-            eighth of the window's text capacity). Training pools each span from the windows
+        span_overlap: Span training only (``fit`` refuses it): text tokens consecutive
+            windows of a document share (default ``None``:
+            :class:`~m3kit.late_chunking.LateChunker`'s default, an eighth of the window's text
+            capacity). Training pools each span from the windows
             the chunker would encode it in, so set ``passage_max_length`` and this to the
             chunker's ``window`` and ``overlap``.
         learning_rate: Peak AdamW learning rate (linear warm-up then decay). ``None`` (the
@@ -287,6 +288,26 @@ class FinetuneResult:
     learning_rate: float | None = None
 
 
+def _refuse_span_settings(cfg: FinetuneConfig) -> None:
+    """Refuse the span-pooling settings in a run on query / passage rows (:meth:`M3Finetuner.fit`).
+
+    ``span_negatives`` and ``span_overlap`` shape the windows of :meth:`M3Finetuner.fit_spans`
+    only; :meth:`M3Finetuner.fit` would train as if they were not given.
+
+    Raises:
+        ValueError: Naming the setting.
+    """
+    given = [f"span_negatives={cfg.span_negatives}"] if cfg.span_negatives else []
+    if cfg.span_overlap is not None:  # 0 too: a window overlap fit() has no windows for
+        given.append(f"span_overlap={cfg.span_overlap}")
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} applies to span training (M3Finetuner.fit_spans) only: fit() "
+            "trains on query / passage rows with num_negatives hard negatives; drop it, or "
+            "train on SpanExamples with fit_spans"
+        )
+
+
 class _Collator:
     """Samples one positive + negatives per query, tokenises, and builds the loss targets.
 
@@ -390,6 +411,7 @@ class M3Finetuner:
         for i, ex in enumerate(examples):
             if not isinstance(ex, TrainingExample):
                 raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
+        _refuse_span_settings(cfg)
         if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
             examples = without_query_positives(examples)
         setup = prepare_training(cfg)
