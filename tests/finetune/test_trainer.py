@@ -496,3 +496,25 @@ def test_span_settings_on_query_passage_training_are_refused(
     with pytest.raises(ValueError, match=f"{next(iter(setting))}.*fit_spans"):
         M3Finetuner(cfg).fit(toy_examples)
     assert not (tmp_path / "ft").exists()
+
+
+def test_the_log_holds_one_entry_per_logged_step_with_gradient_accumulation(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    # 12 rows in batches of 4 are 3 batches an epoch: with 2 accumulated per step the epoch's
+    # last step has 1. The log took every 2nd batch, so 2 epochs (4 steps) logged 3 entries,
+    # the third from the middle of step 3 and none from step 4
+    cfg = _config(
+        tiny_m3_path,
+        tmp_path / "ft",
+        max_steps=None,
+        epochs=2,
+        gradient_accumulation_steps=2,
+        logging_steps=1,
+    )
+    result = M3Finetuner(cfg).fit(toy_examples)
+    assert result.steps == 4
+    assert len(result.log) == 4
+    every_other = M3Finetuner(dataclasses.replace(cfg, logging_steps=2)).fit(toy_examples)
+    assert len(every_other.log) == 2
+    assert every_other.log[1] == result.log[2]  # the first batch of step 3, both runs

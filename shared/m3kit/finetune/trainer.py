@@ -272,7 +272,8 @@ class FinetuneResult:
         steps: Optimiser steps taken.
         examples: Training examples seen per epoch.
         train_seconds: Wall time of the training loop.
-        log: Logged loss terms (one dict per ``logging_steps``).
+        log: Logged loss terms: those of the first batch of every ``logging_steps``-th
+            optimiser step (the first step included), one dict per logged step.
         precision: The autocast the run used (``"auto"`` resolved): fp32, bf16 or fp16.
         learning_rate: The peak learning rate the run used (``None`` in the config resolved
             by the start model's size); ``None`` only in a result built by hand.
