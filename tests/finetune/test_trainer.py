@@ -518,3 +518,21 @@ def test_the_log_holds_one_entry_per_logged_step_with_gradient_accumulation(
     every_other = M3Finetuner(dataclasses.replace(cfg, logging_steps=2)).fit(toy_examples)
     assert len(every_other.log) == 2
     assert every_other.log[1] == result.log[2]  # the first batch of step 3, both runs
+
+
+@pytest.mark.parametrize(
+    ("setting", "heads"),
+    [
+        ({"sparse_temperature": 0.05}, {Head.DENSE, Head.COLBERT}),
+        ({"colbert_temperature": 0.05}, {Head.DENSE, Head.SPARSE}),
+        ({"head_learning_rate": 1e-2}, {Head.DENSE}),
+    ],
+)
+def test_a_setting_of_a_head_that_is_not_trained_is_refused(
+    tmp_path: Path, setting: dict[str, float], heads: set[Head]
+) -> None:
+    # the run trained exactly as without it (no loss term or head layer it could change)
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=rf"{name}.*not trained"):
+        FinetuneConfig("model", tmp_path, heads=frozenset(heads), **setting)  # type: ignore[arg-type]
+    FinetuneConfig("model", tmp_path, **setting)  # type: ignore[arg-type]  # with every head

@@ -108,12 +108,14 @@ class FinetuneConfig:
             :attr:`FinetuneResult.learning_rate` says which ran.
         head_learning_rate: Peak learning rate of the sparse and ColBERT head layers
             (default: ``learning_rate``); new heads of a dense-only start can move faster
-            than the pretrained encoder.
+            than the pretrained encoder. Refused when only the dense head is trained.
         warmup_ratio: Share of the steps used for warm-up.
         weight_decay: AdamW weight decay.
         temperature: InfoNCE temperature (BGE-M3: 0.02).
-        sparse_temperature: Temperature of the sparse terms (default: ``temperature``).
-        colbert_temperature: Temperature of the ColBERT terms (default: ``temperature``).
+        sparse_temperature: Temperature of the sparse terms (default: ``temperature``);
+            refused when the sparse head is not among ``heads``.
+        colbert_temperature: Temperature of the ColBERT terms (default: ``temperature``);
+            refused when the ColBERT head is not among ``heads``.
         ensemble_weights: ``(dense, sparse, colbert)`` weights of the ensemble score.
         self_distill: Distil the ensemble into each head.
         symmetric: Add the passage -> query InfoNCE term to each head's loss (default on:
@@ -203,6 +205,13 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.head_learning_rate is not None and self.heads == {Head.DENSE}:
+            # the dense head has no layers of its own: no parameter would train at this rate
+            raise ValueError(
+                "head_learning_rate is the learning rate of the sparse and ColBERT head layers, "
+                "which are not trained here (heads ['dense']): train a sparse or ColBERT head, "
+                "or leave head_learning_rate None"
+            )
         for name in ("num_negatives", "span_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
