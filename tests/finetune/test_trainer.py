@@ -481,3 +481,58 @@ def test_a_max_length_past_the_start_models_positions_is_refused_before_training
             toy_examples
         )
     assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize("setting", [{"span_negatives": 2}, {"span_overlap": 4}])
+def test_span_settings_on_query_passage_training_are_refused(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    setting: dict[str, int],
+) -> None:
+    # fit() trains on query / passage rows: span_negatives and span_overlap shape the windows
+    # of fit_spans only, and were accepted and ignored (same weights as without them)
+    cfg = _config(tiny_m3_path, tmp_path / "ft", **setting)
+    with pytest.raises(ValueError, match=f"{next(iter(setting))}.*fit_spans"):
+        M3Finetuner(cfg).fit(toy_examples)
+    assert not (tmp_path / "ft").exists()
+
+
+def test_the_log_holds_one_entry_per_logged_step_with_gradient_accumulation(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    # 12 rows in batches of 4 are 3 batches an epoch: with 2 accumulated per step the epoch's
+    # last step has 1. The log took every 2nd batch, so 2 epochs (4 steps) logged 3 entries,
+    # the third from the middle of step 3 and none from step 4
+    cfg = _config(
+        tiny_m3_path,
+        tmp_path / "ft",
+        max_steps=None,
+        epochs=2,
+        gradient_accumulation_steps=2,
+        logging_steps=1,
+    )
+    result = M3Finetuner(cfg).fit(toy_examples)
+    assert result.steps == 4
+    assert len(result.log) == 4
+    every_other = M3Finetuner(dataclasses.replace(cfg, logging_steps=2)).fit(toy_examples)
+    assert len(every_other.log) == 2
+    assert every_other.log[1] == result.log[2]  # the first batch of step 3, both runs
+
+
+@pytest.mark.parametrize(
+    ("setting", "heads"),
+    [
+        ({"sparse_temperature": 0.05}, {Head.DENSE, Head.COLBERT}),
+        ({"colbert_temperature": 0.05}, {Head.DENSE, Head.SPARSE}),
+        ({"head_learning_rate": 1e-2}, {Head.DENSE}),
+    ],
+)
+def test_a_setting_of_a_head_that_is_not_trained_is_refused(
+    tmp_path: Path, setting: dict[str, float], heads: set[Head]
+) -> None:
+    # the run trained exactly as without it (no loss term or head layer it could change)
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=rf"{name}.*not trained"):
+        FinetuneConfig("model", tmp_path, heads=frozenset(heads), **setting)  # type: ignore[arg-type]
+    FinetuneConfig("model", tmp_path, **setting)  # type: ignore[arg-type]  # with every head

@@ -85,6 +85,17 @@ class LossConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        head_names = sorted(h.value for h in self.heads)
+        for head, name in (
+            (Head.SPARSE, "sparse_temperature"),
+            (Head.COLBERT, "colbert_temperature"),
+        ):
+            if getattr(self, name) is not None and head not in self.heads:
+                # no loss term would read it: the run would train as if it were not given
+                raise ValueError(
+                    f"{name} is the {head.value} head's temperature, which is not trained here "
+                    f"(heads {head_names}): train the {head.value} head, or leave {name} None"
+                )
         if len(self.ensemble_weights) != 3:
             raise ValueError("ensemble_weights are (dense, sparse, colbert)")
         if not all(math.isfinite(w) and w >= 0 for w in self.ensemble_weights):
@@ -108,8 +119,8 @@ class LossConfig:
             # the margin is on the dense score: without it, another head's scale would be read
             raise ValueError(
                 "false_negative_margin is a margin on the dense head's score, which is not "
-                f"trained here (heads {sorted(h.value for h in self.heads)}): train the dense "
-                "head, or leave false_negative_margin None"
+                f"trained here (heads {head_names}): train the dense head, or leave "
+                "false_negative_margin None"
             )
 
     @classmethod

@@ -87,15 +87,16 @@ class FinetuneConfig:
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
         gradient_accumulation_steps: Steps accumulated per optimiser update.
         num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
-        span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only: other spans of
-            the positive's window pooled as its negatives. Default 0 (in-batch negatives
-            only): on squad_en's long documents, 3 in-window negatives (the positive's own
-            neighbours) pushed apart the token states late chunking shares, and the
-            span-trained model's late chunking fell below its naive chunking
+        span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only (``fit`` refuses
+            it): other spans of the positive's window pooled as its negatives. Default 0
+            (in-batch negatives only): on squad_en's long documents, 3 in-window negatives
+            (the positive's own neighbours) pushed apart the token states late chunking
+            shares, and the span-trained model's late chunking fell below its naive chunking
             (``benchmarks/results/late_chunking_span_chunks.md`` vs ``..._noneg.md``).
-        span_overlap: Span training only: text tokens consecutive windows of a document
-            share (default ``None``: :class:`~m3kit.late_chunking.LateChunker`'s default, an
-            eighth of the window's text capacity). Training pools each span from the windows
+        span_overlap: Span training only (``fit`` refuses it): text tokens consecutive
+            windows of a document share (default ``None``:
+            :class:`~m3kit.late_chunking.LateChunker`'s default, an eighth of the window's text
+            capacity). Training pools each span from the windows
             the chunker would encode it in, so set ``passage_max_length`` and this to the
             chunker's ``window`` and ``overlap``.
         learning_rate: Peak AdamW learning rate (linear warm-up then decay). ``None`` (the
@@ -107,12 +108,14 @@ class FinetuneConfig:
             :attr:`FinetuneResult.learning_rate` says which ran.
         head_learning_rate: Peak learning rate of the sparse and ColBERT head layers
             (default: ``learning_rate``); new heads of a dense-only start can move faster
-            than the pretrained encoder.
+            than the pretrained encoder. Refused when only the dense head is trained.
         warmup_ratio: Share of the steps used for warm-up.
         weight_decay: AdamW weight decay.
         temperature: InfoNCE temperature (BGE-M3: 0.02).
-        sparse_temperature: Temperature of the sparse terms (default: ``temperature``).
-        colbert_temperature: Temperature of the ColBERT terms (default: ``temperature``).
+        sparse_temperature: Temperature of the sparse terms (default: ``temperature``);
+            refused when the sparse head is not among ``heads``.
+        colbert_temperature: Temperature of the ColBERT terms (default: ``temperature``);
+            refused when the ColBERT head is not among ``heads``.
         ensemble_weights: ``(dense, sparse, colbert)`` weights of the ensemble score.
         self_distill: Distil the ensemble into each head.
         symmetric: Add the passage -> query InfoNCE term to each head's loss (default on:
@@ -202,6 +205,13 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.head_learning_rate is not None and self.heads == {Head.DENSE}:
+            # the dense head has no layers of its own: no parameter would train at this rate
+            raise ValueError(
+                "head_learning_rate is the learning rate of the sparse and ColBERT head layers, "
+                "which are not trained here (heads ['dense']): train a sparse or ColBERT head, "
+                "or leave head_learning_rate None"
+            )
         for name in ("num_negatives", "span_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -271,7 +281,8 @@ class FinetuneResult:
         steps: Optimiser steps taken.
         examples: Training examples seen per epoch.
         train_seconds: Wall time of the training loop.
-        log: Logged loss terms (one dict per ``logging_steps``).
+        log: Logged loss terms: those of the first batch of every ``logging_steps``-th
+            optimiser step (the first step included), one dict per logged step.
         precision: The autocast the run used (``"auto"`` resolved): fp32, bf16 or fp16.
         learning_rate: The peak learning rate the run used (``None`` in the config resolved
             by the start model's size); ``None`` only in a result built by hand.
@@ -285,6 +296,26 @@ class FinetuneResult:
     log: tuple[dict[str, float], ...]
     precision: str = "fp32"
     learning_rate: float | None = None
+
+
+def _refuse_span_settings(cfg: FinetuneConfig) -> None:
+    """Refuse the span-pooling settings in a run on query / passage rows (:meth:`M3Finetuner.fit`).
+
+    ``span_negatives`` and ``span_overlap`` shape the windows of :meth:`M3Finetuner.fit_spans`
+    only; :meth:`M3Finetuner.fit` would train as if they were not given.
+
+    Raises:
+        ValueError: Naming the setting.
+    """
+    given = [f"span_negatives={cfg.span_negatives}"] if cfg.span_negatives else []
+    if cfg.span_overlap is not None:  # 0 too: a window overlap fit() has no windows for
+        given.append(f"span_overlap={cfg.span_overlap}")
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} applies to span training (M3Finetuner.fit_spans) only: fit() "
+            "trains on query / passage rows with num_negatives hard negatives; drop it, or "
+            "train on SpanExamples with fit_spans"
+        )
 
 
 class _Collator:
@@ -390,6 +421,7 @@ class M3Finetuner:
         for i, ex in enumerate(examples):
             if not isinstance(ex, TrainingExample):
                 raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
+        _refuse_span_settings(cfg)
         if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
             examples = without_query_positives(examples)
         setup = prepare_training(cfg)

@@ -87,6 +87,9 @@ class TrainingModule(nn.Module):
         self.loss_config = loss
         self.ignore_ids = list(ignore_ids)
         self.log: list[dict[str, float]] = []
+        #: The optimiser step (0-based) each entry of ``log`` belongs to: a step accumulates
+        #: ``gradient_accumulation_steps`` batches, fewer at the end of an epoch.
+        self.log_steps: list[int] = []
         #: Run attention through PyTorch's plain (math) SDPA kernel (:func:`run_training` sets
         #: it for bf16 on CPU).
         self.math_attention = False
@@ -129,6 +132,7 @@ class TrainingModule(nn.Module):
             )
         out = m3_loss(scores, targets, exclude, self.loss_config)
         self.log.append(out.terms)
+        self.log_steps.append(self.steps_done)
         total = out.terms["total"]  # already a float: the check costs no device sync
         if not math.isfinite(total):
             terms = ", ".join(f"{k}={v:.4g}" for k, v in out.terms.items())
@@ -335,8 +339,7 @@ def run_training(
         max_length=setup.info.max_length,
     )
     logger.info("fine-tuned checkpoint written to %s (%.1f s)", out, seconds)
-    every = max(1, cfg.logging_steps * cfg.gradient_accumulation_steps)
-    log = tuple(module.log[i] for i in range(0, len(module.log), every))
+    log = logged_steps(module, cfg.logging_steps)
     return FinetuneResult(
         path=out,
         heads=cfg.heads,
@@ -347,6 +350,18 @@ def run_training(
         precision=precision,
         learning_rate=learning_rate,
     )
+
+
+def logged_steps(module: TrainingModule, every: int) -> tuple[dict[str, float], ...]:
+    """The loss terms of the first batch of every ``every``-th optimiser step (the first one
+    included): one entry per logged step, however many batches each step accumulated."""
+    out: list[dict[str, float]] = []
+    previous: int | None = None
+    for step, terms in zip(module.log_steps, module.log, strict=True):
+        if step != previous and step % every == 0:
+            out.append(terms)
+        previous = step
+    return tuple(out)
 
 
 def check_finite_weights(
