@@ -19,6 +19,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from m3kit import M3Encoder
 from m3kit.chunking import NaiveChunker
 from m3kit.late_chunking import LateChunker
+from m3kit.store.filters import documents_filter
 from tests.reliability.killing import assert_same_points, index_points
 
 from .conftest import open_c
@@ -69,3 +70,36 @@ def test_a_document_its_chunks_tile_is_still_rebuilt(
         want = index_points(fresh)
     with open_c(enc_a, tmp_path / "a", backend, sparse_top_k=3, reindex=True) as re:
         assert_same_points(index_points(re), want)
+
+
+LONG = " ".join(f"Sentence {i} tells of the Amazon river and its banks." for i in range(6))
+
+
+@pytest.mark.parametrize("gone", ["last", "first"])
+@pytest.mark.parametrize("kind", list(CHUNKERS))
+def test_a_document_with_a_chunk_deleted_alone_is_not_rebuilt_without_it(
+    enc_a: M3Encoder, backend: str, tmp_path: Path, kind: str, gone: str
+) -> None:
+    """A chunk deleted alone (``M3Store.delete_points``, LlamaIndex ``delete_nodes``) leaves
+    its document incomplete: ``add_texts`` writes it whole again. Its last chunk gone, the rest
+    still tiled a text, so a reindex rebuilt the document from that shorter text: late vectors
+    moved (even for a sparse cut change alone) and its chunk count was lowered, so the
+    document looked complete and adding it again was skipped, its end lost for good."""
+    chunker = CHUNKERS[kind](enc_a, chunk_size=8)
+    with open_c(enc_a, tmp_path, backend) as index:
+        index.add_texts([LONG, TILED], doc_ids=["d", "t"], chunker=chunker)
+        stored = index.store.get(filter=documents_filter(["d"]))
+        chunks = sorted(stored, key=lambda c: c.chunk_index)
+        assert len(chunks) >= 3
+        index.store.delete_points([(chunks[-1] if gone == "last" else chunks[0]).id])
+        before = index_points(index)
+        record = dict(index.store.collection_metadata())
+    with pytest.raises(ValueError, match=r"reindex cannot rebuild 1 stored document.*'d'") as e:
+        open_c(enc_a, tmp_path, backend, sparse_top_k=3, reindex=True)
+    missing = len(chunks) - 1 if gone == "last" else 0
+    assert f"chunk {missing} of its {len(chunks)} chunks is missing" in str(e.value)
+    with open_c(enc_a, tmp_path, backend) as index:  # nothing was written
+        assert index.store.collection_metadata() == record
+        assert_same_points(index_points(index), before)
+        index.add_texts([LONG], doc_ids=["d"], chunker=chunker)  # the way out: written whole
+        assert index.store.count(documents_filter(["d"])) == len(chunks)

@@ -247,6 +247,9 @@ class DocPlan:
                 "nodes encoded alone only)"
             )
         if kind in ("late", "naive"):
+            missing = self.missing_chunks()
+            if missing:
+                return missing
             pos = 0
             for p in self.chunks:
                 if p.get(START) != pos or p.get(END) != pos + len(str(p.get(PAGE_CONTENT, ""))):
@@ -262,6 +265,22 @@ class DocPlan:
         signature = (self.chunking or {}).get("signature", kind)
         why = (self.chunking or {}).get("why")  # a writer's own reason, if it recorded one
         return f"chunked by {signature!r}, which reindex cannot redo" + (f" ({why})" if why else "")
+
+    def missing_chunks(self) -> str | None:
+        """Why a chunked document lacks chunks, if it does: a chunk deleted alone (or a write
+        cut short) leaves its document incomplete (``add_texts`` writes it whole again), and
+        its other chunks do not hold its text, even where they still tile a shorter one."""
+        count = max(int(p.get(CHUNK_COUNT) or 1) for p in self.chunks)
+        have = {int(p.get(CHUNK_INDEX) or 0) for p in self.chunks}
+        gone = [i for i in range(count) if i not in have]
+        if not gone:
+            return None
+        listed = ", ".join(str(i) for i in gone[:5]) + (" ..." if len(gone) > 5 else "")
+        return (
+            f"chunk{'s' if len(gone) > 1 else ''} {listed} of its {count} chunks "
+            f"{'are' if len(gone) > 1 else 'is'} missing (deleted alone, or a write cut short), "
+            "so its stored chunks do not hold its text"
+        )
 
     def versions(self) -> list[tuple[int, Any]]:
         """``(chunk index, version)`` of each chunk as planned: another writer's change
