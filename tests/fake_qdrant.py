@@ -13,6 +13,8 @@ records every request as ``(method, path, json body)`` and keeps its state in a 
   takes ``write_delay`` seconds, so parallel writes overlap)
 * ``seen_keys`` -- the ``api-key`` header of every request (``None``: none sent); with
   ``api_key`` set, a request without that key gets 401 and nothing else
+* ``sizes`` -- the body size of every request in bytes; a body above ``max_request_bytes``
+  (Qdrant's default ``service.max_request_size_mb``, 32 MiB) gets 413, as Qdrant answers it
 
 Tests use it through the ``fake_qdrant`` fixture of ``tests/conftest.py``.
 """
@@ -45,10 +47,11 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
     state: dict[str, Any]
     write_delay: float = 0.05
     api_key: str | None = None
+    max_request_bytes: int = 32 * 1024 * 1024
 
-    def _unauthorised(self) -> None:
-        data = json.dumps({"status": {"error": "Unauthorized"}}).encode()
-        self.send_response(401)
+    def _refuse(self, status: int, error: str) -> None:
+        data = json.dumps({"status": {"error": error}}).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -102,13 +105,19 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body: Any = json.loads(self.rfile.read(length)) if length else None
+        data = self.rfile.read(length) if length else b""
+        self.state["sizes"].append(length)
         path = self.path.split("?")[0]
         key = self.headers.get("api-key")
         self.state["seen_keys"].append(key)
         if self.api_key is not None and key != self.api_key:
-            self._unauthorised()
+            self._refuse(401, "Unauthorized")
             return
+        if length > self.max_request_bytes:
+            limit = self.max_request_bytes
+            self._refuse(413, f"JSON payload ({length} bytes) is larger than allowed ({limit})")
+            return
+        body: Any = json.loads(data) if data else None
         self.requests.append((self.command, path, body))
         exists = "config" in self.state
         if path.endswith("/exists"):
@@ -187,6 +196,7 @@ def fake_qdrant_server(
         "indexes": {},
         "points": {},
         "seen_keys": [],
+        "sizes": [],
     }
     attrs = {"requests": requests, "state": state, "write_delay": write_delay, "api_key": api_key}
     handler = type("Handler", (FakeQdrantHandler,), attrs)

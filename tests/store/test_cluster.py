@@ -136,3 +136,35 @@ def test_settings_of_the_wrong_type_are_errors() -> None:
     for kw in ({"shard_number": True}, {"write_parallelism": True}):
         with pytest.raises(ValueError, match="must be an integer >= 1"):
             ClusterSettings(**kw)
+
+
+@pytest.mark.parametrize("cluster", [None, ClusterSettings(write_batch_size=256)])
+def test_write_requests_fit_the_servers_request_limit(
+    qdrant_recorder: Server, cluster: ClusterSettings | None
+) -> None:
+    """A BGE-M3 chunk of 256 tokens is ~5.6 MB of JSON (its ColBERT vectors): 64 per request
+    (the default; 256 with cluster settings) passed Qdrant's default 32 MiB request limit, so
+    every write of such chunks to a server was refused (HTTP 413)."""
+    url, requests, state = qdrant_recorder
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(8):
+        colbert = rng.normal(size=(256, 1024)).astype(np.float32)
+        colbert /= np.linalg.norm(colbert, axis=1, keepdims=True)
+        vectors = M3Output(
+            heads=frozenset({Head.DENSE, Head.COLBERT}),
+            token_counts=(256,),
+            _dense=colbert[:1].copy(),
+            _colbert=(colbert,),
+        )
+        records.append(ChunkRecord(f"d{i}", 0, f"text {i}", {}, vectors))
+    args = {**ARGS, "dense_dim": 1024, "colbert_dim": 1024, "sparse": False}
+    with M3Store.open(url=url, cluster=cluster, **args) as store:
+        store.upsert(records)
+    writes = [
+        size
+        for size, (m, p, _) in zip(state["sizes"], requests, strict=True)
+        if m == "PUT" and p == "/collections/c/points"
+    ]
+    assert len(writes) > 1 and max(writes) <= 32 * 1024 * 1024
+    assert len(state["points"]) == 8

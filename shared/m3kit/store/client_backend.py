@@ -49,6 +49,9 @@ _CLUSTER_PARAMS = (
 )
 #: Key of m3kit's record (what wrote the collection) in the collection's metadata.
 META_KEY = "m3kit"
+#: Most bytes of one write request to a server: Qdrant's default ``service.max_request_size_mb``
+#: (32); a server refuses a larger request (HTTP 413).
+SERVER_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def _quantization_kind(config: Any) -> str:
@@ -111,6 +114,7 @@ class ClientBackend:
         self._url = url
         self._secrets = tuple(s for s in (api_key,) if s)
         self._remote = url is not None
+        self.request_bytes = SERVER_REQUEST_BYTES if self._remote else None
         self._lock: contextlib.AbstractContextManager[Any] = (
             contextlib.nullcontext() if self._remote else threading.RLock()
         )

@@ -63,7 +63,8 @@ class ClusterSettings:
             instead of in RAM; with ``quantization`` the quantised copy stays in RAM.
         on_disk_payload: Keep payloads on disk (Qdrant's default: true).
         quantization: Quantised dense copy for search (:class:`Quantization`).
-        write_batch_size: Points per upsert request.
+        write_batch_size: Points per upsert request (fewer when that many would pass
+            Qdrant's default request limit of 32 MiB, as 256-token ColBERT chunks do).
         write_parallelism: Upsert requests in flight at once (threads).
     """
 

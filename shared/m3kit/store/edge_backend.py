@@ -156,6 +156,7 @@ class EdgeBackend:
         if isinstance(index_after, bool) or not isinstance(index_after, int) or index_after < 1:
             raise ValueError(f"index_after must be a positive integer, got {index_after!r}")
         self.collection = collection
+        self.request_bytes: int | None = None  # in-process: no requests
         self.index_after = index_after
         self._schema = schema
         self._tmp: str | None = None

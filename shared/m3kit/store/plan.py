@@ -90,6 +90,9 @@ class StorageBackend(Protocol):
     #: temporary collection (in memory), which no other call can open.
     reopen: str | None
     collection: str
+    #: The most bytes of JSON one write request may carry (``None``: no limit, an engine
+    #: in this process).
+    request_bytes: int | None
 
     def exists(self) -> bool:
         """Whether the collection exists."""

@@ -40,8 +40,10 @@ __all__ = [
     "WriteBatches",
     "check_text",
     "document_versions",
+    "fitting_batch_size",
     "plain_json",
     "records_hash",
+    "request_bytes",
     "to_point",
 ]
 
@@ -248,6 +250,41 @@ def to_point(
         sparse=sparse,
         colbert=colbert,
     )
+
+
+#: Upper estimate of the JSON bytes of one vector value in a write request (a float32 sent
+#: as a double: up to ~20 characters, and a separator).
+_JSON_VALUE_BYTES = 24
+
+
+def request_bytes(point: PointData) -> int:
+    """An upper estimate of the bytes ``point`` takes in a JSON write request."""
+    values = point.dense.size
+    if point.colbert is not None:
+        values += point.colbert.size
+    if point.sparse is not None:
+        values += 2 * len(point.sparse.indices)
+    return values * _JSON_VALUE_BYTES + len(json.dumps(point.payload))
+
+
+def fitting_batch_size(points: Sequence[PointData], size: int, limit: int | None) -> int:
+    """``size``, lowered so that ``size`` of the largest of ``points`` fit in ``limit`` bytes.
+
+    A BGE-M3 chunk of 256 tokens is ~5.6 MB of JSON (its ColBERT vectors): a request to a
+    Qdrant server (32 MiB at most by default) then carries 5 of them, not the 64 asked.
+
+    Args:
+        points: The points to write.
+        size: Points per request asked for.
+        limit: Most bytes of one request (``None``: no limit).
+
+    Returns:
+        Points per request, at least 1 (a point larger than ``limit`` goes alone).
+    """
+    if limit is None or not points:
+        return size
+    largest = max(request_bytes(p) for p in points)
+    return max(1, min(size, limit // largest))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.plan import StorageBackend
-from m3kit.store.points import WriteBatches, document_versions, to_point
+from m3kit.store.points import WriteBatches, document_versions, fitting_batch_size, to_point
 from m3kit.store.record_check import check_record
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_HASH, DOC_ID, CollectionSchema
@@ -69,8 +69,9 @@ class StoreWrites:
             records: The chunks. Records of one document should come in one call (their
                 default ``doc_hash`` / ``chunk_count`` are computed over the call).
             batch_size: Points per write request (default: the cluster settings'
-                ``write_batch_size``, else 64). With cluster settings, up to
-                ``write_parallelism`` requests are in flight at once.
+                ``write_batch_size``, else 64); on a server, fewer when that many would pass
+                Qdrant's default request limit of 32 MiB (large ColBERT vectors). With cluster
+                settings, up to ``write_parallelism`` requests are in flight at once.
             show_progress: tqdm bar (default: on for more than one batch).
             replace: After writing, delete each written document's other chunks (older
                 versions, or indices beyond its ``chunk_count``); also when a write request
@@ -107,6 +108,7 @@ class StoreWrites:
             )
             for r in recs
         ]
+        batch_size = fitting_batch_size(points, batch_size, self._backend.request_bytes)
         plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
         show = len(plan.batches) > 1 if show_progress is None else show_progress
         workers = min(self.cluster.write_parallelism if self.cluster else 1, len(plan.batches))
