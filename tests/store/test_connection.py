@@ -120,3 +120,15 @@ def test_a_collection_name_stays_inside_its_folder(
         M3Store.open(store_dir, collection=name, backend=backend, **args)
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["st"])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "given", ["http://user:{s}@127.0.0.1:9", "http://127.0.0.1:9/?api_key={s}"]
+)
+def test_credentials_in_the_url_are_refused(given: str) -> None:
+    """qdrant-client sends neither a URL's user info nor its query string: the key written
+    there was dropped silently and the server answered 401 naming the api_key argument."""
+    with pytest.raises(ValueError, match="give the key as api_key=") as err:
+        M3Store.open(url=given.format(s=SECRET), **OPEN_ARGS)
+    assert "http://127.0.0.1:9" in str(err.value)
+    _no_secret(str(err.value))

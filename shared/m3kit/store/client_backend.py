@@ -78,6 +78,22 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _check_url(url: str) -> None:
+    """Refuse a URL carrying credentials that qdrant-client would not send.
+
+    Raises:
+        ValueError: ``url`` has user info (``user:password@``) or a query string; the
+            message names the URL without them.
+    """
+    parts = urlsplit(url)
+    if "@" in parts.netloc or parts.query:
+        raise ValueError(
+            f"url {redact_url(url)!r} is given with a user name / password or a query string, "
+            "which qdrant-client does not send to the server: give the key as api_key= (or "
+            "the QDRANT_API_KEY environment variable) and the URL without them"
+        )
+
+
 class ClientBackend:
     """One collection behind a :class:`qdrant_client.QdrantClient`."""
 
@@ -119,6 +135,7 @@ class ClientBackend:
             contextlib.nullcontext() if self._remote else threading.RLock()
         )
         if url is not None:
+            _check_url(url)
             self.where = redact_url(url)
             self.reopen: str | None = f"url={self.where!r}"
             with self._translate():
