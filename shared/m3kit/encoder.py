@@ -349,7 +349,8 @@ class M3Encoder(EncoderForward):
 
         Raises:
             ValueError: A bad ``sparse_top_k`` or ``sparse_min_weight`` (NaN), or token ids no
-                forward pass takes (an empty sequence, an id outside the vocabulary).
+                forward pass takes (an empty sequence, values that are not integers, an id outside
+                the vocabulary).
             TypeError: ``sparse_min_weight`` is not a number.
         """
         check_sparse_options(sparse_top_k, sparse_min_weight)

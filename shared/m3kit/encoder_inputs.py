@@ -288,8 +288,9 @@ def embedding_rows(model: object) -> int | None:
 
 
 def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) -> None:
-    """Refuse token ids no forward pass can take: an empty sequence, or an id outside
-    ``[0, vocab_size)`` (the model's embedding rows, :func:`embedding_rows`).
+    """Refuse token ids no forward pass can take: an empty sequence, values that are not
+    integers (``5.7`` would be cast to token 5), or an id outside ``[0, vocab_size)`` (the
+    model's embedding rows, :func:`embedding_rows`).
 
     >>> check_input_ids([[0, 7, 2]], 10)
     >>> check_input_ids([[0, 7, 2], [0, 12, 2]], 10)
@@ -305,6 +306,7 @@ def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) 
             raise ValueError(
                 f"input_ids[{i}] is empty: a tokenised text holds at least its special tokens"
             )
+        _check_integer_ids(i, seq)
         if vocab_size is None:
             continue
         lo, hi = min(seq), max(seq)
@@ -313,6 +315,20 @@ def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) 
                 f"input_ids[{i}] holds token id {lo if lo < 0 else hi}, outside the vocabulary "
                 f"[0, {vocab_size}) of this model"
             )
+
+
+def _check_integer_ids(i: int, seq: Sequence[int]) -> None:
+    """Refuse ``input_ids[i]`` when its values are not integers (floats, NaN, bools).
+
+    Raises:
+        ValueError: Names the sequence and the type of its values.
+    """
+    kind = np.asarray(seq).dtype
+    if kind.kind not in "iu":
+        raise ValueError(
+            f"input_ids[{i}] holds {kind} values, not integer token ids: the batch would cast "
+            "them to ints (5.7 to token 5); give the tokenizer's ids as ints"
+        )
 
 
 def tokenize_texts(

@@ -228,6 +228,19 @@ def test_token_ids_no_forward_pass_takes_are_named(tiny_encoder: M3Encoder) -> N
     assert tiny_encoder.encode_tokenized([[0, vocab - 1, 2]]).dense.shape[0] == 1
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [[[0, 5.7, 2]], [[0, float("nan"), 2]], np.array([[0, 5, 2]], dtype=np.float32)],
+)
+def test_token_ids_that_are_not_integers_are_refused(tiny_encoder: M3Encoder, bad: object) -> None:
+    # 5.7 was encoded as token 5 (cast into the int64 batch), silently; NaN failed inside
+    # the forward pass with "index out of range in self"
+    with pytest.raises(ValueError, match=r"input_ids\[0\] holds .*not integer token ids"):
+        tiny_encoder.encode_tokenized(bad)  # type: ignore[arg-type]
+    ints = np.array([[0, 5, 2]], dtype=np.int32)
+    assert tiny_encoder.encode_tokenized(ints).token_counts == (3,)
+
+
 def test_a_text_with_an_unpaired_surrogate_is_an_error_naming_it(
     tiny_encoder: M3Encoder,
 ) -> None:
