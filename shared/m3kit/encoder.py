@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -117,6 +118,12 @@ class M3Encoder(EncoderForward):
         backend: EncoderBackend | str = EncoderBackend.AUTO,
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        for name, value in (
+            ("max_length", max_length),
+            ("batch_size", batch_size),
+            ("max_batch_tokens", max_batch_tokens),
+        ):
+            _check_whole(name, value)
         if max_length < 2:
             raise ValueError("max_length must be at least 2 (the special tokens)")
         if batch_size < 1 or max_batch_tokens < 1:
@@ -224,6 +231,8 @@ class M3Encoder(EncoderForward):
         model = M3Model.from_checkpoint(info, trust_remote_code=trust_remote_code)
         remember_loaded(model, info.path, state)
         declared = info.max_length or 8192
+        if max_length is not None:
+            _check_whole("max_length", max_length)
         if max_length:
             _check_positions(max_length, info)
         enc = cls(
@@ -312,7 +321,8 @@ class M3Encoder(EncoderForward):
             texts: The texts (a list; a single ``str`` is refused to keep the output a batch).
             heads: Heads to compute (default: all the checkpoint has).
             query: Prefix the query instruction (if one is configured).
-            max_length: Truncate longer texts to this many tokens.
+            max_length: Truncate longer texts to this many tokens (at most the encoder's own
+                ``max_length``: a larger value truncates there).
             truncation: ``"warn"`` (truncate and log) or ``"error"`` (raise).
             sparse_top_k: Keep only the k highest sparse weights per text.
             sparse_min_weight: Drop sparse weights at or below this value.
@@ -437,3 +447,13 @@ def _check_positions(max_length: int, info: CheckpointInfo) -> None:
             f"max_length={max_length} is longer than {info.path} can encode ({limit} {what}); "
             f"give at most {limit}"
         )
+
+
+def _check_whole(name: str, value: object) -> None:
+    """Refuse a size setting that is not a whole number (``int()`` made 2.5 a 2, silently).
+
+    Raises:
+        ValueError: Names the setting and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")

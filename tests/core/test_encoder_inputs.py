@@ -277,3 +277,13 @@ def test_a_max_length_the_positions_hold_is_taken_and_a_longer_one_refused(
     assert len(enc.tokenize([long])[0].input_ids) == 512
     with pytest.raises(ValueError, match=r"max_length=100000 .*\(512 positions\)"):
         M3Encoder.from_pretrained(minilm_path, max_length=100_000)
+
+
+@pytest.mark.parametrize("name", ["batch_size", "max_batch_tokens", "max_length"])
+@pytest.mark.parametrize("value", [2.5, True, "8"])
+def test_size_settings_that_are_not_whole_numbers_are_refused(
+    tiny_m3_path: Path, name: str, value: object
+) -> None:
+    """``batch_size=2.5`` became 2 (``int()``), ``True`` became 1, silently."""
+    with pytest.raises(ValueError, match=f"{name} must be a whole number"):
+        M3Encoder.from_pretrained(tiny_m3_path, **{name: value})  # type: ignore[arg-type]
