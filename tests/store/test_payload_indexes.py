@@ -285,3 +285,35 @@ def test_cli_index_creates_them(tmp_path: Path, tiny_m3_path: Path) -> None:
         "metadata.lang": qe.PayloadSchemaType.Keyword,
         "metadata.year": qe.PayloadSchemaType.Integer,
     }
+
+
+def _priced(i: int, metadata: dict[str, Any]) -> ChunkRecord:
+    dense = np.eye(4, dtype=np.float32)[i % 4][None, :]
+    vectors = M3Output(heads=frozenset({Head.DENSE}), token_counts=(1,), _dense=dense)
+    return ChunkRecord(f"d{i}", 0, f"text {i}", metadata, vectors)
+
+
+def test_values_an_edge_index_would_hide_from_filters_are_refused(tmp_path: Path) -> None:
+    """An ``integer`` index skips 1.5 and a ``datetime`` index skips numbers: a filter served
+    by the index (``{"price": 1.5}``, ``{"when": 3}``, a range) missed such points, though
+    an unindexed key or qdrant-client's local mode matched them; they are refused instead."""
+    declared = {"price": "integer", "when": "datetime", "a.b": "integer"}
+    with M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS) as s:
+        s.upsert([_priced(0, {"price": 1.0, "when": "2024-01-02T00:00:00Z", "a": {"b": [2]}})])
+        bad = [
+            (
+                {"price": 1.5},
+                r"document 'd1' \(chunk 0\): 'price' is 1\.5.*indexes "
+                r"metadata\.price as integer.*'float'",
+            ),
+            ({"price": [2, 2.5]}, r"'price' is 2\.5"),
+            ({"when": 3}, r"'when' is 3.*as datetime"),
+            ({"a": {"b": 0.5}}, r"'a\.b' is 0\.5.*metadata\.a\.b as integer"),
+        ]
+        for meta, message in bad:
+            with pytest.raises(ValueError, match=message):
+                s.upsert([_priced(1, meta)])
+        assert s.count() == 1  # nothing of a refused call written
+        s.upsert([_priced(2, {"price": 2, "when": None, "a": {"b": True}, "other": 1.5})])
+        assert {h.doc_id for h in s.query(dense=np.eye(4)[0], k=5, filter={"price": 1})} == {"d0"}
+        assert s.count() == 2

@@ -32,12 +32,12 @@ scalar and a one-element list are indistinguishable to a filter).
   same meaning). A case-insensitive substring match has no Qdrant equivalent.
 * :func:`is_empty`: the key has no values (missing, ``null`` or ``[]``; ``""`` is a value).
 
-Payload indexes keep these meanings, with two exceptions measured on the embedded engine
-(qdrant-client's local mode ignores indexes): an ``integer`` index on a key that also holds
-non-integer numbers serves ranges from the index, which skips those numbers (``gt 0`` misses
-``1.5``): index such a key as ``float``. A ``datetime`` index serves a numeric range as a
-date range, so ``gt 0`` matches the ISO dates and misses the numbers: on a key indexed as
-``datetime``, compare with dates only.
+Payload indexes keep these meanings (qdrant-client's local mode ignores indexes). Two index
+types would not, measured on the embedded engine: an ``integer`` index skips non-integer
+numbers (``gt 0`` and ``{"k": 1.5}`` miss ``1.5``) and a ``datetime`` index skips numbers
+(it serves a numeric range as a date range); so writing such a value to a key indexed so is
+refused (:func:`m3kit.store.payload_indexes.check_indexed_values`): index such a key as
+``float``.
 
 Example:
     >>> equals("metadata.year", 2024).range

@@ -19,11 +19,19 @@ from tqdm.auto import tqdm
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import stale_chunks_filter
-from m3kit.store.plan import StorageBackend
+from m3kit.store.payload_indexes import check_indexed_values
+from m3kit.store.plan import PointData, StorageBackend
 from m3kit.store.points import WriteBatches, document_versions, fitting_batch_size, to_point
 from m3kit.store.record_check import check_record
 from m3kit.store.records import ChunkRecord
-from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_HASH, DOC_ID, CollectionSchema
+from m3kit.store.schema import (
+    CHUNK_COUNT,
+    CHUNK_INDEX,
+    DOC_HASH,
+    DOC_ID,
+    METADATA,
+    CollectionSchema,
+)
 from m3kit.store.sparse_cut import SparseCut
 
 if TYPE_CHECKING:
@@ -44,6 +52,7 @@ class StoreWrites:
     cluster: ClusterSettings | None
     write_lock: threading.RLock
     sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
+    _index_types: dict[str, str] | None = None  # the collection's payload indexes, read once
 
     @property
     def heads(self) -> frozenset[Head]:
@@ -108,6 +117,7 @@ class StoreWrites:
             )
             for r in recs
         ]
+        self._check_indexed(points)
         batch_size = fitting_batch_size(points, batch_size, self._backend.request_bytes)
         plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
         show = len(plan.batches) > 1 if show_progress is None else show_progress
@@ -203,6 +213,20 @@ class StoreWrites:
         )
         with self.write_lock:
             self._backend.set_payload([(selector, {DOC_HASH: new_hash})])
+
+    def _check_indexed(self, points: Sequence[PointData]) -> None:
+        """Refuse metadata an index of the collection would hide (:func:`check_indexed_values`).
+
+        The collection's indexes are read once per store (the first write); qdrant-client's
+        local mode has none.
+        """
+        if self._index_types is None:
+            self._index_types = self._backend.payload_indexes() or {}
+        if not self._index_types:
+            return
+        for p in points:
+            where = f"metadata of document {p.payload[DOC_ID]!r} (chunk {p.payload[CHUNK_INDEX]})"
+            check_indexed_values(p.payload.get(METADATA) or {}, self._index_types, where)
 
     def _write_parallel(
         self, plan: WriteBatches, workers: int, written: set[int], bar: Any
