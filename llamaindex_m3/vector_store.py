@@ -158,7 +158,8 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         Args:
             model: A loaded :class:`~m3kit.M3Encoder` or an :class:`M3Embedding`.
             index: An opened :class:`~m3kit.store.M3Index` instead of a model (not closed by
-                :meth:`close`); ``location``, ``url`` and ``backend`` must then be unset.
+                :meth:`close`); ``location``, ``url``, ``backend`` and ``collection_name``
+                are then the index's (given, they must be: ``from_dict`` of its ``to_dict``).
             api_key: Server API key (default: ``QDRANT_API_KEY``); not a field, never saved.
             **data: The fields above.
 
@@ -166,7 +167,8 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             TypeError: ``model`` is neither an encoder nor an ``M3Embedding`` (an
                 ``M3SparseEmbedding`` included: for a sparse cut, pass
                 ``index=M3Index.open(encoder, ..., sparse_top_k=...)``).
-            ValueError: Neither or both of ``model`` and ``index``; ``rerank=True`` on a
+            ValueError: Neither or both of ``model`` and ``index``; with ``index``, an
+                ``api_key`` or another collection than its own; ``rerank=True`` on a
                 collection without ColBERT vectors; ``weights`` with a ``fusion`` (or the
                 index's default) that is not ``m3``.
             SchemaMismatchError: The collection exists with other vectors.
@@ -176,11 +178,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         if isinstance(model, M3Embedding) and data.get("text_instruction") is None:
             data["text_instruction"] = model.text_instruction
         if index is not None:
-            given = [k for k in ("location", "url", "backend") if data.get(k) is not None]
-            if given or api_key is not None:
-                raise ValueError(f"index= is already opened; do not also give {given or 'api_key'}")
-            data.setdefault("collection_name", index.store.collection)
-            data["backend"] = index.store.backend
+            data.update(_index_place(index, data, api_key))
         super().__init__(**data)
         if index is None:
             encoder = model_encoder(model, "M3VectorStore", "M3VectorStore(index=index)")
@@ -211,7 +209,11 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
 
     @classmethod
     def from_index(cls, index: M3Index, **data: Any) -> M3VectorStore:
-        """A store on an opened index (shared, e.g., with an ``M3Retriever``; not closed here)."""
+        """A store on an opened index (shared, e.g., with an ``M3Retriever``; not closed here).
+
+        Its ``location``, ``url``, ``backend`` and ``collection_name`` are the index's, so
+        ``M3VectorStore.from_dict(store.to_dict(), model=...)`` opens the same collection.
+        """
         return cls(index=index, **data)
 
     @classmethod
@@ -322,3 +324,39 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> dict[str, Any]:
+    """The fields naming where ``index``'s collection is, so ``to_dict`` can reopen it.
+
+    Args:
+        index: The opened index a store is built on.
+        data: The fields given with it: ``collection_name``, ``location``, ``url`` and
+            ``backend`` may be given (``from_dict`` of such a store's ``to_dict``) when they
+            are the index's.
+        api_key: Must be ``None``: the index is already connected.
+
+    Raises:
+        ValueError: ``api_key`` is given, or a given field names another collection than the
+            index's (the store would say one and use the other).
+    """
+    if api_key is not None:
+        raise ValueError("index= is already opened; do not also give api_key")
+    store = index.store
+    place: dict[str, Any] = {
+        "collection_name": store.collection,
+        "location": store.location,
+        "url": store.url,
+        "backend": store.backend,
+    }
+    for name, value in place.items():
+        given = data.get(name)
+        if name == "location" and given is not None:
+            given = None if os.fspath(given) == ":memory:" else os.fspath(given)
+        if given is not None and given != value:
+            raise ValueError(
+                f"index= is already opened on {name}={value!r}; do not also give "
+                f"{name}={given!r} (another collection): leave it out, or open that one with "
+                "M3VectorStore(model, ...)"
+            )
+    return place

@@ -127,7 +127,8 @@ class ClientBackend:
             )
         self.collection = collection
         self.cluster = cluster
-        self._url = url
+        self.url = url
+        self.location = None if url is not None or location == ":memory:" else location
         self._secrets = tuple(s for s in (api_key,) if s)
         self._remote = url is not None
         self.request_bytes = SERVER_REQUEST_BYTES if self._remote else None

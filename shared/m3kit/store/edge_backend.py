@@ -160,6 +160,8 @@ class EdgeBackend:
         self.index_after = index_after
         self._schema = schema
         self._tmp: str | None = None
+        self.url: str | None = None
+        self.location: str | None = None
         if location is None or location == ":memory:":
             self._tmp = tempfile.mkdtemp(prefix="m3kit-edge-")
             parent = Path(self._tmp)
@@ -168,6 +170,7 @@ class EdgeBackend:
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         else:
             parent = Path(location)
+            self.location = location
             self.where = f"{parent} (embedded engine)"
             self.reopen = f"{str(location)!r}, backend='edge'"
         self._path = parent / collection

@@ -89,6 +89,10 @@ class StorageBackend(Protocol):
     #: messages (the folder or URL, and the engine; never credentials); ``None``: a
     #: temporary collection (in memory), which no other call can open.
     reopen: str | None
+    #: The folder the collection was opened in (``None``: in memory, or on a server).
+    location: str | None
+    #: The server URL the collection was opened at (``None``: in this process).
+    url: str | None
     collection: str
     #: The most bytes of JSON one write request may carry (``None``: no limit, an engine
     #: in this process).

@@ -212,6 +212,16 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
     def collection(self) -> str:
         return self._backend.collection
 
+    @property
+    def location(self) -> str | None:
+        """The folder the collection was opened in (``None``: in memory, or on a server)."""
+        return self._backend.location
+
+    @property
+    def url(self) -> str | None:
+        """The server URL the collection was opened at (``None``: in this process)."""
+        return self._backend.url
+
     # -- writes (upsert: StoreWrites) ------------------------------------------------
     def set_writer_fields(
         self,
