@@ -26,6 +26,7 @@ from m3kit.checkpoint import CheckpointInfo, CheckpointKind, position_limit, res
 from m3kit.errors import CheckpointError, TrainingDivergedError
 from m3kit.finetune.layers import freeze_bottom_layers, set_attention_dropout
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
+from m3kit.finetune.run_checks import check_max_lengths, check_output_path
 from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
 from m3kit.precision import resolve_training_precision
@@ -186,9 +187,9 @@ class TrainingSetup:
 
 def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``)."""
-    _check_output_path(cfg.output_path)
+    check_output_path(cfg.output_path)
     info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
-    _check_max_lengths(cfg, tokenizer, position_limit(info.path))
+    check_max_lengths(cfg, tokenizer, position_limit(info.path))
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
     if cfg.freeze_encoder:
@@ -206,51 +207,6 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     return TrainingSetup(
         info, model, tokenizer, prefix, sorted(i for i in special if i is not None)
     )
-
-
-def _check_output_path(output_path: str | os.PathLike[str]) -> None:
-    """Refuse an output path no checkpoint folder can be made at, before any training.
-
-    Raises:
-        ValueError: ``output_path``, or a folder above it, is a file (the save at the end of
-            the run would fail); the message names the file.
-    """
-    path = Path(output_path)
-    for place in (path, *path.parents):
-        if place.exists():
-            if not place.is_dir():
-                where = "" if place == path else f"under {place}, which is "
-                raise ValueError(
-                    f"output_path {os.fspath(output_path)!r} is {where}a file, not a folder: "
-                    "the fine-tuned checkpoint is a folder; give a new or existing folder"
-                )
-            return
-
-
-def _check_max_lengths(cfg: FinetuneConfig, tokenizer: Any, positions: int | None) -> None:
-    """Refuse a query or passage length with no room for text after the special tokens, or
-    longer than the start model's position embeddings (``positions``; ``None``: unknown).
-
-    Hugging Face tokenizers skip truncation at ``max_length`` 0 or 1 (texts would be trained
-    whole) and truncate to the special tokens alone at their count (no text trained on); a
-    text longer than the positions fails inside the model, mid-training.
-
-    Raises:
-        ValueError: Naming the setting.
-    """
-    specials = int(tokenizer.num_special_tokens_to_add())
-    for name in ("query_max_length", "passage_max_length"):
-        value = getattr(cfg, name)
-        if positions is not None and value > positions:
-            raise ValueError(
-                f"{name}={value} is longer than the start model can encode ({positions} "
-                f"positions); give {name} <= {positions}"
-            )
-        if value <= max(specials, 1):
-            raise ValueError(
-                f"{name}={value} leaves no room for text: this tokenizer adds {specials} "
-                f"special token(s) to every text; give {name} > {max(specials, 1)}"
-            )
 
 
 def run_training(

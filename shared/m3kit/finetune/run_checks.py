@@ -1,0 +1,58 @@
+"""Checks of a fine-tuning run's settings made before any training (a bad setting found at
+the save, or mid-run inside the model, wastes the whole run)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from m3kit.finetune.trainer import FinetuneConfig
+
+__all__ = ["check_max_lengths", "check_output_path"]
+
+
+def check_output_path(output_path: str | os.PathLike[str]) -> None:
+    """Refuse an output path no checkpoint folder can be made at, before any training.
+
+    Raises:
+        ValueError: ``output_path``, or a folder above it, is a file (the save at the end of
+            the run would fail); the message names the file.
+    """
+    path = Path(output_path)
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                where = "" if place == path else f"under {place}, which is "
+                raise ValueError(
+                    f"output_path {os.fspath(output_path)!r} is {where}a file, not a folder: "
+                    "the fine-tuned checkpoint is a folder; give a new or existing folder"
+                )
+            return
+
+
+def check_max_lengths(cfg: FinetuneConfig, tokenizer: Any, positions: int | None) -> None:
+    """Refuse a query or passage length with no room for text after the special tokens, or
+    longer than the start model's position embeddings (``positions``; ``None``: unknown).
+
+    Hugging Face tokenizers skip truncation at ``max_length`` 0 or 1 (texts would be trained
+    whole) and truncate to the special tokens alone at their count (no text trained on); a
+    text longer than the positions fails inside the model, mid-training.
+
+    Raises:
+        ValueError: Naming the setting.
+    """
+    specials = int(tokenizer.num_special_tokens_to_add())
+    for name in ("query_max_length", "passage_max_length"):
+        value = getattr(cfg, name)
+        if positions is not None and value > positions:
+            raise ValueError(
+                f"{name}={value} is longer than the start model can encode ({positions} "
+                f"positions); give {name} <= {positions}"
+            )
+        if value <= max(specials, 1):
+            raise ValueError(
+                f"{name}={value} leaves no room for text: this tokenizer adds {specials} "
+                f"special token(s) to every text; give {name} > {max(specials, 1)}"
+            )
