@@ -260,10 +260,12 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """The sparse model's identity (the dense vectors are the nodes' own embeddings)."""
         return {"sparse": sparse_identity(self._m3_doc_fn.encoder)}
 
-    def _record_models(self) -> None:
-        """Check the sparse model against the collection's record, and record it."""
-        if self._client is not None:
-            record_models(self._client, self.collection_name, self._model_identities())
+    def _record_models(self) -> bool:
+        """Check the sparse model against the collection's record, and record it; whether
+        there was nothing to wait for (the collection exists, or no sync client checks it)."""
+        if self._client is None:
+            return True
+        return record_models(self._client, self.collection_name, self._model_identities())
 
     def set_query_functions(
         self,
@@ -317,9 +319,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         if not nodes:
             return []
         self._check_late(nodes)
-        self._record_models()  # a collection another model's store wrote since: refused
+        existed = self._record_models()  # another model's store wrote it since: refused
         ids: list[str] = super().add(list(nodes), shard_identifier, **add_kwargs)
-        self._record_models()  # (the first add creates the collection)
+        if not existed:
+            self._record_models()  # the first add created the collection
         return ids
 
     async def async_add(
@@ -327,9 +330,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     ) -> list[str]:
         """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does."""
         self._check_late(nodes)
-        self._record_models()
+        existed = self._record_models()
         ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
-        self._record_models()
+        if not existed:
+            self._record_models()
         return ids
 
     def _check_late(self, nodes: Sequence[BaseNode]) -> None:

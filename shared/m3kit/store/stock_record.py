@@ -42,24 +42,16 @@ def sparse_identity(encoder: Any) -> str:
     return f"m3kit-sparse:{encoder_fingerprint(encoder).identity}"
 
 
-def _recorded(client: Any, collection: str) -> dict[str, str]:
+def _recorded(client: Any, collection: str) -> dict[str, str] | None:
+    """The collection's record (``{}``: none), or ``None`` when the collection does not exist."""
     if not client.collection_exists(collection):
-        return {}
+        return None
     meta = getattr(client.get_collection(collection).config, "metadata", None) or {}
     record = meta.get(RECORD_KEY)
     return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
 
 
-def check_models(client: Any, collection: str, identities: dict[str, str]) -> None:
-    """Refuse embeddings of another model than the one the collection records.
-
-    Raises:
-        FingerprintMismatchError: Names the vectors (dense or sparse), both identities and
-            the ways out.
-    """
-    if not identities:
-        return
-    recorded = _recorded(client, collection)
+def _refuse_others(collection: str, recorded: dict[str, str], identities: dict[str, str]) -> None:
     for name, identity in identities.items():
         stored = recorded.get(name)
         if stored is not None and stored != identity:
@@ -72,19 +64,36 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
             )
 
 
-def record_models(client: Any, collection: str, identities: dict[str, str]) -> None:
+def check_models(client: Any, collection: str, identities: dict[str, str]) -> None:
+    """Refuse embeddings of another model than the one the collection records.
+
+    Raises:
+        FingerprintMismatchError: Names the vectors (dense or sparse), both identities and
+            the ways out.
+    """
+    if identities:
+        _refuse_others(collection, _recorded(client, collection) or {}, identities)
+
+
+def record_models(client: Any, collection: str, identities: dict[str, str]) -> bool:
     """Record the identities the collection does not record yet (before a write).
+
+    Returns:
+        ``False`` when there is something to record but no collection yet (a store that
+        creates it at its first write records it after that write); else ``True``.
 
     Raises:
         FingerprintMismatchError: As :func:`check_models` (another store of another model
             wrote the collection since this one was built).
     """
-    if not identities or not client.collection_exists(collection):
-        return  # (a store that creates it at its first write records it after)
-    check_models(client, collection, identities)
+    if not identities:
+        return True
     recorded = _recorded(client, collection)
+    if recorded is None:
+        return False
+    _refuse_others(collection, recorded, identities)
     if all(name in recorded for name in identities):
-        return
+        return True
     if client.count(collection, exact=False).count and not recorded:
         logger.warning(
             "collection %r has no record of the model that wrote its vectors (written by "
@@ -103,3 +112,4 @@ def record_models(client: Any, collection: str, identities: dict[str, str]) -> N
             collection,
             e,
         )
+    return True
