@@ -15,7 +15,6 @@ untruncated tokenizer copy they are counted with (:func:`offsets_tokenizer`,
 from __future__ import annotations
 
 import logging
-import numbers
 import re
 import threading
 import weakref
@@ -38,6 +37,7 @@ from m3kit.chunk_spans import (
     sentence_starts,
     starts_between_tokens,
 )
+from m3kit.encoder_inputs import whole_number
 from m3kit.fingerprint import describe_settings
 
 if TYPE_CHECKING:
@@ -76,10 +76,8 @@ def default_chunk_size(encoder: M3Encoder) -> int:
 
 
 def whole_tokens(name: str, value: object) -> int:
-    """A chunker's token setting (``chunk_size``, ``window``, ``overlap``) as an ``int``.
-
-    A numpy integer is taken as its value; a bool, float or str is refused, not rounded or
-    compared as it is (a NaN chunk size made one chunk per document).
+    """A chunker's token setting (``chunk_size``, ``window``, ``overlap``) as an ``int``
+    (:func:`~m3kit.encoder_inputs.whole_number`, counted in tokens).
 
     >>> whole_tokens("overlap", np.int64(4))
     4
@@ -87,9 +85,7 @@ def whole_tokens(name: str, value: object) -> int:
     Raises:
         ValueError: ``value`` is not an integer; the message names the setting.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a whole number of tokens (an int), got {value!r}")
-    return int(value)
+    return whole_number(name, value, "tokens")
 
 
 def text_capacity(encoder: M3Encoder) -> int:

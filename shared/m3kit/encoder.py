@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ from m3kit.encoder_inputs import (
     special_token_ids,
     texts_to_input_ids,
     tokenize_texts,
+    whole_number,
 )
 from m3kit.encoder_outputs import OutputCollector, TokenStates
 from m3kit.model import M3Model
@@ -123,7 +123,7 @@ class M3Encoder(EncoderForward):
             ("batch_size", batch_size),
             ("max_batch_tokens", max_batch_tokens),
         ):
-            _check_whole(name, value)
+            whole_number(name, value)
         if max_length < 2:
             raise ValueError("max_length must be at least 2 (the special tokens)")
         if batch_size < 1 or max_batch_tokens < 1:
@@ -232,7 +232,7 @@ class M3Encoder(EncoderForward):
         remember_loaded(model, info.path, state)
         declared = info.max_length or 8192
         if max_length is not None:
-            _check_whole("max_length", max_length)
+            whole_number("max_length", max_length)
         if max_length:
             _check_positions(max_length, info)
         enc = cls(
@@ -447,13 +447,3 @@ def _check_positions(max_length: int, info: CheckpointInfo) -> None:
             f"max_length={max_length} is longer than {info.path} can encode ({limit} {what}); "
             f"give at most {limit}"
         )
-
-
-def _check_whole(name: str, value: object) -> None:
-    """Refuse a size setting that is not a whole number (``int()`` made 2.5 a 2, silently).
-
-    Raises:
-        ValueError: Names the setting and the value.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")

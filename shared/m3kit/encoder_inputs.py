@@ -51,6 +51,7 @@ __all__ = [
     "texts_to_input_ids",
     "tokenize_texts",
     "unpaired_surrogate",
+    "whole_number",
 ]
 
 logger = logging.getLogger(__name__)
@@ -457,3 +458,21 @@ def load_tokenizer(info: CheckpointInfo, *, trust_remote_code: bool) -> object:
             "(character offsets for late chunking)"
         )
     return tok
+
+
+def whole_number(name: str, value: object, unit: str = "") -> int:
+    """A size setting as an ``int``: a numpy integer is taken as its value; a bool, float or
+    str is refused, not rounded (``int(2.5)`` is 2) or compared as it is (a NaN chunk size
+    made one chunk per document).
+
+    >>> whole_number("batch_size", np.int64(4))
+    4
+
+    Raises:
+        ValueError: ``value`` is not an integer; the message names the setting (and its
+            ``unit``, e.g. ``"tokens"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        what = f"a whole number of {unit}" if unit else "a whole number"
+        raise ValueError(f"{name} must be {what} (an int), got {value!r}")
+    return int(value)
