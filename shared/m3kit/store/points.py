@@ -41,6 +41,7 @@ __all__ = [
     "check_text",
     "document_versions",
     "fitting_batch_size",
+    "non_finite_head",
     "plain_json",
     "records_hash",
     "request_bytes",
@@ -158,22 +159,36 @@ def check_text(text: str, what: str) -> None:
         )
 
 
-def _check_finite(where: str, text: str, *vectors: Any) -> None:
-    """Refuse NaN / inf vectors (dense, sparse weights, ColBERT), naming the record's text.
+def non_finite_head(dense: Any, sparse_values: Any, colbert: Any) -> str | None:
+    """The first of ``"dense"``, ``"sparse"``, ``"ColBERT"`` whose values hold a NaN or an
+    infinity; ``None`` when all are finite (or absent).
 
-    An encoder gives them from a checkpoint with NaN / inf weights or an fp16 overflow; the
-    embedded engine and qdrant-client stored them silently, and such a point is never found.
-    Measured for a 512-token BGE-M3-sized chunk (dense 1024, ColBERT 512 x 1024): 0.09-0.2 ms,
-    0.4% of writing it to the embedded engine (45 ms), less than encoding it.
+    An encoder gives them from a checkpoint with NaN / inf weights or an fp16 overflow. Both
+    engines store and search such vectors silently (never found; no hit, or NaN scores), so
+    writes (:func:`to_point`) and queries (:func:`m3kit.store.query.check_finite_query`) refuse
+    them. Measured for a 512-token BGE-M3-sized chunk (dense 1024, ColBERT 512 x 1024):
+    0.09-0.2 ms, 0.4% of writing it to the embedded engine (45 ms), less than encoding it.
+
+    >>> non_finite_head([0.5, 1.0], [float("inf")], None)
+    'sparse'
     """
-    for name, values in zip(("dense", "sparse", "ColBERT"), vectors, strict=True):
+    for name, values in (("dense", dense), ("sparse", sparse_values), ("ColBERT", colbert)):
         if values is not None and not np.isfinite(values).all():
-            excerpt = text if len(text) <= 60 else f"{text[:59]}…"
-            raise ValueError(
-                f"{where} ({excerpt!r}) has NaN or infinite {name} values: the encoder gave "
-                "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
-                "load the encoder with dtype='fp32' or 'bf16'). Nothing of this write was stored"
-            )
+            return name
+    return None
+
+
+def _check_finite(where: str, text: str, *vectors: Any) -> None:
+    """Refuse NaN / inf vectors (dense, sparse weights, ColBERT), naming the record's text
+    (:func:`non_finite_head`)."""
+    name = non_finite_head(*vectors)
+    if name is not None:
+        excerpt = text if len(text) <= 60 else f"{text[:59]}…"
+        raise ValueError(
+            f"{where} ({excerpt!r}) has NaN or infinite {name} values: the encoder gave "
+            "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
+            "load the encoder with dtype='fp32' or 'bf16'). Nothing of this write was stored"
+        )
 
 
 def to_point(

@@ -40,6 +40,7 @@ from m3kit.outputs import SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, m3_score
 from m3kit.store.filters import and_filters, ids_filter
 from m3kit.store.plan import Nearest, RawHit, Stage, StorageBackend
+from m3kit.store.points import non_finite_head
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,
@@ -184,13 +185,16 @@ dtype='fp32' or 'bf16'); nothing was searched
         ValueError: A query vector holds a NaN or infinite value (in float32).
     """
     weights = sparse.values if isinstance(sparse, SparseVector) else None
-    for name, values in (("dense", dense), ("sparse", weights), ("ColBERT", colbert)):
-        if values is not None and not np.isfinite(np.asarray(values, dtype=np.float32)).all():
-            raise ValueError(
-                f"the {name} query vector has NaN or infinite values: the encoder gave "
-                "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
-                "load the encoder with dtype='fp32' or 'bf16'); nothing was searched"
-            )
+    as_stored = [
+        None if v is None else np.asarray(v, np.float32) for v in (dense, weights, colbert)
+    ]
+    name = non_finite_head(*as_stored)
+    if name is not None:
+        raise ValueError(
+            f"the {name} query vector has NaN or infinite values: the encoder gave "
+            "non-finite output (a checkpoint with NaN / inf weights, or an fp16 overflow: "
+            "load the encoder with dtype='fp32' or 'bf16'); nothing was searched"
+        )
 
 
 def _retrievers(q: QueryVectors, n: int, flt: models.Filter | None) -> list[Stage]:
