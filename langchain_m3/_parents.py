@@ -8,17 +8,22 @@ parent's children in the write (the same parent and place: the same id, so re-ad
 unchanged content rewrites the same entries), and the store then deletes the parent's other
 entries (children of an earlier version: a changed text, or more children than now). This
 module holds what both stores share: the parent ids of a write (:func:`parent_ids`), the
-children's ids, the ids written per parent (:func:`written_by_parent`) and the deletion in
+children's ids, the ids written per parent (:func:`written_by_parent`), the deletion in
 :class:`~m3kit.store.M3Index` (:func:`delete_other_children`; ``M3QdrantVectorStore``
-deletes through its qdrant client).
+deletes through its qdrant client) and the locks that make two writes of one parent take
+turns (:func:`parent_locks`): a write holds its parents' locks through its encoding, its
+upsert and its deletes, so writes of other parents encode and write meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from qdrant_client import models
@@ -33,6 +38,7 @@ __all__ = [
     "documents_child_ids",
     "fill_ids",
     "parent_ids",
+    "parent_locks",
     "parent_path",
     "written_by_parent",
 ]
@@ -40,6 +46,67 @@ __all__ = [
 _Id = TypeVar("_Id")
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "m3kit:langchain_m3:parent-children")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+class ParentLocks:
+    """One lock per parent id, kept while a write holds or awaits it (then dropped, so the
+    table holds the parents being written, not every parent ever written).
+
+    A parent id is locked by its text (``1`` and ``"1"`` take turns: two parents, locked
+    together at no cost to correctness).
+
+    >>> locks = ParentLocks()
+    >>> with locks.hold(["p", None, 1, "p"]):
+    ...     sorted(locks._locks)
+    ['1', 'p']
+    >>> locks._locks
+    {}
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.RLock, int]] = {}  # lock, writes holding or awaiting
+
+    @contextlib.contextmanager
+    def hold(self, parents: Iterable[str | int | None]) -> Iterator[None]:
+        """Hold the lock of every parent id in ``parents`` (``None``: no parent), taken in
+        one order (sorted), so two writes naming the same parents never each wait for a lock
+        the other holds (a deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for name in sorted({str(parent) for parent in parents if parent is not None}):
+                stack.enter_context(self._one(name))
+            yield
+
+    @contextlib.contextmanager
+    def _one(self, name: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(name, (threading.RLock(), 0))
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)
+
+
+_PARENT_LOCKS: weakref.WeakKeyDictionary[object, ParentLocks] = weakref.WeakKeyDictionary()
+_PARENT_LOCKS_LOCK = threading.Lock()
+
+
+def parent_locks(owner: object) -> ParentLocks:
+    """The parent locks of ``owner`` (an :class:`~m3kit.store.M3Store`, a ``QdrantClient``):
+    one table per owner, shared by every LangChain store writing through it, for its
+    lifetime."""
+    with _PARENT_LOCKS_LOCK:
+        locks = _PARENT_LOCKS.get(owner)
+        if locks is None:
+            locks = _PARENT_LOCKS[owner] = ParentLocks()
+        return locks
 
 
 def parent_ids(

@@ -7,9 +7,12 @@ retriever's ``id_key``) and no id of its own. For such a write, each child gets 
 in the write (the same parent and place: the same id, so re-adding unchanged content rewrites
 the same points), and :func:`delete_stale_children` then deletes the parent's other points
 (children of an earlier version: a changed text, or more children than now). Such a write
-and its deletes hold :func:`children_lock` of the store's client, so two writes of one parent
-in this process cannot interleave (one would delete a child of the other's set). The parent
-ids and the children's ids are :mod:`langchain_m3._parents`' (shared with ``M3VectorStore``).
+holds its parents' locks (:func:`langchain_m3._parents.parent_locks` of the store's client)
+through its encoding, its upserts and its deletes, so two writes of one parent in this process
+cannot interleave (one would delete a child of the other's set), while writes of other parents
+encode at the same time; each upsert and delete holds :func:`client_write_lock` alone (a
+local-mode client is not safe for two threads writing at once). The parent ids and the
+children's ids are :mod:`langchain_m3._parents`' (shared with ``M3VectorStore``).
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ from qdrant_client import QdrantClient, models
 
 from langchain_m3._parents import child_ids, written_by_parent
 
-__all__ = ["child_point_ids", "children_lock", "delete_stale_children"]
+__all__ = ["child_point_ids", "client_write_lock", "delete_stale_children"]
 
 _LOCKS: weakref.WeakKeyDictionary[QdrantClient, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
 
 
-def children_lock(client: QdrantClient) -> threading.Lock:
-    """The lock a write replacing parents' children holds through its upsert and its deletes:
-    one per client (stores opened on one client share it), for the client's lifetime."""
+def client_write_lock(client: QdrantClient) -> threading.Lock:
+    """The lock each upsert and delete of a write replacing parents' children holds (not its
+    encoding): one per client (stores opened on one client share it), for its lifetime."""
     with _LOCKS_LOCK:
         lock = _LOCKS.get(client)
         if lock is None:

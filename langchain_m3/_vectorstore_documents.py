@@ -8,7 +8,6 @@ read. Ids and chunks: see :mod:`langchain_m3.vectorstore`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStore
 
 from langchain_m3._documents import documents_of, hit_document
-from langchain_m3._parents import delete_other_children, documents_child_ids
+from langchain_m3._parents import delete_other_children, documents_child_ids, parent_locks
 from langchain_m3._vectorstore_search import check_no_more
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
@@ -115,9 +114,10 @@ class VectorStoreDocuments(VectorStore):
         if key is not None:
             parents, ids = documents_child_ids(key, documents, ids)
         replaces = key is not None and any(parent is not None for parent in parents)
-        # then the write and its deletes are one step: another write of the same parents
-        # between them would lose its children, or delete some of these
-        with self._index.store.write_lock if replaces else contextlib.nullcontext():
+        # then the write and its deletes are one step for its parents: another write of the
+        # same parents between them would lose its children, or delete some of these. Writes
+        # of other parents encode and write meanwhile (the store serialises its own writes).
+        with parent_locks(self._index.store).hold(parents):
             written = write_documents(
                 self._index,
                 documents,

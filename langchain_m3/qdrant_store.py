@@ -47,8 +47,12 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_path
-from langchain_m3._qdrant_parents import child_point_ids, children_lock, delete_stale_children
+from langchain_m3._parents import check_key, fill_ids, parent_ids, parent_locks, parent_path
+from langchain_m3._qdrant_parents import (
+    child_point_ids,
+    client_write_lock,
+    delete_stale_children,
+)
 from langchain_m3._qdrant_record import model_identities
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
@@ -92,7 +96,8 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     carries all the children of each parent id it names: a child written without an id gets
     one from its parent id and its place among that parent's children in the write (re-adding
     unchanged content rewrites the same points), and the parent's other points are deleted
-    (its children of before, however many); such writes through one client take turns.
+    (its children of before, however many); two such writes of one parent through one client
+    take turns (writes of other parents encode and write at once).
     Documents without the key are written as ``QdrantVectorStore`` writes them. It is off by
     default: documents that carry a parent id but are added in several calls (chunks of one
     source added in batches, or ``MultiVectorRetriever`` summaries and chunks of one parent)
@@ -158,11 +163,30 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
         point_ids = fill_ids(ids, child_point_ids(key, parents))
         field = parent_path(self.metadata_payload_key, key)
-        # the write and its deletes are one step: another write of the same parents between
-        # them would lose its children, or delete some of these
-        with children_lock(self.client):
-            written = super().add_texts(all_texts, metadatas, point_ids, batch_size, **kwargs)
-            delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
+        # the write and its deletes are one step for its parents: another write of the same
+        # parents between them would lose its children, or delete some of these
+        with parent_locks(self.client).hold(parents):
+            written = self._upsert(all_texts, metadatas, point_ids, batch_size, **kwargs)
+            with client_write_lock(self.client):
+                delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
+        return written
+
+    def _upsert(
+        self,
+        texts: list[str],
+        metadatas: list[dict[Any, Any]] | None,
+        ids: Sequence[str | int],
+        batch_size: int,
+        **kwargs: Any,
+    ) -> list[str | int]:
+        """``QdrantVectorStore.add_texts``' loop (langchain-qdrant 1.x), each upsert holding
+        :func:`~langchain_m3._qdrant_parents.client_write_lock` (each batch is encoded
+        outside it, so writes of other parents encode meanwhile)."""
+        written: list[str | int] = []
+        for batch_ids, points in self._generate_batches(texts, metadatas, ids, batch_size):
+            with client_write_lock(self.client):
+                self.client.upsert(collection_name=self.collection_name, points=points, **kwargs)
+            written.extend(batch_ids)
         return written
 
     async def aadd_texts(  # type: ignore[override]  # as add_texts

@@ -17,6 +17,7 @@ sparse modes. Tests of one store's own ids name it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -369,3 +370,105 @@ def _two_writes_of_one_parent(
     store.add_documents(a_set)
     b.join(10)
     return [[d.page_content for d in a_set], [d.page_content for d in b_set]]
+
+
+def _children_of(parent: str, version: str, count: int) -> list[Document]:
+    return [Document(f"{version} {parent} child {i}", metadata={"p": parent}) for i in range(count)]
+
+
+def _stored_sets(store: Store) -> dict[str, list[str]]:
+    """The stored children's texts of each parent, sorted."""
+    out: dict[str, list[str]] = {}
+    for _, text, _ in _points(store):
+        out.setdefault(text.split()[1], []).append(text)
+    return {parent: sorted(texts) for parent, texts in out.items()}
+
+
+def _texts(docs: list[Document]) -> list[str]:
+    return sorted(d.page_content for d in docs)
+
+
+def _meeting_encodes(encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the first encode of each of two threads wait (10 s at most) until the other's
+    has begun: encodes that take turns break the barrier, and the writes raise."""
+    meet = threading.Barrier(2, timeout=10)
+    waited: set[int] = set()
+    real = encoder.encode_tokenized
+
+    def encode(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            meet.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode_tokenized", encode)
+
+
+def _in_threads(*writes: tuple[Store, list[Document]]) -> None:
+    """Run each ``store.add_documents(documents)`` in a thread of its own, all at once;
+    re-raise the first error, and fail if one is still running after 60 s."""
+    errors: list[BaseException] = []
+
+    def write(store: Store, documents: list[Document]) -> None:
+        try:
+            store.add_documents(documents, parent_id_key="p")
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=w) for w in writes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a write still waits: a deadlock"
+    if errors:
+        raise errors[0]
+
+
+def test_writes_of_two_parents_encode_at_once(
+    store: Store, tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write replacing a parent's children held one store-wide lock (M3VectorStore: the
+    store's write lock; M3QdrantVectorStore: one per client) through its encoding too, so two
+    threads writing two different parents encoded one after the other. Only writes of one
+    parent take turns now; each parent ends with its new children alone."""
+    store.add_documents(
+        _children_of("P", "old", 3) + _children_of("Q", "old", 3), parent_id_key="p"
+    )
+    p_new, q_new = _children_of("P", "new", 2), _children_of("Q", "new", 2)
+    _meeting_encodes(tiny_encoder, monkeypatch)
+    _in_threads((store, p_new), (store, q_new))
+    assert _stored_sets(store) == {"P": _texts(p_new), "Q": _texts(q_new)}
+
+
+async def test_async_writes_of_two_parents_encode_at_once(
+    store: Store, tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``aadd_documents`` writes in a worker thread through ``add_documents``'s path: two
+    parents' writes encode at once there too."""
+    p_new, q_new = _children_of("P", "new", 2), _children_of("Q", "new", 3)
+    _meeting_encodes(tiny_encoder, monkeypatch)
+    await asyncio.gather(
+        store.aadd_documents(p_new, parent_id_key="p"),
+        store.aadd_documents(q_new, parent_id_key="p"),
+    )
+    assert _stored_sets(store) == {"P": _texts(p_new), "Q": _texts(q_new)}
+
+
+def test_writes_sharing_parents_in_either_order_each_leave_one_whole_set(store: Store) -> None:
+    """Two writes naming the same two parents in opposite orders, plus one of a third parent,
+    all at once: none waits forever on the other, and each parent holds exactly one writer's
+    whole set of children (never a mix, a duplicate or an old child)."""
+    store.add_documents(
+        _children_of("P", "old", 4) + _children_of("Q", "old", 4), parent_id_key="p"
+    )
+    first = _children_of("Q", "one", 3) + _children_of("P", "one", 2)
+    second = _children_of("P", "two", 1) + _children_of("Q", "two", 2)
+    third = _children_of("R", "three", 2)
+    for _ in range(3):
+        _in_threads((store, first), (store, second), (store, third))
+        stored = _stored_sets(store)
+        assert stored["P"] in (_texts(first[3:]), _texts(second[:1]))
+        assert stored["Q"] in (_texts(first[:3]), _texts(second[1:]))
+        assert stored["R"] == _texts(third)
+        assert sorted(stored) == ["P", "Q", "R"]
