@@ -174,6 +174,31 @@ def test_collator_masks_the_positives_of_another_row_of_the_same_query(
     assert scores.grad[1, targets[0]] == 0 and scores.grad[0, targets[1]] == 0
 
 
+def test_collator_masks_a_positive_of_the_query_given_in_a_row_outside_the_batch(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A query with two relevant passages written as two rows (FlagEmbedding's one row per
+    positive, ``M3FinetuneEngine``'s pairs): when only one of its rows shared a batch with
+    another query of the other passage, that passage was trained as a negative of it."""
+    from transformers import AutoTokenizer
+
+    from m3kit.finetune.data import query_positives
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_m3_path))
+    rows = [
+        TrainingExample("rhine q", ("passage one",)),
+        TrainingExample("rhine q", ("passage two",)),
+        TrainingExample("other q", ("passage two",)),
+    ]
+    cfg = _config(tiny_m3_path, tmp_path / "unused")
+    out = _Collator(tok, cfg, "", query_positives(rows))([rows[0], rows[2]])
+    targets, exclude = out["targets"].tolist(), out["exclude"]
+    assert exclude[0, targets[1]] and exclude.sum() == 1
+    # without the training set's positives only the batch's rows are known, as before
+    alone = _Collator(tok, cfg, "")([rows[0], rows[2]])
+    assert not alone["exclude"].any()
+
+
 def test_collator_compares_texts_with_whitespace_collapsed(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:

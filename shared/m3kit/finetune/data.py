@@ -26,6 +26,7 @@ __all__ = [
     "TrainingExample",
     "examples_from_qa",
     "iter_jsonl",
+    "query_positives",
     "read_jsonl",
     "text_key",
     "without_query_positives",
@@ -257,6 +258,23 @@ def _refuse_ids_read_as_one(texts: Mapping[Any, Any], field_name: str) -> None:
             )
 
 
+def query_positives(examples: Iterable[TrainingExample]) -> dict[str, frozenset[str]]:
+    """Every positive of each query over all its rows, keyed and valued by :func:`text_key`.
+
+    A query with several relevant passages may be written as one row per passage
+    (FlagEmbedding's rows, ``M3FinetuneEngine``'s (query, relevant doc) pairs): each of
+    those passages is relevant to every row of that query.
+
+    >>> rows = [TrainingExample("q", ("a",)), TrainingExample("q ", ("b",))]
+    >>> sorted(query_positives(rows)["q"])
+    ['a', 'b']
+    """
+    positives: dict[str, set[str]] = {}
+    for ex in examples:
+        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+    return {query: frozenset(texts) for query, texts in positives.items()}
+
+
 def without_query_positives(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
     """The examples without the negatives that are a positive of a row asking the same query.
 
@@ -272,9 +290,7 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
     >>> [ex.neg for ex in without_query_positives(rows)]
     [('c',), ()]
     """
-    positives: dict[str, set[str]] = {}
-    for ex in examples:
-        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+    positives = query_positives(examples)
     out: list[TrainingExample] = []
     dropped = 0
     for ex in examples:

@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
-from m3kit.finetune.data import TrainingExample, text_key, without_query_positives
+from m3kit.finetune.data import (
+    TrainingExample,
+    query_positives,
+    text_key,
+    without_query_positives,
+)
 from m3kit.finetune.length_buckets import candidates_in_buckets
 from m3kit.finetune.losses import (
     LossConfig,
@@ -326,12 +331,27 @@ class _Collator:
     every query scores all of them (in-batch negatives). ``exclude`` marks candidates equal
     to one of the query's positives other than its target (those of every row with the same
     query text included), so a shared positive is never a negative.
+
+    Args:
+        tokenizer: The start model's tokenizer.
+        config: The run's settings.
+        query_prefix: Prepended to every query.
+        positives: Every positive of each query over the whole training set
+            (:func:`~m3kit.finetune.data.query_positives`), so a passage relevant to a query
+            through a row outside the batch is masked too; ``None``: the batch's rows only.
     """
 
-    def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        config: FinetuneConfig,
+        query_prefix: str,
+        positives: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.prefix = query_prefix
+        self.positives = positives
         self.rng = random.Random(config.seed)
 
     def __call__(self, batch: Sequence[TrainingExample]) -> dict[str, torch.Tensor]:
@@ -355,9 +375,7 @@ class _Collator:
         if self.config.mask_shared_positives:
             # a query given in several rows (one per relevant passage) has all their positives:
             # none is a negative of another copy of it
-            relevant: dict[str, set[str]] = {}
-            for ex in batch:
-                relevant.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+            relevant = query_positives(batch) if self.positives is None else self.positives
             for row, ex in enumerate(batch):
                 for key in relevant[text_key(ex.query)]:
                     col = index.get(key)
@@ -426,7 +444,8 @@ class M3Finetuner:
             examples = without_query_positives(examples)
         setup = prepare_training(cfg)
         module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
-        collator = _Collator(setup.tokenizer, cfg, setup.prefix)
+        # a query's positives from all its rows, masked even when those rows are in no batch
+        collator = _Collator(setup.tokenizer, cfg, setup.prefix, query_positives(examples))
         return run_training(cfg, setup, module, examples, collator)
 
     def fit_spans(self, examples: Sequence[Any]) -> FinetuneResult:
