@@ -227,6 +227,63 @@ def test_fit_drops_negatives_equal_to_a_positive_but_for_whitespace() -> None:
     assert [ex.neg for ex in without_query_positives(rows)] == [("passage three",), ()]
 
 
+class _Stop(Exception):
+    """Raised in place of loading the start model: the checks before it are what is tested."""
+
+
+def _fit_until_the_model_loads(
+    cfg: FinetuneConfig, rows: list[TrainingExample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import m3kit.finetune.trainer as trainer
+
+    def stop(cfg: FinetuneConfig) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(trainer, "prepare_training", stop)
+    with pytest.raises(_Stop):
+        M3Finetuner(cfg).fit(rows)
+
+
+def test_rows_with_fewer_negatives_than_num_negatives_are_counted_in_a_warning(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``num_negatives=3`` on rows with fewer trained with what they had (or in-batch
+    negatives only) without a word: the run looked like the 3-negative recipe it was not."""
+    rows = [
+        TrainingExample("q a", ("passage a",)),
+        TrainingExample("q b", ("passage b",), ("n1",)),
+        TrainingExample("q c", ("passage c",), ("n2",)),
+        TrainingExample("q d", ("passage d",), ("n1", "n2", "n3")),
+    ]
+    cfg = _config(tiny_m3_path, tmp_path / "unused", num_negatives=3)
+    with caplog.at_level("WARNING", logger="m3kit.finetune"):
+        _fit_until_the_model_loads(cfg, rows, monkeypatch)
+    shortfall = [r for r in caplog.records if "num_negatives" in r.getMessage()]
+    assert len(shortfall) == 1  # once per fit
+    message = shortfall[0].getMessage()
+    assert message.startswith(
+        "3 of 4 training rows carry fewer hard negatives than num_negatives=3 "
+        "(1 row with 0, 2 rows with 1)"
+    )
+
+    caplog.clear()  # none at all: in-batch negatives only, said so
+    with caplog.at_level("WARNING", logger="m3kit.finetune"):
+        _fit_until_the_model_loads(cfg, rows[:1], monkeypatch)
+    assert "num_negatives=3 but none of the 1 training rows carries a hard negative" in (
+        caplog.text
+    )
+
+    caplog.clear()  # enough negatives, or none asked for: nothing to say
+    with caplog.at_level("WARNING", logger="m3kit.finetune"):
+        _fit_until_the_model_loads(cfg, rows[3:], monkeypatch)
+        none_asked = _config(tiny_m3_path, tmp_path / "unused", num_negatives=0)
+        _fit_until_the_model_loads(none_asked, rows, monkeypatch)
+    assert "num_negatives" not in caplog.text
+
+
 def test_auto_precision_trains_in_what_the_cpu_runs_natively(
     tiny_m3_path: Path,
     tmp_path: Path,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "query_positives",
     "read_jsonl",
     "text_key",
+    "warn_negative_shortfall",
     "without_query_positives",
     "write_jsonl",
 ]
@@ -304,6 +306,42 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
             dropped,
         )
     return out
+
+
+def warn_negative_shortfall(examples: Sequence[TrainingExample], num_negatives: int) -> None:
+    """Log a warning counting the rows with fewer hard negatives than ``num_negatives``.
+
+    Such rows train with the negatives they carry and the batch's other passages. Rows
+    without any (``neg`` empty or missing) are valid FlagEmbedding and QA data, so even a set
+    where no row carries one is a warning, saying the run uses in-batch negatives only.
+
+    Args:
+        examples: The training rows.
+        num_negatives: Hard negatives asked for per row (:attr:`FinetuneConfig.num_negatives`).
+    """
+    short = Counter(len(ex.neg) for ex in examples if len(ex.neg) < num_negatives)
+    if not short:
+        return
+    if short[0] == len(examples):
+        logger.warning(
+            "num_negatives=%d but none of the %d training rows carries a hard negative: the run "
+            "trains on in-batch negatives only (mine some with mine_hard_negatives or m3kit "
+            "mine-negatives, or set num_negatives=0)",
+            num_negatives,
+            len(examples),
+        )
+        return
+    counts = ", ".join(
+        f"{rows} row{'s' if rows > 1 else ''} with {have}" for have, rows in sorted(short.items())
+    )
+    logger.warning(
+        "%d of %d training rows carry fewer hard negatives than num_negatives=%d (%s): they "
+        "train with those and the batch's other passages",
+        sum(short.values()),
+        len(examples),
+        num_negatives,
+        counts,
+    )
 
 
 def examples_from_qa(dataset: Any) -> list[TrainingExample]:

@@ -25,6 +25,7 @@ from m3kit.finetune.data import (
     TrainingExample,
     query_positives,
     text_key,
+    warn_negative_shortfall,
     without_query_positives,
 )
 from m3kit.finetune.length_buckets import candidates_in_buckets
@@ -91,7 +92,8 @@ class FinetuneConfig:
         max_steps: Stop after this many optimiser steps (overrides ``epochs`` when set).
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
         gradient_accumulation_steps: Steps accumulated per optimiser update.
-        num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
+        num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer:
+            :meth:`M3Finetuner.fit` counts such rows in a warning).
         span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only (``fit`` refuses
             it): other spans of the positive's window pooled as its negatives. Default 0
             (in-batch negatives only): on squad_en's long documents, 3 in-window negatives
@@ -442,6 +444,7 @@ class M3Finetuner:
         _refuse_span_settings(cfg)
         if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
             examples = without_query_positives(examples)
+        warn_negative_shortfall(examples, cfg.num_negatives)
         setup = prepare_training(cfg)
         module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
         # a query's positives from all its rows, masked even when those rows are in no batch
