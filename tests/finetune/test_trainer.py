@@ -312,6 +312,29 @@ def test_bad_configs(tiny_m3_path: Path, tmp_path: Path) -> None:
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([{"query": "q", "pos": ["p"]}])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"num_negatives": 1.5},
+        {"span_negatives": 2.0},
+        {"batch_size": 2.5},
+        {"gradient_accumulation_steps": 1.5},
+        {"max_steps": 2.5},
+        {"passage_max_length": 48.0},
+        {"num_negatives": True},
+    ],
+)
+def test_count_settings_that_are_not_whole_numbers_are_refused(
+    tiny_m3_path: Path, tmp_path: Path, setting: dict[str, object]
+) -> None:
+    """``num_negatives=1.5`` trained rows with one negative as asked and crashed inside
+    ``random.sample`` at the first row with two; ``batch_size=2.5`` failed in the DataLoader
+    after the model had loaded. Each is now refused when the config is made, by name."""
+    (name,) = setting
+    with pytest.raises(ValueError, match=rf"{name} must be a whole number \(an int\)"):
+        _config(tiny_m3_path, tmp_path, **setting)
+
+
 def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> None:
     cfg = FinetuneConfig.flagembedding("model", tmp_path, epochs=2)
     # the settings m3kit used before the MiniLM sweep changed its defaults

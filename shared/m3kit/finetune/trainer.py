@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from m3kit.encoder_inputs import whole_number
 from m3kit.finetune.data import (
     TrainingExample,
     query_positives,
@@ -71,6 +72,21 @@ FLAGEMBEDDING_RECIPE: dict[str, Any] = {
     "query_max_length": 64,
     "passage_max_length": 256,
 }
+
+
+#: :class:`FinetuneConfig` settings that count something (``None`` where allowed: unset).
+_COUNT_SETTINGS = (
+    "frozen_layers",
+    "max_steps",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "num_negatives",
+    "span_negatives",
+    "span_overlap",
+    "query_max_length",
+    "passage_max_length",
+    "logging_steps",
+)
 
 
 @dataclass
@@ -204,6 +220,9 @@ class FinetuneConfig:
                 "freeze_encoder with only the dense head trains nothing: the dense head has no "
                 "parameters besides the encoder"
             )
+        for name in _COUNT_SETTINGS:  # 1.5 negatives or a 2.5-row batch has no meaning
+            if getattr(self, name) is not None:
+                setattr(self, name, whole_number(name, getattr(self, name)))
         if self.frozen_layers < 0:
             raise ValueError(f"frozen_layers must be >= 0, got {self.frozen_layers}")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
