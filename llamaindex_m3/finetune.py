@@ -112,12 +112,14 @@ class M3FinetuneEngine:
             it (:attr:`val_report`) and, with ``calibrate_fusion``, the checkpoint's fusion
             is fitted on it (:attr:`calibration`, saved beside the weights and used by
             ``M3Index`` and the retrievers and vector stores by default).
-        epochs: Passes over the training queries.
-        batch_size: Queries per step.
+        epochs: Passes over the training examples.
+        batch_size: Training examples (query, relevant doc pairs) per step.
         dataset: LlamaIndex's name for ``train_dataset`` (give one of the two).
-        use_all_docs: Train on every relevant doc of a query (default; one drawn per query
-            each epoch). ``False``: its first relevant doc only, as LlamaIndex's engine
-            does by default; the others are still never mined as its negatives.
+        use_all_docs: One training example per (query, relevant doc) pair (default), as
+            LlamaIndex's engine trains with ``use_all_docs=True``; a query's other relevant
+            docs are never its negatives. ``False``: its first relevant doc only, as
+            LlamaIndex's engine does by default; the others are still never mined as its
+            negatives.
         loss: LlamaIndex's sentence-transformers loss: only ``None`` (m3kit's own
             three-head contrastive loss); a loss object is refused (``ValueError``).
         evaluation_steps: LlamaIndex's evaluation interval. ``val_dataset`` is evaluated
@@ -283,8 +285,8 @@ class M3FinetuneEngine:
                 num_negatives=self.mine_negatives,
                 seed=self.config.seed,
             )
-        if self.use_all_docs:
-            return examples
+        if self.use_all_docs:  # one row per (query, relevant doc) pair, as LlamaIndex trains
+            return [TrainingExample(ex.query, (pos,), ex.neg) for ex in examples for pos in ex.pos]
         return [TrainingExample(ex.query, ex.pos[:1], ex.neg) for ex in examples]
 
     def finetune(self) -> FinetuneResult:

@@ -91,7 +91,41 @@ def test_a_sentence_transformers_engine_call_is_accepted_with_its_meaning(
     ]
     every = _engine(dataset=data, model_output_path=str(tmp_path / "o"))
     assert every.use_all_docs is True
-    assert [len(ex.pos) for ex in every._examples()] == [2, 1]
+    # use_all_docs=True: one example per (query, relevant doc) pair, as LlamaIndex trains
+    assert [(ex.query, ex.pos) for ex in every._examples()] == [
+        ("Where does the Rhine flow?", ("The Rhine flows to the North Sea.",)),
+        ("Where does the Rhine flow?", ("The Rhine starts in the Alps.",)),
+        ("What is oxygen?", ("Oxygen is element 8.",)),
+    ]
+
+
+def test_use_all_docs_trains_every_query_and_relevant_doc_pair(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """LlamaIndex's engine trains one example per (query, relevant doc) pair with
+    ``use_all_docs=True``; ours drew one relevant doc per query per epoch, so a query with
+    three relevant docs was trained a third as often and the run took fewer steps."""
+    data = QADataset(
+        queries={"q0": "Where does the Rhine flow?", "q1": "What is oxygen?"},
+        corpus={"a": "The Rhine flows to the North Sea.", "b": "The Rhine starts in the Alps."}
+        | {"x": "The Rhine passes Basel.", "c": "Oxygen is element 8."},
+        relevant_docs={"q0": ["a", "b", "x"], "q1": ["c"]},
+    )
+    common: dict[str, Any] = {
+        "model_id": str(tiny_m3_path),
+        "batch_size": 1,
+        "epochs": 1,
+        "show_progress_bar": False,
+        "device": "cpu",
+        "passage_max_length": 32,
+    }
+    every = _engine(dataset=data, model_output_path=str(tmp_path / "all"), **common).finetune()
+    # LlamaIndex: 4 InputExamples, len(DataLoader(examples, batch_size=1)) == 4 steps
+    assert (every.examples, every.steps) == (4, 4)
+    first = _engine(
+        dataset=data, model_output_path=str(tmp_path / "first"), use_all_docs=False, **common
+    ).finetune()
+    assert (first.examples, first.steps) == (2, 2)
 
 
 def test_first_doc_training_never_mines_the_other_relevant_docs(

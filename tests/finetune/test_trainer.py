@@ -174,6 +174,31 @@ def test_collator_masks_the_positives_of_another_row_of_the_same_query(
     assert scores.grad[1, targets[0]] == 0 and scores.grad[0, targets[1]] == 0
 
 
+def test_collator_masks_a_positive_of_the_query_given_in_a_row_outside_the_batch(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A query with two relevant passages written as two rows (FlagEmbedding's one row per
+    positive, ``M3FinetuneEngine``'s pairs): when only one of its rows shared a batch with
+    another query of the other passage, that passage was trained as a negative of it."""
+    from transformers import AutoTokenizer
+
+    from m3kit.finetune.data import query_positives
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_m3_path))
+    rows = [
+        TrainingExample("rhine q", ("passage one",)),
+        TrainingExample("rhine q", ("passage two",)),
+        TrainingExample("other q", ("passage two",)),
+    ]
+    cfg = _config(tiny_m3_path, tmp_path / "unused")
+    out = _Collator(tok, cfg, "", query_positives(rows))([rows[0], rows[2]])
+    targets, exclude = out["targets"].tolist(), out["exclude"]
+    assert exclude[0, targets[1]] and exclude.sum() == 1
+    # without the training set's positives only the batch's rows are known, as before
+    alone = _Collator(tok, cfg, "")([rows[0], rows[2]])
+    assert not alone["exclude"].any()
+
+
 def test_collator_compares_texts_with_whitespace_collapsed(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:
@@ -202,6 +227,63 @@ def test_fit_drops_negatives_equal_to_a_positive_but_for_whitespace() -> None:
     assert [ex.neg for ex in without_query_positives(rows)] == [("passage three",), ()]
 
 
+class _Stop(Exception):
+    """Raised in place of loading the start model: the checks before it are what is tested."""
+
+
+def _fit_until_the_model_loads(
+    cfg: FinetuneConfig, rows: list[TrainingExample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import m3kit.finetune.trainer as trainer
+
+    def stop(cfg: FinetuneConfig) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(trainer, "prepare_training", stop)
+    with pytest.raises(_Stop):
+        M3Finetuner(cfg).fit(rows)
+
+
+def test_rows_with_fewer_negatives_than_num_negatives_are_counted_in_a_warning(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``num_negatives=3`` on rows with fewer trained with what they had (or in-batch
+    negatives only) without a word: the run looked like the 3-negative recipe it was not."""
+    rows = [
+        TrainingExample("q a", ("passage a",)),
+        TrainingExample("q b", ("passage b",), ("n1",)),
+        TrainingExample("q c", ("passage c",), ("n2",)),
+        TrainingExample("q d", ("passage d",), ("n1", "n2", "n3")),
+    ]
+    cfg = _config(tiny_m3_path, tmp_path / "unused", num_negatives=3)
+    with caplog.at_level("WARNING", logger="m3kit.finetune"):
+        _fit_until_the_model_loads(cfg, rows, monkeypatch)
+    shortfall = [r for r in caplog.records if "num_negatives" in r.getMessage()]
+    assert len(shortfall) == 1  # once per fit
+    message = shortfall[0].getMessage()
+    assert message.startswith(
+        "3 of 4 training rows carry fewer hard negatives than num_negatives=3 "
+        "(1 row with 0, 2 rows with 1)"
+    )
+
+    caplog.clear()  # none at all: in-batch negatives only, said so
+    with caplog.at_level("WARNING", logger="m3kit.finetune"):
+        _fit_until_the_model_loads(cfg, rows[:1], monkeypatch)
+    assert "num_negatives=3 but none of the 1 training rows carries a hard negative" in (
+        caplog.text
+    )
+
+    caplog.clear()  # enough negatives, or none asked for: nothing to say
+    with caplog.at_level("WARNING", logger="m3kit.finetune"):
+        _fit_until_the_model_loads(cfg, rows[3:], monkeypatch)
+        none_asked = _config(tiny_m3_path, tmp_path / "unused", num_negatives=0)
+        _fit_until_the_model_loads(none_asked, rows, monkeypatch)
+    assert "num_negatives" not in caplog.text
+
+
 def test_auto_precision_trains_in_what_the_cpu_runs_natively(
     tiny_m3_path: Path,
     tmp_path: Path,
@@ -228,6 +310,29 @@ def test_bad_configs(tiny_m3_path: Path, tmp_path: Path) -> None:
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([])
     with pytest.raises(TypeError, match="not a TrainingExample"):
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([{"query": "q", "pos": ["p"]}])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"num_negatives": 1.5},
+        {"span_negatives": 2.0},
+        {"batch_size": 2.5},
+        {"gradient_accumulation_steps": 1.5},
+        {"max_steps": 2.5},
+        {"passage_max_length": 48.0},
+        {"num_negatives": True},
+    ],
+)
+def test_count_settings_that_are_not_whole_numbers_are_refused(
+    tiny_m3_path: Path, tmp_path: Path, setting: dict[str, object]
+) -> None:
+    """``num_negatives=1.5`` trained rows with one negative as asked and crashed inside
+    ``random.sample`` at the first row with two; ``batch_size=2.5`` failed in the DataLoader
+    after the model had loaded. Each is now refused when the config is made, by name."""
+    (name,) = setting
+    with pytest.raises(ValueError, match=rf"{name} must be a whole number \(an int\)"):
+        _config(tiny_m3_path, tmp_path, **setting)
 
 
 def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ __all__ = [
     "TrainingExample",
     "examples_from_qa",
     "iter_jsonl",
+    "query_positives",
     "read_jsonl",
     "text_key",
+    "warn_negative_shortfall",
     "without_query_positives",
     "write_jsonl",
 ]
@@ -257,6 +260,23 @@ def _refuse_ids_read_as_one(texts: Mapping[Any, Any], field_name: str) -> None:
             )
 
 
+def query_positives(examples: Iterable[TrainingExample]) -> dict[str, frozenset[str]]:
+    """Every positive of each query over all its rows, keyed and valued by :func:`text_key`.
+
+    A query with several relevant passages may be written as one row per passage
+    (FlagEmbedding's rows, ``M3FinetuneEngine``'s (query, relevant doc) pairs): each of
+    those passages is relevant to every row of that query.
+
+    >>> rows = [TrainingExample("q", ("a",)), TrainingExample("q ", ("b",))]
+    >>> sorted(query_positives(rows)["q"])
+    ['a', 'b']
+    """
+    positives: dict[str, set[str]] = {}
+    for ex in examples:
+        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+    return {query: frozenset(texts) for query, texts in positives.items()}
+
+
 def without_query_positives(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
     """The examples without the negatives that are a positive of a row asking the same query.
 
@@ -272,9 +292,7 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
     >>> [ex.neg for ex in without_query_positives(rows)]
     [('c',), ()]
     """
-    positives: dict[str, set[str]] = {}
-    for ex in examples:
-        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+    positives = query_positives(examples)
     out: list[TrainingExample] = []
     dropped = 0
     for ex in examples:
@@ -288,6 +306,42 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
             dropped,
         )
     return out
+
+
+def warn_negative_shortfall(examples: Sequence[TrainingExample], num_negatives: int) -> None:
+    """Log a warning counting the rows with fewer hard negatives than ``num_negatives``.
+
+    Such rows train with the negatives they carry and the batch's other passages. Rows
+    without any (``neg`` empty or missing) are valid FlagEmbedding and QA data, so even a set
+    where no row carries one is a warning, saying the run uses in-batch negatives only.
+
+    Args:
+        examples: The training rows.
+        num_negatives: Hard negatives asked for per row (:attr:`FinetuneConfig.num_negatives`).
+    """
+    short = Counter(len(ex.neg) for ex in examples if len(ex.neg) < num_negatives)
+    if not short:
+        return
+    if short[0] == len(examples):
+        logger.warning(
+            "num_negatives=%d but none of the %d training rows carries a hard negative: the run "
+            "trains on in-batch negatives only (mine some with mine_hard_negatives or m3kit "
+            "mine-negatives, or set num_negatives=0)",
+            num_negatives,
+            len(examples),
+        )
+        return
+    counts = ", ".join(
+        f"{rows} row{'s' if rows > 1 else ''} with {have}" for have, rows in sorted(short.items())
+    )
+    logger.warning(
+        "%d of %d training rows carry fewer hard negatives than num_negatives=%d (%s): they "
+        "train with those and the batch's other passages",
+        sum(short.values()),
+        len(examples),
+        num_negatives,
+        counts,
+    )
 
 
 def examples_from_qa(dataset: Any) -> list[TrainingExample]:

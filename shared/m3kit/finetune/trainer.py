@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from m3kit.finetune.data import TrainingExample, text_key, without_query_positives
+from m3kit.encoder_inputs import whole_number
+from m3kit.finetune.data import (
+    TrainingExample,
+    query_positives,
+    text_key,
+    warn_negative_shortfall,
+    without_query_positives,
+)
 from m3kit.finetune.length_buckets import candidates_in_buckets
 from m3kit.finetune.losses import (
     LossConfig,
@@ -67,6 +74,21 @@ FLAGEMBEDDING_RECIPE: dict[str, Any] = {
 }
 
 
+#: :class:`FinetuneConfig` settings that count something (``None`` where allowed: unset).
+_COUNT_SETTINGS = (
+    "frozen_layers",
+    "max_steps",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "num_negatives",
+    "span_negatives",
+    "span_overlap",
+    "query_max_length",
+    "passage_max_length",
+    "logging_steps",
+)
+
+
 @dataclass
 class FinetuneConfig:
     """What to train and how.
@@ -86,7 +108,8 @@ class FinetuneConfig:
         max_steps: Stop after this many optimiser steps (overrides ``epochs`` when set).
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
         gradient_accumulation_steps: Steps accumulated per optimiser update.
-        num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer).
+        num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer:
+            :meth:`M3Finetuner.fit` counts such rows in a warning).
         span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only (``fit`` refuses
             it): other spans of the positive's window pooled as its negatives. Default 0
             (in-batch negatives only): on squad_en's long documents, 3 in-window negatives
@@ -197,6 +220,9 @@ class FinetuneConfig:
                 "freeze_encoder with only the dense head trains nothing: the dense head has no "
                 "parameters besides the encoder"
             )
+        for name in _COUNT_SETTINGS:  # 1.5 negatives or a 2.5-row batch has no meaning
+            if getattr(self, name) is not None:
+                setattr(self, name, whole_number(name, getattr(self, name)))
         if self.frozen_layers < 0:
             raise ValueError(f"frozen_layers must be >= 0, got {self.frozen_layers}")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -326,12 +352,27 @@ class _Collator:
     every query scores all of them (in-batch negatives). ``exclude`` marks candidates equal
     to one of the query's positives other than its target (those of every row with the same
     query text included), so a shared positive is never a negative.
+
+    Args:
+        tokenizer: The start model's tokenizer.
+        config: The run's settings.
+        query_prefix: Prepended to every query.
+        positives: Every positive of each query over the whole training set
+            (:func:`~m3kit.finetune.data.query_positives`), so a passage relevant to a query
+            through a row outside the batch is masked too; ``None``: the batch's rows only.
     """
 
-    def __init__(self, tokenizer: Any, config: FinetuneConfig, query_prefix: str) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        config: FinetuneConfig,
+        query_prefix: str,
+        positives: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.prefix = query_prefix
+        self.positives = positives
         self.rng = random.Random(config.seed)
 
     def __call__(self, batch: Sequence[TrainingExample]) -> dict[str, torch.Tensor]:
@@ -355,9 +396,7 @@ class _Collator:
         if self.config.mask_shared_positives:
             # a query given in several rows (one per relevant passage) has all their positives:
             # none is a negative of another copy of it
-            relevant: dict[str, set[str]] = {}
-            for ex in batch:
-                relevant.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
+            relevant = query_positives(batch) if self.positives is None else self.positives
             for row, ex in enumerate(batch):
                 for key in relevant[text_key(ex.query)]:
                     col = index.get(key)
@@ -424,9 +463,11 @@ class M3Finetuner:
         _refuse_span_settings(cfg)
         if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
             examples = without_query_positives(examples)
+        warn_negative_shortfall(examples, cfg.num_negatives)
         setup = prepare_training(cfg)
         module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
-        collator = _Collator(setup.tokenizer, cfg, setup.prefix)
+        # a query's positives from all its rows, masked even when those rows are in no batch
+        collator = _Collator(setup.tokenizer, cfg, setup.prefix, query_positives(examples))
         return run_training(cfg, setup, module, examples, collator)
 
     def fit_spans(self, examples: Sequence[Any]) -> FinetuneResult:
