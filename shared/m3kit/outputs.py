@@ -150,6 +150,11 @@ class M3Output:
         if self._colbert is not None:
             object.__setattr__(self, "_colbert", tuple(_read_only(m) for m in self._colbert))
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickling and ``copy.deepcopy`` give read-only arrays too (numpy's copies are not)."""
+        self.__dict__.update(state)
+        self.__post_init__()
+
     def __len__(self) -> int:
         return len(self.token_counts)
 

@@ -79,6 +79,9 @@ def test_outputs_are_read_only(tiny_encoder: M3Encoder) -> None:
     ``out.dense[0] *= 2`` changed a result another holder of it (a chunk's vectors, a list of
     hits) reads. A write raises now; the caller's own array given to ``M3Output`` is left
     writable (the result holds a read-only view)."""
+    import copy
+    import pickle
+
     import pytest
 
     from m3kit import Head, M3Output
@@ -86,7 +89,10 @@ def test_outputs_are_read_only(tiny_encoder: M3Encoder) -> None:
 
     out = tiny_encoder.encode(["Oxygen is O.", "Iron is Fe."])
     chunk = LateChunker(tiny_encoder, chunk_size=4).chunk(["Oxygen is O. Iron is Fe."])[0][0]
-    for array in (out.dense, out.colbert[1], chunk.dense, chunk.colbert, chunk.vectors.dense):
+    copied = pickle.loads(pickle.dumps(out))
+    arrays = [out.dense, out.colbert[1], chunk.dense, chunk.colbert, chunk.vectors.dense]
+    arrays += [copied.dense, copied.colbert[0], copy.deepcopy(out).dense]
+    for array in arrays:
         before = array.copy()
         with pytest.raises(ValueError, match="read-only"):
             array[0] *= 2
