@@ -116,6 +116,13 @@ class SparseVector:
         return f"SparseVector(nnz={len(self)})"
 
 
+def _read_only(array: FloatArray) -> FloatArray:
+    """A view of ``array`` that refuses writes (``array`` itself is left as it was)."""
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
 @dataclass(frozen=True, eq=False)
 class M3Output:
     """The result of encoding a batch of ``n`` texts.
@@ -133,6 +140,20 @@ class M3Output:
     _dense: FloatArray | None = field(default=None, repr=False)
     _sparse: tuple[SparseVector, ...] | None = field(default=None, repr=False)
     _colbert: tuple[FloatArray, ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Read-only views: a write through a result (``out.dense[0] *= 2``) would change what
+        # every other holder of it reads (a chunk's vectors, hits); the caller's own arrays
+        # stay writable.
+        if self._dense is not None:
+            object.__setattr__(self, "_dense", _read_only(self._dense))
+        if self._colbert is not None:
+            object.__setattr__(self, "_colbert", tuple(_read_only(m) for m in self._colbert))
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickling and ``copy.deepcopy`` give read-only arrays too (numpy's copies are not)."""
+        self.__dict__.update(state)
+        self.__post_init__()
 
     def __len__(self) -> int:
         return len(self.token_counts)

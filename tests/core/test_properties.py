@@ -72,3 +72,32 @@ def test_sparse_vector_validates() -> None:
     v = SparseVector(np.array([1, 2]), np.array([0.5, 1.5]))
     with pytest.raises(ValueError):
         v.values[0] = 3.0  # frozen arrays
+
+
+def test_outputs_are_read_only(tiny_encoder: M3Encoder) -> None:
+    """Results are frozen dataclasses, but their dense and ColBERT arrays were writable:
+    ``out.dense[0] *= 2`` changed a result another holder of it (a chunk's vectors, a list of
+    hits) reads. A write raises now; the caller's own array given to ``M3Output`` is left
+    writable (the result holds a read-only view)."""
+    import copy
+    import pickle
+
+    import pytest
+
+    from m3kit import Head, M3Output
+    from m3kit.late_chunking import LateChunker
+
+    out = tiny_encoder.encode(["Oxygen is O.", "Iron is Fe."])
+    chunk = LateChunker(tiny_encoder, chunk_size=4).chunk(["Oxygen is O. Iron is Fe."])[0][0]
+    copied = pickle.loads(pickle.dumps(out))
+    arrays = [out.dense, out.colbert[1], chunk.dense, chunk.colbert, chunk.vectors.dense]
+    arrays += [copied.dense, copied.colbert[0], copy.deepcopy(out).dense]
+    for array in arrays:
+        before = array.copy()
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] *= 2
+        assert np.array_equal(array, before)
+    mine = np.ones((1, 4), dtype=np.float32)
+    built = M3Output(heads=frozenset({Head.DENSE}), token_counts=(2,), _dense=mine)
+    mine[0, 0] = 2.0  # the caller's array stays theirs to change
+    assert not built.dense.flags.writeable

@@ -317,3 +317,50 @@ def test_values_an_edge_index_would_hide_from_filters_are_refused(tmp_path: Path
         s.upsert([_priced(2, {"price": 2, "when": None, "a": {"b": True}, "other": 1.5})])
         assert {h.doc_id for h in s.query(dense=np.eye(4)[0], k=5, filter={"price": 1})} == {"d0"}
         assert s.count() == 2
+
+
+def test_declaring_an_index_over_values_it_would_hide_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values written before an ``integer`` / ``datetime`` index was declared (a re-open with
+    a new ``payload_indexes=``) were never checked: the index was created and filters served
+    by it silently missed them. The declaration is refused now, naming the key, a value, its
+    document and the type to declare, and the collection is left without the index."""
+    import m3kit.store.edge_backend as edge_backend
+
+    monkeypatch.setattr(edge_backend, "_SCROLL_PAGE", 64)  # the scan reads several pages
+    points = [_priced(i, {"price": i, "when": "2024-01-02T00:00:00Z"}) for i in range(300)]
+    points[257] = _priced(257, {"price": [3, 3.5], "when": "2024-01-02T00:00:00Z"})
+    points[131] = _priced(131, {"price": 7, "when": 17, "a": {"b": 0.5}})
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
+        s.upsert(points)
+    refused = [
+        (
+            {"price": "integer"},
+            r"'price' is 3\.5 in document 'd257' \(chunk 0, point [0-9a-f-]+\)"
+            r".*integer index declared on metadata\.price.*declare 'price' as 'float'",
+        ),
+        (
+            {"lang": "keyword", "when": "datetime"},
+            r"'when' is 17 in document 'd131'.*datetime index",
+        ),
+        ({"a.b": "integer"}, r"'a\.b' is 0\.5 in document 'd131'"),
+    ]
+    for declared, message in refused:
+        with pytest.raises(SchemaMismatchError, match=message):
+            M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS)
+        assert set(_edge_schema(tmp_path)) == set(BUILT_IN)  # nothing created
+    declared = {"price": "float", "when": "keyword"}
+    with M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS) as s:
+        hits = s.query(dense=np.eye(4)[1], k=5, filter={"price": 3.5})
+        assert [h.doc_id for h in hits] == ["d257"]
+        assert s.count() == 300
+    # qdrant-client's local mode has no payload indexes: the declaration does nothing there,
+    # and its filters match every stored value.
+    local = tmp_path / "local"
+    with M3Store.open(local, backend=Backend.CLIENT, **ARGS) as s:
+        s.upsert(points[255:260])
+    with M3Store.open(local, backend=Backend.CLIENT, payload_indexes=refused[0][0], **ARGS) as s:
+        assert [h.doc_id for h in s.query(dense=np.eye(4)[1], k=5, filter={"price": 3.5})] == [
+            "d257"
+        ]

@@ -18,8 +18,9 @@ logged and does nothing.
 Two index types hide values of another type from the filters they serve: an ``integer`` index
 skips non-integer numbers (``{"price": 1.5}`` and ranges miss ``1.5``) and a ``datetime``
 index skips numbers. Writes of such values to a key the collection indexes so are refused
-(:func:`check_indexed_values`), so a filter matches on an indexed key what it matches
-unindexed.
+(:func:`check_indexed_values`), and so is declaring such an index on a key whose stored values
+it would hide (:func:`check_stored_values`), so a filter matches on an indexed key what it
+matches unindexed.
 """
 
 from __future__ import annotations
@@ -28,18 +29,27 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from qdrant_client import models
+
 from m3kit.errors import SchemaMismatchError
 from m3kit.store.plan import StorageBackend
 from m3kit.store.schema import (
     CHUNK_ID,
+    CHUNK_INDEX,
     DOC_ID,
     ENCODER_ID,
+    METADATA,
     SPARSE_CUT,
     PayloadIndexType,
     metadata_path,
 )
 
-__all__ = ["BUILT_IN_INDEXES", "check_indexed_values", "ensure_payload_indexes"]
+__all__ = [
+    "BUILT_IN_INDEXES",
+    "check_indexed_values",
+    "check_stored_values",
+    "ensure_payload_indexes",
+]
 
 BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
     DOC_ID: PayloadIndexType.KEYWORD,
@@ -49,6 +59,9 @@ BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
 }
 """Indexes every collection has: m3kit's own lookups filter on them (replace, delete, ``find``;
 an encoder reindex; the cut-stamp check at open), which without one read every point's payload."""
+
+#: The index types that leave some values out of the filters they serve (:func:`_hidden_by`).
+_HIDING_TYPES = frozenset({PayloadIndexType.INTEGER, PayloadIndexType.DATETIME})
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +84,9 @@ def ensure_payload_indexes(
     it existed) is logged as a warning, not raised: the store still opens for searching.
 
     Raises:
-        SchemaMismatchError: A declared path is already indexed with another type (nothing
-            was created).
+        SchemaMismatchError: A declared path is already indexed with another type, or a
+            declared index would hide values the collection holds
+            (:func:`check_stored_values`); nothing was created.
     """
     found = backend.payload_indexes()
     if found is None:
@@ -96,6 +110,7 @@ def ensure_payload_indexes(
             + ". Declare the existing type, or drop that payload index first; nothing was "
             "created."
         )
+    check_stored_values(backend, {p: k for p, k in fields.items() if p not in found})
     created = []
     for path, kind in BUILT_IN_INDEXES.items():
         if path in found:
@@ -152,6 +167,28 @@ def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
         yield key, value
 
 
+def _first_hidden(
+    metadata: Mapping[str, Any], indexes: Mapping[str, str]
+) -> tuple[str, Any, str, str, str] | None:
+    """``(key, value, payload path, index type, what the value is)`` of the first metadata
+    value an index in ``indexes`` leaves out of its filters (``None``: none is)."""
+    for key, value in _leaves(metadata, ""):
+        try:
+            path = metadata_path(key)
+        except ValueError:  # a key no path addresses has no index
+            continue
+        kind = indexes.get(path)
+        hidden = None if kind is None else _hidden_by(kind, value)
+        if kind is not None and hidden is not None:
+            return key, value, path, kind, hidden
+    return None
+
+
+def _type_to_use(kind: str) -> str:
+    """The index type to declare instead of ``kind`` for a key holding values it hides."""
+    return "'float'" if kind == PayloadIndexType.INTEGER.value else "'float' (or none)"
+
+
 def check_indexed_values(
     metadata: Mapping[str, Any], indexes: Mapping[str, str], what: str
 ) -> None:
@@ -174,18 +211,52 @@ def check_indexed_values(
     Raises:
         ValueError: Names the key, the value, the index and what to do.
     """
-    for key, value in _leaves(metadata, ""):
-        try:
-            path = metadata_path(key)
-        except ValueError:  # a key no path addresses has no index
+    found = _first_hidden(metadata, indexes)
+    if found is not None:
+        key, value, path, kind, hidden = found
+        raise ValueError(
+            f"{what}: {key!r} is {value!r}, {hidden}, but the collection indexes {path} "
+            f"as {kind}, and filters served by that index skip it ({{{key!r}: {value!r}}} "
+            f"or a range would miss this point); store a value of the index's type, or "
+            f"index the key as {_type_to_use(kind)} in a new collection"
+        )
+
+
+def check_stored_values(backend: StorageBackend, fields: Mapping[str, PayloadIndexType]) -> None:
+    """Refuse to create indexes that would hide values the collection already holds.
+
+    :func:`check_indexed_values` guards writes to a key once its index exists; values written
+    before an ``integer`` / ``datetime`` index is declared (a collection re-opened with a new
+    ``payload_indexes=``) were never checked, and the new index would leave them out of the
+    filters it serves without a word. So the stored values of each such key are scanned: the
+    points holding the key, that key's payload only, a page at a time.
+
+    Args:
+        backend: The opened collection.
+        fields: The indexes about to be created, ``{payload path: type}``; types that hide
+            nothing are not scanned.
+
+    Raises:
+        SchemaMismatchError: Names the key, a value, its document and point, and the index
+            type to declare instead.
+    """
+    for path, kind in fields.items():
+        if kind not in _HIDING_TYPES:
             continue
-        kind = indexes.get(path)
-        hidden = None if kind is None else _hidden_by(kind, value)
-        if hidden is not None:
-            fix = "'float'" if kind == PayloadIndexType.INTEGER.value else "'float' (or none)"
-            raise ValueError(
-                f"{what}: {key!r} is {value!r}, {hidden}, but the collection indexes {path} "
-                f"as {kind}, and filters served by that index skip it ({{{key!r}: {value!r}}} "
-                f"or a range would miss this point); store a value of the index's type, or "
-                f"index the key as {fix} in a new collection"
+        holding = models.Filter(
+            must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=path))]
+        )
+        for hit in backend.scroll(holding, [path, DOC_ID, CHUNK_INDEX]):
+            found = _first_hidden(hit.payload.get(METADATA) or {}, {path: kind.value})
+            if found is None:
+                continue
+            key, value, _, _, hidden = found
+            raise SchemaMismatchError(
+                f"collection {backend.collection!r} at {backend.where}: {key!r} is {value!r} "
+                f"in document {hit.payload.get(DOC_ID)!r} (chunk {hit.payload.get(CHUNK_INDEX)}"
+                f", point {hit.id}), {hidden}, and the {kind.value} index declared on {path} "
+                f"would leave it out of the filters it serves ({{{key!r}: {value!r}}} or a "
+                f"range would miss that point); declare {key!r} as "
+                f"{_type_to_use(kind.value)}, or correct the stored values first; "
+                "nothing was created"
             )

@@ -132,7 +132,8 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors, or a declared
-                payload index exists with another type (nothing written).
+                payload index exists with another type, or would hide values the collection
+                holds (``1.5`` under a new ``integer`` index; nothing written).
             StoreConnectionError: The server cannot be reached or refuses the request.
             ValueError: The collection's recorded sparse cut is damaged, or a change of it
                 was left unfinished (finish it: ``M3Index.open(..., reindex=True)``), or it
