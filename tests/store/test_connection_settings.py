@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from m3kit.errors import StoreConnectionError
 from m3kit.outputs import Head, M3Output
 from m3kit.store import Backend, ChunkRecord, ConnectionSettings, M3Index, M3Store
 
@@ -130,3 +131,16 @@ def test_the_store_timeout_shorthand(
         M3Store.open(url=url, timeout=0, **ARGS)  # was "cannot reach Qdrant ..."
     with pytest.raises(ValueError, match="give the timeout once"):
         M3Store.open(url=url, timeout=5, connection=ConnectionSettings(timeout=7), **ARGS)
+
+
+def test_a_refused_request_size_names_the_setting(qdrant_1mib: Server) -> None:
+    """A server's 413 came back as its own words only ("JSON payload ... is larger than
+    allowed"), naming no m3kit setting that splits writes to fit."""
+    with (
+        M3Store.open(url=qdrant_1mib[0], **ARGS) as store,
+        pytest.raises(StoreConnectionError, match="HTTP 413") as err,
+    ):
+        store.upsert(_records(8))
+    message = str(err.value)
+    assert "connection=ConnectionSettings(max_request_mb=...)" in message
+    assert "--qdrant-max-request-mb" in message and "larger than allowed (1048576)" in message
