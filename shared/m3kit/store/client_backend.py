@@ -126,7 +126,7 @@ class ClientBackend:
                 "Qdrant server or cluster: give url=, or leave cluster out"
             )
         check_server_only(connection, url)
-        connection = connection or ConnectionSettings()
+        given, connection = connection, connection or ConnectionSettings()
         self.collection = collection
         self.cluster = cluster
         self.url = url
@@ -140,7 +140,9 @@ class ClientBackend:
         if url is not None:
             _check_url(url)
             self.where = redact_url(url)
-            self.reopen: str | None = f"url={self.where!r}"
+            self.reopen: str | None = f"url={self.where!r}" + (
+                "" if given is None else f", connection={given!r}"
+            )
             with self._translate():
                 self._client = QdrantClient(
                     url=url,
