@@ -142,6 +142,12 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         name = str(info.field_name)
         return check_settings(**{name: value})[name]
 
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _check_connection(cls, value: Any) -> Any:
+        # a saved store's dict: a misspelt key would be dropped silently by pydantic
+        return ConnectionSettings.from_dict(value) if isinstance(value, Mapping) else value
+
     _owns_index: bool = PrivateAttr(default=True)
 
     copy_hint: ClassVar[
@@ -364,7 +370,7 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
         if name == "location" and given is not None:
             given = None if os.fspath(given) == ":memory:" else os.fspath(given)
         if name == "connection" and isinstance(given, Mapping):  # from to_json's JSON
-            given = ConnectionSettings(**given)
+            given = ConnectionSettings.from_dict(given)
         if given is not None and given != value:
             what = "other server settings" if name == "connection" else "another collection"
             raise ValueError(

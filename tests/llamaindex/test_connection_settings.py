@@ -78,3 +78,12 @@ def test_without_a_server_or_with_a_bad_value_they_are_refused(
         M3Retriever.open(tiny_embedding, connection=SETTINGS)
     with pytest.raises(ValueError, match="timeout must be a whole number of seconds >= 1"):
         M3VectorStore(tiny_embedding, url=qdrant_recorder[0], connection={"timeout": 0})
+
+
+def test_a_misspelt_saved_setting_is_refused(
+    qdrant_recorder: Server, tiny_embedding: M3Embedding
+) -> None:
+    """pydantic dropped a key the settings do not have: ``max_request_size_mb`` (Qdrant's
+    name) left the limit at 32 MiB, silently."""
+    with pytest.raises(ValueError, match=r"unknown connection settings \['max_request_size_mb'\]"):
+        M3VectorStore(tiny_embedding, url=qdrant_recorder[0], connection={"max_request_size_mb": 8})

@@ -14,7 +14,9 @@ LlamaIndex store's ``to_dict``, and a key must never be): give it as ``api_key=`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 __all__ = ["DEFAULT_MAX_REQUEST_MB", "ConnectionSettings", "check_server_only", "with_timeout"]
 
@@ -61,6 +63,20 @@ class ConnectionSettings:
     def request_bytes(self) -> int:
         """The most bytes of one write request."""
         return self.max_request_mb * 1024 * 1024
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConnectionSettings:
+        """The settings of a dict of them (as the LlamaIndex store's ``to_dict`` saves them).
+
+        Raises:
+            ValueError: A key that is no setting (a misspelt one would be dropped silently),
+                or a bad value; the message names it.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"unknown connection settings {unknown}; the settings are {names}")
+        return cls(**data)
 
     def describe(self) -> str:
         """The settings as ``name=value`` pairs, e.g. ``timeout=30, max_request_mb=32``."""
