@@ -11,7 +11,7 @@ from qdrant_client import models
 
 from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
 from m3kit.encoder import M3Encoder
-from m3kit.store import Backend, Hit, M3Index
+from m3kit.store import Backend, ConnectionSettings, Hit, M3Index
 from m3kit.store.conditions import any_of, equals
 from m3kit.store.filters import doc_id_text, metadata_filter, refuse_has_id
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
@@ -98,6 +98,7 @@ def open_index(
     url: str | None,
     api_key: str | None,
     backend: Backend | str | None,
+    connection: ConnectionSettings | None,
 ) -> M3Index:
     """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
     (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open).
@@ -114,6 +115,7 @@ def open_index(
         url=url,
         api_key=api_key,
         backend=backend,
+        connection=connection,
         **sparse_cut_of(embedding),
     )
 

@@ -47,7 +47,7 @@ from langchain_m3._search import (
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, Fusion, Hit, M3Index
+from m3kit.store import Backend, ConnectionSettings, Fusion, Hit, M3Index
 from m3kit.store.filters import to_filter
 
 try:
@@ -240,6 +240,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        connection: ConnectionSettings | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
@@ -265,6 +266,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             url: Qdrant server URL instead of ``location``.
             api_key: Server API key (default ``$QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded Rust engine) or ``"client"`` (qdrant-client).
+            connection: With ``url`` only: request timeout and the server's request size
+                limit (:class:`~m3kit.store.ConnectionSettings`).
             chunking: See :meth:`add_documents`.
             late_chunking: See :meth:`add_documents`.
             k: Default number of results.
@@ -287,6 +290,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             url=url,
             api_key=api_key,
             backend=backend,
+            connection=connection,
         )
         try:
             retriever = cls(
@@ -320,6 +324,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        connection: ConnectionSettings | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
@@ -340,6 +345,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             url=url,
             api_key=api_key,
             backend=backend,
+            connection=connection,
             chunking=chunking,
             late_chunking=late_chunking,
             k=k,

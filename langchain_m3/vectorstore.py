@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, Fusion, M3Index
+from m3kit.store import Backend, ConnectionSettings, Fusion, M3Index
 
 try:
     from langchain_core.documents import Document
@@ -164,6 +164,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        connection: ConnectionSettings | None = None,
         fusion: Fusion | str | None = None,
         rerank: bool | None = None,
         chunking: bool | Chunker = False,
@@ -186,6 +187,8 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             url: Qdrant server URL instead of ``location``.
             api_key: Server API key (default ``$QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded engine, default) or ``"client"`` (qdrant-client).
+            connection: With ``url`` only: request timeout and the server's request size
+                limit (:class:`~m3kit.store.ConnectionSettings`).
             fusion: Default fusion (``None``: the index's, see :meth:`__init__`).
             rerank: Default ColBERT rerank.
             chunking: Default chunking of added documents.
@@ -204,6 +207,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             url=url,
             api_key=api_key,
             backend=backend,
+            connection=connection,
         )
         try:
             return cls(

@@ -37,6 +37,7 @@ from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import (
     Backend,
+    ConnectionSettings,
     Fusion,
     Hit,
     M3Index,
@@ -150,6 +151,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        connection: ConnectionSettings | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         fusion: Fusion | str | None = None,
         weights: Sequence[float] | None = None,
@@ -165,6 +167,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             url: Qdrant server URL.
             api_key: Server API key (default: ``QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded engine) or ``"client"`` (qdrant-client).
+            connection: With ``url`` only: request timeout and the server's request size
+                limit (:class:`~m3kit.store.ConnectionSettings`).
             similarity_top_k: Number of nodes returned.
             fusion: ``rrf``, ``dbsf`` or ``m3`` (``None``: the index's, the checkpoint's
                 calibrated fusion when it has one).
@@ -183,7 +187,13 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         encoder = model_encoder(model, "M3Retriever.open", "M3Retriever(index)")
         _refuse_text_instruction(model)
         index = M3Index.open(
-            encoder, location, collection=collection, url=url, api_key=api_key, backend=backend
+            encoder,
+            location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            connection=connection,
         )
         try:
             return cls(
@@ -209,6 +219,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
+        connection: ConnectionSettings | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
@@ -226,6 +237,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             url=url,
             api_key=api_key,
             backend=backend,
+            connection=connection,
             similarity_top_k=similarity_top_k,
             fusion=fusion,
             weights=weights,

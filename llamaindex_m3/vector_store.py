@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
@@ -52,7 +53,7 @@ from llamaindex_m3.vector_store_writes import VectorStoreWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, Fusion, M3Index, SearchSettings
+from m3kit.store import Backend, ConnectionSettings, Fusion, M3Index, SearchSettings
 
 try:
     from llama_index.core.schema import BaseNode
@@ -88,6 +89,8 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         location: ``None`` / ``":memory:"`` or a folder (embedded engine by default).
         url: Qdrant server URL (instead of ``location``).
         backend: ``edge`` (embedded engine) or ``client`` (qdrant-client).
+        connection: With ``url`` only: request timeout and the server's request size limit
+            (:class:`~m3kit.store.ConnectionSettings`; saved by ``to_dict``, the API key is not).
         fusion: How hybrid mode fuses dense and sparse candidates: ``rrf``, ``dbsf`` or ``m3``;
             ``None``: the index's (a calibrated checkpoint's fusion when it has one).
         rerank: ColBERT rerank. ``None``: in hybrid mode as the index decides (when the
@@ -116,6 +119,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
     )
     url: str | None = Field(default=None, frozen=True, description="Qdrant server URL.")
     backend: Backend | None = Field(default=None, frozen=True, description="'edge' or 'client'.")
+    connection: ConnectionSettings | None = Field(
+        default=None, frozen=True, description="Server request timeout and size limit (url only)."
+    )
     fusion: Fusion | None = Field(
         default=None, description="Hybrid fusion: rrf, dbsf or m3 (None: the index's)."
     )
@@ -135,6 +141,12 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
     def _check_setting(cls, value: Any, info: ValidationInfo) -> Any:
         name = str(info.field_name)
         return check_settings(**{name: value})[name]
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _check_connection(cls, value: Any) -> Any:
+        # a saved store's dict: a misspelt key would be dropped silently by pydantic
+        return ConnectionSettings.from_dict(value) if isinstance(value, Mapping) else value
 
     _owns_index: bool = PrivateAttr(default=True)
 
@@ -158,8 +170,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         Args:
             model: A loaded :class:`~m3kit.M3Encoder` or an :class:`M3Embedding`.
             index: An opened :class:`~m3kit.store.M3Index` instead of a model (not closed by
-                :meth:`close`); ``location``, ``url``, ``backend`` and ``collection_name``
-                are then the index's (given, they must be: ``from_dict`` of its ``to_dict``).
+                :meth:`close`); ``location``, ``url``, ``backend``, ``connection`` and
+                ``collection_name`` are then the index's (given, they must be: ``from_dict``
+                of its ``to_dict``).
             api_key: Server API key (default: ``QDRANT_API_KEY``); not a field, never saved.
             **data: The fields above.
 
@@ -192,6 +205,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
                 url=self.url,
                 api_key=api_key,
                 backend=self.backend,
+                connection=self.connection,
             )
         else:
             self._owns_index = False
@@ -211,8 +225,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
     def from_index(cls, index: M3Index, **data: Any) -> M3VectorStore:
         """A store on an opened index (shared, e.g., with an ``M3Retriever``; not closed here).
 
-        Its ``location``, ``url``, ``backend`` and ``collection_name`` are the index's, so
-        ``M3VectorStore.from_dict(store.to_dict(), model=...)`` opens the same collection.
+        Its ``location``, ``url``, ``backend``, ``connection`` and ``collection_name`` are the
+        index's, so ``M3VectorStore.from_dict(store.to_dict(), model=...)`` opens the same
+        collection, with the same server settings.
         """
         return cls(index=index, **data)
 
@@ -331,14 +346,14 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
 
     Args:
         index: The opened index a store is built on.
-        data: The fields given with it: ``collection_name``, ``location``, ``url`` and
-            ``backend`` may be given (``from_dict`` of such a store's ``to_dict``) when they
-            are the index's.
+        data: The fields given with it: ``collection_name``, ``location``, ``url``,
+            ``backend`` and ``connection`` may be given (``from_dict`` of such a store's
+            ``to_dict``) when they are the index's.
         api_key: Must be ``None``: the index is already connected.
 
     Raises:
         ValueError: ``api_key`` is given, or a given field names another collection than the
-            index's (the store would say one and use the other).
+            index's, or other server settings (the store would say one and use the other).
     """
     if api_key is not None:
         raise ValueError("index= is already opened; do not also give api_key")
@@ -348,15 +363,19 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
         "location": store.location,
         "url": store.url,
         "backend": store.backend,
+        "connection": store.connection,
     }
     for name, value in place.items():
         given = data.get(name)
         if name == "location" and given is not None:
             given = None if os.fspath(given) == ":memory:" else os.fspath(given)
+        if name == "connection" and isinstance(given, Mapping):  # from to_json's JSON
+            given = ConnectionSettings.from_dict(given)
         if given is not None and given != value:
+            what = "other server settings" if name == "connection" else "another collection"
             raise ValueError(
                 f"index= is already opened on {name}={value!r}; do not also give "
-                f"{name}={given!r} (another collection): leave it out, or open that one with "
+                f"{name}={given!r} ({what}): leave it out, or open that one with "
                 "M3VectorStore(model, ...)"
             )
     return place

@@ -208,6 +208,32 @@ def qdrant_with_key() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[st
         yield server
 
 
+@pytest.fixture
+def qdrant_1mib() -> Iterator[tuple[str, list[tuple[str, str, Any]], dict[str, Any]]]:
+    """:func:`qdrant_recorder` of a server configured with ``service.max_request_size_mb: 1``:
+    a request body above 1 MiB is refused (413)."""
+    with _fake_qdrant.fake_qdrant_server(max_request_bytes=1024 * 1024) as server:
+        yield server
+
+
+@pytest.fixture
+def client_kwargs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every ``QdrantClient`` m3kit's client backend makes (made as
+    asked: the spy only records them)."""
+    from qdrant_client import QdrantClient
+
+    import m3kit.store.client_backend as client_backend
+
+    seen: list[dict[str, Any]] = []
+
+    def spy(**kwargs: Any) -> QdrantClient:
+        seen.append(kwargs)
+        return QdrantClient(**kwargs)
+
+    monkeypatch.setattr(client_backend, "QdrantClient", spy)
+    return seen
+
+
 # -- two encoders of one shape (reindexing, fingerprints) ------------------------------------
 @pytest.fixture(scope="session")
 def enc_a(tiny_m3_path: Path) -> Any:

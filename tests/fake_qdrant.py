@@ -182,11 +182,14 @@ def _matches(selector: Any, point: dict[str, Any]) -> bool:
 
 @contextmanager
 def fake_qdrant_server(
-    write_delay: float = 0.05, api_key: str | None = None
+    write_delay: float = 0.05,
+    api_key: str | None = None,
+    max_request_bytes: int = FakeQdrantHandler.max_request_bytes,
 ) -> Iterator[FakeQdrant]:
     """Serve a fresh :class:`FakeQdrantHandler` on ``127.0.0.1`` (a free port) in a thread.
 
-    With ``api_key``, requests without that ``api-key`` header are refused (401).
+    With ``api_key``, requests without that ``api-key`` header are refused (401); a request
+    body above ``max_request_bytes`` is refused (413), as a server configured so refuses it.
     """
     requests: Requests = []
     state: dict[str, Any] = {
@@ -198,7 +201,13 @@ def fake_qdrant_server(
         "seen_keys": [],
         "sizes": [],
     }
-    attrs = {"requests": requests, "state": state, "write_delay": write_delay, "api_key": api_key}
+    attrs = {
+        "requests": requests,
+        "state": state,
+        "write_delay": write_delay,
+        "api_key": api_key,
+        "max_request_bytes": max_request_bytes,
+    }
     handler = type("Handler", (FakeQdrantHandler,), attrs)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

@@ -14,9 +14,10 @@ Ranking flags left out of ``m3kit search`` take the index's defaults: the model'
 fusion (``m3kit_search.json``) when it has one (:mod:`m3kit.cli_search`).
 
 Storage is a local folder (``./.m3kit`` unless ``--path`` says otherwise), or a Qdrant server
-with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``). ``--model`` defaults
-to the model the collection was indexed with; ``m3kit index --reindex --model NEW`` re-encodes a
-collection with another model.
+with ``--qdrant-url`` (API key from ``--api-key`` or ``$QDRANT_API_KEY``; ``--qdrant-timeout``
+and ``--qdrant-max-request-mb``: :class:`~m3kit.store.connection.ConnectionSettings`).
+``--model`` defaults to the model the collection was indexed with; ``m3kit index --reindex
+--model NEW`` re-encodes a collection with another model.
 """
 
 from __future__ import annotations
@@ -84,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=None,
         help="Qdrant API key (default: $QDRANT_API_KEY); only with --qdrant-url",
+    )
+    where.add_argument(
+        "--qdrant-timeout",
+        type=positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="server request timeout (default: qdrant-client's, 5); only with --qdrant-url",
+    )
+    where.add_argument(
+        "--qdrant-max-request-mb",
+        type=positive_int,
+        default=None,
+        metavar="MB",
+        help="the server's service.max_request_size_mb, which writes are split to fit "
+        "(default: Qdrant's, 32); only with --qdrant-url",
     )
     where.add_argument(
         "--backend",

@@ -18,6 +18,7 @@ from m3kit.errors import CollectionNotFoundError
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
     from m3kit.store import M3Index
+    from m3kit.store.connection import ConnectionSettings
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -40,6 +41,11 @@ logger = logging.getLogger("m3kit.cli")
 
 DEFAULT_PATH = Path(".m3kit")
 DEFAULT_COLLECTION = "m3kit"
+#: Server request flags (:class:`~m3kit.store.connection.ConnectionSettings`), by argparse name.
+_CONNECTION_FLAGS = {
+    "qdrant_timeout": "--qdrant-timeout",
+    "qdrant_max_request_mb": "--qdrant-max-request-mb",
+}
 
 
 def load_encoder(
@@ -107,6 +113,7 @@ def collection_record(
                 url=storage.get("url"),
                 api_key=storage.get("api_key"),
                 backend=storage.get("backend"),
+                connection=storage.get("connection"),
             )
         )
     except CollectionNotFoundError:
@@ -221,6 +228,12 @@ def storage(args: argparse.Namespace) -> dict[str, Any]:
     if args.qdrant_url is None:
         if args.api_key:
             raise ValueError("--api-key needs --qdrant-url")
+        given = [flag for name, flag in _CONNECTION_FLAGS.items() if getattr(args, name, None)]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} configure requests to a Qdrant server: they need "
+                "--qdrant-url (the local engines send none)"
+            )
         folder = args.path if args.path is not None else DEFAULT_PATH
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--path {folder} is not a folder")
@@ -231,7 +244,19 @@ def storage(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "edge":
         raise ValueError("--backend edge is the embedded engine; it cannot use --qdrant-url")
     api_key = args.api_key or os.environ.get("QDRANT_API_KEY") or None
-    return {"url": args.qdrant_url, "api_key": api_key}
+    return {"url": args.qdrant_url, "api_key": api_key, "connection": _connection(args)}
+
+
+def _connection(args: argparse.Namespace) -> ConnectionSettings | None:
+    """``--qdrant-timeout`` / ``--qdrant-max-request-mb`` as ``ConnectionSettings`` (``None``:
+    neither given)."""
+    from m3kit.store.connection import DEFAULT_MAX_REQUEST_MB, ConnectionSettings
+
+    timeout = getattr(args, "qdrant_timeout", None)
+    limit = getattr(args, "qdrant_max_request_mb", None)
+    if timeout is None and limit is None:
+        return None
+    return ConnectionSettings(timeout=timeout, max_request_mb=limit or DEFAULT_MAX_REQUEST_MB)
 
 
 def _check_layout(folder: Path, collection: str, backend: str | None) -> None:
@@ -289,6 +314,7 @@ def open_index(
         collection=args.collection,
         url=storage["url"],
         api_key=storage["api_key"],
+        connection=storage["connection"],
         create=create,
         reindex=getattr(args, "reindex", False),
         show_progress=not args.quiet,

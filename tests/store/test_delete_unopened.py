@@ -223,3 +223,22 @@ def test_a_server_collections_call_names_its_url(
     assert call == f"M3Store.delete_documents_unopened(url={url!r}, collection='c', doc_ids=['a'])"
     with pytest.raises(ValueError, match=r"not found in collection 'c': \['a'\]"):
         eval(call, {"M3Store": M3Store})  # as pasted: it reaches the server's collection
+
+
+def test_a_server_collections_call_keeps_its_connection_settings(
+    enc_a: M3Encoder,
+    qdrant_recorder: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+) -> None:
+    """The call named a store opened with ``connection=`` by its URL alone: pasted, it ran
+    with the default timeout and request limit."""
+    from m3kit.store import ConnectionSettings
+    from m3kit.store.unopened import delete_call
+
+    url, _, _ = qdrant_recorder
+    connection = ConnectionSettings(timeout=7)
+    args = {"dense_dim": enc_a.dense_dim, "colbert_dim": None, "sparse": True}
+    with M3Store.open(url=url, collection="c", connection=connection, **args) as store:
+        call = delete_call(store, ["a"])
+    assert f"(url={url!r}, connection={connection!r}, collection='c'" in call
+    with pytest.raises(ValueError, match=r"not found in collection 'c': \['a'\]"):
+        eval(call, {"M3Store": M3Store, "ConnectionSettings": ConnectionSettings})

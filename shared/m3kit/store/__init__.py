@@ -10,6 +10,7 @@ from m3kit.store.cluster import (
     Quantization,
     estimate_collection_size,
 )
+from m3kit.store.connection import ConnectionSettings
 from m3kit.store.filters import metadata_filter
 from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.index import M3Index
@@ -26,6 +27,7 @@ __all__ = [
     "ClusterSettings",
     "CollectionSchema",
     "CollectionSize",
+    "ConnectionSettings",
     "Fusion",
     "FusionCalibration",
     "Hit",

@@ -22,6 +22,7 @@ from m3kit.errors import StoreConnectionError
 from m3kit.outputs import SparseVector
 from m3kit.store.client_errors import server_errors
 from m3kit.store.cluster import ClusterSettings
+from m3kit.store.connection import ConnectionSettings, check_server_only
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
@@ -49,9 +50,6 @@ _CLUSTER_PARAMS = (
 )
 #: Key of m3kit's record (what wrote the collection) in the collection's metadata.
 META_KEY = "m3kit"
-#: Most bytes of one write request to a server: Qdrant's default ``service.max_request_size_mb``
-#: (32); a server refuses a larger request (HTTP 413).
-SERVER_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def _quantization_kind(config: Any) -> str:
@@ -104,7 +102,7 @@ class ClientBackend:
         location: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
-        timeout: int | None = None,
+        connection: ConnectionSettings | None = None,
         cluster: ClusterSettings | None = None,
     ) -> None:
         """Open the client (nothing is read or written yet).
@@ -114,7 +112,9 @@ class ClientBackend:
             location: ``None`` or ``":memory:"`` (in memory) or a folder (local mode).
             url: Server URL; excludes ``location``.
             api_key: Server API key (kept only inside the client's HTTP headers).
-            timeout: Request timeout in seconds (qdrant-client's default when ``None``).
+            connection: Server only: request timeout and request size limit
+                (:class:`~m3kit.store.connection.ConnectionSettings`; default: qdrant-client's
+                timeout, Qdrant's default limit of 32 MiB).
             cluster: Server only: shards, replication, on-disk storage and quantisation of a
                 new collection (checked against an existing one).
         """
@@ -125,23 +125,30 @@ class ClientBackend:
                 "cluster settings (shards, replication, on-disk, quantisation) apply to a "
                 "Qdrant server or cluster: give url=, or leave cluster out"
             )
+        check_server_only(connection, url)
+        given, connection = connection, connection or ConnectionSettings()
         self.collection = collection
         self.cluster = cluster
         self.url = url
         self.location = None if url is not None or location == ":memory:" else location
         self._secrets = tuple(s for s in (api_key,) if s)
         self._remote = url is not None
-        self.request_bytes = SERVER_REQUEST_BYTES if self._remote else None
+        self.request_bytes = connection.request_bytes if self._remote else None
         self._lock: contextlib.AbstractContextManager[Any] = (
             contextlib.nullcontext() if self._remote else threading.RLock()
         )
         if url is not None:
             _check_url(url)
             self.where = redact_url(url)
-            self.reopen: str | None = f"url={self.where!r}"
+            self.reopen: str | None = f"url={self.where!r}" + (
+                "" if given is None else f", connection={given!r}"
+            )
             with self._translate():
                 self._client = QdrantClient(
-                    url=url, api_key=api_key, timeout=timeout, check_compatibility=False
+                    url=url,
+                    api_key=api_key,
+                    timeout=connection.timeout,
+                    check_compatibility=False,
                 )
         elif location is None or location == ":memory:":
             self.where = ":memory: (qdrant-client local mode)"

@@ -38,6 +38,14 @@ def server_errors(where: str, collection: str, secrets: Sequence[str]) -> Iterat
             )
         elif status in (502, 503, 504):
             hint = "the server or a proxy in front of it is unavailable; retry later"
+        elif status == 413:
+            detail = exc.content[:200].decode("utf-8", "replace")
+            hint = (
+                f"a write request was larger than the server accepts ({detail}): give its "
+                "service.max_request_size_mb as connection=ConnectionSettings(max_request_mb=...) "
+                "(m3kit --qdrant-max-request-mb) so that writes are split to fit it (one chunk "
+                "larger than that is never accepted: make the chunks shorter)"
+            )
         else:
             detail = exc.content[:200].decode("utf-8", "replace")
             raise StoreConnectionError(
@@ -48,13 +56,18 @@ def server_errors(where: str, collection: str, secrets: Sequence[str]) -> Iterat
                 )
             ) from None
         raise StoreConnectionError(
-            f"Qdrant at {where} answered HTTP {status} ({exc.reason_phrase}): {hint}"
+            _scrub(
+                secrets, f"Qdrant at {where} answered HTTP {status} ({exc.reason_phrase}): {hint}"
+            )
         ) from None
     except ResponseHandlingException as exc:
         source = exc.source
         kind = type(source).__name__
         if "Timeout" in kind:
-            hint = "the request timed out: check the server's load and network, or raise timeout"
+            hint = (
+                "the request timed out: check the server's load and network, or raise the "
+                "timeout (connection=ConnectionSettings(timeout=...), m3kit --qdrant-timeout)"
+            )
         else:
             hint = (
                 "check that the server is running, the URL, port and scheme (http/https) "

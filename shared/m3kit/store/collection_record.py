@@ -36,6 +36,7 @@ from m3kit.store.records import Backend
 from m3kit.store.unopened import delete_way_out
 
 if TYPE_CHECKING:
+    from m3kit.store.connection import ConnectionSettings
     from m3kit.store.index import M3Index
     from m3kit.store.store import M3Store
 
@@ -255,17 +256,23 @@ def stored_record(
     url: str | None = None,
     api_key: str | None = None,
     backend: Backend | str | None = None,
+    connection: ConnectionSettings | None = None,
 ) -> Mapping[str, Any]:
     """A collection's whole m3kit record, read without an encoder (``{}``: none).
 
+    ``connection``: a server's request settings, as ``M3Store.open`` takes them.
+
     Raises:
         CollectionNotFoundError: There is no such collection.
+        ValueError: ``connection`` without ``url``.
     """
     from m3kit.errors import CollectionNotFoundError
+    from m3kit.store.connection import check_server_only
     from m3kit.store.schema import check_collection_name
     from m3kit.store.store import DEFAULT_BACKEND
 
     check_collection_name(collection)
+    check_server_only(connection, url)
     kind = Backend(backend) if backend is not None else None
     kind = Backend.CLIENT if url is not None else kind or DEFAULT_BACKEND
     meta: Mapping[str, Any]
@@ -286,6 +293,7 @@ def stored_record(
             location=None if location is None else str(location),
             url=url,
             api_key=api_key or (os.environ.get("QDRANT_API_KEY") if url else None),
+            connection=connection,
         )
         try:
             if not impl.exists():

@@ -27,6 +27,7 @@ from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint, fingerpri
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
+from m3kit.store.connection import ConnectionSettings
 from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
 from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.holder import check_held, give_back, take_store
@@ -174,6 +175,7 @@ class M3Index(IndexWrites, IndexSearch):
         show_progress: bool | None = None,
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         cluster: ClusterSettings | None = None,
+        connection: ConnectionSettings | None = None,
         search: SearchSettings | None = None,
         sparse_top_k: int | None = None,
         sparse_min_weight: float | None = None,
@@ -197,6 +199,8 @@ class M3Index(IndexWrites, IndexSearch):
                 search (see :meth:`M3Store.open`).
             cluster: Qdrant server only: shards, replication, on-disk storage, quantisation
                 and parallel write batches (:class:`~m3kit.store.cluster.ClusterSettings`).
+            connection: Qdrant server only: request timeout and the server's request size
+                limit (:class:`~m3kit.store.connection.ConnectionSettings`).
             search: Default ranking of :meth:`search` (see :meth:`__init__`).
             sparse_top_k: Sparse cut (see :meth:`__init__`).
             sparse_min_weight: Sparse cut (see :meth:`__init__`).
@@ -222,6 +226,7 @@ class M3Index(IndexWrites, IndexSearch):
             create=create,
             payload_indexes=payload_indexes,
             cluster=cluster,
+            connection=connection,
         )
         try:
             return cls(

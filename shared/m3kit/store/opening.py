@@ -12,6 +12,7 @@ from pathlib import Path
 
 from m3kit.errors import CollectionNotFoundError, SchemaMismatchError
 from m3kit.store.cluster import ClusterSettings
+from m3kit.store.connection import ConnectionSettings, check_server_only
 from m3kit.store.payload_indexes import ensure_payload_indexes
 from m3kit.store.plan import StorageBackend
 from m3kit.store.records import Backend
@@ -40,7 +41,7 @@ def open_backend(
     url: str | None,
     api_key: str | None,
     backend: Backend | str | None,
-    timeout: int | None,
+    connection: ConnectionSettings | None,
     create: bool,
     payload_indexes: Mapping[str, PayloadIndexType | str] | None,
     index_after: int | None,
@@ -54,7 +55,7 @@ def open_backend(
         url=url,
         api_key=api_key,
         backend=backend,
-        timeout=timeout,
+        connection=connection,
         create=create,
         payload_indexes=payload_indexes,
         index_after=index_after,
@@ -70,7 +71,7 @@ def open_existing_backend(
     url: str | None,
     api_key: str | None,
     backend: Backend | str | None,
-    timeout: int | None,
+    connection: ConnectionSettings | None,
 ) -> tuple[StorageBackend, Backend, CollectionSchema]:
     """Open an existing collection's backend with the vectors it holds (none is created).
 
@@ -88,7 +89,7 @@ def open_existing_backend(
         url=url,
         api_key=api_key,
         backend=backend,
-        timeout=timeout,
+        connection=connection,
         create=False,
         payload_indexes=None,
         index_after=None,
@@ -104,7 +105,7 @@ def _open(
     url: str | None,
     api_key: str | None,
     backend: Backend | str | None,
-    timeout: int | None,
+    connection: ConnectionSettings | None,
     create: bool,
     payload_indexes: Mapping[str, PayloadIndexType | str] | None,
     index_after: int | None,
@@ -131,6 +132,7 @@ def _open(
             "cluster settings (shards, replication, on-disk, quantisation) apply to a "
             "Qdrant server or cluster: give url=, or leave cluster out"
         )
+    check_server_only(connection, url)
     loc = None if location is None else str(location)
     if loc is not None and loc != ":memory:":
         _check_folder(Path(loc), collection, kind)
@@ -143,7 +145,7 @@ def _open(
             location=loc,
             url=url,
             api_key=api_key,
-            timeout=timeout,
+            connection=connection,
             cluster=cluster,
         )
     else:

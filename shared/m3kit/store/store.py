@@ -12,6 +12,7 @@ from qdrant_client import models
 
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_recorded_stamps
+from m3kit.store.connection import ConnectionSettings, with_timeout
 from m3kit.store.filters import (
     FilterLike,
     distinct_doc_ids,
@@ -77,6 +78,9 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         self.sparse_cut: SparseCut | None = None
         #: Server write settings (batch size, requests in flight); set by :meth:`open`.
         self.cluster: ClusterSettings | None = None
+        #: Server request settings (timeout, request size limit) it was opened with; set by
+        #: :meth:`open` (``None``: the defaults, or no server).
+        self.connection: ConnectionSettings | None = None
         #: Held by every write, and by writers that read the stored chunks before writing
         #: (:class:`M3Index`, the adapters): a replacing write (new chunks, then the old
         #: version's deleted) never interleaves with another one. Re-entrant.
@@ -103,6 +107,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         index_after: int | None = None,
         cluster: ClusterSettings | None = None,
+        connection: ConnectionSettings | None = None,
     ) -> M3Store:
         """Open (creating if needed) a collection and check it has the expected vectors.
 
@@ -117,7 +122,8 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
             api_key: Server API key; default: the ``QDRANT_API_KEY`` environment variable.
             backend: ``Backend.EDGE`` (embedded Rust engine) or ``Backend.CLIENT``
                 (qdrant-client); default: CLIENT with a URL, else :data:`DEFAULT_BACKEND`.
-            timeout: Server request timeout in seconds.
+            timeout: Server request timeout in seconds (shorthand for
+                ``connection=ConnectionSettings(timeout=...)``; not with ``connection``).
             create: Create the collection when it does not exist (else raise
                 :class:`~m3kit.errors.CollectionNotFoundError`).
             payload_indexes: ``{metadata key: PayloadIndexType}`` to index (payload path
@@ -129,6 +135,9 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
             cluster: Qdrant server only (:class:`~m3kit.store.cluster.ClusterSettings`):
                 shards, replication, write consistency, on-disk storage and quantisation of
                 a new collection, and parallel write batches.
+            connection: Qdrant server only (:class:`~m3kit.store.connection.ConnectionSettings`):
+                request timeout and the server's request size limit, which writes are split
+                to fit.
 
         Raises:
             SchemaMismatchError: The collection exists with other vectors, or a declared
@@ -155,6 +164,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
             payload_indexes=payload_indexes,
             index_after=index_after,
             cluster=cluster,
+            connection=connection,
         )
         try:  # a collection's recorded sparse cut applies to every writer and searcher
             settle_sparse_cut(store, None)  # (a cut change left unfinished is refused)
@@ -181,10 +191,12 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         index_after: int | None = None,
         cluster: ClusterSettings | None = None,
+        connection: ConnectionSettings | None = None,
     ) -> M3Store:
         """:meth:`open` without its sparse cut (set by :class:`M3Index`, which may finish a
         cut change that :meth:`open` refuses); the same arguments."""
         check_collection_name(collection)
+        connection = with_timeout(connection, timeout)
         schema = CollectionSchema(dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=sparse)
         impl, kind = open_backend(
             location,
@@ -193,7 +205,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
             url=url,
             api_key=api_key,
             backend=backend,
-            timeout=timeout,
+            connection=connection,
             create=create,
             payload_indexes=payload_indexes,
             index_after=index_after,
@@ -201,6 +213,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         )
         store = cls(impl, schema, kind=kind)
         store.cluster = cluster
+        store.connection = connection
         return store
 
     def __repr__(self) -> str:

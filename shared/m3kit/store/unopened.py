@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from m3kit.store.connection import ConnectionSettings, with_timeout
 from m3kit.store.filters import distinct_doc_ids, documents_filter
 from m3kit.store.opening import open_existing_backend
 from m3kit.store.records import Backend
@@ -48,6 +49,7 @@ class StoreUnopened:
         api_key: str | None = None,
         backend: Backend | str | None = None,
         timeout: int | None = None,
+        connection: ConnectionSettings | None = None,
     ) -> int:
         """Delete every chunk of these documents from a collection that cannot be opened.
 
@@ -68,7 +70,9 @@ class StoreUnopened:
             url: Qdrant server URL (implies ``Backend.CLIENT``).
             api_key: Server API key; default: the ``QDRANT_API_KEY`` environment variable.
             backend: ``Backend.EDGE`` or ``Backend.CLIENT``, as for :meth:`open`.
-            timeout: Server request timeout in seconds.
+            timeout: Server request timeout in seconds (as :meth:`open` takes it).
+            connection: Qdrant server only: request timeout and request size limit, as
+                :meth:`open` takes them.
 
         Returns:
             The number of chunks deleted.
@@ -93,7 +97,7 @@ class StoreUnopened:
             url=url,
             api_key=api_key,
             backend=backend,
-            timeout=timeout,
+            connection=with_timeout(connection, timeout),
         )
         # (cls is M3Store or a subclass: this class is only its base)
         store: M3Store = cls(impl, schema, kind=kind)  # type: ignore[call-arg,assignment]
