@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--negatives", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument(
+        "--lr", type=float, default=None, help="default: the library's, by the model's size"
+    )
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "eval_queries": len(split.queries),
         "eval_passages": len(split.corpus),
         "steps": result.steps,
+        "learning_rate": result.learning_rate,
         "train_seconds": round(result.train_seconds, 1),
         "eval_seconds_per_model": round(eval_seconds, 1),
         "config": {k: str(v) for k, v in vars(args).items()},

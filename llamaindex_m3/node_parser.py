@@ -30,11 +30,12 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 Example::
 
     from llama_index.core import Document, VectorStoreIndex
-    from llamaindex_m3 import M3LateChunkingNodeParser
+    from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser
 
-    parser = M3LateChunkingNodeParser(model_name="BAAI/bge-m3", chunk_size=256)
+    embed = M3Embedding(model_name="BAAI/bge-m3")
+    parser = M3LateChunkingNodeParser.from_encoder(embed.encoder, chunk_size=256)
     nodes = parser.get_nodes_from_documents([Document(text=long_text)])
-    index = VectorStoreIndex(nodes, embed_model=M3Embedding(...))   # nodes are not re-embedded
+    index = VectorStoreIndex(nodes, embed_model=embed)   # nodes are not re-embedded
 """
 
 from __future__ import annotations

@@ -260,12 +260,15 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """The sparse model's identity (the dense vectors are the nodes' own embeddings)."""
         return {"sparse": sparse_identity(self._m3_doc_fn.encoder)}
 
-    def _record_models(self) -> bool:
+    def _record_models(self, *, created: bool = False) -> bool:
         """Check the sparse model against the collection's record, and record it; whether
-        there was nothing to wait for (the collection exists, or no sync client checks it)."""
+        there was nothing to wait for (the collection exists, or no sync client checks it).
+        ``created``: the add just made created the collection (see :func:`record_models`)."""
         if self._client is None:
             return True
-        return record_models(self._client, self.collection_name, self._model_identities())
+        return record_models(
+            self._client, self.collection_name, self._model_identities(), created=created
+        )
 
     def set_query_functions(
         self,
@@ -322,7 +325,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         existed = self._record_models()  # another model's store wrote it since: refused
         ids: list[str] = super().add(list(nodes), shard_identifier, **add_kwargs)
         if not existed:
-            self._record_models()  # the first add created the collection
+            self._record_models(created=True)  # the first add created the collection
         return ids
 
     async def async_add(
@@ -333,7 +336,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         existed = self._record_models()
         ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
         if not existed:
-            self._record_models()
+            self._record_models(created=True)
         return ids
 
     def _check_late(self, nodes: Sequence[BaseNode]) -> None:

@@ -99,6 +99,40 @@ def _check_store(ns: dict[str, Any]) -> None:
     assert {h.doc_id for h in ns["hits"]} == set(ns["doc_ids"])
 
 
+FINETUNE_PRELUDE = """
+import json
+import langchain_core, llama_index.core  # the block's adapters need them
+_pairs = [
+    ("how do bees share where flowers are", "Bees dance to show where the flowers are."),
+    ("which planet is the largest", "Jupiter is the largest planet."),
+    ("what is magma called at the surface", "Magma that reaches the surface is lava."),
+    ("which gas do plants release", "Plants release oxygen in photosynthesis."),
+]
+with open("train.jsonl", "w", encoding="utf-8") as _f:
+    for _q, _p in _pairs:
+        _f.write(json.dumps({"query": _q, "pos": [_p]}) + "\\n")
+_qa = {
+    "queries": {f"q{i}": q for i, (q, _) in enumerate(_pairs)},
+    "corpus": {f"c{i}": p for i, (_, p) in enumerate(_pairs)},
+    "relevant_docs": {f"q{i}": [f"c{i}"] for i in range(len(_pairs))},
+}
+for _name in ("train_dataset.json", "val.json"):
+    with open(_name, "w", encoding="utf-8") as _f:
+        json.dump(_qa, _f)
+"""
+
+
+def _check_finetune(ns: dict[str, Any]) -> None:
+    """Both halves of the block keep their own checkpoint: the LlamaIndex engine once saved
+    into the folder the LangChain ``embeddings`` had loaded, which then refused every store
+    (``CheckpointChangedError``) and embedded with weights its folder no longer held."""
+    from langchain_m3 import M3VectorStore
+
+    with M3VectorStore.from_texts(["Bees dance."], ns["embeddings"]) as store:
+        assert store.similarity_search("bees", k=1)[0].page_content == "Bees dance."
+    assert len(ns["embed_model"].get_query_embedding("bees")) == ns["embed_model"].encoder.dense_dim
+
+
 RUN: dict[str, Group] = {
     "models": Group(("enc.encode_queries(",), check=_check_models),
     "langchain": Group(
@@ -116,6 +150,9 @@ RUN: dict[str, Group] = {
         prelude='long_text = "Late chunking keeps the context of a document. " * 150\n',
         check=_check_late,
     ),
+    "finetune": Group(
+        ("M3Finetuner(FinetuneConfig(model=",), prelude=FINETUNE_PRELUDE, check=_check_finetune
+    ),
     "store": Group(
         ('M3Index.open(encoder, "./m3db")',),
         prelude=(
@@ -129,7 +166,6 @@ RUN: dict[str, Group] = {
 
 SKIP: dict[str, str] = {
     "EncoderPool(": "starts worker processes (tests/distributed/test_pool.py runs the pool)",
-    "M3Finetuner(FinetuneConfig(model=": "trains a model (tests/finetune train tiny ones)",
     "fit_spans(examples)": "trains a model on ../shared/data (tests/finetune/test_span_*.py)",
 }
 

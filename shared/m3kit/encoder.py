@@ -6,7 +6,7 @@ Example::
 
     enc = M3Encoder.from_pretrained("/models/bge-m3")   # or "BAAI/bge-m3" when online
     out = enc.encode(["Late chunking keeps context."])
-    out.dense.shape, len(out.sparse), out.colbert[0].shape   # ((1, 1024), 1, (7, 1024))
+    out.dense.shape, len(out.sparse), out.colbert[0].shape   # ((1, 1024), 1, (9, 1024))
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from llamaindex_m3 import M3QdrantVectorStore
+from llamaindex_m3 import M3QdrantVectorStore, m3_sparse_fns
 from llamaindex_m3.embeddings import M3Embedding
 from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
@@ -48,3 +49,31 @@ def test_a_collection_of_another_sparse_model_is_refused(
             embed_model=M3Embedding.from_encoder(enc_b),
         )
     assert fresh.count("c").count == 2
+
+
+def _index(docs: list[Document], store: QdrantVectorStore, embed: M3Embedding) -> None:
+    storage = StorageContext.from_defaults(vector_store=store)
+    VectorStoreIndex.from_documents(docs, storage_context=storage, embed_model=embed)
+
+
+def test_a_collection_the_store_creates_is_recorded_without_a_warning(
+    enc_a: M3Encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first add creates the collection and records the model after that write: it warned
+    that the collection had "no record of the model that wrote its vectors (written by another
+    program)", about the vectors the store had just written itself."""
+    client = QdrantClient(":memory:")
+    embed = M3Embedding.from_encoder(enc_a)
+    with caplog.at_level("WARNING", logger="m3kit"):
+        _index(DOCS, M3QdrantVectorStore("new", client=client, sparse_model=embed), embed)
+    assert "no record of the model" not in caplog.text
+    assert set((client.get_collection("new").config.metadata or {})[RECORD_KEY]) == {"sparse"}
+    # a collection another program wrote (points, no record) still warns at the first write
+    doc_fn, query_fn = m3_sparse_fns(embed)
+    stock = QdrantVectorStore(
+        "other", client=client, enable_hybrid=True, sparse_doc_fn=doc_fn, sparse_query_fn=query_fn
+    )
+    _index(DOCS[:2], stock, embed)
+    with caplog.at_level("WARNING", logger="m3kit"):
+        _index(DOCS[2:], M3QdrantVectorStore("other", client=client, sparse_model=embed), embed)
+    assert "'other' has no record of the model" in caplog.text

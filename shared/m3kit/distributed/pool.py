@@ -12,9 +12,10 @@ Example::
     from m3kit import M3Encoder
     from m3kit.distributed import EncoderPool
 
-    enc = M3Encoder.from_pretrained("/models/bge-m3")
-    with EncoderPool(enc, devices=["cuda:0", "cuda:1"]) as pool:   # or workers=4 on CPU
-        out = pool.encode(texts)                                    # an M3Output, in order
+    if __name__ == "__main__":  # workers are spawned: they import the main module again
+        enc = M3Encoder.from_pretrained("/models/bge-m3")
+        with EncoderPool(enc, devices=["cuda:0", "cuda:1"]) as pool:   # or workers=4 on CPU
+            out = pool.encode(texts)                                    # an M3Output, in order
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Example::
     import ray
     from m3kit import M3Encoder
     from m3kit.distributed.ray_pipeline import ChunkerSpec, index_with_ray
+    from m3kit.sources import read_documents
     from m3kit.store import M3Index
 
     ray.init()                                   # or ray.init(address="ray://head:10001")

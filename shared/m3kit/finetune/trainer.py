@@ -441,6 +441,7 @@ class M3Finetuner:
 
     Example::
 
+        from m3kit import M3Encoder
         from m3kit.finetune import FinetuneConfig, M3Finetuner, read_jsonl
 
         cfg = FinetuneConfig(model="BAAI/bge-m3", output_path="out/bge-m3-ft", epochs=1)

@@ -75,8 +75,15 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
         _refuse_others(collection, _recorded(client, collection) or {}, identities)
 
 
-def record_models(client: Any, collection: str, identities: dict[str, str]) -> bool:
+def record_models(
+    client: Any, collection: str, identities: dict[str, str], *, created: bool = False
+) -> bool:
     """Record the identities the collection does not record yet (before a write).
+
+    Args:
+        created: The store's own write just created the collection (it records after that
+            write): its points are this store's, so it is recorded without the warning about
+            points another program wrote.
 
     Returns:
         ``False`` when there is something to record but no collection yet (a store that
@@ -94,7 +101,7 @@ def record_models(client: Any, collection: str, identities: dict[str, str]) -> b
     _refuse_others(collection, recorded, identities)
     if all(name in recorded for name in identities):
         return True
-    if client.count(collection, exact=False).count and not recorded:
+    if not created and not recorded and client.count(collection, exact=False).count:
         logger.warning(
             "collection %r has no record of the model that wrote its vectors (written by "
             "another program); recording %s: if another model wrote it, write it again",
