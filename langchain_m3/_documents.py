@@ -11,7 +11,7 @@ from qdrant_client import models
 
 from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
 from m3kit.encoder import M3Encoder
-from m3kit.store import Backend, ConnectionSettings, Hit, M3Index
+from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Hit, M3Index
 from m3kit.store.conditions import any_of, equals
 from m3kit.store.filters import doc_id_text, metadata_filter, refuse_has_id
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
@@ -99,6 +99,7 @@ def open_index(
     api_key: str | None,
     backend: Backend | str | None,
     connection: ConnectionSettings | None,
+    cluster: ClusterSettings | None,
 ) -> M3Index:
     """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
     (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open).
@@ -116,6 +117,7 @@ def open_index(
         api_key=api_key,
         backend=backend,
         connection=connection,
+        cluster=cluster,
         **sparse_cut_of(embedding),
     )
 

@@ -47,7 +47,7 @@ from langchain_m3._search import (
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, ConnectionSettings, Fusion, Hit, M3Index
+from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Fusion, Hit, M3Index
 from m3kit.store.filters import to_filter
 
 try:
@@ -241,6 +241,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         api_key: str | None = None,
         backend: Backend | str | None = None,
         connection: ConnectionSettings | None = None,
+        cluster: ClusterSettings | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
@@ -268,6 +269,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             backend: ``"edge"`` (embedded Rust engine) or ``"client"`` (qdrant-client).
             connection: With ``url`` only: request timeout and the server's request size
                 limit (:class:`~m3kit.store.ConnectionSettings`).
+            cluster: With ``url`` only: shards, replication, on-disk storage and quantisation
+                of a new collection (checked against an existing one), and points per write
+                request and requests in flight (:class:`~m3kit.store.ClusterSettings`).
             chunking: See :meth:`add_documents`.
             late_chunking: See :meth:`add_documents`.
             k: Default number of results.
@@ -291,6 +295,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             api_key=api_key,
             backend=backend,
             connection=connection,
+            cluster=cluster,
         )
         try:
             retriever = cls(
@@ -325,6 +330,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         api_key: str | None = None,
         backend: Backend | str | None = None,
         connection: ConnectionSettings | None = None,
+        cluster: ClusterSettings | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         k: int = 4,
@@ -346,6 +352,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             api_key=api_key,
             backend=backend,
             connection=connection,
+            cluster=cluster,
             chunking=chunking,
             late_chunking=late_chunking,
             k=k,

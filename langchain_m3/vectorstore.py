@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, ConnectionSettings, Fusion, M3Index
+from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Fusion, M3Index
 
 try:
     from langchain_core.documents import Document
@@ -165,6 +165,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         api_key: str | None = None,
         backend: Backend | str | None = None,
         connection: ConnectionSettings | None = None,
+        cluster: ClusterSettings | None = None,
         fusion: Fusion | str | None = None,
         rerank: bool | None = None,
         chunking: bool | Chunker = False,
@@ -189,6 +190,9 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             backend: ``"edge"`` (embedded engine, default) or ``"client"`` (qdrant-client).
             connection: With ``url`` only: request timeout and the server's request size
                 limit (:class:`~m3kit.store.ConnectionSettings`).
+            cluster: With ``url`` only: shards, replication, on-disk storage and quantisation
+                of a new collection (checked against an existing one), and points per write
+                request and requests in flight (:class:`~m3kit.store.ClusterSettings`).
             fusion: Default fusion (``None``: the index's, see :meth:`__init__`).
             rerank: Default ColBERT rerank.
             chunking: Default chunking of added documents.
@@ -208,6 +212,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             api_key=api_key,
             backend=backend,
             connection=connection,
+            cluster=cluster,
         )
         try:
             return cls(

@@ -37,6 +37,7 @@ from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import (
     Backend,
+    ClusterSettings,
     ConnectionSettings,
     Fusion,
     Hit,
@@ -152,6 +153,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         api_key: str | None = None,
         backend: Backend | str | None = None,
         connection: ConnectionSettings | None = None,
+        cluster: ClusterSettings | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         fusion: Fusion | str | None = None,
         weights: Sequence[float] | None = None,
@@ -169,6 +171,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             backend: ``"edge"`` (embedded engine) or ``"client"`` (qdrant-client).
             connection: With ``url`` only: request timeout and the server's request size
                 limit (:class:`~m3kit.store.ConnectionSettings`).
+            cluster: With ``url`` only: shards, replication, on-disk storage and quantisation
+                of a new collection (checked against an existing one), and points per write
+                request and requests in flight (:class:`~m3kit.store.ClusterSettings`).
             similarity_top_k: Number of nodes returned.
             fusion: ``rrf``, ``dbsf`` or ``m3`` (``None``: the index's, the checkpoint's
                 calibrated fusion when it has one).
@@ -194,6 +199,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             api_key=api_key,
             backend=backend,
             connection=connection,
+            cluster=cluster,
         )
         try:
             return cls(
@@ -220,6 +226,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         api_key: str | None = None,
         backend: Backend | str | None = None,
         connection: ConnectionSettings | None = None,
+        cluster: ClusterSettings | None = None,
         chunking: bool | Chunker = False,
         late_chunking: bool | LateChunker = False,
         show_progress: bool | None = None,
@@ -238,6 +245,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             api_key=api_key,
             backend=backend,
             connection=connection,
+            cluster=cluster,
             similarity_top_k=similarity_top_k,
             fusion=fusion,
             weights=weights,

@@ -53,7 +53,14 @@ from llamaindex_m3.vector_store_writes import VectorStoreWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
-from m3kit.store import Backend, ConnectionSettings, Fusion, M3Index, SearchSettings
+from m3kit.store import (
+    Backend,
+    ClusterSettings,
+    ConnectionSettings,
+    Fusion,
+    M3Index,
+    SearchSettings,
+)
 
 try:
     from llama_index.core.schema import BaseNode
@@ -91,6 +98,10 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         backend: ``edge`` (embedded engine) or ``client`` (qdrant-client).
         connection: With ``url`` only: request timeout and the server's request size limit
             (:class:`~m3kit.store.ConnectionSettings`; saved by ``to_dict``, the API key is not).
+        cluster: With ``url`` only: shards, replication, on-disk storage and quantisation of a
+            new collection (checked against an existing one), and points per write request
+            and requests in flight (:class:`~m3kit.store.ClusterSettings`; saved by
+            ``to_dict``).
         fusion: How hybrid mode fuses dense and sparse candidates: ``rrf``, ``dbsf`` or ``m3``;
             ``None``: the index's (a calibrated checkpoint's fusion when it has one).
         rerank: ColBERT rerank. ``None``: in hybrid mode as the index decides (when the
@@ -122,6 +133,11 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
     connection: ConnectionSettings | None = Field(
         default=None, frozen=True, description="Server request timeout and size limit (url only)."
     )
+    cluster: ClusterSettings | None = Field(
+        default=None,
+        frozen=True,
+        description="Shards, replication, quantisation and write batches (url only).",
+    )
     fusion: Fusion | None = Field(
         default=None, description="Hybrid fusion: rrf, dbsf or m3 (None: the index's)."
     )
@@ -148,6 +164,12 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         # a saved store's dict: a misspelt key would be dropped silently by pydantic
         return ConnectionSettings.from_dict(value) if isinstance(value, Mapping) else value
 
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _check_cluster(cls, value: Any) -> Any:
+        # likewise: a misspelt key would leave the collection with the server's defaults
+        return ClusterSettings.from_dict(value) if isinstance(value, Mapping) else value
+
     _owns_index: bool = PrivateAttr(default=True)
 
     copy_hint: ClassVar[
@@ -170,9 +192,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         Args:
             model: A loaded :class:`~m3kit.M3Encoder` or an :class:`M3Embedding`.
             index: An opened :class:`~m3kit.store.M3Index` instead of a model (not closed by
-                :meth:`close`); ``location``, ``url``, ``backend``, ``connection`` and
-                ``collection_name`` are then the index's (given, they must be: ``from_dict``
-                of its ``to_dict``).
+                :meth:`close`); ``location``, ``url``, ``backend``, ``connection``,
+                ``cluster`` and ``collection_name`` are then the index's (given, they must be:
+                ``from_dict`` of its ``to_dict``).
             api_key: Server API key (default: ``QDRANT_API_KEY``); not a field, never saved.
             **data: The fields above.
 
@@ -206,6 +228,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
                 api_key=api_key,
                 backend=self.backend,
                 connection=self.connection,
+                cluster=self.cluster,
             )
         else:
             self._owns_index = False
@@ -225,9 +248,10 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
     def from_index(cls, index: M3Index, **data: Any) -> M3VectorStore:
         """A store on an opened index (shared, e.g., with an ``M3Retriever``; not closed here).
 
-        Its ``location``, ``url``, ``backend``, ``connection`` and ``collection_name`` are the
-        index's, so ``M3VectorStore.from_dict(store.to_dict(), model=...)`` opens the same
-        collection, with the same server settings.
+        Its ``location``, ``url``, ``backend``, ``connection``, ``cluster`` and
+        ``collection_name`` are the index's, so
+        ``M3VectorStore.from_dict(store.to_dict(), model=...)`` opens the same collection,
+        with the same server settings.
         """
         return cls(index=index, **data)
 
@@ -347,8 +371,8 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
     Args:
         index: The opened index a store is built on.
         data: The fields given with it: ``collection_name``, ``location``, ``url``,
-            ``backend`` and ``connection`` may be given (``from_dict`` of such a store's
-            ``to_dict``) when they are the index's.
+            ``backend``, ``connection`` and ``cluster`` may be given (``from_dict`` of such a
+            store's ``to_dict``) when they are the index's.
         api_key: Must be ``None``: the index is already connected.
 
     Raises:
@@ -364,6 +388,7 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
         "url": store.url,
         "backend": store.backend,
         "connection": store.connection,
+        "cluster": store.cluster,
     }
     for name, value in place.items():
         given = data.get(name)
@@ -371,8 +396,11 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
             given = None if os.fspath(given) == ":memory:" else os.fspath(given)
         if name == "connection" and isinstance(given, Mapping):  # from to_json's JSON
             given = ConnectionSettings.from_dict(given)
+        if name == "cluster" and isinstance(given, Mapping):
+            given = ClusterSettings.from_dict(given)
         if given is not None and given != value:
-            what = "other server settings" if name == "connection" else "another collection"
+            server = name in ("connection", "cluster")
+            what = "other server settings" if server else "another collection"
             raise ValueError(
                 f"index= is already opened on {name}={value!r}; do not also give "
                 f"{name}={given!r} ({what}): leave it out, or open that one with "

@@ -7,7 +7,8 @@ Argument groups and their handling for :mod:`m3kit.cli`:
   ``m3kit index``); without ``ADDRESS`` a local Ray starts in this process. Extra ``m3kit[ray]``.
 - ``--shards``, ``--replication``, ``--write-consistency``, ``--on-disk`` and ``--quantization``
   become the :class:`~m3kit.store.cluster.ClusterSettings` a Qdrant server is given when the
-  collection is created (``--qdrant-url`` only).
+  collection is created, and ``--write-batch-size`` / ``--write-parallelism`` how m3kit
+  writes to it (``--qdrant-url`` only).
 
 Example (shell)::
 
@@ -52,6 +53,8 @@ _CLUSTER_FLAGS = {
     "write_consistency": "--write-consistency",
     "on_disk": "--on-disk",
     "quantization": "--quantization",
+    "write_batch_size": "--write-batch-size",
+    "write_parallelism": "--write-parallelism",
 }
 _RAY_FLAGS = {
     "ray_actors": "--ray-actors",
@@ -123,6 +126,21 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a quantised dense copy kept in RAM for search: scalar (int8) or binary (1 bit)",
     )
+    group.add_argument(
+        "--write-batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="points per write request, fewer where that many would pass the request limit "
+        "(default: 64 without other cluster flags, else 256)",
+    )
+    group.add_argument(
+        "--write-parallelism",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="write requests in flight at once (default: 1 without other cluster flags, else 4)",
+    )
 
 
 def check_scale_arguments(args: argparse.Namespace) -> None:
@@ -148,7 +166,8 @@ def check_scale_arguments(args: argparse.Namespace) -> None:
         if given:
             raise ValueError(
                 f"{', '.join(given)} configure a collection on a Qdrant server: they need "
-                "--qdrant-url (the local engines have no shards, replicas or quantisation)"
+                "--qdrant-url (the local engines have no shards, replicas, quantisation or "
+                "write requests)"
             )
     cluster_settings(args)  # bad combinations (write consistency > replication) fail here
 
@@ -160,6 +179,11 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
     if not any(getattr(args, name, None) for name in _CLUSTER_FLAGS):
         return None
     on_disk = set(args.on_disk or ())
+    writes = {
+        name: getattr(args, name)
+        for name in ("write_batch_size", "write_parallelism")
+        if getattr(args, name, None) is not None
+    }  # left out: ClusterSettings' defaults
     return ClusterSettings(
         shard_number=args.shards,
         replication_factor=args.replication,
@@ -167,6 +191,7 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
         on_disk_vectors="vectors" in on_disk,
         on_disk_payload=True if "payload" in on_disk else None,
         quantization=Quantization(args.quantization or Quantization.NONE.value),
+        **writes,
     )
 
 

@@ -138,3 +138,33 @@ def test_ray_index_equals_a_plain_index(
     # Indexing the same files again on Ray adds nothing (the driver skips stored documents).
     assert main(["index", *common, "--path", str(on_ray), *ray_flags]) == 0
     assert f"{len(a)} chunk(s) stored (+0)" in capsys.readouterr().out
+
+
+def test_write_flags_reach_every_write_request(
+    qdrant_recorder: Server,
+    docs: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ClusterSettings.write_batch_size`` / ``write_parallelism`` had no flag: ``m3kit
+    index`` wrote 64 points per request one at a time, or 256 four at a time as soon as any
+    cluster flag was given, and neither could be changed."""
+    url, requests, state = qdrant_recorder
+    flags = ["--write-batch-size", "1", "--write-parallelism", "3"]
+    code = main(["index", str(docs), "--qdrant-url", url, *flags, *_model_args(tiny_m3_path)])
+    assert code == 0, capsys.readouterr().err
+    writes = [b for m, p, b in requests if m == "PUT" and p == "/collections/c/points"]
+    assert len(writes) > 6 and {len(b["points"]) for b in writes} == {1}
+    assert state["most"] > 1  # several requests in flight at once
+    (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
+    assert create.get("shard_number") is None  # write settings alone create nothing new
+
+
+def test_write_flags_without_a_server_are_errors(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ["--path", str(tmp_path / "store"), "--model", str(tmp_path / "no-model")]
+    assert main(["index", str(docs), *store, "--write-parallelism", "2"]) == 1
+    assert "--write-parallelism configure a collection on a Qdrant server" in (
+        capsys.readouterr().err
+    )

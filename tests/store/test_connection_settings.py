@@ -144,3 +144,40 @@ def test_a_refused_request_size_names_the_setting(qdrant_1mib: Server) -> None:
     message = str(err.value)
     assert "connection=ConnectionSettings(max_request_mb=...)" in message
     assert "--qdrant-max-request-mb" in message and "larger than allowed (1048576)" in message
+
+
+def _chunk(doc_id: str, chunk_index: int, tokens: int) -> ChunkRecord:
+    """A chunk of ``tokens`` ColBERT vectors of 64 dims (~1.3 KB of JSON per token)."""
+    colbert = np.random.default_rng(chunk_index).normal(size=(tokens, 64)).astype(np.float32)
+    colbert /= np.linalg.norm(colbert, axis=1, keepdims=True)
+    vectors = M3Output(
+        heads=frozenset({Head.DENSE, Head.COLBERT}),
+        token_counts=(tokens,),
+        _dense=np.eye(4, dtype=np.float32)[chunk_index % 4][None, :],
+        _colbert=(colbert,),
+    )
+    return ChunkRecord(doc_id, chunk_index, f"text {chunk_index}", {}, vectors)
+
+
+def test_a_chunk_larger_than_a_request_is_refused_before_anything_is_sent(
+    qdrant_1mib: Server,
+) -> None:
+    """A chunk whose JSON passes the request limit was sent alone and refused (413) after the
+    write's earlier requests were stored: document ``small`` written, ``big`` half-written
+    (its chunk 0 new, its chunk 1 refused), and the message said to give the limit that was
+    already given."""
+    url, _, state = qdrant_1mib
+    records = [_chunk("small", 0, 8), _chunk("big", 0, 8), _chunk("big", 1, 1200)]
+    connection = ConnectionSettings(max_request_mb=1)
+    with M3Store.open(url=url, connection=connection, **ARGS) as store:
+        with pytest.raises(ValueError, match="chunk 1 of document 'big' is 1.5 MiB") as err:
+            store.upsert(records)
+        assert not _write_sizes(qdrant_1mib) and not state["points"]  # nothing was sent
+        message = str(err.value)
+        assert "the server's request limit of 1 MiB (max_request_mb=1)" in message
+        assert "nothing of this write was sent" in message
+        assert "shorter chunks" in message and "ConnectionSettings(max_request_mb=...)" in message
+        # measured, not estimated: a chunk just under the limit (~0.94 MiB) is written
+        store.upsert([_chunk("fits", 0, 740)])
+    assert max(_write_sizes(qdrant_1mib)) <= MIB
+    assert len(state["points"]) == 1

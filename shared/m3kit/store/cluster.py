@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from m3kit.errors import SchemaMismatchError
@@ -106,6 +106,20 @@ class ClusterSettings:
                 f"replication_factor {self.replication_factor}: no write could succeed"
             )
         object.__setattr__(self, "quantization", Quantization(self.quantization))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClusterSettings:
+        """The settings of a dict of them (as the LlamaIndex store's ``to_dict`` saves them).
+
+        Raises:
+            ValueError: A key that is no setting (a misspelt one would be dropped silently),
+                or a bad value; the message names it.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"unknown cluster settings {unknown}; the settings are {names}")
+        return cls(**data)
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``QdrantClient.create_collection`` (collection level)."""

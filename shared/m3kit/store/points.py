@@ -21,6 +21,8 @@ from m3kit.store.schema import (
     CHUNK_ID,
     CHUNK_INDEX,
     CHUNKING,
+    COLBERT,
+    DENSE,
     DOC_HASH,
     DOC_ID,
     ENCODED_TEXT,
@@ -29,6 +31,7 @@ from m3kit.store.schema import (
     EXTRA,
     METADATA,
     PAGE_CONTENT,
+    SPARSE,
     SPARSE_CUT,
     START,
     CollectionSchema,
@@ -38,11 +41,13 @@ from m3kit.store.sparse_cut import SparseCut
 
 __all__ = [
     "WriteBatches",
+    "check_fits_request",
     "check_text",
     "document_versions",
     "fitting_batch_size",
     "non_finite_head",
     "plain_json",
+    "point_json_bytes",
     "records_hash",
     "request_bytes",
     "to_point",
@@ -294,12 +299,73 @@ def fitting_batch_size(points: Sequence[PointData], size: int, limit: int | None
         limit: Most bytes of one request (``None``: no limit).
 
     Returns:
-        Points per request, at least 1 (a point larger than ``limit`` goes alone).
+        Points per request, at least 1 (a point larger than ``limit`` is refused first:
+        :func:`check_fits_request`).
     """
     if limit is None or not points:
         return size
     largest = max(request_bytes(p) for p in points)
     return max(1, min(size, limit // largest))
+
+
+#: Bytes of a write request around its points (``{"points":[...]}``).
+_ENVELOPE_BYTES = len('{"points":[]}')
+_MIB = 1024 * 1024
+
+
+def point_json_bytes(point: PointData) -> int:
+    """The bytes ``point`` takes in a write request, as qdrant-client writes it (pydantic's
+    JSON: its floats are not always as long as Python's ``json`` writes them)."""
+    from pydantic_core import to_json
+
+    vector: dict[str, Any] = {DENSE: point.dense.tolist()}
+    if point.sparse is not None:
+        vector[SPARSE] = {
+            "indices": point.sparse.indices.tolist(),
+            "values": point.sparse.values.tolist(),
+        }
+    if point.colbert is not None:
+        vector[COLBERT] = point.colbert.tolist()
+    body = {"id": point.id, "vector": vector, "payload": point.payload}
+    return len(to_json(body))
+
+
+def check_fits_request(points: Sequence[PointData], limit: int | None) -> None:
+    """Refuse, before anything is written, points larger than one write request may be.
+
+    Such a point would be sent alone and refused by the server (HTTP 413) after the write's
+    earlier requests were stored: other documents written, its own perhaps in part. A point
+    whose :func:`request_bytes` upper estimate passes ``limit`` is measured
+    (:func:`point_json_bytes`), so one that fits is never refused.
+
+    Args:
+        points: The points of one write.
+        limit: Most bytes of one request (``None``: no limit).
+
+    Raises:
+        ValueError: A point passes ``limit``; the message names its document and chunk, its
+            size and the limit, and what to do.
+    """
+    if limit is None:
+        return
+    too_big = []
+    for p in points:
+        if request_bytes(p) + _ENVELOPE_BYTES > limit:
+            size = point_json_bytes(p) + _ENVELOPE_BYTES
+            if size > limit:
+                too_big.append((p, size))
+    if not too_big:
+        return
+    point, size = too_big[0]
+    more = f" (and {len(too_big) - 1} more chunk(s))" if len(too_big) > 1 else ""
+    raise ValueError(
+        f"chunk {point.payload[CHUNK_INDEX]} of document {point.payload[DOC_ID]!r} is "
+        f"{size / _MIB:.1f} MiB as a write request, more than the server's request limit of "
+        f"{limit / _MIB:g} MiB (max_request_mb={limit // _MIB}){more}: nothing of this write "
+        "was sent. Split such documents into shorter chunks (a chunk's ColBERT vectors grow "
+        "with its tokens), or raise the server's service.max_request_size_mb and give it as "
+        "connection=ConnectionSettings(max_request_mb=...) (m3kit: --qdrant-max-request-mb)"
+    )
 
 
 @dataclass(frozen=True)

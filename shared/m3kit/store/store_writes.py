@@ -21,7 +21,13 @@ from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.payload_indexes import check_indexed_values
 from m3kit.store.plan import PointData, StorageBackend
-from m3kit.store.points import WriteBatches, document_versions, fitting_batch_size, to_point
+from m3kit.store.points import (
+    WriteBatches,
+    check_fits_request,
+    document_versions,
+    fitting_batch_size,
+    to_point,
+)
 from m3kit.store.record_check import check_record
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import (
@@ -100,7 +106,8 @@ class StoreWrites:
                 with another encoder since this store was opened, or is doing so (nothing
                 written; open it again): the record is read before every call
                 (:mod:`m3kit.store.record_check`).
-            ValueError: Likewise for the collection's sparse cut.
+            ValueError: Likewise for the collection's sparse cut; or a chunk is larger than one
+                request to the server may be (nothing written; the message names it).
         """
         if self.encoder_check is not None:
             self.encoder_check()
@@ -118,6 +125,7 @@ class StoreWrites:
             for r in recs
         ]
         self._check_indexed(points)
+        check_fits_request(points, self._backend.request_bytes)  # else a 413 after some writes
         batch_size = fitting_batch_size(points, batch_size, self._backend.request_bytes)
         plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
         show = len(plan.batches) > 1 if show_progress is None else show_progress
