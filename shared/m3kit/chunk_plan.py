@@ -169,7 +169,7 @@ class SpanPlanner:
         if self.splitter is None:
             ends = np.asarray([e for _, e in enc.offsets], dtype=np.int64)
             sents = starts_between_tokens(sentence_starts(text), tok_starts, ends, text)
-            bounds = pack_sentences(sents, tok_starts, self.chunk_size, text)
+            bounds = pack_sentences(sents, tok_starts, self.chunk_size, text, ends)
             raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
         else:
             raw = self.splitter(text)

@@ -117,6 +117,7 @@ def pack_sentences(
     token_starts: npt.NDArray[np.int64],
     chunk_size: int,
     text: str | None = None,
+    token_ends: npt.NDArray[np.int64] | None = None,
 ) -> list[int]:
     """Pack whole sentences into chunks of at most ``chunk_size`` tokens.
 
@@ -129,11 +130,15 @@ def pack_sentences(
             CJK text, is a token that starts at whitespace): a sentence is never cut so that
             only such tokens follow the cut, and such tokens at the start of the text ride
             along with the sentence after them.
+        token_ends: Where each token ends (its offsets' end). With them a sentence is never
+            cut inside a token: XLM-R reads ``"Oﬃzier"`` as ``"▁Off" "izi" "er"``, and
+            ``"izi"`` starts inside ``"ﬃ"``, before ``"▁Off"`` ends.
 
     Returns:
         Ascending chunk start offsets, the first one 0. A token belongs to the chunk its first
         character falls in. A sentence longer than the budget is cut at token starts (never
-        between two tokens that start at the same character, e.g. the pieces of one emoji).
+        between two tokens that start at the same character, e.g. the pieces of one emoji,
+        nor before the end of a token, given ``token_ends``).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -141,6 +146,8 @@ def pack_sentences(
     tok = np.asarray(token_starts, dtype=np.int64)
     if tok.size == 0:
         return [0]
+    # how far the tokens up to each one reach (without ends: their starts, no extra limit)
+    reach = tok if token_ends is None else np.maximum.accumulate(np.asarray(token_ends, np.int64))
     if text is None:
         solid = np.ones(tok.shape[0], dtype=bool)
     else:  # the token starts at a character other than whitespace
@@ -168,11 +175,11 @@ def pack_sentences(
         solid_at = np.flatnonzero(solid[pos:end])
         last = pos + int(solid_at[-1]) if solid_at.size else -1  # the sentence's last solid
         while end - pos > chunk_size:
-            cut = _cut_point(tok, pos, pos + chunk_size, end)
+            cut = _cut_point(tok, reach, pos, pos + chunk_size, end)
             if cut is None:
                 break  # every remaining token starts at one character: cannot cut
             if cut > last:  # only whitespace tokens after it: cut before its last solid token
-                earlier = _cut_point(tok, pos, last, last + 1) if last > pos else None
+                earlier = _cut_point(tok, reach, pos, last, last + 1) if last > pos else None
                 if earlier is not None and end - earlier <= chunk_size:
                     cut = earlier
             if tok[cut] > bounds[-1]:
@@ -183,15 +190,23 @@ def pack_sentences(
     return bounds
 
 
-def _cut_point(tok: npt.NDArray[np.int64], lo: int, want: int, hi: int) -> int | None:
-    """A token index in ``(lo, hi)`` near ``want`` whose start is after its predecessor's."""
+def _cut_point(
+    tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], lo: int, want: int, hi: int
+) -> int | None:
+    """A token index in ``(lo, hi)`` near ``want`` whose start is after its predecessor's and
+    no earlier than where the tokens before it end (``reach``: their running end)."""
     for cut in range(want, lo, -1):
-        if tok[cut] > tok[cut - 1]:
+        if _cuts_between(tok, reach, cut):
             return cut
     for cut in range(want + 1, hi):
-        if tok[cut] > tok[cut - 1]:
+        if _cuts_between(tok, reach, cut):
             return cut
     return None
+
+
+def _cuts_between(tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], cut: int) -> bool:
+    """Whether a chunk may start at token ``cut``: no token before it shares a character."""
+    return bool(tok[cut] > tok[cut - 1] and tok[cut] >= reach[cut - 1])
 
 
 def piece_overlap(splitter: Any) -> int | None:

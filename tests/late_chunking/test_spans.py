@@ -321,3 +321,11 @@ def test_a_splitters_overlap_dropped_is_said_once_per_chunker(
     with caplog.at_level(logging.WARNING, logger="m3kit.chunk_plan"):
         LateChunker(tiny_encoder, chunk_size=8).chunk([text])  # its own packer: no overlap
     assert not caplog.records
+
+
+def test_pack_sentences_never_cuts_before_a_token_ends() -> None:
+    # "Der Oﬃzier": "▁Der" (0, 3), "▁Off" (4, 6), "izi" (5, 8), "er" (8, 10); "izi" starts
+    # inside "ﬃ", before "▁Off" ends: no chunk starts there
+    tok, ends = np.array([0, 4, 5, 8]), np.array([3, 6, 8, 10])
+    assert pack_sentences([0], tok, 2) == [0, 5]  # without the ends: cut inside "ﬃ"
+    assert pack_sentences([0], tok, 2, token_ends=ends) == [0, 4, 8]
