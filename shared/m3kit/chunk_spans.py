@@ -26,11 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BLANK_RUN",
     "PIECE_PLACEMENT",
     "Span",
     "SpanSplitter",
     "as_span_splitter",
     "assign_tokens",
+    "is_blank",
     "normalize_spans",
     "pack_sentences",
     "piece_overlap",
@@ -55,6 +57,21 @@ _SENTENCE_END = re.compile(
     r"|[。！？；]+[”’」』）》\"']*\s*"
     r"|\n\s*"
 )
+
+
+#: Whitespace, and the zero-width characters SentencePiece's normaliser (XLM-R, so BGE-M3) reads
+#: as a space though ``str.isspace`` does not: zero-width space, (non-)joiners, direction marks,
+#: byte order mark (``"ab\u200bcd"`` is ``"▁ab" "▁cd"``, ``"▁cd"`` starting at the ``"\u200b"``).
+BLANK_RUN = re.compile(r"[\s\u200b-\u200f\ufeff]+")
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty or only :data:`BLANK_RUN` characters.
+
+    >>> is_blank(" \\u200b\\n"), is_blank("\\u200bx")
+    (True, False)
+    """
+    return not text or BLANK_RUN.fullmatch(text) is not None
 
 
 def sentence_starts(text: str) -> list[int]:
@@ -150,8 +167,8 @@ def pack_sentences(
     reach = tok if token_ends is None else np.maximum.accumulate(np.asarray(token_ends, np.int64))
     if text is None:
         solid = np.ones(tok.shape[0], dtype=bool)
-    else:  # the token starts at a character other than whitespace
-        solid = np.asarray([t < len(text) and not text[t].isspace() for t in tok.tolist()])
+    else:  # the token starts at a character other than whitespace (:func:`is_blank`)
+        solid = np.asarray([t < len(text) and not is_blank(text[t]) for t in tok.tolist()])
     sent_of = np.maximum.accumulate(
         np.clip(np.searchsorted(starts, tok, side="right") - 1, 0, None)
     )
@@ -445,10 +462,10 @@ def assign_tokens(
 ) -> tuple[list[Span], list[int]]:
     """Give each token to the chunk its start falls in; merge chunks left without tokens.
 
-    With ``text``, a chunk of whitespace only is merged too (a splitter's span of spaces can
-    own SentencePiece's lone ``"▁"`` token of the space before CJK text: stored, it would be a
-    hit with no text). A merged chunk joins the chunk before it (the first such chunk the one
-    after it).
+    With ``text``, a chunk of whitespace only (:func:`is_blank`) is merged too (a splitter's
+    span of spaces can own SentencePiece's lone ``"▁"`` token of the space before CJK text:
+    stored, it would be a hit with no text). A merged chunk joins the chunk before it (the
+    first such chunk the one after it).
 
     Returns the final spans and the number of (non-special) tokens of each, in order.
     """
@@ -463,7 +480,7 @@ def assign_tokens(
     merged_counts: list[int] = []
     merged_empty: list[bool] = []
     for (start, end), count in zip(spans, counts, strict=True):
-        empty = count == 0 or (text is not None and not text[start:end].strip())
+        empty = count == 0 or (text is not None and is_blank(text[start:end]))
         if merged and (empty or merged_empty[-1]):
             merged[-1] = (merged[-1][0], end)
             merged_counts[-1] += count
