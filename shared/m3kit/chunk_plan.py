@@ -15,7 +15,6 @@ untruncated tokenizer copy they are counted with (:func:`offsets_tokenizer`,
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import weakref
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from m3kit.chunk_spans import (
+    BLANK_RUN,
     PIECE_PLACEMENT,
     Span,
     SpanSplitter,
@@ -63,7 +63,6 @@ logger = logging.getLogger(__name__)
 #: this project's late-chunking benchmarks.
 DEFAULT_CHUNK_SIZE = 256
 _PROBE = "hello world"
-_SPACE_RUN = re.compile(r"\s+")
 
 
 def default_chunk_size(encoder: M3Encoder) -> int:
@@ -169,7 +168,7 @@ class SpanPlanner:
         if self.splitter is None:
             ends = np.asarray([e for _, e in enc.offsets], dtype=np.int64)
             sents = starts_between_tokens(sentence_starts(text), tok_starts, ends, text)
-            bounds = pack_sentences(sents, tok_starts, self.chunk_size, text)
+            bounds = pack_sentences(sents, tok_starts, self.chunk_size, text, ends)
             raw: Sequence[Any] = list(zip(bounds, [*bounds[1:], len(text)], strict=True))
         else:
             raw = self.splitter(text)
@@ -208,7 +207,9 @@ def chunks_over(bounds: Sequence[tuple[int, int]], capacity: int) -> list[tuple[
 
 
 def token_starts(text: str, offsets: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64]:
-    """Where each token starts, for giving it to a chunk: its first non-whitespace character.
+    """Where each token starts, for giving it to a chunk: its first non-whitespace character
+    (zero-width spaces, joiners, direction marks and byte order marks count as whitespace:
+    :data:`~m3kit.chunk_spans.BLANK_RUN`).
 
     SentencePiece tokenizers (XLM-RoBERTa, so BGE-M3) give a word's first piece an offset that
     includes the space before it (``"▁Sent"`` of ``" Sentence"`` starts at the space). That space
@@ -223,7 +224,7 @@ def token_starts(text: str, offsets: Sequence[tuple[int, int]]) -> npt.NDArray[n
     if starts.size == 0:
         return starts
     first_letter = np.arange(len(text) + 1, dtype=np.int64)
-    for run in _SPACE_RUN.finditer(text):
+    for run in BLANK_RUN.finditer(text):
         first_letter[run.start() : run.end()] = run.end()
     moved = first_letter[np.clip(starts, 0, len(text))]
     return np.where(moved < ends, moved, starts)

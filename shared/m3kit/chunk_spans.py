@@ -26,11 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BLANK_RUN",
     "PIECE_PLACEMENT",
     "Span",
     "SpanSplitter",
     "as_span_splitter",
     "assign_tokens",
+    "is_blank",
     "normalize_spans",
     "pack_sentences",
     "piece_overlap",
@@ -55,6 +57,21 @@ _SENTENCE_END = re.compile(
     r"|[。！？；]+[”’」』）》\"']*\s*"
     r"|\n\s*"
 )
+
+
+#: Whitespace, and the zero-width characters SentencePiece's normaliser (XLM-R, so BGE-M3) reads
+#: as a space though ``str.isspace`` does not: zero-width space, (non-)joiners, direction marks,
+#: byte order mark (``"ab\u200bcd"`` is ``"▁ab" "▁cd"``, ``"▁cd"`` starting at the ``"\u200b"``).
+BLANK_RUN = re.compile(r"[\s\u200b-\u200f\ufeff]+")
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty or only :data:`BLANK_RUN` characters.
+
+    >>> is_blank(" \\u200b\\n"), is_blank("\\u200bx")
+    (True, False)
+    """
+    return not text or BLANK_RUN.fullmatch(text) is not None
 
 
 def sentence_starts(text: str) -> list[int]:
@@ -117,6 +134,7 @@ def pack_sentences(
     token_starts: npt.NDArray[np.int64],
     chunk_size: int,
     text: str | None = None,
+    token_ends: npt.NDArray[np.int64] | None = None,
 ) -> list[int]:
     """Pack whole sentences into chunks of at most ``chunk_size`` tokens.
 
@@ -129,11 +147,15 @@ def pack_sentences(
             CJK text, is a token that starts at whitespace): a sentence is never cut so that
             only such tokens follow the cut, and such tokens at the start of the text ride
             along with the sentence after them.
+        token_ends: Where each token ends (its offsets' end). With them a sentence is never
+            cut inside a token: XLM-R reads ``"Oﬃzier"`` as ``"▁Off" "izi" "er"``, and
+            ``"izi"`` starts inside ``"ﬃ"``, before ``"▁Off"`` ends.
 
     Returns:
         Ascending chunk start offsets, the first one 0. A token belongs to the chunk its first
         character falls in. A sentence longer than the budget is cut at token starts (never
-        between two tokens that start at the same character, e.g. the pieces of one emoji).
+        between two tokens that start at the same character, e.g. the pieces of one emoji,
+        nor before the end of a token, given ``token_ends``).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -141,10 +163,12 @@ def pack_sentences(
     tok = np.asarray(token_starts, dtype=np.int64)
     if tok.size == 0:
         return [0]
+    # how far the tokens up to each one reach (without ends: their starts, no extra limit)
+    reach = tok if token_ends is None else np.maximum.accumulate(np.asarray(token_ends, np.int64))
     if text is None:
         solid = np.ones(tok.shape[0], dtype=bool)
-    else:  # the token starts at a character other than whitespace
-        solid = np.asarray([t < len(text) and not text[t].isspace() for t in tok.tolist()])
+    else:  # the token starts at a character other than whitespace (:func:`is_blank`)
+        solid = np.asarray([t < len(text) and not is_blank(text[t]) for t in tok.tolist()])
     sent_of = np.maximum.accumulate(
         np.clip(np.searchsorted(starts, tok, side="right") - 1, 0, None)
     )
@@ -168,11 +192,11 @@ def pack_sentences(
         solid_at = np.flatnonzero(solid[pos:end])
         last = pos + int(solid_at[-1]) if solid_at.size else -1  # the sentence's last solid
         while end - pos > chunk_size:
-            cut = _cut_point(tok, pos, pos + chunk_size, end)
+            cut = _cut_point(tok, reach, pos, pos + chunk_size, end)
             if cut is None:
                 break  # every remaining token starts at one character: cannot cut
             if cut > last:  # only whitespace tokens after it: cut before its last solid token
-                earlier = _cut_point(tok, pos, last, last + 1) if last > pos else None
+                earlier = _cut_point(tok, reach, pos, last, last + 1) if last > pos else None
                 if earlier is not None and end - earlier <= chunk_size:
                     cut = earlier
             if tok[cut] > bounds[-1]:
@@ -183,15 +207,23 @@ def pack_sentences(
     return bounds
 
 
-def _cut_point(tok: npt.NDArray[np.int64], lo: int, want: int, hi: int) -> int | None:
-    """A token index in ``(lo, hi)`` near ``want`` whose start is after its predecessor's."""
+def _cut_point(
+    tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], lo: int, want: int, hi: int
+) -> int | None:
+    """A token index in ``(lo, hi)`` near ``want`` whose start is after its predecessor's and
+    no earlier than where the tokens before it end (``reach``: their running end)."""
     for cut in range(want, lo, -1):
-        if tok[cut] > tok[cut - 1]:
+        if _cuts_between(tok, reach, cut):
             return cut
     for cut in range(want + 1, hi):
-        if tok[cut] > tok[cut - 1]:
+        if _cuts_between(tok, reach, cut):
             return cut
     return None
+
+
+def _cuts_between(tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], cut: int) -> bool:
+    """Whether a chunk may start at token ``cut``: no token before it shares a character."""
+    return bool(tok[cut] > tok[cut - 1] and tok[cut] >= reach[cut - 1])
 
 
 def piece_overlap(splitter: Any) -> int | None:
@@ -430,10 +462,10 @@ def assign_tokens(
 ) -> tuple[list[Span], list[int]]:
     """Give each token to the chunk its start falls in; merge chunks left without tokens.
 
-    With ``text``, a chunk of whitespace only is merged too (a splitter's span of spaces can
-    own SentencePiece's lone ``"▁"`` token of the space before CJK text: stored, it would be a
-    hit with no text). A merged chunk joins the chunk before it (the first such chunk the one
-    after it).
+    With ``text``, a chunk of whitespace only (:func:`is_blank`) is merged too (a splitter's
+    span of spaces can own SentencePiece's lone ``"▁"`` token of the space before CJK text:
+    stored, it would be a hit with no text). A merged chunk joins the chunk before it (the
+    first such chunk the one after it).
 
     Returns the final spans and the number of (non-special) tokens of each, in order.
     """
@@ -448,7 +480,7 @@ def assign_tokens(
     merged_counts: list[int] = []
     merged_empty: list[bool] = []
     for (start, end), count in zip(spans, counts, strict=True):
-        empty = count == 0 or (text is not None and not text[start:end].strip())
+        empty = count == 0 or (text is not None and is_blank(text[start:end]))
         if merged and (empty or merged_empty[-1]):
             merged[-1] = (merged[-1][0], end)
             merged_counts[-1] += count

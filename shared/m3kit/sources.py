@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m3kit.encoder_inputs import unpaired_surrogate
 from m3kit.jsonl import not_utf8, parse_json_rows
 
 __all__ = [
@@ -254,7 +255,8 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
         FileNotFoundError: A path does not exist.
         ValueError: Unsupported file, a file that is not UTF-8 (or holds a NUL byte), a bad
             jsonl row (not JSON, not an object, no string ``text``, an id that is not a string
-            or an integer, the key ``m3kit_source``), or the same id twice.
+            or an integer, the key ``m3kit_source``, text or metadata holding an unpaired
+            surrogate escape), or the same id twice.
     """
     return read_sources(paths).documents
 
@@ -339,6 +341,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
         for k in _ID_KEYS:  # a row with both keys keeps neither in its metadata
             row.pop(k, None)
         _check_reserved_keys(row, origin)
+        _check_row_utf8(text, row, origin)
         if row_id is not None and not row_id.strip():
             raise ValueError(f"{origin}: the row's id is empty (give a non-empty id, or none)")
         doc_id = row_id if row_id is not None else origin
@@ -388,6 +391,28 @@ def _check_id(doc_id: str, origin: str) -> None:
             f"{shown}: {what} is not valid UTF-8 text (an unpaired surrogate at character "
             f"{exc.start}); Qdrant stores ids as UTF-8: rename the file, or give the row "
             "another id"
+        ) from None
+
+
+def _check_row_utf8(text: str, metadata: Mapping[str, Any], origin: str) -> None:
+    """Refuse a row whose text or metadata holds an unpaired surrogate (a ``\\ud800`` escape is
+    valid JSON but not UTF-8 text): the tokenizer and Qdrant refuse it later, naming no file.
+
+    Raises:
+        ValueError: Names the row (``origin``) and what holds the surrogate.
+    """
+    at = unpaired_surrogate(text)
+    if at is not None:
+        raise ValueError(
+            f"{origin}: the row's text is not valid UTF-8 text (an unpaired surrogate escape "
+            f"such as \\ud800 at character {at}); fix the row"
+        )
+    try:
+        json.dumps(dict(metadata), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{origin}: the row's metadata holds a string that is not valid UTF-8 text (an "
+            "unpaired surrogate escape such as \\ud800); fix the row"
         ) from None
 
 

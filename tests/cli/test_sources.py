@@ -181,6 +181,36 @@ def test_an_id_that_is_not_utf8_is_refused_naming_where_it_came_from(
     assert not any(store.iterdir())  # refused before a model loads or a collection exists
 
 
+def test_a_row_text_or_metadata_that_is_not_utf8_is_refused_naming_the_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A jsonl row whose text or metadata holds an unpaired surrogate escape (``"\\ud800"``,
+    valid JSON, not UTF-8 text) cannot be tokenised or stored. ``m3kit index`` refused it only
+    when encoding or writing, as "text 1" or "metadata of text 0" (a position among the
+    documents left to write, naming no file); the reader now names the file and line, before
+    a model loads."""
+    from m3kit.cli import main
+
+    text_row = tmp_path / "texts" / "rows.jsonl"
+    text_row.parent.mkdir()
+    text_row.write_text('{"_id": "ok", "text": "a."}\n{"_id": "b", "text": "bad \\ud800 b."}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: the row's text is not valid UTF-8 .*4"):
+        read_documents([text_row])
+    meta_row = tmp_path / "metas" / "rows.jsonl"
+    meta_row.parent.mkdir()
+    meta_row.write_text('{"_id": "c", "text": "ok.", "title": {"x\\udc00": 1}}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl:1: the row's metadata .*not valid UTF-8"):
+        read_documents([meta_row])
+
+    store = tmp_path / "store"
+    store.mkdir()
+    for folder in (text_row.parent, meta_row.parent):
+        assert main(["index", str(folder), "--path", str(store), "--model", "unused", "-q"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "rows.jsonl:" in err and "UTF-8" in err, err
+    assert not any(store.iterdir())  # refused before a model loads or a collection exists
+
+
 def test_a_link_to_a_file_named_otherwise_is_read_by_the_links_name(
     tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

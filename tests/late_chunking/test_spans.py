@@ -184,6 +184,28 @@ def test_no_whitespace_only_chunk_with_sentencepiece(tiny_m3_xlmr_path, h):  # t
             assert all(b - a <= size for a, b in plan.content_bounds), (size, text)
 
 
+def test_zero_width_characters_are_whitespace_at_chunk_edges(tiny_m3_xlmr_path, h):  # type: ignore[no-untyped-def]
+    """XLM-R reads a zero-width space, (non-)joiner, direction mark or byte order mark as a
+    space: ``"ab\u200bcd"`` is ``"▁ab" "▁cd"``, ``"▁cd"`` starting at the ``"\u200b"``. A
+    splitter chunk ending with it got the next chunk's first word (``"ab\u200b"`` owned
+    ``"▁cd"``, ``"cd efg"`` did not), and a trailing ``"\u200b"`` was a chunk of its own (its
+    lone ``"▁"`` and ``</s>``), stored as a hit with no visible text."""
+    from m3kit.chunking import NaiveChunker
+
+    enc = M3Encoder.from_pretrained(tiny_m3_xlmr_path, dtype="fp32")
+    n_body = len(enc.tokenize([_BODY])[0].input_ids) - 2
+    for mark in ("\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\ufeff"):
+        text = f"ab{mark}cd efg"
+        chunker = LateChunker(enc, splitter=lambda t: [(0, 3), (3, len(t))])
+        chunks = chunker.chunk([text])[0]
+        assert [c.text for c in chunks] == [f"ab{mark}", "cd efg"]
+        assert chunks[0].token_end - chunks[0].token_start == 2  # <s> "▁ab"
+        h.assert_tokens_partitioned(chunks, len(h.document_ids(enc, text)))
+        for chunker in (LateChunker(enc, chunk_size=n_body), NaiveChunker(enc, chunk_size=n_body)):
+            got = [c.text for c in chunker.chunk([_BODY + mark])[0]]
+            assert got == [_BODY[:-2], "之一" + mark], (type(chunker).__name__, mark)
+
+
 def test_langchain_text_splitter(tiny_encoder, h):  # type: ignore[no-untyped-def]
     splitters = pytest.importorskip("langchain_text_splitters")
     text = " ".join(h.texts[k] for k in ("english", "chinese", "emoji"))
@@ -321,3 +343,11 @@ def test_a_splitters_overlap_dropped_is_said_once_per_chunker(
     with caplog.at_level(logging.WARNING, logger="m3kit.chunk_plan"):
         LateChunker(tiny_encoder, chunk_size=8).chunk([text])  # its own packer: no overlap
     assert not caplog.records
+
+
+def test_pack_sentences_never_cuts_before_a_token_ends() -> None:
+    # "Der Oﬃzier": "▁Der" (0, 3), "▁Off" (4, 6), "izi" (5, 8), "er" (8, 10); "izi" starts
+    # inside "ﬃ", before "▁Off" ends: no chunk starts there
+    tok, ends = np.array([0, 4, 5, 8]), np.array([3, 6, 8, 10])
+    assert pack_sentences([0], tok, 2) == [0, 5]  # without the ends: cut inside "ﬃ"
+    assert pack_sentences([0], tok, 2, token_ends=ends) == [0, 4, 8]

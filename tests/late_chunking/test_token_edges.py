@@ -41,6 +41,9 @@ _PIECES = [
     "end.", "Next", " ", "  ", "\n", "\r\n", "\n\n", "。", "上海", "北京", "！", "？", "!", "?",
     "🙂", "👨‍👩‍👧‍👦", "🇩🇪", "e\u0301", "\u0301", "ﬁ", "…", "Ⅻ", "ｱ", "㍿", "½", "x", "Mr.",
     "\t", "\u3000", "’", "\u200b", "\ufeff", "ß", "İ", "ا", "क्ष", "；", ";",
+    # one character NFKC expands into several tokens, the first of them merged with the
+    # character before it ("Oﬃ" is "▁Off" + "i...": "▁Off" ends inside "ﬃ")
+    "Oﬃ", "aﬄ", "xǅ", "ﬓ", "ﷺ", "™", "㈱", "ŉ",
 ]  # fmt: skip
 
 
@@ -82,6 +85,23 @@ def test_every_token_inside_the_chunk_that_owns_it(xlmr) -> None:  # type: ignor
                         f"token {k} {enc.tokens[k]!r} at {enc.offsets[k]} is owned by chunk "
                         f"{(a, b)} of {text!r} (chunk_size={chunk_size})"
                     )
+
+
+def test_a_long_sentence_is_not_cut_inside_a_ligature(xlmr) -> None:  # type: ignore[no-untyped-def]
+    """XLM-R reads ``"Oﬃzier"`` as ``"▁Off" "izi" "er"``: ``"▁Off"`` ends inside ``"ﬃ"``, where
+    ``"izi"`` starts. A sentence cut at the token budget must not fall there (it gave the chunk
+    ``"Der O"`` the token ``"▁Off"`` and the next chunk the text ``"ﬃzier"``)."""
+    chunker = LateChunker(xlmr, chunk_size=2)
+    for text in ("Der Oﬃzier kam heute nicht", "The aﬄuent man", "Dobar xǅ dan"):
+        chunks = chunker.chunk([text])[0]
+        assert "".join(c.text for c in chunks) == text
+        enc = chunker._tokenizer.encode(text, add_special_tokens=False)
+        for c in chunks:
+            first, last = max(c.token_start - 1, 0), min(c.token_end - 1, len(enc.ids))
+            for k in range(first, last):
+                assert enc.offsets[k][1] <= c.end, (text, c.text, enc.tokens[k], enc.offsets[k])
+    texts = [c.text for c in chunker.chunk(["Der Oﬃzier kam heute nicht"])[0]]
+    assert texts[0] == "Der " and texts[1].startswith("Oﬃ"), texts
 
 
 def test_spans_and_text_do_not_depend_on_windows(xlmr) -> None:  # type: ignore[no-untyped-def]
