@@ -77,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in read_documents([args.docs])
     ]
     # In memory here; pass location="./my_index" (a folder) or url=... to keep the index.
-    retriever = M3Retriever.from_documents(documents, encoder, k=args.k, fusion="rrf")
+    # chunking=True: long files are cut into sentence-packed chunks (the model would
+    # otherwise read only their first max_length tokens).
+    retriever = M3Retriever.from_documents(
+        documents, encoder, k=args.k, fusion="rrf", chunking=True
+    )
     llm = FakeListChatModel(
         responses=[
             "(FakeListChatModel: an offline stand-in. A real chat model would answer here from "

@@ -80,7 +80,11 @@ def m3_retriever_engine(
 ) -> tuple[RetrieverQueryEngine, M3Retriever]:
     """:class:`M3Retriever` (three-way hybrid in Qdrant) inside a ``RetrieverQueryEngine``."""
     # In memory here; pass location="./m3_index" (a folder) or url=... to keep the index.
-    retriever = M3Retriever.from_documents(documents, encoder, similarity_top_k=top_k, fusion="rrf")
+    # chunking=True: long files are cut into sentence-packed chunks, as VectorStoreIndex's
+    # SentenceSplitter cuts them (the model would otherwise read only their first tokens).
+    retriever = M3Retriever.from_documents(
+        documents, encoder, similarity_top_k=top_k, fusion="rrf", chunking=True
+    )
     engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(max_tokens=24))
     return engine, retriever
 

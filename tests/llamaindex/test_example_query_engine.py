@@ -41,3 +41,26 @@ def test_example_uses_hybrid_mode_with_an_m3_checkpoint(
         "M3Retriever + RetrieverQueryEngine, rrf",
     ]
     assert all(len(lines) == 3 for lines in sections.values())
+
+
+def test_a_long_file_is_chunked_by_both_engines(
+    minilm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file longer than the model's window: both engines retrieve its last chunk (the
+    M3Retriever read only the file's first 256 tokens before it chunked, as VectorStoreIndex's
+    SentenceSplitter always did)."""
+    day = "describes the weather of an ordinary day."
+    filler = " ".join(f"Paragraph {i} {day}" for i in range(120))
+    (tmp_path / "long_notes.txt").write_text(
+        filler + " The lighthouse keeper's cat is named Saffron.", encoding="utf-8"
+    )
+    (tmp_path / "other.txt").write_text("Volcanoes erupt molten rock.", encoding="utf-8")
+    module = load_example("llamaindex_query_engine")
+    question = "What is the lighthouse keeper's cat called?"
+    argv = ["--model", str(minilm_path), "--docs", str(tmp_path), "--top-k", "1"]
+    assert module.main([*argv, "--question", question]) == 0
+    sections = output_sections(capsys.readouterr().out)
+    assert len(sections) == 2
+    for title, lines in sections.items():
+        assert "long_notes.txt: Paragraph" in lines[0], title
+        assert "Paragraph 0 " not in lines[0], (title, lines[0])
