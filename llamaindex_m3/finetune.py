@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3._finetune_compat import refuse_unsupported, training_data
+from m3kit.encoder_inputs import whole_number
 from m3kit.finetune.data import QADataset, TrainingExample
 from m3kit.finetune.evaluate import RetrievalReport
 from m3kit.finetune.span_data import SpanExample, read_longdoc_examples
@@ -219,6 +220,7 @@ class M3FinetuneEngine:
             resume_from_checkpoint=resume_from_checkpoint,
         )
         del checkpoint_save_steps, checkpoint_save_total_limit  # without save_checkpoints
+        mine_negatives = whole_number("mine_negatives", mine_negatives)  # int() read 1.5 as 1
         if mine_negatives < 0:  # it was read as 0: no mining, in-batch negatives only
             raise ValueError(f"mine_negatives must be >= 0 (0: none), got {mine_negatives}")
         self.use_all_docs = bool(use_all_docs)
@@ -242,7 +244,7 @@ class M3FinetuneEngine:
         self.val_dataset = _qa(val_dataset, "val_dataset") if val_dataset is not None else None
         self.model_id = model_id
         self.model_output_path = model_output_path
-        self.mine_negatives = int(mine_negatives)
+        self.mine_negatives = mine_negatives
         self.config = FinetuneConfig(
             model=model_id,
             output_path=model_output_path,

@@ -200,3 +200,17 @@ def test_a_negative_mine_negatives_is_refused(tiny_m3_path: Path, tmp_path: Path
     data = QADataset({"q": "Where is Warsaw?"}, {"d": "Warsaw is in Poland."}, {"q": ["d"]})
     with pytest.raises(ValueError, match="mine_negatives"):
         M3FinetuneEngine(data, model_id=str(tiny_m3_path), mine_negatives=-2)
+
+
+@pytest.mark.parametrize("value", [1.5, "2", True])
+def test_a_mine_negatives_that_is_not_an_int_is_refused(
+    value: object, tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """``int()`` read 1.5 as 1 and ``True`` as 1: mined and trained one negative a query, as
+    ``FinetuneConfig(num_negatives=1.5)`` no longer does; ``"2"`` failed in ``int`` only
+    after the dataset was read."""
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    data = QADataset({"q": "Where is Warsaw?"}, {"d": "Warsaw is in Poland."}, {"q": ["d"]})
+    with pytest.raises(ValueError, match=r"mine_negatives must be a whole number \(an int\)"):
+        M3FinetuneEngine(data, model_id=str(tiny_m3_path), mine_negatives=value)
