@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from m3kit.errors import SchemaMismatchError
+from m3kit.store.connection import settings_from_dict
 from m3kit.store.schema import CollectionSchema
 
 __all__ = ["ClusterSettings", "CollectionSize", "Quantization", "estimate_collection_size"]
@@ -115,11 +116,7 @@ class ClusterSettings:
             ValueError: A key that is no setting (a misspelt one would be dropped silently),
                 or a bad value; the message names it.
         """
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"unknown cluster settings {unknown}; the settings are {names}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "cluster")
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``QdrantClient.create_collection`` (collection level)."""

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["DEFAULT_MAX_REQUEST_MB", "ConnectionSettings", "check_server_only", "with_timeout"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_MB",
+    "ConnectionSettings",
+    "check_server_only",
+    "settings_from_dict",
+    "with_timeout",
+]
 
 #: Qdrant's default ``service.max_request_size_mb``: a server refuses a larger request (413).
 DEFAULT_MAX_REQUEST_MB = 32
@@ -72,11 +78,7 @@ class ConnectionSettings:
             ValueError: A key that is no setting (a misspelt one would be dropped silently),
                 or a bad value; the message names it.
         """
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"unknown connection settings {unknown}; the settings are {names}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "connection")
 
     def describe(self) -> str:
         """The settings as ``name=value`` pairs, e.g. ``timeout=30, max_request_mb=32``."""
@@ -114,3 +116,25 @@ def check_server_only(connection: ConnectionSettings | None, url: str | None) ->
             "embedded engine and qdrant-client's local mode send no requests; give url=, or "
             "leave connection out"
         )
+
+
+_Settings = TypeVar("_Settings")  # a settings dataclass
+
+
+def settings_from_dict(cls: type[_Settings], data: Mapping[str, Any], kind: str) -> _Settings:
+    """``cls(**data)`` for a settings dataclass, refusing keys that are none of its fields
+    (pydantic and ``**`` would drop or misreport a misspelt one); ``kind`` names the settings
+    in the message.
+
+    >>> settings_from_dict(ConnectionSettings, {"timeout": 5}, "connection").timeout
+    5
+    >>> settings_from_dict(ConnectionSettings, {"timout": 5}, "connection")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown connection settings ['timout']; the settings are ['timeout', ...]
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {kind} settings {unknown}; the settings are {names}")
+    return cls(**data)
