@@ -49,3 +49,19 @@ def output_sections(stdout: str) -> dict[str, list[str]]:
         elif current is not None and line.startswith("  "):
             out[current].append(line)
     return out
+
+
+#: The question :func:`write_long_notes`' folder answers only in its long file's last sentence.
+LONG_NOTES_QUESTION = "What is the lighthouse keeper's cat called?"
+
+
+def write_long_notes(folder: Path) -> Path:
+    """``folder`` with ``long_notes.txt`` (120 filler sentences, ~1,500 tokens, then the
+    answer to :data:`LONG_NOTES_QUESTION`) and a short unrelated ``other.txt``."""
+    day = "describes the weather of an ordinary day."
+    filler = " ".join(f"Paragraph {i} {day}" for i in range(120))
+    (folder / "long_notes.txt").write_text(
+        filler + " The lighthouse keeper's cat is named Saffron.", encoding="utf-8"
+    )
+    (folder / "other.txt").write_text("Volcanoes erupt molten rock.", encoding="utf-8")
+    return folder

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.example_runs import EXAMPLES, load_example, run_example
+from tests.example_runs import (
+    EXAMPLES,
+    LONG_NOTES_QUESTION,
+    load_example,
+    run_example,
+    write_long_notes,
+)
 
 
 def test_rag_example_runs_offline(minilm_path: Path) -> None:
@@ -50,15 +56,10 @@ def test_a_long_file_is_chunked_so_its_end_is_found(
 ) -> None:
     """``--docs my_notes/`` with a file longer than the model's window: its last sentence is
     retrieved (without chunking the model read only the file's first 256 tokens)."""
-    day = "describes the weather of an ordinary day."
-    filler = " ".join(f"Paragraph {i} {day}" for i in range(120))
-    (tmp_path / "long_notes.txt").write_text(
-        filler + " The lighthouse keeper's cat is named Saffron.", encoding="utf-8"
-    )
-    (tmp_path / "other.txt").write_text("Volcanoes erupt molten rock.", encoding="utf-8")
+    write_long_notes(tmp_path)
     module = load_example("langchain_rag")
     argv = ["--model", str(minilm_path), "--docs", str(tmp_path), "--k", "1"]
-    assert module.main([*argv, "--question", "What is the lighthouse keeper's cat called?"]) == 0
+    assert module.main([*argv, "--question", LONG_NOTES_QUESTION]) == 0
     context = capsys.readouterr().out.split("Retrieved context:")[1].split("Answer:")[0]
     # the hit is the file's last chunk, not the file from its start (what one vector held)
     assert "long_notes.txt: Paragraph" in context and "Paragraph 0 " not in context, context

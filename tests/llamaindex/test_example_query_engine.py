@@ -7,7 +7,13 @@ from types import ModuleType
 
 import pytest
 
-from tests.example_runs import load_example, output_sections, run_example
+from tests.example_runs import (
+    LONG_NOTES_QUESTION,
+    load_example,
+    output_sections,
+    run_example,
+    write_long_notes,
+)
 
 
 def test_example_runs_offline_with_minilm(minilm_path: Path) -> None:
@@ -49,14 +55,9 @@ def test_a_long_file_is_chunked_by_both_engines(
     """A file longer than the model's window: both engines retrieve its last chunk (the
     M3Retriever read only the file's first 256 tokens before it chunked, as VectorStoreIndex's
     SentenceSplitter always did)."""
-    day = "describes the weather of an ordinary day."
-    filler = " ".join(f"Paragraph {i} {day}" for i in range(120))
-    (tmp_path / "long_notes.txt").write_text(
-        filler + " The lighthouse keeper's cat is named Saffron.", encoding="utf-8"
-    )
-    (tmp_path / "other.txt").write_text("Volcanoes erupt molten rock.", encoding="utf-8")
+    write_long_notes(tmp_path)
     module = load_example("llamaindex_query_engine")
-    question = "What is the lighthouse keeper's cat called?"
+    question = LONG_NOTES_QUESTION
     argv = ["--model", str(minilm_path), "--docs", str(tmp_path), "--top-k", "1"]
     assert module.main([*argv, "--question", question]) == 0
     sections = output_sections(capsys.readouterr().out)
