@@ -54,18 +54,22 @@ class M3TextNode(TextNode):
     _m3_record: dict[str, Any] | None = PrivateAttr(default=None)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Set an attribute; a changed ``text`` also keeps ``embedding`` that text's.
+        """Set an attribute; a changed ``text`` also keeps ``embedding`` and the span that text's.
 
         ``VectorStoreIndex`` embeds only the nodes without an ``embedding``, so a node whose
         text was edited after parsing would reach any store with its old text's late vector:
         the edit drops it (the index embeds the new text; m3kit's stores refuse the node,
-        :class:`EditedNodeError`), and the chunk's own text brings it back.
+        :class:`EditedNodeError`), and the chunk's own text brings it back. So with
+        ``start_char_idx`` / ``end_char_idx``: the new text has no span in the document.
         """
         changed = name == "text" and value != self.__dict__.get("text")
         super().__setattr__(name, value)
         chunk = self._m3_chunk if changed else None
         if chunk is not None:
-            self.embedding = chunk.dense.tolist() if value == chunk.text else None
+            own = value == chunk.text
+            self.embedding = chunk.dense.tolist() if own else None
+            self.start_char_idx = chunk.start if own else None
+            self.end_char_idx = chunk.end if own else None
 
     def as_related_node_info(self) -> RelatedNodeInfo:
         """A link to this node, without the parser's keys in its copy of the metadata.

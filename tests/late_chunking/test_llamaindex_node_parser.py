@@ -190,6 +190,33 @@ def test_an_edited_node_is_embedded_again_by_a_store_that_is_not_m3kits(
         np.testing.assert_allclose(store.get(node.node_id), node_vectors(node).dense[0], atol=1e-5)
 
 
+def test_an_edited_node_drops_its_offsets_in_its_document(
+    tiny_parser: M3LateChunkingNodeParser, tiny_encoder: Any
+) -> None:
+    """A node edited after parsing kept ``start_char_idx`` / ``end_char_idx`` of its chunk, so
+    a store that is not m3kit's (``SimpleVectorStore``) returned it pointing at the old text of
+    its document. The edit clears them (the new text has no span there); the chunk's own text
+    brings them back."""
+    from llamaindex_m3 import M3Embedding
+
+    nodes = tiny_parser.get_nodes_from_documents([Document(text=BERLIN, id_="doc-o")])
+    span = (nodes[2].start_char_idx, nodes[2].end_char_idx)
+    nodes[1].set_content("Bananas are yellow and grow in bunches.")
+    chunk_text = nodes[2].text
+    nodes[2].text = "Grapes grow on vines."
+    nodes[2].text = chunk_text
+    assert (nodes[1].start_char_idx, nodes[1].end_char_idx) == (None, None)
+    assert (nodes[2].start_char_idx, nodes[2].end_char_idx) == span
+    index = VectorStoreIndex(nodes, embed_model=M3Embedding.from_encoder(tiny_encoder))
+    hits = index.as_retriever(similarity_top_k=len(nodes)).retrieve("Bananas")
+    for hit in hits:
+        start, end = hit.node.start_char_idx, hit.node.end_char_idx
+        if hit.node.node_id == nodes[1].node_id:
+            assert (start, end) == (None, None)
+        else:
+            assert BERLIN[start:end] == hit.node.get_content(metadata_mode=MetadataMode.NONE)
+
+
 def test_custom_llamaindex_splitters(tiny_encoder):  # type: ignore[no-untyped-def]
     text = "# Title\n\nSome text here.\n\n## Part two\n\nMore text. And more."
     spans = node_parser_spans(MarkdownNodeParser())(text)
