@@ -49,12 +49,16 @@ def default_late_heads(encoder: M3Encoder) -> frozenset[Head]:
       held-out long SQuAD articles, ``benchmarks/results/late_chunking_span*.md``): the fused
       score with every head late was above naive chunking for the mean-pooled and the
       CLS-pooled model, and within a few tenths of keeping dense naive (which costs the extra
-      pass); late dense alone was below naive dense, so a dense-only search of such chunks
-      should pass ``late_heads=["sparse", "colbert"]`` (or ``[]``).
+      pass); with chunks of 96 tokens late dense alone was below naive dense, so a
+      dense-only search of such chunks should pass ``late_heads=["sparse", "colbert"]`` (or
+      ``[]``). With chunks of 32 tokens every head gained from late pooling (fused +3.8 to
+      +4.2 points, ``benchmarks/results/late_chunking_small_chunks.md``).
     - Dense-only models (all-MiniLM-L6-v2): late dense retrieved worse than encoding each
       chunk alone in every window, overlap and placement tried (``benchmarks/late_chunking.py``,
-      chunks of 96 and 254 tokens), so nothing is late: no document pass, the late chunks are
-      the naive chunks.
+      chunks of 96 and 254 tokens; also at 48 and 64, though above it at 32:
+      ``benchmarks/results/late_chunking_small_chunks.md``), so nothing is late: no document
+      pass, the late chunks are the naive chunks. Pass ``late_heads=["dense"]`` for chunks
+      of about 32 tokens.
     """
     heads = encoder.available_heads
     return heads if heads - {Head.DENSE} else frozenset()
