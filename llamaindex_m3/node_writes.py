@@ -59,9 +59,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode
 
 from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_offsets import StoredText, checked_span
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -122,8 +123,7 @@ class _Doc:
     related_at: dict[int, set[str]] = field(default_factory=dict)  # ids its relations name
     encoded_at: dict[int, str | None] = field(default_factory=dict)  # stored encoded_text
     extra_at: dict[int, Any] = field(default_factory=dict)  # stored node fields (extra)
-    text_at: dict[int, tuple[str, Any, Any, Any]] = field(default_factory=dict)  # as read:
-    # chunk_index -> (text, start, end, PARENT hash), what the store knows of the document
+    text_at: dict[int, StoredText] = field(default_factory=dict)  # chunk_index -> as read
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
     by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
     points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
@@ -304,7 +304,7 @@ def write_nodes(
         for _, node in sorted(doc.nodes, key=lambda item: named[id(item[1])] is None):
             at = named[id(node)] if named[id(node)] is not None else doc.index_of(node.node_id)
             stored = doc.chunk(at)
-            node = _checked_span(doc, node, stored)
+            node = checked_span(doc.text_at, node, None if stored is None else stored.index)
             stored_of[id(node)] = stored
             key = node_identity(node, stored)
             encoded_on = _encoded_text(node, text_instruction)
@@ -426,48 +426,6 @@ def _encoded_text(node: BaseNode, text_instruction: str | None) -> str | None:
     if is_late(node):
         return None
     return other_encoded_text(node, embed_text(node, text_instruction))
-
-
-def _checked_span(doc: _Doc, node: BaseNode, stored: StoredChunk | None) -> BaseNode:
-    """``node``, or a copy of it without ``start_char_idx`` / ``end_char_idx`` where those may
-    name other text of its document.
-
-    A node naming a stored chunk (read back, or written before) whose text or offsets differ
-    from the chunk's keeps its offsets only where the version's stored chunks (as read, of the
-    same ``PARENT``) cover the span with the node's text: an edited node's offsets name its
-    old text, and once it is stored without them, the same node written again has offsets
-    no chunk confirms either, so it matches its stored chunk. The node given is not changed.
-    """
-    if stored is None or not isinstance(node, TextNode):
-        return node
-    start, end = node.start_char_idx, node.end_char_idx
-    if start is None and end is None:
-        return node
-    text = node.get_content(metadata_mode=MetadataMode.NONE)
-    parent = parent_hash(node.relationships)
-    if doc.text_at.get(stored.index) != (text, start, end, parent) and not _confirmed(
-        doc, text, start, end, parent
-    ):
-        return node.model_copy(update={"start_char_idx": None, "end_char_idx": None})
-    return node
-
-
-def _confirmed(doc: _Doc, text: str, start: Any, end: Any, parent: Any) -> bool:
-    """The stored chunks of ``doc`` (as read, of ``parent``) hold ``text`` at every character
-    of ``[start, end)``."""
-    if not isinstance(start, int) or not isinstance(end, int) or end - start != len(text):
-        return False
-    covered = [False] * len(text)
-    for known, at, to, of in doc.text_at.values():
-        if of != parent or not isinstance(at, int) or not isinstance(to, int):
-            continue
-        if to - at != len(known) or to <= start or at >= end:
-            continue
-        lo, hi = max(at, start), min(to, end)
-        if known[lo - at : hi - at] != text[lo - start : hi - start]:
-            return False
-        covered[lo - start : hi - start] = [True] * (hi - lo)
-    return all(covered)
 
 
 def _same_chunk(doc: _Doc, key: str, node: BaseNode, claimed: set[int]) -> int | None:
