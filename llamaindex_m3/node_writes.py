@@ -37,7 +37,9 @@ The mapping keeps the one collection layout every m3kit reader shares:
   (:meth:`~m3kit.store.M3Store.set_writer_fields`), so the latest nodes' ids find it and it
   reads back as the latest node. A node whose encoded text changed (a metadata key hidden from
   or shown to the embedding model, another template or ``text_instruction``) is encoded
-  again, in place of the stored chunk it matches. Distinct
+  again, in place of the stored chunk it matches. A node naming a stored chunk whose text or
+  offsets it changed keeps its offsets only where the version's stored chunks hold its text
+  there (an edited node's offsets name its old text): else it is stored without them. Distinct
   nodes of equal content (HierarchicalNodeParser's parent and leaf of a short text) are
   distinct chunks: a stored chunk is taken over by one node of a write at most, and never by
   a node it is related to (parent, child, neighbour: the same parse).
@@ -60,6 +62,7 @@ from typing import Any
 from llama_index.core.schema import BaseNode
 
 from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_offsets import StoredText, checked_span
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -120,6 +123,7 @@ class _Doc:
     related_at: dict[int, set[str]] = field(default_factory=dict)  # ids its relations name
     encoded_at: dict[int, str | None] = field(default_factory=dict)  # stored encoded_text
     extra_at: dict[int, Any] = field(default_factory=dict)  # stored node fields (extra)
+    text_at: dict[int, StoredText] = field(default_factory=dict)  # chunk_index -> as read
     ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
     by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
     points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
@@ -234,6 +238,12 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         doc.related_at[chunk_index] = related_ids(relationships)
         doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
         doc.extra_at[chunk_index] = extra
+        doc.text_at[chunk_index] = (
+            str(payload.get(PAGE_CONTENT, "")),
+            payload.get(START),
+            payload.get(END),
+            parent_hash(relationships),
+        )
         doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
         doc.counts[chunk_index] = int(payload.get(CHUNK_COUNT) or 0)
         doc.stored_count = max(doc.stored_count, doc.counts[chunk_index])
@@ -294,6 +304,7 @@ def write_nodes(
         for _, node in sorted(doc.nodes, key=lambda item: named[id(item[1])] is None):
             at = named[id(node)] if named[id(node)] is not None else doc.index_of(node.node_id)
             stored = doc.chunk(at)
+            node = checked_span(doc.text_at, node, None if stored is None else stored.index)
             stored_of[id(node)] = stored
             key = node_identity(node, stored)
             encoded_on = _encoded_text(node, text_instruction)
