@@ -189,6 +189,8 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``)."""
     check_output_path(cfg.output_path)
     info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
+    if Path(info.path).resolve() == Path(cfg.output_path).resolve():
+        _detach_from_files(model)  # the run's save replaces the files it was loaded from
     check_max_lengths(cfg, tokenizer, position_limit(info.path))
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
@@ -207,6 +209,20 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     return TrainingSetup(
         info, model, tokenizer, prefix, sorted(i for i in special if i is not None)
     )
+
+
+def _detach_from_files(model: nn.Module) -> None:
+    """Give every tensor of ``model`` memory of its own, off the files it was loaded from.
+
+    transformers maps safetensors weights into memory: a tensor that training leaves as it is
+    (a frozen layer, a head not trained) keeps reading the file's pages until the save. When
+    the run saves into the folder it started from, that save replaces those very files; the
+    old file lives on while mapped only where the system lets a mapped file be removed
+    (Linux, not Windows), and a file rewritten in place would change the weights being saved.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.data = tensor.data.clone()
 
 
 def run_training(
