@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,9 @@ class M3FinetuneEngine:
         train_dataset: ``EmbeddingQAFinetuneDataset``, its JSON path, or a ``QADataset``;
             with ``late_chunking``: :class:`~m3kit.finetune.SpanExample`\\ s or a longdoc
             folder (:func:`~m3kit.finetune.read_longdoc_examples`).
-        model_id: Start checkpoint (hub id or folder). A dense-only model gets new sparse and
-            ColBERT heads.
+        model_id: Start checkpoint (hub id or folder) of the first ``finetune()`` call (a
+            further call continues from the last one's checkpoint). A dense-only model gets
+            new sparse and ColBERT heads.
         model_output_path: Folder of the fine-tuned M3 checkpoint.
         val_dataset: Optional held-out QA dataset; after training each head is evaluated on
             it (:attr:`val_report`) and, with ``calibrate_fusion``, the checkpoint's fusion
@@ -136,8 +138,9 @@ class M3FinetuneEngine:
             it does nothing there either.
         checkpoint_save_total_limit: As ``checkpoint_save_steps``.
         heads: Heads to train (default all three).
-        mine_negatives: Hard negatives per query mined from the training corpus with the start
-            model before training (0: in-batch negatives only, like LlamaIndex's engine).
+        mine_negatives: Hard negatives per query mined from the training corpus before each
+            ``finetune()`` call with the model it trains (``model_id``, then the last call's
+            checkpoint; 0: in-batch negatives only, like LlamaIndex's engine).
         learning_rate: Peak learning rate (``None``: by the start model's size, 1e-4 below
             100M parameters, else 2e-5; ``FinetuneConfig.learning_rate``).
         freeze_encoder: Train the heads only.
@@ -270,6 +273,11 @@ class M3FinetuneEngine:
         self.val_report: RetrievalReport | None = None
         self.calibration: FusionCalibration | None = None
 
+    def _start_model(self) -> str | os.PathLike[str]:
+        """Where the next ``finetune()`` call starts: the last call's checkpoint, else
+        ``model_id``."""
+        return self.result.path if self.result is not None else self.model_id
+
     def _examples(self) -> list[TrainingExample]:
         if self.train_dataset is None:
             raise RuntimeError("a late_chunking engine trains on span examples, not QA rows")
@@ -278,7 +286,9 @@ class M3FinetuneEngine:
             from m3kit.encoder import M3Encoder
             from m3kit.finetune.mining import mine_hard_negatives
 
-            encoder = M3Encoder.from_pretrained(self.model_id, device=self.config.device)
+            # mined with the model this call trains: negatives it ranks high now, not ones
+            # model_id ranked high before the last call's training
+            encoder = M3Encoder.from_pretrained(self._start_model(), device=self.config.device)
             # mined knowing every relevant doc, so none is a negative even when unused below
             examples = mine_hard_negatives(
                 encoder,
@@ -292,12 +302,29 @@ class M3FinetuneEngine:
         return [TrainingExample(ex.query, ex.pos[:1], ex.neg) for ex in examples]
 
     def finetune(self) -> FinetuneResult:
-        """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given."""
-        finetuner = M3Finetuner(self.config)
+        """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given.
+
+        The first call trains ``model_id``; each further call continues from the checkpoint
+        the call before saved (:attr:`result`'s ``path``), as LlamaIndex's
+        ``SentenceTransformersFinetuneEngine`` trains the model it loaded once further with
+        each call: two calls are two rounds of ``epochs``, each with its own learning-rate
+        warm-up and decay, the second saved over the first in ``model_output_path``.
+        ``mine_negatives`` mines with the model the call trains. The new checkpoint replaces
+        :attr:`val_report` and :attr:`calibration` (``None`` until this call's are measured:
+        they describe the checkpoint of the latest call only).
+
+        Returns:
+            The saved checkpoint and the run's numbers (:class:`~m3kit.finetune.FinetuneResult`).
+        """
+        # the start is loaded whole before the save replaces its files (prepare_training)
+        config = dataclasses.replace(self.config, model=self._start_model())
+        finetuner = M3Finetuner(config)
         if self.span_examples is not None:
-            self.result = finetuner.fit_spans(self.span_examples)
+            result = finetuner.fit_spans(self.span_examples)
         else:
-            self.result = finetuner.fit(self._examples())
+            result = finetuner.fit(self._examples())
+        # the last call's report and calibration were of the weights this save replaced
+        self.result, self.val_report, self.calibration = result, None, None
         if self.val_dataset is not None:
             from m3kit.encoder import M3Encoder
             from m3kit.finetune.evaluate import evaluate_heads
