@@ -220,7 +220,7 @@ def build_tiny_m3_checkpoint(
         # any two texts): a dense-only ranking on this model is decided by float rounding, so
         # tests rank with every head (sparse and ColBERT do differ) or, where they need
         # distinct dense scores, build a checkpoint with initializer_range=0.2
-        # (tests/store/test_calibration.py).
+        # (the spread_m3_path fixture of tests/store/conftest.py).
         initializer_range=0.02,
     )
 

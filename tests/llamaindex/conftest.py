@@ -38,6 +38,14 @@ def capitals_store(tiny_embedding: M3Embedding) -> Iterator[M3VectorStore]:
 
 
 @pytest.fixture()
+def store(tiny_embedding: M3Embedding) -> Iterator[M3VectorStore]:
+    """An in-memory ``M3VectorStore`` of ``tiny_embedding``, collection "docs", empty
+    (the vector store tests: test_vector_store.py, test_vector_store_nodes.py)."""
+    with M3VectorStore(tiny_embedding, collection_name="docs") as s:
+        yield s
+
+
+@pytest.fixture()
 def calls(tiny_encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:  # type: ignore[no-untyped-def]
     """Sequences per forward pass of the session's tiny encoder while a test runs (``encode``
     goes through ``encode_tokenized``; late chunking through ``token_states``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from m3kit import M3Encoder
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store import Backend, ChunkRecord, M3Index, M3Store, output_row
+from m3kit.testing import build_random_m3_checkpoint
 
 #: (backend, in a folder?) per parametrised id.
 BACKENDS = {
@@ -89,6 +92,21 @@ def opened() -> Iterator[list[M3Index]]:
     yield indexes
     for index in indexes:
         index.close()
+
+
+#: The fingerprint tests' documents (test_fingerprint.py, test_fingerprint_config.py):
+#: ``fill(index, encoder, WHOLE, LONG)`` writes WHOLE whole and LONG late chunked.
+WHOLE = {
+    "w1": "Oxygen is a chemical element with symbol O.",
+    "w2": "Berlin is the capital of Germany.",
+    "w3": "Nikola Tesla was an inventor.",
+}
+LONG = {
+    "l1": " ".join(
+        f"Sentence {i} is about the Amazon rainforest and its rivers." for i in range(9)
+    ),
+    "l2": " ".join(f"Part {i}: late chunking pools token vectors per chunk." for i in range(7)),
+}
 
 
 def fill(index: M3Index, encoder: Any, whole: Mapping[str, str], long: Mapping[str, str]) -> None:
@@ -347,3 +365,34 @@ def named_call(message: str) -> str:
     found = re.search(r"M3Store\.delete_documents_unopened\(.*?\]\)", message)
     assert found is not None, message
     return found.group(0)
+
+
+# -- the fusion calibration tests (test_calibration.py, test_calibration_encoder.py) --------
+@pytest.fixture(scope="module")
+def spread_m3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint whose dense scores differ visibly between texts.
+
+    The session's tiny checkpoint (BERT's 0.02 initialisation, 2 layers) gives every pair of
+    texts a dense cosine above 0.99999, so its dense ranks are float-rounding ties, and
+    Qdrant's RRF orders tied prefetch hits by its internal point order: a calibration
+    measured in one in-memory collection did not always repeat in another.
+    """
+    return build_random_m3_checkpoint(
+        tmp_path_factory.mktemp("spread_m3"),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        initializer_range=0.2,
+    )
+
+
+@pytest.fixture()
+def model_dir(spread_m3_path: Path, tmp_path: Path) -> Path:
+    """A private copy of the checkpoint (calibration files are written into it)."""
+    return Path(shutil.copytree(spread_m3_path, tmp_path / "model"))
+
+
+@pytest.fixture()
+def encoder(model_dir: Path) -> M3Encoder:
+    return M3Encoder.from_pretrained(model_dir, dtype="fp32")

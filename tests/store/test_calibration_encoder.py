@@ -1,0 +1,149 @@
+"""A checkpoint's fusion calibration is used by the encoder it was measured with only: one of
+other weights, the same weights loaded with other settings, or an edited config.json gets the
+built-in settings, with a warning; a file from before the settings were recorded matches on
+the weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.checkpoint import SEARCH_FILE
+from m3kit.store import FusionCalibration, M3Index, SearchSettings
+from tests.store.calibration_data import CORPUS, QRELS, QUERIES
+
+
+def test_a_calibration_of_other_weights_is_ignored_loudly(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    FusionCalibration(
+        all_heads=SearchSettings(fusion="m3", weights=(0.1, 0.1, 0.8), rerank=True),
+        dense_sparse=None,
+        weights_digest="files-sha256:" + "0" * 64,
+    ).save(model_dir)
+    with caplog.at_level(logging.WARNING), M3Index.open(encoder, ":memory:") as index:
+        assert index.calibration is None
+        assert index.search_settings() == SearchSettings()
+    assert "calibrated on other weights" in caplog.text and SEARCH_FILE in caplog.text
+    (model_dir / SEARCH_FILE).write_text(json.dumps({"format_version": 99}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"m3kit_search\.json is not a search calibration"):
+        M3Index.open(encoder, ":memory:")
+
+
+def _calibration_of(encoder: M3Encoder) -> FusionCalibration:
+    """A calibration unlike every default, recorded for ``encoder`` as calibrate_fusion does."""
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.store.fusion_calibration import calibrated_encoder_identity
+
+    fingerprint = encoder_fingerprint(encoder)
+    return FusionCalibration(
+        all_heads=SearchSettings(fusion="m3", weights=(0.1, 0.7, 0.2), rerank=True),
+        dense_sparse=SearchSettings(fusion="dbsf", rerank=False),
+        weights_digest=fingerprint.weights,
+        encoder_identity=calibrated_encoder_identity(fingerprint),
+    )
+
+
+def test_a_calibration_records_the_encoder_settings_it_was_measured_with(
+    encoder: M3Encoder, model_dir: Path
+) -> None:
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.store.calibration import calibrate_checkpoint
+    from m3kit.store.fusion_calibration import CALIBRATED_ENCODER_FIELDS
+
+    fingerprint = encoder_fingerprint(encoder)
+    cal = calibrate_checkpoint(model_dir, CORPUS, QUERIES, QRELS, grid_step=0.5)
+    assert cal.weights_digest == fingerprint.weights
+    assert cal.encoder_identity is not None
+    assert set(cal.encoder_identity) == set(CALIBRATED_ENCODER_FIELDS)
+    assert "weights" not in cal.encoder_identity
+    assert cal.encoder_identity["pooling"] == fingerprint.pooling
+    assert cal.encoder_identity["max_length"] == fingerprint.max_length
+    assert cal.encoder_identity["query_instruction"] == fingerprint.query_instruction
+    assert cal.encoder_identity["heads"] == list(fingerprint.heads)
+    assert cal.encoder_differences(fingerprint) == []
+    saved = json.loads((model_dir / SEARCH_FILE).read_text(encoding="utf-8"))
+    assert saved["encoder_identity"] == cal.encoder_identity
+    assert FusionCalibration.load(model_dir) == cal
+    # the checkpoint as it loads by default is the encoder it was measured with
+    with M3Index.open(M3Encoder.from_pretrained(model_dir), ":memory:") as index:
+        assert (index.search_source, index.calibration) == ("calibrated", cal)
+
+
+def _other_pooling(encoder: M3Encoder) -> dict[str, object]:
+    from m3kit.fingerprint import encoder_fingerprint
+
+    return {"pooling": "cls" if encoder_fingerprint(encoder).pooling == "mean" else "mean"}
+
+
+@pytest.mark.parametrize(
+    ("field", "options"),
+    [
+        ("pooling", None),  # the other pooling than the checkpoint's
+        ("query_instruction", {"query_instruction": "Represent this query: "}),
+        ("max_length", {"max_length": 64}),
+    ],
+)
+def test_the_same_weights_loaded_otherwise_are_not_calibrated(
+    encoder: M3Encoder,
+    model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    field: str,
+    options: dict[str, object] | None,
+) -> None:
+    cal = _calibration_of(encoder)
+    cal.save(model_dir)
+    with caplog.at_level(logging.WARNING), M3Index.open(encoder, ":memory:") as index:
+        assert (index.search_source, index.calibration) == ("calibrated", cal)
+        assert index.search_settings() == cal.all_heads
+    assert not caplog.records
+    other = M3Encoder.from_pretrained(
+        model_dir, dtype="fp32", **(options or _other_pooling(encoder))
+    )
+    with caplog.at_level(logging.WARNING), M3Index.open(other, ":memory:") as index:
+        assert index.calibration is None
+        assert index.search_source == "built-in"  # what it has without a calibration
+        assert index.search_settings() == SearchSettings()
+        assert index.search_settings(rerank=False) == SearchSettings(rerank=False)
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    message = record.getMessage()
+    assert SEARCH_FILE in message and "other settings" in message
+    assert f"{field} " in message
+    assert [name for name, _, _ in cal.encoder_differences(index.fingerprint)] == [field]
+
+
+def test_an_edited_config_json_is_not_calibrated(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _calibration_of(encoder).save(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config["layer_norm_eps"] = 1e-5 if config.get("layer_norm_eps") != 1e-5 else 1e-6
+    (model_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    edited = M3Encoder.from_pretrained(model_dir, dtype="fp32")
+    with caplog.at_level(logging.WARNING), M3Index.open(edited, ":memory:") as index:
+        assert index.fingerprint.weights == _calibration_of(encoder).weights_digest
+        assert (index.search_source, index.calibration) == ("built-in", None)
+    assert "other settings" in caplog.text
+    assert "architecture layer_norm_eps" in caplog.text  # names the key that differs
+
+
+def test_a_calibration_without_encoder_settings_matches_on_the_weights(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file written before the encoder's settings were recorded keeps working as it did."""
+    cal = _calibration_of(encoder)
+    cal.save(model_dir)
+    data = json.loads((model_dir / SEARCH_FILE).read_text(encoding="utf-8"))
+    del data["encoder_identity"]  # as an older m3kit wrote it
+    (model_dir / SEARCH_FILE).write_text(json.dumps(data), encoding="utf-8")
+    legacy = FusionCalibration.load(model_dir)
+    assert legacy is not None and legacy.encoder_identity is None
+    other = M3Encoder.from_pretrained(model_dir, dtype="fp32", **_other_pooling(encoder))
+    with caplog.at_level(logging.WARNING), M3Index.open(other, ":memory:") as index:
+        assert (index.search_source, index.calibration) == ("calibrated", legacy)
+        assert index.search_settings() == cal.all_heads
+    assert not caplog.records
