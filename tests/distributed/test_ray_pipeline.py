@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3kit import M3Encoder
+from m3kit import Head, M3Encoder
 from m3kit.chunking import NaiveChunker
 from m3kit.cli_chunking import RECORD_KEY
+from m3kit.late_chunking import LateChunker
 from m3kit.sources import read_documents
 from m3kit.store import M3Index, QueryOptions
 from tests.reliability.killing import assert_same_points, index_points
@@ -348,3 +349,31 @@ def test_a_chunker_spec_refuses_settings_its_kind_ignores() -> None:
     with pytest.raises(ValueError, match="window applies to late chunking"):
         ChunkerSpec("naive", window=64)
     assert ChunkerSpec("naive", chunk_size=128).chunk_size == 128
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        [Head.DENSE, Head.SPARSE],  # the library's own enum, as LateChunker takes it
+        ("sparse", "dense"),
+        frozenset({Head.SPARSE, Head.DENSE}),
+        "colbert",  # one head
+        (),  # none pooled late: every chunk encoded alone
+    ],
+)
+def test_a_chunker_spec_takes_late_heads_as_late_chunker_does(
+    encoder: M3Encoder, given: Any
+) -> None:
+    # ChunkerSpec kept str(h) of each head: str(Head.DENSE) is "Head.DENSE", so a spec given
+    # Head members failed in index_with_ray with "unknown head 'Head.DENSE'", and one head
+    # given as a string was split into its letters ("unknown head 'c'")
+    spec = ChunkerSpec("late", late_heads=given)
+    built, direct = spec.build(encoder), LateChunker(encoder, late_heads=given)
+    assert built.late_heads == direct.late_heads
+    assert built.signature == direct.signature  # the documents' versions
+    assert spec.late_heads == tuple(sorted(h.value for h in direct.late_heads))
+
+
+def test_a_chunker_spec_names_an_unknown_late_head() -> None:
+    with pytest.raises(ValueError, match="unknown head 'dens'"):
+        ChunkerSpec("late", late_heads=["dens"])  # refused here, not by each actor

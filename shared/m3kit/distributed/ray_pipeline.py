@@ -39,11 +39,13 @@ from m3kit.distributed.ray_actor import _EncodeActor, _log_notes, _raise_failure
 from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
+from m3kit.late_config import parse_heads
 from m3kit.late_windows import WindowPlacement
 from m3kit.store.record_check import check_record
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
+    from m3kit.outputs import Head
     from m3kit.sources import SourceDocument
     from m3kit.store.index import M3Index
 
@@ -91,7 +93,9 @@ class ChunkerSpec:
         kind: :class:`ChunkingKind`.
         chunk_size: Token budget per chunk (default: ``m3kit index``'s).
         window: Late chunking window in tokens (default: the model's).
-        late_heads: Heads pooled from the document pass with late chunking (default:
+        late_heads: Heads pooled from the document pass with late chunking, as
+            :class:`~m3kit.late_chunking.LateChunker` takes them (:class:`~m3kit.outputs.Head`
+            members or names, one head, or none), kept as their sorted names (default:
             :func:`m3kit.late_chunking.default_late_heads`).
         overlap: Late chunking: text tokens shared by consecutive windows (default:
             :func:`m3kit.late_chunking.default_overlap`).
@@ -100,13 +104,14 @@ class ChunkerSpec:
             (default: the chunker's, ``"centred"``).
 
     Raises:
-        ValueError: A setting the kind ignores, or a placement that is not one of them.
+        ValueError: A setting the kind ignores, a placement that is not one of them, or an
+            unknown head.
     """
 
     kind: ChunkingKind | str = ChunkingKind.NAIVE
     chunk_size: int | None = None
     window: int | None = None
-    late_heads: tuple[str, ...] | None = None
+    late_heads: Iterable[Head | str] | Head | str | None = None
     overlap: int | None = None
     placement: WindowPlacement | str | None = None
 
@@ -134,7 +139,10 @@ class ChunkerSpec:
         if self.late_heads is not None:
             if self.kind is not ChunkingKind.LATE:
                 raise ValueError("late_heads applies to late chunking (kind='late') only")
-            object.__setattr__(self, "late_heads", tuple(str(h) for h in self.late_heads))
+            # read as LateChunker reads it (Head members or names, one head, or none), and
+            # checked here, not by each actor; str(Head.DENSE) is "Head.DENSE", not a name
+            heads = parse_heads(self.late_heads)
+            object.__setattr__(self, "late_heads", tuple(sorted(h.value for h in heads)))
 
     def build(self, encoder: M3Encoder) -> Any:
         """The chunker on ``encoder`` (``None`` for whole documents)."""
