@@ -30,6 +30,7 @@ from m3kit.checkpoint import (
     Pooling,
     resolve_checkpoint,
 )
+from m3kit.checkpoint_save import save_folder_whole
 from m3kit.errors import CheckpointError, HeadNotAvailableError
 from m3kit.heads import M3Heads, is_git_lfs_pointer, refuse_git_lfs_pointer
 
@@ -142,34 +143,34 @@ class M3Model(nn.Module):
 
         Files: transformers backbone (safetensors) + tokenizer + ``colbert_linear.pt`` +
         ``sparse_linear.pt`` + ``m3kit.json`` + sentence-transformers metadata (dense head).
-        ``m3kit.saving`` marks the folder while the files are written: a save that does not
-        finish (a killed run, a full disk) leaves it, and m3kit refuses to load the folder
-        rather than read a half-written checkpoint.
+
+        The files are written into a new folder inside ``folder`` and swapped in only once
+        complete (:mod:`m3kit.checkpoint_save`): a save that fails (a full disk, an error)
+        leaves an earlier checkpoint in ``folder`` as it was. ``m3kit.saving`` marks the new
+        folder while it is written (and ``folder`` while the files are swapped), so what a
+        killed run leaves is refused on load. The folder's files that are no checkpoint's
+        (notes, logs) stay; the earlier weights, head and tokenizer files and its search
+        calibration (``m3kit_search.json``, measured on the old weights) do not.
         """
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SAVING_FILE).write_text(
-            "m3kit is writing a checkpoint here; if this file stays, the save did not finish\n",
-            encoding="utf-8",
-        )
-        _drop_earlier_weights(out)
-        self.backbone.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
-        _drop_stale_tokenizer_files(out, tokenizer.save_pretrained(str(out)))
-        if self.heads is not None:
-            self.heads.save(out)
-        config = {
-            "format_version": M3KIT_CONFIG_FORMAT,
-            "pooling": self.pooling.value,
-            "query_instruction": query_instruction,
-            "max_length": max_length,
-        }
-        (out / M3KIT_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
-        # A search calibration belongs to the weights it was measured on: new weights in
-        # this folder make it stale (it would also be ignored on load, with a warning).
-        (out / SEARCH_FILE).unlink(missing_ok=True)
-        _write_sentence_transformers_metadata(
-            out, self.hidden_size, self.pooling, max_length, query_instruction
-        )
+
+        def write(new: Path) -> None:
+            self.backbone.save_pretrained(str(new), safe_serialization=True)  # type: ignore[operator]
+            tokenizer.save_pretrained(str(new))
+            if self.heads is not None:
+                self.heads.save(new)
+            config = {
+                "format_version": M3KIT_CONFIG_FORMAT,
+                "pooling": self.pooling.value,
+                "query_instruction": query_instruction,
+                "max_length": max_length,
+            }
+            (new / M3KIT_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+            _write_sentence_transformers_metadata(
+                new, self.hidden_size, self.pooling, max_length, query_instruction
+            )
+
+        save_folder_whole(out, write, _checkpoint_files)
         if self.heads is not None and self.pooling is not Pooling.CLS:
             logger.warning(
                 "%s pools with %s: FlagEmbedding's BGEM3FlagModel pools with CLS unless told, "
@@ -179,7 +180,6 @@ class M3Model(nn.Module):
                 self.pooling.value,
                 self.pooling.value,
             )
-        (out / SAVING_FILE).unlink()
         return out
 
     # -- forward ----------------------------------------------------------------------------
@@ -348,30 +348,6 @@ def _has_pooler(path: Path) -> bool:
         ) from e
 
 
-def _drop_earlier_weights(out: Path) -> None:
-    """Delete the weight files of an earlier save in ``out`` before writing new ones.
-
-    A sharded save left its index beside a new single file (m3kit reads the index first and
-    failed on its missing shards; a single old file beside a new sharded save is what
-    transformers loads), and an M3 save's head files stayed beside a dense-only one, loading
-    the old heads with the new backbone.
-    """
-    names = {"model.safetensors", "pytorch_model.bin", COLBERT_FILE, SPARSE_FILE}
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = out / index_name
-        if index.is_file():
-            try:
-                shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            except (json.JSONDecodeError, AttributeError):
-                shards = {}
-            names.update(str(s) for s in shards.values())
-            names.add(index_name)
-    for name in sorted(names):
-        path = out / name
-        if path.is_file() and path.parent == out:
-            path.unlink()
-
-
 #: The files a Hugging Face tokenizer is saved in and loaded from.
 _SAVED_TOKENIZER_FILES = (
     "tokenizer.json",
@@ -389,25 +365,37 @@ _SAVED_TOKENIZER_FILES = (
 )
 
 
-def _drop_stale_tokenizer_files(out: Path, written: Any) -> None:
-    """Delete the tokenizer files in ``out`` that the new tokenizer's save did not write.
+def _checkpoint_files(folder: Path) -> set[str]:
+    """The names in ``folder`` that belong to its checkpoint, not carried into a new save.
 
-    They are an earlier model's, and loading took them with the new tokenizer: another
-    model's ``special_tokens_map.json`` made ``[PAD]`` / ``[CLS]`` the padding and CLS
-    tokens, ids outside the new vocabulary.
-
-    Args:
-        out: The checkpoint folder.
-        written: What ``tokenizer.save_pretrained(out)`` returned (the paths it wrote); not a
-            list of paths (a tokenizer of another kind): nothing is deleted.
+    Its weights (a sharded save's index and shards too: beside a new single file m3kit read
+    the index first and failed on its missing shards), its head files (beside a dense-only
+    save they loaded the old heads with the new backbone), its tokenizer files (another
+    model's ``special_tokens_map.json`` made ``[PAD]`` / ``[CLS]`` the new tokenizer's padding
+    and CLS tokens) and its search calibration (measured on the old weights).
     """
-    if not isinstance(written, (tuple, list)):
-        return
-    kept = {Path(str(f)).name for f in written}
-    for name in _SAVED_TOKENIZER_FILES:
-        path = out / name
-        if name not in kept and path.is_file():
-            path.unlink()
+    names = {
+        "model.safetensors",
+        "pytorch_model.bin",
+        "config.json",
+        "generation_config.json",
+        COLBERT_FILE,
+        SPARSE_FILE,
+        M3KIT_CONFIG_FILE,
+        SEARCH_FILE,
+        SAVING_FILE,
+        *_SAVED_TOKENIZER_FILES,
+    }
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            except (json.JSONDecodeError, AttributeError):
+                shards = {}
+            names.update(str(s) for s in shards.values())
+            names.add(index_name)
+    return names
 
 
 def _write_sentence_transformers_metadata(

@@ -204,11 +204,13 @@ def test_a_save_over_another_models_checkpoint_leaves_none_of_its_tokenizer_file
     assert loaded(text)["input_ids"] == expected(text)["input_ids"]
 
 
-def test_a_save_that_did_not_finish_is_refused_not_loaded_half_written(
+def test_a_save_that_did_not_finish_leaves_no_half_written_checkpoint(
     tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A mean-pooled model's save stopped after its head files (killed, disk full) loaded as
-    a CLS-pooled M3 checkpoint: m3kit.json and 1_Pooling were not written yet."""
+    a CLS-pooled M3 checkpoint: m3kit.json and 1_Pooling were not written yet. Now nothing
+    is left at the target (a killed save's folder is refused:
+    tests/core/test_checkpoint_save.py)."""
     from m3kit.heads import M3Heads
 
     enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling="mean")
@@ -221,8 +223,9 @@ def test_a_save_that_did_not_finish_is_refused_not_loaded_half_written(
     monkeypatch.setattr(M3Heads, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         enc.model.save(tmp_path / "out", enc.tokenizer)
-    with pytest.raises(CheckpointError, match="did not finish"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         resolve_checkpoint(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(M3Heads, "save", write_heads)
     out = enc.model.save(tmp_path / "out", enc.tokenizer)  # saving again completes it
     assert resolve_checkpoint(out).pooling is Pooling.MEAN
