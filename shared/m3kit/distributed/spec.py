@@ -179,6 +179,9 @@ class EncoderSpec:
             onnx_cache_dir=self.onnx_cache_dir,
             trust_remote_code=self.trust_remote_code,
         )
+        # from_pretrained reads None as "the checkpoint's own instruction"; the parent's None
+        # (one set after loading a checkpoint that declares one) means no prefix
+        encoder.query_instruction = self.query_instruction
         if self.identity is not None:
             from m3kit.fingerprint import encoder_fingerprint
 
