@@ -247,19 +247,18 @@ def _restore_own_keys(index: M3Index, docs: list[Document], entries: list[_Entry
     round trip keeps them rather than deleting them. Such a document is stored whole (one
     returned as a chunk of several is refused before), so its chunk 0 holds them.
     """
-    stripped = {
-        point_id(e.doc_id, 0): e
-        for e in entries
-        if e.doc_id is not None
-        and e.chunk is None
-        and len(e.metadata) < len(docs[e.position].metadata)
-    }
+    stripped: dict[str, list[_Entry]] = defaultdict(list)
+    for e in entries:
+        dropped = len(e.metadata) < len(docs[e.position].metadata)
+        if e.doc_id is not None and e.chunk is None and dropped:
+            stripped[point_id(e.doc_id, 0)].append(e)
     pids = list(stripped)
     for start in range(0, len(pids), _LOOKUP_BATCH):
         for pid, payload in index.store.points(pids[start : start + _LOOKUP_BATCH]).items():
             own = payload.get(METADATA)
             if isinstance(own, dict):
-                stripped[pid].metadata.update({k: own[k] for k in RETRIEVER_KEYS if k in own})
+                for e in stripped[pid]:
+                    e.metadata.update({k: own[k] for k in RETRIEVER_KEYS if k in own})
 
 
 def _shows_chunk(doc: Document, doc_id: str, payload: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ def test_readded_result_keeps_own_keys(tiny_encoder: M3Encoder) -> None:
     (hit,) = retriever.invoke("film review")
     # shown over the user's keys (documented), but not written over them
     assert hit.metadata["doc_id"] == "r1" and hit.metadata["chunk_index"] == 0
-    assert retriever.add_documents([hit]) == ["r1"]
+    assert retriever.add_documents([hit, hit]) == ["r1", "r1"]  # twice in one call too
     assert store.get_by_ids(["r1"])[0].metadata == own
     # edited text, added back: the edit is stored, the user's own keys stay
     edited = hit.model_copy(update={"page_content": "A review of the film: four stars."})
