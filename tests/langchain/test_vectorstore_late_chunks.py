@@ -292,6 +292,7 @@ def test_read_back_chunks_keep_their_late_vectors(
     # chunk_index (its place in the source), are not stored and the stored one is kept, so
     # added back unchanged it is kept as stored (it lost chunk_index and was refused)
     (shown,) = M3Retriever(index=store.index, k=1).invoke(chunks[1].page_content)
+    assert shown.id is not None
     stored = store.get_by_ids([shown.id])
     assert M3Retriever(index=store.index).add_documents([shown]) == [shown.id]
     assert store.get_by_ids([shown.id]) == stored
