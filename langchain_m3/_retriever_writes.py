@@ -63,7 +63,8 @@ class RetrieverWrites:
             show_progress: tqdm bars (default: for large batches).
 
         A document this retriever returned, added back, is the stored document: the
-        ``score``, ``doc_id`` and ``chunk_index`` it shows are not stored as its metadata.
+        ``score``, ``doc_id`` and ``chunk_index`` it shows are not stored as its metadata,
+        and the stored document's own keys of those names (which it shows over) are kept.
 
         Returns:
             The document ids, in order.

@@ -26,7 +26,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from langchain_m3._documents import without_retriever_keys
+from langchain_m3._documents import RETRIEVER_KEYS, without_retriever_keys
 from langchain_m3.splitter import (
     CHUNK_INDEX_KEY,
     END_INDEX_KEY,
@@ -132,6 +132,8 @@ def write_documents(
     given = _ids(docs, ids, generate_missing_ids)
     _refuse_read_back_chunks(index, docs, given)
     entries = [_entry(index, i, doc, given[i], retriever_results) for i, doc in enumerate(docs)]
+    if retriever_results:
+        _restore_own_keys(index, docs, entries)
     _check_duplicates(entries)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -233,6 +235,30 @@ def _refuse_read_back_chunks(index: M3Index, docs: list[Document], ids: list[str
                 "its whole text under its id; to store the chunk as a document of its own, "
                 f"give it another id (and drop {CHUNK_INDEX_KEY!r} from its metadata)."
             )
+
+
+def _restore_own_keys(index: M3Index, docs: list[Document], entries: list[_Entry]) -> None:
+    """Give the returned documents written back the user's own ``score`` / ``doc_id`` /
+    ``chunk_index`` metadata their stored document has.
+
+    ``M3Retriever`` shows these keys over the user's keys of the same name, and a returned
+    document added back is written without them (:func:`without_retriever_keys`); the stored
+    document's own values (which the returned ``Document`` never showed) are put back, so the
+    round trip keeps them rather than deleting them. Such a document is stored whole (one
+    returned as a chunk of several is refused before), so its chunk 0 holds them.
+    """
+    stripped: dict[str, list[_Entry]] = defaultdict(list)
+    for e in entries:
+        dropped = len(e.metadata) < len(docs[e.position].metadata)
+        if e.doc_id is not None and e.chunk is None and dropped:
+            stripped[point_id(e.doc_id, 0)].append(e)
+    pids = list(stripped)
+    for start in range(0, len(pids), _LOOKUP_BATCH):
+        for pid, payload in index.store.points(pids[start : start + _LOOKUP_BATCH]).items():
+            own = payload.get(METADATA)
+            if isinstance(own, dict):
+                for e in stripped[pid]:
+                    e.metadata.update({k: own[k] for k in RETRIEVER_KEYS if k in own})
 
 
 def _shows_chunk(doc: Document, doc_id: str, payload: dict[str, Any]) -> bool:

@@ -288,10 +288,17 @@ def test_read_back_chunks_keep_their_late_vectors(
     edited = back[0].model_copy(update={"metadata": {**back[0].metadata, "tag": "x"}})
     with pytest.raises(ValueError, match="encoded on its own text"):
         store.add_documents([edited])
-    with pytest.raises(ValueError, match="encoded on its own text"):  # the retriever's shape
-        M3Retriever(index=store.index).add_documents(
-            M3Retriever(index=store.index, k=1).invoke(chunks[1].page_content)
-        )
+    # the retriever's shape: its score / doc_id / chunk_index, shown over the chunk's own
+    # chunk_index (its place in the source), are not stored and the stored one is kept, so
+    # added back unchanged it is kept as stored (it lost chunk_index and was refused)
+    (shown,) = M3Retriever(index=store.index, k=1).invoke(chunks[1].page_content)
+    assert shown.id is not None
+    stored = store.get_by_ids([shown.id])
+    assert M3Retriever(index=store.index).add_documents([shown]) == [shown.id]
+    assert store.get_by_ids([shown.id]) == stored
+    tagged = shown.model_copy(update={"metadata": {**shown.metadata, "tag": "x"}})
+    with pytest.raises(ValueError, match="encoded on its own text"):
+        M3Retriever(index=store.index).add_documents([tagged])
     assert written == []  # (the search encoded its query)
     # a new text under a chunk's id is an edit: encoded (on its own, there is no source)
     store.add_documents([Document("A new text.", id=ids[1])])
