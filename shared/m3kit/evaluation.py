@@ -41,14 +41,26 @@ def _grades(relevant: Relevance) -> dict[str, float]:
     return {str(doc_id): float(grade) for doc_id, grade in relevant.items()}
 
 
-def _single_string(ranked_ids: object, whose: str) -> ValueError | None:
-    """The error for a ranking given as one string (read as its characters), else ``None``."""
-    if not isinstance(ranked_ids, str):
-        return None
-    return ValueError(
-        f"{whose} is the single string {ranked_ids[:60]!r}, which would be read as one "
-        "document id per character: give a list of document ids, best first"
-    )
+def _unusable_ranking(ranked_ids: object, whose: str) -> ValueError | None:
+    """The error for a ranking given as one string (read as its characters), as a mapping
+    (``{doc_id: score}``, read in insertion order, not by score) or as a set (no order), else
+    ``None``."""
+    if isinstance(ranked_ids, str):
+        return ValueError(
+            f"{whose} is the single string {ranked_ids[:60]!r}, which would be read as one "
+            "document id per character: give a list of document ids, best first"
+        )
+    if isinstance(ranked_ids, Mapping):
+        return ValueError(
+            f"{whose} is a mapping ({{doc_id: score}}), which would be read in insertion "
+            "order, not by score: give a list of document ids, best first (e.g. "
+            "sorted(scores, key=scores.__getitem__, reverse=True))"
+        )
+    if isinstance(ranked_ids, (set, frozenset)):
+        return ValueError(
+            f"{whose} is a set, which has no order: give a list of document ids, best first"
+        )
+    return None
 
 
 def _cutoff(k: object) -> int:
@@ -76,7 +88,7 @@ def checked_cutoffs(ks: Iterable[object]) -> list[int]:
 
 def _top_k(ranked_ids: Sequence[str], k: int) -> list[str]:
     k = _cutoff(k)
-    error = _single_string(ranked_ids, "the ranking")
+    error = _unusable_ranking(ranked_ids, "the ranking")
     if error is not None:
         raise error
     seen: set[str] = set()
@@ -207,7 +219,8 @@ def evaluate_rankings(
 
     Raises:
         ValueError: If no query in ``qrels`` has a relevant document, a ranking is a
-            single string (not a list of ids), or a cut-off is not an integer ``>= 1``.
+            single string, a mapping or a set (not a list of ids, best first), or a cut-off is
+            not an int ``>= 1``.
 
     >>> m = evaluate_rankings({"q1": ["a", "b"], "q2": ["c", "d"]},
     ...                       {"q1": {"a": 1}, "q2": {"d": 1}}, ks=(1, 2))
@@ -220,7 +233,7 @@ def evaluate_rankings(
         raise ValueError("qrels hold no query with a relevant document")
     ranked_runs = {str(qid): ranked for qid, ranked in run.items()}
     for qid, ranked in ranked_runs.items():
-        error = _single_string(ranked, f"the ranking of query {qid!r}")
+        error = _unusable_ranking(ranked, f"the ranking of query {qid!r}")
         if error is not None:
             raise error
     found = sum(qid in ranked_runs for qid in judged)

@@ -90,6 +90,19 @@ def test_a_ranking_given_as_one_string_is_an_error() -> None:
     assert evaluate_rankings({"q1": ("d1",)}, {"q1": {"d1": 1.0}}, ks=(1,))["hit@1"] == 1.0
 
 
+def test_a_scored_or_unordered_ranking_is_an_error() -> None:
+    """A run in the ``{query: {doc: score}}`` form of trec_eval / BEIR / ranx was read in the
+    dict's insertion order, not by score: the relevant "b" (0.9) ranked below "a" (0.1) and
+    hit@1 was 0.0, silently. A set has no order at all."""
+    with pytest.raises(ValueError, match=r"ranking of query 'q1' is a mapping .*best first"):
+        evaluate_rankings({"q1": {"a": 0.1, "b": 0.9}}, {"q1": {"b": 1.0}}, ks=(1,))
+    for unordered in ({"a": 0.1, "b": 0.9}, {"a", "b"}, frozenset({"a", "b"})):
+        for metric in (ndcg_at_k, mrr_at_k, hit_at_k, recall_at_k):
+            with pytest.raises(ValueError, match="the ranking is a (mapping|set)"):
+                metric(unordered, {"b"}, 1)  # type: ignore[arg-type]
+    assert evaluate_rankings({"q1": ["b", "a"]}, {"q1": {"b": 1.0}}, ks=(1,))["hit@1"] == 1.0
+
+
 def test_evaluate_rankings_golden() -> None:
     run = {"q1": ["a", "b", "c"], "q2": ["x", "y", "d"], "q3": ["z"], "unjudged": ["a"]}
     qrels = {"q1": {"a": 1.0}, "q2": {"d": 1.0, "e": 1.0}, "q3": {"w": 1.0}, "q4": {"a": 1.0}}
