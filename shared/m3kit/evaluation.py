@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -40,20 +41,54 @@ def _grades(relevant: Relevance) -> dict[str, float]:
     return {str(doc_id): float(grade) for doc_id, grade in relevant.items()}
 
 
-def _single_string(ranked_ids: object, whose: str) -> ValueError | None:
-    """The error for a ranking given as one string (read as its characters), else ``None``."""
-    if not isinstance(ranked_ids, str):
-        return None
-    return ValueError(
-        f"{whose} is the single string {ranked_ids[:60]!r}, which would be read as one "
-        "document id per character: give a list of document ids, best first"
-    )
+def _unusable_ranking(ranked_ids: object, whose: str) -> ValueError | None:
+    """The error for a ranking given as one string (read as its characters), as a mapping
+    (``{doc_id: score}``, read in insertion order, not by score) or as a set (no order), else
+    ``None``."""
+    if isinstance(ranked_ids, str):
+        return ValueError(
+            f"{whose} is the single string {ranked_ids[:60]!r}, which would be read as one "
+            "document id per character: give a list of document ids, best first"
+        )
+    if isinstance(ranked_ids, Mapping):
+        return ValueError(
+            f"{whose} is a mapping ({{doc_id: score}}), which would be read in insertion "
+            "order, not by score: give a list of document ids, best first (e.g. "
+            "sorted(scores, key=scores.__getitem__, reverse=True))"
+        )
+    if isinstance(ranked_ids, (set, frozenset)):
+        return ValueError(
+            f"{whose} is a set, which has no order: give a list of document ids, best first"
+        )
+    return None
+
+
+def _cutoff(k: object) -> int:
+    """``k`` as an ``int``; anything but an int ``>= 1`` is an error, worded as a search's
+    ``k`` (a float such as ``1.5`` scored the whole ranking; ``True`` would be read as 1)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be an int >= 1, not {k!r}")
+    return int(k)
+
+
+def checked_cutoffs(ks: Iterable[object]) -> list[int]:
+    """The cut-offs ``ks``, each checked as :func:`ndcg_at_k` checks ``k``, sorted, once each.
+
+    Raises:
+        ValueError: No cut-off, or one that is not an integer ``>= 1``.
+
+    >>> checked_cutoffs((10, 1, 10))
+    [1, 10]
+    """
+    cutoffs = sorted({_cutoff(k) for k in ks})
+    if not cutoffs:
+        raise ValueError("give at least one cut-off k")
+    return cutoffs
 
 
 def _top_k(ranked_ids: Sequence[str], k: int) -> list[str]:
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    error = _single_string(ranked_ids, "the ranking")
+    k = _cutoff(k)
+    error = _unusable_ranking(ranked_ids, "the ranking")
     if error is not None:
         raise error
     seen: set[str] = set()
@@ -183,23 +218,22 @@ def evaluate_rankings(
         plus ``"queries"`` (the number of queries averaged).
 
     Raises:
-        ValueError: If no query in ``qrels`` has a relevant document, or a ranking is a
-            single string (not a list of ids).
+        ValueError: If no query in ``qrels`` has a relevant document, a ranking is a
+            single string, a mapping or a set (not a list of ids, best first), or a cut-off is
+            not an int ``>= 1``.
 
     >>> m = evaluate_rankings({"q1": ["a", "b"], "q2": ["c", "d"]},
     ...                       {"q1": {"a": 1}, "q2": {"d": 1}}, ks=(1, 2))
     >>> m["hit@1"], m["mrr@2"], m["recall@2"], m["queries"]
     (0.5, 0.75, 1.0, 2.0)
     """
-    cutoffs = sorted({int(k) for k in ks})
-    if not cutoffs:
-        raise ValueError("give at least one cut-off k")
+    cutoffs = checked_cutoffs(ks)
     judged = judged_queries(qrels)
     if not judged:
         raise ValueError("qrels hold no query with a relevant document")
     ranked_runs = {str(qid): ranked for qid, ranked in run.items()}
     for qid, ranked in ranked_runs.items():
-        error = _single_string(ranked, f"the ranking of query {qid!r}")
+        error = _unusable_ranking(ranked, f"the ranking of query {qid!r}")
         if error is not None:
             raise error
     found = sum(qid in ranked_runs for qid in judged)

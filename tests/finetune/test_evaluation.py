@@ -67,6 +67,19 @@ def test_bad_k_is_an_error() -> None:
         ndcg_at_k(["a"], {"a"}, 0)
 
 
+@pytest.mark.parametrize("k", [1.5, 10.7, 2.0, True])
+def test_a_cutoff_that_is_not_an_integer_is_an_error(k: float) -> None:
+    """hit@1.5, MRR@1.5 and recall@1.5 scored the whole ranking (a hit at rank 2 counted),
+    ``evaluate_rankings(ks=(10.7,))`` reported it as ``@10``, and nDCG raised a bare
+    TypeError about slice indices."""
+    for metric in (ndcg_at_k, mrr_at_k, hit_at_k, recall_at_k):
+        with pytest.raises(ValueError, match=f"k must be an int >= 1, not {k!r}"):
+            metric(["x", "a"], {"a"}, k)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"k must be an int >= 1, not {k!r}"):
+        evaluate_rankings({"q1": ["x", "a"]}, {"q1": {"a": 1.0}}, ks=(k,))  # type: ignore[arg-type]
+    assert hit_at_k(["x", "a"], {"a"}, np.int64(2)) == 1.0  # a NumPy integer is an integer
+
+
 def test_a_ranking_given_as_one_string_is_an_error() -> None:
     """A string ranking was read as its characters: ``{"q1": "12"}`` scored a hit for
     document "1" (and "d1" a miss), silently."""
@@ -75,6 +88,19 @@ def test_a_ranking_given_as_one_string_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"single string 'd1'"):
         ndcg_at_k("d1", {"d1"}, 10)
     assert evaluate_rankings({"q1": ("d1",)}, {"q1": {"d1": 1.0}}, ks=(1,))["hit@1"] == 1.0
+
+
+def test_a_scored_or_unordered_ranking_is_an_error() -> None:
+    """A run in the ``{query: {doc: score}}`` form of trec_eval / BEIR / ranx was read in the
+    dict's insertion order, not by score: the relevant "b" (0.9) ranked below "a" (0.1) and
+    hit@1 was 0.0, silently. A set has no order at all."""
+    with pytest.raises(ValueError, match=r"ranking of query 'q1' is a mapping .*best first"):
+        evaluate_rankings({"q1": {"a": 0.1, "b": 0.9}}, {"q1": {"b": 1.0}}, ks=(1,))
+    for unordered in ({"a": 0.1, "b": 0.9}, {"a", "b"}, frozenset({"a", "b"})):
+        for metric in (ndcg_at_k, mrr_at_k, hit_at_k, recall_at_k):
+            with pytest.raises(ValueError, match="the ranking is a (mapping|set)"):
+                metric(unordered, {"b"}, 1)  # type: ignore[arg-type]
+    assert evaluate_rankings({"q1": ["b", "a"]}, {"q1": {"b": 1.0}}, ks=(1,))["hit@1"] == 1.0
 
 
 def test_evaluate_rankings_golden() -> None:

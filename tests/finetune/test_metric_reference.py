@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3kit.evaluation import evaluate_rankings, hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from m3kit.finetune.evaluate import _rank
 
 DOC_IDS = [f"d{i}" for i in range(12)]
 
@@ -109,3 +111,41 @@ def test_several_relevant_graded_worked_example() -> None:
     assert mrr_at_k(ranked, grades, 10) == 1.0
     # k far beyond the ranking: the same as the whole ranking
     assert ndcg_at_k(ranked, grades, 1000) == ndcg_at_k(ranked, grades, 4)
+
+
+def test_golden_values_from_trec_eval_and_the_tie_convention() -> None:
+    """Values ``pytrec_eval`` (trec_eval 9) gave for these qrels and scores, pinned.
+
+    trec_eval orders tied scores by document id *descending*; ``evaluate_heads`` (``_rank``),
+    the store and RRF order them by id *ascending* (deterministic, documented): q4's tie is
+    where the two conventions part. A query judged only 0 scores 0 per query in both, but
+    ``evaluate_rankings`` leaves it out of the mean where trec_eval would average it in.
+    """
+    qrels: dict[str, dict[str, float]] = {
+        "q1": {"a": 3, "b": 2, "c": 0, "z": 1},  # graded; "z" never retrieved
+        "q2": {"d": 0},  # judged, nothing relevant
+        "q4": {"r": 1, "s": 2},
+    }
+    # q1 scores c 4.0, b 3.0, x 2.0, a 1.0; "b" repeated (two chunks of one document)
+    q1 = ["c", "b", "b", "x", "a"]
+    assert ndcg_at_k(q1, qrels["q1"], 3) == pytest.approx(0.26499301486112564, abs=1e-12)
+    assert ndcg_at_k(q1, qrels["q1"], 10) == pytest.approx(0.5363218250207072, abs=1e-12)
+    assert ndcg_at_k(q1, qrels["q1"], 100) == ndcg_at_k(q1, qrels["q1"], 10)  # k > corpus
+    assert mrr_at_k(q1, qrels["q1"], 10) == 0.5
+    assert hit_at_k(q1, qrels["q1"], 1) == 0.0
+    assert recall_at_k(q1, qrels["q1"], 3) == pytest.approx(1 / 3)
+    assert recall_at_k(q1, qrels["q1"], 100) == pytest.approx(2 / 3)
+    for metric in (ndcg_at_k, mrr_at_k, hit_at_k, recall_at_k):
+        assert metric(["d"], qrels["q2"], 10) == 0.0
+    # q4 scores p 1.0, r 1.0, s 0.5: trec_eval ranks r, p, s (r rank 1) ...
+    assert ndcg_at_k(["r", "p", "s"], qrels["q4"], 10) == pytest.approx(0.7601875334318685)
+    # ... m3kit's evaluation ranks p, r, s: nDCG (1/log2(3) + 2/2) / (2 + 1/log2(3))
+    (q4,) = _rank(np.array([[1.0, 1.0, 0.5]], dtype=np.float32), ["r", "p", "s"], 10)
+    assert q4 == ["p", "r", "s"]
+    tied = (1 / math.log2(3) + 1.0) / (2 + 1 / math.log2(3))
+    assert ndcg_at_k(q4, qrels["q4"], 10) == pytest.approx(tied, abs=1e-12)
+    assert ndcg_at_k(q4, qrels["q4"], 10) == pytest.approx(0.6199, abs=1e-4)
+    assert mrr_at_k(q4, qrels["q4"], 10) == 0.5  # trec_eval's order: 1.0
+    m = evaluate_rankings({"q1": q1, "q2": ["d"], "q4": q4}, qrels, ks=(10,))
+    assert m["queries"] == 2.0  # q2 left out (trec_eval -c would average 3 queries)
+    assert m["ndcg@10"] == pytest.approx((0.5363218250207072 + tied) / 2, abs=1e-12)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from m3kit.evaluation import evaluate_rankings, ndcg_at_k
+from m3kit.evaluation import checked_cutoffs, evaluate_rankings, ndcg_at_k
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head
 from m3kit.significance import best_of_p_value
@@ -426,9 +426,7 @@ def evaluate_searches(
 ) -> dict[str, dict[str, float]]:
     """:func:`evaluate_search` of several rankings, ``{label: metrics}``; the corpus and the
     queries are encoded and stored once for all of them."""
-    cutoffs = sorted({int(k) for k in ks})
-    if not cutoffs:
-        raise ValueError("give at least one cut-off k")
+    cutoffs = checked_cutoffs(ks)
     out: dict[str, dict[str, float]] = {}
     with calibration_task(encoder, corpus, queries, qrels, max_length, show_progress) as task:
         for label, one in settings.items():
