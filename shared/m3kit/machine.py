@@ -35,7 +35,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: CPU flags that decide how fast the encoder runs (as Linux spells them in /proc/cpuinfo).
+#: CPU flags that decide how fast the encoder runs (as Linux spells them in /proc/cpuinfo:
+#: x86's ``flags``, then Arm's ``Features``: dot products, int8 and bf16 matrix multiply, SVE).
 RELEVANT_CPU_FLAGS = (
     "avx2",
     "fma",
@@ -48,6 +49,12 @@ RELEVANT_CPU_FLAGS = (
     "amx_bf16",
     "amx_int8",
     "amx_fp16",
+    "asimddp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+    "svebf16",
 )
 
 _CPUINFO = Path("/proc/cpuinfo")

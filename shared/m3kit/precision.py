@@ -16,7 +16,8 @@ themselves are the pure functions :func:`cpu_bf16_support` and :func:`gpu_bf16_s
   there, which is why its answer is not used). When the flags cannot be read (not Linux),
   ``torch.backends.cpu.get_cpu_capability()`` is a secondary signal that can only rule bf16 out
   (``AVX512`` does not say whether bf16 is native), so the choice is fp32. Apple Silicon and
-  other Arm CPUs get fp32: m3kit has no measurement showing torch's CPU bf16 faster there.
+  other Arm CPUs get fp32: m3kit has no measurement showing torch's CPU bf16 faster there
+  (an Arm CPU's own ``bf16`` / ``svebf16`` flags, e.g. Graviton 3's, are named in the reason).
 - GPU: compute capability >= 8.0 (Ampere and newer) of the device actually used (``cuda:1``
   asks device 1). Older GPUs (T4, V100) emulate bf16, so ``auto`` picks fp16 on them.
 
@@ -144,17 +145,13 @@ def cpu_bf16_support(
             "Apple Silicon: m3kit has no measurement showing torch's CPU bf16 faster than "
             "fp32 there",
         )
+    if arch.lower() in ("aarch64", "arm64"):
+        return _arm_bf16_support(flags)
     if flags is not None:
         present = frozenset(flags)
         for flag in _NATIVE_CPU_FLAGS:
             if flag in present:
                 return Bf16Support(True, f"CPU reports {flag}")
-        if arch.lower() in ("aarch64", "arm64"):
-            return Bf16Support(
-                False,
-                "Arm CPU: no avx512_bf16/amx_bf16, and m3kit has no measurement of torch's "
-                "Arm bf16 kernels",
-            )
         if "avx512f" in present:
             return Bf16Support(
                 False, "CPU reports avx512f but neither avx512_bf16 nor amx_bf16: bf16 is emulated"
@@ -168,6 +165,22 @@ def cpu_bf16_support(
     if torch_capability.upper() != "AVX512":
         return Bf16Support(False, f"{seen}: no AVX-512, so neither avx512_bf16 nor amx_bf16")
     return Bf16Support(False, f"{seen}, which does not tell whether bf16 is native")
+
+
+def _arm_bf16_support(flags: Iterable[str] | None) -> Bf16Support:
+    """Linux Arm CPUs (Graviton, Ampere, Grace): fp32, with the CPU's own flags named.
+
+    Arm spells its bf16 instructions ``bf16`` (BFDOT / BFMMLA) and ``svebf16`` in the
+    ``Features`` line; they are reported, but ``auto`` stays fp32 until a measurement shows
+    torch's Arm bf16 kernels faster than fp32 there.
+    """
+    no_measurement = "m3kit has no measurement showing torch's CPU bf16 faster than fp32 there"
+    if flags is None:
+        return Bf16Support(False, f"Arm CPU, flags unreadable: {no_measurement}")
+    present = sorted(frozenset(flags) & {"bf16", "svebf16"})
+    if present:
+        return Bf16Support(False, f"Arm CPU reports {'/'.join(present)}, but {no_measurement}")
+    return Bf16Support(False, "Arm CPU without the bf16 flag: bf16 is emulated")
 
 
 def gpu_bf16_support(capability: tuple[int, int], name: str = "GPU") -> Bf16Support:

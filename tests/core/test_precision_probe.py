@@ -35,7 +35,8 @@ COOPER_LAKE = CASCADE_LAKE | {"avx512_bf16"}
 SAPPHIRE_RAPIDS = COOPER_LAKE | {"amx_tile", "amx_bf16", "amx_int8", "avx512_fp16"}
 ZEN4 = CASCADE_LAKE | {"avx512_bf16"}  # AMD EPYC Genoa
 ZEN3 = {"avx", "avx2", "fma"}
-GRAVITON3 = {"fp", "asimd", "sve", "bf16", "svebf16", "i8mm"}  # /proc/cpuinfo "Features"
+GRAVITON3 = {"fp", "asimd", "asimddp", "sve", "bf16", "svebf16", "i8mm"}  # "Features" line
+GRAVITON2 = {"fp", "asimd", "asimddp", "atomics"}  # Neoverse N1: no bf16
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,10 @@ GRAVITON3 = {"fp", "asimd", "sve", "bf16", "svebf16", "i8mm"}  # /proc/cpuinfo "
         (SKYLAKE_SP, {}, False, "bf16 is emulated"),
         (ZEN3, {}, False, "neither avx512_bf16 nor amx_bf16"),
         (set(), {}, False, "neither"),
-        (GRAVITON3, {"arch": "aarch64"}, False, "Arm CPU"),
+        # Arm flags are read by their own names; fp32 either way until measured there
+        (GRAVITON3, {"arch": "aarch64"}, False, "Arm CPU reports bf16"),
+        (GRAVITON2, {"arch": "aarch64"}, False, "Arm CPU without the bf16 flag"),
+        (None, {"arch": "aarch64", "torch_capability": "SVE256"}, False, "Arm CPU, flags unread"),
         (None, {"system": "Darwin", "arch": "arm64"}, False, "Apple Silicon"),
         # no flags: torch's capability can only rule bf16 out
         (None, {"torch_capability": "AVX512"}, False, "does not tell whether bf16 is native"),
@@ -184,6 +188,23 @@ def test_describe_machine_matches_this_machine() -> None:
     md = info.markdown()
     assert info.cpu_model in md and f"torch {torch.__version__}" in md
     assert ("bf16 on CPU: native" if info.cpu_bf16_native else "bf16 on CPU: not native") in md
+
+
+def test_describe_machine_names_arm_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Graviton 3's benchmark header lists its own bf16 / SVE / dot-product flags, not
+    "none of avx2, fma, ..." (x86 names only), and says why auto stays fp32 there."""
+    import m3kit.machine
+    from m3kit.machine import CpuFlags
+
+    fake = CpuFlags(model="Graviton3", flags=frozenset(GRAVITON3), source="test")
+    monkeypatch.setattr(m3kit.machine, "read_cpu_flags", lambda: fake)
+    monkeypatch.setattr(m3kit.precision, "read_cpu_flags", lambda: fake)
+    monkeypatch.setattr(m3kit.precision.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(m3kit.precision.platform, "system", lambda: "Linux")
+    info = describe_machine()
+    assert {"bf16", "svebf16", "sve", "i8mm", "asimddp"} <= set(info.cpu_flags)
+    assert not info.cpu_bf16_native and "Arm CPU reports bf16" in info.cpu_bf16_reason
+    assert "none of" not in info.markdown()
 
 
 def test_bf16_support_is_a_frozen_value() -> None:
