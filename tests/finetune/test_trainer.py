@@ -299,6 +299,20 @@ def test_auto_precision_trains_in_what_the_cpu_runs_natively(
         assert M3Finetuner(cfg).fit(toy_examples).precision == want
 
 
+def test_a_gpu_index_the_trainer_would_not_train_on_is_refused(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers' Trainer trains on cuda:0 whatever index is given: ``device="cuda:1"``
+    on a T4 (0) + A100 (1) machine had "auto" probe the A100 (bf16) and train in bf16 on the
+    T4, which only emulates it. The index is refused, naming CUDA_VISIBLE_DEVICES."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for device in ("cuda:1", torch.device("cuda", 2)):
+        with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES=.* and device='cuda'"):
+            _config(tiny_m3_path, tmp_path / "ft", device=device)
+    for device in ("cuda", "cuda:0", "cpu"):  # what the Trainer trains on
+        assert _config(tiny_m3_path, tmp_path / "ft", device=device).device == device
+
+
 def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> None:
     cfg = FinetuneConfig.flagembedding("model", tmp_path, epochs=2)
     # the settings m3kit used before the MiniLM sweep changed its defaults

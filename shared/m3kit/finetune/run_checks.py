@@ -10,7 +10,33 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from m3kit.finetune.trainer import FinetuneConfig
 
-__all__ = ["check_max_lengths", "check_output_path"]
+__all__ = ["check_max_lengths", "check_output_path", "check_training_device"]
+
+
+def check_training_device(device: str) -> None:
+    """Refuse a GPU index the run would not train on.
+
+    transformers' ``Trainer`` trains on ``cuda:0`` (and every visible GPU with DataParallel)
+    whatever index is named, while ``precision="auto"`` would probe the GPU named: on a
+    T4 (0) + A100 (1) machine ``device="cuda:1"`` picked bf16, then trained on the T4, which
+    only emulates it.
+
+    Raises:
+        ValueError: ``device`` names a CUDA device other than 0; the message says how to
+            train on it (``CUDA_VISIBLE_DEVICES``).
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return  # not a device torch knows: the run's own torch.device(...) call says so
+    if parsed.type == "cuda" and parsed.index not in (None, 0):
+        raise ValueError(
+            f"device {device!r}: fine-tuning trains on cuda:0 (transformers' Trainer ignores "
+            f"the index); to train on GPU {parsed.index}, run with "
+            f"CUDA_VISIBLE_DEVICES={parsed.index} and device='cuda'"
+        )
 
 
 def check_output_path(output_path: str | os.PathLike[str]) -> None:

@@ -33,6 +33,7 @@ from m3kit.finetune.length_buckets import candidates_in_buckets
 from m3kit.finetune.losses import (
     LossConfig,
 )
+from m3kit.finetune.run_checks import check_training_device
 from m3kit.finetune.training_loop import (
     NEW_SPARSE_WEIGHT,
     TrainingModule,
@@ -171,6 +172,8 @@ class FinetuneConfig:
             / ``value`` layers and a ``dropout`` (BERT, XLM-R and their kin); others raise.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available); a
             ``torch.device`` is read as its string (``torch.device("cpu")`` -> ``"cpu"``).
+            ``"cuda:1"`` and other indices but 0 are refused: transformers' Trainer trains on
+            ``cuda:0``; pick the GPU with ``CUDA_VISIBLE_DEVICES``.
         seed: Seeds shuffling, negative sampling and head initialisation.
         logging_steps: Log the loss every this many steps.
         show_progress: Show the Trainer's progress bar.
@@ -215,6 +218,8 @@ class FinetuneConfig:
         if isinstance(self.device, torch.device):
             # torch.device("cpu") != "cpu": the run would not be told to stay on the CPU
             self.device = str(self.device)
+        if self.device is not None:
+            check_training_device(self.device)
         if self.freeze_encoder and self.heads == {Head.DENSE}:
             raise ValueError(
                 "freeze_encoder with only the dense head trains nothing: the dense head has no "
