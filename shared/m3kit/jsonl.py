@@ -78,7 +78,8 @@ def iter_text_lines(path: Path) -> Iterator[str]:
 
 
 def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_no, row)`` for each non-blank line, which must hold a JSON object.
+    """``(line_no, row)`` for each non-blank line, which must hold a JSON object (each key
+    once: ``json`` would keep a repeated key's last value silently).
 
     >>> list(parse_json_rows(['{"a": 1}', "", '{"b": 2}'], "x.jsonl"))
     [(1, {'a': 1}), (3, {'b': 2})]
@@ -89,8 +90,8 @@ def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int,
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
+        try:  # a key given twice would keep its last value silently
+            row = json.loads(line, object_pairs_hook=unique_keys(f"{origin}:{line_no}: the row"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{origin}:{line_no}: not valid JSON ({e.msg})") from e
         if not isinstance(row, dict):

@@ -258,3 +258,50 @@ def test_qa_dataset_ids_that_are_one_string_are_refused(tmp_path: Path) -> None:
         {"queries": {1: "a?"}, "corpus": {"1": "x"}, "relevant_docs": {"1": [1]}}
     )
     assert ok.to_examples() == [TrainingExample("a?", ("x",))]
+
+
+@pytest.mark.parametrize(
+    "key", ["negs", "negatives", "hard_negatives", "positive", "positives", "Pos", "queries"]
+)
+def test_a_misspelt_query_pos_or_neg_key_is_an_error_naming_it(tmp_path: Path, key: str) -> None:
+    # {"negs": [...]} trained the row with no hard negatives; {"positive": ...} next to a
+    # "pos" trained on "pos" alone: the key read like one of the three and was ignored
+    row = {"query": "q", "pos": ["p"], key: ["x"]}
+    path = _write(
+        tmp_path / "rows.jsonl", [json.dumps({"query": "ok", "pos": ["a"]}), json.dumps(row)]
+    )
+    with pytest.raises(ValueError, match=rf'rows\.jsonl:2: .*"{key}"') as info:
+        read_jsonl(path)
+    assert '"query", "pos" and "neg"' in str(info.value)
+
+
+def test_flagembedding_and_metadata_keys_are_still_read(tmp_path: Path) -> None:
+    row = {
+        "query": "q",
+        "pos": ["p"],
+        "neg": ["n"],
+        "pos_scores": [1.0],
+        "neg_scores": [0.1],
+        "prompt": "",
+        "query_id": "7",
+        "pos_ids": ["d1"],
+        "id": 3,
+    }
+    path = _write(tmp_path / "rows.jsonl", [json.dumps(row)])
+    assert read_jsonl(path) == [TrainingExample("q", ("p",), ("n",))]
+
+
+def test_a_row_prompt_is_an_error_not_silently_dropped(tmp_path: Path) -> None:
+    # FlagEmbedding puts a row's "prompt" before its query (in place of the run's query
+    # instruction); m3kit trained the bare query, unlike the queries it is later asked
+    row = {"query": "q", "pos": ["p"], "prompt": "Represent this question: "}
+    path = _write(tmp_path / "rows.jsonl", [json.dumps(row)])
+    with pytest.raises(ValueError, match=r'rows\.jsonl:1: .*"prompt".*query_instruction'):
+        read_jsonl(path)
+
+
+def test_a_key_given_twice_in_a_row_is_an_error(tmp_path: Path) -> None:
+    # json keeps the last "pos" silently: the first list's passages were never trained on
+    path = _write(tmp_path / "rows.jsonl", ['{"query": "q", "pos": ["a"], "pos": ["b"]}'])
+    with pytest.raises(ValueError, match=r"rows\.jsonl:1: .*'pos' twice"):
+        read_jsonl(path)

@@ -173,3 +173,53 @@ def test_an_article_listed_once_per_paragraph_is_on_one_side_only(tmp_path: Path
         train_queries = {ex.query for ex in split.train}
         assert not train_queries & set(split.queries.values())
         assert not train_queries & set(split.validation.queries.values())
+
+
+def test_a_text_shared_with_held_out_articles_stays_out_of_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An article split kept a training row whose passage text is also another article's
+    (a repeated paragraph), so an evaluated passage was trained on."""
+    import gzip
+
+    folder = _single_passage_articles(tmp_path / "zh", n=12)
+    base = split_by_article(folder, seed=0, drop_foreign_negatives=True)
+    eval_a = base.eval_articles[0]
+    # two articles whose rows do not have each other as hard negatives (the next two)
+    near = {f"A{(int(eval_a[1:]) + k) % 12}" for k in (-2, -1, 1, 2)}
+    train_a = next(a for a in base.train_articles if a not in near)
+    corpus_file = folder / "corpus.jsonl"
+    corpus = [json.loads(line) for line in corpus_file.read_text("utf-8").splitlines()]
+    text = {r["_id"]: r["text"] for r in corpus}
+    old, shared = text[f"{train_a}_doc"], text[f"{eval_a}_doc"] + "\n"
+    for r in corpus:  # the training article's passage says what the evaluated one says
+        r["text"] = shared if r["text"] == old else r["text"]
+    corpus_file.write_text("\n".join(map(json.dumps, corpus)) + "\n", "utf-8")
+    with gzip.open(folder / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    for row in rows:
+        row["pos"] = [shared if t == old else t for t in row["pos"]]
+        row["neg"] = [shared if t == old else t for t in row["neg"]]
+    with gzip.open(folder / "train.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(map(json.dumps, rows)) + "\n")
+
+    with caplog.at_level("WARNING"):
+        split = split_by_article(folder, seed=0, drop_foreign_negatives=True)
+    assert split.train_articles == base.train_articles and split.queries == base.queries
+    held_out = " ".join(shared.split())
+    for ex in split.train:
+        assert held_out not in {" ".join(t.split()) for t in ex.pos + ex.neg}
+    assert f"what is {train_a} about?" not in {ex.query for ex in split.train}
+    assert len(split.train) == len(base.train) - 1
+    assert "shared with held-out articles" in caplog.text
+
+
+def test_train_ids_out_of_step_with_the_rows_is_an_error(tmp_path: Path) -> None:
+    """train_ids.jsonl gives each row its article; a file out of step with train.jsonl.gz
+    (same negative counts) put rows on the wrong side of the split, silently."""
+    folder = _single_passage_articles(tmp_path / "zh")
+    meta = (folder / "train_ids.jsonl").read_text("utf-8").splitlines()
+    meta[0], meta[1] = meta[1], meta[0]
+    (folder / "train_ids.jsonl").write_text("\n".join(meta) + "\n", "utf-8")
+    with pytest.raises(ValueError, match=r"train_ids\.jsonl and train\.jsonl\.gz disagree"):
+        split_by_article(folder, seed=0)

@@ -8,15 +8,18 @@ the rows of one part of the articles, evaluate on the queries and passages of th
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from m3kit.evaluation import load_beir
-from m3kit.finetune.data import TrainingExample, iter_jsonl
+from m3kit.finetune.data import TrainingExample, iter_jsonl, text_key
 
 __all__ = ["ArticleSplit", "RetrievalTask", "split_by_article"]
+
+logger = logging.getLogger(__name__)
 
 #: Files :func:`split_by_article` reads (qrels are found by :func:`~m3kit.evaluation.load_beir`).
 _SPLIT_FILES = (
@@ -92,6 +95,42 @@ def _doc_articles(folder: Path, articles: list[dict[str, object]]) -> dict[str, 
     return out
 
 
+def _doc_forms(folder: Path) -> dict[str, frozenset[str]]:
+    """``{doc_id: the forms its text is written in}``: ``text`` and ``"<title> <text>"``,
+    whitespace collapsed (:func:`~m3kit.finetune.data.text_key`), as training rows hold it."""
+    out: dict[str, frozenset[str]] = {}
+    for row in _jsonl(folder / "corpus.jsonl"):
+        text, title = str(row.get("text") or ""), str(row.get("title") or "")
+        out[str(row["_id"])] = frozenset({text_key(text), text_key(f"{title} {text}")})
+    return out
+
+
+def _check_row_ids(
+    meta: dict[str, object], example: TrainingExample, forms: dict[str, frozenset[str]]
+) -> None:
+    """The row of ``train.jsonl.gz`` must hold the passages ``train_ids.jsonl`` names for it
+    (the split places rows by those ids: a file out of step puts them on the wrong side)."""
+    pos_ids = [str(d) for d in meta["pos_ids"]]  # type: ignore[attr-defined]
+    neg_ids = [str(d) for d in meta["neg_ids"]]  # type: ignore[attr-defined]
+    for kind, ids, texts in (
+        ("positive", pos_ids, example.pos),
+        ("negative", neg_ids, example.neg),
+    ):
+        if len(ids) != len(texts):
+            raise ValueError(
+                f"train_ids.jsonl and train.jsonl.gz disagree for {meta.get('query_id')!r}: "
+                f"{len(ids)} {kind} ids, {len(texts)} {kind}s"
+            )
+        for doc_id, text in zip(ids, texts, strict=True):
+            if doc_id in forms and text_key(text) not in forms[doc_id]:
+                raise ValueError(
+                    f"train_ids.jsonl and train.jsonl.gz disagree for {meta.get('query_id')!r} "
+                    f"(query {example.query[:60]!r}): {kind} {text[:60]!r} is not the text of "
+                    f"corpus passage {doc_id!r}; the two files must list the same rows in the "
+                    "same order"
+                )
+
+
 def split_by_article(
     folder: str | Path,
     *,
@@ -132,10 +171,15 @@ def split_by_article(
     Returns:
         An :class:`ArticleSplit`. No training row has a positive or a negative outside the
         training articles (rows that would are dropped, or with ``drop_foreign_negatives``
-        lose those negatives).
+        lose those negatives), nor a query, positive or negative whose text (whitespace
+        collapsed, with or without its title) is a question or passage of the evaluation or
+        validation articles: a text repeated in another article is treated as that
+        article's (the rows dropped for it are counted in a warning).
 
     Raises:
         FileNotFoundError: A data file is missing (the message names it).
+        ValueError: ``train_ids.jsonl`` and ``train.jsonl.gz`` disagree (a row's texts are
+            not those of the passages its ids name).
     """
     root = Path(folder)
     missing = [root / name for name in _SPLIT_FILES if not (root / name).is_file()]
@@ -167,33 +211,52 @@ def split_by_article(
     if max_eval_articles is not None:
         eval_set = set(ids[cut : cut + max_eval_articles])
     doc_article = _doc_articles(root, articles)
+    forms = _doc_forms(root)
+    corpus, queries, qrels = load_beir(root)
+    query_article = {str(r["_id"]): str(r["article"]) for r in _jsonl(root / "queries.jsonl")}
+    # texts of the held-out articles: a training row repeating one would train on it
+    held_out = eval_set | val_set
+    held_texts = set().union(*(forms[d] for d, a in doc_article.items() if a in held_out))
+    held_queries = {text_key(queries[q]) for q in queries if query_article[q] in held_out}
 
     train: list[TrainingExample] = []
+    shared = 0  # rows dropped for a text of the held-out articles
     rows = zip(_jsonl(root / "train_ids.jsonl"), iter_jsonl(root / "train.jsonl.gz"), strict=True)
     for meta, example in rows:
+        _check_row_ids(meta, example, forms)
         if str(meta["article"]) not in train_set:
             continue
         pos_ids = [str(d) for d in meta["pos_ids"]]  # type: ignore[attr-defined]
         neg_ids = [str(d) for d in meta["neg_ids"]]  # type: ignore[attr-defined]
-        if len(neg_ids) != len(example.neg):
-            raise ValueError(
-                f"train_ids.jsonl and train.jsonl.gz disagree for {meta.get('query_id')!r}: "
-                f"{len(neg_ids)} negative ids, {len(example.neg)} negatives"
-            )
         if any(doc_article.get(d) not in train_set for d in pos_ids):
             continue
-        foreign = [doc_article.get(d) not in train_set for d in neg_ids]
+        if text_key(example.query) in held_queries or any(
+            text_key(p) in held_texts for p in example.pos
+        ):
+            shared += 1
+            continue
+        foreign = [
+            doc_article.get(d) not in train_set or text_key(t) in held_texts
+            for d, t in zip(neg_ids, example.neg, strict=True)
+        ]
+        # a negative of a training article whose text is a held-out one drops the row too
+        shared += not drop_foreign_negatives and any(
+            doc_article.get(d) in train_set for d, out in zip(neg_ids, foreign, strict=True) if out
+        )
         if any(foreign):
             if not drop_foreign_negatives:
                 continue
             kept = tuple(t for t, out in zip(example.neg, foreign, strict=True) if not out)
             example = TrainingExample(example.query, example.pos, kept)
         train.append(example)
+    if shared:
+        logger.warning(
+            "%d training row(s) dropped for a query or passage text shared with held-out "
+            "articles (evaluation or validation): training on it would leak into them",
+            shared,
+        )
     if max_train_rows is not None and len(train) > max_train_rows:
         train = random.Random(f"{seed}:train").sample(train, max_train_rows)
-
-    corpus, queries, qrels = load_beir(root)
-    query_article = {str(r["_id"]): str(r["article"]) for r in _jsonl(root / "queries.jsonl")}
 
     def task(articles: set[str], max_queries: int | None, purpose: str) -> RetrievalTask:
         qids = sorted(q for q in queries if query_article[q] in articles)
@@ -206,13 +269,13 @@ def split_by_article(
             qrels={q: qrels[q] for q in qids},
         )
 
-    held_out = task(eval_set, max_eval_queries, "eval")
+    evaluation = task(eval_set, max_eval_queries, "eval")
     return ArticleSplit(
         train_articles=tuple(sorted(train_set)),
-        eval_articles=held_out.articles,
+        eval_articles=evaluation.articles,
         train=tuple(train),
-        corpus=held_out.corpus,
-        queries=held_out.queries,
-        qrels=held_out.qrels,
+        corpus=evaluation.corpus,
+        queries=evaluation.queries,
+        qrels=evaluation.qrels,
         validation=task(val_set, max_validation_queries, "validation") if val_set else None,
     )
