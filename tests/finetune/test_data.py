@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -291,13 +292,23 @@ def test_flagembedding_and_metadata_keys_are_still_read(tmp_path: Path) -> None:
     assert read_jsonl(path) == [TrainingExample("q", ("p",), ("n",))]
 
 
-def test_a_row_prompt_is_an_error_not_silently_dropped(tmp_path: Path) -> None:
-    # FlagEmbedding puts a row's "prompt" before its query (in place of the run's query
-    # instruction); m3kit trained the bare query, unlike the queries it is later asked
-    row = {"query": "q", "pos": ["p"], "prompt": "Represent this question: "}
-    path = _write(tmp_path / "rows.jsonl", [json.dumps(row)])
-    with pytest.raises(ValueError, match=r'rows\.jsonl:1: .*"prompt".*query_instruction'):
-        read_jsonl(path)
+def test_a_row_prompt_is_read_as_flagembedding_reads_it_and_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # FlagEmbedding puts a row's "prompt" before its query only when the run sets
+    # query_instruction_for_retrieval (AbsEmbedderTrainDataset.__getitem__), so rows with
+    # prompts train there on the bare query by default: they are read, not refused, and the
+    # first is named in a warning (m3kit has one query instruction for every row)
+    rows = [
+        {"query": "q", "pos": ["p"], "prompt": "Represent this question: "},
+        {"query": "r", "pos": ["s"], "prompt": "Represent this question: "},
+    ]
+    path = _write(tmp_path / "rows.jsonl", [json.dumps(r) for r in rows])
+    with caplog.at_level(logging.WARNING, logger="m3kit.finetune.data"):
+        got = read_jsonl(path)
+    assert got == [TrainingExample("q", ("p",)), TrainingExample("r", ("s",))]
+    told = [r.getMessage() for r in caplog.records if "prompt" in r.getMessage()]
+    assert len(told) == 1 and "rows.jsonl:1" in told[0] and "query_instruction" in told[0]
 
 
 def test_a_key_given_twice_in_a_row_is_an_error(tmp_path: Path) -> None:

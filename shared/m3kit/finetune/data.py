@@ -4,9 +4,9 @@ Two interchange formats are read and written:
 
 * FlagEmbedding's jsonl, one row per line ``{"query": str, "pos": [str], "neg": [str]}``
   (``.jsonl`` or ``.jsonl.gz``; ``neg`` may be empty or missing). Other keys are ignored
-  (metadata, FlagEmbedding's ``pos_scores`` / ``neg_scores``), except a non-empty
-  ``prompt`` and keys that read like ``query`` / ``pos`` / ``neg`` (``negs``,
-  ``positive``...), which are errors: :func:`iter_jsonl`.
+  (metadata, FlagEmbedding's ``pos_scores`` / ``neg_scores``, a ``prompt``: warned of), except
+  keys that read like ``query`` / ``pos`` / ``neg`` (``negs``, ``positive``...), which are
+  errors: :func:`iter_jsonl`.
 * LlamaIndex's ``EmbeddingQAFinetuneDataset`` (``queries``, ``corpus``, ``relevant_docs``),
   either the live object (read by its fields, llama-index-finetuning is never imported) or
   its saved JSON ``{"queries": ..., "corpus": ..., "relevant_docs": ..., "mode": "text"}``.
@@ -363,15 +363,7 @@ _KNOWN_LOOKALIKES = frozenset({"pos_scores", "neg_scores", "pos_ids", "neg_ids",
 
 def _check_row_keys(row: Mapping[str, Any]) -> None:
     """Refuse the keys of a FlagEmbedding row that would be ignored while they change what
-    the row means: a per-row ``prompt`` and misspellings of ``query`` / ``pos`` / ``neg``."""
-    prompt = row.get("prompt")
-    if prompt is not None and (not isinstance(prompt, str) or prompt.strip()):
-        raise ValueError(
-            f'row has a "prompt" ({str(prompt)[:40]!r}): FlagEmbedding puts it before the '
-            "row's query, m3kit does not apply per-row prompts and would train the bare "
-            'query; write it into "query", or train every query with one instruction '
-            "(FinetuneConfig.query_instruction), and remove the key"
-        )
+    the row means: misspellings of ``query`` / ``pos`` / ``neg``."""
     for key in row:
         name = str(key).strip().lower()
         if key in ("query", "pos", "neg") or name in _KNOWN_LOOKALIKES:
@@ -393,25 +385,40 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[TrainingExample]:
     """Stream :class:`TrainingExample` rows from a FlagEmbedding jsonl (or .jsonl.gz) file.
 
     Keys other than ``query``, ``pos`` and ``neg`` are ignored (metadata, ``pos_scores`` /
-    ``neg_scores``), except where ignoring one would train on something else than the row
-    says: a non-empty ``prompt`` (FlagEmbedding puts it before the query; m3kit has one
-    query instruction for every row) and a key that reads like one of the three
-    (``negs``, ``positive``, ``Query``...).
+    ``neg_scores``), except a key that reads like one of the three (``negs``, ``positive``,
+    ``Query``...), an error: the row would train on something else than it says. A row's
+    ``prompt`` is not applied, as FlagEmbedding does not without
+    ``query_instruction_for_retrieval``; m3kit has one query instruction for every row
+    (``FinetuneConfig.query_instruction``), and the first row with one is logged as a warning.
 
     Raises:
         FileNotFoundError: The file does not exist.
         ValueError: A line is not JSON (or gives a key twice), lacks ``query``/``pos``, has
-            no positive, a ``prompt`` or a misspelt ``query``/``pos``/``neg`` key; the
+            no positive, or a misspelt ``query``/``pos``/``neg`` key; the
             message names the file and the line number.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"training file {p} does not exist")
+    prompt_told = False
     for line_no, row in iter_json_rows(p):
         try:
             _check_row_keys(row)
         except ValueError as e:
             raise ValueError(f"{p}:{line_no}: {e}") from e
+        prompt = row.get("prompt")
+        if not prompt_told and prompt is not None and (not isinstance(prompt, str) or prompt):
+            prompt_told = True
+            logger.warning(
+                '%s:%d: rows carry a "prompt" (%r), which m3kit does not apply: FlagEmbedding '
+                "puts a row's prompt before its query only when its run sets "
+                "query_instruction_for_retrieval; "
+                "m3kit puts FinetuneConfig.query_instruction (default: the checkpoint's) before "
+                "every query",
+                p,
+                line_no,
+                str(prompt)[:40],
+            )
         if "query" not in row:
             raise ValueError(f'{p}:{line_no}: row has no "query"')
         if not row.get("pos"):
