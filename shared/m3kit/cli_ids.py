@@ -4,7 +4,8 @@ Split from :mod:`m3kit.cli`. Within one run, :func:`m3kit.sources.read_sources` 
 two rows give. Across runs the collection holds the first file's document under that id, and
 writing the second would replace it silently (or delete it, for a row read empty);
 :func:`check_ids_of_other_files` refuses that too, unless the first file no longer gives the
-id (the row moved, or the file is gone): then the write is an update. A ``.txt`` / ``.md``
+id (the row moved, or the file is gone, or was renamed in letter case only: the file read
+now): then the write is an update. A ``.txt`` / ``.md``
 file gives one id, its absolute path, which a jsonl row can give too: either may be the one
 indexed before.
 """
@@ -15,7 +16,13 @@ import os
 from collections.abc import Mapping, Set
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, positional_id, reader_origin, row_origins
+from m3kit.sources import (
+    SourceRead,
+    positional_id,
+    read_in_other_case,
+    reader_origin,
+    row_origins,
+)
 
 if TYPE_CHECKING:
     from m3kit.store import M3Store
@@ -91,7 +98,12 @@ def _first_clash(
     rows: dict[str, dict[str, str]] = {}  # each other file read once
     for doc_id, meta in sorted(stored.items()):
         other = reader_origin(doc_id, meta)
-        if other is None or other in read_now or not os.path.isfile(other):
+        if (
+            other is None
+            or other in read_now
+            or not os.path.isfile(other)
+            or read_in_other_case(other, read_now)  # the file read now, renamed in case only
+        ):
             continue
         if other not in rows:
             rows[other] = _rows_of(other)

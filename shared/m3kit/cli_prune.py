@@ -10,7 +10,9 @@ library or an adapter are left alone, whatever their ``source`` says.
   ``--prune``; otherwise a kept row would be served twice.
 - ``--prune`` deletes the reader's documents from under the given paths whose file is gone,
   or was read in this run without producing that document (a removed jsonl row). A file that
-  still exists but was not read (a hidden file indexed by naming it) keeps its documents.
+  still exists but was not read (a hidden file indexed by naming it) keeps its documents,
+  unless it is a file read now under a name that differs in case only (renamed on a
+  case-insensitive filesystem, where the old name still opens it).
   A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`),
   and only with ``--prune-missing`` while documents indexed from it are stored
   (:func:`refuse_vanished`: a drive or share that is not mounted looks the same);
@@ -31,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, named_path, positional_id, reader_origin
+from m3kit.sources import (
+    SourceRead,
+    named_path,
+    positional_id,
+    read_in_other_case,
+    reader_origin,
+)
 
 if TYPE_CHECKING:
     from m3kit.store import M3Index, M3Store
@@ -160,7 +168,11 @@ def stale_documents(
         elif (
             folders is not None
             and _under(Path(origin), folders)
-            and (origin in read_now or not os.path.isfile(origin))
+            and (
+                origin in read_now
+                or not os.path.isfile(origin)
+                or read_in_other_case(origin, read_now)  # renamed in case only
+            )
         ):
             pruned.append(doc_id)
             pruned_from.append(origin)

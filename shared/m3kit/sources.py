@@ -51,6 +51,7 @@ __all__ = [
     "named_path",
     "positional_id",
     "read_documents",
+    "read_in_other_case",
     "read_sources",
     "reader_origin",
     "row_origins",
@@ -158,6 +159,26 @@ def explicit_id_file(doc: SourceDocument) -> str | None:
     if origin is None or not origin.lower().endswith(".jsonl"):
         return None
     return None if positional_id(doc.doc_id, origin) else origin
+
+
+def read_in_other_case(path: str, read_now: Iterable[str]) -> bool:
+    """Whether ``path``, a file not read now, is a file read now under a name that differs in
+    letter case only: on a case-insensitive filesystem (macOS, Windows), after
+    ``mv notes.md Notes.md`` the folder lists ``Notes.md`` while ``notes.md`` still opens it.
+
+    Args:
+        path: The file a stored document was read from.
+        read_now: The files read in this run (absolute paths).
+    """
+    key = path.casefold()
+    for f in read_now:
+        if f != path and f.casefold() == key:
+            try:
+                if os.path.samefile(f, path):
+                    return True
+            except OSError:  # gone meanwhile: not the same file
+                continue
+    return False
 
 
 def row_origins(path: str | os.PathLike[str]) -> dict[str, str]:
