@@ -3,7 +3,9 @@
 Scores each (query, node text) pair as FlagEmbedding's ``compute_score`` does (see
 :mod:`m3kit.rerank`): by default the weighted ``colbert+sparse+dense`` score with weights
 ``[0.4, 0.2, 0.4]``; each distinct node text is encoded once. Any node with text works (from
-any retriever or vector store); ``node.get_content(MetadataMode.NONE)`` is what is scored.
+any retriever or vector store). As LlamaIndex's own rerankers do, a node is scored by
+``node.get_content(MetadataMode.EMBED)`` (its text with the metadata it shows embedding
+models; ``metadata_mode="none"`` scores the text alone).
 
 Example:
     >>> import tempfile
@@ -77,6 +79,12 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
     use_query_instruction: bool = Field(
         frozen=True, default=False, description="Prefix queries with the model's query instruction."
     )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED,
+        description="Which text of a node is scored: 'embed' (default, as LlamaIndex's rerankers "
+        "and M3Embedding: the text with the metadata it shows embedding models), 'none' (the "
+        "text alone), 'llm' or 'all'.",
+    )
 
     _reranker: CoreReranker = PrivateAttr()
 
@@ -139,6 +147,6 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
                 raise TypeError(f"nodes[{i}] is {type(n).__name__}, not a NodeWithScore")
         if not nodes:
             return []
-        texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
         ranked = self._reranker.rerank(query_bundle.query_str, texts, top_n=self.top_n)
         return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in ranked]
