@@ -28,8 +28,8 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.errors import missing_extra
-from m3kit.rerank import DEFAULT_MAX_QUERY_LENGTH, RerankConfig, RerankMode
 from m3kit.rerank import M3Reranker as CoreReranker
+from m3kit.rerank import RerankConfig, RerankMode
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 
 try:
@@ -68,10 +68,12 @@ class M3Reranker(EncoderModel, BaseDocumentCompressor):
     ``colbert+sparse+dense`` (a dense-only checkpoint needs ``dense``)."""
     weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
     """``[dense, sparse, colbert]`` weights of the combined scores (normalised by their sum)."""
-    max_query_length: int = Field(default=DEFAULT_MAX_QUERY_LENGTH, ge=2)
-    """Longest query in tokens (FlagEmbedding's default, 512)."""
+    max_query_length: int | None = Field(default=None, ge=2)
+    """Longest query in tokens (default: FlagEmbedding's 512, or the model's ``max_length`` if
+    shorter; a longer one than the model's is refused)."""
     max_passage_length: int | None = Field(default=None, ge=2)
-    """Longest document in tokens (default: the model's ``max_length``)."""
+    """Longest document in tokens (default: the model's ``max_length``; a longer one is
+    refused)."""
     use_query_instruction: bool = False
     """Prefix queries with the model's query instruction (``compute_score`` adds none)."""
 

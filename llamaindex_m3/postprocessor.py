@@ -28,8 +28,8 @@ from typing_extensions import Self
 from llamaindex_m3._encoder_fields import M3CheckpointFields
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.rerank import DEFAULT_MAX_QUERY_LENGTH, RerankConfig, RerankMode
 from m3kit.rerank import M3Reranker as CoreReranker
+from m3kit.rerank import RerankConfig, RerankMode
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 
 try:
@@ -69,12 +69,18 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
     weights: tuple[float, float, float] = Field(
         frozen=True, default=DEFAULT_M3_WEIGHTS, description="[dense, sparse, colbert] weights."
     )
-    max_query_length: int = Field(frozen=True, default=DEFAULT_MAX_QUERY_LENGTH, ge=2)
+    max_query_length: int | None = Field(
+        frozen=True,
+        default=None,
+        ge=2,
+        description="Longest query in tokens (default: 512, or the model's max_length if "
+        "shorter; a longer one than the model's is refused).",
+    )
     max_passage_length: int | None = Field(
         frozen=True,
         default=None,
         ge=2,
-        description="Longest node text in tokens (default: the model's).",
+        description="Longest node text in tokens (default: the model's; a longer one is refused).",
     )
     use_query_instruction: bool = Field(
         frozen=True, default=False, description="Prefix queries with the model's query instruction."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ValidationError
@@ -109,3 +111,12 @@ def test_top_n_is_read_per_call_so_it_can_be_changed(tiny_encoder: M3Encoder) ->
         reranker.weights = (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="mode"):
         reranker.model_copy(update={"mode": "dense"})
+
+
+def test_a_passage_length_past_the_models_is_refused(tiny_m3_path: Path) -> None:
+    """``max_length=8`` with ``max_passage_length=100`` ranked by the first 8 tokens, silently
+    (as in the core test ``test_a_length_past_the_encoders_is_refused_not_cut_there``)."""
+    with pytest.raises(ValueError, match=r"max_passage_length=100 .*max_length 8"):
+        M3Reranker(
+            model_name_or_path=str(tiny_m3_path), dtype="fp32", max_length=8, max_passage_length=100
+        )
