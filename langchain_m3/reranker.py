@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.errors import missing_extra
-from m3kit.rerank import DEFAULT_MAX_QUERY_LENGTH, RerankConfig, RerankMode
 from m3kit.rerank import M3Reranker as CoreReranker
+from m3kit.rerank import RerankConfig, RerankMode
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 
 try:
@@ -50,7 +50,16 @@ class M3Reranker(EncoderModel, BaseDocumentCompressor):
     Build it from a checkpoint (``model_name_or_path`` and the other loading fields), or share a
     loaded model: ``M3Reranker.from_encoder(encoder, top_n=5)``. Returned documents are copies
     with ``metadata["relevance_score"]`` set (same ``id``); the input is not modified.
+
+    ``top_n`` is read by each call: assign it, or ``model_copy(update={"top_n": n})`` (sharing
+    the model). The other fields are read when the reranker is built and refuse both.
     """
+
+    # Not frozen as a whole (EncoderModel is): top_n is per call; load_time_fields() lists the
+    # rest, which LoadTimeFields refuses to assign or model_copy(update=...).
+    model_config = ConfigDict(
+        extra="forbid", protected_namespaces=(), frozen=False, validate_assignment=True
+    )
 
     top_n: int | None = Field(default=3, ge=1)
     """How many documents to return (``None``: all, reordered)."""
@@ -59,14 +68,21 @@ class M3Reranker(EncoderModel, BaseDocumentCompressor):
     ``colbert+sparse+dense`` (a dense-only checkpoint needs ``dense``)."""
     weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
     """``[dense, sparse, colbert]`` weights of the combined scores (normalised by their sum)."""
-    max_query_length: int = Field(default=DEFAULT_MAX_QUERY_LENGTH, ge=2)
-    """Longest query in tokens (FlagEmbedding's default, 512)."""
+    max_query_length: int | None = Field(default=None, ge=2)
+    """Longest query in tokens (default: FlagEmbedding's 512, or the model's ``max_length`` if
+    shorter; a longer one than the model's is refused)."""
     max_passage_length: int | None = Field(default=None, ge=2)
-    """Longest document in tokens (default: the model's ``max_length``)."""
+    """Longest document in tokens (default: the model's ``max_length``; a longer one is
+    refused)."""
     use_query_instruction: bool = False
     """Prefix queries with the model's query instruction (``compute_score`` adds none)."""
 
     _reranker: CoreReranker = PrivateAttr()
+
+    @classmethod
+    def load_time_fields(cls) -> frozenset[str]:
+        """Every field but ``top_n`` (read by each call)."""
+        return frozenset(cls.model_fields) - {"top_n"}
 
     @field_validator("weights")
     @classmethod

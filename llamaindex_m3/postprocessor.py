@@ -3,7 +3,9 @@
 Scores each (query, node text) pair as FlagEmbedding's ``compute_score`` does (see
 :mod:`m3kit.rerank`): by default the weighted ``colbert+sparse+dense`` score with weights
 ``[0.4, 0.2, 0.4]``; each distinct node text is encoded once. Any node with text works (from
-any retriever or vector store); ``node.get_content(MetadataMode.NONE)`` is what is scored.
+any retriever or vector store). As LlamaIndex's own rerankers do, a node is scored by
+``node.get_content(MetadataMode.EMBED)`` (its text with the metadata it shows embedding
+models; ``metadata_mode="none"`` scores the text alone).
 
 Example:
     >>> import tempfile
@@ -26,8 +28,8 @@ from typing_extensions import Self
 from llamaindex_m3._encoder_fields import M3CheckpointFields
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.rerank import DEFAULT_MAX_QUERY_LENGTH, RerankConfig, RerankMode
 from m3kit.rerank import M3Reranker as CoreReranker
+from m3kit.rerank import RerankConfig, RerankMode
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 
 try:
@@ -67,15 +69,27 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
     weights: tuple[float, float, float] = Field(
         frozen=True, default=DEFAULT_M3_WEIGHTS, description="[dense, sparse, colbert] weights."
     )
-    max_query_length: int = Field(frozen=True, default=DEFAULT_MAX_QUERY_LENGTH, ge=2)
+    max_query_length: int | None = Field(
+        frozen=True,
+        default=None,
+        ge=2,
+        description="Longest query in tokens (default: 512, or the model's max_length if "
+        "shorter; a longer one than the model's is refused).",
+    )
     max_passage_length: int | None = Field(
         frozen=True,
         default=None,
         ge=2,
-        description="Longest node text in tokens (default: the model's).",
+        description="Longest node text in tokens (default: the model's; a longer one is refused).",
     )
     use_query_instruction: bool = Field(
         frozen=True, default=False, description="Prefix queries with the model's query instruction."
+    )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED,
+        description="Which text of a node is scored: 'embed' (default, as LlamaIndex's rerankers "
+        "and M3Embedding: the text with the metadata it shows embedding models), 'none' (the "
+        "text alone), 'llm' or 'all'.",
     )
 
     _reranker: CoreReranker = PrivateAttr()
@@ -139,6 +153,6 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
                 raise TypeError(f"nodes[{i}] is {type(n).__name__}, not a NodeWithScore")
         if not nodes:
             return []
-        texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
         ranked = self._reranker.rerank(query_bundle.query_str, texts, top_n=self.top_n)
         return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in ranked]

@@ -12,7 +12,8 @@ The scores are those of FlagEmbedding's ``BGEM3FlagModel.compute_score``:
   (BGE-M3's published weights, from its model card; ``compute_score`` given no weights
   weighs the three equally, ``[1, 1, 1]``).
 
-As in ``compute_score``, queries are truncated to ``max_query_length`` (512) tokens and no
+As in ``compute_score``, queries are truncated to ``max_query_length`` (512, or the encoder's
+``max_length`` if shorter) tokens and no
 query instruction is added unless :attr:`RerankConfig.query_instruction` asks for it.
 Unlike ``compute_score``, which runs a forward pass per pair, each distinct query and each
 distinct candidate text is encoded once (batched by the encoder), so reranking ``n``
@@ -91,16 +92,19 @@ class RerankConfig:
         weights: ``[dense, sparse, colbert]`` weights of the combined scores (non-negative,
             normalised by their sum as FlagEmbedding does; mode ``sparse+dense`` needs a
             dense or sparse weight above 0).
-        max_query_length: Longest query in tokens (FlagEmbedding's default, 512).
+        max_query_length: Longest query in tokens; default: FlagEmbedding's 512, or the
+            encoder's ``max_length`` if shorter.
         max_passage_length: Longest candidate in tokens; default: the encoder's
             ``max_length`` (FlagEmbedding defaults to 512: pass 512 to truncate as it does).
+            An explicit length may not exceed the encoder's ``max_length`` (it truncates every
+            text there): :class:`M3Reranker` refuses one that does.
         query_instruction: Prefix queries with the encoder's query instruction, as retrieval
             does (``compute_score`` never adds one; BGE-M3 declares none).
     """
 
     mode: RerankMode = RerankMode.M3
     weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
-    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
+    max_query_length: int | None = None
     max_passage_length: int | None = None
     query_instruction: bool = False
 
@@ -190,10 +194,21 @@ class M3Reranker:
         """Wrap an encoder.
 
         Raises:
-            ValueError: ``config.mode`` needs a head the encoder does not have.
+            ValueError: ``config.mode`` needs a head the encoder does not have, or a
+                ``max_query_length`` / ``max_passage_length`` exceeds the encoder's
+                ``max_length`` (the encoder would truncate there instead).
         """
         self.encoder = encoder
         self.config = config if config is not None else RerankConfig()
+        for name in ("max_query_length", "max_passage_length"):
+            length = getattr(self.config, name)
+            if length is not None and length > encoder.max_length:
+                raise ValueError(
+                    f"{name}={length} is longer than the encoder's max_length "
+                    f"{encoder.max_length}, which truncates every text: texts would be cut at "
+                    f"{encoder.max_length} tokens, not {length}; load the encoder with "
+                    f"max_length={length} or ask for at most {encoder.max_length}"
+                )
         missing = self.config.mode.heads - encoder.available_heads
         if missing:
             raise ValueError(
@@ -238,7 +253,8 @@ class M3Reranker:
             queries,
             heads=heads,
             query=cfg.query_instruction,
-            max_length=cfg.max_query_length,
+            max_length=cfg.max_query_length
+            or min(DEFAULT_MAX_QUERY_LENGTH, self.encoder.max_length),
             show_progress=False,
         )
         c_out = self.encoder.encode(

@@ -153,3 +153,22 @@ def test_reranker_refuses_a_blank_query(tiny_encoder: M3Encoder, text: str) -> N
     with pytest.raises(ValueError, match=expected):
         reranker.score(text, [PAIRS[0][1], PAIRS[3][1]])
     assert len(reranker.rerank("rivers", [PAIRS[0][1], PAIRS[3][1]])) == 2
+
+
+def test_a_length_past_the_encoders_is_refused_not_cut_there(tiny_m3_path: Path) -> None:
+    """The encoder truncates every text to its own ``max_length``: a reranker asking for a
+    longer ``max_passage_length`` (or ``max_query_length``) scored texts cut at the encoder's
+    length instead, with no error (LangChain's ``M3Reranker(max_length=8,
+    max_passage_length=100)`` ranked by the first 8 tokens). It is refused when built, naming
+    both; the default query length is FlagEmbedding's 512, or the encoder's if shorter."""
+    short = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=8)
+    with pytest.raises(ValueError, match=r"max_passage_length=100 .*max_length 8"):
+        M3Reranker(short, RerankConfig(max_passage_length=100))
+    with pytest.raises(ValueError, match=r"max_query_length=512 .*max_length 8"):
+        M3Reranker(short, RerankConfig(max_query_length=512))
+    assert RerankConfig().max_query_length is None
+    default = M3Reranker(short).score_pairs([("who? " * 20, "Berlin is a city. " * 20)])
+    at_8 = RerankConfig(max_query_length=8, max_passage_length=8)
+    assert default == M3Reranker(short, at_8).score_pairs(
+        [("who? " * 20, "Berlin is a city. " * 20)]
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ValidationError
@@ -88,3 +90,33 @@ def test_a_sparse_dense_mode_without_its_weights_is_refused_when_built(
         M3Reranker.from_encoder(tiny_encoder, mode="sparse+dense", weights=(0.0, 0.0, 1.0))
     dense_only = M3Reranker.from_encoder(tiny_encoder, mode="sparse+dense", weights=(1, 0, 0))
     assert dense_only.compress_documents(DOCS, QUERY)[0].id == "d2"
+
+
+def test_top_n_is_read_per_call_so_it_can_be_changed(tiny_encoder: M3Encoder) -> None:
+    """``top_n`` is read by each ``compress_documents`` call (as LangChain's
+    ``CrossEncoderReranker`` / ``CohereRerank`` read theirs), yet assigning it raised
+    "read once, when the M3Reranker is built ... would change nothing" and
+    ``model_copy(update={"top_n": ...})`` refused it likewise: both now work, validated; the
+    fields read when the reranker is built are still refused."""
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=3)
+    reranker.top_n = 1
+    assert [d.id for d in reranker.compress_documents(DOCS, QUERY)] == ["d2"]
+    with pytest.raises(ValidationError, match="top_n"):
+        reranker.top_n = 0
+    assert reranker.top_n == 1
+    everything = reranker.model_copy(update={"top_n": None})
+    assert len(everything.compress_documents(DOCS, QUERY)) == len(DOCS)
+    assert everything.encoder is reranker.encoder and reranker.top_n == 1
+    with pytest.raises(AttributeError, match="weights"):
+        reranker.weights = (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="mode"):
+        reranker.model_copy(update={"mode": "dense"})
+
+
+def test_a_passage_length_past_the_models_is_refused(tiny_m3_path: Path) -> None:
+    """``max_length=8`` with ``max_passage_length=100`` ranked by the first 8 tokens, silently
+    (as in the core test ``test_a_length_past_the_encoders_is_refused_not_cut_there``)."""
+    with pytest.raises(ValueError, match=r"max_passage_length=100 .*max_length 8"):
+        M3Reranker(
+            model_name_or_path=str(tiny_m3_path), dtype="fp32", max_length=8, max_passage_length=100
+        )

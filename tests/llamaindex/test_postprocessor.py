@@ -10,7 +10,7 @@ from llama_index.core import Document
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.query_engine import RetrieverQueryEngine
-from llama_index.core.schema import NodeWithScore, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 from pydantic import ValidationError
 
 from llamaindex_m3 import M3Embedding, M3Reranker, M3Retriever
@@ -39,7 +39,8 @@ def test_scores_and_order_equal_the_core_reranker(tiny_encoder: M3Encoder) -> No
     nodes = _nodes()
     out = reranker.postprocess_nodes(nodes, query_str=QUERY)
     core = CoreReranker(tiny_encoder, RerankConfig(weights=weights))
-    expected = core.rerank(QUERY, [n.node.get_content() for n in nodes], top_n=3)
+    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+    expected = core.rerank(QUERY, texts, top_n=3)
     assert [n.node.node_id for n in out] == [nodes[r.index].node.node_id for r in expected]
     assert [n.score for n in out] == [r.score for r in expected]
     assert out[0].node.node_id == "n2"
@@ -47,13 +48,46 @@ def test_scores_and_order_equal_the_core_reranker(tiny_encoder: M3Encoder) -> No
     assert [n.score for n in nodes] == [0.0] * 5 + [None]  # input untouched
 
 
-def test_metadata_is_not_scored_and_top_n_none(tiny_encoder: M3Encoder) -> None:
+def test_top_n_none_and_no_nodes(tiny_encoder: M3Encoder) -> None:
     reranker = M3Reranker.from_encoder(tiny_encoder, top_n=None, mode="sparse")
-    plain = NodeWithScore(node=TextNode(text="Bees dance."))
-    tagged = NodeWithScore(node=TextNode(text="Bees dance.", metadata={"topic": QUERY}))
-    out = reranker.postprocess_nodes([plain, tagged], query_str=QUERY)
-    assert len(out) == 2 and out[0].score == out[1].score
+    out = reranker.postprocess_nodes(_nodes(), query_str=QUERY)
+    assert len(out) == len(_nodes())
     assert reranker.postprocess_nodes([], query_str=QUERY) == []
+
+
+def test_scores_the_text_the_embedding_model_sees_as_stock_rerankers_do(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """LlamaIndex's rerankers (``SentenceTransformerRerank``, ``CohereRerank``, the
+    FlagEmbedding and ColBERT ones) score ``get_content(MetadataMode.EMBED)``: the metadata a
+    node shows its embedding model (``excluded_embed_metadata_keys`` hides keys), the text
+    ``M3Embedding`` and ``M3VectorStore`` encode. ``M3Reranker`` scored the text alone
+    (``MetadataMode.NONE``), so a node whose title is in its metadata ranked as if it had none.
+    ``metadata_mode`` picks the text; ``"none"`` scores the text alone."""
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=None, mode="sparse")
+    plain = TextNode(text="Bees dance.", id_="plain")
+    tagged = TextNode(text="Bees dance.", id_="tagged", metadata={"topic": QUERY})
+    hidden = TextNode(
+        text="Bees dance.",
+        id_="hidden",
+        metadata={"topic": QUERY},
+        excluded_embed_metadata_keys=["topic"],
+    )
+    nodes = [NodeWithScore(node=n) for n in (plain, tagged, hidden)]
+    out = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    assert out[0].node.node_id == "tagged"
+    core = reranker.reranker.score(
+        QUERY, [n.get_content(metadata_mode=MetadataMode.EMBED) for n in (plain, tagged)]
+    )
+    scores = {n.node.node_id: n.score for n in out}
+    assert (scores["tagged"], scores["plain"]) == (core[1].sparse, core[0].sparse)
+    assert scores["hidden"] == scores["plain"]  # an excluded key is not scored
+    text_alone = M3Reranker.from_encoder(
+        tiny_encoder, top_n=None, mode="sparse", metadata_mode="none"
+    )
+    alone = text_alone.postprocess_nodes(nodes, query_str=QUERY)
+    assert len({n.score for n in alone}) == 1
+    assert alone[0].score == pytest.approx(scores["plain"], abs=1e-5)  # batches pad otherwise
 
 
 async def test_async(tiny_encoder: M3Encoder) -> None:
