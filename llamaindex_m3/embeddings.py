@@ -65,6 +65,10 @@ _CACHE_FIELDS = ("embeddings_cache", "text_instruction")
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 """What ``QdrantVectorStore``'s ``sparse_doc_fn`` / ``sparse_query_fn`` return."""
 
+HandoffKey = tuple[str, int | None]
+"""A handed-off vector's key: the text as encoded (``text_instruction`` included) and the
+``max_length`` it was cut to: what, besides the model, decides the vector."""
+
 
 class SparseHandoff:
     """Sparse vectors computed with the dense ones, kept until the store's ``sparse_doc_fn``.
@@ -73,7 +77,11 @@ class SparseHandoff:
     vector (``sparse_doc_fn``) separately, on the same text. With M3 both come from one
     forward pass, so :class:`M3Embedding` leaves the sparse half here and the doc function
     takes it instead of encoding the text a second time. Entries are removed when taken; the
-    oldest are dropped beyond ``max_items`` (a dropped text is simply encoded again).
+    oldest are dropped beyond ``max_items`` (a dropped text is simply encoded again). Entries
+    are keyed by what decides the vector (:data:`HandoffKey`), not by the raw text: a copy of
+    the embedding with another ``text_instruction`` shares this handoff (``model_copy``), and
+    an instruction may be set after the store's functions were built; such vectors are never
+    taken for the store's, which then encodes the text itself.
     Hand-written: a few lines of ``OrderedDict`` under a lock; ``functools.lru_cache`` cannot
     be filled from outside the function it wraps.
     """
@@ -82,22 +90,22 @@ class SparseHandoff:
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
         self.max_items = max_items
-        self._items: OrderedDict[str, SparseVector] = OrderedDict()
+        self._items: OrderedDict[HandoffKey, SparseVector] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, texts: Sequence[str], vectors: Sequence[SparseVector]) -> None:
-        """Keep ``vectors[i]`` for ``texts[i]``."""
+    def put(self, keys: Sequence[HandoffKey], vectors: Sequence[SparseVector]) -> None:
+        """Keep ``vectors[i]`` for ``keys[i]``."""
         with self._lock:
-            for text, vector in zip(texts, vectors, strict=True):
-                self._items[text] = vector
-                self._items.move_to_end(text)
+            for key, vector in zip(keys, vectors, strict=True):
+                self._items[key] = vector
+                self._items.move_to_end(key)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 
-    def take(self, text: str) -> SparseVector | None:
-        """The vector kept for ``text`` (removed), or ``None``."""
+    def take(self, key: HandoffKey) -> SparseVector | None:
+        """The vector kept for ``key`` (removed), or ``None``."""
         with self._lock:
-            return self._items.pop(text, None)
+            return self._items.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -215,14 +223,15 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         if not texts:
             return []
         handoff = self._sparse_handoff
+        documents = self._documents(texts)
         out = self.encoder.encode(
-            self._documents(texts),
+            documents,
             heads=[Head.DENSE, Head.SPARSE] if handoff is not None else Head.DENSE,
             max_length=self.max_length,
             show_progress=False,
         )
         if handoff is not None:
-            handoff.put(texts, out.sparse)
+            handoff.put([(d, self.max_length) for d in documents], out.sparse)
         vectors: list[Embedding] = [row.tolist() for row in out.dense]
         remember(vectors, encoder_fingerprint(self.encoder))
         return vectors
@@ -381,14 +390,15 @@ class QdrantSparseFn:
                 or holds a non-string.
         """
         texts = check_texts(texts, method="sparse_query_fn" if self.query else "sparse_doc_fn")
+        if not self.query and self.text_instruction:
+            texts = [self.text_instruction + t for t in texts]
         vectors: list[SparseVector | None] = [None] * len(texts)
         if self.handoff is not None and not self.query:
-            vectors = [self.handoff.take(t) for t in texts]
+            # a vector of this text, prefix and max_length only (not a copy's other settings)
+            vectors = [self.handoff.take((t, self.max_length)) for t in texts]
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
             todo = [texts[i] for i in missing]
-            if not self.query and self.text_instruction:
-                todo = [self.text_instruction + t for t in todo]
             out = self.encoder.encode(
                 todo,
                 heads=Head.SPARSE,
