@@ -23,8 +23,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +32,7 @@ from typing_extensions import Self
 
 from llamaindex_m3._async_embedding import ThreadedAsyncEmbedding
 from llamaindex_m3._encoder_fields import M3EncoderFields
+from llamaindex_m3._sparse_handoff import HandoffKey, SparseHandoff
 from llamaindex_m3.embedding_origins import remember
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
@@ -51,6 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("llama-index-core", "llamaindex") from e
 
 __all__ = [
+    "HandoffKey",
     "M3Embedding",
     "M3SparseEmbedding",
     "QdrantSparseFn",
@@ -64,51 +64,6 @@ _CACHE_FIELDS = ("embeddings_cache", "text_instruction")
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 """What ``QdrantVectorStore``'s ``sparse_doc_fn`` / ``sparse_query_fn`` return."""
-
-HandoffKey = tuple[str, int | None]
-"""A handed-off vector's key: the text as encoded (``text_instruction`` included) and the
-``max_length`` it was cut to: what, besides the model, decides the vector."""
-
-
-class SparseHandoff:
-    """Sparse vectors computed with the dense ones, kept until the store's ``sparse_doc_fn``.
-
-    ``QdrantVectorStore`` asks for a document's dense vector (``embed_model``) and its sparse
-    vector (``sparse_doc_fn``) separately, on the same text. With M3 both come from one
-    forward pass, so :class:`M3Embedding` leaves the sparse half here and the doc function
-    takes it instead of encoding the text a second time. Entries are removed when taken; the
-    oldest are dropped beyond ``max_items`` (a dropped text is simply encoded again). Entries
-    are keyed by what decides the vector (:data:`HandoffKey`), not by the raw text: a copy of
-    the embedding with another ``text_instruction`` shares this handoff (``model_copy``), and
-    an instruction may be set after the store's functions were built; such vectors are never
-    taken for the store's, which then encodes the text itself.
-    Hand-written: a few lines of ``OrderedDict`` under a lock; ``functools.lru_cache`` cannot
-    be filled from outside the function it wraps.
-    """
-
-    def __init__(self, max_items: int = 16384) -> None:
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        self.max_items = max_items
-        self._items: OrderedDict[HandoffKey, SparseVector] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, keys: Sequence[HandoffKey], vectors: Sequence[SparseVector]) -> None:
-        """Keep ``vectors[i]`` for ``keys[i]``."""
-        with self._lock:
-            for key, vector in zip(keys, vectors, strict=True):
-                self._items[key] = vector
-                self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-
-    def take(self, key: HandoffKey) -> SparseVector | None:
-        """The vector kept for ``key`` (removed), or ``None``."""
-        with self._lock:
-            return self._items.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):

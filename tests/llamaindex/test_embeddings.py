@@ -243,6 +243,8 @@ def test_sparse_handoff_bounded_and_taken_once() -> None:
     assert handoff.take(("c", None)) == v[2] and handoff.take(("c", None)) is None
     with pytest.raises(ValueError, match="max_items"):
         SparseHandoff(max_items=0)
+    with pytest.raises(TypeError, match="max_length"):
+        handoff.take("c")  # type: ignore[arg-type]  # a bare text, as keys once were
 
 
 def test_doc_fn_takes_handed_off_vectors_in_order(tiny_encoder: M3Encoder) -> None:
