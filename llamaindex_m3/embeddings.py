@@ -23,8 +23,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +32,7 @@ from typing_extensions import Self
 
 from llamaindex_m3._async_embedding import ThreadedAsyncEmbedding
 from llamaindex_m3._encoder_fields import M3EncoderFields
+from llamaindex_m3._sparse_handoff import HandoffKey, SparseHandoff
 from llamaindex_m3.embedding_origins import remember
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
@@ -51,6 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("llama-index-core", "llamaindex") from e
 
 __all__ = [
+    "HandoffKey",
     "M3Embedding",
     "M3SparseEmbedding",
     "QdrantSparseFn",
@@ -64,43 +64,6 @@ _CACHE_FIELDS = ("embeddings_cache", "text_instruction")
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 """What ``QdrantVectorStore``'s ``sparse_doc_fn`` / ``sparse_query_fn`` return."""
-
-
-class SparseHandoff:
-    """Sparse vectors computed with the dense ones, kept until the store's ``sparse_doc_fn``.
-
-    ``QdrantVectorStore`` asks for a document's dense vector (``embed_model``) and its sparse
-    vector (``sparse_doc_fn``) separately, on the same text. With M3 both come from one
-    forward pass, so :class:`M3Embedding` leaves the sparse half here and the doc function
-    takes it instead of encoding the text a second time. Entries are removed when taken; the
-    oldest are dropped beyond ``max_items`` (a dropped text is simply encoded again).
-    Hand-written: a few lines of ``OrderedDict`` under a lock; ``functools.lru_cache`` cannot
-    be filled from outside the function it wraps.
-    """
-
-    def __init__(self, max_items: int = 16384) -> None:
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        self.max_items = max_items
-        self._items: OrderedDict[str, SparseVector] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, texts: Sequence[str], vectors: Sequence[SparseVector]) -> None:
-        """Keep ``vectors[i]`` for ``texts[i]``."""
-        with self._lock:
-            for text, vector in zip(texts, vectors, strict=True):
-                self._items[text] = vector
-                self._items.move_to_end(text)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-
-    def take(self, text: str) -> SparseVector | None:
-        """The vector kept for ``text`` (removed), or ``None``."""
-        with self._lock:
-            return self._items.pop(text, None)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
@@ -215,14 +178,15 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         if not texts:
             return []
         handoff = self._sparse_handoff
+        documents = self._documents(texts)
         out = self.encoder.encode(
-            self._documents(texts),
+            documents,
             heads=[Head.DENSE, Head.SPARSE] if handoff is not None else Head.DENSE,
             max_length=self.max_length,
             show_progress=False,
         )
         if handoff is not None:
-            handoff.put(texts, out.sparse)
+            handoff.put([(d, self.max_length) for d in documents], out.sparse)
         vectors: list[Embedding] = [row.tolist() for row in out.dense]
         remember(vectors, encoder_fingerprint(self.encoder))
         return vectors
@@ -381,14 +345,15 @@ class QdrantSparseFn:
                 or holds a non-string.
         """
         texts = check_texts(texts, method="sparse_query_fn" if self.query else "sparse_doc_fn")
+        if not self.query and self.text_instruction:
+            texts = [self.text_instruction + t for t in texts]
         vectors: list[SparseVector | None] = [None] * len(texts)
         if self.handoff is not None and not self.query:
-            vectors = [self.handoff.take(t) for t in texts]
+            # a vector of this text, prefix and max_length only (not a copy's other settings)
+            vectors = [self.handoff.take((t, self.max_length)) for t in texts]
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
             todo = [texts[i] for i in missing]
-            if not self.query and self.text_instruction:
-                todo = [self.text_instruction + t for t in todo]
             out = self.encoder.encode(
                 todo,
                 heads=Head.SPARSE,

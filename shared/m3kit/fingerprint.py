@@ -191,6 +191,10 @@ class _Taken:
 
 
 _cache_lock = threading.Lock()
+# held while a fingerprint is taken (not while a cached one is checked): threads asking for
+# the same new encoder's fingerprint at once (a web app's first requests) wait for one digest
+# of its weights instead of each reading and hashing them (2.2 GB for BGE-M3)
+_taking_lock = threading.RLock()
 _by_encoder: weakref.WeakKeyDictionary[Any, _Taken] = weakref.WeakKeyDictionary()
 
 
@@ -226,6 +230,27 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
         CheckpointChangedError: The checkpoint's weight files or ``config.json`` changed
             since the encoder loaded them (and its fingerprint was not taken before).
     """
+    cached = _cached(encoder)
+    if cached is not None:
+        return cached
+    with _taking_lock:
+        return _take(encoder, weights)
+
+
+def _cached(encoder: Any) -> EncoderFingerprint | None:
+    """The fingerprint taken of ``encoder`` when it has not changed since, else ``None``."""
+    with _cache_lock:
+        try:
+            taken = _by_encoder.get(encoder)
+        except TypeError:  # not weak-referenceable
+            return None
+    if taken is None or taken.watch.change(encoder) is not None:
+        return None
+    return taken.fingerprint
+
+
+def _take(encoder: Any, weights: str | None) -> EncoderFingerprint:
+    """:func:`encoder_fingerprint` taken now (or by the thread this one waited for)."""
     with _cache_lock:
         try:
             taken = _by_encoder.get(encoder)
@@ -233,7 +258,7 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
             taken = None
     if taken is not None:
         change = taken.watch.change(encoder)
-        if change is None:
+        if change is None:  # taken by another thread meanwhile
             return taken.fingerprint
         logger.info("the encoder changed since its fingerprint was taken (%s): taken again", change)
         if taken.watch.weights_change(encoder.model) is None:

@@ -237,12 +237,14 @@ def test_sparse_handoff_bounded_and_taken_once() -> None:
 
     v = [SparseVector.from_mapping({i: 1.0}) for i in range(3)]
     handoff = SparseHandoff(max_items=2)
-    handoff.put(["a", "b", "c"], v)  # "a" is the oldest: dropped
+    handoff.put([("a", None), ("b", None), ("c", None)], v)  # "a" is the oldest: dropped
     assert len(handoff) == 2
-    assert handoff.take("a") is None
-    assert handoff.take("c") == v[2] and handoff.take("c") is None
+    assert handoff.take(("a", None)) is None
+    assert handoff.take(("c", None)) == v[2] and handoff.take(("c", None)) is None
     with pytest.raises(ValueError, match="max_items"):
         SparseHandoff(max_items=0)
+    with pytest.raises(TypeError, match="max_length"):
+        handoff.take("c")  # type: ignore[arg-type]  # a bare text, as keys once were
 
 
 def test_doc_fn_takes_handed_off_vectors_in_order(tiny_encoder: M3Encoder) -> None:
@@ -260,6 +262,39 @@ def test_doc_fn_takes_handed_off_vectors_in_order(tiny_encoder: M3Encoder) -> No
         assert got == pytest.approx(want, abs=1e-5)
     assert len(embed.sparse_handoff()) == 0
     assert query_fn(["gas"]) == fresh_query_fn(["gas"])  # queries never use the handoff
+
+
+def test_doc_fn_takes_no_vector_made_with_other_settings(tiny_encoder: M3Encoder) -> None:
+    """A copy with another ``text_instruction`` shares the original's handoff, and an
+    instruction set after ``m3_sparse_fns`` changes what the embedding encodes: neither hands
+    the store a sparse vector of another prefix, from another thread or this one."""
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    doc_fn, _ = m3_sparse_fns(embed)
+    fresh_doc_fn, _ = m3_sparse_fns(tiny_encoder)  # no handoff: encodes each text itself
+    other = embed.model_copy(update={"text_instruction": "passage: "})
+    barrier = threading.Barrier(2)
+
+    def embed_after_barrier(model: M3Embedding) -> None:
+        barrier.wait(timeout=30)
+        model.get_text_embedding_batch(TEXTS)
+
+    # the original and its copy embed the same texts at once (a second pipeline), in
+    # whichever order; the copy's vectors (prefixed) must not be taken for the original's
+    for _ in range(2):
+        threads = [threading.Thread(target=embed_after_barrier, args=(m,)) for m in (embed, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        other.get_text_embedding_batch(TEXTS)  # the copy's puts last: over the original's
+        got_idx, got_val = doc_fn(TEXTS)
+        want_idx, want_val = fresh_doc_fn(TEXTS)
+        assert got_idx == want_idx
+        for got, want in zip(got_val, want_val, strict=True):
+            assert got == pytest.approx(want, abs=1e-5)
+    embed.text_instruction = "query-like: "  # after the store's functions were built
+    embed.get_text_embedding_batch(TEXTS)
+    assert doc_fn(TEXTS)[0] == fresh_doc_fn(TEXTS)[0]
 
 
 def test_sparse_serialisation_round_trip(tiny_encoder: M3Encoder) -> None:

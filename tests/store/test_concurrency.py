@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -55,3 +56,44 @@ def test_parallel_queries_and_adds_match_serial(
     add_corpus(reference, corpus)
     for q, f in queries[::2]:
         _same(index.search(q, k=8, fusion=f), reference.search(q, k=8, fusion=f))
+
+
+def test_a_search_during_a_replace_sees_the_document_and_after_it_the_new_version(
+    open_index: Any, tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What M3Index documents: a shorter new version's chunks are written over the old ones'
+    places, then the old tail is deleted. A search between the two (forced here) finds the
+    document, new chunks and the old tail; once ``add_texts`` returns, only the new version."""
+    from m3kit.chunking import NaiveChunker
+
+    sentence = "Oxygen is a gas that iron needs to rust in air. "
+    old, new = sentence * 12, "Iron rusts in wet air. " * 3
+    index = open_index(tiny_encoder)
+    chunker = NaiveChunker(tiny_encoder, chunk_size=12)
+    index.add_texts([old], doc_ids=["x"], chunker=chunker)
+    old_count = index.search("oxygen iron", k=100)[0].chunk_count
+    reached, go = threading.Event(), threading.Event()
+    backend = index.store._backend
+    delete = backend.delete
+
+    def paused_delete(selector: Any) -> None:
+        reached.set()
+        assert go.wait(30)
+        delete(selector)
+
+    monkeypatch.setattr(backend, "delete", paused_delete)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        write = pool.submit(index.add_texts, [new], doc_ids=["x"], chunker=chunker)
+        assert reached.wait(30)
+        during = index.search("oxygen iron", k=100)
+        go.set()
+        write.result()
+    after = index.search("oxygen iron", k=100)
+    new_count = after[0].chunk_count
+    assert old_count is not None and new_count is not None and new_count < old_count
+    assert sorted(h.chunk_index for h in after) == list(range(new_count))
+    assert all(h.text in new for h in after)
+    # during the replace: every place, the new version's first, the old tail after them
+    assert sorted(h.chunk_index for h in during) == list(range(old_count))
+    assert {h.chunk_count for h in during if h.chunk_index < new_count} == {new_count}
+    assert {h.chunk_count for h in during if h.chunk_index >= new_count} == {old_count}

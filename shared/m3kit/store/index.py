@@ -57,7 +57,10 @@ logger = logging.getLogger(__name__)
 class M3Index(IndexWrites, IndexSearch):
     """Encoder + store: what the LangChain / LlamaIndex adapters and the CLI use.
 
-    Thread-safe: searches and adds may run from several threads at once.
+    Thread-safe: searches and adds may run from several threads at once. A search running
+    while a document is replaced by a version of fewer chunks may find the new chunks and the
+    old version's last ones, not yet deleted (the new chunks are written first, so the
+    document is never missing); once ``add_texts`` returns, searches find the new version only.
 
     Attributes:
         write_group: Documents encoded and written per step of :meth:`add_texts`.
