@@ -56,6 +56,7 @@ from llama_index.core.node_parser.node_utils import (
 from llama_index.core.schema import (
     BaseNode,
     Document,
+    ImageDocument,
     MetadataMode,
     NodeRelationship,
     RelatedNodeInfo,
@@ -145,6 +146,8 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
       became empty replaces its older chunks (:func:`chunk_records`, ``replace=True``).
     - With the built-in sentence splitter chunks tile the document: a node's text keeps its
       trailing whitespace.
+    - An ``ImageDocument`` is refused (``TypeError``): its nodes would be text nodes without
+      the image (``SentenceSplitter`` makes ``ImageNode``\\ s of it).
     """
 
     batch_size: int = Field(
@@ -355,6 +358,7 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
     def _parse_nodes(
         self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
     ) -> list[BaseNode]:
+        _refuse_images(nodes)
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
         per_doc = self._chunker.chunk(texts, show_progress=show_progress)
         out: list[BaseNode] = []
@@ -394,6 +398,20 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
         for node in nodes:
             _strip_related_metadata(node)
         return nodes
+
+
+def _refuse_images(nodes: Sequence[BaseNode]) -> None:
+    """Raise ``TypeError`` for an ``ImageDocument``: LlamaIndex's text splitters make
+    ``ImageNode``\\ s of it (the image kept); this parser's nodes are text nodes, and would
+    silently drop the image."""
+    for i, node in enumerate(nodes):
+        if isinstance(node, ImageDocument):
+            raise TypeError(
+                f"nodes[{i}] is an ImageDocument: M3LateChunkingNodeParser makes text nodes "
+                "(LlamaIndex's SentenceSplitter makes ImageNodes of it), so its image would be "
+                "lost. Parse image documents with another parser, or pass "
+                "Document(text=doc.text, metadata=doc.metadata) to index the text alone"
+            )
 
 
 def _link_next(nodes: list[BaseNode]) -> None:

@@ -406,3 +406,15 @@ def test_a_document_that_became_blank_replaces_its_chunks(tiny_encoder: Any) -> 
     assert [(n.text, n.start_char_idx, n.end_char_idx) for n in blank] == [(" \n ", 0, 3)]
     store.upsert(chunk_records(blank), replace=True)
     assert store.count() == 1
+
+
+def test_an_image_document_is_refused_not_turned_into_a_text_node(tiny_parser: Any) -> None:
+    """``SentenceSplitter`` makes ``ImageNode``\\ s of an ``ImageDocument`` (the image kept);
+    the parser makes text nodes only, so it refuses one instead of dropping its image."""
+    from llama_index.core.schema import ImageDocument, ImageNode
+
+    image = ImageDocument(text="A photo of the Spree. Boats on it.", image="iVBORw0KGgo=")
+    assert all(isinstance(n, ImageNode) for n in SentenceSplitter()([image]))
+    for call in (tiny_parser, tiny_parser.get_nodes_from_documents):
+        with pytest.raises(TypeError, match=r"nodes\[1\] is an ImageDocument.*image"):
+            call([Document(text=BERLIN), image])
