@@ -6,7 +6,10 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 - ``node.embedding``: the chunk's late-chunked dense vector.
 - ``node.metadata["m3_sparse"]``: its sparse vector as ``{"indices": [...], "values": [...]}``
   (token ids ascending), listed in ``excluded_embed_metadata_keys`` and
-  ``excluded_llm_metadata_keys`` so it never reaches an embedding model or a prompt.
+  ``excluded_llm_metadata_keys``, so ``MetadataMode.EMBED`` / ``LLM`` texts leave it out.
+  LlamaIndex's metadata extractors (``KeywordExtractor``, ``QuestionsAnsweredExtractor``,
+  ``SummaryExtractor``) read ``MetadataMode.ALL`` by default, which shows every key: give them
+  ``metadata_mode=MetadataMode.LLM`` to keep the vector out of their prompts.
 - ``node.metadata["m3_late_chunk"]``: where the chunk came from (the chunker's signature, the
   chunk's index, token span and a hash of its text: a node edited after parsing is refused),
   also excluded from embedding and prompts.

@@ -418,3 +418,32 @@ def test_an_image_document_is_refused_not_turned_into_a_text_node(tiny_parser: A
     for call in (tiny_parser, tiny_parser.get_nodes_from_documents):
         with pytest.raises(TypeError, match=r"nodes\[1\] is an ImageDocument.*image"):
             call([Document(text=BERLIN), image])
+
+
+def test_metadata_extractors_keep_the_parsers_keys_out_of_prompts_in_llm_mode(
+    tiny_parser: Any,
+) -> None:
+    """The documented recipe: LlamaIndex's metadata extractors read ``MetadataMode.ALL`` by
+    default, which ignores ``excluded_llm_metadata_keys`` and puts the sparse vector in every
+    prompt; with ``metadata_mode=MetadataMode.LLM`` the prompt has the text and the user's
+    metadata only."""
+    from llama_index.core.extractors import KeywordExtractor
+    from llama_index.core.llms import CompletionResponse, MockLLM
+
+    prompts: list[str] = []
+
+    class RecordingLLM(MockLLM):
+        async def acomplete(
+            self, prompt: str, formatted: bool = False, **kwargs: Any
+        ) -> CompletionResponse:
+            prompts.append(prompt)
+            return CompletionResponse(text="spree, berlin")
+
+    nodes = tiny_parser([Document(text=BERLIN, metadata={"title": "Berlin"})])
+    KeywordExtractor(llm=RecordingLLM(), show_progress=False)(nodes[:1])
+    assert SPARSE_METADATA_KEY in prompts[-1]  # LlamaIndex's default: every key
+    KeywordExtractor(llm=RecordingLLM(), show_progress=False, metadata_mode=MetadataMode.LLM)(
+        nodes[1:2]
+    )
+    assert "title: Berlin" in prompts[-1] and nodes[1].text.strip() in prompts[-1]
+    assert SPARSE_METADATA_KEY not in prompts[-1] and LATE_METADATA_KEY not in prompts[-1]
