@@ -389,13 +389,16 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
         (The base class re-finds each node's text in the document, which can land on an
         earlier copy of a repeated passage.) The ``PREVIOUS`` / ``NEXT`` / ``SOURCE`` links it
         makes copy the linked node's metadata: the parser's own keys are dropped from them, so
-        a node does not carry its neighbours' vectors.
+        a node does not carry its neighbours' vectors. A node without a sparse vector (a
+        dense-only model) drops the ``m3_sparse`` it inherited from the node it was cut from.
         """
         nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
         for node in nodes:
             if isinstance(node, M3TextNode) and node._m3_chunk is not None:
                 node.start_char_idx = node._m3_chunk.start
                 node.end_char_idx = node._m3_chunk.end
+                if Head.SPARSE not in node._m3_chunk.vectors.heads:
+                    node.metadata.pop(SPARSE_METADATA_KEY, None)
         if self.include_prev_next_rel:
             _link_next(nodes)
         for node in nodes:

@@ -447,3 +447,17 @@ def test_metadata_extractors_keep_the_parsers_keys_out_of_prompts_in_llm_mode(
     )
     assert "title: Berlin" in prompts[-1] and nodes[1].text.strip() in prompts[-1]
     assert SPARSE_METADATA_KEY not in prompts[-1] and LATE_METADATA_KEY not in prompts[-1]
+
+
+def test_nodes_cut_from_late_chunked_nodes_do_not_inherit_their_sparse_vector(
+    tiny_parser: Any, minilm_parser: Any
+) -> None:
+    """Nodes inherit the metadata of the node they are cut from: a dense-only model's nodes cut
+    from another model's late-chunked nodes kept that node's ``m3_sparse``, read back (from
+    JSON) as their own sparse vector."""
+    parents = tiny_parser([Document(text=BERLIN)])
+    assert SPARSE_METADATA_KEY in parents[0].metadata
+    nodes = minilm_parser(parents[:1])
+    assert all(SPARSE_METADATA_KEY not in n.metadata for n in nodes)
+    rebuilt = TextNode.from_json(nodes[0].to_json())
+    assert node_vectors(rebuilt).heads == frozenset({Head.DENSE})
