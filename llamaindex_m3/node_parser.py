@@ -6,7 +6,10 @@ vectors, so ``VectorStoreIndex`` does not embed them again:
 - ``node.embedding``: the chunk's late-chunked dense vector.
 - ``node.metadata["m3_sparse"]``: its sparse vector as ``{"indices": [...], "values": [...]}``
   (token ids ascending), listed in ``excluded_embed_metadata_keys`` and
-  ``excluded_llm_metadata_keys`` so it never reaches an embedding model or a prompt.
+  ``excluded_llm_metadata_keys``, so ``MetadataMode.EMBED`` / ``LLM`` texts leave it out.
+  LlamaIndex's metadata extractors (``KeywordExtractor``, ``QuestionsAnsweredExtractor``,
+  ``SummaryExtractor``) read ``MetadataMode.ALL`` by default, which shows every key: give them
+  ``metadata_mode=MetadataMode.LLM`` to keep the vector out of their prompts.
 - ``node.metadata["m3_late_chunk"]``: where the chunk came from (the chunker's signature, the
   chunk's index, token span and a hash of its text: a node edited after parsing is refused),
   also excluded from embedding and prompts.
@@ -56,6 +59,7 @@ from llama_index.core.node_parser.node_utils import (
 from llama_index.core.schema import (
     BaseNode,
     Document,
+    ImageDocument,
     MetadataMode,
     NodeRelationship,
     RelatedNodeInfo,
@@ -145,6 +149,8 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
       became empty replaces its older chunks (:func:`chunk_records`, ``replace=True``).
     - With the built-in sentence splitter chunks tile the document: a node's text keeps its
       trailing whitespace.
+    - An ``ImageDocument`` is refused (``TypeError``): its nodes would be text nodes without
+      the image (``SentenceSplitter`` makes ``ImageNode``\\ s of it).
     """
 
     batch_size: int = Field(
@@ -355,6 +361,7 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
     def _parse_nodes(
         self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
     ) -> list[BaseNode]:
+        _refuse_images(nodes)
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
         per_doc = self._chunker.chunk(texts, show_progress=show_progress)
         out: list[BaseNode] = []
@@ -382,18 +389,35 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
         (The base class re-finds each node's text in the document, which can land on an
         earlier copy of a repeated passage.) The ``PREVIOUS`` / ``NEXT`` / ``SOURCE`` links it
         makes copy the linked node's metadata: the parser's own keys are dropped from them, so
-        a node does not carry its neighbours' vectors.
+        a node does not carry its neighbours' vectors. A node without a sparse vector (a
+        dense-only model) drops the ``m3_sparse`` it inherited from the node it was cut from.
         """
         nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
         for node in nodes:
             if isinstance(node, M3TextNode) and node._m3_chunk is not None:
                 node.start_char_idx = node._m3_chunk.start
                 node.end_char_idx = node._m3_chunk.end
+                if Head.SPARSE not in node._m3_chunk.vectors.heads:
+                    node.metadata.pop(SPARSE_METADATA_KEY, None)
         if self.include_prev_next_rel:
             _link_next(nodes)
         for node in nodes:
             _strip_related_metadata(node)
         return nodes
+
+
+def _refuse_images(nodes: Sequence[BaseNode]) -> None:
+    """Raise ``TypeError`` for an ``ImageDocument``: LlamaIndex's text splitters make
+    ``ImageNode``\\ s of it (the image kept); this parser's nodes are text nodes, and would
+    silently drop the image."""
+    for i, node in enumerate(nodes):
+        if isinstance(node, ImageDocument):
+            raise TypeError(
+                f"nodes[{i}] is an ImageDocument: M3LateChunkingNodeParser makes text nodes "
+                "(LlamaIndex's SentenceSplitter makes ImageNodes of it), so its image would be "
+                "lost. Parse image documents with another parser, or pass "
+                "Document(text=doc.text, metadata=doc.metadata) to index the text alone"
+            )
 
 
 def _link_next(nodes: list[BaseNode]) -> None:

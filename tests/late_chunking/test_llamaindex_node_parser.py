@@ -406,3 +406,58 @@ def test_a_document_that_became_blank_replaces_its_chunks(tiny_encoder: Any) -> 
     assert [(n.text, n.start_char_idx, n.end_char_idx) for n in blank] == [(" \n ", 0, 3)]
     store.upsert(chunk_records(blank), replace=True)
     assert store.count() == 1
+
+
+def test_an_image_document_is_refused_not_turned_into_a_text_node(tiny_parser: Any) -> None:
+    """``SentenceSplitter`` makes ``ImageNode``\\ s of an ``ImageDocument`` (the image kept);
+    the parser makes text nodes only, so it refuses one instead of dropping its image."""
+    from llama_index.core.schema import ImageDocument, ImageNode
+
+    image = ImageDocument(text="A photo of the Spree. Boats on it.", image="iVBORw0KGgo=")
+    assert all(isinstance(n, ImageNode) for n in SentenceSplitter()([image]))
+    for call in (tiny_parser, tiny_parser.get_nodes_from_documents):
+        with pytest.raises(TypeError, match=r"nodes\[1\] is an ImageDocument.*image"):
+            call([Document(text=BERLIN), image])
+
+
+def test_metadata_extractors_keep_the_parsers_keys_out_of_prompts_in_llm_mode(
+    tiny_parser: Any,
+) -> None:
+    """The documented recipe: LlamaIndex's metadata extractors read ``MetadataMode.ALL`` by
+    default, which ignores ``excluded_llm_metadata_keys`` and puts the sparse vector in every
+    prompt; with ``metadata_mode=MetadataMode.LLM`` the prompt has the text and the user's
+    metadata only."""
+    from llama_index.core.extractors import KeywordExtractor
+    from llama_index.core.llms import CompletionResponse, MockLLM
+
+    prompts: list[str] = []
+
+    class RecordingLLM(MockLLM):
+        async def acomplete(
+            self, prompt: str, formatted: bool = False, **kwargs: Any
+        ) -> CompletionResponse:
+            prompts.append(prompt)
+            return CompletionResponse(text="spree, berlin")
+
+    nodes = tiny_parser([Document(text=BERLIN, metadata={"title": "Berlin"})])
+    KeywordExtractor(llm=RecordingLLM(), show_progress=False)(nodes[:1])
+    assert SPARSE_METADATA_KEY in prompts[-1]  # LlamaIndex's default: every key
+    KeywordExtractor(llm=RecordingLLM(), show_progress=False, metadata_mode=MetadataMode.LLM)(
+        nodes[1:2]
+    )
+    assert "title: Berlin" in prompts[-1] and nodes[1].text.strip() in prompts[-1]
+    assert SPARSE_METADATA_KEY not in prompts[-1] and LATE_METADATA_KEY not in prompts[-1]
+
+
+def test_nodes_cut_from_late_chunked_nodes_do_not_inherit_their_sparse_vector(
+    tiny_parser: Any, minilm_parser: Any
+) -> None:
+    """Nodes inherit the metadata of the node they are cut from: a dense-only model's nodes cut
+    from another model's late-chunked nodes kept that node's ``m3_sparse``, read back (from
+    JSON) as their own sparse vector."""
+    parents = tiny_parser([Document(text=BERLIN)])
+    assert SPARSE_METADATA_KEY in parents[0].metadata
+    nodes = minilm_parser(parents[:1])
+    assert all(SPARSE_METADATA_KEY not in n.metadata for n in nodes)
+    rebuilt = TextNode.from_json(nodes[0].to_json())
+    assert node_vectors(rebuilt).heads == frozenset({Head.DENSE})
