@@ -472,3 +472,38 @@ def test_llamaindex_engine_names_a_bad_dataset_argument(
     assert "relevant_docs" in str(bad_val.value)
     with pytest.raises(TypeError, match=r"^train_dataset: .*got list"):
         M3FinetuneEngine([1, 2])
+
+
+def test_cli_calibrate_refuses_a_sole_test_split_by_default(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A BEIR folder whose only qrels split is qrels/test.tsv (most BEIR data sets) was read
+    by ``m3kit calibrate`` / ``finetune --validation`` with no split named: the fusion was
+    fitted on the test set that ``m3kit eval`` then reports. Fitting on it needs
+    ``--split test`` (``--validation-split test``); ``eval`` still reads it by default."""
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": t[:12]}) + "\n" for i, t in enumerate(texts))
+    )
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_m3_path, model)
+    finetune = ["finetune", "--model", str(model), "--output", str(tmp_path / "o")]
+    finetune += ["--train", str(tmp_path / "unread.jsonl"), "--validation", str(data)]
+    for argv, flag in (
+        (["calibrate", "--model", str(model), "--data", str(data)], "--split test"),
+        (finetune, "--validation-split test"),
+    ):
+        with pytest.raises(ValueError, match=f"only qrels split is test.*{flag}"):
+            _run([*argv, "--quiet"])
+    assert FusionCalibration.load(model) is None
+    assert _run(["eval", "--model", str(model), "--data", str(data), "--quiet"]) == 0
+    argv = ["calibrate", "--model", str(model), "--data", str(data), "--split", "test"]
+    assert _run([*argv, "--grid-step", "0.5", "--quiet"]) == 0
+    saved = FusionCalibration.load(model)
+    assert saved is not None and saved.queries == 2

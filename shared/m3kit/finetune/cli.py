@@ -261,7 +261,13 @@ def _run_finetune(args: argparse.Namespace) -> int:
             "calibration measures with)"
         )
     if args.validation is not None:  # fail before reading and training, on a bad folder
-        validation = read_beir(args.validation, args.validation_split, None, args.seed)
+        validation = read_beir(
+            args.validation,
+            args.validation_split,
+            None,
+            args.seed,
+            fit_flag="--validation-split",
+        )
     if args.longdoc is not None:
         from m3kit.finetune.span_data import read_longdoc_examples
 
@@ -331,7 +337,7 @@ def _calibrate(
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    data = read_beir(args.data, args.split, args.max_queries, args.seed)
+    data = read_beir(args.data, args.split, args.max_queries, args.seed, fit_flag="--split")
     _calibrate(
         args.model,
         data,

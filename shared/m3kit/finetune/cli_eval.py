@@ -59,16 +59,37 @@ def fused_weights(
 
 
 def read_beir(
-    folder: Path, split: str | None, max_queries: int | None, seed: int
+    folder: Path,
+    split: str | None,
+    max_queries: int | None,
+    seed: int,
+    *,
+    fit_flag: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
     """A BEIR folder's corpus, queries and qrels, ``max_queries`` of the queries drawn with
     ``seed`` (all when ``None``).
 
+    Args:
+        folder: The BEIR folder.
+        split: Its qrels split (``None``: :func:`~m3kit.evaluation.load_beir`'s default).
+        max_queries: Queries to draw (``None``: all).
+        seed: Seed of the draw.
+        fit_flag: For data a calibration is fitted on, the flag naming its split
+            (``--split``): with no split named, a folder whose only split is
+            ``qrels/test.tsv`` is refused rather than fitted on its test set.
+
     Raises:
-        ValueError: No query has a relevant passage.
+        ValueError: No query has a relevant passage, or (``fit_flag``) the split to fit on
+            would be ``test`` without being named.
     """
     from m3kit.evaluation import load_beir
 
+    if fit_flag is not None and split is None and _only_split_is_test(folder):
+        raise ValueError(
+            f"{folder}'s only qrels split is test (qrels/test.tsv): calibrating on it fits "
+            f"the fusion to the test set that m3kit eval reports; give validation data "
+            f"(e.g. a qrels/dev.tsv), or pass {fit_flag} test to fit on it knowingly"
+        )
     corpus, queries, qrels = load_beir(folder, split=split)
     if not any(has_relevant(r) for r in qrels.values()):
         named = f" (qrels split {split})" if split else ""
@@ -78,6 +99,15 @@ def read_beir(
         queries = {q: queries[q] for q in keep}
         qrels = {q: qrels[q] for q in keep if q in qrels}
     return dict(corpus), dict(queries), {q: dict(r) for q, r in qrels.items()}
+
+
+def _only_split_is_test(folder: Path) -> bool:
+    """Whether ``load_beir`` with no split reads ``qrels/test.tsv``: no top-level
+    ``qrels.tsv`` and ``test`` the only split of ``qrels/``."""
+    qrels = folder / "qrels"
+    if (folder / "qrels.tsv").is_file() or not qrels.is_dir():
+        return False
+    return [p.stem for p in qrels.glob("*.tsv")] == ["test"]
 
 
 def has_relevant(judgements: dict[str, float]) -> bool:
