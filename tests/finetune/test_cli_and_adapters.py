@@ -507,3 +507,30 @@ def test_cli_calibrate_refuses_a_sole_test_split_by_default(
     assert _run([*argv, "--grid-step", "0.5", "--quiet"]) == 0
     saved = FusionCalibration.load(model)
     assert saved is not None and saved.queries == 2
+
+
+def test_cli_max_queries_samples_queries_it_can_score(tmp_path: Path) -> None:
+    """``--max-queries N`` drew its sample from every query with judgements, grade-0-only ones
+    included, which no metric averages: with 3 of 6 queries judged relevant, ``--max-queries
+    2`` averaged 1 query for some seeds or failed with "no query has a relevant passage" for
+    others. It draws from the queries with a relevant passage now."""
+    from m3kit.finetune.cli_eval import read_beir
+
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(6))
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(6))
+    )
+    (data / "qrels" / "dev.tsv").write_text(
+        "".join(f"q{i}\td{i}\t{int(i < 3)}\n" for i in range(6))
+    )
+    drawn = set()
+    for seed in range(10):
+        _, queries, qrels = read_beir(data, None, 2, seed)
+        assert sorted(queries) == sorted(qrels), seed
+        assert len(queries) == 2 and set(queries) <= {"q0", "q1", "q2"}, (seed, queries)
+        drawn |= set(queries)
+    assert drawn == {"q0", "q1", "q2"}  # a draw, not the first two

@@ -179,7 +179,10 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--baseline", default=None, help="a second model to compare with")
     ev.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
     ev.add_argument(
-        "--max-queries", type=positive_int, default=None, help="seeded sample of queries"
+        "--max-queries",
+        type=positive_int,
+        default=None,
+        help="seeded sample of the queries with a relevant passage",
     )
     ev.add_argument("--max-length", type=int, default=None)
     add_weights_argument(
@@ -204,7 +207,10 @@ def add_subcommands(subparsers: Any) -> None:
     cal.add_argument("--data", required=True, type=Path, help="BEIR folder of validation data")
     cal.add_argument("--split", default=None, help=_SPLIT_HELP)
     cal.add_argument(
-        "--max-queries", type=positive_int, default=None, help="seeded sample of queries"
+        "--max-queries",
+        type=positive_int,
+        default=None,
+        help="seeded sample of the queries with a relevant passage",
     )
     cal.add_argument("--grid-step", type=float, default=0.1, help="weight grid step (0.1)")
     cal.add_argument(

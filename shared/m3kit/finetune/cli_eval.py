@@ -66,8 +66,8 @@ def read_beir(
     *,
     fit_flag: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]:
-    """A BEIR folder's corpus, queries and qrels, ``max_queries`` of the queries drawn with
-    ``seed`` (all when ``None``).
+    """A BEIR folder's corpus, queries and qrels, ``max_queries`` of the queries with a
+    relevant passage drawn with ``seed`` (all queries when ``None``).
 
     Args:
         folder: The BEIR folder.
@@ -94,8 +94,10 @@ def read_beir(
     if not any(has_relevant(r) for r in qrels.values()):
         named = f" (qrels split {split})" if split else ""
         raise ValueError(f"no queries with relevant passages in {folder}{named}")
-    if max_queries is not None and len(queries) > max_queries:
-        keep = sorted(random.Random(seed).sample(sorted(queries), max_queries))
+    # drawn from the queries the metrics average: a grade-0-only one would take a place
+    scored = sorted(q for q in queries if has_relevant(qrels.get(q, {})))
+    if max_queries is not None and len(scored) > max_queries:
+        keep = sorted(random.Random(seed).sample(scored, max_queries))
         queries = {q: queries[q] for q in keep}
         qrels = {q: qrels[q] for q in keep if q in qrels}
     return dict(corpus), dict(queries), {q: dict(r) for q, r in qrels.items()}
