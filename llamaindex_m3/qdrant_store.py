@@ -18,7 +18,9 @@ given ``node_ids`` and ``filters`` take the nodes matching both, also when the f
 filtering (``QdrantVectorStore`` ignored it); ``add([])`` returns ``[]`` (``QdrantVectorStore``
 raised on a collection not created yet); a query mode other than default, sparse and hybrid
 (MMR, text search...) raises ``NotImplementedError`` (``QdrantVectorStore`` ran a dense search
-instead). Everything else (payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
+instead); a default or hybrid query without ``query_embedding`` raises ``ValueError``
+(``QdrantVectorStore`` returned the first stored nodes, unranked). Everything else
+(payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
 
 Example::
 
@@ -152,15 +154,24 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
 
 def _check_query(query: VectorStoreQuery) -> None:
     """Refuse a mode ``QdrantVectorStore`` does not run (it ran a dense search instead,
-    silently: MMR without diversity), and a sparse or hybrid query without a query text: its
-    sparse vector is encoded from ``query_str`` (a dense ``query_embedding`` cannot supply it),
-    and a blank one gives an empty sparse vector, which matches nothing.
+    silently: MMR without diversity), a default or hybrid query without ``query_embedding``
+    (the dense vectors are the nodes' own embeddings; ``QdrantVectorStore`` passed ``None`` to
+    Qdrant, which returns points unranked), and a sparse or hybrid query without a query text:
+    its sparse vector is encoded from ``query_str`` (a dense ``query_embedding`` cannot supply
+    it), and a blank one gives an empty sparse vector, which matches nothing.
 
     Raises:
         NotImplementedError: Names a mode other than default, sparse and hybrid.
-        ValueError: Names the mode and the missing, empty or whitespace-only ``query_str``.
+        ValueError: Names the mode and the missing ``query_embedding``, or the missing, empty
+            or whitespace-only ``query_str``.
     """
     mode = check_mode(query, "M3QdrantVectorStore")
+    if mode is not VectorStoreQueryMode.SPARSE and query.query_embedding is None:
+        raise ValueError(
+            f"{mode.value} mode searches by VectorStoreQuery.query_embedding, which is missing "
+            "(QdrantVectorStore searched without it: the first stored nodes, unranked); embed "
+            "the query with the nodes' embed model, or query in sparse mode"
+        )
     state = query_text_state(query.query_str)
     if mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID) and state is not None:
         raise ValueError(
@@ -288,7 +299,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         Raises:
             NotImplementedError: Another mode (MMR, text search, SVM...; LlamaIndex's store
                 ran a dense search instead, silently).
-            ValueError: Sparse or hybrid mode without ``query_str`` (LlamaIndex's store ran
+            ValueError: Default or hybrid mode without ``query_embedding`` (LlamaIndex's store
+                returned the first stored nodes, unranked); sparse or hybrid mode without
+                ``query_str`` (LlamaIndex's store ran
                 a dense-only search instead, silently) or with a blank one (its sparse
                 search found nothing, silently).
         """

@@ -303,7 +303,8 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         force; other modes do not use it (as LlamaIndex's Qdrant store). M3's weighted sum is
         divided by the weights of the heads that score, so default mode scores the dense
         similarity and sparse mode the sparse score, as with any other fusion.
-        ``filters``, ``doc_ids`` and ``node_ids`` restrict the search.
+        ``filters``, ``doc_ids`` and ``node_ids`` restrict the search (an empty id list does
+        not: ``VectorStoreIndex.as_retriever`` passes ``node_ids=[]``).
 
         Args:
             query: The LlamaIndex query.
@@ -321,7 +322,8 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             FingerprintMismatchError: The ``query_embedding`` was made by an
                 :class:`M3Embedding` of another encoder than the collection's
                 (:mod:`llamaindex_m3.embedding_origins`).
-            TypeError: Another keyword argument.
+            TypeError: Another keyword argument; ``doc_ids`` or ``node_ids`` a single string
+                (not a list of ids).
         """
         unknown = sorted(set(kwargs) - set(QUERY_SETTINGS))
         if unknown:

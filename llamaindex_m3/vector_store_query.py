@@ -17,7 +17,7 @@ from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.sourceless import ref_docs_filter
 from m3kit.outputs import Head, SparseVector
 from m3kit.store import Fusion, Hit, SearchSettings
-from m3kit.store.filters import and_filters, chunk_ids_filter, to_filter
+from m3kit.store.filters import and_filters, chunk_ids_filter, distinct_ids, to_filter
 from m3kit.store.index_search import dense_query
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     index = store.client
     index.check_encoder()  # the store checks its holder's encoder, maybe another index's
     mode = check_mode(query, "M3VectorStore")
+    where = _query_filter(query)  # checked before anything is encoded
     heads = index.store.heads
     dense_wanted = mode is not VectorStoreQueryMode.SPARSE
     sparse_wanted = mode is not VectorStoreQueryMode.DEFAULT
@@ -119,7 +120,7 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         k=k,
         fusion=settings.fusion,
         rerank=colbert,
-        filter=_query_filter(query),
+        filter=where,
         weights=_m3_weights(query.alpha, mode, colbert, settings),
         candidates=settings.candidates,
     )
@@ -171,15 +172,30 @@ def _one_head_weights(settings: SearchSettings, mode: VectorStoreQueryMode) -> S
 def _query_filter(query: VectorStoreQuery) -> Any:
     """The query's ``filters``, ``doc_ids`` and ``node_ids`` as one store filter (AND).
 
-    ``doc_ids`` select the nodes of these documents, not a node without a source stored
-    under one of these ids (its ``ref_doc_id`` is ``"None"``: :mod:`~llamaindex_m3.sourceless`).
+    An id list is checked (a single string is refused, not read as its characters); an empty
+    one restricts nothing, as in LlamaIndex's Qdrant store (``VectorStoreIndex.as_retriever``
+    passes ``node_ids=[]`` for a store that keeps the text: every node). ``doc_ids``
+    select the nodes of these documents, not a node without a source stored under one of
+    these ids (its ``ref_doc_id`` is ``"None"``: :mod:`~llamaindex_m3.sourceless`).
     """
     conditions = [to_filter(to_store_filter(query.filters))]
-    if query.doc_ids:
-        conditions.append(ref_docs_filter(list(query.doc_ids)))
-    if query.node_ids:  # the nodes' own ids or chunks' point ids
-        conditions.append(chunk_ids_filter(list(query.node_ids)))
+    doc_ids = _id_list(query.doc_ids, "doc_ids")
+    if doc_ids:
+        conditions.append(ref_docs_filter(doc_ids))
+    node_ids = _id_list(query.node_ids, "node_ids")
+    if node_ids:  # the nodes' own ids or chunks' point ids
+        conditions.append(chunk_ids_filter(node_ids))
     return and_filters(*conditions)
+
+
+def _id_list(ids: Any, name: str) -> list[str] | None:
+    """``VectorStoreQuery.<name>`` as a list of distinct ids (``None``: not given).
+
+    Raises:
+        TypeError: A single string (``"d1"`` was searched as the ids ``d`` and ``1``), or a
+            non-string id.
+    """
+    return None if ids is None else distinct_ids(ids, f"VectorStoreQuery.{name}")
 
 
 def _m3_weights(
