@@ -22,6 +22,7 @@ from m3kit.jsonl import iter_json_rows, iter_text_lines
 
 __all__ = [
     "BeirDataset",
+    "drop_identical_ids",
     "evaluate_rankings",
     "hit_at_k",
     "load_beir",
@@ -196,10 +197,40 @@ def judged_queries(
     }
 
 
+def drop_identical_ids(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, float]]
+) -> dict[str, list[str]]:
+    """``run`` without the hits whose id is their query's id, as BEIR's evaluator drops them
+    (``EvaluateRetrieval.evaluate(ignore_identical_ids=True)``, its default).
+
+    In BEIR datasets whose queries are also corpus documents (ArguAna, Quora) a query finds
+    itself first, and that hit is not judged; BEIR's published scores leave it out.
+
+    Raises:
+        ValueError: A query judges its own id relevant (grade > 0): then the query and
+            document ids are separate namespaces that happen to meet, and dropping the hit
+            would hide a relevant document.
+
+    >>> drop_identical_ids({"q1": ["q1", "d2"], "q2": ["d2"]}, {"q1": {"d2": 1}})
+    {'q1': ['d2'], 'q2': ['d2']}
+    """
+    for qid, rel in qrels.items():
+        if any(str(d) == str(qid) and float(g) > 0 for d, g in rel.items()):
+            raise ValueError(
+                f"query {qid!r} judges the document with its own id relevant: the query and "
+                "document ids are separate namespaces here, so hits with the query's id "
+                "must be kept (BEIR's ignore_identical_ids=False; m3kit eval "
+                "--keep-identical-ids)"
+            )
+    return {str(q): [d for d in ranked if str(d) != str(q)] for q, ranked in run.items()}
+
+
 def evaluate_rankings(
     run: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, float]],
     ks: Iterable[int] = (1, 5, 10, 100),
+    *,
+    ignore_identical_ids: bool = False,
 ) -> dict[str, float]:
     """Mean nDCG, MRR, hit rate and recall at each cut-off over the judged queries.
 
@@ -212,6 +243,9 @@ def evaluate_rankings(
         run: ``{query_id: [doc_id, ...]}`` best first.
         qrels: ``{query_id: {doc_id: grade}}``.
         ks: Cut-offs.
+        ignore_identical_ids: Drop every hit whose id is its query's id before scoring
+            (:func:`drop_identical_ids`, BEIR's default); rank one deeper than the largest
+            cut-off so that a dropped hit leaves the list full.
 
     Returns:
         ``{"ndcg@10": ..., "mrr@10": ..., "hit@10": ..., "recall@10": ..., ...}`` for each k,
@@ -219,8 +253,9 @@ def evaluate_rankings(
 
     Raises:
         ValueError: If no query in ``qrels`` has a relevant document, a ranking is a
-            single string, a mapping or a set (not a list of ids, best first), or a cut-off is
-            not an int ``>= 1``.
+            single string, a mapping or a set (not a list of ids, best first), a cut-off is
+            not an int ``>= 1``, or (``ignore_identical_ids``) a query judges its own id
+            relevant.
 
     >>> m = evaluate_rankings({"q1": ["a", "b"], "q2": ["c", "d"]},
     ...                       {"q1": {"a": 1}, "q2": {"d": 1}}, ks=(1, 2))
@@ -231,11 +266,13 @@ def evaluate_rankings(
     judged = judged_queries(qrels)
     if not judged:
         raise ValueError("qrels hold no query with a relevant document")
-    ranked_runs = {str(qid): ranked for qid, ranked in run.items()}
+    ranked_runs: Mapping[str, Sequence[str]] = {str(qid): r for qid, r in run.items()}
     for qid, ranked in ranked_runs.items():
         error = _unusable_ranking(ranked, f"the ranking of query {qid!r}")
         if error is not None:
             raise error
+    if ignore_identical_ids:
+        ranked_runs = drop_identical_ids(ranked_runs, judged)
     found = sum(qid in ranked_runs for qid in judged)
     if found < len(judged) / 2:
         logger.warning(

@@ -191,6 +191,12 @@ def add_subcommands(subparsers: Any) -> None:
         "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4)",
     )
     add_sparse_cut_arguments(ev, "score with", "recorded in the report")
+    ev.add_argument(
+        "--keep-identical-ids",
+        action="store_true",
+        help="score a hit whose id is its query's id (default: left out, as BEIR's evaluator "
+        "does: ArguAna and Quora queries are corpus documents too)",
+    )
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true")

@@ -131,6 +131,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from m3kit.store.sparse_cut import SparseCut, sparse_cut_of
 
     corpus, queries, qrels = read_beir(args.data, args.split, args.max_queries, args.seed)
+    ignore_identical = not args.keep_identical_ids
+    in_corpus = sum(q in corpus for q in queries)
+    if in_corpus and ignore_identical:
+        print(
+            f"{in_corpus} of {len(queries)} queries have their own id in the corpus: hits of "
+            "those documents are left out of the rankings, as BEIR's evaluator leaves them "
+            "(--keep-identical-ids scores them)"
+        )
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     w = args.weights
@@ -160,6 +168,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 show_progress=not args.quiet,
                 sparse_top_k=top_k,
                 sparse_min_weight=min_w,
+                ignore_identical_ids=ignore_identical,
             )
         except ValueError as e:
             raise ValueError(f"{name} {path}: {e}") from e

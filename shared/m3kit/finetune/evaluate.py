@@ -44,7 +44,7 @@ import torch
 
 from m3kit.encode_sets import encode_corpus_and_queries
 from m3kit.encoder import M3Encoder
-from m3kit.evaluation import evaluate_rankings, judged_queries
+from m3kit.evaluation import drop_identical_ids, evaluate_rankings, judged_queries
 from m3kit.outputs import Head, M3Output
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, reciprocal_rank_fusion
 
@@ -198,6 +198,7 @@ def evaluate_heads(
     show_progress: bool = False,
     sparse_top_k: int | None = None,
     sparse_min_weight: float = 0.0,
+    ignore_identical_ids: bool = False,
 ) -> RetrievalReport:
     """Rank the whole corpus for every query with each head and with their fusion.
 
@@ -221,6 +222,10 @@ def evaluate_heads(
             highest sparse weights of every passage and query. It changes the ``sparse``,
             ``fused`` and ``rrf`` rows; recorded as :attr:`RetrievalReport.sparse_cut`.
         sparse_min_weight: Likewise, drop sparse weights at or below this value.
+        ignore_identical_ids: Leave out of every ranking the passage whose id is the query's
+            id, as BEIR's evaluator does by default (ArguAna and Quora queries are corpus
+            documents too, and would find themselves first);
+            :func:`~m3kit.evaluation.drop_identical_ids`.
 
     Returns:
         Metrics for each head, ``fused`` and ``rrf`` (the last two with two or more heads).
@@ -229,7 +234,8 @@ def evaluate_heads(
         ValueError: No query of ``queries`` has a relevant passage in ``qrels``; bad
             ``weights`` or ``rrf_depth``, a sparse cut an index refuses
             (``sparse_top_k`` not a positive int, ``sparse_min_weight`` negative, NaN or
-            infinite), or a cut without the sparse head among the evaluated heads.
+            infinite), or a cut without the sparse head among the evaluated heads; with
+            ``ignore_identical_ids``, a query that judges its own id relevant.
     """
     wanted = encoder.available_heads if heads is None else Head.parse(heads)
     order = [h for h in (Head.DENSE, Head.SPARSE, Head.COLBERT) if h in wanted]
@@ -253,18 +259,28 @@ def evaluate_heads(
         raise ValueError(f"rrf_depth must be >= 1, got {rrf_depth}")
     depth = max(cutoffs)
     head_depth = max(depth, rrf_depth) if len(order) > 1 else depth
+    # one deeper, then the query's own id dropped: lists as full as without the drop
+    extra = 1 if ignore_identical_ids else 0
+
+    def ranked(scores: npt.NDArray[np.float32], top_k: int) -> list[list[str]]:
+        lists = _rank(scores, doc_ids, top_k + extra)
+        if not ignore_identical_ids:
+            return lists
+        kept = drop_identical_ids(dict(zip(qids, lists, strict=True)), qrels)
+        return [kept[str(q)][:top_k] for q in qids]
+
     metrics: dict[str, dict[str, float]] = {}
     matrices = {h: score_matrix(qs, docs, h) for h in order}
     rankings: dict[str, list[list[str]]] = {}
     for head, matrix in matrices.items():
-        rankings[head.value] = _rank(matrix, doc_ids, head_depth)
+        rankings[head.value] = ranked(matrix, head_depth)
         metrics[head.value] = evaluate_rankings(
             dict(zip(qids, rankings[head.value], strict=True)), qrels, cutoffs
         )
     if len(order) > 1:
         fused = sum(float(w[h]) * matrices[h] for h in order)
         assert isinstance(fused, np.ndarray)
-        run = dict(zip(qids, _rank(fused.astype(np.float32), doc_ids, depth), strict=True))
+        run = dict(zip(qids, ranked(fused.astype(np.float32), depth), strict=True))
         metrics[FUSED] = evaluate_rankings(run, qrels, cutoffs)
         rrf_run = {
             qid: _rrf([rankings[h.value][i] for h in order], rrf_depth, depth)
