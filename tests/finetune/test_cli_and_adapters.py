@@ -16,6 +16,7 @@ from m3kit.finetune import TrainingExample, read_jsonl, write_jsonl
 from m3kit.finetune.cli import add_subcommands
 from m3kit.outputs import ALL_HEADS
 from m3kit.store import FusionCalibration, M3Index
+from tests.finetune.beir_folders import numbered, write_beir
 
 
 def _run(argv: list[str]) -> int:
@@ -81,21 +82,14 @@ def test_cli_mine_finetune_eval(
     assert "1 step(s)" in capsys.readouterr().out
     assert M3Encoder.from_pretrained(out).available_heads == ALL_HEADS
 
-    data = tmp_path / "beir"
-    data.mkdir()
     passages = sorted({t for ex in toy_examples for t in ex.pos})
     ids = {t: f"d{i}" for i, t in enumerate(passages)}
-    (data / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": ids[t], "title": "", "text": t}) + "\n" for t in passages)
-    )
-    (data / "queries.jsonl").write_text(
-        "".join(
-            json.dumps({"_id": f"q{i}", "text": ex.query}) + "\n"
-            for i, ex in enumerate(toy_examples)
-        )
-    )
-    (data / "qrels.tsv").write_text(
-        "".join(f"q{i}\t{ids[ex.pos[0]]}\t1\n" for i, ex in enumerate(toy_examples))
+    data = write_beir(
+        tmp_path / "beir",
+        {ids[t]: t for t in passages},
+        numbered("q", [ex.query for ex in toy_examples]),
+        "".join(f"q{i}\t{ids[ex.pos[0]]}\t1\n" for i, ex in enumerate(toy_examples)),
+        titles=True,
     )
     report = tmp_path / "report"
     assert (
@@ -208,16 +202,9 @@ def test_cli_reads_the_named_qrels_split(
     tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A BEIR folder with qrels/dev.tsv and qrels/test.tsv was silently read as test."""
-    data = tmp_path / "beir"
-    (data / "qrels").mkdir(parents=True)
     texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
-    (data / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
-    )
-    (data / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": t[:12]}) + "\n" for i, t in enumerate(texts))
-    )
-    (data / "qrels" / "test.tsv").write_text("q0\td0\t1\nq1\td1\t1\n")
+    corpus, queries = numbered("d", texts), numbered("q", [t[:12] for t in texts])
+    data = write_beir(tmp_path / "beir", corpus, queries, "q0\td0\t1\nq1\td1\t1\n", split="test")
     (data / "qrels" / "dev.tsv").write_text("q2\td2\t1\n")
     model = tmp_path / "model"
     shutil.copytree(tiny_m3_path, model)
@@ -254,13 +241,8 @@ def test_cli_eval_counts_the_queries_it_averages(tiny_m3_path: Path, tmp_path: P
     with pytest.raises(ValueError, match=f"no queries with relevant passages in {data}$"):
         _run(["eval", "--model", str(tmp_path / "not-loaded"), "--data", str(data)])
     texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
-    (data / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
-    )
-    (data / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": t[:12]}) + "\n" for i, t in enumerate(texts))
-    )
-    (data / "qrels.tsv").write_text("q0\td0\t1\nq1\td1\t1\nq2\td2\t0\n")
+    corpus, queries = numbered("d", texts), numbered("q", [t[:12] for t in texts])
+    write_beir(data, corpus, queries, "q0\td0\t1\nq1\td1\t1\nq2\td2\t0\n")
     report = tmp_path / "report"
     argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(report)]
     assert _run([*argv, "--quiet"]) == 0
@@ -413,15 +395,8 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     }
     queries = {f"q{i}": f"{words[(i + 1) % 12]} {w}" for i, w in enumerate(words)}
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(12)}
-    data = tmp_path / "beir"
-    data.mkdir()
-    (data / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in corpus.items())
-    )
-    (data / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in queries.items())
-    )
-    (data / "qrels.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(12)))
+    qrels_text = "".join(f"q{i}\td{i}\t1\n" for i in range(12))
+    data = write_beir(tmp_path / "beir", corpus, queries, qrels_text)
     encoder = M3Encoder.from_pretrained(model)
     fp = encoder_fingerprint(encoder)
     calibrated = (0.0, 1.0, 0.0)
@@ -481,16 +456,10 @@ def test_cli_calibrate_refuses_a_sole_test_split_by_default(
     by ``m3kit calibrate`` / ``finetune --validation`` with no split named: the fusion was
     fitted on the test set that ``m3kit eval`` then reports. Fitting on it needs
     ``--split test`` (``--validation-split test``); ``eval`` still reads it by default."""
-    data = tmp_path / "beir"
-    (data / "qrels").mkdir(parents=True)
     texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
-    (data / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
-    )
-    (data / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": t[:12]}) + "\n" for i, t in enumerate(texts))
-    )
-    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+    corpus, queries = numbered("d", texts), numbered("q", [t[:12] for t in texts])
+    qrels_text = "query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n"
+    data = write_beir(tmp_path / "beir", corpus, queries, qrels_text, split="test")
     model = tmp_path / "model"
     shutil.copytree(tiny_m3_path, model)
     finetune = ["finetune", "--model", str(model), "--output", str(tmp_path / "o")]
@@ -516,16 +485,12 @@ def test_cli_max_queries_samples_queries_it_can_score(tmp_path: Path) -> None:
     others. It draws from the queries with a relevant passage now."""
     from m3kit.finetune.cli_eval import read_beir
 
-    data = tmp_path / "beir"
-    (data / "qrels").mkdir(parents=True)
-    (data / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(6))
-    )
-    (data / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(6))
-    )
-    (data / "qrels" / "dev.tsv").write_text(
-        "".join(f"q{i}\td{i}\t{int(i < 3)}\n" for i in range(6))
+    data = write_beir(
+        tmp_path / "beir",
+        numbered("d", [f"text {i}" for i in range(6)]),
+        numbered("q", [f"query {i}" for i in range(6)]),
+        "".join(f"q{i}\td{i}\t{int(i < 3)}\n" for i in range(6)),
+        split="dev",
     )
     drawn = set()
     for seed in range(10):

@@ -25,6 +25,7 @@ from m3kit.finetune.trainer import FinetuneResult
 from m3kit.outputs import ALL_HEADS, Head
 from m3kit.store import FusionCalibration
 from m3kit.store.sparse_cut import SparseCut
+from tests.finetune.beir_folders import write_beir
 
 WORDS = ["river", "sea", "oxygen", "number", "city", "bridge", "music", "paint", "glass", "wind"]
 CORPUS = {
@@ -43,15 +44,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _beir(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in CORPUS.items())
-    )
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "text": t}) + "\n" for k, t in QUERIES.items())
-    )
-    (folder / "qrels.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(10)))
-    return folder
+    return write_beir(folder, CORPUS, QUERIES, "".join(f"q{i}\td{i}\t1\n" for i in range(10)))
 
 
 def _cut_sparse_metrics(encoder: M3Encoder, top_k: int) -> dict[str, float]:

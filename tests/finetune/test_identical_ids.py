@@ -18,6 +18,7 @@ from m3kit import M3Encoder
 from m3kit.evaluation import drop_identical_ids, evaluate_rankings
 from m3kit.finetune.cli import add_subcommands
 from m3kit.finetune.evaluate import evaluate_heads
+from tests.finetune.beir_folders import write_beir
 
 WORDS = ["river", "sea", "oxygen", "number", "city", "bridge", "music", "paint", "glass", "wind"]
 #: passages d0..d9; queries q0..q9, each also a corpus document under its own id
@@ -38,13 +39,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _beir(folder: Path, corpus: dict[str, str]) -> Path:
-    folder.mkdir(parents=True)
-    rows = [{"_id": k, "text": t} for k, t in corpus.items()]
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    queries = [{"_id": k, "text": t} for k, t in QUERIES.items()]
-    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
-    (folder / "qrels.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(10)))
-    return folder
+    return write_beir(folder, corpus, QUERIES, "".join(f"q{i}\td{i}\t1\n" for i in range(10)))
 
 
 def test_evaluate_rankings_drops_the_query_itself_when_asked() -> None:
