@@ -40,6 +40,7 @@ __all__ = [
     "check_query",
     "check_sparse_min_weight",
     "check_sparse_options",
+    "check_text",
     "check_texts",
     "check_truncation",
     "embedding_rows",
@@ -151,6 +152,18 @@ def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
                 f"character {at}); decode the source with errors='replace' or fix it"
             )
     return out
+
+
+def check_text(text: object, *, method: str) -> str:
+    """``text``, or an error naming ``method()`` when it is no str (a method taking one text).
+
+    Raises:
+        TypeError: ``text`` is not a str (a list, ``None``): encoded as ``[text]``, it would
+            be named ``texts[0]``, a batch position the caller never gave.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{method}() takes one text (a str), not {type(text).__name__}")
+    return text
 
 
 def texts_to_input_ids(
