@@ -297,7 +297,7 @@ class M3Encoder(EncoderForward):
         limit = min(int(max_length or self.max_length), self.max_length)
         return tokenize_texts(
             self.tokenizer,
-            check_texts(texts),
+            check_texts(texts, method="tokenize"),
             limit=limit,
             truncation=truncation,
             lock=self._tok_lock,

@@ -313,3 +313,16 @@ def test_token_states_refuses_token_ids_no_forward_pass_takes(tiny_encoder: M3En
     with pytest.raises(ValueError, match=rf"token id {vocab}, outside the vocabulary"):
         tiny_encoder.token_states([[0, vocab, 2]])
     assert tiny_encoder.token_states([[0, 5, 2]])[0].hidden.shape == (3, 32)
+
+
+def test_what_is_no_list_of_texts_is_named_by_the_method_called(tiny_encoder: M3Encoder) -> None:
+    """``tokenize("ab")`` was refused naming ``encode()``; ``encode(b"ab")`` iterated the
+    bytes ("texts[0] is int, not str"), ``encode(None)`` failed with Python's "'NoneType'
+    object is not iterable"."""
+    with pytest.raises(TypeError, match=r"tokenize\(\) takes a list of texts"):
+        tiny_encoder.tokenize("ab")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"encode\(\) takes a list of texts \(str\), not bytes"):
+        tiny_encoder.encode(b"ab")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"encode\(\) takes a list of texts, not NoneType"):
+        tiny_encoder.encode(None)  # type: ignore[arg-type]
+    assert len(tiny_encoder.tokenize(("a", "b"))) == 2  # any sequence of str is a batch
