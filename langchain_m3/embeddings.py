@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from langchain_m3._encoder_model import EncoderModel
+from m3kit.encoder_inputs import check_text, check_texts
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 
@@ -89,7 +90,12 @@ class M3Embeddings(EncoderModel, Embeddings):
 
         Returns:
             One normalised vector per text, in order.
+
+        Raises:
+            TypeError: ``texts`` is a single string (``""`` too: wrap it as ``[text]``) or
+                holds a non-string (named by its position).
         """
+        texts = check_texts(texts, method="embed_documents")
         if not texts:
             return []
         out = self.encoder.encode(
@@ -105,7 +111,11 @@ class M3Embeddings(EncoderModel, Embeddings):
 
         Returns:
             The normalised query vector.
+
+        Raises:
+            TypeError: ``text`` is not a str.
         """
+        check_text(text, method="embed_query")
         out = self.encoder.encode(
             [text], heads=Head.DENSE, query=True, max_length=self.max_length, show_progress=False
         )

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
-from m3kit.encoder_inputs import finite_sparse_min_weight
+from m3kit.encoder_inputs import check_text, check_texts, finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.outputs import Head
 from m3kit.outputs import SparseVector as M3SparseVector
@@ -79,7 +79,12 @@ class M3SparseEmbeddings(EncoderModel, SparseEmbeddings):
 
         Returns:
             One ``langchain_qdrant.SparseVector`` per text, in order.
+
+        Raises:
+            TypeError: ``texts`` is a single string (``""`` too: wrap it as ``[text]``) or
+                holds a non-string (named by its position).
         """
+        texts = check_texts(texts, method="embed_documents")
         if not texts:
             return []
         out = self.encoder.encode(
@@ -100,7 +105,11 @@ class M3SparseEmbeddings(EncoderModel, SparseEmbeddings):
 
         Returns:
             The query's ``langchain_qdrant.SparseVector``.
+
+        Raises:
+            TypeError: ``text`` is not a str.
         """
+        check_text(text, method="embed_query")
         out = self.encoder.encode(
             [text],
             heads=Head.SPARSE,

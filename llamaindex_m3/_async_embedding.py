@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from m3kit.encoder_inputs import check_texts
+from m3kit.encoder_inputs import check_text, check_texts
 
 __all__ = ["ThreadedAsyncEmbedding"]
 
@@ -35,9 +35,11 @@ class ThreadedAsyncEmbedding:
         def _get_text_embeddings(self, texts: list[str]) -> list[Any]: ...
 
     async def _aget_query_embedding(self, query: str) -> Any:
+        check_text(query, method="aget_query_embedding")
         return await asyncio.to_thread(self._get_query_embedding, query)
 
     async def _aget_text_embedding(self, text: str) -> Any:
+        check_text(text, method="aget_text_embedding")
         return await asyncio.to_thread(self._get_text_embedding, text)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Any]:

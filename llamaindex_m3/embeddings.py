@@ -37,7 +37,7 @@ from llamaindex_m3.embedding_origins import remember
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
-from m3kit.encoder_inputs import check_texts, finite_sparse_min_weight
+from m3kit.encoder_inputs import check_text, check_texts, finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
@@ -164,6 +164,7 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         return super().__deepcopy__(memo)
 
     def _get_query_embedding(self, query: str) -> Embedding:
+        check_text(query, method="get_query_embedding")
         out = self.encoder.encode(
             [query], heads=Head.DENSE, query=True, max_length=self.max_length, show_progress=False
         )
@@ -172,7 +173,7 @@ class M3Embedding(ThreadedAsyncEmbedding, M3EncoderFields, BaseEmbedding):
         return vector
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._get_text_embeddings([text])[0]
+        return self._get_text_embeddings([check_text(text, method="get_text_embedding")])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         if not texts:
@@ -301,10 +302,10 @@ class M3SparseEmbedding(  # type: ignore[misc]
         return [v.to_dict() for v in out.sparse]
 
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
-        return self._encode([query], query=True)[0]
+        return self._encode([check_text(query, method="get_query_embedding")], query=True)[0]
 
     def _get_text_embedding(self, text: str) -> SparseEmbedding:
-        return self._encode([text], query=False)[0]
+        return self._encode([check_text(text, method="get_text_embedding")], query=False)[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
         return self._encode(texts, query=False)

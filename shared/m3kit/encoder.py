@@ -287,16 +287,17 @@ class M3Encoder(EncoderForward):
         """Token ids per text, truncated to ``max_length`` (special tokens included).
 
         Raises:
-            ValueError: ``max_length`` below 2 (the special tokens alone).
+            ValueError: ``max_length`` is not a whole number, or below 2 (the special tokens
+                alone).
         """
-        if max_length is not None and (isinstance(max_length, bool) or max_length < 2):
+        if max_length is not None and whole_number("max_length", max_length, "tokens") < 2:
             raise ValueError(
                 f"max_length must be at least 2 (the special tokens), not {max_length!r}"
             )
-        limit = min(max_length or self.max_length, self.max_length)
+        limit = min(int(max_length or self.max_length), self.max_length)
         return tokenize_texts(
             self.tokenizer,
-            check_texts(texts),
+            check_texts(texts, method="tokenize"),
             limit=limit,
             truncation=truncation,
             lock=self._tok_lock,

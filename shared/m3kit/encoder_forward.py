@@ -16,7 +16,13 @@ import torch
 
 from m3kit.backends.torch_backend import torch_forward
 from m3kit.checkpoint import CheckpointKind
-from m3kit.encoder_inputs import check_heads, pad_batch, plan_batches
+from m3kit.encoder_inputs import (
+    check_heads,
+    check_input_ids,
+    embedding_rows,
+    pad_batch,
+    plan_batches,
+)
 from m3kit.encoder_outputs import TokenStates, sparse_vector, token_states
 from m3kit.model import M3Model
 from m3kit.outputs import ALL_HEADS, Head, SparseVector
@@ -54,7 +60,11 @@ class EncoderForward:
         """Per-token hidden states and head outputs of tokenised sequences (ids with specials).
 
         Same batching, device and precision as :meth:`encode_tokenized`; one entry per sequence.
+
+        Raises:
+            ValueError: Token ids no forward pass takes (as :meth:`encode_tokenized` refuses).
         """
+        check_input_ids(input_ids, embedding_rows(self.model))
         wanted = self._check_heads(heads)
         lengths = [len(ids) for ids in input_ids]
         out: list[TokenStates | None] = [None] * len(input_ids)

@@ -40,6 +40,7 @@ __all__ = [
     "check_query",
     "check_sparse_min_weight",
     "check_sparse_options",
+    "check_text",
     "check_texts",
     "check_truncation",
     "embedding_rows",
@@ -134,13 +135,18 @@ def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
     """``texts`` as a list, or an error naming ``method()`` and the bad position.
 
     Raises:
-        TypeError: ``texts`` is a single string, or holds a non-string.
+        TypeError: ``texts`` is a single string, bytes or no iterable, or holds a non-string.
         ValueError: A text holds an unpaired surrogate (half of an emoji from a bad decode):
             the tokenizer would fail with "TextInputSequence must be str", naming nothing.
     """
     if isinstance(texts, str):
         raise TypeError(f"{method}() takes a list of texts; wrap a single text as [text]")
-    out = list(texts)
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"{method}() takes a list of texts (str), not bytes; decode them first")
+    try:
+        out = list(texts)
+    except TypeError:
+        raise TypeError(f"{method}() takes a list of texts, not {type(texts).__name__}") from None
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
@@ -151,6 +157,18 @@ def check_texts(texts: Sequence[str], *, method: str = "encode") -> list[str]:
                 f"character {at}); decode the source with errors='replace' or fix it"
             )
     return out
+
+
+def check_text(text: object, *, method: str) -> str:
+    """``text``, or an error naming ``method()`` when it is no str (a method taking one text).
+
+    Raises:
+        TypeError: ``text`` is not a str (a list, ``None``): encoded as ``[text]``, it would
+            be named ``texts[0]``, a batch position the caller never gave.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{method}() takes one text (a str), not {type(text).__name__}")
+    return text
 
 
 def texts_to_input_ids(

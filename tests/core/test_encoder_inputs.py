@@ -287,3 +287,42 @@ def test_size_settings_that_are_not_whole_numbers_are_refused(
     """``batch_size=2.5`` became 2 (``int()``), ``True`` became 1, silently."""
     with pytest.raises(ValueError, match=f"{name} must be a whole number"):
         M3Encoder.from_pretrained(tiny_m3_path, **{name: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [5.5, "8", float("nan")])
+def test_a_per_call_max_length_that_is_no_whole_number_is_refused(
+    tiny_encoder: M3Encoder, value: object
+) -> None:
+    """``encode(..., max_length=5.5)`` failed in the tokenizer with "'float' object cannot be
+    interpreted as an integer", ``"8"`` with "'<' not supported between instances of 'str'
+    and 'int'", naming no setting; it is refused as the constructor refuses it."""
+    with pytest.raises(ValueError, match="max_length must be a whole number"):
+        tiny_encoder.encode(["a b c d e f g"], max_length=value)  # type: ignore[arg-type]
+    assert tiny_encoder.encode(["a b c d e f g"], max_length=np.int64(5)).token_counts == (5,)
+
+
+def test_token_states_refuses_token_ids_no_forward_pass_takes(tiny_encoder: M3Encoder) -> None:
+    """``token_states`` (what late chunking pools) took ids ``encode_tokenized`` refuses: 5.7
+    became token 5 silently, an empty sequence failed with a reshape error, an id outside the
+    vocabulary with "index out of range in self"."""
+    vocab = tiny_encoder.model.backbone.get_input_embeddings().num_embeddings
+    with pytest.raises(ValueError, match=r"input_ids\[0\] holds .*not integer token ids"):
+        tiny_encoder.token_states([[0, 5.7, 2]])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"input_ids\[1\] is empty"):
+        tiny_encoder.token_states([[0, 5, 2], []])
+    with pytest.raises(ValueError, match=rf"token id {vocab}, outside the vocabulary"):
+        tiny_encoder.token_states([[0, vocab, 2]])
+    assert tiny_encoder.token_states([[0, 5, 2]])[0].hidden.shape == (3, 32)
+
+
+def test_what_is_no_list_of_texts_is_named_by_the_method_called(tiny_encoder: M3Encoder) -> None:
+    """``tokenize("ab")`` was refused naming ``encode()``; ``encode(b"ab")`` iterated the
+    bytes ("texts[0] is int, not str"), ``encode(None)`` failed with Python's "'NoneType'
+    object is not iterable"."""
+    with pytest.raises(TypeError, match=r"tokenize\(\) takes a list of texts"):
+        tiny_encoder.tokenize("ab")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"encode\(\) takes a list of texts \(str\), not bytes"):
+        tiny_encoder.encode(b"ab")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"encode\(\) takes a list of texts, not NoneType"):
+        tiny_encoder.encode(None)  # type: ignore[arg-type]
+    assert len(tiny_encoder.tokenize(("a", "b"))) == 2  # any sequence of str is a batch

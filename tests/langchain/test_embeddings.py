@@ -159,3 +159,36 @@ def test_cache_namespace_names_the_settings_that_make_the_vectors(tiny_m3_path: 
     for emb in (plain, M3Embeddings(model_name_or_path=path, dtype="fp32", max_length=6)):
         cached = CacheBackedEmbeddings.from_bytes_store(emb, shared, namespace=emb.cache_namespace)
         assert np.allclose(cached.embed_documents(texts), emb.embed_documents(texts))
+
+
+@pytest.mark.parametrize("cls", [M3Embeddings, M3SparseEmbeddings])
+async def test_a_single_string_given_as_documents_is_refused(
+    tiny_encoder: M3Encoder, cls: type[M3Embeddings] | type[M3SparseEmbeddings]
+) -> None:
+    """``embed_documents("")`` returned ``[]`` silently (an empty str is falsy, so it passed
+    the empty-list shortcut), and ``embed_documents("ab")`` was refused naming ``encode()``,
+    which the caller never called. Both are refused naming ``embed_documents()``."""
+    emb = cls.from_encoder(tiny_encoder)
+    for text in ("", "ab"):
+        with pytest.raises(TypeError, match=r"embed_documents\(\) takes a list of texts"):
+            emb.embed_documents(text)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"embed_documents\(\) takes a list of texts"):
+            await emb.aembed_documents(text)  # type: ignore[arg-type]
+    assert emb.embed_documents([]) == [] == await emb.aembed_documents([])
+
+
+@pytest.mark.parametrize("cls", [M3Embeddings, M3SparseEmbeddings])
+@pytest.mark.parametrize(("bad", "kind"), [(None, "NoneType"), (["a query"], "list")])
+async def test_a_query_that_is_no_str_is_named_as_the_query(
+    tiny_encoder: M3Encoder,
+    cls: type[M3Embeddings] | type[M3SparseEmbeddings],
+    bad: object,
+    kind: str,
+) -> None:
+    """``embed_query(None)`` or ``embed_query(["a query"])`` failed with "texts[0] is NoneType,
+    not str": a batch position the caller never gave. The query is named as one."""
+    emb = cls.from_encoder(tiny_encoder)
+    with pytest.raises(TypeError, match=rf"embed_query\(\) takes one text \(a str\), not {kind}"):
+        emb.embed_query(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=rf"embed_query\(\) takes one text \(a str\), not {kind}"):
+        await emb.aembed_query(bad)  # type: ignore[arg-type]

@@ -400,3 +400,19 @@ def test_embeddings_cache_is_refused_where_queries_are_embedded_otherwise(
         embeddings_cache=SimpleKVStore(),
     )
     assert alike.get_text_embedding("oxygen") == alike.get_query_embedding("oxygen")
+
+
+@pytest.mark.parametrize(("bad", "kind"), [(None, "NoneType"), (["a text"], "list")])
+async def test_a_single_text_that_is_no_str_is_named_as_such(
+    tiny_embedding: M3Embedding, tiny_sparse: M3SparseEmbedding, bad: object, kind: str
+) -> None:
+    """``get_query_embedding(None)`` or ``get_text_embedding(["a text"])`` failed with
+    "texts[0] is NoneType, not str": a batch position the caller never gave. The one text is
+    named by the method it went to."""
+    for embed in (tiny_embedding, tiny_sparse):
+        for method in ("get_query_embedding", "get_text_embedding"):
+            message = rf"{method}\(\) takes one text \(a str\), not {kind}"
+            with pytest.raises(TypeError, match=message):
+                getattr(embed, method)(bad)
+            with pytest.raises(TypeError, match=rf"a{message}"):
+                await getattr(embed, f"a{method}")(bad)
