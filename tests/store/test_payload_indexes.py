@@ -364,3 +364,32 @@ def test_declaring_an_index_over_values_it_would_hide_is_refused(
         assert [h.doc_id for h in s.query(dense=np.eye(4)[1], k=5, filter={"price": 3.5})] == [
             "d257"
         ]
+
+
+@pytest.mark.parametrize("kind", ["float", "integer", "datetime", "keyword"])
+def test_a_uuid_string_is_matched_on_a_key_with_any_index(tmp_path: Path, kind: str) -> None:
+    """The embedded engine serves a ``MatchValue`` of a string that parses as a UUID (any of
+    its spellings) from a ``float``, ``integer`` or ``datetime`` index as a UUID, which that
+    index never holds: ``{"ref": "<uuid>"}``, ``EQ`` / a one-value ``IN`` and ``NE`` missed
+    (or kept) the points storing that string, though an unindexed key and a two-value ``IN``
+    matched them."""
+    from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
+
+    from llamaindex_m3.filters import to_store_filter
+
+    spellings = [
+        "6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10",
+        "6F0B7C1E5A435B8E9A573D1C2B7E4F10",
+        "{6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10}",
+        "urn:uuid:6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10",
+    ]
+    with M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes={"ref": kind}, **ARGS) as s:
+        s.upsert([_priced(i, {"ref": ref}) for i, ref in enumerate(spellings)])
+        s.upsert([_priced(4, {"ref": "other"}), _priced(5, {"ref": [spellings[0], "x"]})])
+        for i, ref in enumerate(spellings):
+            want = {f"d{i}", "d5"} if i == 0 else {f"d{i}"}
+            for flt in ({"ref": ref}, {"ref": [ref]}):
+                assert {h.doc_id for h in s.get(None, filter=flt)} == want, (ref, flt)
+            ne = MetadataFilters(filters=[MetadataFilter(key="ref", value=ref, operator="!=")])
+            got = {h.doc_id for h in s.get(None, filter=to_store_filter(ne))}
+            assert got == {f"d{j}" for j in range(6)} - want, ref

@@ -37,7 +37,9 @@ types would not, measured on the embedded engine: an ``integer`` index skips non
 numbers (``gt 0`` and ``{"k": 1.5}`` miss ``1.5``) and a ``datetime`` index skips numbers
 (it serves a numeric range as a date range); so writing such a value to a key indexed so is
 refused (:func:`m3kit.store.payload_indexes.check_indexed_values`): index such a key as
-``float``.
+``float``. A ``float``, ``integer`` or ``datetime`` index would also serve a ``MatchValue`` of
+a string that parses as a UUID as that UUID (matching nothing), so :func:`equals` tests such
+a string with a one-value ``MatchAny``, which every index serves by value.
 
 Example:
     >>> equals("metadata.year", 2024).range
@@ -53,6 +55,7 @@ Example:
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,6 +99,11 @@ def equals(path: str, value: Scalar) -> models.Condition:
     Raises:
         ValueError: ``value`` is not a string, bool, or finite number within ``±2**53``.
     """
+    if isinstance(value, str) and _reads_as_uuid(value):
+        # the embedded engine serves MatchValue of a string that parses as a UUID from a
+        # float / integer / datetime index as that UUID, which such an index never holds
+        # (nothing matched); MatchAny of the one string compares it as a string everywhere
+        return models.FieldCondition(key=path, match=models.MatchAny(any=[value]))
     if isinstance(value, str | bool):
         return models.FieldCondition(key=path, match=models.MatchValue(value=value))
     if isinstance(value, int | float):
@@ -177,6 +185,19 @@ def substring(path: str, text: str) -> models.FieldCondition:
 def is_empty(path: str) -> models.IsEmptyCondition:
     """``path`` has no values: missing, ``null`` or ``[]``."""
     return models.IsEmptyCondition(is_empty=models.PayloadField(key=path))
+
+
+def _reads_as_uuid(text: str) -> bool:
+    """Whether ``text`` parses as a UUID (hyphenated, 32 hex digits, braced or ``urn:uuid:``).
+
+    >>> _reads_as_uuid("6F0B7C1E5A435B8E9A573D1C2B7E4F10"), _reads_as_uuid("en")
+    (True, False)
+    """
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _non_empty(path: str, values: Sequence[Scalar], what: str) -> list[Scalar]:
