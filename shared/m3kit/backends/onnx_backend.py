@@ -49,6 +49,7 @@ from m3kit.backends.onnx_cache import (
     building_folder,
     publish,
     sha256_file,
+    share_like_new_files,
     verified_export,
 )
 from m3kit.backends.onnx_graph import check_exportable, graph_digest
@@ -364,6 +365,7 @@ def _build(
         else:
             for f in fused.parent.iterdir():
                 shutil.move(str(f), final / f.name)
+        share_like_new_files(final)  # onnx writes the weights owner-only
         files = {f.name: sha256_file(f) for f in sorted(final.iterdir())}
         manifest = {
             "key": key,

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = [
     "publish",
     "remove_abandoned_builds",
     "sha256_file",
+    "share_like_new_files",
     "verified_export",
 ]
 
@@ -57,6 +59,22 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def share_like_new_files(folder: Path) -> None:
+    """Give every file in ``folder`` the mode a new file gets here (the umask's, e.g. 0644).
+
+    onnx writes a model's external data (``model.onnx.data``, the weights) owner-only (0600)
+    whatever the umask: an export built by one user (a Docker build as root, a CI job) could
+    not be read by any other, although its folder and ``model.onnx`` could.
+    """
+    probe = folder / ".mode"
+    probe.touch()
+    mode = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(mode)
 
 
 def verified_export(folder: Path, key: str) -> bool:
