@@ -234,3 +234,27 @@ def test_an_export_is_readable_by_whoever_may_read_new_files(
     assert "model.onnx.data" in modes
     assert set(modes.values()) == {oct(0o644)}, modes
     assert verified_export(folder, enc._onnx.digest)
+
+
+def test_an_export_another_user_owns_unreadable_names_the_remedy(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export built before exports got readable modes (its weights 0600, another user's)
+    failed with the bare ``PermissionError`` of hashing ``model.onnx.data``; it now names the
+    export and how to fix it (root reads any file, so the refusal is reproduced)."""
+    from m3kit.backends import onnx_cache
+
+    M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    real = onnx_cache.sha256_file
+
+    def refuse(path: Path) -> str:
+        if path.name == "model.onnx.data":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(onnx_cache, "sha256_file", refuse)
+    with pytest.raises(PermissionError) as info:
+        M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    message = str(info.value)
+    assert "model.onnx.data" in message and "cannot be read" in message
+    assert "chmod" in message and "onnx_cache_dir=" in message

@@ -78,7 +78,12 @@ def share_like_new_files(folder: Path) -> None:
 
 
 def verified_export(folder: Path, key: str) -> bool:
-    """Whether ``folder`` holds a complete export for ``key`` whose files hash as recorded."""
+    """Whether ``folder`` holds a complete export for ``key`` whose files hash as recorded.
+
+    Raises:
+        PermissionError: A file of the export cannot be read (another user's, built owner-only
+            before :func:`share_like_new_files`): naming it and the remedies.
+    """
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -87,7 +92,18 @@ def verified_export(folder: Path, key: str) -> bool:
         return False
     for name, digest in manifest["files"].items():
         path = folder / name
-        if not path.is_file() or sha256_file(path) != digest:
+        try:
+            actual = sha256_file(path) if path.is_file() else None
+        except PermissionError as exc:
+            raise PermissionError(
+                exc.errno,
+                f"the cached ONNX export {folder} cannot be read ({path.name}: {exc.strerror}); "
+                "another user built it (exports are readable as their builder's umask "
+                "allows; earlier m3kit versions wrote the weights owner-only): its owner can "
+                f"run chmod -R a+rX {folder}, or delete it to rebuild, or give another folder "
+                "(onnx_cache_dir= / m3kit --onnx-cache-dir, or the M3KIT_CACHE variable)",
+            ) from exc
+        if actual != digest:
             logger.warning("cached ONNX export %s is corrupt (%s); rebuilding it", folder, name)
             return False
     return True
