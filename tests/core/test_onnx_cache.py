@@ -258,3 +258,19 @@ def test_an_export_another_user_owns_unreadable_names_the_remedy(
     message = str(info.value)
     assert "model.onnx.data" in message and "cannot be read" in message
     assert "chmod" in message and "onnx_cache_dir=" in message
+
+
+def test_a_file_system_refusing_chmod_still_exports(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Where ``chmod`` is refused (some FUSE mounts) the export is still built and used by
+    its builder; the warning names the file other users cannot read."""
+
+    def refuse(self: Path, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", refuse)
+    with caplog.at_level("WARNING", logger="m3kit.backends.onnx_cache"):
+        enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert len(enc.encode(TEXTS).dense) == len(TEXTS)
+    assert "model.onnx.data keeps its mode (chmod refused" in caplog.text

@@ -66,15 +66,23 @@ def share_like_new_files(folder: Path) -> None:
 
     onnx writes a model's external data (``model.onnx.data``, the weights) owner-only (0600)
     whatever the umask: an export built by one user (a Docker build as root, a CI job) could
-    not be read by any other, although its folder and ``model.onnx`` could.
+    not be read by any other, although its folder and ``model.onnx`` could. A file system
+    that refuses ``chmod`` (some FUSE mounts) keeps the export usable by its builder: the
+    file is named in a warning.
     """
     probe = folder / ".mode"
     probe.touch()
     mode = stat.S_IMODE(probe.stat().st_mode)
     probe.unlink()
     for f in folder.iterdir():
-        if f.is_file():
+        if not f.is_file() or stat.S_IMODE(f.stat().st_mode) == mode:
+            continue
+        try:
             f.chmod(mode)
+        except OSError as exc:
+            logger.warning(
+                "%s keeps its mode (chmod refused: %s); other users cannot read it", f, exc
+            )
 
 
 def verified_export(folder: Path, key: str) -> bool:
