@@ -274,7 +274,7 @@ class M3Encoder(EncoderForward):
 
     @property
     def onnx_cache_dir(self) -> Path | None:
-        """The ONNX export cache folder this encoder runs from (``None`` on torch)."""
+        """The ONNX export cache folder this encoder runs from, absolute (``None`` on torch)."""
         return None if self._onnx is None else self._onnx.path.parent.parent
 
     # -- tokenisation -----------------------------------------------------------------------
