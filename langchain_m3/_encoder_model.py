@@ -49,7 +49,8 @@ class EncoderModel(LoadTimeFields):
     device: str | None = None
     """``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available."""
     dtype: Precision = Precision.AUTO
-    """Forward-pass precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (outputs are float32)."""
+    """Forward-pass precision: ``auto``, ``fp32``, ``bf16``, ``bf16-autocast``, ``fp16`` (GPU)
+    or ``int8`` (lossy; ONNX Runtime's unless ``backend="torch"``); outputs are float32."""
     query_instruction: str | None = None
     """Prefix for queries; default: what the checkpoint declares (none for BGE-M3)."""
     batch_size: int = Field(default=32, ge=1)

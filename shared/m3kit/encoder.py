@@ -96,7 +96,8 @@ class M3Encoder(EncoderForward):
     the model is exported; :meth:`from_pretrained` then releases torch's copy of the weights
     (moved to the meta device), a model given to the constructor is left as it is. PyTorch
     uses every core by default; call ``torch.set_num_threads`` yourself when several encoders
-    share a machine.
+    share a machine (before loading one with ``backend="onnx"``: ONNX Runtime takes torch's
+    thread count when the encoder is built, and keeps it).
 
     ``precision`` is the precision in use (``"auto"`` resolved for the device);
     ``requested_precision`` what was asked for (``AUTO`` when nothing was), which worker
@@ -273,7 +274,7 @@ class M3Encoder(EncoderForward):
 
     @property
     def onnx_cache_dir(self) -> Path | None:
-        """The ONNX export cache folder this encoder runs from (``None`` on torch)."""
+        """The ONNX export cache folder this encoder runs from, absolute (``None`` on torch)."""
         return None if self._onnx is None else self._onnx.path.parent.parent
 
     # -- tokenisation -----------------------------------------------------------------------

@@ -291,3 +291,36 @@ def test_a_cache_folder_under_the_home_directory_is_found_there(
         from m3kit.distributed import EncoderSpec
 
         assert EncoderSpec.of(enc).onnx_cache_dir == str(home / "m3c" / "onnx")
+
+
+def test_onnx_runtime_takes_torchs_threads_when_loaded(
+    tiny_m3_path: Path, onnx_cache: Path
+) -> None:
+    """What the README says of threads: ONNX Runtime's intra-op threads are torch's when the
+    encoder is loaded, and stay so (an ORT session cannot change them)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=onnx_cache)
+        assert enc._onnx is not None
+        options = enc._onnx.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        torch.set_num_threads(2)
+        assert enc._onnx.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_relative_cache_folder_is_reported_absolute(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``onnx_cache_dir="rel"`` gave ``encoder.onnx_cache_dir == Path("rel")``, which the
+    adapters' ``from_encoder`` copy into their fields: serialised and loaded in another
+    working directory (a worker, a pipeline cache), they exported the model again elsewhere.
+    The folder is now the absolute one the export is in."""
+    monkeypatch.chdir(tmp_path)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir="rel")
+    assert enc.onnx_cache_dir == tmp_path / "rel"
+    assert enc._onnx is not None and enc._onnx.path.is_absolute()

@@ -210,3 +210,67 @@ def test_a_cache_that_cannot_be_written_names_the_settings_that_choose_another(
     assert f"the ONNX export cache {tmp_path / 'ro'} cannot be written" in message
     assert "onnx_cache_dir=" in message and "M3KIT_CACHE" in message
     assert info.value.__cause__ is error
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_an_export_is_readable_by_whoever_may_read_new_files(
+    tiny_m3_path: Path, tmp_path: Path, dtype: str
+) -> None:
+    """onnx writes an export's weights (``model.onnx.data``) owner-only (0600) whatever the
+    umask, so a cache exported by one user (a Docker build as root, a CI job) failed to load
+    for every other user with ``PermissionError`` on that file, although its folder and
+    ``model.onnx`` are readable. Every file of an export now has a new file's mode (the
+    umask's); the modes are checked, since root reads any file."""
+    before = os.umask(0o022)
+    try:
+        enc = M3Encoder.from_pretrained(
+            tiny_m3_path, dtype=dtype, backend="onnx", onnx_cache_dir=tmp_path
+        )
+    finally:
+        os.umask(before)
+    assert enc._onnx is not None
+    folder = enc._onnx.path.parent
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in folder.iterdir()}
+    assert "model.onnx.data" in modes
+    assert set(modes.values()) == {oct(0o644)}, modes
+    assert verified_export(folder, enc._onnx.digest)
+
+
+def test_an_export_another_user_owns_unreadable_names_the_remedy(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export built before exports got readable modes (its weights 0600, another user's)
+    failed with the bare ``PermissionError`` of hashing ``model.onnx.data``; it now names the
+    export and how to fix it (root reads any file, so the refusal is reproduced)."""
+    from m3kit.backends import onnx_cache
+
+    M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    real = onnx_cache.sha256_file
+
+    def refuse(path: Path) -> str:
+        if path.name == "model.onnx.data":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(onnx_cache, "sha256_file", refuse)
+    with pytest.raises(PermissionError) as info:
+        M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    message = str(info.value)
+    assert "model.onnx.data" in message and "cannot be read" in message
+    assert "chmod" in message and "onnx_cache_dir=" in message
+
+
+def test_a_file_system_refusing_chmod_still_exports(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Where ``chmod`` is refused (some FUSE mounts) the export is still built and used by
+    its builder; the warning names the file other users cannot read."""
+
+    def refuse(self: Path, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", refuse)
+    with caplog.at_level("WARNING", logger="m3kit.backends.onnx_cache"):
+        enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert len(enc.encode(TEXTS).dense) == len(TEXTS)
+    assert "model.onnx.data keeps its mode (chmod refused" in caplog.text

@@ -49,6 +49,7 @@ from m3kit.backends.onnx_cache import (
     building_folder,
     publish,
     sha256_file,
+    share_like_new_files,
     verified_export,
 )
 from m3kit.backends.onnx_graph import check_exportable, graph_digest
@@ -364,6 +365,7 @@ def _build(
         else:
             for f in fused.parent.iterdir():
                 shutil.move(str(f), final / f.name)
+        share_like_new_files(final)  # onnx writes the weights owner-only
         files = {f.name: sha256_file(f) for f in sorted(final.iterdir())}
         manifest = {
             "key": key,
@@ -398,7 +400,7 @@ def load_onnx_runner(
         model: The loaded model (float32 weights, :func:`check_exportable`; not modified).
         variant: ``"fp32"`` or ``"int8"``.
         cache_dir: Where exports live (default :func:`default_cache_dir`); a leading ``~``
-            is the home directory.
+            is the home directory, a relative folder is taken from the working directory now.
         threads: ORT intra-op threads (default: ``torch.get_num_threads()``).
         opset: ONNX opset of the export.
 
@@ -429,7 +431,9 @@ def load_onnx_runner(
     if scheme is not None:
         logger.info("int8 weights: reduce_range=%s (%s)", scheme.reduce_range, scheme.reason)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    folder = folder / key
+    # absolute: the encoder reports it (onnx_cache_dir), and the adapters copy it into fields
+    # that may be loaded in another working directory
+    folder = folder.absolute() / key
     if verified_export(folder, key):
         logger.info("ONNX export reused from %s", folder)
     else:

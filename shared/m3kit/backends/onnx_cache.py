@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = [
     "publish",
     "remove_abandoned_builds",
     "sha256_file",
+    "share_like_new_files",
     "verified_export",
 ]
 
@@ -59,8 +61,37 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def share_like_new_files(folder: Path) -> None:
+    """Give every file in ``folder`` the mode a new file gets here (the umask's, e.g. 0644).
+
+    onnx writes a model's external data (``model.onnx.data``, the weights) owner-only (0600)
+    whatever the umask: an export built by one user (a Docker build as root, a CI job) could
+    not be read by any other, although its folder and ``model.onnx`` could. A file system
+    that refuses ``chmod`` (some FUSE mounts) keeps the export usable by its builder: the
+    file is named in a warning.
+    """
+    probe = folder / ".mode"
+    probe.touch()
+    mode = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    for f in folder.iterdir():
+        if not f.is_file() or stat.S_IMODE(f.stat().st_mode) == mode:
+            continue
+        try:
+            f.chmod(mode)
+        except OSError as exc:
+            logger.warning(
+                "%s keeps its mode (chmod refused: %s); other users cannot read it", f, exc
+            )
+
+
 def verified_export(folder: Path, key: str) -> bool:
-    """Whether ``folder`` holds a complete export for ``key`` whose files hash as recorded."""
+    """Whether ``folder`` holds a complete export for ``key`` whose files hash as recorded.
+
+    Raises:
+        PermissionError: A file of the export cannot be read (another user's, built owner-only
+            before :func:`share_like_new_files`): naming it and the remedies.
+    """
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -69,7 +100,18 @@ def verified_export(folder: Path, key: str) -> bool:
         return False
     for name, digest in manifest["files"].items():
         path = folder / name
-        if not path.is_file() or sha256_file(path) != digest:
+        try:
+            actual = sha256_file(path) if path.is_file() else None
+        except PermissionError as exc:
+            raise PermissionError(
+                exc.errno,
+                f"the cached ONNX export {folder} cannot be read ({path.name}: {exc.strerror}); "
+                "another user built it (exports are readable as their builder's umask "
+                "allows; earlier m3kit versions wrote the weights owner-only): its owner can "
+                f"run chmod -R a+rX {folder}, or delete it to rebuild, or give another folder "
+                "(onnx_cache_dir= / m3kit --onnx-cache-dir, or the M3KIT_CACHE variable)",
+            ) from exc
+        if actual != digest:
             logger.warning("cached ONNX export %s is corrupt (%s); rebuilding it", folder, name)
             return False
     return True
