@@ -7,6 +7,8 @@ queries against A's sparse vectors, silently.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.vector_stores.qdrant import QdrantVectorStore
@@ -77,3 +79,21 @@ def test_a_collection_the_store_creates_is_recorded_without_a_warning(
     with caplog.at_level("WARNING", logger="m3kit"):
         _index(DOCS[2:], M3QdrantVectorStore("other", client=client, sparse_model=embed), embed)
     assert "'other' has no record of the model" in caplog.text
+
+
+def test_a_collection_m3kit_indexed_with_another_model_is_refused(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path
+) -> None:
+    """A collection ``M3Index`` wrote (``m3kit index``, ``M3VectorStore``) records its encoder
+    in m3kit's own record, which ``M3QdrantVectorStore`` did not read: built on it with
+    another model, it searched the stored sparse vectors with that model's queries."""
+    from m3kit.store import M3Index
+
+    with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client") as index:
+        index.add_texts(SAMPLE_TEXTS[:4])
+    client = QdrantClient(path=str(tmp_path / "q"))
+    names = {"dense_vector_name": "dense", "sparse_vector_name": "sparse"}
+    M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)  # its model: accepted
+    with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_b, **names)
+    client.close()

@@ -10,15 +10,21 @@ their vectors (:func:`dense_identity`, :func:`sparse_identity`) in the collectio
 under :data:`RECORD_KEY` when they write, and refuse another model's when they are built on
 the collection. Points and payloads stay the framework's, so its own store still reads the
 collection. A collection written by another program has no record until its first write
-through such a store.
+through such a store. A collection :class:`~m3kit.store.M3Index` wrote (``m3kit index``, the
+adapters' ``M3VectorStore``), which such a store reads with ``vector_name="dense"``, records
+its encoder in m3kit's own record (:mod:`m3kit.store.collection_record`): another model than
+that one is refused too (not checked: a record from an m3kit before ``architecture``, which
+``M3Index.open`` updates, or a damaged one).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from m3kit.errors import FingerprintMismatchError
+from m3kit.fingerprint import EncoderFingerprint
 
 __all__ = ["RECORD_KEY", "check_models", "dense_identity", "record_models", "sparse_identity"]
 
@@ -26,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: The collection metadata key holding ``{"dense": identity, "sparse": identity}``.
 RECORD_KEY = "m3kit_models"
+#: The collection metadata key of m3kit's own record (``M3Index``'s: the encoder's fingerprint).
+INDEX_KEY = "m3kit"
 
 
 def dense_identity(encoder: Any) -> str:
@@ -42,18 +50,53 @@ def sparse_identity(encoder: Any) -> str:
     return f"m3kit-sparse:{encoder_fingerprint(encoder).identity}"
 
 
-def _recorded(client: Any, collection: str) -> dict[str, str] | None:
-    """The collection's record (``{}``: none), or ``None`` when the collection does not exist."""
+def _recorded(client: Any, collection: str) -> _Records | None:
+    """The collection's records, or ``None`` when the collection does not exist."""
     if not client.collection_exists(collection):
         return None
     meta = getattr(client.get_collection(collection).config, "metadata", None) or {}
     record = meta.get(RECORD_KEY)
-    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    own = {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    return _Records(own, _indexed_by(collection, meta.get(INDEX_KEY)))
 
 
-def _refuse_others(collection: str, recorded: dict[str, str], identities: dict[str, str]) -> None:
+@dataclass(frozen=True)
+class _Records:
+    """A collection's own record (``{}``: none) and the encoder m3kit's index record names
+    (``None``: none to check)."""
+
+    own: dict[str, str]
+    indexed: EncoderFingerprint | None
+
+
+def _indexed_by(collection: str, record: Any) -> EncoderFingerprint | None:
+    """The encoder m3kit's own record names (``None``: none, or one that cannot be checked).
+
+    Raises:
+        FingerprintMismatchError: The record names an unfinished reindex (the collection holds
+            two encoders' vectors: no model fits it until the reindex is finished).
+    """
+    from m3kit.store.collection_record import unfinished_reindex_message
+
+    if not isinstance(record, dict) or record.get("fingerprint") is None:
+        return None
+    try:
+        stored = EncoderFingerprint.from_dict(record["fingerprint"])
+        pending = record.get("reindex_to")
+        if pending is not None:
+            pending = EncoderFingerprint.from_dict(pending)
+    except ValueError as e:
+        logger.warning("collection %r: unreadable m3kit record (%s): not checked", collection, e)
+        return None
+    if pending is not None:
+        raise FingerprintMismatchError(unfinished_reindex_message(collection, stored, pending))
+    # an older m3kit's record (no architecture): its identity cannot be told from this one's
+    return stored if stored.architecture is not None else None
+
+
+def _refuse_others(collection: str, records: _Records, identities: dict[str, str]) -> None:
     for name, identity in identities.items():
-        stored = recorded.get(name)
+        stored = records.own.get(name)
         if stored is not None and stored != identity:
             raise FingerprintMismatchError(
                 f"collection {collection!r} holds {name} vectors of another model ({stored}) "
@@ -61,6 +104,18 @@ def _refuse_others(collection: str, recorded: dict[str, str], identities: dict[s
                 "with another model's queries. Use the embeddings of the model that wrote it "
                 "(same checkpoint, max_length and query instruction), or write the documents "
                 "again with this one into a new collection"
+            )
+        indexed = records.indexed
+        if indexed is None or name not in indexed.heads:
+            continue
+        if identity != f"m3kit-{name}:{indexed.identity}":
+            raise FingerprintMismatchError(
+                f"collection {collection!r} holds {name} vectors of another model than these "
+                f"{name} embeddings ({identity}): m3kit indexed it with {indexed.describe()} "
+                f"(identity {indexed.identity}), so its documents would be searched with "
+                "another model's queries. Use the embeddings of that model (same checkpoint, "
+                "max_length and query instruction), or re-encode the collection with this one "
+                "(M3Index.open(encoder, ..., reindex=True), m3kit index --reindex)"
             )
 
 
@@ -72,7 +127,7 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
             the ways out.
     """
     if identities:
-        _refuse_others(collection, _recorded(client, collection) or {}, identities)
+        _refuse_others(collection, _recorded(client, collection) or _Records({}, None), identities)
 
 
 def record_models(
@@ -95,12 +150,13 @@ def record_models(
     """
     if not identities:
         return True
-    recorded = _recorded(client, collection)
-    if recorded is None:
+    records = _recorded(client, collection)
+    if records is None:
         return False
-    _refuse_others(collection, recorded, identities)
-    if all(name in recorded for name in identities):
-        return True
+    _refuse_others(collection, records, identities)
+    recorded = records.own
+    if records.indexed is not None or all(name in recorded for name in identities):
+        return True  # (m3kit's own record names the model: that is the collection's record)
     if not created and not recorded and client.count(collection, exact=False).count:
         logger.warning(
             "collection %r has no record of the model that wrote its vectors (written by "
