@@ -33,7 +33,10 @@ def test_a_collection_of_another_sparse_model_is_refused(
     VectorStoreIndex.from_documents(
         DOCS, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
     )
-    assert set((client.get_collection("c").config.metadata or {})[RECORD_KEY]) == {"sparse"}
+    assert set((client.get_collection("c").config.metadata or {})[RECORD_KEY]) == {
+        "sparse",
+        "sparse_cut",
+    }
     M3QdrantVectorStore("c", client=client, sparse_model=enc_a)  # the same model: accepted
     with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_b)
@@ -69,7 +72,10 @@ def test_a_collection_the_store_creates_is_recorded_without_a_warning(
     with caplog.at_level("WARNING", logger="m3kit"):
         _index(DOCS, M3QdrantVectorStore("new", client=client, sparse_model=embed), embed)
     assert "no record of the model" not in caplog.text
-    assert set((client.get_collection("new").config.metadata or {})[RECORD_KEY]) == {"sparse"}
+    assert set((client.get_collection("new").config.metadata or {})[RECORD_KEY]) == {
+        "sparse",
+        "sparse_cut",
+    }
     # a collection another program wrote (points, no record) still warns at the first write
     doc_fn, query_fn = m3_sparse_fns(embed)
     stock = QdrantVectorStore(
@@ -97,3 +103,19 @@ def test_a_collection_m3kit_indexed_with_another_model_is_refused(
     with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_b, **names)
     client.close()
+
+
+def test_a_collection_stored_with_another_sparse_cut_is_refused(enc_a: M3Encoder) -> None:
+    """The sparse model's ``sparse_top_k`` cuts every stored and queried sparse vector: a
+    store built on the collection with another cut (or none) wrote and searched vectors cut
+    two ways, silently (the record named the model only)."""
+    from llamaindex_m3.embeddings import M3SparseEmbedding
+
+    client = QdrantClient(":memory:")
+    cut = M3SparseEmbedding.from_encoder(enc_a)
+    cut.sparse_top_k = 2
+    store = M3QdrantVectorStore("c", client=client, sparse_model=cut)
+    _index(DOCS[:2], store, M3Embedding.from_encoder(enc_a))
+    M3QdrantVectorStore("c", client=client, sparse_model=cut)  # the same cut: accepted
+    with pytest.raises(ValueError, match="sparse_top_k=2"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_a)
