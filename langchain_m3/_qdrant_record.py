@@ -7,17 +7,24 @@ from typing import Any
 
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
-from m3kit.store.stock_record import dense_identity, sparse_identity
+from m3kit.store.stock_record import (
+    SPARSE_CUT,
+    dense_identity,
+    sparse_cut_identity,
+    sparse_identity,
+)
 
 __all__ = ["model_identities"]
 
 
 def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
-    """``{"dense": ..., "sparse": ...}``: the identity of each m3kit embeddings given (others,
-    not m3kit's, are neither recorded nor checked)."""
+    """``{"dense": ..., "sparse": ..., "sparse_cut": ...}``: the identity of each m3kit
+    embeddings given, and the sparse embeddings' cut (others, not m3kit's, are neither
+    recorded nor checked)."""
     out: dict[str, str] = {}
     if isinstance(dense, M3Embeddings):
         out["dense"] = dense_identity(dense.encoder)
     if isinstance(sparse, M3SparseEmbeddings):
         out["sparse"] = sparse_identity(sparse.encoder)
+        out[SPARSE_CUT] = sparse_cut_identity(sparse.sparse_top_k, sparse.sparse_min_weight)
     return out

@@ -63,7 +63,13 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
-from m3kit.store.stock_record import check_models, record_models, sparse_identity
+from m3kit.store.stock_record import (
+    SPARSE_CUT,
+    check_models,
+    record_models,
+    sparse_cut_identity,
+    sparse_identity,
+)
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -268,8 +274,13 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             check_models(self._client, collection_name, self._model_identities())
 
     def _model_identities(self) -> dict[str, str]:
-        """The sparse model's identity (the dense vectors are the nodes' own embeddings)."""
-        return {"sparse": sparse_identity(self._m3_doc_fn.encoder)}
+        """The sparse model's identity and cut (the dense vectors are the nodes' own
+        embeddings)."""
+        fn = self._m3_doc_fn
+        return {
+            "sparse": sparse_identity(fn.encoder),
+            SPARSE_CUT: sparse_cut_identity(fn.sparse_top_k, fn.sparse_min_weight),
+        }
 
     def _record_models(self, *, created: bool = False) -> bool:
         """Check the sparse model against the collection's record, and record it; whether

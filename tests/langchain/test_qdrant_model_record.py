@@ -47,7 +47,7 @@ def test_a_collection_of_another_model_is_refused(
     )
     client = store.client
     meta = client.get_collection("c").config.metadata or {}
-    assert set(meta[RECORD_KEY]) == {"dense", "sparse"}
+    assert set(meta[RECORD_KEY]) == {"dense", "sparse", "sparse_cut"}
     assert len(_open(client, enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
     with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
         _open(client, enc_b)  # a fine-tune of A, saved to another folder
@@ -92,3 +92,93 @@ def test_a_collection_written_by_another_program_is_recorded_at_the_first_write(
     assert "no record of the model" in caplog.text
     with pytest.raises(FingerprintMismatchError):
         _open(stock.client, enc_b)
+
+
+def test_a_collection_m3kit_indexed_with_another_model_is_refused(
+    enc_a: M3Encoder, enc_b: M3Encoder, tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A collection ``M3Index`` (``m3kit index``, ``M3VectorStore``) wrote records its encoder
+    in m3kit's own record: langchain-qdrant's store reads it (``vector_name="dense"``), and
+    ``M3QdrantVectorStore`` built on it with another model's embeddings searched A's vectors
+    with B's queries, silently (it read only its own record)."""
+    from m3kit.store import M3Index
+
+    with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client") as index:
+        index.add_texts(SAMPLE_TEXTS[:4])
+    client = QdrantClient(path=str(tmp_path / "q"))
+
+    def reader(enc: M3Encoder) -> M3QdrantVectorStore:
+        return M3QdrantVectorStore(
+            client=client,
+            collection_name="c",
+            embedding=M3Embeddings.from_encoder(enc),
+            sparse_embedding=M3SparseEmbeddings.from_encoder(enc),
+            retrieval_mode=RetrievalMode.HYBRID,
+            vector_name="dense",
+            sparse_vector_name="sparse",
+        )
+
+    assert len(reader(enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
+        reader(enc_b)
+    shorter = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=16)
+    with pytest.raises(FingerprintMismatchError, match="m3kit indexed it with"):
+        reader(shorter)
+    # a reindex left part-way: the collection holds two models' vectors, none fits it
+    meta = dict((client.get_collection("c").config.metadata or {})["m3kit"])
+    client.update_collection("c", metadata={"m3kit": {**meta, "reindex_to": meta["fingerprint"]}})
+    with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
+        reader(enc_a)
+    client.close()
+
+
+def test_a_collection_stored_with_another_sparse_cut_is_refused(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """``M3SparseEmbeddings(sparse_top_k=...)`` cuts every stored and queried sparse vector:
+    reopened without the cut (or with another), the store wrote full vectors beside the cut
+    ones and searched with uncut queries, silently (the record named the model only)."""
+    from m3kit.store import M3Index
+
+    def sparse(**cut: int) -> M3SparseEmbeddings:
+        return M3SparseEmbeddings.from_encoder(enc_a, **cut)
+
+    store = M3QdrantVectorStore.from_documents(
+        DOCS[:2],
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=sparse(sparse_top_k=2),
+        retrieval_mode=RetrievalMode.HYBRID,
+        location=":memory:",
+        collection_name="c",
+    )
+
+    def reopen(embeddings: M3SparseEmbeddings, client: QdrantClient, **names: str) -> None:
+        M3QdrantVectorStore(
+            client=client,
+            collection_name="c",
+            embedding=M3Embeddings.from_encoder(enc_a),
+            sparse_embedding=embeddings,
+            retrieval_mode=RetrievalMode.HYBRID,
+            **names,
+        ).add_documents(DOCS[2:3])
+
+    reopen(sparse(sparse_top_k=2), store.client)  # the same cut: accepted
+    with pytest.raises(ValueError, match="sparse_top_k=2"):
+        reopen(sparse(), store.client)
+    with pytest.raises(ValueError, match="sparse cut"):
+        reopen(sparse(sparse_top_k=3), store.client)
+    # a collection m3kit indexed with a cut (recorded in its own record), and one without
+    with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client", sparse_top_k=2):
+        pass
+    client = QdrantClient(path=str(tmp_path / "q"))
+    names = {"vector_name": "dense", "sparse_vector_name": "sparse"}
+    reopen(sparse(sparse_top_k=2), client, **names)
+    with pytest.raises(ValueError, match="sparse cut"):
+        reopen(sparse(), client, **names)
+    # a cut change left part-way: the chunks hold both cuts, none fits them
+    meta = dict((client.get_collection("c").config.metadata or {})["m3kit"])
+    pending = {"top_k": 3, "min_weight": 0.0}
+    client.update_collection("c", metadata={"m3kit": {**meta, "sparse_cut_to": pending}})
+    with pytest.raises(ValueError, match="part-way through a change of its sparse cut"):
+        reopen(sparse(sparse_top_k=2), client, **names)
+    client.close()

@@ -7,6 +7,8 @@ queries against A's sparse vectors, silently.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.vector_stores.qdrant import QdrantVectorStore
@@ -31,7 +33,10 @@ def test_a_collection_of_another_sparse_model_is_refused(
     VectorStoreIndex.from_documents(
         DOCS, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
     )
-    assert set((client.get_collection("c").config.metadata or {})[RECORD_KEY]) == {"sparse"}
+    assert set((client.get_collection("c").config.metadata or {})[RECORD_KEY]) == {
+        "sparse",
+        "sparse_cut",
+    }
     M3QdrantVectorStore("c", client=client, sparse_model=enc_a)  # the same model: accepted
     with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_b)
@@ -67,7 +72,10 @@ def test_a_collection_the_store_creates_is_recorded_without_a_warning(
     with caplog.at_level("WARNING", logger="m3kit"):
         _index(DOCS, M3QdrantVectorStore("new", client=client, sparse_model=embed), embed)
     assert "no record of the model" not in caplog.text
-    assert set((client.get_collection("new").config.metadata or {})[RECORD_KEY]) == {"sparse"}
+    assert set((client.get_collection("new").config.metadata or {})[RECORD_KEY]) == {
+        "sparse",
+        "sparse_cut",
+    }
     # a collection another program wrote (points, no record) still warns at the first write
     doc_fn, query_fn = m3_sparse_fns(embed)
     stock = QdrantVectorStore(
@@ -77,3 +85,37 @@ def test_a_collection_the_store_creates_is_recorded_without_a_warning(
     with caplog.at_level("WARNING", logger="m3kit"):
         _index(DOCS[2:], M3QdrantVectorStore("other", client=client, sparse_model=embed), embed)
     assert "'other' has no record of the model" in caplog.text
+
+
+def test_a_collection_m3kit_indexed_with_another_model_is_refused(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path
+) -> None:
+    """A collection ``M3Index`` wrote (``m3kit index``, ``M3VectorStore``) records its encoder
+    in m3kit's own record, which ``M3QdrantVectorStore`` did not read: built on it with
+    another model, it searched the stored sparse vectors with that model's queries."""
+    from m3kit.store import M3Index
+
+    with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client") as index:
+        index.add_texts(SAMPLE_TEXTS[:4])
+    client = QdrantClient(path=str(tmp_path / "q"))
+    names = {"dense_vector_name": "dense", "sparse_vector_name": "sparse"}
+    M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)  # its model: accepted
+    with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_b, **names)
+    client.close()
+
+
+def test_a_collection_stored_with_another_sparse_cut_is_refused(enc_a: M3Encoder) -> None:
+    """The sparse model's ``sparse_top_k`` cuts every stored and queried sparse vector: a
+    store built on the collection with another cut (or none) wrote and searched vectors cut
+    two ways, silently (the record named the model only)."""
+    from llamaindex_m3.embeddings import M3SparseEmbedding
+
+    client = QdrantClient(":memory:")
+    cut = M3SparseEmbedding.from_encoder(enc_a)
+    cut.sparse_top_k = 2
+    store = M3QdrantVectorStore("c", client=client, sparse_model=cut)
+    _index(DOCS[:2], store, M3Embedding.from_encoder(enc_a))
+    M3QdrantVectorStore("c", client=client, sparse_model=cut)  # the same cut: accepted
+    with pytest.raises(ValueError, match="sparse_top_k=2"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_a)

@@ -10,22 +10,48 @@ their vectors (:func:`dense_identity`, :func:`sparse_identity`) in the collectio
 under :data:`RECORD_KEY` when they write, and refuse another model's when they are built on
 the collection. Points and payloads stay the framework's, so its own store still reads the
 collection. A collection written by another program has no record until its first write
-through such a store.
+through such a store. A collection :class:`~m3kit.store.M3Index` wrote (``m3kit index``, the
+adapters' ``M3VectorStore``), which such a store reads with ``vector_name="dense"``, records
+its encoder in m3kit's own record (:mod:`m3kit.store.collection_record`): another model than
+that one is refused too (not checked: a record from an m3kit before ``architecture``, which
+``M3Index.open`` updates, or a damaged one).
+
+The sparse embeddings' cut (``sparse_top_k`` / ``sparse_min_weight``, which every stored and
+queried sparse vector is cut with) is recorded beside the model (:data:`SPARSE_CUT`, the
+cut's :meth:`~m3kit.store.sparse_cut.SparseCut.stamp`), and another cut is refused: the
+collection would hold, and be searched with, vectors cut two ways (``ValueError``, as
+``M3Index`` refuses another cut). A record written before
+it was recorded gains it at the next write; m3kit's own record names its cut (none when it
+names none).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from m3kit.errors import FingerprintMismatchError
+from m3kit.fingerprint import EncoderFingerprint
 
-__all__ = ["RECORD_KEY", "check_models", "dense_identity", "record_models", "sparse_identity"]
+__all__ = [
+    "RECORD_KEY",
+    "SPARSE_CUT",
+    "check_models",
+    "dense_identity",
+    "record_models",
+    "sparse_cut_identity",
+    "sparse_identity",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The collection metadata key holding ``{"dense": identity, "sparse": identity}``.
 RECORD_KEY = "m3kit_models"
+#: The name of the sparse cut in a record (beside ``"dense"`` and ``"sparse"``).
+SPARSE_CUT = "sparse_cut"
+#: The collection metadata key of m3kit's own record (``M3Index``'s: the encoder's fingerprint).
+INDEX_KEY = "m3kit"
 
 
 def dense_identity(encoder: Any) -> str:
@@ -42,18 +68,106 @@ def sparse_identity(encoder: Any) -> str:
     return f"m3kit-sparse:{encoder_fingerprint(encoder).identity}"
 
 
-def _recorded(client: Any, collection: str) -> dict[str, str] | None:
-    """The collection's record (``{}``: none), or ``None`` when the collection does not exist."""
+def sparse_cut_identity(top_k: int | None, min_weight: float) -> str:
+    """What names a sparse cut in a record: its stamp (``{"min_weight":0.0,"top_k":null}``:
+    none).
+
+    Raises:
+        ValueError: Not a cut (the messages of :class:`~m3kit.store.sparse_cut.SparseCut`).
+    """
+    from m3kit.store.sparse_cut import SparseCut
+
+    return SparseCut(top_k, min_weight).stamp()
+
+
+def _recorded(client: Any, collection: str) -> _Records | None:
+    """The collection's records, or ``None`` when the collection does not exist."""
     if not client.collection_exists(collection):
         return None
     meta = getattr(client.get_collection(collection).config, "metadata", None) or {}
     record = meta.get(RECORD_KEY)
-    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    own = {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    index_record = meta.get(INDEX_KEY)
+    return _Records(own, _indexed_by(collection, index_record), index_record)
 
 
-def _refuse_others(collection: str, recorded: dict[str, str], identities: dict[str, str]) -> None:
+@dataclass(frozen=True)
+class _Records:
+    """A collection's own record (``{}``: none) and the encoder m3kit's index record names
+    (``None``: none to check)."""
+
+    own: dict[str, str]
+    indexed: EncoderFingerprint | None
+    index_record: Any = None  # m3kit's own record, as stored
+
+
+def _indexed_by(collection: str, record: Any) -> EncoderFingerprint | None:
+    """The encoder m3kit's own record names (``None``: none, or one that cannot be checked).
+
+    Raises:
+        FingerprintMismatchError: The record names an unfinished reindex (the collection holds
+            two encoders' vectors: no model fits it until the reindex is finished).
+    """
+    from m3kit.store.collection_record import unfinished_reindex_message
+
+    if not isinstance(record, dict) or record.get("fingerprint") is None:
+        return None
+    try:
+        stored = EncoderFingerprint.from_dict(record["fingerprint"])
+        pending = record.get("reindex_to")
+        if pending is not None:
+            pending = EncoderFingerprint.from_dict(pending)
+    except ValueError as e:
+        logger.warning("collection %r: unreadable m3kit record (%s): not checked", collection, e)
+        return None
+    if pending is not None:
+        raise FingerprintMismatchError(unfinished_reindex_message(collection, stored, pending))
+    # an older m3kit's record (no architecture): its identity cannot be told from this one's
+    return stored if stored.architecture is not None else None
+
+
+def _indexed_cut(collection: str, record: Any) -> str | None:
+    """The stamp of the sparse cut m3kit's own record names (none recorded: no cut).
+
+    Raises:
+        ValueError: The record names an unfinished cut change (as ``M3Index.open`` refuses it).
+    """
+    from m3kit.store.sparse_cut import PENDING_KEY, SparseCut, unfinished_message
+    from m3kit.store.sparse_cut import RECORD_KEY as CUT_KEY
+
+    try:
+        stored = SparseCut.from_record(record[CUT_KEY]) if CUT_KEY in record else SparseCut()
+        pending = SparseCut.from_record(record[PENDING_KEY]) if PENDING_KEY in record else None
+    except ValueError as e:
+        logger.warning("collection %r: unreadable m3kit record (%s): not checked", collection, e)
+        return None
+    if pending is not None:
+        raise ValueError(unfinished_message(collection, stored, pending))
+    return stored.stamp()
+
+
+def _refuse_other_cut(collection: str, records: _Records, identity: str) -> None:
+    from m3kit.store.sparse_cut import SparseCut
+
+    indexed = None if records.indexed is None else _indexed_cut(collection, records.index_record)
+    for stored in (records.own.get(SPARSE_CUT), indexed):
+        if stored is not None and stored != identity:
+            was, now = (SparseCut.from_stamp(c).describe() for c in (stored, identity))
+            raise ValueError(
+                f"collection {collection!r} holds sparse vectors stored with {was}; these "
+                f"sparse embeddings cut with {now}: its chunks and queries would be cut two "
+                "ways. Give the sparse embeddings the collection's sparse cut (sparse_top_k / "
+                "sparse_min_weight), or write the documents again with this one into a new "
+                "collection"
+            )
+
+
+def _refuse_others(collection: str, records: _Records, identities: dict[str, str]) -> None:
     for name, identity in identities.items():
-        stored = recorded.get(name)
+        if name == SPARSE_CUT:
+            _refuse_other_cut(collection, records, identity)
+            continue
+        stored = records.own.get(name)
         if stored is not None and stored != identity:
             raise FingerprintMismatchError(
                 f"collection {collection!r} holds {name} vectors of another model ({stored}) "
@@ -61,6 +175,18 @@ def _refuse_others(collection: str, recorded: dict[str, str], identities: dict[s
                 "with another model's queries. Use the embeddings of the model that wrote it "
                 "(same checkpoint, max_length and query instruction), or write the documents "
                 "again with this one into a new collection"
+            )
+        indexed = records.indexed
+        if indexed is None or name not in indexed.heads:
+            continue
+        if identity != f"m3kit-{name}:{indexed.identity}":
+            raise FingerprintMismatchError(
+                f"collection {collection!r} holds {name} vectors of another model than these "
+                f"{name} embeddings ({identity}): m3kit indexed it with {indexed.describe()} "
+                f"(identity {indexed.identity}), so its documents would be searched with "
+                "another model's queries. Use the embeddings of that model (same checkpoint, "
+                "max_length and query instruction), or re-encode the collection with this one "
+                "(M3Index.open(encoder, ..., reindex=True), m3kit index --reindex)"
             )
 
 
@@ -70,9 +196,10 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
     Raises:
         FingerprintMismatchError: Names the vectors (dense or sparse), both identities and
             the ways out.
+        ValueError: The collection records another sparse cut (names both).
     """
     if identities:
-        _refuse_others(collection, _recorded(client, collection) or {}, identities)
+        _refuse_others(collection, _recorded(client, collection) or _Records({}, None), identities)
 
 
 def record_models(
@@ -92,15 +219,17 @@ def record_models(
     Raises:
         FingerprintMismatchError: As :func:`check_models` (another store of another model
             wrote the collection since this one was built).
+        ValueError: As :func:`check_models` (another sparse cut).
     """
     if not identities:
         return True
-    recorded = _recorded(client, collection)
-    if recorded is None:
+    records = _recorded(client, collection)
+    if records is None:
         return False
-    _refuse_others(collection, recorded, identities)
-    if all(name in recorded for name in identities):
-        return True
+    _refuse_others(collection, records, identities)
+    recorded = records.own
+    if records.indexed is not None or all(name in recorded for name in identities):
+        return True  # (m3kit's own record names the model: that is the collection's record)
     if not created and not recorded and client.count(collection, exact=False).count:
         logger.warning(
             "collection %r has no record of the model that wrote its vectors (written by "
