@@ -35,6 +35,33 @@ def test_doctests(bench: ModuleType) -> None:
     assert result.failed == 0 and result.attempted > 0
 
 
+#: The other benchmark modules that hold a ``>>>`` example (only ``_bench.py``'s ran: the
+#: examples of ``_quality_data.is_chinese`` and ``late_chunking_cost.estimated_flops`` never did).
+EXAMPLES = sorted(
+    path.stem
+    for path in BENCH.parent.glob("*.py")
+    if path != BENCH and ">>> " in path.read_text(encoding="utf-8")
+)
+
+
+def test_every_benchmark_with_examples_is_found() -> None:
+    assert {"_quality_data", "late_chunking_cost"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_benchmark_doctests(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # they import ``_bench`` by name
+    spec = importlib.util.spec_from_file_location(
+        f"m3kit_bench_{name}", BENCH.parent / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
 def test_rotation_puts_every_variant_in_every_position(bench: ModuleType) -> None:
     items = ["naive", "late a", "late b"]
     orders = [bench.rotated(items, r) for r in range(len(items))]

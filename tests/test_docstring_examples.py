@@ -129,3 +129,22 @@ def test_encoder_example_shows_the_shapes_bge_m3_gives(tiny_m3_xlmr_path: Path) 
     assert text and shown, code
     out = M3Encoder.from_pretrained(tiny_m3_xlmr_path, dtype="fp32").encode([text.group(1)])
     assert (len(out.sparse), out.colbert[0].shape[0]) == (1, int(shown.group(1)))
+
+
+def test_sparse_cut_example_runs_as_written(
+    tiny_encoder: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``m3kit.store.sparse_cut``'s example opened its embedded collection a second time while
+    the first index still held it: run as written, the second open raised
+    ``StoreConnectionError`` (an embedded collection is open once per process)."""
+    from m3kit.store import M3Index
+
+    monkeypatch.chdir(tmp_path)  # its "./store"
+    ns: dict[str, object] = {"M3Index": M3Index, "encoder": tiny_encoder}
+    exec(compile(PYTHON["shared/m3kit/store/sparse_cut.py:<module>"], "<example>", "exec"), ns)
+    index = ns["index"]
+    assert isinstance(index, M3Index)
+    try:
+        assert (index.sparse_cut.top_k, index.sparse_cut.min_weight) == (64, 0.0)
+    finally:
+        index.close()

@@ -5,7 +5,8 @@ Every ```` ```python ```` block is either run here, with a tiny local checkpoint
 by a prelude, or listed with the reason it is not; a new block fails
 :func:`test_every_python_snippet_is_run_or_skipped_with_a_reason` until it is classified. Every
 ``m3kit SUB ...`` command (in a ```` ```bash ```` block or inline) may use only options ``SUB``
-has.
+has, and every ``python benchmarks/...`` / ``python examples/...`` command parses with its
+script's own options.
 """
 
 from __future__ import annotations
@@ -332,4 +333,81 @@ def test_readme_index_commands_chunk_as_written_on_a_new_collection() -> None:
             )
         except ValueError as exc:
             problems.append(f"{command!r}: {exc}")
+    assert not problems, "\n".join(problems)
+
+
+#: Run in a subprocess: parses each ``python SCRIPT ARGS`` given as JSON on stdin with the
+#: script's own argparse (the script stops right after parsing) and prints, as JSON, each
+#: command's error (``None``: it parses).
+_PARSE_ONLY = """
+import argparse, contextlib, io, json, runpy, shlex, sys
+
+class Parsed(Exception):
+    pass
+
+parse_args = argparse.ArgumentParser.parse_args
+
+def stop(self, args=None, namespace=None):
+    parse_args(self, args, namespace)
+    raise Parsed
+
+argparse.ArgumentParser.parse_args = stop
+errors = {}
+for command in json.load(sys.stdin):
+    script, *args = shlex.split(command)[1:]
+    sys.argv, err = [script, *args], io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(script, run_name="__main__")
+        errors[command] = "ran to the end without parsing its arguments"
+    except Parsed:
+        errors[command] = None
+    except SystemExit:
+        errors[command] = (err.getvalue().strip().splitlines() or ["exited"])[-1]
+print(json.dumps(errors))
+"""
+
+
+def _script_commands() -> list[str]:
+    """Every ``python benchmarks/...`` / ``python examples/...`` command of the instructions
+    (a ```` ```bash ```` line or inline code), comments cut."""
+    text = _instructions()
+    lines = [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+    ]
+    flat = re.sub(r"\s*\n\s*", " ", text)  # inline code spans broken across lines
+    inline = re.findall(r"`(python (?:benchmarks|examples)/[^`]+)`", flat)
+    found = [c.split("#")[0].strip() for c in lines + inline]
+    return list(dict.fromkeys(c for c in found if re.match(r"python (benchmarks|examples)/", c)))
+
+
+@pytest.mark.skipif(
+    not (README.parent / "benchmarks").is_dir(), reason="benchmarks/ not shipped here"
+)
+def test_readme_script_commands_parse_with_their_scripts_options() -> None:
+    """``python benchmarks/encoder_check.py`` (its checkpoints are required arguments) and
+    ``finetune.py --negatives {3,1}`` stopped at an argparse error as written."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    commands = _script_commands()
+    assert any(c.startswith("python examples/") for c in commands), commands
+    assert any(c.startswith("python benchmarks/late_chunking_cost.py") for c in commands)
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_ONLY],
+        input=json.dumps(commands),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=README.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=True,
+    )
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(errors) == set(commands), done.stderr[-2000:]
+    problems = [f"{c!r}: {e}" for c, e in errors.items() if e is not None]
     assert not problems, "\n".join(problems)

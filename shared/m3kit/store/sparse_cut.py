@@ -22,7 +22,8 @@ with the documents left, and a collection holding chunks of another cut than its
 Example::
 
     index = M3Index.open(encoder, "./store", sparse_top_k=64)  # recorded with the collection
-    index = M3Index.open(encoder, "./store")  # later: the recorded cut, top_k=64
+    index.close()  # an embedded collection is open once per process
+    index = M3Index.open(encoder, "./store")  # the recorded cut, top_k=64
 """
 
 from __future__ import annotations
