@@ -113,6 +113,7 @@ def run_index(args: argparse.Namespace) -> int:
         if paths:
             remember_mounts(index.store, read, paths, pruned=args.prune)
         after = index.count()
+        reencoded = index.reencoded
         unmatched = mistyped_paths(index.store, cleanup, missing, paths) if args.prune else []
     finally:
         index.close()
@@ -121,8 +122,11 @@ def run_index(args: argparse.Namespace) -> int:
         removed = f"; removed {len(cleanup.moved_rows)} jsonl row(s) no longer at their line"
     if args.prune:
         removed += f"; removed {len(cleanup.pruned)} document(s) no longer there"
+    done = [f"re-encoded {reencoded} stored document(s)"] if args.reindex else []
+    if args.paths or not args.reindex:
+        done.append(f"indexed {len(docs)} document(s)")
     print(
-        f"indexed {len(docs)} document(s) into {args.collection!r} at {cli_open.location(args)}: "
+        f"{' and '.join(done)} into {args.collection!r} at {cli_open.location(args)}: "
         f"{after} chunk(s) stored ({after - before:+d}){removed}"
     )
     for raw in unmatched:  # the rest of the run is done, as with `rm` of a missing file

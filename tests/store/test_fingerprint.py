@@ -284,13 +284,19 @@ def test_cli_search_uses_the_indexing_model_and_reindex_switches_it(
     err = capsys.readouterr().err
     assert "indexed with another encoder" in err and "--reindex" in err
     assert main(["index", "--reindex", "--model", str(path_b), *where]) == 0
-    capsys.readouterr()
+    # it said "indexed 0 document(s)" after re-encoding every stored document
+    out = capsys.readouterr().out
+    assert f"re-encoded {len(WHOLE) + len(LONG)} stored document(s) into" in out, out
+    assert "indexed" not in out
     with M3Index.open(
         M3Encoder.from_pretrained(path_b, dtype="fp32"), tmp_path / "db", collection="m3kit"
     ) as index:
         assert index.store.collection_metadata()["fingerprint"]["model"] == str(path_b.resolve())
     assert main(["search", "Amazon rivers", "--json", *where]) == 0  # now with model B
     assert json.loads(capsys.readouterr().out)["hits"]
+    assert main(["index", "--reindex", str(docs), "--model", str(path_b), *where]) == 0
+    out = capsys.readouterr().out  # already model B's: nothing to re-encode, all unchanged
+    assert f"re-encoded 0 stored document(s) and indexed {len(WHOLE) + len(LONG)}" in out, out
 
     shutil.rmtree(path_b.parent / "gone", ignore_errors=True)
     gone = shutil.copytree(path_b, path_b.parent / "gone")

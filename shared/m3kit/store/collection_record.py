@@ -113,8 +113,9 @@ def damaged_record_message(collection: str, error: ValueError, backend: str | No
     )
 
 
-def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | None) -> None:
-    """Check (or record) the collection's encoder; re-encode it when asked.
+def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | None) -> int:
+    """Check (or record) the collection's encoder; re-encode it when asked. Returns how many
+    stored documents were re-encoded (0: none).
 
     - No record and no points (a new collection): the encoder is recorded.
     - No record but points (written before m3kit recorded encoders): the encoder is adopted
@@ -133,7 +134,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
         if store.count() == 0:
             _write(store, new)
         elif reindex:
-            _reindex(index, show_progress)
+            return _reindex(index, show_progress)
         elif count := store.count(others := written_by_others(new)):
             docs, named = stamped_documents(store, others)
             raise FingerprintMismatchError(
@@ -152,7 +153,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
                 new.describe(),
             )
             _write(store, new)
-        return
+        return 0
     if pending is None and stored.same_encoder(new):
         if not reindex:  # a late writer's chunks of another encoder: encoder_stamps
             check_encoder_stamps(store, stored, new)
@@ -168,19 +169,19 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
             _write(store, new)
         if reindex:  # chunks another encoder wrote (a late writer, or a collection adopted
             # above) are redone: only their documents
-            _reindex(index, show_progress)
-        return
+            return _reindex(index, show_progress)
+        return 0
     if pending is None and store.count() == 0:
         logger.info("empty collection %r: recording %s", store.collection, new.describe())
         _write(store, new)
-        return
+        return 0
     if pending is not None and not reindex:  # (whichever the encoder)
         raise FingerprintMismatchError(
             unfinished_reindex_message(store.collection, stored, pending)
         )
     if not reindex:
         raise FingerprintMismatchError(_mismatch_message(store, stored, new))
-    _reindex(index, show_progress)
+    return _reindex(index, show_progress)
 
 
 def check_recorded_stamps(store: M3Store) -> None:
@@ -211,10 +212,10 @@ def check_recorded_stamps(store: M3Store) -> None:
         check_encoder_stamps(store, stored)
 
 
-def _reindex(index: M3Index, show_progress: bool | None) -> None:
+def _reindex(index: M3Index, show_progress: bool | None) -> int:
     from m3kit.store.reindex import reindex_collection  # it reads and writes the record
 
-    reindex_collection(index, show_progress=show_progress)
+    return reindex_collection(index, show_progress=show_progress)
 
 
 def unfinished_reindex_message(

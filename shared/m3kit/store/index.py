@@ -64,9 +64,12 @@ class M3Index(IndexWrites, IndexSearch):
 
     Attributes:
         write_group: Documents encoded and written per step of :meth:`add_texts`.
+        reencoded: Stored documents the opening re-encoded (``reindex=True``: those another
+            encoder wrote, or those cut with another sparse cut); 0 when none was.
     """
 
     write_group: int = 64
+    reencoded: int = 0
 
     def __init__(
         self,
@@ -148,11 +151,13 @@ class M3Index(IndexWrites, IndexSearch):
         try:  # (its own writes meanwhile are not checked against the record it changes)
             with own_change(store):
                 recut_to = settle_sparse_cut(store, given_cut, reindex=reindex)
-                check_collection(self, reindex=reindex, show_progress=show_progress)
+                self.reencoded = check_collection(
+                    self, reindex=reindex, show_progress=show_progress
+                )
                 if recut_to is not None:  # after an encoder reindex: it writes the recorded cut
                     from m3kit.store.recut import recut_collection
 
-                    recut_collection(self, recut_to, show_progress=show_progress)
+                    self.reencoded += recut_collection(self, recut_to, show_progress=show_progress)
         except BaseException:
             give_back(store, held, self.fingerprint)
             raise
