@@ -185,6 +185,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         written: list[str | int] = []
         for batch_ids, points in self._generate_batches(texts, metadatas, ids, batch_size):
             with client_write_lock(self.client):
+                stop_if_cancelled()  # an aadd_texts cancelled while it waited: not written
                 self.client.upsert(collection_name=self.collection_name, points=points, **kwargs)
             written.extend(batch_ids)
         return written

@@ -20,7 +20,7 @@ from langchain_m3 import (
 )
 from m3kit import M3Encoder
 from m3kit.store import M3Index
-from tests.reliability.killing import Gate, cancel_when_held, index_held_at_d
+from tests.reliability.killing import Gate, WatchedLock, cancel_when_held, index_held_at_d
 from tests.store.conftest import stored_texts
 
 DOCS = [Document("a new document e", id="e"), Document("second version of d", id="d")]
@@ -119,3 +119,46 @@ def test_a_cancelled_afrom_documents_writes_nothing_after_it_has_raised(
     monkeypatch.undo()
     with M3Index.open(tiny_encoder, tmp_path / "db") as index:
         assert stored_texts(index) == {}, "the cancelled call wrote after it had raised"
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_cancelled_qdrant_parent_write_waiting_for_another_writes_nothing(
+    tiny_encoder: M3Encoder, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a ``parent_id_key``, ``M3QdrantVectorStore`` upserts each batch under its client's
+    write lock: an add cancelled while it waited for another write's upsert still wrote its
+    children (and deleted the parent's others) once the lock was free, before raising."""
+    from langchain_m3 import qdrant_store
+
+    store = M3QdrantVectorStore.construct_instance(
+        embedding=M3Embeddings.from_encoder(tiny_encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
+        retrieval_mode=RetrievalMode.HYBRID,
+        client_options={"location": ":memory:"},
+        collection_name="c",
+    )
+    assert isinstance(store, M3QdrantVectorStore)
+    store.parent_id_key = "doc_id"
+    store.add_documents([Document("first child of q", metadata={"doc_id": "q"})])
+    lock = WatchedLock(qdrant_store.client_write_lock(store.client))
+    monkeypatch.setattr(qdrant_store, "client_write_lock", lambda client: lock)
+    gate = Gate(store.client.upsert, hold=1)  # the first add's upsert, under the lock
+    monkeypatch.setattr(store.client, "upsert", gate)
+
+    def stored() -> list[str]:
+        points, _ = store.client.scroll("c", limit=100)
+        return sorted(str((p.payload or {})["page_content"]) for p in points)
+
+    async def adds() -> None:
+        p_child = [Document("a child of p", metadata={"doc_id": "p"})]
+        first = asyncio.ensure_future(store.aadd_documents(p_child))
+        assert await asyncio.to_thread(gate.held.wait, 30)
+        q_child = [Document("second child of q", metadata={"doc_id": "q"})]
+        second = asyncio.ensure_future(store.aadd_documents(q_child))
+        assert await asyncio.to_thread(lock.waiting, 2)  # its upsert waits for the first's
+        await cancel_when_held(second, gate, how)
+        await first
+
+    asyncio.run(adds())  # returns once every worker thread is done
+    assert stored() == ["a child of p", "first child of q"], "the cancelled add wrote"
+    store.client.close()

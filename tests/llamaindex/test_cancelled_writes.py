@@ -10,8 +10,6 @@ writes nothing.
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import Any
 
 import pytest
 from llama_index.core.schema import Document, NodeRelationship, RelatedNodeInfo, TextNode
@@ -19,28 +17,8 @@ from llama_index.core.schema import Document, NodeRelationship, RelatedNodeInfo,
 from llamaindex_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index
-from tests.reliability.killing import Gate, cancel_when_held, index_held_at_d
+from tests.reliability.killing import Gate, WatchedLock, cancel_when_held, index_held_at_d
 from tests.store.conftest import stored_texts
-
-
-class WatchedLock:
-    """A lock that counts the threads that asked for it (``waiting(n)`` waits for ``n``)."""
-
-    def __init__(self, lock: Any) -> None:
-        self._lock, self._asked, self._changed = lock, 0, threading.Condition()
-
-    def __enter__(self) -> Any:
-        with self._changed:
-            self._asked += 1
-            self._changed.notify_all()
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
-
-    def waiting(self, n: int) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self._asked >= n, timeout=30)
 
 
 def _node(text: str, doc: str) -> TextNode:

@@ -1,6 +1,6 @@
 """Test helpers for interrupted runs: kill a CLI run mid-write, fail an encoder on the n-th
-call, hold a call until released, give a checkpoint other weights, and compare two
-collections point by point.
+call, hold a call until released, count the threads asking for a lock, give a checkpoint
+other weights, and compare two collections point by point.
 
 Used by the SIGKILL tests here and by ``tests/store/test_fingerprint.py``.
 """
@@ -135,6 +135,26 @@ class Gate:
             self.held.set()
             assert self.release.wait(30), "the held call was never released"
         return self._func(*args, **kwargs)
+
+
+class WatchedLock:
+    """A lock that counts the threads that asked for it (``waiting(n)`` waits for ``n``)."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock, self._asked, self._changed = lock, 0, threading.Condition()
+
+    def __enter__(self) -> Any:
+        with self._changed:
+            self._asked += 1
+            self._changed.notify_all()
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def waiting(self, n: int) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._asked >= n, timeout=30)
 
 
 async def cancel_when_held(task: asyncio.Future[Any], gate: Gate, how: str) -> None:

@@ -14,6 +14,8 @@ import pytest
 
 from m3kit.store import M3Index
 from tests.reliability.killing import (
+    Gate,
+    WatchedLock,
     assert_same_points,
     cancel_when_held,
     index_held_at_d,
@@ -48,3 +50,35 @@ def test_a_cancelled_add_writes_nothing_more_and_a_retry_stores_it(
     assert_same_points(index_points(index), index_points(reference))
     index.close()
     reference.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_a_cancelled_add_waiting_for_another_write_writes_nothing(
+    tiny_encoder: Any, backend: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An add whose documents are encoded waits for the store's write lock while another
+    write holds it; cancelled then, it wrote its documents once the other write was done
+    (before raising), although it had not started writing them."""
+    index = M3Index.open(tiny_encoder, collection="c", backend=backend)
+    index.add_texts(["first version of d"], doc_ids=["d"])
+    lock = WatchedLock(index.store.write_lock)
+    monkeypatch.setattr(index.store, "write_lock", lock)
+    monkeypatch.setattr(index, "_write_lock", lock)
+    gate = Gate(index.store._backend.upsert, hold=1)  # the first add's write, under the lock
+    monkeypatch.setattr(index.store._backend, "upsert", gate)
+
+    async def adds() -> None:
+        first = asyncio.ensure_future(index.aadd_texts(["a new document e"], doc_ids=["e"]))
+        assert await asyncio.to_thread(gate.held.wait, 30)
+        second = asyncio.ensure_future(index.aadd_texts(["second version of d"], doc_ids=["d"]))
+        # the first add asked for the lock twice (its write, its upsert), the second once
+        assert await asyncio.to_thread(lock.waiting, 3)
+        await cancel_when_held(second, gate, how)
+        await first
+
+    asyncio.run(adds())  # returns once every worker thread is done
+    assert stored_texts(index) == {"e": ["a new document e"], "d": ["first version of d"]}
+    index.add_texts(["second version of d"], doc_ids=["d"])  # the retry
+    assert stored_texts(index) == {"e": ["a new document e"], "d": ["second version of d"]}
+    index.close()

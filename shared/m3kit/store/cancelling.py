@@ -6,8 +6,9 @@ which cannot be stopped from outside. Cancelling the awaiting task (``task.cance
 ``asyncio.wait_for`` timeout) used to raise at once while the thread went on and wrote later:
 over an edit made since, or bringing back a document deleted since. :func:`in_worker` instead,
 when cancelled, asks the thread to stop (:func:`stop_if_cancelled`: ``M3Index.add_texts``
-checks it before each group it encodes and writes; the writes that take the store's write
-lock, once they hold it) and waits for it before raising, so once the cancelled call has
+checks it before each group it encodes, and before writing it once it holds the store's
+write lock, as the other writes that take a write lock do) and waits for it before raising,
+so a call still waiting for another write writes nothing, and once the cancelled call has
 raised nothing more of it is written: the groups written before stay (as after any
 interruption), and a retry writes the rest.
 """

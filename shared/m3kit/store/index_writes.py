@@ -83,6 +83,7 @@ class IndexWrites:
                 index's encoder changed (:meth:`~m3kit.store.M3Index.check_encoder`).
         """
         with self._write_lock:
+            stop_if_cancelled()  # an aadd_texts cancelled while it waited for the lock: not done
             self.check_encoder()  # under the lock: no other index takes the store meanwhile
             if records:
                 self.store.upsert(records, show_progress=False, replace=True)
@@ -141,8 +142,7 @@ class IndexWrites:
                 group = todo[start : start + self.write_group]
                 stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
                 records, empty = self._records(group, chunker, False, truncation)
-                stop_if_cancelled()  # ... nor written
-                self.write_records(records, empty)
+                self.write_records(records, empty)  # ... nor written (checked under the lock)
                 bar.update(len(group))
         return order
 
