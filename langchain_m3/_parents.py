@@ -178,16 +178,29 @@ def check_key(key: object) -> str:
 
 
 def parent_path(prefix: str, key: str) -> str:
-    """The payload path of the metadata key ``key`` under ``prefix``: ``key`` is one flat
-    key (``ParentDocumentRetriever`` sets ``metadata[id_key]``), so a key with a dot, a space
-    or a bracket is quoted, not read as nested metadata.
+    """The payload path of the metadata key ``key`` under the payload key ``prefix`` (where
+    the metadata is stored: langchain-qdrant's ``metadata_payload_key``): each is one flat
+    key (``ParentDocumentRetriever`` sets ``metadata[id_key]``), so one with a dot, a space
+    or a bracket is quoted, not read as a nested path.
 
-    >>> parent_path("metadata", "doc_id"), parent_path("metadata", "doc.id")
-    ('metadata.doc_id', 'metadata."doc.id"')
+    >>> parent_path("metadata", "doc_id"), parent_path("lc.meta", "doc.id")
+    ('metadata.doc_id', '"lc.meta"."doc.id"')
+
+    Raises:
+        ValueError: ``prefix`` cannot be addressed in a payload filter (empty, or holding a
+            double quote; ``key`` is checked by :func:`check_key`).
     """
-    if _PLAIN_KEY.fullmatch(key):
-        return f"{prefix}.{key}"
-    return f'{prefix}."{key}"'
+    if not prefix or '"' in prefix:  # refused before anything is written
+        raise ValueError(
+            f"metadata_payload_key {prefix!r} cannot be addressed in a Qdrant payload filter "
+            "(it is empty or holds a double quote), so a parent's old children could not be "
+            "found; use another metadata_payload_key, or no parent_id_key"
+        )
+    return f"{_segment(prefix)}.{_segment(key)}"
+
+
+def _segment(name: str) -> str:
+    return name if _PLAIN_KEY.fullmatch(name) else f'"{name}"'
 
 
 def fill_ids(given: Sequence[_Id | None] | None, derived: Sequence[_Id]) -> list[_Id]:

@@ -5,7 +5,10 @@ key (``metadata["doc.id"] = parent``). The stale-children delete addressed that 
 payload path: ``metadata.doc.id`` is the nested ``metadata["doc"]["id"]``, which no child
 has, so a re-added parent kept its old children next to the new ones (silently), and
 ``M3QdrantVectorStore`` built ``metadata.doc id`` unquoted, which Qdrant refuses ("Invalid
-path") after the children were written.
+path") after the children were written. The same held for ``M3QdrantVectorStore``'s
+``metadata_payload_key`` (langchain-qdrant's one payload key holding the metadata): with a dot
+(``"lc.meta"``) a re-added parent silently kept its old children past the new ones, with a
+space the write raised "Invalid path" after writing the children.
 """
 
 from __future__ import annotations
@@ -58,12 +61,18 @@ def _qdrant_store_texts(encoder: M3Encoder, metadata_key: str) -> Callable[..., 
     return stored
 
 
-@pytest.fixture(params=["edge", "client", "qdrant", "qdrant-custom-payload-key"])
+PAYLOAD_KEYS = {
+    "qdrant": "metadata",
+    "qdrant-custom-payload-key": "meta",
+    "qdrant-dotted-payload-key": "lc.meta",
+    "qdrant-spaced-payload-key": "my meta",
+}
+
+
+@pytest.fixture(params=["edge", "client", *PAYLOAD_KEYS])
 def stored(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> Callable[..., list[str]]:
-    if request.param == "qdrant":
-        return _qdrant_store_texts(tiny_encoder, "metadata")
-    if request.param == "qdrant-custom-payload-key":
-        return _qdrant_store_texts(tiny_encoder, "meta")
+    if request.param in PAYLOAD_KEYS:
+        return _qdrant_store_texts(tiny_encoder, PAYLOAD_KEYS[request.param])
     return _vector_store_texts(tiny_encoder, request.param)
 
 
@@ -84,3 +93,13 @@ def test_a_key_no_path_can_address_is_refused_before_writing(
     with pytest.raises(ValueError, match="cannot be addressed"):
         stored(key, _children(key, "p", SAMPLE_TEXTS[0:1]))
     assert stored(key) == []
+
+
+@pytest.mark.parametrize("metadata_key", ['lc "meta"', ""])
+def test_a_payload_key_no_path_can_address_is_refused_before_writing(
+    tiny_encoder: M3Encoder, metadata_key: str
+) -> None:
+    stored = _qdrant_store_texts(tiny_encoder, metadata_key)
+    with pytest.raises(ValueError, match="metadata_payload_key .* cannot be addressed"):
+        stored("doc_id", _children("doc_id", "p", SAMPLE_TEXTS[0:1]))
+    assert stored("doc_id") == []
