@@ -26,7 +26,13 @@ from llama_index.core.retrievers import AutoMergingRetriever
 from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship
 from llama_index.core.vector_stores import VectorStoreQuery
 
-from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorStore, M3VectorStore
+from llamaindex_m3 import (
+    M3Embedding,
+    M3HierarchicalNodeParser,
+    M3LateChunkingNodeParser,
+    M3QdrantVectorStore,
+    M3VectorStore,
+)
 from llamaindex_m3.node_parser import (
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
@@ -277,3 +283,31 @@ def test_storing_every_level_is_refused_naming_the_leaves_way(
         assert store.get_nodes() == []
     finally:
         store.close()
+
+
+async def test_m3_hierarchy_splits_in_async_pipelines(
+    leaf_parser: M3LateChunkingNodeParser,
+) -> None:
+    """LlamaIndex's ``HierarchicalNodeParser`` splits only in ``get_nodes_from_documents``:
+    ``aget_nodes_from_documents`` / ``acall`` (``IngestionPipeline.arun``) returned the
+    documents unsplit, silently (no leaves, no parents: each document stored as one node).
+    ``M3HierarchicalNodeParser`` makes the nodes ``run`` makes, the model off the event loop."""
+    hierarchy = M3HierarchicalNodeParser.from_defaults(
+        node_parser_ids=["parent", "leaf"],
+        node_parser_map={
+            "parent": SentenceSplitter(chunk_size=40, chunk_overlap=0),
+            "leaf": leaf_parser,
+        },
+    )
+    want = hierarchy.get_nodes_from_documents(DOCS)
+    pipeline = IngestionPipeline(transformations=[hierarchy], disable_cache=True)
+    for got in (
+        await hierarchy.aget_nodes_from_documents(DOCS),
+        await hierarchy.acall(DOCS),
+        await pipeline.arun(documents=DOCS),
+    ):
+        assert [n.get_content() for n in got] == [n.get_content() for n in want]
+        assert len(get_leaf_nodes(got)) == len(get_leaf_nodes(want)) > len(DOCS)
+        assert len(get_root_nodes(got)) == len(get_root_nodes(want))
+        for node, expected in zip(get_leaf_nodes(got), get_leaf_nodes(want), strict=True):
+            assert node.embedding == pytest.approx(expected.embedding, abs=1e-6)
