@@ -150,14 +150,18 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
 
         Raises:
             TypeError: The parent id key is not a string.
-            ValueError: A parent id is not a string or an integer, or the key cannot be
-                addressed in a payload filter.
+            ValueError: ``ids`` has another length than ``texts`` (``QdrantVectorStore``
+                drops the texts past the last id, silently); a parent id is not a string or
+                an integer, or the key cannot be addressed in a payload filter.
         """
         key = kwargs.pop("parent_id_key", self.parent_id_key)
-        if key is None:
-            return super().add_texts(texts, metadatas, ids, batch_size, **kwargs)
-        check_key(key)
         all_texts = list(texts)
+        ids = None if ids is None else list(ids)
+        if ids is not None and len(ids) != len(all_texts):  # before anything is written
+            raise ValueError(f"{len(all_texts)} texts but {len(ids)} ids")
+        if key is None:
+            return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)
+        check_key(key)
         parents = parent_ids(metadatas, key, len(all_texts))
         if all(parent is None for parent in parents):
             return super().add_texts(all_texts, metadatas, ids, batch_size, **kwargs)

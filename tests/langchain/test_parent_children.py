@@ -472,3 +472,16 @@ def test_writes_sharing_parents_in_either_order_each_leave_one_whole_set(store: 
         assert stored["Q"] in (_texts(first[:3]), _texts(second[1:]))
         assert stored["R"] == _texts(third)
         assert sorted(stored) == ["P", "Q", "R"]
+
+
+@pytest.mark.parametrize("key", [None, "doc_id"])
+def test_ids_of_another_length_are_refused_before_writing(store: Store, key: str | None) -> None:
+    """``M3QdrantVectorStore`` zipped the texts with fewer ids: without a parent id key the
+    texts past the last id were dropped silently, with one it raised zip's own message."""
+    children = [Document(t, metadata={"doc_id": "p"}) for t in SAMPLE_TEXTS[:3]]
+    one_id = ["11111111-1111-1111-1111-111111111111"]
+    with pytest.raises(ValueError, match=r"^3 (documents|texts) but 1 ids"):
+        store.add_documents(children, ids=one_id, parent_id_key=key)
+    with pytest.raises(ValueError, match=r"^3 (documents|texts) but 1 ids"):
+        store.add_texts(SAMPLE_TEXTS[:3], ids=one_id, parent_id_key=key)
+    assert _points(store) == []
