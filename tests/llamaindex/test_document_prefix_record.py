@@ -14,6 +14,7 @@ import pytest
 from llama_index.core import Document
 from llama_index.core.schema import TextNode
 
+from langchain_m3 import M3Retriever as LangChainRetriever
 from langchain_m3 import M3VectorStore as LangChainStore
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
@@ -85,6 +86,8 @@ def test_writers_that_never_prefix_are_refused(
             store.add_texts([SAMPLE_TEXTS[3]])
         with pytest.raises(ValueError, match="'passage: '"):
             store.index.add_texts([SAMPLE_TEXTS[3]])
+        with pytest.raises(ValueError, match="'passage: '"):
+            LangChainRetriever(index=store.index).add_texts([SAMPLE_TEXTS[3]])
     with (
         M3Retriever.open(enc_a, location=tmp_path / "db") as retriever,
         pytest.raises(ValueError, match="'passage: '"),

@@ -180,3 +180,18 @@ def test_a_collection_stored_with_another_document_prefix_is_refused(
     with pytest.raises(ValueError, match="'passage: '"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)
     client.close()
+    # one m3kit indexed before the prefix was recorded: its chunks were encoded bare
+    from m3kit.store import M3Index
+
+    with M3Index.open(enc_a, tmp_path / "r", collection="c", backend="client") as index:
+        index.add_texts(SAMPLE_TEXTS[:2])
+        older = index.store.collection_metadata()
+        del older["text_instruction"]
+        index.store.set_collection_metadata(older)
+    client = QdrantClient(path=str(tmp_path / "r"))
+    store = M3QdrantVectorStore("c", client=client, sparse_model=prefixed, **names)
+    with pytest.raises(ValueError, match="holds document vectors encoded with no document"):
+        _index(DOCS[2:3], store, prefixed)
+    assert (client.get_collection("c").config.metadata or {})["m3kit"]["text_instruction"] == ""
+    assert client.count("c").count == 2
+    client.close()

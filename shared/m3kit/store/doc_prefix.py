@@ -15,7 +15,9 @@ A collection without the key (new, or written by an m3kit from before it was rec
 recorded at its next write: with no prefix when that is provably what wrote it (no chunk, or
 no chunk stored with an ``encoded_text``: a writer that prefixes stores the text it encoded,
 prefix included, with every chunk it encodes), else with that write's prefix (the first
-writer's prefix is adopted; if another one wrote the collection, write it again).
+writer's prefix is adopted; if another one wrote the collection, write it again). A plain
+:class:`~m3kit.store.M3Store` (no encoder) is checked against a recorded prefix but records
+none. Reads are not checked: a query is encoded alike whatever the documents' prefix.
 """
 
 from __future__ import annotations
@@ -80,27 +82,31 @@ def check_prefix(collection: str, meta: Mapping[str, Any], given: str | None) ->
 
 def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) -> None:
     """Check ``given`` against the collection's record ``meta`` (read before this write), and
-    record a prefix where the record has none (see the module doc).
+    record a prefix where the record has none (see the module doc); a plain
+    :class:`~m3kit.store.M3Store` (no encoder: its caller made the vectors) records none.
 
     Raises:
         ValueError: The collection records, or provably holds, another prefix.
     """
     check_prefix(store.collection, meta, given)
-    if RECORD_KEY in meta:
+    if RECORD_KEY in meta or store.writer_id is None:  # a plain store's vectors: its caller's
         return
     prefixed = models.Filter(
         must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
     )
-    if store.count() and not store.count(prefixed):
+    chunks = store.count()
+    if chunks and not store.count(prefixed):
         prefix = ""  # every chunk was encoded on its stored text: no writer prefixed it
     else:
         prefix = given or ""
-        if store.count():
+        if chunks:
             logger.info(
                 "collection %r has no record of its document prefix: recording %s, this "
                 "writer's; if another prefix wrote it, write it again",
                 store.collection,
                 describe_prefix(prefix),
             )
-    store.set_collection_metadata({**meta, RECORD_KEY: prefix})
-    check_prefix(store.collection, {RECORD_KEY: prefix}, given)
+    now = store.collection_metadata()  # (read again: what changed since is kept)
+    if RECORD_KEY not in now:
+        store.set_collection_metadata({**now, RECORD_KEY: prefix})
+    check_prefix(store.collection, {RECORD_KEY: now.get(RECORD_KEY, prefix)}, given)

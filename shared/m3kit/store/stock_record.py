@@ -200,8 +200,11 @@ def _record_indexed_prefix(client: Any, collection: str, records: _Records, pref
     )
     bare = client.count(collection).count and not client.count(collection, prefixed).count
     stored = "" if bare else prefix  # every chunk was encoded on its stored text: no prefix
-    client.update_collection(collection, metadata={INDEX_KEY: {**record, PREFIX_KEY: stored}})
-    check_prefix(collection, {PREFIX_KEY: stored}, prefix)
+    now = (client.get_collection(collection).config.metadata or {}).get(INDEX_KEY)
+    if isinstance(now, dict) and PREFIX_KEY not in now:  # (read again: what changed is kept)
+        client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
+    recorded = now.get(PREFIX_KEY, stored) if isinstance(now, dict) else stored
+    check_prefix(collection, {PREFIX_KEY: recorded}, prefix)
 
 
 def _refuse_others(collection: str, records: _Records, identities: dict[str, str]) -> None:
