@@ -62,7 +62,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
 from m3kit.store.cancelling import in_worker, stop_if_cancelled
-from m3kit.store.stock_record import check_models, record_models
+from m3kit.store.stock_record import TEXT_INSTRUCTION, check_models, record_models
 
 try:
     from langchain_qdrant import RetrievalMode
@@ -136,6 +136,13 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
 
     def _model_identities(self) -> dict[str, str]:
         return model_identities(self._embeddings, self._sparse_embeddings)
+
+    def _write_identities(self) -> dict[str, str]:
+        """The models' identities and, with them, this store's document prefix: none
+        (LangChain's embeddings never prefix documents; checked at writes only, as reading
+        a collection LlamaIndex wrote with a ``text_instruction`` is sound)."""
+        ids = self._model_identities()
+        return {**ids, TEXT_INSTRUCTION: ""} if ids else ids
 
     def add_texts(  # type: ignore[override]  # as QdrantVectorStore.add_texts
         self,
@@ -336,7 +343,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         all_metas = list(metadatas) if metadatas else []
         all_ids: list[str | int] = list(ids) if ids else [uuid.uuid4().hex for _ in all_texts]
         if all_texts:  # which model's vectors the collection holds, before it holds them
-            record_models(self.client, self.collection_name, self._model_identities())
+            record_models(self.client, self.collection_name, self._write_identities())
         for start in range(0, len(all_texts), batch_size):
             stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
             batch_texts = all_texts[start : start + batch_size]

@@ -355,7 +355,12 @@ def write_nodes(
         text = embed_text(node, text_instruction)
         records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored, text))
     if records:
-        index.store.upsert(records, show_progress=show_progress, replace=True)
+        index.store.upsert(
+            records,
+            show_progress=show_progress,
+            replace=True,
+            text_instruction=text_instruction,
+        )
     rewritten = {(r.doc_id, r.chunk_index) for r in records}
     fields: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}

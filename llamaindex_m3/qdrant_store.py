@@ -65,6 +65,7 @@ from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
 from m3kit.store.stock_record import (
     SPARSE_CUT,
+    TEXT_INSTRUCTION,
     check_models,
     record_models,
     sparse_cut_identity,
@@ -274,12 +275,13 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             check_models(self._client, collection_name, self._model_identities())
 
     def _model_identities(self) -> dict[str, str]:
-        """The sparse model's identity and cut (the dense vectors are the nodes' own
-        embeddings)."""
+        """The sparse model's identity, cut and document prefix (the dense vectors are the
+        nodes' own embeddings)."""
         fn = self._m3_doc_fn
         return {
             "sparse": sparse_identity(fn.encoder),
             SPARSE_CUT: sparse_cut_identity(fn.sparse_top_k, fn.sparse_min_weight),
+            TEXT_INSTRUCTION: fn.text_instruction or "",
         }
 
     def _record_models(self, *, created: bool = False) -> bool:

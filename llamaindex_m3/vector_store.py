@@ -61,6 +61,7 @@ from m3kit.store import (
     M3Index,
     SearchSettings,
 )
+from m3kit.store.doc_prefix import check_prefix
 
 try:
     from llama_index.core.schema import BaseNode
@@ -111,7 +112,10 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         candidates: Candidates per retriever before fusion and rerank (``None``: the index's,
             ``max(4 * k, 50)`` uncalibrated).
         text_instruction: Prefix of the texts encoded for sparse / ColBERT (default: the
-            ``M3Embedding``'s).
+            ``M3Embedding``'s). The collection records it at its first write; a store with
+            another one (``None`` and ``""``: none) is refused on it, as is any other writer
+            (``langchain_m3``, ``M3Retriever``, ``m3kit index`` never prefix) on a collection
+            recorded with one (:mod:`m3kit.store.doc_prefix`).
     """
 
     # a field assigned later is checked as at construction; where the collection is (opened
@@ -205,7 +209,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             ValueError: Neither or both of ``model`` and ``index``; with ``index``, an
                 ``api_key`` or another collection than its own; ``rerank=True`` on a
                 collection without ColBERT vectors; ``weights`` with a ``fusion`` (or the
-                index's default) that is not ``m3``.
+                index's default) that is not ``m3``; a collection that records another
+                document prefix than ``text_instruction`` (:mod:`m3kit.store.doc_prefix`:
+                every add checks it too).
             SchemaMismatchError: The collection exists with other vectors.
         """
         if (model is None) == (index is None):
@@ -238,6 +244,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             # weights the store's own fusion (or the index's default) never uses: a query's
             # mode decides its rerank, so they would be left out of every query, silently
             index.search_settings(fusion=self.fusion, weights=self.weights, rerank=self.rerank)
+            # another document prefix than the collection's: refused now, not at the first add
+            store = index.store
+            check_prefix(store.collection, store.collection_metadata(), self.text_instruction)
         except ValueError:
             if self._owns_index:
                 index.close()

@@ -47,7 +47,7 @@ def test_a_collection_of_another_model_is_refused(
     )
     client = store.client
     meta = client.get_collection("c").config.metadata or {}
-    assert set(meta[RECORD_KEY]) == {"dense", "sparse", "sparse_cut"}
+    assert set(meta[RECORD_KEY]) == {"dense", "sparse", "sparse_cut", "text_instruction"}
     assert len(_open(client, enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
     with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
         _open(client, enc_b)  # a fine-tune of A, saved to another folder

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.schema import TextNode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
@@ -36,6 +37,7 @@ def test_a_collection_of_another_sparse_model_is_refused(
     assert set((client.get_collection("c").config.metadata or {})[RECORD_KEY]) == {
         "sparse",
         "sparse_cut",
+        "text_instruction",
     }
     M3QdrantVectorStore("c", client=client, sparse_model=enc_a)  # the same model: accepted
     with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
@@ -75,6 +77,7 @@ def test_a_collection_the_store_creates_is_recorded_without_a_warning(
     assert set((client.get_collection("new").config.metadata or {})[RECORD_KEY]) == {
         "sparse",
         "sparse_cut",
+        "text_instruction",
     }
     # a collection another program wrote (points, no record) still warns at the first write
     doc_fn, query_fn = m3_sparse_fns(embed)
@@ -119,3 +122,76 @@ def test_a_collection_stored_with_another_sparse_cut_is_refused(enc_a: M3Encoder
     M3QdrantVectorStore("c", client=client, sparse_model=cut)  # the same cut: accepted
     with pytest.raises(ValueError, match="sparse_top_k=2"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_a)
+
+
+def test_a_collection_stored_with_another_document_prefix_is_refused(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """The sparse model's ``text_instruction`` prefixes every stored document: reopened with
+    another prefix (or none), or written through LangChain's store (which never prefixes),
+    the collection held prefixed and bare document vectors side by side, silently."""
+    from langchain_qdrant import RetrievalMode
+
+    from langchain_m3 import M3Embeddings, M3SparseEmbeddings
+    from langchain_m3 import M3QdrantVectorStore as LangChainStore
+    from llamaindex_m3 import M3VectorStore
+
+    client = QdrantClient(":memory:")
+    prefixed = M3Embedding.from_encoder(enc_a, text_instruction="passage: ")
+    early = M3QdrantVectorStore("c", client=client, sparse_model=enc_a)  # before any record
+    _index(DOCS[:2], M3QdrantVectorStore("c", client=client, sparse_model=prefixed), prefixed)
+    meta = client.get_collection("c").config.metadata or {}
+    assert meta[RECORD_KEY]["text_instruction"] == "passage: "
+    M3QdrantVectorStore("c", client=client, sparse_model=prefixed)  # the same prefix: accepted
+    with pytest.raises(ValueError, match=r"'passage: '.*no document prefix"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_a)
+    with pytest.raises(ValueError, match="'passage: '"):
+        _index(DOCS[2:3], early, M3Embedding.from_encoder(enc_a))
+    langchain = LangChainStore(
+        client=client,
+        collection_name="c",
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+        vector_name="text-dense",
+        sparse_vector_name="text-sparse-new",
+    )
+    assert langchain.similarity_search(SAMPLE_TEXTS[0], k=1)  # reading it is sound
+    with pytest.raises(ValueError, match="'passage: '"):
+        langchain.add_texts([SAMPLE_TEXTS[3]])
+    assert client.count("c").count == 2
+    # a record from before the prefix was recorded takes the first writer's
+    record = {k: v for k, v in meta[RECORD_KEY].items() if k != "text_instruction"}
+    client.update_collection("c", metadata={RECORD_KEY: record})
+    langchain.add_texts([SAMPLE_TEXTS[3]])
+    assert (client.get_collection("c").config.metadata or {})[RECORD_KEY]["text_instruction"] == ""
+    with pytest.raises(ValueError, match="no document prefix"):
+        M3QdrantVectorStore("c", client=client, sparse_model=prefixed)
+    # a collection M3VectorStore wrote with a prefix (m3kit's own record names it)
+    with M3VectorStore(
+        prefixed, location=str(tmp_path / "q"), collection_name="c", backend="client"
+    ) as store:
+        node = TextNode(text=SAMPLE_TEXTS[0], id_="n0")
+        node.embedding = prefixed.get_text_embedding(SAMPLE_TEXTS[0])
+        store.add([node])
+    client = QdrantClient(path=str(tmp_path / "q"))
+    names = {"dense_vector_name": "dense", "sparse_vector_name": "sparse"}
+    M3QdrantVectorStore("c", client=client, sparse_model=prefixed, **names)
+    with pytest.raises(ValueError, match="'passage: '"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)
+    client.close()
+    # one m3kit indexed before the prefix was recorded: its chunks were encoded bare
+    from m3kit.store import M3Index
+
+    with M3Index.open(enc_a, tmp_path / "r", collection="c", backend="client") as index:
+        index.add_texts(SAMPLE_TEXTS[:2])
+        older = index.store.collection_metadata()
+        del older["text_instruction"]
+        index.store.set_collection_metadata(older)
+    client = QdrantClient(path=str(tmp_path / "r"))
+    store = M3QdrantVectorStore("c", client=client, sparse_model=prefixed, **names)
+    with pytest.raises(ValueError, match="holds document vectors encoded with no document"):
+        _index(DOCS[2:3], store, prefixed)
+    assert (client.get_collection("c").config.metadata or {})["m3kit"]["text_instruction"] == ""
+    assert client.count("c").count == 2
+    client.close()

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.store import M3Store
 
-__all__ = ["check_hits", "check_record", "own_change"]
+__all__ = ["check_hits", "check_record", "check_write", "own_change"]
 
 _AGAIN = (
     "Open the collection again (M3Index.open / M3Store.open) to use it as it is now; this "
@@ -76,6 +76,26 @@ def check_record(store: M3Store, outcome: str = "nothing was written") -> None:
     meta = store.collection_metadata()
     _check_encoder(store, meta, outcome)
     _check_cut(store, meta, outcome)
+
+
+def check_write(store: M3Store, text_instruction: str | None = None) -> None:
+    """:func:`check_record` before a write, and the writer's document prefix against the one
+    the collection records (recorded if it records none: :mod:`m3kit.store.doc_prefix`),
+    with the same read of the record.
+
+    Raises:
+        FingerprintMismatchError: As :func:`check_record`.
+        ValueError: As :func:`check_record`; or the collection records another document
+            prefix (``text_instruction``) than ``text_instruction`` (``None``: none).
+    """
+    if store._own_change:  # a reindex writes what each chunk's writer encoded, prefix kept
+        return
+    from m3kit.store.doc_prefix import settle_prefix
+
+    meta = store.collection_metadata()
+    _check_encoder(store, meta, "nothing was written")
+    _check_cut(store, meta, "nothing was written")
+    settle_prefix(store, meta, text_instruction)
 
 
 def _check_encoder(store: M3Store, meta: Mapping[str, Any], outcome: str) -> None:

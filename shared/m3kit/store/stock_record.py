@@ -23,6 +23,17 @@ collection would hold, and be searched with, vectors cut two ways (``ValueError`
 ``M3Index`` refuses another cut). A record written before
 it was recorded gains it at the next write; m3kit's own record names its cut (none when it
 names none).
+
+The document prefix the sparse (LlamaIndex: ``text_instruction``) vectors were encoded after
+is recorded the same way (:data:`TEXT_INSTRUCTION`, ``""``: none; LangChain's stores never
+prefix), and a write with another prefix, also than the one m3kit's own record names, is
+refused (``ValueError``, :mod:`m3kit.store.doc_prefix`): the collection would hold prefixed
+and bare document vectors. LlamaIndex's store also refuses another prefix when built on the
+collection; LangChain's, which only reads it then, at its first write. A record written
+before the prefix was recorded gains the first writer's prefix at its next write (which
+prefix wrote the vectors before cannot be told from the stock layout); an m3kit record
+without one gains it too, with no prefix where no chunk holds an ``encoded_text`` (as
+:func:`~m3kit.store.doc_prefix.settle_prefix`).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from m3kit.fingerprint import EncoderFingerprint
 __all__ = [
     "RECORD_KEY",
     "SPARSE_CUT",
+    "TEXT_INSTRUCTION",
     "check_models",
     "dense_identity",
     "record_models",
@@ -50,6 +62,8 @@ logger = logging.getLogger(__name__)
 RECORD_KEY = "m3kit_models"
 #: The name of the sparse cut in a record (beside ``"dense"`` and ``"sparse"``).
 SPARSE_CUT = "sparse_cut"
+#: The name of the document prefix in a record (``""``: none; as m3kit's own record names it).
+TEXT_INSTRUCTION = "text_instruction"
 #: The collection metadata key of m3kit's own record (``M3Index``'s: the encoder's fingerprint).
 INDEX_KEY = "m3kit"
 
@@ -162,10 +176,44 @@ def _refuse_other_cut(collection: str, records: _Records, identity: str) -> None
             )
 
 
+def _refuse_other_prefix(collection: str, records: _Records, identity: str) -> None:
+    from m3kit.store.doc_prefix import check_prefix
+
+    check_prefix(collection, records.own, identity)  # (its key is TEXT_INSTRUCTION)
+    if isinstance(records.index_record, dict):
+        check_prefix(collection, records.index_record, identity)
+
+
+def _record_indexed_prefix(client: Any, collection: str, records: _Records, prefix: str) -> None:
+    """Record ``prefix`` in m3kit's own record, which names none (see the module doc)."""
+    from qdrant_client import models
+
+    from m3kit.store.doc_prefix import RECORD_KEY as PREFIX_KEY
+    from m3kit.store.doc_prefix import check_prefix
+    from m3kit.store.schema import ENCODED_TEXT
+
+    record = records.index_record
+    if not isinstance(record, dict) or PREFIX_KEY in record:
+        return
+    prefixed = models.Filter(
+        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
+    )
+    bare = client.count(collection).count and not client.count(collection, prefixed).count
+    stored = "" if bare else prefix  # every chunk was encoded on its stored text: no prefix
+    now = (client.get_collection(collection).config.metadata or {}).get(INDEX_KEY)
+    if isinstance(now, dict) and PREFIX_KEY not in now:  # (read again: what changed is kept)
+        client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
+    recorded = now.get(PREFIX_KEY, stored) if isinstance(now, dict) else stored
+    check_prefix(collection, {PREFIX_KEY: recorded}, prefix)
+
+
 def _refuse_others(collection: str, records: _Records, identities: dict[str, str]) -> None:
     for name, identity in identities.items():
         if name == SPARSE_CUT:
             _refuse_other_cut(collection, records, identity)
+            continue
+        if name == TEXT_INSTRUCTION:
+            _refuse_other_prefix(collection, records, identity)
             continue
         stored = records.own.get(name)
         if stored is not None and stored != identity:
@@ -196,7 +244,8 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
     Raises:
         FingerprintMismatchError: Names the vectors (dense or sparse), both identities and
             the ways out.
-        ValueError: The collection records another sparse cut (names both).
+        ValueError: The collection records another sparse cut or document prefix (names
+            both).
     """
     if identities:
         _refuse_others(collection, _recorded(client, collection) or _Records({}, None), identities)
@@ -219,7 +268,7 @@ def record_models(
     Raises:
         FingerprintMismatchError: As :func:`check_models` (another store of another model
             wrote the collection since this one was built).
-        ValueError: As :func:`check_models` (another sparse cut).
+        ValueError: As :func:`check_models` (another sparse cut or document prefix).
     """
     if not identities:
         return True
@@ -227,6 +276,8 @@ def record_models(
     if records is None:
         return False
     _refuse_others(collection, records, identities)
+    if TEXT_INSTRUCTION in identities and records.indexed is not None:
+        _record_indexed_prefix(client, collection, records, identities[TEXT_INSTRUCTION])
     recorded = records.own
     if records.indexed is not None or all(name in recorded for name in identities):
         return True  # (m3kit's own record names the model: that is the collection's record)

@@ -28,7 +28,7 @@ from m3kit.store.points import (
     fitting_batch_size,
     to_point,
 )
-from m3kit.store.record_check import check_record
+from m3kit.store.record_check import check_write
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import (
     CHUNK_COUNT,
@@ -77,6 +77,7 @@ class StoreWrites:
         show_progress: bool | None = None,
         *,
         replace: bool = False,
+        text_instruction: str | None = None,
     ) -> list[str]:
         """Write chunks; points with the same (doc_id, chunk_index) are overwritten.
 
@@ -95,6 +96,9 @@ class StoreWrites:
                 than one request, written in part, keeps only its new chunks and is written
                 whole by the next ``add_texts``. A document's points go in one request when
                 they fit, so a failed request leaves its documents old.
+            text_instruction: The prefix the records' texts were encoded after (LlamaIndex's
+                ``text_instruction``; ``None`` or ``""``: none), which must be the one the
+                collection records (:mod:`m3kit.store.doc_prefix`; recorded if it has none).
 
         Returns:
             The point ids, in input order.
@@ -106,12 +110,13 @@ class StoreWrites:
                 with another encoder since this store was opened, or is doing so (nothing
                 written; open it again): the record is read before every call
                 (:mod:`m3kit.store.record_check`).
-            ValueError: Likewise for the collection's sparse cut; or a chunk is larger than one
-                request to the server may be (nothing written; the message names it).
+            ValueError: Likewise for the collection's sparse cut; the collection records
+                another document prefix than ``text_instruction``; or a chunk is larger than
+                one request to the server may be (nothing written; the message names it).
         """
         if self.encoder_check is not None:
             self.encoder_check()
-        check_record(cast("M3Store", self))
+        check_write(cast("M3Store", self), text_instruction)
         recs = list(records)
         if batch_size is None:
             batch_size = self.cluster.write_batch_size if self.cluster is not None else 64

@@ -1,0 +1,112 @@
+"""The document prefix a collection's vectors were encoded with (LlamaIndex's ``text_instruction``).
+
+An ``llamaindex_m3.M3Embedding`` can prepend a ``text_instruction`` to every document it
+encodes (never to queries), and the LlamaIndex stores encode their documents after it. The
+other writers (``langchain_m3``, ``llamaindex_m3.M3Retriever``, ``m3kit index``,
+:meth:`M3Index.add_texts <m3kit.store.M3Index.add_texts>`) never prefix. A collection holding
+both prefixed and bare document vectors is searched with queries compared against vectors of
+two kinds: rankings silently wrong. So the collection records its document prefix (key
+:data:`RECORD_KEY` of its m3kit record; ``""``: none, which ``None`` also means), and a write
+with another prefix is refused (``ValueError`` naming both and the way out), nothing written:
+:meth:`M3Store.upsert <m3kit.store.M3Store.upsert>` takes the writer's prefix and checks it
+against the record it reads before every write (:mod:`m3kit.store.record_check`).
+
+A collection without the key (new, or written by an m3kit from before it was recorded) is
+recorded at its next write: with no prefix when that is provably what wrote it (no chunk, or
+no chunk stored with an ``encoded_text``: a writer that prefixes stores the text it encoded,
+prefix included, with every chunk it encodes), else with that write's prefix (the first
+writer's prefix is adopted; if another one wrote the collection, write it again). A plain
+:class:`~m3kit.store.M3Store` (no encoder) is checked against a recorded prefix but records
+none. Reads are not checked: a query is encoded alike whatever the documents' prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from qdrant_client import models
+
+from m3kit.store.schema import ENCODED_TEXT
+
+if TYPE_CHECKING:
+    from m3kit.store.store import M3Store
+
+__all__ = ["RECORD_KEY", "check_prefix", "describe_prefix", "prefix_mismatch", "settle_prefix"]
+
+logger = logging.getLogger(__name__)
+
+#: Key of the document prefix in a collection's m3kit record (and in a stock-layout record).
+RECORD_KEY = "text_instruction"
+
+
+def describe_prefix(prefix: str | None) -> str:
+    """``"no document prefix"`` or ``"the document prefix 'passage: '"``."""
+    return f"the document prefix {prefix!r}" if prefix else "no document prefix"
+
+
+def prefix_mismatch(collection: str, recorded: str | None, given: str | None) -> str:
+    """Why a write with the prefix ``given`` into a collection of ``recorded`` is refused."""
+    way = (
+        f"text_instruction={recorded!r} on the LlamaIndex M3Embedding / store"
+        if recorded
+        else "text_instruction=None on the LlamaIndex M3Embedding / store"
+    )
+    also = (
+        " (langchain_m3, M3Retriever and m3kit index never prefix: write this collection "
+        "through a LlamaIndex store with its prefix)"
+        if recorded
+        else ""
+    )
+    return (
+        f"collection {collection!r} holds document vectors encoded with "
+        f"{describe_prefix(recorded)}; this writer encodes documents with "
+        f"{describe_prefix(given)}: the collection would hold prefixed and bare document "
+        f"vectors, and queries would rank both kinds together; nothing was written. Write it "
+        f"with {way}{also}, or write the documents again with this prefix into a new collection"
+    )
+
+
+def check_prefix(collection: str, meta: Mapping[str, Any], given: str | None) -> None:
+    """Refuse ``given`` when the record ``meta`` names another document prefix (a record
+    without one: not checked).
+
+    Raises:
+        ValueError: Another prefix is recorded (names both).
+    """
+    recorded = meta.get(RECORD_KEY)
+    if recorded is not None and str(recorded) != (given or ""):
+        raise ValueError(prefix_mismatch(collection, str(recorded), given))
+
+
+def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) -> None:
+    """Check ``given`` against the collection's record ``meta`` (read before this write), and
+    record a prefix where the record has none (see the module doc); a plain
+    :class:`~m3kit.store.M3Store` (no encoder: its caller made the vectors) records none.
+
+    Raises:
+        ValueError: The collection records, or provably holds, another prefix.
+    """
+    check_prefix(store.collection, meta, given)
+    if RECORD_KEY in meta or store.writer_id is None:  # a plain store's vectors: its caller's
+        return
+    prefixed = models.Filter(
+        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
+    )
+    chunks = store.count()
+    if chunks and not store.count(prefixed):
+        prefix = ""  # every chunk was encoded on its stored text: no writer prefixed it
+    else:
+        prefix = given or ""
+        if chunks:
+            logger.info(
+                "collection %r has no record of its document prefix: recording %s, this "
+                "writer's; if another prefix wrote it, write it again",
+                store.collection,
+                describe_prefix(prefix),
+            )
+    now = store.collection_metadata()  # (read again: what changed since is kept)
+    if RECORD_KEY not in now:
+        store.set_collection_metadata({**now, RECORD_KEY: prefix})
+    check_prefix(store.collection, {RECORD_KEY: now.get(RECORD_KEY, prefix)}, given)

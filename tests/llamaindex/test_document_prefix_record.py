@@ -1,0 +1,149 @@
+"""A collection records the document prefix (``text_instruction``) its vectors were made with.
+
+``M3VectorStore`` encodes documents after its ``M3Embedding``'s ``text_instruction``; nothing
+recorded it, so the collection reopened with another prefix (or none), or written through
+``langchain_m3``, ``M3Retriever`` or ``m3kit index`` (which never prefix), silently held
+prefixed and bare document vectors side by side, and queries ranked both kinds together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llama_index.core import Document
+from llama_index.core.schema import TextNode
+
+from langchain_m3 import M3Retriever as LangChainRetriever
+from langchain_m3 import M3VectorStore as LangChainStore
+from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
+from m3kit import M3Encoder
+from m3kit.cli import main
+from m3kit.store import M3Index
+from m3kit.store.doc_prefix import RECORD_KEY
+from m3kit.testing import SAMPLE_TEXTS
+
+PREFIX = "passage: "
+
+
+def _nodes(embed: M3Embedding, *ids: int) -> list[TextNode]:
+    nodes = [TextNode(text=SAMPLE_TEXTS[i], id_=f"n{i}") for i in ids]
+    for node in nodes:
+        node.embedding = embed.get_text_embedding(node.get_content())
+    return nodes
+
+
+def _prefixed_collection(enc: M3Encoder, folder: Path) -> None:
+    embed = M3Embedding.from_encoder(enc, text_instruction=PREFIX)
+    with M3VectorStore(embed, location=str(folder)) as store:
+        store.add(_nodes(embed, 0, 1))
+        assert store.client.store.collection_metadata()[RECORD_KEY] == PREFIX
+
+
+def test_a_store_of_another_prefix_is_refused(enc_a: M3Encoder, tmp_path: Path) -> None:
+    _prefixed_collection(enc_a, tmp_path / "db")
+    bare = M3Embedding.from_encoder(enc_a)
+    with pytest.raises(ValueError, match=r"'passage: '.*no document prefix"):
+        M3VectorStore(bare, location=str(tmp_path / "db"))
+    with pytest.raises(ValueError, match="document prefix 'query: '"):
+        M3VectorStore(enc_a, location=str(tmp_path / "db"), text_instruction="query: ")
+    # the same prefix: opened and written
+    embed = M3Embedding.from_encoder(enc_a, text_instruction=PREFIX)
+    with M3VectorStore(embed, location=str(tmp_path / "db")) as store:
+        store.add(_nodes(embed, 2))
+        assert store.client.store.count() == 3
+
+
+def test_a_store_built_before_the_prefix_was_recorded_is_refused_at_its_add(
+    enc_a: M3Encoder,
+) -> None:
+    """Two stores on one index, built on the empty collection: the first write records its
+    prefix, the other's add (sync or async) is refused, nothing written."""
+    index = M3Index.open(enc_a, None)
+    prefixed = M3VectorStore.from_index(index, text_instruction=PREFIX)
+    bare = M3VectorStore.from_index(index)
+    embed = M3Embedding.from_encoder(enc_a)
+    prefixed.add(_nodes(embed, 0))
+    with pytest.raises(ValueError, match="nothing was written"):
+        bare.add(_nodes(embed, 1))
+    import asyncio
+
+    with pytest.raises(ValueError, match="prefix"):
+        asyncio.run(bare.async_add(_nodes(embed, 2)))
+    assert index.store.count() == 1
+    index.close()
+
+
+def test_writers_that_never_prefix_are_refused(
+    enc_a: M3Encoder, tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LangChain's store, M3Retriever, M3Index.add_texts and ``m3kit index`` write bare
+    document vectors: refused on a prefixed collection (reading it is sound)."""
+    _prefixed_collection(enc_a, tmp_path / "db")
+    with LangChainStore.open(enc_a, tmp_path / "db") as store:
+        assert store.similarity_search(SAMPLE_TEXTS[0], k=1)  # reading: fine
+        with pytest.raises(ValueError, match="'passage: '"):
+            store.add_texts([SAMPLE_TEXTS[3]])
+        with pytest.raises(ValueError, match="'passage: '"):
+            store.index.add_texts([SAMPLE_TEXTS[3]])
+        with pytest.raises(ValueError, match="'passage: '"):
+            LangChainRetriever(index=store.index).add_texts([SAMPLE_TEXTS[3]])
+    with (
+        M3Retriever.open(enc_a, location=tmp_path / "db") as retriever,
+        pytest.raises(ValueError, match="'passage: '"),
+    ):
+        retriever.add_documents([Document(text=SAMPLE_TEXTS[3])])
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(SAMPLE_TEXTS[3])
+    capsys.readouterr()
+    where = ["--path", str(tmp_path / "db"), "--model", str(tiny_m3_path), "--dtype", "fp32"]
+    assert main(["index", str(docs), *where, "-q"]) == 1
+    assert "document prefix 'passage: '" in capsys.readouterr().err
+    with M3Index.open(enc_a, str(tmp_path / "db")) as index:
+        assert index.store.count() == 2
+
+
+def test_none_and_empty_are_the_same(enc_a: M3Encoder, tmp_path: Path) -> None:
+    with LangChainStore.open(enc_a, tmp_path / "db") as store:
+        store.add_texts([SAMPLE_TEXTS[0]])
+        assert store.index.store.collection_metadata()[RECORD_KEY] == ""
+    embed = M3Embedding.from_encoder(enc_a, text_instruction="")
+    with M3VectorStore(embed, location=str(tmp_path / "db")) as store:
+        store.add(_nodes(embed, 1))
+    with pytest.raises(ValueError, match="no document prefix"):
+        M3VectorStore(enc_a, location=str(tmp_path / "db"), text_instruction=PREFIX)
+
+
+def _drop_record(enc: M3Encoder, folder: Path) -> None:
+    """As an m3kit from before the prefix was recorded left the collection."""
+    with M3Index.open(enc, str(folder)) as index:
+        meta = index.store.collection_metadata()
+        del meta[RECORD_KEY]
+        index.store.set_collection_metadata(meta)
+
+
+def test_an_older_record_is_taken_as_bare_only_when_provably_so(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """No chunk encoded on other text than it stores: no writer prefixed it (no prefix is
+    recorded, a prefixed writer refused); else the first writer's prefix is adopted."""
+    with LangChainStore.open(enc_a, tmp_path / "bare") as store:
+        store.add_texts([SAMPLE_TEXTS[0]])
+    _drop_record(enc_a, tmp_path / "bare")
+    embed = M3Embedding.from_encoder(enc_a, text_instruction=PREFIX)
+    store = M3VectorStore(embed, location=str(tmp_path / "bare"))  # (nothing recorded yet)
+    with pytest.raises(ValueError, match="no document prefix"):
+        store.add(_nodes(embed, 1))
+    assert store.client.store.collection_metadata()[RECORD_KEY] == ""
+    store.close()
+    _prefixed_collection(enc_a, tmp_path / "prefixed")
+    _drop_record(enc_a, tmp_path / "prefixed")
+    with M3VectorStore(embed, location=str(tmp_path / "prefixed")) as store:
+        store.add(_nodes(embed, 2))  # adopted
+        assert store.client.store.collection_metadata()[RECORD_KEY] == PREFIX
+    with (
+        LangChainStore.open(enc_a, tmp_path / "prefixed") as lc,
+        pytest.raises(ValueError, match="'passage: '"),
+    ):
+        lc.add_texts([SAMPLE_TEXTS[3]])
