@@ -9,6 +9,7 @@ from langchain_qdrant import QdrantVectorStore, RetrievalMode
 
 from langchain_m3 import M3Embeddings, M3SparseEmbeddings
 from m3kit import M3Encoder
+from tests.langchain.qdrant_stores import M3KIT_NAMES, hybrid_store
 
 DOCS = [
     Document("Berlin is the capital of Germany.", metadata={"topic": "geo"}),
@@ -67,15 +68,7 @@ def test_langchain_qdrant_reads_an_m3kit_collection(
     )
     writer.index.close()
     client = QdrantClient(path=str(folder))
-    store = QdrantVectorStore(
-        client=client,
-        collection_name="shared",
-        embedding=M3Embeddings.from_encoder(tiny_encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
-        retrieval_mode=RetrievalMode.HYBRID,
-        vector_name="dense",
-        sparse_vector_name="sparse",
-    )
+    store = hybrid_store(client, tiny_encoder, "shared", store=QdrantVectorStore, **M3KIT_NAMES)
     hit = store.similarity_search(DOCS[3].page_content, k=1)[0]
     assert hit.page_content == DOCS[3].page_content
     assert hit.metadata["topic"] == "geo"

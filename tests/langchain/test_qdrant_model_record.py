@@ -20,18 +20,9 @@ from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
 from m3kit.store.stock_record import RECORD_KEY
 from m3kit.testing import SAMPLE_TEXTS
+from tests.langchain.qdrant_stores import M3KIT_NAMES, hybrid_store
 
 DOCS = [Document(t, metadata={"i": i}) for i, t in enumerate(SAMPLE_TEXTS[:4])]
-
-
-def _open(client: QdrantClient, enc: M3Encoder) -> M3QdrantVectorStore:
-    return M3QdrantVectorStore(
-        client=client,
-        collection_name="c",
-        embedding=M3Embeddings.from_encoder(enc),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(enc),
-        retrieval_mode=RetrievalMode.HYBRID,
-    )
 
 
 def test_a_collection_of_another_model_is_refused(
@@ -48,22 +39,16 @@ def test_a_collection_of_another_model_is_refused(
     client = store.client
     meta = client.get_collection("c").config.metadata or {}
     assert set(meta[RECORD_KEY]) == {"dense", "sparse", "sparse_cut", "text_instruction"}
-    assert len(_open(client, enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    assert len(hybrid_store(client, enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
     with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
-        _open(client, enc_b)  # a fine-tune of A, saved to another folder
+        hybrid_store(client, enc_b)  # a fine-tune of A, saved to another folder
     shorter = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=16)
     with pytest.raises(FingerprintMismatchError, match="another model"):
-        _open(client, shorter)
+        hybrid_store(client, shorter)
     # the same model at another precision writes the same vectors (to rounding): accepted
-    _open(client, M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16"))
+    hybrid_store(client, M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16"))
     # langchain-qdrant's own store still reads the collection
-    stock = QdrantVectorStore(
-        client=client,
-        collection_name="c",
-        embedding=M3Embeddings.from_encoder(enc_a),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
-        retrieval_mode=RetrievalMode.HYBRID,
-    )
+    stock = hybrid_store(client, enc_a, store=QdrantVectorStore)
     assert len(stock.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
     client.close()
 
@@ -79,19 +64,13 @@ def test_a_collection_written_by_another_program_is_recorded_at_the_first_write(
         client_options={"location": ":memory:"},
         collection_name="c",
     )
-    ours = M3QdrantVectorStore(
-        client=stock.client,
-        collection_name="c",
-        embedding=M3Embeddings.from_encoder(enc_a),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
-        retrieval_mode=RetrievalMode.HYBRID,
-    )
+    ours = hybrid_store(stock.client, enc_a)
     stock.add_documents(DOCS[:2])
     with caplog.at_level(logging.WARNING, logger="m3kit.store.stock_record"):
         ours.add_documents(DOCS[2:])
     assert "no record of the model" in caplog.text
     with pytest.raises(FingerprintMismatchError):
-        _open(stock.client, enc_b)
+        hybrid_store(stock.client, enc_b)
 
 
 def test_a_collection_m3kit_indexed_with_another_model_is_refused(
@@ -107,16 +86,8 @@ def test_a_collection_m3kit_indexed_with_another_model_is_refused(
         index.add_texts(SAMPLE_TEXTS[:4])
     client = QdrantClient(path=str(tmp_path / "q"))
 
-    def reader(enc: M3Encoder) -> M3QdrantVectorStore:
-        return M3QdrantVectorStore(
-            client=client,
-            collection_name="c",
-            embedding=M3Embeddings.from_encoder(enc),
-            sparse_embedding=M3SparseEmbeddings.from_encoder(enc),
-            retrieval_mode=RetrievalMode.HYBRID,
-            vector_name="dense",
-            sparse_vector_name="sparse",
-        )
+    def reader(enc: M3Encoder) -> QdrantVectorStore:
+        return hybrid_store(client, enc, **M3KIT_NAMES)
 
     assert len(reader(enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
     with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
@@ -153,14 +124,7 @@ def test_a_collection_stored_with_another_sparse_cut_is_refused(
     )
 
     def reopen(embeddings: M3SparseEmbeddings, client: QdrantClient, **names: str) -> None:
-        M3QdrantVectorStore(
-            client=client,
-            collection_name="c",
-            embedding=M3Embeddings.from_encoder(enc_a),
-            sparse_embedding=embeddings,
-            retrieval_mode=RetrievalMode.HYBRID,
-            **names,
-        ).add_documents(DOCS[2:3])
+        hybrid_store(client, enc_a, sparse=embeddings, **names).add_documents(DOCS[2:3])
 
     reopen(sparse(sparse_top_k=2), store.client)  # the same cut: accepted
     with pytest.raises(ValueError, match="sparse_top_k=2"):
@@ -171,14 +135,13 @@ def test_a_collection_stored_with_another_sparse_cut_is_refused(
     with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client", sparse_top_k=2):
         pass
     client = QdrantClient(path=str(tmp_path / "q"))
-    names = {"vector_name": "dense", "sparse_vector_name": "sparse"}
-    reopen(sparse(sparse_top_k=2), client, **names)
+    reopen(sparse(sparse_top_k=2), client, **M3KIT_NAMES)
     with pytest.raises(ValueError, match="sparse cut"):
-        reopen(sparse(), client, **names)
+        reopen(sparse(), client, **M3KIT_NAMES)
     # a cut change left part-way: the chunks hold both cuts, none fits them
     meta = dict((client.get_collection("c").config.metadata or {})["m3kit"])
     pending = {"top_k": 3, "min_weight": 0.0}
     client.update_collection("c", metadata={"m3kit": {**meta, "sparse_cut_to": pending}})
     with pytest.raises(ValueError, match="part-way through a change of its sparse cut"):
-        reopen(sparse(sparse_top_k=2), client, **names)
+        reopen(sparse(sparse_top_k=2), client, **M3KIT_NAMES)
     client.close()

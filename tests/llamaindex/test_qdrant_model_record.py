@@ -130,11 +130,8 @@ def test_a_collection_stored_with_another_document_prefix_is_refused(
     """The sparse model's ``text_instruction`` prefixes every stored document: reopened with
     another prefix (or none), or written through LangChain's store (which never prefixes),
     the collection held prefixed and bare document vectors side by side, silently."""
-    from langchain_qdrant import RetrievalMode
-
-    from langchain_m3 import M3Embeddings, M3SparseEmbeddings
-    from langchain_m3 import M3QdrantVectorStore as LangChainStore
     from llamaindex_m3 import M3VectorStore
+    from tests.langchain.qdrant_stores import hybrid_store
 
     client = QdrantClient(":memory:")
     prefixed = M3Embedding.from_encoder(enc_a, text_instruction="passage: ")
@@ -147,14 +144,8 @@ def test_a_collection_stored_with_another_document_prefix_is_refused(
         M3QdrantVectorStore("c", client=client, sparse_model=enc_a)
     with pytest.raises(ValueError, match="'passage: '"):
         _index(DOCS[2:3], early, M3Embedding.from_encoder(enc_a))
-    langchain = LangChainStore(
-        client=client,
-        collection_name="c",
-        embedding=M3Embeddings.from_encoder(enc_a),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
-        retrieval_mode=RetrievalMode.HYBRID,
-        vector_name="text-dense",
-        sparse_vector_name="text-sparse-new",
+    langchain = hybrid_store(
+        client, enc_a, vector_name="text-dense", sparse_vector_name="text-sparse-new"
     )
     assert langchain.similarity_search(SAMPLE_TEXTS[0], k=1)  # reading it is sound
     with pytest.raises(ValueError, match="'passage: '"):
