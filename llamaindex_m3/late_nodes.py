@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode, RelatedNodeInfo, TextNode
+from typing_extensions import Self
 
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
@@ -64,12 +65,36 @@ class M3TextNode(TextNode):
         """
         changed = name == "text" and value != self.__dict__.get("text")
         super().__setattr__(name, value)
-        chunk = self._m3_chunk if changed else None
-        if chunk is not None:
-            own = value == chunk.text
-            self.embedding = chunk.dense.tolist() if own else None
-            self.start_char_idx = chunk.start if own else None
-            self.end_char_idx = chunk.end if own else None
+        if changed:
+            self._follow_text(value, given=())
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; one given another ``text`` (``update``) follows it as an edit does.
+
+        Pydantic sets an update's fields without ``__setattr__``, so a copy of another text
+        kept its original's late vector and span (see ``__setattr__``). An ``embedding`` or
+        offsets the update gives are kept: a node carrying an embedding is trusted.
+        """
+        copied = super().model_copy(update=update, deep=deep)
+        if update and "text" in update and update["text"] != self.__dict__.get("text"):
+            copied._follow_text(update["text"], given=update)
+        return copied
+
+    def _follow_text(self, text: Any, *, given: Collection[str]) -> None:
+        """Take the chunk's embedding and span when ``text`` is its text, else drop them
+        (those named in ``given`` excepted)."""
+        chunk = self._m3_chunk
+        if chunk is None:
+            return
+        own = text == chunk.text
+        kept = {
+            "embedding": chunk.dense.tolist() if own else None,
+            "start_char_idx": chunk.start if own else None,
+            "end_char_idx": chunk.end if own else None,
+        }
+        for field, value in kept.items():
+            if field not in given:
+                setattr(self, field, value)
 
     def as_related_node_info(self) -> RelatedNodeInfo:
         """A link to this node, without the parser's keys in its copy of the metadata.

@@ -94,6 +94,7 @@ from llamaindex_m3.stored_chunks import (
 )
 from m3kit.outputs import M3Output
 from m3kit.store import ChunkRecord, M3Index, point_id
+from m3kit.store.cancelling import stop_if_cancelled
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.schema import (
     CHUNK_COUNT,
@@ -337,19 +338,25 @@ def write_nodes(
             if at not in doc.ids_at:
                 doc.set_id(at, node.node_id)
             new.append((doc_id, at, node))
-    _renew_adopted_versions(index, docs)
-    records: list[ChunkRecord] = []
+    carried: list[tuple[str, int, BaseNode, M3Output]] = []
     todo: list[tuple[str, int, BaseNode]] = []
     for doc_id, chunk_index, node in new:
-        carried = carried_vectors(node, heads, index.fingerprint)
-        if carried is None and is_late(node):
+        vectors = carried_vectors(node, heads, index.fingerprint)
+        if vectors is None and is_late(node):
             raise ValueError(lost_vectors_message(node, heads))
-        if carried is None:
+        if vectors is None:
             todo.append((doc_id, chunk_index, node))
         else:
-            stored = stored_of[id(node)]
-            records.append(_record(doc_id, chunk_index, node, carried, docs[doc_id], stored))
+            carried.append((doc_id, chunk_index, node, vectors))
     encoded = encode_nodes(index, [n for _, _, n in todo], text_instruction, show_progress)
+    # nothing is written before this point: a refused node, or an async_add cancelled while
+    # its nodes were encoded, leaves the store as it was
+    stop_if_cancelled()
+    _renew_adopted_versions(index, docs)
+    records: list[ChunkRecord] = []
+    for doc_id, chunk_index, node, vectors in carried:
+        stored = stored_of[id(node)]
+        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored))
     for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
         stored = stored_of[id(node)]
         text = embed_text(node, text_instruction)

@@ -50,8 +50,9 @@ class VectorStoreWrites:
 
         Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it raises only once
         its thread is done, so nothing of it is written after: an add still waiting for
-        another write writes nothing, one under way (encoding or writing) finishes first
-        (:mod:`m3kit.store.cancelling`). Likewise the other async writes.
+        another write, or still encoding its nodes, writes nothing (the encoding under way
+        finishes first), one writing finishes (:mod:`m3kit.store.cancelling`). Likewise the
+        other async writes.
         """
         return await in_worker(self.add, nodes, **add_kwargs)
 

@@ -76,3 +76,33 @@ def test_a_cancelled_retriever_add_writes_nothing_more(
     assert after_cancel == {"e": ["a new document e"], "d": ["first version of d"]}
     assert stored_texts(index) == {"e": ["a new document e"]}, "the cancelled add wrote after"
     index.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_an_async_add_cancelled_while_encoding_writes_nothing(
+    tiny_encoder: M3Encoder, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its nodes were encoded, ``async_add`` still wrote them (and had
+    already given an edited document's stored chunks a new version) before its thread was
+    done; it now stops once the encoding returns, as ``M3Index.aadd_texts`` does."""
+    index = M3Index.open(tiny_encoder, collection="c")
+    store = M3VectorStore(index=index)
+    store.add([_node("the stored node", "a")])
+    (edited,) = store.get_nodes()  # read back, then edited in place: a new version of "a"
+    edited.set_content("the edited node")
+    versions = {h.payload["doc_hash"] for h in index.store._backend.scroll(None, ["doc_hash"])}
+    gate = Gate(tiny_encoder.encode_tokenized, hold=1)  # this add's encoding
+    monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
+
+    async def cancelled_add() -> None:
+        nodes = [edited, _node("the cancelled add", "b")]
+        await cancel_when_held(asyncio.ensure_future(store.async_add(nodes)), gate, how)
+
+    asyncio.run(cancelled_add())  # returns once every worker thread is done
+    assert stored_texts(index) == {"a": ["the stored node"]}, "the cancelled add wrote"
+    assert {h.payload["doc_hash"] for h in index.store._backend.scroll(None, ["doc_hash"])} == (
+        versions
+    )
+    asyncio.run(store.async_add([edited, _node("the cancelled add", "b")]))  # the retry
+    assert stored_texts(index) == {"a": ["the edited node"], "b": ["the cancelled add"]}
+    index.close()

@@ -1,0 +1,48 @@
+"""Copies of late-chunked nodes with another text: the copy does not keep the old text's vector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.schema import MetadataMode
+
+from llamaindex_m3 import M3Embedding
+from llamaindex_m3.node_parser import M3LateChunkingNodeParser, node_vectors
+
+TEXT = (
+    "Berlin is the capital and largest city of Germany. It has about 3.8 million inhabitants. "
+    "The city lies on the banks of the Spree river."
+)
+BANANAS = "Bananas are yellow and grow in bunches."
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_a_copy_with_another_text_drops_the_late_vector(tiny_encoder: Any, deep: bool) -> None:
+    """``node.model_copy(update={"text": ...})`` sets the text without ``__setattr__``, so the
+    copy kept its original's late vector and offsets: ``VectorStoreIndex`` (which embeds only
+    nodes without an ``embedding``) stored the old text's vector under the new text in a store
+    that is not m3kit's. The copy drops them, as an edit of the node does; a copy given the
+    chunk's own text (or its own ``embedding``) keeps what it is given."""
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=12)
+    nodes = parser.get_nodes_from_documents([Document(text=TEXT, id_="doc-c")])
+    original = nodes[1]
+    late, span = list(original.embedding), (original.start_char_idx, original.end_char_idx)
+    copy = original.model_copy(update={"text": BANANAS, "id_": "copy"}, deep=deep)
+    assert copy.embedding is None and (copy.start_char_idx, copy.end_char_idx) == (None, None)
+    assert original.embedding == late and original.text != BANANAS  # the original is untouched
+    back = copy.model_copy(update={"text": original.text}, deep=deep)
+    assert back.embedding == late and (back.start_char_idx, back.end_char_idx) == span
+    given = original.model_copy(update={"text": BANANAS, "embedding": [0.5]}, deep=deep)
+    assert given.embedding == [0.5]  # what the caller gave is trusted, as LlamaIndex does
+    same = original.model_copy(update={"text": original.text, "metadata": {"k": 1}}, deep=deep)
+    assert same.embedding == late
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    index = VectorStoreIndex([original, copy], embed_model=embed)
+    stored = index.storage_context.vector_store
+    fresh = embed.get_text_embedding(copy.get_content(metadata_mode=MetadataMode.EMBED))
+    np.testing.assert_allclose(stored.get(copy.node_id), fresh, atol=1e-5)
+    np.testing.assert_allclose(stored.get(original.node_id), late, atol=1e-6)
+    np.testing.assert_allclose(node_vectors(back).dense[0], late, atol=1e-6)
