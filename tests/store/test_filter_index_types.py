@@ -62,6 +62,14 @@ def test_a_range_of_the_other_kind_than_the_index_is_refused(tmp_path: Path) -> 
             with pytest.raises(ValueError, match=message):
                 s.delete_points(filter=flt)
         assert s.count() == 1  # nothing deleted
+        # LlamaIndex's GT on such a key is the same number range
+        from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
+
+        from llamaindex_m3.filters import to_store_filter
+
+        gt = MetadataFilters(filters=[MetadataFilter(key="when", value=5, operator=">")])
+        with pytest.raises(ValueError, match=r"'metadata\.when'.*indexes it as datetime"):
+            s.get(None, filter=to_store_filter(gt))
         # The kind each index serves, and any range on an unindexed key, are searched.
         assert s.count(_where("when", models.DatetimeRange(gt="2000-01-01T00:00:00Z"))) == 1
         assert s.count(_where("n", models.Range(gte=3))) == 1
