@@ -191,11 +191,21 @@ class _Taken:
 
 
 _cache_lock = threading.Lock()
-# held while a fingerprint is taken (not while a cached one is checked): threads asking for
-# the same new encoder's fingerprint at once (a web app's first requests) wait for one digest
-# of its weights instead of each reading and hashing them (2.2 GB for BGE-M3)
-_taking_lock = threading.RLock()
 _by_encoder: weakref.WeakKeyDictionary[Any, _Taken] = weakref.WeakKeyDictionary()
+# one per encoder, held while its fingerprint is taken (not while a cached one is checked):
+# threads asking for the same new encoder's fingerprint at once (a web app's first requests)
+# wait for one digest of its weights instead of each reading and hashing them (2.2 GB for
+# BGE-M3), while other encoders' fingerprints are taken meanwhile
+_taking: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+def _taking_lock(encoder: Any) -> threading.RLock:
+    """The lock held while ``encoder``'s fingerprint is taken (its own: see ``_taking``)."""
+    with _cache_lock:
+        try:
+            return _taking.setdefault(encoder, threading.RLock())
+        except TypeError:  # not weak-referenceable: its fingerprint is not cached either
+            return threading.RLock()
 
 
 def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderFingerprint:
@@ -233,7 +243,7 @@ def encoder_fingerprint(encoder: Any, *, weights: str | None = None) -> EncoderF
     cached = _cached(encoder)
     if cached is not None:
         return cached
-    with _taking_lock:
+    with _taking_lock(encoder):
         return _take(encoder, weights)
 
 

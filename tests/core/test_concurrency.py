@@ -59,3 +59,35 @@ def test_threads_asking_a_new_encoder_s_fingerprint_digest_its_weights_once(
         identities = set(pool.map(ask, range(4)))
     assert len(identities) == 1
     assert len(hashed) == len(set(hashed))  # each weight file hashed once
+
+
+def test_two_encoders_fingerprints_are_taken_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking one encoder's fingerprint (reading and hashing its weights) held one lock for
+    every encoder of the process: an app opening two collections with two models waited for
+    one digest before the other began. The lock is per encoder now: the two digests run at
+    once (the same encoder's still wait for one: the test above)."""
+    import m3kit.weights as weights
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.testing import build_tiny_m3_checkpoint
+
+    encoders = [
+        M3Encoder.from_pretrained(build_tiny_m3_checkpoint(tmp_path / name), dtype="fp32")
+        for name in ("a", "b")
+    ]
+    digest = weights._file_sha256
+    both = threading.Barrier(2)  # met only while the two encoders' files are hashed at once
+    met: list[Path] = []
+
+    def watched(path: Path) -> str:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both.wait(timeout=5)
+            met.append(path)
+        return digest(path)
+
+    monkeypatch.setattr(weights, "_file_sha256", watched)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        identities = list(pool.map(lambda e: encoder_fingerprint(e).identity, encoders))
+    assert all(identities)
+    assert met, "the second encoder's digest waited for the first one's"

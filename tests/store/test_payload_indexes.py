@@ -192,6 +192,39 @@ def test_a_built_in_index_that_cannot_be_made_is_a_warning(
         M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes={"lang": "keyword"}, **ARGS)
 
 
+def test_an_open_stopped_between_two_indexes_is_finished_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collection's own payload schema is the only record of its indexes: an open that
+    fails after creating some of the declared ones claims none it lacks, and the next open
+    creates only the missing ones (a process stopped there is the same: the engine keeps
+    what it made)."""
+    from m3kit.store.edge_backend import EdgeBackend
+
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:
+        s.upsert([_record(i, "en" if i % 2 else "de") for i in range(4)])
+    original = EdgeBackend.create_payload_index
+    created: list[str] = []
+
+    def fail_on_year(self: EdgeBackend, path: str, kind: PayloadIndexType) -> None:
+        if path == "metadata.year":
+            raise OSError("disk full")
+        created.append(path)
+        original(self, path, kind)
+
+    monkeypatch.setattr(EdgeBackend, "create_payload_index", fail_on_year)
+    declared = {"lang": "keyword", "year": "integer"}
+    with pytest.raises(OSError, match="disk full"):
+        M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS)
+    assert created == ["metadata.lang"]
+    assert set(_edge_schema(tmp_path)) == {*BUILT_IN, "metadata.lang"}
+    monkeypatch.setattr(EdgeBackend, "create_payload_index", original)
+    with M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS) as s:
+        assert s._payload_index_types()["metadata.year"] == "integer"
+        assert s.count({"year": 2021}) == 1
+    assert _edge_schema(tmp_path)["metadata.year"] == qe.PayloadSchemaType.Integer
+
+
 # -- qdrant-client local mode ---------------------------------------------------------------
 def test_client_local_mode_has_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="m3kit.store.payload_indexes")

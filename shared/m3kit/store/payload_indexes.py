@@ -21,12 +21,18 @@ index skips numbers. Writes of such values to a key the collection indexes so ar
 (:func:`check_indexed_values`), and so is declaring such an index on a key whose stored values
 it would hide (:func:`check_stored_values`), so a filter matches on an indexed key what it
 matches unindexed.
+
+A range of the other kind than a key's index is served by the index as its own kind: a
+``datetime`` index serves a number range as dates (the bounds read as seconds since 1970), a
+``float`` / ``integer`` index serves a datetime range from its numbers (missing datetime
+strings stored there), where unindexed each matches values of its own kind only. Such a
+filter is refused (:func:`check_filter_ranges`), naming the key and its index type.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from qdrant_client import models
@@ -46,6 +52,7 @@ from m3kit.store.schema import (
 
 __all__ = [
     "BUILT_IN_INDEXES",
+    "check_filter_ranges",
     "check_indexed_values",
     "check_stored_values",
     "ensure_payload_indexes",
@@ -62,6 +69,13 @@ an encoder reindex; the cut-stamp check at open), which without one read every p
 
 #: The index types that leave some values out of the filters they serve (:func:`_hidden_by`).
 _HIDING_TYPES = frozenset({PayloadIndexType.INTEGER, PayloadIndexType.DATETIME})
+
+#: The kind of range each range-serving index type serves (:func:`check_filter_ranges`).
+_RANGE_KINDS = {
+    PayloadIndexType.FLOAT.value: "number",
+    PayloadIndexType.INTEGER.value: "number",
+    PayloadIndexType.DATETIME.value: "datetime",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -260,3 +274,72 @@ def check_stored_values(backend: StorageBackend, fields: Mapping[str, PayloadInd
                 f"{_type_to_use(kind.value)}, or correct the stored values first; "
                 "nothing was created"
             )
+
+
+def _ranges(condition: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """``(payload path, range)`` of every range condition in a filter, nested ones included."""
+    if isinstance(condition, models.FieldCondition):
+        if condition.range is not None:
+            yield prefix + condition.key, condition.range
+    elif isinstance(condition, models.NestedCondition):
+        yield from _ranges(condition.nested.filter, f"{prefix}{condition.nested.key}[].")
+    elif isinstance(condition, models.Filter):
+        min_should = condition.min_should.conditions if condition.min_should else []
+        for part in (condition.must, condition.should, condition.must_not, min_should):
+            for c in part if isinstance(part, list) else [] if part is None else [part]:
+                yield from _ranges(c, prefix)
+
+
+def check_filter_ranges(
+    selector: models.Filter | None, indexes: Callable[[], Mapping[str, str]]
+) -> None:
+    """Refuse a range of the other kind than the payload index of its key.
+
+    A ``datetime`` index serves a number range (``Range(gt=5)``, or ``{"when": 5}``, an
+    equality on a number) as a range of dates, its bounds read as seconds since 1970: it
+    matches dates, where unindexed it matches numbers only. A ``float`` / ``integer`` index
+    serves a ``DatetimeRange`` from the numbers it holds: it misses datetime strings stored
+    there, which unindexed it matches. (Measured on the embedded engine; a server runs the same
+    index code.)
+
+    >>> when = models.FieldCondition(key="metadata.when", range=models.Range(gt=5))
+    >>> check_filter_ranges(models.Filter(must=[when]), lambda: {"metadata.when": "datetime"})
+    Traceback (most recent call last):
+    ValueError: filter on 'metadata.when': a number range (gt 5.0), but the collection ...
+
+    Args:
+        selector: The filter (``None``: none).
+        indexes: Gives the collection's payload indexes, ``{payload path: type}``; called
+            only when the filter has a range.
+
+    Raises:
+        ValueError: Names the key, the range, the index type and the filter to use instead.
+    """
+    ranges = list(_ranges(selector, ""))
+    if not ranges:
+        return
+    found = indexes()
+    for path, rng in ranges:
+        kind = found.get(path)
+        serves = _RANGE_KINDS.get(kind) if kind is not None else None
+        given = "datetime" if isinstance(rng, models.DatetimeRange) else "number"
+        if serves is None or serves == given:
+            continue
+        bounds = ", ".join(
+            f"{k} {v}" for k in ("gt", "gte", "lt", "lte") if (v := getattr(rng, k)) is not None
+        )
+        if given == "number":
+            raise ValueError(
+                f"filter on {path!r}: a number range ({bounds}), but the collection indexes "
+                f"it as {kind}, and that index serves a number range as dates (seconds since "
+                "1970), so it would match dates, which unindexed it never does (an equality "
+                "on a number is such a range); compare its dates with "
+                "models.DatetimeRange; nothing was searched"
+            )
+        raise ValueError(
+            f"filter on {path!r}: a datetime range ({bounds}), but the collection indexes it "
+            f"as {kind}, and that index serves it from the numbers it holds, so it would miss "
+            "the datetime strings stored there, which unindexed it matches; compare numbers "
+            "with models.Range, or index the key as 'datetime' in a new collection; nothing "
+            "was searched"
+        )

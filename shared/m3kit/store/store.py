@@ -346,7 +346,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
                 "deleted; use clear() to empty the collection"
             )
         with self.write_lock:
-            self._backend.delete(points_filter(ids, filter))
+            self._backend.delete(points_filter(ids, self._filter(filter)))
 
     def clear(self) -> None:
         """Delete every chunk; the collection and its schema stay."""

@@ -25,6 +25,7 @@ from m3kit.store.filters import (
     points_filter,
     to_filter,
 )
+from m3kit.store.payload_indexes import check_filter_ranges
 from m3kit.store.plan import RawHit, StorageBackend
 from m3kit.store.query import HIT_KEYS, to_hit
 from m3kit.store.records import Hit
@@ -60,6 +61,21 @@ class StoreReads:
     """The read methods of :class:`~m3kit.store.M3Store` (its base; ``M3Store`` sets these)."""
 
     _backend: StorageBackend
+    _index_types: dict[str, str] | None = None  # the collection's payload indexes, read once
+
+    def _payload_index_types(self) -> dict[str, str]:
+        """The collection's payload indexes, ``{payload path: type}``, read once per store
+        (they are created when it opens; ``{}``: none, or qdrant-client's local mode)."""
+        if self._index_types is None:
+            self._index_types = self._backend.payload_indexes() or {}
+        return self._index_types
+
+    def _filter(self, filter: FilterLike | None) -> models.Filter | None:
+        """A caller's ``filter`` as a ``models.Filter``, refused where a payload index would
+        serve one of its ranges as another kind (:func:`check_filter_ranges`)."""
+        selector = to_filter(filter)
+        check_filter_ranges(selector, self._payload_index_types)
+        return selector
 
     def points(
         self, ids: Sequence[str] | None = None, *, filter: FilterLike | None = None
@@ -71,7 +87,7 @@ class StoreReads:
         Raises:
             ValueError: Neither is given, or an id is not a point id (a UUID).
         """
-        selector = points_filter(ids, filter)
+        selector = points_filter(ids, self._filter(filter))
         found = {h.id: h.payload for h in self._backend.scroll(selector, _READ_KEYS)}
         if ids is None:
             return found
@@ -95,7 +111,7 @@ class StoreReads:
         Raises:
             TypeError: ``ids`` is a single string.
         """
-        selector = and_filters(chunk_ids_filter(ids), to_filter(filter))
+        selector = and_filters(chunk_ids_filter(ids), self._filter(filter))
         by_key: dict[str, list[RawHit]] = defaultdict(list)
         for h in self._backend.scroll(selector, _READ_KEYS):
             by_key[h.id].append(h)
@@ -113,7 +129,7 @@ class StoreReads:
 
     def count(self, filter: FilterLike | None = None) -> int:
         """Number of stored chunks (matching the filter)."""
-        return self._backend.count(to_filter(filter))
+        return self._backend.count(self._filter(filter))
 
     def document_metadata(
         self, doc_ids: Sequence[str | int] | None = None

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from m3kit.outputs import SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
-from m3kit.store.filters import FilterLike, to_filter
+from m3kit.store.filters import FilterLike
 from m3kit.store.plan import StorageBackend
 from m3kit.store.query import (
     HeadScores,
@@ -124,7 +124,7 @@ class StoreSearch:
             k=k,
             fusion=Fusion(fusion),
             rerank=rerank,
-            filter=to_filter(filter),
+            filter=cast("M3Store", self)._filter(filter),
             score_threshold=score_threshold,
             weights=DEFAULT_M3_WEIGHTS if weights is None else weights,
             options=self.query_options,
@@ -155,7 +155,11 @@ class StoreSearch:
         check_count("candidates", candidates)
         q = self._vectors(dense, sparse, colbert)
         return m3_head_scores(
-            self._backend, q, candidates, q.colbert is not None, to_filter(filter)
+            self._backend,
+            q,
+            candidates,
+            q.colbert is not None,
+            cast("M3Store", self)._filter(filter),
         )
 
     async def aquery(

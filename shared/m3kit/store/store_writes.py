@@ -58,7 +58,6 @@ class StoreWrites:
     cluster: ClusterSettings | None
     write_lock: threading.RLock
     sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
-    _index_types: dict[str, str] | None = None  # the collection's payload indexes, read once
 
     @property
     def heads(self) -> frozenset[Head]:
@@ -233,13 +232,12 @@ class StoreWrites:
         The collection's indexes are read once per store (the first write); qdrant-client's
         local mode has none.
         """
-        if self._index_types is None:
-            self._index_types = self._backend.payload_indexes() or {}
-        if not self._index_types:
+        indexes = cast("M3Store", self)._payload_index_types()
+        if not indexes:
             return
         for p in points:
             where = f"metadata of document {p.payload[DOC_ID]!r} (chunk {p.payload[CHUNK_INDEX]})"
-            check_indexed_values(p.payload.get(METADATA) or {}, self._index_types, where)
+            check_indexed_values(p.payload.get(METADATA) or {}, indexes, where)
 
     def _write_parallel(
         self, plan: WriteBatches, workers: int, written: set[int], bar: Any
