@@ -90,7 +90,8 @@ def run_index(args: argparse.Namespace) -> int:
         if not args.prune_missing:  # an unmounted share looks like a deleted folder
             refuse_vanished(index.store, missing)
             if args.prune:  # ... or, mounted inside the tree, like deleted files
-                refuse_unmounted(index.store, read, paths)
+                unlinked = drop_links(index.store, links, paths, []).unlinked
+                refuse_unmounted(index.store, read, paths, unlinked)
         say_pruned_only(missing)
         if unremembered:
             refuse_unremembered_late_chunks(index.store, [d.doc_id for d in docs])
@@ -122,7 +123,7 @@ def run_index(args: argparse.Namespace) -> int:
         if dropped is not None:
             save_links(index.store, dropped.links)
         if paths:
-            remember_mounts(index.store, read, paths, pruned=args.prune)
+            remember_mounts(index.store, read, paths, pruned=args.prune, links=links)
         after = index.count()
         reencoded = index.reencoded
         unmatched = mistyped_paths(index.store, cleanup, missing, paths) if args.prune else []

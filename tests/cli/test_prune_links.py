@@ -9,6 +9,7 @@ the target was also indexed otherwise (its own folder, or as a file).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,5 +107,36 @@ def test_a_vanished_folder_of_links_is_pruned_only_on_purpose(
     assert code == 1 and f"{links}: no such file or folder, and 1 stored document(s)" in out
     assert str((elsewhere / "x.md").resolve()) in stored_texts(store, tiny_m3_path)
     code, out = index_run(capsys, store, tiny_m3_path, notes, links, "--prune-missing")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str((notes / "a.md").resolve())}
+
+
+def test_links_on_a_share_not_mounted_are_pruned_only_on_purpose(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A share mounted inside the folder (``notes/nas``) holding links to outside files: not
+    mounted, its links look removed; ``--prune`` refuses, naming it, ``--prune-missing``
+    prunes. (``os.path.ismount`` is stubbed: a test cannot mount.)"""
+    store, notes, elsewhere = _setup(tmp_path)
+    nas = notes / "nas"
+    nas.mkdir()
+    mounted = [True]
+    real = os.path.ismount
+    monkeypatch.setattr(
+        os.path, "ismount", lambda p: mounted[0] if Path(p) == nas.resolve() else real(p)
+    )
+    (nas / "x.md").symlink_to(elsewhere / "x.md")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0  # records notes/nas
+    before = stored_texts(store, tiny_m3_path)
+    mounted[0] = False
+    (nas / "x.md").unlink()
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 1, out
+    assert f"{nas.resolve()}: a mount point when it was indexed, not mounted now, and 1 " in out
+    assert stored_texts(store, tiny_m3_path) == before
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune-missing")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
     assert set(stored_texts(store, tiny_m3_path)) == {str((notes / "a.md").resolve())}
