@@ -12,7 +12,9 @@ library or an adapter are left alone, whatever their ``source`` says.
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents,
   unless it is a file read now under a name that differs in case only (renamed on a
-  case-insensitive filesystem, where the old name still opens it).
+  case-insensitive filesystem, where the old name still opens it). A file outside a given
+  folder read through a link in it is pruned when its last link there is gone
+  (:mod:`m3kit.cli_links`).
   A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`),
   and only with ``--prune-missing`` while documents indexed from it are stored
   (:func:`refuse_vanished`: a drive or share that is not mounted looks the same);
