@@ -41,7 +41,9 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["RELEVANCE_SCORE_KEY", "M3Reranker"]
 
 RELEVANCE_SCORE_KEY = "relevance_score"
-"""Metadata key of the rerank score (the key LangChain's other rerankers use)."""
+"""Metadata key of the rerank score (the key LangChain's other rerankers use). The value is the
+raw ``compute_score`` score, not a probability in [0, 1] as Cohere's: dense and ColBERT scores
+lie in [-1, 1], the sparse score is >= 0 and unbounded, so the default M3 score can exceed 1."""
 
 
 class M3Reranker(EncoderModel, BaseDocumentCompressor):
@@ -49,7 +51,9 @@ class M3Reranker(EncoderModel, BaseDocumentCompressor):
 
     Build it from a checkpoint (``model_name_or_path`` and the other loading fields), or share a
     loaded model: ``M3Reranker.from_encoder(encoder, top_n=5)``. Returned documents are copies
-    with ``metadata["relevance_score"]`` set (same ``id``); the input is not modified.
+    with ``metadata["relevance_score"]`` set (same ``id``); the input is not modified. The score
+    is ``mode``'s raw score (:data:`RELEVANCE_SCORE_KEY`), not mapped into [0, 1]: compare it
+    with thresholds measured on the same ``mode`` and ``weights``.
 
     ``top_n`` is read by each call: assign it, or ``model_copy(update={"top_n": n})`` (sharing
     the model). The other fields are read when the reranker is built and refuse both.

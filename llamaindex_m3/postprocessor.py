@@ -51,7 +51,10 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
     fields as :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
     ``max_batch_tokens``, ...) or share a loaded model
     (``M3Reranker.from_encoder(encoder, top_n=5)``). Returned nodes are the input nodes with
-    ``score`` set to the rerank score, best first.
+    ``score`` set to the rerank score, best first: ``mode``'s raw ``compute_score`` score, not
+    mapped into [0, 1] (dense and ColBERT scores lie in [-1, 1], the sparse score is >= 0 and
+    unbounded, so the default M3 score can exceed 1); compare it with thresholds measured on
+    the same ``mode`` and ``weights`` (a ``SimilarityPostprocessor`` cutoff too).
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())

@@ -35,6 +35,7 @@ def run_index(args: argparse.Namespace) -> int:
             without ``--prune-missing`` (checked before anything is written).
     """
     from m3kit.cli_ids import check_ids_of_other_files
+    from m3kit.cli_links import drop_links, links_read, remember_links, save_links
     from m3kit.cli_mounts import refuse_unmounted, remember_mounts
     from m3kit.cli_prune import (
         clean_up,
@@ -71,6 +72,7 @@ def run_index(args: argparse.Namespace) -> int:
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
     missing = [p for p in args.paths if p not in paths]
     read = read_sources(paths) if paths else SourceRead([], [])
+    links = links_read(paths)  # links to files outside the folders: --prune sees them go
     docs = read.documents  # none (every file emptied) still cleans up below
     encoder = cli_open.load_encoder(args, storage, record)
     chunker = _chunker(
@@ -88,13 +90,15 @@ def run_index(args: argparse.Namespace) -> int:
         if not args.prune_missing:  # an unmounted share looks like a deleted folder
             refuse_vanished(index.store, missing)
             if args.prune:  # ... or, mounted inside the tree, like deleted files
-                refuse_unmounted(index.store, read, paths)
+                unlinked = drop_links(index.store, links, paths, []).unlinked
+                refuse_unmounted(index.store, read, paths, unlinked)
         say_pruned_only(missing)
         if unremembered:
             refuse_unremembered_late_chunks(index.store, [d.doc_id for d in docs])
         before = index.count()
         if args.paths:  # before writing: a run cut short still chunks the next one this way
             chunking.remember(index.store)
+            remember_links(index.store, read, paths, links)
         if not docs:
             pass  # only emptied documents: nothing to write, their old versions go below
         elif args.ray is not None:
@@ -109,9 +113,17 @@ def run_index(args: argparse.Namespace) -> int:
             )
         if read.empty:  # an emptied file (or row): its stored version is no longer its text
             index.delete(read.empty)
-        cleanup = clean_up(index, read, roots=args.paths if args.prune else None)
+        dropped = drop_links(index.store, links, paths, missing) if args.prune else None
+        cleanup = clean_up(
+            index,
+            read,
+            roots=args.paths if args.prune else None,
+            unlinked=None if dropped is None else dropped.unlinked,
+        )
+        if dropped is not None:
+            save_links(index.store, dropped.links)
         if paths:
-            remember_mounts(index.store, read, paths, pruned=args.prune)
+            remember_mounts(index.store, read, paths, pruned=args.prune, links=links)
         after = index.count()
         reencoded = index.reencoded
         unmatched = mistyped_paths(index.store, cleanup, missing, paths) if args.prune else []

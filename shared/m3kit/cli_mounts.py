@@ -16,7 +16,7 @@ parent, so a folder merely emptied by hand is pruned as before.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from m3kit.cli_prune import stale_documents
@@ -45,8 +45,15 @@ def mounts_read(files: Iterable[str | os.PathLike[str]], roots: Sequence[str]) -
     return found
 
 
-def refuse_unmounted(store: M3Store, read: SourceRead, roots: Sequence[str]) -> None:
-    """Refuse to prune documents read under a recorded mount point not mounted now.
+def refuse_unmounted(
+    store: M3Store,
+    read: SourceRead,
+    roots: Sequence[str],
+    unlinked: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse to prune documents read under a recorded mount point not mounted now (files
+    there, or outside files whose links there are gone: ``unlinked``, as
+    :func:`m3kit.cli_prune.stale_documents` takes it).
 
     Raises:
         ValueError: Names the first such mount point, how many stored documents ``--prune``
@@ -56,7 +63,9 @@ def refuse_unmounted(store: M3Store, read: SourceRead, roots: Sequence[str]) -> 
     offline = [Path(m) for m in recorded if not os.path.ismount(m)]
     if not offline:
         return
-    gone = stale_documents(store.document_metadata(), read, roots=roots).pruned_from
+    gone = stale_documents(
+        store.document_metadata(), read, roots=roots, unlinked=unlinked
+    ).pruned_from
     for mount in offline:
         count = sum(1 for origin in gone if Path(origin).is_relative_to(mount))
         if count:
@@ -69,14 +78,21 @@ def refuse_unmounted(store: M3Store, read: SourceRead, roots: Sequence[str]) -> 
 
 
 def remember_mounts(
-    store: M3Store, read: SourceRead, roots: Sequence[str], *, pruned: bool
+    store: M3Store,
+    read: SourceRead,
+    roots: Sequence[str],
+    *,
+    pruned: bool,
+    links: Iterable[str] = (),
 ) -> None:
-    """Record the mount points this run read files under.
+    """Record the mount points this run read files (or links to outside files) under.
 
     Args:
         store: The collection (its record is read, and written when the list changes).
         read: What this run read.
         roots: The given paths.
+        links: The links to files outside the given folders read now
+            (:func:`m3kit.cli_links.links_read`).
         pruned: Whether this run pruned (``--prune`` past :func:`refuse_unmounted`, or
             ``--prune-missing``): a recorded mount point not mounted now is then forgotten,
             nothing being stored from under it any more. A run without pruning keeps it, so a
@@ -85,6 +101,6 @@ def remember_mounts(
     record = store.collection_metadata()
     recorded = [str(m) for m in record.get(MOUNTS_KEY, [])]
     kept = {m for m in recorded if not pruned or os.path.ismount(m)}
-    now = sorted(kept | mounts_read(read.files, roots))
+    now = sorted(kept | mounts_read([*read.files, *links], roots))
     if now != sorted(recorded):
         store.set_collection_metadata({**record, MOUNTS_KEY: now})

@@ -12,7 +12,9 @@ library or an adapter are left alone, whatever their ``source`` says.
   or was read in this run without producing that document (a removed jsonl row). A file that
   still exists but was not read (a hidden file indexed by naming it) keeps its documents,
   unless it is a file read now under a name that differs in case only (renamed on a
-  case-insensitive filesystem, where the old name still opens it).
+  case-insensitive filesystem, where the old name still opens it). A file outside a given
+  folder read through a link in it is pruned when its last link there is gone
+  (:mod:`m3kit.cli_links`).
   A given path that no longer exists (a moved folder) is only pruned (:func:`paths_to_read`),
   and only with ``--prune-missing`` while documents indexed from it are stored
   (:func:`refuse_vanished`: a drive or share that is not mounted looks the same);
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from m3kit.cli_links import linked_under
 from m3kit.sources import (
     SourceRead,
     named_path,
@@ -112,7 +115,8 @@ def refuse_vanished(store: M3Store, missing: Sequence[str]) -> None:
 
     A drive or network share that is not mounted looks exactly like a deleted folder (its
     path is gone with it): pruning it would delete everything indexed from it. A missing
-    path with nothing stored from it (pruned by an earlier run, or mistyped) passes;
+    path with nothing stored from it (pruned by an earlier run, or mistyped) passes; a file
+    outside it that a recorded link in it was read as counts (:mod:`m3kit.cli_links`);
     ``m3kit index --prune-missing`` skips this check (the folder is gone on purpose).
 
     Raises:
@@ -122,9 +126,13 @@ def refuse_vanished(store: M3Store, missing: Sequence[str]) -> None:
     if not missing:
         return
     roots = {raw: _resolved(raw) for raw in missing}
+    record = store.collection_metadata()
     origins = [reader_origin(i, meta) for i, meta in store.document_metadata().items()]
     for raw, root in roots.items():
-        count = sum(1 for o in origins if o is not None and _under(Path(o), [root]))
+        linked = linked_under(record, root)
+        count = sum(
+            1 for o in origins if o is not None and (_under(Path(o), [root]) or o in linked)
+        )
         if count:
             raise ValueError(
                 f"{raw}: no such file or folder, and {count} stored document(s) were indexed "
@@ -144,6 +152,7 @@ def stale_documents(
     read: SourceRead,
     *,
     roots: Iterable[str | os.PathLike[str]] | None,
+    unlinked: Mapping[str, str] | None = None,
 ) -> Cleanup:
     """The documents :func:`clean_up` deletes, from the stored ``{doc_id: metadata}``.
 
@@ -151,6 +160,9 @@ def stale_documents(
         stored: Every stored document's metadata (``M3Store.document_metadata()``).
         read: What this run read.
         roots: The given paths, with ``--prune``; ``None``: no pruning.
+        unlinked: ``{target: link}`` of the files outside the given folders whose last link
+            in them is gone (:func:`m3kit.cli_links.drop_links`), with ``--prune``: their
+            documents not read now are pruned too (``pruned_from`` names the link).
     """
     produced = {d.doc_id for d in read.documents}
     read_now = {str(p) for p in read.files}
@@ -176,10 +188,19 @@ def stale_documents(
         ):
             pruned.append(doc_id)
             pruned_from.append(origin)
+        elif unlinked is not None and origin in unlinked:
+            pruned.append(doc_id)
+            pruned_from.append(unlinked[origin])
     return Cleanup(moved, pruned, pruned_from)
 
 
-def clean_up(index: M3Index, read: SourceRead, *, roots: Sequence[str] | None) -> Cleanup:
+def clean_up(
+    index: M3Index,
+    read: SourceRead,
+    *,
+    roots: Sequence[str] | None,
+    unlinked: Mapping[str, str] | None = None,
+) -> Cleanup:
     """Delete the stale documents (:func:`stale_documents`) of ``index``.
 
     One scroll over the stored documents' metadata, skipped when there is nothing to look
@@ -187,7 +208,7 @@ def clean_up(index: M3Index, read: SourceRead, *, roots: Sequence[str] | None) -
     """
     if roots is None and not any(str(p).lower().endswith(".jsonl") for p in read.files):
         return Cleanup([], [], [])
-    done = stale_documents(index.store.document_metadata(), read, roots=roots)
+    done = stale_documents(index.store.document_metadata(), read, roots=roots, unlinked=unlinked)
     gone = done.moved_rows + done.pruned
     if gone:
         index.delete(gone)

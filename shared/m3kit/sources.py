@@ -49,6 +49,7 @@ __all__ = [
     "find_files",
     "folder_files",
     "named_path",
+    "outside_links",
     "positional_id",
     "read_documents",
     "read_in_other_case",
@@ -240,6 +241,19 @@ def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
+def outside_links(folder: str | os.PathLike[str]) -> dict[Path, Path]:
+    """The links :func:`folder_files` reads as a file outside ``folder``: ``{link: target}``,
+    the link named in its resolved folder, the target as :func:`folder_files` names it."""
+    top = Path(folder).expanduser().resolve()
+    found: dict[Path, Path] = {}
+    for p in _walk(Path(folder).expanduser(), warn=False):
+        if p.is_symlink() and p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES:
+            target = _named(p)
+            if not target.is_relative_to(top):
+                found[p.parent.resolve() / p.name] = target
+    return found
+
+
 def named_path(raw: str | os.PathLike[str]) -> Path:
     """The absolute path a given file or folder is named by in stored documents' ids and
     ``source`` (:func:`find_files`): a folder's resolved path, a file's as :func:`_named` says;
@@ -310,11 +324,11 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
     return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where], files)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, *, warn: bool = True) -> Iterator[Path]:
     for root, dirs, files in os.walk(folder):  # links to folders are listed, not followed
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for d in dirs:
-            if (Path(root) / d).is_symlink():
+            if warn and (Path(root) / d).is_symlink():
                 logger.warning(
                     "%s is a link to a folder; not followed (give its target to index it)",
                     Path(root) / d,

@@ -1,0 +1,142 @@
+"""``m3kit index --prune`` and links inside a folder to files outside it (m3kit.cli_links).
+
+Such a link is read as its target, so its document is stored under the target's path, which
+is not under the folder: once the link was removed, re-pointed or left dangling, ``--prune``
+on the folder did not see the document, and it stayed searchable. The collection now records
+these links; ``--prune`` deletes a target's document when the last link to it is gone, unless
+the target was also indexed otherwise (its own folder, or as a file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cli.index_runs import index_run, stored_texts
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    store, notes, elsewhere = tmp_path / "store", tmp_path / "notes", tmp_path / "elsewhere"
+    notes.mkdir()
+    elsewhere.mkdir()
+    (notes / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    (elsewhere / "x.md").write_text("Paris is the capital of France.", encoding="utf-8")
+    (elsewhere / "y.md").write_text("Rome is the capital of Italy.", encoding="utf-8")
+    return store, notes, elsewhere
+
+
+def test_a_removed_or_repointed_link_to_an_outside_file_is_pruned(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, notes, elsewhere = _setup(tmp_path)
+    a, x, y = (notes / "a.md").resolve(), (elsewhere / "x.md").resolve(), elsewhere / "y.md"
+    link = notes / "x.md"
+    link.symlink_to(elsewhere / "x.md")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    assert set(stored_texts(store, tiny_m3_path)) == {str(a), str(x)}
+    # re-pointed: the new target is read, the old one is no longer reached from notes/
+    link.unlink()
+    link.symlink_to(y)
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0  # without --prune: kept
+    assert set(stored_texts(store, tiny_m3_path)) == {str(a), str(x), str(y.resolve())}
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str(a), str(y.resolve())}
+    # removed
+    link.unlink()
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str(a)}
+    assert x.is_file() and y.is_file()  # the targets themselves are untouched
+
+
+def test_a_dangling_link_prunes_its_targets_document(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, notes, elsewhere = _setup(tmp_path)
+    (notes / "x.md").symlink_to(elsewhere / "x.md")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    (elsewhere / "x.md").unlink()  # the link is left dangling: not read
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str((notes / "a.md").resolve())}
+
+
+def test_a_target_reached_otherwise_is_kept(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another link still reaching the target, or the target indexed from its own folder
+    (before or after the link was), keeps its document when a link to it goes."""
+    store, notes, elsewhere = _setup(tmp_path)
+    x = str((elsewhere / "x.md").resolve())
+    y = str((elsewhere / "y.md").resolve())
+    (notes / "x.md").symlink_to(elsewhere / "x.md")
+    (notes / "x2.md").symlink_to(elsewhere / "x.md")
+    (notes / "y.md").symlink_to(elsewhere / "y.md")
+    assert index_run(capsys, store, tiny_m3_path, elsewhere / "y.md")[0] == 0  # y: before
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    (notes / "x.md").unlink()  # x2.md still reaches x
+    (notes / "y.md").unlink()  # y was indexed as a file of its own
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 0 document(s) no longer there" in out, out
+    assert {x, y} <= set(stored_texts(store, tiny_m3_path))
+    # x indexed from its own folder after the link was: the last link going keeps it too
+    assert index_run(capsys, store, tiny_m3_path, elsewhere)[0] == 0
+    (notes / "x2.md").unlink()
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 0 document(s) no longer there" in out, out
+    assert {x, y} <= set(stored_texts(store, tiny_m3_path))
+
+
+def test_a_vanished_folder_of_links_is_pruned_only_on_purpose(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A given folder that is gone (an unmounted share looks the same) holding links to
+    outside files: ``--prune`` refuses while their documents are stored, naming the folder;
+    ``--prune-missing`` prunes them."""
+    store, notes, elsewhere = _setup(tmp_path)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "x.md").symlink_to(elsewhere / "x.md")
+    assert index_run(capsys, store, tiny_m3_path, notes, links)[0] == 0
+    (links / "x.md").unlink()
+    links.rmdir()
+    code, out = index_run(capsys, store, tiny_m3_path, notes, links, "--prune")
+    assert code == 1 and f"{links}: no such file or folder, and 1 stored document(s)" in out
+    assert str((elsewhere / "x.md").resolve()) in stored_texts(store, tiny_m3_path)
+    code, out = index_run(capsys, store, tiny_m3_path, notes, links, "--prune-missing")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str((notes / "a.md").resolve())}
+
+
+def test_links_on_a_share_not_mounted_are_pruned_only_on_purpose(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A share mounted inside the folder (``notes/nas``) holding links to outside files: not
+    mounted, its links look removed; ``--prune`` refuses, naming it, ``--prune-missing``
+    prunes. (``os.path.ismount`` is stubbed: a test cannot mount.)"""
+    store, notes, elsewhere = _setup(tmp_path)
+    nas = notes / "nas"
+    nas.mkdir()
+    mounted = [True]
+    real = os.path.ismount
+    monkeypatch.setattr(
+        os.path, "ismount", lambda p: mounted[0] if Path(p) == nas.resolve() else real(p)
+    )
+    (nas / "x.md").symlink_to(elsewhere / "x.md")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0  # records notes/nas
+    before = stored_texts(store, tiny_m3_path)
+    mounted[0] = False
+    (nas / "x.md").unlink()
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 1, out
+    assert f"{nas.resolve()}: a mount point when it was indexed, not mounted now, and 1 " in out
+    assert stored_texts(store, tiny_m3_path) == before
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune-missing")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str((notes / "a.md").resolve())}
