@@ -33,7 +33,15 @@ from m3kit.store.schema import ENCODED_TEXT
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
-__all__ = ["RECORD_KEY", "check_prefix", "describe_prefix", "prefix_mismatch", "settle_prefix"]
+__all__ = [
+    "RECORD_KEY",
+    "check_prefix",
+    "describe_prefix",
+    "encoded_filter",
+    "prefix_mismatch",
+    "prefix_to_record",
+    "settle_prefix",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +88,32 @@ def check_prefix(collection: str, meta: Mapping[str, Any], given: str | None) ->
         raise ValueError(prefix_mismatch(collection, str(recorded), given))
 
 
+def encoded_filter() -> models.Filter:
+    """The chunks stored with an ``encoded_text`` (a writer that prefixes stores one)."""
+    return models.Filter(
+        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
+    )
+
+
+def prefix_to_record(collection: str, chunks: int, encoded: int, given: str | None) -> str:
+    """The document prefix to record for a collection whose record names none (see the module
+    doc), holding ``chunks`` chunks, ``encoded`` of them matching :func:`encoded_filter`,
+    before a write with the prefix ``given``: none when no writer can have prefixed them,
+    else ``given`` (the first writer's, adopted: logged when the collection holds chunks).
+    """
+    if chunks and not encoded:
+        return ""  # every chunk was encoded on its stored text: no writer prefixed it
+    prefix = given or ""
+    if chunks:
+        logger.info(
+            "collection %r has no record of its document prefix: recording %s, this "
+            "writer's; if another prefix wrote it, write it again",
+            collection,
+            describe_prefix(prefix),
+        )
+    return prefix
+
+
 def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) -> None:
     """Check ``given`` against the collection's record ``meta`` (read before this write), and
     record a prefix where the record has none (see the module doc); a plain
@@ -91,21 +125,9 @@ def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) ->
     check_prefix(store.collection, meta, given)
     if RECORD_KEY in meta or store.writer_id is None:  # a plain store's vectors: its caller's
         return
-    prefixed = models.Filter(
-        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
-    )
     chunks = store.count()
-    if chunks and not store.count(prefixed):
-        prefix = ""  # every chunk was encoded on its stored text: no writer prefixed it
-    else:
-        prefix = given or ""
-        if chunks:
-            logger.info(
-                "collection %r has no record of its document prefix: recording %s, this "
-                "writer's; if another prefix wrote it, write it again",
-                store.collection,
-                describe_prefix(prefix),
-            )
+    encoded = store.count(encoded_filter()) if chunks else 0
+    prefix = prefix_to_record(store.collection, chunks, encoded, given)
     now = store.collection_metadata()  # (read again: what changed since is kept)
     if RECORD_KEY not in now:
         store.set_collection_metadata({**now, RECORD_KEY: prefix})

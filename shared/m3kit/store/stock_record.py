@@ -186,20 +186,15 @@ def _refuse_other_prefix(collection: str, records: _Records, identity: str) -> N
 
 def _record_indexed_prefix(client: Any, collection: str, records: _Records, prefix: str) -> None:
     """Record ``prefix`` in m3kit's own record, which names none (see the module doc)."""
-    from qdrant_client import models
-
     from m3kit.store.doc_prefix import RECORD_KEY as PREFIX_KEY
-    from m3kit.store.doc_prefix import check_prefix
-    from m3kit.store.schema import ENCODED_TEXT
+    from m3kit.store.doc_prefix import check_prefix, encoded_filter, prefix_to_record
 
     record = records.index_record
     if not isinstance(record, dict) or PREFIX_KEY in record:
         return
-    prefixed = models.Filter(
-        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
-    )
-    bare = client.count(collection).count and not client.count(collection, prefixed).count
-    stored = "" if bare else prefix  # every chunk was encoded on its stored text: no prefix
+    chunks = client.count(collection).count
+    encoded = client.count(collection, encoded_filter()).count if chunks else 0
+    stored = prefix_to_record(collection, chunks, encoded, prefix)
     now = (client.get_collection(collection).config.metadata or {}).get(INDEX_KEY)
     if isinstance(now, dict) and PREFIX_KEY not in now:  # (read again: what changed is kept)
         client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
