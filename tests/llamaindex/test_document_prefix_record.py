@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from llama_index.core import Document
 from llama_index.core.schema import TextNode
+from qdrant_client import models
 
 from langchain_m3 import M3Retriever as LangChainRetriever
 from langchain_m3 import M3VectorStore as LangChainStore
@@ -147,3 +148,67 @@ def test_an_older_record_is_taken_as_bare_only_when_provably_so(
         pytest.raises(ValueError, match="'passage: '"),
     ):
         lc.add_texts([SAMPLE_TEXTS[3]])
+
+
+def test_a_prefixed_collection_of_an_older_m3kit_is_not_taken_as_bare(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """An m3kit from before chunks stored their ``encoded_text`` (and their sparse-cut stamp)
+    left a prefixed collection with no chunk holding one: it was recorded as bare at its next
+    write (the prefixed writer refused, told to drop its prefix), so a bare writer then mixed
+    its vectors in. Now the prefixed write is refused, nothing recorded, until the prefix is
+    recorded explicitly."""
+    from qdrant_client import QdrantClient
+
+    from m3kit.store.doc_prefix import record_prefix
+    from m3kit.store.schema import ENCODED_TEXT, SPARSE_CUT
+
+    embed = M3Embedding.from_encoder(enc_a, text_instruction=PREFIX)
+    where = {"location": str(tmp_path / "db"), "collection_name": "c", "backend": "client"}
+    with M3VectorStore(embed, **where) as store:
+        store.add(_nodes(embed, 0, 1))
+        meta = store.client.store.collection_metadata()
+        del meta[RECORD_KEY]
+        store.client.store.set_collection_metadata(meta)
+    client = QdrantClient(path=str(tmp_path / "db"))
+    client.delete_payload("c", keys=[ENCODED_TEXT, SPARSE_CUT], points=models.Filter())
+    client.close()
+    with M3VectorStore(embed, **where) as store:
+        with pytest.raises(ValueError, match=r"cannot tell it.*record_prefix\(store, 'passage: '"):
+            store.add(_nodes(embed, 2))
+        m3 = store.client.store
+        assert RECORD_KEY not in m3.collection_metadata()
+        assert m3.count() == 2
+        with pytest.raises(ValueError, match="'query: '"):  # (checked once recorded)
+            record_prefix(m3, PREFIX)
+            record_prefix(m3, "query: ")
+        store.add(_nodes(embed, 2))
+        assert m3.collection_metadata()[RECORD_KEY] == PREFIX
+        assert m3.count() == 3
+    with (
+        LangChainStore.open(enc_a, tmp_path / "db", collection="c", backend="client") as lc,
+        pytest.raises(ValueError, match="'passage: '"),
+    ):
+        lc.add_texts([SAMPLE_TEXTS[3]])
+
+
+def test_an_unstamped_collection_is_recorded_bare_by_a_bare_writer(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """Chunks that cannot tell their prefix: a writer without one records none, as before."""
+    from qdrant_client import QdrantClient
+
+    from m3kit.store.schema import SPARSE_CUT
+
+    where = {"collection": "c", "backend": "client"}
+    with M3Index.open(enc_a, tmp_path / "db", **where) as index:
+        index.add_texts([SAMPLE_TEXTS[0]])
+        meta = index.store.collection_metadata()
+        del meta[RECORD_KEY]
+        index.store.set_collection_metadata(meta)
+    client = QdrantClient(path=str(tmp_path / "db"))
+    client.delete_payload("c", keys=[SPARSE_CUT], points=models.Filter())
+    client.close()
+    with M3Index.open(enc_a, tmp_path / "db", **where) as index:
+        index.add_texts([SAMPLE_TEXTS[1]])
+        assert index.store.collection_metadata()[RECORD_KEY] == ""

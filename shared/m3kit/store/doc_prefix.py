@@ -12,12 +12,18 @@ with another prefix is refused (``ValueError`` naming both and the way out), not
 against the record it reads before every write (:mod:`m3kit.store.record_check`).
 
 A collection without the key (new, or written by an m3kit from before it was recorded) is
-recorded at its next write: with no prefix when that is provably what wrote it (no chunk, or
-no chunk stored with an ``encoded_text``: a writer that prefixes stores the text it encoded,
+recorded at its next write: with no prefix when that is provably what wrote it (no chunk
+stored with an ``encoded_text``, and every chunk stamped with its sparse cut, so written or
+re-encoded by an m3kit that stores one: a writer that prefixes stores the text it encoded,
 prefix included, with every chunk it encodes), else with that write's prefix (the first
-writer's prefix is adopted; if another one wrote the collection, write it again). A plain
-:class:`~m3kit.store.M3Store` (no encoder) is checked against a recorded prefix but records
-none. Reads are not checked: a query is encoded alike whatever the documents' prefix.
+writer's prefix is adopted; if another one wrote the collection, write it again). Chunks
+none of which has an ``encoded_text`` and some no stamp (an m3kit from before it stored that
+text or another program wrote them, or the collection has no sparse vectors to stamp) cannot
+tell whether they were prefixed: a write with a prefix is refused, nothing recorded, until
+:func:`record_prefix` records the one the collection was written with (a write without one
+records none: nothing tells otherwise). A plain :class:`~m3kit.store.M3Store` (no
+encoder) is checked against a recorded prefix but records none. Reads are not checked: a
+query is encoded alike whatever the documents' prefix.
 """
 
 from __future__ import annotations
@@ -28,12 +34,22 @@ from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models
 
-from m3kit.store.schema import ENCODED_TEXT
+from m3kit.store.schema import ENCODED_TEXT, SPARSE_CUT
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
 
-__all__ = ["RECORD_KEY", "check_prefix", "describe_prefix", "prefix_mismatch", "settle_prefix"]
+__all__ = [
+    "RECORD_KEY",
+    "check_prefix",
+    "describe_prefix",
+    "encoded_filter",
+    "prefix_mismatch",
+    "prefix_to_record",
+    "record_prefix",
+    "settle_prefix",
+    "unstamped_filter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,32 +96,92 @@ def check_prefix(collection: str, meta: Mapping[str, Any], given: str | None) ->
         raise ValueError(prefix_mismatch(collection, str(recorded), given))
 
 
+def encoded_filter() -> models.Filter:
+    """The chunks stored with an ``encoded_text`` (a writer that prefixes stores one)."""
+    return models.Filter(
+        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
+    )
+
+
+def unstamped_filter() -> models.Filter:
+    """The chunks without a sparse-cut stamp (an m3kit from before it stored ``encoded_text``
+    may have written them; every chunk of a collection without sparse vectors)."""
+    return models.Filter(
+        must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=SPARSE_CUT))]
+    )
+
+
+def prefix_to_record(
+    collection: str, chunks: int, encoded: int, unstamped: int, given: str | None
+) -> str:
+    """The document prefix to record for a collection whose record names none (see the module
+    doc), holding ``chunks`` chunks, ``encoded`` of them matching :func:`encoded_filter` and
+    ``unstamped`` :func:`unstamped_filter`, before a write with the prefix ``given``: none
+    when no writer can have prefixed them, else ``given`` (the first writer's, adopted:
+    logged when the collection holds chunks).
+
+    Raises:
+        ValueError: ``given`` is a prefix, and the chunks cannot tell whether they were
+            prefixed (none has an ``encoded_text``, some no stamp): :func:`record_prefix`.
+    """
+    prefix = given or ""
+    if chunks and not encoded:
+        if not unstamped:
+            return ""  # every chunk was encoded on its stored text: no writer prefixed it
+        if prefix:
+            raise ValueError(
+                f"collection {collection!r} has no record of the document prefix its vectors "
+                "were encoded with, and its chunks cannot tell it: none stores the text it "
+                "was encoded on, as a writer that prefixes now does, but an m3kit from before "
+                "that, or another program, may have written them, with a text_instruction or "
+                f"without; this writer encodes documents with {describe_prefix(prefix)}, and "
+                "recording it on a guess could leave prefixed and bare document vectors side "
+                "by side; nothing was written. Record the prefix the collection was written "
+                "with once, then write again: m3kit.store.doc_prefix.record_prefix(store, "
+                f"{prefix!r}) (or record_prefix(store, None): written without one) on its "
+                "M3Store (M3Index.open(encoder, ...).store, a LlamaIndex M3VectorStore's "
+                ".client.store)"
+            )
+    if chunks:
+        logger.info(
+            "collection %r has no record of its document prefix: recording %s, this "
+            "writer's; if another prefix wrote it, write it again",
+            collection,
+            describe_prefix(prefix),
+        )
+    return prefix
+
+
+def record_prefix(store: M3Store, prefix: str | None) -> None:
+    """Record that the collection's document vectors were encoded with ``prefix`` (``None`` or
+    ``""``: none), where its record names none: its chunks cannot tell (see the module doc),
+    and a write with a prefix is refused until it is recorded.
+
+    Raises:
+        ValueError: The collection records another prefix (names both).
+    """
+    now = store.collection_metadata()
+    check_prefix(store.collection, now, prefix)
+    if RECORD_KEY not in now:
+        store.set_collection_metadata({**now, RECORD_KEY: prefix or ""})
+
+
 def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) -> None:
     """Check ``given`` against the collection's record ``meta`` (read before this write), and
     record a prefix where the record has none (see the module doc); a plain
     :class:`~m3kit.store.M3Store` (no encoder: its caller made the vectors) records none.
 
     Raises:
-        ValueError: The collection records, or provably holds, another prefix.
+        ValueError: The collection records, or provably holds, another prefix; or its
+            chunks cannot tell it and ``given`` is a prefix (:func:`prefix_to_record`).
     """
     check_prefix(store.collection, meta, given)
     if RECORD_KEY in meta or store.writer_id is None:  # a plain store's vectors: its caller's
         return
-    prefixed = models.Filter(
-        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
-    )
     chunks = store.count()
-    if chunks and not store.count(prefixed):
-        prefix = ""  # every chunk was encoded on its stored text: no writer prefixed it
-    else:
-        prefix = given or ""
-        if chunks:
-            logger.info(
-                "collection %r has no record of its document prefix: recording %s, this "
-                "writer's; if another prefix wrote it, write it again",
-                store.collection,
-                describe_prefix(prefix),
-            )
+    encoded = store.count(encoded_filter()) if chunks else 0
+    unstamped = store.count(unstamped_filter()) if chunks and not encoded else 0
+    prefix = prefix_to_record(store.collection, chunks, encoded, unstamped, given)
     now = store.collection_metadata()  # (read again: what changed since is kept)
     if RECORD_KEY not in now:
         store.set_collection_metadata({**now, RECORD_KEY: prefix})

@@ -71,11 +71,7 @@ def check_record(store: M3Store, outcome: str = "nothing was written") -> None:
         ValueError: The record names another sparse cut, or a change to another cut is under
             way.
     """
-    if store._own_change:
-        return
-    meta = store.collection_metadata()
-    _check_encoder(store, meta, outcome)
-    _check_cut(store, meta, outcome)
+    _check(store, outcome)
 
 
 def check_write(store: M3Store, text_instruction: str | None = None) -> None:
@@ -88,14 +84,22 @@ def check_write(store: M3Store, text_instruction: str | None = None) -> None:
         ValueError: As :func:`check_record`; or the collection records another document
             prefix (``text_instruction``) than ``text_instruction`` (``None``: none).
     """
-    if store._own_change:  # a reindex writes what each chunk's writer encoded, prefix kept
-        return
     from m3kit.store.doc_prefix import settle_prefix
 
+    meta = _check(store, "nothing was written")
+    if meta is not None:  # (a reindex writes what each chunk's writer encoded, prefix kept)
+        settle_prefix(store, meta, text_instruction)
+
+
+def _check(store: M3Store, outcome: str) -> Mapping[str, Any] | None:
+    """:func:`check_record`'s checks on one read of the record, returned (``None``: not read,
+    ``store``'s own change is under way)."""
+    if store._own_change:
+        return None
     meta = store.collection_metadata()
-    _check_encoder(store, meta, "nothing was written")
-    _check_cut(store, meta, "nothing was written")
-    settle_prefix(store, meta, text_instruction)
+    _check_encoder(store, meta, outcome)
+    _check_cut(store, meta, outcome)
+    return meta
 
 
 def _check_encoder(store: M3Store, meta: Mapping[str, Any], outcome: str) -> None:

@@ -32,8 +32,9 @@ and bare document vectors. LlamaIndex's store also refuses another prefix when b
 collection; LangChain's, which only reads it then, at its first write. A record written
 before the prefix was recorded gains the first writer's prefix at its next write (which
 prefix wrote the vectors before cannot be told from the stock layout); an m3kit record
-without one gains it too, with no prefix where no chunk holds an ``encoded_text`` (as
-:func:`~m3kit.store.doc_prefix.settle_prefix`).
+without one gains it too, as :func:`~m3kit.store.doc_prefix.settle_prefix` records it (no
+prefix where every chunk provably was encoded bare; a write with a prefix refused where the
+chunks cannot tell: :func:`~m3kit.store.doc_prefix.record_prefix`).
 """
 
 from __future__ import annotations
@@ -186,20 +187,21 @@ def _refuse_other_prefix(collection: str, records: _Records, identity: str) -> N
 
 def _record_indexed_prefix(client: Any, collection: str, records: _Records, prefix: str) -> None:
     """Record ``prefix`` in m3kit's own record, which names none (see the module doc)."""
-    from qdrant_client import models
-
     from m3kit.store.doc_prefix import RECORD_KEY as PREFIX_KEY
-    from m3kit.store.doc_prefix import check_prefix
-    from m3kit.store.schema import ENCODED_TEXT
+    from m3kit.store.doc_prefix import (
+        check_prefix,
+        encoded_filter,
+        prefix_to_record,
+        unstamped_filter,
+    )
 
     record = records.index_record
     if not isinstance(record, dict) or PREFIX_KEY in record:
         return
-    prefixed = models.Filter(
-        must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=ENCODED_TEXT))]
-    )
-    bare = client.count(collection).count and not client.count(collection, prefixed).count
-    stored = "" if bare else prefix  # every chunk was encoded on its stored text: no prefix
+    chunks = client.count(collection).count
+    encoded = client.count(collection, encoded_filter()).count if chunks else 0
+    unstamped = client.count(collection, unstamped_filter()).count if chunks and not encoded else 0
+    stored = prefix_to_record(collection, chunks, encoded, unstamped, prefix)
     now = (client.get_collection(collection).config.metadata or {}).get(INDEX_KEY)
     if isinstance(now, dict) and PREFIX_KEY not in now:  # (read again: what changed is kept)
         client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
