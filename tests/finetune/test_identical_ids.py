@@ -8,7 +8,6 @@ were below the published ones for the same model.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -16,30 +15,13 @@ import pytest
 
 from m3kit import M3Encoder
 from m3kit.evaluation import drop_identical_ids, evaluate_rankings
-from m3kit.finetune.cli import add_subcommands
 from m3kit.finetune.evaluate import evaluate_heads
-from tests.finetune.beir_folders import write_beir
+from tests.finetune.beir_folders import WORD_CORPUS, WORD_QRELS, WORD_QUERIES, write_word_beir
+from tests.finetune.cli_runs import run_cli
 
-WORDS = ["river", "sea", "oxygen", "number", "city", "bridge", "music", "paint", "glass", "wind"]
-#: passages d0..d9; queries q0..q9, each also a corpus document under its own id
-PASSAGES = {
-    f"d{i}": f"{w} {WORDS[(i + 3) % 10]} {WORDS[(i + 5) % 10]} {WORDS[(i + 7) % 10]}"
-    for i, w in enumerate(WORDS)
-}
-QUERIES = {f"q{i}": f"{WORDS[(i + 3) % 10]} {w} {WORDS[(i + 7) % 10]}" for i, w in enumerate(WORDS)}
-QRELS = {f"q{i}": {f"d{i}": 1.0} for i in range(10)}
+PASSAGES, QUERIES, QRELS = WORD_CORPUS, WORD_QUERIES, WORD_QRELS
+#: passages d0..d9 and queries q0..q9, each also a corpus document under its own id
 WITH_SELF = {**PASSAGES, **QUERIES}
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="m3kit")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
-
-
-def _beir(folder: Path, corpus: dict[str, str]) -> Path:
-    return write_beir(folder, corpus, QUERIES, "".join(f"q{i}\td{i}\t1\n" for i in range(10)))
 
 
 def test_evaluate_rankings_drops_the_query_itself_when_asked() -> None:
@@ -92,10 +74,10 @@ def test_cli_eval_leaves_self_hits_out_by_default(
     tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def report(corpus: dict[str, str], name: str, *flags: str) -> dict[str, dict[str, float]]:
-        data = _beir(tmp_path / name, corpus)
+        data = write_word_beir(tmp_path / name, corpus)
         out = tmp_path / f"{name}-report"
         argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(out)]
-        assert _run([*argv, "--quiet", *flags]) == 0
+        assert run_cli([*argv, "--quiet", *flags]) == 0
         saved: dict[str, dict[str, float]] = json.loads((out / "report.json").read_text())
         return saved["model"]
 
