@@ -61,9 +61,9 @@ def calibration_task(
     """``corpus`` written into an in-memory collection (closed on exit), the judged queries
     encoded; with ``sparse_cut``, every stored and query sparse vector is cut with it, as an
     :class:`~m3kit.store.M3Index` with that cut cuts them. With ``ignore_identical_ids``, a
-    query whose id is a passage's searches as if that passage were not stored (the
-    collection's other passages, as many of them), as BEIR's evaluator leaves such hits out
-    (:func:`~m3kit.evaluation.drop_identical_ids`).
+    query whose id is a passage's searches as if that passage were not stored (a filter
+    leaves it out, so its candidate lists are as long, of other passages), as BEIR's
+    evaluator leaves such hits out (:func:`~m3kit.evaluation.drop_identical_ids`).
 
     Raises:
         ValueError: An empty corpus or query set, no query with a relevant passage, or
