@@ -22,6 +22,7 @@ from m3kit.jsonl import iter_json_rows, iter_text_lines
 
 __all__ = [
     "BeirDataset",
+    "check_identical_ids",
     "drop_identical_ids",
     "evaluate_rankings",
     "hit_at_k",
@@ -214,6 +215,20 @@ def drop_identical_ids(
     >>> drop_identical_ids({"q1": ["q1", "d2"], "q2": ["d2"]}, {"q1": {"d2": 1}})
     {'q1': ['d2'], 'q2': ['d2']}
     """
+    check_identical_ids(qrels)
+    return {str(q): [d for d in ranked if str(d) != str(q)] for q, ranked in run.items()}
+
+
+def check_identical_ids(qrels: Mapping[str, Mapping[str, float]]) -> None:
+    """Refuse qrels in which a query judges its own id relevant (grade > 0): hits with the
+    query's id cannot be dropped from them (:func:`drop_identical_ids`, which checks this
+    first; a scorer that drops them from many runs of one qrels checks once).
+
+    Raises:
+        ValueError: Such a query, named.
+
+    >>> check_identical_ids({"q1": {"d2": 1, "q1": 0}})  # grade 0: not relevant
+    """
     for qid, rel in qrels.items():
         if any(str(d) == str(qid) and float(g) > 0 for d, g in rel.items()):
             raise ValueError(
@@ -222,7 +237,6 @@ def drop_identical_ids(
                 "must be kept (BEIR's ignore_identical_ids=False; m3kit eval "
                 "--keep-identical-ids)"
             )
-    return {str(q): [d for d in ranked if str(d) != str(q)] for q, ranked in run.items()}
 
 
 def evaluate_rankings(

@@ -1,4 +1,5 @@
-"""Tiny BEIR folders (``corpus.jsonl``, ``queries.jsonl``, qrels) written by the CLI tests."""
+"""Tiny BEIR folders (``corpus.jsonl``, ``queries.jsonl``, qrels) written by the CLI tests,
+and the ten-word retrieval set the evaluation tests score (:data:`WORD_CORPUS`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,27 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["numbered", "write_beir"]
+__all__ = [
+    "WORD_CORPUS",
+    "WORD_QRELS",
+    "WORD_QUERIES",
+    "numbered",
+    "write_beir",
+    "write_word_beir",
+]
+
+_WORDS = ["river", "sea", "oxygen", "number", "city", "bridge", "music", "paint", "glass", "wind"]
+#: passages d0..d9, four words each
+WORD_CORPUS = {
+    f"d{i}": f"{w} {_WORDS[(i + 3) % 10]} {_WORDS[(i + 5) % 10]} {_WORDS[(i + 7) % 10]}"
+    for i, w in enumerate(_WORDS)
+}
+#: queries q0..q9: three words of passage d{i}, reordered
+WORD_QUERIES = {
+    f"q{i}": f"{_WORDS[(i + 3) % 10]} {w} {_WORDS[(i + 7) % 10]}" for i, w in enumerate(_WORDS)
+}
+#: q{i} judges d{i} relevant
+WORD_QRELS = {f"q{i}": {f"d{i}": 1.0} for i in range(10)}
 
 
 def numbered(prefix: str, texts: list[str]) -> dict[str, str]:
@@ -49,3 +70,10 @@ def write_beir(
     path.parent.mkdir(exist_ok=True)
     path.write_text(qrels)
     return folder
+
+
+def write_word_beir(folder: Path, corpus: Mapping[str, str] = WORD_CORPUS) -> Path:
+    """Write the word set (:data:`WORD_QUERIES`, :data:`WORD_QRELS`) as a BEIR folder, with
+    ``corpus`` for passages (default :data:`WORD_CORPUS`)."""
+    qrels = "".join(f"{q}\t{d}\t{g:g}\n" for q, rel in WORD_QRELS.items() for d, g in rel.items())
+    return write_beir(folder, corpus, WORD_QUERIES, qrels)

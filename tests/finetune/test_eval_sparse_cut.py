@@ -8,7 +8,6 @@ sparse_top_k=...)``). The cut now reaches the encoding, and the report records i
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -19,32 +18,15 @@ import pytest
 from m3kit import M3Encoder
 from m3kit.evaluation import evaluate_rankings
 from m3kit.finetune import M3Finetuner, QADataset, TrainingExample
-from m3kit.finetune.cli import add_subcommands
 from m3kit.finetune.evaluate import _rank, evaluate_heads, score_matrix, write_report
 from m3kit.finetune.trainer import FinetuneResult
 from m3kit.outputs import ALL_HEADS, Head
 from m3kit.store import FusionCalibration
 from m3kit.store.sparse_cut import SparseCut
-from tests.finetune.beir_folders import write_beir
+from tests.finetune.beir_folders import WORD_CORPUS, WORD_QRELS, WORD_QUERIES, write_word_beir
+from tests.finetune.cli_runs import run_cli
 
-WORDS = ["river", "sea", "oxygen", "number", "city", "bridge", "music", "paint", "glass", "wind"]
-CORPUS = {
-    f"d{i}": f"{w} {WORDS[(i + 3) % 10]} {WORDS[(i + 5) % 10]} {WORDS[(i + 7) % 10]}"
-    for i, w in enumerate(WORDS)
-}
-QUERIES = {f"q{i}": f"{WORDS[(i + 3) % 10]} {w} {WORDS[(i + 7) % 10]}" for i, w in enumerate(WORDS)}
-QRELS = {f"q{i}": {f"d{i}": 1.0} for i in range(10)}
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="m3kit")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
-
-
-def _beir(folder: Path) -> Path:
-    return write_beir(folder, CORPUS, QUERIES, "".join(f"q{i}\td{i}\t1\n" for i in range(10)))
+CORPUS, QUERIES, QRELS = WORD_CORPUS, WORD_QUERIES, WORD_QRELS
 
 
 def _cut_sparse_metrics(encoder: M3Encoder, top_k: int) -> dict[str, float]:
@@ -99,15 +81,15 @@ def test_the_report_records_the_cut(tiny_encoder: M3Encoder, tmp_path: Path) -> 
 
 
 def test_cli_eval_flags_reach_the_evaluation(tiny_m3_path: Path, tmp_path: Path) -> None:
-    data = _beir(tmp_path / "beir")
+    data = write_word_beir(tmp_path / "beir")
     out = tmp_path / "report"
     argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(out)]
-    assert _run([*argv, "--quiet", "--sparse-top-k", "1"]) == 0
+    assert run_cli([*argv, "--quiet", "--sparse-top-k", "1"]) == 0
     saved = json.loads((out / "report.json").read_text())
     encoder = M3Encoder.from_pretrained(tiny_m3_path)
     assert saved["model"]["sparse"] == _cut_sparse_metrics(encoder, 1)
     assert saved["meta"]["sparse_cut"] == {"model": {"top_k": 1, "min_weight": 0.0}}
-    assert _run([*argv, "--quiet"]) == 0  # without the flags: uncut, and recorded as such
+    assert run_cli([*argv, "--quiet"]) == 0  # without the flags: uncut, and recorded as such
     saved = json.loads((out / "report.json").read_text())
     assert saved["meta"]["sparse_cut"] == {"model": {"top_k": None, "min_weight": 0.0}}
 
@@ -120,11 +102,11 @@ def test_cli_eval_cuts_a_sparse_model_against_a_dense_only_baseline(
 ) -> None:
     """A dense-only baseline (the model before sparse / ColBERT training) has no sparse
     vectors to cut: `m3kit eval --baseline` with a cut stopped on it, naming no model."""
-    data = _beir(tmp_path / "beir")
+    data = write_word_beir(tmp_path / "beir")
     out = tmp_path / "report"
     argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(out)]
     argv += ["--quiet", "--sparse-top-k", "1"]
-    assert _run([*argv, "--baseline", str(tiny_dense_path)]) == 0
+    assert run_cli([*argv, "--baseline", str(tiny_dense_path)]) == 0
     assert "baseline: evaluates no sparse head; sparse_top_k=1" in capsys.readouterr().out
     saved = json.loads((out / "report.json").read_text())
     assert saved["meta"]["sparse_cut"] == {"model": {"top_k": 1, "min_weight": 0.0}}
@@ -135,7 +117,7 @@ def test_cli_eval_cuts_a_sparse_model_against_a_dense_only_baseline(
     argv[2] = str(tiny_dense_path)
     named = re.escape(f"model {tiny_dense_path}: sparse_top_k=1, sparse_min_weight=0.0 was")
     with pytest.raises(ValueError, match=named):
-        _run(argv)
+        run_cli(argv)
 
 
 @pytest.mark.parametrize("command", ["eval", "finetune", "calibrate"])
@@ -158,7 +140,7 @@ def test_cli_refuses_bad_cuts_before_loading(
         else ["--train", str(tmp_path / "t.jsonl"), "--output", str(tmp_path / "o")]
     )
     with pytest.raises(SystemExit) as exit_:
-        _run(argv)
+        run_cli(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "argument --sparse-" in err and message in err
@@ -184,9 +166,9 @@ def test_cli_finetune_validation_calibrates_with_the_cut(
     argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
     argv += ["--output", str(model), "--quiet", "--sparse-top-k", "2"]
     with pytest.raises(ValueError, match="--sparse-top-k / --sparse-min-weight apply with"):
-        _run(argv)  # without --validation there is nothing to measure with them
-    data = _beir(tmp_path / "beir")
-    assert _run([*argv, "--sparse-min-weight", "0.1", "--validation", str(data)]) == 0
+        run_cli(argv)  # without --validation there is nothing to measure with them
+    data = write_word_beir(tmp_path / "beir")
+    assert run_cli([*argv, "--sparse-min-weight", "0.1", "--validation", str(data)]) == 0
     assert "with sparse_top_k=2, sparse_min_weight=0.1; saved to" in capsys.readouterr().out
     saved = FusionCalibration.load(model)
     assert saved is not None and saved.sparse_cut == SparseCut(2, 0.1)

@@ -8,38 +8,26 @@ were below the published ones for the same model.
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from m3kit import M3Encoder
 from m3kit.evaluation import drop_identical_ids, evaluate_rankings
-from m3kit.finetune.cli import add_subcommands
+from m3kit.finetune import M3Finetuner
 from m3kit.finetune.evaluate import evaluate_heads
-from tests.finetune.beir_folders import write_beir
+from m3kit.finetune.trainer import FinetuneResult
+from m3kit.outputs import ALL_HEADS
+from m3kit.store import FusionCalibration
+from m3kit.store.calibration import calibrate_fusion
+from tests.finetune.beir_folders import WORD_CORPUS, WORD_QRELS, WORD_QUERIES, write_word_beir
+from tests.finetune.cli_runs import run_cli
 
-WORDS = ["river", "sea", "oxygen", "number", "city", "bridge", "music", "paint", "glass", "wind"]
-#: passages d0..d9; queries q0..q9, each also a corpus document under its own id
-PASSAGES = {
-    f"d{i}": f"{w} {WORDS[(i + 3) % 10]} {WORDS[(i + 5) % 10]} {WORDS[(i + 7) % 10]}"
-    for i, w in enumerate(WORDS)
-}
-QUERIES = {f"q{i}": f"{WORDS[(i + 3) % 10]} {w} {WORDS[(i + 7) % 10]}" for i, w in enumerate(WORDS)}
-QRELS = {f"q{i}": {f"d{i}": 1.0} for i in range(10)}
+PASSAGES, QUERIES, QRELS = WORD_CORPUS, WORD_QUERIES, WORD_QRELS
+#: passages d0..d9 and queries q0..q9, each also a corpus document under its own id
 WITH_SELF = {**PASSAGES, **QUERIES}
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="m3kit")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
-
-
-def _beir(folder: Path, corpus: dict[str, str]) -> Path:
-    return write_beir(folder, corpus, QUERIES, "".join(f"q{i}\td{i}\t1\n" for i in range(10)))
 
 
 def test_evaluate_rankings_drops_the_query_itself_when_asked() -> None:
@@ -92,10 +80,10 @@ def test_cli_eval_leaves_self_hits_out_by_default(
     tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def report(corpus: dict[str, str], name: str, *flags: str) -> dict[str, dict[str, float]]:
-        data = _beir(tmp_path / name, corpus)
+        data = write_word_beir(tmp_path / name, corpus)
         out = tmp_path / f"{name}-report"
         argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(out)]
-        assert _run([*argv, "--quiet", *flags]) == 0
+        assert run_cli([*argv, "--quiet", *flags]) == 0
         saved: dict[str, dict[str, float]] = json.loads((out / "report.json").read_text())
         return saved["model"]
 
@@ -112,3 +100,98 @@ def test_cli_eval_leaves_self_hits_out_by_default(
             )
             assert saved[head] == pytest.approx(expected.metrics[head]), (head, flag)
     assert kept["dense"]["hit@1"] == 0.0 < ignored["dense"]["hit@1"]
+
+
+def _m3(scores: dict[str, float]) -> dict[str, float]:
+    """A calibration's scores of the ``m3`` settings: exact per-head scores, equal ones ranked
+    by id. (RRF and DBSF fuse the engine's candidate lists, which order the tiny model's
+    equal sparse scores differently from one collection to the next.)"""
+    return {label: v for label, v in scores.items() if label.startswith("m3 ")}
+
+
+def _calibrated(
+    encoder: M3Encoder,
+    corpus: dict[str, str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, float]],
+    ignore: bool = False,
+) -> dict[str, float]:
+    """The nDCG@10 of every ``m3`` setting a calibration measures (a coarse grid)."""
+    calibration = calibrate_fusion(
+        encoder,
+        corpus,
+        queries,
+        qrels,
+        grid_step=0.5,
+        min_gain=0.0,
+        alpha=1.0,
+        ignore_identical_ids=ignore,
+    )
+    return _m3(calibration.scores)
+
+
+def test_calibration_can_rank_each_query_as_if_it_were_not_in_the_corpus(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """Self-hits rewarded or cost each fusion by how readily its heads find the query's own
+    text, so the weights were fitted to what ``m3kit eval`` leaves out."""
+    ignored = _calibrated(tiny_encoder, WITH_SELF, QUERIES, QRELS, ignore=True)
+    # each query alone against the corpus without its own document: the same rankings
+    alone = [
+        _calibrated(
+            tiny_encoder,
+            {d: t for d, t in WITH_SELF.items() if d != q},
+            {q: QUERIES[q]},
+            {q: QRELS[q]},
+        )
+        for q in QUERIES
+    ]
+    assert len(ignored) > 2
+    for label, score in ignored.items():
+        expected = sum(one[label] for one in alone) / len(alone)
+        assert score == pytest.approx(expected, abs=2e-6), label
+    assert _calibrated(tiny_encoder, WITH_SELF, QUERIES, QRELS) != ignored
+    with pytest.raises(ValueError, match="query 'q0' judges the document with its own id"):
+        calibrate_fusion(
+            tiny_encoder, WITH_SELF, QUERIES, {"q0": {"q0": 1.0}}, ignore_identical_ids=True
+        )
+
+
+def test_cli_calibrate_leaves_self_hits_out_by_default(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``m3kit calibrate`` and ``m3kit finetune --validation`` measure as ``m3kit eval`` does
+    (``--keep-identical-ids`` keeps the hits, as it does there)."""
+    data = write_word_beir(tmp_path / "argu", WITH_SELF)
+    model = Path(shutil.copytree(tiny_m3_path, tmp_path / "model"))
+    encoder = M3Encoder.from_pretrained(model, dtype="fp32")  # as calibrate loads it
+    argv = ["calibrate", "--model", str(model), "--data", str(data), "--grid-step", "0.5"]
+    measured = []
+    for flags, ignore in (((), True), (("--keep-identical-ids",), False)):
+        assert run_cli([*argv, "--quiet", *flags]) == 0
+        saved = FusionCalibration.load(model)
+        expected = calibrate_fusion(
+            encoder, WITH_SELF, QUERIES, QRELS, grid_step=0.5, ignore_identical_ids=ignore
+        )
+        assert saved is not None and _m3(saved.scores) == _m3(expected.scores), flags
+        measured.append(_m3(saved.scores))
+        printed = capsys.readouterr().out
+        assert ("10 of 10 queries have their own id in the corpus" in printed) is ignore
+    assert measured[0] != measured[1]
+    # finetune --validation calibrates the same way (training replaced: tested apart)
+    done = FinetuneResult(model, frozenset(ALL_HEADS), 0, 0, 0.0, ())
+    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples: done)
+    train = tmp_path / "t.jsonl"
+    train.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": []}) + "\n")
+    argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
+    argv += ["--output", str(model)]
+    with pytest.raises(ValueError, match="--keep-identical-ids applies with --validation"):
+        run_cli([*argv, "--quiet", "--keep-identical-ids"])
+    for flags, ignore in (((), True), (("--keep-identical-ids",), False)):
+        assert run_cli([*argv, "--quiet", "--validation", str(data), *flags]) == 0
+        saved = FusionCalibration.load(model)
+        expected = calibrate_fusion(encoder, WITH_SELF, QUERIES, QRELS, ignore_identical_ids=ignore)
+        assert saved is not None and _m3(saved.scores) == _m3(expected.scores), flags

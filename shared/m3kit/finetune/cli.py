@@ -19,8 +19,13 @@ from typing import Any
 
 from m3kit.cli_scale import positive_int
 from m3kit.cli_search import add_weights_argument
-from m3kit.finetune.cli_args import add_sparse_cut_arguments, p_threshold, split_list
-from m3kit.finetune.cli_eval import read_beir, run_eval
+from m3kit.finetune.cli_args import (
+    add_keep_identical_ids_argument,
+    add_sparse_cut_arguments,
+    p_threshold,
+    split_list,
+)
+from m3kit.finetune.cli_eval import read_beir, run_eval, say_identical_ids
 from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
@@ -142,6 +147,7 @@ def add_subcommands(subparsers: Any) -> None:
         help="with --validation: its qrels split (qrels/SPLIT.tsv; needed when it holds several)",
     )
     add_sparse_cut_arguments(ft, "with --validation: calibrate with", "recorded with it")
+    add_keep_identical_ids_argument(ft, "with --validation: score")
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_run_finetune)
 
@@ -191,12 +197,7 @@ def add_subcommands(subparsers: Any) -> None:
         "m3kit_search.json, else FlagEmbedding's 0.4 0.2 0.4)",
     )
     add_sparse_cut_arguments(ev, "score with", "recorded in the report")
-    ev.add_argument(
-        "--keep-identical-ids",
-        action="store_true",
-        help="score a hit whose id is its query's id (default: left out, as BEIR's evaluator "
-        "does: ArguAna and Quora queries are corpus documents too)",
-    )
+    add_keep_identical_ids_argument(ev, "score")
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true")
@@ -237,6 +238,7 @@ def add_subcommands(subparsers: Any) -> None:
     add_sparse_cut_arguments(
         cal, "measure with", "recorded with the calibration, and an index with another cut warns"
     )
+    add_keep_identical_ids_argument(cal, "score")
     cal.add_argument("--device", default=None)
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--quiet", action="store_true")
@@ -271,6 +273,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         raise ValueError(
             "--sparse-top-k / --sparse-min-weight apply with --validation (the sparse cut the "
             "calibration measures with)"
+        )
+    if args.keep_identical_ids and args.validation is None:
+        raise ValueError(
+            "--keep-identical-ids applies with --validation (the calibration's rankings)"
         )
     if args.validation is not None:  # fail before reading and training, on a bad folder
         validation = read_beir(
@@ -321,7 +327,14 @@ def _run_finetune(args: argparse.Namespace) -> int:
         f"{result.path}"
     )
     if args.validation is not None:
-        _calibrate(result.path, validation, args.device, not args.quiet, **cut)
+        _calibrate(
+            result.path,
+            validation,
+            args.device,
+            not args.quiet,
+            ignore_identical_ids=not args.keep_identical_ids,
+            **cut,
+        )
     return 0
 
 
@@ -330,11 +343,21 @@ def _calibrate(
     data: tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]],
     device: str | None,
     progress: bool,
+    *,
+    ignore_identical_ids: bool,
     **options: Any,
 ) -> None:
     from m3kit.store.calibration import calibrate_checkpoint
 
-    cal = calibrate_checkpoint(model, *data, device=device, show_progress=progress, **options)
+    say_identical_ids(data[0], data[1], ignore_identical_ids)
+    cal = calibrate_checkpoint(
+        model,
+        *data,
+        device=device,
+        show_progress=progress,
+        ignore_identical_ids=ignore_identical_ids,
+        **options,
+    )
     for name, chosen in (("all heads", cal.all_heads), ("dense+sparse", cal.dense_sparse)):
         if chosen is not None:
             score = cal.scores.get(f"{chosen.describe()} [{name}]")
@@ -362,6 +385,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         sparse_top_k=args.sparse_top_k,
         sparse_min_weight=args.sparse_min_weight,
+        ignore_identical_ids=not args.keep_identical_ids,
     )
     return 0
 

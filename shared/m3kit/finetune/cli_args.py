@@ -1,12 +1,17 @@
 """Argument types and flags shared by the ``m3kit`` fine-tuning subcommands
-(:mod:`m3kit.finetune.cli`): ``--alpha`` and the sparse cut (``--sparse-top-k`` /
-``--sparse-min-weight``)."""
+(:mod:`m3kit.finetune.cli`): ``--alpha``, the sparse cut (``--sparse-top-k`` /
+``--sparse-min-weight``) and ``--keep-identical-ids``."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_sparse_cut_arguments", "p_threshold", "split_list"]
+__all__ = [
+    "add_keep_identical_ids_argument",
+    "add_sparse_cut_arguments",
+    "p_threshold",
+    "split_list",
+]
 
 
 def add_sparse_cut_arguments(parser: argparse.ArgumentParser, use: str, recorded: str) -> None:
@@ -30,6 +35,23 @@ def add_sparse_cut_arguments(parser: argparse.ArgumentParser, use: str, recorded
     parser.add_argument("--sparse-top-k", type=positive_int, metavar="K", help=top_k_help)
     w_help = "likewise, drop sparse weights at or below W (default: no cut)"
     parser.add_argument("--sparse-min-weight", type=sparse_min_weight, metavar="W", help=w_help)
+
+
+def add_keep_identical_ids_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    """``--keep-identical-ids`` of ``m3kit eval``, ``calibrate`` and ``finetune``
+    (``--validation``): score a hit whose id is its query's id, which they leave out by
+    default, as BEIR's evaluator does.
+
+    Args:
+        parser: The subcommand's parser.
+        use: What scores the hit, the start of the help (``"score"``).
+    """
+    parser.add_argument(
+        "--keep-identical-ids",
+        action="store_true",
+        help=f"{use} a hit whose id is its query's id (default: left out, as BEIR's evaluator "
+        "does: ArguAna and Quora queries are corpus documents too)",
+    )
 
 
 def p_threshold(text: str) -> float:

@@ -14,7 +14,7 @@ from m3kit.finetune.cli_args import split_list
 if TYPE_CHECKING:
     from m3kit.store.sparse_cut import SparseCut
 
-__all__ = ["fused_weights", "has_relevant", "read_beir", "run_eval"]
+__all__ = ["fused_weights", "has_relevant", "read_beir", "run_eval", "say_identical_ids"]
 
 
 def fused_weights(
@@ -112,6 +112,18 @@ def _only_split_is_test(folder: Path) -> bool:
     return [p.stem for p in qrels.glob("*.tsv")] == ["test"]
 
 
+def say_identical_ids(corpus: dict[str, str], queries: dict[str, str], ignore: bool) -> None:
+    """Print how many queries have their own id in the corpus, when their hits of those
+    documents are left out (``ignore``; nothing when none has)."""
+    in_corpus = sum(q in corpus for q in queries)
+    if in_corpus and ignore:
+        print(
+            f"{in_corpus} of {len(queries)} queries have their own id in the corpus: hits of "
+            "those documents are left out of the rankings, as BEIR's evaluator leaves them "
+            "(--keep-identical-ids scores them)"
+        )
+
+
 def has_relevant(judgements: dict[str, float]) -> bool:
     """Whether a query has a relevant passage (grade > 0): the queries metrics average."""
     return any(grade > 0 for grade in judgements.values())
@@ -132,13 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     corpus, queries, qrels = read_beir(args.data, args.split, args.max_queries, args.seed)
     ignore_identical = not args.keep_identical_ids
-    in_corpus = sum(q in corpus for q in queries)
-    if in_corpus and ignore_identical:
-        print(
-            f"{in_corpus} of {len(queries)} queries have their own id in the corpus: hits of "
-            "those documents are left out of the rankings, as BEIR's evaluator leaves them "
-            "(--keep-identical-ids scores them)"
-        )
+    say_identical_ids(corpus, queries, ignore_identical)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     w = args.weights

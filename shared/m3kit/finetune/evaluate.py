@@ -44,7 +44,7 @@ import torch
 
 from m3kit.encode_sets import encode_corpus_and_queries
 from m3kit.encoder import M3Encoder
-from m3kit.evaluation import drop_identical_ids, evaluate_rankings, judged_queries
+from m3kit.evaluation import check_identical_ids, evaluate_rankings, judged_queries
 from m3kit.outputs import Head, M3Output
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, reciprocal_rank_fusion
 
@@ -244,6 +244,8 @@ def evaluate_heads(
     doc_ids = list(corpus)
     qids = list(queries)
     qrels = _judgements_of(qids, qrels)
+    if ignore_identical_ids:
+        check_identical_ids(qrels)  # once, before anything is encoded or ranked
     docs, qs = encode_corpus_and_queries(
         encoder,
         [corpus[d] for d in doc_ids],
@@ -266,8 +268,10 @@ def evaluate_heads(
         lists = _rank(scores, doc_ids, top_k + extra)
         if not ignore_identical_ids:
             return lists
-        kept = drop_identical_ids(dict(zip(qids, lists, strict=True)), qrels)
-        return [kept[str(q)][:top_k] for q in qids]
+        # drop_identical_ids without its check of the qrels, done once above
+        return [
+            [d for d in ids if str(d) != str(q)][:top_k] for q, ids in zip(qids, lists, strict=True)
+        ]
 
     metrics: dict[str, dict[str, float]] = {}
     matrices = {h: score_matrix(qs, docs, h) for h in order}

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from m3kit.evaluation import checked_cutoffs, evaluate_rankings, ndcg_at_k
+from m3kit.evaluation import (
+    check_identical_ids,
+    checked_cutoffs,
+    evaluate_rankings,
+    judged_queries,
+    ndcg_at_k,
+)
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head
 from m3kit.significance import best_of_p_value
@@ -146,6 +152,7 @@ def calibrate_fusion(
     show_progress: bool = False,
     sparse_top_k: int | None = None,
     sparse_min_weight: float | None = None,
+    ignore_identical_ids: bool = False,
 ) -> FusionCalibration:
     """Measure which search settings rank a validation set best for ``encoder``.
 
@@ -189,6 +196,13 @@ def calibrate_fusion(
             with another cut warns that its searches use settings fitted to other scores.
         sparse_min_weight: Likewise, drop weights at or below this value (giving either
             setting sets the whole cut; neither: every weight kept).
+        ignore_identical_ids: Search for a query whose id is a passage's id as if that
+            passage were not in the collection, as ``evaluate_heads(...,
+            ignore_identical_ids=True)`` and ``m3kit eval`` (by default) leave such hits out,
+            as BEIR's evaluator does: in ArguAna-like data (the queries are corpus documents
+            too) each query finds its own text first, an unjudged hit, and the settings would
+            be fitted to how readily each head finds it. ``m3kit calibrate`` sets it unless
+            ``--keep-identical-ids``.
 
     Returns:
         The calibration (save it beside the weights with :meth:`FusionCalibration.save`).
@@ -196,7 +210,8 @@ def calibrate_fusion(
     Raises:
         ValueError: A bad setting (``grid_step``, ``min_gain``, ``alpha``, a sparse cut
             :class:`~m3kit.store.sparse_cut.SparseCut` refuses), a sparse cut for an encoder
-            without a sparse head, or a validation set with nothing to measure.
+            without a sparse head, a validation set with nothing to measure, or
+            (``ignore_identical_ids``) a query that judges its own id relevant.
     """
     if not 0.0 <= min_gain < 1.0:
         raise ValueError(f"min_gain is an nDCG@10 difference in [0, 1), got {min_gain}")
@@ -223,7 +238,9 @@ def calibrate_fusion(
             p_values[group] = round(choice.p_value, 6)
         return choice.settings
 
-    with calibration_task(encoder, corpus, queries, qrels, max_length, show_progress, cut) as task:
+    with calibration_task(
+        encoder, corpus, queries, qrels, max_length, show_progress, cut, ignore_identical_ids
+    ) as task:
         # the smallest p-value n queries can give is about 2**-n (every query gains)
         if alpha < 1.0 and 2.0 ** -len(task.qids) > alpha:
             logger.warning(
@@ -311,6 +328,7 @@ def calibrate_checkpoint(
     show_progress: bool = False,
     sparse_top_k: int | None = None,
     sparse_min_weight: float | None = None,
+    ignore_identical_ids: bool = False,
 ) -> FusionCalibration:
     """Calibrate the checkpoint in ``folder`` and save it there (``m3kit_search.json``).
 
@@ -328,6 +346,8 @@ def calibrate_checkpoint(
 
     sparse_cut_of(sparse_top_k, sparse_min_weight)  # its values checked before the model loads
     weight_grid(grid_step, 2)  # likewise
+    if ignore_identical_ids:  # likewise
+        check_identical_ids(judged_queries(qrels, among=queries))
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"{path} is not a local checkpoint folder (a calibration is saved in it)")
@@ -345,6 +365,7 @@ def calibrate_checkpoint(
         show_progress=show_progress,
         sparse_top_k=sparse_top_k,
         sparse_min_weight=sparse_min_weight,
+        ignore_identical_ids=ignore_identical_ids,
     )
     saved = calibration.save(path)
     logger.info("search calibration written to %s", saved)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from qdrant_client import models
 
 from m3kit.encode_sets import encode_corpus_and_queries
-from m3kit.evaluation import judged_queries, ndcg_at_k
+from m3kit.evaluation import check_identical_ids, judged_queries, ndcg_at_k
 from m3kit.outputs import Head, M3Output
 from m3kit.store.records import ChunkRecord, output_row
 from m3kit.store.schema import point_id
@@ -35,13 +36,15 @@ K = 10
 @dataclass(frozen=True)
 class CalibrationTask:
     """A validation set stored in an in-memory collection, its queries encoded (uncut: the
-    store cuts them when it searches, as it cut the passages it stored)."""
+    store cuts them when it searches, as it cut the passages it stored). ``left_out``: for a
+    query whose id is a passage's, that passage's point id, which its searches leave out."""
 
     store: M3Store
     queries: M3Output
     qids: tuple[str, ...]
     doc_of: dict[str, str]  # point id -> passage id
     qrels: Mapping[str, Mapping[str, float]]
+    left_out: Mapping[str, str] = field(default_factory=dict)  # query id -> point id
 
 
 @contextmanager
@@ -53,13 +56,18 @@ def calibration_task(
     max_length: int | None,
     show_progress: bool,
     sparse_cut: SparseCut | None = None,
+    ignore_identical_ids: bool = False,
 ) -> Iterator[CalibrationTask]:
     """``corpus`` written into an in-memory collection (closed on exit), the judged queries
     encoded; with ``sparse_cut``, every stored and query sparse vector is cut with it, as an
-    :class:`~m3kit.store.M3Index` with that cut cuts them.
+    :class:`~m3kit.store.M3Index` with that cut cuts them. With ``ignore_identical_ids``, a
+    query whose id is a passage's searches as if that passage were not stored (a filter
+    leaves it out, so its candidate lists are as long, of other passages), as BEIR's
+    evaluator leaves such hits out (:func:`~m3kit.evaluation.drop_identical_ids`).
 
     Raises:
-        ValueError: An empty corpus or query set, or no query with a relevant passage.
+        ValueError: An empty corpus or query set, no query with a relevant passage, or
+            (``ignore_identical_ids``) a query that judges its own id relevant.
     """
     if not corpus or not queries:
         raise ValueError("calibration needs a non-empty corpus and queries")
@@ -67,6 +75,8 @@ def calibration_task(
     judged = [q for q in queries if str(q) in judgements]
     if not judged:
         raise ValueError("no query has a relevant passage in qrels")
+    if ignore_identical_ids:
+        check_identical_ids(judgements)
     heads = sorted(encoder.available_heads)
     doc_ids = list(corpus)
     docs, qs = encode_corpus_and_queries(
@@ -94,22 +104,36 @@ def calibration_task(
         ]
         store.upsert(records, show_progress=show_progress)
         doc_of = {point_id(d, 0): d for d in doc_ids}
+        by_id = {str(d): d for d in doc_ids}  # ids compared as strings
+        left_out = {
+            q: point_id(by_id[str(q)], 0)
+            for q in judged
+            if ignore_identical_ids and str(q) in by_id
+        }
         yield CalibrationTask(
-            store, qs, tuple(judged), doc_of, {q: judgements[str(q)] for q in judged}
+            store, qs, tuple(judged), doc_of, {q: judgements[str(q)] for q in judged}, left_out
         )
     finally:
         store.close()
 
 
 def query_vectors(task: CalibrationTask, i: int, colbert: bool) -> dict[str, object]:
-    """The query vectors of query ``i`` for ``M3Store.query`` / ``head_scores``."""
+    """The query vectors of query ``i`` for ``M3Store.query`` / ``head_scores``, and the
+    filter leaving out its own passage (:attr:`CalibrationTask.left_out`; else ``None``)."""
     q = task.queries
     heads = q.heads
+    own = task.left_out.get(task.qids[i])
     return {
         "dense": q.dense[i],
         "sparse": q.sparse[i] if Head.SPARSE in heads else None,
         "colbert": q.colbert[i] if colbert and Head.COLBERT in heads else None,
+        "filter": None if own is None else _without_point(own),
     }
+
+
+def _without_point(point: str) -> models.Filter:
+    """Every point but ``point`` (a point id)."""
+    return models.Filter(must_not=[models.HasIdCondition(has_id=[point])])
 
 
 def run_task(

@@ -1,29 +1,20 @@
-"""The finetune CLI subcommands and the LlamaIndex engine, end to end on the tiny checkpoint."""
+"""The finetune CLI subcommands (``mine-negatives``, ``finetune``, ``eval``, ``calibrate``) end
+to end on the tiny checkpoint (the LlamaIndex engine: test_llamaindex_engine.py)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from m3kit import M3Encoder
 from m3kit.finetune import TrainingExample, read_jsonl, write_jsonl
-from m3kit.finetune.cli import add_subcommands
 from m3kit.outputs import ALL_HEADS
 from m3kit.store import FusionCalibration, M3Index
 from tests.finetune.beir_folders import numbered, write_beir
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="m3kit")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
+from tests.finetune.cli_runs import run_cli
 
 
 def test_cli_mine_finetune_eval(
@@ -37,7 +28,7 @@ def test_cli_mine_finetune_eval(
     )
     mined = tmp_path / "mined.jsonl.gz"
     assert (
-        _run(
+        run_cli(
             [
                 "mine-negatives",
                 "--model",
@@ -59,7 +50,7 @@ def test_cli_mine_finetune_eval(
 
     out = tmp_path / "model"
     assert (
-        _run(
+        run_cli(
             [
                 "finetune",
                 "--model",
@@ -93,7 +84,7 @@ def test_cli_mine_finetune_eval(
     )
     report = tmp_path / "report"
     assert (
-        _run(
+        run_cli(
             [
                 "eval",
                 "--model",
@@ -116,7 +107,9 @@ def test_cli_mine_finetune_eval(
     assert json.loads((report / "report.json").read_text())["meta"]["queries"] == 8
 
     # calibrate the fine-tuned checkpoint's fusion on the BEIR folder; searches then use it
-    assert _run(["calibrate", "--model", str(out), "--data", str(data), "--grid-step", "0.5"]) == 0
+    assert (
+        run_cli(["calibrate", "--model", str(out), "--data", str(data), "--grid-step", "0.5"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "all heads: " in printed and "dense+sparse: " in printed
     saved = FusionCalibration.load(out)
@@ -128,7 +121,7 @@ def test_cli_mine_finetune_eval(
     # finetune --validation calibrates right after training (new weights: a new calibration)
     argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(mined), "--output", str(out)]
     argv += ["--max-steps", "1", "--batch-size", "4", "--validation", str(data), "--quiet"]
-    assert _run(argv) == 0
+    assert run_cli(argv) == 0
     again = FusionCalibration.load(out)
     assert again is not None and again.weights_digest != saved.weights_digest
     assert "saved to" in capsys.readouterr().out
@@ -140,7 +133,7 @@ def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "pos": ["p"]}\n{"query": "q2", "pos": []}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: row has no positive"):
-        _run(
+        run_cli(
             [
                 "finetune",
                 "--model",
@@ -152,7 +145,7 @@ def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
             ]
         )
     with pytest.raises(ValueError, match="--range must look like"):
-        _run(
+        run_cli(
             [
                 "mine-negatives",
                 "--model",
@@ -179,7 +172,7 @@ def test_cli_max_queries_must_be_positive(
     data = Path(__file__).resolve().parents[1] / "data" / "squad_en"
     argv = [command, "--model", str(tiny_m3_path), "--data", str(data), "--max-queries", value]
     with pytest.raises(SystemExit) as exc:
-        _run(argv)
+        run_cli(argv)
     assert exc.value.code == 2
     assert f"argument --max-queries: {value} must be" in capsys.readouterr().err
 
@@ -194,7 +187,7 @@ def test_cli_mining_recognises_a_titled_corpus_passage(tiny_m3_path: Path, tmp_p
     corpus.write_text("".join(json.dumps({"title": "T", "text": t}) + "\n" for t in texts))
     mined = tmp_path / "mined.jsonl"
     argv = ["mine-negatives", "--model", str(tiny_m3_path), "--train", str(train)]
-    assert _run([*argv, "--corpus", str(corpus), "--output", str(mined), "--range", "0-5"]) == 0
+    assert run_cli([*argv, "--corpus", str(corpus), "--output", str(mined), "--range", "0-5"]) == 0
     assert set(read_jsonl(mined)[0].neg) == {"T Oxygen has atomic number 8.", "T Warsaw."}
 
 
@@ -216,18 +209,18 @@ def test_cli_reads_the_named_qrels_split(
         finetune,
     ):
         with pytest.raises(ValueError, match=r"several splits \(dev, test\)"):
-            _run([*argv, "--quiet"])
+            run_cli([*argv, "--quiet"])
     report = tmp_path / "report"
     argv = ["eval", "--model", str(model), "--data", str(data), "--split", "test", "--quiet"]
-    assert _run([*argv, "--output", str(report)]) == 0
+    assert run_cli([*argv, "--output", str(report)]) == 0
     assert json.loads((report / "report.json").read_text())["model"]["dense"]["queries"] == 2
     argv = ["calibrate", "--model", str(model), "--data", str(data), "--split", "dev"]
-    assert _run([*argv, "--grid-step", "0.5", "--quiet"]) == 0
+    assert run_cli([*argv, "--grid-step", "0.5", "--quiet"]) == 0
     saved = FusionCalibration.load(model)
     assert saved is not None and saved.queries == 1
     capsys.readouterr()
     with pytest.raises(SystemExit):  # refused by the parser, before the model loads
-        _run([*argv, "--alpha", "0", "--quiet"])
+        run_cli([*argv, "--alpha", "0", "--quiet"])
     assert "a p-value threshold in (0, 1], got 0" in capsys.readouterr().err
 
 
@@ -239,129 +232,18 @@ def test_cli_eval_counts_the_queries_it_averages(tiny_m3_path: Path, tmp_path: P
     for name in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
         (data / name).write_text("")
     with pytest.raises(ValueError, match=f"no queries with relevant passages in {data}$"):
-        _run(["eval", "--model", str(tmp_path / "not-loaded"), "--data", str(data)])
+        run_cli(["eval", "--model", str(tmp_path / "not-loaded"), "--data", str(data)])
     texts = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Warsaw."]
     corpus, queries = numbered("d", texts), numbered("q", [t[:12] for t in texts])
     write_beir(data, corpus, queries, "q0\td0\t1\nq1\td1\t1\nq2\td2\t0\n")
     report = tmp_path / "report"
     argv = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output", str(report)]
-    assert _run([*argv, "--quiet"]) == 0
+    assert run_cli([*argv, "--quiet"]) == 0
     saved = json.loads((report / "report.json").read_text())
     assert saved["meta"]["queries"] == saved["model"]["dense"]["queries"] == 2
     assert saved["meta"]["queries_dropped"] == 1
     caption = "2 queries averaged (1 judged only with grade 0 left out)"
     assert (report / "report.md").read_text().endswith(f"\n\n{caption}\n")
-
-
-def test_llamaindex_engine(
-    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
-) -> None:
-    from llamaindex_m3.finetune import M3FinetuneEngine
-
-    passages = sorted({t for ex in toy_examples for t in ex.pos})
-    ids = {t: f"node-{i}" for i, t in enumerate(passages)}
-    dataset = SimpleNamespace(  # EmbeddingQAFinetuneDataset's fields, no llama-index-finetuning
-        queries={f"q{i}": ex.query for i, ex in enumerate(toy_examples)},
-        corpus={v: k for k, v in ids.items()},
-        relevant_docs={f"q{i}": [ids[ex.pos[0]]] for i, ex in enumerate(toy_examples)},
-        mode="text",
-    )
-    engine = M3FinetuneEngine(
-        dataset,
-        model_id=str(tiny_m3_path),
-        model_output_path=str(tmp_path / "ft"),
-        val_dataset=dataset,
-        epochs=1,
-        batch_size=6,
-        mine_negatives=2,
-        passage_max_length=32,
-        show_progress_bar=False,
-    )
-    with pytest.raises(RuntimeError, match="call finetune"):
-        engine.get_finetuned_model()
-    result = engine.finetune()
-    assert result.steps == 2
-    assert engine.val_report is not None and "fused" in engine.val_report.metrics
-    # the validation set also calibrated the checkpoint's fusion (saved beside the weights)
-    assert engine.calibration is not None
-    assert FusionCalibration.load(result.path) == engine.calibration
-    assert engine.calibration.encoder_identity is not None
-    # measured on the checkpoint as it loads, so a default load searches with it
-    with M3Index.open(M3Encoder.from_pretrained(result.path), ":memory:") as index:
-        assert (index.search_source, index.calibration) == ("calibrated", engine.calibration)
-    embed = engine.get_finetuned_model(dtype="fp32")
-    assert type(embed).__name__ == "M3Embedding"
-    assert len(embed.get_query_embedding("Where does the Rhine flow?")) == 32
-    assert "llama_index.finetuning" not in sys.modules
-
-
-def test_attention_dropout_and_frozen_layers_reach_cli_and_engine(
-    tiny_m3_path: Path,
-    tmp_path: Path,
-    toy_examples: list[TrainingExample],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from llamaindex_m3.finetune import M3FinetuneEngine
-    from m3kit.finetune import FinetuneConfig, M3Finetuner, QADataset
-
-    seen: list[FinetuneConfig] = []
-
-    def record(self: M3Finetuner, examples: object) -> object:
-        seen.append(self.config)
-        raise SystemExit(0)  # the config is what this test checks; training is tested apart
-
-    monkeypatch.setattr(M3Finetuner, "fit", record)
-    train = write_jsonl(toy_examples, tmp_path / "t.jsonl")
-    argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
-    argv += ["--output", str(tmp_path / "m"), "--quiet"]
-    for extra in ([], ["--attention-dropout", "0", "--frozen-layers", "1"]):
-        with pytest.raises(SystemExit):
-            _run([*argv, *extra])
-    assert [(c.attention_dropout, c.frozen_layers) for c in seen] == [(None, 0), (0.0, 1)]
-    engine = M3FinetuneEngine(
-        QADataset.from_examples(toy_examples),
-        model_id=str(tiny_m3_path),
-        model_output_path=str(tmp_path / "e"),
-        attention_dropout=0.0,
-        frozen_layers=1,
-    )
-    assert (engine.config.attention_dropout, engine.config.frozen_layers) == (0.0, 1)
-
-
-def test_llamaindex_engine_validates_on_its_queries_only(
-    tiny_m3_path: Path,
-    tmp_path: Path,
-    toy_examples: list[TrainingExample],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """relevant_docs of a query the validation set does not hold (queries trimmed to a
-    sample) are not judged: LlamaIndex's evaluators ignore them; they scored 0 here, so
-    val_report understated every metric."""
-    import m3kit.finetune.evaluate as evaluate
-    from llamaindex_m3.finetune import M3FinetuneEngine
-    from m3kit.finetune import M3Finetuner, QADataset
-    from m3kit.finetune.trainer import FinetuneResult
-
-    full = QADataset.from_examples(toy_examples)
-    kept = dict(list(full.queries.items())[:2])
-    val = QADataset(queries=kept, corpus=full.corpus, relevant_docs=full.relevant_docs)
-    done = FinetuneResult(tiny_m3_path, frozenset(ALL_HEADS), 0, 0, 0.0, ())
-    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples: done)
-    judged: list[set[str]] = []
-    real = evaluate.evaluate_heads
-
-    def spy(encoder: object, corpus: object, queries: object, qrels: dict, **kw: object) -> object:
-        judged.append(set(qrels))
-        return real(encoder, corpus, queries, qrels, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(evaluate, "evaluate_heads", spy)
-    engine = M3FinetuneEngine(
-        full, model_id=str(tiny_m3_path), val_dataset=val, calibrate_fusion=False
-    )
-    engine.finetune()
-    assert judged == [set(kept)]
-    assert engine.val_report is not None
-    assert engine.val_report.metrics["dense"]["queries"] == len(kept)
 
 
 def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
@@ -410,7 +292,7 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     def fused_row(extra: list[str]) -> dict[str, float]:
         out = tmp_path / f"report{len(extra)}"
         argv = ["eval", "--model", str(model), "--data", str(data), "--output", str(out)]
-        assert _run([*argv, *extra, "--quiet"]) == 0
+        assert run_cli([*argv, *extra, "--quiet"]) == 0
         return dict(json.loads((out / "report.json").read_text())["model"]["fused"])
 
     def expected(weights: tuple[float, float, float]) -> dict[str, float]:
@@ -433,22 +315,6 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     assert "warning" not in capsys.readouterr().out
 
 
-def test_llamaindex_engine_names_a_bad_dataset_argument(
-    toy_examples: list[TrainingExample],
-) -> None:
-    """``SentenceTransformersFinetuneEngine``'s fourth argument is ``batch_size``, this one's
-    ``val_dataset``: LlamaIndex's positional call said only "got int", not which argument."""
-    from llamaindex_m3.finetune import M3FinetuneEngine
-    from m3kit.finetune import QADataset
-
-    train = QADataset.from_examples(toy_examples)
-    with pytest.raises(TypeError, match=r"^val_dataset: .*got int.*batch_size=") as bad_val:
-        M3FinetuneEngine(train, "BAAI/bge-m3", "exp_finetune", 16)
-    assert "relevant_docs" in str(bad_val.value)
-    with pytest.raises(TypeError, match=r"^train_dataset: .*got list"):
-        M3FinetuneEngine([1, 2])
-
-
 def test_cli_calibrate_refuses_a_sole_test_split_by_default(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:
@@ -469,11 +335,11 @@ def test_cli_calibrate_refuses_a_sole_test_split_by_default(
         (finetune, "--validation-split test"),
     ):
         with pytest.raises(ValueError, match=f"only qrels split is test.*{flag}"):
-            _run([*argv, "--quiet"])
+            run_cli([*argv, "--quiet"])
     assert FusionCalibration.load(model) is None
-    assert _run(["eval", "--model", str(model), "--data", str(data), "--quiet"]) == 0
+    assert run_cli(["eval", "--model", str(model), "--data", str(data), "--quiet"]) == 0
     argv = ["calibrate", "--model", str(model), "--data", str(data), "--split", "test"]
-    assert _run([*argv, "--grid-step", "0.5", "--quiet"]) == 0
+    assert run_cli([*argv, "--grid-step", "0.5", "--quiet"]) == 0
     saved = FusionCalibration.load(model)
     assert saved is not None and saved.queries == 2
 
