@@ -6,7 +6,10 @@ retriever's ``id_key``) and no id of its own. With a store's ``parent_id_key`` s
 child gets the id :func:`child_ids` derives from the parent id and its place among that
 parent's children in the write (the same parent and place: the same id, so re-adding
 unchanged content rewrites the same entries), and the store then deletes the parent's other
-entries (children of an earlier version: a changed text, or more children than now). This
+entries (children of an earlier version: a changed text, or more children than now); a
+write that fails (or is cancelled) does the same, before raising, for each parent with
+children stored at this write's version, keeping those only, so a parent holds one version
+of its children (the old ones whole when none of the new is stored, never none). This
 module holds what both stores share: the parent ids of a write (:func:`parent_ids`), the
 children's ids, the ids written per parent (:func:`written_by_parent`), the deletion in
 :class:`~m3kit.store.M3Index` (:func:`delete_other_children`; ``M3QdrantVectorStore``
@@ -259,13 +262,16 @@ def written_by_parent(
 
 
 def delete_other_children(
-    index: M3Index, key: str, parents: Sequence[str | int | None], doc_ids: Sequence[str]
+    index: M3Index, key: str, parents: Sequence[str | int | None], doc_ids: Sequence[str | None]
 ) -> None:
     """Delete, for each parent id in ``parents``, its documents in ``index`` (metadata
     ``key`` equal to it) other than the ones just written (``doc_ids``, in the order of
-    ``parents``)."""
+    ``parents``; ``None``: not written). A parent none of whose documents was written keeps
+    its documents (after a failed write: its earlier version, whole)."""
     field = parent_path(METADATA, key)
-    for parent, written in written_by_parent(parents, doc_ids).items():
+    pairs = [(p, d) for p, d in zip(parents, doc_ids, strict=True) if d is not None]
+    by_parent = written_by_parent([p for p, _ in pairs], [d for _, d in pairs])
+    for parent, written in by_parent.items():
         stale = models.Filter(
             must=[models.FieldCondition(key=field, match=models.MatchValue(value=parent))],
             must_not=[

@@ -114,6 +114,11 @@ class VectorStoreDocuments(VectorStore):
         if key is not None:
             parents, ids = documents_child_ids(key, documents, ids)
         replaces = key is not None and any(parent is not None for parent in parents)
+
+        def drop_unwritten(settled: list[str | None]) -> None:
+            # a failed write: a parent with children of this version stored keeps those only
+            delete_other_children(self._index, key, parents, settled)
+
         # then the write and its deletes are one step for its parents: another write of the
         # same parents between them would lose its children, or delete some of these. Writes
         # of other parents encode and write meanwhile (the store serialises its own writes).
@@ -129,6 +134,7 @@ class VectorStoreDocuments(VectorStore):
                 show_progress=show_progress,
                 generate_missing_ids=True,
                 batch_size=batch_size,
+                on_failure=drop_unwritten if replaces else None,
             )
             if replaces and key is not None:
                 # after the write: a failed encode never leaves a parent without children

@@ -18,8 +18,9 @@ this module only sorts the documents into ``add_texts`` calls:
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ __all__ = ["checked_chunk", "same_model", "write_documents"]
 _CARRIED = "langchain_m3.late_chunk("
 _LOOKUP_BATCH = 256  # point ids per lookup
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -100,6 +103,7 @@ def write_documents(
     generate_missing_ids: bool,
     batch_size: int | None = None,
     retriever_results: bool = False,
+    on_failure: Callable[[list[str | None]], None] | None = None,
 ) -> list[str]:
     """Write LangChain documents to ``index``; returns their document ids in input order.
 
@@ -118,6 +122,10 @@ def write_documents(
         retriever_results: Documents are written without the keys ``M3Retriever`` adds to
             what it returns, where they are its (:func:`without_retriever_keys`), so a
             returned document added back is the stored one.
+        on_failure: Called when a write fails (or is cancelled) once it has begun, before
+            the error is raised, with each document's id where it is stored at the version
+            this write gives it (written before the failure, or stored so already), else
+            ``None``; an error it raises is logged, not raised over the write's own.
 
     Raises:
         ValueError: Lengths differ, an id is given twice with different content, ids are
@@ -145,26 +153,64 @@ def write_documents(
     groups = _groups([e for e in entries if e.position not in kept])
     if batch_size is not None:
         groups = [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
-    for group in groups:
-        first = group[0]
-        group_chunker: Any = chunker
-        if first.signature is not None:
-            group_chunker = _CarriedChunker(
-                first.signature, {e.text: e.chunk for e in group if e.chunk is not None}
+    calls = [(group, _group_chunker(group, chunker)) for group in groups]
+    try:
+        for group, group_chunker in calls:
+            doc_ids = [e.doc_id for e in group if e.doc_id is not None] if group[0].doc_id else None
+            written = index.add_texts(
+                [e.text for e in group],
+                [e.metadata for e in group],
+                doc_ids,
+                chunker=group_chunker,
+                show_progress=show_progress,
             )
-        doc_ids = [e.doc_id for e in group if e.doc_id is not None] if first.doc_id else None
-        written = index.add_texts(
-            [e.text for e in group],
-            [e.metadata for e in group],
-            doc_ids,
-            chunker=group_chunker,
-            show_progress=show_progress,
-        )
-        for e, doc_id in zip(group, written, strict=True):
-            out[e.position] = doc_id
-        if first.signature is not None:
-            _delete_legacy_copies(index, group, group_chunker)
+            for e, doc_id in zip(group, written, strict=True):
+                out[e.position] = doc_id
+            if group[0].signature is not None:
+                _delete_legacy_copies(index, group, group_chunker)
+    except BaseException:
+        if on_failure is not None:
+            _report_settled(index, out, calls, on_failure)
+        raise
     return out
+
+
+def _group_chunker(group: list[_Entry], chunker: Chunker | None) -> Any:
+    """The chunker of one ``add_texts`` call: the vectors carried by its chunk documents."""
+    first = group[0]
+    if first.signature is None:
+        return chunker
+    return _CarriedChunker(first.signature, {e.text: e.chunk for e in group if e.chunk is not None})
+
+
+def _report_settled(
+    index: M3Index,
+    out: list[str],
+    calls: list[tuple[list[_Entry], Any]],
+    on_failure: Callable[[list[str | None]], None],
+) -> None:
+    """After a failed write: hand ``on_failure`` each document's id where it is stored at
+    its version (``out``: the documents kept as stored or written by whole calls; the others
+    of each call with ids are looked up), else ``None``. Logged if it fails."""
+    try:
+        settled: list[str | None] = [doc_id or None for doc_id in out]
+        for group, group_chunker in calls:
+            named = [e for e in group if e.doc_id is not None]
+            if not named:
+                continue
+            _, todo = index.pending(
+                [e.text for e in named],
+                [e.metadata for e in named],
+                [str(e.doc_id) for e in named],
+                chunker=group_chunker,
+            )
+            waiting = {d.doc_id for d in todo}
+            for e in named:
+                if e.doc_id not in waiting:
+                    settled[e.position] = e.doc_id
+        on_failure(settled)
+    except Exception:
+        logger.exception("a write failed, and so did the clean-up after it")
 
 
 def _delete_legacy_copies(index: M3Index, group: list[_Entry], chunker: Any) -> None:
