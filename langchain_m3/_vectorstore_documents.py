@@ -162,8 +162,14 @@ class VectorStoreDocuments(VectorStore):
         return await in_worker(self.delete, ids, **kwargs)
 
     def clear(self) -> None:
-        """Delete every document; the collection (and what model wrote it) stays."""
-        self._index.store.clear()
+        """Delete every document; the collection (and what model wrote it) stays.
+
+        Waits for the writes of parents' children (:attr:`parent_id_key`) under way, and
+        such writes starting meanwhile wait for it, so none is cut in two (a parent left with
+        the children written after it only).
+        """
+        with parent_locks(self._index.store).hold_all():
+            self._index.store.clear()
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Every stored chunk of these documents: by document in the order given, then chunk.
