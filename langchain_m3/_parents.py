@@ -7,9 +7,9 @@ child gets the id :func:`child_ids` derives from the parent id and its place amo
 parent's children in the write (the same parent and place: the same id, so re-adding
 unchanged content rewrites the same entries), and the store then deletes the parent's other
 entries (children of an earlier version: a changed text, or more children than now); a
-write that fails (or is cancelled) does the same, before raising, for each parent with
-children stored at this write's version, keeping those only, so a parent holds one version
-of its children (the old ones whole when none of the new is stored, never none). This
+write that fails (or is cancelled) does the same, before raising, for each parent it wrote
+children of, keeping its children stored at this write's version, so a parent holds one
+version of its children (the old ones whole when none of the new was written, never none). This
 module holds what both stores share: the parent ids of a write (:func:`parent_ids`), the
 children's ids, the ids written per parent (:func:`written_by_parent`), the deletion in
 :class:`~m3kit.store.M3Index` (:func:`delete_other_children`; ``M3QdrantVectorStore``

@@ -17,6 +17,7 @@ from langchain_core.vectorstores import VectorStore
 from langchain_m3._documents import documents_of, hit_document
 from langchain_m3._parents import delete_other_children, documents_child_ids, parent_locks
 from langchain_m3._vectorstore_search import check_no_more
+from langchain_m3._write_failures import Failed
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
 from m3kit.store.cancelling import in_worker
@@ -115,9 +116,13 @@ class VectorStoreDocuments(VectorStore):
             parents, ids = documents_child_ids(key, documents, ids)
         replaces = key is not None and any(parent is not None for parent in parents)
 
-        def drop_unwritten(settled: list[str | None]) -> None:
-            # a failed write: a parent with children of this version stored keeps those only
-            delete_other_children(self._index, key, parents, settled)
+        def drop_unwritten(failed: Failed) -> None:
+            # a failed write: a parent it wrote children of keeps those of this version only
+            touched = {p for p, w in zip(parents, failed.written, strict=True) if w is not None}
+            kept = [
+                d if p in touched else None for p, d in zip(parents, failed.stored, strict=True)
+            ]
+            delete_other_children(self._index, key, parents, kept)
 
         # then the write and its deletes are one step for its parents: another write of the
         # same parents between them would lose its children, or delete some of these. Writes

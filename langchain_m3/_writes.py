@@ -18,7 +18,6 @@ this module only sorts the documents into ``add_texts`` calls:
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from langchain_m3._documents import RETRIEVER_KEYS, without_retriever_keys
+from langchain_m3._write_failures import Call, Failed, report_failure, stored_at_version
 from langchain_m3.splitter import (
     CHUNK_INDEX_KEY,
     END_INDEX_KEY,
@@ -63,8 +63,6 @@ __all__ = ["checked_chunk", "same_model", "write_documents"]
 #: How the version of a splitter chunk's write names its chunking (stored in its ``chunking``).
 _CARRIED = "langchain_m3.late_chunk("
 _LOOKUP_BATCH = 256  # point ids per lookup
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ def write_documents(
     generate_missing_ids: bool,
     batch_size: int | None = None,
     retriever_results: bool = False,
-    on_failure: Callable[[list[str | None]], None] | None = None,
+    on_failure: Callable[[Failed], None] | None = None,
 ) -> list[str]:
     """Write LangChain documents to ``index``; returns their document ids in input order.
 
@@ -123,9 +121,8 @@ def write_documents(
             what it returns, where they are its (:func:`without_retriever_keys`), so a
             returned document added back is the stored one.
         on_failure: Called when a write fails (or is cancelled) once it has begun, before
-            the error is raised, with each document's id where it is stored at the version
-            this write gives it (written before the failure, or stored so already), else
-            ``None``; an error it raises is logged, not raised over the write's own.
+            the error is raised, with what it stored (:class:`Failed`); an error it raises
+            is logged, not raised over the write's own.
 
     Raises:
         ValueError: Lengths differ, an id is given twice with different content, ids are
@@ -154,6 +151,9 @@ def write_documents(
     if batch_size is not None:
         groups = [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
     calls = [(group, _group_chunker(group, chunker)) for group in groups]
+    named = [_named(group, group_chunker) for group, group_chunker in calls]
+    kept_ids = [doc_id or None for doc_id in out]
+    before = stored_at_version(index, kept_ids, named) if on_failure is not None else []
     try:
         for group, group_chunker in calls:
             doc_ids = [e.doc_id for e in group if e.doc_id is not None] if group[0].doc_id else None
@@ -170,9 +170,21 @@ def write_documents(
                 _delete_legacy_copies(index, group, group_chunker)
     except BaseException:
         if on_failure is not None:
-            _report_settled(index, out, calls, on_failure)
+            report_failure(index, kept_ids, named, before, on_failure)
         raise
     return out
+
+
+def _named(group: list[_Entry], chunker: Any) -> Call:
+    """The documents with ids of one ``add_texts`` call."""
+    named = [e for e in group if e.doc_id is not None]
+    return Call(
+        [e.position for e in named],
+        [e.text for e in named],
+        [e.metadata for e in named],
+        [str(e.doc_id) for e in named],
+        chunker,
+    )
 
 
 def _group_chunker(group: list[_Entry], chunker: Chunker | None) -> Any:
@@ -181,36 +193,6 @@ def _group_chunker(group: list[_Entry], chunker: Chunker | None) -> Any:
     if first.signature is None:
         return chunker
     return _CarriedChunker(first.signature, {e.text: e.chunk for e in group if e.chunk is not None})
-
-
-def _report_settled(
-    index: M3Index,
-    out: list[str],
-    calls: list[tuple[list[_Entry], Any]],
-    on_failure: Callable[[list[str | None]], None],
-) -> None:
-    """After a failed write: hand ``on_failure`` each document's id where it is stored at
-    its version (``out``: the documents kept as stored or written by whole calls; the others
-    of each call with ids are looked up), else ``None``. Logged if it fails."""
-    try:
-        settled: list[str | None] = [doc_id or None for doc_id in out]
-        for group, group_chunker in calls:
-            named = [e for e in group if e.doc_id is not None]
-            if not named:
-                continue
-            _, todo = index.pending(
-                [e.text for e in named],
-                [e.metadata for e in named],
-                [str(e.doc_id) for e in named],
-                chunker=group_chunker,
-            )
-            waiting = {d.doc_id for d in todo}
-            for e in named:
-                if e.doc_id not in waiting:
-                    settled[e.position] = e.doc_id
-        on_failure(settled)
-    except Exception:
-        logger.exception("a write failed, and so did the clean-up after it")
 
 
 def _delete_legacy_copies(index: M3Index, group: list[_Entry], chunker: Any) -> None:

@@ -96,8 +96,8 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
     and a write replaces the children of each parent id it carries: a child without an id
     gets one from its parent id and its place in the write, and the parent's other documents
     are deleted after the write (see :mod:`langchain_m3._parents`); after a failed (or
-    cancelled) write, a parent with children of the new version stored keeps those only, one
-    with none keeps its old ones. Off by default: documents
+    cancelled) write, a parent it wrote children of keeps those of the new version only, the
+    others keep their old ones. Off by default: documents
     carrying one parent id but added over several calls would keep only the last call's.
 
     Attributes:
