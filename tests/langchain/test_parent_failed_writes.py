@@ -11,6 +11,7 @@ or stored so already), and no old one (never none: the delete keeps what was wri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from qdrant_client import models
 from langchain_m3 import M3QdrantVectorStore, M3VectorStore
 from m3kit import M3Encoder
 from tests.langchain.qdrant_stores import memory_qdrant_store
+from tests.reliability.killing import Gate, cancel_when_held
 
 Store = M3VectorStore | M3QdrantVectorStore
 
@@ -114,3 +116,25 @@ def test_a_write_failing_before_any_new_child_is_stored_keeps_the_old_ones(
     with pytest.raises(RuntimeError, match="encoder failed"):
         store.add_documents(_children(["new child zero", "new child one"]), batch_size=1)
     assert stored(store) == sorted(OLD)
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_cancelled_write_leaves_no_old_child_next_to_new_ones(
+    store: Store, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add_documents(_children(OLD))
+    if isinstance(store, M3VectorStore):
+        gate = Gate(store.index._records, hold=2)  # 1: new child zero; 2: new child one
+        monkeypatch.setattr(store.index, "_records", gate)
+    else:
+        gate = Gate(store._build_vectors, hold=2)
+        monkeypatch.setattr(store, "_build_vectors", gate)
+    new = _children(["new child zero", "new child one"])
+
+    async def cancelled() -> None:
+        await cancel_when_held(
+            asyncio.ensure_future(store.aadd_documents(new, batch_size=1)), gate, how
+        )
+
+    asyncio.run(cancelled())  # returns once the worker thread is done
+    assert stored(store) == ["new child zero"]
