@@ -6,13 +6,17 @@ retriever's ``id_key``) and no id of its own. With a store's ``parent_id_key`` s
 child gets the id :func:`child_ids` derives from the parent id and its place among that
 parent's children in the write (the same parent and place: the same id, so re-adding
 unchanged content rewrites the same entries), and the store then deletes the parent's other
-entries (children of an earlier version: a changed text, or more children than now). This
+entries (children of an earlier version: a changed text, or more children than now); a
+write that fails (or is cancelled) does the same, before raising, for each parent it wrote
+children of, keeping its children stored at this write's version, so a parent holds one
+version of its children (the old ones whole when none of the new was written, never none). This
 module holds what both stores share: the parent ids of a write (:func:`parent_ids`), the
 children's ids, the ids written per parent (:func:`written_by_parent`), the deletion in
 :class:`~m3kit.store.M3Index` (:func:`delete_other_children`; ``M3QdrantVectorStore``
 deletes through its qdrant client) and the locks that make two writes of one parent take
 turns (:func:`parent_locks`): a write holds its parents' locks through its encoding, its
-upsert and its deletes, so writes of other parents encode and write meanwhile.
+upsert and its deletes, so writes of other parents encode and write meanwhile, and
+``M3VectorStore.clear()`` waits for the writes under way (:meth:`ParentLocks.hold_all`).
 """
 
 from __future__ import annotations
@@ -66,16 +70,63 @@ class ParentLocks:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.RLock, int]] = {}  # lock, writes holding or awaiting
+        self._changed = threading.Condition(self._guard)
+        self._writes = 0  # hold() calls under way
+        self._clears = 0  # hold_all() calls under way (new hold() calls wait for them)
+        self._depth = threading.local()  # hold() calls under way in this thread
 
     @contextlib.contextmanager
     def hold(self, parents: Iterable[str | int | None]) -> Iterator[None]:
         """Hold the lock of every parent id in ``parents`` (``None``: no parent), taken in
         one order (sorted), so two writes naming the same parents never each wait for a lock
-        the other holds (a deadlock)."""
-        with contextlib.ExitStack() as stack:
-            for name in sorted({str(parent) for parent in parents if parent is not None}):
-                stack.enter_context(self._one(name))
+        the other holds (a deadlock); first wait for any :meth:`hold_all` under way (unless
+        this thread holds parents already)."""
+        depth = getattr(self._depth, "n", 0)
+        with self._changed:
+            if not depth:
+                self._changed.wait_for(lambda: not self._clears)
+            self._writes += 1
+        self._depth.n = depth + 1
+        try:
+            with contextlib.ExitStack() as stack:
+                for name in sorted({str(parent) for parent in parents if parent is not None}):
+                    stack.enter_context(self._one(name))
+                yield
+        finally:
+            self._depth.n = depth
+            with self._changed:
+                self._writes -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def hold_all(self) -> Iterator[None]:
+        """Wait until no :meth:`hold` is under way, and keep new ones waiting until done (a
+        ``clear()``: a write of a parent's children lands whole before or after it).
+
+        >>> locks = ParentLocks()
+        >>> with locks.hold_all():
+        ...     locks._clears
+        1
+
+        Raises:
+            RuntimeError: This thread is inside :meth:`hold` (it would wait for itself).
+        """
+        if getattr(self._depth, "n", 0):
+            raise RuntimeError("clear() inside a write of parents' children would wait forever")
+        with self._changed:
+            self._clears += 1
+            try:
+                self._changed.wait_for(lambda: not self._writes)
+            except BaseException:
+                self._clears -= 1
+                self._changed.notify_all()
+                raise
+        try:
             yield
+        finally:
+            with self._changed:
+                self._clears -= 1
+                self._changed.notify_all()
 
     @contextlib.contextmanager
     def _one(self, name: str) -> Iterator[None]:
@@ -259,13 +310,16 @@ def written_by_parent(
 
 
 def delete_other_children(
-    index: M3Index, key: str, parents: Sequence[str | int | None], doc_ids: Sequence[str]
+    index: M3Index, key: str, parents: Sequence[str | int | None], doc_ids: Sequence[str | None]
 ) -> None:
     """Delete, for each parent id in ``parents``, its documents in ``index`` (metadata
     ``key`` equal to it) other than the ones just written (``doc_ids``, in the order of
-    ``parents``)."""
+    ``parents``; ``None``: not written). A parent none of whose documents was written keeps
+    its documents (after a failed write: its earlier version, whole)."""
     field = parent_path(METADATA, key)
-    for parent, written in written_by_parent(parents, doc_ids).items():
+    pairs = [(p, d) for p, d in zip(parents, doc_ids, strict=True) if d is not None]
+    by_parent = written_by_parent([p for p, _ in pairs], [d for _, d in pairs])
+    for parent, written in by_parent.items():
         stale = models.Filter(
             must=[models.FieldCondition(key=field, match=models.MatchValue(value=parent))],
             must_not=[

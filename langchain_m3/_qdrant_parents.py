@@ -6,7 +6,8 @@ retriever's ``id_key``) and no id of its own. For such a write, each child gets 
 :func:`child_point_ids` derives from the parent id and its place among that parent's children
 in the write (the same parent and place: the same id, so re-adding unchanged content rewrites
 the same points), and :func:`delete_stale_children` then deletes the parent's other points
-(children of an earlier version: a changed text, or more children than now). Such a write
+(children of an earlier version: a changed text, or more children than now; after a failed
+write, those of each parent other than the children upserted before the failure). Such a write
 holds its parents' locks (:func:`langchain_m3._parents.parent_locks` of the store's client)
 through its encoding, its upserts and its deletes, so two writes of one parent in this process
 cannot interleave (one would delete a child of the other's set), while writes of other parents

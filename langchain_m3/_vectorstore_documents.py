@@ -17,6 +17,7 @@ from langchain_core.vectorstores import VectorStore
 from langchain_m3._documents import documents_of, hit_document
 from langchain_m3._parents import delete_other_children, documents_child_ids, parent_locks
 from langchain_m3._vectorstore_search import check_no_more
+from langchain_m3._write_failures import Failed
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
 from m3kit.store.cancelling import in_worker
@@ -114,6 +115,15 @@ class VectorStoreDocuments(VectorStore):
         if key is not None:
             parents, ids = documents_child_ids(key, documents, ids)
         replaces = key is not None and any(parent is not None for parent in parents)
+
+        def drop_unwritten(failed: Failed) -> None:
+            # a failed write: a parent it wrote children of keeps those of this version only
+            touched = {p for p, w in zip(parents, failed.written, strict=True) if w is not None}
+            kept = [
+                d if p in touched else None for p, d in zip(parents, failed.stored, strict=True)
+            ]
+            delete_other_children(self._index, key, parents, kept)
+
         # then the write and its deletes are one step for its parents: another write of the
         # same parents between them would lose its children, or delete some of these. Writes
         # of other parents encode and write meanwhile (the store serialises its own writes).
@@ -129,6 +139,7 @@ class VectorStoreDocuments(VectorStore):
                 show_progress=show_progress,
                 generate_missing_ids=True,
                 batch_size=batch_size,
+                on_failure=drop_unwritten if replaces else None,
             )
             if replaces and key is not None:
                 # after the write: a failed encode never leaves a parent without children
@@ -156,8 +167,14 @@ class VectorStoreDocuments(VectorStore):
         return await in_worker(self.delete, ids, **kwargs)
 
     def clear(self) -> None:
-        """Delete every document; the collection (and what model wrote it) stays."""
-        self._index.store.clear()
+        """Delete every document; the collection (and what model wrote it) stays.
+
+        Waits for the writes of parents' children (:attr:`parent_id_key`) under way, and
+        such writes starting meanwhile wait for it, so none is cut in two (a parent left with
+        the children written after it only).
+        """
+        with parent_locks(self._index.store).hold_all():
+            self._index.store.clear()
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Every stored chunk of these documents: by document in the order given, then chunk.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from langchain_m3._documents import RETRIEVER_KEYS, without_retriever_keys
+from langchain_m3._write_failures import Call, Failed, report_failure, stored_at_version
 from langchain_m3.splitter import (
     CHUNK_INDEX_KEY,
     END_INDEX_KEY,
@@ -100,6 +101,7 @@ def write_documents(
     generate_missing_ids: bool,
     batch_size: int | None = None,
     retriever_results: bool = False,
+    on_failure: Callable[[Failed], None] | None = None,
 ) -> list[str]:
     """Write LangChain documents to ``index``; returns their document ids in input order.
 
@@ -118,6 +120,9 @@ def write_documents(
         retriever_results: Documents are written without the keys ``M3Retriever`` adds to
             what it returns, where they are its (:func:`without_retriever_keys`), so a
             returned document added back is the stored one.
+        on_failure: Called when a write fails (or is cancelled) once it has begun, before
+            the error is raised, with what it stored (:class:`Failed`); an error it raises
+            is logged, not raised over the write's own.
 
     Raises:
         ValueError: Lengths differ, an id is given twice with different content, ids are
@@ -145,26 +150,49 @@ def write_documents(
     groups = _groups([e for e in entries if e.position not in kept])
     if batch_size is not None:
         groups = [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
-    for group in groups:
-        first = group[0]
-        group_chunker: Any = chunker
-        if first.signature is not None:
-            group_chunker = _CarriedChunker(
-                first.signature, {e.text: e.chunk for e in group if e.chunk is not None}
+    calls = [(group, _group_chunker(group, chunker)) for group in groups]
+    named = [_named(group, group_chunker) for group, group_chunker in calls]
+    kept_ids = [doc_id or None for doc_id in out]
+    before = stored_at_version(index, kept_ids, named) if on_failure is not None else []
+    try:
+        for group, group_chunker in calls:
+            doc_ids = [e.doc_id for e in group if e.doc_id is not None] if group[0].doc_id else None
+            written = index.add_texts(
+                [e.text for e in group],
+                [e.metadata for e in group],
+                doc_ids,
+                chunker=group_chunker,
+                show_progress=show_progress,
             )
-        doc_ids = [e.doc_id for e in group if e.doc_id is not None] if first.doc_id else None
-        written = index.add_texts(
-            [e.text for e in group],
-            [e.metadata for e in group],
-            doc_ids,
-            chunker=group_chunker,
-            show_progress=show_progress,
-        )
-        for e, doc_id in zip(group, written, strict=True):
-            out[e.position] = doc_id
-        if first.signature is not None:
-            _delete_legacy_copies(index, group, group_chunker)
+            for e, doc_id in zip(group, written, strict=True):
+                out[e.position] = doc_id
+            if group[0].signature is not None:
+                _delete_legacy_copies(index, group, group_chunker)
+    except BaseException:
+        if on_failure is not None:
+            report_failure(index, kept_ids, named, before, on_failure)
+        raise
     return out
+
+
+def _named(group: list[_Entry], chunker: Any) -> Call:
+    """The documents with ids of one ``add_texts`` call."""
+    named = [e for e in group if e.doc_id is not None]
+    return Call(
+        [e.position for e in named],
+        [e.text for e in named],
+        [e.metadata for e in named],
+        [str(e.doc_id) for e in named],
+        chunker,
+    )
+
+
+def _group_chunker(group: list[_Entry], chunker: Chunker | None) -> Any:
+    """The chunker of one ``add_texts`` call: the vectors carried by its chunk documents."""
+    first = group[0]
+    if first.signature is None:
+        return chunker
+    return _CarriedChunker(first.signature, {e.text: e.chunk for e in group if e.chunk is not None})
 
 
 def _delete_legacy_copies(index: M3Index, group: list[_Entry], chunker: Any) -> None:

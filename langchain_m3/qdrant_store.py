@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
@@ -75,6 +76,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 __all__ = ["M3QdrantVectorStore"]
 
+logger = logging.getLogger(__name__)
+
 
 class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     """``langchain_qdrant.QdrantVectorStore`` that stores late-chunked chunks with their own
@@ -97,7 +100,10 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
     one from its parent id and its place among that parent's children in the write (re-adding
     unchanged content rewrites the same points), and the parent's other points are deleted
     (its children of before, however many); two such writes of one parent through one client
-    take turns (writes of other parents encode and write at once).
+    take turns (writes of other parents encode and write at once). A write that fails (or is
+    cancelled) deletes, before raising, the other points of each parent it wrote a child of,
+    so a parent holds one version of its children: the old ones whole (none written), or the
+    new ones written before the failure.
     Documents without the key are written as ``QdrantVectorStore`` writes them. It is off by
     default: documents that carry a parent id but are added in several calls (chunks of one
     source added in batches, or ``MultiVectorRetriever`` summaries and chunks of one parent)
@@ -177,7 +183,19 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         # the write and its deletes are one step for its parents: another write of the same
         # parents between them would lose its children, or delete some of these
         with parent_locks(self.client).hold(parents):
-            written = self._upsert(all_texts, metadatas, point_ids, batch_size, **kwargs)
+            written: list[str | int] = []
+            try:
+                self._upsert(all_texts, metadatas, point_ids, batch_size, written, **kwargs)
+            except BaseException:  # a parent with children written keeps those only
+                done = len(written)  # the first texts' points, upserted in order
+                try:
+                    with client_write_lock(self.client):
+                        delete_stale_children(
+                            self.client, self.collection_name, field, parents[:done], written
+                        )
+                except Exception:
+                    logger.exception("a write failed, and so did the clean-up after it")
+                raise
             with client_write_lock(self.client):
                 delete_stale_children(self.client, self.collection_name, field, parents, point_ids)
         return written
@@ -188,18 +206,18 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         metadatas: list[dict[Any, Any]] | None,
         ids: Sequence[str | int],
         batch_size: int,
+        written: list[str | int],
         **kwargs: Any,
-    ) -> list[str | int]:
+    ) -> None:
         """``QdrantVectorStore.add_texts``' loop (langchain-qdrant 1.x), each upsert holding
         :func:`~langchain_m3._qdrant_parents.client_write_lock` (each batch is encoded
-        outside it, so writes of other parents encode meanwhile)."""
-        written: list[str | int] = []
+        outside it, so writes of other parents encode meanwhile); the ids of each batch
+        upserted are added to ``written`` (so a caller knows them after a failure)."""
         for batch_ids, points in self._generate_batches(texts, metadatas, ids, batch_size):
             with client_write_lock(self.client):
                 stop_if_cancelled()  # an aadd_texts cancelled while it waited: not written
                 self.client.upsert(collection_name=self.collection_name, points=points, **kwargs)
             written.extend(batch_ids)
-        return written
 
     async def aadd_texts(  # type: ignore[override]  # as add_texts
         self,

@@ -95,7 +95,9 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
     ``add_documents``, as the retriever's ``add_documents`` does with its keyword arguments)
     and a write replaces the children of each parent id it carries: a child without an id
     gets one from its parent id and its place in the write, and the parent's other documents
-    are deleted after the write (see :mod:`langchain_m3._parents`). Off by default: documents
+    are deleted after the write (see :mod:`langchain_m3._parents`); after a failed (or
+    cancelled) write, a parent it wrote children of keeps those of the new version only, the
+    others keep their old ones. Off by default: documents
     carrying one parent id but added over several calls would keep only the last call's.
 
     Attributes:

@@ -1,6 +1,9 @@
-"""What the Qdrant store tests share: a hybrid LangChain store on a collection of a client."""
+"""What the Qdrant store tests share: a hybrid LangChain store on a collection of a client,
+and an empty ``M3QdrantVectorStore`` on a client of its own in memory."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from langchain_qdrant import QdrantVectorStore, RetrievalMode
 from qdrant_client import QdrantClient
@@ -32,3 +35,24 @@ def hybrid_store(
         retrieval_mode=RetrievalMode.HYBRID,
         **names,
     )
+
+
+def memory_qdrant_store(
+    encoder: M3Encoder,
+    collection: str = "c",
+    mode: RetrievalMode = RetrievalMode.HYBRID,
+    **options: Any,
+) -> M3QdrantVectorStore:
+    """An empty ``M3QdrantVectorStore`` on a ``:memory:`` client: ``encoder``'s dense and
+    sparse embeddings, retrieval ``mode``, collection ``collection`` (created; ``options``:
+    more ``construct_instance`` keywords, e.g. ``metadata_payload_key``)."""
+    store = M3QdrantVectorStore.construct_instance(
+        embedding=M3Embeddings.from_encoder(encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
+        retrieval_mode=mode,
+        client_options={"location": ":memory:"},
+        collection_name=collection,
+        **options,
+    )
+    assert isinstance(store, M3QdrantVectorStore)
+    return store

@@ -9,17 +9,11 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
-from langchain_qdrant import RetrievalMode
 
-from langchain_m3 import (
-    M3Embeddings,
-    M3QdrantVectorStore,
-    M3Retriever,
-    M3SparseEmbeddings,
-    M3VectorStore,
-)
+from langchain_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index
+from tests.langchain.qdrant_stores import memory_qdrant_store
 from tests.reliability.killing import Gate, WatchedLock, cancel_when_held, index_held_at_d
 from tests.store.conftest import stored_texts
 
@@ -64,14 +58,7 @@ def test_a_cancelled_qdrant_store_add_writes_nothing_more(
     nobody stopped) wrote the rest once the cancelled call had raised: a document deleted
     since came back. It now stops before its next batch, as ``M3VectorStore`` does."""
     e, d = (f"00000000-0000-0000-0000-00000000000{c}" for c in "ed")
-    store = M3QdrantVectorStore.construct_instance(
-        embedding=M3Embeddings.from_encoder(tiny_encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
-        retrieval_mode=RetrievalMode.HYBRID,
-        client_options={"location": ":memory:"},
-        collection_name="c",
-    )
-    assert isinstance(store, M3QdrantVectorStore)
+    store = memory_qdrant_store(tiny_encoder)
     store.add_texts(["first version of d"], ids=[d])
     gate = Gate(store._build_vectors, hold=2)  # 1: e; 2: d (one text a batch)
     monkeypatch.setattr(store, "_build_vectors", gate)
@@ -130,14 +117,7 @@ def test_a_cancelled_qdrant_parent_write_waiting_for_another_writes_nothing(
     children (and deleted the parent's others) once the lock was free, before raising."""
     from langchain_m3 import qdrant_store
 
-    store = M3QdrantVectorStore.construct_instance(
-        embedding=M3Embeddings.from_encoder(tiny_encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(tiny_encoder),
-        retrieval_mode=RetrievalMode.HYBRID,
-        client_options={"location": ":memory:"},
-        collection_name="c",
-    )
-    assert isinstance(store, M3QdrantVectorStore)
+    store = memory_qdrant_store(tiny_encoder)
     store.parent_id_key = "doc_id"
     store.add_documents([Document("first child of q", metadata={"doc_id": "q"})])
     lock = WatchedLock(qdrant_store.client_write_lock(store.client))

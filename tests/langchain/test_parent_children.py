@@ -41,6 +41,7 @@ from langchain_m3 import (
 )
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
+from tests.langchain.qdrant_stores import memory_qdrant_store
 
 Store = M3VectorStore | M3QdrantVectorStore
 
@@ -59,18 +60,6 @@ KINDS = [*M3_KINDS, "qdrant-hybrid"]
 ALL_KINDS = [*M3_KINDS, *QDRANT_MODES]
 
 
-def _qdrant_store(encoder: M3Encoder, mode: RetrievalMode) -> M3QdrantVectorStore:
-    store = M3QdrantVectorStore.construct_instance(
-        embedding=M3Embeddings.from_encoder(encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
-        retrieval_mode=mode,
-        client_options={"location": ":memory:"},
-        collection_name="children",
-    )
-    assert isinstance(store, M3QdrantVectorStore)
-    return store
-
-
 def _close(store: Store) -> None:
     if isinstance(store, M3VectorStore):
         store.close()
@@ -83,7 +72,7 @@ def store(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> Iterator[S
     kind = request.param
     s: Store
     if kind in QDRANT_MODES:
-        s = _qdrant_store(tiny_encoder, QDRANT_MODES[kind])
+        s = memory_qdrant_store(tiny_encoder, "children", QDRANT_MODES[kind])
     else:
         s = M3VectorStore.open(tiny_encoder, backend=kind)
     yield s
@@ -310,7 +299,7 @@ def test_qdrant_two_threads_re_adding_one_parent_leave_one_whole_set_of_children
     """As for ``M3VectorStore`` above: ``M3QdrantVectorStore`` upserted a parent's children,
     then deleted its other points; B wrote, A wrote, then B deleted what was not B's (A's third
     child), leaving A's set less a child. A write and its deletes are now one step."""
-    store = _qdrant_store(tiny_encoder, RetrievalMode.HYBRID)
+    store = memory_qdrant_store(tiny_encoder, "children")
     store.parent_id_key = "p"
     sets = _two_writes_of_one_parent(store, store.client, "delete", monkeypatch)
     assert sorted(text for _, text, _ in _points(store)) in sets

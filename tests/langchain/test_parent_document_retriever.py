@@ -17,15 +17,13 @@ from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
 
 from langchain_m3 import (
-    M3Embeddings,
     M3LateChunkingSplitter,
-    M3QdrantVectorStore,
-    M3SparseEmbeddings,
     M3VectorStore,
 )
 from langchain_m3.splitter import LATE_CHUNK_KEY, late_chunk_vectors
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
+from tests.langchain.qdrant_stores import memory_qdrant_store
 from tests.store.conftest import count_encoded
 
 PARENTS = [
@@ -44,21 +42,6 @@ def store(tiny_encoder: M3Encoder) -> Iterator[M3VectorStore]:
     s = M3VectorStore.open(tiny_encoder)
     yield s
     s.close()
-
-
-def _qdrant_store(encoder: M3Encoder) -> M3QdrantVectorStore:
-    """An empty hybrid M3QdrantVectorStore in memory (collection ``children``)."""
-    from langchain_qdrant import RetrievalMode
-
-    store = M3QdrantVectorStore.construct_instance(
-        embedding=M3Embeddings.from_encoder(encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
-        retrieval_mode=RetrievalMode.HYBRID,
-        client_options={"location": ":memory:"},
-        collection_name="children",
-    )
-    assert isinstance(store, M3QdrantVectorStore)
-    return store
 
 
 def _all_points(store: M3VectorStore) -> list[Document]:
@@ -206,7 +189,7 @@ def test_child_metadata_fields_dropping_the_marker_raise(
 def test_qdrant_store_refuses_children_that_lost_the_marker(
     splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
 ) -> None:
-    store = _qdrant_store(tiny_encoder)
+    store = memory_qdrant_store(tiny_encoder, "children")
     retriever = ParentDocumentRetriever(
         vectorstore=store,
         docstore=InMemoryStore(),
@@ -231,7 +214,7 @@ def test_the_tokenizer_constructors_are_refused() -> None:
 def test_qdrant_store_children_keep_their_late_vectors(
     splitter: M3LateChunkingSplitter, tiny_encoder: M3Encoder
 ) -> None:
-    store = _qdrant_store(tiny_encoder)
+    store = memory_qdrant_store(tiny_encoder, "children")
     retriever = ParentDocumentRetriever(
         vectorstore=store, docstore=InMemoryStore(), child_splitter=splitter
     )

@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 import pytest
 from langchain_core.documents import Document
-from langchain_qdrant import RetrievalMode
 from qdrant_client import models
 
-from langchain_m3 import M3Embeddings, M3QdrantVectorStore, M3SparseEmbeddings, M3VectorStore
+from langchain_m3 import M3VectorStore
 from m3kit import M3Encoder
 from m3kit.testing import SAMPLE_TEXTS
+from tests.langchain.qdrant_stores import memory_qdrant_store
 
 KEYS = ["doc_id", "doc.id", "doc id", "Header 1.level", "x[0]", "ид-родителя"]
 
@@ -43,14 +43,7 @@ def _vector_store_texts(encoder: M3Encoder, backend: str) -> Callable[..., list[
 
 
 def _qdrant_store_texts(encoder: M3Encoder, metadata_key: str) -> Callable[..., list[str]]:
-    store = M3QdrantVectorStore.construct_instance(
-        embedding=M3Embeddings.from_encoder(encoder),
-        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
-        retrieval_mode=RetrievalMode.HYBRID,
-        client_options={"location": ":memory:"},
-        collection_name="children",
-        metadata_payload_key=metadata_key,
-    )
+    store = memory_qdrant_store(encoder, "children", metadata_payload_key=metadata_key)
 
     def stored(key: str, docs: list[Document] | None = None) -> list[str]:
         if docs is not None:

@@ -1,0 +1,140 @@
+"""A failed write of a parent's children (``parent_id_key``) leaves one version of them.
+
+With ``parent_id_key``, a write stores a parent's children under ids from the parent id and
+their place, then deletes the parent's other children. A write that failed (or was cancelled)
+after storing some of them used to skip that delete: the parent kept the new children written,
+next to its old ones past them (the earlier version's extra children, stale hits) until the
+add ran again. Now the parent holds the children of one version: its old ones, whole, when
+the write stored none of its new ones; else the new ones stored (written before the failure,
+or stored so already), and no old one (never none: the delete keeps what was written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+from qdrant_client import models
+
+from langchain_m3 import M3QdrantVectorStore, M3VectorStore
+from m3kit import M3Encoder
+from tests.langchain.qdrant_stores import memory_qdrant_store
+from tests.reliability.killing import Gate, cancel_when_held
+
+Store = M3VectorStore | M3QdrantVectorStore
+
+OLD = ["old child zero", "old child one", "old child two", "old child three"]
+
+
+@pytest.fixture(params=["edge", "client", "qdrant"])
+def store(request: pytest.FixtureRequest, tiny_encoder: M3Encoder) -> Iterator[Store]:
+    s: Store
+    if request.param == "qdrant":
+        s = memory_qdrant_store(tiny_encoder, "children")
+    else:
+        s = M3VectorStore.open(tiny_encoder, backend=request.param)
+    s.parent_id_key = "doc_id"
+    yield s
+    if isinstance(s, M3VectorStore):
+        s.close()
+    else:
+        s.client.close()
+
+
+def _children(texts: list[str], parent: str = "p") -> list[Document]:
+    return [Document(t, metadata={"doc_id": parent}) for t in texts]
+
+
+def stored(store: Store, parent: str = "p") -> list[str]:
+    """The texts of ``parent``'s stored children, sorted."""
+    if isinstance(store, M3VectorStore):
+        hits = store.index.store.get(filter=models.Filter())
+        return sorted(h.text for h in hits if h.metadata.get("doc_id") == parent)
+    points, _ = store.client.scroll(store.collection_name, limit=1000)
+    payloads = [p.payload or {} for p in points]
+    return sorted(p["page_content"] for p in payloads if p["metadata"].get("doc_id") == parent)
+
+
+def fail_encoding(store: Store, text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the store's encoding of a batch holding ``text`` raise (an encoder error)."""
+    if isinstance(store, M3VectorStore):
+        index = store.index
+        records = index._records
+
+        def m3_records(docs: Any, *args: Any, **kwargs: Any) -> Any:
+            if any(d.text == text for d in docs):
+                raise RuntimeError("encoder failed")
+            return records(docs, *args, **kwargs)
+
+        monkeypatch.setattr(index, "_records", m3_records)
+        return
+    build = store._build_vectors
+
+    def qdrant_vectors(texts: list[str]) -> Any:
+        if text in texts:
+            raise RuntimeError("encoder failed")
+        return build(texts)
+
+    monkeypatch.setattr(store, "_build_vectors", qdrant_vectors)
+
+
+@pytest.mark.parametrize(
+    ("fail_at", "left"),
+    [
+        # child 0 unchanged (already stored at the new version) and child 1 written: the
+        # parent keeps them, not its old children 2 and 3
+        ("new child two", {"m3": ["new child one", "old child zero"]}),
+        # nothing written but child 0, unchanged: M3VectorStore skips it (nothing written, the
+        # old children stay whole), M3QdrantVectorStore writes it again (it alone is kept)
+        ("new child one", {"m3": sorted(OLD), "qdrant": ["old child zero"]}),
+    ],
+)
+def test_a_failed_write_leaves_no_old_child_next_to_new_ones(
+    store: Store, fail_at: str, left: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add_documents(_children(OLD) + _children(["other parent's child"], "q"))
+    new = ["old child zero", "new child one", "new child two"]
+    fail_encoding(store, fail_at, monkeypatch)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        store.add_documents(_children(new), batch_size=1)
+    kind = "m3" if isinstance(store, M3VectorStore) else "qdrant"
+    assert stored(store) == left.get(kind, left["m3"])
+    assert stored(store, "q") == ["other parent's child"]
+    monkeypatch.undo()
+    store.add_documents(_children(new), batch_size=1)  # the retry
+    assert stored(store) == sorted(new)
+
+
+def test_a_write_failing_before_any_new_child_is_stored_keeps_the_old_ones(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add_documents(_children(OLD))
+    fail_encoding(store, "new child zero", monkeypatch)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        store.add_documents(_children(["new child zero", "new child one"]), batch_size=1)
+    assert stored(store) == sorted(OLD)
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_cancelled_write_leaves_no_old_child_next_to_new_ones(
+    store: Store, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add_documents(_children(OLD))
+    if isinstance(store, M3VectorStore):
+        gate = Gate(store.index._records, hold=2)  # 1: new child zero; 2: new child one
+        monkeypatch.setattr(store.index, "_records", gate)
+    else:
+        gate = Gate(store._build_vectors, hold=2)
+        monkeypatch.setattr(store, "_build_vectors", gate)
+    new = _children(["new child zero", "new child one"])
+
+    async def cancelled() -> None:
+        await cancel_when_held(
+            asyncio.ensure_future(store.aadd_documents(new, batch_size=1)), gate, how
+        )
+
+    asyncio.run(cancelled())  # returns once the worker thread is done
+    assert stored(store) == ["new child zero"]
