@@ -6,10 +6,11 @@ Split from :mod:`m3kit.finetune.training_loop` (which imports both from here).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from torch import nn
 
-__all__ = ["freeze_bottom_layers", "set_attention_dropout"]
+__all__ = ["attention_dropouts", "freeze_bottom_layers", "set_attention_dropout"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +30,9 @@ def set_attention_dropout(backbone: nn.Module, p: float) -> int:
         ValueError: The backbone has no such attention layer (say, another architecture).
     """
     changed = 0
-    for module in backbone.modules():
-        children = {name for name, _ in module.named_children()}
-        dropout = getattr(module, "dropout", None)
-        if {"query", "key", "value"} <= children and isinstance(dropout, nn.Dropout):
-            dropout.p = p
-            changed += 1
+    for dropout in attention_dropouts(backbone):
+        dropout.p = p
+        changed += 1
     if not changed:
         raise ValueError(
             f"attention_dropout: {type(backbone).__name__} has no attention layer with "
@@ -42,6 +40,17 @@ def set_attention_dropout(backbone: nn.Module, p: float) -> int:
         )
     logger.info("attention dropout set to %s in %d layers", p, changed)
     return changed
+
+
+def attention_dropouts(backbone: nn.Module) -> Iterator[nn.Dropout]:
+    """The dropouts on attention probabilities of ``backbone``: the ``nn.Dropout`` named
+    ``dropout`` of every module with ``query``, ``key`` and ``value`` children (BERT, XLM-R,
+    RoBERTa, ...)."""
+    for module in backbone.modules():
+        children = {name for name, _ in module.named_children()}
+        dropout = getattr(module, "dropout", None)
+        if {"query", "key", "value"} <= children and isinstance(dropout, nn.Dropout):
+            yield dropout
 
 
 def freeze_bottom_layers(backbone: nn.Module, n: int) -> int:
