@@ -47,8 +47,9 @@ def test_mask_dropout_scales_the_kept_and_backpropagates_through_the_same_mask()
     assert x.grad is not None and torch.equal(x.grad, y.detach())  # d(sum)/dx = mask / 0.8
     assert mask_dropout(x, 0.2, training=False) is x
     assert mask_dropout(x, 0.0) is x
-    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\), got 1.0"):
-        mask_dropout(x, 1.0)
+    assert not mask_dropout(x, 1.0).any()  # as torch: everything dropped
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\], got 1.5"):
+        mask_dropout(x, 1.5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -64,8 +65,14 @@ def test_attention_without_dropout_is_pytorch_s_sdpa(dtype: torch.dtype) -> None
     ).transpose(1, 2)
     assert weights is None and out.dtype == dtype and out.shape == (2, 6, 4, 8)
     assert torch.allclose(out.float(), expected, atol=1e-2 if dtype == torch.bfloat16 else 1e-5)
+    boolean, _ = attention_with_dropout(module, q, k, v, keep, scaling=0.3, dropout=0.1)
+    assert torch.equal(boolean, out)  # a boolean mask (True: attend) is the same mask
     train, _ = attention_with_dropout(module.train(), q, k, v, additive, scaling=0.3, dropout=0.5)
     assert not torch.allclose(train.float(), out.float())  # training drops probabilities
+    with pytest.raises(ValueError, match="no softcap"):
+        attention_with_dropout(module, q, k, v, None, softcap=30.0)
+    with pytest.raises(ValueError, match="as many key / value heads"):
+        attention_with_dropout(module, q, k[:, :2], v[:, :2], None)
 
 
 @pytest.mark.parametrize("path", ["tiny_m3_path", "tiny_m3_xlmr_path"])
@@ -130,3 +137,12 @@ def test_training_on_cpu_runs_inside_cpu_dropout_and_saves_the_model_s_own_atten
     assert json.loads(saved)["attention_probs_dropout_prob"] == 0.1
     reloaded = M3Model.from_pretrained(result.path).backbone
     assert reloaded.config._attn_implementation == "sdpa"
+
+
+def test_cpu_dropout_restores_the_backbone_when_training_fails(tiny_m3_path: Path) -> None:
+    backbone = M3Model.from_pretrained(tiny_m3_path).backbone
+    dropouts = {n: m for n, m in backbone.named_modules() if isinstance(m, nn.Dropout)}
+    with pytest.raises(RuntimeError, match="stopped"), cpu_dropout(backbone):
+        raise RuntimeError("stopped")
+    assert backbone.config._attn_implementation == "sdpa"
+    assert {n: m for n, m in backbone.named_modules() if isinstance(m, nn.Dropout)} == dropouts

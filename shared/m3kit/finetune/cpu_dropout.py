@@ -12,9 +12,13 @@ elements), for the same dropout: each element is kept with probability
 :func:`cpu_dropout` puts it into a transformers backbone for the length of a training run:
 its hidden-state ``nn.Dropout`` modules become :class:`MaskDropout` and its attention runs
 :func:`attention_with_dropout`, the arithmetic of PyTorch's plain SDPA kernel (half
-precision computed in float32, as that kernel does) with this mask. Only the random stream
-changes, not what is computed: a run is not bit-identical to one with PyTorch's dropout at
-the same seed.
+precision computed in float32, as that kernel does) with this mask. The dropout is the same
+in distribution, not bit for bit: other random draws, so a run is not bit-identical to one
+with PyTorch's dropout at the same seed; kept values are scaled by ``1 / (1 - p)`` in float32
+(PyTorch's CPU dropout rounds that factor to the tensor's dtype: 1.109375 for bf16 at
+``p = 0.1``, as against 1.1111, so kept bf16 activations are now 0.16 % larger, as on CUDA); and
+attention logits may differ in the last bit (the product is scaled, where PyTorch scales
+``q`` and ``k`` each by the square root).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ logger = logging.getLogger(__name__)
 #: transformers' ``AttentionInterface`` (and the eager additive mask under the same name).
 ATTENTION_NAME = "m3kit_cpu_dropout"
 _LEVELS = 1 << 16  # random levels per element: 16 bits
+#: Attention arguments :func:`attention_with_dropout` refuses (decoder-only features).
+_UNSUPPORTED = ("softcap", "position_bias", "sliding_window", "s_aux")
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
@@ -85,10 +91,12 @@ def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     >>> sorted(set(y.tolist()))
     [0.0, 2.0]
     """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if p == 1.0:  # as torch: everything dropped
+        return x * 0.0
     out: torch.Tensor = _MaskDropout.apply(x, p)
     return out
 
@@ -114,9 +122,21 @@ def attention_with_dropout(
     (softmax of ``q k^T * scaling + mask``, dropout, times ``v``; bf16 / fp16 computed in
     float32 like that kernel) with :func:`mask_dropout` on the probabilities.
 
-    ``attention_mask`` is additive (transformers' eager mask). Returns the output as
-    ``(batch, tokens, heads, head_dim)`` and no attention weights, as the SDPA path does.
+    ``attention_mask`` is additive (transformers' eager mask) or boolean (``True``: attend).
+    Returns the output as ``(batch, tokens, heads, head_dim)`` and no attention weights, as
+    the SDPA path does.
+
+    Raises:
+        ValueError: A causal layer, grouped key / value heads or attention options this
+            encoder-only arithmetic does not apply (``softcap``, ``position_bias``, ...).
     """
+    unsupported = sorted(k for k, v in kwargs.items() if k in _UNSUPPORTED and v is not None)
+    if getattr(module, "is_causal", False) or key.shape[1] != query.shape[1] or unsupported:
+        raise ValueError(
+            f"{ATTENTION_NAME} covers bidirectional attention with as many key / value heads "
+            f"as query heads and no {', '.join(_UNSUPPORTED)}; {type(module).__name__} needs "
+            "another attention implementation"
+        )
     dtype = query.dtype
     if dtype in (torch.float16, torch.bfloat16):
         query, key, value = query.float(), key.float(), value.float()
@@ -124,7 +144,9 @@ def attention_with_dropout(
         scaling = query.size(-1) ** -0.5
     with torch.autocast(query.device.type, enabled=False):
         weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+        elif attention_mask is not None:
             weights = weights + attention_mask.to(weights.dtype)
         weights = mask_dropout(torch.softmax(weights, dim=-1), dropout, module.training)
         out = torch.matmul(weights, value)
@@ -153,17 +175,18 @@ def cpu_dropout(backbone: nn.Module) -> Iterator[bool]:
     attention dropout).
     """
     swapped: list[tuple[nn.Module, str, nn.Dropout]] = []
-    for parent in list(backbone.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout:
-                setattr(parent, name, MaskDropout(child.p, child.inplace))
-                swapped.append((parent, name, child))
     before = getattr(getattr(backbone, "config", None), "_attn_implementation", None)
     can_switch = getattr(backbone, "_can_set_attn_implementation", None)
     # Without attention dropout PyTorch's fused kernels are faster: leave the attention.
     dropping = any(dropout.p > 0 for dropout in attention_dropouts(backbone))
     switched = dropping and can_switch is not None and bool(can_switch())
     try:
+        for parent in list(backbone.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Dropout:
+                    mask = MaskDropout(child.p, child.inplace).train(child.training)
+                    setattr(parent, name, mask)
+                    swapped.append((parent, name, child))
         if switched:
             _register()
             backbone.set_attn_implementation(ATTENTION_NAME)  # type: ignore[operator]
@@ -174,7 +197,7 @@ def cpu_dropout(backbone: nn.Module) -> Iterator[bool]:
             )
         yield switched
     finally:
-        if switched:
-            backbone.set_attn_implementation(before)  # type: ignore[operator]
-        for parent, name, child in swapped:
+        for parent, name, child in swapped:  # first: nothing below can stop it
             setattr(parent, name, child)
+        if switched and getattr(backbone, "config", None) is not None:
+            backbone.set_attn_implementation(before)  # type: ignore[operator]
