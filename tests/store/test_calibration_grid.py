@@ -16,6 +16,7 @@ from m3kit.store.calibration_task import CalibrationTask
 from m3kit.store.plan import RawHit, Stage
 from m3kit.store.query import QueryOptions
 from m3kit.store.schema import CollectionSchema
+from m3kit.store.store_reads import StoreReads
 from m3kit.store.store_search import StoreSearch
 
 #: Exact per-head scores, as Qdrant would return them. Under the grid's (0.2, 0.7, 0.1) both
@@ -44,7 +45,7 @@ class _FixedScores:
         return {i: {} for i in ids}
 
 
-class _Store(StoreSearch):
+class _Store(StoreSearch, StoreReads):  # M3Store's search and read bases
     def __init__(self) -> None:
         self._backend = _FixedScores()  # type: ignore[assignment]
         self.schema = CollectionSchema(dense_dim=2, colbert_dim=2, sparse=True)
