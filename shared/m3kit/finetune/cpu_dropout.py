@@ -199,5 +199,5 @@ def cpu_dropout(backbone: nn.Module) -> Iterator[bool]:
     finally:
         for parent, name, child in swapped:  # first: nothing below can stop it
             setattr(parent, name, child)
-        if switched and getattr(backbone, "config", None) is not None:
+        if switched:
             backbone.set_attn_implementation(before)  # type: ignore[operator]
