@@ -24,6 +24,7 @@ from m3kit.store import FusionCalibration
 from m3kit.store.calibration import calibrate_fusion
 from tests.finetune.beir_folders import WORD_CORPUS, WORD_QRELS, WORD_QUERIES, write_word_beir
 from tests.finetune.cli_runs import run_cli
+from tests.store.calibration_data import coarse_calibration
 
 PASSAGES, QUERIES, QRELS = WORD_CORPUS, WORD_QUERIES, WORD_QRELS
 #: passages d0..d9 and queries q0..q9, each also a corpus document under its own id
@@ -117,16 +118,7 @@ def _calibrated(
     ignore: bool = False,
 ) -> dict[str, float]:
     """The nDCG@10 of every ``m3`` setting a calibration measures (a coarse grid)."""
-    calibration = calibrate_fusion(
-        encoder,
-        corpus,
-        queries,
-        qrels,
-        grid_step=0.5,
-        min_gain=0.0,
-        alpha=1.0,
-        ignore_identical_ids=ignore,
-    )
+    calibration = coarse_calibration(encoder, corpus, queries, qrels, ignore_identical_ids=ignore)
     return _m3(calibration.scores)
 
 

@@ -19,7 +19,14 @@ from m3kit.store.calibration import (
     evaluate_searches,
     weight_grid,
 )
-from tests.store.calibration_data import CORPUS, QRELS, QUERIES, TEXTS
+from tests.store.calibration_data import (
+    COARSE_STEP,
+    CORPUS,
+    QRELS,
+    QUERIES,
+    TEXTS,
+    coarse_calibration,
+)
 
 
 def test_settings_validate_what_a_user_passes() -> None:
@@ -170,17 +177,8 @@ def test_calibration_scores_each_setting_as_a_search_with_it_ranks(
     corpus = {f"p{i:02d}": " ".join(rnd.sample(words, 8)) for i in range(40)}
     queries = {f"q{i}": " ".join(rnd.sample(words, 4)) for i in range(8)}
     qrels = {q: {d: 1.0 for d in rnd.sample(sorted(corpus), 5)} for q in queries}
-    cal = calibrate_fusion(
-        encoder,
-        corpus,
-        queries,
-        qrels,
-        grid_step=0.5,
-        min_gain=0.0,
-        alpha=1.0,
-        candidates=candidates,
-    )
-    tried = _settings_tried(0.5, candidates)
+    cal = coarse_calibration(encoder, corpus, queries, qrels, candidates=candidates)
+    tried = _settings_tried(COARSE_STEP, candidates)
     assert set(cal.scores) == set(tried)
     searched = evaluate_searches(encoder, corpus, queries, qrels, tried, ks=(10,))
     for label in tried:
