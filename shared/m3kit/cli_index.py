@@ -72,7 +72,7 @@ def run_index(args: argparse.Namespace) -> int:
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
     missing = [p for p in args.paths if p not in paths]
     read = read_sources(paths) if paths else SourceRead([], [])
-    links = links_read(paths)  # links to files outside the folders: --prune sees them go
+    links = links_read(read)  # links to files outside the folders: --prune sees them go
     docs = read.documents  # none (every file emptied) still cleans up below
     encoder = cli_open.load_encoder(args, storage, record)
     chunker = _chunker(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.sources import SourceRead, named_path, outside_links, reader_origin
+from m3kit.sources import SourceRead, named_path, reader_origin
 
 if TYPE_CHECKING:
     from m3kit.store import M3Store
@@ -67,13 +67,11 @@ class LinkDrop:
     links: dict[str, LinkedFile]
 
 
-def links_read(paths: Sequence[str]) -> dict[str, str]:
-    """``{link: target}`` of the links to outside files inside the given folders."""
-    found: dict[str, str] = {}
-    for raw in paths:
-        if Path(raw).expanduser().is_dir():
-            found.update({str(k): str(v) for k, v in outside_links(raw).items()})
-    return found
+def links_read(read: SourceRead) -> dict[str, str]:
+    """``{link: target}`` of the links to outside files inside the given folders, as the
+    reader found them while reading (:attr:`m3kit.sources.SourceRead.links`): the folders
+    are not walked again."""
+    return {str(link): str(target) for link, target in read.links.items()}
 
 
 def linked_under(record: Mapping[str, Any], root: Path) -> set[str]:

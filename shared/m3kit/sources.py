@@ -49,7 +49,6 @@ __all__ = [
     "find_files",
     "folder_files",
     "named_path",
-    "outside_links",
     "positional_id",
     "read_documents",
     "read_in_other_case",
@@ -97,11 +96,16 @@ class SourceRead:
         empty: Ids of documents read empty (and of no document with text): an emptied file's
             stored version is stale, so ``m3kit index`` deletes it.
         files: Every file read (absolute paths), those that gave no document included.
+        links: The links inside the given folders read as a file outside the folder given
+            (what ``m3kit index --prune`` records, :mod:`m3kit.cli_links`): ``{link: target}``,
+            the link named in its resolved folder, the target as ``files`` names it. Found by
+            the same walk that found the files.
     """
 
     documents: list[SourceDocument]
     empty: list[str]
     files: list[Path] = field(default_factory=list)
+    links: dict[Path, Path] = field(default_factory=dict)
 
 
 def reader_origin(doc_id: str, metadata: Mapping[str, Any]) -> str | None:
@@ -206,7 +210,25 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         FileNotFoundError: A path does not exist.
         ValueError: A file given explicitly is not .txt/.md/.jsonl, or a folder holds none.
     """
+    return _find(paths)[0]
+
+
+def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted.
+
+    A file is named by its resolved path: a link to a file is read as its target (two links
+    to one file, or a link and its target, are one document), unless the target's name says
+    another kind of file (:func:`_named`). A link to a folder is not followed (a warning names
+    it): give its target as a path.
+    """
+    return _scan(folder)[0]
+
+
+def _find(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Path, Path]]:
+    """:func:`find_files`, and the links inside the folders read as a file outside the folder
+    given (:attr:`SourceRead.links`), each folder walked once."""
     found: list[Path] = []
+    links: dict[Path, Path] = {}
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
@@ -219,39 +241,28 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 )
             found.append(_named(path))
             continue
-        inside = folder_files(path)
+        inside, outside = _scan(path)
         if not inside:
             raise ValueError(f"{raw}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
         found.extend(inside)
-    return list(dict.fromkeys(found))  # a file named twice (or inside two folders) counts once
+        links.update(outside)
+    return list(dict.fromkeys(found)), links  # a file named twice (or in two folders) once
 
 
-def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The supported files inside ``folder`` (recursively, hidden entries skipped), sorted.
-
-    A file is named by its resolved path: a link to a file is read as its target (two links
-    to one file, or a link and its target, are one document), unless the target's name says
-    another kind of file (:func:`_named`). A link to a folder is not followed (a warning names
-    it): give its target as a path.
-    """
-    return sorted(
-        _named(p)
-        for p in _walk(Path(folder).expanduser())
-        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-    )
-
-
-def outside_links(folder: str | os.PathLike[str]) -> dict[Path, Path]:
-    """The links :func:`folder_files` reads as a file outside ``folder``: ``{link: target}``,
-    the link named in its resolved folder, the target as :func:`folder_files` names it."""
+def _scan(folder: str | os.PathLike[str]) -> tuple[list[Path], dict[Path, Path]]:
+    """:func:`folder_files`, and its links read as a file outside ``folder``: ``{link:
+    target}``, the link named in its resolved folder, the target as :func:`folder_files`
+    names it (one walk)."""
     top = Path(folder).expanduser().resolve()
-    found: dict[Path, Path] = {}
-    for p in _walk(Path(folder).expanduser(), warn=False):
-        if p.is_symlink() and p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES:
+    files: list[Path] = []
+    links: dict[Path, Path] = {}
+    for p in _walk(Path(folder).expanduser()):
+        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES:
             target = _named(p)
-            if not target.is_relative_to(top):
-                found[p.parent.resolve() / p.name] = target
-    return found
+            files.append(target)
+            if p.is_symlink() and not target.is_relative_to(top):
+                links[p.parent.resolve() / p.name] = target
+    return sorted(files), links
 
 
 def named_path(raw: str | os.PathLike[str]) -> Path:
@@ -306,7 +317,7 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
     docs: list[SourceDocument] = []
     empty: list[str] = []
     where: dict[str, str] = {}
-    files = find_files(paths)
+    files, links = _find(paths)
     for path in files:
         rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
         for doc, origin in rows:
@@ -321,14 +332,14 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
                 )
             where[doc.doc_id] = origin
             docs.append(doc)
-    return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where], files)
+    return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where], files, links)
 
 
-def _walk(folder: Path, *, warn: bool = True) -> Iterator[Path]:
+def _walk(folder: Path) -> Iterator[Path]:
     for root, dirs, files in os.walk(folder):  # links to folders are listed, not followed
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for d in dirs:
-            if warn and (Path(root) / d).is_symlink():
+            if (Path(root) / d).is_symlink():
                 logger.warning(
                     "%s is a link to a folder; not followed (give its target to index it)",
                     Path(root) / d,

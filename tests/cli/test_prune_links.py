@@ -140,3 +140,29 @@ def test_links_on_a_share_not_mounted_are_pruned_only_on_purpose(
     code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune-missing")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
     assert set(stored_texts(store, tiny_m3_path)) == {str((notes / "a.md").resolve())}
+
+
+def test_each_folder_is_walked_once(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The links ``--prune`` records come from the walk that read the files: a folder given
+    to ``m3kit index --prune`` is walked once (it was walked a second time for its links)."""
+    store, notes, elsewhere = _setup(tmp_path)
+    (notes / "x.md").symlink_to(elsewhere / "x.md")
+    walked: list[Path] = []
+    real = os.walk
+
+    def walk(top: str | os.PathLike[str], *args: object, **kwargs: object) -> object:
+        walked.append(Path(top).resolve())
+        return real(top, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "walk", walk)
+    assert index_run(capsys, store, tiny_m3_path, notes, "--prune")[0] == 0
+    assert walked.count(notes.resolve()) == 1, walked
+    (notes / "x.md").unlink()
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert walked.count(notes.resolve()) == 2, walked

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from m3kit.sources import find_files, read_documents
+from m3kit.sources import find_files, read_documents, read_sources
 
 
 def _write(path: Path, text: str) -> Path:
@@ -150,6 +150,23 @@ def test_links(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (docs / "linked").symlink_to(elsewhere / "sub", target_is_directory=True)
     assert find_files([docs]) == [(docs / "a.md").resolve(), target.resolve()]
     assert "linked is a link to a folder; not followed" in caplog.text
+
+
+def test_the_reader_reports_the_links_to_outside_files_it_read(tmp_path: Path) -> None:
+    """``read_sources`` names the links inside a given folder read as a file outside it
+    (what ``m3kit index --prune`` records), found by the walk that read the files: a link to
+    a file inside the folder, or a file given by name, is no such link."""
+    docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
+    a = _write(docs / "a.md", "alpha")
+    target = _write(elsewhere / "policy.md", "the policy")
+    (docs / "sub").mkdir()
+    (docs / "sub" / "policy.md").symlink_to(target)
+    (docs / "same.md").symlink_to(a)
+    (elsewhere / "a.md").symlink_to(a)  # given by name below: no folder's link
+    read = read_sources([docs, elsewhere / "a.md"])
+    assert read.files == [a.resolve(), target.resolve()]
+    assert read.links == {(docs / "sub").resolve() / "policy.md": target.resolve()}
+    assert read_sources([docs / "sub"]).links == read.links
 
 
 def test_an_id_that_is_not_utf8_is_refused_naming_where_it_came_from(
