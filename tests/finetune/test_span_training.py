@@ -265,7 +265,7 @@ def test_span_negatives_default_to_in_batch_only(tiny_m3_path: Path, tmp_path: P
     """By default a batch pools only the positives; ``span_negatives`` adds in-window ones."""
     examples = _examples()[:2]  # rhine paragraphs 0 and 1 of a 3-paragraph document
     cfg = tiny_finetune_config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
-    assert cfg.span_negatives == 0 and cfg.num_negatives == 3  # passage training keeps its 3
+    assert cfg.span_negatives == 0 and cfg.num_negatives == 1  # passage training keeps its 1
     setup = prepare_training(cfg)
     batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(examples)
     assert len(batch["span_lengths"]) == 2  # p0 and p1: the two positives only

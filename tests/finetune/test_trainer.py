@@ -160,12 +160,12 @@ def test_flagembedding_preset_reproduces_the_original_recipe(tmp_path: Path) -> 
     assert cfg.loss_config() == LossConfig.flagembedding()
     with pytest.raises(ValueError, match="colbert_temperature"):
         FinetuneConfig.flagembedding("model", tmp_path, colbert_temperature=-1.0)
-    # m3kit's own defaults differ from the preset by the symmetric term and the learning
-    # rate (by the start model's size) only
+    # m3kit's own defaults differ from the preset by the symmetric term, the learning rate
+    # (by the start model's size) and the hard negatives per query (1) only
     default = FinetuneConfig("model", tmp_path)
     assert default.symmetric and default.loss_config().symmetric
-    assert default.learning_rate is None
-    assert dataclasses.replace(default, symmetric=False, learning_rate=2e-5) == (
+    assert default.learning_rate is None and default.num_negatives == 1
+    assert dataclasses.replace(default, symmetric=False, learning_rate=2e-5, num_negatives=3) == (
         dataclasses.replace(cfg, epochs=default.epochs)
     )
 

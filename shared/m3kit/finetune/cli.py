@@ -26,6 +26,7 @@ from m3kit.finetune.cli_args import (
     split_list,
 )
 from m3kit.finetune.cli_eval import read_beir, run_eval, say_identical_ids
+from m3kit.finetune.data import DEFAULT_NEGATIVES
 from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
@@ -91,7 +92,8 @@ def add_subcommands(subparsers: Any) -> None:
         "--negatives",
         type=int,
         default=None,
-        help="hard negatives per query row (default 3; with --late-chunking use --span-negatives)",
+        help=f"hard negatives per query row (default {DEFAULT_NEGATIVES}; with --late-chunking use "
+        "--span-negatives)",
     )
     ft.add_argument(
         "--span-negatives",
@@ -306,7 +308,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum,
-        num_negatives=3 if args.negatives is None else args.negatives,
+        num_negatives=DEFAULT_NEGATIVES if args.negatives is None else args.negatives,
         span_negatives=args.span_negatives,
         span_overlap=args.span_overlap,
         learning_rate=args.lr,

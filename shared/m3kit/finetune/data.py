@@ -26,6 +26,7 @@ from typing import Any
 from m3kit.jsonl import iter_json_rows, not_utf8, open_text, unique_keys
 
 __all__ = [
+    "DEFAULT_NEGATIVES",
     "QADataset",
     "TrainingExample",
     "examples_from_qa",
@@ -309,6 +310,11 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
             dropped,
         )
     return out
+
+
+#: Hard negatives per query a training step samples unless told (``FinetuneConfig.num_negatives``,
+#: ``m3kit finetune --negatives``); why 1: :class:`~m3kit.finetune.trainer.FinetuneConfig`.
+DEFAULT_NEGATIVES = 1
 
 
 def warn_negative_shortfall(examples: Sequence[TrainingExample], num_negatives: int) -> None:
