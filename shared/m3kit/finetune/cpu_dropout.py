@@ -11,14 +11,23 @@ elements), for the same dropout: each element is kept with probability
 
 :func:`cpu_dropout` puts it into a transformers backbone for the length of a training run:
 its hidden-state ``nn.Dropout`` modules become :class:`MaskDropout` and its attention runs
-:func:`attention_with_dropout`, the arithmetic of PyTorch's plain SDPA kernel (half
-precision computed in float32, as that kernel does) with this mask. The dropout is the same
-in distribution, not bit for bit: other random draws, so a run is not bit-identical to one
-with PyTorch's dropout at the same seed; kept values are scaled by ``1 / (1 - p)`` in float32
-(PyTorch's CPU dropout rounds that factor to the tensor's dtype: 1.109375 for bf16 at
-``p = 0.1``, as against 1.1111, so kept bf16 activations are now 0.16 % larger, as on CUDA); and
-attention logits may differ in the last bit (the product is scaled, where PyTorch scales
-``q`` and ``k`` each by the square root).
+:func:`attention_with_dropout`: softmax of ``q k^T`` with this mask's dropout, times ``v``, in
+the inputs' dtype. The dropout is the same in distribution, not bit for bit: other random
+draws, so a run is not bit-identical to one with PyTorch's dropout at the same seed; kept values
+(in attention: the product of the kept probabilities with ``v``, the smaller tensor) are scaled
+by ``1 / (1 - p)`` in float32 (PyTorch's CPU dropout rounds that factor to the
+tensor's dtype: 1.109375 for bf16 at ``p = 0.1``, as against 1.1111, so kept bf16 activations
+are now 0.16 % larger, as on CUDA); and attention logits may differ in the last bit (the
+product is scaled, where PyTorch scales ``q`` and ``k`` each by the square root).
+
+Under bf16 / fp16 autocast the attention stays in half precision, as transformers' eager
+attention computes it under CPU autocast (logits, softmax output and the dropout mask's
+product in bf16; the softmax itself sums in float32 inside PyTorch's kernel). PyTorch's plain
+kernel, which it runs whenever attention dropout is on, converts half-precision inputs to
+float32 instead, which at passages of 256 tokens made attention most of a bf16 training step
+(``benchmarks/results/finetune_bf16_attention.md``). Its error against float32 attention is
+that of half-precision logits (about 2x the error of PyTorch's fused bf16 kernel, which keeps
+float32 logits but cannot drop attention probabilities).
 """
 
 from __future__ import annotations
@@ -71,16 +80,18 @@ class _MaskDropout(torch.autograd.Function):
     ``1 / (1 - p)``; the backward pass uses the same mask (kept as booleans)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, p: float, scaled: bool) -> torch.Tensor:
         keep = keep_mask(x.shape, p, x.device)
         ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        return torch.where(keep, x, 0).mul_(ctx.scale)
+        ctx.scale = 1.0 / (1.0 - p) if scaled else None
+        kept = torch.where(keep, x, 0)
+        return kept if ctx.scale is None else kept.mul_(ctx.scale)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0).mul_(ctx.scale), None
+        kept = torch.where(keep, grad, 0)
+        return (kept if ctx.scale is None else kept.mul_(ctx.scale)), None, None
 
 
 def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -97,7 +108,7 @@ def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return x
     if p == 1.0:  # as torch: everything dropped
         return x * 0.0
-    out: torch.Tensor = _MaskDropout.apply(x, p)
+    out: torch.Tensor = _MaskDropout.apply(x, p, True)
     return out
 
 
@@ -118,9 +129,9 @@ def attention_with_dropout(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Attention for transformers' ``AttentionInterface``: PyTorch's plain SDPA arithmetic
-    (softmax of ``q k^T * scaling + mask``, dropout, times ``v``; bf16 / fp16 computed in
-    float32 like that kernel) with :func:`mask_dropout` on the probabilities.
+    """Attention for transformers' ``AttentionInterface``: softmax of ``q k^T * scaling +
+    mask``, :func:`mask_dropout` on the probabilities, times ``v``, all in the inputs' dtype
+    (half-precision inputs stay half precision: the module docstring says why).
 
     ``attention_mask`` is additive (transformers' eager mask) or boolean (``True``: attend).
     Returns the output as ``(batch, tokens, heads, head_dim)`` and no attention weights, as
@@ -138,8 +149,6 @@ def attention_with_dropout(
             "another attention implementation"
         )
     dtype = query.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        query, key, value = query.float(), key.float(), value.float()
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     with torch.autocast(query.device.type, enabled=False):
@@ -147,10 +156,16 @@ def attention_with_dropout(
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
         elif attention_mask is not None:
-            weights = weights + attention_mask.to(weights.dtype)
-        weights = mask_dropout(torch.softmax(weights, dim=-1), dropout, module.training)
-        out = torch.matmul(weights, value)
-    return out.to(dtype).transpose(1, 2).contiguous(), None
+            weights = weights + attention_mask.clamp(min=torch.finfo(dtype).min).to(dtype)
+        probs = torch.softmax(weights, dim=-1)
+        if module.training and 0.0 < dropout < 1.0:
+            # dropped probabilities zeroed; the 1 / (1 - p) goes on the product, which is
+            # head_dim / tokens the size (one pass over the probabilities fewer each way)
+            kept: torch.Tensor = _MaskDropout.apply(probs, dropout, False)
+            out = torch.matmul(kept, value) * (1.0 / (1.0 - dropout))
+        else:
+            out = torch.matmul(mask_dropout(probs, dropout, module.training), value)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _register() -> None:
