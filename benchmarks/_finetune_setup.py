@@ -6,19 +6,15 @@ the three scripts train on the same rows with the same settings.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from _quality_data import record_split
 
 from m3kit.finetune import FinetuneConfig
+from m3kit.finetune.data import DEFAULT_NEGATIVES
 from m3kit.finetune.splits import ArticleSplit, split_by_article
 
 REPO = Path(__file__).resolve().parents[1]
-#: FinetuneConfig's own number of hard negatives per query (the benchmark's default follows it)
-LIBRARY_NEGATIVES = next(
-    f.default for f in dataclasses.fields(FinetuneConfig) if f.name == "num_negatives"
-)
 #: Share of the training articles held out as the validation task (finetune_sweep.py tunes
 #: on it; finetune.py calibrates fusion on it): ``--validation-fraction``'s default.
 VALIDATION_FRACTION = 0.25
@@ -82,7 +78,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--negatives",
         type=int,
-        default=LIBRARY_NEGATIVES,
+        default=DEFAULT_NEGATIVES,
         help="m3kit's hard negatives per query (default: the library's, FinetuneConfig's)",
     )
     parser.add_argument("--batch-size", type=int, default=16)

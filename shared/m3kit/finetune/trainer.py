@@ -111,12 +111,9 @@ class FinetuneConfig:
         batch_size: Queries per step (each brings 1 positive + ``num_negatives`` passages).
         gradient_accumulation_steps: Steps accumulated per optimiser update.
         num_negatives: Hard negatives sampled per query per step (fewer if a row has fewer:
-            :meth:`M3Finetuner.fit` counts such rows in a warning). Default 1: held out on
-            squad_en (three measurements over two splits) 1 negative scored as 3 did on
-            every head (dense -0.0 / +0.2 / +0.3, ColBERT -0.5 / +0.1 / +0.1 nDCG@10) at
-            about half the passages encoded a step, which puts training time below
-            LlamaIndex's engine's on CPUs without native bf16 too (fp32: 0.66x, where 3
-            negatives took 1.38x); ``README.md`` "Fine-tuning" has the numbers.
+            :meth:`M3Finetuner.fit` counts such rows in a warning). Default 1: held out, 1
+            negative scored as 3 did on every head at about half the passages encoded a
+            step (``README.md`` "Fine-tuning" has the measurements).
         span_negatives: Span training (:meth:`M3Finetuner.fit_spans`) only (``fit`` refuses
             it): other spans of the positive's window pooled as its negatives. Default 0
             (in-batch negatives only): on squad_en's long documents, 3 in-window negatives
