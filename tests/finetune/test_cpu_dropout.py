@@ -77,8 +77,8 @@ def test_attention_without_dropout_is_pytorch_s_sdpa(dtype: torch.dtype) -> None
 
 def test_half_precision_attention_stays_in_half_precision() -> None:
     """bf16 inputs are multiplied and soft-maxed in bf16 (as transformers' eager attention under
-    CPU autocast), not converted to float32 as PyTorch's plain kernel does: at 256 tokens
-    those conversions made attention most of a training step."""
+    CPU autocast; the query scaled first), not converted to float32 as PyTorch's plain kernel
+    does: at 256 tokens those conversions made attention most of a training step."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 16, 8, dtype=torch.bfloat16) for _ in range(3))
     keep = torch.ones(2, 1, 1, 16, dtype=torch.bool)
@@ -86,7 +86,7 @@ def test_half_precision_attention_stays_in_half_precision() -> None:
     additive = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
     out, _ = attention_with_dropout(nn.Module().eval(), q, k, v, additive, scaling=0.3)
     mask = additive.clamp(min=torch.finfo(torch.bfloat16).min).to(torch.bfloat16)
-    in_bf16 = torch.softmax(q @ k.transpose(-2, -1) * 0.3 + mask, dim=-1) @ v
+    in_bf16 = torch.softmax((q * 0.3) @ k.transpose(-2, -1) + mask, dim=-1) @ v
     assert out.dtype == torch.bfloat16 and torch.equal(out, in_bf16.transpose(1, 2))
     in_fp32 = nn.functional.scaled_dot_product_attention(
         q.float(), k.float(), v.float(), attn_mask=keep, scale=0.3

@@ -18,7 +18,7 @@ draws, so a run is not bit-identical to one with PyTorch's dropout at the same s
 by ``1 / (1 - p)`` in float32 (PyTorch's CPU dropout rounds that factor to the
 tensor's dtype: 1.109375 for bf16 at ``p = 0.1``, as against 1.1111, so kept bf16 activations
 are now 0.16 % larger, as on CUDA); and attention logits may differ in the last bit (the
-product is scaled, where PyTorch scales ``q`` and ``k`` each by the square root).
+query is scaled, where PyTorch scales ``q`` and ``k`` each by the square root).
 
 Under bf16 / fp16 autocast the attention stays in half precision, as transformers' eager
 attention computes it under CPU autocast (logits, softmax output and the dropout mask's
@@ -152,11 +152,13 @@ def attention_with_dropout(
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     with torch.autocast(query.device.type, enabled=False):
-        weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
+        # the scale on the query and the mask added in place: each a pass over the logits
+        # fewer, forward and backward (the query is tokens / head_dim the logits' size)
+        weights = torch.matmul(query * scaling, key.transpose(-2, -1))
         if attention_mask is not None and attention_mask.dtype == torch.bool:
-            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+            weights.masked_fill_(~attention_mask, torch.finfo(weights.dtype).min)
         elif attention_mask is not None:
-            weights = weights + attention_mask.clamp(min=torch.finfo(dtype).min).to(dtype)
+            weights.add_(attention_mask.clamp(min=torch.finfo(dtype).min).to(dtype))
         probs = torch.softmax(weights, dim=-1)
         if module.training and 0.0 < dropout < 1.0:
             # dropped probabilities zeroed; the 1 / (1 - p) goes on the product, which is
