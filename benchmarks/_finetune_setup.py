@@ -107,6 +107,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="m3kit's FinetuneConfig.attention_dropout (default: the model's own)",
     )
     parser.add_argument(
+        "--keep-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="m3kit's FinetuneConfig.keep_freed_memory (default: on)",
+    )
+    parser.add_argument(
         "--frozen-layers",
         type=int,
         default=0,
@@ -160,6 +166,7 @@ def m3kit_config(
         device="cpu",
         precision=args.precision,
         attention_dropout=args.attention_dropout,
+        keep_freed_memory=getattr(args, "keep_freed_memory", True),
         frozen_layers=getattr(args, "frozen_layers", 0),
         show_progress=False,
         logging_steps=5,

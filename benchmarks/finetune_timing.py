@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         "m3kit_steps": steps,
         "m3kit_precision": precision,
         "llamaindex_max_length": li_length,
+        # glibc's malloc settings from the environment, which both engines' processes inherit
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "timers": timers(li.get("timer")),
         "pairs": pairs,
         "ratio": ratio,
@@ -157,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     dropout = "the model's own" if args.attention_dropout is None else args.attention_dropout
+    memory = (
+        "kept for reuse (`m3kit.heap`)" if args.keep_freed_memory else "unmapped (glibc's default)"
+    )
+    tunables = record["glibc_tunables"] or "unset"
     layers = (
         f"embeddings and the first {args.frozen_layers} layers frozen"
         if args.frozen_layers
@@ -176,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch_size}. m3kit: three heads, {args.negatives} hard negatives per query, "
         f"passage max length {args.train_max_length or args.max_length}, "
         f"{precision} autocast ({steps} steps), "
-        f"attention dropout {dropout}, {layers}. "
+        f"attention dropout {dropout}, {layers}, freed memory {memory}. "
         "LlamaIndex `SentenceTransformersFinetuneEngine`: (query, positive) pairs, in-batch "
         f"negatives, max length {li_length}, fp32 (its default), no validation set (no "
         f"evaluation; the final model saved); its venv: {versions}. "
+        f"`GLIBC_TUNABLES` (both processes): {tunables}. "
         "The order alternates from pair to pair (column `first`). "
         f"Both times cover the training loop alone: m3kit {record['timers']['m3kit']}; "
         f"LlamaIndex {record['timers']['LlamaIndex']}. Its whole `finetune()` call and "

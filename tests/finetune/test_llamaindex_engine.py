@@ -58,7 +58,7 @@ def test_llamaindex_engine(
     assert "llama_index.finetuning" not in sys.modules
 
 
-def test_attention_dropout_and_frozen_layers_reach_cli_and_engine(
+def test_attention_dropout_frozen_layers_and_freed_memory_reach_cli_and_engine(
     tiny_m3_path: Path,
     tmp_path: Path,
     toy_examples: list[TrainingExample],
@@ -77,18 +77,27 @@ def test_attention_dropout_and_frozen_layers_reach_cli_and_engine(
     train = write_jsonl(toy_examples, tmp_path / "t.jsonl")
     argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
     argv += ["--output", str(tmp_path / "m"), "--quiet"]
-    for extra in ([], ["--attention-dropout", "0", "--frozen-layers", "1"]):
+    told = ["--attention-dropout", "0", "--frozen-layers", "1", "--no-keep-freed-memory"]
+    for extra in ([], told):
         with pytest.raises(SystemExit):
             run_cli([*argv, *extra])
-    assert [(c.attention_dropout, c.frozen_layers) for c in seen] == [(None, 0), (0.0, 1)]
+    assert [(c.attention_dropout, c.frozen_layers, c.keep_freed_memory) for c in seen] == [
+        (None, 0, True),
+        (0.0, 1, False),
+    ]
     engine = M3FinetuneEngine(
         QADataset.from_examples(toy_examples),
         model_id=str(tiny_m3_path),
         model_output_path=str(tmp_path / "e"),
         attention_dropout=0.0,
         frozen_layers=1,
+        keep_freed_memory=False,
     )
-    assert (engine.config.attention_dropout, engine.config.frozen_layers) == (0.0, 1)
+    assert (
+        engine.config.attention_dropout,
+        engine.config.frozen_layers,
+        engine.config.keep_freed_memory,
+    ) == (0.0, 1, False)
 
 
 def test_llamaindex_engine_validates_on_its_queries_only(

@@ -133,6 +133,13 @@ def add_subcommands(subparsers: Any) -> None:
         help="dropout on attention probabilities while training (default: the model's own; "
         "0 trains ~1.5x faster on CPU at a small quality cost)",
     )
+    ft.add_argument(
+        "--keep-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="training on CPU (Linux, glibc): keep freed memory for reuse instead of "
+        "unmapping it; faster steps, higher peak memory (default: on)",
+    )
     ft.add_argument("--device", default=None)
     ft.add_argument("--seed", type=int, default=42)
     ft.add_argument(
@@ -317,6 +324,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         passage_max_length=args.passage_max_length,
         precision=args.precision,
         attention_dropout=args.attention_dropout,
+        keep_freed_memory=args.keep_freed_memory,
         device=args.device,
         seed=args.seed,
         show_progress=not args.quiet,

@@ -28,6 +28,7 @@ from m3kit.finetune.cpu_dropout import cpu_dropout
 from m3kit.finetune.layers import freeze_bottom_layers, set_attention_dropout
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
 from m3kit.finetune.run_checks import check_max_lengths, check_output_path
+from m3kit.heap import keep_freed_memory
 from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
 from m3kit.precision import resolve_training_precision
@@ -303,7 +304,9 @@ def run_training(
         # On CPU, dropout masks from 16-bit draws (m3kit.finetune.cpu_dropout): PyTorch's
         # per-element draws were ~23 % of a step there; CUDA's dropout is fast already.
         dropout = cpu_dropout(module.model.backbone) if use_cpu else contextlib.nullcontext()
-        with dropout:
+        # On CPU, tensors over glibc's mmap threshold (the attention logits at 256 tokens)
+        # reuse freed memory instead of fresh page-faulted maps (m3kit.heap).
+        with dropout, keep_freed_memory(use_cpu and cfg.keep_freed_memory):
             start = time.perf_counter()
             state = trainer.train()
             seconds = time.perf_counter() - start

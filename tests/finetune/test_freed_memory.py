@@ -1,0 +1,56 @@
+"""Training on CPU runs inside m3kit.heap.keep_freed_memory unless told not to, and the
+allocator setting changes no number: the same seed trains the same weights either way."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from m3kit.finetune import M3Finetuner, TrainingExample
+from m3kit.heads import load_state_dict_safely
+from tests.finetune.conftest import tiny_finetune_config
+
+
+def test_cpu_training_keeps_freed_memory_by_default_and_trains_the_same_weights(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from m3kit.finetune import training_loop
+
+    real_keep = training_loop.keep_freed_memory
+    real_forward = training_loop.TrainingModule.forward_heads
+    asked: list[bool] = []
+    inside: list[bool] = []
+    state = {"in": False}
+
+    @contextlib.contextmanager
+    def spy_keep(enabled: bool = True) -> Iterator[bool]:
+        asked.append(enabled)
+        with real_keep(enabled) as kept:
+            state["in"] = True
+            try:
+                yield kept
+            finally:
+                state["in"] = False
+
+    def spy_forward(self: training_loop.TrainingModule, ids: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]
+        inside.append(state["in"])
+        return real_forward(self, ids, mask)
+
+    monkeypatch.setattr(training_loop, "keep_freed_memory", spy_keep)
+    monkeypatch.setattr(training_loop.TrainingModule, "forward_heads", spy_forward)
+    kept = M3Finetuner(tiny_finetune_config(tiny_m3_path, tmp_path / "kept")).fit(toy_examples)
+    assert asked == [True] and inside and all(inside)
+    asked.clear()
+    off = tiny_finetune_config(tiny_m3_path, tmp_path / "off", keep_freed_memory=False)
+    plain = M3Finetuner(off).fit(toy_examples)
+    assert asked == [False]
+    a = load_state_dict_safely(kept.path / "model.safetensors")
+    b = load_state_dict_safely(plain.path / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
