@@ -4,18 +4,17 @@ Written by hand because no library does it in-process: glibc's ``malloc`` serves
 above its mmap threshold (at most 32 MiB on 64-bit Linux) with a fresh ``mmap`` and unmaps it
 when freed, so each large tensor a training step makes costs the kernel's page faults and
 zeroing again. At 256 tokens MiniLM's attention logits for 32 passages are 100 MB a layer,
-and fine-tuning spent about a quarter of its CPU time on it (12 steps, fp32, Xeon: 55-62 s
-against 43 s kept; ``benchmarks/results/finetune_timing_freed_memory.md``). tcmalloc or
-jemalloc keep such blocks (``torch.backends.xeon.run_cpu`` preloads them), but only when
-preloaded before the process starts; glibc's own ``mallopt`` does the same for a block of
-code: no ``mmap`` for new blocks (so freed ones return to the heap and are reused) and no
-trimming of the heap's top while it runs.
+and fine-tuning on CPU spent a large share of its time there (the README's "Fine-tuning"
+has the measurements). tcmalloc or jemalloc keep such blocks (``torch.backends.xeon.run_cpu``
+preloads them), but only when preloaded before the process starts; glibc's own ``mallopt``
+does the same for a block of code: no ``mmap`` for new blocks (so freed ones return to the
+heap and are reused) and no trimming of the heap's top while it runs.
 
 :func:`keep_freed_memory` does that for the length of a ``with`` block and then restores
 glibc's default limits and gives the heap's free memory back to the system
 (``malloc_trim``). The cost is memory: freed blocks stay in the process, so its peak
-resident size is higher (about 18 % in the measurement above). glibc's dynamic mmap
-threshold stays at the value it had reached (``mallopt`` switches its adjustment off).
+resident size is higher while the block runs. glibc's dynamic mmap threshold stays at the
+value it had reached (``mallopt`` switches its adjustment off).
 Elsewhere (macOS, Windows, musl) the block runs unchanged.
 
 >>> with keep_freed_memory() as kept:

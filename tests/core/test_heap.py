@@ -1,16 +1,22 @@
 """m3kit.heap.keep_freed_memory: inside the block a large tensor freed and made again reuses
 the process's memory (no fresh page faults); outside, and after the block, glibc unmaps it
-as usual. Minor page faults are the measure: a fresh 64 MiB map faults once per 4 KiB page."""
+as usual. Minor page faults are the measure: a fresh 64 MiB map faults once per page.
+
+Each scenario runs in a fresh interpreter: how glibc serves a block depends on what the
+process allocated before (free heap memory left by earlier tests serves a 64 MiB tensor
+without faults), so only a clean process has a known "outside"."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
-import resource
+import subprocess
 import sys
-import threading
+import textwrap
+from pathlib import Path
 
 import pytest
-import torch
 
 from m3kit import heap
 from m3kit.heap import keep_freed_memory
@@ -20,52 +26,93 @@ glibc_only = pytest.mark.skipif(
     reason="glibc's mallopt (Linux)",
 )
 
-_MIB_64 = 16 * 1024 * 1024  # float32 elements
+_PRELUDE = """
+import json, resource, threading
+import torch
+from m3kit import heap
+from m3kit.heap import keep_freed_memory
 
-
-def _faults_of_a_second_tensor() -> int:
-    """Minor page faults of writing a 64 MiB tensor after one of the same size was freed."""
-    torch.ones(_MIB_64)  # made and freed
+def faults():
+    # minor page faults of writing a 64 MiB tensor after one of the same size was freed
+    torch.ones(16 * 1024 * 1024)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(_MIB_64)
+    torch.ones(16 * 1024 * 1024)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+out = {}
+"""
+
+
+def _run(body: str) -> dict[str, int]:
+    """Run ``body`` after :data:`_PRELUDE` in a fresh interpreter; its ``out`` dict back."""
+    code = _PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
+    shared = str(Path(heap.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([shared, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 @glibc_only
 def test_inside_the_block_freed_memory_is_reused_and_after_it_unmapped_again() -> None:
-    assert heap._holders == 0
-    outside = _faults_of_a_second_tensor()
-    assert outside > 1000  # 64 MiB over glibc's mmap limit: a fresh map, page by page
-    with keep_freed_memory() as kept:
-        assert kept is True
-        _faults_of_a_second_tensor()  # the heap grows once to hold it
-        inside = _faults_of_a_second_tensor()
-    after = _faults_of_a_second_tensor()
-    assert inside < outside / 10
-    assert after > outside / 2  # glibc's limits restored
-    assert heap._holders == 0
+    out = _run(
+        """
+        out["outside"] = faults()
+        with keep_freed_memory() as kept:
+            out["kept"] = int(kept)
+            faults()  # the heap grows once to hold it
+            out["inside"] = faults()
+        out["after"] = faults()
+        out["holders"] = heap._holders
+        """
+    )
+    assert out["outside"] >= 16  # over glibc's mmap limit: a fresh map (4 KiB or 2 MiB pages)
+    assert out["kept"] == 1 and out["holders"] == 0
+    assert out["inside"] < out["outside"] / 10
+    assert out["after"] > out["outside"] / 2  # glibc's limits restored, the heap trimmed
 
 
 @glibc_only
 def test_blocks_at_once_share_the_setting_and_the_last_one_out_restores_it() -> None:
-    inner_done = threading.Event()
-    with keep_freed_memory():
-        seen: list[bool] = []
+    out = _run(
+        """
+        with keep_freed_memory():
+            seen = []
+            def other():
+                with keep_freed_memory() as kept:
+                    seen.append(kept)
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+            out["other_kept"] = int(seen == [True])
+            out["holders_inside"] = heap._holders
+            faults()
+            out["still"] = faults()  # the other block's exit did not restore glibc
+        out["after"] = faults()
+        out["holders"] = heap._holders
+        """
+    )
+    assert out["other_kept"] == 1 and out["holders_inside"] == 1 and out["holders"] == 0
+    assert out["still"] < out["after"] / 10 and out["after"] >= 16
 
-        def other() -> None:
-            with keep_freed_memory() as kept:
-                seen.append(kept)
-            inner_done.set()
 
-        thread = threading.Thread(target=other)
-        thread.start()
-        thread.join()
-        assert inner_done.is_set() and seen == [True]
-        _faults_of_a_second_tensor()
-        still = _faults_of_a_second_tensor()  # the other block's exit did not restore it
-        assert heap._holders == 1
-    assert still < _faults_of_a_second_tensor() / 10
-    assert heap._holders == 0
+@glibc_only
+def test_an_error_in_the_block_still_restores_glibc() -> None:
+    out = _run(
+        """
+        try:
+            with keep_freed_memory():
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+        out["holders"] = heap._holders
+        out["after"] = faults()
+        """
+    )
+    assert out["holders"] == 0 and out["after"] >= 16
 
 
 def test_disabled_or_without_glibc_the_block_runs_with_the_c_library_as_it_is(
@@ -78,11 +125,3 @@ def test_disabled_or_without_glibc_the_block_runs_with_the_c_library_as_it_is(
     with keep_freed_memory() as kept:
         assert kept is False
     assert heap._holders == 0
-
-
-@glibc_only
-def test_an_error_in_the_block_still_restores_glibc() -> None:
-    with pytest.raises(RuntimeError, match="boom"), keep_freed_memory():
-        raise RuntimeError("boom")
-    assert heap._holders == 0
-    assert _faults_of_a_second_tensor() > 1000
