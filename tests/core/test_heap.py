@@ -48,6 +48,8 @@ def _run(body: str) -> dict[str, int]:
     code = _PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
     shared = str(Path(heap.__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([shared, os.environ.get("PYTHONPATH", "")]))
+    for name in ("GLIBC_TUNABLES", "LD_PRELOAD", *heap._USER_MALLOC_ENV):
+        env.pop(name, None)  # glibc's own malloc at its defaults: the known "outside"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
     )
@@ -73,6 +75,27 @@ def test_inside_the_block_freed_memory_is_reused_and_after_it_unmapped_again() -
     assert out["kept"] == 1 and out["holders"] == 0
     assert out["inside"] < out["outside"] / 10
     assert out["after"] > out["outside"] / 2  # glibc's limits restored, the heap trimmed
+
+
+@glibc_only
+def test_memory_made_in_the_block_and_freed_after_it_goes_back_with_release_free_memory() -> None:
+    out = _run(
+        """
+        def rss_mib():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() // 2**20
+        base = rss_mib()
+        with keep_freed_memory():
+            held = [torch.ones(4 * 1024 * 1024) for _ in range(64)]  # 1 GiB in the heap
+            top = torch.ones(2 * 1024 * 1024)  # 8 MiB above them: the top cannot shrink
+        del held
+        out["freed_after"] = rss_mib() - base
+        heap.release_free_memory()
+        out["released"] = rss_mib() - base
+        """
+    )
+    assert out["freed_after"] > 800  # freed, yet resident: below the heap's top
+    assert out["released"] < 200
 
 
 @glibc_only
@@ -115,6 +138,25 @@ def test_an_error_in_the_block_still_restores_glibc() -> None:
     assert out["holders"] == 0 and out["after"] >= 16
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0"),
+        ("MALLOC_TRIM_THRESHOLD_", "1000000"),
+        ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
+    ],
+)
+def test_a_malloc_the_user_set_is_left_as_it_is(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for other in ("GLIBC_TUNABLES", "LD_PRELOAD", *heap._USER_MALLOC_ENV):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, value)
+    with keep_freed_memory() as kept:
+        assert kept is False
+    assert heap._holders == 0
+
+
 def test_disabled_or_without_glibc_the_block_runs_with_the_c_library_as_it_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -125,3 +167,4 @@ def test_disabled_or_without_glibc_the_block_runs_with_the_c_library_as_it_is(
     with keep_freed_memory() as kept:
         assert kept is False
     assert heap._holders == 0
+    heap.release_free_memory()  # nothing to call off glibc: no error

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from m3kit.finetune import M3Finetuner, TrainingExample
 from m3kit.heads import load_state_dict_safely
@@ -29,6 +30,14 @@ def test_cpu_training_keeps_freed_memory_by_default_and_trains_the_same_weights(
     inside: list[bool] = []
     state = {"in": False}
 
+    trainers: list[transformers.Trainer] = []
+    moments_at_exit: list[int] = []
+    real_train = transformers.Trainer.train
+
+    def spy_train(self: transformers.Trainer, *args: object, **kwargs: object) -> object:
+        trainers.append(self)
+        return real_train(self, *args, **kwargs)  # type: ignore[arg-type]
+
     @contextlib.contextmanager
     def spy_keep(enabled: bool = True) -> Iterator[bool]:
         asked.append(enabled)
@@ -38,15 +47,20 @@ def test_cpu_training_keeps_freed_memory_by_default_and_trains_the_same_weights(
                 yield kept
             finally:
                 state["in"] = False
+                # freed inside the block, so its trim returns the optimizer's memory
+                optimizer = trainers[-1].optimizer
+                assert optimizer is not None
+                moments_at_exit.append(len(optimizer.state))
 
     def spy_forward(self: training_loop.TrainingModule, ids: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]
         inside.append(state["in"])
         return real_forward(self, ids, mask)
 
     monkeypatch.setattr(training_loop, "keep_freed_memory", spy_keep)
+    monkeypatch.setattr(transformers.Trainer, "train", spy_train)
     monkeypatch.setattr(training_loop.TrainingModule, "forward_heads", spy_forward)
     kept = M3Finetuner(tiny_finetune_config(tiny_m3_path, tmp_path / "kept")).fit(toy_examples)
-    assert asked == [True] and inside and all(inside)
+    assert asked == [True] and inside and all(inside) and moments_at_exit == [0]
     asked.clear()
     off = tiny_finetune_config(tiny_m3_path, tmp_path / "off", keep_freed_memory=False)
     plain = M3Finetuner(off).fit(toy_examples)

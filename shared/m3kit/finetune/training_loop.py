@@ -310,6 +310,10 @@ def run_training(
             start = time.perf_counter()
             state = trainer.train()
             seconds = time.perf_counter() - start
+            # The optimizer's moments (twice the trained weights) were made inside the block:
+            # freed in it, its trim gives their memory back; freed later, glibc keeps it.
+            if trainer.optimizer is not None:
+                trainer.optimizer.state.clear()
     check_finite_weights(module.model, int(state.global_step), cfg.output_path)
     model = module.model.to("cpu").float().eval()
     out = model.save(
