@@ -35,6 +35,13 @@ def test_keep_mask_keeps_each_element_with_probability_one_minus_p(p: float) -> 
     assert torch.equal(keep_mask((100, 50, 200), p, CPU), mask)  # the seed repeats it
     odd = keep_mask((7, 3), p, CPU)  # a size that is no multiple of the 4 per 64-bit draw
     assert odd.shape == (7, 3)
+    if p > 0:
+        again = keep_mask((100, 50, 200), p, CPU)
+        assert not torch.equal(again, mask)  # each call draws anew
+        # neighbours (in one 64-bit word and across words) are independent
+        pairs = (mask.flatten()[:-1] & mask.flatten()[1:]).float().mean().item()
+        assert abs(pairs - (1 - p) ** 2) < 0.004
+        assert abs((mask & again).float().mean().item() - (1 - p) ** 2) < 0.004
 
 
 def test_mask_dropout_scales_the_kept_and_backpropagates_through_the_same_mask() -> None:

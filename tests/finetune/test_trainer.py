@@ -180,11 +180,13 @@ def test_head_learning_rate_moves_the_heads_not_the_encoder(
         head_learning_rate=1e-2,
         weight_decay=0.0,
         symmetric=True,
-        false_negative_margin=0.1,
+        # small: at 0.1 the tiny random model's candidates all fell within the margin for
+        # some dropout draws, leaving no loss to train on (8 seeds checked at 0.01)
+        false_negative_margin=0.01,
         temperature=0.05,
     )
     result = M3Finetuner(cfg).fit(toy_examples)
-    assert "false_negatives" in result.log[0]
+    assert "false_negatives" in result.log[0] and result.log[0]["total"] > 0
     start, after = _backbone(tiny_m3_path), _backbone(result.path)
     # AdamW steps are at most about lr in size: the encoder moved by <= ~1e-12, the heads
     # far more (the tiny sparse head's gradients are small, so its steps are too)
