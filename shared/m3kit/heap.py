@@ -81,10 +81,11 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def _keep(libc: ctypes.CDLL) -> bool:
-    """Switch glibc to keeping freed memory; ``False`` (and nothing changed) if it refuses."""
-    if libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _NO_TRIM):
-        return True
-    _restore(libc)
+    """Switch glibc to keeping freed memory; ``False``, its limits as they were, if it refuses."""
+    if libc.mallopt(_M_MMAP_MAX, 0):
+        if libc.mallopt(_M_TRIM_THRESHOLD, _NO_TRIM):
+            return True
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)  # undo the one setting that took
     logger.info("glibc refused mallopt: freed memory is unmapped as usual")
     return False
 

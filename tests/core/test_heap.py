@@ -26,6 +26,9 @@ glibc_only = pytest.mark.skipif(
     reason="glibc's mallopt (Linux)",
 )
 
+#: The environment through which a user sets the process's malloc (m3kit.heap leaves it be).
+_MALLOC_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", *heap._USER_MALLOC_ENV)
+
 _PRELUDE = """
 import json, resource, threading
 import torch
@@ -48,7 +51,7 @@ def _run(body: str) -> dict[str, int]:
     code = _PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
     shared = str(Path(heap.__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([shared, os.environ.get("PYTHONPATH", "")]))
-    for name in ("GLIBC_TUNABLES", "LD_PRELOAD", *heap._USER_MALLOC_ENV):
+    for name in _MALLOC_ENV:
         env.pop(name, None)  # glibc's own malloc at its defaults: the known "outside"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
@@ -149,7 +152,7 @@ def test_an_error_in_the_block_still_restores_glibc() -> None:
 def test_a_malloc_the_user_set_is_left_as_it_is(
     name: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for other in ("GLIBC_TUNABLES", "LD_PRELOAD", *heap._USER_MALLOC_ENV):
+    for other in _MALLOC_ENV:
         monkeypatch.delenv(other, raising=False)
     monkeypatch.setenv(name, value)
     with keep_freed_memory() as kept:
