@@ -426,3 +426,39 @@ def test_a_uuid_string_is_matched_on_a_key_with_any_index(tmp_path: Path, kind: 
             ne = MetadataFilters(filters=[MetadataFilter(key="ref", value=ref, operator="!=")])
             got = {h.doc_id for h in s.get(None, filter=to_store_filter(ne))}
             assert got == {f"d{j}" for j in range(6)} - want, ref
+
+
+def test_an_index_another_store_adds_later_is_checked(
+    qdrant_recorder: tuple[str, list[tuple[str, str, Any]], dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store read the collection's payload indexes once (its first write) and kept them:
+    an ``integer`` index another store (another process, a later ``m3kit index
+    --index-field``) declared afterwards went unseen, so this store wrote ``1.5`` that the
+    index hides from filters, and sent a number range to a key now indexed as datetime.
+    The indexes are read at each write that holds a number and each filter with a range;
+    a write without numbers and a filter without ranges ask nothing."""
+    from qdrant_client import models
+
+    url, _, _ = qdrant_recorder
+    when = models.Filter(
+        must=[models.FieldCondition(key="metadata.when", range=models.Range(gt=5))]
+    )
+    with M3Store.open(url=url, **ARGS) as first:
+        first.upsert([_priced(0, {"price": 2})])  # read: none indexed yet
+        first.count(when)  # allowed: nothing indexes metadata.when yet
+        declared = {"price": "integer", "when": "datetime"}
+        M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
+        with pytest.raises(ValueError, match=r"'price' is 1\.5.*metadata\.price as integer"):
+            first.upsert([_priced(1, {"price": 1.5})])
+        with pytest.raises(ValueError, match="metadata.when"):
+            first.count(when)
+        reads: list[int] = []
+        read = first._backend.payload_indexes
+        monkeypatch.setattr(first._backend, "payload_indexes", lambda: reads.append(1) or read())
+        first.upsert([_priced(2, {"lang": "en", "flag": True, "tags": ["a"]})])  # no number
+        first.count({"lang": "en"})  # no range
+        assert reads == []
+        first.upsert([_priced(3, {"price": 3})])
+        assert reads == [1]
+        assert first.count() == 3

@@ -56,6 +56,7 @@ __all__ = [
     "check_indexed_values",
     "check_stored_values",
     "ensure_payload_indexes",
+    "holds_number",
 ]
 
 BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
@@ -196,6 +197,18 @@ def _first_hidden(
         if kind is not None and hidden is not None:
             return key, value, path, kind, hidden
     return None
+
+
+def holds_number(metadata: Mapping[str, Any]) -> bool:
+    """Whether nested metadata holds a number (not a bool): the only values a payload index
+    can hide (:func:`check_indexed_values`), so a write without one need not read them.
+
+    >>> holds_number({"lang": "en", "tags": ["a"], "ok": True}), holds_number({"a": {"b": [2]}})
+    (False, True)
+    """
+    return any(
+        isinstance(v, int | float) and not isinstance(v, bool) for _, v in _leaves(metadata, "")
+    )
 
 
 def _type_to_use(kind: str) -> str:

@@ -61,14 +61,14 @@ class StoreReads:
     """The read methods of :class:`~m3kit.store.M3Store` (its base; ``M3Store`` sets these)."""
 
     _backend: StorageBackend
-    _index_types: dict[str, str] | None = None  # the collection's payload indexes, read once
 
     def _payload_index_types(self) -> dict[str, str]:
-        """The collection's payload indexes, ``{payload path: type}``, read once per store
-        (they are created when it opens; ``{}``: none, or qdrant-client's local mode)."""
-        if self._index_types is None:
-            self._index_types = self._backend.payload_indexes() or {}
-        return self._index_types
+        """The collection's payload indexes, ``{payload path: type}`` (``{}``: none, or
+        qdrant-client's local mode), read from the collection at each call, not kept: another
+        store (another process, a later ``m3kit index --index-field``) may add one while
+        this store is open. Callers ask only when an index could change the answer (a write
+        holding a number, a filter with a range)."""
+        return self._backend.payload_indexes() or {}
 
     def _filter(self, filter: FilterLike | None) -> models.Filter | None:
         """A caller's ``filter`` as a ``models.Filter``, refused where a payload index would

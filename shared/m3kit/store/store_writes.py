@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import stale_chunks_filter
-from m3kit.store.payload_indexes import check_indexed_values
+from m3kit.store.payload_indexes import check_indexed_values, holds_number
 from m3kit.store.plan import PointData, StorageBackend
 from m3kit.store.points import (
     WriteBatches,
@@ -229,9 +229,12 @@ class StoreWrites:
     def _check_indexed(self, points: Sequence[PointData]) -> None:
         """Refuse metadata an index of the collection would hide (:func:`check_indexed_values`).
 
-        The collection's indexes are read once per store (the first write); qdrant-client's
-        local mode has none.
+        The collection's indexes are read at each write whose metadata holds a number (the
+        only values an index hides), so one another store added since this one opened is
+        seen; qdrant-client's local mode has none.
         """
+        if not any(holds_number(p.payload.get(METADATA) or {}) for p in points):
+            return
         indexes = cast("M3Store", self)._payload_index_types()
         if not indexes:
             return
