@@ -472,3 +472,32 @@ def test_finetune_records_its_split_and_refuses_checkpoints_trained_on_its_evalu
         finetune.main([*argv, "--seed", "1", "--out", str(tmp_path / "seed1")])
     assert not (tmp_path / "seed1").exists()
     assert finetune.main([*argv, "--out", str(tmp_path / "seed0")]) == 0
+
+
+def test_index_memory_runs_both_settings_and_reports_them(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """``benchmarks/index_memory.py`` runs ``m3kit index`` with and without
+    ``--no-keep-freed-memory``, alternating, and writes each run with the machine facts."""
+    index_memory = _script("index_memory")
+    rows = tmp_path / "docs.jsonl"
+    texts = ["The Rhine rises in the Alps. It flows north.", "Oxygen is a gas.", "Not read."]
+    rows.write_text(
+        "".join(json.dumps({"_id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
+    stem = tmp_path / "out" / "im"
+    stem.parent.mkdir()
+    argv = ["--model", str(tiny_m3_path), "--data", str(rows), "--docs", "2", "--repeats", "2"]
+    argv += ["--dtype", "fp32", "--no-late-chunking", "--results", str(stem)]
+    assert index_memory.main(argv) == 0
+    record = json.loads((tmp_path / "out" / "im.json").read_text(encoding="utf-8"))
+    settings = [(r["round"], r["setting"]) for r in record["runs"]]
+    assert settings == [(1, "kept"), (1, "unmapped"), (2, "unmapped"), (2, "kept")]
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in record["runs"])
+    assert record["documents"] == 2 and record["time_ratio_kept_over_unmapped"]["rounds"] == 2
+    assert record["machine"]["cpu_model"]
+    report = (tmp_path / "out" / "im.md").read_text(encoding="utf-8")
+    assert "kept / unmapped wall time" in report and "| 2 | kept |" in report
+    with pytest.raises(SystemExit, match="exists"):
+        index_memory.main(argv)  # a result is never written over

@@ -55,3 +55,49 @@ def test_an_onnx_cache_folder_with_the_torch_runtime_is_an_error(
     argv += [str(tmp_path / "db"), "--runtime", "torch", "--onnx-cache-dir", str(tmp_path)]
     assert main(argv) != 0
     assert "onnx_cache_dir is for backend='onnx'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [None, "--keep-freed-memory", "--no-keep-freed-memory"])
+def test_index_keeps_freed_memory_unless_told_not_to(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str | None,
+) -> None:
+    """`m3kit index` encodes and writes inside :func:`m3kit.heap.keep_freed_memory` (on by
+    default: the CLI owns its process), and `--no-keep-freed-memory` leaves glibc as it is."""
+    import contextlib
+    from collections.abc import Iterator
+
+    import m3kit.heap
+    from m3kit.store import M3Store
+
+    real_keep = m3kit.heap.keep_freed_memory
+    asked: list[bool] = []
+    state = {"in": False}
+    writes_inside: list[bool] = []
+
+    @contextlib.contextmanager
+    def spy_keep(enabled: bool = True) -> Iterator[bool]:
+        asked.append(enabled)
+        with real_keep(enabled) as kept:
+            state["in"] = True
+            try:
+                yield kept
+            finally:
+                state["in"] = False
+
+    real_upsert = M3Store.upsert
+
+    def spy_upsert(self: M3Store, *args: Any, **kwargs: Any) -> Any:
+        writes_inside.append(state["in"])
+        return real_upsert(self, *args, **kwargs)
+
+    monkeypatch.setattr(m3kit.heap, "keep_freed_memory", spy_keep)
+    monkeypatch.setattr(M3Store, "upsert", spy_upsert)
+    (tmp_path / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
+    argv = ["index", str(tmp_path / "a.txt"), "--model", str(tiny_m3_path), "-q"]
+    argv += ["--path", str(tmp_path / "db"), *([flag] if flag else [])]
+    assert main(argv) == 0
+    assert asked == [flag != "--no-keep-freed-memory"]
+    assert writes_inside and all(writes_inside)
