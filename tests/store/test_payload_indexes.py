@@ -436,10 +436,15 @@ def test_an_index_another_store_adds_later_is_checked(
     an ``integer`` index another store (another process, a later ``m3kit index
     --index-field``) declared afterwards went unseen, so this store wrote ``1.5`` that the
     index hides from filters, and sent a number range to a key now indexed as datetime.
-    The indexes are read at each write that holds a number and each filter with a range;
-    a write without numbers and a filter without ranges ask nothing."""
+    Writes holding a number read the indexes each time; filters with a range on a metadata
+    key trust the last read for ``INDEX_TYPES_TTL`` seconds; other writes and filters ask
+    nothing."""
     from qdrant_client import models
 
+    from m3kit.store import store_reads
+
+    clock = [1000.0]
+    monkeypatch.setattr(store_reads, "_now", lambda: clock[0])
     url, _, _ = qdrant_recorder
     when = models.Filter(
         must=[models.FieldCondition(key="metadata.when", range=models.Range(gt=5))]
@@ -449,16 +454,23 @@ def test_an_index_another_store_adds_later_is_checked(
         first.count(when)  # allowed: nothing indexes metadata.when yet
         declared = {"price": "integer", "when": "datetime"}
         M3Store.open(url=url, payload_indexes=declared, **ARGS).close()
-        with pytest.raises(ValueError, match=r"'price' is 1\.5.*metadata\.price as integer"):
-            first.upsert([_priced(1, {"price": 1.5})])
+        clock[0] += store_reads.INDEX_TYPES_TTL
         with pytest.raises(ValueError, match="metadata.when"):
             first.count(when)
+        with pytest.raises(ValueError, match=r"'price' is 1\.5.*metadata\.price as integer"):
+            first.upsert([_priced(1, {"price": 1.5})])
         reads: list[int] = []
         read = first._backend.payload_indexes
         monkeypatch.setattr(first._backend, "payload_indexes", lambda: reads.append(1) or read())
         first.upsert([_priced(2, {"lang": "en", "flag": True, "tags": ["a"]})])  # no number
         first.count({"lang": "en"})  # no range
+        first.count(
+            models.Filter(
+                must=[models.FieldCondition(key="chunk_index", range=models.Range(gte=0))]
+            )
+        )
         assert reads == []
         first.upsert([_priced(3, {"price": 3})])
-        assert reads == [1]
-        assert first.count() == 3
+        first.upsert([_priced(4, {"price": 4})])
+        assert reads == [1, 1]  # each write holding a number
+        assert first.count() == 4  # d0, d2, d3, d4: nothing of a refused write

@@ -323,12 +323,14 @@ def check_filter_ranges(
     Args:
         selector: The filter (``None``: none).
         indexes: Gives the collection's payload indexes, ``{payload path: type}``; called
-            only when the filter has a range.
+            only when the filter has a range on a metadata key (``metadata.*``: where
+            indexes are declared; m3kit's own keys carry keyword indexes only).
 
     Raises:
         ValueError: Names the key, the range, the index type and the filter to use instead.
     """
-    ranges = list(_ranges(selector, ""))
+    # only metadata keys: indexes are declared there (m3kit's own keys have keyword ones)
+    ranges = [(p, r) for p, r in _ranges(selector, "") if p.startswith(f"{METADATA}.")]
     if not ranges:
         return
     found = indexes()

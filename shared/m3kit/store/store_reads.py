@@ -8,6 +8,7 @@ backend they read.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -57,24 +58,45 @@ def _canonical_uuid(value: str) -> str | None:
         return None
 
 
+#: Seconds a filter's range check trusts the payload indexes last read (writes read afresh).
+INDEX_TYPES_TTL = 5.0
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
 class StoreReads:
     """The read methods of :class:`~m3kit.store.M3Store` (its base; ``M3Store`` sets these)."""
 
     _backend: StorageBackend
 
+    _index_types_read: tuple[float, dict[str, str]] | None = None  # (when, what) reads trust
+
     def _payload_index_types(self) -> dict[str, str]:
         """The collection's payload indexes, ``{payload path: type}`` (``{}``: none, or
-        qdrant-client's local mode), read from the collection at each call, not kept: another
-        store (another process, a later ``m3kit index --index-field``) may add one while
-        this store is open. Callers ask only when an index could change the answer (a write
-        holding a number, a filter with a range)."""
-        return self._backend.payload_indexes() or {}
+        qdrant-client's local mode), read from the collection now: another store (another
+        process, a later ``m3kit index --index-field``) may have added one since this store
+        opened. Writes call it when their metadata holds a number (the values an index hides)."""
+        found = self._backend.payload_indexes() or {}
+        self._index_types_read = (_now(), found)
+        return found
+
+    def _recent_payload_index_types(self) -> dict[str, str]:
+        """:meth:`_payload_index_types` as read within the last :data:`INDEX_TYPES_TTL`
+        seconds, else read again: filters with a range on a metadata key check it, and a
+        numeric equality is such a range, so a server is asked at most once in that time
+        rather than once a search."""
+        read = self._index_types_read
+        if read is not None and _now() - read[0] < INDEX_TYPES_TTL:
+            return read[1]
+        return self._payload_index_types()
 
     def _filter(self, filter: FilterLike | None) -> models.Filter | None:
         """A caller's ``filter`` as a ``models.Filter``, refused where a payload index would
         serve one of its ranges as another kind (:func:`check_filter_ranges`)."""
         selector = to_filter(filter)
-        check_filter_ranges(selector, self._payload_index_types)
+        check_filter_ranges(selector, self._recent_payload_index_types)
         return selector
 
     def points(
