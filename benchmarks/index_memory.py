@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 load = os.getloadavg()[0]
                 seconds, rss_kib = _run(cmd)
                 run = {"round": rep + 1, "setting": setting, "seconds": round(seconds, 2)}
-                run |= {"peak_rss_mb": round(rss_kib / 1024, 1), "load_at_start": round(load, 2)}
+                run |= {"peak_rss_mib": round(rss_kib / 1024, 1), "load_at_start": round(load, 2)}
                 runs.append(run)
                 print(json.dumps(run), flush=True)
 
@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     results.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     table = [
-        "| round | setting | seconds | peak RSS MB | load at start |",
+        "| round | setting | seconds | peak RSS MiB | load at start |",
         "|---:|---|---:|---:|---:|",
         *(
-            f"| {r['round']} | {r['setting']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"| {r['round']} | {r['setting']} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} | "
             f"{r['load_at_start']} |"
             for r in runs
         ),

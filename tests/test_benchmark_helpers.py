@@ -494,7 +494,7 @@ def test_index_memory_runs_both_settings_and_reports_them(
     record = json.loads((tmp_path / "out" / "im.json").read_text(encoding="utf-8"))
     settings = [(r["round"], r["setting"]) for r in record["runs"]]
     assert settings == [(1, "kept"), (1, "unmapped"), (2, "unmapped"), (2, "kept")]
-    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in record["runs"])
+    assert all(r["seconds"] > 0 and r["peak_rss_mib"] > 0 for r in record["runs"])
     assert record["documents"] == 2 and record["time_ratio_kept_over_unmapped"]["rounds"] == 2
     assert record["machine"]["cpu_model"]
     report = (tmp_path / "out" / "im.md").read_text(encoding="utf-8")

@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="on Linux (glibc): keep the memory freed tensors leave for reuse while indexing "
-        "instead of unmapping it; faster encoding, given back when the run ends (default: on)",
+        "instead of unmapping it; faster encoding, given back when the run ends (default: on; "
+        "this process only: --ray actors are processes of their own)",
     )
     add_ray_arguments(index)
     add_cluster_arguments(index)
@@ -339,7 +340,7 @@ def _run_index(args: argparse.Namespace) -> int:
 
     # The CLI owns its process, so glibc may keep freed blocks for the whole run: each
     # batch's large tensors then reuse the last one's pages instead of faulting in fresh ones
-    # (the README's "Command line" has the measurements).
+    # (the README's "The `m3kit` command" has the measurements).
     with heap.keep_freed_memory(args.keep_freed_memory):
         return run_index(args)
 
