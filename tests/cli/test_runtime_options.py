@@ -66,38 +66,24 @@ def test_index_keeps_freed_memory_unless_told_not_to(
 ) -> None:
     """`m3kit index` encodes and writes inside :func:`m3kit.heap.keep_freed_memory` (on by
     default: the CLI owns its process), and `--no-keep-freed-memory` leaves glibc as it is."""
-    import contextlib
-    from collections.abc import Iterator
-
     import m3kit.heap
     from m3kit.store import M3Store
+    from tests.heap_spy import KeepFreedMemorySpy
 
-    real_keep = m3kit.heap.keep_freed_memory
-    asked: list[bool] = []
-    state = {"in": False}
+    keep = KeepFreedMemorySpy(m3kit.heap.keep_freed_memory)
     writes_inside: list[bool] = []
-
-    @contextlib.contextmanager
-    def spy_keep(enabled: bool = True) -> Iterator[bool]:
-        asked.append(enabled)
-        with real_keep(enabled) as kept:
-            state["in"] = True
-            try:
-                yield kept
-            finally:
-                state["in"] = False
 
     real_upsert = M3Store.upsert
 
     def spy_upsert(self: M3Store, *args: Any, **kwargs: Any) -> Any:
-        writes_inside.append(state["in"])
+        writes_inside.append(keep.inside)
         return real_upsert(self, *args, **kwargs)
 
-    monkeypatch.setattr(m3kit.heap, "keep_freed_memory", spy_keep)
+    monkeypatch.setattr(m3kit.heap, "keep_freed_memory", keep)
     monkeypatch.setattr(M3Store, "upsert", spy_upsert)
     (tmp_path / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
     argv = ["index", str(tmp_path / "a.txt"), "--model", str(tiny_m3_path), "-q"]
     argv += ["--path", str(tmp_path / "db"), *([flag] if flag else [])]
     assert main(argv) == 0
-    assert asked == [flag != "--no-keep-freed-memory"]
+    assert keep.asked == [flag != "--no-keep-freed-memory"]
     assert writes_inside and all(writes_inside)
