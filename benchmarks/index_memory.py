@@ -35,6 +35,7 @@ from _bench import (
     machine_facts,
     machine_markdown,
     output_stem,
+    ratios,
     refuse_existing,
     rotated,
     spread,
@@ -103,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     def of(setting: str, key: str) -> list[float]:
         return [r[key] for r in runs if r["setting"] == setting]
 
-    ratio = spread(
-        [k / u for k, u in zip(of("kept", "seconds"), of("unmapped", "seconds"), strict=True)]
-    )
+    ratio = spread(ratios(of("kept", "seconds"), of("unmapped", "seconds")))
     facts = machine_facts(start, args.dtype or "m3kit index's default (--dtype not given)")
     record = {
         "command": command_line("index_memory.py", argv),

@@ -159,9 +159,14 @@ def ensure_payload_indexes(
     return created
 
 
+def _is_number(value: Any) -> bool:
+    """An int or a float, not a bool: the only kind of value an index can hide."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _hidden_by(kind: str, value: Any) -> str | None:
     """What a value is when an index of ``kind`` leaves it out of the filters it serves."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not _is_number(value):
         return None
     if kind == PayloadIndexType.INTEGER.value and isinstance(value, float):
         return None if value.is_integer() else "a non-integer number"
@@ -206,9 +211,7 @@ def holds_number(metadata: Mapping[str, Any]) -> bool:
     >>> holds_number({"lang": "en", "tags": ["a"], "ok": True}), holds_number({"a": {"b": [2]}})
     (False, True)
     """
-    return any(
-        isinstance(v, int | float) and not isinstance(v, bool) for _, v in _leaves(metadata, "")
-    )
+    return any(_is_number(value) for _, value in _leaves(metadata, ""))
 
 
 def _type_to_use(kind: str) -> str:
