@@ -1,15 +1,21 @@
-"""`m3kit index` with and without kept freed memory: wall time and peak memory, alternating.
+"""`m3kit index` (or `m3kit eval`) with and without kept freed memory: wall time and peak
+memory, alternating.
 
-``m3kit index`` runs inside :func:`m3kit.heap.keep_freed_memory` by default (glibc keeps the
-memory freed tensors leave for the next batch instead of unmapping it);
-``--no-keep-freed-memory`` leaves glibc as it is. This benchmark indexes the same documents
-into a new embedded store with each setting, in fresh processes, the order alternating
-from round to round (``--repeats`` rounds), and reports each run's wall time (the whole
-command: model load, chunking, encoding, writes) and peak resident memory (the child
-process's ``ru_maxrss``), with the median ratio::
+``m3kit index``, ``eval``, ``calibrate`` and ``mine-negatives`` run inside
+:func:`m3kit.heap.keep_freed_memory` by default (glibc keeps the memory freed tensors leave
+for the next batch instead of unmapping it); ``--no-keep-freed-memory`` leaves glibc as it
+is. This benchmark indexes the same documents into a new embedded store with each setting,
+in fresh processes, the order alternating from round to round (``--repeats`` rounds), and
+reports each run's wall time (the whole command: model load, chunking, encoding, writes) and
+peak resident memory (the child process's ``ru_maxrss``), with the median ratio::
 
     python benchmarks/index_memory.py --model ./bge-m3 --docs 4 --repeats 2
     python benchmarks/index_memory.py --model ./minilm-m3 --docs 24 --dtype fp32
+    python benchmarks/index_memory.py --model ./bge-m3 --eval ../shared/data/squad_en \
+        --max-queries 200
+
+With ``--eval BEIR_FOLDER`` each run is ``m3kit eval`` of every head on that folder instead
+(the first ``--max-queries`` queries, seeded; the whole corpus is encoded).
 
 Documents: the first ``--docs`` rows of ``--data`` (default: the long squad_en articles,
 ``../shared/data/squad_en/longdoc/corpus.jsonl``), indexed with ``--late-chunking`` unless
@@ -68,19 +74,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default=None, help="what the model is, for the report")
     parser.add_argument("--docs", type=int, default=24, help="first N documents of --data")
     parser.add_argument("--dtype", default=None, help="m3kit index --dtype (default: its own)")
-    parser.add_argument("--late-chunking", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--late-chunking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="index with --late-chunking (default) or without",
+    )
+    parser.add_argument(
+        "--eval", type=Path, default=None, metavar="BEIR", help="run m3kit eval on this folder"
+    )
+    parser.add_argument("--max-queries", type=int, default=200, help="with --eval (200)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds (order alternates)")
     parser.add_argument("--results", default=None, help="results stem or .json")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.docs < 1:
         raise SystemExit("error: --repeats and --docs must be >= 1")
-    if not args.data.is_file():
+    if args.eval is None and not args.data.is_file():
         raise SystemExit(f"error: {args.data} is missing (pass --data FILE.jsonl)")
+    if args.eval is not None and not (args.eval / "corpus.jsonl").is_file():
+        raise SystemExit(f"error: {args.eval} is not a BEIR folder (no corpus.jsonl)")
+    if args.eval is not None and (args.dtype or args.late_chunking is not None):
+        raise SystemExit("error: --dtype and --[no-]late-chunking are m3kit index's, not eval's")
+    late_chunking = args.late_chunking is not False
     stem = output_stem(args.results, "index_memory")
     results, results_md = with_ext(stem, ".json"), with_ext(stem, ".md")
     refuse_existing([results, results_md])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    rows = args.data.read_text(encoding="utf-8").splitlines()[: args.docs]
+    source = args.data if args.eval is None else args.eval / "corpus.jsonl"
+    rows = source.read_text(encoding="utf-8").splitlines()
+    rows = rows if args.eval is not None else rows[: args.docs]
     chars = sum(len(json.loads(row).get("text", "")) for row in rows)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work:
@@ -89,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):
             for setting in rotated(SETTINGS, rep):
                 store = Path(work) / f"store-{rep}-{setting}"
-                cmd = ["index", str(docs), "--collection", "bench", "--path", str(store)]
-                cmd += ["--model", args.model, "-q"]
-                cmd += ["--late-chunking"] if args.late_chunking else ["--no-late-chunking"]
-                cmd += ["--dtype", args.dtype] if args.dtype else []
+                if args.eval is not None:
+                    cmd = ["eval", "--model", args.model, "--data", str(args.eval), "--quiet"]
+                    cmd += ["--max-queries", str(args.max_queries)]
+                else:
+                    cmd = ["index", str(docs), "--collection", "bench", "--path", str(store)]
+                    cmd += ["--model", args.model, "-q"]
+                    cmd += ["--late-chunking"] if late_chunking else ["--no-late-chunking"]
+                    cmd += ["--dtype", args.dtype] if args.dtype else []
                 cmd += ["--no-keep-freed-memory"] if setting == "unmapped" else []
                 load = os.getloadavg()[0]
                 seconds, rss_kib = _run(cmd)
@@ -110,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line("index_memory.py", argv),
         "model": args.model,
         "label": args.label,
+        "subcommand": "index" if args.eval is None else "eval",
         "documents": len(rows),
         "characters": chars,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
@@ -127,13 +154,25 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs
         ),
     ]
+    if args.eval is None:
+        what = (
+            f"{len(rows)} documents ({chars:,} characters) of {args.data.name}, late chunking "
+            f"{'on' if late_chunking else 'off'}"
+        )
+        each = "`python -m m3kit index` into a new embedded store"
+    else:
+        what = (
+            f"`m3kit eval` on {args.eval} ({len(rows)} passages, {chars:,} characters; "
+            f"{args.max_queries} queries at most)"
+        )
+        each = "`python -m m3kit eval` (every head, exhaustive scoring)"
     results_md.write_text(
-        "# `m3kit index` with kept vs unmapped freed memory (`benchmarks/index_memory.py`)\n\n"
-        f"`{record['command']}`: {len(rows)} documents ({chars:,} characters) of {args.data.name}"
-        f", late chunking {'on' if args.late_chunking else 'off'}, model `{args.model}`"
+        f"# `m3kit {record['subcommand']}` with kept vs unmapped freed memory "
+        "(`benchmarks/index_memory.py`)\n\n"
+        f"`{record['command']}`: {what}, model `{args.model}`"
         + (f" ({args.label})" if args.label else "")
         + "; "
-        "each run a fresh `python -m m3kit index` into a new embedded store, the order "
+        f"each run a fresh {each}, the order "
         "alternating by round. `kept`: the default (`--keep-freed-memory`); `unmapped`: "
         f"`--no-keep-freed-memory`. `GLIBC_TUNABLES`: {record['glibc_tunables'] or 'unset'}.\n\n"
         f"**kept / unmapped wall time: {spread_text(ratio)} over {args.repeats} round(s)**\n\n"

@@ -501,3 +501,33 @@ def test_index_memory_runs_both_settings_and_reports_them(
     assert "kept / unmapped wall time" in report and "| 2 | kept |" in report
     with pytest.raises(SystemExit, match="exists"):
         index_memory.main(argv)  # a result is never written over
+
+
+def test_index_memory_eval_runs_m3kit_eval_with_both_settings(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """``--eval BEIR`` times ``m3kit eval`` instead of ``m3kit index``; index-only flags with it
+    are an error rather than silently unused."""
+    index_memory = _script("index_memory")
+    data = tmp_path / "beir"
+    data.mkdir()
+    texts = ["The Rhine rises in the Alps.", "Oxygen is a gas.", "Warsaw is a city."]
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": t[:10]}) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
+    (data / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+    stem = tmp_path / "out" / "ev"
+    stem.parent.mkdir()
+    argv = ["--model", str(tiny_m3_path), "--eval", str(data), "--repeats", "1"]
+    with pytest.raises(SystemExit, match="not eval's"):
+        index_memory.main([*argv, "--dtype", "fp32", "--results", str(stem)])
+    assert index_memory.main([*argv, "--max-queries", "2", "--results", str(stem)]) == 0
+    record = json.loads((tmp_path / "out" / "ev.json").read_text(encoding="utf-8"))
+    assert record["subcommand"] == "eval" and record["documents"] == 3
+    assert [r["setting"] for r in record["runs"]] == ["kept", "unmapped"]
+    assert "`m3kit eval` with kept vs unmapped" in (tmp_path / "out" / "ev.md").read_text()

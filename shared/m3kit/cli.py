@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit import cli_open
 from m3kit.checkpoint import DEFAULT_MODEL, Pooling
+from m3kit.cli_memory import add_keep_freed_memory_argument, keeping_freed_memory
 from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
     add_cluster_arguments,
@@ -267,17 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         "datetime, uuid or geo; repeat; indexes that exist are kept",
     )
     index.add_argument("--batch-size", type=positive_int, default=32, help="texts per batch")
-    index.add_argument(
-        "--keep-freed-memory",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="on Linux (glibc): keep the memory freed tensors leave for reuse while indexing "
-        "instead of unmapping it; faster encoding, given back when the run ends (default: on; "
-        "this process only: --ray actors are processes of their own)",
+    add_keep_freed_memory_argument(
+        index, "indexing", "; this process only: --ray actors are processes of their own"
     )
     add_ray_arguments(index)
     add_cluster_arguments(index)
-    index.set_defaults(handler=_run_index)
+    index.set_defaults(handler=keeping_freed_memory(_run_index))
 
     search = subparsers.add_parser(
         "search",
@@ -335,14 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------
 def _run_index(args: argparse.Namespace) -> int:
-    from m3kit import heap
     from m3kit.cli_index import run_index
 
-    # The CLI owns its process, so glibc may keep freed blocks for the whole run: each
-    # batch's large tensors then reuse the last one's pages instead of faulting in fresh ones
-    # (the README's "The `m3kit` command" has the measurements).
-    with heap.keep_freed_memory(args.keep_freed_memory):
-        return run_index(args)
+    return run_index(args)
 
 
 def _run_search(args: argparse.Namespace) -> int:

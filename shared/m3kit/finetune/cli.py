@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from m3kit.cli_memory import add_keep_freed_memory_argument, keeping_freed_memory
 from m3kit.cli_scale import positive_int
 from m3kit.cli_search import add_weights_argument
 from m3kit.finetune.cli_args import (
@@ -179,8 +180,9 @@ def add_subcommands(subparsers: Any) -> None:
     mine.add_argument("--range", default="10-100", help="rank window START-END (0-based)")
     mine.add_argument("--score", choices=["dense", "sparse", "fused"], default="dense")
     mine.add_argument("--seed", type=int, default=0)
+    add_keep_freed_memory_argument(mine, "ranking the corpus")
     mine.add_argument("--quiet", action="store_true")
-    mine.set_defaults(handler=_run_mine)
+    mine.set_defaults(handler=keeping_freed_memory(_run_mine))
 
     ev = subparsers.add_parser(
         "eval",
@@ -209,8 +211,9 @@ def add_subcommands(subparsers: Any) -> None:
     add_keep_identical_ids_argument(ev, "score")
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
     ev.add_argument("--seed", type=int, default=0)
+    add_keep_freed_memory_argument(ev, "encoding")
     ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(handler=run_eval)
+    ev.set_defaults(handler=keeping_freed_memory(run_eval))
 
     cal = subparsers.add_parser(
         "calibrate",
@@ -250,8 +253,9 @@ def add_subcommands(subparsers: Any) -> None:
     add_keep_identical_ids_argument(cal, "score")
     cal.add_argument("--device", default=None)
     cal.add_argument("--seed", type=int, default=0)
+    add_keep_freed_memory_argument(cal, "encoding and searching")
     cal.add_argument("--quiet", action="store_true")
-    cal.set_defaults(handler=_run_calibrate)
+    cal.set_defaults(handler=keeping_freed_memory(_run_calibrate))
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
