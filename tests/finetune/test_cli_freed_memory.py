@@ -1,7 +1,7 @@
-"""``m3kit mine-negatives``, ``eval`` and ``calibrate`` encode inside
-:func:`m3kit.heap.keep_freed_memory` (on by default: the CLI owns its process), and
-``--no-keep-freed-memory`` leaves glibc as it is (``m3kit index``:
-tests/cli/test_runtime_options.py)."""
+"""``m3kit mine-negatives``, ``eval``, ``calibrate`` and the calibration of ``finetune
+--validation`` encode inside :func:`m3kit.heap.keep_freed_memory` (on by default: the CLI owns
+its process), and ``--no-keep-freed-memory`` leaves glibc as it is (``m3kit index``:
+tests/cli/test_runtime_options.py; training: tests/finetune/test_freed_memory.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ TEXTS = ["The Rhine flows to the North Sea.", "Oxygen has atomic number 8.", "Wa
 
 
 def _argv(command: str, model: Path, tmp_path: Path) -> list[str]:
+    if command == "finetune":  # --validation calibrates the trained checkpoint afterwards
+        train = tmp_path / "t.jsonl"
+        row = {"query": "Where does the Rhine flow?", "pos": [TEXTS[0]], "neg": [TEXTS[1]]}
+        train.write_text(json.dumps(row) + "\n")
+        beir = _argv("calibrate", model, tmp_path)[4]
+        out = ["--output", str(tmp_path / "ft"), "--max-steps", "1", "--batch-size", "1"]
+        return [command, "--model", str(model), "--train", str(train), *out, "--validation", beir]
     if command == "mine-negatives":
         train = tmp_path / "t.jsonl"
         row = {"query": "Where does the Rhine flow?", "pos": [TEXTS[0]]}
@@ -34,7 +41,7 @@ def _argv(command: str, model: Path, tmp_path: Path) -> list[str]:
     return [command, "--model", str(model), "--data", str(data), *extra, "--quiet"]
 
 
-@pytest.mark.parametrize("command", ["mine-negatives", "eval", "calibrate"])
+@pytest.mark.parametrize("command", ["mine-negatives", "eval", "calibrate", "finetune"])
 @pytest.mark.parametrize("flag", [None, "--no-keep-freed-memory"])
 def test_encoding_commands_keep_freed_memory_unless_told_not_to(
     tiny_m3_path: Path,
