@@ -79,7 +79,8 @@ from typing import Any
 from llamaindex_m3.sourceless import document_key_condition
 from m3kit.errors import missing_extra
 from m3kit.store import conditions as c
-from m3kit.store.schema import flat_metadata_path, is_plain_key, metadata_path
+from m3kit.store.filters import metadata_condition
+from m3kit.store.schema import flat_metadata_path, is_plain_key
 
 try:
     from llama_index.core.vector_stores.types import (
@@ -234,19 +235,7 @@ def _condition(f: MetadataFilter) -> models.Condition:
         )
     if f.key in DOCUMENT_KEYS:
         return document_key_condition(f, build)
-    mine = flat_metadata_path(f.key)
     if f.key in TOP_LEVEL_KEYS:  # the value hit_to_node shows: the user's key, else the field
-        other = f.key
-    else:  # a dotted key: the flat key where the chunk has it, else the nested path
-        try:
-            other = metadata_path(f.key)
-        except ValueError:  # an empty part ("a..b"): a flat key only
-            other = mine
-        if other == mine:
-            return build(mine, f)
-    return models.Filter(
-        should=[
-            models.Filter(must=[c.not_(c.is_empty(mine)), build(mine, f)]),
-            models.Filter(must=[c.is_empty(mine), build(other, f)]),
-        ]
-    )
+        return c.where_present(flat_metadata_path(f.key), f.key, lambda path: build(path, f))
+    # a dotted key: the flat key where the chunk has it, else the nested path
+    return metadata_condition(f.key, lambda path: build(path, f))

@@ -98,3 +98,30 @@ def test_a_set_of_ids_filters_as_any_of_as_it_does_for_every_other_key(
         assert _sorted_ids(retriever.invoke("a")) == ["a", "c"]
         firsts = retriever.invoke("a", filter={"chunk_index": kind({0}), "doc_id": kind({"b"})})
         assert [d.id for d in firsts] == ["b"]
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_a_filter_on_a_flat_dotted_key_finds_the_documents_holding_it(
+    tiny_encoder: M3Encoder, backend: str
+) -> None:
+    """A flat metadata key with a dot (``"file.name"``, as LlamaIndex readers and many
+    loaders write it) was filtered as the nested path ``file -> name``: every search, both
+    retrievers and ``delete_points`` silently matched nothing. A dotted key now matches the
+    flat key where a document has it, else the nested path."""
+    with M3VectorStore.open(tiny_encoder, backend=backend) as store:
+        store.add_texts(
+            ["Oxygen is a gas.", "Iron is a metal.", "Gold is a metal."],
+            [{"file.name": "a.pdf"}, {"file": {"name": "a.pdf"}}, {"file.name": "b.pdf"}],
+            ids=["flat", "nested", "other"],
+        )
+        wanted = {"file.name": "a.pdf"}
+        assert sorted(d.id for d in store.similarity_search("metal", k=5, filter=wanted)) == [
+            "flat",
+            "nested",
+        ]
+        retriever = store.as_retriever(search_kwargs={"k": 5, "filter": wanted})
+        assert sorted(d.id for d in retriever.invoke("metal")) == ["flat", "nested"]
+        m3 = store.as_m3_retriever(k=5, filter={"file.name": ["b.pdf"]})
+        assert [d.id for d in m3.invoke("metal")] == ["other"]
+        store.index.store.delete_points(filter=wanted)  # the README's recipe
+        assert [d.id for d in store.get_by_ids(["flat", "nested", "other"])] == ["other"]

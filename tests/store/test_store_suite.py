@@ -305,14 +305,27 @@ def test_chunker_of_another_model_is_refused(
 
 def test_filter_keys_with_spaces(open_index: Any, tiny_encoder: Any) -> None:
     # LangChain's MarkdownHeaderTextSplitter writes keys such as "Header 1": a filter on one
-    # used to fail with "invalid JSON path"; dotted keys still go into nested metadata
+    # used to fail with "invalid JSON path"; a dotted key matches a flat key of that name where
+    # a chunk has one (it matched nothing: "file.name" was read as file -> name), else the
+    # nested path
     index = open_index(tiny_encoder)
     index.add_texts(
-        ["alpha beta.", "gamma delta."],
-        metadatas=[{"Header 1": "Intro", "a": {"b": 1}}, {"Header 1": "Usage", "a": {"b": 2}}],
-        doc_ids=["x", "y"],
+        ["alpha beta.", "gamma delta.", "epsilon zeta."],
+        metadatas=[
+            {"Header 1": "Intro", "a": {"b": 1}},
+            {"Header 1": "Usage", "a": {"b": 2}},
+            {"a.b": 1, "file.name": "z.pdf", "a": {"b": 2}},  # the flat key wins
+        ],
+        doc_ids=["x", "y", "z"],
     )
-    assert [h.doc_id for h in index.search("alpha", k=5, filter={"Header 1": "Usage"})] == ["y"]
-    assert [h.doc_id for h in index.search("alpha", k=5, filter={"a.b": 1})] == ["x"]
+
+    def found(f: dict[str, Any]) -> list[str]:
+        return sorted(h.doc_id for h in index.search("alpha", k=5, filter=f))
+
+    assert found({"Header 1": "Usage"}) == ["y"]
+    assert found({"a.b": 1}) == ["x", "z"]
+    assert found({"a.b": [2, 3]}) == ["y"]
+    assert found({"file.name": "z.pdf"}) == ["z"]
+    assert found({"file.name": "other.pdf"}) == []
     with pytest.raises(ValueError, match="cannot be addressed"):
         index.search("alpha", k=5, filter={'say "hi"': 1})

@@ -31,6 +31,9 @@ scalar and a one-element list are indistinguishable to a filter).
   index (with a keyword index created with the ``prefix`` option it is served by the index,
   same meaning). A case-insensitive substring match has no Qdrant equivalent.
 * :func:`is_empty`: the key has no values (missing, ``null`` or ``[]``; ``""`` is a value).
+* :func:`where_present` ``(first, then, build)``: ``build(first)`` where ``first`` has values,
+  ``build(then)`` elsewhere (a dotted metadata key: the flat key where a chunk has it, else
+  the nested path).
 
 Payload indexes keep these meanings (qdrant-client's local mode ignores indexes). Two index
 types would not, measured on the embedded engine: an ``integer`` index skips non-integer
@@ -56,7 +59,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qdrant_client import models
@@ -71,6 +74,7 @@ __all__ = [
     "is_empty",
     "not_",
     "substring",
+    "where_present",
 ]
 
 Scalar = str | int | float | bool
@@ -185,6 +189,21 @@ def substring(path: str, text: str) -> models.FieldCondition:
 def is_empty(path: str) -> models.IsEmptyCondition:
     """``path`` has no values: missing, ``null`` or ``[]``."""
     return models.IsEmptyCondition(is_empty=models.PayloadField(key=path))
+
+
+def where_present(first: str, then: str, build: Callable[[str], models.Condition]) -> models.Filter:
+    """``build(first)`` on the points where ``first`` has values, ``build(then)`` on the rest.
+
+    >>> f = where_present('metadata."a.b"', "metadata.a.b", lambda path: equals(path, "x"))
+    >>> [[getattr(c, "key", None) for c in part.must] for part in f.should]
+    [[None, 'metadata."a.b"'], [None, 'metadata.a.b']]
+    """
+    return models.Filter(
+        should=[
+            models.Filter(must=[not_(is_empty(first)), build(first)]),
+            models.Filter(must=[is_empty(first), build(then)]),
+        ]
+    )
 
 
 def _reads_as_uuid(text: str) -> bool:

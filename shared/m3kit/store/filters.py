@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import numbers
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models
 
 from m3kit.encoder_inputs import unpaired_surrogate
-from m3kit.store.conditions import any_of, equals
-from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, DOC_HASH, DOC_ID, metadata_path
+from m3kit.store.conditions import any_of, equals, where_present
+from m3kit.store.schema import (
+    CHUNK_ID,
+    CHUNK_INDEX,
+    DOC_HASH,
+    DOC_ID,
+    flat_metadata_path,
+    metadata_path,
+)
 
 __all__ = [
     "FilterLike",
@@ -32,6 +39,7 @@ __all__ = [
     "documents_filter",
     "ids_filter",
     "matches_everything",
+    "metadata_condition",
     "metadata_filter",
     "points_filter",
     "refuse_has_id",
@@ -49,19 +57,44 @@ def _condition(key: str, value: Any) -> models.Condition:
             "the mapping form is {key: value} equality (a list value means any-of), pass a "
             "qdrant_client.models.Filter for anything richer"
         )
-    path = metadata_path(key)
     if isinstance(value, list | tuple | set | frozenset):
-        return any_of(path, list(value))
+        values = list(value)
+        return metadata_condition(key, lambda path: any_of(path, values))
     if isinstance(value, str | bool | int | float):
-        return equals(path, value)
+        return metadata_condition(key, lambda path: equals(path, value))
     raise ValueError(
         f"filter on {key!r}: value {value!r} ({type(value).__name__}) is not supported; use a "
         "string, int, bool, float, a list of those (any-of), or a qdrant models.Filter"
     )
 
 
+def metadata_condition(key: str, build: Callable[[str], models.Condition]) -> models.Condition:
+    """``build`` on the payload path of metadata ``key``.
+
+    A key with dots names a flat key where a chunk's metadata has one (``{"file.name": ...}``,
+    as LlamaIndex and many loaders write it), else the nested path (``{"file": {"name": ...}}``),
+    so the filter matches whichever the chunk holds; a key without dots is one path.
+
+    >>> metadata_condition("lang", lambda path: equals(path, "en")).key
+    'metadata.lang'
+    >>> f = metadata_condition("file.name", lambda path: equals(path, "a.pdf"))
+    >>> [part.must[1].key for part in f.should]
+    ['metadata."file.name"', 'metadata.file.name']
+
+    Raises:
+        ValueError: The key is empty or holds a double quote (Qdrant cannot address it).
+    """
+    flat = flat_metadata_path(key)
+    try:
+        nested = metadata_path(key)
+    except ValueError:  # an empty part ("a..b"): a flat key only
+        return build(flat)
+    return build(flat) if nested == flat else where_present(flat, nested, build)
+
+
 def metadata_filter(mapping: Mapping[str, Any]) -> models.Filter:
-    """Equality on ``metadata.<key>`` for each item (a list value means any-of), all of them.
+    """Equality on ``metadata.<key>`` for each item (a list value means any-of), all of them;
+    a dotted key matches the flat key or the nested path (:func:`metadata_condition`).
 
     Each item means :func:`m3kit.store.conditions.equals` (or ``any_of`` for a list): on a
     list-valued key it matches when any element does; numbers compare by value.
