@@ -80,6 +80,11 @@ class VectorStoreDocuments(VectorStore):
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Store documents: unchanged ones are skipped, ones whose id is stored are replaced.
 
+        A document :meth:`as_m3_retriever` returned, added back, is stored without the
+        ``score`` / ``doc_id`` / ``chunk_index`` it shows (the stored document's own keys of
+        those names are kept), as :meth:`M3Retriever.add_documents` stores it; a document
+        whose id is not stored keeps every key it has.
+
         Keyword arguments:
             ids: One id per document (wins over ``Document.id``); a document without an id
                 gets the index's content id.
@@ -139,6 +144,8 @@ class VectorStoreDocuments(VectorStore):
                 show_progress=show_progress,
                 generate_missing_ids=True,
                 batch_size=batch_size,
+                # a document as_m3_retriever() returned, added back here, is the stored one
+                retriever_results=True,
                 on_failure=drop_unwritten if replaces else None,
             )
             if replaces and key is not None:

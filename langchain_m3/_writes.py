@@ -267,13 +267,16 @@ def _refuse_read_back_chunks(index: M3Index, docs: list[Document], ids: list[str
 
 def _restore_own_keys(index: M3Index, docs: list[Document], entries: list[_Entry]) -> None:
     """Give the returned documents written back the user's own ``score`` / ``doc_id`` /
-    ``chunk_index`` metadata their stored document has.
+    ``chunk_index`` metadata their stored document has, and a document that is not stored
+    all of its keys.
 
     ``M3Retriever`` shows these keys over the user's keys of the same name, and a returned
     document added back is written without them (:func:`without_retriever_keys`); the stored
     document's own values (which the returned ``Document`` never showed) are put back, so the
     round trip keeps them rather than deleting them. Such a document is stored whole (one
-    returned as a chunk of several is refused before), so its chunk 0 holds them.
+    returned as a chunk of several is refused before), so its chunk 0 holds them. A document
+    whose id is not stored was not returned from this store: its keys are the user's (as
+    ``llamaindex_m3`` drops the keys its reader shows only from a node whose chunk is stored).
     """
     stripped: dict[str, list[_Entry]] = defaultdict(list)
     for e in entries:
@@ -282,10 +285,15 @@ def _restore_own_keys(index: M3Index, docs: list[Document], entries: list[_Entry
             stripped[point_id(e.doc_id, 0)].append(e)
     pids = list(stripped)
     for start in range(0, len(pids), _LOOKUP_BATCH):
-        for pid, payload in index.store.points(pids[start : start + _LOOKUP_BATCH]).items():
-            own = payload.get(METADATA)
-            if isinstance(own, dict):
-                for e in stripped[pid]:
+        batch = pids[start : start + _LOOKUP_BATCH]
+        found = index.store.points(batch)
+        for pid in batch:
+            payload = found.get(pid)
+            own = payload.get(METADATA) if payload is not None else None
+            for e in stripped[pid]:
+                if payload is None:  # not stored: written as the user gave it
+                    e.metadata.update(docs[e.position].metadata)
+                elif isinstance(own, dict):
                     e.metadata.update({k: own[k] for k in RETRIEVER_KEYS if k in own})
 
 
