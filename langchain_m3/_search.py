@@ -12,6 +12,7 @@ value fails where it is given rather than at the first search.
 from __future__ import annotations
 
 import enum
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -81,10 +82,15 @@ def scale_of(settings: SearchSettings, heads: frozenset[Head]) -> ScoreScale:
 
 
 def check_k(k: Any) -> int:
-    """``k`` when it is a positive int (a bool is not)."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    """``k`` as an int when it is a positive integer (a numpy one too; a bool is not).
+
+    >>> import numpy as np
+    >>> check_k(np.int64(2)), type(check_k(np.int64(2))).__name__
+    (2, 'int')
+    """
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    return k
+    return int(k)
 
 
 def similarity_relevance(score: float) -> float:

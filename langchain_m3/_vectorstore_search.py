@@ -25,6 +25,7 @@ from langchain_m3._search import (
     relevance_function,
     scale_of,
 )
+from m3kit.outputs import Head
 from m3kit.store import Fusion, Hit, M3Index, SearchSettings
 from m3kit.store.filters import to_filter
 from m3kit.store.index_search import dense_query
@@ -98,10 +99,22 @@ class VectorStoreSearch(VectorStore):
         )
         return [(hit_document(h), h.score) for h in hits]
 
-    def search_settings(self, **given: Any) -> SearchSettings:
+    def search_settings(
+        self,
+        *,
+        fusion: Fusion | str | None = None,
+        weights: Sequence[float] | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
+    ) -> SearchSettings:
         """The ranking a search with these arguments uses (``None``: the store's, else the
-        index's defaults); ``given``: ``fusion``, ``weights``, ``rerank``, ``candidates``."""
+        index's defaults); a misspelt name is a ``TypeError``, not the default."""
+        given = {"fusion": fusion, "weights": weights, "rerank": rerank, "candidates": candidates}
         return self._index.search_settings(**self._index.layered_settings(given, self._defaults()))
+
+    def _ranking_of(self, kwargs: Mapping[str, Any]) -> SearchSettings:
+        """:meth:`search_settings` of a search's keyword arguments (its ranking ones)."""
+        return self.search_settings(**{n: kwargs.get(n) for n in SearchSettings.NAMES})
 
     def score_scale(
         self,
@@ -145,7 +158,7 @@ class VectorStoreSearch(VectorStore):
             ValueError: The search would score by rank fusion (``rrf`` / ``dbsf`` without
                 ColBERT rerank), which is no relevance.
         """
-        relevance = relevance_function(self.search_settings(**kwargs), self._index.store.heads)
+        relevance = relevance_function(self._ranking_of(kwargs), self._index.store.heads)
         hits = self.similarity_search_with_score(query, k, **kwargs)
         return [(d, relevance(s)) for d, s in hits]
 
@@ -205,8 +218,10 @@ class VectorStoreSearch(VectorStore):
                 f"unknown search_kwargs {sorted(unknown)}; M3VectorStore takes "
                 f"{sorted(SEARCH_ARGS | {'k'})}"
             )
-        settings = self.search_settings(**search_kwargs)  # a bad value fails here, not later
+        settings = self._ranking_of(search_kwargs)  # a bad value fails here, not later
         check_search_values(search_kwargs)
+        if search_kwargs.get("rerank") and Head.COLBERT not in self._index.store.heads:
+            raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
         if search_type == "similarity_score_threshold":
             relevance_function(settings, self._index.store.heads)  # rank fusion: refused
         return super().as_retriever(**kwargs)

@@ -49,6 +49,7 @@ from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Fusion, Hit, M3Index
 from m3kit.store.filters import to_filter
+from m3kit.store.search_settings import check_score_threshold
 
 try:
     from langchain_core.callbacks import (
@@ -147,6 +148,11 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     @classmethod
     def _check_k(cls, value: Any) -> int:
         return check_k(value)  # as a call's k: True / 2.0 / "3" are not read as a count
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _check_score_threshold(cls, value: Any) -> float | None:
+        return check_score_threshold(value)  # True / "0.5" / NaN are refused, as at search
 
     @field_validator("fusion", "weights", "rerank", "candidates", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ resolves its ranking, reading the store's fields and its index.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -108,9 +109,9 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     if mode is VectorStoreQueryMode.SPARSE and sparse is not None and len(sparse) == 0:
         return []  # no query token has a weight (the index's sparse cut keeps): nothing matches
     if mode is VectorStoreQueryMode.SPARSE:
-        k = query.sparse_top_k or query.similarity_top_k
+        k = _budget(query, "sparse_top_k") or query.similarity_top_k
     elif mode is VectorStoreQueryMode.HYBRID:
-        k = query.hybrid_top_k or query.similarity_top_k
+        k = _budget(query, "hybrid_top_k") or query.similarity_top_k
     else:
         k = query.similarity_top_k
     return index.store.query(
@@ -124,6 +125,21 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         weights=_m3_weights(query.alpha, mode, colbert, settings),
         candidates=settings.candidates,
     )
+
+
+def _budget(query: VectorStoreQuery, name: str) -> int | None:
+    """``query.<name>`` (``sparse_top_k`` / ``hybrid_top_k``) where the mode uses it: ``None``
+    (the query's ``similarity_top_k`` then) or an int >= 1; a 0 was silently read as unset.
+
+    Raises:
+        ValueError: Names the field.
+    """
+    value = getattr(query, name)
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+    ):
+        raise ValueError(f"VectorStoreQuery.{name} must be an int >= 1 or None, not {value!r}")
+    return None if value is None else int(value)
 
 
 def query_settings(
@@ -142,7 +158,7 @@ def query_settings(
     if rerank is None and not hybrid:  # no ColBERT outside hybrid mode: the query decides
         call["rerank"] = False
     if call["candidates"] is None and mode is VectorStoreQueryMode.HYBRID:
-        call["candidates"] = query.sparse_top_k
+        call["candidates"] = _budget(query, "sparse_top_k")
     # the store's weights are dropped where the query's mode or arguments choose rrf / dbsf
     args = index.layered_settings(call, held)
     if args["rerank"] is None:  # hybrid mode: ColBERT as the index's defaults decide

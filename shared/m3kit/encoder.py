@@ -157,7 +157,8 @@ class M3Encoder(EncoderForward):
         self.tokenizer = tokenizer
         self.info = info
         self.max_length = int(max_length)
-        self.query_instruction = query_instruction
+        # "" prefixes nothing: the same encoder as none (one identity, one calibration)
+        self.query_instruction = query_instruction or None
         self.batch_size = int(batch_size)
         self.max_batch_tokens = int(max_batch_tokens)
         self._tok_lock = threading.Lock()
@@ -205,7 +206,8 @@ class M3Encoder(EncoderForward):
                 to what its position embeddings hold, e.g. 512 for all-MiniLM-L6-v2, which
                 declares 256).
             query_instruction: Prefix added to queries only (e.g. BGE v1.5's
-                ``"Represent this sentence for searching relevant passages: "``).
+                ``"Represent this sentence for searching relevant passages: "``); ``None``:
+                the checkpoint's own, ``""``: none (the encoder then has ``None``).
             pooling: Override the dense pooling (``"cls"``, ``"mean"`` or ``"max"``).
             batch_size: Most texts per forward pass.
             max_batch_tokens: Most padded tokens per forward pass (a longer text runs alone).

@@ -41,6 +41,7 @@ __all__ = [
     "describe_settings",
     "encoder_fingerprint",
     "fingerprint_change",
+    "identity_value",
     "tensors_sha256",
     "weights_digest",
 ]
@@ -122,11 +123,21 @@ class EncoderFingerprint:
         """Whether vectors stamped with ``identity`` are this encoder's (its own identity, or
         the one an m3kit before ``architecture`` stamped).
 
+        An encoder without a query instruction also made what one built with ``""`` (the
+        same encoder, which an m3kit before the two were one stamped apart).
+
         >>> fp = EncoderFingerprint("w", "t", "cls", 8, None, ("dense",), 4, None, "{}")
         >>> fp.made(fp.identity), fp.made(fp.legacy_identity), fp.made("other")
         (True, True, False)
+        >>> fp.made(dataclasses.replace(fp, query_instruction="").identity)
+        True
         """
-        return identity in (self.identity, self.legacy_identity)
+        if identity in (self.identity, self.legacy_identity):
+            return True
+        if self.query_instruction is None:
+            empty = dataclasses.replace(self, query_instruction="")
+            return identity in (empty.identity, empty.legacy_identity)
+        return False
 
     def same_encoder(self, other: EncoderFingerprint) -> bool:
         """Whether both fingerprints name the same encoder (model path and precision aside;
@@ -140,7 +151,8 @@ class EncoderFingerprint:
         return [
             (f, getattr(self, f), getattr(other, f))
             for f in self.IDENTITY_FIELDS
-            if getattr(self, f) != getattr(other, f) and not (unknown and f == "architecture")
+            if identity_value(f, getattr(self, f)) != identity_value(f, getattr(other, f))
+            and not (unknown and f == "architecture")
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +190,15 @@ class EncoderFingerprint:
             f"{where} (weights {self.weights[:28]}…, dense {self.dense_dim}, "
             f"max_length {self.max_length}, precision {self.precision})"
         )
+
+
+def identity_value(field: str, value: Any) -> Any:
+    """``value`` as the encoder's identity reads it: no query instruction and ``""`` are one.
+
+    >>> identity_value("query_instruction", ""), identity_value("max_length", 0)
+    (None, 0)
+    """
+    return None if field == "query_instruction" and value == "" else value
 
 
 # -- encoders ---------------------------------------------------------------------------------

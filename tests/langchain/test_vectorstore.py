@@ -402,3 +402,25 @@ def test_langchain_indexing_api_writes_through_the_store(store: M3VectorStore) -
     assert writes == [2, 2, 1] and store.get_by_ids(ids)[0].page_content == "Note number 0."
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         store.add_documents(docs, batch_size=0)
+
+
+def test_retriever_fields_and_store_settings_are_checked_as_a_search_checks_them(
+    store: M3VectorStore, minilm_encoder: M3Encoder
+) -> None:
+    """``M3Retriever(score_threshold=True)`` / ``"0.5"`` were converted by pydantic (to 1.0
+    and 0.5) where a search refuses them; a numpy ``k`` was refused with "k must be a positive
+    integer"; ``search_settings(fusoin=...)`` returned the defaults; ``as_retriever`` took
+    ``rerank=True`` on a collection without ColBERT, failing only when invoked."""
+    for bad in (True, "0.5", float("nan")):
+        with pytest.raises(ValueError, match="score_threshold must be a finite number"):
+            M3Retriever(index=store.index, score_threshold=bad)
+        with pytest.raises(ValueError, match="score_threshold must be a finite number"):
+            store.as_m3_retriever(score_threshold=bad)
+    assert M3Retriever(index=store.index, score_threshold=0).score_threshold == 0.0
+    assert len(store.similarity_search(QUERY, k=np.int64(2))) == 2
+    assert len(M3Retriever(index=store.index, k=np.int64(2)).invoke(QUERY)) == 2
+    with pytest.raises(TypeError, match="fusoin"):
+        store.search_settings(fusoin="rrf")  # type: ignore[call-arg]
+    dense_only = M3VectorStore.from_documents(DOCS[:2], minilm_encoder)
+    with dense_only, pytest.raises(ValueError, match="rerank=True needs ColBERT vectors"):
+        dense_only.as_retriever(search_kwargs={"rerank": True})

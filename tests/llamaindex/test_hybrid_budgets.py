@@ -93,3 +93,24 @@ def test_m3_vector_store_budgets(
     assert len(result.nodes) == returned
     sparse_top_k = budgets.get("sparse_top_k")
     assert fetched == [max(returned, sparse_top_k) if sparse_top_k else max(4 * returned, 50)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "budgets", "field"),
+    [
+        (VectorStoreQueryMode.SPARSE, {"sparse_top_k": 0}, "sparse_top_k"),
+        (VectorStoreQueryMode.HYBRID, {"hybrid_top_k": 0}, "hybrid_top_k"),
+        (VectorStoreQueryMode.HYBRID, {"sparse_top_k": -5}, "sparse_top_k"),
+    ],
+)
+def test_a_zero_or_negative_budget_is_an_error_naming_it(
+    tiny_embedding: M3Embedding, mode: VectorStoreQueryMode, budgets: dict[str, int], field: str
+) -> None:
+    """A 0 was read as unset (``similarity_top_k`` results came back), and a negative one
+    failed as "candidates must be ...", naming no field of the query."""
+    with M3VectorStore(tiny_embedding) as store:
+        store.add(_nodes(tiny_embedding))
+        query = _query(tiny_embedding, similarity_top_k=3, **budgets)
+        query.mode = mode
+        with pytest.raises(ValueError, match=rf"VectorStoreQuery\.{field} must be an int >= 1"):
+            store.query(query)

@@ -147,3 +147,32 @@ def test_a_calibration_without_encoder_settings_matches_on_the_weights(
         assert (index.search_source, index.calibration) == ("calibrated", legacy)
         assert index.search_settings() == cal.all_heads
     assert not caplog.records
+
+
+def test_an_empty_query_instruction_is_the_encoder_without_one(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``query_instruction=""`` prefixes nothing, yet it was another encoder than ``None``:
+    the checkpoint's calibration was ignored (RRF served instead, with a warning) and a
+    collection written without an instruction refused it. A calibration or collection
+    recorded with ``""`` by an m3kit before is the same encoder too."""
+    import dataclasses
+
+    from m3kit.fingerprint import encoder_fingerprint
+
+    cal = _calibration_of(encoder)
+    cal.save(model_dir)
+    empty = M3Encoder.from_pretrained(model_dir, dtype="fp32", query_instruction="")
+    assert empty.query_instruction is None
+    with caplog.at_level(logging.WARNING), M3Index.open(empty, ":memory:") as index:
+        assert (index.search_source, index.calibration) == ("calibrated", cal)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    fingerprint = encoder_fingerprint(empty)
+    old = dataclasses.replace(fingerprint, query_instruction="")  # as recorded before
+    assert fingerprint.differences(old) == [] and fingerprint.made(old.identity)
+    assert (
+        dataclasses.replace(
+            cal, encoder_identity={**(cal.encoder_identity or {}), "query_instruction": ""}
+        ).encoder_differences(fingerprint)
+        == []
+    )

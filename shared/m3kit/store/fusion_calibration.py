@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from m3kit.checkpoint import SEARCH_FILE
-from m3kit.fingerprint import EncoderFingerprint
+from m3kit.fingerprint import EncoderFingerprint, identity_value
 from m3kit.outputs import Head
 from m3kit.store.search_settings import SearchSettings
 from m3kit.store.sparse_cut import SparseCut
@@ -176,7 +176,7 @@ class FusionCalibration:
             then = self.encoder_identity[name]
             if name == "architecture" and (then is None or now[name] is None):
                 continue
-            if then != now[name]:
+            if identity_value(name, then) != identity_value(name, now[name]):
                 out.append((name, then, now[name]))
         return out
 
