@@ -63,6 +63,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
 from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.search_settings import SearchSettings, check_score_threshold
 from m3kit.store.stock_record import TEXT_INSTRUCTION, check_models, record_models
 
 try:
@@ -251,8 +252,20 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
         hybrid mode: it encodes to an empty sparse vector, which matches nothing.
 
         Raises:
-            ValueError: An empty or whitespace-only query in sparse or hybrid mode.
+            ValueError: An empty or whitespace-only query in sparse or hybrid mode; a
+                ``score_threshold`` that is not a finite number (NaN kept no hit, silently);
+                m3kit's ranking arguments (``fusion``, ``weights``, ``rerank``,
+                ``candidates``: qdrant-client refused them with a bare ``AssertionError``).
         """
+        ranking = sorted(set(kwargs) & set(SearchSettings.NAMES))
+        if ranking:
+            raise ValueError(
+                f"M3QdrantVectorStore searches as langchain-qdrant's QdrantVectorStore does: "
+                f"{ranking} are m3kit ranking arguments it does not take (its fusion is "
+                "hybrid_fusion=); use langchain_m3.M3VectorStore or M3Retriever for them"
+            )
+        if "score_threshold" in kwargs:
+            check_score_threshold(kwargs["score_threshold"])
         mode = self.retrieval_mode
         if mode is not RetrievalMode.DENSE and isinstance(query, str) and not query.strip():
             raise ValueError(

@@ -53,3 +53,18 @@ async def test_blank_query_is_refused(
 def test_dense_mode_is_left_as_qdrant_has_it(tiny_encoder: M3Encoder) -> None:
     store = _store(tiny_encoder, RetrievalMode.DENSE)
     assert len(store.similarity_search("  ", k=2)) == 2  # no sparse half to lose
+
+
+@pytest.mark.parametrize("mode", [RetrievalMode.DENSE, RetrievalMode.HYBRID])
+def test_a_nan_threshold_or_m3kit_ranking_argument_is_an_error(
+    tiny_encoder: M3Encoder, mode: RetrievalMode
+) -> None:
+    """``score_threshold=nan`` silently kept no hit, and ``fusion=`` / ``candidates=`` (the
+    arguments of langchain_m3's own store) failed with qdrant-client's bare
+    ``AssertionError: Unknown arguments``, which ``python -O`` drops."""
+    store = _store(tiny_encoder, mode)
+    with pytest.raises(ValueError, match="score_threshold must be a finite number"):
+        store.similarity_search("Berlin", k=2, score_threshold=float("nan"))
+    with pytest.raises(ValueError, match=r"\['candidates', 'fusion'\] are m3kit ranking"):
+        store.similarity_search("Berlin", k=2, fusion="rrf", candidates=10)
+    assert len(store.similarity_search("Berlin", k=2, score_threshold=-1.0)) == 2
