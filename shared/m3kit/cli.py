@@ -42,7 +42,14 @@ from m3kit.cli_scale import (
     non_negative_int,
     positive_int,
 )
-from m3kit.cli_search import add_ranking_arguments, hit_dict, hit_text, ranking, search_report
+from m3kit.cli_search import (
+    add_ranking_arguments,
+    hit_dict,
+    hit_text,
+    ranking,
+    score_threshold,
+    search_report,
+)
 from m3kit.errors import CollectionNotFoundError, M3KitError
 from m3kit.late_windows import WindowPlacement
 
@@ -293,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         "for more keys (all must match); the same KEY twice matches either VALUE",
     )
     search.add_argument(
-        "--score-threshold", type=float, default=None, help="drop results scoring below this"
+        "--score-threshold",
+        type=score_threshold,
+        default=None,
+        help="drop results scoring below this",
     )
     search.add_argument(
         "--json",

@@ -33,6 +33,7 @@ __all__ = [
     "hit_dict",
     "hit_text",
     "ranking",
+    "score_threshold",
     "search_report",
 ]
 
@@ -51,6 +52,22 @@ def add_weights_argument(parser: Any, help: str) -> None:
         metavar=("DENSE", "SPARSE", "COLBERT"),
         help=help,
     )
+
+
+def score_threshold(text: str) -> float:
+    """``--score-threshold``: a finite number, refused before any model loads.
+
+    >>> score_threshold("0.5")
+    0.5
+    """
+    from m3kit.store.search_settings import check_score_threshold
+
+    try:
+        value = check_score_threshold(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}") from None
+    assert value is not None
+    return value
 
 
 def add_ranking_arguments(search: argparse.ArgumentParser) -> None:

@@ -63,6 +63,8 @@ def test_bad_input_one_line_error(
         ["search", "x", "--filter", "novalue"],
         ["search", "x", "--dtype", "int4"],
         ["search", "x", "--runtime", "tensorrt"],
+        ["search", "x", "--score-threshold", "nan"],  # refused before the model loads
+        ["search", "x", "--score-threshold", "inf"],
         [],
     ],
 )
