@@ -114,3 +114,19 @@ def test_a_reloaded_model_that_differs_is_a_clear_error(tiny_m3_path: Path) -> N
     blob = pickle.dumps(emb)
     with pytest.raises(ValueError, match=r"M3Embeddings.*loaded another model"):
         pickle.loads(blob)
+
+
+def test_objects_holding_an_open_index_refuse_copies_saying_why(tiny_encoder: M3Encoder) -> None:
+    """``M3Retriever``, ``M3VectorStore`` and its retrievers (and LlamaIndex's retriever) hold
+    an ``M3Index``: pickle and deepcopy failed with ``cannot pickle '_thread.lock' object``."""
+    from langchain_m3 import M3Retriever, M3VectorStore
+
+    with M3VectorStore.open(tiny_encoder) as store:
+        store.add_texts(["Oxygen is a gas."], ids=["ox"])
+        holders = [store, store.as_retriever(), M3Retriever(index=store.index), store.index]
+        for held in holders:
+            with pytest.raises(TypeError, match="cannot deep-copy an M3Index"):
+                copy.deepcopy(held)
+            with pytest.raises(pickle.PicklingError, match="cannot pickle or copy an M3Index"):
+                pickle.dumps(held)
+        assert [d.id for d in store.similarity_search("oxygen", k=1)] == ["ox"]  # still works

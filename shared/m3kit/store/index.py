@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from m3kit.errors import EncoderChangedError
 from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint, fingerprint_change
@@ -249,6 +250,33 @@ class M3Index(IndexWrites, IndexSearch):
         except BaseException:
             store.close()
             raise
+
+    def __getstate__(self) -> NoReturn:
+        """Refuse pickling (and ``copy.copy``): the index holds an open collection and a
+        loaded model, whose locks and handles a copy cannot take; it failed with
+        ``cannot pickle '_thread.lock' object``, naming neither (nor any class holding it:
+        LangChain's retrievers and stores, LlamaIndex's retriever).
+
+        Raises:
+            pickle.PicklingError: Says what to do instead.
+        """
+        raise pickle.PicklingError(self._copy_refusal("pickle or copy"))
+
+    def __deepcopy__(self, memo: dict[int, object] | None = None) -> NoReturn:
+        """Refuse a deep copy (see :meth:`__getstate__`).
+
+        Raises:
+            TypeError: Says what to do instead.
+        """
+        raise TypeError(self._copy_refusal("deep-copy"))
+
+    def _copy_refusal(self, how: str) -> str:
+        return (
+            f"cannot {how} an M3Index (or an object holding one: a retriever or vector "
+            "store): it holds an open Qdrant collection and a loaded model; share the object "
+            "within the process, and in another process open the collection again "
+            "(M3Index.open, or the class's own open / from_existing_index)"
+        )
 
     def __repr__(self) -> str:
         return f"M3Index(store={self.store!r})"
