@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from typing import Any
+
+import pytest
 
 
 class KeepFreedMemorySpy:
@@ -33,3 +36,16 @@ class KeepFreedMemorySpy:
                 if self.on_exit is not None:
                     self.on_exit()
                 self.inside = False
+
+    def calls_inside(self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[bool]:
+        """Wrap method ``owner.name`` (for the test) to record, at each call, whether it ran
+        inside a block; returns that list."""
+        inside: list[bool] = []
+        real = getattr(owner, name)
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            inside.append(self.inside)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spy)
+        return inside

@@ -71,16 +71,8 @@ def test_index_keeps_freed_memory_unless_told_not_to(
     from tests.heap_spy import KeepFreedMemorySpy
 
     keep = KeepFreedMemorySpy(m3kit.heap.keep_freed_memory)
-    writes_inside: list[bool] = []
-
-    real_upsert = M3Store.upsert
-
-    def spy_upsert(self: M3Store, *args: Any, **kwargs: Any) -> Any:
-        writes_inside.append(keep.inside)
-        return real_upsert(self, *args, **kwargs)
-
+    writes_inside = keep.calls_inside(monkeypatch, M3Store, "upsert")
     monkeypatch.setattr(m3kit.heap, "keep_freed_memory", keep)
-    monkeypatch.setattr(M3Store, "upsert", spy_upsert)
     (tmp_path / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
     argv = ["index", str(tmp_path / "a.txt"), "--model", str(tiny_m3_path), "-q"]
     argv += ["--path", str(tmp_path / "db"), *([flag] if flag else [])]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -57,15 +56,8 @@ def test_encoding_commands_keep_freed_memory_unless_told_not_to(
     model = tmp_path / "model"  # calibrate writes into the checkpoint's folder
     shutil.copytree(tiny_m3_path, model)
     keep = KeepFreedMemorySpy(m3kit.heap.keep_freed_memory)
-    encoded_inside: list[bool] = []
-    real_encode = M3Encoder.encode
-
-    def spy_encode(self: M3Encoder, *args: Any, **kwargs: Any) -> Any:
-        encoded_inside.append(keep.inside)
-        return real_encode(self, *args, **kwargs)
-
+    encoded_inside = keep.calls_inside(monkeypatch, M3Encoder, "encode")
     monkeypatch.setattr(m3kit.heap, "keep_freed_memory", keep)
-    monkeypatch.setattr(M3Encoder, "encode", spy_encode)
     assert run_cli([*_argv(command, model, tmp_path), *([flag] if flag else [])]) == 0
     assert keep.asked == [flag is None]
     assert encoded_inside and all(encoded_inside)
