@@ -47,6 +47,7 @@ from m3kit.store import M3Index
 from m3kit.store.documents import content_doc_id
 from m3kit.store.filters import doc_id_text
 from m3kit.store.index_inputs import versioned_documents
+from m3kit.store.metadata_values import iso_values
 from m3kit.store.points import plain_json
 from m3kit.store.schema import (
     CHUNK_COUNT,
@@ -292,7 +293,7 @@ def _restore_own_keys(index: M3Index, docs: list[Document], entries: list[_Entry
             own = payload.get(METADATA) if payload is not None else None
             for e in stripped[pid]:
                 if payload is None:  # not stored: written as the user gave it
-                    e.metadata.update(docs[e.position].metadata)
+                    e.metadata.update(iso_values(docs[e.position].metadata))
                 elif isinstance(own, dict):
                     e.metadata.update({k: own[k] for k in RETRIEVER_KEYS if k in own})
 
@@ -370,7 +371,9 @@ def _same_json(stored: Any, wanted: Any) -> bool:
 def _entry(
     index: M3Index, position: int, doc: Document, doc_id: str | None, retriever_results: bool
 ) -> _Entry:
-    metadata = dict(doc.metadata)
+    # dates, times and UUIDs (TimeWeightedVectorStoreRetriever's stamps) stored as the
+    # strings langchain-qdrant stores for them
+    metadata = iso_values(doc.metadata)
     if lost_marker(doc):
         raise ValueError(lost_marker_message(f"documents[{position}]"))
     if not is_late_chunk(doc):

@@ -162,7 +162,8 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         embedding: M3Encoder | EncoderModel,
         location: str | os.PathLike[str] | None = None,
         *,
-        collection: str = "m3kit",
+        collection: str | None = None,
+        collection_name: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
@@ -186,7 +187,10 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                 :mod:`m3kit.store.sparse_cut`); otherwise the collection's recorded cut is
                 used.
             location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
-            collection: Collection name.
+            collection: Collection name (default ``"m3kit"``).
+            collection_name: The same, under langchain-qdrant's (and LangChain's other
+                stores') name, so ``M3VectorStore.from_texts(..., collection_name="docs")``
+                works as with them; given with ``collection``, the two must agree.
             url: Qdrant server URL instead of ``location``.
             api_key: Server API key (default ``$QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded engine, default) or ``"client"`` (qdrant-client).
@@ -204,12 +208,19 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
 
         Raises:
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
-                chunks were stored with (the message names both).
+                chunks were stored with (the message names both); ``collection`` and
+                ``collection_name`` name different collections.
         """
+        if collection is not None and collection_name is not None and collection != collection_name:
+            raise ValueError(
+                f"collection={collection!r} and collection_name={collection_name!r} name "
+                "different collections; give one of them"
+            )
+        name = next((n for n in (collection, collection_name) if n is not None), "m3kit")
         index = open_index(
             embedding,
             location,
-            collection=collection,
+            collection=name,
             url=url,
             api_key=api_key,
             backend=backend,

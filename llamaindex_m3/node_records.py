@@ -28,6 +28,7 @@ from llamaindex_m3.late_nodes import (
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
+from m3kit.store.metadata_values import iso_values
 from m3kit.store.points import plain_json
 from m3kit.store.records import NODES_KIND
 
@@ -74,7 +75,7 @@ def unpack_documents(
             raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
         text = doc.get_content(metadata_mode=MetadataMode.NONE)
         texts.append(text)
-        metadatas.append(dict(doc.metadata))
+        metadatas.append(iso_values(doc.metadata))  # as node_metadata stores them
         given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
         doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
     return texts, metadatas, doc_ids
@@ -282,7 +283,8 @@ class StoredChunk:
 
 
 def node_metadata(node: BaseNode, stored: StoredChunk | None = None) -> dict[str, Any]:
-    """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy).
+    """The metadata stored for a node (JSON-serialisable, without the parser's sparse copy;
+    dates, times and UUIDs as their strings, :func:`~m3kit.store.metadata_values.iso_values`).
 
     A node read back from a store (``hit_to_node``) carries its placement under
     :data:`DOC_ID_KEY` / :data:`CHUNK_INDEX_KEY` where its metadata had no such key; written
@@ -293,9 +295,10 @@ def node_metadata(node: BaseNode, stored: StoredChunk | None = None) -> dict[str
         node: The node.
         stored: The stored chunk the node names by its id, if any (found in the store).
     """
-    plain_json(node.metadata, f"metadata of node {node.node_id!r}")
+    # dates, times and UUIDs as the strings LlamaIndex's own stores write (pydantic's JSON)
+    plain_json(iso_values(node.metadata), f"metadata of node {node.node_id!r}")
     # the parser's sparse copy is already in the sparse vector; not stored twice
-    meta = user_metadata(node)
+    meta = iso_values(user_metadata(node))
     for key in reader_keys(node, stored):
         meta.pop(key, None)
     return meta

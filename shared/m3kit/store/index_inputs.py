@@ -16,6 +16,7 @@ from m3kit.fingerprint import chunking_signature
 from m3kit.outputs import Head
 from m3kit.store.documents import _Chunker, _chunking, _Doc, content_doc_id
 from m3kit.store.filters import doc_id_text
+from m3kit.store.metadata_values import iso_values
 from m3kit.store.points import check_text, plain_json
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ def versioned_documents(
 
 
 def _metadata(value: object, position: int) -> dict[str, Any]:
-    """The metadata of the text at ``position``: a mapping, or ``None`` for none.
+    """The metadata of the text at ``position``: a mapping, or ``None`` for none; dates,
+    times and UUIDs in it become the strings qdrant-client stores for them.
 
     Raises:
         TypeError: Anything else (``0``, ``False``, ``""``, a list of pairs), which was read
@@ -130,4 +132,4 @@ def _metadata(value: object, position: int) -> dict[str, Any]:
             f"metadata of text {position} must be a mapping (or None for none), not "
             f"{type(value).__name__} {value!r:.60}"
         )
-    return dict(value)
+    return iso_values(value)  # dates, times and UUIDs as qdrant-client writes them

@@ -1,0 +1,50 @@
+"""Metadata values that JSON has no type for, written as the frameworks' own stores write them.
+
+langchain-qdrant and qdrant-client serialise a payload through pydantic, which writes a
+``datetime`` / ``date`` / ``time`` as its ISO 8601 string and a ``UUID`` as its canonical
+string; a user's metadata holding one (LangChain's ``TimeWeightedVectorStoreRetriever``
+stamps every document with ``created_at`` / ``last_accessed_at`` datetimes) is stored that
+way there. m3kit stores the same strings, read back as strings as from those stores, instead
+of refusing the metadata as not JSON. Every other value is left as it is, to be checked (and
+refused where Qdrant cannot hold it) by :func:`m3kit.store.points.plain_json`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+# qdrant-client's own serialiser (a dependency of it, so of m3kit): the strings it writes
+from pydantic_core import to_jsonable_python
+
+__all__ = ["iso_values"]
+
+
+def iso_values(metadata: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A copy of ``metadata`` with dates, times and UUIDs (at any depth) as their strings.
+
+    Keys and every other value are kept as they are (tuples stay tuples), so a metadata
+    without such values gives the same content ids and hashes as before.
+
+    >>> when = datetime.datetime(2026, 12, 5, 9, 30, tzinfo=datetime.timezone.utc)
+    >>> iso_values({"created_at": when, "day": [datetime.date(2026, 12, 5)], 3: (1, 2)})
+    {'created_at': '2026-12-05T09:30:00Z', 'day': ['2026-12-05'], 3: (1, 2)}
+    >>> iso_values({"run": uuid.UUID(int=1), "at": {"t": datetime.time(8, 15)}})
+    {'run': '00000000-0000-0000-0000-000000000001', 'at': {'t': '08:15:00'}}
+    """
+    return {key: _iso(value) for key, value in metadata.items()}
+
+
+def _iso(value: Any) -> Any:
+    # datetime is a date; written exactly as qdrant-client writes them
+    if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
+        return to_jsonable_python(value)
+    if isinstance(value, Mapping):
+        return iso_values(value)
+    if type(value) is list:
+        return [_iso(item) for item in value]
+    if type(value) is tuple:
+        return tuple(_iso(item) for item in value)
+    return value
