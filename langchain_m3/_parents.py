@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from qdrant_client import models
 
 from m3kit.store import M3Index
+from m3kit.store.metadata_values import iso_value
 from m3kit.store.schema import DOC_ID, METADATA
 
 __all__ = [
@@ -173,7 +174,8 @@ def parent_ids(
     out: list[str | int | None] = []
     for i in range(count):
         meta = metas[i] if i < len(metas) else None
-        value = meta.get(key) if meta else None
+        # a UUID (or date) parent id is matched as the string it is stored as
+        value = iso_value(meta.get(key)) if meta else None
         if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
             raise ValueError(
                 f"documents[{i}] has the parent id {value!r} under {key!r} "

@@ -49,6 +49,7 @@ from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Fusion, Hit, M3Index
 from m3kit.store.filters import to_filter
+from m3kit.store.opening import collection_named
 from m3kit.store.search_settings import check_score_threshold
 
 try:
@@ -242,7 +243,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         *,
         ids: Sequence[str] | None = None,
         location: str | os.PathLike[str] | None = None,
-        collection: str = "m3kit",
+        collection: str | None = None,
+        collection_name: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
@@ -269,7 +271,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
                 with the collection, see :mod:`m3kit.store.sparse_cut`).
             ids: Document ids (default: each document's ``id``, else a content hash).
             location: ``None`` / ``":memory:"`` (in memory) or a folder to persist in.
-            collection: Collection name.
+            collection: Collection name (default ``"m3kit"``).
+            collection_name: The same under langchain-qdrant's name; given with
+                ``collection``, the two must agree.
             url: Qdrant server URL instead of ``location``.
             api_key: Server API key (default ``$QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded Rust engine) or ``"client"`` (qdrant-client).
@@ -296,7 +300,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         index = open_index(
             embedding,
             location,
-            collection=collection,
+            collection=collection_named(collection, collection_name),
             url=url,
             api_key=api_key,
             backend=backend,
@@ -331,7 +335,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         *,
         ids: Sequence[str] | None = None,
         location: str | os.PathLike[str] | None = None,
-        collection: str = "m3kit",
+        collection: str | None = None,
+        collection_name: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
@@ -354,6 +359,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             ids=ids,
             location=location,
             collection=collection,
+            collection_name=collection_name,
             url=url,
             api_key=api_key,
             backend=backend,

@@ -60,6 +60,7 @@ from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Head
 from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Fusion, M3Index
+from m3kit.store.opening import collection_named
 
 try:
     from langchain_core.documents import Document
@@ -211,16 +212,10 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                 chunks were stored with (the message names both); ``collection`` and
                 ``collection_name`` name different collections.
         """
-        if collection is not None and collection_name is not None and collection != collection_name:
-            raise ValueError(
-                f"collection={collection!r} and collection_name={collection_name!r} name "
-                "different collections; give one of them"
-            )
-        name = next((n for n in (collection, collection_name) if n is not None), "m3kit")
         index = open_index(
             embedding,
             location,
-            collection=name,
+            collection=collection_named(collection, collection_name),
             url=url,
             api_key=api_key,
             backend=backend,

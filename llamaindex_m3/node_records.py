@@ -295,8 +295,8 @@ def node_metadata(node: BaseNode, stored: StoredChunk | None = None) -> dict[str
         node: The node.
         stored: The stored chunk the node names by its id, if any (found in the store).
     """
-    # dates, times and UUIDs as the strings LlamaIndex's own stores write (pydantic's JSON)
-    plain_json(iso_values(node.metadata), f"metadata of node {node.node_id!r}")
+    # dates, times and UUIDs become the strings LlamaIndex's stores write (pydantic JSON)
+    plain_json(node.metadata, f"metadata of node {node.node_id!r}")
     # the parser's sparse copy is already in the sparse vector; not stored twice
     meta = iso_values(user_metadata(node))
     for key in reader_keys(node, stored):

@@ -45,6 +45,7 @@ from m3kit.store import (
     SearchSettings,
 )
 from m3kit.store.index_search import dense_query
+from m3kit.store.opening import collection_named
 from m3kit.store.search_settings import check_count
 
 try:
@@ -148,7 +149,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         model: M3Encoder | M3Embedding,
         *,
         location: str | os.PathLike[str] | None = None,
-        collection: str = "m3kit",
+        collection: str | None = None,
+        collection_name: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
@@ -165,7 +167,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         Args:
             model: A loaded :class:`~m3kit.M3Encoder` or an :class:`M3Embedding` (its encoder).
             location: ``None`` / ``":memory:"`` or a folder to persist in.
-            collection: Collection name.
+            collection: Collection name (default ``"m3kit"``).
+            collection_name: The same under ``M3VectorStore``'s (and LlamaIndex's
+                ``QdrantVectorStore``'s) name; given with ``collection``, the two must agree.
             url: Qdrant server URL.
             api_key: Server API key (default: ``QDRANT_API_KEY``).
             backend: ``"edge"`` (embedded engine) or ``"client"`` (qdrant-client).
@@ -194,7 +198,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         index = M3Index.open(
             encoder,
             location,
-            collection=collection,
+            collection=collection_named(collection, collection_name),
             url=url,
             api_key=api_key,
             backend=backend,
@@ -221,7 +225,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         model: M3Encoder | M3Embedding,
         *,
         location: str | os.PathLike[str] | None = None,
-        collection: str = "m3kit",
+        collection: str | None = None,
+        collection_name: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
         backend: Backend | str | None = None,
@@ -241,6 +246,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             model,
             location=location,
             collection=collection,
+            collection_name=collection_name,
             url=url,
             api_key=api_key,
             backend=backend,

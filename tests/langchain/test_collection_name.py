@@ -33,3 +33,32 @@ def test_collection_name_is_the_collection(tiny_encoder: M3Encoder, tmp_path: Pa
 def test_two_different_names_are_refused(tiny_encoder: M3Encoder) -> None:
     with pytest.raises(ValueError, match="collection='a' and collection_name='b'"):
         M3VectorStore.from_texts(["x"], tiny_encoder, collection="a", collection_name="b")
+
+
+def test_the_retrievers_take_collection_name_too(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
+    from langchain_m3 import M3Retriever
+    from llamaindex_m3 import M3Retriever as LlamaIndexRetriever
+
+    retriever = M3Retriever.from_texts(
+        ["Oxygen is a gas."], tiny_encoder, location=tmp_path, collection_name="docs"
+    )
+    assert retriever.index.store.collection == "docs"
+    retriever.index.close()
+    with pytest.raises(ValueError, match="name different collections"):
+        M3Retriever.from_texts(["x"], tiny_encoder, collection="a", collection_name="b")
+    li = LlamaIndexRetriever.open(tiny_encoder, location=tmp_path, collection_name="docs")
+    assert li.index.store.collection == "docs" and li.index.store.count() == 1
+    li.index.close()
+
+
+def test_a_server_url_as_location_is_refused_not_made_a_folder(
+    tiny_encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """langchain-qdrant takes a server URL as ``location``; here it made a folder
+    ``./http:/localhost:6333`` and stored a local collection there without a word."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"is a URL: pass a Qdrant server as url="):
+        M3VectorStore.from_texts(
+            ["x"], tiny_encoder, location="http://localhost:6333", collection_name="docs"
+        )
+    assert list(tmp_path.iterdir()) == []

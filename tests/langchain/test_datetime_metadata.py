@@ -16,6 +16,7 @@ from qdrant_client import models
 from langchain_m3 import M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index
+from m3kit.store.documents import content_doc_id
 
 _UTC = datetime.timezone.utc
 _META = {
@@ -82,3 +83,23 @@ def test_time_weighted_retriever_over_the_store(tiny_encoder: M3Encoder) -> None
         }
         # the memory stream's documents, with the datetimes the retriever keeps there
         assert all(isinstance(d.metadata["last_accessed_at"], datetime.datetime) for d in docs)
+
+
+def test_ids_filters_and_parent_ids_read_them_as_stored(tiny_encoder: M3Encoder) -> None:
+    """The id rule, a dict filter and a UUID parent id see a date or UUID as the string it is
+    stored as (they refused it, or a filter on the value was an error)."""
+    with M3Index.open(tiny_encoder) as index:
+        (doc_id,) = index.add_texts(["Stamped text."], metadatas=[_META])
+        assert content_doc_id("Stamped text.", _META) == doc_id
+        for value in (_META["created_at"], [_META["day"], "x"], uuid.UUID(int=7)):
+            key = "runs" if isinstance(value, uuid.UUID) else "created_at"
+            if isinstance(value, list):
+                key = "day"
+            assert [h.doc_id for h in index.search("text", k=1, filter={key: value})] == [doc_id]
+    parent = uuid.UUID(int=42)
+    with M3VectorStore.open(tiny_encoder) as store:
+        store.add_texts(["one", "two"], [{"parent": parent}] * 2, parent_id_key="parent")
+        store.add_texts(["three"], [{"parent": parent}], parent_id_key="parent")
+        # the parent's old children replaced: matched by the stored string
+        assert [d.page_content for d in store.similarity_search("t", k=5)] == ["three"]
+        assert store.similarity_search("t", k=5)[0].metadata["parent"] == str(parent)

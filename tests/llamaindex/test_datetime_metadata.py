@@ -49,3 +49,18 @@ def test_documents_with_dates_through_an_index_and_the_late_chunking_parser(
         )
         hits = index.as_retriever(similarity_top_k=2).retrieve("rivers")
         assert hits and all({k: h.node.metadata[k] for k in _META} == _native(_META) for h in hits)
+
+
+def test_the_parsers_chunk_records_recipe_stores_them(
+    tiny_encoder: Any, tiny_embedding: M3Embedding
+) -> None:
+    """``M3Store.upsert(chunk_records(nodes))`` (the parser's documented recipe) refused them."""
+    from llamaindex_m3.node_parser import chunk_records
+
+    doc = Document(text="Rivers flow to the sea. Bread is baked.", id_="d", metadata=dict(_META))
+    nodes = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=8)([doc])
+    with M3VectorStore(tiny_embedding) as store:
+        store.client.store.upsert(chunk_records(nodes), replace=True)
+        back = store.get_nodes()
+        assert len(back) == len(nodes)
+        assert all({k: n.metadata[k] for k in _META} == _native(_META) for n in back)

@@ -15,6 +15,7 @@ from inspect import signature
 from typing import TYPE_CHECKING, Any, Protocol
 
 from m3kit.outputs import Chunk, Head
+from m3kit.store.metadata_values import iso_values
 from m3kit.store.records import ChunkRecord, output_row
 
 if TYPE_CHECKING:
@@ -61,8 +62,11 @@ def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
         blob = text
     else:
         try:
-            blob = json.dumps(
-                [text, dict(metadata)], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            blob = json.dumps(  # dates, times and UUIDs as they are stored
+                [text, iso_values(metadata)],
+                sort_keys=True,
+                ensure_ascii=False,
+                separators=(",", ":"),
             )
         except TypeError as exc:
             raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None

@@ -20,6 +20,7 @@ from qdrant_client import models
 
 from m3kit.encoder_inputs import unpaired_surrogate
 from m3kit.store.conditions import any_of, equals, where_present
+from m3kit.store.metadata_values import iso_value
 from m3kit.store.schema import (
     CHUNK_ID,
     CHUNK_INDEX,
@@ -57,14 +58,17 @@ def _condition(key: str, value: Any) -> models.Condition:
             "the mapping form is {key: value} equality (a list value means any-of), pass a "
             "qdrant_client.models.Filter for anything richer"
         )
+    # a date, time or UUID matches the string it is stored as (metadata_values)
     if isinstance(value, list | tuple | set | frozenset):
-        values = list(value)
+        values = [iso_value(v) for v in value]
         return metadata_condition(key, lambda path: any_of(path, values))
+    value = iso_value(value)
     if isinstance(value, str | bool | int | float):
         return metadata_condition(key, lambda path: equals(path, value))
     raise ValueError(
         f"filter on {key!r}: value {value!r} ({type(value).__name__}) is not supported; use a "
-        "string, int, bool, float, a list of those (any-of), or a qdrant models.Filter"
+        "string, int, bool, float, date, time, UUID, a list of those (any-of), or a qdrant "
+        "models.Filter"
     )
 
 

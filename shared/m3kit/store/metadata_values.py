@@ -19,7 +19,7 @@ from typing import Any
 # qdrant-client's own serialiser (a dependency of it, so of m3kit): the strings it writes
 from pydantic_core import to_jsonable_python
 
-__all__ = ["iso_values"]
+__all__ = ["iso_value", "iso_values"]
 
 
 def iso_values(metadata: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -34,17 +34,22 @@ def iso_values(metadata: Mapping[Any, Any]) -> dict[Any, Any]:
     >>> iso_values({"run": uuid.UUID(int=1), "at": {"t": datetime.time(8, 15)}})
     {'run': '00000000-0000-0000-0000-000000000001', 'at': {'t': '08:15:00'}}
     """
-    return {key: _iso(value) for key, value in metadata.items()}
+    return {key: iso_value(value) for key, value in metadata.items()}
 
 
-def _iso(value: Any) -> Any:
+def iso_value(value: Any) -> Any:
+    """One metadata value as :func:`iso_values` stores it (a filter's value is read so too).
+
+    >>> iso_value(uuid.UUID(int=1)), iso_value([datetime.time(8, 15)]), iso_value(1.5)
+    ('00000000-0000-0000-0000-000000000001', ['08:15:00'], 1.5)
+    """
     # datetime is a date; written exactly as qdrant-client writes them
     if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
         return to_jsonable_python(value)
     if isinstance(value, Mapping):
         return iso_values(value)
-    if type(value) is list:
-        return [_iso(item) for item in value]
-    if type(value) is tuple:
-        return tuple(_iso(item) for item in value)
+    if isinstance(value, tuple):  # a namedtuple too: JSON writes it as a list either way
+        return tuple(iso_value(item) for item in value)
+    if isinstance(value, list):
+        return [iso_value(item) for item in value]
     return value

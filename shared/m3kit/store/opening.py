@@ -25,7 +25,13 @@ from m3kit.store.schema import (
     payload_index_fields,
 )
 
-__all__ = ["DEFAULT_BACKEND", "folder_backend", "open_backend", "open_existing_backend"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "collection_named",
+    "folder_backend",
+    "open_backend",
+    "open_existing_backend",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +103,28 @@ def open_existing_backend(
     )
 
 
+def collection_named(
+    collection: str | None, collection_name: str | None, default: str = "m3kit"
+) -> str:
+    """The collection an adapter's constructor names: ``collection=``, or ``collection_name=``
+    (langchain-qdrant's and LlamaIndex's keyword), else ``default``.
+
+    >>> collection_named(None, "docs"), collection_named("docs", "docs")
+    ('docs', 'docs')
+    >>> collection_named(None, None)
+    'm3kit'
+
+    Raises:
+        ValueError: The two name different collections.
+    """
+    if collection is not None and collection_name is not None and collection != collection_name:
+        raise ValueError(
+            f"collection={collection!r} and collection_name={collection_name!r} name "
+            "different collections; give one of them"
+        )
+    return next((n for n in (collection, collection_name) if n is not None), default)
+
+
 def _open(
     location: str | os.PathLike[str] | None,
     *,
@@ -134,6 +162,13 @@ def _open(
         )
     check_server_only(connection, url)
     loc = None if location is None else str(location)
+    if loc is not None and loc.lower().startswith(("http://", "https://", "grpc://")):
+        # langchain-qdrant and qdrant-client take a server URL as location; here it named a
+        # folder ("./http:/host:6333") and wrote a local collection there without a word
+        raise ValueError(
+            f"location={loc!r} is a URL: pass a Qdrant server as url={loc!r} (location is "
+            "a folder, or ':memory:')"
+        )
     if loc is not None and loc != ":memory:":
         _check_folder(Path(loc), collection, kind)
     impl: StorageBackend

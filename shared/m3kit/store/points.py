@@ -14,6 +14,7 @@ import numpy as np
 from m3kit.encoder_inputs import unpaired_surrogate
 from m3kit.jsonl import unique_keys
 from m3kit.outputs import Head
+from m3kit.store.metadata_values import iso_values
 from m3kit.store.plan import PointData
 from m3kit.store.records import ChunkRecord
 from m3kit.store.schema import (
@@ -93,7 +94,8 @@ def document_versions(records: Sequence[ChunkRecord]) -> dict[str, tuple[str, in
 
 
 def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, Any]:
-    """``mapping`` as plain JSON (tuples become lists, keys strings), as it is stored.
+    """``mapping`` as plain JSON (tuples become lists, keys strings, dates, times and UUIDs
+    their strings: :func:`~m3kit.store.metadata_values.iso_values`), as it is stored.
 
     Checked before anything is written: Python's ``json`` writes NaN and infinities, and
     escapes unpaired surrogates, but Qdrant refuses both (the embedded engine in the middle of
@@ -121,8 +123,8 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
             fit in 64 bits, a string is not UTF-8 (an unpaired surrogate), or two keys of a
             mapping are one JSON key (``1`` and ``"1"``); ``what`` names the value.
     """
-    try:
-        blob = json.dumps(dict(mapping), allow_nan=False, ensure_ascii=False)
+    try:  # dates, times and UUIDs as qdrant-client writes them (metadata_values)
+        blob = json.dumps(iso_values(mapping), allow_nan=False, ensure_ascii=False)
         blob.encode("utf-8")
     except (TypeError, ValueError) as exc:
         hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
