@@ -25,6 +25,7 @@ from llamaindex_m3.late_nodes import (
     node_vectors,
     user_metadata,
 )
+from llamaindex_m3.node_classes import CLASS_FIELDS, class_fields
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
@@ -333,7 +334,9 @@ def reader_keys(node: BaseNode, stored: StoredChunk | None) -> set[str]:
 #: What a stored node keeps beside its text, metadata and offsets (``ChunkRecord.extra``), so
 #: reading it back gives the node LlamaIndex wrote: its class, relationships (previous / next
 #: for ``PrevNextNodePostprocessor``), the metadata keys hidden from the embedding model and
-#: the LLM, its templates, and an ``IndexNode``'s ``index_id``.
+#: the LLM, its templates, and its class's own fields (an ``IndexNode``'s ``index_id``, an
+#: ``ImageNode``'s image, a ``Node``'s media resources:
+#: :data:`~llamaindex_m3.node_classes.CLASS_FIELDS`).
 NODE_FIELDS = (
     "class_name",
     "relationships",
@@ -343,7 +346,7 @@ NODE_FIELDS = (
     "metadata_separator",
     "text_template",
     "mimetype",
-    "index_id",
+    *CLASS_FIELDS,
 )
 
 
@@ -363,7 +366,7 @@ def node_extra(node: BaseNode, stored: StoredChunk | None = None) -> dict[str, A
     for name in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
         if added and isinstance(data.get(name), list):
             data[name] = [k for k in data[name] if k not in added]
-    return {k: data[k] for k in NODE_FIELDS if k in data}
+    return {**{k: data[k] for k in NODE_FIELDS if k in data}, **class_fields(data)}
 
 
 def read_back_index(node: BaseNode, stored: StoredChunk | None) -> int | None:

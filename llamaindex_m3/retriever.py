@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
 from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.node_classes import rebuild_node
 from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
 from llamaindex_m3.retriever_writes import RetrieverWrites
 from llamaindex_m3.sourceless import sourceless_chunk
@@ -54,12 +55,10 @@ try:
     from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
     from llama_index.core.schema import (
         Document,
-        IndexNode,
         NodeRelationship,
         NodeWithScore,
         QueryBundle,
         RelatedNodeInfo,
-        TextNode,
     )
     from llama_index.core.vector_stores.types import MetadataFilters
 except ImportError as e:  # pragma: no cover - exercised only without the extra
@@ -345,16 +344,18 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     """A store :class:`~m3kit.store.Hit` as a LlamaIndex ``NodeWithScore``.
 
     A node written by LlamaIndex comes back as it was written (its id; its class, e.g.
-    ``IndexNode``; relationships; the metadata keys hidden from the embedding model and the
-    LLM; templates: :data:`~llamaindex_m3.node_records.NODE_FIELDS`); other chunks as a
-    ``TextNode`` whose id is the point id. ``doc_id`` and ``chunk_index`` are added to the
-    metadata where it has no key of that name (a user's own key is returned as stored), left
-    out of what the embedding model and the LLM see, and out of what is stored when the node
-    is written again. The character offsets are the stored ones; the
-    source relationship names the document without a hash, so writing the node again adds
-    it to the stored version and never replaces the document's other chunks. A node written
-    without a source document comes back without one and without ``doc_id`` (``ref_doc_id``
-    ``None``, as from LlamaIndex's stores; :mod:`~llamaindex_m3.sourceless`).
+    ``IndexNode`` or ``ImageNode`` with its image:
+    :func:`~llamaindex_m3.node_classes.rebuild_node`; relationships; the metadata keys hidden
+    from the embedding model and the LLM; templates:
+    :data:`~llamaindex_m3.node_records.NODE_FIELDS`); other chunks as a ``TextNode`` whose id is
+    the point id. ``doc_id`` and ``chunk_index`` are added to the metadata where it has no key
+    of that name (a user's own key is returned as stored), left out of what the embedding model
+    and the LLM see, and out of what is stored when the node is written again. The character
+    offsets are the stored ones; the source relationship names the document without a hash, so
+    writing the node again adds it to the stored version and never replaces the document's other
+    chunks. A node written without a source document comes back without one and without
+    ``doc_id`` (``ref_doc_id`` ``None``, as from LlamaIndex's stores;
+    :mod:`~llamaindex_m3.sourceless`).
     """
     kept = {k: v for k, v in hit.extra.items() if k in NODE_FIELDS and k != "class_name"}
     sourceless = sourceless_chunk(hit.chunk_id, hit.extra)  # no document: no doc_id
@@ -364,16 +365,12 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
         if k not in hit.metadata  # a user's own key of that name wins
         and not (sourceless and k == DOC_ID_KEY)
     }
-    cls = IndexNode if hit.extra.get("class_name") == IndexNode.class_name() else TextNode
-    node = cls.model_validate(
-        {
-            **kept,
-            "id_": hit.chunk_id or hit.id,
-            "text": hit.text,
-            "start_char_idx": hit.start,
-            "end_char_idx": hit.end,
-            "metadata": {**placement, **hit.metadata},
-        }
+    node = rebuild_node(
+        hit.extra.get("class_name"),
+        {**kept, "id_": hit.chunk_id or hit.id, "metadata": {**placement, **hit.metadata}},
+        hit.text,
+        hit.start,
+        hit.end,
     )
     for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
         keys.extend(k for k in placement if k not in keys)
