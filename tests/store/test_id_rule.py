@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +47,27 @@ def test_same_text_other_metadata_in_one_call_is_two_documents(
     stored = _stored(index)
     assert sorted(m.get("lang", "-") for _, m in stored.values()) == ["-", "de", "en"]
     assert index.count() == 3
+
+
+def test_a_json_record_as_text_is_never_the_text_and_metadata_it_spells(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, tmp_path: Path
+) -> None:
+    # '["hello",{"a":1}]' without metadata hashed to the id of "hello" with {"a": 1}: adding
+    # the second silently replaced the first (in one call: a "given twice" error)
+    record = json.dumps(["hello", {"a": 1}], separators=(",", ":"))
+    assert content_doc_id(record) != content_doc_id("hello", {"a": 1})
+    assert (
+        content_doc_id('["hello", {"a": 1}]')
+        == hashlib.sha256(  # not that blob: as before
+            b'["hello", {"a": 1}]'
+        ).hexdigest()[:32]
+    )
+    index = open_index(tiny_encoder)
+    index.add_texts([record])
+    index.add_texts(["hello"], metadatas=[{"a": 1}])
+    assert sorted(_stored(index).values(), key=str) == [(record, {}), ("hello", {"a": 1})]
+    other = open_index(tiny_encoder, location=tmp_path / "other")  # both in one call
+    assert len(set(other.add_texts([record, "hello"], metadatas=[None, {"a": 1}]))) == 2
 
 
 def test_identical_documents_in_one_call_are_stored_once(

@@ -55,22 +55,56 @@ def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
     >>> content_doc_id("hello", {"a": 1, "b": 2}) == content_doc_id("hello", {"b": 2, "a": 1})
     True
 
+    A text without metadata that is exactly such a JSON blob (a record serialised as text) is
+    hashed with a tag, so it never shares the id of the text and metadata it spells:
+
+    >>> content_doc_id('["hello",{"a":1}]') != content_doc_id("hello", {"a": 1})
+    True
+
     Raises:
         ValueError: The metadata is not JSON-serialisable.
     """
     if not metadata:
-        blob = text
+        # a text that is itself the blob of another text with metadata is tagged, so the two
+        # documents never share an id (one would silently replace the other)
+        blob = _TEXT_TAG + text if _is_metadata_blob(text) else text
     else:
         try:
-            blob = json.dumps(  # dates, times and UUIDs as they are stored
-                [text, iso_values(metadata)],
-                sort_keys=True,
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+            blob = _metadata_blob(text, iso_values(metadata))
         except TypeError as exc:
             raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+#: Put before a text without metadata that reads as the blob of a text with metadata.
+_TEXT_TAG = "m3kit-text:"
+
+
+def _metadata_blob(text: str, metadata: Any) -> str:
+    """The canonical JSON ``[text, metadata]`` :func:`content_doc_id` hashes (keys sorted)."""
+    return json.dumps([text, metadata], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_metadata_blob(text: str) -> bool:
+    """Whether ``text`` is exactly what :func:`_metadata_blob` makes of a text with metadata.
+
+    >>> _is_metadata_blob('["hello",{"a":1}]'), _is_metadata_blob('["hello", {"a": 1}]')
+    (True, False)
+    """
+    if not (text.startswith('["') and text.endswith("}]")):
+        return False
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], dict)
+        and bool(value[1])
+        and _metadata_blob(*value) == text
+    )
 
 
 def _chunking(chunker: object | None, signature: str) -> dict[str, Any]:
