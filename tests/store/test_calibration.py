@@ -241,6 +241,31 @@ def test_bge_m3_shaped_models_default_to_flagembeddings_published_weights(
     assert fusion_calibration.SEARCH_FILE == SEARCH_FILE
 
 
+def test_a_bge_m3_shaped_model_keeps_the_published_weights_unless_beaten(
+    encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The null setting of a BGE-M3-shaped model is what it ranks with uncalibrated,
+    FlagEmbedding's published weights, not RRF: calibrating it used to replace them with RRF
+    whenever nothing beat RRF significantly, even where the published weights ranked better."""
+    from m3kit.store.search_settings import BGE_M3_PUBLISHED
+
+    monkeypatch.setattr("m3kit.store.calibration.is_bge_m3_architecture", lambda enc: True)
+    kept = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.5, min_gain=0.999)
+    assert kept.all_heads == BGE_M3_PUBLISHED
+    assert kept.dense_sparse == BGE_M3_PUBLISHED.merged(rerank=False)
+    assert f"{BGE_M3_PUBLISHED.describe()} [all heads]" in kept.scores
+    assert len(kept.scores) == (3 + 6) + (3 + 3)  # the published settings measured too
+    tested = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.25, min_gain=0.0)
+    for group, setting in (("all heads", tested.all_heads), ("dense+sparse", tested.dense_sparse)):
+        if setting.fusion is not Fusion.M3 or setting.weights != BGE_M3_PUBLISHED.weights:
+            # replaced only by a setting that ranked better than the published weights
+            published = BGE_M3_PUBLISHED.merged(rerank=group == "all heads")
+            assert (
+                tested.scores[f"{setting.describe()} [{group}]"]
+                > tested.scores[f"{published.describe()} [{group}]"]
+            )
+
+
 def test_a_gain_within_noise_keeps_rrf(encoder: M3Encoder) -> None:
     # RRF is tried first; nothing can beat it by a whole nDCG point on a scale of 0..1
     cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.5, min_gain=0.999)
@@ -287,7 +312,7 @@ def test_too_few_queries_for_alpha_are_named(
     says so instead of only keeping RRF (at alpha 0.05 they can, and nothing is said)."""
     with caplog.at_level(logging.WARNING, logger="m3kit.store.calibration"):
         cal = calibrate_fusion(encoder, CORPUS, QUERIES, QRELS, grid_step=0.5, alpha=0.01)
-    assert "5 validation queries cannot show any setting better than RRF" in caplog.text
+    assert "5 validation queries cannot show any setting better than the default" in caplog.text
     assert cal.all_heads == SearchSettings(fusion="rrf", rerank=True)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="m3kit.store.calibration"):

@@ -51,7 +51,7 @@ from m3kit.store.calibration_task import (
 from m3kit.store.fusion_calibration import FusionCalibration, calibrated_encoder_identity
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Fusion
-from m3kit.store.search_settings import SearchSettings
+from m3kit.store.search_settings import BGE_M3_PUBLISHED, SearchSettings, is_bge_m3_architecture
 from m3kit.store.sparse_cut import SparseCut, nothing_to_cut, sparse_cut_of
 
 if TYPE_CHECKING:
@@ -104,10 +104,10 @@ class _Choice:
 def _best(
     scored: Sequence[tuple[SearchSettings, np.ndarray]], min_gain: float, alpha: float
 ) -> _Choice:
-    """The best setting (first of equals) by mean nDCG@10, unless it beats the first one
-    (the plain RRF default) by less than ``min_gain``, or by a gain the sign-flip test over
-    every setting tried (:func:`m3kit.significance.best_of_p_value`) finds more likely than
-    ``alpha`` by chance: then the first. A small validation set ranks many settings within
+    """The best setting (first of equals) by mean nDCG@10, unless it beats the first one (the
+    model's uncalibrated default) by less than ``min_gain``, or by a gain the sign-flip test
+    over every setting tried (:func:`m3kit.significance.best_of_p_value`) finds more likely
+    than ``alpha`` by chance: then the first. A small validation set ranks many settings within
     noise of each other, and the best of dozens beats the default by luck alone; keeping the
     default there avoids fitting the noise.
     """
@@ -160,10 +160,12 @@ def calibrate_fusion(
     rerank, and the ``m3`` weighted sum of all three heads over a grid of weights; for dense
     + sparse alone: RRF, DBSF and the weighted sum of the two. Each setting is scored by mean
     nDCG@10 over the judged queries; the best (the first of equals, in that order) is kept if
-    it beats RRF (the built-in default, tried first) by at least ``min_gain`` and the gain
-    passes a paired sign-flip test over the queries at level ``alpha``, taking into account
-    that it is the best of every setting tried (:func:`m3kit.significance.best_of_p_value`);
-    else RRF is.
+    it beats the model's uncalibrated default (tried first: RRF, or for a BGE-M3-shaped model
+    FlagEmbedding's published ``m3`` weights 0.4 / 0.2 / 0.4,
+    :func:`~m3kit.store.search_settings.is_bge_m3_architecture`) by at least ``min_gain`` and
+    the gain passes a paired sign-flip test over the queries at level ``alpha``, taking into
+    account that it is the best of every setting tried
+    (:func:`m3kit.significance.best_of_p_value`); else that default is.
 
     Args:
         encoder: The model (every head it has is used). Its weights and the settings that
@@ -173,11 +175,11 @@ def calibrate_fusion(
         queries: ``{query_id: text}`` validation queries.
         qrels: ``{query_id: {doc_id: grade}}``.
         grid_step: Step of the weight grid (weights sum to 1; 0.1: 66 triples).
-        min_gain: nDCG@10 a setting must gain over RRF to replace it (default half a point:
+        min_gain: nDCG@10 a setting must gain over the default to replace it (default half a point:
             on 400 validation queries over 85 passages the top settings of a MiniLM-based
             model lay within 0.05 points of each other and their order did not hold on
             held-out articles, ``benchmarks/results/finetune_heldout.md``).
-        alpha: Largest p-value at which the best setting replaces RRF (default 0.05; 1.0
+        alpha: Largest p-value at which the best setting replaces the default (default 0.05; 1.0
             turns the test off). Measured on squad_en: the ``m3`` weightings that beat RRF +
             ColBERT rerank by more than ``min_gain`` on 400 validation queries (p = 0.64 and
             0.55 by this test) ranked 0.2 nDCG@10 points below it on held-out articles; the
@@ -244,17 +246,24 @@ def calibrate_fusion(
         # the smallest p-value n queries can give is about 2**-n (every query gains)
         if alpha < 1.0 and 2.0 ** -len(task.qids) > alpha:
             logger.warning(
-                "%d validation queries cannot show any setting better than RRF at alpha = %g "
-                "(the smallest p-value they can give is about %.3f): RRF is kept; give more "
+                "%d validation queries cannot show any setting better than the default at "
+                "alpha = %g (the smallest p-value they can give is about %.3f): the model's "
+                "uncalibrated default (RRF; FlagEmbedding's published weights for a "
+                "BGE-M3-shaped model) is kept; give more "
                 "validation queries, or alpha=1.0 to take the best measured",
                 len(task.qids),
                 alpha,
                 2.0 ** -len(task.qids),
             )
+        # the null setting (tried first, kept unless beaten): what the model ranks with
+        # uncalibrated, FlagEmbedding's published weights for a BGE-M3-shaped model
+        published = is_bge_m3_architecture(encoder)
         all_heads: SearchSettings | None = None
         if colbert:
             fusions = (Fusion.RRF, Fusion.DBSF) if sparse else (Fusion.RRF,)
             tried = [SearchSettings(fusion=f, rerank=True, candidates=candidates) for f in fusions]
+            if published:
+                tried.insert(0, BGE_M3_PUBLISHED.merged(candidates=candidates))
             measured = [(s, measure(task, s, f"{s.describe()} [all heads]")) for s in tried]
             grid = [
                 (w[0], w[1] if sparse else 0.0, w[-1])
@@ -270,6 +279,8 @@ def calibrate_fusion(
                 SearchSettings(fusion=f, rerank=False, candidates=candidates)
                 for f in (Fusion.RRF, Fusion.DBSF)
             ]
+            if published:
+                tried.insert(0, BGE_M3_PUBLISHED.merged(rerank=False, candidates=candidates))
             measured = [(s, measure(task, s, f"{s.describe()} [dense+sparse]")) for s in tried]
             grid = [(w[0], w[1], 0.0) for w in weight_grid(grid_step, 2)]
             measured += _grid(
