@@ -169,6 +169,36 @@ def test_ray_equals_single_process_and_resumes(
     ray_index.close()
 
 
+@pytest.mark.parametrize("backend", ["client"])
+def test_ray_late_chunking_equals_single_process(
+    local_ray: None, encoder: M3Encoder, docs: list[Any], tmp_path: Path, backend: str
+) -> None:
+    """Late chunking through Ray stores what ``add_texts`` with the same ``LateChunker``
+    stores: chunk texts, offsets, payloads and every head's vectors, for documents that span
+    several windows, and texts with CRLF, emoji, combining marks and NUL characters."""
+    odd = [
+        ("crlf", "Line one.\r\nLine two.\r\n\r\n\tTabbed line.\r\n"),
+        ("emoji", "Emoji \U0001f642 here. Cafe\u0301. \u5317\u4eac\u662f\u9996\u90fd\u3002"),
+        ("nul", "Text ending with NUL.\x00\x00"),
+    ]
+    texts = [d.text for d in docs[:6]] + [t for _, t in odd]
+    ids = [d.doc_id for d in docs[:6]] + [i for i, _ in odd]
+    metas = [dict(d.metadata) for d in docs[:6]] + [{"k": i} for i, _ in odd]
+    single = M3Index.open(encoder, tmp_path / "single", collection="c", backend=backend)
+    late = LateChunker(encoder, chunk_size=16, window=48, overlap=8)
+    single.add_texts(texts, metas, ids, chunker=late)
+    rows = [
+        {"doc_id": i, "text": t, "metadata": m} for i, t, m in zip(ids, texts, metas, strict=True)
+    ]
+    ray_index = M3Index.open(encoder, tmp_path / "ray", collection="c", backend=backend)
+    chunker = ChunkerSpec("late", chunk_size=16, window=48, overlap=8)
+    assert index_with_ray(ray_index, rows, chunker=chunker, docs_per_batch=3) == ids
+    assert single.count() > 2 * len(ids)  # several chunks per document: windows were stitched
+    _same_collection(single, ray_index, backend, ["Amazon rainforest", "Line two", "Cafe"])
+    single.close()
+    ray_index.close()
+
+
 def _dying_actor(marker: Path) -> type:
     """An encoder actor whose process dies (``os._exit``) in the first batch any actor of the
     pool gets: the one that creates ``marker``. A class made in a function is pickled by
