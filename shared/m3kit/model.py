@@ -372,9 +372,14 @@ def _checkpoint_files(folder: Path) -> set[str]:
     the index first and failed on its missing shards), its head files (beside a dense-only
     save they loaded the old heads with the new backbone), its tokenizer files (another
     model's ``special_tokens_map.json`` made ``[PAD]`` / ``[CLS]`` the new tokenizer's padding
-    and CLS tokens) and its search calibration (measured on the old weights).
+    and CLS tokens), its search calibration (measured on the old weights) and other libraries'
+    exports of its weights: sentence-transformers' ``onnx/`` and ``openvino/`` folders (which
+    BGE-M3 and many hub models ship), which ``SentenceTransformer(path, backend="onnx")``
+    loads as they are, so beside new weights it served the old model.
     """
     names = {
+        "onnx",
+        "openvino",
         "model.safetensors",
         "pytorch_model.bin",
         "config.json",

@@ -54,7 +54,8 @@ def test_a_save_over_a_checkpoint_keeps_the_users_files_not_the_stale_calibratio
     tiny_encoder: M3Encoder, tmp_path: Path
 ) -> None:
     """The new checkpoint is swapped in whole: files of the folder that are no checkpoint's
-    (notes, a log folder) stay; the search calibration of the old weights does not."""
+    (notes, a log folder) stay; the search calibration of the old weights and other
+    libraries' exports of them (``onnx/``, ``openvino/``) do not."""
     model, tok = tiny_encoder.model, tiny_encoder.tokenizer
     out = model.save(tmp_path / "out", tok, query_instruction="q: ")
     os.chmod(out, 0o750)
@@ -62,10 +63,16 @@ def test_a_save_over_a_checkpoint_keeps_the_users_files_not_the_stale_calibratio
     (out / "logs").mkdir()
     (out / "logs" / "train.log").write_text("step 1")
     (out / SEARCH_FILE).write_text("{}")
+    # sentence-transformers' exports of the old weights (SentenceTransformer(path,
+    # backend="onnx") loads onnx/model.onnx as it is: beside new weights, the old model)
+    for export in ("onnx", "openvino"):
+        (out / export).mkdir()
+        (out / export / "model.bin").write_bytes(b"old weights")
 
     assert model.save(out, tok, max_length=64) == out
     names = {p.name for p in out.iterdir()}
     assert {"notes.txt", "logs"} <= names and not names & {SEARCH_FILE, SAVING_FILE}
+    assert not names & {"onnx", "openvino"}
     assert (out / "logs" / "train.log").read_text() == "step 1"
     assert json.loads((out / "m3kit.json").read_text())["query_instruction"] is None
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
