@@ -248,6 +248,12 @@ class M3FinetuneEngine:
         self.span_examples = _spans(train_dataset) if self.late_chunking else None
         self.train_dataset = None if self.late_chunking else _qa(train_dataset, "train_dataset")
         self.val_dataset = _qa(val_dataset, "val_dataset") if val_dataset is not None else None
+        if self.val_dataset is not None and not self.val_dataset.queries:
+            # refused here, not by the evaluation after the whole training run
+            raise ValueError(
+                "val_dataset has no queries: nothing to evaluate or calibrate on; give held-out "
+                "queries, or leave val_dataset out"
+            )
         self.model_id = model_id
         self.model_output_path = model_output_path
         self.mine_negatives = mine_negatives
@@ -338,7 +344,8 @@ class M3FinetuneEngine:
             # sample) are not judged, as LlamaIndex's evaluators leave them out
             qrels = {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
             encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
-            top_k, min_weight = self.sparse_cut.top_k, self.sparse_cut.min_weight
+            cut = self.sparse_cut
+            top_k, min_weight = cut.top_k, cut.min_weight
             self.val_report = evaluate_heads(
                 encoder,
                 val.corpus,
@@ -355,8 +362,10 @@ class M3FinetuneEngine:
                     val.corpus,
                     val.queries,
                     qrels,
-                    sparse_top_k=top_k,
-                    sparse_min_weight=min_weight,
+                    # no cut given: none passed on (a dense-only model refuses any given cut,
+                    # even "every weight kept")
+                    sparse_top_k=top_k if cut.cuts else None,
+                    sparse_min_weight=min_weight if cut.cuts else None,
                 )
                 self.calibration.save(self.result.path)
         return self.result

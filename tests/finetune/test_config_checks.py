@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
+from m3kit.finetune.data import refuse_lone_positives
 from m3kit.outputs import Head
 from tests.finetune.conftest import tiny_finetune_config
 
@@ -25,6 +26,25 @@ def test_bad_configs(tiny_m3_path: Path, tmp_path: Path) -> None:
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([])
     with pytest.raises(TypeError, match="not a TrainingExample"):
         M3Finetuner(_config(tiny_m3_path, tmp_path)).fit([{"query": "q", "pos": ["p"]}])  # type: ignore[list-item]
+    for epochs in (float("nan"), float("inf")):  # NaN passed "<= 0" and failed after the load
+        with pytest.raises(ValueError, match="epochs must be a finite number"):
+            _config(tiny_m3_path, tmp_path, epochs=epochs)
+
+
+def test_a_run_with_nothing_to_contrast_any_positive_with_is_refused(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """One row per batch and no hard negatives: every loss is 0, the run trained nothing and
+    saved the start model (changed only by weight decay), without a word."""
+    rows = [TrainingExample(f"query {i}", (f"passage {i}",)) for i in range(4)]
+    for batch, data, negatives in ((1, rows, 1), (1, rows, 0), (16, rows[:1], 1)):
+        cfg = _config(tiny_m3_path, tmp_path, batch_size=batch, num_negatives=negatives)
+        with pytest.raises(ValueError, match="nothing would train"):
+            M3Finetuner(cfg).fit(data)
+    assert not (tmp_path / "model.safetensors").exists()  # refused before loading and saving
+    with_negative = [TrainingExample("query", ("passage",), ("other passage",))]
+    refuse_lone_positives(with_negative, batch_size=1, num_negatives=1)  # a negative: fine
+    refuse_lone_positives(rows, batch_size=2, num_negatives=0)  # in-batch negatives: fine
 
 
 @pytest.mark.parametrize(

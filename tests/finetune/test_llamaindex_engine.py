@@ -150,3 +150,54 @@ def test_llamaindex_engine_names_a_bad_dataset_argument(
     assert "relevant_docs" in str(bad_val.value)
     with pytest.raises(TypeError, match=r"^train_dataset: .*got list"):
         M3FinetuneEngine([1, 2])
+
+
+def _toy_dataset(toy_examples: list[TrainingExample]) -> SimpleNamespace:
+    passages = sorted({t for ex in toy_examples for t in ex.pos})
+    ids = {t: f"node-{i}" for i, t in enumerate(passages)}
+    return SimpleNamespace(
+        queries={f"q{i}": ex.query for i, ex in enumerate(toy_examples)},
+        corpus={v: k for k, v in ids.items()},
+        relevant_docs={f"q{i}": [ids[ex.pos[0]]] for i, ex in enumerate(toy_examples)},
+        mode="text",
+    )
+
+
+def test_a_dense_only_engine_validates_and_calibrates_without_a_sparse_cut(
+    tiny_dense_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    # LlamaIndex's own setup (a dense start model, dense training, a val_dataset) trained,
+    # saved, then failed: "no sparse cut was given, but the encoder has no sparse head"
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    dataset = _toy_dataset(toy_examples)
+    engine = M3FinetuneEngine(
+        dataset,
+        model_id=str(tiny_dense_path),
+        model_output_path=str(tmp_path / "ft"),
+        val_dataset=dataset,
+        heads=["dense"],
+        batch_size=6,
+        passage_max_length=32,
+        show_progress_bar=False,
+    )
+    result = engine.finetune()
+    assert engine.val_report is not None and list(engine.val_report.metrics) == ["dense"]
+    assert engine.calibration is not None
+    assert FusionCalibration.load(result.path) == engine.calibration
+
+
+def test_an_empty_val_dataset_is_refused_before_training(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    empty = SimpleNamespace(queries={}, corpus={}, relevant_docs={}, mode="text")
+    with pytest.raises(ValueError, match="val_dataset has no queries"):
+        M3FinetuneEngine(
+            _toy_dataset(toy_examples),
+            model_id=str(tiny_m3_path),
+            model_output_path=str(tmp_path / "ft"),
+            val_dataset=empty,
+        )
+    assert not (tmp_path / "ft").exists()

@@ -168,8 +168,8 @@ def test_rows_with_fewer_negatives_than_num_negatives_are_counted_in_a_warning(
 
     caplog.clear()  # none at all: in-batch negatives only, said so
     with caplog.at_level("WARNING", logger="m3kit.finetune"):
-        _fit_until_the_model_loads(cfg, rows[:1], monkeypatch)
-    assert "num_negatives=3 but none of the 1 training rows carries a hard negative" in (
+        _fit_until_the_model_loads(cfg, [rows[0], TrainingExample("q e", ("e",))], monkeypatch)
+    assert "num_negatives=3 but none of the 2 training rows carries a hard negative" in (
         caplog.text
     )
 

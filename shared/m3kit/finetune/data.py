@@ -33,6 +33,7 @@ __all__ = [
     "iter_jsonl",
     "query_positives",
     "read_jsonl",
+    "refuse_lone_positives",
     "text_key",
     "warn_negative_shortfall",
     "without_query_positives",
@@ -315,6 +316,35 @@ def without_query_positives(examples: Sequence[TrainingExample]) -> list[Trainin
 #: Hard negatives per query a training step samples unless told (``FinetuneConfig.num_negatives``,
 #: ``m3kit finetune --negatives``); why 1: :class:`~m3kit.finetune.trainer.FinetuneConfig`.
 DEFAULT_NEGATIVES = 1
+
+
+def refuse_lone_positives(
+    examples: Sequence[TrainingExample], batch_size: int, num_negatives: int
+) -> None:
+    """Refuse a run whose every query is scored against its positive alone.
+
+    With one row per batch (``batch_size`` 1, or a single row) and no hard negatives, every
+    contrastive loss is 0: the run would train nothing and save the start model (LlamaIndex's
+    ``MultipleNegativesRankingLoss`` does the same, silently).
+
+    >>> row = TrainingExample("q", ["p"])
+    >>> refuse_lone_positives([row, row], batch_size=2, num_negatives=0)  # in-batch: fine
+    >>> refuse_lone_positives([row], batch_size=16, num_negatives=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size=16 with 1 training row(s) and no hard negatives: ...
+
+    Raises:
+        ValueError: Nothing to contrast any positive with.
+    """
+    if min(batch_size, len(examples)) > 1 or (num_negatives and any(ex.neg for ex in examples)):
+        return
+    raise ValueError(
+        f"batch_size={batch_size} with {len(examples)} training row(s) and no hard negatives: "
+        "each query's only candidate is its positive, so every loss is 0 and nothing would "
+        "train; use batch_size >= 2 (in-batch negatives) or rows with hard negatives "
+        "(num_negatives >= 1)"
+    )
 
 
 def warn_negative_shortfall(examples: Sequence[TrainingExample], num_negatives: int) -> None:

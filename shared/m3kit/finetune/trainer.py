@@ -26,6 +26,7 @@ from m3kit.finetune.data import (
     DEFAULT_NEGATIVES,
     TrainingExample,
     query_positives,
+    refuse_lone_positives,
     text_key,
     warn_negative_shortfall,
     without_query_positives,
@@ -275,6 +276,8 @@ class FinetuneConfig:
             raise ValueError(
                 f"max_steps must be >= 1 (or None: train epochs), got {self.max_steps}"
             )
+        if not math.isfinite(self.epochs):  # NaN passed "<= 0" and failed after the load
+            raise ValueError(f"epochs must be a finite number, got {self.epochs}")
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or give max_steps)")
         self.loss_config()  # validates the loss settings (temperatures, margin)
@@ -480,6 +483,7 @@ class M3Finetuner:
         if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
             examples = without_query_positives(examples)
         warn_negative_shortfall(examples, cfg.num_negatives)
+        refuse_lone_positives(examples, cfg.batch_size, cfg.num_negatives)
         setup = prepare_training(cfg)
         module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
         # a query's positives from all its rows, masked even when those rows are in no batch
