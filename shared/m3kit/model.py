@@ -6,6 +6,7 @@ every head lives in exactly one place.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -153,9 +154,23 @@ class M3Model(nn.Module):
         calibration (``m3kit_search.json``, measured on the old weights) do not.
         """
         out = Path(folder)
+        backbone = self.backbone
+        held = sorted({str(p.dtype) for p in backbone.parameters()} - {str(torch.float32)})
+        if held:
+            # written as float32, as checkpoints are: a bf16 file (what dtype="auto" holds on a
+            # CPU with native bf16) loads in bf16 by default in transformers, emulated and slow
+            # on CPUs without it, and its weights would differ by the CPU that saved them
+            logger.warning(
+                "%s: the model holds %s weights (the precision it was loaded with); they are "
+                "saved as float32, but keep that rounding: load it with dtype='fp32' to save "
+                "the exact weights",
+                out,
+                "/".join(held),
+            )
+            backbone = copy.deepcopy(backbone).float()
 
         def write(new: Path) -> None:
-            self.backbone.save_pretrained(str(new), safe_serialization=True)  # type: ignore[operator]
+            backbone.save_pretrained(str(new), safe_serialization=True)  # type: ignore[operator]
             tokenizer.save_pretrained(str(new))
             if self.heads is not None:
                 self.heads.save(new)

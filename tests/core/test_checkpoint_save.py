@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from m3kit import CheckpointError, M3Encoder, Pooling
 from m3kit.checkpoint import SAVING_FILE, SEARCH_FILE, resolve_checkpoint
@@ -140,3 +141,26 @@ def test_a_swap_that_fails_is_undone_and_one_killed_is_refused(
         resolve_checkpoint(out)
     (aside,) = out.glob(".m3kit-old-*")
     assert resolve_checkpoint(aside).max_length == 64
+
+
+def test_a_model_held_in_bf16_is_saved_as_float32_with_a_warning(
+    tiny_m3_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``dtype="auto"`` holds bf16 weights on a CPU with native bf16 (fp32 elsewhere): saving
+    such a model wrote a bf16 checkpoint (config dtype bfloat16, which transformers then loads
+    in bf16, emulated and slow on CPUs without it), so the file depended on the CPU."""
+    from safetensors import safe_open
+
+    held = M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16")
+    with caplog.at_level("WARNING", logger="m3kit.model"):
+        out = held.model.save(tmp_path / "out", held.tokenizer)
+    assert "holds torch.bfloat16 weights" in caplog.text and "dtype='fp32'" in caplog.text
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}  # noqa: SIM118
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    assert {p.dtype for p in held.model.backbone.parameters()} == {torch.bfloat16}  # untouched
+    exact = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="m3kit.model"):
+        exact.model.save(tmp_path / "exact", exact.tokenizer)
+    assert "holds" not in caplog.text
