@@ -123,7 +123,8 @@ class EncoderModel(LoadTimeFields):
         fields = {
             "model_name_or_path": str(encoder.info.path) if encoder.info else "<in-memory>",
             "device": str(encoder.device),
-            "dtype": encoder.precision,
+            # what was asked for: "auto" stays auto, decided again by the hardware it loads on
+            "dtype": encoder.requested_precision,
             "query_instruction": encoder.query_instruction,
             "batch_size": encoder.batch_size,
             "max_length": encoder.max_length,

@@ -224,7 +224,8 @@ class M3CheckpointFields(LoadTimeFields):
         return {
             "model_name": str(encoder.info.path) if encoder.info else IN_MEMORY,
             "device": str(encoder.device),
-            "dtype": encoder.precision,
+            # what was asked for: "auto" stays auto, decided again by the hardware it loads on
+            "dtype": encoder.requested_precision,
             "max_batch_tokens": encoder.max_batch_tokens,
             "backend": encoder.backend,
             "onnx_cache_dir": None if cache is None else str(cache),

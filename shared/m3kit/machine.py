@@ -31,6 +31,7 @@ __all__ = [
     "MachineInfo",
     "describe_machine",
     "read_cpu_flags",
+    "usable_cpus",
 ]
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,13 @@ class MachineInfo:
         return "\n".join(lines)
 
 
-def _logical_cpus() -> int:
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on: its affinity (a container's cpuset, ``taskset``,
+    a batch scheduler's allocation), not every CPU of the host (``os.cpu_count()``).
+
+    >>> usable_cpus() >= 1
+    True
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -244,7 +251,7 @@ def describe_machine() -> MachineInfo:
         cpu_model=cpu.model,
         cpu_flags=tuple(f for f in RELEVANT_CPU_FLAGS if f in present),
         cpu_flags_source=cpu.source,
-        logical_cpus=_logical_cpus(),
+        logical_cpus=usable_cpus(),
         system=platform.platform(),
         arch=platform.machine(),
         python=sys.version.split()[0],

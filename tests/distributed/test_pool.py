@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -93,6 +94,18 @@ def test_default_devices_follow_the_parents_device(monkeypatch: pytest.MonkeyPat
     assert default_devices(None, "cuda") == ["cuda:0", "cuda:1"]
     assert set(default_devices(None, "cpu")) == {"cpu"}
     assert default_devices(3, "cuda") == ["cpu"] * 3
+
+
+def test_default_cpu_workers_count_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a 64-CPU host whose container may use 4 (a cpuset, taskset, a scheduler's
+    allocation) the default was 32 workers, each holding a model copy, on 4 CPUs."""
+    from m3kit.distributed.pool import default_devices
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert default_devices(None, "cpu") == ["cpu", "cpu"]
 
 
 def test_pool_errors_name_the_problem(encoder: M3Encoder, pool: EncoderPool) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import queue
 import threading
 import traceback
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from m3kit.distributed.spec import EncoderSpec
+from m3kit.machine import usable_cpus
 from m3kit.outputs import Head, M3Output
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def default_devices(workers: int | None, parent_device: str) -> list[str]:
 
     if workers is None and parent_device == "cuda" and torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return ["cpu"] * (workers if workers is not None else max(1, (os.cpu_count() or 2) // 2))
+    # half the CPUs this process may use (a container's cpuset), not the host's
+    return ["cpu"] * (workers if workers is not None else max(1, usable_cpus() // 2))
 
 
 def worker_threads(
