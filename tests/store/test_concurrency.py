@@ -97,3 +97,51 @@ def test_a_search_during_a_replace_sees_the_document_and_after_it_the_new_versio
     assert sorted(h.chunk_index for h in during) == list(range(old_count))
     assert {h.chunk_count for h in during if h.chunk_index < new_count} == {new_count}
     assert {h.chunk_count for h in during if h.chunk_index >= new_count} == {old_count}
+
+
+@pytest.mark.parametrize("between", ["rounds", "heads"])
+def test_an_m3_search_never_pairs_one_versions_score_with_anothers_text(
+    open_index: Any, tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch, between: str
+) -> None:
+    """``fusion="m3"`` found candidates, scored them, then fetched their text and metadata by
+    id without the filter: a document replaced in between came back as its new version
+    (here one the filter excludes) under the old version's score. A write forced between the
+    candidate and scoring round trips ("rounds"), or between two heads' searches ("heads"),
+    now leaves that document out of the search rather than mixing versions."""
+    index = open_index(tiny_encoder)
+    index.add_texts(
+        ["apple orchard harvest apples", "unrelated filler text about cars"],
+        metadatas=[{"tenant": "A"}, {"tenant": "A"}],
+        doc_ids=["x", "y"],
+    )
+    backend = index.store._backend
+    query_batch = backend.query_batch
+    calls: list[int] = []
+
+    def replace_x() -> None:
+        # another thread's write, done while the search waits (as a concurrent writer's)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(
+                index.add_texts,
+                ["zebra savanna stripes secret of B"],
+                metadatas=[{"tenant": "B"}],
+                doc_ids=["x"],
+            ).result()
+
+    def racing(stages: Any, *, with_payload: bool) -> Any:
+        calls.append(len(stages))
+        if len(calls) != 2:  # the candidates' round trip, and the writer's own searches
+            return query_batch(stages, with_payload=with_payload)
+        if between == "rounds":
+            replace_x()
+            return query_batch(stages, with_payload=with_payload)
+        first = query_batch(stages[:1], with_payload=with_payload)  # the dense head's search
+        replace_x()
+        return first + query_batch(stages[1:], with_payload=with_payload)
+
+    monkeypatch.setattr(backend, "query_batch", racing)
+    hits = index.search("apple orchard harvest apples", k=2, fusion="m3", filter={"tenant": "A"})
+    monkeypatch.undo()
+    assert [(h.doc_id, h.metadata) for h in hits] == [("y", {"tenant": "A"})]
+    fresh = index.search("zebra savanna stripes", k=2, fusion="m3")
+    assert {h.doc_id: h.text for h in fresh}["x"] == "zebra savanna stripes secret of B"

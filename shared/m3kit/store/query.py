@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -307,12 +307,12 @@ def _m3(
     flt: models.Filter | None,
     weights: Sequence[float],
 ) -> list[RawHit]:
-    per_head = m3_head_scores(backend, q, n, use_colbert, flt)
+    # the payloads come from the round trip that scores (and filters) the points: fetched
+    # afterwards, a point a write replaced in between came back with the new version's text
+    # and metadata (even one the filter excludes) under the old version's score
+    per_head = m3_head_scores(backend, q, n, use_colbert, flt, with_payload=True)
     best = per_head.rank(weights)[:k]  # checks the weights even when nothing was found
-    if not best:
-        return []
-    payloads = backend.retrieve([pid for pid, _ in best])
-    return [RawHit(pid, score, payloads[pid]) for pid, score in best if pid in payloads]
+    return [RawHit(pid, score, per_head.payloads[pid]) for pid, score in best]
 
 
 @dataclass(frozen=True)
@@ -327,6 +327,7 @@ class HeadScores:
         scoring: Which heads score the query ``(dense, sparse, colbert)``: those it has a
             vector for (a sparse query without terms scores 0, but it scores), ColBERT when
             it was used.
+        payloads: Each candidate's payload as scored (``with_payload=True``; else empty).
     """
 
     ids: tuple[str, ...]
@@ -334,6 +335,7 @@ class HeadScores:
     sparse: npt.NDArray[np.float64]
     colbert: npt.NDArray[np.float64]
     scoring: tuple[bool, bool, bool] = (True, True, True)
+    payloads: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
     def rank(self, weights: Sequence[float]) -> list[tuple[str, float]]:
         """``(id, m3_score)`` best first (ties by id) under the ``m3`` weights ``weights``:
@@ -368,8 +370,17 @@ def m3_head_scores(
     n: int,
     use_colbert: bool,
     flt: models.Filter | None,
+    *,
+    with_payload: bool = False,
 ) -> HeadScores:
-    """The M3 plan's first two round trips: candidates, then every head's exact score."""
+    """The M3 plan's two round trips: candidates, then every head's exact score.
+
+    ``with_payload``: each candidate's payload from the second round trip, which scores and
+    filters it. A candidate the dense or ColBERT search there does not return (deleted, or
+    changed so that the filter no longer passes it, since the first) is left out, as is one
+    whose heads saw two versions of its document (a write between the heads' searches): no
+    hit pairs a version's score with another's text.
+    """
     scoring = (
         q.dense is not None,
         q.sparse is not None or q.sparse_empty,
@@ -389,19 +400,37 @@ def m3_head_scores(
     if use_colbert and q.colbert is not None:
         heads.append((COLBERT, Nearest(COLBERT, q.colbert)))
     scored = backend.query_batch(
-        [Stage(len(ids), near, filter=only, exact=True) for _, near in heads], with_payload=False
+        [Stage(len(ids), near, filter=only, exact=True) for _, near in heads],
+        with_payload=with_payload,
     )
     per_head: dict[str, dict[str, float]] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    versions: dict[str, set[Any]] = {}
     for (name, _), hits in zip(heads, scored, strict=True):
         scale = 1.0 / q.colbert.shape[0] if name == COLBERT and q.colbert is not None else 1.0
         per_head[name] = {h.id: h.score * scale for h in hits}
+        if with_payload:
+            for h in hits:
+                payloads.setdefault(h.id, h.payload)
+                versions.setdefault(h.id, set()).add(h.payload.get(DOC_HASH))
+    if with_payload:
+        # every point holds dense and ColBERT vectors: a candidate one of those searches did
+        # not return was deleted or left the filter between the heads' searches
+        whole = [per_head[name] for name, _ in heads if name != SPARSE]
+        ids = [
+            pid
+            for pid in ids
+            if len(versions.get(pid, ())) == 1 and all(pid in got for got in whole)
+        ]
 
     def column(name: str) -> npt.NDArray[np.float64]:
         # A candidate absent from a head's results shares no term with the query (sparse): 0.
         got = per_head.get(name, {})
         return np.array([got.get(pid, 0.0) for pid in ids], dtype=np.float64)
 
-    return HeadScores(tuple(ids), column(DENSE), column(SPARSE), column(COLBERT), scoring)
+    columns = (column(DENSE), column(SPARSE), column(COLBERT))
+    kept = {pid: payloads[pid] for pid in ids} if with_payload else {}
+    return HeadScores(tuple(ids), *columns, scoring, kept)
 
 
 #: The payload keys a :class:`Hit` is built from.
