@@ -171,9 +171,10 @@ def stale_documents(
     moved: list[str] = []
     pruned: list[str] = []
     pruned_from: list[str] = []
+    unreadable = list(read.unreadable)
     for doc_id, meta in sorted(stored.items()):
         origin = reader_origin(doc_id, meta) if doc_id not in produced else None
-        if origin is None:
+        if origin is None or _under(Path(origin), unreadable):  # not seen: not known gone
             continue
         if origin in jsonl_now and positional_id(doc_id, origin):
             moved.append(doc_id)

@@ -106,6 +106,9 @@ class SourceRead:
     empty: list[str]
     files: list[Path] = field(default_factory=list)
     links: dict[Path, Path] = field(default_factory=dict)
+    #: Folders inside the given ones that could not be read (no permission, a share gone
+    #: stale): skipped with a warning, and ``--prune`` keeps what was indexed from them.
+    unreadable: list[Path] = field(default_factory=list)
 
 
 def reader_origin(doc_id: str, metadata: Mapping[str, Any]) -> str | None:
@@ -224,11 +227,15 @@ def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
     return _scan(folder)[0]
 
 
-def _find(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Path, Path]]:
-    """:func:`find_files`, and the links inside the folders read as a file outside the folder
-    given (:attr:`SourceRead.links`), each folder walked once."""
+def _find(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], dict[Path, Path], list[Path]]:
+    """:func:`find_files`, the links inside the folders read as a file outside the folder
+    given (:attr:`SourceRead.links`) and the folders that could not be read
+    (:attr:`SourceRead.unreadable`), each folder walked once."""
     found: list[Path] = []
     links: dict[Path, Path] = {}
+    unreadable: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
@@ -241,22 +248,26 @@ def _find(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Pat
                 )
             found.append(_named(path))
             continue
-        inside, outside = _scan(path)
+        inside, outside = _scan(path, unreadable)
         if not inside:
             raise ValueError(f"{raw}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
         found.extend(inside)
         links.update(outside)
-    return list(dict.fromkeys(found)), links  # a file named twice (or in two folders) once
+    # a file named twice (or in two folders) once
+    return list(dict.fromkeys(found)), links, unreadable
 
 
-def _scan(folder: str | os.PathLike[str]) -> tuple[list[Path], dict[Path, Path]]:
+def _scan(
+    folder: str | os.PathLike[str], unreadable: list[Path] | None = None
+) -> tuple[list[Path], dict[Path, Path]]:
     """:func:`folder_files`, and its links read as a file outside ``folder``: ``{link:
     target}``, the link named in its resolved folder, the target as :func:`folder_files`
-    names it (one walk)."""
+    names it (one walk). Folders inside it that cannot be read are added to ``unreadable``
+    (:func:`_walk`)."""
     top = Path(folder).expanduser().resolve()
     files: list[Path] = []
     links: dict[Path, Path] = {}
-    for p in _walk(Path(folder).expanduser()):
+    for p in _walk(Path(folder).expanduser(), [] if unreadable is None else unreadable):
         if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES:
             target = _named(p)
             files.append(target)
@@ -317,7 +328,7 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
     docs: list[SourceDocument] = []
     empty: list[str] = []
     where: dict[str, str] = {}
-    files, links = _find(paths)
+    files, links, unreadable = _find(paths)
     for path in files:
         rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
         for doc, origin in rows:
@@ -332,11 +343,34 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
                 )
             where[doc.doc_id] = origin
             docs.append(doc)
-    return SourceRead(docs, [i for i in dict.fromkeys(empty) if i not in where], files, links)
+    kept_empty = [i for i in dict.fromkeys(empty) if i not in where]
+    return SourceRead(docs, kept_empty, files, links, unreadable)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder):  # links to folders are listed, not followed
+def _walk(folder: Path, unreadable: list[Path]) -> Iterator[Path]:
+    """The files under ``folder`` (hidden ones and links to folders left out).
+
+    A folder inside it that cannot be listed (no permission, a network share gone stale) is
+    skipped with a warning and added to ``unreadable``: skipped silently, ``--prune`` took
+    its files for deleted and removed every document indexed from them.
+
+    Raises:
+        PermissionError: ``folder`` itself cannot be listed (an ``OSError`` of that kind).
+    """
+
+    def cannot_list(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else folder
+        if where == folder:
+            raise type(error)(error.errno, f"{folder}: cannot read the folder", str(folder))
+        logger.warning(
+            "%s: cannot read the folder (%s); its files are skipped, and --prune keeps what "
+            "was indexed from it",
+            where,
+            error.strerror or error,
+        )
+        unreadable.append(where.resolve())
+
+    for root, dirs, files in os.walk(folder, onerror=cannot_list):  # links: listed, not followed
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for d in dirs:
             if (Path(root) / d).is_symlink():

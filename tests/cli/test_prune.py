@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -338,3 +339,42 @@ def test_a_share_mounted_inside_the_tree_is_pruned_only_on_purpose(
     assert list(stored_texts(store, tiny_m3_path)) == [str((docs / "a.md").resolve())]
     code, out = index_run(capsys, store, tiny_m3_path, str(docs), "--prune")  # forgotten
     assert code == 0 and "removed 0 document(s) no longer there" in out, out
+
+
+def test_an_unreadable_folder_is_skipped_with_a_warning_and_its_documents_are_kept(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subfolder that cannot be listed (its permissions changed, a share gone stale) was
+    skipped without a word, and ``--prune`` then took its files for deleted: every document
+    indexed from it was removed. (Simulated: root reads any folder whatever its mode.)"""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    team = docs / "team"
+    team.mkdir(parents=True)
+    (docs / "top.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    (team / "plan.md").write_text("The team plans a release in May.", encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
+    blocked = team.resolve()
+    scandir, isfile = os.scandir, os.path.isfile
+
+    def no_listing(path: Any = ".") -> Any:
+        if Path(path).resolve() == blocked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    def no_stat(path: Any) -> bool:  # a file in a folder without search permission
+        return False if Path(path).resolve().parent == blocked else isfile(path)
+
+    monkeypatch.setattr(os, "scandir", no_listing)
+    monkeypatch.setattr(os.path, "isfile", no_stat)
+    with caplog.at_level("WARNING", logger="m3kit.sources"):
+        code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
+        with pytest.raises(PermissionError, match="cannot read the folder"):
+            read_sources([team])  # the folder given itself: an error, not "holds no files"
+    monkeypatch.undo()
+    assert code == 0 and "removed 0 document(s) no longer there" in out, out
+    assert f"{team}: cannot read the folder" in caplog.text
+    assert str(blocked / "plan.md") in stored_texts(store, tiny_m3_path)
