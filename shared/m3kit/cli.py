@@ -27,6 +27,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -330,6 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _transformers_quiet(quiet=getattr(args, "quiet", False)):
             return handler(args)
+    except BrokenPipeError:
+        # the reader of stdout went away (``m3kit search ... | head -1``): stop quietly, as
+        # command-line tools do, with the status of a process ended by SIGPIPE (128 + 13);
+        # stdout points at devnull so that flushing it at exit raises nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (M3KitError, OSError, ValueError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"m3kit {args.command}: error: {message}", file=sys.stderr)

@@ -62,7 +62,9 @@ def run_index(args: argparse.Namespace) -> int:
             f"{', '.join(_chunking_flags(args))} need the files or folders to chunk: --reindex "
             "alone re-encodes each stored document's chunks as they are"
         )
-    record = cli_open.collection_record(args, storage)
+    # --reindex alone re-encodes what is stored: a collection that does not exist (a mistyped
+    # --collection) is an error, not a new empty one reported as re-encoded
+    record = cli_open.collection_record(args, storage, missing_ok=bool(args.paths))
     cli_open.refuse_unfinished(args, record)  # before reading files or loading a model
     remembered = IndexChunking.from_record(record)
     # nothing remembered and no flag given: stored late chunks must not be re-chunked naively

@@ -50,6 +50,7 @@ from m3kit.encoder_inputs import (
     whole_number,
 )
 from m3kit.encoder_outputs import OutputCollector, TokenStates
+from m3kit.machine import checked_device
 from m3kit.model import M3Model
 from m3kit.outputs import Head, M3Output
 from m3kit.precision import (
@@ -139,7 +140,9 @@ class M3Encoder(EncoderForward):
             and self.requested_precision is not Precision.INT8
         )
         self.device = (
-            torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
+            checked_device(device)
+            if device is not None
+            else torch.device("cuda" if cuda else "cpu")
         )
         self._onnx: OnnxRunner | None
         # the checkpoint's files name the model only while it holds what it loaded from them;
@@ -225,6 +228,8 @@ class M3Encoder(EncoderForward):
             onnx_cache_dir: Folder of ONNX exports (default ``~/.cache/m3kit/onnx`` or
                 ``$M3KIT_CACHE/onnx``).
         """
+        if device is not None:
+            checked_device(device)  # a device that cannot run here, refused before the load
         info = resolve_checkpoint(name_or_path, pooling=Pooling(pooling) if pooling else None)
         # the files' identities before they are read: the fingerprint, which digests them
         # later, refuses files changed since (CheckpointChangedError), and an ONNX export keys

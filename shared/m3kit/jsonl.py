@@ -90,13 +90,33 @@ def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int,
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{origin}:{line_no}"
         try:  # a key given twice would keep its last value silently
-            row = json.loads(line, object_pairs_hook=unique_keys(f"{origin}:{line_no}: the row"))
+            row = json.loads(
+                line,
+                object_pairs_hook=unique_keys(f"{where}: the row"),
+                parse_constant=_no_nan(where),
+            )
         except json.JSONDecodeError as e:
-            raise ValueError(f"{origin}:{line_no}: not valid JSON ({e.msg})") from e
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
         if not isinstance(row, dict):
-            raise ValueError(f"{origin}:{line_no}: a row must be a JSON object (one per line)")
+            raise ValueError(f"{where}: a row must be a JSON object (one per line)")
         yield line_no, row
+
+
+def _no_nan(where: str) -> Any:
+    """A ``json.loads`` ``parse_constant`` refusing ``NaN`` / ``Infinity`` (Python's ``json``
+    reads them, but they are no JSON: the store refused them later, naming no file or line).
+
+    >>> list(parse_json_rows(['{"text": "t", "score": NaN}'], "x.jsonl"))
+    Traceback (most recent call last):
+    ValueError: x.jsonl:1: NaN is not JSON (write null, a number or a string)
+    """
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{where}: {name} is not JSON (write null, a number or a string)")
+
+    return refuse
 
 
 def iter_json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

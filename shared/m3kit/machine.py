@@ -29,6 +29,7 @@ __all__ = [
     "CpuFlags",
     "GpuInfo",
     "MachineInfo",
+    "checked_device",
     "describe_machine",
     "read_cpu_flags",
     "usable_cpus",
@@ -195,6 +196,40 @@ class MachineInfo:
         if not self.gpus:
             lines.append("- GPU: none")
         return "\n".join(lines)
+
+
+def checked_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``, refused before a model loads when it cannot run here.
+
+    >>> checked_device("cpu")
+    device(type='cpu')
+    >>> checked_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'gpu' is not a device torch knows (e.g. 'cpu', 'cuda', 'cuda:1', 'mps')
+
+    Raises:
+        ValueError: Not a device name torch reads, or a CUDA device where CUDA is not
+            available (no GPU, or a CPU-only torch) or that does not exist.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {device!r} is not a device torch knows (e.g. 'cpu', 'cuda', 'cuda:1', 'mps')"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r}: CUDA is not available here (no GPU, or torch "
+                f"{torch.__version__} was built without CUDA); use device 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r}: Apple's MPS is not available here")
+    return parsed
 
 
 def usable_cpus() -> int:

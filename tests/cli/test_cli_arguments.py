@@ -156,3 +156,29 @@ def test_finetune_hook_does_not_hide_import_errors(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(importlib, "import_module", absent)
     assert "index" in build_parser().format_help()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``m3kit search ... --json | head -1``: writing to the closed pipe was reported as
+    "m3kit search: error: [Errno 32] Broken pipe" with status 1."""
+    script = (  # a command whose output finds the pipe closed
+        "import argparse, sys, m3kit.cli as cli\n"
+        "def handler(args):\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "parse = argparse.ArgumentParser.parse_args\n"
+        "def parse_args(self, *a, **k):\n"
+        "    ns = parse(self, *a, **k)\n"
+        "    ns.handler = handler\n"
+        "    return ns\n"
+        "argparse.ArgumentParser.parse_args = parse_args\n"
+        "sys.exit(cli.main(['index', 'x']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (141, "")

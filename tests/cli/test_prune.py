@@ -378,3 +378,32 @@ def test_an_unreadable_folder_is_skipped_with_a_warning_and_its_documents_are_ke
     assert code == 0 and "removed 0 document(s) no longer there" in out, out
     assert f"{team}: cannot read the folder" in caplog.text
     assert str(blocked / "plan.md") in stored_texts(store, tiny_m3_path)
+
+
+def test_reindex_of_a_collection_that_does_not_exist_is_refused(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--reindex`` alone (a mistyped ``--collection``) created an empty collection and
+    reported "re-encoded 0 stored document(s)" with status 0."""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Berlin is the capital of Germany.", encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, docs)[0] == 0
+    code, out = index_run(capsys, store, tiny_m3_path, "--reindex", "--collection", "typo")
+    assert code == 1 and "'typo' does not exist" in out, out
+    assert sorted(p.name for p in store.iterdir()) == ["m3kit"]  # no empty "typo" made
+
+
+def test_a_nan_in_a_jsonl_row_names_its_file_and_line(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's ``json`` reads ``NaN`` / ``Infinity``: the store refused the value later as
+    "metadata of text 4 is not JSON" (a position among every file's documents), after the
+    model loaded and an empty collection was made."""
+    store, docs = tmp_path / "store", tmp_path / "docs"
+    docs.mkdir()
+    rows = ['{"text": "a"}', '{"text": "b"}', '{"text": "bad", "score": NaN}']
+    (docs / "z.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code, out = index_run(capsys, store, tiny_m3_path, docs)
+    assert code == 1 and f"{(docs / 'z.jsonl').resolve()}:3: NaN is not JSON" in out, out
+    assert not store.exists()

@@ -365,3 +365,32 @@ def test_cli_max_queries_samples_queries_it_can_score(tmp_path: Path) -> None:
         assert len(queries) == 2 and set(queries) <= {"q0", "q1", "q2"}, (seed, queries)
         drawn |= set(queries)
     assert drawn == {"q0", "q1", "q2"}  # a draw, not the first two
+
+
+def test_cli_mine_negatives_quiet_turns_the_encoding_bars_off(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--quiet`` reached nothing in mine-negatives: the encoder's own bars still printed."""
+    from m3kit.encoder import M3Encoder
+
+    train = write_jsonl(
+        [TrainingExample(ex.query, ex.pos) for ex in toy_examples], tmp_path / "t.jsonl"
+    )
+    seen: list[object] = []
+    encode = M3Encoder.encode
+
+    def spy(self: M3Encoder, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("show_progress"))
+        return encode(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(M3Encoder, "encode", spy)
+    argv = ["mine-negatives", "--model", str(tiny_m3_path), "--train", str(train)]
+    argv += ["--output", str(tmp_path / "m.jsonl"), "--negatives", "1", "--range", "0-6"]
+    assert run_cli([*argv, "--quiet"]) == 0
+    assert seen == [False, False]
+    seen.clear()
+    assert run_cli(argv) == 0
+    assert seen == [None, None]  # the encoder's default: a bar for more than one batch

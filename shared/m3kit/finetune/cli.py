@@ -445,6 +445,7 @@ def _run_mine(args: argparse.Namespace) -> int:
         rank_range=(start, end),
         score=args.score,
         seed=args.seed,
+        show_progress=False if args.quiet else None,
     )
     write_jsonl(mined, args.output)
     print(f"wrote {len(mined)} row(s) with mined negatives to {args.output}")

@@ -57,10 +57,15 @@ def _heads(encoder: M3Encoder, score: MiningScore) -> list[Head]:
 
 
 def _rankings(
-    encoder: M3Encoder, queries: list[str], corpus: list[str], heads: list[Head], depth: int
+    encoder: M3Encoder,
+    queries: list[str],
+    corpus: list[str],
+    heads: list[Head],
+    depth: int,
+    show_progress: bool | None = None,
 ) -> list[list[int]]:
-    docs = encoder.encode(corpus, heads=heads)
-    qs = encoder.encode(queries, heads=heads, query=True)
+    docs = encoder.encode(corpus, heads=heads, show_progress=show_progress)
+    qs = encoder.encode(queries, heads=heads, query=True, show_progress=show_progress)
     per_head = []
     for head in heads:
         matrix = score_matrix(qs, docs, head)
@@ -85,6 +90,7 @@ def mine_hard_negatives(
     rank_range: tuple[int, int] = (10, 100),
     score: MiningScore | str = MiningScore.DENSE,
     seed: int = 0,
+    show_progress: bool | None = None,
 ) -> list[TrainingExample]:
     """Replace each example's negatives with ones mined from the model's own ranking.
 
@@ -100,6 +106,8 @@ def mine_hard_negatives(
         rank_range: ``(start, end)`` 0-based ranks to sample from, end excluded.
         score: Ranking used: dense, sparse or fused (RRF of both).
         seed: Seeds the sampling.
+        show_progress: The encoding's progress bars (default: the encoder's, on for more than
+            one batch; ``m3kit mine-negatives --quiet``: off).
 
     Returns:
         New examples, in order. A query whose window holds fewer than ``num_negatives``
@@ -140,7 +148,8 @@ def mine_hard_negatives(
         for pos in map(text_key, ex.pos):
             own.update(aliases.get(pos, {pos}))
     _warn_missing_positives(examples, set().union(*forms))
-    rankings = _rankings(encoder, [ex.query for ex in examples], texts, heads, min(end, len(texts)))
+    queries = [ex.query for ex in examples]
+    rankings = _rankings(encoder, queries, texts, heads, min(end, len(texts)), show_progress)
     rng = random.Random(seed)
     out: list[TrainingExample] = []
     short = 0
