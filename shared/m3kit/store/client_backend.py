@@ -361,7 +361,11 @@ class ClientBackend:
                     filter=stage.filter,
                     params=models.SearchParams(exact=True) if stage.exact and exact else None,
                     limit=stage.limit,
-                    with_payload=with_payload,
+                    with_payload=(
+                        list(stage.payload_keys)
+                        if with_payload and stage.payload_keys
+                        else with_payload and stage.payload_keys is None
+                    ),
                     with_vector=False,
                 )
             )

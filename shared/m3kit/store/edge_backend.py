@@ -395,7 +395,11 @@ class EdgeBackend:
                 prefetches=[_prefetch(p) for p in s.prefetch] or None,
                 filter=edge_filter(s.filter),
                 params=qe.SearchParams(exact=True) if s.exact else None,
-                with_payload=with_payload,
+                with_payload=(
+                    qe.PayloadSelector.Include(list(s.payload_keys))
+                    if with_payload and s.payload_keys
+                    else with_payload and s.payload_keys is None
+                ),
                 with_vector=False,
             )
             for s in stages

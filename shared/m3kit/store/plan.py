@@ -51,6 +51,8 @@ class Stage:
         prefetch: Stages whose results this one re-scores.
         filter: Payload filter (applied where candidates are searched).
         exact: Exhaustive search instead of the HNSW index.
+        payload_keys: With ``with_payload``, only these payload keys (``None``: all; ``()``:
+            none, this stage's hits without payload).
     """
 
     limit: int
@@ -58,6 +60,7 @@ class Stage:
     prefetch: tuple[Stage, ...] = ()
     filter: models.Filter | None = None
     exact: bool = False
+    payload_keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

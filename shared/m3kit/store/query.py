@@ -307,12 +307,24 @@ def _m3(
     flt: models.Filter | None,
     weights: Sequence[float],
 ) -> list[RawHit]:
-    # the payloads come from the round trip that scores (and filters) the points: fetched
-    # afterwards, a point a write replaced in between came back with the new version's text
-    # and metadata (even one the filter excludes) under the old version's score
-    per_head = m3_head_scores(backend, q, n, use_colbert, flt, with_payload=True)
-    best = per_head.rank(weights)[:k]  # checks the weights even when nothing was found
-    return [RawHit(pid, score, per_head.payloads[pid]) for pid, score in best]
+    # A point's payload is fetched after it was scored and filtered: one a write replaced in
+    # between came back with the new version's text and metadata (even one the filter
+    # excludes) under the old version's score. Only the version scored is kept; another is
+    # left out, the next best fetched in its place.
+    per_head = m3_head_scores(backend, q, n, use_colbert, flt, with_versions=True)
+    ranked = per_head.rank(weights)  # checks the weights even when nothing was found
+    hits: list[RawHit] = []
+    start = 0
+    while len(hits) < k and start < len(ranked):
+        batch = ranked[start : start + k - len(hits)]
+        start += len(batch)
+        payloads = backend.retrieve([pid for pid, _ in batch])
+        hits.extend(
+            RawHit(pid, score, payloads[pid])
+            for pid, score in batch
+            if pid in payloads and payloads[pid].get(DOC_HASH) == per_head.versions[pid]
+        )
+    return hits
 
 
 @dataclass(frozen=True)
@@ -327,7 +339,8 @@ class HeadScores:
         scoring: Which heads score the query ``(dense, sparse, colbert)``: those it has a
             vector for (a sparse query without terms scores 0, but it scores), ColBERT when
             it was used.
-        payloads: Each candidate's payload as scored (``with_payload=True``; else empty).
+        versions: Each candidate's document version as scored (its ``doc_hash``;
+            ``with_versions=True``; else empty).
     """
 
     ids: tuple[str, ...]
@@ -335,7 +348,7 @@ class HeadScores:
     sparse: npt.NDArray[np.float64]
     colbert: npt.NDArray[np.float64]
     scoring: tuple[bool, bool, bool] = (True, True, True)
-    payloads: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    versions: Mapping[str, Any] = field(default_factory=dict)
 
     def rank(self, weights: Sequence[float]) -> list[tuple[str, float]]:
         """``(id, m3_score)`` best first (ties by id) under the ``m3`` weights ``weights``:
@@ -371,15 +384,14 @@ def m3_head_scores(
     use_colbert: bool,
     flt: models.Filter | None,
     *,
-    with_payload: bool = False,
+    with_versions: bool = False,
 ) -> HeadScores:
-    """The M3 plan's two round trips: candidates, then every head's exact score.
+    """The M3 plan's first two round trips: candidates, then every head's exact score.
 
-    ``with_payload``: each candidate's payload from the second round trip, which scores and
-    filters it. A candidate the dense or ColBERT search there does not return (deleted, or
-    changed so that the filter no longer passes it, since the first) is left out, as is one
-    whose heads saw two versions of its document (a write between the heads' searches): no
-    hit pairs a version's score with another's text.
+    ``with_versions``: each candidate's document version (``doc_hash``) from the second
+    round trip, which scores and filters it (the version its payload must still have when
+    fetched). A candidate the dense or ColBERT search there does not return (deleted, or
+    changed so that the filter no longer passes it, since the first) is left out.
     """
     scoring = (
         q.dense is not None,
@@ -399,29 +411,30 @@ def m3_head_scores(
         heads.append((SPARSE, Nearest(SPARSE, q.sparse)))
     if use_colbert and q.colbert is not None:
         heads.append((COLBERT, Nearest(COLBERT, q.colbert)))
+    # the versions from one search that returns every candidate (dense, else ColBERT, else
+    # the sparse one, which then found them all): reading them in every head's search cost
+    # ~10 % of an m3 search, for a write landing between two heads' searches of one batch
+    timed = next((i for i, (name, _) in enumerate(heads) if name != SPARSE), 0)
     scored = backend.query_batch(
-        [Stage(len(ids), near, filter=only, exact=True) for _, near in heads],
-        with_payload=with_payload,
+        [
+            Stage(len(ids), near, filter=only, exact=True, payload_keys=keys)
+            for i, (_, near) in enumerate(heads)
+            for keys in [(DOC_HASH,) if i == timed else ()]
+        ],
+        with_payload=with_versions,
     )
     per_head: dict[str, dict[str, float]] = {}
-    payloads: dict[str, dict[str, Any]] = {}
-    versions: dict[str, set[Any]] = {}
-    for (name, _), hits in zip(heads, scored, strict=True):
+    versions: dict[str, Any] = {}
+    for i, ((name, _), hits) in enumerate(zip(heads, scored, strict=True)):
         scale = 1.0 / q.colbert.shape[0] if name == COLBERT and q.colbert is not None else 1.0
         per_head[name] = {h.id: h.score * scale for h in hits}
-        if with_payload:
-            for h in hits:
-                payloads.setdefault(h.id, h.payload)
-                versions.setdefault(h.id, set()).add(h.payload.get(DOC_HASH))
-    if with_payload:
+        if with_versions and i == timed:
+            versions = {h.id: h.payload.get(DOC_HASH) for h in hits}
+    if with_versions:
         # every point holds dense and ColBERT vectors: a candidate one of those searches did
         # not return was deleted or left the filter between the heads' searches
         whole = [per_head[name] for name, _ in heads if name != SPARSE]
-        ids = [
-            pid
-            for pid in ids
-            if len(versions.get(pid, ())) == 1 and all(pid in got for got in whole)
-        ]
+        ids = [pid for pid in ids if pid in versions and all(pid in got for got in whole)]
 
     def column(name: str) -> npt.NDArray[np.float64]:
         # A candidate absent from a head's results shares no term with the query (sparse): 0.
@@ -429,8 +442,8 @@ def m3_head_scores(
         return np.array([got.get(pid, 0.0) for pid in ids], dtype=np.float64)
 
     columns = (column(DENSE), column(SPARSE), column(COLBERT))
-    kept = {pid: payloads[pid] for pid in ids} if with_payload else {}
-    return HeadScores(tuple(ids), *columns, scoring, kept)
+    scored_versions = {pid: versions[pid] for pid in ids} if with_versions else {}
+    return HeadScores(tuple(ids), *columns, scoring, scored_versions)
 
 
 #: The payload keys a :class:`Hit` is built from.
