@@ -31,6 +31,7 @@ __all__ = [
     "MachineInfo",
     "checked_device",
     "describe_machine",
+    "parsed_device",
     "read_cpu_flags",
     "usable_cpus",
 ]
@@ -198,6 +199,20 @@ class MachineInfo:
         return "\n".join(lines)
 
 
+def parsed_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device`` (whether or not it runs here).
+
+    Raises:
+        ValueError: Not a device name torch reads.
+    """
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {device!r} is not a device torch knows (e.g. 'cpu', 'cuda', 'cuda:1', 'mps')"
+        ) from None
+
+
 def checked_device(device: torch.device | str) -> torch.device:
     """``device`` as a ``torch.device``, refused before a model loads when it cannot run here.
 
@@ -212,12 +227,7 @@ def checked_device(device: torch.device | str) -> torch.device:
         ValueError: Not a device name torch reads, or a CUDA device where CUDA is not
             available (no GPU, or a CPU-only torch) or that does not exist.
     """
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device {device!r} is not a device torch knows (e.g. 'cpu', 'cuda', 'cuda:1', 'mps')"
-        ) from None
+    parsed = parsed_device(device)
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(

@@ -22,15 +22,13 @@ def check_training_device(device: str) -> None:
     only emulates it.
 
     Raises:
-        ValueError: ``device`` names a CUDA device other than 0; the message says how to
-            train on it (``CUDA_VISIBLE_DEVICES``).
+        ValueError: ``device`` is not a device torch knows (before the model loads), or
+            names a CUDA device other than 0; the message says how to train on it
+            (``CUDA_VISIBLE_DEVICES``).
     """
-    import torch
+    from m3kit.machine import parsed_device
 
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        return  # not a device torch knows: the run's own torch.device(...) call says so
+    parsed = parsed_device(device)
     if parsed.type == "cuda" and parsed.index not in (None, 0):
         raise ValueError(
             f"device {device!r}: fine-tuning trains on cuda:0 (transformers' Trainer ignores "

@@ -417,9 +417,14 @@ def m3_head_scores(
     timed = next((i for i, (name, _) in enumerate(heads) if name != SPARSE), 0)
     scored = backend.query_batch(
         [
-            Stage(len(ids), near, filter=only, exact=True, payload_keys=keys)
+            Stage(
+                len(ids),
+                near,
+                filter=only,
+                exact=True,
+                payload_keys=(DOC_HASH,) if i == timed else (),
+            )
             for i, (_, near) in enumerate(heads)
-            for keys in [(DOC_HASH,) if i == timed else ()]
         ],
         with_payload=with_versions,
     )
