@@ -316,6 +316,25 @@ def _max_length(path: Path) -> int | None:
     return position_limit(path)
 
 
+def _held_length(path: Path, declared: int | None, m3_cfg: dict[str, Any]) -> int | None:
+    """``declared`` capped at what the position embeddings hold, with a warning naming the
+    file that declares more (past them a forward pass fails with a bare index error)."""
+    positions = position_limit(path)
+    if declared is None or positions is None or declared <= positions:
+        return declared
+    source = M3KIT_CONFIG_FILE if m3_cfg.get("max_length") else "sentence_bert_config.json"
+    logger.warning(
+        "%s declares a max length of %d tokens (%s) but its position embeddings hold %d "
+        "(config.json max_position_embeddings): texts are truncated at %d",
+        path,
+        declared,
+        source,
+        positions,
+        positions,
+    )
+    return positions
+
+
 def position_limit(path: Path) -> int | None:
     """The longest input the backbone's position embeddings hold (``config.json``'s
     ``max_position_embeddings``, less the two positions RoBERTa-style models reserve), or
@@ -465,7 +484,7 @@ def resolve_checkpoint(
             "model's raw dot products)",
             path,
         )
-    max_length = m3_cfg.get("max_length") or _max_length(path)
+    max_length = _held_length(path, m3_cfg.get("max_length") or _max_length(path), m3_cfg)
     instruction = m3_cfg.get("query_instruction")
     prompt = _st_query_prompt(path)  # validated even when m3kit.json names the instruction
     if instruction is None:

@@ -33,7 +33,8 @@ from m3kit.checkpoint import (
 )
 from m3kit.checkpoint_save import save_folder_whole
 from m3kit.errors import CheckpointError, HeadNotAvailableError
-from m3kit.heads import M3Heads, is_git_lfs_pointer, refuse_git_lfs_pointer
+from m3kit.heads import M3Heads, refuse_git_lfs_pointer
+from m3kit.weights import shard_names
 
 __all__ = ["M3Forward", "M3Model"]
 
@@ -308,12 +309,8 @@ def _check_weight_files(path: Path) -> None:
     names = ["model.safetensors", "pytorch_model.bin"]
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = path / index_name
-        if index.is_file() and not is_git_lfs_pointer(index):
-            try:
-                shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            except (json.JSONDecodeError, AttributeError):
-                shards = {}
-            names.extend(sorted({str(s) for s in shards.values()}))
+        if index.is_file():
+            names.extend(shard_names(index))
     for name in names:
         if (path / name).is_file():
             refuse_git_lfs_pointer(path / name)

@@ -44,6 +44,7 @@ __all__ = [
     "model_weights_digest",
     "remember_loaded",
     "remember_placed",
+    "shard_names",
     "tensors_sha256",
     "weights_digest",
 ]
@@ -78,11 +79,36 @@ def _weight_files(folder: Path) -> list[Path]:
             break
         index = folder / index_name
         if index.is_file():
-            shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            files = [index, *sorted({folder / str(s) for s in shards.values()})]
+            files = [index, *(folder / s for s in shard_names(index))]
             break
     files.extend(folder / h for h in _HEAD_FILES if (folder / h).is_file())
     return files
+
+
+def shard_names(index: Path) -> list[str]:
+    """The weight files a sharded checkpoint's index (``*.index.json``) names, sorted.
+
+    Raises:
+        CheckpointError: The index is a Git LFS pointer, not JSON, or has no ``weight_map``
+            of file names (the message names the file).
+    """
+    from m3kit.errors import CheckpointError
+    from m3kit.heads import refuse_git_lfs_pointer
+
+    refuse_git_lfs_pointer(index)
+    try:
+        shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{index} is not a sharded checkpoint's index (JSON with a weight_map): {exc}; "
+            "the file is damaged or incomplete: download the checkpoint again"
+        ) from None
+    if not isinstance(shards, dict) or not all(isinstance(v, str) for v in shards.values()):
+        raise CheckpointError(
+            f"{index} has no weight_map of tensor names to file names; the file is damaged "
+            "or incomplete: download the checkpoint again"
+        )
+    return sorted(set(shards.values()))
 
 
 def _files_key(files: list[Path]) -> _FilesKey:

@@ -243,6 +243,30 @@ def test_weight_files_follow_transformers_preference(tiny_copy: Path) -> None:
     M3Encoder.from_pretrained(tiny_copy)  # loads (the missing shard is not read)
 
 
+@pytest.mark.parametrize(
+    ("index_text", "message"),
+    [
+        ("{not json", r"is not a sharded checkpoint's index \(JSON with a weight_map\)"),
+        ('{"metadata": {}}', "has no weight_map of tensor names to file names"),
+        (
+            "version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n",
+            "is a Git LFS pointer",
+        ),
+    ],
+)
+def test_a_damaged_shard_index_is_an_error_naming_it(
+    tiny_copy: Path, index_text: str, message: str
+) -> None:
+    """A truncated ``model.safetensors.index.json`` (or a Git LFS pointer in its place) failed
+    with a bare ``JSONDecodeError`` naming no file (or, for a pointer, the same decode error)."""
+    (tiny_copy / "model.safetensors").rename(tiny_copy / "model-00001-of-00001.safetensors")
+    index = tiny_copy / "model.safetensors.index.json"
+    index.write_text(index_text)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        M3Encoder.from_pretrained(tiny_copy)
+    assert str(index) in str(caught.value)
+
+
 def test_sentence_transformers_gets_the_query_instruction(
     tiny_encoder: M3Encoder, tmp_path: Path
 ) -> None:

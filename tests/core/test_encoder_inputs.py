@@ -326,3 +326,29 @@ def test_what_is_no_list_of_texts_is_named_by_the_method_called(tiny_encoder: M3
     with pytest.raises(TypeError, match=r"encode\(\) takes a list of texts, not NoneType"):
         tiny_encoder.encode(None)  # type: ignore[arg-type]
     assert len(tiny_encoder.tokenize(("a", "b"))) == 2  # any sequence of str is a batch
+
+
+def test_a_declared_length_past_the_positions_is_capped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder whose sentence_bert_config.json declares 128 tokens over 64 position embeddings
+    loaded with ``max_length=128``: every text past 64 tokens then failed inside the forward
+    pass with a bare "index 66 is out of bounds". Its declared length is capped at the
+    positions, with a warning naming the file."""
+    import json
+
+    from m3kit.testing import build_random_m3_checkpoint
+
+    path = tmp_path / "short64"
+    build_random_m3_checkpoint(
+        path, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64, max_length=64
+    )
+    cfg = json.loads((path / "m3kit.json").read_text())
+    cfg["max_length"] = None
+    (path / "m3kit.json").write_text(json.dumps(cfg))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    with caplog.at_level(logging.WARNING, logger="m3kit.checkpoint"):
+        enc = M3Encoder.from_pretrained(path, dtype="fp32")
+    assert enc.max_length == 64
+    assert "declares a max length of 128 tokens (sentence_bert_config.json)" in caplog.text
+    assert enc.encode(["word " * 100]).token_counts[0] == 64
