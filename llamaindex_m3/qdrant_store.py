@@ -41,15 +41,23 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 
 from llamaindex_m3._open_store import OpenStoreCopies
+from llamaindex_m3._qdrant_query import (
+    QUERY_ALPHA,
+    QUERY_VECTORS,
+    QueryAlphaFusion,
+    QueryVectorHandoff,
+    check_query,
+    with_node_ids,
+)
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.late_nodes import (
     LATE_METADATA_KEY,
@@ -58,7 +66,6 @@ from llamaindex_m3.late_nodes import (
     node_vectors,
 )
 from llamaindex_m3.node_records import check_late_encoder
-from llamaindex_m3.vector_store_query import check_mode, query_text_state
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.fingerprint import encoder_fingerprint
@@ -66,6 +73,8 @@ from m3kit.outputs import Head, SparseVector
 from m3kit.store.stock_record import (
     SPARSE_CUT,
     TEXT_INSTRUCTION,
+    acheck_models,
+    arecord_models,
     check_models,
     record_models,
     sparse_cut_identity,
@@ -89,33 +98,6 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["M3QdrantVectorStore", "carried_sparse"]
 
 _OWN_ARGS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "fastembed_sparse_model")
-
-#: The ``alpha`` of the hybrid query :meth:`M3QdrantVectorStore.aquery` is answering (per task).
-_QUERY_ALPHA: ContextVar[float | None] = ContextVar("m3kit_query_alpha", default=None)
-
-
-class _QueryAlphaFusion:
-    """A hybrid fusion function fusing with the alpha of the query being answered.
-
-    ``QdrantVectorStore.aquery`` (llama-index-vector-stores-qdrant 0.10) passes the fusion
-    ``alpha=query.alpha or 0.5``, which makes ``alpha=0`` (sparse only) 0.5; ``query`` passes
-    the query's own. :meth:`M3QdrantVectorStore.aquery` records the query's alpha, which this
-    passes on instead (elsewhere, the alpha it is given).
-    """
-
-    def __init__(self, fuse: Any) -> None:
-        self.fuse = fuse
-
-    def __call__(
-        self,
-        dense_result: VectorStoreQueryResult,
-        sparse_result: VectorStoreQueryResult,
-        **kwargs: Any,
-    ) -> VectorStoreQueryResult:
-        own = _QUERY_ALPHA.get()
-        if own is not None:
-            kwargs["alpha"] = own
-        return self.fuse(dense_result, sparse_result, **kwargs)  # type: ignore[no-any-return]
 
 
 def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | None:
@@ -159,50 +141,6 @@ def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | Non
     return doc_fn.prune(vectors.sparse[0])
 
 
-def _check_query(query: VectorStoreQuery) -> None:
-    """Refuse a mode ``QdrantVectorStore`` does not run (it ran a dense search instead,
-    silently: MMR without diversity), a default or hybrid query without ``query_embedding``
-    (the dense vectors are the nodes' own embeddings; ``QdrantVectorStore`` passed ``None`` to
-    Qdrant, which returns points unranked), and a sparse or hybrid query without a query text:
-    its sparse vector is encoded from ``query_str`` (a dense ``query_embedding`` cannot supply
-    it), and a blank one gives an empty sparse vector, which matches nothing.
-
-    Raises:
-        NotImplementedError: Names a mode other than default, sparse and hybrid.
-        ValueError: Names the mode and the missing ``query_embedding``, or the missing, empty
-            or whitespace-only ``query_str``.
-    """
-    mode = check_mode(query, "M3QdrantVectorStore")
-    if mode is not VectorStoreQueryMode.SPARSE and query.query_embedding is None:
-        raise ValueError(
-            f"{mode.value} mode searches by VectorStoreQuery.query_embedding, which is missing "
-            "(QdrantVectorStore searched without it: the first stored nodes, unranked); embed "
-            "the query with the nodes' embed model, or query in sparse mode"
-        )
-    state = query_text_state(query.query_str)
-    if mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID) and state is not None:
-        raise ValueError(
-            f"{mode.value} mode encodes the query text with M3's sparse head: "
-            f"VectorStoreQuery.query_str {state} (a query_embedding gives the dense vector "
-            "only; query in default mode to search by it alone)"
-        )
-
-
-def _with_node_ids(
-    node_ids: list[str] | None, filters: MetadataFilters | None
-) -> MetadataFilters | None:
-    """``filters`` as one ``AND`` group when ``node_ids`` come with them.
-
-    ``QdrantVectorStore`` adds the id condition to the top-level group's ``should``: with an
-    ``OR`` group it became one more alternative, so ``delete_nodes`` deleted every node the
-    group matched, listed or not. Nested in an ``AND`` group, the ids and the filters are both
-    required, as with an ``AND`` or ``NOT`` group.
-    """
-    if node_ids is None or filters is None or filters.condition is FilterCondition.AND:
-        return filters
-    return MetadataFilters(filters=[filters], condition=FilterCondition.AND)
-
-
 def _store_arguments() -> set[str]:
     """The named arguments of ``QdrantVectorStore.__init__`` (its ``**kwargs`` are unused)."""
     params = inspect.signature(QdrantVectorStore.__init__).parameters.values()
@@ -234,6 +172,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     """
 
     _m3_doc_fn: QdrantSparseFn = PrivateAttr()
+    _m3_checked: bool = PrivateAttr(default=False)
 
     copy_hint: ClassVar[
         str
@@ -270,9 +209,11 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             **kwargs,
         )
         self._m3_doc_fn = doc_fn
-        self._hybrid_fusion_fn = _QueryAlphaFusion(self._hybrid_fusion_fn)
-        if self._client is not None:  # (an async-only store is checked by its sync twin)
+        self._hybrid_fusion_fn = QueryAlphaFusion(self._hybrid_fusion_fn)
+        self._sparse_query_fn = QueryVectorHandoff(self._sparse_query_fn)
+        if self._client is not None:  # (an async-only store: at its first async call)
             check_models(self._client, collection_name, self._model_identities())
+            self._m3_checked = True
 
     def _model_identities(self) -> dict[str, str]:
         """The sparse model's identity, cut and document prefix (the dense vectors are the
@@ -294,6 +235,23 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             self._client, self.collection_name, self._model_identities(), created=created
         )
 
+    async def _arecord_models(self, *, created: bool = False) -> bool:
+        """:meth:`_record_models` through the async client (the sync one without it)."""
+        if self._aclient is None:
+            return self._record_models(created=created)
+        done = await arecord_models(
+            self._aclient, self.collection_name, self._model_identities(), created=created
+        )
+        self._m3_checked = True
+        return done
+
+    async def _acheck_models(self) -> None:
+        """Check the sparse model against the collection's record once, through the async
+        client, for a store built without a sync client (which checks when built)."""
+        if not self._m3_checked and self._aclient is not None:
+            await acheck_models(self._aclient, self.collection_name, self._model_identities())
+            self._m3_checked = True
+
     def set_query_functions(
         self,
         sparse_doc_fn: Any = None,
@@ -302,8 +260,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     ) -> None:
         """``QdrantVectorStore``'s, the fusion function given the query's own ``alpha`` in
         :meth:`aquery` too."""
-        fuse = None if hybrid_fusion_fn is None else _QueryAlphaFusion(hybrid_fusion_fn)
-        super().set_query_functions(sparse_doc_fn, sparse_query_fn, fuse)
+        fuse = None if hybrid_fusion_fn is None else QueryAlphaFusion(hybrid_fusion_fn)
+        encode = None if sparse_query_fn is None else QueryVectorHandoff(sparse_query_fn)
+        super().set_query_functions(sparse_doc_fn, encode, fuse)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.query``; another mode than default, sparse and hybrid, or a
@@ -318,20 +277,30 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
                 a dense-only search instead, silently) or with a blank one (its sparse
                 search found nothing, silently).
         """
-        _check_query(query)
+        check_query(query)
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
         :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); another mode, or a sparse
         or hybrid query without text or with a blank one, is refused as in :meth:`query`."""
-        _check_query(query)
+        check_query(query)
+        await self._acheck_models()
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
-        token = _QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
+        vectors = None
+        if query.mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID):
+            # encoded here in a worker thread, handed to QdrantVectorStore.aquery, which
+            # called the sparse query function on the event loop (see QueryVectorHandoff)
+            texts = [query.query_str or ""]
+            encode = self._sparse_query_fn
+            vectors = (texts, await asyncio.to_thread(encode, texts)) if encode else None
+        handed = QUERY_VECTORS.set(vectors)
+        token = QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
         try:
             return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
         finally:
-            _QUERY_ALPHA.reset(token)
+            QUERY_ALPHA.reset(token)
+            QUERY_VECTORS.reset(handed)
 
     def add(
         self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **add_kwargs: Any
@@ -359,10 +328,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     ) -> list[str]:
         """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does."""
         self._check_late(nodes)
-        existed = self._record_models()
+        existed = await self._arecord_models()
         ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
         if not existed:
-            self._record_models(created=True)
+            await self._arecord_models(created=True)
         return ids
 
     def _check_late(self, nodes: Sequence[BaseNode]) -> None:
@@ -379,8 +348,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         shard_identifier: Any | None = None,
     ) -> list[BaseNode]:
         """``QdrantVectorStore.get_nodes``; with ``node_ids`` and ``filters``, the nodes matching
-        both, whatever the filters' condition (see :func:`_with_node_ids`)."""
-        filters = _with_node_ids(node_ids, filters)
+        both, whatever the filters' condition (see
+        :func:`~llamaindex_m3._qdrant_query.with_node_ids`)."""
+        filters = with_node_ids(node_ids, filters)
         return super().get_nodes(  # type: ignore[no-any-return]
             node_ids, filters, limit=limit, shard_identifier=shard_identifier
         )
@@ -393,7 +363,8 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         shard_identifier: Any | None = None,
     ) -> list[BaseNode]:
         """:meth:`get_nodes` through the async client."""
-        filters = _with_node_ids(node_ids, filters)
+        await self._acheck_models()
+        filters = with_node_ids(node_ids, filters)
         return await super().aget_nodes(  # type: ignore[no-any-return]
             node_ids, filters, limit=limit, shard_identifier=shard_identifier
         )
@@ -407,8 +378,8 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     ) -> None:
         """``QdrantVectorStore.delete_nodes``; with ``node_ids`` and ``filters``, only the nodes
         matching both, whatever the filters' condition (LlamaIndex's deleted every node an
-        ``OR`` group matched; see :func:`_with_node_ids`)."""
-        filters = _with_node_ids(node_ids, filters)
+        ``OR`` group matched; see :func:`~llamaindex_m3._qdrant_query.with_node_ids`)."""
+        filters = with_node_ids(node_ids, filters)
         super().delete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
 
     async def adelete_nodes(
@@ -419,7 +390,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         **delete_kwargs: Any,
     ) -> None:
         """:meth:`delete_nodes` through the async client."""
-        filters = _with_node_ids(node_ids, filters)
+        filters = with_node_ids(node_ids, filters)
         await super().adelete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
 
     def _build_subfilter(self, filters: MetadataFilters) -> Any:

@@ -130,3 +130,55 @@ async def test_m3_qdrant_store_async_hybrid_query_keeps_alpha_zero(tiny_encoder:
         sync, asyn = store.query(query), await store.aquery(query)
         assert asyn.ids == sync.ids, alpha
         assert asyn.similarities == pytest.approx(sync.similarities, abs=1e-6), alpha
+
+
+async def test_m3_qdrant_store_aquery_encodes_the_query_off_the_event_loop(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """``QdrantVectorStore.aquery`` called the sparse query function (an M3 forward pass) on
+    the event loop: every other task stalled for it, and concurrent queries ran one after
+    another. The query is encoded in a worker thread and handed over; results are the sync
+    query's, and a ``set_query_functions`` function gets the same handoff."""
+    import asyncio
+    import threading
+
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    store = M3QdrantVectorStore(
+        "loop",
+        client=QdrantClient(":memory:"),
+        aclient=AsyncQdrantClient(":memory:"),
+        sparse_model=embed,
+    )
+    nodes = [
+        TextNode(text=d.text, id_=f"00000000-0000-0000-0000-00000000000{i}")
+        for i, d in enumerate(DOCS)
+    ]
+    for node in nodes:
+        node.embedding = embed.get_text_embedding(node.get_content(MetadataMode.EMBED))
+    store.add(nodes)
+    await store.async_add(nodes)
+    threads: list[int] = []
+    _, query_fn = m3_sparse_fns(embed)
+
+    def recording(texts: list[str]) -> Any:
+        threads.append(threading.get_ident())
+        return query_fn(texts)
+
+    fuse = store._hybrid_fusion_fn.fuse  # (set_query_functions replaces all three)
+    store.set_query_functions(store._sparse_doc_fn, recording, fuse)
+    loop_thread = threading.get_ident()
+    for mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID):
+        queries = [
+            VectorStoreQuery(
+                query_embedding=embed.get_query_embedding(d.text),
+                query_str=d.text,
+                similarity_top_k=2,
+                mode=mode,
+            )
+            for d in DOCS
+        ]
+        threads.clear()
+        answers = await asyncio.gather(*(store.aquery(q) for q in queries))
+        assert len(threads) == len(queries) and loop_thread not in threads, mode
+        for query, answer in zip(queries, answers, strict=True):
+            assert answer.ids == store.query(query).ids, mode

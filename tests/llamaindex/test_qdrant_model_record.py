@@ -227,3 +227,44 @@ def test_an_older_m3kit_prefixed_collection_is_not_taken_as_bare(
     with pytest.raises(ValueError, match="'passage: '"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)
     client.close()
+
+
+def test_an_async_only_store_records_and_checks_its_model(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path
+) -> None:
+    """A store built with ``aclient=`` alone recorded nothing at ``async_add`` and checked
+    nothing at ``aquery`` / ``async_add`` / ``aget_nodes``: another model's store wrote its
+    sparse vectors into, and searched, a collection recording model A, without a word."""
+    import asyncio
+
+    from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+    from qdrant_client import AsyncQdrantClient
+
+    embed = M3Embedding.from_encoder(enc_a)
+    text = SAMPLE_TEXTS[0]
+    node = TextNode(text=text, id_=f"00000000-0000-0000-0000-{0:012d}")
+    node.embedding = embed.get_text_embedding(text)
+    query = VectorStoreQuery(
+        query_str="river", similarity_top_k=1, mode=VectorStoreQueryMode.SPARSE
+    )
+
+    async def run() -> None:
+        aclient = AsyncQdrantClient(path=str(tmp_path / "q"))
+        await M3QdrantVectorStore("c", aclient=aclient, sparse_model=embed).async_add([node])
+        info = await aclient.get_collection("c")
+        assert set((info.config.metadata or {})[RECORD_KEY]) == {
+            "sparse",
+            "sparse_cut",
+            "text_instruction",
+        }
+        same = M3QdrantVectorStore("c", aclient=aclient, sparse_model=enc_a)
+        assert (await same.aquery(query)).ids == [node.node_id]
+        for call in ("aquery", "async_add", "aget_nodes"):
+            other = M3QdrantVectorStore("c", aclient=aclient, sparse_model=enc_b)
+            args = {"aquery": (query,), "async_add": ([node],), "aget_nodes": ([node.node_id],)}
+            with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
+                await getattr(other, call)(*args[call])
+        assert (await aclient.count("c")).count == 1
+        await aclient.close()
+
+    asyncio.run(run())

@@ -39,9 +39,11 @@ chunks cannot tell: :func:`~m3kit.store.doc_prefix.record_prefix`).
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from m3kit.errors import FingerprintMismatchError
 from m3kit.fingerprint import EncoderFingerprint
@@ -50,6 +52,8 @@ __all__ = [
     "RECORD_KEY",
     "SPARSE_CUT",
     "TEXT_INSTRUCTION",
+    "acheck_models",
+    "arecord_models",
     "check_models",
     "dense_identity",
     "record_models",
@@ -58,6 +62,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: The collection metadata key holding ``{"dense": identity, "sparse": identity}``.
 RECORD_KEY = "m3kit_models"
@@ -95,11 +100,32 @@ def sparse_cut_identity(top_k: int | None, min_weight: float) -> str:
     return SparseCut(top_k, min_weight).stamp()
 
 
-def _recorded(client: Any, collection: str) -> _Records | None:
+# The record is read and written through a ``QdrantClient`` (sync stores) or an
+# ``AsyncQdrantClient`` (LlamaIndex's store built with ``aclient=`` only), whose methods share
+# names and arguments. The logic is written once, as coroutines awaiting each call through
+# :func:`_result`: with the async client they are awaited; with the sync client nothing ever
+# suspends, so :func:`_run_sync` runs them to the end in one step (no event loop, no thread).
+async def _result(value: Any) -> Any:
+    """``value``, awaited when it is awaitable (an async client's call)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def _run_sync(flow: Coroutine[Any, Any, _T]) -> _T:
+    """The result of ``flow`` driven with a sync client (it never suspends)."""
+    try:
+        flow.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    flow.close()
+    raise TypeError("a sync Qdrant client's call returned an awaitable: pass it as aclient")
+
+
+async def _recorded(client: Any, collection: str) -> _Records | None:
     """The collection's records, or ``None`` when the collection does not exist."""
-    if not client.collection_exists(collection):
+    if not await _result(client.collection_exists(collection)):
         return None
-    meta = getattr(client.get_collection(collection).config, "metadata", None) or {}
+    info = await _result(client.get_collection(collection))
+    meta = getattr(info.config, "metadata", None) or {}
     record = meta.get(RECORD_KEY)
     own = {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
     index_record = meta.get(INDEX_KEY)
@@ -185,7 +211,9 @@ def _refuse_other_prefix(collection: str, records: _Records, identity: str) -> N
         check_prefix(collection, records.index_record, identity)
 
 
-def _record_indexed_prefix(client: Any, collection: str, records: _Records, prefix: str) -> None:
+async def _record_indexed_prefix(
+    client: Any, collection: str, records: _Records, prefix: str
+) -> None:
     """Record ``prefix`` in m3kit's own record, which names none (see the module doc)."""
     from m3kit.store.doc_prefix import RECORD_KEY as PREFIX_KEY
     from m3kit.store.doc_prefix import (
@@ -198,13 +226,20 @@ def _record_indexed_prefix(client: Any, collection: str, records: _Records, pref
     record = records.index_record
     if not isinstance(record, dict) or PREFIX_KEY in record:
         return
-    chunks = client.count(collection).count
-    encoded = client.count(collection, encoded_filter()).count if chunks else 0
-    unstamped = client.count(collection, unstamped_filter()).count if chunks and not encoded else 0
+
+    async def count(flt: Any = None) -> int:
+        return int((await _result(client.count(collection, flt))).count)
+
+    chunks = await count()
+    encoded = await count(encoded_filter()) if chunks else 0
+    unstamped = await count(unstamped_filter()) if chunks and not encoded else 0
     stored = prefix_to_record(collection, chunks, encoded, unstamped, prefix)
-    now = (client.get_collection(collection).config.metadata or {}).get(INDEX_KEY)
+    info = await _result(client.get_collection(collection))
+    now = (info.config.metadata or {}).get(INDEX_KEY)
     if isinstance(now, dict) and PREFIX_KEY not in now:  # (read again: what changed is kept)
-        client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
+        await _result(
+            client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
+        )
     recorded = now.get(PREFIX_KEY, stored) if isinstance(now, dict) else stored
     check_prefix(collection, {PREFIX_KEY: recorded}, prefix)
 
@@ -249,8 +284,18 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
         ValueError: The collection records another sparse cut or document prefix (names
             both).
     """
+    _run_sync(_check_models(client, collection, identities))
+
+
+async def acheck_models(aclient: Any, collection: str, identities: dict[str, str]) -> None:
+    """:func:`check_models` through an ``AsyncQdrantClient``."""
+    await _check_models(aclient, collection, identities)
+
+
+async def _check_models(client: Any, collection: str, identities: dict[str, str]) -> None:
     if identities:
-        _refuse_others(collection, _recorded(client, collection) or _Records({}, None), identities)
+        records = await _recorded(client, collection)
+        _refuse_others(collection, records or _Records({}, None), identities)
 
 
 def record_models(
@@ -272,28 +317,45 @@ def record_models(
             wrote the collection since this one was built).
         ValueError: As :func:`check_models` (another sparse cut or document prefix).
     """
+    return _run_sync(_record_models(client, collection, identities, created=created))
+
+
+async def arecord_models(
+    aclient: Any, collection: str, identities: dict[str, str], *, created: bool = False
+) -> bool:
+    """:func:`record_models` through an ``AsyncQdrantClient``."""
+    return await _record_models(aclient, collection, identities, created=created)
+
+
+async def _record_models(
+    client: Any, collection: str, identities: dict[str, str], *, created: bool
+) -> bool:
     if not identities:
         return True
-    records = _recorded(client, collection)
+    records = await _recorded(client, collection)
     if records is None:
         return False
     _refuse_others(collection, records, identities)
     if TEXT_INSTRUCTION in identities and records.indexed is not None:
-        _record_indexed_prefix(client, collection, records, identities[TEXT_INSTRUCTION])
+        await _record_indexed_prefix(client, collection, records, identities[TEXT_INSTRUCTION])
     recorded = records.own
     if records.indexed is not None or all(name in recorded for name in identities):
         return True  # (m3kit's own record names the model: that is the collection's record)
-    if not created and not recorded and client.count(collection, exact=False).count:
-        logger.warning(
-            "collection %r has no record of the model that wrote its vectors (written by "
-            "another program); recording %s: if another model wrote it, write it again",
-            collection,
-            ", ".join(sorted(identities.values())),
-        )
+    if not created and not recorded:
+        points = await _result(client.count(collection, exact=False))
+        if points.count:
+            logger.warning(
+                "collection %r has no record of the model that wrote its vectors (written by "
+                "another program); recording %s: if another model wrote it, write it again",
+                collection,
+                ", ".join(sorted(identities.values())),
+            )
     from qdrant_client.http.exceptions import UnexpectedResponse
 
     try:
-        client.update_collection(collection, metadata={RECORD_KEY: {**recorded, **identities}})
+        await _result(
+            client.update_collection(collection, metadata={RECORD_KEY: {**recorded, **identities}})
+        )
     except UnexpectedResponse as e:  # a server older than collection metadata (Qdrant 1.16)
         logger.warning(
             "Qdrant kept no record of the model writing collection %r (%s): another model's "
