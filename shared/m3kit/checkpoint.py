@@ -71,7 +71,8 @@ SEARCH_FILE = "m3kit_search.json"
 #: holding it is a save that did not finish, whose files may mix two models.
 SAVING_FILE = "m3kit.saving"
 _TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
-_PADDING_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert", "mpnet")
+#: Model types whose position ids start after the padding index (two rows reserved).
+PADDING_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert", "mpnet")
 _WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -335,6 +336,18 @@ def _held_length(path: Path, declared: int | None, m3_cfg: dict[str, Any]) -> in
     return positions
 
 
+def _bge_m3_backbone(path: Path) -> bool:
+    """Whether ``config.json`` describes BGE-M3's backbone (XLM-RoBERTa-large, 8,194 position
+    rows: multilingual-e5-large and XLM-R itself have 514)."""
+    cfg = _read_json(path / "config.json")
+    return (
+        cfg.get("model_type") == "xlm-roberta"
+        and cfg.get("hidden_size") == 1024
+        and cfg.get("num_hidden_layers") == 24
+        and cfg.get("max_position_embeddings") == 8194
+    )
+
+
 def position_limit(path: Path) -> int | None:
     """The longest input the backbone's position embeddings hold (``config.json``'s
     ``max_position_embeddings``, less the two positions RoBERTa-style models reserve), or
@@ -344,7 +357,7 @@ def position_limit(path: Path) -> int | None:
     value = _read_json(cfg).get("max_position_embeddings")
     if isinstance(value, int) and value > 0:
         # RoBERTa-style position ids start after padding_idx: two positions are reserved.
-        offset = 2 if _read_json(cfg).get("model_type") in _PADDING_OFFSET_TYPES else 0
+        offset = 2 if _read_json(cfg).get("model_type") in PADDING_OFFSET_TYPES else 0
         return value - offset
     return None
 
@@ -477,6 +490,15 @@ def resolve_checkpoint(
             )
         chosen = st.pooling
     kind = CheckpointKind.M3 if has_colbert else CheckpointKind.DENSE
+    if kind is CheckpointKind.DENSE and _bge_m3_backbone(path):
+        logger.warning(
+            "%s has BGE-M3's backbone (XLM-RoBERTa-large with 8,192 positions) but neither %s "
+            "nor %s: it loads dense-only (sparse and ColBERT unavailable). A partial copy of "
+            "BAAI/bge-m3? Fetch both files for all three heads",
+            path,
+            COLBERT_FILE,
+            SPARSE_FILE,
+        )
     if st.normalize is False:
         logger.warning(
             "%s has no Normalize module: sentence-transformers returns its dense vectors "

@@ -22,6 +22,7 @@ from m3kit.encoder_inputs import (
     embedding_rows,
     pad_batch,
     plan_batches,
+    position_rows,
 )
 from m3kit.encoder_outputs import TokenStates, sparse_vector, token_states
 from m3kit.model import M3Model
@@ -64,7 +65,7 @@ class EncoderForward:
         Raises:
             ValueError: Token ids no forward pass takes (as :meth:`encode_tokenized` refuses).
         """
-        check_input_ids(input_ids, embedding_rows(self.model))
+        check_input_ids(input_ids, embedding_rows(self.model), position_rows(self.model))
         wanted = self._check_heads(heads)
         lengths = [len(ids) for ids in input_ids]
         out: list[TokenStates | None] = [None] * len(input_ids)

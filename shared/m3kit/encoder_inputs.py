@@ -48,6 +48,7 @@ __all__ = [
     "load_tokenizer",
     "pad_batch",
     "plan_batches",
+    "position_rows",
     "special_token_ids",
     "texts_to_input_ids",
     "tokenize_texts",
@@ -306,9 +307,27 @@ def embedding_rows(model: object) -> int | None:
     return int(rows)
 
 
-def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) -> None:
-    """Refuse token ids no forward pass can take: an empty sequence, values that are not
-    integers (``5.7`` would be cast to token 5), or an id outside ``[0, vocab_size)`` (the
+def position_rows(model: object) -> int | None:
+    """The longest token sequence ``model``'s position-embedding table holds (``None``: it
+    has no such table, e.g. rotary positions, or does not say). RoBERTa-style models start
+    positions after the padding index: two rows are not usable."""
+    from m3kit.checkpoint import PADDING_OFFSET_TYPES
+
+    backbone = getattr(model, "backbone", None)
+    table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
+    rows = getattr(table, "num_embeddings", None)
+    if not isinstance(rows, int):
+        return None
+    model_type = getattr(getattr(backbone, "config", None), "model_type", None)
+    return rows - (2 if model_type in PADDING_OFFSET_TYPES else 0)
+
+
+def check_input_ids(
+    input_ids: Sequence[Sequence[int]], vocab_size: int | None, positions: int | None = None
+) -> None:
+    """Refuse token ids no forward pass can take: an empty sequence, one longer than
+    ``positions`` (the model's position embeddings, :func:`position_rows`), values that are
+    not integers (``5.7`` would be cast to token 5), or an id outside ``[0, vocab_size)`` (the
     model's embedding rows, :func:`embedding_rows`).
 
     >>> check_input_ids([[0, 7, 2]], 10)
@@ -316,6 +335,10 @@ def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) 
     Traceback (most recent call last):
     ...
     ValueError: input_ids[1] holds token id 12, outside the vocabulary [0, 10) of this model
+    >>> check_input_ids([[0, 7, 7, 7, 2]], 10, positions=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: input_ids[0] holds 5 tokens, more than the 4 this model's positions hold
 
     Raises:
         ValueError: Naming the first bad sequence.
@@ -324,6 +347,11 @@ def check_input_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None) 
         if len(seq) == 0:
             raise ValueError(
                 f"input_ids[{i}] is empty: a tokenised text holds at least its special tokens"
+            )
+        if positions is not None and len(seq) > positions:
+            raise ValueError(
+                f"input_ids[{i}] holds {len(seq)} tokens, more than the {positions} this "
+                "model's positions hold"
             )
         _check_integer_ids(i, seq)
         if vocab_size is None:

@@ -54,6 +54,24 @@ def test_missing_head_file_is_an_error_naming_it(tiny_copy: Path, missing: str) 
         M3Encoder.from_pretrained(tiny_copy)
 
 
+def test_a_bge_m3_backbone_without_either_head_file_warns(
+    tiny_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BAAI/bge-m3 copied without colbert_linear.pt and sparse_linear.pt loaded dense-only
+    with nothing said: a partial download passed until a head was asked for."""
+    (tiny_copy / "colbert_linear.pt").unlink()
+    (tiny_copy / "sparse_linear.pt").unlink()
+    with caplog.at_level("WARNING", logger="m3kit.checkpoint"):
+        assert resolve_checkpoint(tiny_copy).kind is CheckpointKind.DENSE  # a small backbone
+    assert "BGE-M3's backbone" not in caplog.text
+    cfg = json.loads((tiny_copy / "config.json").read_text())
+    shape = {"hidden_size": 1024, "num_hidden_layers": 24, "max_position_embeddings": 8194}
+    (tiny_copy / "config.json").write_text(json.dumps({**cfg, **shape}))
+    with caplog.at_level("WARNING", logger="m3kit.checkpoint"):
+        assert resolve_checkpoint(tiny_copy).kind is CheckpointKind.DENSE
+    assert "has BGE-M3's backbone" in caplog.text and "A partial copy" in caplog.text
+
+
 def test_missing_tokenizer(tiny_copy: Path) -> None:
     os.remove(tiny_copy / "tokenizer.json")
     with pytest.raises(CheckpointError, match="tokenizer"):

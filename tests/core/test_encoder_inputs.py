@@ -15,7 +15,7 @@ from m3kit import (
     M3Encoder,
     TruncationError,
 )
-from m3kit.encoder_inputs import TokenizedText, texts_to_input_ids
+from m3kit.encoder_inputs import TokenizedText, position_rows, texts_to_input_ids
 
 
 def test_empty_batch_gives_empty_result(tiny_encoder: M3Encoder) -> None:
@@ -226,6 +226,12 @@ def test_token_ids_no_forward_pass_takes_are_named(tiny_encoder: M3Encoder) -> N
     ):
         tiny_encoder.encode_tokenized([[0, vocab, 2]])
     assert tiny_encoder.encode_tokenized([[0, vocab - 1, 2]]).dense.shape[0] == 1
+    # longer than the position embeddings: torch's "index 8194 is out of bounds", named nothing
+    positions = position_rows(tiny_encoder.model)
+    assert positions is not None
+    with pytest.raises(ValueError, match=rf"\[1\] holds {positions + 1} tokens, more than the"):
+        tiny_encoder.encode_tokenized([[0, 2], [0] + [5] * (positions - 1) + [2]])
+    assert len(tiny_encoder.encode_tokenized([[0] + [5] * (positions - 2) + [2]])) == 1
 
 
 @pytest.mark.parametrize(

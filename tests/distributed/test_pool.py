@@ -165,6 +165,21 @@ def test_bad_token_ids_are_refused_before_the_workers(
     _same(pool.encode_tokenized(good), encoder.encode_tokenized(good))
 
 
+def test_a_sequence_past_the_positions_is_refused_before_the_workers(
+    encoder: M3Encoder, pool: EncoderPool
+) -> None:
+    """It reached a worker, failed there with torch's bare index error and closed the pool."""
+    from m3kit.encoder_inputs import position_rows
+
+    positions = position_rows(encoder.model)
+    assert positions is not None
+    long = [[0] + [5] * positions + [2]]
+    with pytest.raises(ValueError, match=rf"holds {positions + 2} tokens, more than the"):
+        pool.encode_tokenized(long)
+    good = [[0, 5, 6, 2]]
+    _same(pool.encode_tokenized(good), encoder.encode_tokenized(good))
+
+
 def test_an_interrupted_call_leaves_nothing_for_the_next(encoder: M3Encoder) -> None:
     # Ctrl-C while a call hands out its batches: the batches already handed out are encoded
     # anyway. Their results were taken by the next call as its own (their task numbers,
@@ -190,6 +205,22 @@ def test_an_interrupted_call_leaves_nothing_for_the_next(encoder: M3Encoder) -> 
             assert "closed" in str(e)
         else:
             _same(out, encoder.encode(rev, show_progress=False))
+
+
+def test_a_worker_that_died_between_calls_fails_the_next_call(encoder: M3Encoder) -> None:
+    """The other worker took all its tasks: the call succeeded and the pool went on with one
+    worker of the two it reports, silently (its docstring says a dead worker fails the call)."""
+    import os
+    import signal
+
+    with EncoderPool(encoder, workers=2, threads_per_worker=1) as p:
+        _same(p.encode(TEXTS), encoder.encode(TEXTS, show_progress=False))
+        os.kill(p._procs[0].pid, signal.SIGKILL)
+        p._procs[0].join(timeout=30)
+        with pytest.raises(RuntimeError, match=r"worker 0 \(cpu\) exited .* last call"):
+            p.encode(TEXTS)
+        with pytest.raises(RuntimeError, match="closed"):
+            p.encode(TEXTS)
 
 
 def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:

@@ -265,14 +265,17 @@ class EncoderPool:
             msg: tuple[str, Any, Any] = self._results.get(timeout=_POLL_S)
             return msg
         except queue.Empty:
-            for rank, p in enumerate(self._procs):
-                if not p.is_alive():
-                    raise RuntimeError(
-                        f"encoder worker {rank} ({self.devices[rank]}) exited with code "
-                        f"{p.exitcode} while the pool waited for it {waited_for}"
-                        f"{_SPAWN_HINT if p.exitcode == 1 else ''}"
-                    ) from None
+            self._check_workers(f"while the pool waited for it {waited_for}")
             return ("poll", None, None)
+
+    def _check_workers(self, when: str) -> None:
+        """Raise a ``RuntimeError`` naming the first worker that is no longer running."""
+        for rank, p in enumerate(self._procs):
+            if not p.is_alive():
+                raise RuntimeError(
+                    f"encoder worker {rank} ({self.devices[rank]}) exited with code "
+                    f"{p.exitcode} {when}{_SPAWN_HINT if p.exitcode == 1 else ''}"
+                ) from None
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(
@@ -334,6 +337,7 @@ class EncoderPool:
             check_sparse_options,
             embedding_rows,
             plan_batches,
+            position_rows,
         )
         from m3kit.encoder_outputs import OutputCollector
 
@@ -342,7 +346,8 @@ class EncoderPool:
         check_sparse_options(sparse_top_k, sparse_min_weight)
         wanted = check_heads(self.encoder.available_heads, heads)
         ids = [list(map(int, seq)) for seq in input_ids]
-        check_input_ids(ids, embedding_rows(self.encoder.model))
+        model = self.encoder.model
+        check_input_ids(ids, embedding_rows(model), position_rows(model))
         n = len(ids)
         batches = plan_batches(
             [len(s) for s in ids],
@@ -362,6 +367,9 @@ class EncoderPool:
             # tasks handed out are encoded anyway, and their results must never reach the
             # next call as its own.
             try:
+                # a worker that died between calls: the others would take all its tasks,
+                # and the pool would go on with fewer workers than it says, silently
+                self._check_workers("since the pool's last call")
                 for task_id, batch in mine.items():
                     task = (task_id, [ids[i] for i in batch], sorted(wanted), sparse_top_k)
                     self._tasks.put((*task, sparse_min_weight))
