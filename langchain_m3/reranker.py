@@ -129,7 +129,12 @@ class M3Reranker(EncoderModel, BaseDocumentCompressor):
                 raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
         if not docs:
             return []
-        ranked = self._reranker.rerank(query, [d.page_content for d in docs], top_n=self.top_n)
+        ranked = self._reranker.rerank(
+            query,
+            [d.page_content for d in docs],
+            top_n=self.top_n,
+            show_progress=self.show_progress,
+        )
         return [
             docs[r.index].model_copy(
                 update={"metadata": {**docs[r.index].metadata, RELEVANCE_SCORE_KEY: r.score}}

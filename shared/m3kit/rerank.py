@@ -287,8 +287,16 @@ class M3Reranker:
             out.append(PairScores(dense, sparse, colbert, sparse_dense, m3))
         return out
 
-    def score(self, query: str, candidates: Sequence[str]) -> list[PairScores]:
+    def score(
+        self, query: str, candidates: Sequence[str], *, show_progress: bool | None = None
+    ) -> list[PairScores]:
         """Scores of ``query`` against each candidate, in input order.
+
+        Args:
+            query: The query.
+            candidates: Candidate texts.
+            show_progress: tqdm bar while encoding candidates (``None``: for more than one
+                batch).
 
         Raises:
             TypeError: ``query`` is not a str, or ``candidates`` is one.
@@ -300,10 +308,15 @@ class M3Reranker:
         check_query(query)
         if isinstance(candidates, str):
             raise TypeError("candidates is a list of texts; wrap a single text as [text]")
-        return self.score_pairs([(query, c) for c in candidates])
+        return self.score_pairs([(query, c) for c in candidates], show_progress=show_progress)
 
     def rerank(
-        self, query: str, candidates: Sequence[str], *, top_n: int | None = None
+        self,
+        query: str,
+        candidates: Sequence[str],
+        *,
+        top_n: int | None = None,
+        show_progress: bool | None = None,
     ) -> list[RankedCandidate]:
         """Candidates ordered by the configured score, best first (ties keep input order).
 
@@ -311,6 +324,8 @@ class M3Reranker:
             query: The query.
             candidates: Candidate texts.
             top_n: Keep this many (default: all).
+            show_progress: tqdm bar while encoding candidates (``None``: for more than one
+                batch).
 
         Raises:
             ValueError: ``query`` is empty or whitespace-only, or a bad ``top_n``.
@@ -319,7 +334,7 @@ class M3Reranker:
             not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1
         ):
             raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
-        scores = self.score(query, candidates)
+        scores = self.score(query, candidates, show_progress=show_progress)
         mode = self.config.mode
         ranked = sorted(
             (RankedCandidate(i, s.get(mode), s) for i, s in enumerate(scores)),

@@ -120,3 +120,23 @@ def test_a_passage_length_past_the_models_is_refused(tiny_m3_path: Path) -> None
         M3Reranker(
             model_name_or_path=str(tiny_m3_path), dtype="fp32", max_length=8, max_passage_length=100
         )
+
+
+def test_show_progress_reaches_the_candidates_encode(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``show_progress`` was never passed on: a bar appeared whenever the documents took more
+    than one batch, also with ``show_progress=False`` (the default), and ``True`` showed none
+    for one batch."""
+    seen: list[object] = []
+    encode = tiny_encoder.encode
+
+    def spy(texts: list[str], **options: object) -> object:
+        seen.append(options.get("show_progress"))
+        return encode(texts, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tiny_encoder, "encode", spy)
+    for flag in (False, True):
+        seen.clear()
+        M3Reranker.from_encoder(tiny_encoder, show_progress=flag).compress_documents(DOCS, QUERY)
+        assert seen[-1] is flag  # the candidates' encode (the query's shows none)
