@@ -125,7 +125,8 @@ class EncoderModel(LoadTimeFields):
             "device": str(encoder.device),
             # what was asked for: "auto" stays auto, decided again by the hardware it loads on
             "dtype": encoder.requested_precision,
-            "query_instruction": encoder.query_instruction,
+            # "": none (None would reload the checkpoint's own instruction, if it declares one)
+            "query_instruction": encoder.query_instruction or "",
             "batch_size": encoder.batch_size,
             "max_length": encoder.max_length,
             "max_batch_tokens": encoder.max_batch_tokens,

@@ -266,7 +266,8 @@ class M3EncoderSettingsFields(M3CheckpointFields):
         """The checkpoint fields and these settings as the loaded ``encoder`` has them."""
         return {
             **cls._checkpoint_fields(encoder),
-            "query_instruction": encoder.query_instruction,
+            # "": none (None would reload the checkpoint's own instruction, if it declares one)
+            "query_instruction": encoder.query_instruction or "",
             "max_length": encoder.max_length,
         }
 

@@ -41,6 +41,19 @@ def tiny_m3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def instruction_m3_path(tiny_m3_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint declaring the query instruction ``"query: "`` (m3kit.json)."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("instruction_m3") / "ckpt"
+    shutil.copytree(tiny_m3_path, path)
+    cfg = json.loads((path / "m3kit.json").read_text())
+    (path / "m3kit.json").write_text(json.dumps({**cfg, "query_instruction": "query: "}))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_m3_xlmr_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random M3 checkpoint with XLM-RoBERTa's real tokenizer (BGE-M3 token ids)."""
     from m3kit.testing import build_tiny_m3_checkpoint

@@ -67,8 +67,8 @@ def load_encoder(
         if stored is not None:
             model = stored.model
             max_length = max_length or stored.max_length
-            if instruction is None:
-                instruction = stored.query_instruction
+            if instruction is None:  # "": the record's none (None: the checkpoint's own)
+                instruction = stored.query_instruction or ""
             if pooling is None:
                 pooling = stored.pooling or None
             logger.info("model from collection %r: %s", args.collection, model)

@@ -125,3 +125,16 @@ def test_the_help_says_the_recorded_setting_is_the_default_without_model_only(fl
         action = next(a for a in subparsers.choices[command]._actions if flag in a.option_strings)
         assert action.help is not None
         assert "without --model" in action.help, action.help
+
+
+def test_a_collection_indexed_without_the_checkpoints_own_instruction_is_searched_so(
+    tmp_path: Path, instruction_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint declaring an instruction, indexed with ``query_instruction=""`` (none): the
+    record names none, which the CLI passed as ``None`` ("the checkpoint's own"), so a plain
+    ``m3kit search`` loaded another encoder and was refused, advising a reindex."""
+    enc = M3Encoder.from_pretrained(instruction_m3_path, query_instruction="")
+    assert enc.query_instruction is None
+    with M3Index.open(enc, str(tmp_path / "store")) as index:
+        index.add_texts(SAMPLE_TEXTS)
+    assert _search(capsys, tmp_path / "store")["hits"]

@@ -27,3 +27,16 @@ def test_from_encoder_keeps_the_precision_asked_for(
     assert again.embed_query("a river") == pytest.approx(
         embeddings.embed_query("a river"), abs=1e-2
     )
+
+
+def test_from_encoder_keeps_no_query_instruction_over_the_checkpoints_own(
+    instruction_m3_path: Path,
+) -> None:
+    """An encoder loaded with ``query_instruction=""`` from a checkpoint declaring one has
+    none; its pickle reloaded with ``None`` ("the checkpoint's own") and failed as another
+    model."""
+    encoder = M3Encoder.from_pretrained(instruction_m3_path, query_instruction="")
+    again = pickle.loads(pickle.dumps(M3Embeddings.from_encoder(encoder)))
+    assert again.encoder.query_instruction is None
+    with_own = M3Embeddings.from_encoder(M3Encoder.from_pretrained(instruction_m3_path))
+    assert pickle.loads(pickle.dumps(with_own)).encoder.query_instruction == "query: "

@@ -23,3 +23,19 @@ def test_from_encoder_keeps_the_precision_asked_for(
     assert embedding.to_dict()["dtype"] == kept.value
     again = M3Embedding.from_dict(embedding.to_dict())
     assert again.dtype is kept
+
+
+def test_from_encoder_keeps_no_query_instruction_over_the_checkpoints_own(
+    instruction_m3_path: Path,
+) -> None:
+    """An encoder loaded with ``query_instruction=""`` from a checkpoint declaring one has
+    none; ``from_dict(to_dict())`` (and a pickle) reloaded with ``None`` ("the checkpoint's
+    own") and failed as another model."""
+    import pickle
+
+    encoder = M3Encoder.from_pretrained(instruction_m3_path, query_instruction="")
+    embedding = M3Embedding.from_encoder(encoder)
+    assert M3Embedding.from_dict(embedding.to_dict()).encoder.query_instruction is None
+    assert pickle.loads(pickle.dumps(embedding)).encoder.query_instruction is None
+    with_own = M3Embedding.from_encoder(M3Encoder.from_pretrained(instruction_m3_path))
+    assert M3Embedding.from_dict(with_own.to_dict()).encoder.query_instruction == "query: "
