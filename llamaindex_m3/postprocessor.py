@@ -25,7 +25,7 @@ from typing import Any
 
 from typing_extensions import Self
 
-from llamaindex_m3._encoder_fields import M3CheckpointFields
+from llamaindex_m3._encoder_fields import M3EncoderSettingsFields
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.rerank import M3Reranker as CoreReranker
@@ -44,12 +44,12 @@ __all__ = ["M3Reranker"]
 _ENCODER_CONTEXT_KEY = "m3kit_encoder"
 
 
-class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
+class M3Reranker(M3EncoderSettingsFields, BaseNodePostprocessor):
     """Rerank nodes by their M3 score against the query; keep the ``top_n`` best.
 
     Build it from a checkpoint (``M3Reranker(model_name="BAAI/bge-m3", top_n=5)``, loading
     fields as :class:`~llamaindex_m3.M3Embedding`'s: ``device``, ``dtype``, ``backend``,
-    ``max_batch_tokens``, ...) or share a loaded model
+    ``max_batch_tokens``, ``max_length``, ``query_instruction``, ...) or share a loaded model
     (``M3Reranker.from_encoder(encoder, top_n=5)``). Returned nodes are the input nodes with
     ``score`` set to the rerank score, best first: ``mode``'s raw ``compute_score`` score, not
     mapped into [0, 1] (dense and ColBERT scores lie in [-1, 1], the sparse score is >= 0 and
@@ -108,7 +108,7 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
         super().model_post_init(context)
         encoder = context.get(_ENCODER_CONTEXT_KEY) if isinstance(context, dict) else None
         if encoder is None:
-            encoder = self._load_encoder(batch_size=self.batch_size)
+            encoder = self._load_with_settings(self.batch_size)
         self._reranker = CoreReranker(
             encoder,
             RerankConfig(
@@ -128,7 +128,7 @@ class M3Reranker(M3CheckpointFields, BaseNodePostprocessor):
             encoder: The loaded encoder.
             **fields: The rerank fields (``top_n``, ``mode``, ``weights``, ...).
         """
-        loaded = {**cls._checkpoint_fields(encoder), "batch_size": encoder.batch_size}
+        loaded = {**cls._settings_fields(encoder), "batch_size": encoder.batch_size}
         clash = sorted(set(fields) & set(loaded))
         if clash:
             raise ValueError(f"{clash} come from the encoder in from_encoder()")

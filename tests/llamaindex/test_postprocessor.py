@@ -142,20 +142,32 @@ def test_module_example() -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_from_dict_refuses_an_encoder_its_fields_do_not_hold(
+def test_from_dict_and_pickle_keep_the_encoders_max_length_and_instruction(
     tiny_m3_path: Path, tiny_encoder: M3Encoder
 ) -> None:
-    """The reranker's fields hold no ``max_length`` (nor ``query_instruction``, pooling):
-    ``from_dict`` / ``from_json`` of one built on an encoder with ``max_length=8`` loaded the
-    checkpoint with its default (8192) and scored the nodes otherwise, in another order, with
-    no error. ``to_dict`` records the encoder's identity, as ``M3Embedding``'s does, and
-    ``from_dict`` refuses a model that is not it."""
+    """The reranker had no ``max_length`` nor ``query_instruction`` field (LangChain's has):
+    ``M3Reranker(model_name=..., max_length=128)`` was refused, and ``from_dict`` / a pickle
+    of one built on an encoder with ``max_length=8`` could not restore it (the checkpoint
+    loaded at its default: refused as another encoder). Both are fields now, as
+    ``M3Embedding``'s; ``to_dict`` records the encoder's identity and ``from_dict`` checks it."""
+    import pickle
+
     short = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=8)
     reranker = M3Reranker.from_encoder(short, top_n=None)
+    assert reranker.max_length == 8
+    scores = [n.score for n in reranker.postprocess_nodes(_nodes(), query_str=QUERY)]
+    for again in (
+        M3Reranker.from_dict(reranker.to_dict()),
+        M3Reranker.from_json(reranker.to_json()),
+        pickle.loads(pickle.dumps(reranker)),
+    ):
+        assert again.reranker.encoder.max_length == 8
+        assert [n.score for n in again.postprocess_nodes(_nodes(), query_str=QUERY)] == scores
+    built = M3Reranker(model_name=str(tiny_m3_path), max_length=8, query_instruction="q: ")
+    assert built.reranker.encoder.max_length == 8
+    assert built.reranker.encoder.query_instruction == "q: "
     with pytest.raises(ValueError, match="checkpoint at .* is another one"):
-        M3Reranker.from_dict(reranker.to_dict())
-    with pytest.raises(ValueError, match="checkpoint at .* is another one"):
-        M3Reranker.from_json(reranker.to_json())
+        M3Reranker.from_dict({**reranker.to_dict(), "max_length": None})
     same = M3Reranker.from_encoder(tiny_encoder, top_n=None, mode="colbert")
     again = M3Reranker.from_dict(same.to_dict())
     assert again.mode.value == "colbert" and again.to_dict() == same.to_dict()
