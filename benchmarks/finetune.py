@@ -334,12 +334,22 @@ def _checkpoint(item: str, split: ArticleSplit) -> tuple[str, str]:
 
     Raises:
         SystemExit: ``item`` is not ``LABEL=FOLDER``, or the checkpoint's training articles
-            (``_bench.check_not_trained_on``) overlap the evaluation articles.
+            (``_bench.check_not_trained_on``) overlap the evaluation articles, or the
+            validation articles its fusion is calibrated on (a model calibrated on its own
+            training rows).
     """
     label, sep, path = item.partition("=")
     if not sep or not Path(path).is_dir():
         raise SystemExit(f"error: --checkpoints wants LABEL=FOLDER, got {item!r}")
     check_not_trained_on(path, split.eval_articles)
+    if split.validation is not None:
+        check_not_trained_on(
+            path,
+            split.validation.articles,
+            hint="its fusion would be calibrated on its own training rows: train it without "
+            "the validation articles (benchmarks/finetune_sweep.py does), or pass "
+            "--validation-fraction 0",
+        )
     return label, path
 
 

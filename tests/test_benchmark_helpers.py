@@ -472,6 +472,14 @@ def test_finetune_records_its_split_and_refuses_checkpoints_trained_on_its_evalu
         finetune.main([*argv, "--seed", "1", "--out", str(tmp_path / "seed1")])
     assert not (tmp_path / "seed1").exists()
     assert finetune.main([*argv, "--out", str(tmp_path / "seed0")]) == 0
+    # trained on every training article (--validation-fraction 0), it holds the validation
+    # articles a default run calibrates its fusion on: refused too (it was scored)
+    every = tmp_path / "every"
+    flags = ["--skip-llamaindex", "--validation-fraction", "0"]
+    finetune.main(["--data", str(data), "--out", str(every), *flags])
+    argv = ["--data", str(data), "--checkpoints", f"ft={every / 'm3kit'}"]
+    with pytest.raises(SystemExit, match="calibrated on its own training rows"):
+        finetune.main([*argv, "--out", str(tmp_path / "calibrated")])
 
 
 def test_index_memory_runs_both_settings_and_reports_them(
