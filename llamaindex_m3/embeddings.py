@@ -350,8 +350,10 @@ class QdrantSparseFn:
             texts = [self.text_instruction + t for t in texts]
         vectors: list[SparseVector | None] = [None] * len(texts)
         if self.handoff is not None and not self.query:
-            # a vector of this text, prefix and max_length only (not a copy's other settings)
-            vectors = [self.handoff.take((t, self.max_length)) for t in texts]
+            # a vector of this text, prefix and max_length only (not a copy's other settings),
+            # computed uncut by the embedding: cut here as this function cuts its own
+            taken = [self.handoff.take((t, self.max_length)) for t in texts]
+            vectors = [None if v is None else self.prune(v) for v in taken]
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
             todo = [texts[i] for i in missing]

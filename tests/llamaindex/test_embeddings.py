@@ -264,6 +264,25 @@ def test_doc_fn_takes_handed_off_vectors_in_order(tiny_encoder: M3Encoder) -> No
     assert query_fn(["gas"]) == fresh_query_fn(["gas"])  # queries never use the handoff
 
 
+def test_doc_fn_cuts_handed_off_vectors_as_its_own(tiny_encoder: M3Encoder) -> None:
+    """A doc function with a sparse cut (``dataclasses.replace(doc_fn, sparse_top_k=2)``)
+    shares the embedding's handoff: the vectors taken from it (computed uncut) were returned
+    uncut, while the texts it encoded itself were cut."""
+    import dataclasses
+
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    doc_fn, _ = m3_sparse_fns(embed)
+    cut = dataclasses.replace(doc_fn, sparse_top_k=2)
+    uncut = dataclasses.replace(doc_fn, handoff=None)
+    embed.get_text_embedding_batch(TEXTS[:2])  # handed off
+    got_idx, got_val = cut(TEXTS)
+    assert [len(i) for i in got_idx] == [min(2, len(i)) for i in uncut(TEXTS)[0]]
+    fresh_idx, fresh_val = dataclasses.replace(cut, handoff=None)(TEXTS)
+    assert got_idx == fresh_idx
+    for got, want in zip(got_val, fresh_val, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
 def test_doc_fn_takes_no_vector_made_with_other_settings(tiny_encoder: M3Encoder) -> None:
     """A copy with another ``text_instruction`` shares the original's handoff, and an
     instruction set after ``m3_sparse_fns`` changes what the embedding encodes: neither hands
