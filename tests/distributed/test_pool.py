@@ -223,6 +223,24 @@ def test_a_worker_that_died_between_calls_fails_the_next_call(encoder: M3Encoder
             p.encode(TEXTS)
 
 
+def test_the_encoders_batch_limits_as_they_are_now_plan_the_pools_batches(
+    encoder: M3Encoder,
+) -> None:
+    """The pool planned with the limits its workers started with: ``encoder.batch_size = 1``
+    after the start (which the encoder itself honours) changed nothing in the pool."""
+    lengths = [len(t.input_ids) for t in encoder.tokenize(TEXTS)]
+    started = encoder.batch_size
+    with EncoderPool(encoder, workers=1, threads_per_worker=1) as p:
+        try:
+            for size in (1, 4):
+                encoder.batch_size = size
+                before = p._next_task
+                _same(p.encode(TEXTS), encoder.encode(TEXTS, show_progress=False))
+                assert p._next_task - before == len(encoder._plan_batches(lengths)), size
+        finally:
+            encoder.batch_size = started
+
+
 def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:
     # runs last in this module: closes the shared pool
     p = pool

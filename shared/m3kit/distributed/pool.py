@@ -88,6 +88,10 @@ def _worker(
             return
         task_id, ids, heads, top_k, min_weight = task
         try:
+            # the parent planned this batch with its encoder's limits as they are now: one
+            # forward pass, not split again by the limits the worker was started with
+            encoder.batch_size = max(1, len(ids))
+            encoder.max_batch_tokens = max(1, len(ids) * max((len(s) for s in ids), default=1))
             out = encoder.encode_tokenized(
                 ids,
                 heads=heads,
@@ -351,8 +355,9 @@ class EncoderPool:
         n = len(ids)
         batches = plan_batches(
             [len(s) for s in ids],
-            batch_size=self.spec.batch_size,
-            max_batch_tokens=self.spec.max_batch_tokens,
+            # the encoder's settings now (a worker runs each batch it is given as it is)
+            batch_size=self.encoder.batch_size,
+            max_batch_tokens=self.encoder.max_batch_tokens,
         )
         show = len(batches) > 1 if show_progress is None else show_progress
         out = OutputCollector(wanted, self.encoder.dense_dim, [len(s) for s in ids])
