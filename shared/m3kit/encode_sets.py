@@ -51,8 +51,17 @@ def encode_corpus_and_queries(
 
     Raises:
         ValueError: A sparse cut :meth:`M3Encoder.encode <m3kit.encoder.M3Encoder.encode>`
-            refuses (checked before any forward pass).
+            refuses (checked before any forward pass), or a ``max_length`` longer than the
+            encoder's (``encode`` cuts at the encoder's own: the texts would be scored at a
+            shorter length than asked, silently).
     """
+    if max_length is not None and max_length > encoder.max_length:
+        raise ValueError(
+            f"max_length={max_length} is longer than this encoder's {encoder.max_length} "
+            f"tokens: load the model with max_length={max_length} (m3kit eval does with "
+            f"--max-length; up to its position embeddings), or give at most "
+            f"{encoder.max_length}"
+        )
     docs = encoder.encode(
         list(passages),
         heads=heads,

@@ -202,3 +202,35 @@ def test_engine_validates_and_calibrates_with_the_cut(
     uncut.finetune()
     assert uncut.val_report is not None and uncut.val_report.sparse_cut == SparseCut()
     assert uncut.val_report.metrics["sparse"] != engine.val_report.metrics["sparse"]
+
+
+def test_a_max_length_past_the_encoders_is_not_cut_to_it_silently(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``m3kit eval --max-length 32`` on a checkpoint declaring 16 tokens scored texts cut at
+    16 (``encode`` never goes past the encoder's length), and ``calibrate`` the same, with no
+    word but a truncation warning naming 16. ``eval`` now loads the models at the length
+    asked for; a scoring length past the encoder's is an error (library and ``calibrate``)."""
+    short = tmp_path / "short"
+    shutil.copytree(tiny_m3_path, short)
+    cfg = json.loads((short / "m3kit.json").read_text())
+    (short / "m3kit.json").write_text(json.dumps({**cfg, "max_length": 16}))
+    encoder = M3Encoder.from_pretrained(short)
+    assert encoder.max_length == 16
+    with pytest.raises(ValueError, match="max_length=32 is longer than this encoder's 16"):
+        evaluate_heads(encoder, CORPUS, QUERIES, QRELS, max_length=32)
+    data = write_word_beir(tmp_path / "beir")
+    loaded: list[int | None] = []
+    load = M3Encoder.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[M3Encoder], path: object, **options: object) -> M3Encoder:
+        loaded.append(options.get("max_length"))  # type: ignore[arg-type]
+        return load(cls, path, **options)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(M3Encoder, "from_pretrained", classmethod(spy))
+    argv = ["--model", str(short), "--data", str(data), "--quiet", "--max-length", "32"]
+    assert run_cli(["eval", *argv, "--output", str(tmp_path / "report")]) == 0
+    assert loaded == [32]
+    with pytest.raises(ValueError, match="max_length=32 is longer than this encoder's 16"):
+        run_cli(["calibrate", *argv])
+    assert not (short / "m3kit_search.json").exists()

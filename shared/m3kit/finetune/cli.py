@@ -202,7 +202,13 @@ def add_subcommands(subparsers: Any) -> None:
         default=None,
         help="seeded sample of the queries with a relevant passage",
     )
-    ev.add_argument("--max-length", type=int, default=None)
+    ev.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="load the models at this length and score passages and queries cut at it "
+        "(default: each model's own; up to its position embeddings)",
+    )
     add_weights_argument(
         ev,
         "weights of the fused row (default: each model's calibrated m3 weights from its "
@@ -247,7 +253,13 @@ def add_subcommands(subparsers: Any) -> None:
         "tried) at which a setting replaces RRF (default 0.05; 1 turns the test off)",
     )
     cal.add_argument("--candidates", type=int, default=None, help="candidates per retriever")
-    cal.add_argument("--max-length", type=int, default=None)
+    cal.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="cut the validation passages and queries at this length (at most the model's "
+        "own; the calibration is for the model as it loads by default)",
+    )
     add_sparse_cut_arguments(
         cal, "measure with", "recorded with the calibration, and an index with another cut warns"
     )

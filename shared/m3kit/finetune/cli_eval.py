@@ -152,7 +152,8 @@ def run_eval(args: argparse.Namespace) -> int:
     cut = sparse_cut_of(args.sparse_top_k, args.sparse_min_weight) or SparseCut()
     min_weight = cut.min_weight
     for name, path in [*models, ("model", args.model)]:
-        encoder = M3Encoder.from_pretrained(path)
+        # at --max-length: per call, encode cuts at the encoder's own length, never past it
+        encoder = M3Encoder.from_pretrained(path, max_length=args.max_length)
         heads = split_list(args.heads)
         wanted = encoder.available_heads if heads is None else Head.parse(heads)
         top_k, min_w = args.sparse_top_k, min_weight
