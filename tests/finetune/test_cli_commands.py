@@ -394,3 +394,43 @@ def test_cli_mine_negatives_quiet_turns_the_encoding_bars_off(
     seen.clear()
     assert run_cli(argv) == 0
     assert seen == [None, None]  # the encoder's default: a bar for more than one batch
+
+
+def test_cli_mine_negatives_loads_the_model_as_told(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mine-negatives loaded the model with every default (the checkpoint's full length,
+    auto precision, the default device): no flag set how the corpus was encoded."""
+    from m3kit.encoder import M3Encoder
+
+    train = write_jsonl(
+        [TrainingExample(ex.query, ex.pos) for ex in toy_examples], tmp_path / "t.jsonl"
+    )
+    loaded: list[dict[str, object]] = []
+    load = M3Encoder.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[M3Encoder], path: object, **options: object) -> M3Encoder:
+        loaded.append(options)
+        return load(cls, path, **options)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(M3Encoder, "from_pretrained", classmethod(spy))
+    argv = ["mine-negatives", "--model", str(tiny_m3_path), "--train", str(train), "--quiet"]
+    argv += ["--output", str(tmp_path / "m.jsonl"), "--negatives", "1", "--range", "0-6"]
+    flags = ["--device", "cpu", "--dtype", "fp32", "--max-length", "16", "--batch-size", "2"]
+    flags += ["--max-batch-tokens", "64", "--query-instruction", "q: "]
+    assert run_cli([*argv, *flags]) == 0
+    assert loaded == [
+        {
+            "device": "cpu",
+            "dtype": "fp32",
+            "max_length": 16,
+            "batch_size": 2,
+            "max_batch_tokens": 64,
+            "query_instruction": "q: ",
+        }
+    ]
+    with pytest.raises(ValueError, match="not a device"):
+        run_cli([*argv, "--device", "gpu0"])

@@ -21,8 +21,10 @@ from m3kit.cli_memory import add_keep_freed_memory_argument, keeping_freed_memor
 from m3kit.cli_scale import positive_int
 from m3kit.cli_search import add_weights_argument
 from m3kit.finetune.cli_args import (
+    add_encoder_arguments,
     add_keep_identical_ids_argument,
     add_sparse_cut_arguments,
+    encoder_options,
     p_threshold,
     split_list,
 )
@@ -177,6 +179,7 @@ def add_subcommands(subparsers: Any) -> None:
         default=None,
         help='jsonl of {"text"[, "title"]} candidates (default: all pos + neg of the rows)',
     )
+    add_encoder_arguments(mine, "ranking the corpus")
     mine.add_argument("--negatives", type=int, default=7)
     mine.add_argument("--range", default="10-100", help="rank window START-END (0-based)")
     mine.add_argument("--score", choices=["dense", "sparse", "fused"], default="dense")
@@ -447,7 +450,7 @@ def _run_mine(args: argparse.Namespace) -> int:
         raise ValueError(f"--range must look like 10-100, got {args.range!r}") from e
     examples = read_jsonl(args.train)
     corpus, titles = _read_corpus(args.corpus) if args.corpus else (None, None)
-    encoder = M3Encoder.from_pretrained(args.model)
+    encoder = M3Encoder.from_pretrained(args.model, **encoder_options(args))
     mined = mine_hard_negatives(
         encoder,
         examples,

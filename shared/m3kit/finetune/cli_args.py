@@ -1,14 +1,18 @@
 """Argument types and flags shared by the ``m3kit`` fine-tuning subcommands
 (:mod:`m3kit.finetune.cli`): ``--alpha``, the sparse cut (``--sparse-top-k`` /
-``--sparse-min-weight``) and ``--keep-identical-ids``."""
+``--sparse-min-weight``), ``--keep-identical-ids`` and how a model is loaded (``--device``,
+``--dtype``, ...)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 __all__ = [
+    "add_encoder_arguments",
     "add_keep_identical_ids_argument",
     "add_sparse_cut_arguments",
+    "encoder_options",
     "p_threshold",
     "split_list",
 ]
@@ -72,3 +76,49 @@ def split_list(value: str | None) -> list[str] | None:
     (['dense', 'sparse'], None)
     """
     return [h.strip() for h in value.split(",") if h.strip()] if value else None
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, use: str) -> None:
+    """``--device``, ``--dtype``, ``--max-length``, ``--batch-size``, ``--max-batch-tokens``
+    and ``--query-instruction``: how the model is loaded for ``use`` (each default: the
+    checkpoint's own, as ``M3Encoder.from_pretrained``'s)."""
+    from m3kit.cli_scale import positive_int
+    from m3kit.precision import Precision
+
+    parser.add_argument("--device", default=None, help=f"device {use} (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        choices=[p.value for p in Precision],
+        default="auto",
+        help=f"precision {use} (default: auto)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="tokens per text (default: the checkpoint's; up to its position embeddings)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="texts per pass")
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=8192,
+        help="most padded tokens per forward pass (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--query-instruction",
+        default=None,
+        help="prefix added to queries (default: the checkpoint's own; '' for none)",
+    )
+
+
+def encoder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``M3Encoder.from_pretrained`` options :func:`add_encoder_arguments` parsed."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "max_batch_tokens": args.max_batch_tokens,
+        "query_instruction": args.query_instruction,
+    }
