@@ -188,3 +188,24 @@ def test_a_setting_of_a_head_that_is_not_trained_is_refused(
     with pytest.raises(ValueError, match=rf"{name}.*not trained"):
         FinetuneConfig("model", tmp_path, heads=frozenset(heads), **setting)  # type: ignore[arg-type]
     FinetuneConfig("model", tmp_path, **setting)  # type: ignore[arg-type]  # with every head
+
+
+def test_a_missing_accelerate_names_the_finetune_extra(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers' ``Trainer`` refuses to start without accelerate, which the ``finetune``
+    extra did not list (it came only through FlagEmbedding, in ``all``): a user of
+    ``m3kit[finetune]`` met transformers' own ImportError after loading the model."""
+    import importlib.util
+
+    from m3kit.errors import MissingExtraError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "accelerate" else find_spec(name, *a),
+    )
+    rows = [TrainingExample(f"query {i}", (f"passage {i}",)) for i in range(4)]
+    with pytest.raises(MissingExtraError, match=r"accelerate .*m3kit\[finetune\]"):
+        M3Finetuner(_config(tiny_m3_path, tmp_path, batch_size=2)).fit(rows)

@@ -245,6 +245,12 @@ def run_training(
         from m3kit.errors import missing_extra
 
         raise missing_extra("transformers", "finetune") from e
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:  # Trainer refuses to start without it
+        from m3kit.errors import missing_extra
+
+        raise missing_extra("accelerate", "finetune")
     from m3kit.finetune.trainer import FinetuneResult  # a cycle at import time
 
     steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps))
