@@ -152,14 +152,21 @@ def bm25_runs(
 ) -> dict[str, list[str]]:
     """``{query_id: [doc_id, ...]}``: the ``depth`` best BM25 passages with a positive score.
 
-    English text is tokenised by bm25s (English stopwords); Chinese text (:func:`is_chinese`)
-    by jieba, the usual reference for Chinese BM25.
+    English text is tokenised by bm25s with English stopwords and the Snowball English stemmer
+    (PyStemmer), as English BM25 is usually run (Elasticsearch's English analyzer, bm25s's
+    own examples); results before this stemmed nothing, a weaker baseline (squad_en split 0:
+    nDCG@10 0.8466 unstemmed, 0.8703 stemmed). Chinese text (:func:`is_chinese`) by jieba, the
+    usual reference for Chinese BM25.
     """
     try:
         import bm25s
+        import Stemmer
         from bm25s.tokenization import Tokenizer
     except ImportError as e:
-        raise SystemExit("error: this benchmark needs bm25s (pip install bm25s; dev extra)") from e
+        raise SystemExit(
+            "error: this benchmark needs bm25s and PyStemmer (pip install bm25s PyStemmer; "
+            "dev extra)"
+        ) from e
     doc_ids = list(corpus)
     qids = list(queries)
     docs = [corpus[d] for d in doc_ids]
@@ -169,7 +176,7 @@ def bm25_runs(
         retriever.index(_jieba_tokens(docs), show_progress=False)
         query_tokens: Any = _jieba_tokens(texts)
     else:
-        tokenizer = Tokenizer(stopwords="en")
+        tokenizer = Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
         corpus_tokens = tokenizer.tokenize(
             docs, update_vocab=True, return_as="ids", show_progress=False
         )
