@@ -176,3 +176,39 @@ def test_an_empty_query_instruction_is_the_encoder_without_one(
         ).encoder_differences(fingerprint)
         == []
     )
+
+
+def test_search_overrides_change_only_what_they_name_of_a_calibrated_default(
+    encoder: M3Encoder, model_dir: Path
+) -> None:
+    """``M3Index.open(..., search=SearchSettings(candidates=200))``, meant to raise the candidate
+    budget, replaced the checkpoint's calibrated fusion with RRF (``SearchSettings``' own
+    default). ``SearchOverrides`` changes only the settings it names; ``SearchSettings`` still
+    replaces the whole default, as documented."""
+    from m3kit.store import SearchOverrides
+
+    cal = _calibration_of(encoder)
+    cal.save(model_dir)
+    loaded = M3Encoder.from_pretrained(model_dir)
+    with M3Index.open(loaded, ":memory:", search=SearchOverrides(candidates=7)) as index:
+        assert index.search_source == "calibrated"
+        calibrated = cal.settings_for(index.store.heads)
+        assert index.search_settings() == calibrated.merged(candidates=7)
+        assert index.search_settings(rerank=False) == cal.settings_for(
+            index.store.heads, False
+        ).merged(candidates=7)
+        assert index.search_settings(candidates=3).candidates == 3  # a call still wins
+        index.add_texts(list(CORPUS.values()))
+        assert index.search(next(iter(QUERIES.values())), k=2)
+    with M3Index.open(loaded, ":memory:", search=SearchSettings(candidates=7)) as index:
+        assert index.search_source == "given"
+        assert index.search_settings() == SearchSettings(candidates=7)  # the whole default
+    # rerank off picks the calibrated dense + sparse setting, as a call with rerank=False does
+    with M3Index.open(loaded, ":memory:", search=SearchOverrides(rerank=False)) as index:
+        assert index.search_settings() == cal.settings_for(index.store.heads, False)
+    with pytest.raises(ValueError, match="fuses with 'dbsf'"):
+        M3Index.open(loaded, ":memory:", search=SearchOverrides(rerank=False, weights=(1, 1, 0)))
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        SearchOverrides(fusion="max")
+    with pytest.raises(TypeError, match="SearchSettings or SearchOverrides"):
+        M3Index.open(loaded, ":memory:", search={"candidates": 7})  # type: ignore[arg-type]

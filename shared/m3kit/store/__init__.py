@@ -17,6 +17,7 @@ from m3kit.store.index import M3Index
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Backend, ChunkRecord, Fusion, Hit, output_row
 from m3kit.store.schema import CollectionSchema, PayloadIndexType, point_id
+from m3kit.store.search_overrides import SearchOverrides
 from m3kit.store.search_settings import SearchSettings
 from m3kit.store.store import DEFAULT_BACKEND, M3Store
 
@@ -36,6 +37,7 @@ __all__ = [
     "PayloadIndexType",
     "Quantization",
     "QueryOptions",
+    "SearchOverrides",
     "SearchSettings",
     "estimate_collection_size",
     "metadata_filter",

@@ -38,6 +38,7 @@ from m3kit.store.index_writes import IndexWrites
 from m3kit.store.record_check import own_change
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
+from m3kit.store.search_overrides import SearchOverrides
 from m3kit.store.search_settings import SearchSettings, is_bge_m3_architecture
 from m3kit.store.sparse_cut import (
     SparseCut,
@@ -79,7 +80,7 @@ class M3Index(IndexWrites, IndexSearch):
         *,
         reindex: bool = False,
         show_progress: bool | None = None,
-        search: SearchSettings | None = None,
+        search: SearchSettings | SearchOverrides | None = None,
         sparse_top_k: int | None = None,
         sparse_min_weight: float | None = None,
     ) -> None:
@@ -100,8 +101,12 @@ class M3Index(IndexWrites, IndexSearch):
             show_progress: tqdm bar for a reindex (default: on for more than one group).
             search: Default ranking of :meth:`search` (what a call leaves out); default: the
                 checkpoint's calibration (``m3kit_search.json`` measured on this encoder, see
-                :mod:`m3kit.store.fusion_calibration`) when it has one, else RRF with ColBERT
-                rerank.
+                :mod:`m3kit.store.fusion_calibration`) when it has one, else FlagEmbedding's
+                published weights for a BGE-M3-shaped model, else RRF with ColBERT rerank. A
+                :class:`~m3kit.store.SearchSettings` replaces that default whole (its fields
+                left out are its own defaults: RRF); a
+                :class:`~m3kit.store.SearchOverrides` changes only the settings it names
+                (``SearchOverrides(candidates=200)`` keeps a calibrated fusion).
             sparse_top_k: Keep the ``sparse_top_k`` highest sparse weights of every chunk
                 stored and query searched; default: the collection's recorded cut, if any
                 (:mod:`m3kit.store.sparse_cut`; giving either setting sets the whole cut).
@@ -128,23 +133,29 @@ class M3Index(IndexWrites, IndexSearch):
         self.calibration = FusionCalibration.for_encoder(
             getattr(info, "path", None), self.fingerprint
         )
-        if search is not None and not isinstance(search, SearchSettings):
-            raise TypeError(f"search must be a SearchSettings, not {type(search).__name__}")
+        if search is not None and not isinstance(search, (SearchSettings, SearchOverrides)):
+            raise TypeError(
+                f"search must be a SearchSettings or SearchOverrides, not {type(search).__name__}"
+            )
         self._search = search
         #: Where the search defaults come from: ``"given"`` (``search=``), ``"calibrated"``
         #: (the checkpoint's ``m3kit_search.json``), ``"bge-m3"`` (FlagEmbedding's published
         #: weights for a BGE-M3-shaped model) or ``"built-in"`` (RRF + ColBERT rerank).
         self.search_source = (
             "given"
-            if search is not None
+            if isinstance(search, SearchSettings)
             else "calibrated"
             if self.calibration is not None
             else "bge-m3"
             if is_bge_m3_architecture(encoder)
             else "built-in"
         )
-        logger.info(
-            "search defaults (%s): %s", self.search_source, self.search_settings().describe()
+        given = f", {search.describe()} given" if isinstance(search, SearchOverrides) else ""
+        logger.info(  # (an override the default cannot take is refused here, before any write)
+            "search defaults (%s%s): %s",
+            self.search_source,
+            given,
+            self.search_settings().describe(),
         )
         # another index may share the store: a refused pairing leaves it writing (and
         # checking, and cutting) as that index, not as this encoder (m3kit.store.holder)
@@ -185,7 +196,7 @@ class M3Index(IndexWrites, IndexSearch):
         payload_indexes: Mapping[str, PayloadIndexType | str] | None = None,
         cluster: ClusterSettings | None = None,
         connection: ConnectionSettings | None = None,
-        search: SearchSettings | None = None,
+        search: SearchSettings | SearchOverrides | None = None,
         sparse_top_k: int | None = None,
         sparse_min_weight: float | None = None,
     ) -> M3Index:

@@ -19,6 +19,7 @@ from m3kit.outputs import Head, SparseVector
 from m3kit.store.filters import FilterLike
 from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.records import Fusion, Hit
+from m3kit.store.search_overrides import SearchOverrides
 from m3kit.store.search_settings import (
     BGE_M3_PUBLISHED,
     SearchSettings,
@@ -47,7 +48,7 @@ class IndexSearch:
     store: M3Store
     calibration: FusionCalibration | None
     search_source: str
-    _search: SearchSettings | None
+    _search: SearchSettings | SearchOverrides | None
 
     if TYPE_CHECKING:  # defined by M3Index
 
@@ -63,7 +64,8 @@ class IndexSearch:
     ) -> SearchSettings:
         """The ranking a :meth:`search` with these arguments uses (``None``: the default).
 
-        Defaults come from ``search=`` at open, else from the checkpoint's calibration for
+        Defaults come from ``search=`` at open (a ``SearchOverrides`` changing only what it
+        names in what follows), else from the checkpoint's calibration for
         what this collection holds (and the rerank choice), else — for a BGE-M3-shaped model
         — FlagEmbedding's published weights (``m3``, 0.4 / 0.2 / 0.4), else RRF with ColBERT
         rerank (:attr:`search_source` says which).
@@ -77,12 +79,19 @@ class IndexSearch:
             ValueError: A bad setting (see :class:`~m3kit.store.SearchSettings`), or
                 ``weights`` given while the search fuses with ``rrf`` or ``dbsf``.
         """
-        base = self._search
+        given = self._search
+        base = given if isinstance(given, SearchSettings) else None
         if base is None and self.calibration is not None:
-            base = self.calibration.settings_for(self.store.heads, rerank)
+            # the rerank choice picks the calibrated group (all heads, or dense + sparse)
+            wanted = rerank
+            if wanted is None and isinstance(given, SearchOverrides):
+                wanted = given.rerank
+            base = self.calibration.settings_for(self.store.heads, wanted)
         elif base is None and self.search_source == "bge-m3" and Head.SPARSE in self.store.heads:
             base = BGE_M3_PUBLISHED
         base = base or SearchSettings()
+        if isinstance(given, SearchOverrides):
+            base = given.over(base)
         merged = base.merged(fusion=fusion, weights=weights, rerank=rerank, candidates=candidates)
         if weights is not None and merged.fusion is not Fusion.M3:
             chosen = "given" if fusion is not None else f"the index's default, {self.search_source}"
