@@ -323,7 +323,11 @@ def record_training(
 
 
 def check_not_trained_on(
-    model: str | Path, eval_articles: Sequence[str], *, hint: str | None = None
+    model: str | Path,
+    eval_articles: Sequence[str],
+    *,
+    hint: str | None = None,
+    role: str = "evaluation",
 ) -> None:
     """Exit when ``model`` was trained on one of ``eval_articles``.
 
@@ -336,6 +340,7 @@ def check_not_trained_on(
         eval_articles: The articles it is to be scored on.
         hint: What to do instead (default: evaluate with the seed of the split it was
             trained on, when it has one).
+        role: What the articles are for, in the message (``"validation"``: calibration).
 
     Raises:
         SystemExit: Naming the articles, how the model was trained and ``hint``.
@@ -353,6 +358,6 @@ def check_not_trained_on(
         how += f" split with --seed {seed}"
         hint = hint or f"evaluate with --seed {seed}"
     raise SystemExit(
-        f"error: {model} was trained on {len(trained)} of the {len(eval_articles)} evaluation "
+        f"error: {model} was trained on {len(trained)} of the {len(eval_articles)} {role} "
         f"articles ({named}): {how}" + (f"; {hint}" if hint else "")
     )

@@ -346,6 +346,7 @@ def _checkpoint(item: str, split: ArticleSplit) -> tuple[str, str]:
         check_not_trained_on(
             path,
             split.validation.articles,
+            role="validation",
             hint="its fusion would be calibrated on its own training rows: train it without "
             "the validation articles (benchmarks/finetune_sweep.py does), or pass "
             "--validation-fraction 0",

@@ -5,7 +5,7 @@ definition behind :class:`~llamaindex_m3.M3Embedding`, :class:`~llamaindex_m3.M3
 (through :class:`M3EncoderFields`), :class:`~llamaindex_m3.M3Reranker` and
 :class:`~llamaindex_m3.M3LateChunkingNodeParser`. :class:`M3EncoderSettingsFields` adds the
 settings in an encoder's identity (``max_length``, ``query_instruction``), shared by the
-embeddings and the node parser.
+embeddings, the reranker and the node parser.
 """
 
 from __future__ import annotations
@@ -195,8 +195,7 @@ class M3CheckpointFields(LoadTimeFields):
         Raises:
             ValueError: The model loaded from the fields is another one than :meth:`to_dict`
                 recorded: the checkpoint at ``model_name`` changed, or the serialised object
-                wrapped an encoder with a setting its fields do not hold (an
-                :class:`~llamaindex_m3.M3Reranker`'s ``max_length``, a ``pooling``). Not
+                wrapped an encoder with a setting its fields do not hold (a ``pooling``). Not
                 checked when ``kwargs`` give ``model_name``, ``max_length`` or
                 ``query_instruction``.
         """
@@ -237,7 +236,8 @@ class M3EncoderSettingsFields(M3CheckpointFields):
 
     A model loaded with another ``max_length`` or ``query_instruction`` is another encoder
     (:class:`~m3kit.fingerprint.EncoderFingerprint`): a store refuses the vectors it made. Shared
-    by :class:`M3EncoderFields` and :class:`~llamaindex_m3.M3LateChunkingNodeParser`, so a parser
+    by :class:`M3EncoderFields`, :class:`~llamaindex_m3.M3Reranker` and
+    :class:`~llamaindex_m3.M3LateChunkingNodeParser`, so a parser
     can be loaded with the settings of the store's :class:`~llamaindex_m3.M3Embedding`.
     """
 

@@ -478,7 +478,7 @@ def test_finetune_records_its_split_and_refuses_checkpoints_trained_on_its_evalu
     flags = ["--skip-llamaindex", "--validation-fraction", "0"]
     finetune.main(["--data", str(data), "--out", str(every), *flags])
     argv = ["--data", str(data), "--checkpoints", f"ft={every / 'm3kit'}"]
-    with pytest.raises(SystemExit, match="calibrated on its own training rows"):
+    with pytest.raises(SystemExit, match="validation articles .*calibrated on its own training"):
         finetune.main([*argv, "--out", str(tmp_path / "calibrated")])
 
 

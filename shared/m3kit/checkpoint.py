@@ -72,7 +72,16 @@ SEARCH_FILE = "m3kit_search.json"
 SAVING_FILE = "m3kit.saving"
 _TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
 #: Model types whose position ids start after the padding index (two rows reserved).
-PADDING_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert", "mpnet")
+_PADDING_OFFSET_TYPES = (
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "roberta",
+    "roberta-prelayernorm",
+    "camembert",
+    "mpnet",
+    "data2vec-text",
+    "xmod",
+)
 _WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -354,10 +363,12 @@ def position_limit(path: Path) -> int | None:
     ``None`` when it declares none. It may exceed what the checkpoint declares as its length
     (all-MiniLM-L6-v2: 256 declared, 512 positions)."""
     cfg = path / "config.json"
+    if _read_json(cfg).get("position_embedding_type", "absolute") != "absolute":
+        return None  # rotary / ALiBi / relative positions: no table that ends there
     value = _read_json(cfg).get("max_position_embeddings")
     if isinstance(value, int) and value > 0:
         # RoBERTa-style position ids start after padding_idx: two positions are reserved.
-        offset = 2 if _read_json(cfg).get("model_type") in PADDING_OFFSET_TYPES else 0
+        offset = 2 if _read_json(cfg).get("model_type") in _PADDING_OFFSET_TYPES else 0
         return value - offset
     return None
 

@@ -38,13 +38,11 @@ from m3kit.encoder_forward import EncoderForward
 from m3kit.encoder_inputs import (
     TokenizedText,
     Truncation,
-    check_input_ids,
+    check_model_input_ids,
     check_sparse_options,
     check_texts,
-    embedding_rows,
     load_tokenizer,
     plan_batches,
-    position_rows,
     special_token_ids,
     texts_to_input_ids,
     tokenize_texts,
@@ -374,7 +372,7 @@ class M3Encoder(EncoderForward):
             TypeError: ``sparse_min_weight`` is not a number.
         """
         check_sparse_options(sparse_top_k, sparse_min_weight)
-        check_input_ids(input_ids, embedding_rows(self.model), position_rows(self.model))
+        check_model_input_ids(self.model, input_ids)
         wanted = self._check_heads(heads)
         out = OutputCollector(wanted, self.dense_dim, [len(ids) for ids in input_ids])
         batches = self._plan_batches([len(ids) for ids in input_ids])

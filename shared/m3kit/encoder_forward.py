@@ -18,11 +18,9 @@ from m3kit.backends.torch_backend import torch_forward
 from m3kit.checkpoint import CheckpointKind
 from m3kit.encoder_inputs import (
     check_heads,
-    check_input_ids,
-    embedding_rows,
+    check_model_input_ids,
     pad_batch,
     plan_batches,
-    position_rows,
 )
 from m3kit.encoder_outputs import TokenStates, sparse_vector, token_states
 from m3kit.model import M3Model
@@ -65,7 +63,7 @@ class EncoderForward:
         Raises:
             ValueError: Token ids no forward pass takes (as :meth:`encode_tokenized` refuses).
         """
-        check_input_ids(input_ids, embedding_rows(self.model), position_rows(self.model))
+        check_model_input_ids(self.model, input_ids)
         wanted = self._check_heads(heads)
         lengths = [len(ids) for ids in input_ids]
         out: list[TokenStates | None] = [None] * len(input_ids)

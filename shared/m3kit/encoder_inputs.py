@@ -37,6 +37,7 @@ __all__ = [
     "Truncation",
     "check_heads",
     "check_input_ids",
+    "check_model_input_ids",
     "check_query",
     "check_sparse_min_weight",
     "check_sparse_options",
@@ -309,17 +310,22 @@ def embedding_rows(model: object) -> int | None:
 
 def position_rows(model: object) -> int | None:
     """The longest token sequence ``model``'s position-embedding table holds (``None``: it
-    has no such table, e.g. rotary positions, or does not say). RoBERTa-style models start
-    positions after the padding index: two rows are not usable."""
-    from m3kit.checkpoint import PADDING_OFFSET_TYPES
-
+    has no such table, e.g. rotary positions, or does not say). RoBERTa-style tables (XLM-R,
+    RoBERTa, its variants) start positions after their padding index: the rows up to it are
+    not usable."""
     backbone = getattr(model, "backbone", None)
     table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
     rows = getattr(table, "num_embeddings", None)
     if not isinstance(rows, int):
         return None
-    model_type = getattr(getattr(backbone, "config", None), "model_type", None)
-    return rows - (2 if model_type in PADDING_OFFSET_TYPES else 0)
+    padding = getattr(table, "padding_idx", None)
+    return rows - (padding + 1 if isinstance(padding, int) else 0)
+
+
+def check_model_input_ids(model: object, input_ids: Sequence[Sequence[int]]) -> None:
+    """:func:`check_input_ids` against ``model``'s vocabulary (:func:`embedding_rows`) and
+    position table (:func:`position_rows`)."""
+    check_input_ids(input_ids, embedding_rows(model), position_rows(model))
 
 
 def check_input_ids(

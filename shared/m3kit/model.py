@@ -34,7 +34,7 @@ from m3kit.checkpoint import (
 from m3kit.checkpoint_save import save_folder_whole
 from m3kit.errors import CheckpointError, HeadNotAvailableError
 from m3kit.heads import M3Heads, refuse_git_lfs_pointer
-from m3kit.weights import shard_names
+from m3kit.weights import weight_files
 
 __all__ = ["M3Forward", "M3Model"]
 
@@ -301,19 +301,16 @@ def _declared_model_type(path: Path) -> object:
 
 
 def _check_weight_files(path: Path) -> None:
-    """Refuse a backbone weight file that is a Git LFS pointer (a clone without Git LFS).
+    """Refuse a weight file the load reads that is a Git LFS pointer (a clone without Git
+    LFS); files it does not read (an index beside a single ``model.safetensors``) are not
+    looked at.
 
     Raises:
-        CheckpointError: Names the file and how to fetch it.
+        CheckpointError: Names the file and how to fetch it (or a damaged index it reads).
     """
-    names = ["model.safetensors", "pytorch_model.bin"]
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = path / index_name
-        if index.is_file():
-            names.extend(shard_names(index))
-    for name in names:
-        if (path / name).is_file():
-            refuse_git_lfs_pointer(path / name)
+    for file in weight_files(path):
+        if file.is_file():
+            refuse_git_lfs_pointer(file)
 
 
 def _refuse_missing_tensors(path: Path, loading: dict[str, Any]) -> None:

@@ -233,9 +233,9 @@ def replace_weight_files(target: str | os.PathLike[str], source: str | os.PathLi
     Raises:
         ValueError: A file of ``source`` has another size than ``target``'s.
     """
-    from m3kit.weights import _weight_files
+    from m3kit.weights import weight_files
 
-    for old in _weight_files(Path(target)):
+    for old in weight_files(Path(target)):
         st = old.stat()
         new = Path(source) / old.name
         if new.stat().st_size != st.st_size:

@@ -46,6 +46,7 @@ __all__ = [
     "remember_placed",
     "shard_names",
     "tensors_sha256",
+    "weight_files",
     "weights_digest",
 ]
 
@@ -66,7 +67,7 @@ _loaded: weakref.WeakKeyDictionary[Any, tuple[Path, _FilesKey, tuple[Any, ...]]]
 )
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
     """The backbone and head weight files a checkpoint loads (transformers' preference order:
     safetensors before pytorch_model.bin, a single file before a sharded index)."""
     files: list[Path] = []
@@ -130,7 +131,7 @@ def checkpoint_state(folder: Path) -> _FilesKey:
     folder = Path(folder)
     if not folder.is_dir():
         return ()
-    files = _weight_files(folder)
+    files = weight_files(folder)
     if (folder / "config.json").is_file():
         files.append(folder / "config.json")
     out = []
@@ -163,7 +164,7 @@ def weights_digest(model: Any, folder: Path | None) -> str:
     file identity, :func:`_files_key`, for the life of the process), or ``"tensors-sha256:<hex>"``
     (:func:`tensors_sha256`) when ``folder`` is None or holds no weight files.
     """
-    files = _weight_files(folder) if folder is not None and folder.is_dir() else []
+    files = weight_files(folder) if folder is not None and folder.is_dir() else []
     if files:
         key = _files_key(files)
         with _lock:

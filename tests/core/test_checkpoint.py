@@ -252,12 +252,12 @@ def test_a_save_that_did_not_finish_leaves_no_half_written_checkpoint(
 
 def test_weight_files_follow_transformers_preference(tiny_copy: Path) -> None:
     """A single file wins over a sharded index beside it, as transformers loads it."""
-    from m3kit.weights import _weight_files
+    from m3kit.weights import weight_files
 
     (tiny_copy / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}})
     )
-    assert _weight_files(tiny_copy)[0].name == "model.safetensors"
+    assert weight_files(tiny_copy)[0].name == "model.safetensors"
     M3Encoder.from_pretrained(tiny_copy)  # loads (the missing shard is not read)
 
 
@@ -283,6 +283,17 @@ def test_a_damaged_shard_index_is_an_error_naming_it(
     with pytest.raises(CheckpointError, match=message) as caught:
         M3Encoder.from_pretrained(tiny_copy)
     assert str(index) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "index_text", ["{not json", "version https://git-lfs.github.com/spec/v1\noid sha256:ab\n"]
+)
+def test_an_index_the_load_does_not_read_is_not_looked_at(tiny_copy: Path, index_text: str) -> None:
+    """A stale ``pytorch_model.bin.index.json`` (damaged, or an LFS pointer) beside a whole
+    ``model.safetensors``, which transformers loads first: the folder loads (the shard-index
+    check must not refuse a file the load never reads)."""
+    (tiny_copy / "pytorch_model.bin.index.json").write_text(index_text)
+    assert M3Encoder.from_pretrained(tiny_copy).encode(["a river"]).dense.shape[0] == 1
 
 
 def test_sentence_transformers_gets_the_query_instruction(

@@ -358,3 +358,37 @@ def test_a_declared_length_past_the_positions_is_capped_with_a_warning(
     assert enc.max_length == 64
     assert "declares a max length of 128 tokens (sentence_bert_config.json)" in caplog.text
     assert enc.encode(["word " * 100]).token_counts[0] == 64
+
+
+def test_position_rows_counts_the_rows_a_roberta_style_table_reserves() -> None:
+    """RoBERTa-style tables start positions after their padding index (XLM-R: 8,194 rows,
+    8,192 positions), whatever the model type is called (xlm-roberta-xl, roberta-prelayernorm,
+    data2vec-text...); a BERT table uses every row; rotary models have no table."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    def model(table: object) -> object:
+        return SimpleNamespace(
+            backbone=SimpleNamespace(embeddings=SimpleNamespace(position_embeddings=table))
+        )
+
+    assert position_rows(model(nn.Embedding(20, 4, padding_idx=1))) == 18
+    assert position_rows(model(nn.Embedding(20, 4))) == 20
+    assert position_rows(model(None)) is None
+    assert position_rows(SimpleNamespace(backbone=SimpleNamespace())) is None
+
+
+def test_a_rotary_checkpoint_declares_no_position_limit(tmp_path: Path) -> None:
+    """A checkpoint with rotary positions (``position_embedding_type`` not absolute, e.g.
+    jina-embeddings-v3) was capped at ``max_position_embeddings`` with a warning about
+    position embeddings it does not have."""
+    import json
+
+    from m3kit.checkpoint import position_limit
+
+    cfg = {"model_type": "xlm-roberta", "max_position_embeddings": 8194}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert position_limit(tmp_path) == 8192
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "position_embedding_type": "rotary"}))
+    assert position_limit(tmp_path) is None

@@ -20,7 +20,7 @@ from m3kit.distributed import EncoderSpec
 from m3kit.errors import CheckpointChangedError
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.testing import build_tiny_m3_checkpoint, replace_weight_files
-from m3kit.weights import _weight_files
+from m3kit.weights import weight_files
 
 
 def test_weights_rewritten_after_loading_are_not_the_encoders(
@@ -84,9 +84,9 @@ def test_a_plain_load_reads_no_weights_and_the_fingerprint_reads_them_once(
     enc = M3Encoder.from_pretrained(folder, dtype="fp32")
     assert read == []  # loading digests nothing: only the first fingerprint does
     fp = encoder_fingerprint(enc)
-    assert sorted(read) == sorted(f.name for f in _weight_files(folder))
+    assert sorted(read) == sorted(f.name for f in weight_files(folder))
     again = M3Encoder.from_pretrained(folder, dtype="fp32")
-    assert encoder_fingerprint(again) == fp and len(read) == len(_weight_files(folder))
+    assert encoder_fingerprint(again) == fp and len(read) == len(weight_files(folder))
 
 
 def test_onnx_refuses_files_changed_while_it_exported(

@@ -241,6 +241,41 @@ def test_the_encoders_batch_limits_as_they_are_now_plan_the_pools_batches(
             encoder.batch_size = started
 
 
+def test_a_worker_runs_each_planned_batch_in_one_pass(
+    tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker encoded its task with the limits it was started with: a batch the parent
+    planned larger (its encoder's ``batch_size`` raised since) was split again there. The
+    worker loop runs here, in this process, to count its forward passes."""
+    import queue
+
+    from m3kit.distributed.pool import _worker
+    from m3kit.distributed.spec import EncoderSpec
+    from m3kit.fingerprint import encoder_fingerprint
+
+    started = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", batch_size=1)
+    spec = EncoderSpec.of(started, encoder_fingerprint(started))
+    passes: list[int] = []
+    forward = M3Encoder._forward
+
+    def counting(self: M3Encoder, batch: list[list[int]], *args: object) -> object:
+        passes.append(len(batch))
+        return forward(self, batch, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(M3Encoder, "_forward", counting)
+    ids = [t.input_ids for t in started.tokenize(TEXTS[:4])]
+    tasks: queue.Queue[object] = queue.Queue()
+    results: queue.Queue[tuple[str, object, object]] = queue.Queue()
+    tasks.put((0, ids, ["dense"], None, 0.0))
+    tasks.put(None)
+    _worker(spec, "cpu", None, tasks, results, 0)
+    assert results.get()[0] == "ready"
+    kind, task_id, out = results.get()
+    assert (kind, task_id) == ("ok", 0), out
+    assert passes == [4]  # one pass, not four of the worker's starting batch_size=1
+    _same(out, started.encode_tokenized(ids, heads=["dense"]))
+
+
 def test_pool_closes(encoder: M3Encoder, pool: EncoderPool) -> None:
     # runs last in this module: closes the shared pool
     p = pool

@@ -39,3 +39,13 @@ def test_from_encoder_keeps_no_query_instruction_over_the_checkpoints_own(
     assert pickle.loads(pickle.dumps(embedding)).encoder.query_instruction is None
     with_own = M3Embedding.from_encoder(M3Encoder.from_pretrained(instruction_m3_path))
     assert M3Embedding.from_dict(with_own.to_dict()).encoder.query_instruction == "query: "
+
+
+def test_the_node_parser_keeps_no_query_instruction_too(instruction_m3_path: Path) -> None:
+    """The parser shares the embeddings' settings fields: the same ``None`` / ``""`` rule."""
+    from llamaindex_m3 import M3LateChunkingNodeParser
+
+    encoder = M3Encoder.from_pretrained(instruction_m3_path, query_instruction="")
+    parser = M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=16)
+    again = M3LateChunkingNodeParser.from_dict(parser.to_dict())
+    assert again._held_encoder().query_instruction is None

@@ -268,3 +268,16 @@ def test_an_async_only_store_records_and_checks_its_model(
         await aclient.close()
 
     asyncio.run(run())
+
+
+def test_the_sync_record_functions_refuse_an_async_client() -> None:
+    """The record logic is written once and driven with either client; the sync functions
+    given an ``AsyncQdrantClient`` would run its calls unawaited."""
+    from qdrant_client import AsyncQdrantClient
+
+    from m3kit.store.stock_record import check_models, record_models
+
+    aclient = AsyncQdrantClient(":memory:")
+    for call in (check_models, record_models):
+        with pytest.raises(TypeError, match="AsyncQdrantClient is an async client"):
+            call(aclient, "c", {"sparse": "m3kit-sparse:x"})

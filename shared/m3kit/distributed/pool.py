@@ -337,11 +337,9 @@ class EncoderPool:
         """
         from m3kit.encoder_inputs import (
             check_heads,
-            check_input_ids,
+            check_model_input_ids,
             check_sparse_options,
-            embedding_rows,
             plan_batches,
-            position_rows,
         )
         from m3kit.encoder_outputs import OutputCollector
 
@@ -350,8 +348,7 @@ class EncoderPool:
         check_sparse_options(sparse_top_k, sparse_min_weight)
         wanted = check_heads(self.encoder.available_heads, heads)
         ids = [list(map(int, seq)) for seq in input_ids]
-        model = self.encoder.model
-        check_input_ids(ids, embedding_rows(model), position_rows(model))
+        check_model_input_ids(self.encoder.model, ids)
         n = len(ids)
         batches = plan_batches(
             [len(s) for s in ids],

@@ -80,8 +80,9 @@ def split_list(value: str | None) -> list[str] | None:
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, use: str) -> None:
     """``--device``, ``--dtype``, ``--max-length``, ``--batch-size``, ``--max-batch-tokens``
-    and ``--query-instruction``: how the model is loaded for ``use`` (each default: the
-    checkpoint's own, as ``M3Encoder.from_pretrained``'s)."""
+    and ``--query-instruction``: how the model is loaded for ``use`` (defaults:
+    ``M3Encoder.from_pretrained``'s: the checkpoint's own length and instruction, 32 texts and
+    8192 padded tokens per pass)."""
     from m3kit.cli_scale import positive_int
     from m3kit.precision import Precision
 

@@ -110,8 +110,18 @@ async def _result(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _run_sync(flow: Coroutine[Any, Any, _T]) -> _T:
-    """The result of ``flow`` driven with a sync client (it never suspends)."""
+def _run_sync(client: Any, flow: Coroutine[Any, Any, _T]) -> _T:
+    """The result of ``flow`` driven with ``client``, a sync client (it never suspends).
+
+    Raises:
+        TypeError: ``client`` is an async client (``AsyncQdrantClient``: use the ``a``
+            functions).
+    """
+    if inspect.iscoroutinefunction(getattr(client, "collection_exists", None)):
+        flow.close()
+        raise TypeError(
+            f"{type(client).__name__} is an async client: use acheck_models / arecord_models"
+        )
     try:
         flow.send(None)
     except StopIteration as done:
@@ -284,7 +294,7 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
         ValueError: The collection records another sparse cut or document prefix (names
             both).
     """
-    _run_sync(_check_models(client, collection, identities))
+    _run_sync(client, _check_models(client, collection, identities))
 
 
 async def acheck_models(aclient: Any, collection: str, identities: dict[str, str]) -> None:
@@ -317,7 +327,7 @@ def record_models(
             wrote the collection since this one was built).
         ValueError: As :func:`check_models` (another sparse cut or document prefix).
     """
-    return _run_sync(_record_models(client, collection, identities, created=created))
+    return _run_sync(client, _record_models(client, collection, identities, created=created))
 
 
 async def arecord_models(
