@@ -2,13 +2,14 @@
 
 Its query checks (:func:`check_query`, :func:`with_node_ids`) and two per-task handoffs into
 ``QdrantVectorStore.aquery``, which calls the store's fusion and sparse query functions
-itself: the query's own ``alpha`` (:class:`QueryAlphaFusion`), and the query's sparse vector
-encoded in a worker thread beforehand (:class:`QueryVectorHandoff`), so the M3 forward pass
-does not run on the event loop.
+itself: the query's own ``alpha`` (:class:`QueryAlphaFusion`), and the sparse vectors of the
+query (or of the nodes ``async_add`` adds) encoded in a worker thread beforehand
+(:class:`VectorHandoff`), so the M3 forward pass does not run on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,12 +23,17 @@ from llama_index.core.vector_stores.types import (
 
 from llamaindex_m3.vector_store_query import check_mode, query_text_state
 
+#: One text's sparse vector as the store's sparse functions give it: ``(indices, values)``.
+SparseRow = tuple[list[int], list[float]]
+
 __all__ = [
+    "DOC_VECTORS",
     "QUERY_ALPHA",
     "QUERY_VECTORS",
     "QueryAlphaFusion",
-    "QueryVectorHandoff",
+    "VectorHandoff",
     "check_query",
+    "encoded_in_thread",
     "with_node_ids",
 ]
 
@@ -59,30 +65,42 @@ class QueryAlphaFusion:
         return self.fuse(dense_result, sparse_result, **kwargs)  # type: ignore[no-any-return]
 
 
-#: The sparse vectors of the query :meth:`M3QdrantVectorStore.aquery` is answering (per task):
-#: ``(query texts, what the sparse query function returned for them)``.
-QUERY_VECTORS: ContextVar[tuple[list[str], Any] | None] = ContextVar(
+#: Per task: ``{text: (indices, values)}`` of the query :meth:`M3QdrantVectorStore.aquery` is
+#: answering, encoded in a worker thread beforehand.
+QUERY_VECTORS: ContextVar[dict[str, SparseRow] | None] = ContextVar(
     "m3kit_query_vectors", default=None
 )
+#: Per task: the same for the nodes :meth:`M3QdrantVectorStore.async_add` is adding.
+DOC_VECTORS: ContextVar[dict[str, SparseRow] | None] = ContextVar("m3kit_doc_vectors", default=None)
 
 
-class QueryVectorHandoff:
-    """A sparse query function answering the query being answered from :data:`QUERY_VECTORS`.
+class VectorHandoff:
+    """A sparse function answering from vectors encoded for the call being answered.
 
-    ``QdrantVectorStore.aquery`` calls the sparse query function on the event loop: an M3
-    forward pass that blocked every other task for its length (8 concurrent queries ran one
-    after another). :meth:`M3QdrantVectorStore.aquery` encodes the query in a worker thread
-    first; this hands that result over (other texts, or no handoff: ``fn`` is called).
+    ``QdrantVectorStore.aquery`` and ``async_add`` call the sparse query / document function
+    on the event loop: an M3 forward pass that blocked every other task for its length (8
+    concurrent sparse queries ran one after another). :meth:`M3QdrantVectorStore.aquery` /
+    ``async_add`` encode in a worker thread first (:func:`encoded_in_thread`) and set
+    ``handed``; this returns those vectors (texts it was not handed, or no handoff: ``fn``
+    is called).
     """
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Any, handed: ContextVar[dict[str, SparseRow] | None]) -> None:
         self.fn = fn
+        self.handed = handed
 
-    def __call__(self, texts: list[str]) -> Any:
-        handed = QUERY_VECTORS.get()
-        if handed is not None and handed[0] == list(texts):
-            return handed[1]
-        return self.fn(texts)
+    def __call__(self, texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+        handed = self.handed.get()
+        if handed is not None and all(t in handed for t in texts):
+            rows = [handed[t] for t in texts]
+            return [r[0] for r in rows], [r[1] for r in rows]
+        return self.fn(texts)  # type: ignore[no-any-return]
+
+
+async def encoded_in_thread(fn: Any, texts: list[str]) -> dict[str, SparseRow]:
+    """``{text: (indices, values)}`` of ``fn(texts)``, run in a worker thread."""
+    indices, values = await asyncio.to_thread(fn, texts)
+    return {t: (i, v) for t, i, v in zip(texts, indices, values, strict=True)}
 
 
 def check_query(query: VectorStoreQuery) -> None:

@@ -41,21 +41,22 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.schema import BaseNode
+from llama_index.core.schema import BaseNode, MetadataMode
 
 from llamaindex_m3._open_store import OpenStoreCopies
 from llamaindex_m3._qdrant_query import (
+    DOC_VECTORS,
     QUERY_ALPHA,
     QUERY_VECTORS,
     QueryAlphaFusion,
-    QueryVectorHandoff,
+    VectorHandoff,
     check_query,
+    encoded_in_thread,
     with_node_ids,
 )
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
@@ -210,7 +211,8 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         )
         self._m3_doc_fn = doc_fn
         self._hybrid_fusion_fn = QueryAlphaFusion(self._hybrid_fusion_fn)
-        self._sparse_query_fn = QueryVectorHandoff(self._sparse_query_fn)
+        self._sparse_query_fn = VectorHandoff(self._sparse_query_fn, QUERY_VECTORS)
+        self._sparse_doc_fn = VectorHandoff(self._sparse_doc_fn, DOC_VECTORS)
         if self._client is not None:  # (an async-only store: at its first async call)
             check_models(self._client, collection_name, self._model_identities())
             self._m3_checked = True
@@ -261,8 +263,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """``QdrantVectorStore``'s, the fusion function given the query's own ``alpha`` in
         :meth:`aquery` too."""
         fuse = None if hybrid_fusion_fn is None else QueryAlphaFusion(hybrid_fusion_fn)
-        encode = None if sparse_query_fn is None else QueryVectorHandoff(sparse_query_fn)
-        super().set_query_functions(sparse_doc_fn, encode, fuse)
+        encode = None if sparse_query_fn is None else VectorHandoff(sparse_query_fn, QUERY_VECTORS)
+        docs = None if sparse_doc_fn is None else VectorHandoff(sparse_doc_fn, DOC_VECTORS)
+        super().set_query_functions(docs, encode, fuse)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.query``; another mode than default, sparse and hybrid, or a
@@ -288,12 +291,11 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         await self._acheck_models()
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         vectors = None
-        if query.mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID):
+        encode = self._sparse_query_fn
+        if encode and query.mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID):
             # encoded here in a worker thread, handed to QdrantVectorStore.aquery, which
-            # called the sparse query function on the event loop (see QueryVectorHandoff)
-            texts = [query.query_str or ""]
-            encode = self._sparse_query_fn
-            vectors = (texts, await asyncio.to_thread(encode, texts)) if encode else None
+            # calls the sparse query function on the event loop (see VectorHandoff)
+            vectors = await encoded_in_thread(encode, [query.query_str or ""])
         handed = QUERY_VECTORS.set(vectors)
         token = QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
         try:
@@ -326,10 +328,23 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     async def async_add(
         self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **kwargs: Any
     ) -> list[str]:
-        """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does."""
+        """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does; the sparse
+        vectors of nodes without a carried one are encoded in a worker thread (LlamaIndex's
+        store encodes them on the event loop)."""
         self._check_late(nodes)
         existed = await self._arecord_models()
-        ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
+        texts = [
+            node.get_content(metadata_mode=MetadataMode.EMBED)
+            for node in nodes
+            if carried_sparse(node, self._m3_doc_fn) is None
+        ]
+        encode = self._sparse_doc_fn
+        vectors = await encoded_in_thread(encode, texts) if encode and texts else None
+        handed = DOC_VECTORS.set(vectors)
+        try:
+            ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
+        finally:
+            DOC_VECTORS.reset(handed)
         if not existed:
             await self._arecord_models(created=True)
         return ids

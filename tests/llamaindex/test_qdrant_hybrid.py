@@ -182,3 +182,43 @@ async def test_m3_qdrant_store_aquery_encodes_the_query_off_the_event_loop(
         assert len(threads) == len(queries) and loop_thread not in threads, mode
         for query, answer in zip(queries, answers, strict=True):
             assert answer.ids == store.query(query).ids, mode
+
+
+async def test_m3_qdrant_store_async_add_encodes_off_the_event_loop(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """``QdrantVectorStore.async_add`` builds its points (the sparse document function: an M3
+    forward pass per batch) on the event loop. The vectors of nodes the embedding did not
+    hand over are encoded in a worker thread; the points are the sync ``add``'s."""
+    import threading
+
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    store = M3QdrantVectorStore(
+        "docs_async",
+        client=QdrantClient(":memory:"),
+        aclient=AsyncQdrantClient(":memory:"),
+        sparse_model=tiny_encoder,  # no handoff: every node encoded by the store
+    )
+    nodes = [
+        TextNode(text=d.text, id_=f"00000000-0000-0000-0000-00000000000{i}")
+        for i, d in enumerate(DOCS)
+    ]
+    for node in nodes:
+        node.embedding = embed.get_text_embedding(node.get_content(MetadataMode.EMBED))
+    threads: list[int] = []
+    doc_fn, query_fn = m3_sparse_fns(tiny_encoder)
+
+    def recording(texts: list[str]) -> Any:
+        threads.append(threading.get_ident())
+        return doc_fn(texts)
+
+    store.add(nodes)  # the sync client's database (first: it creates the collection there)
+    store.set_query_functions(recording, query_fn, store._hybrid_fusion_fn.fuse)
+    await store.async_add(nodes)  # the async client's
+    assert threads and threading.get_ident() not in threads
+    query = VectorStoreQuery(
+        query_str=DOCS[1].text, similarity_top_k=4, mode=VectorStoreQueryMode.SPARSE
+    )
+    sync, asyn = store.query(query), await store.aquery(query)
+    assert asyn.ids == sync.ids
+    assert asyn.similarities == pytest.approx(sync.similarities, abs=1e-6)
