@@ -99,16 +99,15 @@ def test_hybrid_query_engine(hybrid_index: tuple[VectorStoreIndex, QdrantClient]
     assert str(response)  # MockLLM answers with filler text
 
 
-async def test_m3_qdrant_store_async_hybrid_query_keeps_alpha_zero(tiny_encoder: M3Encoder) -> None:
-    """LlamaIndex's ``QdrantVectorStore.aquery`` fused with ``alpha=query.alpha or 0.5``: an
-    async hybrid query with ``alpha=0`` (sparse only) was fused 50/50 while ``query`` kept 0.
-    ``M3QdrantVectorStore`` passes the query's own alpha to the fusion, sync and async."""
-    embed = M3Embedding.from_encoder(tiny_encoder)  # its own: the store starts its handoff
+def _two_client_store(
+    name: str, sparse_model: M3Encoder | M3Embedding, embed: M3Embedding
+) -> tuple[M3QdrantVectorStore, list[TextNode]]:
+    """A store on two in-memory databases (sync and async client) and DOCS as embedded nodes."""
     store = M3QdrantVectorStore(
-        "alpha",
+        name,
         client=QdrantClient(":memory:"),
         aclient=AsyncQdrantClient(":memory:"),
-        sparse_model=embed,
+        sparse_model=sparse_model,
     )
     nodes = [
         TextNode(text=d.text, id_=f"00000000-0000-0000-0000-00000000000{i}", metadata=d.metadata)
@@ -116,6 +115,15 @@ async def test_m3_qdrant_store_async_hybrid_query_keeps_alpha_zero(tiny_encoder:
     ]
     for node in nodes:
         node.embedding = embed.get_text_embedding(node.get_content(MetadataMode.EMBED))
+    return store, nodes
+
+
+async def test_m3_qdrant_store_async_hybrid_query_keeps_alpha_zero(tiny_encoder: M3Encoder) -> None:
+    """LlamaIndex's ``QdrantVectorStore.aquery`` fused with ``alpha=query.alpha or 0.5``: an
+    async hybrid query with ``alpha=0`` (sparse only) was fused 50/50 while ``query`` kept 0.
+    ``M3QdrantVectorStore`` passes the query's own alpha to the fusion, sync and async."""
+    embed = M3Embedding.from_encoder(tiny_encoder)  # its own: the store starts its handoff
+    store, nodes = _two_client_store("alpha", embed, embed)
     store.add(nodes)  # the same points through both clients (two in-memory databases)
     await store.async_add(nodes)
     text = DOCS[1].text
@@ -143,18 +151,7 @@ async def test_m3_qdrant_store_aquery_encodes_the_query_off_the_event_loop(
     import threading
 
     embed = M3Embedding.from_encoder(tiny_encoder)
-    store = M3QdrantVectorStore(
-        "loop",
-        client=QdrantClient(":memory:"),
-        aclient=AsyncQdrantClient(":memory:"),
-        sparse_model=embed,
-    )
-    nodes = [
-        TextNode(text=d.text, id_=f"00000000-0000-0000-0000-00000000000{i}")
-        for i, d in enumerate(DOCS)
-    ]
-    for node in nodes:
-        node.embedding = embed.get_text_embedding(node.get_content(MetadataMode.EMBED))
+    store, nodes = _two_client_store("loop", embed, embed)
     store.add(nodes)
     await store.async_add(nodes)
     threads: list[int] = []
@@ -193,18 +190,8 @@ async def test_m3_qdrant_store_async_add_encodes_off_the_event_loop(
     import threading
 
     embed = M3Embedding.from_encoder(tiny_encoder)
-    store = M3QdrantVectorStore(
-        "docs_async",
-        client=QdrantClient(":memory:"),
-        aclient=AsyncQdrantClient(":memory:"),
-        sparse_model=tiny_encoder,  # no handoff: every node encoded by the store
-    )
-    nodes = [
-        TextNode(text=d.text, id_=f"00000000-0000-0000-0000-00000000000{i}")
-        for i, d in enumerate(DOCS)
-    ]
-    for node in nodes:
-        node.embedding = embed.get_text_embedding(node.get_content(MetadataMode.EMBED))
+    # sparse_model an encoder: no handoff, every node encoded by the store
+    store, nodes = _two_client_store("docs_async", tiny_encoder, embed)
     threads: list[int] = []
     doc_fn, query_fn = m3_sparse_fns(tiny_encoder)
 
