@@ -331,13 +331,14 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does; the sparse
         vectors of nodes without a carried one are encoded in a worker thread (LlamaIndex's
         store encodes them on the event loop)."""
-        self._check_late(nodes)
-        existed = await self._arecord_models()
+        # the texts _build_points encodes: nodes without a carried sparse vector (one pass
+        # that also refuses a late-chunked node it would refuse, before anything is written)
         texts = [
             node.get_content(metadata_mode=MetadataMode.EMBED)
             for node in nodes
             if carried_sparse(node, self._m3_doc_fn) is None
         ]
+        existed = await self._arecord_models()
         encode = self._sparse_doc_fn
         vectors = await encoded_in_thread(encode, texts) if encode and texts else None
         handed = DOC_VECTORS.set(vectors)

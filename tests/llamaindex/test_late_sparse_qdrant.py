@@ -192,6 +192,21 @@ def test_store_refuses_nodes_of_another_model(
     assert store.add([legacy]) == [legacy.node_id]
 
 
+async def test_async_add_refuses_nodes_of_another_model_before_anything_is_written(
+    tiny_encoder: M3Encoder, other_tiny_encoder: M3Encoder
+) -> None:
+    from qdrant_client import AsyncQdrantClient
+
+    aclient = AsyncQdrantClient(":memory:")
+    store = M3QdrantVectorStore("x", aclient=aclient, sparse_model=tiny_encoder)
+    foreign = _nodes(other_tiny_encoder)
+    with pytest.raises(ValueError, match=f"node {foreign[0].node_id} was late-chunked by another"):
+        await store.async_add([*_nodes(tiny_encoder), foreign[0]])
+    assert not await aclient.collection_exists("x")  # refused before the collection was made
+    own = _nodes(tiny_encoder)
+    assert await store.async_add(own) == [n.node_id for n in own]
+
+
 def test_store_cuts_carried_sparse_as_its_model_cuts(
     tiny_encoder: M3Encoder, tiny_m3_path: Path
 ) -> None:
