@@ -362,13 +362,13 @@ def position_limit(path: Path) -> int | None:
     ``max_position_embeddings``, less the two positions RoBERTa-style models reserve), or
     ``None`` when it declares none. It may exceed what the checkpoint declares as its length
     (all-MiniLM-L6-v2: 256 declared, 512 positions)."""
-    cfg = path / "config.json"
-    if _read_json(cfg).get("position_embedding_type", "absolute") != "absolute":
+    cfg = _read_json(path / "config.json")
+    if cfg.get("position_embedding_type", "absolute") != "absolute":
         return None  # rotary / ALiBi / relative positions: no table that ends there
-    value = _read_json(cfg).get("max_position_embeddings")
+    value = cfg.get("max_position_embeddings")
     if isinstance(value, int) and value > 0:
         # RoBERTa-style position ids start after padding_idx: two positions are reserved.
-        offset = 2 if _read_json(cfg).get("model_type") in _PADDING_OFFSET_TYPES else 0
+        offset = 2 if cfg.get("model_type") in _PADDING_OFFSET_TYPES else 0
         return value - offset
     return None
 
