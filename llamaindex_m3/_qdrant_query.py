@@ -20,8 +20,10 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
+from qdrant_client.models import Filter
 
-from llamaindex_m3.vector_store_query import check_mode, query_text_state
+from llamaindex_m3.vector_store_query import check_mode, query_budget, query_text_state
+from m3kit.store.filters import distinct_ids
 
 #: One text's sparse vector as the store's sparse functions give it: ``(indices, values)``.
 SparseRow = tuple[list[int], list[float]]
@@ -29,13 +31,20 @@ SparseRow = tuple[list[int], list[float]]
 __all__ = [
     "DOC_VECTORS",
     "QUERY_ALPHA",
+    "QUERY_KWARGS",
     "QUERY_VECTORS",
     "QueryAlphaFusion",
     "VectorHandoff",
     "check_query",
+    "delete_selects",
     "encoded_in_thread",
+    "query_kwargs",
     "with_node_ids",
 ]
+
+#: What ``QdrantVectorStore.query`` reads from its ``**kwargs`` (a retriever's
+#: ``vector_store_kwargs``); it ignored anything else, a misspelt ``qdrant_filter`` too.
+QUERY_KWARGS = frozenset({"qdrant_filters", "search_params", "shard_identifier"})
 
 #: The ``alpha`` of the hybrid query :meth:`M3QdrantVectorStore.aquery` is answering (per task).
 QUERY_ALPHA: ContextVar[float | None] = ContextVar("m3kit_query_alpha", default=None)
@@ -111,12 +120,25 @@ def check_query(query: VectorStoreQuery) -> None:
     its sparse vector is encoded from ``query_str`` (a dense ``query_embedding`` cannot supply
     it), and a blank one gives an empty sparse vector, which matches nothing.
 
+    ``alpha`` outside [0, 1], a ``sparse_top_k`` / ``hybrid_top_k`` below 1 and an id list
+    given as one string are refused as :class:`~llamaindex_m3.M3VectorStore` refuses them
+    (``QdrantVectorStore`` fused with ``alpha=-1``, read a budget of 0 as unset, and failed
+    on ``doc_ids="d1"`` with a pydantic error about ``MatchAny``).
+
     Raises:
         NotImplementedError: Names a mode other than default, sparse and hybrid.
         ValueError: Names the mode and the missing ``query_embedding``, or the missing, empty
-            or whitespace-only ``query_str``.
+            or whitespace-only ``query_str``; or names ``alpha`` or the budget out of range.
+        TypeError: ``doc_ids`` / ``node_ids`` is a single string or holds a non-string.
     """
     mode = check_mode(query, "M3QdrantVectorStore")
+    if query.alpha is not None and not 0.0 <= query.alpha <= 1.0:
+        raise ValueError(f"VectorStoreQuery.alpha must be in [0, 1], got {query.alpha}")
+    for budget in ("sparse_top_k", "hybrid_top_k"):
+        query_budget(query, budget)
+    for ids in ("doc_ids", "node_ids"):
+        if getattr(query, ids) is not None:
+            distinct_ids(getattr(query, ids), f"VectorStoreQuery.{ids}")
     if mode is not VectorStoreQueryMode.SPARSE and query.query_embedding is None:
         raise ValueError(
             f"{mode.value} mode searches by VectorStoreQuery.query_embedding, which is missing "
@@ -145,3 +167,45 @@ def with_node_ids(
     if node_ids is None or filters is None or filters.condition is FilterCondition.AND:
         return filters
     return MetadataFilters(filters=[filters], condition=FilterCondition.AND)
+
+
+def query_kwargs(kwargs: dict[str, Any], own_filter: Any) -> dict[str, Any]:
+    """A query's ``**kwargs`` checked, its ``qdrant_filters`` joined with the query's own filter.
+
+    ``QdrantVectorStore.query`` ignored every other key (a misspelt ``qdrant_filter`` ran
+    unfiltered), and a ``qdrant_filters`` replaced the query's ``filters``, ``doc_ids`` and
+    ``node_ids`` silently; both apply here (``AND``).
+
+    Args:
+        kwargs: The query's keyword arguments.
+        own_filter: The query's own filter (``QdrantVectorStore._build_query_filter``), or
+            ``None``.
+
+    Raises:
+        TypeError: Names the keys ``QdrantVectorStore`` does not read.
+    """
+    unknown = sorted(set(kwargs) - QUERY_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"M3QdrantVectorStore.query got unsupported arguments {unknown}; it takes "
+            f"{sorted(QUERY_KWARGS)}"
+        )
+    given = kwargs.get("qdrant_filters")
+    if given is None or own_filter is None:
+        return kwargs
+    return {**kwargs, "qdrant_filters": Filter(must=[given, own_filter])}
+
+
+def delete_selects(node_ids: list[str] | None, filters: MetadataFilters | None) -> None:
+    """Refuse a ``delete_nodes`` that names no node: ``QdrantVectorStore`` deleted them all.
+
+    Raises:
+        ValueError: ``node_ids`` is ``None`` and ``filters`` is ``None`` or holds no filter.
+    """
+    if node_ids is None and (filters is None or not filters.filters):
+        given = "is None" if filters is None else "is an empty MetadataFilters"
+        raise ValueError(
+            f"M3QdrantVectorStore.delete_nodes needs node_ids or filters with a filter; "
+            f"node_ids is None and filters {given} (QdrantVectorStore deleted every node; to "
+            "do that, call clear())"
+        )

@@ -94,7 +94,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from qdrant_client import models
 
-__all__ = ["DOCUMENT_KEYS", "TOP_LEVEL_KEYS", "to_store_filter"]
+__all__ = ["DOCUMENT_KEYS", "TOP_LEVEL_KEYS", "to_flat_payload_filter", "to_store_filter"]
 
 DOCUMENT_KEYS = frozenset({"doc_id", "ref_doc_id", "document_id"})
 """Filter keys that name the node's document (the store's ``doc_id`` field, what
@@ -124,9 +124,37 @@ def to_store_filter(filters: MetadataFilters | None) -> Mapping[str, Any] | mode
     """
     if filters is None or not filters.filters:
         return None
-    translated = _group(filters)  # validates every value, also for the mapping form
+    translated = _group(filters, _condition)  # validates every value, also for the mapping form
     simple = _as_mapping(filters)
     return simple if simple is not None else translated
+
+
+def to_flat_payload_filter(filters: MetadataFilters) -> models.Filter:
+    """The qdrant ``Filter`` of LlamaIndex filters on LlamaIndex's own Qdrant payload layout.
+
+    ``QdrantVectorStore`` (llama-index-vector-stores-qdrant) writes a node's metadata keys at
+    the top level of its payload, with ``doc_id`` / ``document_id`` / ``ref_doc_id`` beside
+    them; a key is that payload path (dots address nested metadata, as there). Operators mean
+    what they mean in :func:`to_store_filter` (the table above), so
+    :class:`~llamaindex_m3.M3QdrantVectorStore` filters as :class:`~llamaindex_m3.M3VectorStore`
+    does. ``QdrantVectorStore``'s own translation differs silently: ``TEXT_MATCH`` compares
+    whole tokens and ignores case, ``TEXT_MATCH_INSENSITIVE`` finds nothing for a substring,
+    ``NE`` / ``NIN`` match a list holding the value and miss a node without the key, and an
+    ``IN`` list of floats is a pydantic error.
+
+    Args:
+        filters: The filters of one group (nested groups are translated too).
+
+    Raises:
+        NotImplementedError: An operator this translation cannot express exactly.
+        ValueError: A value of the wrong shape for its operator, or an empty nested group.
+
+    >>> f = to_flat_payload_filter(MetadataFilters(filters=[
+    ...     MetadataFilter(key="year", value=2020, operator=">=")]))
+    >>> f.must[0].key, f.must[0].range.gte
+    ('year', 2020.0)
+    """
+    return _group(filters, _flat_condition)
 
 
 def _as_mapping(filters: MetadataFilters) -> dict[str, Any] | None:
@@ -151,7 +179,9 @@ def _as_mapping(filters: MetadataFilters) -> dict[str, Any] | None:
     return out
 
 
-def _group(filters: MetadataFilters) -> models.Filter:
+def _group(
+    filters: MetadataFilters, condition_of: Callable[[MetadataFilter], models.Condition]
+) -> models.Filter:
     conditions: list[models.Condition] = []
     for f in filters.filters:
         if isinstance(f, MetadataFilters):
@@ -160,9 +190,9 @@ def _group(filters: MetadataFilters) -> models.Filter:
                     "an empty nested MetadataFilters has no agreed meaning (everything? "
                     "nothing?); leave it out"
                 )
-            conditions.append(_group(f))
+            conditions.append(_group(f, condition_of))
         else:
-            conditions.append(_condition(f))
+            conditions.append(condition_of(f))
     condition = filters.condition or FilterCondition.AND
     if condition is FilterCondition.AND:
         return models.Filter(must=conditions)
@@ -223,7 +253,7 @@ _BUILDERS: dict[FilterOperator, Callable[[str, MetadataFilter], models.Condition
 }
 
 
-def _condition(f: MetadataFilter) -> models.Condition:
+def _builder(f: MetadataFilter) -> Callable[[str, MetadataFilter], models.Condition]:
     build = _BUILDERS.get(f.operator)
     if build is None:
         names = ", ".join(
@@ -231,8 +261,19 @@ def _condition(f: MetadataFilter) -> models.Condition:
         )
         raise NotImplementedError(
             f"MetadataFilter operator {f.operator.name} ({f.operator.value!r}) on {f.key!r} is "
-            f"not supported by M3Retriever; supported: {names}"
+            f"not supported by m3kit's stores; supported: {names}"
         )
+    return build
+
+
+def _flat_condition(f: MetadataFilter) -> models.Condition:
+    """A filter on LlamaIndex's Qdrant payload: the key is the payload path."""
+    return _builder(f)(f.key, f)
+
+
+def _condition(f: MetadataFilter) -> models.Condition:
+    """A filter on :mod:`m3kit.store`'s payload (metadata under ``metadata.``)."""
+    build = _builder(f)
     if f.key in DOCUMENT_KEYS:
         return document_key_condition(f, build)
     if f.key in TOP_LEVEL_KEYS:  # the value hit_to_node shows: the user's key, else the field

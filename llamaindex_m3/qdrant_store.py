@@ -19,8 +19,15 @@ filtering (``QdrantVectorStore`` ignored it); ``add([])`` returns ``[]`` (``Qdra
 raised on a collection not created yet); a query mode other than default, sparse and hybrid
 (MMR, text search...) raises ``NotImplementedError`` (``QdrantVectorStore`` ran a dense search
 instead); a default or hybrid query without ``query_embedding`` raises ``ValueError``
-(``QdrantVectorStore`` returned the first stored nodes, unranked). Everything else
-(payload, ids, queries, hybrid fusion) is ``QdrantVectorStore``'s own.
+(``QdrantVectorStore`` returned the first stored nodes, unranked). ``MetadataFilters`` mean
+what they mean in :class:`~llamaindex_m3.M3VectorStore`
+(:func:`~llamaindex_m3.filters.to_flat_payload_filter`; ``QdrantVectorStore``'s translation
+differed silently); ``delete_nodes`` naming no node is refused (``QdrantVectorStore`` deleted
+every node); ``alpha`` outside [0, 1], budgets below 1 and an id list given as one string are
+refused; keyword arguments ``QdrantVectorStore`` would ignore are refused, and a query's
+``qdrant_filters`` applies together with its ``filters`` / ``doc_ids`` / ``node_ids``
+(``QdrantVectorStore`` dropped them). Everything else (payload, ids, hybrid fusion) is
+``QdrantVectorStore``'s own.
 
 Example::
 
@@ -56,10 +63,13 @@ from llamaindex_m3._qdrant_query import (
     QueryAlphaFusion,
     VectorHandoff,
     check_query,
+    delete_selects,
     encoded_in_thread,
+    query_kwargs,
     with_node_ids,
 )
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
+from llamaindex_m3.filters import to_flat_payload_filter
 from llamaindex_m3.late_nodes import (
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
@@ -84,7 +94,6 @@ from m3kit.store.stock_record import (
 
 try:
     from llama_index.core.vector_stores.types import (
-        FilterCondition,
         MetadataFilters,
         VectorStoreQuery,
         VectorStoreQueryMode,
@@ -147,6 +156,14 @@ def _store_arguments() -> set[str]:
     params = inspect.signature(QdrantVectorStore.__init__).parameters.values()
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name for p in params if p.kind in named} - {"self", "collection_name"}
+
+
+def _no_kwargs(method: str, kwargs: dict[str, Any]) -> None:
+    """Refuse what ``QdrantVectorStore`` takes as ``**kwargs`` and ignores (a misspelt
+    argument, swallowed)."""
+    unknown = sorted(kwargs)
+    if unknown:
+        raise TypeError(f"M3QdrantVectorStore.{method} got unsupported arguments: {unknown}")
 
 
 class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
@@ -281,6 +298,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
                 search found nothing, silently).
         """
         check_query(query)
+        kwargs = query_kwargs(kwargs, self._build_query_filter(query))
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
@@ -288,6 +306,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); another mode, or a sparse
         or hybrid query without text or with a blank one, is refused as in :meth:`query`."""
         check_query(query)
+        kwargs = query_kwargs(kwargs, self._build_query_filter(query))
         await self._acheck_models()
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         vectors = None
@@ -316,6 +335,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             ValueError: A late-chunked node the store refuses (see :func:`carried_sparse`),
                 before anything is written (the collection is not created either).
         """
+        _no_kwargs("add", add_kwargs)
         if not nodes:
             return []
         self._check_late(nodes)
@@ -331,6 +351,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does; the sparse
         vectors of nodes without a carried one are encoded in a worker thread (LlamaIndex's
         store encodes them on the event loop)."""
+        _no_kwargs("async_add", kwargs)
         # the texts _build_points encodes: nodes without a carried sparse vector (one pass
         # that also refuses a late-chunked node it would refuse, before anything is written)
         texts = [
@@ -394,9 +415,17 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     ) -> None:
         """``QdrantVectorStore.delete_nodes``; with ``node_ids`` and ``filters``, only the nodes
         matching both, whatever the filters' condition (LlamaIndex's deleted every node an
-        ``OR`` group matched; see :func:`~llamaindex_m3._qdrant_query.with_node_ids`)."""
+        ``OR`` group matched; see :func:`~llamaindex_m3._qdrant_query.with_node_ids`).
+
+        Raises:
+            ValueError: Neither ``node_ids`` nor a filter is given (``QdrantVectorStore``
+                deleted every node: use :meth:`clear`).
+            TypeError: An argument ``QdrantVectorStore`` would have ignored.
+        """
+        _no_kwargs("delete_nodes", delete_kwargs)
+        delete_selects(node_ids, filters)
         filters = with_node_ids(node_ids, filters)
-        super().delete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
+        super().delete_nodes(node_ids, filters, shard_identifier)
 
     async def adelete_nodes(
         self,
@@ -406,16 +435,32 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         **delete_kwargs: Any,
     ) -> None:
         """:meth:`delete_nodes` through the async client."""
+        _no_kwargs("adelete_nodes", delete_kwargs)
+        delete_selects(node_ids, filters)
         filters = with_node_ids(node_ids, filters)
-        await super().adelete_nodes(node_ids, filters, shard_identifier, **delete_kwargs)
+        await super().adelete_nodes(node_ids, filters, shard_identifier)
 
     def _build_subfilter(self, filters: MetadataFilters) -> Any:
-        """``QdrantVectorStore``'s filter of a group; one without a condition is an ``AND``
-        group, as LlamaIndex's own filtering reads it (``QdrantVectorStore`` built no condition
-        from it: it matched every node). Nested groups come back here too."""
-        if filters.condition is None:
-            filters = MetadataFilters(filters=filters.filters, condition=FilterCondition.AND)
-        return super()._build_subfilter(filters)
+        """The filter of a group, as :func:`~llamaindex_m3.filters.to_flat_payload_filter`
+        translates it: what :class:`~llamaindex_m3.M3VectorStore`'s filters mean, on this
+        store's payload. ``QdrantVectorStore``'s own translation differed silently (whole
+        tokens for ``TEXT_MATCH``, ``NE`` on lists, a group without a condition matching
+        every node; see that function)."""
+        return to_flat_payload_filter(filters)
+
+    def delete(
+        self, ref_doc_id: str, shard_identifier: Any | None = None, **delete_kwargs: Any
+    ) -> None:
+        """``QdrantVectorStore.delete``; an argument it would ignore is refused."""
+        _no_kwargs("delete", delete_kwargs)
+        super().delete(ref_doc_id, shard_identifier)
+
+    async def adelete(
+        self, ref_doc_id: str, shard_identifier: Any | None = None, **delete_kwargs: Any
+    ) -> None:
+        """:meth:`delete` through the async client."""
+        _no_kwargs("adelete", delete_kwargs)
+        await super().adelete(ref_doc_id, shard_identifier)
 
     @classmethod
     def class_name(cls) -> str:

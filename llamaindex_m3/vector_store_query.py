@@ -24,7 +24,7 @@ from m3kit.store.index_search import dense_query
 if TYPE_CHECKING:
     from llamaindex_m3.vector_store import M3VectorStore
 
-__all__ = ["check_mode", "query_hits", "query_settings", "query_text_state"]
+__all__ = ["check_mode", "query_budget", "query_hits", "query_settings", "query_text_state"]
 
 _MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID)
 
@@ -109,9 +109,9 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     if mode is VectorStoreQueryMode.SPARSE and sparse is not None and len(sparse) == 0:
         return []  # no query token has a weight (the index's sparse cut keeps): nothing matches
     if mode is VectorStoreQueryMode.SPARSE:
-        k = _budget(query, "sparse_top_k") or query.similarity_top_k
+        k = query_budget(query, "sparse_top_k") or query.similarity_top_k
     elif mode is VectorStoreQueryMode.HYBRID:
-        k = _budget(query, "hybrid_top_k") or query.similarity_top_k
+        k = query_budget(query, "hybrid_top_k") or query.similarity_top_k
     else:
         k = query.similarity_top_k
     return index.store.query(
@@ -127,7 +127,7 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
     )
 
 
-def _budget(query: VectorStoreQuery, name: str) -> int | None:
+def query_budget(query: VectorStoreQuery, name: str) -> int | None:
     """``query.<name>`` (``sparse_top_k`` / ``hybrid_top_k``) where the mode uses it: ``None``
     (the query's ``similarity_top_k`` then) or an int >= 1; a 0 was silently read as unset.
 
@@ -158,7 +158,7 @@ def query_settings(
     if rerank is None and not hybrid:  # no ColBERT outside hybrid mode: the query decides
         call["rerank"] = False
     if call["candidates"] is None and mode is VectorStoreQueryMode.HYBRID:
-        call["candidates"] = _budget(query, "sparse_top_k")
+        call["candidates"] = query_budget(query, "sparse_top_k")
     # the store's weights are dropped where the query's mode or arguments choose rrf / dbsf
     args = index.layered_settings(call, held)
     if args["rerank"] is None:  # hybrid mode: ColBERT as the index's defaults decide

@@ -18,13 +18,13 @@ The last tests pin fixes of ``QdrantVectorStore`` behaviours ``M3QdrantVectorSto
 ``MetadataFilters`` without ``condition`` (ignored) and ``add([])`` on a new store (raised).
 
 Where m3kit documents another behaviour, the test asserts it and says so: ``M3VectorStore``'s
-``clear`` keeps the collection (upstream drops it, so reading afterwards raises), and it
-refuses ``TEXT_MATCH_INSENSITIVE`` (upstream runs Qdrant's ``MatchText``); in hybrid mode each
-retriever fetches ``sparse_top_k`` candidates, at least ``hybrid_top_k``, and ColBERT re-scores
-them (upstream: ``similarity_top_k`` dense and ``sparse_top_k`` sparse candidates); ``NE`` /
-``NIN`` match a node without the key (upstream: not); an empty nested ``MetadataFilters`` is
-refused (upstream: skipped); ``get_nodes`` returns nodes without ``embedding`` (upstream: the
-stored dense vector).
+``clear`` keeps the collection (upstream drops it, so reading afterwards raises); in hybrid
+mode each retriever fetches ``sparse_top_k`` candidates, at least ``hybrid_top_k``, and
+ColBERT re-scores them (upstream: ``similarity_top_k`` dense and ``sparse_top_k`` sparse
+candidates); ``get_nodes`` returns nodes without ``embedding`` (upstream: the stored dense
+vector). Both stores translate filters alike (``llamaindex_m3.filters``): ``NE`` / ``NIN``
+match a node without the key (upstream: not), and an empty nested ``MetadataFilters`` and
+``TEXT_MATCH_INSENSITIVE`` are refused (upstream: skipped; Qdrant's ``MatchText``).
 """
 
 from __future__ import annotations
@@ -268,12 +268,11 @@ def test_nested_conditions(
 
 
 def test_text_match_insensitive(store: Any) -> None:
+    """Both stores (upstream ran MatchText: whole tokens, so a substring found nothing,
+    silently): refused, naming the operator (documented in llamaindex_m3.filters)."""
     filters = _filters(_f("author", "ann", "text_match_insensitive"))
-    if isinstance(store, M3QdrantVectorStore):  # upstream: MatchText (local Qdrant: folds case)
-        assert _ids(store.get_nodes(filters=filters)) == {ID1, ID3}
-    else:  # documented in llamaindex_m3.filters: refused, naming the operator
-        with pytest.raises(NotImplementedError, match="TEXT_MATCH_INSENSITIVE on 'author'"):
-            store.get_nodes(filters=filters)
+    with pytest.raises(NotImplementedError, match="TEXT_MATCH_INSENSITIVE on 'author'"):
+        store.get_nodes(filters=filters)
 
 
 def test_delete_nodes_by_ids_and_filters_is_both(store: Any) -> None:
@@ -324,20 +323,18 @@ async def test_query_result(store: Any, tiny_embedding: M3Embedding, mode: str) 
 def test_ne_and_nin_on_a_missing_key(store: Any) -> None:
     ne, nin = _filters(_f("category", "x", "!=")), _filters(_f("category", ["x"], "nin"))
     not_eq = _filters(_f("category", "x"), condition="not")
-    assert _ids(store.get_nodes(filters=not_eq)) == set(ALL)  # both stores
-    if isinstance(store, M3QdrantVectorStore):  # upstream: MatchExcept needs the key
-        assert store.get_nodes(filters=ne) == [] and store.get_nodes(filters=nin) == []
-    else:  # documented in llamaindex_m3.filters: NE / NIN are NOT EQ / NOT IN
-        assert _ids(store.get_nodes(filters=ne)) == _ids(store.get_nodes(filters=nin)) == set(ALL)
+    assert _ids(store.get_nodes(filters=not_eq)) == set(ALL)
+    # both stores, as LlamaIndex's own filtering (upstream's MatchExcept needs the key: none);
+    # documented in llamaindex_m3.filters: NE / NIN are NOT EQ / NOT IN
+    assert _ids(store.get_nodes(filters=ne)) == _ids(store.get_nodes(filters=nin)) == set(ALL)
 
 
 def test_empty_nested_filters(store: Any) -> None:
     filters = _filters(_f("year", 2020), MetadataFilters(filters=[]), condition="or")
-    if isinstance(store, M3QdrantVectorStore):  # upstream: the empty group is skipped
-        assert _ids(store.get_nodes(filters=filters)) == {ID1}
-    else:  # documented in llamaindex_m3.filters: refused, it has no agreed meaning
-        with pytest.raises(ValueError, match="empty nested MetadataFilters"):
-            store.get_nodes(filters=filters)
+    # both stores (upstream skipped the empty group); documented in llamaindex_m3.filters:
+    # refused, it has no agreed meaning
+    with pytest.raises(ValueError, match="empty nested MetadataFilters"):
+        store.get_nodes(filters=filters)
 
 
 async def test_async_client_only(tiny_encoder: M3Encoder, tiny_embedding: M3Embedding) -> None:
