@@ -19,6 +19,8 @@ from langchain_core.documents import Document
 from langchain_qdrant import QdrantVectorStore
 from qdrant_client import models
 
+from langchain_m3._qdrant_filter import check_filter
+
 __all__ = ["QdrantMmr", "check_lambda_mult"]
 
 
@@ -78,7 +80,9 @@ class QdrantMmr(QdrantVectorStore):
 
         Raises:
             ValueError: ``lambda_mult`` is not in [0, 1].
+            TypeError: ``filter`` is not a ``qdrant_client.models.Filter``.
         """
+        check_filter(filter)
         diversity = 1.0 - check_lambda_mult(lambda_mult)
         points = self.client.query_points(
             collection_name=self.collection_name,

@@ -228,8 +228,10 @@ def _ids(
             raise ValueError(f"{len(docs)} documents but {len(ids)} ids")
         chosen = [None if i is None else doc_id_text(i, f"ids[{n}]") for n, i in enumerate(ids)]
     else:
+        # Document.id "" is "no id", as langchain-core's add_documents and InMemoryVectorStore
+        # read it (an explicit ids=[""] is still refused below)
         chosen = [
-            None if d.id is None else doc_id_text(d.id, f"documents[{n}].id")
+            None if d.id is None or d.id == "" else doc_id_text(d.id, f"documents[{n}].id")
             for n, d in enumerate(docs)
         ]
     if any(i == "" for i in chosen):
@@ -374,6 +376,10 @@ def _entry(
     # dates, times and UUIDs (TimeWeightedVectorStoreRetriever's stamps) stored as the
     # strings langchain-qdrant stores for them
     metadata = iso_values(doc.metadata)
+    # checked for every document before the first write: the documents go to add_texts in
+    # several calls (by kind and ids), each of which checked only its own, numbered within it,
+    # after earlier calls had stored theirs
+    plain_json(metadata, f"metadata of documents[{position}]")
     if lost_marker(doc):
         raise ValueError(lost_marker_message(f"documents[{position}]"))
     if not is_late_chunk(doc):

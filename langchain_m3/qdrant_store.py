@@ -70,6 +70,7 @@ try:
     from langchain_qdrant import RetrievalMode
     from qdrant_client import models
 
+    from langchain_m3._qdrant_filter import QdrantFilterCheck, check_filter
     from langchain_m3._qdrant_mmr import QdrantMmr
     from langchain_m3._qdrant_relevance import QdrantRelevance
 except ImportError as e:  # pragma: no cover - exercised only without the extra
@@ -80,7 +81,7 @@ __all__ = ["M3QdrantVectorStore"]
 logger = logging.getLogger(__name__)
 
 
-class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
+class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
     """``langchain_qdrant.QdrantVectorStore`` that stores late-chunked chunks with their own
     vectors.
 
@@ -256,7 +257,10 @@ class M3QdrantVectorStore(QdrantMmr, QdrantRelevance):
                 ``score_threshold`` that is not a finite number (NaN kept no hit, silently);
                 m3kit's ranking arguments (``fusion``, ``weights``, ``rerank``,
                 ``candidates``: qdrant-client refused them with a bare ``AssertionError``).
+            TypeError: ``filter`` is not a ``qdrant_client.models.Filter`` (a ``{key:
+                value}`` mapping failed deep in langchain-qdrant with an ``AttributeError``).
         """
+        check_filter(args[1] if len(args) > 1 else kwargs.get("filter"))
         ranking = sorted(set(kwargs) & set(SearchSettings.NAMES))
         if ranking:
             raise ValueError(
