@@ -255,18 +255,31 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
     ) -> M3VectorStore:
         """:meth:`open` a collection and add ``documents`` (chunk documents keep their vectors).
 
-        Keyword arguments: ``ids``, ``parent_id_key`` (sets :attr:`parent_id_key` before the
-        documents are written) and :meth:`open`'s (``location``, ``collection``, ...).
+        Keyword arguments: ``ids``, ``batch_size`` (as :meth:`add_documents`'s),
+        ``parent_id_key`` (sets :attr:`parent_id_key` before the documents are written),
+        ``path`` (langchain-qdrant's name of a folder: ``location``) and :meth:`open`'s
+        (``location``, ``collection``, ...).
+
+        Raises:
+            ValueError: ``path`` and ``location`` name different places.
         """
         ids = kwargs.pop("ids", None)
+        batch_size = kwargs.pop("batch_size", None)
         key = kwargs.pop("parent_id_key", None)
         if key is not None:
             check_key(key)  # before the collection is opened
+        if "path" in kwargs:
+            path = kwargs.pop("path")
+            if kwargs.get("location") not in (None, path):
+                raise ValueError(
+                    f"path={path!r} and location={kwargs['location']!r} name two places; give one"
+                )
+            kwargs["location"] = path
         store = cls.open(embedding, **kwargs)
         if key is not None:
             store.parent_id_key = key
         try:
-            store.add_documents(documents, ids=ids)
+            store.add_documents(documents, ids=ids, batch_size=batch_size)
         except BaseException:
             store.close()
             raise

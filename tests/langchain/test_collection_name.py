@@ -62,3 +62,18 @@ def test_a_server_url_as_location_is_refused_not_made_a_folder(
             ["x"], tiny_encoder, location="http://localhost:6333", collection_name="docs"
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_from_texts_takes_langchain_qdrants_path_and_batch_size(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """``path=`` (langchain-qdrant's folder argument) and ``batch_size=`` were refused by
+    ``open`` with a ``TypeError``; they are the folder and ``add_documents``' batch."""
+    folder = str(tmp_path / "db")
+    store = M3VectorStore.from_texts(["a.", "b.", "c."], tiny_encoder, path=folder, batch_size=2)
+    assert store.index.count() == 3
+    store.close()
+    with M3VectorStore.open(tiny_encoder, folder) as again:
+        assert again.index.count() == 3  # written to the folder
+    with pytest.raises(ValueError, match="name two places"):
+        M3VectorStore.from_texts(["a."], tiny_encoder, path=folder, location=str(tmp_path / "x"))
