@@ -132,7 +132,7 @@ def unique_keys(what: str) -> Any:
 
     >>> json.loads('{"a": 1, "a": 2}', object_pairs_hook=unique_keys("row 3"))
     Traceback (most recent call last):
-    ValueError: row 3 has the key 'a' twice in one object (1 and "1" become one JSON key): ...
+    ValueError: row 3 has the key 'a' twice in one object (two keys of the mapping become ...
     """
 
     def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -140,8 +140,9 @@ def unique_keys(what: str) -> Any:
         for key, value in pairs:
             if key in out:
                 raise ValueError(
-                    f'{what} has the key {key!r} twice in one object (1 and "1" become one '
-                    "JSON key): one value would silently replace the other; give each key once"
+                    f"{what} has the key {key!r} twice in one object (two keys of the mapping "
+                    'become one JSON key, as 1 and "1" or True and "true" do): one value would '
+                    "silently replace the other; give each key once"
                 )
             out[key] = value
         return out

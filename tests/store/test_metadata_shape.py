@@ -76,3 +76,27 @@ def test_int_and_str_keys_are_stored_by_a_plain_upsert(
     out = tiny_encoder.encode(["a text"])
     index.store.upsert([ChunkRecord("A", 0, "a text", {1: "a", "b": 2}, output_row(out, 0))])
     assert index.store.document_metadata(["A"]) == {"A": {"1": "a", "b": 2}}
+
+
+@pytest.mark.parametrize("doc_ids", [["A"], None], ids=["ids", "content-ids"])
+def test_int_and_str_keys_are_stored_by_add_texts(
+    open_index: Callable[..., M3Index], tiny_encoder: Any, doc_ids: list[str] | None
+) -> None:
+    """``{1: "a", "b": 2}`` is JSON (``{"1": "a", "b": 2}``, as a plain upsert stores it), but
+    ``add_texts`` refused it with "'<' not supported between instances of 'str' and 'int'"
+    (sorting its keys for the document's hash and content id)."""
+    index = open_index(tiny_encoder)
+    metadata = {1: "a", "b": {2: "c", "d": 3}}
+    first = index.add_texts(["a text"], [metadata], doc_ids)
+    assert index.add_texts(["a text"], [metadata], doc_ids) == first  # unchanged: kept
+    assert index.store.count() == 1
+    assert index.search("a text", k=1)[0].metadata == {"1": "a", "b": {"2": "c", "d": 3}}
+
+
+def test_content_ids_of_sortable_keys_are_kept() -> None:
+    """Golden values of the content id before mixed keys were accepted: documents stored
+    under them are found again (an int-keyed mapping sorts by number, not as its JSON)."""
+    from m3kit.store.documents import content_doc_id
+
+    assert content_doc_id("t", {1: "a", 2: "b", 10: "c"}) == "c96127c6f76c25064bc54c3de7c33fc6"
+    assert content_doc_id("t", {"b": 1, "a": 2}) == "6325a5e847de4fe75e6a9ef5683f1e9d"

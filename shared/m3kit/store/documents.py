@@ -69,10 +69,15 @@ def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
         # documents never share an id (one would silently replace the other)
         blob = _TEXT_TAG + text if _is_metadata_blob(text) else text
     else:
+        values = iso_values(metadata)
         try:
-            blob = _metadata_blob(text, iso_values(metadata))
-        except TypeError as exc:
-            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+            blob = _metadata_blob(text, values)
+        except TypeError:  # mixed int / str keys cannot be sorted: their JSON form can (the
+            # ids of metadata sort_keys takes as given are kept: documents stored under them)
+            try:
+                blob = _metadata_blob(text, json.loads(json.dumps(values)))
+            except TypeError as exc:
+                raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 

@@ -100,13 +100,11 @@ def versioned_documents(
         meta = _metadata(metadatas[i], first + i) if metadatas is not None else {}
         # refused here, before anything is encoded or written, not by Qdrant mid-write
         check_text(text, f"text {first + i}")
-        plain_json(meta, f"metadata of text {first + i}")
-        try:  # mixed int / str keys cannot be sorted
+        plain = plain_json(meta, f"metadata of text {first + i}")
+        try:  # the mapping as given: the hash documents stored before were written with
             blob = json.dumps([text, meta, signature], sort_keys=True)
-        except TypeError as exc:
-            raise ValueError(
-                f"metadata of text {first + i} is not JSON-serialisable: {exc}"
-            ) from None
+        except TypeError:  # mixed int / str keys cannot be sorted: its stored form can
+            blob = json.dumps([text, plain, signature], sort_keys=True)
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
         doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
         seen = docs.get(doc_id)

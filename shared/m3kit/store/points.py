@@ -112,7 +112,7 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
 
     >>> plain_json({1: "a", "1": "b"}, "metadata of row 6")
     Traceback (most recent call last):
-    ValueError: metadata of row 6 has the key '1' twice in one object (1 and "1" become ...
+    ValueError: metadata of row 6 has the key '1' twice in one object (two keys of the ...
 
     >>> plain_json({"id": [2**70]}, "metadata of row 5")
     Traceback (most recent call last):
