@@ -106,7 +106,8 @@ class M3FinetuneEngine:
     Args:
         train_dataset: ``EmbeddingQAFinetuneDataset``, its JSON path, or a ``QADataset``;
             with ``late_chunking``: :class:`~m3kit.finetune.SpanExample`\\ s or a longdoc
-            folder (:func:`~m3kit.finetune.read_longdoc_examples`).
+            folder (:func:`~m3kit.finetune.read_longdoc_examples`). One without a query (or
+            span example) is refused (``ValueError``).
         model_id: Start checkpoint (hub id or folder) of the first ``finetune()`` call (a
             further call continues from the last one's checkpoint). A dense-only model gets
             new sparse and ColBERT heads.
@@ -121,8 +122,8 @@ class M3FinetuneEngine:
         use_all_docs: One training example per (query, relevant doc) pair (default), as
             LlamaIndex's engine trains with ``use_all_docs=True``; a query's other relevant
             docs are never its negatives. ``False``: its first relevant doc only, as
-            LlamaIndex's engine does by default; the others are still never mined as its
-            negatives.
+            LlamaIndex's engine does by default; the others are still never its negatives,
+            neither mined nor in-batch (another query's positive in the same batch).
         loss: LlamaIndex's sentence-transformers loss: only ``None`` (m3kit's own
             three-head contrastive loss); a loss object is refused (``ValueError``).
         evaluation_steps: LlamaIndex's evaluation interval. ``val_dataset`` is evaluated
@@ -154,9 +155,9 @@ class M3FinetuneEngine:
         keep_freed_memory: Training on CPU (Linux, glibc), keep freed memory in the process
             for reuse: faster steps, higher peak memory (``FinetuneConfig.keep_freed_memory``).
         device: Training device, a string or a ``torch.device`` (default: CUDA when
-            available).
+            available); one that cannot run here is refused (``ValueError``).
         passage_max_length: Passage truncation in tokens.
-        seed: Seeds sampling and head initialisation.
+        seed: Seeds sampling and head initialisation (a whole number in ``[0, 2**32 - 1]``).
         show_progress_bar: Show the trainer's progress.
         calibrate_fusion: Fit the fusion on ``val_dataset`` after training
             (:func:`m3kit.store.calibration.calibrate_checkpoint`). The fusion is then fitted
@@ -248,6 +249,14 @@ class M3FinetuneEngine:
         self.span_examples = _spans(train_dataset) if self.late_chunking else None
         self.train_dataset = None if self.late_chunking else _qa(train_dataset, "train_dataset")
         self.val_dataset = _qa(val_dataset, "val_dataset") if val_dataset is not None else None
+        if self.span_examples == [] or (
+            self.train_dataset is not None and not self.train_dataset.queries
+        ):
+            # refused here, not by the trainer once finetune() is called
+            raise ValueError(
+                "train_dataset has no queries (no span examples with late_chunking): nothing "
+                "to train on; give a dataset with queries and their relevant docs"
+            )
         if self.val_dataset is not None and not self.val_dataset.queries:
             # refused here, not by the evaluation after the whole training run
             raise ValueError(
@@ -311,6 +320,17 @@ class M3FinetuneEngine:
             return [TrainingExample(ex.query, (pos,), ex.neg) for ex in examples for pos in ex.pos]
         return [TrainingExample(ex.query, ex.pos[:1], ex.neg) for ex in examples]
 
+    def _relevant_texts(self) -> dict[str, list[str]]:
+        """Every relevant doc of each training query, by query text: the trainer masks them
+        all out of its negatives, also those its rows leave out (``use_all_docs=False``)."""
+        if self.train_dataset is None:
+            raise RuntimeError("a late_chunking engine trains on span examples, not QA rows")
+        data = self.train_dataset
+        relevant: dict[str, list[str]] = {}
+        for qid, text in data.queries.items():
+            relevant.setdefault(text, []).extend(data.corpus[d] for d in data.relevant_docs[qid])
+        return relevant
+
     def finetune(self) -> FinetuneResult:
         """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given.
 
@@ -332,7 +352,7 @@ class M3FinetuneEngine:
         if self.span_examples is not None:
             result = finetuner.fit_spans(self.span_examples)
         else:
-            result = finetuner.fit(self._examples())
+            result = finetuner.fit(self._examples(), positives=self._relevant_texts())
         # the last call's report and calibration were of the weights this save replaced
         self.result, self.val_report, self.calibration = result, None, None
         if self.val_dataset is not None:

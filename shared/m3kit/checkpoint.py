@@ -49,13 +49,16 @@ __all__ = [
     "DEFAULT_MODEL",
     "M3KIT_CONFIG_FILE",
     "M3KIT_CONFIG_FORMAT",
+    "PEFT_ADAPTER_FILES",
     "SAVING_FILE",
     "SEARCH_FILE",
     "SPARSE_FILE",
     "CheckpointInfo",
     "CheckpointKind",
     "Pooling",
+    "holds_checkpoint",
     "position_limit",
+    "refuse_peft_adapter",
     "resolve_checkpoint",
 ]
 
@@ -70,6 +73,11 @@ SEARCH_FILE = "m3kit_search.json"
 #: Present while m3kit writes a checkpoint (:meth:`m3kit.model.M3Model.save`): a folder still
 #: holding it is a save that did not finish, whose files may mix two models.
 SAVING_FILE = "m3kit.saving"
+#: The files of a PEFT (LoRA, ...) adapter, as ``PeftModel.save_pretrained`` writes them. With
+#: ``adapter_config.json`` in a folder, transformers (peft installed) loads the base model it
+#: names with the adapter applied, not the folder's own weights: such a folder is refused on
+#: load (:func:`refuse_peft_adapter`) and a save replaces these files with the checkpoint's.
+PEFT_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
 #: Model types whose position ids start after the padding index (two rows reserved).
 _PADDING_OFFSET_TYPES = (
@@ -438,6 +446,42 @@ def _refuse_unfinished_save(path: Path) -> None:
         )
 
 
+def holds_checkpoint(path: Path) -> bool:
+    """Whether the folder ``path`` holds a model checkpoint a save may replace.
+
+    That is ``config.json`` with model weights (a transformers checkpoint, valid or not), a
+    PEFT adapter (:data:`PEFT_ADAPTER_FILES`), or a save m3kit did not finish
+    (:data:`SAVING_FILE`). A folder of other files (an application's ``config.json`` and
+    ``vocab.txt``) is none: a save there would replace those files.
+    """
+    if (path / SAVING_FILE).exists() or (path / PEFT_ADAPTER_FILES[0]).is_file():
+        return True
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in _WEIGHT_FILES)
+
+
+def refuse_peft_adapter(path: Path) -> None:
+    """Refuse a folder holding a PEFT adapter (any of :data:`PEFT_ADAPTER_FILES`).
+
+    transformers applies an ``adapter_config.json`` it finds on load (peft installed): the
+    model served would be the base model that file names plus the adapter, not the weights
+    the folder holds, and a model trained from it would save as an adapter only. m3kit
+    loads full checkpoints only.
+
+    Raises:
+        CheckpointError: Names the adapter files and how to make a full checkpoint of them.
+    """
+    found = [name for name in PEFT_ADAPTER_FILES if (path / name).is_file()]
+    if found:
+        raise CheckpointError(
+            f"{path} holds a PEFT adapter ({', '.join(found)}): transformers would load it "
+            f"over the base model adapter_config.json names instead of this folder's weights, "
+            f"so m3kit does not load it. Merge the adapter into its base model (peft's "
+            f"model.merge_and_unload()) and save that full checkpoint (save_pretrained, or "
+            f"M3Model.save), or move the adapter files out if they are left over from another "
+            f"model"
+        )
+
+
 def resolve_checkpoint(
     name_or_path: str | os.PathLike[str], *, pooling: Pooling | str | None = None
 ) -> CheckpointInfo:
@@ -450,8 +494,9 @@ def resolve_checkpoint(
 
     Raises:
         CheckpointError: the folder, its weights, tokenizer, or one of the two M3 head files is
-            missing (the message names what is missing), or ``m3kit.json`` holds a value
-            m3kit does not write (it names the field).
+            missing (the message names what is missing), ``m3kit.json`` holds a value m3kit
+            does not write (it names the field), or the folder holds a PEFT adapter
+            (:func:`refuse_peft_adapter`: transformers would apply it on load).
     """
     raw = os.fspath(name_or_path)
     path = Path(raw).expanduser()
@@ -463,6 +508,7 @@ def resolve_checkpoint(
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {raw!r} is not a folder")
     _refuse_unfinished_save(path)
+    refuse_peft_adapter(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json: not a transformers checkpoint")
     if not any((path / f).is_file() for f in _WEIGHT_FILES):

@@ -17,7 +17,8 @@ the target is a mount point or its parent is read-only).
 
 The target's entries that are no checkpoint's (a user's notes, a log folder) stay where they
 are; the names the caller says an earlier checkpoint owns (its weights, tokenizer files,
-search calibration) are moved out with it, as is every name the new checkpoint writes.
+search calibration, a PEFT adapter's files) are moved out with it, as is every name the new
+checkpoint writes.
 """
 
 from __future__ import annotations

@@ -23,12 +23,14 @@ from m3kit.checkpoint import (
     COLBERT_FILE,
     M3KIT_CONFIG_FILE,
     M3KIT_CONFIG_FORMAT,
+    PEFT_ADAPTER_FILES,
     SAVING_FILE,
     SEARCH_FILE,
     SPARSE_FILE,
     CheckpointInfo,
     CheckpointKind,
     Pooling,
+    refuse_peft_adapter,
     resolve_checkpoint,
 )
 from m3kit.checkpoint_save import save_folder_whole
@@ -87,10 +89,17 @@ class M3Model(nn.Module):
             trust_remote_code: Passed to transformers; off unless the caller asks.
             init_heads: For training only: give a dense-only checkpoint freshly initialised
                 sparse and ColBERT heads. Inference never does this.
+
+        Raises:
+            CheckpointError: The backbone or a head does not load from the files, or the
+                folder holds a PEFT adapter (:func:`~m3kit.checkpoint.refuse_peft_adapter`:
+                transformers would apply it over another model), also one added since
+                ``info`` was resolved.
         """
         from safetensors import SafetensorError
         from transformers import AutoModel
 
+        refuse_peft_adapter(info.path)  # AutoModel would apply it
         _check_weight_files(info.path)
         classes = _base_model_classes(info.path, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -151,8 +160,9 @@ class M3Model(nn.Module):
         leaves an earlier checkpoint in ``folder`` as it was. ``m3kit.saving`` marks the new
         folder while it is written (and ``folder`` while the files are swapped), so what a
         killed run leaves is refused on load. The folder's files that are no checkpoint's
-        (notes, logs) stay; the earlier weights, head and tokenizer files and its search
-        calibration (``m3kit_search.json``, measured on the old weights) do not.
+        (notes, logs) stay; the earlier weights, head and tokenizer files, its search
+        calibration (``m3kit_search.json``, measured on the old weights) and a PEFT adapter's
+        files (which transformers would apply over the new weights) do not.
         """
         out = Path(folder)
         backbone = self.backbone
@@ -384,7 +394,9 @@ def _checkpoint_files(folder: Path) -> set[str]:
     and CLS tokens), its search calibration (measured on the old weights) and other libraries'
     exports of its weights: sentence-transformers' ``onnx/`` and ``openvino/`` folders (which
     BGE-M3 and many hub models ship), which ``SentenceTransformer(path, backend="onnx")``
-    loads as they are, so beside new weights it served the old model.
+    loads as they are, so beside new weights it served the old model. A PEFT adapter's files
+    (:data:`~m3kit.checkpoint.PEFT_ADAPTER_FILES`) too: transformers loaded the base model
+    ``adapter_config.json`` names with that adapter instead of the new weights.
     """
     names = {
         "onnx",
@@ -398,6 +410,7 @@ def _checkpoint_files(folder: Path) -> set[str]:
         M3KIT_CONFIG_FILE,
         SEARCH_FILE,
         SAVING_FILE,
+        *PEFT_ADAPTER_FILES,
         *_SAVED_TOKENIZER_FILES,
     }
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):

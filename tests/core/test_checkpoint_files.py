@@ -185,3 +185,21 @@ def test_a_head_file_with_non_finite_weights_is_an_error_naming_it(
     torch.save(state, tiny_copy / name)
     with pytest.raises(CheckpointError, match=rf"{name}.*weight.*not finite"):
         M3Encoder.from_pretrained(tiny_copy, dtype="fp32")
+
+
+@pytest.mark.parametrize(
+    "name", ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
+)
+def test_a_folder_holding_a_peft_adapter_is_refused_naming_it(tiny_copy: Path, name: str) -> None:
+    """transformers (peft installed) applied an ``adapter_config.json`` it found: the folder
+    loaded as the base model that file names plus the adapter, not the weights it holds."""
+    from m3kit.checkpoint import resolve_checkpoint
+    from m3kit.model import M3Model
+
+    info = resolve_checkpoint(tiny_copy)
+    (tiny_copy / name).write_text('{"peft_type": "LORA", "base_model_name_or_path": "other"}')
+    message = rf"holds a PEFT adapter \({name}\).*merge_and_unload\(\)"
+    with pytest.raises(CheckpointError, match=message):
+        M3Encoder.from_pretrained(tiny_copy)
+    with pytest.raises(CheckpointError, match=message):  # resolved before the adapter came
+        M3Model.from_checkpoint(info)

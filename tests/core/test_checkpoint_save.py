@@ -164,3 +164,27 @@ def test_a_model_held_in_bf16_is_saved_as_float32_with_a_warning(
     with caplog.at_level("WARNING", logger="m3kit.model"):
         exact.model.save(tmp_path / "exact", exact.tokenizer)
     assert "holds" not in caplog.text
+
+
+def test_a_save_over_a_folder_holding_a_peft_adapter_moves_the_adapter_out(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """A PEFT adapter an earlier experiment saved in the folder stayed beside the new
+    checkpoint: transformers (peft installed) then loaded the base model its
+    ``adapter_config.json`` names plus that adapter, not the saved weights, and a model
+    trained from the folder saved as an adapter only (no config.json, no weights)."""
+    from m3kit.checkpoint import PEFT_ADAPTER_FILES
+
+    out = tmp_path / "out"
+    out.mkdir()
+    adapter_config = {"peft_type": "LORA", "base_model_name_or_path": "other", "r": 2}
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config))
+    (out / "adapter_model.safetensors").write_bytes(b"old adapter")
+    (out / "adapter_model.bin").write_bytes(b"old adapter")
+    (out / "README.md").write_text("my notes")  # peft's model card: the user's to keep
+
+    tiny_encoder.model.save(out, tiny_encoder.tokenizer)
+    names = {p.name for p in out.iterdir()}
+    assert not names & set(PEFT_ADAPTER_FILES)
+    assert (out / "README.md").read_text() == "my notes"
+    assert resolve_checkpoint(out).path == out  # no longer refused as an adapter folder

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
-from m3kit.finetune.data import refuse_lone_positives
+from m3kit.finetune.positives import refuse_lone_positives
 from m3kit.outputs import Head
 from tests.finetune.conftest import tiny_finetune_config
 
@@ -45,6 +45,37 @@ def test_a_run_with_nothing_to_contrast_any_positive_with_is_refused(
     with_negative = [TrainingExample("query", ("passage",), ("other passage",))]
     refuse_lone_positives(with_negative, batch_size=1, num_negatives=1)  # a negative: fine
     refuse_lone_positives(rows, batch_size=2, num_negatives=0)  # in-batch negatives: fine
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # one query with 3 relevant passages (M3FinetuneEngine's use_all_docs rows): each
+        # passage is a positive of the query, masked out of its candidates
+        [TrainingExample("capital of France", (p,)) for p in ("Paris.", "Paris, France.", "Lyon?")],
+        # 3 queries of one passage (one copy whitespace-different): a single candidate
+        [
+            TrainingExample("capital of France", ("Paris is the capital.",)),
+            TrainingExample("French capital", ("Paris is  the capital.\n",)),
+            TrainingExample("Paris", ("Paris is the capital.",)),
+        ],
+    ],
+    ids=["one-query-3-passages", "3-queries-1-passage"],
+)
+def test_a_run_whose_rows_hold_one_query_or_one_passage_is_refused(
+    tiny_m3_path: Path, tmp_path: Path, rows: list[TrainingExample]
+) -> None:
+    """Distinct texts count, not rows: these runs trained nothing (loss 0.0 at every step)
+    and saved the start model as a fine-tuned one."""
+    cfg = _config(tiny_m3_path, tmp_path / "ft", batch_size=8, num_negatives=0)
+    with pytest.raises(ValueError, match=r"no query has anything to contrast.*nothing would"):
+        M3Finetuner(cfg).fit(rows)
+    assert not (tmp_path / "ft").exists()  # refused before loading and saving
+    if len({ex.query for ex in rows}) == 1:  # unmasked, its other positives are negatives
+        refuse_lone_positives(rows, batch_size=8, num_negatives=0, mask_shared_positives=False)
+    # one query about a passage of another is enough
+    extra = TrainingExample("where is Lyon", ("Lyon is in France.",))
+    refuse_lone_positives([*rows, extra], batch_size=8, num_negatives=0)
 
 
 @pytest.mark.parametrize(
@@ -145,6 +176,59 @@ def test_an_output_path_that_is_a_file_is_refused_before_training(
     assert existing.read_text() == "mine"
 
 
+def test_an_output_folder_of_other_files_or_an_empty_path_is_refused_before_training(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Saved into an application's folder, the checkpoint replaced the user's files named
+    like a checkpoint's (their ``onnx/`` folder, ``vocab.txt``, ``config.json``) without a
+    word; ``output_path=""`` saved into the current directory."""
+    import m3kit.finetune.trainer as trainer
+    from m3kit.finetune.training_loop import save_start_checkpoint
+
+    app = tmp_path / "app"
+    (app / "onnx").mkdir(parents=True)
+    (app / "onnx" / "my_model.onnx").write_text("mine")
+    (app / "config.json").write_text('{"my_setting": true}')
+    (app / "vocab.txt").write_text("my words")
+    before = {p: p.read_bytes() for p in app.rglob("*") if p.is_file()}
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("the run trained before refusing its output path")
+
+    monkeypatch.setattr(trainer, "run_training", no_training)
+    monkeypatch.chdir(app)
+    for out, message in (
+        (app, r"output_path .*app.* is a folder of other files \(config\.json, onnx, vocab"),
+        ("", "output_path is empty"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            M3Finetuner(_config(tiny_m3_path, out)).fit(toy_examples)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            save_start_checkpoint(tiny_m3_path, out)
+    assert {p: p.read_bytes() for p in app.rglob("*") if p.is_file()} == before
+
+
+def test_an_output_folder_holding_a_checkpoint_or_only_hidden_files_is_accepted(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A checkpoint's folder (the start model's own too), a PEFT adapter's, an empty one and
+    one holding only hidden entries (what a killed save leaves) may be saved into."""
+    from m3kit.finetune.run_checks import check_output_path
+
+    check_output_path(tiny_m3_path)
+    check_output_path(tmp_path / "new" / "folder")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter" / "README.md").write_text("card")
+    check_output_path(tmp_path / "adapter")
+    (tmp_path / "left" / ".m3kit-saving-0a1b2c3d").mkdir(parents=True)
+    (tmp_path / "left" / ".DS_Store").write_text("")
+    check_output_path(tmp_path / "left")
+
+
 def test_a_max_length_past_the_start_models_positions_is_refused_before_training(
     tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
 ) -> None:
@@ -209,3 +293,53 @@ def test_a_missing_accelerate_names_the_finetune_extra(
     rows = [TrainingExample(f"query {i}", (f"passage {i}",)) for i in range(4)]
     with pytest.raises(MissingExtraError, match=r"accelerate .*m3kit\[finetune\]"):
         M3Finetuner(_config(tiny_m3_path, tmp_path, batch_size=2)).fit(rows)
+
+
+def test_a_start_model_folder_holding_a_peft_adapter_is_refused_before_training(
+    tiny_m3_path: Path, tmp_path: Path, toy_examples: list[TrainingExample]
+) -> None:
+    """transformers applied the folder's PEFT adapter to the base model it names: the run
+    trained that model, and saved it as an adapter only (no config.json, no weights)."""
+    import shutil
+
+    from m3kit import CheckpointError
+
+    start = tmp_path / "start"
+    shutil.copytree(tiny_m3_path, start)
+    (start / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(CheckpointError, match=r"adapter_config\.json.*merge_and_unload"):
+        M3Finetuner(_config(start, tmp_path / "ft")).fit(toy_examples)
+    assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"seed": None}, r"seed must be a whole number \(an int\), got None"),
+        ({"seed": 1.5}, r"seed must be a whole number \(an int\), got 1\.5"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*32 - 1\].*got -1"),
+        ({"seed": 2**32}, r"seed must be in \[0, 2\*\*32 - 1\]"),
+        ({"query_instruction": 5}, "query_instruction must be a string .*got int 5"),
+    ],
+)
+def test_a_seed_or_query_instruction_that_fails_inside_the_run_is_refused(
+    tiny_m3_path: Path, tmp_path: Path, setting: dict[str, object], message: str
+) -> None:
+    """Each failed only inside the run, after the start model had loaded, with numpy's or
+    Python's error naming no setting (``TypeError: unsupported operand type(s) for +``)."""
+    with pytest.raises(ValueError, match=message):
+        _config(tiny_m3_path, tmp_path, **setting)
+    assert _config(tiny_m3_path, tmp_path, seed=2**32 - 1, query_instruction="").seed == 2**32 - 1
+
+
+def test_a_gpu_that_is_not_here_is_refused_when_the_config_is_made(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``device="cuda"`` with a CPU-only torch failed after the start model had loaded, with
+    torch's bare ``AssertionError: Torch not compiled with CUDA enabled``."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0", torch.device("cuda")):
+        with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available here"):
+            _config(tiny_m3_path, tmp_path, device=device)

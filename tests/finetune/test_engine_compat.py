@@ -154,6 +154,68 @@ def test_first_doc_training_never_mines_the_other_relevant_docs(
     assert [(len(ex.pos), ex.neg) for ex in examples] == [(1, ("Unrelated text.",))] * 2
 
 
+def test_first_doc_training_never_makes_another_relevant_doc_an_in_batch_negative(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``use_all_docs=False`` a query's second relevant doc, in the batch as another
+    query's positive, was scored as its negative (``use_all_docs=True`` masked it)."""
+    from m3kit.finetune import trainer
+
+    data = QADataset(
+        queries={"q0": "capital of France", "q1": "which city is on the Seine"},
+        corpus={"d0": "Paris is the capital of France.", "d1": "Paris lies on the Seine."},
+        relevant_docs={"q0": ["d0", "d1"], "q1": ["d1"]},
+    )
+    batches: list[tuple[list[TrainingExample], dict[str, torch.Tensor]]] = []
+    collate = trainer._Collator.__call__
+
+    def spy(self: Any, batch: list[TrainingExample]) -> dict[str, torch.Tensor]:
+        batches.append((list(batch), collate(self, batch)))
+        raise _Stop
+
+    monkeypatch.setattr(trainer._Collator, "__call__", spy)
+    engine = _engine(
+        dataset=data,
+        model_id=str(tiny_m3_path),
+        model_output_path=str(tmp_path / "ft"),
+        use_all_docs=False,
+        batch_size=8,
+        show_progress_bar=False,
+        device="cpu",
+    )
+    with pytest.raises(_Stop):
+        engine.finetune()
+    ((rows, out),) = batches
+    # one row per query (its first relevant doc), in the order the trainer shuffled them to
+    pairs = {ex.query: (i, ex.pos) for i, ex in enumerate(rows)}
+    assert {q: pos for q, (_, pos) in pairs.items()} == {
+        "capital of France": ("Paris is the capital of France.",),
+        "which city is on the Seine": ("Paris lies on the Seine.",),
+    }
+    q0, q1 = pairs["capital of France"][0], pairs["which city is on the Seine"][0]
+    targets = out["targets"].tolist()
+    assert out["exclude"][q0, targets[q1]]  # d1: relevant to q0, never its negative
+    assert out["exclude"].sum() == 1  # d0 stays q1's negative
+
+
+def test_an_empty_train_dataset_or_a_missing_gpu_is_refused_when_the_engine_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both were accepted by ``__init__`` (an empty ``val_dataset`` is refused there) and
+    failed only in ``finetune()``, the GPU after the start model had loaded."""
+    empty = QADataset(queries={}, corpus={}, relevant_docs={})
+    with pytest.raises(ValueError, match="train_dataset has no queries"):
+        _engine(dataset=empty, model_output_path=str(tmp_path))
+    with pytest.raises(ValueError, match="train_dataset has no queries"):
+        _engine(dataset=[], model_output_path=str(tmp_path), late_chunking=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        _engine(dataset=_two_docs_dataset(), model_output_path=str(tmp_path), device="cuda")
+    for seed in (None, -1, 1.5):
+        with pytest.raises(ValueError, match="seed must be"):
+            _engine(dataset=_two_docs_dataset(), model_output_path=str(tmp_path), seed=seed)
+
+
 def test_the_training_data_is_given_once(tmp_path: Path) -> None:
     data = _two_docs_dataset()
     with pytest.raises(TypeError, match=r"train_dataset and dataset .* one"):

@@ -150,7 +150,7 @@ def _finetuned(tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     """``M3Finetuner.fit`` replaced by a copy of the tiny checkpoint (training is tested apart)."""
     model = Path(shutil.copytree(tiny_m3_path, tmp_path / "ft"))
     done = FinetuneResult(model, frozenset(ALL_HEADS), 0, 0, 0.0, ())
-    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples: done)
+    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples, **kw: done)
     return model
 
 

@@ -118,7 +118,7 @@ def test_llamaindex_engine_validates_on_its_queries_only(
     kept = dict(list(full.queries.items())[:2])
     val = QADataset(queries=kept, corpus=full.corpus, relevant_docs=full.relevant_docs)
     done = FinetuneResult(tiny_m3_path, frozenset(ALL_HEADS), 0, 0, 0.0, ())
-    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples: done)
+    monkeypatch.setattr(M3Finetuner, "fit", lambda self, examples, **kw: done)
     judged: list[set[str]] = []
     real = evaluate.evaluate_heads
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
-from m3kit.finetune.data import without_query_positives
+from m3kit.finetune.positives import without_query_positives
 from m3kit.finetune.trainer import _Collator
 from tests.finetune.conftest import tiny_finetune_config
 
@@ -79,7 +79,7 @@ def test_collator_masks_a_positive_of_the_query_given_in_a_row_outside_the_batch
     another query of the other passage, that passage was trained as a negative of it."""
     from transformers import AutoTokenizer
 
-    from m3kit.finetune.data import query_positives
+    from m3kit.finetune.positives import query_positives
 
     tok = AutoTokenizer.from_pretrained(str(tiny_m3_path))
     rows = [
@@ -206,3 +206,31 @@ def test_a_negative_that_another_row_of_the_query_has_as_positive_is_dropped(
             M3Finetuner(_config(tiny_m3_path, tmp_path / "m", mask_shared_positives=mask)).fit(rows)
     assert [ex.neg for ex in seen[0]] == [("passage three",), ("passage four",), ("passage one",)]
     assert seen[1] == rows  # mask_shared_positives=False: the rows as given
+
+
+def test_a_passage_given_as_relevant_is_no_negative_of_its_query(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fit(positives=...)``: a relevant passage no row of the query carries (trained on its
+    first relevant doc only) is dropped from its negatives and masked in every batch."""
+    import m3kit.finetune.trainer as trainer
+
+    seen: list[tuple[list[TrainingExample], object]] = []
+
+    def capture(cfg: object, setup: object, module: object, examples: list, c: object) -> None:
+        seen.append((list(examples), c))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(trainer, "run_training", capture)
+    rows = [
+        TrainingExample("q one", ("passage one",), ("passage two", "passage three")),
+        TrainingExample("q two", ("passage two",)),
+    ]
+    finetuner = M3Finetuner(_config(tiny_m3_path, tmp_path / "m"))
+    with pytest.raises(SystemExit):
+        finetuner.fit(rows, positives={" q  one": ["passage one", "passage two\n"]})
+    ((examples, collator),) = seen
+    assert [ex.neg for ex in examples] == [("passage three",), ()]
+    assert collator.positives["q one"] == {"passage one", "passage two"}  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="positives must map each query text to a list"):
+        finetuner.fit(rows, positives={"q one": "passage two"})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,8 @@ __all__ = [
     "TrainingExample",
     "examples_from_qa",
     "iter_jsonl",
-    "query_positives",
     "read_jsonl",
-    "refuse_lone_positives",
     "text_key",
-    "warn_negative_shortfall",
-    "without_query_positives",
     "write_jsonl",
 ]
 
@@ -265,122 +260,9 @@ def _refuse_ids_read_as_one(texts: Mapping[Any, Any], field_name: str) -> None:
             )
 
 
-def query_positives(examples: Iterable[TrainingExample]) -> dict[str, frozenset[str]]:
-    """Every positive of each query over all its rows, keyed and valued by :func:`text_key`.
-
-    A query with several relevant passages may be written as one row per passage
-    (FlagEmbedding's rows, ``M3FinetuneEngine``'s (query, relevant doc) pairs): each of
-    those passages is relevant to every row of that query.
-
-    >>> rows = [TrainingExample("q", ("a",)), TrainingExample("q ", ("b",))]
-    >>> sorted(query_positives(rows)["q"])
-    ['a', 'b']
-    """
-    positives: dict[str, set[str]] = {}
-    for ex in examples:
-        positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
-    return {query: frozenset(texts) for query, texts in positives.items()}
-
-
-def without_query_positives(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
-    """The examples without the negatives that are a positive of a row asking the same query.
-
-    A query with several relevant passages is often written as one row per passage, with
-    negatives mined per row (FlagEmbedding's ``hn_mine`` keeps out only the row's own
-    positive): one row's negative can be another row's positive. The trainer masks such a
-    passage only when both rows share a batch; dropping it here keeps it out of every batch.
-    Queries and passages compare with their whitespace collapsed (:func:`text_key`), as
-    :class:`TrainingExample` compares ``pos`` and ``neg``. The number of negatives dropped
-    is logged as a warning.
-
-    >>> rows = [TrainingExample("q", ("a",), ("b ", "c")), TrainingExample("q ", ("b",))]
-    >>> [ex.neg for ex in without_query_positives(rows)]
-    [('c',), ()]
-    """
-    positives = query_positives(examples)
-    out: list[TrainingExample] = []
-    dropped = 0
-    for ex in examples:
-        own = positives[text_key(ex.query)]
-        kept = tuple(n for n in ex.neg if text_key(n) not in own)
-        dropped += len(ex.neg) - len(kept)
-        out.append(ex if len(kept) == len(ex.neg) else TrainingExample(ex.query, ex.pos, kept))
-    if dropped:
-        logger.warning(
-            "dropped %d negative(s) that are a positive of another row asking the same query",
-            dropped,
-        )
-    return out
-
-
 #: Hard negatives per query a training step samples unless told (``FinetuneConfig.num_negatives``,
 #: ``m3kit finetune --negatives``); why 1: :class:`~m3kit.finetune.trainer.FinetuneConfig`.
 DEFAULT_NEGATIVES = 1
-
-
-def refuse_lone_positives(
-    examples: Sequence[TrainingExample], batch_size: int, num_negatives: int
-) -> None:
-    """Refuse a run whose every query is scored against its positive alone.
-
-    With one row per batch (``batch_size`` 1, or a single row) and no hard negatives, every
-    contrastive loss is 0: the run would train nothing and save the start model (LlamaIndex's
-    ``MultipleNegativesRankingLoss`` does the same, silently).
-
-    >>> row = TrainingExample("q", ["p"])
-    >>> refuse_lone_positives([row, row], batch_size=2, num_negatives=0)  # in-batch: fine
-    >>> refuse_lone_positives([row], batch_size=16, num_negatives=1)
-    Traceback (most recent call last):
-    ...
-    ValueError: batch_size=16 with 1 training row(s) and no hard negatives: ...
-
-    Raises:
-        ValueError: Nothing to contrast any positive with.
-    """
-    if min(batch_size, len(examples)) > 1 or (num_negatives and any(ex.neg for ex in examples)):
-        return
-    raise ValueError(
-        f"batch_size={batch_size} with {len(examples)} training row(s) and no hard negatives: "
-        "each query's only candidate is its positive, so every loss is 0 and nothing would "
-        "train; use batch_size >= 2 (in-batch negatives) or rows with hard negatives "
-        "(num_negatives >= 1)"
-    )
-
-
-def warn_negative_shortfall(examples: Sequence[TrainingExample], num_negatives: int) -> None:
-    """Log a warning counting the rows with fewer hard negatives than ``num_negatives``.
-
-    Such rows train with the negatives they carry and the batch's other passages. Rows
-    without any (``neg`` empty or missing) are valid FlagEmbedding and QA data, so even a set
-    where no row carries one is a warning, saying the run uses in-batch negatives only.
-
-    Args:
-        examples: The training rows.
-        num_negatives: Hard negatives asked for per row (:attr:`FinetuneConfig.num_negatives`).
-    """
-    short = Counter(len(ex.neg) for ex in examples if len(ex.neg) < num_negatives)
-    if not short:
-        return
-    if short[0] == len(examples):
-        logger.warning(
-            "num_negatives=%d but none of the %d training rows carries a hard negative: the run "
-            "trains on in-batch negatives only (mine some with mine_hard_negatives or m3kit "
-            "mine-negatives, or set num_negatives=0)",
-            num_negatives,
-            len(examples),
-        )
-        return
-    counts = ", ".join(
-        f"{rows} row{'s' if rows > 1 else ''} with {have}" for have, rows in sorted(short.items())
-    )
-    logger.warning(
-        "%d of %d training rows carry fewer hard negatives than num_negatives=%d (%s): they "
-        "train with those and the batch's other passages",
-        sum(short.values()),
-        len(examples),
-        num_negatives,
-        counts,
-    )
 
 
 def examples_from_qa(dataset: Any) -> list[TrainingExample]:

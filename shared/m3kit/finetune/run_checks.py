@@ -14,19 +14,20 @@ __all__ = ["check_max_lengths", "check_output_path", "check_training_device"]
 
 
 def check_training_device(device: str) -> None:
-    """Refuse a GPU index the run would not train on.
+    """Refuse a device the run cannot train on, before the start model loads.
 
     transformers' ``Trainer`` trains on ``cuda:0`` (and every visible GPU with DataParallel)
     whatever index is named, while ``precision="auto"`` would probe the GPU named: on a
     T4 (0) + A100 (1) machine ``device="cuda:1"`` picked bf16, then trained on the T4, which
-    only emulates it.
+    only emulates it. A GPU this machine lacks (``"cuda"`` with a CPU-only torch) failed
+    after the start model had loaded, with torch's bare ``AssertionError``.
 
     Raises:
-        ValueError: ``device`` is not a device torch knows (before the model loads), or
-            names a CUDA device other than 0; the message says how to train on it
-            (``CUDA_VISIBLE_DEVICES``).
+        ValueError: ``device`` is not a device torch knows, names a CUDA device other than 0
+            (the message says how to train on it: ``CUDA_VISIBLE_DEVICES``), or is a CUDA
+            or MPS device that is not available here.
     """
-    from m3kit.machine import parsed_device
+    from m3kit.machine import checked_device, parsed_device
 
     parsed = parsed_device(device)
     if parsed.type == "cuda" and parsed.index not in (None, 0):
@@ -35,15 +36,33 @@ def check_training_device(device: str) -> None:
             f"the index); to train on GPU {parsed.index}, run with "
             f"CUDA_VISIBLE_DEVICES={parsed.index} and device='cuda'"
         )
+    if parsed.type in ("cuda", "mps"):
+        checked_device(parsed.type)  # available here (the index is 0 or none: the Trainer's)
 
 
 def check_output_path(output_path: str | os.PathLike[str]) -> None:
     """Refuse an output path no checkpoint folder can be made at, before any training.
 
+    The save replaces the files of an earlier checkpoint in the folder
+    (:meth:`m3kit.model.M3Model.save`), so it goes to a new or empty folder, or to one holding
+    a checkpoint (:func:`m3kit.checkpoint.holds_checkpoint`; the start model's own folder
+    too). Hidden entries (``.DS_Store``, what a killed save left) do not count.
+
     Raises:
-        ValueError: ``output_path``, or a folder above it, is a file (the save at the end of
-            the run would fail); the message names the file.
+        ValueError: ``output_path`` is empty (it would save into the current directory), or
+            it, or a folder above it, is a file (the save at the end of the run would fail),
+            or it is a folder of files that holds no checkpoint (the save would replace
+            those named like a checkpoint's: ``config.json``, ``vocab.txt``, ``onnx/``...);
+            the message names the path.
     """
+    from m3kit.checkpoint import holds_checkpoint
+
+    if not os.fspath(output_path):
+        raise ValueError(
+            "output_path is empty: it would save the checkpoint into the current directory, "
+            "among its files; give the folder to save it in (a new one, or '.' to mean the "
+            "current directory)"
+        )
     path = Path(output_path)
     for place in (path, *path.parents):
         if place.exists():
@@ -53,7 +72,18 @@ def check_output_path(output_path: str | os.PathLike[str]) -> None:
                     f"output_path {os.fspath(output_path)!r} is {where}a file, not a folder: "
                     "the fine-tuned checkpoint is a folder; give a new or existing folder"
                 )
-            return
+            break
+    if path.is_dir() and not holds_checkpoint(path):
+        files = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        if files:
+            shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            raise ValueError(
+                f"output_path {os.fspath(output_path)!r} is a folder of other files ({shown}) "
+                "with no model checkpoint in it (config.json with model weights): the save "
+                "would replace those named like a checkpoint's (config.json, vocab.txt, "
+                "onnx/, ...) and mix the checkpoint in with the rest; give a new or empty "
+                "folder, or a checkpoint's folder to replace that checkpoint"
+            )
 
 
 def check_max_lengths(cfg: FinetuneConfig, tokenizer: Any, positions: int | None) -> None:

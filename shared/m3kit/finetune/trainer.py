@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +22,16 @@ from typing import Any
 import torch
 
 from m3kit.encoder_inputs import whole_number
-from m3kit.finetune.data import (
-    DEFAULT_NEGATIVES,
-    TrainingExample,
-    query_positives,
-    refuse_lone_positives,
-    text_key,
-    warn_negative_shortfall,
-    without_query_positives,
-)
+from m3kit.finetune.data import DEFAULT_NEGATIVES, TrainingExample, text_key
 from m3kit.finetune.length_buckets import candidates_in_buckets
 from m3kit.finetune.losses import (
     LossConfig,
+)
+from m3kit.finetune.positives import (
+    query_positives,
+    refuse_lone_positives,
+    warn_negative_shortfall,
+    without_query_positives,
 )
 from m3kit.finetune.run_checks import check_training_device
 from m3kit.finetune.training_loop import (
@@ -158,7 +156,7 @@ class FinetuneConfig:
         query_instruction: Prefix for queries (default: the checkpoint's own, if any).
         mask_shared_positives: Never use a copy of a query's positive as its negative (two
             queries of one passage in a batch; a row's negative that another row of its
-            query has as positive, :func:`~m3kit.finetune.data.without_query_positives`).
+            query has as positive, :func:`~m3kit.finetune.positives.without_query_positives`).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast, float32
             master weights; fp16 on GPU only). ``"auto"``: bf16 where it is native (CPUs
             with AVX-512 BF16 or AMX, GPUs 8.0+), fp16 on older GPUs, else fp32
@@ -183,8 +181,10 @@ class FinetuneConfig:
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available); a
             ``torch.device`` is read as its string (``torch.device("cpu")`` -> ``"cpu"``).
             ``"cuda:1"`` and other indices but 0 are refused: transformers' Trainer trains on
-            ``cuda:0``; pick the GPU with ``CUDA_VISIBLE_DEVICES``.
-        seed: Seeds shuffling, negative sampling and head initialisation.
+            ``cuda:0``; pick the GPU with ``CUDA_VISIBLE_DEVICES``. So is a device that cannot
+            run here (``"cuda"`` with a CPU-only torch or no GPU).
+        seed: Seeds shuffling, negative sampling and head initialisation: a whole number in
+            ``[0, 2**32 - 1]``.
         logging_steps: Log the loss every this many steps.
         show_progress: Show the Trainer's progress bar.
     """
@@ -239,6 +239,7 @@ class FinetuneConfig:
         for name in _COUNT_SETTINGS:  # 1.5 negatives or a 2.5-row batch has no meaning
             if getattr(self, name) is not None:
                 setattr(self, name, whole_number(name, getattr(self, name)))
+        self._check_seed_and_instruction()
         if self.frozen_layers < 0:
             raise ValueError(f"frozen_layers must be >= 0, got {self.frozen_layers}")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -281,6 +282,23 @@ class FinetuneConfig:
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be > 0 (or give max_steps)")
         self.loss_config()  # validates the loss settings (temperatures, margin)
+
+    def _check_seed_and_instruction(self) -> None:
+        """Refuse a seed or query instruction that would fail only inside the run (after the
+        start model loads: numpy's seeding, or the first batch's ``instruction + query``).
+
+        Raises:
+            ValueError: ``seed`` is not a whole number in ``[0, 2**32 - 1]`` (``None``
+                included), or ``query_instruction`` is neither a string nor ``None``.
+        """
+        self.seed = whole_number("seed", self.seed)
+        if not 0 <= self.seed < 2**32:  # transformers seeds numpy with it, which takes no more
+            raise ValueError(f"seed must be in [0, 2**32 - 1] (numpy's range), got {self.seed}")
+        if self.query_instruction is not None and not isinstance(self.query_instruction, str):
+            raise ValueError(
+                "query_instruction must be a string (or None: the start checkpoint's own), "
+                f"got {type(self.query_instruction).__name__} {self.query_instruction!r}"
+            )
 
     @classmethod
     def flagembedding(
@@ -376,7 +394,7 @@ class _Collator:
         config: The run's settings.
         query_prefix: Prepended to every query.
         positives: Every positive of each query over the whole training set
-            (:func:`~m3kit.finetune.data.query_positives`), so a passage relevant to a query
+            (:func:`~m3kit.finetune.positives.query_positives`), so a passage relevant to a query
             through a row outside the batch is masked too; ``None``: the batch's rows only.
     """
 
@@ -470,8 +488,29 @@ class M3Finetuner:
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
 
-    def fit(self, examples: Sequence[TrainingExample]) -> FinetuneResult:
-        """Train, save the checkpoint to ``config.output_path`` and return where it is."""
+    def fit(
+        self,
+        examples: Sequence[TrainingExample],
+        *,
+        positives: Mapping[str, Collection[str]] | None = None,
+    ) -> FinetuneResult:
+        """Train, save the checkpoint to ``config.output_path`` and return where it is.
+
+        Args:
+            examples: The training rows.
+            positives: Every passage relevant to each query, by query text, where the rows
+                carry only some of them (a query trained on its first relevant passage
+                only, ``M3FinetuneEngine``'s ``use_all_docs=False``): with
+                ``mask_shared_positives`` none is ever the query's negative, in-batch or
+                hard. Default: the positives of the rows asking it.
+
+        Raises:
+            ValueError: No examples, a span setting, nothing to contrast any positive with
+                (:func:`~m3kit.finetune.positives.refuse_lone_positives`), or a bad setting found
+                before training.
+            TypeError: An example is not a :class:`TrainingExample`, or ``positives`` does
+                not map query texts to lists of passage texts.
+        """
         cfg = self.config
         examples = list(examples)
         if not examples:
@@ -480,14 +519,22 @@ class M3Finetuner:
             if not isinstance(ex, TrainingExample):
                 raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
         _refuse_span_settings(cfg)
+        # a query's positives from all its rows (and those given), masked even when those
+        # rows are in no batch
+        relevant = query_positives(examples, also=positives)
         if cfg.mask_shared_positives:  # in every batch, not only when the rows share one
-            examples = without_query_positives(examples)
+            examples = without_query_positives(examples, relevant)
         warn_negative_shortfall(examples, cfg.num_negatives)
-        refuse_lone_positives(examples, cfg.batch_size, cfg.num_negatives)
+        refuse_lone_positives(
+            examples,
+            cfg.batch_size,
+            cfg.num_negatives,
+            mask_shared_positives=cfg.mask_shared_positives,
+            positives=relevant,
+        )
         setup = prepare_training(cfg)
         module = _TrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
-        # a query's positives from all its rows, masked even when those rows are in no batch
-        collator = _Collator(setup.tokenizer, cfg, setup.prefix, query_positives(examples))
+        collator = _Collator(setup.tokenizer, cfg, setup.prefix, relevant)
         return run_training(cfg, setup, module, examples, collator)
 
     def fit_spans(self, examples: Sequence[Any]) -> FinetuneResult:

@@ -475,7 +475,12 @@ def save_start_checkpoint(
 
     For a dense-only model this is the model with its new heads (sparse at a uniform token
     weight, ColBERT the identity): the "before" baseline of an evaluation.
+
+    Raises:
+        ValueError: An ``output_path`` a fine-tune would refuse
+            (:func:`~m3kit.finetune.run_checks.check_output_path`).
     """
+    check_output_path(output_path)
     info, m3, tokenizer = _load_start(model, Head.parse(heads), seed)
     return m3.save(
         output_path, tokenizer, query_instruction=info.query_instruction, max_length=info.max_length
