@@ -315,6 +315,7 @@ class M3FinetuneEngine:
                 list(self.train_dataset.corpus.values()),
                 num_negatives=self.mine_negatives,
                 seed=self.config.seed,
+                show_progress=self.config.show_progress,  # the engine's show_progress_bar
             )
         if self.use_all_docs:  # one row per (query, relevant doc) pair, as LlamaIndex trains
             return [TrainingExample(ex.query, (pos,), ex.neg) for ex in examples for pos in ex.pos]

@@ -154,6 +154,32 @@ def test_first_doc_training_never_mines_the_other_relevant_docs(
     assert [(len(ex.pos), ex.neg) for ex in examples] == [(1, ("Unrelated text.",))] * 2
 
 
+@pytest.mark.parametrize("shown", [True, False])
+def test_mining_shows_progress_as_the_engine_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: bool
+) -> None:
+    """``show_progress_bar=False`` printed the mining's encode bars all the same."""
+    import m3kit.encoder
+    import m3kit.finetune.mining as mining
+
+    given: list[Any] = []
+
+    def fake_mine(encoder: Any, examples: Any, corpus: Any, **kw: Any) -> Any:
+        given.append(kw.get("show_progress"))
+        return list(examples)
+
+    monkeypatch.setattr(mining, "mine_hard_negatives", fake_mine)
+    monkeypatch.setattr(m3kit.encoder.M3Encoder, "from_pretrained", lambda *a, **k: None)
+    engine = _engine(
+        dataset=_two_docs_dataset(),
+        model_output_path=str(tmp_path),
+        mine_negatives=1,
+        show_progress_bar=shown,
+    )
+    engine._examples()
+    assert given == [shown]
+
+
 def test_first_doc_training_never_makes_another_relevant_doc_an_in_batch_negative(
     tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
