@@ -246,7 +246,8 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> M3VectorStore:
-        """:meth:`open` a collection and add ``texts`` (keyword arguments: :meth:`open`'s)."""
+        """:meth:`open` a collection and add ``texts`` (keyword arguments: those of
+        :meth:`from_documents`)."""
         return cls.from_documents(documents_of(texts, metadatas), embedding, ids=ids, **kwargs)
 
     @classmethod
@@ -268,11 +269,12 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         key = kwargs.pop("parent_id_key", None)
         if key is not None:
             check_key(key)  # before the collection is opened
-        if "path" in kwargs:
-            path = kwargs.pop("path")
-            if kwargs.get("location") not in (None, path):
+        path = kwargs.pop("path", None)
+        if path is not None:  # (None: langchain-qdrant's default, often passed on as it is)
+            location = kwargs.get("location")
+            if location is not None and os.fspath(location) != os.fspath(path):
                 raise ValueError(
-                    f"path={path!r} and location={kwargs['location']!r} name two places; give one"
+                    f"path={path!r} and location={location!r} name two places; give one"
                 )
             kwargs["location"] = path
         store = cls.open(embedding, **kwargs)

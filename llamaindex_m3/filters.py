@@ -134,7 +134,8 @@ def to_flat_payload_filter(filters: MetadataFilters) -> models.Filter:
 
     ``QdrantVectorStore`` (llama-index-vector-stores-qdrant) writes a node's metadata keys at
     the top level of its payload, with ``doc_id`` / ``document_id`` / ``ref_doc_id`` beside
-    them; a key is that payload path (dots address nested metadata, as there). Operators mean
+    them; a key is read as :func:`to_store_filter` reads it there (a dotted key is the flat
+    key where the node has it, else the path into nested metadata). Operators mean
     what they mean in :func:`to_store_filter` (the table above), so
     :class:`~llamaindex_m3.M3QdrantVectorStore` filters as :class:`~llamaindex_m3.M3VectorStore`
     does. ``QdrantVectorStore``'s own translation differs silently: ``TEXT_MATCH`` compares
@@ -267,8 +268,12 @@ def _builder(f: MetadataFilter) -> Callable[[str, MetadataFilter], models.Condit
 
 
 def _flat_condition(f: MetadataFilter) -> models.Condition:
-    """A filter on LlamaIndex's Qdrant payload: the key is the payload path."""
-    return _builder(f)(f.key, f)
+    """A filter on LlamaIndex's Qdrant payload: the paths of :func:`metadata_condition` (a
+    dotted key is the flat key where the node has it, else the nested path; a key with
+    spaces quoted) without m3kit's ``metadata.`` prefix (that store writes metadata keys at
+    the payload's top level)."""
+    build = _builder(f)
+    return metadata_condition(f.key, lambda path: build(path, f), top_level=True)
 
 
 def _condition(f: MetadataFilter) -> models.Condition:

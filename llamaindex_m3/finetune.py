@@ -321,16 +321,14 @@ class M3FinetuneEngine:
             return [TrainingExample(ex.query, (pos,), ex.neg) for ex in examples for pos in ex.pos]
         return [TrainingExample(ex.query, ex.pos[:1], ex.neg) for ex in examples]
 
-    def _relevant_texts(self) -> dict[str, list[str]]:
+    def _relevant_texts(self) -> dict[str, frozenset[str]]:
         """Every relevant doc of each training query, by query text: the trainer masks them
         all out of its negatives, also those its rows leave out (``use_all_docs=False``)."""
+        from m3kit.finetune.positives import query_positives
+
         if self.train_dataset is None:
             raise RuntimeError("a late_chunking engine trains on span examples, not QA rows")
-        data = self.train_dataset
-        relevant: dict[str, list[str]] = {}
-        for qid, text in data.queries.items():
-            relevant.setdefault(text, []).extend(data.corpus[d] for d in data.relevant_docs[qid])
-        return relevant
+        return query_positives(self.train_dataset.to_examples())
 
     def finetune(self) -> FinetuneResult:
         """Train and save the checkpoint; evaluate on ``val_dataset`` when one was given.

@@ -460,18 +460,19 @@ def holds_checkpoint(path: Path) -> bool:
 
 
 def refuse_peft_adapter(path: Path) -> None:
-    """Refuse a folder holding a PEFT adapter (any of :data:`PEFT_ADAPTER_FILES`).
+    """Refuse a folder holding a PEFT adapter (its ``adapter_config.json``).
 
     transformers applies an ``adapter_config.json`` it finds on load (peft installed): the
     model served would be the base model that file names plus the adapter, not the weights
     the folder holds, and a model trained from it would save as an adapter only. m3kit
-    loads full checkpoints only.
+    loads full checkpoints only. Adapter weights without that file are not applied: they
+    load (and a save replaces them).
 
     Raises:
         CheckpointError: Names the adapter files and how to make a full checkpoint of them.
     """
-    found = [name for name in PEFT_ADAPTER_FILES if (path / name).is_file()]
-    if found:
+    if (path / PEFT_ADAPTER_FILES[0]).is_file():
+        found = [name for name in PEFT_ADAPTER_FILES if (path / name).is_file()]
         raise CheckpointError(
             f"{path} holds a PEFT adapter ({', '.join(found)}): transformers would load it "
             f"over the base model adapter_config.json names instead of this folder's weights, "

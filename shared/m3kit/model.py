@@ -384,6 +384,23 @@ _SAVED_TOKENIZER_FILES = (
 )
 
 
+#: What :func:`_write_sentence_transformers_metadata` writes beside the weights.
+_ST_METADATA_NAMES = (
+    "modules.json",
+    "1_Pooling",
+    "2_Normalize",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+)
+
+
+def replaced_names(folder: Path) -> set[str]:
+    """The names a save into ``folder`` replaces: an earlier checkpoint's files there
+    (:func:`_checkpoint_files`) and every name the new checkpoint writes. A folder's other
+    entries (notes, logs, a README) stay (:meth:`M3Model.save`)."""
+    return _checkpoint_files(folder) | set(_ST_METADATA_NAMES)
+
+
 def _checkpoint_files(folder: Path) -> set[str]:
     """The names in ``folder`` that belong to its checkpoint, not carried into a new save.
 

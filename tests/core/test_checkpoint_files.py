@@ -187,19 +187,33 @@ def test_a_head_file_with_non_finite_weights_is_an_error_naming_it(
         M3Encoder.from_pretrained(tiny_copy, dtype="fp32")
 
 
-@pytest.mark.parametrize(
-    "name", ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
-)
-def test_a_folder_holding_a_peft_adapter_is_refused_naming_it(tiny_copy: Path, name: str) -> None:
+@pytest.mark.parametrize("weights", [None, "adapter_model.safetensors", "adapter_model.bin"])
+def test_a_folder_holding_a_peft_adapter_is_refused_naming_it(
+    tiny_copy: Path, weights: str | None
+) -> None:
     """transformers (peft installed) applied an ``adapter_config.json`` it found: the folder
     loaded as the base model that file names plus the adapter, not the weights it holds."""
     from m3kit.checkpoint import resolve_checkpoint
     from m3kit.model import M3Model
 
     info = resolve_checkpoint(tiny_copy)
-    (tiny_copy / name).write_text('{"peft_type": "LORA", "base_model_name_or_path": "other"}')
-    message = rf"holds a PEFT adapter \({name}\).*merge_and_unload\(\)"
+    config = tiny_copy / "adapter_config.json"
+    config.write_text('{"peft_type": "LORA", "base_model_name_or_path": "other"}')
+    names = ["adapter_config.json"]
+    if weights is not None:
+        (tiny_copy / weights).write_bytes(b"lora weights")
+        names.append(weights)
+    message = rf"holds a PEFT adapter \({', '.join(names)}\).*merge_and_unload\(\)"
     with pytest.raises(CheckpointError, match=message):
         M3Encoder.from_pretrained(tiny_copy)
     with pytest.raises(CheckpointError, match=message):  # resolved before the adapter came
         M3Model.from_checkpoint(info)
+
+
+def test_adapter_weights_without_their_config_load(tiny_copy: Path) -> None:
+    """transformers applies an adapter only through ``adapter_config.json``: leftover adapter
+    weights alone change nothing, so the folder loads (it was refused, naming that file)."""
+    before = M3Encoder.from_pretrained(tiny_copy).encode(["a text"]).dense
+    (tiny_copy / "adapter_model.safetensors").write_bytes(b"left over")
+    after = M3Encoder.from_pretrained(tiny_copy).encode(["a text"]).dense
+    assert (before == after).all()

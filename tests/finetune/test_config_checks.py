@@ -201,7 +201,7 @@ def test_an_output_folder_of_other_files_or_an_empty_path_is_refused_before_trai
     monkeypatch.setattr(trainer, "run_training", no_training)
     monkeypatch.chdir(app)
     for out, message in (
-        (app, r"output_path .*app.* is a folder of other files \(config\.json, onnx, vocab"),
+        (app, r"output_path .*app.* holds no model checkpoint .* \(config\.json, onnx, vocab"),
         ("", "output_path is empty"),
     ):
         with pytest.raises(ValueError, match=message):
@@ -214,8 +214,9 @@ def test_an_output_folder_of_other_files_or_an_empty_path_is_refused_before_trai
 def test_an_output_folder_holding_a_checkpoint_or_only_hidden_files_is_accepted(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:
-    """A checkpoint's folder (the start model's own too), a PEFT adapter's, an empty one and
-    one holding only hidden entries (what a killed save leaves) may be saved into."""
+    """A checkpoint's folder (the start model's own too), a PEFT adapter's, an empty one, one
+    holding only hidden entries (what a killed save leaves) and one of files no save replaces
+    (a README, logs) may be saved into."""
     from m3kit.finetune.run_checks import check_output_path
 
     check_output_path(tiny_m3_path)
@@ -227,6 +228,11 @@ def test_an_output_folder_holding_a_checkpoint_or_only_hidden_files_is_accepted(
     (tmp_path / "left" / ".m3kit-saving-0a1b2c3d").mkdir(parents=True)
     (tmp_path / "left" / ".DS_Store").write_text("")
     check_output_path(tmp_path / "left")
+    # a folder of notes (a cloned model repo's card, logs) keeps them: a save writes beside
+    (tmp_path / "notes" / "logs").mkdir(parents=True)
+    (tmp_path / "notes" / "README.md").write_text("card")
+    (tmp_path / "notes" / ".gitattributes").write_text("*.bin lfs")
+    check_output_path(tmp_path / "notes")
 
 
 def test_a_max_length_past_the_start_models_positions_is_refused_before_training(

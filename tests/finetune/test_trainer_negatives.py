@@ -234,3 +234,23 @@ def test_a_passage_given_as_relevant_is_no_negative_of_its_query(
     assert collator.positives["q one"] == {"passage one", "passage two"}  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="positives must map each query text to a list"):
         finetuner.fit(rows, positives={"q one": "passage two"})
+
+
+def test_relevant_passages_given_as_iterators_are_all_kept() -> None:
+    """``query_positives(also=...)`` takes any iterable: an iterator was used up by the type
+    check and its passages dropped."""
+    from m3kit.finetune.positives import query_positives
+
+    rows = [TrainingExample("q", ("a",))]
+    assert sorted(query_positives(rows, also={"q": iter(["b", "c"])})["q"]) == ["a", "b", "c"]
+
+
+def test_the_positives_functions_are_still_importable_from_data() -> None:
+    """They moved to ``m3kit.finetune.positives``; ``m3kit.finetune.data`` listed them."""
+    import m3kit.finetune.data as data
+    import m3kit.finetune.positives as positives
+
+    for name in sorted(data._MOVED_TO_POSITIVES):
+        assert getattr(data, name) is getattr(positives, name)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        data.nothing  # noqa: B018

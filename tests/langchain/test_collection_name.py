@@ -77,3 +77,7 @@ def test_from_texts_takes_langchain_qdrants_path_and_batch_size(
         assert again.index.count() == 3  # written to the folder
     with pytest.raises(ValueError, match="name two places"):
         M3VectorStore.from_texts(["a."], tiny_encoder, path=folder, location=str(tmp_path / "x"))
+    # langchain-qdrant's default path=None passed on, and one folder named both ways
+    for path, location in ((None, folder), (Path(folder), folder)):
+        with M3VectorStore.from_texts(["d."], tiny_encoder, path=path, location=location) as s:
+            assert s.index.count() == 4

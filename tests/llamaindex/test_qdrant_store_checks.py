@@ -27,8 +27,8 @@ from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from llamaindex_m3 import M3Embedding, M3QdrantVectorStore, M3VectorStore
 
 METADATA = [
-    {"i": 0, "title": "Hello world", "tags": ["a", "b"], "year": 2020},
-    {"i": 1, "title": "Say hello", "tags": ["c"], "year": 2021},
+    {"i": 0, "title": "Hello world", "tags": ["a", "b"], "year": 2020, "file.name": "a.pdf"},
+    {"i": 1, "title": "Say hello", "tags": ["c"], "year": 2021, "page label": "3"},
     {"i": 2, "title": "Goodbye", "tags": ["d"]},
     {"i": 3, "title": "Berlin", "tags": [], "year": 2024},
 ]
@@ -162,6 +162,8 @@ FILTER_CASES = [
     ("year", 2020, "!=", [1, 2, 3]),  # a node without the key matches
     ("year", [2020.0, 2021.0], "in", [0, 1]),  # floats compare by value
     ("tags", None, "is_empty", [3]),
+    ("file.name", "a.pdf", "==", [0]),  # a flat key with a dot
+    ("page label", "3", "==", [1]),  # a key with a space
 ]
 
 

@@ -4,7 +4,9 @@ Hypothesis writes random metadata (strings, ints, floats, bools, ``null``, lists
 missing keys) to a store on each backend (embedded edge, qdrant-client in memory and in a
 folder), queries it with random nested filters (LlamaIndex ``MetadataFilters`` through
 ``llamaindex_m3.filters``, and the LangChain / core ``{key: value}`` mapping form), and
-compares the returned ids with :func:`_matches` / :func:`_mapping_matches` below.
+compares the returned ids with :func:`_matches` / :func:`_mapping_matches` below; and the
+same LlamaIndex filters through ``to_flat_payload_filter`` (``M3QdrantVectorStore``) on
+LlamaIndex's own Qdrant payload layout (metadata keys at the top level).
 
 The evaluator is written from the documented semantics (:mod:`m3kit.store.conditions`),
 not from the translation code:
@@ -37,7 +39,7 @@ from llama_index.core.vector_stores import (
     MetadataFilters,
 )
 
-from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.filters import to_flat_payload_filter, to_store_filter
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord, M3Store
 from tests.store.conftest import BACKENDS
@@ -218,6 +220,43 @@ def test_llamaindex_filters_select_what_python_selects(
     for f in filters:
         want = {d for d, meta in docs.items() if _matches(f, meta)}
         assert _selected(store, to_store_filter(f)) == want, (f, docs)
+
+
+@pytest.fixture(scope="module")
+def flat_collection() -> Iterator[Any]:
+    """A qdrant-client in-memory collection written as LlamaIndex's ``QdrantVectorStore``
+    lays out a node's payload: its metadata keys at the top level."""
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(":memory:")
+    client.create_collection(
+        "flat", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+    )
+    yield client
+    client.close()
+
+
+@_SETTINGS
+@given(metas=payloads, filters=st.lists(llama_filters, min_size=1, max_size=6))
+def test_llamaindex_filters_on_the_flat_payload_select_what_python_selects(
+    flat_collection: Any, metas: list[dict[str, Any]], filters: list[MetadataFilters]
+) -> None:
+    from qdrant_client import models
+
+    flat_collection.delete("flat", points_selector=models.FilterSelector(filter=models.Filter()))
+    docs = dict(zip(_DOC_IDS, metas, strict=False))
+    flat_collection.upsert(
+        "flat",
+        [
+            models.PointStruct(id=i, vector=[0.5] * 4, payload={**meta, "doc": d})
+            for i, (d, meta) in enumerate(docs.items())
+        ],
+    )
+    for f in filters:
+        want = {d for d, meta in docs.items() if _matches(f, meta)}
+        flt = to_flat_payload_filter(f)
+        points, _ = flat_collection.scroll("flat", scroll_filter=flt, limit=100)
+        assert {p.payload["doc"] for p in points} == want, (f, docs)
 
 
 @_SETTINGS

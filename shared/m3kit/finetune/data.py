@@ -37,13 +37,34 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Moved to :mod:`m3kit.finetune.positives`; still importable from here (:func:`__getattr__`).
+_MOVED_TO_POSITIVES = frozenset(
+    {
+        "query_positives",
+        "refuse_lone_positives",
+        "warn_negative_shortfall",
+        "without_query_positives",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The functions moved to :mod:`m3kit.finetune.positives`, imported from there when asked
+    for here (a plain import would be circular: that module imports this one)."""
+    if name in _MOVED_TO_POSITIVES:
+        from m3kit.finetune import positives
+
+        return getattr(positives, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def text_key(text: str) -> str:
     """``text`` with its whitespace collapsed: the form training compares texts in.
 
     Texts that differ only in whitespace (a trailing newline, a doubled space) say the same
     thing, so one must never be the other's negative. Mining, the checks of
-    :class:`TrainingExample`, :func:`without_query_positives` and the trainer's in-batch
+    :class:`TrainingExample`, :func:`~m3kit.finetune.positives.without_query_positives` and
+    the trainer's in-batch
     masking all compare in this form.
 
     >>> text_key(" a\\n b  ") == text_key("a b")

@@ -55,11 +55,12 @@ def query_positives(
     positives: dict[str, set[str]] = {}
     for ex in examples:
         positives.setdefault(text_key(ex.query), set()).update(map(text_key, ex.pos))
-    for query, texts in (also or {}).items():
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in (query, *texts)):
+    for query, given in (also or {}).items():
+        texts = [given] if isinstance(given, str) else list(given)  # (an iterator read once)
+        if isinstance(given, str) or not all(isinstance(t, str) for t in (query, *texts)):
             raise TypeError(
                 "positives must map each query text to a list of its relevant passage texts; "
-                f"got {query!r}: {texts!r}"
+                f"got {query!r}: {given!r}"
             )
         positives.setdefault(text_key(query), set()).update(map(text_key, texts))
     return {query: frozenset(texts) for query, texts in positives.items()}

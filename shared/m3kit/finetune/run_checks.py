@@ -43,25 +43,25 @@ def check_training_device(device: str) -> None:
 def check_output_path(output_path: str | os.PathLike[str]) -> None:
     """Refuse an output path no checkpoint folder can be made at, before any training.
 
-    The save replaces the files of an earlier checkpoint in the folder
-    (:meth:`m3kit.model.M3Model.save`), so it goes to a new or empty folder, or to one holding
-    a checkpoint (:func:`m3kit.checkpoint.holds_checkpoint`; the start model's own folder
-    too). Hidden entries (``.DS_Store``, what a killed save left) do not count.
+    The save replaces the files of an earlier checkpoint in the folder and keeps the others
+    (notes, logs, a README: :meth:`m3kit.model.M3Model.save`), so a folder holding no
+    checkpoint (:func:`m3kit.checkpoint.holds_checkpoint`) but files named as a checkpoint's
+    (an application's ``config.json``, ``vocab.txt``, ``onnx/``:
+    :func:`m3kit.model.replaced_names`) is refused: they would be replaced.
 
     Raises:
         ValueError: ``output_path`` is empty (it would save into the current directory), or
             it, or a folder above it, is a file (the save at the end of the run would fail),
-            or it is a folder of files that holds no checkpoint (the save would replace
-            those named like a checkpoint's: ``config.json``, ``vocab.txt``, ``onnx/``...);
-            the message names the path.
+            or it is a folder that holds no checkpoint but files the save would replace
+            (``config.json``, ``vocab.txt``, ``onnx/``...); the message names them.
     """
     from m3kit.checkpoint import holds_checkpoint
+    from m3kit.model import replaced_names
 
     if not os.fspath(output_path):
         raise ValueError(
             "output_path is empty: it would save the checkpoint into the current directory, "
-            "among its files; give the folder to save it in (a new one, or '.' to mean the "
-            "current directory)"
+            "among its files; give the folder to save it in"
         )
     path = Path(output_path)
     for place in (path, *path.parents):
@@ -74,15 +74,15 @@ def check_output_path(output_path: str | os.PathLike[str]) -> None:
                 )
             break
     if path.is_dir() and not holds_checkpoint(path):
-        files = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
-        if files:
-            shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        replaced = replaced_names(path)
+        clash = sorted(p.name for p in path.iterdir() if p.name in replaced)
+        if clash:
+            shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
             raise ValueError(
-                f"output_path {os.fspath(output_path)!r} is a folder of other files ({shown}) "
-                "with no model checkpoint in it (config.json with model weights): the save "
-                "would replace those named like a checkpoint's (config.json, vocab.txt, "
-                "onnx/, ...) and mix the checkpoint in with the rest; give a new or empty "
-                "folder, or a checkpoint's folder to replace that checkpoint"
+                f"output_path {os.fspath(output_path)!r} holds no model checkpoint (config.json "
+                f"with model weights) but files a checkpoint's save would replace ({shown}): "
+                "they are not an earlier checkpoint's; give a new folder, one without them, or "
+                "a checkpoint's folder to replace that checkpoint"
             )
 
 

@@ -26,6 +26,7 @@ from m3kit.store.schema import (
     CHUNK_INDEX,
     DOC_HASH,
     DOC_ID,
+    METADATA,
     flat_metadata_path,
     metadata_path,
 )
@@ -72,25 +73,33 @@ def _condition(key: str, value: Any) -> models.Condition:
     )
 
 
-def metadata_condition(key: str, build: Callable[[str], models.Condition]) -> models.Condition:
+def metadata_condition(
+    key: str, build: Callable[[str], models.Condition], *, top_level: bool = False
+) -> models.Condition:
     """``build`` on the payload path of metadata ``key``.
 
     A key with dots names a flat key where a chunk's metadata has one (``{"file.name": ...}``,
     as LlamaIndex and many loaders write it), else the nested path (``{"file": {"name": ...}}``),
     so the filter matches whichever the chunk holds; a key without dots is one path.
+    ``top_level``: the metadata keys are the payload's own (LlamaIndex's Qdrant store writes
+    them so), not under ``metadata.``.
 
     >>> metadata_condition("lang", lambda path: equals(path, "en")).key
     'metadata.lang'
     >>> f = metadata_condition("file.name", lambda path: equals(path, "a.pdf"))
     >>> [part.must[1].key for part in f.should]
     ['metadata."file.name"', 'metadata.file.name']
+    >>> f = metadata_condition("file.name", lambda p: equals(p, "a.pdf"), top_level=True)
+    >>> [part.must[1].key for part in f.should]
+    ['"file.name"', 'file.name']
 
     Raises:
         ValueError: The key is empty or holds a double quote (Qdrant cannot address it).
     """
-    flat = flat_metadata_path(key)
+    cut = len(METADATA) + 1 if top_level else 0  # "metadata."
+    flat = flat_metadata_path(key)[cut:]
     try:
-        nested = metadata_path(key)
+        nested = metadata_path(key)[cut:]
     except ValueError:  # an empty part ("a..b"): a flat key only
         return build(flat)
     return build(flat) if nested == flat else where_present(flat, nested, build)
