@@ -25,6 +25,7 @@ from m3kit.store.plan import StorageBackend
 from m3kit.store.points import plain_json
 from m3kit.store.query import QueryOptions
 from m3kit.store.records import Backend
+from m3kit.store.replace_journal import finish_interrupted
 from m3kit.store.schema import (
     CHUNK_ID,
     DOC_HASH,
@@ -214,6 +215,11 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         store = cls(impl, schema, kind=kind)
         store.cluster = cluster
         store.connection = connection
+        try:
+            finish_interrupted(impl)  # a replacing write a killed process left half done
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def __repr__(self) -> str:

@@ -30,6 +30,7 @@ from m3kit.store.points import (
 )
 from m3kit.store.record_check import check_write
 from m3kit.store.records import ChunkRecord
+from m3kit.store.replace_journal import record_replacing, replaced
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_INDEX,
@@ -89,7 +90,9 @@ class StoreWrites:
                 settings, up to ``write_parallelism`` requests are in flight at once.
             show_progress: tqdm bar (default: on for more than one batch).
             replace: After writing, delete each written document's other chunks (older
-                versions, or indices beyond its ``chunk_count``); also when a write request
+                versions, or indices beyond its ``chunk_count``; in a folder, a process killed
+                before that is finished when the folder is opened again:
+                :mod:`m3kit.store.replace_journal`); also when a write request
                 fails, for the documents of every request that succeeded (with parallel
                 requests, also those that landed after the failed one). A document larger
                 than one request, written in part, keeps only its new chunks and is written
@@ -139,6 +142,8 @@ class StoreWrites:
             self.write_lock,
             tqdm(total=len(plan.batches), desc="upsert", unit="batch", disable=not show) as bar,
         ):
+            if replace:  # a process killed before the old versions go: finished at next open
+                record_replacing(self._backend, version)
             try:
                 if workers > 1:  # a server: several requests in flight
                     self._write_parallel(plan, workers, written, bar)
@@ -168,6 +173,8 @@ class StoreWrites:
                 raise
             if replace:
                 self._drop_stale(list(version), version)
+                replaced(self._backend)  # (after a failed write it stays: the next open
+                # finishes what the failed request may have stored in part)
             else:
                 self._backend.finish_writes()
         return [p.id for p in points]
