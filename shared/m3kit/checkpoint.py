@@ -441,8 +441,10 @@ def _refuse_unfinished_save(path: Path) -> None:
             f"run was stopped or failed while writing the checkpoint), so its files may be "
             f"missing or mix two models (say, new weights with an earlier pooling). Save the "
             f"model again (rerun the fine-tune); delete {path / SAVING_FILE} only if you know "
-            f"every file is complete. A .m3kit-old-* folder in it holds the earlier "
-            f"checkpoint whole (the save was killed while swapping its files in)"
+            f"every file is complete. A .m3kit-old-* folder in it (a save killed while "
+            f"swapping its files in) holds the earlier checkpoint's files the swap had moved "
+            f"out, the others are still here: moving that folder's files back (over new ones "
+            f"of the same name) restores the earlier checkpoint, before any new save"
         )
 
 

@@ -12,8 +12,9 @@ the target is a mount point or its parent is read-only).
   and leaves the old checkpoint as it was.
 - A save killed while writing leaves its ``.m3kit-saving-`` folder (refused on load, by its
   marker) inside the target; the old checkpoint there still loads. The next save names it.
-- A swap that fails is undone; one killed leaves the target marked (refused on load) and the
-  old checkpoint whole in the ``.m3kit-old-`` folder.
+- A swap that fails is undone; one killed leaves the target marked (refused on load), the old
+  checkpoint's files it had moved out in the ``.m3kit-old-`` folder and the others in the
+  target (moving the folder's files back restores it; a new save replaces them all).
 
 The target's entries that are no checkpoint's (a user's notes, a log folder) stay where they
 are; the names the caller says an earlier checkpoint owns (its weights, tokenizer files,
@@ -139,7 +140,8 @@ def _name_leftovers(target: Path) -> None:
         if path.is_dir() and path.name.startswith((_SAVING_PREFIX, _OLD_PREFIX)):
             logger.warning(
                 "%s was left by an m3kit checkpoint save that was killed (%s: the new files "
-                "being written; %s: the earlier checkpoint's); delete it once not needed",
+                "being written; %s: the earlier checkpoint's files it had moved out, the rest "
+                "of which this save replaced); delete it once not needed",
                 path,
                 _SAVING_PREFIX + "*",
                 _OLD_PREFIX + "*",

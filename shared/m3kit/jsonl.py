@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -57,11 +58,12 @@ def iter_text_lines(path: Path) -> Iterator[str]:
     ends), never at U+2028 / U+0085, which JSON strings may hold unescaped.
 
     Raises:
-        ValueError: A line is not valid UTF-8 (the message names the file, line and byte).
+        ValueError: A line is not valid UTF-8 (the message names the file, line and byte),
+            or a ``.gz`` file is not gzip or is cut short (it names the file).
     """
     line_no = 0
     with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
-        for chunk in fh:
+        for chunk in _gzip_checked(fh, path):
             body = chunk[:-1] if chunk.endswith(b"\n") else chunk
             body = body[:-1] if body.endswith(b"\r") else body
             for raw in body.split(b"\r"):
@@ -75,6 +77,15 @@ def iter_text_lines(path: Path) -> Iterator[str]:
                         f"{path}:{line_no}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
                         f"{e.start + 1}); save the file as UTF-8"
                     ) from e
+
+
+def _gzip_checked(fh: Iterable[bytes], path: Path) -> Iterator[bytes]:
+    """``fh``'s lines; a ``.gz`` file that is not gzip, or cut short, is a ``ValueError``
+    naming the file (gzip raised ``EOFError`` / ``BadGzipFile`` naming neither)."""
+    try:
+        yield from fh
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: not a whole gzip file ({e}); compress it again") from e
 
 
 def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -111,6 +111,22 @@ def test_non_utf8_file_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(IsADirectoryError, match="is a folder"):  # it said "does not exist"
+        read_jsonl(tmp_path)
+
+
+def test_a_cut_or_false_gzip_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    """gzip raised EOFError (a traceback from the CLI) / BadGzipFile naming no file."""
+    rows = "".join(json.dumps({"query": f"q{i}", "pos": [f"p{i}"]}) + "\n" for i in range(500))
+    whole = gzip.compress(rows.encode())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cut\.jsonl\.gz: not a whole gzip file"):
+        read_jsonl(cut)
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_text(rows)
+    with pytest.raises(ValueError, match=r"plain\.jsonl\.gz: not a whole gzip file"):
+        read_jsonl(plain)
 
 
 def test_qa_dataset_from_llamaindex_shaped_object_and_json(tmp_path: Path) -> None:

@@ -332,11 +332,14 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[TrainingExample]:
 
     Raises:
         FileNotFoundError: The file does not exist.
+        IsADirectoryError: The path is a folder.
         ValueError: A line is not JSON (or gives a key twice), lacks ``query``/``pos``, has
             no positive, or a misspelt ``query``/``pos``/``neg`` key; the
             message names the file and the line number.
     """
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"training file {p} is a folder; give a .jsonl / .jsonl.gz file")
     if not p.is_file():
         raise FileNotFoundError(f"training file {p} does not exist")
     prompt_told = False

@@ -161,7 +161,8 @@ class ClientBackend:
                 self._client = QdrantClient(path=str(location))
             except RuntimeError as exc:  # portalocker: the folder is held by another client
                 raise StoreConnectionError(
-                    f"cannot open the local Qdrant folder {location}: {exc}. Close the other "
+                    f"cannot open the local Qdrant folder {location}: "
+                    f"{str(exc).rstrip('.')}. Close the other "
                     "M3Store / QdrantClient using it (one process, one client per folder)."
                 ) from None
 
