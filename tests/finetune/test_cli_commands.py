@@ -160,6 +160,33 @@ def test_cli_bad_input_is_an_error(tiny_m3_path: Path, tmp_path: Path) -> None:
         )
 
 
+def test_cli_outputs_in_the_way_are_refused_before_any_model_loads(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eval --output FILE`` and ``mine-negatives --output DIR`` failed with a bare
+    ``File exists`` / ``Is a directory`` once every model had encoded the data."""
+    import m3kit.encoder
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model loaded before the output was checked")
+
+    monkeypatch.setattr(m3kit.encoder.M3Encoder, "from_pretrained", no_model)
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"query": "q", "pos": ["p"]}\n')
+    mine = ["mine-negatives", "--model", str(tiny_m3_path), "--train", str(rows), "--output"]
+    with pytest.raises(ValueError, match=r"--output .*: a folder is there"):
+        run_cli([*mine, str(tmp_path)])
+    with pytest.raises(ValueError, match=r"--output .*afile is a file, not a folder"):
+        run_cli([*mine, str(a_file / "m.jsonl")])
+    data = write_beir(tmp_path / "beir", {"d1": "a passage"}, {"q1": "a query"}, "q1\td1\t1\n")
+    evaluate = ["eval", "--model", str(tiny_m3_path), "--data", str(data), "--output"]
+    with pytest.raises(ValueError, match=r"--output .*afile: a file is there"):
+        run_cli([*evaluate, str(a_file)])
+    assert a_file.read_text() == "mine"
+
+
 @pytest.mark.parametrize("command", ["eval", "calibrate"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_cli_max_queries_must_be_positive(

@@ -24,6 +24,7 @@ from m3kit.finetune.cli_args import (
     add_encoder_arguments,
     add_keep_identical_ids_argument,
     add_sparse_cut_arguments,
+    check_output_place,
     encoder_options,
     p_threshold,
     split_list,
@@ -450,6 +451,7 @@ def _run_mine(args: argparse.Namespace) -> int:
         start, end = (int(x) for x in args.range.split("-"))
     except ValueError as e:
         raise ValueError(f"--range must look like 10-100, got {args.range!r}") from e
+    check_output_place(args.output, "--output", folder=False)  # before the mining
     examples = read_jsonl(args.train)
     corpus, titles = _read_corpus(args.corpus) if args.corpus else (None, None)
     encoder = M3Encoder.from_pretrained(args.model, **encoder_options(args))

@@ -12,6 +12,7 @@ __all__ = [
     "add_encoder_arguments",
     "add_keep_identical_ids_argument",
     "add_sparse_cut_arguments",
+    "check_output_place",
     "encoder_options",
     "p_threshold",
     "split_list",
@@ -123,3 +124,25 @@ def encoder_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_batch_tokens": args.max_batch_tokens,
         "query_instruction": args.query_instruction,
     }
+
+
+def check_output_place(path: str, flag: str, *, folder: bool) -> None:
+    """Refuse, before any model loads, an output the command could write only after its
+    work: a ``folder`` path that is a file, or a file path that is a folder, or one under a
+    file (the write failed at the end with a bare ``File exists`` / ``Is a directory``).
+
+    Raises:
+        ValueError: Names the flag, the path and what is in the way.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {path}: a file is there; give a folder for the report")
+    if not folder and p.is_dir():
+        raise ValueError(f"{flag} {path}: a folder is there; give the file to write")
+    for above in p.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise ValueError(f"{flag} {path}: {above} is a file, not a folder")
+            break

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3kit.finetune.cli_args import split_list
+from m3kit.finetune.cli_args import check_output_place, split_list
 
 if TYPE_CHECKING:
     from m3kit.store.sparse_cut import SparseCut
@@ -142,6 +142,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from m3kit.outputs import Head
     from m3kit.store.sparse_cut import SparseCut, sparse_cut_of
 
+    if args.output:  # before any model encodes the corpus
+        check_output_place(args.output, "--output", folder=True)
     corpus, queries, qrels = read_beir(args.data, args.split, args.max_queries, args.seed)
     ignore_identical = not args.keep_identical_ids
     say_identical_ids(corpus, queries, ignore_identical)
