@@ -10,6 +10,7 @@ query (or of the nodes ``async_add`` adds) encoded in a worker thread beforehand
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,7 +37,6 @@ __all__ = [
     "QueryAlphaFusion",
     "VectorHandoff",
     "check_query",
-    "delete_selects",
     "encoded_in_thread",
     "query_kwargs",
     "with_node_ids",
@@ -169,7 +169,7 @@ def with_node_ids(
     return MetadataFilters(filters=[filters], condition=FilterCondition.AND)
 
 
-def query_kwargs(kwargs: dict[str, Any], own_filter: Any) -> dict[str, Any]:
+def query_kwargs(kwargs: dict[str, Any], own_filter: Callable[[], Any]) -> dict[str, Any]:
     """A query's ``**kwargs`` checked, its ``qdrant_filters`` joined with the query's own filter.
 
     ``QdrantVectorStore.query`` ignored every other key (a misspelt ``qdrant_filter`` ran
@@ -178,8 +178,9 @@ def query_kwargs(kwargs: dict[str, Any], own_filter: Any) -> dict[str, Any]:
 
     Args:
         kwargs: The query's keyword arguments.
-        own_filter: The query's own filter (``QdrantVectorStore._build_query_filter``), or
-            ``None``.
+        own_filter: Builds the query's own filter (``QdrantVectorStore._build_query_filter``;
+            ``None``: none), called only with ``qdrant_filters`` (``QdrantVectorStore.query``
+            builds it itself otherwise).
 
     Raises:
         TypeError: Names the keys ``QdrantVectorStore`` does not read.
@@ -191,21 +192,7 @@ def query_kwargs(kwargs: dict[str, Any], own_filter: Any) -> dict[str, Any]:
             f"{sorted(QUERY_KWARGS)}"
         )
     given = kwargs.get("qdrant_filters")
-    if given is None or own_filter is None:
+    if given is None:
         return kwargs
-    return {**kwargs, "qdrant_filters": Filter(must=[given, own_filter])}
-
-
-def delete_selects(node_ids: list[str] | None, filters: MetadataFilters | None) -> None:
-    """Refuse a ``delete_nodes`` that names no node: ``QdrantVectorStore`` deleted them all.
-
-    Raises:
-        ValueError: ``node_ids`` is ``None`` and ``filters`` is ``None`` or holds no filter.
-    """
-    if node_ids is None and (filters is None or not filters.filters):
-        given = "is None" if filters is None else "is an empty MetadataFilters"
-        raise ValueError(
-            f"M3QdrantVectorStore.delete_nodes needs node_ids or filters with a filter; "
-            f"node_ids is None and filters {given} (QdrantVectorStore deleted every node; to "
-            "do that, call clear())"
-        )
+    own = own_filter()
+    return kwargs if own is None else {**kwargs, "qdrant_filters": Filter(must=[given, own])}

@@ -94,7 +94,13 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from qdrant_client import models
 
-__all__ = ["DOCUMENT_KEYS", "TOP_LEVEL_KEYS", "to_flat_payload_filter", "to_store_filter"]
+__all__ = [
+    "DOCUMENT_KEYS",
+    "TOP_LEVEL_KEYS",
+    "refuse_deleting_all",
+    "to_flat_payload_filter",
+    "to_store_filter",
+]
 
 DOCUMENT_KEYS = frozenset({"doc_id", "ref_doc_id", "document_id"})
 """Filter keys that name the node's document (the store's ``doc_id`` field, what
@@ -127,6 +133,28 @@ def to_store_filter(filters: MetadataFilters | None) -> Mapping[str, Any] | mode
     translated = _group(filters, _condition)  # validates every value, also for the mapping form
     simple = _as_mapping(filters)
     return simple if simple is not None else translated
+
+
+def refuse_deleting_all(
+    store: str, node_ids: list[str] | None, filters: MetadataFilters | None
+) -> None:
+    """Refuse a ``delete_nodes`` that names no node (LlamaIndex's Qdrant store deleted them
+    all), in both stores.
+
+    Args:
+        store: The store's class name, for the message.
+        node_ids: The ids given (``None``: none; ``[]`` names no node and deletes none).
+        filters: The filters given.
+
+    Raises:
+        ValueError: ``node_ids`` is ``None`` and ``filters`` is ``None`` or holds no filter.
+    """
+    if node_ids is None and (filters is None or not filters.filters):
+        given = "is None" if filters is None else "is an empty MetadataFilters"
+        raise ValueError(
+            f"{store}.delete_nodes needs node_ids or filters with a filter; node_ids is None "
+            f"and filters {given} (to delete every node, call clear())"
+        )
 
 
 def to_flat_payload_filter(filters: MetadataFilters) -> models.Filter:

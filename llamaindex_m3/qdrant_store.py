@@ -63,13 +63,12 @@ from llamaindex_m3._qdrant_query import (
     QueryAlphaFusion,
     VectorHandoff,
     check_query,
-    delete_selects,
     encoded_in_thread,
     query_kwargs,
     with_node_ids,
 )
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
-from llamaindex_m3.filters import to_flat_payload_filter
+from llamaindex_m3.filters import refuse_deleting_all, to_flat_payload_filter
 from llamaindex_m3.late_nodes import (
     LATE_METADATA_KEY,
     SPARSE_METADATA_KEY,
@@ -298,7 +297,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
                 search found nothing, silently).
         """
         check_query(query)
-        kwargs = query_kwargs(kwargs, self._build_query_filter(query))
+        kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
@@ -306,7 +305,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         :meth:`query` fuses it (LlamaIndex's made ``alpha=0`` 0.5); another mode, or a sparse
         or hybrid query without text or with a blank one, is refused as in :meth:`query`."""
         check_query(query)
-        kwargs = query_kwargs(kwargs, self._build_query_filter(query))
+        kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
         await self._acheck_models()
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         vectors = None
@@ -423,7 +422,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             TypeError: An argument ``QdrantVectorStore`` would have ignored.
         """
         _no_kwargs("delete_nodes", delete_kwargs)
-        delete_selects(node_ids, filters)
+        refuse_deleting_all("M3QdrantVectorStore", node_ids, filters)
         filters = with_node_ids(node_ids, filters)
         super().delete_nodes(node_ids, filters, shard_identifier)
 
@@ -436,7 +435,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     ) -> None:
         """:meth:`delete_nodes` through the async client."""
         _no_kwargs("adelete_nodes", delete_kwargs)
-        delete_selects(node_ids, filters)
+        refuse_deleting_all("M3QdrantVectorStore", node_ids, filters)
         filters = with_node_ids(node_ids, filters)
         await super().adelete_nodes(node_ids, filters, shard_identifier)
 

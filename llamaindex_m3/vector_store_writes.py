@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilters
 
-from llamaindex_m3.filters import to_store_filter
+from llamaindex_m3.filters import refuse_deleting_all, to_store_filter
 from llamaindex_m3.node_writes import write_nodes
 from llamaindex_m3.sourceless import ref_docs_filter
 from m3kit.store.cancelling import in_worker, stop_if_cancelled
@@ -93,14 +93,9 @@ class VectorStoreWrites:
                 are given (it would select every node: use :meth:`clear`).
         """
         _no_kwargs("delete_nodes", delete_kwargs)
+        refuse_deleting_all("M3VectorStore", node_ids, filters)
         by_id = None if node_ids is None else chunk_ids_filter(node_ids)
         where = to_filter(to_store_filter(filters))
-        if by_id is None and where is None:
-            given = "is None" if filters is None else "is an empty MetadataFilters"
-            raise ValueError(
-                f"M3VectorStore.delete_nodes needs node_ids or filters with a filter; node_ids "
-                f"is None and filters {given} (to delete every node, call clear())"
-            )
         with self._index.store.write_lock:
             stop_if_cancelled()
             self._index.store.delete_points(filter=and_filters(by_id, where))
