@@ -135,13 +135,36 @@ def test_a_collection_stored_with_another_sparse_cut_is_refused(
     with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client", sparse_top_k=2):
         pass
     client = QdrantClient(path=str(tmp_path / "q"))
-    reopen(sparse(sparse_top_k=2), client, **M3KIT_NAMES)
+
+    def reader(embeddings: M3SparseEmbeddings) -> None:  # (it only reads an index: below)
+        hybrid_store(client, enc_a, sparse=embeddings, **M3KIT_NAMES)
+
+    reader(sparse(sparse_top_k=2))
     with pytest.raises(ValueError, match="sparse cut"):
-        reopen(sparse(), client, **M3KIT_NAMES)
+        reader(sparse())
     # a cut change left part-way: the chunks hold both cuts, none fits them
     meta = dict((client.get_collection("c").config.metadata or {})["m3kit"])
     pending = {"top_k": 3, "min_weight": 0.0}
     client.update_collection("c", metadata={"m3kit": {**meta, "sparse_cut_to": pending}})
     with pytest.raises(ValueError, match="part-way through a change of its sparse cut"):
-        reopen(sparse(sparse_top_k=2), client, **M3KIT_NAMES)
+        reader(sparse(sparse_top_k=2))
     client.close()
+
+
+def test_a_collection_m3kit_indexed_is_read_not_written(enc_a: M3Encoder, tmp_path: Path) -> None:
+    """A point written into an ``M3Index`` collection through langchain-qdrant's layout has no
+    ColBERT vector and no m3kit chunk payload: the index's (ColBERT-reranked) searches never
+    returned it, silently, while the write succeeded."""
+    from m3kit.store import M3Index
+
+    with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client") as index:
+        index.add_texts(SAMPLE_TEXTS[:4])
+    client = QdrantClient(path=str(tmp_path / "q"))
+    store = hybrid_store(client, enc_a, **M3KIT_NAMES)
+    assert len(store.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    with pytest.raises(ValueError, match="'c' is an m3kit index.*Write through M3VectorStore"):
+        store.add_documents([Document(SAMPLE_TEXTS[5])])
+    assert client.count("c").count == 4
+    client.close()
+    with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client") as index:
+        assert len(index.search(SAMPLE_TEXTS[5], k=10)) == 4

@@ -171,62 +171,42 @@ def test_a_collection_stored_with_another_document_prefix_is_refused(
     with pytest.raises(ValueError, match="'passage: '"):
         M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)
     client.close()
-    # one m3kit indexed before the prefix was recorded: its chunks were encoded bare
+
+
+def test_a_collection_m3kit_indexed_is_read_not_written(enc_a: M3Encoder, tmp_path: Path) -> None:
+    """A node written into an ``M3Index`` collection through LlamaIndex's layout has no ColBERT
+    vector and no m3kit chunk payload: the index's (ColBERT-reranked) searches never returned
+    it, silently, while the write succeeded (sync and async alike)."""
+    import asyncio
+
+    from qdrant_client import AsyncQdrantClient
+
     from m3kit.store import M3Index
 
     with M3Index.open(enc_a, tmp_path / "r", collection="c", backend="client") as index:
         index.add_texts(SAMPLE_TEXTS[:2])
-        older = index.store.collection_metadata()
-        del older["text_instruction"]
-        index.store.set_collection_metadata(older)
-    client = QdrantClient(path=str(tmp_path / "r"))
-    store = M3QdrantVectorStore("c", client=client, sparse_model=prefixed, **names)
-    with pytest.raises(ValueError, match="holds document vectors encoded with no document"):
-        _index(DOCS[2:3], store, prefixed)
-    assert (client.get_collection("c").config.metadata or {})["m3kit"]["text_instruction"] == ""
-    assert client.count("c").count == 2
-    client.close()
-
-
-def test_an_older_m3kit_prefixed_collection_is_not_taken_as_bare(
-    enc_a: M3Encoder, tmp_path: Path
-) -> None:
-    """m3kit's own record without a prefix, over chunks an m3kit from before ``encoded_text``
-    was stored wrote with one: recorded as bare, the same prefix's store was refused (told to
-    drop its prefix). Now refused without recording, until the prefix is recorded."""
-    from qdrant_client import models
-
-    from llamaindex_m3 import M3VectorStore
-    from m3kit.store.doc_prefix import record_prefix
-    from m3kit.store.schema import ENCODED_TEXT, SPARSE_CUT
-
-    prefixed = M3Embedding.from_encoder(enc_a, text_instruction="passage: ")
-    where = {"location": str(tmp_path / "q"), "collection_name": "c", "backend": "client"}
-    with M3VectorStore(prefixed, **where) as store:
-        node = TextNode(text=SAMPLE_TEXTS[0], id_="n0")
-        node.embedding = prefixed.get_text_embedding(SAMPLE_TEXTS[0])
-        store.add([node])
-        older = store.client.store.collection_metadata()
-        del older["text_instruction"]
-        store.client.store.set_collection_metadata(older)
-    client = QdrantClient(path=str(tmp_path / "q"))
-    client.delete_payload("c", keys=[ENCODED_TEXT, SPARSE_CUT], points=models.Filter())
     names = {"dense_vector_name": "dense", "sparse_vector_name": "sparse"}
-    store = M3QdrantVectorStore("c", client=client, sparse_model=prefixed, **names)
-    with pytest.raises(ValueError, match="cannot tell it"):
-        _index(DOCS[1:2], store, prefixed)
-    assert "text_instruction" not in (client.get_collection("c").config.metadata or {})["m3kit"]
-    assert client.count("c").count == 1
-    client.close()
-    with M3VectorStore(prefixed, **where) as m3:
-        record_prefix(m3.client.store, "passage: ")
-    client = QdrantClient(path=str(tmp_path / "q"))
-    store = M3QdrantVectorStore("c", client=client, sparse_model=prefixed, **names)
-    _index(DOCS[1:2], store, prefixed)
+    embed = M3Embedding.from_encoder(enc_a)
+    client = QdrantClient(path=str(tmp_path / "r"))
+    store = M3QdrantVectorStore("c", client=client, sparse_model=embed, **names)
+    with pytest.raises(ValueError, match="'c' is an m3kit index.*Write through M3VectorStore"):
+        _index(DOCS[2:3], store, embed)
     assert client.count("c").count == 2
-    with pytest.raises(ValueError, match="'passage: '"):
-        M3QdrantVectorStore("c", client=client, sparse_model=enc_a, **names)
     client.close()
+
+    async def write() -> None:
+        aclient = AsyncQdrantClient(path=str(tmp_path / "r"))
+        store = M3QdrantVectorStore("c", aclient=aclient, sparse_model=embed, **names)
+        node = TextNode(text=SAMPLE_TEXTS[3], id_=f"00000000-0000-0000-0000-{3:012d}")
+        node.embedding = embed.get_text_embedding(SAMPLE_TEXTS[3])
+        try:
+            with pytest.raises(ValueError, match="is an m3kit index"):
+                await store.async_add([node])
+            assert (await aclient.count("c")).count == 2
+        finally:
+            await aclient.close()
+
+    asyncio.run(write())
 
 
 def test_an_async_only_store_records_and_checks_its_model(

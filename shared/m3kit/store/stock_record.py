@@ -26,15 +26,17 @@ names none).
 
 The document prefix the sparse (LlamaIndex: ``text_instruction``) vectors were encoded after
 is recorded the same way (:data:`TEXT_INSTRUCTION`, ``""``: none; LangChain's stores never
-prefix), and a write with another prefix, also than the one m3kit's own record names, is
-refused (``ValueError``, :mod:`m3kit.store.doc_prefix`): the collection would hold prefixed
-and bare document vectors. LlamaIndex's store also refuses another prefix when built on the
-collection; LangChain's, which only reads it then, at its first write. A record written
-before the prefix was recorded gains the first writer's prefix at its next write (which
-prefix wrote the vectors before cannot be told from the stock layout); an m3kit record
-without one gains it too, as :func:`~m3kit.store.doc_prefix.settle_prefix` records it (no
-prefix where every chunk provably was encoded bare; a write with a prefix refused where the
-chunks cannot tell: :func:`~m3kit.store.doc_prefix.record_prefix`).
+prefix), and a write with another prefix is refused (``ValueError``,
+:mod:`m3kit.store.doc_prefix`): the collection would hold prefixed and bare document vectors.
+LlamaIndex's store also refuses another prefix when built on the collection, also than the one
+m3kit's own record names; LangChain's, which only reads it then, at its first write. A record
+written before the prefix was recorded gains the first writer's prefix at its next write
+(which prefix wrote the vectors before cannot be told from the stock layout).
+
+Such a store only reads a collection ``M3Index`` keeps: its writes are refused
+(``ValueError``, :func:`index_write_message`, with any embeddings). Its points would carry
+neither m3kit's chunk payload nor a ColBERT vector, so the index's searches (ColBERT-reranked)
+never returned them and its deletes never removed them, silently.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ __all__ = [
     "arecord_models",
     "check_models",
     "dense_identity",
+    "index_write_message",
     "record_models",
     "sparse_cut_identity",
     "sparse_identity",
@@ -221,39 +224,6 @@ def _refuse_other_prefix(collection: str, records: _Records, identity: str) -> N
         check_prefix(collection, records.index_record, identity)
 
 
-async def _record_indexed_prefix(
-    client: Any, collection: str, records: _Records, prefix: str
-) -> None:
-    """Record ``prefix`` in m3kit's own record, which names none (see the module doc)."""
-    from m3kit.store.doc_prefix import RECORD_KEY as PREFIX_KEY
-    from m3kit.store.doc_prefix import (
-        check_prefix,
-        encoded_filter,
-        prefix_to_record,
-        unstamped_filter,
-    )
-
-    record = records.index_record
-    if not isinstance(record, dict) or PREFIX_KEY in record:
-        return
-
-    async def count(flt: Any = None) -> int:
-        return int((await _result(client.count(collection, flt))).count)
-
-    chunks = await count()
-    encoded = await count(encoded_filter()) if chunks else 0
-    unstamped = await count(unstamped_filter()) if chunks and not encoded else 0
-    stored = prefix_to_record(collection, chunks, encoded, unstamped, prefix)
-    info = await _result(client.get_collection(collection))
-    now = (info.config.metadata or {}).get(INDEX_KEY)
-    if isinstance(now, dict) and PREFIX_KEY not in now:  # (read again: what changed is kept)
-        await _result(
-            client.update_collection(collection, metadata={INDEX_KEY: {**now, PREFIX_KEY: stored}})
-        )
-    recorded = now.get(PREFIX_KEY, stored) if isinstance(now, dict) else stored
-    check_prefix(collection, {PREFIX_KEY: recorded}, prefix)
-
-
 def _refuse_others(collection: str, records: _Records, identities: dict[str, str]) -> None:
     for name, identity in identities.items():
         if name == SPARSE_CUT:
@@ -337,20 +307,31 @@ async def arecord_models(
     return await _record_models(aclient, collection, identities, created=created)
 
 
+def index_write_message(collection: str) -> str:
+    """Why a framework's own store may not write into a collection ``M3Index`` keeps."""
+    return (
+        f"collection {collection!r} is an m3kit index (M3Index, `m3kit index` or an adapter's "
+        "M3VectorStore wrote it): a point this store writes carries neither m3kit's chunk "
+        "payload nor a ColBERT vector, so the index's searches never return it and its "
+        "deletes never remove it. Write through M3VectorStore (langchain_m3 or llamaindex_m3) "
+        "or M3Index; this store can still search the collection"
+    )
+
+
 async def _record_models(
     client: Any, collection: str, identities: dict[str, str], *, created: bool
 ) -> bool:
-    if not identities:
-        return True
     records = await _recorded(client, collection)
     if records is None:
-        return False
+        return not identities
+    if records.index_record is not None:
+        raise ValueError(index_write_message(collection))
+    if not identities:
+        return True
     _refuse_others(collection, records, identities)
-    if TEXT_INSTRUCTION in identities and records.indexed is not None:
-        await _record_indexed_prefix(client, collection, records, identities[TEXT_INSTRUCTION])
     recorded = records.own
-    if records.indexed is not None or all(name in recorded for name in identities):
-        return True  # (m3kit's own record names the model: that is the collection's record)
+    if all(name in recorded for name in identities):
+        return True
     if not created and not recorded:
         points = await _result(client.count(collection, exact=False))
         if points.count:
