@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_index_field,
         help="create a payload index on metadata KEY for fast --filter search on a Qdrant "
         "server or the embedded engine; TYPE: keyword (default), integer, float, bool, text, "
-        "datetime, uuid or geo; repeat; indexes that exist are kept",
+        "datetime or geo; repeat; indexes that exist are kept",
     )
     index.add_argument("--batch-size", type=positive_int, default=32, help="texts per batch")
     add_keep_freed_memory_argument(
@@ -403,7 +403,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
 # -- helpers --------------------------------------------------------------------------------
 def _index_field(value: str) -> tuple[str, Any]:
-    from m3kit.store.schema import PayloadIndexType
+    from m3kit.store.schema import PayloadIndexType, payload_index_fields
 
     key, sep, kind = value.rpartition(":")
     if not sep:
@@ -411,12 +411,10 @@ def _index_field(value: str) -> tuple[str, Any]:
     if not key.strip():
         raise argparse.ArgumentTypeError(f"{value!r} is not KEY[:TYPE]")
     try:
-        return key, PayloadIndexType(kind)
-    except ValueError:
-        choices = ", ".join(t.value for t in PayloadIndexType)
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: index type {kind!r} is not one of {choices}"
-        ) from None
+        (parsed,) = payload_index_fields({key: kind}).values()  # (uuid refused, with why)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--index-field {value!r}: {e}") from None
+    return key, parsed
 
 
 def _filter_mapping(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -49,7 +49,10 @@ def test_cli_index_field() -> None:
         a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
     ).choices["index"]
     help_text = " ".join(index_parser.format_help().split())
-    assert all(t.value in help_text for t in PayloadIndexType)  # help names every type
+    # help names every type but uuid (refused: test_a_uuid_index_is_refused_and_named)
+    assert all(t.value in help_text for t in PayloadIndexType if t is not PayloadIndexType.UUID)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["index", "docs", "--index-field", "ref:uuid"])
 
 
 # -- embedded engine ------------------------------------------------------------------------
@@ -474,3 +477,38 @@ def test_an_index_another_store_adds_later_is_checked(
         first.upsert([_priced(4, {"price": 4})])
         assert reads == [1, 1]  # each write holding a number
         assert first.count() == 4  # d0, d2, d3, d4: nothing of a refused write
+
+
+def test_a_uuid_index_is_refused_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded engine's ``uuid`` index serves every spelling of one UUID as the same
+    value: with ``payload_indexes={"ref": "uuid"}``, ``{"ref": U}`` matched (and
+    ``delete_points`` deleted) the points storing ``U.upper()``, its undashed and braced
+    spellings too, where an unindexed key and qdrant-client's local mode matched ``U`` only."""
+    with pytest.raises(ValueError, match="type 'uuid' is not supported.*'keyword'"):
+        M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes={"ref": "uuid"}, **ARGS)
+    with pytest.raises(ValueError, match="'uuid' is not supported"):
+        payload_index_fields({"ref": PayloadIndexType.UUID})
+    with M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS) as s:  # made by another program
+        s._backend.create_payload_index("metadata.ref", PayloadIndexType.UUID)
+    with caplog.at_level(logging.WARNING, logger="m3kit.store.payload_indexes"):
+        M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS).close()
+    assert "uuid payload index on metadata.ref" in caplog.text
+
+
+@pytest.mark.parametrize("backend", [Backend.EDGE, Backend.CLIENT])
+def test_a_phrase_is_matched_on_a_text_indexed_key(tmp_path: Path, backend: Backend) -> None:
+    """A ``text`` index made without phrase matching served a ``MatchPhrase`` as matching
+    nothing (the embedded engine), where the unindexed key matched the phrase."""
+    from qdrant_client import models
+
+    phrase = models.Filter(
+        must=[
+            models.FieldCondition(key="metadata.tx", match=models.MatchPhrase(phrase="capital of"))
+        ]
+    )
+    texts = ["The Capital of Germany", "capitalism rocks", "GERMANY capital"]
+    with M3Store.open(tmp_path, backend=backend, payload_indexes={"tx": "text"}, **ARGS) as s:
+        s.upsert([_priced(i, {"tx": t}) for i, t in enumerate(texts)])
+        assert [h.doc_id for h in s.get(None, filter=phrase)] == ["d0"]

@@ -279,10 +279,11 @@ class ClientBackend:
         }
 
     def create_payload_index(self, path: str, kind: PayloadIndexType) -> None:
+        schema: Any = models.PayloadSchemaType(kind.value)
+        if kind is PayloadIndexType.TEXT:  # without phrase matching, a MatchPhrase matches none
+            schema = models.TextIndexParams(type=models.TextIndexType.TEXT, phrase_matching=True)
         with self._translate():
-            self._client.create_payload_index(
-                self.collection, path, models.PayloadSchemaType(kind.value), wait=True
-            )
+            self._client.create_payload_index(self.collection, path, schema, wait=True)
 
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:

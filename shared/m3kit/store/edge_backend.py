@@ -287,8 +287,14 @@ class EdgeBackend:
 
     def create_payload_index(self, path: str, kind: PayloadIndexType) -> None:
         shard = self.shard
+        # a text index without phrase matching serves a MatchPhrase as matching nothing
+        schema: Any = (
+            qe.TextIndexParams(phrase_matching=True)
+            if kind is PayloadIndexType.TEXT
+            else _PAYLOAD_TYPES[kind]
+        )
         with self._write_lock:
-            shard.update(qe.UpdateOperation.create_field_index(path, _PAYLOAD_TYPES[kind]))
+            shard.update(qe.UpdateOperation.create_field_index(path, schema))
 
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:

@@ -15,6 +15,10 @@ Engines: a Qdrant server or cluster and the embedded engine (qdrant-edge field i
 create them; qdrant-client's local mode has no payload indexes, so a declaration there is
 logged and does nothing.
 
+A ``uuid`` index is refused on metadata keys (one found is named in a warning): it serves
+every spelling of one UUID as the same value, where filters compare strings exactly
+(:data:`~m3kit.store.schema.UUID_INDEX_REFUSED`).
+
 Two index types hide values of another type from the filters they serve: an ``integer`` index
 skips non-integer numbers (``{"price": 1.5}`` and ranges miss ``1.5``) and a ``datetime``
 index skips numbers. Writes of such values to a key the collection indexes so are refused
@@ -113,6 +117,17 @@ def ensure_payload_indexes(
             ", ".join(sorted(fields)),
         )
         return []
+    for path in sorted(p for p, kind in found.items() if kind == PayloadIndexType.UUID.value):
+        logger.warning(
+            "%r at %s has a uuid payload index on %s (made by another program, or by an "
+            "earlier m3kit on request): it serves every spelling of one UUID (upper case, "
+            "without hyphens, in braces) as the same value, so a filter or a delete on that key "
+            "by one spelling also matches the others; drop that index and declare the key as "
+            "keyword",
+            backend.collection,
+            backend.where,
+            path,
+        )
     clashes = [
         f"{path} is indexed as {found[path]}, declared {kind.value}"
         for path, kind in sorted(fields.items())

@@ -232,7 +232,8 @@ def check_schema(
 
 
 class PayloadIndexType(str, Enum):
-    """Type of a payload index on a metadata key (Qdrant's payload schema types)."""
+    """Type of a payload index on a metadata key (Qdrant's payload schema types; ``UUID`` is
+    refused on metadata keys: :data:`UUID_INDEX_REFUSED`)."""
 
     KEYWORD = "keyword"
     INTEGER = "integer"
@@ -340,17 +341,30 @@ def payload_index_fields(
         indexes: ``{metadata key: type}``; a key may be a dotted path into nested metadata.
 
     Raises:
-        ValueError: A key is empty or not a string, or a type is not a :class:`PayloadIndexType`.
+        ValueError: A key is empty or not a string, or a type is not a :class:`PayloadIndexType`
+            or is ``uuid`` (:data:`UUID_INDEX_REFUSED`).
     """
     out: dict[str, PayloadIndexType] = {}
     for key, kind in (indexes or {}).items():
         if not isinstance(key, str) or not key.strip() or key != key.strip():
             raise ValueError(f"payload index key {key!r} must be a non-empty metadata key")
         try:
-            out[metadata_path(key)] = PayloadIndexType(kind)
+            parsed = PayloadIndexType(kind)
         except ValueError:
-            choices = ", ".join(t.value for t in PayloadIndexType)
+            choices = ", ".join(t.value for t in PayloadIndexType if t is not PayloadIndexType.UUID)
             raise ValueError(
                 f"payload index on metadata key {key!r}: type {kind!r} is not one of {choices}"
             ) from None
+        if parsed is PayloadIndexType.UUID:
+            raise ValueError(UUID_INDEX_REFUSED.format(key=key))
+        out[metadata_path(key)] = parsed
     return out
+
+
+#: Why a ``uuid`` payload index is refused (``{key}``: the metadata key).
+UUID_INDEX_REFUSED = (
+    "payload index on metadata key {key!r}: type 'uuid' is not supported: a uuid index serves "
+    "every spelling of one UUID (upper case, without hyphens, in braces, urn:uuid:) as the "
+    "same value, so a filter or a delete by one spelling would also match the others, where "
+    "m3kit's filters (and an unindexed key) compare strings exactly; index it as 'keyword'"
+)
