@@ -59,6 +59,12 @@ def sparse_vector(
     """
     ids = np.asarray(ids, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float32)
+    if np.isinf(weights).any():  # (NaN is dropped below, as relu(NaN) <= 0 is for the store)
+        raise ValueError(
+            "the sparse head gave infinite weights: the encoder gave non-finite output (a "
+            "checkpoint with NaN / inf weights, or an fp16 overflow: load the encoder with "
+            "dtype='fp32' or 'bf16')"
+        )
     keep = (weights > max(min_weight, 0.0)) & ~np.isin(ids, unused_ids)
     ids, weights = ids[keep], weights[keep]
     if ids.size == 0:

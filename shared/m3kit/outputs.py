@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +52,8 @@ ALL_HEADS: frozenset[Head] = frozenset(Head)
 
 @dataclass(frozen=True, eq=False)
 class SparseVector:
-    """A learned-sparse (lexical) vector: token ids ascending and unique, weights > 0.
+    """A learned-sparse (lexical) vector: token ids ascending and unique, weights finite and
+    ``>= 0`` (the encoder's are ``> 0``; a store drops zero weights, which score nothing).
 
     >>> v = SparseVector.from_mapping({7: 0.5, 3: 0.25})
     >>> v.indices.tolist(), v.values.tolist()
@@ -72,6 +74,19 @@ class SparseVector:
             )
         if idx.size > 1 and not bool(np.all(idx[1:] > idx[:-1])):
             raise ValueError("SparseVector indices must be strictly ascending (sorted, unique)")
+        if idx.size and (int(idx[0]) < 0 or int(idx[-1]) >= 2**32):
+            raise ValueError(
+                f"SparseVector token ids must lie in [0, 2**32) (Qdrant's sparse indices), got "
+                f"{int(idx[0]) if int(idx[0]) < 0 else int(idx[-1])}"
+            )
+        bad = np.flatnonzero(~np.isfinite(val) | (val < 0))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"SparseVector weight {float(val[i]):.6g} of token id {int(idx[i])} is not a "
+                "finite number >= 0 (a sparse score sums query weight x document weight: a "
+                "negative or NaN weight would make scores meaningless)"
+            )
         idx.setflags(write=False)
         val.setflags(write=False)
         object.__setattr__(self, "indices", idx)
@@ -79,7 +94,16 @@ class SparseVector:
 
     @classmethod
     def from_mapping(cls, weights: Mapping[int, float]) -> SparseVector:
-        """Build from ``{token_id: weight}``; ids are sorted, zero weights kept as given."""
+        """Build from ``{token_id: weight}``; ids are sorted, zero weights kept as given.
+
+        Raises:
+            ValueError: A token id with a fraction (``1.7``), or a weight that is negative or
+                not finite.
+        """
+        for k in weights:
+            key: Any = k  # (typed int, but JSON and numpy hand over floats)
+            if isinstance(key, float) and not key.is_integer():
+                raise ValueError(f"SparseVector token id {key!r} is not a whole number")
         items = sorted((int(k), float(v)) for k, v in weights.items())
         return cls(
             np.array([k for k, _ in items], dtype=np.int64),
@@ -90,6 +114,16 @@ class SparseVector:
     def empty(cls) -> SparseVector:
         """A vector with no terms."""
         return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+    def without_zeros(self) -> SparseVector:
+        """This vector less its zero weights (itself when it has none): what a store keeps, so
+        that every engine matches and scores the same terms.
+
+        >>> SparseVector.from_mapping({3: 0.0, 7: 0.5}).without_zeros().to_dict()
+        {7: 0.5}
+        """
+        keep = self.values > 0
+        return self if bool(keep.all()) else SparseVector(self.indices[keep], self.values[keep])
 
     def to_dict(self) -> dict[int, float]:
         """``{token_id: weight}`` with Python ints and floats (LlamaIndex's sparse format)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,3 +102,37 @@ def test_outputs_are_read_only(tiny_encoder: M3Encoder) -> None:
     built = M3Output(heads=frozenset({Head.DENSE}), token_counts=(2,), _dense=mine)
     mine[0, 0] = 2.0  # the caller's array stays theirs to change
     assert not built.dense.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("indices", "values", "match"),
+    [
+        ([1, 2], [0.5, float("nan")], "weight nan of token id 2 is not a finite number >= 0"),
+        ([1, 2], [0.5, -0.25], "weight -0.25 of token id 2"),
+        ([1], [float("inf")], "weight inf"),
+        ([-1, 3], [0.5, 0.5], r"in \[0, 2\*\*32\).*got -1"),
+        ([2**32], [0.5], "got 4294967296"),
+    ],
+)
+def test_a_sparse_vector_refuses_what_no_score_can_use(
+    indices: list[int], values: list[float], match: str
+) -> None:
+    """NaN or negative weights made every sparse score with them meaningless (NaN propagated
+    into fusion), and out-of-range ids failed only inside the engine, differently on each."""
+    with pytest.raises(ValueError, match=match):
+        SparseVector(np.array(indices), np.array(values))
+
+
+def test_from_mapping_refuses_a_fractional_token_id() -> None:
+    with pytest.raises(ValueError, match="token id 1.7 is not a whole number"):
+        SparseVector.from_mapping({1.7: 0.5})  # (was truncated to id 1)
+    assert SparseVector.from_mapping({2.0: 0.5, 0: 0.0}).to_dict() == {0: 0.0, 2: 0.5}
+
+
+def test_an_infinite_sparse_head_weight_says_why() -> None:
+    from m3kit.encoder_outputs import sparse_vector
+
+    ids = np.array([5, 6])
+    with pytest.raises(ValueError, match="sparse head gave infinite weights.*fp16 overflow"):
+        sparse_vector(ids, np.array([0.5, np.inf]), np.array([0]))
+    assert sparse_vector(ids, np.array([0.5, np.nan]), np.array([0])).to_dict() == {5: 0.5}

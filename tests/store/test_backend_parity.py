@@ -133,3 +133,36 @@ def test_edge_and_client_local_mode_answer_alike(stores: Any) -> None:
             if "dense" in vectors:
                 assert len(got_edge) == min(k, len(kept)), case
             _assert_same(got_edge, got_client, 2e-3 if rerank else 1e-5, case)
+
+
+def test_zero_sparse_weights_are_dropped_by_both_engines(tmp_path: Path) -> None:
+    """A hand-built sparse vector with zero weights: qdrant-client's local mode matched (score
+    0) the points and queries the embedded engine left out, so the two returned other hits."""
+    sv = SparseVector.from_mapping
+    docs = {"zero": sv({3: 0.0}), "mixed": sv({3: 0.0, 5: 0.2}), "plain": sv({5: 0.5})}
+    got = {}
+    for backend in (Backend.EDGE, Backend.CLIENT):
+        args = {"collection": "c", "dense_dim": 4, "colbert_dim": None, "sparse": True}
+        with M3Store.open(tmp_path / backend.value, backend=backend, **args) as s:
+            s.upsert(
+                [
+                    ChunkRecord(
+                        name,
+                        0,
+                        name,
+                        {},
+                        M3Output(
+                            heads=frozenset({Head.DENSE, Head.SPARSE}),
+                            token_counts=(1,),
+                            _dense=np.eye(4, dtype=np.float32)[:1],
+                            _sparse=(vec,),
+                        ),
+                    )
+                    for name, vec in docs.items()
+                ]
+            )
+            got[backend] = [
+                sorted((h.doc_id, round(h.score, 4)) for h in s.query(sparse=q, k=10))
+                for q in (sv({3: 1.0}), sv({3: 0.0, 5: 1.0}))
+            ]
+    assert got[Backend.EDGE] == got[Backend.CLIENT] == [[], [("mixed", 0.2), ("plain", 0.5)]]

@@ -384,6 +384,7 @@ class ClientBackend:
 
 
 def _sparse(v: SparseVector) -> models.SparseVector:
+    v = v.without_zeros()  # a zero-weight query term matched points (score 0) the edge missed
     return models.SparseVector(indices=v.indices.tolist(), values=v.values.tolist())
 
 

@@ -430,6 +430,7 @@ class EdgeBackend:
 
 
 def _sparse(v: SparseVector) -> qe.SparseVector:
+    v = v.without_zeros()  # (this engine drops them itself; qdrant-client matched them)
     return qe.SparseVector(v.indices.tolist(), v.values.tolist())
 
 
