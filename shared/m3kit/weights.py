@@ -175,8 +175,9 @@ def weights_digest(model: Any, folder: Path | None) -> str:
         for f in files:
             h.update(f"{f.name}:{_file_sha256(f)}\n".encode())
         digest = f"files-sha256:{h.hexdigest()}"
-        with _lock:
-            _by_files[key] = digest
+        if _files_key(files) == key:  # (a file replaced while hashing: its key names others)
+            with _lock:
+                _by_files[key] = digest
         return digest
     return f"tensors-sha256:{tensors_sha256(model)}"
 
@@ -343,7 +344,13 @@ def model_weights_digest(model: Any) -> str:
         if checkpoint_state(folder) != files:
             logger.info("the weight files in %s changed since loading: digesting tensors", folder)
         elif _state_token(model) == token:
-            return weights_digest(model, folder)
+            digest = weights_digest(model, folder)
+            # a save swapped in while the files were read (seconds for BGE-M3) digested the
+            # new files, not the ones this model holds: an ONNX export keyed so was served to
+            # every later load of the new checkpoint
+            if checkpoint_state(folder) == files:
+                return digest
+            logger.info("the weight files in %s changed while read: digesting tensors", folder)
         else:
             logger.info("the model changed since it was loaded from %s: digesting tensors", folder)
     return f"tensors-sha256:{tensors_sha256(model)}"
