@@ -62,7 +62,7 @@ from langchain_m3.splitter import LATE_CHUNK_KEY, lost_marker, lost_marker_messa
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
-from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.cancelling import in_worker, opened_in_worker, stop_if_cancelled
 from m3kit.store.search_settings import SearchSettings, check_score_threshold
 from m3kit.store.stock_record import TEXT_INSTRUCTION, check_models, record_models
 
@@ -308,20 +308,24 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         on the store before the texts are written (``QdrantVectorStore`` hands a keyword it
         does not know to ``QdrantClient``, which ignores it in local mode).
 
+        A write that fails (or is cancelled: :meth:`afrom_texts`) closes the client the store
+        was built with before raising: no caller holds it (a local ``path=`` stayed locked).
+
         Raises:
             TypeError: ``parent_id_key`` is not a string.
             ValueError: As :meth:`add_texts`.
         """
         key = kwargs.pop("parent_id_key", None)
-        if key is None:
-            plain = super().from_texts(texts, embedding, metadatas, ids, *args, **kwargs)
-            assert isinstance(plain, M3QdrantVectorStore)  # built by cls
-            return plain
-        check_key(key)  # before the collection is created
+        if key is not None:
+            check_key(key)  # before the collection is created
         store = super().from_texts([], embedding, None, None, *args, **kwargs)
-        assert isinstance(store, M3QdrantVectorStore)
+        assert isinstance(store, M3QdrantVectorStore)  # built by cls
         store.parent_id_key = key
-        store.add_texts(texts, metadatas, ids, kwargs.get("batch_size", 64))
+        try:
+            store.add_texts(texts, metadatas, ids, kwargs.get("batch_size", 64))
+        except BaseException:
+            store.client.close()
+            raise
         return store
 
     @classmethod
@@ -361,9 +365,24 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
     async def afrom_documents(
         cls, documents: list[Document], *args: Any, **kwargs: Any
     ) -> M3QdrantVectorStore:
-        """Async :meth:`from_documents`."""
+        """Async :meth:`from_documents` (through :meth:`afrom_texts`)."""
         _refuse_lost_markers(documents)
         return await super().afrom_documents(documents, *args, **kwargs)
+
+    @classmethod
+    async def afrom_texts(  # type: ignore[override]  # as QdrantVectorStore.from_texts
+        cls,
+        texts: list[str],
+        embedding: Any,
+        metadatas: list[dict[Any, Any]] | None = None,
+        **kwargs: Any,
+    ) -> M3QdrantVectorStore:
+        """``from_texts`` in a worker thread, stopped when cancelled as :meth:`aadd_texts` is;
+        the client of a store built by then is closed (no caller holds it). LangChain's
+        default ran it in a thread that went on writing after the cancelled call had raised."""
+        return await opened_in_worker(
+            _close_client, cls.from_texts, texts, embedding, metadatas, **kwargs
+        )
 
     def _generate_batches(
         self,
@@ -470,3 +489,7 @@ def _refuse_lost_markers(documents: Sequence[Document]) -> None:
     for i, doc in enumerate(documents):
         if isinstance(doc, Document) and lost_marker(doc):
             raise ValueError(lost_marker_message(f"documents[{i}]"))
+
+
+def _close_client(store: M3QdrantVectorStore) -> None:
+    store.client.close()

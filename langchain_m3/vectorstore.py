@@ -292,14 +292,32 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         cls, documents: list[Document], embedding: Any, **kwargs: Any
     ) -> M3VectorStore:
         """:meth:`from_documents` in a worker thread; cancelled, it writes nothing more once it
-        has raised (:func:`~m3kit.store.cancelling.in_worker`), as :meth:`aadd_documents`.
+        has raised (:func:`~m3kit.store.cancelling.in_worker`), as :meth:`aadd_documents`, and
+        the store it had opened by then is closed (no caller holds it).
 
         (LangChain's default rebuilds the documents from their texts and metadata, which
         loses the vectors splitter chunks carry.)
         """
-        from m3kit.store.cancelling import in_worker
+        from m3kit.store.cancelling import opened_in_worker
 
-        return await in_worker(cls.from_documents, documents, embedding, **kwargs)
+        return await opened_in_worker(cls.close, cls.from_documents, documents, embedding, **kwargs)
+
+    @classmethod
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Any,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> M3VectorStore:
+        """:meth:`from_texts` in a worker thread, stopped when cancelled as
+        :meth:`afrom_documents` is (LangChain's default ran it in a thread that went on
+        writing after the cancelled call had raised, and left the store it opened open)."""
+        return await cls.afrom_documents(
+            documents_of(texts, metadatas), embedding, ids=ids, **kwargs
+        )
 
     @property
     def index(self) -> M3Index:

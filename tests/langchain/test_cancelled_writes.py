@@ -88,17 +88,23 @@ def test_a_cancelled_qdrant_store_add_writes_nothing_more(
 
 
 @pytest.mark.parametrize("how", ["cancel", "wait_for"])
+@pytest.mark.parametrize("kind", ["documents", "texts"])
 def test_a_cancelled_afrom_documents_writes_nothing_after_it_has_raised(
-    tiny_encoder: M3Encoder, how: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tiny_encoder: M3Encoder, how: str, kind: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``M3VectorStore.afrom_documents`` ran ``from_documents`` with ``asyncio.to_thread``: a
-    cancel raised at once while the thread went on and wrote the documents later."""
+    cancel raised at once while the thread went on and wrote the documents later (and
+    ``afrom_texts``, LangChain's default, still did)."""
     gate = Gate(tiny_encoder.encode_tokenized, hold=1)
     monkeypatch.setattr(tiny_encoder, "encode_tokenized", gate)
 
     async def cancelled() -> None:
+        where = tmp_path / "db"
+        texts, ids = [d.page_content for d in DOCS], [str(d.id) for d in DOCS]
         task = asyncio.ensure_future(
-            M3VectorStore.afrom_documents(DOCS, tiny_encoder, location=tmp_path / "db")
+            M3VectorStore.afrom_documents(DOCS, tiny_encoder, location=where)
+            if kind == "documents"
+            else M3VectorStore.afrom_texts(texts, tiny_encoder, ids=ids, location=where)
         )
         await cancel_when_held(task, gate, how)
 
@@ -106,6 +112,74 @@ def test_a_cancelled_afrom_documents_writes_nothing_after_it_has_raised(
     monkeypatch.undo()
     with M3Index.open(tiny_encoder, tmp_path / "db") as index:
         assert stored_texts(index) == {}, "the cancelled call wrote after it had raised"
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_store_opened_by_a_cancelled_afrom_documents_is_closed(
+    tiny_encoder: M3Encoder, how: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled once its documents were written (nothing left to stop), ``afrom_documents``
+    threw away the open store its thread returned: the folder stayed locked until the
+    garbage collector found it (a retry failed with a lock error)."""
+    gate = Gate(lambda: None, hold=1)
+    add = M3VectorStore.add_documents
+
+    def add_then_hold(self: M3VectorStore, *args: Any, **kwargs: Any) -> Any:
+        out = add(self, *args, **kwargs)
+        gate()  # written: the cancel arrives while the store is being handed back
+        return out
+
+    monkeypatch.setattr(M3VectorStore, "add_documents", add_then_hold)
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(
+            M3VectorStore.afrom_documents(DOCS, tiny_encoder, location=tmp_path / "db")
+        )
+        await cancel_when_held(task, gate, how)
+
+    asyncio.run(cancelled())
+    monkeypatch.undo()
+    with M3Index.open(tiny_encoder, tmp_path / "db") as index:  # not locked
+        assert sorted(stored_texts(index)) == ["d", "e"]
+
+
+@pytest.mark.parametrize("how", ["cancel", "wait_for"])
+def test_a_cancelled_qdrant_store_afrom_texts_writes_nothing_more_and_closes(
+    tiny_encoder: M3Encoder, how: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``M3QdrantVectorStore.afrom_texts`` / ``afrom_documents`` (LangChain's default: the
+    sync call in a thread nobody stopped) wrote every batch after the cancelled call had
+    raised, and left the local folder locked by a client nobody held."""
+    from qdrant_client import QdrantClient
+
+    from langchain_m3 import M3Embeddings, M3QdrantVectorStore
+
+    gate = Gate(M3QdrantVectorStore._vectors, hold=2)  # 1: e; 2: d (one text a batch)
+
+    def gated(self: M3QdrantVectorStore, *args: Any) -> Any:
+        return gate(self, *args)
+
+    monkeypatch.setattr(M3QdrantVectorStore, "_vectors", gated)
+    ids = [f"00000000-0000-0000-0000-00000000000{c}" for c in "ed"]
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(
+            M3QdrantVectorStore.afrom_texts(
+                [d.page_content for d in DOCS],
+                M3Embeddings.from_encoder(tiny_encoder),
+                ids=ids,
+                batch_size=1,
+                path=str(tmp_path / "q"),
+                collection_name="c",
+            )
+        )
+        await cancel_when_held(task, gate, how)
+
+    asyncio.run(cancelled())
+    client = QdrantClient(path=str(tmp_path / "q"))  # not locked
+    points, _ = client.scroll("c", limit=10)
+    assert [str(p.id) for p in points] == [ids[0]], "the cancelled call wrote after it raised"
+    client.close()
 
 
 @pytest.mark.parametrize("how", ["cancel", "wait_for"])

@@ -19,13 +19,15 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["in_worker", "stop_if_cancelled"]
+__all__ = ["in_worker", "opened_in_worker", "stop_if_cancelled"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: The stop event of the :func:`in_worker` call running in this thread (``None``: none).
 _STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
@@ -59,6 +61,25 @@ async def in_worker(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     written), then raises ``asyncio.CancelledError``: once it has raised, the call writes
     nothing more.
     """
+    return await _run(func, args, kwargs, None)
+
+
+async def opened_in_worker(
+    close: Callable[[T], object], func: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """:func:`in_worker` for a call that opens something and returns it (``from_texts``: a
+    store): cancelled after the thread had returned it, ``close(it)`` is called before
+    ``asyncio.CancelledError`` is raised, as no caller will ever hold it (an embedded store
+    left open kept its folder locked until the garbage collector found it)."""
+    return await _run(func, args, kwargs, close)
+
+
+async def _run(
+    func: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    close: Callable[[T], object] | None,
+) -> T:
     stop = threading.Event()
     context = contextvars.copy_context()
     context.run(_STOP.set, stop)
@@ -71,6 +92,9 @@ async def in_worker(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         while not work.done():  # cancelled again meanwhile: the thread is still waited for
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([work])
-        if not work.cancelled():
-            work.exception()  # read: the thread's own error (or WriteCancelled) gives way
+        if not work.cancelled() and work.exception() is None and close is not None:
+            try:  # (its own error, or WriteCancelled, gives way: read by work.exception())
+                close(work.result())
+            except Exception:
+                logger.exception("closing what a cancelled call had opened failed")
         raise
