@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-encode every stored document with --model when the collection was indexed "
         "with another model (in place, from the stored texts; resumable: rerun after an "
-        "interruption), then index PATHs if given",
+        "interruption; in this process: not with --ray), then index PATHs if given",
     )
     index.add_argument(
         "--late-chunking",

@@ -147,8 +147,8 @@ def check_scale_arguments(args: argparse.Namespace) -> None:
     """Fail fast, before any model loads, on flags that cannot apply.
 
     Raises:
-        ValueError: Ray settings without ``--ray``, or cluster settings without
-            ``--qdrant-url``.
+        ValueError: Ray settings without ``--ray``, ``--ray`` with ``--reindex`` (which
+            re-encodes in this process), or cluster settings without ``--qdrant-url``.
         MissingExtraError: ``--ray`` without Ray Data installed.
     """
     if args.ray is None:
@@ -156,6 +156,11 @@ def check_scale_arguments(args: argparse.Namespace) -> None:
         if given:
             raise ValueError(f"{', '.join(given)} need(s) --ray")
     else:
+        if getattr(args, "reindex", False):  # (it ran in this process, silently)
+            raise ValueError(
+                "--reindex re-encodes the stored documents in this process: Ray does not run "
+                "it. Run `m3kit index --reindex` without --ray, then index files with --ray"
+            )
         from m3kit.distributed.ray_pipeline import require_ray
 
         require_ray()

@@ -71,6 +71,8 @@ def test_no_cluster_flags_send_no_cluster_settings(
         (["--on-disk", "vectors", "--quantization", "scalar"], "--on-disk, --quantization"),
         (["--ray-actors", "2"], "--ray-actors need"),
         (["--ray-gpus-per-actor", "1"], "--ray-gpus-per-actor need"),
+        # (the reindex ran in this process, every Ray flag ignored)
+        (["--reindex", "--ray", "--ray-actors", "8"], "--reindex re-encodes the stored"),
     ],
 )
 def test_flags_that_cannot_apply_are_errors(

@@ -242,6 +242,53 @@ def test_an_actor_dying_mid_batch_is_retried_and_stores_what_one_process_stores(
     ray_index.close()
 
 
+def _always_dying_actor(log: Path) -> type:
+    """An encoder actor whose process dies (``os._exit``) on every batch holding ``bad``
+    (a document that gets its worker killed each time: out of memory), logging each death."""
+    from m3kit.distributed.ray_pipeline import _EncodeActor
+
+    class AlwaysDying(_EncodeActor):  # type: ignore[misc, valid-type]
+        def __call__(self, batch: dict[str, Any]) -> Any:
+            if "bad" in [str(d) for d in batch["doc_id"]]:
+                with log.open("a") as f:
+                    f.write("died\n")
+                os._exit(1)
+            return super().__call__(batch)
+
+    return AlwaysDying
+
+
+def test_a_batch_that_kills_its_actor_every_time_fails_the_run(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray Data retries a batch whose actor died without end by default: such a document
+    hung ``index_with_ray`` (and ``m3kit index --ray``) forever, with no error."""
+    from m3kit.distributed import ray_pipeline
+
+    log = tmp_path / "deaths"
+    monkeypatch.setattr(ray_pipeline, "_EncodeActor", _always_dying_actor(log))
+    monkeypatch.setattr(ray_pipeline, "BATCH_RETRIES", 1)
+    rows = [{"doc_id": "bad", "text": "This one kills its worker."}]
+    with M3Index.open(encoder, tmp_path / "ray", collection="c") as index:
+        # in a daemon thread, so that the hang this was fails the test instead of the run
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                index_with_ray(index, rows, num_actors=1, docs_per_batch=1)
+            except BaseException as e:
+                raised.append(e)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(180)
+        assert not worker.is_alive(), "index_with_ray retried the dying batch without end"
+        with pytest.raises(RuntimeError, match="died or became unreachable on one batch 2"):
+            raise raised[0]
+        assert index.count() == 0
+    assert log.read_text().split() == ["died", "died"]
+
+
 # -- a real process killed midway ---------------------------------------------------------------
 DRIVER = Path(__file__).with_name("ray_kill_driver.py")
 

@@ -185,6 +185,8 @@ def _without_nulls(value: Any) -> Any:
 
 #: Documents checked (and looked up in the store) at a time before any is encoded.
 _CHECK_GROUP = 1024
+#: How many times a batch whose actor process died is run again (on a restarted actor).
+BATCH_RETRIES = 3
 
 
 def _input_rows(documents: Any) -> Iterator[Any]:
@@ -414,6 +416,8 @@ def index_with_ray(
             precision given. Whatever an actor raises is raised here with its type (its
             traceback is the ``__cause__``), before the batch is written. Or the
             collection's sparse cut changed since ``index`` opened it.
+        RuntimeError: An actor's process died on one batch (out of memory, a crash) more
+            than :data:`BATCH_RETRIES` times over: the batches written before stay.
         FingerprintMismatchError: ``index``'s encoder changed in memory since it was opened
             (:class:`~m3kit.errors.EncoderChangedError`), or another index or process
             re-encoded the collection since: before any actor starts, nothing written.
@@ -452,9 +456,20 @@ def index_with_ray(
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        # Ray Data retries a batch whose actor process died forever by default: a document
+        # that kills its worker every time (out of memory) hung the job without a word
+        max_task_retries=BATCH_RETRIES,
     )
-    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        _log_notes(table, mode)
-        _raise_failure(table)  # before the batch is written
-        index.write_records(records_from_arrow(table))
+    try:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            _log_notes(table, mode)
+            _raise_failure(table)  # before the batch is written
+            index.write_records(records_from_arrow(table))
+    except ray.exceptions.RayActorError as e:  # (died, or unreachable: ActorUnavailableError)
+        raise RuntimeError(
+            f"Ray indexing stopped: an encoder actor's process died or became unreachable on "
+            f"one batch {BATCH_RETRIES + 1} times (out of memory, a crash, a lost node: see "
+            "the actor's log). The batches written before stay; index again to write the "
+            "rest, with fewer documents per batch or more memory per actor"
+        ) from e
     return queue.order
