@@ -43,6 +43,7 @@ from m3kit.encoder_inputs import (
     check_texts,
     load_tokenizer,
     plan_batches,
+    position_rows,
     special_token_ids,
     texts_to_input_ids,
     tokenize_texts,
@@ -112,13 +113,18 @@ class M3Encoder(EncoderForward):
         info: CheckpointInfo | None = None,
         device: torch.device | str | None = None,
         precision: Precision | str = Precision.AUTO,
-        max_length: int = 8192,
+        max_length: int | None = None,
         query_instruction: str | None = None,
         batch_size: int = 32,
         max_batch_tokens: int = 8192,
         backend: EncoderBackend | str = EncoderBackend.AUTO,
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        # the model's position table (8192 where it names none): a default of 8192 over a
+        # 512-position model failed every longer text, where truncation was promised
+        positions = position_rows(model)
+        if max_length is None:
+            max_length = positions or 8192
         for name, value in (
             ("max_length", max_length),
             ("batch_size", batch_size),
@@ -127,6 +133,11 @@ class M3Encoder(EncoderForward):
             whole_number(name, value)
         if max_length < 2:
             raise ValueError("max_length must be at least 2 (the special tokens)")
+        if positions is not None and max_length > positions:
+            raise ValueError(
+                f"max_length={max_length} is longer than this model's {positions} positions; "
+                f"give at most {positions}"
+            )
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("batch_size and max_batch_tokens must be positive")
         check_onnx_cache_dir(onnx_cache_dir, backend)
@@ -240,7 +251,10 @@ class M3Encoder(EncoderForward):
         declared = info.max_length or 8192
         if max_length is not None:
             whole_number("max_length", max_length)
-        if max_length:
+            if max_length < 2:  # (0 loaded the checkpoint's own length, silently)
+                raise ValueError(
+                    f"max_length must be at least 2 (the special tokens), got {max_length}"
+                )
             _check_positions(max_length, info)
         enc = cls(
             model,

@@ -231,6 +231,7 @@ class M3Reranker:
 
         Raises:
             TypeError: ``pairs`` is not a sequence of two-string pairs.
+            ValueError: A pair's query is empty or whitespace-only.
         """
         if isinstance(pairs, (str, tuple)) and len(pairs) == 2 and isinstance(pairs[0], str):
             raise TypeError("score_pairs takes a list of (query, candidate) pairs; wrap one pair")
@@ -242,6 +243,7 @@ class M3Reranker:
                 or not all(isinstance(t, str) for t in pair)
             ):
                 raise TypeError(f"pairs[{i}] is not a (query: str, candidate: str) pair: {pair!r}")
+            check_query(pair[0], f"the query of pairs[{i}]")  # (as score / rerank refuse it)
             checked.append((pair[0], pair[1]))
         if not checked:
             return []

@@ -392,3 +392,39 @@ def test_a_rotary_checkpoint_declares_no_position_limit(tmp_path: Path) -> None:
     assert position_limit(tmp_path) == 8192
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "position_embedding_type": "rotary"}))
     assert position_limit(tmp_path) is None
+
+
+@pytest.mark.parametrize("max_length", [0, 1, -5])
+def test_a_loading_max_length_below_the_special_tokens_is_an_error(
+    tiny_m3_path: Path, max_length: int
+) -> None:
+    """``from_pretrained(max_length=0)`` loaded the checkpoint's own length (8192 for
+    BGE-M3), silently."""
+    with pytest.raises(ValueError, match="max_length must be at least 2"):
+        M3Encoder.from_pretrained(tiny_m3_path, max_length=max_length)
+
+
+def test_a_model_given_to_the_constructor_gets_its_positions_as_max_length(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """``M3Encoder(model, tokenizer)`` defaulted to 8192 tokens over a model with fewer
+    positions: every longer text failed (an error naming ``input_ids`` it was never given)
+    instead of being truncated with a warning."""
+    from m3kit.encoder_inputs import position_rows
+
+    positions = position_rows(tiny_encoder.model)
+    assert positions is not None
+    enc = M3Encoder(tiny_encoder.model, tiny_encoder.tokenizer, precision="fp32")
+    assert enc.max_length == positions
+    assert enc.encode(["word " * (2 * positions)]).token_counts == (positions,)
+    with pytest.raises(ValueError, match=rf"max_length={positions + 1} .*{positions} positions"):
+        M3Encoder(tiny_encoder.model, tiny_encoder.tokenizer, max_length=positions + 1)
+
+
+def test_score_pairs_refuses_a_blank_query(tiny_encoder: M3Encoder) -> None:
+    """``score`` and ``rerank`` refused a blank query; ``score_pairs`` scored it (noise)."""
+    from m3kit.rerank import M3Reranker
+
+    reranker = M3Reranker(tiny_encoder)
+    with pytest.raises(ValueError, match=r"the query of pairs\[1\] is empty"):
+        reranker.score_pairs([("a query", "a text"), ("  ", "a text")])
