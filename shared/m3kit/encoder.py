@@ -430,6 +430,14 @@ def _place_model(
         model = model.to(device).eval()  # float32: the export reads it
         return backend, precision, model, open_onnx_runner(model, precision, onnx_cache_dir)
     precision = resolve_precision(precision, device)
+    if onnx_cache_dir is not None:  # (auto: torch here, so the folder is not used)
+        logger.warning(
+            "onnx_cache_dir %s is not used: backend 'auto' runs torch for %s on %s (ONNX "
+            "Runtime only for int8 on a CPU); give backend='onnx' (--runtime onnx) to export",
+            onnx_cache_dir,
+            precision.value,
+            device,
+        )
     return backend, precision, prepare_model(model.to(device).eval(), precision), None
 
 

@@ -274,3 +274,64 @@ def test_a_file_system_refusing_chmod_still_exports(
         enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
     assert len(enc.encode(TEXTS).dense) == len(TEXTS)
     assert "model.onnx.data keeps its mode (chmod refused" in caplog.text
+
+
+def test_another_users_build_folder_is_skipped(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build folder another user is filling (``mkdtemp`` makes it 0700) refused the look
+    at its lock with ``PermissionError``: every other user's export failed, told that the
+    cache "cannot be written", while that build lasted (or forever, if it was killed)."""
+    from m3kit.backends.onnx_cache import BUILD_PREFIX
+
+    theirs = tmp_path / f"{BUILD_PREFIX}theirs"
+    theirs.mkdir()
+    (theirs / ".lock").write_bytes(b"")
+    old = time.time() - 3600
+    os.utime(theirs, (old, old))
+    is_file = Path.is_file
+
+    def not_ours(self: Path) -> bool:
+        if self.parent == theirs:
+            raise PermissionError(13, "Permission denied", str(self))
+        return is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", not_ours)
+    enc = M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert len(enc.encode(TEXTS).dense) == len(TEXTS)
+    assert theirs.is_dir()  # (its owner's to remove)
+
+
+def test_two_threads_export_at_once(tiny_m3_path: Path, tmp_path: Path) -> None:
+    """torch's exporter keeps process-wide state: two ONNX encoders loading in two threads
+    at once failed (``AssertionError: GLOBALS.in_onnx_export must be ...``)."""
+    import threading
+
+    got: dict[int, Any] = {}
+
+    def load(i: int) -> None:
+        try:
+            got[i] = M3Encoder.from_pretrained(
+                tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path / str(i)
+            ).encode(TEXTS)
+        except Exception as e:  # (the failure this was)
+            got[i] = e
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [v for v in got.values() if isinstance(v, Exception)], got
+    np.testing.assert_allclose(got[0].dense, got[1].dense, atol=1e-6)
+
+
+def test_a_cache_folder_auto_does_not_use_is_named(
+    tiny_m3_path: Path, tmp_path: Path, caplog: Any
+) -> None:
+    """``onnx_cache_dir`` with ``backend="auto"`` (torch, but for int8 on a CPU) was ignored
+    without a word: the user who gave it expected ONNX."""
+    with caplog.at_level("WARNING", logger="m3kit.encoder"):
+        enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", onnx_cache_dir=tmp_path)
+    assert enc.backend.value == "torch"
+    assert "is not used: backend 'auto' runs torch for fp32" in caplog.text

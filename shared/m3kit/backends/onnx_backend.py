@@ -34,6 +34,7 @@ import logging
 import os
 import platform
 import shutil
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 # Bump when the exported graph changes (inputs, outputs, maths): old cache entries then miss.
 EXPORT_VERSION = 1
+#: Serialises torch.onnx.export in this process (:func:`_trace`).
+_EXPORT_LOCK = threading.Lock()
 _INPUTS = ("input_ids", "attention_mask")
 _OUTPUTS = ("hidden", "dense", "sparse", "colbert")
 
@@ -277,7 +280,9 @@ def _trace(
     axes: dict[str, dict[int, str]],
     opset: int,
 ) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
+    # torch's TorchScript exporter keeps process-wide state (GLOBALS.in_onnx_export): two
+    # encoders loading in two threads at once failed with an AssertionError inside it
+    with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about python control flow
         torch.onnx.export(
             graph,

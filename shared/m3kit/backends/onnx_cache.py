@@ -163,6 +163,9 @@ def remove_abandoned_builds(cache: Path) -> None:
                     shutil.rmtree(folder, ignore_errors=True)
         except FileNotFoundError:  # another process removed it first
             continue
+        except PermissionError:  # another user's build (mkdtemp folders are 0700): theirs
+            logger.debug("skipping %s: another user's ONNX export folder", folder)
+            continue
 
 
 @contextlib.contextmanager
