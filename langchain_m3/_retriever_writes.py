@@ -118,6 +118,26 @@ class RetrieverWrites:
             show_progress=show_progress,
         )
 
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        chunking: bool | Chunker = False,
+        late_chunking: bool | LateChunker = False,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Async :meth:`add_texts` (in a worker thread, stopped when cancelled, as
+        :meth:`aadd_documents`)."""
+        return await self.aadd_documents(
+            documents_of(texts, metadatas),
+            ids=ids,
+            chunking=chunking,
+            late_chunking=late_chunking,
+            show_progress=show_progress,
+        )
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Remove documents (every chunk of each) by document id.
 
@@ -125,6 +145,11 @@ class RetrieverWrites:
             TypeError: ``doc_ids`` is one string (give ``[doc_id]``).
         """
         self.index.delete(doc_ids)
+
+    async def adelete(self, doc_ids: Sequence[str]) -> None:
+        """Async :meth:`delete` (in a worker thread; cancelled, it raises only once the delete
+        under way is done, so none lands after)."""
+        await in_worker(self.delete, doc_ids)
 
     def _chunker(
         self, chunking: bool | Chunker, late_chunking: bool | LateChunker

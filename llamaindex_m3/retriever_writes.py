@@ -268,6 +268,18 @@ class RetrieverWrites:
         if fields:  # only while the chunk holds the version read (another writer may not)
             self.index.store.set_writer_fields(fields, versions=held)
 
+    async def aadd_nodes(
+        self, nodes: Sequence[BaseNode], *, show_progress: bool | None = None
+    ) -> list[str]:
+        """Async :meth:`add_nodes` (in a worker thread, stopped when cancelled, as
+        :meth:`aadd_documents`)."""
+        return await in_worker(self.add_nodes, nodes, show_progress=show_progress)
+
+    async def adelete(self, doc_ids: Sequence[str]) -> None:
+        """Async :meth:`delete` (in a worker thread; cancelled, it raises only once the delete
+        under way is done, so none lands after)."""
+        await in_worker(self.delete, doc_ids)
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete every chunk of these documents.
 

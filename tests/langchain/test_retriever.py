@@ -138,6 +138,20 @@ async def test_async_with_overrides(retriever: M3Retriever) -> None:
     assert all(d.metadata["topic"] == "math" for d in got)
 
 
+async def test_async_text_writes_equal_the_sync_ones(tiny_encoder: M3Encoder) -> None:
+    """``add_texts`` and ``delete`` had no async twin (``aadd_documents`` had one)."""
+    texts = [d.page_content for d in DOCS]
+    metas = [d.metadata for d in DOCS]
+    sync = M3Retriever(index=M3Index.open(tiny_encoder, ":memory:"))
+    r = M3Retriever(index=M3Index.open(tiny_encoder, ":memory:"))
+    assert await r.aadd_texts(texts, metas) == sync.add_texts(texts, metas)
+    ids = await r.aadd_texts(texts[:1], ids=["mine"])
+    await r.adelete([*ids, "doc-absent"])
+    assert r.index.count() == sync.index.count() == len(DOCS)
+    sync.index.close()
+    r.index.close()
+
+
 def test_score_threshold(retriever: M3Retriever) -> None:
     everything = retriever.invoke(DOCS[0].page_content, k=len(DOCS), fusion="m3")
     cut = everything[2].metadata["score"]

@@ -382,6 +382,20 @@ async def test_aadd_documents(tiny_encoder: M3Encoder) -> None:
         assert (await r.aretrieve(DOCS[2].text))[0].node.ref_doc_id == "amazon"
 
 
+async def test_async_node_writes_equal_the_sync_ones(tiny_encoder: M3Encoder) -> None:
+    """``add_nodes`` and ``delete`` had no async twin: an async app wrapped them in a thread
+    of its own, which no cancel stops."""
+    nodes = SentenceSplitter(chunk_size=40, chunk_overlap=0).get_nodes_from_documents(
+        [Document(text=d.text, id_=d.doc_id) for d in DOCS]
+    )
+    with M3Retriever.open(tiny_encoder) as sync, M3Retriever.open(tiny_encoder) as r:
+        assert await r.aadd_nodes(nodes) == sync.add_nodes(nodes)
+        assert r.index.count() == sync.index.count() == len(nodes)
+        await r.adelete([DOCS[0].doc_id])
+        sync.delete([DOCS[0].doc_id])
+        assert r.index.count() == sync.index.count() < len(nodes)
+
+
 def test_read_back_nodes_replace_their_document_only_whole(tiny_encoder: M3Encoder) -> None:
     # add_nodes replaces a document with the nodes given: one read-back chunk, edited and added
     # again, used to delete the document's other chunks
