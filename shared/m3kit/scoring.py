@@ -95,17 +95,24 @@ def reciprocal_rank_fusion(
 ) -> dict[str, float]:
     """Reciprocal rank fusion of several ranked id lists: ``sum_i w_i / (k + rank_i)``.
 
-    Ranks start at 1. Returns ``{id: score}``; sort it for the fused ranking.
+    Ranks start at 1. Returns ``{id: score}``; sort it for the fused ranking. An id a
+    ranking lists twice counts at its first (best) rank only, as Qdrant's RRF counts a point.
 
     >>> fused = reciprocal_rank_fusion([["a", "b"], ["b", "c"]], k=1)
     >>> sorted(fused.items(), key=lambda kv: -kv[1])
     [('b', 0.8333333333333333), ('a', 0.5), ('c', 0.3333333333333333)]
+
+    Raises:
+        ValueError: ``k`` below 1 (``k=-1`` divided by zero at rank 1), or not one weight
+            per ranking.
     """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"RRF k must be a whole number >= 1, got {k!r}")
     if weights is not None and len(weights) != len(rankings):
         raise ValueError("give one RRF weight per ranking")
     scores: dict[str, float] = {}
     for i, ranking in enumerate(rankings):
         w = 1.0 if weights is None else float(weights[i])
-        for rank, key in enumerate(ranking, start=1):
+        for rank, key in enumerate(dict.fromkeys(ranking), start=1):
             scores[key] = scores.get(key, 0.0) + w / (k + rank)
     return scores

@@ -136,3 +136,15 @@ def test_an_infinite_sparse_head_weight_says_why() -> None:
     with pytest.raises(ValueError, match="sparse head gave infinite weights.*fp16 overflow"):
         sparse_vector(ids, np.array([0.5, np.inf]), np.array([0]))
     assert sparse_vector(ids, np.array([0.5, np.nan]), np.array([0])).to_dict() == {5: 0.5}
+
+
+def test_rrf_counts_an_id_once_per_ranking_and_refuses_a_bad_k() -> None:
+    """An id listed twice in one ranking was counted twice (it beat an id ranked first in
+    the other list); ``k=-1`` divided by zero and ``k=-1.5`` gave negative scores."""
+    from m3kit.scoring import reciprocal_rank_fusion
+
+    fused = reciprocal_rank_fusion([["a", "a", "b"], ["b"]], k=1)
+    assert fused == {"a": 0.5, "b": 1 / 3 + 0.5}
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="RRF k must be a whole number >= 1"):
+            reciprocal_rank_fusion([["a"]], k=bad)  # type: ignore[arg-type]
