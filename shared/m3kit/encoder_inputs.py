@@ -347,9 +347,21 @@ def check_input_ids(
     ValueError: input_ids[0] holds 5 tokens, more than the 4 this model's positions hold
 
     Raises:
+        TypeError: ``input_ids`` is not a list of token-id lists (a flat list of ids, one
+            text's, or ``None``).
         ValueError: Naming the first bad sequence.
     """
+    if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"input_ids must be a list of token-id lists, one per text; got "
+            f"{type(input_ids).__name__}"
+        )
     for i, seq in enumerate(input_ids):
+        if isinstance(seq, (str, bytes)) or not hasattr(seq, "__len__"):
+            raise TypeError(
+                f"input_ids[{i}] is {type(seq).__name__}, not a list of token ids: give one "
+                "list per text (wrap one text's ids as [ids])"
+            )
         if len(seq) == 0:
             raise ValueError(
                 f"input_ids[{i}] is empty: a tokenised text holds at least its special tokens"

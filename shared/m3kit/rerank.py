@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from m3kit.encoder_inputs import check_query
+from m3kit.encoder_inputs import check_query, whole_number
 from m3kit.outputs import Head
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, dense_score, maxsim, sparse_score
 
@@ -123,10 +123,15 @@ class RerankConfig:
         object.__setattr__(self, "weights", weights)
         for name in ("max_query_length", "max_passage_length"):
             value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 2
-            ):
+            if value is None:
+                continue
+            try:  # (a numpy integer is its value, as everywhere else)
+                number = whole_number(name, value, "tokens")
+            except ValueError:
+                number = None
+            if number is None or number < 2:
                 raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+            object.__setattr__(self, name, number)
 
 
 @dataclass(frozen=True)

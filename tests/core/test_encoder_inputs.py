@@ -428,3 +428,21 @@ def test_score_pairs_refuses_a_blank_query(tiny_encoder: M3Encoder) -> None:
     reranker = M3Reranker(tiny_encoder)
     with pytest.raises(ValueError, match=r"the query of pairs\[1\] is empty"):
         reranker.score_pairs([("a query", "a text"), ("  ", "a text")])
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ([0, 5, 2], r"input_ids\[0\] is int, not a list of token ids"),
+        (None, "input_ids must be a list of token-id lists, one per text; got NoneType"),
+        ("0 5 2", "got str"),
+    ],
+)
+def test_token_ids_not_one_list_per_text_are_named(
+    tiny_encoder: M3Encoder, bad: object, match: str
+) -> None:
+    """A flat list of one text's ids failed with ``object of type 'int' has no len()``."""
+    with pytest.raises(TypeError, match=match):
+        tiny_encoder.encode_tokenized(bad)  # type: ignore[arg-type]
+    np_ids = np.array([[0, 5, 2]])  # a 2-D array is one row per text, as before
+    assert len(tiny_encoder.encode_tokenized(np_ids).dense) == 1  # type: ignore[arg-type]

@@ -172,3 +172,16 @@ def test_a_length_past_the_encoders_is_refused_not_cut_there(tiny_m3_path: Path)
     assert default == M3Reranker(short, at_8).score_pairs(
         [("who? " * 20, "Berlin is a city. " * 20)]
     )
+
+
+def test_rerank_lengths_take_numpy_integers_and_refuse_the_rest() -> None:
+    """``RerankConfig(max_query_length=np.int64(64))`` was refused, though every other size
+    setting takes a numpy integer as its value."""
+    import numpy as np
+
+    config = RerankConfig(max_query_length=np.int64(64), max_passage_length=np.int32(128))
+    assert (config.max_query_length, config.max_passage_length) == (64, 128)
+    assert type(config.max_query_length) is int
+    for bad in (1, 2.5, "64", True):
+        with pytest.raises(ValueError, match="max_query_length must be an integer >= 2"):
+            RerankConfig(max_query_length=bad)  # type: ignore[arg-type]
