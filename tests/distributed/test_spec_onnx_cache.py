@@ -56,3 +56,28 @@ def test_no_cache_dir_reaches_a_torch_worker(tiny_m3_path: Path, tmp_path: Path)
     with mock.patch.object(M3Encoder, "from_pretrained") as load:
         spec.load("cpu")
     assert load.call_args.kwargs.get("onnx_cache_dir") is None
+
+
+def test_a_worker_quantising_int8_another_way_refuses_to_load(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime int8 weights are 7-bit on a CPU without VNNI and 8-bit with it: a Ray node
+    of the other CPU class encoded other vectors (cosine ~0.97) under the same identity, and
+    the collection mixed them, without a word."""
+    from m3kit.backends import onnx_backend
+    from m3kit.backends.onnx_backend import Int8Scheme
+
+    def scheme(reduce_range: bool) -> None:
+        monkeypatch.setattr(
+            onnx_backend, "_this_cpu_int8_scheme", lambda: Int8Scheme(reduce_range, "test")
+        )
+
+    scheme(False)
+    parent = M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", onnx_cache_dir=tmp_path)
+    spec = EncoderSpec.of(parent)
+    assert spec.int8_reduce_range is False
+    spec.load("cpu")  # the same CPU class
+    scheme(True)
+    with pytest.raises(ValueError, match="reduce_range=True, the parent with reduce_range=False"):
+        spec.load("cpu")
+    assert EncoderSpec.of(M3Encoder.from_pretrained(tiny_m3_path)).int8_reduce_range is None

@@ -58,6 +58,10 @@ class EncoderSpec:
             (``auto_map``, loaded with ``trust_remote_code=True``); every worker then loads
             it too. The same weights and ``config.json`` build transformers' stock class
             without it: another model of the same fingerprint identity.
+        int8_reduce_range: With ONNX Runtime int8, the parent's quantisation scheme (7-bit
+            weights on a CPU without VNNI, 8-bit with it: ``Int8Scheme``): a worker whose CPU
+            quantises the other way refuses to load, as its vectors would differ (cosine
+            ~0.97-0.99) under the same identity. ``None``: not int8, not checked.
     """
 
     path: str
@@ -73,6 +77,7 @@ class EncoderSpec:
     dtype_given: bool = False
     onnx_cache_dir: str | None = None
     trust_remote_code: bool = False
+    int8_reduce_range: bool | None = None
 
     @classmethod
     def of(cls, encoder: M3Encoder, fingerprint: EncoderFingerprint | None = None) -> EncoderSpec:
@@ -121,6 +126,7 @@ class EncoderSpec:
             # a torch worker given one would refuse it (backend="auto" that resolved to torch)
             onnx_cache_dir=str(cache_dir) if backend == "onnx" and cache_dir is not None else None,
             trust_remote_code=_runs_own_code(encoder),
+            int8_reduce_range=_int8_reduce_range(backend, encoder.precision.value),
         )
 
     def worker_dtype(self, device: str) -> str:
@@ -182,6 +188,14 @@ class EncoderSpec:
         # from_pretrained reads None as "the checkpoint's own instruction"; the parent's None
         # (one set after loading a checkpoint that declares one) means no prefix
         encoder.query_instruction = self.query_instruction
+        mine = _int8_reduce_range(self.backend, encoder.precision.value)
+        if self.int8_reduce_range is not None and mine != self.int8_reduce_range:
+            raise ValueError(
+                f"a worker on {device} quantises int8 weights with reduce_range={mine}, the "
+                f"parent with reduce_range={self.int8_reduce_range} (their CPUs differ in "
+                "VNNI): the same text would get other vectors under one model identity. "
+                "Nothing was encoded; use fp32 or bf16, or workers of the parent's CPU class"
+            )
         if self.identity is not None:
             from m3kit.fingerprint import encoder_fingerprint
 
@@ -194,6 +208,15 @@ class EncoderSpec:
                     "Nothing was encoded; give every worker the same checkpoint"
                 )
         return encoder
+
+
+def _int8_reduce_range(backend: str, precision: str) -> bool | None:
+    """This CPU's ONNX Runtime int8 scheme (``None``: not ONNX int8)."""
+    if backend != "onnx" or precision != "int8":
+        return None
+    from m3kit.backends.onnx_backend import _this_cpu_int8_scheme
+
+    return _this_cpu_int8_scheme().reduce_range
 
 
 def _runs_own_code(encoder: M3Encoder) -> bool:
