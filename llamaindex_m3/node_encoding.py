@@ -33,12 +33,13 @@ def encode_nodes(
     after checking it against the store's (:data:`SAME_MODEL_COSINE`).
 
     Raises:
-        ValueError: A node's ``embedding`` was made by another model (a
-            ``FingerprintMismatchError`` when an ``M3Embedding`` of another encoder made it:
-            :mod:`llamaindex_m3.embedding_origins`).
+        ValueError: An ``ImageNode`` without text; a node's ``embedding`` was made by another
+            model (a ``FingerprintMismatchError`` when an ``M3Embedding`` of another encoder
+            made it: :mod:`llamaindex_m3.embedding_origins`).
     """
     if not todo:
         return []
+    _refuse_textless_images(todo)
     heads = index.store.heads
     texts = [embed_text(n, text_instruction) for n in todo]
     encoded = index.encoder.encode(texts, heads=sorted(heads), show_progress=show)
@@ -61,6 +62,24 @@ def encode_nodes(
             )
         )
     return out
+
+
+def _refuse_textless_images(nodes: list[BaseNode]) -> None:
+    """Refuse an ``ImageNode`` with no text: M3 encodes text only, so its image was stored
+    as a blank text's vectors, which every query matches alike.
+
+    Raises:
+        ValueError: Names the node.
+    """
+    from llama_index.core.schema import ImageNode
+
+    for node in nodes:
+        if isinstance(node, ImageNode) and not (node.text or "").strip():
+            raise ValueError(
+                f"node {node.node_id!r} is an ImageNode without text: M3 encodes text only, so "
+                "its image would be stored as a blank text's vectors (matched by every query "
+                "alike). Give it a caption or OCR text (ImageNode(text=...)); nothing was written"
+            )
 
 
 def _check_same_model(node: BaseNode, given: np.ndarray, ours: np.ndarray) -> None:

@@ -112,3 +112,18 @@ def test_a_new_image_path_alone_replaces_the_stored_one(store: M3VectorStore, pn
     (back,) = store.get_nodes(["cat"])
     assert isinstance(back, ImageNode) and back.image_path == png + ".moved"
     assert store.client.count() == 1
+
+
+def test_an_image_node_without_text_is_refused(
+    store: M3VectorStore, tiny_embedding: M3Embedding
+) -> None:
+    """M3 encodes text only: an ``ImageNode`` without text was stored as a blank text's
+    vectors, which every query matched alike (a stray hit in every search)."""
+    from m3kit.testing import SAMPLE_TEXTS
+
+    kept = ImageNode(text=SAMPLE_TEXTS[0], id_="captioned", **_IMAGE)
+    bare = ImageNode(text="  ", id_="bare", **_IMAGE)
+    with pytest.raises(ValueError, match="node 'bare' is an ImageNode without text"):
+        store.add([kept, bare])
+    assert store.client.count() == 0
+    assert store.add([kept]) == ["captioned"]
