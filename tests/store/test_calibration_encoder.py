@@ -74,6 +74,28 @@ def test_a_calibration_records_the_encoder_settings_it_was_measured_with(
         assert (index.search_source, index.calibration) == ("calibrated", cal)
 
 
+def test_a_calibration_on_cut_texts_is_for_the_model_loaded_at_that_length(
+    encoder: M3Encoder, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``calibrate_checkpoint(max_length=6)`` (``m3kit calibrate --max-length``) recorded the
+    model's own length only: the model loaded at the length it was measured at (an index
+    built with ``--max-length 6``) ignored it, with a warning saying it was calibrated at the
+    model's length, and no way to calibrate for that length existed."""
+    from m3kit.store.calibration import calibrate_checkpoint
+
+    cal = calibrate_checkpoint(model_dir, CORPUS, QUERIES, QRELS, grid_step=0.5, max_length=6)
+    assert cal.measured_max_length == 6
+    assert FusionCalibration.load(model_dir) == cal
+    for length in (None, 6):  # as it loads by default, and at the length measured
+        loaded = M3Encoder.from_pretrained(model_dir, dtype="fp32", max_length=length)
+        with M3Index.open(loaded, ":memory:") as index:
+            assert (index.search_source, index.calibration) == ("calibrated", cal)
+    other = M3Encoder.from_pretrained(model_dir, dtype="fp32", max_length=8)
+    with caplog.at_level(logging.WARNING), M3Index.open(other, ":memory:") as index:
+        assert index.calibration is None
+    assert "(measured on texts cut at 6)" in caplog.text
+
+
 def _other_pooling(encoder: M3Encoder) -> dict[str, object]:
     from m3kit.fingerprint import encoder_fingerprint
 

@@ -264,7 +264,8 @@ def add_subcommands(subparsers: Any) -> None:
         type=positive_int,
         default=None,
         help="cut the validation passages and queries at this length (at most the model's "
-        "own; the calibration is for the model as it loads by default)",
+        "own; the calibration is for the model as it loads by default, and as it loads at "
+        "this length)",
     )
     add_sparse_cut_arguments(
         cal, "measure with", "recorded with the calibration, and an index with another cut warns"

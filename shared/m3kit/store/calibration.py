@@ -188,7 +188,8 @@ def calibrate_fusion(
         candidates: Candidates per retriever (default: the store's ``max(4 * 10, 50)``);
             recorded in the settings when given. Below 10 every setting is scored with 10, as
             a search for 10 hits fetches at least that many.
-        max_length: Truncation of passages and queries.
+        max_length: Truncation of passages and queries (recorded as ``measured_max_length``:
+            the encoder loaded at this length uses the calibration too).
         show_progress: Progress bars.
         sparse_top_k: Sparse cut of the collection measured in, as ``M3Index.open`` takes it
             (:mod:`m3kit.store.sparse_cut`): keep only the ``k`` highest weights of every
@@ -299,6 +300,10 @@ def calibrate_fusion(
             encoder_identity=calibrated_encoder_identity(fingerprint),
             p_values=p_values,
             sparse_cut=cut,
+            # the encoder loaded at this length gets it too (it was measured so)
+            measured_max_length=(
+                max_length if max_length is not None and max_length < encoder.max_length else None
+            ),
         )
     logger.info(
         "calibrated on %d queries (%s): all heads %s; dense+sparse %s",
@@ -347,7 +352,8 @@ def calibrate_checkpoint(
     instruction the checkpoint records), and from then on ``M3Index`` (so both retrievers, both
     vector stores and ``m3kit search``) ranks with the calibration whenever the checkpoint is
     loaded that way, unless told otherwise. Arguments as :func:`calibrate_fusion`
-    (``max_length`` truncates the validation texts only; ``sparse_top_k`` /
+    (``max_length`` truncates the validation texts: the calibration is then also used by the
+    model loaded at that length, recorded as ``measured_max_length``; ``sparse_top_k`` /
     ``sparse_min_weight``: the sparse cut of the collections it will search, recorded).
 
     Raises:

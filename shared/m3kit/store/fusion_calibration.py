@@ -49,6 +49,7 @@ _FILE_KEYS = _GROUPS | {
     "p_values",
     "encoder_identity",
     "sparse_cut",
+    "measured_max_length",
 }
 
 #: What besides the weights decides the scores a calibration was measured on: the
@@ -66,6 +67,14 @@ def _plain(value: Mapping[str, Any]) -> dict[str, Any]:
     """JSON types only (tuples as lists), so a recorded identity equals itself once loaded."""
     out: dict[str, Any] = json.loads(json.dumps(dict(value)))
     return out
+
+
+def _length(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(f"measured_max_length {value!r} is not a length in tokens")
+    return value
 
 
 def _short(value: Any) -> str:
@@ -119,6 +128,10 @@ class FusionCalibration:
         sparse_cut: The sparse cut of the collection it was measured in (a file written
             before m3kit recorded it: none, as every calibration then was); an index with
             another cut warns (:func:`~m3kit.store.sparse_cut.calibration_cut_warning`).
+        measured_max_length: The length the validation texts were cut at, when shorter than
+            the encoder's own (``None``: not cut). The calibration is for the encoder as
+            recorded in :attr:`encoder_identity`, and also for it loaded at this length (what
+            it was measured at); an older file has none.
     """
 
     all_heads: SearchSettings | None
@@ -130,6 +143,7 @@ class FusionCalibration:
     encoder_identity: Mapping[str, Any] | None = None
     p_values: Mapping[str, float] = field(default_factory=dict)
     sparse_cut: SparseCut = field(default_factory=SparseCut)
+    measured_max_length: int | None = None
 
     def settings_for(self, heads: frozenset[Head], rerank: bool | None = None) -> SearchSettings:
         """The calibrated settings for a collection holding ``heads`` (and a rerank choice).
@@ -176,6 +190,8 @@ class FusionCalibration:
             then = self.encoder_identity[name]
             if name == "architecture" and (then is None or now[name] is None):
                 continue
+            if name == "max_length" and now[name] == self.measured_max_length:
+                continue  # loaded at the length the texts were cut at: what it measured
             if identity_value(name, then) != identity_value(name, now[name]):
                 out.append((name, then, now[name]))
         return out
@@ -196,6 +212,7 @@ class FusionCalibration:
                 None if self.encoder_identity is None else dict(self.encoder_identity)
             ),
             "sparse_cut": self.sparse_cut.to_dict(),
+            "measured_max_length": self.measured_max_length,
         }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -244,6 +261,7 @@ class FusionCalibration:
                 encoder_identity=data.get("encoder_identity"),
                 p_values={str(k): float(v) for k, v in dict(data.get("p_values", {})).items()},
                 sparse_cut=SparseCut.from_record(data.get("sparse_cut", SparseCut().to_dict())),
+                measured_max_length=_length(data.get("measured_max_length")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
@@ -285,7 +303,15 @@ class FusionCalibration:
                 "so searches use the defaults of a model without a calibration; load the model "
                 "as calibrated, or calibrate again with these settings",
                 Path(folder) / SEARCH_FILE,
-                "; ".join(_difference(*d) for d in differences),
+                "; ".join(
+                    _difference(*d)
+                    + (
+                        f" (measured on texts cut at {calibration.measured_max_length})"
+                        if d[0] == "max_length" and calibration.measured_max_length
+                        else ""
+                    )
+                    for d in differences
+                ),
             )
             return None
         return calibration
