@@ -12,12 +12,12 @@ indexed before.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Set
 from typing import TYPE_CHECKING, Any
 
 from m3kit.sources import (
     SourceRead,
+    no_longer_read_as,
     positional_id,
     read_in_other_case,
     reader_origin,
@@ -101,7 +101,7 @@ def _first_clash(
         if (
             other is None
             or other in read_now
-            or not os.path.isfile(other)
+            or no_longer_read_as(other)  # (a link now: the file read under its target's name)
             or read_in_other_case(other, read_now)  # the file read now, renamed in case only
         ):
             continue

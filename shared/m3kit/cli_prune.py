@@ -39,6 +39,7 @@ from m3kit.cli_links import linked_under
 from m3kit.sources import (
     SourceRead,
     named_path,
+    no_longer_read_as,
     positional_id,
     read_in_other_case,
     reader_origin,
@@ -183,7 +184,7 @@ def stale_documents(
             and _under(Path(origin), folders)
             and (
                 origin in read_now
-                or not os.path.isfile(origin)
+                or no_longer_read_as(origin)  # (a link now: read under its target's name)
                 or read_in_other_case(origin, read_now)  # renamed in case only
             )
         ):

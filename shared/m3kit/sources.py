@@ -49,6 +49,7 @@ __all__ = [
     "find_files",
     "folder_files",
     "named_path",
+    "no_longer_read_as",
     "positional_id",
     "read_documents",
     "read_in_other_case",
@@ -282,6 +283,17 @@ def named_path(raw: str | os.PathLike[str]) -> Path:
     also for a path no longer there (what ``--prune`` compares stored sources with)."""
     path = Path(raw).expanduser()
     return path.resolve() if path.is_dir() else _named(path)
+
+
+def no_longer_read_as(origin: str) -> bool:
+    """Whether the file a stored document came from is no longer read under that name: gone,
+    not a file, or a link now (itself or a folder above it), which is read and named as its
+    target, so the old name is never read again and its stored documents never replaced.
+
+    A path replaced by a link was neither read nor counted gone: ``--prune`` kept its old
+    text forever, and a jsonl row's id seemed given by two files.
+    """
+    return not os.path.isfile(origin) or str(_named(Path(origin))) != origin
 
 
 def _kind(path: Path) -> str | None:

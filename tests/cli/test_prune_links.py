@@ -166,3 +166,53 @@ def test_each_folder_is_walked_once(
     code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
     assert code == 0 and "removed 1 document(s) no longer there" in out, out
     assert walked.count(notes.resolve()) == 2, walked
+
+
+def test_a_file_or_folder_replaced_by_a_link_is_pruned(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path replaced by a link is read under its target's name: its old document was never
+    read again and never counted gone (``os.path.isfile`` follows the link), so ``--prune``
+    kept its old text searchable forever, and a folder moved out and linked back kept its
+    files' pre-edit text beside the new."""
+    store, notes, elsewhere = _setup(tmp_path)
+    a, c = notes / "a.md", notes / "c.md"
+    c.write_text("Cherry text here.", encoding="utf-8")
+    sub = notes / "sub"
+    sub.mkdir()
+    (sub / "x.md").write_text("x, first version.", encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    a.unlink()
+    a.symlink_to("c.md")  # the file replaced by a link to another file of the folder
+    moved = elsewhere / "sub"
+    sub.rename(moved)
+    sub.symlink_to(moved)  # the folder moved out, a link left in its place
+    (moved / "x.md").write_text("x, second version.", encoding="utf-8")
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0 and "removed 2 document(s) no longer there" in out, out
+    assert stored_texts(store, tiny_m3_path) == {str(c.resolve()): "Cherry text here."}
+    assert index_run(capsys, store, tiny_m3_path, notes, moved, "--prune")[0] == 0
+    assert set(stored_texts(store, tiny_m3_path).values()) == {
+        "Cherry text here.",
+        "x, second version.",
+    }
+
+
+def test_a_jsonl_file_replaced_by_a_link_to_its_copy_is_not_a_clash(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stored rows of ``r.jsonl``, now a link to ``r2.jsonl``, seemed to be given by two
+    files: every run failed with "document id 'p1' appears twice", naming one file twice."""
+    store, notes, _ = _setup(tmp_path)
+    rows = '{"_id": "p1", "text": "Row one."}\n'
+    (notes / "r.jsonl").write_text(rows, encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, notes)[0] == 0
+    (notes / "r2.jsonl").write_text(rows, encoding="utf-8")
+    (notes / "r.jsonl").unlink()
+    (notes / "r.jsonl").symlink_to("r2.jsonl")
+    code, out = index_run(capsys, store, tiny_m3_path, notes, "--prune")
+    assert code == 0, out
+    assert sorted(stored_texts(store, tiny_m3_path).values()) == [
+        "Berlin is the capital of Germany.",
+        "Row one.",
+    ]
