@@ -89,7 +89,10 @@ from llamaindex_m3.stored_chunks import (
     check_ids_elsewhere,
     check_sourceless,
     doc_id_of,
+    late_edit_message,
     payloads_by_doc,
+    pooled_late,
+    same_text,
     stored_payloads,
 )
 from m3kit.outputs import M3Output
@@ -135,6 +138,7 @@ class _Doc:
     stale: bool = False  # chunks of another version are stored
     adopted: bool = False  # the version is the stored one (the nodes name none)
     changed: list[str] = field(default_factory=list)  # identities of content written anew
+    late: set[int] = field(default_factory=set)  # chunk indexes pooled late (pooled_late)
 
     @property
     def chunk_count(self) -> int:
@@ -238,6 +242,8 @@ def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
         doc.meta_at[chunk_index] = dict(meta)
         doc.related_at[chunk_index] = related_ids(relationships)
         doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
+        if pooled_late(payload):
+            doc.late.add(chunk_index)
         doc.extra_at[chunk_index] = extra
         doc.text_at[chunk_index] = (
             str(payload.get(PAGE_CONTENT, "")),
@@ -311,7 +317,8 @@ def write_nodes(
             encoded_on = _encoded_text(node, text_instruction)
             if at is not None and doc.key_at.get(at) == key:  # stored unchanged under its id
                 claimed.add(at)
-                if doc.encoded_at.get(at) != encoded_on:  # but encoded on other text: again
+                # (a late chunk's vectors were pooled from its document, on no node's text)
+                if doc.encoded_at.get(at) != encoded_on and at not in doc.late:  # again
                     new.append((doc_id, at, node))
                     doc.encoded_at[at] = encoded_on
                 elif doc.extra_at.get(at) != node_extra(node, stored):  # other node fields
@@ -322,7 +329,7 @@ def write_nodes(
                 if same is not None:
                     claimed.add(same)
                     doc.set_id(same, node.node_id)
-                    if doc.encoded_at.get(same) != encoded_on:  # encoded on other text: again
+                    if doc.encoded_at.get(same) != encoded_on and same not in doc.late:
                         new.append((doc_id, same, node))
                         doc.encoded_at[same] = encoded_on
                     else:
@@ -331,6 +338,8 @@ def write_nodes(
                 at = doc.place()  # a node of its own: a new chunk
             # else a stored node (same node id) or a chunk read back, edited: replaced in
             # place, like an upsert by id, so the old text is not left behind
+            if at in doc.late and not is_late(node) and same_text(doc.text_at.get(at), node):
+                raise ValueError(late_edit_message(doc_id, node))  # (its metadata, not text)
             claimed.add(at)
             doc.key_at[at] = key
             doc.encoded_at[at] = encoded_on

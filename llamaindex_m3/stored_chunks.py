@@ -18,7 +18,7 @@ from llamaindex_m3.node_records import StoredChunk, embed_text
 from llamaindex_m3.sourceless import has_no_source, sourceless_chunk
 from m3kit.store import M3Index, point_id
 from m3kit.store.filters import chunk_ids_filter, documents_filter
-from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA, METADATA
+from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, CHUNKING, EXTRA, METADATA
 
 __all__ = [
     "DOC_BATCH",
@@ -26,10 +26,45 @@ __all__ = [
     "check_ids_elsewhere",
     "check_sourceless",
     "doc_id_of",
+    "late_edit_message",
     "named_chunks",
     "payloads_by_doc",
+    "pooled_late",
+    "same_text",
     "stored_payloads",
 ]
+
+
+def pooled_late(payload: Mapping[str, Any]) -> bool:
+    """Whether a stored chunk's vectors were pooled from its whole document (late chunking:
+    ``M3LateChunkingNodeParser``, or ``M3Index`` with a ``LateChunker``), not encoded from
+    its own text: they do not depend on the node's metadata, and cannot be made again from
+    the chunk alone."""
+    chunking = payload.get(CHUNKING)
+    if not isinstance(chunking, Mapping):
+        return False
+    kind, signature = chunking.get("kind"), str(chunking.get("signature", ""))
+    return kind == "late" or (kind == "custom" and signature.startswith("M3LateChunkingNodeParser"))
+
+
+def same_text(stored: tuple[str, Any, Any, Any] | None, node: BaseNode) -> bool:
+    """Whether ``node`` holds the stored chunk's text at the same span (``stored``: its
+    ``(text, start, end, parent)`` as read): an edit of its metadata or fields only."""
+    if stored is None or not isinstance(node, TextNode):
+        return False
+    return (node.text, node.start_char_idx, node.end_char_idx) == stored[:3]
+
+
+def late_edit_message(doc_id: str, node: BaseNode) -> str:
+    """Why a node without late-chunked vectors may not change the metadata of a late-chunked
+    stored chunk whose text it keeps."""
+    return (
+        f"node {node.node_id!r} changes the metadata of a late-chunked chunk of document "
+        f"{doc_id!r} and carries no late-chunked vectors (read back from the store, or rebuilt "
+        "from JSON): stored, its unchanged text would be encoded alone, losing its document's "
+        "context, silently. Parse the document again with M3LateChunkingNodeParser with the "
+        "new metadata, or delete the document first to store plain chunks; nothing was written"
+    )
 
 
 def check_sourceless(

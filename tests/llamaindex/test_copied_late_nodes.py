@@ -46,3 +46,48 @@ def test_a_copy_with_another_text_drops_the_late_vector(tiny_encoder: Any, deep:
     np.testing.assert_allclose(stored.get(copy.node_id), fresh, atol=1e-5)
     np.testing.assert_allclose(stored.get(original.node_id), late, atol=1e-6)
     np.testing.assert_allclose(node_vectors(back).dense[0], late, atol=1e-6)
+
+
+def test_read_back_late_nodes_keep_their_vectors_and_refuse_edits(
+    tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Late-chunked nodes read back (``get_nodes``: no marker, no vectors) and added again:
+    with metadata, their embed text differed from the stored (bare) text, so every chunk was
+    re-encoded on its own text, silently losing its document's context; one whose metadata
+    was edited too (an edit of its text is encoded on the new text, as before)."""
+    from llamaindex_m3 import M3VectorStore
+    from m3kit.store import M3Store
+    from m3kit.store.filters import documents_filter
+
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=12)
+    doc = Document(text=TEXT, id_="doc-m", metadata={"title": "Berlin"})
+    written: list[Any] = []
+    upsert = M3Store.upsert
+
+    def spy(self: M3Store, records: Any, **kwargs: Any) -> Any:
+        records = list(records)
+        written.extend(records)
+        return upsert(self, records, **kwargs)
+
+    with M3VectorStore(embed) as store:
+        store.add(parser.get_nodes_from_documents([doc]))
+
+        def stored() -> dict[str, Any]:  # what says which vectors a chunk holds
+            found = store.client.store.points(filter=documents_filter(["doc-m"]))
+            keys = ("page_content", "metadata", "chunking", "doc_hash", "encoded_text")
+            return {pid: [p.get(k) for k in keys] for pid, p in found.items()}
+
+        before = stored()
+        back = store.get_nodes()
+        monkeypatch.setattr(M3Store, "upsert", spy)
+        store.add(back)  # unchanged: nothing is encoded again
+        assert written == []
+        edited = back[0]
+        edited.metadata["title"] = "Berlin, edited"
+        with pytest.raises(
+            ValueError, match="changes the metadata of a late-chunked chunk of document 'doc-m'"
+        ):
+            store.add([edited])
+        assert written == []
+        assert stored() == before
