@@ -230,6 +230,11 @@ def test_search_overrides_change_only_what_they_name_of_a_calibrated_default(
         assert index.search_settings() == cal.settings_for(index.store.heads, False)
     with pytest.raises(ValueError, match="fuses with 'dbsf'"):
         M3Index.open(loaded, ":memory:", search=SearchOverrides(rerank=False, weights=(1, 1, 0)))
+    # weights alone fit the all-heads default (m3) but not the dense + sparse one (dbsf),
+    # which every search without rerank takes: refused at open, not at the first such search
+    assert cal.all_heads is not None and cal.all_heads.fusion.value == "m3"
+    with pytest.raises(ValueError, match="fuses with 'dbsf'"):
+        M3Index.open(loaded, ":memory:", search=SearchOverrides(weights=(1, 1, 0)))
     with pytest.raises(ValueError, match="fusion must be one of"):
         SearchOverrides(fusion="max")
     with pytest.raises(TypeError, match="SearchSettings or SearchOverrides"):

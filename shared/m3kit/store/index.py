@@ -157,6 +157,10 @@ class M3Index(IndexWrites, IndexSearch):
             given,
             self.search_settings().describe(),
         )
+        if isinstance(search, SearchOverrides) and {Head.SPARSE, Head.COLBERT} <= store.heads:
+            # ... and the dense + sparse group a search without rerank takes (its calibrated
+            # fusion may be another): refused here, not at the first such search
+            self.search_settings(rerank=False)
         # another index may share the store: a refused pairing leaves it writing (and
         # checking, and cutting) as that index, not as this encoder (m3kit.store.holder)
         held = take_store(store, self.fingerprint, self.check_encoder)
