@@ -261,9 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune-missing",
         action="store_true",
         help="--prune, also of a PATH that no longer exists while documents indexed from it "
-        "are stored (a moved or deleted folder), and of a mount point under a PATH that is not "
-        "mounted now: their documents are deleted; --prune alone refuses both, as a drive or "
-        "share that is not mounted looks the same",
+        "are stored (a moved or deleted folder), of a folder PATH holding no file to read, "
+        "and of a mount point under a PATH that is not mounted now: their documents are "
+        "deleted; --prune alone refuses these, as a drive or share that is not mounted looks "
+        "the same",
     )
     index.add_argument(
         "--index-field",

@@ -73,7 +73,8 @@ def run_index(args: argparse.Namespace) -> int:
     # read everything first: bad input fails before loading
     paths = paths_to_read(args.paths, prune=args.prune)  # --prune: a path gone is pruned only
     missing = [p for p in args.paths if p not in paths]
-    read = read_sources(paths) if paths else SourceRead([], [])
+    # --prune-missing: an emptied folder prunes what was indexed from it, on purpose
+    read = read_sources(paths, empty_folders=args.prune_missing) if paths else SourceRead([], [])
     links = links_read(read)  # links to files outside the folders: --prune sees them go
     docs = read.documents  # none (every file emptied) still cleans up below
     encoder = cli_open.load_encoder(args, storage, record)

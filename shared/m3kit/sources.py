@@ -229,11 +229,12 @@ def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def _find(
-    paths: Iterable[str | os.PathLike[str]],
+    paths: Iterable[str | os.PathLike[str]], empty_ok: bool = False
 ) -> tuple[list[Path], dict[Path, Path], list[Path]]:
     """:func:`find_files`, the links inside the folders read as a file outside the folder
     given (:attr:`SourceRead.links`) and the folders that could not be read
-    (:attr:`SourceRead.unreadable`), each folder walked once."""
+    (:attr:`SourceRead.unreadable`), each folder walked once (``empty_ok``: a folder holding
+    no file to read is not an error)."""
     found: list[Path] = []
     links: dict[Path, Path] = {}
     unreadable: list[Path] = []
@@ -250,7 +251,7 @@ def _find(
             found.append(_named(path))
             continue
         inside, outside = _scan(path, unreadable)
-        if not inside:
+        if not inside and not empty_ok:
             raise ValueError(f"{raw}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
         found.extend(inside)
         links.update(outside)
@@ -330,8 +331,16 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[SourceDocume
     return read_sources(paths).documents
 
 
-def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
+def read_sources(
+    paths: Iterable[str | os.PathLike[str]], *, empty_folders: bool = False
+) -> SourceRead:
     """:func:`read_documents`, plus the ids of the documents read empty.
+
+    Args:
+        paths: Files and folders.
+        empty_folders: A folder holding no file to read is read as holding nothing (``m3kit
+            index --prune-missing``: its documents are then pruned), not an error (an
+            unmounted mount point looks so).
 
     Raises:
         FileNotFoundError: A path does not exist.
@@ -340,7 +349,7 @@ def read_sources(paths: Iterable[str | os.PathLike[str]]) -> SourceRead:
     docs: list[SourceDocument] = []
     empty: list[str] = []
     where: dict[str, str] = {}
-    files, links, unreadable = _find(paths)
+    files, links, unreadable = _find(paths, empty_folders)
     for path in files:
         rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
         for doc, origin in rows:

@@ -140,6 +140,11 @@ def test_prune_a_path_that_no_longer_exists(
         code, out = index_run(capsys, store, tiny_m3_path, moved, *extra)
         assert code == 1 and "folder holds no" in out, out
     assert set(stored_texts(store, tiny_m3_path)) == {str((moved / "a.md").resolve())}
+    # ... but --prune-missing prunes on purpose: it failed the same way, so the documents of
+    # a folder whose last file was deleted could not be removed by any flag
+    code, out = index_run(capsys, store, tiny_m3_path, moved, "--prune-missing")
+    assert code == 0 and "removed 1 document(s) no longer there" in out, out
+    assert stored_texts(store, tiny_m3_path) == {}
 
 
 def test_reader_origin_knows_what_the_reader_wrote(tmp_path: Path) -> None:
