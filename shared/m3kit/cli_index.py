@@ -114,7 +114,9 @@ def run_index(args: argparse.Namespace) -> int:
                 chunker=chunker,
                 show_progress=not args.quiet,
             )
+        emptied = 0
         if read.empty:  # an emptied file (or row): its stored version is no longer its text
+            emptied = len(index.store.document_metadata(read.empty))
             index.delete(read.empty)
         dropped = drop_links(index.store, links, paths, missing) if args.prune else None
         cleanup = clean_up(
@@ -132,7 +134,7 @@ def run_index(args: argparse.Namespace) -> int:
         unmatched = mistyped_paths(index.store, cleanup, missing, paths) if args.prune else []
     finally:
         index.close()
-    removed = ""
+    removed = f"; removed {emptied} emptied document(s)" if emptied else ""
     if cleanup.moved_rows:
         removed = f"; removed {len(cleanup.moved_rows)} jsonl row(s) no longer at their line"
     if args.prune:

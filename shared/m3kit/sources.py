@@ -355,7 +355,9 @@ def read_sources(
         for doc, origin in rows:
             _check_id(doc.doc_id, origin)
             if not doc.text.strip():
-                logger.warning("%s is empty; skipped", origin)
+                logger.warning(
+                    "%s is empty: nothing to index (m3kit index deletes its stored version)", origin
+                )
                 empty.append(doc.doc_id)
                 continue
             if doc.doc_id in where:

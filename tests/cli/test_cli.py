@@ -130,7 +130,11 @@ def test_rows_with_their_own_source_and_emptied_files(
     assert hits[0]["metadata"]["source"] == "wikipedia"  # type: ignore[index]
     # an emptied file: its old text is no longer served (it used to stay, skipped)
     note.write_text("  \n", encoding="utf-8")
-    assert "2 chunk(s) stored (-1)" in _index(capsys, store, minilm_path, a)
+    # (the summary said nothing of the document deleted)
+    assert "2 chunk(s) stored (-1); removed 1 emptied document(s)" in _index(
+        capsys, store, minilm_path, a
+    )
+    assert "; removed" not in _index(capsys, store, minilm_path, a)  # (deleted already)
     assert not any("Moon" in str(h["text"]) for h in _search(capsys, store, minilm_path, "Moon"))
     # --prune on a/ follows the file a row came from, not the row's own "source": the row
     # removed from a/rows.jsonl goes (its source "wikipedia" is no path), and other/'s row
