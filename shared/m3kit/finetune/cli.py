@@ -399,8 +399,9 @@ def _calibrate(
         if chosen is not None:
             score = cal.scores.get(f"{chosen.describe()} [{name}]")
             extra = f" (nDCG@10 {score:.4f})" if score is not None else ""
-            if name in cal.p_values:
-                extra += f"; best setting's gain over RRF: p = {cal.p_values[name]:.3f}"
+            if name in cal.p_values:  # over the null setting: RRF, or BGE-M3's published m3
+                p_value = cal.p_values[name]
+                extra += f"; best setting's gain over the uncalibrated default: p = {p_value:.3f}"
             print(f"{name}: {chosen.describe()}{extra}")
     print(
         f"calibrated on {cal.queries} queries with {cal.sparse_cut.describe()}; saved to "

@@ -122,7 +122,8 @@ class FusionCalibration:
             used only for an encoder that has them too. ``None`` in a file written before
             m3kit recorded them: matched on the weights alone.
         p_values: ``{"all heads" | "dense+sparse": p}``: the sign-flip test's p-value of the
-            best setting's gain over RRF, for each group where it was tested (for reports;
+            best setting's gain over the uncalibrated default (RRF; FlagEmbedding's published
+            weights for a BGE-M3-shaped model), for each group where it was tested (for reports;
             a group is absent when its best gained less than ``min_gain``, or when the test
             was off, ``alpha=1``).
         sparse_cut: The sparse cut of the collection it was measured in (a file written
