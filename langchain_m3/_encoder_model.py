@@ -21,6 +21,7 @@ from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.errors import M3KitError
+from m3kit.field_types import WholeNumber
 from m3kit.load_time import LoadTimeFields
 
 __all__ = ["EncoderModel"]
@@ -53,9 +54,9 @@ class EncoderModel(LoadTimeFields):
     or ``int8`` (lossy; ONNX Runtime's unless ``backend="torch"``); outputs are float32."""
     query_instruction: str | None = None
     """Prefix for queries; default: what the checkpoint declares (none for BGE-M3)."""
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: WholeNumber = Field(default=32, ge=1)
     """Most texts per forward pass."""
-    max_batch_tokens: int = Field(default=8192, ge=1)
+    max_batch_tokens: WholeNumber = Field(default=8192, ge=1)
     """Most padded tokens per forward pass (a longer text runs alone)."""
     backend: EncoderBackend = EncoderBackend.AUTO
     """Forward-pass runtime: ``auto`` (torch; ONNX Runtime for ``dtype`` ``int8`` on CPU),
@@ -63,7 +64,7 @@ class EncoderModel(LoadTimeFields):
     exact, ``int8`` lossy)."""
     onnx_cache_dir: str | None = None
     """Folder of ONNX exports (default ``~/.cache/m3kit/onnx`` or ``$M3KIT_CACHE/onnx``)."""
-    max_length: int | None = Field(default=None, ge=2)
+    max_length: WholeNumber | None = Field(default=None, ge=2)
     """Longest input in tokens (longer texts are truncated with a warning)."""
     show_progress: bool = False
     """Show a tqdm bar while embedding documents."""

@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.errors import missing_extra
+from m3kit.field_types import WholeNumber
 from m3kit.rerank import M3Reranker as CoreReranker
 from m3kit.rerank import RerankConfig, RerankMode
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
@@ -65,17 +66,17 @@ class M3Reranker(EncoderModel, BaseDocumentCompressor):
         extra="forbid", protected_namespaces=(), frozen=False, validate_assignment=True
     )
 
-    top_n: int | None = Field(default=3, ge=1)
+    top_n: WholeNumber | None = Field(default=3, ge=1)
     """How many documents to return (``None``: all, reordered)."""
     mode: RerankMode = RerankMode.M3
     """The score that orders documents: ``dense``, ``sparse``, ``colbert``, ``sparse+dense`` or
     ``colbert+sparse+dense`` (a dense-only checkpoint needs ``dense``)."""
     weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
     """``[dense, sparse, colbert]`` weights of the combined scores (normalised by their sum)."""
-    max_query_length: int | None = Field(default=None, ge=2)
+    max_query_length: WholeNumber | None = Field(default=None, ge=2)
     """Longest query in tokens (default: FlagEmbedding's 512, or the model's ``max_length`` if
     shorter; a longer one than the model's is refused)."""
-    max_passage_length: int | None = Field(default=None, ge=2)
+    max_passage_length: WholeNumber | None = Field(default=None, ge=2)
     """Longest document in tokens (default: the model's ``max_length``; a longer one is
     refused)."""
     use_query_instruction: bool = False

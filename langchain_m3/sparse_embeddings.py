@@ -30,6 +30,7 @@ from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
 from m3kit.encoder_inputs import check_text, check_texts, finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
+from m3kit.field_types import WholeNumber
 from m3kit.outputs import Head
 from m3kit.outputs import SparseVector as M3SparseVector
 
@@ -55,7 +56,7 @@ class M3SparseEmbeddings(EncoderModel, SparseEmbeddings):
     ``sparse_min_weight`` become the index's sparse cut (:mod:`m3kit.store.sparse_cut`).
     """
 
-    sparse_top_k: int | None = Field(default=None, ge=1)
+    sparse_top_k: WholeNumber | None = Field(default=None, ge=1)
     """Keep only the k highest weights per text (default: all)."""
     sparse_min_weight: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     """Drop weights at or below this value (a finite number >= 0)."""

@@ -75,6 +75,7 @@ from pydantic import Field, PrivateAttr
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
+from m3kit.field_types import WholeNumber
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
 from m3kit.outputs import Chunk, Head
@@ -123,13 +124,13 @@ class M3LateChunkingSplitter(EncoderModel, TextSplitter):
     ``TypeError``: the chunk size counts the model's own tokens.
     """
 
-    chunk_size: int | None = Field(default=None, ge=1)
+    chunk_size: WholeNumber | None = Field(default=None, ge=1)
     """Token budget per chunk of the built-in sentence splitter (default: 256, or fewer when
     the model's window holds fewer text tokens, ``m3kit.chunking.default_chunk_size``)."""
-    window: int | None = Field(default=None, ge=3)
+    window: WholeNumber | None = Field(default=None, ge=3)
     """Most tokens per forward pass (default: ``2 * chunk_size + 2``, at most the encoder's
     ``max_length``). Smaller windows cost less (attention is quadratic)."""
-    overlap: int | None = Field(default=None, ge=0)
+    overlap: WholeNumber | None = Field(default=None, ge=0)
     """Text tokens shared by consecutive windows of a long document (default: an eighth of
     the window)."""
     placement: WindowPlacement = WindowPlacement.CENTRED

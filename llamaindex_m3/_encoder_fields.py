@@ -21,6 +21,7 @@ from m3kit.backends import EncoderBackend, check_onnx_cache_dir
 from m3kit.checkpoint import DEFAULT_MODEL
 from m3kit.encoder import M3Encoder, Precision
 from m3kit.encoder_inputs import check_texts
+from m3kit.field_types import WholeNumber
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.load_time import LoadTimeFields
 
@@ -75,7 +76,7 @@ class M3CheckpointFields(LoadTimeFields):
         description="Forward-pass precision: auto, fp32, bf16, bf16-autocast, fp16 (GPU) or "
         "int8 (lossy); backend 'onnx' runs fp32 or int8.",
     )
-    max_batch_tokens: int = Field(
+    max_batch_tokens: WholeNumber = Field(
         frozen=True,
         default=8192,
         ge=1,
@@ -246,7 +247,7 @@ class M3EncoderSettingsFields(M3CheckpointFields):
         default=None,
         description="Prefix for queries; default: what the checkpoint declares (none for M3).",
     )
-    max_length: int | None = Field(
+    max_length: WholeNumber | None = Field(
         frozen=True,
         default=None,
         ge=2,
@@ -282,7 +283,7 @@ class M3EncoderFields(M3EncoderSettingsFields):
     text_instruction: str | None = Field(
         default=None, description="Prefix for documents/passages (e.g. 'passage: ')."
     )
-    embed_batch_size: int = Field(
+    embed_batch_size: WholeNumber = Field(
         frozen=True,
         default=32,
         gt=0,

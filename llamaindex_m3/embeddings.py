@@ -39,6 +39,7 @@ from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
 from m3kit.encoder_inputs import check_text, check_texts, finite_sparse_min_weight
 from m3kit.errors import HeadNotAvailableError, missing_extra
+from m3kit.field_types import WholeNumber
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
 
@@ -264,7 +265,7 @@ class M3SparseEmbedding(  # type: ignore[misc]
     unpickling loads the checkpoint again from ``model_name``.
     """
 
-    sparse_top_k: int | None = Field(
+    sparse_top_k: WholeNumber | None = Field(
         default=None, ge=1, description="Keep only the k highest weights per text."
     )
     sparse_min_weight: float = Field(

@@ -80,6 +80,7 @@ from llamaindex_m3.parser_nodes import late_chunk_node
 from llamaindex_m3.parser_rebuild import ENCODER_KEY, SIGNATURE_KEY, check_rebuilt, read_id_func
 from llamaindex_m3.parser_spans import node_parser_spans
 from m3kit.encoder import M3Encoder
+from m3kit.field_types import WholeNumber
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.late_chunking import DensePooling, LateChunker, WindowPlacement
 from m3kit.outputs import Head
@@ -153,7 +154,7 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
       the image (``SentenceSplitter`` makes ``ImageNode``\\ s of it).
     """
 
-    batch_size: int = Field(
+    batch_size: WholeNumber = Field(
         frozen=True,
         default=32,
         ge=1,

@@ -28,6 +28,7 @@ from typing_extensions import Self
 from llamaindex_m3._encoder_fields import M3EncoderSettingsFields
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
+from m3kit.field_types import WholeNumber
 from m3kit.rerank import M3Reranker as CoreReranker
 from m3kit.rerank import RerankConfig, RerankMode
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
@@ -59,10 +60,10 @@ class M3Reranker(M3EncoderSettingsFields, BaseNodePostprocessor):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    batch_size: int = Field(
+    batch_size: WholeNumber = Field(
         frozen=True, default=32, ge=1, description="Most texts per forward pass."
     )
-    top_n: int | None = Field(default=2, ge=1, description="Nodes returned (None: all).")
+    top_n: WholeNumber | None = Field(default=2, ge=1, description="Nodes returned (None: all).")
     mode: RerankMode = Field(
         frozen=True,
         default=RerankMode.M3,
@@ -72,14 +73,14 @@ class M3Reranker(M3EncoderSettingsFields, BaseNodePostprocessor):
     weights: tuple[float, float, float] = Field(
         frozen=True, default=DEFAULT_M3_WEIGHTS, description="[dense, sparse, colbert] weights."
     )
-    max_query_length: int | None = Field(
+    max_query_length: WholeNumber | None = Field(
         frozen=True,
         default=None,
         ge=2,
         description="Longest query in tokens (default: 512, or the model's max_length if "
         "shorter; a longer one than the model's is refused).",
     )
-    max_passage_length: int | None = Field(
+    max_passage_length: WholeNumber | None = Field(
         frozen=True,
         default=None,
         ge=2,

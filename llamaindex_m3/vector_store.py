@@ -52,6 +52,7 @@ from llamaindex_m3.vector_store_query import query_hits, query_settings
 from llamaindex_m3.vector_store_writes import VectorStoreWrites
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
+from m3kit.field_types import WholeNumber
 from m3kit.outputs import Head
 from m3kit.store import (
     Backend,
@@ -149,7 +150,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
     weights: tuple[float, float, float] | None = Field(
         default=None, description="[dense, sparse, colbert] of the m3 fusion (None: the index's)."
     )
-    candidates: int | None = Field(
+    candidates: WholeNumber | None = Field(
         default=None, description="Candidates per retriever before fusion (None: the index's)."
     )
     text_instruction: str | None = Field(default=None, description="Prefix of encoded texts.")
