@@ -161,8 +161,10 @@ class FinetuneConfig:
             master weights; fp16 on GPU only). ``"auto"``: bf16 where it is native (CPUs
             with AVX-512 BF16 or AMX, GPUs 8.0+), fp16 on older GPUs, else fp32
             (:func:`m3kit.precision.resolve_training_precision`). Measured with MiniLM on
-            squad_en (1,000 rows, AMX CPU): bf16 trained 1.8x faster than fp32 with held-out
-            nDCG@10 within 0.1 point per head (``benchmarks/results/finetune.md``).
+            squad_en (1,000 rows, AMX CPU), each against LlamaIndex's engine in its own run:
+            bf16 0.44x its time, fp32 0.66x (``finetune_timing_amx_n1.md``,
+            ``finetune_timing_fp32_amx_n1.md``), held-out nDCG@10 within 0.1 point per head
+            of fp32 (``finetune_bf16_df2e088.md`` against ``finetune_heldout.md``).
         attention_dropout: Dropout on the attention probabilities while training; ``None``
             (default) keeps the checkpoint's own (0.1 for BERT / XLM-R models such as MiniLM
             and BGE-M3). ``0.0`` trades a little quality for speed on CPU, where drawing
