@@ -29,6 +29,7 @@ __all__ = [
     "CpuFlags",
     "GpuInfo",
     "MachineInfo",
+    "cgroup_cpu_limit",
     "checked_device",
     "describe_machine",
     "parsed_device",
@@ -244,15 +245,61 @@ def checked_device(device: torch.device | str) -> torch.device:
 
 def usable_cpus() -> int:
     """Logical CPUs this process may run on: its affinity (a container's cpuset, ``taskset``,
-    a batch scheduler's allocation), not every CPU of the host (``os.cpu_count()``).
+    a batch scheduler's allocation), not every CPU of the host (``os.cpu_count()``), and at
+    most its cgroup's CPU limit (``docker --cpus``, a Kubernetes limit: :func:`cgroup_cpu_limit`),
+    which the affinity does not show: a container limited to 2 CPUs on a 64-CPU host started
+    32 pool workers, each with a copy of the model.
 
     >>> usable_cpus() >= 1
     True
     """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, limit)) if limit is not None else cpus
+
+
+def cgroup_cpu_limit(
+    root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """The CPUs this process's cgroup CPU quota allows, rounded up (``None``: no quota, or none
+    readable: not Linux, no cgroup file system).
+
+    cgroup v2: ``cpu.max`` (``"<quota> <period>"``, ``"max ..."`` unlimited) of the process's
+    cgroup (``0::<path>`` in ``membership``) or, in a container's namespace, of ``root``;
+    cgroup v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1: unlimited).
+    """
+    try:
+        lines = membership.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    own = next((line[3:] for line in lines if line.startswith("0::")), "")
+    candidates = [root / own.lstrip("/") / "cpu.max", root / "cpu.max"]
+    for path in dict.fromkeys(candidates):
+        try:
+            quota, period = path.read_text(encoding="utf-8").split()[:2]
+        except (OSError, ValueError):
+            continue
+        return None if quota == "max" else _cpus(quota, period)
+    for folder in (root / "cpu", root / "cpu,cpuacct"):
+        try:
+            quota = (folder / "cpu.cfs_quota_us").read_text(encoding="utf-8").strip()
+            period = (folder / "cpu.cfs_period_us").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        return None if quota.startswith("-") else _cpus(quota, period)
+    return None
+
+
+def _cpus(quota: str, period: str) -> int | None:
+    """``ceil(quota / period)``, at least 1 (``None``: not numbers)."""
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return max(1, -(-q // p)) if q > 0 and p > 0 else None
 
 
 def _version(package: str) -> str | None:
