@@ -340,6 +340,12 @@ def test_cli_eval_fuses_with_the_checkpoints_calibrated_weights(
     assert "this collection has sparse_top_k=2" in out
     fused_row([])
     assert "warning" not in capsys.readouterr().out
+    # head subsets: no sparse head left nothing to fuse (the source said the file "chose
+    # rrf for these heads", which it never did); without dense, the weights were fitted with it
+    fused_row(["--heads", "dense,colbert"])
+    assert "fuses dense and sparse, and these heads hold no sparse" in capsys.readouterr().out
+    fused_row(["--heads", "sparse,colbert"])
+    assert "fitted with the dense head in the sum" in capsys.readouterr().out
 
 
 def test_cli_calibrate_refuses_a_sole_test_split_by_default(

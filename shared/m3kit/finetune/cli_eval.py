@@ -45,9 +45,16 @@ def fused_weights(
     wanted = encoder.available_heads if heads is None else Head.parse(heads)
     if calibration is None:
         return DEFAULT_M3_WEIGHTS, "published; the checkpoint has no calibration for them"
+    if Head.SPARSE not in wanted:  # (settings_for keeps only the rerank choice then)
+        return DEFAULT_M3_WEIGHTS, (
+            f"published; {folder / SEARCH_FILE} fuses dense and sparse, and these heads hold "
+            "no sparse"
+        )
     settings = calibration.settings_for(frozenset(wanted))
     if settings.fusion is Fusion.M3:
         source = f"calibrated, {folder / SEARCH_FILE}"
+        if Head.DENSE not in wanted:  # measured with dense in the sum, which is left out here
+            source += " (fitted with the dense head in the sum; its weight is left out here)"
         mismatch = calibration_cut_warning(calibration.sparse_cut, cut, frozenset(wanted))
         if mismatch is not None:
             source += f"; warning: {mismatch}"
