@@ -28,7 +28,14 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from qdrant_client import models
 
 from langchain_m3._documents import (
@@ -144,6 +151,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
     """Metadata equality (``{"key": value}``, a list value = any of) or a qdrant ``Filter``."""
     score_threshold: float | None = None
     """Drop results scoring below this (on the scale of the last stage's score)."""
+
+    _owns_index: bool = PrivateAttr(default=False)  # opened by from_documents: close() closes it
 
     @field_validator("k", mode="before")
     @classmethod
@@ -324,7 +333,21 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         except BaseException:
             index.close()
             raise
+        retriever._owns_index = True
         return retriever
+
+    def close(self) -> None:
+        """Close the index this retriever opened (:meth:`from_documents`, :meth:`from_texts`:
+        its files, locks, connections); an index given as ``index=`` is left open for whoever
+        opened it. ``with M3Retriever.from_texts(...) as retriever:`` closes it at the end."""
+        if self._owns_index:
+            self.index.close()
+
+    def __enter__(self) -> M3Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_texts(

@@ -140,6 +140,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         self.candidates: int | None = settings["candidates"]
         to_store_filter(filters)  # refuse unsupported filters now, not at the first query
         super().__init__(callback_manager=callback_manager, verbose=verbose)
+        # an index given here is its opener's (shared, e.g., with an M3VectorStore.from_index):
+        # close() leaves it open; one this class opened (open, from_documents) it closes
+        self._owns_index = False
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -205,7 +208,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             cluster=cluster,
         )
         try:
-            return cls(
+            retriever = cls(
                 index,
                 similarity_top_k=similarity_top_k,
                 fusion=fusion,
@@ -216,6 +219,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         except BaseException:
             index.close()
             raise
+        retriever._owns_index = True
+        return retriever
 
     @classmethod
     def from_documents(
@@ -294,8 +299,12 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
     def close(self) -> None:
-        """Close the underlying store (files, locks, connections)."""
-        self.index.close()
+        """Close the index this retriever opened (:meth:`open`, :meth:`from_documents`: its
+        files, locks, connections). An index given to ``M3Retriever(index)`` is left open for
+        whoever opened it (an ``M3VectorStore.from_index`` sharing it went on searching a
+        closed store)."""
+        if self._owns_index:
+            self.index.close()
 
     def __enter__(self) -> M3Retriever:
         return self

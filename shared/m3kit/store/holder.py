@@ -28,7 +28,9 @@ re-read the collection's record and its searches check their hits' stamps
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -78,8 +80,26 @@ def take_store(store: M3Store, fingerprint: EncoderFingerprint, check: Callable[
         store.writer_id = fingerprint.identity
         store.writer_name = fingerprint.describe()
         store.writer_ids = frozenset({fingerprint.identity, fingerprint.legacy_identity})
-        store.encoder_check = check
+        store.encoder_check = _weakly(check)
     return held
+
+
+def _weakly(check: Callable[[], None]) -> Callable[[], None]:
+    """``check``, holding its object weakly when it is a bound method (an index's
+    ``check_encoder``): the store held its index, which holds the store, so an index dropped
+    without ``close()`` kept its folder locked (and a ``:memory:`` shard's threads and temp
+    folder) until a cyclic garbage collection ran. A check whose index is gone does nothing:
+    no index is left to search or write with its encoder."""
+    if not inspect.ismethod(check):
+        return check
+    ref = weakref.WeakMethod(check)
+
+    def weak_check() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return weak_check
 
 
 def give_back(store: M3Store, held: Held, fingerprint: EncoderFingerprint) -> None:
