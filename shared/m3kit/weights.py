@@ -61,6 +61,8 @@ _lock = threading.Lock()
 _FilesKey = tuple[tuple[str, int, int, int, int], ...]
 _MISSING = (-1, -1, -1, -1)
 _by_files: dict[_FilesKey, str] = {}
+#: File states whose digest is kept (a service loading many checkpoints grew it without end).
+_FILES_KEPT = 64
 # model -> (checkpoint folder, its checkpoint_state and the model's state token at loading)
 _loaded: weakref.WeakKeyDictionary[Any, tuple[Path, _FilesKey, tuple[Any, ...]]] = (
     weakref.WeakKeyDictionary()
@@ -178,6 +180,8 @@ def weights_digest(model: Any, folder: Path | None) -> str:
         if _files_key(files) == key:  # (a file replaced while hashing: its key names others)
             with _lock:
                 _by_files[key] = digest
+                while len(_by_files) > _FILES_KEPT:  # the oldest first (insertion order)
+                    del _by_files[next(iter(_by_files))]
         return digest
     return f"tensors-sha256:{tensors_sha256(model)}"
 

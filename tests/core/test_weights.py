@@ -62,3 +62,18 @@ def test_a_loaded_model_is_not_named_by_files_replaced_while_they_are_read(
     monkeypatch.undo()
     assert now != weights_digest(None, b)
     assert weights_digest(None, b) == weights_digest(None, a)  # (no mixed digest was cached)
+
+
+def test_the_digest_cache_keeps_the_newest_file_states(
+    two_checkpoints: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One entry per checkpoint file state ever digested was kept for the life of the process
+    (a service loading many checkpoints, or saving fine-tunes again and again, grew it)."""
+    from m3kit import weights
+
+    monkeypatch.setattr(weights, "_FILES_KEPT", 1)
+    a, b = two_checkpoints
+    first = weights_digest(None, a)
+    weights_digest(None, b)
+    assert len(weights._by_files) == 1
+    assert weights_digest(None, a) == first  # digested again, the same
