@@ -122,6 +122,7 @@ def cpu_bf16_support(
     flags: Iterable[str] | None,
     *,
     torch_capability: str | None = None,
+    torch_bf16: str | None = None,
     system: str = "Linux",
     arch: str = "x86_64",
 ) -> Bf16Support:
@@ -131,6 +132,10 @@ def cpu_bf16_support(
         flags: The CPU flags (``/proc/cpuinfo``), or None when they could not be read.
         torch_capability: ``torch.backends.cpu.get_cpu_capability()``: used only without flags,
             and only to rule bf16 out.
+        torch_bf16: Without flags, on an AVX-512 x86 CPU: the bf16 instructions torch's own
+            CPU probe reports (``"amx_bf16"``, ``"avx512_bf16"``; ``None``: none, or no probe:
+            :func:`_torch_bf16_probe`). Windows and macOS have no ``/proc/cpuinfo``: an AMX or
+            Zen 4 CPU there ran fp32, about half as fast.
         system: ``platform.system()``.
         arch: ``platform.machine()``.
 
@@ -164,7 +169,25 @@ def cpu_bf16_support(
     seen = f"CPU flags unreadable; torch reports CPU capability {torch_capability}"
     if torch_capability.upper() != "AVX512":
         return Bf16Support(False, f"{seen}: no AVX-512, so neither avx512_bf16 nor amx_bf16")
+    if torch_bf16:
+        return Bf16Support(True, f"{seen}, and its CPU probe reports {torch_bf16}")
     return Bf16Support(False, f"{seen}, which does not tell whether bf16 is native")
+
+
+def _torch_bf16_probe() -> str | None:
+    """The native bf16 instructions torch's own CPU probe reports (cpuinfo, read without
+    ``/proc``), ``None`` when none or when this torch has no such probe (a private API: any
+    failure is "none", never an error)."""
+    try:
+        import torch.cpu as tcpu
+
+        if tcpu._is_amx_tile_supported():  # type: ignore[attr-defined]
+            return "amx_bf16"
+        if tcpu._is_avx512_bf16_supported():  # type: ignore[attr-defined]
+            return "avx512_bf16"
+    except Exception:  # (private: absent or changed in another torch)
+        return None
+    return None
 
 
 def _arm_bf16_support(flags: Iterable[str] | None) -> Bf16Support:
@@ -212,6 +235,7 @@ def probe_bf16(device: torch.device) -> Bf16Support:
         return cpu_bf16_support(
             cpu.flags,
             torch_capability=torch_cpu_capability(),
+            torch_bf16=_torch_bf16_probe() if cpu.flags is None else None,
             system=platform.system(),
             arch=platform.machine(),
         )

@@ -57,6 +57,10 @@ GRAVITON2 = {"fp", "asimd", "asimddp", "atomics"}  # Neoverse N1: no bf16
         (None, {"system": "Darwin", "arch": "arm64"}, False, "Apple Silicon"),
         # no flags: torch's capability can only rule bf16 out
         (None, {"torch_capability": "AVX512"}, False, "does not tell whether bf16 is native"),
+        # ... but torch's own CPU probe does, where /proc/cpuinfo is missing (Windows, macOS):
+        # an AMX or Zen 4 CPU there ran fp32
+        (None, {"torch_capability": "AVX512", "torch_bf16": "amx_bf16"}, True, "reports amx"),
+        (None, {"torch_capability": "AVX2", "torch_bf16": "amx_bf16"}, False, "no AVX-512"),
         (None, {"torch_capability": "AVX2"}, False, "no AVX-512"),
         (None, {"torch_capability": "DEFAULT"}, False, "no AVX-512"),
         (None, {}, False, "unreadable and no torch CPU capability"),
@@ -284,3 +288,19 @@ def test_int8_without_a_device_runs_on_the_cpu_of_a_cuda_machine(
     assert encoder.encode(["int8 on the CPU"]).dense.shape == (1, 32)
     with pytest.raises(ValueError, match="int8 dynamic quantisation runs on CPU only, not on cuda"):
         M3Encoder.from_pretrained(tiny_m3_path, dtype="int8", device="cuda")
+
+
+def test_torch_s_probe_is_read_only_without_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import m3kit.precision as precision
+    from m3kit.machine import CpuFlags
+
+    monkeypatch.setattr(precision, "read_cpu_flags", lambda: CpuFlags("x", None, "unavailable"))
+    monkeypatch.setattr(precision, "torch_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(precision.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(precision.platform, "machine", lambda: "AMD64")
+    monkeypatch.setattr(precision, "_torch_bf16_probe", lambda: "avx512_bf16")
+    assert precision.probe_bf16(torch.device("cpu")).native
+    monkeypatch.setattr(precision, "_torch_bf16_probe", lambda: None)
+    assert not precision.probe_bf16(torch.device("cpu")).native
