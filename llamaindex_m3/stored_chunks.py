@@ -44,7 +44,9 @@ def pooled_late(payload: Mapping[str, Any]) -> bool:
     if not isinstance(chunking, Mapping):
         return False
     kind, signature = chunking.get("kind"), str(chunking.get("signature", ""))
-    return kind == "late" or (kind == "custom" and signature.startswith("M3LateChunkingNodeParser"))
+    # M3LateChunkingNodeParser's nodes, and LangChain's M3LateChunkingSplitter chunks
+    late_custom = signature.startswith(("M3LateChunkingNodeParser", "langchain_m3.late_chunk("))
+    return kind == "late" or (kind == "custom" and late_custom)
 
 
 def same_text(stored: tuple[str, Any, Any, Any] | None, node: BaseNode) -> bool:
@@ -52,6 +54,8 @@ def same_text(stored: tuple[str, Any, Any, Any] | None, node: BaseNode) -> bool:
     ``(text, start, end, parent)`` as read): an edit of its metadata or fields only."""
     if stored is None or not isinstance(node, TextNode):
         return False
+    if node.start_char_idx is None and node.end_char_idx is None:  # built without a span
+        return node.text == stored[0]
     return (node.text, node.start_char_idx, node.end_char_idx) == stored[:3]
 
 

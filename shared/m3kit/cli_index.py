@@ -136,7 +136,7 @@ def run_index(args: argparse.Namespace) -> int:
         index.close()
     removed = f"; removed {emptied} emptied document(s)" if emptied else ""
     if cleanup.moved_rows:
-        removed = f"; removed {len(cleanup.moved_rows)} jsonl row(s) no longer at their line"
+        removed += f"; removed {len(cleanup.moved_rows)} jsonl row(s) no longer at their line"
     if args.prune:
         removed += f"; removed {len(cleanup.pruned)} document(s) no longer there"
     done = [f"re-encoded {reencoded} stored document(s)"] if args.reindex else []

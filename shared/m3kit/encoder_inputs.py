@@ -20,7 +20,7 @@ import logging
 import math
 import numbers
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -351,7 +351,8 @@ def check_input_ids(
             text's, or ``None``).
         ValueError: Naming the first bad sequence.
     """
-    if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, (Sequence, np.ndarray)):
+    # (a list of lists, a 2-D numpy array or torch tensor: anything with rows of a length)
+    if isinstance(input_ids, (str, bytes, Mapping)) or not hasattr(input_ids, "__len__"):
         raise TypeError(
             f"input_ids must be a list of token-id lists, one per text; got "
             f"{type(input_ids).__name__}"

@@ -276,13 +276,25 @@ def cgroup_cpu_limit(
     except OSError:
         lines = []
     own = next((line[3:] for line in lines if line.startswith("0::")), "")
-    candidates = [root / own.lstrip("/") / "cpu.max", root / "cpu.max"]
-    for path in dict.fromkeys(candidates):
+    # the process's cgroup and every one above it: the smallest quota binds (a container's
+    # limit sits on its root, the process in a child with "max": systemd in a container)
+    folder = root / own.strip("/")
+    limits: list[int] = []
+    seen_v2 = False
+    while True:
         try:
-            quota, period = path.read_text(encoding="utf-8").split()[:2]
+            quota, period = (folder / "cpu.max").read_text(encoding="utf-8").split()[:2]
+            seen_v2 = True
+            cpus = None if quota == "max" else _cpus(quota, period)
+            if cpus is not None:
+                limits.append(cpus)
         except (OSError, ValueError):
-            continue
-        return None if quota == "max" else _cpus(quota, period)
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    if seen_v2:
+        return min(limits) if limits else None
     for folder in (root / "cpu", root / "cpu,cpuacct"):
         try:
             quota = (folder / "cpu.cfs_quota_us").read_text(encoding="utf-8").strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,8 +102,9 @@ class SparseVector:
                 not finite.
         """
         for k in weights:
-            key: Any = k  # (typed int, but JSON and numpy hand over floats)
-            if isinstance(key, float) and not key.is_integer():
+            key: Any = k  # (typed int, but JSON and numpy hand over floats, numpy float32 too)
+            is_real = isinstance(key, numbers.Real) and not isinstance(key, numbers.Integral)
+            if is_real and not float(key).is_integer():
                 raise ValueError(f"SparseVector token id {key!r} is not a whole number")
         items = sorted((int(k), float(v)) for k, v in weights.items())
         return cls(

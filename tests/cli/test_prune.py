@@ -412,3 +412,23 @@ def test_a_nan_in_a_jsonl_row_names_its_file_and_line(
     code, out = index_run(capsys, store, tiny_m3_path, docs)
     assert code == 1 and f"{(docs / 'z.jsonl').resolve()}:3: NaN is not JSON" in out, out
     assert not store.exists()
+
+
+def test_the_summary_names_emptied_documents_beside_moved_rows(
+    tmp_path: Path, tiny_m3_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With jsonl rows moved in the same run, the summary's "removed N emptied document(s)"
+    was overwritten by the moved rows' count."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    src.mkdir()
+    rows = src / "rows.jsonl"
+
+    def write(items: list[dict[str, str]]) -> None:
+        rows.write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+
+    write([{"id": "a", "text": "alpha is first"}, {"text": "beta"}, {"text": "gamma"}])
+    assert index_run(capsys, store, tiny_m3_path, src)[0] == 0
+    write([{"id": "a", "text": ""}, {"text": "beta"}])  # a emptied; the row at line 3 gone
+    code, out = index_run(capsys, store, tiny_m3_path, src)
+    assert code == 0 and "removed 1 emptied document(s)" in out, out
+    assert "jsonl row(s) no longer at their line" in out, out

@@ -26,6 +26,9 @@ def _write(path: Path, text: str) -> None:
         ({"cpu.max": "150000 100000\n"}, "0::/\n", 2),  # 1.5 CPUs: rounded up
         ({"cpu.max": "max 100000\n"}, "0::/\n", None),  # unlimited
         ({"app/job/cpu.max": "400000 100000\n"}, "0::/app/job\n", 4),  # v2, the process's cgroup
+        # a limit above the process's own cgroup binds it too (systemd inside a container)
+        ({"cpu.max": "200000 100000\n", "init/cpu.max": "max 100000\n"}, "0::/init\n", 2),
+        ({"cpu.max": "800000 100000\n", "a/cpu.max": "300000 100000\n"}, "0::/a/b\n", 3),
         ({"cpu/cpu.cfs_quota_us": "300000", "cpu/cpu.cfs_period_us": "100000"}, "", 3),  # v1
         ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, "", None),
         ({}, "", None),  # no cgroup file system (macOS, Windows)

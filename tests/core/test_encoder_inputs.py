@@ -446,3 +446,6 @@ def test_token_ids_not_one_list_per_text_are_named(
         tiny_encoder.encode_tokenized(bad)  # type: ignore[arg-type]
     np_ids = np.array([[0, 5, 2]])  # a 2-D array is one row per text, as before
     assert len(tiny_encoder.encode_tokenized(np_ids).dense) == 1  # type: ignore[arg-type]
+    import torch  # ... and a tokenizer's return_tensors="pt" output
+
+    assert len(tiny_encoder.encode_tokenized(torch.tensor([[0, 5, 2]])).dense) == 1  # type: ignore[arg-type]

@@ -126,6 +126,9 @@ def test_a_sparse_vector_refuses_what_no_score_can_use(
 def test_from_mapping_refuses_a_fractional_token_id() -> None:
     with pytest.raises(ValueError, match="token id 1.7 is not a whole number"):
         SparseVector.from_mapping({1.7: 0.5})  # (was truncated to id 1)
+    for key in (np.float32(1.7), np.float16(2.5)):  # (not subclasses of float)
+        with pytest.raises(ValueError, match="is not a whole number"):
+            SparseVector.from_mapping({key: 0.5})  # type: ignore[dict-item]
     assert SparseVector.from_mapping({2.0: 0.5, 0: 0.0}).to_dict() == {0: 0.0, 2: 0.5}
 
 

@@ -91,3 +91,47 @@ def test_read_back_late_nodes_keep_their_vectors_and_refuse_edits(
             store.add([edited])
         assert written == []
         assert stored() == before
+
+
+def test_late_chunks_of_either_adapter_keep_their_vectors_when_added_back(
+    tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangChain's late chunks read back through LlamaIndex and added again were re-encoded on
+    their own text (8 of 8); a hand-built node without a span (same id and text, new
+    metadata) slipped past the metadata-edit refusal and was re-encoded alone."""
+    from langchain_core.documents import Document as LcDocument
+    from llama_index.core.schema import TextNode
+
+    from langchain_m3 import M3LateChunkingSplitter
+    from langchain_m3 import M3VectorStore as LcStore
+    from llamaindex_m3 import M3VectorStore
+    from m3kit.store import M3Store
+
+    splitter = M3LateChunkingSplitter.from_encoder(tiny_encoder, chunk_size=12)
+    chunks = splitter.split_documents([LcDocument(TEXT, id="doc-l", metadata={"t": "x"})])
+    written: list[Any] = []
+    upsert = M3Store.upsert
+
+    def spy(self: M3Store, records: Any, **kwargs: Any) -> Any:
+        records = list(records)
+        written.extend(records)
+        return upsert(self, records, **kwargs)
+
+    with LcStore.open(tiny_encoder) as lc:
+        lc.add_documents(chunks)
+        store = M3VectorStore.from_index(lc.index)
+        back = store.get_nodes()
+        monkeypatch.setattr(M3Store, "upsert", spy)
+        store.add(back)
+        assert written == []  # (all were re-encoded alone)
+        node = back[0]
+        assert isinstance(node, TextNode)
+        hand = TextNode(
+            id_=node.node_id,
+            text=node.text,
+            metadata={**node.metadata, "t": "edited"},
+            relationships=node.relationships,
+        )
+        with pytest.raises(ValueError, match="changes the metadata of a late-chunked chunk"):
+            store.add([hand])
+        assert written == []

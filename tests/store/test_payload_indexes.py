@@ -495,6 +495,20 @@ def test_a_uuid_index_is_refused_and_named(
     with caplog.at_level(logging.WARNING, logger="m3kit.store.payload_indexes"):
         M3Store.open(tmp_path, backend=Backend.EDGE, **ARGS).close()
     assert "uuid payload index on metadata.ref" in caplog.text
+    assert "declare the key as keyword" in caplog.text
+    # the way out it names: declared keyword, the uuid index is replaced (it was a clash)
+    caplog.clear()
+    spellings = ["6f0b7c1e-5a43-5b8e-9a57-3d1c2b7e4f10", "6F0B7C1E-5A43-5B8E-9A57-3D1C2B7E4F10"]
+    with (
+        caplog.at_level(logging.WARNING, logger="m3kit.store.payload_indexes"),
+        M3Store.open(
+            tmp_path, backend=Backend.EDGE, payload_indexes={"ref": "keyword"}, **ARGS
+        ) as s,
+    ):
+        assert s._backend.payload_indexes()["metadata.ref"] == "keyword"
+        s.upsert([_priced(i, {"ref": ref}) for i, ref in enumerate(spellings)])
+        assert [h.doc_id for h in s.get(None, filter={"ref": spellings[0]})] == ["d0"]
+    assert "uuid payload index" not in caplog.text
 
 
 @pytest.mark.parametrize("backend", [Backend.EDGE, Backend.CLIENT])

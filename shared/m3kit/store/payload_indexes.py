@@ -117,13 +117,24 @@ def ensure_payload_indexes(
             ", ".join(sorted(fields)),
         )
         return []
+    # a uuid index declared keyword now: replaced (the way out the warning below names)
+    replace = sorted(
+        path
+        for path, kind in fields.items()
+        if found.get(path) == PayloadIndexType.UUID.value and kind is PayloadIndexType.KEYWORD
+    )
+    for path in replace:
+        backend.create_payload_index(path, PayloadIndexType.KEYWORD)
+        found[path] = PayloadIndexType.KEYWORD.value
+        logger.info("replaced the uuid payload index on %s by a keyword index", path)
     for path in sorted(p for p, kind in found.items() if kind == PayloadIndexType.UUID.value):
         logger.warning(
             "%r at %s has a uuid payload index on %s (made by another program, or by an "
             "earlier m3kit on request): it serves every spelling of one UUID (upper case, "
             "without hyphens, in braces) as the same value, so a filter or a delete on that key "
-            "by one spelling also matches the others; drop that index and declare the key as "
-            "keyword",
+            "by one spelling also matches the others; declare the key as keyword "
+            "(payload_indexes={key: 'keyword'}, m3kit index --index-field KEY:keyword) to "
+            "replace it",
             backend.collection,
             backend.where,
             path,

@@ -366,5 +366,6 @@ UUID_INDEX_REFUSED = (
     "payload index on metadata key {key!r}: type 'uuid' is not supported: a uuid index serves "
     "every spelling of one UUID (upper case, without hyphens, in braces, urn:uuid:) as the "
     "same value, so a filter or a delete by one spelling would also match the others, where "
-    "m3kit's filters (and an unindexed key) compare strings exactly; index it as 'keyword'"
+    "m3kit's filters (and an unindexed key) compare strings exactly; index it as 'keyword' "
+    "(which replaces a uuid index a collection already has)"
 )
