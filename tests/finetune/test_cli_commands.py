@@ -467,3 +467,22 @@ def test_cli_mine_negatives_loads_the_model_as_told(
     ]
     with pytest.raises(ValueError, match="not a device"):
         run_cli([*argv, "--device", "gpu0"])
+
+
+@pytest.mark.parametrize("weights", [["-1", "0", "0"], ["0", "0", "0"], ["nan", "1", "1"]])
+def test_cli_eval_refuses_bad_weights_before_loading_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights: list[str]
+) -> None:
+    """`m3kit eval --weights -1 0 0` loaded the model (and the baseline, and encoded its
+    corpus) before the fused row refused the weights; now no model is loaded."""
+    data = write_beir(
+        tmp_path / "beir",
+        {"d0": "river"},
+        {"q0": "river"},
+        "query-id\tcorpus-id\tscore\nq0\td0\t1\n",
+    )
+    loads: list[object] = []
+    monkeypatch.setattr(M3Encoder, "from_pretrained", lambda *a, **k: loads.append(a))
+    with pytest.raises(ValueError, match="weights must be finite, >= 0 and not all 0"):
+        run_cli(["eval", "--model", "x", "--data", str(data), "--weights", *weights, "--quiet"])
+    assert loads == []

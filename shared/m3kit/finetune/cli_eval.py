@@ -147,6 +147,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     from m3kit.finetune.evaluate import write_report as write
     from m3kit.outputs import Head
+    from m3kit.store.search_settings import check_m3_weights
     from m3kit.store.sparse_cut import SparseCut, sparse_cut_of
 
     if args.output:  # before any model encodes the corpus
@@ -156,8 +157,8 @@ def run_eval(args: argparse.Namespace) -> int:
     say_identical_ids(corpus, queries, ignore_identical)
     reports: dict[str, RetrievalReport] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
-    w = args.weights
-    explicit = None if w is None else (float(w[0]), float(w[1]), float(w[2]))
+    # checked before any model loads (the fused row refuses them only after encoding)
+    explicit = None if args.weights is None else check_m3_weights(args.weights)
     cut = sparse_cut_of(args.sparse_top_k, args.sparse_min_weight) or SparseCut()
     min_weight = cut.min_weight
     for name, path in [*models, ("model", args.model)]:
