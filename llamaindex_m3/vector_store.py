@@ -305,14 +305,15 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         """Search in ``query.mode`` (default, sparse or hybrid; see the module doc).
 
         ``similarity_top_k`` is the number of results (``sparse_top_k`` in sparse mode and
-        ``hybrid_top_k`` in hybrid mode when set). Each hybrid retriever gathers ``candidates``
-        (in hybrid mode ``sparse_top_k``, as LlamaIndex's Qdrant store fetches that many
-        sparse candidates; else the store's, else the index's: ``max(4 * k, 50)``
-        uncalibrated). In hybrid mode ``alpha`` weighs dense (with ColBERT) against sparse in
-        M3's weighted sum (``fusion="m3"``), keeping the dense/ColBERT share of the weights in
-        force; other modes do not use it (as LlamaIndex's Qdrant store). M3's weighted sum is
-        divided by the weights of the heads that score, so default mode scores the dense
-        similarity and sparse mode the sparse score, as with any other fusion.
+        ``hybrid_top_k`` in hybrid mode when set). Each hybrid retriever gathers ``candidates`` (in
+        hybrid mode ``sparse_top_k``, as LlamaIndex's Qdrant store fetches that many sparse
+        candidates; else the store's, else the index's: ``max(4 * k, 50)`` uncalibrated), and no
+        fewer than ``similarity_top_k`` when ``hybrid_top_k`` is below it (that store fetches
+        ``similarity_top_k`` dense candidates then). In hybrid mode ``alpha`` weighs dense (with
+        ColBERT) against sparse in M3's weighted sum (``fusion="m3"``), keeping the dense/ColBERT
+        share of the weights in force; other modes do not use it (as LlamaIndex's Qdrant store).
+        M3's weighted sum is divided by the weights of the heads that score, so default mode scores
+        the dense similarity and sparse mode the sparse score, as with any other fusion.
         ``filters``, ``doc_ids`` and ``node_ids`` restrict the search (an empty id list does
         not: ``VectorStoreIndex.as_retriever`` passes ``node_ids=[]``).
 

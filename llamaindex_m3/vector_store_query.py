@@ -114,6 +114,16 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         k = query_budget(query, "hybrid_top_k") or query.similarity_top_k
     else:
         k = query.similarity_top_k
+    candidates = settings.candidates
+    if (
+        mode is VectorStoreQueryMode.HYBRID
+        and query.similarity_top_k > k
+        and not given.get("candidates")
+    ):
+        # hybrid_top_k set below it: LlamaIndex's QdrantVectorStore fetches similarity_top_k
+        # dense candidates, so a search here fetches no fewer (it was not read at all)
+        budget = index.store.query_options.per_retriever(k, candidates)
+        candidates = max(budget, query.similarity_top_k)
     return index.store.query(
         dense=dense,
         sparse=sparse,
@@ -123,7 +133,7 @@ def query_hits(store: M3VectorStore, query: VectorStoreQuery, given: dict[str, A
         rerank=colbert,
         filter=where,
         weights=_m3_weights(query.alpha, mode, colbert, settings),
-        candidates=settings.candidates,
+        candidates=candidates,
     )
 
 

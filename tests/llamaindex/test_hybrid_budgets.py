@@ -92,7 +92,7 @@ def test_m3_vector_store_budgets(
         result = store.query(_query(tiny_embedding, **budgets))
     assert len(result.nodes) == returned
     sparse_top_k = budgets.get("sparse_top_k")
-    assert fetched == [max(returned, sparse_top_k) if sparse_top_k else max(4 * returned, 50)]
+    assert fetched[-1] == (max(returned, sparse_top_k) if sparse_top_k else max(4 * returned, 50))
 
 
 @pytest.mark.parametrize(
@@ -114,3 +114,39 @@ def test_a_zero_or_negative_budget_is_an_error_naming_it(
         query.mode = mode
         with pytest.raises(ValueError, match=rf"VectorStoreQuery\.{field} must be an int >= 1"):
             store.query(query)
+
+
+@pytest.mark.parametrize(
+    ("budgets", "fetched"),
+    [
+        ({"similarity_top_k": 120, "hybrid_top_k": 5}, 120),  # above the rule: the floor
+        ({"similarity_top_k": 120, "sparse_top_k": 80, "hybrid_top_k": 5}, 120),
+        ({"similarity_top_k": 8, "sparse_top_k": 80, "hybrid_top_k": 5}, 80),
+        ({"similarity_top_k": 8, "hybrid_top_k": 5}, 50),  # below the rule: the rule
+        ({"similarity_top_k": 120, "hybrid_top_k": 5, "candidates": 30}, 30),  # per query wins
+    ],
+)
+def test_similarity_top_k_above_hybrid_top_k_is_a_floor_on_the_candidates(
+    tiny_embedding: M3Embedding,
+    monkeypatch: pytest.MonkeyPatch,
+    budgets: dict[str, int],
+    fetched: int,
+) -> None:
+    """LlamaIndex's store fetches ``similarity_top_k`` dense candidates when ``hybrid_top_k``
+    sets the results; ``M3VectorStore`` never read it there (120 fetched 50)."""
+    seen: list[int] = []
+    per_retriever = QueryOptions.per_retriever
+
+    def spy(self: QueryOptions, k: int, candidates: int | None = None) -> int:
+        seen.append(per_retriever(self, k, candidates))
+        return seen[-1]
+
+    monkeypatch.setattr(QueryOptions, "per_retriever", spy)
+    given = dict(budgets)
+    candidates = given.pop("candidates", None)
+    kwargs = {} if candidates is None else {"candidates": candidates}
+    with M3VectorStore(tiny_embedding) as store:
+        store.add(_nodes(tiny_embedding))
+        result = store.query(_query(tiny_embedding, **given), **kwargs)
+    assert len(result.nodes) == 5
+    assert seen[-1] == fetched
