@@ -21,7 +21,6 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
@@ -476,19 +475,19 @@ def _groups(entries: list[_Entry]) -> list[list[_Entry]]:
 
 
 def same_model(a: M3Encoder, b: M3Encoder) -> bool:
-    """One checkpoint folder, or the same model (fingerprint) in two: the splitter keys the
-    vectors it carries by the model's fingerprint, so a chunk may come back with either."""
+    """Whether passages of ``a`` and ``b`` are one vector space: the same weights, tokenizer,
+    pooling, heads, sizes and architecture (their fingerprints), whatever folder, precision,
+    ``max_length`` or query instruction each was loaded with. The splitter keys the vectors it
+    carries by the model's fingerprint, so a chunk may come back with either.
+
+    Two encoders loaded from one folder are not enough: a fine-tune saved over it in between,
+    or weights changed in memory, made chunks of another model that were stored as this one's.
+    """
     if a is b:
         return True
-    if (
-        a.info is not None
-        and b.info is not None
-        and Path(a.info.path).resolve() == Path(b.info.path).resolve()
-        and a.dense_dim == b.dense_dim
-        and a.colbert_dim == b.colbert_dim
-    ):
-        return True
-    return encoder_fingerprint(a).identity == encoder_fingerprint(b).identity
+    passage_space = {"max_length", "query_instruction"}  # late chunks are passages, windowed
+    differences = encoder_fingerprint(a).differences(encoder_fingerprint(b))
+    return all(field in passage_space for field, _, _ in differences)
 
 
 def _model_name(encoder: M3Encoder) -> str:
