@@ -22,9 +22,19 @@ def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
     embeddings given, and the sparse embeddings' cut (others, not m3kit's, are neither
     recorded nor checked)."""
     out: dict[str, str] = {}
+    dense = _unwrapped(dense)
     if isinstance(dense, M3Embeddings):
         out["dense"] = dense_identity(dense.encoder)
     if isinstance(sparse, M3SparseEmbeddings):
         out["sparse"] = sparse_identity(sparse.encoder)
         out[SPARSE_CUT] = sparse_cut_identity(sparse.sparse_top_k, sparse.sparse_min_weight)
     return out
+
+
+def _unwrapped(embeddings: Any) -> Any:
+    """The embeddings inside LangChain's ``CacheBackedEmbeddings`` (which the README suggests
+    around ``M3Embeddings``): the store recorded and checked nothing for it, so another
+    model's vectors were written into the collection without a word. Duck-typed, as the class
+    lives in ``langchain_classic``, not a dependency."""
+    inner = getattr(embeddings, "underlying_embeddings", None)
+    return inner if isinstance(inner, M3Embeddings) else embeddings

@@ -65,12 +65,12 @@ class M3Embeddings(EncoderModel, Embeddings):
         Example:
             >>> import tempfile
             >>> from langchain_classic.embeddings import CacheBackedEmbeddings
-            >>> from langchain_core.stores import InMemoryByteStore
+            >>> from langchain_classic.storage import LocalFileStore
             >>> from m3kit.testing import build_tiny_m3_checkpoint
             >>> path = str(build_tiny_m3_checkpoint(tempfile.mkdtemp()))
             >>> emb = M3Embeddings(model_name_or_path=path)
             >>> cached = CacheBackedEmbeddings.from_bytes_store(
-            ...     emb, InMemoryByteStore(), namespace=emb.cache_namespace
+            ...     emb, LocalFileStore(tempfile.mkdtemp()), namespace=emb.cache_namespace
             ... )
             >>> cached.embed_documents(["hello"]) == emb.embed_documents(["hello"])
             True
@@ -78,9 +78,10 @@ class M3Embeddings(EncoderModel, Embeddings):
             >>> emb.cache_namespace == short.cache_namespace
             False
         """
-        from m3kit.store.stock_record import dense_identity
+        from m3kit.fingerprint import encoder_fingerprint
 
-        return dense_identity(self.encoder)
+        # letters, digits and "-" only: LangChain's LocalFileStore refuses a ":" in a key
+        return f"m3kit-dense-{encoder_fingerprint(self.encoder).identity}"
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Dense vectors of documents (no query instruction).

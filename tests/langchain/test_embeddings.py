@@ -142,11 +142,14 @@ def test_sparse_min_weight_must_be_finite(tiny_encoder: M3Encoder, bad: float, s
     assert kept.embed_documents([TEXTS[0]])[0].indices  # a finite cut still gives weights
 
 
-def test_cache_namespace_names_the_settings_that_make_the_vectors(tiny_m3_path: Path) -> None:
+def test_cache_namespace_names_the_settings_that_make_the_vectors(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
     """``CacheBackedEmbeddings`` keys on its namespace and the text: under the model's name, a
-    query instruction or max_length changed later got the earlier setting's cached vectors."""
+    query instruction or max_length changed later got the earlier setting's cached vectors.
+    The namespace fits LangChain's ``LocalFileStore`` (its ``:`` failed every call there)."""
     from langchain_classic.embeddings import CacheBackedEmbeddings
-    from langchain_core.stores import InMemoryByteStore
+    from langchain_classic.storage import LocalFileStore
 
     path = str(tiny_m3_path)
     plain = M3Embeddings(model_name_or_path=path, dtype="fp32")
@@ -154,7 +157,7 @@ def test_cache_namespace_names_the_settings_that_make_the_vectors(tiny_m3_path: 
     prefixed = M3Embeddings(model_name_or_path=path, dtype="fp32", query_instruction="q: ")
     assert plain.cache_namespace == again.cache_namespace
     assert plain.cache_namespace != prefixed.cache_namespace
-    shared = InMemoryByteStore()
+    shared = LocalFileStore(tmp_path / "cache")
     texts = ["Berlin is the capital of Germany. " * 3]
     for emb in (plain, M3Embeddings(model_name_or_path=path, dtype="fp32", max_length=6)):
         cached = CacheBackedEmbeddings.from_bytes_store(emb, shared, namespace=emb.cache_namespace)

@@ -168,3 +168,35 @@ def test_a_collection_m3kit_indexed_is_read_not_written(enc_a: M3Encoder, tmp_pa
     client.close()
     with M3Index.open(enc_a, tmp_path / "q", collection="c", backend="client") as index:
         assert len(index.search(SAMPLE_TEXTS[5], k=10)) == 4
+
+
+def test_m3_embeddings_behind_langchains_cache_are_recorded_and_checked(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path
+) -> None:
+    """Wrapped in ``CacheBackedEmbeddings`` (as the README suggests), ``M3Embeddings`` were not
+    recognised: the store recorded nothing, and B's vectors went into A's collection."""
+    from langchain_classic.embeddings import CacheBackedEmbeddings
+    from langchain_classic.storage import LocalFileStore
+
+    def cached(encoder: M3Encoder) -> CacheBackedEmbeddings:
+        emb = M3Embeddings.from_encoder(encoder)
+        cache = LocalFileStore(tmp_path / "cache")
+        return CacheBackedEmbeddings.from_bytes_store(emb, cache, namespace=emb.cache_namespace)
+
+    store = M3QdrantVectorStore.from_documents(
+        DOCS,
+        embedding=cached(enc_a),
+        retrieval_mode=RetrievalMode.DENSE,
+        path=str(tmp_path / "q"),
+        collection_name="c",
+    )
+    meta = store.client.get_collection("c").config.metadata or {}
+    assert set(meta[RECORD_KEY]) >= {"dense"}
+    with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
+        M3QdrantVectorStore(
+            client=store.client,
+            collection_name="c",
+            embedding=cached(enc_b),
+            retrieval_mode=RetrievalMode.DENSE,
+        )
+    store.client.close()
