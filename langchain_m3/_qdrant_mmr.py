@@ -52,6 +52,17 @@ class QdrantMmr(QdrantVectorStore):
     """``QdrantVectorStore`` whose MMR takes ``lambda_mult`` as LangChain means it (the other
     MMR methods, sync and async, all end here)."""
 
+    def _before_query_text(self) -> None:
+        """Run before a query text is encoded (a subclass checks its embeddings)."""
+
+    def max_marginal_relevance_search(
+        self, query: str, *args: Any, **kwargs: Any
+    ) -> list[Document]:
+        """``QdrantVectorStore.max_marginal_relevance_search``, after
+        :meth:`_before_query_text`."""
+        self._before_query_text()
+        return super().max_marginal_relevance_search(query, *args, **kwargs)
+
     def max_marginal_relevance_search_with_score_by_vector(
         self,
         embedding: list[float],

@@ -58,13 +58,18 @@ from langchain_m3._qdrant_record import model_identities
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
-from langchain_m3.splitter import LATE_CHUNK_KEY, lost_marker, lost_marker_message
+from langchain_m3.splitter import LATE_CHUNK_KEY, refuse_lost_markers
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
 from m3kit.store.cancelling import in_worker, opened_in_worker, stop_if_cancelled
 from m3kit.store.search_settings import SearchSettings, check_score_threshold
-from m3kit.store.stock_record import TEXT_INSTRUCTION, check_models, record_models
+from m3kit.store.stock_record import (
+    TEXT_INSTRUCTION,
+    check_models,
+    record_models,
+    refuse_changed,
+)
 
 try:
     from langchain_qdrant import RetrievalMode
@@ -128,6 +133,8 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
     Raises (when searching):
         ValueError: An empty or whitespace-only query in sparse or hybrid mode; relevance
             scores asked in sparse or hybrid mode (use ``similarity_search_with_score``).
+        EncoderChangedError: The embeddings' encoder changed in memory since the store was
+            built (checked before a query text is encoded).
     """
 
     parent_id_key: str | None = None
@@ -140,7 +147,11 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
             FingerprintMismatchError: The collection records another model's vectors.
         """
         super().__init__(*args, **kwargs)
-        check_models(self.client, self.collection_name, self._model_identities())
+        self._built_identities = self._model_identities()
+        check_models(self.client, self.collection_name, self._built_identities)
+
+    def _before_query_text(self) -> None:
+        refuse_changed(self._built_identities, self._model_identities())
 
     def _model_identities(self) -> dict[str, str]:
         return model_identities(self._embeddings, self._sparse_embeddings)
@@ -270,6 +281,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
             )
         if "score_threshold" in kwargs:
             check_score_threshold(kwargs["score_threshold"])
+        self._before_query_text()
         mode = self.retrieval_mode
         if mode is not RetrievalMode.DENSE and isinstance(query, str) and not query.strip():
             raise ValueError(
@@ -286,12 +298,12 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
             ValueError: A chunk ``Document`` the splitter returned no longer has its
                 ``m3_late_chunk`` marker (stored as a plain text it would be encoded alone).
         """
-        _refuse_lost_markers(documents)
+        refuse_lost_markers(documents)
         return super().add_documents(documents, **kwargs)
 
     async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Async :meth:`add_documents`."""
-        _refuse_lost_markers(documents)
+        refuse_lost_markers(documents)
         return await super().aadd_documents(documents, **kwargs)
 
     @classmethod
@@ -358,7 +370,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         Raises:
             ValueError: As :meth:`add_documents`.
         """
-        _refuse_lost_markers(documents)
+        refuse_lost_markers(documents)
         return super().from_documents(documents, *args, **kwargs)
 
     @classmethod
@@ -366,7 +378,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         cls, documents: list[Document], *args: Any, **kwargs: Any
     ) -> M3QdrantVectorStore:
         """Async :meth:`from_documents` (through :meth:`afrom_texts`)."""
-        _refuse_lost_markers(documents)
+        refuse_lost_markers(documents)
         return await super().afrom_documents(documents, *args, **kwargs)
 
     @classmethod
@@ -481,14 +493,6 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
                 indices=sparse.indices.tolist(), values=sparse.values.tolist()
             )
         return vector
-
-
-def _refuse_lost_markers(documents: Sequence[Document]) -> None:
-    # only add_documents / from_documents see the Document objects: add_texts and from_texts
-    # get texts and metadata, where a chunk whose marker was removed looks like any plain text
-    for i, doc in enumerate(documents):
-        if isinstance(doc, Document) and lost_marker(doc):
-            raise ValueError(lost_marker_message(f"documents[{i}]"))
 
 
 def _close_client(store: M3QdrantVectorStore) -> None:

@@ -387,6 +387,19 @@ def lost_marker(document: Document) -> bool:
     return entry[1].chunk.text == document.page_content
 
 
+def refuse_lost_markers(documents: Sequence[Document]) -> None:
+    """Refuse the documents :func:`lost_marker` finds (only ``add_documents`` /
+    ``from_documents`` see the ``Document`` objects: ``add_texts`` and ``from_texts`` get texts
+    and metadata, where a chunk whose marker was removed looks like any plain text).
+
+    Raises:
+        ValueError: Names the first such document (:func:`lost_marker_message`).
+    """
+    for i, doc in enumerate(documents):
+        if isinstance(doc, Document) and lost_marker(doc):
+            raise ValueError(lost_marker_message(f"documents[{i}]"))
+
+
 def lost_marker_message(where: str) -> str:
     """The error for a document :func:`lost_marker` finds."""
     return (

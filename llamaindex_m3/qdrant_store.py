@@ -69,17 +69,9 @@ from llamaindex_m3._qdrant_query import (
 )
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import refuse_deleting_all, to_flat_payload_filter
-from llamaindex_m3.late_nodes import (
-    LATE_METADATA_KEY,
-    SPARSE_METADATA_KEY,
-    M3TextNode,
-    node_vectors,
-)
-from llamaindex_m3.node_records import check_late_encoder
+from llamaindex_m3.late_sparse import carried_sparse
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.fingerprint import encoder_fingerprint
-from m3kit.outputs import Head, SparseVector
 from m3kit.store.stock_record import (
     SPARSE_CUT,
     TEXT_INSTRUCTION,
@@ -87,6 +79,7 @@ from m3kit.store.stock_record import (
     arecord_models,
     check_models,
     record_models,
+    refuse_changed,
     sparse_cut_identity,
     sparse_identity,
 )
@@ -107,47 +100,6 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["M3QdrantVectorStore", "carried_sparse"]
 
 _OWN_ARGS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "fastembed_sparse_model")
-
-
-def carried_sparse(node: BaseNode, doc_fn: QdrantSparseFn) -> SparseVector | None:
-    """The late-chunked sparse vector a node carries, or ``None`` for any other node.
-
-    A node from :class:`~llamaindex_m3.M3LateChunkingNodeParser` (in memory, or rebuilt from
-    JSON: ``metadata["m3_sparse"]``) carries one when its encoder has the sparse head; one made
-    in this process is that node whatever its metadata became (a transform that dropped its
-    ``m3_late_chunk`` marker), so its text is still checked, as ``M3VectorStore`` does. It is
-    cut as ``doc_fn`` cuts the vectors it computes (:meth:`QdrantSparseFn.prune`: its
-    ``sparse_top_k`` / ``sparse_min_weight``), so late chunks are as sparse as other nodes.
-
-    Args:
-        node: The node.
-        doc_fn: The store's document function (its encoder must have made the node).
-
-    Raises:
-        ValueError: The node was late-chunked by another model than ``doc_fn``'s, or
-            ``doc_fn`` prefixes documents (``text_instruction``: the node has none), or carries
-            no sparse vector (its chunker's encoder was dense-only), so it cannot go into an M3
-            hybrid store as it is; or its text was changed after parsing
-            (:class:`~llamaindex_m3.node_parser.EditedNodeError`).
-    """
-    live = isinstance(node, M3TextNode) and node._m3_chunk is not None
-    if not live and not isinstance(node.metadata.get(LATE_METADATA_KEY), dict):
-        return None
-    check_late_encoder(
-        node,
-        encoder_fingerprint(doc_fn.encoder),
-        holder="store",
-        text_instruction=doc_fn.text_instruction,
-    )
-    vectors = node_vectors(node)
-    if Head.SPARSE not in vectors.heads:
-        raise ValueError(
-            f"node {node.node_id} is late-chunked without a sparse vector (no "
-            f"{SPARSE_METADATA_KEY!r}; its encoder is dense-only), so an M3 hybrid store cannot "
-            "take it without re-encoding it out of its document's context; parse it with an "
-            "M3 checkpoint that has the sparse head"
-        )
-    return doc_fn.prune(vectors.sparse[0])
 
 
 def _store_arguments() -> set[str]:
@@ -190,6 +142,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
 
     _m3_doc_fn: QdrantSparseFn = PrivateAttr()
     _m3_checked: bool = PrivateAttr(default=False)
+    _m3_built: dict[str, str] = PrivateAttr(default_factory=dict)
 
     copy_hint: ClassVar[
         str
@@ -229,8 +182,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         self._hybrid_fusion_fn = QueryAlphaFusion(self._hybrid_fusion_fn)
         self._sparse_query_fn = VectorHandoff(self._sparse_query_fn, QUERY_VECTORS)
         self._sparse_doc_fn = VectorHandoff(self._sparse_doc_fn, DOC_VECTORS)
+        self._m3_built = self._model_identities()  # what its sparse queries are checked by
         if self._client is not None:  # (an async-only store: at its first async call)
-            check_models(self._client, collection_name, self._model_identities())
+            check_models(self._client, collection_name, self._m3_built)
             self._m3_checked = True
 
     def _model_identities(self) -> dict[str, str]:
@@ -267,8 +221,12 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """Check the sparse model against the collection's record once, through the async
         client, for a store built without a sync client (which checks when built)."""
         if not self._m3_checked and self._aclient is not None:
-            await acheck_models(self._aclient, self.collection_name, self._model_identities())
+            await acheck_models(self._aclient, self.collection_name, self._m3_built)
             self._m3_checked = True
+
+    def _refuse_changed(self, query: VectorStoreQuery) -> None:
+        if query.mode != VectorStoreQueryMode.DEFAULT:  # the sparse head encodes the query
+            refuse_changed(self._m3_built, self._model_identities())
 
     def set_query_functions(
         self,
@@ -292,12 +250,14 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
                 ran a dense search instead, silently).
             ValueError: Default or hybrid mode without ``query_embedding`` (LlamaIndex's store
                 returned the first stored nodes, unranked); sparse or hybrid mode without
-                ``query_str`` (LlamaIndex's store ran
-                a dense-only search instead, silently) or with a blank one (its sparse
-                search found nothing, silently).
+                ``query_str`` (LlamaIndex's store ran a dense-only search instead, silently)
+                or with a blank one (its sparse search found nothing, silently).
+            EncoderChangedError: Sparse or hybrid mode after the sparse model's encoder
+                changed in memory since the store was built.
         """
         check_query(query)
         kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
+        self._refuse_changed(query)
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
@@ -307,6 +267,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         check_query(query)
         kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
         await self._acheck_models()
+        self._refuse_changed(query)
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
         vectors = None
         encode = self._sparse_query_fn

@@ -200,3 +200,41 @@ def test_m3_embeddings_behind_langchains_cache_are_recorded_and_checked(
             retrieval_mode=RetrievalMode.DENSE,
         )
     store.client.close()
+
+
+@pytest.mark.parametrize("mode", [RetrievalMode.DENSE, RetrievalMode.HYBRID, RetrievalMode.SPARSE])
+async def test_a_search_after_the_encoder_changed_in_memory_is_refused(
+    tiny_m3_path: Path, mode: RetrievalMode
+) -> None:
+    """The store checked its embeddings against the collection when built, and at writes;
+    searches after the encoder was trained in place encoded queries of the new weights
+    against the old vectors, silently (``M3VectorStore`` refused them)."""
+    import torch
+
+    from m3kit.errors import EncoderChangedError
+
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    store = M3QdrantVectorStore.from_documents(
+        DOCS,
+        embedding=M3Embeddings.from_encoder(encoder),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(encoder),
+        retrieval_mode=mode,
+        location=":memory:",
+        collection_name="c",
+    )
+    assert len(store.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    with torch.no_grad():  # a training step in place
+        for p in encoder.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    searches = [
+        lambda: store.similarity_search(SAMPLE_TEXTS[1], k=2),
+        lambda: store.as_retriever().invoke(SAMPLE_TEXTS[1]),
+    ]
+    if mode is RetrievalMode.DENSE:  # (relevance scores and MMR are dense mode's)
+        searches.append(lambda: store.similarity_search_with_relevance_scores(SAMPLE_TEXTS[1]))
+        searches.append(lambda: store.max_marginal_relevance_search(SAMPLE_TEXTS[1], k=2))
+    for search in searches:
+        with pytest.raises(EncoderChangedError, match="changed since this M3QdrantVectorStore"):
+            search()
+    with pytest.raises(EncoderChangedError):
+        await store.asimilarity_search(SAMPLE_TEXTS[1], k=2)

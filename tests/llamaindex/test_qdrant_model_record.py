@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
@@ -261,3 +262,36 @@ def test_the_sync_record_functions_refuse_an_async_client() -> None:
     for call in (check_models, record_models):
         with pytest.raises(TypeError, match="AsyncQdrantClient is an async client"):
             call(aclient, "c", {"sparse": "m3kit-sparse:x"})
+
+
+@pytest.mark.parametrize("mode", [VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID])
+async def test_a_sparse_query_after_the_encoder_changed_in_memory_is_refused(
+    tiny_m3_path: Path, mode: VectorStoreQueryMode
+) -> None:
+    """Checked when built and at writes, the store's sparse queries after its encoder was
+    trained in place were encoded with the new weights against the old sparse vectors,
+    silently (``M3VectorStore`` refused them)."""
+    import torch
+
+    from m3kit.errors import EncoderChangedError
+
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    embed = M3Embedding.from_encoder(encoder)
+    store = M3QdrantVectorStore("c", client=QdrantClient(":memory:"), sparse_model=embed)
+    VectorStoreIndex.from_documents(
+        DOCS, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
+    )
+    text = SAMPLE_TEXTS[1]
+    query = VectorStoreQuery(
+        query_embedding=embed.get_query_embedding(text), query_str=text, mode=mode
+    )
+    dense_only = VectorStoreQuery(query_embedding=query.query_embedding, similarity_top_k=2)
+    assert store.query(query).nodes
+    with torch.no_grad():  # a training step in place
+        for p in encoder.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with pytest.raises(EncoderChangedError, match="sparse embeddings changed"):
+        store.query(query)
+    with pytest.raises(EncoderChangedError, match="sparse embeddings changed"):
+        await store.aquery(query)
+    assert store.query(dense_only).nodes  # the nodes' own embeddings: not the store's model

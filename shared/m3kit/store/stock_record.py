@@ -47,7 +47,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from m3kit.errors import FingerprintMismatchError
+from m3kit.errors import EncoderChangedError, FingerprintMismatchError
 from m3kit.fingerprint import EncoderFingerprint
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "dense_identity",
     "index_write_message",
     "record_models",
+    "refuse_changed",
     "sparse_cut_identity",
     "sparse_identity",
 ]
@@ -265,6 +266,36 @@ def check_models(client: Any, collection: str, identities: dict[str, str]) -> No
             both).
     """
     _run_sync(client, _check_models(client, collection, identities))
+
+
+def refuse_changed(built: dict[str, str], now: dict[str, str]) -> None:
+    """Refuse a search by an adapter's ``M3QdrantVectorStore`` whose embeddings are no longer
+    those it was built with (and checked against the collection: ``built``): an encoder
+    trained in place or given other weights encoded queries against the collection's vectors
+    silently.
+
+    >>> refuse_changed({"dense": "m3kit-dense:a"}, {"dense": "m3kit-dense:a"})
+    >>> refuse_changed({"dense": "m3kit-dense:a"}, {"dense": "m3kit-dense:b"})
+    Traceback (most recent call last):
+    ...
+    m3kit.errors.EncoderChangedError: the dense embeddings changed since this \
+M3QdrantVectorStore was built (their encoder was trained or given other weights in memory, \
+or a setting reassigned): its queries are not in the space of the collection's vectors; \
+nothing was searched. Build the store again, which checks the embeddings against the \
+collection
+
+    Raises:
+        EncoderChangedError: Names the embeddings that changed.
+    """
+    changed = sorted(k for k in built.keys() | now.keys() if built.get(k) != now.get(k))
+    if changed:
+        raise EncoderChangedError(
+            f"the {' and '.join(changed)} embeddings changed since this M3QdrantVectorStore "
+            "was built (their encoder was trained or given other weights in memory, or a "
+            "setting reassigned): its queries are not in the space of the collection's "
+            "vectors; nothing was searched. Build the store again, which checks the "
+            "embeddings against the collection"
+        )
 
 
 async def acheck_models(aclient: Any, collection: str, identities: dict[str, str]) -> None:
