@@ -3,6 +3,7 @@ the save, or mid-run inside the model, wastes the whole run)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,14 +11,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from m3kit.finetune.trainer import FinetuneConfig
 
-__all__ = ["check_max_lengths", "check_output_path", "check_training_device"]
+__all__ = [
+    "check_max_lengths",
+    "check_output_path",
+    "check_training_device",
+    "one_device",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def check_training_device(device: str) -> None:
     """Refuse a device the run cannot train on, before the start model loads.
 
-    transformers' ``Trainer`` trains on ``cuda:0`` (and every visible GPU with DataParallel)
-    whatever index is named, while ``precision="auto"`` would probe the GPU named: on a
+    transformers' ``Trainer`` trains on ``cuda:0`` (:func:`one_device`) whatever index is
+    named, while ``precision="auto"`` would probe the GPU named: on a
     T4 (0) + A100 (1) machine ``device="cuda:1"`` picked bf16, then trained on the T4, which
     only emulates it. A GPU this machine lacks (``"cuda"`` with a CPU-only torch) failed
     after the start model had loaded, with torch's bare ``AssertionError``.
@@ -110,3 +118,25 @@ def check_max_lengths(cfg: FinetuneConfig, tokenizer: Any, positions: int | None
                 f"{name}={value} leaves no room for text: this tokenizer adds {specials} "
                 f"special token(s) to every text; give {name} > {max(specials, 1)}"
             )
+
+
+def one_device(args: Any) -> None:
+    """Keep transformers' ``Trainer`` on one GPU (``cuda:0``) on a machine with several.
+
+    With more than one visible GPU the ``Trainer`` wraps the model in ``nn.DataParallel``,
+    which splits every batch tensor along its first axis: a batch's queries and passages are
+    separate tensors of different lengths (and ``targets`` index the whole passage list), so
+    each GPU got queries with other queries' passages and the loss failed on a shape
+    mismatch; the batch size would also have been multiplied by the GPU count.
+    ``torchrun`` (one process per GPU) is the way to train on several.
+
+    Args:
+        args: The run's ``TrainingArguments`` (its ``n_gpu`` set to 1 when above it).
+    """
+    if args.n_gpu > 1:
+        logger.warning(
+            "%d GPUs visible: fine-tuning trains on cuda:0 only (DataParallel would split each "
+            "batch's queries from their passages); pick the GPU with CUDA_VISIBLE_DEVICES",
+            args.n_gpu,
+        )
+        args._n_gpu = 1  # what transformers reads for DataParallel and the batch size

@@ -27,7 +27,7 @@ from m3kit.errors import CheckpointError, TrainingDivergedError
 from m3kit.finetune.cpu_dropout import cpu_dropout
 from m3kit.finetune.layers import freeze_bottom_layers, set_attention_dropout
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
-from m3kit.finetune.run_checks import check_max_lengths, check_output_path
+from m3kit.finetune.run_checks import check_max_lengths, check_output_path, one_device
 from m3kit.heap import keep_freed_memory
 from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
@@ -296,6 +296,7 @@ def run_training(
             dataloader_num_workers=0,
             disable_tqdm=not cfg.show_progress,
         )
+        one_device(args)
         trainer = Trainer(
             model=module,
             args=args,
