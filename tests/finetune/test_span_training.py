@@ -300,6 +300,18 @@ def test_fit_spans_rejects_other_examples(tiny_m3_path: Path, tmp_path: Path) ->
         finetuner.fit_spans(["text"])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("negatives", [3, 7])
+def test_fit_spans_refuses_num_negatives_it_would_ignore(
+    tiny_m3_path: Path, tmp_path: Path, negatives: int
+) -> None:
+    """``num_negatives`` (query / passage rows) trained the same as its default in span
+    training, silently; ``FinetuneConfig.flagembedding()`` sets it to 3."""
+    cfg = _config(tiny_m3_path, tmp_path / "ft", num_negatives=negatives)
+    with pytest.raises(ValueError, match=f"num_negatives={negatives} applies to query / passage"):
+        M3Finetuner(cfg).fit_spans(_examples())
+    assert not (tmp_path / "ft").exists()
+
+
 def test_cli_finetune_late_chunking(
     tiny_m3_path: Path,
     tmp_path: Path,

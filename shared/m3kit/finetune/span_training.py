@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from m3kit.chunk_plan import special_affixes, token_starts
 from m3kit.encoder_inputs import pad_batch
-from m3kit.finetune.data import text_key
+from m3kit.finetune.data import DEFAULT_NEGATIVES, text_key
 from m3kit.finetune.losses import LossConfig
 from m3kit.finetune.span_data import SpanExample
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult
@@ -377,8 +377,13 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
             window size (use the window your :class:`~m3kit.late_chunking.LateChunker` will
             run), ``span_overlap`` the text tokens consecutive windows share (default: the
             chunker's), ``span_negatives`` the in-window negatives per example (default 0:
-            in-batch negatives only).
+            in-batch negatives only); ``num_negatives`` (query / passage rows) must be 0 or
+            left at its default.
         examples: :class:`~m3kit.finetune.span_data.SpanExample`\\ s.
+
+    Raises:
+        ValueError: No examples, or ``num_negatives`` set (it would be ignored).
+        TypeError: An example is not a ``SpanExample``.
 
     Returns:
         The :class:`~m3kit.finetune.FinetuneResult` of the saved M3-layout checkpoint.
@@ -389,6 +394,15 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
     for i, ex in enumerate(examples):
         if not isinstance(ex, SpanExample):
             raise TypeError(f"example {i} is a {type(ex).__name__}, not a SpanExample")
+    # 0 (no row negatives) is what span training draws from rows; FinetuneConfig's
+    # flagembedding() preset sets 3
+    if config.num_negatives not in (0, DEFAULT_NEGATIVES):
+        raise ValueError(
+            f"num_negatives={config.num_negatives} applies to query / passage rows "
+            "(M3Finetuner.fit) only: span training draws span_negatives in-window negatives "
+            f"(now {config.span_negatives}); set span_negatives instead, and num_negatives "
+            "to 0"
+        )
     setup = prepare_training(config)
     collator = SpanCollator(setup.tokenizer, config, setup.prefix)
     module = SpanTrainingModule(
