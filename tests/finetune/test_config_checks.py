@@ -349,3 +349,16 @@ def test_a_gpu_that_is_not_here_is_refused_when_the_config_is_made(
     for device in ("cuda", "cuda:0", torch.device("cuda")):
         with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available here"):
             _config(tiny_m3_path, tmp_path, device=device)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", None])
+def test_fp16_on_the_cpu_is_refused_when_configured(tmp_path: Path, device: str | None) -> None:
+    """``precision="fp16"`` on the CPU was refused only inside the run: after mining
+    negatives and loading the start model (without a GPU ``device=None`` is the CPU)."""
+    import torch
+
+    if device is None and torch.cuda.is_available():
+        pytest.skip("device=None trains on the GPU here")
+    with pytest.raises(ValueError, match="fp16 training needs a GPU"):
+        FinetuneConfig(model="m", output_path=tmp_path / "ft", precision="fp16", device=device)
+    FinetuneConfig(model="m", output_path=tmp_path / "ft", precision="bf16", device=device)

@@ -15,6 +15,7 @@ __all__ = [
     "check_max_lengths",
     "check_output_path",
     "check_training_device",
+    "check_training_precision",
     "one_device",
 ]
 
@@ -46,6 +47,26 @@ def check_training_device(device: str) -> None:
         )
     if parsed.type in ("cuda", "mps"):
         checked_device(parsed.type)  # available here (the index is 0 or none: the Trainer's)
+
+
+def check_training_precision(precision: str, device: str | None) -> None:
+    """Refuse fp16 training where the run trains on the CPU (``device="cpu"``, or none given
+    on a machine without CUDA), before mining negatives and loading the start model (it was
+    refused only then, with BGE-M3 a corpus encoding and a 568M-parameter load later).
+
+    Raises:
+        ValueError: As :func:`m3kit.precision.resolve_training_precision` says it.
+    """
+    import torch
+
+    from m3kit.machine import parsed_device
+
+    if device is None:
+        on_cpu = not torch.cuda.is_available()  # as the run picks its device
+    else:
+        on_cpu = parsed_device(device).type == "cpu"
+    if precision == "fp16" and on_cpu:
+        raise ValueError("fp16 training needs a GPU; use bf16 (or fp32) on CPU")
 
 
 def check_output_path(output_path: str | os.PathLike[str]) -> None:

@@ -33,7 +33,7 @@ from m3kit.finetune.positives import (
     warn_negative_shortfall,
     without_query_positives,
 )
-from m3kit.finetune.run_checks import check_training_device
+from m3kit.finetune.run_checks import check_training_device, check_training_precision
 from m3kit.finetune.training_loop import (
     NEW_SPARSE_WEIGHT,
     TrainingModule,
@@ -267,6 +267,7 @@ class FinetuneConfig:
         if self.precision not in TRAINING_PRECISIONS:
             options = ", ".join(repr(p) for p in TRAINING_PRECISIONS)
             raise ValueError(f"precision must be one of {options}, not {self.precision!r}")
+        check_training_precision(self.precision, self.device)
         if not (math.isfinite(self.warmup_ratio) and 0.0 <= self.warmup_ratio <= 1.0):
             # above 1 the warm-up outlasts the run: the peak learning rate is never reached
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
