@@ -23,8 +23,10 @@ and ``--qdrant-max-request-mb``: :class:`~m3kit.store.connection.ConnectionSetti
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -329,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    _escape_unprintable()
     try:
         with _transformers_quiet(quiet=getattr(args, "quiet", False)):
             return handler(args)
@@ -393,7 +396,8 @@ def _run_search(args: argparse.Namespace) -> int:
         index.close()
     if args.json:
         out = {"search": report, "hits": [hit_dict(h) for h in hits]}
-        print(json.dumps(out, ensure_ascii=False, indent=2))
+        # \u escapes where stdout cannot hold every character (still the same JSON)
+        print(json.dumps(out, ensure_ascii=not _utf8(sys.stdout), indent=2))
     elif not hits:
         print("no results")
     else:
@@ -403,6 +407,20 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _utf8(stream: object) -> bool:
+    encoding = getattr(stream, "encoding", None)
+    return bool(encoding) and codecs.lookup(str(encoding)).name == "utf-8"
+
+
+def _escape_unprintable() -> None:
+    """Print what stdout / stderr cannot encode as backslash escapes: a hit's Chinese text or
+    emoji on a cp1252 pipe (Windows) or under a non-UTF-8 locale failed the whole search
+    (``'charmap' codec can't encode``, exit 1, no result printed)."""
+    for stream in (sys.stdout, sys.stderr):
+        if not _utf8(stream) and isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def _index_field(value: str) -> tuple[str, Any]:
     from m3kit.store.schema import PayloadIndexType, payload_index_fields
 

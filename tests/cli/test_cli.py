@@ -381,3 +381,34 @@ def test_search_of_a_missing_collection_says_so_before_loading_a_model(
         assert err.startswith("m3kit search: error: collection 'c' does not exist at "), err
         assert at in err and err.endswith("; run `m3kit index` first"), err
         assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_search_prints_any_script_on_a_stdout_of_another_encoding(
+    tmp_path: Path,
+    minilm_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    as_json: bool,
+) -> None:
+    """On a cp1252 stdout (Windows, redirected) a hit holding Chinese text failed the whole
+    search: ``'charmap' codec can't encode``, exit 1, nothing printed."""
+    import io
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = "北京是中国的首都。 Beijing is the capital 😀"
+    (docs / "beijing.txt").write_text(text, encoding="utf-8")
+    store = tmp_path / "store"
+    _index(capsys, store, minilm_path, docs)
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="cp1252"))
+    extra = ["--json"] if as_json else []
+    args = _args(store, minilm_path, "search", "capital", "--collection", "docs", *extra)
+    assert main(args) == 0
+    sys.stdout.flush()
+    out = raw.getvalue().decode("cp1252")
+    if as_json:
+        assert json.loads(out)["hits"][0]["text"] == text
+    else:
+        assert "\\u5317\\u4eac" in out and "Beijing is the capital \\U0001f600" in out
