@@ -59,6 +59,7 @@ from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
 from langchain_m3.splitter import LATE_CHUNK_KEY, refuse_lost_markers
+from m3kit.chunk_spans import is_blank
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.outputs import Chunk, Head
@@ -283,7 +284,7 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
             check_score_threshold(kwargs["score_threshold"])
         self._before_query_text()
         mode = self.retrieval_mode
-        if mode is not RetrievalMode.DENSE and isinstance(query, str) and not query.strip():
+        if mode is not RetrievalMode.DENSE and isinstance(query, str) and is_blank(query):
             raise ValueError(
                 f"{mode.value} mode encodes the query with M3's sparse head: the query is "
                 f"empty ({query!r}), which gives an empty sparse vector (it matches nothing); "

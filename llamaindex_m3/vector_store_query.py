@@ -16,6 +16,7 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.sourceless import ref_docs_filter
+from m3kit.chunk_spans import is_blank
 from m3kit.outputs import Head, SparseVector
 from m3kit.store import Fusion, Hit, SearchSettings
 from m3kit.store.filters import and_filters, chunk_ids_filter, distinct_ids, to_filter
@@ -39,7 +40,7 @@ def query_text_state(text: str | None) -> str | None:
     """
     if text is None:
         return "is missing"
-    return None if text.strip() else f"is empty ({text!r})"
+    return f"is empty ({text!r})" if is_blank(text) else None
 
 
 def check_mode(query: VectorStoreQuery, store: str) -> VectorStoreQueryMode:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
+from m3kit.chunk_spans import is_blank
 from m3kit.errors import CheckpointError, HeadNotAvailableError, TruncationError
 from m3kit.outputs import Head
 
@@ -124,7 +125,8 @@ def check_query(query: _Q, what: str = "the query") -> _Q:
             nothing, and a dense one that says nothing, so the search would quietly rank by
             noise.
     """
-    if isinstance(query, str) and not query.strip():
+    # zero-width spaces and BOMs too: "\u200b" tokenises as "" does (chunk_spans.is_blank)
+    if isinstance(query, str) and is_blank(query):
         raise ValueError(
             f"{what} is empty ({query!r}): M3 encodes it for the search, and a blank text "
             "gives an empty sparse vector (which matches nothing) and a dense vector that says "

@@ -51,7 +51,7 @@ def _acalls(retriever: M3Retriever) -> dict[str, Callable[[str], Awaitable[Any]]
     }
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+@pytest.mark.parametrize("text", ["", "   ", "\n\t ", "\u200b", "\ufeff"])
 async def test_blank_query_is_refused(retriever: M3Retriever, text: str) -> None:
     expected = re.escape(f"the query is empty ({text!r})")
     for name, call in _calls(retriever).items():

@@ -32,7 +32,7 @@ def _store(encoder: M3Encoder, mode: RetrievalMode) -> M3QdrantVectorStore:
     )
 
 
-@pytest.mark.parametrize("text", ["", "  \n"])
+@pytest.mark.parametrize("text", ["", "  \n", "\u200b\u200d"])
 @pytest.mark.parametrize("mode", [RetrievalMode.SPARSE, RetrievalMode.HYBRID])
 async def test_blank_query_is_refused(
     tiny_encoder: M3Encoder, mode: RetrievalMode, text: str

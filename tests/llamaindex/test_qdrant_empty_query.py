@@ -16,7 +16,7 @@ from qdrant_client import AsyncQdrantClient, QdrantClient
 from llamaindex_m3 import M3Embedding, M3QdrantVectorStore
 
 
-@pytest.mark.parametrize("text", ["", "   \n"])
+@pytest.mark.parametrize("text", ["", "   \n", "\ufeff"])
 @pytest.mark.parametrize("mode", ["sparse", "hybrid"])
 async def test_blank_query_text_is_refused(
     tiny_embedding: M3Embedding, mode: str, text: str

@@ -15,7 +15,7 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 from llamaindex_m3 import M3Embedding, M3VectorStore
 
 
-@pytest.mark.parametrize("text", ["   ", " \n\t"])
+@pytest.mark.parametrize("text", ["   ", " \n\t", "\u200b"])
 @pytest.mark.parametrize(
     ("mode", "embedded", "kwargs"),
     [

@@ -20,7 +20,7 @@ from m3kit.cli import main
 from m3kit.store import M3Index
 from m3kit.testing import SAMPLE_TEXTS
 
-BLANKS = ["", "   ", "\n\t "]
+BLANKS = ["", "   ", "\n\t ", "\u200b", "\ufeff", " \u200b\u200d "]  # zero-width: as ""
 
 
 @pytest.fixture(scope="module")
