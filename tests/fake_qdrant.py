@@ -5,7 +5,10 @@ create / metadata patch, payload index creation, point upserts, count (with simp
 filters), scroll and delete. It
 records every request as ``(method, path, json body)`` and keeps its state in a dict:
 
-* ``config`` -- the create request's body (absent until the collection is created)
+* ``config`` -- the create request's body (absent until the collection is created); a
+  create of the existing collection gets 409, as Qdrant answers it
+* ``stale_exists`` -- how many more "exists" questions answer no (set by a test: another
+  process creates the collection between this one's check and its create)
 * ``metadata`` -- the collection metadata, as patched
 * ``indexes`` -- payload index field name -> schema, as created
 * ``points`` -- point id -> point, as upserted
@@ -121,10 +124,14 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
         self.requests.append((self.command, path, body))
         exists = "config" in self.state
         if path.endswith("/exists"):
-            self._answer({"exists": exists})
+            stale = self.state.get("stale_exists", 0)  # another process creates it meanwhile
+            self.state["stale_exists"] = max(0, stale - 1)
+            self._answer({"exists": exists and not stale})
         elif path.endswith("/index") and self.command == "PUT":
             self.state["indexes"][body["field_name"]] = body["field_schema"]
             self._answer({"operation_id": 0, "status": "completed"})
+        elif path == "/collections/c" and self.command == "PUT" and exists:  # as Qdrant
+            self._refuse(409, "Wrong input: Collection `c` already exists!")
         elif path == "/collections/c" and self.command == "PUT":
             self.state["config"] = body
             self._answer(True)

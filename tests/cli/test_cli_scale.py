@@ -49,7 +49,7 @@ def test_cluster_flags_are_sent_when_the_collection_is_created(
     assert create["on_disk_payload"] is True
     assert create["vectors"]["dense"]["on_disk"] is True
     assert create["vectors"]["colbert"]["on_disk"] is True
-    assert create["quantization_config"] == {"binary": {"always_ram": True}}
+    assert create["vectors"]["dense"]["quantization_config"] == {"binary": {"always_ram": True}}
     assert sum(len(b["points"]) for m, p, b in requests if p == "/collections/c/points") > 0
 
 

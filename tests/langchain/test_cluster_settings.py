@@ -23,7 +23,9 @@ def _check_arrived(index: Any, server: Server, added: int) -> None:
     assert index.store.cluster == SETTINGS
     (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
     assert create["shard_number"] == 2
-    assert create["quantization_config"] == {"scalar": {"type": "int8", "always_ram": True}}
+    assert create["vectors"]["dense"]["quantization_config"] == {
+        "scalar": {"type": "int8", "always_ram": True}
+    }
     writes = [b for m, p, b in requests if m == "PUT" and p == "/collections/c/points"]
     assert [len(b["points"]) for b in writes] == [1] * added  # write_batch_size
     assert len(state["points"]) == added

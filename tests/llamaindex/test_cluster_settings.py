@@ -37,7 +37,9 @@ def _check_arrived(index: M3Index, server: Server) -> None:
     assert index.store.cluster == SETTINGS
     (create,) = [b for m, p, b in requests if m == "PUT" and p == "/collections/c"]
     assert create["shard_number"] == 2
-    assert create["quantization_config"] == {"scalar": {"type": "int8", "always_ram": True}}
+    assert create["vectors"]["dense"]["quantization_config"] == {
+        "scalar": {"type": "int8", "always_ram": True}
+    }
 
 
 def _write_sizes(server: Server) -> list[int]:

@@ -59,7 +59,12 @@ def test_settings_are_sent_at_creation_and_writes_overlap(
         assert create["vectors"]["dense"]["on_disk"] is True
         assert create["vectors"]["colbert"]["on_disk"] is True
         assert create["vectors"]["colbert"]["datatype"] == "float16"
-        assert create["quantization_config"] == {"scalar": {"type": "int8", "always_ram": True}}
+        # the dense vector's copy only: a collection-wide one quantises ColBERT too (in RAM)
+        assert create.get("quantization_config") is None
+        assert create["vectors"]["dense"]["quantization_config"] == {
+            "scalar": {"type": "int8", "always_ram": True}
+        }
+        assert create["vectors"]["colbert"].get("quantization_config") is None
         store.upsert([_record(i) for i in range(12)])
     writes = [b for m, p, b in requests if m == "PUT" and p == "/collections/c/points"]
     assert [len(b["points"]) for b in writes] == [3, 3, 3, 3]  # write_batch_size
@@ -168,3 +173,22 @@ def test_write_requests_fit_the_servers_request_limit(
     ]
     assert len(writes) > 1 and max(writes) <= 32 * 1024 * 1024
     assert len(state["points"]) == 8
+
+
+def test_a_collection_another_process_created_meanwhile_is_opened(
+    qdrant_recorder: Server,
+) -> None:
+    """Two workers opening one new collection on a server: the second one's create got
+    Qdrant's 409 "already exists" (after its own check found none), a StoreConnectionError;
+    it now opens the collection, its schema checked as any existing one's."""
+    url, requests, state = qdrant_recorder
+    M3Store.open(url=url, **ARGS).close()
+    state["stale_exists"] = 1  # the second worker asked before the first one's create
+    with M3Store.open(url=url, **ARGS) as store:
+        store.upsert([_record(0)])
+        assert store.count() == 1
+    creates = [m for m, p, _ in requests if m == "PUT" and p == "/collections/c"]
+    assert len(creates) == 2  # the refused one included
+    state["stale_exists"] = 1
+    with pytest.raises(SchemaMismatchError):
+        M3Store.open(url=url, **{**ARGS, "dense_dim": 8})

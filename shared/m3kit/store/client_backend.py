@@ -209,7 +209,11 @@ class ClientBackend:
             self.cluster.check_existing(
                 {
                     **{k: getattr(params, k, None) for k in _CLUSTER_PARAMS},
-                    "quantization": _quantization_kind(info.config.quantization_config),
+                    # the dense vector's own, else the collection's (what it then uses)
+                    "quantization": _quantization_kind(
+                        getattr(dense, "quantization_config", None)
+                        or info.config.quantization_config
+                    ),
                     "on_disk_vectors": bool(getattr(dense, "on_disk", None)),
                 },
                 collection=self.collection,
@@ -217,11 +221,16 @@ class ClientBackend:
             )
         return found
 
-    def create(self, schema: CollectionSchema) -> None:
+    def create(self, schema: CollectionSchema) -> bool:
         on_disk = True if self.cluster is not None and self.cluster.on_disk_vectors else None
         vectors = {
             DENSE: models.VectorParams(
-                size=schema.dense_dim, distance=models.Distance.COSINE, on_disk=on_disk
+                size=schema.dense_dim,
+                distance=models.Distance.COSINE,
+                on_disk=on_disk,
+                quantization_config=None
+                if self.cluster is None
+                else self.cluster.dense_quantization(),
             )
         }
         if schema.colbert_dim is not None:
@@ -237,10 +246,25 @@ class ClientBackend:
             )
         sparse = {SPARSE: models.SparseVectorParams()} if schema.sparse else None
         extra = self.cluster.create_kwargs() if self.cluster is not None else {}
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
         with self._translate():
-            self._client.create_collection(
-                self.collection, vectors_config=vectors, sparse_vectors_config=sparse, **extra
-            )
+            try:
+                self._client.create_collection(
+                    self.collection, vectors_config=vectors, sparse_vectors_config=sparse, **extra
+                )
+            except UnexpectedResponse as exc:
+                # another process (a second worker, a parallel m3kit index) created it after
+                # this one found none: opened as any existing collection, its schema checked
+                if exc.status_code != 409:
+                    raise
+                logger.info(
+                    "collection %r at %s was created by another process meanwhile; opening it",
+                    self.collection,
+                    self.where,
+                )
+                return False
+        return True
 
     def open(self) -> None:
         """Nothing to do: the client connected (or opened its folder) on construction."""

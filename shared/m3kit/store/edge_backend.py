@@ -250,11 +250,12 @@ class EdgeBackend:
             ) from None
         return self._schema.specs()
 
-    def create(self, schema: CollectionSchema) -> None:
+    def create(self, schema: CollectionSchema) -> bool:
         try:
             self._shard = qe.EdgeShard.create(str(self._path), edge_config(schema))
         except Exception as exc:
             raise _error(str(self._path), exc) from None
+        return True  # (the folder lock keeps other processes out)
 
     def open(self) -> None:
         """Load the shard now, so a folder held by another store fails at open time."""

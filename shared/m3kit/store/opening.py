@@ -204,7 +204,8 @@ def _open(
             )
         else:
             logger.info("creating collection %r at %s", collection, impl.where)
-            impl.create(schema)
+            if not impl.create(schema):  # another process created it first: check it
+                check_schema(schema, impl.found_vectors(), collection=collection, where=impl.where)
         impl.open()
         ensure_payload_indexes(impl, index_fields)
     except BaseException:

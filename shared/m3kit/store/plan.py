@@ -109,8 +109,9 @@ class StorageBackend(Protocol):
         """The named vectors of the existing collection."""
         ...
 
-    def create(self, schema: CollectionSchema) -> None:
-        """Create the collection with ``schema``'s vectors."""
+    def create(self, schema: CollectionSchema) -> bool:
+        """Create the collection with ``schema``'s vectors; ``False`` when another process
+        created it since :meth:`exists` said it did not (a server's 409)."""
         ...
 
     def open(self) -> None:
