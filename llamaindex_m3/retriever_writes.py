@@ -39,7 +39,7 @@ from llamaindex_m3.stored_chunks import (
     stored_payloads,
 )
 from m3kit.store import ChunkRecord, M3Index, M3Store, point_id
-from m3kit.store.cancelling import in_worker
+from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.filters import distinct_ids, documents_filter
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA
 
@@ -184,6 +184,7 @@ class RetrieverWrites:
                 kept.add(key)
                 groups.setdefault(key[0], []).append((i, node))
         with self.index.store.write_lock:  # the stored versions read stay true until written
+            stop_if_cancelled()  # an aadd_nodes cancelled while it waited: nothing written
             return self._add_node_groups(nodes, groups, show_progress)
 
     def _add_node_groups(
@@ -226,6 +227,7 @@ class RetrieverWrites:
                     )
         # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
         encoded = encode_nodes(self.index, [n for _, _, n in todo], None, show_progress)
+        stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written
         for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
             group = groups[doc_id]
             chunk = named.get(id(node))
@@ -294,6 +296,7 @@ class RetrieverWrites:
         store = self.index.store
         with store.write_lock:
             for start in range(0, len(ids), DOC_BATCH):
+                stop_if_cancelled()  # an adelete cancelled while it waited deletes nothing
                 batch = ids[start : start + DOC_BATCH]
                 store.delete_points(filter=ref_docs_filter(batch))
 
