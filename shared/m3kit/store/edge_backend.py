@@ -17,6 +17,7 @@ field indexes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -191,10 +192,7 @@ class EdgeBackend:
         if shard is None:
             with self._write_lock:
                 if self._closed:
-                    raise RuntimeError(
-                        f"the embedded Qdrant shard at {self.where} is closed (M3Store.close / "
-                        "M3Index.close); open the collection again to use it"
-                    )
+                    raise self._closed_error()
                 if self._shard is None:
                     try:
                         self._shard = qe.EdgeShard.load(str(self._path))
@@ -365,22 +363,42 @@ class EdgeBackend:
             shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
     # -- reads ------------------------------------------------------------------------------
+    def _closed_error(self) -> RuntimeError:
+        return RuntimeError(
+            f"the embedded Qdrant shard at {self.where} is closed (M3Store.close / "
+            "M3Index.close); open the collection again to use it"
+        )
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[qe.EdgeShard]:
+        """The shard to read; a read that a ``close()`` in another thread cut short raises
+        the closed error (the engine's own was a bare "Shard is not initialized")."""
+        shard = self.shard
+        try:
+            yield shard
+        except Exception:
+            if self._closed:
+                raise self._closed_error() from None
+            raise
+
     def count(self, selector: models.Filter | None = None) -> int:
-        return int(self.shard.count(qe.CountRequest(exact=True, filter=edge_filter(selector))))
+        with self._reading() as shard:
+            return int(shard.count(qe.CountRequest(exact=True, filter=edge_filter(selector))))
 
     def scroll(self, selector: models.Filter | None, keys: Sequence[str]) -> Iterator[RawHit]:
         offset: Any = None
         flt = edge_filter(selector)
         while True:
-            records, offset = self.shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset,
-                    limit=_SCROLL_PAGE,
-                    filter=flt,
-                    with_payload=list(keys),
-                    with_vector=False,
+            with self._reading() as shard:
+                records, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset,
+                        limit=_SCROLL_PAGE,
+                        filter=flt,
+                        with_payload=list(keys),
+                        with_vector=False,
+                    )
                 )
-            )
             for r in records:
                 yield RawHit(str(r.id), 0.0, dict(r.payload or {}))
             if offset is None:
@@ -389,9 +407,10 @@ class EdgeBackend:
     def retrieve(self, ids: Sequence[str]) -> Mapping[str, dict[str, Any]]:
         if not ids:
             return {}
-        records = self.shard.retrieve(
-            [edge_point_id(i) for i in ids], with_payload=True, with_vector=False
-        )
+        with self._reading() as shard:
+            records = shard.retrieve(
+                [edge_point_id(i) for i in ids], with_payload=True, with_vector=False
+            )
         return {str(r.id): dict(r.payload or {}) for r in records}
 
     def query_batch(self, stages: Sequence[Stage], *, with_payload: bool) -> list[list[RawHit]]:
@@ -411,10 +430,11 @@ class EdgeBackend:
             )
             for s in stages
         ]
-        if len(requests) == 1:
-            results = [self.shard.query(requests[0])]
-        else:
-            results = self.shard.query_batch(qe.QueryBatchRequest(requests))
+        with self._reading() as shard:
+            if len(requests) == 1:
+                results = [shard.query(requests[0])]
+            else:
+                results = shard.query_batch(qe.QueryBatchRequest(requests))
         return [
             [RawHit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
             for points in results

@@ -60,6 +60,18 @@ class StoreWrites:
     write_lock: threading.RLock
     sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
 
+    _closed: bool
+
+    def _refuse_closed(self) -> None:
+        """Refuse a write the store's ``close()`` came before (checked under the write lock):
+        one that waited for the lock while another thread closed the store went on into the
+        released folder, wrote its replace journal there and logged a failed clean-up."""
+        if self._closed:
+            raise RuntimeError(
+                f"the store at {self._backend.where} is closed (M3Store.close / M3Index.close); "
+                "nothing was written: open the collection again to use it"
+            )
+
     @property
     def heads(self) -> frozenset[Head]:
         """The heads this collection stores."""
@@ -108,6 +120,7 @@ class StoreWrites:
         Raises:
             EncoderChangedError: The store belongs to an :class:`~m3kit.store.M3Index` whose
                 encoder changed in memory since it was opened (nothing written).
+            RuntimeError: The store was closed (nothing written).
             FingerprintMismatchError: Another index or process re-encoded the collection
                 with another encoder since this store was opened, or is doing so (nothing
                 written; open it again): the record is read before every call
@@ -142,6 +155,7 @@ class StoreWrites:
             self.write_lock,
             tqdm(total=len(plan.batches), desc="upsert", unit="batch", disable=not show) as bar,
         ):
+            self._refuse_closed()  # closed while this write waited for the lock
             if replace:  # a process killed before the old versions go: finished at next open
                 record_replacing(self._backend, version)
             try:
