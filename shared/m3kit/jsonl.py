@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import math
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -107,6 +108,7 @@ def parse_json_rows(lines: Iterable[str], origin: object) -> Iterator[tuple[int,
                 line,
                 object_pairs_hook=unique_keys(f"{where}: the row"),
                 parse_constant=_no_nan(where),
+                parse_float=_finite_float(where),
             )
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
@@ -128,6 +130,26 @@ def _no_nan(where: str) -> Any:
         raise ValueError(f"{where}: {name} is not JSON (write null, a number or a string)")
 
     return refuse
+
+
+def _finite_float(where: str) -> Any:
+    """A ``json.loads`` ``parse_float`` refusing a number past float's range (``1e400`` read
+    as ``inf``, which the store refused only after the model loaded, as "metadata of text N").
+
+    >>> list(parse_json_rows(['{"text": "t", "price": 1e400}'], "x.jsonl"))
+    Traceback (most recent call last):
+    ValueError: x.jsonl:1: 1e400 is beyond a float's range (write a smaller number or a string)
+    """
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{where}: {text} is beyond a float's range (write a smaller number or a string)"
+            )
+        return value
+
+    return parse
 
 
 def iter_json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

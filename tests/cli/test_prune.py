@@ -412,6 +412,13 @@ def test_a_nan_in_a_jsonl_row_names_its_file_and_line(
     code, out = index_run(capsys, store, tiny_m3_path, docs)
     assert code == 1 and f"{(docs / 'z.jsonl').resolve()}:3: NaN is not JSON" in out, out
     assert not store.exists()
+    # a number past float's range is read as inf: the same late "metadata of text N" error
+    rows[2] = '{"text": "bad", "price": 1e400}'
+    (docs / "z.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code, out = index_run(capsys, store, tiny_m3_path, docs)
+    where = f"{(docs / 'z.jsonl').resolve()}:3"
+    assert code == 1 and f"{where}: 1e400 is beyond a float's range" in out, out
+    assert not store.exists()
 
 
 def test_the_summary_names_emptied_documents_beside_moved_rows(
