@@ -34,10 +34,21 @@ def test_unchanged_documents_are_not_re_encoded(open_index: Any, tiny_encoder: A
     assert index.add_texts(texts, doc_ids=ids) == ids
     assert spy.encoded == []
     assert index.count() == 3
-    # Same text, new metadata: a new version, re-encoded; others untouched.
+    # Same text, new metadata: a new version, updated in place (its vectors depend on the
+    # text only: it was encoded again); others untouched.
     index.add_texts([DOCS["d2"], DOCS["d3"]], metadatas=[{"v": 2}, None], doc_ids=["d2", "d3"])
-    assert spy.encoded == spy.decoded([DOCS["d2"]])
+    assert spy.encoded == []
     assert index.search(DOCS["d2"], k=1, filter={"v": 2})[0].doc_id == "d2"
+    assert index.store.document_metadata(["d2"]) == {"d2": {"v": 2}}
+    assert index.count() == 3
+    index.add_texts([DOCS["d2"]], metadatas=[{"v": 2}], doc_ids=["d2"])  # now at that version
+    index.add_texts([DOCS["d2"]], metadatas=[{"v": 1}], doc_ids=["d2"])  # and back
+    assert spy.encoded == []
+    assert index.store.document_metadata(["d2"]) == {"d2": {"v": 1}}
+    # new text and new metadata: encoded
+    index.add_texts([DOCS["d3"]], metadatas=[{"v": 3}], doc_ids=["d2"])
+    assert spy.encoded == spy.decoded([DOCS["d3"]])
+    assert index.search(DOCS["d3"], k=1, filter={"v": 3})[0].doc_id == "d2"
     assert index.count() == 3
 
 

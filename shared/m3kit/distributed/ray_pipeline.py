@@ -311,7 +311,9 @@ class _Queue:
                 different content, here also across groups; metadata that is not plain
                 JSON...), naming positions in the whole input.
         """
+        from m3kit.fingerprint import chunking_signature
         from m3kit.store.index_inputs import versioned_documents
+        from m3kit.store.metadata_updates import update_metadata_only
 
         texts, metas, ids = _rows(group, first)
         order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
@@ -325,9 +327,9 @@ class _Queue:
             elif seen != d.doc_hash:
                 raise ValueError(f"doc_id {d.doc_id!r} is given twice with different content")
         done = index.store.complete_documents({d.doc_id: d.doc_hash for d in new}) if new else ()
-        for d in new:
-            if d.doc_id in done:
-                continue
+        # a document whose metadata alone changed keeps its vectors: updated in place
+        waiting = [d for d in new if d.doc_id not in done]
+        for d in update_metadata_only(index, waiting, chunking_signature(chunker)):
             self._rows.append(
                 {
                     "doc_id": d.doc_id,

@@ -7,8 +7,6 @@ Split from :mod:`m3kit.store.index`: :func:`check_encoder_fits` is the check of
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +14,7 @@ from m3kit.fingerprint import chunking_signature
 from m3kit.outputs import Head
 from m3kit.store.documents import _Chunker, _chunking, _Doc, content_doc_id
 from m3kit.store.filters import doc_id_text
+from m3kit.store.metadata_updates import version_hash
 from m3kit.store.metadata_values import iso_values
 from m3kit.store.points import check_text, plain_json
 
@@ -101,12 +100,8 @@ def versioned_documents(
         # refused here, before anything is encoded or written, not by Qdrant mid-write
         check_text(text, f"text {first + i}")
         plain = plain_json(meta, f"metadata of text {first + i}")
-        try:  # the mapping as given: the hash documents stored before were written with
-            blob = json.dumps([text, meta, signature], sort_keys=True)
-        except TypeError:  # mixed int / str keys cannot be sorted: its stored form can
-            blob = json.dumps([text, plain, signature], sort_keys=True)
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
-        doc = _Doc(doc_id, text, meta, hashlib.sha256(blob.encode()).hexdigest(), chunking)
+        doc = _Doc(doc_id, text, meta, version_hash(text, meta, plain, signature), chunking)
         seen = docs.get(doc_id)
         if seen is not None and seen.doc_hash != doc.doc_hash:
             raise ValueError(f"doc_id {doc_id!r} is given twice with different content")

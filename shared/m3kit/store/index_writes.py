@@ -11,14 +11,16 @@ holding :meth:`~m3kit.store.M3Index.pending`, :meth:`~m3kit.store.M3Index.write_
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tqdm.auto import tqdm
 
+from m3kit.fingerprint import chunking_signature
 from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.documents import _Chunker, _Doc
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
+from m3kit.store.metadata_updates import update_metadata_only
 from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
     from m3kit.encoder import Truncation
     from m3kit.fingerprint import EncoderFingerprint
+    from m3kit.store.index import M3Index
     from m3kit.store.store import M3Store
 
 __all__ = ["IndexWrites"]
@@ -66,8 +69,10 @@ class IndexWrites:
     ) -> tuple[list[str], list[_Doc]]:
         """Ids of the documents (input order) and those not yet stored at their version.
 
-        What :meth:`add_texts` encodes; the Ray pipeline (:mod:`m3kit.distributed`) encodes
-        the same documents elsewhere and writes them with :meth:`write_records`.
+        What :meth:`add_texts` writes (those whose metadata alone changed are updated in
+        place, the others encoded: :mod:`m3kit.store.metadata_updates`); the Ray pipeline
+        (:mod:`m3kit.distributed`) encodes them elsewhere and writes them with
+        :meth:`write_records`.
         """
         order, docs = versioned_documents(texts, metadatas, doc_ids, chunker)
         if not docs:
@@ -132,6 +137,8 @@ class IndexWrites:
         chunker = chunker if chunker is not None else late_chunker
         self.check_encoder()  # before encoding anything
         order, todo = self.pending(texts, metadatas, doc_ids, chunker=chunker)
+        # a document whose metadata alone changed keeps its vectors: updated in place
+        todo = update_metadata_only(cast("M3Index", self), todo, chunking_signature(chunker))
         if not todo:
             return order
         show = len(todo) > self.write_group if show_progress is None else show_progress

@@ -8,6 +8,7 @@ backend they read.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -183,6 +184,32 @@ class StoreReads:
             if doc_id is not None and str(doc_id) not in out:
                 meta = hit.payload.get(METADATA)
                 out[str(doc_id)] = dict(meta) if isinstance(meta, Mapping) else {}
+        return out
+
+    def settled_versions(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        """``{doc_id: (doc_hash, metadata)}`` of the documents stored whole at one version (every
+        chunk ``0..chunk_count-1``, one hash) with one metadata in every chunk."""
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT, METADATA]
+        for i in range(0, len(doc_ids), _DOC_BATCH):
+            selector = documents_filter(list(doc_ids[i : i + _DOC_BATCH]))
+            for hit in self._backend.scroll(selector, keys):
+                found[str(hit.payload.get(DOC_ID))].append(hit.payload)
+        out: dict[str, tuple[str, Any]] = {}
+        for doc_id, payloads in found.items():
+            hashes = {p.get(DOC_HASH) for p in payloads}
+            counts = {p.get(CHUNK_COUNT) for p in payloads}
+            metas = {json.dumps(p.get(METADATA), sort_keys=True) for p in payloads}
+            if len(hashes) != 1 or len(counts) != 1 or len(metas) != 1:
+                continue
+            (count,) = counts
+            if sorted(int(p.get(CHUNK_INDEX) or 0) for p in payloads) != list(
+                range(int(count or 0))
+            ):
+                continue
+            (doc_hash,) = hashes
+            if isinstance(doc_hash, str):
+                out[doc_id] = (doc_hash, payloads[0].get(METADATA))
         return out
 
     def complete_documents(self, versions: Mapping[str, str]) -> set[str]:

@@ -26,6 +26,7 @@ from m3kit.store.points import (
     check_fits_request,
     document_versions,
     fitting_batch_size,
+    plain_json,
     to_point,
 )
 from m3kit.store.record_check import check_write
@@ -246,6 +247,42 @@ class StoreWrites:
         )
         with self.write_lock:
             self._backend.set_payload([(selector, {DOC_HASH: new_hash})])
+
+    def set_document_metadata(
+        self, updates: Mapping[str, tuple[str, str, Mapping[str, Any]]]
+    ) -> None:
+        """Give documents new metadata and a new version in place, without their vectors
+        (:mod:`m3kit.store.metadata_updates`: only the metadata changed).
+
+        Args:
+            updates: ``{doc_id: (old doc_hash, new doc_hash, metadata)}``; each chunk is
+                updated only while it holds the old version (another writer's newer version
+                is left as it is).
+
+        Raises:
+            ValueError: Metadata that is not JSON, or a value a payload index of the
+                collection would hide (nothing updated).
+            RuntimeError: The store is closed.
+        """
+        ops: list[tuple[models.Filter, dict[str, Any]]] = []
+        indexes: Mapping[str, str] | None = None
+        for doc_id, (old_hash, new_hash, metadata) in updates.items():
+            plain = plain_json(metadata, f"the metadata of document {doc_id!r}")
+            if holds_number(plain):
+                if indexes is None:
+                    indexes = cast("M3Store", self)._payload_index_types()
+                check_indexed_values(plain, indexes, f"metadata of document {doc_id!r}")
+            selector = models.Filter(
+                must=[
+                    models.FieldCondition(key=DOC_ID, match=models.MatchValue(value=doc_id)),
+                    models.FieldCondition(key=DOC_HASH, match=models.MatchValue(value=old_hash)),
+                ]
+            )
+            ops.append((selector, {METADATA: plain, DOC_HASH: new_hash}))
+        if ops:
+            with self.write_lock:
+                self._refuse_closed()
+                self._backend.set_payload(ops)
 
     def _check_indexed(self, points: Sequence[PointData]) -> None:
         """Refuse metadata an index of the collection would hide (:func:`check_indexed_values`).

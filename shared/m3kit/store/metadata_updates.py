@@ -1,0 +1,72 @@
+"""Documents whose metadata alone changed are updated in place, not encoded again.
+
+A document's version (``doc_hash``) covers its text, metadata and chunking, so a new value of
+one metadata key made :meth:`~m3kit.store.M3Index.add_texts` encode the whole document again,
+though its vectors depend on the text and chunking only. ``m3kit index`` hit this on every
+row below a row inserted into or removed from a jsonl file (each row's ``line`` moves): all
+49 rows after the first of 50 were encoded again. Now a document stored whole at one
+version, whose stored metadata with the new text and chunking gives that version back, is
+given the new metadata and version in place (conditioned on the old version, so a writer
+that replaced it meanwhile is never overwritten: that document is then written as usual).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from m3kit.store.cancelling import stop_if_cancelled
+
+if TYPE_CHECKING:
+    from m3kit.store.documents import _Doc
+    from m3kit.store.index import M3Index
+
+__all__ = ["update_metadata_only", "version_hash"]
+
+
+def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
+    """A document's version: its text, metadata (as given, else ``plain``, its stored JSON
+    form, when the keys cannot be sorted) and chunking signature.
+
+    >>> version_hash("t", {"a": 1}, {"a": 1}, "") == version_hash("t", {"a": 1}, {"a": 1}, "")
+    True
+    """
+    try:  # the mapping as given: the hash documents stored before were written with
+        blob = json.dumps([text, metadata, signature], sort_keys=True)
+    except TypeError:  # mixed int / str keys cannot be sorted: its stored form can
+        blob = json.dumps([text, plain, signature], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def update_metadata_only(index: M3Index, docs: Sequence[_Doc], signature: str) -> list[_Doc]:
+    """Update in place the documents of ``docs`` (not stored at their version) whose stored
+    version differs in metadata only; the others, to encode, in order.
+
+    Args:
+        index: The index writing ``docs``.
+        docs: Documents :meth:`~m3kit.store.M3Index.pending` found not stored at their
+            version.
+        signature: The chunking signature their versions were computed with.
+    """
+    if not docs:
+        return []
+    stored = index.store.settled_versions([d.doc_id for d in docs])
+    moved: dict[str, tuple[str, str, Mapping[str, Any]]] = {}
+    for d in docs:
+        old = stored.get(d.doc_id)
+        if old is None or not isinstance(old[1], dict):
+            continue
+        old_hash, old_meta = old
+        # the new text and chunking with the stored metadata give the stored version back:
+        # text and chunking are unchanged (so are the vectors); only the metadata differs
+        if version_hash(d.text, old_meta, old_meta, signature) == old_hash:
+            moved[d.doc_id] = (old_hash, d.doc_hash, d.metadata)
+    if not moved:
+        return list(docs)
+    with index.store.write_lock:
+        stop_if_cancelled()  # an aadd_texts cancelled while it waited: nothing written
+        index.check_encoder()  # under the lock, as every write of the index
+        index.store.set_document_metadata(moved)
+    return [d for d in docs if d.doc_id not in moved]
