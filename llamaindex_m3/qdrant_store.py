@@ -67,11 +67,13 @@ from llamaindex_m3._qdrant_query import (
     query_kwargs,
     with_node_ids,
 )
+from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import refuse_deleting_all, to_flat_payload_filter
 from llamaindex_m3.late_sparse import carried_sparse
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
+from m3kit.fingerprint import encoder_fingerprint
 from m3kit.store.stock_record import (
     SPARSE_CUT,
     TEXT_INSTRUCTION,
@@ -143,6 +145,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     _m3_doc_fn: QdrantSparseFn = PrivateAttr()
     _m3_checked: bool = PrivateAttr(default=False)
     _m3_built: dict[str, str] = PrivateAttr(default_factory=dict)
+    _m3_fingerprint: Any = PrivateAttr(default=None)  # the sparse model's, when built
 
     copy_hint: ClassVar[
         str
@@ -183,6 +186,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         self._sparse_query_fn = VectorHandoff(self._sparse_query_fn, QUERY_VECTORS)
         self._sparse_doc_fn = VectorHandoff(self._sparse_doc_fn, DOC_VECTORS)
         self._m3_built = self._model_identities()  # what its sparse queries are checked by
+        self._m3_fingerprint = encoder_fingerprint(doc_fn.encoder)  # and dense vectors' origin
         if self._client is not None:  # (an async-only store: at its first async call)
             check_models(self._client, collection_name, self._m3_built)
             self._m3_checked = True
@@ -227,6 +231,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
     def _refuse_changed(self, query: VectorStoreQuery) -> None:
         if query.mode != VectorStoreQueryMode.DEFAULT:  # the sparse head encodes the query
             refuse_changed(self._m3_built, self._model_identities())
+        if query.mode != VectorStoreQueryMode.SPARSE and query.query_embedding is not None:
+            # an M3Embedding of another encoder (a fine-tune) against the stored vectors
+            what = "VectorStoreQuery.query_embedding"
+            check_origin(query.query_embedding, self._m3_fingerprint, what)
 
     def set_query_functions(
         self,
@@ -320,6 +328,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             if carried_sparse(node, self._m3_doc_fn) is None
         ]
         existed = await self._arecord_models()
+        self._check_late(nodes)  # dense origins: after the record names another sparse model
         encode = self._sparse_doc_fn
         vectors = await encoded_in_thread(encode, texts) if encode and texts else None
         handed = DOC_VECTORS.set(vectors)
@@ -333,9 +342,15 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
 
     def _check_late(self, nodes: Sequence[BaseNode]) -> None:
         """Raise for a late-chunked node :meth:`_build_points` would refuse, before
-        ``QdrantVectorStore`` creates the collection, sized by the first node's embedding."""
+        ``QdrantVectorStore`` creates the collection, sized by the first node's embedding;
+        and for a node embedded by an ``M3Embedding`` of another encoder than the sparse
+        model's (a fine-tune of it given to ``VectorStoreIndex`` as ``embed_model``: one point
+        held its dense vector beside the start model's sparse one, silently)."""
         for node in nodes:
             carried_sparse(node, self._m3_doc_fn)
+            if node.embedding is not None:
+                what = f"the embedding of node {node.node_id!r}"
+                check_origin(node.embedding, self._m3_fingerprint, what)
 
     def get_nodes(
         self,

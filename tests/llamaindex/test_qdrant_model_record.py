@@ -295,3 +295,34 @@ async def test_a_sparse_query_after_the_encoder_changed_in_memory_is_refused(
     with pytest.raises(EncoderChangedError, match="sparse embeddings changed"):
         await store.aquery(query)
     assert store.query(dense_only).nodes  # the nodes' own embeddings: not the store's model
+
+
+async def test_dense_vectors_of_another_m3_encoder_are_refused(
+    enc_a: M3Encoder, enc_b: M3Encoder
+) -> None:
+    """The dense vectors are the nodes' own embeddings, not recorded: moved to a fine-tune
+    of the sparse model with ``VectorStoreIndex.from_vector_store(store, embed_model=B)``,
+    its queries searched A's dense vectors and its inserts stored B's dense vector beside A's
+    sparse one in one point, silently (``M3VectorStore`` refused both)."""
+    client = QdrantClient(":memory:")
+    embed_a, embed_b = M3Embedding.from_encoder(enc_a), M3Embedding.from_encoder(enc_b)
+    store = M3QdrantVectorStore("c", client=client, sparse_model=embed_a)
+    context = StorageContext.from_defaults(vector_store=store)
+    VectorStoreIndex.from_documents(DOCS, storage_context=context, embed_model=embed_a)
+    moved = VectorStoreIndex.from_vector_store(store, embed_model=embed_b)
+    for mode in ("default", "hybrid"):
+        retriever = moved.as_retriever(similarity_top_k=2, vector_store_query_mode=mode)
+        with pytest.raises(FingerprintMismatchError, match="query_embedding was embedded by"):
+            retriever.retrieve(SAMPLE_TEXTS[1])
+        with pytest.raises(FingerprintMismatchError, match="query_embedding was embedded by"):
+            await retriever.aretrieve(SAMPLE_TEXTS[1])
+    count = client.count("c").count
+    with pytest.raises(FingerprintMismatchError, match="embedding of node .* was embedded by"):
+        moved.insert(Document(text="Berlin is the capital of Germany.", id_="berlin"))
+    with pytest.raises(FingerprintMismatchError, match="embedding of node .* was embedded by"):
+        await moved.ainsert(Document(text="Berlin is the capital of Germany.", id_="berlin"))
+    assert client.count("c").count == count
+    sparse_only = moved.as_retriever(similarity_top_k=2, vector_store_query_mode="sparse")
+    assert sparse_only.retrieve(SAMPLE_TEXTS[1])  # the store's own sparse model: searched
+    same = VectorStoreIndex.from_vector_store(store, embed_model=embed_a)
+    assert same.as_retriever(similarity_top_k=2).retrieve(SAMPLE_TEXTS[1])
