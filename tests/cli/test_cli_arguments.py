@@ -182,3 +182,24 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         timeout=120,
     )
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_every_flag_of_every_subcommand_has_help() -> None:
+    """``m3kit finetune --help`` listed ``--epochs``, ``--device``, ``--seed``... with no word
+    on what they do (also ``mine-negatives``, ``eval`` and ``calibrate`` flags)."""
+    import argparse
+
+    from m3kit.cli import build_parser
+
+    subparsers = build_parser()._subparsers
+    assert subparsers is not None
+    bare = {
+        name: [
+            a.option_strings[0] if a.option_strings else a.dest
+            for a in sub._actions
+            if a.help is None and not isinstance(a, argparse._HelpAction)
+        ]
+        for action in subparsers._group_actions
+        for name, sub in (action.choices or {}).items()
+    }
+    assert {name: flags for name, flags in bare.items() if flags} == {}

@@ -88,9 +88,13 @@ def add_subcommands(subparsers: Any) -> None:
         help="with --longdoc: train on chunks of about this many characters holding the answer "
         "(default: whole paragraphs)",
     )
-    ft.add_argument("--epochs", type=float, default=1.0)
-    ft.add_argument("--max-steps", type=int, default=None)
-    ft.add_argument("--batch-size", type=int, default=16)
+    ft.add_argument("--epochs", type=float, default=1.0, help="passes over the rows (default 1)")
+    ft.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many steps (wins over epochs)"
+    )
+    ft.add_argument(
+        "--batch-size", type=int, default=16, help="queries a step (in-batch negatives; default 16)"
+    )
     ft.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     ft.add_argument(
         "--negatives",
@@ -120,9 +124,18 @@ def add_subcommands(subparsers: Any) -> None:
         help="peak learning rate (default: by the start model's size, 1e-4 below 100M "
         "parameters, else 2e-5)",
     )
-    ft.add_argument("--temperature", type=float, default=0.02)
-    ft.add_argument("--query-max-length", type=int, default=64)
-    ft.add_argument("--passage-max-length", type=int, default=256)
+    ft.add_argument(
+        "--temperature", type=float, default=0.02, help="softmax temperature of the loss (0.02)"
+    )
+    ft.add_argument(
+        "--query-max-length", type=int, default=64, help="query tokens trained on (default 64)"
+    )
+    ft.add_argument(
+        "--passage-max-length",
+        type=int,
+        default=256,
+        help="passage tokens trained on (with --late-chunking: the window; default 256)",
+    )
     ft.add_argument(
         "--precision",
         choices=list(TRAINING_PRECISIONS),
@@ -145,8 +158,8 @@ def add_subcommands(subparsers: Any) -> None:
         "memory for reuse instead of unmapping it; faster steps, higher peak memory "
         "(default: on)",
     )
-    ft.add_argument("--device", default=None)
-    ft.add_argument("--seed", type=int, default=42)
+    ft.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ft.add_argument("--seed", type=int, default=42, help="seeds batches, dropout and heads (42)")
     ft.add_argument(
         "--validation",
         type=Path,
@@ -162,7 +175,7 @@ def add_subcommands(subparsers: Any) -> None:
     )
     add_sparse_cut_arguments(ft, "with --validation: calibrate with", "recorded with it")
     add_keep_identical_ids_argument(ft, "with --validation: score")
-    ft.add_argument("--quiet", action="store_true")
+    ft.add_argument("--quiet", action="store_true", help="no progress bars")
     ft.set_defaults(handler=_run_finetune)
 
     mine = subparsers.add_parser(
@@ -171,7 +184,7 @@ def add_subcommands(subparsers: Any) -> None:
         description="Rank a corpus for each query with the model and sample negatives from a "
         "window of ranks (never a positive).",
     )
-    mine.add_argument("--model", required=True)
+    mine.add_argument("--model", required=True, help="checkpoint ranking the corpus")
     mine.add_argument("--train", required=True, type=Path, help="FlagEmbedding jsonl / jsonl.gz")
     mine.add_argument("--output", required=True, type=Path, help="jsonl (.gz) to write")
     mine.add_argument(
@@ -181,12 +194,17 @@ def add_subcommands(subparsers: Any) -> None:
         help='jsonl of {"text"[, "title"]} candidates (default: all pos + neg of the rows)',
     )
     add_encoder_arguments(mine, "ranking the corpus")
-    mine.add_argument("--negatives", type=int, default=7)
+    mine.add_argument("--negatives", type=int, default=7, help="negatives per row (default 7)")
     mine.add_argument("--range", default="10-100", help="rank window START-END (0-based)")
-    mine.add_argument("--score", choices=["dense", "sparse", "fused"], default="dense")
-    mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument(
+        "--score",
+        choices=["dense", "sparse", "fused"],
+        default="dense",
+        help="the head (or fusion) ranking the corpus (default dense)",
+    )
+    mine.add_argument("--seed", type=int, default=0, help="seeds the sample from the window")
     add_keep_freed_memory_argument(mine, "ranking the corpus")
-    mine.add_argument("--quiet", action="store_true")
+    mine.add_argument("--quiet", action="store_true", help="no progress bars")
     mine.set_defaults(handler=keeping_freed_memory(_run_mine))
 
     ev = subparsers.add_parser(
@@ -195,7 +213,7 @@ def add_subcommands(subparsers: Any) -> None:
         description="nDCG@10, MRR@10, hit@k and recall@k of the dense, sparse and ColBERT heads "
         "and their fusion, exhaustively over the corpus.",
     )
-    ev.add_argument("--model", required=True)
+    ev.add_argument("--model", required=True, help="checkpoint to evaluate (folder or hub id)")
     ev.add_argument("--data", required=True, type=Path, help="BEIR folder (corpus/queries/qrels)")
     ev.add_argument("--split", default=None, help=_SPLIT_HELP)
     ev.add_argument("--baseline", default=None, help="a second model to compare with")
@@ -221,9 +239,9 @@ def add_subcommands(subparsers: Any) -> None:
     add_sparse_cut_arguments(ev, "score with", "recorded in the report")
     add_keep_identical_ids_argument(ev, "score")
     ev.add_argument("--output", type=Path, default=None, help="write report.json/.md/.png here")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seeds the --max-queries sample")
     add_keep_freed_memory_argument(ev, "encoding")
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(handler=keeping_freed_memory(run_eval))
 
     cal = subparsers.add_parser(
@@ -271,10 +289,10 @@ def add_subcommands(subparsers: Any) -> None:
         cal, "measure with", "recorded with the calibration, and an index with another cut warns"
     )
     add_keep_identical_ids_argument(cal, "score")
-    cal.add_argument("--device", default=None)
-    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--device", default=None, help="cpu, cuda or mps (default: a GPU if any)")
+    cal.add_argument("--seed", type=int, default=0, help="seeds the --max-queries sample")
     add_keep_freed_memory_argument(cal, "encoding and searching")
-    cal.add_argument("--quiet", action="store_true")
+    cal.add_argument("--quiet", action="store_true", help="no progress bars")
     cal.set_defaults(handler=keeping_freed_memory(_run_calibrate))
 
 
