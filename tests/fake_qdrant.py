@@ -2,7 +2,7 @@
 
 It answers what :class:`~m3kit.store.M3Store` asks of a server: collection exists / info /
 create / metadata patch, payload index creation, point upserts, count (with simple payload
-filters), scroll and delete. It
+filters), scroll, delete and batched payload updates (answered, not applied). It
 records every request as ``(method, path, json body)`` and keeps its state in a dict:
 
 * ``config`` -- the create request's body (absent until the collection is created); a
@@ -151,6 +151,9 @@ class FakeQdrantHandler(http.server.BaseHTTPRequestHandler):
             self._answer({"points": [], "next_page_offset": None})
         elif path == "/collections/c/points/delete":
             self._answer({"operation_id": 0, "status": "completed"})
+        elif path == "/collections/c/points/batch":  # (set_payload operations: not applied)
+            done = {"operation_id": 0, "status": "completed"}
+            self._answer([done for _ in (body or {}).get("operations", [])])
         elif path.startswith("/collections/c/points"):  # other point reads: nothing stored
             self._answer({"points": []})
         else:

@@ -41,6 +41,7 @@ from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
 from m3kit.late_config import parse_heads
 from m3kit.late_windows import WindowPlacement
+from m3kit.store.metadata_updates import update_in_place
 from m3kit.store.record_check import check_record
 
 if TYPE_CHECKING:
@@ -302,6 +303,7 @@ class _Queue:
         self.blocks: list[Any] = []  # object refs of Arrow tables of documents to encode
         self.todo = 0
         self._rows: list[dict[str, str]] = []
+        self.moves: dict[str, Any] = {}  # documents whose metadata alone changed
 
     def add(self, index: M3Index, chunker: Any, first: int, group: list[Any]) -> None:
         """Check ``group`` (the input's documents from position ``first``) and queue it.
@@ -313,7 +315,7 @@ class _Queue:
         """
         from m3kit.fingerprint import chunking_signature
         from m3kit.store.index_inputs import versioned_documents
-        from m3kit.store.metadata_updates import update_metadata_only
+        from m3kit.store.metadata_updates import metadata_only
 
         texts, metas, ids = _rows(group, first)
         order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
@@ -327,9 +329,12 @@ class _Queue:
             elif seen != d.doc_hash:
                 raise ValueError(f"doc_id {d.doc_id!r} is given twice with different content")
         done = index.store.complete_documents({d.doc_id: d.doc_hash for d in new}) if new else ()
-        # a document whose metadata alone changed keeps its vectors: updated in place
+        # a document whose metadata alone changed keeps its vectors: updated in place once
+        # every group passed its checks and the encoded documents are written
         waiting = [d for d in new if d.doc_id not in done]
-        for d in update_metadata_only(index, waiting, chunking_signature(chunker)):
+        moves, todo = metadata_only(index, waiting, chunking_signature(chunker))
+        self.moves.update(moves)
+        for d in todo:
             self._rows.append(
                 {
                     "doc_id": d.doc_id,
@@ -442,6 +447,7 @@ def index_with_ray(
         queue.add(index, local_chunker, first, group)
     logger.info("Ray indexing: %d document(s), %d to encode", len(queue.order), queue.todo)
     if not queue.todo:
+        update_in_place(index, queue.moves)
         return queue.order
     heads = sorted(h.value for h in index.store.heads)
     ds = queue.dataset().map_batches(
@@ -474,4 +480,5 @@ def index_with_ray(
             "the actor's log). The batches written before stay; index again to write the "
             "rest, with fewer documents per batch or more memory per actor"
         ) from e
+    update_in_place(index, queue.moves)
     return queue.order

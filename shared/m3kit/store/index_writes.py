@@ -20,7 +20,7 @@ from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.documents import _Chunker, _Doc
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
-from m3kit.store.metadata_updates import update_metadata_only
+from m3kit.store.metadata_updates import metadata_only, update_in_place
 from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
@@ -137,9 +137,12 @@ class IndexWrites:
         chunker = chunker if chunker is not None else late_chunker
         self.check_encoder()  # before encoding anything
         order, todo = self.pending(texts, metadatas, doc_ids, chunker=chunker)
-        # a document whose metadata alone changed keeps its vectors: updated in place
-        todo = update_metadata_only(cast("M3Index", self), todo, chunking_signature(chunker))
+        # a document whose metadata alone changed keeps its vectors: updated in place, after
+        # the documents encoded (one of those refused: neither is written)
+        index = cast("M3Index", self)
+        moves, todo = metadata_only(index, todo, chunking_signature(chunker))
         if not todo:
+            update_in_place(index, moves)
             return order
         show = len(todo) > self.write_group if show_progress is None else show_progress
         # Encode and write in groups of documents, so an interrupted run keeps what it wrote
@@ -151,6 +154,7 @@ class IndexWrites:
                 records, empty = self._records(group, chunker, False, truncation)
                 self.write_records(records, empty)  # ... nor written (checked under the lock)
                 bar.update(len(group))
+        update_in_place(index, moves)
         return order
 
     async def aadd_texts(

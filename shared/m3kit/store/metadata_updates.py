@@ -7,7 +7,9 @@ row below a row inserted into or removed from a jsonl file (each row's ``line`` 
 49 rows after the first of 50 were encoded again. Now a document stored whole at one
 version, whose stored metadata with the new text and chunking gives that version back, is
 given the new metadata and version in place (conditioned on the old version, so a writer
-that replaced it meanwhile is never overwritten: that document is then written as usual).
+that replaced it meanwhile is never overwritten: that document is left as that writer
+stored it). The update is written after the call's encoded documents, and the collection's
+record is checked first, as for every write.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from m3kit.store.documents import _Doc
     from m3kit.store.index import M3Index
 
-__all__ = ["update_metadata_only", "version_hash"]
+__all__ = ["Moves", "metadata_only", "update_in_place", "version_hash"]
 
 
 def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
@@ -40,20 +42,29 @@ def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def update_metadata_only(index: M3Index, docs: Sequence[_Doc], signature: str) -> list[_Doc]:
-    """Update in place the documents of ``docs`` (not stored at their version) whose stored
-    version differs in metadata only; the others, to encode, in order.
+#: ``{doc_id: (stored doc_hash, new doc_hash, new metadata)}`` of documents to update in place.
+Moves = dict[str, tuple[str, str, Mapping[str, Any]]]
+
+
+def metadata_only(index: M3Index, docs: Sequence[_Doc], signature: str) -> tuple[Moves, list[_Doc]]:
+    """Split ``docs`` (not stored at their version) into those whose stored version differs
+    in metadata only, to update in place, and the others, to encode (in order). Nothing is
+    written; the new metadata is checked (JSON, payload indexes) so that a refusal comes
+    before the caller writes anything.
 
     Args:
         index: The index writing ``docs``.
         docs: Documents :meth:`~m3kit.store.M3Index.pending` found not stored at their
             version.
         signature: The chunking signature their versions were computed with.
+
+    Raises:
+        ValueError: As :meth:`~m3kit.store.M3Store.metadata_operations`.
     """
     if not docs:
-        return []
+        return {}, []
     stored = index.store.settled_versions([d.doc_id for d in docs])
-    moved: dict[str, tuple[str, str, Mapping[str, Any]]] = {}
+    moves: Moves = {}
     for d in docs:
         old = stored.get(d.doc_id)
         if old is None or not isinstance(old[1], dict):
@@ -62,11 +73,17 @@ def update_metadata_only(index: M3Index, docs: Sequence[_Doc], signature: str) -
         # the new text and chunking with the stored metadata give the stored version back:
         # text and chunking are unchanged (so are the vectors); only the metadata differs
         if version_hash(d.text, old_meta, old_meta, signature) == old_hash:
-            moved[d.doc_id] = (old_hash, d.doc_hash, d.metadata)
-    if not moved:
-        return list(docs)
+            moves[d.doc_id] = (old_hash, d.doc_hash, d.metadata)
+    index.store.metadata_operations(moves)  # checked now, before anything is written
+    return moves, [d for d in docs if d.doc_id not in moves]
+
+
+def update_in_place(index: M3Index, moves: Moves) -> None:
+    """Write ``moves`` (from :func:`metadata_only`), after the caller's encoded writes: a
+    document refused there leaves these unwritten too."""
+    if not moves:
+        return
     with index.store.write_lock:
         stop_if_cancelled()  # an aadd_texts cancelled while it waited: nothing written
         index.check_encoder()  # under the lock, as every write of the index
-        index.store.set_document_metadata(moved)
-    return [d for d in docs if d.doc_id not in moved]
+        index.store.set_document_metadata(moves)

@@ -7,6 +7,7 @@ sets the backend, schema, heads, writer id, cluster settings and write lock it u
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -248,11 +249,10 @@ class StoreWrites:
         with self.write_lock:
             self._backend.set_payload([(selector, {DOC_HASH: new_hash})])
 
-    def set_document_metadata(
+    def metadata_operations(
         self, updates: Mapping[str, tuple[str, str, Mapping[str, Any]]]
-    ) -> None:
-        """Give documents new metadata and a new version in place, without their vectors
-        (:mod:`m3kit.store.metadata_updates`: only the metadata changed).
+    ) -> list[tuple[models.Filter, dict[str, Any]]]:
+        """The checked operations of :meth:`set_document_metadata` (nothing written).
 
         Args:
             updates: ``{doc_id: (old doc_hash, new doc_hash, metadata)}``; each chunk is
@@ -261,8 +261,7 @@ class StoreWrites:
 
         Raises:
             ValueError: Metadata that is not JSON, or a value a payload index of the
-                collection would hide (nothing updated).
-            RuntimeError: The store is closed.
+                collection would hide.
         """
         ops: list[tuple[models.Filter, dict[str, Any]]] = []
         indexes: Mapping[str, str] | None = None
@@ -279,10 +278,32 @@ class StoreWrites:
                 ]
             )
             ops.append((selector, {METADATA: plain, DOC_HASH: new_hash}))
-        if ops:
-            with self.write_lock:
-                self._refuse_closed()
-                self._backend.set_payload(ops)
+        return ops
+
+    def set_document_metadata(
+        self, updates: Mapping[str, tuple[str, str, Mapping[str, Any]]]
+    ) -> None:
+        """Give documents new metadata and a new version in place, without their vectors
+        (:mod:`m3kit.store.metadata_updates`: only the metadata changed); the collection's
+        record is checked first, as for every write, and the operations go in requests that
+        fit the server's size limit.
+
+        Args:
+            updates: As :meth:`metadata_operations`.
+
+        Raises:
+            FingerprintMismatchError: As :meth:`upsert` (nothing written).
+            ValueError: As :meth:`metadata_operations` (nothing written).
+            RuntimeError: The store is closed.
+        """
+        ops = self.metadata_operations(updates)
+        if not ops:
+            return
+        with self.write_lock:
+            self._refuse_closed()
+            check_write(cast("M3Store", self))  # another process's reindex or recut: refused
+            for batch in _request_batches(ops, self._backend.request_bytes):
+                self._backend.set_payload(batch)
 
     def _check_indexed(self, points: Sequence[PointData]) -> None:
         """Refuse metadata an index of the collection would hide (:func:`check_indexed_values`).
@@ -349,3 +370,32 @@ class StoreWrites:
         self._backend.finish_writes()
         for doc_id in doc_ids:
             self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
+
+
+#: Operations per metadata request at most (each a filter and a payload).
+_OPS_PER_REQUEST = 256
+
+
+def _request_batches(
+    ops: list[tuple[models.Filter, dict[str, Any]]], limit: int | None
+) -> list[list[tuple[models.Filter, dict[str, Any]]]]:
+    """``ops`` in requests of at most :data:`_OPS_PER_REQUEST`, each under ``limit`` bytes
+    (``None``: no limit) by a generous estimate of its JSON (one request of 4,000 documents'
+    metadata passed a server's limit: HTTP 413).
+
+    >>> len(_request_batches([(models.Filter(), {"m": "x" * 100})] * 600, None))
+    3
+    >>> len(_request_batches([(models.Filter(), {"m": "x" * 100})] * 10, 1500))
+    5
+    """
+    batches: list[list[tuple[models.Filter, dict[str, Any]]]] = [[]]
+    size = 0
+    for op in ops:
+        cost = 2 * len(json.dumps(op[1])) + 512  # the payload (escapes) and its filter
+        full = len(batches[-1]) >= _OPS_PER_REQUEST or (limit is not None and size + cost > limit)
+        if batches[-1] and full:
+            batches.append([])
+            size = 0
+        batches[-1].append(op)
+        size += cost
+    return batches
