@@ -72,6 +72,24 @@ def output_stem(
     return path
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--queries 0`` crashed deep in the run, or
+    wrote a table of zeros).
+
+    >>> positive_int("3")
+    3
+    """
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def with_ext(stem: Path, ext: str) -> Path:
     """``stem`` + ``ext`` (a dot in the stem's name is kept, unlike ``Path.with_suffix``).
 

@@ -6,6 +6,7 @@ the three scripts train on the same rows with the same settings.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from _quality_data import record_split
@@ -171,3 +172,19 @@ def m3kit_config(
         show_progress=False,
         logging_steps=5,
     )
+
+
+def check_bench_python(python: str) -> None:
+    """Exit before any work when LlamaIndex's venv (``--bench-python``) is not there: it was
+    found missing only after m3kit had trained (a raw ``FileNotFoundError``).
+
+    Raises:
+        SystemExit: Naming the path and how to set the venv up.
+    """
+    if not (Path(python).is_file() and os.access(python, os.X_OK)):
+        raise SystemExit(
+            f"error: --bench-python {python} is not an executable Python: LlamaIndex's engine "
+            "runs in its own venv (python -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip "
+            "install llama-index-finetuning sentence-transformers torch), or pass "
+            "--skip-llamaindex"
+        )

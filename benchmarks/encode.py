@@ -57,6 +57,7 @@ from _bench import (
     command_line,
     machine_facts,
     output_stem,
+    positive_int,
     ratios,
     refuse_existing,
     rotated,
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny checkpoint only, 2 rounds")
     p.add_argument("--models", nargs="+", choices=["tiny", "large", "minilm"])
     p.add_argument("--configs", nargs="+", choices=ALL_CONFIGS, default=ALL_CONFIGS)
-    p.add_argument("--passages", type=int, default=32)
+    p.add_argument("--passages", type=positive_int, default=32)
     p.add_argument("--tokens", type=int, default=256, help="tokens per passage")
     p.add_argument("--repeats", type=int, default=None, help="rounds (default 5; --quick: 2)")
     p.add_argument("--large", type=Path, default=DEFAULT_LARGE, help="large checkpoint folder")

@@ -76,6 +76,7 @@ from _bench import (
 )
 from _finetune_setup import (
     add_training_arguments,
+    check_bench_python,
     m3kit_config,
     record_rows,
     training_split,
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out = f"/tmp/m3kit-bench-finetune_{utc_stamp()}"
     out = Path(args.out)
     refuse_existing(out / f"report{ext}" for ext in (".json", ".md", ".png"))
+    if not args.skip_llamaindex:
+        check_bench_python(args.bench_python)
     model = _minilm()
 
     split = training_split(

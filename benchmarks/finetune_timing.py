@@ -52,7 +52,13 @@ from _bench import (
     spread_text,
     with_ext,
 )
-from _finetune_setup import add_training_arguments, m3kit_config, record_rows, training_split
+from _finetune_setup import (
+    add_training_arguments,
+    check_bench_python,
+    m3kit_config,
+    record_rows,
+    training_split,
+)
 from finetune import _minilm, _run_llamaindex, timers
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = output_stem(args.results, "finetune_timing")
     results, results_md = with_ext(stem, ".json"), with_ext(stem, ".md")
     refuse_existing([results, results_md])
+    check_bench_python(args.bench_python)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = training_split(

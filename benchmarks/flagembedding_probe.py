@@ -44,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         machine_facts,
         machine_markdown,
         output_stem,
+        refuse_existing,
         with_ext,
     )
     from FlagEmbedding import BGEM3FlagModel
 
     from m3kit import testing
 
+    stem = output_stem(args.results, "flagembedding_probe")
+    refuse_existing([with_ext(stem, ".json"), with_ext(stem, ".md")])  # before any work
     start = RunStart.now()
     texts = _texts()
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
             flag.encode(texts[:n], return_dense=True, return_sparse=True, return_colbert_vecs=True)
             rows.append({"texts": n, **counted, "rows_per_text": counted["rows"] / n})
     facts = machine_facts(start, "fp32 (FlagEmbedding use_fp16=False; counts only, no timing)")
-    stem = output_stem(args.results, "flagembedding_probe")
     command = command_line("flagembedding_probe.py", argv)
     with_ext(stem, ".json").write_text(
         json.dumps({"command": command, "machine": facts, "rows": rows}, indent=2),

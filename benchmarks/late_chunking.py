@@ -81,6 +81,7 @@ from _bench import (
     machine_facts,
     machine_markdown,
     output_stem,
+    positive_int,
     ratios,
     refuse_existing,
     rotated,
@@ -363,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "tiny-m3"])
-    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--queries", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-size", type=int, default=None, help="default: 96 / 256 tokens")
     parser.add_argument(

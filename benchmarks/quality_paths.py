@@ -78,6 +78,22 @@ PATHS = (
 )
 
 
+def _encoder_path(text: str) -> EncoderPath:
+    """A ``--paths`` item, checked before any work (``torch_int8`` failed as a TypeError,
+    ``torch-int4`` only after the reference path had run).
+
+    >>> _encoder_path("onnx-int8")
+    EncoderPath(backend='onnx', dtype='int8')
+    """
+    backend, _, dtype = text.partition("-")
+    if backend not in ("torch", "onnx") or dtype not in ("fp32", "bf16", "fp16", "int8"):
+        raise SystemExit(
+            f"error: --paths item {text!r} is not BACKEND-DTYPE (backend torch or onnx; dtype "
+            "fp32, bf16, fp16 or int8), e.g. torch-fp32"
+        )
+    return EncoderPath(backend, dtype)
+
+
 def _index_runs(
     encoder: object,
     corpus: Mapping[str, str],
@@ -190,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     offline_env()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("m3kit.encoder").setLevel(logging.ERROR)  # per-passage truncation notes
+    paths = [_encoder_path(p) for p in args.paths]
     model = check_model(args.model)
     digest = checkpoint_digest(model)
-    paths = [EncoderPath(*p.split("-", 1)) for p in args.paths]
     split = held_out(args.data, seed=args.seed, eval_queries=args.eval_queries, model=model)
     print(
         f"{len(split.queries)} queries, {len(split.corpus)} passages of "

@@ -3,8 +3,8 @@
 On the held-out squad_en articles of ``quality_model.py``'s split (paragraphs as passages,
 their questions as queries), nDCG@10 side by side:
 
-- ``BM25``: bm25s (Lucene BM25, k1 1.5, b 0.75, English stop words, no stemming), top 100
-  (passages sharing no term with the query are not retrieved);
+- ``BM25``: bm25s (Lucene BM25, k1 1.5, b 0.75, English stop words, Snowball English
+  stemmer), top 100 (passages sharing no term with the query are not retrieved);
 - ``BM25 -> M3Reranker``: those 100 candidates re-scored by :class:`m3kit.rerank.M3Reranker`
   (default config, like FlagEmbedding's ``compute_score``: ``colbert+sparse+dense`` with
   weights 0.4 / 0.2 / 0.4), and, for reference, by each of its other scores;
@@ -30,7 +30,14 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 
-from _bench import RunStart, checkpoint_digest, command_line, machine_facts, refuse_existing
+from _bench import (
+    RunStart,
+    checkpoint_digest,
+    command_line,
+    machine_facts,
+    positive_int,
+    refuse_existing,
+)
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="three-head M3 checkpoint")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--eval-queries", type=int, default=800, help="seeded sample")
+    parser.add_argument("--eval-queries", type=positive_int, default=800, help="seeded sample")
     parser.add_argument("--seed", type=int, default=0, help="the split quality_model.py used")
     parser.add_argument("--depth", type=int, default=BM25_DEPTH, help="BM25 candidates")
     parser.add_argument(
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`benchmarks/quality_model.py`, fp32; sha256 of its weight files "
         f"`{digest['sha256'][:16]}`). Held-out squad_en articles (split seed "
         f"{args.seed}): {len(queries)} queries, {len(corpus)} passages. BM25: bm25s, English "
-        f"stop words, no stemming; {no_terms} queries share no term with any passage. The "
+        f"stop words, Snowball English stemmer (PyStemmer); {no_terms} queries share no term "
+        "with any passage. The "
         "reranker re-orders BM25's candidates only (its recall@100 is BM25's); the hybrid "
         "searches 10 hits (no recall@100)."
     )

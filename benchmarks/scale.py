@@ -43,6 +43,7 @@ from _bench import (
     machine_facts,
     machine_markdown,
     output_stem,
+    positive_int,
     refuse_existing,
     with_ext,
 )
@@ -172,7 +173,7 @@ def write(result: dict[str, Any], stem: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passages", type=int, default=128)
+    parser.add_argument("--passages", type=positive_int, default=128)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--dtype", default="auto", help="M3Encoder dtype (default: auto)")
     parser.add_argument(

@@ -62,6 +62,7 @@ from _bench import (
     machine_facts,
     machine_markdown,
     output_stem,
+    positive_int,
     refuse_existing,
     with_ext,
 )
@@ -355,7 +356,7 @@ def main_split(args: argparse.Namespace, start: RunStart, stem: Path, command: s
 def main(argv: list[str] | None = None) -> int:
     start = RunStart.now()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument(
         "--client-sizes",
         type=int,
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[1_000, 10_000],
         help="sizes qdrant-client's local (pure-Python) mode is run at",
     )
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--queries", type=positive_int, default=50)
     parser.add_argument("--client-queries", type=int, default=20)
     parser.add_argument(
         "--out",

@@ -539,3 +539,25 @@ def test_index_memory_eval_runs_m3kit_eval_with_both_settings(
     assert record["subcommand"] == "eval" and record["documents"] == 3
     assert [r["setting"] for r in record["runs"]] == ["kept", "unmapped"]
     assert "`m3kit eval` with kept vs unmapped" in (tmp_path / "out" / "ev.md").read_text()
+
+
+def test_benchmarks_refuse_what_would_fail_or_overwrite_before_any_work(tmp_path: Path) -> None:
+    """Found by running them: ``flagembedding_probe.py`` wrote over a committed result;
+    ``finetune.py`` found LlamaIndex's venv missing only after m3kit had trained (a raw
+    ``FileNotFoundError``); ``quality_paths.py --paths torch_int8`` failed as a TypeError
+    (``torch-int4`` after the reference path ran); ``store.py --queries 0`` and the like
+    crashed deep in the run or wrote a table of zeros."""
+    stem = tmp_path / "probe"
+    (tmp_path / "probe.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match="probe.json exists"):
+        _script("flagembedding_probe").main(["--sizes", "2", "--results", str(stem)])
+    assert (tmp_path / "probe.json").read_text(encoding="utf-8") == "{}"
+    out = tmp_path / "ft"
+    with pytest.raises(SystemExit, match="--bench-python /no/python is not an executable"):
+        _script("finetune").main(["--out", str(out), "--bench-python", "/no/python"])
+    assert not out.exists()
+    for item in ("torch_int8", "torch-int4", "jax-fp32"):
+        with pytest.raises(SystemExit, match=rf"--paths item '{item}' is not BACKEND-DTYPE"):
+            _script("quality_paths").main(["--model", "x", "--paths", "torch-fp32", item])
+    with pytest.raises(SystemExit):  # argparse: "--queries: must be >= 1, got 0"
+        _script("store").main(["--queries", "0"])
