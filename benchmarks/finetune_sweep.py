@@ -134,17 +134,19 @@ def _write_markdown(path: Path) -> None:
         "",
         "Each run's data split by article (column `split`: data set, seed); validation = 25% "
         "of the *training* articles "
-        "(`split.validation`, never the evaluation articles); same 1,000 training rows, "
-        "1 epoch, batch 16, all-MiniLM-L6-v2 start. nDCG@10 per head on the validation task "
+        "(`split.validation`, never the evaluation articles); the training rows of column "
+        "`rows`, 1 epoch, batch 16, all-MiniLM-L6-v2 start; column `cpu`: the machine (its "
+        "model, flags and versions under the table). nDCG@10 per head on the validation task "
         "(evaluated at max length 128, as benchmarks/finetune.py does). Changed settings are "
         "relative to the run's base (`bench`: lr 5e-5, temperature 0.02, passage max length "
         "128, 3 hard negatives, fp32; `defaults`: FinetuneConfig's defaults at the time of the "
         "run). Times are on 2 shared CPU cores: compare them only with runs of similar load.",
         "",
-        "| run | split | base | changed | dense | sparse | colbert | fused | train s | steps "
-        "| load |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | split | rows | base | changed | dense | sparse | colbert | fused | train s "
+        "| steps | load | cpu |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    machines: dict[str, str] = {}  # markdown of each machine -> its label in the table
     for r in rows:
         s = r["ndcg@10"]
         changed = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
@@ -153,11 +155,28 @@ def _write_markdown(path: Path) -> None:
         cells = [f"{s[h]:.4f}" if h in s else "-" for h in HEADS]
         secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
         load = f"{r['load'][0]:.1f}" if r.get("load") else "-"
+        cpu = "-"
+        if r.get("machine"):
+            facts = _machine_info(r["machine"]).markdown()
+            cpu = machines.setdefault(facts, f"M{len(machines) + 1}")
         lines.append(
-            f"| {r['name']} | {_split_name(r)} | {r['base']} | {changed} | "
-            f"{' | '.join(cells)} | {secs} | {r.get('steps') or '-'} | {load} |"
+            f"| {r['name']} | {_split_name(r)} | {r.get('train_rows') or '-'} | {r['base']} | "
+            f"{changed} | {' | '.join(cells)} | {secs} | {r.get('steps') or '-'} | {load} "
+            f"| {cpu} |"
         )
+    for facts, label in machines.items():
+        lines += ["", f"{label}:", facts]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _machine_info(facts: dict[str, Any]) -> Any:
+    """The :class:`~m3kit.machine.MachineInfo` of a row's machine facts."""
+    import dataclasses
+
+    from m3kit.machine import MachineInfo
+
+    known = {f.name for f in dataclasses.fields(MachineInfo)}
+    return MachineInfo.from_dict({k: v for k, v in facts.items() if k in known})
 
 
 def main(argv: list[str] | None = None) -> int:

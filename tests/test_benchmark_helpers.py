@@ -561,3 +561,25 @@ def test_benchmarks_refuse_what_would_fail_or_overwrite_before_any_work(tmp_path
             _script("quality_paths").main(["--model", "x", "--paths", "torch-fp32", item])
     with pytest.raises(SystemExit):  # argparse: "--queries: must be >= 1, got 0"
         _script("store").main(["--queries", "0"])
+
+
+def test_finetune_sweep_markdown_names_each_runs_machine_and_rows(tmp_path: Path) -> None:
+    """``finetune_sweep.md`` had no CPU line (every result must name its CPU and flags) and
+    said "same 1,000 training rows" whatever ``--rows`` was."""
+    sweep = _script("finetune_sweep")
+    facts = _script("_bench").machine_facts(_script("_bench").RunStart.now(), "fp32")
+    row = {
+        "name": "r",
+        "base": "bench",
+        "overrides": {},
+        "ndcg@10": {"dense": 0.5},
+        "train_rows": 16,
+        "machine": facts,
+    }
+    log = tmp_path / "sweep.jsonl"
+    log.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    sweep._write_markdown(log)
+    text = (tmp_path / "sweep.md").read_text(encoding="utf-8")
+    assert "| r | squad_en seed 0 | 16 | bench |" in text and text.rstrip().count("| M1 |") == 1
+    assert f"- Machine: {facts['cpu_model']}" in text and "- CPU flags" in text
+    assert "1,000" not in text
