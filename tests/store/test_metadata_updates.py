@@ -85,3 +85,28 @@ def test_another_processs_reindex_refuses_a_metadata_update(
         index.add_texts(["The Rhine flows north."], [{"v": 2}], doc_ids=["d1"])
     assert index.store.document_metadata(["d1"]) == {"d1": {"v": 1}}
     index.close()
+
+
+def test_one_lookup_serves_the_version_check_and_the_metadata_updates(
+    tiny_encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the version check and the metadata-only split scrolled the same documents twice
+    with M3Index.open(tiny_encoder, tmp_path / "db") as index:
+        index.add_texts(["alpha text", "beta text"], [{"v": 1}, {"v": 1}], doc_ids=["a", "b"])
+        backend = index.store._backend
+        scrolled: list[Any] = []
+        real = backend.scroll
+
+        def counted(selector: Any, keys: Any) -> Any:
+            scrolled.append(selector)
+            return real(selector, keys)
+
+        monkeypatch.setattr(backend, "scroll", counted)
+        index.add_texts(
+            ["alpha text", "beta text", "gamma text"],
+            [{"v": 2}, {"v": 1}, {"v": 1}],
+            doc_ids=["a", "b", "c"],
+        )
+        assert len(scrolled) == 1
+        monkeypatch.undo()
+        assert index.store.document_metadata() == {"a": {"v": 2}, "b": {"v": 1}, "c": {"v": 1}}

@@ -315,7 +315,7 @@ class _Queue:
         """
         from m3kit.fingerprint import chunking_signature
         from m3kit.store.index_inputs import versioned_documents
-        from m3kit.store.metadata_updates import metadata_only
+        from m3kit.store.metadata_updates import metadata_only, unstored
 
         texts, metas, ids = _rows(group, first)
         order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
@@ -328,11 +328,11 @@ class _Queue:
                 new.append(d)
             elif seen != d.doc_hash:
                 raise ValueError(f"doc_id {d.doc_id!r} is given twice with different content")
-        done = index.store.complete_documents({d.doc_id: d.doc_hash for d in new}) if new else ()
+        stored = index.store.stored_versions([d.doc_id for d in new]) if new else {}
         # a document whose metadata alone changed keeps its vectors: updated in place once
         # every group passed its checks and the encoded documents are written
-        waiting = [d for d in new if d.doc_id not in done]
-        moves, todo = metadata_only(index, waiting, chunking_signature(chunker))
+        waiting = unstored(new, stored)
+        moves, todo = metadata_only(index, waiting, chunking_signature(chunker), stored)
         self.moves.update(moves)
         for d in todo:
             self._rows.append(

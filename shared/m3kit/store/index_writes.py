@@ -20,7 +20,7 @@ from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.documents import _Chunker, _Doc
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
-from m3kit.store.metadata_updates import metadata_only, update_in_place
+from m3kit.store.metadata_updates import metadata_only, unstored, update_in_place
 from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.index import M3Index
     from m3kit.store.store import M3Store
+    from m3kit.store.store_reads import StoredVersion
 
 __all__ = ["IndexWrites"]
 
@@ -74,11 +75,23 @@ class IndexWrites:
         (:mod:`m3kit.distributed`) encodes them elsewhere and writes them with
         :meth:`write_records`.
         """
+        order, todo, _ = self._unstored(texts, metadatas, doc_ids, chunker)
+        return order, todo
+
+    def _unstored(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        doc_ids: Sequence[str | int] | None,
+        chunker: _Chunker | None,
+    ) -> tuple[list[str], list[_Doc], dict[str, StoredVersion]]:
+        """:meth:`pending`, with the stored versions its one lookup found (what
+        :func:`~m3kit.store.metadata_updates.metadata_only` compares with)."""
         order, docs = versioned_documents(texts, metadatas, doc_ids, chunker)
         if not docs:
-            return order, []
-        done = self.store.complete_documents({d.doc_id: d.doc_hash for d in docs})
-        return order, [d for d in docs if d.doc_id not in done]
+            return order, [], {}
+        stored = self.store.stored_versions([d.doc_id for d in docs])
+        return order, unstored(docs, stored), stored
 
     def write_records(self, records: Sequence[ChunkRecord], empty: Sequence[str] = ()) -> None:
         """Write encoded chunks (replacing older versions of their documents).
@@ -136,11 +149,11 @@ class IndexWrites:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
         self.check_encoder()  # before encoding anything
-        order, todo = self.pending(texts, metadatas, doc_ids, chunker=chunker)
+        order, todo, stored = self._unstored(texts, metadatas, doc_ids, chunker)
         # a document whose metadata alone changed keeps its vectors: updated in place, after
         # the documents encoded (one of those refused: neither is written)
         index = cast("M3Index", self)
-        moves, todo = metadata_only(index, todo, chunking_signature(chunker))
+        moves, todo = metadata_only(index, todo, chunking_signature(chunker), stored)
         if not todo:
             update_in_place(index, moves)
             return order

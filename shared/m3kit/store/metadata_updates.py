@@ -24,8 +24,9 @@ from m3kit.store.cancelling import stop_if_cancelled
 if TYPE_CHECKING:
     from m3kit.store.documents import _Doc
     from m3kit.store.index import M3Index
+    from m3kit.store.store_reads import StoredVersion
 
-__all__ = ["Moves", "metadata_only", "update_in_place", "version_hash"]
+__all__ = ["Moves", "metadata_only", "unstored", "update_in_place", "version_hash"]
 
 
 def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
@@ -46,7 +47,15 @@ def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
 Moves = dict[str, tuple[str, str, Mapping[str, Any]]]
 
 
-def metadata_only(index: M3Index, docs: Sequence[_Doc], signature: str) -> tuple[Moves, list[_Doc]]:
+def unstored(docs: Sequence[_Doc], stored: Mapping[str, StoredVersion]) -> list[_Doc]:
+    """``docs`` not stored whole at their version (``stored``: from
+    :meth:`~m3kit.store.M3Store.stored_versions`), in order."""
+    return [d for d in docs if (v := stored.get(d.doc_id)) is None or v.doc_hash != d.doc_hash]
+
+
+def metadata_only(
+    index: M3Index, docs: Sequence[_Doc], signature: str, stored: Mapping[str, StoredVersion]
+) -> tuple[Moves, list[_Doc]]:
     """Split ``docs`` (not stored at their version) into those whose stored version differs
     in metadata only, to update in place, and the others, to encode (in order). Nothing is
     written; the new metadata is checked (JSON, payload indexes) so that a refusal comes
@@ -57,19 +66,20 @@ def metadata_only(index: M3Index, docs: Sequence[_Doc], signature: str) -> tuple
         docs: Documents :meth:`~m3kit.store.M3Index.pending` found not stored at their
             version.
         signature: The chunking signature their versions were computed with.
+        stored: Their stored versions, from the same lookup
+            (:meth:`~m3kit.store.M3Store.stored_versions`).
 
     Raises:
         ValueError: As :meth:`~m3kit.store.M3Store.metadata_operations`.
     """
     if not docs:
         return {}, []
-    stored = index.store.settled_versions([d.doc_id for d in docs])
     moves: Moves = {}
     for d in docs:
         old = stored.get(d.doc_id)
-        if old is None or not isinstance(old[1], dict):
+        if old is None or old.metadata is None:
             continue
-        old_hash, old_meta = old
+        old_hash, old_meta = old.doc_hash, old.metadata
         # the new text and chunking with the stored metadata give the stored version back:
         # text and chunking are unchanged (so are the vectors); only the metadata differs
         if version_hash(d.text, old_meta, old_meta, signature) == old_hash:

@@ -2,8 +2,8 @@
 
 Split from :mod:`m3kit.store.store` (as :mod:`m3kit.store.store_search` is): :class:`StoreReads`
 is a base class of ``M3Store`` holding :meth:`~m3kit.store.M3Store.points`, ``get``, ``find``,
-``count``, ``document_metadata`` and ``complete_documents``; ``M3Store.__init__`` sets the
-backend they read.
+``count``, ``document_metadata``, ``stored_versions`` and ``complete_documents``;
+``M3Store.__init__`` sets the backend they read.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import models
@@ -42,7 +43,7 @@ from m3kit.store.schema import (
     METADATA,
 )
 
-__all__ = ["StoreReads"]
+__all__ = ["StoreReads", "StoredVersion"]
 
 _DOC_BATCH = 256  # documents per lookup filter
 # payload keys read back by points() and find(): a hit's, the text its vectors were encoded
@@ -186,30 +187,40 @@ class StoreReads:
                 out[str(doc_id)] = dict(meta) if isinstance(meta, Mapping) else {}
         return out
 
-    def settled_versions(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
-        """``{doc_id: (doc_hash, metadata)}`` of the documents stored whole at one version (every
-        chunk ``0..chunk_count-1``, one hash) with one metadata in every chunk."""
+    def stored_versions(self, doc_ids: Sequence[str | int]) -> dict[str, StoredVersion]:
+        """The version of each document stored whole at one version: every chunk index
+        ``0..chunk_count-1`` present, one ``doc_hash`` and one ``chunk_count``, no other chunk
+        (a write that stopped half-way through a document is left out). One scroll serves both
+        :meth:`complete_documents` and the metadata-only updates of
+        :mod:`m3kit.store.metadata_updates`.
+
+        Args:
+            doc_ids: Documents to look up; an id is a str, or an int as its digits (as
+                ``add_texts`` stores it).
+
+        Raises:
+            TypeError: An id is neither a str nor an int.
+        """
+        ids = list(dict.fromkeys(doc_id_text(d, "doc_ids") for d in doc_ids))
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
         keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT, METADATA]
-        for i in range(0, len(doc_ids), _DOC_BATCH):
-            selector = documents_filter(list(doc_ids[i : i + _DOC_BATCH]))
-            for hit in self._backend.scroll(selector, keys):
+        for i in range(0, len(ids), _DOC_BATCH):
+            for hit in self._backend.scroll(documents_filter(ids[i : i + _DOC_BATCH]), keys):
                 found[str(hit.payload.get(DOC_ID))].append(hit.payload)
-        out: dict[str, tuple[str, Any]] = {}
+        out: dict[str, StoredVersion] = {}
         for doc_id, payloads in found.items():
             hashes = {p.get(DOC_HASH) for p in payloads}
             counts = {p.get(CHUNK_COUNT) for p in payloads}
-            metas = {json.dumps(p.get(METADATA), sort_keys=True) for p in payloads}
-            if len(hashes) != 1 or len(counts) != 1 or len(metas) != 1:
+            if len(hashes) != 1 or len(counts) != 1:
                 continue
             (count,) = counts
-            if sorted(int(p.get(CHUNK_INDEX) or 0) for p in payloads) != list(
-                range(int(count or 0))
-            ):
-                continue
+            indices = sorted(int(p.get(CHUNK_INDEX) or 0) for p in payloads)
             (doc_hash,) = hashes
-            if isinstance(doc_hash, str):
-                out[doc_id] = (doc_hash, payloads[0].get(METADATA))
+            if indices != list(range(int(count or 0))) or not isinstance(doc_hash, str):
+                continue
+            metas = {json.dumps(p.get(METADATA), sort_keys=True) for p in payloads}
+            one = payloads[0].get(METADATA) if len(metas) == 1 else None
+            out[doc_id] = StoredVersion(doc_hash, one if isinstance(one, dict) else None)
         return out
 
     def complete_documents(self, versions: Mapping[str, str]) -> set[str]:
@@ -227,20 +238,18 @@ class StoreReads:
             TypeError: An id is neither a str nor an int.
         """
         versions = {doc_id_text(d, "versions"): h for d, h in versions.items()}
-        ids = list(versions)
-        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT]
-        for i in range(0, len(ids), _DOC_BATCH):
-            for hit in self._backend.scroll(documents_filter(ids[i : i + _DOC_BATCH]), keys):
-                found[str(hit.payload.get(DOC_ID))].append(hit.payload)
-        complete = set()
-        for doc_id, payloads in found.items():
-            want = versions.get(doc_id)
-            counts = {p.get(CHUNK_COUNT) for p in payloads}
-            if want is None or len(counts) != 1 or any(p.get(DOC_HASH) != want for p in payloads):
-                continue
-            (count,) = counts
-            indices = sorted(int(p.get(CHUNK_INDEX) or 0) for p in payloads)
-            if indices == list(range(int(count or 0))):
-                complete.add(doc_id)
-        return complete
+        stored = self.stored_versions(list(versions))
+        return {d for d, v in stored.items() if v.doc_hash == versions[d]}
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A document stored whole at one version (:meth:`StoreReads.stored_versions`).
+
+    Attributes:
+        doc_hash: Its version.
+        metadata: Its metadata, when every chunk holds the same JSON object; else ``None``.
+    """
+
+    doc_hash: str
+    metadata: dict[str, Any] | None
