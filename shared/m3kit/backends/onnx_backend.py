@@ -54,6 +54,7 @@ from m3kit.backends.onnx_cache import (
     verified_export,
 )
 from m3kit.backends.onnx_graph import check_exportable, graph_digest
+from m3kit.backends.ort_logging import root_logger_kept
 from m3kit.errors import MissingExtraError
 from m3kit.machine import read_cpu_flags
 from m3kit.model import M3Model
@@ -329,21 +330,22 @@ def _quantize(src: Path, dst: Path, scheme: Int8Scheme) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,  # per output channel: far less loss than one scale per tensor
-        reduce_range=scheme.reduce_range,
-        # MatMul only (the fused Attention op keeps float32 Q/K/V projections): on MiniLM's
-        # real weights, 82 SQuAD passages and questions, the least dense cosine to fp32 of a
-        # non-empty text was 0.9916 this way against 0.983 with Attention quantised too
-        op_types_to_quantize=["MatMul"],
-        use_external_data_format=True,
-        # the fused graph's contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape
-        # inference; every float tensor in this graph is float32
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
-    )
+    with root_logger_kept():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,  # per output channel: far less loss than one scale per tensor
+            reduce_range=scheme.reduce_range,
+            # MatMul only (the fused Attention op keeps float32 Q/K/V projections): on MiniLM's
+            # real weights, 82 SQuAD passages and questions, the least dense cosine to fp32 of
+            # a non-empty text was 0.9916 this way against 0.983 with Attention quantised too
+            op_types_to_quantize=["MatMul"],
+            use_external_data_format=True,
+            # the fused graph's contrib ops (Attention, SkipLayerNormalization) defeat ONNX
+            # shape inference; every float tensor in this graph is float32
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
 
 
 def _build(
