@@ -22,7 +22,7 @@ def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
     embeddings given, and the sparse embeddings' cut (others, not m3kit's, are neither
     recorded nor checked)."""
     out: dict[str, str] = {}
-    dense = _unwrapped(dense)
+    dense = unwrapped(dense)
     if isinstance(dense, M3Embeddings):
         out["dense"] = dense_identity(dense.encoder)
     if isinstance(sparse, M3SparseEmbeddings):
@@ -31,7 +31,7 @@ def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
     return out
 
 
-def _unwrapped(embeddings: Any) -> Any:
+def unwrapped(embeddings: Any) -> Any:
     """The embeddings inside LangChain's ``CacheBackedEmbeddings`` (which the README suggests
     around ``M3Embeddings``): the store recorded and checked nothing for it, so another
     model's vectors were written into the collection without a word. Duck-typed, as the class

@@ -54,7 +54,7 @@ from langchain_m3._qdrant_parents import (
     client_write_lock,
     delete_stale_children,
 )
-from langchain_m3._qdrant_record import model_identities
+from langchain_m3._qdrant_record import model_identities, unwrapped
 from langchain_m3._writes import checked_chunk, same_model
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.sparse_embeddings import M3SparseEmbeddings
@@ -464,7 +464,9 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         """The model the store's embeddings encode with (``None``: they are not M3's, or
         the dense and sparse embeddings are two different models; two loads of one
         checkpoint are one model)."""
-        dense = self._embeddings if Head.DENSE in heads else None
+        # (the store's own model behind LangChain's CacheBackedEmbeddings: chunks that carry
+        # their vectors skip the cache anyway)
+        dense = unwrapped(self._embeddings) if Head.DENSE in heads else None
         sparse = self._sparse_embeddings if Head.SPARSE in heads else None
         models_used = [
             e.encoder for e in (dense, sparse) if isinstance(e, M3Embeddings | M3SparseEmbeddings)

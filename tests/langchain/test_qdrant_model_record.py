@@ -202,6 +202,38 @@ def test_m3_embeddings_behind_langchains_cache_are_recorded_and_checked(
     store.client.close()
 
 
+def test_late_chunks_of_the_stores_own_model_behind_langchains_cache_are_stored(
+    enc_a: M3Encoder, enc_b: M3Encoder
+) -> None:
+    """Behind ``CacheBackedEmbeddings``, every late chunk of the store's own model was refused
+    as "late-chunked by another model ... a model that is not M3"."""
+    from langchain_classic.embeddings import CacheBackedEmbeddings
+    from langchain_core.stores import InMemoryByteStore
+
+    from langchain_m3 import M3LateChunkingSplitter
+
+    emb = M3Embeddings.from_encoder(enc_a)
+    cached = CacheBackedEmbeddings.from_bytes_store(
+        emb, InMemoryByteStore(), namespace=emb.cache_namespace
+    )
+    doc = Document(" ".join(SAMPLE_TEXTS[:3]), metadata={"source": "a"})
+    chunks = M3LateChunkingSplitter.from_encoder(enc_a, chunk_size=12).split_documents([doc])
+    assert len(chunks) > 1
+    store = M3QdrantVectorStore.construct_instance(
+        embedding=cached,
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+        client_options={"location": ":memory:"},
+        collection_name="c",
+    )
+    store.add_documents(chunks)
+    assert store.client.count("c").count == len(chunks)
+    late = M3LateChunkingSplitter.from_encoder(enc_b, chunk_size=12).split_documents([doc])
+    with pytest.raises(ValueError, match="late-chunked by another model"):
+        store.add_documents(late)  # another model's chunks are still refused
+    store.client.close()
+
+
 @pytest.mark.parametrize("mode", [RetrievalMode.DENSE, RetrievalMode.HYBRID, RetrievalMode.SPARSE])
 async def test_a_search_after_the_encoder_changed_in_memory_is_refused(
     tiny_m3_path: Path, mode: RetrievalMode
