@@ -306,7 +306,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         _no_kwargs("add", add_kwargs)
         if not nodes:
             return []
-        self._check_late(nodes)
+        for node in nodes:
+            carried_sparse(node, self._m3_doc_fn)  # refuses a late-chunked node it would refuse
+        self._check_origins(nodes)
         existed = self._record_models()  # another model's store wrote it since: refused
         ids: list[str] = super().add(list(nodes), shard_identifier, **add_kwargs)
         if not existed:
@@ -328,7 +330,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             if carried_sparse(node, self._m3_doc_fn) is None
         ]
         existed = await self._arecord_models()
-        self._check_late(nodes)  # dense origins: after the record names another sparse model
+        self._check_origins(nodes)  # after the record names another sparse model
         encode = self._sparse_doc_fn
         vectors = await encoded_in_thread(encode, texts) if encode and texts else None
         handed = DOC_VECTORS.set(vectors)
@@ -340,14 +342,12 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             await self._arecord_models(created=True)
         return ids
 
-    def _check_late(self, nodes: Sequence[BaseNode]) -> None:
-        """Raise for a late-chunked node :meth:`_build_points` would refuse, before
-        ``QdrantVectorStore`` creates the collection, sized by the first node's embedding;
-        and for a node embedded by an ``M3Embedding`` of another encoder than the sparse
+    def _check_origins(self, nodes: Sequence[BaseNode]) -> None:
+        """Raise for a node embedded by an ``M3Embedding`` of another encoder than the sparse
         model's (a fine-tune of it given to ``VectorStoreIndex`` as ``embed_model``: one point
-        held its dense vector beside the start model's sparse one, silently)."""
+        held its dense vector beside the start model's sparse one, silently), before
+        ``QdrantVectorStore`` creates the collection, sized by the first node's embedding."""
         for node in nodes:
-            carried_sparse(node, self._m3_doc_fn)
             if node.embedding is not None:
                 what = f"the embedding of node {node.node_id!r}"
                 check_origin(node.embedding, self._m3_fingerprint, what)
