@@ -3,7 +3,8 @@
 Late chunking needs every chunk as a character span of its document. This module finds them:
 
 - :func:`sentence_starts` + :func:`pack_sentences`: m3kit's own splitter (whole sentences packed
-  up to a token budget; a sentence longer than the budget is cut at token boundaries).
+  up to a token budget; a sentence longer than the budget is cut between words where a word
+  starts within half the budget back, else at a token boundary).
 - :func:`as_span_splitter`: turns a callable ``str -> [(start, end)]`` or any object with
   ``split_text(str) -> list[str]`` (LangChain ``TextSplitter``, LlamaIndex ``SentenceSplitter``
   / ``TokenTextSplitter``) into a span function; returned strings are located in the document
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,11 +52,13 @@ SpanSplitter = Callable[[str], Sequence[tuple[int, int]]]
 # Hand-written on purpose: the core may only use its own dependencies (nltk / llama-index /
 # langchain splitters belong to the adapters' extras), and chunking only needs *plausible*
 # boundaries - a wrong cut after "Mr." costs nothing because sentences are packed up to a token
-# budget anyway. Latin-script terminators need following whitespace; CJK ones (。！？；) do not;
-# a line break always ends a unit. Closing quotes / brackets stay with their sentence.
+# budget anyway. Latin-script terminators need following whitespace; those that are never a
+# decimal point or an abbreviation's dot do not: CJK (。！？；｡), Devanagari and Bengali (। ॥),
+# Urdu (۔), Arabic (؟), Armenian (։), Ethiopic (።), Myanmar (။), Khmer (។), Tibetan (།); a line
+# break always ends a unit. Closing quotes / brackets stay with their sentence.
 _SENTENCE_END = re.compile(
     r"[.!?…]+[\"'”’)\]»]*\s+"
-    r"|[。！？；]+[”’」』）》\"']*\s*"
+    r"|[。！？；｡।॥۔؟։።။។།]+[”’」』）》\"'»)\]]*\s*"
     r"|\n\s*"
 )
 
@@ -155,7 +159,8 @@ def pack_sentences(
         Ascending chunk start offsets, the first one 0. A token belongs to the chunk its first
         character falls in. A sentence longer than the budget is cut at token starts (never
         between two tokens that start at the same character, e.g. the pieces of one emoji,
-        nor before the end of a token, given ``token_ends``).
+        nor before the end of a token, given ``token_ends``); given ``text``, between two
+        words where a word starts within half the budget back (:func:`_word_cut`).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -192,7 +197,8 @@ def pack_sentences(
         solid_at = np.flatnonzero(solid[pos:end])
         last = pos + int(solid_at[-1]) if solid_at.size else -1  # the sentence's last solid
         while end - pos > chunk_size:
-            cut = _cut_point(tok, reach, pos, pos + chunk_size, end)
+            cut = _word_cut(tok, reach, text, pos, pos + chunk_size) if text is not None else None
+            cut = cut if cut is not None else _cut_point(tok, reach, pos, pos + chunk_size, end)
             if cut is None:
                 break  # every remaining token starts at one character: cannot cut
             if cut > last:  # only whitespace tokens after it: cut before its last solid token
@@ -219,6 +225,49 @@ def _cut_point(
         if _cuts_between(tok, reach, cut):
             return cut
     return None
+
+
+def _word_cut(
+    tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], text: str, lo: int, want: int
+) -> int | None:
+    """The last token index in ``[want - (want - lo) // 2, want]`` (at most half the budget
+    back) where a chunk may start (:func:`_cuts_between`) between two words
+    (:func:`_joins_word`); ``None`` when there is none (a long URL, Thai or Khmer without
+    spaces): the caller then cuts at any token. A sentence over the budget was cut at the
+    token the budget reached, in the middle of a word when a word start was 1-6 tokens back
+    (``"rain|forest"``, ``"scientist|s"``), as LangChain's and LlamaIndex's splitters never
+    cut at the same budget."""
+    for cut in range(want, max(lo, want - (want - lo) // 2), -1):
+        at = int(tok[cut])
+        if _cuts_between(tok, reach, cut) and not _joins_word(text, at):
+            return cut
+    return None
+
+
+#: Characters that join what is on either side into one unit: zero-width joiner (emoji
+#: sequences such as 👩‍👩‍👧‍👦), variation selectors, emoji skin-tone modifiers.
+_JOINERS = re.compile("[\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff]")
+
+
+def _joins_word(text: str, at: int) -> bool:
+    """Whether a cut before ``text[at]`` splits a word (letters, digits or combining marks on
+    both sides; wide CJK characters are words of their own) or a joined sequence.
+
+    >>> [_joins_word("rain forest", i) for i in (2, 5)], _joins_word("北京", 1)
+    ([True, False], False)
+    """
+    if at <= 0 or at >= len(text):
+        return False
+    before, after = text[at - 1], text[at]
+    if _JOINERS.match(after) or before == "\u200d":
+        return True
+    return _in_word(before) and _in_word(after)
+
+
+def _in_word(ch: str) -> bool:
+    return (ch.isalnum() or unicodedata.category(ch)[0] == "M") and unicodedata.east_asian_width(
+        ch
+    ) not in ("W", "F")
 
 
 def _cuts_between(tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], cut: int) -> bool:
