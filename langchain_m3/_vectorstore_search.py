@@ -13,6 +13,10 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
@@ -208,6 +212,7 @@ class VectorStoreSearch(VectorStore):
                 change after).
             TypeError: A ``filter`` that is neither a mapping nor a qdrant ``Filter``.
         """
+        check_no_more_fields(kwargs)
         search_type = kwargs.get("search_type", "similarity")
         if search_type == "mmr":
             raise ValueError("M3VectorStore does not support search_type='mmr' (no MMR search)")
@@ -224,7 +229,8 @@ class VectorStoreSearch(VectorStore):
             raise ValueError("rerank=True needs ColBERT vectors; this collection has none")
         if search_type == "similarity_score_threshold":
             relevance_function(settings, self._index.store.heads)  # rank fusion: refused
-        return super().as_retriever(**kwargs)
+        tags = [*(kwargs.pop("tags", None) or []), *self._get_retriever_tags()]
+        return _M3VectorStoreRetriever(vectorstore=self, tags=tags, **kwargs)
 
     def as_m3_retriever(self, **defaults: Any) -> M3Retriever:
         """An :class:`~langchain_m3.M3Retriever` on the same index (its own defaults: ``k``,
@@ -262,6 +268,59 @@ class VectorStoreSearch(VectorStore):
             score_threshold=kwargs.get("score_threshold"),
             **self._index.layered_settings(kwargs, self._defaults()),
         )
+
+
+class _M3VectorStoreRetriever(VectorStoreRetriever):
+    """LangChain's ``VectorStoreRetriever``, with ``search_kwargs``' ranking values held as
+    the retriever's own: weights held there are left out when a call's own ``fusion`` /
+    ``rerank`` picks a rank fusion, as those of ``M3Retriever`` and ``M3VectorStore`` are
+    (LangChain merges a call's arguments over ``search_kwargs``, so held weights met the
+    call's ``fusion="rrf"`` as the call's own: an error)."""
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return super()._get_relevant_documents(
+            query, run_manager=run_manager, **self._over_held(kwargs)
+        )
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return await super()._aget_relevant_documents(
+            query, run_manager=run_manager, **self._over_held(kwargs)
+        )
+
+    def _over_held(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        call = {n: kwargs[n] for n in SearchSettings.NAMES if n in kwargs}
+        if not call:
+            return kwargs
+        store = self.vectorstore
+        assert isinstance(store, VectorStoreSearch)
+        index = store._index
+        held = index.layered_settings(self.search_kwargs, store._defaults())
+        return {**kwargs, **index.layered_settings(call, held)}
+
+
+#: What ``as_retriever`` passes on to ``VectorStoreRetriever`` (the store is its own).
+_RETRIEVER_FIELDS = frozenset(VectorStoreRetriever.model_fields) - {"vectorstore"}
+
+
+def check_no_more_fields(kwargs: Mapping[str, Any]) -> None:
+    """Refuse an ``as_retriever`` argument ``VectorStoreRetriever`` has no field for: it
+    ignored them, so ``as_retriever(k=1, filter=...)`` searched 4 unfiltered hits.
+
+    Raises:
+        ValueError: Such an argument (a search argument: named, to go in ``search_kwargs``).
+    """
+    unknown = sorted(set(kwargs) - _RETRIEVER_FIELDS)
+    if not unknown:
+        return
+    searched = [n for n in unknown if n in SEARCH_ARGS | {"k"}]
+    hint = f"; give {searched} in search_kwargs={{...}}" if searched else ""
+    raise ValueError(
+        f"unknown as_retriever argument(s) {unknown} (it takes {sorted(_RETRIEVER_FIELDS)})" + hint
+    )
 
 
 def check_search_values(search_kwargs: Mapping[str, Any]) -> None:

@@ -127,8 +127,18 @@ def to_store_filter(filters: MetadataFilters | None) -> Mapping[str, Any] | mode
             (the message names it).
         ValueError: A value of the wrong shape for its operator, or an empty nested
             ``MetadataFilters``.
+        TypeError: ``filters`` is not ``MetadataFilters`` (a ``{key: value}`` dict, as the
+            core and LangChain take, failed with "'dict' object has no attribute 'filters'").
     """
-    if filters is None or not filters.filters:
+    if filters is None:
+        return None
+    if not isinstance(filters, MetadataFilters):
+        raise TypeError(
+            f"filters must be LlamaIndex MetadataFilters, not {type(filters).__name__}; e.g. "
+            'MetadataFilters(filters=[MetadataFilter(key="topic", value="chem")]) or '
+            'MetadataFilters.from_dicts([{"key": "topic", "value": "chem"}])'
+        )
+    if not filters.filters:
         return None
     translated = _group(filters, _condition)  # validates every value, also for the mapping form
     simple = _as_mapping(filters)

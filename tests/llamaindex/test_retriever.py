@@ -152,6 +152,16 @@ def test_unsupported_filter_refused_when_built(retriever: M3Retriever) -> None:
         M3Retriever(retriever.index, filters=bad)
 
 
+def test_a_filter_that_is_not_metadata_filters_is_refused_by_name(retriever: M3Retriever) -> None:
+    # a {key: value} dict (what the core and LangChain take) failed with "'dict' object has
+    # no attribute 'filters'", when built and at each query once assigned
+    with pytest.raises(TypeError, match="MetadataFilters, not dict"):
+        M3Retriever(retriever.index, filters={"topic": "geo"})  # type: ignore[arg-type]
+    retriever.filters = {"topic": "geo"}  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="MetadataFilters, not dict"):
+        retriever.retrieve("capital")
+
+
 def test_query_engine_with_mock_llm(retriever: M3Retriever) -> None:
     retriever.similarity_top_k = 2
     engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(max_tokens=8))
