@@ -126,6 +126,28 @@ def test_arrow_round_trip_is_exact(encoder: M3Encoder, docs: list[Any]) -> None:
         assert np.array_equal(r.vectors.colbert[0], s.vectors.colbert[0])
 
 
+def test_arrow_vectors_of_sliced_and_chunked_tables(encoder: M3Encoder, docs: list[Any]) -> None:
+    # vector columns are read as numpy views of the buffers (not Python floats): a Ray batch
+    # is often a slice of a block, or several blocks
+    import pyarrow as pa
+
+    from m3kit.store.index import _Doc, build_records
+
+    d = [_Doc(x.doc_id, x.text, dict(x.metadata), "h", {"kind": "naive"}) for x in docs[:3]]
+    records, _ = build_records(encoder, encoder.available_heads, d, NaiveChunker(encoder), False)
+    table = records_to_arrow(records, encoder.available_heads)
+    mixed = pa.concat_tables([table.slice(2), table.slice(0, 2)]).slice(1)
+    want = [*records[3:], *records[:2]]
+    back = records_from_arrow(mixed)
+    assert [(r.doc_id, r.chunk_index) for r in back] == [(r.doc_id, r.chunk_index) for r in want]
+    for r, s in zip(want, back, strict=True):
+        assert s.vectors.dense.dtype == np.float32
+        assert np.array_equal(r.vectors.dense, s.vectors.dense)
+        assert r.vectors.sparse == s.vectors.sparse
+        assert s.vectors.sparse[0].indices.dtype == np.int64
+        assert np.array_equal(r.vectors.colbert[0], s.vectors.colbert[0])
+
+
 @pytest.mark.parametrize("backend", ["client", "edge"])
 def test_ray_equals_single_process_and_resumes(
     local_ray: None,

@@ -51,31 +51,39 @@ def records_to_arrow(records: Sequence[ChunkRecord], heads: frozenset[Head]) -> 
 
 
 def records_from_arrow(table: Any) -> list[ChunkRecord]:
-    """The records of :func:`records_to_arrow`, exactly."""
-    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    """The records of :func:`records_to_arrow`, exactly.
+
+    Vector columns are read as numpy views of the table's buffers (``to_pylist`` made a
+    Python float of every value: about 10x the batch's memory on the driver, and as long as
+    the write itself for BGE-M3-sized chunks); scalar and text columns as Python values.
+    """
+    vector_columns = {"dense", "sparse_ids", "sparse_weights", "colbert"}
+    cols = {
+        name: table.column(name).to_pylist()
+        for name in table.column_names
+        if name not in vector_columns
+    }
+    dense = _ragged(table, "dense", np.float32)
     heads = {Head.DENSE}
-    if "sparse_ids" in cols:
+    if "sparse_ids" in table.column_names:
         heads.add(Head.SPARSE)
-    if "colbert" in cols:
+        sparse_ids = _ragged(table, "sparse_ids", np.int64)
+        sparse_weights = _ragged(table, "sparse_weights", np.float32)
+    if "colbert" in table.column_names:
         heads.add(Head.COLBERT)
+        colbert_rows = _ragged(table, "colbert", np.float32)
     out = []
     for i in range(table.num_rows):
         colbert = None
         if Head.COLBERT in heads:
-            flat = np.asarray(cols["colbert"][i], dtype=np.float32)
-            colbert = (flat.reshape(int(cols["colbert_tokens"][i]), -1),)
+            colbert = (colbert_rows[i].reshape(int(cols["colbert_tokens"][i]), -1),)
         sparse = None
         if Head.SPARSE in heads:
-            sparse = (
-                SparseVector(
-                    np.asarray(cols["sparse_ids"][i], dtype=np.int64),
-                    np.asarray(cols["sparse_weights"][i], dtype=np.float32),
-                ),
-            )
+            sparse = (SparseVector(sparse_ids[i], sparse_weights[i]),)
         vectors = M3Output(
             heads=frozenset(heads),
             token_counts=(int(cols["token_count"][i]),),
-            _dense=np.asarray(cols["dense"][i], dtype=np.float32)[None, :],
+            _dense=dense[i][None, :],
             _sparse=sparse,
             _colbert=colbert,
         )
@@ -95,3 +103,13 @@ def records_from_arrow(table: Any) -> list[ChunkRecord]:
             )
         )
     return out
+
+
+def _ragged(table: Any, name: str, dtype: type[np.generic]) -> list[np.ndarray]:
+    """Each row of list column ``name`` as a numpy array (views of one buffer, no copy when
+    the column is one chunk of ``dtype`` already)."""
+    column = table.column(name).combine_chunks()
+    # ``values`` ignores a slice's offset and ``offsets`` index into it, so the two agree
+    values = np.asarray(column.values.to_numpy(zero_copy_only=False), dtype=dtype)
+    offsets = column.offsets.to_numpy()
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
