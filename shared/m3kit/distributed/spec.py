@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
     from m3kit.fingerprint import EncoderFingerprint
 
-__all__ = ["EncoderSpec"]
+__all__ = ["EncoderSpec", "code_digest"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ class EncoderSpec:
             weights on a CPU without VNNI, 8-bit with it: ``Int8Scheme``): a worker whose CPU
             quantises the other way refuses to load, as its vectors would differ (cosine
             ~0.97-0.99) under the same identity. ``None``: not int8, not checked.
+        code: A digest of the parent's m3kit source (:func:`code_digest`): a worker running
+            another m3kit refuses to load, as its chunks could differ under the document
+            versions the parent computed (both installs said 0.1.0, one cut 68 chunks where
+            the other cut 59, stored as one version and skipped by every re-run). ``None``:
+            not checked.
     """
 
     path: str
@@ -78,6 +83,7 @@ class EncoderSpec:
     onnx_cache_dir: str | None = None
     trust_remote_code: bool = False
     int8_reduce_range: bool | None = None
+    code: str | None = None
 
     @classmethod
     def of(cls, encoder: M3Encoder, fingerprint: EncoderFingerprint | None = None) -> EncoderSpec:
@@ -127,6 +133,7 @@ class EncoderSpec:
             onnx_cache_dir=str(cache_dir) if backend == "onnx" and cache_dir is not None else None,
             trust_remote_code=_runs_own_code(encoder),
             int8_reduce_range=_int8_reduce_range(backend, encoder.precision.value),
+            code=code_digest(),
         )
 
     def worker_dtype(self, device: str) -> str:
@@ -170,6 +177,24 @@ class EncoderSpec:
         """
         from m3kit.encoder import M3Encoder
 
+        if self.code is not None and (mine := code_digest()) != self.code:
+            import m3kit
+
+            raise ValueError(
+                f"this worker (on {device}) runs another m3kit than the parent: its source "
+                f"({Path(m3kit.__file__).parent}, digest {mine}) differs from the parent's "
+                f"(digest {self.code}), so its chunks or vectors could differ under the "
+                "document versions the parent computed. Nothing was encoded; install the "
+                "same m3kit on every node (a Ray runtime_env, or one image)"
+            )
+        if not Path(self.path).is_dir():
+            raise ValueError(
+                f"a worker (on {device}) has no checkpoint folder {self.path}: workers load "
+                "the parent's model from the folder the parent loaded (a model given by hub id "
+                "is the parent's local snapshot of it), so every node needs that folder at "
+                "that path: a shared filesystem, or the same folder copied to each node, "
+                "given as --model / from_pretrained(folder). Nothing was encoded"
+            )
         encoder = M3Encoder.from_pretrained(
             self.path,
             device=device,
@@ -208,6 +233,22 @@ class EncoderSpec:
                     "Nothing was encoded; give every worker the same checkpoint"
                 )
         return encoder
+
+
+def code_digest() -> str:
+    """A digest of this process's m3kit source files (their paths in the package and their
+    bytes): two installs of one version string can cut and encode differently (a commit
+    between releases, a local patch), which the version alone does not tell."""
+    import hashlib
+
+    import m3kit
+
+    root = Path(m3kit.__file__).parent
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _int8_reduce_range(backend: str, precision: str) -> bool | None:
