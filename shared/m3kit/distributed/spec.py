@@ -177,12 +177,12 @@ class EncoderSpec:
         """
         from m3kit.encoder import M3Encoder
 
-        if self.code is not None and (mine := code_digest()) != self.code:
+        if self.code is not None and (digest := code_digest()) != self.code:
             import m3kit
 
             raise ValueError(
                 f"this worker (on {device}) runs another m3kit than the parent: its source "
-                f"({Path(m3kit.__file__).parent}, digest {mine}) differs from the parent's "
+                f"({Path(m3kit.__file__).parent}, digest {digest}) differs from the parent's "
                 f"(digest {self.code}), so its chunks or vectors could differ under the "
                 "document versions the parent computed. Nothing was encoded; install the "
                 "same m3kit on every node (a Ray runtime_env, or one image)"
