@@ -96,6 +96,12 @@ class M3Reranker(M3EncoderSettingsFields, BaseNodePostprocessor):
         "text alone), 'llm' or 'all'.",
     )
 
+    show_progress: bool = Field(
+        default=False,
+        description="A tqdm bar while the candidates are encoded (default off: a query "
+        "engine reranks on every query).",
+    )
+
     _reranker: CoreReranker = PrivateAttr()
 
     @field_validator("weights")
@@ -158,5 +164,7 @@ class M3Reranker(M3EncoderSettingsFields, BaseNodePostprocessor):
         if not nodes:
             return []
         texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-        ranked = self._reranker.rerank(query_bundle.query_str, texts, top_n=self.top_n)
+        ranked = self._reranker.rerank(
+            query_bundle.query_str, texts, top_n=self.top_n, show_progress=self.show_progress
+        )
         return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in ranked]

@@ -174,3 +174,24 @@ def test_from_dict_and_pickle_keep_the_encoders_max_length_and_instruction(
     assert [n.score for n in again.postprocess_nodes(_nodes(), query_str=QUERY)] == [
         n.score for n in same.postprocess_nodes(_nodes(), query_str=QUERY)
     ]
+
+
+def test_show_progress_is_off_unless_asked(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the core's default shows a bar when the candidates take more than one batch: every
+    # query of a query engine that retrieves 50 and reranks to 5 printed one
+    seen: list[object] = []
+    encode = tiny_encoder.encode
+
+    def spy(texts: list[str], **options: object) -> object:
+        seen.append(options.get("show_progress"))
+        return encode(texts, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tiny_encoder, "encode", spy)
+    for given, want in (({}, False), ({"show_progress": True}, True)):
+        seen.clear()
+        M3Reranker.from_encoder(tiny_encoder, **given).postprocess_nodes(
+            _nodes(), query_str="capital"
+        )
+        assert seen[-1] is want  # the candidates' encode (the query's shows none)
