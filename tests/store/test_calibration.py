@@ -361,3 +361,24 @@ def test_query_ids_are_compared_as_strings_as_evaluate_heads_compares_them(
     assert evaluate_search(encoder, CORPUS, int_queries, str_qrels, settings) == evaluate_search(
         encoder, CORPUS, renamed, str_qrels, settings
     )
+
+
+def test_int_ids_score_as_their_text(encoder: M3Encoder) -> None:
+    # ids are compared as strings by every metric; int corpus ids (MS MARCO passage ids)
+    # failed as the calibration store's record ids, after the whole corpus was encoded
+    as_int = {i: t for i, t in enumerate(TEXTS)}
+    queries = {i: q for i, q in enumerate(QUERIES.values())}
+    qrels = {i: {int(d[1:]): g for d, g in QRELS[q].items()} for i, q in enumerate(QUERIES)}
+    settings = {"rrf": SearchSettings(fusion=Fusion.RRF), "m3": SearchSettings(fusion=Fusion.M3)}
+    got = evaluate_searches(encoder, as_int, queries, qrels, settings, ks=(10,))
+    want = evaluate_searches(
+        encoder,
+        {str(i): t for i, t in as_int.items()},
+        {str(i): q for i, q in queries.items()},
+        {str(q): {str(d): g for d, g in r.items()} for q, r in qrels.items()},
+        settings,
+        ks=(10,),
+    )
+    assert got == want
+    with pytest.raises(ValueError, match=r"two ids of one text .*\['1'\]"):
+        evaluate_searches(encoder, {1: "a", "1": "b"}, queries, qrels, settings)

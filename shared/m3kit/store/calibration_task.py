@@ -77,8 +77,14 @@ def calibration_task(
         raise ValueError("no query has a relevant passage in qrels")
     if ignore_identical_ids:
         check_identical_ids(judgements)
-    heads = sorted(encoder.available_heads)
     doc_ids = list(corpus)
+    # stored under their text (ids are compared as strings, as by every metric here): int ids
+    # failed as ChunkRecord ids, after the whole corpus was encoded
+    by_id = {str(d): d for d in doc_ids}
+    if len(by_id) != len(doc_ids):
+        twins = sorted({str(d) for d in doc_ids if str(d) in by_id and by_id[str(d)] != d})
+        raise ValueError(f"corpus has two ids of one text (ids are compared as strings): {twins}")
+    heads = sorted(encoder.available_heads)
     docs, qs = encode_corpus_and_queries(
         encoder,
         [corpus[d] for d in doc_ids],
@@ -100,15 +106,13 @@ def calibration_task(
         # query's (query, head_scores); recorded, as an index records it (its writes check it)
         settle_sparse_cut(store, sparse_cut)
         records = [
-            ChunkRecord(d, 0, corpus[d], {}, output_row(docs, i)) for i, d in enumerate(doc_ids)
+            ChunkRecord(str(d), 0, corpus[d], {}, output_row(docs, i))
+            for i, d in enumerate(doc_ids)
         ]
         store.upsert(records, show_progress=show_progress)
-        doc_of = {point_id(d, 0): d for d in doc_ids}
-        by_id = {str(d): d for d in doc_ids}  # ids compared as strings
+        doc_of = {point_id(str(d), 0): d for d in doc_ids}
         left_out = {
-            q: point_id(by_id[str(q)], 0)
-            for q in judged
-            if ignore_identical_ids and str(q) in by_id
+            q: point_id(str(q), 0) for q in judged if ignore_identical_ids and str(q) in by_id
         }
         yield CalibrationTask(
             store, qs, tuple(judged), doc_of, {q: judgements[str(q)] for q in judged}, left_out
