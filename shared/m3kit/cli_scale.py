@@ -254,6 +254,7 @@ def index_on_ray(index: M3Index, docs: Sequence[SourceDocument], args: argparse.
             num_actors=actors,
             num_cpus=cpus,
             num_gpus=gpus,
+            show_progress=False if args.quiet else None,
         )
     finally:
         ray.shutdown()

@@ -239,3 +239,29 @@ def test_a_row_of_the_wrong_shape_is_refused_naming_it(
     # empty string (a CSV's empty cell: ray.data.read_csv gives "", not None)
     assert _rows([{"doc_id": "n", "text": "t", "metadata": None}])[1] == [{}]
     assert _rows([{"doc_id": "n", "text": "t", "metadata": ""}])[1] == [{}]
+
+
+def test_show_progress_false_turns_ray_datas_bars_off_for_the_run(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `m3kit index --ray --quiet` still printed Ray Data's progress bars (and a deprecation
+    # warning of the retry limit's keyword)
+    import warnings
+
+    from m3kit.distributed import ray_pipeline
+
+    context = ray.data.DataContext.get_current()
+    before = context.enable_progress_bars
+    seen: list[bool] = []
+    real = ray_pipeline.records_from_arrow
+
+    def spy(table: Any) -> Any:
+        seen.append(ray.data.DataContext.get_current().enable_progress_bars)
+        return real(table)
+
+    monkeypatch.setattr(ray_pipeline, "records_from_arrow", spy)
+    with M3Index.open(encoder, tmp_path / "db") as index, warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        index_with_ray(index, ROWS, chunker=ChunkerSpec("naive"), show_progress=False)
+    assert seen and not any(seen)
+    assert context.enable_progress_bars == before  # for this run only

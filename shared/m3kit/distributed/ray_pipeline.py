@@ -31,6 +31,7 @@ import enum
 import itertools
 import json
 import logging
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -373,6 +374,7 @@ def index_with_ray(
     num_gpus: float = 0.0,
     docs_per_batch: int = 16,
     truncation: Truncation | str = "warn",
+    show_progress: bool | None = None,
 ) -> list[str]:
     """Encode documents on a Ray cluster and write them through ``index``.
 
@@ -399,6 +401,8 @@ def index_with_ray(
             process; ``"error"``: :class:`~m3kit.errors.TruncationError`, raised here before
             its batch is written (batches written before it stay, as with ``add_texts``).
             The chunkers never cut.
+        show_progress: Ray Data's progress bars while the actors encode (``None``: Ray's own
+            setting, ``DataContext.enable_progress_bars``; set for this run only).
 
     Every document is checked (and looked up in the collection) before the first is encoded,
     so a refused one leaves the collection as it was; the input is read in groups as it
@@ -449,26 +453,33 @@ def index_with_ray(
     if not queue.todo:
         update_in_place(index, queue.moves)
         return queue.order
-    heads = sorted(h.value for h in index.store.heads)
-    ds = queue.dataset().map_batches(
-        _EncodeActor,
-        fn_constructor_kwargs={
-            "spec": EncoderSpec.of(index.encoder),
-            "chunker": spec_chunker,
-            "heads": heads,
-            "gpus": num_gpus,
-        },
-        batch_size=docs_per_batch,
-        batch_format="numpy",
-        # a fixed pool of num_actors actors (``concurrency=`` is deprecated since Ray 2.51)
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        # Ray Data retries a batch whose actor process died forever by default: a document
-        # that kills its worker every time (out of memory) hung the job without a word
-        max_task_retries=BATCH_RETRIES,
-    )
+    context = ray.data.DataContext.get_current()
+    shown = context.enable_progress_bars
+    context.enable_progress_bars = shown if show_progress is None else show_progress
     try:
+        heads = sorted(h.value for h in index.store.heads)
+        with warnings.catch_warnings():
+            # max_task_retries has no named parameter yet (Ray 2.60 warns that ray_remote_args
+            # go in 2.64; a Ray without them refuses the keyword: a loud TypeError, no hang)
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = queue.dataset().map_batches(
+                _EncodeActor,
+                fn_constructor_kwargs={
+                    "spec": EncoderSpec.of(index.encoder),
+                    "chunker": spec_chunker,
+                    "heads": heads,
+                    "gpus": num_gpus,
+                },
+                batch_size=docs_per_batch,
+                batch_format="numpy",
+                # a fixed pool of num_actors actors (``concurrency=`` is deprecated since 2.51)
+                compute=ray.data.ActorPoolStrategy(size=num_actors),
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                # Ray Data retries a batch whose actor process died forever by default: a
+                # document that kills its worker every time (out of memory) hung the job
+                max_task_retries=BATCH_RETRIES,
+            )
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             _log_notes(table, mode)
             _raise_failure(table)  # before the batch is written
@@ -480,5 +491,7 @@ def index_with_ray(
             "the actor's log). The batches written before stay; index again to write the "
             "rest, with fewer documents per batch or more memory per actor"
         ) from e
+    finally:
+        context.enable_progress_bars = shown
     update_in_place(index, queue.moves)
     return queue.order
