@@ -297,6 +297,16 @@ def training_record(model: str | Path) -> dict[str, Any] | None:
     return record
 
 
+def model_provenance(model: str | Path) -> str:
+    """How a results file describes ``model``: the script that trained it, from its
+    :data:`SPLIT_FILE`, else that it carries no such record (the results files called any
+    checkpoint given "MiniLM fine-tuned into three heads by quality_model.py")."""
+    record = training_record(model)
+    if record is None:
+        return "a checkpoint these benchmarks did not train (no training_split.json)"
+    return f"trained by `{record['by']}` on {len(record['train_articles'])} articles"
+
+
 def record_training(
     model: str | Path,
     *,

@@ -38,7 +38,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from _bench import RunStart, checkpoint_digest, command_line, machine_facts, refuse_existing
+from _bench import (
+    RunStart,
+    checkpoint_digest,
+    command_line,
+    machine_facts,
+    model_provenance,
+    refuse_existing,
+)
 from _quality_data import (
     DEFAULT_DATA,
     DEFAULT_MODEL,
@@ -266,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     table = _markdown(rows, ref_name)
     intro = (
         f"# Retrieval quality per encoder path (`benchmarks/quality_paths.py`)\n\n"
-        f"Command: `{command}`. Model: `{model}` (MiniLM fine-tuned into three heads by "
-        f"`benchmarks/quality_model.py`; sha256 of its weight files "
+        f"Command: `{command}`. Model: `{model}` ({model_provenance(model)}"
+        f"; sha256 of its weight files "
         f"`{digest['sha256'][:16]}`). Held-out squad_en articles (split seed "
         f"{args.seed}): {len(split.queries)} queries, {len(split.corpus)} passages. nDCG@10; "
         f"Δ = points against {ref_name}; guard (issue #15): |Δ| <= {GUARD_POINTS} for "

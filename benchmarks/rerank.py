@@ -35,6 +35,7 @@ from _bench import (
     checkpoint_digest,
     command_line,
     machine_facts,
+    model_provenance,
     positive_int,
     refuse_existing,
 )
@@ -161,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     intro = (
         "# Reranking: BM25 vs BM25 + M3Reranker vs three-way hybrid (`benchmarks/rerank.py`)\n\n"
-        f"Command: `{command}`. Model: `{model}` (MiniLM fine-tuned into three heads by "
-        f"`benchmarks/quality_model.py`, fp32; sha256 of its weight files "
+        f"Command: `{command}`. Model: `{model}` ({model_provenance(model)}"
+        f", fp32; sha256 of its weight files "
         f"`{digest['sha256'][:16]}`). Held-out squad_en articles (split seed "
         f"{args.seed}): {len(queries)} queries, {len(corpus)} passages. BM25: bm25s, English "
         f"stop words, Snowball English stemmer (PyStemmer); {no_terms} queries share no term "

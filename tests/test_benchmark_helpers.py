@@ -583,3 +583,13 @@ def test_finetune_sweep_markdown_names_each_runs_machine_and_rows(tmp_path: Path
     assert "| r | squad_en seed 0 | 16 | bench |" in text and text.rstrip().count("| M1 |") == 1
     assert f"- Machine: {facts['cpu_model']}" in text and "- CPU flags" in text
     assert "1,000" not in text
+
+
+def test_results_describe_the_model_they_scored(bench: ModuleType, tmp_path: Path) -> None:
+    # quality_paths.md / rerank.md called any checkpoint given "MiniLM fine-tuned into three
+    # heads by quality_model.py"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert "did not train" in bench.model_provenance(plain)
+    bench.record_training(plain, by="quality_model.py", data=tmp_path, train_articles=["a", "b"])
+    assert bench.model_provenance(plain) == "trained by `quality_model.py` on 2 articles"
