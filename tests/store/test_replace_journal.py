@@ -97,3 +97,44 @@ def test_a_finished_write_leaves_no_journal(tiny_m3_path: Path, tmp_path: Path) 
     assert _write(tiny_m3_path, folder, "edge", LONG) == 0
     assert _write(tiny_m3_path, folder, "edge", SHORT) == 0
     assert not list(folder.glob(".m3kit-replacing-*"))
+
+
+@pytest.mark.parametrize("where", ["after-upsert", "drop-stale"])
+def test_an_interrupted_write_is_finished_by_the_next_write_of_the_process(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # Ctrl-C as the engine's upsert returned (or while the old versions were deleted) left
+    # the journal; the process's next replacing write overwrote it with its own and removed
+    # it, so "doc" kept its old version's tail for good, reopened or not
+    from m3kit.chunking import NaiveChunker
+    from m3kit.store.store_writes import StoreWrites
+
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    chunker = NaiveChunker(encoder, chunk_size=16)
+    folder = tmp_path / "db"
+    with M3Index.open(encoder, folder) as index:
+        index.add_texts([LONG], doc_ids=["doc"], chunker=chunker)
+        backend = index.store._backend
+        real_upsert, real_drop = backend.upsert, StoreWrites._drop_stale
+
+        def interrupted_upsert(*args: object, **kwargs: object) -> None:
+            real_upsert(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        def interrupted_drop(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        if where == "after-upsert":
+            monkeypatch.setattr(backend, "upsert", interrupted_upsert)
+        else:
+            monkeypatch.setattr(StoreWrites, "_drop_stale", interrupted_drop)
+        with pytest.raises(KeyboardInterrupt):
+            index.add_texts([SHORT], doc_ids=["doc"], chunker=chunker)
+        monkeypatch.undo()
+        index.add_texts(["Another document."], doc_ids=["other"])  # the next write
+        texts = [h.text for h in index.search("version", k=200) if h.doc_id == "doc"]
+        assert texts and all(t in SHORT for t in texts)
+    with M3Index.open(encoder, folder) as index:
+        texts = [h.text for h in index.search("version", k=200) if h.doc_id == "doc"]
+        assert texts and all(t in SHORT for t in texts)
+    assert not list(folder.glob(".m3kit-replacing-*"))

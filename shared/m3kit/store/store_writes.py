@@ -32,7 +32,7 @@ from m3kit.store.points import (
 )
 from m3kit.store.record_check import check_write
 from m3kit.store.records import ChunkRecord
-from m3kit.store.replace_journal import record_replacing, replaced
+from m3kit.store.replace_journal import finish_interrupted, record_replacing, replaced
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNK_INDEX,
@@ -159,6 +159,10 @@ class StoreWrites:
         ):
             self._refuse_closed()  # closed while this write waited for the lock
             if replace:  # a process killed before the old versions go: finished at next open
+                # an earlier write of this process interrupted (Ctrl-C) left its journal: it is
+                # finished first, as an open would, not overwritten (its documents kept both
+                # versions' chunks for good)
+                finish_interrupted(self._backend)
                 record_replacing(self._backend, version)
             try:
                 if workers > 1:  # a server: several requests in flight
