@@ -115,7 +115,7 @@ def test_an_interrupted_write_is_finished_by_the_next_write_of_the_process(
     with M3Index.open(encoder, folder) as index:
         index.add_texts([LONG], doc_ids=["doc"], chunker=chunker)
         backend = index.store._backend
-        real_upsert, real_drop = backend.upsert, StoreWrites._drop_stale
+        real_upsert = backend.upsert
 
         def interrupted_upsert(*args: object, **kwargs: object) -> None:
             real_upsert(*args, **kwargs)

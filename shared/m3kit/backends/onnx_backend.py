@@ -54,7 +54,7 @@ from m3kit.backends.onnx_cache import (
     verified_export,
 )
 from m3kit.backends.onnx_graph import check_exportable, graph_digest
-from m3kit.backends.ort_logging import root_logger_kept
+from m3kit.backends.ort_logging import ort_logging_kept
 from m3kit.errors import MissingExtraError
 from m3kit.machine import read_cpu_flags
 from m3kit.model import M3Model
@@ -330,7 +330,7 @@ def _quantize(src: Path, dst: Path, scheme: Int8Scheme) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with root_logger_kept():
+    with ort_logging_kept():
         quantize_dynamic(
             str(src),
             str(dst),
