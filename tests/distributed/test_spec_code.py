@@ -54,3 +54,17 @@ def test_a_worker_without_the_checkpoint_folder_is_told_every_node_needs_it(
     spec = dataclasses.replace(EncoderSpec.of(tiny_encoder), path=str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="every node needs that folder at that path"):
         spec.load("cpu")
+
+
+def test_an_editors_lock_file_in_the_package_is_not_source(tmp_path: Path) -> None:
+    # Emacs keeps ".#chunk_spans.py", a dangling link, beside a modified buffer: the digest
+    # failed with FileNotFoundError, and so did pickling M3Embeddings and every Ray run
+    copy = tmp_path / "m3kit"
+    shutil.copytree(Path(m3kit.__file__).parent, copy, ignore=shutil.ignore_patterns("*.pyc"))
+    (copy / ".#chunk_spans.py").symlink_to("user@host.1234:1700000000")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    code = "import m3kit.distributed.spec as s; print(s.code_digest())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [code_digest()]  # the same source as this install's

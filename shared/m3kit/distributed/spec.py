@@ -246,8 +246,16 @@ def code_digest() -> str:
     root = Path(m3kit.__file__).parent
     digest = hashlib.sha256()
     for file in sorted(root.rglob("*.py")):
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(file.read_bytes() + b"\0")
+        name = file.relative_to(root)
+        # source files only: not an editor's lock or backup (".#chunk_spans.py", a dangling
+        # link), nor what sits in hidden folders
+        if any(part.startswith(".") for part in name.parts) or not file.is_file():
+            continue
+        try:
+            data = file.read_bytes()
+        except OSError:  # unreadable: not part of what this process imported
+            continue
+        digest.update(name.as_posix().encode() + b"\0" + data + b"\0")
     return digest.hexdigest()[:16]
 
 
