@@ -250,24 +250,29 @@ _JOINERS = re.compile("[\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff]")
 
 
 def _joins_word(text: str, at: int) -> bool:
-    """Whether a cut before ``text[at]`` splits a word (letters, digits or combining marks on
-    both sides; wide CJK characters are words of their own) or a joined sequence.
+    """Whether a cut before ``text[at]`` falls inside a word: a run of characters other than
+    whitespace (``"3.|14"``, ``"couldn|'t"``, Korean ``"킬로미터|에"`` too), where Chinese and
+    Japanese characters are words of their own; or inside a joined sequence (emoji).
 
-    >>> [_joins_word("rain forest", i) for i in (2, 5)], _joins_word("北京", 1)
-    ([True, False], False)
+    >>> [_joins_word("rain forest", i) for i in (2, 4, 5)], _joins_word("北京", 1)
+    ([True, False, False], False)
     """
     if at <= 0 or at >= len(text):
         return False
     before, after = text[at - 1], text[at]
     if _JOINERS.match(after) or before == "\u200d":
         return True
-    return _in_word(before) and _in_word(after)
+    if is_blank(before) or is_blank(after):
+        return False
+    return not (_own_word(before) or _own_word(after))
 
 
-def _in_word(ch: str) -> bool:
-    return (ch.isalnum() or unicodedata.category(ch)[0] == "M") and unicodedata.east_asian_width(
-        ch
-    ) not in ("W", "F")
+def _own_word(ch: str) -> bool:
+    """A wide character of a script that writes no spaces between words (Han, kana, their
+    punctuation); Hangul, though wide, is spaced between words."""
+    return unicodedata.east_asian_width(ch) in ("W", "F") and not unicodedata.name(
+        ch, ""
+    ).startswith("HANGUL")
 
 
 def _cuts_between(tok: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], cut: int) -> bool:

@@ -29,24 +29,44 @@ _TRANSCRIPT = (
 )
 
 
-def _in_word(ch: str) -> bool:  # a letter, digit or mark of a script that spaces its words
-    wide = unicodedata.east_asian_width(ch) in ("W", "F")
-    return (ch.isalnum() or unicodedata.category(ch).startswith("M")) and not wide
-
-
 def _cuts_a_word(text: str, start: int) -> bool:
-    return _in_word(text[start - 1]) and _in_word(text[start])
+    """Inside a run of non-space characters, where neither side is Han or kana (words of
+    their own)."""
+    before, after = text[start - 1], text[start]
+
+    def own_word(ch: str) -> bool:
+        wide = unicodedata.east_asian_width(ch) in ("W", "F")
+        return wide and not unicodedata.name(ch, "").startswith("HANGUL")
+
+    spaced = not (before.isspace() or after.isspace())
+    return spaced and not (own_word(before) or own_word(after))
 
 
-@pytest.mark.parametrize("chunk_size", [8, 13, 32])
+# Korean spaces its words (Hangul is wide, but not a word per character); numbers and
+# contractions are words with punctuation inside
+_KOREAN = (
+    "아마존 열대우림은 남아메리카 아마존 분지의 대부분을 덮고 있으며 "
+    "이 분지는 칠백만 제곱킬로미터에 이르고 그중 오백오십만 제곱킬로미터가 "
+    "열대우림으로 덮여 있고 이 지역은 아홉 나라의 영토를 포함하며 "
+    "숲의 대부분은 브라질에 있고 페루 콜롬비아 그리고 베네수엘라 에콰도르 볼리비아에도 조금 있다"
+)
+_NUMBERS = (
+    "the measured constant was 3.14159265358979 and the count was 1,234,567,890 while we "
+    "couldn't shouldn't haven't wouldn't seen the 2,345.678 value near 10,000,000 before "
+) * 3
+
+
+# (from 13 tokens: a word longer than half the budget, 5 XLM-R tokens of Korean, is cut)
+@pytest.mark.parametrize("chunk_size", [13, 32])
+@pytest.mark.parametrize("text", [_TRANSCRIPT, _KOREAN, _NUMBERS], ids=["en", "ko", "numbers"])
 def test_an_over_budget_sentence_is_cut_between_words(
-    tiny_m3_xlmr_path: Path, chunk_size: int
+    tiny_m3_xlmr_path: Path, chunk_size: int, text: str
 ) -> None:
     encoder = M3Encoder.from_pretrained(tiny_m3_xlmr_path, dtype="fp32")
-    (spans,) = LateChunker(encoder, chunk_size=chunk_size).spans([_TRANSCRIPT])
+    (spans,) = LateChunker(encoder, chunk_size=chunk_size).spans([text])
     assert len(spans) > 2
-    assert "".join(_TRANSCRIPT[s:e] for s, e in spans) == _TRANSCRIPT
-    assert [s for s, _ in spans[1:] if _cuts_a_word(_TRANSCRIPT, s)] == []
+    assert "".join(text[s:e] for s, e in spans) == text
+    assert [text[s - 5 : s + 5] for s, _ in spans[1:] if _cuts_a_word(text, s)] == []
 
 
 def test_emoji_joined_by_zero_width_joiners_stay_whole(tiny_m3_xlmr_path: Path) -> None:
