@@ -510,6 +510,9 @@ def resolve_checkpoint(
         path = _download(raw)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {raw!r} is not a folder")
+    # absolute: a relative folder, read again after the working directory changed (a
+    # notebook's %cd), named another folder: every fingerprint check said the files changed
+    path = path.absolute()
     _refuse_unfinished_save(path)
     refuse_peft_adapter(path)
     if not (path / "config.json").is_file():

@@ -164,7 +164,7 @@ class M3Model(nn.Module):
         calibration (``m3kit_search.json``, measured on the old weights) and a PEFT adapter's
         files (which transformers would apply over the new weights) do not.
         """
-        out = Path(folder)
+        out = Path(folder).expanduser()  # as from_pretrained reads it
         backbone = self.backbone
         held = sorted({str(p.dtype) for p in backbone.parameters()} - {str(torch.float32)})
         if held:

@@ -92,7 +92,7 @@ def check_output_path(output_path: str | os.PathLike[str]) -> None:
             "output_path is empty: it would save the checkpoint into the current directory, "
             "among its files; give the folder to save it in"
         )
-    path = Path(output_path)
+    path = Path(output_path).expanduser()  # as loading and saving read it
     for place in (path, *path.parents):
         if place.exists():
             if not place.is_dir():

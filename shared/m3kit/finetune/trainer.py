@@ -228,6 +228,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         self.heads = Head.parse(self.heads)
+        if os.fspath(self.output_path).startswith("~"):
+            # as loading expands it: "~/models/ft" was saved into a folder named "~" under
+            # the working directory, and loading the returned path read $HOME's (older) model
+            self.output_path = os.path.expanduser(os.fspath(self.output_path))
         if isinstance(self.device, torch.device):
             # torch.device("cpu") != "cpu": the run would not be told to stay on the CPU
             self.device = str(self.device)

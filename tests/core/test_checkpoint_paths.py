@@ -1,0 +1,56 @@
+"""A checkpoint's path means one folder wherever it is read: after the working directory
+changed, and with ``~`` when saving as when loading."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m3kit import M3Encoder
+from m3kit.finetune import FinetuneConfig
+from m3kit.store import M3Index
+
+
+def test_a_relative_folder_keeps_naming_it_after_a_change_of_directory(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loaded as "tiny", then a notebook's %cd: every fingerprint check read "tiny" under the
+    # new directory and said the files changed ("Load the encoder again")
+    shutil.copytree(tiny_m3_path, tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    encoder = M3Encoder.from_pretrained("tiny", dtype="fp32")
+    assert encoder.info is not None and encoder.info.path == tmp_path / "tiny"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with M3Index.open(encoder, ":memory:") as index:
+        index.add_texts(["Berlin is the capital of Germany."], doc_ids=["d"])
+        assert index.search("capital", k=1)[0].doc_id == "d"
+
+
+def test_tilde_saves_where_it_loads(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "~/models/ft" was saved into a folder named "~" under the working directory, while
+    # loading it read $HOME's: the older model there, silently
+    from m3kit.model import M3Model
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert FinetuneConfig(tiny_m3_path, "~/models/ft").output_path == str(home / "models/ft")
+    from transformers import AutoTokenizer
+
+    model = M3Model.from_pretrained(tiny_m3_path)
+    model.save("~/models/saved", AutoTokenizer.from_pretrained(tiny_m3_path))
+    assert (home / "models" / "saved" / "config.json").is_file()
+    assert not (work / "~").exists()
+    loaded = M3Encoder.from_pretrained("~/models/saved", dtype="fp32")
+    original = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    text = ["Paris is in France."]
+    assert np.allclose(loaded.encode(text).dense, original.encode(text).dense, atol=1e-6)
