@@ -124,6 +124,7 @@ def run_index(args: argparse.Namespace) -> int:
             read,
             roots=args.paths if args.prune else None,
             unlinked=None if dropped is None else dropped.unlinked,
+            missing=missing if args.prune else (),
         )
         if dropped is not None:
             save_links(index.store, dropped.links)

@@ -202,15 +202,20 @@ def clean_up(
     *,
     roots: Sequence[str] | None,
     unlinked: Mapping[str, str] | None = None,
+    missing: Sequence[str] = (),
 ) -> Cleanup:
     """Delete the stale documents (:func:`stale_documents`) of ``index``.
 
     One scroll over the stored documents' metadata, skipped when there is nothing to look
-    for (no jsonl file read and no ``--prune``).
+    for (no jsonl file read and no ``--prune``). The ``missing`` given paths it prunes from
+    are remembered (:data:`PRUNED_KEY`) before anything is deleted: a run killed between
+    the two made every later run call such a path mistyped and exit 1.
     """
     if roots is None and not any(str(p).lower().endswith(".jsonl") for p in read.files):
         return Cleanup([], [], [])
     done = stale_documents(index.store.document_metadata(), read, roots=roots, unlinked=unlinked)
+    unmatched = done.unmatched(missing)
+    _remember_pruned(index.store, [_resolved(raw) for raw in missing if raw not in unmatched])
     gone = done.moved_rows + done.pruned
     if gone:
         index.delete(gone)
@@ -249,6 +254,15 @@ def mistyped_paths(
     if kept != sorted(str(p) for p in known):
         store.set_collection_metadata({**record, PRUNED_KEY: kept})
     return [raw for raw in unmatched if not _under(_resolved(raw), known)]
+
+
+def _remember_pruned(store: M3Store, paths: Sequence[Path]) -> None:
+    """Add ``paths`` to the record's :data:`PRUNED_KEY` (written only when new)."""
+    record = store.collection_metadata()
+    known = set(record.get(PRUNED_KEY, []))
+    added = {str(p) for p in paths} - known
+    if added:
+        store.set_collection_metadata({**record, PRUNED_KEY: sorted(known | added)})
 
 
 def _link_loop(path: Path) -> bool:

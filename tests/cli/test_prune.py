@@ -481,3 +481,37 @@ def test_rows_that_only_moved_in_a_jsonl_file_are_not_encoded_again(
         assert sorted(index.store.document_metadata()) == sorted(
             ["new", *(r["id"] for r in rows[1:])]
         )
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it in the run happens."""
+
+
+def test_a_run_killed_after_its_prune_leaves_the_path_known_as_pruned(
+    tmp_path: Path,
+    tiny_m3_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the path was recorded as pruned only after the prune's delete: a run killed between
+    # the two made every later run call the path "a mistyped path?" and exit 1
+    store, docs, old = tmp_path / "store", tmp_path / "docs", tmp_path / "old"
+    for folder, text in ((docs, "Alpha comes first."), (old, "Beta comes second.")):
+        folder.mkdir()
+        (folder / "a.md").write_text(text, encoding="utf-8")
+    assert index_run(capsys, store, tiny_m3_path, docs, old)[0] == 0
+    shutil.rmtree(old)
+    real_delete = M3Index.delete
+
+    def delete_then_die(self: M3Index, *args: Any, **kwargs: Any) -> Any:
+        real_delete(self, *args, **kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(M3Index, "delete", delete_then_die)
+    with pytest.raises(_Killed):
+        index_run(capsys, store, tiny_m3_path, docs, old, "--prune-missing")
+    monkeypatch.undo()
+    for flag in ("--prune-missing", "--prune"):
+        code, out = index_run(capsys, store, tiny_m3_path, docs, old, flag)
+        assert code == 0 and "mistyped" not in out, out
+    assert set(stored_texts(store, tiny_m3_path)) == {str((docs / "a.md").resolve())}
