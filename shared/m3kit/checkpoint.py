@@ -485,6 +485,30 @@ def refuse_peft_adapter(path: Path) -> None:
         )
 
 
+def _refuse_unreadable_files(path: Path) -> None:
+    """Refuse, before anything is loaded, a checkpoint file that is a broken link or a Git
+    LFS pointer: a broken link read as a missing file (a folder "without config.json"; both
+    head files dangling loaded a dense-only model without a word), and a tokenizer that is
+    a pointer failed as "Expecting value: line 1 column 1" before the weights' pointer check.
+
+    Raises:
+        CheckpointError: Names the file and what to do.
+    """
+    from m3kit.heads import refuse_git_lfs_pointer
+
+    names = ("config.json", *_WEIGHT_FILES, *_TOKENIZER_FILES, COLBERT_FILE, SPARSE_FILE)
+    for name in names:
+        file = path / name
+        if file.is_symlink() and not file.exists():
+            raise CheckpointError(
+                f"{file} is a broken link (to {os.readlink(file)}): the folder was copied "
+                "without the files its links point to (a Hugging Face cache snapshot copied "
+                "with `cp -r`: copy it with `cp -rL`, or load the snapshot in its cache)"
+            )
+        if file.is_file():
+            refuse_git_lfs_pointer(file)
+
+
 def resolve_checkpoint(
     name_or_path: str | os.PathLike[str], *, pooling: Pooling | str | None = None
 ) -> CheckpointInfo:
@@ -515,6 +539,7 @@ def resolve_checkpoint(
     path = path.absolute()
     _refuse_unfinished_save(path)
     refuse_peft_adapter(path)
+    _refuse_unreadable_files(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json: not a transformers checkpoint")
     if not any((path / f).is_file() for f in _WEIGHT_FILES):

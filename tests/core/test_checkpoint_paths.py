@@ -54,3 +54,31 @@ def test_tilde_saves_where_it_loads(
     original = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
     text = ["Paris is in France."]
     assert np.allclose(loaded.encode(text).dense, original.encode(text).dense, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["config.json", "colbert_linear.pt", "tokenizer.json"])
+def test_a_broken_link_in_a_checkpoint_is_named(
+    tiny_m3_path: Path, tmp_path: Path, name: str
+) -> None:
+    # a cache snapshot copied with `cp -r` keeps links to ../../blobs that point nowhere: read
+    # as missing files ("no config.json"; both heads dangling loaded dense-only, silently)
+    from m3kit.errors import CheckpointError
+
+    copy = tmp_path / "snapshot"
+    shutil.copytree(tiny_m3_path, copy)
+    (copy / name).unlink()
+    (copy / name).symlink_to("../../blobs/0123abcd")
+    with pytest.raises(CheckpointError, match=f"{name} is a broken link"):
+        M3Encoder.from_pretrained(copy, dtype="fp32")
+
+
+def test_a_tokenizer_left_as_a_git_lfs_pointer_is_named(tiny_m3_path: Path, tmp_path: Path) -> None:
+    # it failed as "could not load the tokenizer ...: Expecting value: line 1 column 1"
+    from m3kit.errors import CheckpointError
+
+    copy = tmp_path / "clone"
+    shutil.copytree(tiny_m3_path, copy)
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{'0' * 64}\nsize 17082987\n"
+    (copy / "tokenizer.json").write_text(pointer)
+    with pytest.raises(CheckpointError, match="tokenizer.json is a Git LFS pointer"):
+        M3Encoder.from_pretrained(copy, dtype="fp32")
