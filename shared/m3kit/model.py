@@ -103,11 +103,12 @@ class M3Model(nn.Module):
         _check_weight_files(info.path)
         classes = _base_model_classes(info.path, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        keys = _weight_keys(info.path)
         if (
             classes
             and all("add_pooling_layer" in _init_parameters(c) for c in classes)
-            and _has_weights(info.path)
-            and not _has_pooler(info.path)
+            and keys is not None
+            and not any(_is_pooler_key(k) for k in keys)
         ):
             # M3 never uses the pooler; skip building one the checkpoint has no weights for
             # (otherwise transformers logs a "MISSING pooler" load report on every load).
@@ -344,27 +345,43 @@ def _refuse_missing_tensors(path: Path, loading: dict[str, Any]) -> None:
         )
 
 
-def _has_weights(path: Path) -> bool:
-    return (path / "model.safetensors").is_file()
-
-
 def _is_pooler_key(key: str) -> bool:
     """Whether a weight name belongs to the backbone's pooler (which M3 never uses)."""
     return key.split(".")[0] == "pooler" or ".pooler." in key
 
 
-def _has_pooler(path: Path) -> bool:
-    """Whether a single-file safetensors checkpoint stores pooler weights (header read only)."""
+def _weight_keys(path: Path) -> list[str] | None:
+    """The backbone weight names the checkpoint stores (a safetensors header, a shard index's
+    ``weight_map``, or a ``.bin`` opened memory-mapped); ``None``: not known cheaply. Read
+    for the pooler only: sharded and ``.bin`` checkpoints without one printed transformers'
+    "newly initialized" report on every load."""
     from safetensors import SafetensorError, safe_open
 
-    try:
-        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-            return any(_is_pooler_key(k) for k in f.keys())  # noqa: SIM118
-    except SafetensorError as e:
-        raise CheckpointError(
-            f"{path / 'model.safetensors'} is not a readable safetensors file (truncated or "
-            f"corrupted?): {e}"
-        ) from e
+    single = path / "model.safetensors"
+    if single.is_file():
+        try:
+            with safe_open(str(single), framework="pt") as f:
+                return list(f.keys())
+        except SafetensorError as e:
+            raise CheckpointError(
+                f"{single} is not a readable safetensors file (truncated or corrupted?): {e}"
+            ) from e
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index).is_file():
+            try:
+                weight_map = json.loads((path / index).read_text(encoding="utf-8"))["weight_map"]
+                return [str(k) for k in weight_map]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None  # the weights' own checks name what is wrong with it
+    if (path / "pytorch_model.bin").is_file():
+        try:
+            state = torch.load(
+                path / "pytorch_model.bin", map_location="cpu", mmap=True, weights_only=True
+            )
+        except Exception:  # an old (non-zip) format, or damaged: loading names the problem
+            return None
+        return [str(k) for k in state] if isinstance(state, dict) else None
+    return None
 
 
 #: The files a Hugging Face tokenizer is saved in and loaded from.

@@ -82,3 +82,56 @@ def test_a_tokenizer_left_as_a_git_lfs_pointer_is_named(tiny_m3_path: Path, tmp_
     (copy / "tokenizer.json").write_text(pointer)
     with pytest.raises(CheckpointError, match="tokenizer.json is a Git LFS pointer"):
         M3Encoder.from_pretrained(copy, dtype="fp32")
+
+
+@pytest.mark.parametrize("layout", ["sharded-safetensors", "sharded-bin", "bin"])
+def test_no_pooler_is_built_for_a_checkpoint_without_one_in_any_layout(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    # only a single model.safetensors was read for pooler weights: sharded and .bin
+    # checkpoints without one printed transformers' "newly initialized" report on every load
+    import json
+
+    import torch
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    from m3kit.model import M3Model
+
+    copy = tmp_path / layout
+    shutil.copytree(tiny_m3_path, copy)
+    weights = load_file(copy / "model.safetensors")
+    (copy / "model.safetensors").unlink()
+    keys = sorted(weights)
+    if layout == "bin":
+        torch.save(weights, copy / "pytorch_model.bin")
+    else:
+        kind, suffix = (
+            ("model", "safetensors")
+            if layout.endswith("safetensors")
+            else (
+                "pytorch_model",
+                "bin",
+            )
+        )
+        weight_map = {}
+        for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
+            name = f"{kind}-0000{i + 1}-of-00002.{suffix}"
+            shard = {k: weights[k].contiguous() for k in part}
+            if suffix == "bin":
+                torch.save(shard, copy / name)
+            else:
+                save_file(shard, str(copy / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(part, name))
+        index = {"metadata": {}, "weight_map": weight_map}
+        (copy / f"{kind}.{suffix}.index.json").write_text(json.dumps(index))
+    given: list[dict[str, object]] = []
+    real = transformers.AutoModel.from_pretrained
+
+    def spy(*args: object, **kwargs: object) -> object:
+        given.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", spy)
+    M3Model.from_pretrained(copy)
+    assert given and given[0].get("add_pooling_layer") is False
