@@ -505,7 +505,7 @@ def _refuse_unreadable_files(path: Path) -> None:
                 "without the files its links point to (a Hugging Face cache snapshot copied "
                 "with `cp -r`: copy it with `cp -rL`, or load the snapshot in its cache)"
             )
-        if file.is_file():
+        if name in _TOKENIZER_FILES and file.is_file():  # (the weights: where they load)
             refuse_git_lfs_pointer(file)
 
 
