@@ -517,8 +517,11 @@ def load_tokenizer(info: CheckpointInfo, *, trust_remote_code: bool) -> object:
 
     try:
         tok = AutoTokenizer.from_pretrained(str(info.path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load the tokenizer from {info.path}: {e}") from e
+    except Exception as e:  # any (huggingface_hub's strict config checks raise their own)
+        raise CheckpointError(
+            f"could not load the tokenizer from {info.path} (its tokenizer files, or "
+            f"config.json, which the tokenizer reads too): {type(e).__name__}: {e}"
+        ) from e
     if not getattr(tok, "is_fast", False):
         raise CheckpointError(
             f"the tokenizer in {info.path} is not a fast tokenizer; m3kit needs tokenizer.json "

@@ -135,3 +135,21 @@ def test_no_pooler_is_built_for_a_checkpoint_without_one_in_any_layout(
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", spy)
     M3Model.from_pretrained(copy)
     assert given and given[0].get("add_pooling_layer") is False
+
+
+def test_a_config_value_of_the_wrong_type_is_a_checkpoint_error(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    # a hand-edited "layer_norm_eps": "1e-12" raised huggingface_hub's own validation error,
+    # naming no file, from the tokenizer's load
+    import json
+
+    from m3kit.errors import CheckpointError
+
+    copy = tmp_path / "edited"
+    shutil.copytree(tiny_m3_path, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["layer_norm_eps"] = "1e-12"
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json"):
+        M3Encoder.from_pretrained(copy, dtype="fp32")
