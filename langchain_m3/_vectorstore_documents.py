@@ -15,13 +15,20 @@ from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStore
 
 from langchain_m3._documents import documents_of, hit_document
-from langchain_m3._parents import delete_other_children, documents_child_ids, parent_locks
+from langchain_m3._parents import (
+    delete_other_children,
+    documents_child_ids,
+    parent_locks,
+    parent_path,
+    written_by_parent,
+)
 from langchain_m3._vectorstore_search import check_no_more
 from langchain_m3._write_failures import Failed
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
 from m3kit.store.cancelling import in_worker
 from m3kit.store.filters import distinct_doc_ids, documents_filter
+from m3kit.store.schema import METADATA
 
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker
@@ -149,8 +156,13 @@ class VectorStoreDocuments(VectorStore):
                 on_failure=drop_unwritten if replaces else None,
             )
             if replaces and key is not None:
-                # after the write: a failed encode never leaves a parent without children
-                delete_other_children(self._index, key, parents, written)
+                # after the write: a failed encode never leaves a parent without children;
+                # journalled: a process killed before the deletes finish has them finished
+                # when the folder is opened again (it left old children beside new ones)
+                kept = written_by_parent(parents, written)
+                field = parent_path(METADATA, key)
+                with self._index.store.replacing_groups(field, kept):
+                    delete_other_children(self._index, key, parents, written)
         return written
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:

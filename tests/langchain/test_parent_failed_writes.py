@@ -138,3 +138,42 @@ def test_a_cancelled_write_leaves_no_old_child_next_to_new_ones(
 
     asyncio.run(cancelled())  # returns once the worker thread is done
     assert stored(store) == ["new child zero"]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL (or Ctrl-C): nothing after it in the write happens."""
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+@pytest.mark.parametrize("then", ["reopen", "write"])
+def test_a_replacement_killed_before_its_deletes_is_finished(
+    tiny_encoder: M3Encoder,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    then: str,
+) -> None:
+    # the new children were stored, then the process died before the parent's other
+    # children were deleted: reopened, the parent held its old children beside the new ones
+    from langchain_m3 import _vectorstore_documents
+
+    folder = tmp_path / "db"
+    with M3VectorStore.open(tiny_encoder, folder, backend=backend) as store:
+        store.parent_id_key = "doc_id"
+        store.add_documents(_children(OLD))
+        real = _vectorstore_documents.delete_other_children
+
+        def killed(*args: Any, **kwargs: Any) -> None:
+            raise _Killed
+
+        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", killed)
+        with pytest.raises(_Killed):
+            store.add_documents(_children(["new child zero", "new child one"]))
+        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", real)
+        if then == "write":  # the process's next write finishes it
+            store.add_documents(_children(["another parent"], parent="q"))
+            assert stored(store) == ["new child one", "new child zero"]
+    with M3VectorStore.open(tiny_encoder, folder, backend=backend) as store:
+        assert stored(store) == ["new child one", "new child zero"]
+        assert stored(store, "q") == (["another parent"] if then == "write" else [])
+    assert not list(folder.glob(".m3kit-groups-*"))

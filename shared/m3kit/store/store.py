@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from qdrant_client import models
@@ -20,6 +21,7 @@ from m3kit.store.filters import (
     matches_everything,
     points_filter,
 )
+from m3kit.store.group_journal import finish_groups, replacing_groups
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import StorageBackend
 from m3kit.store.points import plain_json
@@ -217,6 +219,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         store.connection = connection
         try:
             finish_interrupted(impl)  # a replacing write a killed process left half done
+            finish_groups(impl)  # ... and a group replacement (LangChain's parent_id_key)
         except BaseException:
             store.close()
             raise
@@ -353,6 +356,15 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
             )
         with self.write_lock:
             self._backend.delete(points_filter(ids, self._filter(filter)))
+
+    def replacing_groups(
+        self, field: str, groups: Mapping[Any, Sequence[str]]
+    ) -> AbstractContextManager[None]:
+        """Journal a group replacement (:mod:`m3kit.store.group_journal`): the block deletes,
+        for each ``{value: keep}``, the chunks whose payload ``field`` is ``value`` other than
+        those of the documents ``keep``, which are stored whole. A process killed in the block
+        leaves it to be finished when the folder is opened again."""
+        return replacing_groups(self._backend, field, groups)
 
     def clear(self) -> None:
         """Delete every chunk; the collection and its schema stay."""

@@ -1,0 +1,118 @@
+"""Finish, when a folder is opened again, a group replacement a killed process left half done.
+
+An adapter's writer that replaces a *group* of documents (LangChain's ``parent_id_key``: the
+children of one parent document) writes the new documents, then deletes the group's others.
+A process killed between the two (SIGKILL, or Ctrl-C and then another write) left the parent
+holding its old children beside the new ones, searched side by side, until it was written
+again. So, once the new documents are stored whole, the writer records the replacement
+(:func:`replacing_groups`: the payload field, each group's value and the documents it keeps)
+in a small journal beside the collection (``.m3kit-groups-<collection>.json``), and removes
+it once the others are deleted; a folder opened again with the journal there finishes the
+deletes (:func:`finish_groups`, safe to repeat). A kill during the write itself is the
+document journal's (:mod:`m3kit.store.replace_journal`): each document is then its old or its
+new version, whole. A collection on a server or in memory keeps no journal.
+
+Why hand-written: as for :mod:`m3kit.store.replace_journal`, neither engine has a
+multi-request transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import models
+
+from m3kit.store.plan import StorageBackend
+from m3kit.store.schema import DOC_ID
+
+__all__ = ["delete_others", "finish_groups", "replacing_groups"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1
+
+
+def _path(backend: StorageBackend) -> Path | None:
+    if backend.location is None or backend.url is not None:
+        return None
+    return Path(backend.location) / f".m3kit-groups-{backend.collection}.json"
+
+
+def delete_others(
+    backend: StorageBackend, field: str, groups: Sequence[tuple[Any, Sequence[str]]]
+) -> None:
+    """Delete, for each ``(value, keep)``, the points whose payload ``field`` is ``value``
+    and whose document is not one of ``keep``."""
+    for value, keep in groups:
+        backend.delete(
+            models.Filter(
+                must=[models.FieldCondition(key=field, match=models.MatchValue(value=value))],
+                must_not=[
+                    models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=sorted(keep)))
+                ],
+            )
+        )
+
+
+@contextlib.contextmanager
+def replacing_groups(
+    backend: StorageBackend, field: str, groups: Mapping[Any, Sequence[str]]
+) -> Iterator[None]:
+    """Journal the group replacement the block does (the block deletes each group's
+    documents other than those kept, which are stored whole); removed when the block ends
+    without an error, else finished at the next open (or replacing write) of the folder."""
+    path = _path(backend)
+    if path is None or not groups:
+        yield
+        return
+    entries = [[value, sorted(keep)] for value, keep in groups.items()]
+    blob = json.dumps({"format": _FORMAT, "field": field, "groups": entries})
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    yield
+    path.unlink(missing_ok=True)
+
+
+def finish_groups(backend: StorageBackend) -> None:
+    """Finish the group replacement a killed or interrupted writer left recorded."""
+    path = _path(backend)
+    if path is None or not path.is_file():
+        return
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        field = str(raw["field"])
+        groups = [(value, [str(d) for d in keep]) for value, keep in raw["groups"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning(
+            "%s: the journal of an interrupted replacement could not be read (%s); removed. "
+            "Its groups may hold documents of two versions until they are written again",
+            path,
+            e,
+        )
+        path.unlink(missing_ok=True)
+        return
+    delete_others(backend, field, groups)
+    backend.finish_writes()
+    path.unlink(missing_ok=True)
+    logger.warning(
+        "collection %r: the last replacement of %d group(s) (%s) was interrupted before it "
+        "deleted their earlier documents; deleted them now",
+        backend.collection,
+        len(groups),
+        field,
+    )
