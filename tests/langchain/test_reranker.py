@@ -13,6 +13,7 @@ from m3kit import M3Encoder
 from m3kit.rerank import M3Reranker as CoreReranker
 from m3kit.rerank import RerankConfig
 from m3kit.testing import SAMPLE_TEXTS
+from tests.encode_spy import show_progress_calls
 
 QUERY = SAMPLE_TEXTS[2]
 DOCS = [Document(t, id=f"d{i}", metadata={"n": i}) for i, t in enumerate(SAMPLE_TEXTS[:6])]
@@ -128,14 +129,7 @@ def test_show_progress_reaches_the_candidates_encode(
     """``show_progress`` was never passed on: a bar appeared whenever the documents took more
     than one batch, also with ``show_progress=False`` (the default), and ``True`` showed none
     for one batch."""
-    seen: list[object] = []
-    encode = tiny_encoder.encode
-
-    def spy(texts: list[str], **options: object) -> object:
-        seen.append(options.get("show_progress"))
-        return encode(texts, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(tiny_encoder, "encode", spy)
+    seen = show_progress_calls(tiny_encoder, monkeypatch)
     for flag in (False, True):
         seen.clear()
         M3Reranker.from_encoder(tiny_encoder, show_progress=flag).compress_documents(DOCS, QUERY)

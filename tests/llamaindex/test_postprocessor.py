@@ -19,6 +19,7 @@ from m3kit import M3Encoder
 from m3kit.rerank import M3Reranker as CoreReranker
 from m3kit.rerank import RerankConfig
 from m3kit.testing import SAMPLE_TEXTS
+from tests.encode_spy import show_progress_calls
 
 QUERY = SAMPLE_TEXTS[2]
 
@@ -181,14 +182,7 @@ def test_show_progress_is_off_unless_asked(
 ) -> None:
     # the core's default shows a bar when the candidates take more than one batch: every
     # query of a query engine that retrieves 50 and reranks to 5 printed one
-    seen: list[object] = []
-    encode = tiny_encoder.encode
-
-    def spy(texts: list[str], **options: object) -> object:
-        seen.append(options.get("show_progress"))
-        return encode(texts, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(tiny_encoder, "encode", spy)
+    seen = show_progress_calls(tiny_encoder, monkeypatch)
     for given, want in (({}, False), ({"show_progress": True}, True)):
         seen.clear()
         M3Reranker.from_encoder(tiny_encoder, **given).postprocess_nodes(

@@ -21,15 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from qdrant_client import models
 
 from m3kit.store.plan import StorageBackend
+from m3kit.store.replace_journal import journal_path, write_whole
 from m3kit.store.schema import DOC_ID
 
 __all__ = ["delete_others", "finish_groups", "replacing_groups"]
@@ -37,12 +35,6 @@ __all__ = ["delete_others", "finish_groups", "replacing_groups"]
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
-
-
-def _path(backend: StorageBackend) -> Path | None:
-    if backend.location is None or backend.url is not None:
-        return None
-    return Path(backend.location) / f".m3kit-groups-{backend.collection}.json"
 
 
 def delete_others(
@@ -68,29 +60,19 @@ def replacing_groups(
     """Journal the group replacement the block does (the block deletes each group's
     documents other than those kept, which are stored whole); removed when the block ends
     without an error, else finished at the next open (or replacing write) of the folder."""
-    path = _path(backend)
+    path = journal_path(backend, "groups")
     if path is None or not groups:
         yield
         return
     entries = [[value, sorted(keep)] for value, keep in groups.items()]
-    blob = json.dumps({"format": _FORMAT, "field": field, "groups": entries})
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_whole(path, json.dumps({"format": _FORMAT, "field": field, "groups": entries}))
     yield
     path.unlink(missing_ok=True)
 
 
 def finish_groups(backend: StorageBackend) -> None:
     """Finish the group replacement a killed or interrupted writer left recorded."""
-    path = _path(backend)
+    path = journal_path(backend, "groups")
     if path is None or not path.is_file():
         return
     try:

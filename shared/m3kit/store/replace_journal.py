@@ -36,26 +36,23 @@ from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.plan import StorageBackend
 from m3kit.store.schema import DOC_HASH, DOC_ID
 
-__all__ = ["finish_interrupted", "journal_path", "record_replacing", "replaced"]
+__all__ = ["finish_interrupted", "journal_path", "record_replacing", "replaced", "write_whole"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
 
 
-def journal_path(backend: StorageBackend) -> Path | None:
-    """Where ``backend``'s collection keeps its journal; ``None``: none (a server, memory)."""
+def journal_path(backend: StorageBackend, kind: str = "replacing") -> Path | None:
+    """Where ``backend``'s collection keeps its ``kind`` of journal (``"replacing"``; the
+    group journal's ``"groups"``); ``None``: none (a server, memory)."""
     if backend.location is None or backend.url is not None:
         return None
-    return Path(backend.location) / f".m3kit-replacing-{backend.collection}.json"
+    return Path(backend.location) / f".m3kit-{kind}-{backend.collection}.json"
 
 
-def record_replacing(backend: StorageBackend, version: Mapping[str, tuple[str, int]]) -> None:
-    """Record, before the write, the version ``(doc_hash, chunk_count)`` of each document."""
-    path = journal_path(backend)
-    if path is None:
-        return
-    blob = json.dumps({"format": _FORMAT, "documents": {d: list(v) for d, v in version.items()}})
+def write_whole(path: Path, blob: str) -> None:
+    """Write ``blob`` to ``path`` whole (a temporary file, synced, then renamed over it)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -66,6 +63,16 @@ def record_replacing(backend: StorageBackend, version: Mapping[str, tuple[str, i
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def record_replacing(backend: StorageBackend, version: Mapping[str, tuple[str, int]]) -> None:
+    """Record, before the write, the version ``(doc_hash, chunk_count)`` of each document."""
+    path = journal_path(backend)
+    if path is None:
+        return
+    write_whole(
+        path, json.dumps({"format": _FORMAT, "documents": {d: list(v) for d, v in version.items()}})
+    )
 
 
 def replaced(backend: StorageBackend) -> None:
