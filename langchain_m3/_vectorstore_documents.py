@@ -140,6 +140,9 @@ class VectorStoreDocuments(VectorStore):
         # same parents between them would lose its children, or delete some of these. Writes
         # of other parents encode and write meanwhile (the store serialises its own writes).
         with parent_locks(self._index.store).hold(parents):
+            if replaces:  # a replacement this process left interrupted (Ctrl-C): finished
+                # before the write looks up which children are stored unchanged
+                self._index.store.finish_groups()
             written = write_documents(
                 self._index,
                 documents,

@@ -177,3 +177,47 @@ def test_a_replacement_killed_before_its_deletes_is_finished(
         assert stored(store) == ["new child one", "new child zero"]
         assert stored(store, "q") == (["another parent"] if then == "write" else [])
     assert not list(folder.glob(".m3kit-groups-*"))
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_a_parent_re_added_after_an_interrupted_replacement_keeps_every_child(
+    tiny_encoder: M3Encoder, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    # the leftover journal was finished inside the next write, after it had found the
+    # parent's unchanged children stored: it deleted them (re-adding the original text after
+    # an abandoned edit left the parent without its last children)
+    from langchain_m3 import _vectorstore_documents
+
+    with M3VectorStore.open(tiny_encoder, tmp_path / "db", backend=backend) as store:
+        store.parent_id_key = "doc_id"
+        store.add_documents(_children(OLD))
+        real = _vectorstore_documents.delete_other_children
+
+        def interrupted(*args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.add_documents(_children(["new child zero", "new child one"]))
+        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", real)
+        store.add_documents(_children(OLD))  # the original, again
+        assert stored(store) == sorted(OLD)
+
+
+def test_replacements_of_two_parents_at_once_keep_their_own_journals(
+    tiny_encoder: M3Encoder, tmp_path: Any
+) -> None:
+    # one journal file per collection: a write of another parent finished (and removed) the
+    # journal of one under way, which then removed the other's
+    folder = tmp_path / "db"
+    with M3VectorStore.open(tiny_encoder, folder) as store:
+        kept: dict[str, list[str]] = {}
+        with store.index.store.replacing_groups("metadata.doc_id", {"a": ["a:0"]}):
+            kept["a"] = sorted(p.name for p in folder.glob(".m3kit-groups-*"))
+            store.index.store.finish_groups()  # another write's, meanwhile: skips "a"
+            with store.index.store.replacing_groups("metadata.doc_id", {"b": ["b:0"]}):
+                kept["both"] = sorted(p.name for p in folder.glob(".m3kit-groups-*"))
+            kept["after b"] = sorted(p.name for p in folder.glob(".m3kit-groups-*"))
+        assert len(kept["a"]) == 1 and len(kept["both"]) == 2
+        assert kept["after b"] == kept["a"]  # b removed its own only
+    assert not list(folder.glob(".m3kit-groups-*"))

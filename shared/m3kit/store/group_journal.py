@@ -6,11 +6,14 @@ A process killed between the two (SIGKILL, or Ctrl-C and then another write) lef
 holding its old children beside the new ones, searched side by side, until it was written
 again. So, once the new documents are stored whole, the writer records the replacement
 (:func:`replacing_groups`: the payload field, each group's value and the documents it keeps)
-in a small journal beside the collection (``.m3kit-groups-<collection>.json``), and removes
-it once the others are deleted; a folder opened again with the journal there finishes the
-deletes (:func:`finish_groups`, safe to repeat). A kill during the write itself is the
-document journal's (:mod:`m3kit.store.replace_journal`): each document is then its old or its
-new version, whole. A collection on a server or in memory keeps no journal.
+in a small journal beside the collection (``.m3kit-groups-<collection>-<uuid>.json``, one per
+replacement), and removes it once the others are deleted; a folder opened again with journals
+there finishes their deletes (:func:`finish_groups`, safe to repeat), and so does the writer's
+next replacement in the same process (after a Ctrl-C), before it looks at what is stored: a
+journal finished after that lookup deleted the children the lookup had found unchanged. A
+kill during the write itself is the document journal's (:mod:`m3kit.store.replace_journal`):
+each document is then its old or its new version, whole. A collection on a server or in
+memory keeps no journal.
 
 Why hand-written: as for :mod:`m3kit.store.replace_journal`, neither engine has a
 multi-request transaction.
@@ -21,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from qdrant_client import models
@@ -53,28 +58,55 @@ def delete_others(
         )
 
 
+def _journals(backend: StorageBackend) -> list[Path]:
+    """The group journals of ``backend``'s collection (one file per replacement)."""
+    base = journal_path(backend, "groups")
+    if base is None or not base.parent.is_dir():
+        return []
+    stem = base.name.removesuffix(".json") + "-"
+    return sorted(
+        p for p in base.parent.iterdir() if p.name.startswith(stem) and p.name.endswith(".json")
+    )
+
+
 @contextlib.contextmanager
 def replacing_groups(
-    backend: StorageBackend, field: str, groups: Mapping[Any, Sequence[str]]
+    backend: StorageBackend,
+    field: str,
+    groups: Mapping[Any, Sequence[str]],
+    in_progress: set[Path],
 ) -> Iterator[None]:
     """Journal the group replacement the block does (the block deletes each group's
-    documents other than those kept, which are stored whole); removed when the block ends
-    without an error, else finished at the next open (or replacing write) of the folder."""
-    path = journal_path(backend, "groups")
-    if path is None or not groups:
+    documents other than those kept, which are stored whole) in a file of its own (writes of
+    other groups run meanwhile); removed when the block ends without an error, else finished
+    at the next open of the folder, or by the process's next :func:`finish_groups`.
+    ``in_progress``: the journals of blocks under way, which :func:`finish_groups` skips."""
+    base = journal_path(backend, "groups")
+    if base is None or not groups:
         yield
         return
+    path = base.with_name(f"{base.name.removesuffix('.json')}-{uuid.uuid4().hex}.json")
     entries = [[value, sorted(keep)] for value, keep in groups.items()]
-    write_whole(path, json.dumps({"format": _FORMAT, "field": field, "groups": entries}))
-    yield
-    path.unlink(missing_ok=True)
+    in_progress.add(path)
+    try:
+        write_whole(path, json.dumps({"format": _FORMAT, "field": field, "groups": entries}))
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        in_progress.discard(path)
 
 
-def finish_groups(backend: StorageBackend) -> None:
-    """Finish the group replacement a killed or interrupted writer left recorded."""
-    path = journal_path(backend, "groups")
-    if path is None or not path.is_file():
-        return
+def finish_groups(
+    backend: StorageBackend, in_progress: set[Path] | frozenset[Path] = frozenset()
+) -> None:
+    """Finish the group replacements a killed or interrupted writer left recorded (all but
+    ``in_progress``, those of blocks under way)."""
+    for path in _journals(backend):
+        if path not in in_progress:
+            _finish(backend, path)
+
+
+def _finish(backend: StorageBackend, path: Path) -> None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         field = str(raw["field"])
@@ -92,8 +124,8 @@ def finish_groups(backend: StorageBackend) -> None:
     backend.finish_writes()
     path.unlink(missing_ok=True)
     logger.warning(
-        "collection %r: the last replacement of %d group(s) (%s) was interrupted before it "
-        "deleted their earlier documents; deleted them now",
+        "collection %r: a replacement of %d group(s) (%s) was interrupted before it deleted "
+        "their earlier documents; deleted them now",
         backend.collection,
         len(groups),
         field,

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from qdrant_client import models
@@ -88,6 +89,9 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         #: (:class:`M3Index`, the adapters): a replacing write (new chunks, then the old
         #: version's deleted) never interleaves with another one. Re-entrant.
         self.write_lock = threading.RLock()
+        #: The group journals of :meth:`replacing_groups` blocks under way (skipped by
+        #: :meth:`finish_groups`).
+        self._groups_in_progress: set[Path] = set()
         #: > 0 while an index opening on this store settles or re-encodes the collection: its
         #: writes are not checked against the record (:func:`~m3kit.store.record_check.own_change`).
         self._own_change = 0
@@ -364,7 +368,13 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         for each ``{value: keep}``, the chunks whose payload ``field`` is ``value`` other than
         those of the documents ``keep``, which are stored whole. A process killed in the block
         leaves it to be finished when the folder is opened again."""
-        return replacing_groups(self._backend, field, groups)
+        return replacing_groups(self._backend, field, groups, self._groups_in_progress)
+
+    def finish_groups(self) -> None:
+        """Finish the group replacements interrupted earlier (Ctrl-C) in this process, as an
+        open finishes those of a killed one; call it before looking at what is stored."""
+        with self.write_lock:
+            finish_groups(self._backend, self._groups_in_progress)
 
     def clear(self) -> None:
         """Delete every chunk; the collection and its schema stay."""

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.filters import stale_chunks_filter
-from m3kit.store.group_journal import finish_groups
 from m3kit.store.payload_indexes import check_indexed_values, holds_number
 from m3kit.store.plan import PointData, StorageBackend
 from m3kit.store.points import (
@@ -164,7 +163,6 @@ class StoreWrites:
                 # finished first, as an open would, not overwritten (its documents kept both
                 # versions' chunks for good)
                 finish_interrupted(self._backend)
-                finish_groups(self._backend)
                 record_replacing(self._backend, version)
             try:
                 if workers > 1:  # a server: several requests in flight
