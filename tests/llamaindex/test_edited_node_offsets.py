@@ -37,7 +37,7 @@ def test_an_edited_node_read_back_is_stored_without_its_old_offsets(
     """The edited chunk was encoded from its new text but kept its old span, which named other
     text of its document; written again, the same edited node matches its stored chunk."""
     with _late_store(tiny_encoder, tiny_embedding) as store:
-        node = next(n for n in store.get_nodes() if n.get_content() == "Paris is the capital o")
+        node = next(n for n in store.get_nodes() if n.get_content() == "Paris is the capital ")
         node.set_content("Bananas are yellow.")
         node.embedding = tiny_embedding.get_text_embedding(node.get_content(MetadataMode.EMBED))
         store.add([node])

@@ -187,6 +187,7 @@ class EncoderSpec:
                 "document versions the parent computed. Nothing was encoded; install the "
                 "same m3kit on every node (a Ray runtime_env, or one image)"
             )
+        dtype = self.worker_dtype(device)  # (refused for this device before the folder is)
         if not Path(self.path).is_dir():
             raise ValueError(
                 f"a worker (on {device}) has no checkpoint folder {self.path}: workers load "
@@ -198,7 +199,7 @@ class EncoderSpec:
         encoder = M3Encoder.from_pretrained(
             self.path,
             device=device,
-            dtype=self.worker_dtype(device),
+            dtype=dtype,
             max_length=self.max_length,
             query_instruction=self.query_instruction,
             pooling=self.pooling,
