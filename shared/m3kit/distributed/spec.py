@@ -8,6 +8,7 @@ fingerprint identity).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,10 +237,12 @@ class EncoderSpec:
         return encoder
 
 
+@functools.cache
 def code_digest() -> str:
     """A digest of this process's m3kit source files (their paths in the package and their
     bytes): two installs of one version string can cut and encode differently (a commit
-    between releases, a local patch), which the version alone does not tell."""
+    between releases, a local patch), which the version alone does not tell. Read once per
+    process (the code it runs; every pickled ``M3Embeddings`` takes a spec)."""
     import hashlib
 
     import m3kit
