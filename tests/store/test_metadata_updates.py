@@ -110,3 +110,24 @@ def test_one_lookup_serves_the_version_check_and_the_metadata_updates(
         assert len(scrolled) == 1
         monkeypatch.undo()
         assert index.store.document_metadata() == {"a": {"v": 2}, "b": {"v": 1}, "c": {"v": 1}}
+
+
+def test_a_version_check_alone_reads_no_metadata(
+    tiny_encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # complete_documents (the adapters' version check) read every chunk's metadata since it
+    # shared stored_versions' lookup, which needs it only for metadata-only updates
+    with M3Index.open(tiny_encoder, tmp_path / "db") as index:
+        index.add_texts(["alpha text"], [{"v": 1}], doc_ids=["a"])
+        backend = index.store._backend
+        read: list[Any] = []
+        real = backend.scroll
+
+        def keys_read(selector: Any, keys: Any) -> Any:
+            read.append(list(keys))
+            return real(selector, keys)
+
+        monkeypatch.setattr(backend, "scroll", keys_read)
+        versions = index.store.stored_versions(["a"])
+        assert index.store.complete_documents({"a": versions["a"].doc_hash}) == {"a"}
+        assert "metadata" in read[0] and "metadata" not in read[1]

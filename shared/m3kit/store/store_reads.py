@@ -187,7 +187,9 @@ class StoreReads:
                 out[str(doc_id)] = dict(meta) if isinstance(meta, Mapping) else {}
         return out
 
-    def stored_versions(self, doc_ids: Sequence[str | int]) -> dict[str, StoredVersion]:
+    def stored_versions(
+        self, doc_ids: Sequence[str | int], *, metadata: bool = True
+    ) -> dict[str, StoredVersion]:
         """The version of each document stored whole at one version: every chunk index
         ``0..chunk_count-1`` present, one ``doc_hash`` and one ``chunk_count``, no other chunk
         (a write that stopped half-way through a document is left out). One scroll serves both
@@ -197,13 +199,16 @@ class StoreReads:
         Args:
             doc_ids: Documents to look up; an id is a str, or an int as its digits (as
                 ``add_texts`` stores it).
+            metadata: Read each chunk's metadata too (``False``: every
+                :attr:`StoredVersion.metadata` is ``None``, and the lookup reads no
+                metadata, which a version check alone does not need).
 
         Raises:
             TypeError: An id is neither a str nor an int.
         """
         ids = list(dict.fromkeys(doc_id_text(d, "doc_ids") for d in doc_ids))
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT, METADATA]
+        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT] + ([METADATA] if metadata else [])
         for i in range(0, len(ids), _DOC_BATCH):
             for hit in self._backend.scroll(documents_filter(ids[i : i + _DOC_BATCH]), keys):
                 found[str(hit.payload.get(DOC_ID))].append(hit.payload)
@@ -238,7 +243,7 @@ class StoreReads:
             TypeError: An id is neither a str nor an int.
         """
         versions = {doc_id_text(d, "versions"): h for d, h in versions.items()}
-        stored = self.stored_versions(list(versions))
+        stored = self.stored_versions(list(versions), metadata=False)
         return {d for d, v in stored.items() if v.doc_hash == versions[d]}
 
 
