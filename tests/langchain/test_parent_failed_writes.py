@@ -144,6 +144,26 @@ class _Killed(BaseException):
     """Stands for SIGKILL (or Ctrl-C): nothing after it in the write happens."""
 
 
+def _replacement_interrupted_before_its_deletes(
+    store: M3VectorStore, monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    """Parent "p" stored with the :data:`OLD` children, then re-added with two new ones by a
+    write that ``error`` stops once they are stored, before the parent's others are deleted."""
+    from langchain_m3 import _vectorstore_documents
+
+    store.parent_id_key = "doc_id"
+    store.add_documents(_children(OLD))
+    real = _vectorstore_documents.delete_other_children
+
+    def stopped(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(_vectorstore_documents, "delete_other_children", stopped)
+    with pytest.raises(error):
+        store.add_documents(_children(["new child zero", "new child one"]))
+    monkeypatch.setattr(_vectorstore_documents, "delete_other_children", real)
+
+
 @pytest.mark.parametrize("backend", ["edge", "client"])
 @pytest.mark.parametrize("then", ["reopen", "write"])
 def test_a_replacement_killed_before_its_deletes_is_finished(
@@ -155,21 +175,9 @@ def test_a_replacement_killed_before_its_deletes_is_finished(
 ) -> None:
     # the new children were stored, then the process died before the parent's other
     # children were deleted: reopened, the parent held its old children beside the new ones
-    from langchain_m3 import _vectorstore_documents
-
     folder = tmp_path / "db"
     with M3VectorStore.open(tiny_encoder, folder, backend=backend) as store:
-        store.parent_id_key = "doc_id"
-        store.add_documents(_children(OLD))
-        real = _vectorstore_documents.delete_other_children
-
-        def killed(*args: Any, **kwargs: Any) -> None:
-            raise _Killed
-
-        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", killed)
-        with pytest.raises(_Killed):
-            store.add_documents(_children(["new child zero", "new child one"]))
-        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", real)
+        _replacement_interrupted_before_its_deletes(store, monkeypatch, _Killed)
         if then == "write":  # the process's next write finishes it
             store.add_documents(_children(["another parent"], parent="q"))
             assert stored(store) == ["new child one", "new child zero"]
@@ -186,20 +194,8 @@ def test_a_parent_re_added_after_an_interrupted_replacement_keeps_every_child(
     # the leftover journal was finished inside the next write, after it had found the
     # parent's unchanged children stored: it deleted them (re-adding the original text after
     # an abandoned edit left the parent without its last children)
-    from langchain_m3 import _vectorstore_documents
-
     with M3VectorStore.open(tiny_encoder, tmp_path / "db", backend=backend) as store:
-        store.parent_id_key = "doc_id"
-        store.add_documents(_children(OLD))
-        real = _vectorstore_documents.delete_other_children
-
-        def interrupted(*args: Any, **kwargs: Any) -> None:
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            store.add_documents(_children(["new child zero", "new child one"]))
-        monkeypatch.setattr(_vectorstore_documents, "delete_other_children", real)
+        _replacement_interrupted_before_its_deletes(store, monkeypatch, KeyboardInterrupt)
         store.add_documents(_children(OLD))  # the original, again
         assert stored(store) == sorted(OLD)
 
