@@ -10,6 +10,7 @@ from langchain_m3.sparse_embeddings import M3SparseEmbeddings
 from m3kit.store.stock_record import (
     SPARSE_CUT,
     dense_identity,
+    other_identity,
     sparse_cut_identity,
     sparse_identity,
 )
@@ -18,16 +19,21 @@ __all__ = ["model_identities"]
 
 
 def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
-    """``{"dense": ..., "sparse": ..., "sparse_cut": ...}``: the identity of each m3kit
-    embeddings given, and the sparse embeddings' cut (others, not m3kit's, are neither
-    recorded nor checked)."""
+    """``{"dense": ..., "sparse": ..., "sparse_cut": ...}``: the identity of each embeddings
+    given (``None``: none) and the m3kit sparse embeddings' cut. Embeddings not m3kit's are
+    named as another program's (:func:`~m3kit.store.stock_record.other_identity`): recorded,
+    they make m3kit's embeddings refused on their vectors, and refused on m3kit's."""
     out: dict[str, str] = {}
     dense = unwrapped(dense)
     if isinstance(dense, M3Embeddings):
         out["dense"] = dense_identity(dense.encoder)
+    elif dense is not None:
+        out["dense"] = other_identity(dense)
     if isinstance(sparse, M3SparseEmbeddings):
         out["sparse"] = sparse_identity(sparse.encoder)
         out[SPARSE_CUT] = sparse_cut_identity(sparse.sparse_top_k, sparse.sparse_min_weight)
+    elif sparse is not None:
+        out["sparse"] = other_identity(sparse)
     return out
 
 

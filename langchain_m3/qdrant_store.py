@@ -68,6 +68,7 @@ from m3kit.store.search_settings import SearchSettings, check_score_threshold
 from m3kit.store.stock_record import (
     TEXT_INSTRUCTION,
     check_models,
+    is_m3kit_identity,
     record_models,
     refuse_changed,
 )
@@ -155,14 +156,20 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         refuse_changed(self._built_identities, self._model_identities())
 
     def _model_identities(self) -> dict[str, str]:
-        return model_identities(self._embeddings, self._sparse_embeddings)
+        """The identities of the embeddings whose vectors this store's mode writes and
+        queries (an embeddings given but unused in its mode is neither recorded nor checked)."""
+        mode = self.retrieval_mode
+        return model_identities(
+            self._embeddings if mode != RetrievalMode.SPARSE else None,
+            self._sparse_embeddings if mode != RetrievalMode.DENSE else None,
+        )
 
     def _write_identities(self) -> dict[str, str]:
         """The models' identities and, with them, this store's document prefix: none
         (LangChain's embeddings never prefix documents; checked at writes only, as reading
         a collection LlamaIndex wrote with a ``text_instruction`` is sound)."""
         ids = self._model_identities()
-        return {**ids, TEXT_INSTRUCTION: ""} if ids else ids
+        return {**ids, TEXT_INSTRUCTION: ""} if any(map(is_m3kit_identity, ids.values())) else ids
 
     def add_texts(  # type: ignore[override]  # as QdrantVectorStore.add_texts
         self,

@@ -59,6 +59,8 @@ __all__ = [
     "check_models",
     "dense_identity",
     "index_write_message",
+    "is_m3kit_identity",
+    "other_identity",
     "record_models",
     "refuse_changed",
     "sparse_cut_identity",
@@ -74,6 +76,8 @@ RECORD_KEY = "m3kit_models"
 SPARSE_CUT = "sparse_cut"
 #: The name of the document prefix in a record (``""``: none; as m3kit's own record names it).
 TEXT_INSTRUCTION = "text_instruction"
+#: How a record names the vectors of embeddings not m3kit's (:func:`other_identity`).
+_OTHER = "other:"
 #: The collection metadata key of m3kit's own record (``M3Index``'s: the encoder's fingerprint).
 INDEX_KEY = "m3kit"
 
@@ -90,6 +94,28 @@ def sparse_identity(encoder: Any) -> str:
     from m3kit.fingerprint import encoder_fingerprint
 
     return f"m3kit-sparse:{encoder_fingerprint(encoder).identity}"
+
+
+def other_identity(embeddings: Any) -> str:
+    """What names the vectors of embeddings not m3kit's in a record: their class (which model
+    it runs cannot be told, so two such embeddings are not told apart; an m3kit model is
+    refused on their vectors, and they on an m3kit model's).
+
+    >>> from fractions import Fraction
+    >>> other_identity(Fraction(1, 2))
+    'other:fractions.Fraction'
+    """
+    kind = type(embeddings)
+    return f"{_OTHER}{kind.__module__}.{kind.__qualname__}"
+
+
+def is_m3kit_identity(identity: str) -> bool:
+    """Whether a record's identity names an m3kit model's vectors.
+
+    >>> is_m3kit_identity("m3kit-dense:abc"), is_m3kit_identity("other:x.Y")
+    (True, False)
+    """
+    return identity.startswith("m3kit-")
 
 
 def sparse_cut_identity(top_k: int | None, min_weight: float) -> str:
@@ -234,7 +260,7 @@ def _refuse_others(collection: str, records: _Records, identities: dict[str, str
             _refuse_other_prefix(collection, records, identity)
             continue
         stored = records.own.get(name)
-        if stored is not None and stored != identity:
+        if stored is not None and stored != identity and _told_apart(stored, identity):
             raise FingerprintMismatchError(
                 f"collection {collection!r} holds {name} vectors of another model ({stored}) "
                 f"than these {name} embeddings ({identity}): its documents would be searched "
@@ -254,6 +280,12 @@ def _refuse_others(collection: str, records: _Records, identities: dict[str, str
                 "max_length and query instruction), or re-encode the collection with this one "
                 "(M3Index.open(encoder, ..., reindex=True), m3kit index --reindex)"
             )
+
+
+def _told_apart(stored: str, identity: str) -> bool:
+    """Whether two different identities are known to name different models (two programs'
+    embeddings, :func:`other_identity`, cannot be told apart)."""
+    return is_m3kit_identity(stored) or is_m3kit_identity(identity)
 
 
 def check_models(client: Any, collection: str, identities: dict[str, str]) -> None:
@@ -363,14 +395,19 @@ async def _record_models(
     recorded = records.own
     if all(name in recorded for name in identities):
         return True
-    if not created and not recorded:
+    # vectors this record is silent on (another program's write, or before m3kit recorded
+    # its vectors' model): which model wrote those already stored cannot be told
+    unrecorded = sorted(n for n in identities if n in ("dense", "sparse") and n not in recorded)
+    if not created and unrecorded:
         points = await _result(client.count(collection, exact=False))
         if points.count:
             logger.warning(
-                "collection %r has no record of the model that wrote its vectors (written by "
-                "another program); recording %s: if another model wrote it, write it again",
+                "collection %r has no record of the model that wrote its %s vectors (written "
+                "by another program); recording %s: if another model wrote them, write the "
+                "documents again",
                 collection,
-                ", ".join(sorted(identities.values())),
+                " and ".join(unrecorded),
+                ", ".join(identities[n] for n in unrecorded),
             )
     from qdrant_client.http.exceptions import UnexpectedResponse
 
