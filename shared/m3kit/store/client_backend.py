@@ -35,6 +35,7 @@ from m3kit.store.schema import (
     sparse_modifier,
     storage_datatype,
 )
+from m3kit.store.stock_record import RECORD_KEY
 
 __all__ = ["ClientBackend", "redact_url"]
 
@@ -275,6 +276,13 @@ class ClientBackend:
             info = self._client.get_collection(self.collection)
         meta = (getattr(info.config, "metadata", None) or {}).get(META_KEY)
         return dict(meta) if isinstance(meta, dict) else {}
+
+    def stock_models(self) -> dict[str, str]:
+        """The record of the adapters' stock-layout stores (its own key of the metadata)."""
+        with self._translate():
+            info = self._client.get_collection(self.collection)
+        record = (getattr(info.config, "metadata", None) or {}).get(RECORD_KEY)
+        return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
 
     def write_metadata(self, meta: Mapping[str, Any]) -> None:
         """Set the ``m3kit`` key of the collection's metadata (other keys are kept).

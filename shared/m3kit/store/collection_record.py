@@ -113,6 +113,33 @@ def damaged_record_message(collection: str, error: ValueError, backend: str | No
     )
 
 
+def _check_stock_models(store: M3Store, new: EncoderFingerprint) -> list[str]:
+    """Check ``new`` against the models an adapter's stock-layout store recorded for the
+    collection's vectors (:mod:`m3kit.store.stock_record`), which m3kit's own record lacks:
+    such a collection opened with another model took that model's vectors beside them.
+    Returns the names of the vectors recorded as ``new``'s.
+
+    Raises:
+        FingerprintMismatchError: A vector of the collection is recorded as another model's
+            (another m3kit encoder's, or another program's embeddings).
+    """
+    ours = []
+    for name, recorded in sorted(store.stock_models().items()):
+        if name not in ("dense", "sparse") or name not in new.heads:
+            continue
+        if recorded != f"m3kit-{name}:{new.identity}":
+            raise FingerprintMismatchError(
+                f"collection {store.collection!r} ({store.backend.value}) holds {name} vectors "
+                f"an adapter's M3QdrantVectorStore recorded as another model's ({recorded}) "
+                f"than {new.describe()} (identity {new.identity}): its documents would be "
+                "searched with another model's queries, and this encoder's vectors stored "
+                "beside theirs. Open it with the model that wrote it, or write the documents "
+                "again with this one into a new collection"
+            )
+        ours.append(name)
+    return ours
+
+
 def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | None) -> int:
     """Check (or record) the collection's encoder; re-encode it when asked. Returns how many
     stored documents were re-encoded (0: none).
@@ -131,6 +158,7 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     store, new = index.store, index.fingerprint
     stored, pending = _read(store)
     if stored is None:
+        stock = _check_stock_models(store, new)
         if store.count() == 0:
             _write(store, new)
         elif reindex:
@@ -144,6 +172,15 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
                 "the encoder that wrote them, or with reindex=True (m3kit index --reindex) to "
                 f"re-encode them. {delete_way_out(store, docs)}"
             )
+        elif stock:
+            logger.info(
+                "collection %r: an adapter's M3QdrantVectorStore recorded this encoder's %s "
+                "vectors; recording %s as its encoder",
+                store.collection,
+                " and ".join(stock),
+                new.describe(),
+            )
+            _write(store, new)
         else:
             logger.warning(
                 "collection %r has no record of the encoder that wrote it (written before m3kit "

@@ -262,6 +262,10 @@ class EdgeBackend:
     def read_metadata(self) -> dict[str, Any]:
         return read_meta_file(self._path)
 
+    def stock_models(self) -> dict[str, str]:
+        """None: the stock-layout stores write through qdrant-client, never into this engine."""
+        return {}
+
     def write_metadata(self, meta: Mapping[str, Any]) -> None:
         """Write the file atomically (a temporary file renamed over it, both synced)."""
         path = self._path / META_FILE

@@ -126,6 +126,11 @@ class StorageBackend(Protocol):
         """Replace m3kit's record of the collection (atomically)."""
         ...
 
+    def stock_models(self) -> dict[str, str]:
+        """The models the adapters' stock-layout stores recorded for the collection's vectors
+        (:mod:`m3kit.store.stock_record`, ``{"dense": identity, ...}``); ``{}``: none."""
+        ...
+
     def payload_indexes(self) -> dict[str, str] | None:
         """The collection's payload indexes as ``{payload path: index type}``.
 

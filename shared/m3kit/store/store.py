@@ -389,6 +389,11 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         """
         return self._backend.read_metadata()
 
+    def stock_models(self) -> dict[str, str]:
+        """The models an adapter's stock-layout store (``M3QdrantVectorStore``) recorded for
+        the collection's vectors (:mod:`m3kit.store.stock_record`); ``{}`` when none did."""
+        return self._backend.stock_models()
+
     def set_collection_metadata(self, meta: Mapping[str, Any]) -> None:
         """Replace m3kit's record of the collection (atomically)."""
         self._backend.write_metadata(meta)
