@@ -47,7 +47,7 @@ from m3kit.store.documents import content_doc_id
 from m3kit.store.filters import doc_id_text
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.metadata_values import iso_values
-from m3kit.store.points import plain_json
+from m3kit.store.points import check_text, plain_json
 from m3kit.store.schema import (
     CHUNK_COUNT,
     CHUNKING,
@@ -377,8 +377,11 @@ def _entry(
     metadata = iso_values(doc.metadata)
     # checked for every document before the first write: the documents go to add_texts in
     # several calls (by kind and ids), each of which checked only its own, numbered within it,
-    # after earlier calls had stored theirs
+    # after earlier calls had stored theirs (texts and ids alike)
     plain_json(metadata, f"metadata of documents[{position}]")
+    check_text(doc.page_content, f"the text of documents[{position}]")
+    if doc_id is not None:
+        check_text(doc_id, f"the id of documents[{position}] ({doc_id!r})")
     if lost_marker(doc):
         raise ValueError(lost_marker_message(f"documents[{position}]"))
     if not is_late_chunk(doc):

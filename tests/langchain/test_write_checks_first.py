@@ -54,3 +54,27 @@ def test_an_empty_document_id_is_no_id(store: M3VectorStore) -> None:
     assert [d.page_content for d in store.get_by_ids(ids)] == ["x", "y"]
     with pytest.raises(ValueError, match="ids must be non-empty strings"):
         store.add_documents([Document("z")], ids=[""])  # an explicit empty id stays an error
+
+
+@pytest.mark.parametrize(
+    ("docs", "message"),
+    [
+        ([Document("first", id="A"), Document("second " + chr(0xD83D))], r"text of documents\[1\]"),
+        ([Document("first"), Document("second", id="B" + chr(0xD83D))], r"id of documents\[1\]"),
+    ],
+)
+def test_a_text_or_id_qdrant_refuses_in_a_later_group_writes_nothing(
+    store: M3VectorStore, docs: list[Document], message: str
+) -> None:
+    """Texts and ids were checked per group, inside the core's ``add_texts``: the earlier
+    group was stored, and the error named "text 0" / "doc_ids[0]" of the later one."""
+    with pytest.raises(ValueError, match=message + " .*not valid UTF-8"):
+        store.add_documents(docs)
+    assert store.index.count() == 0
+
+
+def test_a_single_string_of_ids_is_refused(store: M3VectorStore) -> None:
+    """The core's ``add_texts`` took each character of ``doc_ids="ab"`` for an id."""
+    with pytest.raises(TypeError, match=r"doc_ids is a sequence of ids, not a single string"):
+        store.index.add_texts(["one", "two"], doc_ids="ab")
+    assert store.index.count() == 0

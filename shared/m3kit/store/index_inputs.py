@@ -63,7 +63,7 @@ def versioned_documents(
     Ray pipeline checks its input in groups).
 
     Raises:
-        TypeError: ``texts`` is a single string, or holds a non-string; an id is neither a
+        TypeError: ``texts`` or ``doc_ids`` is a single string, or ``texts`` holds a non-string; an id is neither a
             str nor an int (an int is stored as its digits: ``7`` is the id ``"7"``); a
             metadata is neither a mapping nor ``None``.
         ValueError: Lengths differ, an empty or ``None`` id, an id or text that is not
@@ -74,6 +74,8 @@ def versioned_documents(
     chunking = _chunking(chunker, signature)
     if isinstance(texts, str):
         raise TypeError("add_texts takes a sequence of texts, not a single string")
+    if isinstance(doc_ids, str):  # (its characters were taken for the ids)
+        raise TypeError(f"doc_ids is a sequence of ids, not a single string: use [{doc_ids!r}]")
     texts = list(texts)
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("every text must be a str")
