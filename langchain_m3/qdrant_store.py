@@ -149,11 +149,13 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
             FingerprintMismatchError: The collection records another model's vectors.
         """
         super().__init__(*args, **kwargs)
-        self._built_identities = self._model_identities()
-        check_models(self.client, self.collection_name, self._built_identities)
+        # both embeddings', for a change in memory whatever the mode is set to later
+        self._built_identities = model_identities(self._embeddings, self._sparse_embeddings)
+        check_models(self.client, self.collection_name, self._model_identities())
 
     def _before_query_text(self) -> None:
-        refuse_changed(self._built_identities, self._model_identities())
+        now = model_identities(self._embeddings, self._sparse_embeddings)
+        refuse_changed(self._built_identities, now)
 
     def _model_identities(self) -> dict[str, str]:
         """The identities of the embeddings whose vectors this store's mode writes and
