@@ -63,9 +63,9 @@ def versioned_documents(
     Ray pipeline checks its input in groups).
 
     Raises:
-        TypeError: ``texts`` or ``doc_ids`` is a single string, or ``texts`` holds a non-string; an id is neither a
-            str nor an int (an int is stored as its digits: ``7`` is the id ``"7"``); a
-            metadata is neither a mapping nor ``None``.
+        TypeError: ``texts`` or ``doc_ids`` is a single string, or ``texts`` holds a
+            non-string; an id is neither a str nor an int (an int is stored as its digits:
+            ``7`` is the id ``"7"``); a metadata is neither a mapping nor ``None``.
         ValueError: Lengths differ, an empty or ``None`` id, an id or text that is not
             UTF-8 text, metadata that is not JSON-serialisable, or an id given twice with
             different content.

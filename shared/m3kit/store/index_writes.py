@@ -26,7 +26,7 @@ from m3kit.store.records import ChunkRecord
 if TYPE_CHECKING:
     import threading
 
-    from m3kit.encoder import Truncation
+    from m3kit.encoder import M3Encoder, Truncation
     from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.index import M3Index
     from m3kit.store.store import M3Store
@@ -49,6 +49,7 @@ class IndexWrites:
     _write_lock: threading.RLock
 
     if TYPE_CHECKING:  # defined by M3Index
+        encoder: M3Encoder
 
         def check_encoder(self) -> None: ...
 
@@ -157,6 +158,8 @@ class IndexWrites:
         if not todo:
             update_in_place(index, moves)
             return order
+        if chunker is None:
+            self._refuse_truncated(todo, truncation)  # before the first group is written
         show = len(todo) > self.write_group if show_progress is None else show_progress
         # Encode and write in groups of documents, so an interrupted run keeps what it wrote
         # (the next run skips those documents) and memory stays bounded on large jobs.
@@ -169,6 +172,20 @@ class IndexWrites:
                 bar.update(len(group))
         update_in_place(index, moves)
         return order
+
+    def _refuse_truncated(self, todo: Sequence[_Doc], truncation: Truncation | str) -> None:
+        """Raise :class:`~m3kit.errors.TruncationError` for a document longer than the model
+        takes (``truncation="error"``, no chunker) before any is written: the length was
+        checked as each group was encoded, after the earlier groups were stored."""
+        from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
+        from m3kit.encoder import Truncation
+
+        if Truncation(truncation) is not Truncation.ERROR or len(todo) <= self.write_group:
+            return  # one group: checked as it is encoded, before it is written
+        for start in range(0, len(todo), self.write_group):  # (token ids of one group at once)
+            group = todo[start : start + self.write_group]
+            names = [d.doc_id for d in group]
+            document_token_ids(self.encoder, [d.text for d in group], names, truncation="error")
 
     async def aadd_texts(
         self,
