@@ -88,3 +88,39 @@ def test_flagembedding_imports_with_the_installed_transformers() -> None:
     if importlib.util.find_spec("FlagEmbedding") is None:
         pytest.skip("FlagEmbedding is not installed (the flagembedding extra)")
     import FlagEmbedding  # noqa: F401  (raises if the bound above is wrong)
+
+
+def _core(name: str) -> Requirement:
+    return next(
+        r
+        for r in (Requirement(raw) for raw in _project()["dependencies"])
+        if canonicalize_name(r.name) == name
+    )
+
+
+def test_qdrant_client_floor_has_what_the_core_calls() -> None:
+    """Measured on qdrant-client 1.12-1.15: ``update_collection(metadata=...)`` (where m3kit
+    records which model wrote a collection) is refused before 1.16, and ``FieldCondition`` has
+    no ``is_empty`` before 1.14; the floor was 1.12."""
+    import inspect
+
+    from qdrant_client import QdrantClient, models
+
+    assert "metadata" in inspect.signature(QdrantClient.update_collection).parameters
+    assert "is_empty" in models.FieldCondition.model_fields
+    spec = _core("qdrant-client").specifier
+    assert "1.15.1" not in spec and "1.16.0" in spec
+
+
+def test_pydantic_2_is_declared_as_the_core_imports_it() -> None:
+    """The core imports ``pydantic_core`` (pydantic 2), which qdrant-client alone does not
+    bring: it allows pydantic 1.10, with which ``m3kit.store`` failed to import."""
+    core = REPO / "shared" / "m3kit"
+    importers = [
+        p
+        for p in core.rglob("*.py")
+        if re.search(r"^\s*(from|import) pydantic(_core)?\b", p.read_text(), re.M)
+    ]
+    assert importers, "the core no longer imports pydantic: drop the requirement"
+    spec = _core("pydantic").specifier
+    assert "1.10.21" not in spec and "2.0" in spec
