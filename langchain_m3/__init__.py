@@ -12,6 +12,17 @@
 - :class:`M3Reranker`: a document compressor scoring (query, document) pairs with M3.
 """
 
+from m3kit.errors import require_extra
+
+require_extra(
+    "langchain",
+    {
+        "langchain_core": "langchain-core",
+        "langchain_qdrant": "langchain-qdrant",
+        "langchain_text_splitters": "langchain-text-splitters",
+    },
+)
+
 from langchain_m3.embeddings import M3Embeddings
 from langchain_m3.qdrant_store import M3QdrantVectorStore
 from langchain_m3.reranker import M3Reranker

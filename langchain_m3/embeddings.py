@@ -22,7 +22,7 @@ from m3kit.outputs import Head
 try:
     from langchain_core.embeddings import Embeddings
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core", "langchain") from e
+    raise missing_extra("langchain-core", "langchain", e) from e
 
 __all__ = ["M3Embeddings"]
 

@@ -81,7 +81,7 @@ try:
     from langchain_m3._qdrant_mmr import QdrantMmr
     from langchain_m3._qdrant_relevance import QdrantRelevance
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-qdrant", "langchain") from e
+    raise missing_extra("langchain-qdrant", "langchain", e) from e
 
 __all__ = ["M3QdrantVectorStore"]
 

@@ -37,7 +37,7 @@ try:
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core", "langchain") from e
+    raise missing_extra("langchain-core", "langchain", e) from e
 
 __all__ = ["RELEVANCE_SCORE_KEY", "M3Reranker"]
 

@@ -67,7 +67,7 @@ try:
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core", "langchain") from e
+    raise missing_extra("langchain-core", "langchain", e) from e
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel

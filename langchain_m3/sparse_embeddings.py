@@ -37,7 +37,7 @@ from m3kit.outputs import SparseVector as M3SparseVector
 try:
     from langchain_qdrant import SparseEmbeddings, SparseVector
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-qdrant", "langchain") from e
+    raise missing_extra("langchain-qdrant", "langchain", e) from e
 
 __all__ = ["M3SparseEmbeddings"]
 

@@ -66,7 +66,7 @@ try:
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core", "langchain") from e
+    raise missing_extra("langchain-core", "langchain", e) from e
 
 from langchain_m3._documents import documents_of, open_index
 from langchain_m3._parents import check_key

@@ -1,6 +1,16 @@
 """LlamaIndex integration of m3kit: BGE-M3 embeddings, late chunking, retriever, vector store,
 fine-tuning."""
 
+from m3kit.errors import require_extra
+
+require_extra(
+    "llamaindex",
+    {
+        "llama_index.core": "llama-index-core",
+        "llama_index.vector_stores.qdrant": "llama-index-vector-stores-qdrant",
+    },
+)
+
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.finetune import M3FinetuneEngine

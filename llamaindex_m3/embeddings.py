@@ -48,7 +48,7 @@ try:
     from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
     from llama_index.core.schema import BaseComponent, BaseNode, MetadataMode
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("llama-index-core", "llamaindex") from e
+    raise missing_extra("llama-index-core", "llamaindex", e) from e
 
 __all__ = [
     "HandoffKey",

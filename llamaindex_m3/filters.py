@@ -90,7 +90,7 @@ try:
         MetadataFilters,
     )
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("llama-index-core", "llamaindex") from e
+    raise missing_extra("llama-index-core", "llamaindex", e) from e
 
 from qdrant_client import models
 

@@ -38,7 +38,7 @@ try:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("llama-index-core", "llamaindex") from e
+    raise missing_extra("llama-index-core", "llamaindex", e) from e
 
 __all__ = ["M3Reranker"]
 

@@ -97,7 +97,7 @@ try:
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client.http import models as rest
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("llama-index-vector-stores-qdrant", "llamaindex") from e
+    raise missing_extra("llama-index-vector-stores-qdrant", "llamaindex", e) from e
 
 __all__ = ["M3QdrantVectorStore", "carried_sparse"]
 

@@ -62,7 +62,7 @@ try:
     )
     from llama_index.core.vector_stores.types import MetadataFilters
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("llama-index-core", "llamaindex") from e
+    raise missing_extra("llama-index-core", "llamaindex", e) from e
 
 if TYPE_CHECKING:
     from m3kit.chunking import Chunker

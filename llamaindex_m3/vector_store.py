@@ -74,7 +74,7 @@ try:
         VectorStoreQueryResult,
     )
 except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("llama-index-core", "llamaindex") from e
+    raise missing_extra("llama-index-core", "llamaindex", e) from e
 
 __all__ = ["M3VectorStore"]
 

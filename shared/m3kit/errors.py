@@ -82,8 +82,43 @@ class MissingExtraError(M3KitError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
 
-def missing_extra(package: str, extra: str) -> MissingExtraError:
-    """Build the error raised when ``package`` (from extra ``extra``) is not installed."""
+def missing_extra(package: str, extra: str, error: ImportError | None = None) -> MissingExtraError:
+    """Build the error raised when ``package`` (from extra ``extra``) cannot be imported.
+
+    ``error``: the import's own error. A module not found is a package not installed; any
+    other import error (``cannot import name ...``) comes from an installed package whose
+    version does not fit the others installed, which "not installed" misnamed (installing the
+    extra again changed nothing).
+
+    >>> print(missing_extra("langchain-qdrant", "langchain"))
+    langchain-qdrant is not installed. Install it with: pip install 'm3kit[langchain]'
+    >>> print(missing_extra("x-pkg", "x", ImportError("cannot import name 'Y' from 'z'")))
+    x-pkg is installed but does not import (cannot import name 'Y' from 'z'): its version does \
+not fit the other packages installed. Upgrade them together: pip install -U 'm3kit[x]'
+    """
+    if error is not None and not isinstance(error, ModuleNotFoundError):
+        return MissingExtraError(
+            f"{package} is installed but does not import ({error}): its version does not fit "
+            f"the other packages installed. Upgrade them together: pip install -U 'm3kit[{extra}]'"
+        )
+    missing = f" (no module named {error.name!r})" if error is not None and error.name else ""
     return MissingExtraError(
-        f"{package} is not installed. Install it with: pip install 'm3kit[{extra}]'"
+        f"{package} is not installed{missing}. Install it with: pip install 'm3kit[{extra}]'"
     )
+
+
+def require_extra(extra: str, modules: dict[str, str]) -> None:
+    """Import each of ``modules`` (module name -> the package that installs it), raising
+    :func:`missing_extra` for the first that does not import: an adapter package checks its
+    extra first, so a module its own modules import unguarded is named too.
+
+    Raises:
+        MissingExtraError: Names the package and the extra.
+    """
+    import importlib
+
+    for module, package in modules.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise missing_extra(package, extra, e) from e

@@ -431,7 +431,7 @@ def _bar_chart(reports: Mapping[str, RetrievalReport], metric: str, path: Path) 
     except ImportError as e:
         from m3kit.errors import missing_extra
 
-        raise missing_extra("matplotlib", "finetune") from e
+        raise missing_extra("matplotlib", "finetune", e) from e
     methods = list(dict.fromkeys(m for r in reports.values() for m in r.metrics))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(methods), 3.6))
     width = 0.8 / max(1, len(reports))

@@ -244,7 +244,7 @@ def run_training(
     except ImportError as e:  # pragma: no cover - transformers is a core dependency
         from m3kit.errors import missing_extra
 
-        raise missing_extra("transformers", "finetune") from e
+        raise missing_extra("transformers", "finetune", e) from e
     import importlib.util
 
     if importlib.util.find_spec("accelerate") is None:  # Trainer refuses to start without it
