@@ -56,3 +56,32 @@ def test_upsert_refuses_an_id_that_is_not_utf8_before_the_first_write(
     with pytest.raises(ValueError, match=rf"{field} .*not valid UTF-8.*character 7"):
         index.store.upsert([good, bad], batch_size=1, replace=True)
     assert index.count() == 0
+
+
+def test_a_filter_on_text_that_is_not_utf8_is_refused_by_name(
+    open_index: Any, tiny_encoder: Any
+) -> None:
+    """The embedded engine refused such a key or value with its own argument error ("failed
+    to extract enum Helper ...", 15 frames down), naming neither; qdrant-client's local mode
+    matched nothing."""
+    from qdrant_client import models
+
+    index = open_index(tiny_encoder)
+    index.add_texts(["one."], metadatas=[{"k": "a"}], doc_ids=["a"])
+    bad = "a" + chr(0xD800)
+    nested = models.Filter(
+        should=[models.FieldCondition(key="metadata.k", match=models.MatchAny(any=["a", bad]))]
+    )
+    for wrong in ({"k": bad}, {bad: "a"}, models.Filter(must=[nested])):
+        with pytest.raises(ValueError, match=r"filter on 'metadata\..*not valid UTF-8"):
+            index.search("one", filter=wrong)
+    assert [h.doc_id for h in index.search("one", filter={"k": "a"})] == ["a"]
+
+
+def test_a_chunk_id_that_is_not_utf8_is_refused_by_name() -> None:
+    """LlamaIndex's node ids (a chunk's own id): refused with the engine's own error, naming
+    none, on the embedded engine; found nothing on qdrant-client's."""
+    from m3kit.store.filters import chunk_ids_filter
+
+    with pytest.raises(ValueError, match=r"chunk id 'node-\\udce9\.txt' is not valid UTF-8"):
+        chunk_ids_filter(["node-1", "node-" + chr(0xDCE9) + ".txt"])

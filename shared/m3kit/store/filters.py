@@ -121,16 +121,72 @@ def metadata_filter(mapping: Mapping[str, Any]) -> models.Filter:
 
 
 def to_filter(value: FilterLike | None) -> models.Filter | None:
-    """Normalise what callers pass as ``filter`` (a mapping or a ``models.Filter``)."""
+    """Normalise what callers pass as ``filter`` (a mapping or a ``models.Filter``).
+
+    Raises:
+        ValueError: A key or text in it is not UTF-8 (:func:`refuse_non_utf8`).
+    """
     if value is None:
         return None
     if isinstance(value, models.Filter):
+        refuse_non_utf8(value)
         return value
     if isinstance(value, Mapping):
-        return metadata_filter(value)
+        out = metadata_filter(value)
+        refuse_non_utf8(out)
+        return out
     raise TypeError(
         f"filter must be a mapping or qdrant_client.models.Filter, got {type(value).__name__}"
     )
+
+
+#: The text fields of Qdrant's match classes.
+_MATCH_TEXTS = ("value", "any", "except_", "text", "text_any", "phrase", "substring", "prefix")
+
+
+def refuse_non_utf8(condition: Any) -> None:
+    """Refuse a filter holding a key or text that is not UTF-8 (an unpaired surrogate):
+    Qdrant keeps text as UTF-8, so nothing stored has it; the embedded engine refused it with
+    an argument error of its own naming neither ("failed to extract enum ..."), while
+    qdrant-client's local mode matched nothing.
+
+    >>> refuse_non_utf8(metadata_filter({"lang": "en"}))
+    >>> refuse_non_utf8(metadata_filter({"lang": "e" + chr(0xD800)}))
+    Traceback (most recent call last):
+    ValueError: filter on 'metadata.lang': 'e\\ud800' is not valid UTF-8 text (an unpaired \
+surrogate at character 1); Qdrant stores text as UTF-8, so no stored key or value can have it
+    """
+    if isinstance(condition, models.Filter):
+        for part in (condition.must, condition.should, condition.must_not):
+            for c in part if isinstance(part, list) else [part] if part is not None else []:
+                refuse_non_utf8(c)
+        if condition.min_should is not None:
+            for c in condition.min_should.conditions:
+                refuse_non_utf8(c)
+        return
+    if isinstance(condition, models.NestedCondition):
+        _refuse_text(condition.nested.key, condition.nested.key)
+        refuse_non_utf8(condition.nested.filter)
+    elif isinstance(condition, models.FieldCondition):
+        _refuse_text(condition.key, condition.key)
+        for name in _MATCH_TEXTS:
+            found = getattr(condition.match, name, None)
+            for value in found if isinstance(found, list) else [found]:
+                _refuse_text(condition.key, value)
+    elif isinstance(condition, models.IsEmptyCondition):
+        _refuse_text(condition.is_empty.key, condition.is_empty.key)
+    elif isinstance(condition, models.IsNullCondition):
+        _refuse_text(condition.is_null.key, condition.is_null.key)
+
+
+def _refuse_text(key: str, value: Any) -> None:
+    at = unpaired_surrogate(value) if isinstance(value, str) else None
+    if at is not None:
+        raise ValueError(
+            f"filter on {key!r}: {value!r} is not valid UTF-8 text (an unpaired surrogate at "
+            f"character {at}); Qdrant stores text as UTF-8, so no stored key or value can "
+            "have it"
+        )
 
 
 def refuse_has_id(condition: Any) -> None:
@@ -192,8 +248,11 @@ def chunk_ids_filter(ids: Sequence[str]) -> models.Filter:
 
     Raises:
         TypeError: ``ids`` is a single string, or holds a non-string.
+        ValueError: An id is not UTF-8 text (as :func:`documents_filter`).
     """
     wanted = distinct_ids(ids, "ids")
+    for chunk_id in wanted:
+        _refuse_surrogate(chunk_id, "chunk id")
     should: list[Any] = [models.FieldCondition(key=CHUNK_ID, match=models.MatchAny(any=wanted))]
     uuids: list[int | str | uuid.UUID] = [i for i in wanted if _is_uuid(i)]
     if uuids:
@@ -265,6 +324,15 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
+def _refuse_surrogate(value: Any, what: str) -> None:
+    at = unpaired_surrogate(value) if isinstance(value, str) else None
+    if at is not None:
+        raise ValueError(
+            f"{what} {value!r} is not valid UTF-8 text (an unpaired surrogate at character "
+            f"{at}); Qdrant stores ids as UTF-8, so none can have it"
+        )
+
+
 def documents_filter(doc_ids: Sequence[str]) -> models.Filter:
     """Points whose ``doc_id`` payload is one of ``doc_ids``.
 
@@ -273,12 +341,7 @@ def documents_filter(doc_ids: Sequence[str]) -> models.Filter:
             it, and the embedded engine refuses it with an error of its own naming none.
     """
     for doc_id in doc_ids:
-        at = unpaired_surrogate(doc_id) if isinstance(doc_id, str) else None
-        if at is not None:
-            raise ValueError(
-                f"document id {doc_id!r} is not valid UTF-8 text (an unpaired surrogate at "
-                f"character {at}); Qdrant stores ids as UTF-8, so none can have it"
-            )
+        _refuse_surrogate(doc_id, "document id")
     return models.Filter(
         must=[models.FieldCondition(key=DOC_ID, match=models.MatchAny(any=list(doc_ids)))]
     )
