@@ -134,6 +134,8 @@ def documents_of(
     """
     if isinstance(texts, str):
         raise TypeError("texts is a list of texts; wrap a single text as [text]")
+    if isinstance(metadatas, Mapping):  # (its keys were read as positions: KeyError 0)
+        raise TypeError("metadatas is a list of dicts, one per text; wrap a single one as [dict]")
     texts = list(texts)
     if metadatas is not None and len(metadatas) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")

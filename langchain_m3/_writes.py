@@ -130,6 +130,8 @@ def write_documents(
             with its own vectors.
         TypeError: An item is not a ``Document``.
     """
+    if isinstance(documents, Document):  # (a pydantic model iterates as its field pairs)
+        raise TypeError("documents is a list of Documents; wrap a single one as [document]")
     docs = list(documents)
     for i, doc in enumerate(docs):
         if not isinstance(doc, Document):

@@ -70,6 +70,8 @@ def unpack_documents(
     documents: Sequence[Document],
 ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Texts, metadata and ids of documents (a random LlamaIndex id becomes the content id)."""
+    if isinstance(documents, BaseNode):  # (a pydantic model iterates as its field pairs)
+        raise TypeError("documents is a list of Documents; wrap a single one as [document]")
     texts, metadatas, doc_ids = [], [], []
     for i, doc in enumerate(documents):
         if not isinstance(doc, BaseNode):

@@ -112,7 +112,7 @@ from m3kit.store.schema import (
     START,
 )
 
-__all__ = ["encode_nodes", "write_nodes"]
+__all__ = ["check_node_types", "encode_nodes", "write_nodes"]
 
 
 @dataclass
@@ -176,11 +176,23 @@ class _Doc:
         return StoredChunk(chunk_index, self.meta_at[chunk_index])
 
 
-def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
-    grouped: dict[str, list[tuple[int, BaseNode]]] = {}
+def check_node_types(nodes: Sequence[BaseNode]) -> None:
+    """Refuse anything but a sequence of LlamaIndex nodes, by position.
+
+    Raises:
+        TypeError: ``nodes`` is one node (a pydantic model iterates as its field pairs:
+            "nodes[0] is tuple"), or holds something else.
+    """
+    if isinstance(nodes, BaseNode):
+        raise TypeError("nodes is a list of nodes; wrap a single one as [node]")
     for i, node in enumerate(nodes):
         if not isinstance(node, BaseNode):
             raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
+
+
+def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
+    grouped: dict[str, list[tuple[int, BaseNode]]] = {}
+    for i, node in enumerate(nodes):
         grouped.setdefault(node_doc_id(node), []).append((i, node))
     check_duplicate_ids(nodes)
     docs: dict[str, _Doc] = {}
@@ -294,6 +306,7 @@ def write_nodes(
         FingerprintMismatchError: The index lost its store to another encoder's index, or
             its encoder changed in memory (:meth:`~m3kit.store.M3Index.check_encoder`).
     """
+    check_node_types(nodes)
     index.check_encoder()  # the store checks its holder's encoder, maybe another index's
     check_late_nodes(nodes, index.fingerprint, text_instruction)
     docs = _group(nodes)

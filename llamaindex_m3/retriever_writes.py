@@ -27,6 +27,7 @@ from llamaindex_m3.node_records import (
     read_back_index,
     unpack_documents,
 )
+from llamaindex_m3.node_writes import check_node_types
 from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.stored_chunks import (
     DOC_BATCH,
@@ -172,9 +173,7 @@ class RetrieverWrites:
         Returns:
             The nodes' ids (also the node ids :meth:`retrieve` returns), in input order.
         """
-        for i, node in enumerate(nodes):
-            if not isinstance(node, BaseNode):
-                raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
+        check_node_types(nodes)
         check_duplicate_ids(nodes)  # before encoding; copies of one node remain: kept once
         groups: dict[str, list[tuple[int, BaseNode]]] = {}
         kept: set[tuple[str, str]] = set()

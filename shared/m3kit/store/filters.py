@@ -272,11 +272,11 @@ def distinct_ids(ids: Iterable[Any], name: str) -> list[str]:
     """
     if isinstance(ids, str):
         raise TypeError(f"{name} is a sequence of ids, not a single string: use [{ids!r}]")
-    out = list(dict.fromkeys(ids))
-    bad = [i for i in out if not isinstance(i, str)]
+    given = list(ids)
+    bad = [i for i in given if not isinstance(i, str)]  # (before a set: a list is unhashable)
     if bad:
         raise TypeError(f"{name}: ids are strings, got {bad[0]!r}")
-    return out
+    return list(dict.fromkeys(given))
 
 
 def doc_id_text(value: Any, where: str) -> str:
