@@ -117,6 +117,9 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             another one (``None`` and ``""``: none) is refused on it, as is any other writer
             (``langchain_m3``, ``M3Retriever``, ``m3kit index`` never prefix) on a collection
             recorded with one (:mod:`m3kit.store.doc_prefix`).
+        show_progress: tqdm bars while ``add`` encodes and writes nodes (default off, as
+            LlamaIndex's own stores: ``VectorStoreIndex(show_progress=True)`` shows its own
+            bars but does not reach a store's ``add``).
     """
 
     # a field assigned later is checked as at construction; where the collection is (opened
@@ -154,6 +157,11 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         default=None, description="Candidates per retriever before fusion (None: the index's)."
     )
     text_instruction: str | None = Field(default=None, description="Prefix of encoded texts.")
+    show_progress: bool = Field(
+        default=False,
+        description="tqdm bars while nodes are encoded and written (default off, as LlamaIndex's "
+        "stores: VectorStoreIndex(show_progress=...) does not reach a store's add).",
+    )
 
     _index: M3Index = PrivateAttr()
 

@@ -32,6 +32,7 @@ class VectorStoreWrites:
     if TYPE_CHECKING:  # not annotations at runtime: pydantic would read them as fields
         _index: M3Index
         text_instruction: str | None
+        show_progress: bool
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -43,7 +44,12 @@ class VectorStoreWrites:
         _no_kwargs("add", add_kwargs)
         with self._index.store.write_lock:
             stop_if_cancelled()  # an async_add cancelled while it waited: nothing written
-            return write_nodes(self._index, nodes, text_instruction=self.text_instruction)
+            return write_nodes(
+                self._index,
+                nodes,
+                text_instruction=self.text_instruction,
+                show_progress=self.show_progress,
+            )
 
     async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """:meth:`add` in a worker thread.
