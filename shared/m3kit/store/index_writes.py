@@ -32,7 +32,35 @@ if TYPE_CHECKING:
     from m3kit.store.store import M3Store
     from m3kit.store.store_reads import StoredVersion
 
-__all__ = ["IndexWrites"]
+__all__ = ["WRITE_GROUP_CHARS", "IndexWrites", "write_group_bounds"]
+
+
+#: Characters of text that close a group of :meth:`IndexWrites.add_texts` before it has
+#: ``write_group`` documents: a group's vectors are held until written, ColBERT's one per
+#: token (4 KiB a token at BGE-M3's 1,024 dimensions), so 64 long documents held gigabytes;
+#: about 32k tokens, 128 MiB of ColBERT vectors at most, beside a document longer alone.
+WRITE_GROUP_CHARS = 131_072
+
+
+def write_group_bounds(lengths: Sequence[int], most: int, chars: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive groups of at most ``most`` items, each closed before
+    the item that would take it past ``chars`` (a longer item alone: one item at least).
+
+    >>> write_group_bounds([10, 10, 50, 5], most=3, chars=25)
+    [(0, 2), (2, 3), (3, 4)]
+    >>> write_group_bounds([1] * 5, most=2, chars=100)
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    out: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, length in enumerate(lengths):
+        if i > start and (i - start >= most or size + length > chars):
+            out.append((start, i))
+            start, size = i, 0
+        size += length
+    if start < len(lengths):
+        out.append((start, len(lengths)))
+    return out
 
 
 class IndexWrites:
@@ -40,7 +68,8 @@ class IndexWrites:
 
     Attributes:
         store: Where the chunks are written.
-        write_group: Documents encoded and written per step of :meth:`add_texts`.
+        write_group: Documents encoded and written per step of :meth:`add_texts` (fewer when
+            they hold more than :data:`WRITE_GROUP_CHARS` characters).
     """
 
     store: M3Store
@@ -164,8 +193,9 @@ class IndexWrites:
         # Encode and write in groups of documents, so an interrupted run keeps what it wrote
         # (the next run skips those documents) and memory stays bounded on large jobs.
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
-            for start in range(0, len(todo), self.write_group):
-                group = todo[start : start + self.write_group]
+            lengths = [len(d.text) for d in todo]
+            for start, stop in write_group_bounds(lengths, self.write_group, WRITE_GROUP_CHARS):
+                group = todo[start:stop]
                 stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
                 records, empty = self._records(group, chunker, False, truncation)
                 self.write_records(records, empty)  # ... nor written (checked under the lock)
