@@ -183,6 +183,11 @@ def test_nodes_come_back_as_written(store: M3VectorStore, tiny_embedding: M3Embe
     count = store.client.count()
     store.add(got)  # written again unchanged: nothing changes
     assert store.client.count() == count and store.get_nodes([nodes[0].node_id]) == got[:1]
+    # the README's way to search them all (the writing index searches its IndexNode alone:
+    # LlamaIndex passes node_ids= of the nodes it recorded)
+    reader = VectorStoreIndex.from_vector_store(store, embed_model=tiny_embedding)
+    found = reader.as_retriever(similarity_top_k=count).retrieve("topic 3")
+    assert {n.node.node_id for n in found} == {*(n.node_id for n in nodes), "sum"}
 
 
 def test_relationship_metadata_and_index_node_objects_are_stored(store: M3VectorStore) -> None:
