@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
+import pytest
 from langchain_classic.retrievers import TimeWeightedVectorStoreRetriever
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -103,3 +104,12 @@ def test_ids_filters_and_parent_ids_read_them_as_stored(tiny_encoder: M3Encoder)
         # the parent's old children replaced: matched by the stored string
         assert [d.page_content for d in store.similarity_search("t", k=5)] == ["three"]
         assert store.similarity_search("t", k=5)[0].metadata["parent"] == str(parent)
+
+
+def test_langchain_documents_name_the_missing_date(tiny_encoder: M3Encoder) -> None:
+    pd = pytest.importorskip("pandas")
+    store = M3VectorStore.open(tiny_encoder)
+    docs = [Document("alpha"), Document("beta", metadata={"published": pd.NaT})]
+    with pytest.raises(ValueError, match=r"metadata of documents\[1\]: 'published': a missing"):
+        store.add_documents(docs)
+    assert store.index.count() == 0

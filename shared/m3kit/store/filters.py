@@ -60,10 +60,13 @@ def _condition(key: str, value: Any) -> models.Condition:
             "qdrant_client.models.Filter for anything richer"
         )
     # a date, time or UUID matches the string it is stored as (metadata_values)
-    if isinstance(value, list | tuple | set | frozenset):
-        values = [iso_value(v) for v in value]
-        return metadata_condition(key, lambda path: any_of(path, values))
-    value = iso_value(value)
+    try:
+        if isinstance(value, list | tuple | set | frozenset):
+            values = [iso_value(v) for v in value]
+            return metadata_condition(key, lambda path: any_of(path, values))
+        value = iso_value(value)
+    except ValueError as e:  # a missing date (NaT)
+        raise ValueError(f"filter on {key!r}: {e}") from None
     if isinstance(value, str | bool | int | float):
         return metadata_condition(key, lambda path: equals(path, value))
     raise ValueError(

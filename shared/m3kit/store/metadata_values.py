@@ -34,7 +34,13 @@ def iso_values(metadata: Mapping[Any, Any]) -> dict[Any, Any]:
     >>> iso_values({"run": uuid.UUID(int=1), "at": {"t": datetime.time(8, 15)}})
     {'run': '00000000-0000-0000-0000-000000000001', 'at': {'t': '08:15:00'}}
     """
-    return {key: iso_value(value) for key, value in metadata.items()}
+    out = {}
+    for key, value in metadata.items():
+        try:
+            out[key] = iso_value(value)
+        except ValueError as e:  # named by its key (a nested one by its path)
+            raise ValueError(f"{key!r}: {e}") from None
+    return out
 
 
 def iso_value(value: Any) -> Any:
@@ -42,9 +48,18 @@ def iso_value(value: Any) -> Any:
 
     >>> iso_value(uuid.UUID(int=1)), iso_value([datetime.time(8, 15)]), iso_value(1.5)
     ('00000000-0000-0000-0000-000000000001', ['08:15:00'], 1.5)
+
+    Raises:
+        ValueError: A missing date (pandas' ``NaT``, what ``DataFrame.to_dict()`` gives for
+            an empty datetime cell: a ``datetime`` unequal to itself, as NaN), which failed
+            with "'float' object cannot be interpreted as an integer", naming nothing.
     """
     # datetime is a date; written exactly as qdrant-client writes them
     if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
+        if value != value:  # NaT, as NaN, is unequal to itself
+            raise ValueError(
+                "a missing date (pandas' NaT), which has no ISO string: store None instead"
+            )
         return to_jsonable_python(value)
     if isinstance(value, Mapping):
         return iso_values(value)
