@@ -52,21 +52,26 @@ def _hybrid(client: QdrantClient, dense: object, sparse: object) -> M3QdrantVect
     )
 
 
+def _written(dense: object, sparse: object) -> QdrantClient:
+    """The client of a hybrid collection ``c`` in memory, written with these embeddings."""
+    store = M3QdrantVectorStore.from_documents(
+        DOCS[:2],
+        embedding=dense,  # type: ignore[arg-type]
+        sparse_embedding=sparse,  # type: ignore[arg-type]
+        retrieval_mode=RetrievalMode.HYBRID,
+        location=":memory:",
+        collection_name="c",
+    )
+    return store.client
+
+
 def _record(client: QdrantClient) -> dict[str, str]:
     return dict((client.get_collection("c").config.metadata or {})[RECORD_KEY])
 
 
 def test_m3_sparse_on_another_programs_sparse_vectors_is_refused(enc_a: M3Encoder) -> None:
     dense = M3Embeddings.from_encoder(enc_a)
-    store = M3QdrantVectorStore.from_documents(
-        DOCS[:2],
-        embedding=dense,
-        sparse_embedding=WordCounts(),
-        retrieval_mode=RetrievalMode.HYBRID,
-        location=":memory:",
-        collection_name="c",
-    )
-    client = store.client
+    client = _written(dense, WordCounts())
     assert (
         _record(client)["sparse"].startswith("other:") and "WordCounts" in _record(client)["sparse"]
     )
@@ -79,15 +84,7 @@ def test_m3_sparse_on_another_programs_sparse_vectors_is_refused(enc_a: M3Encode
 
 def test_another_programs_embeddings_on_m3_vectors_are_refused(enc_a: M3Encoder) -> None:
     dense = M3Embeddings.from_encoder(enc_a)
-    store = M3QdrantVectorStore.from_documents(
-        DOCS[:2],
-        embedding=dense,
-        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
-        retrieval_mode=RetrievalMode.HYBRID,
-        location=":memory:",
-        collection_name="c",
-    )
-    client = store.client
+    client = _written(dense, M3SparseEmbeddings.from_encoder(enc_a))
     with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
         _hybrid(client, dense, WordCounts())
     size = enc_a.dense_dim

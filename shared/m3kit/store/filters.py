@@ -183,13 +183,7 @@ surrogate at character 1); Qdrant stores text as UTF-8, so no stored key or valu
 
 
 def _refuse_text(key: str, value: Any) -> None:
-    at = unpaired_surrogate(value) if isinstance(value, str) else None
-    if at is not None:
-        raise ValueError(
-            f"filter on {key!r}: {value!r} is not valid UTF-8 text (an unpaired surrogate at "
-            f"character {at}); Qdrant stores text as UTF-8, so no stored key or value can "
-            "have it"
-        )
+    _refuse_surrogate(value, f"filter on {key!r}:", "text as UTF-8, so no stored key or value")
 
 
 def refuse_has_id(condition: Any) -> None:
@@ -327,12 +321,12 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def _refuse_surrogate(value: Any, what: str) -> None:
+def _refuse_surrogate(value: Any, what: str, kept: str = "ids as UTF-8, so none") -> None:
     at = unpaired_surrogate(value) if isinstance(value, str) else None
     if at is not None:
         raise ValueError(
             f"{what} {value!r} is not valid UTF-8 text (an unpaired surrogate at character "
-            f"{at}); Qdrant stores ids as UTF-8, so none can have it"
+            f"{at}); Qdrant stores {kept} can have it"
         )
 
 
