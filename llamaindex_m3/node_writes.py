@@ -62,6 +62,7 @@ from typing import Any
 from llama_index.core.schema import BaseNode
 
 from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_groups import check_node_types, write_groups
 from llamaindex_m3.node_offsets import StoredText, checked_span
 from llamaindex_m3.node_records import (
     StoredChunk,
@@ -112,7 +113,7 @@ from m3kit.store.schema import (
     START,
 )
 
-__all__ = ["check_node_types", "encode_nodes", "write_nodes"]
+__all__ = ["encode_nodes", "write_nodes"]
 
 
 @dataclass
@@ -174,20 +175,6 @@ class _Doc:
         if chunk_index is None or chunk_index not in self.meta_at:
             return None
         return StoredChunk(chunk_index, self.meta_at[chunk_index])
-
-
-def check_node_types(nodes: Sequence[BaseNode]) -> None:
-    """Refuse anything but a sequence of LlamaIndex nodes, by position.
-
-    Raises:
-        TypeError: ``nodes`` is one node (a pydantic model iterates as its field pairs:
-            "nodes[0] is tuple"), or holds something else.
-    """
-    if isinstance(nodes, BaseNode):
-        raise TypeError("nodes is a list of nodes; wrap a single one as [node]")
-    for i, node in enumerate(nodes):
-        if not isinstance(node, BaseNode):
-            raise TypeError(f"nodes[{i}] is {type(node).__name__}, not a LlamaIndex node")
 
 
 def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
@@ -370,27 +357,36 @@ def write_nodes(
             todo.append((doc_id, chunk_index, node))
         else:
             carried.append((doc_id, chunk_index, node, vectors))
-    encoded = encode_nodes(index, [n for _, _, n in todo], text_instruction, show_progress)
-    # nothing is written before this point: a refused node, or an async_add cancelled while
-    # its nodes were encoded, leaves the store as it was
-    stop_if_cancelled()
-    _renew_adopted_versions(index, docs)
-    records: list[ChunkRecord] = []
-    for doc_id, chunk_index, node, vectors in carried:
-        stored = stored_of[id(node)]
-        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored))
-    for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
-        stored = stored_of[id(node)]
-        text = embed_text(node, text_instruction)
-        records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored, text))
-    if records:
-        index.store.upsert(
-            records,
-            show_progress=show_progress,
-            replace=True,
-            text_instruction=text_instruction,
-        )
-    rewritten = {(r.doc_id, r.chunk_index) for r in records}
+    # Encoded and written in groups of whole documents, as M3Index.add_texts writes (every
+    # node's vectors, ColBERT's one per token, were held at once: an IngestionPipeline's whole
+    # run). Nothing is written before the first group is encoded: a refused node (nodes of
+    # one embed model are refused in the first), or an async_add cancelled while it was
+    # encoded, leaves the store as it was; a later group's leaves the groups before written.
+    rewritten: set[tuple[str, int]] = set()
+    for at, (part, part_carried) in enumerate(write_groups(index, todo, carried)):
+        encoded = encode_nodes(index, [n for _, _, n in part], text_instruction, show_progress)
+        stop_if_cancelled()
+        if at == 0:
+            _renew_adopted_versions(index, docs)
+        records: list[ChunkRecord] = []
+        for doc_id, chunk_index, node, vectors in part_carried:
+            stored = stored_of[id(node)]
+            records.append(_record(doc_id, chunk_index, node, vectors, docs[doc_id], stored))
+        for (doc_id, chunk_index, node), vectors in zip(part, encoded, strict=True):
+            stored = stored_of[id(node)]
+            text = embed_text(node, text_instruction)
+            doc = docs[doc_id]
+            records.append(_record(doc_id, chunk_index, node, vectors, doc, stored, text))
+        if records:
+            index.store.upsert(
+                records,
+                show_progress=show_progress,
+                replace=True,
+                text_instruction=text_instruction,
+            )
+        rewritten.update((r.doc_id, r.chunk_index) for r in records)
+    if not todo and not carried:
+        _renew_adopted_versions(index, docs)
     fields: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}
     for where, node in [*relabel.items(), *refresh.items()]:
@@ -405,7 +401,7 @@ def write_nodes(
     if fields:
         index.store.set_writer_fields(fields, versions=versions)
     _set_chunk_counts(index, docs, rewritten)
-    written = {r.doc_id for r in records}
+    written = {doc_id for doc_id, _ in rewritten}
     for doc_id, doc in docs.items():
         if doc.stale and doc_id not in written:  # every node was stored, an old version too
             assert doc.version is not None  # set by _read_stored

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.schema import BaseNode, Document
 
 from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_groups import check_node_types, write_groups
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -27,7 +28,6 @@ from llamaindex_m3.node_records import (
     read_back_index,
     unpack_documents,
 )
-from llamaindex_m3.node_writes import check_node_types
 from llamaindex_m3.sourceless import ref_docs_filter
 from llamaindex_m3.stored_chunks import (
     DOC_BATCH,
@@ -39,6 +39,7 @@ from llamaindex_m3.stored_chunks import (
     payloads_by_doc,
     stored_payloads,
 )
+from m3kit.outputs import M3Output
 from m3kit.store import ChunkRecord, M3Index, M3Store, point_id
 from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.filters import distinct_ids, documents_filter
@@ -207,8 +208,8 @@ class RetrieverWrites:
         versions = {doc_id: nodes_hash(group, named) for doc_id, group in groups.items()}
         done = store.complete_documents(versions)
         self._renew_node_fields({d: groups[d] for d in done}, versions, named)
-        records: list[ChunkRecord] = []
         todo: list[tuple[str, int, BaseNode]] = []
+        held: list[tuple[str, int, BaseNode, M3Output]] = []
         for doc_id, group in groups.items():
             if doc_id in done:
                 continue
@@ -219,23 +220,28 @@ class RetrieverWrites:
                 if carried is None:
                     todo.append((doc_id, chunk_index, node))
                 else:
-                    records.append(
-                        node_record(
-                            doc_id, chunk_index, node, carried, versions, group, named.get(id(node))
-                        )
-                    )
-        # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
-        encoded = encode_nodes(self.index, [n for _, _, n in todo], None, show_progress)
-        stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written
-        for (doc_id, chunk_index, node), vectors in zip(todo, encoded, strict=True):
-            group = groups[doc_id]
-            chunk = named.get(id(node))
-            text = embed_text(node)  # what encode_nodes encoded
-            records.append(
-                node_record(doc_id, chunk_index, node, vectors, versions, group, chunk, text)
-            )
-        if records:
-            store.upsert(records, show_progress=show_progress, replace=True)
+                    held.append((doc_id, chunk_index, node, carried))
+        # encoded and written in groups of whole documents, as M3VectorStore.add writes
+        for part, part_held in write_groups(self.index, todo, held):
+            # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
+            encoded = encode_nodes(self.index, [n for _, _, n in part], None, show_progress)
+            stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written
+            records: list[ChunkRecord] = []
+            for doc_id, chunk_index, node, vectors in part_held:
+                chunk = named.get(id(node))
+                group = groups[doc_id]
+                records.append(
+                    node_record(doc_id, chunk_index, node, vectors, versions, group, chunk)
+                )
+            for (doc_id, chunk_index, node), vectors in zip(part, encoded, strict=True):
+                chunk = named.get(id(node))
+                text = embed_text(node)  # what encode_nodes encoded
+                group = groups[doc_id]
+                records.append(
+                    node_record(doc_id, chunk_index, node, vectors, versions, group, chunk, text)
+                )
+            if records:
+                store.upsert(records, show_progress=show_progress, replace=True)
         return [node.node_id for node in nodes]
 
     def _renew_node_fields(

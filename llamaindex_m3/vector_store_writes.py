@@ -38,6 +38,12 @@ class VectorStoreWrites:
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Store nodes as chunks of their source documents (see :mod:`~llamaindex_m3.node_writes`).
 
+        Every node is checked before anything is written; they are then encoded and written in
+        groups of whole documents (as ``M3Index.add_texts``: ``write_group`` documents, fewer
+        when they hold more than 131,072 characters), so a large ingestion holds one group's
+        vectors at a time. A node refused as it is encoded (an embedding another model made)
+        leaves the groups written before it stored.
+
         Returns:
             The id of each node (``node.node_id``), in input order.
         """
@@ -56,9 +62,10 @@ class VectorStoreWrites:
 
         Cancelled (``task.cancel()``, an ``asyncio.wait_for`` timeout), it raises only once
         its thread is done, so nothing of it is written after: an add still waiting for
-        another write, or still encoding its nodes, writes nothing (the encoding under way
-        finishes first), one writing finishes (:mod:`m3kit.store.cancelling`). Likewise the
-        other async writes.
+        another write, or still encoding its first group of documents, writes nothing (the
+        encoding under way finishes first); one writing finishes that group, and the groups
+        written before stay, as ``M3Index.aadd_texts`` (:mod:`m3kit.store.cancelling`).
+        Likewise the other async writes.
         """
         return await in_worker(self.add, nodes, **add_kwargs)
 
