@@ -27,3 +27,19 @@ def test_a_too_long_text_in_a_later_group_writes_nothing(
     assert index.count() == 0
     assert index.add_texts(texts[:4], doc_ids=list("abcd"), truncation="error") == list("abcd")
     assert index.count() == 4
+
+
+def test_a_too_long_text_after_groups_closed_by_size_writes_nothing(
+    open_index: Any, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups also close at a size of text (``WRITE_GROUP_CHARS``): fewer documents than
+    ``write_group`` may take several groups, which the check skipped as one."""
+    import m3kit.store.index_writes as index_writes
+
+    monkeypatch.setattr(index_writes, "WRITE_GROUP_CHARS", 8)
+    encoder = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=16)
+    index = open_index(encoder)
+    texts = ["one two.", "three four.", " ".join(["word"] * 40)]
+    with pytest.raises(TruncationError, match="tokens; the model takes"):
+        index.add_texts(texts, doc_ids=list("abc"), truncation="error")
+    assert index.count() == 0

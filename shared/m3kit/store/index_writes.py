@@ -187,14 +187,16 @@ class IndexWrites:
         if not todo:
             update_in_place(index, moves)
             return order
-        if chunker is None:
-            self._refuse_truncated(todo, truncation)  # before the first group is written
-        show = len(todo) > self.write_group if show_progress is None else show_progress
         # Encode and write in groups of documents, so an interrupted run keeps what it wrote
         # (the next run skips those documents) and memory stays bounded on large jobs.
+        bounds = write_group_bounds(
+            [len(d.text) for d in todo], self.write_group, WRITE_GROUP_CHARS
+        )
+        if chunker is None and len(bounds) > 1:  # (one group is checked as it is encoded)
+            self._refuse_truncated(todo, bounds, truncation)  # before the first is written
+        show = len(todo) > self.write_group if show_progress is None else show_progress
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
-            lengths = [len(d.text) for d in todo]
-            for start, stop in write_group_bounds(lengths, self.write_group, WRITE_GROUP_CHARS):
+            for start, stop in bounds:
                 group = todo[start:stop]
                 stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
                 records, empty = self._records(group, chunker, False, truncation)
@@ -203,17 +205,19 @@ class IndexWrites:
         update_in_place(index, moves)
         return order
 
-    def _refuse_truncated(self, todo: Sequence[_Doc], truncation: Truncation | str) -> None:
+    def _refuse_truncated(
+        self, todo: Sequence[_Doc], bounds: list[tuple[int, int]], truncation: Truncation | str
+    ) -> None:
         """Raise :class:`~m3kit.errors.TruncationError` for a document longer than the model
         takes (``truncation="error"``, no chunker) before any is written: the length was
-        checked as each group was encoded, after the earlier groups were stored."""
+        checked as each group (``bounds``) was encoded, after the earlier groups were stored."""
         from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
         from m3kit.encoder import Truncation
 
-        if Truncation(truncation) is not Truncation.ERROR or len(todo) <= self.write_group:
-            return  # one group: checked as it is encoded, before it is written
-        for start in range(0, len(todo), self.write_group):  # (token ids of one group at once)
-            group = todo[start : start + self.write_group]
+        if Truncation(truncation) is not Truncation.ERROR:
+            return
+        for start, stop in bounds:  # (token ids of one group at once)
+            group = todo[start:stop]
             names = [d.doc_id for d in group]
             document_token_ids(self.encoder, [d.text for d in group], names, truncation="error")
 
