@@ -25,6 +25,7 @@ def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
     they make m3kit's embeddings refused on their vectors, and refused on m3kit's."""
     out: dict[str, str] = {}
     dense = unwrapped(dense)
+    sparse = unwrapped(sparse, M3SparseEmbeddings)
     if isinstance(dense, M3Embeddings):
         out["dense"] = dense_identity(dense.encoder)
     elif dense is not None:
@@ -37,10 +38,46 @@ def model_identities(dense: Any, sparse: Any) -> dict[str, str]:
     return out
 
 
-def unwrapped(embeddings: Any) -> Any:
-    """The embeddings inside LangChain's ``CacheBackedEmbeddings`` (which the README suggests
-    around ``M3Embeddings``): the store recorded and checked nothing for it, so another
-    model's vectors were written into the collection without a word. Duck-typed, as the class
-    lives in ``langchain_classic``, not a dependency."""
-    inner = getattr(embeddings, "underlying_embeddings", None)
-    return inner if isinstance(inner, M3Embeddings) else embeddings
+def unwrapped(embeddings: Any, kind: type = M3Embeddings) -> Any:
+    """The m3kit embeddings (``kind``) inside a wrapper, else ``embeddings`` itself.
+
+    A wrapper keeps the embeddings it delegates to in an attribute: LangChain's
+    ``CacheBackedEmbeddings`` (``underlying_embeddings``, which the README suggests),
+    ``HypotheticalDocumentEmbedder`` (``base_embeddings``) or a user's own class. Read as
+    another program's embeddings, it was refused on the collection its M3 model wrote, and the
+    bare model on one it wrote; unrecognised, another model's vectors went in without a word.
+    Found by looking through the wrapper's attributes (a few levels, duck-typed: those classes
+    live in ``langchain_classic``, not a dependency); one m3kit embeddings, else none.
+    """
+    if isinstance(embeddings, kind):
+        return embeddings
+    found: dict[int, Any] = {}
+    seen: set[int] = {id(embeddings)}
+    level = [embeddings]
+    for _ in range(_WRAPPER_DEPTH):
+        inside = []
+        for obj in level:
+            for value in _attributes(obj):
+                if id(value) in seen:
+                    continue
+                seen.add(id(value))
+                if isinstance(value, kind):
+                    found[id(value)] = value
+                else:
+                    inside.append(value)
+        level = inside
+    return next(iter(found.values())) if len(found) == 1 else embeddings
+
+
+#: How deep :func:`unwrapped` looks (a wrapper of a wrapper of the embeddings).
+_WRAPPER_DEPTH = 3
+
+
+def _attributes(obj: Any) -> list[Any]:
+    """The attribute values of an object (its ``__dict__``), not of builtins or modules."""
+    if isinstance(obj, str | bytes | int | float | bool | type) or obj is None:
+        return []
+    try:
+        return list(vars(obj).values())
+    except TypeError:  # no __dict__
+        return []

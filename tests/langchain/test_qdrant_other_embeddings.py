@@ -12,7 +12,7 @@ import logging
 
 import pytest
 from langchain_core.documents import Document
-from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 from langchain_qdrant import QdrantVectorStore, RetrievalMode, SparseEmbeddings, SparseVector
 from qdrant_client import QdrantClient
 
@@ -135,3 +135,36 @@ def test_embeddings_a_mode_leaves_unused_are_not_recorded(
     )
     assert "dense" not in _record(store.client)
     store.client.close()
+
+
+class Logged(Embeddings):
+    """A user's wrapper (as LangChain's HyDE embedder): delegates to the embeddings it holds."""
+
+    def __init__(self, inner: Embeddings) -> None:
+        self.inner = inner
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.inner.embed_query(text)
+
+
+def test_m3_embeddings_inside_a_wrapper_are_m3s(enc_a: M3Encoder, enc_b: M3Encoder) -> None:
+    """Read as another program's (its class), a wrapper of M3's embeddings was refused on the
+    collection its M3 model wrote, and the bare model on one the wrapper wrote."""
+    dense = M3Embeddings.from_encoder(enc_a)
+    for first, then in ((dense, Logged(dense)), (Logged(dense), dense)):
+        store = M3QdrantVectorStore.from_documents(
+            DOCS[:2], embedding=first, location=":memory:", collection_name="c"
+        )
+        assert _record(store.client)["dense"].startswith("m3kit-dense:")
+        again = M3QdrantVectorStore(client=store.client, collection_name="c", embedding=then)
+        assert len(again.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+        with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
+            other = Logged(M3Embeddings.from_encoder(enc_b))  # another M3 model, wrapped
+            M3QdrantVectorStore(client=store.client, collection_name="c", embedding=other)
+        with pytest.raises(FingerprintMismatchError, match="dense vectors of another model"):
+            fake = Logged(DeterministicFakeEmbedding(size=enc_a.dense_dim))  # not M3 at all
+            M3QdrantVectorStore(client=store.client, collection_name="c", embedding=fake)
+        store.client.close()
