@@ -50,3 +50,9 @@ def test_the_model_the_stock_store_recorded_is_checked_at_open(
     ):
         assert index.count() == 2
     assert "no record of the encoder" not in caplog.text  # it has one: the stock store's
+    with pytest.raises(FingerprintMismatchError, match="M3QdrantVectorStore recorded"):
+        # once adopted: a reindex found none of the stock points (no m3kit document), so it
+        # re-encoded nothing and recorded B over A's vectors
+        M3Index.open(enc_b, folder, collection="docs", backend="client", reindex=True)
+    with M3Index.open(enc_a, folder, collection="docs", backend="client") as index:
+        assert index.count() == 2

@@ -157,8 +157,10 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     """
     store, new = index.store, index.fingerprint
     stored, pending = _read(store)
+    # also once adopted: a reindex finds none of the stock layout's points (they carry no
+    # m3kit document), so it re-encoded nothing and recorded the other model over them
+    stock = _check_stock_models(store, new)
     if stored is None:
-        stock = _check_stock_models(store, new)
         if store.count() == 0:
             _write(store, new)
         elif reindex:
