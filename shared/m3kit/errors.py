@@ -96,7 +96,7 @@ def missing_extra(package: str, extra: str, error: ImportError | None = None) ->
     x-pkg is installed but does not import (cannot import name 'Y' from 'z'): its version does \
 not fit the other packages installed. Upgrade them together: pip install -U 'm3kit[x]'
     """
-    if error is not None and not isinstance(error, ModuleNotFoundError):
+    if error is not None and not _not_installed(error):
         return MissingExtraError(
             f"{package} is installed but does not import ({error}): its version does not fit "
             f"the other packages installed. Upgrade them together: pip install -U 'm3kit[{extra}]'"
@@ -105,6 +105,25 @@ not fit the other packages installed. Upgrade them together: pip install -U 'm3k
     return MissingExtraError(
         f"{package} is not installed{missing}. Install it with: pip install 'm3kit[{extra}]'"
     )
+
+
+def _not_installed(error: ImportError) -> bool:
+    """Whether an import error means a package is not installed: a module not found whose
+    top-level package is missing too, or is a namespace shared by several distributions
+    (``llama_index``); a module missing from an installed package (``langchain_core.x``, which
+    another package's newer version imports) is a version mismatch instead."""
+    import importlib.util
+
+    if not isinstance(error, ModuleNotFoundError):
+        return False
+    top, _, rest = (error.name or "").partition(".")
+    if not top or not rest:
+        return True
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):  # (hidden: None in sys.modules)
+        return True
+    return spec is None or spec.origin is None  # (a namespace package has no origin)
 
 
 def require_extra(extra: str, modules: dict[str, str]) -> None:

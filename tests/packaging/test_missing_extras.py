@@ -23,6 +23,11 @@ class Broken:
     def find_spec(self, name, path=None, target=None):
         if name == {broken!r}:
             raise ImportError("cannot import name 'IDF_EMBEDDING_MODELS' from 'qdrant_client'")
+        if name == {lacking!r}:  # imports a module its installed dependency lacks
+            raise ModuleNotFoundError(
+                "No module named 'langchain_core.a_module_this_core_lacks'",
+                name="langchain_core.a_module_this_core_lacks",
+            )
         return None
 
 for name in {hidden!r}:
@@ -35,8 +40,10 @@ except ImportError as e:
 """
 
 
-def _import(package: str, hidden: tuple[str, ...] = (), broken: str = "") -> str:
-    code = textwrap.dedent(_HIDE.format(package=package, hidden=hidden, broken=broken))
+def _import(package: str, hidden: tuple[str, ...] = (), broken: str = "", lacking: str = "") -> str:
+    code = textwrap.dedent(
+        _HIDE.format(package=package, hidden=hidden, broken=broken, lacking=lacking)
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
@@ -64,3 +71,11 @@ def test_an_installed_package_that_does_not_import_is_not_called_missing() -> No
     out = _import("llamaindex_m3", broken="llama_index.vector_stores.qdrant")
     assert out.startswith("MissingExtraError llama-index-vector-stores-qdrant is installed"), out
     assert "cannot import name 'IDF_EMBEDDING_MODELS'" in out and "pip install -U" in out
+
+
+def test_a_module_an_installed_package_lacks_is_not_called_missing() -> None:
+    """A dependency's module missing (a version of it older than the package importing it
+    needs) is a version mismatch: "not installed" sent the user to install what they had."""
+    out = _import("langchain_m3", lacking="langchain_qdrant")
+    assert out.startswith("MissingExtraError langchain-qdrant is installed but does not"), out
+    assert "a_module_this_core_lacks" in out and "pip install -U" in out
