@@ -26,3 +26,17 @@ def test_a_missing_date_in_metadata_or_a_filter_is_refused_by_name(
         index.add_texts(["gamma"], metadatas=nested)
     index.add_texts(["alpha"], metadatas=rows[:1])  # a date present: stored as its ISO string
     assert index.count() == 1
+
+
+def test_llamaindex_documents_name_the_missing_date(tiny_m3_path: Any) -> None:
+    pytest.importorskip("llama_index.core")
+    from llama_index.core import Document
+
+    from llamaindex_m3 import M3Retriever
+    from m3kit import M3Encoder
+
+    retriever = M3Retriever.open(M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32"))
+    docs = [Document(text="alpha"), Document(text="beta", metadata={"when": pd.NaT})]
+    with pytest.raises(ValueError, match=r"metadata of documents\[1\]: 'when': a missing date"):
+        retriever.add_documents(docs)
+    assert retriever.index.count() == 0
