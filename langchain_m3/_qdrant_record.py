@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 from langchain_m3.embeddings import M3Embeddings
@@ -75,7 +76,7 @@ _WRAPPER_DEPTH = 3
 
 def _attributes(obj: Any) -> list[Any]:
     """The attribute values of an object (its ``__dict__``), not of builtins or modules."""
-    if isinstance(obj, str | bytes | int | float | bool | type) or obj is None:
+    if isinstance(obj, str | bytes | int | float | bool | type | ModuleType) or obj is None:
         return []
     try:
         return list(vars(obj).values())

@@ -14,7 +14,7 @@ from llamaindex_m3.node_records import embed_text
 from m3kit.outputs import Head, M3Output
 from m3kit.store import M3Index, output_row
 
-__all__ = ["SAME_MODEL_COSINE", "encode_nodes"]
+__all__ = ["SAME_MODEL_COSINE", "check_nodes_to_encode", "encode_nodes"]
 
 
 #: A node's own ``embedding`` must be this close (cosine) to the store's dense vector of the
@@ -62,6 +62,33 @@ def encode_nodes(
             )
         )
     return out
+
+
+def check_nodes_to_encode(
+    index: M3Index, nodes: list[BaseNode], text_instruction: str | None
+) -> None:
+    """What :func:`encode_nodes` refuses without encoding, for every node of a write before
+    its first group is encoded (a node of a later group refused after the groups before it
+    were written): a textless ``ImageNode``, a text that is not UTF-8, an ``embedding`` an
+    ``M3Embedding`` of another encoder made or of another size (what only the encoder's
+    output tells, another model of the same size, is checked as each group is encoded).
+
+    Raises:
+        ValueError: Names the node.
+        FingerprintMismatchError: An ``M3Embedding`` of another encoder made its embedding.
+    """
+    from m3kit.store.points import check_text
+
+    _refuse_textless_images(nodes)
+    size = index.encoder.dense_dim
+    for node in nodes:
+        check_text(embed_text(node, text_instruction), f"the text of node {node.node_id!r}")
+        if node.embedding is not None:
+            check_origin(
+                node.embedding, index.fingerprint, f"the embedding of node {node.node_id!r}"
+            )
+            if len(node.embedding) != size:
+                _check_same_model(node, np.asarray(node.embedding), np.zeros(size))
 
 
 def _refuse_textless_images(nodes: list[BaseNode]) -> None:

@@ -61,7 +61,7 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode
 
-from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_encoding import check_nodes_to_encode, encode_nodes
 from llamaindex_m3.node_groups import check_node_types, write_groups
 from llamaindex_m3.node_offsets import StoredText, checked_span
 from llamaindex_m3.node_records import (
@@ -359,11 +359,15 @@ def write_nodes(
             carried.append((doc_id, chunk_index, node, vectors))
     # Encoded and written in groups of whole documents, as M3Index.add_texts writes (every
     # node's vectors, ColBERT's one per token, were held at once: an IngestionPipeline's whole
-    # run). Nothing is written before the first group is encoded: a refused node (nodes of
+    # run). Every node is checked first (what needs no encoding); nothing is written before
+    # the first group is encoded: an embedding of another model of the same size (nodes of
     # one embed model are refused in the first), or an async_add cancelled while it was
-    # encoded, leaves the store as it was; a later group's leaves the groups before written.
+    # encoded, leaves the store as it was; in a later group, the groups before written.
+    check_nodes_to_encode(index, [n for _, _, n in todo], text_instruction)
     rewritten: set[tuple[str, int]] = set()
     for at, (part, part_carried) in enumerate(write_groups(index, todo, carried)):
+        if at:  # cancelled while the group before was written: nothing more is encoded
+            stop_if_cancelled()
         encoded = encode_nodes(index, [n for _, _, n in part], text_instruction, show_progress)
         stop_if_cancelled()
         if at == 0:

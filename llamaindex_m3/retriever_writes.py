@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document
 
-from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_encoding import check_nodes_to_encode, encode_nodes
 from llamaindex_m3.node_groups import check_node_types, write_groups
 from llamaindex_m3.node_records import (
     StoredChunk,
@@ -222,7 +222,10 @@ class RetrieverWrites:
                 else:
                     held.append((doc_id, chunk_index, node, carried))
         # encoded and written in groups of whole documents, as M3VectorStore.add writes
-        for part, part_held in write_groups(self.index, todo, held):
+        check_nodes_to_encode(self.index, [n for _, _, n in todo], None)  # before the first
+        for at, (part, part_held) in enumerate(write_groups(self.index, todo, held)):
+            if at:  # cancelled while the group before was written: nothing more is encoded
+                stop_if_cancelled()
             # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
             encoded = encode_nodes(self.index, [n for _, _, n in part], None, show_progress)
             stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written

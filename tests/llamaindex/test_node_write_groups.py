@@ -67,3 +67,32 @@ def test_the_retrievers_nodes_are_written_in_groups_too(
     assert retriever.add_nodes(nodes) == [n.node_id for n in nodes]
     assert len(writes) > 1 and sum(len(w) for w in writes) == 6
     assert retriever.index.count() == len(nodes)
+
+
+@pytest.mark.parametrize("bad", ["image", "surrogate"])
+def test_a_node_refused_in_a_later_group_writes_nothing(
+    tiny_embedding: M3Embedding, tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """What needs no encoding is checked for every node first: a textless ``ImageNode`` or a
+    text that is not UTF-8 in a later group was refused after the groups before it were
+    written (and named by its place in its group)."""
+    from llama_index.core.schema import ImageNode, TextNode
+
+    from llamaindex_m3 import M3Retriever
+
+    monkeypatch.setattr(node_groups, "WRITE_GROUP_CHARS", 30)
+    nodes = [TextNode(text=f"{SAMPLE_TEXTS[i % 7]} ({i})", id_=f"n{i}") for i in range(6)]
+    last = (
+        ImageNode(image="aGk=", id_="last")
+        if bad == "image"
+        else TextNode(text="bad " + chr(0xDC80), id_="last")
+    )
+    message = "ImageNode without text" if bad == "image" else "node 'last' is not valid UTF-8"
+    with M3VectorStore(tiny_embedding) as store:
+        with pytest.raises(ValueError, match=message):
+            store.add([*nodes, last])
+        assert store._index.count() == 0
+    retriever = M3Retriever.open(tiny_encoder)
+    with pytest.raises(ValueError, match=message):
+        retriever.add_nodes([*nodes, last])
+    assert retriever.index.count() == 0
