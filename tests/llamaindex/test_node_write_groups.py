@@ -16,24 +16,34 @@ from llamaindex_m3 import M3Embedding, M3VectorStore
 from m3kit.testing import SAMPLE_TEXTS
 
 
-def test_nodes_are_written_in_groups_of_whole_documents(
-    tiny_embedding: M3Embedding, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(node_groups, "WRITE_GROUP_CHARS", 200)
+def _six_documents_nodes() -> list[Any]:
     docs = [
         Document(text=" ".join(SAMPLE_TEXTS[i % 7] for i in range(j, j + 4)), id_=f"d{j}")
         for j in range(6)
     ]
-    nodes = SentenceSplitter(chunk_size=24, chunk_overlap=0).get_nodes_from_documents(docs)
+    return SentenceSplitter(chunk_size=24, chunk_overlap=0).get_nodes_from_documents(docs)
+
+
+def _spied_writes(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The documents of each ``store.upsert`` call (filled as they happen)."""
+    writes: list[set[str]] = []
+    upsert = store.upsert
+
+    def spy(records: Any, **options: Any) -> Any:
+        writes.append({r.doc_id for r in records})
+        return upsert(records, **options)
+
+    monkeypatch.setattr(store, "upsert", spy)
+    return writes
+
+
+def test_nodes_are_written_in_groups_of_whole_documents(
+    tiny_embedding: M3Embedding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_groups, "WRITE_GROUP_CHARS", 200)
+    nodes = _six_documents_nodes()
     with M3VectorStore(tiny_embedding) as store:
-        writes: list[set[str]] = []
-        upsert = store._index.store.upsert
-
-        def spy(records: Any, **options: Any) -> Any:
-            writes.append({r.doc_id for r in records})
-            return upsert(records, **options)
-
-        monkeypatch.setattr(store._index.store, "upsert", spy)
+        writes = _spied_writes(store._index.store, monkeypatch)
         assert store.add(nodes) == [n.node_id for n in nodes]
         assert len(writes) > 1  # several groups ...
         assert sum(len(w) for w in writes) == 6  # ... each document in one of them, whole
@@ -50,20 +60,9 @@ def test_the_retrievers_nodes_are_written_in_groups_too(
     from llamaindex_m3 import M3Retriever
 
     monkeypatch.setattr(node_groups, "WRITE_GROUP_CHARS", 200)
-    docs = [
-        Document(text=" ".join(SAMPLE_TEXTS[i % 7] for i in range(j, j + 4)), id_=f"d{j}")
-        for j in range(6)
-    ]
-    nodes = SentenceSplitter(chunk_size=24, chunk_overlap=0).get_nodes_from_documents(docs)
+    nodes = _six_documents_nodes()
     retriever = M3Retriever.open(tiny_encoder)
-    writes: list[set[str]] = []
-    upsert = retriever.index.store.upsert
-
-    def spy(records: Any, **options: Any) -> Any:
-        writes.append({r.doc_id for r in records})
-        return upsert(records, **options)
-
-    monkeypatch.setattr(retriever.index.store, "upsert", spy)
+    writes = _spied_writes(retriever.index.store, monkeypatch)
     assert retriever.add_nodes(nodes) == [n.node_id for n in nodes]
     assert len(writes) > 1 and sum(len(w) for w in writes) == 6
     assert retriever.index.count() == len(nodes)
