@@ -3,15 +3,17 @@ groups of whole documents (:func:`~llamaindex_m3.node_writes.write_nodes`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from llama_index.core.schema import BaseNode
 
+from llamaindex_m3.node_encoding import check_nodes_to_encode, encode_nodes
 from m3kit.outputs import M3Output
 from m3kit.store import M3Index
+from m3kit.store.cancelling import stop_if_cancelled
 from m3kit.store.index_writes import WRITE_GROUP_CHARS, write_group_bounds
 
-__all__ = ["check_node_types", "write_groups"]
+__all__ = ["check_node_types", "encoded_groups", "write_groups"]
 
 
 def check_node_types(nodes: Sequence[BaseNode]) -> None:
@@ -50,3 +52,27 @@ def write_groups(
         ([x for p, _ in parts[a:b] for x in p], [x for _, c in parts[a:b] for x in c])
         for a, b in write_group_bounds(lengths, index.write_group, WRITE_GROUP_CHARS)
     ]
+
+
+def encoded_groups(
+    index: M3Index,
+    todo: list[_Planned],
+    carried: list[_Carried],
+    text_instruction: str | None,
+    show_progress: bool | None,
+) -> Iterator[tuple[list[_Planned], list[M3Output], list[_Carried]]]:
+    """Each group of :func:`write_groups` with its nodes' vectors, to be written before the
+    next is encoded (one group at least, empty when there is nothing to write).
+
+    Every node is checked first (:func:`check_nodes_to_encode`), so only what the encoder's
+    output tells (an embedding of another model of the same size) is refused as a group is
+    encoded. An async write cancelled while a group was encoded or written stops before the
+    next is encoded (:func:`~m3kit.store.cancelling.stop_if_cancelled`).
+    """
+    check_nodes_to_encode(index, [n for _, _, n in todo], text_instruction)
+    for at, (part, part_carried) in enumerate(write_groups(index, todo, carried) or [([], [])]):
+        if at:  # cancelled while the group before was written: nothing more is encoded
+            stop_if_cancelled()
+        encoded = encode_nodes(index, [n for _, _, n in part], text_instruction, show_progress)
+        stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written
+        yield part, encoded, part_carried

@@ -61,8 +61,8 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode
 
-from llamaindex_m3.node_encoding import check_nodes_to_encode, encode_nodes
-from llamaindex_m3.node_groups import check_node_types, write_groups
+from llamaindex_m3.node_encoding import encode_nodes
+from llamaindex_m3.node_groups import check_node_types, encoded_groups
 from llamaindex_m3.node_offsets import StoredText, checked_span
 from llamaindex_m3.node_records import (
     StoredChunk,
@@ -98,7 +98,6 @@ from llamaindex_m3.stored_chunks import (
 )
 from m3kit.outputs import M3Output
 from m3kit.store import ChunkRecord, M3Index, point_id
-from m3kit.store.cancelling import stop_if_cancelled
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.schema import (
     CHUNK_COUNT,
@@ -363,13 +362,9 @@ def write_nodes(
     # the first group is encoded: an embedding of another model of the same size (nodes of
     # one embed model are refused in the first), or an async_add cancelled while it was
     # encoded, leaves the store as it was; in a later group, the groups before written.
-    check_nodes_to_encode(index, [n for _, _, n in todo], text_instruction)
     rewritten: set[tuple[str, int]] = set()
-    for at, (part, part_carried) in enumerate(write_groups(index, todo, carried)):
-        if at:  # cancelled while the group before was written: nothing more is encoded
-            stop_if_cancelled()
-        encoded = encode_nodes(index, [n for _, _, n in part], text_instruction, show_progress)
-        stop_if_cancelled()
+    groups = encoded_groups(index, todo, carried, text_instruction, show_progress)
+    for at, (part, encoded, part_carried) in enumerate(groups):
         if at == 0:
             _renew_adopted_versions(index, docs)
         records: list[ChunkRecord] = []
@@ -389,8 +384,6 @@ def write_nodes(
                 text_instruction=text_instruction,
             )
         rewritten.update((r.doc_id, r.chunk_index) for r in records)
-    if not todo and not carried:
-        _renew_adopted_versions(index, docs)
     fields: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}
     for where, node in [*relabel.items(), *refresh.items()]:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.schema import BaseNode, Document
 
-from llamaindex_m3.node_encoding import check_nodes_to_encode, encode_nodes
-from llamaindex_m3.node_groups import check_node_types, write_groups
+from llamaindex_m3.node_groups import check_node_types, encoded_groups
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -222,13 +221,8 @@ class RetrieverWrites:
                 else:
                     held.append((doc_id, chunk_index, node, carried))
         # encoded and written in groups of whole documents, as M3VectorStore.add writes
-        check_nodes_to_encode(self.index, [n for _, _, n in todo], None)  # before the first
-        for at, (part, part_held) in enumerate(write_groups(self.index, todo, held)):
-            if at:  # cancelled while the group before was written: nothing more is encoded
-                stop_if_cancelled()
-            # the text the embedding model sees (MetadataMode.EMBED), as M3VectorStore encodes
-            encoded = encode_nodes(self.index, [n for _, _, n in part], None, show_progress)
-            stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written
+        # (the text the embedding model sees, MetadataMode.EMBED, as M3VectorStore encodes)
+        for part, encoded, part_held in encoded_groups(self.index, todo, held, None, show_progress):
             records: list[ChunkRecord] = []
             for doc_id, chunk_index, node, vectors in part_held:
                 chunk = named.get(id(node))
