@@ -376,10 +376,7 @@ def _entry(
 ) -> _Entry:
     # dates, times and UUIDs (TimeWeightedVectorStoreRetriever's stamps) stored as the
     # strings langchain-qdrant stores for them
-    try:
-        metadata = iso_values(doc.metadata)
-    except ValueError as e:  # a missing date (NaT)
-        raise ValueError(f"metadata of documents[{position}]: {e}") from None
+    metadata = iso_values(doc.metadata, f"metadata of documents[{position}]")
     # checked for every document before the first write: the documents go to add_texts in
     # several calls (by kind and ids), each of which checked only its own, numbered within it,
     # after earlier calls had stored theirs (texts and ids alike)

@@ -78,10 +78,8 @@ def unpack_documents(
             raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
         text = doc.get_content(metadata_mode=MetadataMode.NONE)
         texts.append(text)
-        try:
-            metadatas.append(iso_values(doc.metadata))  # as node_metadata stores them
-        except ValueError as e:  # a missing date (NaT)
-            raise ValueError(f"metadata of documents[{i}]: {e}") from None
+        # as node_metadata stores them
+        metadatas.append(iso_values(doc.metadata, f"metadata of documents[{i}]"))
         given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
         doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
     return texts, metadatas, doc_ids

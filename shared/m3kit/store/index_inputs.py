@@ -127,7 +127,5 @@ def _metadata(value: object, position: int) -> dict[str, Any]:
             f"metadata of text {position} must be a mapping (or None for none), not "
             f"{type(value).__name__} {value!r:.60}"
         )
-    try:
-        return iso_values(value)  # dates, times and UUIDs as qdrant-client writes them
-    except ValueError as e:
-        raise ValueError(f"metadata of text {position}: {e}") from None
+    # dates, times and UUIDs as qdrant-client writes them
+    return iso_values(value, f"metadata of text {position}")

@@ -22,11 +22,12 @@ from pydantic_core import to_jsonable_python
 __all__ = ["iso_value", "iso_values"]
 
 
-def iso_values(metadata: Mapping[Any, Any]) -> dict[Any, Any]:
+def iso_values(metadata: Mapping[Any, Any], where: str | None = None) -> dict[Any, Any]:
     """A copy of ``metadata`` with dates, times and UUIDs (at any depth) as their strings.
 
     Keys and every other value are kept as they are (tuples stay tuples), so a metadata
-    without such values gives the same content ids and hashes as before.
+    without such values gives the same content ids and hashes as before. ``where``: what the
+    metadata is, for messages (``"metadata of text 3"``).
 
     >>> when = datetime.datetime(2026, 12, 5, 9, 30, tzinfo=datetime.timezone.utc)
     >>> iso_values({"created_at": when, "day": [datetime.date(2026, 12, 5)], 3: (1, 2)})
@@ -38,8 +39,9 @@ def iso_values(metadata: Mapping[Any, Any]) -> dict[Any, Any]:
     for key, value in metadata.items():
         try:
             out[key] = iso_value(value)
-        except ValueError as e:  # named by its key (a nested one by its path)
-            raise ValueError(f"{key!r}: {e}") from None
+        except ValueError as e:  # named by its key (a nested one by its path) and ``where``
+            place = f"{key!r}: " if where is None else f"{where}: {key!r}: "
+            raise ValueError(f"{place}{e}") from None
     return out
 
 
