@@ -35,7 +35,6 @@ sentence-transformers layouts m3kit reproduces exactly (anything else is a
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from m3kit.errors import CheckpointError
+from m3kit.st_layout import read_json as _read_json
+from m3kit.st_layout import st_layout, st_query_prompt
 
 __all__ = [
     "COLBERT_FILE",
@@ -144,17 +145,6 @@ class CheckpointInfo:
         return self.path / SPARSE_FILE
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with path.open(encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
-
-
 def _download(repo_id: str) -> Path:
     """Fetch a hub repository (only when ``repo_id`` is not a local folder)."""
     try:
@@ -182,147 +172,6 @@ def _download(repo_id: str) -> Path:
             f"{repo_id!r} is not a local folder, and downloading it from the Hugging Face hub "
             f"failed ({type(e).__name__}: {e}). Pass the path of a local copy of the checkpoint."
         ) from e
-
-
-#: Legacy ``pooling_mode_*`` flags of ``1_Pooling/config.json`` -> sentence-transformers' modes.
-_ST_POOLING_FLAGS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-#: sentence-transformers pooling modes m3kit computes; mean_sqrt_len_tokens is a per-vector
-#: rescaling of mean, which the L2 normalisation of every dense vector removes.
-_ST_POOLING_MODES = {
-    "cls": Pooling.CLS,
-    "mean": Pooling.MEAN,
-    "max": Pooling.MAX,
-    "mean_sqrt_len_tokens": Pooling.MEAN,
-}
-_ST_MODULE_TYPES = ("Transformer", "Pooling", "Normalize")
-
-
-@dataclass(frozen=True)
-class _StLayout:
-    """What a sentence-transformers folder declares: pooling and normalisation."""
-
-    pooling: Pooling | None  # None: no pooling config
-    normalize: bool | None  # None: no modules.json
-
-
-def _st_modules(modules_file: Path) -> tuple[Path | None, bool]:
-    """Validate ``modules.json``; return the pooling folder and whether it ends in Normalize."""
-    try:
-        raw = json.loads(modules_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{modules_file} is not valid JSON: {e}") from e
-    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
-        raise CheckpointError(f"{modules_file} must hold a JSON list of module objects")
-    names = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in raw]
-    for module, name in zip(raw, names, strict=True):
-        if name not in _ST_MODULE_TYPES:
-            raise CheckpointError(
-                f"{modules_file} lists a {module.get('type')!r} module (path "
-                f"{module.get('path')!r}) that m3kit cannot reproduce: it loads Transformer -> "
-                f"Pooling -> optional Normalize only, so its dense vectors would differ from "
-                f"sentence-transformers'"
-            )
-    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        raise CheckpointError(
-            f"{modules_file} lists the modules {names}; m3kit supports Transformer -> Pooling "
-            f"-> optional Normalize, in that order"
-        )
-    transformer_path = str(raw[0].get("path", ""))
-    if transformer_path not in ("", "."):
-        raise CheckpointError(
-            f"{modules_file}: the Transformer module lives in {transformer_path!r}; m3kit reads "
-            f"the backbone from the checkpoint folder itself"
-        )
-    return modules_file.parent / str(raw[1].get("path", "1_Pooling")), len(names) == 3
-
-
-def _st_pooling_mode(cfg_file: Path) -> Pooling:
-    """The single pooling mode a ``1_Pooling/config.json`` declares (both key formats)."""
-    cfg = _read_json(cfg_file)
-    if "pooling_mode" in cfg:
-        declared = cfg["pooling_mode"]
-        modes = [declared] if isinstance(declared, str) else declared
-        if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
-            raise CheckpointError(f"{cfg_file}: pooling_mode must be a name or a list of names")
-    else:
-        modes = [mode for key, mode in _ST_POOLING_FLAGS.items() if cfg.get(key)]
-        modes = modes or ["mean"]  # sentence-transformers' default when no flag is set
-    if len(modes) != 1:
-        raise CheckpointError(
-            f"{cfg_file} concatenates the pooling modes {modes}; m3kit supports exactly one of "
-            f"cls, mean, max"
-        )
-    if modes[0] not in _ST_POOLING_MODES:
-        raise CheckpointError(
-            f"{cfg_file} declares pooling {modes[0]!r}, which m3kit does not support "
-            f"(supported: cls, mean, max, mean_sqrt_len_tokens)"
-        )
-    if cfg.get("include_prompt", True) is not True:
-        raise CheckpointError(
-            f"{cfg_file} sets include_prompt={cfg['include_prompt']!r}: m3kit pools over the "
-            f"whole input, query instruction included, so it cannot reproduce this model"
-        )
-    return _ST_POOLING_MODES[modes[0]]
-
-
-#: The prompts sentence-transformers' ``encode_document`` adds (the first one present).
-_ST_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
-
-
-def _st_query_prompt(path: Path) -> str | None:
-    """The ``query`` prompt ``config_sentence_transformers.json`` declares (None: none).
-
-    Raises:
-        CheckpointError: It declares a prompt for documents or a ``default_prompt_name``,
-            which m3kit cannot add (it prefixes queries only).
-    """
-    cfg_file = path / "config_sentence_transformers.json"
-    if not cfg_file.is_file():
-        return None
-    cfg = _read_json(cfg_file)
-    prompts = cfg.get("prompts") or {}
-    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-        raise CheckpointError(f"{cfg_file}: prompts must map names to strings")
-    default = cfg.get("default_prompt_name")
-    if default is not None and prompts.get(default):
-        raise CheckpointError(
-            f"{cfg_file} sets default_prompt_name={default!r}: sentence-transformers adds "
-            f"{prompts[default]!r} to every text it encodes, m3kit adds an instruction to "
-            f"queries only, so it cannot reproduce this model"
-        )
-    for name in _ST_DOCUMENT_PROMPTS:
-        if prompts.get(name):
-            raise CheckpointError(
-                f"{cfg_file} declares the {name!r} prompt {prompts[name]!r}, which "
-                f"sentence-transformers adds to documents: m3kit adds an instruction to "
-                f"queries only, so its document vectors would differ from this model's"
-            )
-    return prompts.get("query") or None
-
-
-def _st_layout(path: Path) -> _StLayout:
-    """Pooling and normalisation a sentence-transformers checkpoint declares (validated)."""
-    pooling_dir: Path | None = path / "1_Pooling"
-    normalize: bool | None = None
-    if (path / "modules.json").is_file():
-        pooling_dir, normalize = _st_modules(path / "modules.json")
-    st_cfg = path / "sentence_bert_config.json"
-    if st_cfg.is_file() and _read_json(st_cfg).get("do_lower_case"):
-        raise CheckpointError(
-            f"{st_cfg} sets do_lower_case: sentence-transformers lower-cases every text before "
-            f"tokenising, which m3kit does not do"
-        )
-    cfg_file = pooling_dir / "config.json" if pooling_dir is not None else None
-    if cfg_file is None or not cfg_file.is_file():
-        return _StLayout(pooling=None, normalize=normalize)
-    return _StLayout(pooling=_st_pooling_mode(cfg_file), normalize=normalize)
 
 
 def _max_length(path: Path) -> int | None:
@@ -559,7 +408,7 @@ def resolve_checkpoint(
             f"a head. Restore {missing}, or load the checkpoint as dense-only from a folder "
             f"without either head file."
         )
-    st = _st_layout(path)
+    st = st_layout(path)
     if pooling is not None:
         chosen = Pooling(pooling)
     elif m3_cfg.get("pooling") is not None:
@@ -568,7 +417,7 @@ def resolve_checkpoint(
         # BGE-M3 pools with CLS (and says so in 1_Pooling); a folder whose 1_Pooling says
         # otherwise (an m3kit checkpoint that lost m3kit.json, another tool's) is taken at
         # its word, as sentence-transformers would
-        chosen = st.pooling or Pooling.CLS
+        chosen = Pooling(st.pooling or Pooling.CLS)
     else:
         if st.pooling is None:
             raise CheckpointError(
@@ -576,7 +425,7 @@ def resolve_checkpoint(
                 f"nor a sentence-transformers one (1_Pooling/config.json missing). Pass "
                 f"pooling='cls', 'mean' or 'max' to load it as a dense-only encoder."
             )
-        chosen = st.pooling
+        chosen = Pooling(st.pooling)
     kind = CheckpointKind.M3 if has_colbert else CheckpointKind.DENSE
     if kind is CheckpointKind.DENSE and _bge_m3_backbone(path):
         logger.warning(
@@ -596,7 +445,7 @@ def resolve_checkpoint(
         )
     max_length = _held_length(path, m3_cfg.get("max_length") or _max_length(path), m3_cfg)
     instruction = m3_cfg.get("query_instruction")
-    prompt = _st_query_prompt(path)  # validated even when m3kit.json names the instruction
+    prompt = st_query_prompt(path)  # validated even when m3kit.json names the instruction
     if instruction is None:
         instruction = prompt
     logger.debug(
