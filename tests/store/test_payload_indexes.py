@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import qdrant_edge as qe
+from qdrant_client import models
 
 from m3kit.cli import build_parser
 from m3kit.errors import SchemaMismatchError
@@ -352,6 +353,26 @@ def test_values_an_edge_index_would_hide_from_filters_are_refused(tmp_path: Path
         assert s.count() == 1  # nothing of a refused call written
         s.upsert([_priced(2, {"price": 2, "when": None, "a": {"b": True}, "other": 1.5})])
         assert {h.doc_id for h in s.query(dense=np.eye(4)[0], k=5, filter={"price": 1})} == {"d0"}
+        assert s.count() == 2
+
+
+def test_a_flat_dotted_key_is_not_checked_against_the_nested_paths_index(
+    tmp_path: Path,
+) -> None:
+    """An index declared on ``"a.b"`` covers the nested path ``metadata.a.b``; a flat key
+    ``{"a.b": 0.5}`` is stored at ``metadata."a.b"``, which no index covers, so filters find
+    it. It was refused as if the nested index would hide it."""
+    with M3Store.open(
+        tmp_path, backend=Backend.EDGE, payload_indexes={"a.b": "integer"}, **ARGS
+    ) as s:
+        s.upsert([_priced(0, {"a.b": 0.5})])
+        flat = models.Filter(
+            must=[models.FieldCondition(key='metadata."a.b"', range=models.Range(gt=0.1))]
+        )
+        assert [h.doc_id for h in s.query(dense=np.eye(4)[0], k=5, filter=flat)] == ["d0"]
+        with pytest.raises(ValueError, match=r"'a\.b' is 0\.5.*metadata\.a\.b as integer"):
+            s.upsert([_priced(1, {"a": {"b": 0.5}})])  # the nested key is still checked
+        s.upsert([_priced(2, {"a": {"b": 1}})])
         assert s.count() == 2
 
 

@@ -201,16 +201,40 @@ def _hidden_by(kind: str, value: Any) -> str | None:
     return None
 
 
-def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
-    """``(dotted metadata key, value)`` of every value in nested metadata, lists flattened."""
+def _leaves(value: Any, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """``(keys from the metadata's top, value)`` of every value in nested metadata, lists
+    flattened."""
     if isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+            yield from _leaves(v, (*keys, str(k)))
     elif isinstance(value, list):
         for v in value:
-            yield from _leaves(v, key)
+            yield from _leaves(v, keys)
     else:
-        yield key, value
+        yield keys, value
+
+
+def _stored_path(keys: tuple[str, ...]) -> str | None:
+    """The payload path where nested metadata keys ``keys`` are stored (``None``: a key no
+    path addresses). A key with a dot is one key, quoted (``{"file.year": 1}`` is stored at
+    ``metadata."file.year"``), not the nested ``metadata.file.year`` an index on
+    ``"file.year"`` covers.
+
+    >>> _stored_path(("file", "year")), _stored_path(("file.year",)), _stored_path(("a b",))
+    ('metadata.file.year', 'metadata."file.year"', 'metadata."a b"')
+    """
+    if any(not k or '"' in k for k in keys):
+        return None
+    # a key without a dot takes the path metadata_path gives it (an index declared on it)
+    return ".".join(
+        [
+            METADATA,
+            *(
+                f'"{k}"' if "." in k else metadata_path(k).removeprefix(f"{METADATA}.")
+                for k in keys
+            ),
+        ]
+    )
 
 
 def _first_hidden(
@@ -218,11 +242,11 @@ def _first_hidden(
 ) -> tuple[str, Any, str, str, str] | None:
     """``(key, value, payload path, index type, what the value is)`` of the first metadata
     value an index in ``indexes`` leaves out of its filters (``None``: none is)."""
-    for key, value in _leaves(metadata, ""):
-        try:
-            path = metadata_path(key)
-        except ValueError:  # a key no path addresses has no index
+    for keys, value in _leaves(metadata):
+        path = _stored_path(keys)
+        if path is None:  # a key no path addresses has no index
             continue
+        key = ".".join(keys)
         kind = indexes.get(path)
         hidden = None if kind is None else _hidden_by(kind, value)
         if kind is not None and hidden is not None:
@@ -237,7 +261,7 @@ def holds_number(metadata: Mapping[str, Any]) -> bool:
     >>> holds_number({"lang": "en", "tags": ["a"], "ok": True}), holds_number({"a": {"b": [2]}})
     (False, True)
     """
-    return any(_is_number(value) for _, value in _leaves(metadata, ""))
+    return any(_is_number(value) for _, value in _leaves(metadata))
 
 
 def _type_to_use(kind: str) -> str:
