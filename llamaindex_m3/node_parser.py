@@ -67,6 +67,7 @@ from llama_index.core.schema import (
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3EncoderSettingsFields
+from llamaindex_m3.events import embedding_event, encoder_payload
 from llamaindex_m3.late_nodes import (
     _INTERNAL_KEYS,
     LATE_METADATA_KEY,
@@ -364,7 +365,9 @@ class M3LateChunkingNodeParser(M3EncoderSettingsFields, NodeParser):
     ) -> list[BaseNode]:
         _refuse_images(nodes)
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
-        per_doc = self._chunker.chunk(texts, show_progress=show_progress)
+        with embedding_event(self.callback_manager, encoder_payload(self.model_name)) as report:
+            per_doc = self._chunker.chunk(texts, show_progress=show_progress)
+            report(texts)  # each document encoded whole, its chunks pooled from it
         out: list[BaseNode] = []
         for node, text, chunks in zip(nodes, texts, per_doc, strict=True):
             built = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)

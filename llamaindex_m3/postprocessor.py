@@ -26,6 +26,7 @@ from typing import Any
 from typing_extensions import Self
 
 from llamaindex_m3._encoder_fields import M3EncoderSettingsFields
+from llamaindex_m3.events import rerank_event
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.field_types import WholeNumber
@@ -164,7 +165,12 @@ class M3Reranker(M3EncoderSettingsFields, BaseNodePostprocessor):
         if not nodes:
             return []
         texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-        ranked = self._reranker.rerank(
-            query_bundle.query_str, texts, top_n=self.top_n, show_progress=self.show_progress
-        )
-        return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in ranked]
+        query, top_n = query_bundle.query_str, self.top_n
+        kept = len(nodes) if top_n is None else top_n  # (the events' TOP_K is a count)
+        with rerank_event(self.callback_manager, nodes, query, kept, self.model_name) as done:
+            ranked = self._reranker.rerank(
+                query, texts, top_n=top_n, show_progress=self.show_progress
+            )
+            out = [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in ranked]
+            done(out)
+        return out

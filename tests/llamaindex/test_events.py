@@ -1,0 +1,111 @@
+"""LlamaIndex's callback and instrumentation events fire where m3kit runs the model itself.
+
+``M3Retriever.retrieve`` (its query encoding), ``M3LateChunkingNodeParser`` (documents encoded
+whole) and ``M3Reranker`` fired none: a ``TokenCountingHandler`` counted 0 embedding tokens and
+a query engine's trace showed no reranking step, where LlamaIndex's own classes report them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from llama_index.core import Document
+from llama_index.core.callbacks import (
+    CallbackManager,
+    CBEventType,
+    EventPayload,
+    LlamaDebugHandler,
+    TokenCountingHandler,
+)
+from llama_index.core.ingestion import IngestionPipeline
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from pydantic import Field
+
+from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3Reranker, M3Retriever
+from m3kit import M3Encoder
+from m3kit.testing import SAMPLE_TEXTS
+
+
+class _Seen(BaseEventHandler):
+    """Records the instrumentation events dispatched (by class name, with the event)."""
+
+    events: list[Any] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Seen"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def handlers() -> Iterator[tuple[TokenCountingHandler, LlamaDebugHandler, list[Any]]]:
+    seen = _Seen()
+    root = get_dispatcher()
+    root.add_event_handler(seen)
+    try:
+        yield (
+            TokenCountingHandler(tokenizer=str.split),
+            LlamaDebugHandler(print_trace_on_end=False),
+            seen.events,
+        )
+    finally:
+        root.event_handlers.remove(seen)
+
+
+def _kinds(events: list[Any]) -> list[str]:
+    return [e.class_name() for e in events]
+
+
+def test_retrieve_reports_its_query_encoding(tiny_encoder: M3Encoder, handlers: Any) -> None:
+    counter, debug, seen = handlers
+    manager = CallbackManager([counter, debug])
+    with M3Retriever.open(M3Embedding.from_encoder(tiny_encoder)) as r:
+        r.add_documents([Document(text=t) for t in SAMPLE_TEXTS[:3]])
+        r.callback_manager = manager
+        seen.clear()
+        r.retrieve("where is the capital")
+    assert counter.total_embedding_token_count == 4  # "where is the capital"
+    (start, end) = debug.get_event_pairs(CBEventType.EMBEDDING)[0]
+    assert start.payload[EventPayload.SERIALIZED]["class_name"] == "M3Encoder"
+    assert end.payload[EventPayload.CHUNKS] == ["where is the capital"]
+    kinds = _kinds(seen)
+    assert kinds.index("EmbeddingStartEvent") < kinds.index("EmbeddingEndEvent")
+    assert {"RetrievalStartEvent", "RetrievalEndEvent"} <= set(kinds)
+
+
+def test_late_chunking_parser_reports_the_documents_it_encodes(
+    tiny_encoder: M3Encoder, handlers: Any
+) -> None:
+    counter, debug, seen = handlers
+    parser = M3LateChunkingNodeParser.from_encoder(tiny_encoder, chunk_size=8)
+    parser.callback_manager = CallbackManager([counter, debug])
+    docs = [Document(text=SAMPLE_TEXTS[0]), Document(text=SAMPLE_TEXTS[1])]
+    IngestionPipeline(transformations=[parser], disable_cache=True).run(documents=docs)
+    (_, end) = debug.get_event_pairs(CBEventType.EMBEDDING)[0]
+    assert end.payload[EventPayload.CHUNKS] == [SAMPLE_TEXTS[0], SAMPLE_TEXTS[1]]
+    words = len(SAMPLE_TEXTS[0].split()) + len(SAMPLE_TEXTS[1].split())
+    assert counter.total_embedding_token_count == words
+    assert {"EmbeddingStartEvent", "EmbeddingEndEvent"} <= set(_kinds(seen))
+
+
+def test_reranker_reports_a_reranking_step(tiny_encoder: M3Encoder, handlers: Any) -> None:
+    _, debug, seen = handlers
+    reranker = M3Reranker.from_encoder(tiny_encoder, top_n=2)
+    reranker.callback_manager = CallbackManager([debug])
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in SAMPLE_TEXTS[:4]]
+    out = reranker.postprocess_nodes(nodes, QueryBundle(SAMPLE_TEXTS[2]))
+    (start, end) = debug.get_event_pairs(CBEventType.RERANKING)[0]
+    assert start.payload[EventPayload.NODES] == nodes
+    assert start.payload[EventPayload.QUERY_STR] == SAMPLE_TEXTS[2]
+    assert start.payload[EventPayload.TOP_K] == 2
+    assert end.payload[EventPayload.NODES] == out
+    started = next(e for e in seen if e.class_name() == "ReRankStartEvent")
+    ended = next(e for e in seen if e.class_name() == "ReRankEndEvent")
+    assert (started.top_n, started.query, ended.nodes) == (2, SAMPLE_TEXTS[2], out)
