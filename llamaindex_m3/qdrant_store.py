@@ -102,6 +102,16 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["M3QdrantVectorStore", "carried_sparse"]
 
 _OWN_ARGS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "fastembed_sparse_model")
+#: What ``to_dict()`` holds that is no free argument, as this class sets it: the hybrid
+#: arguments above and the store's fixed fields (``QdrantVectorStore`` swallows the latter).
+_OWN_VALUES: dict[str, Any] = {
+    "enable_hybrid": True,
+    "fastembed_sparse_model": None,
+    **{
+        name: QdrantVectorStore.model_fields[name].default
+        for name in ("stores_text", "flat_metadata", "is_embedding_query")
+    },
+}
 
 
 def _store_arguments() -> set[str]:
@@ -124,7 +134,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
 
     Takes every ``QdrantVectorStore`` argument except the hybrid ones it sets itself
     (``enable_hybrid=True``, ``sparse_doc_fn`` / ``sparse_query_fn`` from
-    :func:`~llamaindex_m3.m3_sparse_fns`, no FastEmbed model).
+    :func:`~llamaindex_m3.m3_sparse_fns`, no FastEmbed model); those and the fixed fields
+    (``stores_text`` ...) are accepted at the values its ``to_dict()`` records, so
+    ``M3QdrantVectorStore.from_dict(store.to_dict(), client=..., sparse_model=...)`` rebuilds it.
 
     Args:
         collection_name: The Qdrant collection.
@@ -137,7 +149,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             ``batch_size``, vector names, ...).
 
     Raises:
-        TypeError: A hybrid argument this class sets itself was given, or one that
+        TypeError: A hybrid argument this class sets itself was given (another value), or one that
             ``QdrantVectorStore`` does not take (it would swallow a misspelt one, unused).
         HeadNotAvailableError: The model has no sparse head.
     """
@@ -161,6 +173,9 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         sparse_model: M3Encoder | M3Embedding | M3SparseEmbedding,
         **kwargs: Any,
     ) -> None:
+        for key, value in _OWN_VALUES.items():  # in its own to_dict(): from_dict passes them
+            if key in kwargs and kwargs[key] == value and type(kwargs[key]) is type(value):
+                del kwargs[key]
         clash = sorted(k for k in _OWN_ARGS if k in kwargs)
         if clash:
             raise TypeError(

@@ -289,3 +289,25 @@ def test_a_live_node_of_another_model_that_lost_its_marker_is_refused(
         with pytest.raises(ValueError, match=f"node {node.node_id} was late-chunked by another"):
             M3VectorStore(index=index).add([node])
         assert index.count() == 0
+
+
+def test_from_dict_of_its_own_to_dict_rebuilds_the_store(tiny_encoder: M3Encoder) -> None:
+    """``to_dict()`` holds ``enable_hybrid``, ``fastembed_sparse_model`` and the fixed fields
+    (``stores_text`` ...): ``from_dict`` / ``from_json`` of it were refused ("sets
+    ['enable_hybrid', ...] itself ... use llama_index's QdrantVectorStore") where the stock
+    store rebuilds. The values this class sets are accepted; others still are not."""
+    client = QdrantClient(":memory:")
+    store = M3QdrantVectorStore(
+        "x", client=client, sparse_model=tiny_encoder, dense_vector_name="dense", batch_size=8
+    )
+    for rebuilt in (
+        M3QdrantVectorStore.from_dict(store.to_dict(), client=client, sparse_model=tiny_encoder),
+        M3QdrantVectorStore.from_json(store.to_json(), client=client, sparse_model=tiny_encoder),
+    ):
+        assert rebuilt.to_dict() == store.to_dict()
+        assert (rebuilt.dense_vector_name, rebuilt.batch_size) == ("dense", 8)
+    for changed in ({"enable_hybrid": False}, {"fastembed_sparse_model": "Qdrant/bm25"}):
+        with pytest.raises(TypeError, match=f"sets \\['{next(iter(changed))}'\\] itself"):
+            M3QdrantVectorStore("y", client=client, sparse_model=tiny_encoder, **changed)
+    with pytest.raises(TypeError, match=r"unexpected arguments \['stores_text'\]"):
+        M3QdrantVectorStore("y", client=client, sparse_model=tiny_encoder, stores_text=False)
