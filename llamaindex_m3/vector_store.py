@@ -62,7 +62,7 @@ from m3kit.store import (
     M3Index,
     SearchSettings,
 )
-from m3kit.store.doc_prefix import check_prefix
+from m3kit.store.doc_prefix import check_stored_prefix
 
 try:
     from llama_index.core.schema import BaseNode
@@ -254,8 +254,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
             # mode decides its rerank, so they would be left out of every query, silently
             index.search_settings(fusion=self.fusion, weights=self.weights, rerank=self.rerank)
             # another document prefix than the collection's: refused now, not at the first add
-            store = index.store
-            check_prefix(store.collection, store.collection_metadata(), self.text_instruction)
+            check_stored_prefix(index.store, self.text_instruction)
         except ValueError:
             if self._owns_index:
                 index.close()

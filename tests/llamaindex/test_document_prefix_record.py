@@ -55,6 +55,33 @@ def test_a_store_of_another_prefix_is_refused(enc_a: M3Encoder, tmp_path: Path) 
         assert store.client.store.count() == 3
 
 
+def test_an_emptied_collection_takes_the_next_writers_prefix(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """A collection emptied by ``clear()`` (or deletes) kept its prefix record: every writer
+    of another prefix was refused forever ("holds document vectors encoded with ..."), though
+    it held none. The next write is its first now, as for a sparse cut; a collection that
+    holds chunks still refuses."""
+    folder = str(tmp_path / "db")
+    _prefixed_collection(enc_a, tmp_path / "db")
+    with LangChainStore.open(enc_a, folder) as lc:
+        with pytest.raises(ValueError, match="'passage: '"):  # chunks stored: refused
+            lc.add_texts([SAMPLE_TEXTS[3]])
+        lc.index.store.clear()
+        lc.add_texts([SAMPLE_TEXTS[3]])  # bare, into the emptied collection
+        assert lc.index.store.collection_metadata()[RECORD_KEY] == ""
+    with pytest.raises(ValueError, match=r"no document prefix.*'passage: '"):
+        M3VectorStore(M3Embedding.from_encoder(enc_a, text_instruction=PREFIX), location=folder)
+    bare = M3Embedding.from_encoder(enc_a)
+    with M3VectorStore(bare, location=folder) as store:
+        store.clear()
+    embed = M3Embedding.from_encoder(enc_a, text_instruction=PREFIX)
+    with M3VectorStore(embed, location=folder) as store:  # built on the emptied collection
+        store.add(_nodes(embed, 0))
+        assert store.client.store.collection_metadata()[RECORD_KEY] == PREFIX
+        assert store.client.store.count() == 1
+
+
 def test_a_store_built_before_the_prefix_was_recorded_is_refused_at_its_add(
     enc_a: M3Encoder,
 ) -> None:

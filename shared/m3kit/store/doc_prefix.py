@@ -7,7 +7,9 @@ other writers (``langchain_m3``, ``llamaindex_m3.M3Retriever``, ``m3kit index``,
 both prefixed and bare document vectors is searched with queries compared against vectors of
 two kinds: rankings silently wrong. So the collection records its document prefix (key
 :data:`RECORD_KEY` of its m3kit record; ``""``: none, which ``None`` also means), and a write
-with another prefix is refused (``ValueError`` naming both and the way out), nothing written:
+with another prefix is refused (``ValueError`` naming both and the way out), nothing written
+(a collection emptied by ``clear()`` or deletes forgets its prefix: the next write records its
+own, as a sparse cut is taken):
 :meth:`M3Store.upsert <m3kit.store.M3Store.upsert>` takes the writer's prefix and checks it
 against the record it reads before every write (:mod:`m3kit.store.record_check`).
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RECORD_KEY",
     "check_prefix",
+    "check_stored_prefix",
     "describe_prefix",
     "encoded_filter",
     "prefix_mismatch",
@@ -91,9 +94,27 @@ def check_prefix(collection: str, meta: Mapping[str, Any], given: str | None) ->
     Raises:
         ValueError: Another prefix is recorded (names both).
     """
+    if _differs(meta, given):
+        raise ValueError(prefix_mismatch(collection, str(meta[RECORD_KEY]), given))
+
+
+def _differs(meta: Mapping[str, Any], given: str | None) -> bool:
+    """Whether the record ``meta`` names another document prefix than ``given``."""
     recorded = meta.get(RECORD_KEY)
-    if recorded is not None and str(recorded) != (given or ""):
-        raise ValueError(prefix_mismatch(collection, str(recorded), given))
+    return recorded is not None and str(recorded) != (given or "")
+
+
+def check_stored_prefix(store: M3Store, given: str | None) -> None:
+    """Refuse a writer of the document prefix ``given`` up front (before its first write)
+    when the collection records another and holds chunks (an emptied one takes the next
+    write's prefix: :func:`settle_prefix`).
+
+    Raises:
+        ValueError: Another prefix is recorded and chunks are stored (names both).
+    """
+    meta = store.collection_metadata()
+    if _differs(meta, given) and store.count() > 0:
+        check_prefix(store.collection, meta, given)
 
 
 def encoded_filter() -> models.Filter:
@@ -175,6 +196,16 @@ def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) ->
         ValueError: The collection records, or provably holds, another prefix; or its
             chunks cannot tell it and ``given`` is a prefix (:func:`prefix_to_record`).
     """
+    if _differs(meta, given) and store.count() == 0:
+        # emptied (clear(), every document deleted): this write is its first, as for a
+        # sparse cut; the old prefix is forgotten, and this writer's recorded below
+        logger.info(
+            "collection %r holds no chunk: %s recorded before is forgotten",
+            store.collection,
+            describe_prefix(str(meta[RECORD_KEY])),
+        )
+        meta = {k: v for k, v in store.collection_metadata().items() if k != RECORD_KEY}
+        store.set_collection_metadata(meta)
     check_prefix(store.collection, meta, given)
     if RECORD_KEY in meta or store.writer_id is None:  # a plain store's vectors: its caller's
         return
