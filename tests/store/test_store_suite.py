@@ -329,3 +329,25 @@ def test_filter_keys_with_spaces(open_index: Any, tiny_encoder: Any) -> None:
     assert found({"file.name": "other.pdf"}) == []
     with pytest.raises(ValueError, match="cannot be addressed"):
         index.search("alpha", k=5, filter={'say "hi"': 1})
+
+
+def test_filter_keys_with_brackets_that_are_no_array_access(
+    open_index: Any, tiny_encoder: Any
+) -> None:
+    """``"[draft]"``, ``"attrs[color]"``, ``"x[-1]"`` were left unquoted in the payload path,
+    so every filter on them failed with "invalid JSON path" (or "Invalid path"); array access
+    (``items[].n``) is still read as Qdrant reads it."""
+    index = open_index(tiny_encoder)
+    keys = ["[draft]", "attrs[color]", "x[-1]", "a]b"]
+    index.add_texts(
+        ["alpha beta.", "gamma delta.", "epsilon zeta.", "eta theta."],
+        metadatas=[{k: "v", "items": [{"n": i}]} for i, k in enumerate(keys)],
+        doc_ids=["d0", "d1", "d2", "d3"],
+    )
+
+    def found(f: dict[str, Any]) -> list[str]:
+        return sorted(h.doc_id for h in index.search("alpha", k=5, filter=f))
+
+    for i, key in enumerate(keys):
+        assert found({key: "v"}) == [f"d{i}"]
+    assert found({"items[].n": 2}) == ["d2"]

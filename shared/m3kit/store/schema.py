@@ -245,7 +245,9 @@ class PayloadIndexType(str, Enum):
     GEO = "geo"
 
 
-_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_\-\[\]]+")
+#: A path part Qdrant reads as it is: a name, then array access (``tags[]``, ``a[0]``). Other
+#: brackets (``"[draft]"``, ``"attrs[color]"``) are no array access: that part is quoted.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+(?:\[\d*\])*")
 
 
 def metadata_path(key: str) -> str:
@@ -254,6 +256,8 @@ def metadata_path(key: str) -> str:
 
     >>> metadata_path("lang"), metadata_path("a.b"), metadata_path("Header 1")
     ('metadata.lang', 'metadata.a.b', 'metadata."Header 1"')
+    >>> metadata_path("tags[]"), metadata_path("a[0].b"), metadata_path("attrs[color]")
+    ('metadata.tags[]', 'metadata.a[0].b', 'metadata."attrs[color]"')
 
     Raises:
         ValueError: A part is empty or holds a double quote (Qdrant cannot address it).
