@@ -9,6 +9,7 @@ prefixed and bare document vectors side by side, and queries ranked both kinds t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core import Document
@@ -20,7 +21,7 @@ from langchain_m3 import M3VectorStore as LangChainStore
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.cli import main
-from m3kit.store import M3Index
+from m3kit.store import ChunkRecord, M3Index
 from m3kit.store.doc_prefix import RECORD_KEY
 from m3kit.testing import SAMPLE_TEXTS
 
@@ -80,6 +81,51 @@ def test_an_emptied_collection_takes_the_next_writers_prefix(
         store.add(_nodes(embed, 0))
         assert store.client.store.collection_metadata()[RECORD_KEY] == PREFIX
         assert store.client.store.count() == 1
+
+
+def test_a_writer_of_another_prefix_waits_for_a_write_to_an_emptied_collection(
+    enc_a: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers of one store on an emptied collection: the second (no prefix, writing its
+    records with ``M3Store.upsert``) read the record while the first (``"passage: "``) was
+    writing, found no chunk, took the collection for its own prefix and wrote after it:
+    prefixed and bare vectors side by side. The record is read under the store's write lock
+    now: the second is refused once the first wrote."""
+    import threading
+
+    index = M3Index.open(enc_a, None)
+    embed = M3Embedding.from_encoder(enc_a, text_instruction=PREFIX)
+    prefixed = M3VectorStore.from_index(index, text_instruction=PREFIX)
+    prefixed.add(_nodes(embed, 0))
+    index.store.clear()
+    refused: list[ValueError] = []
+
+    vectors = enc_a.encode([SAMPLE_TEXTS[3]])
+    record = ChunkRecord("bare", 0, SAMPLE_TEXTS[3], {}, vectors)
+
+    def bare_write() -> None:  # (M3Index.add_texts waits for the lock before it reads)
+        try:
+            index.store.upsert([record])
+        except ValueError as e:
+            refused.append(e)
+
+    other = threading.Thread(target=bare_write)
+    backend = index.store._backend
+    real = backend.upsert
+
+    def upsert(batch: Any) -> Any:  # the bare writer starts while this write is under way
+        if other.ident is None:
+            other.start()
+            other.join(0.5)
+        return real(batch)
+
+    monkeypatch.setattr(backend, "upsert", upsert)
+    prefixed.add(_nodes(embed, 1))
+    other.join()
+    assert len(refused) == 1 and "no document prefix" in str(refused[0])
+    assert index.store.count() == 1
+    assert index.store.collection_metadata()[RECORD_KEY] == PREFIX
+    index.close()
 
 
 def test_a_store_built_before_the_prefix_was_recorded_is_refused_at_its_add(

@@ -133,7 +133,6 @@ class StoreWrites:
         """
         if self.encoder_check is not None:
             self.encoder_check()
-        check_write(cast("M3Store", self), text_instruction)
         recs = list(records)
         if batch_size is None:
             batch_size = self.cluster.write_batch_size if self.cluster is not None else 64
@@ -153,50 +152,53 @@ class StoreWrites:
         show = len(plan.batches) > 1 if show_progress is None else show_progress
         workers = min(self.cluster.write_parallelism if self.cluster else 1, len(plan.batches))
         written: set[int] = set()  # requests that succeeded
-        with (
-            self.write_lock,
-            tqdm(total=len(plan.batches), desc="upsert", unit="batch", disable=not show) as bar,
-        ):
+        with self.write_lock:
             self._refuse_closed()  # closed while this write waited for the lock
-            if replace:  # a process killed before the old versions go: finished at next open
-                # an earlier write of this process interrupted (Ctrl-C) left its journal: it is
-                # finished first, as an open would, not overwritten (its documents kept both
-                # versions' chunks for good)
-                finish_interrupted(self._backend)
-                record_replacing(self._backend, version)
-            try:
-                if workers > 1:  # a server: several requests in flight
-                    self._write_parallel(plan, workers, written, bar)
-                else:
-                    for i, batch in enumerate(plan.batches):
-                        self._backend.upsert(batch)
-                        written.add(i)
-                        bar.update(1)
-            except BaseException:
-                # the documents written whole still lose their stale chunks (a shrunk
-                # document's old tail would be served), and so does a document larger than a
-                # request written in part: its new chunks stay, its old ones go, and it is
-                # incomplete (the next add_texts writes it again) but never half old; the
-                # documents of the failed request are left as they were. With parallel
-                # requests, "written" includes those that landed after the failed one.
+            # the record read under the lock, so this store's writers check and write one
+            # at a time (two of other document prefixes on an emptied collection: doc_prefix)
+            check_write(cast("M3Store", self), text_instruction)
+            with tqdm(
+                total=len(plan.batches), desc="upsert", unit="batch", disable=not show
+            ) as bar:
+                if replace:  # a process killed before the old versions go: finished at next open
+                    # an earlier write of this process interrupted (Ctrl-C) left its journal: it is
+                    # finished first, as an open would, not overwritten (its documents kept both
+                    # versions' chunks for good)
+                    finish_interrupted(self._backend)
+                    record_replacing(self._backend, version)
+                try:
+                    if workers > 1:  # a server: several requests in flight
+                        self._write_parallel(plan, workers, written, bar)
+                    else:
+                        for i, batch in enumerate(plan.batches):
+                            self._backend.upsert(batch)
+                            written.add(i)
+                            bar.update(1)
+                except BaseException:
+                    # the documents written whole still lose their stale chunks (a shrunk
+                    # document's old tail would be served), and so does a document larger than a
+                    # request written in part: its new chunks stay, its old ones go, and it is
+                    # incomplete (the next add_texts writes it again) but never half old; the
+                    # documents of the failed request are left as they were. With parallel
+                    # requests, "written" includes those that landed after the failed one.
+                    if replace:
+                        started = plan.started_documents(written)
+                        try:  # logged, not raised over the write's own error
+                            self._drop_stale(started, version)
+                        except Exception:
+                            logger.exception(
+                                "a write failed, and so did deleting the stale chunks of the %d "
+                                "document(s) written before it; writing them again replaces those "
+                                "chunks",
+                                len(started),
+                            )
+                    raise
                 if replace:
-                    started = plan.started_documents(written)
-                    try:  # logged, not raised over the write's own error
-                        self._drop_stale(started, version)
-                    except Exception:
-                        logger.exception(
-                            "a write failed, and so did deleting the stale chunks of the %d "
-                            "document(s) written before it; writing them again replaces those "
-                            "chunks",
-                            len(started),
-                        )
-                raise
-            if replace:
-                self._drop_stale(list(version), version)
-                replaced(self._backend)  # (after a failed write it stays: the next open
-                # finishes what the failed request may have stored in part)
-            else:
-                self._backend.finish_writes()
+                    self._drop_stale(list(version), version)
+                    replaced(self._backend)  # (after a failed write it stays: the next open
+                    # finishes what the failed request may have stored in part)
+                else:
+                    self._backend.finish_writes()
         return [p.id for p in points]
 
     def set_chunk_count(self, doc_id: str, doc_hash: str, chunk_count: int) -> None:
