@@ -21,7 +21,7 @@ from langchain_m3 import M3VectorStore as LangChainStore
 from llamaindex_m3 import M3Embedding, M3Retriever, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.cli import main
-from m3kit.store import ChunkRecord, M3Index
+from m3kit.store import ChunkRecord, M3Index, M3Store
 from m3kit.store.doc_prefix import RECORD_KEY
 from m3kit.testing import SAMPLE_TEXTS
 
@@ -81,6 +81,31 @@ def test_an_emptied_collection_takes_the_next_writers_prefix(
         store.add(_nodes(embed, 0))
         assert store.client.store.collection_metadata()[RECORD_KEY] == PREFIX
         assert store.client.store.count() == 1
+
+
+def test_a_plain_store_still_refuses_another_prefix_on_an_emptied_collection(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """A plain ``M3Store`` records no prefix: on an emptied collection it forgot the record
+    and left none, so the next bare writer adopted the collection over its prefixed vector."""
+    with M3Index.open(enc_a, tmp_path / "db") as index:
+        index.add_texts([SAMPLE_TEXTS[0]], doc_ids=["a"])
+        index.store.clear()
+        schema, collection = index.store.schema, index.store.collection
+        text = PREFIX + SAMPLE_TEXTS[1]
+        record = ChunkRecord("b", 0, SAMPLE_TEXTS[1], {}, enc_a.encode([text]), encoded_text=text)
+    plain = M3Store.open(
+        tmp_path / "db",
+        collection=collection,
+        dense_dim=schema.dense_dim,
+        colbert_dim=schema.colbert_dim,
+        sparse=schema.sparse,
+    )
+    with plain, pytest.raises(ValueError, match=r"no document prefix.*'passage: '"):
+        plain.upsert([record], text_instruction=PREFIX)
+    with M3Index.open(enc_a, tmp_path / "db") as index:
+        assert index.store.collection_metadata()[RECORD_KEY] == ""
+        assert index.store.count() == 0
 
 
 def test_a_writer_of_another_prefix_waits_for_a_write_to_an_emptied_collection(

@@ -8,8 +8,8 @@ both prefixed and bare document vectors is searched with queries compared agains
 two kinds: rankings silently wrong. So the collection records its document prefix (key
 :data:`RECORD_KEY` of its m3kit record; ``""``: none, which ``None`` also means), and a write
 with another prefix is refused (``ValueError`` naming both and the way out), nothing written
-(a collection emptied by ``clear()`` or deletes forgets its prefix: the next write records its
-own, as a sparse cut is taken):
+(a collection emptied by ``clear()`` or deletes forgets its prefix: the next write by an
+encoder's store records its own, as a sparse cut is taken):
 :meth:`M3Store.upsert <m3kit.store.M3Store.upsert>` takes the writer's prefix and checks it
 against the record it reads before every write (:mod:`m3kit.store.record_check`).
 
@@ -196,9 +196,10 @@ def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) ->
         ValueError: The collection records, or provably holds, another prefix; or its
             chunks cannot tell it and ``given`` is a prefix (:func:`prefix_to_record`).
     """
-    if _differs(meta, given) and store.count() == 0:
+    if _differs(meta, given) and store.writer_id is not None and store.count() == 0:
         # emptied (clear(), every document deleted): this write is its first, as for a
-        # sparse cut; the old prefix is forgotten, and this writer's recorded below
+        # sparse cut; the old prefix is forgotten, and this writer's recorded below (a plain
+        # store records none: it is still refused, or its vectors would go unrecorded)
         logger.info(
             "collection %r holds no chunk: %s recorded before is forgotten",
             store.collection,
