@@ -376,6 +376,28 @@ def test_a_flat_dotted_key_is_not_checked_against_the_nested_paths_index(
         assert s.count() == 2
 
 
+def test_values_an_index_on_array_access_would_hide_are_refused(tmp_path: Path) -> None:
+    """An ``integer`` index on ``tags[]`` / ``items[].p`` leaves 1.5 inside those lists out of
+    the filters it serves, as ``tags`` does; it was looked up at ``metadata.tags`` only, so
+    such values were written (and the index declared over them) without a word. A value
+    outside a list is not under the ``[]`` path at all: accepted."""
+    declared = {"tags[]": "integer", "items[].p": "integer"}
+    with M3Store.open(tmp_path, backend=Backend.EDGE, payload_indexes=declared, **ARGS) as s:
+        for meta, message in [
+            ({"tags": [2, 1.5]}, r"'tags' is 1\.5.*indexes metadata\.tags\[\] as integer"),
+            ({"items": [{"p": 1.5}]}, r"'items\.p' is 1\.5.*metadata\.items\[\]\.p"),
+        ]:
+            with pytest.raises(ValueError, match=message):
+                s.upsert([_priced(0, meta)])
+        s.upsert([_priced(1, {"tags": 1.5, "items": {"p": 1.5}})])  # no list: not under []
+        assert s.count() == 1
+    later = tmp_path / "later"
+    with M3Store.open(later, backend=Backend.EDGE, **ARGS) as s:
+        s.upsert([_priced(2, {"items": [{"p": 1.5}]})])
+    with pytest.raises(SchemaMismatchError, match=r"'items\.p' is 1\.5 in document 'd2'"):
+        M3Store.open(later, backend=Backend.EDGE, payload_indexes={"items[].p": "integer"}, **ARGS)
+
+
 def test_declaring_an_index_over_values_it_would_hide_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

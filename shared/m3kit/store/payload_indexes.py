@@ -201,56 +201,63 @@ def _hidden_by(kind: str, value: Any) -> str | None:
     return None
 
 
-def _leaves(value: Any, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """``(keys from the metadata's top, value)`` of every value in nested metadata, lists
-    flattened."""
+#: One metadata value's place: its keys from the metadata's top, and for each key whether its
+#: value was a list the value sits in (what an index path's ``[]`` after that key needs).
+_Place = tuple[tuple[str, ...], tuple[bool, ...]]
+
+
+def _leaves(value: Any, place: _Place = ((), ())) -> Iterator[tuple[_Place, Any]]:
+    """``(place, value)`` of every value in nested metadata, lists flattened."""
+    keys, listed = place
     if isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _leaves(v, (*keys, str(k)))
+            yield from _leaves(v, ((*keys, str(k)), (*listed, False)))
     elif isinstance(value, list):
+        inside = (*listed[:-1], True) if listed else listed
         for v in value:
-            yield from _leaves(v, keys)
+            yield from _leaves(v, (keys, inside))
     else:
-        yield keys, value
+        yield place, value
 
 
-def _stored_path(keys: tuple[str, ...]) -> str | None:
-    """The payload path where nested metadata keys ``keys`` are stored (``None``: a key no
-    path addresses). A key with a dot is one key, quoted (``{"file.year": 1}`` is stored at
-    ``metadata."file.year"``), not the nested ``metadata.file.year`` an index on
-    ``"file.year"`` covers.
+def _stored_paths(place: _Place) -> set[str]:
+    """The payload paths an index may be declared on that cover the value at ``place``:
+    its path, lists taken as Qdrant takes them (``metadata.tags`` covers ``{"tags": [1]}``),
+    and, for a value inside a list, the path with array access (``metadata.tags[]``; only a
+    list's values are under that one). Empty for a key no path addresses. A key with a dot is
+    one key, quoted (``{"file.year": 1}`` is stored at ``metadata."file.year"``), not the
+    nested ``metadata.file.year`` an index on ``"file.year"`` covers.
 
-    >>> _stored_path(("file", "year")), _stored_path(("file.year",)), _stored_path(("a b",))
-    ('metadata.file.year', 'metadata."file.year"', 'metadata."a b"')
+    >>> sorted(_stored_paths((("file", "year"), (False, False))))
+    ['metadata.file.year']
+    >>> sorted(_stored_paths((("file.year",), (False,))))
+    ['metadata."file.year"']
+    >>> sorted(_stored_paths((("a b",), (True,))))
+    ['metadata."a b"', 'metadata."a b"[]']
+    >>> sorted(_stored_paths((("items", "price"), (True, False))))
+    ['metadata.items.price', 'metadata.items[].price']
     """
+    keys, listed = place
     if any(not k or '"' in k for k in keys):
-        return None
+        return set()
     # a key without a dot takes the path metadata_path gives it (an index declared on it)
-    return ".".join(
-        [
-            METADATA,
-            *(
-                f'"{k}"' if "." in k else metadata_path(k).removeprefix(f"{METADATA}.")
-                for k in keys
-            ),
-        ]
-    )
+    parts = [f'"{k}"' if "." in k else metadata_path(k).removeprefix(f"{METADATA}.") for k in keys]
+    arrays = [part + "[]" if inside else part for part, inside in zip(parts, listed, strict=True)]
+    return {".".join([METADATA, *parts]), ".".join([METADATA, *arrays])}
 
 
 def _first_hidden(
     metadata: Mapping[str, Any], indexes: Mapping[str, str]
 ) -> tuple[str, Any, str, str, str] | None:
     """``(key, value, payload path, index type, what the value is)`` of the first metadata
-    value an index in ``indexes`` leaves out of its filters (``None``: none is)."""
-    for keys, value in _leaves(metadata):
-        path = _stored_path(keys)
-        if path is None:  # a key no path addresses has no index
-            continue
-        key = ".".join(keys)
-        kind = indexes.get(path)
-        hidden = None if kind is None else _hidden_by(kind, value)
-        if kind is not None and hidden is not None:
-            return key, value, path, kind, hidden
+    value an index in ``indexes`` leaves out of its filters (``None``: none is). An index on
+    one element (``tags[0]``) is not checked."""
+    for place, value in _leaves(metadata):
+        for path in sorted(_stored_paths(place)):
+            kind = indexes.get(path)
+            hidden = None if kind is None else _hidden_by(kind, value)
+            if kind is not None and hidden is not None:
+                return ".".join(place[0]), value, path, kind, hidden
     return None
 
 
