@@ -198,15 +198,16 @@ def settle_prefix(store: M3Store, meta: Mapping[str, Any], given: str | None) ->
     """
     if _differs(meta, given) and store.writer_id is not None and store.count() == 0:
         # emptied (clear(), every document deleted): this write is its first, as for a
-        # sparse cut; the old prefix is forgotten, and this writer's recorded below (a plain
-        # store records none: it is still refused, or its vectors would go unrecorded)
+        # sparse cut, and records this writer's prefix (a plain store records none: it is
+        # still refused, or its vectors would go unrecorded)
         logger.info(
-            "collection %r holds no chunk: %s recorded before is forgotten",
+            "collection %r holds no chunk: recording %s (%s was recorded)",
             store.collection,
+            describe_prefix(given),
             describe_prefix(str(meta[RECORD_KEY])),
         )
-        meta = {k: v for k, v in store.collection_metadata().items() if k != RECORD_KEY}
-        store.set_collection_metadata(meta)
+        store.set_collection_metadata({**store.collection_metadata(), RECORD_KEY: given or ""})
+        return
     check_prefix(store.collection, meta, given)
     if RECORD_KEY in meta or store.writer_id is None:  # a plain store's vectors: its caller's
         return
