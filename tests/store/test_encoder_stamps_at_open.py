@@ -244,6 +244,8 @@ def test_a_record_an_older_m3kit_wrote_opens_with_this_m3kits_chunks(
     _store_open(enc_a, tmp_path, backend).close()  # before: refused, "another encoder"
     with open_c(enc_a, tmp_path, backend) as index:  # as the index of that encoder opens it
         assert index.count() == len(CUT_IDS)
+        assert "architecture" not in index.store.collection_metadata()["fingerprint"]
+        index.add_texts(["one more"], doc_ids=["more"])  # the first write records it
         assert index.store.collection_metadata()["fingerprint"]["architecture"] == a.architecture
 
 

@@ -157,14 +157,62 @@ def test_interrupted_reindex_blocks_both_encoders_until_finished(
     assert_same_points(index_points(done), index_points(fresh))
 
 
-def test_precision_change_is_recorded_not_refused(
+def test_precision_change_is_recorded_by_the_first_write_not_refused(
     enc_a: M3Encoder, tiny_m3_path: Path, backend: str, tmp_path: Path
 ) -> None:
     with M3Index.open(enc_a, tmp_path, collection="c", backend=backend) as index:
         index.add_texts(list(WHOLE.values()))
     bf16 = M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16")
     with M3Index.open(bf16, tmp_path, collection="c", backend=backend) as index:
+        assert index.store.collection_metadata()["fingerprint"]["precision"] == "fp32"
+        index.add_texts(["one more text"], doc_ids=["more"])
         assert index.store.collection_metadata()["fingerprint"]["precision"] == "bf16"
+
+
+_WRITES = ("create", "write_metadata", "create_payload_index", "upsert", "set_payload", "delete")
+
+
+@pytest.mark.parametrize("other", ["bf16", "copy"])
+def test_a_search_with_the_same_encoder_elsewhere_writes_nothing(
+    enc_a: M3Encoder,
+    tiny_m3_path: Path,
+    backend: str,
+    tmp_path: Path,
+    other: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same weights at another precision (a CPU without bf16) or from another folder (a
+    search machine's own copy): opening the collection to search it wrote the new precision
+    or path into the collection's record, so a search service holding a read-only API key
+    was refused at open, and two machines rewrote the record in turn. Only a write records
+    it now."""
+    import shutil
+
+    with M3Index.open(enc_a, tmp_path / "db", collection="c", backend=backend) as index:
+        index.add_texts(list(WHOLE.values()))
+        recorded = index.store.collection_metadata()
+    if other == "bf16":
+        enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16")
+    else:
+        enc = M3Encoder.from_pretrained(shutil.copytree(tiny_m3_path, tmp_path / "copy"))
+    from m3kit.store.client_backend import ClientBackend
+    from m3kit.store.edge_backend import EdgeBackend
+
+    writes: list[str] = []
+    for cls in (ClientBackend, EdgeBackend):
+        for name in _WRITES:
+
+            def refuse(*args: object, _name: str = name) -> None:
+                writes.append(_name)
+                raise PermissionError("a read-only API key")
+
+            monkeypatch.setattr(cls, name, refuse)
+    index = M3Index.open(enc, tmp_path / "db", collection="c", backend=backend, create=False)
+    assert index.search("Paris", k=2)
+    assert index.store.collection_metadata() == recorded
+    monkeypatch.undo()
+    index.close()
+    assert writes == []
 
 
 def test_collection_without_record_is_adopted_with_a_warning(

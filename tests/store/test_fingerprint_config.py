@@ -68,7 +68,8 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
     enc_a: M3Encoder, tmp_path: Path, opened: list[M3Index]
 ) -> None:
     """A record written before fingerprints held ``architecture`` opens with the same encoder
-    (its points keep their encoder id, so nothing is re-encoded) and gains the field."""
+    (its points keep their encoder id, so nothing is re-encoded) and gains the field at its
+    first write (an open to search writes nothing)."""
     index = M3Index.open(enc_a, tmp_path, collection="c")
     fill(index, enc_a, WHOLE, LONG)
     before = index_points(index)
@@ -80,12 +81,14 @@ def test_a_record_from_before_the_backbone_settings_is_kept_and_completed(
 
     again = M3Index.open(enc_a, tmp_path, collection="c")
     opened.append(again)
-    assert again.store.collection_metadata()["fingerprint"] == again.fingerprint.to_dict()
+    assert again.store.collection_metadata() == record
     assert again.fingerprint.architecture is not None
     assert old_id != again.fingerprint.identity
     assert_same_points(index_points(again), before)
     fill(again, enc_a, WHOLE, LONG)  # the same documents again: unchanged, nothing rewritten
     assert_same_points(index_points(again), before)
+    again.add_texts(["a new document"], doc_ids=["new"])
+    assert again.store.collection_metadata()["fingerprint"] == again.fingerprint.to_dict()
 
 
 def test_a_reindex_started_by_an_earlier_m3kit_resumes_where_it_stopped(

@@ -48,6 +48,7 @@ __all__ = [
     "damaged_record_message",
     "stored_record",
     "unfinished_reindex_message",
+    "write_pending_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,8 +148,9 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     - No record and no points (a new collection): the encoder is recorded.
     - No record but points (written before m3kit recorded encoders): the encoder is adopted
       with a warning, or, with ``reindex=True``, every point is re-encoded first.
-    - Same encoder: nothing happens (a new precision or model path is recorded, and so are
-      the backbone settings a record from an older m3kit lacks), unless the collection holds
+    - Same encoder: nothing happens (a new precision or model path, and the backbone
+      settings a record from an older m3kit lacks, are recorded by the first write:
+      :attr:`M3Store.record_at_write`), unless the collection holds
       chunks stamped with another encoder (a writer that kept the old encoder after a
       reindex, :mod:`m3kit.store.encoder_stamps`): :class:`FingerprintMismatchError`, or
       with ``reindex=True`` the documents with such chunks are re-encoded.
@@ -199,13 +201,15 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
         # a record without ``architecture`` (older m3kit) gains this encoder's
         upgrade = stored.architecture is None and new.architecture is not None
         if (stored.precision, stored.model) != (new.precision, new.model) or upgrade:
+            # recorded by this index's first write (record_check.check_write), not here: a
+            # search-only opener (its own model folder, a read-only API key) writes nothing
             logger.info(
-                "collection %r: same encoder, now %s (was %s)",
+                "collection %r: same encoder as recorded (%s), now %s: recorded at the first write",
                 store.collection,
-                new.describe(),
                 stored.describe(),
+                new.describe(),
             )
-            _write(store, new)
+            store.record_at_write = new
         if reindex:  # chunks another encoder wrote (a late writer, or a collection adopted
             # above) are redone: only their documents
             return _reindex(index, show_progress)
@@ -221,6 +225,15 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
     if not reindex:
         raise FingerprintMismatchError(_mismatch_message(store, stored, new))
     return _reindex(index, show_progress)
+
+
+def write_pending_record(store: M3Store) -> None:
+    """Write the record an index opened on ``store`` left for its first write
+    (:attr:`M3Store.record_at_write`: the same encoder with another precision or model path),
+    once; the caller has checked the record still names this encoder (under the write lock)."""
+    fp, store.record_at_write = store.record_at_write, None
+    if fp is not None:
+        _write(store, fp)
 
 
 def check_recorded_stamps(store: M3Store) -> None:

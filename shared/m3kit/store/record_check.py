@@ -84,11 +84,13 @@ def check_write(store: M3Store, text_instruction: str | None = None) -> None:
         ValueError: As :func:`check_record`; or the collection records another document
             prefix (``text_instruction``) than ``text_instruction`` (``None``: none).
     """
+    from m3kit.store.collection_record import write_pending_record
     from m3kit.store.doc_prefix import settle_prefix
 
     meta = _check(store, "nothing was written")
     if meta is not None:  # (a reindex writes what each chunk's writer encoded, prefix kept)
         settle_prefix(store, meta, text_instruction)
+        write_pending_record(store)  # (it reads the record settle_prefix may have written)
 
 
 def _check(store: M3Store, outcome: str) -> Mapping[str, Any] | None:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models
 
@@ -42,6 +42,9 @@ from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
 from m3kit.store.unopened import StoreUnopened
+
+if TYPE_CHECKING:
+    from m3kit.fingerprint import EncoderFingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,11 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         #: > 0 while an index opening on this store settles or re-encodes the collection: its
         #: writes are not checked against the record (:func:`~m3kit.store.record_check.own_change`).
         self._own_change = 0
+        #: The encoder record an index opened on this store will write with its first write:
+        #: the same encoder as recorded, with another precision or model path (or a record
+        #: from an older m3kit gaining ``architecture``). Not written on open: a search-only
+        #: process (another machine's model folder, a read-only API key) changes nothing.
+        self.record_at_write: EncoderFingerprint | None = None
         self._closed = False
 
     @classmethod
