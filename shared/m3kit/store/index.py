@@ -30,6 +30,7 @@ from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_collection
 from m3kit.store.connection import ConnectionSettings
 from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
+from m3kit.store.foreign_points import warn_foreign_points
 from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.holder import check_held, give_back, take_store
 from m3kit.store.index_inputs import check_encoder_fits
@@ -177,6 +178,7 @@ class M3Index(IndexWrites, IndexSearch):
         except BaseException:
             give_back(store, held, self.fingerprint)
             raise
+        warn_foreign_points(store)  # another program's points: said, not skipped in silence
         if self.search_source == "calibrated" and self.calibration is not None:
             warning = calibration_cut_warning(
                 self.calibration.sparse_cut, self.sparse_cut, store.heads

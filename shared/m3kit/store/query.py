@@ -470,6 +470,17 @@ def to_hit(h: RawHit) -> Hit:
     """A backend's raw hit as the typed :class:`Hit` (payload keys of :data:`HIT_KEYS`)."""
     p = h.payload
     meta = p.get(METADATA)
+    if DOC_ID not in p:  # another program's point: m3kit's other keys are not its (a stock
+        # LlamaIndex node keeps its own metadata at the top: "start": "00:01:02")
+        text = p.get(PAGE_CONTENT)
+        return Hit(
+            id=h.id,
+            score=float(h.score),
+            text=text if isinstance(text, str) else "",
+            doc_id=str(h.id),
+            chunk_index=0,
+            metadata=dict(meta) if isinstance(meta, Mapping) else {},
+        )
     return Hit(
         id=h.id,
         score=float(h.score),

@@ -20,6 +20,7 @@ from m3kit.store.collection_record import _read, _write
 from m3kit.store.documents import TEXT_LENGTH
 from m3kit.store.encoder_stamps import check_encoder_stamps
 from m3kit.store.filters import documents_filter
+from m3kit.store.foreign_points import DELETE_FOREIGN, without_document
 from m3kit.store.records import NODES_KIND, ChunkRecord
 from m3kit.store.reindex_fit import Chunkers, check_fit, chunking_key, rounds, stored_chunker
 from m3kit.store.reindex_nodes import (
@@ -103,6 +104,7 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
+    refuse_foreign_points(store)
     chunkers: Chunkers = {}
     total = 0
     for attempt in range(_PASSES):
@@ -350,6 +352,25 @@ LATE_WRITER_ADVICE = (
     "them as below. Others: open the collection with this encoder without reindex=True, "
     "delete them (M3Index.delete), then add them again"
 )
+
+
+def refuse_foreign_points(store: M3Store) -> None:
+    """Refuse a reindex of a collection holding points without m3kit's ``doc_id``
+    (:mod:`m3kit.store.foreign_points`): it cannot rebuild them, so they would keep the old
+    encoder's vectors, searched with the new encoder's queries, under a record naming the new.
+
+    Raises:
+        ValueError: Such points are stored (nothing written).
+    """
+    if n := store.count(without_document()):
+        raise ValueError(
+            f"reindex cannot re-encode {n} point(s) of collection {store.collection!r} without "
+            "m3kit's doc_id (written or rewritten in place by another program: qdrant-client, "
+            "stock langchain-qdrant or LlamaIndex): they would keep the old encoder's vectors "
+            "beside the new encoder's. Nothing was written. Delete them (a plain M3Store "
+            f"opens the collection: {DELETE_FOREIGN}), run this open again, then add their "
+            "documents through m3kit"
+        )
 
 
 def check_plans(plans: Mapping[str, DocPlan], store: M3Store, advice: str = REBUILD_ADVICE) -> None:

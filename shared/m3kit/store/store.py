@@ -18,10 +18,10 @@ from m3kit.store.connection import ConnectionSettings, with_timeout
 from m3kit.store.filters import (
     FilterLike,
     distinct_doc_ids,
-    documents_filter,
     matches_everything,
     points_filter,
 )
+from m3kit.store.foreign_points import foreign_or_documents
 from m3kit.store.group_journal import finish_groups, replacing_groups
 from m3kit.store.opening import DEFAULT_BACKEND, open_backend
 from m3kit.store.plan import StorageBackend
@@ -331,6 +331,9 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
                 deleting the documents whose ids are those characters), or an id is neither
                 a str nor an int.
 
+        An id that is the point id of a point another program wrote (no ``doc_id``: a search
+        gives it as the hit's ``doc_id``, :mod:`m3kit.store.foreign_points`) deletes that point.
+
         Ids are deleted in batches of 256; an engine error in a later batch is raised after an
         error log saying how many documents were deleted before it.
         """
@@ -338,7 +341,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         with self.write_lock:
             for i in range(0, len(ids), _DOC_BATCH):
                 try:
-                    self._backend.delete(documents_filter(ids[i : i + _DOC_BATCH]))
+                    self._backend.delete(foreign_or_documents(ids[i : i + _DOC_BATCH]))
                 except Exception:
                     if i:  # earlier batches are gone: say so, not just the engine's error
                         logger.error(

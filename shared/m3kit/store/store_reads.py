@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models
 
@@ -42,6 +42,9 @@ from m3kit.store.schema import (
     ENCODED_TEXT,
     METADATA,
 )
+
+if TYPE_CHECKING:
+    from m3kit.outputs import Head
 
 __all__ = ["StoreReads", "StoredVersion"]
 
@@ -74,6 +77,11 @@ class StoreReads:
     _backend: StorageBackend
 
     _index_types_read: tuple[float, dict[str, str]] | None = None  # (when, what) reads trust
+
+    if TYPE_CHECKING:  # defined by StoreWrites
+
+        @property
+        def heads(self) -> frozenset[Head]: ...
 
     def _payload_index_types(self) -> dict[str, str]:
         """The collection's payload indexes, ``{payload path: type}`` (``{}``: none, or
@@ -209,8 +217,16 @@ class StoreReads:
         ids = list(dict.fromkeys(doc_id_text(d, "doc_ids") for d in doc_ids))
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
         keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT] + ([METADATA] if metadata else [])
+        # only chunks holding every vector of the collection: another program may have
+        # removed one (qdrant-client delete_vectors, an update in place), and a document with
+        # such a chunk is then not stored whole, so adding it again rewrites it
+        whole = [
+            models.HasVectorCondition(has_vector=h.value)
+            for h in sorted(self.heads, key=lambda h: h.value)
+        ]
         for i in range(0, len(ids), _DOC_BATCH):
-            for hit in self._backend.scroll(documents_filter(ids[i : i + _DOC_BATCH]), keys):
+            batch = documents_filter(ids[i : i + _DOC_BATCH])
+            for hit in self._backend.scroll(models.Filter(must=[batch, *whole]), keys):
                 found[str(hit.payload.get(DOC_ID))].append(hit.payload)
         out: dict[str, StoredVersion] = {}
         for doc_id, payloads in found.items():

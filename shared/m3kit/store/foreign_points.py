@@ -1,0 +1,133 @@
+"""Points of an m3kit collection that m3kit did not write, or that lost a vector since.
+
+A Qdrant server collection is open to every client: a point written into it with plain
+qdrant-client, stock langchain-qdrant (``vector_name="dense", sparse_vector_name="sparse"``)
+or stock LlamaIndex carries no ``doc_id`` and no ColBERT vector, and an update in place by
+those tools (same point id) turns an m3kit chunk into such a point. Qdrant skips a point
+that lacks the vector a query searches, so m3kit's default search (its ColBERT rerank) never
+returns them, and a reindex cannot re-encode what it cannot rebuild. These checks say so
+instead of leaving it silent: :func:`foreign_points` counts them (two or three count
+requests), an index warns when it opens such a collection, and a reindex refuses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from qdrant_client import models
+
+from m3kit.store.filters import documents_filter
+from m3kit.store.schema import DOC_ID
+
+if TYPE_CHECKING:
+    from m3kit.store.store import M3Store
+
+__all__ = [
+    "DELETE_FOREIGN",
+    "ForeignPoints",
+    "foreign_or_documents",
+    "foreign_points",
+    "warn_foreign_points",
+    "without_document",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def foreign_or_documents(doc_ids: Sequence[str]) -> models.Filter:
+    """The chunks of these documents, and the points without ``doc_id`` whose point id is one
+    of them (a hit of such a point carries its point id as ``doc_id``)."""
+    docs = documents_filter(doc_ids)
+    points: list[models.ExtendedPointId] = [
+        c for d in doc_ids if (c := _canonical_uuid(d)) is not None
+    ]
+    if not points:
+        return docs
+    foreign = models.Filter(must=[models.HasIdCondition(has_id=points), without_document()])
+    return models.Filter(should=[docs, foreign])
+
+
+def _canonical_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def without_document() -> models.Filter:
+    """The points without m3kit's ``doc_id`` (none of m3kit's writes makes one)."""
+    return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=DOC_ID))])
+
+
+@dataclass(frozen=True)
+class ForeignPoints:
+    """What :func:`foreign_points` found.
+
+    Attributes:
+        without_document: Points without ``doc_id`` (another program wrote or rewrote them).
+        without_vector: ``{vector name: points of the collection without it}`` (only
+            names with one or more).
+    """
+
+    without_document: int = 0
+    without_vector: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.without_document or self.without_vector)
+
+    def describe(self) -> str:
+        """What was found and what it does, for a log line or an error message."""
+        parts = []
+        if self.without_document:
+            parts.append(
+                f"{self.without_document} point(s) without m3kit's doc_id (written or "
+                "rewritten by another program: qdrant-client, stock langchain-qdrant or "
+                "LlamaIndex); m3kit's delete and get by document id do not reach them, and a "
+                "reindex cannot re-encode them"
+            )
+        for name, n in sorted(self.without_vector.items()):
+            parts.append(
+                f"{n} point(s) without the {name!r} vector, which searches through "
+                f"{name!r} (the default ColBERT rerank for 'colbert') never return"
+            )
+        return "; ".join(parts)
+
+
+def foreign_points(store: M3Store) -> ForeignPoints:
+    """Count the points of ``store``'s collection m3kit did not write whole: those without
+    ``doc_id``, and those without one of the collection's vectors."""
+    backend = store._backend
+    missing = {}
+    for head in sorted(store.heads, key=lambda h: h.value):
+        lacking = models.Filter(must_not=[models.HasVectorCondition(has_vector=head.value)])
+        if n := backend.count(lacking):
+            missing[head.value] = n
+    return ForeignPoints(backend.count(without_document()), missing)
+
+
+#: How to delete the points without ``doc_id`` (for messages).
+DELETE_FOREIGN = (
+    "store.delete_points(filter=models.Filter(must=[models.IsEmptyCondition("
+    "is_empty=models.PayloadField(key='doc_id'))]))"
+)
+
+
+def warn_foreign_points(store: M3Store) -> ForeignPoints:
+    """Log a warning when ``store``'s collection holds points m3kit did not write whole
+    (:func:`foreign_points`), with the ways to mend it; returns what was found."""
+    found = foreign_points(store)
+    if found:
+        logger.warning(
+            "collection %r (%s): %s. Add those documents again through m3kit (a document "
+            "with a chunk lacking a vector is written again), or delete the points without "
+            "doc_id (%s)",
+            store.collection,
+            store.backend.value,
+            found.describe(),
+            DELETE_FOREIGN,
+        )
+    return found

@@ -1,0 +1,110 @@
+"""Points another program wrote into an m3kit collection (qdrant-client, stock langchain-qdrant
+or LlamaIndex on the same server collection), or rewrote in place: said at open, read without
+a crash, repaired by adding the document again, refused by a reindex (m3kit.store.foreign_points).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+from m3kit import M3Encoder
+from m3kit.store import M3Index, M3Store
+from m3kit.store.foreign_points import DELETE_FOREIGN, foreign_points
+from m3kit.store.schema import point_id
+
+from .conftest import WHOLE, open_c
+
+FOREIGN = str(uuid.uuid4())
+
+
+def _client(index: M3Index) -> QdrantClient:
+    return index.store._backend._client  # type: ignore[attr-defined,no-any-return]
+
+
+def _write_foreign(index: M3Index, enc: M3Encoder) -> None:
+    """What stock LlamaIndex / langchain-qdrant write into the same collection: dense + sparse,
+    no ColBERT vector, no doc_id, their own keys at the top of the payload."""
+    out = enc.encode(["Oxygen is a chemical element with symbol O."], heads=["dense", "sparse"])
+    sparse = out.sparse[0]
+    _client(index).upsert(
+        "c",
+        [
+            models.PointStruct(
+                id=FOREIGN,
+                vector={
+                    "dense": out.dense[0].tolist(),
+                    "sparse": models.SparseVector(
+                        indices=sparse.indices.tolist(), values=sparse.values.tolist()
+                    ),
+                },
+                payload={
+                    "page_content": "Oxygen is a chemical element with symbol O.",
+                    "metadata": {"source": "stock"},
+                    "start": "00:01:02",  # a transcript's time stamp, at m3kit's key
+                    "end": "00:01:09",
+                },
+            )
+        ],
+    )
+
+
+def test_a_foreign_point_is_said_at_open_and_read_without_a_crash(
+    enc_a: M3Encoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _write_foreign(index, enc_a)
+    with caplog.at_level(logging.WARNING), open_c(enc_a, tmp_path, "client") as index:
+        found = foreign_points(index.store)
+        assert (found.without_document, found.without_vector) == (1, {"colbert": 1})
+        # before: int("00:01:02") raised a bare ValueError from every read of the point
+        hits = index.search("chemical element oxygen", k=4, rerank=False)
+        mine = [h for h in hits if h.id == FOREIGN]
+        assert mine and mine[0].doc_id == FOREIGN and mine[0].start is None
+        assert mine[0].text.startswith("Oxygen") and mine[0].metadata == {"source": "stock"}
+        index.delete([mine[0].doc_id])  # the id a search gives it (before: deleted nothing)
+        assert index.count() == len(WHOLE) and not foreign_points(index.store)
+    warned = caplog.text
+    assert "1 point(s) without m3kit's doc_id" in warned, warned
+    assert "1 point(s) without the 'colbert' vector" in warned, warned
+
+
+def test_a_document_that_lost_a_vector_is_written_again(enc_a: M3Encoder, tmp_path: Path) -> None:
+    """qdrant-client ``delete_vectors`` of one chunk's ColBERT vector: adding the unchanged
+    document again skipped it as stored (the version check read the payload only), so it
+    stayed out of every ColBERT-reranked search for good."""
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _client(index).delete_vectors(
+            "c", vectors=["colbert"], points=models.PointIdsList(points=[point_id("w2", 0)])
+        )
+        assert [h.doc_id for h in index.search("capital of Germany", k=3)].count("w2") == 0
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        assert foreign_points(index.store).without_vector == {}
+        assert index.search("capital of Germany", k=3)[0].doc_id == "w2"
+
+
+def test_a_reindex_refuses_points_it_cannot_rebuild(
+    enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path
+) -> None:
+    """A reindex to B re-encoded m3kit's documents, left the foreign point's A vectors as
+    they were and recorded B: B's queries were then compared with A's vectors."""
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _write_foreign(index, enc_a)
+        record = index.store.collection_metadata()
+    with pytest.raises(ValueError, match=r"cannot re-encode 1 point\(s\)") as err:
+        open_c(enc_b, tmp_path, "client", reindex=True)
+    assert DELETE_FOREIGN in str(err.value)
+    shape = {"dense_dim": 32, "colbert_dim": 32, "sparse": True}
+    with M3Store.open(tmp_path, collection="c", backend="client", **shape) as store:
+        assert store.collection_metadata() == record  # nothing written
+        eval(DELETE_FOREIGN, {"store": store, "models": models})  # the way out it names
+        assert store.count() == len(WHOLE)
+    with open_c(enc_b, tmp_path, "client", reindex=True) as index:
+        assert index.reencoded == len(WHOLE)
