@@ -58,6 +58,28 @@ def test_the_cut_is_recorded_and_reused(tmp_path: Path, tiny_encoder: Any) -> No
         assert index.sparse_cut == SparseCut(3)
 
 
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_giving_the_cut_the_collection_has_writes_nothing(
+    tmp_path: Path, tiny_encoder: Any, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search service passing its config through (``sparse_min_weight=0``: no cut, as the
+    chunks were stored) rewrote the collection's record at open: refused with a read-only
+    API key, and a rewrite of what another process may have changed since."""
+    where = str(tmp_path / "store")
+    with M3Index.open(tiny_encoder, where, backend=backend) as index:
+        index.add_texts(TEXTS)
+        before = index.store.collection_metadata()
+    assert RECORD_KEY not in before
+    from m3kit.store.store import M3Store
+
+    writes: list[object] = []
+    monkeypatch.setattr(M3Store, "set_collection_metadata", lambda self, m: writes.append(m))
+    for given in ({"sparse_min_weight": 0.0}, {"sparse_top_k": None, "sparse_min_weight": 0}):
+        with M3Index.open(tiny_encoder, where, backend=backend, create=False, **given) as index:
+            assert index.sparse_cut == SparseCut() and index.search(TEXTS[0], k=1)
+    assert writes == []
+
+
 def test_another_cut_on_stored_chunks_is_refused(tmp_path: Path, tiny_encoder: Any) -> None:
     cut, uncut = str(tmp_path / "cut"), str(tmp_path / "uncut")
     with M3Index.open(tiny_encoder, cut, sparse_top_k=3) as index:

@@ -284,7 +284,9 @@ def settle_sparse_cut(
             "reindex=True (m3kit index --reindex): every stored document is re-encoded "
             "with it"
         )
-    if given is not None and recorded != cut:  # (no write for an index that gives none)
+    # no write for an index that gives none, nor for one that gives the cut the collection
+    # already has ("no cut" is a record without the key): a search-only opener writes nothing
+    if given is not None and (recorded or SparseCut()) != cut:
         logger.info("collection %r: recording %s", store.collection, cut.describe())
         store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
     store.sparse_cut = cut
