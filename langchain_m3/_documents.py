@@ -100,6 +100,7 @@ def open_index(
     backend: Backend | str | None,
     connection: ConnectionSettings | None,
     cluster: ClusterSettings | None,
+    create: bool = True,
 ) -> M3Index:
     """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
     (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open).
@@ -118,6 +119,7 @@ def open_index(
         backend=backend,
         connection=connection,
         cluster=cluster,
+        create=create,
         **sparse_cut_of(embedding),
     )
 

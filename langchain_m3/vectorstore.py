@@ -176,6 +176,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         late_chunking: bool | LateChunker = False,
         weights: Sequence[float] | None = None,
         candidates: int | None = None,
+        create: bool = True,
     ) -> M3VectorStore:
         """Open (or create) a collection for ``embedding``'s model.
 
@@ -206,8 +207,11 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             late_chunking: Default late chunking of added documents.
             weights: Default ``m3`` weights.
             candidates: Default candidates per retriever.
+            create: Create the collection if it does not exist (``False``: a search service
+                opening an existing one; a misspelt name is refused, not created empty).
 
         Raises:
+            CollectionNotFoundError: ``create=False`` and the collection does not exist.
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
                 chunks were stored with (the message names both); ``collection`` and
                 ``collection_name`` name different collections.
@@ -221,6 +225,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             backend=backend,
             connection=connection,
             cluster=cluster,
+            create=create,
         )
         try:
             return cls(

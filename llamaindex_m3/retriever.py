@@ -164,6 +164,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         weights: Sequence[float] | None = None,
         rerank: bool | None = None,
         candidates: int | None = None,
+        create: bool = True,
     ) -> M3Retriever:
         """Open (or create) a collection shaped for the model and return a retriever on it.
 
@@ -187,8 +188,11 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             weights: ``[dense, sparse, colbert]`` of the ``m3`` fusion.
             rerank: ColBERT rerank.
             candidates: Candidates per retriever before fusion and rerank.
+            create: Create the collection if it does not exist (``False``: a search service
+                opening an existing one; a misspelt name is refused, not created empty).
 
         Raises:
+            CollectionNotFoundError: ``create=False`` and the collection does not exist.
             SchemaMismatchError: The collection exists with other vectors.
             TypeError: ``model`` is neither (an :class:`M3SparseEmbedding` included: for a
                 sparse cut, wrap ``M3Index.open(encoder, ..., sparse_top_k=...)``).
@@ -207,6 +211,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             backend=backend,
             connection=connection,
             cluster=cluster,
+            create=create,
         )
         try:
             retriever = cls(

@@ -198,6 +198,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         *,
         index: M3Index | None = None,
         api_key: str | None = None,
+        create: bool = True,
         **data: Any,
     ) -> None:
         """Open (or create) the collection for ``model``, or wrap ``index``.
@@ -209,9 +210,13 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
                 ``cluster`` and ``collection_name`` are then the index's (given, they must be:
                 ``from_dict`` of its ``to_dict``).
             api_key: Server API key (default: ``QDRANT_API_KEY``); not a field, never saved.
+            create: Create the collection if it does not exist (``False``: a search service
+                opening an existing one; a misspelt name is refused, not created empty); not
+                a field, never saved.
             **data: The fields above.
 
         Raises:
+            CollectionNotFoundError: ``create=False`` and the collection does not exist.
             TypeError: ``model`` is neither an encoder nor an ``M3Embedding`` (an
                 ``M3SparseEmbedding`` included: for a sparse cut, pass
                 ``index=M3Index.open(encoder, ..., sparse_top_k=...)``).
@@ -244,6 +249,7 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
                 backend=self.backend,
                 connection=self.connection,
                 cluster=self.cluster,
+                create=create,
             )
         else:
             self._owns_index = False

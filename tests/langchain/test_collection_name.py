@@ -81,3 +81,32 @@ def test_from_texts_takes_langchain_qdrants_path_and_batch_size(
     for path, location in ((None, folder), (Path(folder), folder)):
         with M3VectorStore.from_texts(["d."], tiny_encoder, path=path, location=location) as s:
             assert s.index.count() == 4
+
+
+def test_create_false_refuses_a_missing_collection_in_every_opener(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """A search service with a misspelt collection name created an empty collection (or,
+    with a read-only API key, failed on the create): the openers had no ``create=False``."""
+    from llamaindex_m3 import M3Retriever as LlamaIndexRetriever
+    from llamaindex_m3 import M3VectorStore as LlamaIndexStore
+    from m3kit.errors import CollectionNotFoundError
+
+    M3VectorStore.from_texts(["Oxygen is a gas."], tiny_encoder, location=tmp_path).close()
+    openers = {
+        "langchain M3VectorStore.open": lambda name: M3VectorStore.open(
+            tiny_encoder, tmp_path, collection=name, create=False
+        ),
+        "llamaindex M3VectorStore": lambda name: LlamaIndexStore(
+            tiny_encoder, location=str(tmp_path), collection_name=name, create=False
+        ),
+        "llamaindex M3Retriever.open": lambda name: LlamaIndexRetriever.open(
+            tiny_encoder, location=tmp_path, collection=name, create=False
+        ),
+    }
+    for opener in openers.values():
+        with pytest.raises(CollectionNotFoundError, match="m3kitt"):
+            opener("m3kitt")
+        opener("m3kit").close()  # the existing one opens
+    with M3VectorStore.open(tiny_encoder, tmp_path, collection="m3kitt", create=True) as made:
+        assert made.index.store.collection == "m3kitt"
