@@ -20,22 +20,23 @@ from m3kit.store.schema import point_id
 from .conftest import WHOLE, open_c
 
 FOREIGN = str(uuid.uuid4())
+NODE = str(uuid.uuid4())  # a stock LlamaIndex node: its source document's id as "doc_id"
 
 
 def _client(index: M3Index) -> QdrantClient:
     return index.store._backend._client  # type: ignore[attr-defined,no-any-return]
 
 
-def _write_foreign(index: M3Index, enc: M3Encoder) -> None:
+def _write_foreign(index: M3Index, enc: M3Encoder, point: str = FOREIGN, **keys: str) -> None:
     """What stock LlamaIndex / langchain-qdrant write into the same collection: dense + sparse,
-    no ColBERT vector, no doc_id, their own keys at the top of the payload."""
+    no ColBERT vector, no doc_hash, their own keys at the top of the payload."""
     out = enc.encode(["Oxygen is a chemical element with symbol O."], heads=["dense", "sparse"])
     sparse = out.sparse[0]
     _client(index).upsert(
         "c",
         [
             models.PointStruct(
-                id=FOREIGN,
+                id=point,
                 vector={
                     "dense": out.dense[0].tolist(),
                     "sparse": models.SparseVector(
@@ -47,6 +48,7 @@ def _write_foreign(index: M3Index, enc: M3Encoder) -> None:
                     "metadata": {"source": "stock"},
                     "start": "00:01:02",  # a transcript's time stamp, at m3kit's key
                     "end": "00:01:09",
+                    **keys,
                 },
             )
         ],
@@ -59,19 +61,21 @@ def test_a_foreign_point_is_said_at_open_and_read_without_a_crash(
     with open_c(enc_a, tmp_path, "client") as index:
         index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
         _write_foreign(index, enc_a)
+        _write_foreign(index, enc_a, NODE, doc_id="transcript-7")
     with caplog.at_level(logging.WARNING), open_c(enc_a, tmp_path, "client") as index:
         found = foreign_points(index.store)
-        assert (found.without_document, found.without_vector) == (1, {"colbert": 1})
+        assert (found.without_document, found.without_vector) == (2, {"colbert": 2})
         # before: int("00:01:02") raised a bare ValueError from every read of the point
-        hits = index.search("chemical element oxygen", k=4, rerank=False)
-        mine = [h for h in hits if h.id == FOREIGN]
-        assert mine and mine[0].doc_id == FOREIGN and mine[0].start is None
-        assert mine[0].text.startswith("Oxygen") and mine[0].metadata == {"source": "stock"}
-        index.delete([mine[0].doc_id])  # the id a search gives it (before: deleted nothing)
+        hits = index.search("chemical element oxygen", k=5, rerank=False)
+        for point in (FOREIGN, NODE):
+            mine = [h for h in hits if h.id == point]
+            assert mine and mine[0].doc_id == point and mine[0].start is None
+            assert mine[0].text.startswith("Oxygen") and mine[0].metadata == {"source": "stock"}
+            index.delete([mine[0].doc_id])  # the id a search gives it (before: deleted nothing)
         assert index.count() == len(WHOLE) and not foreign_points(index.store)
     warned = caplog.text
-    assert "1 point(s) without m3kit's doc_id" in warned, warned
-    assert "1 point(s) without the 'colbert' vector" in warned, warned
+    assert "2 point(s) without m3kit's doc_id / doc_hash" in warned, warned
+    assert "2 point(s) without the 'colbert' vector" in warned, warned
 
 
 def test_a_document_that_lost_a_vector_is_written_again(enc_a: M3Encoder, tmp_path: Path) -> None:

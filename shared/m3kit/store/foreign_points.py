@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from qdrant_client import models
 
 from m3kit.store.filters import documents_filter
-from m3kit.store.schema import DOC_ID
+from m3kit.store.schema import DOC_HASH, DOC_ID
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
@@ -59,8 +59,14 @@ def _canonical_uuid(value: str) -> str | None:
 
 
 def without_document() -> models.Filter:
-    """The points without m3kit's ``doc_id`` (none of m3kit's writes makes one)."""
-    return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=DOC_ID))])
+    """The points without m3kit's ``doc_id`` or ``doc_hash`` (every m3kit write stores both;
+    stock LlamaIndex stores a ``doc_id`` of its own, its node's source document, no hash)."""
+    return models.Filter(
+        should=[
+            models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+            for key in (DOC_ID, DOC_HASH)
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,8 @@ class ForeignPoints:
     """What :func:`foreign_points` found.
 
     Attributes:
-        without_document: Points without ``doc_id`` (another program wrote or rewrote them).
+        without_document: Points without ``doc_id`` or ``doc_hash`` (another program wrote
+            or rewrote them).
         without_vector: ``{vector name: points of the collection without it}`` (only
             names with one or more).
     """
@@ -84,7 +91,7 @@ class ForeignPoints:
         parts = []
         if self.without_document:
             parts.append(
-                f"{self.without_document} point(s) without m3kit's doc_id (written or "
+                f"{self.without_document} point(s) without m3kit's doc_id / doc_hash (written or "
                 "rewritten by another program: qdrant-client, stock langchain-qdrant or "
                 "LlamaIndex); m3kit's delete and get by document id do not reach them, and a "
                 "reindex cannot re-encode them"
@@ -111,8 +118,8 @@ def foreign_points(store: M3Store) -> ForeignPoints:
 
 #: How to delete the points without ``doc_id`` (for messages).
 DELETE_FOREIGN = (
-    "store.delete_points(filter=models.Filter(must=[models.IsEmptyCondition("
-    "is_empty=models.PayloadField(key='doc_id'))]))"
+    "store.delete_points(filter=models.Filter(should=[models.IsEmptyCondition("
+    "is_empty=models.PayloadField(key=k)) for k in ('doc_id', 'doc_hash')]))"
 )
 
 
@@ -124,7 +131,7 @@ def warn_foreign_points(store: M3Store) -> ForeignPoints:
         logger.warning(
             "collection %r (%s): %s. Add those documents again through m3kit (a document "
             "with a chunk lacking a vector is written again), or delete the points without "
-            "doc_id (%s)",
+            "doc_id / doc_hash (%s)",
             store.collection,
             store.backend.value,
             found.describe(),

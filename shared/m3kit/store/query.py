@@ -470,8 +470,9 @@ def to_hit(h: RawHit) -> Hit:
     """A backend's raw hit as the typed :class:`Hit` (payload keys of :data:`HIT_KEYS`)."""
     p = h.payload
     meta = p.get(METADATA)
-    if DOC_ID not in p:  # another program's point: m3kit's other keys are not its (a stock
-        # LlamaIndex node keeps its own metadata at the top: "start": "00:01:02")
+    if p.get(DOC_ID) is None or p.get(DOC_HASH) is None:  # another program's point: m3kit's
+        # other keys are not its (a stock LlamaIndex node keeps its metadata at the top,
+        # "start": "00:01:02", and its source document's id as "doc_id")
         text = p.get(PAGE_CONTENT)
         return Hit(
             id=h.id,

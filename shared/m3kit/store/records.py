@@ -116,7 +116,8 @@ class Hit:
         score: The score of the last stage (fused score, ColBERT MaxSim or M3 weighted sum).
         text: The chunk's text.
         doc_id: Id of its document (a point another program wrote, without m3kit's
-            ``doc_id``: its point id, and only its ``page_content`` and ``metadata`` are read).
+            ``doc_id`` and ``doc_hash``: its point id, and only its ``page_content`` and
+            ``metadata`` are read).
         chunk_index: Position of the chunk in its document.
         metadata: The chunk's metadata.
         start: Start character offset of the chunk in its document, if stored.

@@ -355,9 +355,10 @@ LATE_WRITER_ADVICE = (
 
 
 def refuse_foreign_points(store: M3Store) -> None:
-    """Refuse a reindex of a collection holding points without m3kit's ``doc_id``
-    (:mod:`m3kit.store.foreign_points`): it cannot rebuild them, so they would keep the old
-    encoder's vectors, searched with the new encoder's queries, under a record naming the new.
+    """Refuse a reindex of a collection holding points without m3kit's ``doc_id`` /
+    ``doc_hash`` (:mod:`m3kit.store.foreign_points`): it cannot rebuild them, so they would
+    keep the old encoder's vectors, searched with the new encoder's queries, under a record
+    naming the new.
 
     Raises:
         ValueError: Such points are stored (nothing written).
@@ -365,7 +366,8 @@ def refuse_foreign_points(store: M3Store) -> None:
     if n := store.count(without_document()):
         raise ValueError(
             f"reindex cannot re-encode {n} point(s) of collection {store.collection!r} without "
-            "m3kit's doc_id (written or rewritten in place by another program: qdrant-client, "
+            "m3kit's doc_id / doc_hash (written or rewritten in place by another program: "
+            "qdrant-client, "
             "stock langchain-qdrant or LlamaIndex): they would keep the old encoder's vectors "
             "beside the new encoder's. Nothing was written. Delete them (a plain M3Store "
             f"opens the collection: {DELETE_FOREIGN}), run this open again, then add their "

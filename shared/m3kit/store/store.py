@@ -331,7 +331,8 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
                 deleting the documents whose ids are those characters), or an id is neither
                 a str nor an int.
 
-        An id that is the point id of a point another program wrote (no ``doc_id``: a search
+        An id that is the point id of a point another program wrote (no ``doc_id`` /
+        ``doc_hash``: a search
         gives it as the hit's ``doc_id``, :mod:`m3kit.store.foreign_points`) deletes that point.
 
         Ids are deleted in batches of 256; an engine error in a later batch is raised after an
