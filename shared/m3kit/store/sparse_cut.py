@@ -284,9 +284,11 @@ def settle_sparse_cut(
             "reindex=True (m3kit index --reindex): every stored document is re-encoded "
             "with it"
         )
-    # no write for an index that gives none, nor for one that gives the cut the collection
-    # already has ("no cut" is a record without the key): a search-only opener writes nothing
-    if given is not None and (recorded or SparseCut()) != cut:
+    # no write for an index that gives none, nor for one that gives the cut the chunks are
+    # stored with ("no cut" is also a record without the key): a search-only opener writes
+    # nothing (an empty collection records the cut given, as a new one does)
+    same = recorded is None and cut == SparseCut() and store.count() > 0
+    if given is not None and recorded != cut and not same:
         logger.info("collection %r: recording %s", store.collection, cut.describe())
         store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
     store.sparse_cut = cut
