@@ -185,7 +185,7 @@ def test_first_doc_training_never_makes_another_relevant_doc_an_in_batch_negativ
 ) -> None:
     """With ``use_all_docs=False`` a query's second relevant doc, in the batch as another
     query's positive, was scored as its negative (``use_all_docs=True`` masked it)."""
-    from m3kit.finetune import trainer
+    from m3kit.finetune import pair_batches
 
     data = QADataset(
         queries={"q0": "capital of France", "q1": "which city is on the Seine"},
@@ -193,13 +193,13 @@ def test_first_doc_training_never_makes_another_relevant_doc_an_in_batch_negativ
         relevant_docs={"q0": ["d0", "d1"], "q1": ["d1"]},
     )
     batches: list[tuple[list[TrainingExample], dict[str, torch.Tensor]]] = []
-    collate = trainer._Collator.__call__
+    collate = pair_batches.PairCollator.__call__
 
     def spy(self: Any, batch: list[TrainingExample]) -> dict[str, torch.Tensor]:
         batches.append((list(batch), collate(self, batch)))
         raise _Stop
 
-    monkeypatch.setattr(trainer._Collator, "__call__", spy)
+    monkeypatch.setattr(pair_batches.PairCollator, "__call__", spy)
     engine = _engine(
         dataset=data,
         model_id=str(tiny_m3_path),

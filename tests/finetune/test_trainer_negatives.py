@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from m3kit.finetune import FinetuneConfig, M3Finetuner, TrainingExample
+from m3kit.finetune.pair_batches import PairCollator
 from m3kit.finetune.positives import without_query_positives
-from m3kit.finetune.trainer import _Collator
 from tests.finetune.conftest import tiny_finetune_config
 
 _config = tiny_finetune_config
@@ -27,7 +27,7 @@ def test_collator_masks_shared_positives(tiny_m3_path: Path, tmp_path: Path) -> 
         TrainingExample("q d", (p3, p2), ()),  # two positives, no negative
     ]
     cfg = _config(tiny_m3_path, tmp_path / "unused", num_negatives=3, seed=0)
-    out = _Collator(tok, cfg, "")(batch)
+    out = PairCollator(tok, cfg, "")(batch)
     assert out["p_ids"].shape[0] == 3  # passages deduplicated
     targets = out["targets"].tolist()
     assert targets[0] == targets[1]  # same positive, same column, never masked for either
@@ -37,7 +37,7 @@ def test_collator_masks_shared_positives(tiny_m3_path: Path, tmp_path: Path) -> 
     other = ({0, 1, 2} - {targets[3]} - {targets[0]}).pop()
     assert exclude[3].tolist().count(True) == 1 and exclude[3, other]
 
-    unmasked = _Collator(
+    unmasked = PairCollator(
         tok, _config(tiny_m3_path, tmp_path / "u", mask_shared_positives=False), ""
     )
     assert not unmasked(batch)["exclude"].any()
@@ -58,7 +58,7 @@ def test_collator_masks_the_positives_of_another_row_of_the_same_query(
         TrainingExample("same q", ("passage two",)),
         TrainingExample("other q", ("passage three",)),
     ]
-    out = _Collator(tok, _config(tiny_m3_path, tmp_path / "unused"), "")(batch)
+    out = PairCollator(tok, _config(tiny_m3_path, tmp_path / "unused"), "")(batch)
     targets, exclude = out["targets"].tolist(), out["exclude"]
     assert exclude[0, targets[1]] and exclude[1, targets[0]]
     assert exclude.sum() == 2 and not exclude[2].any()
@@ -88,11 +88,11 @@ def test_collator_masks_a_positive_of_the_query_given_in_a_row_outside_the_batch
         TrainingExample("other q", ("passage two",)),
     ]
     cfg = _config(tiny_m3_path, tmp_path / "unused")
-    out = _Collator(tok, cfg, "", query_positives(rows))([rows[0], rows[2]])
+    out = PairCollator(tok, cfg, "", query_positives(rows))([rows[0], rows[2]])
     targets, exclude = out["targets"].tolist(), out["exclude"]
     assert exclude[0, targets[1]] and exclude.sum() == 1
     # without the training set's positives only the batch's rows are known, as before
-    alone = _Collator(tok, cfg, "")([rows[0], rows[2]])
+    alone = PairCollator(tok, cfg, "")([rows[0], rows[2]])
     assert not alone["exclude"].any()
 
 
@@ -110,7 +110,7 @@ def test_collator_compares_texts_with_whitespace_collapsed(
         TrainingExample("q c ", ("passage two",)),
         TrainingExample("q c", ("passage  three",)),  # same query: both its passages relevant
     ]
-    out = _Collator(tok, _config(tiny_m3_path, tmp_path / "unused"), "")(batch)
+    out = PairCollator(tok, _config(tiny_m3_path, tmp_path / "unused"), "")(batch)
     targets, exclude = out["targets"].tolist(), out["exclude"]
     assert out["p_ids"].shape[0] == 3 and targets[0] == targets[1]
     assert exclude[2, targets[3]] and exclude[3, targets[2]] and exclude.sum() == 2
