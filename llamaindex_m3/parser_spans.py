@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from llama_index.core.node_parser import NodeParser
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 
-from m3kit.chunk_spans import spans_of_pieces
+from m3kit.piece_spans import spans_of_pieces
 
 __all__ = ["node_parser_spans"]
 
@@ -19,7 +19,7 @@ __all__ = ["node_parser_spans"]
 def node_parser_spans(parser: NodeParser) -> Callable[[str], list[tuple[int, int]]]:
     """Character spans of any LlamaIndex node parser, for :class:`m3kit.late_chunking.LateChunker`.
 
-    Finds each node's text in the document with :func:`m3kit.chunk_spans.spans_of_pieces`
+    Finds each node's text in the document with :func:`m3kit.piece_spans.spans_of_pieces`
     (in order, covering the whole document), not from the nodes' ``start_char_idx``: LlamaIndex
     sets those by searching from just after the previous node's start, which lands on an
     earlier copy of a repeated passage. Nodes a parser returns out of document order are

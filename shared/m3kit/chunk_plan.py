@@ -26,19 +26,17 @@ import numpy.typing as npt
 
 from m3kit.chunk_spans import (
     BLANK_RUN,
-    PIECE_PLACEMENT,
     Span,
     SpanSplitter,
-    as_span_splitter,
     assign_tokens,
     normalize_spans,
     pack_sentences,
-    places_pieces,
     sentence_starts,
     starts_between_tokens,
 )
 from m3kit.encoder_inputs import whole_number
 from m3kit.fingerprint import describe_settings
+from m3kit.piece_spans import PIECE_PLACEMENT, as_span_splitter, places_pieces
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
@@ -120,7 +118,7 @@ class SpanPlanner:
         encoder: Whose tokenizer counts the tokens.
         chunk_size: Token budget per chunk of the sentence packer (special tokens not counted).
         splitter: Instead of the packer: a callable ``str -> [(start, end)]`` or anything with
-            ``split_text`` (see :func:`~m3kit.chunk_spans.as_span_splitter`).
+            ``split_text`` (see :func:`~m3kit.piece_spans.as_span_splitter`).
     """
 
     def __init__(self, encoder: M3Encoder, *, chunk_size: int, splitter: Any = None) -> None:

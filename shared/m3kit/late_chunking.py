@@ -12,7 +12,7 @@ Rules (tested in ``tests/late_chunking``):
   each chunk keeps the splitter's span (overlaps trimmed, see
   :func:`~m3kit.chunk_spans.normalize_spans`), and ``chunk.text == text[chunk.start:chunk.end]``;
   a text splitter's pieces are placed so that they cover the document, or it is an error
-  naming the text they leave out (:func:`~m3kit.chunk_spans.spans_of_pieces`).
+  naming the text they leave out (:func:`~m3kit.piece_spans.spans_of_pieces`).
 - **Tokens.** Every token of the document belongs to exactly one chunk: the chunk whose
   region its first non-whitespace character falls in (a chunk's region runs from its start to
   the next chunk's start, so text between splitter chunks goes to the chunk before it; a

@@ -363,7 +363,7 @@ def test_node_parser_spans_orders_nodes_by_start() -> None:
 def test_a_node_parser_chunker_signature_names_the_piece_placement(tiny_encoder: Any) -> None:
     # node texts are placed in the document (spans_of_pieces): a new placement makes the
     # documents chunked under the old one new versions
-    from m3kit.chunk_spans import PIECE_PLACEMENT
+    from m3kit.piece_spans import PIECE_PLACEMENT
 
     chunker = LateChunker(tiny_encoder, splitter=node_parser_spans(MarkdownNodeParser()))
     assert chunker.signature.count(PIECE_PLACEMENT) == 1

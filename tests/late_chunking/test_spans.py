@@ -11,15 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3kit import M3Encoder
-from m3kit.chunk_spans import (
-    as_span_splitter,
-    normalize_spans,
-    pack_sentences,
-    piece_overlap,
-    sentence_starts,
-    spans_of_pieces,
-)
+from m3kit.chunk_spans import normalize_spans, pack_sentences, sentence_starts
 from m3kit.late_chunking import LateChunker
+from m3kit.piece_spans import as_span_splitter, piece_overlap, spans_of_pieces
 
 
 def _sentences(text: str) -> list[str]:

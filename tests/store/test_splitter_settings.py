@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from m3kit.chunk_spans import PIECE_PLACEMENT
 from m3kit.chunking import NaiveChunker
 from m3kit.fingerprint import describe_settings
 from m3kit.late_chunking import LateChunker
+from m3kit.piece_spans import PIECE_PLACEMENT
 from m3kit.store import M3Index
 from m3kit.store.filters import documents_filter
 from tests.store.conftest import EncodeSpy
