@@ -28,11 +28,12 @@ from pydantic import Field, field_validator
 
 from langchain_m3._encoder_model import EncoderModel
 from m3kit.encoder import M3Encoder
-from m3kit.encoder_inputs import check_text, check_texts, finite_sparse_min_weight
+from m3kit.encoder_inputs import check_text, check_texts
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.field_types import WholeNumber
 from m3kit.outputs import Head
 from m3kit.outputs import SparseVector as M3SparseVector
+from m3kit.sparse_options import finite_sparse_min_weight
 
 try:
     from langchain_qdrant import SparseEmbeddings, SparseVector

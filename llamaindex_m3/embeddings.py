@@ -37,11 +37,12 @@ from llamaindex_m3.embedding_origins import remember
 from llamaindex_m3.late_nodes import LATE_METADATA_KEY
 from llamaindex_m3.node_records import carried_vectors, is_late
 from m3kit.encoder import M3Encoder
-from m3kit.encoder_inputs import check_text, check_texts, finite_sparse_min_weight
+from m3kit.encoder_inputs import check_text, check_texts
 from m3kit.errors import HeadNotAvailableError, missing_extra
 from m3kit.field_types import WholeNumber
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.outputs import Head, SparseVector
+from m3kit.sparse_options import finite_sparse_min_weight
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding

@@ -354,9 +354,9 @@ def sparse_cut(args: argparse.Namespace) -> dict[str, Any]:
 
 def sparse_min_weight(value: str) -> float:
     """argparse type of ``--sparse-min-weight``: a finite number >= 0, refused with the
-    message of :func:`m3kit.encoder_inputs.check_sparse_min_weight` (the check of every entry
+    message of :func:`m3kit.sparse_options.check_sparse_min_weight` (the check of every entry
     point that takes it) when it is NaN or infinite."""
-    from m3kit.encoder_inputs import check_sparse_min_weight
+    from m3kit.sparse_options import check_sparse_min_weight
 
     try:
         number = float(value)

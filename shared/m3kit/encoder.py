@@ -39,7 +39,6 @@ from m3kit.encoder_inputs import (
     TokenizedText,
     Truncation,
     check_model_input_ids,
-    check_sparse_options,
     check_texts,
     load_tokenizer,
     plan_batches,
@@ -60,6 +59,7 @@ from m3kit.precision import (
     prepare_model,
     resolve_precision,
 )
+from m3kit.sparse_options import check_sparse_options
 from m3kit.weights import checkpoint_state, loaded_unchanged, remember_loaded, remember_placed
 
 if TYPE_CHECKING:

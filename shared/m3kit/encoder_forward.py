@@ -16,12 +16,7 @@ import torch
 
 from m3kit.backends.torch_backend import torch_forward
 from m3kit.checkpoint import CheckpointKind
-from m3kit.encoder_inputs import (
-    check_heads,
-    check_model_input_ids,
-    pad_batch,
-    plan_batches,
-)
+from m3kit.encoder_inputs import check_heads, check_model_input_ids, pad_batch, plan_batches
 from m3kit.encoder_outputs import TokenStates, sparse_vector, token_states
 from m3kit.model import M3Model
 from m3kit.outputs import ALL_HEADS, Head, SparseVector

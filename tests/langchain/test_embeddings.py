@@ -133,7 +133,7 @@ async def test_async_matches_sync(tiny_encoder: M3Encoder) -> None:
 )
 def test_sparse_min_weight_must_be_finite(tiny_encoder: M3Encoder, bad: float, shown: str) -> None:
     # inf passed ``ge=0`` and emptied every sparse vector (nothing is above it); the core's
-    # check (m3kit.encoder_inputs.check_sparse_min_weight) now refuses it, naming the value
+    # check (m3kit.sparse_options.check_sparse_min_weight) now refuses it, naming the value
     with pytest.raises(ValidationError, match=f"sparse_min_weight is {shown}: "):
         M3SparseEmbeddings.from_encoder(tiny_encoder, sparse_min_weight=bad)
     with pytest.raises(ValidationError, match="sparse_min_weight"):

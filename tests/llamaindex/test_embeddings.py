@@ -185,7 +185,7 @@ def test_sparse_min_weight_must_be_finite(
     tiny_m3_path: Path, tiny_encoder: M3Encoder, bad: float, shown: str
 ) -> None:
     # inf passed ``ge=0`` and emptied every sparse embedding (nothing is above it); the core's
-    # check (m3kit.encoder_inputs.check_sparse_min_weight) now refuses it, naming the value
+    # check (m3kit.sparse_options.check_sparse_min_weight) now refuses it, naming the value
     with pytest.raises(ValueError, match=f"sparse_min_weight is {shown}: "):
         M3SparseEmbedding(model_name=str(tiny_m3_path), sparse_min_weight=bad)
     # fields are not validated on assignment: encoding refuses it, with the same message

@@ -335,13 +335,9 @@ class EncoderPool:
             TypeError: ``sparse_min_weight`` is not a number (likewise).
             RuntimeError: The pool is closed, or a worker failed (the pool is then closed).
         """
-        from m3kit.encoder_inputs import (
-            check_heads,
-            check_model_input_ids,
-            check_sparse_options,
-            plan_batches,
-        )
+        from m3kit.encoder_inputs import check_heads, check_model_input_ids, plan_batches
         from m3kit.encoder_outputs import OutputCollector
+        from m3kit.sparse_options import check_sparse_options
 
         self._check_encoder_unchanged()
         # what a worker would refuse, refused here: a worker's error closes the pool

@@ -319,7 +319,7 @@ def _sparse_cut(top_k: int | None, min_weight: float, order: Sequence[Head]) -> 
 
     Raises:
         ValueError: A value an index's :class:`~m3kit.store.sparse_cut.SparseCut` refuses
-            (the core's :func:`~m3kit.encoder_inputs.check_sparse_options` messages), or a
+            (the core's :func:`~m3kit.sparse_options.check_sparse_options` messages), or a
             cut given without the sparse head among ``order``.
     """
     from m3kit.store.sparse_cut import nothing_to_cut, sparse_cut_of

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from m3kit.encoder_inputs import check_sparse_options
 from m3kit.encoder_outputs import sparse_vector
 from m3kit.outputs import Head, SparseVector
+from m3kit.sparse_options import check_sparse_options
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
@@ -193,7 +193,7 @@ def sparse_cut_of(top_k: int | None, min_weight: float | None) -> SparseCut | No
 
     Raises:
         ValueError: A value :class:`SparseCut` refuses (the messages of
-            :func:`~m3kit.encoder_inputs.check_sparse_options`).
+            :func:`~m3kit.sparse_options.check_sparse_options`).
         TypeError: ``min_weight`` is not a number.
     """
     if top_k is None and min_weight is None:
