@@ -27,7 +27,8 @@ from langchain_m3._write_failures import Failed
 from langchain_m3._writes import write_documents
 from m3kit.store import M3Index
 from m3kit.store.cancelling import in_worker
-from m3kit.store.filters import distinct_doc_ids, documents_filter
+from m3kit.store.filters import distinct_doc_ids
+from m3kit.store.foreign_points import foreign_or_documents
 from m3kit.store.schema import METADATA
 
 if TYPE_CHECKING:
@@ -201,7 +202,9 @@ class VectorStoreDocuments(VectorStore):
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Every stored chunk of these documents: by document in the order given, then chunk.
 
-        Unknown ids are left out; a document stored whole gives one ``Document``.
+        Unknown ids are left out; a document stored whole gives one ``Document``. A point
+        another program wrote (no m3kit ``doc_id`` / ``doc_hash``) is found by the id its
+        search results carry, its point id (:mod:`m3kit.store.foreign_points`).
         """
         if isinstance(ids, str):
             raise TypeError("ids is a list of document ids, not a single string")
@@ -209,7 +212,7 @@ class VectorStoreDocuments(VectorStore):
         if not wanted:
             return []
         order = {doc_id: n for n, doc_id in enumerate(wanted)}
-        hits = self._index.store.get(filter=documents_filter(wanted))
+        hits = self._index.store.get(filter=foreign_or_documents(wanted))
         hits.sort(key=lambda h: (order.get(h.doc_id, len(order)), h.chunk_index))
         return [hit_document(h) for h in hits]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient, models
 
+from langchain_m3 import M3VectorStore
 from m3kit import M3Encoder
 from m3kit.store import M3Index, M3Store
 from m3kit.store.foreign_points import DELETE_FOREIGN, foreign_points
@@ -67,11 +68,14 @@ def test_a_foreign_point_is_said_at_open_and_read_without_a_crash(
         assert (found.without_document, found.without_vector) == (2, {"colbert": 2})
         # before: int("00:01:02") raised a bare ValueError from every read of the point
         hits = index.search("chemical element oxygen", k=5, rerank=False)
+        store = M3VectorStore(index)
         for point in (FOREIGN, NODE):
             mine = [h for h in hits if h.id == point]
             assert mine and mine[0].doc_id == point and mine[0].start is None
             assert mine[0].text.startswith("Oxygen") and mine[0].metadata == {"source": "stock"}
-            index.delete([mine[0].doc_id])  # the id a search gives it (before: deleted nothing)
+            # the id a search gives it (before: get_by_ids found nothing, delete deleted nothing)
+            assert [d.id for d in store.get_by_ids([mine[0].doc_id])] == [point]
+            index.delete([mine[0].doc_id])
         assert index.count() == len(WHOLE) and not foreign_points(index.store)
     warned = caplog.text
     assert "2 point(s) without m3kit's doc_id / doc_hash" in warned, warned
