@@ -5,6 +5,7 @@ Split from :mod:`m3kit.store.store` (see :meth:`M3Store.open` for the arguments)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -236,14 +237,29 @@ def folder_backend(folder: str | os.PathLike[str], collection: str) -> Backend |
     """Which backend's layout holds ``collection`` in the local ``folder`` (``None``: neither).
 
     An embedded-engine shard (``<folder>/<collection>/edge_config.json``) wins over a
-    qdrant-client local store (``<folder>/meta.json`` and ``<folder>/collection/<collection>``).
+    qdrant-client local store (``<folder>/meta.json`` and ``<folder>/collection/<collection>``,
+    or an alias of one in ``meta.json``: the embedded engine has no aliases, so opening one
+    with it made an empty shard of that name, which then hid the alias).
     """
     root = Path(folder)
     if (root / collection / "edge_config.json").is_file():
         return Backend.EDGE
-    if (root / "meta.json").is_file() and (root / "collection" / collection).is_dir():
+    meta = root / "meta.json"
+    if meta.is_file() and (
+        (root / "collection" / collection).is_dir() or collection in _local_aliases(meta)
+    ):
         return Backend.CLIENT
     return None
+
+
+def _local_aliases(meta: Path) -> dict[str, str]:
+    """The aliases a qdrant-client local store's ``meta.json`` lists (``{}``: none, or a file
+    it cannot read: the collection check above still stands)."""
+    try:
+        aliases = json.loads(meta.read_text(encoding="utf-8")).get("aliases")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return aliases if isinstance(aliases, dict) else {}
 
 
 def _check_folder(folder: Path, collection: str, kind: Backend) -> None:
