@@ -67,6 +67,7 @@ from m3kit.store.cancelling import in_worker, opened_in_worker, stop_if_cancelle
 from m3kit.store.search_settings import SearchSettings, check_score_threshold
 from m3kit.store.stock_record import (
     TEXT_INSTRUCTION,
+    Recheck,
     check_models,
     is_m3kit_identity,
     record_models,
@@ -152,10 +153,14 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         # both embeddings', for a change in memory whatever the mode is set to later
         self._built_identities = model_identities(self._embeddings, self._sparse_embeddings)
         check_models(self.client, self.collection_name, self._model_identities())
+        self._recheck = Recheck()
 
     def _before_query_text(self) -> None:
         now = model_identities(self._embeddings, self._sparse_embeddings)
         refuse_changed(self._built_identities, now)
+        if self._recheck.due():  # an alias moved, the collection re-encoded: stock_record
+            check_models(self.client, self.collection_name, self._model_identities())
+            self._recheck.done()
 
     def _model_identities(self) -> dict[str, str]:
         """The identities of the embeddings whose vectors this store's mode writes and

@@ -77,6 +77,7 @@ from m3kit.fingerprint import encoder_fingerprint
 from m3kit.store.stock_record import (
     SPARSE_CUT,
     TEXT_INSTRUCTION,
+    Recheck,
     acheck_models,
     arecord_models,
     check_models,
@@ -156,6 +157,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
 
     _m3_doc_fn: QdrantSparseFn = PrivateAttr()
     _m3_checked: bool = PrivateAttr(default=False)
+    _m3_recheck: Recheck = PrivateAttr(default_factory=Recheck)  # (stock_record.Recheck)
     _m3_built: dict[str, str] = PrivateAttr(default_factory=dict)
     _m3_fingerprint: Any = PrivateAttr(default=None)  # the sparse model's, when built
 
@@ -237,11 +239,19 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         return done
 
     async def _acheck_models(self) -> None:
-        """Check the sparse model against the collection's record once, through the async
-        client, for a store built without a sync client (which checks when built)."""
-        if not self._m3_checked and self._aclient is not None:
+        """Check the sparse model against the collection's record through the async client:
+        for a store built without a sync client (which checks when built), and again once
+        the last check is older than :data:`~m3kit.store.stock_record.RECHECK_SECONDS`."""
+        if (not self._m3_checked or self._m3_recheck.due()) and self._aclient is not None:
             await acheck_models(self._aclient, self.collection_name, self._m3_built)
             self._m3_checked = True
+            self._m3_recheck.done()
+
+    def _recheck_models(self) -> None:
+        """:meth:`_acheck_models` for a sync query (through the sync client)."""
+        if self._client is not None and self._m3_recheck.due():
+            check_models(self._client, self.collection_name, self._m3_built)
+            self._m3_recheck.done()
 
     def _refuse_changed(self, query: VectorStoreQuery) -> None:
         if query.mode != VectorStoreQueryMode.DEFAULT:  # the sparse head encodes the query
@@ -277,10 +287,14 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
                 or with a blank one (its sparse search found nothing, silently).
             EncoderChangedError: Sparse or hybrid mode after the sparse model's encoder
                 changed in memory since the store was built.
+            FingerprintMismatchError: The collection now records another sparse model (an
+                alias moved, the collection re-encoded), checked again once the last check is
+                :data:`~m3kit.store.stock_record.RECHECK_SECONDS` old.
         """
         check_query(query)
         kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
         self._refuse_changed(query)
+        self._recheck_models()  # an alias moved, the collection re-encoded: stock_record
         return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

@@ -270,3 +270,48 @@ async def test_a_search_after_the_encoder_changed_in_memory_is_refused(
             search()
     with pytest.raises(EncoderChangedError):
         await store.asimilarity_search(SAMPLE_TEXTS[1], k=2)
+
+
+def test_a_store_refuses_searches_once_its_alias_moves_to_another_models_collection(
+    enc_a: M3Encoder, enc_b: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blue/green model switch: alias ``docs`` moved from A's collection to B's. A store
+    built with A on the alias checked the record only when built, so it went on searching
+    B's vectors with A's queries (writes were refused); it checks again now."""
+    from qdrant_client import models
+
+    from m3kit.store import stock_record
+
+    first = M3QdrantVectorStore.from_documents(
+        DOCS,
+        embedding=M3Embeddings.from_encoder(enc_a),
+        sparse_embedding=M3SparseEmbeddings.from_encoder(enc_a),
+        retrieval_mode=RetrievalMode.HYBRID,
+        location=":memory:",
+        collection_name="v1",
+    )
+    client = first.client
+    params = client.get_collection("v1").config.params
+    client.create_collection(
+        "v2", vectors_config=params.vectors, sparse_vectors_config=params.sparse_vectors
+    )
+    hybrid_store(client, enc_b, "v2").add_documents(DOCS)
+
+    def point(alias_to: str) -> None:
+        client.update_collection_aliases(
+            change_aliases_operations=[
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=alias_to, alias_name="docs")
+                )
+            ]
+        )
+
+    point("v1")
+    store = hybrid_store(client, enc_a, "docs")
+    assert len(store.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
+    point("v2")
+    monkeypatch.setattr(stock_record, "RECHECK_SECONDS", 0.0)
+    with pytest.raises(FingerprintMismatchError, match="another model"):
+        store.similarity_search(SAMPLE_TEXTS[1], k=2)
+    point("v1")  # moved back: searched again
+    assert len(store.similarity_search(SAMPLE_TEXTS[1], k=2)) == 2

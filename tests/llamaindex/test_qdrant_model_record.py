@@ -326,3 +326,39 @@ async def test_dense_vectors_of_another_m3_encoder_are_refused(
     assert sparse_only.retrieve(SAMPLE_TEXTS[1])  # the store's own sparse model: searched
     same = VectorStoreIndex.from_vector_store(store, embed_model=embed_a)
     assert same.as_retriever(similarity_top_k=2).retrieve(SAMPLE_TEXTS[1])
+
+
+def test_a_store_refuses_queries_once_its_alias_moves_to_another_models_collection(
+    enc_a: M3Encoder, enc_b: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alias ``docs`` moved from A's collection to B's under a store built with A: it
+    checked the record only when built, and went on querying B's sparse vectors with A's."""
+    from qdrant_client import models
+
+    from m3kit.store import stock_record
+
+    client = QdrantClient(":memory:")
+    for name, enc in (("v1", enc_a), ("v2", enc_b)):
+        embed = M3Embedding.from_encoder(enc)
+        _index(DOCS, M3QdrantVectorStore(name, client=client, sparse_model=embed), embed)
+
+    def point(alias_to: str) -> None:
+        alias = models.CreateAlias(collection_name=alias_to, alias_name="docs")
+        client.update_collection_aliases(
+            change_aliases_operations=[models.CreateAliasOperation(create_alias=alias)]
+        )
+
+    embed = M3Embedding.from_encoder(enc_a)
+    point("v1")
+    store = M3QdrantVectorStore("docs", client=client, sparse_model=embed)
+    query = VectorStoreQuery(
+        query_str=SAMPLE_TEXTS[1],
+        query_embedding=embed.get_query_embedding(SAMPLE_TEXTS[1]),
+        similarity_top_k=2,
+        mode=VectorStoreQueryMode.HYBRID,
+    )
+    assert len(store.query(query).nodes or []) == 2
+    point("v2")
+    monkeypatch.setattr(stock_record, "RECHECK_SECONDS", 0.0)
+    with pytest.raises(FingerprintMismatchError, match="another model"):
+        store.query(query)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,9 +52,11 @@ from m3kit.errors import EncoderChangedError, FingerprintMismatchError
 from m3kit.fingerprint import EncoderFingerprint
 
 __all__ = [
+    "RECHECK_SECONDS",
     "RECORD_KEY",
     "SPARSE_CUT",
     "TEXT_INSTRUCTION",
+    "Recheck",
     "acheck_models",
     "arecord_models",
     "check_models",
@@ -158,6 +161,34 @@ def _run_sync(client: Any, flow: Coroutine[Any, Any, _T]) -> _T:
         return done.value  # type: ignore[no-any-return]
     flow.close()
     raise TypeError("a sync Qdrant client's call returned an awaitable: pass it as aclient")
+
+
+#: Seconds an adapter's ``M3QdrantVectorStore`` trusts its last check of the collection's
+#: record: a query after that checks it again (two requests), so an alias moved to another
+#: model's collection (a blue/green model switch), or the collection re-encoded by another
+#: process, under a long-running store is refused, not searched with the old model's queries.
+RECHECK_SECONDS = 5.0
+
+
+class Recheck:
+    """When a store's next query checks the collection's record again
+    (:data:`RECHECK_SECONDS` after the last check).
+
+    >>> r = Recheck()
+    >>> r.due()
+    False
+    """
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether the last check is older than :data:`RECHECK_SECONDS`."""
+        return time.monotonic() - self._at >= RECHECK_SECONDS
+
+    def done(self) -> None:
+        """A check just passed."""
+        self._at = time.monotonic()
 
 
 async def _recorded(client: Any, collection: str) -> _Records | None:
