@@ -458,3 +458,21 @@ def test_cli_finishes_an_interrupted_reindex_with_its_target(
     with M3Index.open(enc_b, db, collection="c") as index:  # B's, nothing pending
         assert _stamps(index) == {index.fingerprint.identity}
         assert "reindex_to" not in index.store.collection_metadata()
+
+
+def test_a_pending_record_never_overwrites_another_encoders(
+    enc_a: M3Encoder, enc_b: M3Encoder, tiny_m3_path: Path, backend: str, tmp_path: Path
+) -> None:
+    """An index of A at bf16 left its record for its first write; an index of B then took the
+    shared store over (reindex=True) and wrote: the pending A@bf16 record was written over B's,
+    and the collection opened with neither encoder."""
+    first = M3Index.open(enc_a, tmp_path, collection="c", backend=backend)
+    first.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+    bf16 = M3Index(M3Encoder.from_pretrained(tiny_m3_path, dtype="bf16"), first.store)
+    assert bf16.search("Paris", k=1)
+    taken = M3Index(enc_b, first.store, reindex=True)
+    taken.add_texts(["one more text"], doc_ids=["more"])
+    assert first.store.collection_metadata()["fingerprint"] == taken.fingerprint.to_dict()
+    first.store.close()
+    with M3Index.open(enc_b, tmp_path, collection="c", backend=backend) as again:
+        assert again.count() == len(WHOLE) + 1

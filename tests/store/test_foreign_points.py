@@ -116,3 +116,42 @@ def test_a_reindex_refuses_points_it_cannot_rebuild(
         assert store.count() == len(WHOLE)
     with open_c(enc_b, tmp_path, "client", reindex=True) as index:
         assert index.reencoded == len(WHOLE)
+
+
+def test_a_reindex_with_the_same_encoder_leaves_foreign_points_be(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """A reindex that changes no encoder (an idempotent ``m3kit index --reindex``) re-encodes
+    nothing of theirs: it is not refused (the refusal named an "old encoder" there was not)."""
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _write_foreign(index, enc_a)
+    with open_c(enc_a, tmp_path, "client", reindex=True) as index:
+        assert index.reencoded == 0 and index.count() == len(WHOLE) + 1
+
+
+def test_the_open_check_is_bounded_and_never_fails_the_open(
+    enc_a: M3Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from m3kit.store import foreign_points as module
+
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _write_foreign(index, enc_a)
+    monkeypatch.setattr(module, "OPEN_CHECK_MAX_POINTS", len(WHOLE))
+    with caplog.at_level(logging.INFO, logger=module.__name__), open_c(enc_a, tmp_path, "client"):
+        pass
+    assert "are not counted at open" in caplog.text and "without m3kit" not in caplog.text
+    monkeypatch.undo()
+    caplog.clear()
+
+    def timed_out(store: M3Store) -> None:
+        raise TimeoutError("the server took too long")
+
+    monkeypatch.setattr(module, "foreign_points", timed_out)
+    with caplog.at_level(logging.WARNING), open_c(enc_a, tmp_path, "client") as index:
+        assert index.count() == len(WHOLE) + 1  # opened all the same
+    assert "could not count the points another program wrote" in caplog.text

@@ -230,9 +230,14 @@ def check_collection(index: M3Index, *, reindex: bool, show_progress: bool | Non
 def write_pending_record(store: M3Store) -> None:
     """Write the record an index opened on ``store`` left for its first write
     (:attr:`M3Store.record_at_write`: the same encoder with another precision or model path),
-    once; the caller has checked the record still names this encoder (under the write lock)."""
+    once, under the write lock: only while the store still writes as that encoder and the
+    record still names it, settled (another index may have taken the store over since, or
+    re-encoded the collection: its record stays)."""
     fp, store.record_at_write = store.record_at_write, None
-    if fp is not None:
+    if fp is None or store.writer_id not in (fp.identity, fp.legacy_identity):
+        return
+    stored, pending = _read(store)
+    if pending is None and stored is not None and stored.same_encoder(fp):
         _write(store, fp)
 
 

@@ -104,7 +104,8 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
-    refuse_foreign_points(store)
+    if not same:  # (the same encoder's reindex or recut leaves their vectors as they are)
+        refuse_foreign_points(store)
     chunkers: Chunkers = {}
     total = 0
     for attempt in range(_PASSES):
