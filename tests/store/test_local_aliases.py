@@ -32,3 +32,39 @@ def test_an_alias_of_a_local_client_collection_is_not_shadowed_by_an_embedded_on
     with M3Index.open(enc_a, tmp_path, collection="docs", backend="client", create=False) as index:
         assert index.count() == len(WHOLE)
         assert index.search("capital of Germany", k=1)[0].doc_id == "w2"
+
+
+@pytest.mark.parametrize("copy_metadata", [False, True])
+def test_a_copy_without_the_record_keeps_its_sparse_cut(
+    enc_a: M3Encoder, tmp_path: Path, copy_metadata: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collection copied point by point (scroll + upsert) without ``metadata=``: every open
+    was refused, even with the right encoder and cut, as "a writer went on with another cut",
+    and the way out it led with re-encoded the copy without its cut."""
+    import logging
+
+    from m3kit.store.sparse_cut import SparseCut
+
+    with M3Index.open(enc_a, tmp_path, collection="v1", backend="client", sparse_top_k=4) as ix:
+        ix.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        client = ix.store._backend._client  # type: ignore[attr-defined]
+        info = client.get_collection("v1").config
+        client.create_collection(
+            "copy",
+            vectors_config=info.params.vectors,
+            sparse_vectors_config=info.params.sparse_vectors,
+            metadata=info.metadata if copy_metadata else None,
+        )
+        points, _ = client.scroll("v1", limit=100, with_vectors=True)
+        client.upsert(
+            "copy",
+            [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points],
+        )
+    with (
+        caplog.at_level(logging.WARNING),
+        M3Index.open(enc_a, tmp_path, collection="copy", backend="client", create=False) as copy,
+    ):
+        assert copy.sparse_cut == SparseCut(4)
+        assert copy.search("capital of Germany", k=1)[0].doc_id == "w2"
+        copy.add_texts(["one more text"], doc_ids=["more"])  # written with the same cut
+    assert ("recording that cut" in caplog.text) is not copy_metadata

@@ -252,6 +252,9 @@ def settle_sparse_cut(
     """
     meta = store.collection_metadata()
     recorded = SparseCut.from_record(meta[RECORD_KEY]) if RECORD_KEY in meta else None
+    if recorded is None and not meta:  # a record lost (a copy made without the metadata)
+        recorded = adopt_stamped_cut(store, meta)
+        meta = store.collection_metadata() if recorded is not None else meta
     stored = recorded or SparseCut()
     if PENDING_KEY in meta:
         pending = SparseCut.from_record(meta[PENDING_KEY])
@@ -293,6 +296,34 @@ def settle_sparse_cut(
         store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
     store.sparse_cut = cut
     return None
+
+
+def adopt_stamped_cut(store: M3Store, meta: dict[str, Any]) -> SparseCut | None:
+    """The cut every point of a collection without any m3kit record is stamped with (a copy
+    made without the collection's metadata: qdrant-client scroll + upsert, a shard folder
+    without its ``m3kit_collection.json``), recorded with a warning, as a record-less
+    collection's encoder is adopted (:func:`~m3kit.store.collection_record.check_collection`);
+    ``None`` when its points are uncut, unstamped or cut several ways (checked as before).
+    Without it every open was refused as "a writer went on with another cut", and the way out
+    it led with re-encoded the copy without its cut."""
+    from m3kit.store.cut_stamps import not_cut_with, other_cuts
+
+    if Head.SPARSE not in store.heads or not store.count():
+        return None
+    cuts = other_cuts(store, SparseCut())
+    cut = cuts[0] if len(cuts) == 1 else None
+    if not isinstance(cut, SparseCut):
+        return None
+    if store.count(not_cut_with(cut, cut)):  # some points cut otherwise, or unstamped
+        return None
+    logger.warning(
+        "collection %r has no m3kit record (copied without its metadata?), and every point "
+        "is stamped with %s: recording that cut",
+        store.collection,
+        cut.describe(),
+    )
+    store.set_collection_metadata({**meta, RECORD_KEY: cut.to_dict()})
+    return cut
 
 
 def unfinished_message(collection: str, stored: SparseCut, pending: SparseCut) -> str:
