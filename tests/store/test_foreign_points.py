@@ -155,3 +155,29 @@ def test_the_open_check_is_bounded_and_never_fails_the_open(
     with caplog.at_level(logging.WARNING), open_c(enc_a, tmp_path, "client") as index:
         assert index.count() == len(WHOLE) + 1  # opened all the same
     assert "could not count the points another program wrote" in caplog.text
+
+
+def test_a_resumed_same_encoder_reindex_leaves_foreign_points_be(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """A same-encoder reindex interrupted (its record pending, to the same encoder) was refused
+    when resumed, over the points its first run had agreed to leave alone."""
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _write_foreign(index, enc_a)
+        meta = index.store.collection_metadata()
+        index.store.set_collection_metadata({**meta, "reindex_to": meta["fingerprint"]})
+    with open_c(enc_a, tmp_path, "client", reindex=True) as index:
+        assert "reindex_to" not in index.store.collection_metadata()
+        assert index.count() == len(WHOLE) + 1
+
+
+def test_a_stock_layout_store_reads_through_a_same_encoder_reindex(enc_a: M3Encoder) -> None:
+    """The adapters' M3QdrantVectorStore re-checks the record as it searches: a reindex to the
+    same encoder under way (its vectors stay in one space) was refused as an interrupted
+    reindex between two encoders."""
+    from m3kit.fingerprint import encoder_fingerprint
+    from m3kit.store.stock_record import _indexed_by
+
+    fp = encoder_fingerprint(enc_a).to_dict()
+    assert _indexed_by("c", {"fingerprint": fp, "reindex_to": fp}) is not None

@@ -68,3 +68,20 @@ def test_a_copy_without_the_record_keeps_its_sparse_cut(
         assert copy.search("capital of Germany", k=1)[0].doc_id == "w2"
         copy.add_texts(["one more text"], doc_ids=["more"])  # written with the same cut
     assert ("recording that cut" in caplog.text) is not copy_metadata
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_a_shard_an_older_m3kit_made_over_an_alias_is_named(
+    enc_a: M3Encoder, tmp_path: Path, backend: str
+) -> None:
+    """The empty embedded shard the old alias bug left in the folder was opened silently by
+    the default backend (no hits), and backend='client' was sent back to it."""
+    M3Index.open(enc_a, tmp_path, collection="docs", backend="edge").close()  # the old shard
+    with M3Index.open(enc_a, tmp_path, collection="v1", backend="client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        alias = models.CreateAlias(collection_name="v1", alias_name="docs")
+        index.store._backend._client.update_collection_aliases(  # type: ignore[attr-defined]
+            change_aliases_operations=[models.CreateAliasOperation(create_alias=alias)]
+        )
+    with pytest.raises(ValueError, match="named like the qdrant-client alias 'docs'.*delete"):
+        M3Index.open(enc_a, tmp_path, collection="docs", backend=backend)

@@ -263,7 +263,22 @@ def _local_aliases(meta: Path) -> dict[str, str]:
 
 
 def _check_folder(folder: Path, collection: str, kind: Backend) -> None:
-    """Refuse to open a folder written by the other backend (their layouts differ)."""
+    """Refuse to open a folder written by the other backend (their layouts differ), or an
+    embedded shard named like a qdrant-client alias of the same folder (an m3kit before the
+    alias check made it when the alias was opened without ``backend='client'``: it hid the
+    alias, and an open of either kind would serve the wrong collection)."""
+    meta = folder / "meta.json"
+    shard = folder / collection
+    if (shard / "edge_config.json").is_file() and meta.is_file():
+        target = _local_aliases(meta).get(collection)
+        if target is not None:
+            raise ValueError(
+                f"{shard} is an embedded-engine shard named like the qdrant-client alias "
+                f"{collection!r} (of collection {target!r}) in {folder}: opening the alias "
+                "without backend='client' made it, and it hides the alias. If it holds "
+                f"nothing you need, delete the folder {shard}, then open the alias with "
+                "backend='client'"
+            )
     found = folder_backend(folder, collection)
     if kind is Backend.CLIENT and found is Backend.EDGE:
         raise ValueError(

@@ -104,7 +104,12 @@ def reindex_collection(index: M3Index, *, show_progress: bool | None = None) -> 
     stale = models.Filter(
         must_not=[models.FieldCondition(key=ENCODER_ID, match=models.MatchAny(any=done))]
     )
-    if not same:  # (the same encoder's reindex or recut leaves their vectors as they are)
+    # the same encoder's reindex or recut (also resumed) leaves their vectors as they are
+    if not (
+        stored is not None
+        and stored.same_encoder(target)
+        and (pending is None or pending.same_encoder(target))
+    ):
         refuse_foreign_points(store)
     chunkers: Chunkers = {}
     total = 0

@@ -217,8 +217,9 @@ def _indexed_by(collection: str, record: Any) -> EncoderFingerprint | None:
     """The encoder m3kit's own record names (``None``: none, or one that cannot be checked).
 
     Raises:
-        FingerprintMismatchError: The record names an unfinished reindex (the collection holds
-            two encoders' vectors: no model fits it until the reindex is finished).
+        FingerprintMismatchError: The record names an unfinished reindex to another encoder
+            (the collection holds two encoders' vectors: no model fits it until the reindex
+            is finished).
     """
     from m3kit.store.collection_record import unfinished_reindex_message
 
@@ -232,8 +233,9 @@ def _indexed_by(collection: str, record: Any) -> EncoderFingerprint | None:
     except ValueError as e:
         logger.warning("collection %r: unreadable m3kit record (%s): not checked", collection, e)
         return None
-    if pending is not None:
+    if pending is not None and not pending.same_encoder(stored):
         raise FingerprintMismatchError(unfinished_reindex_message(collection, stored, pending))
+    # (a reindex to the same encoder, a late writer's chunks redone, keeps its vectors' space)
     # an older m3kit's record (no architecture): its identity cannot be told from this one's
     return stored if stored.architecture is not None else None
 
