@@ -95,11 +95,18 @@ def test_a_collection_m3kit_indexed_with_another_model_is_refused(
     shorter = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=16)
     with pytest.raises(FingerprintMismatchError, match="m3kit indexed it with"):
         reader(shorter)
-    # a reindex left part-way: the collection holds two models' vectors, none fits it
+    # a reindex to B left part-way: the collection holds two models' vectors, none fits it
+    from m3kit.fingerprint import encoder_fingerprint
+
     meta = dict((client.get_collection("c").config.metadata or {})["m3kit"])
-    client.update_collection("c", metadata={"m3kit": {**meta, "reindex_to": meta["fingerprint"]}})
+    to_b = encoder_fingerprint(enc_b).to_dict()
+    client.update_collection("c", metadata={"m3kit": {**meta, "reindex_to": to_b}})
     with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
         reader(enc_a)
+    # a reindex to the same model (a late writer's chunks redone) keeps one space: read
+    same = {**meta, "reindex_to": meta["fingerprint"]}
+    client.update_collection("c", metadata={"m3kit": same})
+    assert len(reader(enc_a).similarity_search(SAMPLE_TEXTS[1], k=2)) == 2
     client.close()
 
 
