@@ -14,18 +14,23 @@ from m3kit.store import M3Index
 from .conftest import WHOLE
 
 
+def _aliased_collection(enc: M3Encoder, folder: Path) -> None:
+    """qdrant-client local collection ``v1`` in ``folder`` holding WHOLE, and alias ``docs``."""
+    with M3Index.open(enc, folder, collection="v1", backend="client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        alias = models.CreateAlias(collection_name="v1", alias_name="docs")
+        index.store._backend._client.update_collection_aliases(  # type: ignore[attr-defined]
+            change_aliases_operations=[models.CreateAliasOperation(create_alias=alias)]
+        )
+
+
 def test_an_alias_of_a_local_client_collection_is_not_shadowed_by_an_embedded_one(
     enc_a: M3Encoder, tmp_path: Path
 ) -> None:
     """qdrant-client local mode has aliases (a blue/green model switch); the embedded engine
     has none. Opening the alias with the default backend made an empty embedded shard of that
     name: searches found nothing, writes went there, and the alias was hidden for good."""
-    with M3Index.open(enc_a, tmp_path, collection="v1", backend="client") as index:
-        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
-        alias = models.CreateAlias(collection_name="v1", alias_name="docs")
-        index.store._backend._client.update_collection_aliases(  # type: ignore[attr-defined]
-            change_aliases_operations=[models.CreateAliasOperation(create_alias=alias)]
-        )
+    _aliased_collection(enc_a, tmp_path)
     with pytest.raises(ValueError, match="qdrant-client local collection 'docs'.*backend='client'"):
         M3Index.open(enc_a, tmp_path, collection="docs")
     assert not (tmp_path / "docs").exists()
@@ -77,11 +82,6 @@ def test_a_shard_an_older_m3kit_made_over_an_alias_is_named(
     """The empty embedded shard the old alias bug left in the folder was opened silently by
     the default backend (no hits), and backend='client' was sent back to it."""
     M3Index.open(enc_a, tmp_path, collection="docs", backend="edge").close()  # the old shard
-    with M3Index.open(enc_a, tmp_path, collection="v1", backend="client") as index:
-        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
-        alias = models.CreateAlias(collection_name="v1", alias_name="docs")
-        index.store._backend._client.update_collection_aliases(  # type: ignore[attr-defined]
-            change_aliases_operations=[models.CreateAliasOperation(create_alias=alias)]
-        )
+    _aliased_collection(enc_a, tmp_path)
     with pytest.raises(ValueError, match="named like the qdrant-client alias 'docs'.*delete"):
         M3Index.open(enc_a, tmp_path, collection="docs", backend=backend)
