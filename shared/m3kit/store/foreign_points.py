@@ -6,8 +6,9 @@ or stock LlamaIndex carries no ``doc_id`` and no ColBERT vector, and an update i
 those tools (same point id) turns an m3kit chunk into such a point. Qdrant skips a point
 that lacks the vector a query searches, so m3kit's default search (its ColBERT rerank) never
 returns them, and a reindex cannot re-encode what it cannot rebuild. These checks say so
-instead of leaving it silent: :func:`foreign_points` counts them (two or three count
-requests), an index warns when it opens such a collection, and a reindex refuses them.
+instead of leaving it silent: :func:`foreign_points` counts them (a count request per
+vector and one more), an index opened on a qdrant-client collection of at most
+:data:`OPEN_CHECK_MAX_POINTS` points warns, and a reindex to another encoder refuses them.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ class ForeignPoints:
             parts.append(
                 f"{self.without_document} point(s) without m3kit's doc_id / doc_hash (written or "
                 "rewritten by another program: qdrant-client, stock langchain-qdrant or "
-                "LlamaIndex); m3kit's delete and get by document id do not reach them, and a "
-                "reindex cannot re-encode them"
+                "LlamaIndex): searches give their point id as doc_id (delete takes it), and "
+                "a reindex to another encoder cannot re-encode them"
             )
         for name, n in sorted(self.without_vector.items()):
             parts.append(
