@@ -194,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out = f"/tmp/m3kit-bench-finetune_{utc_stamp()}"
     out = Path(args.out)
     refuse_existing(out / f"report{ext}" for ext in (".json", ".md", ".png"))
-    if not args.skip_llamaindex:
-        check_bench_python(args.bench_python)
     model = _minilm()
 
     split = training_split(
@@ -215,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # every one checked before any is scored
     checkpoints = [_checkpoint(item, split) for item in args.checkpoints or []]
+    if not args.skip_llamaindex and not checkpoints:  # before any training; after the data
+        # checks (a missing --data is named as such, and --checkpoints trains nothing)
+        check_bench_python(args.bench_python)
 
     calibrations: dict[str, dict[str, object]] = {}
 

@@ -84,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     stem = output_stem(args.results, "finetune_timing")
     results, results_md = with_ext(stem, ".json"), with_ext(stem, ".md")
     refuse_existing([results, results_md])
-    check_bench_python(args.bench_python)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = training_split(
         args.data, seed=args.seed, rows=args.rows, validation_fraction=args.validation_fraction
     )
+    check_bench_python(args.bench_python)  # before any training, after the data's checks
     train = list(split.train)
     model = _minilm()
     out = Path(args.out)
