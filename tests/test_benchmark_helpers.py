@@ -556,7 +556,10 @@ def test_benchmarks_refuse_what_would_fail_or_overwrite_before_any_work(tmp_path
     assert (tmp_path / "probe.json").read_text(encoding="utf-8") == "{}"
     out = tmp_path / "ft"
     with pytest.raises(SystemExit, match="--bench-python /no/python is not an executable"):
-        _script("finetune").main(["--out", str(out), "--bench-python", "/no/python"])
+        data = str(_single_passage_data(tmp_path / "data"))  # (checked after the data)
+        _script("finetune").main(
+            ["--data", data, "--out", str(out), "--bench-python", "/no/python"]
+        )
     assert not out.exists()
     for item in ("torch_int8", "torch-int4", "jax-fp32"):
         with pytest.raises(SystemExit, match=rf"--paths item '{item}' is not BACKEND-DTYPE"):
