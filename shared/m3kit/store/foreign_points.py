@@ -14,7 +14,6 @@ vector and one more), an index opened on a qdrant-client collection of at most
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from qdrant_client import models
 
 from m3kit.store.filters import documents_filter
 from m3kit.store.schema import DOC_HASH, DOC_ID
+from m3kit.store.store_reads import _canonical_uuid
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
@@ -51,13 +51,6 @@ def foreign_or_documents(doc_ids: Sequence[str]) -> models.Filter:
         return docs
     foreign = models.Filter(must=[models.HasIdCondition(has_id=points), without_document()])
     return models.Filter(should=[docs, foreign])
-
-
-def _canonical_uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
 
 
 def without_document() -> models.Filter:
