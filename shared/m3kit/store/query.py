@@ -39,6 +39,7 @@ from qdrant_client import models
 from m3kit.outputs import SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS, m3_score
 from m3kit.store.filters import and_filters, ids_filter
+from m3kit.store.foreign_payload import NODE_CONTENT, foreign_text_and_metadata
 from m3kit.store.plan import Nearest, RawHit, Stage, StorageBackend
 from m3kit.store.points import non_finite_head
 from m3kit.store.records import Fusion, Hit
@@ -463,6 +464,7 @@ HIT_KEYS = (
     CHUNK_COUNT,
     EXTRA,
     CHUNK_ID,
+    NODE_CONTENT,  # a stock LlamaIndex node's text and metadata (foreign_payload)
 )
 
 
@@ -473,14 +475,14 @@ def to_hit(h: RawHit) -> Hit:
     if p.get(DOC_ID) is None or p.get(DOC_HASH) is None:  # another program's point: m3kit's
         # other keys are not its (a stock LlamaIndex node keeps its metadata at the top,
         # "start": "00:01:02", and its source document's id as "doc_id")
-        text = p.get(PAGE_CONTENT)
+        text, foreign_meta = foreign_text_and_metadata(p, PAGE_CONTENT, METADATA)
         return Hit(
             id=h.id,
             score=float(h.score),
-            text=text if isinstance(text, str) else "",
+            text=text,
             doc_id=str(h.id),
             chunk_index=0,
-            metadata=dict(meta) if isinstance(meta, Mapping) else {},
+            metadata=foreign_meta,
         )
     return Hit(
         id=h.id,
