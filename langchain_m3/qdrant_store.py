@@ -42,8 +42,7 @@ Example:
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
@@ -54,33 +53,26 @@ from langchain_m3._qdrant_parents import (
     client_write_lock,
     delete_stale_children,
 )
-from langchain_m3._qdrant_record import model_identities, unwrapped
-from langchain_m3._writes import checked_chunk, same_model
-from langchain_m3.embeddings import M3Embeddings
-from langchain_m3.sparse_embeddings import M3SparseEmbeddings
-from langchain_m3.splitter import LATE_CHUNK_KEY, refuse_lost_markers
+from langchain_m3._qdrant_record import model_identities
+from langchain_m3.splitter import refuse_lost_markers
 from m3kit.chunk_spans import is_blank
-from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
-from m3kit.outputs import Chunk, Head
-from m3kit.store.cancelling import in_worker, opened_in_worker, stop_if_cancelled
+from m3kit.store.cancelling import in_worker, stop_if_cancelled
 from m3kit.store.search_settings import SearchSettings, check_score_threshold
 from m3kit.store.stock_record import (
-    TEXT_INSTRUCTION,
     Recheck,
     check_models,
-    is_m3kit_identity,
-    record_models,
     refuse_changed,
 )
 
 try:
     from langchain_qdrant import RetrievalMode
-    from qdrant_client import models
 
+    from langchain_m3._qdrant_constructors import ParentKeyConstructors
     from langchain_m3._qdrant_filter import QdrantFilterCheck, check_filter
     from langchain_m3._qdrant_mmr import QdrantMmr
     from langchain_m3._qdrant_relevance import QdrantRelevance
+    from langchain_m3._qdrant_vectors import CarriedVectors
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-qdrant", "langchain", e) from e
 
@@ -89,7 +81,9 @@ __all__ = ["M3QdrantVectorStore"]
 logger = logging.getLogger(__name__)
 
 
-class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
+class M3QdrantVectorStore(
+    ParentKeyConstructors, CarriedVectors, QdrantMmr, QdrantFilterCheck, QdrantRelevance
+):
     """``langchain_qdrant.QdrantVectorStore`` that stores late-chunked chunks with their own
     vectors.
 
@@ -161,22 +155,6 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         if self._recheck.due():  # an alias moved, the collection re-encoded: stock_record
             check_models(self.client, self.collection_name, self._model_identities())
             self._recheck.done()
-
-    def _model_identities(self) -> dict[str, str]:
-        """The identities of the embeddings whose vectors this store's mode writes and
-        queries (an embeddings given but unused in its mode is neither recorded nor checked)."""
-        mode = self.retrieval_mode
-        return model_identities(
-            self._embeddings if mode != RetrievalMode.SPARSE else None,
-            self._sparse_embeddings if mode != RetrievalMode.DENSE else None,
-        )
-
-    def _write_identities(self) -> dict[str, str]:
-        """The models' identities and, with them, this store's document prefix: none
-        (LangChain's embeddings never prefix documents; checked at writes only, as reading
-        a collection LlamaIndex wrote with a ``text_instruction`` is sound)."""
-        ids = self._model_identities()
-        return {**ids, TEXT_INSTRUCTION: ""} if any(map(is_m3kit_identity, ids.values())) else ids
 
     def add_texts(  # type: ignore[override]  # as QdrantVectorStore.add_texts
         self,
@@ -320,197 +298,3 @@ class M3QdrantVectorStore(QdrantMmr, QdrantFilterCheck, QdrantRelevance):
         """Async :meth:`add_documents`."""
         refuse_lost_markers(documents)
         return await super().aadd_documents(documents, **kwargs)
-
-    @classmethod
-    def from_texts(  # type: ignore[override]  # QdrantVectorStore.from_texts + parent_id_key
-        cls,
-        texts: list[str],
-        embedding: Any = None,
-        metadatas: list[dict[Any, Any]] | None = None,
-        ids: Sequence[str | int] | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> M3QdrantVectorStore:
-        """``QdrantVectorStore.from_texts``; ``parent_id_key=`` sets :attr:`parent_id_key`
-        on the store before the texts are written (``QdrantVectorStore`` hands a keyword it
-        does not know to ``QdrantClient``, which ignores it in local mode).
-
-        A write that fails (or is cancelled: :meth:`afrom_texts`) closes the client the store
-        was built with before raising: no caller holds it (a local ``path=`` stayed locked).
-
-        Raises:
-            TypeError: ``parent_id_key`` is not a string.
-            ValueError: As :meth:`add_texts`.
-        """
-        key = kwargs.pop("parent_id_key", None)
-        if key is not None:
-            check_key(key)  # before the collection is created
-        store = super().from_texts([], embedding, None, None, *args, **kwargs)
-        assert isinstance(store, M3QdrantVectorStore)  # built by cls
-        store.parent_id_key = key
-        try:
-            store.add_texts(texts, metadatas, ids, kwargs.get("batch_size", 64))
-        except BaseException:
-            store.client.close()
-            raise
-        return store
-
-    @classmethod
-    def from_existing_collection(  # type: ignore[override]  # + parent_id_key
-        cls, collection_name: str, *args: Any, **kwargs: Any
-    ) -> M3QdrantVectorStore:
-        """``QdrantVectorStore.from_existing_collection``; ``parent_id_key=`` sets
-        :attr:`parent_id_key` on the store (``QdrantVectorStore`` hands a keyword it does not
-        know to ``QdrantClient``, which ignores it in local mode).
-
-        Raises:
-            TypeError: ``parent_id_key`` is not a string.
-            ValueError: ``parent_id_key`` cannot be addressed in a payload filter.
-        """
-        key = kwargs.pop("parent_id_key", None)
-        if key is not None:
-            check_key(key)  # before the client is opened
-        store = super().from_existing_collection(collection_name, *args, **kwargs)
-        assert isinstance(store, M3QdrantVectorStore)  # built by cls
-        store.parent_id_key = key
-        return store
-
-    @classmethod
-    def from_documents(
-        cls, documents: list[Document], *args: Any, **kwargs: Any
-    ) -> M3QdrantVectorStore:
-        """``QdrantVectorStore.from_documents``, refusing a splitter chunk that lost its marker
-        (it goes through ``from_texts``, which sees texts and metadata only).
-
-        Raises:
-            ValueError: As :meth:`add_documents`.
-        """
-        refuse_lost_markers(documents)
-        return super().from_documents(documents, *args, **kwargs)
-
-    @classmethod
-    async def afrom_documents(
-        cls, documents: list[Document], *args: Any, **kwargs: Any
-    ) -> M3QdrantVectorStore:
-        """Async :meth:`from_documents` (through :meth:`afrom_texts`)."""
-        refuse_lost_markers(documents)
-        return await super().afrom_documents(documents, *args, **kwargs)
-
-    @classmethod
-    async def afrom_texts(  # type: ignore[override]  # as QdrantVectorStore.from_texts
-        cls,
-        texts: list[str],
-        embedding: Any,
-        metadatas: list[dict[Any, Any]] | None = None,
-        **kwargs: Any,
-    ) -> M3QdrantVectorStore:
-        """``from_texts`` in a worker thread, stopped when cancelled as :meth:`aadd_texts` is;
-        the client of a store built by then is closed (no caller holds it). LangChain's
-        default ran it in a thread that went on writing after the cancelled call had raised."""
-        return await opened_in_worker(
-            _close_client, cls.from_texts, texts, embedding, metadatas, **kwargs
-        )
-
-    def _generate_batches(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[Any, Any]] | None = None,
-        ids: Sequence[str | int] | None = None,
-        batch_size: int = 64,
-    ) -> Generator[tuple[list[str | int], list[models.PointStruct]], Any, None]:
-        # QdrantVectorStore's loop (langchain-qdrant 1.x), with the vectors built per batch by
-        # _vectors: its _build_vectors sees texts only, not the metadata that marks a chunk.
-        all_texts = list(texts)
-        all_metas = list(metadatas) if metadatas else []
-        all_ids: list[str | int] = list(ids) if ids else [uuid.uuid4().hex for _ in all_texts]
-        if all_texts:  # which model's vectors the collection holds, before it holds them
-            record_models(self.client, self.collection_name, self._write_identities())
-        for start in range(0, len(all_texts), batch_size):
-            stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
-            batch_texts = all_texts[start : start + batch_size]
-            batch_metas = all_metas[start : start + batch_size] or None
-            batch_ids = all_ids[start : start + batch_size]
-            payloads = self._build_payloads(
-                batch_texts, batch_metas, self.content_payload_key, self.metadata_payload_key
-            )
-            vectors = self._vectors(batch_texts, batch_metas, start)
-            points = [
-                models.PointStruct(id=point_id, vector=vector, payload=payload)
-                for point_id, vector, payload in zip(batch_ids, vectors, payloads, strict=False)
-            ]
-            stop_if_cancelled()  # ... nor written
-            yield batch_ids, points
-
-    def _vectors(
-        self, texts: list[str], metadatas: list[dict[Any, Any]] | None, offset: int
-    ) -> list[models.VectorStruct]:
-        """Each text's vectors, in order: carried for late chunks, encoded for the others."""
-        metas: list[dict[Any, Any] | None] = list(metadatas or [])
-        metas += [None] * (len(texts) - len(metas))
-        late = [meta is not None and LATE_CHUNK_KEY in meta for meta in metas]
-        if not any(late):
-            return self._build_vectors(texts)
-        heads = self._heads()
-        encoder = self._m3_encoder(heads)  # once per batch, not per chunk
-        carried = [
-            checked_chunk(Document(text, metadata=meta), f"documents[{offset + i}]", heads, encoder)
-            if meta is not None and is_late
-            else None
-            for i, (text, meta, is_late) in enumerate(zip(texts, metas, late, strict=True))
-        ]
-        others = [text for text, chunk in zip(texts, carried, strict=True) if chunk is None]
-        encoded = iter(self._build_vectors(others) if others else [])
-        return [
-            next(encoded) if chunk is None else self._chunk_vectors(chunk, heads)
-            for chunk in carried
-        ]
-
-    def _heads(self) -> set[Head]:
-        mode = self.retrieval_mode
-        heads = set()
-        if mode in (RetrievalMode.DENSE, RetrievalMode.HYBRID):
-            heads.add(Head.DENSE)
-        if mode in (RetrievalMode.SPARSE, RetrievalMode.HYBRID):
-            heads.add(Head.SPARSE)
-        return heads
-
-    def _m3_encoder(self, heads: set[Head]) -> M3Encoder | None:
-        """The model the store's embeddings encode with (``None``: they are not M3's, or
-        the dense and sparse embeddings are two different models; two loads of one
-        checkpoint are one model)."""
-        # (the store's own model behind LangChain's CacheBackedEmbeddings: chunks that carry
-        # their vectors skip the cache anyway)
-        dense = unwrapped(self._embeddings) if Head.DENSE in heads else None
-        sparse = self._sparse_embeddings if Head.SPARSE in heads else None
-        models_used = [
-            e.encoder for e in (dense, sparse) if isinstance(e, M3Embeddings | M3SparseEmbeddings)
-        ]
-        wanted = sum(e is not None for e in (dense, sparse))
-        if len(models_used) != wanted:
-            return None
-        if any(not same_model(m, models_used[0]) for m in models_used):
-            return None  # dense and sparse of two models: no chunk can carry both
-        return models_used[0]
-
-    def _chunk_vectors(self, chunk: Chunk, heads: set[Head]) -> models.VectorStruct:
-        vector: dict[str, Any] = {}
-        if Head.DENSE in heads:
-            vector[self.vector_name] = chunk.vectors.dense[0].tolist()
-        if Head.SPARSE in heads:
-            sparse = chunk.vectors.sparse[0]
-            options = self._sparse_embeddings
-            if isinstance(options, M3SparseEmbeddings):  # what its embed_documents keeps
-                sparse = options.encoder.sparse_vector(
-                    sparse.indices,
-                    sparse.values,
-                    top_k=options.sparse_top_k,
-                    min_weight=options.sparse_min_weight,
-                )
-            vector[self.sparse_vector_name] = models.SparseVector(
-                indices=sparse.indices.tolist(), values=sparse.values.tolist()
-            )
-        return vector
-
-
-def _close_client(store: M3QdrantVectorStore) -> None:
-    store.client.close()
