@@ -52,10 +52,10 @@ import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from llamaindex_m3._open_store import OpenStoreCopies
+from llamaindex_m3._qdrant_nodes import QdrantNodeAccess, no_kwargs
 from llamaindex_m3._qdrant_query import (
     DOC_VECTORS,
     QUERY_ALPHA,
@@ -65,31 +65,18 @@ from llamaindex_m3._qdrant_query import (
     check_query,
     encoded_in_thread,
     query_kwargs,
-    with_node_ids,
 )
-from llamaindex_m3.embedding_origins import check_origin
-from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, QdrantSparseFn, m3_sparse_fns
-from llamaindex_m3.filters import refuse_deleting_all, to_flat_payload_filter
+from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding, m3_sparse_fns
 from llamaindex_m3.late_sparse import carried_sparse
 from m3kit.encoder import M3Encoder
 from m3kit.errors import missing_extra
 from m3kit.fingerprint import encoder_fingerprint
 from m3kit.store.stock_record import (
-    SPARSE_CUT,
-    TEXT_INSTRUCTION,
-    Recheck,
-    acheck_models,
-    arecord_models,
     check_models,
-    record_models,
-    refuse_changed,
-    sparse_cut_identity,
-    sparse_identity,
 )
 
 try:
     from llama_index.core.vector_stores.types import (
-        MetadataFilters,
         VectorStoreQuery,
         VectorStoreQueryMode,
         VectorStoreQueryResult,
@@ -122,15 +109,7 @@ def _store_arguments() -> set[str]:
     return {p.name for p in params if p.kind in named} - {"self", "collection_name"}
 
 
-def _no_kwargs(method: str, kwargs: dict[str, Any]) -> None:
-    """Refuse what ``QdrantVectorStore`` takes as ``**kwargs`` and ignores (a misspelt
-    argument, swallowed)."""
-    unknown = sorted(kwargs)
-    if unknown:
-        raise TypeError(f"M3QdrantVectorStore.{method} got unsupported arguments: {unknown}")
-
-
-class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
+class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
     """``QdrantVectorStore`` in hybrid mode with M3 sparse vectors; late chunks keep theirs.
 
     Takes every ``QdrantVectorStore`` argument except the hybrid ones it sets itself
@@ -154,12 +133,6 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             ``QdrantVectorStore`` does not take (it would swallow a misspelt one, unused).
         HeadNotAvailableError: The model has no sparse head.
     """
-
-    _m3_doc_fn: QdrantSparseFn = PrivateAttr()
-    _m3_checked: bool = PrivateAttr(default=False)
-    _m3_recheck: Recheck = PrivateAttr(default_factory=Recheck)  # (stock_record.Recheck)
-    _m3_built: dict[str, str] = PrivateAttr(default_factory=dict)
-    _m3_fingerprint: Any = PrivateAttr(default=None)  # the sparse model's, when built
 
     copy_hint: ClassVar[
         str
@@ -191,7 +164,8 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
                 f"takes {sorted(_store_arguments() - set(_OWN_ARGS))}"
             )
         doc_fn, query_fn = m3_sparse_fns(sparse_model)
-        super().__init__(
+        # (mypy types the mixins' __init__ from their pydantic fields; QdrantVectorStore's runs)
+        super().__init__(  # type: ignore[call-arg]
             collection_name=collection_name,
             enable_hybrid=True,
             sparse_doc_fn=doc_fn,
@@ -207,59 +181,6 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         if self._client is not None:  # (an async-only store: at its first async call)
             check_models(self._client, collection_name, self._m3_built)
             self._m3_checked = True
-
-    def _model_identities(self) -> dict[str, str]:
-        """The sparse model's identity, cut and document prefix (the dense vectors are the
-        nodes' own embeddings)."""
-        fn = self._m3_doc_fn
-        return {
-            "sparse": sparse_identity(fn.encoder),
-            SPARSE_CUT: sparse_cut_identity(fn.sparse_top_k, fn.sparse_min_weight),
-            TEXT_INSTRUCTION: fn.text_instruction or "",
-        }
-
-    def _record_models(self, *, created: bool = False) -> bool:
-        """Check the sparse model against the collection's record, and record it; whether
-        there was nothing to wait for (the collection exists, or no sync client checks it).
-        ``created``: the add just made created the collection (see :func:`record_models`)."""
-        if self._client is None:
-            return True
-        return record_models(
-            self._client, self.collection_name, self._model_identities(), created=created
-        )
-
-    async def _arecord_models(self, *, created: bool = False) -> bool:
-        """:meth:`_record_models` through the async client (the sync one without it)."""
-        if self._aclient is None:
-            return self._record_models(created=created)
-        done = await arecord_models(
-            self._aclient, self.collection_name, self._model_identities(), created=created
-        )
-        self._m3_checked = True
-        return done
-
-    async def _acheck_models(self) -> None:
-        """Check the sparse model against the collection's record through the async client:
-        for a store built without a sync client (which checks when built), and again once
-        the last check is older than :data:`~m3kit.store.stock_record.RECHECK_SECONDS`."""
-        if (not self._m3_checked or self._m3_recheck.due()) and self._aclient is not None:
-            await acheck_models(self._aclient, self.collection_name, self._m3_built)
-            self._m3_checked = True
-            self._m3_recheck.done()
-
-    def _recheck_models(self) -> None:
-        """:meth:`_acheck_models` for a sync query (through the sync client)."""
-        if self._client is not None and self._m3_recheck.due():
-            check_models(self._client, self.collection_name, self._m3_built)
-            self._m3_recheck.done()
-
-    def _refuse_changed(self, query: VectorStoreQuery) -> None:
-        if query.mode != VectorStoreQueryMode.DEFAULT:  # the sparse head encodes the query
-            refuse_changed(self._m3_built, self._model_identities())
-        if query.mode != VectorStoreQueryMode.SPARSE and query.query_embedding is not None:
-            # an M3Embedding of another encoder (a fine-tune) against the stored vectors
-            what = "VectorStoreQuery.query_embedding"
-            check_origin(query.query_embedding, self._m3_fingerprint, what)
 
     def set_query_functions(
         self,
@@ -332,7 +253,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
             ValueError: A late-chunked node the store refuses (see :func:`carried_sparse`),
                 before anything is written (the collection is not created either).
         """
-        _no_kwargs("add", add_kwargs)
+        no_kwargs("add", add_kwargs)
         if not nodes:
             return []
         for node in nodes:
@@ -350,7 +271,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         """``QdrantVectorStore.async_add``, refusing nodes as :meth:`add` does; the sparse
         vectors of nodes without a carried one are encoded in a worker thread (LlamaIndex's
         store encodes them on the event loop)."""
-        _no_kwargs("async_add", kwargs)
+        no_kwargs("async_add", kwargs)
         # the texts _build_points encodes: nodes without a carried sparse vector (one pass
         # that also refuses a late-chunked node it would refuse, before anything is written)
         texts = [
@@ -370,101 +291,6 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantVectorStore):
         if not existed:
             await self._arecord_models(created=True)
         return ids
-
-    def _check_origins(self, nodes: Sequence[BaseNode]) -> None:
-        """Raise for a node embedded by an ``M3Embedding`` of another encoder than the sparse
-        model's (a fine-tune of it given to ``VectorStoreIndex`` as ``embed_model``: one point
-        held its dense vector beside the start model's sparse one, silently), before
-        ``QdrantVectorStore`` creates the collection, sized by the first node's embedding."""
-        for node in nodes:
-            if node.embedding is not None:
-                what = f"the embedding of node {node.node_id!r}"
-                check_origin(node.embedding, self._m3_fingerprint, what)
-
-    def get_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        limit: int | None = None,
-        shard_identifier: Any | None = None,
-    ) -> list[BaseNode]:
-        """``QdrantVectorStore.get_nodes``; with ``node_ids`` and ``filters``, the nodes matching
-        both, whatever the filters' condition (see
-        :func:`~llamaindex_m3._qdrant_query.with_node_ids`)."""
-        filters = with_node_ids(node_ids, filters)
-        return super().get_nodes(  # type: ignore[no-any-return]
-            node_ids, filters, limit=limit, shard_identifier=shard_identifier
-        )
-
-    async def aget_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        limit: int | None = None,
-        shard_identifier: Any | None = None,
-    ) -> list[BaseNode]:
-        """:meth:`get_nodes` through the async client."""
-        await self._acheck_models()
-        filters = with_node_ids(node_ids, filters)
-        return await super().aget_nodes(  # type: ignore[no-any-return]
-            node_ids, filters, limit=limit, shard_identifier=shard_identifier
-        )
-
-    def delete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        shard_identifier: Any | None = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        """``QdrantVectorStore.delete_nodes``; with ``node_ids`` and ``filters``, only the nodes
-        matching both, whatever the filters' condition (LlamaIndex's deleted every node an
-        ``OR`` group matched; see :func:`~llamaindex_m3._qdrant_query.with_node_ids`).
-
-        Raises:
-            ValueError: Neither ``node_ids`` nor a filter is given (``QdrantVectorStore``
-                deleted every node: use :meth:`clear`).
-            TypeError: An argument ``QdrantVectorStore`` would have ignored.
-        """
-        _no_kwargs("delete_nodes", delete_kwargs)
-        refuse_deleting_all("M3QdrantVectorStore", node_ids, filters)
-        filters = with_node_ids(node_ids, filters)
-        super().delete_nodes(node_ids, filters, shard_identifier)
-
-    async def adelete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        shard_identifier: Any | None = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        """:meth:`delete_nodes` through the async client."""
-        _no_kwargs("adelete_nodes", delete_kwargs)
-        refuse_deleting_all("M3QdrantVectorStore", node_ids, filters)
-        filters = with_node_ids(node_ids, filters)
-        await super().adelete_nodes(node_ids, filters, shard_identifier)
-
-    def _build_subfilter(self, filters: MetadataFilters) -> Any:
-        """The filter of a group, as :func:`~llamaindex_m3.filters.to_flat_payload_filter`
-        translates it: what :class:`~llamaindex_m3.M3VectorStore`'s filters mean, on this
-        store's payload. ``QdrantVectorStore``'s own translation differed silently (whole
-        tokens for ``TEXT_MATCH``, ``NE`` on lists, a group without a condition matching
-        every node; see that function)."""
-        return to_flat_payload_filter(filters)
-
-    def delete(
-        self, ref_doc_id: str, shard_identifier: Any | None = None, **delete_kwargs: Any
-    ) -> None:
-        """``QdrantVectorStore.delete``; an argument it would ignore is refused."""
-        _no_kwargs("delete", delete_kwargs)
-        super().delete(ref_doc_id, shard_identifier)
-
-    async def adelete(
-        self, ref_doc_id: str, shard_identifier: Any | None = None, **delete_kwargs: Any
-    ) -> None:
-        """:meth:`delete` through the async client."""
-        _no_kwargs("adelete", delete_kwargs)
-        await super().adelete(ref_doc_id, shard_identifier)
 
     @classmethod
     def class_name(cls) -> str:
