@@ -16,6 +16,7 @@ from m3kit.store.calibration_task import CalibrationTask
 from m3kit.store.plan import RawHit, Stage
 from m3kit.store.query import QueryOptions
 from m3kit.store.schema import CollectionSchema
+from m3kit.store.stock_record import Recheck
 from m3kit.store.store_reads import StoreReads
 from m3kit.store.store_search import StoreSearch
 
@@ -50,6 +51,7 @@ class _Store(StoreSearch, StoreReads):  # M3Store's search and read bases
         self._backend = _FixedScores()  # type: ignore[assignment]
         self.schema = CollectionSchema(dense_dim=2, colbert_dim=2, sparse=True)
         self.query_options = QueryOptions()
+        self._record_recheck = Recheck()
 
 
 def test_m3_grid_measures_the_ranking_a_search_returns() -> None:

@@ -20,7 +20,8 @@ import pytest
 
 from m3kit import M3Encoder
 from m3kit.errors import FingerprintMismatchError
-from m3kit.store import M3Index, M3Store
+from m3kit.store import M3Index, M3Store, stock_record
+from m3kit.store.filters import documents_filter
 from m3kit.store.schema import DOC_ID, ENCODER_ID, SPARSE_CUT
 from m3kit.store.sparse_cut import SparseCut
 
@@ -92,6 +93,41 @@ def test_a_write_during_another_objects_unfinished_reindex_is_refused(
         assert _stamps(service.store, ENCODER_ID) == before
         with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
             service.search("document", k=10)  # the first group is stamped with B
+
+
+def test_a_search_ranking_no_reencoded_chunk_is_refused_once_the_record_is_read_again(
+    enc_a: M3Encoder,
+    enc_b: M3Encoder,
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process's reindex is part-way (still running, or killed): the chunks it
+    re-encoded score as noise against the service's queries, so no hit carries its stamp.
+    Before, a long-lived service answered without those documents, silently, for as long as
+    it ran; now its searches read the record again once it is RECHECK_SECONDS old."""
+    with _service(enc_a, tmp_path, backend) as service:
+        with second_write_fails(monkeypatch):  # the first group of 4 re-encoded with B
+            M3Index(enc_b, copy.copy(service.store), reindex=True)
+        untouched = {"filter": documents_filter(CUT_IDS[4:])}  # hits A's chunks only
+        assert service.search("document", k=3, **untouched)  # read again within the interval
+        monkeypatch.setattr(stock_record, "RECHECK_SECONDS", 0.0)
+        with pytest.raises(FingerprintMismatchError, match="part-way through a reindex"):
+            service.search("document", k=3, **untouched)
+        query = service.encoder.encode(["document"])
+        with pytest.raises(FingerprintMismatchError, match="nothing was searched"):
+            service.store.head_scores(dense=query.dense[0], candidates=5, **untouched)
+
+
+def test_a_threshold_that_drops_every_hit_does_not_hide_a_reindex(
+    enc_a: M3Encoder, enc_b: M3Encoder, backend: str, tmp_path: Path
+) -> None:
+    """Before, the stamps were checked on the hits the threshold kept: with none kept, a
+    search of a collection another object re-encoded answered "nothing found"."""
+    with _service(enc_a, tmp_path, backend) as service:
+        M3Index(enc_b, copy.copy(service.store), reindex=True)
+        with pytest.raises(FingerprintMismatchError, match="no result was returned"):
+            service.search("topic 1", k=3, score_threshold=1e9)
 
 
 # -- another object changes the sparse cut -----------------------------------------------------

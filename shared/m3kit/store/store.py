@@ -38,6 +38,7 @@ from m3kit.store.schema import (
     check_collection_name,
 )
 from m3kit.store.sparse_cut import SparseCut, settle_sparse_cut
+from m3kit.store.stock_record import Recheck
 from m3kit.store.store_reads import _DOC_BATCH, StoreReads
 from m3kit.store.store_search import StoreSearch
 from m3kit.store.store_writes import StoreWrites
@@ -98,6 +99,10 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
         #: > 0 while an index opening on this store settles or re-encodes the collection: its
         #: writes are not checked against the record (:func:`~m3kit.store.record_check.own_change`).
         self._own_change = 0
+        #: When a search next reads the collection's record again (searches check the stamps
+        #: of their hits; this bounds how long a change that ranks no hit goes unseen:
+        #: :meth:`~m3kit.store.store_search.StoreSearch._recheck_record`).
+        self._record_recheck = Recheck()
         #: The encoder record an index opened on this store will write with its first write:
         #: the same encoder as recorded, with another precision or model path (or a record
         #: from an older m3kit gaining ``architecture``). Not written on open: a search-only

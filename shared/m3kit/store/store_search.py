@@ -26,11 +26,12 @@ from m3kit.store.query import (
     run_query,
     to_hit,
 )
-from m3kit.store.record_check import check_hits
+from m3kit.store.record_check import check_hits, check_record
 from m3kit.store.records import Fusion, Hit
 from m3kit.store.schema import CollectionSchema
-from m3kit.store.search_settings import check_count
+from m3kit.store.search_settings import check_count, check_score_threshold
 from m3kit.store.sparse_cut import SparseCut
+from m3kit.store.stock_record import Recheck
 
 if TYPE_CHECKING:
     from m3kit.store.store import M3Store
@@ -53,6 +54,7 @@ class StoreSearch:
     sparse_cut: SparseCut | None = None  # set by M3Index (M3Store.__init__)
     writer_ids: frozenset[str] = frozenset()  # set by M3Index (M3Store.__init__)
     _own_change: int = 0  # see M3Store.__init__
+    _record_recheck: Recheck  # see M3Store.__init__
 
     def _vectors(
         self,
@@ -63,6 +65,22 @@ class StoreSearch:
         """The query's vectors, finite and checked against the collection, sparse cut."""
         check_finite_query(dense, sparse, colbert)  # before the cut, which drops a NaN weight
         return QueryVectors.check(self.schema, dense, self._cut(sparse), colbert)
+
+    def _recheck_record(self) -> None:
+        """Read the collection's record again once the last read is
+        :data:`~m3kit.store.stock_record.RECHECK_SECONDS` old, and refuse to search a
+        collection another index or process re-encodes (or recuts), or has re-encoded.
+
+        The stamps of a search's hits (:func:`~m3kit.store.record_check.check_hits`) see a
+        change only once its chunks rank: while another process's reindex was part-way (still
+        running, or killed), the chunks it had re-encoded scored as noise against this store's
+        queries and never ranked, so a long-lived service answered without them, silently. One
+        metadata read per interval (a file read, or one request) bounds that to the interval.
+        """
+        if self._own_change or not self._record_recheck.due():
+            return
+        check_record(cast("M3Store", self), "nothing was searched")
+        self._record_recheck.done()
 
     def _cut(self, sparse: SparseVector | None) -> SparseVector | None:
         """The query's sparse vector cut as the stored ones are (:attr:`sparse_cut`)."""
@@ -109,15 +127,19 @@ class StoreSearch:
             FingerprintMismatchError: A hit is stamped with another encoder than the store's:
                 another index or process re-encoded the collection since this store was
                 opened (open it again), or a writer of another encoder wrote it (nothing
-                returned; :mod:`m3kit.store.record_check`).
+                returned; :mod:`m3kit.store.record_check`); or the collection's record, read
+                again once :data:`~m3kit.store.stock_record.RECHECK_SECONDS` old, names
+                another encoder or a reindex under way (nothing searched).
             ValueError: ``k`` or ``candidates`` is not an int >= 1 (``True`` included);
                 ``score_threshold`` is not a finite number; a query vector holds NaN or an
-                infinite value (nothing searched); or a hit is stamped with another sparse cut
-                than the store's (likewise).
+                infinite value (nothing searched); or a hit is stamped with, or the record
+                names, another sparse cut than the store's (likewise).
         """
         if self.encoder_check is not None:
             self.encoder_check()
         q = self._vectors(dense, sparse, colbert)
+        threshold = check_score_threshold(score_threshold)
+        self._recheck_record()
         raw = run_query(
             self._backend,
             q,
@@ -125,13 +147,15 @@ class StoreSearch:
             fusion=Fusion(fusion),
             rerank=rerank,
             filter=cast("M3Store", self)._filter(filter),
-            score_threshold=score_threshold,
+            score_threshold=None,  # applied below, once the stamps of every hit are checked
             weights=DEFAULT_M3_WEIGHTS if weights is None else weights,
             options=self.query_options,
             candidates=candidates,
         )
+        # (a threshold that dropped every hit of a re-encoded collection hid the change: the
+        # search answered "nothing found" where the same one without it raised)
         check_hits(cast("M3Store", self), [h.payload for h in raw])
-        return [to_hit(h) for h in raw]
+        return [to_hit(h) for h in raw if threshold is None or h.score >= threshold]
 
     def head_scores(
         self,
@@ -154,6 +178,7 @@ class StoreSearch:
         """
         check_count("candidates", candidates)
         q = self._vectors(dense, sparse, colbert)
+        self._recheck_record()
         return m3_head_scores(
             self._backend,
             q,
