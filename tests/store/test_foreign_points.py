@@ -97,6 +97,29 @@ def test_a_document_that_lost_a_vector_is_written_again(enc_a: M3Encoder, tmp_pa
         assert index.search("capital of Germany", k=3)[0].doc_id == "w2"
 
 
+def test_a_foreign_point_added_again_as_read_is_replaced_not_duplicated(
+    enc_a: M3Encoder, tmp_path: Path
+) -> None:
+    """Reading a foreign point back and adding it again (core and LangChain) moves it onto
+    m3kit's layout. Before, the write stored it beside the old point: the same text twice in
+    a search, and ``get_by_ids`` returned two documents of one id."""
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        _write_foreign(index, enc_a)
+        _write_foreign(index, enc_a, NODE)
+        (hit,) = [
+            h for h in index.search("chemical element oxygen", k=9, rerank=False) if h.id == FOREIGN
+        ]
+        index.add_texts([hit.text], doc_ids=[hit.doc_id], metadatas=[hit.metadata])
+        store = M3VectorStore(index)
+        store.add_documents(store.get_by_ids([NODE]))
+        assert index.count() == len(WHOLE) + 2 and not foreign_points(index.store)
+        found = [h.doc_id for h in index.search("chemical element oxygen", k=9)]  # ColBERT too
+        assert sorted(d for d in found if d in (FOREIGN, NODE)) == sorted([FOREIGN, NODE])
+        assert [d.id for d in store.get_by_ids([FOREIGN, NODE])] == [FOREIGN, NODE]
+        assert store.get_by_ids([NODE])[0].metadata == {"source": "stock"}
+
+
 def test_a_reindex_refuses_points_it_cannot_rebuild(
     enc_a: M3Encoder, enc_b: M3Encoder, tmp_path: Path
 ) -> None:

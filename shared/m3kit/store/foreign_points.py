@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from qdrant_client import models
 
-from m3kit.store.filters import documents_filter
+from m3kit.store.filters import documents_filter, stale_chunks_filter
 from m3kit.store.schema import DOC_HASH, DOC_ID
 from m3kit.store.store_reads import _canonical_uuid
 
@@ -33,6 +33,7 @@ __all__ = [
     "ForeignPoints",
     "foreign_or_documents",
     "foreign_points",
+    "stale_or_foreign",
     "warn_foreign_points",
     "without_document",
 ]
@@ -51,6 +52,24 @@ def foreign_or_documents(doc_ids: Sequence[str]) -> models.Filter:
         return docs
     foreign = models.Filter(must=[models.HasIdCondition(has_id=points), without_document()])
     return models.Filter(should=[docs, foreign])
+
+
+def stale_or_foreign(doc_id: str, doc_hash: str, chunk_count: int) -> models.Filter:
+    """What a write of version ``doc_hash`` (``chunk_count`` chunks) of ``doc_id`` replaces:
+    the document's chunks of other versions, and the point without ``doc_id`` whose point id
+    is ``doc_id``.
+
+    A search or ``get_by_ids`` returns such a point (another program's) with its point id as
+    ``doc_id``; adding what it returned again (the way to move it onto m3kit's layout, with
+    every vector) stored the document beside the old point: two hits of one text, and
+    ``get_by_ids`` returned both. The write now replaces it, as it replaces its own chunks.
+    """
+    stale = stale_chunks_filter(doc_id, doc_hash, chunk_count)
+    point = _canonical_uuid(doc_id)
+    if point is None:
+        return stale
+    foreign = models.Filter(must=[models.HasIdCondition(has_id=[point]), without_document()])
+    return models.Filter(should=[stale, foreign])
 
 
 def without_document() -> models.Filter:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
-from m3kit.store.filters import stale_chunks_filter
+from m3kit.store.foreign_points import stale_or_foreign
 from m3kit.store.payload_indexes import check_indexed_values, holds_number
 from m3kit.store.plan import PointData, StorageBackend
 from m3kit.store.points import (
@@ -375,7 +375,7 @@ class StoreWrites:
         versions (or beyond its chunk count)."""
         self._backend.finish_writes()
         for doc_id in doc_ids:
-            self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
+            self._backend.delete(stale_or_foreign(doc_id, *version[doc_id]))
 
 
 #: Operations per metadata request at most (each a filter and a payload).
