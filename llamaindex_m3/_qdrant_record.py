@@ -13,7 +13,7 @@ another encoder made (:mod:`m3kit.store.stock_record`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -36,7 +36,7 @@ from m3kit.store.stock_record import (
     sparse_identity,
 )
 
-__all__ = ["QdrantModelRecord"]
+__all__ = ["QdrantModelRecord", "refuse_no_sparse"]
 
 
 class QdrantModelRecord(QdrantVectorStore):
@@ -73,6 +73,8 @@ class QdrantModelRecord(QdrantVectorStore):
         """:meth:`_record_models` through the async client (the sync one without it)."""
         if self._aclient is None:
             return self._record_models(created=created)
+        if not self._m3_checked:
+            await self._arefuse_no_sparse()
         done = await arecord_models(
             self._aclient, self.collection_name, self._model_identities(), created=created
         )
@@ -84,9 +86,26 @@ class QdrantModelRecord(QdrantVectorStore):
         for a store built without a sync client (which checks when built), and again once
         the last check is older than :data:`~m3kit.store.stock_record.RECHECK_SECONDS`."""
         if (not self._m3_checked or self._m3_recheck.due()) and self._aclient is not None:
+            if not self._m3_checked:
+                await self._arefuse_no_sparse()
             await acheck_models(self._aclient, self.collection_name, self._m3_built)
             self._m3_checked = True
             self._m3_recheck.done()
+
+    def _refuse_no_sparse(self, exists: Callable[[str], bool], info: Callable[[str], Any]) -> None:
+        """Refuse an existing collection without this store's sparse vector (a stock
+        ``QdrantVectorStore`` created it dense-only): its queries and writes failed with
+        Qdrant's bare "not found" errors, after a warning that recorded a sparse model into
+        the collection's metadata."""
+        name = self.collection_name
+        if exists(name):
+            refuse_no_sparse(info(name), name, self.sparse_vector_name)
+
+    async def _arefuse_no_sparse(self) -> None:
+        """:meth:`_refuse_no_sparse` through the async client."""
+        name, client = self.collection_name, self._aclient
+        if await client.collection_exists(name):
+            refuse_no_sparse(await client.get_collection(name), name, self.sparse_vector_name)
 
     def _recheck_models(self) -> None:
         """:meth:`_acheck_models` for a sync query (through the sync client)."""
@@ -111,3 +130,21 @@ class QdrantModelRecord(QdrantVectorStore):
             if node.embedding is not None:
                 what = f"the embedding of node {node.node_id!r}"
                 check_origin(node.embedding, self._m3_fingerprint, what)
+
+
+def refuse_no_sparse(info: Any, collection: str, sparse_name: str) -> None:
+    """Raise unless the collection (its ``get_collection`` answer) has ``sparse_name``.
+
+    Raises:
+        ValueError: It has no sparse vector of that name.
+    """
+    sparse = getattr(info.config.params, "sparse_vectors", None) or {}
+    if sparse_name not in sparse:
+        raise ValueError(
+            f"collection {collection!r} has no sparse vector {sparse_name!r} (its sparse "
+            f"vectors: {sorted(sparse) or 'none'}): M3QdrantVectorStore keeps M3's sparse "
+            "vectors beside the dense ones (hybrid mode), and LlamaIndex's QdrantVectorStore "
+            "built without enable_hybrid=True creates a collection with none. Give a new "
+            "collection_name (and add the nodes again there), or search this one with "
+            "LlamaIndex's QdrantVectorStore (dense only)"
+        )

@@ -14,7 +14,7 @@ from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
-from qdrant_client import QdrantClient
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from llamaindex_m3 import M3QdrantVectorStore, m3_sparse_fns
 from llamaindex_m3.embeddings import M3Embedding
@@ -362,3 +362,43 @@ def test_a_store_refuses_queries_once_its_alias_moves_to_another_models_collecti
     monkeypatch.setattr(stock_record, "RECHECK_SECONDS", 0.0)
     with pytest.raises(FingerprintMismatchError, match="another model"):
         store.query(query)
+
+
+def test_a_collection_without_the_sparse_vector_is_refused_when_the_store_is_built(
+    enc_a: M3Encoder,
+) -> None:
+    """A collection stock ``QdrantVectorStore`` created dense-only: the store was built, its
+    hybrid queries failed with Qdrant's "Sparse vector ... is not found", and an insert logged
+    that it recorded a sparse model, recorded it, then failed with a bare "Not existing vector
+    name"."""
+    client = QdrantClient(":memory:")
+    embed = M3Embedding.from_encoder(enc_a)
+    VectorStoreIndex.from_documents(
+        DOCS,
+        storage_context=StorageContext.from_defaults(
+            vector_store=QdrantVectorStore("c", client=client)
+        ),
+        embed_model=embed,
+    )
+    with pytest.raises(ValueError, match="no sparse vector 'text-sparse-new'.*enable_hybrid"):
+        M3QdrantVectorStore("c", client=client, sparse_model=embed)
+    assert RECORD_KEY not in (client.get_collection("c").config.metadata or {})
+
+
+async def test_an_async_store_refuses_a_collection_without_the_sparse_vector(
+    enc_a: M3Encoder,
+) -> None:
+    aclient = AsyncQdrantClient(":memory:")
+    embed = M3Embedding.from_encoder(enc_a)
+    size = len(embed.get_text_embedding("x"))
+    await aclient.create_collection(
+        "c", vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE)
+    )
+    store = M3QdrantVectorStore("c", aclient=aclient, sparse_model=embed)
+    node = TextNode(text="x", embedding=embed.get_text_embedding("x"))
+    with pytest.raises(ValueError, match="no sparse vector"):
+        await store.async_add([node])
+    query = VectorStoreQuery(query_str="x", query_embedding=node.embedding, similarity_top_k=1)
+    with pytest.raises(ValueError, match="no sparse vector"):
+        await store.aquery(query)
+    assert RECORD_KEY not in ((await aclient.get_collection("c")).config.metadata or {})
