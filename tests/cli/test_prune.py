@@ -375,7 +375,7 @@ def test_an_unreadable_folder_is_skipped_with_a_warning_and_its_documents_are_ke
 
     monkeypatch.setattr(os, "scandir", no_listing)
     monkeypatch.setattr(os.path, "isfile", no_stat)
-    with caplog.at_level("WARNING", logger="m3kit.sources"):
+    with caplog.at_level("WARNING", logger="m3kit.source_files"):
         code, out = index_run(capsys, store, tiny_m3_path, docs, "--prune")
         with pytest.raises(PermissionError, match="cannot read the folder"):
             read_sources([team])  # the folder given itself: an error, not "holds no files"
