@@ -20,6 +20,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
+from llama_index.vector_stores.qdrant.base import DEFAULT_SPARSE_VECTOR_NAME_OLD
 
 from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.embeddings import QdrantSparseFn
@@ -139,7 +140,9 @@ def refuse_no_sparse(info: Any, collection: str, sparse_name: str) -> None:
         ValueError: It has no sparse vector of that name.
     """
     sparse = getattr(info.config.params, "sparse_vectors", None) or {}
-    if sparse_name not in sparse:
+    # QdrantVectorStore switches to its old default name when the collection has that one
+    # (its _detect_vector_format; an async-only store detects it after this check)
+    if sparse_name not in sparse and DEFAULT_SPARSE_VECTOR_NAME_OLD not in sparse:
         raise ValueError(
             f"collection {collection!r} has no sparse vector {sparse_name!r} (its sparse "
             f"vectors: {sorted(sparse) or 'none'}): M3QdrantVectorStore keeps M3's sparse "

@@ -402,3 +402,29 @@ async def test_an_async_store_refuses_a_collection_without_the_sparse_vector(
     with pytest.raises(ValueError, match="no sparse vector"):
         await store.aquery(query)
     assert RECORD_KEY not in ((await aclient.get_collection("c")).config.metadata or {})
+
+
+async def test_an_async_store_takes_llamaindex_s_old_sparse_vector_name(
+    enc_a: M3Encoder,
+) -> None:
+    """A collection whose sparse vector has ``QdrantVectorStore``'s old name ``text-sparse``
+    (which it switches to when it finds it) is no collection without a sparse vector."""
+    aclient = AsyncQdrantClient(":memory:")
+    embed = M3Embedding.from_encoder(enc_a)
+    size = len(embed.get_text_embedding("x"))
+    await aclient.create_collection(
+        "old",
+        vectors_config={
+            "text-dense": models.VectorParams(size=size, distance=models.Distance.COSINE)
+        },
+        sparse_vectors_config={"text-sparse": models.SparseVectorParams()},
+    )
+    store = M3QdrantVectorStore("old", aclient=aclient, sparse_model=embed)
+    query = VectorStoreQuery(
+        query_str="x",
+        query_embedding=embed.get_text_embedding("x"),
+        similarity_top_k=1,
+        mode=VectorStoreQueryMode.HYBRID,
+    )
+    assert not (await store.aquery(query)).nodes  # an empty collection, searched
+    assert store.sparse_vector_name == "text-sparse"

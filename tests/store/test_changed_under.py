@@ -14,6 +14,7 @@ Now writes re-read the collection's record and searches check the stamps of thei
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,31 @@ def test_a_search_ranking_no_reencoded_chunk_is_refused_once_the_record_is_read_
         query = service.encoder.encode(["document"])
         with pytest.raises(FingerprintMismatchError, match="nothing was searched"):
             service.store.head_scores(dense=query.dense[0], candidates=5, **untouched)
+
+
+def test_the_record_read_again_refuses_no_search_of_an_unchanged_collection(
+    enc_a: M3Encoder,
+    tiny_m3_path: Path,
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read at every search: a search-only open of the same encoder from another model folder
+    (its record kept for its first write) and a plain store search as before."""
+    monkeypatch.setattr(stock_record, "RECHECK_SECONDS", 0.0)
+    with _service(enc_a, tmp_path, backend, sparse_top_k=3) as service:
+        schema = service.store.schema
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_m3_path, moved)
+    with open_c(M3Encoder.from_pretrained(moved, dtype="fp32"), tmp_path, backend) as reader:
+        assert reader.store.record_at_write is not None
+        assert reader.search("topic 1", k=3) and reader.search("topic 2", k=3)
+    dims = {"dense_dim": schema.dense_dim, "colbert_dim": schema.colbert_dim}
+    with M3Store.open(
+        tmp_path, collection="c", backend=backend, create=False, sparse=schema.sparse, **dims
+    ) as plain:
+        query = enc_a.encode(["topic 1"])
+        assert plain.query(dense=query.dense[0], sparse=query.sparse[0], k=3)
 
 
 def test_a_threshold_that_drops_every_hit_does_not_hide_a_reindex(

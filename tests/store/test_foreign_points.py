@@ -28,7 +28,7 @@ def _client(index: M3Index) -> QdrantClient:
     return index.store._backend._client  # type: ignore[attr-defined,no-any-return]
 
 
-def _write_foreign(index: M3Index, enc: M3Encoder, point: str = FOREIGN, **keys: str) -> None:
+def _write_foreign(index: M3Index, enc: M3Encoder, point: str | int = FOREIGN, **keys: str) -> None:
     """What stock LlamaIndex / langchain-qdrant write into the same collection: dense + sparse,
     no ColBERT vector, no doc_hash, their own keys at the top of the payload."""
     out = enc.encode(["Oxygen is a chemical element with symbol O."], heads=["dense", "sparse"])
@@ -102,22 +102,46 @@ def test_a_foreign_point_added_again_as_read_is_replaced_not_duplicated(
 ) -> None:
     """Reading a foreign point back and adding it again (core and LangChain) moves it onto
     m3kit's layout. Before, the write stored it beside the old point: the same text twice in
-    a search, and ``get_by_ids`` returned two documents of one id."""
+    a search, and ``get_by_ids`` returned two documents of one id. Qdrant's integer point
+    ids too (a hit carries ``"7"``)."""
+    with open_c(enc_a, tmp_path, "client") as index:
+        index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
+        for point in (FOREIGN, NODE, 7):
+            _write_foreign(index, enc_a, point)
+        query = "chemical element oxygen"
+        hits = {h.id: h for h in index.search(query, k=9, rerank=False)}
+        for point in (FOREIGN, "7"):
+            hit = hits[point]
+            index.add_texts([hit.text], doc_ids=[hit.doc_id], metadatas=[hit.metadata])
+        store = M3VectorStore(index)
+        store.add_documents(store.get_by_ids([NODE]))
+        assert index.count() == len(WHOLE) + 3 and not foreign_points(index.store)
+        found = [h.doc_id for h in index.search(query, k=9)]  # ColBERT too
+        assert sorted(d for d in found if d in (FOREIGN, NODE, "7")) == sorted([FOREIGN, NODE, "7"])
+        assert [d.id for d in store.get_by_ids([FOREIGN, NODE, "7"])] == [FOREIGN, NODE, "7"]
+        assert store.get_by_ids([NODE])[0].metadata == {"source": "stock"}
+
+
+def test_a_replacing_write_interrupted_before_its_deletes_replaces_the_point_at_next_open(
+    enc_a: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replace journal's recovery deletes the foreign point a write replaced, as the
+    write would have."""
+    from m3kit.store.store_writes import StoreWrites
+
+    def interrupted_drop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
     with open_c(enc_a, tmp_path, "client") as index:
         index.add_texts(list(WHOLE.values()), doc_ids=list(WHOLE))
         _write_foreign(index, enc_a)
-        _write_foreign(index, enc_a, NODE)
-        (hit,) = [
-            h for h in index.search("chemical element oxygen", k=9, rerank=False) if h.id == FOREIGN
-        ]
-        index.add_texts([hit.text], doc_ids=[hit.doc_id], metadatas=[hit.metadata])
-        store = M3VectorStore(index)
-        store.add_documents(store.get_by_ids([NODE]))
-        assert index.count() == len(WHOLE) + 2 and not foreign_points(index.store)
-        found = [h.doc_id for h in index.search("chemical element oxygen", k=9)]  # ColBERT too
-        assert sorted(d for d in found if d in (FOREIGN, NODE)) == sorted([FOREIGN, NODE])
-        assert [d.id for d in store.get_by_ids([FOREIGN, NODE])] == [FOREIGN, NODE]
-        assert store.get_by_ids([NODE])[0].metadata == {"source": "stock"}
+        monkeypatch.setattr(StoreWrites, "_drop_stale", interrupted_drop)
+        with pytest.raises(KeyboardInterrupt):
+            index.add_texts(["Oxygen is a chemical element with symbol O."], doc_ids=[FOREIGN])
+        monkeypatch.undo()
+        assert index.count() == len(WHOLE) + 2  # the new chunk beside the old point
+    with open_c(enc_a, tmp_path, "client") as index:
+        assert index.count() == len(WHOLE) + 1 and not foreign_points(index.store)
 
 
 def test_a_reindex_refuses_points_it_cannot_rebuild(

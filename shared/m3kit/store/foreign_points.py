@@ -20,20 +20,23 @@ from typing import TYPE_CHECKING
 
 from qdrant_client import models
 
-from m3kit.store.filters import documents_filter, stale_chunks_filter
+from m3kit.store.filters import documents_filter
 from m3kit.store.schema import DOC_HASH, DOC_ID
 from m3kit.store.store_reads import _canonical_uuid
 
 if TYPE_CHECKING:
+    from m3kit.store.plan import StorageBackend
     from m3kit.store.store import M3Store
 
 __all__ = [
     "DELETE_FOREIGN",
     "OPEN_CHECK_MAX_POINTS",
     "ForeignPoints",
+    "delete_replaced_foreign",
+    "foreign_named",
     "foreign_or_documents",
+    "foreign_point_id",
     "foreign_points",
-    "stale_or_foreign",
     "warn_foreign_points",
     "without_document",
 ]
@@ -41,35 +44,56 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def foreign_point_id(doc_id: str) -> str | int | None:
+    """The point id that ``doc_id`` names when it is a point's id as a hit of a point without
+    ``doc_id`` carries it: a UUID (as the engines spell it) or an unsigned integer in decimal
+    (``"7"``: Qdrant's point id 7); ``None`` for any other id.
+
+    >>> foreign_point_id("7"), foreign_point_id("07"), foreign_point_id("doc-7")
+    (7, None, None)
+    >>> foreign_point_id("5B0C8D0E7D6F4C1E9A530C6B7F1E2A11")
+    '5b0c8d0e-7d6f-4c1e-9a53-0c6b7f1e2a11'
+    """
+    canonical = _canonical_uuid(doc_id)
+    if canonical is not None:
+        return canonical
+    if doc_id.isascii() and doc_id.isdecimal() and str(int(doc_id)) == doc_id:
+        number = int(doc_id)
+        return number if number < 2**64 else None
+    return None
+
+
+def foreign_named(doc_ids: Sequence[str]) -> models.Filter | None:
+    """The points without ``doc_id`` whose point id is one of ``doc_ids``
+    (:func:`foreign_point_id`); ``None`` when none is a point id."""
+    points: list[models.ExtendedPointId] = [
+        p for d in doc_ids if (p := foreign_point_id(d)) is not None
+    ]
+    if not points:
+        return None
+    return models.Filter(must=[models.HasIdCondition(has_id=points), without_document()])
+
+
 def foreign_or_documents(doc_ids: Sequence[str]) -> models.Filter:
     """The chunks of these documents, and the points without ``doc_id`` whose point id is one
     of them (a hit of such a point carries its point id as ``doc_id``)."""
     docs = documents_filter(doc_ids)
-    points: list[models.ExtendedPointId] = [
-        c for d in doc_ids if (c := _canonical_uuid(d)) is not None
-    ]
-    if not points:
-        return docs
-    foreign = models.Filter(must=[models.HasIdCondition(has_id=points), without_document()])
-    return models.Filter(should=[docs, foreign])
+    foreign = foreign_named(doc_ids)
+    return docs if foreign is None else models.Filter(should=[docs, foreign])
 
 
-def stale_or_foreign(doc_id: str, doc_hash: str, chunk_count: int) -> models.Filter:
-    """What a write of version ``doc_hash`` (``chunk_count`` chunks) of ``doc_id`` replaces:
-    the document's chunks of other versions, and the point without ``doc_id`` whose point id
-    is ``doc_id``.
+def delete_replaced_foreign(backend: StorageBackend, doc_ids: Sequence[str]) -> None:
+    """Delete the points without ``doc_id`` that a write of ``doc_ids`` replaced: those whose
+    point id is one of them (one request for the write, none when no id is a point id).
 
     A search or ``get_by_ids`` returns such a point (another program's) with its point id as
     ``doc_id``; adding what it returned again (the way to move it onto m3kit's layout, with
     every vector) stored the document beside the old point: two hits of one text, and
     ``get_by_ids`` returned both. The write now replaces it, as it replaces its own chunks.
     """
-    stale = stale_chunks_filter(doc_id, doc_hash, chunk_count)
-    point = _canonical_uuid(doc_id)
-    if point is None:
-        return stale
-    foreign = models.Filter(must=[models.HasIdCondition(has_id=[point]), without_document()])
-    return models.Filter(should=[stale, foreign])
+    foreign = foreign_named(doc_ids)
+    if foreign is not None:
+        backend.delete(foreign)
 
 
 def without_document() -> models.Filter:

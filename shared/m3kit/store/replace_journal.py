@@ -32,7 +32,8 @@ from pathlib import Path
 
 from qdrant_client import models
 
-from m3kit.store.foreign_points import stale_or_foreign
+from m3kit.store.filters import stale_chunks_filter
+from m3kit.store.foreign_points import delete_replaced_foreign
 from m3kit.store.plan import StorageBackend
 from m3kit.store.schema import DOC_HASH, DOC_ID
 
@@ -117,10 +118,11 @@ def finish_interrupted(backend: StorageBackend) -> None:
         )
         if new == 0:  # none of its new chunks landed: the old version is whole
             continue
-        backend.delete(stale_or_foreign(doc_id, doc_hash, chunk_count))
+        backend.delete(stale_chunks_filter(doc_id, doc_hash, chunk_count))
         finished.append(doc_id)
         if new < chunk_count:
             partial.append(doc_id)
+    delete_replaced_foreign(backend, finished)
     backend.finish_writes()
     path.unlink(missing_ok=True)
     if finished:

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from m3kit.outputs import Head
 from m3kit.store.cluster import ClusterSettings
-from m3kit.store.foreign_points import stale_or_foreign
+from m3kit.store.filters import stale_chunks_filter
+from m3kit.store.foreign_points import delete_replaced_foreign
 from m3kit.store.payload_indexes import check_indexed_values, holds_number
 from m3kit.store.plan import PointData, StorageBackend
 from m3kit.store.points import (
@@ -372,10 +373,11 @@ class StoreWrites:
 
     def _drop_stale(self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]) -> None:
         """Make the writes so far visible, then delete each document's chunks of other
-        versions (or beyond its chunk count)."""
+        versions (or beyond its chunk count), and the foreign points they replace."""
         self._backend.finish_writes()
         for doc_id in doc_ids:
-            self._backend.delete(stale_or_foreign(doc_id, *version[doc_id]))
+            self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
+        delete_replaced_foreign(self._backend, doc_ids)
 
 
 #: Operations per metadata request at most (each a filter and a payload).
