@@ -10,11 +10,14 @@ one still holds the encoder and cut it opened with. Then:
   (:func:`check_record`: one metadata read per call, a file read or one request) and is
   refused, nothing written, when the record no longer names this store's encoder (or a
   reindex to another encoder is under way) or its sparse cut (or a change of it is);
-- a search reads no record (a request per search would cost too much): the stamps of its hits
-  (payload ``encoder_id`` and ``sparse_cut``, fetched with every hit anyway) must be this
-  store's encoder and cut (:func:`check_hits`); a hit stamped otherwise means the collection
-  changed, and the search raises instead of returning results ranked across two encoders or
-  cuts. Unstamped points (written before m3kit stamped them) count as this store's.
+- a search reads the record only once the last read is
+  :data:`~m3kit.store.stock_record.RECHECK_SECONDS` old (a request per search would cost too
+  much; a change whose chunks rank no hit, a reindex part-way, is seen then); every search
+  checks the stamps of its hits (payload ``encoder_id`` and ``sparse_cut``, fetched with every
+  hit anyway), before a ``score_threshold`` drops any: they must be this store's encoder and
+  cut (:func:`check_hits`); a hit stamped otherwise means the collection changed, and the
+  search raises instead of returning results ranked across two encoders or cuts. Unstamped
+  points (written before m3kit stamped them) count as this store's.
 
 Either way the error names what changed and says to open the collection again. A change this
 store object makes itself (an index opened on it with ``reindex=True``) updates its own
