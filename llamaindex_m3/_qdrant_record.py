@@ -13,7 +13,7 @@ another encoder made (:mod:`m3kit.store.stock_record`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -93,14 +93,14 @@ class QdrantModelRecord(QdrantVectorStore):
             self._m3_checked = True
             self._m3_recheck.done()
 
-    def _refuse_no_sparse(self, exists: Callable[[str], bool], info: Callable[[str], Any]) -> None:
+    def _refuse_no_sparse(self) -> None:
         """Refuse an existing collection without this store's sparse vector (a stock
         ``QdrantVectorStore`` created it dense-only): its queries and writes failed with
         Qdrant's bare "not found" errors, after a warning that recorded a sparse model into
         the collection's metadata."""
-        name = self.collection_name
-        if exists(name):
-            refuse_no_sparse(info(name), name, self.sparse_vector_name)
+        name, client = self.collection_name, self._client
+        if client.collection_exists(name):
+            refuse_no_sparse(client.get_collection(name), name, self.sparse_vector_name)
 
     async def _arefuse_no_sparse(self) -> None:
         """:meth:`_refuse_no_sparse` through the async client."""

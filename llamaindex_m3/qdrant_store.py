@@ -179,7 +179,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         self._m3_built = self._model_identities()  # what its sparse queries are checked by
         self._m3_fingerprint = encoder_fingerprint(doc_fn.encoder)  # and dense vectors' origin
         if self._client is not None:  # (an async-only store: at its first async call)
-            self._refuse_no_sparse(self._client.collection_exists, self._client.get_collection)
+            self._refuse_no_sparse()
             check_models(self._client, collection_name, self._m3_built)
             self._m3_checked = True
 

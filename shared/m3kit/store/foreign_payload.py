@@ -16,32 +16,31 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from m3kit.store.schema import METADATA, PAGE_CONTENT
+
 __all__ = ["NODE_CONTENT", "foreign_text_and_metadata"]
 
 #: Where stock LlamaIndex keeps the node (JSON), text and metadata included.
 NODE_CONTENT = "_node_content"
 
 
-def foreign_text_and_metadata(
-    payload: Mapping[str, Any], text_key: str, metadata_key: str
-) -> tuple[str, dict[str, Any]]:
+def foreign_text_and_metadata(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """A foreign point's text and metadata: at m3kit's (langchain-qdrant's) keys, else from a
     stock LlamaIndex node's ``_node_content``; ``("", {})`` when neither holds them.
 
-    >>> keys = ("page_content", "metadata")
-    >>> foreign_text_and_metadata({"page_content": "a", "metadata": {"k": 1}}, *keys)
+    >>> foreign_text_and_metadata({"page_content": "a", "metadata": {"k": 1}})
     ('a', {'k': 1})
     >>> node = json.dumps({"text": "Oxygen.", "metadata": {"source": "li"}})
-    >>> foreign_text_and_metadata({"_node_content": node, "source": "li"}, *keys)
+    >>> foreign_text_and_metadata({"_node_content": node, "source": "li"})
     ('Oxygen.', {'source': 'li'})
     >>> node = json.dumps({"text_resource": {"text": "New layout."}, "metadata": {}})
-    >>> foreign_text_and_metadata({"_node_content": node}, *keys)
+    >>> foreign_text_and_metadata({"_node_content": node})
     ('New layout.', {})
-    >>> foreign_text_and_metadata({"_node_content": "not json"}, *keys)
+    >>> foreign_text_and_metadata({"_node_content": "not json"})
     ('', {})
     """
-    text = payload.get(text_key)
-    meta = payload.get(metadata_key)
+    text = payload.get(PAGE_CONTENT)
+    meta = payload.get(METADATA)
     if isinstance(text, str):
         return text, dict(meta) if isinstance(meta, Mapping) else {}
     node = _node(payload.get(NODE_CONTENT))

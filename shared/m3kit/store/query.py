@@ -475,7 +475,7 @@ def to_hit(h: RawHit) -> Hit:
     if p.get(DOC_ID) is None or p.get(DOC_HASH) is None:  # another program's point: m3kit's
         # other keys are not its (a stock LlamaIndex node keeps its metadata at the top,
         # "start": "00:01:02", and its source document's id as "doc_id")
-        text, foreign_meta = foreign_text_and_metadata(p, PAGE_CONTENT, METADATA)
+        text, foreign_meta = foreign_text_and_metadata(p)
         return Hit(
             id=h.id,
             score=float(h.score),
