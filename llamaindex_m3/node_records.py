@@ -8,7 +8,6 @@ the chunk record of a node (:func:`node_chunk_record`).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,7 @@ from llamaindex_m3.node_classes import CLASS_FIELDS, class_fields
 from m3kit.outputs import Head, M3Output
 from m3kit.store import ChunkRecord
 from m3kit.store.index import content_doc_id
-from m3kit.store.metadata_values import iso_values
+from m3kit.store.metadata_values import iso_values, sorted_json
 from m3kit.store.points import plain_json
 from m3kit.store.records import NODES_KIND
 
@@ -272,7 +271,7 @@ def nodes_hash(
         ]
         if not late:
             blob.append([ENCODED_TEXT, node.get_content(metadata_mode=MetadataMode.EMBED)])
-        h.update(json.dumps(blob, sort_keys=True).encode())
+        h.update(sorted_json(blob).encode())
     return h.hexdigest()
 
 

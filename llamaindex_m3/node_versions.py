@@ -18,6 +18,7 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, Te
 
 from llamaindex_m3.late_nodes import late_record
 from llamaindex_m3.node_records import StoredChunk, is_late, node_metadata
+from m3kit.store.metadata_values import sorted_json
 
 __all__ = [
     "how_encoded",
@@ -40,7 +41,7 @@ def identity_key(text: str, start: Any, end: Any, metadata: Any, parent: Any = N
     where: list[Any] = [text, start, end, metadata]
     if parent is not None:  # offsets within a parent: the parent's content places them
         where.append(parent)
-    return json.dumps(where, sort_keys=True)
+    return sorted_json(where)
 
 
 def parent_hash(relationships: Any) -> Any:

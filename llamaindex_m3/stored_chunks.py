@@ -8,7 +8,6 @@ that a node without a source (:mod:`llamaindex_m3.sourceless`) is stored alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from llamaindex_m3.node_records import StoredChunk, embed_text
 from llamaindex_m3.sourceless import has_no_source, sourceless_chunk
 from m3kit.store import M3Index, point_id
 from m3kit.store.filters import chunk_ids_filter, documents_filter
+from m3kit.store.metadata_values import sorted_json
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, CHUNKING, EXTRA, METADATA
 
 __all__ = [
@@ -217,7 +217,7 @@ def _content(node: BaseNode) -> str:
         node.metadata,
         embed_text(node),
     ]
-    return json.dumps(what, sort_keys=True, default=str)
+    return sorted_json(what, default=str)
 
 
 def check_duplicate_ids(nodes: Sequence[BaseNode]) -> None:

@@ -30,7 +30,8 @@ def test_bad_metadata_in_a_later_group_writes_nothing(store: M3VectorStore, bad:
         Document("second doc without one", metadata={"ok": 2}),
         Document("third doc without one", metadata={"bad": bad}),
     ]
-    with pytest.raises(ValueError, match=r"metadata of documents\[2\] is not JSON"):
+    # named down to the key (a 30-column row's cell): the message said "metadata of documents[2]"
+    with pytest.raises(ValueError, match=r"metadata of documents\[2\]\['bad'\] \(.+\) is not JSON"):
         store.add_documents(docs)
     assert store.index.count() == 0
 
@@ -43,7 +44,9 @@ def test_bad_metadata_after_late_chunks_writes_nothing(
         [Document("Late chunk source one. Another sentence here.", metadata={"s": 1})]
     )
     bad = Document("plain", metadata={"b": np.float32(0.5)})
-    with pytest.raises(ValueError, match=rf"metadata of documents\[{len(chunks)}\] is not JSON"):
+    with pytest.raises(
+        ValueError, match=rf"metadata of documents\[{len(chunks)}\]\['b'\] \(.+\) is not JSON"
+    ):
         store.add_documents([*chunks, bad])
     assert store.index.count() == 0
 

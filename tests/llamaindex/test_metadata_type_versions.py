@@ -69,3 +69,29 @@ def test_an_unchanged_document_is_still_skipped(
         assert len(calls) <= 1
         (node,) = store.get_nodes(filters=_filters("year", 2020, ">="))
         assert node.metadata["year"] == 2024
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_metadata_with_int_and_str_keys_is_stored_and_skipped_when_unchanged(
+    tiny_embedding: M3Embedding, tmp_path: Path, backend: str, calls: list[int]
+) -> None:
+    """A pandas row with integer column names, nested beside a loader's own key: the core and
+    LangChain store it (keys as strings), while every LlamaIndex write failed with
+    "TypeError: '<' not supported between instances of 'str' and 'int'" (``sort_keys``)."""
+    meta = {"row": {0: "alice", 1: 42, "source": "people.csv"}}
+    doc = Document(text=TEXT, id_="people", metadata=meta)
+    with M3VectorStore(tiny_embedding, location=str(tmp_path), backend=backend) as store:
+        context = StorageContext.from_defaults(vector_store=store)
+        VectorStoreIndex.from_documents([doc], storage_context=context, embed_model=tiny_embedding)
+        calls.clear()
+        again = Document(text=TEXT, id_="people", metadata=meta)
+        VectorStoreIndex.from_documents(
+            [again], storage_context=context, embed_model=tiny_embedding
+        )
+        assert store.client.store.count() == 1 and len(calls) <= 1  # not encoded by the store
+        (node,) = store.get_nodes(filters=_filters("doc_id", "people"))
+        assert node.metadata["row"] == {"0": "alice", "1": 42, "source": "people.csv"}
+        # the node as read back, added again, replaces its chunk (its text for the embedding
+        # model reads "'0': 'alice'", not "0: 'alice'": encoded again)
+        store.add([node])
+        assert store.client.store.count() == 1

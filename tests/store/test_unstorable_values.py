@@ -66,7 +66,7 @@ def test_upsert_checks_every_record_before_writing(
         ChunkRecord(f"d{i}", 0, t, {"i": i}, output_row(out, i)) for i, t in enumerate(texts)
     ]
     bad = ChunkRecord("d69", 0, texts[69], {"i": math.nan}, output_row(out, 69))
-    with pytest.raises(ValueError, match=r"metadata of record 'd69'#0 is not JSON"):
+    with pytest.raises(ValueError, match=r"metadata of record 'd69'#0\['i'\] \(nan\) is not JSON"):
         index.store.upsert([*records[:69], bad], batch_size=8)
     assert index.count() == 0
     bad_text = ChunkRecord("d69", 0, f"x {SURROGATE}", {}, output_row(out, 69))

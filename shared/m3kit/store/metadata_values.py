@@ -12,6 +12,7 @@ refused where Qdrant cannot hold it) by :func:`m3kit.store.points.plain_json`.
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 # qdrant-client's own serialiser (a dependency of it, so of m3kit): the strings it writes
 from pydantic_core import to_jsonable_python
 
-__all__ = ["iso_value", "iso_values"]
+__all__ = ["iso_value", "iso_values", "sorted_json"]
 
 
 def iso_values(metadata: Mapping[Any, Any], where: str | None = None) -> dict[Any, Any]:
@@ -70,3 +71,25 @@ def iso_value(value: Any) -> Any:
     if isinstance(value, list):
         return [iso_value(item) for item in value]
     return value
+
+
+def sorted_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps(value, sort_keys=True, **dumps)``: the canonical JSON a hash reads.
+
+    A mapping whose keys are of mixed types (``{0: "alice", "source": "people.csv"}``, a
+    pandas row with integer column names beside a key of the loader's) cannot be sorted
+    (``TypeError: '<' not supported between instances of 'str' and 'int'``); its JSON form,
+    keys as the strings Qdrant stores them under, is. Any other value hashes as before.
+
+    >>> sorted_json({"row": {0: "alice", "source": "csv"}})
+    '{"row": {"0": "alice", "source": "csv"}}'
+    >>> sorted_json({"b": 1, "a": 2})
+    '{"a": 2, "b": 1}'
+    """
+    try:
+        return json.dumps(value, sort_keys=True, **dumps)
+    except TypeError as e:
+        if "not supported between instances" not in str(e):
+            raise
+    # unsorted, json writes every key as a string; read back, those sort
+    return json.dumps(json.loads(json.dumps(value, **dumps)), sort_keys=True, **dumps)

@@ -105,7 +105,7 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     {'a': [1, 2], '3': None}
     >>> plain_json({"price": float("nan")}, "metadata of row 4")
     Traceback (most recent call last):
-    ValueError: metadata of row 4 is not JSON (Out of range float values are not JSON compliant...
+    ValueError: metadata of row 4['price'] (nan) is not JSON (Out of range float values are not...
 
     Integers must fit in 64 bits (``-2**63`` to ``2**64 - 1``): the embedded engine and a
     server's JSON API store a larger one as an inexact float.
@@ -121,17 +121,56 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     Raises:
         ValueError: A value is not JSON (NaN and infinities included), an integer does not
             fit in 64 bits, a string is not UTF-8 (an unpaired surrogate), or two keys of a
-            mapping are one JSON key (``1`` and ``"1"``); ``what`` names the value.
+            mapping are one JSON key (``1`` and ``"1"``); ``what`` and the path of the key
+            (``metadata of text 0['row']['price'] (nan)``) name the value.
     """
-    try:  # dates, times and UUIDs as qdrant-client writes them (metadata_values)
-        blob = json.dumps(iso_values(mapping), allow_nan=False, ensure_ascii=False)
-        blob.encode("utf-8")
+    values = iso_values(mapping)  # dates, times and UUIDs as qdrant-client writes them
+    try:
+        blob = _utf8_json(values)
     except (TypeError, ValueError) as exc:
         hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
-        raise ValueError(f"{what} is not JSON ({exc}){hint}") from None
+        raise ValueError(f"{_refused(values, what)} is not JSON ({exc}){hint}") from None
     plain: dict[str, Any] = json.loads(blob, object_pairs_hook=unique_keys(what))
     _check_integers(plain, what)
     return plain
+
+
+def _utf8_json(value: Any) -> str:
+    """``value`` as JSON Qdrant takes: no NaN or infinity, UTF-8 strings (no lone surrogate)."""
+    blob = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    blob.encode("utf-8")
+    return blob
+
+
+def _refused(value: Any, where: str) -> str:
+    """The path (from ``where``) of the first key or value of ``value`` that :func:`_utf8_json`
+    refuses, and that value: a row of 30 columns names the cell to fix.
+
+    >>> _refused({"a": 1, "b": [2, float("nan")]}, "metadata of text 0")
+    "metadata of text 0['b'][1] (nan)"
+    >>> _refused({"ok": {(1, 2): "a tuple key"}}, "metadata")
+    "metadata['ok'], its key (1, 2),"
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            try:
+                _utf8_json({key: None})
+            except (TypeError, ValueError):
+                return f"{where}, its key {key!r},"
+            try:
+                _utf8_json(item)
+            except (TypeError, ValueError):
+                return _refused(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            try:
+                _utf8_json(item)
+            except (TypeError, ValueError):
+                return _refused(item, f"{where}[{i}]")
+    else:
+        shown = repr(value)
+        return f"{where} ({shown if len(shown) <= 80 else shown[:77] + '...'})"
+    return where
 
 
 def _check_integers(value: Any, where: str) -> None:
