@@ -22,8 +22,10 @@ from langchain_m3 import (
 )
 from langchain_m3.splitter import LATE_CHUNK_KEY, late_chunk_vectors
 from m3kit import M3Encoder
+from m3kit.store.cancelling import in_worker
 from m3kit.testing import SAMPLE_TEXTS
 from tests.langchain.qdrant_stores import memory_qdrant_store
+from tests.reliability.killing import Gate, cancel_when_held
 from tests.store.conftest import count_encoded
 
 PARENTS = [
@@ -238,3 +240,30 @@ def test_qdrant_store_children_keep_their_late_vectors(
         )
     got = retriever.invoke(SAMPLE_TEXTS[5])
     assert got and all(d in PARENTS for d in got)
+
+
+def test_the_readme_async_recipe_writes_nothing_once_cancelled(
+    splitter: M3LateChunkingSplitter,
+    store: M3VectorStore,
+    tiny_encoder: M3Encoder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's way to add parents from async code, ``in_worker(parents.add_documents,
+    ...)``, cancelled (an ``asyncio.wait_for`` timeout) while the splitter runs the model:
+    the update writes neither children nor the parent, so a delete made next holds. The
+    README advised ``asyncio.to_thread``, whose thread went on after the timeout and wrote the
+    deleted parent back, children and docstore entry."""
+    docstore = InMemoryStore()
+    parents = ParentDocumentRetriever(vectorstore=store, docstore=docstore, child_splitter=splitter)
+    parents.add_documents(PARENTS[:1], ids=["pa"])
+    gate = Gate(tiny_encoder.token_states, hold=1)  # the update's late-chunking pass
+    monkeypatch.setattr(tiny_encoder, "token_states", gate)
+
+    async def timed_out_update() -> None:
+        update = asyncio.ensure_future(in_worker(parents.add_documents, PARENTS[1:], ids=["pa"]))
+        await cancel_when_held(update, gate, "wait_for")  # its thread is done when it raises
+        store.index.store.delete_points(filter={"doc_id": "pa"})  # the README's delete
+        docstore.mdelete(["pa"])
+
+    asyncio.run(timed_out_update())
+    assert gate.calls == 1 and not _all_points(store) and docstore.mget(["pa"]) == [None]
