@@ -13,6 +13,7 @@ another encoder made (:mod:`m3kit.store.stock_record`,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ from m3kit.store.stock_record import (
 )
 
 __all__ = ["QdrantModelRecord", "refuse_no_sparse"]
+
+logger = logging.getLogger(__name__)
 
 
 class QdrantModelRecord(QdrantVectorStore):
@@ -69,6 +72,32 @@ class QdrantModelRecord(QdrantVectorStore):
         return record_models(
             self._client, self.collection_name, self._model_identities(), created=created
         )
+
+    def _record_after_failed_add(self) -> None:
+        """Record the model after a first add that failed or was cancelled (an
+        ``asyncio.wait_for`` timeout while Qdrant's reply was on its way): the collection it
+        created may hold some of its points. Left without a record, a store of another model
+        wrote into it as into a stock collection, with a warning blaming "another program".
+        A failure to record is logged, not raised over the add's own error."""
+        try:
+            self._record_models(created=True)
+        except Exception:
+            logger.warning(
+                "collection %r: the model of the failed add's points is not recorded",
+                self.collection_name,
+                exc_info=True,
+            )
+
+    async def _arecord_after_failed_add(self) -> None:
+        """:meth:`_record_after_failed_add` through the async client."""
+        try:
+            await self._arecord_models(created=True)
+        except Exception:
+            logger.warning(
+                "collection %r: the model of the failed add's points is not recorded",
+                self.collection_name,
+                exc_info=True,
+            )
 
     async def _arecord_models(self, *, created: bool = False) -> bool:
         """:meth:`_record_models` through the async client (the sync one without it)."""

@@ -261,7 +261,12 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
             carried_sparse(node, self._m3_doc_fn)  # refuses a late-chunked node it would refuse
         self._check_origins(nodes)
         existed = self._record_models()  # another model's store wrote it since: refused
-        ids: list[str] = super().add(list(nodes), shard_identifier, **add_kwargs)
+        try:
+            ids: list[str] = super().add(list(nodes), shard_identifier, **add_kwargs)
+        except BaseException:
+            if not existed:  # the collection may exist now, holding some of these points
+                self._record_after_failed_add()
+            raise
         if not existed:
             self._record_models(created=True)  # the first add created the collection
         return ids
@@ -287,6 +292,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         handed = DOC_VECTORS.set(vectors)
         try:
             ids: list[str] = await super().async_add(list(nodes), shard_identifier, **kwargs)
+        except BaseException:  # cancelled too: a timeout while Qdrant's reply was on its way
+            if not existed:  # the collection may exist now, holding some of these points
+                await self._arecord_after_failed_add()
+            raise
         finally:
             DOC_VECTORS.reset(handed)
         if not existed:

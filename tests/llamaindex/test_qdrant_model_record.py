@@ -7,7 +7,9 @@ queries against A's sparse vectors, silently.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
@@ -428,3 +430,71 @@ async def test_an_async_store_takes_llamaindex_s_old_sparse_vector_name(
     )
     assert not (await store.aquery(query)).nodes  # an empty collection, searched
     assert store.sparse_vector_name == "text-sparse"
+
+
+def _node(embed: M3Embedding, i: int) -> TextNode:
+    node = TextNode(text=SAMPLE_TEXTS[i], id_=f"00000000-0000-0000-0000-{i:012d}")
+    node.embedding = embed.get_text_embedding(SAMPLE_TEXTS[i])
+    return node
+
+
+def test_a_first_add_that_fails_part_way_records_the_model(
+    enc_a: M3Encoder, enc_b: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first add created the collection and stored a batch, then failed (a server's error
+    on a later batch): the model was recorded only after a successful add, so another model's
+    store then wrote into the collection with a warning blaming "another program"."""
+    client = QdrantClient(":memory:")
+    embed = M3Embedding.from_encoder(enc_a)
+    store = M3QdrantVectorStore("c", client=client, sparse_model=embed)
+    real = client.upload_points
+
+    def stored_then_failed(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise ConnectionError("the server went away before its reply")
+
+    monkeypatch.setattr(client, "upload_points", stored_then_failed)
+    with pytest.raises(ConnectionError):
+        store.add([_node(embed, 0)])
+    monkeypatch.undo()
+    assert client.count("c").count == 1
+    assert RECORD_KEY in (client.get_collection("c").config.metadata or {})
+    with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
+        M3QdrantVectorStore("c", client=client, sparse_model=enc_b)
+
+
+def test_a_first_async_add_cancelled_after_its_upsert_records_the_model(
+    enc_a: M3Encoder, enc_b: M3Encoder
+) -> None:
+    """An ``asyncio.wait_for`` timeout while Qdrant's reply to the first upsert was on its way:
+    the collection held the points and no record, and another model's store wrote into it."""
+    embed = M3Embedding.from_encoder(enc_a)
+
+    async def run() -> None:
+        aclient = AsyncQdrantClient(":memory:")
+        real, applied = aclient.upsert, asyncio.Event()
+
+        async def slow_reply(*args: Any, **kwargs: Any) -> Any:
+            out = await real(*args, **kwargs)
+            applied.set()
+            await asyncio.sleep(30)  # the reply, still on its way when the caller gives up
+            return out
+
+        store = M3QdrantVectorStore("c", aclient=aclient, sparse_model=embed)
+        aclient.upsert = slow_reply  # type: ignore[method-assign]
+        add = asyncio.ensure_future(store.async_add([_node(embed, 0)]))
+        await applied.wait()
+        add.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await add
+        aclient.upsert = real  # type: ignore[method-assign]
+        assert (await aclient.count("c")).count == 1
+        info = await aclient.get_collection("c")
+        assert RECORD_KEY in (info.config.metadata or {})
+        other = M3QdrantVectorStore("c", aclient=aclient, sparse_model=enc_b)
+        with pytest.raises(FingerprintMismatchError, match="sparse vectors of another model"):
+            await other.async_add([_node(M3Embedding.from_encoder(enc_b), 1)])
+        assert (await aclient.count("c")).count == 1
+        await aclient.close()
+
+    asyncio.run(run())
