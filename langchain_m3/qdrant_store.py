@@ -57,7 +57,7 @@ from langchain_m3._qdrant_record import model_identities
 from langchain_m3.splitter import refuse_lost_markers
 from m3kit.chunk_spans import is_blank
 from m3kit.errors import missing_extra
-from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.cancelling import holding, in_worker
 from m3kit.store.search_settings import SearchSettings, check_score_threshold
 from m3kit.store.stock_record import (
     Recheck,
@@ -220,8 +220,7 @@ class M3QdrantVectorStore(
         outside it, so writes of other parents encode meanwhile); the ids of each batch
         upserted are added to ``written`` (so a caller knows them after a failure)."""
         for batch_ids, points in self._generate_batches(texts, metadatas, ids, batch_size):
-            with client_write_lock(self.client):
-                stop_if_cancelled()  # an aadd_texts cancelled while it waited: not written
+            with holding(client_write_lock(self.client)):  # cancelled while it waited: not written
                 self.client.upsert(collection_name=self.collection_name, points=points, **kwargs)
             written.extend(batch_ids)
 

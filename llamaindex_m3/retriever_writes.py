@@ -40,7 +40,7 @@ from llamaindex_m3.stored_chunks import (
 )
 from m3kit.outputs import M3Output
 from m3kit.store import ChunkRecord, M3Index, M3Store, point_id
-from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.cancelling import holding, in_worker, stop_if_cancelled
 from m3kit.store.filters import distinct_ids, documents_filter
 from m3kit.store.schema import CHUNK_ID, CHUNK_INDEX, EXTRA
 
@@ -182,8 +182,9 @@ class RetrieverWrites:
             if key not in kept:
                 kept.add(key)
                 groups.setdefault(key[0], []).append((i, node))
-        with self.index.store.write_lock:  # the stored versions read stay true until written
-            stop_if_cancelled()  # an aadd_nodes cancelled while it waited: nothing written
+        # the stored versions read stay true until written; an aadd_nodes cancelled while it
+        # waited for the lock writes nothing
+        with holding(self.index.store.write_lock):
             return self._add_node_groups(nodes, groups, show_progress)
 
     def _add_node_groups(
@@ -296,9 +297,9 @@ class RetrieverWrites:
         """
         ids = distinct_ids(doc_ids, "doc_ids")
         store = self.index.store
-        with store.write_lock:
+        with holding(store.write_lock):  # an adelete cancelled while it waited: not done
             for start in range(0, len(ids), DOC_BATCH):
-                stop_if_cancelled()  # an adelete cancelled while it waited deletes nothing
+                stop_if_cancelled()  # cancelled between batches: the rest stay
                 batch = ids[start : start + DOC_BATCH]
                 store.delete_points(filter=ref_docs_filter(batch))
 

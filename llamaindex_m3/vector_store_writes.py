@@ -17,7 +17,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from llamaindex_m3.filters import refuse_deleting_all, to_store_filter
 from llamaindex_m3.node_writes import write_nodes
 from llamaindex_m3.sourceless import ref_docs_filter
-from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.cancelling import holding, in_worker
 from m3kit.store.filters import and_filters, chunk_ids_filter, distinct_ids, to_filter
 
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ class VectorStoreWrites:
             The id of each node (``node.node_id``), in input order.
         """
         _no_kwargs("add", add_kwargs)
-        with self._index.store.write_lock:
-            stop_if_cancelled()  # an async_add cancelled while it waited: nothing written
+        with holding(self._index.store.write_lock):  # cancelled while it waited: not done
             return write_nodes(
                 self._index,
                 nodes,
@@ -79,8 +78,7 @@ class VectorStoreWrites:
         """
         _no_kwargs("delete", delete_kwargs)
         (doc_id,) = distinct_ids([ref_doc_id], "ref_doc_id")
-        with self._index.store.write_lock:
-            stop_if_cancelled()
+        with holding(self._index.store.write_lock):  # cancelled while it waited: not done
             self._index.store.delete_points(filter=ref_docs_filter([doc_id]))
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -109,8 +107,7 @@ class VectorStoreWrites:
         refuse_deleting_all("M3VectorStore", node_ids, filters)
         by_id = None if node_ids is None else chunk_ids_filter(node_ids)
         where = to_filter(to_store_filter(filters))
-        with self._index.store.write_lock:
-            stop_if_cancelled()
+        with holding(self._index.store.write_lock):  # cancelled while it waited: not done
             self._index.store.delete_points(filter=and_filters(by_id, where))
 
     async def adelete_nodes(
@@ -124,8 +121,7 @@ class VectorStoreWrites:
 
     def clear(self) -> None:
         """Delete every node (the collection stays)."""
-        with self._index.store.write_lock:
-            stop_if_cancelled()
+        with holding(self._index.store.write_lock):  # cancelled while it waited: not done
             self._index.store.clear()
 
     async def aclear(self) -> None:

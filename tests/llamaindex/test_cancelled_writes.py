@@ -10,6 +10,7 @@ writes nothing.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from llama_index.core.schema import Document, NodeRelationship, RelatedNodeInfo, TextNode
@@ -105,4 +106,48 @@ def test_an_async_add_cancelled_while_encoding_writes_nothing(
     )
     asyncio.run(store.async_add([edited, _node("the cancelled add", "b")]))  # the retry
     assert stored_texts(index) == {"a": ["the edited node"], "b": ["the cancelled add"]}
+    index.close()
+
+
+@pytest.mark.parametrize("kind", ["adelete", "adelete_nodes", "aclear", "langchain-adelete"])
+def test_a_delete_timed_out_behind_a_long_write_returns_at_its_timeout(
+    tiny_encoder: M3Encoder, kind: str
+) -> None:
+    """A delete queued behind another write (a long ingestion holding the store's write lock)
+    and timed out by ``asyncio.wait_for`` raised only once that write was done, minutes later
+    on a real ingestion, holding an executor thread meanwhile; it now raises at its timeout,
+    while the other write still runs, and deletes nothing."""
+    from langchain_m3 import M3VectorStore as LangChainStore
+
+    index = M3Index.open(tiny_encoder, collection="c")
+    store = M3VectorStore(index=index)
+    store.add([_node("a document to keep", "x")])
+    held, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:
+        with index.store.write_lock:
+            held.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    assert held.wait(10)
+    deletes = {
+        "adelete": lambda: store.adelete("x"),
+        "adelete_nodes": lambda: store.adelete_nodes(["x-0"]),
+        "aclear": store.aclear,
+        "langchain-adelete": lambda: LangChainStore(index).adelete(["x"]),
+    }
+
+    async def timed_out() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(deletes[kind](), 0.2)
+
+    try:
+        asyncio.run(timed_out())
+        assert writer.is_alive() and not release.is_set()  # raised while the write runs
+    finally:
+        release.set()
+        writer.join()
+    assert stored_texts(index) == {"x": ["a document to keep"]}
     index.close()

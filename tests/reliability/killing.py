@@ -138,23 +138,32 @@ class Gate:
 
 
 class WatchedLock:
-    """A lock that counts the threads that asked for it (``waiting(n)`` waits for ``n``)."""
+    """A lock that counts the threads that asked for it (``waiting(n)`` waits for ``n``; a
+    thread asking again, as :func:`m3kit.store.cancelling.holding` does while it waits, is
+    counted once)."""
 
     def __init__(self, lock: Any) -> None:
-        self._lock, self._asked, self._changed = lock, 0, threading.Condition()
+        self._lock, self._changed = lock, threading.Condition()
+        self._askers: set[int] = set()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._changed:
+            self._askers.add(threading.get_ident())
+            self._changed.notify_all()
+        return bool(self._lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self._lock.release()
 
     def __enter__(self) -> Any:
-        with self._changed:
-            self._asked += 1
-            self._changed.notify_all()
-        return self._lock.__enter__()
+        return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
+        self.release()
 
     def waiting(self, n: int) -> bool:
         with self._changed:
-            return self._changed.wait_for(lambda: self._asked >= n, timeout=30)
+            return self._changed.wait_for(lambda: len(self._askers) >= n, timeout=30)
 
 
 async def cancel_when_held(task: asyncio.Future[Any], gate: Gate, how: str) -> None:

@@ -10,7 +10,9 @@ checks it before each group it encodes, and before writing it once it holds the 
 write lock, as the other writes that take a write lock do) and waits for it before raising,
 so a call still waiting for another write writes nothing, and once the cancelled call has
 raised nothing more of it is written: the groups written before stay (as after any
-interruption), and a retry writes the rest.
+interruption), and a retry writes the rest. A write waits for the lock through
+:func:`holding`, so a cancelled one stops waiting at once (a timed-out delete queued behind a
+long ingestion raises at its timeout, not when the ingestion ends).
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["in_worker", "opened_in_worker", "stop_if_cancelled"]
+__all__ = ["holding", "in_worker", "opened_in_worker", "stop_if_cancelled"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+
+#: How often a write waiting for a lock in an :func:`in_worker` call looks for its cancel (s).
+LOCK_POLL_SECONDS = 0.05
 
 #: The stop event of the :func:`in_worker` call running in this thread (``None``: none).
 _STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
@@ -50,6 +55,36 @@ def stop_if_cancelled() -> None:
     stop = _STOP.get()
     if stop is not None and stop.is_set():
         raise WriteCancelled("the async call writing this was cancelled")
+
+
+@contextlib.contextmanager
+def holding(lock: threading.Lock | threading.RLock) -> Iterator[None]:
+    """``with lock:`` for a write that stops when its :func:`in_worker` call is cancelled:
+    while it waits for the lock (another write, a long ingestion, holds it) and once it has
+    it (:func:`stop_if_cancelled`).
+
+    A plain ``with lock:`` waited for the lock whatever happened to the caller: a cancelled
+    (timed-out) delete queued behind an ingestion raised only when that ingestion ended, and
+    meanwhile held one of the event loop's executor threads; a few of those left every other
+    ``to_thread`` call of the application waiting. Outside an ``in_worker`` call it is
+    ``with lock:``.
+
+    Raises:
+        WriteCancelled: The ``in_worker`` call was cancelled before the lock was taken, or
+            while it was waited for (nothing is written).
+    """
+    stop = _STOP.get()
+    if stop is None:
+        lock.acquire()
+    else:
+        while not lock.acquire(timeout=LOCK_POLL_SECONDS):
+            if stop.is_set():
+                raise WriteCancelled("the async call writing this was cancelled")
+    try:
+        stop_if_cancelled()
+        yield
+    finally:
+        lock.release()
 
 
 async def in_worker(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

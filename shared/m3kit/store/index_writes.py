@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from tqdm.auto import tqdm
 
 from m3kit.fingerprint import chunking_signature
-from m3kit.store.cancelling import in_worker, stop_if_cancelled
+from m3kit.store.cancelling import holding, in_worker, stop_if_cancelled
 from m3kit.store.documents import _Chunker, _Doc
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
@@ -130,8 +130,7 @@ class IndexWrites:
             FingerprintMismatchError: Another encoder's index took the store over, or this
                 index's encoder changed (:meth:`~m3kit.store.M3Index.check_encoder`).
         """
-        with self._write_lock:
-            stop_if_cancelled()  # an aadd_texts cancelled while it waited for the lock: not done
+        with holding(self._write_lock):  # an aadd_texts cancelled while it waited: not done
             self.check_encoder()  # under the lock: no other index takes the store meanwhile
             if records:
                 self.store.upsert(records, show_progress=False, replace=True)
@@ -259,7 +258,6 @@ class IndexWrites:
             FingerprintMismatchError: Another encoder's index took the store over (see
                 :meth:`~m3kit.store.M3Index.check_encoder`): open a new index on it.
         """
-        with self._write_lock:
-            stop_if_cancelled()  # a cancelled async delete that waited for the lock: not done
+        with holding(self._write_lock):  # a cancelled async delete that waited: not done
             check_held(self.store, self.fingerprint)  # no vectors: the encoder may have changed
             self.store.delete_documents(doc_ids)

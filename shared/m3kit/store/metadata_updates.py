@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from m3kit.store.cancelling import stop_if_cancelled
+from m3kit.store.cancelling import holding
 
 if TYPE_CHECKING:
     from m3kit.store.documents import _Doc
@@ -93,7 +93,6 @@ def update_in_place(index: M3Index, moves: Moves) -> None:
     document refused there leaves these unwritten too."""
     if not moves:
         return
-    with index.store.write_lock:
-        stop_if_cancelled()  # an aadd_texts cancelled while it waited: nothing written
+    with holding(index.store.write_lock):  # an aadd_texts cancelled meanwhile: not written
         index.check_encoder()  # under the lock, as every write of the index
         index.store.set_document_metadata(moves)
