@@ -32,6 +32,7 @@ from m3kit.encoder_inputs import whole_number
 from m3kit.finetune.data import QADataset, TrainingExample
 from m3kit.finetune.evaluate import RetrievalReport
 from m3kit.finetune.span_data import SpanExample, read_longdoc_examples
+from m3kit.finetune.splits import warn_validation_overlap
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
 from m3kit.outputs import ALL_HEADS, Head
 
@@ -263,6 +264,12 @@ class M3FinetuneEngine:
                 "val_dataset has no queries: nothing to evaluate or calibrate on; give held-out "
                 "queries, or leave val_dataset out"
             )
+        if self.val_dataset is not None:  # told now, not after the training run
+            if self.span_examples is not None:
+                training = [ex.query for ex in self.span_examples]
+            else:
+                training = list(self.train_dataset.queries.values()) if self.train_dataset else []
+            warn_validation_overlap(training, self.val_dataset.queries.values())
         self.model_id = model_id
         self.model_output_path = model_output_path
         self.mine_negatives = mine_negatives

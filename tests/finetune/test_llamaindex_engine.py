@@ -3,6 +3,7 @@ calibration), and the training options it shares with ``m3kit finetune``."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -201,3 +202,26 @@ def test_an_empty_val_dataset_is_refused_before_training(
             val_dataset=empty,
         )
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_val_dataset_of_training_queries_is_warned_of_before_training(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Validation queries that are training queries made the evaluation, and the fusion
+    calibrated on it (saved with the checkpoint: its searches' default), measure what training
+    saw, without a word."""
+    from llamaindex_m3.finetune import M3FinetuneEngine
+
+    train = _toy_dataset(toy_examples)
+    with caplog.at_level(logging.WARNING, logger="m3kit.finetune.splits"):
+        M3FinetuneEngine(
+            train,
+            model_id=str(tiny_m3_path),
+            model_output_path=str(tmp_path / "ft"),
+            val_dataset=train,
+        )
+    assert "12 of 12 validation queries are training queries" in caplog.text
+    assert not (tmp_path / "ft").exists()  # told before anything ran

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +309,48 @@ def test_the_log_holds_one_entry_per_logged_step_with_gradient_accumulation(
     every_other = M3Finetuner(dataclasses.replace(cfg, logging_steps=2)).fit(toy_examples)
     assert len(every_other.log) == 2
     assert every_other.log[1] == result.log[2]  # the first batch of step 3, both runs
+
+
+def test_training_warns_of_the_texts_it_cuts(
+    tiny_m3_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Passages and queries longer than the training lengths were cut without a word (a
+    positive whose answer sat past the cut taught its query nothing of it)."""
+    long = TrainingExample("a question", (" ".join(["filler"] * 200) + " The answer.",))
+    cfg = tiny_finetune_config(
+        tiny_m3_path, tmp_path / "out", max_steps=1, query_max_length=64, passage_max_length=256
+    )
+    with caplog.at_level(logging.WARNING, logger="m3kit.finetune.pair_batches"):
+        M3Finetuner(cfg).fit([*toy_examples, long])
+    told = [r.getMessage() for r in caplog.records if "longer than" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith(
+        "1 of 7 training passages are longer than passage_max_length=256 tokens"
+    ), told
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="m3kit.finetune.pair_batches"):
+        M3Finetuner(cfg).fit(toy_examples)
+    assert "longer than" not in caplog.text
+
+
+def test_a_dense_only_start_warns_of_the_new_head_it_does_not_train(
+    tiny_dense_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``heads={"dense", "sparse"}`` from a dense-only start saves a ColBERT head at its
+    start (an M3 checkpoint holds both), which an index then searches with by default; the
+    only word was "training new sparse and ColBERT heads"."""
+    cfg = tiny_finetune_config(
+        tiny_dense_path, tmp_path / "ft", max_steps=1, heads=frozenset({Head.DENSE, Head.SPARSE})
+    )
+    with caplog.at_level(logging.INFO, logger="m3kit.finetune.training_loop"):
+        result = M3Finetuner(cfg).fit(toy_examples)
+    assert "training new sparse heads" in caplog.text
+    warned = [r.getMessage() for r in caplog.records if "leaves out" in r.getMessage()]
+    assert len(warned) == 1 and "is dense-only and heads leaves out colbert" in warned[0]
+    colbert = load_state_dict_safely(result.path / "colbert_linear.pt")
+    torch.testing.assert_close(colbert["weight"], torch.eye(32))  # as the warning says

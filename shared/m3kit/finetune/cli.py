@@ -347,6 +347,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         examples = read_jsonl(args.train)
     else:
         examples = examples_from_qa(args.qa_json)
+    if args.validation is not None:  # told now, not after the training run
+        from m3kit.finetune.splits import warn_validation_overlap
+
+        warn_validation_overlap((ex.query for ex in examples), validation[1].values())
     config = FinetuneConfig(
         model=args.model,
         output_path=args.output,

@@ -6,6 +6,7 @@ turns such a batch into the loss.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,48 @@ from m3kit.finetune.training_loop import TrainingModule
 if TYPE_CHECKING:
     from m3kit.finetune.trainer import FinetuneConfig
 
-__all__ = ["PairCollator", "PairTrainingModule"]
+__all__ = ["PairCollator", "PairTrainingModule", "warn_truncated"]
+
+logger = logging.getLogger(__name__)
+
+#: Texts tokenised at once by :func:`warn_truncated` (bounds its memory on large data sets).
+_LENGTH_BATCH = 1024
+
+
+def warn_truncated(
+    examples: Sequence[TrainingExample], tokenizer: Any, config: FinetuneConfig, query_prefix: str
+) -> None:
+    """Warn, before training, how many distinct queries and passages are longer than
+    ``query_max_length`` / ``passage_max_length`` tokens: the collator cuts them, and
+    training sees only their first tokens (a positive whose answer is past the cut teaches
+    the query to match text without it). The cut was silent, while ``M3Index`` warns of every
+    text it cuts, and LlamaIndex's engine trains on up to the model's own length.
+    """
+    checks = (
+        ("queries", {query_prefix + ex.query for ex in examples}, "query_max_length"),
+        ("passages", {p for ex in examples for p in (*ex.pos, *ex.neg)}, "passage_max_length"),
+    )
+    for what, texts, setting in checks:
+        limit = int(getattr(config, setting))
+        ordered = sorted(texts)
+        lengths: list[int] = []
+        for start in range(0, len(ordered), _LENGTH_BATCH):
+            got = tokenizer(ordered[start : start + _LENGTH_BATCH], verbose=False)
+            lengths.extend(len(ids) for ids in got["input_ids"])
+        cut = [n for n in lengths if n > limit]
+        if cut:
+            logger.warning(
+                "%d of %d training %s are longer than %s=%d tokens (the longest: %d): training "
+                "sees only their first %d tokens; raise %s or split them to train on them whole",
+                len(cut),
+                len(lengths),
+                what,
+                setting,
+                limit,
+                max(cut),
+                limit,
+                setting,
+            )
 
 
 class PairCollator:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from m3kit.evaluation import load_beir
 from m3kit.finetune.data import TrainingExample, iter_jsonl, text_key
 
-__all__ = ["ArticleSplit", "RetrievalTask", "split_by_article"]
+__all__ = ["ArticleSplit", "RetrievalTask", "split_by_article", "warn_validation_overlap"]
 
 logger = logging.getLogger(__name__)
 
@@ -279,3 +279,29 @@ def split_by_article(
         qrels=evaluation.qrels,
         validation=task(val_set, max_validation_queries, "validation") if val_set else None,
     )
+
+
+def warn_validation_overlap(training: Iterable[str], validation: Iterable[str]) -> int:
+    """Warn when validation queries are training queries (the same text, whitespace collapsed:
+    :func:`~m3kit.finetune.data.text_key`): the evaluation after training and the fusion
+    calibrated on it, which the checkpoint then uses by default, would measure what training
+    saw. :func:`split_by_article` holds queries out by article.
+
+    Returns:
+        How many distinct validation queries are training queries.
+
+    >>> warn_validation_overlap(["Who wrote it?"], ["who wrote it?", "Who  wrote it?"])
+    1
+    """
+    seen = {text_key(q) for q in training}
+    asked = {text_key(q) for q in validation}
+    shared = len(asked & seen)
+    if shared:
+        logger.warning(
+            "%d of %d validation queries are training queries: the evaluation and the fusion "
+            "calibrated on them (saved with the checkpoint, the default of its searches) measure "
+            "what training saw; hold out other queries (m3kit.finetune.splits.split_by_article)",
+            shared,
+            len(asked),
+        )
+    return shared

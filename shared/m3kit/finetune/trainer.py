@@ -23,7 +23,7 @@ import torch
 from m3kit.encoder_inputs import whole_number
 from m3kit.finetune.data import DEFAULT_NEGATIVES, TrainingExample
 from m3kit.finetune.losses import LossConfig
-from m3kit.finetune.pair_batches import PairCollator, PairTrainingModule
+from m3kit.finetune.pair_batches import PairCollator, PairTrainingModule, warn_truncated
 from m3kit.finetune.positives import (
     query_positives,
     refuse_lone_positives,
@@ -445,6 +445,7 @@ class M3Finetuner:
         )
         setup = prepare_training(cfg)
         module = PairTrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
+        warn_truncated(examples, setup.tokenizer, cfg, setup.prefix)
         collator = PairCollator(setup.tokenizer, cfg, setup.prefix, relevant)
         return run_training(cfg, setup, module, examples, collator)
 

@@ -421,7 +421,21 @@ def _load_start(
     torch.manual_seed(seed)
     model = M3Model.from_checkpoint(info, init_heads=needs_heads)
     if info.kind is CheckpointKind.DENSE and needs_heads:
-        logger.info("%s is dense-only: training new sparse and ColBERT heads", info.path)
+        new = [h for h in (Head.SPARSE, Head.COLBERT) if h in heads]
+        logger.info(
+            "%s is dense-only: training new %s heads", info.path, " and ".join(h.value for h in new)
+        )
+        for left in (h for h in (Head.SPARSE, Head.COLBERT) if h not in heads):
+            # an M3 checkpoint holds both heads: the one not trained is saved at its start
+            logger.warning(
+                "%s is dense-only and heads leaves out %s: the saved checkpoint holds a new %s "
+                "head at its untrained start (%s), which an index stores and searches with by "
+                "default; add it to heads to train it",
+                info.path,
+                left.value,
+                left.value,
+                "every token weighted 0.1" if left is Head.SPARSE else "the identity",
+            )
         _init_new_sparse_head(model)
         _init_new_colbert_head(model)
     try:
