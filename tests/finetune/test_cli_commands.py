@@ -13,6 +13,7 @@ from m3kit import M3Encoder
 from m3kit.finetune import TrainingExample, read_jsonl, write_jsonl
 from m3kit.outputs import ALL_HEADS
 from m3kit.store import FusionCalibration, M3Index
+from m3kit.testing import SAMPLE_TEXTS
 from tests.finetune.beir_folders import numbered, write_beir
 from tests.finetune.cli_runs import run_cli
 
@@ -486,3 +487,22 @@ def test_cli_eval_refuses_bad_weights_before_loading_a_model(
     with pytest.raises(ValueError, match="weights must be finite, >= 0 and not all 0"):
         run_cli(["eval", "--model", "x", "--data", str(data), "--weights", *weights, "--quiet"])
     assert loads == []
+
+
+def test_finetune_qa_json_trains_every_query_and_relevant_doc(
+    tiny_m3_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--qa-json`` made one row per query, each step drawing one of its relevant docs: a
+    query's other docs were never a positive in an epoch (half the pairs of this file), while
+    ``M3FinetuneEngine`` trains every pair from the same file."""
+    from m3kit.finetune import QADataset
+
+    docs = {f"d{i}": text for i, text in enumerate(SAMPLE_TEXTS[:6])}
+    queries = {"q0": "Where is the river?", "q1": "What grows there?", "q2": "Who lives there?"}
+    relevant = {"q0": ["d0", "d1"], "q1": ["d2", "d3"], "q2": ["d4", "d5"]}
+    qa = QADataset(queries=queries, corpus=docs, relevant_docs=relevant)
+    path = qa.save_json(tmp_path / "qa.json")
+    argv = ["finetune", "--model", str(tiny_m3_path), "--qa-json", str(path)]
+    argv += ["--output", str(tmp_path / "ft"), "--max-steps", "1", "--batch-size", "2"]
+    assert run_cli([*argv, "--quiet"]) == 0
+    assert "on 6 example(s)" in capsys.readouterr().out

@@ -51,7 +51,12 @@ def add_subcommands(subparsers: Any) -> None:
     ft.add_argument("--model", required=True, help="start checkpoint (folder or hub id)")
     src = ft.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", type=Path, help="FlagEmbedding jsonl / jsonl.gz")
-    src.add_argument("--qa-json", type=Path, help="EmbeddingQAFinetuneDataset JSON")
+    src.add_argument(
+        "--qa-json",
+        type=Path,
+        help="EmbeddingQAFinetuneDataset JSON (one row per query and relevant doc, as "
+        "M3FinetuneEngine trains)",
+    )
     src.add_argument(
         "--longdoc",
         type=Path,
@@ -297,7 +302,7 @@ def add_subcommands(subparsers: Any) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from m3kit.finetune.data import examples_from_qa, read_jsonl
+    from m3kit.finetune.data import TrainingExample, examples_from_qa, read_jsonl
     from m3kit.finetune.trainer import FinetuneConfig, M3Finetuner
     from m3kit.outputs import Head
 
@@ -346,7 +351,13 @@ def _run_finetune(args: argparse.Namespace) -> int:
     elif args.train:
         examples = read_jsonl(args.train)
     else:
-        examples = examples_from_qa(args.qa_json)
+        # one row per (query, relevant doc), as M3FinetuneEngine and LlamaIndex's engine
+        # (use_all_docs) train: one row per query trained a random one of its docs an epoch
+        examples = [
+            TrainingExample(ex.query, (pos,), ex.neg)
+            for ex in examples_from_qa(args.qa_json)
+            for pos in ex.pos
+        ]
     if args.validation is not None:  # told now, not after the training run
         from m3kit.finetune.splits import warn_validation_overlap
 
