@@ -12,9 +12,9 @@ from qdrant_client import models
 from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
 from m3kit.encoder import M3Encoder
 from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Hit, M3Index
-from m3kit.store.conditions import any_of, equals
+from m3kit.store.conditions import any_of, equals, is_empty, not_
 from m3kit.store.filters import doc_id_text, metadata_filter, refuse_has_id
-from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START
+from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START, flat_metadata_path
 
 if TYPE_CHECKING:
     from langchain_m3._encoder_model import EncoderModel
@@ -32,10 +32,13 @@ __all__ = [
 
 #: Where a key a returned ``Document`` shows in its metadata comes from (``document_filter``):
 #: ``"always"`` the chunk's own field; ``"chunked"`` the field on a chunk of a document stored
-#: as several chunks, else the user's metadata key; ``"either"`` both match (``doc_id`` in
-#: ``M3VectorStore``, shown as ``Document.id``). Other keys are the user's metadata.
+#: as several chunks, else the user's metadata key; ``"metadata first"`` the user's metadata
+#: key where the chunk has one, else the chunk's field (``doc_id`` in ``M3VectorStore``, shown
+#: as ``Document.id``: a ``MultiVectorRetriever`` child points at its parent by a metadata
+#: ``doc_id``, and a filter on its parent's id must not match another child whose own id it
+#: is). Other keys are the user's metadata.
 VECTOR_STORE_SHOWN = {
-    "doc_id": "either",
+    "doc_id": "metadata first",
     CHUNK_INDEX_KEY: "chunked",
     START_INDEX_KEY: "chunked",
     END_INDEX_KEY: "chunked",
@@ -240,8 +243,16 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
                     ]
                 )
             )
-        else:  # "either"
-            must.append(models.Filter(should=[mine, theirs]))
+        else:  # "metadata first" (``mine`` reads metadata.<key>, a plain key)
+            path = flat_metadata_path(str(key))
+            must.append(
+                models.Filter(
+                    should=[
+                        models.Filter(must=[not_(is_empty(path)), mine]),
+                        models.Filter(must=[is_empty(path), theirs]),
+                    ]
+                )
+            )
     return models.Filter(must=must)
 
 

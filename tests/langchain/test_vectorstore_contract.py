@@ -125,3 +125,25 @@ def test_a_filter_on_a_flat_dotted_key_finds_the_documents_holding_it(
         assert [d.id for d in m3.invoke("metal")] == ["other"]
         store.index.store.delete_points(filter=wanted)  # the README's recipe
         assert [d.id for d in store.get_by_ids(["flat", "nested", "other"])] == ["other"]
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_a_doc_id_filter_reads_a_childs_own_doc_id_before_its_id(
+    tiny_encoder: M3Encoder, backend: str
+) -> None:
+    """``MultiVectorRetriever`` children point at their parent by ``metadata["doc_id"]``
+    (its default ``id_key``) and often have short ids of their own: ``{"doc_id": "1"}`` also
+    matched the child whose own id is ``"1"`` (another parent's), so a search meant for one
+    parent returned another too. A chunk's metadata ``doc_id`` now wins; a document without
+    one is still found by its id."""
+    children = [
+        Document("What is the capital of Germany?", id="0", metadata={"doc_id": "p0"}),
+        Document("Which element has number 8?", id="1", metadata={"doc_id": "1"}),
+        Document("How long is the Nile?", id="2", metadata={"doc_id": "0"}),
+        Document("A document of no parent.", id="3"),
+    ]
+    with M3VectorStore.from_documents(children, tiny_encoder, backend=backend) as store:
+        for wanted, ids in [("1", ["1"]), ("0", ["2"]), ("p0", ["0"]), ("3", ["3"])]:
+            assert _sorted_ids(store.similarity_search("a", k=4, filter={"doc_id": wanted})) == ids
+        both = store.similarity_search("a", k=4, filter={"doc_id": ["0", "3"]})
+        assert _sorted_ids(both) == ["2", "3"]
