@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from qdrant_client import models
 
 from m3kit.store import M3Index
+from m3kit.store.cancelling import holding, waited
 from m3kit.store.metadata_values import iso_value
 from m3kit.store.schema import DOC_ID, METADATA
 
@@ -85,7 +86,7 @@ class ParentLocks:
         depth = getattr(self._depth, "n", 0)
         with self._changed:
             if not depth:
-                self._changed.wait_for(lambda: not self._clears)
+                waited(self._changed, lambda: not self._clears)
             self._writes += 1
         self._depth.n = depth + 1
         try:
@@ -117,7 +118,7 @@ class ParentLocks:
         with self._changed:
             self._clears += 1
             try:
-                self._changed.wait_for(lambda: not self._writes)
+                waited(self._changed, lambda: not self._writes)
             except BaseException:
                 self._clears -= 1
                 self._changed.notify_all()
@@ -135,7 +136,7 @@ class ParentLocks:
             lock, users = self._locks.get(name, (threading.RLock(), 0))
             self._locks[name] = (lock, users + 1)
         try:
-            with lock:
+            with holding(lock):  # an async write cancelled while it waits: not done
                 yield
         finally:
             with self._guard:

@@ -216,3 +216,53 @@ def test_a_cancelled_qdrant_parent_write_waiting_for_another_writes_nothing(
     asyncio.run(adds())  # returns once every worker thread is done
     assert stored() == ["a child of p", "first child of q"], "the cancelled add wrote"
     store.client.close()
+
+
+@pytest.mark.parametrize("kind", ["store-lock", "parent-lock", "qdrant-parent-lock"])
+def test_a_parent_write_timed_out_behind_another_write_returns_at_its_timeout(
+    tiny_encoder: M3Encoder, kind: str
+) -> None:
+    """A write of a parent's children (``parent_id_key``), queued behind another write of that
+    parent (its lock) or behind the store's write lock, and timed out by ``asyncio.wait_for``,
+    raised only once the other write was done, holding an executor thread meanwhile (the
+    ``ParentDocumentRetriever`` + ``in_worker`` recipe of the README); it now raises at its
+    timeout and writes nothing."""
+    import threading
+
+    from langchain_m3._parents import parent_locks
+
+    index = M3Index.open(tiny_encoder, collection="c")
+    qdrant = memory_qdrant_store(tiny_encoder) if kind.startswith("qdrant") else None
+    held, release = threading.Event(), threading.Event()
+
+    def other_write() -> None:
+        if kind == "store-lock":
+            lock: Any = index.store.write_lock
+        else:
+            lock = parent_locks(qdrant.client if qdrant else index.store).hold(["p"])
+        with lock:
+            held.set()
+            release.wait(10)
+
+    def write() -> Any:
+        if qdrant is not None:
+            return qdrant.aadd_texts(["a child"], [{"parent": "p"}], parent_id_key="parent")
+        store = M3VectorStore(index)
+        return store.aadd_texts(["a child"], [{"parent": "p"}], parent_id_key="parent")
+
+    async def timed_out() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(write(), 0.2)
+
+    writer = threading.Thread(target=other_write)
+    writer.start()
+    try:
+        assert held.wait(10)
+        asyncio.run(timed_out())
+        assert writer.is_alive() and not release.is_set()  # raised while the other write ran
+    finally:
+        release.set()
+        writer.join()
+    stored = qdrant.client.count("c").count if qdrant else index.count()
+    assert stored == 0
+    index.close()

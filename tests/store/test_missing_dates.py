@@ -40,3 +40,20 @@ def test_llamaindex_documents_name_the_missing_date(tiny_m3_path: Any) -> None:
     with pytest.raises(ValueError, match=r"metadata of documents\[1\]: 'when': a missing date"):
         retriever.add_documents(docs)
     assert retriever.index.count() == 0
+
+
+def test_llamaindex_nodes_name_the_node_of_the_missing_date(tiny_m3_path: Any) -> None:
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.schema import TextNode
+
+    from llamaindex_m3 import M3VectorStore
+    from m3kit import M3Encoder
+    from m3kit.store import M3Index
+
+    index = M3Index.open(M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32"))
+    nodes = [TextNode(text="alpha", id_="n1"), TextNode(text="beta", id_="n2")]
+    nodes[1].metadata["when"] = pd.NaT
+    with pytest.raises(ValueError, match=r"metadata of node 'n2': 'when': a missing date"):
+        M3VectorStore(index=index).add(nodes)
+    assert index.count() == 0
+    index.close()

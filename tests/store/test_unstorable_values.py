@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,22 @@ def test_non_finite_query_vectors_are_refused_naming_the_head(
             index.store.query(
                 dense=q.dense[0], sparse=q.sparse[0], colbert=q.colbert[0], k=3, fusion=fusion
             )
+
+
+def test_a_value_json_refuses_is_named_by_its_path_and_shown() -> None:
+    """A 30-column row's bad cell: the message named the row alone, and an unpaired surrogate
+    by its position in the JSON of the whole metadata (meaningless to the user)."""
+    from m3kit.store.points import plain_json
+
+    cases = [
+        ({"row": {"price": math.nan}}, r"text 0\['row'\]\['price'\] \(nan\) is not JSON \(Out"),
+        ({"tags": [{"n": np.int64(3)}]}, r"text 0\['tags'\]\[0\]\['n'\] \(np.int64\(3\)\)"),
+        (
+            {"src": "x" * 300 + SURROGATE},
+            r"text 0\['src'\] \(an unpaired surrogate '\\ud800' at character 300 of the "
+            r"string\) is not JSON$",
+        ),
+    ]
+    for metadata, message in cases:
+        with pytest.raises(ValueError, match=message):
+            plain_json(metadata, "metadata of text 0")

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["holding", "in_worker", "opened_in_worker", "stop_if_cancelled"]
+__all__ = ["holding", "in_worker", "opened_in_worker", "stop_if_cancelled", "waited"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -85,6 +85,20 @@ def holding(lock: threading.Lock | threading.RLock) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def waited(condition: threading.Condition, predicate: Callable[[], bool]) -> None:
+    """``condition.wait_for(predicate)`` (the condition held) that stops, as :func:`holding`
+    does, when the :func:`in_worker` call running it is cancelled.
+
+    Raises:
+        WriteCancelled: It was cancelled before ``predicate`` held.
+    """
+    if _STOP.get() is None:
+        condition.wait_for(predicate)
+        return
+    while not condition.wait_for(predicate, timeout=LOCK_POLL_SECONDS):
+        stop_if_cancelled()
 
 
 async def in_worker(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -121,15 +121,19 @@ def plain_json(mapping: Mapping[str, Any], what: str = "metadata") -> dict[str, 
     Raises:
         ValueError: A value is not JSON (NaN and infinities included), an integer does not
             fit in 64 bits, a string is not UTF-8 (an unpaired surrogate), or two keys of a
-            mapping are one JSON key (``1`` and ``"1"``); ``what`` and the path of the key
-            (``metadata of text 0['row']['price'] (nan)``) name the value.
+            mapping are one JSON key (``1`` and ``"1"``); ``what`` names the metadata, and
+            the path of a key or value JSON refuses (``metadata of text 0['row']['price']
+            (nan)``) the value.
     """
-    values = iso_values(mapping)  # dates, times and UUIDs as qdrant-client writes them
+    values = iso_values(mapping, what)  # dates, times and UUIDs as qdrant-client writes them
     try:
         blob = _utf8_json(values)
     except (TypeError, ValueError) as exc:
         hint = ": store None or a string instead" if "Out of range float" in str(exc) else ""
-        raise ValueError(f"{_refused(values, what)} is not JSON ({exc}){hint}") from None
+        # a codec's error gives a position in the JSON of the whole metadata: _refused says
+        # where the character is in its own string
+        reason = "" if isinstance(exc, UnicodeEncodeError) else f" ({exc})"
+        raise ValueError(f"{_refused(values, what)} is not JSON{reason}{hint}") from None
     plain: dict[str, Any] = json.loads(blob, object_pairs_hook=unique_keys(what))
     _check_integers(plain, what)
     return plain
@@ -167,6 +171,9 @@ def _refused(value: Any, where: str) -> str:
                 _utf8_json(item)
             except (TypeError, ValueError):
                 return _refused(item, f"{where}[{i}]")
+    elif isinstance(value, str) and (at := unpaired_surrogate(value)) is not None:
+        # the position in the value, not in the JSON of the whole metadata
+        return f"{where} (an unpaired surrogate {value[at]!r} at character {at} of the string)"
     else:
         shown = repr(value)
         return f"{where} ({shown if len(shown) <= 80 else shown[:77] + '...'})"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models
 
+from m3kit.store.cancelling import holding
 from m3kit.store.cluster import ClusterSettings
 from m3kit.store.collection_record import check_recorded_stamps
 from m3kit.store.connection import ConnectionSettings, with_timeout
@@ -390,7 +391,7 @@ class M3Store(StoreWrites, StoreSearch, StoreReads, StoreUnopened):
     def finish_groups(self) -> None:
         """Finish the group replacements interrupted earlier (Ctrl-C) in this process, as an
         open finishes those of a killed one; call it before looking at what is stored."""
-        with self.write_lock:
+        with holding(self.write_lock):  # an async write cancelled while it waits: not done
             finish_groups(self._backend, self._groups_in_progress)
 
     def clear(self) -> None:
