@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from llamaindex_m3._open_store import OpenStoreCopies
+from llamaindex_m3._qdrant_late_embeddings import dense_of, late_without_embedding
 from llamaindex_m3._qdrant_nodes import QdrantNodeAccess, no_kwargs
 from llamaindex_m3._qdrant_query import (
     DOC_VECTORS,
@@ -198,7 +199,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.query``; another mode than default, sparse and hybrid, or a
-        sparse or hybrid query without text, is refused.
+        sparse or hybrid query without text, is refused. Late-chunked nodes come back with
+        their stored dense vector as ``embedding`` (see
+        :mod:`llamaindex_m3._qdrant_late_embeddings`), so ``index.insert_nodes`` of them
+        stores it again instead of embedding their text alone.
 
         Raises:
             NotImplementedError: Another mode (MMR, text search, SVM...; LlamaIndex's store
@@ -217,7 +221,18 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
         self._refuse_changed(query)
         self._recheck_models()  # an alias moved, the collection re-encoded: stock_record
-        return super().query(query, **kwargs)  # type: ignore[no-any-return]
+        result: VectorStoreQueryResult = super().query(query, **kwargs)
+        late = late_without_embedding(result)
+        if late:  # their dense vectors, so that inserting them again keeps them
+            points = self._client.retrieve(
+                self.collection_name,
+                list(late),
+                with_payload=False,
+                with_vectors=[self.dense_vector_name],
+                shard_key_selector=self._shard_key(kwargs),
+            )
+            dense_of(points, self.dense_vector_name, late)
+        return result
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
@@ -237,10 +252,26 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         handed = QUERY_VECTORS.set(vectors)
         token = QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
         try:
-            return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
+            result: VectorStoreQueryResult = await super().aquery(query, **kwargs)
         finally:
             QUERY_ALPHA.reset(token)
             QUERY_VECTORS.reset(handed)
+        late = late_without_embedding(result)
+        if late:  # as in query
+            points = await self._aclient.retrieve(
+                self.collection_name,
+                list(late),
+                with_payload=False,
+                with_vectors=[self.dense_vector_name],
+                shard_key_selector=self._shard_key(kwargs),
+            )
+            dense_of(points, self.dense_vector_name, late)
+        return result
+
+    def _shard_key(self, kwargs: dict[str, Any]) -> Any:
+        """The shard key selector of a query's ``shard_identifier``, as ``query`` makes it."""
+        shard = kwargs.get("shard_identifier")
+        return None if shard is None else self._generate_shard_key_selector(shard)
 
     def add(
         self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **add_kwargs: Any
