@@ -224,13 +224,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         result: VectorStoreQueryResult = super().query(query, **kwargs)
         late = late_without_embedding(result)
         if late:  # their dense vectors, so that inserting them again keeps them
-            points = self._client.retrieve(
-                self.collection_name,
-                list(late),
-                with_payload=False,
-                with_vectors=[self.dense_vector_name],
-                shard_key_selector=self._shard_key(kwargs),
-            )
+            points = self._client.retrieve(**self._dense_read(late, kwargs))
             dense_of(points, self.dense_vector_name, late)
         return result
 
@@ -258,20 +252,23 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
             QUERY_VECTORS.reset(handed)
         late = late_without_embedding(result)
         if late:  # as in query
-            points = await self._aclient.retrieve(
-                self.collection_name,
-                list(late),
-                with_payload=False,
-                with_vectors=[self.dense_vector_name],
-                shard_key_selector=self._shard_key(kwargs),
-            )
+            points = await self._aclient.retrieve(**self._dense_read(late, kwargs))
             dense_of(points, self.dense_vector_name, late)
         return result
 
-    def _shard_key(self, kwargs: dict[str, Any]) -> Any:
-        """The shard key selector of a query's ``shard_identifier``, as ``query`` makes it."""
+    def _dense_read(self, late: dict[str, BaseNode], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The ``retrieve`` arguments reading the dense vectors of a query's ``late`` nodes (in
+        the shard of the query's ``shard_identifier``, as ``query`` selects it)."""
         shard = kwargs.get("shard_identifier")
-        return None if shard is None else self._generate_shard_key_selector(shard)
+        return {
+            "collection_name": self.collection_name,
+            "ids": list(late),
+            "with_payload": False,
+            "with_vectors": [self.dense_vector_name],
+            "shard_key_selector": None
+            if shard is None
+            else self._generate_shard_key_selector(shard),
+        }
 
     def add(
         self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **add_kwargs: Any

@@ -9,27 +9,19 @@ stored dense vector, on a real ``QdrantVectorStore`` over qdrant-client ``:memor
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
-from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from qdrant_client import AsyncQdrantClient, QdrantClient
 
 from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorStore
 from m3kit import M3Encoder
+from tests.llamaindex.test_late_sparse_qdrant import LONG
 
-DOCS = [
-    Document(
-        text=" ".join(
-            f"Paragraph {i} of the {topic} notes says something about {topic} number {i}."
-            for i in range(12)
-        ),
-        doc_id=f"doc-{topic}",
-        metadata={"topic": topic},
-    )
-    for topic in ("volcanoes", "honeybees")
-]
+DOCS = LONG  # two documents of 12 paragraphs each
 
 
 def _dense(client: QdrantClient, collection: str) -> dict[str, np.ndarray]:
@@ -108,9 +100,9 @@ def test_a_late_node_deleted_since_the_query_is_named(
     gone = store.query(query).nodes[0].node_id  # type: ignore[index]
     real_retrieve = client.retrieve
 
-    def deleted_meanwhile(collection: str, ids: list[str], **kwargs: object) -> list:
-        client.delete(collection, [gone])
-        return real_retrieve(collection, ids, **kwargs)  # type: ignore[arg-type]
+    def deleted_meanwhile(**kwargs: Any) -> list:
+        client.delete(kwargs["collection_name"], [gone])
+        return real_retrieve(**kwargs)
 
     client.retrieve = deleted_meanwhile  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="llamaindex_m3._qdrant_late_embeddings"):
