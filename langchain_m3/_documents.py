@@ -12,7 +12,7 @@ from qdrant_client import models
 from langchain_m3.splitter import CHUNK_INDEX_KEY, END_INDEX_KEY, START_INDEX_KEY
 from m3kit.encoder import M3Encoder
 from m3kit.store import Backend, ClusterSettings, ConnectionSettings, Hit, M3Index
-from m3kit.store.conditions import any_of, equals, is_empty, not_
+from m3kit.store.conditions import any_of, equals, present_else
 from m3kit.store.filters import doc_id_text, metadata_filter, refuse_has_id
 from m3kit.store.schema import CHUNK_COUNT, CHUNK_INDEX, DOC_ID, END, START, flat_metadata_path
 
@@ -244,15 +244,7 @@ def document_filter(value: Any, shown: Mapping[str, str]) -> Any:
                 )
             )
         else:  # "metadata first" (``mine`` reads metadata.<key>, a plain key)
-            path = flat_metadata_path(str(key))
-            must.append(
-                models.Filter(
-                    should=[
-                        models.Filter(must=[not_(is_empty(path)), mine]),
-                        models.Filter(must=[is_empty(path), theirs]),
-                    ]
-                )
-            )
+            must.append(present_else(flat_metadata_path(str(key)), mine, theirs))
     return models.Filter(must=must)
 
 

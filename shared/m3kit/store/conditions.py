@@ -33,7 +33,7 @@ scalar and a one-element list are indistinguishable to a filter).
 * :func:`is_empty`: the key has no values (missing, ``null`` or ``[]``; ``""`` is a value).
 * :func:`where_present` ``(first, then, build)``: ``build(first)`` where ``first`` has values,
   ``build(then)`` elsewhere (a dotted metadata key: the flat key where a chunk has it, else
-  the nested path).
+  the nested path); :func:`present_else` ``(path, where, otherwise)``, its general form.
 
 Payload indexes keep these meanings (qdrant-client's local mode ignores indexes). Two index
 types would not, measured on the embedded engine: an ``integer`` index skips non-integer
@@ -73,6 +73,7 @@ __all__ = [
     "equals",
     "is_empty",
     "not_",
+    "present_else",
     "substring",
     "where_present",
 ]
@@ -198,10 +199,20 @@ def where_present(first: str, then: str, build: Callable[[str], models.Condition
     >>> [[getattr(c, "key", None) for c in part.must] for part in f.should]
     [[None, 'metadata."a.b"'], [None, 'metadata.a.b']]
     """
+    return present_else(first, build(first), build(then))
+
+
+def present_else(path: str, where: models.Condition, otherwise: models.Condition) -> models.Filter:
+    """``where`` on the points where ``path`` has values, ``otherwise`` on the rest.
+
+    >>> f = present_else("metadata.doc_id", equals("metadata.doc_id", "1"), equals("doc_id", "1"))
+    >>> [[getattr(c, "key", None) for c in part.must] for part in f.should]
+    [[None, 'metadata.doc_id'], [None, 'doc_id']]
+    """
     return models.Filter(
         should=[
-            models.Filter(must=[not_(is_empty(first)), build(first)]),
-            models.Filter(must=[is_empty(first), build(then)]),
+            models.Filter(must=[not_(is_empty(path)), where]),
+            models.Filter(must=[is_empty(path), otherwise]),
         ]
     )
 
