@@ -15,7 +15,7 @@ from inspect import signature
 from typing import TYPE_CHECKING, Any, Protocol
 
 from m3kit.outputs import Chunk, Head
-from m3kit.store.metadata_values import iso_values
+from m3kit.store.metadata_values import iso_values, sorted_json
 from m3kit.store.records import ChunkRecord, output_row
 
 if TYPE_CHECKING:
@@ -69,15 +69,10 @@ def content_doc_id(text: str, metadata: Mapping[str, Any] | None = None) -> str:
         # documents never share an id (one would silently replace the other)
         blob = _TEXT_TAG + text if _is_metadata_blob(text) else text
     else:
-        values = iso_values(metadata)
         try:
-            blob = _metadata_blob(text, values)
-        except TypeError:  # mixed int / str keys cannot be sorted: their JSON form can (the
-            # ids of metadata sort_keys takes as given are kept: documents stored under them)
-            try:
-                blob = _metadata_blob(text, json.loads(json.dumps(values)))
-            except TypeError as exc:
-                raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+            blob = _metadata_blob(text, iso_values(metadata))
+        except TypeError as exc:
+            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
@@ -86,8 +81,10 @@ _TEXT_TAG = "m3kit-text:"
 
 
 def _metadata_blob(text: str, metadata: Any) -> str:
-    """The canonical JSON ``[text, metadata]`` :func:`content_doc_id` hashes (keys sorted)."""
-    return json.dumps([text, metadata], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """The canonical JSON ``[text, metadata]`` :func:`content_doc_id` hashes (keys sorted;
+    mixed int / str keys as their JSON strings, :func:`~m3kit.store.metadata_values.sorted_json`,
+    so the ids of metadata ``sort_keys`` takes as given are kept: documents stored under them)."""
+    return sorted_json([text, metadata], ensure_ascii=False, separators=(",", ":"))
 
 
 def _is_metadata_blob(text: str) -> bool:
