@@ -82,22 +82,22 @@ class QdrantModelRecord(QdrantVectorStore):
         try:
             self._record_models(created=True)
         except Exception:
-            logger.warning(
-                "collection %r: the model of the failed add's points is not recorded",
-                self.collection_name,
-                exc_info=True,
-            )
+            self._warn_not_recorded()
 
     async def _arecord_after_failed_add(self) -> None:
         """:meth:`_record_after_failed_add` through the async client."""
         try:
             await self._arecord_models(created=True)
         except Exception:
-            logger.warning(
-                "collection %r: the model of the failed add's points is not recorded",
-                self.collection_name,
-                exc_info=True,
-            )
+            self._warn_not_recorded()
+
+    def _warn_not_recorded(self) -> None:
+        """Log (with the exception being handled) that a failed add's model is not recorded."""
+        logger.warning(
+            "collection %r: the model of the failed add's points is not recorded",
+            self.collection_name,
+            exc_info=True,
+        )
 
     async def _arecord_models(self, *, created: bool = False) -> bool:
         """:meth:`_record_models` through the async client (the sync one without it)."""
