@@ -15,6 +15,11 @@ So each vector an ``M3Embedding`` returns is remembered with its encoder's finge
 process), and the store refuses one that an ``M3Embedding`` of another encoder made
 (:func:`check_origin`). A vector made elsewhere (another process, another embedding class, a
 mean of several queries) is not known here and is checked as before.
+
+Every vector remembered was made from one text alone (a query, or a text ``VectorStoreIndex``
+had embedded), so :func:`embedded_alone` also tells a late-chunked node whose ``embedding`` is
+such a vector: LlamaIndex drops node embeddings in its docstore and query results, and
+``VectorStoreIndex`` embeds such a node's text again when it is inserted again.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from m3kit.errors import FingerprintMismatchError
 if TYPE_CHECKING:
     from m3kit.fingerprint import EncoderFingerprint
 
-__all__ = ["MAX_VECTORS", "check_origin", "remember"]
+__all__ = ["MAX_VECTORS", "check_origin", "embedded_alone", "remember"]
 
 #: Vectors remembered, at most (the oldest are forgotten first: 16 bytes of digest each).
 MAX_VECTORS = 65536
@@ -94,3 +99,11 @@ def check_origin(vector: Any, fingerprint: EncoderFingerprint, what: str) -> Non
         "M3Index.open(encoder, location, reindex=True) (m3kit index --reindex --model PATH), "
         "then build the store from it"
     )
+
+
+def embedded_alone(vector: Any) -> bool:
+    """Whether an ``M3Embedding`` in this process made ``vector`` from a text alone (one of the
+    last :data:`MAX_VECTORS` it returned; a late-chunked vector is never one of them)."""
+    key = _key(vector)
+    with _lock:
+        return key in _origins

@@ -19,6 +19,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode, RelatedNodeInfo, TextNode
 from typing_extensions import Self
 
+from llamaindex_m3.embedding_origins import embedded_alone
 from m3kit.outputs import Chunk, Head, M3Output, SparseVector
 from m3kit.store.records import ChunkRecord
 
@@ -170,7 +171,9 @@ def node_vectors(node: BaseNode) -> M3Output:
     and sparse (``metadata["m3_sparse"]``), not ColBERT.
 
     Raises:
-        ValueError: The node did not come from the parser.
+        ValueError: The node did not come from the parser, or its ``embedding`` is one an
+            ``M3Embedding`` made from its text alone (a docstore copy or a query result
+            inserted again: :func:`embedded_alone_message`).
         EditedNodeError: Its text was changed after parsing (its vectors are another text's).
     """
     late = node.metadata.get(LATE_METADATA_KEY)
@@ -184,6 +187,8 @@ def node_vectors(node: BaseNode) -> M3Output:
             f"(no {LATE_METADATA_KEY!r} metadata and embedding); it carries no M3 vectors"
         )
     _check_text(node, None, late)
+    if embedded_alone(embedding):
+        raise ValueError(embedded_alone_message(node))
     sparse = node.metadata.get(SPARSE_METADATA_KEY)
     heads = {Head.DENSE} | ({Head.SPARSE} if isinstance(sparse, dict) else set())
     return M3Output(
@@ -199,6 +204,21 @@ def node_vectors(node: BaseNode) -> M3Output:
         if isinstance(sparse, dict)
         else None,
         _colbert=None,
+    )
+
+
+def embedded_alone_message(node: BaseNode) -> str:
+    """Why a late-chunked node whose embedding an ``M3Embedding`` made from its text alone
+    cannot be stored (:func:`~llamaindex_m3.embedding_origins.embedded_alone`)."""
+    return (
+        f"node {node.node_id} came from M3LateChunkingNodeParser, but its embedding was made "
+        "from its text alone (LlamaIndex keeps nodes without their embeddings in its docstore "
+        "and in query results, and VectorStoreIndex embeds such a node's text again), while "
+        "its sparse vector keeps its document's context. Take the node to write again from "
+        "M3QdrantVectorStore.get_nodes(node_ids=[...]), which returns its stored vectors; or "
+        "run the parser again on its document; or drop "
+        f"metadata[{LATE_METADATA_KEY!r}] and metadata[{SPARSE_METADATA_KEY!r}] to store it "
+        "as a plain node"
     )
 
 

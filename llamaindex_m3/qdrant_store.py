@@ -55,7 +55,6 @@ from typing import Any, ClassVar
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from llamaindex_m3._open_store import OpenStoreCopies
-from llamaindex_m3._qdrant_late_embeddings import dense_of, late_without_embedding
 from llamaindex_m3._qdrant_nodes import QdrantNodeAccess, no_kwargs
 from llamaindex_m3._qdrant_query import (
     DOC_VECTORS,
@@ -199,10 +198,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.query``; another mode than default, sparse and hybrid, or a
-        sparse or hybrid query without text, is refused. Late-chunked nodes come back with
-        their stored dense vector as ``embedding`` (see
-        :mod:`llamaindex_m3._qdrant_late_embeddings`), so ``index.insert_nodes`` of them
-        stores it again instead of embedding their text alone.
+        sparse or hybrid query without text, is refused.
 
         Raises:
             NotImplementedError: Another mode (MMR, text search, SVM...; LlamaIndex's store
@@ -221,12 +217,7 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         kwargs = query_kwargs(kwargs, lambda: self._build_query_filter(query))
         self._refuse_changed(query)
         self._recheck_models()  # an alias moved, the collection re-encoded: stock_record
-        result: VectorStoreQueryResult = super().query(query, **kwargs)
-        late = late_without_embedding(result)
-        if late:  # their dense vectors, so that inserting them again keeps them
-            points = self._client.retrieve(**self._dense_read(late, kwargs))
-            dense_of(points, self.dense_vector_name, late)
-        return result
+        return super().query(query, **kwargs)  # type: ignore[no-any-return]
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """``QdrantVectorStore.aquery``, a hybrid query fused with its own ``alpha``, as
@@ -246,29 +237,10 @@ class M3QdrantVectorStore(OpenStoreCopies, QdrantNodeAccess):
         handed = QUERY_VECTORS.set(vectors)
         token = QUERY_ALPHA.set(query.alpha if hybrid and query.alpha is not None else None)
         try:
-            result: VectorStoreQueryResult = await super().aquery(query, **kwargs)
+            return await super().aquery(query, **kwargs)  # type: ignore[no-any-return]
         finally:
             QUERY_ALPHA.reset(token)
             QUERY_VECTORS.reset(handed)
-        late = late_without_embedding(result)
-        if late:  # as in query
-            points = await self._aclient.retrieve(**self._dense_read(late, kwargs))
-            dense_of(points, self.dense_vector_name, late)
-        return result
-
-    def _dense_read(self, late: dict[str, BaseNode], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The ``retrieve`` arguments reading the dense vectors of a query's ``late`` nodes (in
-        the shard of the query's ``shard_identifier``, as ``query`` selects it)."""
-        shard = kwargs.get("shard_identifier")
-        return {
-            "collection_name": self.collection_name,
-            "ids": list(late),
-            "with_payload": False,
-            "with_vectors": [self.dense_vector_name],
-            "shard_key_selector": None
-            if shard is None
-            else self._generate_shard_key_selector(shard),
-        }
 
     def add(
         self, nodes: Sequence[BaseNode], shard_identifier: Any | None = None, **add_kwargs: Any

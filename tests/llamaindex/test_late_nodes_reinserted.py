@@ -1,112 +1,99 @@
-"""A late-chunked node an ``M3QdrantVectorStore`` query returns, inserted again, keeps its vector.
+"""A late-chunked node inserted again without its late embedding is refused, not re-embedded.
 
-``QdrantVectorStore``'s queries returned nodes without ``embedding``; ``VectorStoreIndex``
-embedded such a node's text alone when it was inserted again (after a metadata edit), while its
-sparse vector kept its document's context. Queries now return late-chunked nodes with their
-stored dense vector, on a real ``QdrantVectorStore`` over qdrant-client ``:memory:``.
+LlamaIndex keeps nodes without their embeddings in its docstore and in
+``QdrantVectorStore``'s query results; ``VectorStoreIndex.insert_nodes`` embeds such a node's
+text alone. For a late-chunked node, ``M3QdrantVectorStore`` stored that text-alone dense
+vector beside the sparse vector the node carries (its document's context), silently. Such an
+embedding (one an ``M3Embedding`` made from a text alone) is now refused, naming the node and
+the way out (``get_nodes``, which returns the stored vectors). On a real ``QdrantVectorStore``
+over qdrant-client ``:memory:``.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import numpy as np
 import pytest
-from llama_index.core import StorageContext, VectorStoreIndex
-from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
-from qdrant_client import AsyncQdrantClient, QdrantClient
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.vector_stores.types import VectorStoreQuery
+from qdrant_client import QdrantClient
 
 from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3QdrantVectorStore
 from m3kit import M3Encoder
 from tests.llamaindex.test_late_sparse_qdrant import LONG
 
-DOCS = LONG  # two documents of 12 paragraphs each
 
-
-def _dense(client: QdrantClient, collection: str) -> dict[str, np.ndarray]:
-    points, _ = client.scroll(collection, limit=1000, with_vectors=True)
+def _dense(client: QdrantClient) -> dict[str, np.ndarray]:
+    points, _ = client.scroll("late", limit=1000, with_vectors=True)
     return {str(p.id): np.asarray(p.vector["text-dense"]) for p in points}  # type: ignore[index]
 
 
-def _indexed(encoder: M3Encoder) -> tuple[VectorStoreIndex, QdrantClient, M3Embedding, dict]:
+def _indexed(
+    encoder: M3Encoder, docs: list[Document] = LONG, **index_kwargs: bool
+) -> tuple[VectorStoreIndex, QdrantClient, M3Embedding]:
     embed = M3Embedding.from_encoder(encoder)
     nodes = M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=48).get_nodes_from_documents(
-        DOCS
+        docs
     )
     client = QdrantClient(":memory:")
     store = M3QdrantVectorStore("late", client=client, sparse_model=embed)
     index = VectorStoreIndex(
-        nodes, embed_model=embed, storage_context=StorageContext.from_defaults(vector_store=store)
+        nodes,
+        embed_model=embed,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        **index_kwargs,
     )
-    return index, client, embed, _dense(client, "late")
+    return index, client, embed
 
 
-@pytest.mark.parametrize("mode", ["default", "hybrid"])
-def test_a_queried_late_node_inserted_again_keeps_its_late_vector(
-    tiny_encoder: M3Encoder, mode: str
-) -> None:
-    index, client, embed, before = _indexed(tiny_encoder)
-    hits = index.as_retriever(similarity_top_k=3, vector_store_query_mode=mode).retrieve(
-        "volcanoes number 3"
-    )
-    node = hits[0].node
-    assert node.embedding is not None, "a queried late-chunked node carries its stored vector"
-    alone = np.asarray(embed.get_text_embedding(node.get_content()))
-    assert not np.allclose(alone, before[node.node_id], atol=1e-3), "late != text alone here"
-
+def test_a_queried_late_node_inserted_again_is_refused(tiny_encoder: M3Encoder) -> None:
+    index, client, _ = _indexed(tiny_encoder)
+    before = _dense(client)
+    node = index.as_retriever(similarity_top_k=2).retrieve("volcanoes number 3")[0].node
+    assert node.embedding is None  # QdrantVectorStore's queries return no vectors
     node.metadata["reviewed"] = True
-    index.insert_nodes([node])
-
-    after = _dense(client, "late")
+    with pytest.raises(ValueError, match=f"node {node.node_id} .*text alone.*get_nodes"):
+        index.insert_nodes([node])
+    after = _dense(client)
     assert set(after) == set(before)
-    np.testing.assert_allclose(after[node.node_id], before[node.node_id], atol=1e-6)
-    stored = client.retrieve("late", [node.node_id])[0].payload
-    assert stored is not None and '"reviewed": true' in stored["_node_content"]
+    np.testing.assert_array_equal(after[node.node_id], before[node.node_id])
 
 
-async def test_an_async_query_returns_late_nodes_with_their_vectors(
+def test_a_docstore_copy_inserted_again_is_refused(tiny_encoder: M3Encoder) -> None:
+    index, client, _ = _indexed(tiny_encoder, store_nodes_override=True)
+    before = _dense(client)
+    node_id = next(iter(before))
+    node = index.docstore.get_node(node_id)
+    assert node.embedding is None  # LlamaIndex stores nodes without their embeddings
+    node.metadata["reviewed"] = True
+    with pytest.raises(ValueError, match="text alone"):
+        index.insert_nodes([node])
+    np.testing.assert_array_equal(_dense(client)[node_id], before[node_id])
+
+
+def test_a_node_from_get_nodes_is_written_again_with_its_stored_vectors(
     tiny_encoder: M3Encoder,
 ) -> None:
-    embed = M3Embedding.from_encoder(tiny_encoder)
-    nodes = M3LateChunkingNodeParser.from_encoder(
-        tiny_encoder, chunk_size=48
-    ).get_nodes_from_documents(DOCS)
-    aclient = AsyncQdrantClient(":memory:")
-    store = M3QdrantVectorStore("late", aclient=aclient, sparse_model=embed)
-    await store.async_add(embed(nodes))
-    query = VectorStoreQuery(
-        query_embedding=embed.get_query_embedding("honeybees"),
-        query_str="honeybees",
-        similarity_top_k=2,
-        mode=VectorStoreQueryMode.HYBRID,
-    )
-    result = await store.aquery(query)
-    by_id = {node.node_id: node.embedding for node in nodes}
-    assert result.nodes
-    for node in result.nodes:
-        assert node.embedding is not None
-        np.testing.assert_allclose(node.embedding, by_id[node.node_id], atol=1e-6)
-
-
-def test_a_late_node_deleted_since_the_query_is_named(
-    tiny_encoder: M3Encoder, caplog: pytest.LogCaptureFixture
-) -> None:
-    index, client, embed, _ = _indexed(tiny_encoder)
+    index, client, embed = _indexed(tiny_encoder)
+    before = _dense(client)
+    node_id = next(iter(before))
     store = index.vector_store
-    query = VectorStoreQuery(
-        query_embedding=embed.get_query_embedding("volcanoes"), similarity_top_k=2
-    )
-    gone = store.query(query).nodes[0].node_id  # type: ignore[index]
-    real_retrieve = client.retrieve
+    (node,) = store.get_nodes(node_ids=[node_id])
+    alone = np.asarray(embed.get_text_embedding(node.get_content()))
+    assert not np.allclose(alone, before[node_id], atol=1e-3), "late != text alone here"
+    node.metadata["reviewed"] = True
+    index.insert_nodes([node])
+    np.testing.assert_allclose(_dense(client)[node_id], before[node_id], atol=1e-6)
+    query = VectorStoreQuery(query_embedding=before[node_id].tolist(), similarity_top_k=1)
+    (hit,) = store.query(query).nodes  # type: ignore[misc]
+    assert hit.node_id == node_id and hit.metadata["reviewed"] is True
 
-    def deleted_meanwhile(**kwargs: Any) -> list:
-        client.delete(kwargs["collection_name"], [gone])
-        return real_retrieve(**kwargs)
 
-    client.retrieve = deleted_meanwhile  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, logger="llamaindex_m3._qdrant_late_embeddings"):
-        result = store.query(query)
-    missing = [node for node in result.nodes or [] if node.embedding is None]
-    assert [node.node_id for node in missing] == [gone]
-    assert gone in caplog.text and "its text alone" in caplog.text
+def test_a_one_chunk_document_whose_text_was_embedded_before_is_stored(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """A late vector is never a text-alone one, even where the chunk is the whole document."""
+    doc = Document(text="Honeybees dance to show where the flowers are.", doc_id="short")
+    embed = M3Embedding.from_encoder(tiny_encoder)
+    embed.get_text_embedding(doc.text)  # remembered as made from the text alone
+    _, client, _ = _indexed(tiny_encoder, [doc])
+    assert len(_dense(client)) == 1
