@@ -180,10 +180,13 @@ class M3Encoder(EncoderForward):
         if self._onnx is not None:
             # ONNX Runtime computes the vectors from its own copy of the weights: the
             # fingerprint is taken now, before anything can change ``model``. Without a
-            # checkpoint folder both digest the tensors: the export's digest serves both.
+            # checkpoint folder a torch encoder digests the tensors: the export's digest serves
+            # when it is one (a model loaded from files and unchanged is keyed by its files)
             from m3kit.fingerprint import encoder_fingerprint
 
-            encoder_fingerprint(self, weights=self._onnx.weights if info is None else None)
+            digest = self._onnx.weights
+            tensors = info is None and digest.startswith("tensors-")
+            encoder_fingerprint(self, weights=digest if tensors else None)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -427,8 +430,13 @@ def _place_model(
     if backend is EncoderBackend.ONNX:
         if precision is Precision.AUTO:
             precision = Precision.FP32
+        training = model.training
         model = model.to(device).eval()  # float32: the export reads it
-        return backend, precision, model, open_onnx_runner(model, precision, onnx_cache_dir)
+        try:
+            runner = open_onnx_runner(model, precision, onnx_cache_dir)
+        finally:  # a model given to the constructor is left in its mode
+            model.train(training)
+        return backend, precision, model, runner
     precision = resolve_precision(precision, device)
     if onnx_cache_dir is not None:  # (auto: torch here, so the folder is not used)
         logger.warning(

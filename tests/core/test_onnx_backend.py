@@ -208,6 +208,24 @@ def test_onnx_model_built_in_memory_digests_its_tensors_once(
     _assert_outputs_close(torch_enc.encode(TEXTS), enc.encode(TEXTS))
 
 
+def test_a_loaded_model_wrapped_for_torch_and_onnx_is_one_encoder_left_in_its_mode(
+    tiny_m3_path: Path, tmp_path: Path
+) -> None:
+    """A model from ``from_pretrained`` given to ``M3Encoder(..., backend="onnx")`` had the
+    checkpoint files' digest while ``backend="torch"`` gave its tensors' (a collection one
+    wrote refused the other), and the export left a training model in eval mode."""
+    from m3kit.fingerprint import encoder_fingerprint
+
+    loaded = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", backend="torch")
+    as_torch = M3Encoder(loaded.model, loaded.tokenizer, backend="torch", precision="fp32")
+    loaded.model.train()
+    as_onnx = M3Encoder(loaded.model, loaded.tokenizer, backend="onnx", onnx_cache_dir=tmp_path)
+    assert loaded.model.training and loaded.model.backbone.training
+    loaded.model.eval()
+    assert encoder_fingerprint(as_onnx).same_encoder(encoder_fingerprint(as_torch))
+    _assert_outputs_close(as_torch.encode(TEXTS), as_onnx.encode(TEXTS))
+
+
 def test_an_onnx_cache_folder_with_the_torch_backend_is_an_error(
     tiny_m3_path: Path, tmp_path: Path
 ) -> None:
