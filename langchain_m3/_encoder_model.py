@@ -132,7 +132,8 @@ class EncoderModel(LoadTimeFields):
             "max_length": encoder.max_length,
             "max_batch_tokens": encoder.max_batch_tokens,
             "backend": encoder.backend,
-            "onnx_cache_dir": _str_or_none(encoder.onnx_cache_dir),
+            # as asked for: None is each machine's default, not this one's folder
+            "onnx_cache_dir": _str_or_none(encoder.requested_onnx_cache_dir),
         }
         clash = sorted(set(options) & set(fields))
         if clash:

@@ -220,7 +220,7 @@ class M3CheckpointFields(LoadTimeFields):
     @staticmethod
     def _checkpoint_fields(encoder: M3Encoder) -> dict[str, Any]:
         """These fields as the loaded ``encoder`` has them (for ``from_encoder``)."""
-        cache = encoder.onnx_cache_dir
+        cache = encoder.requested_onnx_cache_dir  # None: each machine's default
         return {
             "model_name": str(encoder.info.path) if encoder.info else IN_MEMORY,
             "device": str(encoder.device),

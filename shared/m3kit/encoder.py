@@ -300,6 +300,12 @@ class M3Encoder(EncoderForward):
         """The ONNX export cache folder this encoder runs from, absolute (``None`` on torch)."""
         return None if self._onnx is None else self._onnx.path.parent.parent
 
+    @property
+    def requested_onnx_cache_dir(self) -> Path | None:
+        """The ONNX export cache folder asked for (absolute), ``None`` when none was (each
+        machine's default: what a copy built elsewhere should use) or on torch."""
+        return None if self._onnx is None else self._requested_onnx_cache_dir
+
     # -- tokenisation -----------------------------------------------------------------------
     def tokenize(
         self,

@@ -102,7 +102,7 @@ class EncoderSpec:
 
         info = encoder.info
         backend = getattr(getattr(encoder, "backend", None), "value", "torch")
-        cache_dir = getattr(encoder, "_requested_onnx_cache_dir", None)
+        cache_dir = getattr(encoder, "requested_onnx_cache_dir", None)
         if info is None:
             raise ValueError(
                 "this M3Encoder has no checkpoint folder (it was built from an in-memory "
