@@ -467,7 +467,9 @@ def _log_loaded(enc: M3Encoder) -> None:
         describe_precision(enc.precision, enc.device)
         if enc._onnx is None
         else f"{enc.precision.value} (ONNX Runtime, {enc._onnx.path.parent})",
-        getattr(getattr(model.backbone, "config", None), "_attn_implementation", "?"),
+        getattr(getattr(model.backbone, "config", None), "_attn_implementation", "?")
+        if enc._onnx is None
+        else "ONNX Runtime graph",
         torch.get_num_threads(),
         enc.batch_size,
         enc.max_batch_tokens,

@@ -7,6 +7,7 @@ No timing here: speed is measured by ``benchmarks/encode.py``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,18 @@ def test_optimiser_fuses_attention_without_shape_inference(
     ops = [n.op_type for n in graph.node]
     layers = tiny_encoder.model.backbone.config.num_hidden_layers
     assert ops.count("Attention") == layers and "Softmax" not in ops
+
+
+def test_an_export_does_not_warn_of_the_shape_inference_it_turned_off(
+    tiny_m3_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from m3kit.backends.ort_logging import SHAPE_INFERENCE_NOTICE
+
+    with caplog.at_level(logging.WARNING):
+        M3Encoder.from_pretrained(tiny_m3_path, backend="onnx", onnx_cache_dir=tmp_path)
+    assert SHAPE_INFERENCE_NOTICE not in caplog.text
+    for name in ("fusion_skiplayernorm", "onnxruntime.transformers.fusion_skiplayernorm"):
+        assert not logging.getLogger(name).filters  # removed after the export
 
 
 @pytest.mark.parametrize("reduce_range", [False, True])

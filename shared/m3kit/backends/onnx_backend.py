@@ -54,7 +54,7 @@ from m3kit.backends.onnx_cache import (
     verified_export,
 )
 from m3kit.backends.onnx_graph import check_exportable, graph_digest
-from m3kit.backends.ort_logging import ort_logging_kept
+from m3kit.backends.ort_logging import ort_logging_kept, shape_inference_notice_dropped
 from m3kit.errors import MissingExtraError
 from m3kit.machine import read_cpu_flags
 from m3kit.model import M3Model
@@ -313,14 +313,15 @@ def _optimize(src: Path, dst: Path, model: M3Model) -> None:
     # would have proven useless stay in the graph.
     options.enable_shape_inference = False
     config = model.backbone.config
-    optimized = optimize_model(
-        str(src),
-        model_type="bert",
-        num_heads=int(getattr(config, "num_attention_heads", 0)),
-        hidden_size=int(getattr(config, "hidden_size", 0)),
-        opt_level=1,
-        optimization_options=options,
-    )
+    with shape_inference_notice_dropped():  # its warning of the choice above, every export
+        optimized = optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=int(getattr(config, "num_attention_heads", 0)),
+            hidden_size=int(getattr(config, "hidden_size", 0)),
+            opt_level=1,
+            optimization_options=options,
+        )
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     logger.info("ONNX Runtime fused operators: %s", fused or "none")
     optimized.save_model_to_file(str(dst), use_external_data_format=True)

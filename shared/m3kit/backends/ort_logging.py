@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ort_logging_kept"]
+__all__ = ["ort_logging_kept", "shape_inference_notice_dropped"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +83,33 @@ def ort_logging_kept() -> Iterator[None]:
         finally:
             for module in patched:
                 module.logging = logging  # type: ignore[attr-defined]
+
+
+#: What ORT's transformer optimiser warns on every fusion that asks for shapes while shape
+#: inference is off, which :func:`m3kit.backends.onnx_backend._optimize` sets on purpose.
+SHAPE_INFERENCE_NOTICE = "symbolic shape inference disabled or failed."
+#: The loggers it comes from: ORT imports its fusion modules under both names.
+_FUSION_LOGGERS = ("fusion_skiplayernorm", "onnxruntime.transformers.fusion_skiplayernorm")
+
+
+def _not_the_notice(record: logging.LogRecord) -> bool:
+    return record.getMessage() != SHAPE_INFERENCE_NOTICE
+
+
+@contextlib.contextmanager
+def shape_inference_notice_dropped() -> Iterator[None]:
+    """Drop ORT's "symbolic shape inference disabled or failed." warnings while it holds.
+
+    m3kit turns the optimiser's shape inference off itself (it copied the whole model per
+    fusion), so the warning, printed on every export even with logging unconfigured (Python's
+    last-resort handler), reports a choice, not a failure. Every other record of those loggers
+    passes; the filter is removed afterwards.
+    """
+    loggers = [logging.getLogger(name) for name in _FUSION_LOGGERS]
+    for each in loggers:
+        each.addFilter(_not_the_notice)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeFilter(_not_the_notice)
