@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit import cli_open
 from m3kit.checkpoint import DEFAULT_MODEL, Pooling
+from m3kit.cli_filters import filter_mapping, filter_pair
 from m3kit.cli_memory import add_keep_freed_memory_argument, keeping_freed_memory
 from m3kit.cli_open import DEFAULT_COLLECTION, DEFAULT_PATH
 from m3kit.cli_scale import (
@@ -299,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        type=_filter_pair,
-        help="keep results whose metadata KEY equals VALUE (JSON value or plain text); repeat "
-        "for more keys (all must match); the same KEY twice matches either VALUE",
+        type=filter_pair,
+        help="keep results whose metadata KEY equals VALUE (JSON value or plain text; a bare "
+        "number also matches its text, quote it for text only: KEY='\"2.0\"'); repeat for "
+        "more keys (all must match); the same KEY twice matches either VALUE",
     )
     search.add_argument(
         "--score-threshold",
@@ -388,7 +390,7 @@ def _run_search(args: argparse.Namespace) -> int:
         hits = index.search(
             args.query,
             k=args.k,
-            filter=_filter_mapping(args.filter) or None,
+            filter=filter_mapping(args.filter) or None,
             score_threshold=args.score_threshold,
             **given,
         )
@@ -433,33 +435,6 @@ def _index_field(value: str) -> tuple[str, Any]:
         (parsed,) = payload_index_fields({key: kind}).values()  # (uuid refused, with why)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--index-field {value!r}: {e}") from None
-    return key, parsed
-
-
-def _filter_mapping(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``--filter`` pairs as a filter mapping; a key given more than once matches any of them.
-
-    >>> _filter_mapping([("lang", "en"), ("year", 2020), ("lang", "de")])
-    {'lang': ['en', 'de'], 'year': 2020}
-    """
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key not in out:
-            out[key] = value
-            continue
-        before = out[key] if isinstance(out[key], list) else [out[key]]
-        out[key] = before + (value if isinstance(value, list) else [value])
-    return out
-
-
-def _filter_pair(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
-    try:
-        parsed: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        parsed = raw  # plain text, e.g. --filter topic=geo
     return key, parsed
 
 

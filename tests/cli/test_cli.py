@@ -165,6 +165,32 @@ def test_jsonl_rows(tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFix
     )
 
 
+def test_filter_values_that_read_as_numbers_match_their_text(
+    tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--filter ver=2.0`` found nothing on ``"ver": "2.0"``, an id past 2**53 stored as a
+    string was refused ("store such values as strings"), ``code=NaN`` was refused."""
+    rows = [
+        {"_id": "a", "text": "Alpha row.", "tweet": "1234567890123456789", "ver": "2.0"},
+        {"_id": "b", "text": "Beta row.", "code": "NaN", "ver": 2.0, "year": 1774},
+        {"_id": "c", "text": "Gamma row.", "year": "1774"},
+    ]
+    corpus = tmp_path / "rows.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    store = tmp_path / "store"
+    _index(capsys, store, minilm_path, corpus)
+
+    def found(*pairs: str) -> set[object]:
+        extra = [a for pair in pairs for a in ("--filter", pair)]
+        return {h["doc_id"] for h in _search(capsys, store, minilm_path, "row", "-k", "5", *extra)}
+
+    assert found("tweet=1234567890123456789") == {"a"}
+    assert found("ver=2.0") == {"a", "b"}  # the number or its text
+    assert found('ver="2.0"') == {"a"}  # quoted: text only
+    assert found("code=NaN") == {"b"}
+    assert found("year=1774") == {"b", "c"}
+
+
 def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path) -> None:
     """The installed ``m3kit`` entry point, in a fresh process, with the default ./.m3kit."""
     script = Path(sys.executable).parent / "m3kit"
