@@ -170,9 +170,36 @@ def hit_dict(hit: Hit) -> dict[str, Any]:
 
 
 def hit_text(rank: int, hit: Hit) -> str:
-    """One hit of the text output: rank, score, document (chunk) and a snippet."""
+    r"""One hit of the text output: rank, score, document (chunk) and a snippet, control
+    characters shown escaped (:func:`shown`).
+
+    >>> from m3kit.store import Hit
+    >>> print(hit_text(1, Hit("p", 0.5, "\x1b[31mred\x1b[0m", "a\x1b]0;x\x07.md", 0)))
+     1. 0.5000  a\x1b]0;x\x07.md
+        \x1b[31mred\x1b[0m
+    """
     snippet = " ".join(hit.text.split())
     if len(snippet) > _SNIPPET_CHARS:
         snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
     chunk = f" [chunk {hit.chunk_index}]" if hit.chunk_index else ""
-    return f"{rank:>2}. {hit.score:.4f}  {hit.doc_id}{chunk}\n    {snippet}"
+    return f"{rank:>2}. {hit.score:.4f}  {shown(str(hit.doc_id))}{chunk}\n    {shown(snippet)}"
+
+
+#: Characters a terminal acts on rather than shows: the C0 / C1 controls (escape sequences
+#: recolour the text, retitle the window or write the clipboard) and the bidirectional
+#: overrides and isolates (which reorder what is shown).
+_ACTED_ON = frozenset(
+    [*map(chr, range(0x20)), *map(chr, range(0x7F, 0xA0)), *"\u202a\u202b\u202c\u202d\u202e"]
+) | frozenset("\u2066\u2067\u2068\u2069")
+
+
+def shown(text: str) -> str:
+    r"""``text`` for a terminal: the characters it would act on (:data:`_ACTED_ON`) written as
+    Python escapes; indexed text is often scraped pages or mail.
+
+    >>> shown("caf\u00e9 \u202egnp.exe \x07")
+    'café \\u202egnp.exe \\x07'
+    """
+    if not any(ch in _ACTED_ON for ch in text):
+        return text
+    return "".join(ch.encode("unicode_escape").decode() if ch in _ACTED_ON else ch for ch in text)
