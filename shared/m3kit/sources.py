@@ -113,8 +113,9 @@ class SourceRead:
     empty: list[str]
     files: list[Path] = field(default_factory=list)
     links: dict[Path, Path] = field(default_factory=dict)
-    #: Folders inside the given ones that could not be read (no permission, a share gone
-    #: stale): skipped with a warning, and ``--prune`` keeps what was indexed from them.
+    #: Folders inside the given ones, and files found in them, that could not be read (no
+    #: permission, a share gone stale): skipped with a warning, and ``--prune`` keeps what
+    #: was indexed from them.
     unreadable: list[Path] = field(default_factory=list)
 
 
@@ -205,7 +206,7 @@ def row_origins(path: str | os.PathLike[str]) -> dict[str, str]:
         ValueError: As :func:`read_documents`, for a bad row.
     """
     out: dict[str, str] = {}
-    for doc, origin in _read_jsonl(Path(path)):
+    for doc, origin in _read_jsonl(Path(path), _decode(Path(path))):
         out.setdefault(doc.doc_id, origin)
     return out
 
@@ -243,9 +244,27 @@ def read_sources(
     docs: list[SourceDocument] = []
     empty: list[str] = []
     where: dict[str, str] = {}
+    paths = list(paths)
+    named = {Path(p).expanduser().resolve() for p in paths}
     files, links, unreadable = _find(paths, empty_folders)
     for path in files:
-        rows = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_text(path)
+        try:
+            content = _decode(path)
+        except OSError as e:  # no permission, a share gone stale: as an unreadable folder
+            if path.resolve() in named:  # a file named on the command line: its own error
+                raise
+            logger.warning(
+                "%s: cannot read the file (%s); skipped, and its stored version is kept "
+                "(--prune keeps it too)",
+                path,
+                e.strerror or e,
+            )
+            unreadable.append(path.resolve())
+            continue
+        if path.suffix.lower() == ".jsonl":
+            rows = _read_jsonl(path, content)
+        else:
+            rows = _read_text(path, content)
         for doc, origin in rows:
             _check_id(doc.doc_id, origin)
             if not doc.text.strip():
@@ -285,15 +304,15 @@ def _decode(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text: lines end "\n"
 
 
-def _read_text(path: Path) -> Iterator[tuple[SourceDocument, str]]:
+def _read_text(path: Path, content: str) -> Iterator[tuple[SourceDocument, str]]:
     meta = {"source": str(path), "file_name": path.name}
-    yield SourceDocument(str(path), _decode(path), meta), str(path)
+    yield SourceDocument(str(path), content, meta), str(path)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[SourceDocument, str]]:
-    # "\n" only (read_text made every line end one): str.splitlines also cuts at U+2028,
+def _read_jsonl(path: Path, content: str) -> Iterator[tuple[SourceDocument, str]]:
+    # "\n" only (_decode made every line end one): str.splitlines also cuts at U+2028,
     # U+0085 and other characters a JSON string may hold unescaped
-    for line_no, row in parse_json_rows(_decode(path).split("\n"), path):
+    for line_no, row in parse_json_rows(content.split("\n"), path):
         origin = f"{path}:{line_no}"
         text = row.pop("text", None)
         if not isinstance(text, str):
