@@ -49,17 +49,19 @@ SpanSplitter = Callable[[str], Sequence[tuple[int, int]]]
 # decimal point or an abbreviation's dot do not: CJK (。！？；｡), Devanagari and Bengali (। ॥),
 # Urdu (۔), Arabic (؟), Armenian (։), Ethiopic (።), Myanmar (။), Khmer (។), Tibetan (།); a line
 # break always ends a unit. Closing quotes / brackets stay with their sentence.
-_SENTENCE_END = re.compile(
-    r"[.!?…]+[\"'”’)\]»]*\s+"
-    r"|[。！？；｡।॥۔؟։።။។།]+[”’」』）》\"'»)\]]*\s*"
-    r"|\n\s*"
-)
-
-
 #: Whitespace, and the zero-width characters SentencePiece's normaliser (XLM-R, so BGE-M3) reads
 #: as a space though ``str.isspace`` does not: zero-width space, (non-)joiners, direction marks,
 #: byte order mark (``"ab\u200bcd"`` is ``"▁ab" "▁cd"``, ``"▁cd"`` starting at the ``"\u200b"``).
-BLANK_RUN = re.compile(r"[\s\u200b-\u200f\ufeff]+")
+_BLANK = r"[\s\u200b-\u200f\ufeff]"
+BLANK_RUN = re.compile(_BLANK + "+")
+
+# (the blanks after a terminator, zero-width ones included, stay with its sentence: a lone
+# "\u200b" after a line break was a sentence of its own, so a chunk of nothing visible)
+_SENTENCE_END = re.compile(
+    r"[.!?…]+[\"'”’)\]»]*" + _BLANK + "+"
+    r"|[。！？；｡।॥۔؟։።။។།]+[”’」』）》\"'»)\]]*" + _BLANK + "*"
+    r"|\n" + _BLANK + "*"
+)
 
 
 def is_blank(text: str) -> bool:
@@ -72,9 +74,14 @@ def is_blank(text: str) -> bool:
 
 
 def sentence_starts(text: str) -> list[int]:
-    """Character offsets where sentences start: ``0`` then one after each sentence end.
+    r"""Character offsets where sentences start: ``0`` then one after each sentence end.
 
-    Trailing whitespace belongs to the sentence before it, so the sentences tile ``text``.
+    Trailing whitespace belongs to the sentence before it, so the sentences tile ``text``;
+    so do the zero-width characters XLM-R reads as spaces (:data:`BLANK_RUN`), which made a
+    sentence, so a chunk, of nothing visible:
+
+    >>> sentence_starts("One.\n\u200bTwo. Three.\n\u200b")
+    [0, 6, 11]
     """
     starts = [0]
     for m in _SENTENCE_END.finditer(text):
