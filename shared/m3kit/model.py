@@ -20,13 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from m3kit.checkpoint import (
-    COLBERT_FILE,
     M3KIT_CONFIG_FILE,
     M3KIT_CONFIG_FORMAT,
-    PEFT_ADAPTER_FILES,
-    SAVING_FILE,
-    SEARCH_FILE,
-    SPARSE_FILE,
     CheckpointInfo,
     CheckpointKind,
     Pooling,
@@ -36,6 +31,11 @@ from m3kit.checkpoint import (
 from m3kit.checkpoint_save import save_folder_whole
 from m3kit.errors import CheckpointError, HeadNotAvailableError
 from m3kit.heads import M3Heads, refuse_git_lfs_pointer
+from m3kit.saved_files import (
+    checkpoint_files,
+    warn_flagembedding_settings,
+    write_sentence_transformers_metadata,
+)
 from m3kit.weights import weight_files
 
 __all__ = ["M3Forward", "M3Model"]
@@ -193,20 +193,13 @@ class M3Model(nn.Module):
                 "max_length": max_length,
             }
             (new / M3KIT_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
-            _write_sentence_transformers_metadata(
+            write_sentence_transformers_metadata(
                 new, self.hidden_size, self.pooling, max_length, query_instruction
             )
 
-        save_folder_whole(out, write, _checkpoint_files)
-        if self.heads is not None and self.pooling is not Pooling.CLS:
-            logger.warning(
-                "%s pools with %s: FlagEmbedding's BGEM3FlagModel pools with CLS unless told, "
-                "so load it there with BGEM3FlagModel(path, pooling_method=%r) for the same "
-                "dense vectors",
-                out,
-                self.pooling.value,
-                self.pooling.value,
-            )
+        save_folder_whole(out, write, checkpoint_files)
+        if self.heads is not None:
+            warn_flagembedding_settings(out, self.pooling, query_instruction)
         return out
 
     # -- forward ----------------------------------------------------------------------------
@@ -382,124 +375,3 @@ def _weight_keys(path: Path) -> list[str] | None:
             return None
         return [str(k) for k in state] if isinstance(state, dict) else None
     return None
-
-
-#: The files a Hugging Face tokenizer is saved in and loaded from.
-_SAVED_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-
-
-#: What :func:`_write_sentence_transformers_metadata` writes beside the weights.
-_ST_METADATA_NAMES = (
-    "modules.json",
-    "1_Pooling",
-    "2_Normalize",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-)
-
-
-def replaced_names(folder: Path) -> set[str]:
-    """The names a save into ``folder`` replaces: an earlier checkpoint's files there
-    (:func:`_checkpoint_files`) and every name the new checkpoint writes. A folder's other
-    entries (notes, logs, a README) stay (:meth:`M3Model.save`)."""
-    return _checkpoint_files(folder) | set(_ST_METADATA_NAMES)
-
-
-def _checkpoint_files(folder: Path) -> set[str]:
-    """The names in ``folder`` that belong to its checkpoint, not carried into a new save.
-
-    Its weights (a sharded save's index and shards too: beside a new single file m3kit read
-    the index first and failed on its missing shards), its head files (beside a dense-only
-    save they loaded the old heads with the new backbone), its tokenizer files (another
-    model's ``special_tokens_map.json`` made ``[PAD]`` / ``[CLS]`` the new tokenizer's padding
-    and CLS tokens), its search calibration (measured on the old weights) and other libraries'
-    exports of its weights: sentence-transformers' ``onnx/`` and ``openvino/`` folders (which
-    BGE-M3 and many hub models ship), which ``SentenceTransformer(path, backend="onnx")``
-    loads as they are, so beside new weights it served the old model. A PEFT adapter's files
-    (:data:`~m3kit.checkpoint.PEFT_ADAPTER_FILES`) too: transformers loaded the base model
-    ``adapter_config.json`` names with that adapter instead of the new weights.
-    """
-    names = {
-        "onnx",
-        "openvino",
-        "model.safetensors",
-        "pytorch_model.bin",
-        "config.json",
-        "generation_config.json",
-        COLBERT_FILE,
-        SPARSE_FILE,
-        M3KIT_CONFIG_FILE,
-        SEARCH_FILE,
-        SAVING_FILE,
-        *PEFT_ADAPTER_FILES,
-        *_SAVED_TOKENIZER_FILES,
-    }
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = folder / index_name
-        if index.is_file():
-            try:
-                shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            except (json.JSONDecodeError, AttributeError):
-                shards = {}
-            names.update(str(s) for s in shards.values())
-            names.add(index_name)
-    return names
-
-
-def _write_sentence_transformers_metadata(
-    out: Path,
-    hidden: int,
-    pooling: Pooling,
-    max_length: int | None,
-    query_instruction: str | None = None,
-) -> None:
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-        {
-            "idx": 2,
-            "name": "2",
-            "path": "2_Normalize",
-            "type": "sentence_transformers.models.Normalize",
-        },
-    ]
-    (out / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
-    (out / "1_Pooling").mkdir(exist_ok=True)
-    (out / "2_Normalize").mkdir(exist_ok=True)
-    pool_cfg = {
-        "word_embedding_dimension": hidden,
-        "pooling_mode_cls_token": pooling is Pooling.CLS,
-        "pooling_mode_mean_tokens": pooling is Pooling.MEAN,
-        "pooling_mode_max_tokens": pooling is Pooling.MAX,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-    }
-    (out / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2), encoding="utf-8")
-    # no declared length stays undeclared (null: sentence-transformers then takes the model's
-    # own limit, as m3kit does from config.json); a made-up 512 would be read back as declared
-    st_cfg = {"max_seq_length": max_length, "do_lower_case": False}
-    (out / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2), encoding="utf-8")
-    # always written, so no earlier model's prompts survive in the folder: sentence-
-    # transformers' encode_query then adds the query instruction m3kit adds
-    prompts = {"query": query_instruction} if query_instruction else {}
-    st_model = {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
-    (out / "config_sentence_transformers.json").write_text(
-        json.dumps(st_model, indent=2), encoding="utf-8"
-    )

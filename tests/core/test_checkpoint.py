@@ -143,6 +143,28 @@ def test_save_round_trip(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
     assert a.sparse == b.sparse
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+def test_a_save_tells_what_flagembedding_must_be_given(
+    tiny_m3_path: Path, tmp_path: Path, pooling: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BGEM3FlagModel reads neither the pooling nor the query instruction of m3kit.json: the
+    save names the arguments it needs, and says it has no max pooling (the advice
+    ``pooling_method='max'`` made its encode fail deep in its batch-size probe)."""
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", pooling=pooling)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="m3kit.model"):
+        enc.model.save(tmp_path / "saved", enc.tokenizer, query_instruction="q: ")
+    assert ("pooling_method='mean'" in caplog.text) is (pooling == "mean")
+    assert ("cannot (it pools with cls, mean or last_token only)" in caplog.text) is (
+        pooling == "max"
+    )
+    assert "pooling_method='max'" not in caplog.text
+    assert "query_instruction_for_retrieval='q: ', query_instruction_format='{}{}'" in (caplog.text)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="m3kit.model"):
+        enc.model.save(tmp_path / "plain", enc.tokenizer)
+    assert "query_instruction_for_retrieval" not in caplog.text
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_m3_folder_without_m3kit_json_follows_its_1_pooling(
     tiny_m3_path: Path, tmp_path: Path, pooling: str, caplog: pytest.LogCaptureFixture

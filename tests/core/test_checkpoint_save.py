@@ -69,11 +69,15 @@ def test_a_save_over_a_checkpoint_keeps_the_users_files_not_the_stale_calibratio
     for export in ("onnx", "openvino"):
         (out / export).mkdir()
         (out / export / "model.bin").write_bytes(b"old weights")
+    # transformers' TensorFlow / Flax and rust-bert weights (all-MiniLM-L6-v2 ships them)
+    others = {"tf_model.h5", "flax_model.msgpack", "rust_model.ot"}
+    for name in others:
+        (out / name).write_bytes(b"old weights")
 
     assert model.save(out, tok, max_length=64) == out
     names = {p.name for p in out.iterdir()}
     assert {"notes.txt", "logs"} <= names and not names & {SEARCH_FILE, SAVING_FILE}
-    assert not names & {"onnx", "openvino"}
+    assert not names & {"onnx", "openvino", *others}
     assert (out / "logs" / "train.log").read_text() == "step 1"
     assert json.loads((out / "m3kit.json").read_text())["query_instruction"] is None
     assert stat.S_IMODE(out.stat().st_mode) == 0o750

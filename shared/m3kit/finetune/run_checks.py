@@ -76,7 +76,7 @@ def check_output_path(output_path: str | os.PathLike[str]) -> None:
     (notes, logs, a README: :meth:`m3kit.model.M3Model.save`), so a folder holding no
     checkpoint (:func:`m3kit.checkpoint.holds_checkpoint`) but files named as a checkpoint's
     (an application's ``config.json``, ``vocab.txt``, ``onnx/``:
-    :func:`m3kit.model.replaced_names`) is refused: they would be replaced.
+    :func:`m3kit.saved_files.replaced_names`) is refused: they would be replaced.
 
     Raises:
         ValueError: ``output_path`` is empty (it would save into the current directory), or
@@ -85,7 +85,7 @@ def check_output_path(output_path: str | os.PathLike[str]) -> None:
             (``config.json``, ``vocab.txt``, ``onnx/``...); the message names them.
     """
     from m3kit.checkpoint import holds_checkpoint
-    from m3kit.model import replaced_names
+    from m3kit.saved_files import replaced_names
 
     if not os.fspath(output_path):
         raise ValueError(
