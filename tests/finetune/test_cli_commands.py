@@ -105,7 +105,15 @@ def test_cli_mine_finetune_eval(
     )
     printed = capsys.readouterr().out
     assert "| baseline | dense |" in printed and "| model | fused |" in printed
-    assert json.loads((report / "report.json").read_text())["meta"]["queries"] == 8
+    meta = json.loads((report / "report.json").read_text())["meta"]
+    assert meta["queries"] == 8
+    # the saved report names what it measured: models, each fused row's weights and source,
+    # the settings (two runs differing in all of them wrote the same meta)
+    assert meta["models"] == {"baseline": str(tiny_m3_path.resolve()), "model": str(out.resolve())}
+    assert meta["data"] == str(data.resolve()) and meta["max_queries"] == 8
+    assert set(meta["fused"]) == {"baseline", "model"}
+    assert all(len(f["weights"]) == 3 and f["source"] for f in meta["fused"].values())
+    assert "model fused [" in (report / "report.md").read_text()
 
     # calibrate the fine-tuned checkpoint's fusion on the BEIR folder; searches then use it
     assert (

@@ -156,6 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
     ignore_identical = not args.keep_identical_ids
     say_identical_ids(corpus, queries, ignore_identical)
     reports: dict[str, RetrievalReport] = {}
+    fused: dict[str, dict[str, object]] = {}
     models = [("baseline", args.baseline)] if args.baseline else []
     # checked before any model loads (the fused row refuses them only after encoding)
     explicit = None if args.weights is None else check_m3_weights(args.weights)
@@ -173,6 +174,7 @@ def run_eval(args: argparse.Namespace) -> int:
             top_k, min_w = None, 0.0
         weights, source = fused_weights(encoder, split_list(args.heads), explicit, cut)
         print(f"{name}: fused row weights {list(weights)} ({source})")
+        fused[name] = {"weights": [float(w) for w in weights], "source": source}
         try:
             reports[name] = evaluate_heads(
                 encoder,
@@ -200,7 +202,29 @@ def run_eval(args: argparse.Namespace) -> int:
         print(cut_line)
     print(caption)
     if args.output:
-        meta = {"data": str(args.data), "queries": averaged, "queries_dropped": dropped}
-        paths = write(reports, args.output, extra=meta, caption=caption)
+        meta = {
+            "data": str(Path(args.data).expanduser().resolve()),
+            "queries": averaged,
+            "queries_dropped": dropped,
+            # what the rows measured: a saved report names its models and settings
+            "models": {name: _named_model(path) for name, path in [*models, ("model", args.model)]},
+            "fused": fused,
+            "max_length": args.max_length,
+            "heads": split_list(args.heads),
+            "split": args.split,
+            "max_queries": args.max_queries,
+            "seed": args.seed,
+            "identical_ids": "left out" if ignore_identical else "scored",
+        }
+        weights_line = "; ".join(
+            f"{name} fused {f['weights']} ({f['source']})" for name, f in fused.items()
+        )
+        paths = write(reports, args.output, extra=meta, caption=f"{weights_line}\n\n{caption}")
         print(f"wrote {paths['json']}, {paths['markdown']}, {paths['png']}")
     return 0
+
+
+def _named_model(path: str) -> str:
+    """A model as a report names it: a folder's absolute path, else the name given (a hub id)."""
+    folder = Path(path).expanduser()
+    return str(folder.resolve()) if folder.exists() else path
