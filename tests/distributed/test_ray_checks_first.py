@@ -20,7 +20,7 @@ from m3kit.store.collection_record import _write
 
 pytest.importorskip("ray")
 
-from m3kit.distributed import ray_pipeline
+from m3kit.distributed import ray_queue
 from m3kit.distributed.ray_pipeline import ChunkerSpec, index_with_ray
 
 ROWS = [{"doc_id": "a", "text": "Alpha."}, {"doc_id": "b", "text": "Beta."}]
@@ -33,7 +33,7 @@ def no_actors(monkeypatch: pytest.MonkeyPatch) -> None:
     def built(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the Ray dataset was built: actors would load and encode")
 
-    monkeypatch.setattr(ray_pipeline._Queue, "dataset", built)
+    monkeypatch.setattr(ray_queue.DocumentQueue, "dataset", built)
 
 
 def test_an_encoder_changed_in_memory_is_refused_before_any_actor(
@@ -59,3 +59,46 @@ def test_a_collection_re_encoded_elsewhere_is_refused_before_any_actor(
         with pytest.raises(FingerprintMismatchError, match="nothing was encoded or written"):
             index_with_ray(index, ROWS, chunker=ChunkerSpec("naive"), num_actors=1)
         assert index.store.count() == 1
+
+
+def test_a_truncated_document_is_refused_before_any_batch_is_encoded(
+    tiny_m3_path: Path, tmp_path: Path, no_actors: None
+) -> None:
+    """With ``truncation="error"`` the batch encoding the long document raised, after the
+    batches before it were written (10 of 12 documents stored, where ``add_texts`` stores 0)."""
+    from m3kit.errors import TruncationError
+
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32", max_length=16)
+    rows = [{"doc_id": f"d{i}", "text": f"Short {i}."} for i in range(11)]
+    rows.append({"doc_id": "long", "text": "word " * 200})
+    with M3Index.open(enc, tmp_path / "db", collection="c") as index:
+        with pytest.raises(TruncationError, match="document 'long'"):
+            index_with_ray(
+                index, rows, chunker=ChunkerSpec("whole"), docs_per_batch=2, truncation="error"
+            )
+        assert index.store.count() == 0
+
+
+@pytest.mark.parametrize("writer", ["ray", "add_texts"])
+def test_a_value_a_payload_index_would_hide_is_refused_before_any_is_encoded(
+    tiny_m3_path: Path, tmp_path: Path, no_actors: None, writer: str
+) -> None:
+    """A write checked its own batch only: Ray stored 10 of 12 documents before refusing the
+    last one's ``price: 1.5`` on an integer index, ``add_texts`` 64 of 70 (one write group)."""
+    enc = M3Encoder.from_pretrained(tiny_m3_path, dtype="fp32")
+    count = 12 if writer == "ray" else 70
+    texts = [f"Document {i}." for i in range(count)]
+    metas: list[dict[str, Any]] = [{"price": i} for i in range(count - 1)] + [{"price": 1.5}]
+    ids = [f"d{i}" for i in range(count)]
+    indexes = {"price": "integer"}
+    with M3Index.open(enc, tmp_path / "db", collection="c", payload_indexes=indexes) as index:
+        with pytest.raises(ValueError, match=f"document 'd{count - 1}'.*non-integer"):
+            if writer == "ray":
+                rows = [
+                    {"doc_id": i, "text": t, "metadata": m}
+                    for i, t, m in zip(ids, texts, metas, strict=True)
+                ]
+                index_with_ray(index, rows, chunker=ChunkerSpec("whole"), docs_per_batch=2)
+            else:
+                index.add_texts(texts, metas, ids)
+        assert index.store.count() == 0

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from m3kit.distributed.ray_actor import _EncodeActor, _log_notes, _raise_failure
 from m3kit.distributed.ray_arrow import records_from_arrow, records_to_arrow
+from m3kit.distributed.ray_queue import DocumentQueue
 from m3kit.distributed.spec import EncoderSpec
 from m3kit.errors import MissingExtraError
 from m3kit.late_config import parse_heads
@@ -287,83 +288,6 @@ def _groups(documents: Any, size: int) -> Iterator[tuple[int, list[Any]]]:
         first += len(group)
 
 
-class _Queue:
-    """What :func:`index_with_ray` checked, and the documents to encode, held by Ray.
-
-    Every document is checked before the first is encoded (so a refused one leaves the
-    collection untouched), but this process keeps only each document's id and version: the
-    documents to encode go to Ray's object store (which spills to disk) in blocks of
-    ``block`` documents, one actor call each.
-    """
-
-    def __init__(self, ray: Any, block: int) -> None:
-        self.ray = ray
-        self.block = block
-        self.order: list[str] = []  # every document's id, input order
-        self.versions: dict[str, str] = {}  # doc_id -> doc_hash of every distinct document
-        self.blocks: list[Any] = []  # object refs of Arrow tables of documents to encode
-        self.todo = 0
-        self._rows: list[dict[str, str]] = []
-        self.moves: dict[str, Any] = {}  # documents whose metadata alone changed
-
-    def add(self, index: M3Index, chunker: Any, first: int, group: list[Any]) -> None:
-        """Check ``group`` (the input's documents from position ``first``) and queue it.
-
-        Raises:
-            ValueError: What :meth:`M3Index.add_texts` refuses (an id given twice with
-                different content, here also across groups; metadata that is not plain
-                JSON...), naming positions in the whole input.
-        """
-        from m3kit.fingerprint import chunking_signature
-        from m3kit.store.index_inputs import versioned_documents
-        from m3kit.store.metadata_updates import metadata_only, unstored
-
-        texts, metas, ids = _rows(group, first)
-        order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
-        self.order.extend(order)
-        new = []
-        for d in docs:
-            seen = self.versions.get(d.doc_id)
-            if seen is None:  # not in an earlier group
-                self.versions[d.doc_id] = d.doc_hash
-                new.append(d)
-            elif seen != d.doc_hash:
-                raise ValueError(f"doc_id {d.doc_id!r} is given twice with different content")
-        stored = index.store.stored_versions([d.doc_id for d in new]) if new else {}
-        # a document whose metadata alone changed keeps its vectors: updated in place once
-        # every group passed its checks and the encoded documents are written
-        waiting = unstored(new, stored)
-        moves, todo = metadata_only(index, waiting, chunking_signature(chunker), stored)
-        self.moves.update(moves)
-        for d in todo:
-            self._rows.append(
-                {
-                    "doc_id": d.doc_id,
-                    "text": d.text,
-                    "metadata": json.dumps(dict(d.metadata)),
-                    "doc_hash": d.doc_hash,
-                    "chunking": json.dumps(dict(d.chunking)),
-                }
-            )
-            self.todo += 1
-            if len(self._rows) == self.block:
-                self._put()
-
-    def dataset(self) -> Any:
-        """The queued documents as a Ray Dataset (one block per actor call)."""
-        if self._rows:
-            self._put()
-        return self.ray.data.from_arrow_refs(self.blocks)
-
-    def _put(self) -> None:
-        import pyarrow as pa
-
-        if not self.ray.is_initialized():
-            self.ray.init()
-        self.blocks.append(self.ray.put(pa.Table.from_pylist(self._rows)))
-        self._rows = []
-
-
 def index_with_ray(
     index: M3Index,
     documents: Iterable[SourceDocument | Mapping[str, Any]] | Any,
@@ -398,9 +322,8 @@ def index_with_ray(
         docs_per_batch: Documents per actor call.
         truncation: With ``kind="whole"``, a document longer than the model's window is
             ``"warn"``: cut, with the warning :meth:`M3Index.add_texts` logs, logged by this
-            process; ``"error"``: :class:`~m3kit.errors.TruncationError`, raised here before
-            its batch is written (batches written before it stay, as with ``add_texts``).
-            The chunkers never cut.
+            process; ``"error"``: :class:`~m3kit.errors.TruncationError`, raised as the
+            documents are checked, before any is encoded. The chunkers never cut.
         show_progress: Ray Data's progress bars while the actors encode (``None``: Ray's own
             setting, ``DataContext.enable_progress_bars``; set for this run only).
 
@@ -446,9 +369,9 @@ def index_with_ray(
     check_record(index.store, "nothing was encoded or written")
     spec_chunker = chunker if chunker is not None else ChunkerSpec()
     local_chunker = spec_chunker.build(index.encoder)  # its signature fixes the doc hashes
-    queue = _Queue(ray, docs_per_batch)
+    queue = DocumentQueue(ray, docs_per_batch)
     for first, group in _groups(documents, _CHECK_GROUP):
-        queue.add(index, local_chunker, first, group)
+        queue.add(index, local_chunker, first, _rows(group, first), mode)
     logger.info("Ray indexing: %d document(s), %d to encode", len(queue.order), queue.todo)
     if not queue.todo:
         update_in_place(index, queue.moves)

@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from m3kit.store.store import M3Store
     from m3kit.store.store_reads import StoredVersion
 
-__all__ = ["WRITE_GROUP_CHARS", "IndexWrites", "write_group_bounds"]
+__all__ = [
+    "WRITE_GROUP_CHARS",
+    "IndexWrites",
+    "refuse_hidden_metadata",
+    "refuse_truncated",
+    "write_group_bounds",
+]
 
 
 #: Characters of text that close a group of :meth:`IndexWrites.add_texts` before it has
@@ -192,7 +198,8 @@ class IndexWrites:
             [len(d.text) for d in todo], self.write_group, WRITE_GROUP_CHARS
         )
         if chunker is None and len(bounds) > 1:  # (one group is checked as it is encoded)
-            self._refuse_truncated(todo, bounds, truncation)  # before the first is written
+            refuse_truncated(self.encoder, todo, bounds, truncation)  # before any is written
+        refuse_hidden_metadata(self.store, todo)  # (each write checks its own group again)
         show = len(todo) > self.write_group if show_progress is None else show_progress
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
             for start, stop in bounds:
@@ -203,22 +210,6 @@ class IndexWrites:
                 bar.update(len(group))
         update_in_place(index, moves)
         return order
-
-    def _refuse_truncated(
-        self, todo: Sequence[_Doc], bounds: list[tuple[int, int]], truncation: Truncation | str
-    ) -> None:
-        """Raise :class:`~m3kit.errors.TruncationError` for a document longer than the model
-        takes (``truncation="error"``, no chunker) before any is written: the length was
-        checked as each group (``bounds``) was encoded, after the earlier groups were stored."""
-        from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
-        from m3kit.encoder import Truncation
-
-        if Truncation(truncation) is not Truncation.ERROR:
-            return
-        for start, stop in bounds:  # (token ids of one group at once)
-            group = todo[start:stop]
-            names = [d.doc_id for d in group]
-            document_token_ids(self.encoder, [d.text for d in group], names, truncation="error")
 
     async def aadd_texts(
         self,
@@ -261,3 +252,30 @@ class IndexWrites:
         with holding(self._write_lock):  # a cancelled async delete that waited: not done
             check_held(self.store, self.fingerprint)  # no vectors: the encoder may have changed
             self.store.delete_documents(doc_ids)
+
+
+def refuse_truncated(
+    encoder: M3Encoder,
+    todo: Sequence[_Doc],
+    bounds: Sequence[tuple[int, int]],
+    truncation: Truncation | str,
+) -> None:
+    """Raise :class:`~m3kit.errors.TruncationError` for a document longer than the model takes
+    (``truncation="error"``, no chunker) before any is written: the length was checked as each
+    group (``bounds``) was encoded, after the earlier groups were stored."""
+    from m3kit.chunking import document_token_ids  # late: imports the encoder (torch)
+    from m3kit.encoder import Truncation
+
+    if Truncation(truncation) is not Truncation.ERROR:
+        return
+    for start, stop in bounds:  # (token ids of one group at once)
+        group = todo[start:stop]
+        names = [d.doc_id for d in group]
+        document_token_ids(encoder, [d.text for d in group], names, truncation="error")
+
+
+def refuse_hidden_metadata(store: M3Store, todo: Sequence[_Doc]) -> None:
+    """Refuse, before any of ``todo`` is encoded, a metadata value a payload index of the
+    collection would hide (:meth:`M3Store.refuse_hidden_values`): each write checked only its
+    own group, after the earlier groups were stored."""
+    store.refuse_hidden_values((f"metadata of document {d.doc_id!r}", d.metadata) for d in todo)

@@ -319,14 +319,28 @@ class StoreWrites:
         only values an index hides), so one another store added since this one opened is
         seen; qdrant-client's local mode has none.
         """
-        if not any(holds_number(p.payload.get(METADATA) or {}) for p in points):
+        self.refuse_hidden_values(
+            (
+                f"metadata of document {p.payload[DOC_ID]!r} (chunk {p.payload[CHUNK_INDEX]})",
+                p.payload.get(METADATA) or {},
+            )
+            for p in points
+        )
+
+    def refuse_hidden_values(self, metadatas: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Refuse a metadata value a payload index of the collection would hide, before the
+        documents are encoded: ``metadatas`` is ``(what, metadata)`` pairs (``what`` names it
+        in the error). Writes check again (an index may be added meanwhile).
+
+        Raises:
+            ValueError: See :func:`~m3kit.store.payload_indexes.check_indexed_values`.
+        """
+        named = [(what, meta) for what, meta in metadatas if holds_number(meta)]
+        if not named:
             return
         indexes = cast("M3Store", self)._payload_index_types()
-        if not indexes:
-            return
-        for p in points:
-            where = f"metadata of document {p.payload[DOC_ID]!r} (chunk {p.payload[CHUNK_INDEX]})"
-            check_indexed_values(p.payload.get(METADATA) or {}, indexes, where)
+        for what, meta in named if indexes else ():
+            check_indexed_values(meta, indexes, what)
 
     def _write_parallel(
         self, plan: WriteBatches, workers: int, written: set[int], bar: Any
