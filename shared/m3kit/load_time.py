@@ -81,17 +81,31 @@ class LoadTimeFields(BaseModel):
                 memory since it was loaded (the check worker processes make,
                 :meth:`~m3kit.distributed.EncoderSpec.of`).
         """
+        from m3kit.checkpoint import resolve_checkpoint
         from m3kit.distributed.spec import EncoderSpec
 
+        cls = type(self).__name__
         try:
-            return EncoderSpec.of(encoder).identity  # type: ignore[return-value]
+            spec = EncoderSpec.of(encoder)
         except ValueError as e:
-            cls = type(self).__name__
             raise refuse(
                 f"cannot pickle this {cls}: unpickling loads its model again from its "
                 f"checkpoint folder, and {e}; then build the {cls} from that folder (within one "
                 "process, copy.deepcopy or from_encoder shares the loaded model instead)"
             ) from e
+        # what its fields do not hold: unpickled (in a worker), another model would load
+        own = resolve_checkpoint(spec.path).pooling.value
+        unheld = [f"pooling={spec.pooling!r} (the folder's own is {own!r})"]
+        unheld = unheld if spec.pooling != own else []
+        unheld += ["trust_remote_code=True"] if spec.trust_remote_code else []
+        if unheld:
+            raise refuse(
+                f"cannot pickle this {cls}: its encoder was loaded with {', '.join(unheld)}, "
+                "which its fields do not hold, so unpickling would load another model; save "
+                f"the model with those settings (M3Model.save) and build the {cls} from that "
+                "folder, or share the encoder within one process (from_encoder, copy.deepcopy)"
+            )
+        return spec.identity  # type: ignore[return-value]
 
     def _check_unpickled(self, encoder: M3Encoder, identity: str, source: str) -> None:
         """Check that the model unpickling loaded (``encoder``, from ``source``) is the pickled

@@ -105,15 +105,18 @@ def test_an_in_memory_model_is_a_clear_error(
     assert copy.deepcopy(obj).encoder is in_memory
 
 
-def test_a_reloaded_model_that_differs_is_a_clear_error(tiny_m3_path: Path) -> None:
+def test_a_reloaded_model_that_differs_is_a_clear_error(tiny_m3_path: Path, tmp_path: Path) -> None:
     """An encoder loaded with a setting the class has no field for (``pooling``) would load
-    again as another model: unpickling refuses it, naming both, rather than give other
-    vectors."""
+    again as another model: pickling refuses it, naming the setting. (Unpickling refused it,
+    in the worker process that got the pickle, after ``pickle.dumps`` had succeeded.)"""
     enc = M3Encoder.from_pretrained(tiny_m3_path, device="cpu", dtype="fp32", pooling="mean")
     emb = M3Embeddings.from_encoder(enc)
-    blob = pickle.dumps(emb)
-    with pytest.raises(ValueError, match=r"M3Embeddings.*loaded another model"):
-        pickle.loads(blob)
+    with pytest.raises(TypeError, match=r"pickle this M3Embeddings.*pooling='mean'.*'cls'"):
+        pickle.dumps(emb)
+    # the way out the message gives: a folder whose own pooling is the encoder's
+    saved = enc.model.save(tmp_path / "mean_pooled", enc.tokenizer)
+    again = pickle.loads(pickle.dumps(M3Embeddings(model_name_or_path=str(saved), dtype="fp32")))
+    assert again.encoder.model.pooling.value == "mean"
 
 
 def test_objects_holding_an_open_index_refuse_copies_saying_why(tiny_encoder: M3Encoder) -> None:
