@@ -37,7 +37,7 @@ from m3kit.errors import FingerprintMismatchError
 if TYPE_CHECKING:
     from m3kit.fingerprint import EncoderFingerprint
 
-__all__ = ["MAX_VECTORS", "check_origin", "embedded_alone", "remember"]
+__all__ = ["MAX_VECTORS", "check_origin", "embedded_alone", "remember", "remember_late"]
 
 #: Vectors remembered, at most (the oldest are forgotten first: 16 bytes of digest each).
 MAX_VECTORS = 65536
@@ -46,6 +46,9 @@ _lock = threading.Lock()
 _origins: OrderedDict[bytes, frozenset[str]] = OrderedDict()
 #: ``identity: description`` of each encoder that made a remembered vector (for messages).
 _described: dict[str, str] = {}
+#: Digests of the late-chunked vectors the parser made in this process (the last
+#: :data:`MAX_VECTORS`): one equal to a text-alone vector is not one made without context.
+_late: OrderedDict[bytes, None] = OrderedDict()
 
 
 def _key(vector: Any) -> bytes:
@@ -101,9 +104,20 @@ def check_origin(vector: Any, fingerprint: EncoderFingerprint, what: str) -> Non
     )
 
 
-def embedded_alone(vector: Any) -> bool:
-    """Whether an ``M3Embedding`` in this process made ``vector`` from a text alone (one of the
-    last :data:`MAX_VECTORS` it returned; a late-chunked vector is never one of them)."""
+def remember_late(vector: Any) -> None:
+    """Record a late-chunked vector the parser made (see :func:`embedded_alone`)."""
     key = _key(vector)
     with _lock:
-        return key in _origins
+        _late[key] = None
+        _late.move_to_end(key)
+        while len(_late) > MAX_VECTORS:
+            _late.popitem(last=False)
+
+
+def embedded_alone(vector: Any) -> bool:
+    """Whether an ``M3Embedding`` in this process made ``vector`` from a text alone (one of the
+    last :data:`MAX_VECTORS` it returned), and the parser did not make the same vector late
+    (a mean-pooled model's one-chunk document: its late vector is its text's)."""
+    key = _key(vector)
+    with _lock:
+        return key in _origins and key not in _late

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from llama_index.core.schema import TextNode
 
+from llamaindex_m3.embedding_origins import remember_late
 from llamaindex_m3.late_nodes import (
     _INTERNAL_KEYS,
     ENCODER_SETTINGS,
@@ -42,6 +43,7 @@ def late_chunk_node(
         start_char_idx=chunk.start,
         end_char_idx=chunk.end,
     )
+    remember_late(node.embedding)  # not taken for a text-alone one (embedding_origins)
     fingerprint = encoder_fingerprint(chunker.encoder)
     node.metadata[LATE_METADATA_KEY] = {
         "chunker": chunker.signature,

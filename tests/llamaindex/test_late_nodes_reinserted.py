@@ -97,3 +97,18 @@ def test_a_one_chunk_document_whose_text_was_embedded_before_is_stored(
     embed.get_text_embedding(doc.text)  # remembered as made from the text alone
     _, client, _ = _indexed(tiny_encoder, [doc])
     assert len(_dense(client)) == 1
+
+
+def test_a_vector_the_parser_made_late_is_not_taken_for_a_text_alone_one(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """A mean-pooled model's one-chunk document: its late vector can be its text's, bit for
+    bit; that node is not refused."""
+    from llamaindex_m3.embedding_origins import embedded_alone, remember, remember_late
+    from m3kit.fingerprint import encoder_fingerprint
+
+    alone, both = [0.25, -0.5, 0.75, 0.125], [0.5, 0.5, -0.25, 0.625]
+    remember([alone, both], encoder_fingerprint(tiny_encoder))
+    remember_late(both)
+    assert embedded_alone(alone) and not embedded_alone(both)
+    assert not embedded_alone([0.1, 0.2, 0.3, 0.4])  # made by nothing here
