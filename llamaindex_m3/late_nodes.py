@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -187,7 +188,7 @@ def node_vectors(node: BaseNode) -> M3Output:
             f"(no {LATE_METADATA_KEY!r} metadata and embedding); it carries no M3 vectors"
         )
     _check_text(node, None, late)
-    if embedded_alone(embedding):
+    if dense_is_late(late) and embedded_alone(embedding):
         raise ValueError(embedded_alone_message(node))
     sparse = node.metadata.get(SPARSE_METADATA_KEY)
     heads = {Head.DENSE} | ({Head.SPARSE} if isinstance(sparse, dict) else set())
@@ -205,6 +206,25 @@ def node_vectors(node: BaseNode) -> M3Output:
         else None,
         _colbert=None,
     )
+
+
+def dense_is_late(late: Mapping[str, Any]) -> bool:
+    """Whether a late-chunked node's dense vector was pooled late (its chunker's signature
+    names its late heads; one from before it did pooled every head late). With ``late_heads``
+    leaving dense out (``dense_pooling="naive"``), the dense vector is its chunk's alone.
+
+    >>> dense_is_late({"chunker": "LateChunker(..., late_heads=colbert+sparse)"})
+    False
+    >>> dense_is_late({"chunker": "LateChunker(..., late_heads=colbert+dense+sparse)"})
+    True
+    """
+    found = _LATE_HEADS.search(str(late.get("chunker", "")))
+    return found is None or "dense" in found.group(1).split("+")
+
+
+#: The late heads a :attr:`LateChunker.signature <m3kit.late_chunking.LateChunker.signature>`
+#: names.
+_LATE_HEADS = re.compile(r"late_heads=([a-z+]*)")
 
 
 def embedded_alone_message(node: BaseNode) -> str:

@@ -83,6 +83,7 @@ class LoadTimeFields(BaseModel):
         """
         from m3kit.checkpoint import resolve_checkpoint
         from m3kit.distributed.spec import EncoderSpec
+        from m3kit.errors import CheckpointError
 
         cls = type(self).__name__
         try:
@@ -94,7 +95,13 @@ class LoadTimeFields(BaseModel):
                 "process, copy.deepcopy or from_encoder shares the loaded model instead)"
             ) from e
         # what its fields do not hold: unpickled (in a worker), another model would load
-        own = resolve_checkpoint(spec.path).pooling.value
+        try:
+            own = resolve_checkpoint(spec.path).pooling.value
+        except (CheckpointError, OSError) as e:  # the folder gone or changed since loading
+            raise refuse(
+                f"cannot pickle this {cls}: unpickling loads its model again from "
+                f"{spec.path}, which cannot be read now ({e})"
+            ) from e
         unheld = [f"pooling={spec.pooling!r} (the folder's own is {own!r})"]
         unheld = unheld if spec.pooling != own else []
         unheld += ["trust_remote_code=True"] if spec.trust_remote_code else []

@@ -28,12 +28,16 @@ def _dense(client: QdrantClient) -> dict[str, np.ndarray]:
 
 
 def _indexed(
-    encoder: M3Encoder, docs: list[Document] = LONG, **index_kwargs: bool
+    encoder: M3Encoder,
+    docs: list[Document] = LONG,
+    dense_pooling: str | None = None,
+    **index_kwargs: bool,
 ) -> tuple[VectorStoreIndex, QdrantClient, M3Embedding]:
     embed = M3Embedding.from_encoder(encoder)
-    nodes = M3LateChunkingNodeParser.from_encoder(encoder, chunk_size=48).get_nodes_from_documents(
-        docs
+    parser = M3LateChunkingNodeParser.from_encoder(
+        encoder, chunk_size=48, dense_pooling=dense_pooling
     )
+    nodes = parser.get_nodes_from_documents(docs)
     client = QdrantClient(":memory:")
     store = M3QdrantVectorStore("late", client=client, sparse_model=embed)
     index = VectorStoreIndex(
@@ -68,6 +72,21 @@ def test_a_docstore_copy_inserted_again_is_refused(tiny_encoder: M3Encoder) -> N
     with pytest.raises(ValueError, match="text alone"):
         index.insert_nodes([node])
     np.testing.assert_array_equal(_dense(client)[node_id], before[node_id])
+
+
+def test_a_docstore_copy_whose_dense_vector_is_its_chunks_alone_is_taken(
+    tiny_encoder: M3Encoder,
+) -> None:
+    """With dense pooled naive (late heads sparse + ColBERT), the dense vector is the chunk's
+    own: embedding its text again is right, and the node is stored (the review caught the
+    refusal refusing it)."""
+    index, client, _ = _indexed(tiny_encoder, dense_pooling="naive", store_nodes_override=True)
+    node_id = next(iter(_dense(client)))
+    node = index.docstore.get_node(node_id)
+    node.metadata["reviewed"] = True
+    index.insert_nodes([node])
+    stored = client.retrieve("late", [node_id])[0].payload
+    assert stored is not None and '"reviewed": true' in stored["_node_content"]
 
 
 def test_a_node_from_get_nodes_is_written_again_with_its_stored_vectors(

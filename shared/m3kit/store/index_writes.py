@@ -197,9 +197,10 @@ class IndexWrites:
         bounds = write_group_bounds(
             [len(d.text) for d in todo], self.write_group, WRITE_GROUP_CHARS
         )
-        if chunker is None and len(bounds) > 1:  # (one group is checked as it is encoded)
-            refuse_truncated(self.encoder, todo, bounds, truncation)  # before any is written
-        refuse_hidden_metadata(self.store, todo)  # (each write checks its own group again)
+        if len(bounds) > 1:  # before any is written (one group is checked before its write)
+            if chunker is None:
+                refuse_truncated(self.encoder, todo, bounds, truncation)
+            refuse_hidden_metadata(self.store, todo)
         show = len(todo) > self.write_group if show_progress is None else show_progress
         with tqdm(total=len(todo), desc="index", unit="doc", disable=not show) as bar:
             for start, stop in bounds:
