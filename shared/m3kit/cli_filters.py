@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Any
 
 __all__ = ["filter_mapping", "filter_pair"]
@@ -32,12 +31,13 @@ def filter_pair(value: str) -> tuple[str, Any]:
 
     A bare number also matches its text (ids, versions and codes stored as strings are
     common, and a command line cannot tell them apart); a quoted one (``'v="2.0"'``) is text
-    only. One no filter can compare exactly (past ``±2**53``, ``NaN``, ``1e400``) is text:
+    only. One no filter can compare exactly (an integer past ``±2**53``, ``NaN``, ``1e400``)
+    is text:
 
     >>> filter_pair("ver=2.0"), filter_pair('ver="2.0"'), filter_pair("lang=en")
     (('ver', [2.0, '2.0']), ('ver', '2.0'), ('lang', 'en'))
-    >>> filter_pair("id=1234567890123456789"), filter_pair("code=NaN")
-    (('id', '1234567890123456789'), ('code', 'NaN'))
+    >>> filter_pair("id=1234567890123456789"), filter_pair("code=NaN"), filter_pair("x=1e20")
+    (('id', '1234567890123456789'), ('code', 'NaN'), ('x', [1e+20, '1e20']))
     """
     key, sep, raw = value.partition("=")
     if not sep or not key:
@@ -48,10 +48,9 @@ def filter_pair(value: str) -> tuple[str, Any]:
         return key, raw  # plain text, e.g. --filter topic=geo
     if isinstance(parsed, bool) or not isinstance(parsed, int | float):
         return key, parsed
-    from m3kit.store.conditions import MAX_EXACT_INT  # (qdrant-client: not at --help)
+    from m3kit.store.conditions import exact_number  # (qdrant-client: not at --help)
 
-    exact = math.isfinite(parsed) and abs(parsed) <= MAX_EXACT_INT
-    return key, [parsed, raw] if exact else raw
+    return key, [parsed, raw] if exact_number(parsed) else raw
 
 
 def _no_constant(name: str) -> Any:

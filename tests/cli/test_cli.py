@@ -169,10 +169,11 @@ def test_filter_values_that_read_as_numbers_match_their_text(
     tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--filter ver=2.0`` found nothing on ``"ver": "2.0"``, an id past 2**53 stored as a
-    string was refused ("store such values as strings"), ``code=NaN`` was refused."""
+    string was refused ("store such values as strings"), ``code=NaN`` was refused; a float
+    past 2**53 (``big=1e20``), which compares exactly, was taken for text only."""
     rows = [
         {"_id": "a", "text": "Alpha row.", "tweet": "1234567890123456789", "ver": "2.0"},
-        {"_id": "b", "text": "Beta row.", "code": "NaN", "ver": 2.0, "year": 1774},
+        {"_id": "b", "text": "Beta row.", "code": "NaN", "ver": 2.0, "year": 1774, "big": 1e20},
         {"_id": "c", "text": "Gamma row.", "year": "1774"},
     ]
     corpus = tmp_path / "rows.jsonl"
@@ -189,6 +190,7 @@ def test_filter_values_that_read_as_numbers_match_their_text(
     assert found('ver="2.0"') == {"a"}  # quoted: text only
     assert found("code=NaN") == {"b"}
     assert found("year=1774") == {"b", "c"}
+    assert found("big=1e20") == {"b"}
 
 
 def test_console_script_subprocess(docs: Path, tmp_path: Path, minilm_path: Path) -> None:

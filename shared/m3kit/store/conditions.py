@@ -71,6 +71,7 @@ __all__ = [
     "any_of",
     "compare",
     "equals",
+    "exact_number",
     "is_empty",
     "not_",
     "present_else",
@@ -85,12 +86,23 @@ MAX_EXACT_INT = 2**53
 """Largest integer magnitude a filter accepts (numbers are compared as 64-bit floats)."""
 
 
+def exact_number(value: int | float) -> bool:
+    """Whether a filter compares number ``value`` exactly: finite, and an int within ``±2**53``.
+
+    >>> exact_number(2**53), exact_number(2**53 + 1), exact_number(1e300), exact_number(math.nan)
+    (True, False, True, False)
+    """
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return abs(value) <= MAX_EXACT_INT
+
+
 def _number(path: str, value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"filter on {path!r} ({what}) compares numbers, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"filter on {path!r} ({what}): {value!r} is not a finite number")
-    if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+    if not exact_number(value):
         raise ValueError(
             f"filter on {path!r} ({what}): {value} is beyond ±2**53, where numbers compared "
             "as 64-bit floats are no longer exact; store such values as strings"
