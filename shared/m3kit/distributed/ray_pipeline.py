@@ -351,7 +351,8 @@ def index_with_ray(
             traceback is the ``__cause__``), before the batch is written. Or the
             collection's sparse cut changed since ``index`` opened it.
         RuntimeError: An actor's process died on one batch (out of memory, a crash) more
-            than :data:`BATCH_RETRIES` times over: the batches written before stay.
+            than :data:`BATCH_RETRIES` times over, naming the documents not written (the
+            one it died on among them): the batches written before stay.
         FingerprintMismatchError: ``index``'s encoder changed in memory since it was opened
             (:class:`~m3kit.errors.EncoderChangedError`), or another index or process
             re-encoded the collection since: before any actor starts, nothing written.
@@ -403,16 +404,21 @@ def index_with_ray(
                 # document that kills its worker every time (out of memory) hung the job
                 max_task_retries=BATCH_RETRIES,
             )
+        written: set[str] = set()
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             _log_notes(table, mode)
             _raise_failure(table)  # before the batch is written
-            index.write_records(records_from_arrow(table))
+            records = records_from_arrow(table)
+            index.write_records(records)
+            written.update(r.doc_id for r in records)
     except ray.exceptions.RayActorError as e:  # (died, or unreachable: ActorUnavailableError)
+        # Ray does not say which batch its actor held: the documents not written include it
         raise RuntimeError(
             f"Ray indexing stopped: an encoder actor's process died or became unreachable on "
             f"one batch {BATCH_RETRIES + 1} times (out of memory, a crash, a lost node: see "
-            "the actor's log). The batches written before stay; index again to write the "
-            "rest, with fewer documents per batch or more memory per actor"
+            f"the actor's log); {queue.unwritten(written)}. The batches written before "
+            "stay; index again to write the rest, with fewer documents per batch or more "
+            "memory per actor"
         ) from e
     finally:
         context.enable_progress_bars = shown

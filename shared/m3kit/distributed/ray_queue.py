@@ -29,6 +29,7 @@ class DocumentQueue:
         self.versions: dict[str, str] = {}  # doc_id -> doc_hash of every distinct document
         self.blocks: list[Any] = []  # object refs of Arrow tables of documents to encode
         self.todo = 0
+        self.queued: list[str] = []  # ids of the documents to encode, queue order
         self._rows: list[dict[str, str]] = []
         self.moves: dict[str, Any] = {}  # documents whose metadata alone changed
 
@@ -87,8 +88,22 @@ class DocumentQueue:
                 }
             )
             self.todo += 1
+            self.queued.append(d.doc_id)
             if len(self._rows) == self.block:
                 self._put()
+
+    def unwritten(self, written: set[str], shown: int = 5) -> str:
+        """The queued documents not in ``written``, for an error: their count and the first
+        ``shown`` ids.
+
+        >>> q = DocumentQueue(None, 1)
+        >>> q.queued = ["a", "b", "c"]
+        >>> q.unwritten({"b"})
+        "2 document(s) were not written: ['a', 'c']"
+        """
+        left = [i for i in self.queued if i not in written]
+        more = f" and {len(left) - shown} more" if len(left) > shown else ""
+        return f"{len(left)} document(s) were not written: {left[:shown]}{more}"
 
     def dataset(self) -> Any:
         """The queued documents as a Ray Dataset (one block per actor call)."""
