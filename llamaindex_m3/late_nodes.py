@@ -217,9 +217,15 @@ def dense_is_late(late: Mapping[str, Any]) -> bool:
     False
     >>> dense_is_late({"chunker": "LateChunker(..., late_heads=colbert+dense+sparse)"})
     True
+
+    The signature ends with ``late_heads``; a custom splitter's settings come before it:
+
+    >>> dense_is_late({"chunker": "LateChunker(splitter=S(tag='late_heads=dense'), ..., "
+    ...                "late_heads=colbert+sparse)"})
+    False
     """
-    found = _LATE_HEADS.search(str(late.get("chunker", "")))
-    return found is None or "dense" in found.group(1).split("+")
+    found = _LATE_HEADS.findall(str(late.get("chunker", "")))
+    return not found or "dense" in found[-1].split("+")
 
 
 #: The late heads a :attr:`LateChunker.signature <m3kit.late_chunking.LateChunker.signature>`
