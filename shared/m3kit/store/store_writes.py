@@ -169,7 +169,7 @@ class StoreWrites:
                     record_replacing(self._backend, version)
                 try:
                     if workers > 1:  # a server: several requests in flight
-                        self._write_parallel(plan, workers, written, bar)
+                        _write_parallel(self._backend.upsert, plan, workers, written, bar)
                     else:
                         for i, batch in enumerate(plan.batches):
                             self._backend.upsert(batch)
@@ -342,49 +342,6 @@ class StoreWrites:
         for what, meta in named if indexes else ():
             check_indexed_values(meta, indexes, what)
 
-    def _write_parallel(
-        self, plan: WriteBatches, workers: int, written: set[int], bar: Any
-    ) -> None:
-        """Send the requests ``workers`` at a time, adding each that succeeds to ``written``.
-
-        On a failure, requests not yet sent are cancelled, those in flight are waited for
-        (and counted when they land), then the first error is raised: the caller's stale
-        cleanup then covers every request that reached the server, not only those before the
-        failed one in writing order. An interruption here (Ctrl-C) does the same: nothing more
-        is sent, and what was in flight is waited for and counted.
-        """
-        errors: list[BaseException] = []
-        with ThreadPoolExecutor(workers) as pool:
-            futures = {pool.submit(self._backend.upsert, b): i for i, b in enumerate(plan.batches)}
-            try:
-                for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    failure = future.exception()
-                    if failure is None:
-                        written.add(futures[future])
-                        bar.update(1)
-                        continue
-                    errors.append(failure)
-                    for pending in futures:
-                        pending.cancel()  # only those not started; running ones finish
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                written.update(
-                    i
-                    for f, i in futures.items()
-                    if f.done() and not f.cancelled() and f.exception() is None
-                )
-                raise
-        if errors:
-            if len(errors) > 1:
-                logger.warning(
-                    "%d more write request(s) in flight failed too: %s",
-                    len(errors) - 1,
-                    "; ".join(repr(e) for e in errors[1:4]),
-                )
-            raise errors[0]
-
     def _drop_stale(self, doc_ids: Sequence[str], version: Mapping[str, tuple[str, int]]) -> None:
         """Make the writes so far visible, then delete each document's chunks of other
         versions (or beyond its chunk count), and the foreign points they replace."""
@@ -392,6 +349,51 @@ class StoreWrites:
         for doc_id in doc_ids:
             self._backend.delete(stale_chunks_filter(doc_id, *version[doc_id]))
         delete_replaced_foreign(self._backend, doc_ids)
+
+
+def _write_parallel(
+    upsert: Callable[[Any], None], plan: WriteBatches, workers: int, written: set[int], bar: Any
+) -> None:
+    """Send the requests ``workers`` at a time with ``upsert``, adding each that succeeds
+    to ``written``.
+
+    On a failure, requests not yet sent are cancelled, those in flight are waited for
+    (and counted when they land), then the first error is raised: the caller's stale
+    cleanup then covers every request that reached the server, not only those before the
+    failed one in writing order. An interruption here (Ctrl-C) does the same: nothing more
+    is sent, and what was in flight is waited for and counted.
+    """
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(upsert, b): i for i, b in enumerate(plan.batches)}
+        try:
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                failure = future.exception()
+                if failure is None:
+                    written.add(futures[future])
+                    bar.update(1)
+                    continue
+                errors.append(failure)
+                for pending in futures:
+                    pending.cancel()  # only those not started; running ones finish
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            written.update(
+                i
+                for f, i in futures.items()
+                if f.done() and not f.cancelled() and f.exception() is None
+            )
+            raise
+    if errors:
+        if len(errors) > 1:
+            logger.warning(
+                "%d more write request(s) in flight failed too: %s",
+                len(errors) - 1,
+                "; ".join(repr(e) for e in errors[1:4]),
+            )
+        raise errors[0]
 
 
 #: Operations per metadata request at most (each a filter and a payload).
