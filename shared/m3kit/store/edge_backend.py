@@ -34,6 +34,7 @@ from qdrant_client import models
 from m3kit.errors import SchemaMismatchError, StoreConnectionError
 from m3kit.outputs import SparseVector
 from m3kit.store.edge_filters import edge_filter, edge_point_id
+from m3kit.store.edge_folder import ShardFolder
 from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import (
@@ -175,6 +176,7 @@ class EdgeBackend:
             self.where = f"{parent} (embedded engine)"
             self.reopen = f"{str(location)!r}, backend='edge'"
         self._path = parent / collection
+        self._folder = ShardFolder(self._path, collection, self.where)
         self._shard: qe.EdgeShard | None = None
         self._closed = False  # by close(): the shard is not loaded again
         # Writes are serialised so an optimize pass never interleaves another writer's batch.
@@ -198,7 +200,10 @@ class EdgeBackend:
                         self._shard = qe.EdgeShard.load(str(self._path))
                     except Exception as exc:
                         raise _error(str(self._path), exc) from None
+                    self._folder.loaded()
                 shard = self._shard
+        else:  # removed or replaced since: its old files would answer (ShardFolder)
+            self._folder.check()
         return shard
 
     # -- schema -----------------------------------------------------------------------------
@@ -246,6 +251,7 @@ class EdgeBackend:
                 f"collection {self.collection!r} at {self.where} does not match the encoder "
                 f"(expected [{self._schema.describe()}]): {exc}; nothing was written"
             ) from None
+        self._folder.loaded()
         return self._schema.specs()
 
     def create(self, schema: CollectionSchema) -> bool:
@@ -253,6 +259,7 @@ class EdgeBackend:
             self._shard = qe.EdgeShard.create(str(self._path), edge_config(schema))
         except Exception as exc:
             raise _error(str(self._path), exc) from None
+        self._folder.loaded()
         return True  # (the folder lock keeps other processes out)
 
     def open(self) -> None:
@@ -268,6 +275,7 @@ class EdgeBackend:
 
     def write_metadata(self, meta: Mapping[str, Any]) -> None:
         """Write the file atomically (a temporary file renamed over it, both synced)."""
+        self._folder.check()
         path = self._path / META_FILE
         tmp = path.with_name(f".{META_FILE}.tmp")
         with tmp.open("w", encoding="utf-8") as f:
@@ -448,8 +456,11 @@ class EdgeBackend:
         with self._write_lock:
             self._closed = True
             if self._shard is not None:
+                replaced = self._folder.replaced()
                 self._shard.close()
                 self._shard = None
+                if replaced:
+                    self._folder.warn_closed()
         if self._tmp is not None:
             self._cleanup()
 
