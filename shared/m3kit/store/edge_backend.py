@@ -122,11 +122,16 @@ def read_meta_file(shard: Path) -> dict[str, Any]:
     return meta
 
 
-def _error(where: str, exc: BaseException) -> StoreConnectionError:
+def _error(where: str, exc: BaseException, *, creating: bool = False) -> StoreConnectionError:
     text = str(exc)
     hint = (
         "another M3Store or process has it open; close that one first"
         if "WouldBlock" in text or "lock" in text.lower()
+        # two processes creating one collection at once: the loser's engine can fail on a
+        # file the winner is making (measured: "No such file or directory")
+        else "another process may have been creating it at the same moment: open it again; "
+        "else check the folder is writable"
+        if creating
         else "check the folder exists, is writable and holds an m3kit collection"
     )
     return StoreConnectionError(
@@ -258,7 +263,7 @@ class EdgeBackend:
         try:
             self._shard = qe.EdgeShard.create(str(self._path), edge_config(schema))
         except Exception as exc:
-            raise _error(str(self._path), exc) from None
+            raise _error(str(self._path), exc, creating=True) from None
         self._folder.loaded()
         return True  # (the folder lock keeps other processes out)
 
