@@ -45,6 +45,7 @@ __all__ = [
     "carried_vectors",
     "check_late_encoder",
     "check_late_nodes",
+    "document_settings",
     "embed_text",
     "is_late",
     "lost_vectors_message",
@@ -67,11 +68,12 @@ PLACEMENT_KEYS = (DOC_ID_KEY, CHUNK_INDEX_KEY)
 
 def unpack_documents(
     documents: Sequence[Document],
-) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """Texts, metadata and ids of documents (a random LlamaIndex id becomes the content id)."""
+) -> tuple[list[str], list[dict[str, Any]], list[str], list[dict[str, Any] | None]]:
+    """Texts, metadata, ids (a random LlamaIndex id becomes the content id) and the settings
+    the nodes read back keep (:func:`document_settings`) of documents."""
     if isinstance(documents, BaseNode):  # (a pydantic model iterates as its field pairs)
         raise TypeError("documents is a list of Documents; wrap a single one as [document]")
-    texts, metadatas, doc_ids = [], [], []
+    texts, metadatas, doc_ids, extras = [], [], [], []
     for i, doc in enumerate(documents):
         if not isinstance(doc, BaseNode):
             raise TypeError(f"documents[{i}] is {type(doc).__name__}, not a Document")
@@ -81,7 +83,39 @@ def unpack_documents(
         metadatas.append(iso_values(doc.metadata, f"metadata of documents[{i}]"))
         given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
         doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
-    return texts, metadatas, doc_ids
+        extras.append(document_settings(doc))
+    return texts, metadatas, doc_ids, extras
+
+
+#: A document's settings its chunks' nodes inherit, as a node parser gives them to its nodes.
+DOCUMENT_SETTINGS = (
+    "excluded_embed_metadata_keys",
+    "excluded_llm_metadata_keys",
+    "metadata_template",
+    "metadata_separator",
+    "text_template",
+)
+
+
+def document_settings(doc: BaseNode) -> dict[str, Any] | None:
+    """The :data:`DOCUMENT_SETTINGS` of a document that differ from a node's defaults (a
+    ``SimpleDirectoryReader`` hides its file's size and dates from the LLM), kept with its
+    chunks so that the nodes read back show the LLM what a node parser's nodes would show;
+    ``None`` when every one is the default (documents stored before keep their versions).
+
+    >>> document_settings(Document(text="t", excluded_llm_metadata_keys=["size"]))
+    {'excluded_llm_metadata_keys': ['size']}
+    >>> document_settings(Document(text="t")) is None
+    True
+    """
+    fields = type(doc).model_fields
+    changed = {
+        name: getattr(doc, name)
+        for name in DOCUMENT_SETTINGS
+        if name in fields
+        and getattr(doc, name) != fields[name].get_default(call_default_factory=True)
+    }
+    return {k: list(v) if isinstance(v, list) else v for k, v in changed.items()} or None
 
 
 def carried_vectors(

@@ -78,7 +78,10 @@ class RetrieverWrites:
         The text alone is encoded (and chunked); the metadata is stored and filterable but not
         embedded. LlamaIndex's own indexes embed a node's ``MetadataMode.EMBED`` text, the
         metadata not hidden from the embedding model included: for that, parse the documents
-        into nodes and call :meth:`add_nodes` (``M3VectorStore`` does the same).
+        into nodes and call :meth:`add_nodes` (``M3VectorStore`` does the same). The nodes
+        retrieved keep each document's hidden metadata keys and templates (what a node parser
+        gives its nodes: a ``SimpleDirectoryReader`` document's file size and dates stay
+        hidden from the LLM); a change to them replaces the document.
 
         Args:
             documents: LlamaIndex documents (metadata must be JSON-serialisable).
@@ -97,13 +100,14 @@ class RetrieverWrites:
         Returns:
             The document ids, in input order (``ref_doc_id`` of the retrieved nodes).
         """
-        texts, metadatas, doc_ids = unpack_documents(documents)
+        texts, metadatas, doc_ids, extras = unpack_documents(documents)
         return self.index.add_texts(
             texts,
             metadatas,
             doc_ids,
             chunker=self._chunker(chunking, late_chunking),
             show_progress=show_progress,
+            extras=extras,
         )
 
     async def aadd_documents(

@@ -137,6 +137,7 @@ class _Doc:
     metadata: Mapping[str, Any]
     doc_hash: str
     chunking: Mapping[str, Any]
+    extra: Mapping[str, Any] | None = None  # what its writer keeps with its chunks
 
 
 def build_records(
@@ -173,6 +174,7 @@ def build_records(
                     d.doc_hash,
                     1,
                     d.chunking,
+                    extra=d.extra,
                 )
             )
         return records, empty
@@ -208,6 +210,7 @@ def build_records(
                     d.doc_hash,
                     len(chunks),
                     chunking,
+                    extra=d.extra,
                 )
             )
     return records, empty

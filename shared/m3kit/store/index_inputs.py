@@ -14,7 +14,7 @@ from m3kit.fingerprint import chunking_signature
 from m3kit.outputs import Head
 from m3kit.store.documents import _Chunker, _chunking, _Doc, content_doc_id
 from m3kit.store.filters import doc_id_text
-from m3kit.store.metadata_updates import version_hash
+from m3kit.store.metadata_updates import version_hash, with_extra
 from m3kit.store.metadata_values import iso_values
 from m3kit.store.points import check_text, plain_json
 
@@ -54,11 +54,14 @@ def versioned_documents(
     chunker: _Chunker | None,
     *,
     first: int = 0,
+    extras: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> tuple[list[str], list[_Doc]]:
     """The document id of each text (input order) and the distinct documents, versioned.
 
-    A document's version (``doc_hash``) covers its text, metadata and ``chunker``'s signature;
-    its id is the one given, else :func:`~m3kit.store.documents.content_doc_id`. ``first`` is
+    A document's version (``doc_hash``) covers its text, metadata and ``chunker``'s signature,
+    and its ``extras`` entry where one is given (JSON its writer keeps with its chunks,
+    :attr:`~m3kit.store.ChunkRecord.extra`); its id is the one given, else
+    :func:`~m3kit.store.documents.content_doc_id`. ``first`` is
     the position of ``texts[0]`` in the caller's input (messages name positions in it: the
     Ray pipeline checks its input in groups).
 
@@ -83,6 +86,8 @@ def versioned_documents(
         raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
     if doc_ids is not None and len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} doc_ids for {len(texts)} texts")
+    if extras is not None and len(extras) != len(texts):
+        raise ValueError(f"{len(extras)} extras for {len(texts)} texts")
     if doc_ids is not None and any(d is None for d in doc_ids):
         i = first + [d is None for d in doc_ids].index(True)
         raise ValueError(
@@ -103,7 +108,10 @@ def versioned_documents(
         check_text(text, f"text {first + i}")
         plain = plain_json(meta, f"metadata of text {first + i}")
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
-        doc = _Doc(doc_id, text, meta, version_hash(text, meta, plain, signature), chunking)
+        given = extras[i] if extras is not None else None
+        extra = plain_json(dict(given), f"extra of text {first + i}") if given else None
+        versioned = with_extra(signature, extra)
+        doc = _Doc(doc_id, text, meta, version_hash(text, meta, plain, versioned), chunking, extra)
         seen = docs.get(doc_id)
         if seen is not None and seen.doc_hash != doc.doc_hash:
             raise ValueError(f"doc_id {doc_id!r} is given twice with different content")

@@ -120,10 +120,11 @@ class IndexWrites:
         metadatas: Sequence[Mapping[str, Any] | None] | None,
         doc_ids: Sequence[str | int] | None,
         chunker: _Chunker | None,
+        extras: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> tuple[list[str], list[_Doc], dict[str, StoredVersion]]:
         """:meth:`pending`, with the stored versions its one lookup found (what
         :func:`~m3kit.store.metadata_updates.metadata_only` compares with)."""
-        order, docs = versioned_documents(texts, metadatas, doc_ids, chunker)
+        order, docs = versioned_documents(texts, metadatas, doc_ids, chunker, extras=extras)
         if not docs:
             return order, [], {}
         stored = self.store.stored_versions([d.doc_id for d in docs])
@@ -153,6 +154,7 @@ class IndexWrites:
         late_chunker: _Chunker | None = None,
         truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
+        extras: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[str]:
         """Index documents; unchanged ones are skipped, changed ones replaced.
 
@@ -175,6 +177,10 @@ class IndexWrites:
                 ``"warn"``: cut, with a warning naming the document and how many tokens were
                 dropped; ``"error"``: :class:`~m3kit.errors.TruncationError`.
             show_progress: tqdm bars for encoding and writing.
+            extras: One JSON mapping (or ``None``) per text that its writer keeps with each
+                of its chunks (:attr:`ChunkRecord.extra`, returned as :attr:`Hit.extra`:
+                an adapter's settings of the object it stored, e.g. a LlamaIndex document's
+                hidden metadata keys), part of the document's version: a change re-encodes it.
 
         Returns:
             The document id of each text, in input order (what :meth:`delete` takes and
@@ -184,7 +190,7 @@ class IndexWrites:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
         self.check_encoder()  # before encoding anything
-        order, todo, stored = self._unstored(texts, metadatas, doc_ids, chunker)
+        order, todo, stored = self._unstored(texts, metadatas, doc_ids, chunker, extras)
         # a document whose metadata alone changed keeps its vectors: updated in place, after
         # the documents encoded (one of those refused: neither is written)
         index = cast("M3Index", self)
@@ -222,6 +228,7 @@ class IndexWrites:
         late_chunker: _Chunker | None = None,
         truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
+        extras: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[str]:
         """:meth:`add_texts` in a worker thread.
 
@@ -239,6 +246,7 @@ class IndexWrites:
             late_chunker=late_chunker,
             truncation=truncation,
             show_progress=show_progress,
+            extras=extras,
         )
 
     def delete(self, doc_ids: Sequence[str | int]) -> None:

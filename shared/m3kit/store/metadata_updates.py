@@ -43,6 +43,19 @@ def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def with_extra(signature: str, extra: Mapping[str, Any] | None) -> str:
+    """The chunking ``signature`` a document's version covers, with what its writer keeps
+    with its chunks (``extra``; none: the signature as it is, so the versions of documents
+    written without one are unchanged).
+
+    >>> with_extra("sig", None), with_extra("sig", {"b": 1, "a": [2]})
+    ('sig', 'sig; extra {"a": [2], "b": 1}')
+    """
+    if not extra:
+        return signature
+    return f"{signature}; extra {json.dumps(extra, sort_keys=True)}"
+
+
 #: ``{doc_id: (stored doc_hash, new doc_hash, new metadata)}`` of documents to update in place.
 Moves = dict[str, tuple[str, str, Mapping[str, Any]]]
 
@@ -82,7 +95,7 @@ def metadata_only(
         old_hash, old_meta = old.doc_hash, old.metadata
         # the new text and chunking with the stored metadata give the stored version back:
         # text and chunking are unchanged (so are the vectors); only the metadata differs
-        if version_hash(d.text, old_meta, old_meta, signature) == old_hash:
+        if version_hash(d.text, old_meta, old_meta, with_extra(signature, d.extra)) == old_hash:
             moves[d.doc_id] = (old_hash, d.doc_hash, d.metadata)
     index.store.metadata_operations(moves)  # checked now, before anything is written
     return moves, [d for d in docs if d.doc_id not in moves]

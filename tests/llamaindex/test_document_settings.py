@@ -1,0 +1,72 @@
+"""``M3Retriever.add_documents`` keeps each document's hidden metadata keys and templates.
+
+Before, the nodes it returned had only its own placement keys hidden and the default
+templates: a ``SimpleDirectoryReader`` document's file size and dates (which the reader hides
+from the LLM) reached every prompt, where the nodes of LlamaIndex's own
+``VectorStoreIndex.from_documents`` (a node parser's, which inherit them) leave them out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llama_index.core import Document
+from llama_index.core.schema import MetadataMode
+
+from llamaindex_m3 import M3Retriever
+from m3kit import M3Encoder
+from m3kit.store.index_inputs import versioned_documents
+
+TEXT = "Apples are red. Bananas are yellow. Cherries are dark red."
+
+
+def _document(template: str = "{key}=>{value}") -> Document:
+    return Document(
+        text=TEXT,
+        id_="fruit",
+        metadata={"file_path": "/data/fruit.txt", "file_size": 45},
+        excluded_llm_metadata_keys=["file_size"],
+        excluded_embed_metadata_keys=["file_path", "file_size"],
+        metadata_template=template,
+    )
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"chunking": True}, {"late_chunking": True}], ids=["whole", "naive", "late"]
+)
+def test_retrieved_nodes_keep_the_documents_hidden_keys_and_templates(
+    tiny_encoder: M3Encoder, options: dict[str, bool]
+) -> None:
+    retriever = M3Retriever.from_documents([_document()], tiny_encoder, **options)
+    (hit, *_) = retriever.retrieve("red fruit")
+    node = hit.node
+    assert node.get_content(MetadataMode.LLM).startswith("file_path=>/data/fruit.txt\n\n")
+    assert node.get_content(MetadataMode.EMBED).startswith(TEXT[:10])  # every key hidden
+    assert node.metadata["file_size"] == 45  # stored, filterable
+
+
+def test_unchanged_settings_store_nothing_new_and_a_changed_template_replaces(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retriever = M3Retriever.from_documents([_document()], tiny_encoder)
+    encoded: list[int] = []
+    encode = tiny_encoder.encode_tokenized
+    monkeypatch.setattr(
+        tiny_encoder, "encode_tokenized", lambda ids, **kw: encoded.append(1) or encode(ids, **kw)
+    )
+    retriever.add_documents([_document()])
+    assert not encoded, "an unchanged document was encoded again"
+    retriever.add_documents([_document("{key} = {value}")])
+    (hit,) = retriever.retrieve("red fruit")
+    assert hit.node.get_content(MetadataMode.LLM).startswith("file_path = /data/fruit.txt\n")
+    assert retriever.index.count() == 1
+
+
+def test_a_plain_documents_version_is_unchanged(tiny_encoder: M3Encoder, tmp_path: Path) -> None:
+    """Documents without such settings keep the version they were stored with before."""
+    retriever = M3Retriever.open(tiny_encoder, location=str(tmp_path / "db"))
+    retriever.add_documents([Document(text=TEXT, id_="plain", metadata={"a": 1})])
+    _, (doc,) = versioned_documents([TEXT], [{"a": 1}], ["plain"], None)
+    assert retriever.index.store.stored_versions(["plain"])["plain"].doc_hash == doc.doc_hash
+    retriever.close()
