@@ -300,9 +300,11 @@ def _mismatch_message(store: M3Store, stored: EncoderFingerprint, new: EncoderFi
     return (
         f"{where} was indexed with another encoder: {diffs}. "
         f"Stored: {stored.describe()}. New: {new.describe()}. "
-        "Either open it with reindex=True (m3kit index --reindex --model NEW_MODEL) to "
-        "re-encode every stored document with the new encoder (resumable; the stored texts are "
-        "used), use the encoder it was indexed with, or index into a new collection."
+        "Either open it with reindex=True (M3Index.open(encoder, ..., reindex=True), then "
+        "give that index to an adapter's store or retriever; m3kit index --reindex --model "
+        "NEW_MODEL) to re-encode every stored document with the new encoder (resumable; the "
+        "stored texts are used), use the encoder it was indexed with, or index into a new "
+        "collection."
     )
 
 
