@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from qdrant_client import models
@@ -61,6 +62,7 @@ __all__ = [
     "check_stored_values",
     "ensure_payload_indexes",
     "holds_number",
+    "warn_hidden_stored",
 ]
 
 BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
@@ -74,6 +76,7 @@ an encoder reindex; the cut-stamp check at open), which without one read every p
 
 #: The index types that leave some values out of the filters they serve (:func:`_hidden_by`).
 _HIDING_TYPES = frozenset({PayloadIndexType.INTEGER, PayloadIndexType.DATETIME})
+_HIDING_VALUES = frozenset(t.value for t in _HIDING_TYPES)
 
 #: The kind of range each range-serving index type serves (:func:`check_filter_ranges`).
 _RANGE_KINDS = {
@@ -152,6 +155,7 @@ def ensure_payload_indexes(
             "created."
         )
     check_stored_values(backend, {p: k for p, k in fields.items() if p not in found})
+    warn_hidden_stored(backend, found)
     created = []
     for path, kind in BUILT_IN_INDEXES.items():
         if path in found:
@@ -330,23 +334,99 @@ def check_stored_values(backend: StorageBackend, fields: Mapping[str, PayloadInd
     for path, kind in fields.items():
         if kind not in _HIDING_TYPES:
             continue
-        holding = models.Filter(
-            must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=path))]
+        found = _stored_hidden(backend, path, kind.value)
+        if found is None:
+            continue
+        hit, key, value, hidden = found
+        raise SchemaMismatchError(
+            f"collection {backend.collection!r} at {backend.where}: {key!r} is {value!r} "
+            f"in document {hit.payload.get(DOC_ID)!r} (chunk {hit.payload.get(CHUNK_INDEX)}"
+            f", point {hit.id}), {hidden}, and the {kind.value} index declared on {path} "
+            f"would leave it out of the filters it serves ({{{key!r}: {value!r}}} or a "
+            f"range would miss that point); declare {key!r} as "
+            f"{_type_to_use(kind.value)}, or correct the stored values first; "
+            "nothing was created"
         )
-        for hit in backend.scroll(holding, [path, DOC_ID, CHUNK_INDEX]):
-            found = _first_hidden(hit.payload.get(METADATA) or {}, {path: kind.value})
-            if found is None:
-                continue
+
+
+def warn_hidden_stored(backend: StorageBackend, found: Mapping[str, str]) -> list[str]:
+    """Warn of stored values an existing ``integer`` / ``datetime`` index leaves out of the
+    filters it serves: one another program created (qdrant-client's ``create_payload_index``
+    on a server), or values another program wrote under one (m3kit checks its own writes
+    and declarations). A filter on such a key silently misses those points.
+
+    Two counts per such index (the points holding the key; those its index serves a full
+    range to) tell whether a value may be left out, and only then are the values read (a
+    list holding a served and a hidden value, ``[3, 4.5]``, passes the counts).
+
+    Args:
+        backend: The opened collection.
+        found: Its payload indexes, ``{payload path: type}``.
+
+    Returns:
+        The paths warned about.
+    """
+    warned = []
+    for path, kind in sorted(found.items()):
+        if kind not in _HIDING_VALUES or not path.startswith(f"{METADATA}."):
+            continue
+        if backend.count(_holding(path)) == backend.count(_served(path, kind)):
+            continue
+        hidden_value = _stored_hidden(backend, path, kind)
+        if hidden_value is None:  # strings or bools, which no number filter matches anyway
+            continue
+        hit, key, value, hidden = hidden_value
+        logger.warning(
+            "collection %r at %s: %r is %r in document %r (point %s), %s, and the %s index on "
+            "%s leaves it out of the filters it serves ({%r: %r} or a range misses that "
+            "point, and others like it); index the key as %s in a new collection, or store "
+            "values of the index's type",
+            backend.collection,
+            backend.where,
+            key,
+            value,
+            hit.payload.get(DOC_ID),
+            hit.id,
+            hidden,
+            kind,
+            path,
+            key,
+            value,
+            _type_to_use(kind),
+        )
+        warned.append(path)
+    return warned
+
+
+def _holding(path: str) -> models.Filter:
+    """The points with a value at ``path``."""
+    return models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=path))])
+
+
+def _served(path: str, kind: str) -> models.Filter:
+    """The points an index of ``kind`` on ``path`` serves a full range to."""
+    full: models.Range | models.DatetimeRange = (
+        models.Range(gte=-1e300, lte=1e300)
+        if kind == PayloadIndexType.INTEGER.value
+        else models.DatetimeRange(
+            gte=datetime(1, 1, 1, tzinfo=UTC), lte=datetime(9999, 12, 31, tzinfo=UTC)
+        )
+    )
+    return models.Filter(must=[models.FieldCondition(key=path, range=full)])
+
+
+def _stored_hidden(
+    backend: StorageBackend, path: str, kind: str
+) -> tuple[Any, str, Any, str] | None:
+    """``(hit, key, value, what it is)`` of the first stored value an index of ``kind`` on
+    ``path`` leaves out of its filters (``None``: none): the points holding the key, that
+    key's payload only, a page at a time."""
+    for hit in backend.scroll(_holding(path), [path, DOC_ID, CHUNK_INDEX]):
+        found = _first_hidden(hit.payload.get(METADATA) or {}, {path: kind})
+        if found is not None:
             key, value, _, _, hidden = found
-            raise SchemaMismatchError(
-                f"collection {backend.collection!r} at {backend.where}: {key!r} is {value!r} "
-                f"in document {hit.payload.get(DOC_ID)!r} (chunk {hit.payload.get(CHUNK_INDEX)}"
-                f", point {hit.id}), {hidden}, and the {kind.value} index declared on {path} "
-                f"would leave it out of the filters it serves ({{{key!r}: {value!r}}} or a "
-                f"range would miss that point); declare {key!r} as "
-                f"{_type_to_use(kind.value)}, or correct the stored values first; "
-                "nothing was created"
-            )
+            return hit, key, value, hidden
+    return None
 
 
 def _ranges(condition: Any, prefix: str) -> Iterator[tuple[str, Any]]:
