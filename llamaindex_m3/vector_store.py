@@ -171,6 +171,13 @@ class M3VectorStore(VectorStoreWrites, OpenStoreCopies, BasePydanticVectorStore)
         name = str(info.field_name)
         return check_settings(**{name: value})[name]
 
+    @field_validator("location", mode="before")
+    @classmethod
+    def _absolute_location(cls, value: Any) -> Any:
+        # to_dict saves it: a relative folder, read by from_dict in another working
+        # directory, opened (created) an empty collection there
+        return _absolute(value)
+
     @field_validator("connection", mode="before")
     @classmethod
     def _check_connection(cls, value: Any) -> Any:
@@ -410,7 +417,7 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
     store = index.store
     place: dict[str, Any] = {
         "collection_name": store.collection,
-        "location": store.location,
+        "location": _absolute(store.location),
         "url": store.url,
         "backend": store.backend,
         "connection": store.connection,
@@ -418,8 +425,8 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
     }
     for name, value in place.items():
         given = data.get(name)
-        if name == "location" and given is not None:
-            given = None if os.fspath(given) == ":memory:" else os.fspath(given)
+        if name == "location":
+            given = _absolute(given)
         if name == "connection" and isinstance(given, Mapping):  # from to_json's JSON
             given = ConnectionSettings.from_dict(given)
         if name == "cluster" and isinstance(given, Mapping):
@@ -433,3 +440,12 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
                 "M3VectorStore(model, ...)"
             )
     return place
+
+
+def _absolute(location: Any) -> Any:
+    """A folder ``location`` as an absolute path (``None`` and ``":memory:"``: ``None``;
+    anything else as it is, for the field's own type error)."""
+    if location is None or not isinstance(location, str | os.PathLike):
+        return location
+    text = os.fspath(location)
+    return None if text == ":memory:" else os.path.abspath(text)

@@ -41,3 +41,21 @@ def test_a_store_on_an_opened_index_refuses_another_collection_name(
         M3VectorStore(index=capitals_store.client, collection_name="other")
     same = M3VectorStore(index=capitals_store.client, collection_name="m3kit", backend="edge")
     assert same.to_dict()["collection_name"] == "m3kit" and len(same.get_nodes()) == 2
+
+
+def test_to_dict_of_a_relative_folder_reopens_it_from_another_directory(
+    tiny_embedding: M3Embedding, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``to_dict`` kept ``location="db"`` as given: ``from_dict`` in another working directory
+    created an empty collection there instead of opening the saved one."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "app")
+    with M3VectorStore(tiny_embedding, location="db") as store:
+        store.add([TextNode(text="Berlin is the capital of Germany.", id_="berlin")])
+        data = store.to_dict()
+    assert data["location"] == str(tmp_path / "app" / "db")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with M3VectorStore.from_dict(data, model=tiny_embedding) as reopened:
+        assert [n.node_id for n in reopened.get_nodes()] == ["berlin"]
+    assert not (tmp_path / "elsewhere" / "db").exists()
