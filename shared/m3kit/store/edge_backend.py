@@ -32,11 +32,10 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from m3kit.errors import SchemaMismatchError, StoreConnectionError
-from m3kit.outputs import SparseVector
 from m3kit.store.edge_filters import edge_filter, edge_point_id
 from m3kit.store.edge_folder import ShardFolder
-from m3kit.store.plan import RRF_K, Nearest, PointData, RawHit, Stage
-from m3kit.store.records import Fusion
+from m3kit.store.edge_requests import edge_point, edge_prefetch, edge_query, engine_calls
+from m3kit.store.plan import PointData, RawHit, Stage
 from m3kit.store.schema import (
     COLBERT,
     DENSE,
@@ -314,18 +313,11 @@ class EdgeBackend:
 
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, points: Sequence[PointData]) -> None:
-        out = []
-        for p in points:
-            vec: dict[str, Any] = {DENSE: p.dense.tolist()}
-            if p.sparse is not None:
-                vec[SPARSE] = _sparse(p.sparse)
-            if p.colbert is not None:
-                vec[COLBERT] = p.colbert.tolist()
-            out.append(qe.Point(edge_point_id(p.id), vec, p.payload))
         shard = self.shard
         with self._write_lock:
-            shard.update(qe.UpdateOperation.upsert_points(out))
-            self._written += len(out)
+            for part in engine_calls(points):  # (the engine holds the GIL through a call)
+                shard.update(qe.UpdateOperation.upsert_points([edge_point(p) for p in part]))
+                self._written += len(part)
 
     def set_payload(self, updates: Sequence[tuple[models.Filter, Mapping[str, Any]]]) -> None:
         ops = []
@@ -434,8 +426,8 @@ class EdgeBackend:
         requests = [
             qe.QueryRequest(
                 limit=s.limit,
-                query=_query(s.query),
-                prefetches=[_prefetch(p) for p in s.prefetch] or None,
+                query=edge_query(s.query),
+                prefetches=[edge_prefetch(p) for p in s.prefetch] or None,
                 filter=edge_filter(s.filter),
                 params=qe.SearchParams(exact=True) if s.exact else None,
                 with_payload=(
@@ -468,31 +460,3 @@ class EdgeBackend:
                     self._folder.warn_closed()
         if self._tmp is not None:
             self._cleanup()
-
-
-def _sparse(v: SparseVector) -> qe.SparseVector:
-    v = v.without_zeros()  # (this engine drops them itself; qdrant-client matched them)
-    return qe.SparseVector(v.indices.tolist(), v.values.tolist())
-
-
-def _query(query: Nearest | Fusion) -> Any:
-    if isinstance(query, Fusion):
-        if query is Fusion.RRF:
-            return qe.Fusion.Rrf(k=RRF_K)
-        if query is Fusion.DBSF:
-            return qe.Fusion.Dbsf()
-        raise ValueError(f"{query!r} is not a Qdrant fusion (M3 is computed by m3kit)")
-    vec = query.vector
-    return qe.Query.Nearest(
-        _sparse(vec) if isinstance(vec, SparseVector) else vec.tolist(), using=query.using
-    )
-
-
-def _prefetch(stage: Stage) -> qe.Prefetch:
-    return qe.Prefetch(
-        limit=stage.limit,
-        query=_query(stage.query),
-        prefetches=[_prefetch(p) for p in stage.prefetch] or None,
-        params=qe.SearchParams(exact=True) if stage.exact else None,
-        filter=edge_filter(stage.filter),
-    )
