@@ -34,7 +34,13 @@ from qdrant_client import models
 from m3kit.errors import SchemaMismatchError, StoreConnectionError
 from m3kit.store.edge_filters import edge_filter, edge_point_id
 from m3kit.store.edge_folder import ShardFolder
-from m3kit.store.edge_requests import edge_point, edge_prefetch, edge_query, engine_calls
+from m3kit.store.edge_requests import (
+    edge_point,
+    edge_prefetch,
+    edge_query,
+    engine_calls,
+    vector_values,
+)
 from m3kit.store.plan import PointData, RawHit, Stage
 from m3kit.store.schema import (
     COLBERT,
@@ -259,6 +265,7 @@ class EdgeBackend:
         return self._schema.specs()
 
     def create(self, schema: CollectionSchema) -> bool:
+        self._folder.check_room(0)  # its write-ahead log
         try:
             self._shard = qe.EdgeShard.create(str(self._path), edge_config(schema))
         except Exception as exc:
@@ -316,6 +323,7 @@ class EdgeBackend:
         shard = self.shard
         with self._write_lock:
             for part in engine_calls(points):  # (the engine holds the GIL through a call)
+                self._folder.check_room(4 * sum(map(vector_values, part)))  # (float32)
                 shard.update(qe.UpdateOperation.upsert_points([edge_point(p) for p in part]))
                 self._written += len(part)
 

@@ -14,7 +14,14 @@ from m3kit.store.plan import RRF_K, Nearest, PointData, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import COLBERT, DENSE, SPARSE
 
-__all__ = ["ENGINE_CALL_VALUES", "edge_point", "edge_prefetch", "edge_query", "engine_calls"]
+__all__ = [
+    "ENGINE_CALL_VALUES",
+    "edge_point",
+    "edge_prefetch",
+    "edge_query",
+    "engine_calls",
+    "vector_values",
+]
 
 ENGINE_CALL_VALUES = 1_100_000
 """Vector values one engine write call carries at most (four BGE-M3 chunks of 256 tokens; a
@@ -38,7 +45,7 @@ def engine_calls(
     budget = ENGINE_CALL_VALUES if budget is None else budget
     start, size = 0, 0
     for i, p in enumerate(points):
-        values = _values(p)
+        values = vector_values(p)
         if i > start and size + values > budget:
             yield points[start:i]
             start, size = i, 0
@@ -47,7 +54,8 @@ def engine_calls(
         yield points[start:]
 
 
-def _values(p: PointData) -> int:
+def vector_values(p: PointData) -> int:
+    """How many vector values a point holds."""
     sparse = len(p.sparse.indices) if p.sparse is not None else 0
     colbert = p.colbert.size if p.colbert is not None else 0
     return int(p.dense.size + sparse + colbert)
