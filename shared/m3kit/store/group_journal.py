@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -63,10 +64,10 @@ def _journals(backend: StorageBackend) -> list[Path]:
     base = journal_path(backend, "groups")
     if base is None or not base.parent.is_dir():
         return []
-    stem = base.name.removesuffix(".json") + "-"
-    return sorted(
-        p for p in base.parent.iterdir() if p.name.startswith(stem) and p.name.endswith(".json")
-    )
+    # exactly <stem>-<32 hex digits>.json: a prefix match also took the journals of another
+    # collection of the folder whose name extends this one's ("docs" and "docs-v2")
+    mine = re.compile(re.escape(base.name.removesuffix(".json")) + r"-[0-9a-f]{32}\.json")
+    return sorted(p for p in base.parent.iterdir() if mine.fullmatch(p.name))
 
 
 @contextlib.contextmanager
