@@ -104,17 +104,32 @@ def open_index(
     connection: ConnectionSettings | None,
     cluster: ClusterSettings | None,
     create: bool = True,
+    force_recreate: bool = False,
 ) -> M3Index:
     """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
-    (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open).
+    (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open); with
+    ``force_recreate``, the collection is dropped first (:func:`~m3kit.store.drop_collection`,
+    langchain-qdrant's meaning).
 
     Raises:
         TypeError: ``embedding`` holds no encoder.
         ValueError: ``embedding``'s sparse cut differs from the one the collection's chunks
             were stored with (the message names both).
     """
+    encoder = encoder_of(embedding)  # (a wrong embedding refused before anything is dropped)
+    if force_recreate:
+        from m3kit.store import drop_collection
+
+        drop_collection(
+            location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            connection=connection,
+        )
     return M3Index.open(
-        encoder_of(embedding),
+        encoder,
         location,
         collection=collection,
         url=url,

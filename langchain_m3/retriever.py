@@ -268,6 +268,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         weights: Sequence[float] | None = None,
         rerank: bool | None = None,
         candidates: int | None = None,
+        force_recreate: bool = False,
     ) -> M3Retriever:
         """Open (or create) a collection, add ``documents`` and return a retriever over it.
 
@@ -301,6 +302,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             weights: Default ``[dense, sparse, colbert]`` of the ``m3`` fusion.
             rerank: Default ColBERT rerank.
             candidates: Default candidates per retriever before fusion and rerank.
+            force_recreate: Delete the collection first (langchain-qdrant's option):
+                :func:`~m3kit.store.drop_collection`.
 
         Raises:
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
@@ -315,6 +318,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             backend=backend,
             connection=connection,
             cluster=cluster,
+            force_recreate=force_recreate,
         )
         try:
             retriever = cls(
@@ -374,6 +378,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
         weights: Sequence[float] | None = None,
         rerank: bool | None = None,
         candidates: int | None = None,
+        force_recreate: bool = False,
     ) -> M3Retriever:
         """:meth:`from_documents` for plain texts (and optional metadata dicts)."""
         return cls.from_documents(
@@ -397,6 +402,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             weights=weights,
             rerank=rerank,
             candidates=candidates,
+            force_recreate=force_recreate,
         )
 
 

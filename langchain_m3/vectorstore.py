@@ -177,6 +177,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         weights: Sequence[float] | None = None,
         candidates: int | None = None,
         create: bool = True,
+        force_recreate: bool = False,
     ) -> M3VectorStore:
         """Open (or create) a collection for ``embedding``'s model.
 
@@ -209,6 +210,9 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             candidates: Default candidates per retriever.
             create: Create the collection if it does not exist (``False``: a search service
                 opening an existing one; a misspelt name is refused, not created empty).
+            force_recreate: Delete the collection first, points, schema and m3kit record
+                (langchain-qdrant's option; e.g. to index with another model):
+                :func:`~m3kit.store.drop_collection`.
 
         Raises:
             CollectionNotFoundError: ``create=False`` and the collection does not exist.
@@ -226,6 +230,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             connection=connection,
             cluster=cluster,
             create=create,
+            force_recreate=force_recreate,
         )
         try:
             return cls(

@@ -11,6 +11,7 @@ from m3kit.store.cluster import (
     estimate_collection_size,
 )
 from m3kit.store.connection import ConnectionSettings
+from m3kit.store.dropping import drop_collection
 from m3kit.store.filters import metadata_filter
 from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.index import M3Index
@@ -39,6 +40,7 @@ __all__ = [
     "QueryOptions",
     "SearchOverrides",
     "SearchSettings",
+    "drop_collection",
     "estimate_collection_size",
     "metadata_filter",
     "output_row",

@@ -410,6 +410,12 @@ class ClientBackend:
             for r in responses
         ]
 
+    def drop(self) -> None:
+        """Delete the collection (its points, schema and metadata: m3kit's record) and close."""
+        with self._lock, self._translate():
+            self._client.delete_collection(self.collection)
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._client.close()

@@ -457,6 +457,11 @@ class EdgeBackend:
             for points in results
         ]
 
+    def drop(self) -> None:
+        """Delete the collection (its shard folder, the record in it) and close."""
+        self.close()
+        shutil.rmtree(self._path, ignore_errors=self._tmp is not None)
+
     def close(self) -> None:
         with self._write_lock:
             self._closed = True

@@ -36,7 +36,7 @@ from m3kit.store.plan import StorageBackend
 from m3kit.store.replace_journal import journal_path, write_whole
 from m3kit.store.schema import DOC_ID
 
-__all__ = ["delete_others", "finish_groups", "replacing_groups"]
+__all__ = ["delete_others", "finish_groups", "journals", "replacing_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def delete_others(
         )
 
 
-def _journals(backend: StorageBackend) -> list[Path]:
+def journals(backend: StorageBackend) -> list[Path]:
     """The group journals of ``backend``'s collection (one file per replacement)."""
     base = journal_path(backend, "groups")
     if base is None or not base.parent.is_dir():
@@ -102,7 +102,7 @@ def finish_groups(
 ) -> None:
     """Finish the group replacements a killed or interrupted writer left recorded (all but
     ``in_progress``, those of blocks under way)."""
-    for path in _journals(backend):
+    for path in journals(backend):
         if path not in in_progress:
             _finish(backend, path)
 

@@ -101,6 +101,10 @@ class StorageBackend(Protocol):
     #: in this process).
     request_bytes: int | None
 
+    def drop(self) -> None:
+        """Delete the collection (points, schema, m3kit's record) and close this backend."""
+        ...
+
     def exists(self) -> bool:
         """Whether the collection exists."""
         ...

@@ -1,0 +1,63 @@
+"""``force_recreate=True``, langchain-qdrant's option: the collection is dropped, then made
+again for the model given (another model's, another size's vectors included).
+
+Before, ``M3VectorStore.from_texts(..., force_recreate=True)`` was a ``TypeError`` and a
+collection of another model could only be cleared by hand (``clear()`` keeps the vectors'
+sizes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from langchain_m3 import M3Retriever, M3VectorStore
+from m3kit import M3Encoder
+from m3kit.errors import FingerprintMismatchError, StoreConnectionError
+from m3kit.store import M3Index, drop_collection
+
+
+@pytest.mark.parametrize("backend", ["edge", "client"])
+def test_force_recreate_starts_the_collection_again_for_another_model(
+    tiny_encoder: M3Encoder,
+    other_tiny_encoder: M3Encoder,
+    minilm_encoder: M3Encoder,
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    where = {"location": str(tmp_path / "db"), "collection_name": "docs", "backend": backend}
+    M3VectorStore.from_texts(["Apples are red.", "Sky is blue."], tiny_encoder, **where).close()
+    with pytest.raises(FingerprintMismatchError):
+        M3VectorStore.from_texts(["Grass is green."], other_tiny_encoder, **where)
+    with M3VectorStore.from_texts(
+        ["Grass is green."], other_tiny_encoder, force_recreate=True, **where
+    ) as store:
+        assert [d.page_content for d in store.similarity_search("green", k=5)] == [
+            "Grass is green."
+        ]
+    # another size of vectors (MiniLM: 384-d, dense only), through the retriever
+    with M3Retriever.from_texts(
+        ["Roses are red."], minilm_encoder, force_recreate=True, **where
+    ) as retriever:
+        assert [d.page_content for d in retriever.invoke("red")] == ["Roses are red."]
+        assert retriever.index.store.schema.dense_dim == 384
+
+
+def test_drop_collection_leaves_other_collections_and_refuses_an_open_one(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    folder = tmp_path / "db"
+    for name in ("docs", "docs-v2"):
+        with M3Index.open(tiny_encoder, folder, collection=name) as index:
+            index.add_texts(["Apples are red."])
+    with (
+        M3Index.open(tiny_encoder, folder, collection="docs"),
+        pytest.raises(StoreConnectionError, match="another M3Store or process has it open"),
+    ):
+        drop_collection(folder, collection="docs")
+    assert drop_collection(folder, collection="docs") is True
+    assert drop_collection(folder, collection="docs") is False
+    assert not (folder / "docs").exists()
+    with M3Index.open(tiny_encoder, folder, collection="docs-v2") as index:
+        assert index.count() == 1
