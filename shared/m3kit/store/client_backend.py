@@ -135,6 +135,7 @@ class ClientBackend:
         self._secrets = tuple(s for s in (api_key,) if s)
         self._remote = url is not None
         self.request_bytes = connection.request_bytes if self._remote else None
+        self.request_values: int | None = None
         self._lock: contextlib.AbstractContextManager[Any] = (
             contextlib.nullcontext() if self._remote else threading.RLock()
         )

@@ -34,14 +34,9 @@ from qdrant_client import models
 from m3kit.errors import SchemaMismatchError, StoreConnectionError
 from m3kit.store.edge_filters import edge_filter, edge_point_id
 from m3kit.store.edge_folder import ShardFolder
-from m3kit.store.edge_requests import (
-    edge_point,
-    edge_prefetch,
-    edge_query,
-    engine_calls,
-    vector_values,
-)
+from m3kit.store.edge_requests import ENGINE_CALL_VALUES, edge_point, edge_prefetch, edge_query
 from m3kit.store.plan import PointData, RawHit, Stage
+from m3kit.store.points import vector_values
 from m3kit.store.schema import (
     COLBERT,
     DENSE,
@@ -169,6 +164,7 @@ class EdgeBackend:
             raise ValueError(f"index_after must be a positive integer, got {index_after!r}")
         self.collection = collection
         self.request_bytes: int | None = None  # in-process: no requests
+        self.request_values: int | None = ENGINE_CALL_VALUES
         self.index_after = index_after
         self._schema = schema
         self._tmp: str | None = None
@@ -322,10 +318,11 @@ class EdgeBackend:
     def upsert(self, points: Sequence[PointData]) -> None:
         shard = self.shard
         with self._write_lock:
-            for part in engine_calls(points):  # (the engine holds the GIL through a call)
-                self._folder.check_room(4 * sum(map(vector_values, part)))  # (float32)
-                shard.update(qe.UpdateOperation.upsert_points([edge_point(p) for p in part]))
-                self._written += len(part)
+            # one engine call, so a failed request leaves its documents as they were (the
+            # requests are sized by request_values: the engine holds the GIL through a call)
+            self._folder.check_room(4 * sum(map(vector_values, points)))  # (float32)
+            shard.update(qe.UpdateOperation.upsert_points([edge_point(p) for p in points]))
+            self._written += len(points)
 
     def set_payload(self, updates: Sequence[tuple[models.Filter, Mapping[str, Any]]]) -> None:
         ops = []

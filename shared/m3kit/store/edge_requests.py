@@ -3,7 +3,6 @@ from :mod:`m3kit.store.edge_backend`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import qdrant_edge as qe
@@ -14,51 +13,15 @@ from m3kit.store.plan import RRF_K, Nearest, PointData, Stage
 from m3kit.store.records import Fusion
 from m3kit.store.schema import COLBERT, DENSE, SPARSE
 
-__all__ = [
-    "ENGINE_CALL_VALUES",
-    "edge_point",
-    "edge_prefetch",
-    "edge_query",
-    "engine_calls",
-    "vector_values",
-]
+__all__ = ["ENGINE_CALL_VALUES", "edge_point", "edge_prefetch", "edge_query"]
 
 ENGINE_CALL_VALUES = 1_100_000
-"""Vector values one engine write call carries at most (four BGE-M3 chunks of 256 tokens; a
-point larger alone goes alone). The engine holds the GIL through a call, so a write paused
-every other thread (an event loop beside an ``aadd_*``) for its whole length: 64 such chunks
-in one call paused them 0.4-0.5 s; in calls of 4, 0.02 s, and the write took 0.3 s instead of
-0.4-0.6 s (an AMX-class Xeon, 2 cores; a measurement of the engine alone)."""
-
-
-def engine_calls(
-    points: Sequence[PointData], budget: int | None = None
-) -> Iterator[Sequence[PointData]]:
-    """``points`` in consecutive runs of at most ``budget`` vector values (at least one point;
-    default :data:`ENGINE_CALL_VALUES`).
-
-    >>> import numpy as np
-    >>> p = PointData("a", np.zeros(4, np.float32), {}, colbert=np.zeros((2, 4), np.float32))
-    >>> [len(part) for part in engine_calls([p] * 5, budget=24)]
-    [2, 2, 1]
-    """
-    budget = ENGINE_CALL_VALUES if budget is None else budget
-    start, size = 0, 0
-    for i, p in enumerate(points):
-        values = vector_values(p)
-        if i > start and size + values > budget:
-            yield points[start:i]
-            start, size = i, 0
-        size += values
-    if start < len(points):
-        yield points[start:]
-
-
-def vector_values(p: PointData) -> int:
-    """How many vector values a point holds."""
-    sparse = len(p.sparse.indices) if p.sparse is not None else 0
-    colbert = p.colbert.size if p.colbert is not None else 0
-    return int(p.dense.size + sparse + colbert)
+"""Vector values one write request (one engine call) carries at most: four BGE-M3 chunks of
+256 tokens (a point larger alone goes alone; a document's points stay in one request when
+they fit, :class:`~m3kit.store.points.WriteBatches`). The engine holds the GIL through a
+call, so a write paused every other thread (an event loop beside an ``aadd_*``) for its whole
+length: 64 such chunks in one call paused them 0.4-0.5 s; in calls of 4, 0.02 s, and the
+write took 0.3 s instead of 0.4-0.6 s (an AMX-class Xeon, 2 cores; the engine alone)."""
 
 
 def edge_point(p: PointData) -> qe.Point:

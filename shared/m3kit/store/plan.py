@@ -100,6 +100,9 @@ class StorageBackend(Protocol):
     #: The most bytes of JSON one write request may carry (``None``: no limit, an engine
     #: in this process).
     request_bytes: int | None
+    #: The most vector values one write request may carry (``None``: no limit): the embedded
+    #: engine holds the GIL through a call (:data:`~m3kit.store.edge_backend.ENGINE_CALL_VALUES`).
+    request_values: int | None
 
     def drop(self) -> None:
         """Delete the collection (points, schema, m3kit's record) and close this backend."""

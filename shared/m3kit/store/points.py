@@ -52,6 +52,7 @@ __all__ = [
     "records_hash",
     "request_bytes",
     "to_point",
+    "vector_values",
 ]
 
 
@@ -335,8 +336,18 @@ def request_bytes(point: PointData) -> int:
     return values * _JSON_VALUE_BYTES + len(json.dumps(point.payload))
 
 
-def fitting_batch_size(points: Sequence[PointData], size: int, limit: int | None) -> int:
-    """``size``, lowered so that ``size`` of the largest of ``points`` fit in ``limit`` bytes.
+def vector_values(point: PointData) -> int:
+    """How many vector values a point holds (a sparse vector's weights counted)."""
+    sparse = len(point.sparse.indices) if point.sparse is not None else 0
+    colbert = point.colbert.size if point.colbert is not None else 0
+    return int(point.dense.size + sparse + colbert)
+
+
+def fitting_batch_size(
+    points: Sequence[PointData], size: int, limit: int | None, values: int | None = None
+) -> int:
+    """``size``, lowered so that ``size`` of the largest of ``points`` fit in ``limit`` bytes
+    and in ``values`` vector values.
 
     A BGE-M3 chunk of 256 tokens is ~5.6 MB of JSON (its ColBERT vectors): a request to a
     Qdrant server (32 MiB at most by default) then carries 5 of them, not the 64 asked.
@@ -345,15 +356,20 @@ def fitting_batch_size(points: Sequence[PointData], size: int, limit: int | None
         points: The points to write.
         size: Points per request asked for.
         limit: Most bytes of one request (``None``: no limit).
+        values: Most vector values of one request (``None``: no limit; the embedded
+            engine's :data:`~m3kit.store.edge_backend.ENGINE_CALL_VALUES`).
 
     Returns:
         Points per request, at least 1 (a point larger than ``limit`` is refused first:
-        :func:`check_fits_request`).
+        :func:`check_fits_request`; one over ``values`` goes alone).
     """
-    if limit is None or not points:
+    if not points:
         return size
-    largest = max(request_bytes(p) for p in points)
-    return max(1, min(size, limit // largest))
+    if limit is not None:
+        size = max(1, min(size, limit // max(request_bytes(p) for p in points)))
+    if values is not None:
+        size = max(1, min(size, values // max(vector_values(p) for p in points)))
+    return size
 
 
 #: Bytes of a write request around its points (``{"points":[...]}``).

@@ -148,7 +148,8 @@ class StoreWrites:
         ]
         self._check_indexed(points)
         check_fits_request(points, self._backend.request_bytes)  # else a 413 after some writes
-        batch_size = fitting_batch_size(points, batch_size, self._backend.request_bytes)
+        limits = self._backend.request_bytes, self._backend.request_values  # (a server; edge)
+        batch_size = fitting_batch_size(points, batch_size, *limits)
         plan = WriteBatches.of([r.doc_id for r in recs], points, batch_size)
         show = len(plan.batches) > 1 if show_progress is None else show_progress
         workers = min(self.cluster.write_parallelism if self.cluster else 1, len(plan.batches))
