@@ -68,7 +68,7 @@ PLACEMENT_KEYS = (DOC_ID_KEY, CHUNK_INDEX_KEY)
 
 def unpack_documents(
     documents: Sequence[Document],
-) -> tuple[list[str], list[dict[str, Any]], list[str], list[dict[str, Any] | None]]:
+) -> tuple[list[str], list[dict[str, Any]], list[str], list[dict[str, Any]]]:
     """Texts, metadata, ids (a random LlamaIndex id becomes the content id) and the settings
     the nodes read back keep (:func:`document_settings`) of documents."""
     if isinstance(documents, BaseNode):  # (a pydantic model iterates as its field pairs)
@@ -83,7 +83,7 @@ def unpack_documents(
         metadatas.append(iso_values(doc.metadata, f"metadata of documents[{i}]"))
         given = "id_" in doc.model_fields_set  # else LlamaIndex drew a random uuid4
         doc_ids.append(doc.doc_id if given else content_doc_id(text, metadatas[-1]))
-        extras.append(document_settings(doc))
+        extras.append(document_settings(doc) or {})  # {}: none (no settings kept before)
     return texts, metadatas, doc_ids, extras
 
 

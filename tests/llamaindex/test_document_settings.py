@@ -70,3 +70,32 @@ def test_a_plain_documents_version_is_unchanged(tiny_encoder: M3Encoder, tmp_pat
     _, (doc,) = versioned_documents([TEXT], [{"a": 1}], ["plain"], None)
     assert retriever.index.store.stored_versions(["plain"])["plain"].doc_hash == doc.doc_hash
     retriever.close()
+
+
+def test_settings_removed_replace_the_document(tiny_encoder: M3Encoder) -> None:
+    retriever = M3Retriever.from_documents([_document()], tiny_encoder)
+    plain = Document(text=TEXT, id_="fruit", metadata={"file_path": "/data/fruit.txt"})
+    retriever.add_documents([plain])
+    (hit,) = retriever.retrieve("red fruit")
+    assert hit.node.get_content(MetadataMode.LLM).startswith("file_path: /data/fruit.txt\n")
+
+
+def test_an_unchanged_langchain_round_trip_keeps_them(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review's case: the document read back through LangChain and added again was encoded
+    again and stored without its hidden keys (LangChain writes no extras)."""
+    from langchain_m3 import M3VectorStore
+
+    retriever = M3Retriever.from_documents([_document()], tiny_encoder)
+    lc = M3VectorStore(retriever.index)
+    docs = lc.similarity_search("red fruit", k=1)
+    encoded: list[int] = []
+    encode = tiny_encoder.encode_tokenized
+    monkeypatch.setattr(
+        tiny_encoder, "encode_tokenized", lambda ids, **kw: encoded.append(1) or encode(ids, **kw)
+    )
+    lc.add_documents(docs)
+    assert not encoded, "the unchanged document was encoded again"
+    (hit,) = retriever.retrieve("red fruit")
+    assert hit.node.get_content(MetadataMode.LLM).startswith("file_path=>/data/fruit.txt\n\n")

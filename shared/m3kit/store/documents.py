@@ -138,6 +138,7 @@ class _Doc:
     doc_hash: str
     chunking: Mapping[str, Any]
     extra: Mapping[str, Any] | None = None  # what its writer keeps with its chunks
+    signature: str = ""  # its chunker's (what its version covers, with text and metadata)
 
 
 def build_records(

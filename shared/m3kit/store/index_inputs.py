@@ -109,9 +109,11 @@ def versioned_documents(
         plain = plain_json(meta, f"metadata of text {first + i}")
         doc_id = ids[i] if ids is not None else content_doc_id(text, meta)
         given = extras[i] if extras is not None else None
-        extra = plain_json(dict(given), f"extra of text {first + i}") if given else None
+        # {}: its writer keeps nothing (None: a writer that knows of no extras, see unstored)
+        extra = None if given is None else plain_json(dict(given), f"extra of text {first + i}")
         versioned = with_extra(signature, extra)
-        doc = _Doc(doc_id, text, meta, version_hash(text, meta, plain, versioned), chunking, extra)
+        version = version_hash(text, meta, plain, versioned)
+        doc = _Doc(doc_id, text, meta, version, chunking, extra, signature)
         seen = docs.get(doc_id)
         if seen is not None and seen.doc_hash != doc.doc_hash:
             raise ValueError(f"doc_id {doc_id!r} is given twice with different content")

@@ -62,8 +62,30 @@ Moves = dict[str, tuple[str, str, Mapping[str, Any]]]
 
 def unstored(docs: Sequence[_Doc], stored: Mapping[str, StoredVersion]) -> list[_Doc]:
     """``docs`` not stored whole at their version (``stored``: from
-    :meth:`~m3kit.store.M3Store.stored_versions`), in order."""
-    return [d for d in docs if (v := stored.get(d.doc_id)) is None or v.doc_hash != d.doc_hash]
+    :meth:`~m3kit.store.M3Store.stored_versions`), in order.
+
+    A document given without ``extra`` (a writer that keeps none: LangChain re-adding a
+    document another writer stored with one) is stored when its text, metadata and chunking
+    with the stored ``extra`` give the stored version: unchanged, it is not rewritten without
+    what the other writer kept.
+    """
+    return [d for d in docs if not _stored(d, stored.get(d.doc_id))]
+
+
+def _stored(d: _Doc, v: StoredVersion | None) -> bool:
+    from m3kit.store.points import plain_json
+
+    if v is None:
+        return False
+    if v.doc_hash == d.doc_hash:
+        return True
+    if d.extra is not None or not v.extra:
+        return False
+    signature = with_extra(d.signature, v.extra)
+    return (
+        version_hash(d.text, d.metadata, plain_json(d.metadata, "metadata"), signature)
+        == v.doc_hash
+    )
 
 
 def metadata_only(

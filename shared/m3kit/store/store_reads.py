@@ -40,6 +40,7 @@ from m3kit.store.schema import (
     DOC_HASH,
     DOC_ID,
     ENCODED_TEXT,
+    EXTRA,
     METADATA,
 )
 
@@ -216,7 +217,9 @@ class StoreReads:
         """
         ids = list(dict.fromkeys(doc_id_text(d, "doc_ids") for d in doc_ids))
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT] + ([METADATA] if metadata else [])
+        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT] + (
+            [METADATA, EXTRA] if metadata else []
+        )
         # only chunks holding every vector of the collection: another program may have
         # removed one (qdrant-client delete_vectors, an update in place), and a document with
         # such a chunk is then not stored whole, so adding it again rewrites it
@@ -241,7 +244,13 @@ class StoreReads:
                 continue
             metas = {json.dumps(p.get(METADATA), sort_keys=True) for p in payloads}
             one = payloads[0].get(METADATA) if len(metas) == 1 else None
-            out[doc_id] = StoredVersion(doc_hash, one if isinstance(one, dict) else None)
+            extras = {json.dumps(p.get(EXTRA), sort_keys=True) for p in payloads}
+            extra = payloads[0].get(EXTRA) if len(extras) == 1 else None
+            out[doc_id] = StoredVersion(
+                doc_hash,
+                one if isinstance(one, dict) else None,
+                extra if isinstance(extra, dict) else None,
+            )
         return out
 
     def complete_documents(self, versions: Mapping[str, str]) -> set[str]:
@@ -270,7 +279,10 @@ class StoredVersion:
     Attributes:
         doc_hash: Its version.
         metadata: Its metadata, when every chunk holds the same JSON object; else ``None``.
+        extra: What its writer kept with every chunk alike (:attr:`ChunkRecord.extra`),
+            read with the metadata; else ``None``.
     """
 
     doc_hash: str
     metadata: dict[str, Any] | None
+    extra: dict[str, Any] | None = None
