@@ -443,9 +443,11 @@ def _index_place(index: M3Index, data: dict[str, Any], api_key: str | None) -> d
 
 
 def _absolute(location: Any) -> Any:
-    """A folder ``location`` as an absolute path (``None`` and ``":memory:"``: ``None``;
-    anything else as it is, for the field's own type error)."""
+    """A folder ``location`` as an absolute path (``None`` and ``":memory:"``: ``None``; a URL,
+    which opening refuses with a message naming ``url=``, and anything else as it is)."""
     if location is None or not isinstance(location, str | os.PathLike):
         return location
     text = os.fspath(location)
+    if "://" in str(text):
+        return text
     return None if text == ":memory:" else os.path.abspath(text)

@@ -59,3 +59,10 @@ def test_to_dict_of_a_relative_folder_reopens_it_from_another_directory(
     with M3VectorStore.from_dict(data, model=tiny_embedding) as reopened:
         assert [n.node_id for n in reopened.get_nodes()] == ["berlin"]
     assert not (tmp_path / "elsewhere" / "db").exists()
+
+
+def test_a_url_given_as_location_is_still_refused(tiny_embedding: M3Embedding) -> None:
+    """Made absolute, ``location="http://host:6333"`` became a local folder ``http:/host:6333``
+    (created, written) instead of the refusal naming ``url=``."""
+    with pytest.raises(ValueError, match="is a URL: pass a Qdrant server as url="):
+        M3VectorStore(tiny_embedding, location="http://localhost:6333")
