@@ -87,7 +87,9 @@ MAX_EXACT_INT = 2**53
 
 
 def exact_number(value: int | float) -> bool:
-    """Whether a filter compares number ``value`` exactly: finite, and an int within ``±2**53``.
+    """Whether a filter takes number ``value``: finite, and an int within ``±2**53`` (numbers
+    are compared as 64-bit floats; a float is taken as it is, so past ``2**53`` the stored
+    integers that round to it match it too: keep such ids in strings).
 
     >>> exact_number(2**53), exact_number(2**53 + 1), exact_number(1e300), exact_number(math.nan)
     (True, False, True, False)

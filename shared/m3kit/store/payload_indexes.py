@@ -35,9 +35,9 @@ filter is refused (:func:`check_filter_ranges`), naming the key and its index ty
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from qdrant_client import models
@@ -61,8 +61,10 @@ __all__ = [
     "check_indexed_values",
     "check_stored_values",
     "ensure_payload_indexes",
+    "holding",
     "holds_number",
-    "warn_hidden_stored",
+    "stored_hidden",
+    "type_to_use",
 ]
 
 BUILT_IN_INDEXES: dict[str, PayloadIndexType] = {
@@ -76,7 +78,9 @@ an encoder reindex; the cut-stamp check at open), which without one read every p
 
 #: The index types that leave some values out of the filters they serve (:func:`_hidden_by`).
 _HIDING_TYPES = frozenset({PayloadIndexType.INTEGER, PayloadIndexType.DATETIME})
-_HIDING_VALUES = frozenset(t.value for t in _HIDING_TYPES)
+HIDING_VALUES = frozenset(t.value for t in _HIDING_TYPES)
+"""The index types (their names) that leave some values out of the filters they serve."""
+
 
 #: The kind of range each range-serving index type serves (:func:`check_filter_ranges`).
 _RANGE_KINDS = {
@@ -155,6 +159,8 @@ def ensure_payload_indexes(
             "created."
         )
     check_stored_values(backend, {p: k for p, k in fields.items() if p not in found})
+    from m3kit.store.foreign_indexes import warn_hidden_stored  # (it imports this module)
+
     warn_hidden_stored(backend, found)
     created = []
     for path, kind in BUILT_IN_INDEXES.items():
@@ -275,7 +281,7 @@ def holds_number(metadata: Mapping[str, Any]) -> bool:
     return any(_is_number(value) for _, value in _leaves(metadata))
 
 
-def _type_to_use(kind: str) -> str:
+def type_to_use(kind: str) -> str:
     """The index type to declare instead of ``kind`` for a key holding values it hides."""
     return "'float'" if kind == PayloadIndexType.INTEGER.value else "'float' (or none)"
 
@@ -309,7 +315,7 @@ def check_indexed_values(
             f"{what}: {key!r} is {value!r}, {hidden}, but the collection indexes {path} "
             f"as {kind}, and filters served by that index skip it ({{{key!r}: {value!r}}} "
             f"or a range would miss this point); store a value of the index's type, or "
-            f"index the key as {_type_to_use(kind)} in a new collection"
+            f"index the key as {type_to_use(kind)} in a new collection"
         )
 
 
@@ -334,7 +340,7 @@ def check_stored_values(backend: StorageBackend, fields: Mapping[str, PayloadInd
     for path, kind in fields.items():
         if kind not in _HIDING_TYPES:
             continue
-        found = _stored_hidden(backend, path, kind.value)
+        found = stored_hidden(backend, path, kind.value)
         if found is None:
             continue
         hit, key, value, hidden = found
@@ -344,84 +350,24 @@ def check_stored_values(backend: StorageBackend, fields: Mapping[str, PayloadInd
             f", point {hit.id}), {hidden}, and the {kind.value} index declared on {path} "
             f"would leave it out of the filters it serves ({{{key!r}: {value!r}}} or a "
             f"range would miss that point); declare {key!r} as "
-            f"{_type_to_use(kind.value)}, or correct the stored values first; "
+            f"{type_to_use(kind.value)}, or correct the stored values first; "
             "nothing was created"
         )
 
 
-def warn_hidden_stored(backend: StorageBackend, found: Mapping[str, str]) -> list[str]:
-    """Warn of stored values an existing ``integer`` / ``datetime`` index leaves out of the
-    filters it serves: one another program created (qdrant-client's ``create_payload_index``
-    on a server), or values another program wrote under one (m3kit checks its own writes
-    and declarations). A filter on such a key silently misses those points.
-
-    Two counts per such index (the points holding the key; those its index serves a full
-    range to) tell whether a value may be left out, and only then are the values read (a
-    list holding a served and a hidden value, ``[3, 4.5]``, passes the counts).
-
-    Args:
-        backend: The opened collection.
-        found: Its payload indexes, ``{payload path: type}``.
-
-    Returns:
-        The paths warned about.
-    """
-    warned = []
-    for path, kind in sorted(found.items()):
-        if kind not in _HIDING_VALUES or not path.startswith(f"{METADATA}."):
-            continue
-        if backend.count(_holding(path)) == backend.count(_served(path, kind)):
-            continue
-        hidden_value = _stored_hidden(backend, path, kind)
-        if hidden_value is None:  # strings or bools, which no number filter matches anyway
-            continue
-        hit, key, value, hidden = hidden_value
-        logger.warning(
-            "collection %r at %s: %r is %r in document %r (point %s), %s, and the %s index on "
-            "%s leaves it out of the filters it serves ({%r: %r} or a range misses that "
-            "point, and others like it); index the key as %s in a new collection, or store "
-            "values of the index's type",
-            backend.collection,
-            backend.where,
-            key,
-            value,
-            hit.payload.get(DOC_ID),
-            hit.id,
-            hidden,
-            kind,
-            path,
-            key,
-            value,
-            _type_to_use(kind),
-        )
-        warned.append(path)
-    return warned
-
-
-def _holding(path: str) -> models.Filter:
+def holding(path: str) -> models.Filter:
     """The points with a value at ``path``."""
     return models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=path))])
 
 
-def _served(path: str, kind: str) -> models.Filter:
-    """The points an index of ``kind`` on ``path`` serves a full range to."""
-    full: models.Range | models.DatetimeRange = (
-        models.Range(gte=-1e300, lte=1e300)
-        if kind == PayloadIndexType.INTEGER.value
-        else models.DatetimeRange(
-            gte=datetime(1, 1, 1, tzinfo=UTC), lte=datetime(9999, 12, 31, tzinfo=UTC)
-        )
-    )
-    return models.Filter(must=[models.FieldCondition(key=path, range=full)])
-
-
-def _stored_hidden(
-    backend: StorageBackend, path: str, kind: str
+def stored_hidden(
+    backend: StorageBackend, path: str, kind: str, most: int | None = None
 ) -> tuple[Any, str, Any, str] | None:
     """``(hit, key, value, what it is)`` of the first stored value an index of ``kind`` on
     ``path`` leaves out of its filters (``None``: none): the points holding the key, that
     key's payload only, a page at a time."""
-    for hit in backend.scroll(_holding(path), [path, DOC_ID, CHUNK_INDEX]):
+    hits = backend.scroll(holding(path), [path, DOC_ID, CHUNK_INDEX])
+    for hit in hits if most is None else itertools.islice(hits, most):
         found = _first_hidden(hit.payload.get(METADATA) or {}, {path: kind})
         if found is not None:
             key, value, _, _, hidden = found
