@@ -105,11 +105,14 @@ def open_index(
     cluster: ClusterSettings | None,
     create: bool = True,
     force_recreate: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> M3Index:
     """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
     (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open); with
     ``force_recreate``, the collection is dropped first (:func:`~m3kit.store.drop_collection`,
-    langchain-qdrant's meaning).
+    langchain-qdrant's meaning), once the other arguments and the search ``settings`` the
+    caller will give (``{name: value}``, :func:`~langchain_m3._search.check_setting`'s names)
+    are checked: a call refused after the drop would have lost the collection for nothing.
 
     Raises:
         TypeError: ``embedding`` holds no encoder.
@@ -118,8 +121,24 @@ def open_index(
     """
     encoder = encoder_of(embedding)  # (a wrong embedding refused before anything is dropped)
     if force_recreate:
+        from langchain_m3._search import check_search_settings
         from m3kit.store import drop_collection
+        from m3kit.store.opening import check_place
 
+        if not create:
+            raise ValueError(
+                "force_recreate=True makes the collection again: not with create=False"
+            )
+        check_place(
+            location,
+            collection=collection,
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            connection=connection,
+            cluster=cluster,
+        )
+        check_search_settings(settings or {})
         drop_collection(
             location,
             collection=collection,

@@ -309,6 +309,11 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
                 chunks were stored with (the message names both).
         """
+        if force_recreate:  # its own checks before the collection is dropped
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ValueError(f"k must be a positive integer, got {k!r}")
+            if ids is not None and len(ids) != len(documents := list(documents)):
+                raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
         index = open_index(
             embedding,
             location,
@@ -319,6 +324,12 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             connection=connection,
             cluster=cluster,
             force_recreate=force_recreate,
+            settings={
+                "fusion": fusion,
+                "weights": weights,
+                "rerank": rerank,
+                "candidates": candidates,
+            },
         )
         try:
             retriever = cls(

@@ -231,6 +231,12 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             cluster=cluster,
             create=create,
             force_recreate=force_recreate,
+            settings={
+                "fusion": fusion,
+                "rerank": rerank,
+                "weights": weights,
+                "candidates": candidates,
+            },
         )
         try:
             return cls(
@@ -275,6 +281,9 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             ValueError: ``path`` and ``location`` name different places.
         """
         ids = kwargs.pop("ids", None)
+        if ids is not None and not isinstance(ids, str) and len(ids) != len(documents):
+            # before the open (force_recreate=True would drop the collection first)
+            raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
         batch_size = kwargs.pop("batch_size", None)
         key = kwargs.pop("parent_id_key", None)
         if key is not None:

@@ -9,13 +9,14 @@ sizes).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from langchain_m3 import M3Retriever, M3VectorStore
 from m3kit import M3Encoder
-from m3kit.errors import FingerprintMismatchError, StoreConnectionError
-from m3kit.store import M3Index, drop_collection
+from m3kit.errors import CollectionNotFoundError, FingerprintMismatchError, StoreConnectionError
+from m3kit.store import ClusterSettings, M3Index, drop_collection
 
 
 @pytest.mark.parametrize("backend", ["edge", "client"])
@@ -61,3 +62,31 @@ def test_drop_collection_leaves_other_collections_and_refuses_an_open_one(
     assert not (folder / "docs").exists()
     with M3Index.open(tiny_encoder, folder, collection="docs-v2") as index:
         assert index.count() == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"create": False},
+        {"cluster": ClusterSettings()},
+        {"weights": [1.0]},
+        {"fusion": "bogus"},
+        {"ids": ["a", "b"]},
+        {"retriever": True, "k": 0},
+        {"retriever": True, "ids": ["a", "b"]},
+        {"retriever": True, "fusion": "rrf", "weights": [1.0, 1.0, 1.0]},
+    ],
+    ids=lambda c: "-".join(f"{k}" for k in c),
+)
+def test_a_refused_call_drops_nothing(
+    tiny_encoder: M3Encoder, tmp_path: Path, call: dict[str, Any]
+) -> None:
+    """A review's cases: each was refused after the drop (the collection lost, or emptied)."""
+    where = {"location": str(tmp_path / "db"), "collection_name": "docs"}
+    M3VectorStore.from_texts(["Apples are red.", "Sky is blue."], tiny_encoder, **where).close()
+    options = dict(call)
+    cls: Any = M3Retriever if options.pop("retriever", False) else M3VectorStore
+    with pytest.raises((ValueError, CollectionNotFoundError)):
+        cls.from_texts(["Grass is green."], tiny_encoder, force_recreate=True, **where, **options)
+    with M3Index.open(tiny_encoder, tmp_path / "db", collection="docs") as index:
+        assert index.count() == 2

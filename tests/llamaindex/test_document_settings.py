@@ -99,3 +99,29 @@ def test_an_unchanged_langchain_round_trip_keeps_them(
     assert not encoded, "the unchanged document was encoded again"
     (hit,) = retriever.retrieve("red fruit")
     assert hit.node.get_content(MetadataMode.LLM).startswith("file_path=>/data/fruit.txt\n\n")
+
+
+def test_a_langchain_metadata_edit_keeps_them_and_updates_in_place(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review's case: the edit re-encoded the document and stored it without them."""
+    from langchain_m3 import M3VectorStore
+
+    retriever = M3Retriever.from_documents([_document()], tiny_encoder)
+    lc = M3VectorStore(retriever.index)
+    (doc,) = lc.similarity_search("red fruit", k=1)
+    doc.metadata["file_path"] = "/data/other.txt"
+    encoded: list[int] = []
+    encode = tiny_encoder.encode_tokenized
+    monkeypatch.setattr(
+        tiny_encoder, "encode_tokenized", lambda ids, **kw: encoded.append(1) or encode(ids, **kw)
+    )
+    lc.add_documents([doc])
+    assert not encoded, "a metadata edit was encoded again"
+    (hit,) = retriever.retrieve("red fruit")
+    assert hit.node.get_content(MetadataMode.LLM).startswith("file_path=>/data/other.txt\n\n")
+    edited = _document()
+    edited.metadata["file_path"] = "/data/other.txt"
+    encoded.clear()  # (the search encoded its query)
+    retriever.add_documents([edited])  # the same document, from LlamaIndex: nothing to do
+    assert not encoded

@@ -49,7 +49,10 @@ def drop_collection(
     Raises:
         StoreConnectionError: Another store or process has it open (a folder), or the server
             refused.
-        SchemaMismatchError: It is not an m3kit collection (delete it with qdrant-client).
+        SchemaMismatchError: Its vectors are not an m3kit layout (delete it with
+            qdrant-client). A collection whose vectors are one (a langchain-qdrant
+            ``dense`` / ``sparse`` one included) is dropped, as langchain-qdrant's
+            ``force_recreate`` drops whatever the name holds.
 
     Example:
         >>> import tempfile

@@ -59,6 +59,14 @@ def warn_hidden_stored(backend: StorageBackend, found: Mapping[str, str]) -> lis
             continue
         hidden_value = stored_hidden(backend, path, kind, HIDDEN_SCAN_POINTS)
         if hidden_value is None:  # strings or bools, which no number filter matches anyway
+            logger.info(
+                "collection %r: the %s index on %s serves fewer points than hold the key; "
+                "no value it hides among the first %d read (strings, or beyond)",
+                backend.collection,
+                kind,
+                path,
+                HIDDEN_SCAN_POINTS,
+            )
             continue
         hit, key, value, hidden = hidden_value
         logger.warning(

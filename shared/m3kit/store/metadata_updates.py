@@ -72,9 +72,13 @@ def unstored(docs: Sequence[_Doc], stored: Mapping[str, StoredVersion]) -> list[
     return [d for d in docs if not _stored(d, stored.get(d.doc_id))]
 
 
-def _stored(d: _Doc, v: StoredVersion | None) -> bool:
-    from m3kit.store.points import plain_json
+def _plain(metadata: Mapping[str, Any]) -> Any:
+    from m3kit.store.points import plain_json  # (it imports this module's importers)
 
+    return plain_json(metadata, "metadata")
+
+
+def _stored(d: _Doc, v: StoredVersion | None) -> bool:
     if v is None:
         return False
     if v.doc_hash == d.doc_hash:
@@ -82,10 +86,7 @@ def _stored(d: _Doc, v: StoredVersion | None) -> bool:
     if d.extra is not None or not v.extra:
         return False
     signature = with_extra(d.signature, v.extra)
-    return (
-        version_hash(d.text, d.metadata, plain_json(d.metadata, "metadata"), signature)
-        == v.doc_hash
-    )
+    return version_hash(d.text, d.metadata, _plain(d.metadata), signature) == v.doc_hash
 
 
 def metadata_only(
@@ -115,10 +116,18 @@ def metadata_only(
         if old is None or old.metadata is None:
             continue
         old_hash, old_meta = old.doc_hash, old.metadata
+        # a writer without extras (None) keeps the stored one, as unstored() does
+        kept = d.extra is None and bool(old.extra)
+        versioned = with_extra(signature, old.extra if kept else d.extra)
         # the new text and chunking with the stored metadata give the stored version back:
         # text and chunking are unchanged (so are the vectors); only the metadata differs
-        if version_hash(d.text, old_meta, old_meta, with_extra(signature, d.extra)) == old_hash:
-            moves[d.doc_id] = (old_hash, d.doc_hash, d.metadata)
+        if version_hash(d.text, old_meta, old_meta, versioned) == old_hash:
+            new_hash = (
+                version_hash(d.text, d.metadata, _plain(d.metadata), versioned)
+                if kept
+                else d.doc_hash
+            )
+            moves[d.doc_id] = (old_hash, new_hash, d.metadata)
     index.store.metadata_operations(moves)  # checked now, before anything is written
     return moves, [d for d in docs if d.doc_id not in moves]
 

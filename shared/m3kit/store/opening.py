@@ -126,22 +126,27 @@ def collection_named(
     return next((n for n in (collection, collection_name) if n is not None), default)
 
 
-def _open(
+def check_place(
     location: str | os.PathLike[str] | None,
     *,
     collection: str,
-    schema: CollectionSchema | None,
     url: str | None,
     api_key: str | None,
     backend: Backend | str | None,
     connection: ConnectionSettings | None,
-    create: bool,
-    payload_indexes: Mapping[str, PayloadIndexType | str] | None,
-    index_after: int | None,
     cluster: ClusterSettings | None,
-) -> tuple[StorageBackend, Backend, CollectionSchema]:
-    """:func:`open_backend`; ``schema=None`` (only with ``create=False``): the collection's."""
-    index_fields = payload_index_fields(payload_indexes)
+    index_after: int | None = None,
+) -> tuple[Backend, str | None, str | None]:
+    """Check where a collection is to be opened, before anything is opened (or dropped).
+
+    Returns:
+        The backend kind, the API key (``$QDRANT_API_KEY`` with a URL) and the folder
+        (``None``: a server; ``":memory:"`` kept).
+
+    Raises:
+        ValueError: Arguments that contradict each other (a URL as ``location``, cluster
+            settings without a server, ...), or a folder holding the other backend's layout.
+    """
     kind = Backend(backend) if backend is not None else None
     if url is not None:
         if kind is Backend.EDGE:
@@ -172,6 +177,35 @@ def _open(
         )
     if loc is not None and loc != ":memory:":
         _check_folder(Path(loc), collection, kind)
+    return kind, api_key, loc
+
+
+def _open(
+    location: str | os.PathLike[str] | None,
+    *,
+    collection: str,
+    schema: CollectionSchema | None,
+    url: str | None,
+    api_key: str | None,
+    backend: Backend | str | None,
+    connection: ConnectionSettings | None,
+    create: bool,
+    payload_indexes: Mapping[str, PayloadIndexType | str] | None,
+    index_after: int | None,
+    cluster: ClusterSettings | None,
+) -> tuple[StorageBackend, Backend, CollectionSchema]:
+    """:func:`open_backend`; ``schema=None`` (only with ``create=False``): the collection's."""
+    index_fields = payload_index_fields(payload_indexes)
+    kind, api_key, loc = check_place(
+        location,
+        collection=collection,
+        url=url,
+        api_key=api_key,
+        backend=backend,
+        connection=connection,
+        cluster=cluster,
+        index_after=index_after,
+    )
     impl: StorageBackend
     if kind is Backend.CLIENT:
         from m3kit.store.client_backend import ClientBackend
