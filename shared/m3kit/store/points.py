@@ -356,8 +356,7 @@ def fitting_batch_size(
         points: The points to write.
         size: Points per request asked for.
         limit: Most bytes of one request (``None``: no limit).
-        values: Most vector values of one request (``None``: no limit; the embedded
-            engine's :data:`~m3kit.store.edge_backend.ENGINE_CALL_VALUES`).
+        values: Most vector values of one request (``None``: no limit).
 
     Returns:
         Points per request, at least 1 (a point larger than ``limit`` is refused first:
