@@ -38,9 +38,9 @@ def test_index_sends_them_to_every_client_and_write(
     limits: list[int | None] = []
     fitting = store_writes.fitting_batch_size
 
-    def spy(points: Any, size: int, limit: int | None) -> int:
+    def spy(points: Any, size: int, limit: int | None, values: int | None = None) -> int:
         limits.append(limit)
-        return fitting(points, size, limit)
+        return fitting(points, size, limit, values)
 
     monkeypatch.setattr(store_writes, "fitting_batch_size", spy)
     docs = tmp_path / "docs"
