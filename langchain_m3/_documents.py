@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
@@ -105,14 +105,15 @@ def open_index(
     cluster: ClusterSettings | None,
     create: bool = True,
     force_recreate: bool = False,
-    settings: Mapping[str, Any] | None = None,
+    rehearsal: Callable[[M3Index], object] | None = None,
 ) -> M3Index:
     """``M3Index.open`` of :func:`encoder_of` ``embedding`` with its :func:`sparse_cut_of`
     (what ``M3VectorStore.open`` and ``M3Retriever.from_documents`` open); with
     ``force_recreate``, the collection is dropped first (:func:`~m3kit.store.drop_collection`,
-    langchain-qdrant's meaning), once the other arguments and the search ``settings`` the
-    caller will give (``{name: value}``, :func:`~langchain_m3._search.check_setting`'s names)
-    are checked: a call refused after the drop would have lost the collection for nothing.
+    langchain-qdrant's meaning), once the other arguments are checked and ``rehearsal`` (what
+    the caller will do with the index: build its object, add its documents) has passed on an
+    empty in-memory index (:func:`~langchain_m3._rehearsal.rehearse`): a call refused after
+    the drop would have lost the collection for nothing.
 
     Raises:
         TypeError: ``embedding`` holds no encoder.
@@ -121,7 +122,7 @@ def open_index(
     """
     encoder = encoder_of(embedding)  # (a wrong embedding refused before anything is dropped)
     if force_recreate:
-        from langchain_m3._search import check_search_settings
+        from langchain_m3._rehearsal import rehearse
         from m3kit.store import drop_collection
         from m3kit.store.opening import check_place
 
@@ -138,7 +139,8 @@ def open_index(
             connection=connection,
             cluster=cluster,
         )
-        check_search_settings(settings or {})
+        if rehearsal is not None:
+            rehearse(encoder, sparse_cut_of(embedding), rehearsal)
         drop_collection(
             location,
             collection=collection,

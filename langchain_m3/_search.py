@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from m3kit.encoder_inputs import check_query
@@ -69,25 +69,6 @@ def check_setting(name: str, value: Any) -> Any:
     if value is None:
         return None
     return getattr(SearchSettings(**{name: value}), name)
-
-
-def check_search_settings(settings: Mapping[str, Any]) -> None:
-    """Check search settings together (``None`` values left out), as :class:`SearchSettings`
-    does.
-
-    Raises:
-        ValueError: A value, or a combination, :class:`SearchSettings` refuses.
-        TypeError: ``rerank`` that is not a bool.
-    """
-    given = {name: check_setting(name, v) for name, v in settings.items() if v is not None}
-    SearchSettings(**given)
-    fusion = given.get("fusion")
-    if "weights" in given and fusion is not None and fusion is not Fusion.M3:
-        # (the search refuses it too, naming the index's default when no fusion is given)
-        raise ValueError(
-            f"weights {list(given['weights'])} set the m3 weighted sum, but fusion "
-            f"{fusion.value!r} does not use them: pass fusion='m3' or leave weights unset"
-        )
 
 
 def scale_of(settings: SearchSettings, heads: frozenset[Head]) -> ScoreScale:

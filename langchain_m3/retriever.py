@@ -309,29 +309,9 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             ValueError: ``embedding``'s sparse cut differs from the one the collection's
                 chunks were stored with (the message names both).
         """
-        if force_recreate:  # its own checks before the collection is dropped
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"k must be a positive integer, got {k!r}")
-            if ids is not None and len(ids) != len(documents := list(documents)):
-                raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
-        index = open_index(
-            embedding,
-            location,
-            collection=collection_named(collection, collection_name),
-            url=url,
-            api_key=api_key,
-            backend=backend,
-            connection=connection,
-            cluster=cluster,
-            force_recreate=force_recreate,
-            settings={
-                "fusion": fusion,
-                "weights": weights,
-                "rerank": rerank,
-                "candidates": candidates,
-            },
-        )
-        try:
+        documents = list(documents)  # (read twice with force_recreate: rehearsed, then added)
+
+        def build(index: M3Index) -> M3Retriever:
             retriever = cls(
                 index=index,
                 k=k,
@@ -345,6 +325,22 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             retriever.add_documents(
                 documents, ids=ids, chunking=chunking, late_chunking=late_chunking
             )
+            return retriever
+
+        index = open_index(
+            embedding,
+            location,
+            collection=collection_named(collection, collection_name),
+            url=url,
+            api_key=api_key,
+            backend=backend,
+            connection=connection,
+            cluster=cluster,
+            force_recreate=force_recreate,
+            rehearsal=build,
+        )
+        try:
+            retriever = build(index)
         except BaseException:
             index.close()
             raise

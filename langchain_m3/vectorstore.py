@@ -51,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -68,7 +69,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain", e) from e
 
-from langchain_m3._documents import documents_of, open_index
+from langchain_m3._documents import documents_of, encoder_of, open_index, sparse_cut_of
 from langchain_m3._parents import check_key
 from langchain_m3._search import ScoreScale, check_setting
 from langchain_m3._vectorstore_documents import VectorStoreDocuments
@@ -220,6 +221,18 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                 chunks were stored with (the message names both); ``collection`` and
                 ``collection_name`` name different collections.
         """
+
+        def build(index: M3Index) -> M3VectorStore:
+            return cls(
+                index,
+                fusion=fusion,
+                rerank=rerank,
+                chunking=chunking,
+                late_chunking=late_chunking,
+                weights=weights,
+                candidates=candidates,
+            )
+
         index = open_index(
             embedding,
             location,
@@ -231,23 +244,10 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             cluster=cluster,
             create=create,
             force_recreate=force_recreate,
-            settings={
-                "fusion": fusion,
-                "rerank": rerank,
-                "weights": weights,
-                "candidates": candidates,
-            },
+            rehearsal=build,
         )
         try:
-            return cls(
-                index,
-                fusion=fusion,
-                rerank=rerank,
-                chunking=chunking,
-                late_chunking=late_chunking,
-                weights=weights,
-                candidates=candidates,
-            )
+            return build(index)
         except BaseException:
             index.close()
             raise
@@ -281,9 +281,6 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             ValueError: ``path`` and ``location`` name different places.
         """
         ids = kwargs.pop("ids", None)
-        if ids is not None and not isinstance(ids, str) and len(ids) != len(documents):
-            # before the open (force_recreate=True would drop the collection first)
-            raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
         batch_size = kwargs.pop("batch_size", None)
         key = kwargs.pop("parent_id_key", None)
         if key is not None:
@@ -296,11 +293,25 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                     f"path={path!r} and location={location!r} name two places; give one"
                 )
             kwargs["location"] = path
-        store = cls.open(embedding, **kwargs)
-        if key is not None:
-            store.parent_id_key = key
-        try:
+
+        def fill(store: M3VectorStore) -> None:
+            if key is not None:
+                store.parent_id_key = key
             store.add_documents(documents, ids=ids, batch_size=batch_size)
+
+        if kwargs.get("force_recreate"):  # the writes too pass before the collection is dropped
+            from langchain_m3._rehearsal import rehearse
+
+            own = inspect.signature(cls.__init__).parameters  # (open's rehearsal builds alone)
+            settings = {name: v for name, v in kwargs.items() if name in own}
+            rehearse(
+                encoder_of(embedding),
+                sparse_cut_of(embedding),
+                lambda index: fill(cls(index, **settings)),
+            )
+        store = cls.open(embedding, **kwargs)
+        try:
+            fill(store)
         except BaseException:
             store.close()
             raise

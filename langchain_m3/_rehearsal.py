@@ -1,0 +1,55 @@
+"""A ``force_recreate=True`` call rehearsed before its collection is dropped.
+
+langchain-qdrant drops the collection, then builds the store and adds the documents: an
+argument or a document refused after the drop (a misspelt ``chunking``, a ``filter`` that is
+not one, metadata that is not JSON, an id given twice with different content) has lost the
+collection for nothing. m3kit first runs the same construction and the same writes on an
+empty in-memory index of the same encoder and sparse cut (what the collection is once
+dropped), whose writes check every document as a real write does but cut and encode nothing;
+only when that passes is the collection dropped and the call run for real.
+
+Hand-written because no library offers a dry run of a write: the rehearsal is the adapters'
+own code on the core's own checks, so a rule added to either is rehearsed too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from m3kit.encoder import M3Encoder, Truncation
+from m3kit.store import M3Index
+from m3kit.store.documents import _Chunker, _Doc
+from m3kit.store.records import ChunkRecord
+
+__all__ = ["rehearse"]
+
+
+class _RehearsalIndex(M3Index):
+    """An in-memory index whose ``add_texts`` checks its documents and stores none."""
+
+    def _records(
+        self,
+        docs: Sequence[_Doc],
+        chunker: _Chunker | None,
+        show_progress: bool | None,
+        truncation: Truncation | str = "warn",
+    ) -> tuple[list[ChunkRecord], list[str]]:
+        return [], []  # the one step that cuts and encodes: nothing to write
+
+    def add_texts(self, *args: Any, **kwargs: Any) -> list[str]:
+        # no progress bar for a write that encodes nothing (the real one shows its own)
+        return super().add_texts(*args, **{**kwargs, "show_progress": False})
+
+
+def rehearse(
+    encoder: M3Encoder, sparse_cut: dict[str, Any], build: Callable[[M3Index], object]
+) -> None:
+    """Run ``build`` (a constructor and its writes) on an empty in-memory index of ``encoder``
+    with ``sparse_cut`` (``M3Index.open`` keyword arguments), encoding nothing.
+
+    Raises:
+        Exception: What ``build`` raises: the real call would raise it after the drop.
+    """
+    with _RehearsalIndex.open(encoder, None, **sparse_cut) as index:
+        build(index)
