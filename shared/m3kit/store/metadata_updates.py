@@ -78,15 +78,22 @@ def _plain(metadata: Mapping[str, Any]) -> Any:
     return plain_json(metadata, "metadata")
 
 
+def _keeps_extra(d: _Doc, v: StoredVersion) -> bool:
+    """``d`` comes from a writer that keeps no ``extra`` (``None``) and its stored version
+    has one: ``d``'s version is taken with the stored ``extra``."""
+    return d.extra is None and bool(v.extra)
+
+
+def _hash_with_stored_extra(d: _Doc, v: StoredVersion, signature: str) -> str:
+    return version_hash(d.text, d.metadata, _plain(d.metadata), with_extra(signature, v.extra))
+
+
 def _stored(d: _Doc, v: StoredVersion | None) -> bool:
     if v is None:
         return False
-    if v.doc_hash == d.doc_hash:
-        return True
-    if d.extra is not None or not v.extra:
-        return False
-    signature = with_extra(d.signature, v.extra)
-    return version_hash(d.text, d.metadata, _plain(d.metadata), signature) == v.doc_hash
+    return v.doc_hash == d.doc_hash or (
+        _keeps_extra(d, v) and _hash_with_stored_extra(d, v, d.signature) == v.doc_hash
+    )
 
 
 def metadata_only(
@@ -116,17 +123,12 @@ def metadata_only(
         if old is None or old.metadata is None:
             continue
         old_hash, old_meta = old.doc_hash, old.metadata
-        # a writer without extras (None) keeps the stored one, as unstored() does
-        kept = d.extra is None and bool(old.extra)
+        kept = _keeps_extra(d, old)  # as unstored() takes it
         versioned = with_extra(signature, old.extra if kept else d.extra)
         # the new text and chunking with the stored metadata give the stored version back:
         # text and chunking are unchanged (so are the vectors); only the metadata differs
         if version_hash(d.text, old_meta, old_meta, versioned) == old_hash:
-            new_hash = (
-                version_hash(d.text, d.metadata, _plain(d.metadata), versioned)
-                if kept
-                else d.doc_hash
-            )
+            new_hash = _hash_with_stored_extra(d, old, signature) if kept else d.doc_hash
             moves[d.doc_id] = (old_hash, new_hash, d.metadata)
     index.store.metadata_operations(moves)  # checked now, before anything is written
     return moves, [d for d in docs if d.doc_id not in moves]
