@@ -40,9 +40,9 @@ from m3kit.encoder_inputs import (
     Truncation,
     check_model_input_ids,
     check_texts,
+    checked_sizes,
     load_tokenizer,
     plan_batches,
-    position_rows,
     special_token_ids,
     texts_to_input_ids,
     tokenize_texts,
@@ -120,40 +120,10 @@ class M3Encoder(EncoderForward):
         backend: EncoderBackend | str = EncoderBackend.AUTO,
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        # the model's position table (8192 where it names none): a default of 8192 over a
-        # 512-position model failed every longer text, where truncation was promised
-        positions = position_rows(model)
-        if max_length is None:
-            max_length = positions or 8192
-        for name, value in (
-            ("max_length", max_length),
-            ("batch_size", batch_size),
-            ("max_batch_tokens", max_batch_tokens),
-        ):
-            whole_number(name, value)
-        if max_length < 2:
-            raise ValueError("max_length must be at least 2 (the special tokens)")
-        if positions is not None and max_length > positions:
-            raise ValueError(
-                f"max_length={max_length} is longer than this model's {positions} positions; "
-                f"give at most {positions}"
-            )
-        if batch_size < 1 or max_batch_tokens < 1:
-            raise ValueError("batch_size and max_batch_tokens must be positive")
+        max_length = checked_sizes(model, max_length, batch_size, max_batch_tokens)
         check_onnx_cache_dir(onnx_cache_dir, backend)
         self.requested_precision = precision_from(precision)
-        # ONNX Runtime and int8 (dynamic quantisation) run on CPU only: without a device
-        # given, they get the CPU rather than a GPU they would then refuse
-        cuda = (
-            torch.cuda.is_available()
-            and EncoderBackend(backend) is not EncoderBackend.ONNX
-            and self.requested_precision is not Precision.INT8
-        )
-        self.device = (
-            checked_device(device)
-            if device is not None
-            else torch.device("cuda" if cuda else "cpu")
-        )
+        self.device = _device(device, EncoderBackend(backend), self.requested_precision)
         self._onnx: OnnxRunner | None
         # the checkpoint's files name the model only while it holds what it loaded from them;
         # the cast to this precision below keeps that so (precision is not identity)
@@ -411,6 +381,22 @@ class M3Encoder(EncoderForward):
                 )
                 bar.update(len(batch))
         return out.result()
+
+
+def _device(
+    device: torch.device | str | None, backend: EncoderBackend, precision: Precision
+) -> torch.device:
+    """The device given, checked, else CUDA when there is one, except for ONNX Runtime and
+    int8 (dynamic quantisation), which run on CPU only: they get the CPU rather than a GPU
+    they would then refuse."""
+    if device is not None:
+        return checked_device(device)
+    cuda = (
+        torch.cuda.is_available()
+        and backend is not EncoderBackend.ONNX
+        and precision is not Precision.INT8
+    )
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def _place_model(

@@ -42,6 +42,7 @@ __all__ = [
     "check_text",
     "check_texts",
     "check_truncation",
+    "checked_sizes",
     "embedding_rows",
     "load_tokenizer",
     "pad_batch",
@@ -243,6 +244,33 @@ def position_rows(model: object) -> int | None:
         return None
     padding = getattr(table, "padding_idx", None)
     return rows - (padding + 1 if isinstance(padding, int) else 0)
+
+
+def checked_sizes(
+    model: object, max_length: int | None, batch_size: int, max_batch_tokens: int
+) -> int:
+    """An encoder's ``max_length`` (default: the model's position table, 8192 where it names none: a
+    default of 8192 over a 512-position model failed every longer text, where truncation was
+    promised), with the batch sizes checked."""
+    positions = position_rows(model)
+    if max_length is None:
+        max_length = positions or 8192
+    for name, value in (
+        ("max_length", max_length),
+        ("batch_size", batch_size),
+        ("max_batch_tokens", max_batch_tokens),
+    ):
+        whole_number(name, value)
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2 (the special tokens)")
+    if positions is not None and max_length > positions:
+        raise ValueError(
+            f"max_length={max_length} is longer than this model's {positions} positions; "
+            f"give at most {positions}"
+        )
+    if batch_size < 1 or max_batch_tokens < 1:
+        raise ValueError("batch_size and max_batch_tokens must be positive")
+    return max_length
 
 
 def check_model_input_ids(model: object, input_ids: Sequence[Sequence[int]]) -> None:
