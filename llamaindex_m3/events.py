@@ -15,7 +15,7 @@ hold them as one list of floats per text (a handler that counts or shows the tex
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
@@ -27,7 +27,7 @@ from llama_index.core.instrumentation.events.embedding import (
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import NodeWithScore
 
-__all__ = ["embedding_event", "encoder_payload", "rerank_event"]
+__all__ = ["embedding_event", "embedding_reports", "encoder_payload", "rerank_event"]
 
 dispatcher = get_dispatcher(__name__)
 
@@ -70,6 +70,35 @@ def embedding_event(
         yield chunks.extend
         event.on_end(payload={EventPayload.CHUNKS: chunks, EventPayload.EMBEDDINGS: embeddings})
     dispatcher.event(EmbeddingEndEvent(chunks=chunks, embeddings=embeddings))
+
+
+@contextmanager
+def embedding_reports(
+    callback_manager: CallbackManager, model: dict[str, Any]
+) -> Iterator[Callable[[Sequence[str]], None]]:
+    """:func:`embedding_event` around a write that may encode nothing: the event starts at
+    the block's first report (just before its first texts are encoded) and ends with the
+    block; a block that reports nothing (every document stored unchanged) fires none.
+
+    >>> from llama_index.core.callbacks import TokenCountingHandler
+    >>> counter = TokenCountingHandler(tokenizer=str.split)
+    >>> with embedding_reports(CallbackManager([counter]), {"model_name": "m"}) as report:
+    ...     pass
+    >>> with embedding_reports(CallbackManager([counter]), {"model_name": "m"}) as report:
+    ...     report(["two words"])
+    ...     report(["three more words"])
+    >>> counter.total_embedding_token_count, len(counter.embedding_token_counts)
+    (5, 2)
+    """
+    with ExitStack() as stack:
+        event: list[Callable[[Sequence[str]], None]] = []
+
+        def report(texts: Sequence[str]) -> None:
+            if not event:
+                event.append(stack.enter_context(embedding_event(callback_manager, model)))
+            event[0](texts)
+
+        yield report
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from llamaindex_m3.embedding_origins import check_origin
 from llamaindex_m3.embeddings import M3Embedding, M3SparseEmbedding
-from llamaindex_m3.events import embedding_event, encoder_payload
+from llamaindex_m3.events import embedding_event
 from llamaindex_m3.filters import to_store_filter
 from llamaindex_m3.node_classes import rebuild_node
 from llamaindex_m3.node_records import CHUNK_INDEX_KEY, DOC_ID_KEY, NODE_FIELDS
@@ -299,8 +299,7 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
             check_origin(dense, self.index.fingerprint, "QueryBundle.embedding")
             dense = dense_query(dense, self.index.store.schema.dense_dim, "QueryBundle.embedding")
         # the query texts are encoded inside the search (for the dense head unless given)
-        model = encoder_payload(self.index.fingerprint.model)
-        with embedding_event(self.callback_manager, model) as report:
+        with embedding_event(self.callback_manager, self._encoder_payload()) as report:
             hits = self.index.search_mean(texts, dense=dense, **self._search_kwargs())
             report(texts)
         return [hit_to_node(h) for h in hits]

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, Document
 
+from llamaindex_m3.events import embedding_reports, encoder_payload
 from llamaindex_m3.node_groups import check_node_types, encoded_groups
 from llamaindex_m3.node_records import (
     StoredChunk,
@@ -59,6 +61,10 @@ class RetrieverWrites:
     """
 
     index: M3Index
+    callback_manager: CallbackManager  # (BaseRetriever's: the embedding events' handlers)
+
+    def _encoder_payload(self) -> dict[str, Any]:
+        return encoder_payload(self.index.fingerprint.model)
 
     def add_documents(
         self,
@@ -101,14 +107,16 @@ class RetrieverWrites:
             The document ids, in input order (``ref_doc_id`` of the retrieved nodes).
         """
         texts, metadatas, doc_ids, extras = unpack_documents(documents)
-        return self.index.add_texts(
-            texts,
-            metadatas,
-            doc_ids,
-            chunker=self._chunker(chunking, late_chunking),
-            show_progress=show_progress,
-            extras=extras,
-        )
+        with embedding_reports(self.callback_manager, self._encoder_payload()) as report:
+            return self.index.add_texts(
+                texts,
+                metadatas,
+                doc_ids,
+                chunker=self._chunker(chunking, late_chunking),
+                show_progress=show_progress,
+                extras=extras,
+                on_encode=report,
+            )
 
     async def aadd_documents(
         self,
@@ -227,6 +235,22 @@ class RetrieverWrites:
                     held.append((doc_id, chunk_index, node, carried))
         # encoded and written in groups of whole documents, as M3VectorStore.add writes
         # (the text the embedding model sees, MetadataMode.EMBED, as M3VectorStore encodes)
+        with embedding_reports(self.callback_manager, self._encoder_payload()) as report:
+            if todo:  # (documents stored unchanged, and carried vectors, encode nothing)
+                report([embed_text(node) for _, _, node in todo])
+            self._write_node_groups(groups, versions, named, todo, held, show_progress)
+        return [node.node_id for node in nodes]
+
+    def _write_node_groups(
+        self,
+        groups: dict[str, list[tuple[int, BaseNode]]],
+        versions: dict[str, str],
+        named: dict[int, StoredChunk],
+        todo: list[tuple[str, int, BaseNode]],
+        held: list[tuple[str, int, BaseNode, M3Output]],
+        show_progress: bool | None,
+    ) -> None:
+        store = self.index.store
         for part, encoded, part_held in encoded_groups(self.index, todo, held, None, show_progress):
             records: list[ChunkRecord] = []
             for doc_id, chunk_index, node, vectors in part_held:
@@ -244,7 +268,6 @@ class RetrieverWrites:
                 )
             if records:
                 store.upsert(records, show_progress=show_progress, replace=True)
-        return [node.node_id for node in nodes]
 
     def _renew_node_fields(
         self,

@@ -109,3 +109,35 @@ def test_reranker_reports_a_reranking_step(tiny_encoder: M3Encoder, handlers: An
     started = next(e for e in seen if e.class_name() == "ReRankStartEvent")
     ended = next(e for e in seen if e.class_name() == "ReRankEndEvent")
     assert (started.top_n, started.query, ended.nodes) == (2, SAMPLE_TEXTS[2], out)
+
+
+def test_retriever_writes_report_what_they_encode(tiny_encoder: M3Encoder, handlers: Any) -> None:
+    """``M3Retriever.add_documents`` / ``add_nodes`` encode through the core and fired no
+    event: an ingestion's ``TokenCountingHandler`` counted 0 embedding tokens. They report the
+    texts they encode; a re-add of unchanged documents encodes nothing and fires none."""
+    counter, debug, seen = handlers
+    with M3Retriever.open(M3Embedding.from_encoder(tiny_encoder)) as r:
+        r.callback_manager = CallbackManager([counter, debug])
+        docs = [Document(text=t, id_=f"d{i}") for i, t in enumerate(SAMPLE_TEXTS[:2])]
+        r.add_documents(docs)
+        (start, end) = debug.get_event_pairs(CBEventType.EMBEDDING)[0]
+        assert start.payload[EventPayload.SERIALIZED]["class_name"] == "M3Encoder"
+        assert end.payload[EventPayload.CHUNKS] == list(SAMPLE_TEXTS[:2])
+        words = sum(len(t.split()) for t in SAMPLE_TEXTS[:2])
+        assert counter.total_embedding_token_count == words
+        assert _kinds(seen).count("EmbeddingStartEvent") == 1
+
+        debug.flush_event_logs()
+        seen.clear()
+        r.add_documents(docs)  # stored unchanged: nothing encoded, no event
+        assert debug.get_event_pairs(CBEventType.EMBEDDING) == []
+        assert "EmbeddingStartEvent" not in _kinds(seen)
+
+        nodes = [TextNode(text=SAMPLE_TEXTS[2], id_="n0"), TextNode(text=SAMPLE_TEXTS[3], id_="n1")]
+        r.add_nodes(nodes)
+        (_, end) = debug.get_event_pairs(CBEventType.EMBEDDING)[0]
+        assert end.payload[EventPayload.CHUNKS] == list(SAMPLE_TEXTS[2:4])
+        debug.flush_event_logs()
+        r.add_nodes(nodes)
+        assert debug.get_event_pairs(CBEventType.EMBEDDING) == []
+    assert counter.total_embedding_token_count == sum(len(t.split()) for t in SAMPLE_TEXTS[:4])

@@ -10,7 +10,7 @@ holding :meth:`~m3kit.store.M3Index.pending`, :meth:`~m3kit.store.M3Index.write_
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from tqdm.auto import tqdm
@@ -155,6 +155,7 @@ class IndexWrites:
         truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
         extras: Sequence[Mapping[str, Any] | None] | None = None,
+        on_encode: Callable[[Sequence[str]], None] | None = None,
     ) -> list[str]:
         """Index documents; unchanged ones are skipped, changed ones replaced.
 
@@ -181,6 +182,9 @@ class IndexWrites:
                 of its chunks (:attr:`ChunkRecord.extra`, returned as :attr:`Hit.extra`:
                 an adapter's settings of the object it stored, e.g. a LlamaIndex document's
                 hidden metadata keys), part of the document's version: a change re-encodes it.
+            on_encode: Called with the texts of each group of documents just before it is
+                encoded (never for documents skipped or updated in place): an adapter's
+                events, e.g. LlamaIndex's embedding event that ``TokenCountingHandler`` counts.
 
         Returns:
             The document id of each text, in input order (what :meth:`delete` takes and
@@ -212,6 +216,8 @@ class IndexWrites:
             for start, stop in bounds:
                 group = todo[start:stop]
                 stop_if_cancelled()  # an aadd_texts cancelled: nothing more is encoded
+                if on_encode is not None:
+                    on_encode([d.text for d in group])
                 records, empty = self._records(group, chunker, False, truncation)
                 self.write_records(records, empty)  # ... nor written (checked under the lock)
                 bar.update(len(group))
@@ -229,6 +235,7 @@ class IndexWrites:
         truncation: Truncation | str = "warn",
         show_progress: bool | None = None,
         extras: Sequence[Mapping[str, Any] | None] | None = None,
+        on_encode: Callable[[Sequence[str]], None] | None = None,
     ) -> list[str]:
         """:meth:`add_texts` in a worker thread.
 
@@ -247,6 +254,7 @@ class IndexWrites:
             truncation=truncation,
             show_progress=show_progress,
             extras=extras,
+            on_encode=on_encode,
         )
 
     def delete(self, doc_ids: Sequence[str | int]) -> None:
