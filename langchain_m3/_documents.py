@@ -140,7 +140,7 @@ def open_index(
             cluster=cluster,
         )
         if rehearsal is not None:
-            rehearse(encoder, sparse_cut_of(embedding), rehearsal)
+            rehearse(encoder, sparse_cut_of(embedding), collection, rehearsal)
         drop_collection(
             location,
             collection=collection,

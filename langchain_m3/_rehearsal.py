@@ -5,8 +5,9 @@ argument or a document refused after the drop (a misspelt ``chunking``, a ``filt
 not one, metadata that is not JSON, an id given twice with different content) has lost the
 collection for nothing. m3kit first runs the same construction and the same writes on an
 empty in-memory index of the same encoder and sparse cut (what the collection is once
-dropped), whose writes check every document as a real write does but cut and encode nothing;
-only when that passes is the collection dropped and the call run for real.
+dropped), whose writes check every document as a real write does up to the encoding (the
+chunker's model included), but cut and encode nothing; only when that passes is the
+collection dropped and the call run for real.
 
 Hand-written because no library offers a dry run of a write: the rehearsal is the adapters'
 own code on the core's own checks, so a rule added to either is rehearsed too.
@@ -19,7 +20,7 @@ from typing import Any
 
 from m3kit.encoder import M3Encoder, Truncation
 from m3kit.store import M3Index
-from m3kit.store.documents import _Chunker, _Doc
+from m3kit.store.documents import _Chunker, _Doc, check_chunker_encoder
 from m3kit.store.records import ChunkRecord
 
 __all__ = ["rehearse"]
@@ -28,6 +29,8 @@ __all__ = ["rehearse"]
 class _RehearsalIndex(M3Index):
     """An in-memory index whose ``add_texts`` checks its documents and stores none."""
 
+    _announces = False  # (the real index logs its search defaults and warnings)
+
     def _records(
         self,
         docs: Sequence[_Doc],
@@ -35,7 +38,10 @@ class _RehearsalIndex(M3Index):
         show_progress: bool | None,
         truncation: Truncation | str = "warn",
     ) -> tuple[list[ChunkRecord], list[str]]:
-        return [], []  # the one step that cuts and encodes: nothing to write
+        # the one step that cuts and encodes: only what it checks without encoding
+        if chunker is not None:
+            check_chunker_encoder(self.encoder, chunker)
+        return [], []
 
     def add_texts(self, *args: Any, **kwargs: Any) -> list[str]:
         # no progress bar for a write that encodes nothing (the real one shows its own)
@@ -43,13 +49,18 @@ class _RehearsalIndex(M3Index):
 
 
 def rehearse(
-    encoder: M3Encoder, sparse_cut: dict[str, Any], build: Callable[[M3Index], object]
+    encoder: M3Encoder,
+    sparse_cut: dict[str, Any],
+    collection: str,
+    build: Callable[[M3Index], object],
 ) -> None:
     """Run ``build`` (a constructor and its writes) on an empty in-memory index of ``encoder``
-    with ``sparse_cut`` (``M3Index.open`` keyword arguments), encoding nothing.
+    with ``sparse_cut`` (``M3Index.open`` keyword arguments) named ``collection``, encoding
+    nothing. What only the encoded vectors tell (a chunk larger than a server's request
+    limit) is still refused after the drop.
 
     Raises:
         Exception: What ``build`` raises: the real call would raise it after the drop.
     """
-    with _RehearsalIndex.open(encoder, None, **sparse_cut) as index:
+    with _RehearsalIndex.open(encoder, None, collection=collection, **sparse_cut) as index:
         build(index)

@@ -280,6 +280,8 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         Raises:
             ValueError: ``path`` and ``location`` name different places.
         """
+        if not isinstance(documents, Document):  # (refused by the write, which names it)
+            documents = list(documents)  # a generator, read twice with force_recreate
         ids = kwargs.pop("ids", None)
         batch_size = kwargs.pop("batch_size", None)
         key = kwargs.pop("parent_id_key", None)
@@ -307,6 +309,7 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
             rehearse(
                 encoder_of(embedding),
                 sparse_cut_of(embedding),
+                collection_named(kwargs.get("collection"), kwargs.get("collection_name")),
                 lambda index: fill(cls(index, **settings)),
             )
         store = cls.open(embedding, **kwargs)

@@ -8,14 +8,18 @@ sizes).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.documents import Document
 
-from langchain_m3 import M3Retriever, M3VectorStore
+from langchain_m3 import M3Retriever, M3SparseEmbeddings, M3VectorStore
 from m3kit import M3Encoder
 from m3kit.errors import CollectionNotFoundError, FingerprintMismatchError, StoreConnectionError
+from m3kit.late_chunking import LateChunker
 from m3kit.store import ClusterSettings, M3Index, drop_collection
 
 
@@ -89,11 +93,15 @@ def test_drop_collection_leaves_other_collections_and_refuses_an_open_one(
         {"retriever": True, "metadatas": [{"a": object()}, {}]},
         {"encoder": "minilm", "rerank": True},
         {"encoder": "minilm", "retriever": True, "rerank": True},
+        # a late chunker of another model (the last one's, re-indexing with a new one)
+        {"late_chunking": "other"},
+        {"retriever": True, "late_chunking": "other"},
     ],
     ids=lambda c: "-".join(f"{k}" for k in c),
 )
 def test_a_refused_call_drops_nothing(
     tiny_encoder: M3Encoder,
+    other_tiny_encoder: M3Encoder,
     minilm_encoder: M3Encoder,
     tmp_path: Path,
     call: dict[str, Any],
@@ -108,8 +116,52 @@ def test_a_refused_call_drops_nothing(
     options = dict(call)
     cls: Any = M3Retriever if options.pop("retriever", False) else M3VectorStore
     encoder = minilm_encoder if options.pop("encoder", None) == "minilm" else tiny_encoder
+    if options.get("late_chunking") == "other":
+        options["late_chunking"] = LateChunker(other_tiny_encoder)
     texts = ["Grass is green.", "Sea is blue."]
     with pytest.raises((ValueError, TypeError, CollectionNotFoundError)):
         cls.from_texts(texts, encoder, force_recreate=True, **where, **options)
     with M3Index.open(tiny_encoder, tmp_path / "db", collection="docs") as index:
         assert index.count() == 2
+
+
+@pytest.mark.parametrize("run", ["sync", "async", "retriever"])
+def test_documents_given_as_a_generator_are_all_written(
+    tiny_encoder: M3Encoder, tmp_path: Path, run: str
+) -> None:
+    """A review's case: the rehearsal read a generator (``loader.lazy_load()``) to its end,
+    so the real write got nothing: the collection came back empty, without an error."""
+    where = {"location": str(tmp_path / "db"), "collection_name": "docs"}
+    M3VectorStore.from_texts(["Apples are red."], tiny_encoder, **where).close()
+    texts = ["Grass is green.", "Sea is blue.", "Sun is hot."]
+    docs = (Document(page_content=t) for t in texts)
+    if run == "async":
+        store: Any = asyncio.run(
+            M3VectorStore.afrom_documents(docs, tiny_encoder, force_recreate=True, **where)
+        )
+    else:
+        cls: Any = M3Retriever if run == "retriever" else M3VectorStore
+        store = cls.from_documents(docs, tiny_encoder, force_recreate=True, **where)
+    with store:
+        assert store.index.count() == 3
+
+
+def test_the_rehearsal_repeats_no_warning(
+    calibrated_encoder: M3Encoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A review's case: the rehearsal's own indexes logged the calibration's warning again,
+    twice, naming collection 'm3kit', which the user never made."""
+    embedding = M3SparseEmbeddings.from_encoder(calibrated_encoder, sparse_top_k=8)
+    where = {"location": str(tmp_path / "db"), "collection_name": "docs"}
+    M3VectorStore.from_texts(["Apples are red."], embedding, **where).close()
+    for force_recreate in (False, True):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="m3kit"):
+            M3VectorStore.from_texts(
+                ["Grass is green."], embedding, force_recreate=force_recreate, **where
+            ).close()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "collection 'docs'" in warnings[0], warnings
+        assert "m3kit" not in " ".join(r.getMessage() for r in caplog.records).replace(
+            "m3kit calibrate", ""
+        )

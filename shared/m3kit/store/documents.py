@@ -21,7 +21,7 @@ from m3kit.store.records import ChunkRecord, output_row
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder, Truncation
 
-__all__ = ["TEXT_LENGTH", "build_records", "content_doc_id"]
+__all__ = ["TEXT_LENGTH", "build_records", "check_chunker_encoder", "content_doc_id"]
 
 #: Key of a chunked document's stored chunking giving its text's length, recorded when text
 #: follows its last chunk (a reindex cannot rebuild such a document from its chunk texts).
@@ -179,7 +179,7 @@ def build_records(
                 )
             )
         return records, empty
-    _check_chunker_encoder(encoder, chunker)
+    check_chunker_encoder(encoder, chunker)
     per_doc = _chunk(chunker, texts, show_progress)
     if len(per_doc) != len(docs):
         raise ValueError(f"the chunker returned {len(per_doc)} chunk lists for {len(docs)} texts")
@@ -217,7 +217,7 @@ def build_records(
     return records, empty
 
 
-def _check_chunker_encoder(encoder: Any, chunker: Any) -> None:
+def check_chunker_encoder(encoder: Any, chunker: Any) -> None:
     """A chunker that encodes (``LateChunker``) must use the index's model.
 
     Its vectors are stored as they come; from another model they would sit in the collection

@@ -21,7 +21,7 @@ import logging
 import os
 import pickle
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from m3kit.errors import EncoderChangedError
 from m3kit.fingerprint import EncoderFingerprint, encoder_fingerprint, fingerprint_change
@@ -73,6 +73,9 @@ class M3Index(IndexWrites, IndexSearch):
 
     write_group: int = 64
     reencoded: int = 0
+    #: Log the search defaults and a calibration that does not fit (off for an index that
+    #: only rehearses another's writes: LangChain's ``force_recreate``).
+    _announces: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -152,12 +155,11 @@ class M3Index(IndexWrites, IndexSearch):
             else "built-in"
         )
         given = f", {search.describe()} given" if isinstance(search, SearchOverrides) else ""
-        logger.info(  # (an override the default cannot take is refused here, before any write)
-            "search defaults (%s%s): %s",
-            self.search_source,
-            given,
-            self.search_settings().describe(),
-        )
+        defaults = self.search_settings()  # (an override it cannot take: refused here)
+        if self._announces:
+            logger.info(
+                "search defaults (%s%s): %s", self.search_source, given, defaults.describe()
+            )
         if isinstance(search, SearchOverrides) and {Head.SPARSE, Head.COLBERT} <= store.heads:
             # ... and the dense + sparse group a search without rerank takes (its calibrated
             # fusion may be another): refused here, not at the first such search
@@ -183,7 +185,7 @@ class M3Index(IndexWrites, IndexSearch):
             warning = calibration_cut_warning(
                 self.calibration.sparse_cut, self.sparse_cut, store.heads
             )
-            if warning:
+            if warning and self._announces:
                 logger.warning("collection %r: %s", store.collection, warning)
 
     @classmethod
