@@ -127,7 +127,9 @@ class IndexWrites:
         order, docs = versioned_documents(texts, metadatas, doc_ids, chunker, extras=extras)
         if not docs:
             return order, [], {}
-        stored = self.store.stored_versions([d.doc_id for d in docs])
+        # the stored extra serves only documents that bring none (metadata_updates)
+        keep = any(d.extra is None for d in docs)
+        stored = self.store.stored_versions([d.doc_id for d in docs], extra=keep)
         return order, unstored(docs, stored), stored
 
     def write_records(self, records: Sequence[ChunkRecord], empty: Sequence[str] = ()) -> None:

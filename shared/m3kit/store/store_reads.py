@@ -197,7 +197,7 @@ class StoreReads:
         return out
 
     def stored_versions(
-        self, doc_ids: Sequence[str | int], *, metadata: bool = True
+        self, doc_ids: Sequence[str | int], *, metadata: bool = True, extra: bool = True
     ) -> dict[str, StoredVersion]:
         """The version of each document stored whole at one version: every chunk index
         ``0..chunk_count-1`` present, one ``doc_hash`` and one ``chunk_count``, no other chunk
@@ -211,15 +211,17 @@ class StoreReads:
             metadata: Read each chunk's metadata too (``False``: every
                 :attr:`StoredVersion.metadata` is ``None``, and the lookup reads no
                 metadata, which a version check alone does not need).
+            extra: With ``metadata``, read each chunk's ``extra`` too (``False``: every
+                :attr:`StoredVersion.extra` is ``None``; a LlamaIndex node's relationships
+                are not read for a write whose documents all bring their own).
 
         Raises:
             TypeError: An id is neither a str nor an int.
         """
         ids = list(dict.fromkeys(doc_id_text(d, "doc_ids") for d in doc_ids))
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT] + (
-            [METADATA, EXTRA] if metadata else []
-        )
+        keys = [DOC_ID, CHUNK_INDEX, DOC_HASH, CHUNK_COUNT]
+        keys += ([METADATA] if metadata else []) + ([EXTRA] if metadata and extra else [])
         # only chunks holding every vector of the collection: another program may have
         # removed one (qdrant-client delete_vectors, an update in place), and a document with
         # such a chunk is then not stored whole, so adding it again rewrites it
@@ -245,11 +247,11 @@ class StoreReads:
             metas = {json.dumps(p.get(METADATA), sort_keys=True) for p in payloads}
             one = payloads[0].get(METADATA) if len(metas) == 1 else None
             extras = {json.dumps(p.get(EXTRA), sort_keys=True) for p in payloads}
-            extra = payloads[0].get(EXTRA) if len(extras) == 1 else None
+            kept = payloads[0].get(EXTRA) if len(extras) == 1 else None
             out[doc_id] = StoredVersion(
                 doc_hash,
                 one if isinstance(one, dict) else None,
-                extra if isinstance(extra, dict) else None,
+                kept if isinstance(kept, dict) else None,
             )
         return out
 
