@@ -15,6 +15,7 @@ own code on the core's own checks, so a rule added to either is rehearsed too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from m3kit.store.documents import _Chunker, _Doc, check_chunker_encoder
 from m3kit.store.records import ChunkRecord
 
 __all__ = ["rehearse"]
+
+logger = logging.getLogger(__name__)
 
 
 class _RehearsalIndex(M3Index):
@@ -41,6 +44,19 @@ class _RehearsalIndex(M3Index):
         # the one step that cuts and encodes: only what it checks without encoding
         if chunker is not None:
             check_chunker_encoder(self.encoder, chunker)
+            # m3kit's chunkers plan their cut by tokenising alone: the splitter's output and a
+            # chunk too long for the window are refused as chunk() refuses them (a chunker of
+            # one's own is only cut for real)
+            oversized = getattr(chunker, "oversized", None)
+            if callable(oversized):
+                for d, over in enumerate(oversized([doc.text for doc in docs])):
+                    if over:
+                        (i, n), *_ = over
+                        raise ValueError(
+                            f"chunk {i} of text {d} is {n} tokens, more than the model's "
+                            "window; the splitter must make smaller chunks (or use late "
+                            "chunking) so that no text is truncated"
+                        )
         return [], []
 
     def add_texts(self, *args: Any, **kwargs: Any) -> list[str]:
@@ -57,10 +73,12 @@ def rehearse(
     """Run ``build`` (a constructor and its writes) on an empty in-memory index of ``encoder``
     with ``sparse_cut`` (``M3Index.open`` keyword arguments) named ``collection``, encoding
     nothing. What only the encoded vectors tell (a chunk larger than a server's request
-    limit) is still refused after the drop.
+    limit), and what a chunker of one's own refuses as it cuts, are still refused after the
+    drop.
 
     Raises:
         Exception: What ``build`` raises: the real call would raise it after the drop.
     """
+    logger.info("collection %r: the call rehearsed in memory before the drop", collection)
     with _RehearsalIndex.open(encoder, None, collection=collection, **sparse_cut) as index:
         build(index)

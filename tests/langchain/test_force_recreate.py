@@ -18,6 +18,7 @@ from langchain_core.documents import Document
 
 from langchain_m3 import M3Retriever, M3SparseEmbeddings, M3VectorStore
 from m3kit import M3Encoder
+from m3kit.chunking import NaiveChunker
 from m3kit.errors import CollectionNotFoundError, FingerprintMismatchError, StoreConnectionError
 from m3kit.late_chunking import LateChunker
 from m3kit.store import ClusterSettings, M3Index, drop_collection
@@ -96,6 +97,10 @@ def test_drop_collection_leaves_other_collections_and_refuses_an_open_one(
         # a late chunker of another model (the last one's, re-indexing with a new one)
         {"late_chunking": "other"},
         {"retriever": True, "late_chunking": "other"},
+        # a splitter's cut refused before anything is encoded (tokenised only)
+        {"chunking": "one-span", "texts": ["word " * 9000, "Sea is blue."]},
+        {"retriever": True, "chunking": "one-span", "texts": ["word " * 9000, "Sea is blue."]},
+        {"chunking": "strings"},
     ],
     ids=lambda c: "-".join(f"{k}" for k in c),
 )
@@ -118,7 +123,10 @@ def test_a_refused_call_drops_nothing(
     encoder = minilm_encoder if options.pop("encoder", None) == "minilm" else tiny_encoder
     if options.get("late_chunking") == "other":
         options["late_chunking"] = LateChunker(other_tiny_encoder)
-    texts = ["Grass is green.", "Sea is blue."]
+    splitters = {"one-span": lambda t: [(0, len(t))], "strings": lambda t: [t]}
+    if options.get("chunking") in splitters:
+        options["chunking"] = NaiveChunker(tiny_encoder, splitter=splitters[options["chunking"]])
+    texts = options.pop("texts", ["Grass is green.", "Sea is blue."])
     with pytest.raises((ValueError, TypeError, CollectionNotFoundError)):
         cls.from_texts(texts, encoder, force_recreate=True, **where, **options)
     with M3Index.open(tiny_encoder, tmp_path / "db", collection="docs") as index:
