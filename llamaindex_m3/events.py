@@ -76,9 +76,12 @@ def embedding_event(
 def embedding_reports(
     callback_manager: CallbackManager, model: dict[str, Any]
 ) -> Iterator[Callable[[Sequence[str]], None]]:
-    """:func:`embedding_event` around a write that may encode nothing: the event starts at
-    the block's first report (just before its first texts are encoded) and ends with the
-    block; a block that reports nothing (every document stored unchanged) fires none.
+    """One :func:`embedding_event` per group a write encodes, as
+    ``BaseEmbedding.get_text_embedding_batch`` fires one per batch: each report (just before
+    a group's texts are encoded) ends the event of the group before and starts its own; the
+    block's end ends the last, a block that raises ends it with the exception. A block that
+    reports nothing (every document stored unchanged) fires none; a group encoded before a
+    failure keeps its counted texts.
 
     >>> from llama_index.core.callbacks import TokenCountingHandler
     >>> counter = TokenCountingHandler(tokenizer=str.split)
@@ -90,15 +93,23 @@ def embedding_reports(
     >>> counter.total_embedding_token_count, len(counter.embedding_token_counts)
     (5, 2)
     """
-    with ExitStack() as stack:
-        event: list[Callable[[Sequence[str]], None]] = []
+    open_event: list[ExitStack] = []
 
-        def report(texts: Sequence[str]) -> None:
-            if not event:
-                event.append(stack.enter_context(embedding_event(callback_manager, model)))
-            event[0](texts)
+    def report(texts: Sequence[str]) -> None:
+        if open_event:
+            open_event.pop().close()
+        event = ExitStack()
+        event.enter_context(embedding_event(callback_manager, model))(texts)
+        open_event.append(event)
 
+    try:
         yield report
+    except BaseException as e:
+        if open_event:
+            open_event.pop().__exit__(type(e), e, e.__traceback__)
+        raise
+    if open_event:
+        open_event.pop().close()
 
 
 @contextmanager

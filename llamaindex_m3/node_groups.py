@@ -3,7 +3,7 @@ groups of whole documents (:func:`~llamaindex_m3.node_writes.write_nodes`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from llama_index.core.schema import BaseNode
 
@@ -60,9 +60,11 @@ def encoded_groups(
     carried: list[_Carried],
     text_instruction: str | None,
     show_progress: bool | None,
+    on_encode: Callable[[list[BaseNode]], None] | None = None,
 ) -> Iterator[tuple[list[_Planned], list[M3Output], list[_Carried]]]:
     """Each group of :func:`write_groups` with its nodes' vectors, to be written before the
-    next is encoded (one group at least, empty when there is nothing to write).
+    next is encoded (one group at least, empty when there is nothing to write); ``on_encode``
+    is called with a group's nodes just before they are encoded (none for a group without).
 
     Every node is checked first (:func:`check_nodes_to_encode`), so only what the encoder's
     output tells (an embedding of another model of the same size) is refused as a group is
@@ -73,6 +75,8 @@ def encoded_groups(
     for at, (part, part_carried) in enumerate(write_groups(index, todo, carried) or [([], [])]):
         if at:  # cancelled while the group before was written: nothing more is encoded
             stop_if_cancelled()
+        if on_encode is not None and part:
+            on_encode([n for _, _, n in part])
         encoded = encode_nodes(index, [n for _, _, n in part], text_instruction, show_progress)
         stop_if_cancelled()  # cancelled while its nodes were encoded: they are not written
         yield part, encoded, part_carried

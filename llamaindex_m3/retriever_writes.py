@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.schema import BaseNode, Document
 
 from llamaindex_m3.events import embedding_reports, encoder_payload
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RetrieverWrites"]
 
+dispatcher = get_dispatcher(__name__)
+
 
 class RetrieverWrites:
     """The write methods of :class:`~llamaindex_m3.M3Retriever` (its base; it sets ``index``).
@@ -66,6 +69,7 @@ class RetrieverWrites:
     def _encoder_payload(self) -> dict[str, Any]:
         return encoder_payload(self.index.fingerprint.model)
 
+    @dispatcher.span  # (the embedding events' span, as BaseEmbedding's own)
     def add_documents(
         self,
         documents: Sequence[Document],
@@ -144,6 +148,7 @@ class RetrieverWrites:
 
         return as_chunker(self.index.encoder, chunking=chunking, late_chunking=late_chunking)
 
+    @dispatcher.span
     def add_nodes(
         self, nodes: Sequence[BaseNode], *, show_progress: bool | None = None
     ) -> list[str]:
@@ -235,10 +240,7 @@ class RetrieverWrites:
                     held.append((doc_id, chunk_index, node, carried))
         # encoded and written in groups of whole documents, as M3VectorStore.add writes
         # (the text the embedding model sees, MetadataMode.EMBED, as M3VectorStore encodes)
-        with embedding_reports(self.callback_manager, self._encoder_payload()) as report:
-            if todo:  # (documents stored unchanged, and carried vectors, encode nothing)
-                report([embed_text(node) for _, _, node in todo])
-            self._write_node_groups(groups, versions, named, todo, held, show_progress)
+        self._write_node_groups(groups, versions, named, todo, held, show_progress)
         return [node.node_id for node in nodes]
 
     def _write_node_groups(
@@ -250,24 +252,45 @@ class RetrieverWrites:
         held: list[tuple[str, int, BaseNode, M3Output]],
         show_progress: bool | None,
     ) -> None:
-        store = self.index.store
-        for part, encoded, part_held in encoded_groups(self.index, todo, held, None, show_progress):
-            records: list[ChunkRecord] = []
-            for doc_id, chunk_index, node, vectors in part_held:
-                chunk = named.get(id(node))
-                group = groups[doc_id]
-                records.append(
-                    node_record(doc_id, chunk_index, node, vectors, versions, group, chunk)
+        # an event per group encoded (documents stored unchanged, carried vectors: none)
+        with embedding_reports(self.callback_manager, self._encoder_payload()) as report:
+            for part, encoded, part_held in encoded_groups(
+                self.index,
+                todo,
+                held,
+                None,
+                show_progress,
+                on_encode=lambda part_nodes: report([embed_text(n) for n in part_nodes]),
+            ):
+                self._write_node_group(
+                    groups, versions, named, part, encoded, part_held, show_progress
                 )
-            for (doc_id, chunk_index, node), vectors in zip(part, encoded, strict=True):
-                chunk = named.get(id(node))
-                text = embed_text(node)  # what encode_nodes encoded
-                group = groups[doc_id]
-                records.append(
-                    node_record(doc_id, chunk_index, node, vectors, versions, group, chunk, text)
-                )
-            if records:
-                store.upsert(records, show_progress=show_progress, replace=True)
+
+    def _write_node_group(
+        self,
+        groups: dict[str, list[tuple[int, BaseNode]]],
+        versions: dict[str, str],
+        named: dict[int, StoredChunk],
+        part: list[tuple[str, int, BaseNode]],
+        encoded: list[M3Output],
+        part_held: list[tuple[str, int, BaseNode, M3Output]],
+        show_progress: bool | None,
+    ) -> None:
+        records: list[ChunkRecord] = []
+        for doc_id, chunk_index, node, vectors in part_held:
+            chunk = named.get(id(node))
+            records.append(
+                node_record(doc_id, chunk_index, node, vectors, versions, groups[doc_id], chunk)
+            )
+        for (doc_id, chunk_index, node), vectors in zip(part, encoded, strict=True):
+            chunk = named.get(id(node))
+            text = embed_text(node)  # what encode_nodes encoded
+            group = groups[doc_id]
+            records.append(
+                node_record(doc_id, chunk_index, node, vectors, versions, group, chunk, text)
+            )
+        if records:
+            self.index.store.upsert(records, show_progress=show_progress, replace=True)
 
     def _renew_node_fields(
         self,

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from llamaindex_m3 import M3Embedding, M3LateChunkingNodeParser, M3Reranker, M3Retriever
 from m3kit import M3Encoder
+from m3kit.late_chunking import LateChunker
 from m3kit.testing import SAMPLE_TEXTS
 
 
@@ -141,3 +142,60 @@ def test_retriever_writes_report_what_they_encode(tiny_encoder: M3Encoder, handl
         r.add_nodes(nodes)
         assert debug.get_event_pairs(CBEventType.EMBEDDING) == []
     assert counter.total_embedding_token_count == sum(len(t.split()) for t in SAMPLE_TEXTS[:4])
+
+
+def test_each_group_written_is_its_own_event(
+    tiny_encoder: M3Encoder,
+    other_tiny_encoder: M3Encoder,
+    handlers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A review's cases: one event spanned the whole write, so a failure in its second group
+    counted none of the first group's tokens (stored, so a re-run skips them); a write refused
+    before encoding fired a start; and the events had no span. As LlamaIndex's
+    ``get_text_embedding_batch`` (one event per batch, in its span), each group encoded is
+    one event pair, in the write's span."""
+    counter, debug, seen = handlers
+    with M3Retriever.open(M3Embedding.from_encoder(tiny_encoder)) as r:
+        r.callback_manager = CallbackManager([counter, debug])
+        r.index.write_group = 1
+        docs = [Document(text=t, id_=f"d{i}") for i, t in enumerate(SAMPLE_TEXTS[:2])]
+        r.add_documents(docs)
+        pairs = debug.get_event_pairs(CBEventType.EMBEDDING)
+        assert [end.payload[EventPayload.CHUNKS] for _, end in pairs] == [
+            [SAMPLE_TEXTS[0]],
+            [SAMPLE_TEXTS[1]],
+        ]
+        events = [e for e in seen if e.class_name().startswith("Embedding")]
+        assert [e.class_name() for e in events] == ["EmbeddingStartEvent", "EmbeddingEndEvent"] * 2
+        assert all(e.span_id and e.span_id.startswith("M3Retriever.add_documents") for e in events)
+
+        # the second group's encode fails: the first group's tokens stay counted
+        debug.flush_event_logs()
+        counter.reset_counts()
+        encode = r.index.encoder.encode_tokenized
+        calls: list[int] = []
+
+        def fails_second(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("out of memory")
+            return encode(*args, **kwargs)
+
+        monkeypatch.setattr(r.index.encoder, "encode_tokenized", fails_second)
+        more = [Document(text=t, id_=f"m{i}") for i, t in enumerate(SAMPLE_TEXTS[2:4])]
+        with pytest.raises(RuntimeError, match="out of memory"):
+            r.add_documents(more)
+        assert counter.total_embedding_token_count == len(SAMPLE_TEXTS[2].split())
+        monkeypatch.undo()
+
+        # refused before anything is encoded: no event
+        debug.flush_event_logs()
+        seen.clear()
+        with pytest.raises(ValueError, match="another model"):
+            r.add_documents(
+                [Document(text="new text", id_="x")],
+                late_chunking=LateChunker(other_tiny_encoder),
+            )
+        assert debug.get_event_pairs(CBEventType.EMBEDDING) == []
+        assert "EmbeddingStartEvent" not in _kinds(seen)

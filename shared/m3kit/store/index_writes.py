@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from m3kit.fingerprint import chunking_signature
 from m3kit.store.cancelling import holding, in_worker, stop_if_cancelled
-from m3kit.store.documents import _Chunker, _Doc
+from m3kit.store.documents import _Chunker, _Doc, check_chunker_encoder
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
 from m3kit.store.metadata_updates import metadata_only, unstored, update_in_place
@@ -196,6 +196,8 @@ class IndexWrites:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
         self.check_encoder()  # before encoding anything
+        if chunker is not None:  # (before on_encode: nothing reported is refused unencoded)
+            check_chunker_encoder(self.encoder, chunker)
         order, todo, stored = self._unstored(texts, metadatas, doc_ids, chunker, extras)
         # a document whose metadata alone changed keeps its vectors: updated in place, after
         # the documents encoded (one of those refused: neither is written)
