@@ -196,8 +196,6 @@ class IndexWrites:
             raise TypeError("give chunker= or late_chunker= (its former name), not both")
         chunker = chunker if chunker is not None else late_chunker
         self.check_encoder()  # before encoding anything
-        if chunker is not None:  # (before on_encode: nothing reported is refused unencoded)
-            check_chunker_encoder(self.encoder, chunker)
         order, todo, stored = self._unstored(texts, metadatas, doc_ids, chunker, extras)
         # a document whose metadata alone changed keeps its vectors: updated in place, after
         # the documents encoded (one of those refused: neither is written)
@@ -206,6 +204,8 @@ class IndexWrites:
         if not todo:
             update_in_place(index, moves)
             return order
+        if chunker is not None:  # (before on_encode: nothing reported is refused unencoded)
+            check_chunker_encoder(self.encoder, chunker)
         # Encode and write in groups of documents, so an interrupted run keeps what it wrote
         # (the next run skips those documents) and memory stays bounded on large jobs.
         bounds = write_group_bounds(
