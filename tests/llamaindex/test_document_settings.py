@@ -125,3 +125,32 @@ def test_a_langchain_metadata_edit_keeps_them_and_updates_in_place(
     encoded.clear()  # (the search encoded its query)
     retriever.add_documents([edited])  # the same document, from LlamaIndex: nothing to do
     assert not encoded
+
+
+def test_a_langchain_text_edit_keeps_them(
+    tiny_encoder: M3Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review's case: a LangChain write that changed the text of a document LlamaIndex
+    stored wrote it without its hidden keys and templates (LangChain keeps no extras), where
+    a metadata edit kept them."""
+    from langchain_m3 import M3VectorStore
+
+    retriever = M3Retriever.from_documents([_document()], tiny_encoder)
+    lc = M3VectorStore(retriever.index)
+    (doc,) = lc.similarity_search("red fruit", k=1)
+    doc.page_content = "Apples are green."
+    lc.add_documents([doc])
+    (hit,) = retriever.retrieve("green apples")
+    assert hit.node.get_content(MetadataMode.NONE) == "Apples are green."
+    assert hit.node.get_content(MetadataMode.LLM).startswith("file_path=>/data/fruit.txt\n\n")
+    assert hit.node.excluded_embed_metadata_keys[:2] == ["file_path", "file_size"]
+    # the same edit from LlamaIndex, settings and all, is the version stored: nothing new
+    edited = _document()
+    edited.set_content("Apples are green.")
+    encoded: list[int] = []
+    encode = tiny_encoder.encode_tokenized
+    monkeypatch.setattr(
+        tiny_encoder, "encode_tokenized", lambda ids, **kw: encoded.append(1) or encode(ids, **kw)
+    )
+    assert retriever.add_documents([edited]) == ["fruit"]
+    assert not encoded

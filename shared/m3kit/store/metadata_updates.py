@@ -14,6 +14,7 @@ record is checked first, as for every write.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,14 @@ if TYPE_CHECKING:
     from m3kit.store.index import M3Index
     from m3kit.store.store_reads import StoredVersion
 
-__all__ = ["Moves", "metadata_only", "unstored", "update_in_place", "version_hash"]
+__all__ = [
+    "Moves",
+    "keeping_stored_extras",
+    "metadata_only",
+    "unstored",
+    "update_in_place",
+    "version_hash",
+]
 
 
 def version_hash(text: str, metadata: Any, plain: Any, signature: str) -> str:
@@ -94,6 +102,23 @@ def _stored(d: _Doc, v: StoredVersion | None) -> bool:
     return v.doc_hash == d.doc_hash or (
         _keeps_extra(d, v) and _hash_with_stored_extra(d, v, d.signature) == v.doc_hash
     )
+
+
+def keeping_stored_extras(docs: Sequence[_Doc], stored: Mapping[str, StoredVersion]) -> list[_Doc]:
+    """``docs`` to encode, each that brings no ``extra`` while its stored version has one (a
+    writer that keeps none: LangChain replacing the text of a document LlamaIndex stored)
+    given the stored one, its version with it, as :func:`unstored` takes it: an edit keeps
+    what the other writer kept (a LlamaIndex document's hidden keys and templates), as a
+    metadata edit does."""
+    out = []
+    for d in docs:
+        v = stored.get(d.doc_id)
+        if v is not None and _keeps_extra(d, v):
+            d = dataclasses.replace(
+                d, extra=v.extra, doc_hash=_hash_with_stored_extra(d, v, d.signature)
+            )
+        out.append(d)
+    return out
 
 
 def metadata_only(
