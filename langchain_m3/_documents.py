@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RETRIEVER_KEYS",
+    "check_ids_length",
     "document_filter",
     "documents_of",
     "encoder_of",
@@ -161,6 +162,19 @@ def open_index(
         create=create,
         **sparse_cut_of(embedding),
     )
+
+
+def check_ids_length(documents: Sequence[Any], ids: Sequence[Any]) -> None:
+    """Refuse ``ids`` of another length than ``documents``, before a collection is opened
+    (or created) for them.
+
+    >>> check_ids_length(["a"], ["1", "2"])
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 documents but 2 ids
+    """
+    if len(ids) != len(documents):
+        raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
 
 
 def documents_of(

@@ -40,6 +40,7 @@ from qdrant_client import models
 
 from langchain_m3._documents import (
     RETRIEVER_SHOWN,
+    check_ids_length,
     document_filter,
     documents_of,
     open_index,
@@ -310,6 +311,8 @@ class M3Retriever(RetrieverWrites, BaseRetriever):
                 chunks were stored with (the message names both).
         """
         documents = list(documents)  # (read twice with force_recreate: rehearsed, then added)
+        if ids is not None:
+            check_ids_length(documents, ids)  # before the open: a refused call creates nothing
 
         def build(index: M3Index) -> M3Retriever:
             retriever = cls(

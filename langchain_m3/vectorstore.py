@@ -69,7 +69,13 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain-core", "langchain", e) from e
 
-from langchain_m3._documents import documents_of, encoder_of, open_index, sparse_cut_of
+from langchain_m3._documents import (
+    check_ids_length,
+    documents_of,
+    encoder_of,
+    open_index,
+    sparse_cut_of,
+)
 from langchain_m3._parents import check_key
 from langchain_m3._search import ScoreScale, check_setting
 from langchain_m3._vectorstore_documents import VectorStoreDocuments
@@ -283,6 +289,8 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         if not isinstance(documents, Document):  # (refused by the write, which names it)
             documents = list(documents)  # a generator, read twice with force_recreate
         ids = kwargs.pop("ids", None)
+        if isinstance(documents, list) and isinstance(ids, Sequence) and not isinstance(ids, str):
+            check_ids_length(documents, ids)  # before the open: a refused call creates nothing
         batch_size = kwargs.pop("batch_size", None)
         key = kwargs.pop("parent_id_key", None)
         if key is not None:

@@ -173,3 +173,20 @@ def test_the_rehearsal_repeats_no_warning(
         assert "m3kit" not in " ".join(r.getMessage() for r in caplog.records).replace(
             "m3kit calibrate", ""
         )
+
+
+@pytest.mark.parametrize("cls", [M3VectorStore, M3Retriever], ids=["store", "retriever"])
+def test_ids_of_another_length_create_no_collection(
+    tiny_encoder: M3Encoder, tmp_path: Path, cls: Any
+) -> None:
+    """A review of this file's change: without ``force_recreate`` the length check had moved
+    into the write, so the refused call first created the collection, left empty."""
+    with pytest.raises(ValueError, match="2 documents but 3 ids"):
+        cls.from_texts(
+            ["a", "b"],
+            tiny_encoder,
+            ids=["1", "2", "3"],
+            location=tmp_path / "db",
+            collection_name="new",
+        )
+    assert not (tmp_path / "db").exists() or not any((tmp_path / "db").iterdir())
