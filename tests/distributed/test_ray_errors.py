@@ -41,6 +41,7 @@ def _batch(*texts: str) -> dict[str, Any]:
         "metadata": ["{}"] * n,
         "doc_hash": ["h"] * n,
         "chunking": ['{"kind": "naive"}'] * n,
+        "extra": ["null"] * n,  # (the writer keeps no extras)
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -109,6 +110,7 @@ def test_arrow_round_trip_is_exact(encoder: M3Encoder, docs: list[Any]) -> None:
     from m3kit.store.index import _Doc, build_records
 
     d = [_Doc(x.doc_id, x.text, dict(x.metadata), "h", {"kind": "naive"}) for x in docs[:3]]
+    d[0] = dataclasses.replace(d[0], extra={"hidden": ["a"], "n": 1})  # (its writer's extras)
     records, _ = build_records(encoder, encoder.available_heads, d, NaiveChunker(encoder), False)
     back = records_from_arrow(records_to_arrow(records, encoder.available_heads))
     assert len(back) == len(records) > 3
@@ -121,6 +123,7 @@ def test_arrow_round_trip_is_exact(encoder: M3Encoder, docs: list[Any]) -> None:
             s.start,
             s.end,
         )
+        assert r.extra == s.extra
         assert np.array_equal(r.vectors.dense, s.vectors.dense)
         assert r.vectors.sparse == s.vectors.sparse
         assert np.array_equal(r.vectors.colbert[0], s.vectors.colbert[0])
@@ -134,6 +137,7 @@ def test_arrow_vectors_of_sliced_and_chunked_tables(encoder: M3Encoder, docs: li
     from m3kit.store.index import _Doc, build_records
 
     d = [_Doc(x.doc_id, x.text, dict(x.metadata), "h", {"kind": "naive"}) for x in docs[:3]]
+    d[0] = dataclasses.replace(d[0], extra={"hidden": ["a"], "n": 1})  # (its writer's extras)
     records, _ = build_records(encoder, encoder.available_heads, d, NaiveChunker(encoder), False)
     table = records_to_arrow(records, encoder.available_heads)
     mixed = pa.concat_tables([table.slice(2), table.slice(0, 2)]).slice(1)

@@ -265,3 +265,27 @@ def test_show_progress_false_turns_ray_datas_bars_off_for_the_run(
         index_with_ray(index, ROWS, chunker=ChunkerSpec("naive"), show_progress=False)
     assert seen and not any(seen)
     assert context.enable_progress_bars == before  # for this run only
+
+
+def test_a_text_edit_on_ray_keeps_the_extras_another_writer_stored(
+    local_ray: None, encoder: M3Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A document stored with extras (a LlamaIndex document's hidden keys and templates) whose
+    # text a Ray run edits keeps them, as the same edit through M3Index.add_texts does: the
+    # Ray rows carried none, so its chunks were rewritten without them.
+    extra = {"excluded_embed_metadata_keys": ["path"], "template": "{key}=>{value}"}
+    meta = {"path": "/data/fruit.txt"}
+    with M3Index.open(encoder, tmp_path / "s", collection="c") as index:
+        index.add_texts(["Apples are red."], [meta], ["fruit"], extras=[extra])
+        edited = [{"doc_id": "fruit", "text": "Apples are green.", "metadata": meta}]
+        assert index_with_ray(index, _dataset(edited), chunker=ChunkerSpec("whole")) == ["fruit"]
+        (hit,) = index.search("green apples", k=1)
+        assert (hit.text, dict(hit.extra)) == ("Apples are green.", extra)
+        # the version stored is the edit with its extras: the other writer's re-add is a no-op
+        encoded: list[int] = []
+        encode = encoder.encode_tokenized
+        monkeypatch.setattr(
+            encoder, "encode_tokenized", lambda ids, **kw: encoded.append(1) or encode(ids, **kw)
+        )
+        index.add_texts(["Apples are green."], [meta], ["fruit"], extras=[extra])
+        assert not encoded and index.count() == 1

@@ -224,13 +224,15 @@ class _EncodeActor:
                 json.loads(str(meta)),
                 str(doc_hash),
                 json.loads(str(chunking)),
+                extra=json.loads(str(extra)),
             )
-            for doc_id, text, meta, doc_hash, chunking in zip(
+            for doc_id, text, meta, doc_hash, chunking, extra in zip(
                 batch["doc_id"],
                 batch["text"],
                 batch["metadata"],
                 batch["doc_hash"],
                 batch["chunking"],
+                batch["extra"],
                 strict=True,
             )
         ]

@@ -36,6 +36,10 @@ def records_to_arrow(records: Sequence[ChunkRecord], heads: frozenset[Head]) -> 
             [None if r.chunking is None else json.dumps(dict(r.chunking)) for r in records],
             pa.string(),
         ),
+        "extra": pa.array(
+            [None if r.extra is None else json.dumps(dict(r.extra)) for r in records],
+            pa.string(),
+        ),
         "token_count": pa.array([r.vectors.token_counts[0] for r in records], pa.int64()),
         "dense": pa.array([r.vectors.dense[0] for r in records], f32),
     }
@@ -87,7 +91,7 @@ def records_from_arrow(table: Any) -> list[ChunkRecord]:
             _sparse=sparse,
             _colbert=colbert,
         )
-        chunking = cols["chunking"][i]
+        chunking, extra = cols["chunking"][i], cols["extra"][i]
         out.append(
             ChunkRecord(
                 doc_id=cols["doc_id"][i],
@@ -100,6 +104,7 @@ def records_from_arrow(table: Any) -> list[ChunkRecord]:
                 doc_hash=cols["doc_hash"][i],
                 chunk_count=cols["chunk_count"][i],
                 chunking=None if chunking is None else json.loads(chunking),
+                extra=None if extra is None else json.loads(extra),
             )
         )
     return out
