@@ -32,6 +32,7 @@ from m3kit.encoder_inputs import whole_number
 from m3kit.finetune.data import QADataset, TrainingExample
 from m3kit.finetune.evaluate import RetrievalReport
 from m3kit.finetune.span_data import SpanExample, read_longdoc_examples
+from m3kit.finetune.sparse_start import SparseStart
 from m3kit.finetune.splits import warn_validation_overlap
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
 from m3kit.outputs import ALL_HEADS, Head
@@ -140,6 +141,10 @@ class M3FinetuneEngine:
             it does nothing there either.
         checkpoint_save_total_limit: As ``checkpoint_save_steps``.
         heads: Heads to train (default all three).
+        sparse_start: How a dense-only ``model_id``'s new sparse head starts: ``"idf"``
+            (default: each token weighted by its inverse document frequency over the
+            training passages) or ``"uniform"`` (every token 0.1;
+            ``FinetuneConfig.sparse_start``).
         mine_negatives: Hard negatives per query mined from the training corpus before each
             ``finetune()`` call with the model it trains (``model_id``, then the last call's
             checkpoint; 0: in-batch negatives only, like LlamaIndex's engine).
@@ -200,6 +205,7 @@ class M3FinetuneEngine:
         checkpoint_save_steps: int | None = None,
         checkpoint_save_total_limit: int | None = None,
         heads: Iterable[Head | str] = ALL_HEADS,
+        sparse_start: SparseStart | str = SparseStart.IDF,
         mine_negatives: int = 0,
         learning_rate: float | None = None,
         freeze_encoder: bool = False,
@@ -277,6 +283,7 @@ class M3FinetuneEngine:
             model=model_id,
             output_path=model_output_path,
             heads=Head.parse(heads),
+            sparse_start=sparse_start,
             freeze_encoder=freeze_encoder,
             frozen_layers=frozen_layers,
             epochs=float(epochs),

@@ -59,14 +59,14 @@ def test_llamaindex_engine(
     assert "llama_index.finetuning" not in sys.modules
 
 
-def test_attention_dropout_frozen_layers_and_freed_memory_reach_cli_and_engine(
+def test_training_settings_reach_cli_and_engine(
     tiny_m3_path: Path,
     tmp_path: Path,
     toy_examples: list[TrainingExample],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from llamaindex_m3.finetune import M3FinetuneEngine
-    from m3kit.finetune import FinetuneConfig, M3Finetuner, QADataset
+    from m3kit.finetune import FinetuneConfig, M3Finetuner, QADataset, SparseStart
 
     seen: list[FinetuneConfig] = []
 
@@ -78,13 +78,18 @@ def test_attention_dropout_frozen_layers_and_freed_memory_reach_cli_and_engine(
     train = write_jsonl(toy_examples, tmp_path / "t.jsonl")
     argv = ["finetune", "--model", str(tiny_m3_path), "--train", str(train)]
     argv += ["--output", str(tmp_path / "m"), "--quiet"]
-    told = ["--attention-dropout", "0", "--frozen-layers", "1", "--no-keep-freed-memory"]
+    told = [
+        *("--attention-dropout", "0", "--frozen-layers", "1", "--no-keep-freed-memory"),
+        *("--sparse-start", "uniform"),
+    ]
     for extra in ([], told):
         with pytest.raises(SystemExit):
             run_cli([*argv, *extra])
-    assert [(c.attention_dropout, c.frozen_layers, c.keep_freed_memory) for c in seen] == [
-        (None, 0, True),
-        (0.0, 1, False),
+    assert [
+        (c.attention_dropout, c.frozen_layers, c.keep_freed_memory, c.sparse_start) for c in seen
+    ] == [
+        (None, 0, True, SparseStart.IDF),
+        (0.0, 1, False, SparseStart.UNIFORM),
     ]
     engine = M3FinetuneEngine(
         QADataset.from_examples(toy_examples),
@@ -93,12 +98,14 @@ def test_attention_dropout_frozen_layers_and_freed_memory_reach_cli_and_engine(
         attention_dropout=0.0,
         frozen_layers=1,
         keep_freed_memory=False,
+        sparse_start="uniform",
     )
     assert (
         engine.config.attention_dropout,
         engine.config.frozen_layers,
         engine.config.keep_freed_memory,
-    ) == (0.0, 1, False)
+        engine.config.sparse_start,
+    ) == (0.0, 1, False, SparseStart.UNIFORM)
 
 
 def test_llamaindex_engine_validates_on_its_queries_only(

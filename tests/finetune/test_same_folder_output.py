@@ -36,7 +36,7 @@ def test_a_start_model_saved_where_it_came_from_no_longer_reads_its_files(
 ) -> None:
     folder = tmp_path / "model"
     shutil.copytree(tiny_m3_path, folder)
-    setup = prepare_training(tiny_finetune_config(folder, folder))
+    setup = prepare_training(tiny_finetune_config(folder, folder), [])
     loaded = {k: v.clone() for k, v in setup.model.state_dict().items()}
     _overwrite_in_place(folder / "model.safetensors")
     changed = [k for k, v in setup.model.state_dict().items() if not torch.equal(v, loaded[k])]

@@ -150,7 +150,7 @@ def test_span_windows_are_the_late_chunkers(tiny_m3_path: Path, tmp_path: Path) 
     """A document is cut into LateChunker's windows; a span's tokens come from their owners."""
     text = " ".join(p for name in PARAGRAPHS for p in PARAGRAPHS[name])
     cfg = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=34)
-    setup = prepare_training(cfg)
+    setup = prepare_training(cfg, [])  # (an M3 checkpoint: no new sparse head to fit)
     collator = SpanCollator(setup.tokenizer, cfg, setup.prefix)
     assert (collator.capacity, collator.overlap) == (32, 4)  # the chunker's default: 1/8
     doc = collator.document(text)
@@ -192,7 +192,7 @@ def test_pooled_span_equals_late_chunking(
     cfg = _config(
         tiny_m3_path, tmp_path / "unused", passage_max_length=window, span_overlap=overlap
     )
-    setup = prepare_training(cfg)
+    setup = prepare_training(cfg, [])  # (an M3 checkpoint: no new sparse head to fit)
     collator = SpanCollator(setup.tokenizer, cfg, setup.prefix)
     batch = collator(examples)
     if window < 512:  # real sub-windows, some chunks pooled from two of them
@@ -244,7 +244,7 @@ def test_collator_marks_copies_of_a_positive(tiny_m3_path: Path, tmp_path: Path)
     """Another question's negative that is my positive paragraph is never my negative."""
     examples = _examples()[:2]  # rhine paragraphs 0 and 1: each is the other's negative
     cfg = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
-    setup = prepare_training(cfg)
+    setup = prepare_training(cfg, [])  # (an M3 checkpoint: no new sparse head to fit)
     batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(examples)
     # one window (the whole document) for both; spans: p0, p1, p2 (p2 of no question: absent)
     assert batch["w_ids"].shape[0] == 1
@@ -266,7 +266,7 @@ def test_span_negatives_default_to_in_batch_only(tiny_m3_path: Path, tmp_path: P
     examples = _examples()[:2]  # rhine paragraphs 0 and 1 of a 3-paragraph document
     cfg = tiny_finetune_config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
     assert cfg.span_negatives == 0 and cfg.num_negatives == 1  # passage training keeps its 1
-    setup = prepare_training(cfg)
+    setup = prepare_training(cfg, [])  # (an M3 checkpoint: no new sparse head to fit)
     batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)(examples)
     assert len(batch["span_lengths"]) == 2  # p0 and p1: the two positives only
     with_negatives = _config(tiny_m3_path, tmp_path / "unused", passage_max_length=512)
@@ -454,7 +454,7 @@ def test_a_copy_of_the_positive_text_is_never_its_negative(
         cfg = _config(
             tiny_m3_path, tmp_path / "u", passage_max_length=512, mask_shared_positives=mask_shared
         )
-        setup = prepare_training(cfg)
+        setup = prepare_training(cfg, [])  # (an M3 checkpoint: no new sparse head to fit)
         batch = SpanCollator(setup.tokenizer, cfg, setup.prefix)([own, other])
         # candidates: own p0 (0), p1 and p2 in sampled order (1, 2), other's positive (3)
         assert batch["targets"].tolist() == [0, 3] and len(batch["span_lengths"]) == 4

@@ -133,7 +133,7 @@ def _fit_until_the_model_loads(
 ) -> None:
     import m3kit.finetune.trainer as trainer
 
-    def stop(cfg: FinetuneConfig) -> None:
+    def stop(cfg: FinetuneConfig, passages: object) -> None:
         raise _Stop
 
     monkeypatch.setattr(trainer, "prepare_training", stop)

@@ -19,6 +19,7 @@ from m3kit.finetune.data import (
 )
 from m3kit.finetune.losses import LossConfig
 from m3kit.finetune.span_data import SpanExample, read_longdoc_examples
+from m3kit.finetune.sparse_start import SparseStart
 from m3kit.finetune.trainer import FinetuneConfig, FinetuneResult, M3Finetuner
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "M3Finetuner",
     "QADataset",
     "SpanExample",
+    "SparseStart",
     "TrainingExample",
     "examples_from_qa",
     "iter_jsonl",

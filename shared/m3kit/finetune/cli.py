@@ -31,6 +31,7 @@ from m3kit.finetune.cli_args import (
 )
 from m3kit.finetune.cli_eval import read_beir, run_eval, say_identical_ids
 from m3kit.finetune.data import DEFAULT_NEGATIVES
+from m3kit.finetune.sparse_start import SparseStart
 from m3kit.precision import TRAINING_PRECISIONS
 
 __all__ = ["add_subcommands"]
@@ -65,6 +66,13 @@ def add_subcommands(subparsers: Any) -> None:
     )
     ft.add_argument("--output", required=True, type=Path, help="folder of the new checkpoint")
     ft.add_argument("--heads", default="dense,sparse,colbert", help="heads to train")
+    ft.add_argument(
+        "--sparse-start",
+        choices=[m.value for m in SparseStart],
+        default=SparseStart.IDF.value,
+        help="how a dense-only model's new sparse head starts: idf (each token weighted by its "
+        "inverse document frequency over the training passages) or uniform (every token 0.1)",
+    )
     ft.add_argument("--freeze-encoder", action="store_true", help="train the heads only")
     ft.add_argument(
         "--frozen-layers",
@@ -366,6 +374,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         model=args.model,
         output_path=args.output,
         heads=Head.parse(split_list(args.heads) or []),
+        sparse_start=args.sparse_start,
         freeze_encoder=args.freeze_encoder,
         frozen_layers=args.frozen_layers,
         epochs=args.epochs,

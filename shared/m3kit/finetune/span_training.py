@@ -403,7 +403,7 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
             f"(now {config.span_negatives}); set span_negatives instead, and num_negatives "
             "to 0"
         )
-    setup = prepare_training(config)
+    setup = prepare_training(config, [ex.document for ex in examples])
     collator = SpanCollator(setup.tokenizer, config, setup.prefix)
     module = SpanTrainingModule(
         setup.model, config.loss_config(), setup.ignore_ids, collator.pad_id

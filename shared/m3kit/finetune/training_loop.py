@@ -28,6 +28,7 @@ from m3kit.finetune.cpu_dropout import cpu_dropout
 from m3kit.finetune.layers import freeze_bottom_layers, set_attention_dropout
 from m3kit.finetune.losses import LossConfig, colbert_scores, dense_scores, m3_loss, sparse_scores
 from m3kit.finetune.run_checks import check_max_lengths, check_output_path, one_device
+from m3kit.finetune.sparse_start import SparseStart, fit_sparse_head
 from m3kit.heap import keep_freed_memory
 from m3kit.model import M3Forward, M3Model
 from m3kit.outputs import ALL_HEADS, Head
@@ -187,13 +188,31 @@ class TrainingSetup:
     ignore_ids: list[int]
 
 
-def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
-    """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``)."""
+def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSetup:
+    """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``);
+    a new sparse head is fitted to ``passages`` (the training passages) as
+    ``cfg.sparse_start`` says."""
     check_output_path(cfg.output_path)
     info, model, tokenizer = _load_start(cfg.model, cfg.heads, cfg.seed)
     if Path(info.path).resolve() == Path(cfg.output_path).resolve():
         _detach_from_files(model)  # the run's save replaces the files it was loaded from
     check_max_lengths(cfg, tokenizer, position_limit(info.path))
+    special = {
+        getattr(tokenizer, f"{n}_token_id", None)
+        for n in ("cls", "eos", "pad", "unk", "bos", "sep")
+    }
+    ignore_ids = sorted(i for i in special if i is not None)
+    new_sparse = info.kind is CheckpointKind.DENSE and Head.SPARSE in cfg.heads
+    if new_sparse and cfg.sparse_start is SparseStart.IDF:
+        fit_sparse_head(
+            model,
+            tokenizer,
+            passages,
+            max_length=cfg.passage_max_length,
+            ignore_ids=ignore_ids,
+            scale=NEW_SPARSE_WEIGHT,
+            seed=cfg.seed,
+        )
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
     if cfg.freeze_encoder:
@@ -204,13 +223,7 @@ def prepare_training(cfg: FinetuneConfig) -> TrainingSetup:
     prefix = cfg.query_instruction if cfg.query_instruction is not None else ""
     if cfg.query_instruction is None and info.query_instruction:
         prefix = info.query_instruction
-    special = {
-        getattr(tokenizer, f"{n}_token_id", None)
-        for n in ("cls", "eos", "pad", "unk", "bos", "sep")
-    }
-    return TrainingSetup(
-        info, model, tokenizer, prefix, sorted(i for i in special if i is not None)
-    )
+    return TrainingSetup(info, model, tokenizer, prefix, ignore_ids)
 
 
 def _detach_from_files(model: nn.Module) -> None:
@@ -489,7 +502,9 @@ def save_start_checkpoint(
     """Save the untrained start point of :meth:`M3Finetuner.fit` (same seed, same new heads).
 
     For a dense-only model this is the model with its new heads (sparse at a uniform token
-    weight, ColBERT the identity): the "before" baseline of an evaluation.
+    weight, ColBERT the identity): the "before" baseline of an evaluation. (A run with
+    ``sparse_start="idf"``, the default, then fits its new sparse head to its training
+    passages before the first step: :mod:`m3kit.finetune.sparse_start`.)
 
     Raises:
         ValueError: An ``output_path`` a fine-tune would refuse
