@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from m3kit import M3Encoder
-from m3kit.finetune import FinetuneConfig, SparseStart
+from m3kit.finetune import FinetuneConfig, M3Finetuner, SpanExample, SparseStart, TrainingExample
 from m3kit.finetune.sparse_start import fit_sparse_head, token_idf
 from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT
 from m3kit.finetune.training_loop import prepare_training
 from m3kit.heads import load_state_dict_safely
-from m3kit.outputs import Head
+from m3kit.outputs import ALL_HEADS, Head
 from tests.finetune.conftest import tiny_finetune_config
 
 
@@ -82,7 +84,9 @@ def test_the_fit_reports_how_much_the_states_explain(
         )
     assert 0.5 < r2 <= 1.0
     assert f"R² {r2:.3f}" in caplog.text and "60 passage(s)" in caplog.text
-    with pytest.raises(ValueError, match="no token to fit the sparse head to"):
+    with pytest.raises(
+        ValueError, match="no token to fit the new sparse head to .*sparse_start=.uniform."
+    ):
         fit_sparse_head(
             setup.model,
             setup.tokenizer,
@@ -120,3 +124,42 @@ def test_sparse_start_is_checked() -> None:
         ValueError, match="sparse_start must be one of 'idf', 'uniform', not 'bm25'"
     ):
         FinetuneConfig(model="m", output_path="o", sparse_start="bm25")
+
+
+def test_fit_and_fit_spans_fit_the_head_to_what_they_train_on(
+    tiny_dense_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pairs: every positive and hard negative; spans: the paragraphs (positive and negative
+    spans), not whole documents, whose first window alone the fit would read."""
+    import m3kit.finetune.training_loop as training_loop
+
+    seen: list[list[str]] = []
+    fit = training_loop.fit_sparse_head
+
+    def record(model: Any, tokenizer: Any, passages: Sequence[str], **kw: Any) -> float:
+        seen.append(list(passages))
+        return fit(model, tokenizer, passages, **kw)
+
+    monkeypatch.setattr(training_loop, "fit_sparse_head", record)
+    result = M3Finetuner(tiny_finetune_config(tiny_dense_path, tmp_path / "p")).fit(toy_examples)
+    assert set(seen[0]) == {p for ex in toy_examples for p in (*ex.pos, *ex.neg)}
+    assert M3Encoder.from_pretrained(result.path).available_heads == ALL_HEADS
+    doc = "The Rhine flows north.\n\nWarsaw is in Poland.\n\nThe Alps are high."
+    spans = [(0, 22), (24, 44), (46, len(doc))]
+    rows = [
+        SpanExample(f"question {i}?", doc, s, tuple(o for o in spans if o != s))
+        for i, s in enumerate(spans)
+    ] * 2
+    cfg = tiny_finetune_config(
+        tiny_dense_path, tmp_path / "s", passage_max_length=96, num_negatives=0
+    )
+    M3Finetuner(cfg).fit_spans(rows)
+    assert sorted(set(seen[1])) == sorted(doc[a:b] for a, b in spans)
+    # uniform: nothing fitted
+    M3Finetuner(tiny_finetune_config(tiny_dense_path, tmp_path / "u", sparse_start="uniform")).fit(
+        toy_examples
+    )
+    assert len(seen) == 2

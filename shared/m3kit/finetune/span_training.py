@@ -403,7 +403,10 @@ def fit_spans(config: FinetuneConfig, examples: Sequence[SpanExample]) -> Finetu
             f"(now {config.span_negatives}); set span_negatives instead, and num_negatives "
             "to 0"
         )
-    setup = prepare_training(config, [ex.document for ex in examples])
+    # the sparse head is fitted to the spans trained on (what the index stores as chunks),
+    # not whole documents: a folder of few documents gives few document frequencies
+    spans = [ex.document[a:b] for ex in examples for a, b in (ex.span, *ex.negative_spans)]
+    setup = prepare_training(config, spans)
     collator = SpanCollator(setup.tokenizer, config, setup.prefix)
     module = SpanTrainingModule(
         setup.model, config.loss_config(), setup.ignore_ids, collator.pad_id

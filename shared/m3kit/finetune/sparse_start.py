@@ -116,7 +116,10 @@ def fit_sparse_head(
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     idf = token_idf(ids, ignore_ids)
     if not idf:
-        raise ValueError("the training passages have no token to fit the sparse head to")
+        raise ValueError(
+            "the training passages have no token to fit the new sparse head to (give "
+            "passages with text, or sparse_start='uniform')"
+        )
     ignored = torch.tensor(sorted(set(ignore_ids)), dtype=torch.long)
     mean = sum(idf[t] for row in ids for t in row if t in idf) / sum(
         1 for row in ids for t in row if t in idf

@@ -198,7 +198,6 @@ class FinetuneConfig:
     model: str | os.PathLike[str]
     output_path: str | os.PathLike[str]
     heads: frozenset[Head] = field(default_factory=lambda: ALL_HEADS)
-    sparse_start: SparseStart | str = SparseStart.IDF
     freeze_encoder: bool = False
     frozen_layers: int = 0
     epochs: float = 1.0
@@ -230,6 +229,8 @@ class FinetuneConfig:
     seed: int = 42
     logging_steps: int = 10
     show_progress: bool = True
+    # (last: the fields before it keep their positions)
+    sparse_start: SparseStart | str = SparseStart.IDF
 
     def __post_init__(self) -> None:
         self.heads = Head.parse(self.heads)

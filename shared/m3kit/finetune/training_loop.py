@@ -204,15 +204,19 @@ def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSe
     ignore_ids = sorted(i for i in special if i is not None)
     new_sparse = info.kind is CheckpointKind.DENSE and Head.SPARSE in cfg.heads
     if new_sparse and cfg.sparse_start is SparseStart.IDF:
-        fit_sparse_head(
-            model,
-            tokenizer,
-            passages,
-            max_length=cfg.passage_max_length,
-            ignore_ids=ignore_ids,
-            scale=NEW_SPARSE_WEIGHT,
-            seed=cfg.seed,
-        )
+        model.to(_training_device(cfg)[1])  # (the fit's forward pass on the run's device)
+        try:
+            fit_sparse_head(
+                model,
+                tokenizer,
+                passages,
+                max_length=cfg.passage_max_length,
+                ignore_ids=ignore_ids,
+                scale=NEW_SPARSE_WEIGHT,
+                seed=cfg.seed,
+            )
+        finally:
+            model.to("cpu")  # (as loaded: the Trainer places it)
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
     if cfg.freeze_encoder:
@@ -224,6 +228,12 @@ def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSe
     if cfg.query_instruction is None and info.query_instruction:
         prefix = info.query_instruction
     return TrainingSetup(info, model, tokenizer, prefix, ignore_ids)
+
+
+def _training_device(cfg: FinetuneConfig) -> tuple[bool, torch.device]:
+    """Whether ``cfg`` trains on the CPU, and its device."""
+    use_cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
+    return use_cpu, torch.device("cpu" if use_cpu else cfg.device or "cuda")
 
 
 def _detach_from_files(model: nn.Module) -> None:
@@ -268,8 +278,7 @@ def run_training(
 
     steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    use_cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
-    device = torch.device("cpu" if use_cpu else cfg.device or "cuda")
+    use_cpu, device = _training_device(cfg)
     precision = resolve_training_precision(cfg.precision, device)
     # Without attention dropout PyTorch picks its fused (flash) SDPA kernel on CPU, whose
     # backward under bf16 autocast was slower than the plain kernel (MiniLM, AMX CPU, 80
@@ -499,12 +508,14 @@ def save_start_checkpoint(
     heads: frozenset[Head] = ALL_HEADS,
     seed: int = 42,
 ) -> Path:
-    """Save the untrained start point of :meth:`M3Finetuner.fit` (same seed, same new heads).
+    """Save the model before any fine-tuning, with :meth:`M3Finetuner.fit`'s new heads as they
+    are created (same seed), before any data is seen.
 
     For a dense-only model this is the model with its new heads (sparse at a uniform token
-    weight, ColBERT the identity): the "before" baseline of an evaluation. (A run with
-    ``sparse_start="idf"``, the default, then fits its new sparse head to its training
-    passages before the first step: :mod:`m3kit.finetune.sparse_start`.)
+    weight, ColBERT the identity): the "before" baseline of an evaluation. A run with
+    ``sparse_start="idf"`` (the default) starts from another sparse head: fitted to its
+    training passages before the first step (:mod:`m3kit.finetune.sparse_start`), so the
+    "before" to "after" gain of the sparse head includes that fit.
 
     Raises:
         ValueError: An ``output_path`` a fine-tune would refuse
