@@ -347,7 +347,7 @@ def test_a_dense_only_start_warns_of_the_new_head_it_does_not_train(
     cfg = tiny_finetune_config(
         tiny_dense_path, tmp_path / "ft", max_steps=1, heads=frozenset({Head.DENSE, Head.SPARSE})
     )
-    with caplog.at_level(logging.INFO, logger="m3kit.finetune.training_loop"):
+    with caplog.at_level(logging.INFO, logger="m3kit.finetune.start_model"):
         result = M3Finetuner(cfg).fit(toy_examples)
     assert "training new sparse heads" in caplog.text
     warned = [r.getMessage() for r in caplog.records if "leaves out" in r.getMessage()]
