@@ -45,18 +45,11 @@ class _RehearsalIndex(M3Index):
         if chunker is not None:
             check_chunker_encoder(self.encoder, chunker)
             # m3kit's chunkers plan their cut by tokenising alone: the splitter's output and a
-            # chunk too long for the window are refused as chunk() refuses them (a chunker of
-            # one's own is only cut for real)
-            oversized = getattr(chunker, "oversized", None)
-            if callable(oversized):
-                for d, over in enumerate(oversized([doc.text for doc in docs])):
-                    if over:
-                        (i, n), *_ = over
-                        raise ValueError(
-                            f"chunk {i} of text {d} is {n} tokens, more than the model's "
-                            "window; the splitter must make smaller chunks (or use late "
-                            "chunking) so that no text is truncated"
-                        )
+            # chunk too long for the window are refused as chunk() refuses them, with its
+            # message (a chunker of one's own is only cut for real)
+            refuse_oversized = getattr(chunker, "refuse_oversized", None)
+            if callable(refuse_oversized):
+                refuse_oversized([doc.text for doc in docs])
         return [], []
 
     def add_texts(self, *args: Any, **kwargs: Any) -> list[str]:

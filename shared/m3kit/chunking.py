@@ -154,6 +154,25 @@ class NaiveChunker:
         plans = self._planner.plan_many(texts)
         return [chunks_over(plan.content_bounds, self.capacity) for plan in plans]
 
+    def refuse_oversized(self, texts: Sequence[str]) -> None:
+        """Raise what :meth:`chunk` raises for a chunk longer than the model's window, without
+        encoding (tokenises only): a dry run's check.
+
+        Raises:
+            ValueError: As :meth:`chunk`.
+        """
+        for d, over in enumerate(self.oversized(texts)):
+            if over:
+                raise self._too_long(d, over)
+
+    def _too_long(self, text: int, over: list[tuple[int, int]]) -> ValueError:
+        (c, n), *_ = over
+        return ValueError(
+            f"chunk {c} of text {text} is {n} tokens, more than the model's {self.capacity}; "
+            "the splitter must make smaller chunks (or use late chunking) so that no text is "
+            "truncated"
+        )
+
     def chunk(
         self, texts: Sequence[str], *, show_progress: bool | None = None
     ) -> list[list[Chunk]]:
@@ -172,12 +191,7 @@ class NaiveChunker:
         for d, plan in enumerate(plans):
             over = chunks_over(plan.content_bounds, self.capacity)
             if over:
-                (c, n), *_ = over
-                raise ValueError(
-                    f"chunk {c} of text {d} is {n} tokens, more than the model's "
-                    f"{self.capacity}; the splitter must make smaller chunks (or use "
-                    "late chunking) so that no text is truncated"
-                )
+                raise self._too_long(d, over)
             for a, b in plan.content_bounds:
                 body = plan.ids[len(p.prefix) + a : len(p.prefix) + b].tolist()
                 sequences.append([*p.prefix, *body, *p.suffix])

@@ -267,6 +267,28 @@ class LateChunker:
         plans = self._planner.plan_many(texts)
         return [chunks_over(plan.content_bounds, capacity) for plan in plans]
 
+    def refuse_oversized(self, texts: Sequence[str]) -> None:
+        """Raise what :meth:`chunk` raises for a chunk longer than the model's window (while
+        a head is encoded from the chunk alone), without encoding (tokenises only).
+
+        Raises:
+            ValueError: As :meth:`chunk`.
+        """
+        capacity = text_capacity(self.encoder)
+        for d, over in enumerate(self.oversized(texts)):
+            if over:
+                raise self._too_long(d, over, capacity)
+
+    def _too_long(self, text: int, over: list[tuple[int, int]], capacity: int) -> ValueError:
+        (i, n), *_ = over
+        return ValueError(
+            f"chunk {i} of text {text} is {n} tokens, more than the model's {capacity}, and "
+            f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
+            "vectors are encoded from the chunk alone (late_heads="
+            f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "
+            "pool every head late (late_heads=['dense', 'sparse', 'colbert'])"
+        )
+
     def chunk(
         self, texts: Sequence[str], *, show_progress: bool | None = None
     ) -> list[list[Chunk]]:
@@ -362,14 +384,7 @@ class LateChunker:
         for d, plan in enumerate(plans, start=first):
             over = chunks_over(plan.content_bounds, capacity)
             if over:
-                (i, n), *_ = over
-                raise ValueError(
-                    f"chunk {i} of text {d} is {n} tokens, more than the model's {capacity}, and "
-                    f"its {', '.join(sorted(h.value for h in self.naive_heads))} "
-                    "vectors are encoded from the chunk alone (late_heads="
-                    f"{sorted(h.value for h in self.late_heads)}): use smaller chunks or "
-                    "pool every head late (late_heads=['dense', 'sparse', 'colbert'])"
-                )
+                raise self._too_long(d, over, capacity)
             for a, b in plan.content_bounds:
                 body = plan.ids[p + a : p + b].tolist()
                 sequences.append([*self._prefix, *body, *self._suffix])

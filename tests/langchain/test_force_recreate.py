@@ -190,3 +190,23 @@ def test_ids_of_another_length_create_no_collection(
             collection_name="new",
         )
     assert not (tmp_path / "db").exists() or not any((tmp_path / "db").iterdir())
+
+
+def test_the_rehearsal_refuses_an_oversized_chunk_as_the_chunker_does(
+    tiny_encoder: M3Encoder, tmp_path: Path
+) -> None:
+    """The rehearsal wrote its own message (advising late chunking to a late chunker too):
+    now the chunker's, the one the real write would raise."""
+    where = {"location": str(tmp_path / "db"), "collection_name": "docs"}
+    M3VectorStore.from_texts(["Apples are red."], tiny_encoder, **where).close()
+    chunker = NaiveChunker(tiny_encoder, splitter=lambda t: [(0, len(t))])
+    texts = ["Sea is blue.", "word " * 9000]
+    with pytest.raises(ValueError) as by_chunk:
+        chunker.chunk(texts)
+    with pytest.raises(ValueError) as rehearsed:
+        M3VectorStore.from_texts(
+            texts, tiny_encoder, chunking=chunker, force_recreate=True, **where
+        )
+    assert str(rehearsed.value) == str(by_chunk.value)
+    with M3Index.open(tiny_encoder, tmp_path / "db", collection="docs") as index:
+        assert index.count() == 1

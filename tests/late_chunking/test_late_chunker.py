@@ -426,6 +426,13 @@ def test_a_chunk_too_long_to_encode_alone_names_its_text(  # type: ignore[no-unt
     with pytest.raises(ValueError, match="chunk 0 of text 2 is 256 tokens"):
         same_spans.chunk(texts)
     assert late.oversized(texts) == [[], [], [(0, 256)], []]
+    # a dry run (force_recreate's rehearsal) refuses with chunk()'s own message, unencoded
+    for chunker in (late, same_spans):
+        with pytest.raises(ValueError) as by_chunk:
+            chunker.chunk(texts)
+        with pytest.raises(ValueError) as dry:
+            chunker.refuse_oversized(texts)
+        assert str(dry.value) == str(by_chunk.value)
 
 
 async def test_achunk_matches_chunk(tiny_encoder, h):  # type: ignore[no-untyped-def]
