@@ -55,7 +55,7 @@ class DocumentQueue:
         from m3kit.fingerprint import chunking_signature
         from m3kit.store.index_inputs import versioned_documents
         from m3kit.store.index_writes import refuse_hidden_metadata, refuse_truncated
-        from m3kit.store.metadata_updates import keeping_stored_extras, metadata_only, unstored
+        from m3kit.store.metadata_updates import metadata_only, unstored
 
         texts, metas, ids = rows
         order, docs = versioned_documents(texts, metas, ids, chunker, first=first)
@@ -72,10 +72,9 @@ class DocumentQueue:
         # a document whose metadata alone changed keeps its vectors: updated in place once
         # every group passed its checks and the encoded documents are written
         waiting = unstored(new, stored)
+        # (an edit of a document another writer stored with extras, a LlamaIndex document's
+        # hidden keys and templates, keeps them: unstored() gives it the stored ones)
         moves, todo = metadata_only(index, waiting, chunking_signature(chunker), stored)
-        # an edit of a document another writer stored with extras (a LlamaIndex document's
-        # hidden keys and templates) keeps them, as M3Index.add_texts does
-        todo = keeping_stored_extras(todo, stored)
         if chunker is None:
             refuse_truncated(index.encoder, todo, [(0, len(todo))], truncation)
         refuse_hidden_metadata(index.store, todo)

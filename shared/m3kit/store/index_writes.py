@@ -20,12 +20,7 @@ from m3kit.store.cancelling import holding, in_worker, stop_if_cancelled
 from m3kit.store.documents import _Chunker, _Doc, check_chunker_encoder
 from m3kit.store.holder import check_held
 from m3kit.store.index_inputs import versioned_documents
-from m3kit.store.metadata_updates import (
-    keeping_stored_extras,
-    metadata_only,
-    unstored,
-    update_in_place,
-)
+from m3kit.store.metadata_updates import metadata_only, unstored, update_in_place
 from m3kit.store.records import ChunkRecord
 
 if TYPE_CHECKING:
@@ -206,7 +201,6 @@ class IndexWrites:
         # the documents encoded (one of those refused: neither is written)
         index = cast("M3Index", self)
         moves, todo = metadata_only(index, todo, chunking_signature(chunker), stored)
-        todo = keeping_stored_extras(todo, stored)
         if not todo:
             update_in_place(index, moves)
             return order

@@ -70,14 +70,20 @@ Moves = dict[str, tuple[str, str, Mapping[str, Any]]]
 
 def unstored(docs: Sequence[_Doc], stored: Mapping[str, StoredVersion]) -> list[_Doc]:
     """``docs`` not stored whole at their version (``stored``: from
-    :meth:`~m3kit.store.M3Store.stored_versions`), in order.
+    :meth:`~m3kit.store.M3Store.stored_versions`), in order, each taken as
+    :func:`keeping_stored_extras` takes it.
 
     A document given without ``extra`` (a writer that keeps none: LangChain re-adding a
     document another writer stored with one) is stored when its text, metadata and chunking
     with the stored ``extra`` give the stored version: unchanged, it is not rewritten without
-    what the other writer kept.
+    what the other writer kept; edited, it is written with it.
     """
-    return [d for d in docs if not _stored(d, stored.get(d.doc_id))]
+    out = []
+    for d in keeping_stored_extras(docs, stored):
+        v = stored.get(d.doc_id)
+        if v is None or v.doc_hash != d.doc_hash:
+            out.append(d)
+    return out
 
 
 def _plain(metadata: Mapping[str, Any]) -> Any:
@@ -86,36 +92,19 @@ def _plain(metadata: Mapping[str, Any]) -> Any:
     return plain_json(metadata, "metadata")
 
 
-def _keeps_extra(d: _Doc, v: StoredVersion) -> bool:
-    """``d`` comes from a writer that keeps no ``extra`` (``None``) and its stored version
-    has one: ``d``'s version is taken with the stored ``extra``."""
-    return d.extra is None and bool(v.extra)
-
-
-def _hash_with_stored_extra(d: _Doc, v: StoredVersion, signature: str) -> str:
-    return version_hash(d.text, d.metadata, _plain(d.metadata), with_extra(signature, v.extra))
-
-
-def _stored(d: _Doc, v: StoredVersion | None) -> bool:
-    if v is None:
-        return False
-    return v.doc_hash == d.doc_hash or (
-        _keeps_extra(d, v) and _hash_with_stored_extra(d, v, d.signature) == v.doc_hash
-    )
-
-
 def keeping_stored_extras(docs: Sequence[_Doc], stored: Mapping[str, StoredVersion]) -> list[_Doc]:
-    """``docs`` to encode, each that brings no ``extra`` while its stored version has one (a
-    writer that keeps none: LangChain replacing the text of a document LlamaIndex stored)
-    given the stored one, its version with it, as :func:`unstored` takes it: an edit keeps
-    what the other writer kept (a LlamaIndex document's hidden keys and templates), as a
-    metadata edit does."""
+    """``docs``, each that brings no ``extra`` while its stored version has one (a writer that
+    keeps none: LangChain replacing the text of a document LlamaIndex stored) given the
+    stored one, its version with it: an edit keeps what the other writer kept (a LlamaIndex
+    document's hidden keys and templates), and an unchanged document is the stored version."""
     out = []
     for d in docs:
         v = stored.get(d.doc_id)
-        if v is not None and _keeps_extra(d, v):
+        if v is not None and d.extra is None and v.extra:
+            plain = _plain(d.metadata)
+            versioned = with_extra(d.signature, v.extra)
             d = dataclasses.replace(
-                d, extra=v.extra, doc_hash=_hash_with_stored_extra(d, v, d.signature)
+                d, extra=v.extra, doc_hash=version_hash(d.text, d.metadata, plain, versioned)
             )
         out.append(d)
     return out
@@ -148,13 +137,12 @@ def metadata_only(
         if old is None or old.metadata is None:
             continue
         old_hash, old_meta = old.doc_hash, old.metadata
-        kept = _keeps_extra(d, old)  # as unstored() takes it
-        versioned = with_extra(signature, old.extra if kept else d.extra)
+        # (a document that brings no extra carries the stored one: unstored())
+        versioned = with_extra(signature, d.extra)
         # the new text and chunking with the stored metadata give the stored version back:
         # text and chunking are unchanged (so are the vectors); only the metadata differs
         if version_hash(d.text, old_meta, old_meta, versioned) == old_hash:
-            new_hash = _hash_with_stored_extra(d, old, signature) if kept else d.doc_hash
-            moves[d.doc_id] = (old_hash, new_hash, d.metadata)
+            moves[d.doc_id] = (old_hash, d.doc_hash, d.metadata)
     index.store.metadata_operations(moves)  # checked now, before anything is written
     return moves, [d for d in docs if d.doc_id not in moves]
 
