@@ -191,23 +191,10 @@ class ClientBackend:
         with self._translate():
             info = self._client.get_collection(self.collection)
         params = info.config.params
-        found: dict[str, VectorSpec] = {}
-        vectors = params.vectors
-        if isinstance(vectors, models.VectorParams):
-            vectors = {"": vectors}
-        for name, vp in (vectors or {}).items():
-            multi = vp.multivector_config
-            found[name] = VectorSpec(
-                "multivector" if multi is not None else "dense",
-                int(vp.size),
-                str(vp.distance.value).lower(),
-                "MaxSim" if multi is not None and multi.comparator.value == "max_sim" else None,
-                storage_datatype(vp.datatype),
-            )
-        for name, sp in (params.sparse_vectors or {}).items():
-            found[name] = VectorSpec("sparse", modifier=sparse_modifier(sp.modifier))
+        found = _vector_specs(params)
         if self.cluster is not None:
-            dense = vectors.get(DENSE) if vectors else None
+            vectors = params.vectors
+            dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
             self.cluster.check_existing(
                 {
                     **{k: getattr(params, k, None) for k in _CLUSTER_PARAMS},
@@ -224,28 +211,7 @@ class ClientBackend:
         return found
 
     def create(self, schema: CollectionSchema) -> bool:
-        on_disk = True if self.cluster is not None and self.cluster.on_disk_vectors else None
-        vectors = {
-            DENSE: models.VectorParams(
-                size=schema.dense_dim,
-                distance=models.Distance.COSINE,
-                on_disk=on_disk,
-                quantization_config=None
-                if self.cluster is None
-                else self.cluster.dense_quantization(),
-            )
-        }
-        if schema.colbert_dim is not None:
-            vectors[COLBERT] = models.VectorParams(
-                size=schema.colbert_dim,
-                distance=models.Distance.COSINE,
-                multivector_config=models.MultiVectorConfig(
-                    comparator=models.MultiVectorComparator.MAX_SIM
-                ),
-                hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph to build
-                datatype=models.Datatype.FLOAT16,
-                on_disk=on_disk,
-            )
+        vectors = _vectors_config(schema, self.cluster)
         sparse = {SPARSE: models.SparseVectorParams()} if schema.sparse else None
         extra = self.cluster.create_kwargs() if self.cluster is not None else {}
         from qdrant_client.http.exceptions import UnexpectedResponse
@@ -420,6 +386,54 @@ class ClientBackend:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+
+def _vector_specs(params: models.CollectionParams) -> dict[str, VectorSpec]:
+    """The vectors a collection's parameters declare, by name."""
+    found: dict[str, VectorSpec] = {}
+    vectors = params.vectors
+    if isinstance(vectors, models.VectorParams):
+        vectors = {"": vectors}
+    for name, vp in (vectors or {}).items():
+        multi = vp.multivector_config
+        found[name] = VectorSpec(
+            "multivector" if multi is not None else "dense",
+            int(vp.size),
+            str(vp.distance.value).lower(),
+            "MaxSim" if multi is not None and multi.comparator.value == "max_sim" else None,
+            storage_datatype(vp.datatype),
+        )
+    for name, sp in (params.sparse_vectors or {}).items():
+        found[name] = VectorSpec("sparse", modifier=sparse_modifier(sp.modifier))
+    return found
+
+
+def _vectors_config(
+    schema: CollectionSchema, cluster: ClusterSettings | None
+) -> dict[str, models.VectorParams]:
+    """The dense (and ColBERT) vectors of a new collection: ColBERT as float16 MaxSim
+    multivectors without a graph (it only reranks), both on disk when ``cluster`` says so."""
+    on_disk = True if cluster is not None and cluster.on_disk_vectors else None
+    vectors = {
+        DENSE: models.VectorParams(
+            size=schema.dense_dim,
+            distance=models.Distance.COSINE,
+            on_disk=on_disk,
+            quantization_config=None if cluster is None else cluster.dense_quantization(),
+        )
+    }
+    if schema.colbert_dim is not None:
+        vectors[COLBERT] = models.VectorParams(
+            size=schema.colbert_dim,
+            distance=models.Distance.COSINE,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+            hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph to build
+            datatype=models.Datatype.FLOAT16,
+            on_disk=on_disk,
+        )
+    return vectors
 
 
 def _sparse(v: SparseVector) -> models.SparseVector:

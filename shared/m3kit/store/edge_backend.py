@@ -37,6 +37,7 @@ from m3kit.store.edge_folder import ShardFolder
 from m3kit.store.edge_requests import ENGINE_CALL_VALUES, edge_point, edge_prefetch, edge_query
 from m3kit.store.plan import PointData, RawHit, Stage
 from m3kit.store.points import vector_values
+from m3kit.store.replace_journal import write_whole
 from m3kit.store.schema import (
     COLBERT,
     DENSE,
@@ -120,6 +121,35 @@ def read_meta_file(shard: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValueError(f"{path} must hold a JSON object")
     return meta
+
+
+def write_meta_file(shard: Path, meta: Mapping[str, Any]) -> None:
+    """Write a shard's metadata file whole (:func:`~m3kit.store.replace_journal.write_whole`),
+    then sync the folder so the rename itself is durable."""
+    write_whole(shard / META_FILE, json.dumps(dict(meta), sort_keys=True, indent=1))
+    fd = os.open(shard, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _vector_specs(raw: Mapping[str, Any]) -> dict[str, VectorSpec]:
+    """The vectors a shard's persisted config declares, by name (KeyError, TypeError,
+    ValueError or AttributeError where its format is not the one known)."""
+    found: dict[str, VectorSpec] = {}
+    for name, vp in (raw.get("vectors") or {}).items():
+        multi = vp.get("multivector_config")
+        found[name] = VectorSpec(
+            "multivector" if multi else "dense",
+            int(vp["size"]),
+            str(vp.get("distance", "")).lower(),
+            "MaxSim" if multi and multi.get("comparator") == "max_sim" else None,
+            storage_datatype(vp.get("datatype")),
+        )
+    for name, sp in (raw.get("sparse_vectors") or {}).items():
+        found[name] = VectorSpec("sparse", modifier=sparse_modifier((sp or {}).get("modifier")))
+    return found
 
 
 def _error(where: str, exc: BaseException, *, creating: bool = False) -> StoreConnectionError:
@@ -223,21 +253,7 @@ class EdgeBackend:
         config instead, which qdrant-edge checks against the stored segments.
         """
         try:
-            raw = json.loads((self._path / _CONFIG_FILE).read_text())
-            found: dict[str, VectorSpec] = {}
-            for name, vp in (raw.get("vectors") or {}).items():
-                multi = vp.get("multivector_config")
-                found[name] = VectorSpec(
-                    "multivector" if multi else "dense",
-                    int(vp["size"]),
-                    str(vp.get("distance", "")).lower(),
-                    "MaxSim" if multi and multi.get("comparator") == "max_sim" else None,
-                    storage_datatype(vp.get("datatype")),
-                )
-            for name, sp in (raw.get("sparse_vectors") or {}).items():
-                found[name] = VectorSpec(
-                    "sparse", modifier=sparse_modifier((sp or {}).get("modifier"))
-                )
+            found = _vector_specs(json.loads((self._path / _CONFIG_FILE).read_text()))
             if self._schema is None:  # opened for its own layout
                 self._schema = CollectionSchema.from_specs(found)
             return found
@@ -281,20 +297,8 @@ class EdgeBackend:
         return {}
 
     def write_metadata(self, meta: Mapping[str, Any]) -> None:
-        """Write the file atomically (a temporary file renamed over it, both synced)."""
         self._folder.check()
-        path = self._path / META_FILE
-        tmp = path.with_name(f".{META_FILE}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(dict(meta), f, sort_keys=True, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(self._path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_meta_file(self._path, meta)
 
     def payload_indexes(self) -> dict[str, str]:
         names = {engine: ours.value for ours, engine in _PAYLOAD_TYPES.items()}
