@@ -233,7 +233,7 @@ def test_bge_m3_shaped_models_default_to_flagembeddings_published_weights(
     with M3Index.open(encoder, ":memory:") as index:
         assert (index.search_source, index.search_settings()) == ("built-in", SearchSettings())
     assert BGE_M3_PUBLISHED.fusion is Fusion.M3 and BGE_M3_PUBLISHED.weights == (0.4, 0.2, 0.4)
-    monkeypatch.setattr("m3kit.store.index.is_bge_m3_architecture", lambda enc: True)
+    monkeypatch.setattr("m3kit.store.index_search.is_bge_m3_architecture", lambda enc: True)
     with M3Index.open(encoder, ":memory:") as index:
         assert index.search_source == "bge-m3"
         assert index.search_settings() == BGE_M3_PUBLISHED

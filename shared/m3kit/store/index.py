@@ -31,7 +31,6 @@ from m3kit.store.collection_record import check_collection
 from m3kit.store.connection import ConnectionSettings
 from m3kit.store.documents import _Chunker, _Doc, build_records, content_doc_id
 from m3kit.store.foreign_points import warn_foreign_points
-from m3kit.store.fusion_calibration import FusionCalibration
 from m3kit.store.holder import check_held, give_back, take_store
 from m3kit.store.index_inputs import check_encoder_fits
 from m3kit.store.index_search import IndexSearch
@@ -40,7 +39,7 @@ from m3kit.store.record_check import own_change
 from m3kit.store.records import Backend, ChunkRecord
 from m3kit.store.schema import PayloadIndexType
 from m3kit.store.search_overrides import SearchOverrides
-from m3kit.store.search_settings import SearchSettings, is_bge_m3_architecture
+from m3kit.store.search_settings import SearchSettings
 from m3kit.store.sparse_cut import (
     SparseCut,
     calibration_cut_warning,
@@ -131,39 +130,7 @@ class M3Index(IndexWrites, IndexSearch):
         self._write_lock = store.write_lock  # one per store: see M3Store.write_lock
         #: What identifies the encoder (recorded in the collection, checked on open).
         self.fingerprint: EncoderFingerprint = encoder_fingerprint(encoder)
-        info = getattr(encoder, "info", None)
-        #: The checkpoint's own search calibration (``None``: it has none for this encoder:
-        #: these weights loaded with these settings).
-        self.calibration = FusionCalibration.for_encoder(
-            getattr(info, "path", None), self.fingerprint
-        )
-        if search is not None and not isinstance(search, (SearchSettings, SearchOverrides)):
-            raise TypeError(
-                f"search must be a SearchSettings or SearchOverrides, not {type(search).__name__}"
-            )
-        self._search = search
-        #: Where the search defaults come from: ``"given"`` (``search=``), ``"calibrated"``
-        #: (the checkpoint's ``m3kit_search.json``), ``"bge-m3"`` (FlagEmbedding's published
-        #: weights for a BGE-M3-shaped model) or ``"built-in"`` (RRF + ColBERT rerank).
-        self.search_source = (
-            "given"
-            if isinstance(search, SearchSettings)
-            else "calibrated"
-            if self.calibration is not None
-            else "bge-m3"
-            if is_bge_m3_architecture(encoder)
-            else "built-in"
-        )
-        given = f", {search.describe()} given" if isinstance(search, SearchOverrides) else ""
-        defaults = self.search_settings()  # (an override it cannot take: refused here)
-        if self._announces:
-            logger.info(
-                "search defaults (%s%s): %s", self.search_source, given, defaults.describe()
-            )
-        if isinstance(search, SearchOverrides) and {Head.SPARSE, Head.COLBERT} <= store.heads:
-            # ... and the dense + sparse group a search without rerank takes (its calibrated
-            # fusion may be another): refused here, not at the first such search
-            self.search_settings(rerank=False)
+        self._settle_search_defaults(search)
         # another index may share the store: a refused pairing leaves it writing (and
         # checking, and cutting) as that index, not as this encoder (m3kit.store.holder)
         held = take_store(store, self.fingerprint, self.check_encoder)

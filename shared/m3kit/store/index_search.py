@@ -9,8 +9,9 @@ holding :meth:`~m3kit.store.M3Index.search_settings`, :meth:`~m3kit.store.M3Inde
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -25,13 +26,17 @@ from m3kit.store.search_settings import (
     SearchSettings,
     check_count,
     check_score_threshold,
+    is_bge_m3_architecture,
 )
 
 if TYPE_CHECKING:
     from m3kit.encoder import M3Encoder
+    from m3kit.fingerprint import EncoderFingerprint
     from m3kit.store.store import M3Store
 
 __all__ = ["IndexSearch", "dense_query"]
+
+logger = logging.getLogger(__name__)
 
 
 class IndexSearch:
@@ -49,10 +54,49 @@ class IndexSearch:
     calibration: FusionCalibration | None
     search_source: str
     _search: SearchSettings | SearchOverrides | None
+    fingerprint: EncoderFingerprint
+    _announces: ClassVar[bool]
 
     if TYPE_CHECKING:  # defined by M3Index
 
         def check_encoder(self) -> None: ...
+
+    def _settle_search_defaults(self, search: SearchSettings | SearchOverrides | None) -> None:
+        """Set :attr:`calibration`, :attr:`search_source` and the ``search=`` defaults (at
+        open), refusing an override the defaults cannot take."""
+        info = getattr(self.encoder, "info", None)
+        #: The checkpoint's own search calibration (``None``: it has none for this encoder:
+        #: these weights loaded with these settings).
+        self.calibration = FusionCalibration.for_encoder(
+            getattr(info, "path", None), self.fingerprint
+        )
+        if search is not None and not isinstance(search, (SearchSettings, SearchOverrides)):
+            raise TypeError(
+                f"search must be a SearchSettings or SearchOverrides, not {type(search).__name__}"
+            )
+        self._search = search
+        #: Where the search defaults come from: ``"given"`` (``search=``), ``"calibrated"``
+        #: (the checkpoint's ``m3kit_search.json``), ``"bge-m3"`` (FlagEmbedding's published
+        #: weights for a BGE-M3-shaped model) or ``"built-in"`` (RRF + ColBERT rerank).
+        self.search_source = (
+            "given"
+            if isinstance(search, SearchSettings)
+            else "calibrated"
+            if self.calibration is not None
+            else "bge-m3"
+            if is_bge_m3_architecture(self.encoder)
+            else "built-in"
+        )
+        given = f", {search.describe()} given" if isinstance(search, SearchOverrides) else ""
+        defaults = self.search_settings()  # (an override it cannot take: refused here)
+        if self._announces:
+            logger.info(
+                "search defaults (%s%s): %s", self.search_source, given, defaults.describe()
+            )
+        if isinstance(search, SearchOverrides) and {Head.SPARSE, Head.COLBERT} <= self.store.heads:
+            # ... and the dense + sparse group a search without rerank takes (its calibrated
+            # fusion may be another): refused here, not at the first such search
+            self.search_settings(rerank=False)
 
     def search_settings(
         self,
