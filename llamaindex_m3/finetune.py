@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamaindex_m3._finetune_compat import refuse_unsupported, training_data
@@ -100,6 +101,45 @@ def _sparse_cut(top_k: int | None, min_weight: float | None, val_dataset: Any) -
             "M3Index.open)"
         )
     return cut
+
+
+def _measure(
+    path: Path,
+    val: QADataset,
+    cut: SparseCut,
+    *,
+    calibrate: bool,
+    device: str | torch.device | None,
+) -> tuple[RetrievalReport, FusionCalibration | None]:
+    """The validation report of the checkpoint at ``path`` and, with ``calibrate``, its
+    fusion calibrated on ``val`` (saved in the checkpoint)."""
+    from m3kit.encoder import M3Encoder
+    from m3kit.finetune.evaluate import evaluate_heads
+
+    # the queries it holds: relevant_docs of another query (queries trimmed to a sample)
+    # are not judged, as LlamaIndex's evaluators leave them out
+    qrels = {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
+    encoder = M3Encoder.from_pretrained(path, device=device)
+    top_k, min_weight = cut.top_k, cut.min_weight
+    report = evaluate_heads(
+        encoder, val.corpus, val.queries, qrels, sparse_top_k=top_k, sparse_min_weight=min_weight
+    )
+    if not calibrate:
+        return report, None
+    from m3kit.store.calibration import calibrate_fusion
+
+    calibration = calibrate_fusion(
+        encoder,
+        val.corpus,
+        val.queries,
+        qrels,
+        # no cut given: none passed on (a dense-only model refuses any given cut, even
+        # "every weight kept")
+        sparse_top_k=top_k if cut.cuts else None,
+        sparse_min_weight=min_weight if cut.cuts else None,
+    )
+    calibration.save(path)
+    return report, calibration
 
 
 class M3FinetuneEngine:
@@ -369,38 +409,13 @@ class M3FinetuneEngine:
         # the last call's report and calibration were of the weights this save replaced
         self.result, self.val_report, self.calibration = result, None, None
         if self.val_dataset is not None:
-            from m3kit.encoder import M3Encoder
-            from m3kit.finetune.evaluate import evaluate_heads
-
-            val = self.val_dataset
-            # the queries it holds: relevant_docs of another query (queries trimmed to a
-            # sample) are not judged, as LlamaIndex's evaluators leave them out
-            qrels = {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
-            encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
-            cut = self.sparse_cut
-            top_k, min_weight = cut.top_k, cut.min_weight
-            self.val_report = evaluate_heads(
-                encoder,
-                val.corpus,
-                val.queries,
-                qrels,
-                sparse_top_k=top_k,
-                sparse_min_weight=min_weight,
+            self.val_report, self.calibration = _measure(
+                self.result.path,
+                self.val_dataset,
+                self.sparse_cut,
+                calibrate=self.calibrate_fusion,
+                device=self.config.device,
             )
-            if self.calibrate_fusion:
-                from m3kit.store.calibration import calibrate_fusion
-
-                self.calibration = calibrate_fusion(
-                    encoder,
-                    val.corpus,
-                    val.queries,
-                    qrels,
-                    # no cut given: none passed on (a dense-only model refuses any given cut,
-                    # even "every weight kept")
-                    sparse_top_k=top_k if cut.cuts else None,
-                    sparse_min_weight=min_weight if cut.cuts else None,
-                )
-                self.calibration.save(self.result.path)
         return self.result
 
     def get_finetuned_model(self, **model_kwargs: Any) -> M3Embedding:
