@@ -24,12 +24,12 @@ from m3kit.finetune.cli_args import (
     add_encoder_arguments,
     add_keep_identical_ids_argument,
     add_sparse_cut_arguments,
-    check_output_place,
-    encoder_options,
     p_threshold,
     split_list,
 )
-from m3kit.finetune.cli_eval import read_beir, run_eval, say_identical_ids
+from m3kit.finetune.cli_calibrate import calibrate_and_report, run_calibrate
+from m3kit.finetune.cli_eval import read_beir, run_eval
+from m3kit.finetune.cli_mine import run_mine
 from m3kit.finetune.data import DEFAULT_NEGATIVES
 from m3kit.finetune.sparse_start import SparseStart
 from m3kit.precision import TRAINING_PRECISIONS
@@ -218,7 +218,7 @@ def add_subcommands(subparsers: Any) -> None:
     mine.add_argument("--seed", type=int, default=0, help="seeds the sample from the window")
     add_keep_freed_memory_argument(mine, "ranking the corpus")
     mine.add_argument("--quiet", action="store_true", help="no progress bars")
-    mine.set_defaults(handler=keeping_freed_memory(_run_mine))
+    mine.set_defaults(handler=keeping_freed_memory(run_mine))
 
     ev = subparsers.add_parser(
         "eval",
@@ -306,7 +306,7 @@ def add_subcommands(subparsers: Any) -> None:
     cal.add_argument("--seed", type=int, default=0, help="seeds the --max-queries sample")
     add_keep_freed_memory_argument(cal, "encoding and searching")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
-    cal.set_defaults(handler=keeping_freed_memory(_run_calibrate))
+    cal.set_defaults(handler=keeping_freed_memory(run_calibrate))
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
@@ -406,7 +406,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         from m3kit import heap
 
         with heap.keep_freed_memory(args.keep_freed_memory):  # as m3kit calibrate does
-            _calibrate(
+            calibrate_and_report(
                 result.path,
                 validation,
                 args.device,
@@ -414,102 +414,4 @@ def _run_finetune(args: argparse.Namespace) -> int:
                 ignore_identical_ids=not args.keep_identical_ids,
                 **cut,
             )
-    return 0
-
-
-def _calibrate(
-    model: Path,
-    data: tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]],
-    device: str | None,
-    progress: bool,
-    *,
-    ignore_identical_ids: bool,
-    **options: Any,
-) -> None:
-    from m3kit.store.calibration import calibrate_checkpoint
-
-    say_identical_ids(data[0], data[1], ignore_identical_ids)
-    cal = calibrate_checkpoint(
-        model,
-        *data,
-        device=device,
-        show_progress=progress,
-        ignore_identical_ids=ignore_identical_ids,
-        **options,
-    )
-    for name, chosen in (("all heads", cal.all_heads), ("dense+sparse", cal.dense_sparse)):
-        if chosen is not None:
-            score = cal.scores.get(f"{chosen.describe()} [{name}]")
-            extra = f" (nDCG@10 {score:.4f})" if score is not None else ""
-            if name in cal.p_values:  # over the null setting: RRF, or BGE-M3's published m3
-                p_value = cal.p_values[name]
-                extra += f"; best setting's gain over the uncalibrated default: p = {p_value:.3f}"
-            print(f"{name}: {chosen.describe()}{extra}")
-    print(
-        f"calibrated on {cal.queries} queries with {cal.sparse_cut.describe()}; saved to "
-        f"{Path(model) / 'm3kit_search.json'}"
-    )
-
-
-def _run_calibrate(args: argparse.Namespace) -> int:
-    data = read_beir(args.data, args.split, args.max_queries, args.seed, fit_flag="--split")
-    _calibrate(
-        args.model,
-        data,
-        args.device,
-        not args.quiet,
-        grid_step=args.grid_step,
-        min_gain=args.min_gain,
-        alpha=args.alpha,
-        candidates=args.candidates,
-        max_length=args.max_length,
-        sparse_top_k=args.sparse_top_k,
-        sparse_min_weight=args.sparse_min_weight,
-        ignore_identical_ids=not args.keep_identical_ids,
-    )
-    return 0
-
-
-def _read_corpus(path: Path) -> tuple[list[str], list[str | None]]:
-    """Texts and titles of a ``--corpus`` jsonl (``{"text"[, "title"]}`` rows)."""
-    from m3kit.jsonl import iter_json_rows
-
-    texts: list[str] = []
-    titles: list[str | None] = []
-    for line_no, row in iter_json_rows(path):
-        if not isinstance(row.get("text"), str):
-            raise ValueError(f'{path}:{line_no}: a corpus row needs a "text" string')
-        if not isinstance(row.get("title"), (str, type(None))):
-            raise ValueError(f'{path}:{line_no}: a corpus row\'s "title" must be a string')
-        texts.append(row["text"])
-        titles.append(row.get("title"))
-    return texts, titles
-
-
-def _run_mine(args: argparse.Namespace) -> int:
-    from m3kit.encoder import M3Encoder
-    from m3kit.finetune.data import read_jsonl, write_jsonl
-    from m3kit.finetune.mining import mine_hard_negatives
-
-    try:
-        start, end = (int(x) for x in args.range.split("-"))
-    except ValueError as e:
-        raise ValueError(f"--range must look like 10-100, got {args.range!r}") from e
-    check_output_place(args.output, "--output", folder=False)  # before the mining
-    examples = read_jsonl(args.train)
-    corpus, titles = _read_corpus(args.corpus) if args.corpus else (None, None)
-    encoder = M3Encoder.from_pretrained(args.model, **encoder_options(args))
-    mined = mine_hard_negatives(
-        encoder,
-        examples,
-        corpus,
-        corpus_titles=titles,
-        num_negatives=args.negatives,
-        rank_range=(start, end),
-        score=args.score,
-        seed=args.seed,
-        show_progress=False if args.quiet else None,
-    )
-    write_jsonl(mined, args.output)
-    print(f"wrote {len(mined)} row(s) with mined negatives to {args.output}")
     return 0
