@@ -28,9 +28,9 @@ from m3kit.store.filters import (
     points_filter,
     to_filter,
 )
+from m3kit.store.hits import HIT_KEYS, to_hit
 from m3kit.store.payload_indexes import check_filter_ranges
 from m3kit.store.plan import RawHit, StorageBackend
-from m3kit.store.query import HIT_KEYS, to_hit
 from m3kit.store.records import Hit
 from m3kit.store.schema import (
     CHUNK_COUNT,

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from m3kit.outputs import SparseVector
 from m3kit.scoring import DEFAULT_M3_WEIGHTS
 from m3kit.store.filters import FilterLike
+from m3kit.store.hits import to_hit
 from m3kit.store.plan import StorageBackend
 from m3kit.store.query import (
     HeadScores,
@@ -24,7 +25,6 @@ from m3kit.store.query import (
     check_finite_query,
     m3_head_scores,
     run_query,
-    to_hit,
 )
 from m3kit.store.record_check import check_hits, check_record
 from m3kit.store.records import Fusion, Hit
