@@ -60,7 +60,6 @@ from m3kit.finetune.evaluate import (
     write_report,
 )
 from m3kit.finetune.splits import ArticleSplit
-from m3kit.finetune.trainer import save_start_checkpoint
 from m3kit.store import FusionCalibration, SearchSettings
 from m3kit.store.calibration import calibrate_fusion, evaluate_searches
 
@@ -276,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
             print(comparison_table(reports), flush=True)
         return _write(command, args, start, out, split, reports, calibrations, timings, None)
 
-    start_path = save_start_checkpoint(model, out / "start", seed=args.seed)
+    cfg = m3kit_config(args, model, out / "m3kit", epochs=args.epochs)
+    # what training starts from: the new heads, the sparse one fitted to the training passages
+    start_path = M3Finetuner(cfg).save_start(train, out / "start")
     reports["MiniLM (start, new heads)"] = evaluate(start_path)
     print(comparison_table(reports), flush=True)
 
     # train both first (in --first's order), then score: scoring never sits between them
-    cfg = m3kit_config(args, model, out / "m3kit", epochs=args.epochs)
     engines = ["m3kit"] if args.skip_llamaindex else ["m3kit", "llamaindex"]
     if args.first == "llamaindex":
         engines.reverse()

@@ -184,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="FinetuneConfig field=value pairs")
     parser.add_argument("--name", required=True, help="row name in the results")
     parser.add_argument("--base", choices=("bench", "defaults"), default="bench")
-    parser.add_argument("--start", action="store_true", help="score the untrained start model")
+    parser.add_argument(
+        "--start",
+        action="store_true",
+        help="score the start model training begins from (a new sparse head fitted as the "
+        "run's settings say: give the trained rows' --base and overrides)",
+    )
     parser.add_argument("--llamaindex", action="store_true", help="run LlamaIndex's engine")
     parser.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad_en"))
@@ -233,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     from m3kit import M3Encoder
     from m3kit.finetune import FinetuneConfig, M3Finetuner
     from m3kit.finetune.evaluate import evaluate_heads
-    from m3kit.finetune.trainer import save_start_checkpoint
 
     overrides = _parse_overrides(args.overrides)
     split = training_split(  # finetune.py's rows
@@ -259,8 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     config: dict[str, Any] = {}
     heads: list[str] | None = None
     precision = "none (untrained start model)"
-    if args.start:
-        path = save_start_checkpoint(model, out / "start", seed=args.seed)
+    base = dict(BENCH_BASE) if args.base == "bench" else {}
+    cfg = FinetuneConfig(
+        model=model,
+        output_path=out / "model",
+        seed=args.seed,
+        device="cpu",
+        show_progress=False,
+        logging_steps=5,
+        **{**base, **overrides},
+    )
+    if args.start:  # what training starts from: a new sparse head fitted as cfg says
+        path = M3Finetuner(cfg).save_start(train, out / "start")
     elif args.llamaindex:
         train_seconds = _run_llamaindex(args.bench_python, train, model, out)
         path, heads = out / "model", ["dense"]
@@ -269,16 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.mine:
             train = _mine(train, model, out, args.mine, overrides, args.seed)
-        base = dict(BENCH_BASE) if args.base == "bench" else {}
-        cfg = FinetuneConfig(
-            model=model,
-            output_path=out / "model",
-            seed=args.seed,
-            device="cpu",
-            show_progress=False,
-            logging_steps=5,
-            **{**base, **overrides},
-        )
         result = M3Finetuner(cfg).fit(train)
         record_rows(result.path, "finetune_sweep.py", args, split)
         path, train_seconds, steps = result.path, result.train_seconds, result.steps
@@ -340,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         trained = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-        start_weights = M3Encoder.from_pretrained(
-            save_start_checkpoint(model, out / "start", seed=args.seed), dtype="fp32", device="cpu"
+        start_weights = M3Encoder.from_pretrained(  # the weights training started from
+            M3Finetuner(cfg).save_start(train, out / "start"), dtype="fp32", device="cpu"
         ).model.state_dict()
         for alpha in alphas:
             with torch.no_grad():

@@ -26,7 +26,6 @@ from m3kit import M3Encoder
 from m3kit.finetune import FinetuneConfig, M3Finetuner
 from m3kit.finetune.evaluate import comparison_table, evaluate_heads, write_report
 from m3kit.finetune.splits import split_by_article
-from m3kit.finetune.trainer import save_start_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,16 +71,6 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"eval: {len(split.queries)} queries, {len(split.corpus)} passages from "
         f"{len(split.eval_articles)} other articles"
     )
-    before_path = save_start_checkpoint(model, out / "start", seed=args.seed)
-    t0 = time.perf_counter()
-    before = evaluate_heads(
-        M3Encoder.from_pretrained(before_path, dtype="fp32", device="cpu"),
-        split.corpus,
-        split.queries,
-        split.qrels,
-        max_length=args.max_length,
-    )
-    eval_seconds = time.perf_counter() - t0
     config = FinetuneConfig(
         model=model,
         output_path=out / "model",
@@ -95,6 +84,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         device="cpu",
         show_progress=False,
     )
+    # the model training starts from (its new sparse head fitted to the training passages)
+    before_path = M3Finetuner(config).save_start(split.train, out / "start")
+    t0 = time.perf_counter()
+    before = evaluate_heads(
+        M3Encoder.from_pretrained(before_path, dtype="fp32", device="cpu"),
+        split.corpus,
+        split.queries,
+        split.qrels,
+        max_length=args.max_length,
+    )
+    eval_seconds = time.perf_counter() - t0
     result = M3Finetuner(config).fit(split.train)
     after = evaluate_heads(
         M3Encoder.from_pretrained(result.path, dtype="fp32", device="cpu"),

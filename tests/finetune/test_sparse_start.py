@@ -15,7 +15,7 @@ import torch
 from m3kit import M3Encoder
 from m3kit.finetune import FinetuneConfig, M3Finetuner, SpanExample, SparseStart, TrainingExample
 from m3kit.finetune.sparse_start import fit_sparse_head, token_idf
-from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT
+from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, save_start_checkpoint
 from m3kit.finetune.training_loop import prepare_training
 from m3kit.heads import load_state_dict_safely
 from m3kit.outputs import ALL_HEADS, Head
@@ -163,3 +163,46 @@ def test_fit_and_fit_spans_fit_the_head_to_what_they_train_on(
         toy_examples
     )
     assert len(seen) == 2
+
+
+def test_save_start_saves_the_model_fit_starts_from(
+    tiny_dense_path: Path,
+    tmp_path: Path,
+    toy_examples: list[TrainingExample],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The "before" of a report is the fitted sparse head fit() trains from, not the uniform
+    one save_start_checkpoint saves (whose sparse gain would include the fit)."""
+    import m3kit.finetune.training_loop as training_loop
+
+    heads: list[dict[str, torch.Tensor]] = []
+    run = training_loop.run_training
+
+    def record(cfg: Any, setup: Any, *args: Any) -> Any:
+        state = setup.model.require_heads().sparse_linear.state_dict()
+        heads.append({k: v.detach().clone() for k, v in state.items()})
+        return run(cfg, setup, *args)
+
+    monkeypatch.setattr("m3kit.finetune.trainer.run_training", record)
+    finetuner = M3Finetuner(tiny_finetune_config(tiny_dense_path, tmp_path / "ft"))
+    saved = finetuner.save_start(toy_examples, tmp_path / "start")
+    finetuner.fit(toy_examples)
+    stored = load_state_dict_safely(saved / "sparse_linear.pt")
+    assert stored["weight"].any()  # fitted (the uniform start's weight is 0)
+    for name, value in heads[0].items():
+        torch.testing.assert_close(stored[name], value)
+    assert M3Encoder.from_pretrained(saved).available_heads == ALL_HEADS
+    # with sparse_start="uniform" it is the new heads as created: save_start_checkpoint's
+    uniform = M3Finetuner(
+        tiny_finetune_config(tiny_dense_path, tmp_path / "u", sparse_start="uniform")
+    ).save_start(toy_examples, tmp_path / "start-u")
+    created = save_start_checkpoint(tiny_dense_path, tmp_path / "created", seed=42)
+    for name in ("sparse_linear.pt", "colbert_linear.pt"):
+        ours, theirs = (
+            load_state_dict_safely(uniform / name),
+            load_state_dict_safely(created / name),
+        )
+        for key, value in ours.items():
+            torch.testing.assert_close(value, theirs[key])
+    with pytest.raises(ValueError, match="no training examples"):
+        finetuner.save_start([], tmp_path / "none")

@@ -104,10 +104,10 @@ def save_start_checkpoint(
     are created (same seed), before any data is seen.
 
     For a dense-only model this is the model with its new heads (sparse at a uniform token
-    weight, ColBERT the identity): the "before" baseline of an evaluation. A run with
-    ``sparse_start="idf"`` (the default) starts from another sparse head: fitted to its
-    training passages before the first step (:mod:`m3kit.finetune.sparse_start`), so the
-    "before" to "after" gain of the sparse head includes that fit.
+    weight, ColBERT the identity). A run with ``sparse_start="idf"`` (the default) starts
+    from another sparse head: fitted to its training passages before the first step
+    (:mod:`m3kit.finetune.sparse_start`); :meth:`M3Finetuner.save_start` saves that model,
+    the "before" of an evaluation whose gain is the training's alone.
 
     Raises:
         ValueError: An ``output_path`` a fine-tune would refuse
