@@ -54,7 +54,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from m3kit.encoder import M3Encoder
@@ -72,9 +72,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from langchain_m3._documents import (
     check_ids_length,
     documents_of,
-    encoder_of,
     open_index,
-    sparse_cut_of,
 )
 from langchain_m3._parents import check_key
 from langchain_m3._search import ScoreScale, check_setting
@@ -89,6 +87,9 @@ if TYPE_CHECKING:
 __all__ = ["M3VectorStore", "ScoreScale"]
 
 logger = logging.getLogger(__name__)
+
+#: The arguments of :meth:`M3VectorStore.open` that are the store's own (its constructor's).
+_STORE_SETTINGS = ("fusion", "rerank", "chunking", "late_chunking", "weights", "candidates")
 
 
 class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
@@ -227,29 +228,35 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                 chunks were stored with (the message names both); ``collection`` and
                 ``collection_name`` name different collections.
         """
+        args = {name: value for name, value in locals().items() if name != "cls"}
+        return cls._open(args, then=None)
+
+    @classmethod
+    def _open(
+        cls, args: dict[str, Any], then: Callable[[M3VectorStore], object] | None
+    ) -> M3VectorStore:
+        """:meth:`open` with its arguments ``args`` (all of them, by name), then ``then`` on
+        the store (``from_documents``'s writes): with ``force_recreate`` the rehearsal runs
+        both, once, before the drop; a ``then`` that raises closes the index."""
+        settings = {name: args[name] for name in _STORE_SETTINGS}
 
         def build(index: M3Index) -> M3VectorStore:
-            return cls(
-                index,
-                fusion=fusion,
-                rerank=rerank,
-                chunking=chunking,
-                late_chunking=late_chunking,
-                weights=weights,
-                candidates=candidates,
-            )
+            store = cls(index, **settings)
+            if then is not None:
+                then(store)
+            return store
 
         index = open_index(
-            embedding,
-            location,
-            collection=collection_named(collection, collection_name),
-            url=url,
-            api_key=api_key,
-            backend=backend,
-            connection=connection,
-            cluster=cluster,
-            create=create,
-            force_recreate=force_recreate,
+            args["embedding"],
+            args["location"],
+            collection=collection_named(args["collection"], args["collection_name"]),
+            url=args["url"],
+            api_key=args["api_key"],
+            backend=args["backend"],
+            connection=args["connection"],
+            cluster=args["cluster"],
+            create=args["create"],
+            force_recreate=args["force_recreate"],
             rehearsal=build,
         )
         try:
@@ -309,24 +316,9 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                 store.parent_id_key = key
             store.add_documents(documents, ids=ids, batch_size=batch_size)
 
-        if kwargs.get("force_recreate"):  # the writes too pass before the collection is dropped
-            from langchain_m3._rehearsal import rehearse
-
-            own = inspect.signature(cls.__init__).parameters  # (open's rehearsal builds alone)
-            settings = {name: v for name, v in kwargs.items() if name in own}
-            rehearse(
-                encoder_of(embedding),
-                sparse_cut_of(embedding),
-                collection_named(kwargs.get("collection"), kwargs.get("collection_name")),
-                lambda index: fill(cls(index, **settings)),
-            )
-        store = cls.open(embedding, **kwargs)
-        try:
-            fill(store)
-        except BaseException:
-            store.close()
-            raise
-        return store
+        bound = inspect.signature(cls.open).bind(embedding, **kwargs)  # (open's TypeError)
+        bound.apply_defaults()
+        return cls._open(dict(bound.arguments), then=fill)
 
     @classmethod
     async def afrom_documents(

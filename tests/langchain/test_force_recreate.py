@@ -21,7 +21,7 @@ from m3kit import M3Encoder
 from m3kit.chunking import NaiveChunker
 from m3kit.errors import CollectionNotFoundError, FingerprintMismatchError, StoreConnectionError
 from m3kit.late_chunking import LateChunker
-from m3kit.store import ClusterSettings, M3Index, drop_collection
+from m3kit.store import ClusterSettings, Fusion, M3Index, drop_collection
 
 
 @pytest.mark.parametrize("backend", ["edge", "client"])
@@ -210,3 +210,28 @@ def test_the_rehearsal_refuses_an_oversized_chunk_as_the_chunker_does(
     assert str(rehearsed.value) == str(by_chunk.value)
     with M3Index.open(tiny_encoder, tmp_path / "db", collection="docs") as index:
         assert index.count() == 1
+
+
+def test_from_documents_rehearses_once(
+    tiny_encoder: M3Encoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's construction and its writes are rehearsed together, once: from_documents
+    rehearsed its writes, then open rehearsed the construction again (two in-memory indexes,
+    two sets of INFO lines)."""
+    where = {"location": str(tmp_path / "db"), "collection_name": "docs"}
+    M3VectorStore.from_texts(["Apples are red."], tiny_encoder, **where).close()
+    with (
+        caplog.at_level(logging.INFO, logger="langchain_m3"),
+        M3VectorStore.from_texts(
+            ["Grass is green."], tiny_encoder, force_recreate=True, fusion="rrf", **where
+        ) as store,
+    ):
+        assert [d.page_content for d in store.similarity_search("green", k=5)] == [
+            "Grass is green."
+        ]
+        assert store.fusion is Fusion.RRF
+    rehearsals = [r for r in caplog.records if "rehearsed in memory" in r.getMessage()]
+    assert len(rehearsals) == 1, [r.getMessage() for r in caplog.records]
+    # open's arguments are checked as open checks them (a misspelt one is a TypeError)
+    with pytest.raises(TypeError, match="colection"):
+        M3VectorStore.from_texts(["Grass is green."], tiny_encoder, colection="docs")
