@@ -147,6 +147,7 @@ def test_fit_and_fit_spans_fit_the_head_to_what_they_train_on(
     result = M3Finetuner(tiny_finetune_config(tiny_dense_path, tmp_path / "p")).fit(toy_examples)
     assert set(seen[0]) == {p for ex in toy_examples for p in (*ex.pos, *ex.neg)}
     assert M3Encoder.from_pretrained(result.path).available_heads == ALL_HEADS
+    assert result.sparse_fit_seconds > 0  # (training work outside train_seconds: reported)
     doc = "The Rhine flows north.\n\nWarsaw is in Poland.\n\nThe Alps are high."
     spans = [(0, 22), (24, 44), (46, len(doc))]
     rows = [
@@ -159,10 +160,10 @@ def test_fit_and_fit_spans_fit_the_head_to_what_they_train_on(
     M3Finetuner(cfg).fit_spans(rows)
     assert sorted(set(seen[1])) == sorted(doc[a:b] for a, b in spans)
     # uniform: nothing fitted
-    M3Finetuner(tiny_finetune_config(tiny_dense_path, tmp_path / "u", sparse_start="uniform")).fit(
-        toy_examples
-    )
-    assert len(seen) == 2
+    uniform = M3Finetuner(
+        tiny_finetune_config(tiny_dense_path, tmp_path / "u", sparse_start="uniform")
+    ).fit(toy_examples)
+    assert len(seen) == 2 and uniform.sparse_fit_seconds == 0.0
 
 
 def test_save_start_saves_the_model_fit_starts_from(

@@ -340,6 +340,9 @@ class FinetuneResult:
         precision: The autocast the run used (``"auto"`` resolved): fp32, bf16 or fp16.
         learning_rate: The peak learning rate the run used (``None`` in the config resolved
             by the start model's size); ``None`` only in a result built by hand.
+        sparse_fit_seconds: Wall time of fitting a new sparse head to the training passages
+            before the loop (``sparse_start="idf"``; 0.0 when no head was fitted): part of
+            the run's cost, outside ``train_seconds``.
     """
 
     path: Path
@@ -350,3 +353,4 @@ class FinetuneResult:
     log: tuple[dict[str, float], ...]
     precision: str = "fp32"
     learning_rate: float | None = None
+    sparse_fit_seconds: float = 0.0

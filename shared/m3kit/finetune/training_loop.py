@@ -180,6 +180,7 @@ class TrainingSetup:
         tokenizer: Its Hugging Face tokenizer.
         prefix: Query instruction put before every query (``""``: none).
         ignore_ids: Special token ids the sparse scores leave out.
+        sparse_fit_seconds: Wall time of fitting a new sparse head (0.0: none fitted).
     """
 
     info: CheckpointInfo
@@ -187,6 +188,7 @@ class TrainingSetup:
     tokenizer: Any
     prefix: str
     ignore_ids: list[int]
+    sparse_fit_seconds: float = 0.0
 
 
 def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSetup:
@@ -204,7 +206,9 @@ def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSe
     }
     ignore_ids = sorted(i for i in special if i is not None)
     new_sparse = info.kind is CheckpointKind.DENSE and Head.SPARSE in cfg.heads
+    fit_seconds = 0.0
     if new_sparse and cfg.sparse_start is SparseStart.IDF:
+        fit_start = time.perf_counter()
         model.to(_training_device(cfg)[1])  # (the fit's forward pass on the run's device)
         try:
             fit_sparse_head(
@@ -218,6 +222,7 @@ def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSe
             )
         finally:
             model.to("cpu")  # (as loaded: the Trainer places it)
+        fit_seconds = time.perf_counter() - fit_start
     if cfg.attention_dropout is not None:
         set_attention_dropout(model.backbone, cfg.attention_dropout)
     if cfg.freeze_encoder:
@@ -228,7 +233,7 @@ def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSe
     prefix = cfg.query_instruction if cfg.query_instruction is not None else ""
     if cfg.query_instruction is None and info.query_instruction:
         prefix = info.query_instruction
-    return TrainingSetup(info, model, tokenizer, prefix, ignore_ids)
+    return TrainingSetup(info, model, tokenizer, prefix, ignore_ids, fit_seconds)
 
 
 def _training_device(cfg: FinetuneConfig) -> tuple[bool, torch.device]:
@@ -363,6 +368,7 @@ def run_training(
         log=log,
         precision=precision,
         learning_rate=learning_rate,
+        sparse_fit_seconds=setup.sparse_fit_seconds,
     )
 
 
