@@ -37,7 +37,6 @@ from m3kit.store.edge_folder import ShardFolder
 from m3kit.store.edge_requests import ENGINE_CALL_VALUES, edge_point, edge_prefetch, edge_query
 from m3kit.store.plan import PointData, RawHit, Stage
 from m3kit.store.points import vector_values
-from m3kit.store.replace_journal import write_whole
 from m3kit.store.schema import (
     COLBERT,
     DENSE,
@@ -124,9 +123,17 @@ def read_meta_file(shard: Path) -> dict[str, Any]:
 
 
 def write_meta_file(shard: Path, meta: Mapping[str, Any]) -> None:
-    """Write a shard's metadata file whole (:func:`~m3kit.store.replace_journal.write_whole`),
-    then sync the folder so the rename itself is durable."""
-    write_whole(shard / META_FILE, json.dumps(dict(meta), sort_keys=True, indent=1))
+    """Write a shard's metadata file atomically (a temporary file of a fixed name renamed
+    over it, both synced). Not :func:`~m3kit.store.replace_journal.write_whole`: its
+    ``mkstemp`` file is owner-only (0600), and a collection another user's service reads
+    needs the file as the umask makes it."""
+    path = shard / META_FILE
+    tmp = path.with_name(f".{META_FILE}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(dict(meta), f, sort_keys=True, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     fd = os.open(shard, os.O_RDONLY)
     try:
         os.fsync(fd)
