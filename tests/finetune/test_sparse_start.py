@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from m3kit import M3Encoder
+from m3kit.checkpoint import resolve_checkpoint
 from m3kit.finetune import FinetuneConfig, M3Finetuner, SpanExample, SparseStart, TrainingExample
 from m3kit.finetune.sparse_start import fit_sparse_head, token_idf
 from m3kit.finetune.trainer import NEW_SPARSE_WEIGHT, save_start_checkpoint
@@ -207,3 +208,14 @@ def test_save_start_saves_the_model_fit_starts_from(
             torch.testing.assert_close(value, theirs[key])
     with pytest.raises(ValueError, match="no training examples"):
         finetuner.save_start([], tmp_path / "none")
+    # the query instruction fit() saves (the config's), and fit()'s refusals
+    prefixed = M3Finetuner(
+        tiny_finetune_config(tiny_dense_path, tmp_path / "q", query_instruction="query: ")
+    )
+    start = resolve_checkpoint(prefixed.save_start(toy_examples, tmp_path / "start-q"))
+    trained = resolve_checkpoint(prefixed.fit(toy_examples).path)
+    assert start.query_instruction == trained.query_instruction == "query: "
+    with pytest.raises(ValueError, match="span"):
+        M3Finetuner(
+            tiny_finetune_config(tiny_dense_path, tmp_path / "s", span_negatives=1)
+        ).save_start(toy_examples, tmp_path / "start-s")

@@ -105,16 +105,7 @@ class M3Finetuner:
                 not map query texts to lists of passage texts.
         """
         cfg = self.config
-        examples, relevant = self._rows(examples, positives)
-        _refuse_span_settings(cfg)
-        warn_negative_shortfall(examples, cfg.num_negatives)
-        refuse_lone_positives(
-            examples,
-            cfg.batch_size,
-            cfg.num_negatives,
-            mask_shared_positives=cfg.mask_shared_positives,
-            positives=relevant,
-        )
+        examples, relevant = self._rows(examples, positives, warn=True)
         setup = prepare_training(cfg, _passages(examples))
         module = PairTrainingModule(setup.model, cfg.loss_config(), setup.ignore_ids)
         warn_truncated(examples, setup.tokenizer, cfg, setup.prefix)
@@ -143,15 +134,21 @@ class M3Finetuner:
             positives: As :meth:`fit`'s (which passages count as the rows' negatives).
 
         Returns:
-            The saved checkpoint's folder.
+            The saved checkpoint's folder (with the query instruction :meth:`fit` saves:
+            ``query_instruction`` when set, else the start checkpoint's).
+
+        Raises:
+            ValueError: What :meth:`fit` refuses before training (no examples, a span
+                setting, nothing to contrast a positive with, a bad setting).
+            TypeError: As :meth:`fit`'s.
         """
-        examples, _ = self._rows(examples, positives)
+        examples, _ = self._rows(examples, positives, warn=False)
         cfg = dataclasses.replace(self.config, output_path=output_path)
         setup = prepare_training(cfg, _passages(examples))
         return setup.model.save(
             output_path,
             setup.tokenizer,
-            query_instruction=setup.info.query_instruction,
+            query_instruction=setup.prefix or None,  # (as run_training saves it)
             max_length=setup.info.max_length,
         )
 
@@ -159,20 +156,34 @@ class M3Finetuner:
         self,
         examples: Sequence[TrainingExample],
         positives: Mapping[str, Collection[str]] | None,
+        *,
+        warn: bool,
     ) -> tuple[list[TrainingExample], dict[str, frozenset[str]]]:
-        """The rows checked, and every query's positives (those of all its rows and those
-        given), masked out of the rows' negatives with ``mask_shared_positives``."""
+        """The rows checked as :meth:`fit` checks them (``warn``: and rows short of hard
+        negatives counted in a warning), and every query's positives (those of all its rows
+        and those given), masked out of the rows' negatives with ``mask_shared_positives``."""
+        cfg = self.config
         examples = list(examples)
         if not examples:
             raise ValueError("no training examples")
         for i, ex in enumerate(examples):
             if not isinstance(ex, TrainingExample):
                 raise TypeError(f"example {i} is a {type(ex).__name__}, not a TrainingExample")
+        _refuse_span_settings(cfg)
         # a query's positives from all its rows (and those given), masked even when those
         # rows are in no batch
         relevant = query_positives(examples, also=positives)
-        if self.config.mask_shared_positives:  # in every batch, not only when rows share one
+        if cfg.mask_shared_positives:  # in every batch, not only when rows share one
             examples = without_query_positives(examples, relevant)
+        if warn:
+            warn_negative_shortfall(examples, cfg.num_negatives)
+        refuse_lone_positives(
+            examples,
+            cfg.batch_size,
+            cfg.num_negatives,
+            mask_shared_positives=cfg.mask_shared_positives,
+            positives=relevant,
+        )
         return examples, relevant
 
     def fit_spans(self, examples: Sequence[Any]) -> FinetuneResult:
