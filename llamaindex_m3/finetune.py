@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import torch
 
     from llamaindex_m3.embeddings import M3Embedding
+    from m3kit.encoder import M3Encoder
     from m3kit.store.fusion_calibration import FusionCalibration
     from m3kit.store.sparse_cut import SparseCut
 
@@ -103,43 +104,42 @@ def _sparse_cut(top_k: int | None, min_weight: float | None, val_dataset: Any) -
     return cut
 
 
-def _measure(
-    path: Path,
-    val: QADataset,
-    cut: SparseCut,
-    *,
-    calibrate: bool,
-    device: str | torch.device | None,
-) -> tuple[RetrievalReport, FusionCalibration | None]:
-    """The validation report of the checkpoint at ``path`` and, with ``calibrate``, its
-    fusion calibrated on ``val`` (saved in the checkpoint)."""
-    from m3kit.encoder import M3Encoder
+def _measure(encoder: M3Encoder, val: QADataset, cut: SparseCut) -> RetrievalReport:
+    """The validation report of ``encoder`` (the fine-tuned checkpoint) on ``val``."""
     from m3kit.finetune.evaluate import evaluate_heads
 
-    # the queries it holds: relevant_docs of another query (queries trimmed to a sample)
-    # are not judged, as LlamaIndex's evaluators leave them out
-    qrels = {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
-    encoder = M3Encoder.from_pretrained(path, device=device)
-    top_k, min_weight = cut.top_k, cut.min_weight
-    report = evaluate_heads(
-        encoder, val.corpus, val.queries, qrels, sparse_top_k=top_k, sparse_min_weight=min_weight
+    return evaluate_heads(
+        encoder,
+        val.corpus,
+        val.queries,
+        _qrels(val),
+        sparse_top_k=cut.top_k,
+        sparse_min_weight=cut.min_weight,
     )
-    if not calibrate:
-        return report, None
+
+
+def _calibrate(encoder: M3Encoder, val: QADataset, cut: SparseCut, path: Path) -> FusionCalibration:
+    """``encoder``'s fusion calibrated on ``val``, saved in its checkpoint at ``path``."""
     from m3kit.store.calibration import calibrate_fusion
 
     calibration = calibrate_fusion(
         encoder,
         val.corpus,
         val.queries,
-        qrels,
+        _qrels(val),
         # no cut given: none passed on (a dense-only model refuses any given cut, even
         # "every weight kept")
-        sparse_top_k=top_k if cut.cuts else None,
-        sparse_min_weight=min_weight if cut.cuts else None,
+        sparse_top_k=cut.top_k if cut.cuts else None,
+        sparse_min_weight=cut.min_weight if cut.cuts else None,
     )
     calibration.save(path)
-    return report, calibration
+    return calibration
+
+
+def _qrels(val: QADataset) -> dict[str, dict[str, float]]:
+    # the queries it holds: relevant_docs of another query (queries trimmed to a sample)
+    # are not judged, as LlamaIndex's evaluators leave them out
+    return {q: dict.fromkeys(val.relevant_docs[q], 1.0) for q in val.queries}
 
 
 class M3FinetuneEngine:
@@ -409,13 +409,14 @@ class M3FinetuneEngine:
         # the last call's report and calibration were of the weights this save replaced
         self.result, self.val_report, self.calibration = result, None, None
         if self.val_dataset is not None:
-            self.val_report, self.calibration = _measure(
-                self.result.path,
-                self.val_dataset,
-                self.sparse_cut,
-                calibrate=self.calibrate_fusion,
-                device=self.config.device,
-            )
+            from m3kit.encoder import M3Encoder
+
+            encoder = M3Encoder.from_pretrained(self.result.path, device=self.config.device)
+            self.val_report = _measure(encoder, self.val_dataset, self.sparse_cut)
+            if self.calibrate_fusion:  # (a failed calibration leaves the report set)
+                self.calibration = _calibrate(
+                    encoder, self.val_dataset, self.sparse_cut, self.result.path
+                )
         return self.result
 
     def get_finetuned_model(self, **model_kwargs: Any) -> M3Embedding:

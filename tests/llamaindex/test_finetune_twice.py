@@ -163,3 +163,26 @@ def test_a_replaced_checkpoint_keeps_no_report_of_the_one_before(
     with pytest.raises(RuntimeError, match="evaluation failed"):
         engine.finetune()
     assert engine.val_report is None and engine.calibration is None
+
+
+def test_a_failed_calibration_leaves_the_report_of_the_new_checkpoint(
+    tiny_m3_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is measured before the calibration: a calibration that fails leaves it
+    set (and no calibration), as before the two moved to module functions."""
+    import m3kit.store.calibration as calibration
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("calibration failed")
+
+    monkeypatch.setattr(calibration, "calibrate_fusion", broken)
+    engine = M3FinetuneEngine(
+        DATA,
+        model_id=str(tiny_m3_path),
+        model_output_path=str(tmp_path / "ft"),
+        val_dataset=DATA,
+        **TINY,
+    )
+    with pytest.raises(RuntimeError, match="calibration failed"):
+        engine.finetune()
+    assert engine.val_report is not None and engine.calibration is None
