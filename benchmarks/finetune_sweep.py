@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     alphas = [float(a) for a in args.interpolate.split(",")] if args.interpolate else []
     if alphas and (args.start or args.llamaindex):
         raise SystemExit("error: --interpolate needs an m3kit training run")
+    if args.mine and (args.start or args.llamaindex):
+        raise SystemExit("error: --mine replaces the negatives of an m3kit training run's rows")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -264,17 +266,30 @@ def main(argv: list[str] | None = None) -> int:
     heads: list[str] | None = None
     precision = "none (untrained start model)"
     base = dict(BENCH_BASE) if args.base == "bench" else {}
-    cfg = FinetuneConfig(
-        model=model,
-        output_path=out / "model",
-        seed=args.seed,
-        device="cpu",
-        show_progress=False,
-        logging_steps=5,
-        **{**base, **overrides},
-    )
+
+    def m3kit_config() -> FinetuneConfig:  # (not built for LlamaIndex's engine's runs)
+        return FinetuneConfig(
+            model=model,
+            output_path=out / "model",
+            seed=args.seed,
+            device="cpu",
+            show_progress=False,
+            logging_steps=5,
+            **{**base, **overrides},
+        )
+
+    def settings(cfg: FinetuneConfig) -> dict[str, Any]:
+        kept = {
+            f.name: getattr(cfg, f.name)
+            for f in dataclasses.fields(cfg)
+            if f.name not in ("model", "output_path")
+        }
+        return dict(json.loads(json.dumps(kept, default=_jsonable)))
+
     if args.start:  # what training starts from: a new sparse head fitted as cfg says
+        cfg = m3kit_config()
         path = M3Finetuner(cfg).save_start(train, out / "start")
+        config = settings(cfg)
     elif args.llamaindex:
         train_seconds = _run_llamaindex(args.bench_python, train, model, out)
         path, heads = out / "model", ["dense"]
@@ -283,16 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.mine:
             train = _mine(train, model, out, args.mine, overrides, args.seed)
+        cfg = m3kit_config()
         result = M3Finetuner(cfg).fit(train)
         record_rows(result.path, "finetune_sweep.py", args, split)
         path, train_seconds, steps = result.path, result.train_seconds, result.steps
         precision = result.precision
-        config = {
-            f.name: getattr(cfg, f.name)
-            for f in dataclasses.fields(cfg)
-            if f.name not in ("model", "output_path")
-        }
-        config = json.loads(json.dumps(config, default=_jsonable))
+        config = settings(cfg)
     load_after = os.getloadavg()
     encoder = M3Encoder.from_pretrained(path, dtype="fp32", device="cpu")
     results = Path(args.results)
