@@ -290,8 +290,12 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
         ``path`` (langchain-qdrant's name of a folder: ``location``) and :meth:`open`'s
         (``location``, ``collection``, ...).
 
+        With ``force_recreate=True`` the store's construction and these writes are rehearsed
+        together on an empty in-memory index before the collection is dropped.
+
         Raises:
             ValueError: ``path`` and ``location`` name different places.
+            TypeError: A keyword argument none of the above (``open``'s signature binds them).
         """
         if not isinstance(documents, Document):  # (refused by the write, which names it)
             documents = list(documents)  # a generator, read twice with force_recreate
@@ -316,7 +320,9 @@ class M3VectorStore(VectorStoreDocuments, VectorStoreSearch):
                 store.parent_id_key = key
             store.add_documents(documents, ids=ids, batch_size=batch_size)
 
-        bound = inspect.signature(cls.open).bind(embedding, **kwargs)  # (open's TypeError)
+        # the arguments _open reads are M3VectorStore.open's (a subclass's own open is not
+        # called here: it customises __init__ or _open)
+        bound = inspect.signature(M3VectorStore.open).bind(embedding, **kwargs)
         bound.apply_defaults()
         return cls._open(dict(bound.arguments), then=fill)
 
