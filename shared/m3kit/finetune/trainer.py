@@ -145,12 +145,7 @@ class M3Finetuner:
         examples, _ = self._rows(examples, positives, warn=False)
         cfg = dataclasses.replace(self.config, output_path=output_path)
         setup = prepare_training(cfg, _passages(examples))
-        return setup.model.save(
-            output_path,
-            setup.tokenizer,
-            query_instruction=setup.prefix or None,  # (as run_training saves it)
-            max_length=setup.info.max_length,
-        )
+        return setup.save(setup.model, output_path)  # (as run_training saves the trained one)
 
     def _rows(
         self,

@@ -190,6 +190,16 @@ class TrainingSetup:
     ignore_ids: list[int]
     sparse_fit_seconds: float = 0.0
 
+    def save(self, model: M3Model, path: str | os.PathLike[str]) -> Path:
+        """Save ``model`` (this setup's, trained or not yet) as the run's checkpoint at
+        ``path``: its tokenizer, the query instruction it trains with, its max length."""
+        return model.save(
+            path,
+            self.tokenizer,
+            query_instruction=self.prefix or None,
+            max_length=self.info.max_length,
+        )
+
 
 def prepare_training(cfg: FinetuneConfig, passages: Sequence[str]) -> TrainingSetup:
     """Load the start model for ``cfg`` (shared by :meth:`M3Finetuner.fit` and ``fit_spans``);
@@ -351,12 +361,7 @@ def run_training(
                 trainer.optimizer.state.clear()
     check_finite_weights(module.model, int(state.global_step), cfg.output_path)
     model = module.model.to("cpu").float().eval()
-    out = model.save(
-        cfg.output_path,
-        setup.tokenizer,
-        query_instruction=setup.prefix or None,
-        max_length=setup.info.max_length,
-    )
+    out = setup.save(model, cfg.output_path)
     logger.info("fine-tuned checkpoint written to %s (%.1f s)", out, seconds)
     log = logged_steps(module, cfg.logging_steps)
     return FinetuneResult(
