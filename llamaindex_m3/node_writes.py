@@ -55,15 +55,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode
 
 from llamaindex_m3.node_encoding import encode_nodes
 from llamaindex_m3.node_groups import check_node_types, encoded_groups
-from llamaindex_m3.node_offsets import StoredText, checked_span
+from llamaindex_m3.node_offsets import checked_span
 from llamaindex_m3.node_records import (
     StoredChunk,
     carried_vectors,
@@ -76,194 +75,24 @@ from llamaindex_m3.node_records import (
     other_encoded_text,
 )
 from llamaindex_m3.node_versions import (
-    identity_key,
-    node_doc_id,
     node_identity,
-    node_version,
-    parent_hash,
     related_ids,
-    unversioned_version,
 )
-from llamaindex_m3.sourceless import has_no_source
 from llamaindex_m3.stored_chunks import (
-    check_duplicate_ids,
     check_ids_elsewhere,
-    check_sourceless,
-    doc_id_of,
     late_edit_message,
-    payloads_by_doc,
-    pooled_late,
     same_text,
-    stored_payloads,
 )
+from llamaindex_m3.write_docs import WriteDoc, group_nodes, read_stored
 from m3kit.outputs import M3Output
 from m3kit.store import ChunkRecord, M3Index, point_id
 from m3kit.store.filters import stale_chunks_filter
 from m3kit.store.schema import (
-    CHUNK_COUNT,
     CHUNK_ID,
-    CHUNK_INDEX,
-    DOC_HASH,
-    ENCODED_TEXT,
-    END,
     EXTRA,
-    METADATA,
-    PAGE_CONTENT,
-    START,
 )
 
 __all__ = ["encode_nodes", "write_nodes"]
-
-
-@dataclass
-class _Doc:
-    """One document of a write: its version, stored chunks of that version, new nodes."""
-
-    version: str | None  # None: unknown until the stored chunks are read (node_version)
-    nodes: list[tuple[int, BaseNode]] = field(default_factory=list)
-    same: dict[str, list[int]] = field(default_factory=dict)  # identity -> chunk indexes
-    key_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> identity
-    meta_at: dict[int, dict[str, Any]] = field(default_factory=dict)  # stored metadata
-    related_at: dict[int, set[str]] = field(default_factory=dict)  # ids its relations name
-    encoded_at: dict[int, str | None] = field(default_factory=dict)  # stored encoded_text
-    extra_at: dict[int, Any] = field(default_factory=dict)  # stored node fields (extra)
-    text_at: dict[int, StoredText] = field(default_factory=dict)  # chunk_index -> as read
-    ids_at: dict[int, str] = field(default_factory=dict)  # chunk_index -> stored chunk_id
-    by_id: dict[str, int] = field(default_factory=dict)  # chunk_id -> chunk_index (ids_at's)
-    points: dict[str, int] = field(default_factory=dict)  # point id -> chunk_index
-    counts: dict[int, int] = field(default_factory=dict)  # chunk_index -> stored chunk_count
-    stored_count: int = 0  # the largest chunk_count stored with the version
-    next_index: int = 0
-    scan: int = 0  # every place below it holds a chunk (place())
-    stale: bool = False  # chunks of another version are stored
-    adopted: bool = False  # the version is the stored one (the nodes name none)
-    changed: list[str] = field(default_factory=list)  # identities of content written anew
-    late: set[int] = field(default_factory=set)  # chunk indexes pooled late (pooled_late)
-
-    @property
-    def chunk_count(self) -> int:
-        """How many chunks the version has: one past its last place, or the count stored
-        with it where that is more (a node deleted from its end leaves its place counted)."""
-        return max(self.next_index, self.stored_count, 1)
-
-    def place(self) -> int:
-        """The chunk index of a new node: the first place of the version with no chunk (a
-        deleted node's), else one past its last."""
-        while self.scan < self.chunk_count and self.scan in self.key_at:
-            self.scan += 1
-        at = self.scan if self.scan < self.chunk_count else self.next_index
-        self.scan = max(self.scan, at + 1)
-        self.next_index = max(self.next_index, at + 1)
-        return at
-
-    def index_of(self, node_id: str) -> int | None:
-        """The chunk its writer gave the id ``node_id``, or whose point id it is, if any."""
-        found = self.by_id.get(node_id)
-        return found if found is not None else self.points.get(node_id)
-
-    def set_id(self, chunk_index: int, node_id: str) -> None:
-        """The chunk at ``chunk_index`` is now the node ``node_id``'s."""
-        old = self.ids_at.get(chunk_index)
-        if old is not None and self.by_id.get(old) == chunk_index:
-            del self.by_id[old]
-        self.ids_at[chunk_index] = node_id
-        self.by_id.setdefault(node_id, chunk_index)
-
-    def chunk(self, chunk_index: int | None) -> StoredChunk | None:
-        """The stored chunk at ``chunk_index`` (``None``: none)."""
-        if chunk_index is None or chunk_index not in self.meta_at:
-            return None
-        return StoredChunk(chunk_index, self.meta_at[chunk_index])
-
-
-def _group(nodes: Sequence[BaseNode]) -> dict[str, _Doc]:
-    grouped: dict[str, list[tuple[int, BaseNode]]] = {}
-    for i, node in enumerate(nodes):
-        grouped.setdefault(node_doc_id(node), []).append((i, node))
-    check_duplicate_ids(nodes)
-    docs: dict[str, _Doc] = {}
-    for doc_id, members in grouped.items():
-        check_sourceless(doc_id, [n for _, n in members], None)
-        versions = {node_version(n) for _, n in members}
-        if len(versions) > 1:
-            raise ValueError(
-                f"nodes of document {doc_id!r} come from different versions of it (another "
-                "source hash, or mixed chunkings); add the nodes of one version. From an "
-                "M3HierarchicalNodeParser (or a HierarchicalNodeParser) whose leaf level "
-                "late-chunks, store only the leaves (get_leaf_nodes) and keep every level in "
-                "a docstore, as AutoMergingRetriever expects"
-            )
-        docs[doc_id] = _Doc(versions.pop(), nodes=members)
-    return docs
-
-
-def _read_stored(index: M3Index, docs: dict[str, _Doc]) -> None:
-    payloads = stored_payloads(index, list(docs))
-    stored_of = payloads_by_doc(payloads)
-    for doc_id, doc in docs.items():
-        mine = stored_of.get(doc_id, [])
-        check_sourceless(doc_id, [n for _, n in doc.nodes], mine)
-        lone = doc.nodes[0][1]
-        if has_no_source(lone):  # its stored chunk (written or read back) keeps its version
-            doc.version = next(
-                (str(p[DOC_HASH]) for p in mine if _names(lone, p) and p.get(DOC_HASH)),
-                doc.version,
-            )
-        if doc.version is None:  # unknown: the stored version stands
-            stored = {str(p[DOC_HASH]) for p in mine if p.get(DOC_HASH)}
-            if len(stored) > 1:  # an interrupted write left two: which one is current?
-                raise ValueError(
-                    f"document {doc_id!r} has chunks of {len(stored)} versions stored (a write "
-                    "that did not finish), and these nodes name no version (their source has "
-                    "no hash): add the document's nodes with their source document first"
-                )
-            doc.adopted = bool(stored)
-            doc.version = stored.pop() if stored else unversioned_version(doc_id, doc.nodes[0][1])
-    for payload in payloads:
-        doc = docs[doc_id_of(payload)]
-        if payload.get(DOC_HASH) != doc.version:
-            doc.stale = True
-            continue
-        chunk_index = int(payload.get(CHUNK_INDEX) or 0)
-        meta = payload.get(METADATA) or {}
-        extra = payload.get(EXTRA)
-        relationships = extra.get("relationships") if isinstance(extra, dict) else None
-        key = identity_key(
-            str(payload.get(PAGE_CONTENT, "")),
-            payload.get(START),
-            payload.get(END),
-            meta,
-            parent_hash(relationships),
-        )
-        doc.same.setdefault(key, []).append(chunk_index)
-        doc.key_at[chunk_index] = key
-        doc.meta_at[chunk_index] = dict(meta)
-        doc.related_at[chunk_index] = related_ids(relationships)
-        doc.encoded_at[chunk_index] = payload.get(ENCODED_TEXT)
-        if pooled_late(payload):
-            doc.late.add(chunk_index)
-        doc.extra_at[chunk_index] = extra
-        doc.text_at[chunk_index] = (
-            str(payload.get(PAGE_CONTENT, "")),
-            payload.get(START),
-            payload.get(END),
-            parent_hash(relationships),
-        )
-        doc.points[point_id(doc_id_of(payload), chunk_index)] = chunk_index
-        doc.counts[chunk_index] = int(payload.get(CHUNK_COUNT) or 0)
-        doc.stored_count = max(doc.stored_count, doc.counts[chunk_index])
-        if payload.get(CHUNK_ID) is not None:
-            doc.set_id(chunk_index, str(payload[CHUNK_ID]))
-        doc.next_index = max(doc.next_index, chunk_index + 1)
-    for doc in docs.values():
-        for indexes in doc.same.values():
-            indexes.sort()
-
-
-def _names(node: BaseNode, payload: Mapping[str, Any]) -> bool:
-    """``node``'s id is the stored chunk's: its writer's id or its point id."""
-    chunk_index = int(payload.get(CHUNK_INDEX) or 0)
-    return node.node_id in (payload.get(CHUNK_ID), point_id(doc_id_of(payload), chunk_index))
 
 
 def write_nodes(
@@ -295,8 +124,8 @@ def write_nodes(
     check_node_types(nodes)
     index.check_encoder()  # the store checks its holder's encoder, maybe another index's
     check_late_nodes(nodes, index.fingerprint, text_instruction)
-    docs = _group(nodes)
-    _read_stored(index, docs)
+    docs = group_nodes(nodes)
+    read_stored(index, docs)
     check_ids_elsewhere(index, {d: [n for _, n in doc.nodes] for d, doc in docs.items()})
     heads = index.store.heads
     new: list[tuple[str, int, BaseNode]] = []
@@ -401,14 +230,14 @@ def write_nodes(
     written = {doc_id for doc_id, _ in rewritten}
     for doc_id, doc in docs.items():
         if doc.stale and doc_id not in written:  # every node was stored, an old version too
-            assert doc.version is not None  # set by _read_stored
+            assert doc.version is not None  # set by read_stored
             index.store.delete_points(
                 filter=stale_chunks_filter(doc_id, doc.version, doc.chunk_count)
             )
     return [node.node_id for node in nodes]
 
 
-def _renew_adopted_versions(index: M3Index, docs: dict[str, _Doc]) -> None:
+def _renew_adopted_versions(index: M3Index, docs: dict[str, WriteDoc]) -> None:
     """Give a new version to each document whose stored version these nodes changed.
 
     Nodes that name no version (read back from the store, or built by hand) are written
@@ -423,7 +252,7 @@ def _renew_adopted_versions(index: M3Index, docs: dict[str, _Doc]) -> None:
     for doc_id, doc in docs.items():
         if not doc.adopted or not doc.changed:
             continue
-        assert doc.version is not None  # set by _read_stored
+        assert doc.version is not None  # set by read_stored
         blob = json.dumps(["llamaindex", ["changed", doc.version, sorted(doc.changed)]])
         renewed = hashlib.sha256(blob.encode()).hexdigest()
         index.store.set_version(doc_id, doc.version, renewed)
@@ -431,7 +260,7 @@ def _renew_adopted_versions(index: M3Index, docs: dict[str, _Doc]) -> None:
 
 
 def _set_chunk_counts(
-    index: M3Index, docs: dict[str, _Doc], rewritten: set[tuple[str, int]]
+    index: M3Index, docs: dict[str, WriteDoc], rewritten: set[tuple[str, int]]
 ) -> None:
     """Give the stored chunks of each document's version that this write did not rewrite
     the version's chunk count, where they hold another (see the module doc).
@@ -443,7 +272,7 @@ def _set_chunk_counts(
     for doc_id, doc in docs.items():
         count = doc.chunk_count
         if any(n != count for at, n in doc.counts.items() if (doc_id, at) not in rewritten):
-            assert doc.version is not None  # set by _read_stored
+            assert doc.version is not None  # set by read_stored
             index.store.set_chunk_count(doc_id, doc.version, count)
 
 
@@ -455,7 +284,7 @@ def _encoded_text(node: BaseNode, text_instruction: str | None) -> str | None:
     return other_encoded_text(node, embed_text(node, text_instruction))
 
 
-def _same_chunk(doc: _Doc, key: str, node: BaseNode, claimed: set[int]) -> int | None:
+def _same_chunk(doc: WriteDoc, key: str, node: BaseNode, claimed: set[int]) -> int | None:
     """A stored chunk of this content that ``node`` (an id no chunk has) is a new parse of.
 
     Not one another node of this call matched, nor one related to ``node`` (a parent, child
@@ -477,14 +306,14 @@ def _record(
     chunk_index: int,
     node: BaseNode,
     vectors: M3Output,
-    doc: _Doc,
+    doc: WriteDoc,
     stored: StoredChunk | None,
     encoded: str | None = None,
 ) -> ChunkRecord:
     """A node as its chunk record (:func:`~llamaindex_m3.node_records.node_chunk_record`) under
     its document's version and chunk count; ``encoded``: the text its vectors were encoded on
     (:func:`~llamaindex_m3.node_records.embed_text`; ``None``: a late-chunked node)."""
-    assert doc.version is not None  # set by _read_stored
+    assert doc.version is not None  # set by read_stored
     return node_chunk_record(
         doc_id,
         chunk_index,

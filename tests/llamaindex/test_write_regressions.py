@@ -162,10 +162,10 @@ def test_retriever_rewrites_a_document_stored_with_bare_text_vectors(
 
 
 def test_doc_finds_chunks_by_id_after_renames() -> None:
-    """``_Doc.index_of`` is a dict lookup kept true when a chunk takes a new node id."""
-    from llamaindex_m3.node_writes import _Doc
+    """``WriteDoc.index_of`` is a dict lookup kept true when a chunk takes a new node id."""
+    from llamaindex_m3.write_docs import WriteDoc
 
-    doc = _Doc(version="v")
+    doc = WriteDoc(version="v")
     for i in range(5000):
         doc.set_id(i, f"id-{i}")
     assert doc.index_of("id-4999") == 4999 and doc.index_of("nope") is None
