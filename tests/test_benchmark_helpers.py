@@ -12,11 +12,13 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "_bench.py"
+from tests.bench_scripts import BENCH
+from tests.bench_scripts import load_script as _script
+from tests.bench_scripts import single_passage_data as _single_passage_data
+
 pytestmark = pytest.mark.skipif(not BENCH.is_file(), reason="benchmarks/ not shipped here")
 
 
@@ -123,21 +125,6 @@ def test_checkpoint_digest_follows_every_weight_file(bench: ModuleType, tmp_path
     empty.mkdir()
     with pytest.raises(ValueError, match="no weight file"):
         bench.checkpoint_digest(empty)
-
-
-def _script(name: str) -> ModuleType:
-    """A benchmark script loaded from its file (its ``_bench`` imports resolve beside it)."""
-    folder = str(BENCH.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(
-        f"m3kit_bench_{name}", BENCH.parent / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_late_chunking_cost_times_the_split_in_naive_too(
@@ -348,140 +335,6 @@ def test_span_finetune_checkpoints_name_their_training_articles_and_their_starts
     span.late_chunking.refuse_trained_checkpoints([f"ckpt:span={out / 'span'}"], heldout)
     with pytest.raises(SystemExit, match=f"{out / 'span'} was trained on"):
         span.late_chunking.refuse_trained_checkpoints([f"ckpt:span={out / 'span'}"], dev)
-
-
-# -- the fine-tuning benchmarks train on the same rows --------------------------------------------
-def _single_passage_data(folder: Path, n: int = 8) -> Path:
-    """A cmrc2018_zh-like set: every article one passage, so every hard negative is foreign."""
-    import gzip
-
-    folder.mkdir(parents=True)
-    texts = {f"p{i}": f"Passage {i} tells of river {i} and the town of Town{i}." for i in range(n)}
-    queries, qrels, rows, ids = [], ["query-id\tcorpus-id\tscore"], [], []
-    for i in range(n):
-        for k in range(2):
-            qid, text = f"q{i}-{k}", f"Which town lies on river {i}{'?' * k}"
-            negs = [f"p{(i + j) % n}" for j in (1, 2, 3)]
-            queries.append({"_id": qid, "text": text, "article": f"DEV_{i}"})
-            qrels.append(f"{qid}\tp{i}\t1")
-            rows.append({"query": text, "pos": [texts[f"p{i}"]], "neg": [texts[d] for d in negs]})
-            ids.append(
-                {"query_id": qid, "article": f"DEV_{i}", "pos_ids": [f"p{i}"], "neg_ids": negs}
-            )
-    articles = [{"_id": f"DEV_{i}", "paragraph_id": f"p{i}"} for i in range(n)]
-    (folder / "articles.json").write_text(json.dumps(articles), encoding="utf-8")
-    corpus = [{"_id": d, "title": "", "text": t} for d, t in texts.items()]
-    for name, items in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
-        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in items), "utf-8")
-    (folder / "train_ids.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ids), "utf-8")
-    (folder / "qrels.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
-    with gzip.open(folder / "train.jsonl.gz", "wt", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in rows)
-    return folder
-
-
-def _fake_training(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> list[list[Any]]:
-    """``M3Finetuner.fit`` saves ``checkpoint`` as the trained model; returns the rows given."""
-    import shutil
-
-    from m3kit.finetune import M3Finetuner
-    from m3kit.finetune.trainer import FinetuneResult
-
-    trained: list[list[Any]] = []
-
-    def fit(self: M3Finetuner, examples: list[Any]) -> FinetuneResult:
-        trained.append(list(examples))
-        out = Path(self.config.output_path)
-        shutil.copytree(checkpoint, out, dirs_exist_ok=True)
-        return FinetuneResult(out, frozenset(), 1, len(examples), 0.5, (), "fp32")
-
-    monkeypatch.setattr(M3Finetuner, "fit", fit)
-    return trained
-
-
-def test_finetune_sweep_trains_on_the_rows_finetune_py_trains_on(
-    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    finetune, sweep, bench = _script("finetune"), _script("finetune_sweep"), _script("_bench")
-    data = _single_passage_data(tmp_path / "cmrc_like")
-    trained = _fake_training(monkeypatch, tiny_m3_path)
-    log = tmp_path / "sweep.jsonl"
-    argv = ["--name", "run", "--data", str(data), "--out", str(tmp_path / "sweep")]
-    sweep.main([*argv, "--results", str(log)])
-    expected = finetune.training_split(str(data), seed=0, rows=1000)
-    # CMRC-like rows keep their in-split negatives (finetune.py's drop_foreign_negatives)
-    assert expected.train and trained == [list(expected.train)]
-    md = log.with_suffix(".md").read_text(encoding="utf-8")
-    assert "| run | cmrc_like seed 0 |" in md and "squad_en" not in md
-    assert json.loads(log.read_text(encoding="utf-8"))["data"] == "cmrc_like"
-    record = bench.training_record(tmp_path / "sweep" / "run" / "model")
-    assert record is not None and record["by"] == "finetune_sweep.py"
-    assert record["train_articles"] == list(expected.train_articles) and record["seed"] == 0
-
-
-def test_finetune_timing_trains_on_finetune_py_rows_at_its_validation_fraction(
-    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import argparse
-
-    finetune, timing = _script("finetune"), _script("finetune_timing")
-    data = _single_passage_data(tmp_path / "cmrc_like")
-    trained = _fake_training(monkeypatch, tiny_m3_path)
-
-    def llamaindex(python: str, train: list[Any], model: str, out: Path, *_: Any) -> dict[str, Any]:
-        (out / "model").mkdir(parents=True)
-        return {"train_seconds": 1.0, "finetune_seconds": 1.5, "build_seconds": 0.5,
-                "max_length": 256.0, "timer": None, "versions": {}, "torch_threads": 1}  # fmt: skip
-
-    monkeypatch.setattr(timing, "_run_llamaindex", llamaindex)
-    parser = argparse.ArgumentParser()
-    finetune.add_training_arguments(parser)  # finetune.py's training options, defaults
-    default = parser.parse_args([]).validation_fraction
-    for n, fraction in enumerate((default, 0.5)):
-        given = [] if fraction == default else ["--validation-fraction", str(fraction)]
-        argv = ["--data", str(data), "--repeats", "1", "--out", str(tmp_path / f"t{n}")]
-        # (LlamaIndex's engine is faked above: any executable Python passes the venv check)
-        argv += ["--bench-python", sys.executable]
-        timing.main([*argv, "--results", str(tmp_path / f"timing{n}"), *given])
-        split = finetune.training_split(str(data), seed=0, rows=1000, validation_fraction=fraction)
-        assert trained[n] == list(split.train)
-        record = _script("_bench").training_record(tmp_path / f"t{n}" / "m3kit-0")
-        assert record is not None and record["train_articles"] == list(split.train_articles)
-    assert trained[0] != trained[1]
-    md = (tmp_path / "timing0.md").read_text(encoding="utf-8")
-    assert "training rows of cmrc_like" in md and "squad_en" not in md
-
-
-def test_finetune_records_its_split_and_refuses_checkpoints_trained_on_its_evaluation_articles(
-    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    finetune, bench = _script("finetune"), _script("_bench")
-    data = _single_passage_data(tmp_path / "cmrc_like")
-    trained = _fake_training(monkeypatch, tiny_m3_path)
-    out = tmp_path / "run"
-    finetune.main(["--data", str(data), "--out", str(out), "--skip-llamaindex"])
-    split = finetune.training_split(str(data), seed=0, rows=1000)
-    assert trained == [list(split.train)]
-    record = bench.training_record(out / "m3kit")
-    assert record is not None and record["by"] == "finetune.py" and record["seed"] == 0
-    assert record["train_articles"] == list(split.train_articles)
-    # --checkpoints with another --seed would score it on some of its training articles
-    other = finetune.training_split(str(data), seed=1, rows=1000)
-    leaked = sorted(set(other.eval_articles) & set(split.train_articles))
-    assert leaked
-    argv = ["--data", str(data), "--checkpoints", f"ft={out / 'm3kit'}"]
-    with pytest.raises(SystemExit, match=rf"\({', '.join(leaked)}\): finetune.py .*--seed 0"):
-        finetune.main([*argv, "--seed", "1", "--out", str(tmp_path / "seed1")])
-    assert not (tmp_path / "seed1").exists()
-    assert finetune.main([*argv, "--out", str(tmp_path / "seed0")]) == 0
-    # trained on every training article (--validation-fraction 0), it holds the validation
-    # articles a default run calibrates its fusion on: refused too (it was scored)
-    every = tmp_path / "every"
-    flags = ["--skip-llamaindex", "--validation-fraction", "0"]
-    finetune.main(["--data", str(data), "--out", str(every), *flags])
-    argv = ["--data", str(data), "--checkpoints", f"ft={every / 'm3kit'}"]
-    with pytest.raises(SystemExit, match="validation articles .*calibrated on its own training"):
-        finetune.main([*argv, "--out", str(tmp_path / "calibrated")])
 
 
 def test_index_memory_runs_both_settings_and_reports_them(
