@@ -112,12 +112,12 @@ def _scores(report: Any) -> dict[str, float]:
     return {h: round(report.metrics[h]["ndcg@10"], 4) for h in HEADS if h in report.metrics}
 
 
-def _run_llamaindex(python: str, train: list[Any], model: str, out: Path) -> float:
+def _run_llamaindex(python: str, train: list[Any], model: str, out: Path, batch_size: int) -> float:
     """LlamaIndex's engine as ``benchmarks/finetune.py`` calls it; returns its train seconds."""
     sys.path.insert(0, str(HERE))
     from finetune import _run_llamaindex as run  # type: ignore[import-not-found]
 
-    return float(run(python, train, model, out, 1, 16)["train_seconds"])
+    return float(run(python, train, model, out, 1, batch_size)["train_seconds"])
 
 
 def _split_name(row: dict[str, Any]) -> str:
@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: --interpolate needs an m3kit training run")
     if args.mine and (args.start or args.llamaindex):
         raise SystemExit("error: --mine replaces the negatives of an m3kit training run's rows")
+    ignored = sorted(set(_parse_overrides(args.overrides)) - {"batch_size"})
+    if args.llamaindex and ignored:
+        raise SystemExit(
+            f"error: LlamaIndex's engine takes batch_size only of the overrides, not {ignored}"
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -291,10 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         path = M3Finetuner(cfg).save_start(train, out / "start")
         config = settings(cfg)
     elif args.llamaindex:
-        train_seconds = _run_llamaindex(args.bench_python, train, model, out)
+        batch_size = int(overrides.get("batch_size", 16))
+        train_seconds = _run_llamaindex(args.bench_python, train, model, out, batch_size)
         path, heads = out / "model", ["dense"]
         record_rows(path, "finetune_sweep.py", args, split)
-        config = {"engine": "SentenceTransformersFinetuneEngine", "epochs": 1, "batch_size": 16}
+        config = {
+            "engine": "SentenceTransformersFinetuneEngine",
+            "epochs": 1,
+            "batch_size": batch_size,
+        }
     else:
         if args.mine:
             train = _mine(train, model, out, args.mine, overrides, args.seed)

@@ -124,3 +124,34 @@ def test_finetune_records_its_split_and_refuses_checkpoints_trained_on_its_evalu
     argv = ["--data", str(data), "--checkpoints", f"ft={every / 'm3kit'}"]
     with pytest.raises(SystemExit, match="validation articles .*calibrated on its own training"):
         finetune.main([*argv, "--out", str(tmp_path / "calibrated")])
+
+
+def test_finetune_sweep_runs_llamaindex_at_the_batch_size_given_and_refuses_other_overrides(
+    tmp_path: Path, tiny_m3_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--llamaindex batch_size=32`` trains LlamaIndex's engine at 32 (it was always 16, so a
+    batch-size sweep compared m3kit at 32 with the engine at 16); an override the engine has
+    no setting for is an error, not silently ignored."""
+    import shutil
+    import types
+
+    sweep = _script("finetune_sweep")
+    data = _single_passage_data(tmp_path / "cmrc_like")
+    batches: list[int] = []
+
+    def run(python: str, train: list[Any], model: str, out: Path, epochs: int, batch: int) -> Any:
+        batches.append(batch)
+        shutil.copytree(tiny_m3_path, out / "model")
+        return {"train_seconds": 1.0}
+
+    monkeypatch.setitem(sys.modules, "finetune", types.SimpleNamespace(_run_llamaindex=run))
+    argv = ["--data", str(data), "--llamaindex", "--results", str(tmp_path / "log")]
+    for n, given in enumerate(([], ["batch_size=32"])):
+        sweep.main([*argv, "--name", f"li{n}", "--out", str(tmp_path / f"o{n}"), *given])
+    assert batches == [16, 32]
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text("utf-8").splitlines()]
+    assert [r["config"]["batch_size"] for r in rows] == [16, 32]
+    refused = r"batch_size only of the overrides, not \['temperature'\]"
+    with pytest.raises(SystemExit, match=refused):
+        sweep.main([*argv, "--name", "bad", "--out", str(tmp_path / "bad"), "temperature=0.05"])
+    assert batches == [16, 32]
