@@ -83,23 +83,32 @@ class CpuFlags:
 def parse_cpuinfo(text: str) -> tuple[str, frozenset[str] | None]:
     """Model name and flags of the first CPU listed in a ``/proc/cpuinfo`` text.
 
+    On x86 the name is followed by the CPU's family and model numbers: a virtual machine often
+    names its CPU only "AMD EPYC", which is Zen 3, 4 or 5 (family 25 model 1 / 17, family 26),
+    CPUs whose bf16 and AVX-512 speeds differ.
+
     >>> model, flags = parse_cpuinfo("model name\\t: Xeon\\nflags\\t\\t: fpu avx2 avx512f\\n")
     >>> model, sorted(flags)
     ('Xeon', ['avx2', 'avx512f', 'fpu'])
+    >>> parse_cpuinfo("cpu family\\t: 26\\nmodel\\t\\t: 2\\nmodel name\\t: AMD EPYC\\n")
+    ('AMD EPYC (family 26, model 2)', None)
     >>> parse_cpuinfo("processor : 0\\n")
     ('', None)
     """
-    model = ""
+    fields: dict[str, str] = {}
     flags: frozenset[str] | None = None
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
             continue
         key = key.strip().lower()
-        if key == "model name" and not model:
-            model = value.strip()
+        if key in ("model name", "cpu family", "model") and not fields.get(key):
+            fields[key] = value.strip()
         elif key in ("flags", "features") and flags is None:
             flags = frozenset(value.split())
+    model = fields.get("model name", "")
+    if model and "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
     return model, flags
 
 

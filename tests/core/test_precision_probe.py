@@ -144,6 +144,15 @@ def test_parse_cpuinfo_x86_and_arm() -> None:
     assert parse_cpuinfo(arm) == ("", frozenset({"fp", "asimd", "bf16"}))
 
 
+def test_parse_cpuinfo_names_the_x86_family_and_model() -> None:
+    """A VM's "AMD EPYC" is Zen 3, 4 or 5: the family and model numbers of the first CPU say
+    which (benchmark results named only "AMD EPYC", and a Zen 5 was taken for a Zen 4)."""
+    cpu = "processor\t: {}\ncpu family\t: {}\nmodel\t\t: {}\nmodel name\t: AMD EPYC\n\n"
+    text = cpu.format(0, 26, 2) + cpu.format(1, 25, 17)
+    assert parse_cpuinfo(text)[0] == "AMD EPYC (family 26, model 2)"
+    assert parse_cpuinfo(cpu.format(0, 25, 1).replace("AMD EPYC", ""))[0] == ""
+
+
 # -- the real probe on this machine -----------------------------------------------------------
 def _proc_flags() -> set[str]:
     cpuinfo = Path("/proc/cpuinfo")
